@@ -1,0 +1,48 @@
+# Meridian's build, test, lint, bench and sim entry points. Everything the targets need is
+# fetched by the targets themselves (Go modules through the module proxy, Debian packages by
+# the bench scripts), so a fresh machine with Go runs them as they are.
+GO          ?= go
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+# Packages whose tests exercise concurrency run under the race detector.
+RACE_PKGS   ?= ./edge/... ./origin/... ./purge/... ./control/... ./dnsroute/...
+TEST_FLAGS  ?= -count=1 -timeout 12m
+
+.PHONY: all build test test-long lint bench sim fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o bin/meridian .
+
+test:
+	$(GO) vet ./...
+	$(GO) test $(TEST_FLAGS) -race $(RACE_PKGS)
+	$(GO) test $(TEST_FLAGS) $$($(GO) list ./... | grep -v -E '/(edge|origin|purge|control|dnsroute)(/|$$)')
+
+# Long soak and fault runs, and checks that need extra Debian packages.
+test-long:
+	MERIDIAN_LONG=1 $(GO) test -count=1 -timeout 60m -race ./...
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt: files above need formatting'; exit 1; }
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+# Go benchmarks for the hot paths; bench/*.sh put Meridian beside nginx, Varnish and gdnsd.
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+sim: build
+	./bin/meridian sim
+
+# Short fuzzing pass over every fuzz target (FUZZTIME each).
+FUZZTIME ?= 10s
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+clean:
+	rm -rf bin

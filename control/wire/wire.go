@@ -1,0 +1,297 @@
+// Package wire defines the records that cross between the control plane and the nodes (edges and
+// DNS servers): fleet registrations with their load reports, host configuration and routing
+// policy, and the NATS names they travel under. It imports only the standard library so that
+// every side can share it without pulling in the others.
+package wire
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"runtime/debug"
+	"sort"
+	"strings"
+	"time"
+)
+
+// NATS names. Every subject and bucket is prefixed by a configurable prefix (default
+// DefaultPrefix) so that several fleets can share one NATS cluster.
+const (
+	DefaultPrefix = "meridian"
+	// FleetBucket is the KV bucket holding one key per edge node (see FleetKey).
+	FleetBucket = "fleet"
+	// ConfigBucket is the KV bucket holding host configs (see HostKey) and the routing policy.
+	ConfigBucket = "config"
+	// RoutingKey is the key in ConfigBucket that holds the RoutingPolicy.
+	RoutingKey = "routing"
+	// PurgeStream is the JetStream stream carrying purge commands.
+	PurgeStream = "PURGE"
+)
+
+// Bucket returns the KV bucket name for prefix p (empty means DefaultPrefix), e.g.
+// "meridian_fleet". Bucket names may not contain dots.
+func Bucket(p, bucket string) string {
+	if p == "" {
+		p = DefaultPrefix
+	}
+	return strings.ReplaceAll(p, ".", "_") + "_" + bucket
+}
+
+// FleetKey is the key of one node in the fleet bucket: "<pop>.<node>".
+func FleetKey(pop, node string) string { return pop + "." + node }
+
+// HostKey is the key of one hostname's config in the config bucket: "host.<hostname>".
+func HostKey(host string) string { return "host." + strings.ToLower(host) }
+
+// Node is one edge node's registration and its latest load report. It is the value stored
+// under FleetKey in the fleet bucket and rewritten on every heartbeat.
+type Node struct {
+	PoP    string  `json:"pop"`
+	ID     string  `json:"id"`
+	Region string  `json:"region,omitempty"`
+	City   string  `json:"city,omitempty"`
+	Lat    float64 `json:"lat"`
+	Lon    float64 `json:"lon"`
+	// IPv4 and IPv6 are the public addresses that DNS hands to clients.
+	IPv4 string `json:"ipv4,omitempty"`
+	IPv6 string `json:"ipv6,omitempty"`
+	// HTTPAddr is host:port of the plain HTTP listener; peers fill from it.
+	HTTPAddr  string `json:"http_addr,omitempty"`
+	HTTPSAddr string `json:"https_addr,omitempty"`
+	AdminAddr string `json:"admin_addr,omitempty"`
+	// Capacity is the request rate (requests/s) the node is sized for; 0 means unknown.
+	Capacity float64 `json:"capacity,omitempty"`
+	Version  string  `json:"version,omitempty"`
+	// Draining is true when the node is shutting down or was drained by an operator: it still
+	// serves what arrives but must not be handed new clients or used as a peer.
+	Draining bool       `json:"draining"`
+	Load     LoadReport `json:"load"`
+}
+
+// LoadReport is what a node measured over its last heartbeat interval.
+type LoadReport struct {
+	At                time.Time `json:"at"`
+	RequestsPerSec    float64   `json:"requests_per_sec"`
+	EgressBytesPerSec float64   `json:"egress_bytes_per_sec"`
+	OpenConns         int       `json:"open_conns"`
+	// CPU is the process's share of one core over the interval (1.0 = one core busy).
+	CPU         float64 `json:"cpu"`
+	MemoryBytes uint64  `json:"memory_bytes"`
+	HitRatio    float64 `json:"hit_ratio"`
+	Healthy     bool    `json:"healthy"`
+}
+
+// Utilisation is the node's load as a fraction of its capacity (0 when capacity is unknown).
+func (n Node) Utilisation() float64 {
+	if n.Capacity <= 0 {
+		return 0
+	}
+	return n.Load.RequestsPerSec / n.Capacity
+}
+
+// Usable reports whether the node may be handed new clients or used as a fill peer.
+func (n Node) Usable() bool { return n.Load.Healthy && !n.Draining }
+
+// PoP is a point of presence: the nodes that share one location. It is derived from the
+// nodes in the fleet bucket (see GroupPoPs), never stored on its own.
+type PoP struct {
+	ID     string  `json:"id"`
+	Region string  `json:"region,omitempty"`
+	City   string  `json:"city,omitempty"`
+	Lat    float64 `json:"lat"`
+	Lon    float64 `json:"lon"`
+	Nodes  []Node  `json:"nodes"`
+}
+
+// Usable reports whether at least one node of the PoP is usable.
+func (p PoP) Usable() bool {
+	for _, n := range p.Nodes {
+		if n.Usable() {
+			return true
+		}
+	}
+	return false
+}
+
+// Draining reports whether every node of the PoP is draining.
+func (p PoP) Draining() bool {
+	for _, n := range p.Nodes {
+		if !n.Draining {
+			return false
+		}
+	}
+	return len(p.Nodes) > 0
+}
+
+// Utilisation is the PoP's summed request rate over its summed capacity (0 when unknown).
+func (p PoP) Utilisation() float64 {
+	var rps, capacity float64
+	for _, n := range p.Nodes {
+		rps += n.Load.RequestsPerSec
+		capacity += n.Capacity
+	}
+	if capacity <= 0 {
+		return 0
+	}
+	return rps / capacity
+}
+
+// GroupPoPs groups nodes by PoP, sorted by PoP id and node id. A PoP's location is its
+// first node's.
+func GroupPoPs(nodes []Node) []PoP {
+	byID := map[string]*PoP{}
+	for _, n := range nodes {
+		p, ok := byID[n.PoP]
+		if !ok {
+			p = &PoP{ID: n.PoP, Region: n.Region, City: n.City, Lat: n.Lat, Lon: n.Lon}
+			byID[n.PoP] = p
+		}
+		p.Nodes = append(p.Nodes, n)
+	}
+	out := make([]PoP, 0, len(byID))
+	for _, p := range byID {
+		sort.Slice(p.Nodes, func(i, j int) bool { return p.Nodes[i].ID < p.Nodes[j].ID })
+		out = append(out, *p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// HostConfig is how the fleet serves one hostname. It is the value stored under HostKey in
+// the config bucket, and the per-host section of an edge's config file.
+type HostConfig struct {
+	// Host is the hostname clients send (lower case, no port).
+	Host string `json:"host" yaml:"host"`
+	// Origin is the origin's base URL, e.g. "http://10.0.0.1:8080".
+	Origin string `json:"origin" yaml:"origin"`
+	// OriginHost, if set, replaces the Host header sent to the origin.
+	OriginHost string `json:"origin_host,omitempty" yaml:"origin_host,omitempty"`
+	// Shield is the PoP id that fills from the origin for every other PoP; empty means none.
+	Shield string       `json:"shield,omitempty" yaml:"shield,omitempty"`
+	Cache  CacheOptions `json:"cache" yaml:"cache"`
+}
+
+// CacheOptions are a host's caching knobs. The zero value is the default behaviour.
+type CacheOptions struct {
+	// IgnoreQuery drops the whole query string from the cache key.
+	IgnoreQuery bool `json:"ignore_query,omitempty" yaml:"ignore_query,omitempty"`
+	// KeepParams, if not empty, keeps only these query parameters in the cache key.
+	KeepParams []string `json:"keep_params,omitempty" yaml:"keep_params,omitempty"`
+	// SortQuery sorts query parameters in the cache key so that ?a=1&b=2 and ?b=2&a=1 share
+	// an entry.
+	SortQuery bool `json:"sort_query,omitempty" yaml:"sort_query,omitempty"`
+	// KeepSurrogateHeaders passes Surrogate-Key, Cache-Tag and Cache-Groups on to clients;
+	// by default the edge strips them.
+	KeepSurrogateHeaders bool `json:"keep_surrogate_headers,omitempty" yaml:"keep_surrogate_headers,omitempty"`
+	// MaxObjectBytes overrides the node's object size limit for this host; 0 means the node's.
+	MaxObjectBytes int64 `json:"max_object_bytes,omitempty" yaml:"max_object_bytes,omitempty"`
+}
+
+// Validate reports the first problem with the config, naming the field.
+func (h HostConfig) Validate() error {
+	if err := ValidateHostname(h.Host); err != nil {
+		return &FieldError{Field: "host", Err: err}
+	}
+	u, err := url.Parse(h.Origin)
+	switch {
+	case h.Origin == "":
+		return &FieldError{Field: "origin", Err: errors.New("is required")}
+	case err != nil:
+		return &FieldError{Field: "origin", Err: err}
+	case u.Scheme != "http" && u.Scheme != "https":
+		return &FieldError{Field: "origin", Err: fmt.Errorf("scheme %q is not http or https", u.Scheme)}
+	case u.Host == "":
+		return &FieldError{Field: "origin", Err: errors.New("has no host")}
+	}
+	if h.Cache.MaxObjectBytes < 0 {
+		return &FieldError{Field: "cache.max_object_bytes", Err: errors.New("is negative")}
+	}
+	if h.Shield != "" && !validLabel(h.Shield) {
+		return &FieldError{Field: "shield", Err: fmt.Errorf("%q is not a valid PoP id", h.Shield)}
+	}
+	return nil
+}
+
+// ValidateHostname checks that h is a lower-case DNS hostname without port.
+func ValidateHostname(h string) error {
+	if h == "" {
+		return errors.New("is required")
+	}
+	if len(h) > 253 {
+		return errors.New("is longer than 253 characters")
+	}
+	if h != strings.ToLower(h) {
+		return fmt.Errorf("%q is not lower case", h)
+	}
+	for _, label := range strings.Split(h, ".") {
+		if !validLabel(label) {
+			return fmt.Errorf("%q is not a valid hostname", h)
+		}
+	}
+	return nil
+}
+
+func validLabel(l string) bool {
+	if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+		return false
+	}
+	for _, c := range l {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// RoutingPolicy tells DNS how to choose a PoP. It is stored under RoutingKey.
+type RoutingPolicy struct {
+	// Policy is "nearest" (default), "least-loaded" or "weighted".
+	Policy string `json:"policy" yaml:"policy"`
+	// RadiusKm bounds least-loaded to PoPs within this distance of the nearest (default 1500).
+	RadiusKm float64 `json:"radius_km,omitempty" yaml:"radius_km,omitempty"`
+	// LowWatermark and HighWatermark are utilisations between which nearest sheds load to
+	// the next PoP in proportion (defaults 0.8 and 1.0).
+	LowWatermark  float64 `json:"low_watermark,omitempty" yaml:"low_watermark,omitempty"`
+	HighWatermark float64 `json:"high_watermark,omitempty" yaml:"high_watermark,omitempty"`
+	// Weights per PoP id for the weighted policy.
+	Weights map[string]float64 `json:"weights,omitempty" yaml:"weights,omitempty"`
+}
+
+// Validate reports the first problem with the policy, naming the field.
+func (r RoutingPolicy) Validate() error {
+	switch r.Policy {
+	case "", "nearest", "least-loaded", "weighted":
+	default:
+		return &FieldError{Field: "policy", Err: fmt.Errorf("%q is not nearest, least-loaded or weighted", r.Policy)}
+	}
+	if r.RadiusKm < 0 {
+		return &FieldError{Field: "radius_km", Err: errors.New("is negative")}
+	}
+	if r.LowWatermark < 0 || r.HighWatermark < 0 || (r.HighWatermark > 0 && r.LowWatermark > r.HighWatermark) {
+		return &FieldError{Field: "low_watermark", Err: errors.New("must be between 0 and high_watermark")}
+	}
+	for pop, w := range r.Weights {
+		if w < 0 {
+			return &FieldError{Field: "weights." + pop, Err: errors.New("is negative")}
+		}
+	}
+	return nil
+}
+
+// FieldError is a validation error that names the offending field.
+type FieldError struct {
+	Field string
+	Err   error
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Err.Error() }
+func (e *FieldError) Unwrap() error { return e.Err }
+
+// Version is the running binary's module version ("devel" when built from a work tree).
+func Version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok || bi.Main.Version == "" || bi.Main.Version == "(devel)" {
+		return "devel"
+	}
+	return bi.Main.Version
+}

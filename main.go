@@ -1,0 +1,45 @@
+// Command meridian is an open-source CDN: edge cache nodes, a reference origin, an
+// authoritative routing DNS, a control plane, a purge client, a simulator and a deploy renderer,
+// all in one binary. main only sets up the signal context and dispatches to the packages that
+// own each subcommand.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/edge"
+	"github.com/meridian-cdn/meridian/origin"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	root := &cobra.Command{
+		Use:           "meridian",
+		Short:         "Meridian is an open-source CDN",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(
+		edge.NewCommand(),
+		origin.NewCommand(),
+		&cobra.Command{
+			Use:   "version",
+			Short: "Print the version",
+			Args:  cobra.NoArgs,
+			Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), "meridian", wire.Version()) },
+		},
+	)
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "meridian:", err)
+		stop()
+		os.Exit(1)
+	}
+}
