@@ -1,0 +1,251 @@
+package edge
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/meridian-cdn/meridian/origin"
+)
+
+func obj(path string, params ...string) string {
+	v := url.Values{}
+	for i := 0; i+1 < len(params); i += 2 {
+		v.Set(params[i], params[i+1])
+	}
+	if len(v) == 0 {
+		return path
+	}
+	return path + "?" + v.Encode()
+}
+
+func wantCacheStatus(t *testing.T, r resp, parts ...string) {
+	t.Helper()
+	cs := r.header.Get("Cache-Status")
+	for _, p := range parts {
+		if !strings.Contains(cs, p) {
+			t.Errorf("Cache-Status = %q, want it to contain %q", cs, p)
+		}
+	}
+}
+
+func TestHitAfterMiss(t *testing.T) {
+	s := newSingle(t, nil)
+	p := obj("/a", "cc", "max-age=60", "size", "100")
+	r1 := s.get(t, p)
+	if r1.status != 200 || len(r1.body) != 100 || !strings.HasPrefix(r1.body, "/a@v") {
+		t.Fatalf("first GET = %d %q", r1.status, r1.body)
+	}
+	wantCacheStatus(t, r1, "tst-e1; fwd=miss", "fwd-status=200", "stored", "detail=origin")
+	r2 := s.get(t, p)
+	wantCacheStatus(t, r2, "tst-e1; hit", "ttl=60")
+	if r2.body != r1.body {
+		t.Errorf("hit body differs from miss body")
+	}
+	if got := s.origin.Requests("/a"); got != 1 {
+		t.Errorf("origin requests = %d, want 1", got)
+	}
+	s.clock.Advance(10 * time.Second)
+	r3 := s.get(t, p)
+	if got := r3.header.Get("Age"); got != "10" {
+		t.Errorf("Age after 10s = %q, want 10", got)
+	}
+	wantCacheStatus(t, r3, "hit", "ttl=50")
+	if via := r3.header.Get("Via"); !strings.Contains(via, "tst-e1") {
+		t.Errorf("Via = %q, want it to name the node", via)
+	}
+}
+
+// TestFreshnessEndToEnd checks each caching decision through a real origin: how many origin
+// requests three GETs cause, and what the third one's Cache-Status says.
+func TestFreshnessEndToEnd(t *testing.T) {
+	tests := []struct {
+		name      string
+		params    []string
+		hdr       []string
+		advance   time.Duration // between the second and third request
+		wantHits  int64         // origin requests after three GETs
+		wantThird string
+	}{
+		{"max-age fresh", []string{"cc", "max-age=60"}, nil, 30 * time.Second, 1, "hit"},
+		{"max-age expired revalidates with 304", []string{"cc", "max-age=60"}, nil, 61 * time.Second, 2, "fwd=stale; fwd-status=304"},
+		{"s-maxage wins over max-age", []string{"cc", "max-age=1, s-maxage=100"}, nil, 50 * time.Second, 1, "hit"},
+		{"CDN-Cache-Control wins", []string{"cc", "max-age=600", "cdncc", "max-age=10"}, nil, 11 * time.Second, 2, "fwd=stale"},
+		{"Surrogate-Control wins over Cache-Control", []string{"cc", "no-store", "sc", "max-age=100"}, nil, 50 * time.Second, 1, "hit"},
+		{"Expires", []string{"expires", "100"}, nil, 50 * time.Second, 1, "hit"},
+		{"no-store never stored", []string{"cc", "no-store"}, nil, 0, 3, "fwd=miss"},
+		{"private never stored", []string{"cc", "private, max-age=60"}, nil, 0, 3, "fwd=miss"},
+		{"no-cache revalidates every time", []string{"cc", "no-cache, max-age=60"}, nil, 0, 3, "fwd-status=304"},
+		{"heuristic from Last-Modified", []string{"lm", "1000"}, nil, 50 * time.Second, 1, "hit"},
+		{"heuristic expires at 10 percent", []string{"lm", "1000"}, nil, 101 * time.Second, 2, "fwd=stale"},
+		{"zero heuristic lifetime revalidates", []string{"lm", "0"}, nil, 0, 3, "fwd-status=304"},
+		{"404 with max-age cached", []string{"cc", "max-age=60", "status", "404"}, nil, 0, 1, "hit"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newSingle(t, nil)
+			path := fmt.Sprintf("/f%d", i)
+			p := obj(path, tt.params...)
+			s.get(t, p, tt.hdr...)
+			s.get(t, p, tt.hdr...)
+			s.clock.Advance(tt.advance)
+			r := s.get(t, p, tt.hdr...)
+			if r.status >= 500 {
+				t.Fatalf("third GET status %d", r.status)
+			}
+			if got := s.origin.Requests(path); got != tt.wantHits {
+				t.Errorf("origin requests = %d, want %d", got, tt.wantHits)
+			}
+			wantCacheStatus(t, r, tt.wantThird)
+		})
+	}
+}
+
+func TestVaryVariants(t *testing.T) {
+	s := newSingle(t, nil)
+	p := obj("/v", "cc", "max-age=60", "vary", "Accept-Language")
+	en := s.get(t, p, "Accept-Language", "en")
+	fr := s.get(t, p, "Accept-Language", "fr")
+	if en.body == fr.body {
+		t.Fatalf("en and fr variants have the same body %q", en.body[:20])
+	}
+	en2 := s.get(t, p, "Accept-Language", "en")
+	fr2 := s.get(t, p, "Accept-Language", "fr")
+	wantCacheStatus(t, en2, "hit")
+	wantCacheStatus(t, fr2, "hit")
+	if en2.body != en.body || fr2.body != fr.body {
+		t.Errorf("variant bodies got mixed up")
+	}
+	if got := s.origin.Requests("/v"); got != 2 {
+		t.Errorf("origin requests = %d, want 2 (one per variant)", got)
+	}
+	de := s.get(t, p, "Accept-Language", "de")
+	wantCacheStatus(t, de, "fwd=vary-miss")
+}
+
+func TestRangeHeadAndConditionalsFromCache(t *testing.T) {
+	s := newSingle(t, nil)
+	p := obj("/r", "cc", "max-age=60", "size", "1000")
+	head := do(t, s.client, http.MethodHead, s.edge.Addr(), testHost, p)
+	if head.status != 200 || head.body != "" || head.header.Get("Content-Length") != "1000" {
+		t.Fatalf("HEAD = %d, body %d bytes, Content-Length %q", head.status, len(head.body), head.header.Get("Content-Length"))
+	}
+	full := s.get(t, p)
+	wantCacheStatus(t, full, "hit")
+	rg := s.get(t, p, "Range", "bytes=10-19")
+	if rg.status != http.StatusPartialContent || rg.body != full.body[10:20] {
+		t.Errorf("Range = %d %q, want 206 %q", rg.status, rg.body, full.body[10:20])
+	}
+	if cr := rg.header.Get("Content-Range"); cr != "bytes 10-19/1000" {
+		t.Errorf("Content-Range = %q", cr)
+	}
+	etag := full.header.Get("ETag")
+	inm := s.get(t, p, "If-None-Match", etag)
+	if inm.status != http.StatusNotModified {
+		t.Errorf("If-None-Match %s = %d, want 304", etag, inm.status)
+	}
+	ims := s.get(t, p, "If-Modified-Since", s.clock.Now().Add(time.Hour).UTC().Format(http.TimeFormat))
+	if ims.status != http.StatusNotModified {
+		t.Errorf("If-Modified-Since in the future = %d, want 304", ims.status)
+	}
+	if got := s.origin.Requests("/r"); got != 1 {
+		t.Errorf("origin requests = %d, want 1", got)
+	}
+}
+
+func TestStaleWhileRevalidate(t *testing.T) {
+	s := newSingle(t, nil)
+	p := obj("/swr", "cc", "max-age=10, stale-while-revalidate=60")
+	s.get(t, p)
+	s.clock.Advance(20 * time.Second)
+	r := s.get(t, p)
+	wantCacheStatus(t, r, "hit", "fwd=stale", "detail=stale-while-revalidate")
+	waitFor(t, 5*time.Second, "background revalidation", func() bool { return s.origin.Requests("/swr") == 2 })
+	waitFor(t, 5*time.Second, "refreshed object", func() bool {
+		return strings.Contains(s.get(t, p).header.Get("Cache-Status"), "; hit; ttl=")
+	})
+}
+
+func TestStaleIfError(t *testing.T) {
+	s := newSingle(t, nil)
+	p := obj("/sie", "cc", "max-age=10, stale-if-error=60")
+	first := s.get(t, p)
+	s.origin.SetFault("", origin.Fault{Status: 503})
+	s.clock.Advance(20 * time.Second)
+	r := s.get(t, p)
+	if r.status != 200 || r.body != first.body {
+		t.Fatalf("stale-if-error = %d, want 200 with the stored body", r.status)
+	}
+	wantCacheStatus(t, r, "fwd=stale", "fwd-status=503", "detail=stale-if-error")
+	s.clock.Advance(60 * time.Second)
+	r = s.get(t, p)
+	if r.status != 503 {
+		t.Errorf("past the stale-if-error window = %d, want the origin's 503", r.status)
+	}
+}
+
+func TestMustRevalidateNeverServesStale(t *testing.T) {
+	s := newSingle(t, nil)
+	p := obj("/mr", "cc", "max-age=10, must-revalidate, stale-if-error=60")
+	s.get(t, p)
+	s.origin.SetFault("", origin.Fault{Drop: true})
+	s.clock.Advance(20 * time.Second)
+	r := s.get(t, p)
+	if r.status != http.StatusBadGateway {
+		t.Errorf("must-revalidate with origin down = %d, want 502", r.status)
+	}
+}
+
+func TestCollapsing(t *testing.T) {
+	s := newSingle(t, nil)
+	p := obj("/hot", "cc", "max-age=60", "delay", "300ms", "size", "2048")
+	const n = 500
+	var wg sync.WaitGroup
+	bodies := make([]string, n)
+	statuses := make([]int, n)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: n, MaxConnsPerHost: 0}}
+	defer client.CloseIdleConnections()
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequest(http.MethodGet, "http://"+s.edge.Addr()+p, nil)
+			req.Host = testHost
+			r, err := client.Do(req)
+			if err != nil {
+				return
+			}
+			defer r.Body.Close()
+			var b strings.Builder
+			if _, err := fmt.Fprint(&b, readAll(r)); err == nil {
+				bodies[i], statuses[i] = b.String(), r.StatusCode
+			}
+		}()
+	}
+	wg.Wait()
+	want := string(origin.Body("/hot", 1, 2048))
+	for i := range n {
+		if statuses[i] != 200 || bodies[i] != want {
+			t.Fatalf("request %d: status %d, body ok %v", i, statuses[i], bodies[i] == want)
+		}
+	}
+	if got := s.origin.Requests("/hot"); got != 1 {
+		t.Errorf("origin requests for %d concurrent cold requests = %d, want 1", n, got)
+	}
+}
+
+func readAll(r *http.Response) string {
+	var b strings.Builder
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := r.Body.Read(buf)
+		b.Write(buf[:n])
+		if err != nil {
+			return b.String()
+		}
+	}
+}

@@ -1,0 +1,73 @@
+package edge
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// NewCommand returns `meridian edge`: run one edge node from a YAML config, flags overriding
+// the file.
+func NewCommand() *cobra.Command {
+	var (
+		file string
+		over Config
+	)
+	cmd := &cobra.Command{
+		Use:   "edge",
+		Short: "Run an edge cache node",
+		Long: `Run an edge cache node: a caching reverse proxy for the hostnames in its config.
+
+The config file is YAML (see docs/edge.md); flags override its fields.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var cfg Config
+			if file != "" {
+				c, err := LoadConfig(file)
+				if err != nil {
+					return err
+				}
+				cfg = c
+			}
+			f := cmd.Flags()
+			if f.Changed("listen") {
+				cfg.Listen = over.Listen
+			}
+			if f.Changed("admin-listen") {
+				cfg.AdminListen = over.AdminListen
+			}
+			if f.Changed("pop") {
+				cfg.PoP = over.PoP
+			}
+			if f.Changed("node") {
+				cfg.Node = over.Node
+			}
+			if f.Changed("access-log") {
+				cfg.AccessLog = over.AccessLog
+			}
+			if f.Changed("lame-duck") {
+				cfg.LameDuck = over.LameDuck
+			}
+			cfg.Logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+			n, err := New(cfg)
+			if err != nil {
+				return err
+			}
+			if err := n.Run(cmd.Context()); err != nil {
+				return fmt.Errorf("edge: %w", err)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&file, "config", "c", "", "YAML config file")
+	f.StringVar(&over.Listen, "listen", "", "HTTP listen address (default 127.0.0.1:8080)")
+	f.StringVar(&over.AdminListen, "admin-listen", "", `admin listen address for /healthz and /metrics, or "off" (default 127.0.0.1:9080)`)
+	f.StringVar(&over.PoP, "pop", "", "PoP id (default local)")
+	f.StringVar(&over.Node, "node", "", "node id within the PoP (default edge-1)")
+	f.BoolVar(&over.AccessLog, "access-log", false, "log one JSON line per request")
+	f.DurationVar(&over.LameDuck, "lame-duck", 0, "keep serving this long after SIGTERM while reporting draining")
+	return cmd
+}

@@ -1,0 +1,200 @@
+package edge
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/meridian-cdn/meridian/control/wire"
+)
+
+// Config configures one edge node. The zero value of every field is its documented default;
+// fields tagged yaml:"-" are for programs that embed the edge (tests, the simulator).
+type Config struct {
+	// PoP is the id of the point of presence the node belongs to. Default "local".
+	PoP string `yaml:"pop"`
+	// Node is the node's id, unique within its PoP. Default "edge-1".
+	Node string `yaml:"node"`
+	// Listen is the HTTP listen address. Default "127.0.0.1:8080".
+	Listen string `yaml:"listen"`
+	// AdminListen serves /healthz and /metrics. Default "127.0.0.1:9080"; "off" disables it.
+	AdminListen string `yaml:"admin_listen"`
+	// Hosts are the hostnames the node serves; any other Host gets 421.
+	Hosts []wire.HostConfig `yaml:"hosts"`
+	Cache CacheConfig       `yaml:"cache"`
+	// Peers are the other nodes of this PoP (the node itself may be listed too). A miss goes to
+	// the key's owner among them (rendezvous hashing) before going upstream.
+	Peers []Peer `yaml:"peers"`
+	// Shields maps a shield PoP id to its nodes, for hosts that name a shield.
+	Shields map[string][]Peer `yaml:"shields"`
+	// Upstream tunes the client used for every origin and peer.
+	Upstream UpstreamConfig `yaml:"upstream"`
+	// PeerTimeout bounds a fill from one peer or shield node before the next is tried.
+	// Default 3s.
+	PeerTimeout time.Duration `yaml:"peer_timeout"`
+	// FleetStaleTimeout bounds the only-if-cached fan-out to peers and shield when the origin
+	// fails. Default 300ms.
+	FleetStaleTimeout time.Duration `yaml:"fleet_stale_timeout"`
+	// MaxRequestBodyBytes bounds request bodies passed to the origin. Default 10 MiB.
+	MaxRequestBodyBytes int64 `yaml:"max_request_body_bytes"`
+	// MaxHeaderBytes bounds request headers. Default 64 KiB.
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// LameDuck is how long the node keeps serving after shutdown began, reporting itself
+	// draining, so DNS and peers stop sending it traffic. Default 0.
+	LameDuck time.Duration `yaml:"lame_duck"`
+	// ShutdownTimeout bounds waiting for requests in flight at shutdown. Default 30s.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// AccessLog writes one JSON line per request to the logger. Default off.
+	AccessLog bool `yaml:"access_log"`
+
+	// Logger receives the node's logs. Default: discard.
+	Logger *slog.Logger `yaml:"-"`
+	// Clock returns the current time. Default time.Now.
+	Clock func() time.Time `yaml:"-"`
+	// DialContext dials upstreams (origins, peers, shields). Default net.Dialer. The simulator
+	// uses it to add WAN delay.
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error) `yaml:"-"`
+}
+
+// CacheConfig bounds the store.
+type CacheConfig struct {
+	// MaxBytes bounds the memory held by cached objects. Default 256 MiB.
+	MaxBytes int64 `yaml:"max_bytes"`
+	// MaxObjectBytes is the largest object stored; larger ones stream through uncached.
+	// Default 8 MiB. A host's cache.max_object_bytes overrides it.
+	MaxObjectBytes int64 `yaml:"max_object_bytes"`
+}
+
+// Peer is another edge node a fill may go to.
+type Peer struct {
+	ID   string `yaml:"id"`
+	Addr string `yaml:"addr"` // host:port of its HTTP listener
+}
+
+// UpstreamConfig tunes timeouts, breakers and bulkheads for every upstream (origin.fetch
+// defaults apply to zero fields).
+type UpstreamConfig struct {
+	DialTimeout           time.Duration `yaml:"dial_timeout"`            // default 2s
+	TLSHandshakeTimeout   time.Duration `yaml:"tls_handshake_timeout"`   // default 3s
+	ResponseHeaderTimeout time.Duration `yaml:"response_header_timeout"` // default 10s
+	BodyTimeout           time.Duration `yaml:"body_timeout"`            // default 30s
+	MaxConcurrent         int           `yaml:"max_concurrent"`          // default 64 per upstream
+	QueueWait             time.Duration `yaml:"queue_wait"`              // default 50ms
+	ConsecutiveFailures   uint32        `yaml:"consecutive_failures"`    // default 5
+	FailureRatio          float64       `yaml:"failure_ratio"`           // default 0.5
+	OpenTimeout           time.Duration `yaml:"open_timeout"`            // default 5s
+}
+
+func (c *Config) setDefaults() {
+	def := func(s *string, v string) {
+		if *s == "" {
+			*s = v
+		}
+	}
+	def(&c.PoP, "local")
+	def(&c.Node, "edge-1")
+	def(&c.Listen, "127.0.0.1:8080")
+	def(&c.AdminListen, "127.0.0.1:9080")
+	if c.Cache.MaxBytes == 0 {
+		c.Cache.MaxBytes = 256 << 20
+	}
+	if c.Cache.MaxObjectBytes == 0 {
+		c.Cache.MaxObjectBytes = 8 << 20
+	}
+	if c.PeerTimeout == 0 {
+		c.PeerTimeout = 3 * time.Second
+	}
+	if c.FleetStaleTimeout == 0 {
+		c.FleetStaleTimeout = 300 * time.Millisecond
+	}
+	if c.MaxRequestBodyBytes == 0 {
+		c.MaxRequestBodyBytes = 10 << 20
+	}
+	if c.MaxHeaderBytes == 0 {
+		c.MaxHeaderBytes = 64 << 10
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = 30 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+}
+
+// Validate reports every problem with the config, each naming its field.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, &wire.FieldError{Field: field, Err: fmt.Errorf(format, args...)})
+	}
+	seen := map[string]bool{}
+	for i, h := range c.Hosts {
+		if err := h.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("hosts[%d].%w", i, err))
+		}
+		if seen[h.Host] {
+			bad(fmt.Sprintf("hosts[%d].host", i), "%q is listed twice", h.Host)
+		}
+		seen[h.Host] = true
+	}
+	if c.Cache.MaxBytes < 0 {
+		bad("cache.max_bytes", "is negative")
+	}
+	if c.Cache.MaxObjectBytes < 0 {
+		bad("cache.max_object_bytes", "is negative")
+	}
+	for i, p := range c.Peers {
+		if p.ID == "" {
+			bad(fmt.Sprintf("peers[%d].id", i), "is required")
+		}
+		if _, _, err := net.SplitHostPort(p.Addr); err != nil {
+			bad(fmt.Sprintf("peers[%d].addr", i), "%q is not host:port", p.Addr)
+		}
+	}
+	for pop, nodes := range c.Shields {
+		for i, p := range nodes {
+			if _, _, err := net.SplitHostPort(p.Addr); err != nil {
+				bad(fmt.Sprintf("shields.%s[%d].addr", pop, i), "%q is not host:port", p.Addr)
+			}
+		}
+	}
+	for _, a := range []struct{ field, addr string }{{"listen", c.Listen}, {"admin_listen", c.AdminListen}} {
+		if a.addr == "off" && a.field == "admin_listen" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+			bad(a.field, "%q is not host:port", a.addr)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// LoadConfig reads a YAML config file. Unknown fields are errors, so a typo never silently
+// falls back to a default.
+func LoadConfig(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("read edge config: %w", err)
+	}
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return Config{}, fmt.Errorf("parse edge config %s: %w", path, err)
+	}
+	for i := range c.Hosts {
+		c.Hosts[i].Host = strings.ToLower(c.Hosts[i].Host)
+	}
+	return c, nil
+}

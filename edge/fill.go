@@ -1,0 +1,437 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/edge/httpcache"
+	"github.com/meridian-cdn/meridian/edge/store"
+	"github.com/meridian-cdn/meridian/origin/fetch"
+)
+
+// fillOptions say why a fill happens and what the node already holds.
+type fillOptions struct {
+	fwd     string        // Cache-Status fwd reason: "miss", "vary-miss", "stale"
+	stale   *store.Object // the stale copy being revalidated, if any
+	verdict store.Verdict // what the purge records say about stale
+	direct  bool          // skip the peer and shield tiers (authenticated requests)
+}
+
+// fillResult is what one upstream exchange produced. Collapsed callers share it read-only.
+type fillResult struct {
+	obj         *store.Object // the response as an object (stored or not); nil on error or stream
+	stored      bool
+	shareable   bool // obj may be given to collapsed followers (it is storable)
+	revalidated bool
+	status      int    // upstream status, for fwd-status
+	tier        string // "peer", "shield" or "origin"
+	upstreamCS  string // the upstream's Cache-Status, which ours is appended to
+	err         error
+	// stream is set when the object is too large to store: the leader streams it to its own
+	// client (head is what was read before that became clear).
+	stream *http.Response
+	head   []byte
+
+	collapsed bool // set per caller: this caller waited for another's fill
+}
+
+func (r *fillResult) closeStream() {
+	if r.stream != nil {
+		r.stream.Body.Close()
+	}
+}
+
+// collapsedFill runs one fill per key at a time: every caller that arrives while a fill for
+// the key is in flight waits for it and shares its result.
+func (n *Node) collapsedFill(req *request, stale *store.Object, opts fillOptions) fillResult {
+	return n.collapsedFillKey(req.key, req, stale, opts)
+}
+
+func (n *Node) collapsedFillKey(flightKey string, req *request, stale *store.Object, opts fillOptions) fillResult {
+	leader := false
+	v, _, shared := n.flight.Do(flightKey, func() (any, error) {
+		leader = true
+		res := n.fetchAndStore(req, stale, opts)
+		return &res, nil
+	})
+	res := *v.(*fillResult)
+	if leader {
+		return res
+	}
+	res.collapsed = shared
+	res.stream, res.head = nil, nil
+	switch {
+	case res.err != nil:
+		return res
+	case res.obj == nil || !res.shareable:
+		// Too large or not shareable (private, Set-Cookie, ...): this caller fetches its own.
+		own := n.fetchAndStore(req, stale, opts)
+		return own
+	case len(res.obj.Policy.Vary) > 0 && httpcache.VaryKey(res.obj.Policy.Vary, req.r.Header) != res.obj.Variant:
+		// The leader's variant is not ours: fill ours, collapsed with others of the same variant.
+		return n.collapsedFillKey(req.key+"\x00"+httpcache.VaryKey(res.obj.Policy.Vary, req.r.Header), req, stale, opts)
+	}
+	return res
+}
+
+// fillHeaders are the request fields a shared fill passes upstream. Nothing else a client sends
+// can change what is stored, so unkeyed headers (X-Forwarded-Host, ...) cannot poison the cache.
+var fillHeaders = []string{"Accept", "Accept-Encoding", "Accept-Language"}
+
+// fetchAndStore fetches req's object through the tiers and stores it if it may be stored.
+func (n *Node) fetchAndStore(req *request, stale *store.Object, opts fillOptions) fillResult {
+	began := n.clock()
+	resp, tier, err := n.fetchTiers(req, stale, opts)
+	if err != nil {
+		return fillResult{err: err, tier: tier}
+	}
+	respTime := n.clock()
+	res := fillResult{status: resp.StatusCode, tier: tier, upstreamCS: resp.Header.Get("Cache-Status")}
+	n.metrics.fills.WithLabelValues(tier).Inc()
+	h := resp.Header
+	httpcache.RemoveHopByHop(h)
+	h.Del("Cache-Status")
+	h.Del(hopHeader)
+	initialAge := httpcache.InitialAge(h, began, respTime)
+	h.Del("Age")
+	h.Set("Via", appendVia(h.Get("Via"), resp.ProtoMajor, resp.ProtoMinor, n.name))
+
+	if resp.StatusCode == http.StatusNotModified && stale != nil {
+		resp.Body.Close()
+		hdr := httpcache.Refresh(stale.Header, h)
+		o := *stale
+		o.Header = hdr
+		o.StoredAt = began
+		o.ResponseTime = respTime
+		o.InitialAge = initialAge
+		o.Policy = httpcache.ResponsePolicy(http.MethodGet, req.r.Header, stale.Status, hdr, respTime)
+		o.Keys = httpcache.SurrogateKeys(hdr)
+		res.obj, res.revalidated, res.shareable = &o, true, o.Policy.Storable
+		if o.Policy.Storable {
+			res.stored = n.store.Put(&o)
+		}
+		return res
+	}
+	if resp.StatusCode == http.StatusNotModified {
+		// We sent no validators, so a 304 is the upstream's mistake; never store it.
+		resp.Body.Close()
+		res.err = fmt.Errorf("%s answered 304 to an unconditional fill", tier)
+		return res
+	}
+
+	policy := httpcache.ResponsePolicy(http.MethodGet, req.r.Header, resp.StatusCode, h, respTime)
+	if len(h.Values("Set-Cookie")) > 0 {
+		// One user's cookie must never be handed to another.
+		policy.Storable, policy.Reason = false, "set-cookie"
+	}
+	maxObj := req.host.maxObject
+	if resp.ContentLength > maxObj {
+		res.stream = resp
+		return res
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxObj+1))
+	if err != nil {
+		resp.Body.Close()
+		res.err = fmt.Errorf("read body of %s from %s: %w", req.target, tier, err)
+		return res
+	}
+	if int64(len(body)) > maxObj {
+		res.stream, res.head = resp, body
+		return res
+	}
+	resp.Body.Close()
+	lm, _ := http.ParseTime(h.Get("Last-Modified"))
+	o := &store.Object{
+		Primary:      req.key,
+		Variant:      httpcache.VaryKey(policy.Vary, req.r.Header),
+		Host:         req.host.cfg.Host,
+		Path:         req.path,
+		Status:       resp.StatusCode,
+		Header:       h,
+		Body:         body,
+		StoredAt:     began,
+		ResponseTime: respTime,
+		InitialAge:   initialAge,
+		Policy:       policy,
+		Keys:         httpcache.SurrogateKeys(h),
+		LastModified: lm,
+	}
+	res.obj = o
+	if resp.StatusCode >= 500 {
+		res.err = &statusError{status: resp.StatusCode, tier: tier}
+		return res
+	}
+	res.shareable = policy.Storable
+	if policy.Storable {
+		res.stored = n.store.Put(o)
+	}
+	return res
+}
+
+// statusError is an upstream answering with a server error.
+type statusError struct {
+	status int
+	tier   string
+}
+
+func (e *statusError) Error() string { return fmt.Sprintf("%s answered %d", e.tier, e.status) }
+
+// errLoop is a fill that would have to be forwarded past the hop limits.
+var errLoop = errors.New("fill would loop: shield fill reached a PoP that is not the shield")
+
+// fetchTiers fetches from the key's owner in this PoP, else the shield PoP, else the origin.
+// An owner or shield node that fails or times out is skipped for the next in hash order.
+func (n *Node) fetchTiers(req *request, stale *store.Object, opts fillOptions) (*http.Response, string, error) {
+	t := n.tiers.Load()
+	if !opts.direct && !req.hop.peer && !req.hop.shield {
+		for _, p := range rendezvous(t.peers, req.key) {
+			if p.ID == n.cfg.Node {
+				break // we own the key (or every better owner failed): go upstream ourselves
+			}
+			resp, err := n.fetchNode(req, p, hops{peer: true}, stale, "")
+			if err == nil {
+				return resp, "peer", nil
+			}
+			n.metrics.tierSkips.WithLabelValues("peer").Inc()
+			n.log.Debug("peer fill failed, trying next", "peer", p.ID, "key", req.key, "err", err)
+		}
+	}
+	if shield := req.host.cfg.Shield; !opts.direct && shield != "" && shield != n.cfg.PoP {
+		if req.hop.shield {
+			n.log.Warn("fill loop: shield fill arrived at a PoP that is not the host's shield",
+				"host", req.host.cfg.Host, "shield", shield, "pop", n.cfg.PoP)
+			return nil, "shield", errLoop
+		}
+		for _, p := range rendezvous(t.shields[shield], req.key) {
+			resp, err := n.fetchNode(req, p, hops{peer: req.hop.peer, shield: true}, stale, "")
+			if err == nil {
+				return resp, "shield", nil
+			}
+			n.metrics.tierSkips.WithLabelValues("shield").Inc()
+			n.log.Debug("shield fill failed, trying next", "shield", p.ID, "key", req.key, "err", err)
+		}
+	}
+	resp, err := n.fetchOrigin(req, stale)
+	return resp, "origin", err
+}
+
+// fetchNode asks another edge node for the object. A transport error or timeout is an error
+// (the caller moves on); any HTTP answer, even a 5xx, is the node's answer.
+func (n *Node) fetchNode(req *request, p Peer, h hops, stale *store.Object, cacheControl string) (*http.Response, error) {
+	ctx, cancel := context.WithTimeout(req.r.Context(), n.cfg.PeerTimeout)
+	up, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.Addr+req.target, nil)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("build fill request for %s: %w", p.ID, err)
+	}
+	up.Host = req.host.cfg.Host
+	n.fillRequestHeaders(up, req, stale)
+	up.Header.Set(hopHeader, h.String())
+	if cacheControl != "" {
+		up.Header.Set("Cache-Control", cacheControl)
+	}
+	resp, err := n.upstream("peer "+p.ID, p.Addr).Do(up)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("fill %s from %s: %w", req.target, p.ID, err)
+	}
+	if resp.StatusCode == http.StatusLoopDetected || resp.StatusCode == http.StatusMisdirectedRequest {
+		resp.Body.Close()
+		cancel()
+		return nil, fmt.Errorf("fill %s from %s: %s", req.target, p.ID, resp.Status)
+	}
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+	return resp, nil
+}
+
+// fetchOrigin asks the host's origin.
+func (n *Node) fetchOrigin(req *request, stale *store.Object) (*http.Response, error) {
+	o := req.host.origin
+	up, err := http.NewRequestWithContext(req.r.Context(), http.MethodGet, o.Scheme+"://"+o.Host+o.Path+req.target, nil)
+	if err != nil {
+		return nil, fmt.Errorf("build origin request: %w", err)
+	}
+	up.Host = req.host.cfg.Host
+	if req.host.cfg.OriginHost != "" {
+		up.Host = req.host.cfg.OriginHost
+	}
+	n.fillRequestHeaders(up, req, stale)
+	if req.r.Header.Get("Authorization") != "" {
+		up.Header.Set("Authorization", req.r.Header.Get("Authorization"))
+	}
+	start := n.clock()
+	resp, err := n.upstream("origin "+req.host.cfg.Host, o.Host).Do(up)
+	n.metrics.originFetches.Inc()
+	n.metrics.fetchLatency.WithLabelValues("origin").Observe(n.clock().Sub(start).Seconds())
+	if err != nil {
+		return nil, fmt.Errorf("fetch %s from origin %s: %w", req.target, o.Host, err)
+	}
+	return resp, nil
+}
+
+// fillRequestHeaders sets what a fill passes upstream: the keyed request fields, validators of
+// the stale copy, tracing and forwarding information.
+func (n *Node) fillRequestHeaders(up *http.Request, req *request, stale *store.Object) {
+	for _, k := range fillHeaders {
+		if v := req.r.Header.Values(k); len(v) > 0 {
+			up.Header[k] = v
+		}
+	}
+	if stale != nil {
+		if etag := stale.Header.Get("ETag"); etag != "" {
+			up.Header.Set("If-None-Match", etag)
+		}
+		if lm := stale.Header.Get("Last-Modified"); lm != "" {
+			up.Header.Set("If-Modified-Since", lm)
+		}
+	}
+	up.Header.Set("Traceparent", req.trace)
+	up.Header.Set("User-Agent", "meridian/"+wire.Version())
+	setForwarded(up.Header, req.r)
+	up.Header.Set("Via", appendVia(strings.Join(req.r.Header.Values("Via"), ", "), req.r.ProtoMajor, req.r.ProtoMinor, n.name))
+}
+
+// setForwarded appends the client to X-Forwarded-For and Forwarded (RFC 7239).
+func setForwarded(h http.Header, r *http.Request) {
+	ip, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return
+	}
+	if prior := r.Header.Values("X-Forwarded-For"); len(prior) > 0 {
+		h.Set("X-Forwarded-For", strings.Join(prior, ", ")+", "+ip)
+	} else {
+		h.Set("X-Forwarded-For", ip)
+	}
+	node := ip
+	if strings.Contains(ip, ":") {
+		node = `"[` + ip + `]"`
+	}
+	fwd := "for=" + node + ";proto=http"
+	if r.TLS != nil {
+		fwd = "for=" + node + ";proto=https"
+	}
+	if prior := r.Header.Values("Forwarded"); len(prior) > 0 {
+		fwd = strings.Join(prior, ", ") + ", " + fwd
+	}
+	h.Set("Forwarded", fwd)
+}
+
+func appendVia(prior string, major, minor int, name string) string {
+	v := fmt.Sprintf("%d.%d %s", major, minor, name)
+	if major >= 2 {
+		v = fmt.Sprintf("%d %s", major, name)
+	}
+	if prior == "" {
+		return v
+	}
+	return prior + ", " + v
+}
+
+// cancelOnClose releases a request's timeout context when its body is closed.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c *cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
+}
+
+// upstreamErrorStatus maps a fill error to the status a client gets.
+func upstreamErrorStatus(err error) int {
+	var se *statusError
+	var ne net.Error
+	switch {
+	case errors.As(err, &se):
+		return se.status
+	case errors.Is(err, errLoop):
+		return http.StatusLoopDetected
+	case errors.Is(err, fetch.ErrBulkheadFull):
+		return http.StatusServiceUnavailable
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded),
+		errors.As(err, &ne) && ne.Timeout():
+		return http.StatusGatewayTimeout
+	default:
+		return http.StatusBadGateway
+	}
+}
+
+// fleetStale asks every other node of the PoP and the shield PoP, in parallel and for at most
+// FleetStaleTimeout, for any copy they hold (only-if-cached). The first copy still within its
+// stale-if-error window wins.
+func (n *Node) fleetStale(req *request) *fillResult {
+	t := n.tiers.Load()
+	var nodes []Peer
+	for _, p := range t.peers {
+		if p.ID != n.cfg.Node {
+			nodes = append(nodes, p)
+		}
+	}
+	if s := req.host.cfg.Shield; s != "" && s != n.cfg.PoP {
+		nodes = append(nodes, t.shields[s]...)
+	}
+	if len(nodes) == 0 || req.fromPeer {
+		return nil // a fleet node asking us already asked the fleet itself
+	}
+	ctx, cancel := context.WithTimeout(req.r.Context(), n.cfg.FleetStaleTimeout)
+	defer cancel()
+	sub := *req
+	sub.r = req.r.WithContext(ctx)
+	results := make(chan *fillResult, len(nodes))
+	for _, p := range nodes {
+		go func() {
+			resp, err := n.fetchNode(&sub, p, hops{peer: true, shield: true}, nil, "only-if-cached")
+			if err != nil {
+				results <- nil
+				return
+			}
+			results <- n.staleCopy(req, resp)
+		}()
+	}
+	for range nodes {
+		if r := <-results; r != nil {
+			return r
+		}
+	}
+	return nil
+}
+
+// staleCopy turns a peer's only-if-cached answer into a result if it may be served under
+// stale-if-error.
+func (n *Node) staleCopy(req *request, resp *http.Response) *fillResult {
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil
+	}
+	now := n.clock()
+	h := resp.Header
+	upCS := h.Get("Cache-Status")
+	httpcache.RemoveHopByHop(h)
+	h.Del("Cache-Status")
+	initialAge := httpcache.InitialAge(h, now, now)
+	h.Del("Age")
+	policy := httpcache.ResponsePolicy(http.MethodGet, req.r.Header, resp.StatusCode, h, now)
+	body, err := io.ReadAll(io.LimitReader(resp.Body, req.host.maxObject+1))
+	if err != nil || int64(len(body)) > req.host.maxObject || !policy.Storable {
+		return nil
+	}
+	lm, _ := http.ParseTime(h.Get("Last-Modified"))
+	o := &store.Object{Primary: req.key, Host: req.host.cfg.Host, Path: req.path, Status: resp.StatusCode,
+		Header: h, Body: body, StoredAt: now, ResponseTime: now, InitialAge: initialAge, Policy: policy, LastModified: lm}
+	if !canServeStale(o, store.Usable, -o.TTL(now), policy.StaleIfError) {
+		return nil
+	}
+	return &fillResult{obj: o, status: resp.StatusCode, tier: "peer", upstreamCS: upCS}
+}
+
+var _ = time.Second

@@ -1,0 +1,162 @@
+package edge
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/origin"
+)
+
+const testHost = "www.example.com"
+
+// fakeClock is shared by an origin and its edges so that Date, Age and freshness agree.
+type fakeClock struct {
+	mu sync.Mutex // protects t
+	t  time.Time
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{t: time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// waitFor polls cond until it holds or the timeout passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func listen(t *testing.T, ip string) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		t.Fatalf("listen on %s: %v", ip, err)
+	}
+	return ln
+}
+
+// startOrigin runs a reference origin on ip until the test ends.
+func startOrigin(t *testing.T, ip string, clock func() time.Time) (*origin.Server, string) {
+	t.Helper()
+	o, err := origin.New(origin.Config{Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := listen(t, ip)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- o.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return o, ln.Addr().String()
+}
+
+// startEdge runs an edge node on ln until the test ends (or stop is called).
+func startEdge(t *testing.T, ln net.Listener, cfg Config) (n *Node, stop func()) {
+	t.Helper()
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatalf("new edge: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Serve(ctx, ln, nil) }()
+	<-n.Ready()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("edge %s serve: %v", n.Name(), err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return n, stop
+}
+
+// single starts one origin and one edge in front of it for testHost.
+type single struct {
+	origin     *origin.Server
+	originAddr string
+	edge       *Node
+	clock      *fakeClock
+	client     *http.Client
+}
+
+func newSingle(t *testing.T, mod func(*Config)) *single {
+	t.Helper()
+	s := &single{clock: newFakeClock()}
+	s.origin, s.originAddr = startOrigin(t, "127.0.0.10", s.clock.Now)
+	cfg := Config{
+		PoP: "tst", Node: "e1", Clock: s.clock.Now,
+		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + s.originAddr}},
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	s.edge, _ = startEdge(t, listen(t, "127.0.0.11"), cfg)
+	s.client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	t.Cleanup(s.client.CloseIdleConnections)
+	return s
+}
+
+// resp is a finished exchange.
+type resp struct {
+	status int
+	header http.Header
+	body   string
+}
+
+func (s *single) get(t *testing.T, path string, hdr ...string) resp {
+	t.Helper()
+	return do(t, s.client, http.MethodGet, s.edge.Addr(), testHost, path, hdr...)
+}
+
+// do sends one request to addr with Host host and extra header pairs.
+func do(t *testing.T, c *http.Client, method, addr, host, path string, hdr ...string) resp {
+	t.Helper()
+	req, err := http.NewRequest(method, "http://"+addr+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = host
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Add(hdr[i], hdr[i+1])
+	}
+	r, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer r.Body.Close()
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		t.Fatalf("read %s: %v", path, err)
+	}
+	return resp{status: r.StatusCode, header: r.Header, body: string(b)}
+}

@@ -1,0 +1,134 @@
+package edge
+
+import (
+	"net/http"
+	"strconv"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are one node's Prometheus metrics, on a registry of its own so that several nodes
+// can run in one process (tests, the simulator).
+type metrics struct {
+	reg           *prometheus.Registry
+	requests      *prometheus.CounterVec // by protocol, cache status, code
+	bytes         prometheus.Counter
+	fills         *prometheus.CounterVec // by tier
+	tierSkips     *prometheus.CounterVec // peer or shield nodes skipped after failing
+	originFetches prometheus.Counter
+	fetchLatency  *prometheus.HistogramVec
+	staleServed   *prometheus.CounterVec // by reason
+	purges        *prometheus.CounterVec // by kind
+
+	// Plain counters for the load report, read without going through Prometheus.
+	nRequests atomic.Int64
+	nHits     atomic.Int64
+	nBytes    atomic.Int64
+}
+
+func newMetrics(n *Node) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	f := func(c prometheus.Collector) { m.reg.MustRegister(c) }
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_edge_requests_total",
+		Help: "Requests answered, by protocol, cache status and status code."}, []string{"proto", "cache", "code"})
+	m.bytes = prometheus.NewCounter(prometheus.CounterOpts{Name: "meridian_edge_response_bytes_total",
+		Help: "Response body bytes sent to clients."})
+	m.fills = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_edge_fills_total",
+		Help: "Upstream fills by tier (peer, shield, origin)."}, []string{"tier"})
+	m.tierSkips = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_edge_tier_skips_total",
+		Help: "Peer or shield nodes skipped because they failed or timed out."}, []string{"tier"})
+	m.originFetches = prometheus.NewCounter(prometheus.CounterOpts{Name: "meridian_edge_origin_fetches_total",
+		Help: "Requests sent to origins."})
+	m.fetchLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "meridian_edge_fetch_duration_seconds",
+		Help: "Time to response headers from an upstream.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}, []string{"tier"})
+	m.staleServed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_edge_stale_served_total",
+		Help: "Stale responses served, by reason."}, []string{"reason"})
+	m.purges = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_edge_purges_total",
+		Help: "Purges applied, by kind."}, []string{"kind"})
+	for _, c := range []prometheus.Collector{m.requests, m.bytes, m.fills, m.tierSkips, m.originFetches, m.fetchLatency, m.staleServed, m.purges} {
+		f(c)
+	}
+	f(collectors.NewGoCollector())
+	f(&nodeCollector{n: n})
+	return m
+}
+
+func (m *metrics) observeRequest(proto, cache string, code int, bytes int64) {
+	m.requests.WithLabelValues(proto, cache, strconv.Itoa(code)).Inc()
+	m.bytes.Add(float64(bytes))
+	m.nRequests.Add(1)
+	m.nBytes.Add(bytes)
+	if cache == "hit" {
+		m.nHits.Add(1)
+	}
+}
+
+// nodeCollector exports values read at scrape time: the store and every upstream's breaker
+// and bulkhead.
+type nodeCollector struct{ n *Node }
+
+var (
+	descItems     = prometheus.NewDesc("meridian_edge_store_objects", "URLs held in the store.", nil, nil)
+	descBytes     = prometheus.NewDesc("meridian_edge_store_bytes", "Bytes held in the store.", nil, nil)
+	descEvictions = prometheus.NewDesc("meridian_edge_store_evictions_total", "Objects evicted from the store.", nil, nil)
+	descRecords   = prometheus.NewDesc("meridian_edge_purge_records", "Live read-time purge records.", nil, nil)
+	descBreaker   = prometheus.NewDesc("meridian_edge_upstream_breaker_open", "1 when the upstream's circuit breaker is open, 0.5 half-open, 0 closed.", []string{"upstream"}, nil)
+	descInFlight  = prometheus.NewDesc("meridian_edge_upstream_in_flight", "Requests in flight to the upstream.", []string{"upstream"}, nil)
+	descBulkhead  = prometheus.NewDesc("meridian_edge_upstream_bulkhead_rejections_total", "Requests refused because the upstream's bulkhead was full.", []string{"upstream"}, nil)
+	descBrkReject = prometheus.NewDesc("meridian_edge_upstream_breaker_rejections_total", "Requests refused because the upstream's breaker was open.", []string{"upstream"}, nil)
+	descDraining  = prometheus.NewDesc("meridian_edge_draining", "1 while the node is draining.", nil, nil)
+)
+
+func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descItems, descBytes, descEvictions, descRecords, descBreaker, descInFlight, descBulkhead, descBrkReject, descDraining} {
+		ch <- d
+	}
+}
+
+func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.n.store.Stats()
+	ch <- prometheus.MustNewConstMetric(descItems, prometheus.GaugeValue, float64(s.Items))
+	ch <- prometheus.MustNewConstMetric(descBytes, prometheus.GaugeValue, float64(s.Bytes))
+	ch <- prometheus.MustNewConstMetric(descEvictions, prometheus.CounterValue, float64(s.Evictions))
+	ch <- prometheus.MustNewConstMetric(descRecords, prometheus.GaugeValue, float64(s.Records))
+	d := 0.0
+	if c.n.Draining() {
+		d = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descDraining, prometheus.GaugeValue, d)
+	for _, u := range c.n.upstreamStats() {
+		state := 0.0
+		switch u.State {
+		case "open":
+			state = 1
+		case "half-open":
+			state = 0.5
+		}
+		ch <- prometheus.MustNewConstMetric(descBreaker, prometheus.GaugeValue, state, u.Name)
+		ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue, float64(u.InFlight), u.Name)
+		ch <- prometheus.MustNewConstMetric(descBulkhead, prometheus.CounterValue, float64(u.BulkheadRejections), u.Name)
+		ch <- prometheus.MustNewConstMetric(descBrkReject, prometheus.CounterValue, float64(u.BreakerRejections), u.Name)
+	}
+}
+
+// Registry is the node's Prometheus registry.
+func (n *Node) Registry() *prometheus.Registry { return n.metrics.reg }
+
+// AdminHandler serves /healthz (200, or 503 while draining) and /metrics.
+func (n *Node) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if n.Draining() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			w.Write([]byte("draining\n"))
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
+	return mux
+}

@@ -1,0 +1,290 @@
+// Package edge is Meridian's HTTP cache node: the request pipeline (route, key, lookup, deliver),
+// fills through request collapsing and the peer and shield tiers, purge application, and the
+// node's load report.
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/edge/httpcache"
+	"github.com/meridian-cdn/meridian/edge/store"
+	"github.com/meridian-cdn/meridian/origin/fetch"
+)
+
+// Node is one edge cache node. Build it with New, then Run or Serve it.
+type Node struct {
+	cfg   Config
+	name  string // "<pop>-<node>": this cache's name in Cache-Status and Via
+	log   *slog.Logger
+	clock func() time.Time
+
+	hosts atomic.Pointer[map[string]*hostState]
+	tiers atomic.Pointer[tierSet]
+
+	store   *store.Store
+	flight  singleflight.Group
+	metrics *metrics
+
+	upMu      sync.Mutex // protects upstreams
+	upstreams map[string]*fetch.Upstream
+
+	draining atomic.Bool
+	ready    chan struct{}
+	addr     atomic.Pointer[string]
+
+	// Background revalidations (stale-while-revalidate) run under bgCtx and are waited for
+	// at shutdown.
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
+	bg       sync.WaitGroup
+	closed   atomic.Bool
+}
+
+// hostState is one configured hostname, ready for the hot path.
+type hostState struct {
+	cfg       wire.HostConfig
+	origin    *url.URL
+	keyOpts   httpcache.KeyOptions
+	maxObject int64
+}
+
+// New validates cfg and builds a node. It starts nothing.
+func New(cfg Config) (*Node, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid edge config: %w", err)
+	}
+	st, err := store.New(store.Config{MaxBytes: cfg.Cache.MaxBytes, Clock: cfg.Clock})
+	if err != nil {
+		return nil, fmt.Errorf("create edge store: %w", err)
+	}
+	n := &Node{
+		cfg:       cfg,
+		name:      cfg.PoP + "-" + cfg.Node,
+		log:       cfg.Logger.With("pop", cfg.PoP, "node", cfg.Node),
+		clock:     cfg.Clock,
+		store:     st,
+		upstreams: map[string]*fetch.Upstream{},
+		ready:     make(chan struct{}),
+	}
+	n.metrics = newMetrics(n)
+	n.bgCtx, n.bgCancel = context.WithCancel(context.Background())
+	if err := n.SetHosts(cfg.Hosts); err != nil {
+		st.Close()
+		return nil, err
+	}
+	n.SetPeers(cfg.Peers)
+	n.SetShields(cfg.Shields)
+	return n, nil
+}
+
+// Name is the node's cache name, "<pop>-<node>".
+func (n *Node) Name() string { return n.name }
+
+// SetHosts validates hosts and swaps them in atomically. An invalid set is refused whole and
+// the current one keeps serving.
+func (n *Node) SetHosts(hosts []wire.HostConfig) error {
+	table := make(map[string]*hostState, len(hosts))
+	var errs []error
+	for i, h := range hosts {
+		h.Host = strings.ToLower(h.Host)
+		if err := h.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("hosts[%d].%w", i, err))
+			continue
+		}
+		u, _ := url.Parse(h.Origin) // Validate parsed it already
+		u.Path = strings.TrimSuffix(u.Path, "/")
+		maxObj := n.cfg.Cache.MaxObjectBytes
+		if h.Cache.MaxObjectBytes > 0 {
+			maxObj = h.Cache.MaxObjectBytes
+		}
+		table[h.Host] = &hostState{
+			cfg:    h,
+			origin: u,
+			keyOpts: httpcache.KeyOptions{
+				IgnoreQuery: h.Cache.IgnoreQuery,
+				KeepParams:  h.Cache.KeepParams,
+				SortQuery:   h.Cache.SortQuery,
+			},
+			maxObject: maxObj,
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("refuse host config: %w", err)
+	}
+	n.hosts.Store(&table)
+	return nil
+}
+
+// Hosts returns the hostnames currently served.
+func (n *Node) Hosts() []wire.HostConfig {
+	t := *n.hosts.Load()
+	out := make([]wire.HostConfig, 0, len(t))
+	for _, h := range t {
+		out = append(out, h.cfg)
+	}
+	return out
+}
+
+// SetDraining marks the node draining (health answers 503, the load report says so) or not.
+func (n *Node) SetDraining(d bool) { n.draining.Store(d) }
+
+// Draining reports whether the node is draining.
+func (n *Node) Draining() bool { return n.draining.Load() }
+
+// Ready is closed once the node accepts requests.
+func (n *Node) Ready() <-chan struct{} { return n.ready }
+
+// Addr is the HTTP listener's address once Ready is closed.
+func (n *Node) Addr() string {
+	if a := n.addr.Load(); a != nil {
+		return *a
+	}
+	return ""
+}
+
+// Run listens on the configured addresses and serves until ctx ends.
+func (n *Node) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", n.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("edge listen on %s: %w", n.cfg.Listen, err)
+	}
+	var admin net.Listener
+	if n.cfg.AdminListen != "off" {
+		if admin, err = net.Listen("tcp", n.cfg.AdminListen); err != nil {
+			ln.Close()
+			return fmt.Errorf("edge admin listen on %s: %w", n.cfg.AdminListen, err)
+		}
+	}
+	return n.Serve(ctx, ln, admin)
+}
+
+// Serve serves HTTP on ln and, if admin is not nil, /healthz and /metrics on admin, until ctx
+// ends. Then it drains: health reports 503 for LameDuck, the listeners close, requests in flight
+// finish (up to ShutdownTimeout), background work stops, and Serve returns.
+func (n *Node) Serve(ctx context.Context, ln, admin net.Listener) error {
+	if n.closed.Load() {
+		return errors.New("edge node already served")
+	}
+	srv := &http.Server{
+		Handler:           n,
+		MaxHeaderBytes:    n.cfg.MaxHeaderBytes,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
+	}
+	servers := []*http.Server{srv}
+	var adminSrv *http.Server
+	if admin != nil {
+		adminSrv = &http.Server{Handler: n.AdminHandler(), ReadHeaderTimeout: 5 * time.Second}
+		servers = append(servers, adminSrv)
+	}
+	addr := ln.Addr().String()
+	n.addr.Store(&addr)
+	errc := make(chan error, 2)
+	go func() { errc <- srv.Serve(ln) }()
+	if adminSrv != nil {
+		go func() { errc <- adminSrv.Serve(admin) }()
+	}
+	close(n.ready)
+	n.log.Info("edge serving", "addr", addr, "hosts", len(*n.hosts.Load()))
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		err = fmt.Errorf("edge serve: %w", err)
+	}
+	n.draining.Store(true)
+	if err == nil && n.cfg.LameDuck > 0 {
+		n.log.Info("edge draining", "lame_duck", n.cfg.LameDuck)
+		t := time.NewTimer(n.cfg.LameDuck)
+		<-t.C
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
+	defer cancel()
+	for _, s := range servers {
+		if serr := s.Shutdown(sctx); serr != nil && err == nil {
+			err = fmt.Errorf("edge shutdown: %w", serr)
+		}
+	}
+	n.close()
+	return err
+}
+
+// close stops background work and releases upstreams and the store. It is idempotent.
+func (n *Node) close() {
+	if n.closed.Swap(true) {
+		return
+	}
+	n.bgCancel()
+	n.bg.Wait()
+	n.upMu.Lock()
+	for _, u := range n.upstreams {
+		u.Close()
+	}
+	n.upMu.Unlock()
+	n.store.Close()
+}
+
+// goBackground runs f under the node's background context unless the node is closing.
+func (n *Node) goBackground(f func(ctx context.Context)) {
+	if n.bgCtx.Err() != nil {
+		return
+	}
+	n.bg.Add(1)
+	go func() {
+		defer n.bg.Done()
+		f(n.bgCtx)
+	}()
+}
+
+// upstream returns the client for one upstream base address, creating it on first use.
+func (n *Node) upstream(name, addr string) *fetch.Upstream {
+	n.upMu.Lock()
+	defer n.upMu.Unlock()
+	if u, ok := n.upstreams[addr]; ok {
+		return u
+	}
+	uc := n.cfg.Upstream
+	u := fetch.New(fetch.Config{
+		Name:                  name,
+		DialTimeout:           uc.DialTimeout,
+		TLSHandshakeTimeout:   uc.TLSHandshakeTimeout,
+		ResponseHeaderTimeout: uc.ResponseHeaderTimeout,
+		BodyTimeout:           uc.BodyTimeout,
+		MaxConcurrent:         uc.MaxConcurrent,
+		QueueWait:             uc.QueueWait,
+		ConsecutiveFailures:   uc.ConsecutiveFailures,
+		FailureRatio:          uc.FailureRatio,
+		OpenTimeout:           uc.OpenTimeout,
+		DialContext:           n.cfg.DialContext,
+		Clock:                 n.clock,
+	})
+	n.upstreams[addr] = u
+	return u
+}
+
+// upstreamStats snapshots every upstream's breaker and bulkhead counters.
+func (n *Node) upstreamStats() []fetch.Stats {
+	n.upMu.Lock()
+	defer n.upMu.Unlock()
+	out := make([]fetch.Stats, 0, len(n.upstreams))
+	for _, u := range n.upstreams {
+		out = append(out, u.Stats())
+	}
+	return out
+}

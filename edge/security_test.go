@@ -1,0 +1,221 @@
+package edge
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meridian-cdn/meridian/origin"
+)
+
+// raw sends bytes on a fresh connection and reads every response until the server closes the
+// connection or goes quiet.
+func raw(t *testing.T, addr, payload string) []*http.Response {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, payload); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(time.Second))
+	br := bufio.NewReader(c)
+	var out []*http.Response
+	for {
+		r, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return out
+		}
+		io.Copy(io.Discard, r.Body)
+		r.Body.Close()
+		out = append(out, r)
+	}
+}
+
+func TestBadRequests(t *testing.T) {
+	s := newSingle(t, nil)
+	big := strings.Repeat("a", 80<<10)
+	tests := []struct {
+		name    string
+		payload string
+		want    int // status of the first response
+		// maxResponses bounds how many responses the connection may produce: a smuggled
+		// second request must never be answered.
+		maxResponses int
+		originSees   int64
+	}{
+		{"unknown host", "GET /x HTTP/1.1\r\nHost: evil.example\r\n\r\n", 421, 1, 0},
+		{"missing host", "GET /x HTTP/1.1\r\n\r\n", 400, 1, 0},
+		{"absolute-form to a foreign host", "GET http://evil.example/x HTTP/1.1\r\nHost: " + testHost + "\r\n\r\n", 421, 1, 0},
+		{"dot-dot segment", "GET /a/../b HTTP/1.1\r\nHost: " + testHost + "\r\n\r\n", 400, 1, 0},
+		{"encoded dot-dot segment", "GET /a/%2e%2e/b HTTP/1.1\r\nHost: " + testHost + "\r\n\r\n", 400, 1, 0},
+		{"oversized header", "GET /x HTTP/1.1\r\nHost: " + testHost + "\r\nX-Big: " + big + "\r\n\r\n", 431, 1, 0},
+		{"duplicate content-length", "POST /x HTTP/1.1\r\nHost: " + testHost + "\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400, 1, 0},
+		// Transfer-Encoding wins and the connection closes: the smuggled GET is never read.
+		{"content-length with transfer-encoding", "POST /x HTTP/1.1\r\nHost: " + testHost + "\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: " + testHost + "\r\n\r\n", 204, 1, 1},
+		{"bad transfer-encoding", "POST /x HTTP/1.1\r\nHost: " + testHost + "\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n", 501, 1, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := s.origin.Total()
+			rs := raw(t, s.edge.Addr(), tt.payload)
+			if len(rs) == 0 {
+				t.Fatalf("no response")
+			}
+			if rs[0].StatusCode != tt.want {
+				t.Errorf("status = %d, want %d", rs[0].StatusCode, tt.want)
+			}
+			if len(rs) > tt.maxResponses {
+				t.Errorf("got %d responses on one connection, want at most %d (smuggled request answered)", len(rs), tt.maxResponses)
+			}
+			if got := s.origin.Total() - before; got != tt.originSees {
+				t.Errorf("origin saw %d requests, want %d", got, tt.originSees)
+			}
+			if got := s.origin.Requests("/smuggled"); got != 0 {
+				t.Errorf("origin saw the smuggled request")
+			}
+		})
+	}
+}
+
+func TestUnkeyedHeadersDoNotPoison(t *testing.T) {
+	s := newSingle(t, nil)
+	p := obj("/poison", "cc", "max-age=60")
+	s.get(t, p, "X-Forwarded-Host", "evil.example", "X-Original-URL", "/admin", "X-Forwarded-Scheme", "nothttp")
+	got := s.origin.LastHeader("/poison")
+	for _, k := range []string{"X-Forwarded-Host", "X-Original-Url", "X-Forwarded-Scheme"} {
+		if v := got.Get(k); v != "" {
+			t.Errorf("origin received %s: %q; unkeyed headers must not reach a shared fill", k, v)
+		}
+	}
+	clean := s.get(t, p)
+	wantCacheStatus(t, clean, "hit")
+	if !strings.HasPrefix(clean.body, "/poison@v1:") {
+		t.Errorf("clean request got %q", clean.body[:20])
+	}
+}
+
+func TestForwardingHeadersAndTrace(t *testing.T) {
+	s := newSingle(t, nil)
+	tp := "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	s.get(t, obj("/trace", "cc", "max-age=60"), "Traceparent", tp, "X-Forwarded-For", "192.0.2.1")
+	h := s.origin.LastHeader("/trace")
+	if got := h.Get("Traceparent"); got != tp {
+		t.Errorf("origin traceparent = %q, want %q", got, tp)
+	}
+	if got := h.Get("X-Forwarded-For"); got != "192.0.2.1, 127.0.0.1" {
+		t.Errorf("X-Forwarded-For = %q, want the client appended", got)
+	}
+	if got := h.Get("Forwarded"); got != "for=127.0.0.1;proto=http" {
+		t.Errorf("Forwarded = %q", got)
+	}
+	if got := h.Get("Via"); !strings.Contains(got, "tst-e1") {
+		t.Errorf("Via = %q, want the node", got)
+	}
+	s.get(t, obj("/trace2", "cc", "max-age=60"))
+	if got := s.origin.LastHeader("/trace2").Get("Traceparent"); !validTraceparent(got) {
+		t.Errorf("generated traceparent %q is not valid", got)
+	}
+}
+
+func TestHopByHopRemoved(t *testing.T) {
+	s := newSingle(t, nil)
+	s.get(t, obj("/hop", "cc", "max-age=60"), "Connection", "X-Secret", "X-Secret", "1", "Proxy-Authorization", "Basic x", "Te", "trailers")
+	h := s.origin.LastHeader("/hop")
+	for _, k := range []string{"X-Secret", "Proxy-Authorization", "Te"} {
+		if h.Get(k) != "" {
+			t.Errorf("origin received hop-by-hop %s", k)
+		}
+	}
+}
+
+func TestTruncatedOriginResponseNotStored(t *testing.T) {
+	s := newSingle(t, nil)
+	p := obj("/trunc", "cc", "max-age=60", "size", "10000")
+	s.origin.SetFault("/trunc", origin.Fault{Truncate: true})
+	r := s.get(t, p)
+	if r.status != http.StatusBadGateway {
+		t.Errorf("truncated origin response = %d, want 502", r.status)
+	}
+	s.origin.ClearFaults()
+	r = s.get(t, p)
+	if r.status != 200 || len(r.body) != 10000 {
+		t.Fatalf("after the fault = %d with %d bytes", r.status, len(r.body))
+	}
+	wantCacheStatus(t, r, "fwd=miss")
+	if got := s.origin.Requests("/trunc"); got != 2 {
+		t.Errorf("origin requests = %d, want 2 (the truncated one was not stored)", got)
+	}
+}
+
+func TestUnsafeMethodInvalidates(t *testing.T) {
+	s := newSingle(t, nil)
+	// Without a query the origin sends only Last-Modified (its start): heuristic freshness.
+	s.clock.Advance(1000 * time.Second)
+	s.get(t, "/item")
+	s.get(t, "/list")
+	wantCacheStatus(t, s.get(t, "/item"), "hit")
+	wantCacheStatus(t, s.get(t, "/list"), "hit")
+	post := do(t, s.client, http.MethodPost, s.edge.Addr(), testHost, "/item")
+	if post.status >= 400 {
+		t.Fatalf("POST = %d", post.status)
+	}
+	wantCacheStatus(t, post, "fwd=method")
+	r := s.get(t, "/item")
+	wantCacheStatus(t, r, "fwd=miss")
+	if !strings.HasPrefix(r.body, "/item@v2:") {
+		t.Errorf("after POST body = %q, want version 2", r.body[:12])
+	}
+	wantCacheStatus(t, s.get(t, "/list"), "hit")
+	// A same-host Location is invalidated too (RFC 9111 §4.4).
+	do(t, s.client, http.MethodPut, s.edge.Addr(), testHost, "/other?location=/list")
+	wantCacheStatus(t, s.get(t, "/list"), "fwd=miss")
+}
+
+func TestOversizedBodyRefused(t *testing.T) {
+	s := newSingle(t, func(c *Config) { c.MaxRequestBodyBytes = 1000 })
+	req, _ := http.NewRequest(http.MethodPost, "http://"+s.edge.Addr()+"/up", strings.NewReader(strings.Repeat("x", 5000)))
+	req.Host = testHost
+	r, err := s.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	if r.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("status = %d, want 413", r.StatusCode)
+	}
+	if got := s.origin.Requests("/up"); got != 0 {
+		t.Errorf("origin saw %d requests", got)
+	}
+}
+
+func TestLargeObjectStreamsUncached(t *testing.T) {
+	s := newSingle(t, func(c *Config) { c.Cache.MaxObjectBytes = 4096 })
+	p := obj("/big", "cc", "max-age=60", "size", "100000")
+	for range 2 {
+		r := s.get(t, p)
+		if r.status != 200 || len(r.body) != 100000 || !strings.HasPrefix(r.body, "/big@v1:") {
+			t.Fatalf("large object = %d with %d bytes", r.status, len(r.body))
+		}
+		wantCacheStatus(t, r, "detail=too-large")
+	}
+	if got := s.origin.Requests("/big"); got != 2 {
+		t.Errorf("origin requests = %d, want 2 (never stored)", got)
+	}
+}
+
+func TestSurrogateHeadersStripped(t *testing.T) {
+	s := newSingle(t, nil)
+	r := s.get(t, obj("/sk", "cc", "max-age=60", "sk", "a b", "tag", "c", "cdncc", "max-age=30"))
+	for _, k := range []string{"Surrogate-Key", "Cache-Tag", "CDN-Cache-Control"} {
+		if r.header.Get(k) != "" {
+			t.Errorf("client received %s", k)
+		}
+	}
+}

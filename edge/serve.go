@@ -1,0 +1,244 @@
+package edge
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/meridian-cdn/meridian/edge/httpcache"
+)
+
+// hopHeader marks a fill request between edge nodes and lists the tiers it has crossed
+// ("peer", "shield"). It is honoured only from fleet nodes; a client cannot forge it.
+const hopHeader = "Meridian-Fill"
+
+// hops is what a request's hop header says.
+type hops struct{ peer, shield bool }
+
+func (h hops) String() string {
+	switch {
+	case h.peer && h.shield:
+		return "peer, shield"
+	case h.shield:
+		return "shield"
+	case h.peer:
+		return "peer"
+	}
+	return ""
+}
+
+// request is one client request on its way through the pipeline.
+type request struct {
+	r       *http.Request
+	host    *hostState
+	key     string // primary cache key
+	target  string // path and normalised query sent upstream
+	path    string // escaped path, for prefix purges
+	hop     hops   // tiers already crossed, from a trusted fleet node
+	fromPeer bool  // sent by a fleet node (hop header trusted)
+	trace   string // W3C traceparent passed upstream
+	start   time.Time
+	proto   string
+}
+
+func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := n.clock()
+	lw := &logWriter{ResponseWriter: w, status: http.StatusOK}
+	req := &request{r: r, start: start, proto: protoName(r), trace: traceparent(r)}
+	n.serve(lw, req)
+	n.finish(lw, req)
+}
+
+func (n *Node) serve(w *logWriter, req *request) {
+	r := req.r
+	if len(r.TransferEncoding) > 0 {
+		// net/http drops a Content-Length sent beside Transfer-Encoding before we can see it;
+		// RFC 9112 §6.1 then requires closing the connection, so that nothing a front end may
+		// have framed differently is ever read as a next request.
+		w.Header().Set("Connection", "close")
+	}
+	// The edge is never an open proxy: only configured hostnames are served, and an
+	// absolute-form target names the host itself (net/http puts it in r.Host).
+	host := strings.ToLower(r.Host)
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(host, ".")
+	hs := (*n.hosts.Load())[host]
+	if hs == nil {
+		n.fail(w, req, http.StatusMisdirectedRequest, "unknown host")
+		return
+	}
+	req.host = hs
+	if r.URL.Scheme != "" && r.URL.Host != "" && !strings.EqualFold(strings.TrimSuffix(r.URL.Hostname(), "."), host) {
+		n.fail(w, req, http.StatusMisdirectedRequest, "absolute-form target for another host")
+		return
+	}
+	path := r.URL.EscapedPath()
+	if !strings.HasPrefix(path, "/") || hasDotSegment(r.URL.Path) || strings.ContainsAny(r.URL.Path, "\x00") {
+		n.fail(w, req, http.StatusBadRequest, "bad request target")
+		return
+	}
+	req.path = path
+	req.key = httpcache.Key(host, path, r.URL.RawQuery, hs.keyOpts)
+	// What goes upstream is the key's own path and query, so a parameter the key ignores
+	// can never change what is stored. The key's host part never holds a '/'.
+	req.target = req.key[strings.IndexByte(req.key, '/'):]
+	if n.trustedHop(r) {
+		req.fromPeer = true
+		for _, t := range strings.Split(r.Header.Get(hopHeader), ",") {
+			switch strings.TrimSpace(t) {
+			case "peer":
+				req.hop.peer = true
+			case "shield":
+				req.hop.shield = true
+			}
+		}
+	}
+	if via := r.Header.Values("Via"); len(via) > 0 && viaHas(via, n.name) {
+		n.log.Warn("fill loop detected", "host", host, "path", path, "via", strings.Join(via, ", "))
+		n.fail(w, req, http.StatusLoopDetected, "loop detected")
+		return
+	}
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		n.serveCacheable(w, req)
+	default:
+		n.pass(w, req)
+	}
+}
+
+// trustedHop reports whether the request comes from a fleet node whose hop header counts.
+func (n *Node) trustedHop(r *http.Request) bool {
+	if r.Header.Get(hopHeader) == "" {
+		return false
+	}
+	ip, _, err := net.SplitHostPort(r.RemoteAddr)
+	return err == nil && n.tiers.Load().trusted[ip]
+}
+
+// hasDotSegment reports a "." or ".." path segment, which could address something other
+// than what the cache key says.
+func hasDotSegment(p string) bool {
+	for _, seg := range strings.Split(p, "/") {
+		if seg == ".." || seg == "." {
+			return true
+		}
+	}
+	return strings.Contains(p, "\\")
+}
+
+func viaHas(via []string, name string) bool {
+	for _, v := range via {
+		for _, part := range strings.Split(v, ",") {
+			f := strings.Fields(part)
+			if len(f) >= 2 && f[1] == name {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// fail answers with a short error and a Cache-Status that says nothing was forwarded.
+func (n *Node) fail(w *logWriter, req *request, status int, msg string) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("Cache-Status", httpcache.Status{Cache: n.name, Detail: detailToken(msg)}.String())
+	h.Set("Cache-Control", "no-store")
+	w.note = msg
+	w.WriteHeader(status)
+	if req.r.Method != http.MethodHead {
+		w.Write([]byte(msg + "\n"))
+	}
+}
+
+func detailToken(s string) string { return strings.ReplaceAll(s, " ", "-") }
+
+func protoName(r *http.Request) string {
+	switch {
+	case r.ProtoMajor == 3:
+		return "h3"
+	case r.ProtoMajor == 2:
+		return "h2"
+	default:
+		return "http/1.1"
+	}
+}
+
+// traceparent returns the request's W3C traceparent if well-formed, else a new one.
+func traceparent(r *http.Request) string {
+	if tp := r.Header.Get("Traceparent"); validTraceparent(tp) {
+		return tp
+	}
+	var b [24]byte
+	rand.Read(b[:])
+	return "00-" + hex.EncodeToString(b[:16]) + "-" + hex.EncodeToString(b[16:]) + "-01"
+}
+
+func validTraceparent(tp string) bool {
+	if len(tp) != 55 || tp[2] != '-' || tp[35] != '-' || tp[52] != '-' {
+		return false
+	}
+	for i, c := range tp {
+		if i == 2 || i == 35 || i == 52 {
+			continue
+		}
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return tp[:2] != "ff" && tp[3:35] != strings.Repeat("0", 32) && tp[36:52] != strings.Repeat("0", 16)
+}
+
+// logWriter records what was answered, for metrics and the access log.
+type logWriter struct {
+	http.ResponseWriter
+	status      int
+	bytes       int64
+	wroteHeader bool
+	cacheStatus string // "hit", "miss", "stale", "pass", "error"
+	tier        string
+	note        string
+}
+
+func (w *logWriter) WriteHeader(code int) {
+	if !w.wroteHeader {
+		w.status = code
+		w.wroteHeader = w.wroteHeader || code >= 200
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *logWriter) Write(b []byte) (int, error) {
+	w.wroteHeader = true
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += int64(n)
+	return n, err
+}
+
+func (w *logWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *logWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (n *Node) finish(w *logWriter, req *request) {
+	cs := w.cacheStatus
+	if cs == "" {
+		cs = "error"
+	}
+	n.metrics.observeRequest(req.proto, cs, w.status, w.bytes)
+	if n.cfg.AccessLog {
+		n.log.Info("request",
+			"method", req.r.Method, "host", req.r.Host, "path", req.r.URL.RequestURI(),
+			"status", w.status, "bytes", w.bytes, "cache", cs, "tier", w.tier,
+			"proto", req.proto, "remote", req.r.RemoteAddr, "traceparent", req.trace,
+			"duration_ms", float64(n.clock().Sub(req.start).Microseconds())/1000, "note", w.note)
+	}
+}

@@ -1,0 +1,241 @@
+// Package store is the edge's bounded in-memory object store: cached responses in Ristretto with
+// cost counted in bytes, their Vary variants, and the read-time purge records that decide whether
+// a stored object may still be used.
+package store
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/ristretto/v2"
+
+	"github.com/meridian-cdn/meridian/edge/httpcache"
+)
+
+// MaxVariants bounds how many Vary variants one URL may hold; more are not stored.
+const MaxVariants = 32
+
+// Object is one stored response. It is immutable once stored: replacing it is a new Put.
+type Object struct {
+	// Primary is the cache key without the Vary part (httpcache.Key).
+	Primary string
+	// Variant is the Vary secondary key (httpcache.VaryKey), "" when the response has no Vary.
+	Variant string
+	Host    string
+	// Path is the request path without query; prefix purges match on it.
+	Path   string
+	Status int
+	// Header is the stored response header: hop-by-hop fields removed, Age, Via and
+	// Cache-Status left out (they are written per response).
+	Header http.Header
+	Body   []byte
+	// StoredAt is when the fetch that produced the object began, not when it finished, so a
+	// purge applied during the fetch still matches it (purge rule 2).
+	StoredAt time.Time
+	// ResponseTime is when the response arrived; with InitialAge it gives the current age.
+	ResponseTime time.Time
+	InitialAge   time.Duration
+	Policy       httpcache.Policy
+	// Keys are the surrogate keys the response declared.
+	Keys []string
+	// LastModified is the parsed Last-Modified field (zero if absent).
+	LastModified time.Time
+
+	// matchers are the purge-record keys that can match this object, computed once at Put so
+	// that the read-time check allocates nothing.
+	matchers []string
+}
+
+// Age is the object's current age at now (RFC 9111 §4.2.3).
+func (o *Object) Age(now time.Time) time.Duration {
+	return httpcache.CurrentAge(o.InitialAge, o.ResponseTime, now)
+}
+
+// TTL is the remaining freshness at now; negative once stale.
+func (o *Object) TTL(now time.Time) time.Duration { return o.Policy.Lifetime - o.Age(now) }
+
+// hold is how long the object can be of use after it was stored: its freshness plus the
+// longest stale window, which is also how long a purge record must be kept for it.
+func (o *Object) hold() time.Duration {
+	return o.Policy.Lifetime + max(o.Policy.StaleWhileRevalidate, o.Policy.StaleIfError)
+}
+
+func (o *Object) cost() int64 {
+	c := int64(len(o.Body)) + int64(len(o.Primary)+len(o.Variant)) + 256
+	for k, vs := range o.Header {
+		c += int64(len(k))
+		for _, v := range vs {
+			c += int64(len(v)) + 16
+		}
+	}
+	return c
+}
+
+// entry is what Ristretto holds per primary key: every variant of one URL. It is never
+// modified after it was stored; adding a variant stores a new entry.
+type entry struct {
+	vary     []string
+	variants map[string]*Object
+	cost     int64
+}
+
+// Config configures a Store.
+type Config struct {
+	// MaxBytes bounds the memory held by stored objects. Default 256 MiB.
+	MaxBytes int64
+	// Clock returns the current time. Default time.Now.
+	Clock func() time.Time
+}
+
+// Store holds cached objects and purge records. It is safe for concurrent use.
+type Store struct {
+	cache   *ristretto.Cache[string, *entry]
+	purges  *purgeSet
+	clock   func() time.Time
+	maxHold atomic.Int64 // longest Object.hold seen, in nanoseconds; bounds purge record life
+}
+
+// New builds a Store.
+func New(cfg Config) (*Store, error) {
+	if cfg.MaxBytes == 0 {
+		cfg.MaxBytes = 256 << 20
+	}
+	if cfg.MaxBytes < 0 {
+		return nil, errors.New("store: max bytes is negative")
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	// Ristretto wants about ten counters per item it may hold; assume 4 KiB objects on average.
+	counters := max(cfg.MaxBytes/4096*10, 10_000)
+	c, err := ristretto.NewCache(&ristretto.Config[string, *entry]{
+		NumCounters:        counters,
+		MaxCost:            cfg.MaxBytes,
+		BufferItems:        64,
+		Metrics:            true,
+		IgnoreInternalCost: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create ristretto cache: %w", err)
+	}
+	return &Store{cache: c, purges: newPurgeSet(), clock: cfg.Clock}, nil
+}
+
+// Close releases the cache's goroutines.
+func (s *Store) Close() { s.cache.Close() }
+
+// Verdict is what the purge records say about an object.
+type Verdict int
+
+const (
+	// Usable means no purge record matches the object.
+	Usable Verdict = iota
+	// SoftPurged means a soft purge matched: the object is stale and must be revalidated,
+	// but may still be served under stale-while-revalidate or stale-if-error.
+	SoftPurged
+	// Purged means a hard purge matched: the object is gone.
+	Purged
+)
+
+// Lookup returns the variant of primary that matches the request header, or nil. A hard-purged
+// object is never returned; a soft-purged one is returned with SoftPurged. vary is the Vary field
+// list the URL's responses use (nil if none is stored), so a caller can tell a vary-miss.
+func (s *Store) Lookup(primary string, reqHeader http.Header) (obj *Object, v Verdict, vary []string) {
+	e, ok := s.cache.Get(primary)
+	if !ok {
+		return nil, Usable, nil
+	}
+	o := e.variants[httpcache.VaryKey(e.vary, reqHeader)]
+	if o == nil {
+		return nil, Usable, e.vary
+	}
+	switch v := s.purges.check(o); v {
+	case Purged:
+		return nil, v, e.vary
+	default:
+		return o, v, e.vary
+	}
+}
+
+// Put stores o, replacing the variant with the same Vary key. It returns false when the
+// object was not stored (too many variants, or refused by the cache's admission policy).
+// Put waits until the object is visible to Lookup, so that a request arriving after a fill
+// finished finds it.
+func (s *Store) Put(o *Object) bool {
+	o.matchers = matchers(o)
+	if h := int64(o.hold()); h > s.maxHold.Load() {
+		s.maxHold.Store(h) // a lost race only shortens record life by one object's margin
+	}
+	next := &entry{vary: o.Policy.Vary, variants: map[string]*Object{o.Variant: o}, cost: o.cost()}
+	if old, ok := s.cache.Get(o.Primary); ok && equalFields(old.vary, o.Policy.Vary) {
+		if len(old.variants) >= MaxVariants {
+			if _, replacing := old.variants[o.Variant]; !replacing {
+				return false
+			}
+		}
+		for k, v := range old.variants {
+			if k != o.Variant && s.purges.check(v) != Purged {
+				next.variants[k] = v
+				next.cost += v.cost()
+			}
+		}
+	}
+	ttl := o.hold() + time.Minute // keep a little past the last use so Age math never sees a gap
+	ok := s.cache.SetWithTTL(o.Primary, next, next.cost, ttl)
+	s.cache.Wait()
+	return ok
+}
+
+// Delete drops every variant of primary. It frees memory only; purges are read-time records.
+func (s *Store) Delete(primary string) { s.cache.Del(primary) }
+
+func equalFields(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// Stats are the store's counters.
+type Stats struct {
+	Items     int64 // objects (URLs, with all their variants) currently admitted
+	Bytes     int64 // cost held
+	Evictions uint64
+	Records   int // live purge records
+}
+
+// Stats reports the store's counters.
+func (s *Store) Stats() Stats {
+	m := s.cache.Metrics
+	added, evicted := m.KeysAdded(), m.KeysEvicted()
+	return Stats{
+		Items:     int64(added) - int64(evicted),
+		Bytes:     int64(m.CostAdded()) - int64(m.CostEvicted()),
+		Evictions: evicted,
+		Records:   s.purges.len(),
+	}
+}
+
+// pathPrefixes returns the path-segment prefixes of p: "/a/b/c" -> "/a", "/a/b", "/a/b/c".
+// A prefix purge of "/a" thus matches "/a" and "/a/x" but never the sibling "/ab".
+func pathPrefixes(p string) []string {
+	var out []string
+	for i := 1; i < len(p); i++ {
+		if p[i] == '/' {
+			out = append(out, p[:i])
+		}
+	}
+	if strings.HasSuffix(p, "/") {
+		return append(out, p) // "/a/" is its own prefix, which a purge of "/a/" names
+	}
+	return append(out, p)
+}

@@ -1,0 +1,104 @@
+package edge
+
+import (
+	"hash/fnv"
+	"net"
+	"sort"
+)
+
+// tierSet is the node's view of the fill tiers: the nodes of its own PoP and of each shield
+// PoP, plus the addresses allowed to send fill requests. It is replaced whole on change.
+type tierSet struct {
+	peers   []Peer            // this PoP's nodes, self included
+	shields map[string][]Peer // shield PoP id -> its nodes
+	trusted map[string]bool   // IPs of fleet nodes whose hop header is honoured
+}
+
+// SetPeers replaces this PoP's node set (the node itself is added if missing). The fleet
+// registry calls it as nodes come and go; fills in flight keep the set they started with.
+func (n *Node) SetPeers(peers []Peer) {
+	old := n.tiers.Load()
+	next := &tierSet{shields: map[string][]Peer{}}
+	if old != nil {
+		next.shields = old.shields
+	}
+	self := false
+	for _, p := range peers {
+		self = self || p.ID == n.cfg.Node
+		next.peers = append(next.peers, p)
+	}
+	if !self {
+		next.peers = append(next.peers, Peer{ID: n.cfg.Node, Addr: n.Addr()})
+	}
+	next.trusted = trustedIPs(next)
+	n.tiers.Store(next)
+}
+
+// SetShields replaces the shield PoPs' node sets.
+func (n *Node) SetShields(shields map[string][]Peer) {
+	old := n.tiers.Load()
+	next := &tierSet{shields: map[string][]Peer{}}
+	if old != nil {
+		next.peers = old.peers
+	}
+	for pop, nodes := range shields {
+		next.shields[pop] = append([]Peer(nil), nodes...)
+	}
+	next.trusted = trustedIPs(next)
+	n.tiers.Store(next)
+}
+
+func trustedIPs(t *tierSet) map[string]bool {
+	out := map[string]bool{}
+	add := func(ps []Peer) {
+		for _, p := range ps {
+			if h, _, err := net.SplitHostPort(p.Addr); err == nil {
+				out[h] = true
+			}
+		}
+	}
+	add(t.peers)
+	for _, s := range t.shields {
+		add(s)
+	}
+	return out
+}
+
+// rendezvous orders nodes by their highest-random-weight score for key: every node computes
+// the same order from the same set, so all agree on a key's owner, and when a node leaves
+// only the keys it owned move.
+func rendezvous(nodes []Peer, key string) []Peer {
+	type scored struct {
+		p     Peer
+		score uint64
+	}
+	s := make([]scored, len(nodes))
+	for i, p := range nodes {
+		h := fnv.New64a()
+		h.Write([]byte(p.ID))
+		h.Write([]byte{0})
+		h.Write([]byte(key))
+		s[i] = scored{p, mix(h.Sum64())}
+	}
+	sort.Slice(s, func(i, j int) bool {
+		if s[i].score != s[j].score {
+			return s[i].score > s[j].score
+		}
+		return s[i].p.ID < s[j].p.ID
+	})
+	out := make([]Peer, len(s))
+	for i := range s {
+		out[i] = s[i].p
+	}
+	return out
+}
+
+// mix is a 64-bit finaliser (SplitMix64) so that FNV's weak low bits don't bias the order.
+func mix(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
+}
