@@ -37,8 +37,9 @@ type Config struct {
 	Shields map[string][]Peer `yaml:"shields"`
 	// Upstream tunes the client used for every origin and peer.
 	Upstream UpstreamConfig `yaml:"upstream"`
-	// PeerTimeout bounds a fill from one peer or shield node before the next is tried.
-	// Default 3s.
+	// PeerTimeout bounds a fill from one peer or shield node before the next is tried. It
+	// includes the peer's own upstream fill, so it should exceed the origin's usual response
+	// time. Default 5s.
 	PeerTimeout time.Duration `yaml:"peer_timeout"`
 	// FleetStaleTimeout bounds the only-if-cached fan-out to peers and shield when the origin
 	// fails. Default 300ms.
@@ -110,7 +111,7 @@ func (c *Config) setDefaults() {
 		c.Cache.MaxObjectBytes = 8 << 20
 	}
 	if c.PeerTimeout == 0 {
-		c.PeerTimeout = 3 * time.Second
+		c.PeerTimeout = 5 * time.Second
 	}
 	if c.FleetStaleTimeout == 0 {
 		c.FleetStaleTimeout = 300 * time.Millisecond

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/meridian-cdn/meridian/control/wire"
 	"github.com/meridian-cdn/meridian/edge/httpcache"
@@ -243,7 +242,7 @@ func (n *Node) fetchNode(req *request, p Peer, h hops, stale *store.Object, cach
 		cancel()
 		return nil, fmt.Errorf("fill %s from %s: %w", req.target, p.ID, err)
 	}
-	if resp.StatusCode == http.StatusLoopDetected || resp.StatusCode == http.StatusMisdirectedRequest {
+	if resp.StatusCode == http.StatusMisdirectedRequest {
 		resp.Body.Close()
 		cancel()
 		return nil, fmt.Errorf("fill %s from %s: %s", req.target, p.ID, resp.Status)
@@ -434,4 +433,3 @@ func (n *Node) staleCopy(req *request, resp *http.Response) *fillResult {
 	return &fillResult{obj: o, status: resp.StatusCode, tier: "peer", upstreamCS: upCS}
 }
 
-var _ = time.Second

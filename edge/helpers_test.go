@@ -49,7 +49,7 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
-func listen(t *testing.T, ip string) net.Listener {
+func listen(t testing.TB, ip string) net.Listener {
 	t.Helper()
 	ln, err := net.Listen("tcp", ip+":0")
 	if err != nil {
@@ -59,7 +59,7 @@ func listen(t *testing.T, ip string) net.Listener {
 }
 
 // startOrigin runs a reference origin on ip until the test ends.
-func startOrigin(t *testing.T, ip string, clock func() time.Time) (*origin.Server, string) {
+func startOrigin(t testing.TB, ip string, clock func() time.Time) (*origin.Server, string) {
 	t.Helper()
 	o, err := origin.New(origin.Config{Clock: clock})
 	if err != nil {
@@ -77,7 +77,7 @@ func startOrigin(t *testing.T, ip string, clock func() time.Time) (*origin.Serve
 }
 
 // startEdge runs an edge node on ln until the test ends (or stop is called).
-func startEdge(t *testing.T, ln net.Listener, cfg Config) (n *Node, stop func()) {
+func startEdge(t testing.TB, ln net.Listener, cfg Config) (n *Node, stop func()) {
 	t.Helper()
 	n, err := New(cfg)
 	if err != nil {
@@ -109,7 +109,11 @@ type single struct {
 	client     *http.Client
 }
 
-func newSingle(t *testing.T, mod func(*Config)) *single {
+func newSingle(t *testing.T, mod func(*Config)) *single { return newSingleTB(t, mod) }
+
+func newSingleB(b *testing.B) *single { return newSingleTB(b, nil) }
+
+func newSingleTB(t testing.TB, mod func(*Config)) *single {
 	t.Helper()
 	s := &single{clock: newFakeClock()}
 	s.origin, s.originAddr = startOrigin(t, "127.0.0.10", s.clock.Now)
@@ -139,8 +143,10 @@ func (s *single) get(t *testing.T, path string, hdr ...string) resp {
 }
 
 // do sends one request to addr with Host host and extra header pairs.
-func do(t *testing.T, c *http.Client, method, addr, host, path string, hdr ...string) resp {
-	t.Helper()
+func do(t testing.TB, c *http.Client, method, addr, host, path string, hdr ...string) resp {
+	if t != nil {
+		t.Helper()
+	}
 	req, err := http.NewRequest(method, "http://"+addr+path, nil)
 	if err != nil {
 		t.Fatal(err)

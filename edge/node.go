@@ -260,6 +260,10 @@ func (n *Node) upstream(name, addr string) *fetch.Upstream {
 		return u
 	}
 	uc := n.cfg.Upstream
+	dial := n.cfg.DialContext
+	if dial == nil {
+		dial = n.sourceBoundDialer(uc.DialTimeout)
+	}
 	u := fetch.New(fetch.Config{
 		Name:                  name,
 		DialTimeout:           uc.DialTimeout,
@@ -271,11 +275,27 @@ func (n *Node) upstream(name, addr string) *fetch.Upstream {
 		ConsecutiveFailures:   uc.ConsecutiveFailures,
 		FailureRatio:          uc.FailureRatio,
 		OpenTimeout:           uc.OpenTimeout,
-		DialContext:           n.cfg.DialContext,
+		DialContext:           dial,
 		Clock:                 n.clock,
 	})
 	n.upstreams[addr] = u
 	return u
+}
+
+// sourceBoundDialer dials from the node's own listen address when it is a specific IP, so that
+// peers see fill requests come from the address the fleet knows the node by (on loopback every
+// node would otherwise appear as 127.0.0.1). It returns nil (fetch's default dialer) otherwise.
+func (n *Node) sourceBoundDialer(timeout time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	host, _, err := net.SplitHostPort(n.Addr())
+	ip := net.ParseIP(host)
+	if err != nil || ip == nil || ip.IsUnspecified() {
+		return nil
+	}
+	if timeout == 0 {
+		timeout = 2 * time.Second
+	}
+	d := &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second, LocalAddr: &net.TCPAddr{IP: ip}}
+	return d.DialContext
 }
 
 // upstreamStats snapshots every upstream's breaker and bulkhead counters.

@@ -32,16 +32,16 @@ func (h hops) String() string {
 
 // request is one client request on its way through the pipeline.
 type request struct {
-	r       *http.Request
-	host    *hostState
-	key     string // primary cache key
-	target  string // path and normalised query sent upstream
-	path    string // escaped path, for prefix purges
-	hop     hops   // tiers already crossed, from a trusted fleet node
-	fromPeer bool  // sent by a fleet node (hop header trusted)
-	trace   string // W3C traceparent passed upstream
-	start   time.Time
-	proto   string
+	r        *http.Request
+	host     *hostState
+	key      string // primary cache key
+	target   string // path and normalised query sent upstream
+	path     string // escaped path, for prefix purges
+	hop      hops   // tiers already crossed, from a trusted fleet node
+	fromPeer bool   // sent by a fleet node (hop header trusted)
+	trace    string // W3C traceparent passed upstream
+	start    time.Time
+	proto    string
 }
 
 func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {

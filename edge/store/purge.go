@@ -1,6 +1,7 @@
 package store
 
 import (
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,7 +42,12 @@ func (s *Store) Purge(r Record) time.Time {
 	case URL:
 		m = "u\x00" + r.Value
 	case Prefix:
-		m = "p\x00" + r.Host + r.Value
+		// "/a/" and "/a" both mean everything at or below /a; "/" means the whole host.
+		if p := strings.TrimSuffix(r.Value, "/"); p != "" {
+			m = "p\x00" + r.Host + p
+		} else {
+			m = "h\x00" + r.Host
+		}
 	case Key:
 		m = "k\x00" + r.Host + "\x00" + r.Value
 	case Host:

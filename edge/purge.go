@@ -1,0 +1,55 @@
+package edge
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/meridian-cdn/meridian/edge/httpcache"
+	"github.com/meridian-cdn/meridian/edge/store"
+	"github.com/meridian-cdn/meridian/purge"
+)
+
+// ApplyPurge records m in the store's read-time purge records, so that from the moment it
+// returns no object it matches is served as fresh (purge rule 1: the caller acks only after
+// this). hits counts the URLs of a url purge that were in the cache; for prefix, key and
+// whole-host purges matching happens at read time and hits is 0.
+func (n *Node) ApplyPurge(_ context.Context, m purge.Message) (hits int, err error) {
+	host := strings.ToLower(m.Host)
+	var opts httpcache.KeyOptions
+	if hs := (*n.hosts.Load())[host]; hs != nil {
+		opts = hs.keyOpts
+	}
+	switch m.Kind {
+	case purge.KindURL:
+		for _, v := range m.Values {
+			path, query, _ := cutQuery(v)
+			key := httpcache.Key(host, path, query, opts)
+			if o, _, _ := n.store.Lookup(key, nil); o != nil {
+				hits++
+			}
+			n.store.Purge(store.Record{Kind: store.URL, Host: host, Value: key, Soft: m.Soft})
+		}
+	case purge.KindPrefix:
+		for _, v := range m.Values {
+			n.store.Purge(store.Record{Kind: store.Prefix, Host: host, Value: v, Soft: m.Soft})
+		}
+	case purge.KindKey:
+		for _, v := range m.Values {
+			n.store.Purge(store.Record{Kind: store.Key, Host: host, Value: v, Soft: m.Soft})
+		}
+	case purge.KindAll:
+		n.store.Purge(store.Record{Kind: store.Host, Host: host, Soft: m.Soft})
+	default:
+		return 0, fmt.Errorf("apply purge %s: unknown kind %q", m.ID, m.Kind)
+	}
+	n.metrics.purges.WithLabelValues(string(m.Kind)).Inc()
+	return hits, nil
+}
+
+// MarkAllStale treats every object stored so far as stale: the node missed purges it cannot
+// replay (purge rule 3).
+func (n *Node) MarkAllStale() {
+	n.store.MarkAllStale()
+	n.log.Warn("purge stream gap: every cached object is now stale")
+}

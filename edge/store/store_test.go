@@ -1,0 +1,220 @@
+package store
+
+import (
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/meridian-cdn/meridian/edge/httpcache"
+)
+
+type clock struct{ t time.Time }
+
+func (c *clock) now() time.Time { return c.t }
+
+func newStore(t testing.TB) (*Store, *clock) {
+	t.Helper()
+	c := &clock{t: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}
+	s, err := New(Config{MaxBytes: 64 << 20, Clock: c.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s, c
+}
+
+func object(host, path string, storedAt time.Time, keys ...string) *Object {
+	return &Object{
+		Primary: host + path, Host: host, Path: path, Status: 200,
+		Header: http.Header{}, Body: []byte("body of " + path),
+		StoredAt: storedAt, ResponseTime: storedAt,
+		Policy: httpcache.Policy{Storable: true, Lifetime: time.Hour}, Keys: keys,
+	}
+}
+
+func TestPutLookup(t *testing.T) {
+	s, c := newStore(t)
+	if !s.Put(object("a.test", "/x", c.t)) {
+		t.Fatal("Put refused")
+	}
+	o, v, _ := s.Lookup("a.test/x", nil)
+	if o == nil || v != Usable || string(o.Body) != "body of /x" {
+		t.Fatalf("Lookup = %v, %v", o, v)
+	}
+	if o, _, _ := s.Lookup("a.test/y", nil); o != nil {
+		t.Errorf("Lookup of a missing key found %v", o)
+	}
+}
+
+func TestVariants(t *testing.T) {
+	s, c := newStore(t)
+	for _, lang := range []string{"en", "fr"} {
+		o := object("a.test", "/v", c.t)
+		o.Policy.Vary = []string{"accept-language"}
+		h := http.Header{"Accept-Language": {lang}}
+		o.Variant = httpcache.VaryKey(o.Policy.Vary, h)
+		o.Body = []byte(lang)
+		s.Put(o)
+	}
+	for _, lang := range []string{"en", "fr"} {
+		o, _, vary := s.Lookup("a.test/v", http.Header{"Accept-Language": {lang}})
+		if o == nil || string(o.Body) != lang {
+			t.Errorf("variant %s: got %v", lang, o)
+		}
+		if len(vary) != 1 {
+			t.Errorf("vary = %v", vary)
+		}
+	}
+	if o, _, vary := s.Lookup("a.test/v", http.Header{"Accept-Language": {"de"}}); o != nil || vary == nil {
+		t.Errorf("de variant: got %v, vary %v; want a vary-miss", o, vary)
+	}
+	// A hard URL purge removes every variant.
+	c.t = c.t.Add(time.Second)
+	s.Purge(Record{Kind: URL, Host: "a.test", Value: "a.test/v"})
+	for _, lang := range []string{"en", "fr"} {
+		if o, _, _ := s.Lookup("a.test/v", http.Header{"Accept-Language": {lang}}); o != nil {
+			t.Errorf("variant %s survived the URL purge", lang)
+		}
+	}
+}
+
+func TestPurgeRecords(t *testing.T) {
+	tests := []struct {
+		name   string
+		path   string
+		keys   []string
+		record Record
+		want   Verdict
+	}{
+		{"url hard", "/a", nil, Record{Kind: URL, Host: "h", Value: "h/a"}, Purged},
+		{"url soft", "/a", nil, Record{Kind: URL, Host: "h", Value: "h/a", Soft: true}, SoftPurged},
+		{"url other", "/b", nil, Record{Kind: URL, Host: "h", Value: "h/a"}, Usable},
+		{"prefix matches itself", "/a", nil, Record{Kind: Prefix, Host: "h", Value: "/a"}, Purged},
+		{"prefix matches below", "/a/b/c", nil, Record{Kind: Prefix, Host: "h", Value: "/a"}, Purged},
+		{"prefix with slash", "/a/b", nil, Record{Kind: Prefix, Host: "h", Value: "/a/"}, Purged},
+		{"root prefix", "/a/b", nil, Record{Kind: Prefix, Host: "h", Value: "/"}, Purged},
+		{"prefix never a sibling", "/ab", nil, Record{Kind: Prefix, Host: "h", Value: "/a"}, Usable},
+		{"prefix other host", "/a", nil, Record{Kind: Prefix, Host: "g", Value: "/a"}, Usable},
+		{"key", "/a", []string{"k1", "k2"}, Record{Kind: Key, Host: "h", Value: "k2"}, Purged},
+		{"key soft", "/a", []string{"k1"}, Record{Kind: Key, Host: "h", Value: "k1", Soft: true}, SoftPurged},
+		{"key other host", "/a", []string{"k1"}, Record{Kind: Key, Host: "g", Value: "k1"}, Usable},
+		{"key absent", "/a", []string{"k1"}, Record{Kind: Key, Host: "h", Value: "k3"}, Usable},
+		{"host", "/a/b", nil, Record{Kind: Host, Host: "h"}, Purged},
+		{"host other", "/a/b", nil, Record{Kind: Host, Host: "g"}, Usable},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, c := newStore(t)
+			o := object("h", tt.path, c.t, tt.keys...)
+			s.Put(o)
+			c.t = c.t.Add(time.Millisecond)
+			s.Purge(tt.record)
+			if got := s.Verdict(o); got != tt.want {
+				t.Errorf("Verdict after %+v = %v, want %v", tt.record, got, tt.want)
+			}
+			// An object whose fetch began after the purge is untouched by it.
+			c.t = c.t.Add(time.Millisecond)
+			later := object("h", tt.path, c.t, tt.keys...)
+			if got := s.Verdict(later); got != Usable {
+				t.Errorf("object stored after the purge: Verdict = %v, want Usable", got)
+			}
+		})
+	}
+}
+
+// TestFillStartedBeforePurge is purge rule 2: an object whose fetch began before the purge was
+// applied is purged even if it is stored afterwards.
+func TestFillStartedBeforePurge(t *testing.T) {
+	s, c := newStore(t)
+	began := c.t
+	c.t = c.t.Add(10 * time.Millisecond)
+	s.Purge(Record{Kind: URL, Host: "h", Value: "h/a"})
+	c.t = c.t.Add(10 * time.Millisecond)
+	s.Put(object("h", "/a", began))
+	if o, _, _ := s.Lookup("h/a", nil); o != nil {
+		t.Errorf("object fetched before the purge was served after it")
+	}
+}
+
+func TestHardWinsOverSoft(t *testing.T) {
+	s, c := newStore(t)
+	o := object("h", "/a", c.t)
+	s.Put(o)
+	c.t = c.t.Add(time.Millisecond)
+	s.Purge(Record{Kind: Prefix, Host: "h", Value: "/a", Soft: true})
+	s.Purge(Record{Kind: Host, Host: "h"})
+	if got := s.Verdict(o); got != Purged {
+		t.Errorf("Verdict = %v, want Purged", got)
+	}
+}
+
+func TestMarkAllStale(t *testing.T) {
+	s, c := newStore(t)
+	o := object("h", "/a", c.t)
+	s.Put(o)
+	c.t = c.t.Add(time.Millisecond)
+	s.MarkAllStale()
+	if got := s.Verdict(o); got != SoftPurged {
+		t.Errorf("Verdict = %v, want SoftPurged", got)
+	}
+}
+
+func TestRecordsExpire(t *testing.T) {
+	s, c := newStore(t)
+	s.Put(object("h", "/a", c.t)) // longest hold: one hour
+	for i := range 100 {
+		s.Purge(Record{Kind: URL, Host: "h", Value: fmt.Sprintf("h/%d", i)})
+	}
+	if got := s.Stats().Records; got != 100 {
+		t.Fatalf("records = %d, want 100", got)
+	}
+	c.t = c.t.Add(2 * time.Hour)
+	s.Purge(Record{Kind: URL, Host: "h", Value: "h/new"})
+	if got := s.Stats().Records; got != 1 {
+		t.Errorf("records after the longest TTL passed = %d, want 1", got)
+	}
+}
+
+func TestPathPrefixes(t *testing.T) {
+	tests := []struct {
+		path string
+		want []string
+	}{
+		{"/", []string{"/"}},
+		{"/a", []string{"/a"}},
+		{"/a/b", []string{"/a", "/a/b"}},
+		{"/a/b/", []string{"/a", "/a/b", "/a/b/"}},
+	}
+	for _, tt := range tests {
+		if got := pathPrefixes(tt.path); fmt.Sprint(got) != fmt.Sprint(tt.want) {
+			t.Errorf("pathPrefixes(%q) = %q, want %q", tt.path, got, tt.want)
+		}
+	}
+}
+
+// BenchmarkLookup measures the hit path's store part with no purge records and with 10,000
+// live ones (issue 5: they may cost the hit path at most 5 %).
+func BenchmarkLookup(b *testing.B) {
+	for _, records := range []int{0, 10_000} {
+		b.Run(fmt.Sprintf("records=%d", records), func(b *testing.B) {
+			s, c := newStore(b)
+			for i := range 1000 {
+				s.Put(object("h", fmt.Sprintf("/static/img/%d.png", i), c.t, "k", fmt.Sprint("k", i)))
+			}
+			c.t = c.t.Add(time.Millisecond)
+			for i := range records {
+				kinds := []Kind{URL, Prefix, Key}
+				s.Purge(Record{Kind: kinds[i%3], Host: "h", Value: fmt.Sprintf("/other/%d", i)})
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; b.Loop(); i++ {
+				o, _, _ := s.Lookup(fmt.Sprintf("h/static/img/%d.png", i%1000), nil)
+				if o == nil {
+					b.Fatal("miss")
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,386 @@
+package edge
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/edge/httpcache"
+	"github.com/meridian-cdn/meridian/origin"
+)
+
+// fleet is PoPs of edge nodes on distinct 127.0.x.y addresses in front of one origin.
+type fleet struct {
+	origin *origin.Server
+	clock  *fakeClock
+	nodes  []*Node // in PoP order, then node order
+	stops  []func()
+	client *http.Client
+}
+
+// newFleet starts len(pops) PoPs with pops[i] nodes each; PoP i is "p<i>", its nodes listen on
+// 127.0.<i+1>.<10+j>. Every host uses shield (may be "").
+func newFleet(t *testing.T, pops []int, shield func(pop string) string, mod func(*Config)) *fleet {
+	t.Helper()
+	f := &fleet{clock: newFakeClock()}
+	var originAddr string
+	f.origin, originAddr = startOrigin(t, "127.0.0.10", f.clock.Now)
+	type slot struct {
+		pop, id string
+		ln      net.Listener
+	}
+	var slots []slot
+	members := map[string][]Peer{}
+	for i, count := range pops {
+		pop := fmt.Sprintf("p%d", i)
+		for j := range count {
+			ln := listen(t, fmt.Sprintf("127.0.%d.%d", i+1, 10+j))
+			id := fmt.Sprintf("n%d", j)
+			slots = append(slots, slot{pop, id, ln})
+			members[pop] = append(members[pop], Peer{ID: id, Addr: ln.Addr().String()})
+		}
+	}
+	for _, s := range slots {
+		cfg := Config{
+			PoP: s.pop, Node: s.id, Clock: f.clock.Now,
+			Hosts:   []wire.HostConfig{{Host: testHost, Origin: "http://" + originAddr, Shield: shield(s.pop)}},
+			Peers:   members[s.pop],
+			Shields: members,
+		}
+		if mod != nil {
+			mod(&cfg)
+		}
+		n, stop := startEdge(t, s.ln, cfg)
+		f.nodes = append(f.nodes, n)
+		f.stops = append(f.stops, stop)
+	}
+	f.client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 100}}
+	t.Cleanup(f.client.CloseIdleConnections)
+	return f
+}
+
+func noShield(string) string { return "" }
+
+// TestShieldAndPeerFill: 2 PoPs x 3 nodes, p0 the shield; 1,000 requests for 100 cold keys
+// spread over all six nodes give exactly 100 origin requests.
+func TestShieldAndPeerFill(t *testing.T) {
+	f := newFleet(t, []int{3, 3}, func(string) string { return "p0" }, nil)
+	const keys, requests = 100, 1000
+	var wg sync.WaitGroup
+	var failures atomic.Int64
+	work := make(chan int)
+	for range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				key := i % keys
+				n := f.nodes[(i/keys+key)%len(f.nodes)]
+				req, _ := http.NewRequest(http.MethodGet, "http://"+n.Addr()+obj(fmt.Sprintf("/k%d", key), "cc", "max-age=600"), nil)
+				req.Host = testHost
+				r, err := f.client.Do(req)
+				if err != nil {
+					failures.Add(1)
+					continue
+				}
+				b, _ := io.ReadAll(r.Body)
+				r.Body.Close()
+				if r.StatusCode != 200 || !strings.HasPrefix(string(b), fmt.Sprintf("/k%d@v1:", key)) {
+					failures.Add(1)
+				}
+			}
+		}()
+	}
+	for i := range requests {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	if n := failures.Load(); n != 0 {
+		t.Errorf("%d of %d requests failed", n, requests)
+	}
+	if got := f.origin.Total(); got != keys {
+		t.Errorf("origin requests = %d, want exactly %d (one per key for the whole fleet)", got, keys)
+	}
+	// The non-shield PoP's nodes filled from the shield, never from the origin.
+	for _, n := range f.nodes[3:] {
+		if got := counterValue(t, n, "meridian_edge_origin_fetches_total"); got != 0 {
+			t.Errorf("node %s fetched %v times from the origin; only the shield may", n.Name(), got)
+		}
+	}
+}
+
+// TestOwnerStopped: the owner of keys stops mid-run; clients see no errors and ownership moves,
+// with at most one origin request per key per new owner.
+func TestOwnerStopped(t *testing.T) {
+	f := newFleet(t, []int{3}, noShield, nil)
+	const keys = 60
+	path := func(k int) string { return obj(fmt.Sprintf("/o%d", k), "cc", "max-age=600") }
+	for k := range keys {
+		if r := do(t, f.client, http.MethodGet, f.nodes[k%3].Addr(), testHost, path(k)); r.status != 200 {
+			t.Fatalf("warm-up %d = %d", k, r.status)
+		}
+	}
+	if got := f.origin.Total(); got != keys {
+		t.Fatalf("warm-up origin requests = %d, want %d", got, keys)
+	}
+	owned := 0
+	for k := range keys {
+		if rendezvous(f.nodes[0].tiers.Load().peers, f.nodes[0].key(path(k)))[0].ID == "n2" {
+			owned++
+		}
+	}
+	f.stops[2]()
+	f.origin.ResetStats()
+	for round := range 2 {
+		for k := range keys {
+			n := f.nodes[(k+round)%2]
+			if r := do(t, f.client, http.MethodGet, n.Addr(), testHost, path(k)); r.status != 200 {
+				t.Errorf("after the owner stopped, key %d on %s = %d", k, n.Name(), r.status)
+			}
+		}
+	}
+	if got := f.origin.Total(); got > int64(owned) {
+		t.Errorf("origin requests after the owner stopped = %d, want at most %d (keys it owned)", got, owned)
+	}
+}
+
+// TestOriginDown: stale copies anywhere in the PoP are served; unknown keys fail fast; the
+// breaker opens and then lets only probes through; recovery brings no stampede.
+func TestOriginDown(t *testing.T) {
+	f := newFleet(t, []int{3}, noShield, func(c *Config) {
+		c.Upstream.ConsecutiveFailures = 3
+		c.Upstream.OpenTimeout = 300 * time.Millisecond
+	})
+	const keys = 30
+	path := func(k int) string { return obj(fmt.Sprintf("/d%d", k), "cc", "max-age=10, stale-if-error=3600") }
+	for k := range keys {
+		do(t, f.client, http.MethodGet, f.nodes[0].Addr(), testHost, path(k))
+	}
+	f.clock.Advance(time.Minute) // everything is stale now
+	f.origin.SetFault("", origin.Fault{Status: 503})
+	f.origin.ResetStats()
+	for k := range keys {
+		for _, n := range f.nodes {
+			r := do(t, f.client, http.MethodGet, n.Addr(), testHost, path(k))
+			if r.status != 200 || !strings.HasPrefix(r.body, fmt.Sprintf("/d%d@v1:", k)) {
+				t.Fatalf("key %d on %s during the outage = %d", k, n.Name(), r.status)
+			}
+			if cs := r.header.Get("Cache-Status"); !strings.Contains(cs, "stale-if-error") {
+				t.Errorf("key %d on %s: Cache-Status %q does not say stale-if-error", k, n.Name(), cs)
+			}
+		}
+	}
+	start := time.Now()
+	for k := range 10 {
+		r := do(t, f.client, http.MethodGet, f.nodes[k%3].Addr(), testHost, obj(fmt.Sprintf("/cold%d", k), "cc", "max-age=10"))
+		if r.status != 503 && r.status != 502 && r.status != 504 {
+			t.Errorf("cold key during the outage = %d, want 502/503/504", r.status)
+		}
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("10 cold keys took %v during the outage; the breaker should fail them fast", took)
+	}
+	// Each node's breaker opened after 3 failures; while open, the origin saw at most
+	// half-open probes, far fewer than the 3*keys+10 requests clients made.
+	outage := f.origin.Total()
+	if limit := int64(3 * (3 + 2)); outage > limit+int64(time.Since(start)/(300*time.Millisecond))*3 {
+		t.Errorf("origin requests during the outage = %d; the breakers did not hold them back", outage)
+	}
+	open := 0
+	for _, n := range f.nodes {
+		for _, u := range n.upstreamStats() {
+			if strings.HasPrefix(u.Name, "origin") && u.State != "closed" {
+				open++
+			}
+		}
+	}
+	if open == 0 {
+		t.Errorf("no origin breaker is open during the outage")
+	}
+	f.origin.ClearFaults()
+	f.origin.ResetStats()
+	waitFor(t, 5*time.Second, "breakers to close", func() bool {
+		r := do(t, f.client, http.MethodGet, f.nodes[0].Addr(), testHost, path(0))
+		return strings.Contains(r.header.Get("Cache-Status"), "fwd-status=304") || strings.Contains(r.header.Get("Cache-Status"), "hit")
+	})
+	var wg sync.WaitGroup
+	for k := range keys {
+		for _, n := range f.nodes {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				do(t, f.client, http.MethodGet, n.Addr(), testHost, path(k))
+			}()
+		}
+	}
+	wg.Wait()
+	// One revalidation per key for the whole PoP (plus the probes above), not one per node.
+	if got := f.origin.Total(); got > keys+10 {
+		t.Errorf("origin requests after recovery = %d, want about %d: a stampede", got, keys)
+	}
+}
+
+// TestBulkhead: a slow origin never sees more concurrent requests than the bulkhead allows;
+// the excess gets 503 with Retry-After without waiting for the origin.
+func TestBulkhead(t *testing.T) {
+	s := newSingle(t, func(c *Config) {
+		c.Upstream.MaxConcurrent = 4
+		c.Upstream.QueueWait = 50 * time.Millisecond
+	})
+	const n = 20
+	var wg sync.WaitGroup
+	var rejected, ok atomic.Int64
+	var slowest atomic.Int64
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			r := do(t, s.client, http.MethodGet, s.edge.Addr(), testHost, obj(fmt.Sprintf("/slow%d", i), "cc", "max-age=60", "delay", "1s"))
+			switch r.status {
+			case 200:
+				ok.Add(1)
+			case 503:
+				if r.header.Get("Retry-After") == "" {
+					t.Errorf("503 without Retry-After")
+				}
+				rejected.Add(1)
+				if d := int64(time.Since(start)); d > slowest.Load() {
+					slowest.Store(d)
+				}
+			default:
+				t.Errorf("status %d", r.status)
+			}
+		}()
+	}
+	wg.Wait()
+	if got := s.origin.MaxConcurrent(); got > 4 {
+		t.Errorf("origin saw %d concurrent requests, bulkhead is 4", got)
+	}
+	if ok.Load() != 4 || rejected.Load() != n-4 {
+		t.Errorf("ok %d, rejected %d; want 4 and %d", ok.Load(), rejected.Load(), n-4)
+	}
+	if d := time.Duration(slowest.Load()); d >= time.Second {
+		t.Errorf("a rejected request took %v: it waited for the origin instead of the 50ms queue", d)
+	}
+}
+
+// TestForgedHopHeader: a client's hop header is ignored: the node still uses its own cache and
+// its peers, and cannot be made to fetch for another host.
+func TestForgedHopHeader(t *testing.T) {
+	f := newFleet(t, []int{3}, noShield, nil)
+	p := obj("/forged", "cc", "max-age=600")
+	do(t, f.client, http.MethodGet, f.nodes[0].Addr(), testHost, p)
+	r := do(t, f.client, http.MethodGet, f.nodes[0].Addr(), testHost, p, hopHeader, "peer, shield", "Cache-Control", "only-if-cached")
+	wantCacheStatus(t, r, "hit")
+	r = do(t, f.client, http.MethodGet, f.nodes[0].Addr(), "evil.example", p, hopHeader, "peer")
+	if r.status != http.StatusMisdirectedRequest {
+		t.Errorf("forged hop for another host = %d, want 421", r.status)
+	}
+	if got := f.origin.Total(); got != 1 {
+		t.Errorf("origin requests = %d, want 1", got)
+	}
+	// A cold key with a forged header still goes through the key's owner, not the origin.
+	owner := rendezvous(f.nodes[0].tiers.Load().peers, f.nodes[0].key("/forged2?cc=max-age%3D600"))[0].ID
+	var asker *Node
+	for _, n := range f.nodes {
+		if n.cfg.Node != owner {
+			asker = n
+		}
+	}
+	r = do(t, f.client, http.MethodGet, asker.Addr(), testHost, "/forged2?cc=max-age%3D600", hopHeader, "peer")
+	wantCacheStatus(t, r, "detail=peer")
+}
+
+// TestShieldLoop: PoPs that name each other as shield answer 508 instead of looping.
+func TestShieldLoop(t *testing.T) {
+	f := newFleet(t, []int{1, 1}, func(pop string) string {
+		if pop == "p0" {
+			return "p1"
+		}
+		return "p0"
+	}, nil)
+	r := do(t, f.client, http.MethodGet, f.nodes[0].Addr(), testHost, obj("/loop", "cc", "max-age=60"))
+	if r.status != http.StatusLoopDetected {
+		t.Errorf("looping shields = %d, want 508", r.status)
+	}
+	if got := f.origin.Total(); got != 0 {
+		t.Errorf("origin requests = %d, want 0", got)
+	}
+}
+
+// TestViaLoop: a request whose Via already names the node is a loop.
+func TestViaLoop(t *testing.T) {
+	s := newSingle(t, nil)
+	r := s.get(t, "/x", "Via", "1.1 other, 1.1 tst-e1")
+	if r.status != http.StatusLoopDetected {
+		t.Errorf("status = %d, want 508", r.status)
+	}
+}
+
+func TestTierMetrics(t *testing.T) {
+	f := newFleet(t, []int{2}, noShield, nil)
+	for k := range 20 {
+		do(t, f.client, http.MethodGet, f.nodes[0].Addr(), testHost, obj(fmt.Sprintf("/m%d", k), "cc", "max-age=60"))
+	}
+	peer := counterValue(t, f.nodes[0], `meridian_edge_fills_total{tier="peer"}`)
+	origin := counterValue(t, f.nodes[0], `meridian_edge_fills_total{tier="origin"}`)
+	if peer == 0 || origin == 0 || peer+origin != 20 {
+		t.Errorf("fills by tier: peer %v, origin %v; want both > 0 summing to 20", peer, origin)
+	}
+	body := scrape(t, f.nodes[0])
+	for _, m := range []string{"meridian_edge_upstream_breaker_open", "meridian_edge_upstream_bulkhead_rejections_total", "meridian_edge_requests_total", "meridian_edge_store_bytes"} {
+		if !strings.Contains(body, m) {
+			t.Errorf("metrics lack %s", m)
+		}
+	}
+}
+
+// key is the primary key the node computes for a path on testHost.
+func (n *Node) key(path string) string {
+	hs := (*n.hosts.Load())[testHost]
+	u, err := url.ParseRequestURI(path)
+	if err != nil {
+		panic(err)
+	}
+	return httpcache.Key(testHost, u.EscapedPath(), u.RawQuery, hs.keyOpts)
+}
+
+func scrape(t *testing.T, n *Node) string {
+	t.Helper()
+	rec := &recorder{header: http.Header{}}
+	req, _ := http.NewRequest(http.MethodGet, "/metrics", nil)
+	n.AdminHandler().ServeHTTP(rec, req)
+	return rec.body.String()
+}
+
+func counterValue(t *testing.T, n *Node, series string) float64 {
+	t.Helper()
+	for _, line := range strings.Split(scrape(t, n), "\n") {
+		if strings.HasPrefix(line, series+" ") {
+			var v float64
+			fmt.Sscan(strings.TrimPrefix(line, series+" "), &v)
+			return v
+		}
+	}
+	return 0
+}
+
+type recorder struct {
+	header http.Header
+	body   strings.Builder
+	status int
+}
+
+func (r *recorder) Header() http.Header         { return r.header }
+func (r *recorder) Write(b []byte) (int, error) { return r.body.Write(b) }
+func (r *recorder) WriteHeader(s int)           { r.status = s }
