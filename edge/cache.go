@@ -65,10 +65,11 @@ func (n *Node) serveCacheable(w *logWriter, req *request) {
 }
 
 // canServeStale reports whether obj, stale for staleFor, may still be served within window
-// (a stale-while-revalidate or stale-if-error window). must-revalidate forbids it; a soft
-// purge allows it (that is what makes it soft).
+// (a stale-while-revalidate or stale-if-error window). httpcache already zeroes the windows
+// where must-revalidate, proxy-revalidate or no-cache forbid stale; a soft purge allows it
+// (that is what makes it soft).
 func canServeStale(obj *store.Object, v store.Verdict, staleFor, window time.Duration) bool {
-	if obj.Policy.MustRevalidate || v == store.Purged || window <= 0 {
+	if v == store.Purged || window <= 0 {
 		return false
 	}
 	if staleFor < 0 { // fresh by age but soft-purged or no-cache: stale from now on
@@ -82,7 +83,7 @@ func canServeStale(obj *store.Object, v store.Verdict, staleFor, window time.Dur
 func (n *Node) revalidateInBackground(req *request, obj *store.Object) {
 	bg := &request{
 		r: req.r.Clone(context.Background()), host: req.host, key: req.key, target: req.target,
-		path: req.path, hop: req.hop, fromPeer: req.fromPeer, trace: req.trace, start: req.start, proto: req.proto,
+		path: req.path, hop: req.hop, fromPeer: req.fromPeer, trace: req.traceID(), start: req.start, proto: req.proto,
 	}
 	n.goBackground(func(ctx context.Context) {
 		bg.r = bg.r.WithContext(ctx)

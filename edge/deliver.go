@@ -75,9 +75,6 @@ func (n *Node) fillAndDeliver(w *logWriter, req *request, stale *store.Object, o
 	n.deliver(w, req, res.obj, cs, res.upstreamCS)
 }
 
-// surrogateFields are response fields meant for the CDN, not the client.
-var surrogateFields = []string{"Surrogate-Key", "Cache-Tag", "Cache-Groups", "Cache-Group-Invalidation", "Surrogate-Control", "Cdn-Cache-Control"}
-
 // deliver writes obj to the client. It never modifies obj: header value slices are shared
 // with the stored object and only replaced, never appended to.
 func (n *Node) deliver(w *logWriter, req *request, obj *store.Object, cs httpcache.Status, upstreamCS string) {
@@ -86,9 +83,7 @@ func (n *Node) deliver(w *logWriter, req *request, obj *store.Object, cs httpcac
 		h[k] = v
 	}
 	if !req.fromPeer && !req.host.cfg.Cache.KeepSurrogateHeaders {
-		for _, k := range surrogateFields {
-			delete(h, k)
-		}
+		httpcache.StripSurrogateHeaders(h)
 	}
 	age := obj.Age(n.clock())
 	h["Age"] = []string{strconv.FormatInt(int64(age/time.Second), 10)}
@@ -132,9 +127,7 @@ func (n *Node) deliverStream(w *logWriter, req *request, res *fillResult, fwd st
 		h[k] = v
 	}
 	if !req.host.cfg.Cache.KeepSurrogateHeaders && !req.fromPeer {
-		for _, k := range surrogateFields {
-			delete(h, k)
-		}
+		httpcache.StripSurrogateHeaders(h)
 	}
 	h.Set("Cache-Status", httpcache.AppendStatus(res.upstreamCS, httpcache.Status{Cache: n.name, Fwd: fwd, FwdStatus: resp.StatusCode, Detail: "too-large"}))
 	w.cacheStatus = "pass"
@@ -184,7 +177,7 @@ func (n *Node) pass(w *logWriter, req *request) {
 	}
 	httpcache.RemoveHopByHop(up.Header)
 	up.Header.Del(hopHeader)
-	up.Header.Set("Traceparent", req.trace)
+	up.Header.Set("Traceparent", req.traceID())
 	setForwarded(up.Header, r)
 	up.Header.Set("Via", appendVia(r.Header.Get("Via"), r.ProtoMajor, r.ProtoMinor, n.name))
 	resp, err := n.upstream("origin "+req.host.cfg.Host, o.Host).Do(up)
@@ -212,9 +205,7 @@ func (n *Node) pass(w *logWriter, req *request) {
 		h[k] = v
 	}
 	if !req.host.cfg.Cache.KeepSurrogateHeaders {
-		for _, k := range surrogateFields {
-			delete(h, k)
-		}
+		httpcache.StripSurrogateHeaders(h)
 	}
 	h.Set("Cache-Status", httpcache.Status{Cache: n.name, Fwd: "method", FwdStatus: resp.StatusCode}.String())
 	w.WriteHeader(resp.StatusCode)

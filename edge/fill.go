@@ -112,6 +112,7 @@ func (n *Node) fetchAndStore(req *request, stale *store.Object, opts fillOptions
 		o.ResponseTime = respTime
 		o.InitialAge = initialAge
 		o.Policy = httpcache.ResponsePolicy(http.MethodGet, req.r.Header, stale.Status, hdr, respTime)
+		stripFields(hdr, o.Policy)
 		o.Keys = httpcache.SurrogateKeys(hdr)
 		res.obj, res.revalidated, res.shareable = &o, true, o.Policy.Storable
 		if o.Policy.Storable {
@@ -130,6 +131,9 @@ func (n *Node) fetchAndStore(req *request, stale *store.Object, opts fillOptions
 	if len(h.Values("Set-Cookie")) > 0 {
 		// One user's cookie must never be handed to another.
 		policy.Storable, policy.Reason = false, "set-cookie"
+	}
+	if policy.Storable {
+		stripFields(h, policy)
 	}
 	maxObj := req.host.maxObject
 	if resp.ContentLength > maxObj {
@@ -173,6 +177,14 @@ func (n *Node) fetchAndStore(req *request, stale *store.Object, opts fillOptions
 		res.stored = n.store.Put(o)
 	}
 	return res
+}
+
+// stripFields removes the fields that private="..." and no-cache="..." say a shared cache must
+// not store or reuse.
+func stripFields(h http.Header, p httpcache.Policy) {
+	for _, f := range p.StripFields {
+		h.Del(f)
+	}
 }
 
 // statusError is an upstream answering with a server error.
@@ -292,7 +304,7 @@ func (n *Node) fillRequestHeaders(up *http.Request, req *request, stale *store.O
 			up.Header.Set("If-Modified-Since", lm)
 		}
 	}
-	up.Header.Set("Traceparent", req.trace)
+	up.Header.Set("Traceparent", req.traceID())
 	up.Header.Set("User-Agent", "meridian/"+wire.Version())
 	setForwarded(up.Header, req.r)
 	up.Header.Set("Via", appendVia(strings.Join(req.r.Header.Values("Via"), ", "), req.r.ProtoMajor, req.r.ProtoMinor, n.name))
@@ -432,4 +444,3 @@ func (n *Node) staleCopy(req *request, resp *http.Response) *fillResult {
 	}
 	return &fillResult{obj: o, status: resp.StatusCode, tier: "peer", upstreamCS: upCS}
 }
-

@@ -253,6 +253,7 @@ func (n *Node) goBackground(f func(ctx context.Context)) {
 }
 
 // upstream returns the client for one upstream base address, creating it on first use.
+// Names starting with "peer " are fleet nodes: only transport failures trip their breaker.
 func (n *Node) upstream(name, addr string) *fetch.Upstream {
 	n.upMu.Lock()
 	defer n.upMu.Unlock()
@@ -264,7 +265,7 @@ func (n *Node) upstream(name, addr string) *fetch.Upstream {
 	if dial == nil {
 		dial = n.sourceBoundDialer(uc.DialTimeout)
 	}
-	u := fetch.New(fetch.Config{
+	fc := fetch.Config{
 		Name:                  name,
 		DialTimeout:           uc.DialTimeout,
 		TLSHandshakeTimeout:   uc.TLSHandshakeTimeout,
@@ -277,7 +278,11 @@ func (n *Node) upstream(name, addr string) *fetch.Upstream {
 		OpenTimeout:           uc.OpenTimeout,
 		DialContext:           dial,
 		Clock:                 n.clock,
-	})
+	}
+	if strings.HasPrefix(name, "peer ") {
+		fc.FailureStatus = func(int) bool { return false }
+	}
+	u := fetch.New(fc)
 	n.upstreams[addr] = u
 	return u
 }

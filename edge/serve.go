@@ -47,7 +47,7 @@ type request struct {
 func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := n.clock()
 	lw := &logWriter{ResponseWriter: w, status: http.StatusOK}
-	req := &request{r: r, start: start, proto: protoName(r), trace: traceparent(r)}
+	req := &request{r: r, start: start, proto: protoName(r)}
 	n.serve(lw, req)
 	n.finish(lw, req)
 }
@@ -63,8 +63,10 @@ func (n *Node) serve(w *logWriter, req *request) {
 	// The edge is never an open proxy: only configured hostnames are served, and an
 	// absolute-form target names the host itself (net/http puts it in r.Host).
 	host := strings.ToLower(r.Host)
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
+	if strings.LastIndexByte(host, ':') > strings.LastIndexByte(host, ']') {
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
 	}
 	host = strings.TrimSuffix(host, ".")
 	hs := (*n.hosts.Load())[host]
@@ -123,12 +125,14 @@ func (n *Node) trustedHop(r *http.Request) bool {
 // hasDotSegment reports a "." or ".." path segment, which could address something other
 // than what the cache key says.
 func hasDotSegment(p string) bool {
-	for _, seg := range strings.Split(p, "/") {
+	for p != "" {
+		seg, rest, _ := strings.Cut(p, "/")
 		if seg == ".." || seg == "." {
 			return true
 		}
+		p = rest
 	}
-	return strings.Contains(p, "\\")
+	return false
 }
 
 func viaHas(via []string, name string) bool {
@@ -167,6 +171,15 @@ func protoName(r *http.Request) string {
 	default:
 		return "http/1.1"
 	}
+}
+
+// traceID returns the request's W3C traceparent, made on first use: hits that log nothing
+// never pay for it.
+func (req *request) traceID() string {
+	if req.trace == "" {
+		req.trace = traceparent(req.r)
+	}
+	return req.trace
 }
 
 // traceparent returns the request's W3C traceparent if well-formed, else a new one.
@@ -238,7 +251,7 @@ func (n *Node) finish(w *logWriter, req *request) {
 		n.log.Info("request",
 			"method", req.r.Method, "host", req.r.Host, "path", req.r.URL.RequestURI(),
 			"status", w.status, "bytes", w.bytes, "cache", cs, "tier", w.tier,
-			"proto", req.proto, "remote", req.r.RemoteAddr, "traceparent", req.trace,
+			"proto", req.proto, "remote", req.r.RemoteAddr, "traceparent", req.traceID(),
 			"duration_ms", float64(n.clock().Sub(req.start).Microseconds())/1000, "note", w.note)
 	}
 }

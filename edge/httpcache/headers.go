@@ -1,0 +1,132 @@
+package httpcache
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// hopByHop are the RFC 9110 §7.6.1 connection-specific fields, plus the legacy Keep-Alive and
+// Proxy-Connection.
+var hopByHop = []string{
+	"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization",
+	"Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+// RemoveHopByHop deletes RFC 9110 §7.6.1 hop-by-hop fields from h: Connection and every field it
+// names, Keep-Alive, Proxy-Connection, Proxy-Authenticate, Proxy-Authorization, TE, Trailer,
+// Transfer-Encoding, Upgrade.
+func RemoveHopByHop(h http.Header) {
+	for _, v := range h["Connection"] {
+		for f := range strings.SplitSeq(v, ",") {
+			if f = trimOWS(f); f != "" {
+				h.Del(f)
+			}
+		}
+	}
+	for _, f := range hopByHop {
+		delete(h, f)
+	}
+}
+
+// notRefreshed are the fields a 304 never changes in the stored header (RFC 9111 §3.2):
+// Content-Length (MUST NOT), Content-Encoding (it describes the stored bytes, which the 304 does
+// not replace), and Content-Range (processed and removed by the recipient). Hop-by-hop fields
+// are dropped by RemoveHopByHop instead.
+var notRefreshed = []string{"Content-Length", "Content-Encoding", "Content-Range"}
+
+// Refresh returns the stored header updated by a 304 response per RFC 9111 §3.2 and §4.3.4:
+// each field in the 304 replaces the stored field of that name, except those in notRefreshed,
+// and hop-by-hop fields (of either) are dropped. Neither argument is modified. The caller
+// recomputes the Policy from the result (and deletes its StripFields again).
+func Refresh(stored, notModified http.Header) http.Header {
+	out := stored.Clone()
+	if out == nil {
+		out = http.Header{}
+	}
+	RemoveHopByHop(out)
+	update := notModified.Clone()
+	RemoveHopByHop(update)
+	for _, f := range notRefreshed {
+		delete(update, f)
+	}
+	for k, v := range update {
+		out[http.CanonicalHeaderKey(k)] = v
+	}
+	return out
+}
+
+// surrogateHeaders are the fields addressed to the CDN rather than the client.
+var surrogateHeaders = []string{
+	"Surrogate-Key", "Cache-Tag", "Cache-Groups", "Cache-Group-Invalidation",
+	hdrSurrogateControl, hdrCDNCacheControl,
+}
+
+// StripSurrogateHeaders removes Surrogate-Key, Cache-Tag, Cache-Groups, Cache-Group-Invalidation,
+// Surrogate-Control and CDN-Cache-Control (targeted at us, not the client).
+func StripSurrogateHeaders(h http.Header) {
+	for _, f := range surrogateHeaders {
+		delete(h, f)
+	}
+}
+
+// InvalidationTargets implements RFC 9111 §4.4: for an unsafe method (anything but GET, HEAD,
+// OPTIONS and TRACE) answered with a non-error status (2xx or 3xx), the request-targets
+// (path, plus "?query" if any) to purge: the request's own, then those of Location and
+// Content-Location when they resolve (against reqURL) to the same host as host, compared
+// case-insensitively without port. Duplicates are removed. Nil otherwise.
+func InvalidationTargets(method string, reqURL *url.URL, host string, status int, respHeader http.Header) []string {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return nil
+	}
+	if status < 200 || status > 399 {
+		return nil
+	}
+	base := reqURL
+	if base == nil {
+		base = &url.URL{Path: "/"}
+	}
+	var out []string
+	add := func(u *url.URL) {
+		t := requestTarget(u)
+		for _, o := range out {
+			if o == t {
+				return
+			}
+		}
+		out = append(out, t)
+	}
+	if reqURL != nil {
+		add(reqURL)
+	}
+	want := strings.ToLower(stripPort(host))
+	for _, name := range []string{"Location", "Content-Location"} {
+		v := respHeader[name]
+		if len(v) == 0 {
+			continue
+		}
+		ref, err := url.Parse(strings.TrimSpace(v[0]))
+		if err != nil {
+			continue
+		}
+		// A relative reference stays on the request's host; an absolute one must name it.
+		if (ref.Scheme != "" || ref.Host != "") && !strings.EqualFold(stripPort(ref.Host), want) {
+			continue
+		}
+		add(base.ResolveReference(ref))
+	}
+	return out
+}
+
+// requestTarget is the origin-form request-target of u: path (at least "/") and "?query".
+func requestTarget(u *url.URL) string {
+	p := u.EscapedPath()
+	if p == "" {
+		p = "/"
+	}
+	if u.RawQuery != "" {
+		return p + "?" + u.RawQuery
+	}
+	return p
+}

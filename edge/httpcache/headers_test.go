@@ -1,0 +1,126 @@
+package httpcache
+
+import (
+	"net/http"
+	"net/url"
+	"reflect"
+	"testing"
+)
+
+func TestRemoveHopByHop(t *testing.T) {
+	tests := []struct {
+		name string
+		in   http.Header
+		want http.Header
+	}{
+		{"standard fields", hdr("Connection", "keep-alive", "Keep-Alive", "timeout=5", "Proxy-Connection", "x",
+			"Proxy-Authenticate", "Basic", "Proxy-Authorization", "Basic x", "TE", "trailers", "Trailer", "X-Sum",
+			"Transfer-Encoding", "chunked", "Upgrade", "h2c", "Content-Type", "text/plain"),
+			hdr("Content-Type", "text/plain")},
+		{"fields named in Connection", hdr("Connection", "X-Trace, x-hop", "Connection", " X-Other ", "X-Trace", "1", "X-Hop", "2", "X-Other", "3", "X-Keep", "4"),
+			hdr("X-Keep", "4")},
+		{"nothing to remove", hdr("Cache-Control", "max-age=1"), hdr("Cache-Control", "max-age=1")},
+		{"empty Connection members", hdr("Connection", ",,", "ETag", `"a"`), hdr("ETag", `"a"`)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := tt.in.Clone()
+			RemoveHopByHop(h)
+			if !reflect.DeepEqual(h, tt.want) {
+				t.Errorf("RemoveHopByHop(%v) = %v, want %v", tt.in, h, tt.want)
+			}
+		})
+	}
+}
+
+func TestRefresh(t *testing.T) {
+	tests := []struct {
+		name       string
+		stored, nm http.Header
+		want       http.Header
+	}{
+		{"fields replaced and added",
+			hdr("Date", "old", "Cache-Control", "max-age=60", "ETag", `"v1"`, "Content-Type", "text/html", "X-Old", "kept"),
+			hdr("Date", "new", "Cache-Control", "max-age=120", "X-New", "1", "X-New", "2"),
+			hdr("Date", "new", "Cache-Control", "max-age=120", "ETag", `"v1"`, "Content-Type", "text/html", "X-Old", "kept", "X-New", "1", "X-New", "2")},
+		{"content fields the 304 may not change",
+			hdr("Content-Length", "100", "Content-Encoding", "gzip", "Content-Type", "text/html"),
+			hdr("Content-Length", "0", "Content-Encoding", "br", "Content-Range", "bytes 0-1/2", "Content-Type", "text/plain"),
+			hdr("Content-Length", "100", "Content-Encoding", "gzip", "Content-Type", "text/plain")},
+		{"hop-by-hop of both dropped",
+			hdr("Connection", "X-A", "X-A", "1", "Keep-Alive", "timeout=5", "ETag", `"v1"`),
+			hdr("Connection", "X-B", "X-B", "2", "Transfer-Encoding", "chunked", "Age", "3"),
+			hdr("ETag", `"v1"`, "Age", "3")},
+		{"empty 304", hdr("ETag", `"v1"`), http.Header{}, hdr("ETag", `"v1"`)},
+		{"nil stored", nil, hdr("Age", "1"), hdr("Age", "1")},
+		{"non-canonical 304 key", hdr("Cache-Control", "max-age=1"), http.Header{"cache-control": {"max-age=2"}}, hdr("Cache-Control", "max-age=2")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			stored, nm := tt.stored.Clone(), tt.nm.Clone()
+			got := Refresh(stored, nm)
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("Refresh(%v, %v) = %v, want %v", tt.stored, tt.nm, got, tt.want)
+			}
+			if !reflect.DeepEqual(stored, tt.stored) || !reflect.DeepEqual(nm, tt.nm) {
+				t.Errorf("Refresh modified its arguments: %v, %v", stored, nm)
+			}
+		})
+	}
+}
+
+func TestStripSurrogateHeaders(t *testing.T) {
+	h := hdr("Surrogate-Key", "a b", "Cache-Tag", "c", "Cache-Groups", `"g"`, "Cache-Group-Invalidation", `"g"`,
+		"Surrogate-Control", "max-age=1", "CDN-Cache-Control", "max-age=1", "Cache-Control", "max-age=5", "ETag", `"x"`)
+	StripSurrogateHeaders(h)
+	if want := hdr("Cache-Control", "max-age=5", "ETag", `"x"`); !reflect.DeepEqual(h, want) {
+		t.Errorf("StripSurrogateHeaders = %v, want %v", h, want)
+	}
+}
+
+func TestInvalidationTargets(t *testing.T) {
+	u := func(s string) *url.URL {
+		v, err := url.Parse(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	tests := []struct {
+		name   string
+		method string
+		req    *url.URL
+		status int
+		resp   http.Header
+		want   []string
+	}{
+		{"POST invalidates its target", "POST", u("/cart?id=1"), 200, nil, []string{"/cart?id=1"}},
+		{"DELETE with Location and Content-Location", "DELETE", u("/items/7"), 204,
+			hdr("Location", "/items", "Content-Location", "https://Example.com:443/items/7/gone"),
+			[]string{"/items/7", "/items", "/items/7/gone"}},
+		{"relative Location resolves against the request", "PUT", u("/a/b/c"), 201, hdr("Location", "d?x=1"), []string{"/a/b/c", "/a/b/d?x=1"}},
+		{"cross-host Location ignored", "POST", u("/form"), 303, hdr("Location", "https://evil.example/steal", "Content-Location", "//other.example/x"),
+			[]string{"/form"}},
+		{"non-http scheme ignored", "POST", u("/form"), 302, hdr("Location", "mailto:a@example.com"), []string{"/form"}},
+		{"duplicates removed", "PATCH", u("/x"), 200, hdr("Content-Location", "/x"), []string{"/x"}},
+		{"custom unsafe method", "PURGEALL", u("/x"), 200, nil, []string{"/x"}},
+		{"empty path is slash", "POST", &url.URL{}, 200, nil, []string{"/"}},
+		{"4xx ignored", "POST", u("/x"), 404, hdr("Location", "/y"), nil},
+		{"5xx ignored", "DELETE", u("/x"), 500, nil, nil},
+		{"1xx ignored", "POST", u("/x"), 100, nil, nil},
+		{"GET is safe", "GET", u("/x"), 200, hdr("Location", "/y"), nil},
+		{"HEAD is safe", "HEAD", u("/x"), 200, nil, nil},
+		{"OPTIONS is safe", "OPTIONS", u("/x"), 200, nil, nil},
+		{"TRACE is safe", "TRACE", u("/x"), 200, nil, nil},
+		{"nil request URL", "POST", nil, 201, hdr("Location", "/new"), []string{"/new"}},
+		{"unparsable Location ignored", "POST", u("/x"), 201, hdr("Location", "http://[::1"), []string{"/x"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := InvalidationTargets(tt.method, tt.req, "example.com", tt.status, tt.resp)
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("InvalidationTargets(%s %v, %d, %v) = %q, want %q", tt.method, tt.req, tt.status, tt.resp, got, tt.want)
+			}
+		})
+	}
+}

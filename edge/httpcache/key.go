@@ -1,0 +1,300 @@
+package httpcache
+
+import (
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// KeyOptions are a host's cache-key options (they mirror wire.CacheOptions). The zero value
+// keeps the whole query, in its order.
+type KeyOptions struct {
+	// IgnoreQuery drops the whole query string from the key.
+	IgnoreQuery bool
+	// KeepParams, if not empty, keeps only the query parameters with these names (compared
+	// byte for byte with the name after unreserved percent-encodings are decoded); it implies
+	// sorting.
+	KeepParams []string
+	// SortQuery sorts the parameters by name, then value (then the whole parameter), so their
+	// order does not matter.
+	SortQuery bool
+}
+
+// Key builds the primary cache key: host + path [+ "?" + query].
+//
+//   - host is lower-cased (ASCII) and loses its port ("[::1]:80" -> "[::1]"); a '/' or '%' in
+//     it is percent-encoded, so the first '/' of a key always ends the host and different
+//     hosts never collide.
+//   - path is used as given (the edge rejects ".." segments before calling), except that "" is
+//     "/" and a path not starting with '/' gets one, a literal '?' is encoded as %3F so the
+//     query boundary stays unambiguous, and percent-encodings of unreserved characters
+//     (ALPHA, DIGIT, "-", ".", "_", "~"; RFC 3986 §6.2.2.2) are decoded: "%7Euser" and "~user"
+//     are the same resource. Every other byte, including the hex case of other
+//     percent-encodings, is preserved; so "%2E%2E" becomes "..": check the key's path, not
+//     only the raw one, if that matters.
+//   - the query gets the same decoding; it is dropped if IgnoreQuery; only KeepParams are
+//     kept if set; parameters ('&'-separated, empty ones dropped) are sorted by name, then
+//     value, then whole parameter ("a" before "a=") if SortQuery or KeepParams, so the key never
+//     depends on their order. An empty query gives no '?'.
+//
+// Key allocates once (the result) unless the query has more than 16 parameters to sort.
+func Key(host, path, rawQuery string, opts KeyOptions) string {
+	host = stripPort(host)
+	if opts.IgnoreQuery {
+		rawQuery = ""
+	}
+	var b strings.Builder
+	b.Grow(len(host) + len(path) + len(rawQuery) + 2)
+	if !strings.ContainsFunc(host, func(r rune) bool { return 'A' <= r && r <= 'Z' || r == '/' || r == '%' }) {
+		b.WriteString(host)
+		host = ""
+	}
+	for i := 0; i < len(host); i++ {
+		switch c := host[i]; {
+		case 'A' <= c && c <= 'Z':
+			b.WriteByte(c + 'a' - 'A')
+		case c == '/':
+			b.WriteString("%2F")
+		case c == '%':
+			b.WriteString("%25")
+		default:
+			b.WriteByte(c)
+		}
+	}
+	if !strings.HasPrefix(path, "/") {
+		b.WriteByte('/')
+	}
+	writeNormalized(&b, path, true)
+	if rawQuery == "" {
+		return b.String()
+	}
+	if len(opts.KeepParams) == 0 && !opts.SortQuery {
+		b.WriteByte('?')
+		writeNormalized(&b, rawQuery, false)
+		return b.String()
+	}
+
+	var stack [16]param
+	params := stack[:0]
+	for seg := range strings.SplitSeq(rawQuery, "&") {
+		if seg == "" {
+			continue
+		}
+		name, value, _ := strings.Cut(seg, "=")
+		if len(opts.KeepParams) > 0 && !kept(name, opts.KeepParams) {
+			continue
+		}
+		params = append(params, param{name: name, value: value, raw: seg})
+	}
+	slices.SortStableFunc(params, func(a, b param) int {
+		if c := compareNormalized(a.name, b.name); c != 0 {
+			return c
+		}
+		if c := compareNormalized(a.value, b.value); c != 0 {
+			return c
+		}
+		// "a" and "a=" have the same name and value; order them too, so that the key does not
+		// depend on the order they came in.
+		return compareNormalized(a.raw, b.raw)
+	})
+	for i, p := range params {
+		if i == 0 {
+			b.WriteByte('?')
+		} else {
+			b.WriteByte('&')
+		}
+		writeNormalized(&b, p.raw, false)
+	}
+	return b.String()
+}
+
+type param struct{ name, value, raw string }
+
+// kept reports whether the (normalised) parameter name is one of keep.
+func kept(name string, keep []string) bool {
+	for _, k := range keep {
+		if compareNormalized(name, k) == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// stripPort removes a trailing :port from a Host value, keeping IPv6 brackets. A bare IPv6
+// address (more than one colon, no brackets) is left alone.
+func stripPort(host string) string {
+	if strings.HasPrefix(host, "[") {
+		if i := strings.IndexByte(host, ']'); i >= 0 {
+			return host[:i+1]
+		}
+		return host
+	}
+	if i := strings.IndexByte(host, ':'); i >= 0 && strings.IndexByte(host[i+1:], ':') < 0 {
+		return host[:i]
+	}
+	return host
+}
+
+// unreservedAt decodes a percent-encoding of an unreserved character at s[i], if there is one.
+func unreservedAt(s string, i int) (byte, bool) {
+	if s[i] != '%' || i+2 >= len(s) {
+		return 0, false
+	}
+	hi, ok1 := unhex(s[i+1])
+	lo, ok2 := unhex(s[i+2])
+	if !ok1 || !ok2 {
+		return 0, false
+	}
+	c := hi<<4 | lo
+	if isUnreserved(c) {
+		return c, true
+	}
+	return 0, false
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}
+
+func isUnreserved(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+		c == '-' || c == '.' || c == '_' || c == '~'
+}
+
+// writeNormalized writes s with unreserved percent-encodings decoded; in a path, a literal '?'
+// is written as %3F.
+func writeNormalized(b *strings.Builder, s string, isPath bool) {
+	// Copy the runs between '%' and '?' in one go; most paths have neither.
+	for {
+		i := strings.IndexAny(s, "%?")
+		if i < 0 {
+			b.WriteString(s)
+			return
+		}
+		b.WriteString(s[:i])
+		s = s[i:]
+		if s[0] == '?' && !isPath {
+			b.WriteByte('?')
+			s = s[1:]
+			continue
+		}
+		break
+	}
+	for i := 0; i < len(s); i++ {
+		if c, ok := unreservedAt(s, i); ok {
+			b.WriteByte(c)
+			i += 2
+			continue
+		}
+		if isPath && s[i] == '?' {
+			b.WriteString("%3F")
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+}
+
+// compareNormalized compares a and b as writeNormalized would write them, without building
+// either.
+func compareNormalized(a, b string) int {
+	if strings.IndexByte(a, '%') < 0 && strings.IndexByte(b, '%') < 0 {
+		return strings.Compare(a, b)
+	}
+	i, j := 0, 0
+	for i < len(a) && j < len(b) {
+		ca, na := a[i], 1
+		if c, ok := unreservedAt(a, i); ok {
+			ca, na = c, 3
+		}
+		cb, nb := b[j], 1
+		if c, ok := unreservedAt(b, j); ok {
+			cb, nb = c, 3
+		}
+		if ca != cb {
+			if ca < cb {
+				return -1
+			}
+			return 1
+		}
+		i, j = i+na, j+nb
+	}
+	switch {
+	case i < len(a):
+		return 1
+	case j < len(b):
+		return -1
+	}
+	return 0
+}
+
+// VaryKey builds the secondary key from the request's values of the Vary fields (as in
+// Policy.Vary). Each field becomes `name="values"`, its field lines whitespace-trimmed and joined
+// with ", ", quoted Go-style so that no value can forge a boundary; an absent field is its bare
+// name, so absent and empty differ. Fields are joined with "; ". It returns "" when vary is
+// empty.
+func VaryKey(vary []string, reqHeader http.Header) string {
+	if len(vary) == 0 {
+		return ""
+	}
+	var stack [128]byte
+	buf := stack[:0]
+	for i, name := range vary {
+		if i > 0 {
+			buf = append(buf, "; "...)
+		}
+		buf = append(buf, name...)
+		values := headerValues(reqHeader, name)
+		if len(values) == 0 {
+			continue
+		}
+		buf = append(buf, '=')
+		if len(values) == 1 {
+			buf = strconv.AppendQuote(buf, strings.TrimSpace(values[0]))
+			continue
+		}
+		var joined strings.Builder
+		for j, v := range values {
+			if j > 0 {
+				joined.WriteString(", ")
+			}
+			joined.WriteString(strings.TrimSpace(v))
+		}
+		buf = strconv.AppendQuote(buf, joined.String())
+	}
+	return string(buf)
+}
+
+// headerValues is h[http.CanonicalHeaderKey(name)] without allocating for names up to 64
+// bytes: the canonical form is built on the stack, and a map index by string(bytes) does not
+// copy.
+func headerValues(h http.Header, name string) []string {
+	var stack [64]byte
+	if len(name) > len(stack) {
+		return h[http.CanonicalHeaderKey(name)]
+	}
+	upper := true
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !isTchar(c) {
+			return h[name] // not a valid field name: CanonicalHeaderKey leaves it as is
+		}
+		switch {
+		case upper && 'a' <= c && c <= 'z':
+			c -= 'a' - 'A'
+		case !upper && 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		}
+		stack[i] = c
+		upper = c == '-'
+	}
+	return h[string(stack[:len(name)])]
+}

@@ -1,0 +1,234 @@
+package httpcache
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+)
+
+func TestKey(t *testing.T) {
+	sorted := KeyOptions{SortQuery: true}
+	tests := []struct {
+		name       string
+		host, path string
+		query      string
+		opts       KeyOptions
+		want       string
+	}{
+		{"plain", "example.com", "/a/b.css", "", KeyOptions{}, "example.com/a/b.css"},
+		{"host lower-cased", "WWW.Example.COM", "/x", "", KeyOptions{}, "www.example.com/x"},
+		{"path case kept", "example.com", "/X/Y", "", KeyOptions{}, "example.com/X/Y"},
+		{"port dropped", "example.com:8080", "/", "", KeyOptions{}, "example.com/"},
+		{"ipv6 port dropped", "[::1]:8080", "/", "", KeyOptions{}, "[::1]/"},
+		{"ipv6 without port", "[::1]", "/", "", KeyOptions{}, "[::1]/"},
+		{"empty path", "example.com", "", "", KeyOptions{}, "example.com/"},
+		{"path without slash", "example.com", "a", "", KeyOptions{}, "example.com/a"},
+		{"slash in host escaped", "a/b", "/c", "", KeyOptions{}, "a%2Fb/c"},
+		{"percent in host escaped", "a%2Fb", "/c", "", KeyOptions{}, "a%252fb/c"},
+		{"question mark in path escaped", "example.com", "/a?b", "", KeyOptions{}, "example.com/a%3Fb"},
+		{"query kept as is", "example.com", "/p", "b=2&a=1", KeyOptions{}, "example.com/p?b=2&a=1"},
+		{"empty query gives no ?", "example.com", "/p", "", sorted, "example.com/p"},
+		{"ignore query", "example.com", "/p", "a=1", KeyOptions{IgnoreQuery: true}, "example.com/p"},
+		{"ignore query wins over keep", "example.com", "/p", "a=1", KeyOptions{IgnoreQuery: true, KeepParams: []string{"a"}}, "example.com/p"},
+		{"sort query", "example.com", "/p", "b=2&a=1&c", sorted, "example.com/p?a=1&b=2&c"},
+		{"sort by name then value", "example.com", "/p", "a=2&b=0&a=1", sorted, "example.com/p?a=1&a=2&b=0"},
+		{"sort orders a before a=", "example.com", "/p", "a=&a", sorted, "example.com/p?a&a="},
+		{"sort drops empty params", "example.com", "/p", "&b=1&&a=2&", sorted, "example.com/p?a=2&b=1"},
+		{"keep params", "example.com", "/p", "utm_source=x&id=7&page=2&fbclid=y", KeyOptions{KeepParams: []string{"page", "id"}}, "example.com/p?id=7&page=2"},
+		{"keep params none left", "example.com", "/p", "utm_source=x", KeyOptions{KeepParams: []string{"id"}}, "example.com/p"},
+		{"keep params matches encoded name", "example.com", "/p", "%69d=7", KeyOptions{KeepParams: []string{"id"}}, "example.com/p?id=7"},
+		{"keep params is case-sensitive", "example.com", "/p", "ID=7", KeyOptions{KeepParams: []string{"id"}}, "example.com/p"},
+		{"unreserved decoded in path", "example.com", "/%7Euser/%41%2d%5F%2E", "", KeyOptions{}, "example.com/~user/A-_."},
+		{"reserved encodings kept byte for byte", "example.com", "/a%2Fb%2fc%20d", "", KeyOptions{}, "example.com/a%2Fb%2fc%20d"},
+		{"non-ascii encoding kept", "example.com", "/caf%C3%A9", "", KeyOptions{}, "example.com/caf%C3%A9"},
+		{"broken encodings kept", "example.com", "/%zz/%4", "x=%", KeyOptions{}, "example.com/%zz/%4?x=%"},
+		{"unreserved decoded in query", "example.com", "/p", "q=%61%26b", KeyOptions{}, "example.com/p?q=a%26b"},
+		{"sort compares decoded", "example.com", "/p", "%62=1&a=2", sorted, "example.com/p?a=2&b=1"},
+		{"semicolon is not a separator", "example.com", "/p", "b=1;a=2", sorted, "example.com/p?b=1;a=2"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Key(tt.host, tt.path, tt.query, tt.opts); got != tt.want {
+				t.Errorf("Key(%q, %q, %q, %+v) = %q, want %q", tt.host, tt.path, tt.query, tt.opts, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestKeyManyParams(t *testing.T) {
+	var params []string
+	for c := 'z'; c >= 'a'; c-- {
+		params = append(params, string(c)+"=1")
+	}
+	got := Key("h", "/", strings.Join(params, "&"), KeyOptions{SortQuery: true})
+	want := "h/?a=1&b=1&c=1&d=1&e=1&f=1&g=1&h=1&i=1&j=1&k=1&l=1&m=1&n=1&o=1&p=1&q=1&r=1&s=1&t=1&u=1&v=1&w=1&x=1&y=1&z=1"
+	if got != want {
+		t.Errorf("Key with 26 params = %q, want %q", got, want)
+	}
+}
+
+func TestKeyAllocs(t *testing.T) {
+	opts := KeyOptions{SortQuery: true, KeepParams: []string{"id", "page", "lang"}}
+	if n := testing.AllocsPerRun(100, func() {
+		Key("WWW.Example.com:443", "/products/%7Eitem/42", "utm=1&page=2&id=7&lang=en", opts)
+	}); n != 1 {
+		t.Errorf("Key allocs = %v, want 1", n)
+	}
+}
+
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}
+
+// keyHost recovers the host part of a key: everything before the first '/'.
+func keyHost(key string) string {
+	host, _, _ := strings.Cut(key, "/")
+	return host
+}
+
+func FuzzKey(f *testing.F) {
+	f.Add("example.com", "other.com", "/a", "b=1&a=2", uint8(0), "a")
+	f.Add("Example.COM:80", "example.com", "/%7E", "", uint8(1), "")
+	f.Add("a/b", "a%2Fb", "?", "&&", uint8(2), "x")
+	f.Add("[::1]:1", "::1", "", "%", uint8(4), "%")
+	f.Fuzz(func(t *testing.T, host, host2, path, query string, flags uint8, keep string) {
+		opts := KeyOptions{IgnoreQuery: flags&1 != 0, SortQuery: flags&2 != 0}
+		if flags&4 != 0 {
+			opts.KeepParams = []string{keep}
+		}
+		k := Key(host, path, query, opts)
+		if again := Key(host, path, query, opts); again != k {
+			t.Fatalf("Key(%q, %q, %q) not deterministic: %q then %q", host, path, query, k, again)
+		}
+		// The host is recoverable, so different hosts never share a key.
+		if got, want := keyHost(k), keyHost(Key(host, "/", "", KeyOptions{})); got != want {
+			t.Errorf("Key(%q, %q, %q): host part %q, want %q", host, path, query, got, want)
+		}
+		k2 := Key(host2, path, query, opts)
+		if keyHost(k) != keyHost(k2) && k == k2 {
+			t.Errorf("Key(%q, ...) == Key(%q, ...) = %q", host, host2, k)
+		}
+		if asciiLower(stripPort(host)) == asciiLower(stripPort(host2)) && k != k2 {
+			t.Errorf("hosts %q and %q differ only in case or port, keys %q and %q", host, host2, k, k2)
+		}
+		if opts.IgnoreQuery && strings.Contains(k[len(keyHost(k)):], "?") {
+			t.Errorf("Key(%q, %q, %q, IgnoreQuery) = %q has a query", host, path, query, k)
+		}
+		// Sorting makes parameter order irrelevant.
+		if opts.SortQuery && !opts.IgnoreQuery {
+			parts := strings.Split(query, "&")
+			for i, j := 0, len(parts)-1; i < j; i, j = i+1, j-1 {
+				parts[i], parts[j] = parts[j], parts[i]
+			}
+			if rev := Key(host, path, strings.Join(parts, "&"), opts); rev != k {
+				t.Errorf("sorted Key of %q = %q, of reversed params = %q", query, k, rev)
+			}
+		}
+	})
+}
+
+func TestVaryKey(t *testing.T) {
+	tests := []struct {
+		name string
+		vary []string
+		req  http.Header
+		want string
+	}{
+		{"no vary", nil, hdr("Accept-Encoding", "gzip"), ""},
+		{"one field", []string{"accept-encoding"}, hdr("Accept-Encoding", "gzip, br"), `accept-encoding="gzip, br"`},
+		{"absent", []string{"accept-encoding"}, hdr(), `accept-encoding`},
+		{"empty", []string{"accept-encoding"}, hdr("Accept-Encoding", ""), `accept-encoding=""`},
+		{"whitespace trimmed", []string{"accept-language"}, hdr("Accept-Language", "  en \t"), `accept-language="en"`},
+		{"lines combined", []string{"accept"}, hdr("Accept", " text/html", "Accept", "*/* "), `accept="text/html, */*"`},
+		{"two fields", []string{"accept-encoding", "origin"}, hdr("Origin", "https://a.example", "Accept-Encoding", "gzip"),
+			`accept-encoding="gzip"; origin="https://a.example"`},
+		{"quote cannot forge a boundary", []string{"a", "b"}, hdr("A", `x"; b="y`), `a="x\"; b=\"y"; b`},
+		{"non-canonical request key missed", []string{"x-foo"}, http.Header{"x-foo": {"1"}}, `x-foo`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := VaryKey(tt.vary, tt.req); got != tt.want {
+				t.Errorf("VaryKey(%q, %v) = %q, want %q", tt.vary, tt.req, got, tt.want)
+			}
+		})
+	}
+}
+
+func FuzzVaryKey(f *testing.F) {
+	f.Add("gzip", "br", true, true, "accept-encoding")
+	f.Add("", "", false, true, "X-FOO-bar")
+	f.Add(`a"b`, `\`, true, false, "a b")
+	f.Fuzz(func(t *testing.T, v1, v2 string, has1, has2 bool, name string) {
+		// The allocation-free lookup agrees with http.CanonicalHeaderKey.
+		canon := http.Header{http.CanonicalHeaderKey(name): {"v"}}
+		if got := headerValues(canon, name); len(got) != 1 {
+			t.Errorf("headerValues(%q) = %q, want the value stored under %q", name, got, http.CanonicalHeaderKey(name))
+		}
+
+		vary := []string{"accept-encoding", "origin"}
+		build := func(v1, v2 string, has1, has2 bool) http.Header {
+			h := http.Header{}
+			if has1 {
+				h["Accept-Encoding"] = []string{v1}
+			}
+			if has2 {
+				h["Origin"] = []string{v2}
+			}
+			return h
+		}
+		k := VaryKey(vary, build(v1, v2, has1, has2))
+		if again := VaryKey(vary, build(v1, v2, has1, has2)); again != k {
+			t.Fatalf("VaryKey not deterministic: %q then %q", k, again)
+		}
+		// Different (trimmed) request values give different keys; absent differs from empty.
+		norm := func(v string, has bool) string {
+			if !has {
+				return "\x00absent"
+			}
+			return strings.TrimSpace(v)
+		}
+		other := VaryKey(vary, build(v2, v1, has2, has1))
+		same := norm(v1, has1) == norm(v2, has2)
+		if same != (k == other) {
+			t.Errorf("VaryKey swapping %q(%v) and %q(%v): %q vs %q, same values %v", v1, has1, v2, has2, k, other, same)
+		}
+	})
+}
+
+func BenchmarkKey(b *testing.B) {
+	b.Run("plain", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			Key("www.example.com", "/static/js/app.3f2a1b.js", "", KeyOptions{})
+		}
+	})
+	b.Run("sorted", func(b *testing.B) {
+		opts := KeyOptions{SortQuery: true}
+		b.ReportAllocs()
+		for b.Loop() {
+			Key("WWW.Example.com:443", "/search", "q=cdn&page=2&lang=en&sort=asc", opts)
+		}
+	})
+	b.Run("keep", func(b *testing.B) {
+		opts := KeyOptions{KeepParams: []string{"id", "page"}}
+		b.ReportAllocs()
+		for b.Loop() {
+			Key("www.example.com", "/product", "utm_source=news&id=42&fbclid=abc&page=3", opts)
+		}
+	})
+}
+
+func BenchmarkVaryKey(b *testing.B) {
+	vary := []string{"accept-encoding"}
+	req := hdr("Accept-Encoding", "gzip, deflate, br")
+	b.ReportAllocs()
+	for b.Loop() {
+		VaryKey(vary, req)
+	}
+}

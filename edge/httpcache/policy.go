@@ -1,0 +1,250 @@
+package httpcache
+
+import (
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+)
+
+// HeuristicFraction is the share of (Date - Last-Modified) used as a heuristic freshness
+// lifetime (RFC 9111 §4.2.2 suggests 10%).
+const HeuristicFraction = 0.1
+
+// HeuristicCap bounds a heuristic freshness lifetime.
+const HeuristicCap = 24 * time.Hour
+
+// Canonical forms of the field names this package reads from http.Header maps directly, so
+// that no lookup has to canonicalise (and allocate). Headers from net/http are canonical.
+const (
+	hdrCacheControl     = "Cache-Control"
+	hdrCDNCacheControl  = "Cdn-Cache-Control"
+	hdrSurrogateControl = "Surrogate-Control"
+	hdrExpires          = "Expires"
+	hdrDate             = "Date"
+	hdrLastModified     = "Last-Modified"
+	hdrAge              = "Age"
+	hdrVary             = "Vary"
+	hdrAuthorization    = "Authorization"
+)
+
+// Policy is the cache's reading of one upstream response, computed once when it arrives.
+type Policy struct {
+	Storable bool
+	// Reason says why, when !Storable: "method", "status", "no-store", "private",
+	// "authorization", "vary *" or "no freshness".
+	Reason string
+	// Lifetime is the freshness lifetime, never negative.
+	Lifetime time.Duration
+	// Heuristic says Lifetime came from the Last-Modified heuristic.
+	Heuristic bool
+	// StaleWhileRevalidate and StaleIfError are the RFC 5861 windows (0 = none). They are zero
+	// whenever must-revalidate, proxy-revalidate or unqualified no-cache is present, since those
+	// forbid serving stale (RFC 9111 §4.2.4). An explicit window given with s-maxage is kept:
+	// the origin said in so many words how long a stale copy may be used.
+	StaleWhileRevalidate, StaleIfError time.Duration
+	// MustRevalidate: must-revalidate, proxy-revalidate or s-maxage was present, so the response
+	// is never served stale without revalidating, except inside the windows above.
+	MustRevalidate bool
+	// NoCache: stored, but revalidated before every use (unqualified no-cache).
+	NoCache bool
+	// Immutable: the origin promises the content will not change while fresh (RFC 8246).
+	Immutable bool
+	// Vary lists the field names in Vary, lower-cased, sorted and without duplicates.
+	Vary []string
+	// StripFields are fields the cache must not keep in its copy: those named by a qualified
+	// private (a shared cache must not store them) or no-cache (not to be reused without
+	// revalidation). Delete them from the stored header, again after every Refresh.
+	StripFields []string
+	// Target names the field the directives were taken from: "CDN-Cache-Control",
+	// "Surrogate-Control" or "Cache-Control" (RFC 9213).
+	Target string
+}
+
+// TTL is the remaining freshness for a response of the given current age: negative once stale.
+func (p Policy) TTL(age time.Duration) time.Duration { return p.Lifetime - age }
+
+// TargetDirectives returns the directives this shared cache obeys, per RFC 9213: the first of
+// CDN-Cache-Control and Surrogate-Control with a non-empty value replaces Cache-Control (and
+// Expires) entirely; otherwise Cache-Control applies. It also returns that field's name.
+func TargetDirectives(respHeader http.Header) (Directives, string) {
+	if v := respHeader[hdrCDNCacheControl]; nonEmpty(v) {
+		return ParseCacheControl(v), "CDN-Cache-Control"
+	}
+	if v := respHeader[hdrSurrogateControl]; nonEmpty(v) {
+		return ParseCacheControl(v), "Surrogate-Control"
+	}
+	return ParseCacheControl(respHeader[hdrCacheControl]), "Cache-Control"
+}
+
+func nonEmpty(values []string) bool {
+	for _, v := range values {
+		if trimOWS(v) != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// ResponsePolicy decides storability and freshness of a response to a GET (or HEAD) request for
+// a SHARED cache (RFC 9111 §3, §4.2.1, §4.2.2).
+//
+// The directives come from TargetDirectives. reqHeader is the fill request's header; only its
+// Authorization matters (§3.5: such a response is stored only with public, s-maxage or
+// must-revalidate). Request Cache-Control directives are deliberately not read: a CDN does not
+// let clients decide what it stores. now is the response time. Header maps must have canonical
+// keys, as net/http produces them.
+//
+// A response is storable when the method is GET or HEAD; the status is final, understood, not
+// 206 (the edge fills whole objects) and not 304; there is no no-store, no unqualified private
+// and no Vary: *; and it has explicit freshness (s-maxage, else max-age, else Expires - Date; an
+// invalid Expires means already expired), or else is heuristically cacheable (the statuses of
+// RFC 9110 §15.1, or any status with public) and has a Last-Modified giving
+// min(HeuristicFraction × (Date - Last-Modified), HeuristicCap), or else carries no-cache and is
+// heuristically cacheable (Lifetime 0). Meridian has no default TTL: anything else is
+// "no freshness".
+func ResponsePolicy(method string, reqHeader http.Header, status int, respHeader http.Header, now time.Time) Policy {
+	if method != http.MethodGet && method != http.MethodHead {
+		return Policy{Reason: "method"}
+	}
+	if !storableStatus(status) {
+		return Policy{Reason: "status"}
+	}
+	d, target := TargetDirectives(respHeader)
+	if d.NoStore {
+		return Policy{Reason: "no-store", Target: target}
+	}
+	if d.Private {
+		return Policy{Reason: "private", Target: target}
+	}
+	if _, ok := reqHeader[hdrAuthorization]; ok && !d.Public && !d.HasSMaxAge && !d.MustRevalidate {
+		return Policy{Reason: "authorization", Target: target}
+	}
+	vary, star := parseVary(respHeader[hdrVary])
+	if star {
+		return Policy{Reason: "vary *", Target: target}
+	}
+	p := Policy{
+		Storable:       true,
+		MustRevalidate: d.MustRevalidate || d.ProxyRevalidate || d.HasSMaxAge,
+		NoCache:        d.NoCache,
+		Immutable:      d.Immutable,
+		Vary:           vary,
+		Target:         target,
+	}
+	if n := len(d.PrivateFields) + len(d.NoCacheFields); n > 0 {
+		p.StripFields = make([]string, 0, n)
+		p.StripFields = append(append(p.StripFields, d.PrivateFields...), d.NoCacheFields...)
+	}
+	if !d.MustRevalidate && !d.ProxyRevalidate && !d.NoCache {
+		p.StaleWhileRevalidate, p.StaleIfError = d.StaleWhileRevalidate, d.StaleIfError
+	}
+
+	date := headerTime(respHeader, hdrDate, now)
+	switch {
+	case d.HasSMaxAge:
+		p.Lifetime = d.SMaxAge
+	case d.HasMaxAge:
+		p.Lifetime = d.MaxAge
+	case target == "Cache-Control" && len(respHeader[hdrExpires]) > 0:
+		// An invalid Expires, such as "0", means already expired (RFC 9111 §5.3).
+		if exp, err := http.ParseTime(respHeader[hdrExpires][0]); err == nil {
+			p.Lifetime = clampLifetime(exp.Sub(date))
+		}
+	case heuristicStatus(status) || d.Public:
+		lm, err := time.Time{}, error(nil)
+		if v := respHeader[hdrLastModified]; len(v) > 0 {
+			lm, err = http.ParseTime(v[0])
+		}
+		switch {
+		case len(respHeader[hdrLastModified]) > 0 && err == nil:
+			p.Heuristic = true
+			p.Lifetime = min(clampLifetime(time.Duration(float64(date.Sub(lm))*HeuristicFraction)), HeuristicCap)
+		case d.NoCache:
+			// Stored for revalidation only.
+		default:
+			return Policy{Reason: "no freshness", Target: target}
+		}
+	default:
+		return Policy{Reason: "no freshness", Target: target}
+	}
+	return p
+}
+
+func clampLifetime(d time.Duration) time.Duration {
+	return min(max(d, 0), MaxDelta)
+}
+
+// headerTime parses the first line of an HTTP-date field, or returns def.
+func headerTime(h http.Header, name string, def time.Time) time.Time {
+	if v := h[name]; len(v) > 0 {
+		if t, err := http.ParseTime(v[0]); err == nil {
+			return t
+		}
+	}
+	return def
+}
+
+// storableStatus: a final status whose meaning this cache understands (RFC 9110 §15), except
+// 206 (the edge fills whole objects) and 304 (not a complete response).
+func storableStatus(status int) bool {
+	if status < 200 || status > 599 || status == http.StatusPartialContent || status == http.StatusNotModified {
+		return false
+	}
+	return http.StatusText(status) != ""
+}
+
+// heuristicStatus: the status codes RFC 9110 §15.1 defines as heuristically cacheable.
+func heuristicStatus(status int) bool {
+	switch status {
+	case 200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501:
+		return true
+	}
+	return false
+}
+
+// parseVary returns the lower-cased, sorted, de-duplicated field names of Vary, and whether it
+// holds "*".
+func parseVary(values []string) ([]string, bool) {
+	var out []string
+	for _, v := range values {
+		for f := range strings.SplitSeq(v, ",") {
+			f = trimOWS(f)
+			if f == "" {
+				continue
+			}
+			if f == "*" {
+				return nil, true
+			}
+			out = append(out, strings.ToLower(f))
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out), false
+}
+
+// InitialAge is RFC 9111 §4.2.3 corrected_initial_age from the Age and Date fields:
+// max(apparent_age, Age + response_delay), where apparent_age = max(0, responseTime - Date) and
+// response_delay = max(0, responseTime - requestTime). A missing or invalid Age counts as 0
+// (an invalid value is ignored), a missing Date gives apparent_age 0, and a Date ahead of our
+// clock (skew) cannot make the age negative.
+func InitialAge(respHeader http.Header, requestTime, responseTime time.Time) time.Duration {
+	var apparent time.Duration
+	if date := headerTime(respHeader, hdrDate, time.Time{}); !date.IsZero() {
+		apparent = max(0, responseTime.Sub(date))
+	}
+	var age time.Duration
+	if v := respHeader[hdrAge]; len(v) > 0 {
+		if a, ok := parseDelta(trimOWS(v[0])); ok {
+			age = a
+		}
+	}
+	delay := max(0, responseTime.Sub(requestTime))
+	return clampLifetime(max(apparent, age+delay))
+}
+
+// CurrentAge = initialAge + (now - responseTime), never negative. A clock that stepped back
+// (now before responseTime) adds nothing rather than making the copy younger.
+func CurrentAge(initialAge time.Duration, responseTime, now time.Time) time.Duration {
+	return max(0, initialAge) + max(0, now.Sub(responseTime))
+}

@@ -1,0 +1,125 @@
+package httpcache
+
+import (
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Status is one RFC 9211 Cache-Status list member.
+type Status struct {
+	Cache     string        // cache name, e.g. "meridian-lon-1"; emitted as a token, or as a string if it is not one
+	Hit       bool          // served from cache without going forward
+	Fwd       string        // "", "miss", "stale", "uri-miss", "vary-miss", "request", "bypass", "method"; omitted if empty or not a token
+	FwdStatus int           // status the next hop answered; 0 = omit
+	TTL       time.Duration // remaining freshness; negative when stale; emitted in whole seconds if HasTTL
+	HasTTL    bool
+	Stored    bool   // the forwarded response was stored
+	Collapsed bool   // the request was collapsed into another one's fill
+	Key       string // optional, emitted as key="..." if non-empty
+	Detail    string // optional, emitted as detail=token-or-string (e.g. "peer", "shield", "origin", "stale-if-error")
+}
+
+// String serialises s as a Structured Fields list member (RFC 8941), with "; " between
+// parameters as in RFC 9211's examples, e.g. `meridian-lon-1; hit; ttl=118` or
+// `meridian-lon-1; fwd=miss; fwd-status=200; stored; collapsed; detail=origin`. TTL is
+// truncated toward zero to whole seconds.
+func (s Status) String() string {
+	var b strings.Builder
+	b.Grow(len(s.Cache) + len(s.Key) + len(s.Detail) + 64)
+	writeTokenOrString(&b, s.Cache)
+	if s.Hit {
+		b.WriteString("; hit")
+	}
+	if s.Fwd != "" && isToken(s.Fwd) {
+		b.WriteString("; fwd=")
+		b.WriteString(s.Fwd)
+	}
+	if s.FwdStatus != 0 {
+		b.WriteString("; fwd-status=")
+		b.WriteString(strconv.Itoa(s.FwdStatus))
+	}
+	if s.HasTTL {
+		const sfMax = 999_999_999_999_999 // largest Structured Fields integer
+		secs := min(max(int64(s.TTL/time.Second), -sfMax), sfMax)
+		b.WriteString("; ttl=")
+		b.WriteString(strconv.FormatInt(secs, 10))
+	}
+	if s.Stored {
+		b.WriteString("; stored")
+	}
+	if s.Collapsed {
+		b.WriteString("; collapsed")
+	}
+	if s.Key != "" {
+		b.WriteString("; key=")
+		writeSFString(&b, s.Key)
+	}
+	if s.Detail != "" {
+		b.WriteString("; detail=")
+		writeTokenOrString(&b, s.Detail)
+	}
+	return b.String()
+}
+
+// AppendStatus returns the new field value when this cache appends s after an upstream's
+// Cache-Status value (RFC 9211: list order is from the origin outwards): "upstream, s", or just
+// s when upstream is blank.
+func AppendStatus(upstream string, s Status) string {
+	upstream = strings.TrimRight(trimOWS(upstream), ",")
+	if upstream == "" {
+		return s.String()
+	}
+	return upstream + ", " + s.String()
+}
+
+// isToken reports whether s is a Structured Fields token: ALPHA or "*", then tchar, ":" or "/".
+func isToken(s string) bool {
+	if s == "" || !(isAlpha(s[0]) || s[0] == '*') {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if !isTchar(s[i]) && s[i] != ':' && s[i] != '/' {
+			return false
+		}
+	}
+	return true
+}
+
+func isAlpha(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' }
+
+func isTchar(c byte) bool {
+	if isAlpha(c) || '0' <= c && c <= '9' {
+		return true
+	}
+	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+}
+
+func writeTokenOrString(b *strings.Builder, s string) {
+	if isToken(s) {
+		b.WriteString(s)
+		return
+	}
+	writeSFString(b, s)
+}
+
+// writeSFString writes s as a Structured Fields string. Bytes outside printable ASCII, which
+// an sf-string cannot hold, are written as %XX.
+func writeSFString(b *strings.Builder, s string) {
+	const hex = "0123456789ABCDEF"
+	b.WriteByte('"')
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' || c == '\\':
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		case c < 0x20 || c > 0x7e:
+			b.WriteByte('%')
+			b.WriteByte(hex[c>>4])
+			b.WriteByte(hex[c&0xf])
+		default:
+			b.WriteByte(c)
+		}
+	}
+	b.WriteByte('"')
+}

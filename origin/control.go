@@ -1,0 +1,256 @@
+package origin
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Fault is a failure the origin injects into GET and HEAD answers for a path (or every path).
+type Fault struct {
+	Status   int           // answer with this status instead of the requested one; 0 keeps it
+	Delay    time.Duration // added to the delay before headers
+	Stall    time.Duration // pause after half the body (replaces stall=)
+	Drop     bool          // close the connection without a response
+	Truncate bool          // declare the full Content-Length, send half the body, close
+}
+
+// faultJSON is a Fault as POST /_fault carries it.
+type faultJSON struct {
+	Path     string `json:"path"`
+	Status   int    `json:"status,omitempty"`
+	Delay    string `json:"delay,omitempty"`
+	Stall    string `json:"stall,omitempty"`
+	Drop     bool   `json:"drop,omitempty"`
+	Truncate bool   `json:"truncate,omitempty"`
+}
+
+// ParseFault decodes the JSON body of POST /_fault into the path it applies to ("" for every
+// path) and the fault.
+func ParseFault(data []byte) (string, Fault, error) {
+	var j faultJSON
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&j); err != nil {
+		return "", Fault{}, fmt.Errorf("parse fault: %w", err)
+	}
+	if dec.More() {
+		return "", Fault{}, errors.New("parse fault: trailing data after the object")
+	}
+	if j.Path != "" && (!strings.HasPrefix(j.Path, "/") || isControlPath(j.Path)) {
+		return "", Fault{}, fmt.Errorf("parse fault: path %q is not an object path", j.Path)
+	}
+	f := Fault{Status: j.Status, Drop: j.Drop, Truncate: j.Truncate}
+	if f.Status != 0 && (f.Status < 200 || f.Status > 599) {
+		return "", Fault{}, fmt.Errorf("parse fault: status %d is not from 200 to 599", f.Status)
+	}
+	for _, d := range []struct {
+		name, v string
+		dst     *time.Duration
+	}{{"delay", j.Delay, &f.Delay}, {"stall", j.Stall, &f.Stall}} {
+		if d.v == "" {
+			continue
+		}
+		var err error
+		if *d.dst, err = time.ParseDuration(d.v); err != nil || *d.dst < 0 || *d.dst > maxWait {
+			return "", Fault{}, fmt.Errorf("parse fault: %s %q is not a Go duration from 0 to %v", d.name, d.v, maxWait)
+		}
+	}
+	return j.Path, f, nil
+}
+
+// SetFault injects f into answers for path, or for every path without a fault of its own if path
+// is "". A zero Fault removes the fault.
+func (s *Server) SetFault(path string, f Fault) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if f == (Fault{}) {
+		delete(s.faults, path)
+		return
+	}
+	s.faults[path] = f
+}
+
+// ClearFaults removes every fault.
+func (s *Server) ClearFaults() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	clear(s.faults)
+}
+
+// fault returns the fault for path: its own, else the global one, else none.
+func (s *Server) fault(path string) Fault {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if f, ok := s.faults[path]; ok {
+		return f
+	}
+	return s.faults[""]
+}
+
+func (s *Server) serveFault(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodPost:
+		data, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
+		if err != nil {
+			http.Error(w, "read fault: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		path, f, err := ParseFault(data)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		s.SetFault(path, f)
+		w.WriteHeader(http.StatusNoContent)
+	case http.MethodDelete:
+		s.ClearFaults()
+		w.WriteHeader(http.StatusNoContent)
+	case http.MethodGet, http.MethodHead:
+		s.mu.Lock()
+		list := make([]faultJSON, 0, len(s.faults))
+		for p, f := range s.faults {
+			list = append(list, faultJSON{Path: p, Status: f.Status, Delay: durString(f.Delay),
+				Stall: durString(f.Stall), Drop: f.Drop, Truncate: f.Truncate})
+		}
+		s.mu.Unlock()
+		sort.Slice(list, func(i, j int) bool { return list[i].Path < list[j].Path })
+		writeJSON(w, list)
+	default:
+		w.Header().Set("Allow", "GET, HEAD, POST, DELETE")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+	}
+}
+
+func durString(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	return d.String()
+}
+
+func (s *Server) serveBump(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	path := r.URL.Query().Get("path")
+	if path != "" && (!strings.HasPrefix(path, "/") || isControlPath(path)) {
+		http.Error(w, fmt.Sprintf("bump: path %q is not an object path", path), http.StatusBadRequest)
+		return
+	}
+	v := s.Bump(path)
+	writeJSON(w, map[string]any{"path": path, "version": v})
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+// stats counts object requests.
+type stats struct {
+	total    atomic.Int64
+	inFlight atomic.Int64
+	max      atomic.Int64 // highest inFlight seen since the last reset
+
+	mu    sync.Mutex // guards paths and last
+	paths map[string]int64
+	last  map[string]http.Header // the last request's headers per path
+}
+
+func (st *stats) init() {
+	st.paths = map[string]int64{}
+	st.last = map[string]http.Header{}
+}
+
+func (st *stats) begin(path string, h http.Header) {
+	st.total.Add(1)
+	n := st.inFlight.Add(1)
+	for {
+		m := st.max.Load()
+		if n <= m || st.max.CompareAndSwap(m, n) {
+			break
+		}
+	}
+	h = h.Clone()
+	st.mu.Lock()
+	st.paths[path]++
+	st.last[path] = h
+	st.mu.Unlock()
+}
+
+func (st *stats) end() { st.inFlight.Add(-1) }
+
+// Requests returns how many requests path has received since the last ResetStats.
+func (s *Server) Requests(path string) int64 {
+	s.stats.mu.Lock()
+	defer s.stats.mu.Unlock()
+	return s.stats.paths[path]
+}
+
+// Total returns how many object requests the origin has received since the last ResetStats.
+func (s *Server) Total() int64 { return s.stats.total.Load() }
+
+// InFlight returns how many object requests are being served now.
+func (s *Server) InFlight() int64 { return s.stats.inFlight.Load() }
+
+// MaxConcurrent returns the most object requests served at once since the last ResetStats.
+func (s *Server) MaxConcurrent() int64 { return s.stats.max.Load() }
+
+// LastHeader returns the headers of the last request for path, or nil if none came.
+func (s *Server) LastHeader(path string) http.Header {
+	s.stats.mu.Lock()
+	defer s.stats.mu.Unlock()
+	return s.stats.last[path].Clone()
+}
+
+// ResetStats zeroes the request counts and sets the concurrency high-water mark to the requests
+// in flight now. The Prometheus counters are not reset (counters only go up).
+func (s *Server) ResetStats() {
+	s.stats.mu.Lock()
+	defer s.stats.mu.Unlock()
+	s.stats.total.Store(0)
+	s.stats.max.Store(s.stats.inFlight.Load())
+	clear(s.stats.paths)
+	clear(s.stats.last)
+}
+
+// StatsJSON is the body of GET /_stats.
+type StatsJSON struct {
+	Total         int64            `json:"total"`
+	Paths         map[string]int64 `json:"paths"`
+	MaxConcurrent int64            `json:"max_concurrent"`
+	InFlight      int64            `json:"in_flight"`
+}
+
+func (s *Server) serveStats(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	s.stats.mu.Lock()
+	out := StatsJSON{
+		Total:         s.stats.total.Load(),
+		Paths:         make(map[string]int64, len(s.stats.paths)),
+		MaxConcurrent: s.stats.max.Load(),
+		InFlight:      s.stats.inFlight.Load(),
+	}
+	for p, n := range s.stats.paths {
+		out.Paths[p] = n
+	}
+	s.stats.mu.Unlock()
+	writeJSON(w, out)
+}

@@ -1,0 +1,391 @@
+// Package fetch is the client the edge uses to reach one upstream (an origin or a peer node): a
+// tuned keep-alive transport, a timeout on every phase, a circuit breaker and a bulkhead.
+package fetch
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sony/gobreaker/v2"
+)
+
+// ErrBulkheadFull is returned when no concurrency slot freed up within QueueWait; callers map it
+// to 503 with Retry-After.
+var ErrBulkheadFull = errors.New("bulkhead full")
+
+// ErrBreakerOpen is returned when the circuit breaker refuses a request, either because it is open
+// or because it is half-open and its probes are already in flight. The error returned by Do wraps
+// both this and gobreaker's own error (gobreaker.ErrOpenState or gobreaker.ErrTooManyRequests).
+var ErrBreakerOpen = errors.New("circuit breaker open")
+
+// errBodyTimeout is the cause of the exchange context's cancellation when BodyTimeout expires.
+var errBodyTimeout = errors.New("body timeout")
+
+// Config configures one upstream. The zero value works; every default is stated per field.
+type Config struct {
+	// Name labels errors and stats, e.g. "origin example.com" or "peer lon-2". Default "upstream".
+	Name string
+	// DialTimeout bounds establishing a TCP connection. Default 2s.
+	DialTimeout time.Duration
+	// TLSHandshakeTimeout bounds the TLS handshake. Default 3s.
+	TLSHandshakeTimeout time.Duration
+	// ResponseHeaderTimeout bounds the time from the request being written to the response
+	// header arriving. Default 10s. Enforced by the built transport only (not an injected one).
+	ResponseHeaderTimeout time.Duration
+	// BodyTimeout bounds the whole exchange, including reading the body; it is enforced even if
+	// the caller reads slowly. Default 30s.
+	BodyTimeout time.Duration
+	// IdleConnTimeout is how long an idle keep-alive connection is kept. Default 90s.
+	IdleConnTimeout time.Duration
+	// MaxIdleConns is the number of idle connections kept per host. Default 256.
+	MaxIdleConns int
+	// MaxConcurrent is the bulkhead: requests in flight at once, counted from sending until the
+	// response body is closed. Default 64; negative means unlimited.
+	MaxConcurrent int
+	// QueueWait is how long a request over MaxConcurrent waits for a slot before failing with
+	// ErrBulkheadFull. Default 50ms.
+	QueueWait time.Duration
+
+	// ConsecutiveFailures opens the breaker after that many failures in a row. Default 5.
+	ConsecutiveFailures uint32
+	// MinRequests is the number of requests within Interval before FailureRatio is considered.
+	// Default 20.
+	MinRequests uint32
+	// FailureRatio opens the breaker when at least MinRequests requests in Interval failed at this
+	// ratio or more. Default 0.5.
+	FailureRatio float64
+	// Interval is the closed-state window over which counts are kept. Default 10s.
+	Interval time.Duration
+	// OpenTimeout is how long the breaker stays open before going half-open. Default 5s.
+	OpenTimeout time.Duration
+	// HalfOpenRequests is the number of probes let through when half-open; that many successes
+	// close the breaker, one failure opens it again. Default 1.
+	HalfOpenRequests uint32
+
+	// TLSConfig is used for https upstreams by the built transport. Nil means Go's defaults.
+	TLSConfig *tls.Config
+	// Transport, if set, replaces the built *http.Transport (the timeouts on dialing, TLS and
+	// response headers are then the injected transport's business). Nil means a tuned
+	// *http.Transport built from the fields above.
+	Transport http.RoundTripper
+	// DialContext, if set, is used by the built transport to open connections (the simulator adds
+	// WAN delay this way); it should honour ctx. Nil means a net.Dialer with DialTimeout.
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+	// FailureStatus says which response statuses count as breaker failures. Nil means every
+	// 5xx. The edge gives peers one that counts none: a peer relaying its origin's 503 is
+	// itself healthy, and opening its breaker would send fills around it to the origin.
+	FailureStatus func(status int) bool
+	// Clock is the time source for the bulkhead queue accounting. Nil means time.Now. The breaker's
+	// own timing (Interval, OpenTimeout) uses gobreaker's wall clock, which cannot be injected.
+	Clock func() time.Time
+}
+
+func (c Config) withDefaults() Config {
+	if c.FailureStatus == nil {
+		c.FailureStatus = func(status int) bool { return status >= 500 }
+	}
+	if c.Name == "" {
+		c.Name = "upstream"
+	}
+	setDur := func(d *time.Duration, def time.Duration) {
+		if *d <= 0 {
+			*d = def
+		}
+	}
+	setDur(&c.DialTimeout, 2*time.Second)
+	setDur(&c.TLSHandshakeTimeout, 3*time.Second)
+	setDur(&c.ResponseHeaderTimeout, 10*time.Second)
+	setDur(&c.BodyTimeout, 30*time.Second)
+	setDur(&c.IdleConnTimeout, 90*time.Second)
+	setDur(&c.QueueWait, 50*time.Millisecond)
+	setDur(&c.Interval, 10*time.Second)
+	setDur(&c.OpenTimeout, 5*time.Second)
+	if c.MaxIdleConns <= 0 {
+		c.MaxIdleConns = 256
+	}
+	if c.MaxConcurrent == 0 {
+		c.MaxConcurrent = 64
+	}
+	if c.ConsecutiveFailures == 0 {
+		c.ConsecutiveFailures = 5
+	}
+	if c.MinRequests == 0 {
+		c.MinRequests = 20
+	}
+	if c.FailureRatio <= 0 {
+		c.FailureRatio = 0.5
+	}
+	if c.HalfOpenRequests == 0 {
+		c.HalfOpenRequests = 1
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+	return c
+}
+
+// Upstream is the client for one upstream. It is safe for concurrent use.
+type Upstream struct {
+	cfg       Config
+	transport http.RoundTripper
+	client    *http.Client
+	breaker   *gobreaker.TwoStepCircuitBreaker[struct{}]
+	slots     chan struct{} // bulkhead semaphore; nil when unlimited
+
+	inFlight           atomic.Int64
+	requests           atomic.Uint64
+	failures           atomic.Uint64
+	bulkheadRejections atomic.Uint64
+	breakerRejections  atomic.Uint64
+}
+
+// New returns the client for one upstream. It starts no goroutines.
+func New(cfg Config) *Upstream {
+	cfg = cfg.withDefaults()
+	u := &Upstream{cfg: cfg}
+	u.transport = cfg.Transport
+	if u.transport == nil {
+		dial := cfg.DialContext
+		if dial == nil {
+			dial = (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext
+		}
+		u.transport = &http.Transport{
+			Proxy:                 nil, // an edge never goes through an environment proxy
+			DialContext:           dial,
+			TLSClientConfig:       cfg.TLSConfig,
+			TLSHandshakeTimeout:   cfg.TLSHandshakeTimeout,
+			ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
+			IdleConnTimeout:       cfg.IdleConnTimeout,
+			MaxIdleConns:          0, // no global cap; the per-host cap below is what matters
+			MaxIdleConnsPerHost:   cfg.MaxIdleConns,
+			ExpectContinueTimeout: time.Second,
+			// Custom dialers and TLS configs turn HTTP/2 off unless asked for; https upstreams
+			// should multiplex.
+			ForceAttemptHTTP2: true,
+			// The edge stores and forwards bytes as the upstream sent them.
+			DisableCompression: true,
+		}
+		if cfg.DialContext != nil {
+			// A custom dialer is not bounded by net.Dialer.Timeout, so bound it here.
+			u.transport.(*http.Transport).DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+				ctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
+				defer cancel()
+				return dial(ctx, network, addr)
+			}
+		}
+	}
+	u.client = &http.Client{
+		Transport: u.transport,
+		// Redirects are the edge's caller's business: hand 3xx back as they are.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	if cfg.MaxConcurrent > 0 {
+		u.slots = make(chan struct{}, cfg.MaxConcurrent)
+	}
+	u.breaker = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
+		Name:        cfg.Name,
+		MaxRequests: cfg.HalfOpenRequests,
+		Interval:    cfg.Interval,
+		Timeout:     cfg.OpenTimeout,
+		ReadyToTrip: func(c gobreaker.Counts) bool {
+			if c.ConsecutiveFailures >= cfg.ConsecutiveFailures {
+				return true
+			}
+			return c.Requests >= cfg.MinRequests &&
+				float64(c.TotalFailures) >= cfg.FailureRatio*float64(c.Requests)
+		},
+		// A caller that gives up says nothing about the upstream's health.
+		IsExcluded: func(err error) bool { return errors.Is(err, errCallerCanceled) },
+	})
+	return u
+}
+
+// errCallerCanceled marks an outcome the breaker ignores: the caller's context was canceled.
+var errCallerCanceled = errors.New("canceled by caller")
+
+// Do sends req; its context bounds everything. It waits at most QueueWait for a bulkhead slot,
+// asks the breaker, and sends. A transport error, a timeout, or a 5xx status counts as a breaker
+// failure (a 5xx is still returned as a response, not an error); a body that fails or times out
+// mid-read counts as a failure when it is closed. The caller canceling its context counts as
+// neither success nor failure; its deadline expiring counts as a timeout. The bulkhead slot and the breaker outcome are
+// released when the response body is closed (or at once on error), so the caller must close it.
+// Errors wrap with %w and name the upstream.
+func (u *Upstream) Do(req *http.Request) (*http.Response, error) {
+	parent := req.Context()
+	if err := u.acquire(parent); err != nil {
+		closeBody(req)
+		return nil, err
+	}
+	done, err := u.breaker.Allow()
+	if err != nil {
+		closeBody(req)
+		u.release()
+		u.breakerRejections.Add(1)
+		return nil, fmt.Errorf("fetch %s from %s: %w: %w", req.URL, u.cfg.Name, ErrBreakerOpen, err)
+	}
+	u.requests.Add(1)
+	ctx, cancel := context.WithTimeoutCause(parent, u.cfg.BodyTimeout, errBodyTimeout)
+	resp, err := u.client.Do(req.WithContext(ctx))
+	if err != nil {
+		err = u.classify(ctx, parent, err)
+		cancel()
+		u.finish(done, err)
+		return nil, fmt.Errorf("fetch %s from %s: %w", req.URL, u.cfg.Name, err)
+	}
+	var status error
+	if u.cfg.FailureStatus(resp.StatusCode) {
+		status = fmt.Errorf("status %d", resp.StatusCode)
+	}
+	resp.Body = &body{rc: resp.Body, u: u, ctx: ctx, parent: parent, cancel: cancel, done: done, status: status}
+	return resp, nil
+}
+
+// closeBody closes the body of a request that will not be sent, as http.Client.Do would.
+func closeBody(req *http.Request) {
+	if req.Body != nil {
+		req.Body.Close()
+	}
+}
+
+// classify turns an exchange error into the error reported to the caller and the breaker:
+// the caller's own cancellation is excluded from the breaker, the body timeout is named.
+func (u *Upstream) classify(ctx, parent context.Context, err error) error {
+	switch {
+	case parent.Err() != nil && errors.Is(parent.Err(), context.Canceled):
+		return fmt.Errorf("%w: %w", errCallerCanceled, err)
+	case context.Cause(ctx) == errBodyTimeout && parent.Err() == nil:
+		return fmt.Errorf("%w after %v: %w", errBodyTimeout, u.cfg.BodyTimeout, err)
+	}
+	return err
+}
+
+// finish reports the outcome to the breaker and frees the bulkhead slot.
+func (u *Upstream) finish(done func(error), err error) {
+	if err != nil && !errors.Is(err, errCallerCanceled) {
+		u.failures.Add(1)
+	}
+	done(err)
+	u.release()
+}
+
+// acquire takes a bulkhead slot, waiting at most QueueWait.
+func (u *Upstream) acquire(ctx context.Context) error {
+	if u.slots == nil {
+		u.inFlight.Add(1)
+		return nil
+	}
+	select {
+	case u.slots <- struct{}{}:
+		u.inFlight.Add(1)
+		return nil
+	default:
+	}
+	start := u.cfg.Clock()
+	t := time.NewTimer(u.cfg.QueueWait)
+	defer t.Stop()
+	select {
+	case u.slots <- struct{}{}:
+		u.inFlight.Add(1)
+		return nil
+	case <-t.C:
+		u.bulkheadRejections.Add(1)
+		return fmt.Errorf("fetch from %s: %w (%d in flight, waited %v)",
+			u.cfg.Name, ErrBulkheadFull, u.cfg.MaxConcurrent, u.cfg.Clock().Sub(start).Round(time.Millisecond))
+	case <-ctx.Done():
+		return fmt.Errorf("fetch from %s: waiting for a bulkhead slot: %w", u.cfg.Name, context.Cause(ctx))
+	}
+}
+
+func (u *Upstream) release() {
+	u.inFlight.Add(-1)
+	if u.slots != nil {
+		<-u.slots
+	}
+}
+
+// Stats is a snapshot of one upstream's counters.
+type Stats struct {
+	Name  string
+	State string // "closed", "open" or "half-open"
+	// InFlight is the number of requests holding a bulkhead slot (response body not yet closed).
+	InFlight int
+	// Requests counts requests sent (admitted by bulkhead and breaker); Failures counts those the
+	// breaker saw fail; the rejections count requests refused before sending.
+	Requests, Failures, BulkheadRejections, BreakerRejections uint64
+}
+
+// Stats returns a snapshot of the upstream's counters and breaker state.
+func (u *Upstream) Stats() Stats {
+	return Stats{
+		Name:               u.cfg.Name,
+		State:              u.breaker.State().String(),
+		InFlight:           int(u.inFlight.Load()),
+		Requests:           u.requests.Load(),
+		Failures:           u.failures.Load(),
+		BulkheadRejections: u.bulkheadRejections.Load(),
+		BreakerRejections:  u.breakerRejections.Load(),
+	}
+}
+
+// Close closes idle connections. In-flight requests are not affected.
+func (u *Upstream) Close() {
+	u.client.CloseIdleConnections()
+}
+
+// body wraps a response body so that closing it reports the outcome to the breaker, releases the
+// bulkhead slot and stops the body timer.
+type body struct {
+	rc     io.ReadCloser
+	u      *Upstream
+	ctx    context.Context // the exchange context, canceled with errBodyTimeout on BodyTimeout
+	parent context.Context // the caller's context
+	cancel context.CancelFunc
+	done   func(error)
+	status error // non-nil for a 5xx response
+
+	mu      sync.Mutex // guards readErr
+	readErr error      // first read error other than io.EOF
+
+	closeOnce sync.Once
+}
+
+func (b *body) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) {
+		err = b.u.classify(b.ctx, b.parent, err)
+		b.mu.Lock()
+		if b.readErr == nil {
+			b.readErr = err
+		}
+		b.mu.Unlock()
+		err = fmt.Errorf("read body from %s: %w", b.u.cfg.Name, err)
+	}
+	return n, err
+}
+
+func (b *body) Close() error {
+	err := b.rc.Close()
+	b.closeOnce.Do(func() {
+		b.mu.Lock()
+		outcome := b.readErr
+		b.mu.Unlock()
+		if outcome == nil && context.Cause(b.ctx) == errBodyTimeout && b.parent.Err() == nil {
+			// The timer fired while the caller held the body without reading to the end.
+			outcome = fmt.Errorf("%w after %v", errBodyTimeout, b.u.cfg.BodyTimeout)
+		}
+		if outcome == nil {
+			outcome = b.status
+		}
+		b.cancel()
+		b.u.finish(b.done, outcome)
+	})
+	return err
+}

@@ -1,0 +1,601 @@
+package fetch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sony/gobreaker/v2"
+)
+
+// waitFor polls cond until it holds or timeout passes.
+func waitFor(t *testing.T, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %v", timeout)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// serve starts a real HTTP server on the loopback address ip with port 0.
+func serve(t *testing.T, ip string, h http.Handler) *httptest.Server {
+	t.Helper()
+	ln, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		t.Fatalf("listen on %s: %v", ip, err)
+	}
+	srv := httptest.NewUnstartedServer(h)
+	srv.Listener = ln
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// blackhole returns the address of a TCP listener whose accept queue is full, so that further
+// connection attempts get no SYN-ACK and hang until the dialer gives up.
+func blackhole(t *testing.T, ip string) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatalf("socket: %v", err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	var a [4]byte
+	copy(a[:], net.ParseIP(ip).To4())
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: a}); err != nil {
+		t.Fatalf("bind: %v", err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatalf("getsockname: %v", err)
+	}
+	addr := net.JoinHostPort(ip, strconv.Itoa(sa.(*syscall.SockaddrInet4).Port))
+	// Fill the accept queue: the first connections complete, then one hangs.
+	for i := 0; i < 8; i++ {
+		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
+		if err != nil {
+			return addr
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	t.Skip("could not fill the accept queue of a listener on this kernel")
+	return ""
+}
+
+// muteListener returns the address of a TCP listener that accepts connections and never writes,
+// so a TLS client waits for a ServerHello that never comes.
+func muteListener(t *testing.T, ip string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		t.Fatalf("listen on %s: %v", ip, err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	return ln.Addr().String()
+}
+
+func get(t *testing.T, ctx context.Context, url string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatalf("new request: %v", err)
+	}
+	return req
+}
+
+// doRead sends a GET and reads and closes the body, returning the status and the first error.
+func doRead(t *testing.T, u *Upstream, ctx context.Context, url string) (int, error) {
+	t.Helper()
+	resp, err := u.Do(get(t, ctx, url))
+	if err != nil {
+		return 0, err
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, err
+}
+
+func TestTimeouts(t *testing.T) {
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	block := func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}
+	header := serve(t, "127.0.0.11", http.HandlerFunc(block))
+	stall := serve(t, "127.0.0.12", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "8")
+		io.WriteString(w, "half")
+		w.(http.Flusher).Flush()
+		block(w, r)
+	}))
+	hole := blackhole(t, "127.0.0.13")
+	mute := muteListener(t, "127.0.0.25")
+
+	tests := []struct {
+		name string
+		url  string
+		cfg  Config
+		want func(err error) bool
+		desc string
+	}{
+		{"dial", "http://" + hole + "/", Config{DialTimeout: 100 * time.Millisecond},
+			func(err error) bool { var ne net.Error; return errors.As(err, &ne) && ne.Timeout() }, "a net.Error with Timeout()"},
+		{"tls-handshake", "https://" + mute + "/", Config{TLSHandshakeTimeout: 100 * time.Millisecond},
+			func(err error) bool { return strings.Contains(err.Error(), "TLS handshake timeout") }, "a TLS handshake timeout"},
+		{"header", header.URL + "/", Config{ResponseHeaderTimeout: 100 * time.Millisecond},
+			func(err error) bool { return strings.Contains(err.Error(), "timeout awaiting response headers") }, "a response header timeout"},
+		{"body", stall.URL + "/", Config{BodyTimeout: 150 * time.Millisecond},
+			func(err error) bool { return errors.Is(err, errBodyTimeout) }, "errBodyTimeout"},
+		{"body-timer-covers-headers", header.URL + "/", Config{BodyTimeout: 100 * time.Millisecond},
+			func(err error) bool { return errors.Is(err, errBodyTimeout) }, "errBodyTimeout"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.cfg.Name = "origin " + tt.name
+			u := New(tt.cfg)
+			defer u.Close()
+			_, err := doRead(t, u, context.Background(), tt.url)
+			if err == nil || !tt.want(err) {
+				t.Fatalf("Do(%s) error = %v, want %s", tt.name, err, tt.desc)
+			}
+			if !strings.Contains(err.Error(), tt.cfg.Name) {
+				t.Errorf("error %q does not name the upstream %q", err, tt.cfg.Name)
+			}
+			st := u.Stats()
+			if st.Failures != 1 || st.Requests != 1 || st.InFlight != 0 {
+				t.Errorf("Stats() = %+v, want 1 request, 1 failure, 0 in flight", st)
+			}
+		})
+	}
+}
+
+// TestBodyTimeoutSlowReader checks that the body timer runs even while the caller holds the body
+// without reading, and that closing it afterwards counts a failure.
+func TestBodyTimeoutSlowReader(t *testing.T) {
+	srv := serve(t, "127.0.0.14", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write(make([]byte, 64<<10))
+		w.(http.Flusher).Flush()
+		<-r.Context().Done() // the body never ends; only the timer can end the exchange
+	}))
+	u := New(Config{BodyTimeout: 500 * time.Millisecond})
+	defer u.Close()
+	resp, err := u.Do(get(t, context.Background(), srv.URL))
+	if err != nil {
+		t.Fatalf("Do: %v", err)
+	}
+	b := resp.Body.(*body)
+	waitFor(t, 5*time.Second, func() bool { return b.ctx.Err() != nil })
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if !errors.Is(err, errBodyTimeout) {
+		t.Errorf("reading after the body timeout: error = %v, want errBodyTimeout", err)
+	}
+	if st := u.Stats(); st.Failures != 1 {
+		t.Errorf("Stats().Failures = %d, want 1", st.Failures)
+	}
+}
+
+func TestStatus5xxIsResponseAndFailure(t *testing.T) {
+	tests := []struct {
+		status       int
+		wantFailures uint64
+	}{
+		{200, 0}, {304, 0}, {404, 0}, {500, 1}, {503, 1},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprint(tt.status), func(t *testing.T) {
+			srv := serve(t, "127.0.0.15", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.WriteHeader(tt.status)
+			}))
+			u := New(Config{})
+			defer u.Close()
+			got, err := doRead(t, u, context.Background(), srv.URL)
+			if err != nil || got != tt.status {
+				t.Fatalf("Do() = %d, %v, want %d, nil", got, err, tt.status)
+			}
+			if st := u.Stats(); st.Failures != tt.wantFailures {
+				t.Errorf("Stats().Failures = %d, want %d", st.Failures, tt.wantFailures)
+			}
+		})
+	}
+}
+
+// flaky is a server whose answer the test switches, counting hits.
+type flaky struct {
+	hits   atomic.Int64
+	status atomic.Int64
+	gate   chan struct{} // when non-nil, handlers wait on it before answering
+	mu     sync.Mutex    // guards gate
+}
+
+func (f *flaky) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.hits.Add(1)
+	f.mu.Lock()
+	gate := f.gate
+	f.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-r.Context().Done():
+			return
+		}
+	}
+	w.WriteHeader(int(f.status.Load()))
+}
+
+func TestBreaker(t *testing.T) {
+	f := &flaky{}
+	f.status.Store(500)
+	srv := serve(t, "127.0.0.16", f)
+	u := New(Config{Name: "origin flaky", ConsecutiveFailures: 3, OpenTimeout: 500 * time.Millisecond})
+	defer u.Close()
+	ctx := context.Background()
+
+	for i := 0; i < 3; i++ {
+		if got, err := doRead(t, u, ctx, srv.URL); err != nil || got != 500 {
+			t.Fatalf("request %d = %d, %v, want 500, nil", i, got, err)
+		}
+	}
+	if got := u.Stats().State; got != "open" {
+		t.Fatalf("state after 3 failures = %q, want open", got)
+	}
+	_, err := doRead(t, u, ctx, srv.URL)
+	if !errors.Is(err, ErrBreakerOpen) || !errors.Is(err, gobreaker.ErrOpenState) {
+		t.Fatalf("Do while open: error = %v, want ErrBreakerOpen wrapping gobreaker.ErrOpenState", err)
+	}
+	if got := f.hits.Load(); got != 3 {
+		t.Fatalf("server hits while open = %d, want 3", got)
+	}
+
+	// Half-open: exactly one probe reaches the server; the rest are refused while it runs.
+	waitFor(t, 5*time.Second, func() bool { return u.Stats().State == "half-open" })
+	gate := make(chan struct{})
+	f.mu.Lock()
+	f.gate = gate
+	f.mu.Unlock()
+	f.status.Store(200)
+	probe := make(chan error, 1)
+	go func() {
+		got, err := doRead(t, u, ctx, srv.URL)
+		if err == nil && got != 200 {
+			err = fmt.Errorf("probe status %d", got)
+		}
+		probe <- err
+	}()
+	waitFor(t, 5*time.Second, func() bool { return f.hits.Load() == 4 })
+	for i := 0; i < 3; i++ {
+		if _, err := doRead(t, u, ctx, srv.URL); !errors.Is(err, ErrBreakerOpen) || !errors.Is(err, gobreaker.ErrTooManyRequests) {
+			t.Fatalf("Do during probe: error = %v, want ErrBreakerOpen wrapping ErrTooManyRequests", err)
+		}
+	}
+	close(gate)
+	if err := <-probe; err != nil {
+		t.Fatalf("probe: %v", err)
+	}
+	if got := f.hits.Load(); got != 4 {
+		t.Errorf("server hits after half-open = %d, want 4 (exactly one probe)", got)
+	}
+	if got := u.Stats().State; got != "closed" {
+		t.Errorf("state after a successful probe = %q, want closed", got)
+	}
+	st := u.Stats()
+	if st.BreakerRejections != 4 || st.Failures != 3 || st.Requests != 4 {
+		t.Errorf("Stats() = %+v, want 4 breaker rejections, 3 failures, 4 requests", st)
+	}
+}
+
+func TestBreakerReopensOnFailedProbe(t *testing.T) {
+	f := &flaky{}
+	f.status.Store(502)
+	srv := serve(t, "127.0.0.17", f)
+	u := New(Config{ConsecutiveFailures: 1, OpenTimeout: 500 * time.Millisecond})
+	defer u.Close()
+	doRead(t, u, context.Background(), srv.URL)
+	waitFor(t, 5*time.Second, func() bool { return u.Stats().State == "half-open" })
+	doRead(t, u, context.Background(), srv.URL)
+	if got := u.Stats().State; got != "open" {
+		t.Errorf("state after a failed probe = %q, want open", got)
+	}
+}
+
+func TestBreakerFailureRatio(t *testing.T) {
+	f := &flaky{}
+	srv := serve(t, "127.0.0.18", f)
+	u := New(Config{ConsecutiveFailures: 100, MinRequests: 4, FailureRatio: 0.5})
+	defer u.Close()
+	want := []string{"closed", "closed", "closed", "open"}
+	for i, status := range []int64{200, 500, 200, 500} {
+		f.status.Store(status)
+		doRead(t, u, context.Background(), srv.URL)
+		if got := u.Stats().State; got != want[i] {
+			t.Fatalf("state after request %d = %q, want %q", i, got, want[i])
+		}
+	}
+}
+
+func TestCallerCancelNotAFailure(t *testing.T) {
+	f := &flaky{gate: make(chan struct{})}
+	srv := serve(t, "127.0.0.19", f)
+	u := New(Config{ConsecutiveFailures: 2})
+	defer u.Close()
+	for i := 0; i < 4; i++ {
+		ctx, cancel := context.WithCancel(context.Background())
+		errc := make(chan error, 1)
+		go func() { _, err := doRead(t, u, ctx, srv.URL); errc <- err }()
+		waitFor(t, 5*time.Second, func() bool { return f.hits.Load() == int64(i+1) })
+		cancel()
+		if err := <-errc; !errors.Is(err, context.Canceled) {
+			t.Fatalf("Do after cancel: error = %v, want context.Canceled", err)
+		}
+	}
+	st := u.Stats()
+	if st.State != "closed" || st.Failures != 0 || st.InFlight != 0 {
+		t.Errorf("Stats() after caller cancels = %+v, want closed, 0 failures, 0 in flight", st)
+	}
+}
+
+func TestBulkhead(t *testing.T) {
+	var cur, peak atomic.Int64
+	release := make(chan struct{})
+	srv := serve(t, "127.0.0.20", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := cur.Add(1)
+		defer cur.Add(-1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	const queueWait = 50 * time.Millisecond
+	u := New(Config{MaxConcurrent: 3, QueueWait: queueWait})
+	defer u.Close()
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 3)
+	for i := 0; i < 3; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := doRead(t, u, context.Background(), srv.URL)
+			errs <- err
+		}()
+	}
+	waitFor(t, 5*time.Second, func() bool { return cur.Load() == 3 })
+	for i := 0; i < 2; i++ {
+		start := time.Now()
+		_, err := doRead(t, u, context.Background(), srv.URL)
+		if !errors.Is(err, ErrBulkheadFull) {
+			t.Fatalf("excess request: error = %v, want ErrBulkheadFull", err)
+		}
+		if waited := time.Since(start); waited < queueWait {
+			t.Errorf("excess request failed after %v, want at least QueueWait %v", waited, queueWait)
+		}
+	}
+	if st := u.Stats(); st.InFlight != 3 || st.BulkheadRejections != 2 || st.Requests != 3 {
+		t.Errorf("Stats() = %+v, want 3 in flight, 2 bulkhead rejections, 3 requests", st)
+	}
+	close(release)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("admitted request: %v", err)
+		}
+	}
+	if got := peak.Load(); got != 3 {
+		t.Errorf("server saw %d concurrent requests at most, want 3", got)
+	}
+	if st := u.Stats(); st.InFlight != 0 {
+		t.Errorf("Stats().InFlight after all closed = %d, want 0", st.InFlight)
+	}
+}
+
+// TestBulkheadQueue checks that a queued request gets the slot freed by closing a body.
+func TestBulkheadQueue(t *testing.T) {
+	srv := serve(t, "127.0.0.21", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}))
+	u := New(Config{MaxConcurrent: 1, QueueWait: 10 * time.Second})
+	defer u.Close()
+	first, err := u.Do(get(t, context.Background(), srv.URL))
+	if err != nil {
+		t.Fatalf("first Do: %v", err)
+	}
+	second := make(chan error, 1)
+	go func() { _, err := doRead(t, u, context.Background(), srv.URL); second <- err }()
+	select {
+	case err := <-second:
+		t.Fatalf("second request finished (%v) while the only slot was held", err)
+	default:
+	}
+	first.Body.Close()
+	if err := <-second; err != nil {
+		t.Fatalf("queued request: %v", err)
+	}
+}
+
+func TestBulkheadWaitCanceled(t *testing.T) {
+	u := New(Config{MaxConcurrent: 1, QueueWait: 10 * time.Second})
+	srv := serve(t, "127.0.0.22", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	first, err := u.Do(get(t, context.Background(), srv.URL))
+	if err != nil {
+		t.Fatalf("first Do: %v", err)
+	}
+	defer first.Body.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := u.Do(get(t, ctx, srv.URL)); !errors.Is(err, context.Canceled) {
+		t.Errorf("Do with canceled context while queued: error = %v, want context.Canceled", err)
+	}
+}
+
+func TestUnlimitedAndDefaults(t *testing.T) {
+	got := Config{}.withDefaults()
+	if got.MaxConcurrent != 64 || got.QueueWait != 50*time.Millisecond || got.ConsecutiveFailures != 5 ||
+		got.MinRequests != 20 || got.FailureRatio != 0.5 || got.OpenTimeout != 5*time.Second ||
+		got.BodyTimeout != 30*time.Second || got.MaxIdleConns != 256 || got.HalfOpenRequests != 1 {
+		t.Errorf("Config{}.withDefaults() = %+v, want the documented defaults", got)
+	}
+	u := New(Config{MaxConcurrent: -1})
+	if u.slots != nil {
+		t.Errorf("MaxConcurrent -1: slots = %v, want nil (unlimited)", u.slots)
+	}
+}
+
+func TestDialContextInjected(t *testing.T) {
+	srv := serve(t, "127.0.0.23", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	var dials atomic.Int64
+	u := New(Config{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dials.Add(1)
+		return (&net.Dialer{}).DialContext(ctx, network, addr)
+	}})
+	defer u.Close()
+	for i := 0; i < 3; i++ {
+		if _, err := doRead(t, u, context.Background(), srv.URL); err != nil {
+			t.Fatalf("Do: %v", err)
+		}
+	}
+	if got := dials.Load(); got != 1 {
+		t.Errorf("dials for 3 sequential requests = %d, want 1 (keep-alive)", got)
+	}
+}
+
+func TestTLSAndHTTP2(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.26:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.Proto)
+	}))
+	srv.Listener = ln
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	tc := srv.Client().Transport.(*http.Transport).TLSClientConfig.Clone()
+	tc.ServerName = "example.com" // httptest's certificate names 127.0.0.1 and example.com, not 127.0.0.26
+	u := New(Config{TLSConfig: tc})
+	defer u.Close()
+	resp, err := u.Do(get(t, context.Background(), srv.URL))
+	if err != nil {
+		t.Fatalf("Do over TLS: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || string(b) != "HTTP/2.0" {
+		t.Errorf("Do over TLS: client proto %s, server saw %q, want HTTP/2 on both", resp.Proto, b)
+	}
+}
+
+func TestRejectionClosesRequestBody(t *testing.T) {
+	u := New(Config{ConsecutiveFailures: 1})
+	srv := serve(t, "127.0.0.27", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(500) }))
+	doRead(t, u, context.Background(), srv.URL)
+	body := &closeRecorder{Reader: strings.NewReader("x")}
+	req, _ := http.NewRequest(http.MethodPost, srv.URL, body)
+	if _, err := u.Do(req); !errors.Is(err, ErrBreakerOpen) {
+		t.Fatalf("Do with open breaker: error = %v, want ErrBreakerOpen", err)
+	}
+	if !body.closed {
+		t.Errorf("request body not closed after the breaker refused the request")
+	}
+}
+
+type closeRecorder struct {
+	io.Reader
+	closed bool
+}
+
+func (c *closeRecorder) Close() error { c.closed = true; return nil }
+
+func BenchmarkDo(b *testing.B) {
+	payload := make([]byte, 1024)
+	ln, err := net.Listen("tcp", "127.0.0.24:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write(payload)
+	}))
+	srv.Listener = ln
+	srv.Start()
+	defer srv.Close()
+	u := New(Config{})
+	defer u.Close()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			req, _ := http.NewRequest(http.MethodGet, srv.URL+"/obj", nil)
+			resp, err := u.Do(req)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	})
+}
+
+// TestFailureStatus checks that a caller can say which statuses are failures: with none, a
+// run of 503s leaves the breaker closed.
+func TestFailureStatus(t *testing.T) {
+	srv := serve(t, "127.0.0.43", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	u := New(Config{ConsecutiveFailures: 2, FailureStatus: func(int) bool { return false }})
+	defer u.Close()
+	for range 5 {
+		resp, err := u.Do(get(t, context.Background(), srv.URL))
+		if err != nil {
+			t.Fatalf("Do: %v", err)
+		}
+		resp.Body.Close()
+	}
+	if st := u.Stats(); st.State != "closed" || st.Failures != 0 {
+		t.Errorf("Stats() = %+v, want closed with no failures", st)
+	}
+}

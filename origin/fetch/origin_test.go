@@ -1,0 +1,75 @@
+package fetch_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+
+	"github.com/meridian-cdn/meridian/origin"
+	"github.com/meridian-cdn/meridian/origin/fetch"
+)
+
+// TestAgainstOrigin puts the client in front of the reference origin and drives the breaker with
+// the origin's own faults.
+func TestAgainstOrigin(t *testing.T) {
+	o, err := origin.New(origin.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.28:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- o.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("origin Serve: %v", err)
+		}
+	})
+	url := "http://" + ln.Addr().String() + "/x?size=4096"
+	u := fetch.New(fetch.Config{Name: "origin test", ConsecutiveFailures: 3})
+	defer u.Close()
+	fetchOnce := func() error {
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		resp, err := u.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+			return err
+		}
+		if resp.StatusCode != 200 {
+			return errors.New(resp.Status)
+		}
+		return nil
+	}
+
+	if err := fetchOnce(); err != nil {
+		t.Fatalf("healthy origin: %v", err)
+	}
+	faults := []origin.Fault{{Truncate: true}, {Drop: true}, {Status: 503}}
+	for _, f := range faults {
+		o.SetFault("/x", f)
+		if err := fetchOnce(); err == nil {
+			t.Fatalf("fetch with fault %+v succeeded, want an error", f)
+		}
+	}
+	st := u.Stats()
+	if st.State != "open" || st.Failures != 3 {
+		t.Fatalf("Stats() after 3 faults = %+v, want open with 3 failures", st)
+	}
+	before := o.Requests("/x")
+	if err := fetchOnce(); !errors.Is(err, fetch.ErrBreakerOpen) {
+		t.Errorf("fetch with open breaker: %v, want ErrBreakerOpen", err)
+	}
+	if got := o.Requests("/x"); got != before {
+		t.Errorf("origin requests while the breaker is open went %d -> %d, want unchanged", before, got)
+	}
+}
