@@ -13,9 +13,11 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/meridian-cdn/meridian/control"
 	"github.com/meridian-cdn/meridian/control/wire"
 	"github.com/meridian-cdn/meridian/edge"
 	"github.com/meridian-cdn/meridian/origin"
+	"github.com/meridian-cdn/meridian/purge"
 )
 
 func main() {
@@ -30,6 +32,8 @@ func main() {
 	root.AddCommand(
 		edge.NewCommand(),
 		origin.NewCommand(),
+		control.NewCommand(),
+		purge.NewCommand(),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print the version",

@@ -55,6 +55,8 @@ type Config struct {
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// AccessLog writes one JSON line per request to the logger. Default off.
 	AccessLog bool `yaml:"access_log"`
+	// Fleet joins a fleet through NATS; empty runs the node standalone.
+	Fleet FleetConfig `yaml:"fleet"`
 
 	// Logger receives the node's logs. Default: discard.
 	Logger *slog.Logger `yaml:"-"`

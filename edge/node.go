@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
+	"github.com/meridian-cdn/meridian/control/fleet"
 	"github.com/meridian-cdn/meridian/control/wire"
 	"github.com/meridian-cdn/meridian/edge/httpcache"
 	"github.com/meridian-cdn/meridian/edge/store"
@@ -41,9 +42,16 @@ type Node struct {
 	upMu      sync.Mutex // protects upstreams
 	upstreams map[string]*fetch.Upstream
 
-	draining atomic.Bool
-	ready    chan struct{}
-	addr     atomic.Pointer[string]
+	draining  atomic.Bool
+	ready     chan struct{}
+	addr      atomic.Pointer[string]
+	adminAddr string // set before the fleet is joined
+
+	registrar  atomic.Pointer[fleet.Registrar] // set while the node is in a fleet
+	fleetReady chan struct{}
+	openConns  atomic.Int64
+	loadMu     sync.Mutex // protects lastLoad
+	lastLoad   loadMark
 
 	// Background revalidations (stale-while-revalidate) run under bgCtx and are waited for
 	// at shutdown.
@@ -72,13 +80,14 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("create edge store: %w", err)
 	}
 	n := &Node{
-		cfg:       cfg,
-		name:      cfg.PoP + "-" + cfg.Node,
-		log:       cfg.Logger.With("pop", cfg.PoP, "node", cfg.Node),
-		clock:     cfg.Clock,
-		store:     st,
-		upstreams: map[string]*fetch.Upstream{},
-		ready:     make(chan struct{}),
+		cfg:        cfg,
+		name:       cfg.PoP + "-" + cfg.Node,
+		log:        cfg.Logger.With("pop", cfg.PoP, "node", cfg.Node),
+		clock:      cfg.Clock,
+		store:      st,
+		upstreams:  map[string]*fetch.Upstream{},
+		ready:      make(chan struct{}),
+		fleetReady: make(chan struct{}),
 	}
 	n.metrics = newMetrics(n)
 	n.bgCtx, n.bgCancel = context.WithCancel(context.Background())
@@ -139,8 +148,14 @@ func (n *Node) Hosts() []wire.HostConfig {
 	return out
 }
 
-// SetDraining marks the node draining (health answers 503, the load report says so) or not.
-func (n *Node) SetDraining(d bool) { n.draining.Store(d) }
+// SetDraining marks the node draining (health answers 503, the registry says so at once, so
+// DNS stops sending clients and peers stop filling from it) or not.
+func (n *Node) SetDraining(d bool) {
+	n.draining.Store(d)
+	if r := n.registrar.Load(); r != nil {
+		r.SetDraining(d)
+	}
+}
 
 // Draining reports whether the node is draining.
 func (n *Node) Draining() bool { return n.draining.Load() }
@@ -181,6 +196,7 @@ func (n *Node) Serve(ctx context.Context, ln, admin net.Listener) error {
 	}
 	srv := &http.Server{
 		Handler:           n,
+		ConnState:         n.trackConn,
 		MaxHeaderBytes:    n.cfg.MaxHeaderBytes,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
@@ -194,6 +210,22 @@ func (n *Node) Serve(ctx context.Context, ln, admin net.Listener) error {
 	}
 	addr := ln.Addr().String()
 	n.addr.Store(&addr)
+	if admin != nil {
+		n.adminAddr = admin.Addr().String()
+	}
+	if t := n.tiers.Load(); len(t.peers) == 1 && t.peers[0].Addr == "" {
+		n.SetPeers(nil) // learn our own address for the hash ring
+	}
+	fleetCtx, stopFleet := context.WithCancel(context.Background())
+	defer stopFleet()
+	waitFleet := func() {}
+	if n.cfg.Fleet.enabled() {
+		w, err := n.joinFleet(fleetCtx)
+		if err != nil {
+			return fmt.Errorf("edge join fleet: %w", err)
+		}
+		waitFleet = w
+	}
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
 	if adminSrv != nil {
@@ -208,7 +240,7 @@ func (n *Node) Serve(ctx context.Context, ln, admin net.Listener) error {
 	case err = <-errc:
 		err = fmt.Errorf("edge serve: %w", err)
 	}
-	n.draining.Store(true)
+	n.SetDraining(true)
 	if err == nil && n.cfg.LameDuck > 0 {
 		n.log.Info("edge draining", "lame_duck", n.cfg.LameDuck)
 		t := time.NewTimer(n.cfg.LameDuck)
@@ -221,6 +253,8 @@ func (n *Node) Serve(ctx context.Context, ln, admin net.Listener) error {
 			err = fmt.Errorf("edge shutdown: %w", serr)
 		}
 	}
+	stopFleet() // the registrar deletes the node's key: it leaves the fleet at once
+	waitFleet()
 	n.close()
 	return err
 }

@@ -17,8 +17,8 @@ import (
 	"github.com/meridian-cdn/meridian/origin"
 )
 
-// fleet is PoPs of edge nodes on distinct 127.0.x.y addresses in front of one origin.
-type fleet struct {
+// testFleet is PoPs of edge nodes on distinct 127.0.x.y addresses in front of one origin.
+type testFleet struct {
 	origin *origin.Server
 	clock  *fakeClock
 	nodes  []*Node // in PoP order, then node order
@@ -28,9 +28,9 @@ type fleet struct {
 
 // newFleet starts len(pops) PoPs with pops[i] nodes each; PoP i is "p<i>", its nodes listen on
 // 127.0.<i+1>.<10+j>. Every host uses shield (may be "").
-func newFleet(t *testing.T, pops []int, shield func(pop string) string, mod func(*Config)) *fleet {
+func newFleet(t *testing.T, pops []int, shield func(pop string) string, mod func(*Config)) *testFleet {
 	t.Helper()
-	f := &fleet{clock: newFakeClock()}
+	f := &testFleet{clock: newFakeClock()}
 	var originAddr string
 	f.origin, originAddr = startOrigin(t, "127.0.0.10", f.clock.Now)
 	type slot struct {

@@ -295,3 +295,25 @@ func Version() string {
 	}
 	return bi.Main.Version
 }
+
+// DrainPrefix starts the config-bucket keys that mark a PoP as drained by an operator.
+const DrainPrefix = "drain."
+
+// DrainKey is the key in ConfigBucket whose presence marks PoP pop as drained by an operator:
+// "drain.<pop>". Its value is a Drain record.
+func DrainKey(pop string) string { return DrainPrefix + pop }
+
+// Drain is the value stored under DrainKey: who drained the PoP and when, for operators.
+type Drain struct {
+	PoP   string    `json:"pop"`
+	Since time.Time `json:"since"`
+}
+
+// ValidatePoPID checks that id can name a PoP: one lower-case DNS label (it is used in NATS
+// keys and in hostnames).
+func ValidatePoPID(id string) error {
+	if !validLabel(id) {
+		return fmt.Errorf("%q is not a valid PoP id (one lower-case DNS label)", id)
+	}
+	return nil
+}

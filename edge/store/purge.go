@@ -129,7 +129,8 @@ func (p *purgeSet) check(o *Object) Verdict {
 	v := Usable
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	if o.StoredAt.Before(p.all) {
+	// A fetch that began at the very instant of a purge counts as before it: ties purge.
+	if covers(p.all, o.StoredAt) {
 		v = SoftPurged
 	}
 	for _, m := range o.matchers {
@@ -137,15 +138,18 @@ func (p *purgeSet) check(o *Object) Verdict {
 		if !ok {
 			continue
 		}
-		if o.StoredAt.Before(r.hard) {
+		if covers(r.hard, o.StoredAt) {
 			return Purged
 		}
-		if o.StoredAt.Before(r.soft) {
+		if covers(r.soft, o.StoredAt) {
 			v = SoftPurged
 		}
 	}
 	return v
 }
+
+// covers reports whether a purge at mark applies to an object whose fetch began at storedAt.
+func covers(mark, storedAt time.Time) bool { return !mark.IsZero() && !storedAt.After(mark) }
 
 // expire drops records older than horizon: every object they could match has outlived its
 // longest use by then. It sweeps at most once a second so that purge storms stay cheap.

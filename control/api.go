@@ -1,0 +1,481 @@
+package control
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/meridian-cdn/meridian/control/fleet"
+	"github.com/meridian-cdn/meridian/control/wire"
+)
+
+// APIError is the body of every error the API returns.
+type APIError struct {
+	Error string `json:"error"`
+	// Field names the request field at fault, when there is one.
+	Field string `json:"field,omitempty"`
+}
+
+// WriteError writes err as the API's JSON error with status. An empty field is filled from a
+// *wire.FieldError in err's chain, if any.
+func WriteError(w http.ResponseWriter, status int, field string, err error) {
+	var fe *wire.FieldError
+	if field == "" && errors.As(err, &fe) {
+		field = fe.Field
+	}
+	msg := http.StatusText(status)
+	if err != nil {
+		msg = err.Error()
+	}
+	writeJSON(w, status, APIError{Error: msg, Field: field})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v) // the client went away; nothing to do
+}
+
+// DecodeJSON decodes the request body into v strictly: at most max bytes (max <= 0 means
+// DefaultMaxBodyBytes), exactly one JSON value, no unknown fields, and a JSON content type if
+// one is given. On failure it has already written a 400 (415 for a wrong content type) error
+// naming the problem, and returns it.
+func DecodeJSON(w http.ResponseWriter, r *http.Request, max int64, v any) error {
+	if max <= 0 {
+		max = DefaultMaxBodyBytes
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || mt != "application/json" {
+			err = fmt.Errorf("content type %q is not application/json", ct)
+			WriteError(w, http.StatusUnsupportedMediaType, "", err)
+			return err
+		}
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, max))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil {
+		if _, terr := dec.Token(); !errors.Is(terr, io.EOF) {
+			err = errTrailing
+			if terr != nil && !isSyntax(terr) {
+				err = terr
+			}
+		}
+	}
+	if err == nil {
+		return nil
+	}
+	field, derr := describeDecodeError(err, max)
+	WriteError(w, http.StatusBadRequest, field, derr)
+	return derr
+}
+
+var errTrailing = errors.New("request body holds more than one JSON value")
+
+func isSyntax(err error) bool {
+	var se *json.SyntaxError
+	return errors.As(err, &se)
+}
+
+// describeDecodeError turns encoding/json's errors into messages for API clients.
+func describeDecodeError(err error, max int64) (field string, _ error) {
+	var (
+		se  *json.SyntaxError
+		te  *json.UnmarshalTypeError
+		mbe *http.MaxBytesError
+	)
+	switch {
+	case errors.As(err, &mbe):
+		return "", fmt.Errorf("request body is larger than %d bytes", max)
+	case errors.Is(err, io.EOF):
+		return "", errors.New("request body is empty; want a JSON object")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "", errors.New("invalid JSON: the body ends in the middle of a value")
+	case errors.As(err, &se):
+		return "", fmt.Errorf("invalid JSON at byte %d: %s", se.Offset, strings.TrimPrefix(se.Error(), "json: "))
+	case errors.As(err, &te):
+		if te.Field == "" {
+			return "", fmt.Errorf("request body is a JSON %s, want a %s", te.Value, te.Type)
+		}
+		return te.Field, fmt.Errorf("%s: is a JSON %s, want a %s", te.Field, te.Value, te.Type)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		return name, fmt.Errorf("unknown field %q", name)
+	case errors.Is(err, errTrailing):
+		return "", err
+	}
+	return "", fmt.Errorf("invalid JSON: %w", err)
+}
+
+// ServeHTTP routes a request. Unknown paths and methods get the API's JSON errors too.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h, pattern := s.mux.Handler(r)
+	if pattern != "" {
+		// Through the mux again: Handler does not set the request's path values.
+		s.mux.ServeHTTP(w, r)
+		return
+	}
+	// Let the mux decide between 404, 405 and a redirect, then answer in our format.
+	cw := &captureWriter{header: w.Header()}
+	h.ServeHTTP(cw, r)
+	switch cw.status {
+	case http.StatusMethodNotAllowed:
+		WriteError(w, cw.status, "", fmt.Errorf("method %s is not allowed on %s", r.Method, r.URL.Path))
+	case http.StatusNotFound:
+		WriteError(w, cw.status, "", fmt.Errorf("no route for %s %s", r.Method, r.URL.Path))
+	default:
+		WriteError(w, cw.status, "", nil)
+	}
+}
+
+// captureWriter records the status the mux's fallback handler chose and drops its body.
+type captureWriter struct {
+	header http.Header
+	status int
+}
+
+func (c *captureWriter) Header() http.Header { return c.header }
+func (c *captureWriter) Write(b []byte) (int, error) {
+	if c.status == 0 {
+		c.status = http.StatusOK
+	}
+	return len(b), nil
+}
+func (c *captureWriter) WriteHeader(code int) {
+	if c.status == 0 {
+		c.status = code
+	}
+}
+
+// authorize applies the bearer-token check for scope.
+func (s *Server) authorize(scope string, h http.Handler) http.Handler {
+	if scope == "" {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, ok := s.auth.check(r)
+		if !ok {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="meridian"`)
+			WriteError(w, http.StatusUnauthorized, "", errors.New("missing or invalid bearer token"))
+			return
+		}
+		for _, sc := range tok.scopes {
+			if sc == scope {
+				h.ServeHTTP(w, r.WithContext(withTokenName(r.Context(), tok.name)))
+				return
+			}
+		}
+		WriteError(w, http.StatusForbidden, "", fmt.Errorf("token %q lacks the %q scope", tok.name, scope))
+	})
+}
+
+func (s *Server) initMetrics() {
+	s.reqs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meridian_control_http_requests_total",
+		Help: "API requests by route pattern and status code.",
+	}, []string{"route", "code"})
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	s.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		s.reqs,
+		gauge("meridian_control_fleet_nodes", "Live nodes in the fleet.", func() float64 {
+			if v := s.Fleet(); v != nil {
+				return float64(len(v.Nodes()))
+			}
+			return 0
+		}),
+		gauge("meridian_control_fleet_pops", "PoPs with at least one live node.", func() float64 {
+			if v := s.Fleet(); v != nil {
+				return float64(len(v.PoPs()))
+			}
+			return 0
+		}),
+		gauge("meridian_control_fleet_nodes_draining", "Live nodes that are draining.", func() float64 {
+			n := 0
+			if v := s.Fleet(); v != nil {
+				for _, nd := range v.Nodes() {
+					if nd.Draining {
+						n++
+					}
+				}
+			}
+			return float64(n)
+		}),
+		gauge("meridian_control_nats_connected", "1 while the control plane is connected to NATS.", func() float64 {
+			if c := s.Conn(); c != nil && c.IsConnected() {
+				return 1
+			}
+			return 0
+		}),
+	)
+}
+
+func (s *Server) instrument(pattern string, h http.Handler) http.Handler {
+	return promhttp.InstrumentHandlerCounter(s.reqs.MustCurryWith(prometheus.Labels{"route": pattern}), h)
+}
+
+// routesAPI registers the built-in routes.
+func (s *Server) routesAPI() {
+	s.Handle("GET /healthz", "", http.HandlerFunc(s.healthz))
+	s.Handle("GET /metrics", ScopeRead, promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	s.Handle("GET /v1/pops", ScopeRead, http.HandlerFunc(s.getPoPs))
+	s.Handle("POST /v1/pops/{pop}/drain", ScopeConfig, s.drainHandler(true))
+	s.Handle("POST /v1/pops/{pop}/undrain", ScopeConfig, s.drainHandler(false))
+	s.Handle("GET /v1/hosts", ScopeRead, http.HandlerFunc(s.listHosts))
+	s.Handle("GET /v1/hosts/{host}", ScopeRead, http.HandlerFunc(s.getHost))
+	s.Handle("PUT /v1/hosts/{host}", ScopeConfig, http.HandlerFunc(s.putHost))
+	s.Handle("DELETE /v1/hosts/{host}", ScopeConfig, http.HandlerFunc(s.deleteHost))
+	s.Handle("GET /v1/routing", ScopeRead, http.HandlerFunc(s.getRouting))
+	s.Handle("PUT /v1/routing", ScopeConfig, http.HandlerFunc(s.putRouting))
+}
+
+// Health is the body of GET /healthz.
+type Health struct {
+	Status string `json:"status"` // "ok", "starting", "stopping" or "nats-disconnected"
+	NATS   string `json:"nats"`   // the NATS connection's state
+}
+
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	s.mu.Lock()
+	stopping, nc := s.stopping, s.nc
+	s.mu.Unlock()
+	h := Health{Status: "ok", NATS: "none"}
+	if nc != nil {
+		h.NATS = strings.ToLower(nc.Status().String())
+	}
+	select {
+	case <-s.ready:
+	default:
+		h.Status = "starting"
+	}
+	switch {
+	case stopping:
+		h.Status = "stopping"
+	case h.Status == "ok" && (nc == nil || !nc.IsConnected()):
+		h.Status = "nats-disconnected"
+	}
+	code := http.StatusOK
+	if h.Status != "ok" {
+		code = http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, h)
+}
+
+// PoPStatus is one PoP in GET /v1/pops.
+type PoPStatus struct {
+	ID     string  `json:"id"`
+	Region string  `json:"region,omitempty"`
+	City   string  `json:"city,omitempty"`
+	Lat    float64 `json:"lat"`
+	Lon    float64 `json:"lon"`
+	// Draining is true when an operator drained the PoP or every node is draining.
+	Draining bool `json:"draining"`
+	// OperatorDrained is true when the PoP was drained through the API.
+	OperatorDrained bool `json:"operator_drained"`
+	// Healthy is true when at least one node is healthy and not draining.
+	Healthy           bool        `json:"healthy"`
+	Utilisation       float64     `json:"utilisation"`
+	RequestsPerSec    float64     `json:"requests_per_sec"`
+	EgressBytesPerSec float64     `json:"egress_bytes_per_sec"`
+	Nodes             []wire.Node `json:"nodes"`
+}
+
+// Fleet is the body of GET /v1/pops.
+type Fleet struct {
+	At   time.Time   `json:"at"`
+	PoPs []PoPStatus `json:"pops"`
+}
+
+func (s *Server) getPoPs(w http.ResponseWriter, _ *http.Request) {
+	v := s.Fleet()
+	if v == nil {
+		WriteError(w, http.StatusServiceUnavailable, "", errors.New("fleet view is not loaded yet"))
+		return
+	}
+	writeJSON(w, http.StatusOK, s.fleetStatus(v))
+}
+
+func (s *Server) fleetStatus(v *fleet.View) Fleet {
+	out := Fleet{At: time.Now().UTC(), PoPs: []PoPStatus{}}
+	seen := map[string]bool{}
+	for _, p := range v.PoPs() {
+		ps := PoPStatus{ID: p.ID, Region: p.Region, City: p.City, Lat: p.Lat, Lon: p.Lon,
+			Draining: p.Draining(), OperatorDrained: v.Drained(p.ID), Healthy: p.Usable(),
+			Utilisation: p.Utilisation(), Nodes: p.Nodes}
+		for _, n := range p.Nodes {
+			ps.RequestsPerSec += n.Load.RequestsPerSec
+			ps.EgressBytesPerSec += n.Load.EgressBytesPerSec
+		}
+		seen[p.ID] = true
+		out.PoPs = append(out.PoPs, ps)
+	}
+	// A PoP drained before any of its nodes joined is still worth showing.
+	s.mu.Lock()
+	cv := s.config
+	s.mu.Unlock()
+	if cv != nil {
+		for _, id := range cv.DrainedPoPs() {
+			if !seen[id] {
+				out.PoPs = append(out.PoPs, PoPStatus{ID: id, Draining: true, OperatorDrained: true, Nodes: []wire.Node{}})
+			}
+		}
+	}
+	sort.Slice(out.PoPs, func(i, j int) bool { return out.PoPs[i].ID < out.PoPs[j].ID })
+	return out
+}
+
+// DrainStatus is the body of the drain and undrain responses.
+type DrainStatus struct {
+	PoP      string `json:"pop"`
+	Draining bool   `json:"draining"`
+}
+
+func (s *Server) drainHandler(drain bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		pop := r.PathValue("pop")
+		if err := wire.ValidatePoPID(pop); err != nil {
+			WriteError(w, http.StatusBadRequest, "pop", err)
+			return
+		}
+		if err := fleet.SetDrain(r.Context(), s.JetStream(), s.cfg.Prefix, pop, drain); err != nil {
+			WriteError(w, http.StatusServiceUnavailable, "", fmt.Errorf("store drain: %w", err))
+			return
+		}
+		s.log.Info("pop drain changed", "pop", pop, "draining", drain, "by", tokenName(r.Context()))
+		writeJSON(w, http.StatusOK, DrainStatus{PoP: pop, Draining: drain})
+	})
+}
+
+// HostList is the body of GET /v1/hosts.
+type HostList struct {
+	Hosts []wire.HostConfig `json:"hosts"`
+}
+
+func (s *Server) listHosts(w http.ResponseWriter, _ *http.Request) {
+	s.mu.Lock()
+	cv := s.config
+	s.mu.Unlock()
+	out := HostList{Hosts: []wire.HostConfig{}}
+	if cv != nil {
+		for _, h := range cv.Hosts() {
+			out.Hosts = append(out.Hosts, h)
+		}
+	}
+	sort.Slice(out.Hosts, func(i, j int) bool { return out.Hosts[i].Host < out.Hosts[j].Host })
+	writeJSON(w, http.StatusOK, out)
+}
+
+// pathHost reads and validates the {host} path value.
+func pathHost(w http.ResponseWriter, r *http.Request) (string, bool) {
+	host := strings.ToLower(r.PathValue("host"))
+	if err := wire.ValidateHostname(host); err != nil {
+		WriteError(w, http.StatusBadRequest, "host", err)
+		return "", false
+	}
+	return host, true
+}
+
+func (s *Server) getHost(w http.ResponseWriter, r *http.Request) {
+	host, ok := pathHost(w, r)
+	if !ok {
+		return
+	}
+	hc, err := fleet.GetHost(r.Context(), s.JetStream(), s.cfg.Prefix, host)
+	switch {
+	case errors.Is(err, fleet.ErrNotFound):
+		WriteError(w, http.StatusNotFound, "host", fmt.Errorf("host %s is not configured", host))
+	case err != nil:
+		WriteError(w, http.StatusServiceUnavailable, "", fmt.Errorf("read host config: %w", err))
+	default:
+		writeJSON(w, http.StatusOK, hc)
+	}
+}
+
+func (s *Server) putHost(w http.ResponseWriter, r *http.Request) {
+	host, ok := pathHost(w, r)
+	if !ok {
+		return
+	}
+	var hc wire.HostConfig
+	if DecodeJSON(w, r, s.cfg.MaxBodyBytes, &hc) != nil {
+		return
+	}
+	if hc.Host == "" {
+		hc.Host = host
+	}
+	if hc.Host != host {
+		WriteError(w, http.StatusBadRequest, "host", fmt.Errorf("host %q does not match the path's %q", hc.Host, host))
+		return
+	}
+	if err := hc.Validate(); err != nil {
+		WriteError(w, http.StatusBadRequest, "", err)
+		return
+	}
+	if err := fleet.PutHost(r.Context(), s.JetStream(), s.cfg.Prefix, hc); err != nil {
+		WriteError(w, http.StatusServiceUnavailable, "", fmt.Errorf("store host config: %w", err))
+		return
+	}
+	s.log.Info("host config stored", "host", host, "origin", hc.Origin, "by", tokenName(r.Context()))
+	writeJSON(w, http.StatusOK, hc)
+}
+
+func (s *Server) deleteHost(w http.ResponseWriter, r *http.Request) {
+	host, ok := pathHost(w, r)
+	if !ok {
+		return
+	}
+	err := fleet.DeleteHost(r.Context(), s.JetStream(), s.cfg.Prefix, host)
+	switch {
+	case errors.Is(err, fleet.ErrNotFound):
+		WriteError(w, http.StatusNotFound, "host", fmt.Errorf("host %s is not configured", host))
+	case err != nil:
+		WriteError(w, http.StatusServiceUnavailable, "", fmt.Errorf("delete host config: %w", err))
+	default:
+		s.log.Info("host config deleted", "host", host, "by", tokenName(r.Context()))
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+func (s *Server) getRouting(w http.ResponseWriter, r *http.Request) {
+	rp, err := fleet.GetRouting(r.Context(), s.JetStream(), s.cfg.Prefix)
+	if err != nil {
+		WriteError(w, http.StatusServiceUnavailable, "", fmt.Errorf("read routing policy: %w", err))
+		return
+	}
+	writeJSON(w, http.StatusOK, rp)
+}
+
+func (s *Server) putRouting(w http.ResponseWriter, r *http.Request) {
+	var rp wire.RoutingPolicy
+	if DecodeJSON(w, r, s.cfg.MaxBodyBytes, &rp) != nil {
+		return
+	}
+	if err := rp.Validate(); err != nil {
+		WriteError(w, http.StatusBadRequest, "", err)
+		return
+	}
+	if err := fleet.PutRouting(r.Context(), s.JetStream(), s.cfg.Prefix, rp); err != nil {
+		WriteError(w, http.StatusServiceUnavailable, "", fmt.Errorf("store routing policy: %w", err))
+		return
+	}
+	s.log.Info("routing policy stored", "policy", rp.Policy, "by", tokenName(r.Context()))
+	writeJSON(w, http.StatusOK, rp)
+}

@@ -1,0 +1,47 @@
+package control
+
+import (
+	"log/slog"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// NewCommand returns the `meridian control` command.
+func NewCommand() *cobra.Command {
+	var cfg Config
+	var verbose bool
+	cmd := &cobra.Command{
+		Use:   "control",
+		Short: "Run the control plane: embedded NATS, fleet registry, config store and HTTP API",
+		Long: `Run the control plane. Without --nats it embeds a NATS server with JetStream
+(listening on --nats-listen, storing in --store-dir); with --nats it uses an existing NATS
+server or cluster. It creates the fleet and config buckets (idempotently) and serves the
+authenticated HTTP API on --listen. API tokens come from --tokens or $` + TokensFileEnv + `.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			level := slog.LevelInfo
+			if verbose {
+				level = slog.LevelDebug
+			}
+			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			s, err := New(cfg)
+			if err != nil {
+				return err
+			}
+			return s.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Listen, "listen", DefaultListen, "HTTP API address")
+	f.StringVar(&cfg.NATSURL, "nats", "", "existing NATS server or cluster URL(s); empty runs an embedded NATS server")
+	f.StringVar(&cfg.NATSListen, "nats-listen", DefaultNATSListen, "embedded NATS client address")
+	f.StringVar(&cfg.StoreDir, "store-dir", DefaultStoreDir, "embedded NATS JetStream storage directory")
+	f.StringVar(&cfg.TokensFile, "tokens", "", "API tokens file (default $"+TokensFileEnv+")")
+	f.StringVar(&cfg.Prefix, "prefix", "", "NATS bucket and subject prefix (default \"meridian\")")
+	f.DurationVar(&cfg.HeartbeatTTL, "heartbeat-ttl", 0, "how long a node stays in the fleet after its last heartbeat (default 3s)")
+	f.IntVar(&cfg.Replicas, "replicas", 1, "JetStream replicas for the buckets (3 on a three-node cluster)")
+	f.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", DefaultMaxBodyBytes, "request body size limit")
+	f.BoolVarP(&verbose, "verbose", "v", false, "log at debug level")
+	return cmd
+}

@@ -1,0 +1,365 @@
+// Package control is the control plane: it runs (or joins) NATS with JetStream, keeps the
+// fleet and config buckets, and serves the authenticated HTTP API over them.
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meridian-cdn/meridian/control/fleet"
+)
+
+// Defaults for the zero Config.
+const (
+	DefaultListen       = "127.0.0.1:7070"
+	DefaultNATSListen   = "127.0.0.1:4222"
+	DefaultStoreDir     = "meridian-control-data"
+	DefaultMaxBodyBytes = 1 << 20
+	// TokensFileEnv names the environment variable read when Config.TokensFile is empty.
+	TokensFileEnv = "MERIDIAN_TOKENS_FILE"
+)
+
+// Config configures a Server. The zero value serves on DefaultListen with an embedded NATS,
+// once tokens are given (by TokensFile, $MERIDIAN_TOKENS_FILE or Tokens).
+type Config struct {
+	// Listen is the HTTP API's address; empty means DefaultListen. Unused by Serve.
+	Listen string
+	// NATSURL is an existing NATS server or cluster (comma-separated URLs) to use; empty means
+	// run an embedded NATS server with JetStream.
+	NATSURL string
+	// NATSListen is the embedded NATS server's client address; empty means DefaultNATSListen.
+	// Port 0 picks a free port (see NATSURL()).
+	NATSListen string
+	// StoreDir is where the embedded NATS server keeps JetStream data; empty means
+	// DefaultStoreDir in the working directory.
+	StoreDir string
+	// Prefix prefixes every NATS bucket and subject; empty means wire.DefaultPrefix.
+	Prefix string
+	// HeartbeatTTL is how long a node stays in the fleet after its last heartbeat; zero means
+	// fleet.DefaultTTL (3 s).
+	HeartbeatTTL time.Duration
+	// Replicas is the JetStream replica count of the buckets; zero means 1 (use 3 on a
+	// three-node cluster).
+	Replicas int
+	// TokensFile is the API tokens file (see ParseTokens); empty means $MERIDIAN_TOKENS_FILE.
+	TokensFile string
+	// Tokens are API tokens given in code, in addition to the file's.
+	Tokens []Token
+	// MaxBodyBytes limits request bodies; zero means DefaultMaxBodyBytes (1 MiB).
+	MaxBodyBytes int64
+	// ShutdownTimeout bounds how long in-flight requests may take once Run's context ends;
+	// zero means 5 s.
+	ShutdownTimeout time.Duration
+	// Logger receives the server's log; nil discards. Tokens are never logged.
+	Logger *slog.Logger
+}
+
+// Server is the control plane. Create it with New, add routes with Handle, then Run or Serve.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	auth  *authenticator
+	mux   *http.ServeMux
+	reg   *prometheus.Registry
+	reqs  *prometheus.CounterVec
+	ready chan struct{}
+
+	mu       sync.Mutex // guards the fields below
+	routes   []Route
+	started  bool
+	stopping bool
+	natsURL  string
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	view     *fleet.View
+	config   *fleet.ConfigView
+}
+
+// Route is one API route: a net/http pattern ("GET /v1/pops") and the scope it needs (empty
+// for public routes).
+type Route struct {
+	Pattern string
+	Scope   string
+}
+
+// New validates cfg, loads the tokens and registers the API routes; it starts nothing.
+func New(cfg Config) (*Server, error) {
+	if cfg.Listen == "" {
+		cfg.Listen = DefaultListen
+	}
+	if cfg.NATSListen == "" {
+		cfg.NATSListen = DefaultNATSListen
+	}
+	if cfg.StoreDir == "" {
+		cfg.StoreDir = DefaultStoreDir
+	}
+	if cfg.HeartbeatTTL <= 0 {
+		cfg.HeartbeatTTL = fleet.DefaultTTL
+	}
+	if cfg.Replicas <= 0 {
+		cfg.Replicas = 1
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = 5 * time.Second
+	}
+	if cfg.TokensFile == "" {
+		cfg.TokensFile = os.Getenv(TokensFileEnv)
+	}
+	if cfg.NATSURL == "" {
+		if _, _, err := splitHostPort(cfg.NATSListen); err != nil {
+			return nil, fmt.Errorf("new control: nats listen %q: %w", cfg.NATSListen, err)
+		}
+	}
+	toks := append([]Token(nil), cfg.Tokens...)
+	if cfg.TokensFile != "" {
+		ft, err := LoadTokens(cfg.TokensFile)
+		if err != nil {
+			return nil, fmt.Errorf("new control: %w", err)
+		}
+		toks = append(toks, ft...)
+	}
+	if len(toks) == 0 {
+		return nil, fmt.Errorf("new control: no API tokens: give a tokens file (--tokens or $%s)", TokensFileEnv)
+	}
+	auth, err := newAuthenticator(toks)
+	if err != nil {
+		return nil, fmt.Errorf("new control: %w", err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	s := &Server{
+		cfg:   cfg,
+		log:   log,
+		auth:  auth,
+		mux:   http.NewServeMux(),
+		reg:   prometheus.NewRegistry(),
+		ready: make(chan struct{}),
+	}
+	s.initMetrics()
+	s.routesAPI()
+	return s, nil
+}
+
+// Handle registers h for pattern (net/http syntax, "METHOD /path") behind the API's bearer
+// auth: requests need a token with scope (empty scope: no token needed). Errors written by the
+// auth use the API's JSON error format. Handle must be called before Run or Serve, and panics
+// otherwise or on a conflicting pattern, like http.ServeMux.
+func (s *Server) Handle(pattern, scope string, h http.Handler) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started {
+		panic("control: Handle called after Run")
+	}
+	s.mux.Handle(pattern, s.instrument(pattern, s.authorize(scope, h)))
+	s.routes = append(s.routes, Route{Pattern: pattern, Scope: scope})
+}
+
+// Routes lists the registered routes in registration order.
+func (s *Server) Routes() []Route {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Route(nil), s.routes...)
+}
+
+// Ready is closed once NATS is up, the buckets exist, the views are loaded and the API serves.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// NATSURL is the client URL of the NATS server in use (the embedded one's when embedded),
+// for edges in the same process to connect to. Valid once Ready is closed.
+func (s *Server) NATSURL() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.natsURL
+}
+
+// Conn is the server's NATS connection; valid once Ready is closed.
+func (s *Server) Conn() *nats.Conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.nc
+}
+
+// JetStream is the server's JetStream context; valid once Ready is closed.
+func (s *Server) JetStream() jetstream.JetStream {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.js
+}
+
+// Fleet is the live fleet view the API serves; valid once Ready is closed.
+func (s *Server) Fleet() *fleet.View {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.view
+}
+
+// Prefix is the NATS name prefix in use.
+func (s *Server) Prefix() string { return s.cfg.Prefix }
+
+// Run listens on Config.Listen and serves until ctx ends (see Serve).
+func (s *Server) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("control: listen on %s: %w", s.cfg.Listen, err)
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve starts NATS (embedded, unless Config.NATSURL is set), creates the buckets, and serves
+// the API on ln until ctx ends. Then it answers 503 on /healthz, lets in-flight requests finish
+// (up to ShutdownTimeout), stops its watchers, closes NATS, and returns once everything it
+// started has exited. It closes ln.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) (err error) {
+	defer ln.Close()
+	s.mu.Lock()
+	if s.started {
+		s.mu.Unlock()
+		return errors.New("control: Serve called twice")
+	}
+	s.started = true
+	s.mu.Unlock()
+
+	url := s.cfg.NATSURL
+	if url == "" {
+		ns, err := s.startNATS()
+		if err != nil {
+			return err
+		}
+		defer func() {
+			ns.Shutdown()
+			ns.WaitForShutdown()
+		}()
+		url = ns.ClientURL()
+	}
+	nc, err := nats.Connect(url, nats.Name("meridian-control"), nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { s.log.Warn("nats disconnected", "err", err) }),
+		nats.ReconnectHandler(func(c *nats.Conn) { s.log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }))
+	if err != nil {
+		return fmt.Errorf("control: connect to nats %s: %w", url, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("control: jetstream: %w", err)
+	}
+	ectx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = fleet.EnsureBuckets(ectx, js, s.cfg.Prefix, s.cfg.HeartbeatTTL, s.cfg.Replicas)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("control: %w", err)
+	}
+	view := fleet.NewView(fleet.ViewConfig{JS: js, Prefix: s.cfg.Prefix, TTL: s.cfg.HeartbeatTTL, Logger: s.log})
+	cview := fleet.NewConfigView(fleet.ConfigViewConfig{JS: js, Prefix: s.cfg.Prefix, Logger: s.log})
+	s.mu.Lock()
+	s.natsURL, s.nc, s.js, s.view, s.config = url, nc, js, view, cview
+	s.mu.Unlock()
+
+	wctx, stopWatch := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer stopWatch()
+	wg.Go(func() { _ = view.Run(wctx) })
+	wg.Go(func() { _ = cview.Run(wctx) })
+
+	hs := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	serveErr := make(chan error, 1)
+	wg.Go(func() { serveErr <- hs.Serve(ln) })
+
+	select {
+	case <-view.Ready():
+	case <-ctx.Done():
+	}
+	select {
+	case <-cview.Ready():
+	case <-ctx.Done():
+	}
+	if ctx.Err() == nil {
+		close(s.ready)
+		s.log.Info("control plane ready", "api", ln.Addr().String(), "nats", nc.ConnectedUrlRedacted(), "prefix", s.cfg.Prefix)
+	}
+
+	select {
+	case <-ctx.Done():
+	case err = <-serveErr:
+		err = fmt.Errorf("control: serve api: %w", err)
+	}
+	s.mu.Lock()
+	s.stopping = true
+	s.mu.Unlock()
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	if serr := hs.Shutdown(sctx); serr != nil {
+		s.log.Warn("api shutdown", "err", serr)
+		_ = hs.Close()
+	}
+	return err
+}
+
+// startNATS runs the embedded NATS server with JetStream on StoreDir.
+func (s *Server) startNATS() (*server.Server, error) {
+	host, port, err := splitHostPort(s.cfg.NATSListen)
+	if err != nil {
+		return nil, fmt.Errorf("control: nats listen %q: %w", s.cfg.NATSListen, err)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	ns, err := server.NewServer(&server.Options{
+		ServerName: "meridian-control",
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   s.cfg.StoreDir,
+		NoSigs:     true,
+		NoLog:      true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("control: embedded nats: %w", err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(30 * time.Second) {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		return nil, fmt.Errorf("control: embedded nats on %s did not start", s.cfg.NATSListen)
+	}
+	s.log.Info("embedded nats started", "url", ns.ClientURL(), "store_dir", s.cfg.StoreDir)
+	return ns, nil
+}
+
+func splitHostPort(hp string) (string, int, error) {
+	host, ps, err := net.SplitHostPort(hp)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(ps)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("bad port %q", ps)
+	}
+	return host, port, nil
+}

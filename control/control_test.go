@@ -1,0 +1,492 @@
+package control
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/meridian-cdn/meridian/control/fleet"
+	"github.com/meridian-cdn/meridian/control/internal/natstest"
+	"github.com/meridian-cdn/meridian/control/wire"
+)
+
+const (
+	tokReader     = "reader-secret-0123456789"
+	tokPurger     = "purger-secret-0123456789"
+	tokConfigurer = "configurer-secret-0123456789"
+	tokAdmin      = "admin-secret-0123456789"
+)
+
+// testServer is a running control plane with its API base URL.
+type testServer struct {
+	*Server
+	base string
+	stop func()
+}
+
+// startServer runs a control plane with embedded NATS on loopback; cfg's zero fields get test
+// values. It is stopped when the test ends (or by calling stop).
+func startServer(t *testing.T, cfg Config, setup ...func(*Server)) *testServer {
+	t.Helper()
+	if cfg.TokensFile == "" {
+		cfg.TokensFile = "testdata/tokens.yaml"
+	}
+	if cfg.NATSURL == "" && cfg.NATSListen == "" {
+		cfg.NATSListen = "127.0.0.1:0"
+	}
+	if cfg.StoreDir == "" {
+		cfg.StoreDir = t.TempDir()
+	}
+	if cfg.HeartbeatTTL == 0 {
+		cfg.HeartbeatTTL = time.Second
+	}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	for _, f := range setup {
+		f(s)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, ln) }()
+	select {
+	case <-s.Ready():
+	case err := <-done:
+		cancel()
+		t.Fatalf("Serve returned before ready: %v", err)
+	case <-time.After(20 * time.Second):
+		cancel()
+		t.Fatal("control not ready within 20s")
+	}
+	stopped := false
+	ts := &testServer{Server: s, base: "http://" + ln.Addr().String()}
+	ts.stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Serve returned %v, want nil", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Errorf("Serve did not return within 20s of cancel")
+		}
+	}
+	t.Cleanup(ts.stop)
+	return ts
+}
+
+// do sends a request with an optional bearer token and body, returning status and body.
+func (ts *testServer) do(t *testing.T, method, path, token string, body []byte) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), method, ts.base+path, bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("new request: %v", err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+func (ts *testServer) fleet(t *testing.T) Fleet {
+	t.Helper()
+	code, b := ts.do(t, "GET", "/v1/pops", tokReader, nil)
+	if code != http.StatusOK {
+		t.Fatalf("GET /v1/pops = %d %s, want 200", code, b)
+	}
+	var f Fleet
+	if err := json.Unmarshal(b, &f); err != nil {
+		t.Fatalf("decode /v1/pops: %v", err)
+	}
+	return f
+}
+
+func findPoP(f Fleet, id string) (PoPStatus, bool) {
+	for _, p := range f.PoPs {
+		if p.ID == id {
+			return p, true
+		}
+	}
+	return PoPStatus{}, false
+}
+
+// runRegistrar registers a node through its own NATS connection, as an edge would.
+func runRegistrar(t *testing.T, url string, n wire.Node, interval time.Duration) {
+	t.Helper()
+	_, js := connect(t, url)
+	r, err := fleet.NewRegistrar(fleet.RegistrarConfig{JS: js, Node: n, Interval: interval,
+		Load: func() wire.LoadReport { return wire.LoadReport{RequestsPerSec: 10, Healthy: true} }})
+	if err != nil {
+		t.Fatalf("NewRegistrar: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = r.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+var hostBody = []byte(`{"host":"www.example.com","origin":"http://127.0.0.1:8080","cache":{"sort_query":true}}`)
+
+func TestAuthMatrix(t *testing.T) {
+	// A route added with Handle, as the purge endpoints will be, gets the same auth.
+	var purged atomic.Int32
+	ts := startServer(t, Config{}, func(s *Server) {
+		s.Handle("POST /v1/purge", ScopePurge, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if TokenName(r.Context()) != "purger" {
+				WriteError(w, http.StatusInternalServerError, "", fmt.Errorf("token name %q, want purger", TokenName(r.Context())))
+				return
+			}
+			purged.Add(1)
+			w.WriteHeader(http.StatusAccepted)
+		}))
+	})
+	// The token each scope is denied with (it holds another scope).
+	wrong := map[string]string{ScopeRead: tokPurger, ScopeConfig: tokReader, ScopePurge: tokReader}
+	right := map[string]string{ScopeRead: tokReader, ScopeConfig: tokConfigurer, ScopePurge: tokPurger}
+	routes := ts.Routes()
+	if len(routes) < 10 {
+		t.Fatalf("Routes() = %d routes, want the whole API", len(routes))
+	}
+	defer func() {
+		if purged.Load() != 1 {
+			t.Errorf("Handle'd purge route ran %d times, want once (right scope only)", purged.Load())
+		}
+	}()
+	for _, rt := range routes {
+		method, path, _ := strings.Cut(rt.Pattern, " ")
+		path = strings.NewReplacer("{pop}", "par", "{host}", "www.example.com").Replace(path)
+		var body []byte
+		switch {
+		case method == "PUT" && strings.HasPrefix(path, "/v1/hosts/"):
+			body = hostBody
+		case method == "PUT" && path == "/v1/routing":
+			body = []byte(`{"policy":"nearest"}`)
+		}
+		t.Run(rt.Pattern, func(t *testing.T) {
+			if rt.Scope == "" {
+				if code, b := ts.do(t, method, path, "", body); code/100 != 2 {
+					t.Errorf("public %s without token = %d %s, want 2xx", rt.Pattern, code, b)
+				}
+				return
+			}
+			cases := []struct {
+				name  string
+				token string
+				want  int
+			}{
+				{"no token", "", http.StatusUnauthorized},
+				{"bad token", "not-a-real-token-0123456789", http.StatusUnauthorized},
+				{"wrong scope", wrong[rt.Scope], http.StatusForbidden},
+				{"right scope", right[rt.Scope], http.StatusOK},
+			}
+			for _, c := range cases {
+				t.Run(c.name, func(t *testing.T) {
+					// Routes on one host need it to exist to succeed.
+					if err := fleet.PutHost(t.Context(), ts.JetStream(), "", wire.HostConfig{Host: "www.example.com", Origin: "http://127.0.0.1:8080"}); err != nil {
+						t.Fatalf("PutHost: %v", err)
+					}
+					code, b := ts.do(t, method, path, c.token, body)
+					if c.want == http.StatusOK {
+						if code/100 != 2 {
+							t.Errorf("%s with %s = %d %s, want 2xx", rt.Pattern, c.name, code, b)
+						}
+						return
+					}
+					if code != c.want {
+						t.Errorf("%s with %s = %d %s, want %d", rt.Pattern, c.name, code, b, c.want)
+					}
+					var e APIError
+					if err := json.Unmarshal(b, &e); err != nil || e.Error == "" {
+						t.Errorf("error body %q is not a JSON error: %v", b, err)
+					}
+					if strings.Contains(string(b), "secret") {
+						t.Errorf("error body %q mentions a token secret", b)
+					}
+				})
+			}
+		})
+	}
+}
+
+func TestBadRequests(t *testing.T) {
+	ts := startServer(t, Config{MaxBodyBytes: 512})
+	big := `{"host":"www.example.com","origin":"http://127.0.0.1:8080","origin_host":"` + strings.Repeat("a", 600) + `"}`
+	tests := []struct {
+		name      string
+		path      string
+		body      string
+		ctype     string
+		wantCode  int
+		wantField string
+		wantMsg   string
+	}{
+		{"invalid json", "/v1/hosts/www.example.com", `{"host":`, "", 400, "", "invalid JSON"},
+		{"syntax error", "/v1/hosts/www.example.com", `{"host" "x"}`, "", 400, "", "invalid JSON at byte"},
+		{"oversized", "/v1/hosts/www.example.com", big, "", 400, "", "larger than 512 bytes"},
+		{"unknown field", "/v1/hosts/www.example.com", `{"origin":"http://o","colour":"red"}`, "", 400, "colour", `unknown field "colour"`},
+		{"unknown nested field", "/v1/hosts/www.example.com", `{"origin":"http://o","cache":{"ttl":5}}`, "", 400, "ttl", `unknown field "ttl"`},
+		{"wrong type", "/v1/hosts/www.example.com", `{"origin":42}`, "", 400, "origin", "want a string"},
+		{"empty body", "/v1/hosts/www.example.com", ``, "", 400, "", "empty"},
+		{"two values", "/v1/hosts/www.example.com", `{"origin":"http://o"} {}`, "", 400, "", "more than one JSON value"},
+		{"wrong content type", "/v1/hosts/www.example.com", `{"origin":"http://o"}`, "text/plain", 415, "", "not application/json"},
+		{"invalid origin", "/v1/hosts/www.example.com", `{"origin":"ftp://o"}`, "", 400, "origin", "scheme"},
+		{"missing origin", "/v1/hosts/www.example.com", `{}`, "", 400, "origin", "required"},
+		{"host mismatch", "/v1/hosts/www.example.com", `{"host":"other.example.com","origin":"http://o"}`, "", 400, "host", "does not match"},
+		{"bad path host", "/v1/hosts/bad_host", `{"origin":"http://o"}`, "", 400, "host", "not a valid hostname"},
+		{"bad routing policy", "/v1/routing", `{"policy":"random"}`, "", 400, "policy", "not nearest"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, _ := http.NewRequestWithContext(t.Context(), "PUT", ts.base+tt.path, strings.NewReader(tt.body))
+			req.Header.Set("Authorization", "Bearer "+tokAdmin)
+			if tt.ctype != "" {
+				req.Header.Set("Content-Type", tt.ctype)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatalf("PUT: %v", err)
+			}
+			defer resp.Body.Close()
+			var e APIError
+			if err := json.NewDecoder(resp.Body).Decode(&e); err != nil {
+				t.Fatalf("decode error body: %v", err)
+			}
+			if resp.StatusCode != tt.wantCode || e.Field != tt.wantField || !strings.Contains(e.Error, tt.wantMsg) {
+				t.Errorf("PUT %s %q = %d {%q, field %q}, want %d {…%q…, field %q}",
+					tt.path, tt.name, resp.StatusCode, e.Error, e.Field, tt.wantCode, tt.wantMsg, tt.wantField)
+			}
+		})
+	}
+	// None of the refused configs reached the bucket.
+	if code, b := ts.do(t, "GET", "/v1/hosts/www.example.com", tokReader, nil); code != http.StatusNotFound {
+		t.Errorf("GET refused host = %d %s, want 404", code, b)
+	}
+}
+
+func TestUnknownRoutesAnswerJSON(t *testing.T) {
+	ts := startServer(t, Config{})
+	tests := []struct {
+		method, path string
+		want         int
+	}{
+		{"GET", "/nope", http.StatusNotFound},
+		{"DELETE", "/v1/pops", http.StatusMethodNotAllowed},
+		{"POST", "/v1/hosts/www.example.com", http.StatusMethodNotAllowed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
+			code, b := ts.do(t, tt.method, tt.path, tokAdmin, nil)
+			var e APIError
+			if code != tt.want || json.Unmarshal(b, &e) != nil || e.Error == "" {
+				t.Errorf("%s %s = %d %s, want %d with a JSON error", tt.method, tt.path, code, b, tt.want)
+			}
+		})
+	}
+}
+
+func TestRegistrationExpiryAndDrain(t *testing.T) {
+	ts := startServer(t, Config{})
+	runRegistrar(t, ts.NATSURL(), wire.Node{PoP: "par", ID: "n1", City: "Paris", Capacity: 100}, 200*time.Millisecond)
+	natstest.WaitFor(t, 5*time.Second, "par in /v1/pops", func() bool {
+		p, ok := findPoP(ts.fleet(t), "par")
+		return ok && len(p.Nodes) == 1 && p.Healthy && !p.Draining
+	})
+	p, _ := findPoP(ts.fleet(t), "par")
+	if p.RequestsPerSec != 10 || p.City != "Paris" || p.Utilisation != 0.1 {
+		t.Errorf("par = %+v, want city Paris, 10 rps, utilisation 0.1", p)
+	}
+
+	code, b := ts.do(t, "POST", "/v1/pops/par/drain", tokConfigurer, nil)
+	if code != http.StatusOK || !strings.Contains(string(b), `"draining": true`) {
+		t.Fatalf("drain = %d %s, want 200 draining true", code, b)
+	}
+	natstest.WaitFor(t, 5*time.Second, "par draining in /v1/pops", func() bool {
+		p, ok := findPoP(ts.fleet(t), "par")
+		return ok && p.Draining && p.OperatorDrained && !p.Healthy && len(p.Nodes) == 1 && p.Nodes[0].Draining
+	})
+	if code, b := ts.do(t, "POST", "/v1/pops/par/undrain", tokConfigurer, nil); code != http.StatusOK {
+		t.Fatalf("undrain = %d %s, want 200", code, b)
+	}
+	natstest.WaitFor(t, 5*time.Second, "par undrained in /v1/pops", func() bool {
+		p, ok := findPoP(ts.fleet(t), "par")
+		return ok && !p.Draining && !p.OperatorDrained && p.Healthy
+	})
+
+	// A PoP drained before any node joined shows up drained.
+	if code, _ := ts.do(t, "POST", "/v1/pops/syd/drain", tokConfigurer, nil); code != http.StatusOK {
+		t.Fatalf("drain syd = %d, want 200", code)
+	}
+	natstest.WaitFor(t, 5*time.Second, "syd drained", func() bool {
+		p, ok := findPoP(ts.fleet(t), "syd")
+		return ok && p.Draining && len(p.Nodes) == 0
+	})
+
+	// A node that stops heartbeating without leaving disappears within the TTL.
+	_, js := connect(t, ts.NATSURL())
+	kv, _ := js.KeyValue(t.Context(), wire.Bucket("", wire.FleetBucket))
+	dead, _ := json.Marshal(wire.Node{PoP: "fra", ID: "n9", Load: wire.LoadReport{At: time.Now(), Healthy: true}})
+	if _, err := kv.Put(t.Context(), wire.FleetKey("fra", "n9"), dead); err != nil {
+		t.Fatalf("put: %v", err)
+	}
+	natstest.WaitFor(t, 5*time.Second, "fra in /v1/pops", func() bool { _, ok := findPoP(ts.fleet(t), "fra"); return ok })
+	natstest.WaitFor(t, 3*time.Second, "silent fra to expire", func() bool { _, ok := findPoP(ts.fleet(t), "fra"); return !ok })
+
+	if code, _ := ts.do(t, "POST", "/v1/pops/Not%20A%20PoP/drain", tokConfigurer, nil); code != http.StatusBadRequest {
+		t.Errorf("drain of invalid pop = %d, want 400", code)
+	}
+}
+
+func TestConfigChangeReachesNodes(t *testing.T) {
+	ts := startServer(t, Config{})
+	// The config view an edge would run, on its own connection.
+	_, js := connect(t, ts.NATSURL())
+	cv := fleet.NewConfigView(fleet.ConfigViewConfig{JS: js})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = cv.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	<-cv.Ready()
+
+	if code, b := ts.do(t, "PUT", "/v1/hosts/www.example.com", tokConfigurer, hostBody); code != http.StatusOK {
+		t.Fatalf("PUT host = %d %s, want 200", code, b)
+	}
+	natstest.WaitFor(t, 5*time.Second, "host at the node", func() bool {
+		h, ok := cv.Host("www.example.com")
+		return ok && h.Origin == "http://127.0.0.1:8080" && h.Cache.SortQuery
+	})
+	changed := []byte(`{"origin":"https://origin.example.net","shield":"fra"}`)
+	if code, b := ts.do(t, "PUT", "/v1/hosts/WWW.Example.com", tokConfigurer, changed); code != http.StatusOK {
+		t.Fatalf("PUT changed host = %d %s, want 200", code, b)
+	}
+	natstest.WaitFor(t, 5*time.Second, "changed host at the node", func() bool {
+		h, ok := cv.Host("www.example.com")
+		return ok && h.Origin == "https://origin.example.net" && h.Shield == "fra"
+	})
+	code, b := ts.do(t, "GET", "/v1/hosts/www.example.com", tokReader, nil)
+	if code != http.StatusOK || !strings.Contains(string(b), "origin.example.net") {
+		t.Errorf("GET host = %d %s, want 200 with the new origin", code, b)
+	}
+	natstest.WaitFor(t, 5*time.Second, "host in GET /v1/hosts", func() bool {
+		_, b := ts.do(t, "GET", "/v1/hosts", tokReader, nil)
+		return strings.Contains(string(b), "origin.example.net")
+	})
+	// An invalid config is refused and never reaches the node.
+	if code, _ := ts.do(t, "PUT", "/v1/hosts/www.example.com", tokConfigurer, []byte(`{"origin":"gopher://x"}`)); code != http.StatusBadRequest {
+		t.Errorf("PUT invalid = %d, want 400", code)
+	}
+	if code, _ := ts.do(t, "PUT", "/v1/routing", tokConfigurer, []byte(`{"policy":"least-loaded","radius_km":900}`)); code != http.StatusOK {
+		t.Errorf("PUT routing = %d, want 200", code)
+	}
+	natstest.WaitFor(t, 5*time.Second, "routing at the node", func() bool { return cv.Routing().Policy == "least-loaded" })
+	if h, _ := cv.Host("www.example.com"); h.Origin != "https://origin.example.net" {
+		t.Errorf("after refused PUT, node has origin %q, want the last good one", h.Origin)
+	}
+	if code, _ := ts.do(t, "DELETE", "/v1/hosts/www.example.com", tokConfigurer, nil); code != http.StatusNoContent {
+		t.Errorf("DELETE = %d, want 204", code)
+	}
+	natstest.WaitFor(t, 5*time.Second, "host gone at the node", func() bool { _, ok := cv.Host("www.example.com"); return !ok })
+	if code, _ := ts.do(t, "DELETE", "/v1/hosts/www.example.com", tokConfigurer, nil); code != http.StatusNotFound {
+		t.Errorf("second DELETE = %d, want 404", code)
+	}
+}
+
+func TestRestartKeepsConfig(t *testing.T) {
+	dir := t.TempDir()
+	ts := startServer(t, Config{StoreDir: dir})
+	if code, b := ts.do(t, "PUT", "/v1/hosts/www.example.com", tokConfigurer, hostBody); code != http.StatusOK {
+		t.Fatalf("PUT host = %d %s", code, b)
+	}
+	ts.stop()
+	ts2 := startServer(t, Config{StoreDir: dir})
+	code, b := ts2.do(t, "GET", "/v1/hosts/www.example.com", tokReader, nil)
+	var hc wire.HostConfig
+	_ = json.Unmarshal(b, &hc)
+	if code != http.StatusOK || hc.Origin != "http://127.0.0.1:8080" || !hc.Cache.SortQuery {
+		t.Errorf("after restart GET host = %d %s, want the stored config", code, b)
+	}
+}
+
+func TestExternalNATSRestart(t *testing.T) {
+	ns := natstest.Start(t)
+	ts := startServer(t, Config{NATSURL: ns.URL()})
+	// A second control against the same cluster changes nothing (buckets already there).
+	ts2 := startServer(t, Config{NATSURL: ns.URL()})
+	ts2.stop()
+	runRegistrar(t, ns.URL(), wire.Node{PoP: "sin", ID: "n1"}, 100*time.Millisecond)
+	natstest.WaitFor(t, 5*time.Second, "sin in /v1/pops", func() bool { _, ok := findPoP(ts.fleet(t), "sin"); return ok })
+
+	ns.Stop()
+	natstest.WaitFor(t, 5*time.Second, "healthz to report NATS down", func() bool {
+		code, _ := ts.do(t, "GET", "/healthz", "", nil)
+		return code == http.StatusServiceUnavailable
+	})
+	ns.Restart()
+	restarted := time.Now()
+	natstest.WaitFor(t, 15*time.Second, "sin re-registered after NATS restart", func() bool {
+		p, ok := findPoP(ts.fleet(t), "sin")
+		return ok && len(p.Nodes) == 1 && p.Nodes[0].Load.At.After(restarted)
+	})
+	natstest.WaitFor(t, 5*time.Second, "healthz ok again", func() bool {
+		code, _ := ts.do(t, "GET", "/healthz", "", nil)
+		return code == http.StatusOK
+	})
+}
+
+func TestHandleAfterRunPanics(t *testing.T) {
+	ts := startServer(t, Config{})
+	defer func() {
+		if recover() == nil {
+			t.Error("Handle after Serve did not panic")
+		}
+	}()
+	ts.Handle("GET /late", ScopeRead, http.NotFoundHandler())
+}
+
+func TestNewRefusesBadConfig(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+	}{
+		{"no tokens", Config{}},
+		{"missing tokens file", Config{TokensFile: "testdata/nope.yaml"}},
+		{"bad nats listen", Config{TokensFile: "testdata/tokens.yaml", NATSListen: "nohostport"}},
+	}
+	t.Setenv(TokensFileEnv, "")
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := New(tt.cfg); err == nil {
+				t.Errorf("New(%s) = nil error, want one", tt.name)
+			}
+		})
+	}
+	t.Setenv(TokensFileEnv, "testdata/tokens.yaml")
+	if _, err := New(Config{}); err != nil {
+		t.Errorf("New with $%s = %v, want nil", TokensFileEnv, err)
+	}
+}

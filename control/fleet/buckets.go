@@ -1,0 +1,80 @@
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/meridian-cdn/meridian/control/wire"
+)
+
+// DefaultTTL is how long a node's key lives after its last heartbeat when no TTL is given.
+const DefaultTTL = 3 * time.Second
+
+// minMarkerTTL is the smallest delete-marker TTL the NATS server accepts.
+const minMarkerTTL = time.Second
+
+// EnsureBuckets creates the fleet and config buckets for prefix, idempotently: a bucket that
+// already exists with the same configuration is left untouched, one whose configuration
+// differs (another TTL, say) is updated in place, keeping its data.
+//
+// The fleet bucket keeps one value per key and expires keys ttl (default DefaultTTL) after
+// their last write, so a node that stops heartbeating disappears; where the server supports
+// it, expiry leaves a delete marker so that watchers see the node go. The config bucket keeps
+// five revisions per key and never expires. Both use file storage so that they survive a NATS
+// restart. replicas <= 0 means 1.
+func EnsureBuckets(ctx context.Context, js jetstream.JetStream, prefix string, ttl time.Duration, replicas int) error {
+	if ttl <= 0 {
+		ttl = DefaultTTL
+	}
+	if replicas <= 0 {
+		replicas = 1
+	}
+	fleetCfg := jetstream.KeyValueConfig{
+		Bucket:         wire.Bucket(prefix, wire.FleetBucket),
+		Description:    "Meridian fleet registry: one key per edge node, expiring without heartbeats",
+		History:        1,
+		TTL:            ttl,
+		Storage:        jetstream.FileStorage,
+		Replicas:       replicas,
+		LimitMarkerTTL: max(ttl, minMarkerTTL),
+	}
+	if err := ensureBucket(ctx, js, fleetCfg); errors.Is(err, jetstream.ErrLimitMarkerTTLNotSupported) {
+		// Older servers: keys still expire, watchers just do not hear of it; View's own
+		// staleness check covers that.
+		fleetCfg.LimitMarkerTTL = 0
+		err = ensureBucket(ctx, js, fleetCfg)
+		if err != nil {
+			return err
+		}
+	} else if err != nil {
+		return err
+	}
+	return ensureBucket(ctx, js, jetstream.KeyValueConfig{
+		Bucket:      wire.Bucket(prefix, wire.ConfigBucket),
+		Description: "Meridian configuration: hosts, routing policy, PoP drains",
+		History:     5,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+	})
+}
+
+func ensureBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) error {
+	// The server treats a create with an identical configuration as a no-op and refuses one
+	// that differs; only then do we update.
+	_, err := js.CreateKeyValue(ctx, cfg)
+	if errors.Is(err, jetstream.ErrBucketExists) {
+		_, err = js.UpdateKeyValue(ctx, cfg)
+		if err != nil {
+			return fmt.Errorf("update kv bucket %s: %w", cfg.Bucket, err)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("create kv bucket %s: %w", cfg.Bucket, err)
+	}
+	return nil
+}

@@ -1,0 +1,373 @@
+package fleet_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/meridian-cdn/meridian/control/fleet"
+	"github.com/meridian-cdn/meridian/control/internal/natstest"
+	"github.com/meridian-cdn/meridian/control/wire"
+)
+
+const testTTL = time.Second
+
+// setup starts NATS, creates the buckets and returns a JetStream context.
+func setup(t *testing.T) (*natstest.Server, jetstream.JetStream) {
+	t.Helper()
+	s := natstest.Start(t)
+	_, js := s.Connect(t)
+	if err := fleet.EnsureBuckets(t.Context(), js, "", testTTL, 1); err != nil {
+		t.Fatalf("EnsureBuckets: %v", err)
+	}
+	return s, js
+}
+
+// run starts r.Run in the background; the returned stop cancels it and waits for Run to
+// return.
+func run(t *testing.T, fn func(context.Context) error) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- fn(ctx) }()
+	stopped := false
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run returned %v, want nil", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Errorf("Run did not return within 10s of cancel")
+		}
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func startView(t *testing.T, js jetstream.JetStream, clock func() time.Time) *fleet.View {
+	t.Helper()
+	v := fleet.NewView(fleet.ViewConfig{JS: js, TTL: testTTL, Clock: clock})
+	run(t, v.Run)
+	select {
+	case <-v.Ready():
+	case <-time.After(10 * time.Second):
+		t.Fatal("view not ready within 10s")
+	}
+	return v
+}
+
+func node(pop, id string) wire.Node {
+	return wire.Node{PoP: pop, ID: id, Region: "eu", City: "Paris", Lat: 48.85, Lon: 2.35, HTTPAddr: "127.0.0.2:80", Capacity: 100}
+}
+
+func findNode(v *fleet.View, pop, id string) (wire.Node, bool) {
+	for _, n := range v.Nodes() {
+		if n.PoP == pop && n.ID == id {
+			return n, true
+		}
+	}
+	return wire.Node{}, false
+}
+
+func TestEnsureBucketsIdempotent(t *testing.T) {
+	_, js := setup(t)
+	ctx := t.Context()
+	kv, err := js.KeyValue(ctx, wire.Bucket("", wire.ConfigBucket))
+	if err != nil {
+		t.Fatalf("bind config bucket: %v", err)
+	}
+	if _, err := kv.Put(ctx, "routing", []byte(`{"policy":"nearest"}`)); err != nil {
+		t.Fatalf("put: %v", err)
+	}
+	before, _ := js.Stream(ctx, "KV_"+wire.Bucket("", wire.FleetBucket))
+	if err := fleet.EnsureBuckets(ctx, js, "", testTTL, 1); err != nil {
+		t.Fatalf("second EnsureBuckets: %v", err)
+	}
+	after, _ := js.Stream(ctx, "KV_"+wire.Bucket("", wire.FleetBucket))
+	if !before.CachedInfo().Created.Equal(after.CachedInfo().Created) {
+		t.Errorf("fleet stream recreated: created %v, then %v", before.CachedInfo().Created, after.CachedInfo().Created)
+	}
+	if e, err := kv.Get(ctx, "routing"); err != nil || string(e.Value()) != `{"policy":"nearest"}` {
+		t.Errorf("config after second EnsureBuckets: %v, %v; want the value kept", e, err)
+	}
+	// Another TTL updates the bucket in place.
+	if err := fleet.EnsureBuckets(ctx, js, "", 2*testTTL, 1); err != nil {
+		t.Fatalf("EnsureBuckets with a new TTL: %v", err)
+	}
+	fkv, _ := js.KeyValue(ctx, wire.Bucket("", wire.FleetBucket))
+	st, err := fkv.Status(ctx)
+	if err != nil {
+		t.Fatalf("status: %v", err)
+	}
+	if got, want := st.TTL(), 2*testTTL; got != want {
+		t.Errorf("fleet TTL = %v, want %v", got, want)
+	}
+	cst, _ := kv.Status(ctx)
+	if got, want := cst.History(), int64(5); got != want {
+		t.Errorf("config history = %d, want %d", got, want)
+	}
+	if _, err := kv.Get(ctx, "routing"); err != nil {
+		t.Errorf("config after TTL change: %v; want the value kept", err)
+	}
+}
+
+func TestRegistrarJoinsAndLeaves(t *testing.T) {
+	_, js := setup(t)
+	v := startView(t, js, nil)
+	r, err := fleet.NewRegistrar(fleet.RegistrarConfig{
+		JS: js, Node: node("par", "n1"), Interval: 100 * time.Millisecond,
+		Load: func() wire.LoadReport { return wire.LoadReport{RequestsPerSec: 42, Healthy: true} },
+	})
+	if err != nil {
+		t.Fatalf("NewRegistrar: %v", err)
+	}
+	stop := run(t, r.Run)
+	natstest.WaitFor(t, 5*time.Second, "node par.n1 in the view", func() bool {
+		_, ok := findNode(v, "par", "n1")
+		return ok
+	})
+	n, _ := findNode(v, "par", "n1")
+	if n.Load.RequestsPerSec != 42 || !n.Load.Healthy || n.City != "Paris" || n.Load.At.IsZero() {
+		t.Errorf("node = %+v, want registration with load 42 rps, healthy, stamped", n)
+	}
+	pops := v.PoPs()
+	if len(pops) != 1 || pops[0].ID != "par" || len(pops[0].Nodes) != 1 {
+		t.Errorf("PoPs() = %+v, want one PoP par with one node", pops)
+	}
+	if got := v.PeerSet("par"); len(got) != 1 {
+		t.Errorf("PeerSet(par) = %d nodes, want 1", len(got))
+	}
+	// A clean stop deletes the key at once, long before the TTL.
+	stop()
+	start := time.Now()
+	natstest.WaitFor(t, 5*time.Second, "node par.n1 gone", func() bool {
+		_, ok := findNode(v, "par", "n1")
+		return !ok
+	})
+	if d := time.Since(start); d > testTTL {
+		t.Errorf("node left after %v, want under the TTL %v (deleted, not expired)", d, testTTL)
+	}
+}
+
+func TestSilentNodeExpires(t *testing.T) {
+	_, js := setup(t)
+	v := startView(t, js, nil)
+	kv, _ := js.KeyValue(t.Context(), wire.Bucket("", wire.FleetBucket))
+	n := node("fra", "n1")
+	n.Load = wire.LoadReport{At: time.Now(), Healthy: true}
+	b, _ := json.Marshal(n)
+	if _, err := kv.Put(t.Context(), wire.FleetKey("fra", "n1"), b); err != nil {
+		t.Fatalf("put: %v", err)
+	}
+	natstest.WaitFor(t, 5*time.Second, "node fra.n1 in the view", func() bool {
+		_, ok := findNode(v, "fra", "n1")
+		return ok
+	})
+	changed := v.Changed()
+	natstest.WaitFor(t, 3*testTTL, "silent node fra.n1 to expire", func() bool {
+		_, ok := findNode(v, "fra", "n1")
+		return !ok
+	})
+	select {
+	case <-changed:
+	case <-time.After(5 * time.Second):
+		t.Error("Changed() not closed when the node expired")
+	}
+	// The key itself expires in the bucket too, not only in the view.
+	natstest.WaitFor(t, 5*testTTL, "fleet key fra.n1 to expire in the bucket", func() bool {
+		_, err := kv.Get(t.Context(), wire.FleetKey("fra", "n1"))
+		return err != nil
+	})
+}
+
+func TestViewDropsStaleReports(t *testing.T) {
+	_, js := setup(t)
+	skew := 0 * time.Second
+	var clockSkew = func() time.Time { return time.Now().Add(skew) }
+	v := fleet.NewView(fleet.ViewConfig{JS: js, TTL: time.Hour, Clock: clockSkew})
+	run(t, v.Run)
+	<-v.Ready()
+	r, _ := fleet.NewRegistrar(fleet.RegistrarConfig{JS: js, Node: node("ams", "n1"), Interval: time.Hour})
+	run(t, r.Run)
+	natstest.WaitFor(t, 5*time.Second, "node ams.n1", func() bool { _, ok := findNode(v, "ams", "n1"); return ok })
+	tests := []struct {
+		name string
+		skew time.Duration
+		want bool
+	}{
+		{"fresh", 0, true},
+		{"just under ttl", 59 * time.Minute, true},
+		{"older than ttl", 2 * time.Hour, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			skew = tt.skew
+			_, got := findNode(v, "ams", "n1")
+			if got != tt.want {
+				t.Errorf("node visible with report %v old = %v, want %v", tt.skew, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestSetDrainingHeartbeatsAtOnce(t *testing.T) {
+	_, js := setup(t)
+	v := startView(t, js, nil)
+	// An hour-long interval: only SetDraining's immediate heartbeat can carry the change.
+	r, _ := fleet.NewRegistrar(fleet.RegistrarConfig{JS: js, Node: node("lon", "n1"), Interval: time.Hour})
+	run(t, r.Run)
+	natstest.WaitFor(t, 5*time.Second, "node lon.n1", func() bool { _, ok := findNode(v, "lon", "n1"); return ok })
+	r.SetDraining(true)
+	natstest.WaitFor(t, 5*time.Second, "node lon.n1 draining", func() bool {
+		n, ok := findNode(v, "lon", "n1")
+		return ok && n.Draining && !n.Usable()
+	})
+	r.SetDraining(false)
+	natstest.WaitFor(t, 5*time.Second, "node lon.n1 undrained", func() bool {
+		n, ok := findNode(v, "lon", "n1")
+		return ok && !n.Draining
+	})
+}
+
+func TestOperatorDrainMerges(t *testing.T) {
+	_, js := setup(t)
+	v := startView(t, js, nil)
+	for _, id := range []string{"n1", "n2"} {
+		r, _ := fleet.NewRegistrar(fleet.RegistrarConfig{JS: js, Node: node("nyc", id), Interval: 200 * time.Millisecond})
+		run(t, r.Run)
+	}
+	natstest.WaitFor(t, 5*time.Second, "two nodes in nyc", func() bool { return len(v.PeerSet("nyc")) == 2 })
+	if err := fleet.SetDrain(t.Context(), js, "", "nyc", true); err != nil {
+		t.Fatalf("SetDrain: %v", err)
+	}
+	natstest.WaitFor(t, 5*time.Second, "nyc drained", func() bool {
+		p := v.PoPs()
+		return len(p) == 1 && p[0].Draining() && v.Drained("nyc") && len(v.PeerSet("nyc")) == 0
+	})
+	if err := fleet.SetDrain(t.Context(), js, "", "nyc", false); err != nil {
+		t.Fatalf("SetDrain false: %v", err)
+	}
+	natstest.WaitFor(t, 5*time.Second, "nyc undrained", func() bool {
+		p := v.PoPs()
+		return len(p) == 1 && !p[0].Draining() && !v.Drained("nyc") && len(v.PeerSet("nyc")) == 2
+	})
+	if err := fleet.SetDrain(t.Context(), js, "", "Bad Pop", true); err == nil {
+		t.Error("SetDrain(\"Bad Pop\") = nil, want an error naming the pop")
+	}
+}
+
+func TestConfigViewFollowsBucket(t *testing.T) {
+	s, js := setup(t)
+	// The view uses its own connection, as an edge would.
+	_, js2 := s.Connect(t)
+	cv := fleet.NewConfigView(fleet.ConfigViewConfig{JS: js2})
+	run(t, cv.Run)
+	<-cv.Ready()
+	ctx := t.Context()
+
+	good := wire.HostConfig{Host: "www.example.com", Origin: "http://127.0.0.1:8080"}
+	if err := fleet.PutHost(ctx, js, "", good); err != nil {
+		t.Fatalf("PutHost: %v", err)
+	}
+	natstest.WaitFor(t, 5*time.Second, "host in config view", func() bool {
+		h, ok := cv.Host("www.example.com")
+		return ok && h.Origin == good.Origin
+	})
+	if got, err := fleet.GetHost(ctx, js, "", "www.example.com"); err != nil || got.Origin != good.Origin {
+		t.Errorf("GetHost = %+v, %v; want %+v", got, err, good)
+	}
+
+	// An invalid value written behind the API's back is skipped; the last good one stays.
+	kv, _ := js.KeyValue(ctx, wire.Bucket("", wire.ConfigBucket))
+	if _, err := kv.Put(ctx, wire.HostKey("www.example.com"), []byte(`{"host":"www.example.com","origin":"ftp://x"}`)); err != nil {
+		t.Fatalf("put invalid: %v", err)
+	}
+	marker := wire.HostConfig{Host: "marker.example.com", Origin: "http://127.0.0.1:1"}
+	if err := fleet.PutHost(ctx, js, "", marker); err != nil {
+		t.Fatalf("PutHost marker: %v", err)
+	}
+	natstest.WaitFor(t, 5*time.Second, "marker host", func() bool { _, ok := cv.Host("marker.example.com"); return ok })
+	if h, ok := cv.Host("www.example.com"); !ok || h.Origin != good.Origin {
+		t.Errorf("after invalid put, Host = %+v, %v; want last good %+v", h, ok, good)
+	}
+
+	if err := fleet.PutHost(ctx, js, "", wire.HostConfig{Host: "bad host"}); err == nil {
+		t.Error("PutHost(invalid) = nil, want an error")
+	}
+	if err := fleet.PutRouting(ctx, js, "", wire.RoutingPolicy{Policy: "least-loaded", RadiusKm: 800}); err != nil {
+		t.Fatalf("PutRouting: %v", err)
+	}
+	natstest.WaitFor(t, 5*time.Second, "routing policy", func() bool { return cv.Routing().Policy == "least-loaded" })
+	if err := fleet.DeleteHost(ctx, js, "", "www.example.com"); err != nil {
+		t.Fatalf("DeleteHost: %v", err)
+	}
+	natstest.WaitFor(t, 5*time.Second, "host deleted", func() bool { _, ok := cv.Host("www.example.com"); return !ok })
+	if err := fleet.DeleteHost(ctx, js, "", "www.example.com"); err == nil {
+		t.Error("second DeleteHost = nil, want ErrNotFound")
+	}
+	if err := fleet.SetDrain(ctx, js, "", "par", true); err != nil {
+		t.Fatalf("SetDrain: %v", err)
+	}
+	natstest.WaitFor(t, 5*time.Second, "par drained in config view", func() bool { return cv.Drained("par") })
+}
+
+func TestSurvivesNATSRestart(t *testing.T) {
+	s, js := setup(t)
+	v := startView(t, js, nil)
+	cv := fleet.NewConfigView(fleet.ConfigViewConfig{JS: js})
+	run(t, cv.Run)
+	<-cv.Ready()
+	if err := fleet.PutHost(t.Context(), js, "", wire.HostConfig{Host: "a.example.com", Origin: "http://127.0.0.1:9"}); err != nil {
+		t.Fatalf("PutHost: %v", err)
+	}
+	natstest.WaitFor(t, 5*time.Second, "host a", func() bool { _, ok := cv.Host("a.example.com"); return ok })
+	r, _ := fleet.NewRegistrar(fleet.RegistrarConfig{JS: js, Node: node("sin", "n1"), Interval: 100 * time.Millisecond})
+	run(t, r.Run)
+	natstest.WaitFor(t, 5*time.Second, "node sin.n1", func() bool { _, ok := findNode(v, "sin", "n1"); return ok })
+
+	s.Stop()
+	natstest.WaitFor(t, 5*time.Second, "heartbeats to fail", func() bool { return r.Err() != nil })
+	// Cut off, the config view keeps serving its last good config.
+	if _, ok := cv.Host("a.example.com"); !ok {
+		t.Error("config view lost host a.example.com while NATS was down")
+	}
+	s.Restart()
+	restarted := time.Now()
+	natstest.WaitFor(t, 15*time.Second, "node sin.n1 re-registered after restart", func() bool {
+		n, ok := findNode(v, "sin", "n1")
+		return ok && n.Load.At.After(restarted) && r.Err() == nil
+	})
+	// And the views follow changes made after the restart.
+	if err := fleet.PutHost(t.Context(), js, "", wire.HostConfig{Host: "b.example.com", Origin: "http://127.0.0.1:9"}); err != nil {
+		t.Fatalf("PutHost after restart: %v", err)
+	}
+	natstest.WaitFor(t, 10*time.Second, "host b after restart", func() bool { _, ok := cv.Host("b.example.com"); return ok })
+}
+
+func TestNewRegistrarValidates(t *testing.T) {
+	_, js := setup(t)
+	tests := []struct {
+		name string
+		cfg  fleet.RegistrarConfig
+	}{
+		{"no js", fleet.RegistrarConfig{Node: node("par", "n1")}},
+		{"no pop", fleet.RegistrarConfig{JS: js, Node: node("", "n1")}},
+		{"bad id", fleet.RegistrarConfig{JS: js, Node: node("par", "N.1")}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := fleet.NewRegistrar(tt.cfg); err == nil {
+				t.Errorf("NewRegistrar(%s) = nil error, want one", tt.name)
+			}
+		})
+	}
+}

@@ -1,0 +1,186 @@
+package fleet
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/meridian-cdn/meridian/control/wire"
+)
+
+// RegistrarConfig configures a Registrar.
+type RegistrarConfig struct {
+	// JS is the JetStream context the node's key is written through. Required.
+	JS jetstream.JetStream
+	// Prefix is the NATS name prefix; empty means wire.DefaultPrefix.
+	Prefix string
+	// Node is the node's registration; PoP and ID are required. Its Load and Draining fields
+	// are overwritten on every heartbeat.
+	Node wire.Node
+	// Interval is the time between heartbeats; zero means one second. It must stay well under
+	// the fleet bucket's TTL.
+	Interval time.Duration
+	// Load returns the node's current load report; nil reports only a healthy node. A zero At
+	// is set to the time of the heartbeat.
+	Load func() wire.LoadReport
+	// Logger receives failed heartbeats; nil discards.
+	Logger *slog.Logger
+}
+
+// Registrar keeps one node's key in the fleet bucket alive: it writes the registration on
+// start, rewrites it with a fresh load report every Interval, and deletes it when stopped, so a
+// clean stop leaves the fleet at once and a crash leaves it within the bucket's TTL.
+type Registrar struct {
+	cfg    RegistrarConfig
+	key    string
+	bucket string
+	log    *slog.Logger
+	kick   chan struct{} // asks Run for an immediate heartbeat
+
+	mu       sync.Mutex // guards draining and lastErr
+	draining bool
+	lastErr  error
+}
+
+// NewRegistrar validates cfg and returns a Registrar; it starts nothing.
+func NewRegistrar(cfg RegistrarConfig) (*Registrar, error) {
+	if cfg.JS == nil {
+		return nil, errors.New("new registrar: JS is required")
+	}
+	if err := wire.ValidatePoPID(cfg.Node.PoP); err != nil {
+		return nil, fmt.Errorf("new registrar: pop: %w", err)
+	}
+	if err := wire.ValidatePoPID(cfg.Node.ID); err != nil {
+		return nil, fmt.Errorf("new registrar: node id: %w", err)
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = time.Second
+	}
+	if cfg.Load == nil {
+		cfg.Load = func() wire.LoadReport { return wire.LoadReport{Healthy: true} }
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &Registrar{
+		cfg:      cfg,
+		key:      wire.FleetKey(cfg.Node.PoP, cfg.Node.ID),
+		bucket:   wire.Bucket(cfg.Prefix, wire.FleetBucket),
+		log:      log,
+		kick:     make(chan struct{}, 1),
+		draining: cfg.Node.Draining,
+	}, nil
+}
+
+// Key is the node's key in the fleet bucket.
+func (r *Registrar) Key() string { return r.key }
+
+// SetDraining marks the node as draining (or not) and sends a heartbeat at once so that DNS
+// and peers stop choosing it without waiting for the next tick.
+func (r *Registrar) SetDraining(d bool) {
+	r.mu.Lock()
+	r.draining = d
+	r.mu.Unlock()
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Err is the error of the last heartbeat, nil when it was written.
+func (r *Registrar) Err() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lastErr
+}
+
+// Run heartbeats until ctx ends, then deletes the node's key and returns nil. Failed writes
+// (NATS unreachable, bucket missing) are logged and retried on the next tick; the NATS client
+// reconnects by itself.
+func (r *Registrar) Run(ctx context.Context) error {
+	t := time.NewTicker(r.cfg.Interval)
+	defer t.Stop()
+	var kv jetstream.KeyValue
+	for {
+		kv = r.beat(ctx, kv)
+		select {
+		case <-ctx.Done():
+			r.leave(kv)
+			return nil
+		case <-t.C:
+		case <-r.kick:
+		}
+	}
+}
+
+// beat writes one heartbeat, binding the bucket first if needed, and returns the bucket
+// handle to reuse (nil when it could not be bound).
+func (r *Registrar) beat(ctx context.Context, kv jetstream.KeyValue) jetstream.KeyValue {
+	// A heartbeat older than one interval is worthless, so don't wait longer for it.
+	bctx, cancel := context.WithTimeout(ctx, max(r.cfg.Interval, 500*time.Millisecond))
+	defer cancel()
+	var err error
+	if kv == nil {
+		kv, err = r.cfg.JS.KeyValue(bctx, r.bucket)
+		if err != nil {
+			r.setErr(fmt.Errorf("bind fleet bucket %s: %w", r.bucket, err))
+			return nil
+		}
+	}
+	n := r.cfg.Node
+	n.Load = r.cfg.Load()
+	if n.Load.At.IsZero() {
+		n.Load.At = time.Now()
+	}
+	r.mu.Lock()
+	n.Draining = r.draining
+	r.mu.Unlock()
+	b, err := json.Marshal(n)
+	if err != nil {
+		r.setErr(fmt.Errorf("encode node %s: %w", r.key, err))
+		return kv
+	}
+	if _, err := kv.Put(bctx, r.key, b); err != nil {
+		r.setErr(fmt.Errorf("heartbeat %s: %w", r.key, err))
+		return kv
+	}
+	r.setErr(nil)
+	return kv
+}
+
+func (r *Registrar) setErr(err error) {
+	r.mu.Lock()
+	prev := r.lastErr
+	r.lastErr = err
+	r.mu.Unlock()
+	switch {
+	case err != nil && prev == nil:
+		r.log.Warn("fleet heartbeat failing", "key", r.key, "err", err)
+	case err == nil && prev != nil:
+		r.log.Info("fleet heartbeat restored", "key", r.key)
+	}
+}
+
+// leave deletes the node's key so that the fleet forgets it at once.
+func (r *Registrar) leave(kv jetstream.KeyValue) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	var err error
+	if kv == nil {
+		if kv, err = r.cfg.JS.KeyValue(ctx, r.bucket); err != nil {
+			r.log.Warn("fleet leave: bind bucket", "key", r.key, "err", err)
+			return
+		}
+	}
+	if err := kv.Delete(ctx, r.key); err != nil {
+		r.log.Warn("fleet leave: delete key", "key", r.key, "err", err)
+	}
+}

@@ -1,0 +1,249 @@
+package fleet
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/meridian-cdn/meridian/control/wire"
+)
+
+// ViewConfig configures a View.
+type ViewConfig struct {
+	// JS is the JetStream context the buckets are watched through. Required.
+	JS jetstream.JetStream
+	// Prefix is the NATS name prefix; empty means wire.DefaultPrefix.
+	Prefix string
+	// TTL is how old a node's last load report may be before the view drops it, even if its
+	// key has not expired yet; zero means DefaultTTL. Use the fleet bucket's TTL.
+	TTL time.Duration
+	// Clock tells the time; nil means time.Now.
+	Clock func() time.Time
+	// Logger receives watch failures and undecodable values; nil discards.
+	Logger *slog.Logger
+}
+
+// View is a live, read-only picture of the fleet: the nodes in the fleet bucket, with the
+// operator drains from the config bucket merged in (a drained PoP's nodes read as draining).
+// Run keeps it current; its methods are safe for concurrent use.
+type View struct {
+	cfg     ViewConfig
+	log     *slog.Logger
+	changed notifier
+	ready   chan struct{}
+
+	mu         sync.Mutex           // guards the fields below
+	nodes      map[string]wire.Node // by fleet key
+	drains     map[string]bool      // by PoP id
+	stale      map[string]bool      // fleet keys already reported as gone by the staleness check
+	nodesReady bool
+	drainReady bool
+}
+
+// NewView returns a View; it watches nothing until Run.
+func NewView(cfg ViewConfig) *View {
+	if cfg.TTL <= 0 {
+		cfg.TTL = DefaultTTL
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &View{
+		cfg:    cfg,
+		log:    log,
+		ready:  make(chan struct{}),
+		nodes:  map[string]wire.Node{},
+		drains: map[string]bool{},
+		stale:  map[string]bool{},
+	}
+}
+
+// Run watches the buckets until ctx ends and returns nil once its goroutines have exited. It
+// re-watches after errors and NATS reconnects, keeping the last picture meanwhile (stale nodes
+// still drop out as their reports age).
+func (v *View) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		watchLoop(ctx, v.cfg.JS, wire.Bucket(v.cfg.Prefix, wire.FleetBucket), ">", v.log, nodeHandler{v})
+	})
+	wg.Go(func() {
+		watchLoop(ctx, v.cfg.JS, wire.Bucket(v.cfg.Prefix, wire.ConfigBucket), wire.DrainPrefix+">", v.log, drainHandler{v})
+	})
+	wg.Go(func() { v.expireLoop(ctx) })
+	wg.Wait()
+	return nil
+}
+
+// Ready is closed once the initial contents of both buckets are loaded.
+func (v *View) Ready() <-chan struct{} { return v.ready }
+
+// Changed returns a channel closed at the next change to the view (including a node dropping
+// out for a stale report). Call it again after each change.
+func (v *View) Changed() <-chan struct{} { return v.changed.wait() }
+
+// Nodes returns the live nodes, sorted by PoP then node id.
+func (v *View) Nodes() []wire.Node {
+	now := v.cfg.Clock()
+	v.mu.Lock()
+	out := make([]wire.Node, 0, len(v.nodes))
+	for _, n := range v.nodes {
+		if v.freshLocked(n, now) {
+			n.Draining = n.Draining || v.drains[n.PoP]
+			out = append(out, n)
+		}
+	}
+	v.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].PoP != out[j].PoP {
+			return out[i].PoP < out[j].PoP
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out
+}
+
+// PoPs returns the live nodes grouped by PoP, sorted by PoP id.
+func (v *View) PoPs() []wire.PoP { return wire.GroupPoPs(v.Nodes()) }
+
+// Drained reports whether an operator drained pop.
+func (v *View) Drained(pop string) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.drains[pop]
+}
+
+// PeerSet returns the nodes of pop that may be used as fill peers (healthy, not draining),
+// sorted by node id: the membership of the PoP's hash ring.
+func (v *View) PeerSet(pop string) []wire.Node {
+	var out []wire.Node
+	for _, n := range v.Nodes() {
+		if n.PoP == pop && n.Usable() {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func (v *View) freshLocked(n wire.Node, now time.Time) bool {
+	return now.Sub(n.Load.At) <= v.cfg.TTL
+}
+
+// expireLoop announces nodes whose reports went stale before their key expired.
+func (v *View) expireLoop(ctx context.Context) {
+	t := time.NewTicker(max(v.cfg.TTL/8, 20*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := v.cfg.Clock()
+		changed := false
+		v.mu.Lock()
+		for k, n := range v.nodes {
+			if !v.freshLocked(n, now) && !v.stale[k] {
+				v.stale[k] = true
+				changed = true
+			}
+		}
+		v.mu.Unlock()
+		if changed {
+			v.changed.notify()
+		}
+	}
+}
+
+func (v *View) markReadyLocked() {
+	if v.nodesReady && v.drainReady {
+		select {
+		case <-v.ready:
+		default:
+			close(v.ready)
+		}
+	}
+}
+
+func (v *View) decodeNode(e jetstream.KeyValueEntry) (wire.Node, bool) {
+	var n wire.Node
+	if err := json.Unmarshal(e.Value(), &n); err != nil {
+		v.log.Warn("skipping undecodable fleet entry", "key", e.Key(), "err", err)
+		return n, false
+	}
+	if wire.FleetKey(n.PoP, n.ID) != e.Key() {
+		v.log.Warn("skipping fleet entry whose key does not match its pop and id", "key", e.Key())
+		return n, false
+	}
+	return n, true
+}
+
+type nodeHandler struct{ v *View }
+
+func (h nodeHandler) snapshot(entries []jetstream.KeyValueEntry) {
+	nodes := make(map[string]wire.Node, len(entries))
+	for _, e := range entries {
+		if n, ok := h.v.decodeNode(e); ok {
+			nodes[e.Key()] = n
+		}
+	}
+	h.v.mu.Lock()
+	h.v.nodes = nodes
+	h.v.stale = map[string]bool{}
+	h.v.nodesReady = true
+	h.v.markReadyLocked()
+	h.v.mu.Unlock()
+	h.v.changed.notify()
+}
+
+func (h nodeHandler) update(e jetstream.KeyValueEntry) {
+	h.v.mu.Lock()
+	if e.Operation() == jetstream.KeyValuePut {
+		if n, ok := h.v.decodeNode(e); ok {
+			h.v.nodes[e.Key()] = n
+			delete(h.v.stale, e.Key())
+		}
+	} else {
+		delete(h.v.nodes, e.Key())
+		delete(h.v.stale, e.Key())
+	}
+	h.v.mu.Unlock()
+	h.v.changed.notify()
+}
+
+type drainHandler struct{ v *View }
+
+func (h drainHandler) snapshot(entries []jetstream.KeyValueEntry) {
+	drains := map[string]bool{}
+	for _, e := range entries {
+		drains[strings.TrimPrefix(e.Key(), wire.DrainPrefix)] = true
+	}
+	h.v.mu.Lock()
+	h.v.drains = drains
+	h.v.drainReady = true
+	h.v.markReadyLocked()
+	h.v.mu.Unlock()
+	h.v.changed.notify()
+}
+
+func (h drainHandler) update(e jetstream.KeyValueEntry) {
+	pop := strings.TrimPrefix(e.Key(), wire.DrainPrefix)
+	h.v.mu.Lock()
+	if e.Operation() == jetstream.KeyValuePut {
+		h.v.drains[pop] = true
+	} else {
+		delete(h.v.drains, pop)
+	}
+	h.v.mu.Unlock()
+	h.v.changed.notify()
+}

@@ -1,0 +1,130 @@
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// watchHandler receives what a bucket watch sees: the whole current state after every
+// (re)watch, then each change.
+type watchHandler interface {
+	// snapshot replaces the state with entries (puts only: deleted keys are absent).
+	snapshot(entries []jetstream.KeyValueEntry)
+	// update applies one change; deletes and purges have Operation() != KeyValuePut.
+	update(e jetstream.KeyValueEntry)
+}
+
+// errRewatch ends one watch so that the loop starts a fresh one.
+var errRewatch = errors.New("nats reconnected")
+
+// watchLoop keeps a watch on bucket (keys matching filter) until ctx ends, re-watching from a
+// full snapshot after errors and after the NATS connection reconnects: a reconnect may hide
+// deletes and expiries that happened meanwhile, and a fresh snapshot cannot miss them. While
+// it cannot watch, h keeps its last state.
+func watchLoop(ctx context.Context, js jetstream.JetStream, bucket, filter string, log *slog.Logger, h watchHandler) {
+	backoff := 100 * time.Millisecond
+	for {
+		start := time.Now()
+		err := watchOnce(ctx, js, bucket, filter, h)
+		if ctx.Err() != nil {
+			return
+		}
+		if !errors.Is(err, errRewatch) {
+			log.Warn("kv watch interrupted; keeping last state", "bucket", bucket, "err", err)
+		}
+		if time.Since(start) > 10*time.Second {
+			backoff = 100 * time.Millisecond
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 2*time.Second)
+	}
+}
+
+func watchOnce(ctx context.Context, js jetstream.JetStream, bucket, filter string, h watchHandler) error {
+	status := js.Conn().StatusChanged(nats.CONNECTED)
+	defer js.Conn().RemoveStatusListener(status)
+	bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	kv, err := js.KeyValue(bctx, bucket)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("bind kv bucket %s: %w", bucket, err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w, err := kv.Watch(wctx, filter)
+	if err != nil {
+		return fmt.Errorf("watch kv bucket %s: %w", bucket, err)
+	}
+	defer func() { _ = w.Stop() }()
+
+	var initial []jetstream.KeyValueEntry
+	inited := false
+	// The initial values must arrive promptly; a watch that stalls before its end-of-initial
+	// marker is retried rather than trusted.
+	initTimeout := time.NewTimer(10 * time.Second)
+	defer initTimeout.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-status:
+			return errRewatch
+		case <-initTimeout.C:
+			if !inited {
+				return fmt.Errorf("watch kv bucket %s: initial values did not arrive", bucket)
+			}
+		case e, ok := <-w.Updates():
+			switch {
+			case !ok:
+				return fmt.Errorf("watch kv bucket %s: watcher closed", bucket)
+			case e == nil:
+				if !inited {
+					inited = true
+					h.snapshot(initial)
+					initial = nil
+				}
+			case !inited:
+				if e.Operation() == jetstream.KeyValuePut {
+					initial = append(initial, e)
+				}
+			default:
+				h.update(e)
+			}
+		}
+	}
+}
+
+// notifier hands out channels that are closed at the next change.
+type notifier struct {
+	mu sync.Mutex // guards ch
+	ch chan struct{}
+}
+
+func (n *notifier) wait() <-chan struct{} {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.ch == nil {
+		n.ch = make(chan struct{})
+	}
+	return n.ch
+}
+
+func (n *notifier) notify() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.ch != nil {
+		close(n.ch)
+		n.ch = nil
+	}
+}

@@ -1,0 +1,256 @@
+package edge
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/meridian-cdn/meridian/control/fleet"
+	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/purge"
+)
+
+// FleetConfig joins the node to a fleet through NATS: it registers and heartbeats in the fleet
+// bucket, takes its hosts from the config bucket and its peers from the registry, and applies
+// purges from the PURGE stream. With NATS empty (and no Conn) the node runs standalone.
+type FleetConfig struct {
+	// NATS is the server URL list (comma-separated), e.g. "nats://127.0.0.1:4222".
+	NATS string `yaml:"nats"`
+	// Prefix of every subject and bucket. Default "meridian".
+	Prefix string `yaml:"prefix"`
+	// Where the node is and how it is reached, as registered for DNS and peers.
+	Region   string  `yaml:"region"`
+	City     string  `yaml:"city"`
+	Lat      float64 `yaml:"lat"`
+	Lon      float64 `yaml:"lon"`
+	IPv4     string  `yaml:"ipv4"`
+	IPv6     string  `yaml:"ipv6"`
+	Capacity float64 `yaml:"capacity"` // requests/s the node is sized for
+	// Heartbeat is the registration interval. Default 1s.
+	Heartbeat time.Duration `yaml:"heartbeat"`
+	// TTL is how long a silent node stays in the peer set. Default 3s.
+	TTL time.Duration `yaml:"ttl"`
+
+	// Conn is an existing connection to use instead of dialling NATS (the simulator).
+	Conn *nats.Conn `yaml:"-"`
+}
+
+func (f FleetConfig) enabled() bool { return f.NATS != "" || f.Conn != nil }
+
+// joinFleet connects to NATS and starts the fleet members; they run until ctx ends. It returns
+// a function that waits for them to stop.
+func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
+	fc := n.cfg.Fleet
+	nc := fc.Conn
+	if nc == nil {
+		nc, err = nats.Connect(fc.NATS,
+			nats.Name("meridian-edge "+n.name),
+			nats.MaxReconnects(-1),
+			nats.ReconnectWait(250*time.Millisecond),
+			nats.RetryOnFailedConnect(true))
+		if err != nil {
+			return nil, fmt.Errorf("connect to nats %s: %w", fc.NATS, err)
+		}
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	hb, ttl := fc.Heartbeat, fc.TTL
+	if hb == 0 {
+		hb = time.Second
+	}
+	if ttl == 0 {
+		ttl = 3 * time.Second
+	}
+	self := wire.Node{
+		PoP: n.cfg.PoP, ID: n.cfg.Node, Region: fc.Region, City: fc.City, Lat: fc.Lat, Lon: fc.Lon,
+		IPv4: fc.IPv4, IPv6: fc.IPv6, HTTPAddr: n.Addr(), AdminAddr: n.adminAddr, Capacity: fc.Capacity,
+		Version: wire.Version(),
+	}
+	reg, err := fleet.NewRegistrar(fleet.RegistrarConfig{JS: js, Prefix: fc.Prefix, Node: self, Interval: hb,
+		Load: n.LoadReport, Logger: n.log})
+	if err != nil {
+		return nil, err
+	}
+	view := fleet.NewView(fleet.ViewConfig{JS: js, Prefix: fc.Prefix, TTL: ttl, Clock: n.clock, Logger: n.log})
+	cfgView := fleet.NewConfigView(fleet.ConfigViewConfig{JS: js, Prefix: fc.Prefix, Logger: n.log})
+	sub, err := purge.NewSubscriber(purge.SubscriberConfig{
+		JS: js, Conn: nc, Prefix: fc.Prefix, PoP: n.cfg.PoP, Node: n.cfg.Node,
+		Apply:  n.ApplyPurge,
+		OnGap:  func(context.Context, uint64, uint64) { n.MarkAllStale() },
+		Logger: n.log, Clock: n.clock,
+	})
+	if err != nil {
+		return nil, err
+	}
+	n.registrar.Store(reg)
+
+	var wg sync.WaitGroup
+	run := func(name string, f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(ctx); err != nil && ctx.Err() == nil {
+				n.log.Error("fleet member stopped", "member", name, "err", err)
+			}
+		}()
+	}
+	run("registrar", reg.Run)
+	run("view", view.Run)
+	run("config", cfgView.Run)
+	run("purge", sub.Run)
+	run("follow", func(ctx context.Context) error { return n.follow(ctx, view, cfgView) })
+	run("ready", func(ctx context.Context) error {
+		for _, c := range []<-chan struct{}{sub.Ready(), view.Ready(), cfgView.Ready()} {
+			select {
+			case <-c:
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		// Purges published before the subscription started were never seen: whatever was
+		// stored meanwhile must be revalidated before it is served again.
+		n.store.MarkAllStale()
+		close(n.fleetReady)
+		return nil
+	})
+	return func() {
+		wg.Wait()
+		if fc.Conn == nil {
+			nc.Close()
+		}
+	}, nil
+}
+
+// FleetReady is closed once the node, joined to a fleet, consumes purges and has loaded its
+// peers and hosts from the registry. It never closes for a standalone node.
+func (n *Node) FleetReady() <-chan struct{} { return n.fleetReady }
+
+// follow applies the registry's peer sets and the config bucket's hosts as they change.
+func (n *Node) follow(ctx context.Context, view *fleet.View, cfgView *fleet.ConfigView) error {
+	fileHosts := n.cfg.Hosts
+	for {
+		viewChanged, cfgChanged := view.Changed(), cfgView.Changed()
+		select {
+		case <-view.Ready():
+			n.applyPeers(view)
+		default:
+		}
+		select {
+		case <-cfgView.Ready():
+			n.applyHosts(fileHosts, cfgView.Hosts())
+		default:
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-viewChanged:
+		case <-cfgChanged:
+		case <-view.Ready():
+		case <-cfgView.Ready():
+		}
+	}
+}
+
+func (n *Node) applyPeers(view *fleet.View) {
+	peers := toPeers(view.PeerSet(n.cfg.PoP))
+	shields := map[string][]Peer{}
+	for _, p := range view.PoPs() {
+		var usable []wire.Node
+		for _, node := range p.Nodes {
+			if node.Usable() {
+				usable = append(usable, node)
+			}
+		}
+		shields[p.ID] = toPeers(usable)
+	}
+	n.SetPeers(peers)
+	n.SetShields(shields)
+}
+
+func toPeers(nodes []wire.Node) []Peer {
+	out := make([]Peer, 0, len(nodes))
+	for _, node := range nodes {
+		if node.HTTPAddr != "" {
+			out = append(out, Peer{ID: node.ID, Addr: node.HTTPAddr})
+		}
+	}
+	return out
+}
+
+// applyHosts serves the file's hosts overlaid with the config bucket's (the bucket wins for a
+// name in both). An invalid result is refused and the current hosts keep serving.
+func (n *Node) applyHosts(file []wire.HostConfig, bucket map[string]wire.HostConfig) {
+	merged := map[string]wire.HostConfig{}
+	for _, h := range file {
+		merged[strings.ToLower(h.Host)] = h
+	}
+	for name, h := range bucket {
+		merged[name] = h
+	}
+	hosts := make([]wire.HostConfig, 0, len(merged))
+	for _, h := range merged {
+		hosts = append(hosts, h)
+	}
+	if err := n.SetHosts(hosts); err != nil {
+		n.log.Error("refused host config from the control plane", "err", err)
+	}
+}
+
+// LoadReport measures the node since the previous call: the heartbeat's load report.
+func (n *Node) LoadReport() wire.LoadReport {
+	n.loadMu.Lock()
+	defer n.loadMu.Unlock()
+	now := n.clock()
+	reqs, hits, bytes := n.metrics.nRequests.Load(), n.metrics.nHits.Load(), n.metrics.nBytes.Load()
+	cpu := processCPU()
+	rep := wire.LoadReport{At: now, OpenConns: int(n.openConns.Load()), Healthy: !n.Draining()}
+	if last := n.lastLoad; !last.at.IsZero() {
+		if secs := now.Sub(last.at).Seconds(); secs > 0 {
+			rep.RequestsPerSec = float64(reqs-last.reqs) / secs
+			rep.EgressBytesPerSec = float64(bytes-last.bytes) / secs
+			rep.CPU = (cpu - last.cpu).Seconds() / secs
+		}
+		if d := reqs - last.reqs; d > 0 {
+			rep.HitRatio = float64(hits-last.hits) / float64(d)
+		}
+	}
+	rep.MemoryBytes = uint64(n.store.Stats().Bytes)
+	n.lastLoad = loadMark{at: now, reqs: reqs, hits: hits, bytes: bytes, cpu: cpu}
+	return rep
+}
+
+// loadMark is the counters at the previous load report.
+type loadMark struct {
+	at                time.Time
+	reqs, hits, bytes int64
+	cpu               time.Duration
+}
+
+// processCPU is the CPU time the process has used (user + system).
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// trackConn counts open client connections for the load report.
+func (n *Node) trackConn(_ net.Conn, s http.ConnState) {
+	switch s {
+	case http.StateNew:
+		n.openConns.Add(1)
+	case http.StateClosed, http.StateHijacked:
+		n.openConns.Add(-1)
+	}
+}

@@ -1,0 +1,362 @@
+package edge
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/meridian-cdn/meridian/control/fleet"
+	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/purge"
+)
+
+// startNATS runs an embedded NATS server with JetStream, with the fleet buckets and the purge
+// stream created, until the test ends.
+func startNATS(t *testing.T) (url string, js jetstream.JetStream, nc *nats.Conn) {
+	t.Helper()
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true,
+		StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats not ready")
+	}
+	t.Cleanup(func() {
+		s.Shutdown()
+		s.WaitForShutdown()
+	})
+	nc, err = nats.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err = jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := fleet.EnsureBuckets(ctx, js, "", 3*time.Second, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := purge.EnsureStream(ctx, js, "", time.Hour, 1); err != nil {
+		t.Fatal(err)
+	}
+	return s.ClientURL(), js, nc
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	if os.Getenv("MERIDIAN_TEST_LOG") == "" {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// cutter is a TCP forwarder between a node and NATS that the test can cut: the partition a
+// real network would make, on demand.
+type cutter struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex // protects conns and down
+	conns  []net.Conn
+	down   bool
+}
+
+func newCutter(t *testing.T, target string) *cutter {
+	c := &cutter{ln: listen(t, "127.0.0.50"), target: target}
+	go func() {
+		for {
+			conn, err := c.ln.Accept()
+			if err != nil {
+				return
+			}
+			c.mu.Lock()
+			if c.down {
+				c.mu.Unlock()
+				conn.Close()
+				continue
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				c.mu.Unlock()
+				conn.Close()
+				continue
+			}
+			c.conns = append(c.conns, conn, up)
+			c.mu.Unlock()
+			go func() { io.Copy(up, conn); up.Close() }()
+			go func() { io.Copy(conn, up); conn.Close() }()
+		}
+	}()
+	t.Cleanup(func() { c.ln.Close(); c.cut() })
+	return c
+}
+
+func (c *cutter) url() string { return "nats://" + c.ln.Addr().String() }
+
+func (c *cutter) cut() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.down = true
+	for _, conn := range c.conns {
+		conn.Close()
+	}
+	c.conns = nil
+}
+
+func (c *cutter) restore() {
+	c.mu.Lock()
+	c.down = false
+	c.mu.Unlock()
+}
+
+// fleetEdge starts an origin and edges of one PoP joined to NATS at natsURL (one URL per edge).
+// They use the real clock: purge records, heartbeats and stream times must agree with NATS.
+func fleetEdges(t *testing.T, natsURLs []string, hosts bool) (*single, []*Node) {
+	t.Helper()
+	s := &single{}
+	s.origin, s.originAddr = startOrigin(t, "127.0.0.10", nil)
+	var nodes []*Node
+	for i, u := range natsURLs {
+		cfg := Config{PoP: "f1", Node: fmt.Sprintf("n%d", i), Logger: testLogger(t),
+			Fleet: FleetConfig{NATS: u, Heartbeat: 100 * time.Millisecond, TTL: time.Second}}
+		if hosts {
+			cfg.Hosts = []wire.HostConfig{{Host: testHost, Origin: "http://" + s.originAddr}}
+		}
+		n, _ := startEdge(t, listen(t, fmt.Sprintf("127.0.3.%d", 10+i)), cfg)
+		nodes = append(nodes, n)
+	}
+	s.edge = nodes[0]
+	s.client = &http.Client{}
+	t.Cleanup(s.client.CloseIdleConnections)
+	return s, nodes
+}
+
+func TestFleetRegistrationAndPeers(t *testing.T) {
+	url, js, _ := startNATS(t)
+	s, nodes := fleetEdges(t, []string{url, url}, true)
+	view := fleet.NewView(fleet.ViewConfig{JS: js, TTL: 10 * time.Second})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go view.Run(ctx)
+	waitFor(t, 10*time.Second, "both nodes registered", func() bool { return len(view.PeerSet("f1")) == 2 })
+	for _, n := range view.Nodes() {
+		if n.HTTPAddr == "" || n.Version == "" || !n.Load.Healthy {
+			t.Errorf("registration %+v lacks address, version or health", n)
+		}
+	}
+	waitFor(t, 10*time.Second, "peer sets from the registry", func() bool {
+		return len(nodes[0].tiers.Load().peers) == 2 && len(nodes[1].tiers.Load().peers) == 2
+	})
+	// A cold key asked at its non-owner is filled through the owner.
+	var asker *Node
+	for k := 0; asker == nil; k++ {
+		p := obj(fmt.Sprintf("/fleet%d", k), "cc", "max-age=60")
+		if owner := rendezvous(nodes[0].tiers.Load().peers, nodes[0].key(p))[0].ID; owner == "n0" {
+			asker = nodes[1]
+			r := do(t, s.client, http.MethodGet, asker.Addr(), testHost, p)
+			wantCacheStatus(t, r, "detail=peer")
+		}
+	}
+	// Draining shows in the registry at once.
+	nodes[1].SetDraining(true)
+	waitFor(t, 10*time.Second, "draining visible", func() bool { return len(view.PeerSet("f1")) == 1 })
+}
+
+func TestFleetHostsFromConfigBucket(t *testing.T) {
+	url, js, _ := startNATS(t)
+	s, nodes := fleetEdges(t, []string{url}, false)
+	if r := do(t, s.client, http.MethodGet, nodes[0].Addr(), testHost, "/x"); r.status != http.StatusMisdirectedRequest {
+		t.Fatalf("before the host is configured = %d, want 421", r.status)
+	}
+	h := wire.HostConfig{Host: testHost, Origin: "http://" + s.originAddr}
+	if err := fleet.PutHost(context.Background(), js, "", h); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "host config applied", func() bool {
+		return do(t, s.client, http.MethodGet, nodes[0].Addr(), testHost, "/x?cc=max-age%3D60").status == 200
+	})
+	if err := fleet.DeleteHost(context.Background(), js, "", testHost); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "host removed", func() bool {
+		return do(t, s.client, http.MethodGet, nodes[0].Addr(), testHost, "/x").status == http.StatusMisdirectedRequest
+	})
+}
+
+// purger publishes purges and waits for every expected node's ack.
+type purger struct {
+	t       *testing.T
+	js      jetstream.JetStream
+	tracker *purge.Tracker
+}
+
+func newPurger(t *testing.T, js jetstream.JetStream, nc *nats.Conn) *purger {
+	tr, err := purge.NewTracker(nc, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { tr.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return &purger{t: t, js: js, tracker: tr}
+}
+
+func (p *purger) publish(kind purge.Kind, soft bool, nodes []*Node, values ...string) purge.Message {
+	p.t.Helper()
+	m := purge.Message{ID: purge.NewID(), Host: testHost, Kind: kind, Values: values, Soft: soft, IssuedAt: time.Now()}
+	var expected []purge.NodeRef
+	for _, n := range nodes {
+		expected = append(expected, purge.NodeRef{PoP: n.cfg.PoP, Node: n.cfg.Node})
+	}
+	p.tracker.Register(m, expected)
+	if _, err := purge.Publish(context.Background(), p.js, "", m); err != nil {
+		p.t.Fatal(err)
+	}
+	return m
+}
+
+func (p *purger) wait(m purge.Message, timeout time.Duration) purge.Receipt {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	r := p.tracker.Wait(ctx, m.ID)
+	if !r.Complete {
+		p.t.Fatalf("purge %s not acknowledged by every node: pending %v", m.ID, r.Pending)
+	}
+	return r
+}
+
+// waitSubscribed waits until every node consumes purges.
+func waitSubscribed(t *testing.T, p *purger, nodes []*Node) {
+	t.Helper()
+	for _, n := range nodes {
+		select {
+		case <-n.FleetReady():
+		case <-time.After(20 * time.Second):
+			t.Fatalf("%s never became fleet-ready", n.Name())
+		}
+	}
+}
+
+// TestPurgeAckMeansApplied is rule 1: when the ack arrives, the object is gone on that node.
+func TestPurgeAckMeansApplied(t *testing.T) {
+	url, js, nc := startNATS(t)
+	s, nodes := fleetEdges(t, []string{url, url}, true)
+	p := newPurger(t, js, nc)
+	waitSubscribed(t, p, nodes)
+	paths := map[purge.Kind][2]string{
+		purge.KindURL:    {"/u/1?cc=max-age%3D600", "/u/1?cc=max-age%3D600"},
+		purge.KindPrefix: {"/pre/a?cc=max-age%3D600", "/pre"},
+		purge.KindKey:    {"/k/1?cc=max-age%3D600&sk=red+blue", "blue"},
+		purge.KindAll:    {"/all/1?cc=max-age%3D600", ""},
+	}
+	for kind, pv := range paths {
+		for _, n := range nodes {
+			do(t, s.client, http.MethodGet, n.Addr(), testHost, pv[0])
+			wantCacheStatus(t, do(t, s.client, http.MethodGet, n.Addr(), testHost, pv[0]), "hit")
+		}
+		var values []string
+		if pv[1] != "" {
+			values = []string{pv[1]}
+		}
+		path := strings.SplitN(pv[0], "?", 2)[0]
+		s.origin.Bump(path)
+		r := p.wait(p.publish(kind, false, nodes, values...), 10*time.Second)
+		for _, n := range nodes {
+			got := do(t, s.client, http.MethodGet, n.Addr(), testHost, pv[0])
+			if !strings.HasPrefix(got.body, path+"@v2:") {
+				t.Errorf("%s purge acked (%v ms) but %s still serves %q (Cache-Status %q)", kind, r.DurationMs, n.Name(), got.body[:12], got.header.Get("Cache-Status"))
+			}
+		}
+	}
+}
+
+// TestPurgeDuringFill is rule 2: a fetch that began before the purge and ends after it is not
+// served as fresh afterwards.
+func TestPurgeDuringFill(t *testing.T) {
+	url, js, nc := startNATS(t)
+	s, nodes := fleetEdges(t, []string{url}, true)
+	p := newPurger(t, js, nc)
+	waitSubscribed(t, p, nodes)
+	slow := obj("/slow", "cc", "max-age=600", "delay", "500ms")
+	done := make(chan resp)
+	go func() { done <- do(t, s.client, http.MethodGet, nodes[0].Addr(), testHost, slow) }()
+	waitFor(t, 5*time.Second, "fill in flight", func() bool { return s.origin.InFlight() == 1 })
+	p.wait(p.publish(purge.KindURL, false, nodes, slow), 10*time.Second)
+	<-done
+	r := do(t, s.client, http.MethodGet, nodes[0].Addr(), testHost, slow)
+	wantCacheStatus(t, r, "fwd=miss")
+	if got := s.origin.Requests("/slow"); got != 2 {
+		t.Errorf("origin requests = %d, want 2: the fill that straddled the purge was served as fresh", got)
+	}
+}
+
+// TestPurgeReplayAfterPartition is rule 3: a node cut off from NATS during a purge applies it
+// when it comes back and never serves the purged object again; with a gap it cannot replay, it
+// treats its whole cache as stale.
+func TestPurgeReplayAfterPartition(t *testing.T) {
+	url, js, nc := startNATS(t)
+	cut := newCutter(t, strings.TrimPrefix(url, "nats://"))
+	s, nodes := fleetEdges(t, []string{cut.url()}, true)
+	p := newPurger(t, js, nc)
+	waitSubscribed(t, p, nodes)
+	a, b := obj("/a", "cc", "max-age=600"), obj("/b", "cc", "max-age=600")
+	for _, path := range []string{a, b} {
+		do(t, s.client, http.MethodGet, nodes[0].Addr(), testHost, path)
+	}
+
+	cut.cut()
+	m := p.publish(purge.KindURL, false, nodes, a)
+	cut.restore()
+	p.wait(m, 20*time.Second)
+	wantCacheStatus(t, do(t, s.client, http.MethodGet, nodes[0].Addr(), testHost, a), "fwd=miss")
+	wantCacheStatus(t, do(t, s.client, http.MethodGet, nodes[0].Addr(), testHost, b), "hit")
+
+	// A gap: the purge published while the node was away is gone from the stream.
+	cut.cut()
+	p.publish(purge.KindURL, false, nodes, "/elsewhere")
+	stream, err := js.Stream(context.Background(), purge.StreamName(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Purge(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	cut.restore()
+	after := p.publish(purge.KindURL, false, nodes, "/after-gap")
+	p.wait(after, 20*time.Second)
+	r := do(t, s.client, http.MethodGet, nodes[0].Addr(), testHost, b)
+	wantCacheStatus(t, r, "fwd=stale")
+}
+
+// TestPurgeSoft: a soft purge makes objects stale, served under stale-while-revalidate.
+func TestPurgeSoft(t *testing.T) {
+	url, js, nc := startNATS(t)
+	s, nodes := fleetEdges(t, []string{url}, true)
+	p := newPurger(t, js, nc)
+	waitSubscribed(t, p, nodes)
+	path := obj("/soft", "cc", "max-age=600, stale-while-revalidate=60")
+	do(t, s.client, http.MethodGet, nodes[0].Addr(), testHost, path)
+	s.origin.Bump("/soft")
+	p.wait(p.publish(purge.KindURL, true, nodes, path), 10*time.Second)
+	r := do(t, s.client, http.MethodGet, nodes[0].Addr(), testHost, path)
+	wantCacheStatus(t, r, "fwd=stale", "stale-while-revalidate")
+	waitFor(t, 5*time.Second, "revalidated new version", func() bool {
+		return strings.HasPrefix(do(t, s.client, http.MethodGet, nodes[0].Addr(), testHost, path).body, "/soft@v2:")
+	})
+}

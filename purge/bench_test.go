@@ -1,0 +1,221 @@
+package purge
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+const benchNodes = 20
+
+// benchFleet is one embedded NATS server, benchNodes subscribers each on its own connection, and
+// a tracker on the publisher's connection.
+type benchFleet struct {
+	js       jetstream.JetStream
+	nc       *nats.Conn
+	tracker  *Tracker
+	expected []NodeRef
+	ns       *natsServer
+}
+
+func startBenchFleet(b *testing.B) *benchFleet {
+	b.Helper()
+	ns := startNATS(b)
+	nc, js := ns.connect(b)
+	ctx := context.Background()
+	if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
+		b.Fatal(err)
+	}
+	tr, err := NewTracker(nc, "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = tr.Close() })
+	f := &benchFleet{js: js, nc: nc, tracker: tr, ns: ns}
+	runCtx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	b.Cleanup(func() {
+		cancel()
+		wg.Wait()
+	})
+	for i := range benchNodes {
+		ref := NodeRef{PoP: fmt.Sprintf("pop%02d", i/2), Node: fmt.Sprintf("n%d", i%2)}
+		f.expected = append(f.expected, ref)
+		snc, err := nats.Connect(ns.url())
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(snc.Close)
+		sjs, _ := jetstream.New(snc)
+		s, err := NewSubscriber(SubscriberConfig{JS: sjs, PoP: ref.PoP, Node: ref.Node,
+			Apply: func(context.Context, Message) (int, error) { return 0, nil },
+			OnGap: func(context.Context, uint64, uint64) {}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = s.Run(runCtx)
+		}()
+		<-s.Ready()
+	}
+	return f
+}
+
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(p * float64(len(sorted)-1))
+	return sorted[i]
+}
+
+func msf(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e6 }
+
+// floor measures the bare core-NATS fan-out: one publish to benchNodes plain subscribers, each on
+// its own connection, until the last one received it.
+func floor(b *testing.B, url string, n int) []time.Duration {
+	b.Helper()
+	var got atomic.Int32
+	done := make(chan struct{}, 1)
+	for range benchNodes {
+		c, err := nats.Connect(url)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Subscribe("bench.floor", func(*nats.Msg) {
+			if got.Add(1) == benchNodes {
+				done <- struct{}{}
+			}
+		}); err != nil {
+			b.Fatal(err)
+		}
+		if err := c.Flush(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	pub, err := nats.Connect(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pub.Close()
+	payload := make([]byte, 200) // about a purge message's size
+	lat := make([]time.Duration, 0, n)
+	for range n {
+		got.Store(0)
+		start := time.Now()
+		if err := pub.Publish("bench.floor", payload); err != nil {
+			b.Fatal(err)
+		}
+		if err := pub.FlushTimeout(5 * time.Second); err != nil {
+			b.Fatal(err)
+		}
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			b.Fatal("floor fan-out lost a message")
+		}
+		lat = append(lat, time.Since(start))
+	}
+	return lat
+}
+
+// BenchmarkFanout measures, per purge, the time from publishing to the tracker's receipt of the
+// last of 20 nodes' acks (through the stream, each node's subscriber and the ack subject), next to
+// the bare core-NATS fan-out floor measured in the same run. publish-* is the PubAck round trip.
+func BenchmarkFanout(b *testing.B) {
+	f := startBenchFleet(b)
+	ctx := context.Background()
+	lat := make([]time.Duration, 0, b.N)
+	pub := make([]time.Duration, 0, b.N)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		m := Message{ID: NewID(), Host: "www.example.com", Kind: KindURL, Values: []string{fmt.Sprintf("/p/%d", i)}, IssuedAt: start}
+		f.tracker.Register(m, f.expected)
+		if _, err := Publish(ctx, f.js, "", m); err != nil {
+			b.Fatal(err)
+		}
+		pub = append(pub, time.Since(start))
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		r := f.tracker.Wait(wctx, m.ID)
+		cancel()
+		if !r.Complete {
+			b.Fatalf("purge %d: %d nodes pending after 5s", i, len(r.Pending))
+		}
+		// The tracker stamps the last ack on receipt, which may precede the PubAck's return.
+		lat = append(lat, r.CompletedAt.Sub(start))
+	}
+	b.StopTimer()
+	fl := floor(b, f.ns.url(), max(b.N, 200))
+	slices.Sort(lat)
+	slices.Sort(fl)
+	slices.Sort(pub)
+	b.ReportMetric(msf(percentile(pub, 0.50)), "publish-p50-ms")
+	b.ReportMetric(msf(percentile(pub, 0.99)), "publish-p99-ms")
+	b.ReportMetric(msf(percentile(lat, 0.50)), "p50-ms")
+	b.ReportMetric(msf(percentile(lat, 0.99)), "p99-ms")
+	b.ReportMetric(msf(lat[len(lat)-1]), "max-ms")
+	b.ReportMetric(msf(percentile(fl, 0.50)), "floor-p50-ms")
+	b.ReportMetric(msf(percentile(fl, 0.99)), "floor-p99-ms")
+	b.ReportMetric(float64(percentile(lat, 0.99))/float64(max(percentile(fl, 0.99), 1)), "p99/floor")
+}
+
+// BenchmarkSustained measures purges per second with every one acked by all 20 nodes: publishers
+// run concurrently and the clock stops when the last ack of the last purge arrived.
+func BenchmarkSustained(b *testing.B) {
+	f := startBenchFleet(b)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	const publishers = 16
+	ids := make([]string, b.N)
+	var next atomic.Int64
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, publishers)
+	for range publishers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= b.N {
+					return
+				}
+				m := Message{ID: NewID(), Host: "www.example.com", Kind: KindKey, Values: []string{"k"}, IssuedAt: time.Now()}
+				ids[i] = m.ID
+				f.tracker.Register(m, f.expected)
+				if _, err := Publish(ctx, f.js, "", m); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+	for _, id := range ids {
+		if r := f.tracker.Wait(ctx, id); !r.Complete {
+			b.Fatalf("purge %s: %d nodes pending", id, len(r.Pending))
+		}
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "purges/s")
+	b.ReportMetric(float64(b.N*benchNodes)/elapsed.Seconds(), "acks/s")
+}

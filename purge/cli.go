@@ -1,0 +1,184 @@
+package purge
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// DefaultAPI is the control plane address the CLI talks to unless told otherwise.
+const DefaultAPI = "http://127.0.0.1:7070"
+
+// TokenEnv is the environment variable the CLI reads the API token from when --token is absent.
+const TokenEnv = "MERIDIAN_TOKEN"
+
+// apiError is the control API's error body.
+type apiError struct {
+	Error string `json:"error"`
+	Field string `json:"field,omitempty"`
+}
+
+// NewCommand returns `meridian purge`, which asks the control API to purge and prints the receipt.
+func NewCommand() *cobra.Command {
+	var (
+		req    Request
+		wait   time.Duration
+		api    string
+		token  string
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "purge --host H [--url U]... [--prefix P]... [--key K]... [--all] [--soft] [--wait 2s]",
+		Short: "Purge a host's cached objects fleet-wide and print each PoP's receipt",
+		Long: "Purge asks the control API (POST /v1/purge) to invalidate exact URLs (with all their\n" +
+			"variants), URL prefixes, surrogate keys, or everything of one host, on every node. With\n" +
+			"--wait it prints when each PoP and node acknowledged, and exits non-zero if some did not\n" +
+			"within the wait. The token comes from --token or $" + TokenEnv + ".",
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true, // a refused purge is not a usage mistake
+		SilenceErrors: true, // main prints the error once
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if token == "" {
+				token = os.Getenv(TokenEnv)
+			}
+			// Refuse what the API would refuse, without a round trip.
+			if _, err := req.Messages("cli", time.Now()); err != nil {
+				return fmt.Errorf("invalid purge: %w", err)
+			}
+			body, status, err := post(cmd.Context(), api, token, wait, req)
+			if err != nil {
+				return err
+			}
+			if status < 200 || status > 299 {
+				var e apiError
+				if json.Unmarshal(body, &e) != nil || e.Error == "" {
+					return fmt.Errorf("purge refused: %s: %s", http.StatusText(status), strings.TrimSpace(string(body)))
+				}
+				if e.Field != "" {
+					return fmt.Errorf("purge refused (%d): %s: %s", status, e.Field, e.Error)
+				}
+				return fmt.Errorf("purge refused (%d): %s", status, e.Error)
+			}
+			var resp Response
+			if err := json.Unmarshal(body, &resp); err != nil {
+				return fmt.Errorf("decode purge receipt: %w", err)
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				var buf bytes.Buffer
+				if err := json.Indent(&buf, body, "", "  "); err != nil {
+					return fmt.Errorf("print purge receipt: %w", err)
+				}
+				buf.WriteByte('\n')
+				_, err = out.Write(buf.Bytes())
+			} else {
+				err = printReceipt(out, resp)
+			}
+			if err != nil {
+				return fmt.Errorf("print purge receipt: %w", err)
+			}
+			if wait > 0 && !resp.Complete {
+				n := 0
+				for _, p := range resp.Purges {
+					n += len(p.Pending)
+				}
+				return fmt.Errorf("purge %s: %d node acks still pending after %s", resp.ID, n, wait)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&req.Host, "host", "", "hostname to purge (required)")
+	f.StringArrayVar(&req.URLs, "url", nil, "exact URL to purge, as /path?query or http(s)://host/path (repeatable)")
+	f.StringArrayVar(&req.Prefixes, "prefix", nil, "path prefix to purge, whole segments: /a purges /a and /a/b, not /ab (repeatable)")
+	f.StringArrayVar(&req.Keys, "key", nil, "surrogate key to purge (repeatable)")
+	f.BoolVar(&req.All, "all", false, "purge everything of the host")
+	f.BoolVar(&req.Soft, "soft", false, "mark stale (revalidate) instead of removing")
+	f.DurationVar(&wait, "wait", 2*time.Second, "how long the API holds the answer for acks; 0 returns at once")
+	f.StringVar(&api, "api", DefaultAPI, "control API base URL")
+	f.StringVar(&token, "token", "", "API token with scope purge (default $"+TokenEnv+")")
+	f.BoolVar(&asJSON, "json", false, "print the receipt as JSON")
+	_ = cmd.MarkFlagRequired("host")
+	return cmd
+}
+
+// post sends the request and returns the response body and status.
+func post(ctx context.Context, api, token string, wait time.Duration, r Request) ([]byte, int, error) {
+	u, err := url.Parse(strings.TrimSuffix(api, "/") + "/v1/purge")
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, 0, fmt.Errorf("--api %q is not an http(s) URL", api)
+	}
+	if wait > 0 {
+		u.RawQuery = url.Values{"wait": {wait.String()}}.Encode()
+	}
+	data, err := json.Marshal(r)
+	if err != nil {
+		return nil, 0, fmt.Errorf("encode purge request: %w", err)
+	}
+	// The server holds the answer up to wait; allow that plus time to connect and answer.
+	ctx, cancel := context.WithTimeout(ctx, wait+30*time.Second)
+	defer cancel()
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(data))
+	if err != nil {
+		return nil, 0, fmt.Errorf("build purge request: %w", err)
+	}
+	hr.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		hr.Header.Set("Authorization", "Bearer "+token)
+	}
+	res, err := http.DefaultClient.Do(hr)
+	if err != nil {
+		return nil, 0, fmt.Errorf("post purge to %s: %w", u.Redacted(), err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(res.Body, 16<<20))
+	if err != nil {
+		return nil, 0, fmt.Errorf("read purge answer from %s: %w", u.Redacted(), err)
+	}
+	return body, res.StatusCode, nil
+}
+
+// printReceipt writes the response as a summary line and a table of nodes.
+func printReceipt(w io.Writer, r Response) error {
+	state := "pending"
+	if r.Complete {
+		state = fmt.Sprintf("complete in %.1f ms", r.DurationMs)
+	}
+	if _, err := fmt.Fprintf(w, "purge %s: %s\n", r.ID, state); err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "KIND\tSEQ\tPOP\tPOP MS\tNODE\tACK MS\tHITS")
+	for _, p := range r.Purges {
+		for _, pop := range p.PoPs {
+			popMs := "-"
+			if pop.Complete {
+				popMs = fmt.Sprintf("%.1f", pop.LatencyMs)
+			}
+			for _, n := range pop.Nodes {
+				ack, hits := "pending", "-"
+				if n.Acked {
+					ack, hits = fmt.Sprintf("%.1f", n.LatencyMs), fmt.Sprint(n.Hits)
+				}
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", p.Kind, p.Seq, pop.PoP, popMs, n.Node, ack, hits)
+			}
+		}
+		if len(p.PoPs) == 0 {
+			fmt.Fprintf(tw, "%s\t%d\t-\t-\t-\t-\t-\n", p.Kind, p.Seq)
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return nil
+}

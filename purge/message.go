@@ -1,0 +1,289 @@
+// Package purge owns the purge message and how it travels: publishing to the PURGE stream, the
+// node-side subscriber that replays what it missed, and per-node acknowledgements.
+package purge
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/meridian-cdn/meridian/control/wire"
+)
+
+// Kind says what a purge message matches.
+type Kind string
+
+// The purge kinds. Their matching rules are in docs/purge.md.
+const (
+	// KindURL matches exact URLs (path and query), with all their Vary variants.
+	KindURL Kind = "url"
+	// KindPrefix matches URLs under a path prefix, on segment boundaries (see PrefixMatches).
+	KindPrefix Kind = "prefix"
+	// KindKey matches objects tagged with a surrogate key (Surrogate-Key, Cache-Tag, Cache-Groups).
+	KindKey Kind = "key"
+	// KindAll matches every object of the host.
+	KindAll Kind = "all"
+)
+
+// Limits on one purge.
+const (
+	// MaxValues is the most values one message, or one request in total, may carry.
+	MaxValues = 1000
+	// MaxValueBytes is the longest value (URL, prefix or key) accepted.
+	MaxValueBytes = 2048
+)
+
+// Message is one purge command as stored in the PURGE stream.
+type Message struct {
+	// ID is unique per purge (see NewID) and doubles as the Nats-Msg-Id, so a re-published
+	// purge is stored once.
+	ID string `json:"id"`
+	// Seq is the stream sequence, filled in by Publish and by the Subscriber; it is not sent.
+	Seq  uint64 `json:"seq,omitempty"`
+	Host string `json:"host"`
+	Kind Kind   `json:"kind"`
+	// Values are path-form URLs ("/a?b"), path prefixes or surrogate keys; empty for KindAll.
+	Values []string `json:"values,omitempty"`
+	// Soft marks matching objects stale instead of gone.
+	Soft     bool      `json:"soft,omitempty"`
+	IssuedAt time.Time `json:"issued_at"`
+	// Issuer says who asked (a token name), for audit.
+	Issuer string `json:"issuer,omitempty"`
+}
+
+// Validate reports the first problem with the message, as a *wire.FieldError naming the field.
+// Absolute URLs of the message's host are accepted; Normalize turns them into path form.
+func (m Message) Validate() error {
+	_, err := m.Normalize()
+	return err
+}
+
+// Normalize validates m and returns a copy whose URL values are in path form ("/x?y"). Publish
+// and the Subscriber both normalise, so nodes only ever see path-form URLs.
+func (m Message) Normalize() (Message, error) {
+	if m.ID == "" {
+		return m, &wire.FieldError{Field: "id", Err: errors.New("is required")}
+	}
+	if len(m.ID) > 128 || strings.ContainsFunc(m.ID, badKeyRune) {
+		return m, &wire.FieldError{Field: "id", Err: fmt.Errorf("%.40q is not a valid purge id", m.ID)}
+	}
+	if err := wire.ValidateHostname(m.Host); err != nil {
+		return m, &wire.FieldError{Field: "host", Err: err}
+	}
+	values, err := normalizeValues(m.Host, m.Kind, m.Values, "values")
+	if err != nil {
+		return m, err
+	}
+	m.Values = values
+	return m, nil
+}
+
+// normalizeValues checks values for kind and returns them normalised; field names the JSON field
+// in errors ("values", or "urls" and friends for a Request).
+func normalizeValues(host string, kind Kind, values []string, field string) ([]string, error) {
+	switch kind {
+	case KindAll:
+		if len(values) != 0 {
+			return nil, &wire.FieldError{Field: field, Err: errors.New("must be empty for a purge of everything")}
+		}
+		return nil, nil
+	case KindURL, KindPrefix, KindKey:
+	case "":
+		return nil, &wire.FieldError{Field: "kind", Err: errors.New("is required")}
+	default:
+		return nil, &wire.FieldError{Field: "kind", Err: fmt.Errorf("%.40q is not url, prefix, key or all", string(kind))}
+	}
+	if len(values) == 0 {
+		return nil, &wire.FieldError{Field: field, Err: errors.New("needs at least one value")}
+	}
+	if len(values) > MaxValues {
+		return nil, &wire.FieldError{Field: field, Err: fmt.Errorf("has %d values, at most %d are allowed", len(values), MaxValues)}
+	}
+	out := make([]string, len(values))
+	for i, v := range values {
+		f := fmt.Sprintf("%s[%d]", field, i)
+		if len(v) > MaxValueBytes {
+			return nil, &wire.FieldError{Field: f, Err: fmt.Errorf("is %d bytes, at most %d are allowed", len(v), MaxValueBytes)}
+		}
+		var err error
+		switch kind {
+		case KindURL:
+			v, err = NormalizeURL(host, v)
+		case KindPrefix:
+			v, err = NormalizePrefix(v)
+		case KindKey:
+			err = checkKey(v)
+		}
+		if err != nil {
+			return nil, &wire.FieldError{Field: f, Err: err}
+		}
+		out[i] = v
+	}
+	return out, nil
+}
+
+// NormalizeURL turns a purge URL into the path form nodes match against: the escaped path plus
+// "?query" when there is one, without fragment. raw is either path-absolute ("/a/b?c=1") or an
+// absolute http(s) URL whose hostname is host (any port).
+func NormalizeURL(host, raw string) (string, error) {
+	if raw == "" {
+		return "", errors.New("is empty")
+	}
+	if strings.ContainsFunc(raw, badURLRune) {
+		return "", fmt.Errorf("%.80q contains white space or control characters", raw)
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", fmt.Errorf("%.80q is not a URL", raw)
+	}
+	switch {
+	case u.Scheme == "" && u.Host == "":
+		if !strings.HasPrefix(raw, "/") {
+			return "", fmt.Errorf("%.80q is neither a path starting with / nor an absolute URL", raw)
+		}
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "", fmt.Errorf("%.80q is not an http or https URL", raw)
+	case u.User != nil:
+		return "", fmt.Errorf("%.80q carries user information", raw)
+	case !strings.EqualFold(u.Hostname(), host):
+		return "", fmt.Errorf("%.80q does not belong to host %s", raw, host)
+	}
+	if u.Opaque != "" {
+		return "", fmt.Errorf("%.80q is not a hierarchical URL", raw)
+	}
+	p := u.EscapedPath()
+	if p == "" {
+		p = "/"
+	}
+	if strings.HasPrefix(p, "//") {
+		// Read back, "//x" would name host x: refuse rather than guess.
+		return "", fmt.Errorf("%.80q has a path starting with //", raw)
+	}
+	if u.RawQuery != "" || u.ForceQuery {
+		p += "?" + u.RawQuery
+	}
+	return p, nil
+}
+
+// NormalizePrefix turns a purge prefix into the form nodes match against: a path starting with
+// "/", escaped like NormalizeURL, without query, and without a trailing "/" (except the root), since
+// prefixes match whole path segments anyway (see PrefixMatches).
+func NormalizePrefix(p string) (string, error) {
+	switch {
+	case p == "":
+		return "", errors.New("is empty")
+	case !strings.HasPrefix(p, "/"):
+		return "", fmt.Errorf("%.80q does not start with /", p)
+	case strings.HasPrefix(p, "//"):
+		return "", fmt.Errorf("%.80q starts with //", p)
+	case strings.ContainsAny(p, "?#"):
+		return "", fmt.Errorf("%.80q has a query or fragment; a prefix is a path", p)
+	case strings.ContainsFunc(p, badURLRune):
+		return "", fmt.Errorf("%.80q contains white space or control characters", p)
+	}
+	u, err := url.Parse(p)
+	if err != nil {
+		return "", fmt.Errorf("%.80q is not a path", p)
+	}
+	out := u.EscapedPath()
+	for len(out) > 1 && strings.HasSuffix(out, "/") {
+		out = out[:len(out)-1]
+	}
+	if strings.HasPrefix(out, "//") || out == "" {
+		return "", fmt.Errorf("%.80q is not a path", p)
+	}
+	return out, nil
+}
+
+func checkKey(k string) error {
+	switch {
+	case k == "":
+		return errors.New("is empty")
+	case strings.ContainsFunc(k, badKeyRune):
+		return fmt.Errorf("%.80q contains white space, commas or control characters", k)
+	}
+	return nil
+}
+
+// badURLRune refuses what a request target cannot carry unescaped.
+func badURLRune(r rune) bool { return r <= ' ' || r == 0x7f || r == '\uFFFD' }
+
+// badKeyRune refuses separators of the Surrogate-Key / Cache-Tag / Cache-Groups lists.
+func badKeyRune(r rune) bool { return badURLRune(r) || r == ',' || r == '"' }
+
+// PrefixMatches reports whether the path-form URL uri falls under the normalised prefix (see
+// NormalizePrefix). Prefixes match whole path segments: "/a" matches "/a", "/a/", "/a/b" and
+// "/a?x" but not the sibling "/ab"; "/" matches everything. The query never takes part.
+func PrefixMatches(prefix, uri string) bool {
+	path, _, _ := strings.Cut(uri, "?")
+	if prefix == "/" {
+		return strings.HasPrefix(path, "/")
+	}
+	return strings.HasPrefix(path, prefix) && (len(path) == len(prefix) || path[len(prefix)] == '/')
+}
+
+// DecodeMessage parses and normalises a message as read from the stream.
+func DecodeMessage(data []byte) (Message, error) {
+	var m Message
+	if err := json.Unmarshal(data, &m); err != nil {
+		return Message{}, fmt.Errorf("decode purge message: %w", err)
+	}
+	m, err := m.Normalize()
+	if err != nil {
+		return Message{}, fmt.Errorf("decode purge message: %w", err)
+	}
+	return m, nil
+}
+
+// crockford is the Crockford base32 alphabet: it sorts in byte order and avoids I, L, O, U.
+const crockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+var (
+	idMu   sync.Mutex // guards lastID
+	lastID [16]byte   // the last ID handed out, so IDs from one process increase strictly
+)
+
+// NewID returns a unique purge id of 26 characters that sorts by creation time: 48 bits of Unix
+// milliseconds then 80 random bits (the ULID layout). Within one millisecond the random part is
+// incremented, so ids from one process are strictly increasing.
+func NewID() string { return newID(time.Now()) }
+
+func newID(now time.Time) string {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(now.UnixMilli())<<16)
+	_, _ = rand.Read(b[6:]) // crypto/rand.Read never fails (Go 1.24+)
+	idMu.Lock()
+	if string(b[:6]) <= string(lastID[:6]) {
+		// Same (or an earlier) millisecond: keep the previous time and add one to the random part.
+		b = lastID
+		for i := 15; i >= 6; i-- {
+			b[i]++
+			if b[i] != 0 {
+				break
+			}
+		}
+	}
+	lastID = b
+	idMu.Unlock()
+	return encodeBase32(b)
+}
+
+// encodeBase32 encodes 128 bits as 26 Crockford base32 characters (the top 2 bits of the first
+// character are always 0).
+func encodeBase32(b [16]byte) string {
+	hi := binary.BigEndian.Uint64(b[:8])
+	lo := binary.BigEndian.Uint64(b[8:])
+	var out [26]byte
+	for i := 25; i >= 0; i-- {
+		out[i] = crockford[lo&31]
+		lo = lo>>5 | hi<<59
+		hi >>= 5
+	}
+	return string(out[:])
+}

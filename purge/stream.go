@@ -1,0 +1,136 @@
+package purge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/meridian-cdn/meridian/control/wire"
+)
+
+// DefaultRetention is how long the PURGE stream keeps purges when EnsureStream is given 0. A node
+// cut off for longer than this cannot replay and treats its whole cache as stale instead.
+const DefaultRetention = 24 * time.Hour
+
+// maxDuplicateWindow bounds the window in which a re-published purge id is dropped.
+const maxDuplicateWindow = 2 * time.Minute
+
+func prefixOrDefault(p string) string {
+	if p == "" {
+		return wire.DefaultPrefix
+	}
+	return p
+}
+
+// StreamName is the JetStream stream for prefix p: wire.PurgeStream ("PURGE") for the default
+// prefix, otherwise the prefix upper-cased with dots as underscores, then "_PURGE"
+// ("edge.eu" -> "EDGE_EU_PURGE"), so that fleets sharing one NATS cluster do not collide.
+func StreamName(p string) string {
+	p = prefixOrDefault(p)
+	if p == wire.DefaultPrefix {
+		return wire.PurgeStream
+	}
+	return strings.ToUpper(strings.ReplaceAll(p, ".", "_")) + "_" + wire.PurgeStream
+}
+
+// CommandSubjects is the wildcard the stream captures: "<prefix>.purge.cmd.>".
+func CommandSubjects(p string) string { return prefixOrDefault(p) + ".purge.cmd.>" }
+
+// CommandSubject is the subject a purge of host is published on:
+// "<prefix>.purge.cmd.<host with dots as underscores>".
+func CommandSubject(p, host string) string {
+	return prefixOrDefault(p) + ".purge.cmd." + strings.ReplaceAll(host, ".", "_")
+}
+
+// AckSubject is the core NATS subject of acknowledgements: "<prefix>.purge.ack". It lies
+// outside the stream on purpose: acks are live receipts, not something to replay.
+func AckSubject(p string) string { return prefixOrDefault(p) + ".purge.ack" }
+
+// EnsureStream creates the PURGE stream for prefix, or updates it to this configuration; calling
+// it again is harmless. retention 0 means DefaultRetention; replicas below 1 mean 1. The stream
+// keeps messages on file for retention and drops a re-published purge id within the duplicate
+// window (two minutes, or retention if shorter).
+func EnsureStream(ctx context.Context, js jetstream.JetStream, prefix string, retention time.Duration, replicas int) error {
+	if retention <= 0 {
+		retention = DefaultRetention
+	}
+	replicas = max(replicas, 1)
+	cfg := jetstream.StreamConfig{
+		Name:        StreamName(prefix),
+		Description: "Meridian purge commands",
+		Subjects:    []string{CommandSubjects(prefix)},
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      retention,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+		Duplicates:  min(maxDuplicateWindow, retention),
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
+	}
+	return nil
+}
+
+// Publish validates m, normalises its URLs and stores it in the PURGE stream for prefix, with m.ID
+// as the message id so that a retried publish is stored once. It returns the stream sequence (for
+// a duplicate, the sequence of the copy already stored).
+func Publish(ctx context.Context, js jetstream.JetStream, prefix string, m Message) (uint64, error) {
+	m, err := m.Normalize()
+	if err != nil {
+		return 0, fmt.Errorf("publish purge: %w", err)
+	}
+	m.Seq = 0
+	data, err := json.Marshal(m)
+	if err != nil {
+		return 0, fmt.Errorf("publish purge %s: %w", m.ID, err)
+	}
+	ack, err := js.Publish(ctx, CommandSubject(prefix, m.Host), data,
+		jetstream.WithMsgID(m.ID), jetstream.WithExpectStream(StreamName(prefix)))
+	if err != nil {
+		return 0, fmt.Errorf("publish purge %s: %w", m.ID, err)
+	}
+	if ack.Sequence == 0 {
+		return 0, fmt.Errorf("publish purge %s: %w", m.ID, errors.New("stream returned no sequence"))
+	}
+	return ack.Sequence, nil
+}
+
+// Publisher publishes purges for one prefix, registering each with a Tracker first so that no
+// ack can arrive before the tracker expects it. The zero Tracker means acks are not tracked.
+type Publisher struct {
+	JS jetstream.JetStream
+	// Prefix is the subject prefix; empty means wire.DefaultPrefix.
+	Prefix string
+	// Tracker, if not nil, is told about each purge before it is published.
+	Tracker *Tracker
+}
+
+// Publish registers m with the tracker (expecting acks from expected) and publishes it. It
+// returns m with Seq filled in.
+func (p *Publisher) Publish(ctx context.Context, m Message, expected []NodeRef) (Message, error) {
+	m, err := m.Normalize()
+	if err != nil {
+		return m, fmt.Errorf("publish purge: %w", err)
+	}
+	if p.Tracker != nil {
+		p.Tracker.Register(m, expected)
+	}
+	seq, err := Publish(ctx, p.JS, p.Prefix, m)
+	if err != nil {
+		if p.Tracker != nil {
+			p.Tracker.Forget(m.ID)
+		}
+		return m, err
+	}
+	m.Seq = seq
+	if p.Tracker != nil {
+		p.Tracker.SetSeq(m.ID, seq)
+	}
+	return m, nil
+}

@@ -1,0 +1,469 @@
+package purge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// cutDialer dials real TCP connections and can cut them: a NATS server cannot be told to drop one
+// client and refuse it for a while, so this is the one fault injected at the client.
+type cutDialer struct {
+	mu    sync.Mutex // guards conns and cut
+	conns []net.Conn
+	cut   bool
+}
+
+func (d *cutDialer) Dial(network, address string) (net.Conn, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cut {
+		return nil, errors.New("cut off from nats")
+	}
+	c, err := net.Dial(network, address)
+	if err == nil {
+		d.conns = append(d.conns, c)
+	}
+	return c, err
+}
+
+// Cut closes every connection and refuses new ones until Heal.
+func (d *cutDialer) Cut() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.cut = true
+	for _, c := range d.conns {
+		c.Close()
+	}
+	d.conns = nil
+}
+
+func (d *cutDialer) Heal() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.cut = false
+}
+
+// node is one subscriber under test with its own NATS connection.
+type node struct {
+	sub    *Subscriber
+	rec    *recorder
+	nc     *nats.Conn
+	dialer *cutDialer
+	stop   func()
+}
+
+type nodeOpt func(*SubscriberConfig)
+
+func startNode(t *testing.T, ns *natsServer, pop, name string, opts ...nodeOpt) *node {
+	t.Helper()
+	d := &cutDialer{}
+	nc, err := nats.Connect(ns.url(), nats.SetCustomDialer(d), nats.MaxReconnects(-1),
+		nats.ReconnectWait(20*time.Millisecond), nats.ReconnectJitter(0, 0))
+	if err != nil {
+		t.Fatalf("node %s connect: %v", name, err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	cfg := SubscriberConfig{JS: js, PoP: pop, Node: name, Apply: rec.apply, OnGap: rec.onGap,
+		RetryMin: 10 * time.Millisecond, RetryMax: 100 * time.Millisecond}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	s, err := NewSubscriber(cfg)
+	if err != nil {
+		t.Fatalf("NewSubscriber: %v", err)
+	}
+	n := &node{sub: s, rec: rec, nc: nc, dialer: d}
+	n.stop = runSubscriber(t, s)
+	return n
+}
+
+// ackListener collects acks seen on the ack subject.
+type ackListener struct {
+	mu   sync.Mutex // guards acks
+	acks []Ack
+}
+
+func listenAcks(t *testing.T, nc *nats.Conn) *ackListener {
+	t.Helper()
+	l := &ackListener{}
+	sub, err := nc.Subscribe(AckSubject(""), func(m *nats.Msg) {
+		var a Ack
+		if err := json.Unmarshal(m.Data, &a); err != nil {
+			t.Errorf("undecodable ack %q: %v", m.Data, err)
+			return
+		}
+		l.mu.Lock()
+		l.acks = append(l.acks, a)
+		l.mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func (l *ackListener) snapshot() []Ack {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]Ack(nil), l.acks...)
+}
+
+func publishN(t *testing.T, ctx context.Context, js jetstream.JetStream, n int) []uint64 {
+	t.Helper()
+	var seqs []uint64
+	for i := range n {
+		seq, err := Publish(ctx, js, "", msg("www.example.com", KindURL, fmt.Sprintf("/p/%d", i)))
+		if err != nil {
+			t.Fatalf("Publish #%d: %v", i, err)
+		}
+		seqs = append(seqs, seq)
+	}
+	return seqs
+}
+
+// appliedSeqs returns the sequences applied, in order.
+func appliedSeqs(r *recorder) []uint64 {
+	applied, _, _ := r.snapshot()
+	out := make([]uint64, len(applied))
+	for i, m := range applied {
+		out[i] = m.Seq
+	}
+	return out
+}
+
+func TestNewSubscriberRequires(t *testing.T) {
+	ns := startNATS(t)
+	_, js := ns.connect(t)
+	apply := func(context.Context, Message) (int, error) { return 0, nil }
+	gap := func(context.Context, uint64, uint64) {}
+	tests := []struct {
+		name string
+		cfg  SubscriberConfig
+	}{
+		{"no js", SubscriberConfig{PoP: "p", Node: "n", Apply: apply, OnGap: gap}},
+		{"no pop", SubscriberConfig{JS: js, Node: "n", Apply: apply, OnGap: gap}},
+		{"no apply", SubscriberConfig{JS: js, PoP: "p", Node: "n", OnGap: gap}},
+		{"no ongap", SubscriberConfig{JS: js, PoP: "p", Node: "n", Apply: apply}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := NewSubscriber(tt.cfg); err == nil {
+				t.Errorf("NewSubscriber(%s) = nil error, want one", tt.name)
+			}
+		})
+	}
+}
+
+func TestSubscriberAppliesInOrderAndAcks(t *testing.T) {
+	ns := startNATS(t)
+	nc, js := ns.connect(t)
+	ctx := testContext(t)
+	if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	old := publishN(t, ctx, js, 3) // before the node joined: not its concern
+	acks := listenAcks(t, nc)
+	n := startNode(t, ns, "ams", "n1")
+	if got := n.sub.LastApplied(); got != old[2] {
+		t.Errorf("LastApplied() at join = %d, want the stream's last sequence %d", got, old[2])
+	}
+	seqs := publishN(t, ctx, js, 20)
+	waitFor(t, 10*time.Second, "20 acks", func() bool { return len(acks.snapshot()) == 20 })
+	if got := appliedSeqs(n.rec); !slices.Equal(got, seqs) {
+		t.Errorf("applied sequences = %v, want %v", got, seqs)
+	}
+	applied, _, _ := n.rec.snapshot()
+	for i, a := range acks.snapshot() {
+		want := applied[i]
+		if a.ID != want.ID || a.Seq != want.Seq || a.PoP != "ams" || a.Node != "n1" || a.Hits != 1 || a.AppliedAt.IsZero() {
+			t.Errorf("ack %d = %+v, want id %s seq %d pop ams node n1 hits 1", i, a, want.ID, want.Seq)
+		}
+	}
+	if got := n.sub.LastApplied(); got != seqs[19] {
+		t.Errorf("LastApplied() = %d, want %d", got, seqs[19])
+	}
+}
+
+func TestSubscriberAcksOnlyAfterApply(t *testing.T) {
+	ns := startNATS(t)
+	nc, js := ns.connect(t)
+	ctx := testContext(t)
+	if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	acks := listenAcks(t, nc)
+	entered := make(chan uint64, 1)
+	release := make(chan struct{})
+	n := startNode(t, ns, "ams", "n1", func(c *SubscriberConfig) {
+		c.Apply = func(ctx context.Context, m Message) (int, error) {
+			entered <- m.Seq
+			select {
+			case <-release:
+				return 7, nil
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			}
+		}
+	})
+	seqs := publishN(t, ctx, js, 1)
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Apply not called within 10s")
+	}
+	// Round trips on both connections: an ack sent before Apply returned would be here by now.
+	if err := n.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if got := acks.snapshot(); len(got) != 0 {
+		t.Fatalf("acks while Apply is blocked = %+v, want none", got)
+	}
+	if got := n.sub.LastApplied(); got == seqs[0] {
+		t.Errorf("LastApplied() = %d while Apply is blocked, want less", got)
+	}
+	close(release)
+	waitFor(t, 10*time.Second, "the ack after release", func() bool { return len(acks.snapshot()) == 1 })
+	if a := acks.snapshot()[0]; a.Seq != seqs[0] || a.Hits != 7 {
+		t.Errorf("ack = %+v, want seq %d hits 7", a, seqs[0])
+	}
+}
+
+func TestSubscriberRetriesFailedApply(t *testing.T) {
+	ns := startNATS(t)
+	nc, js := ns.connect(t)
+	ctx := testContext(t)
+	if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	acks := listenAcks(t, nc)
+	var calls atomic.Int32
+	rec := &recorder{}
+	startNode(t, ns, "ams", "n1", func(c *SubscriberConfig) {
+		c.Apply = func(ctx context.Context, m Message) (int, error) {
+			if m.Values[0] == "/p/0" && calls.Add(1) <= 3 {
+				return 0, errors.New("store busy")
+			}
+			return rec.apply(ctx, m)
+		}
+	})
+	seqs := publishN(t, ctx, js, 2)
+	waitFor(t, 10*time.Second, "2 acks", func() bool { return len(acks.snapshot()) == 2 })
+	if got := calls.Load(); got != 4 {
+		t.Errorf("Apply calls for the failing purge = %d, want 4 (3 failures, 1 success)", got)
+	}
+	if got := appliedSeqs(rec); !slices.Equal(got, seqs) {
+		t.Errorf("applied = %v, want %v (the failed one retried, not skipped, and first)", got, seqs)
+	}
+	if got := acks.snapshot(); got[0].Seq != seqs[0] || got[1].Seq != seqs[1] {
+		t.Errorf("ack sequences = %d, %d; want %d, %d", got[0].Seq, got[1].Seq, seqs[0], seqs[1])
+	}
+}
+
+func TestSubscriberReplaysAfterDisconnect(t *testing.T) {
+	tests := []struct {
+		name string
+		// cutOff disconnects the node; publishing happens between cutOff and reconnect.
+		cutOff, reconnect func(t *testing.T, ns *natsServer, n *node)
+	}{
+		{
+			name:      "connection cut",
+			cutOff:    func(t *testing.T, _ *natsServer, n *node) { n.dialer.Cut() },
+			reconnect: func(t *testing.T, _ *natsServer, n *node) { n.dialer.Heal() },
+		},
+		{
+			name: "server restarted",
+			cutOff: func(t *testing.T, ns *natsServer, n *node) {
+				n.dialer.Cut() // keep the node out until the purges are in
+				ns.stop()
+				ns.start()
+			},
+			reconnect: func(t *testing.T, _ *natsServer, n *node) { n.dialer.Heal() },
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ns := startNATS(t)
+			ctx := testContext(t)
+			_, js := ns.connect(t)
+			if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
+				t.Fatal(err)
+			}
+			n := startNode(t, ns, "ams", "n1")
+			before := publishN(t, ctx, js, 5)
+			waitFor(t, 10*time.Second, "the first 5 applied", func() bool { return n.rec.count() == 5 })
+
+			tt.cutOff(t, ns, n)
+			waitFor(t, 10*time.Second, "the node to be disconnected", func() bool { return !n.nc.IsConnected() })
+			// A fresh publisher: the test's own client may still be reconnecting after a restart.
+			_, js2 := ns.connect(t)
+			during := publishN(t, ctx, js2, 10)
+			if got := n.rec.count(); got != 5 {
+				t.Fatalf("applied %d purges while cut off, want 5", got)
+			}
+			tt.reconnect(t, ns, n)
+			after := publishN(t, ctx, js2, 5)
+
+			want := slices.Concat(before, during, after)
+			waitFor(t, 20*time.Second, "every purge applied", func() bool { return n.rec.count() >= len(want) })
+			if got := appliedSeqs(n.rec); !slices.Equal(got, want) {
+				t.Errorf("applied sequences = %v, want each of %v exactly once, in order", got, want)
+			}
+			if _, gaps, _ := n.rec.snapshot(); len(gaps) != 0 {
+				t.Errorf("OnGap calls = %v, want none (nothing was lost)", gaps)
+			}
+		})
+	}
+}
+
+func TestSubscriberGapBeyondRetention(t *testing.T) {
+	tests := []struct {
+		name      string
+		retention time.Duration
+		// lose removes the purges published while the node was cut off from the stream.
+		lose func(t *testing.T, ctx context.Context, st jetstream.Stream)
+	}{
+		{
+			name: "stream purged",
+			lose: func(t *testing.T, ctx context.Context, st jetstream.Stream) {
+				if err := st.Purge(ctx); err != nil {
+					t.Fatalf("purge stream: %v", err)
+				}
+			},
+		},
+		{
+			name:      "expired beyond MaxAge",
+			retention: 300 * time.Millisecond,
+			lose: func(t *testing.T, ctx context.Context, st jetstream.Stream) {
+				waitFor(t, 10*time.Second, "the stream to expire its messages", func() bool {
+					info, err := st.Info(ctx)
+					return err == nil && info.State.Msgs == 0
+				})
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ns := startNATS(t)
+			ctx := testContext(t)
+			_, js := ns.connect(t)
+			if err := EnsureStream(ctx, js, "", tt.retention, 1); err != nil {
+				t.Fatal(err)
+			}
+			n := startNode(t, ns, "ams", "n1")
+			before := publishN(t, ctx, js, 2)
+			waitFor(t, 10*time.Second, "the first 2 applied", func() bool { return n.rec.count() == 2 })
+
+			n.dialer.Cut()
+			waitFor(t, 10*time.Second, "the node to be disconnected", func() bool { return !n.nc.IsConnected() })
+			lost := publishN(t, ctx, js, 3)
+			st, err := js.Stream(ctx, "PURGE")
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.lose(t, ctx, st)
+			after := publishN(t, ctx, js, 2)
+			n.dialer.Heal()
+			waitFor(t, 20*time.Second, "the purges after the gap applied", func() bool { return n.rec.count() == 4 })
+
+			_, gaps, events := n.rec.snapshot()
+			wantGap := [2]uint64{before[1], lost[2] + 1}
+			if len(gaps) != 1 || gaps[0] != wantGap {
+				t.Errorf("OnGap calls = %v, want one with (lastApplied, next) = %v", gaps, wantGap)
+			}
+			wantEvents := []string{
+				fmt.Sprint("apply:", before[0]), fmt.Sprint("apply:", before[1]),
+				fmt.Sprintf("gap:%d-%d", before[1], after[0]),
+				fmt.Sprint("apply:", after[0]), fmt.Sprint("apply:", after[1]),
+			}
+			if !slices.Equal(events, wantEvents) {
+				t.Errorf("events = %v, want %v (the gap before anything newer)", events, wantEvents)
+			}
+		})
+	}
+}
+
+func TestSubscriberUndecodableIsAGap(t *testing.T) {
+	ns := startNATS(t)
+	ctx := testContext(t)
+	_, js := ns.connect(t)
+	if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	n := startNode(t, ns, "ams", "n1")
+	ack, err := js.Publish(ctx, CommandSubject("", "www.example.com"), []byte(`{"id":"bad","kind":"regex"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := publishN(t, ctx, js, 1)
+	waitFor(t, 10*time.Second, "the good purge applied", func() bool { return n.rec.count() == 1 })
+	_, gaps, _ := n.rec.snapshot()
+	if want := [2]uint64{ack.Sequence - 1, ack.Sequence + 1}; len(gaps) != 1 || gaps[0] != want {
+		t.Errorf("OnGap calls = %v, want one with %v for the undecodable message", gaps, want)
+	}
+	if got := appliedSeqs(n.rec); !slices.Equal(got, good) {
+		t.Errorf("applied = %v, want %v", got, good)
+	}
+}
+
+func TestSubscriberWaitsForStream(t *testing.T) {
+	ns := startNATS(t)
+	ctx := testContext(t)
+	_, js := ns.connect(t)
+	_, js2 := ns.connect(t)
+	rec := &recorder{}
+	s, err := NewSubscriber(SubscriberConfig{JS: js2, PoP: "ams", Node: "n1", Apply: rec.apply, OnGap: rec.onGap, RetryMin: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- s.Run(runCtx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	select {
+	case <-s.Ready():
+		t.Fatal("Ready() closed before the stream exists")
+	case <-time.After(50 * time.Millisecond):
+	}
+	if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.Ready():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Ready() not closed within 10s of the stream's creation")
+	}
+	seqs := publishN(t, ctx, js, 1)
+	waitFor(t, 10*time.Second, "the purge applied", func() bool { return rec.count() == 1 })
+	if got := appliedSeqs(rec); !slices.Equal(got, seqs) {
+		t.Errorf("applied = %v, want %v", got, seqs)
+	}
+	if err := s.Run(ctx); err == nil {
+		t.Errorf("second Run() = nil, want an error")
+	}
+}

@@ -1,0 +1,380 @@
+package purge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// Ack is one node's acknowledgement of one purge, sent on AckSubject after the purge took effect
+// on that node.
+type Ack struct {
+	ID   string `json:"id"`
+	Seq  uint64 `json:"seq"`
+	PoP  string `json:"pop"`
+	Node string `json:"node"`
+	// AppliedAt is the node's own clock when the purge had taken effect.
+	AppliedAt time.Time `json:"applied_at"`
+	// Hits is how many stored objects the purge matched, as far as the node could tell.
+	Hits int `json:"hits"`
+}
+
+// NodeRef names one node of one PoP.
+type NodeRef struct {
+	PoP  string `json:"pop"`
+	Node string `json:"node"`
+}
+
+// Receipt is what is known about one purge's propagation: which node acked when, which are
+// still pending.
+type Receipt struct {
+	ID       string    `json:"id"`
+	Seq      uint64    `json:"seq,omitempty"`
+	Host     string    `json:"host"`
+	Kind     Kind      `json:"kind"`
+	Soft     bool      `json:"soft,omitempty"`
+	IssuedAt time.Time `json:"issued_at"`
+	// Complete is true once every expected node acked.
+	Complete    bool       `json:"complete"`
+	CompletedAt *time.Time `json:"completed_at,omitempty"`
+	// DurationMs is from IssuedAt to the last ack received (so far, if not complete).
+	DurationMs float64      `json:"duration_ms"`
+	PoPs       []PoPReceipt `json:"pops"`
+	// Pending lists the expected nodes that have not acked.
+	Pending []NodeRef `json:"pending"`
+}
+
+// PoPReceipt is one PoP's part of a Receipt.
+type PoPReceipt struct {
+	PoP      string `json:"pop"`
+	Complete bool   `json:"complete"`
+	// AckedAt is when the PoP's last node acked, once all have; LatencyMs is that minus IssuedAt.
+	AckedAt   *time.Time `json:"acked_at,omitempty"`
+	LatencyMs float64    `json:"latency_ms,omitempty"`
+	Nodes     []NodeAck  `json:"nodes"`
+}
+
+// NodeAck is one node's part of a Receipt.
+type NodeAck struct {
+	Node  string `json:"node"`
+	Acked bool   `json:"acked"`
+	// AckedAt is when the tracker received the ack (the control plane's clock, like IssuedAt);
+	// AppliedAt is the node's own clock.
+	AckedAt   *time.Time `json:"acked_at,omitempty"`
+	AppliedAt *time.Time `json:"applied_at,omitempty"`
+	Hits      int        `json:"hits"`
+	LatencyMs float64    `json:"latency_ms,omitempty"`
+	// Unexpected marks a node that acked without being in the expected list (it joined late).
+	Unexpected bool `json:"unexpected,omitempty"`
+}
+
+// Tracker defaults.
+const (
+	DefaultMaxPurges = 10000
+)
+
+// TrackerOption changes a Tracker default.
+type TrackerOption func(*Tracker)
+
+// WithMaxPurges keeps receipts for the last n purges (default DefaultMaxPurges).
+func WithMaxPurges(n int) TrackerOption { return func(t *Tracker) { t.maxPurges = n } }
+
+// WithRetention forgets receipts older than d (default DefaultRetention).
+func WithRetention(d time.Duration) TrackerOption { return func(t *Tracker) { t.retention = d } }
+
+// WithLogger sets where dropped acks are reported (default: discarded).
+func WithLogger(l *slog.Logger) TrackerOption { return func(t *Tracker) { t.log = l } }
+
+// WithClock sets the clock that stamps received acks (default time.Now).
+func WithClock(now func() time.Time) TrackerOption { return func(t *Tracker) { t.now = now } }
+
+// Tracker is the control side of purges: it listens for acks and keeps a receipt per purge.
+type Tracker struct {
+	sub       *nats.Subscription
+	log       *slog.Logger
+	now       func() time.Time
+	maxPurges int
+	retention time.Duration
+
+	mu      sync.Mutex        // guards entries and order
+	entries map[string]*entry // by purge id
+	order   []string          // ids in registration order, oldest first, for eviction
+}
+
+// entry is one tracked purge; its fields are guarded by Tracker.mu except done, which is closed
+// once (under mu) when the purge is complete.
+type entry struct {
+	msg         Message // without Values, which receipts do not show
+	registered  time.Time
+	expected    map[NodeRef]bool
+	acks        map[NodeRef]ackRecord
+	pending     int
+	completedAt time.Time
+	done        chan struct{}
+}
+
+type ackRecord struct {
+	at  time.Time // received
+	ack Ack
+}
+
+// NewTracker subscribes to the acks of prefix on nc (flushing so that the server knows the
+// subscription before it returns). Stop it with Close, or run it with Run.
+func NewTracker(nc *nats.Conn, prefix string, opts ...TrackerOption) (*Tracker, error) {
+	t := &Tracker{
+		now:       time.Now,
+		maxPurges: DefaultMaxPurges,
+		retention: DefaultRetention,
+		entries:   map[string]*entry{},
+	}
+	for _, o := range opts {
+		o(t)
+	}
+	if t.log == nil {
+		t.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if t.maxPurges <= 0 {
+		t.maxPurges = DefaultMaxPurges
+	}
+	if t.retention <= 0 {
+		t.retention = DefaultRetention
+	}
+	if nc == nil {
+		return nil, errors.New("new purge tracker: nil connection")
+	}
+	sub, err := nc.Subscribe(AckSubject(prefix), t.onAck)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe to purge acks: %w", err)
+	}
+	// Acks can be heavy in bursts (nodes x purges): do not let the slow-consumer limit drop them.
+	_ = sub.SetPendingLimits(-1, -1)
+	if err := nc.Flush(); err != nil {
+		_ = sub.Unsubscribe()
+		return nil, fmt.Errorf("subscribe to purge acks: %w", err)
+	}
+	t.sub = sub
+	return t, nil
+}
+
+// Run keeps the tracker subscribed until ctx ends, then closes it.
+func (t *Tracker) Run(ctx context.Context) error {
+	<-ctx.Done()
+	return t.Close()
+}
+
+// Close stops listening for acks; receipts stay readable. It may be called more than once.
+func (t *Tracker) Close() error {
+	if err := t.sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrBadSubscription) && !errors.Is(err, nats.ErrConnectionClosed) {
+		return fmt.Errorf("unsubscribe from purge acks: %w", err)
+	}
+	return nil
+}
+
+// Register starts a receipt for m expecting an ack from each of expected. Call it before
+// publishing m, so that no ack arrives unexpected. Registering an id again resets its receipt.
+func (t *Tracker) Register(m Message, expected []NodeRef) {
+	now := t.now()
+	m.Values = nil
+	e := &entry{
+		msg:        m,
+		registered: now,
+		expected:   make(map[NodeRef]bool, len(expected)),
+		acks:       make(map[NodeRef]ackRecord, len(expected)),
+		done:       make(chan struct{}),
+	}
+	for _, n := range expected {
+		e.expected[n] = true
+	}
+	e.pending = len(e.expected)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.entries[m.ID]; !ok {
+		t.order = append(t.order, m.ID)
+	}
+	t.entries[m.ID] = e
+	if e.pending == 0 {
+		e.completedAt = now
+		close(e.done)
+	}
+	t.evictLocked(now)
+}
+
+// evictLocked drops the oldest receipts beyond maxPurges or older than retention.
+func (t *Tracker) evictLocked(now time.Time) {
+	for len(t.order) > 0 {
+		id := t.order[0]
+		e, ok := t.entries[id]
+		if ok && len(t.order) <= t.maxPurges && now.Sub(e.registered) <= t.retention {
+			return
+		}
+		t.order = t.order[1:]
+		delete(t.entries, id)
+	}
+}
+
+// SetSeq records the stream sequence of a registered purge once it is published.
+func (t *Tracker) SetSeq(id string, seq uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if e, ok := t.entries[id]; ok {
+		e.msg.Seq = seq
+	}
+}
+
+// Forget drops a receipt, e.g. when publishing the purge failed.
+func (t *Tracker) Forget(id string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.entries, id) // its id stays in order until evicted; evictLocked skips it
+}
+
+func (t *Tracker) onAck(msg *nats.Msg) {
+	var a Ack
+	if err := json.Unmarshal(msg.Data, &a); err != nil {
+		t.log.Warn("drop undecodable purge ack", "err", err)
+		return
+	}
+	t.record(a)
+}
+
+// record adds one ack to its receipt; acks of unknown purges are dropped (another control
+// instance, or evicted).
+func (t *Tracker) record(a Ack) {
+	now := t.now()
+	ref := NodeRef{PoP: a.PoP, Node: a.Node}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e, ok := t.entries[a.ID]
+	if !ok {
+		return
+	}
+	if _, dup := e.acks[ref]; dup {
+		return
+	}
+	e.acks[ref] = ackRecord{at: now, ack: a}
+	if e.msg.Seq == 0 {
+		e.msg.Seq = a.Seq
+	}
+	if e.expected[ref] {
+		e.pending--
+		if e.pending == 0 {
+			e.completedAt = now
+			close(e.done)
+		}
+	}
+}
+
+// Wait returns the receipt of id once every expected node acked, or when ctx ends (with the
+// nodes still pending listed). An unknown id returns at once with an empty receipt.
+func (t *Tracker) Wait(ctx context.Context, id string) Receipt {
+	t.mu.Lock()
+	e, ok := t.entries[id]
+	t.mu.Unlock()
+	if !ok {
+		return Receipt{ID: id}
+	}
+	select {
+	case <-e.done:
+	case <-ctx.Done():
+	}
+	r, _ := t.Receipt(id)
+	return r
+}
+
+// Receipt returns what is known about purge id so far.
+func (t *Tracker) Receipt(id string) (Receipt, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e, ok := t.entries[id]
+	if !ok {
+		return Receipt{}, false
+	}
+	return e.receiptLocked(), true
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func (e *entry) receiptLocked() Receipt {
+	m := e.msg
+	r := Receipt{ID: m.ID, Seq: m.Seq, Host: m.Host, Kind: m.Kind, Soft: m.Soft, IssuedAt: m.IssuedAt, Pending: []NodeRef{}}
+	pops := map[string]*PoPReceipt{}
+	pop := func(id string) *PoPReceipt {
+		p, ok := pops[id]
+		if !ok {
+			p = &PoPReceipt{PoP: id, Complete: true}
+			pops[id] = p
+		}
+		return p
+	}
+	var last time.Time
+	for ref := range e.expected {
+		p := pop(ref.PoP)
+		if _, ok := e.acks[ref]; !ok {
+			p.Complete = false
+			p.Nodes = append(p.Nodes, NodeAck{Node: ref.Node})
+			r.Pending = append(r.Pending, ref)
+		}
+	}
+	for ref, a := range e.acks {
+		p := pop(ref.PoP)
+		at, applied := a.at, a.ack.AppliedAt
+		p.Nodes = append(p.Nodes, NodeAck{
+			Node: ref.Node, Acked: true, AckedAt: &at, AppliedAt: &applied, Hits: a.ack.Hits,
+			LatencyMs: ms(at.Sub(m.IssuedAt)), Unexpected: !e.expected[ref],
+		})
+		if at.After(last) {
+			last = at
+		}
+	}
+	for _, p := range pops {
+		slices.SortFunc(p.Nodes, func(a, b NodeAck) int { return strings.Compare(a.Node, b.Node) })
+		if !p.Complete {
+			continue
+		}
+		var popLast time.Time
+		for _, n := range p.Nodes {
+			if n.AckedAt.After(popLast) {
+				popLast = *n.AckedAt
+			}
+		}
+		p.AckedAt = &popLast
+		p.LatencyMs = ms(popLast.Sub(m.IssuedAt))
+		r.PoPs = append(r.PoPs, *p)
+	}
+	for _, p := range pops {
+		if !p.Complete {
+			r.PoPs = append(r.PoPs, *p)
+		}
+	}
+	slices.SortFunc(r.PoPs, func(a, b PoPReceipt) int { return strings.Compare(a.PoP, b.PoP) })
+	slices.SortFunc(r.Pending, func(a, b NodeRef) int {
+		if c := strings.Compare(a.PoP, b.PoP); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Node, b.Node)
+	})
+	r.Complete = e.pending == 0
+	if r.Complete {
+		at := e.completedAt
+		r.CompletedAt = &at
+		if at.After(last) {
+			last = at
+		}
+	}
+	if !last.IsZero() {
+		r.DurationMs = ms(last.Sub(m.IssuedAt))
+	}
+	if r.PoPs == nil {
+		r.PoPs = []PoPReceipt{}
+	}
+	return r
+}

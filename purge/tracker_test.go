@@ -1,0 +1,262 @@
+package purge
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// fakeClock is a settable clock for receipts' timestamps.
+type fakeClock struct {
+	mu  sync.Mutex // guards now
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+func newTracker(t *testing.T, nc *nats.Conn, opts ...TrackerOption) *Tracker {
+	t.Helper()
+	tr, err := NewTracker(nc, "", opts...)
+	if err != nil {
+		t.Fatalf("NewTracker: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := tr.Close(); err != nil {
+			t.Errorf("Tracker.Close() = %v", err)
+		}
+	})
+	return tr
+}
+
+func nodeNames(r Receipt) []NodeRef {
+	var out []NodeRef
+	for _, p := range r.PoPs {
+		for _, n := range p.Nodes {
+			out = append(out, NodeRef{PoP: p.PoP, Node: n.Node})
+		}
+	}
+	return out
+}
+
+func TestTrackerEndToEnd(t *testing.T) {
+	ns := startNATS(t)
+	ctx := testContext(t)
+	nc, js := ns.connect(t)
+	if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	tr := newTracker(t, nc)
+	live := []NodeRef{{"ams", "n1"}, {"ams", "n2"}, {"fra", "n1"}}
+	for _, n := range live {
+		startNode(t, ns, n.PoP, n.Node)
+	}
+	pub := &Publisher{JS: js, Tracker: tr}
+
+	t.Run("every expected node acks", func(t *testing.T) {
+		m, err := pub.Publish(ctx, msg("www.example.com", KindKey, "k1", "k2"), live)
+		if err != nil {
+			t.Fatalf("Publish: %v", err)
+		}
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		r := tr.Wait(wctx, m.ID)
+		if !r.Complete || r.CompletedAt == nil || len(r.Pending) != 0 {
+			t.Fatalf("Wait() = complete %v, pending %v; want complete with none pending", r.Complete, r.Pending)
+		}
+		if got := nodeNames(r); !slices.Equal(got, live) {
+			t.Errorf("receipt nodes = %v, want %v", got, live)
+		}
+		if r.Seq != m.Seq || r.Host != "www.example.com" || r.Kind != KindKey {
+			t.Errorf("receipt = seq %d host %q kind %q; want seq %d host www.example.com kind key", r.Seq, r.Host, r.Kind, m.Seq)
+		}
+		for _, p := range r.PoPs {
+			if !p.Complete || p.AckedAt == nil {
+				t.Errorf("PoP %s complete %v acked_at %v, want complete with a time", p.PoP, p.Complete, p.AckedAt)
+			}
+			for _, n := range p.Nodes {
+				if !n.Acked || n.AckedAt == nil || n.Hits != 2 || n.LatencyMs <= 0 {
+					t.Errorf("node %s/%s = %+v, want acked with 2 hits and a latency", p.PoP, n.Node, n)
+				}
+			}
+		}
+		if r.DurationMs <= 0 {
+			t.Errorf("DurationMs = %v, want > 0", r.DurationMs)
+		}
+	})
+
+	t.Run("a silent node stays pending", func(t *testing.T) {
+		expected := append(slices.Clone(live), NodeRef{"lhr", "gone"})
+		m, err := pub.Publish(ctx, msg("www.example.com", KindAll), expected)
+		if err != nil {
+			t.Fatalf("Publish: %v", err)
+		}
+		// Wait until the live nodes acked, then let Wait time out on the silent one.
+		waitFor(t, 10*time.Second, "3 acks", func() bool {
+			r, _ := tr.Receipt(m.ID)
+			return len(r.Pending) == 1
+		})
+		wctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+		defer cancel()
+		r := tr.Wait(wctx, m.ID)
+		if r.Complete || r.CompletedAt != nil {
+			t.Errorf("Wait() complete = %v, want false", r.Complete)
+		}
+		if want := []NodeRef{{"lhr", "gone"}}; !slices.Equal(r.Pending, want) {
+			t.Errorf("Pending = %v, want %v", r.Pending, want)
+		}
+		if got := nodeNames(r); !slices.Equal(got, []NodeRef{{"ams", "n1"}, {"ams", "n2"}, {"fra", "n1"}, {"lhr", "gone"}}) {
+			t.Errorf("receipt nodes = %v, want all four, the silent one included", got)
+		}
+		if p := r.PoPs[2]; p.PoP != "lhr" || p.Complete || p.Nodes[0].Acked {
+			t.Errorf("PoP lhr = %+v, want incomplete with an unacked node", p)
+		}
+	})
+
+	t.Run("an unexpected node is shown", func(t *testing.T) {
+		m, err := pub.Publish(ctx, msg("www.example.com", KindAll), live[:2])
+		if err != nil {
+			t.Fatalf("Publish: %v", err)
+		}
+		waitFor(t, 10*time.Second, "the unexpected ack", func() bool {
+			r, _ := tr.Receipt(m.ID)
+			return len(nodeNames(r)) == 3
+		})
+		r, _ := tr.Receipt(m.ID)
+		if !r.Complete {
+			t.Errorf("Complete = false, want true (both expected nodes acked)")
+		}
+		if n := r.PoPs[1].Nodes[0]; r.PoPs[1].PoP != "fra" || !n.Unexpected || !n.Acked {
+			t.Errorf("fra node = %+v, want acked and marked unexpected", n)
+		}
+	})
+}
+
+func TestTrackerReceipts(t *testing.T) {
+	ns := startNATS(t)
+	nc, _ := ns.connect(t)
+	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	tr := newTracker(t, nc, WithClock(clock.Now), WithMaxPurges(3), WithRetention(time.Hour))
+	issued := clock.Now()
+	m := Message{ID: "p1", Host: "a.example", Kind: KindAll, IssuedAt: issued}
+
+	t.Run("no expected nodes is complete at once", func(t *testing.T) {
+		tr.Register(Message{ID: "p0", Host: "a.example", Kind: KindAll, IssuedAt: issued}, nil)
+		r := tr.Wait(context.Background(), "p0")
+		if !r.Complete {
+			t.Errorf("Wait(p0) complete = false, want true")
+		}
+	})
+
+	t.Run("latencies from the tracker clock", func(t *testing.T) {
+		tr.Register(m, []NodeRef{{"ams", "n1"}, {"ams", "n2"}})
+		clock.Advance(3 * time.Millisecond)
+		tr.record(Ack{ID: "p1", Seq: 9, PoP: "ams", Node: "n1", Hits: 4})
+		tr.record(Ack{ID: "p1", Seq: 9, PoP: "ams", Node: "n1", Hits: 5}) // duplicate: ignored
+		r, ok := tr.Receipt("p1")
+		if !ok || r.Complete || len(r.Pending) != 1 {
+			t.Fatalf("Receipt(p1) = ok %v complete %v pending %v; want one pending", ok, r.Complete, r.Pending)
+		}
+		clock.Advance(2 * time.Millisecond)
+		tr.record(Ack{ID: "p1", Seq: 9, PoP: "ams", Node: "n2", Hits: 1})
+		r = tr.Wait(context.Background(), "p1")
+		if !r.Complete || r.DurationMs != 5 || r.Seq != 9 {
+			t.Errorf("receipt complete %v duration %v seq %d; want complete, 5 ms, seq 9", r.Complete, r.DurationMs, r.Seq)
+		}
+		if n := r.PoPs[0].Nodes; n[0].LatencyMs != 3 || n[0].Hits != 4 || n[1].LatencyMs != 5 {
+			t.Errorf("node acks = %+v, want n1 at 3 ms with 4 hits and n2 at 5 ms", n)
+		}
+		if got := r.PoPs[0].LatencyMs; got != 5 {
+			t.Errorf("PoP latency = %v ms, want 5 (its last node)", got)
+		}
+	})
+
+	t.Run("ack of an unknown purge is dropped", func(t *testing.T) {
+		tr.record(Ack{ID: "nope", PoP: "ams", Node: "n1"})
+		if _, ok := tr.Receipt("nope"); ok {
+			t.Errorf("Receipt(nope) found, want not found")
+		}
+		if r := tr.Wait(context.Background(), "nope"); r.ID != "nope" || r.Complete {
+			t.Errorf("Wait(nope) = %+v, want an empty incomplete receipt", r)
+		}
+	})
+
+	t.Run("bounded by count", func(t *testing.T) {
+		for _, id := range []string{"p2", "p3"} {
+			tr.Register(Message{ID: id, Host: "a.example", Kind: KindAll, IssuedAt: clock.Now()}, nil)
+		}
+		if _, ok := tr.Receipt("p0"); ok {
+			t.Errorf("Receipt(p0) found after 4 registrations with a limit of 3, want evicted")
+		}
+		if _, ok := tr.Receipt("p1"); !ok {
+			t.Errorf("Receipt(p1) evicted, want kept")
+		}
+	})
+
+	t.Run("bounded by age", func(t *testing.T) {
+		clock.Advance(2 * time.Hour)
+		tr.Register(Message{ID: "p4", Host: "a.example", Kind: KindAll, IssuedAt: clock.Now()}, nil)
+		for _, id := range []string{"p1", "p2", "p3"} {
+			if _, ok := tr.Receipt(id); ok {
+				t.Errorf("Receipt(%s) found 2h later with 1h retention, want evicted", id)
+			}
+		}
+		if _, ok := tr.Receipt("p4"); !ok {
+			t.Errorf("Receipt(p4) missing, want kept")
+		}
+	})
+
+	t.Run("acks over nats", func(t *testing.T) {
+		tr.Register(Message{ID: "p5", Host: "a.example", Kind: KindAll, IssuedAt: clock.Now()}, []NodeRef{{"fra", "n9"}})
+		data, _ := json.Marshal(Ack{ID: "p5", Seq: 1, PoP: "fra", Node: "n9"})
+		if err := nc.Publish(AckSubject(""), []byte("not json")); err != nil {
+			t.Fatal(err)
+		}
+		if err := nc.Publish(AckSubject(""), data); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if r := tr.Wait(ctx, "p5"); !r.Complete {
+			t.Errorf("Wait(p5) complete = false, want true after the ack was published")
+		}
+	})
+}
+
+func TestTrackerRun(t *testing.T) {
+	ns := startNATS(t)
+	nc, _ := ns.connect(t)
+	tr, err := NewTracker(nc, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- tr.Run(ctx) }()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run() = %v, want nil", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run() did not return after cancel")
+	}
+	if err := tr.Close(); err != nil {
+		t.Errorf("second Close() = %v, want nil", err)
+	}
+}

@@ -1,0 +1,139 @@
+package sim
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// syncBuffer is a bytes.Buffer safe to read while Progress writes to it.
+type syncBuffer struct {
+	mu  sync.Mutex // guards buf
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func waitFor(t *testing.T, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %v", timeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestFormatProgress(t *testing.T) {
+	tests := []struct {
+		name           string
+		live           Live
+		rate           float64
+		elapsed, total time.Duration
+		want           string
+	}{
+		{"half way", Live{Requests: 1000, Hits: 873, Errors: 12}, 2150, 30 * time.Second, time.Minute,
+			"[##########----------]  30s/60s    2150 req/s  hit  87.3%  errors 12  requests 1000"},
+		{"no requests yet", Live{}, 0, 0, time.Minute,
+			"[--------------------]   0s/60s       0 req/s  hit   0.0%  errors 0  requests 0"},
+		{"over time is full", Live{Requests: 1, Hits: 1}, 1, 2 * time.Minute, time.Minute,
+			"[####################] 120s/60s       1 req/s  hit 100.0%  errors 0  requests 1"},
+		{"no total", Live{Requests: 4, Hits: 1}, 4, time.Second, 0,
+			"  1s       4 req/s  hit  25.0%  errors 0  requests 4"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := FormatProgress(tt.live, tt.rate, tt.elapsed, tt.total); got != tt.want {
+				t.Errorf("FormatProgress = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// fakeClock advances one second per reading, so rates are exact.
+type fakeClock struct {
+	mu  sync.Mutex // guards now
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(time.Second)
+	return c.now
+}
+
+func TestProgressPlainLines(t *testing.T) {
+	var out syncBuffer
+	var mu sync.Mutex // guards live
+	live := Live{}
+	clock := &fakeClock{now: time.Unix(0, 0)}
+	p := &Progress{Out: &out, Total: time.Minute, Interval: time.Millisecond, Now: clock.Now,
+		Live: func() Live {
+			mu.Lock()
+			defer mu.Unlock()
+			live.Requests += 100 // 100 more per clock second: 100 req/s
+			live.Hits += 50
+			return live
+		}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	waitFor(t, 5*time.Second, func() bool { return strings.Count(out.String(), "\n") >= 3 })
+	cancel()
+	<-done
+	text := out.String()
+	if strings.Contains(text, "\r") {
+		t.Errorf("plain output has carriage returns: %q", text)
+	}
+	lines := strings.Split(strings.TrimSpace(text), "\n")
+	for i, l := range lines[:len(lines)-1] {
+		if !strings.Contains(l, " 100 req/s") || !strings.Contains(l, "hit  50.0%") {
+			t.Errorf("line %d = %q, want 100 req/s and hit 50.0%%", i, l)
+		}
+	}
+}
+
+func TestProgressTerminalRedraws(t *testing.T) {
+	var out syncBuffer
+	p := &Progress{Out: &out, Terminal: true, Interval: time.Millisecond, Live: func() Live { return Live{Requests: 5} }}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	waitFor(t, 5*time.Second, func() bool { return strings.Count(out.String(), "\r") >= 2 })
+	cancel()
+	<-done
+	text := out.String()
+	if !strings.HasSuffix(text, "\n") || strings.Count(text, "\n") != 1 {
+		t.Errorf("terminal output = %q, want redraws with \\r and one final newline", text)
+	}
+}
+
+func TestIsTerminal(t *testing.T) {
+	if IsTerminal(&bytes.Buffer{}) {
+		t.Errorf("IsTerminal(bytes.Buffer) = true")
+	}
+	f, err := os.CreateTemp(t.TempDir(), "out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if IsTerminal(f) {
+		t.Errorf("IsTerminal(regular file) = true")
+	}
+}
