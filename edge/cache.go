@@ -39,7 +39,7 @@ func (n *Node) serveCacheable(w *logWriter, req *request) {
 	fresh := ttl > 0 && verdict == store.Usable && !obj.Policy.NoCache
 	if fresh {
 		w.cacheStatus = "hit"
-		n.deliver(w, req, obj, httpcache.Status{Cache: n.name, Hit: true, TTL: ttl, HasTTL: true}, "")
+		n.deliver(w, req, obj, httpcache.Status{Cache: n.name, Proto: req.proto, Hit: true, TTL: ttl, HasTTL: true}, "")
 		return
 	}
 	if cc.OnlyIfCached {
@@ -47,7 +47,7 @@ func (n *Node) serveCacheable(w *logWriter, req *request) {
 		// gets only fresh content.
 		if req.fromPeer {
 			w.cacheStatus = "stale"
-			n.deliver(w, req, obj, httpcache.Status{Cache: n.name, Hit: true, TTL: ttl, HasTTL: true, Detail: "only-if-cached"}, "")
+			n.deliver(w, req, obj, httpcache.Status{Cache: n.name, Proto: req.proto, Hit: true, TTL: ttl, HasTTL: true, Detail: "only-if-cached"}, "")
 			return
 		}
 		n.fail(w, req, http.StatusGatewayTimeout, "not fresh in cache")
@@ -58,7 +58,7 @@ func (n *Node) serveCacheable(w *logWriter, req *request) {
 	if canServeStale(obj, verdict, staleFor, obj.Policy.StaleWhileRevalidate) {
 		w.cacheStatus = "stale"
 		n.revalidateInBackground(req, obj)
-		n.deliver(w, req, obj, httpcache.Status{Cache: n.name, Hit: true, Fwd: "stale", TTL: ttl, HasTTL: true, Detail: "stale-while-revalidate"}, "")
+		n.deliver(w, req, obj, httpcache.Status{Cache: n.name, Proto: req.proto, Hit: true, Fwd: "stale", TTL: ttl, HasTTL: true, Detail: "stale-while-revalidate"}, "")
 		return
 	}
 	n.fillAndDeliver(w, req, obj, fillOptions{fwd: "stale", stale: obj, verdict: verdict})

@@ -12,8 +12,9 @@ import (
 // the file.
 func NewCommand() *cobra.Command {
 	var (
-		file string
-		over Config
+		file   string
+		over   Config
+		devTLS bool
 	)
 	cmd := &cobra.Command{
 		Use:   "edge",
@@ -50,6 +51,15 @@ The config file is YAML (see docs/edge.md); flags override its fields.`,
 			if f.Changed("lame-duck") {
 				cfg.LameDuck = over.LameDuck
 			}
+			if f.Changed("https-listen") {
+				cfg.HTTPSListen = over.HTTPSListen
+			}
+			if devTLS {
+				cfg.TLS.Dev = true
+				if cfg.HTTPSListen == "" {
+					cfg.HTTPSListen = "127.0.0.1:8443"
+				}
+			}
 			cfg.Logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
 			n, err := New(cfg)
 			if err != nil {
@@ -68,6 +78,8 @@ The config file is YAML (see docs/edge.md); flags override its fields.`,
 	f.StringVar(&over.PoP, "pop", "", "PoP id (default local)")
 	f.StringVar(&over.Node, "node", "", "node id within the PoP (default edge-1)")
 	f.BoolVar(&over.AccessLog, "access-log", false, "log one JSON line per request")
+	f.StringVar(&over.HTTPSListen, "https-listen", "", "HTTPS and HTTP/3 listen address (TCP and UDP, same port)")
+	f.BoolVar(&devTLS, "dev-tls", false, "serve HTTPS and HTTP/3 with a self-signed certificate (default address 127.0.0.1:8443); never in production")
 	f.DurationVar(&over.LameDuck, "lame-duck", 0, "keep serving this long after SIGTERM while reporting draining")
 	return cmd
 }

@@ -25,6 +25,12 @@ type Config struct {
 	Node string `yaml:"node"`
 	// Listen is the HTTP listen address. Default "127.0.0.1:8080".
 	Listen string `yaml:"listen"`
+	// HTTPSListen serves HTTPS (HTTP/1.1 and HTTP/2) on TCP and HTTP/3 on UDP at the same
+	// port; empty disables TLS. Certificates come from TLS.
+	HTTPSListen string    `yaml:"https_listen"`
+	TLS         TLSConfig `yaml:"tls"`
+	// H2C serves cleartext HTTP/2 (prior knowledge) on Listen. Default off.
+	H2C bool `yaml:"h2c"`
 	// AdminListen serves /healthz and /metrics. Default "127.0.0.1:9080"; "off" disables it.
 	AdminListen string `yaml:"admin_listen"`
 	// Hosts are the hostnames the node serves; any other Host gets 421.
@@ -124,6 +130,9 @@ func (c *Config) setDefaults() {
 	if c.MaxHeaderBytes == 0 {
 		c.MaxHeaderBytes = 64 << 10
 	}
+	if c.TLS.ReloadInterval == 0 {
+		c.TLS.ReloadInterval = 5 * time.Second
+	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 30 * time.Second
 	}
@@ -171,6 +180,17 @@ func (c *Config) Validate() error {
 				bad(fmt.Sprintf("shields.%s[%d].addr", pop, i), "%q is not host:port", p.Addr)
 			}
 		}
+	}
+	if c.HTTPSListen != "" && len(c.TLS.Certs) == 0 && !c.TLS.Dev {
+		bad("tls", "https_listen needs tls.certs or tls.dev")
+	}
+	for i, cf := range c.TLS.Certs {
+		if cf.Cert == "" || cf.Key == "" {
+			bad(fmt.Sprintf("tls.certs[%d]", i), "needs both cert and key")
+		}
+	}
+	if u := c.TLS.UnknownSNI; u != "" && u != "default" && u != "reject" {
+		bad("tls.unknown_sni", "%q is not default or reject", u)
 	}
 	for _, a := range []struct{ field, addr string }{{"listen", c.Listen}, {"admin_listen", c.AdminListen}} {
 		if a.addr == "off" && a.field == "admin_listen" {

@@ -34,7 +34,7 @@ func (n *Node) fillAndDeliver(w *logWriter, req *request, stale *store.Object, o
 		if stale != nil && canServeStale(stale, opts.verdict, -stale.TTL(now), stale.Policy.StaleIfError) {
 			w.cacheStatus = "stale"
 			n.metrics.staleServed.WithLabelValues("stale-if-error").Inc()
-			n.deliver(w, req, stale, httpcache.Status{Cache: n.name, Fwd: "stale", FwdStatus: status,
+			n.deliver(w, req, stale, httpcache.Status{Cache: n.name, Proto: req.proto, Fwd: "stale", FwdStatus: status,
 				TTL: stale.TTL(now), HasTTL: true, Detail: "stale-if-error"}, "")
 			return
 		}
@@ -42,13 +42,13 @@ func (n *Node) fillAndDeliver(w *logWriter, req *request, stale *store.Object, o
 			w.cacheStatus = "stale"
 			w.tier = "fleet"
 			n.metrics.staleServed.WithLabelValues("fleet-stale").Inc()
-			n.deliver(w, req, fs.obj, httpcache.Status{Cache: n.name, Fwd: fwd, FwdStatus: status,
+			n.deliver(w, req, fs.obj, httpcache.Status{Cache: n.name, Proto: req.proto, Fwd: fwd, FwdStatus: status,
 				TTL: fs.obj.TTL(now), HasTTL: true, Detail: "fleet-stale-if-error"}, fs.upstreamCS)
 			return
 		}
 		if res.obj != nil { // the upstream's own 5xx answer
 			w.cacheStatus = "miss"
-			n.deliver(w, req, res.obj, httpcache.Status{Cache: n.name, Fwd: fwd, FwdStatus: res.status, Detail: res.tier}, res.upstreamCS)
+			n.deliver(w, req, res.obj, httpcache.Status{Cache: n.name, Proto: req.proto, Fwd: fwd, FwdStatus: res.status, Detail: res.tier}, res.upstreamCS)
 			return
 		}
 		w.note = res.err.Error()
@@ -66,7 +66,7 @@ func (n *Node) fillAndDeliver(w *logWriter, req *request, stale *store.Object, o
 	if res.revalidated {
 		fwd = "stale"
 	}
-	cs := httpcache.Status{Cache: n.name, Fwd: fwd, FwdStatus: res.status, Stored: res.stored,
+	cs := httpcache.Status{Cache: n.name, Proto: req.proto, Fwd: fwd, FwdStatus: res.status, Stored: res.stored,
 		Collapsed: res.collapsed, Detail: res.tier}
 	if res.stored {
 		cs.TTL, cs.HasTTL = res.obj.TTL(n.clock()), true
@@ -129,7 +129,7 @@ func (n *Node) deliverStream(w *logWriter, req *request, res *fillResult, fwd st
 	if !req.host.cfg.Cache.KeepSurrogateHeaders && !req.fromPeer {
 		httpcache.StripSurrogateHeaders(h)
 	}
-	h.Set("Cache-Status", httpcache.AppendStatus(res.upstreamCS, httpcache.Status{Cache: n.name, Fwd: fwd, FwdStatus: resp.StatusCode, Detail: "too-large"}))
+	h.Set("Cache-Status", httpcache.AppendStatus(res.upstreamCS, httpcache.Status{Cache: n.name, Proto: req.proto, Fwd: fwd, FwdStatus: resp.StatusCode, Detail: "too-large"}))
 	w.cacheStatus = "pass"
 	w.WriteHeader(resp.StatusCode)
 	if req.r.Method == http.MethodHead {
@@ -207,7 +207,7 @@ func (n *Node) pass(w *logWriter, req *request) {
 	if !req.host.cfg.Cache.KeepSurrogateHeaders {
 		httpcache.StripSurrogateHeaders(h)
 	}
-	h.Set("Cache-Status", httpcache.Status{Cache: n.name, Fwd: "method", FwdStatus: resp.StatusCode}.String())
+	h.Set("Cache-Status", httpcache.Status{Cache: n.name, Proto: req.proto, Fwd: "method", FwdStatus: resp.StatusCode}.String())
 	w.WriteHeader(resp.StatusCode)
 	io.Copy(w, resp.Body)
 }

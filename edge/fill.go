@@ -99,6 +99,7 @@ func (n *Node) fetchAndStore(req *request, stale *store.Object, opts fillOptions
 	httpcache.RemoveHopByHop(h)
 	h.Del("Cache-Status")
 	h.Del(hopHeader)
+	h.Del("Alt-Svc") // the upstream's endpoints are not ours
 	initialAge := httpcache.InitialAge(h, began, respTime)
 	h.Del("Age")
 	h.Set("Via", appendVia(h.Get("Via"), resp.ProtoMajor, resp.ProtoMinor, n.name))

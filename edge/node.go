@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"log/slog"
 	"net"
 	"net/http"
@@ -16,6 +17,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/meridian-cdn/meridian/control/fleet"
@@ -45,7 +48,9 @@ type Node struct {
 	draining  atomic.Bool
 	ready     chan struct{}
 	addr      atomic.Pointer[string]
-	adminAddr string // set before the fleet is joined
+	httpsAddr atomic.Pointer[string]
+	altSvc    atomic.Pointer[string] // Alt-Svc value advertising HTTP/3, when it is served
+	adminAddr string                 // set before the fleet is joined
 
 	registrar  atomic.Pointer[fleet.Registrar] // set while the node is in a fleet
 	fleetReady chan struct{}
@@ -171,47 +176,135 @@ func (n *Node) Addr() string {
 	return ""
 }
 
-// Run listens on the configured addresses and serves until ctx ends.
+// Run listens on the configured addresses (with SO_REUSEPORT, so a new process can take over
+// the ports before this one exits) and serves until ctx ends.
 func (n *Node) Run(ctx context.Context) error {
-	ln, err := net.Listen("tcp", n.cfg.Listen)
-	if err != nil {
+	var ls Listeners
+	var err error
+	closeAll := func() {
+		if ls.HTTP != nil {
+			ls.HTTP.Close()
+		}
+		if ls.HTTPS != nil {
+			ls.HTTPS.Close()
+		}
+		if ls.QUIC != nil {
+			ls.QUIC.Close()
+		}
+	}
+	if ls.HTTP, err = ListenTCP(ctx, n.cfg.Listen); err != nil {
 		return fmt.Errorf("edge listen on %s: %w", n.cfg.Listen, err)
 	}
-	var admin net.Listener
+	if n.cfg.HTTPSListen != "" {
+		if ls.HTTPS, err = ListenTCP(ctx, n.cfg.HTTPSListen); err != nil {
+			closeAll()
+			return fmt.Errorf("edge https listen on %s: %w", n.cfg.HTTPSListen, err)
+		}
+		if !n.cfg.TLS.DisableHTTP3 {
+			if ls.QUIC, err = ListenUDP(ctx, ls.HTTPS.Addr().String()); err != nil {
+				closeAll()
+				return fmt.Errorf("edge http/3 listen on %s: %w", n.cfg.HTTPSListen, err)
+			}
+		}
+	}
 	if n.cfg.AdminListen != "off" {
-		if admin, err = net.Listen("tcp", n.cfg.AdminListen); err != nil {
-			ln.Close()
+		if ls.Admin, err = ListenTCP(ctx, n.cfg.AdminListen); err != nil {
+			closeAll()
 			return fmt.Errorf("edge admin listen on %s: %w", n.cfg.AdminListen, err)
 		}
 	}
-	return n.Serve(ctx, ln, admin)
+	return n.ServeListeners(ctx, ls)
 }
 
-// Serve serves HTTP on ln and, if admin is not nil, /healthz and /metrics on admin, until ctx
-// ends. Then it drains: health reports 503 for LameDuck, the listeners close, requests in flight
-// finish (up to ShutdownTimeout), background work stops, and Serve returns.
+// Listeners are the sockets a node serves on; nil ones are not served.
+type Listeners struct {
+	HTTP  net.Listener   // plain HTTP/1.1 (and h2c if configured)
+	HTTPS net.Listener   // TLS: HTTP/1.1 and HTTP/2
+	QUIC  net.PacketConn // HTTP/3; needs HTTPS's certificates
+	Admin net.Listener   // /healthz and /metrics
+}
+
+// Serve serves plain HTTP on ln and, if admin is not nil, /healthz and /metrics on admin,
+// until ctx ends (see ServeListeners).
 func (n *Node) Serve(ctx context.Context, ln, admin net.Listener) error {
-	if n.closed.Load() {
-		return errors.New("edge node already served")
+	return n.ServeListeners(ctx, Listeners{HTTP: ln, Admin: admin})
+}
+
+// ServeListeners serves on every listener in ls until ctx ends. Then it drains: it reports
+// itself draining (health 503, the registry says so, so DNS stops sending clients), keeps
+// serving for LameDuck, stops accepting, lets requests in flight finish (up to ShutdownTimeout),
+// stops background work, and returns once everything it started has exited.
+func (n *Node) ServeListeners(ctx context.Context, ls Listeners) error {
+	if n.closed.Load() || ls.HTTP == nil {
+		return errors.New("edge serve: already served, or no HTTP listener")
 	}
-	srv := &http.Server{
-		Handler:           n,
-		ConnState:         n.trackConn,
-		MaxHeaderBytes:    n.cfg.MaxHeaderBytes,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(n.cfg.H2C)
+	newServer := func(h http.Handler) *http.Server {
+		return &http.Server{
+			Handler:           h,
+			ConnState:         n.trackConn,
+			MaxHeaderBytes:    n.cfg.MaxHeaderBytes,
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       120 * time.Second,
+			ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
+			Protocols:         protocols,
+		}
 	}
-	servers := []*http.Server{srv}
-	var adminSrv *http.Server
-	if admin != nil {
-		adminSrv = &http.Server{Handler: n.AdminHandler(), ReadHeaderTimeout: 5 * time.Second}
-		servers = append(servers, adminSrv)
+	type served struct {
+		shutdown func(context.Context) error
+		serve    func() error
 	}
-	addr := ln.Addr().String()
+	var all []served
+	srv := newServer(n)
+	all = append(all, served{srv.Shutdown, func() error { return srv.Serve(ls.HTTP) }})
+
+	bg, stopBG := context.WithCancel(context.Background())
+	defer stopBG()
+	var watchers sync.WaitGroup
+	defer watchers.Wait()
+	if ls.HTTPS != nil {
+		certs, err := newCertStore(n.cfg.TLS, n.hostNames(), n.log)
+		if err != nil {
+			return fmt.Errorf("edge tls: %w", err)
+		}
+		watchers.Add(1)
+		go func() {
+			defer watchers.Done()
+			certs.watch(bg, n.cfg.TLS.ReloadInterval)
+		}()
+		tlsSrv := newServer(n)
+		tlsProtocols := new(http.Protocols)
+		tlsProtocols.SetHTTP1(true)
+		tlsProtocols.SetHTTP2(true)
+		tlsSrv.Protocols = tlsProtocols
+		tlsSrv.TLSConfig = certs.tlsConfig()
+		all = append(all, served{tlsSrv.Shutdown, func() error { return tlsSrv.ServeTLS(ls.HTTPS, "", "") }})
+		if ls.QUIC != nil {
+			h3 := &http3.Server{
+				Handler:        n,
+				TLSConfig:      http3.ConfigureTLSConfig(certs.tlsConfig()),
+				QUICConfig:     &quic.Config{Allow0RTT: n.cfg.TLS.Allow0RTT},
+				MaxHeaderBytes: n.cfg.MaxHeaderBytes,
+				Logger:         n.log,
+			}
+			_, port, _ := net.SplitHostPort(ls.QUIC.LocalAddr().String())
+			alt := fmt.Sprintf(`h3=":%s"; ma=86400`, port)
+			n.altSvc.Store(&alt)
+			all = append(all, served{h3.Shutdown, func() error { return h3.Serve(ls.QUIC) }})
+		}
+	}
+	if ls.Admin != nil {
+		adminSrv := &http.Server{Handler: n.AdminHandler(), ReadHeaderTimeout: 5 * time.Second}
+		n.adminAddr = ls.Admin.Addr().String()
+		all = append(all, served{adminSrv.Shutdown, func() error { return adminSrv.Serve(ls.Admin) }})
+	}
+	addr := ls.HTTP.Addr().String()
 	n.addr.Store(&addr)
-	if admin != nil {
-		n.adminAddr = admin.Addr().String()
+	if ls.HTTPS != nil {
+		a := ls.HTTPS.Addr().String()
+		n.httpsAddr.Store(&a)
 	}
 	if t := n.tiers.Load(); len(t.peers) == 1 && t.peers[0].Addr == "" {
 		n.SetPeers(nil) // learn our own address for the hash ring
@@ -226,18 +319,19 @@ func (n *Node) Serve(ctx context.Context, ln, admin net.Listener) error {
 		}
 		waitFleet = w
 	}
-	errc := make(chan error, 2)
-	go func() { errc <- srv.Serve(ln) }()
-	if adminSrv != nil {
-		go func() { errc <- adminSrv.Serve(admin) }()
+	errc := make(chan error, len(all))
+	for _, s := range all {
+		go func() { errc <- s.serve() }()
 	}
 	close(n.ready)
-	n.log.Info("edge serving", "addr", addr, "hosts", len(*n.hosts.Load()))
+	n.log.Info("edge serving", "addr", addr, "https", n.HTTPSAddr(), "hosts", len(*n.hosts.Load()))
 
 	var err error
+	running := len(all)
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
+		running--
 		err = fmt.Errorf("edge serve: %w", err)
 	}
 	n.SetDraining(true)
@@ -248,15 +342,36 @@ func (n *Node) Serve(ctx context.Context, ln, admin net.Listener) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
 	defer cancel()
-	for _, s := range servers {
-		if serr := s.Shutdown(sctx); serr != nil && err == nil {
+	for _, s := range all {
+		if serr := s.shutdown(sctx); serr != nil && err == nil {
 			err = fmt.Errorf("edge shutdown: %w", serr)
 		}
 	}
+	for range running {
+		<-errc // every Serve has returned
+	}
 	stopFleet() // the registrar deletes the node's key: it leaves the fleet at once
 	waitFleet()
+	stopBG()
 	n.close()
 	return err
+}
+
+// HTTPSAddr is the HTTPS listener's address ("" without TLS).
+func (n *Node) HTTPSAddr() string {
+	if a := n.httpsAddr.Load(); a != nil {
+		return *a
+	}
+	return ""
+}
+
+func (n *Node) hostNames() []string {
+	var out []string
+	for h := range *n.hosts.Load() {
+		out = append(out, h)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // close stops background work and releases upstreams and the store. It is idempotent.

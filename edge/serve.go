@@ -54,6 +54,16 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (n *Node) serve(w *logWriter, req *request) {
 	r := req.r
+	if r.TLS != nil && r.ProtoMajor < 3 {
+		if alt := n.altSvc.Load(); alt != nil {
+			w.Header()["Alt-Svc"] = []string{*alt}
+		}
+	}
+	if r.ProtoMajor == 3 && r.TLS != nil && !r.TLS.HandshakeComplete && !safeMethod(r.Method) {
+		// 0-RTT early data can be replayed: only safe methods may use it (RFC 8470).
+		n.fail(w, req, http.StatusTooEarly, "too early")
+		return
+	}
 	if len(r.TransferEncoding) > 0 {
 		// net/http drops a Content-Length sent beside Transfer-Encoding before we can see it;
 		// RFC 9112 §6.1 then requires closing the connection, so that nothing a front end may
@@ -113,6 +123,10 @@ func (n *Node) serve(w *logWriter, req *request) {
 	}
 }
 
+func safeMethod(m string) bool {
+	return m == http.MethodGet || m == http.MethodHead || m == http.MethodOptions
+}
+
 // trustedHop reports whether the request comes from a fleet node whose hop header counts.
 func (n *Node) trustedHop(r *http.Request) bool {
 	if r.Header.Get(hopHeader) == "" {
@@ -151,7 +165,7 @@ func viaHas(via []string, name string) bool {
 func (n *Node) fail(w *logWriter, req *request, status int, msg string) {
 	h := w.Header()
 	h.Set("Content-Type", "text/plain; charset=utf-8")
-	h.Set("Cache-Status", httpcache.Status{Cache: n.name, Detail: detailToken(msg)}.String())
+	h.Set("Cache-Status", httpcache.Status{Cache: n.name, Proto: req.proto, Detail: detailToken(msg)}.String())
 	h.Set("Cache-Control", "no-store")
 	w.note = msg
 	w.WriteHeader(status)

@@ -18,6 +18,9 @@ type Status struct {
 	Collapsed bool   // the request was collapsed into another one's fill
 	Key       string // optional, emitted as key="..." if non-empty
 	Detail    string // optional, emitted as detail=token-or-string (e.g. "peer", "shield", "origin", "stale-if-error")
+	// Proto is the protocol the request came over ("http/1.1", "h2", "h3"), emitted as the
+	// extension parameter proto=token (RFC 9211 §2.8) if non-empty.
+	Proto string
 }
 
 // String serialises s as a Structured Fields list member (RFC 8941), with "; " between
@@ -58,6 +61,10 @@ func (s Status) String() string {
 	if s.Detail != "" {
 		b.WriteString("; detail=")
 		writeTokenOrString(&b, s.Detail)
+	}
+	if s.Proto != "" && isToken(s.Proto) {
+		b.WriteString("; proto=")
+		b.WriteString(s.Proto)
 	}
 	return b.String()
 }

@@ -28,6 +28,8 @@ func TestStatusString(t *testing.T) {
 		{"empty cache name", Status{Hit: true}, `""; hit`},
 		{"detail as string", Status{Cache: "c", Detail: "peer 10.0.0.1"}, `c; detail="peer 10.0.0.1"`},
 		{"invalid fwd omitted", Status{Cache: "c", Fwd: "not a token"}, "c"},
+		{"protocol", Status{Cache: "c", Hit: true, Proto: "h3"}, "c; hit; proto=h3"},
+		{"protocol http/1.1", Status{Cache: "c", Hit: true, Proto: "http/1.1"}, "c; hit; proto=http/1.1"},
 		{"huge ttl clamped", Status{Cache: "c", TTL: time.Duration(1<<63 - 1), HasTTL: true}, "c; ttl=9223372036"},
 	}
 	for _, tt := range tests {

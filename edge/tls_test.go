@@ -1,0 +1,259 @@
+package edge
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go/http3"
+
+	"github.com/meridian-cdn/meridian/control/wire"
+)
+
+// writeCert writes a self-signed certificate for names into dir and returns its files.
+func writeCert(t *testing.T, dir, base string, names ...string) CertFiles {
+	t.Helper()
+	c, err := selfSigned(names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := CertFiles{Cert: filepath.Join(dir, base+".pem"), Key: filepath.Join(dir, base+".key")}
+	// Write the key first: a reload that sees the new certificate must find its key.
+	if err := os.WriteFile(f.Key, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: key}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(f.Cert+".tmp", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(f.Cert+".tmp", f.Cert); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// tlsEdge starts an origin and an edge serving HTTP, HTTPS and HTTP/3.
+func tlsEdge(t *testing.T, tc TLSConfig) (*single, *Node) {
+	t.Helper()
+	s := &single{clock: newFakeClock()}
+	s.origin, s.originAddr = startOrigin(t, "127.0.0.10", s.clock.Now)
+	cfg := Config{PoP: "tls", Node: "e1", Clock: s.clock.Now, TLS: tc, HTTPSListen: "127.0.0.12:0",
+		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + s.originAddr}, {Host: "other.example", Origin: "http://" + s.originAddr}}}
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	https := listen(t, "127.0.0.12")
+	quicConn, err := net.ListenPacket("udp", https.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- n.ServeListeners(ctx, Listeners{HTTP: listen(t, "127.0.0.12"), HTTPS: https, QUIC: quicConn})
+	}()
+	<-n.Ready()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	s.edge = n
+	return s, n
+}
+
+func insecure(serverName string) *tls.Config {
+	return &tls.Config{InsecureSkipVerify: true, ServerName: serverName}
+}
+
+func getWith(t *testing.T, c *http.Client, url string) resp {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	req.Host = testHost
+	r, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer r.Body.Close()
+	b, _ := io.ReadAll(r.Body)
+	if r.ProtoMajor == 0 {
+		t.Fatalf("no protocol")
+	}
+	return resp{status: r.StatusCode, header: r.Header, body: string(b) + "|" + r.Proto}
+}
+
+// TestThreeProtocols: one object over HTTP/1.1, HTTP/2 and HTTP/3 from one cache.
+func TestThreeProtocols(t *testing.T) {
+	s, n := tlsEdge(t, TLSConfig{Dev: true})
+	path := "/p?cc=max-age%3D600"
+	h2 := &http.Client{Transport: &http.Transport{TLSClientConfig: insecure(testHost), ForceAttemptHTTP2: true}}
+	h3t := &http3.Transport{TLSClientConfig: insecure(testHost)}
+	defer h3t.Close()
+	h3 := &http.Client{Transport: h3t}
+	plain := getWith(t, http.DefaultClient, "http://"+n.Addr()+path)
+	wantCacheStatus(t, plain, "fwd=miss", "proto=http/1.1")
+	body := strings.Split(plain.body, "|")[0]
+	tests := []struct {
+		name, proto string
+		c           *http.Client
+		url         string
+	}{
+		{"https http/1.1", "HTTP/1.1", &http.Client{Transport: &http.Transport{TLSClientConfig: func() *tls.Config {
+			c := insecure(testHost)
+			c.NextProtos = []string{"http/1.1"}
+			return c
+		}()}}, "https://" + n.HTTPSAddr() + path},
+		{"http/2", "HTTP/2.0", h2, "https://" + n.HTTPSAddr() + path},
+		{"http/3", "HTTP/3.0", h3, "https://" + n.HTTPSAddr() + path},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := getWith(t, tt.c, tt.url)
+			parts := strings.Split(r.body, "|")
+			if parts[0] != body || parts[1] != tt.proto {
+				t.Errorf("got %d bytes over %s, want the cached body over %s", len(parts[0]), parts[1], tt.proto)
+			}
+			wantCacheStatus(t, r, "; hit")
+			proto := map[string]string{"HTTP/1.1": "http/1.1", "HTTP/2.0": "h2", "HTTP/3.0": "h3"}[tt.proto]
+			wantCacheStatus(t, r, "proto="+proto)
+			if tt.proto != "HTTP/3.0" {
+				if alt := r.header.Get("Alt-Svc"); !strings.HasPrefix(alt, `h3=":`) || !strings.HasSuffix(alt, "; ma=86400") {
+					t.Errorf("Alt-Svc = %q", alt)
+				}
+			}
+		})
+	}
+	if got := s.origin.Requests("/p"); got != 1 {
+		t.Errorf("origin requests = %d, want 1: all protocols share one cache", got)
+	}
+	if got := counterValue(t, n, `meridian_edge_requests_total{cache="hit",code="200",proto="h3"}`); got != 1 {
+		t.Errorf("h3 hits in metrics = %v, want 1", got)
+	}
+}
+
+func peerCert(t *testing.T, addr string, cfg *tls.Config) (*x509.Certificate, error) {
+	t.Helper()
+	c, err := tls.Dial("tcp", addr, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return c.ConnectionState().PeerCertificates[0], nil
+}
+
+func TestSNISelectionAndReload(t *testing.T) {
+	dir := t.TempDir()
+	a := writeCert(t, dir, "a", "www.example.com")
+	b := writeCert(t, dir, "b", "*.other.example", "other.example")
+	_, n := tlsEdge(t, TLSConfig{Certs: []CertFiles{a, b}, ReloadInterval: 20 * time.Millisecond})
+	tests := []struct{ sni, want string }{
+		{"www.example.com", "www.example.com"},
+		{"other.example", "*.other.example"},
+		{"img.other.example", "*.other.example"},
+		{"unknown.test", "www.example.com"}, // the default: the first certificate
+		{"", "www.example.com"},             // no SNI at all
+	}
+	for _, tt := range tests {
+		c, err := peerCert(t, n.HTTPSAddr(), &tls.Config{InsecureSkipVerify: true, ServerName: tt.sni})
+		if err != nil {
+			t.Fatalf("SNI %q: %v", tt.sni, err)
+		}
+		if c.DNSNames[1] != tt.want {
+			t.Errorf("SNI %q got certificate for %v, want %s", tt.sni, c.DNSNames, tt.want)
+		}
+	}
+	old, _ := peerCert(t, n.HTTPSAddr(), insecure("www.example.com"))
+	writeCert(t, dir, "a", "www.example.com")
+	waitFor(t, 5*time.Second, "certificate reload", func() bool {
+		c, err := peerCert(t, n.HTTPSAddr(), insecure("www.example.com"))
+		return err == nil && c.SerialNumber.Cmp(old.SerialNumber) != 0
+	})
+	// Old protocol versions are refused.
+	if _, err := peerCert(t, n.HTTPSAddr(), &tls.Config{InsecureSkipVerify: true, ServerName: testHost, MaxVersion: tls.VersionTLS11}); err == nil {
+		t.Errorf("a TLS 1.1 handshake succeeded")
+	}
+}
+
+func TestUnknownSNIRejected(t *testing.T) {
+	dir := t.TempDir()
+	_, n := tlsEdge(t, TLSConfig{Certs: []CertFiles{writeCert(t, dir, "a", "www.example.com")}, UnknownSNI: "reject"})
+	if _, err := peerCert(t, n.HTTPSAddr(), insecure("unknown.test")); err == nil {
+		t.Errorf("unknown SNI was served, want a handshake failure")
+	}
+	if _, err := peerCert(t, n.HTTPSAddr(), insecure("")); err == nil {
+		t.Errorf("no SNI was served, want a handshake failure")
+	}
+	if _, err := peerCert(t, n.HTTPSAddr(), insecure("www.example.com")); err != nil {
+		t.Errorf("known SNI: %v", err)
+	}
+}
+
+// TestMalformedQUIC: garbage datagrams do not hurt the HTTP/3 server.
+func TestMalformedQUIC(t *testing.T) {
+	_, n := tlsEdge(t, TLSConfig{Dev: true})
+	c, err := net.Dial("udp", n.HTTPSAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	payloads := [][]byte{{}, {0x00}, {0xc0, 0, 0, 0, 1}, make([]byte, 1500), []byte(strings.Repeat("\xff", 1200))}
+	for i := range 200 {
+		c.Write(payloads[i%len(payloads)])
+	}
+	h3t := &http3.Transport{TLSClientConfig: insecure(testHost)}
+	defer h3t.Close()
+	r := getWith(t, &http.Client{Transport: h3t}, "https://"+n.HTTPSAddr()+"/q?cc=max-age%3D60")
+	if r.status != 200 {
+		t.Errorf("HTTP/3 after garbage = %d", r.status)
+	}
+}
+
+// TestEarlyDataUnsafeMethod: a request in 0-RTT early data (handshake not complete) with an
+// unsafe method gets 425; a safe one is served.
+func TestEarlyDataUnsafeMethod(t *testing.T) {
+	s := newSingle(t, nil)
+	for _, tt := range []struct {
+		method string
+		want   int
+	}{{http.MethodPost, http.StatusTooEarly}, {http.MethodGet, http.StatusOK}} {
+		req, _ := http.NewRequest(tt.method, "/e?cc=max-age%3D60", nil)
+		req.Host, req.ProtoMajor, req.RemoteAddr = testHost, 3, "127.0.0.1:1"
+		req.TLS = &tls.ConnectionState{HandshakeComplete: false}
+		rec := &recorder{header: http.Header{}, status: 200}
+		s.edge.ServeHTTP(rec, req)
+		if rec.status != tt.want {
+			t.Errorf("%s in early data = %d, want %d", tt.method, rec.status, tt.want)
+		}
+	}
+}
+
+func TestTLSConfigErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"https without certificates", Config{HTTPSListen: "127.0.0.1:0"}, "tls"},
+		{"bad unknown_sni", Config{TLS: TLSConfig{UnknownSNI: "maybe"}}, "tls.unknown_sni"},
+		{"cert without key", Config{TLS: TLSConfig{Certs: []CertFiles{{Cert: "a.pem"}}}}, "tls.certs[0]"},
+	}
+	for _, tt := range tests {
+		if _, err := New(tt.cfg); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: New error = %v, want one naming %s", tt.name, err, tt.want)
+		}
+	}
+}
