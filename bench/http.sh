@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # bench/http.sh: Meridian's edge side by side with nginx proxy_cache and Varnish, in one run.
 #
-# It installs nginx, varnish and wrk from Debian packages if they are missing, starts one
-# reference origin and, in front of it, the Meridian edge, nginx and Varnish on their own
-# 127.0.0.x addresses, then loads each with wrk on cache hits (1 KiB, 16 KiB, 1 MiB) and on a
-# miss-heavy mix. It prints requests/s and p99 latency side by side with the Meridian/nginx and
-# Meridian/Varnish ratios from this run, and writes bench/results/http.json.
+# It installs nginx, varnish, wrk and h2load (nghttp2-client) from Debian packages if they are
+# missing, starts one reference origin and, in front of it, the Meridian edge, nginx and Varnish
+# on their own 127.0.0.x addresses, then loads each with wrk on cache hits (1 KiB, 16 KiB, 1 MiB)
+# and on a miss-heavy mix; then HTTP/2 over TLS with h2load for Meridian and nginx (Varnish has no
+# TLS), and HTTP/3 for Meridian with bench/h3load (quic-go). It prints requests/s and latency side
+# by side with the Meridian/nginx and Meridian/Varnish ratios from this run, and writes
+# bench/results/http.json.
 #
 # Usage: bench/http.sh [duration (default 10s)] [connections (default 64)]
 set -euo pipefail
@@ -28,6 +30,8 @@ need=()
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v varnishd >/dev/null || [ -x /usr/sbin/varnishd ] || need+=(varnish)
 command -v wrk >/dev/null || need+=(wrk)
+command -v h2load >/dev/null || need+=(nghttp2-client)
+command -v openssl >/dev/null || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]} from Debian packages" >&2
   apt-get update -qq
@@ -36,10 +40,17 @@ fi
 export PATH=$PATH:/usr/sbin
 
 go build -o "$WORK/meridian" .
+go build -o "$WORK/h3load" ./bench/h3load
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+  -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -subj /CN=bench.local \
+  -addext subjectAltName=DNS:bench.local 2>/dev/null
+chmod 644 "$WORK/key.pem"
 HOST=bench.local
 ORIGIN=127.0.0.1:18080
 EDGE=127.0.0.2:18081
+EDGE_TLS=127.0.0.2:18444
 NGINX=127.0.0.3:18082
+NGINX_TLS=127.0.0.3:18443
 VARNISH=127.0.0.4:18083
 
 "$WORK/meridian" origin --listen $ORIGIN 2>"$WORK/origin.log" & PIDS+=($!)
@@ -48,6 +59,9 @@ cat >"$WORK/edge.yaml" <<YAML
 pop: bench
 node: e1
 listen: $EDGE
+https_listen: $EDGE_TLS
+tls:
+  certs: [{cert: $WORK/cert.pem, key: $WORK/key.pem}]
 admin_listen: "off"
 cache:
   max_bytes: 1073741824
@@ -73,6 +87,10 @@ http {
   upstream origin { server $ORIGIN; keepalive 64; }
   server {
     listen $NGINX;
+    listen $NGINX_TLS ssl http2;
+    ssl_certificate $WORK/cert.pem;
+    ssl_certificate_key $WORK/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
     location / {
       proxy_pass http://origin;
       proxy_http_version 1.1;
@@ -144,6 +162,31 @@ for c in "${CASES[@]}"; do
   done
 done
 
+# HTTP/2 over TLS: h2load, one thread, CONNS connections, 10 streams each.
+DSECS=${DUR%s}
+h2run() { # NAME ADDR CASE PATH
+  local out rps mean
+  out=$(h2load -D "$DSECS" -c "$CONNS" -m 10 -t "$THREADS" -H ":authority: $HOST" "https://$2$4" 2>&1)
+  rps=$(awk '/^finished in/ {for (i=1;i<=NF;i++) if ($i ~ /req\/s/) {v=$(i-1); gsub(",","",v); print v}}' <<<"$out")
+  mean=$(awk '/time for request:/ {v=$6; if (v ~ /us$/) {sub(/us$/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v=v*1000}; print v}' <<<"$out")
+  printf '%-9s %-8s %12s req/s  mean %8s ms\n' "$1" "$3" "$rps" "$mean" >&2
+  ROWS+=("$1 $3 ${rps:-0} ${mean:-0}")
+}
+for c in "h2-1k /hit/1k?size=1024&cc=max-age%3D3600" "h2-16k /hit/16k?size=16384&cc=max-age%3D3600"; do
+  set -- $c
+  h2run meridian $EDGE_TLS "$1" "$2"
+  h2run nginx $NGINX_TLS "$1" "$2"
+done
+# HTTP/3: Meridian only (nginx 1.22 and Varnish have none).
+for c in "h3-1k /hit/1k?size=1024&cc=max-age%3D3600" "h3-16k /hit/16k?size=16384&cc=max-age%3D3600"; do
+  set -- $c
+  out=$("$WORK/h3load" -url "https://$EDGE_TLS$2" -host $HOST -c "$CONNS" -t 4 -d "$DUR")
+  rps=$(sed -E 's/.*"rps":([0-9.e+]+).*/\1/' <<<"$out")
+  p99=$(sed -E 's/.*"p99_ms":([0-9.e+]+).*/\1/' <<<"$out")
+  printf '%-9s %-8s %12s req/s  p99 %8s ms  %s\n' meridian "$1" "$rps" "$p99" "$out" >&2
+  ROWS+=("meridian $1 $rps $p99")
+done
+
 # Report: a table with ratios, and JSON.
 {
   echo "{"
@@ -156,7 +199,7 @@ done
     set -- $r
     [ $first -eq 1 ] || echo ","
     first=0
-    printf '    {"server": "%s", "case": "%s", "rps": %s, "p99_ms": %s}' "$1" "$2" "${3:-0}" "${4:-0}"
+    printf '    {"server": "%s", "case": "%s", "rps": %s, "latency_ms": %s}' "$1" "$2" "${3:-0}" "${4:-0}"
   done
   echo ""
   echo "  ]"
@@ -164,8 +207,8 @@ done
 } >"$OUT"
 
 echo >&2
-printf '%-9s %14s %14s %14s %12s %12s   %s\n' case meridian nginx varnish "M/nginx" "M/varnish" "p99 ms (M / nginx / varnish)" >&2
-for c in hit-1k hit-16k hit-1m miss-mix; do
+printf '%-9s %14s %14s %14s %12s %12s   %s\n' case meridian nginx varnish "M/nginx" "M/varnish" "latency ms (M / nginx / varnish; p99, h2: mean)" >&2
+for c in hit-1k hit-16k hit-1m miss-mix h2-1k h2-16k h3-1k h3-16k; do
   m=$(printf '%s\n' "${ROWS[@]}" | awk -v c=$c '$1=="meridian" && $2==c {print $3, $4}')
   n=$(printf '%s\n' "${ROWS[@]}" | awk -v c=$c '$1=="nginx" && $2==c {print $3, $4}')
   v=$(printf '%s\n' "${ROWS[@]}" | awk -v c=$c '$1=="varnish" && $2==c {print $3, $4}')

@@ -55,7 +55,9 @@ func (n *Node) serveCacheable(w *logWriter, req *request) {
 		return
 	}
 	staleFor := -ttl
-	if canServeStale(obj, verdict, staleFor, obj.Policy.StaleWhileRevalidate) {
+	// A fleet node asking is revalidating or filling: a stale copy would be stored there as
+	// fresh (a soft purge leaves no trace in the headers), so it gets a revalidated answer.
+	if !req.fromPeer && canServeStale(obj, verdict, staleFor, obj.Policy.StaleWhileRevalidate) {
 		w.cacheStatus = "stale"
 		n.revalidateInBackground(req, obj)
 		n.deliver(w, req, obj, httpcache.Status{Cache: n.name, Proto: req.proto, Hit: true, Fwd: "stale", TTL: ttl, HasTTL: true, Detail: "stale-while-revalidate"}, "")

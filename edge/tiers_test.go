@@ -28,7 +28,7 @@ type testFleet struct {
 
 // newFleet starts len(pops) PoPs with pops[i] nodes each; PoP i is "p<i>", its nodes listen on
 // 127.0.<i+1>.<10+j>. Every host uses shield (may be "").
-func newFleet(t *testing.T, pops []int, shield func(pop string) string, mod func(*Config)) *testFleet {
+func newFleet(t testing.TB, pops []int, shield func(pop string) string, mod func(*Config)) *testFleet {
 	t.Helper()
 	f := &testFleet{clock: newFakeClock()}
 	var originAddr string
