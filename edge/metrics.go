@@ -2,6 +2,7 @@ package edge
 
 import (
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"sync/atomic"
 
@@ -117,7 +118,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 // Registry is the node's Prometheus registry.
 func (n *Node) Registry() *prometheus.Registry { return n.metrics.reg }
 
-// AdminHandler serves /healthz (200, or 503 while draining) and /metrics.
+// AdminHandler serves /healthz (200, or 503 while draining), /metrics and /debug/pprof/.
 func (n *Node) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -130,5 +131,9 @@ func (n *Node) AdminHandler() http.Handler {
 		w.Write([]byte("ok\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
+	// Profiles for operators; the admin listener is loopback-only by default.
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	return mux
 }
