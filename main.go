@@ -15,6 +15,7 @@ import (
 
 	"github.com/meridian-cdn/meridian/control"
 	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/dnsroute"
 	"github.com/meridian-cdn/meridian/edge"
 	"github.com/meridian-cdn/meridian/origin"
 	"github.com/meridian-cdn/meridian/purge"
@@ -33,6 +34,7 @@ func main() {
 		edge.NewCommand(),
 		origin.NewCommand(),
 		control.NewCommand(),
+		dnsroute.NewCommand(),
 		purge.NewCommand(),
 		&cobra.Command{
 			Use:   "version",

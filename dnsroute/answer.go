@@ -1,0 +1,268 @@
+package dnsroute
+
+import (
+	"net"
+	"net/netip"
+	"strings"
+
+	"github.com/miekg/dns"
+)
+
+// nameKind is what the zone holds at a name.
+type nameKind int
+
+const (
+	kindOutside nameKind = iota // not in the zone: REFUSED
+	kindNX                      // in the zone, nothing there: NXDOMAIN
+	kindEmpty                   // an empty non-terminal: NODATA for every type
+	kindApex
+	kindNS
+	kindCNAME
+	kindRouted
+)
+
+// zone is the static part of the zone, derived from Config once.
+type zone struct {
+	origin   string // lower-case FQDN
+	soa      *dns.SOA
+	ns       []dns.RR
+	glue     map[string][]netip.Addr // NS name -> addresses
+	routed   map[string]bool
+	wildcard bool
+	cnames   map[string]string
+	ents     map[string]bool
+	ttl      uint32
+}
+
+func newZone(c Config) *zone {
+	z := &zone{
+		origin: c.Zone, glue: map[string][]netip.Addr{}, routed: map[string]bool{},
+		cnames: c.CNAMEs, ents: map[string]bool{}, ttl: uint32(c.TTL.Seconds()),
+	}
+	zttl := uint32(c.ZoneTTL.Seconds())
+	z.soa = &dns.SOA{
+		Hdr: dns.RR_Header{Name: c.Zone, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: zttl},
+		Ns:  c.SOA.MName, Mbox: c.SOA.RName, Serial: c.SOA.Serial,
+		Refresh: uint32(c.SOA.Refresh.Seconds()), Retry: uint32(c.SOA.Retry.Seconds()),
+		Expire: uint32(c.SOA.Expire.Seconds()), Minttl: uint32(c.SOA.Minimum.Seconds()),
+	}
+	var names []string
+	for _, ns := range c.NS {
+		z.ns = append(z.ns, &dns.NS{Hdr: dns.RR_Header{Name: c.Zone, Rrtype: dns.TypeNS, Class: dns.ClassINET, Ttl: zttl}, Ns: ns.Name})
+		for _, a := range append(append([]string{}, ns.IPv4...), ns.IPv6...) {
+			z.glue[ns.Name] = append(z.glue[ns.Name], netip.MustParseAddr(a))
+		}
+		names = append(names, ns.Name)
+	}
+	for _, h := range c.Hostnames {
+		if h == "*" {
+			z.wildcard = true
+			continue
+		}
+		z.routed[h] = true
+		names = append(names, h)
+	}
+	for f := range c.CNAMEs {
+		names = append(names, f)
+	}
+	for _, n := range names {
+		if !dns.IsSubDomain(z.origin, n) {
+			continue
+		}
+		// Every name between the zone apex and n exists (RFC 8020).
+		for p := n; ; {
+			i := strings.IndexByte(p, '.')
+			if i < 0 || i == len(p)-1 {
+				break
+			}
+			p = p[i+1:]
+			if p == z.origin || !dns.IsSubDomain(z.origin, p) {
+				break
+			}
+			z.ents[p] = true
+		}
+	}
+	return z
+}
+
+// kind classifies a lower-case FQDN.
+func (z *zone) kind(n string) nameKind {
+	switch {
+	case !dns.IsSubDomain(z.origin, n):
+		return kindOutside
+	case n == z.origin:
+		return kindApex
+	}
+	if _, ok := z.glue[n]; ok {
+		return kindNS
+	}
+	if _, ok := z.cnames[n]; ok {
+		return kindCNAME
+	}
+	if z.routed[n] || z.wildcard {
+		return kindRouted
+	}
+	if z.ents[n] {
+		return kindEmpty
+	}
+	return kindNX
+}
+
+// negSOA is the SOA for the authority section of negative answers, with the TTL capped at the
+// negative-caching TTL (RFC 2308 section 3).
+func (z *zone) negSOA() dns.RR {
+	soa := *z.soa
+	soa.Hdr.Ttl = min(soa.Hdr.Ttl, soa.Minttl)
+	return &soa
+}
+
+// request is one query with what the server learnt about its client.
+type request struct {
+	msg    *dns.Msg
+	src    netip.Addr
+	ecs    *dns.EDNS0_SUBNET // from the query; nil when absent
+	client netip.Prefix
+	tcp    bool
+}
+
+// reply is the outcome of answering: one message per rotation, and how to account for it.
+type reply struct {
+	variants  []*dns.Msg
+	cacheable bool
+	pop       string // the PoP routed to, "" when the answer is not routed
+	failOpen  bool
+	// scope is the ECS scope prefix length: 0 unless the answer depends on the location.
+	scope int
+}
+
+// answer builds the reply to a well-formed query under st. It never returns nil variants.
+func (s *Server) answer(st *state, req request) reply {
+	q := req.msg.Question[0]
+	m := new(dns.Msg)
+	m.SetReply(req.msg)
+	m.Authoritative = true
+	m.RecursionAvailable = false
+	if q.Qclass != dns.ClassINET {
+		m.Rcode = dns.RcodeRefused
+		m.Authoritative = false
+		return reply{variants: []*dns.Msg{m}}
+	}
+	name := strings.ToLower(q.Name)
+	z := s.zone
+	kind := z.kind(name)
+	if kind == kindOutside || q.Qtype == dns.TypeAXFR || q.Qtype == dns.TypeIXFR {
+		m.Rcode = dns.RcodeRefused
+		m.Authoritative = kind != kindOutside
+		return reply{variants: []*dns.Msg{m}}
+	}
+	nodata := func() reply {
+		m.Ns = []dns.RR{z.negSOA()}
+		return reply{variants: []*dns.Msg{m}, cacheable: true}
+	}
+	switch kind {
+	case kindNX:
+		m.Rcode = dns.RcodeNameError
+		m.Ns = []dns.RR{z.negSOA()}
+		return reply{variants: []*dns.Msg{m}}
+	case kindEmpty:
+		return nodata()
+	case kindApex:
+		switch q.Qtype {
+		case dns.TypeSOA, dns.TypeANY: // ANY gets one RRset (RFC 8482)
+			soa := *z.soa
+			soa.Hdr.Name = q.Name
+			m.Answer = []dns.RR{&soa}
+		case dns.TypeNS:
+			for _, rr := range z.ns {
+				ns := *rr.(*dns.NS)
+				ns.Hdr.Name = q.Name
+				m.Answer = append(m.Answer, &ns)
+				for _, a := range z.glue[ns.Ns] {
+					m.Extra = append(m.Extra, addrRR(ns.Ns, a, ns.Hdr.Ttl))
+				}
+			}
+		default:
+			return nodata()
+		}
+		return reply{variants: []*dns.Msg{m}, cacheable: true}
+	case kindNS:
+		want := q.Qtype
+		if want == dns.TypeANY { // one RRset (RFC 8482): A if there is one, else AAAA
+			want = dns.TypeAAAA
+			for _, a := range z.glue[name] {
+				if a.Is4() {
+					want = dns.TypeA
+				}
+			}
+		}
+		for _, a := range z.glue[name] {
+			if want == dns.TypeA && a.Is4() || want == dns.TypeAAAA && a.Is6() {
+				m.Answer = append(m.Answer, addrRR(q.Name, a, z.soa.Hdr.Ttl))
+			}
+		}
+		if len(m.Answer) == 0 {
+			return nodata()
+		}
+		return reply{variants: []*dns.Msg{m}, cacheable: true}
+	case kindCNAME:
+		target := z.cnames[name]
+		m.Answer = []dns.RR{&dns.CNAME{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeCNAME, Class: dns.ClassINET, Ttl: z.ttl}, Target: target}}
+		if (q.Qtype == dns.TypeA || q.Qtype == dns.TypeAAAA) && z.kind(target) == kindRouted {
+			return s.routed(st, req, m, target)
+		}
+		return reply{variants: []*dns.Msg{m}, cacheable: true}
+	}
+	// A routed name.
+	switch q.Qtype {
+	case dns.TypeA, dns.TypeAAAA:
+		return s.routed(st, req, m, q.Name)
+	case dns.TypeANY:
+		// RFC 8482 lets ANY be answered with one RRset: the A answer.
+		return s.routed(st, req, m, q.Name)
+	}
+	return nodata()
+}
+
+// routed appends the routed address records for owner to m, one message per rotation.
+func (s *Server) routed(st *state, req request, m *dns.Msg, owner string) reply {
+	q := req.msg.Question[0]
+	v6 := q.Qtype == dns.TypeAAAA
+	loc, err := s.geo.Lookup(req.client.Addr())
+	if err != nil {
+		loc.Network = req.client
+	}
+	d := st.route(loc, req.client, v6)
+	r := reply{cacheable: true, scope: d.scope(req.client)}
+	if d.pop == nil || (d.failOpen && s.cfg.FailClosed) {
+		if s.cfg.FailClosed && d.failOpen {
+			m.Rcode = dns.RcodeServerFailure
+			m.Answer = nil
+			return reply{variants: []*dns.Msg{m}, failOpen: true}
+		}
+		// No PoP has an address of this family: NODATA.
+		m.Ns = []dns.RR{s.zone.negSOA()}
+		r.variants = []*dns.Msg{m}
+		return r
+	}
+	r.pop, r.failOpen = d.pop.pop.ID, d.failOpen
+	prefix := m.Answer
+	for _, addrs := range rotations(d.nodes, s.cfg.AnswerCount, s.cfg.Rotation == "weighted") {
+		v := m.Copy()
+		v.Answer = append(append([]dns.RR{}, prefix...), make([]dns.RR, 0, len(addrs))...)
+		for _, a := range addrs {
+			v.Answer = append(v.Answer, addrRR(owner, a, s.zone.ttl))
+		}
+		r.variants = append(r.variants, v)
+	}
+	return r
+}
+
+func addrRR(name string, a netip.Addr, ttl uint32) dns.RR {
+	h := dns.RR_Header{Name: name, Class: dns.ClassINET, Ttl: ttl}
+	if a.Is4() {
+		h.Rrtype = dns.TypeA
+		return &dns.A{Hdr: h, A: net.IP(a.AsSlice())}
+	}
+	h.Rrtype = dns.TypeAAAA
+	return &dns.AAAA{Hdr: h, AAAA: net.IP(a.AsSlice())}
+}

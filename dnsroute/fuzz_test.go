@@ -1,0 +1,106 @@
+package dnsroute
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/miekg/dns"
+)
+
+func seedQueries() [][]byte {
+	var out [][]byte
+	add := func(name string, qt uint16, ecs netip.Prefix, edns bool) {
+		m := new(dns.Msg)
+		m.SetQuestion(name, qt)
+		if edns || ecs.IsValid() {
+			m.SetEdns0(1232, false)
+		}
+		if ecs.IsValid() {
+			fam := uint16(familyIPv4)
+			if ecs.Addr().Is6() {
+				fam = familyIPv6
+			}
+			m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: fam, SourceNetmask: uint8(ecs.Bits()), Address: net.IP(ecs.Addr().AsSlice())})
+		}
+		b, _ := m.Pack()
+		out = append(out, b)
+	}
+	add("www.cdn.example.", dns.TypeA, netip.MustParsePrefix("100.64.1.0/24"), false)
+	add("WWW.cdn.example.", dns.TypeAAAA, netip.MustParsePrefix("2001:db8:1::/56"), false)
+	add("cdn.example.", dns.TypeANY, netip.Prefix{}, true)
+	add("nope.cdn.example.", dns.TypeA, netip.Prefix{}, false)
+	add("example.org.", dns.TypeA, netip.Prefix{}, false)
+	return out
+}
+
+// FuzzHandle feeds raw packets to the UDP handler: it must never panic, never answer a
+// response or a packet shorter than a header, and never reply with more than the client can
+// take (512 bytes, or its EDNS buffer size) or, for a packet that is not a well-formed query,
+// with more bytes than it sent.
+func FuzzHandle(f *testing.F) {
+	for _, s := range seedQueries() {
+		f.Add(s)
+	}
+	f.Add([]byte{})
+	f.Add([]byte("\x00\x01\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\xc0\x0c\x00\x01\x00\x01"))
+	cfg := testConfig(f)
+	s, err := New(cfg)
+	if err != nil {
+		f.Fatal(err)
+	}
+	w := newWorker()
+	src := netip.MustParseAddrPort("127.1.1.1:4000")
+	f.Fuzz(func(t *testing.T, p []byte) {
+		r := s.handleUDP(w, p, src)
+		if r == nil {
+			return
+		}
+		if len(p) < headerLen || p[2]&0x80 != 0 {
+			t.Fatalf("answered a %d byte packet that is short or a response", len(p))
+		}
+		limit := 512
+		var q dns.Msg
+		wellFormed := q.Unpack(p) == nil && len(q.Question) == 1 && q.Opcode == dns.OpcodeQuery
+		if o := q.IsEdns0(); wellFormed && o != nil {
+			limit = max(512, min(int(o.UDPSize()), s.cfg.MaxUDPSize))
+		}
+		if len(r) > limit {
+			t.Fatalf("reply of %d bytes exceeds the client's limit %d", len(r), limit)
+		}
+		if !wellFormed && len(r) > len(p) {
+			t.Fatalf("reply of %d bytes to a %d byte malformed packet", len(r), len(p))
+		}
+		var m dns.Msg
+		if err := m.Unpack(r); err != nil {
+			t.Fatalf("reply does not parse: %v", err)
+		}
+		if !m.Response || m.RecursionAvailable {
+			t.Fatalf("reply flags QR=%v RA=%v, want QR set, RA clear", m.Response, m.RecursionAvailable)
+		}
+	})
+}
+
+// FuzzParseQuery checks the fast path parser against miekg/dns: whatever it accepts, the
+// full parser accepts with the same question.
+func FuzzParseQuery(f *testing.F) {
+	for _, s := range seedQueries() {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, p []byte) {
+		var q query
+		if !parseQuery(p, &q) {
+			return
+		}
+		var m dns.Msg
+		if err := m.Unpack(p); err != nil {
+			t.Fatalf("parseQuery accepted what miekg/dns rejects: %v", err)
+		}
+		if len(m.Question) != 1 || m.Question[0].Qtype != q.qtype {
+			t.Fatalf("question %v, fast path qtype %d", m.Question, q.qtype)
+		}
+		if (m.IsEdns0() != nil) != q.edns {
+			t.Fatalf("EDNS = %v, fast path %v", m.IsEdns0() != nil, q.edns)
+		}
+	})
+}

@@ -1,0 +1,224 @@
+package geo_test
+
+import (
+	"bytes"
+	"math"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/meridian-cdn/meridian/dnsroute/geo"
+	"github.com/meridian-cdn/meridian/dnsroute/geo/geodata"
+)
+
+func TestDistanceKm(t *testing.T) {
+	tests := []struct {
+		name                   string
+		lat1, lon1, lat2, lon2 float64
+		want, tol              float64
+	}{
+		{"same point", 51.5, -0.12, 51.5, -0.12, 0, 0.001},
+		{"London-Paris", 51.5074, -0.1278, 48.8566, 2.3522, 344, 5},
+		{"London-Tokyo", 51.5074, -0.1278, 35.6762, 139.6503, 9560, 30},
+		{"Sydney-Sao Paulo", -33.8688, 151.2093, -23.5505, -46.6333, 13370, 60},
+		{"antipodes", 0, 0, 0, 180, math.Pi * geo.EarthRadiusKm, 1},
+		{"across the date line", 0, 179.5, 0, -179.5, 111.2, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := geo.DistanceKm(tt.lat1, tt.lon1, tt.lat2, tt.lon2)
+			if math.Abs(got-tt.want) > tt.tol {
+				t.Errorf("DistanceKm = %.1f, want %.1f±%.1f", got, tt.want, tt.tol)
+			}
+		})
+	}
+}
+
+func testDB(t *testing.T) *geo.DB {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "city.mmdb")
+	if err := geodata.WriteFile(path); err != nil {
+		t.Fatal(err)
+	}
+	db, err := geo.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+func TestLookupEveryCity(t *testing.T) {
+	db := testDB(t)
+	for _, c := range geodata.Cities {
+		t.Run(c.Name, func(t *testing.T) {
+			for _, p := range []netip.Prefix{c.V4, c.V6} {
+				loc, err := db.Lookup(p.Addr().Next())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !loc.Found || loc.City != c.Name || loc.Country != c.Country || loc.Continent != c.Continent || loc.Lat != c.Lat || loc.Lon != c.Lon {
+					t.Errorf("Lookup(%s) = %+v, want %s %s (%v, %v)", p.Addr().Next(), loc, c.Name, c.Country, c.Lat, c.Lon)
+				}
+				if loc.Network != p {
+					t.Errorf("Lookup(%s).Network = %s, want %s", p.Addr().Next(), loc.Network, p)
+				}
+			}
+		})
+	}
+}
+
+func TestLookupUnknown(t *testing.T) {
+	db := testDB(t)
+	for _, a := range []string{"203.0.113.7", "8.8.8.8", "2001:db9::1", "::ffff:203.0.113.7"} {
+		loc, err := db.Lookup(netip.MustParseAddr(a))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if loc.Found || !loc.Network.IsValid() || !loc.Network.Contains(netip.MustParseAddr(a).Unmap()) {
+			t.Errorf("Lookup(%s) = %+v, want not found within a network holding it", a, loc)
+		}
+	}
+}
+
+func TestReload(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "city.mmdb")
+	if err := geodata.WriteFile(path); err != nil {
+		t.Fatal(err)
+	}
+	db, err := geo.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := db.Reload(); ok || err != nil {
+		t.Errorf("Reload(unchanged) = %v, %v; want false, nil", ok, err)
+	}
+	one := []geodata.City{geodata.Cities[0]}
+	one[0].Name = "Renamed"
+	var buf bytes.Buffer
+	if err := geodata.WriteCities(&buf, one); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := db.Reload(); !ok || err != nil {
+		t.Fatalf("Reload(changed) = %v, %v; want true, nil", ok, err)
+	}
+	if loc, _ := db.Lookup(one[0].V4.Addr()); loc.City != "Renamed" {
+		t.Errorf("after reload City = %q, want Renamed", loc.City)
+	}
+	if _, err := geo.Open(filepath.Join(dir, "missing.mmdb")); err == nil {
+		t.Error("Open(missing) = nil error")
+	}
+}
+
+func TestRankAndChoose(t *testing.T) {
+	london := [2]float64{51.5074, -0.1278}
+	cands := []geo.Candidate{
+		{ID: "syd", Lat: -33.87, Lon: 151.21, Usable: true, Weight: 1},
+		{ID: "fra", Lat: 50.11, Lon: 8.68, Usable: true, Utilisation: 0.2},
+		{ID: "lhr", Lat: 51.51, Lon: -0.13, Usable: true, Utilisation: 0.5},
+		{ID: "ams", Lat: 52.37, Lon: 4.90, Usable: false},
+	}
+	ranked := geo.Rank(london[0], london[1], cands)
+	var order []string
+	for _, r := range ranked {
+		order = append(order, r.ID)
+	}
+	if got, want := order, []string{"lhr", "ams", "fra", "syd"}; !equal(got, want) {
+		t.Fatalf("Rank order = %v, want %v", got, want)
+	}
+	none := func(string) float64 { return 0 }
+	half := func(id string) float64 {
+		if id == "lhr" {
+			return 0.5
+		}
+		return 0
+	}
+	tests := []struct {
+		name      string
+		p         geo.Policy
+		shed      func(string) float64
+		h         float64
+		want      string
+		perClient bool
+	}{
+		{"nearest", geo.Policy{}, none, 0.3, "lhr", false},
+		{"nearest skips unusable", geo.Policy{}, none, 0.9, "lhr", false},
+		{"shed client", geo.Policy{}, half, 0.2, "fra", true},
+		{"kept client", geo.Policy{}, half, 0.7, "lhr", true},
+		{"least-loaded in radius", geo.Policy{Name: geo.LeastLoaded, RadiusKm: 1500}, none, 0, "fra", false},
+		{"least-loaded small radius", geo.Policy{Name: geo.LeastLoaded, RadiusKm: 50}, none, 0, "lhr", false},
+		{"weighted", geo.Policy{Name: geo.Weighted}, none, 0.99, "syd", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := geo.Choose(tt.p, ranked, tt.shed, tt.h)
+			if c.Index < 0 || ranked[c.Index].ID != tt.want || c.PerClient != tt.perClient {
+				t.Errorf("Choose = index %d perClient %v (%s), want %s perClient %v", c.Index, c.PerClient, c.Reason, tt.want, tt.perClient)
+			}
+		})
+	}
+	for i := range cands {
+		cands[i].Usable = false
+	}
+	if c := geo.Choose(geo.Policy{}, geo.Rank(0, 0, cands), none, 0.5); c.Index != -1 {
+		t.Errorf("Choose(no usable) = %d, want -1", c.Index)
+	}
+}
+
+func TestShedderHysteresis(t *testing.T) {
+	var s geo.Shedder
+	steps := []struct {
+		util, want float64
+	}{
+		{0.5, 0},
+		{0.9, 0.5},   // halfway between 0.8 and 1.0
+		{0.95, 0.75}, // rises apply at once
+		{0.93, 0.75}, // a small fall stays inside the band
+		{0.9, 0.5},   // a bigger fall applies
+		{0.79, 0.5},  // just under low: still inside the band
+		{0.7, 0},     // clearly under low: stop shedding
+		{1.5, 1},
+	}
+	for _, st := range steps {
+		if got := s.Update("lhr", st.util, 0.8, 1.0); math.Abs(got-st.want) > 1e-9 {
+			t.Errorf("Update(%.2f) = %.3f, want %.3f", st.util, got, st.want)
+		}
+	}
+	if got := s.Fraction("lhr"); got != 1 {
+		t.Errorf("Fraction = %v, want 1", got)
+	}
+}
+
+func equal(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func BenchmarkLookup(b *testing.B) {
+	var buf bytes.Buffer
+	if err := geodata.Write(&buf); err != nil {
+		b.Fatal(err)
+	}
+	db, err := geo.FromBytes(buf.Bytes())
+	if err != nil {
+		b.Fatal(err)
+	}
+	a := geodata.Cities[3].V4.Addr().Next()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := db.Lookup(a); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,85 @@
+package dnsroute
+
+import (
+	"sync/atomic"
+
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are one server's Prometheus metrics, on its own registry.
+type metrics struct {
+	reg       *prometheus.Registry
+	queries   *prometheus.CounterVec // by qtype and rcode
+	answers   *prometheus.CounterVec // by PoP
+	hits      atomic.Uint64
+	misses    atomic.Uint64
+	limited   *prometheus.CounterVec // by action: drop, slip
+	dropped   *prometheus.CounterVec // by reason
+	latency   prometheus.Histogram
+	failOpen  prometheus.Counter
+	reloadErr prometheus.Counter
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		queries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_dns_queries_total", Help: "DNS queries answered, by query type and response code.",
+		}, []string{"qtype", "rcode"}),
+		answers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_dns_answers_total", Help: "Routed answers, by the PoP they sent the client to.",
+		}, []string{"pop"}),
+		limited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_dns_rate_limited_total", Help: "Rate-limited queries, by action (drop or slip).",
+		}, []string{"action"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_dns_dropped_total", Help: "Packets dropped without an answer, by reason.",
+		}, []string{"reason"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "meridian_dns_query_duration_seconds",
+			Help:    "Time from reading a query to writing its answer.",
+			Buckets: []float64{1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2},
+		}),
+		failOpen: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meridian_dns_fail_open_total", Help: "Answers given while no PoP was usable.",
+		}),
+		reloadErr: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meridian_dns_mmdb_reload_errors_total", Help: "Failed MMDB reloads (the old copy stays in use).",
+		}),
+	}
+	ratio := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "meridian_dns_cache_hit_ratio", Help: "Answer cache hits over all answered queries since start.",
+	}, func() float64 {
+		h, mi := float64(m.hits.Load()), float64(m.misses.Load())
+		if h+mi == 0 {
+			return 0
+		}
+		return h / (h + mi)
+	})
+	hits := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "meridian_dns_cache_hits_total", Help: "UDP queries answered from the answer cache.",
+	}, func() float64 { return float64(m.hits.Load()) })
+	misses := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "meridian_dns_cache_misses_total", Help: "Queries answered by the full path (UDP misses and all TCP).",
+	}, func() float64 { return float64(m.misses.Load()) })
+	m.reg.MustRegister(m.queries, m.answers, hits, misses, m.limited, m.dropped, m.latency,
+		m.failOpen, m.reloadErr, ratio)
+	return m
+}
+
+// qtypeLabel bounds the qtype label to the types the zone serves.
+func qtypeLabel(t uint16) string {
+	switch t {
+	case dns.TypeA, dns.TypeAAAA, dns.TypeSOA, dns.TypeNS, dns.TypeCNAME, dns.TypeANY, dns.TypeTXT, dns.TypeMX, dns.TypeHTTPS:
+		return dns.TypeToString[t]
+	}
+	return "other"
+}
+
+func rcodeLabel(r int) string {
+	if s, ok := dns.RcodeToString[r]; ok {
+		return s
+	}
+	return "other"
+}

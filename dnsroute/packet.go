@@ -1,0 +1,199 @@
+package dnsroute
+
+import (
+	"encoding/binary"
+	"net/netip"
+)
+
+// Wire constants of the fast path (RFC 1035 section 4.1, RFC 6891, RFC 7871).
+const (
+	headerLen    = 12
+	typeOPT      = 41
+	classIN      = 1
+	optionECS    = 8
+	familyIPv4   = 1
+	familyIPv6   = 2
+	v4CacheBits  = 24
+	v6CacheBits  = 56
+	maxQueryName = 255
+)
+
+// query is what the fast path reads from a packet.
+type query struct {
+	nameEnd   int // offset just past the question name
+	qtype     uint16
+	edns      bool
+	udpSize   uint16
+	do        bool
+	ecs       bool
+	ecsFamily uint16
+	ecsSource uint8
+	ecsAddr   []byte // points into the packet
+}
+
+// parseQuery reads the common shape of a query: QR clear, opcode QUERY, one IN question with
+// an uncompressed name, no answer or authority records, and at most one OPT record whose only
+// option is a well-formed ECS. Anything else reports false and takes the full parser.
+func parseQuery(p []byte, q *query) bool {
+	if len(p) < headerLen+5 || p[2]&0xF8 != 0 { // QR=0, opcode 0, AA/TC clear
+		return false
+	}
+	if binary.BigEndian.Uint16(p[4:]) != 1 || binary.BigEndian.Uint16(p[6:]) != 0 || binary.BigEndian.Uint16(p[8:]) != 0 {
+		return false
+	}
+	ar := binary.BigEndian.Uint16(p[10:])
+	if ar > 1 {
+		return false
+	}
+	off := headerLen
+	for {
+		if off >= len(p) {
+			return false
+		}
+		l := int(p[off])
+		if l == 0 {
+			off++
+			break
+		}
+		if l > 63 || off+1+l > len(p) {
+			return false
+		}
+		off += 1 + l
+	}
+	if off-headerLen > maxQueryName || off+4 > len(p) {
+		return false
+	}
+	*q = query{nameEnd: off, qtype: binary.BigEndian.Uint16(p[off:])}
+	if binary.BigEndian.Uint16(p[off+2:]) != classIN {
+		return false
+	}
+	off += 4
+	if ar == 0 {
+		return off == len(p)
+	}
+	// OPT: root name, type, class = UDP size, TTL = ext-rcode/version/flags, rdlength.
+	if off+11 > len(p) || p[off] != 0 || binary.BigEndian.Uint16(p[off+1:]) != typeOPT {
+		return false
+	}
+	q.edns = true
+	q.udpSize = binary.BigEndian.Uint16(p[off+3:])
+	if p[off+5] != 0 || p[off+6] != 0 { // extended rcode and version 0
+		return false
+	}
+	q.do = p[off+7]&0x80 != 0
+	rdlen := int(binary.BigEndian.Uint16(p[off+9:]))
+	off += 11
+	if off+rdlen != len(p) {
+		return false
+	}
+	// Options: ECS at most once; others (cookies, padding, ...) are ignored, as a server that
+	// does not implement them must (RFC 6891 section 6.1.2).
+	for end := off + rdlen; off < end; {
+		if off+4 > end {
+			return false
+		}
+		code, olen := binary.BigEndian.Uint16(p[off:]), int(binary.BigEndian.Uint16(p[off+2:]))
+		if off+4+olen > end {
+			return false
+		}
+		if code == optionECS {
+			if q.ecs || !parseECS(p, off+4, olen, q) {
+				return false
+			}
+		}
+		off += 4 + olen
+	}
+	return true
+}
+
+// parseECS reads an ECS option body of length n at p[off:].
+func parseECS(p []byte, off, n int, q *query) bool {
+	if n < 4 {
+		return false
+	}
+	fam, src, scope := binary.BigEndian.Uint16(p[off:]), p[off+2], p[off+3]
+	addr := p[off+4 : off+n]
+	switch {
+	case fam == familyIPv4 && src <= 32, fam == familyIPv6 && src <= 128:
+	default:
+		return false
+	}
+	if scope != 0 || len(addr) != (int(src)+7)/8 {
+		return false
+	}
+	if src%8 != 0 && addr[len(addr)-1]&(0xFF>>(src%8)) != 0 {
+		return false // bits beyond the source prefix must be zero (RFC 7871 section 6)
+	}
+	q.ecs, q.ecsFamily, q.ecsSource, q.ecsAddr = true, fam, src, addr
+	return true
+}
+
+// ecsPrefix is the client subnet the query's ECS option names.
+func ecsPrefix(fam uint16, src uint8, addr []byte) netip.Prefix {
+	if fam == familyIPv4 {
+		var b [4]byte
+		copy(b[:], addr)
+		return netip.PrefixFrom(netip.AddrFrom4(b), int(src))
+	}
+	var b [16]byte
+	copy(b[:], addr)
+	return netip.PrefixFrom(netip.AddrFrom16(b), int(src))
+}
+
+// clientPrefix is the prefix the server locates and caches for: the ECS subnet when one was
+// sent with a non-zero source length, else the source address; at most /24 or /56 wide so that
+// a /32 never fragments the cache.
+func clientPrefix(src netip.Addr, ecs netip.Prefix) netip.Prefix {
+	a, bits := src.Unmap(), -1
+	if ecs.IsValid() && ecs.Bits() > 0 {
+		a, bits = ecs.Addr().Unmap(), ecs.Bits()
+	}
+	limit := v6CacheBits
+	if a.Is4() {
+		limit = v4CacheBits
+	}
+	if bits < 0 || bits > limit {
+		bits = limit
+	}
+	p, _ := a.Prefix(bits)
+	return p
+}
+
+// appendKey appends the answer cache key of a query to dst: the lower-cased question name,
+// the type, the EDNS shape (which changes the reply's bytes) and the client prefix.
+func appendKey(dst, p []byte, q *query, client netip.Prefix) []byte {
+	for _, c := range p[headerLen:q.nameEnd] {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		dst = append(dst, c)
+	}
+	var flags byte
+	if q.edns {
+		flags |= 1
+	}
+	if q.do {
+		flags |= 2
+	}
+	if q.ecs {
+		flags |= 4
+		if q.ecsFamily == familyIPv6 {
+			flags |= 8
+		}
+	}
+	dst = append(dst, byte(q.qtype>>8), byte(q.qtype), flags, q.ecsSource, byte(client.Bits()))
+	if client.Addr().Is4() {
+		b := client.Addr().As4()
+		return append(dst, b[:]...)
+	}
+	b := client.Addr().As16()
+	return append(dst, b[:]...)
+}
+
+// udpLimit is the largest reply the client can take over UDP.
+func udpLimit(edns bool, size uint16, max int) int {
+	if !edns || size < 512 {
+		return 512
+	}
+	return min(int(size), max)
+}

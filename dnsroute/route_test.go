@@ -1,0 +1,285 @@
+package dnsroute
+
+import (
+	"math"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/dnsroute/geo/geodata"
+)
+
+func TestNearestPoP(t *testing.T) {
+	ts := startServer(t, nil)
+	tests := []struct {
+		city string
+		want string
+	}{
+		{"London", "lhr"},
+		{"Tokyo", "nrt"},
+		{"Sao Paulo", "gru"},
+		{"Sydney", "syd"},
+	}
+	for _, tt := range tests {
+		for _, qt := range []uint16{dns.TypeA, dns.TypeAAAA} {
+			t.Run(tt.city+"/ecs/"+dns.TypeToString[qt], func(t *testing.T) {
+				r := ts.ask(t, "www.cdn.example.", qt, qopt{ecs: cityPrefix(t, tt.city, 7)})
+				if got := ts.popOf(t, r); got != tt.want {
+					t.Errorf("ECS client in %s sent to %s, want %s", tt.city, got, tt.want)
+				}
+			})
+			t.Run(tt.city+"/source/"+dns.TypeToString[qt], func(t *testing.T) {
+				from := loopbackCities[tt.city].Addr().Next()
+				for _, network := range []string{"udp", "tcp"} {
+					r := ts.ask(t, "www.cdn.example.", qt, qopt{from: from, net: network})
+					if got := ts.popOf(t, r); got != tt.want {
+						t.Errorf("%s client from %s in %s sent to %s, want %s", network, from, tt.city, got, tt.want)
+					}
+				}
+			})
+		}
+	}
+}
+
+func TestECSScope(t *testing.T) {
+	ts := startServer(t, nil)
+	london := cityPrefix(t, "London", 9)
+	tokyo, _ := geodata.Lookup("Tokyo")
+	tokyo6 := tokyo.V6
+	tests := []struct {
+		name      string
+		ecs       netip.Prefix
+		from      netip.Addr
+		wantPoP   string
+		wantScope uint8
+	}{
+		{"slash24 gets the database network", london, netip.Addr{}, "lhr", 16},
+		{"slash32 is never echoed as 32", netip.PrefixFrom(london.Addr().Next(), 32), netip.Addr{}, "lhr", 16},
+		{"slash16 source", netip.PrefixFrom(london.Addr(), 16).Masked(), netip.Addr{}, "lhr", 16},
+		{"source 0 uses the resolver", netip.PrefixFrom(netip.IPv4Unspecified(), 0), loopbackCities["Tokyo"].Addr().Next(), "nrt", 0},
+		{"ipv6 subnet", netip.PrefixFrom(tokyo6.Addr(), 56), netip.Addr{}, "nrt", 48},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := ts.ask(t, "www.cdn.example.", dns.TypeA, qopt{ecs: tt.ecs, from: tt.from})
+			if got := ts.popOf(t, r); got != tt.wantPoP {
+				t.Errorf("PoP = %s, want %s", got, tt.wantPoP)
+			}
+			e := ecsOf(r)
+			if e == nil {
+				t.Fatal("reply has no ECS option")
+			}
+			if e.SourceScope != tt.wantScope || e.SourceNetmask != uint8(tt.ecs.Bits()) {
+				t.Errorf("ECS source/scope = /%d/%d, want /%d/%d", e.SourceNetmask, e.SourceScope, tt.ecs.Bits(), tt.wantScope)
+			}
+			// The second identical query is a cache hit and must carry the same ECS.
+			r2 := ts.ask(t, "www.cdn.example.", dns.TypeA, qopt{ecs: tt.ecs, from: tt.from})
+			if e2 := ecsOf(r2); e2 == nil || e2.SourceScope != tt.wantScope || !e2.Address.Equal(e.Address) {
+				t.Errorf("cached ECS = %v, want scope %d address %v", e2, tt.wantScope, e.Address)
+			}
+		})
+	}
+}
+
+func setPoP(f *StaticFleet, pop string, change func(*wire.Node)) {
+	for _, p := range f.PoPs() {
+		if p.ID != pop {
+			continue
+		}
+		for _, n := range p.Nodes {
+			change(&n)
+			f.SetNode(n)
+		}
+	}
+}
+
+func TestUnusablePoPSkipped(t *testing.T) {
+	clock := newFakeClock()
+	ts := startServer(t, func(c *Config) { c.Clock = clock.Now })
+	f := ts.StaticFleet()
+	london := qopt{ecs: cityPrefix(t, "London", 1)}
+	tests := []struct {
+		name   string
+		break_ func(*wire.Node)
+	}{
+		{"unhealthy", func(n *wire.Node) { n.Load.Healthy = false }},
+		{"draining", func(n *wire.Node) { n.Draining = true }},
+		{"heartbeat stale", func(n *wire.Node) { n.Load.At = clock.Now().Add(-2 * time.Second) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := ts.popOf(t, ts.ask(t, "www.cdn.example.", dns.TypeA, london)); got != "lhr" {
+				t.Fatalf("before: PoP = %s, want lhr", got)
+			}
+			setPoP(f, "lhr", tt.break_)
+			if tt.name == "heartbeat stale" {
+				// Still fresh (2s < 3s TTL); the answer goes stale with the heartbeat.
+				if got := ts.popOf(t, ts.ask(t, "www.cdn.example.", dns.TypeA, london)); got != "lhr" {
+					t.Fatalf("fresh heartbeat: PoP = %s, want lhr", got)
+				}
+				clock.Advance(1500 * time.Millisecond)
+			}
+			if got := ts.popOf(t, ts.ask(t, "www.cdn.example.", dns.TypeA, london)); got != "fra" {
+				t.Errorf("after %s: PoP = %s, want fra", tt.name, got)
+			}
+			setPoP(f, "lhr", func(n *wire.Node) {
+				*n = wire.Node{PoP: n.PoP, ID: n.ID, Lat: n.Lat, Lon: n.Lon, IPv4: n.IPv4, IPv6: n.IPv6, Capacity: n.Capacity, Load: wire.LoadReport{Healthy: true}}
+			})
+			if got := ts.popOf(t, ts.ask(t, "www.cdn.example.", dns.TypeA, london)); got != "lhr" {
+				t.Errorf("restored: PoP = %s, want lhr", got)
+			}
+		})
+	}
+}
+
+func TestLoadShedding(t *testing.T) {
+	ts := startServer(t, nil)
+	f := ts.StaticFleet()
+	share := func() float64 {
+		moved := 0
+		const n = 200
+		for i := range n {
+			p := cityPrefix(t, "London", byte(i))
+			if ts.popOf(t, ts.ask(t, "www.cdn.example.", dns.TypeA, qopt{ecs: p})) != "lhr" {
+				moved++
+			}
+		}
+		return float64(moved) / n
+	}
+	load := func(u float64) { setPoP(f, "lhr", func(n *wire.Node) { n.Load.RequestsPerSec = u * n.Capacity }) }
+	steps := []struct {
+		util      float64
+		wantShare float64
+	}{
+		{0.5, 0},     // below the low watermark
+		{0.9, 0.5},   // halfway between 0.8 and 1.0
+		{0.95, 0.75}, // more load, more shed
+		{1.2, 1},     // over the high watermark: everything moves
+		{0.3, 0},     // load fell: back home
+	}
+	for _, st := range steps {
+		load(st.util)
+		if got := share(); math.Abs(got-st.wantShare) > 0.12 {
+			t.Errorf("utilisation %.2f: shed share = %.2f, want %.2f±0.12", st.util, got, st.wantShare)
+		}
+	}
+	// While shedding, answers are per /24: the scope is the client's prefix.
+	load(0.9)
+	r := ts.ask(t, "www.cdn.example.", dns.TypeA, qopt{ecs: cityPrefix(t, "London", 3)})
+	if e := ecsOf(r); e == nil || e.SourceScope != 24 {
+		t.Errorf("scope while shedding = %v, want 24", e)
+	}
+}
+
+func TestFailOpenAndClosed(t *testing.T) {
+	for _, closed := range []bool{false, true} {
+		t.Run(map[bool]string{false: "open", true: "closed"}[closed], func(t *testing.T) {
+			ts := startServer(t, func(c *Config) { c.FailClosed = closed })
+			for _, p := range ts.StaticFleet().PoPs() {
+				setPoP(ts.StaticFleet(), p.ID, func(n *wire.Node) { n.Load.Healthy = false })
+			}
+			r := ts.ask(t, "www.cdn.example.", dns.TypeA, qopt{ecs: cityPrefix(t, "Tokyo", 1)})
+			if closed {
+				if r.Rcode != dns.RcodeServerFailure || len(r.Answer) != 0 {
+					t.Errorf("fail closed: rcode %s with %d answers, want SERVFAIL and none", dns.RcodeToString[r.Rcode], len(r.Answer))
+				}
+				return
+			}
+			if got := ts.popOf(t, r); got != "nrt" {
+				t.Errorf("fail open: PoP = %s, want the nearest, nrt", got)
+			}
+		})
+	}
+}
+
+func TestUnknownLocationGetsDefault(t *testing.T) {
+	ts := startServer(t, nil)
+	tests := []struct {
+		name string
+		o    qopt
+	}{
+		{"ecs outside the database", qopt{ecs: netip.MustParsePrefix("203.0.113.0/24")}},
+		{"resolver outside the database", qopt{from: netip.MustParseAddr("127.0.2.200")}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := ts.popOf(t, ts.ask(t, "www.cdn.example.", dns.TypeA, tt.o)); got != "iad" {
+				t.Errorf("PoP = %s, want the default iad", got)
+			}
+		})
+	}
+}
+
+func TestPolicies(t *testing.T) {
+	ts := startServer(t, nil)
+	f := ts.StaticFleet()
+	setPoP(f, "lhr", func(n *wire.Node) { n.Load.RequestsPerSec = 0.7 * n.Capacity })
+	setPoP(f, "fra", func(n *wire.Node) { n.Load.RequestsPerSec = 0.1 * n.Capacity })
+	london := qopt{ecs: cityPrefix(t, "London", 2)}
+	if err := ts.SetPolicy(wire.RoutingPolicy{Policy: "least-loaded"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := ts.popOf(t, ts.ask(t, "www.cdn.example.", dns.TypeA, london)); got != "fra" {
+		t.Errorf("least-loaded: PoP = %s, want fra", got)
+	}
+	if err := ts.SetPolicy(wire.RoutingPolicy{Policy: "least-loaded", RadiusKm: 100}); err != nil {
+		t.Fatal(err)
+	}
+	if got := ts.popOf(t, ts.ask(t, "www.cdn.example.", dns.TypeA, london)); got != "lhr" {
+		t.Errorf("least-loaded within 100 km: PoP = %s, want lhr", got)
+	}
+	if err := ts.SetPolicy(wire.RoutingPolicy{Policy: "weighted", Weights: map[string]float64{"syd": 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := ts.popOf(t, ts.ask(t, "www.cdn.example.", dns.TypeA, london)); got != "syd" {
+		t.Errorf("weighted to syd only: PoP = %s, want syd", got)
+	}
+	if err := ts.SetPolicy(wire.RoutingPolicy{Policy: "bogus"}); err == nil {
+		t.Error("SetPolicy(bogus) = nil, want an error")
+	}
+	if got := ts.popOf(t, ts.ask(t, "www.cdn.example.", dns.TypeA, london)); got != "syd" {
+		t.Errorf("after a refused policy: PoP = %s, want syd (old policy kept)", got)
+	}
+}
+
+func TestRotation(t *testing.T) {
+	tests := []struct {
+		rotation string
+		count    int
+	}{
+		{"roundrobin", 2},
+		{"weighted", 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.rotation, func(t *testing.T) {
+			ts := startServer(t, func(c *Config) { c.Rotation = tt.rotation; c.AnswerCount = tt.count })
+			if tt.rotation == "weighted" {
+				// lhr-1 busy (10% spare), lhr-2 idle: lhr-2 should lead most answers.
+				n, _ := ts.StaticFleet().Node("lhr", "lhr-1")
+				n.Load.RequestsPerSec = 0.9 * n.Capacity
+				ts.StaticFleet().SetNode(n)
+			}
+			first := map[string]int{}
+			for range 32 {
+				r := ts.ask(t, "www.cdn.example.", dns.TypeA, qopt{ecs: cityPrefix(t, "London", 4)})
+				if len(r.Answer) != tt.count {
+					t.Fatalf("answers = %d, want %d", len(r.Answer), tt.count)
+				}
+				first[r.Answer[0].(*dns.A).A.String()]++
+			}
+			switch tt.rotation {
+			case "roundrobin":
+				if first["192.0.2.11"] != 16 || first["192.0.2.12"] != 16 {
+					t.Errorf("first addresses = %v, want 16 each", first)
+				}
+			case "weighted":
+				if first["192.0.2.12"] < 24 || first["192.0.2.11"] == 0 {
+					t.Errorf("first addresses = %v, want lhr-2 (192.0.2.12) ahead ~90%%, lhr-1 sometimes", first)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,312 @@
+package dnsroute
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/meridian-cdn/meridian/dnsroute/geo/geodata"
+)
+
+func TestExampleConfig(t *testing.T) {
+	cfg, err := LoadConfig("testdata/dns.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := cfg.withDefaults()
+	if err != nil {
+		t.Fatalf("example config does not validate: %v", err)
+	}
+	if c.Zone != "cdn.example." || len(c.PoPs) != 9 || c.NS[0].Name != "ns1.cdn.example." || c.TTL != 30*time.Second {
+		t.Errorf("example config = zone %q, %d PoPs, ns %q, ttl %v", c.Zone, len(c.PoPs), c.NS[0].Name, c.TTL)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	base, err := os.ReadFile("testdata/dns.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		edit    func(string) string
+		wantErr string
+	}{
+		{"unknown field", func(s string) string { return s + "colour: blue\n" }, "colour"},
+		{"no zone", func(s string) string { return strings.Replace(s, "zone: cdn.example.", "zone: \"\"", 1) }, "zone"},
+		{"bad rotation", func(s string) string { return strings.Replace(s, "rotation: roundrobin", "rotation: random", 1) }, "rotation"},
+		{"bad policy", func(s string) string { return strings.Replace(s, "policy: nearest", "policy: fastest", 1) }, "policy"},
+		{"bad node address", func(s string) string { return strings.Replace(s, "ipv4: 192.0.2.11", "ipv4: 300.0.2.11", 1) }, "ipv4"},
+		{"unknown default", func(s string) string { return strings.Replace(s, "default_pop: iad", "default_pop: xyz", 1) }, "default_pop"},
+		{"hostname outside", func(s string) string { return strings.Replace(s, "[www,", "[www.example.org.,", 1) }, "hostnames"},
+		{"glue missing", func(s string) string { return strings.Replace(s, "    ipv4: [127.0.0.53]\n", "", 1) }, "glue"},
+		{"negative ttl", func(s string) string { return strings.Replace(s, "ttl: 30s", "ttl: -1s", 1) }, "ttl"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := ParseConfig([]byte(tt.edit(string(base))))
+			if err == nil {
+				_, err = cfg.withDefaults()
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("error = %v, want one mentioning %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestExplain(t *testing.T) {
+	cfg := testConfig(t)
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	london, _ := geodata.Lookup("London")
+	ex, err := s.Explain(london.V4.Addr().Next(), "www", dns.TypeA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ex.PoP != "lhr" || ex.City != "London" || !ex.Located || len(ex.Candidates) != 9 || ex.Candidates[0].PoP != "lhr" || !ex.Candidates[0].Chosen {
+		t.Errorf("Explain(London) = %+v, want lhr chosen first of 9", ex)
+	}
+	if ex.Candidates[1].PoP != "fra" || ex.Candidates[1].DistanceKm < 600 || ex.Candidates[1].DistanceKm > 700 {
+		t.Errorf("second candidate = %+v, want fra at ~640 km", ex.Candidates[1])
+	}
+	if want := []string{"192.0.2.11", "192.0.2.12"}; !slices.Equal(ex.Answer, want) {
+		t.Errorf("answer = %v, want %v", ex.Answer, want)
+	}
+	if _, err := s.Explain(london.V4.Addr(), "nope", dns.TypeA); err == nil {
+		t.Error("Explain(nope) = nil error, want not routed")
+	}
+
+	// The command prints the same, from the config file.
+	dir := t.TempDir()
+	yaml, _ := os.ReadFile("testdata/dns.yaml")
+	path := dir + "/dns.yaml"
+	os.WriteFile(path, bytes.Replace(yaml, []byte("mmdb: test-city.mmdb"), []byte("mmdb: "+cfg.MMDB), 1), 0o644)
+	cmd := NewCommand()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetArgs([]string{"explain", "--config", path, "--name", "static", "100.72.3.4"}) // Tokyo
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"static.cdn.example. A", "Tokyo", "* ", "nrt", "192.0.2.31"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("explain output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestGenMMDBCommand(t *testing.T) {
+	path := t.TempDir() + "/city.mmdb"
+	cmd := NewCommand()
+	cmd.SetArgs([]string{"gen-mmdb", path})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	var want bytes.Buffer
+	geodata.Write(&want)
+	if got, _ := os.ReadFile(path); !bytes.Equal(got, want.Bytes()) {
+		t.Errorf("gen-mmdb wrote %d bytes, want the %d of geodata.Write", len(got), want.Len())
+	}
+}
+
+func TestRunServesAndStops(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Listen = "127.0.3.1:0"
+	cfg.AdminListen = "127.0.3.1:0"
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	select {
+	case <-s.Ready():
+	case err := <-done:
+		t.Fatalf("Run: %v", err)
+	}
+	udp, tcp := s.Addrs()
+	ts := &testServer{Server: s, addr: udp.String()}
+	if udp.String() != tcp.String() {
+		t.Errorf("UDP %s and TCP %s differ", udp, tcp)
+	}
+	for _, network := range []string{"udp", "tcp"} {
+		if r := ts.ask(t, "www.cdn.example.", dns.TypeA, qopt{net: network}); len(r.Answer) == 0 {
+			t.Errorf("%s: no answer", network)
+		}
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run = %v, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+	if _, err := ts.exchange("www.cdn.example.", dns.TypeA, qopt{net: "tcp"}); err == nil {
+		t.Error("server still answers after Run returned")
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	ts := startServer(t, nil)
+	for range 3 {
+		ts.ask(t, "www.cdn.example.", dns.TypeA, qopt{ecs: cityPrefix(t, "London", 1)})
+	}
+	ts.ask(t, "nope.cdn.example.", dns.TypeA, qopt{})
+	mfs, err := ts.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			key := mf.GetName()
+			for _, l := range m.GetLabel() {
+				key += "," + l.GetName() + "=" + l.GetValue()
+			}
+			switch {
+			case m.Counter != nil:
+				got[key] = m.Counter.GetValue()
+			case m.Gauge != nil:
+				got[key] = m.Gauge.GetValue()
+			case m.Histogram != nil:
+				got[key] = float64(m.Histogram.GetSampleCount())
+			}
+		}
+	}
+	want := map[string]float64{
+		"meridian_dns_queries_total,qtype=A,rcode=NOERROR":  3,
+		"meridian_dns_queries_total,qtype=A,rcode=NXDOMAIN": 1,
+		"meridian_dns_answers_total,pop=lhr":                3,
+		"meridian_dns_cache_hits_total":                     2,
+		"meridian_dns_cache_misses_total":                   2,
+		"meridian_dns_cache_hit_ratio":                      0.5,
+		"meridian_dns_query_duration_seconds":               2, // misses; hits are sampled
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %v, want %v", k, got[k], v)
+		}
+	}
+}
+
+func TestAdminMetricsEndpoint(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Listen = "127.0.3.2:0"
+	cfg.AdminListen = "127.0.3.2:0"
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	<-s.Ready()
+	var body []byte
+	waitFor(t, 5*time.Second, func() bool {
+		resp, err := http.Get("http://" + s.AdminAddr().String() + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		body, _ = io.ReadAll(resp.Body)
+		return resp.StatusCode == 200
+	})
+	if !bytes.Contains(body, []byte("meridian_dns_cache_hit_ratio")) {
+		t.Errorf("/metrics lacks the hit ratio:\n%s", body)
+	}
+}
+
+func TestMMDBReload(t *testing.T) {
+	ts := startServer(t, nil)
+	london := qopt{ecs: cityPrefix(t, "London", 1)}
+	if got := ts.popOf(t, ts.ask(t, "www.cdn.example.", dns.TypeA, london)); got != "lhr" {
+		t.Fatalf("before: PoP = %s, want lhr", got)
+	}
+	// A new database that puts London's range in Sydney.
+	cities := slices.Clone(geodata.Cities)
+	for i := range cities {
+		if cities[i].Name == "London" {
+			syd, _ := geodata.Lookup("Sydney")
+			cities[i].Lat, cities[i].Lon = syd.Lat, syd.Lon
+		}
+		if cities[i].Name == "Sydney" {
+			cities[i].V4 = netip.MustParsePrefix("100.127.0.0/16")
+		}
+	}
+	var buf bytes.Buffer
+	if err := geodata.WriteCities(&buf, cities); err != nil {
+		t.Fatal(err)
+	}
+	path := ts.geo.Path()
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Chtimes(path, time.Now().Add(time.Minute), time.Now().Add(time.Minute))
+	if ok, err := ts.ReloadMMDB(); !ok || err != nil {
+		t.Fatalf("ReloadMMDB = %v, %v; want true, nil", ok, err)
+	}
+	if got := ts.popOf(t, ts.ask(t, "www.cdn.example.", dns.TypeA, london)); got != "syd" {
+		t.Errorf("after reload: PoP = %s, want syd", got)
+	}
+	// A broken file is refused and the old copy keeps serving.
+	os.WriteFile(path, []byte("not an mmdb"), 0o644)
+	os.Chtimes(path, time.Now().Add(2*time.Minute), time.Now().Add(2*time.Minute))
+	if ok, err := ts.ReloadMMDB(); ok || err == nil {
+		t.Errorf("ReloadMMDB(broken) = %v, %v; want false, error", ok, err)
+	}
+	if got := ts.popOf(t, ts.ask(t, "www.cdn.example.", dns.TypeA, london)); got != "syd" {
+		t.Errorf("after a broken reload: PoP = %s, want syd", got)
+	}
+}
+
+// TestExternalFleet checks that any Fleet works: here one whose nodes send heartbeats.
+func TestExternalFleet(t *testing.T) {
+	clock := newFakeClock()
+	cfg := testConfig(t)
+	nodes := cfg.Nodes()
+	for i := range nodes {
+		nodes[i].Load.At = clock.Now()
+	}
+	f := NewStaticFleet(nodes)
+	cfg.Fleet, cfg.PoPs, cfg.Clock = f, nil, clock.Now
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.StaticFleet() != nil {
+		t.Error("StaticFleet() != nil with an external fleet")
+	}
+	tokyo, _ := geodata.Lookup("Tokyo")
+	ex, _ := s.Explain(tokyo.V4.Addr(), "", dns.TypeA)
+	if ex.PoP != "nrt" {
+		t.Errorf("fresh fleet: PoP = %s, want nrt", ex.PoP)
+	}
+	clock.Advance(4 * time.Second) // every heartbeat is stale now
+	ex, _ = s.Explain(tokyo.V4.Addr(), "", dns.TypeA)
+	if !ex.FailOpen || ex.PoP != "nrt" {
+		t.Errorf("stale fleet: PoP = %s failOpen = %v, want nrt failing open", ex.PoP, ex.FailOpen)
+	}
+	n, _ := f.Node("sin", "sin-1")
+	n.Load.At = clock.Now()
+	f.SetNode(n)
+	ex, _ = s.Explain(tokyo.V4.Addr(), "", dns.TypeA)
+	if ex.PoP != "sin" || ex.FailOpen {
+		t.Errorf("only sin fresh: PoP = %s failOpen = %v, want sin", ex.PoP, ex.FailOpen)
+	}
+}

@@ -1,0 +1,264 @@
+package dnsroute
+
+import (
+	"hash/fnv"
+	"math"
+	"net/netip"
+	"sort"
+	"time"
+
+	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/dnsroute/geo"
+)
+
+// state is one immutable view of the fleet and policy, with the answer cache that is valid
+// for it. A fleet change, a policy change, an MMDB reload or a heartbeat going stale builds a
+// new state, which drops the cache.
+type state struct {
+	pops      []popState
+	byID      map[string]int
+	policy    geo.Policy
+	weights   map[string]float64
+	defaultID string
+	// changed is the fleet's change channel at build time.
+	changed <-chan struct{}
+	// validUntil is when the freshest-looking heartbeat in the state goes stale.
+	validUntil time.Time
+	cache      *answerCache
+}
+
+type popState struct {
+	pop  wire.PoP
+	util float64
+	shed float64
+	// usable4/6 are the healthy, fresh, non-draining nodes with an address of the family;
+	// all4/6 every node with one (for failing open).
+	usable4, usable6, all4, all6 []nodeAddr
+}
+
+type nodeAddr struct {
+	id    string
+	addr  netip.Addr
+	spare float64 // unused capacity fraction, for weighted rotation
+}
+
+// buildState snapshots the fleet at now.
+func (s *Server) buildState(now time.Time) *state {
+	changed := s.fleet.Changed() // before PoPs, so that no change is missed
+	pops := s.fleet.PoPs()
+	pol := s.policy.Load()
+	st := &state{
+		byID:       map[string]int{},
+		policy:     rankPolicy(*pol),
+		weights:    pol.Weights,
+		changed:    changed,
+		validUntil: now.Add(time.Hour),
+		cache:      newAnswerCache(s.cfg.CacheEntries),
+	}
+	ttl := s.cfg.HeartbeatTTL
+	for _, p := range pops {
+		ps := popState{pop: p, util: p.Utilisation()}
+		for _, n := range p.Nodes {
+			fresh := n.Load.At.IsZero() || now.Sub(n.Load.At) <= ttl
+			if fresh && !n.Load.At.IsZero() && n.Load.At.Add(ttl).Before(st.validUntil) {
+				st.validUntil = n.Load.At.Add(ttl)
+			}
+			spare := 1.0
+			if n.Capacity > 0 {
+				spare = max(0, 1-n.Utilisation())
+			}
+			usable := fresh && n.Usable()
+			if a, err := netip.ParseAddr(n.IPv4); err == nil && a.Is4() {
+				na := nodeAddr{n.ID, a, spare}
+				ps.all4 = append(ps.all4, na)
+				if usable {
+					ps.usable4 = append(ps.usable4, na)
+				}
+			}
+			if a, err := netip.ParseAddr(n.IPv6); err == nil && a.Is6() && !a.Is4In6() {
+				na := nodeAddr{n.ID, a, spare}
+				ps.all6 = append(ps.all6, na)
+				if usable {
+					ps.usable6 = append(ps.usable6, na)
+				}
+			}
+		}
+		if len(ps.usable4)+len(ps.usable6) > 0 {
+			ps.shed = s.shed.Update(p.ID, ps.util, st.policy.Low, st.policy.High)
+		}
+		st.byID[p.ID] = len(st.pops)
+		st.pops = append(st.pops, ps)
+	}
+	st.defaultID = s.cfg.DefaultPoP
+	if _, ok := st.byID[st.defaultID]; !ok && len(st.pops) > 0 {
+		ids := make([]string, 0, len(st.pops))
+		for _, p := range st.pops {
+			ids = append(ids, p.pop.ID)
+		}
+		sort.Strings(ids)
+		st.defaultID = ids[0]
+	}
+	return st
+}
+
+// decision is the routing outcome for one client and address family.
+type decision struct {
+	loc       geo.Location
+	located   bool // false: the default PoP's location stood in
+	ranked    []geo.Ranked
+	choice    geo.Choice
+	pop       *popState // nil: nothing to answer (fail closed or no PoPs)
+	nodes     []nodeAddr
+	failOpen  bool
+	perClient bool
+}
+
+// route decides where a client at loc (the lookup of the client prefix) goes for family v6.
+func (st *state) route(loc geo.Location, client netip.Prefix, v6 bool) decision {
+	d := decision{loc: loc, located: loc.Found}
+	lat, lon := loc.Lat, loc.Lon
+	if !loc.Found {
+		if i, ok := st.byID[st.defaultID]; ok {
+			lat, lon = st.pops[i].pop.Lat, st.pops[i].pop.Lon
+		}
+	}
+	cands := make([]geo.Candidate, len(st.pops))
+	for i, p := range st.pops {
+		usable := p.usable4
+		if v6 {
+			usable = p.usable6
+		}
+		cands[i] = geo.Candidate{
+			ID: p.pop.ID, Lat: p.pop.Lat, Lon: p.pop.Lon, Utilisation: p.util,
+			Usable: len(usable) > 0, Weight: st.weights[p.pop.ID],
+		}
+	}
+	d.ranked = geo.Rank(lat, lon, cands)
+	shed := func(id string) float64 { return st.pops[st.byID[id]].shed }
+	d.choice = geo.Choose(st.policy, d.ranked, shed, clientHash(client))
+	d.perClient = d.choice.PerClient
+	if d.choice.Index >= 0 {
+		d.pop = &st.pops[st.byID[d.ranked[d.choice.Index].ID]]
+		d.nodes = d.pop.usable4
+		if v6 {
+			d.nodes = d.pop.usable6
+		}
+		return d
+	}
+	// No usable PoP: fail open to the nearest PoP that has any address of the family.
+	d.failOpen = true
+	for _, r := range d.ranked {
+		p := &st.pops[st.byID[r.ID]]
+		nodes := p.all4
+		if v6 {
+			nodes = p.all6
+		}
+		if len(nodes) > 0 {
+			d.pop, d.nodes = p, nodes
+			return d
+		}
+	}
+	return d
+}
+
+// scope is the ECS scope prefix length for which d holds: the database network, or the
+// client's own cache prefix when the choice hashed the client.
+func (d decision) scope(client netip.Prefix) int {
+	limit := client.Bits()
+	if d.perClient {
+		return limit
+	}
+	return min(d.loc.Network.Bits(), limit)
+}
+
+// clientHash maps a client prefix to a stable number in [0, 1).
+func clientHash(p netip.Prefix) float64 {
+	h := fnv.New64a()
+	b, _ := p.Addr().MarshalBinary()
+	h.Write(b)
+	h.Write([]byte{byte(p.Bits())})
+	// Top 53 bits make an exact float64 in [0, 1).
+	return float64(h.Sum64()>>11) / (1 << 53)
+}
+
+// rotations returns the address orders an answer cycles through, each with up to count
+// addresses: one per rotation start (round robin), or 16 orders whose first address is
+// each node in proportion to its spare capacity (weighted).
+func rotations(nodes []nodeAddr, count int, weighted bool) [][]netip.Addr {
+	if len(nodes) == 0 {
+		return [][]netip.Addr{nil}
+	}
+	count = min(count, len(nodes))
+	var starts []int
+	if weighted && len(nodes) > 1 {
+		const slots = 16
+		var total float64
+		for _, n := range nodes {
+			total += n.spare
+		}
+		// Largest remainder apportionment of the slots by spare capacity.
+		type share struct {
+			i    int
+			rem  float64
+			seat int
+		}
+		shares := make([]share, len(nodes))
+		given := 0
+		for i, n := range nodes {
+			w := 1 / float64(len(nodes))
+			if total > 0 {
+				w = n.spare / total
+			}
+			exact := w * slots
+			shares[i] = share{i, exact - math.Floor(exact), int(exact)}
+			given += int(exact)
+		}
+		order := make([]int, len(shares))
+		for i := range order {
+			order[i] = i
+		}
+		sort.SliceStable(order, func(a, b int) bool { return shares[order[a]].rem > shares[order[b]].rem })
+		for k := 0; given < slots; k++ {
+			shares[order[k%len(order)]].seat++
+			given++
+		}
+		for _, sh := range shares {
+			for range sh.seat {
+				starts = append(starts, sh.i)
+			}
+		}
+		// Interleave so consecutive queries spread over nodes.
+		starts = interleave(starts, len(nodes))
+	} else {
+		for i := range min(len(nodes), 16) {
+			starts = append(starts, i)
+		}
+	}
+	out := make([][]netip.Addr, len(starts))
+	for v, st := range starts {
+		addrs := make([]netip.Addr, count)
+		for k := range count {
+			addrs[k] = nodes[(st+k)%len(nodes)].addr
+		}
+		out[v] = addrs
+	}
+	return out
+}
+
+// interleave reorders grouped node indices (0,0,0,1,1,2) into round robin order (0,1,2,0,1,0).
+func interleave(starts []int, n int) []int {
+	buckets := make([][]int, n)
+	for _, s := range starts {
+		buckets[s] = append(buckets[s], s)
+	}
+	out := make([]int, 0, len(starts))
+	for len(out) < len(starts) {
+		for i := range buckets {
+			if len(buckets[i]) > 0 {
+				out = append(out, buckets[i][0])
+				buckets[i] = buckets[i][1:]
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,322 @@
+package dnsroute
+
+import (
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+func TestZoneAnswers(t *testing.T) {
+	ts := startServer(t, nil)
+	tests := []struct {
+		name      string
+		qname     string
+		qtype     uint16
+		rcode     int
+		answers   []uint16 // types in the answer section
+		authority bool     // SOA in authority
+		aa        bool
+	}{
+		{"routed A", "www.cdn.example.", dns.TypeA, dns.RcodeSuccess, []uint16{dns.TypeA, dns.TypeA}, false, true},
+		{"routed AAAA", "static.cdn.example.", dns.TypeAAAA, dns.RcodeSuccess, []uint16{dns.TypeAAAA, dns.TypeAAAA}, false, true},
+		{"routed TXT is NODATA", "www.cdn.example.", dns.TypeTXT, dns.RcodeSuccess, nil, true, true},
+		{"ANY is one RRset", "www.cdn.example.", dns.TypeANY, dns.RcodeSuccess, []uint16{dns.TypeA, dns.TypeA}, false, true},
+		{"empty non-terminal is NODATA", "assets.cdn.example.", dns.TypeA, dns.RcodeSuccess, nil, true, true},
+		{"unknown name is NXDOMAIN", "nope.cdn.example.", dns.TypeA, dns.RcodeNameError, nil, true, true},
+		{"below a routed name is NXDOMAIN", "x.www.cdn.example.", dns.TypeA, dns.RcodeNameError, nil, true, true},
+		{"apex SOA", "cdn.example.", dns.TypeSOA, dns.RcodeSuccess, []uint16{dns.TypeSOA}, false, true},
+		{"apex NS", "cdn.example.", dns.TypeNS, dns.RcodeSuccess, []uint16{dns.TypeNS, dns.TypeNS}, false, true},
+		{"apex ANY", "cdn.example.", dns.TypeANY, dns.RcodeSuccess, []uint16{dns.TypeSOA}, false, true},
+		{"apex A is NODATA", "cdn.example.", dns.TypeA, dns.RcodeSuccess, nil, true, true},
+		{"glue A", "ns1.cdn.example.", dns.TypeA, dns.RcodeSuccess, []uint16{dns.TypeA}, false, true},
+		{"glue AAAA", "ns2.cdn.example.", dns.TypeAAAA, dns.RcodeSuccess, []uint16{dns.TypeAAAA}, false, true},
+		{"glue AAAA missing is NODATA", "ns1.cdn.example.", dns.TypeAAAA, dns.RcodeSuccess, nil, true, true},
+		{"CNAME chased", "alias.cdn.example.", dns.TypeA, dns.RcodeSuccess, []uint16{dns.TypeCNAME, dns.TypeA, dns.TypeA}, false, true},
+		{"CNAME itself", "alias.cdn.example.", dns.TypeCNAME, dns.RcodeSuccess, []uint16{dns.TypeCNAME}, false, true},
+		{"outside the zone", "www.example.org.", dns.TypeA, dns.RcodeRefused, nil, false, false},
+		{"parent of the zone", "example.", dns.TypeNS, dns.RcodeRefused, nil, false, false},
+		{"zone transfer", "cdn.example.", dns.TypeAXFR, dns.RcodeRefused, nil, false, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, network := range []string{"udp", "tcp"} {
+				for range 2 { // the second UDP query is answered from the cache
+					r := ts.ask(t, tt.qname, tt.qtype, qopt{net: network, edns: true})
+					if r.Rcode != tt.rcode {
+						t.Errorf("%s: rcode = %s, want %s", network, dns.RcodeToString[r.Rcode], dns.RcodeToString[tt.rcode])
+					}
+					var got []uint16
+					for _, rr := range r.Answer {
+						got = append(got, rr.Header().Rrtype)
+					}
+					if !equalTypes(got, tt.answers) {
+						t.Errorf("%s: answer types = %v, want %v", network, got, tt.answers)
+					}
+					hasSOA := len(r.Ns) == 1 && r.Ns[0].Header().Rrtype == dns.TypeSOA
+					if hasSOA != tt.authority {
+						t.Errorf("%s: SOA in authority = %v, want %v (%v)", network, hasSOA, tt.authority, r.Ns)
+					}
+					if r.Authoritative != tt.aa || r.RecursionAvailable {
+						t.Errorf("%s: AA=%v RA=%v, want AA=%v RA=false", network, r.Authoritative, r.RecursionAvailable, tt.aa)
+					}
+				}
+			}
+		})
+	}
+	t.Run("NS has glue", func(t *testing.T) {
+		r := ts.ask(t, "cdn.example.", dns.TypeNS, qopt{edns: true})
+		glue := 0
+		for _, rr := range r.Extra {
+			if rr.Header().Rrtype == dns.TypeA || rr.Header().Rrtype == dns.TypeAAAA {
+				glue++
+			}
+		}
+		if glue != 3 {
+			t.Errorf("glue records = %d, want 3 (%v)", glue, r.Extra)
+		}
+	})
+	t.Run("negative TTL is the SOA minimum", func(t *testing.T) {
+		r := ts.ask(t, "nope.cdn.example.", dns.TypeA, qopt{})
+		if ttl := r.Ns[0].Header().Ttl; ttl != 60 {
+			t.Errorf("negative SOA TTL = %d, want 60", ttl)
+		}
+	})
+	t.Run("routed TTL", func(t *testing.T) {
+		r := ts.ask(t, "www.cdn.example.", dns.TypeA, qopt{})
+		if ttl := r.Answer[0].Header().Ttl; ttl != 30 {
+			t.Errorf("answer TTL = %d, want 30", ttl)
+		}
+	})
+}
+
+func equalTypes(a, b []uint16) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestCasePreserved(t *testing.T) {
+	ts := startServer(t, nil)
+	for _, name := range []string{"www.cdn.example.", "WwW.CdN.eXaMpLe.", "WWW.CDN.EXAMPLE.", "wWw.cDn.ExAmPlE."} {
+		for _, network := range []string{"udp", "tcp"} {
+			r := ts.ask(t, name, dns.TypeA, qopt{net: network, ecs: cityPrefix(t, "London", 5)})
+			if r.Question[0].Name != name {
+				t.Errorf("%s: question = %q, want %q", network, r.Question[0].Name, name)
+			}
+			for _, rr := range r.Answer {
+				if rr.Header().Name != name {
+					t.Errorf("%s: answer owner = %q, want %q", network, rr.Header().Name, name)
+				}
+			}
+		}
+	}
+}
+
+func TestTruncationAndTCP(t *testing.T) {
+	ts := startServer(t, func(c *Config) {
+		c.AnswerCount = 64
+		for i := range 40 {
+			c.PoPs[0].Nodes = append(c.PoPs[0].Nodes, NodeConfig{
+				ID: "big-" + string(rune('a'+i/26)) + string(rune('a'+i%26)), Capacity: 1000,
+				IPv6: netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0xee, 15: byte(i + 1)}).String(),
+			})
+		}
+	})
+	london := cityPrefix(t, "London", 6)
+	tests := []struct {
+		name   string
+		o      qopt
+		wantTC bool
+	}{
+		{"no EDNS over UDP", qopt{from: loopbackCities["London"].Addr().Next()}, true},
+		{"EDNS 512", qopt{ecs: london, bufsize: 512}, true},
+		{"EDNS 4096 over UDP", qopt{ecs: london, bufsize: 4096}, false},
+		{"TCP", qopt{ecs: london, net: "tcp"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for range 2 {
+				r := ts.ask(t, "www.cdn.example.", dns.TypeAAAA, tt.o)
+				if r.Truncated != tt.wantTC {
+					t.Errorf("TC = %v, want %v", r.Truncated, tt.wantTC)
+				}
+				if !tt.wantTC && len(r.Answer) != 42 {
+					t.Errorf("answers = %d, want 42", len(r.Answer))
+				}
+				if tt.wantTC {
+					r.Compress = true
+					if b, _ := r.Pack(); len(b) > 512 {
+						t.Errorf("truncated reply is %d bytes, want <= 512", len(b))
+					}
+					// A real client retries over TCP.
+					o := tt.o
+					o.net = "tcp"
+					if r := ts.ask(t, "www.cdn.example.", dns.TypeAAAA, o); r.Truncated || len(r.Answer) != 42 {
+						t.Errorf("TCP retry: TC=%v answers=%d, want full 42", r.Truncated, len(r.Answer))
+					}
+				}
+			}
+		})
+	}
+}
+
+// rawExchange sends pkt over UDP and then a valid query; it returns whatever came back for
+// pkt (nil if the valid answer came first, meaning pkt got no reply).
+func rawExchange(t *testing.T, addr string, pkt []byte) []byte {
+	t.Helper()
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write(pkt); err != nil {
+		t.Fatal(err)
+	}
+	probe := new(dns.Msg)
+	probe.SetQuestion("www.cdn.example.", dns.TypeA)
+	probe.Id = 0xBEEF
+	pb, _ := probe.Pack()
+	if _, err := c.Write(pb); err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	buf := make([]byte, 65535)
+	for {
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatalf("server did not answer the probe after the bad packet: %v", err)
+		}
+		if n >= 2 && buf[0] == 0xBE && buf[1] == 0xEF {
+			var m dns.Msg
+			if m.Unpack(buf[:n]) == nil && len(m.Answer) > 0 {
+				return got
+			}
+		}
+		got = append([]byte(nil), buf[:n]...)
+	}
+}
+
+func TestBadPacketsNeverAmplify(t *testing.T) {
+	ts := startServer(t, nil)
+	valid := new(dns.Msg)
+	valid.SetQuestion("www.cdn.example.", dns.TypeA)
+	valid.Id = 7
+	vb, _ := valid.Pack()
+	resp := new(dns.Msg)
+	resp.SetQuestion("www.cdn.example.", dns.TypeA)
+	resp.Response = true
+	resp.Id = 8
+	rb, _ := resp.Pack()
+	two := new(dns.Msg)
+	two.Id = 9
+	two.Question = []dns.Question{{Name: "www.cdn.example.", Qtype: dns.TypeA, Qclass: dns.ClassINET}, {Name: "static.cdn.example.", Qtype: dns.TypeA, Qclass: dns.ClassINET}}
+	tb, _ := two.Pack()
+	tests := []struct {
+		name    string
+		pkt     []byte
+		noReply bool
+	}{
+		{"empty", []byte{}, true},
+		{"short header", []byte{1, 2, 3}, true},
+		{"truncated question", vb[:len(vb)-3], false},
+		{"garbage", []byte(strings.Repeat("\xff\x00garbage", 20)), false},
+		{"oversized", append(append([]byte{}, vb...), make([]byte, 3000)...), false},
+		{"a response", rb, true},
+		{"two questions", tb, false},
+		{"header only", vb[:12], false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := rawExchange(t, ts.addr, tt.pkt)
+			if tt.noReply && got != nil {
+				t.Errorf("reply %x to a packet that deserves none", got)
+			}
+			if len(got) > max(len(tt.pkt), headerLen) {
+				t.Errorf("reply of %d bytes to a %d byte packet: amplification", len(got), len(tt.pkt))
+			}
+		})
+	}
+}
+
+func TestRateLimit(t *testing.T) {
+	clock := newFakeClock()
+	cfg := testConfig(t)
+	cfg.Clock = clock.Now
+	cfg.RateLimit = RateLimit{QPS: 5, Burst: 5, Slip: 2}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := new(dns.Msg)
+	q.SetQuestion("www.cdn.example.", dns.TypeA)
+	pkt, _ := q.Pack()
+	w := newWorker()
+	src := netip.MustParseAddrPort("127.1.1.9:5353")
+	other := netip.MustParseAddrPort("127.1.2.9:5353")
+	count := func(from netip.AddrPort, n int) (answered, slipped, dropped int) {
+		for range n {
+			r := s.handleUDP(w, pkt, from)
+			var m dns.Msg
+			switch {
+			case r == nil:
+				dropped++
+			case m.Unpack(r) == nil && m.Truncated && len(m.Answer) == 0:
+				slipped++
+			default:
+				answered++
+			}
+		}
+		return
+	}
+	steps := []struct {
+		name                    string
+		from                    netip.AddrPort
+		advance                 time.Duration
+		n                       int
+		answered, slipped, drop int
+	}{
+		{"burst", src, 0, 5, 5, 0, 0},
+		{"over the limit", src, 0, 10, 0, 5, 5},
+		{"another prefix is not limited", other, 0, 5, 5, 0, 0},
+		{"one second refills", src, time.Second, 5, 5, 0, 0},
+	}
+	for _, st := range steps {
+		clock.Advance(st.advance)
+		a, sl, d := count(st.from, st.n)
+		if a != st.answered || sl != st.slipped || d != st.drop {
+			t.Errorf("%s: answered/slipped/dropped = %d/%d/%d, want %d/%d/%d", st.name, a, sl, d, st.answered, st.slipped, st.drop)
+		}
+	}
+}
+
+func TestCacheDroppedOnFleetChange(t *testing.T) {
+	ts := startServer(t, nil)
+	london := qopt{ecs: cityPrefix(t, "London", 8)}
+	ts.ask(t, "www.cdn.example.", dns.TypeA, london)
+	if n := ts.st.Load().cache.len(); n != 1 {
+		t.Fatalf("cache entries = %d, want 1", n)
+	}
+	n, _ := ts.StaticFleet().Node("fra", "fra-1")
+	n.Load.RequestsPerSec = 1
+	ts.StaticFleet().SetNode(n)
+	ts.ask(t, "static.cdn.example.", dns.TypeA, london)
+	if n := ts.st.Load().cache.len(); n != 1 {
+		t.Errorf("cache entries after a fleet change = %d, want 1 (old ones dropped)", n)
+	}
+	ts.StaticFleet().RemoveNode("lhr", "lhr-1")
+	ts.StaticFleet().RemoveNode("lhr", "lhr-2")
+	if got := ts.popOf(t, ts.ask(t, "www.cdn.example.", dns.TypeA, london)); got != "fra" {
+		t.Errorf("after removing lhr's nodes: PoP = %s, want fra", got)
+	}
+}
