@@ -227,8 +227,10 @@ func listenN(ctx context.Context, addr string, n int) ([]net.PacketConn, net.Lis
 	if !haveReusePort || n < 1 {
 		n = 1
 	}
+	// SO_REUSEPORT always (where the platform has it): one socket per worker, and a new
+	// process can bind the same address before the old one exits (restarts lose nothing).
 	lc := net.ListenConfig{}
-	if n > 1 {
+	if haveReusePort {
 		lc.Control = reusePort
 	}
 	closeAll := func(cs []net.PacketConn) {
@@ -251,7 +253,7 @@ func listenN(ctx context.Context, addr string, n int) ([]net.PacketConn, net.Lis
 			}
 			udps = append(udps, c)
 		}
-		tcp, err := (&net.ListenConfig{}).Listen(ctx, "tcp", bound)
+		tcp, err := lc.Listen(ctx, "tcp", bound)
 		if err == nil {
 			return udps, tcp, nil
 		}
