@@ -5,6 +5,8 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/meridian-cdn/meridian/purge"
 )
 
 // NewCommand returns the `meridian control` command.
@@ -41,6 +43,9 @@ authenticated HTTP API on --listen. API tokens come from --tokens or $` + Tokens
 	f.StringVar(&cfg.Prefix, "prefix", "", "NATS bucket and subject prefix (default \"meridian\")")
 	f.DurationVar(&cfg.HeartbeatTTL, "heartbeat-ttl", 0, "how long a node stays in the fleet after its last heartbeat (default 3s)")
 	f.IntVar(&cfg.Replicas, "replicas", 1, "JetStream replicas for the buckets (3 on a three-node cluster)")
+	f.DurationVar(&cfg.PurgeRetention, "purge-retention", purge.DefaultRetention, "how long the purge stream keeps purges for nodes to replay, and receipts")
+	f.Float64Var(&cfg.PurgeRate, "purge-rate", DefaultPurgeRate, "purge requests per second per token (negative: unlimited)")
+	f.IntVar(&cfg.PurgeBurst, "purge-burst", DefaultPurgeBurst, "purge requests a token may make at once")
 	f.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", DefaultMaxBodyBytes, "request body size limit")
 	f.BoolVarP(&verbose, "verbose", "v", false, "log at debug level")
 	return cmd

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -21,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meridian-cdn/meridian/control/fleet"
+	"github.com/meridian-cdn/meridian/purge"
 )
 
 // Defaults for the zero Config.
@@ -61,6 +63,15 @@ type Config struct {
 	Tokens []Token
 	// MaxBodyBytes limits request bodies; zero means DefaultMaxBodyBytes (1 MiB).
 	MaxBodyBytes int64
+	// PurgeRetention is how long the purge stream keeps purges for nodes that were away to
+	// replay, and how long receipts are kept; zero means purge.DefaultRetention (24 h).
+	PurgeRetention time.Duration
+	// PurgeRate is how many POST /v1/purge requests per second each token may make; zero means
+	// DefaultPurgeRate (50), negative means unlimited.
+	PurgeRate float64
+	// PurgeBurst is how many purge requests a token may make at once before PurgeRate applies;
+	// zero means DefaultPurgeBurst (100).
+	PurgeBurst int
 	// ShutdownTimeout bounds how long in-flight requests may take once Run's context ends;
 	// zero means 5 s.
 	ShutdownTimeout time.Duration
@@ -77,16 +88,23 @@ type Server struct {
 	reg   *prometheus.Registry
 	reqs  *prometheus.CounterVec
 	ready chan struct{}
+	// limiter limits purge requests per token.
+	limiter *purgeLimiter
+	// waits is cancelled when the server starts stopping, to end POST /v1/purge?wait early.
+	waits    context.Context
+	endWaits context.CancelFunc
 
-	mu       sync.Mutex // guards the fields below
-	routes   []Route
-	started  bool
-	stopping bool
-	natsURL  string
-	nc       *nats.Conn
-	js       jetstream.JetStream
-	view     *fleet.View
-	config   *fleet.ConfigView
+	mu        sync.Mutex // guards the fields below
+	tracker   *purge.Tracker
+	publisher *purge.Publisher
+	routes    []Route
+	started   bool
+	stopping  bool
+	natsURL   string
+	nc        *nats.Conn
+	js        jetstream.JetStream
+	view      *fleet.View
+	config    *fleet.ConfigView
 }
 
 // Route is one API route: a net/http pattern ("GET /v1/pops") and the scope it needs (empty
@@ -119,6 +137,18 @@ func New(cfg Config) (*Server, error) {
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 5 * time.Second
 	}
+	if cfg.PurgeRetention <= 0 {
+		cfg.PurgeRetention = purge.DefaultRetention
+	}
+	if cfg.PurgeRate == 0 {
+		cfg.PurgeRate = DefaultPurgeRate
+	}
+	if cfg.PurgeRate < 0 {
+		cfg.PurgeRate = math.Inf(1) // rate.Inf: no limit
+	}
+	if cfg.PurgeBurst <= 0 {
+		cfg.PurgeBurst = DefaultPurgeBurst
+	}
 	if cfg.TokensFile == "" {
 		cfg.TokensFile = os.Getenv(TokensFileEnv)
 	}
@@ -147,15 +177,18 @@ func New(cfg Config) (*Server, error) {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	s := &Server{
-		cfg:   cfg,
-		log:   log,
-		auth:  auth,
-		mux:   http.NewServeMux(),
-		reg:   prometheus.NewRegistry(),
-		ready: make(chan struct{}),
+		cfg:     cfg,
+		log:     log,
+		auth:    auth,
+		mux:     http.NewServeMux(),
+		reg:     prometheus.NewRegistry(),
+		ready:   make(chan struct{}),
+		limiter: newPurgeLimiter(cfg.PurgeRate, cfg.PurgeBurst),
 	}
+	s.waits, s.endWaits = context.WithCancel(context.Background())
 	s.initMetrics()
 	s.routesAPI()
+	s.routesPurge()
 	return s, nil
 }
 
@@ -224,7 +257,8 @@ func (s *Server) Run(ctx context.Context) error {
 	return s.Serve(ctx, ln)
 }
 
-// Serve starts NATS (embedded, unless Config.NATSURL is set), creates the buckets, and serves
+// Serve starts NATS (embedded, unless Config.NATSURL is set), creates the buckets and the purge
+// stream, starts the purge tracker, and serves
 // the API on ln until ctx ends. Then it answers 503 on /healthz, lets in-flight requests finish
 // (up to ShutdownTimeout), stops its watchers, closes NATS, and returns once everything it
 // started has exited. It closes ln.
@@ -264,6 +298,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) (err error) {
 	}
 	ectx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	err = fleet.EnsureBuckets(ectx, js, s.cfg.Prefix, s.cfg.HeartbeatTTL, s.cfg.Replicas)
+	if err == nil {
+		err = purge.EnsureStream(ectx, js, s.cfg.Prefix, s.cfg.PurgeRetention, s.cfg.Replicas)
+	}
 	cancel()
 	if err != nil {
 		return fmt.Errorf("control: %w", err)
@@ -280,6 +317,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) (err error) {
 	defer stopWatch()
 	wg.Go(func() { _ = view.Run(wctx) })
 	wg.Go(func() { _ = cview.Run(wctx) })
+	if err := s.startPurge(wctx, &wg); err != nil {
+		return err
+	}
 
 	hs := &http.Server{
 		Handler:           s,
@@ -312,6 +352,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) (err error) {
 	s.mu.Lock()
 	s.stopping = true
 	s.mu.Unlock()
+	s.endWaits()
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 	if serr := hs.Shutdown(sctx); serr != nil {

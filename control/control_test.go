@@ -154,10 +154,10 @@ func runRegistrar(t *testing.T, url string, n wire.Node, interval time.Duration)
 var hostBody = []byte(`{"host":"www.example.com","origin":"http://127.0.0.1:8080","cache":{"sort_query":true}}`)
 
 func TestAuthMatrix(t *testing.T) {
-	// A route added with Handle, as the purge endpoints will be, gets the same auth.
+	// A route added with Handle gets the same auth.
 	var purged atomic.Int32
 	ts := startServer(t, Config{}, func(s *Server) {
-		s.Handle("POST /v1/purge", ScopePurge, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.Handle("POST /v1/extension", ScopePurge, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if TokenName(r.Context()) != "purger" {
 				WriteError(w, http.StatusInternalServerError, "", fmt.Errorf("token name %q, want purger", TokenName(r.Context())))
 				return
@@ -178,11 +178,23 @@ func TestAuthMatrix(t *testing.T) {
 			t.Errorf("Handle'd purge route ran %d times, want once (right scope only)", purged.Load())
 		}
 	}()
+	// A purge whose receipt GET /v1/purges/{id} can read.
+	if err := fleet.PutHost(t.Context(), ts.JetStream(), "", wire.HostConfig{Host: "www.example.com", Origin: "http://127.0.0.1:8080"}); err != nil {
+		t.Fatalf("PutHost: %v", err)
+	}
+	purgeBody := []byte(`{"host":"www.example.com","all":true}`)
+	code, b := ts.do(t, "POST", "/v1/purge", tokAdmin, purgeBody)
+	var pr struct{ ID string }
+	if err := json.Unmarshal(b, &pr); code != http.StatusAccepted || err != nil {
+		t.Fatalf("POST /v1/purge = %d %s, want 202 with an id", code, b)
+	}
 	for _, rt := range routes {
 		method, path, _ := strings.Cut(rt.Pattern, " ")
-		path = strings.NewReplacer("{pop}", "par", "{host}", "www.example.com").Replace(path)
+		path = strings.NewReplacer("{pop}", "par", "{host}", "www.example.com", "{id}", pr.ID).Replace(path)
 		var body []byte
 		switch {
+		case method == "POST" && path == "/v1/purge":
+			body = purgeBody
 		case method == "PUT" && strings.HasPrefix(path, "/v1/hosts/"):
 			body = hostBody
 		case method == "PUT" && path == "/v1/routing":

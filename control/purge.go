@@ -1,0 +1,277 @@
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/meridian-cdn/meridian/control/fleet"
+	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/purge"
+)
+
+// Purge API defaults.
+const (
+	// MaxPurgeWait bounds POST /v1/purge?wait=.
+	MaxPurgeWait = 30 * time.Second
+	// DefaultPurgeRate is the purge requests per second each token may make.
+	DefaultPurgeRate = 50
+	// DefaultPurgeBurst is how many purge requests a token may make at once.
+	DefaultPurgeBurst = 100
+)
+
+// purgeKinds is the order in which a request's receipts are listed (that of Request.Messages).
+var purgeKinds = []purge.Kind{purge.KindURL, purge.KindPrefix, purge.KindKey, purge.KindAll}
+
+// routesPurge registers the purge API. Receipts need the purge scope too: whoever may purge may
+// follow up on their purge, and a CI job holding only a purge token should not need read.
+func (s *Server) routesPurge() {
+	s.Handle("POST /v1/purge", ScopePurge, http.HandlerFunc(s.postPurge))
+	s.Handle("GET /v1/purges/{id}", ScopePurge, http.HandlerFunc(s.getPurge))
+}
+
+// startPurge starts the tracker that collects purge acks; it runs until ctx ends. Serve calls
+// it once NATS is up and the purge stream exists.
+func (s *Server) startPurge(ctx context.Context, wg *sync.WaitGroup) error {
+	s.mu.Lock()
+	nc, js := s.nc, s.js
+	s.mu.Unlock()
+	tr, err := purge.NewTracker(nc, s.cfg.Prefix, purge.WithRetention(s.cfg.PurgeRetention), purge.WithLogger(s.log))
+	if err != nil {
+		return fmt.Errorf("control: %w", err)
+	}
+	s.mu.Lock()
+	s.tracker = tr
+	s.publisher = &purge.Publisher{JS: js, Prefix: s.cfg.Prefix, Tracker: tr}
+	s.mu.Unlock()
+	wg.Go(func() {
+		if err := tr.Run(ctx); err != nil {
+			s.log.Warn("purge tracker stopped", "err", err)
+		}
+	})
+	return nil
+}
+
+// Tracker is the tracker of purge acks; valid once Ready is closed.
+func (s *Server) Tracker() *purge.Tracker {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tracker
+}
+
+func (s *Server) postPurge(w http.ResponseWriter, r *http.Request) {
+	if !s.limiter.allow(w, TokenName(r.Context())) {
+		return
+	}
+	wait, err := parseWait(r.URL.Query().Get("wait"))
+	if err != nil {
+		WriteError(w, http.StatusBadRequest, "wait", err)
+		return
+	}
+	var req purge.Request
+	if DecodeJSON(w, r, s.cfg.MaxBodyBytes, &req) != nil {
+		return
+	}
+	msgs, err := req.Messages(TokenName(r.Context()), time.Now())
+	if err != nil {
+		WriteError(w, http.StatusBadRequest, "", fmt.Errorf("invalid purge: %w", err))
+		return
+	}
+	if err := s.checkPayload(msgs); err != nil {
+		WriteError(w, http.StatusBadRequest, "", err)
+		return
+	}
+	host := msgs[0].Host
+	if ok, err := s.hostConfigured(r.Context(), host); err != nil {
+		WriteError(w, http.StatusServiceUnavailable, "", fmt.Errorf("look up host %s: %w", host, err))
+		return
+	} else if !ok {
+		WriteError(w, http.StatusBadRequest, "host", fmt.Errorf("host %s is not configured", host))
+		return
+	}
+	select {
+	case <-s.ready:
+	default:
+		// Until the fleet view is loaded, the expected nodes would be incomplete (rule 4).
+		WriteError(w, http.StatusServiceUnavailable, "", errors.New("the control plane is starting: the fleet view is not loaded yet"))
+		return
+	}
+	s.mu.Lock()
+	pub, view, tr := s.publisher, s.view, s.tracker
+	s.mu.Unlock()
+	// Every live node must ack, draining ones too: they still serve what reaches them.
+	nodes := view.Nodes()
+	expected := make([]purge.NodeRef, len(nodes))
+	for i, n := range nodes {
+		expected[i] = purge.NodeRef{PoP: n.PoP, Node: n.ID}
+	}
+	id := purge.RequestID(msgs[0].ID)
+	// A client that goes away must not leave a request half published (its urls but not its
+	// keys): publishing outlives the request, bounded on its own.
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), publishTimeout)
+	defer cancel()
+	for _, m := range msgs {
+		if _, err := pub.Publish(pctx, m, expected); err != nil {
+			// Messages published before this one stay published; their receipts remain readable.
+			WriteError(w, http.StatusServiceUnavailable, "", fmt.Errorf("publish purge %s: %w", m.ID, err))
+			return
+		}
+	}
+	s.log.Info("purge published", "id", id, "host", host, "kinds", len(msgs), "soft", req.Soft,
+		"nodes", len(expected), "by", TokenName(r.Context()))
+	receipts := make([]purge.Receipt, 0, len(msgs))
+	if wait > 0 {
+		wctx, cancel := context.WithTimeout(r.Context(), wait)
+		// Shutdown ends the wait: the answer then says which nodes are still pending.
+		stop := context.AfterFunc(s.waits, cancel)
+		for _, m := range msgs {
+			receipts = append(receipts, tr.Wait(wctx, m.ID))
+		}
+		stop()
+		cancel()
+	} else {
+		for _, m := range msgs {
+			rc, _ := tr.Receipt(m.ID)
+			receipts = append(receipts, rc)
+		}
+	}
+	resp := purge.NewResponse(id, receipts)
+	code := http.StatusAccepted
+	if wait > 0 && resp.Complete {
+		code = http.StatusOK
+	}
+	w.Header().Set("Location", "/v1/purges/"+id)
+	writeJSON(w, code, resp)
+}
+
+// kindField is the request field that holds a kind's values.
+var kindField = map[purge.Kind]string{purge.KindURL: "urls", purge.KindPrefix: "prefixes", purge.KindKey: "keys", purge.KindAll: "all"}
+
+// publishTimeout bounds publishing one request's messages to the stream.
+const publishTimeout = 10 * time.Second
+
+// payloadHeadroom is left for the message's NATS headers and subject.
+const payloadHeadroom = 1024
+
+// checkPayload refuses messages too large for one NATS message (max_payload, 1 MiB by
+// default), which 1,000 long URLs can be: the client should split the request.
+func (s *Server) checkPayload(msgs []purge.Message) error {
+	limit := s.Conn().MaxPayload() - payloadHeadroom
+	for _, m := range msgs {
+		n := 0
+		for _, v := range m.Values {
+			n += len(v) + 3
+		}
+		if int64(n) < limit/2 { // far below the limit: skip encoding it twice
+			continue
+		}
+		data, err := json.Marshal(m)
+		if err != nil {
+			return fmt.Errorf("encode purge: %w", err)
+		}
+		if int64(len(data)) > limit {
+			return &wire.FieldError{Field: kindField[m.Kind], Err: fmt.Errorf("%d values make a %d-byte purge message, above the %d bytes NATS carries: split the request",
+				len(m.Values), len(data), limit)}
+		}
+	}
+	return nil
+}
+
+// parseWait reads the wait query parameter: a Go duration from 0 (do not wait) to MaxPurgeWait.
+func parseWait(v string) (time.Duration, error) {
+	if v == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, fmt.Errorf("wait %q is not a duration such as 2s or 500ms", v)
+	}
+	if d < 0 || d > MaxPurgeWait {
+		return 0, fmt.Errorf("wait %s is outside 0 to %s", d, MaxPurgeWait)
+	}
+	return d, nil
+}
+
+// hostConfigured reports whether host has a config. The config view answers at once; a miss
+// is confirmed against the bucket, so that a host stored a moment ago is not refused.
+func (s *Server) hostConfigured(ctx context.Context, host string) (bool, error) {
+	s.mu.Lock()
+	cv := s.config
+	s.mu.Unlock()
+	if _, ok := cv.Host(host); ok {
+		return true, nil
+	}
+	_, err := fleet.GetHost(ctx, s.JetStream(), s.cfg.Prefix, host)
+	switch {
+	case errors.Is(err, fleet.ErrNotFound):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	return true, nil
+}
+
+func (s *Server) getPurge(w http.ResponseWriter, r *http.Request) {
+	id := purge.RequestID(r.PathValue("id"))
+	tr := s.Tracker()
+	var receipts []purge.Receipt
+	for _, k := range purgeKinds {
+		if rc, ok := tr.Receipt(id + "-" + string(k)); ok {
+			receipts = append(receipts, rc)
+		}
+	}
+	if len(receipts) == 0 {
+		WriteError(w, http.StatusNotFound, "id", fmt.Errorf("no purge %q is known (receipts are kept for the last %d purges within the stream retention)", id, purge.DefaultMaxPurges))
+		return
+	}
+	writeJSON(w, http.StatusOK, purge.NewResponse(id, receipts))
+}
+
+// purgeLimiter limits purge requests per token name with a token bucket each.
+type purgeLimiter struct {
+	limit rate.Limit
+	burst int
+
+	mu      sync.Mutex               // guards buckets
+	buckets map[string]*rate.Limiter // by token name; tokens are configured, so this is bounded
+}
+
+func newPurgeLimiter(perSec float64, burst int) *purgeLimiter {
+	return &purgeLimiter{limit: rate.Limit(perSec), burst: burst, buckets: map[string]*rate.Limiter{}}
+}
+
+// allow takes one request from name's bucket, or writes a 429 with Retry-After and returns false.
+func (l *purgeLimiter) allow(w http.ResponseWriter, name string) bool {
+	l.mu.Lock()
+	b, ok := l.buckets[name]
+	if !ok {
+		b = rate.NewLimiter(l.limit, l.burst)
+		l.buckets[name] = b
+	}
+	l.mu.Unlock()
+	res := b.Reserve()
+	if !res.OK() {
+		w.Header().Set("Retry-After", "1")
+		WriteError(w, http.StatusTooManyRequests, "", fmt.Errorf("purge rate limit of token %q exceeded", name))
+		return false
+	}
+	delay := res.Delay()
+	if delay == 0 {
+		return true
+	}
+	res.Cancel() // the request is refused, so it must not use up a later slot
+	secs := max(1, int(math.Ceil(delay.Seconds())))
+	w.Header().Set("Retry-After", strconv.Itoa(secs))
+	WriteError(w, http.StatusTooManyRequests, "", fmt.Errorf("purge rate limit of token %q exceeded (%s/s, burst %d): retry in %s",
+		name, strings.TrimSuffix(strconv.FormatFloat(float64(l.limit), 'f', 2, 64), ".00"), l.burst, delay.Round(time.Millisecond)))
+	return false
+}
