@@ -74,6 +74,9 @@ func forbidden(pkg, imp string) string {
 	if !internal {
 		return ""
 	}
+	if within(pkg, "internal") {
+		return "internal packages are leaves shared by every server: they import no other Meridian package"
+	}
 	to := rel(imp)
 	if within(to, "sim") && pkg != "." && !within(pkg, "sim") {
 		return "only main imports sim"
@@ -122,6 +125,8 @@ func TestForbidden(t *testing.T) {
 		{"edge/httpcache", "net/http", false},
 		{"dnsroute/geo", "github.com/oschwald/geoip2-golang", false},
 		{"purge", module + "/control", true},
+		{"edge", module + "/internal/reuseport", false},
+		{"internal/reuseport", module + "/edge", true},
 	}
 	for _, tt := range tests {
 		if got := forbidden(tt.pkg, tt.imp) != ""; got != tt.bad {

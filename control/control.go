@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meridian-cdn/meridian/control/fleet"
+	"github.com/meridian-cdn/meridian/internal/reuseport"
 	"github.com/meridian-cdn/meridian/purge"
 )
 
@@ -250,7 +251,10 @@ func (s *Server) Prefix() string { return s.cfg.Prefix }
 
 // Run listens on Config.Listen and serves until ctx ends (see Serve).
 func (s *Server) Run(ctx context.Context) error {
-	ln, err := net.Listen("tcp", s.cfg.Listen)
+	// SO_REUSEPORT: with an external NATS (--nats), a new control process can take over the
+	// API port before the old one exits. The embedded NATS server cannot share its port or
+	// store, so a control with embedded NATS restarts with a short API gap.
+	ln, err := reuseport.Listen(ctx, s.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("control: listen on %s: %w", s.cfg.Listen, err)
 	}

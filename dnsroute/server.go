@@ -21,6 +21,7 @@ import (
 
 	"github.com/meridian-cdn/meridian/control/wire"
 	"github.com/meridian-cdn/meridian/dnsroute/geo"
+	"github.com/meridian-cdn/meridian/internal/reuseport"
 )
 
 // Server is an authoritative DNS server for one zone.
@@ -224,15 +225,12 @@ func listen(ctx context.Context, addr string) (net.PacketConn, net.Listener, err
 // listenN opens n UDP sockets sharing addr (SO_REUSEPORT where the system has it, else one)
 // and a TCP listener on the same port.
 func listenN(ctx context.Context, addr string, n int) ([]net.PacketConn, net.Listener, error) {
-	if !haveReusePort || n < 1 {
+	if !reuseport.Available || n < 1 {
 		n = 1
 	}
 	// SO_REUSEPORT always (where the platform has it): one socket per worker, and a new
 	// process can bind the same address before the old one exits (restarts lose nothing).
-	lc := net.ListenConfig{}
-	if haveReusePort {
-		lc.Control = reusePort
-	}
+	lc := reuseport.Config
 	closeAll := func(cs []net.PacketConn) {
 		for _, c := range cs {
 			c.Close()

@@ -138,15 +138,20 @@ func (n *Node) FleetReady() <-chan struct{} { return n.fleetReady }
 // follow applies the registry's peer sets and the config bucket's hosts as they change.
 func (n *Node) follow(ctx context.Context, view *fleet.View, cfgView *fleet.ConfigView) error {
 	fileHosts := n.cfg.Hosts
+	// Each Ready wakes the loop once; after that it is nil (never ready), or a closed Ready
+	// would make the select below spin.
+	viewReady, cfgReady := view.Ready(), cfgView.Ready()
 	for {
 		viewChanged, cfgChanged := view.Changed(), cfgView.Changed()
 		select {
 		case <-view.Ready():
+			viewReady = nil
 			n.applyPeers(view)
 		default:
 		}
 		select {
 		case <-cfgView.Ready():
+			cfgReady = nil
 			n.applyHosts(fileHosts, cfgView.Hosts())
 		default:
 		}
@@ -155,8 +160,8 @@ func (n *Node) follow(ctx context.Context, view *fleet.View, cfgView *fleet.Conf
 			return nil
 		case <-viewChanged:
 		case <-cfgChanged:
-		case <-view.Ready():
-		case <-cfgView.Ready():
+		case <-viewReady:
+		case <-cfgReady:
 		}
 	}
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/meridian-cdn/meridian/control/wire"
 	"github.com/meridian-cdn/meridian/edge/httpcache"
 	"github.com/meridian-cdn/meridian/edge/store"
+	"github.com/meridian-cdn/meridian/internal/reuseport"
 	"github.com/meridian-cdn/meridian/origin/fetch"
 )
 
@@ -192,23 +193,23 @@ func (n *Node) Run(ctx context.Context) error {
 			ls.QUIC.Close()
 		}
 	}
-	if ls.HTTP, err = ListenTCP(ctx, n.cfg.Listen); err != nil {
+	if ls.HTTP, err = reuseport.Listen(ctx, n.cfg.Listen); err != nil {
 		return fmt.Errorf("edge listen on %s: %w", n.cfg.Listen, err)
 	}
 	if n.cfg.HTTPSListen != "" {
-		if ls.HTTPS, err = ListenTCP(ctx, n.cfg.HTTPSListen); err != nil {
+		if ls.HTTPS, err = reuseport.Listen(ctx, n.cfg.HTTPSListen); err != nil {
 			closeAll()
 			return fmt.Errorf("edge https listen on %s: %w", n.cfg.HTTPSListen, err)
 		}
 		if !n.cfg.TLS.DisableHTTP3 {
-			if ls.QUIC, err = ListenUDP(ctx, ls.HTTPS.Addr().String()); err != nil {
+			if ls.QUIC, err = reuseport.ListenPacket(ctx, ls.HTTPS.Addr().String()); err != nil {
 				closeAll()
 				return fmt.Errorf("edge http/3 listen on %s: %w", n.cfg.HTTPSListen, err)
 			}
 		}
 	}
 	if n.cfg.AdminListen != "off" {
-		if ls.Admin, err = ListenTCP(ctx, n.cfg.AdminListen); err != nil {
+		if ls.Admin, err = reuseport.Listen(ctx, n.cfg.AdminListen); err != nil {
 			closeAll()
 			return fmt.Errorf("edge admin listen on %s: %w", n.cfg.AdminListen, err)
 		}
