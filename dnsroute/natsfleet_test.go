@@ -7,32 +7,17 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/meridian-cdn/meridian/control/fleet"
 	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/internal/natstest"
 )
 
 // TestRunLive: a DNS server fed by the fleet registry in NATS answers with registered nodes and
 // follows operator drains.
 func TestRunLive(t *testing.T) {
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats not ready")
-	}
-	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	ns := natstest.Start(t)
+	_, js := ns.Connect(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if err := fleet.EnsureBuckets(ctx, js, "", 3*time.Second, 1); err != nil {
@@ -57,7 +42,7 @@ func TestRunLive(t *testing.T) {
 	addr := probe.LocalAddr().String()
 	probe.Close()
 	cfg := testConfig(t)
-	cfg.NATS, cfg.PoPs, cfg.Listen = ns.ClientURL(), nil, addr
+	cfg.NATS, cfg.PoPs, cfg.Listen = ns.URL(), nil, addr
 	done := make(chan error, 1)
 	go func() { done <- RunLive(ctx, cfg, 5*time.Second) }()
 	defer func() {

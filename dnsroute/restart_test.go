@@ -1,52 +1,19 @@
 package dnsroute
 
 import (
-	"bufio"
 	"context"
+	"errors"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
-)
 
-// dnsProcess runs `meridian dns` and returns once it serves.
-func dnsProcess(t *testing.T, bin, config string) *exec.Cmd {
-	t.Helper()
-	cmd := exec.Command(bin, "dns", "--config", config)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	serving := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		var once sync.Once
-		for sc.Scan() {
-			if strings.Contains(sc.Text(), "dns serving") {
-				once.Do(func() { close(serving) })
-			}
-		}
-	}()
-	select {
-	case <-serving:
-	case <-time.After(30 * time.Second):
-		cmd.Process.Kill()
-		t.Fatal("dns process did not start serving")
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	return cmd
-}
+	"github.com/meridian-cdn/meridian/internal/proctest"
+)
 
 // TestRestartUnderLoad: resolvers querying while `meridian dns` is replaced by a new process on
 // the same port (SO_REUSEPORT) get every answer. Like real resolvers they retry a query that
@@ -54,10 +21,7 @@ func dnsProcess(t *testing.T, bin, config string) *exec.Cmd {
 // it closes is lost to the kernel and answered on the retry.
 func TestRestartUnderLoad(t *testing.T) {
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "meridian")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/meridian-cdn/meridian").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := proctest.Build(t)
 	probe, err := net.ListenPacket("udp", "127.0.2.201:0")
 	if err != nil {
 		t.Fatal(err)
@@ -75,50 +39,27 @@ func TestRestartUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	old := dnsProcess(t, bin, config)
+	old := proctest.Start(t, bin, "dns serving", "dns", "--config", config)
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Second)
 	defer cancel()
-	var ok, failed, retried atomic.Int64
-	var wg sync.WaitGroup
-	for range 20 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c := &dns.Client{Timeout: 300 * time.Millisecond}
-			m := new(dns.Msg)
-			m.SetQuestion("www.cdn.example.", dns.TypeA)
-			for ctx.Err() == nil {
-				answered := false
-				for attempt := 0; attempt < 3 && !answered; attempt++ {
-					if attempt > 0 {
-						retried.Add(1)
-					}
-					r, _, err := c.Exchange(m, addr)
-					answered = err == nil && r.Rcode == dns.RcodeSuccess && len(r.Answer) > 0
-				}
-				if answered {
-					ok.Add(1)
-				} else if ctx.Err() == nil {
-					failed.Add(1)
-				}
+	c := &dns.Client{Timeout: 300 * time.Millisecond}
+	m := new(dns.Msg)
+	m.SetQuestion("www.cdn.example.", dns.TypeA)
+	load := proctest.RunLoad(ctx, 20, func(context.Context) error {
+		var err error
+		for range 3 {
+			var r *dns.Msg
+			if r, _, err = c.Exchange(m.Copy(), addr); err == nil && r.Rcode == dns.RcodeSuccess && len(r.Answer) > 0 {
+				return nil
 			}
-		}()
-	}
-	waitFor(t, 5*time.Second, func() bool { return ok.Load() > 500 })
-	next := dnsProcess(t, bin, config)
-	if err := old.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if err := old.Wait(); err != nil {
-		t.Errorf("old dns exited with %v, want a clean exit", err)
-	}
-	wg.Wait()
-	t.Logf("queries: %d answered, %d unanswered after retries, %d retries", ok.Load(), failed.Load(), retried.Load())
-	if n := failed.Load(); n != 0 {
-		t.Errorf("%d queries went unanswered during the restart", n)
-	}
-	next.Process.Signal(syscall.SIGTERM)
-	if err := next.Wait(); err != nil {
-		t.Errorf("new dns exited with %v", err)
-	}
+		}
+		if err == nil {
+			err = errors.New("no answer")
+		}
+		return err
+	})
+	load.WaitFor(t, 500, 5*time.Second)
+	next := proctest.Replace(t, old, "dns serving")
+	load.Finish(t)
+	proctest.Stop(t, next)
 }

@@ -399,6 +399,7 @@ func (n *Node) fleetStale(req *request) *fillResult {
 	defer cancel()
 	sub := *req
 	sub.r = req.r.WithContext(ctx)
+	sub.traceID() // made here once: the goroutines below share sub and would race to make it
 	results := make(chan *fillResult, len(nodes))
 	for _, p := range nodes {
 		go func() {

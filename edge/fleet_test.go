@@ -13,12 +13,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/meridian-cdn/meridian/control/fleet"
 	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/internal/natstest"
 	"github.com/meridian-cdn/meridian/purge"
 )
 
@@ -26,28 +26,8 @@ import (
 // stream created, until the test ends.
 func startNATS(t *testing.T) (url string, js jetstream.JetStream, nc *nats.Conn) {
 	t.Helper()
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true,
-		StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats not ready")
-	}
-	t.Cleanup(func() {
-		s.Shutdown()
-		s.WaitForShutdown()
-	})
-	nc, err = nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err = jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := natstest.Start(t)
+	nc, js = s.Connect(t)
 	ctx := context.Background()
 	if err := fleet.EnsureBuckets(ctx, js, "", 3*time.Second, 1); err != nil {
 		t.Fatal(err)
@@ -55,7 +35,7 @@ func startNATS(t *testing.T) (url string, js jetstream.JetStream, nc *nats.Conn)
 	if err := purge.EnsureStream(ctx, js, "", time.Hour, 1); err != nil {
 		t.Fatal(err)
 	}
-	return s.ClientURL(), js, nc
+	return s.URL(), js, nc
 }
 
 func testLogger(t *testing.T) *slog.Logger {

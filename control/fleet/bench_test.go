@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/meridian-cdn/meridian/control/fleet"
-	"github.com/meridian-cdn/meridian/control/internal/natstest"
+	"github.com/meridian-cdn/meridian/internal/natstest"
 	"github.com/meridian-cdn/meridian/control/wire"
 )
 

@@ -1,4 +1,4 @@
-// Package natstest runs real embedded NATS servers with JetStream for the control plane's
+// Package natstest runs real embedded NATS servers with JetStream for
 // tests, and waits on conditions instead of sleeping.
 package natstest
 

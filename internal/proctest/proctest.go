@@ -1,0 +1,134 @@
+// Package proctest runs meridian commands as real processes in tests, and drives load at them,
+// for tests that replace a running server with a new process (restarts, rolling upgrades).
+package proctest
+
+import (
+	"bufio"
+	"context"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Build builds the meridian binary into the test's temporary directory.
+func Build(t testing.TB) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "meridian")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/meridian-cdn/meridian").CombinedOutput(); err != nil {
+		t.Fatalf("go build meridian: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// Start runs bin with args and returns once a line of its stderr contains ready. The process
+// is killed when the test ends if it is still running.
+func Start(t testing.TB, bin, ready string, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %v: %v", args, err)
+	}
+	up := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		var once sync.Once
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), ready) {
+				once.Do(func() { close(up) })
+			}
+		}
+	}()
+	select {
+	case <-up:
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("%v never logged %q", args, ready)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	return cmd
+}
+
+// Stop sends SIGTERM and fails the test unless the process exits cleanly.
+func Stop(t testing.TB, cmd *exec.Cmd) {
+	t.Helper()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("%v exited with %v after SIGTERM, want a clean exit", cmd.Args[1:], err)
+	}
+}
+
+// Load is work run by concurrent workers until its context ends.
+type Load struct {
+	ok, failed atomic.Int64
+	firstErr   atomic.Value
+	wg         sync.WaitGroup
+}
+
+// RunLoad starts workers goroutines calling do until ctx ends; do returns nil for a success.
+// A failure after ctx ended is not counted (the request was cut off by the test, not the server).
+func RunLoad(ctx context.Context, workers int, do func(ctx context.Context) error) *Load {
+	l := &Load{}
+	for range workers {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for ctx.Err() == nil {
+				err := do(ctx)
+				switch {
+				case err == nil:
+					l.ok.Add(1)
+				case ctx.Err() == nil:
+					l.failed.Add(1)
+					l.firstErr.CompareAndSwap(nil, err.Error())
+				}
+			}
+		}()
+	}
+	return l
+}
+
+// WaitFor waits until at least n calls succeeded, failing the test after timeout.
+func (l *Load) WaitFor(t testing.TB, n int64, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for l.ok.Load() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("load reached %d successes in %v, want %d", l.ok.Load(), timeout, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Finish waits for the workers and fails the test if any call failed.
+func (l *Load) Finish(t testing.TB) {
+	t.Helper()
+	l.wg.Wait()
+	t.Logf("load: %d succeeded, %d failed", l.ok.Load(), l.failed.Load())
+	if n := l.failed.Load(); n != 0 {
+		t.Errorf("%d calls failed (first: %v)", n, l.firstErr.Load())
+	}
+}
+
+// Replace is a restart under load: it starts a second process with the same command line (it
+// binds the same ports with SO_REUSEPORT), then stops the first with SIGTERM and waits for its
+// clean exit. It returns the new process.
+func Replace(t testing.TB, old *exec.Cmd, ready string) *exec.Cmd {
+	t.Helper()
+	next := Start(t, old.Path, ready, old.Args[1:]...)
+	Stop(t, old)
+	return next
+}
