@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/meridian-cdn/meridian/control/fleet"
-	"github.com/meridian-cdn/meridian/internal/natstest"
 	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/internal/natstest"
 )
 
 // TestHelperSimNodes is not a test: TestLongFleet runs it in a child process to simulate edge

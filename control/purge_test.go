@@ -20,9 +20,9 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/meridian-cdn/meridian/control/fleet"
-	"github.com/meridian-cdn/meridian/internal/natstest"
 	"github.com/meridian-cdn/meridian/control/wire"
 	"github.com/meridian-cdn/meridian/edge"
+	"github.com/meridian-cdn/meridian/internal/natstest"
 	"github.com/meridian-cdn/meridian/origin"
 	"github.com/meridian-cdn/meridian/purge"
 )

@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/meridian-cdn/meridian/control/fleet"
-	"github.com/meridian-cdn/meridian/internal/natstest"
 	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/internal/natstest"
 )
 
 // BenchmarkHeartbeatPut is one heartbeat's cost at the node: encode the registration and put
