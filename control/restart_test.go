@@ -27,7 +27,11 @@ func TestRestartUnderLoad(t *testing.T) {
 	old := proctest.Start(t, bin, "control plane ready", "control", "--listen", addr, "--nats", ns.URL(), "--tokens", "testdata/tokens.yaml")
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Second)
 	defer cancel()
-	client := &http.Client{Timeout: 5 * time.Second}
+	// Keep-alive connections, as API clients keep them. A client that opens a new connection for
+	// every request can race the old listener's close (see docs/operations.md on
+	// net.ipv4.tcp_migrate_req).
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 20}, Timeout: 5 * time.Second}
+	defer client.CloseIdleConnections()
 	load := proctest.RunLoad(ctx, 20, func(ctx context.Context) error {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v1/pops", nil)
 		req.Header.Set("Authorization", "Bearer reader-secret-0123456789")
