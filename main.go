@@ -19,6 +19,7 @@ import (
 	"github.com/meridian-cdn/meridian/edge"
 	"github.com/meridian-cdn/meridian/origin"
 	"github.com/meridian-cdn/meridian/purge"
+	"github.com/meridian-cdn/meridian/sim"
 )
 
 func main() {
@@ -36,6 +37,7 @@ func main() {
 		control.NewCommand(),
 		dnsroute.NewCommand(),
 		purge.NewCommand(),
+		sim.NewCommand(),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print the version",

@@ -96,6 +96,7 @@ type Recorder struct {
 	routing   map[routeKey]int64
 	popSecs   map[string][]int64
 	firstOK   []time.Duration
+	purgedAt  map[int]time.Duration // object id -> when it was last purged (ForgetServed)
 	errSample []ErrorSample
 	errDrops  int64
 	originWin []originWindow
@@ -148,16 +149,17 @@ func NewRecorder(cfg RecorderConfig) *Recorder {
 		cfg.MaxKeys = 1024
 	}
 	r := &Recorder{
-		cfg:     cfg,
-		errors:  map[string]int64{},
-		tiers:   map[string]int64{},
-		latency: &histogram{},
-		floor:   &histogram{},
-		regions: map[string]*regionHist{},
-		routing: map[routeKey]int64{},
-		popSecs: map[string][]int64{},
-		firstOK: make([]time.Duration, cfg.Objects),
-		keys:    map[string]struct{}{},
+		cfg:      cfg,
+		errors:   map[string]int64{},
+		tiers:    map[string]int64{},
+		latency:  &histogram{},
+		floor:    &histogram{},
+		regions:  map[string]*regionHist{},
+		routing:  map[routeKey]int64{},
+		popSecs:  map[string][]int64{},
+		firstOK:  make([]time.Duration, cfg.Objects),
+		purgedAt: map[int]time.Duration{},
+		keys:     map[string]struct{}{},
 	}
 	for i := range r.firstOK {
 		r.firstOK[i] = -1
@@ -228,7 +230,8 @@ func (r *Recorder) Record(s Sample) {
 		if s.Tier != "" {
 			r.tiers[r.keyLocked(s.Tier)]++
 		}
-		if s.Object >= 0 && s.Object < len(r.firstOK) && r.firstOK[s.Object] < 0 && s.Status >= 200 && s.Status < 400 {
+		if s.Object >= 0 && s.Object < len(r.firstOK) && r.firstOK[s.Object] < 0 && s.Status >= 200 && s.Status < 400 &&
+			s.At >= r.purgedAt[s.Object] {
 			r.firstOK[s.Object] = s.At
 		}
 		r.latency.add(s.Latency)
@@ -255,6 +258,17 @@ func (r *Recorder) Record(s Sample) {
 		}
 		ps[i]++
 		r.popSecs[pop] = ps
+	}
+}
+
+// ForgetServed records that object id was purged at time at: it no longer counts as served
+// (for the outage invariant) until a request sent after the purge succeeds.
+func (r *Recorder) ForgetServed(id int, at time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if id >= 0 && id < len(r.firstOK) {
+		r.firstOK[id] = -1
+		r.purgedAt[id] = at
 	}
 }
 

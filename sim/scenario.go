@@ -310,12 +310,14 @@ func Default() *Scenario {
 	return s
 }
 
-// Small returns a 3-PoP, 15-second scenario with every event kind but kill, for tests.
+// Small returns a 3-PoP, 15-second scenario (after a 3-second warm-up) with every event kind
+// but kill and origin-slow, for tests.
 func Small() *Scenario {
 	s := &Scenario{
 		Name:     "small",
 		Seed:     7,
 		Duration: 15 * time.Second,
+		Warmup:   3 * time.Second,
 		PoPs: []PoPSpec{
 			{ID: "iad", City: "Ashburn", Lat: 39.04, Lon: -77.49, Region: "north-america", Shield: true},
 			{ID: "lhr", City: "London", Lat: 51.47, Lon: -0.45, Region: "europe"},
@@ -331,17 +333,18 @@ func Small() *Scenario {
 				{"Singapore", 1.35, 103.82, 6, "asia"},
 				{"Tokyo", 35.68, 139.69, 37.2, "asia"},
 			},
-			Concurrency: 8,
+			Concurrency: 32,
 			DNSTTL:      2 * time.Second,
 		},
-		Workload: WorkloadSpec{Objects: 2000, ZipfAlpha: 0.9, TTL: 30 * time.Second, SWR: 5 * time.Second, SIE: time.Minute},
+		Workload: WorkloadSpec{Objects: 1000, ZipfAlpha: 0.9, TTL: 30 * time.Second, SWR: 5 * time.Second, SIE: time.Minute},
+		// The same order as the world scenario's timeline, compressed.
 		Events: []Event{
-			{At: 3 * time.Second, Kind: EventDrain, PoP: "lhr"},
-			{At: 5 * time.Second, Kind: EventCutNATS, PoP: "sin", Duration: 3 * time.Second},
-			{At: 6 * time.Second, Kind: EventPurgeStorm, Count: 20},
-			{At: 9 * time.Second, Kind: EventOriginFail, Duration: 3 * time.Second},
+			{At: 2 * time.Second, Kind: EventDrain, PoP: "lhr"},
+			{At: 4 * time.Second, Kind: EventOriginFail, Duration: 3 * time.Second},
+			{At: 7500 * time.Millisecond, Kind: EventPurgeStorm, Count: 20},
+			{At: 9 * time.Second, Kind: EventCutNATS, PoP: "sin", Duration: 3 * time.Second},
 			{At: 10 * time.Second, Kind: EventUndrain, PoP: "lhr"},
-			{At: 11 * time.Second, Kind: EventFlashCrowd, Duration: 3 * time.Second, Share: 0.5},
+			{At: 12 * time.Second, Kind: EventFlashCrowd, Duration: 2500 * time.Millisecond, Share: 0.5},
 		},
 		Check: CheckSpec{Grace: 2 * time.Second},
 	}
@@ -416,6 +419,15 @@ func (s *Scenario) setDefaults() {
 	if s.Check.MaxOriginPerObject == 0 {
 		s.Check.MaxOriginPerObject = defaultOriginRatio
 	}
+}
+
+// Validate checks a scenario built or changed in code (Parse and Load validate already),
+// after applying the defaults to its zero fields.
+func (s *Scenario) Validate() error {
+	p := &parser{file: "scenario", lines: map[string]int{}}
+	s.setDefaults()
+	p.validate(s)
+	return errors.Join(p.errs...)
 }
 
 // PoP returns the PoP with the given id.

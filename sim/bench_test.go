@@ -1,0 +1,58 @@
+package sim
+
+import (
+	"context"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// BenchmarkRun runs whole scenarios in this process and reports the request rate the clients
+// achieved and the process CPU it took (cores = CPU seconds per wall-clock second). For the
+// split between the fleet and the load generator, run with -cpuprofile and read the "sim"
+// label (Run tags the fleet's goroutines sim=fleet and the clients' sim=load):
+//
+//	go test -run '^$' -bench 'Run/world$' -benchtime 1x -cpuprofile cpu.prof ./sim/
+//	go tool pprof -tags cpu.prof
+func BenchmarkRun(b *testing.B) {
+	off := false
+	scenarios := []struct {
+		name string
+		s    func() *Scenario
+	}{
+		{"small", Small},
+		{"world", Default},
+		// Without WAN delays and with more clients the run is bound by CPU, not by latency:
+		// the most this machine can drive.
+		{"world-nowan", func() *Scenario {
+			s := Default()
+			s.WAN.Enabled = &off
+			s.Clients.Concurrency = 256
+			return s
+		}},
+	}
+	for _, sc := range scenarios {
+		b.Run(sc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				s := sc.s()
+				cpu0, wall0 := cpuTime(), time.Now()
+				rep, err := Run(context.Background(), s, Options{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.ReportMetric(rep.RequestsPerSec, "req/s")
+				b.ReportMetric((cpuTime()-cpu0).Seconds()/time.Since(wall0).Seconds(), "cores")
+				b.ReportMetric(rep.HitRatio, "hit-ratio")
+			}
+		})
+	}
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

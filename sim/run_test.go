@@ -1,0 +1,149 @@
+package sim
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func testLogger(t *testing.T) *slog.Logger {
+	if os.Getenv("MERIDIAN_TEST_LOG") == "" {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+// runSmall runs the Small scenario once per test binary and shares its outputs: it is the
+// expensive part (about 20 s) and every assertion below reads the same run.
+var small struct {
+	dir string
+	rep *Report
+	err error
+}
+
+func runSmall(t *testing.T) (string, *Report) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("the end-to-end run takes about 20 s")
+	}
+	if small.dir == "" {
+		dir, err := os.MkdirTemp("", "meridian-sim-test-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		small.dir = dir
+		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+		defer cancel()
+		small.rep, small.err = Run(ctx, Small(), Options{Out: dir, Logger: testLogger(t)})
+	}
+	if small.err != nil {
+		t.Fatalf("Run(Small()) = %v", small.err)
+	}
+	return small.dir, small.rep
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if small.dir != "" {
+		os.RemoveAll(small.dir)
+	}
+	os.Exit(code)
+}
+
+// TestRunSmallReport runs the whole fleet (control + NATS, 3 PoPs of 2 edges, DNS, origin) for
+// the Small scenario and checks report.json as --check would.
+func TestRunSmallReport(t *testing.T) {
+	dir, _ := runSmall(t)
+	data, err := os.ReadFile(filepath.Join(dir, "report.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Requests       int64            `json:"requests"`
+		Errors         map[string]int64 `json:"errors"`
+		HitRatio       float64          `json:"hit_ratio"`
+		OriginRequests int64            `json:"origin_requests"`
+		OriginOffload  float64          `json:"origin_offload"`
+		Tiers          map[string]int64 `json:"tiers"`
+		LatencyMs      struct {
+			P50, P99 float64
+			FloorP50 float64                    `json:"floor_p50"`
+			ByRegion map[string]json.RawMessage `json:"by_region"`
+		} `json:"latency_ms"`
+		Purge struct {
+			Count    int     `json:"count"`
+			Complete int     `json:"complete"`
+			P50Ms    float64 `json:"p50_ms"`
+			MaxMs    float64 `json:"max_ms"`
+		} `json:"purge"`
+		Routing    map[string]struct{ PoP string } `json:"routing"`
+		Invariants map[string]Invariant            `json:"invariants"`
+		Events     []EventMark                     `json:"events"`
+	}
+	if err := json.Unmarshal(data, &got); err != nil {
+		t.Fatalf("report.json: %v", err)
+	}
+	t.Logf("requests %d, errors %v, hit ratio %.3f, origin %d, tiers %v, p50 %.1f ms (floor %.1f), purge p50 %.1f max %.1f ms",
+		got.Requests, got.Errors, got.HitRatio, got.OriginRequests, got.Tiers, got.LatencyMs.P50, got.LatencyMs.FloorP50, got.Purge.P50Ms, got.Purge.MaxMs)
+	if got.Requests < 500 {
+		t.Errorf("requests = %d, want at least 500 in 15 s with 32 clients", got.Requests)
+	}
+	if got.HitRatio < 0.5 || got.HitRatio > 1 {
+		t.Errorf("hit_ratio = %.3f, want between 0.5 and 1 for Zipf 0.9 over 1000 objects", got.HitRatio)
+	}
+	if got.OriginRequests <= 0 || got.OriginOffload <= 0.5 {
+		t.Errorf("origin_requests = %d, origin_offload = %.3f; want some origin fetches and most requests offloaded", got.OriginRequests, got.OriginOffload)
+	}
+	if got.Purge.Count != 20 || got.Purge.Complete != 20 {
+		t.Errorf("purge count = %d, complete = %d; want 20 and 20", got.Purge.Count, got.Purge.Complete)
+	}
+	// Acks cross the NATS links, which carry the WAN delay: iad-sin is about 15,500 km, a
+	// round trip of at least 160 ms.
+	if got.Purge.MaxMs < 160 || got.Purge.MaxMs > 10000 {
+		t.Errorf("purge max_ms = %.1f, want between the iad-sin round trip (160) and 10000", got.Purge.MaxMs)
+	}
+	if got.LatencyMs.P50 < got.LatencyMs.FloorP50 {
+		t.Errorf("latency p50 %.1f ms is below the WAN floor p50 %.1f ms", got.LatencyMs.P50, got.LatencyMs.FloorP50)
+	}
+	for _, region := range []string{"north-america", "europe", "asia"} {
+		if _, ok := got.LatencyMs.ByRegion[region]; !ok {
+			t.Errorf("latency_ms.by_region has no %q", region)
+		}
+	}
+	wantRoute := map[string]string{"New York": "iad", "Singapore": "sin", "Tokyo": "sin"}
+	for city, pop := range wantRoute {
+		if g := got.Routing[city].PoP; g != pop {
+			t.Errorf("routing[%q].pop = %q, want %q (nearest)", city, g, pop)
+		}
+	}
+	if len(got.Events) != 9 {
+		t.Errorf("events = %d marks, want 9 (6 events, 3 of them with an end)", len(got.Events))
+	}
+	for _, name := range []string{InvStaleAfterPurge, InvRoutedToDown, InvOriginPerObject, InvOutageErrors, InvPurgeAcked} {
+		inv, ok := got.Invariants[name]
+		switch {
+		case !ok:
+			t.Errorf("invariants has no %q", name)
+		case !inv.Pass:
+			t.Errorf("invariant %s failed: value %v, limit %v (%s)", name, inv.Value, inv.Limit, inv.Detail)
+		}
+	}
+}
+
+// TestRunSmallHTML checks that the run's report.html parses and holds every plot with data.
+func TestRunSmallHTML(t *testing.T) {
+	dir, _ := runSmall(t)
+	page, err := os.ReadFile(filepath.Join(dir, "report.html"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id, paths := range checkHTML(t, page) {
+		if paths < 5 {
+			t.Errorf("#%s draws %d SVG paths, want the run's data drawn", id, paths)
+		}
+	}
+}
