@@ -24,8 +24,15 @@ type liveFleet struct {
 }
 
 func newLiveFleet(cfg Config) (*liveFleet, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	nc, err := nats.Connect(cfg.NATS, nats.Name("meridian-dns"), nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond), nats.RetryOnFailedConnect(true))
+		nats.ReconnectWait(250*time.Millisecond), nats.RetryOnFailedConnect(true),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("nats error", "err", err) }),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("nats disconnected", "err", err) }),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }))
 	if err != nil {
 		return nil, fmt.Errorf("connect to nats %s: %w", cfg.NATS, err)
 	}
@@ -33,10 +40,6 @@ func newLiveFleet(cfg Config) (*liveFleet, error) {
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("jetstream: %w", err)
-	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
 	}
 	return &liveFleet{
 		nc:      nc,

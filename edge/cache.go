@@ -20,6 +20,17 @@ func (n *Node) serveCacheable(w *logWriter, req *request) {
 		n.fillAndDeliver(w, req, nil, fillOptions{direct: true})
 		return
 	}
+	if req.needSeq > 0 && !n.caughtUp(r, req.needSeq) {
+		// A peer has applied purges this node has not: nothing in the cache may be trusted
+		// for it, so fetch from upstream (see purgeorder.go).
+		if cc.OnlyIfCached {
+			n.fail(w, req, http.StatusGatewayTimeout, "purges behind")
+			w.cacheStatus = "miss"
+			return
+		}
+		n.fillAndDeliver(w, req, nil, fillOptions{fwd: "request", behind: true})
+		return
+	}
 	obj, verdict, vary := n.store.Lookup(req.key, r.Header)
 	now := n.clock()
 	if obj == nil {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/meridian-cdn/meridian/control/wire"
@@ -22,6 +23,7 @@ type fillOptions struct {
 	stale   *store.Object // the stale copy being revalidated, if any
 	verdict store.Verdict // what the purge records say about stale
 	direct  bool          // skip the peer and shield tiers (authenticated requests)
+	behind  bool          // this node lags the requester's purges: do not share a fill begun for others
 }
 
 // fillResult is what one upstream exchange produced. Collapsed callers share it read-only.
@@ -51,6 +53,11 @@ func (r *fillResult) closeStream() {
 // collapsedFill runs one fill per key at a time: every caller that arrives while a fill for
 // the key is in flight waits for it and shares its result.
 func (n *Node) collapsedFill(req *request, stale *store.Object, opts fillOptions) fillResult {
+	if opts.behind {
+		// A fill already in flight may be answered from a tier that also lags; collapse only
+		// with other lagging requests for the same sequence.
+		return n.collapsedFillKey(req.key+"\x00seq="+strconv.FormatUint(req.needSeq, 10), req, stale, opts)
+	}
 	return n.collapsedFillKey(req.key, req, stale, opts)
 }
 
@@ -247,6 +254,7 @@ func (n *Node) fetchNode(req *request, p Peer, h hops, stale *store.Object, cach
 	up.Host = req.host.cfg.Host
 	n.fillRequestHeaders(up, req, stale)
 	up.Header.Set(hopHeader, h.String())
+	up.Header.Set(purgeSeqHeader, strconv.FormatUint(max(n.purgeSeq.Load(), req.needSeq), 10))
 	if cacheControl != "" {
 		up.Header.Set("Cache-Control", cacheControl)
 	}

@@ -55,7 +55,16 @@ func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
 			nats.Name("meridian-edge "+n.name),
 			nats.MaxReconnects(-1),
 			nats.ReconnectWait(250*time.Millisecond),
-			nats.RetryOnFailedConnect(true))
+			nats.RetryOnFailedConnect(true),
+			nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+				n.log.Warn("nats error", "err", err)
+			}),
+			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+				n.log.Warn("nats disconnected", "err", err)
+			}),
+			nats.ReconnectHandler(func(c *nats.Conn) {
+				n.log.Info("nats reconnected", "url", c.ConnectedUrlRedacted())
+			}))
 		if err != nil {
 			return nil, fmt.Errorf("connect to nats %s: %w", fc.NATS, err)
 		}
@@ -86,7 +95,7 @@ func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
 	sub, err := purge.NewSubscriber(purge.SubscriberConfig{
 		JS: js, Conn: nc, Prefix: fc.Prefix, PoP: n.cfg.PoP, Node: n.cfg.Node,
 		Apply:  n.ApplyPurge,
-		OnGap:  func(context.Context, uint64, uint64) { n.MarkAllStale() },
+		OnGap:  func(_ context.Context, _, next uint64) { n.skipPurges(next - 1) },
 		Logger: n.log, Clock: n.clock,
 	})
 	if err != nil {
@@ -108,7 +117,7 @@ func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
 	run("view", view.Run)
 	run("config", cfgView.Run)
 	run("purge", sub.Run)
-	run("follow", func(ctx context.Context) error { return n.follow(ctx, view, cfgView) })
+	run("follow", func(ctx context.Context) error { return n.follow(ctx, nc, view, cfgView) })
 	run("ready", func(ctx context.Context) error {
 		for _, c := range []<-chan struct{}{sub.Ready(), view.Ready(), cfgView.Ready()} {
 			select {
@@ -136,32 +145,25 @@ func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
 func (n *Node) FleetReady() <-chan struct{} { return n.fleetReady }
 
 // follow applies the registry's peer sets and the config bucket's hosts as they change.
-func (n *Node) follow(ctx context.Context, view *fleet.View, cfgView *fleet.ConfigView) error {
+// While the node's own NATS link is down, its view ages every peer out; the peers are most
+// likely fine, so the node keeps the last peer set instead of filling from the origin alone.
+func (n *Node) follow(ctx context.Context, nc *nats.Conn, view *fleet.View, cfgView *fleet.ConfigView) error {
 	fileHosts := n.cfg.Hosts
-	// Each Ready wakes the loop once; after that it is nil (never ready), or a closed Ready
-	// would make the select below spin.
-	viewReady, cfgReady := view.Ready(), cfgView.Ready()
+	// Wait for each view's first load, then for its changes. The next Changed channel is taken
+	// before the state is read, so no change between the two is missed.
+	viewCh, cfgCh := view.Ready(), cfgView.Ready()
 	for {
-		viewChanged, cfgChanged := view.Changed(), cfgView.Changed()
-		select {
-		case <-view.Ready():
-			viewReady = nil
-			n.applyPeers(view)
-		default:
-		}
-		select {
-		case <-cfgView.Ready():
-			cfgReady = nil
-			n.applyHosts(fileHosts, cfgView.Hosts())
-		default:
-		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-viewChanged:
-		case <-cfgChanged:
-		case <-viewReady:
-		case <-cfgReady:
+		case <-viewCh:
+			viewCh = view.Changed()
+			if nc.IsConnected() {
+				n.applyPeers(view)
+			}
+		case <-cfgCh:
+			cfgCh = cfgView.Changed()
+			n.applyHosts(fileHosts, cfgView.Hosts())
 		}
 	}
 }
@@ -178,8 +180,44 @@ func (n *Node) applyPeers(view *fleet.View) {
 		}
 		shields[p.ID] = toPeers(usable)
 	}
+	if t := n.tiers.Load(); samePeers(t.peers, withSelf(peers, n.cfg.Node, n.Addr())) && sameShields(t.shields, shields) {
+		return // a heartbeat changed loads, not membership
+	}
 	n.SetPeers(peers)
 	n.SetShields(shields)
+}
+
+func withSelf(peers []Peer, id, addr string) []Peer {
+	for _, p := range peers {
+		if p.ID == id {
+			return peers
+		}
+	}
+	return append(append([]Peer(nil), peers...), Peer{ID: id, Addr: addr})
+}
+
+func samePeers(a, b []Peer) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func sameShields(a, b map[string][]Peer) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if !samePeers(v, b[k]) {
+			return false
+		}
+	}
+	return true
 }
 
 func toPeers(nodes []wire.Node) []Peer {

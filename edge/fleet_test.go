@@ -106,13 +106,17 @@ func (c *cutter) restore() {
 // fleetEdge starts an origin and edges of one PoP joined to NATS at natsURL (one URL per edge).
 // They use the real clock: purge records, heartbeats and stream times must agree with NATS.
 func fleetEdges(t *testing.T, natsURLs []string, hosts bool) (*single, []*Node) {
+	return fleetEdgesTTL(t, natsURLs, hosts, time.Second)
+}
+
+func fleetEdgesTTL(t *testing.T, natsURLs []string, hosts bool, ttl time.Duration) (*single, []*Node) {
 	t.Helper()
 	s := &single{}
 	s.origin, s.originAddr = startOrigin(t, "127.0.0.10", nil)
 	var nodes []*Node
 	for i, u := range natsURLs {
 		cfg := Config{PoP: "f1", Node: fmt.Sprintf("n%d", i), Logger: testLogger(t),
-			Fleet: FleetConfig{NATS: u, Heartbeat: 100 * time.Millisecond, TTL: time.Second}}
+			Fleet: FleetConfig{NATS: u, Heartbeat: 100 * time.Millisecond, TTL: ttl}}
 		if hosts {
 			cfg.Hosts = []wire.HostConfig{{Host: testHost, Origin: "http://" + s.originAddr}}
 		}
@@ -339,4 +343,37 @@ func TestPurgeSoft(t *testing.T) {
 	waitFor(t, 5*time.Second, "revalidated new version", func() bool {
 		return strings.HasPrefix(do(t, s.client, http.MethodGet, nodes[0].Addr(), testHost, path).body, "/soft@v2:")
 	})
+}
+
+// TestNoRefillFromLaggingPeer: a node that applied a purge asks the key's owner, which is cut
+// off from NATS and has not applied it yet. The owner must not hand back the old copy (the
+// asker would store it as fresh after acking the purge); it fetches the new one instead.
+func TestNoRefillFromLaggingPeer(t *testing.T) {
+	url, js, nc := startNATS(t)
+	cut := newCutter(t, strings.TrimPrefix(url, "nats://"))
+	// A long TTL keeps the cut-off owner in the asker's peer set for the whole test.
+	s, nodes := fleetEdgesTTL(t, []string{url, cut.url()}, true, time.Minute)
+	p := newPurger(t, js, nc)
+	waitSubscribed(t, p, nodes)
+	asker, owner := nodes[0], nodes[1]
+	waitFor(t, 10*time.Second, "peer sets", func() bool { return len(asker.tiers.Load().peers) == 2 })
+	var path string
+	for k := 0; path == ""; k++ {
+		c := obj(fmt.Sprintf("/lag%d", k), "cc", "max-age=600")
+		if rendezvous(asker.tiers.Load().peers, asker.key(c))[0].ID == owner.cfg.Node {
+			path = c
+		}
+	}
+	wantCacheStatus(t, do(t, s.client, http.MethodGet, asker.Addr(), testHost, path), "detail=peer")
+	cut.cut()
+	s.origin.Bump(strings.SplitN(path, "?", 2)[0])
+	p.wait(p.publish(purge.KindURL, false, nodes[:1], path), 10*time.Second)
+	r := do(t, s.client, http.MethodGet, asker.Addr(), testHost, path)
+	if !strings.Contains(r.body, "@v2:") {
+		t.Errorf("after the purge the asker served %q via %q: the lagging owner's old copy came back", r.body[:12], r.header.Get("Cache-Status"))
+	}
+	if cs := r.header.Get("Cache-Status"); !strings.Contains(cs, "fwd=request") {
+		t.Errorf("Cache-Status %q: the owner should have bypassed its cache (fwd=request)", cs)
+	}
+	cut.restore()
 }

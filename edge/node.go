@@ -55,9 +55,15 @@ type Node struct {
 
 	registrar  atomic.Pointer[fleet.Registrar] // set while the node is in a fleet
 	fleetReady chan struct{}
-	openConns  atomic.Int64
-	loadMu     sync.Mutex // protects lastLoad
-	lastLoad   loadMark
+
+	// purgeSeq is the stream sequence of the last purge applied; purgeWake is closed and
+	// replaced whenever it advances (see purgeorder.go).
+	purgeSeq  atomic.Uint64
+	purgeMu   sync.Mutex // protects purgeWake
+	purgeWake chan struct{}
+	openConns atomic.Int64
+	loadMu    sync.Mutex // protects lastLoad
+	lastLoad  loadMark
 
 	// Background revalidations (stale-while-revalidate) run under bgCtx and are waited for
 	// at shutdown.
@@ -94,6 +100,7 @@ func New(cfg Config) (*Node, error) {
 		upstreams:  map[string]*fetch.Upstream{},
 		ready:      make(chan struct{}),
 		fleetReady: make(chan struct{}),
+		purgeWake:  make(chan struct{}),
 	}
 	n.metrics = newMetrics(n)
 	n.bgCtx, n.bgCancel = context.WithCancel(context.Background())

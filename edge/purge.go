@@ -44,6 +44,7 @@ func (n *Node) ApplyPurge(_ context.Context, m purge.Message) (hits int, err err
 		return 0, fmt.Errorf("apply purge %s: unknown kind %q", m.ID, m.Kind)
 	}
 	n.metrics.purges.WithLabelValues(string(m.Kind)).Inc()
+	n.advancePurgeSeq(m.Seq)
 	return hits, nil
 }
 
@@ -52,4 +53,10 @@ func (n *Node) ApplyPurge(_ context.Context, m purge.Message) (hits int, err err
 func (n *Node) MarkAllStale() {
 	n.store.MarkAllStale()
 	n.log.Warn("purge stream gap: every cached object is now stale")
+}
+
+// skipPurges records that purges up to seq were lost and everything stored was marked stale.
+func (n *Node) skipPurges(seq uint64) {
+	n.MarkAllStale()
+	n.advancePurgeSeq(seq)
 }

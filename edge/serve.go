@@ -39,6 +39,7 @@ type request struct {
 	path     string // escaped path, for prefix purges
 	hop      hops   // tiers already crossed, from a trusted fleet node
 	fromPeer bool   // sent by a fleet node (hop header trusted)
+	needSeq  uint64 // purge sequence the requesting fleet node has applied (fills only)
 	trace    string // W3C traceparent passed upstream
 	start    time.Time
 	proto    string
@@ -101,6 +102,7 @@ func (n *Node) serve(w *logWriter, req *request) {
 	req.target = req.key[strings.IndexByte(req.key, '/'):]
 	if n.trustedHop(r) {
 		req.fromPeer = true
+		req.needSeq = requiredPurgeSeq(r)
 		for _, t := range strings.Split(r.Header.Get(hopHeader), ",") {
 			switch strings.TrimSpace(t) {
 			case "peer":

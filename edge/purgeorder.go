@@ -1,0 +1,66 @@
+package edge
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// purgeSeqHeader carries, on fills between fleet nodes, the highest purge stream sequence the
+// requesting chain has applied. A node that has applied a purge must not refill the purged
+// object from a peer or shield that has not applied it yet: that would bring the old content
+// back, fresh, after the purge was acknowledged. So a node asked by a peer that is ahead of it
+// waits briefly for its own subscriber to catch up and, if it does not, answers from upstream
+// instead of from its cache. The order comes from the PURGE stream's sequence numbers, so it
+// does not depend on clocks agreeing between machines.
+const purgeSeqHeader = "Meridian-Purge-Seq"
+
+// purgeCatchUp bounds how long a lagging node waits for its subscriber before it bypasses its
+// cache; purges usually reach every node within milliseconds.
+const purgeCatchUp = 100 * time.Millisecond
+
+// advancePurgeSeq records that every purge up to seq has been applied.
+func (n *Node) advancePurgeSeq(seq uint64) {
+	n.purgeMu.Lock()
+	defer n.purgeMu.Unlock()
+	if seq <= n.purgeSeq.Load() {
+		return
+	}
+	n.purgeSeq.Store(seq)
+	close(n.purgeWake)
+	n.purgeWake = make(chan struct{})
+}
+
+// caughtUp reports whether the node has applied every purge up to seq, waiting at most
+// purgeCatchUp (or until the request ends) for it to.
+func (n *Node) caughtUp(r *http.Request, seq uint64) bool {
+	if seq <= n.purgeSeq.Load() {
+		return true
+	}
+	deadline := time.NewTimer(purgeCatchUp)
+	defer deadline.Stop()
+	for {
+		n.purgeMu.Lock()
+		wake := n.purgeWake
+		n.purgeMu.Unlock()
+		if seq <= n.purgeSeq.Load() {
+			return true
+		}
+		select {
+		case <-wake:
+		case <-deadline.C:
+			return seq <= n.purgeSeq.Load()
+		case <-r.Context().Done():
+			return false
+		}
+	}
+}
+
+// requiredPurgeSeq is the purge sequence a fill from a trusted fleet node asks for (0: none).
+func requiredPurgeSeq(r *http.Request) uint64 {
+	v, err := strconv.ParseUint(r.Header.Get(purgeSeqHeader), 10, 64)
+	if err != nil {
+		return 0
+	}
+	return v
+}
