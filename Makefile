@@ -19,8 +19,12 @@ test:
 	$(GO) test $(TEST_FLAGS) -race $(RACE_PKGS)
 	$(GO) test $(TEST_FLAGS) $$($(GO) list ./... | grep -v -E '/(edge|origin|purge|control|dnsroute)(/|$$)')
 
-# Long soak and fault runs, and checks that need extra Debian packages.
+# Long soak and fault runs, and checks that need extra Debian packages: headless Chromium for
+# the simulator's report, systemd-analyze and cloud-init for the rendered deploy files.
+LONG_DEBS ?= chromium systemd cloud-init
 test-long:
+	@missing=""; for p in $(LONG_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 	MERIDIAN_LONG=1 $(GO) test -count=1 -timeout 60m -race ./...
 
 lint:
