@@ -15,6 +15,7 @@ import (
 
 	"github.com/meridian-cdn/meridian/control"
 	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/deploy"
 	"github.com/meridian-cdn/meridian/dnsroute"
 	"github.com/meridian-cdn/meridian/edge"
 	"github.com/meridian-cdn/meridian/origin"
@@ -36,6 +37,7 @@ func main() {
 		origin.NewCommand(),
 		control.NewCommand(),
 		dnsroute.NewCommand(),
+		deploy.NewCommand(),
 		purge.NewCommand(),
 		sim.NewCommand(),
 		&cobra.Command{

@@ -192,7 +192,17 @@ func (s *Server) initMetrics() {
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
+	s.purgeDur = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "meridian_control_purge_duration_seconds",
+		Help:    "Time from a purge's publication to the last expected node's ack.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+	})
+	s.purgeLate = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "meridian_control_purges_incomplete_total",
+		Help: "Purges not acked by every expected node within 30 s.",
+	})
 	s.reg.MustRegister(
+		s.purgeDur, s.purgeLate,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		s.reqs,

@@ -92,8 +92,13 @@ type Server struct {
 	// limiter limits purge requests per token.
 	limiter *purgeLimiter
 	// waits is cancelled when the server starts stopping, to end POST /v1/purge?wait early.
-	waits    context.Context
-	endWaits context.CancelFunc
+	waits context.Context
+	// observers are the goroutines timing each purge to its last ack for the metrics; they
+	// end with waits and Serve waits for them.
+	observers sync.WaitGroup
+	purgeDur  prometheus.Histogram
+	purgeLate prometheus.Counter
+	endWaits  context.CancelFunc
 
 	mu        sync.Mutex // guards the fields below
 	tracker   *purge.Tracker
@@ -249,6 +254,32 @@ func (s *Server) Fleet() *fleet.View {
 // Prefix is the NATS name prefix in use.
 func (s *Server) Prefix() string { return s.cfg.Prefix }
 
+// ensureStreams creates the buckets and the purge stream, retrying: right after a cluster forms
+// (or several controls start at once) a JetStream request can go unanswered, and one lost reply
+// must not take the control plane down. It gives up after a minute or when ctx ends.
+func (s *Server) ensureStreams(ctx context.Context, js jetstream.JetStream) error {
+	deadline := time.Now().Add(time.Minute)
+	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := fleet.EnsureBuckets(actx, js, s.cfg.Prefix, s.cfg.HeartbeatTTL, s.cfg.Replicas)
+		if err == nil {
+			err = purge.EnsureStream(actx, js, s.cfg.Prefix, s.cfg.PurgeRetention, s.cfg.Replicas)
+		}
+		cancel()
+		if err == nil || ctx.Err() != nil || time.Now().After(deadline) {
+			return err
+		}
+		s.log.Warn("creating buckets and streams failed; retrying", "err", err, "in", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
 // Run listens on Config.Listen and serves until ctx ends (see Serve).
 func (s *Server) Run(ctx context.Context) error {
 	// SO_REUSEPORT: with an external NATS (--nats), a new control process can take over the
@@ -300,13 +331,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) (err error) {
 	if err != nil {
 		return fmt.Errorf("control: jetstream: %w", err)
 	}
-	ectx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = fleet.EnsureBuckets(ectx, js, s.cfg.Prefix, s.cfg.HeartbeatTTL, s.cfg.Replicas)
-	if err == nil {
-		err = purge.EnsureStream(ectx, js, s.cfg.Prefix, s.cfg.PurgeRetention, s.cfg.Replicas)
-	}
-	cancel()
-	if err != nil {
+	if err := s.ensureStreams(ctx, js); err != nil {
 		return fmt.Errorf("control: %w", err)
 	}
 	view := fleet.NewView(fleet.ViewConfig{JS: js, Prefix: s.cfg.Prefix, TTL: s.cfg.HeartbeatTTL, Logger: s.log})
@@ -363,6 +388,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) (err error) {
 		s.log.Warn("api shutdown", "err", serr)
 		_ = hs.Close()
 	}
+	s.observers.Wait()
 	return err
 }
 

@@ -128,6 +128,9 @@ func (s *Server) postPurge(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Info("purge published", "id", id, "host", host, "kinds", len(msgs), "soft", req.Soft,
 		"nodes", len(expected), "by", TokenName(r.Context()))
+	for _, m := range msgs {
+		s.observePurge(tr, m.ID)
+	}
 	receipts := make([]purge.Receipt, 0, len(msgs))
 	if wait > 0 {
 		wctx, cancel := context.WithTimeout(r.Context(), wait)
@@ -274,4 +277,20 @@ func (l *purgeLimiter) allow(w http.ResponseWriter, name string) bool {
 	WriteError(w, http.StatusTooManyRequests, "", fmt.Errorf("purge rate limit of token %q exceeded (%s/s, burst %d): retry in %s",
 		name, strings.TrimSuffix(strconv.FormatFloat(float64(l.limit), 'f', 2, 64), ".00"), l.burst, delay.Round(time.Millisecond)))
 	return false
+}
+
+// observePurge times one purge to its last expected ack for the metrics, in the background, for
+// at most MaxPurgeWait or until the server stops.
+func (s *Server) observePurge(tr *purge.Tracker, id string) {
+	s.observers.Go(func() {
+		ctx, cancel := context.WithTimeout(s.waits, MaxPurgeWait)
+		defer cancel()
+		r := tr.Wait(ctx, id)
+		switch {
+		case r.Complete:
+			s.purgeDur.Observe(r.DurationMs / 1000)
+		case s.waits.Err() == nil:
+			s.purgeLate.Inc()
+		}
+	})
 }

@@ -939,3 +939,25 @@ func FuzzParseWait(f *testing.F) {
 		}
 	})
 }
+
+// TestPurgeDurationMetric: every purge is timed to its last ack in
+// meridian_control_purge_duration_seconds, whether or not the caller waited.
+func TestPurgeDurationMetric(t *testing.T) {
+	f := startPurgeFleet(t)
+	body := []byte(`{"host":"www.example.com","keys":["metric"]}`)
+	if code, _, b := postPurge(t, f.ts, tokPurger, "", body); code != http.StatusAccepted {
+		t.Fatalf("purge = %d %s", code, b)
+	}
+	natstest.WaitFor(t, 10*time.Second, "the purge timed in the metrics", func() bool {
+		mfs, err := f.ts.reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "meridian_control_purge_duration_seconds" {
+				return mf.GetMetric()[0].GetHistogram().GetSampleCount() == 1
+			}
+		}
+		return false
+	})
+}

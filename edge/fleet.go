@@ -82,7 +82,8 @@ func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
 	}
 	self := wire.Node{
 		PoP: n.cfg.PoP, ID: n.cfg.Node, Region: fc.Region, City: fc.City, Lat: fc.Lat, Lon: fc.Lon,
-		IPv4: fc.IPv4, IPv6: fc.IPv6, HTTPAddr: n.Addr(), AdminAddr: n.adminAddr, Capacity: fc.Capacity,
+		IPv4: fc.IPv4, IPv6: fc.IPv6, HTTPAddr: advertised(n.Addr(), fc), AdminAddr: advertised(n.adminAddr, fc),
+		HTTPSAddr: advertised(n.HTTPSAddr(), fc), Capacity: fc.Capacity,
 		Version: wire.Version(),
 	}
 	reg, err := fleet.NewRegistrar(fleet.RegistrarConfig{JS: js, Prefix: fc.Prefix, Node: self, Interval: hb,
@@ -143,6 +144,25 @@ func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
 // FleetReady is closed once the node, joined to a fleet, consumes purges and has loaded its
 // peers and hosts from the registry. It never closes for a standalone node.
 func (n *Node) FleetReady() <-chan struct{} { return n.fleetReady }
+
+// advertised is the address peers and operators reach a listener at: the listen address, or,
+// when it listens on every address, the node's registered IPv4 (else IPv6) with its port.
+func advertised(addr string, fc FleetConfig) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
+		return addr
+	}
+	switch {
+	case fc.IPv4 != "":
+		return net.JoinHostPort(fc.IPv4, port)
+	case fc.IPv6 != "":
+		return net.JoinHostPort(fc.IPv6, port)
+	}
+	return addr
+}
 
 // follow applies the registry's peer sets and the config bucket's hosts as they change.
 // While the node's own NATS link is down, its view ages every peer out; the peers are most

@@ -310,12 +310,12 @@ func (n *Node) ServeListeners(ctx context.Context, ls Listeners) error {
 	}
 	addr := ls.HTTP.Addr().String()
 	n.addr.Store(&addr)
+	if t := n.tiers.Load(); len(t.peers) == 1 && t.peers[0].Addr == "" {
+		n.SetPeers(nil) // learn our own address for the hash ring
+	}
 	if ls.HTTPS != nil {
 		a := ls.HTTPS.Addr().String()
 		n.httpsAddr.Store(&a)
-	}
-	if t := n.tiers.Load(); len(t.peers) == 1 && t.peers[0].Addr == "" {
-		n.SetPeers(nil) // learn our own address for the hash ring
 	}
 	fleetCtx, stopFleet := context.WithCancel(context.Background())
 	defer stopFleet()

@@ -1,0 +1,149 @@
+package deploy
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+)
+
+// cloudConfig is the subset of cloud-init's #cloud-config schema the renderer writes.
+type cloudConfig struct {
+	PackageUpdate bool        `yaml:"package_update"`
+	Packages      []string    `yaml:"packages"`
+	Users         []any       `yaml:"users"`
+	WriteFiles    []writeFile `yaml:"write_files"`
+	RunCmd        [][]string  `yaml:"runcmd"`
+}
+
+type cloudUser struct {
+	Name         string `yaml:"name"`
+	System       bool   `yaml:"system"`
+	Homedir      string `yaml:"homedir"`
+	NoCreateHome bool   `yaml:"no_create_home"`
+	Shell        string `yaml:"shell"`
+	LockPasswd   bool   `yaml:"lock_passwd"`
+}
+
+type writeFile struct {
+	Path        string `yaml:"path"`
+	Owner       string `yaml:"owner"`
+	Permissions string `yaml:"permissions"`
+	// Defer writes the file in the final stage, after users and packages exist.
+	Defer   bool   `yaml:"defer"`
+	Content string `yaml:"content"`
+}
+
+// cloudInit renders a VM's user data: the meridian user, the files, the binaries, the units.
+// Nothing secret is in it (user data is readable from the instance metadata service): tokens,
+// TLS keys and the MMDB are file references the operator provisions.
+func (r *renderer) cloudInit(vm, role string, paths []string, files map[string][]byte, unitNames []string) ([]byte, error) {
+	rel := r.f.Release
+	cc := cloudConfig{
+		PackageUpdate: true,
+		Packages:      []string{"ca-certificates", "curl"},
+		Users: []any{"default", cloudUser{Name: "meridian", System: true, Homedir: StateDir, NoCreateHome: true,
+			Shell: "/usr/sbin/nologin", LockPasswd: true}},
+	}
+	if rel.NATSServerURL == "" {
+		cc.Packages = append(cc.Packages, "nats-server")
+	}
+	for _, p := range paths {
+		cc.WriteFiles = append(cc.WriteFiles, writeFile{Path: p, Owner: "root:root", Permissions: "0644", Defer: true,
+			Content: string(files[p])})
+	}
+	// A connection the kernel queued on an old process's listener as it closes moves to the
+	// new process (SO_REUSEPORT restarts) instead of being reset (Linux 5.14+).
+	cc.WriteFiles = append(cc.WriteFiles, writeFile{Path: "/etc/sysctl.d/60-meridian.conf", Owner: "root:root",
+		Permissions: "0644", Content: "net.ipv4.tcp_migrate_req = 1\n"})
+	sh := func(s string) { cc.RunCmd = append(cc.RunCmd, []string{"sh", "-c", s}) }
+	sh("sysctl -p /etc/sysctl.d/60-meridian.conf || true")
+	switch {
+	case rel.BinaryURL != "":
+		s := fmt.Sprintf("curl -fsSL --retry 5 -o %[1]s.new %[2]s", MeridianBin, shellQuote(rel.BinaryURL))
+		if rel.BinarySHA256 != "" {
+			s += fmt.Sprintf(" && echo '%s  %s.new' | sha256sum -c -", rel.BinarySHA256, MeridianBin)
+		}
+		sh(s + fmt.Sprintf(" && chmod 0755 %[1]s.new && mv -f %[1]s.new %[1]s", MeridianBin))
+	default:
+		cc.RunCmd = append(cc.RunCmd, []string{"ln", "-sf", rel.BinaryPath, MeridianBin})
+	}
+	if rel.NATSServerURL != "" {
+		s := fmt.Sprintf("curl -fsSL --retry 5 -o /tmp/nats-server.tar.gz %s", shellQuote(rel.NATSServerURL))
+		if rel.NATSServerSHA256 != "" {
+			s += fmt.Sprintf(" && echo '%s  /tmp/nats-server.tar.gz' | sha256sum -c -", rel.NATSServerSHA256)
+		}
+		s += fmt.Sprintf(" && mkdir -p /tmp/nats-server && tar -xzf /tmp/nats-server.tar.gz -C /tmp/nats-server --strip-components=1"+
+			" && install -m 0755 /tmp/nats-server/nats-server %s && rm -rf /tmp/nats-server /tmp/nats-server.tar.gz", NATSBin)
+		sh(s)
+	} else {
+		// The Debian package installs /usr/bin/nats-server and a unit of the same name, which
+		// ours in /etc/systemd/system overrides.
+		cc.RunCmd = append(cc.RunCmd, []string{"ln", "-sf", "/usr/bin/nats-server", NATSBin})
+	}
+	if role == RoleControl {
+		cc.RunCmd = append(cc.RunCmd, []string{"systemctl", "try-restart", "systemd-resolved.service"})
+	}
+	cc.RunCmd = append(cc.RunCmd, []string{"systemctl", "daemon-reload"})
+	cc.RunCmd = append(cc.RunCmd, append([]string{"systemctl", "enable", "--now"}, unitNames...))
+	b, err := marshalYAML(cc)
+	if err != nil {
+		return nil, fmt.Errorf("render cloud-init for %s: %w", vm, err)
+	}
+	head := "#cloud-config\n" + r.header(vm, "cloud-init user data ("+role+" VM)") +
+		"# Provision out of band before the services can start: " + strings.Join(r.secrets(role), ", ") + ".\n"
+	return append([]byte(head), b...), nil
+}
+
+// secrets lists the files a VM of role needs that the renderer never writes.
+func (r *renderer) secrets(role string) []string {
+	var s []string
+	if role == RoleControl {
+		s = append(s, r.f.Control.TokensFile, r.f.DNS.MMDB)
+	}
+	if t := r.f.NATS.TLS; t.enabled() {
+		s = append(s, t.CertFile, t.KeyFile, t.CAFile)
+	}
+	if len(s) == 0 {
+		s = append(s, "nothing")
+	}
+	return s
+}
+
+// shellQuote quotes s for sh.
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+// prometheus renders the scrape config: every edge's and DNS server's /metrics, and every
+// control API's /metrics (which needs a read token, from a file).
+func (r *renderer) prometheus() []byte {
+	f := r.f
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Prometheus scrape config for fleet %s, rendered by `meridian deploy render`.\n", f.Name)
+	b.WriteString("# Labels pop, node and region feed the dashboard in deploy/grafana.\n")
+	b.WriteString("global:\n  scrape_interval: 15s\n  evaluation_interval: 15s\n\nscrape_configs:\n")
+	b.WriteString("  - job_name: meridian-edge\n    static_configs:\n")
+	for _, p := range f.PoPs {
+		for _, n := range p.Nodes {
+			ip := n.IPv4
+			if n.PrivateIPv4 != "" {
+				ip = n.PrivateIPv4
+			}
+			fmt.Fprintf(&b, "      - targets: [%q]\n        labels: {pop: %q, node: %q, region: %q}\n",
+				net.JoinHostPort(ip, strconv.Itoa(f.Edge.AdminPort)), p.ID, n.ID, p.Region)
+		}
+	}
+	b.WriteString("  - job_name: meridian-dns\n    static_configs:\n")
+	for _, c := range f.Control.Nodes {
+		fmt.Fprintf(&b, "      - targets: [%q]\n        labels: {node: %q, region: %q}\n",
+			net.JoinHostPort(c.IPv4, strconv.Itoa(f.DNS.AdminPort)), c.Name, c.Region)
+	}
+	b.WriteString("  - job_name: meridian-control\n")
+	b.WriteString("    # A token with the read scope (docs/control.md), in a file on the Prometheus host.\n")
+	b.WriteString("    authorization:\n      type: Bearer\n      credentials_file: /etc/prometheus/meridian-read-token\n")
+	b.WriteString("    static_configs:\n")
+	for _, c := range f.Control.Nodes {
+		fmt.Fprintf(&b, "      - targets: [%q]\n        labels: {node: %q, region: %q}\n",
+			net.JoinHostPort(c.IPv4, strconv.Itoa(f.Control.APIPort)), c.Name, c.Region)
+	}
+	return []byte(b.String())
+}

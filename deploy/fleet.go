@@ -1,0 +1,315 @@
+// Package deploy turns one fleet file into everything each VM needs: cloud-init, systemd units,
+// meridian and NATS configs.
+package deploy
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"strconv"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/meridian-cdn/meridian/control/wire"
+)
+
+// Fleet is the whole deployment: the NATS cluster on the control VMs, the PoPs and their edge
+// nodes, the DNS zone, the hostnames and their origins. docs/deploy.md documents every field.
+// Secrets are never inline: the fleet names files on the VMs (tokens, TLS keys) that the
+// operator provisions out of band.
+type Fleet struct {
+	// Name names the fleet; it is the NATS cluster name and tags every VM (required, one DNS label).
+	Name string `yaml:"name"`
+	// Prefix prefixes every NATS subject and bucket. Default "meridian".
+	Prefix  string  `yaml:"prefix"`
+	Release Release `yaml:"release"`
+	NATS    NATS    `yaml:"nats"`
+	Control Control `yaml:"control"`
+	DNS     DNS     `yaml:"dns"`
+	Edge    Edge    `yaml:"edge"`
+	// PoPs are the points of presence (at least one).
+	PoPs []PoP `yaml:"pops"`
+	// Hosts are the hostnames served, their origins and shields; rendered into every edge's
+	// config (the control API can change them later without a re-render).
+	Hosts []wire.HostConfig `yaml:"hosts"`
+}
+
+// Release says where each VM gets its binaries.
+type Release struct {
+	// BinaryURL is an https URL of the linux meridian binary that cloud-init downloads to
+	// /usr/local/bin/meridian. One of BinaryURL or BinaryPath is required.
+	BinaryURL string `yaml:"binary_url"`
+	// BinarySHA256 is the binary's hex SHA-256; when set, cloud-init refuses a mismatch.
+	BinarySHA256 string `yaml:"binary_sha256"`
+	// BinaryPath is where the binary already is on the VM image (baked or copied by Terraform);
+	// cloud-init links it to /usr/local/bin/meridian.
+	BinaryPath string `yaml:"binary_path"`
+	// NATSServerURL is an https URL of a nats-server release .tar.gz (as published on GitHub)
+	// that cloud-init unpacks to /usr/local/bin/nats-server. Default: the Debian package
+	// nats-server.
+	NATSServerURL string `yaml:"nats_server_url"`
+	// NATSServerSHA256 is the archive's hex SHA-256; when set, cloud-init refuses a mismatch.
+	NATSServerSHA256 string `yaml:"nats_server_sha256"`
+}
+
+// NATS configures the NATS servers: a cluster on the control VMs and a leaf node on every PoP VM.
+type NATS struct {
+	// ClientPort is where local clients (meridian on the same VM) connect, on 127.0.0.1.
+	// Default 4222.
+	ClientPort int `yaml:"client_port"`
+	// ClusterPort carries routes between the control VMs. Default 6222.
+	ClusterPort int `yaml:"cluster_port"`
+	// LeafPort is where PoP leaf nodes connect to the control VMs. Default 7422.
+	LeafPort int `yaml:"leaf_port"`
+	// MonitorPort serves nats-server's monitoring endpoints on 127.0.0.1. Default 8222.
+	MonitorPort int `yaml:"monitor_port"`
+	// TLS secures routes and leaf connections; empty means plain TCP (keep the ports firewalled
+	// to the fleet's addresses, as the Terraform example does).
+	TLS TLSFiles `yaml:"tls"`
+}
+
+// TLSFiles names certificate files on the VM, provisioned out of band. All three or none.
+type TLSFiles struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// CAFile verifies the peer's certificate; both sides must present one (mutual TLS).
+	CAFile string `yaml:"ca_file"`
+}
+
+func (t TLSFiles) enabled() bool { return t.CertFile != "" || t.KeyFile != "" || t.CAFile != "" }
+
+// Control configures the control VMs: each runs nats-server (cluster + JetStream),
+// `meridian control` and `meridian dns`.
+type Control struct {
+	// APIPort is the control API's port on every control VM. Default 7070.
+	APIPort int `yaml:"api_port"`
+	// TokensFile is the API tokens file on the VM (see docs/control.md), provisioned out of band.
+	// Default /etc/meridian/tokens.yaml.
+	TokensFile string `yaml:"tokens_file"`
+	// Replicas is the JetStream replica count of buckets and streams. Default 3; at most the
+	// number of control VMs.
+	Replicas int `yaml:"replicas"`
+	// HeartbeatTTL is how long a silent edge stays in the fleet. Default 3s.
+	HeartbeatTTL time.Duration `yaml:"heartbeat_ttl"`
+	// Nodes are the control VMs: an odd number, at least three (JetStream needs a quorum).
+	Nodes []ControlNode `yaml:"nodes"`
+}
+
+// ControlNode is one control VM.
+type ControlNode struct {
+	// Name is the VM's name (one DNS label, unique in the fleet).
+	Name string `yaml:"name"`
+	// Region is the cloud region the VM runs in (required).
+	Region string `yaml:"region"`
+	// IPv4 is the public IPv4 address: NATS routes, leaf remotes and NS glue use it (required).
+	IPv4 string `yaml:"ipv4"`
+	// IPv6 is the public IPv6 address, published as NS glue when set.
+	IPv6 string `yaml:"ipv6"`
+	// NS is the name server name this VM answers as, relative to the zone or absolute.
+	// Default "ns<N>" (N = position in the list, from 1).
+	NS string `yaml:"ns"`
+}
+
+// DNS configures `meridian dns` on the control VMs (see docs/dns.md).
+type DNS struct {
+	// Zone is the CDN zone, e.g. "cdn.example.com." (required).
+	Zone string `yaml:"zone"`
+	// Port is the UDP and TCP port. Default 53.
+	Port int `yaml:"port"`
+	// AdminPort serves /metrics. Default 9153.
+	AdminPort int `yaml:"admin_port"`
+	// TTL of routed answers. Default 30s. The edge lame duck default follows it.
+	TTL time.Duration `yaml:"ttl"`
+	// MMDB is the GeoLite2-City database on the VM, provisioned out of band (its licence
+	// forbids redistribution). Default /var/lib/meridian/GeoLite2-City.mmdb.
+	MMDB string `yaml:"mmdb"`
+	// Hostnames are the routed names ("*" routes every name under the zone). Default ["*"].
+	Hostnames []string `yaml:"hostnames"`
+	// CNAMEs maps names in the zone to targets.
+	CNAMEs map[string]string `yaml:"cnames"`
+	// DefaultPoP receives clients of unknown location. Default: the first PoP by id.
+	DefaultPoP string `yaml:"default_pop"`
+	// Policy is the routing policy. Default nearest.
+	Policy wire.RoutingPolicy `yaml:"policy"`
+}
+
+// Edge holds the settings every edge node shares.
+type Edge struct {
+	// HTTPPort is the edge's HTTP port. Default 80.
+	HTTPPort int `yaml:"http_port"`
+	// AdminPort serves /healthz and /metrics. Default 9080.
+	AdminPort int `yaml:"admin_port"`
+	// CacheBytes bounds the memory of cached objects. Default 0: the edge's default (256 MiB).
+	CacheBytes int64 `yaml:"cache_bytes"`
+	// LameDuck is how long a stopping edge keeps serving while reporting draining. Default the
+	// DNS TTL plus 5s, so resolvers have dropped its address before it stops.
+	LameDuck time.Duration `yaml:"lame_duck"`
+	// ShutdownTimeout bounds requests in flight at stop. Default 20s. LameDuck plus
+	// ShutdownTimeout must stay under the unit's TimeoutStopSec (90s).
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+}
+
+// PoP is one point of presence.
+type PoP struct {
+	// ID is the PoP id (one lower-case DNS label, e.g. "fra"; required).
+	ID string `yaml:"id"`
+	// Region is the cloud region its VMs run in (required).
+	Region string `yaml:"region"`
+	// City is for people and dashboards.
+	City string `yaml:"city"`
+	// Lat and Lon locate the PoP for DNS routing (degrees; required).
+	Lat *float64 `yaml:"lat"`
+	Lon *float64 `yaml:"lon"`
+	// Nodes are the PoP's edge VMs (at least one).
+	Nodes []EdgeNode `yaml:"nodes"`
+}
+
+// EdgeNode is one edge VM.
+type EdgeNode struct {
+	// ID is the node id within the PoP (one DNS label; required). The VM is named "<pop>-<id>".
+	ID string `yaml:"id"`
+	// IPv4 is the public IPv4 address DNS answers with (required).
+	IPv4 string `yaml:"ipv4"`
+	// IPv6 is the public IPv6 address DNS answers with, if any.
+	IPv6 string `yaml:"ipv6"`
+	// PrivateIPv4 is the address peers in the PoP and Prometheus use. Default IPv4.
+	PrivateIPv4 string `yaml:"private_ipv4"`
+	// Capacity is the request rate (requests/s) the node is sized for; 0 means unknown.
+	Capacity float64 `yaml:"capacity"`
+}
+
+// VMName is the name of the edge VM (and its directory in the rendered output).
+func (p PoP) VMName(n EdgeNode) string { return p.ID + "-" + n.ID }
+
+// FieldError is one mistake in a fleet file: the field's path, its line when known, and what
+// is wrong with it.
+type FieldError struct {
+	Field string // e.g. "pops[1].nodes[0].ipv4"
+	Line  int    // 1-based; 0 when unknown
+	Err   error
+}
+
+func (e *FieldError) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("line %d: %s: %v", e.Line, e.Field, e.Err)
+	}
+	return e.Field + ": " + e.Err.Error()
+}
+
+func (e *FieldError) Unwrap() error { return e.Err }
+
+// Load reads and validates a fleet file (see Parse).
+func Load(path string) (*Fleet, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read fleet file: %w", err)
+	}
+	f, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("fleet file %s: %w", path, err)
+	}
+	return f, nil
+}
+
+// Parse decodes a fleet file, fills in defaults and validates it. Unknown fields and wrong
+// types are errors; the returned error joins one *FieldError per mistake (errors.As and
+// Unwrap() []error reach them), each naming the field and, where known, its line. Syntax and
+// type mistakes are reported before validation runs.
+func Parse(data []byte) (*Fleet, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, fmt.Errorf("parse fleet: %w", err)
+	}
+	var f Fleet
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, &FieldError{Field: "name", Err: errors.New("the fleet file is empty")}
+		}
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			return nil, fmt.Errorf("parse fleet: %w", err)
+		}
+		errs := make([]error, 0, len(te.Errors))
+		for _, msg := range te.Errors {
+			errs = append(errs, typeError(msg))
+		}
+		return nil, errors.Join(errs...)
+	}
+	lines := map[string]int{}
+	if len(root.Content) > 0 {
+		indexLines(root.Content[0], "", lines)
+	}
+	f.setDefaults()
+	if errs := f.validate(); len(errs) > 0 {
+		for _, e := range errs {
+			e.Line = lineOf(lines, e.Field)
+		}
+		out := make([]error, len(errs))
+		for i, e := range errs {
+			out[i] = e
+		}
+		return nil, errors.Join(out...)
+	}
+	return &f, nil
+}
+
+var (
+	unknownFieldRE = regexp.MustCompile(`^line (\d+): field (\S+) not found in type \S+$`)
+	typeErrorRE    = regexp.MustCompile(`^line (\d+): (.*)$`)
+)
+
+// typeError turns one of yaml's decode messages into a FieldError.
+func typeError(msg string) *FieldError {
+	if m := unknownFieldRE.FindStringSubmatch(msg); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		return &FieldError{Field: m[2], Line: line, Err: errors.New("unknown field")}
+	}
+	if m := typeErrorRE.FindStringSubmatch(msg); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		return &FieldError{Field: "value", Line: line, Err: errors.New(m[2])}
+	}
+	return &FieldError{Field: "value", Err: errors.New(msg)}
+}
+
+// indexLines records the line of every mapping key and sequence item under its field path.
+func indexLines(n *yaml.Node, path string, lines map[string]int) {
+	switch n.Kind {
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			p := k.Value
+			if path != "" {
+				p = path + "." + k.Value
+			}
+			lines[p] = k.Line
+			indexLines(v, p, lines)
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			p := fmt.Sprintf("%s[%d]", path, i)
+			lines[p] = c.Line
+			indexLines(c, p, lines)
+		}
+	}
+}
+
+// lineOf finds the line of field, or of its nearest ancestor present in the file.
+func lineOf(lines map[string]int, field string) int {
+	for p := field; p != ""; {
+		if l, ok := lines[p]; ok {
+			return l
+		}
+		i := max(bytes.LastIndexByte([]byte(p), '.'), bytes.LastIndexByte([]byte(p), '['))
+		if i <= 0 {
+			break
+		}
+		p = p[:i]
+	}
+	return 0
+}

@@ -1,0 +1,32 @@
+variable "render_dir" {
+  description = "Directory written by `meridian deploy render fleet.yaml --out DIR`."
+  type        = string
+  default     = "../../rendered"
+}
+
+variable "fleet_name" {
+  description = "The fleet file's name; tags every resource."
+  type        = string
+  default     = "example"
+}
+
+variable "ssh_key_name" {
+  description = "Name of an existing EC2 key pair in every region, for operators (rolling upgrades)."
+  type        = string
+  default     = null
+}
+
+variable "admin_cidrs" {
+  description = "CIDRs allowed to reach SSH, the control API and the metrics ports."
+  type        = list(string)
+  default     = []
+}
+
+variable "instance_type" {
+  description = "Instance type per role."
+  type        = map(string)
+  default = {
+    control = "t3.medium"
+    edge    = "c6i.large"
+  }
+}
