@@ -83,6 +83,8 @@ error_log $WORK/nginx-error.log warn;
 events { worker_connections 4096; }
 http {
   access_log off;
+  # The default (1000) closes load generators' connections mid-run; h2load does not reconnect.
+  keepalive_requests 10000000;
   proxy_cache_path $WORK/nginx-cache levels=1:2 keys_zone=bench:64m max_size=1g inactive=1h use_temp_path=off;
   upstream origin { server $ORIGIN; keepalive 64; }
   server {
