@@ -51,6 +51,9 @@ The config file is YAML (see docs/edge.md); flags override its fields.`,
 			if f.Changed("lame-duck") {
 				cfg.LameDuck = over.LameDuck
 			}
+			if f.Changed("nats") {
+				cfg.Fleet.NATS = over.Fleet.NATS
+			}
 			if f.Changed("https-listen") {
 				cfg.HTTPSListen = over.HTTPSListen
 			}
@@ -78,6 +81,7 @@ The config file is YAML (see docs/edge.md); flags override its fields.`,
 	f.StringVar(&over.PoP, "pop", "", "PoP id (default local)")
 	f.StringVar(&over.Node, "node", "", "node id within the PoP (default edge-1)")
 	f.BoolVar(&over.AccessLog, "access-log", false, "log one JSON line per request")
+	f.StringVar(&over.Fleet.NATS, "nats", "", "join the fleet through this NATS URL (e.g. the control plane's, nats://127.0.0.1:4222); without it the node runs standalone")
 	f.StringVar(&over.HTTPSListen, "https-listen", "", "HTTPS and HTTP/3 listen address (TCP and UDP, same port)")
 	f.BoolVar(&devTLS, "dev-tls", false, "serve HTTPS and HTTP/3 with a self-signed certificate (default address 127.0.0.1:8443); never in production")
 	f.DurationVar(&over.LameDuck, "lame-duck", 0, "keep serving this long after SIGTERM while reporting draining")
