@@ -17,8 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/meridian-cdn/meridian/control/fleet"
 	"github.com/meridian-cdn/meridian/control/wire"
 	"github.com/meridian-cdn/meridian/edge"
@@ -743,55 +741,6 @@ func pct(sorted []time.Duration, p float64) time.Duration {
 
 func msOf(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e6 }
 
-// fanoutFloor measures the bare core-NATS fan-out in the same setting: one publish to
-// benchEdges plain subscribers, each on its own connection, until the last one received it.
-func fanoutFloor(b *testing.B, url string, n int) []time.Duration {
-	b.Helper()
-	var got atomic.Int32
-	done := make(chan struct{}, 1)
-	for range benchEdges {
-		c, err := nats.Connect(url)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer c.Close()
-		if _, err := c.Subscribe("bench.floor", func(*nats.Msg) {
-			if got.Add(1) == benchEdges {
-				done <- struct{}{}
-			}
-		}); err != nil {
-			b.Fatal(err)
-		}
-		if err := c.Flush(); err != nil {
-			b.Fatal(err)
-		}
-	}
-	pub, err := nats.Connect(url)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer pub.Close()
-	payload := make([]byte, 200) // about a purge message's size
-	lat := make([]time.Duration, 0, n)
-	for range n {
-		got.Store(0)
-		start := time.Now()
-		if err := pub.Publish("bench.floor", payload); err != nil {
-			b.Fatal(err)
-		}
-		if err := pub.FlushTimeout(5 * time.Second); err != nil {
-			b.Fatal(err)
-		}
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			b.Fatal("floor fan-out lost a message")
-		}
-		lat = append(lat, time.Since(start))
-	}
-	return lat
-}
-
 // BenchmarkPurgeAPI measures, per purge, the time from the POST /v1/purge?wait call to the
 // control plane's receipt of the last of 20 real edges' acks (ack-*), and to the HTTP answer
 // (answer-*), next to the bare core-NATS fan-out floor to 20 connections measured in the same
@@ -820,7 +769,7 @@ func BenchmarkPurgeAPI(b *testing.B) {
 		answers = append(answers, answered)
 	}
 	b.StopTimer()
-	fl := fanoutFloor(b, s.NATSURL(), max(len(acks), 200))
+	fl := natstest.FanoutFloor(b, s.NATSURL(), benchEdges, max(len(acks), 200))
 	slices.Sort(acks)
 	slices.Sort(answers)
 	slices.Sort(fl)

@@ -11,6 +11,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/meridian-cdn/meridian/internal/natstest"
 )
 
 const benchNodes = 20
@@ -80,55 +82,6 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 
 func msf(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e6 }
 
-// floor measures the bare core-NATS fan-out: one publish to benchNodes plain subscribers, each on
-// its own connection, until the last one received it.
-func floor(b *testing.B, url string, n int) []time.Duration {
-	b.Helper()
-	var got atomic.Int32
-	done := make(chan struct{}, 1)
-	for range benchNodes {
-		c, err := nats.Connect(url)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer c.Close()
-		if _, err := c.Subscribe("bench.floor", func(*nats.Msg) {
-			if got.Add(1) == benchNodes {
-				done <- struct{}{}
-			}
-		}); err != nil {
-			b.Fatal(err)
-		}
-		if err := c.Flush(); err != nil {
-			b.Fatal(err)
-		}
-	}
-	pub, err := nats.Connect(url)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer pub.Close()
-	payload := make([]byte, 200) // about a purge message's size
-	lat := make([]time.Duration, 0, n)
-	for range n {
-		got.Store(0)
-		start := time.Now()
-		if err := pub.Publish("bench.floor", payload); err != nil {
-			b.Fatal(err)
-		}
-		if err := pub.FlushTimeout(5 * time.Second); err != nil {
-			b.Fatal(err)
-		}
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			b.Fatal("floor fan-out lost a message")
-		}
-		lat = append(lat, time.Since(start))
-	}
-	return lat
-}
-
 // BenchmarkFanout measures, per purge, the time from publishing to the tracker's receipt of the
 // last of 20 nodes' acks (through the stream, each node's subscriber and the ack subject), next to
 // the bare core-NATS fan-out floor measured in the same run. publish-* is the PubAck round trip.
@@ -157,7 +110,7 @@ func BenchmarkFanout(b *testing.B) {
 		lat = append(lat, r.CompletedAt.Sub(start))
 	}
 	b.StopTimer()
-	fl := floor(b, f.ns.url(), max(b.N, 200))
+	fl := natstest.FanoutFloor(b, f.ns.url(), benchNodes, max(b.N, 200))
 	slices.Sort(lat)
 	slices.Sort(fl)
 	slices.Sort(pub)

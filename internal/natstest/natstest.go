@@ -5,6 +5,7 @@ package natstest
 import (
 	"fmt"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -93,4 +94,54 @@ func WaitFor(t testing.TB, timeout time.Duration, msg string, cond func() bool) 
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// FanoutFloor measures the bare core-NATS fan-out that purges ride on: one publish of a
+// purge-sized message to subscribers plain subscribers, each on its own connection, until the last
+// one received it; n times. Benchmarks report their figures next to it, measured in the same run.
+func FanoutFloor(t testing.TB, url string, subscribers, n int) []time.Duration {
+	t.Helper()
+	var got atomic.Int32
+	done := make(chan struct{}, 1)
+	for range subscribers {
+		c, err := nats.Connect(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Subscribe("bench.floor", func(*nats.Msg) {
+			if got.Add(1) == int32(subscribers) {
+				done <- struct{}{}
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	payload := make([]byte, 200) // about a purge message's size
+	lat := make([]time.Duration, 0, n)
+	for range n {
+		got.Store(0)
+		start := time.Now()
+		if err := pub.Publish("bench.floor", payload); err != nil {
+			t.Fatal(err)
+		}
+		if err := pub.FlushTimeout(5 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("floor fan-out lost a message")
+		}
+		lat = append(lat, time.Since(start))
+	}
+	return lat
 }
