@@ -549,70 +549,6 @@ func TestPurgeRateLimit(t *testing.T) {
 	}
 }
 
-// cutter forwards TCP to NATS and can cut the connections passing through it on demand: the
-// partition a real network makes, which a NATS server cannot do to one client.
-type cutter struct {
-	ln     net.Listener
-	target string
-	wg     sync.WaitGroup
-	mu     sync.Mutex // guards conns and down
-	conns  []net.Conn
-	down   bool
-}
-
-func newCutter(t *testing.T, ip, target string) *cutter {
-	c := &cutter{ln: listenOn(t, ip), target: target}
-	c.wg.Go(c.accept)
-	t.Cleanup(func() {
-		c.ln.Close()
-		c.cut()
-		c.wg.Wait()
-	})
-	return c
-}
-
-func (c *cutter) accept() {
-	for {
-		conn, err := c.ln.Accept()
-		if err != nil {
-			return
-		}
-		c.mu.Lock()
-		up, err := net.Dial("tcp", c.target)
-		if c.down || err != nil {
-			c.mu.Unlock()
-			conn.Close()
-			if up != nil {
-				up.Close()
-			}
-			continue
-		}
-		c.conns = append(c.conns, conn, up)
-		c.mu.Unlock()
-		c.wg.Go(func() { _, _ = io.Copy(up, conn); up.Close() })
-		c.wg.Go(func() { _, _ = io.Copy(conn, up); conn.Close() })
-	}
-}
-
-func (c *cutter) url() string { return "nats://" + c.ln.Addr().String() }
-
-// cut closes every forwarded connection and refuses new ones until restore.
-func (c *cutter) cut() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.down = true
-	for _, conn := range c.conns {
-		conn.Close()
-	}
-	c.conns = nil
-}
-
-func (c *cutter) restore() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.down = false
-}
-
 // TestPurgeWaitListsEveryLiveNode is rule 4: ?wait reports every live node and omits none. One
 // edge is cut off from NATS (its registration stays live until the heartbeat TTL) and one node
 // registers without consuming purges; both must be reported pending. When the cut edge comes
@@ -620,9 +556,9 @@ func (c *cutter) restore() {
 func TestPurgeWaitListsEveryLiveNode(t *testing.T) {
 	ts := startServer(t, Config{PurgeRate: -1, HeartbeatTTL: 10 * time.Second})
 	_, addr := startOrigin(t, "127.0.6.10")
-	cut := newCutter(t, "127.0.6.50", strings.TrimPrefix(ts.NATSURL(), "nats://"))
+	cut := natstest.NewCutter(t, "127.0.6.50", ts.NATSURL())
 	live := startEdge(t, "127.0.6.20", "ams", "n1", ts.NATSURL())
-	away := startEdge(t, "127.0.6.21", "ams", "n2", cut.url())
+	away := startEdge(t, "127.0.6.21", "ams", "n2", cut.URL())
 	runRegistrar(t, ts.NATSURL(), wire.Node{PoP: "fra", ID: "silent", HTTPAddr: "127.0.6.22:80"}, 200*time.Millisecond)
 	natstest.WaitFor(t, 10*time.Second, "three nodes in the control's fleet view", func() bool {
 		return len(ts.Fleet().Nodes()) == 3
@@ -632,7 +568,7 @@ func TestPurgeWaitListsEveryLiveNode(t *testing.T) {
 	path := objPath("/r4", "cc", "max-age=600")
 	warm(t, nodes, hostA, path)
 
-	cut.cut()
+	cut.Cut()
 	body, _ := json.Marshal(purge.Request{Host: hostA, URLs: []string{path}})
 	code, resp, b := postPurge(t, ts, tokPurger, "1s", body)
 	if code != http.StatusAccepted || resp.Complete {
@@ -657,7 +593,7 @@ func TestPurgeWaitListsEveryLiveNode(t *testing.T) {
 		}
 	}
 
-	cut.restore()
+	cut.Restore()
 	natstest.WaitFor(t, 30*time.Second, "the cut edge's ack after it reconnected", func() bool {
 		_, b := ts.do(t, "GET", "/v1/purges/"+resp.ID, tokPurger, nil)
 		var r purge.Response

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/meridian-cdn/meridian/edge/httpcache"
@@ -180,7 +181,7 @@ func (n *Node) pass(w *logWriter, req *request) {
 	up.Header.Set("Traceparent", req.traceID())
 	setForwarded(up.Header, r)
 	up.Header.Set("Via", appendVia(r.Header.Get("Via"), r.ProtoMajor, r.ProtoMinor, n.name))
-	resp, err := n.upstream("origin "+req.host.cfg.Host, o.Host).Do(up)
+	resp, err := n.upstream("origin "+req.host.cfg.Host, o.Host, false).Do(up)
 	w.tier = "origin"
 	if err != nil {
 		var mbe *http.MaxBytesError
@@ -216,19 +217,10 @@ func (n *Node) pass(w *logWriter, req *request) {
 func (n *Node) invalidate(req *request, r *http.Request, resp *http.Response) {
 	host := req.host.cfg.Host
 	for _, target := range httpcache.InvalidationTargets(r.Method, r.URL, host, resp.StatusCode, resp.Header) {
-		path, query, _ := cutQuery(target)
+		path, query, _ := strings.Cut(target, "?")
 		n.store.Purge(store.Record{Kind: store.URL, Host: host, Value: httpcache.Key(host, path, query, req.host.keyOpts)})
 	}
 	for _, g := range httpcache.CacheGroupInvalidation(resp.Header) {
 		n.store.Purge(store.Record{Kind: store.Key, Host: host, Value: g})
 	}
-}
-
-func cutQuery(target string) (path, query string, ok bool) {
-	for i := 0; i < len(target); i++ {
-		if target[i] == '?' {
-			return target[:i], target[i+1:], true
-		}
-	}
-	return target, "", false
 }

@@ -258,7 +258,7 @@ func (n *Node) fetchNode(req *request, p Peer, h hops, stale *store.Object, cach
 	if cacheControl != "" {
 		up.Header.Set("Cache-Control", cacheControl)
 	}
-	resp, err := n.upstream("peer "+p.ID, p.Addr).Do(up)
+	resp, err := n.upstream("peer "+p.ID, p.Addr, true).Do(up)
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("fill %s from %s: %w", req.target, p.ID, err)
@@ -288,7 +288,7 @@ func (n *Node) fetchOrigin(req *request, stale *store.Object) (*http.Response, e
 		up.Header.Set("Authorization", req.r.Header.Get("Authorization"))
 	}
 	start := n.clock()
-	resp, err := n.upstream("origin "+req.host.cfg.Host, o.Host).Do(up)
+	resp, err := n.upstream("origin "+req.host.cfg.Host, o.Host, false).Do(up)
 	n.metrics.originFetches.Inc()
 	n.metrics.fetchLatency.WithLabelValues("origin").Observe(n.clock().Sub(start).Seconds())
 	if err != nil {

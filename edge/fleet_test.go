@@ -3,13 +3,10 @@ package edge
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -43,64 +40,6 @@ func testLogger(t *testing.T) *slog.Logger {
 		return nil
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-// cutter is a TCP forwarder between a node and NATS that the test can cut: the partition a
-// real network would make, on demand.
-type cutter struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex // protects conns and down
-	conns  []net.Conn
-	down   bool
-}
-
-func newCutter(t *testing.T, target string) *cutter {
-	c := &cutter{ln: listen(t, "127.0.0.50"), target: target}
-	go func() {
-		for {
-			conn, err := c.ln.Accept()
-			if err != nil {
-				return
-			}
-			c.mu.Lock()
-			if c.down {
-				c.mu.Unlock()
-				conn.Close()
-				continue
-			}
-			up, err := net.Dial("tcp", target)
-			if err != nil {
-				c.mu.Unlock()
-				conn.Close()
-				continue
-			}
-			c.conns = append(c.conns, conn, up)
-			c.mu.Unlock()
-			go func() { io.Copy(up, conn); up.Close() }()
-			go func() { io.Copy(conn, up); conn.Close() }()
-		}
-	}()
-	t.Cleanup(func() { c.ln.Close(); c.cut() })
-	return c
-}
-
-func (c *cutter) url() string { return "nats://" + c.ln.Addr().String() }
-
-func (c *cutter) cut() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.down = true
-	for _, conn := range c.conns {
-		conn.Close()
-	}
-	c.conns = nil
-}
-
-func (c *cutter) restore() {
-	c.mu.Lock()
-	c.down = false
-	c.mu.Unlock()
 }
 
 // fleetEdge starts an origin and edges of one PoP joined to NATS at natsURL (one URL per edge).
@@ -295,8 +234,8 @@ func TestPurgeDuringFill(t *testing.T) {
 // treats its whole cache as stale.
 func TestPurgeReplayAfterPartition(t *testing.T) {
 	url, js, nc := startNATS(t)
-	cut := newCutter(t, strings.TrimPrefix(url, "nats://"))
-	s, nodes := fleetEdges(t, []string{cut.url()}, true)
+	cut := natstest.NewCutter(t, "127.0.0.50", url)
+	s, nodes := fleetEdges(t, []string{cut.URL()}, true)
 	p := newPurger(t, js, nc)
 	waitSubscribed(t, p, nodes)
 	a, b := obj("/a", "cc", "max-age=600"), obj("/b", "cc", "max-age=600")
@@ -304,15 +243,15 @@ func TestPurgeReplayAfterPartition(t *testing.T) {
 		do(t, s.client, http.MethodGet, nodes[0].Addr(), testHost, path)
 	}
 
-	cut.cut()
+	cut.Cut()
 	m := p.publish(purge.KindURL, false, nodes, a)
-	cut.restore()
+	cut.Restore()
 	p.wait(m, 20*time.Second)
 	wantCacheStatus(t, do(t, s.client, http.MethodGet, nodes[0].Addr(), testHost, a), "fwd=miss")
 	wantCacheStatus(t, do(t, s.client, http.MethodGet, nodes[0].Addr(), testHost, b), "hit")
 
 	// A gap: the purge published while the node was away is gone from the stream.
-	cut.cut()
+	cut.Cut()
 	p.publish(purge.KindURL, false, nodes, "/elsewhere")
 	stream, err := js.Stream(context.Background(), purge.StreamName(""))
 	if err != nil {
@@ -321,7 +260,7 @@ func TestPurgeReplayAfterPartition(t *testing.T) {
 	if err := stream.Purge(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	cut.restore()
+	cut.Restore()
 	after := p.publish(purge.KindURL, false, nodes, "/after-gap")
 	p.wait(after, 20*time.Second)
 	r := do(t, s.client, http.MethodGet, nodes[0].Addr(), testHost, b)
@@ -350,9 +289,9 @@ func TestPurgeSoft(t *testing.T) {
 // asker would store it as fresh after acking the purge); it fetches the new one instead.
 func TestNoRefillFromLaggingPeer(t *testing.T) {
 	url, js, nc := startNATS(t)
-	cut := newCutter(t, strings.TrimPrefix(url, "nats://"))
+	cut := natstest.NewCutter(t, "127.0.0.50", url)
 	// A long TTL keeps the cut-off owner in the asker's peer set for the whole test.
-	s, nodes := fleetEdgesTTL(t, []string{url, cut.url()}, true, time.Minute)
+	s, nodes := fleetEdgesTTL(t, []string{url, cut.URL()}, true, time.Minute)
 	p := newPurger(t, js, nc)
 	waitSubscribed(t, p, nodes)
 	asker, owner := nodes[0], nodes[1]
@@ -365,7 +304,7 @@ func TestNoRefillFromLaggingPeer(t *testing.T) {
 		}
 	}
 	wantCacheStatus(t, do(t, s.client, http.MethodGet, asker.Addr(), testHost, path), "detail=peer")
-	cut.cut()
+	cut.Cut()
 	s.origin.Bump(strings.SplitN(path, "?", 2)[0])
 	p.wait(p.publish(purge.KindURL, false, nodes[:1], path), 10*time.Second)
 	r := do(t, s.client, http.MethodGet, asker.Addr(), testHost, path)
@@ -375,5 +314,5 @@ func TestNoRefillFromLaggingPeer(t *testing.T) {
 	if cs := r.header.Get("Cache-Status"); !strings.Contains(cs, "fwd=request") {
 		t.Errorf("Cache-Status %q: the owner should have bypassed its cache (fwd=request)", cs)
 	}
-	cut.restore()
+	cut.Restore()
 }

@@ -409,9 +409,10 @@ func (n *Node) goBackground(f func(ctx context.Context)) {
 	}()
 }
 
-// upstream returns the client for one upstream base address, creating it on first use.
-// Names starting with "peer " are fleet nodes: only transport failures trip their breaker.
-func (n *Node) upstream(name, addr string) *fetch.Upstream {
+// upstream returns the client for one upstream base address, creating it on first use. For
+// a fleet node (peer) only transport failures trip the breaker: a peer relaying its origin's
+// 5xx is itself healthy, and opening its breaker would send fills around it to the origin.
+func (n *Node) upstream(name, addr string, peer bool) *fetch.Upstream {
 	n.upMu.Lock()
 	defer n.upMu.Unlock()
 	if u, ok := n.upstreams[addr]; ok {
@@ -436,7 +437,7 @@ func (n *Node) upstream(name, addr string) *fetch.Upstream {
 		DialContext:           dial,
 		Clock:                 n.clock,
 	}
-	if strings.HasPrefix(name, "peer ") {
+	if peer {
 		fc.FailureStatus = func(int) bool { return false }
 	}
 	u := fetch.New(fc)

@@ -23,7 +23,7 @@ func (n *Node) ApplyPurge(_ context.Context, m purge.Message) (hits int, err err
 	switch m.Kind {
 	case purge.KindURL:
 		for _, v := range m.Values {
-			path, query, _ := cutQuery(v)
+			path, query, _ := strings.Cut(v, "?")
 			key := httpcache.Key(host, path, query, opts)
 			if o, _, _ := n.store.Lookup(key, nil); o != nil {
 				hits++

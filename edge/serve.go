@@ -237,7 +237,7 @@ type logWriter struct {
 func (w *logWriter) WriteHeader(code int) {
 	if !w.wroteHeader {
 		w.status = code
-		w.wroteHeader = w.wroteHeader || code >= 200
+		w.wroteHeader = code >= 200 // a 1xx may precede the final status
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
