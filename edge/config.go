@@ -41,6 +41,14 @@ type Config struct {
 	Peers []Peer `yaml:"peers"`
 	// Shields maps a shield PoP id to its nodes, for hosts that name a shield.
 	Shields map[string][]Peer `yaml:"shields"`
+	// PeerKeyFile holds the secret (at least 32 bytes, surrounding white space ignored) that
+	// signs fill requests between nodes configured by hand with Peers and Shields. A node
+	// joined to a fleet uses the fleet's peer keyring from control instead. Without either,
+	// fill requests from other nodes are answered as clients' and their answers are never
+	// stored by the requester (docs/purge.md). Empty means none.
+	PeerKeyFile string `yaml:"peer_key_file"`
+	// PeerKey is PeerKeyFile's secret given directly (programs that embed the edge).
+	PeerKey []byte `yaml:"-"`
 	// Upstream tunes the client used for every origin and peer.
 	Upstream UpstreamConfig `yaml:"upstream"`
 	// PeerTimeout bounds a fill from one peer or shield node before the next is tried. It

@@ -83,6 +83,7 @@ func (n *Node) deliver(w *logWriter, req *request, obj *store.Object, cs httpcac
 	for k, v := range obj.Header {
 		h[k] = v
 	}
+	markHop(h, req)
 	if !req.fromPeer && !req.host.cfg.Cache.KeepSurrogateHeaders {
 		httpcache.StripSurrogateHeaders(h)
 	}
@@ -102,6 +103,16 @@ func (n *Node) deliver(w *logWriter, req *request, obj *store.Object, cs httpcac
 	w.WriteHeader(obj.Status)
 	if r.Method != http.MethodHead && bodyAllowed(obj.Status) {
 		w.Write(obj.Body)
+	}
+}
+
+// markHop tells a verified fleet node that we answered it as one (surrogate fields kept), and
+// removes any such claim from what anyone else gets.
+func markHop(h http.Header, req *request) {
+	if req.fromPeer {
+		h[hopHeader] = []string{hopTrustedValue}
+	} else {
+		delete(h, hopHeader)
 	}
 }
 
@@ -127,6 +138,7 @@ func (n *Node) deliverStream(w *logWriter, req *request, res *fillResult, fwd st
 	for k, v := range resp.Header {
 		h[k] = v
 	}
+	markHop(h, req)
 	if !req.host.cfg.Cache.KeepSurrogateHeaders && !req.fromPeer {
 		httpcache.StripSurrogateHeaders(h)
 	}
@@ -177,7 +189,7 @@ func (n *Node) pass(w *logWriter, req *request) {
 		up.Header[k] = v
 	}
 	httpcache.RemoveHopByHop(up.Header)
-	up.Header.Del(hopHeader)
+	stripFleetFields(up.Header)
 	up.Header.Set("Traceparent", req.traceID())
 	setForwarded(up.Header, r)
 	up.Header.Set("Via", appendVia(r.Header.Get("Via"), r.ProtoMajor, r.ProtoMinor, n.name))
@@ -205,6 +217,7 @@ func (n *Node) pass(w *logWriter, req *request) {
 	for k, v := range resp.Header {
 		h[k] = v
 	}
+	delete(h, hopHeader)
 	if !req.host.cfg.Cache.KeepSurrogateHeaders {
 		httpcache.StripSurrogateHeaders(h)
 	}

@@ -103,6 +103,10 @@ func (n *Node) fetchAndStore(req *request, stale *store.Object, opts fillOptions
 	res := fillResult{status: resp.StatusCode, tier: tier, upstreamCS: resp.Header.Get("Cache-Status")}
 	n.metrics.fills.WithLabelValues(tier).Inc()
 	h := resp.Header
+	// A peer or shield answer keeps the surrogate keys, tags and groups a purge matches on
+	// only when that node verified our request; an answer without them must not be stored,
+	// or later purges by key would silently miss the copy (docs/purge.md).
+	untrusted := tier != "origin" && h.Get(hopHeader) != hopTrustedValue
 	httpcache.RemoveHopByHop(h)
 	h.Del("Cache-Status")
 	h.Del(hopHeader)
@@ -122,6 +126,9 @@ func (n *Node) fetchAndStore(req *request, stale *store.Object, opts fillOptions
 		o.Policy = httpcache.ResponsePolicy(http.MethodGet, req.r.Header, stale.Status, hdr, respTime)
 		stripFields(hdr, o.Policy)
 		o.Keys = httpcache.SurrogateKeys(hdr)
+		if untrusted {
+			n.refuseUntrusted(&o.Policy, req)
+		}
 		res.obj, res.revalidated, res.shareable = &o, true, o.Policy.Storable
 		if o.Policy.Storable {
 			res.stored = n.store.Put(&o)
@@ -139,6 +146,9 @@ func (n *Node) fetchAndStore(req *request, stale *store.Object, opts fillOptions
 	if len(h.Values("Set-Cookie")) > 0 {
 		// One user's cookie must never be handed to another.
 		policy.Storable, policy.Reason = false, "set-cookie"
+	}
+	if untrusted {
+		n.refuseUntrusted(&policy, req)
 	}
 	if policy.Storable {
 		stripFields(h, policy)
@@ -185,6 +195,17 @@ func (n *Node) fetchAndStore(req *request, stale *store.Object, opts fillOptions
 		res.stored = n.store.Put(o)
 	}
 	return res
+}
+
+// refuseUntrusted marks an answer from a node that did not verify our fill request as not
+// storable: it may lack the purge identity (surrogate keys) of the object.
+func (n *Node) refuseUntrusted(p *httpcache.Policy, req *request) {
+	if p.Storable {
+		n.metrics.hopUnstored.Inc()
+		n.log.Warn("peer or shield did not verify our fill request; serving its answer uncached",
+			"host", req.host.cfg.Host, "path", req.path)
+	}
+	p.Storable, p.Reason = false, "untrusted-fill"
 }
 
 // stripFields removes the fields that private="..." and no-cache="..." say a shared cache must
@@ -258,6 +279,7 @@ func (n *Node) fetchNode(req *request, p Peer, h hops, stale *store.Object, cach
 	if cacheControl != "" {
 		up.Header.Set("Cache-Control", cacheControl)
 	}
+	n.signHop(up)
 	resp, err := n.upstream("peer "+p.ID, p.Addr, true).Do(up)
 	if err != nil {
 		cancel()

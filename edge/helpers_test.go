@@ -15,6 +15,9 @@ import (
 
 const testHost = "www.example.com"
 
+// testPeerKey signs fill requests between the nodes of a test fleet configured by hand.
+var testPeerKey = []byte("meridian-test-peer-key-0123456789abcdef")
+
 // fakeClock is shared by an origin and its edges so that Date, Age and freshness agree.
 type fakeClock struct {
 	mu sync.Mutex // protects t

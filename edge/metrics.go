@@ -23,6 +23,8 @@ type metrics struct {
 	fetchLatency  *prometheus.HistogramVec
 	staleServed   *prometheus.CounterVec // by reason
 	purges        *prometheus.CounterVec // by kind
+	hopRefused    prometheus.Counter     // fill requests whose signature did not verify
+	hopUnstored   prometheus.Counter     // peer or shield answers not stored: not given as to a verified node
 
 	// Plain counters for the load report, read without going through Prometheus.
 	nRequests atomic.Int64
@@ -49,7 +51,11 @@ func newMetrics(n *Node) *metrics {
 		Help: "Stale responses served, by reason."}, []string{"reason"})
 	m.purges = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_edge_purges_total",
 		Help: "Purges applied, by kind."}, []string{"kind"})
-	for _, c := range []prometheus.Collector{m.requests, m.bytes, m.fills, m.tierSkips, m.originFetches, m.fetchLatency, m.staleServed, m.purges} {
+	m.hopRefused = prometheus.NewCounter(prometheus.CounterOpts{Name: "meridian_edge_fill_auth_refused_total",
+		Help: "Fill requests from other nodes whose signature did not verify (answered as a client's)."})
+	m.hopUnstored = prometheus.NewCounter(prometheus.CounterOpts{Name: "meridian_edge_fill_untrusted_total",
+		Help: "Peer or shield answers not stored because the node did not verify our fill request."})
+	for _, c := range []prometheus.Collector{m.requests, m.bytes, m.fills, m.tierSkips, m.originFetches, m.fetchLatency, m.staleServed, m.purges, m.hopRefused, m.hopUnstored} {
 		f(c)
 	}
 	f(collectors.NewGoCollector())

@@ -129,13 +129,20 @@ func safeMethod(m string) bool {
 	return m == http.MethodGet || m == http.MethodHead || m == http.MethodOptions
 }
 
-// trustedHop reports whether the request comes from a fleet node whose hop header counts.
+// trustedHop reports whether the request is a fill from a fleet node, proven by its hop
+// signature (hopauth.go). The fleet-only fields of any other request are removed.
 func (n *Node) trustedHop(r *http.Request) bool {
 	if r.Header.Get(hopHeader) == "" {
+		stripFleetFields(r.Header)
 		return false
 	}
-	ip, _, err := net.SplitHostPort(r.RemoteAddr)
-	return err == nil && n.tiers.Load().trusted[ip]
+	if err := n.verifyHop(r); err != nil {
+		n.metrics.hopRefused.Inc()
+		n.log.Debug("fill request not verified; answering it as a client's", "remote", r.RemoteAddr, "err", err)
+		stripFleetFields(r.Header)
+		return false
+	}
+	return true
 }
 
 // hasDotSegment reports a "." or ".." path segment, which could address something other

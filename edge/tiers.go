@@ -2,16 +2,15 @@ package edge
 
 import (
 	"hash/fnv"
-	"net"
 	"sort"
 )
 
 // tierSet is the node's view of the fill tiers: the nodes of its own PoP and of each shield
-// PoP, plus the addresses allowed to send fill requests. It is replaced whole on change.
+// PoP. It is replaced whole on change. Who may send fill requests is not a matter of this
+// view (which may lag the registry) but of the request's signature (hopauth.go).
 type tierSet struct {
 	peers   []Peer            // this PoP's nodes, self included
 	shields map[string][]Peer // shield PoP id -> its nodes
-	trusted map[string]bool   // IPs of fleet nodes whose hop header is honoured
 }
 
 // SetPeers replaces this PoP's node set (the node itself is added if missing). The fleet
@@ -30,7 +29,6 @@ func (n *Node) SetPeers(peers []Peer) {
 	if !self {
 		next.peers = append(next.peers, Peer{ID: n.cfg.Node, Addr: n.Addr()})
 	}
-	next.trusted = trustedIPs(next)
 	n.tiers.Store(next)
 }
 
@@ -44,24 +42,7 @@ func (n *Node) SetShields(shields map[string][]Peer) {
 	for pop, nodes := range shields {
 		next.shields[pop] = append([]Peer(nil), nodes...)
 	}
-	next.trusted = trustedIPs(next)
 	n.tiers.Store(next)
-}
-
-func trustedIPs(t *tierSet) map[string]bool {
-	out := map[string]bool{}
-	add := func(ps []Peer) {
-		for _, p := range ps {
-			if h, _, err := net.SplitHostPort(p.Addr); err == nil {
-				out[h] = true
-			}
-		}
-	}
-	add(t.peers)
-	for _, s := range t.shields {
-		add(s)
-	}
-	return out
 }
 
 // rendezvous orders nodes by their highest-random-weight score for key: every node computes

@@ -54,6 +54,7 @@ func newFleet(t testing.TB, pops []int, shield func(pop string) string, mod func
 			Hosts:   []wire.HostConfig{{Host: testHost, Origin: "http://" + originAddr, Shield: shield(s.pop)}},
 			Peers:   members[s.pop],
 			Shields: members,
+			PeerKey: testPeerKey,
 		}
 		if mod != nil {
 			mod(&cfg)
@@ -166,7 +167,9 @@ func TestOriginDown(t *testing.T) {
 		do(t, f.client, http.MethodGet, f.nodes[0].Addr(), testHost, path(k))
 	}
 	f.clock.Advance(time.Minute) // everything is stale now
-	f.origin.SetFault("", origin.Fault{Status: 503})
+	// The origin is down: it drops every connection without an answer (a transport failure;
+	// an answer of 5xx would mean it is alive and would not open the breakers).
+	f.origin.SetFault("", origin.Fault{Drop: true})
 	f.origin.ResetStats()
 	for k := range keys {
 		for _, n := range f.nodes {

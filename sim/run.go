@@ -297,14 +297,25 @@ func (r *runner) timeline(ctx context.Context) (purges []string, err error) {
 	return purges, errors.Join(errs...)
 }
 
-// purgeStorm purges the n hottest objects back to back. Each object's origin version is bumped
-// first, so any later response still carrying the old version is purged content.
+// purgeStorm purges the n hottest objects back to back, by URL, by surrogate key and by RFC
+// 9875 cache group in turn (a copy that lost its keys on the way would escape the latter two).
+// Each object's origin version is bumped first, so any later response still carrying the old
+// version is purged content.
 func (r *runner) purgeStorm(ctx context.Context, n int) ([]string, error) {
 	var ids []string
-	for _, obj := range r.wl.HotObjects(n) {
+	for i, obj := range r.wl.HotObjects(n) {
 		path := r.wl.Path(obj)
 		v := r.f.Origin().Bump(path[:strings.IndexByte(path, '?')])
-		id, err := r.f.Purge(ctx, path)
+		req := purge.Request{Host: SimHost}
+		switch i % 3 {
+		case 0:
+			req.URLs = []string{path}
+		case 1:
+			req.Keys = []string{ObjectKey(obj)}
+		default:
+			req.Keys = []string{ObjectGroup(obj)}
+		}
+		id, err := r.f.PurgeRequest(ctx, req)
 		if err != nil {
 			return ids, err
 		}

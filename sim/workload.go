@@ -143,10 +143,12 @@ func (w *Workload) Path(id int) string {
 	return ObjectPath(id, w.Size(id), w.ttl, w.swr, w.sie)
 }
 
-// ObjectPath is the one place that names objects: /obj/<id>?size=<bytes>&cc=<Cache-Control>.
-// The reference origin serves any path and takes the body size and the Cache-Control header
-// it sends from the query: max-age=ttl plus stale-while-revalidate and stale-if-error when
-// non-zero (whole seconds).
+// ObjectPath is the one place that names objects:
+// /obj/<id>?size=<bytes>&cc=<Cache-Control>&sk=o<id>&groups="g<id>". The reference origin
+// serves any path and takes the body size and the Cache-Control header it sends from the
+// query: max-age=ttl plus stale-while-revalidate and stale-if-error when non-zero (whole
+// seconds). Every object also carries its own surrogate key (ObjectKey) and RFC 9875 cache
+// group (ObjectGroup), so the purge storm can purge by URL, key and group alike.
 func ObjectPath(id, bytes int, ttl, swr, sie time.Duration) string {
 	cc := "max-age=" + strconv.Itoa(int(ttl/time.Second))
 	if swr > 0 {
@@ -162,8 +164,19 @@ func ObjectPath(id, bytes int, ttl, swr, sie time.Duration) string {
 	b.WriteString(strconv.Itoa(bytes))
 	b.WriteString("&cc=")
 	b.WriteString(url.QueryEscape(cc))
+	b.WriteString("&sk=")
+	b.WriteString(ObjectKey(id))
+	b.WriteString("&groups=%22")
+	b.WriteString(ObjectGroup(id))
+	b.WriteString("%22")
 	return b.String()
 }
+
+// ObjectKey is object id's surrogate key.
+func ObjectKey(id int) string { return "o" + strconv.Itoa(id) }
+
+// ObjectGroup is object id's RFC 9875 cache group.
+func ObjectGroup(id int) string { return "g" + strconv.Itoa(id) }
 
 // ObjectID returns the id in a path built by ObjectPath (ignoring the query), or -1.
 func ObjectID(path string) int {

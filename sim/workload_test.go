@@ -169,8 +169,8 @@ func TestObjectPath(t *testing.T) {
 		ttl, swr, sie time.Duration
 		want          string
 	}{
-		{7, 1024, time.Minute, 0, 0, "/obj/7?size=1024&cc=max-age%3D60"},
-		{0, 8192, 30 * time.Second, 10 * time.Second, 5 * time.Minute, "/obj/0?size=8192&cc=max-age%3D30%2C+stale-while-revalidate%3D10%2C+stale-if-error%3D300"},
+		{7, 1024, time.Minute, 0, 0, "/obj/7?size=1024&cc=max-age%3D60&sk=o7&groups=%22g7%22"},
+		{0, 8192, 30 * time.Second, 10 * time.Second, 5 * time.Minute, "/obj/0?size=8192&cc=max-age%3D30%2C+stale-while-revalidate%3D10%2C+stale-if-error%3D300&sk=o0&groups=%22g0%22"},
 	}
 	for _, tt := range tests {
 		got := ObjectPath(tt.id, tt.bytes, tt.ttl, tt.swr, tt.sie)

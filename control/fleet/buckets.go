@@ -24,7 +24,8 @@ const minMarkerTTL = time.Second
 // The fleet bucket keeps one value per key and expires keys ttl (default DefaultTTL) after
 // their last write, so a node that stops heartbeating disappears; where the server supports
 // it, expiry leaves a delete marker so that watchers see the node go. The config bucket keeps
-// five revisions per key and never expires. Both use file storage so that they survive a NATS
+// five revisions per key and never expires. The peer key bucket gets a first peer keyring if
+// it has none (see RotatePeerKey). All use file storage so that they survive a NATS
 // restart. replicas <= 0 means 1.
 func EnsureBuckets(ctx context.Context, js jetstream.JetStream, prefix string, ttl time.Duration, replicas int) error {
 	if ttl <= 0 {
@@ -53,13 +54,16 @@ func EnsureBuckets(ctx context.Context, js jetstream.JetStream, prefix string, t
 	} else if err != nil {
 		return err
 	}
-	return ensureBucket(ctx, js, jetstream.KeyValueConfig{
+	if err := ensureBucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      wire.Bucket(prefix, wire.ConfigBucket),
 		Description: "Meridian configuration: hosts, routing policy, PoP drains",
 		History:     5,
 		Storage:     jetstream.FileStorage,
 		Replicas:    replicas,
-	})
+	}); err != nil {
+		return err
+	}
+	return ensurePeerKeys(ctx, js, prefix, replicas)
 }
 
 func ensureBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) error {
