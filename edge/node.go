@@ -27,6 +27,7 @@ import (
 	"github.com/meridian-cdn/meridian/edge/store"
 	"github.com/meridian-cdn/meridian/internal/reuseport"
 	"github.com/meridian-cdn/meridian/origin/fetch"
+	"github.com/meridian-cdn/meridian/purge"
 )
 
 // Node is one edge cache node. Build it with New, then Run or Serve it.
@@ -38,6 +39,8 @@ type Node struct {
 
 	hosts atomic.Pointer[map[string]*hostState]
 	tiers atomic.Pointer[tierSet]
+	// peerKeys signs and verifies fill requests between nodes (hopauth.go); nil means none.
+	peerKeys atomic.Pointer[wire.PeerKeyring]
 
 	store   *store.Store
 	flight  singleflight.Group
@@ -55,6 +58,9 @@ type Node struct {
 
 	registrar  atomic.Pointer[fleet.Registrar] // set while the node is in a fleet
 	fleetReady chan struct{}
+	// purgeSub is the fleet's purge subscriber, set before serving starts when the node joins
+	// a fleet; its CaughtUpAt bounds how stale the cache may be (purgeorder.go).
+	purgeSub atomic.Pointer[purge.Subscriber]
 
 	// purgeSeq is the stream sequence of the last purge applied; purgeWake is closed and
 	// replaced whenever it advances (see purgeorder.go).
@@ -110,6 +116,14 @@ func New(cfg Config) (*Node, error) {
 	}
 	n.SetPeers(cfg.Peers)
 	n.SetShields(cfg.Shields)
+	ring, err := loadPeerKey(cfg)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	if ring != nil {
+		n.peerKeys.Store(ring)
+	}
 	return n, nil
 }
 
@@ -410,9 +424,11 @@ func (n *Node) goBackground(f func(ctx context.Context)) {
 }
 
 // upstream returns the client for one upstream base address, creating it on first use. For
-// a fleet node (peer) only transport failures trip the breaker: a peer relaying its origin's
-// 5xx is itself healthy, and opening its breaker would send fills around it to the origin.
-func (n *Node) upstream(name, addr string, peer bool) *fetch.Upstream {
+// every upstream, origin or peer, only transport failures trip the breaker (fetch's default):
+// any HTTP answer, 5xx included, means it is alive and is passed on or cached per RFC 9111.
+// The last argument (whether addr is a peer) no longer changes anything; it is kept for the
+// callers in fill.go and deliver.go and can go when they next change.
+func (n *Node) upstream(name, addr string, _ bool) *fetch.Upstream {
 	n.upMu.Lock()
 	defer n.upMu.Unlock()
 	if u, ok := n.upstreams[addr]; ok {
@@ -436,9 +452,6 @@ func (n *Node) upstream(name, addr string, peer bool) *fetch.Upstream {
 		OpenTimeout:           uc.OpenTimeout,
 		DialContext:           dial,
 		Clock:                 n.clock,
-	}
-	if peer {
-		fc.FailureStatus = func(int) bool { return false }
 	}
 	u := fetch.New(fc)
 	n.upstreams[addr] = u

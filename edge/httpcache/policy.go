@@ -64,12 +64,16 @@ type Policy struct {
 // TTL is the remaining freshness for a response of the given current age: negative once stale.
 func (p Policy) TTL(age time.Duration) time.Duration { return p.Lifetime - age }
 
-// TargetDirectives returns the directives this shared cache obeys, per RFC 9213: the first of
-// CDN-Cache-Control and Surrogate-Control with a non-empty value replaces Cache-Control (and
-// Expires) entirely; otherwise Cache-Control applies. It also returns that field's name.
+// TargetDirectives returns the directives this shared cache obeys, per RFC 9213: a
+// CDN-Cache-Control that is a valid, non-empty Structured Fields Dictionary (see
+// ParseTargetedCacheControl), else a non-empty Surrogate-Control, replaces Cache-Control (and
+// Expires) entirely; otherwise Cache-Control applies. An invalid CDN-Cache-Control is ignored
+// (RFC 9213 §2.1), as if it were absent. It also returns the name of the field used.
 func TargetDirectives(respHeader http.Header) (Directives, string) {
-	if v := respHeader[hdrCDNCacheControl]; nonEmpty(v) {
-		return ParseCacheControl(v), "CDN-Cache-Control"
+	if v := respHeader[hdrCDNCacheControl]; len(v) > 0 {
+		if d, ok := ParseTargetedCacheControl(v); ok {
+			return d, "CDN-Cache-Control"
+		}
 	}
 	if v := respHeader[hdrSurrogateControl]; nonEmpty(v) {
 		return ParseCacheControl(v), "Surrogate-Control"
@@ -97,12 +101,18 @@ func nonEmpty(values []string) bool {
 //
 // A response is storable when the method is GET or HEAD; the status is final, understood, not
 // 206 (the edge fills whole objects) and not 304; there is no no-store, no unqualified private
-// and no Vary: *; and it has explicit freshness (s-maxage, else max-age, else Expires - Date; an
-// invalid Expires means already expired), or else is heuristically cacheable (the statuses of
-// RFC 9110 §15.1, or any status with public) and has a Last-Modified giving
-// min(HeuristicFraction × (Date - Last-Modified), HeuristicCap), or else carries no-cache and is
-// heuristically cacheable (Lifetime 0). Meridian has no default TTL: anything else is
+// and no Vary: *; and it has explicit freshness (s-maxage, else max-age, else Expires - Date,
+// Expires being read only when Cache-Control is the target field), or else is heuristically
+// cacheable (the statuses of RFC 9110 §15.1, or any status with public) and has a Last-Modified
+// giving min(HeuristicFraction × (Date - Last-Modified), HeuristicCap), or else carries no-cache
+// and is heuristically cacheable (Lifetime 0). Meridian has no default TTL: anything else is
 // "no freshness".
+//
+// An Expires that is not a valid HTTP-date (such as "0", "-1" or an empty value) means already
+// expired (RFC 9111 §5.3): the response is stored with Lifetime 0, so it is revalidated before
+// use, and no heuristic applies since an expiration time was given. A valid max-age or s-maxage
+// still takes precedence over any Expires, valid or not. Of several Expires lines the first is
+// used (§4.2).
 func ResponsePolicy(method string, reqHeader http.Header, status int, respHeader http.Header, now time.Time) Policy {
 	if method != http.MethodGet && method != http.MethodHead {
 		return Policy{Reason: "method"}
@@ -147,7 +157,7 @@ func ResponsePolicy(method string, reqHeader http.Header, status int, respHeader
 	case d.HasMaxAge:
 		p.Lifetime = d.MaxAge
 	case target == "Cache-Control" && len(respHeader[hdrExpires]) > 0:
-		// An invalid Expires, such as "0", means already expired (RFC 9111 §5.3).
+		// An invalid Expires, such as "0", means already expired (RFC 9111 §5.3): Lifetime 0.
 		if exp, err := http.ParseTime(respHeader[hdrExpires][0]); err == nil {
 			p.Lifetime = clampLifetime(exp.Sub(date))
 		}
@@ -225,9 +235,12 @@ func parseVary(values []string) ([]string, bool) {
 
 // InitialAge is RFC 9111 §4.2.3 corrected_initial_age from the Age and Date fields:
 // max(apparent_age, Age + response_delay), where apparent_age = max(0, responseTime - Date) and
-// response_delay = max(0, responseTime - requestTime). A missing or invalid Age counts as 0
-// (an invalid value is ignored), a missing Date gives apparent_age 0, and a Date ahead of our
-// clock (skew) cannot make the age negative.
+// response_delay = max(0, responseTime - requestTime). Age is read as RFC 9111 §5.1 says: of a
+// list-based value ("5, 10", or several field lines) only the first member counts; that member
+// must be delta-seconds (digits only: no sign, no fraction, no units), else the field is invalid
+// and ignored, counting as 0 like a missing Age; a value beyond 2^31 seconds reads as MaxDelta.
+// A missing or invalid Date gives apparent_age 0, and a Date ahead of our clock (skew) cannot
+// make the age negative.
 func InitialAge(respHeader http.Header, requestTime, responseTime time.Time) time.Duration {
 	var apparent time.Duration
 	if date := headerTime(respHeader, hdrDate, time.Time{}); !date.IsZero() {
@@ -235,7 +248,8 @@ func InitialAge(respHeader http.Header, requestTime, responseTime time.Time) tim
 	}
 	var age time.Duration
 	if v := respHeader[hdrAge]; len(v) > 0 {
-		if a, ok := parseDelta(trimOWS(v[0])); ok {
+		first, _, _ := strings.Cut(v[0], ",")
+		if a, ok := parseDelta(trimOWS(first)); ok {
 			age = a
 		}
 	}

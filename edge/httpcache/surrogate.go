@@ -72,16 +72,7 @@ func (s *keySet) add(k string) {
 // ones, give an empty list.
 func ParseStringList(values []string) (strs []string, ok bool) {
 	// Field lines combine with commas; empty lines add no members (RFC 9110 §5.3).
-	var p sfParser
-	for _, v := range values {
-		if v = trimOWS(v); v == "" {
-			continue
-		}
-		if p.s != "" {
-			p.s += ","
-		}
-		p.s += v
-	}
+	p := sfParser{s: joinFieldLines(values)}
 	if p.s == "" {
 		return nil, true
 	}

@@ -79,9 +79,12 @@ type Config struct {
 	// DialContext, if set, is used by the built transport to open connections (the simulator adds
 	// WAN delay this way); it should honour ctx. Nil means a net.Dialer with DialTimeout.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
-	// FailureStatus says which response statuses count as breaker failures. Nil means every
-	// 5xx. The edge gives peers one that counts none: a peer relaying its origin's 503 is
-	// itself healthy, and opening its breaker would send fills around it to the origin.
+	// FailureStatus says which response statuses count as breaker failures. Nil means none: any
+	// HTTP answer, 5xx included, shows the upstream is alive, so only transport failures (dial
+	// errors, resets, TLS failures, timeouts, a body cut short) trip the breaker. An origin that
+	// answers 500 on one broken path must not take every other path down with it, and a peer
+	// relaying its origin's 503 is itself healthy. A caller that wants otherwise says so, e.g.
+	// func(status int) bool { return status >= 500 }.
 	FailureStatus func(status int) bool
 	// Clock is the time source for the bulkhead queue accounting. Nil means time.Now. The breaker's
 	// own timing (Interval, OpenTimeout) uses gobreaker's wall clock, which cannot be injected.
@@ -89,9 +92,6 @@ type Config struct {
 }
 
 func (c Config) withDefaults() Config {
-	if c.FailureStatus == nil {
-		c.FailureStatus = func(status int) bool { return status >= 500 }
-	}
 	if c.Name == "" {
 		c.Name = "upstream"
 	}
@@ -212,9 +212,10 @@ func New(cfg Config) *Upstream {
 var errCallerCanceled = errors.New("canceled by caller")
 
 // Do sends req; its context bounds everything. It waits at most QueueWait for a bulkhead slot,
-// asks the breaker, and sends. A transport error, a timeout, or a 5xx status counts as a breaker
-// failure (a 5xx is still returned as a response, not an error); a body that fails or times out
-// mid-read counts as a failure when it is closed. The caller canceling its context counts as
+// asks the breaker, and sends. A transport error or a timeout counts as a breaker failure; an
+// HTTP answer of any status is a success unless FailureStatus says otherwise (and is returned as
+// a response, not an error, either way); a body that fails or times out mid-read counts as a
+// failure when it is closed. The caller canceling its context counts as
 // neither success nor failure; its deadline expiring counts as a timeout. The bulkhead slot and the breaker outcome are
 // released when the response body is closed (or at once on error), so the caller must close it.
 // Errors wrap with %w and name the upstream.
@@ -241,7 +242,7 @@ func (u *Upstream) Do(req *http.Request) (*http.Response, error) {
 		return nil, fmt.Errorf("fetch %s from %s: %w", req.URL, u.cfg.Name, err)
 	}
 	var status error
-	if u.cfg.FailureStatus(resp.StatusCode) {
+	if u.cfg.FailureStatus != nil && u.cfg.FailureStatus(resp.StatusCode) {
 		status = fmt.Errorf("status %d", resp.StatusCode)
 	}
 	resp.Body = &body{rc: resp.Body, u: u, ctx: ctx, parent: parent, cancel: cancel, done: done, status: status}
@@ -349,7 +350,7 @@ type body struct {
 	parent context.Context // the caller's context
 	cancel context.CancelFunc
 	done   func(error)
-	status error // non-nil for a 5xx response
+	status error // non-nil for a status FailureStatus counts as a failure
 
 	mu      sync.Mutex // guards readErr
 	readErr error      // first read error other than io.EOF

@@ -213,19 +213,29 @@ func TestBodyTimeoutSlowReader(t *testing.T) {
 	}
 }
 
-func TestStatus5xxIsResponseAndFailure(t *testing.T) {
+// fail5xx is a FailureStatus for callers that want 5xx answers to count against the breaker.
+func fail5xx(status int) bool { return status >= 500 }
+
+// TestStatusIsResponse checks that every status comes back as a response, and that by default
+// none counts as a breaker failure, while a caller's FailureStatus can make some count.
+func TestStatusIsResponse(t *testing.T) {
 	tests := []struct {
+		name         string
 		status       int
+		failure      func(int) bool
 		wantFailures uint64
 	}{
-		{200, 0}, {304, 0}, {404, 0}, {500, 1}, {503, 1},
+		{"200", 200, nil, 0}, {"304", 304, nil, 0}, {"404", 404, nil, 0}, {"500", 500, nil, 0},
+		{"502", 502, nil, 0}, {"503", 503, nil, 0}, {"504", 504, nil, 0},
+		{"200-fail5xx", 200, fail5xx, 0}, {"404-fail5xx", 404, fail5xx, 0},
+		{"500-fail5xx", 500, fail5xx, 1}, {"503-fail5xx", 503, fail5xx, 1},
 	}
 	for _, tt := range tests {
-		t.Run(fmt.Sprint(tt.status), func(t *testing.T) {
+		t.Run(tt.name, func(t *testing.T) {
 			srv := serve(t, "127.0.0.15", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				w.WriteHeader(tt.status)
 			}))
-			u := New(Config{})
+			u := New(Config{FailureStatus: tt.failure})
 			defer u.Close()
 			got, err := doRead(t, u, context.Background(), srv.URL)
 			if err != nil || got != tt.status {
@@ -265,7 +275,7 @@ func TestBreaker(t *testing.T) {
 	f := &flaky{}
 	f.status.Store(500)
 	srv := serve(t, "127.0.0.16", f)
-	u := New(Config{Name: "origin flaky", ConsecutiveFailures: 3, OpenTimeout: 500 * time.Millisecond})
+	u := New(Config{Name: "origin flaky", ConsecutiveFailures: 3, OpenTimeout: 500 * time.Millisecond, FailureStatus: fail5xx})
 	defer u.Close()
 	ctx := context.Background()
 
@@ -326,7 +336,7 @@ func TestBreakerReopensOnFailedProbe(t *testing.T) {
 	f := &flaky{}
 	f.status.Store(502)
 	srv := serve(t, "127.0.0.17", f)
-	u := New(Config{ConsecutiveFailures: 1, OpenTimeout: 500 * time.Millisecond})
+	u := New(Config{ConsecutiveFailures: 1, OpenTimeout: 500 * time.Millisecond, FailureStatus: fail5xx})
 	defer u.Close()
 	doRead(t, u, context.Background(), srv.URL)
 	waitFor(t, 5*time.Second, func() bool { return u.Stats().State == "half-open" })
@@ -339,7 +349,7 @@ func TestBreakerReopensOnFailedProbe(t *testing.T) {
 func TestBreakerFailureRatio(t *testing.T) {
 	f := &flaky{}
 	srv := serve(t, "127.0.0.18", f)
-	u := New(Config{ConsecutiveFailures: 100, MinRequests: 4, FailureRatio: 0.5})
+	u := New(Config{ConsecutiveFailures: 100, MinRequests: 4, FailureRatio: 0.5, FailureStatus: fail5xx})
 	defer u.Close()
 	want := []string{"closed", "closed", "closed", "open"}
 	for i, status := range []int64{200, 500, 200, 500} {
@@ -532,10 +542,10 @@ func TestTLSAndHTTP2(t *testing.T) {
 
 func TestRejectionClosesRequestBody(t *testing.T) {
 	u := New(Config{ConsecutiveFailures: 1})
-	srv := serve(t, "127.0.0.27", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(500) }))
-	doRead(t, u, context.Background(), srv.URL)
+	url := "http://" + deadAddr(t, "127.0.0.27")
+	doRead(t, u, context.Background(), url)
 	body := &closeRecorder{Reader: strings.NewReader("x")}
-	req, _ := http.NewRequest(http.MethodPost, srv.URL, body)
+	req, _ := http.NewRequest(http.MethodPost, url, body)
 	if _, err := u.Do(req); !errors.Is(err, ErrBreakerOpen) {
 		t.Fatalf("Do with open breaker: error = %v, want ErrBreakerOpen", err)
 	}
@@ -580,22 +590,90 @@ func BenchmarkDo(b *testing.B) {
 	})
 }
 
-// TestFailureStatus checks that a caller can say which statuses are failures: with none, a
-// run of 503s leaves the breaker closed.
+// TestFailureStatus checks that a caller can say which statuses are failures: counting 503s, a
+// run of them opens the breaker.
 func TestFailureStatus(t *testing.T) {
 	srv := serve(t, "127.0.0.43", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}))
-	u := New(Config{ConsecutiveFailures: 2, FailureStatus: func(int) bool { return false }})
+	u := New(Config{ConsecutiveFailures: 2, FailureStatus: func(s int) bool { return s == http.StatusServiceUnavailable }})
 	defer u.Close()
-	for range 5 {
-		resp, err := u.Do(get(t, context.Background(), srv.URL))
-		if err != nil {
-			t.Fatalf("Do: %v", err)
+	for i := range 2 {
+		if got, err := doRead(t, u, context.Background(), srv.URL); err != nil || got != 503 {
+			t.Fatalf("request %d = %d, %v, want 503, nil", i, got, err)
 		}
-		resp.Body.Close()
 	}
-	if st := u.Stats(); st.State != "closed" || st.Failures != 0 {
-		t.Errorf("Stats() = %+v, want closed with no failures", st)
+	if _, err := doRead(t, u, context.Background(), srv.URL); !errors.Is(err, ErrBreakerOpen) {
+		t.Errorf("Do after 2 counted 503s: error = %v, want ErrBreakerOpen", err)
 	}
+	if st := u.Stats(); st.State != "open" || st.Failures != 2 {
+		t.Errorf("Stats() = %+v, want open with 2 failures", st)
+	}
+}
+
+// TestBreakerTransportFailuresOnly checks the default: a long run of 5xx answers leaves the
+// breaker closed and every request reaches the upstream, while transport failures (a connection
+// reset before any answer, a refused connection) open it.
+func TestBreakerTransportFailuresOnly(t *testing.T) {
+	var hits atomic.Int64
+	var reset atomic.Bool
+	srv := serve(t, "127.0.0.44", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		if reset.Load() {
+			c, _, err := http.NewResponseController(w).Hijack()
+			if err == nil {
+				c.(*net.TCPConn).SetLinger(0) // RST, not FIN
+				c.Close()
+			}
+			return
+		}
+		w.WriteHeader(http.StatusInternalServerError)
+	}))
+	const failures = 3
+	u := New(Config{ConsecutiveFailures: failures, MinRequests: 1000})
+	defer u.Close()
+	for i := range 100 {
+		if got, err := doRead(t, u, context.Background(), srv.URL); err != nil || got != 500 {
+			t.Fatalf("request %d = %d, %v, want 500, nil", i, got, err)
+		}
+	}
+	if st := u.Stats(); st.State != "closed" || st.Failures != 0 || st.Requests != 100 || hits.Load() != 100 {
+		t.Fatalf("after 100 answers of 500: Stats() = %+v, server hits %d, want closed, 0 failures, 100 requests and hits", st, hits.Load())
+	}
+
+	reset.Store(true)
+	for i := range failures {
+		if _, err := doRead(t, u, context.Background(), srv.URL); err == nil || errors.Is(err, ErrBreakerOpen) {
+			t.Fatalf("reset %d: error = %v, want a transport error", i, err)
+		}
+	}
+	before := hits.Load()
+	if _, err := doRead(t, u, context.Background(), srv.URL); !errors.Is(err, ErrBreakerOpen) {
+		t.Errorf("Do after %d resets: error = %v, want ErrBreakerOpen", failures, err)
+	}
+	if got := hits.Load(); got != before {
+		t.Errorf("server hits while open went %d -> %d, want unchanged", before, got)
+	}
+
+	refused := New(Config{ConsecutiveFailures: failures})
+	defer refused.Close()
+	url := "http://" + deadAddr(t, "127.0.0.45")
+	for range failures {
+		doRead(t, refused, context.Background(), url)
+	}
+	if _, err := doRead(t, refused, context.Background(), url); !errors.Is(err, ErrBreakerOpen) {
+		t.Errorf("Do after %d refused connections: error = %v, want ErrBreakerOpen", failures, err)
+	}
+}
+
+// deadAddr returns an address on ip where nothing listens: connecting to it is refused.
+func deadAddr(t *testing.T, ip string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		t.Fatalf("listen on %s: %v", ip, err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
 }

@@ -13,7 +13,7 @@ import (
 )
 
 // TestAgainstOrigin puts the client in front of the reference origin and drives the breaker with
-// the origin's own faults.
+// the origin's own faults: its 5xx answers leave the breaker closed, its transport faults open it.
 func TestAgainstOrigin(t *testing.T) {
 	o, err := origin.New(origin.Config{})
 	if err != nil {
@@ -54,7 +54,18 @@ func TestAgainstOrigin(t *testing.T) {
 	if err := fetchOnce(); err != nil {
 		t.Fatalf("healthy origin: %v", err)
 	}
-	faults := []origin.Fault{{Truncate: true}, {Drop: true}, {Status: 503}}
+	// An answer of 503 is the origin speaking: not a breaker failure.
+	o.SetFault("/x", origin.Fault{Status: 503})
+	for range 10 {
+		if err := fetchOnce(); err == nil || errors.Is(err, fetch.ErrBreakerOpen) {
+			t.Fatalf("fetch with a 503 fault: %v, want the 503", err)
+		}
+	}
+	if st := u.Stats(); st.State != "closed" || st.Failures != 0 {
+		t.Fatalf("Stats() after 10 answers of 503 = %+v, want closed with no failures", st)
+	}
+	// A body cut short and a connection dropped without an answer are transport failures.
+	faults := []origin.Fault{{Truncate: true}, {Drop: true}, {Truncate: true}}
 	for _, f := range faults {
 		o.SetFault("/x", f)
 		if err := fetchOnce(); err == nil {
@@ -63,7 +74,7 @@ func TestAgainstOrigin(t *testing.T) {
 	}
 	st := u.Stats()
 	if st.State != "open" || st.Failures != 3 {
-		t.Fatalf("Stats() after 3 faults = %+v, want open with 3 failures", st)
+		t.Fatalf("Stats() after 3 transport faults = %+v, want open with 3 failures", st)
 	}
 	before := o.Requests("/x")
 	if err := fetchOnce(); !errors.Is(err, fetch.ErrBreakerOpen) {
