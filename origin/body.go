@@ -1,8 +1,10 @@
 package origin
 
 import (
+	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -10,18 +12,107 @@ import (
 )
 
 // Body returns the deterministic body of an object: the unit "<path>@v<version>:" repeated and cut
-// to size bytes. A Vary variant's body is Body(VariantPath(path, ...), version, size).
+// to size bytes. A Vary variant's body is Body(VariantPath(path, ...), version, size). For large
+// sizes, OpenBody reads the same bytes without holding them.
 func Body(path string, version, size int) []byte {
 	if size <= 0 {
 		return []byte{}
 	}
-	unit := path + "@v" + strconv.Itoa(version) + ":"
+	unit := unit(path, version)
 	b := make([]byte, size)
 	n := copy(b, unit)
 	for n < size {
 		n += copy(b[n:], b[:n]) // doubling: O(log size) copies
 	}
 	return b
+}
+
+func unit(path string, version int) string { return path + "@v" + strconv.Itoa(version) + ":" }
+
+// unitLen is len(unit(path, version)), without building it.
+func unitLen(path string, version int) int {
+	var buf [20]byte
+	return len(path) + len("@v:") + len(strconv.AppendInt(buf[:0], int64(version), 10))
+}
+
+// blockExtra is how far past one unit a BodyReader's prefix block reaches: every copy out of the
+// block moves at least this many bytes.
+const blockExtra = 64 << 10
+
+// blockSize is the length of the prefix of Body(path, version, size) a BodyReader needs.
+func blockSize(path string, version, size int) int {
+	return min(size, unitLen(path, version)+blockExtra)
+}
+
+// OpenBody returns a reader of Body(path, version, size) that holds at most one unit plus 64 KiB
+// of it, however large size is: the body repeats with the unit's length, so every offset can be
+// copied from a short prefix.
+func OpenBody(path string, version, size int) *BodyReader {
+	size = max(size, 0)
+	return newBodyReader(Body(path, version, blockSize(path, version, size)), unitLen(path, version), size)
+}
+
+// newBodyReader reads a body of size bytes with period period from block, a prefix of it of
+// blockSize bytes.
+func newBodyReader(block []byte, period, size int) *BodyReader {
+	return &BodyReader{block: block, period: int64(period), size: int64(size)}
+}
+
+// BodyReader reads a generated body: an io.ReadSeeker (for http.ServeContent) and io.ReaderAt.
+type BodyReader struct {
+	block     []byte // a prefix of the body: all of it, or at least period+blockExtra bytes
+	period    int64  // the unit's length: body[i] == body[i%period]
+	size, off int64
+}
+
+// Size returns the body's length.
+func (r *BodyReader) Size() int64 { return r.size }
+
+// ReadAt reads len(p) bytes at off, or fewer and io.EOF at the end of the body.
+func (r *BodyReader) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, errors.New("origin body: negative offset")
+	}
+	n := 0
+	for n < len(p) && off < r.size {
+		src := off
+		if src >= int64(len(r.block)) {
+			src %= r.period // same byte, one period earlier
+		}
+		k := copy(p[n:min(int64(len(p)), int64(n)+r.size-off)], r.block[src:])
+		n += k
+		off += int64(k)
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+func (r *BodyReader) Read(p []byte) (int, error) {
+	if r.off >= r.size {
+		return 0, io.EOF
+	}
+	n, err := r.ReadAt(p, r.off)
+	r.off += int64(n)
+	if err == io.EOF && n > 0 {
+		err = nil
+	}
+	return n, err
+}
+
+func (r *BodyReader) Seek(offset int64, whence int) (int64, error) {
+	switch whence {
+	case io.SeekCurrent:
+		offset += r.off
+	case io.SeekEnd:
+		offset += r.size
+	}
+	if offset < 0 {
+		return 0, errors.New("origin body: seek before the start")
+	}
+	r.off = offset
+	return offset, nil
 }
 
 // VariantPath is the path Body is generated for when the response varies on fields: the path,

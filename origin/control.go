@@ -21,16 +21,22 @@ type Fault struct {
 	Stall    time.Duration // pause after half the body (replaces stall=)
 	Drop     bool          // close the connection without a response
 	Truncate bool          // declare the full Content-Length, send half the body, close
+	// BumpAfter, if positive, bumps the path's version once, after that many more body bytes
+	// of it have been sent (over every response, ranges included): the response in progress
+	// goes on with the old version, later ones get the new. It counts down as bytes are sent
+	// and is cleared when it fires. Ignored in the global fault (path "").
+	BumpAfter int64
 }
 
 // faultJSON is a Fault as POST /_fault carries it.
 type faultJSON struct {
-	Path     string `json:"path"`
-	Status   int    `json:"status,omitempty"`
-	Delay    string `json:"delay,omitempty"`
-	Stall    string `json:"stall,omitempty"`
-	Drop     bool   `json:"drop,omitempty"`
-	Truncate bool   `json:"truncate,omitempty"`
+	Path      string `json:"path"`
+	Status    int    `json:"status,omitempty"`
+	Delay     string `json:"delay,omitempty"`
+	Stall     string `json:"stall,omitempty"`
+	Drop      bool   `json:"drop,omitempty"`
+	Truncate  bool   `json:"truncate,omitempty"`
+	BumpAfter int64  `json:"bump_after,omitempty"`
 }
 
 // ParseFault decodes the JSON body of POST /_fault into the path it applies to ("" for every
@@ -48,9 +54,12 @@ func ParseFault(data []byte) (string, Fault, error) {
 	if j.Path != "" && (!strings.HasPrefix(j.Path, "/") || isControlPath(j.Path)) {
 		return "", Fault{}, fmt.Errorf("parse fault: path %q is not an object path", j.Path)
 	}
-	f := Fault{Status: j.Status, Drop: j.Drop, Truncate: j.Truncate}
+	f := Fault{Status: j.Status, Drop: j.Drop, Truncate: j.Truncate, BumpAfter: j.BumpAfter}
 	if f.Status != 0 && (f.Status < 200 || f.Status > 599) {
 		return "", Fault{}, fmt.Errorf("parse fault: status %d is not from 200 to 599", f.Status)
+	}
+	if f.BumpAfter < 0 || f.BumpAfter > 0 && j.Path == "" {
+		return "", Fault{}, fmt.Errorf("parse fault: bump_after %d needs a path and a non-negative count", f.BumpAfter)
 	}
 	for _, d := range []struct {
 		name, v string
@@ -72,6 +81,9 @@ func ParseFault(data []byte) (string, Fault, error) {
 func (s *Server) SetFault(path string, f Fault) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if path == "" {
+		f.BumpAfter = 0
+	}
 	if f == (Fault{}) {
 		delete(s.faults, path)
 		return
@@ -84,6 +96,44 @@ func (s *Server) ClearFaults() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	clear(s.faults)
+}
+
+// bumpRoom returns how many more body bytes of path may be sent before its BumpAfter fault
+// fires, or 0 if it has none.
+func (s *Server) bumpRoom(path string) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.faults[path].BumpAfter
+}
+
+// sent counts n body bytes sent for path and, if metered, takes them off path's BumpAfter fault.
+// It reports whether the fault fired: the caller then bumps the version.
+func (s *Server) sent(path string, n int, metered bool) (bump bool) {
+	if n <= 0 {
+		return false
+	}
+	s.stats.addBytes(path, int64(n))
+	if !metered {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f, ok := s.faults[path]
+	if !ok || f.BumpAfter <= 0 {
+		return false
+	}
+	f.BumpAfter -= int64(n)
+	if f.BumpAfter > 0 {
+		s.faults[path] = f
+		return false
+	}
+	f.BumpAfter = 0
+	if f == (Fault{}) {
+		delete(s.faults, path)
+	} else {
+		s.faults[path] = f
+	}
+	return true
 }
 
 // fault returns the fault for path: its own, else the global one, else none.
@@ -119,7 +169,7 @@ func (s *Server) serveFault(w http.ResponseWriter, r *http.Request) {
 		list := make([]faultJSON, 0, len(s.faults))
 		for p, f := range s.faults {
 			list = append(list, faultJSON{Path: p, Status: f.Status, Delay: durString(f.Delay),
-				Stall: durString(f.Stall), Drop: f.Drop, Truncate: f.Truncate})
+				Stall: durString(f.Stall), Drop: f.Drop, Truncate: f.Truncate, BumpAfter: f.BumpAfter})
 		}
 		s.mu.Unlock()
 		sort.Slice(list, func(i, j int) bool { return list[i].Path < list[j].Path })
@@ -165,14 +215,25 @@ type stats struct {
 	inFlight atomic.Int64
 	max      atomic.Int64 // highest inFlight seen since the last reset
 
-	mu    sync.Mutex // guards paths and last
+	mu    sync.Mutex // guards paths, last and bytes
 	paths map[string]int64
 	last  map[string]http.Header // the last request's headers per path
+	bytes map[string]int64       // body bytes sent per path
+
+	bytesTotal atomic.Int64
 }
 
 func (st *stats) init() {
 	st.paths = map[string]int64{}
 	st.last = map[string]http.Header{}
+	st.bytes = map[string]int64{}
+}
+
+func (st *stats) addBytes(path string, n int64) {
+	st.bytesTotal.Add(n)
+	st.mu.Lock()
+	st.bytes[path] += n
+	st.mu.Unlock()
 }
 
 func (st *stats) begin(path string, h http.Header) {
@@ -200,6 +261,18 @@ func (s *Server) Requests(path string) int64 {
 	return s.stats.paths[path]
 }
 
+// BytesSent returns how many body bytes of path (every status, ranges included; not headers)
+// the origin has written since the last ResetStats.
+func (s *Server) BytesSent(path string) int64 {
+	s.stats.mu.Lock()
+	defer s.stats.mu.Unlock()
+	return s.stats.bytes[path]
+}
+
+// TotalBytesSent returns how many object body bytes the origin has written since the last
+// ResetStats.
+func (s *Server) TotalBytesSent() int64 { return s.stats.bytesTotal.Load() }
+
 // Total returns how many object requests the origin has received since the last ResetStats.
 func (s *Server) Total() int64 { return s.stats.total.Load() }
 
@@ -222,9 +295,11 @@ func (s *Server) ResetStats() {
 	s.stats.mu.Lock()
 	defer s.stats.mu.Unlock()
 	s.stats.total.Store(0)
+	s.stats.bytesTotal.Store(0)
 	s.stats.max.Store(s.stats.inFlight.Load())
 	clear(s.stats.paths)
 	clear(s.stats.last)
+	clear(s.stats.bytes)
 }
 
 // StatsJSON is the body of GET /_stats.
@@ -233,6 +308,8 @@ type StatsJSON struct {
 	Paths         map[string]int64 `json:"paths"`
 	MaxConcurrent int64            `json:"max_concurrent"`
 	InFlight      int64            `json:"in_flight"`
+	Bytes         map[string]int64 `json:"bytes"`       // body bytes sent per path
+	BytesTotal    int64            `json:"bytes_total"` // body bytes sent for every path
 }
 
 func (s *Server) serveStats(w http.ResponseWriter, r *http.Request) {
@@ -247,9 +324,14 @@ func (s *Server) serveStats(w http.ResponseWriter, r *http.Request) {
 		Paths:         make(map[string]int64, len(s.stats.paths)),
 		MaxConcurrent: s.stats.max.Load(),
 		InFlight:      s.stats.inFlight.Load(),
+		Bytes:         make(map[string]int64, len(s.stats.bytes)),
+		BytesTotal:    s.stats.bytesTotal.Load(),
 	}
 	for p, n := range s.stats.paths {
 		out.Paths[p] = n
+	}
+	for p, n := range s.stats.bytes {
+		out.Bytes[p] = n
 	}
 	s.stats.mu.Unlock()
 	writeJSON(w, out)

@@ -10,7 +10,7 @@ import (
 func FuzzParseParams(f *testing.F) {
 	for _, s := range []string{
 		"", "size=10", "size=-1", "cc=max-age%3D60&sk=a+b", "vary=Accept,X-A", "vary=a%20b",
-		"expires=-30&lm=5", "etag=0", "status=503&delay=1s&stall=2ms", "ct=%0A", "size=67108865",
+		"expires=-30&lm=5", "etag=0", "status=503&delay=1s&stall=2ms", "ct=%0A", "size=67108865", "size=1073741824&norange=1", "norange=2",
 	} {
 		f.Add(s)
 	}
@@ -51,6 +51,7 @@ func FuzzParseFault(f *testing.F) {
 	for _, s := range []string{
 		`{"path":"/x","status":503}`, `{"path":"","delay":"2s","stall":"1s"}`, `{"drop":true}`,
 		`{"truncate":true,"path":"/a/b"}`, `{"path":"x"}`, `{}{}`, `[]`, `{"delay":"-1s"}`,
+		`{"path":"/big","bump_after":1048576}`, `{"bump_after":1}`, `{"path":"/x","bump_after":-1}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -64,6 +65,9 @@ func FuzzParseFault(f *testing.F) {
 		}
 		if fault.Status != 0 && (fault.Status < 200 || fault.Status > 599) {
 			t.Errorf("ParseFault(%q) status = %d", data, fault.Status)
+		}
+		if fault.BumpAfter < 0 || fault.BumpAfter > 0 && path == "" {
+			t.Errorf("ParseFault(%q) bump_after = %d for path %q, want 0, or positive with a path", data, fault.BumpAfter, path)
 		}
 		if fault.Delay < 0 || fault.Delay > maxWait || fault.Stall < 0 || fault.Stall > maxWait {
 			t.Errorf("ParseFault(%q) delay %v stall %v, want 0..%v", data, fault.Delay, fault.Stall, maxWait)

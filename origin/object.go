@@ -1,7 +1,6 @@
 package origin
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"net/http"
@@ -16,7 +15,7 @@ func (s *Server) serveObject(w http.ResponseWriter, r *http.Request) {
 	path := r.URL.Path
 	s.stats.begin(path, r.Header)
 	s.inFlight.Inc()
-	rec := &statusRecorder{ResponseWriter: w}
+	rec := &statusRecorder{ResponseWriter: w, srv: s, path: path}
 	defer func() {
 		s.stats.end()
 		s.inFlight.Dec()
@@ -70,7 +69,9 @@ func (s *Server) serveGet(w *statusRecorder, r *http.Request, p Params) {
 	version, created := s.versionLocked(path)
 	s.mu.Unlock()
 	bodyPath := VariantPath(path, p.Vary, r.Header)
-	body := s.bodies.get(bodyPath, version, p.Size)
+	// The body is read from a cached prefix block, so a large object is never held in memory.
+	body := newBodyReader(s.bodies.get(bodyPath, version, blockSize(bodyPath, version, p.Size)), unitLen(bodyPath, version), p.Size)
+	w.metered = f.BumpAfter > 0
 
 	h := w.Header()
 	h.Set("Date", now.UTC().Format(http.TimeFormat))
@@ -100,20 +101,28 @@ func (s *Server) serveGet(w *statusRecorder, r *http.Request, p Params) {
 	}
 	h.Set("X-Origin-Version", strconv.Itoa(version))
 
+	half := int64(p.Size / 2)
 	if f.Truncate {
 		// Promise the whole body, send half, and cut the connection.
 		h.Set("Last-Modified", modified.UTC().Format(http.TimeFormat))
-		h.Set("Content-Length", strconv.Itoa(len(body)))
+		h.Set("Content-Length", strconv.Itoa(p.Size))
 		w.WriteHeader(status)
 		if r.Method != http.MethodHead {
-			w.Write(body[:len(body)/2])
+			io.CopyN(w, body, half)
 		}
 		w.abort()
 		return
 	}
 	if status == http.StatusOK {
+		if p.NoRange {
+			// An origin that ignores Range: the whole object, 200, and no Accept-Ranges.
+			r = r.Clone(ctx)
+			r.Header.Del("Range")
+			r.Header.Del("If-Range")
+			w.noRanges = true
+		}
 		// ServeContent answers If-None-Match (weak comparison), If-Modified-Since, Range and HEAD.
-		rs := &stallReader{r: bytes.NewReader(body), at: int64(len(body) / 2), stall: stall, ctx: ctx, flush: w.flush}
+		rs := &stallReader{r: body, at: half, stall: stall, ctx: ctx, flush: w.flush}
 		http.ServeContent(w, r, "", modified, rs)
 		return
 	}
@@ -122,20 +131,21 @@ func (s *Server) serveGet(w *statusRecorder, r *http.Request, p Params) {
 		w.WriteHeader(status)
 		return
 	}
-	h.Set("Content-Length", strconv.Itoa(len(body)))
+	h.Set("Content-Length", strconv.Itoa(p.Size))
 	w.WriteHeader(status)
 	if r.Method == http.MethodHead {
 		return
 	}
-	half := len(body) / 2
-	w.Write(body[:half])
+	if _, err := io.CopyN(w, body, half); err != nil {
+		return
+	}
 	if stall > 0 {
 		w.flush()
 		if !sleep(ctx, stall) {
 			return
 		}
 	}
-	w.Write(body[half:])
+	io.Copy(w, body)
 }
 
 func setIf(h http.Header, key, value string) {
@@ -147,7 +157,7 @@ func setIf(h http.Header, key, value string) {
 // stallReader is the body given to http.ServeContent: it pauses once, after flushing what was
 // written, when the read position reaches at.
 type stallReader struct {
-	r       *bytes.Reader
+	r       *BodyReader
 	at      int64
 	stall   time.Duration
 	ctx     context.Context
@@ -157,7 +167,7 @@ type stallReader struct {
 
 func (s *stallReader) Read(p []byte) (int, error) {
 	if s.stall > 0 && !s.stalled {
-		pos := s.r.Size() - int64(s.r.Len())
+		pos := s.r.off
 		switch {
 		case pos < s.at && int64(len(p)) > s.at-pos:
 			p = p[:s.at-pos]
@@ -176,37 +186,72 @@ func (s *stallReader) Seek(offset int64, whence int) (int64, error) {
 	return s.r.Seek(offset, whence)
 }
 
-// statusRecorder remembers the status written, for the metrics, and offers drop and abort.
+// statusRecorder remembers the status written, for the metrics, counts the body bytes sent
+// (Server.BytesSent), and offers drop and abort.
 type statusRecorder struct {
 	http.ResponseWriter
-	status  int
-	dropped bool
+	srv      *Server
+	path     string
+	metered  bool // path has a bump_after fault: writes stop at its byte and bump there
+	noRanges bool // drop the Accept-Ranges that http.ServeContent sets (norange=1)
+	status   int
+	dropped  bool
 }
 
 func (w *statusRecorder) WriteHeader(code int) {
 	if w.status == 0 {
 		w.status = code
 	}
+	if w.noRanges {
+		w.Header().Del("Accept-Ranges")
+	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *statusRecorder) Write(b []byte) (int, error) {
 	if w.status == 0 {
-		w.status = http.StatusOK
+		w.WriteHeader(http.StatusOK)
 	}
-	return w.ResponseWriter.Write(b)
+	if !w.metered {
+		n, err := w.ResponseWriter.Write(b)
+		w.srv.sent(w.path, n, false)
+		return n, err
+	}
+	total := 0
+	for len(b) > 0 {
+		chunk := b
+		if room := w.srv.bumpRoom(w.path); room > 0 && room < int64(len(chunk)) {
+			chunk = chunk[:room]
+		}
+		n, err := w.ResponseWriter.Write(chunk)
+		total += n
+		if w.srv.sent(w.path, n, true) {
+			// The bytes before the change reach the client first; this response goes on with
+			// the version it started with, later requests get the next one.
+			w.flush()
+			w.srv.Bump(w.path)
+		}
+		if err != nil {
+			return total, err
+		}
+		b = b[n:]
+	}
+	return total, nil
 }
 
 // ReadFrom keeps the underlying writer's pooled-buffer copy, which io.Copy would otherwise
 // replace with a fresh buffer per response.
 func (w *statusRecorder) ReadFrom(r io.Reader) (int64, error) {
 	if w.status == 0 {
-		w.status = http.StatusOK
+		w.WriteHeader(http.StatusOK)
 	}
-	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
-		return rf.ReadFrom(r)
+	rf, ok := w.ResponseWriter.(io.ReaderFrom)
+	if !ok || w.metered {
+		return io.Copy(struct{ io.Writer }{w}, r) // through Write, which meters
 	}
-	return io.Copy(struct{ io.Writer }{w.ResponseWriter}, r)
+	n, err := rf.ReadFrom(r)
+	w.srv.sent(w.path, int(n), false)
+	return n, err
 }
 
 // Unwrap lets http.ResponseController reach the underlying writer's Flush and Hijack.

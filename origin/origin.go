@@ -28,8 +28,9 @@ type Config struct {
 	// ShutdownTimeout is how long Run and Serve wait for in-flight requests to finish once the
 	// context ends, before closing their connections. Default 5s.
 	ShutdownTimeout time.Duration
-	// BodyCacheBytes bounds the memory kept for generated bodies. Default 64 MiB; negative
-	// disables the cache.
+	// BodyCacheBytes bounds the memory kept for generated bodies (a body over 64 KiB is kept
+	// as its first 64 KiB plus one unit, from which the rest is streamed). Default 64 MiB;
+	// negative disables the cache.
 	BodyCacheBytes int
 }
 

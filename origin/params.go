@@ -13,8 +13,9 @@ import (
 const (
 	// DefaultSize is the body size when the query has no size parameter.
 	DefaultSize = 1024
-	// MaxSize is the largest body the origin generates (64 MiB).
-	MaxSize = 64 << 20
+	// MaxSize is the largest body the origin generates (1 GiB). Bodies are streamed from a
+	// short generated block, so size costs no memory.
+	MaxSize = 1 << 30
 	// maxWait bounds delay= and stall= so a typo cannot park a handler for hours.
 	maxWait = 10 * time.Minute
 )
@@ -43,6 +44,7 @@ type Params struct {
 	Delay           time.Duration // delay=: wait before sending headers
 	Stall           time.Duration // stall=: pause after half the body
 	Location        string        // location=: Location header
+	NoRange         bool          // norange=1: ignore Range and If-Range, answer 200 with the whole body
 }
 
 // ParseParams reads the query convention documented in docs/origin.md. Unknown parameters are
@@ -92,6 +94,15 @@ func ParseParams(q url.Values) (Params, error) {
 		case "1":
 		default:
 			return p, fmt.Errorf("parse etag=%q: want 0 or 1", v)
+		}
+	}
+	if v, ok := get(q, "norange"); ok {
+		switch v {
+		case "1":
+			p.NoRange = true
+		case "0":
+		default:
+			return p, fmt.Errorf("parse norange=%q: want 0 or 1", v)
 		}
 	}
 	if v, ok := get(q, "vary"); ok {

@@ -241,6 +241,10 @@ func compareNormalized(a, b string) int {
 // with ", ", quoted Go-style so that no value can forge a boundary; an absent field is its bare
 // name, so absent and empty differ. Fields are joined with "; ". It returns "" when vary is
 // empty.
+//
+// Accept-Encoding is keyed on CanonicalAcceptEncoding, so spellings that accept the same codings
+// ("gzip, br", "br,gzip", "BR;q=1.0, gzip;q=0.5", ...) share one variant; a malformed value
+// keeps its raw key.
 func VaryKey(vary []string, reqHeader http.Header) string {
 	if len(vary) == 0 {
 		return ""
@@ -257,6 +261,16 @@ func VaryKey(vary []string, reqHeader http.Header) string {
 			continue
 		}
 		buf = append(buf, '=')
+		if strings.EqualFold(name, "accept-encoding") {
+			// Canonical values hold only tchar, ' ', ',', ';' and '=': quoting changes nothing.
+			n := len(buf)
+			var ok bool
+			if buf, ok = appendCanonicalAcceptEncoding(append(buf, '"'), values); ok {
+				buf = append(buf, '"')
+				continue
+			}
+			buf = buf[:n]
+		}
 		if len(values) == 1 {
 			buf = strconv.AppendQuote(buf, strings.TrimSpace(values[0]))
 			continue

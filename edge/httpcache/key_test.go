@@ -141,7 +141,12 @@ func TestVaryKey(t *testing.T) {
 		want string
 	}{
 		{"no vary", nil, hdr("Accept-Encoding", "gzip"), ""},
-		{"one field", []string{"accept-encoding"}, hdr("Accept-Encoding", "gzip, br"), `accept-encoding="gzip, br"`},
+		{"one field", []string{"accept-language"}, hdr("Accept-Language", "fr, en"), `accept-language="fr, en"`},
+		{"accept-encoding canonical", []string{"accept-encoding"}, hdr("Accept-Encoding", "gzip, br"), `accept-encoding="br, gzip"`},
+		{"accept-encoding lines", []string{"accept-encoding"}, hdr("Accept-Encoding", "GZIP", "Accept-Encoding", " *;q=0 "),
+			`accept-encoding="gzip, identity;q=0"`},
+		{"accept-encoding malformed kept raw", []string{"accept-encoding"}, hdr("Accept-Encoding", "gzip;q=2, br"),
+			`accept-encoding="gzip;q=2, br"`},
 		{"absent", []string{"accept-encoding"}, hdr(), `accept-encoding`},
 		{"empty", []string{"accept-encoding"}, hdr("Accept-Encoding", ""), `accept-encoding=""`},
 		{"whitespace trimmed", []string{"accept-language"}, hdr("Accept-Language", "  en \t"), `accept-language="en"`},
@@ -186,15 +191,22 @@ func FuzzVaryKey(f *testing.F) {
 		if again := VaryKey(vary, build(v1, v2, has1, has2)); again != k {
 			t.Fatalf("VaryKey not deterministic: %q then %q", k, again)
 		}
-		// Different (trimmed) request values give different keys; absent differs from empty.
+		// Different (trimmed) request values give different keys, except Accept-Encoding values
+		// with the same canonical form; absent differs from empty.
 		norm := func(v string, has bool) string {
 			if !has {
 				return "\x00absent"
 			}
 			return strings.TrimSpace(v)
 		}
+		normAE := func(v string, has bool) string {
+			if c, ok := CanonicalAcceptEncoding([]string{v}); ok && has {
+				return c
+			}
+			return norm(v, has)
+		}
 		other := VaryKey(vary, build(v2, v1, has2, has1))
-		same := norm(v1, has1) == norm(v2, has2)
+		same := normAE(v1, has1) == normAE(v2, has2) && norm(v1, has1) == norm(v2, has2)
 		if same != (k == other) {
 			t.Errorf("VaryKey swapping %q(%v) and %q(%v): %q vs %q, same values %v", v1, has1, v2, has2, k, other, same)
 		}

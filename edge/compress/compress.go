@@ -1,0 +1,371 @@
+// Package compress decides whether and how the edge compresses a response and does it.
+//
+// The edge compresses a compressible, uncompressed 200 response once, in the coding
+// httpcache.NormalizeAcceptEncoding chose for the client (br, zstd or gzip), and stores the
+// result as its own variant; Transform gives that variant's body and header. The package keeps
+// no state besides pools of encoders.
+package compress
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/andybalholm/brotli"
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+)
+
+// DefaultMinSize is the smallest body worth compressing: below it, framing overhead and the
+// extra variant cost more than the bytes saved.
+const DefaultMinSize = 1024
+
+// DefaultTypes are the media types compressed when a host configures none. A pattern is
+// "type/subtype", "type/*" (any subtype) or "*/*+suffix" (any structured-syntax suffix).
+var DefaultTypes = []string{
+	"text/*",
+	"application/json", "*/*+json",
+	"application/xml", "*/*+xml", "image/svg+xml",
+	"application/javascript", "application/x-javascript", "text/javascript",
+	"application/wasm",
+	"font/ttf", "font/otf",
+}
+
+// Compressible reports whether a response of contentType (a Content-Type value, parameters
+// allowed) should be compressed: its media type matches one of types (nil means DefaultTypes;
+// matching is case-insensitive) and is not a type whose bytes are already compressed (images
+// other than SVG, BMP and icons, audio, video, WOFF fonts, archives, PDF, and "+zip", "+gzip"
+// or "+zstd" types), whatever types says.
+func Compressible(contentType string, types []string) bool {
+	if types == nil {
+		types = DefaultTypes
+	}
+	mt, _, _ := strings.Cut(contentType, ";")
+	mt = strings.ToLower(strings.Trim(mt, " \t"))
+	typ, sub, ok := strings.Cut(mt, "/")
+	if !ok || typ == "" || sub == "" || alreadyCompressed(typ, sub) {
+		return false
+	}
+	for _, p := range types {
+		if matchType(strings.ToLower(strings.TrimSpace(p)), typ, sub) {
+			return true
+		}
+	}
+	return false
+}
+
+// matchType reports whether the media type typ/sub matches pattern.
+func matchType(pattern, typ, sub string) bool {
+	ptyp, psub, ok := strings.Cut(pattern, "/")
+	if !ok {
+		return false
+	}
+	switch {
+	case ptyp == "*" && psub == "*":
+		return true
+	case ptyp == "*" && strings.HasPrefix(psub, "*+"):
+		return strings.HasSuffix(sub, psub[1:])
+	case ptyp != typ:
+		return false
+	}
+	return psub == "*" || psub == sub
+}
+
+// alreadyCompressed reports whether bytes of media type typ/sub are compressed already, so that
+// compressing them again only costs CPU.
+func alreadyCompressed(typ, sub string) bool {
+	switch typ {
+	case "image":
+		return sub != "svg+xml" && sub != "bmp" && sub != "x-icon" && sub != "vnd.microsoft.icon"
+	case "audio", "video":
+		return true
+	case "font":
+		return sub == "woff" || sub == "woff2"
+	case "application":
+		switch sub {
+		case "zip", "gzip", "x-gzip", "zstd", "x-bzip2", "x-xz", "x-7z-compressed", "vnd.rar",
+			"x-rar-compressed", "pdf", "font-woff", "x-font-woff", "brotli", "x-brotli":
+			return true
+		}
+	}
+	return strings.HasSuffix(sub, "+zip") || strings.HasSuffix(sub, "+gzip") || strings.HasSuffix(sub, "+zstd")
+}
+
+// ShouldCompress reports whether the edge should compress a response with this status and
+// header whose body has size bytes (negative when unknown, e.g. streamed): the status is 200,
+// Cache-Control (and CDN-Cache-Control) has no no-transform (RFC 9111 §5.2.2.6), there is no
+// Content-Encoding other than identity, Content-Range is absent, the Content-Type is Compressible
+// under types (nil means DefaultTypes), and a known size is at least minSize (0 means
+// DefaultMinSize; negative means no minimum).
+func ShouldCompress(status int, h http.Header, size, minSize int64, types []string) bool {
+	if status != http.StatusOK {
+		return false
+	}
+	if minSize == 0 {
+		minSize = DefaultMinSize
+	}
+	if size >= 0 && size < minSize {
+		return false
+	}
+	for _, v := range h.Values("Content-Encoding") {
+		for c := range strings.SplitSeq(v, ",") {
+			if c = strings.Trim(c, " \t"); c != "" && !strings.EqualFold(c, "identity") {
+				return false
+			}
+		}
+	}
+	if h.Get("Content-Range") != "" {
+		return false
+	}
+	if NoTransform(h.Values("Cache-Control")) || NoTransform(h.Values("CDN-Cache-Control")) {
+		return false
+	}
+	return Compressible(h.Get("Content-Type"), types)
+}
+
+// NoTransform reports whether Cache-Control field lines carry the no-transform directive
+// (case-insensitive; text inside quoted strings is not a directive).
+func NoTransform(values []string) bool {
+	for _, v := range values {
+		for i := 0; i < len(v); {
+			// A directive name starts after the list separator and optional whitespace.
+			for i < len(v) && (v[i] == ' ' || v[i] == '\t' || v[i] == ',') {
+				i++
+			}
+			start := i
+			for i < len(v) && v[i] != ',' && v[i] != '=' && v[i] != ' ' && v[i] != '\t' && v[i] != '"' {
+				i++
+			}
+			if strings.EqualFold(v[start:i], "no-transform") {
+				return true
+			}
+			// Skip the rest of the directive, quoted strings included.
+			for i < len(v) && v[i] != ',' {
+				if v[i] == '"' {
+					for i++; i < len(v) && v[i] != '"'; i++ {
+						if v[i] == '\\' {
+							i++
+						}
+					}
+				}
+				i++
+			}
+		}
+	}
+	return false
+}
+
+// Default levels, used when a level is 0: moderate settings, since a variant is compressed once
+// per fill but a fill of a large text object should not stall its followers.
+const (
+	DefaultBrotliLevel = 6 // of 0 to 11
+	DefaultZstdLevel   = 3 // of 1 to 22 (zstd's own scale, mapped onto klauspost's four speeds)
+	DefaultGzipLevel   = 6 // of 1 to 9
+)
+
+// zstdWindow is the largest window an encoded body asks of the decoder: RFC 9659 §3 caps the
+// zstd content coding at 8 MiB, and browsers refuse larger ones.
+const zstdWindow = 8 << 20
+
+// NewWriter returns a writer that compresses into w in coding ("br", "zstd" or "gzip") at level
+// (0 means the coding's default). Close flushes the encoding's end; it does not close w.
+func NewWriter(w io.Writer, coding string, level int) (io.WriteCloser, error) {
+	switch coding {
+	case "br":
+		if level == 0 {
+			level = DefaultBrotliLevel
+		}
+		if level < brotli.BestSpeed || level > brotli.BestCompression {
+			return nil, fmt.Errorf("compress br: level %d is not from %d to %d", level, brotli.BestSpeed, brotli.BestCompression)
+		}
+		return brotli.NewWriterLevel(w, level), nil
+	case "zstd":
+		if level == 0 {
+			level = DefaultZstdLevel
+		}
+		if level < 1 || level > 22 {
+			return nil, fmt.Errorf("compress zstd: level %d is not from 1 to 22", level)
+		}
+		return zstd.NewWriter(w, zstdOptions(level, true)...)
+	case "gzip":
+		if level == 0 {
+			level = DefaultGzipLevel
+		}
+		if level < gzip.BestSpeed || level > gzip.BestCompression {
+			return nil, fmt.Errorf("compress gzip: level %d is not from %d to %d", level, gzip.BestSpeed, gzip.BestCompression)
+		}
+		return gzip.NewWriterLevel(w, level)
+	}
+	return nil, fmt.Errorf("compress: unknown coding %q (want br, zstd or gzip)", coding)
+}
+
+// zstdOptions configures a zstd encoder at level; a stream encoder runs on its caller's
+// goroutine, a shared EncodeAll encoder serves as many calls at once as there are CPUs.
+func zstdOptions(level int, stream bool) []zstd.EOption {
+	opts := []zstd.EOption{
+		zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(level)),
+		zstd.WithWindowSize(zstdWindow),
+	}
+	if stream {
+		opts = append(opts, zstd.WithEncoderConcurrency(1))
+	}
+	return opts
+}
+
+// zstdEncoders holds one encoder per zstd speed; Encoder.EncodeAll is safe for concurrent use.
+var zstdEncoders sync.Map // zstd.EncoderLevel -> *zstd.Encoder
+
+// Encode compresses body in coding ("br", "zstd" or "gzip") at level (0 means the coding's
+// default) and returns the encoded bytes.
+func Encode(coding string, body []byte, level int) ([]byte, error) {
+	if coding == "zstd" {
+		if level == 0 {
+			level = DefaultZstdLevel
+		}
+		if level < 1 || level > 22 {
+			return nil, fmt.Errorf("compress zstd: level %d is not from 1 to 22", level)
+		}
+		speed := zstd.EncoderLevelFromZstd(level)
+		enc, ok := zstdEncoders.Load(speed)
+		if !ok {
+			e, err := zstd.NewWriter(nil, zstdOptions(level, false)...)
+			if err != nil {
+				return nil, fmt.Errorf("compress zstd: %w", err)
+			}
+			enc, _ = zstdEncoders.LoadOrStore(speed, e)
+		}
+		return enc.(*zstd.Encoder).EncodeAll(body, make([]byte, 0, len(body)/3+64)), nil
+	}
+	var buf bytes.Buffer
+	buf.Grow(len(body)/3 + 64)
+	w, err := NewWriter(&buf, coding, level)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := w.Write(body); err != nil {
+		return nil, fmt.Errorf("compress %s: %w", coding, err)
+	}
+	if err := w.Close(); err != nil {
+		return nil, fmt.Errorf("compress %s: %w", coding, err)
+	}
+	return buf.Bytes(), nil
+}
+
+// representationDigests describe the bytes as sent, which compression changes: dropped.
+var representationDigests = []string{"Content-Digest", "Repr-Digest", "Digest", "Content-MD5"}
+
+// Transform compresses an uncompressed response body in coding at level (0: the coding's
+// default) and returns the encoded body with a copy of h describing it (h is not modified):
+//
+//   - Content-Encoding is coding; Content-Length is the encoded length;
+//   - Vary gains Accept-Encoding once, merged into one line with the fields already there
+//     (unless it lists Accept-Encoding or "*" already);
+//   - ETag gets a coding suffix inside the quotes: `"x"` becomes `"x-br"`, `W/"x"` becomes
+//     `W/"x-br"` (see SuffixETag); an ETag that is not a valid entity tag is dropped;
+//   - digests of the old bytes (Content-Digest, Repr-Digest, Digest, Content-MD5) are dropped.
+//
+// Last-Modified and Accept-Ranges stay: ranges of a compressed variant are ranges of its encoded
+// bytes. Transform does not check ShouldCompress; the caller does.
+func Transform(h http.Header, body []byte, coding string, level int) (http.Header, []byte, error) {
+	out, err := Encode(coding, body, level)
+	if err != nil {
+		return nil, nil, err
+	}
+	h = h.Clone()
+	if h == nil {
+		h = http.Header{}
+	}
+	h.Set("Content-Encoding", coding)
+	h.Set("Content-Length", strconv.Itoa(len(out)))
+	if vary := MergeVary(h.Values("Vary"), "Accept-Encoding"); vary != "" {
+		h.Set("Vary", vary)
+	}
+	if etag := h.Get("ETag"); etag != "" {
+		if tagged, ok := SuffixETag(etag, coding); ok {
+			h.Set("ETag", tagged)
+		} else {
+			h.Del("ETag")
+		}
+	}
+	for _, k := range representationDigests {
+		h.Del(k)
+	}
+	return h, out, nil
+}
+
+// MergeVary returns the Vary field lines in one value with field added, unless a line lists it
+// (case-insensitive) or "*" already; then it returns them joined unchanged. Empty list elements
+// are dropped.
+func MergeVary(lines []string, field string) string {
+	var names []string
+	has := false
+	for _, l := range lines {
+		for name := range strings.SplitSeq(l, ",") {
+			name = strings.Trim(name, " \t")
+			if name == "" {
+				continue
+			}
+			if name == "*" || strings.EqualFold(name, field) {
+				has = true
+			}
+			names = append(names, name)
+		}
+	}
+	if !has {
+		names = append(names, field)
+	}
+	return strings.Join(names, ", ")
+}
+
+// SuffixETag gives the entity tag of a coding's variant: the coding appended inside the quotes
+// after a '-', weakness kept (`"abc"` -> `"abc-br"`, `W/"abc"` -> `W/"abc-br"`). ok is false
+// when etag is not an RFC 9110 §8.8.3 entity tag.
+//
+// A suffix rather than a weak tag: the issue asks for Range on compressed variants, and If-Range
+// needs a strong validator (RFC 9110 §13.1.5), which must differ between different bytes, so each
+// coding gets its own strong tag; the origin's weakness, if any, is kept. UnsuffixETag gives the
+// origin's tag back for conditional requests sent upstream.
+func SuffixETag(etag, coding string) (string, bool) {
+	weak, opaque, ok := splitETag(etag)
+	if !ok {
+		return "", false
+	}
+	return weak + `"` + opaque + "-" + coding + `"`, true
+}
+
+// UnsuffixETag undoes SuffixETag: for a tag of coding's variant it returns the origin's tag and
+// true; for any other tag, the tag unchanged and false.
+func UnsuffixETag(etag, coding string) (string, bool) {
+	weak, opaque, ok := splitETag(etag)
+	if !ok {
+		return etag, false
+	}
+	base, found := strings.CutSuffix(opaque, "-"+coding)
+	if !found {
+		return etag, false
+	}
+	return weak + `"` + base + `"`, true
+}
+
+// splitETag splits an entity tag into its weakness prefix ("" or "W/") and opaque-tag contents.
+func splitETag(etag string) (weak, opaque string, ok bool) {
+	etag = strings.Trim(etag, " \t")
+	if strings.HasPrefix(etag, "W/") {
+		weak, etag = "W/", etag[2:]
+	}
+	if len(etag) < 2 || etag[0] != '"' || etag[len(etag)-1] != '"' {
+		return "", "", false
+	}
+	opaque = etag[1 : len(etag)-1]
+	for i := 0; i < len(opaque); i++ {
+		// etagc = %x21 / %x23-7E / obs-text
+		if c := opaque[i]; c < 0x21 || c == '"' || c == 0x7f {
+			return "", "", false
+		}
+	}
+	return weak, opaque, true
+}

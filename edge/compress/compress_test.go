@@ -1,0 +1,313 @@
+package compress
+
+import (
+	"bytes"
+	stdgzip "compress/gzip"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/andybalholm/brotli"
+	"github.com/klauspost/compress/zstd"
+)
+
+func TestCompressible(t *testing.T) {
+	tests := []struct {
+		ct    string
+		types []string
+		want  bool
+	}{
+		{"text/html; charset=utf-8", nil, true},
+		{"TEXT/CSS", nil, true},
+		{"application/json", nil, true},
+		{"application/ld+json", nil, true},
+		{"application/javascript", nil, true},
+		{"text/javascript", nil, true},
+		{"image/svg+xml", nil, true},
+		{"application/atom+xml", nil, true},
+		{"application/wasm", nil, true},
+		{"application/octet-stream", nil, false},
+		{"image/png", nil, false},
+		{"video/mp4", nil, false},
+		{"font/woff2", nil, false},
+		{"", nil, false},
+		{"text", nil, false},
+		{"application/epub+zip", []string{"*/*"}, false},
+		{"image/jpeg", []string{"image/*"}, false},
+		{"image/bmp", []string{"image/*"}, true},
+		{"application/x-ndjson", []string{"application/x-ndjson"}, true},
+		{"text/html", []string{"application/json"}, false},
+		{"text/html", []string{}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.ct, func(t *testing.T) {
+			if got := Compressible(tt.ct, tt.types); got != tt.want {
+				t.Errorf("Compressible(%q, %q) = %v, want %v", tt.ct, tt.types, got, tt.want)
+			}
+		})
+	}
+}
+
+func hdr(kv ...string) http.Header {
+	h := http.Header{}
+	for i := 0; i < len(kv); i += 2 {
+		h.Add(kv[i], kv[i+1])
+	}
+	return h
+}
+
+func TestShouldCompress(t *testing.T) {
+	text := func(kv ...string) http.Header { return hdr(append([]string{"Content-Type", "text/html"}, kv...)...) }
+	tests := []struct {
+		name    string
+		status  int
+		h       http.Header
+		size    int64
+		minSize int64
+		want    bool
+	}{
+		{"text", 200, text(), 4096, 0, true},
+		{"unknown size", 200, text(), -1, 0, true},
+		{"tiny", 200, text(), 1023, 0, false},
+		{"at minimum", 200, text(), 1024, 0, true},
+		{"own minimum", 200, text(), 100, 50, true},
+		{"no minimum", 200, text(), 1, -1, true},
+		{"not 200", 404, text(), 4096, 0, false},
+		{"partial", 206, text("Content-Range", "bytes 0-9/4096"), 10, -1, false},
+		{"no-transform", 200, text("Cache-Control", "public, No-Transform"), 4096, 0, false},
+		{"cdn no-transform", 200, text("CDN-Cache-Control", "max-age=60, no-transform"), 4096, 0, false},
+		{"no-transform quoted", 200, text("Cache-Control", `private="no-transform", max-age=5`), 4096, 0, true},
+		{"no-transform second line", 200, text("Cache-Control", "max-age=5", "Cache-Control", "no-transform"), 4096, 0, false},
+		{"already encoded", 200, text("Content-Encoding", "gzip"), 4096, 0, false},
+		{"identity encoding", 200, text("Content-Encoding", "identity"), 4096, 0, true},
+		{"binary", 200, hdr("Content-Type", "application/octet-stream"), 4096, 0, false},
+		{"no type", 200, hdr(), 4096, 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := ShouldCompress(tt.status, tt.h, tt.size, tt.minSize, nil); got != tt.want {
+				t.Errorf("ShouldCompress(%d, %v, %d, %d) = %v, want %v", tt.status, tt.h, tt.size, tt.minSize, got, tt.want)
+			}
+		})
+	}
+}
+
+// decode decompresses body with a decoder independent of Encode's writers (the standard
+// library's gzip; zstd limited to the 8 MiB window browsers accept).
+func decode(t *testing.T, coding string, body []byte) []byte {
+	t.Helper()
+	var r io.Reader
+	switch coding {
+	case "br":
+		r = brotli.NewReader(bytes.NewReader(body))
+	case "zstd":
+		d, err := zstd.NewReader(bytes.NewReader(body), zstd.WithDecoderMaxWindow(8<<20), zstd.WithDecoderConcurrency(1))
+		if err != nil {
+			t.Fatalf("zstd.NewReader: %v", err)
+		}
+		defer d.Close()
+		r = d
+	case "gzip":
+		g, err := stdgzip.NewReader(bytes.NewReader(body))
+		if err != nil {
+			t.Fatalf("gzip.NewReader: %v", err)
+		}
+		r = g
+	}
+	out, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatalf("decode %s: %v", coding, err)
+	}
+	return out
+}
+
+// textBody is size bytes of compressible, not trivially repetitive text.
+func textBody(size int) []byte {
+	rng := rand.New(rand.NewPCG(1, 2))
+	words := strings.Fields("edge origin cache slice range vary encoding brotli zstd gzip fill purge shield tier the a of")
+	var b bytes.Buffer
+	for b.Len() < size {
+		b.WriteString(words[rng.IntN(len(words))])
+		b.WriteByte(' ')
+	}
+	return b.Bytes()[:size]
+}
+
+func TestEncodeRoundTrip(t *testing.T) {
+	bodies := map[string][]byte{
+		"empty": {},
+		"small": []byte("hello, world"),
+		"text":  textBody(256 << 10),
+		"large": textBody(9 << 20), // over the zstd window: several frames' worth of history
+	}
+	for _, coding := range []string{"br", "zstd", "gzip"} {
+		for name, body := range bodies {
+			for _, level := range []int{0, 1} {
+				if name == "large" && (level != 0 || testing.Short()) {
+					continue
+				}
+				t.Run(fmt.Sprintf("%s/%s/level%d", coding, name, level), func(t *testing.T) {
+					enc, err := Encode(coding, body, level)
+					if err != nil {
+						t.Fatalf("Encode(%s, %d bytes, %d): %v", coding, len(body), level, err)
+					}
+					if len(body) > 4096 && len(enc) >= len(body)/2 {
+						t.Errorf("Encode(%s, %d bytes text) = %d bytes, want under half", coding, len(body), len(enc))
+					}
+					if got := decode(t, coding, enc); !bytes.Equal(got, body) {
+						t.Errorf("decode(Encode(%s, %d bytes)) = %d bytes, not the input", coding, len(body), len(got))
+					}
+				})
+			}
+		}
+	}
+}
+
+func TestNewWriterRoundTrip(t *testing.T) {
+	body := textBody(100 << 10)
+	for _, coding := range []string{"br", "zstd", "gzip"} {
+		t.Run(coding, func(t *testing.T) {
+			var buf bytes.Buffer
+			w, err := NewWriter(&buf, coding, 0)
+			if err != nil {
+				t.Fatalf("NewWriter(%s): %v", coding, err)
+			}
+			for i := 0; i < len(body); i += 3000 {
+				if _, err := w.Write(body[i:min(i+3000, len(body))]); err != nil {
+					t.Fatalf("Write: %v", err)
+				}
+			}
+			if err := w.Close(); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+			if got := decode(t, coding, buf.Bytes()); !bytes.Equal(got, body) {
+				t.Errorf("streamed %s decodes to %d bytes, not the input", coding, len(got))
+			}
+		})
+	}
+}
+
+func TestEncodeErrors(t *testing.T) {
+	for _, tt := range []struct {
+		coding string
+		level  int
+	}{{"deflate", 0}, {"", 0}, {"br", 12}, {"br", -1}, {"zstd", 23}, {"gzip", 10}, {"gzip", -3}} {
+		if _, err := Encode(tt.coding, []byte("x"), tt.level); err == nil {
+			t.Errorf("Encode(%q, level %d) succeeded, want an error", tt.coding, tt.level)
+		}
+	}
+}
+
+func TestTransform(t *testing.T) {
+	body := textBody(8 << 10)
+	tests := []struct {
+		name     string
+		in       http.Header
+		wantVary string
+		wantETag string
+	}{
+		{"plain", hdr("Content-Type", "text/html", "ETag", `"abc"`), "Accept-Encoding", `"abc-br"`},
+		{"weak etag", hdr("ETag", `W/"abc"`, "Vary", "Origin"), "Origin, Accept-Encoding", `W/"abc-br"`},
+		{"vary has it", hdr("Vary", "origin, accept-encoding"), "origin, accept-encoding", ""},
+		{"vary lines", hdr("Vary", "Origin", "Vary", " ,Accept-Language"), "Origin, Accept-Language, Accept-Encoding", ""},
+		{"vary star", hdr("Vary", "*"), "*", ""},
+		{"bad etag dropped", hdr("ETag", `abc`), "Accept-Encoding", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := tt.in.Clone()
+			in.Set("Content-Length", "8192")
+			in.Set("Content-Digest", "sha-256=:x:")
+			h, out, err := Transform(in, body, "br", 0)
+			if err != nil {
+				t.Fatalf("Transform: %v", err)
+			}
+			if got := decode(t, "br", out); !bytes.Equal(got, body) {
+				t.Errorf("Transform body decodes to %d bytes, not the input", len(got))
+			}
+			checks := []struct{ field, want string }{
+				{"Content-Encoding", "br"},
+				{"Content-Length", fmt.Sprint(len(out))},
+				{"Vary", tt.wantVary},
+				{"ETag", tt.wantETag},
+				{"Content-Digest", ""},
+			}
+			for _, c := range checks {
+				if got := h.Get(c.field); got != c.want {
+					t.Errorf("Transform(%v) %s = %q, want %q", tt.in, c.field, got, c.want)
+				}
+			}
+			if n := len(h.Values("Vary")); n != 1 {
+				t.Errorf("Transform(%v) has %d Vary lines, want 1", tt.in, n)
+			}
+			if in.Get("Content-Encoding") != "" || in.Get("Content-Length") != "8192" {
+				t.Errorf("Transform modified its input header: %v", in)
+			}
+		})
+	}
+}
+
+func TestETagSuffix(t *testing.T) {
+	for _, tt := range []struct{ in, coding, want string }{
+		{`"abc"`, "gzip", `"abc-gzip"`},
+		{`W/"abc"`, "zstd", `W/"abc-zstd"`},
+		{`""`, "br", `"-br"`},
+	} {
+		got, ok := SuffixETag(tt.in, tt.coding)
+		if !ok || got != tt.want {
+			t.Errorf("SuffixETag(%q, %q) = %q, %v, want %q, true", tt.in, tt.coding, got, ok, tt.want)
+		}
+		back, ok := UnsuffixETag(got, tt.coding)
+		if !ok || back != tt.in {
+			t.Errorf("UnsuffixETag(%q, %q) = %q, %v, want %q, true", got, tt.coding, back, ok, tt.in)
+		}
+	}
+	for _, bad := range []string{"abc", `"a"b"`, `W/abc`, `"a b"`, `"`} {
+		if got, ok := SuffixETag(bad, "br"); ok {
+			t.Errorf("SuffixETag(%q) = %q, true; want false", bad, got)
+		}
+	}
+	if got, ok := UnsuffixETag(`"abc-gzip"`, "br"); ok || got != `"abc-gzip"` {
+		t.Errorf(`UnsuffixETag("abc-gzip", br) = %q, %v, want it unchanged, false`, got, ok)
+	}
+}
+
+// FuzzNoTransform checks the Cache-Control scan against a reference: the directive names of a
+// list with quoted strings removed.
+func FuzzNoTransform(f *testing.F) {
+	for _, s := range []string{"no-transform", `private="no-transform", max-age=1`, "max-age=1,NO-TRANSFORM", `a="\"", no-transform`, `x=no-transform`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		got := NoTransform([]string{v})
+		// Reference: drop quoted strings (with escapes), then look at each element's name.
+		var b strings.Builder
+		for i := 0; i < len(v); i++ {
+			if v[i] != '"' {
+				b.WriteByte(v[i])
+				continue
+			}
+			for i++; i < len(v) && v[i] != '"'; i++ {
+				if v[i] == '\\' {
+					i++
+				}
+			}
+		}
+		want := false
+		for elem := range strings.SplitSeq(b.String(), ",") {
+			name, _, _ := strings.Cut(strings.TrimLeft(elem, " \t"), "=")
+			if i := strings.IndexAny(name, " \t"); i >= 0 {
+				name = name[:i]
+			}
+			if strings.EqualFold(name, "no-transform") {
+				want = true
+			}
+		}
+		if got != want {
+			t.Errorf("NoTransform(%q) = %v, want %v", v, got, want)
+		}
+	})
+}

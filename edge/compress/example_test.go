@@ -1,0 +1,26 @@
+package compress_test
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/meridian-cdn/meridian/edge/compress"
+)
+
+func ExampleTransform() {
+	h := http.Header{}
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("ETag", `"v1"`)
+	h.Set("Vary", "Origin")
+	body := []byte(strings.Repeat("<p>hello, edge</p>\n", 200))
+
+	if compress.ShouldCompress(http.StatusOK, h, int64(len(body)), 0, nil) {
+		out, enc, err := compress.Transform(h, body, "gzip", 0)
+		if err != nil {
+			panic(err)
+		}
+		fmt.Println(out.Get("Content-Encoding"), out.Get("ETag"), out.Get("Vary"), len(enc) < len(body)/10)
+	}
+	// Output: gzip "v1-gzip" Origin, Accept-Encoding true
+}

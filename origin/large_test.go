@@ -1,0 +1,234 @@
+package origin
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"io"
+	"net/http"
+	"runtime"
+	"strconv"
+	"testing"
+	"time"
+)
+
+func TestOpenBody(t *testing.T) {
+	for _, tt := range []struct {
+		path    string
+		version int
+		size    int
+	}{
+		{"/a", 1, 0}, {"/a", 2, 10}, {"/a", 1, blockExtra + 3}, {"/long/" + string(bytes.Repeat([]byte("x"), 5000)), 7, 300 << 10},
+		{"/a", 1, 1 << 20}, {"/v", 123456789, 200 << 10},
+	} {
+		if got, want := unitLen(tt.path, tt.version), len(unit(tt.path, tt.version)); got != want {
+			t.Errorf("unitLen(%.10q, %d) = %d, want %d", tt.path, tt.version, got, want)
+		}
+		want := Body(tt.path, tt.version, tt.size)
+		r := OpenBody(tt.path, tt.version, tt.size)
+		if r.Size() != int64(tt.size) {
+			t.Errorf("OpenBody(%.10q, %d, %d).Size() = %d", tt.path, tt.version, tt.size, r.Size())
+		}
+		got, err := io.ReadAll(r)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("OpenBody(%.10q, %d, %d) read %d bytes, err %v; want Body's %d bytes", tt.path, tt.version, tt.size, len(got), err, len(want))
+		}
+		for _, off := range []int{0, 1, tt.size / 3, tt.size - 7, tt.size - 1} {
+			if off < 0 || off >= tt.size {
+				continue
+			}
+			p := make([]byte, min(70000, tt.size-off))
+			if n, err := r.ReadAt(p, int64(off)); n != len(p) || (err != nil && err != io.EOF) || !bytes.Equal(p, want[off:off+len(p)]) {
+				t.Errorf("OpenBody(%.10q, %d, %d).ReadAt(%d bytes, %d) = %d, %v, or other bytes", tt.path, tt.version, tt.size, len(p), off, n, err)
+			}
+		}
+	}
+}
+
+// TestLargeObjectStreams checks that a 64 MiB object comes with the right headers and bytes
+// without the origin allocating anything like its size.
+func TestLargeObjectStreams(t *testing.T) {
+	const size = 64 << 20
+	s, base := start(t, "127.0.0.40", Config{})
+	c := client(t)
+	req, _ := http.NewRequest("GET", base+"/big?size="+strconv.Itoa(size), nil)
+
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("GET /big: %v", err)
+	}
+	defer resp.Body.Close()
+	got := sha256.New()
+	n, err := io.Copy(got, resp.Body)
+	runtime.ReadMemStats(&after)
+	if err != nil || n != size {
+		t.Fatalf("GET /big read %d bytes, %v; want %d", n, err, size)
+	}
+	want := sha256.New()
+	io.Copy(want, OpenBody("/big", 1, size))
+	if !bytes.Equal(got.Sum(nil), want.Sum(nil)) {
+		t.Errorf("GET /big body hash differs from OpenBody's")
+	}
+	if resp.StatusCode != 200 || resp.ContentLength != size || resp.Header.Get("ETag") != ETag("/big", 1, size) ||
+		resp.Header.Get("Last-Modified") == "" || resp.Header.Get("Accept-Ranges") != "bytes" {
+		t.Errorf("GET /big = %d, Content-Length %d, header %v; want 200, %d, ETag %s, Last-Modified, Accept-Ranges: bytes",
+			resp.StatusCode, resp.ContentLength, resp.Header, size, ETag("/big", 1, size))
+	}
+	// Client and server share the process: both allocate a little per 32 KiB copied, nothing
+	// close to the 64 MiB body.
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 16<<20 {
+		t.Errorf("serving and reading a 64 MiB object allocated %d MiB, want under 16", alloc>>20)
+	}
+	if got := s.BytesSent("/big"); got != size {
+		t.Errorf("BytesSent(/big) = %d, want %d", got, size)
+	}
+}
+
+func TestLargeRange(t *testing.T) {
+	const size = 64 << 20
+	_, base := start(t, "127.0.0.41", Config{})
+	c := client(t)
+	body := OpenBody("/r", 1, size)
+	url := base + "/r?size=" + strconv.Itoa(size)
+	for _, tt := range []struct {
+		rng          string
+		first, last  int64
+		contentRange string
+	}{
+		{"bytes=0-1048575", 0, 1<<20 - 1, "bytes 0-1048575/67108864"},
+		{"bytes=33554432-34603007", 32 << 20, 33<<20 - 1, "bytes 33554432-34603007/67108864"},
+		{"bytes=67108860-", size - 4, size - 1, "bytes 67108860-67108863/67108864"},
+		{"bytes=-10", size - 10, size - 1, "bytes 67108854-67108863/67108864"},
+		{"bytes=67108000-99999999", 67108000, size - 1, "bytes 67108000-67108863/67108864"},
+	} {
+		t.Run(tt.rng, func(t *testing.T) {
+			r := do(t, c, context.Background(), "GET", url, http.Header{"Range": {tt.rng}}, "")
+			want := make([]byte, tt.last-tt.first+1)
+			body.ReadAt(want, tt.first)
+			if r.err != nil || r.status != http.StatusPartialContent || r.header.Get("Content-Range") != tt.contentRange ||
+				r.header.Get("Content-Length") != strconv.Itoa(len(want)) || !bytes.Equal(r.body, want) {
+				t.Errorf("GET Range: %s = %d, %v, Content-Range %q, Content-Length %q, %d bytes; want 206, %q, %d matching bytes",
+					tt.rng, r.status, r.err, r.header.Get("Content-Range"), r.header.Get("Content-Length"), len(r.body), tt.contentRange, len(want))
+			}
+			if r.header.Get("ETag") != ETag("/r", 1, size) {
+				t.Errorf("GET Range: %s ETag = %q, want the whole object's %q", tt.rng, r.header.Get("ETag"), ETag("/r", 1, size))
+			}
+		})
+	}
+	r := do(t, c, context.Background(), "GET", url, http.Header{"Range": {"bytes=67108864-"}}, "")
+	if r.status != http.StatusRequestedRangeNotSatisfiable || r.header.Get("Content-Range") != "bytes */67108864" {
+		t.Errorf("GET Range past the end = %d, Content-Range %q; want 416, bytes */67108864", r.status, r.header.Get("Content-Range"))
+	}
+}
+
+func TestNoRange(t *testing.T) {
+	_, base := start(t, "127.0.0.42", Config{})
+	c := client(t)
+	h := http.Header{"Range": {"bytes=10-19"}}
+	r := do(t, c, context.Background(), "GET", base+"/nr?size=100&norange=1", h, "")
+	if r.err != nil || r.status != 200 || !bytes.Equal(r.body, Body("/nr", 1, 100)) || r.header.Get("Content-Length") != "100" {
+		t.Errorf("GET norange=1 with Range = %d, %v, %d bytes, Content-Length %q; want 200 and the whole 100 bytes",
+			r.status, r.err, len(r.body), r.header.Get("Content-Length"))
+	}
+	if got := r.header.Get("Accept-Ranges"); got != "" {
+		t.Errorf("GET norange=1 Accept-Ranges = %q, want none", got)
+	}
+	r = do(t, c, context.Background(), "GET", base+"/nr?size=100&norange=0", h, "")
+	if r.status != http.StatusPartialContent {
+		t.Errorf("GET norange=0 with Range = %d, want 206", r.status)
+	}
+}
+
+// TestBumpAfter checks the mid-fill change: once bump_after bytes are sent the version changes,
+// the response in progress stays whole on its version, and ranges asked later carry the new
+// ETag and bytes, so a cache that stitched them would be caught.
+func TestBumpAfter(t *testing.T) {
+	const size = 1 << 20
+	s, base := start(t, "127.0.0.43", Config{})
+	c := client(t)
+	url := base + "/m?size=" + strconv.Itoa(size)
+	path, f, err := ParseFault([]byte(`{"path":"/m","bump_after":1000}`))
+	if err != nil {
+		t.Fatalf("ParseFault: %v", err)
+	}
+	s.SetFault(path, f)
+
+	first := do(t, c, context.Background(), "GET", url, http.Header{"Range": {"bytes=0-524287"}}, "")
+	if first.status != 206 || first.header.Get("ETag") != ETag("/m", 1, size) || !bytes.Equal(first.body, Body("/m", 1, size)[:512<<10]) {
+		t.Fatalf("first slice = %d, ETag %q, want 206, version 1's tag and bytes", first.status, first.header.Get("ETag"))
+	}
+	if v := s.Version("/m"); v != 2 {
+		t.Errorf("Version(/m) after %d bytes with bump_after 1000 = %d, want 2", len(first.body), v)
+	}
+	second := do(t, c, context.Background(), "GET", url, http.Header{"Range": {"bytes=524288-"}}, "")
+	if second.status != 206 || second.header.Get("ETag") != ETag("/m", 2, size) || !bytes.Equal(second.body, Body("/m", 2, size)[512<<10:]) {
+		t.Errorf("second slice = %d, ETag %q, want 206, version 2's tag %q and bytes", second.status, second.header.Get("ETag"), ETag("/m", 2, size))
+	}
+	if v := s.Version("/m"); v != 2 {
+		t.Errorf("Version(/m) = %d after the fault fired, want 2 (it fires once)", v)
+	}
+
+	// The fault fires in the middle of a whole response: that response is all version 2.
+	s.SetFault("/m", Fault{BumpAfter: size / 2})
+	whole := do(t, c, context.Background(), "GET", url, nil, "")
+	if whole.status != 200 || !bytes.Equal(whole.body, Body("/m", 2, size)) {
+		t.Errorf("whole GET during the bump = %d, %d bytes; want 200 and version 2's bytes only", whole.status, len(whole.body))
+	}
+	if v := s.Version("/m"); v != 3 {
+		t.Errorf("Version(/m) = %d, want 3", v)
+	}
+	r := do(t, c, context.Background(), "GET", base+"/_fault", nil, "")
+	if !bytes.Equal(bytes.TrimSpace(r.body), []byte("[]")) {
+		t.Errorf("GET /_fault after the bumps = %s, want [] (the fault clears itself)", r.body)
+	}
+	if _, _, err := ParseFault([]byte(`{"bump_after":10}`)); err == nil {
+		t.Errorf("ParseFault(bump_after without a path) succeeded, want an error")
+	}
+}
+
+func TestBytesSent(t *testing.T) {
+	s, base := start(t, "127.0.0.44", Config{})
+	c := client(t)
+	for _, req := range []struct {
+		method, url string
+		h           http.Header
+	}{
+		{"GET", "/b?size=1000", nil},
+		{"GET", "/b?size=1000", http.Header{"Range": {"bytes=0-99"}}},
+		{"HEAD", "/b?size=1000", nil},
+		{"GET", "/b?size=1000&status=503", nil},
+		{"GET", "/other?size=5", nil},
+	} {
+		if r := do(t, c, context.Background(), req.method, base+req.url, req.h, ""); r.err != nil {
+			t.Fatalf("%s %s: %v", req.method, req.url, r.err)
+		}
+	}
+	waitFor(t, 5*time.Second, func() bool { return s.InFlight() == 0 })
+	if got := s.BytesSent("/b"); got != 2100 {
+		t.Errorf("BytesSent(/b) = %d, want 2100 (1000 + 100 + 0 for HEAD + 1000 for the 503)", got)
+	}
+	if got := s.TotalBytesSent(); got != 2105 {
+		t.Errorf("TotalBytesSent() = %d, want 2105", got)
+	}
+	var st StatsJSON
+	r := do(t, c, context.Background(), "GET", base+"/_stats", nil, "")
+	if err := json.Unmarshal(r.body, &st); err != nil || st.Bytes["/b"] != 2100 || st.BytesTotal != 2105 {
+		t.Errorf("GET /_stats = %s (%v), want bytes[/b] 2100 and bytes_total 2105", r.body, err)
+	}
+	s.ResetStats()
+	if s.BytesSent("/b") != 0 || s.TotalBytesSent() != 0 {
+		t.Errorf("after ResetStats: BytesSent(/b) %d, TotalBytesSent %d, want 0", s.BytesSent("/b"), s.TotalBytesSent())
+	}
+}
+
+func BenchmarkLargeBody(b *testing.B) {
+	r := OpenBody("/bench/object", 1, 64<<20)
+	b.SetBytes(r.Size())
+	for b.Loop() {
+		r.Seek(0, io.SeekStart)
+		io.Copy(io.Discard, struct{ io.Reader }{r})
+	}
+}
