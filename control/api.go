@@ -7,6 +7,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -162,25 +163,48 @@ func (c *captureWriter) WriteHeader(code int) {
 	}
 }
 
-// authorize applies the bearer-token check for scope.
+// hostRoutes are the built-in routes that check each host against the token's hosts
+// themselves. Every other route with a scope is fleet-wide, and host-scoped tokens get 403.
+var hostRoutes = map[string]bool{
+	"GET /v1/hosts":                      true, // lists only the token's hosts
+	"GET /v1/hosts/{host}":               true,
+	"PUT /v1/hosts/{host}":               true,
+	"DELETE /v1/hosts/{host}":            true,
+	"POST /v1/purge":                     true,
+	"GET /v1/purges/{id}":                true,
+	"DELETE /v1/purges/{id}/unreachable": true,
+}
+
+// authorize applies the bearer-token check for scope: a client that failed too often gets 429
+// before its token is looked at, a missing or unknown token 401, a token without the scope (or
+// limited to hosts, on a fleet-wide route) 403.
 func (s *Server) authorize(scope string, h http.Handler) http.Handler {
 	if scope == "" {
 		return h
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		client, now := clientKey(r), time.Now()
+		if wait := s.authFails.retryAfter(client, now); wait > 0 {
+			s.authFails.refuse(w, wait)
+			return
+		}
 		tok, ok := s.auth.check(r)
 		if !ok {
+			s.authFails.fail(client, now)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="meridian"`)
 			WriteError(w, http.StatusUnauthorized, "", errors.New("missing or invalid bearer token"))
 			return
 		}
-		for _, sc := range tok.scopes {
-			if sc == scope {
-				h.ServeHTTP(w, r.WithContext(withTokenName(r.Context(), tok.name)))
-				return
-			}
+		if !slices.Contains(tok.scopes, scope) {
+			WriteError(w, http.StatusForbidden, "", fmt.Errorf("token %q lacks the %q scope", tok.name, scope))
+			return
 		}
-		WriteError(w, http.StatusForbidden, "", fmt.Errorf("token %q lacks the %q scope", tok.name, scope))
+		if tok.hosts != nil && !hostRoutes[r.Pattern] {
+			WriteError(w, http.StatusForbidden, "", fmt.Errorf("token %q is limited to hosts %s; %s %s is fleet-wide",
+				tok.name, strings.Join(tok.hosts, ", "), r.Method, r.URL.Path))
+			return
+		}
+		h.ServeHTTP(w, r.WithContext(withToken(withTokenName(r.Context(), tok.name), tok)))
 	})
 }
 
@@ -255,6 +279,7 @@ func (s *Server) routesAPI() {
 	s.Handle("DELETE /v1/hosts/{host}", ScopeConfig, http.HandlerFunc(s.deleteHost))
 	s.Handle("GET /v1/routing", ScopeRead, http.HandlerFunc(s.getRouting))
 	s.Handle("PUT /v1/routing", ScopeConfig, http.HandlerFunc(s.putRouting))
+	s.Handle("POST /v1/peer-keys/rotate", ScopeConfig, http.HandlerFunc(s.rotatePeerKey))
 }
 
 // Health is the body of GET /healthz.
@@ -379,25 +404,32 @@ type HostList struct {
 	Hosts []wire.HostConfig `json:"hosts"`
 }
 
-func (s *Server) listHosts(w http.ResponseWriter, _ *http.Request) {
+// listHosts lists the configured hosts the token may see.
+func (s *Server) listHosts(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	cv := s.config
 	s.mu.Unlock()
 	out := HostList{Hosts: []wire.HostConfig{}}
 	if cv != nil {
 		for _, h := range cv.Hosts() {
-			out.Hosts = append(out.Hosts, h)
+			if HostAllowed(r.Context(), h.Host) {
+				out.Hosts = append(out.Hosts, h)
+			}
 		}
 	}
 	sort.Slice(out.Hosts, func(i, j int) bool { return out.Hosts[i].Host < out.Hosts[j].Host })
 	writeJSON(w, http.StatusOK, out)
 }
 
-// pathHost reads and validates the {host} path value.
+// pathHost reads and validates the {host} path value, and checks it against the token's hosts.
 func pathHost(w http.ResponseWriter, r *http.Request) (string, bool) {
 	host := strings.ToLower(r.PathValue("host"))
 	if err := wire.ValidateHostname(host); err != nil {
 		WriteError(w, http.StatusBadRequest, "host", err)
+		return "", false
+	}
+	if !HostAllowed(r.Context(), host) {
+		WriteError(w, http.StatusForbidden, "host", errHostScope(r.Context(), host))
 		return "", false
 	}
 	return host, true
@@ -471,6 +503,29 @@ func (s *Server) getRouting(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, rp)
+}
+
+// rotatePeerKey adds a new key to the fleet's peer keyring (the secret edges sign fill
+// requests between nodes with). Nodes sign with it after ?grace (default 30s), so every node
+// has learnt it before anyone depends on it; the key before the previous one is dropped.
+func (s *Server) rotatePeerKey(w http.ResponseWriter, r *http.Request) {
+	grace := fleet.DefaultPeerKeyGrace
+	if g := r.URL.Query().Get("grace"); g != "" {
+		d, err := time.ParseDuration(g)
+		if err != nil || d < time.Second || d > time.Hour {
+			WriteError(w, http.StatusBadRequest, "grace", fmt.Errorf("want a duration from 1s to 1h, got %q", g))
+			return
+		}
+		grace = d
+	}
+	id, err := fleet.RotatePeerKey(r.Context(), s.JetStream(), s.cfg.Prefix, grace)
+	if err != nil {
+		WriteError(w, http.StatusServiceUnavailable, "", fmt.Errorf("rotate peer key: %w", err))
+		return
+	}
+	signFrom := time.Now().Add(grace).UTC()
+	s.log.Info("peer key rotated", "key", id, "sign_from", signFrom, "by", tokenName(r.Context()))
+	writeJSON(w, http.StatusOK, map[string]any{"key": id, "sign_from": signFrom})
 }
 
 func (s *Server) putRouting(w http.ResponseWriter, r *http.Request) {

@@ -1,12 +1,20 @@
 package control
 
 import (
+	"encoding/json"
+	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/meridian-cdn/meridian/internal/natstest"
+	"github.com/meridian-cdn/meridian/purge"
 )
 
 func TestParseTokens(t *testing.T) {
@@ -151,3 +159,299 @@ type recorder struct {
 func (r *recorder) Header() http.Header         { return r.h }
 func (r *recorder) Write(b []byte) (int, error) { return len(b), nil }
 func (r *recorder) WriteHeader(c int)           { r.code = c }
+
+// The tokens file in testdata is checked in, and git keeps no permission bits but the
+// executable one: make it private as the server requires before any test loads it.
+func init() {
+	_ = os.Chmod(filepath.Join("testdata", "tokens.yaml"), 0o600)
+}
+
+func TestParseTokenHosts(t *testing.T) {
+	tests := []struct {
+		name    string
+		hosts   string
+		wantErr string
+	}{
+		{"exact", "[www.example.com]", ""},
+		{"wildcard", `["*.example.com", "api.example.net"]`, ""},
+		{"class", `["cdn[0-9].example.com", "img?.example.com"]`, ""},
+		{"empty list", "[]", "hosts is empty"},
+		{"bad pattern", `["[.example.com"]`, "not a valid pattern"},
+		{"empty entry", `[""]`, "not a valid pattern"},
+		{"upper case", "[WWW.example.com]", "not lower case"},
+		{"not a hostname", `["www.example.com/path"]`, "not a hostname pattern"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseTokens([]byte("- {name: a, token: aaaaaaaaaaaaaaaa, scopes: [read], hosts: " + tt.hosts + "}\n"))
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Errorf("ParseTokens(hosts: %s) = %v, want nil", tt.hosts, err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Errorf("ParseTokens(hosts: %s) = %v, want an error containing %q", tt.hosts, err, tt.wantErr)
+			}
+		})
+	}
+	if _, err := New(Config{Tokens: []Token{{Name: "a", Token: "aaaaaaaaaaaaaaaa", Scopes: []string{ScopeRead}, Hosts: []string{"["}}}}); err == nil {
+		t.Errorf("New with a bad host pattern in Config.Tokens = nil, want an error")
+	}
+}
+
+func TestTokenAllowsHost(t *testing.T) {
+	tests := []struct {
+		hosts []string
+		host  string
+		want  bool
+	}{
+		{nil, "anything.example", true},
+		{[]string{"www.example.com"}, "www.example.com", true},
+		{[]string{"www.example.com"}, "img.example.com", false},
+		{[]string{"*.example.com"}, "img.example.com", true},
+		{[]string{"*.example.com"}, "a.b.example.com", true},
+		{[]string{"*.example.com"}, "example.com", false},
+		{[]string{"*.example.com"}, "evil-example.com", false},
+		{[]string{"*.example.com"}, "www.example.com.evil.net", false},
+		{[]string{"img?.example.com"}, "img1.example.com", true},
+		{[]string{"cdn[0-3].example.com", "x.example.net"}, "x.example.net", true},
+		{[]string{"cdn[0-3].example.com"}, "cdn7.example.com", false},
+	}
+	for _, tt := range tests {
+		tok := &authToken{hosts: tt.hosts}
+		if got := tok.allowsHost(tt.host); got != tt.want {
+			t.Errorf("token with hosts %q allowsHost(%q) = %v, want %v", tt.hosts, tt.host, got, tt.want)
+		}
+	}
+}
+
+// TestTokensFileMode: a tokens file group or others can access is refused at start.
+func TestTokensFileMode(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("testdata", "tokens.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []os.FileMode{0o600, 0o400, 0o640, 0o604, 0o644} {
+		t.Run(mode.String(), func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "tokens.yaml")
+			if err := os.WriteFile(p, data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(p, mode); err != nil {
+				t.Fatal(err)
+			}
+			_, err := New(Config{TokensFile: p})
+			if mode&0o077 == 0 {
+				if err != nil {
+					t.Errorf("New with a %04o tokens file = %v, want nil", mode, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), "chmod 600") || !strings.Contains(err.Error(), p) {
+				t.Errorf("New with a %04o tokens file = %v, want a refusal naming the file and chmod 600", mode, err)
+			}
+		})
+	}
+}
+
+const tokShop = "shop-secret-0123456789"
+
+// TestHostScopedTokens: a token with hosts reads, configures and purges only those hosts (403
+// elsewhere), sees only them in lists, and is refused on fleet-wide routes.
+func TestHostScopedTokens(t *testing.T) {
+	ts := startServer(t, Config{PurgeRate: -1, Tokens: []Token{{Name: "shop", Token: tokShop,
+		Scopes: []string{ScopeRead, ScopeConfig, ScopePurge}, Hosts: []string{"*.shop.example", "api.example.com"}}}})
+	for _, h := range []string{"www.shop.example", "api.example.com", "other.example.com"} {
+		body := []byte(`{"origin":"http://127.0.0.1:8080"}`)
+		if code, b := ts.do(t, "PUT", "/v1/hosts/"+h, tokAdmin, body); code != http.StatusOK {
+			t.Fatalf("PUT /v1/hosts/%s as admin = %d %s", h, code, b)
+		}
+	}
+	natstest.WaitFor(t, 10*time.Second, "three hosts in the config view", func() bool {
+		code, b := ts.do(t, "GET", "/v1/hosts", tokAdmin, nil)
+		var l HostList
+		return code == http.StatusOK && json.Unmarshal(b, &l) == nil && len(l.Hosts) == 3
+	})
+	// A purge of another host, whose receipt the shop token must not read.
+	code, b := ts.do(t, "POST", "/v1/purge", tokAdmin, []byte(`{"host":"other.example.com","all":true}`))
+	var other purge.Response
+	if err := json.Unmarshal(b, &other); code != http.StatusAccepted || err != nil {
+		t.Fatalf("POST /v1/purge as admin = %d %s", code, b)
+	}
+
+	t.Run("list filtered", func(t *testing.T) {
+		code, b := ts.do(t, "GET", "/v1/hosts", tokShop, nil)
+		var l HostList
+		if code != http.StatusOK || json.Unmarshal(b, &l) != nil {
+			t.Fatalf("GET /v1/hosts = %d %s", code, b)
+		}
+		var got []string
+		for _, h := range l.Hosts {
+			got = append(got, h.Host)
+		}
+		if want := []string{"api.example.com", "www.shop.example"}; !slices.Equal(got, want) {
+			t.Errorf("GET /v1/hosts as shop = %v, want %v", got, want)
+		}
+	})
+
+	tests := []struct {
+		method, path, body string
+		want               int
+	}{
+		{"GET", "/v1/hosts/www.shop.example", "", http.StatusOK},
+		{"GET", "/v1/hosts/api.example.com", "", http.StatusOK},
+		{"GET", "/v1/hosts/other.example.com", "", http.StatusForbidden},
+		{"GET", "/v1/hosts/shop.example", "", http.StatusForbidden}, // *.shop.example needs a label before
+		{"PUT", "/v1/hosts/new.shop.example", `{"origin":"http://127.0.0.1:8080"}`, http.StatusOK},
+		{"PUT", "/v1/hosts/other.example.com", `{"origin":"http://127.0.0.1:8080"}`, http.StatusForbidden},
+		{"DELETE", "/v1/hosts/other.example.com", "", http.StatusForbidden},
+		{"DELETE", "/v1/hosts/new.shop.example", "", http.StatusNoContent},
+		{"POST", "/v1/purge", `{"host":"www.shop.example","all":true}`, http.StatusAccepted},
+		{"POST", "/v1/purge", `{"host":"www.shop.example","urls":["/a"]}`, http.StatusAccepted},
+		{"POST", "/v1/purge", `{"host":"other.example.com","all":true}`, http.StatusForbidden},
+		{"POST", "/v1/purge", `{"host":"other.example.com","keys":["k"]}`, http.StatusForbidden},
+		{"GET", "/v1/purges/" + other.ID, "", http.StatusForbidden},
+		{"DELETE", "/v1/purges/" + other.ID + "/unreachable", "", http.StatusForbidden},
+		{"GET", "/v1/pops", "", http.StatusForbidden},
+		{"GET", "/v1/routing", "", http.StatusForbidden},
+		{"PUT", "/v1/routing", `{"policy":"nearest"}`, http.StatusForbidden},
+		{"POST", "/v1/peer-keys/rotate", "", http.StatusForbidden},
+		{"POST", "/v1/pops/par/drain", "", http.StatusForbidden},
+		{"GET", "/metrics", "", http.StatusForbidden},
+	}
+	for _, tt := range tests {
+		t.Run(tt.method+" "+tt.path+" "+tt.body, func(t *testing.T) {
+			var body []byte
+			if tt.body != "" {
+				body = []byte(tt.body)
+			}
+			code, b := ts.do(t, tt.method, tt.path, tokShop, body)
+			if code != tt.want {
+				t.Fatalf("%s %s as shop = %d %s, want %d", tt.method, tt.path, code, b, tt.want)
+			}
+			if code == http.StatusForbidden {
+				var e APIError
+				if json.Unmarshal(b, &e) != nil || e.Error == "" {
+					t.Errorf("403 body %s is not a JSON error", b)
+				}
+			}
+			if tt.method == "POST" && code == http.StatusAccepted {
+				var r purge.Response
+				if json.Unmarshal(b, &r) != nil {
+					t.Fatalf("decode purge answer %s", b)
+				}
+				if code, b := ts.do(t, "GET", "/v1/purges/"+r.ID, tokShop, nil); code != http.StatusOK {
+					t.Errorf("GET own receipt as shop = %d %s, want 200", code, b)
+				}
+			}
+		})
+	}
+}
+
+// TestBadOriginsRefused: the API refuses host configs whose origin is not a plain http(s) origin,
+// with 400 and the reason.
+func TestBadOriginsRefused(t *testing.T) {
+	ts := startServer(t, Config{})
+	tests := []struct {
+		origin, wantMsg string
+	}{
+		{"http://169.254.169.254/latest/meta-data", "link-local"},
+		{"http://[fd00:ec2::254]", "metadata"},
+		{"http://100.100.100.200", "metadata"},
+		{"http://metadata.google.internal", "metadata"},
+		{"http://[fe80::1]:8080", "link-local"},
+		{"http://user:pass@origin.example.com", "userinfo"},
+		{"gopher://origin.example.com", "scheme"},
+		{"file:///etc/passwd", "scheme"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.origin, func(t *testing.T) {
+			body, _ := json.Marshal(map[string]string{"origin": tt.origin})
+			code, b := ts.do(t, "PUT", "/v1/hosts/www.example.com", tokAdmin, body)
+			var e APIError
+			if code != http.StatusBadRequest || json.Unmarshal(b, &e) != nil || e.Field != "origin" || !strings.Contains(e.Error, tt.wantMsg) {
+				t.Errorf("PUT origin %q = %d %s, want 400 on field origin mentioning %q", tt.origin, code, b, tt.wantMsg)
+			}
+		})
+	}
+	if code, b := ts.do(t, "GET", "/v1/hosts/www.example.com", tokReader, nil); code != http.StatusNotFound {
+		t.Errorf("GET refused host = %d %s, want 404", code, b)
+	}
+}
+
+// TestAuthFailuresThrottled: a client address that keeps failing authentication gets 429 with
+// Retry-After, even with a right token then; another address is not affected.
+func TestAuthFailuresThrottled(t *testing.T) {
+	ts := startServer(t, Config{AuthFailureBurst: 3, AuthFailureRate: 0.01})
+	addr := strings.TrimPrefix(ts.base, "http://")
+	// from sends a request from source IP src (a loopback address of its own).
+	from := func(t *testing.T, src, token string) *http.Response {
+		t.Helper()
+		tr := &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}).DialContext}
+		defer tr.CloseIdleConnections()
+		req, _ := http.NewRequestWithContext(t.Context(), "GET", "http://"+addr+"/v1/pops", nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := (&http.Client{Transport: tr}).Do(req)
+		if err != nil {
+			t.Fatalf("GET /v1/pops from %s: %v", src, err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	for i := range 3 {
+		if r := from(t, "127.0.8.1", "wrong-token-0123456789"); r.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("bad token #%d = %d, want 401", i+1, r.StatusCode)
+		}
+	}
+	for _, tok := range []string{"wrong-token-0123456789", tokReader} {
+		r := from(t, "127.0.8.1", tok)
+		if r.StatusCode != http.StatusTooManyRequests {
+			t.Fatalf("after 3 failures, GET with %.5s… = %d, want 429", tok, r.StatusCode)
+		}
+		if s, err := strconv.Atoi(r.Header.Get("Retry-After")); err != nil || s < 1 {
+			t.Errorf("Retry-After = %q, want a positive number of seconds", r.Header.Get("Retry-After"))
+		}
+	}
+	if r := from(t, "127.0.8.2", tokReader); r.StatusCode != http.StatusOK {
+		t.Errorf("another address with the right token = %d, want 200", r.StatusCode)
+	}
+	if r := from(t, "127.0.8.1", ""); r.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("throttled address without a token = %d, want 429", r.StatusCode)
+	}
+	if code, _ := ts.do(t, "GET", "/healthz", "", nil); code != http.StatusOK {
+		t.Errorf("GET /healthz = %d, want 200 (public routes are not throttled)", code)
+	}
+}
+
+// TestAuthThrottleBounded: the throttle remembers a bounded number of clients, forgetting those
+// whose buckets refilled first.
+func TestAuthThrottleBounded(t *testing.T) {
+	a := newAuthThrottle(1, 2)
+	a.max = 100
+	now := time.Now()
+	key := func(i int) netip.Prefix {
+		p, _ := netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}).Prefix(32)
+		return p
+	}
+	for i := range 1000 {
+		a.fail(key(i), now)
+		a.fail(key(i), now)
+	}
+	if n := len(a.clients); n > a.max {
+		t.Errorf("throttle remembers %d clients, want at most %d", n, a.max)
+	}
+	if wait := a.retryAfter(key(999), now); wait <= 0 {
+		t.Errorf("retryAfter(latest client) = %v, want > 0 (just failed twice with burst 2)", wait)
+	}
+	if wait := a.retryAfter(key(999), now.Add(2*time.Second)); wait != 0 {
+		t.Errorf("retryAfter 2s later = %v, want 0 (one failure a second earned back)", wait)
+	}
+	if newAuthThrottle(-1, 2) != nil {
+		t.Errorf("newAuthThrottle(-1) is not nil, want the throttle off")
+	}
+	var off *authThrottle
+	off.fail(key(1), now)
+	if wait := off.retryAfter(key(1), now); wait != 0 {
+		t.Errorf("disabled throttle retryAfter = %v, want 0", wait)
+	}
+}

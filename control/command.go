@@ -19,7 +19,9 @@ func NewCommand() *cobra.Command {
 		Long: `Run the control plane. Without --nats it embeds a NATS server with JetStream
 (listening on --nats-listen, storing in --store-dir); with --nats it uses an existing NATS
 server or cluster. It creates the fleet and config buckets (idempotently) and serves the
-authenticated HTTP API on --listen. API tokens come from --tokens or $` + TokensFileEnv + `.`,
+authenticated HTTP API on --listen: over HTTPS with --tls-cert and --tls-key (reloaded when the
+files change), in plain HTTP only on a loopback address unless --insecure-http. API tokens come
+from --tokens or $` + TokensFileEnv + ` (a file only its owner may read).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			level := slog.LevelInfo
@@ -37,9 +39,13 @@ authenticated HTTP API on --listen. API tokens come from --tokens or $` + Tokens
 	f := cmd.Flags()
 	f.StringVar(&cfg.Listen, "listen", DefaultListen, "HTTP API address")
 	f.StringVar(&cfg.NATSURL, "nats", "", "existing NATS server or cluster URL(s); empty runs an embedded NATS server")
+	f.StringVar(&cfg.NATSCreds, "nats-creds", "", "credentials file for --nats (the embedded server's credentials live in --store-dir)")
 	f.StringVar(&cfg.NATSListen, "nats-listen", DefaultNATSListen, "embedded NATS client address")
 	f.StringVar(&cfg.StoreDir, "store-dir", DefaultStoreDir, "embedded NATS JetStream storage directory")
-	f.StringVar(&cfg.TokensFile, "tokens", "", "API tokens file (default $"+TokensFileEnv+")")
+	f.StringVar(&cfg.TokensFile, "tokens", "", "API tokens file, mode 0600 (default $"+TokensFileEnv+")")
+	f.StringVar(&cfg.TLSCert, "tls-cert", "", "API TLS certificate file (PEM), reloaded when it changes")
+	f.StringVar(&cfg.TLSKey, "tls-key", "", "API TLS key file (PEM), reloaded when it changes")
+	f.BoolVar(&cfg.InsecureHTTP, "insecure-http", false, "allow plain HTTP on a non-loopback --listen (behind a TLS proxy)")
 	f.StringVar(&cfg.Prefix, "prefix", "", "NATS bucket and subject prefix (default \"meridian\")")
 	f.DurationVar(&cfg.HeartbeatTTL, "heartbeat-ttl", 0, "how long a node stays in the fleet after its last heartbeat (default 3s)")
 	f.IntVar(&cfg.Replicas, "replicas", 1, "JetStream replicas for the buckets (3 on a three-node cluster)")
@@ -48,5 +54,6 @@ authenticated HTTP API on --listen. API tokens come from --tokens or $` + Tokens
 	f.IntVar(&cfg.PurgeBurst, "purge-burst", DefaultPurgeBurst, "purge requests a token may make at once")
 	f.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", DefaultMaxBodyBytes, "request body size limit")
 	f.BoolVarP(&verbose, "verbose", "v", false, "log at debug level")
+	cmd.AddCommand(newCredsCommand())
 	return cmd
 }

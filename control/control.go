@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meridian-cdn/meridian/control/fleet"
+	"github.com/meridian-cdn/meridian/internal/natsauth"
 	"github.com/meridian-cdn/meridian/internal/reuseport"
 	"github.com/meridian-cdn/meridian/purge"
 )
@@ -44,6 +45,11 @@ type Config struct {
 	// NATSURL is an existing NATS server or cluster (comma-separated URLs) to use; empty means
 	// run an embedded NATS server with JetStream.
 	NATSURL string
+	// NATSCreds is the credentials file control connects to NATSURL with (see
+	// `meridian control creds` and docs/security.md); empty means none, which only a NATS
+	// server without authentication accepts. Unused with the embedded server, whose
+	// credentials control creates in StoreDir.
+	NATSCreds string
 	// NATSListen is the embedded NATS server's client address; empty means DefaultNATSListen.
 	// Port 0 picks a free port (see NATSURL()).
 	NATSListen string
@@ -76,6 +82,18 @@ type Config struct {
 	// ShutdownTimeout bounds how long in-flight requests may take once Run's context ends;
 	// zero means 5 s.
 	ShutdownTimeout time.Duration
+	// TLSCert and TLSKey are the API's certificate and key files (PEM), reloaded when they
+	// change; both empty means plain HTTP, which only a loopback Listen allows (see
+	// CheckPlaintextListen) unless InsecureHTTP is set.
+	TLSCert, TLSKey string
+	// InsecureHTTP allows plain HTTP on a non-loopback Listen, for a TLS proxy in front.
+	InsecureHTTP bool
+	// AuthFailureBurst is how many failed authentications (401s) a client IP may make before it
+	// gets 429s; zero means DefaultAuthFailureBurst (60).
+	AuthFailureBurst int
+	// AuthFailureRate is how many failed authentications per second a throttled client IP earns
+	// back; zero means DefaultAuthFailureRate (1), negative turns the throttle off.
+	AuthFailureRate float64
 	// Logger receives the server's log; nil discards. Tokens are never logged.
 	Logger *slog.Logger
 }
@@ -91,6 +109,10 @@ type Server struct {
 	ready chan struct{}
 	// limiter limits purge requests per token.
 	limiter *purgeLimiter
+	// authFails throttles clients that keep failing authentication; nil when turned off.
+	authFails *authThrottle
+	// certs serves the API's TLS certificate; nil for plain HTTP.
+	certs *certReloader
 	// waits is cancelled when the server starts stopping, to end POST /v1/purge?wait early.
 	waits context.Context
 	// observers are the goroutines timing each purge to its last ack for the metrics; they
@@ -99,6 +121,9 @@ type Server struct {
 	purgeDur  prometheus.Histogram
 	purgeLate prometheus.Counter
 	endWaits  context.CancelFunc
+
+	// natsMu serialises reloads of the embedded NATS server's users.
+	natsMu sync.Mutex
 
 	mu        sync.Mutex // guards the fields below
 	tracker   *purge.Tracker
@@ -111,6 +136,10 @@ type Server struct {
 	js        jetstream.JetStream
 	view      *fleet.View
 	config    *fleet.ConfigView
+
+	// reloadUsers reloads the embedded NATS server's users from the users file's records; nil
+	// without an embedded server.
+	reloadUsers func([]CredentialRecord) error
 }
 
 // Route is one API route: a net/http pattern ("GET /v1/pops") and the scope it needs (empty
@@ -165,7 +194,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	toks := append([]Token(nil), cfg.Tokens...)
 	if cfg.TokensFile != "" {
-		ft, err := LoadTokens(cfg.TokensFile)
+		ft, err := loadTokensFile(cfg.TokensFile)
 		if err != nil {
 			return nil, fmt.Errorf("new control: %w", err)
 		}
@@ -182,6 +211,16 @@ func New(cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	if cfg.AuthFailureBurst <= 0 {
+		cfg.AuthFailureBurst = DefaultAuthFailureBurst
+	}
+	if cfg.AuthFailureRate == 0 {
+		cfg.AuthFailureRate = DefaultAuthFailureRate
+	}
+	certs, err := setupTLS(cfg, log)
+	if err != nil {
+		return nil, fmt.Errorf("new control: %w", err)
+	}
 	s := &Server{
 		cfg:     cfg,
 		log:     log,
@@ -190,6 +229,9 @@ func New(cfg Config) (*Server, error) {
 		reg:     prometheus.NewRegistry(),
 		ready:   make(chan struct{}),
 		limiter: newPurgeLimiter(cfg.PurgeRate, cfg.PurgeBurst),
+
+		authFails: newAuthThrottle(cfg.AuthFailureRate, cfg.AuthFailureBurst),
+		certs:     certs,
 	}
 	s.waits, s.endWaits = context.WithCancel(context.Background())
 	s.initMetrics()
@@ -299,6 +341,9 @@ func (s *Server) Run(ctx context.Context) error {
 // started has exited. It closes ln.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) (err error) {
 	defer ln.Close()
+	if ln, err = s.apiListener(ln); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	if s.started {
 		s.mu.Unlock()
@@ -308,21 +353,26 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) (err error) {
 	s.mu.Unlock()
 
 	url := s.cfg.NATSURL
+	var auth []nats.Option
 	if url == "" {
-		ns, err := s.startNATS()
+		ns, cred, stopNATS, err := s.startNATS()
 		if err != nil {
 			return err
 		}
-		defer func() {
-			ns.Shutdown()
-			ns.WaitForShutdown()
-		}()
+		defer stopNATS()
 		url = ns.ClientURL()
+		if auth, err = cred.Options(); err != nil {
+			return fmt.Errorf("control: %w", err)
+		}
+	} else if s.cfg.NATSCreds != "" {
+		if auth, err = natsauth.FileOptions(s.cfg.NATSCreds); err != nil {
+			return fmt.Errorf("control: %w", err)
+		}
 	}
-	nc, err := nats.Connect(url, nats.Name("meridian-control"), nats.MaxReconnects(-1),
+	nc, err := nats.Connect(url, append(auth, nats.Name("meridian-control"), nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { s.log.Warn("nats disconnected", "err", err) }),
-		nats.ReconnectHandler(func(c *nats.Conn) { s.log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }))
+		nats.ReconnectHandler(func(c *nats.Conn) { s.log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }))...)
 	if err != nil {
 		return fmt.Errorf("control: connect to nats %s: %w", url, err)
 	}
@@ -392,35 +442,95 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) (err error) {
 	return err
 }
 
-// startNATS runs the embedded NATS server with JetStream on StoreDir.
-func (s *Server) startNATS() (*server.Server, error) {
+// startNATS runs the embedded NATS server with JetStream on StoreDir. Nobody connects
+// anonymously: on first start it creates control's credential and the users file in StoreDir
+// (see creds.go), and it reloads its users whenever that file changes. It returns control's
+// credential and a function that stops the server.
+func (s *Server) startNATS() (*server.Server, natsauth.Credential, func(), error) {
+	var none natsauth.Credential
 	host, port, err := splitHostPort(s.cfg.NATSListen)
 	if err != nil {
-		return nil, fmt.Errorf("control: nats listen %q: %w", s.cfg.NATSListen, err)
+		return nil, none, nil, fmt.Errorf("control: nats listen %q: %w", s.cfg.NATSListen, err)
 	}
 	if port == 0 {
 		port = server.RANDOM_PORT
 	}
-	ns, err := server.NewServer(&server.Options{
-		ServerName: "meridian-control",
-		Host:       host,
-		Port:       port,
-		JetStream:  true,
-		StoreDir:   s.cfg.StoreDir,
-		NoSigs:     true,
-		NoLog:      true,
-	})
+	cred, err := initCredentials(s.cfg.StoreDir)
 	if err != nil {
-		return nil, fmt.Errorf("control: embedded nats: %w", err)
+		return nil, none, nil, fmt.Errorf("control: %w", err)
+	}
+	recs, err := ListCredentials(s.cfg.StoreDir)
+	if err != nil {
+		return nil, none, nil, fmt.Errorf("control: %w", err)
+	}
+	options := func(port int, recs []CredentialRecord) *server.Options {
+		return &server.Options{
+			ServerName: "meridian-control",
+			Host:       host,
+			Port:       port,
+			JetStream:  true,
+			StoreDir:   s.cfg.StoreDir,
+			NoSigs:     true,
+			NoLog:      true,
+			Nkeys:      natsauth.NkeyUsers(s.cfg.Prefix, natsUsers(recs)),
+		}
+	}
+	ns, err := server.NewServer(options(port, recs))
+	if err != nil {
+		return nil, none, nil, fmt.Errorf("control: embedded nats: %w", err)
 	}
 	go ns.Start()
 	if !ns.ReadyForConnections(30 * time.Second) {
 		ns.Shutdown()
 		ns.WaitForShutdown()
-		return nil, fmt.Errorf("control: embedded nats on %s did not start", s.cfg.NATSListen)
+		return nil, none, nil, fmt.Errorf("control: embedded nats on %s did not start", s.cfg.NATSListen)
 	}
-	s.log.Info("embedded nats started", "url", ns.ClientURL(), "store_dir", s.cfg.StoreDir)
-	return ns, nil
+	bound := ns.Addr().(*net.TCPAddr).Port
+	reload := func(recs []CredentialRecord) error {
+		s.natsMu.Lock()
+		defer s.natsMu.Unlock()
+		return ns.ReloadOptions(options(bound, recs))
+	}
+	s.mu.Lock()
+	s.reloadUsers = reload
+	s.mu.Unlock()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.watchUsers(ctx, reload)
+	}()
+	s.log.Info("embedded nats started", "url", ns.ClientURL(), "store_dir", s.cfg.StoreDir, "users", len(recs))
+	return ns, cred, func() {
+		cancel()
+		<-done
+		ns.Shutdown()
+		ns.WaitForShutdown()
+	}, nil
+}
+
+// IssueCredential issues a NATS credential for id in the embedded server's store (see the
+// package-level IssueCredential) and makes the running server accept it at once. It needs the
+// embedded server to be running.
+func (s *Server) IssueCredential(id natsauth.Identity) (natsauth.Credential, error) {
+	s.mu.Lock()
+	reload := s.reloadUsers
+	s.mu.Unlock()
+	if reload == nil {
+		return natsauth.Credential{}, errors.New("control: issue credential: no embedded NATS server running")
+	}
+	c, err := IssueCredential(s.cfg.StoreDir, id)
+	if err != nil {
+		return natsauth.Credential{}, fmt.Errorf("control: issue credential: %w", err)
+	}
+	recs, err := ListCredentials(s.cfg.StoreDir)
+	if err == nil {
+		err = reload(recs)
+	}
+	if err != nil {
+		return natsauth.Credential{}, fmt.Errorf("control: issue credential: %w", err)
+	}
+	return c, nil
 }
 
 func splitHostPort(hp string) (string, int, error) {

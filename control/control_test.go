@@ -15,6 +15,7 @@ import (
 
 	"github.com/meridian-cdn/meridian/control/fleet"
 	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/internal/natsauth"
 	"github.com/meridian-cdn/meridian/internal/natstest"
 )
 
@@ -48,6 +49,9 @@ func startServer(t *testing.T, cfg Config, setup ...func(*Server)) *testServer {
 	if cfg.HeartbeatTTL == 0 {
 		cfg.HeartbeatTTL = time.Second
 	}
+	if cfg.NATSURL != "" && cfg.NATSCreds == "" {
+		cfg.NATSCreds = credsFile(t, cfg.NATSURL, natsauth.Control())
+	}
 	s, err := New(cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
@@ -70,6 +74,9 @@ func startServer(t *testing.T, cfg Config, setup ...func(*Server)) *testServer {
 	case <-time.After(20 * time.Second):
 		cancel()
 		t.Fatal("control not ready within 20s")
+	}
+	if cfg.NATSURL == "" {
+		registerNATS(s.NATSURL(), s.IssueCredential)
 	}
 	stopped := false
 	ts := &testServer{Server: s, base: "http://" + ln.Addr().String()}
@@ -139,7 +146,7 @@ func findPoP(f Fleet, id string) (PoPStatus, bool) {
 // runRegistrar registers a node through its own NATS connection, as an edge would.
 func runRegistrar(t *testing.T, url string, n wire.Node, interval time.Duration) {
 	t.Helper()
-	_, js := connect(t, url)
+	_, js := connectAs(t, url, natsauth.Edge(n.PoP, n.ID))
 	r, err := fleet.NewRegistrar(fleet.RegistrarConfig{JS: js, Node: n, Interval: interval,
 		Load: func() wire.LoadReport { return wire.LoadReport{RequestsPerSec: 10, Healthy: true} }})
 	if err != nil {
@@ -445,7 +452,7 @@ func TestRestartKeepsConfig(t *testing.T) {
 }
 
 func TestExternalNATSRestart(t *testing.T) {
-	ns := natstest.Start(t)
+	ns := startNATS(t)
 	ts := startServer(t, Config{NATSURL: ns.URL()})
 	// A second control against the same cluster changes nothing (buckets already there).
 	ts2 := startServer(t, Config{NATSURL: ns.URL()})

@@ -15,6 +15,7 @@ import (
 
 	"github.com/meridian-cdn/meridian/control/fleet"
 	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/internal/natsauth"
 	"github.com/meridian-cdn/meridian/internal/natstest"
 )
 
@@ -27,12 +28,16 @@ func TestHelperSimNodes(t *testing.T) {
 		t.Skip("helper process for TestLongFleet")
 	}
 	n, _ := strconv.Atoi(os.Getenv("MERIDIAN_SIM_NODES"))
+	creds, err := natsauth.FileOptions(os.Getenv("MERIDIAN_SIM_NATS_CREDS"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	const perPoP = 10
 	var wg sync.WaitGroup
 	for p := 0; p*perPoP < n; p++ {
-		_, js := connect(t, url) // one connection per PoP, as its leaf node would carry
+		_, js := natstest.ConnectURL(t, url, creds...) // one connection per PoP, as its leaf node would carry
 		for i := 0; i < perPoP && p*perPoP+i < n; i++ {
 			node := wire.Node{PoP: fmt.Sprintf("pop%02d", p), ID: fmt.Sprintf("n%02d", i), Capacity: 1000,
 				Lat: float64(p), Lon: float64(i), HTTPAddr: "127.0.0.1:80"}
@@ -75,7 +80,7 @@ func TestLongFleet(t *testing.T) {
 	v := ts.Fleet()
 
 	child := exec.Command(os.Args[0], "-test.run=^TestHelperSimNodes$", "-test.count=1")
-	child.Env = append(os.Environ(), "MERIDIAN_SIM_NATS="+ts.NATSURL(), "MERIDIAN_SIM_NODES="+strconv.Itoa(nodes), "MERIDIAN_LONG=")
+	child.Env = append(os.Environ(), "MERIDIAN_SIM_NATS="+ts.NATSURL(), "MERIDIAN_SIM_NATS_CREDS="+credsFile(t, ts.NATSURL(), natsauth.Control()), "MERIDIAN_SIM_NODES="+strconv.Itoa(nodes), "MERIDIAN_LONG=")
 	child.Stderr = os.Stderr
 	if err := child.Start(); err != nil {
 		t.Fatalf("start simulated nodes: %v", err)

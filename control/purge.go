@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,15 +38,26 @@ var purgeKinds = []purge.Kind{purge.KindURL, purge.KindPrefix, purge.KindKey, pu
 func (s *Server) routesPurge() {
 	s.Handle("POST /v1/purge", ScopePurge, http.HandlerFunc(s.postPurge))
 	s.Handle("GET /v1/purges/{id}", ScopePurge, http.HandlerFunc(s.getPurge))
+	s.Handle("DELETE /v1/purges/{id}/unreachable", ScopePurge, http.HandlerFunc(s.declareGone))
 }
 
 // startPurge starts the tracker that collects purge acks; it runs until ctx ends. Serve calls
 // it once NATS is up and the purge stream exists.
 func (s *Server) startPurge(ctx context.Context, wg *sync.WaitGroup) error {
 	s.mu.Lock()
-	nc, js := s.nc, s.js
+	nc, js, view := s.nc, s.js, s.view
 	s.mu.Unlock()
-	tr, err := purge.NewTracker(nc, s.cfg.Prefix, purge.WithRetention(s.cfg.PurgeRetention), purge.WithLogger(s.log))
+	// A pending node that left the registry reads unreachable in receipts (rule 4).
+	registered := func() []purge.NodeRef {
+		nodes := view.Nodes()
+		out := make([]purge.NodeRef, len(nodes))
+		for i, n := range nodes {
+			out[i] = purge.NodeRef{PoP: n.PoP, Node: n.ID}
+		}
+		return out
+	}
+	tr, err := purge.NewTracker(nc, s.cfg.Prefix, purge.WithRetention(s.cfg.PurgeRetention), purge.WithLogger(s.log),
+		purge.WithRegistry(registered))
 	if err != nil {
 		return fmt.Errorf("control: %w", err)
 	}
@@ -91,6 +103,11 @@ func (s *Server) postPurge(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	host := msgs[0].Host
+	if !HostAllowed(r.Context(), host) {
+		// Every kind, all included, names one host: a host-scoped token purges only its own.
+		WriteError(w, http.StatusForbidden, "host", errHostScope(r.Context(), host))
+		return
+	}
 	if ok, err := s.hostConfigured(r.Context(), host); err != nil {
 		WriteError(w, http.StatusServiceUnavailable, "", fmt.Errorf("look up host %s: %w", host, err))
 		return
@@ -223,8 +240,9 @@ func (s *Server) hostConfigured(ctx context.Context, host string) (bool, error) 
 	return true, nil
 }
 
-func (s *Server) getPurge(w http.ResponseWriter, r *http.Request) {
-	id := purge.RequestID(r.PathValue("id"))
+// requestReceipts returns the receipts of request id, or writes a 404 (or a 403 for a host
+// outside the token's hosts) and returns false.
+func (s *Server) requestReceipts(w http.ResponseWriter, r *http.Request, id string) ([]purge.Receipt, bool) {
 	tr := s.Tracker()
 	var receipts []purge.Receipt
 	for _, k := range purgeKinds {
@@ -234,6 +252,69 @@ func (s *Server) getPurge(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(receipts) == 0 {
 		WriteError(w, http.StatusNotFound, "id", fmt.Errorf("no purge %q is known (receipts are kept for the last %d purges within the stream retention)", id, purge.DefaultMaxPurges))
+		return nil, false
+	}
+	if host := receipts[0].Host; !HostAllowed(r.Context(), host) {
+		WriteError(w, http.StatusForbidden, "id", errHostScope(r.Context(), host))
+		return nil, false
+	}
+	return receipts, true
+}
+
+func (s *Server) getPurge(w http.ResponseWriter, r *http.Request) {
+	id := purge.RequestID(r.PathValue("id"))
+	receipts, ok := s.requestReceipts(w, r, id)
+	if !ok {
+		return
+	}
+	writeJSON(w, http.StatusOK, purge.NewResponse(id, receipts))
+}
+
+// declareGone answers DELETE /v1/purges/{id}/unreachable: the operator says that the request's
+// unreachable nodes (those that left the registry without acking) are gone for good, so that
+// the purge can complete without them. ?node=pop/node (repeatable) limits it to those nodes;
+// naming a node that is registered and has not acked is refused with 409, since it may still
+// ack. The answer is the updated receipt.
+func (s *Server) declareGone(w http.ResponseWriter, r *http.Request) {
+	id := purge.RequestID(r.PathValue("id"))
+	var nodes []purge.NodeRef
+	for _, v := range r.URL.Query()["node"] {
+		pop, node, ok := strings.Cut(v, "/")
+		if !ok || wire.ValidatePoPID(pop) != nil || node == "" {
+			WriteError(w, http.StatusBadRequest, "node", fmt.Errorf("node %q is not pop/node", v))
+			return
+		}
+		nodes = append(nodes, purge.NodeRef{PoP: pop, Node: node})
+	}
+	receipts, ok := s.requestReceipts(w, r, id)
+	if !ok {
+		return
+	}
+	tr := s.Tracker()
+	var declared []purge.NodeRef
+	for _, rc := range receipts {
+		gone, err := tr.DeclareGone(rc.ID, nodes...)
+		switch {
+		case errors.Is(err, purge.ErrUnknownPurge), errors.Is(err, purge.ErrUnknownNode):
+			WriteError(w, http.StatusNotFound, "node", err)
+			return
+		case errors.Is(err, purge.ErrNodeLive):
+			WriteError(w, http.StatusConflict, "node", err)
+			return
+		case err != nil:
+			WriteError(w, http.StatusInternalServerError, "", err)
+			return
+		}
+		for _, g := range gone {
+			if !slices.Contains(declared, g) {
+				declared = append(declared, g)
+			}
+		}
+	}
+	if len(declared) > 0 {
+		s.log.Info("purge nodes declared gone", "id", id, "nodes", declared, "by", TokenName(r.Context()))
+	}
+	if receipts, ok = s.requestReceipts(w, r, id); !ok {
 		return
 	}
 	writeJSON(w, http.StatusOK, purge.NewResponse(id, receipts))

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -20,6 +21,7 @@ import (
 	"github.com/meridian-cdn/meridian/control/fleet"
 	"github.com/meridian-cdn/meridian/control/wire"
 	"github.com/meridian-cdn/meridian/edge"
+	"github.com/meridian-cdn/meridian/internal/natsauth"
 	"github.com/meridian-cdn/meridian/internal/natstest"
 	"github.com/meridian-cdn/meridian/origin"
 	"github.com/meridian-cdn/meridian/purge"
@@ -67,7 +69,8 @@ func startEdge(t testing.TB, ip, pop, node, natsURL string) *edge.Node {
 func startEdgeHB(t testing.TB, ip, pop, node, natsURL string, heartbeat time.Duration) *edge.Node {
 	t.Helper()
 	n, err := edge.New(edge.Config{PoP: pop, Node: node,
-		Fleet: edge.FleetConfig{NATS: natsURL, Heartbeat: heartbeat, TTL: 3 * heartbeat}})
+		Fleet: edge.FleetConfig{NATS: natsURL, Creds: credsFile(t, natsURL, natsauth.Edge(pop, node)),
+			Heartbeat: heartbeat, TTL: 3 * heartbeat}})
 	if err != nil {
 		t.Fatalf("new edge: %v", err)
 	}
@@ -557,6 +560,7 @@ func TestPurgeWaitListsEveryLiveNode(t *testing.T) {
 	ts := startServer(t, Config{PurgeRate: -1, HeartbeatTTL: 10 * time.Second})
 	_, addr := startOrigin(t, "127.0.6.10")
 	cut := natstest.NewCutter(t, "127.0.6.50", ts.NATSURL())
+	aliasNATS(t, cut.URL(), ts.NATSURL())
 	live := startEdge(t, "127.0.6.20", "ams", "n1", ts.NATSURL())
 	away := startEdge(t, "127.0.6.21", "ams", "n2", cut.URL())
 	runRegistrar(t, ts.NATSURL(), wire.Node{PoP: "fra", ID: "silent", HTTPAddr: "127.0.6.22:80"}, 200*time.Millisecond)
@@ -630,6 +634,7 @@ func startControlB(b *testing.B, cfg Config) (*Server, string) {
 	case err := <-done:
 		b.Fatalf("control stopped: %v", err)
 	}
+	registerNATS(s.NATSURL(), s.IssueCredential)
 	return s, "http://" + ln.Addr().String()
 }
 
@@ -705,7 +710,7 @@ func BenchmarkPurgeAPI(b *testing.B) {
 		answers = append(answers, answered)
 	}
 	b.StopTimer()
-	fl := natstest.FanoutFloor(b, s.NATSURL(), benchEdges, max(len(acks), 200))
+	fl := natstest.FanoutFloor(b, s.NATSURL(), benchEdges, max(len(acks), 200), natsOptions(b, s.NATSURL(), natsauth.Control())...)
 	slices.Sort(acks)
 	slices.Sort(answers)
 	slices.Sort(fl)
@@ -845,4 +850,128 @@ func TestPurgeDurationMetric(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// startRegistrar registers n through its own NATS connection, as an edge would (but acks no
+// purge), until the returned stop is called, which makes it leave the registry, or the test
+// ends.
+func startRegistrar(t *testing.T, url string, n wire.Node) (stop func()) {
+	t.Helper()
+	_, js := connectAs(t, url, natsauth.Edge(n.PoP, n.ID))
+	r, err := fleet.NewRegistrar(fleet.RegistrarConfig{JS: js, Node: n, Interval: 200 * time.Millisecond,
+		Load: func() wire.LoadReport { return wire.LoadReport{Healthy: true} }})
+	if err != nil {
+		t.Fatalf("NewRegistrar: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = r.Run(ctx); close(done) }()
+	stop = func() { cancel(); <-done }
+	t.Cleanup(stop)
+	return stop
+}
+
+// nodeStatuses maps "pop/node" to its status across a response's receipts (the first seen).
+func nodeStatuses(resp purge.Response) map[string]string {
+	out := map[string]string{}
+	for _, rc := range resp.Purges {
+		for _, p := range rc.PoPs {
+			for _, n := range p.Nodes {
+				if _, ok := out[p.PoP+"/"+n.Node]; !ok {
+					out[p.PoP+"/"+n.Node] = n.Status
+				}
+			}
+		}
+	}
+	return out
+}
+
+// TestPurgeReceiptReportsUnreachable: every node registered when a purge was issued stays in its
+// receipt; one that left the registry without acking reads unreachable and keeps the purge
+// incomplete until an operator declares it gone (DELETE /v1/purges/{id}/unreachable).
+func TestPurgeReceiptReportsUnreachable(t *testing.T) {
+	ts := startServer(t, Config{PurgeRate: -1})
+	if err := fleet.PutHost(t.Context(), ts.JetStream(), "", wire.HostConfig{Host: hostA, Origin: "http://127.0.0.1:8080"}); err != nil {
+		t.Fatalf("PutHost: %v", err)
+	}
+	stopAms := startRegistrar(t, ts.NATSURL(), wire.Node{PoP: "ams", ID: "n1"})
+	stopFra := startRegistrar(t, ts.NATSURL(), wire.Node{PoP: "fra", ID: "n1"})
+	natstest.WaitFor(t, 10*time.Second, "two nodes in the control's fleet view", func() bool {
+		return len(ts.Fleet().Nodes()) == 2
+	})
+	body, _ := json.Marshal(purge.Request{Host: hostA, URLs: []string{"/a"}, Keys: []string{"k"}})
+	code, resp, b := postPurge(t, ts, tokPurger, "50ms", body)
+	if code != http.StatusAccepted || resp.Complete {
+		t.Fatalf("purge = %d complete=%v %s, want 202 incomplete (the nodes do not ack)", code, resp.Complete, b)
+	}
+	if got, want := nodeStatuses(resp), map[string]string{"ams/n1": purge.NodePending, "fra/n1": purge.NodePending}; !maps.Equal(got, want) {
+		t.Fatalf("statuses = %v, want %v", got, want)
+	}
+	receipt := func(t *testing.T) purge.Response {
+		t.Helper()
+		code, b := ts.do(t, "GET", "/v1/purges/"+resp.ID, tokPurger, nil)
+		var r purge.Response
+		if code != http.StatusOK || json.Unmarshal(b, &r) != nil {
+			t.Fatalf("GET /v1/purges/%s = %d %s", resp.ID, code, b)
+		}
+		return r
+	}
+
+	stopAms()
+	natstest.WaitFor(t, 10*time.Second, "ams/n1 unreachable in the receipt", func() bool {
+		return nodeStatuses(receipt(t))["ams/n1"] == purge.NodeUnreachable
+	})
+	r := receipt(t)
+	if r.Complete || len(r.Purges) != 2 {
+		t.Fatalf("receipt complete %v with %d parts, want incomplete with 2", r.Complete, len(r.Purges))
+	}
+	for _, rc := range r.Purges {
+		if want := []purge.NodeRef{{PoP: "ams", Node: "n1"}}; !slices.Equal(rc.Unreachable, want) || len(rc.Pending) != 2 {
+			t.Errorf("%s: unreachable %v pending %v, want ams/n1 unreachable and both pending", rc.Kind, rc.Unreachable, rc.Pending)
+		}
+	}
+
+	refused := []struct {
+		name, path string
+		want       int
+	}{
+		{"registered node", "/v1/purges/" + resp.ID + "/unreachable?node=fra/n1", http.StatusConflict},
+		{"node not in the receipt", "/v1/purges/" + resp.ID + "/unreachable?node=lhr/n1", http.StatusNotFound},
+		{"malformed node", "/v1/purges/" + resp.ID + "/unreachable?node=n1", http.StatusBadRequest},
+		{"unknown purge", "/v1/purges/nope/unreachable", http.StatusNotFound},
+	}
+	for _, tt := range refused {
+		t.Run(tt.name, func(t *testing.T) {
+			code, b := ts.do(t, "DELETE", tt.path, tokPurger, nil)
+			var e APIError
+			if code != tt.want || json.Unmarshal(b, &e) != nil || e.Error == "" {
+				t.Errorf("DELETE %s = %d %s, want %d with a JSON error", tt.path, code, b, tt.want)
+			}
+		})
+	}
+
+	code, b = ts.do(t, "DELETE", "/v1/purges/"+resp.ID+"/unreachable", tokPurger, nil)
+	if err := json.Unmarshal(b, &r); code != http.StatusOK || err != nil {
+		t.Fatalf("DELETE unreachable = %d %s, want 200 with the receipt", code, b)
+	}
+	if got, want := nodeStatuses(r), map[string]string{"ams/n1": purge.NodeGone, "fra/n1": purge.NodePending}; !maps.Equal(got, want) || r.Complete {
+		t.Errorf("after declaring ams/n1 gone: statuses %v complete %v, want %v and incomplete", got, r.Complete, want)
+	}
+
+	stopFra()
+	natstest.WaitFor(t, 10*time.Second, "fra/n1 unreachable in the receipt", func() bool {
+		return nodeStatuses(receipt(t))["fra/n1"] == purge.NodeUnreachable
+	})
+	code, b = ts.do(t, "DELETE", "/v1/purges/"+resp.ID+"/unreachable?node=fra/n1", tokPurger, nil)
+	if err := json.Unmarshal(b, &r); code != http.StatusOK || err != nil || !r.Complete || r.CompletedAt == nil {
+		t.Fatalf("DELETE unreachable?node=fra/n1 = %d %s, want 200 and complete", code, b)
+	}
+	for _, rc := range r.Purges {
+		if len(rc.Gone) != 2 || len(rc.Pending) != 0 {
+			t.Errorf("%s: gone %v pending %v, want both gone and none pending", rc.Kind, rc.Gone, rc.Pending)
+		}
+	}
+	if r := receipt(t); !r.Complete {
+		t.Errorf("GET after both declared gone: complete = false, want true")
+	}
 }

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meridian-cdn/meridian/internal/natstest"
+	"github.com/meridian-cdn/meridian/internal/natsauth"
 	"github.com/meridian-cdn/meridian/internal/proctest"
 )
 
@@ -16,7 +16,7 @@ import (
 // `meridian control` is replaced by a new process on the same port (SO_REUSEPORT).
 func TestRestartUnderLoad(t *testing.T) {
 	bin := proctest.Build(t)
-	ns := natstest.Start(t)
+	ns := startNATS(t)
 	probe, err := net.Listen("tcp", "127.0.7.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -24,7 +24,7 @@ func TestRestartUnderLoad(t *testing.T) {
 	addr := probe.Addr().String()
 	probe.Close()
 
-	old := proctest.Start(t, bin, "control plane ready", "control", "--listen", addr, "--nats", ns.URL(), "--tokens", "testdata/tokens.yaml")
+	old := proctest.Start(t, bin, "control plane ready", "control", "--listen", addr, "--nats", ns.URL(), "--nats-creds", credsFile(t, ns.URL(), natsauth.Control()), "--tokens", "testdata/tokens.yaml")
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Second)
 	defer cancel()
 	// Keep-alive connections, as API clients keep them. A client that opens a new connection for

@@ -73,6 +73,7 @@ func TestComposeParses(t *testing.T) {
 		Services map[string]struct {
 			Command []string `yaml:"command"`
 			Volumes []string `yaml:"volumes"`
+			Ports   []string `yaml:"ports"`
 		} `yaml:"services"`
 	}
 	if err := yaml.Unmarshal(b, &c); err != nil {
@@ -93,6 +94,10 @@ func TestComposeParses(t *testing.T) {
 	}
 	if edges != 3 {
 		t.Errorf("compose.yaml has %d edge services, want 3 (one per PoP)", edges)
+	}
+	// The control API is published on the host's loopback only; NATS is not published.
+	if p := c.Services["control"].Ports; len(p) != 1 || !strings.HasPrefix(p[0], "127.0.0.1:") {
+		t.Errorf("control publishes %q, want only its API on 127.0.0.1", p)
 	}
 }
 
@@ -184,8 +189,9 @@ func TestPrometheusConfigListsEveryNode(t *testing.T) {
 		}
 	}
 	want := map[string][]string{
-		"meridian-edge":    {"10.1.0.11:9080", "10.1.0.12:9080", "10.2.0.21:9080", "198.51.100.31:9080"},
-		"meridian-dns":     {"203.0.113.11:9153", "203.0.113.12:9153", "203.0.113.13:9153"},
+		// nrt-edge-1 has no private address: its admin port is on loopback, not scraped.
+		"meridian-edge":    {"10.1.0.11:9080", "10.1.0.12:9080", "10.2.0.21:9080"},
+		"meridian-dns":     {"10.0.0.11:9153", "10.0.0.12:9153", "10.0.0.13:9153"},
 		"meridian-control": {"203.0.113.11:7070", "203.0.113.12:7070", "203.0.113.13:7070"},
 	}
 	for job, w := range want {
@@ -205,7 +211,9 @@ func TestUnitsAreHardened(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, want := range []string{"User=meridian", "ProtectSystem=strict", "NoNewPrivileges=yes",
+			user := map[string]string{"meridian-edge.service": "meridian-edge", "meridian-dns.service": "meridian-dns",
+				"meridian-control.service": "meridian-control", "nats-server.service": "meridian-nats"}[u]
+			for _, want := range []string{"User=" + user + "\n", "ProtectSystem=strict", "NoNewPrivileges=yes",
 				"CapabilityBoundingSet=", "LimitNOFILE=", "Restart=on-failure"} {
 				if !strings.Contains(string(b), want) {
 					t.Errorf("%s lacks %s", u, want)
@@ -318,7 +326,13 @@ func TestComposeConfigsLoad(t *testing.T) {
 	if _, err := dnsroute.LoadConfig(filepath.Join("compose", "dns.yaml")); err != nil {
 		t.Errorf("dnsroute.LoadConfig(compose/dns.yaml) = %v", err)
 	}
-	if _, err := control.LoadTokens(filepath.Join("compose", "tokens.yaml")); err != nil {
+	toks, err := control.LoadTokens(filepath.Join("compose", "tokens.yaml"))
+	if err != nil {
 		t.Errorf("control.LoadTokens(compose/tokens.yaml) = %v", err)
+	}
+	for _, tok := range toks {
+		if len(tok.Scopes) > 1 && len(tok.Hosts) == 0 {
+			t.Errorf("compose demo token %s has scopes %v on every host; want one narrow scope", tok.Name, tok.Scopes)
+		}
 	}
 }

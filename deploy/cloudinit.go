@@ -42,8 +42,13 @@ func (r *renderer) cloudInit(vm, role string, paths []string, files map[string][
 	cc := cloudConfig{
 		PackageUpdate: true,
 		Packages:      []string{"ca-certificates", "curl"},
-		Users: []any{"default", cloudUser{Name: "meridian", System: true, Homedir: StateDir, NoCreateHome: true,
-			Shell: "/usr/sbin/nologin", LockPasswd: true}},
+		Users:         []any{"default"},
+	}
+	// One system user per service (the units' User=): the internet-facing DNS and edge cannot
+	// read control's tokens or another process's NATS credential.
+	for _, u := range serviceUsers(role) {
+		cc.Users = append(cc.Users, cloudUser{Name: u, System: true, Homedir: StateDir, NoCreateHome: true,
+			Shell: "/usr/sbin/nologin", LockPasswd: true})
 	}
 	if rel.NATSServerURL == "" {
 		cc.Packages = append(cc.Packages, "nats-server")
@@ -95,11 +100,22 @@ func (r *renderer) cloudInit(vm, role string, paths []string, files map[string][
 	return append([]byte(head), b...), nil
 }
 
+// serviceUsers are the system users of a VM of role's services, named in the units.
+func serviceUsers(role string) []string {
+	if role == RoleControl {
+		return []string{"meridian-nats", "meridian-control", "meridian-dns"}
+	}
+	return []string{"meridian-nats", "meridian-edge"}
+}
+
 // secrets lists the files a VM of role needs that the renderer never writes.
 func (r *renderer) secrets(role string) []string {
 	var s []string
 	if role == RoleControl {
 		s = append(s, r.f.Control.TokensFile, r.f.DNS.MMDB)
+		s = append(s, CredsDir+"/{control.creds,dns.creds,nats-cluster.conf}")
+	} else {
+		s = append(s, CredsDir+"/{edge.creds,nats-leaf.conf}")
 	}
 	if t := r.f.NATS.TLS; t.enabled() {
 		s = append(s, t.CertFile, t.KeyFile, t.CAFile)
@@ -121,21 +137,27 @@ func (r *renderer) prometheus() []byte {
 	fmt.Fprintf(&b, "# Prometheus scrape config for fleet %s, rendered by `meridian deploy render`.\n", f.Name)
 	b.WriteString("# Labels pop, node and region feed the dashboard in deploy/grafana.\n")
 	b.WriteString("global:\n  scrape_interval: 15s\n  evaluation_interval: 15s\n\nscrape_configs:\n")
+	b.WriteString("# Admin ports listen on private addresses only (loopback on a VM without one: scrape\n" +
+		"# those through a tunnel or give them private_ipv4).\n")
 	b.WriteString("  - job_name: meridian-edge\n    static_configs:\n")
 	for _, p := range f.PoPs {
 		for _, n := range p.Nodes {
-			ip := n.IPv4
-			if n.PrivateIPv4 != "" {
-				ip = n.PrivateIPv4
+			if n.PrivateIPv4 == "" {
+				fmt.Fprintf(&b, "      # %s: no private_ipv4, admin on loopback\n", p.VMName(n))
+				continue
 			}
 			fmt.Fprintf(&b, "      - targets: [%q]\n        labels: {pop: %q, node: %q, region: %q}\n",
-				net.JoinHostPort(ip, strconv.Itoa(f.Edge.AdminPort)), p.ID, n.ID, p.Region)
+				net.JoinHostPort(n.PrivateIPv4, strconv.Itoa(f.Edge.AdminPort)), p.ID, n.ID, p.Region)
 		}
 	}
 	b.WriteString("  - job_name: meridian-dns\n    static_configs:\n")
 	for _, c := range f.Control.Nodes {
+		if c.PrivateIPv4 == "" {
+			fmt.Fprintf(&b, "      # %s: no private_ipv4, admin on loopback\n", c.Name)
+			continue
+		}
 		fmt.Fprintf(&b, "      - targets: [%q]\n        labels: {node: %q, region: %q}\n",
-			net.JoinHostPort(c.IPv4, strconv.Itoa(f.DNS.AdminPort)), c.Name, c.Region)
+			net.JoinHostPort(c.PrivateIPv4, strconv.Itoa(f.DNS.AdminPort)), c.Name, c.Region)
 	}
 	b.WriteString("  - job_name: meridian-control\n")
 	b.WriteString("    # A token with the read scope (docs/control.md), in a file on the Prometheus host.\n")

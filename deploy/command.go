@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -17,7 +18,7 @@ func NewCommand() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	var out, binURL, binPath string
+	var out, binURL, binSHA, binPath, secretsPath string
 	render := &cobra.Command{
 		Use:   "render fleet.yaml --out DIR",
 		Short: "Write every VM's cloud-init, units, meridian and NATS configs, and the Prometheus config",
@@ -32,11 +33,24 @@ Files already in DIR that the fleet no longer renders are left alone.`,
 				return err
 			}
 			if binURL != "" || binPath != "" {
-				f.Release.BinaryURL, f.Release.BinaryPath, f.Release.BinarySHA256 = binURL, binPath, ""
+				f.Release.BinaryURL, f.Release.BinaryPath, f.Release.BinarySHA256 = binURL, binPath, binSHA
 			}
-			files, err := Render(f, RenderOptions{})
+			if secretsPath == "" {
+				secretsPath = filepath.Join(out, "fleet-secrets.json")
+			}
+			sec, err := LoadSecrets(secretsPath)
+			if err != nil {
+				return err
+			}
+			files, err := Render(f, RenderOptions{Secrets: sec})
 			if err != nil {
 				return fmt.Errorf("render %s: %w", args[0], err)
+			}
+			if err := os.MkdirAll(filepath.Dir(secretsPath), 0o700); err != nil {
+				return err
+			}
+			if err := sec.Save(secretsPath); err != nil {
+				return err
 			}
 			if err := WriteTree(out, files); err != nil {
 				return err
@@ -46,14 +60,33 @@ Files already in DIR that the fleet no longer renders are left alone.`,
 		},
 	}
 	render.Flags().StringVar(&out, "out", "rendered", "output directory")
+	render.Flags().StringVar(&secretsPath, "secrets", "", "the fleet's NATS secrets (created if missing, mode 0600; default OUT/fleet-secrets.json): keep it to render again with the same credentials")
 	render.Flags().StringVar(&binURL, "binary-url", "", "https URL of the meridian linux binary (overrides release.binary_url)")
 	render.Flags().StringVar(&binPath, "binary-path", "", "path of the meridian binary on the VM image (overrides release.binary_path)")
+	render.Flags().StringVar(&binSHA, "binary-sha256", "", "hex SHA-256 of the --binary-url download (required with it)")
 	render.MarkFlagsMutuallyExclusive("binary-url", "binary-path")
-	cmd.AddCommand(render)
+	render.MarkFlagsRequiredTogether("binary-url", "binary-sha256")
+	validate := &cobra.Command{
+		Use:   "validate fleet.yaml",
+		Short: "Check a fleet file (render checks it too): every mistake with its line",
+		Long: `Check the fleet file as render does, without writing anything: fields, addresses,
+ports, checksums of downloads, and NATS TLS for any fleet not on loopback addresses.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f, err := Load(args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: fleet %s is valid (%d VMs)\n", args[0], f.Name, len(f.VMs()))
+			return nil
+		},
+	}
+	cmd.AddCommand(render, validate)
 	return cmd
 }
 
 // WriteTree writes files (path relative to dir -> content) under dir, creating directories.
+// Credentials (under a VM's CredsDir) are written with mode 0600 in a 0700 directory.
 func WriteTree(dir string, files map[string][]byte) error {
 	paths := make([]string, 0, len(files))
 	for p := range files {
@@ -65,9 +98,23 @@ func WriteTree(dir string, files map[string][]byte) error {
 		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
 			return fmt.Errorf("write rendered tree: %w", err)
 		}
-		if err := os.WriteFile(full, files[p], 0o644); err != nil {
+		mode := os.FileMode(0o644)
+		if IsSecret(p) {
+			mode = 0o600
+			if err := os.Chmod(filepath.Dir(full), 0o700); err != nil {
+				return fmt.Errorf("write rendered tree: %w", err)
+			}
+		}
+		if err := os.WriteFile(full, files[p], mode); err != nil {
+			return fmt.Errorf("write rendered tree: %w", err)
+		}
+		if err := os.Chmod(full, mode); err != nil {
 			return fmt.Errorf("write rendered tree: %w", err)
 		}
 	}
 	return nil
 }
+
+// IsSecret says whether the rendered file at path (relative to the output directory) is a
+// credential: a VM's CredsDir, delivered beside the cloud-init and never in it.
+func IsSecret(path string) bool { return strings.Contains(path, CredsDir+"/") }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -42,5 +43,54 @@ func TestCommandRenderReportsMistakes(t *testing.T) {
 	err := cmd.Execute()
 	if err == nil || !strings.Contains(err.Error(), "line 26: pops[0].lat") {
 		t.Errorf("deploy render of a bad fleet = %v, want the lat mistake with its line", err)
+	}
+}
+
+func TestCommandValidate(t *testing.T) {
+	run := func(path string) (string, error) {
+		cmd := NewCommand()
+		var out bytes.Buffer
+		cmd.SetOut(&out)
+		cmd.SetErr(&out)
+		cmd.SetArgs([]string{"validate", path})
+		err := cmd.Execute()
+		return out.String(), err
+	}
+	if out, err := run(filepath.Join("testdata", "fleet.yaml")); err != nil || !strings.Contains(out, "is valid") {
+		t.Fatalf("deploy validate example = %q, %v", out, err)
+	}
+	// The example without TLS: refused, its VMs are not on loopback.
+	b, err := os.ReadFile(filepath.Join("testdata", "fleet.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	noTLS := regexp.MustCompile(`(?m)^  tls:\n(    .*\n)+`).ReplaceAllString(string(b), "")
+	p := filepath.Join(t.TempDir(), "fleet.yaml")
+	if err := os.WriteFile(p, []byte(noTLS), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run(p); err == nil || !strings.Contains(err.Error(), "nats.tls: is required") {
+		t.Fatalf("deploy validate without NATS TLS = %v, want nats.tls required", err)
+	}
+}
+
+func TestCommandRenderBinaryURLNeedsChecksum(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no checksum", []string{"--binary-url", "https://dl.example.com/meridian"}, "binary-sha256"},
+		{"plain http", []string{"--binary-url", "http://dl.example.com/meridian", "--binary-sha256", strings.Repeat("ab", 32)}, "https"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := NewCommand()
+			cmd.SetOut(&bytes.Buffer{})
+			cmd.SetErr(&bytes.Buffer{})
+			cmd.SetArgs(append([]string{"render", filepath.Join("testdata", "fleet.yaml"), "--out", t.TempDir()}, tt.args...))
+			if err := cmd.Execute(); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("render %v = %v, want an error about %s", tt.args, err, tt.want)
+			}
+		})
 	}
 }

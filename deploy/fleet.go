@@ -109,6 +109,9 @@ type ControlNode struct {
 	IPv4 string `yaml:"ipv4"`
 	// IPv6 is the public IPv6 address, published as NS glue when set.
 	IPv6 string `yaml:"ipv6"`
+	// PrivateIPv4 is the address the DNS server's admin listener (metrics, health) binds to,
+	// for Prometheus. Empty means loopback only: admin ports are never public.
+	PrivateIPv4 string `yaml:"private_ipv4"`
 	// NS is the name server name this VM answers as, relative to the zone or absolute.
 	// Default "ns<N>" (N = position in the list, from 1).
 	NS string `yaml:"ns"`

@@ -92,11 +92,15 @@ func TestParseExample(t *testing.T) {
 
 func TestRenderIsDeterministic(t *testing.T) {
 	f := loadExample(t)
-	a, err := Render(f, RenderOptions{})
+	sec, err := NewSecrets()
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := Render(f, RenderOptions{})
+	a, err := Render(f, RenderOptions{Secrets: sec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Render(f, RenderOptions{Secrets: sec})
 	if err != nil {
 		t.Fatal(err)
 	}

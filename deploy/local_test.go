@@ -30,6 +30,7 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 
 	"github.com/meridian-cdn/meridian/control"
 	"github.com/meridian-cdn/meridian/dnsroute"
@@ -110,7 +111,11 @@ func writeVMs(t *testing.T, root string, files map[string][]byte, vms []VM) {
 		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(full, b, 0o644); err != nil {
+		mode := os.FileMode(0o644)
+		if IsSecret(p) {
+			mode = 0o600
+		}
+		if err := os.WriteFile(full, b, mode); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -239,6 +244,15 @@ func TestRenderedFleetRunsLocally(t *testing.T) {
 		}
 		return true
 	})
+	// Nobody is anonymous: the cluster's and the leaf servers' client ports refuse a client
+	// without credentials (routes and leaf links authenticated above, or they would not form).
+	for _, vm := range vms {
+		url := "nats://" + net.JoinHostPort(bind[vm.Name], strconv.Itoa(f.NATS.ClientPort))
+		if nc, err := nats.Connect(url, nats.MaxReconnects(0)); err == nil {
+			nc.Close()
+			t.Errorf("%s: anonymous client connected to %s", vm.Name, url)
+		}
+	}
 	waitFor(t, 20*time.Second, "every leaf node to connect to the cluster", func() bool {
 		for _, vm := range vms {
 			if vm.Role == RoleEdge && servers[vm.Name].NumLeafNodes() != 1 {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/internal/natsauth"
 )
 
 //go:embed systemd/*.service
@@ -40,6 +42,9 @@ type RenderOptions struct {
 	// addresses (public ports) and 127.0.0.1 (ports for processes on the same VM). Tests use
 	// it to run a rendered fleet on 127.0.0.x; nothing else in the output changes.
 	BindHost func(vm string) string
+	// Secrets are the fleet's NATS credentials and route password, created as needed (and
+	// added to it). Nil means fresh ones, which makes two renders differ.
+	Secrets *Secrets
 }
 
 // VM is one rendered machine, as listed in vms.json for Terraform.
@@ -73,6 +78,9 @@ func (f *Fleet) VMs() []VM {
 // Render produces every file of the fleet, keyed by path relative to the output directory:
 //
 //	<vm>/user-data                         cloud-init (#cloud-config) carrying everything below
+//	                                       but the credentials
+//	<vm>/etc/meridian/creds/*              the VM's own NATS credentials (mode 0600): delivered
+//	                                       beside the cloud-init, never in it
 //	<vm>/etc/meridian/nats.conf            NATS: cluster member (control) or leaf node (edge)
 //	<vm>/etc/meridian/control.env, dns.yaml (control VMs) or edge.yaml (edge VMs)
 //	<vm>/etc/systemd/system/*.service      the hardened units from deploy/systemd
@@ -90,7 +98,31 @@ func Render(f *Fleet, opts RenderOptions) (map[string][]byte, error) {
 	if r.BinaryURL != "" && r.BinaryPath != "" {
 		return nil, &FieldError{Field: "release", Err: errors.New("give binary_url or binary_path, not both")}
 	}
-	rd := renderer{f: f, opts: opts, out: map[string][]byte{}}
+	for _, d := range []struct{ field, url, sum string }{
+		{"release.binary_url", r.BinaryURL, r.BinarySHA256},
+		{"release.nats_server_url", r.NATSServerURL, r.NATSServerSHA256},
+	} {
+		if d.url == "" {
+			continue
+		}
+		if u, err := url.Parse(d.url); err != nil || u.Scheme != "https" || u.Host == "" {
+			return nil, &FieldError{Field: d.field, Err: fmt.Errorf("%q is not an https URL", d.url)}
+		}
+		if !sha256RE.MatchString(d.sum) {
+			return nil, &FieldError{Field: d.field, Err: errors.New("needs its SHA-256 (binary_sha256 / nats_server_sha256, or --binary-sha256): cloud-init installs nothing it cannot check")}
+		}
+	}
+	sec := opts.Secrets
+	if sec == nil {
+		var err error
+		if sec, err = NewSecrets(); err != nil {
+			return nil, err
+		}
+	}
+	rd := renderer{f: f, opts: opts, out: map[string][]byte{}, sec: sec}
+	if err := rd.credentials(); err != nil {
+		return nil, err
+	}
 	for _, c := range f.Control.Nodes {
 		if err := rd.control(c); err != nil {
 			return nil, err
@@ -123,6 +155,62 @@ type renderer struct {
 	f    *Fleet
 	opts RenderOptions
 	out  map[string][]byte
+	sec  *Secrets
+	// creds are every VM's credentials by VM, then identity.
+	creds map[string]map[natsauth.Identity]natsauth.Credential
+	// clusterUsers are the users the cluster's servers accept: control, DNS and leaf links.
+	clusterUsers []natsauth.User
+}
+
+// credentials creates (or takes from the secrets) the credential of every process on every VM:
+// on a control VM, control and dns.<vm>; on an edge VM, edge.<pop>.<node> and its PoP's leaf
+// link leaf.<pop> (one key per VM).
+func (r *renderer) credentials() error {
+	r.creds = map[string]map[natsauth.Identity]natsauth.Credential{}
+	add := func(vm string, id natsauth.Identity, cluster bool) error {
+		c, err := r.sec.credential(vm, id)
+		if err != nil {
+			return err
+		}
+		if r.creds[vm] == nil {
+			r.creds[vm] = map[natsauth.Identity]natsauth.Credential{}
+		}
+		r.creds[vm][id] = c
+		if cluster {
+			u, err := c.User()
+			if err != nil {
+				return err
+			}
+			r.clusterUsers = append(r.clusterUsers, u)
+		}
+		return nil
+	}
+	for _, c := range r.f.Control.Nodes {
+		if err := add(c.Name, natsauth.Control(), true); err != nil {
+			return err
+		}
+		if err := add(c.Name, natsauth.DNS(c.Name), true); err != nil {
+			return err
+		}
+	}
+	for _, p := range r.f.PoPs {
+		for _, n := range p.Nodes {
+			vm := p.VMName(n)
+			if err := add(vm, natsauth.Edge(p.ID, n.ID), false); err != nil {
+				return err
+			}
+			if err := add(vm, natsauth.Leaf(p.ID), true); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// secret adds a VM's secret file at path (under CredsDir): in the rendered tree, not in the
+// cloud-init.
+func (r *renderer) secret(vm, name string, b []byte) {
+	r.out[vm+CredsDir+"/"+name] = b
 }
 
 // public is the listen address of a port other VMs reach; local, of one only this VM uses.
@@ -138,6 +226,18 @@ func (r *renderer) natsPublic(vm string, port int) string {
 		return net.JoinHostPort(r.opts.BindHost(vm), strconv.Itoa(port))
 	}
 	return "0.0.0.0:" + strconv.Itoa(port)
+}
+
+// admin is the listen address of an admin port (health, metrics): the VM's private address if
+// it has one, else loopback; never every address.
+func (r *renderer) admin(vm, private string, port int) string {
+	if r.opts.BindHost != nil {
+		return net.JoinHostPort(r.opts.BindHost(vm), strconv.Itoa(port))
+	}
+	if private == "" {
+		private = "127.0.0.1"
+	}
+	return net.JoinHostPort(private, strconv.Itoa(port))
 }
 
 func (r *renderer) local(vm string, port int) string {
@@ -158,8 +258,12 @@ func (r *renderer) control(c ControlNode) error {
 	vm := c.Name
 	files := map[string][]byte{}
 	files[EtcDir+"/nats.conf"] = r.natsCluster(vm)
+	r.secret(vm, "control.creds", r.creds[vm][natsauth.Control()].Format())
+	r.secret(vm, "dns.creds", r.creds[vm][natsauth.DNS(vm)].Format())
+	r.secret(vm, "nats-cluster.conf", r.natsRouteSecrets(vm))
 	args := []string{
 		"--nats", "nats://" + r.local(vm, f.NATS.ClientPort),
+		"--nats-creds", CredsDir + "/control.creds",
 		"--replicas", strconv.Itoa(f.Control.Replicas),
 		"--listen", r.public(vm, f.Control.APIPort),
 		"--tokens", f.Control.TokensFile,
@@ -187,7 +291,10 @@ func (r *renderer) control(c ControlNode) error {
 func (r *renderer) edge(p PoP, n EdgeNode) error {
 	vm := p.VMName(n)
 	files := map[string][]byte{}
-	files[EtcDir+"/nats.conf"] = r.natsLeaf(vm)
+	files[EtcDir+"/nats.conf"] = r.natsLeaf(vm, p, n)
+	r.secret(vm, "edge.creds", r.creds[vm][natsauth.Edge(p.ID, n.ID)].Format())
+	r.secret(vm, "nats-leaf.conf", []byte(r.header(vm, "NATS leaf link credential (secret)")+
+		fmt.Sprintf("nkey: %q\n", r.creds[vm][natsauth.Leaf(p.ID)].Seed)))
 	y, err := r.edgeConfig(p, n)
 	if err != nil {
 		return err
@@ -227,6 +334,10 @@ func (r *renderer) natsCluster(vm string) []byte {
 	fmt.Fprintf(&b, "server_name: %q\n", vm)
 	fmt.Fprintf(&b, "# Clients (meridian control and dns) run on this VM.\nlisten: %q\n", r.local(vm, f.NATS.ClientPort))
 	fmt.Fprintf(&b, "http: %q\n\n", r.local(vm, f.NATS.MonitorPort))
+	b.WriteString("# Nobody is anonymous: control, DNS and every PoP's leaf link, each with its own nkey and\n" +
+		"# permissions (docs/security.md). Only public keys are here.\n")
+	b.WriteString(natsauth.ConfUsers(f.Prefix, r.clusterUsers, ""))
+	b.WriteString("\n")
 	// The domain lets leaf nodes reach this JetStream: JetStream API traffic crosses a leaf
 	// connection only under a domain prefix ($JS.<domain>.API), to which each leaf maps its
 	// clients' plain $JS.API requests (default_js_domain).
@@ -237,11 +348,8 @@ func (r *renderer) natsCluster(vm string) []byte {
 	// reply can outrun the subscription and be dropped (a lost first request, a 30 s timeout).
 	b.WriteString("  pool_size: -1\n")
 	r.natsTLS(&b, "  ")
-	b.WriteString("  routes: [\n")
-	for _, c := range f.Control.Nodes {
-		fmt.Fprintf(&b, "    %q\n", "nats-route://"+net.JoinHostPort(c.IPv4, strconv.Itoa(f.NATS.ClusterPort)))
-	}
-	b.WriteString("  ]\n}\n\n")
+	b.WriteString("  # The routes' own user and password, and the routes that carry them: a secret file.\n")
+	fmt.Fprintf(&b, "  include %q\n}\n\n", "creds/nats-cluster.conf")
 	fmt.Fprintf(&b, "# Every PoP's leaf node connects here; purges fan out from the cluster to them.\n")
 	fmt.Fprintf(&b, "leafnodes {\n  listen: %q\n", r.natsPublic(vm, f.NATS.LeafPort))
 	r.natsTLS(&b, "  ")
@@ -249,15 +357,36 @@ func (r *renderer) natsCluster(vm string) []byte {
 	return []byte(b.String())
 }
 
+// natsRouteSecrets is a control VM's creds/nats-cluster.conf, included in its cluster block:
+// the route user and password, and the route URLs that carry them.
+func (r *renderer) natsRouteSecrets(vm string) []byte {
+	var b strings.Builder
+	b.WriteString(r.header(vm, "NATS route credentials (secret)"))
+	fmt.Fprintf(&b, "authorization {\n  user: \"route\"\n  password: %q\n}\nroutes: [\n", r.sec.RoutePassword)
+	for _, c := range r.f.Control.Nodes {
+		u := url.URL{Scheme: "nats-route", User: url.UserPassword("route", r.sec.RoutePassword),
+			Host: net.JoinHostPort(c.IPv4, strconv.Itoa(r.f.NATS.ClusterPort))}
+		fmt.Fprintf(&b, "  %q\n", u.String())
+	}
+	b.WriteString("]\n")
+	return []byte(b.String())
+}
+
 // natsLeaf is an edge VM's nats.conf: a leaf node of the cluster, without JetStream of its own,
 // so the edge's JetStream calls are answered by the cluster.
-func (r *renderer) natsLeaf(vm string) []byte {
+func (r *renderer) natsLeaf(vm string, p PoP, n EdgeNode) []byte {
 	f := r.f
 	var b strings.Builder
 	b.WriteString(r.header(vm, "NATS leaf node"))
 	fmt.Fprintf(&b, "server_name: %q\n", vm)
 	fmt.Fprintf(&b, "# The only client is meridian edge on this VM.\nlisten: %q\n", r.local(vm, f.NATS.ClientPort))
 	fmt.Fprintf(&b, "http: %q\n\n", r.local(vm, f.NATS.MonitorPort))
+	u, err := r.creds[vm][natsauth.Edge(p.ID, n.ID)].User()
+	if err == nil {
+		b.WriteString("# The edge on this VM, with its own nkey and permissions (docs/security.md).\n")
+		b.WriteString(natsauth.ConfUsers(r.f.Prefix, []natsauth.User{u}, ""))
+		b.WriteString("\n")
+	}
 	fmt.Fprintf(&b, "# No JetStream here: the edge's JetStream requests go to the cluster's domain.\n")
 	fmt.Fprintf(&b, "default_js_domain: {\"$G\": %q}\n\n", f.Name)
 	b.WriteString("leafnodes {\n  remotes: [\n    {\n      # One connection, to whichever control VM answers first; fails over to the others.\n      urls: [\n")
@@ -266,6 +395,8 @@ func (r *renderer) natsLeaf(vm string) []byte {
 	}
 	b.WriteString("      ]\n")
 	r.natsTLS(&b, "      ")
+	b.WriteString("      # This VM's key of the PoP's leaf link: a secret file.\n")
+	fmt.Fprintf(&b, "      include %q\n", "creds/nats-leaf.conf")
 	b.WriteString("    }\n  ]\n}\n")
 	return []byte(b.String())
 }
@@ -306,6 +437,7 @@ type edgePeer struct {
 
 type edgeFleet struct {
 	NATS     string  `yaml:"nats"`
+	Creds    string  `yaml:"creds"`
 	Prefix   string  `yaml:"prefix"`
 	Region   string  `yaml:"region"`
 	City     string  `yaml:"city,omitempty"`
@@ -331,12 +463,12 @@ func (r *renderer) edgeConfig(p PoP, n EdgeNode) ([]byte, error) {
 	e := edgeYAML{
 		PoP: p.ID, Node: n.ID,
 		Listen:          r.public(vm, f.Edge.HTTPPort),
-		AdminListen:     r.public(vm, f.Edge.AdminPort),
+		AdminListen:     r.admin(vm, n.PrivateIPv4, f.Edge.AdminPort),
 		Hosts:           f.Hosts,
 		LameDuck:        f.Edge.LameDuck.String(),
 		ShutdownTimeout: f.Edge.ShutdownTimeout.String(),
 		Fleet: edgeFleet{
-			NATS: "nats://" + r.local(vm, f.NATS.ClientPort), Prefix: f.Prefix,
+			NATS: "nats://" + r.local(vm, f.NATS.ClientPort), Creds: CredsDir + "/edge.creds", Prefix: f.Prefix,
 			Region: p.Region, City: p.City, Lat: *p.Lat, Lon: *p.Lon,
 			IPv4: n.IPv4, IPv6: n.IPv6, Capacity: n.Capacity,
 		},
@@ -389,6 +521,7 @@ type dnsYAML struct {
 	CNAMEs       map[string]string   `yaml:"cnames,omitempty"`
 	HeartbeatTTL string              `yaml:"heartbeat_ttl,omitempty"`
 	NATS         string              `yaml:"nats"`
+	Creds        string              `yaml:"creds"`
 	Prefix       string              `yaml:"prefix"`
 }
 
@@ -402,9 +535,9 @@ func (r *renderer) dnsConfig(vm string) ([]byte, error) {
 	f := r.f
 	d := dnsYAML{
 		Zone: f.DNS.Zone, TTL: f.DNS.TTL.String(),
-		Listen: r.public(vm, f.DNS.Port), AdminListen: r.public(vm, f.DNS.AdminPort),
+		Listen: r.public(vm, f.DNS.Port), AdminListen: r.admin(vm, r.controlNode(vm).PrivateIPv4, f.DNS.AdminPort),
 		MMDB: f.DNS.MMDB, DefaultPoP: f.DNS.DefaultPoP, Hostnames: f.DNS.Hostnames, CNAMEs: f.DNS.CNAMEs,
-		NATS: "nats://" + r.local(vm, f.NATS.ClientPort), Prefix: f.Prefix,
+		NATS: "nats://" + r.local(vm, f.NATS.ClientPort), Creds: CredsDir + "/dns.creds", Prefix: f.Prefix,
 	}
 	if f.DNS.Policy.Policy != "" || f.DNS.Policy.RadiusKm != 0 || len(f.DNS.Policy.Weights) > 0 ||
 		f.DNS.Policy.LowWatermark != 0 || f.DNS.Policy.HighWatermark != 0 {
@@ -422,6 +555,15 @@ func (r *renderer) dnsConfig(vm string) ([]byte, error) {
 		d.NS = append(d.NS, ns)
 	}
 	return r.yaml(vm, "meridian dns config (docs/dns.md)", d)
+}
+
+func (r *renderer) controlNode(vm string) ControlNode {
+	for _, c := range r.f.Control.Nodes {
+		if c.Name == vm {
+			return c
+		}
+	}
+	return ControlNode{}
 }
 
 func (r *renderer) yaml(vm, what string, v any) ([]byte, error) {

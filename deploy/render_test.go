@@ -94,3 +94,70 @@ func TestRenderUserData(t *testing.T) {
 		})
 	}
 }
+
+// TestRenderCredentials: every VM gets its own NATS credentials, as files beside its cloud-init
+// and never inside it; no VM's tree holds another VM's secrets; the NATS configs hold public
+// keys only, require credentials on every port and keep routes on their own password.
+func TestRenderCredentials(t *testing.T) {
+	f := loadExample(t)
+	sec, err := NewSecrets()
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := Render(f, RenderOptions{Secrets: sec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secretsOf := map[string][]string{} // vm -> seeds and passwords it must hold alone
+	for key, seed := range sec.Seeds {
+		vm, _, _ := strings.Cut(key, "/")
+		secretsOf[vm] = append(secretsOf[vm], seed)
+	}
+	for _, vm := range f.VMs() {
+		want := []string{"edge.creds", "nats-leaf.conf"}
+		if vm.Role == RoleControl {
+			want = []string{"control.creds", "dns.creds", "nats-cluster.conf"}
+		}
+		for _, name := range want {
+			p := vm.Name + CredsDir + "/" + name
+			if files[p] == nil || !IsSecret(p) {
+				t.Errorf("%s: no %s", vm.Name, p)
+			}
+		}
+		ud := string(files[vm.UserData])
+		if strings.Contains(ud, "NKEY SEED") || strings.Contains(ud, sec.RoutePassword) {
+			t.Errorf("%s: user-data holds a secret", vm.Name)
+		}
+		cfg := string(files[vm.Name+EtcDir+"/edge.yaml"])
+		if vm.Role == RoleControl {
+			cfg = string(files[vm.Name+EtcDir+"/dns.yaml"])
+		}
+		if !strings.Contains(cfg, "admin_listen: 10.") && !strings.Contains(cfg, "admin_listen: 127.0.0.1:") {
+			t.Errorf("%s: admin listener not on a private or loopback address:\n%s", vm.Name, cfg)
+		}
+		nc := string(files[vm.Name+EtcDir+"/nats.conf"])
+		if !strings.Contains(nc, "authorization {") || !strings.Contains(nc, "include \"creds/") {
+			t.Errorf("%s: nats.conf requires no credentials:\n%s", vm.Name, nc)
+		}
+	}
+	for p, b := range files {
+		vm, _, _ := strings.Cut(p, "/")
+		for other, secrets := range secretsOf {
+			if other == vm {
+				continue
+			}
+			for _, s := range secrets {
+				if strings.Contains(string(b), s) {
+					t.Errorf("%s holds a secret of %s", p, other)
+				}
+			}
+		}
+		if !IsSecret(p) && strings.Contains(string(b), "NKEY SEED") {
+			t.Errorf("%s holds a seed outside the credentials directory", p)
+		}
+		// The route password is the cluster's, shared by the control VMs only.
+		if strings.Contains(string(b), sec.RoutePassword) && !strings.HasSuffix(p, CredsDir+"/nats-cluster.conf") {
+			t.Errorf("%s holds the route password", p)
+		}
+	}
+}

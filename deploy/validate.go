@@ -3,6 +3,7 @@ package deploy
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"net/url"
 	"path"
@@ -130,6 +131,8 @@ func (f *Fleet) validate() []*FieldError {
 			bad(s.field, "is not 64 lower-case hex digits")
 		} else if s.sum != "" && s.of == "" {
 			bad(s.field, "is set but there is no URL to check")
+		} else if s.sum == "" && s.of != "" {
+			bad(s.field, "is required with a download URL: cloud-init installs nothing it cannot check")
 		}
 	}
 
@@ -158,6 +161,9 @@ func (f *Fleet) validate() []*FieldError {
 		used[p.p] = p.field
 	}
 	t := f.NATS.TLS
+	if !t.enabled() && !f.allLoopback() {
+		bad("nats.tls", "is required: routes, leaf links and clients cross the network (only a fleet on loopback addresses may go without)")
+	}
 	if t.enabled() {
 		for _, x := range []struct{ field, file string }{
 			{"nats.tls.cert_file", t.CertFile}, {"nats.tls.key_file", t.KeyFile}, {"nats.tls.ca_file", t.CAFile},
@@ -228,6 +234,7 @@ func (f *Fleet) validate() []*FieldError {
 		}
 		ip(p+".ipv4", cn.IPv4, false, true)
 		ip(p+".ipv6", cn.IPv6, true, false)
+		ip(p+".private_ipv4", cn.PrivateIPv4, false, false)
 		ns := f.nsName(cn)
 		if nsNames[ns] {
 			bad(p+".ns", "%s is also another control VM's name server", ns)
@@ -402,4 +409,23 @@ func (f *Fleet) nsName(c ControlNode) string {
 		return n
 	}
 	return n + "." + f.DNS.Zone
+}
+
+// allLoopback says whether every VM of the fleet has a loopback address (a fleet tried on one
+// machine), the only case in which NATS may run without TLS.
+func (f *Fleet) allLoopback() bool {
+	for _, vm := range f.VMs() {
+		ip := net.ParseIP(vm.IPv4)
+		if ip == nil || !ip.IsLoopback() {
+			return false
+		}
+	}
+	for _, p := range f.PoPs {
+		for _, n := range p.Nodes {
+			if ip := net.ParseIP(n.PrivateIPv4); n.PrivateIPv4 != "" && (ip == nil || !ip.IsLoopback()) {
+				return false
+			}
+		}
+	}
+	return true
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/meridian-cdn/meridian/internal/natsauth"
 	"github.com/meridian-cdn/meridian/internal/natstest"
 )
 
@@ -50,7 +51,7 @@ func startBenchFleet(b *testing.B) *benchFleet {
 	for i := range benchNodes {
 		ref := NodeRef{PoP: fmt.Sprintf("pop%02d", i/2), Node: fmt.Sprintf("n%d", i%2)}
 		f.expected = append(f.expected, ref)
-		snc, err := nats.Connect(ns.url())
+		snc, err := nats.Connect(ns.url(), ns.nodeOptions(ref.PoP, ref.Node)...)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -110,7 +111,7 @@ func BenchmarkFanout(b *testing.B) {
 		lat = append(lat, r.CompletedAt.Sub(start))
 	}
 	b.StopTimer()
-	fl := natstest.FanoutFloor(b, f.ns.url(), benchNodes, max(b.N, 200))
+	fl := natstest.FanoutFloor(b, f.ns.url(), benchNodes, max(b.N, 200), f.ns.Options(natsauth.Control())...)
 	slices.Sort(lat)
 	slices.Sort(fl)
 	slices.Sort(pub)

@@ -3,10 +3,13 @@ package purge
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"strings"
@@ -22,6 +25,9 @@ const DefaultAPI = "http://127.0.0.1:7070"
 // TokenEnv is the environment variable the CLI reads the API token from when --token is absent.
 const TokenEnv = "MERIDIAN_TOKEN"
 
+// CAEnv is the environment variable the CLI reads the CA file from when --ca is absent.
+const CAEnv = "MERIDIAN_CA"
+
 // apiError is the control API's error body.
 type apiError struct {
 	Error string `json:"error"`
@@ -35,6 +41,7 @@ func NewCommand() *cobra.Command {
 		wait   time.Duration
 		api    string
 		token  string
+		caFile string
 		asJSON bool
 	)
 	cmd := &cobra.Command{
@@ -43,7 +50,10 @@ func NewCommand() *cobra.Command {
 		Long: "Purge asks the control API (POST /v1/purge) to invalidate exact URLs (with all their\n" +
 			"variants), URL prefixes, surrogate keys, or everything of one host, on every node. With\n" +
 			"--wait it prints when each PoP and node acknowledged, and exits non-zero if some did not\n" +
-			"within the wait. The token comes from --token or $" + TokenEnv + ".",
+			"within the wait. The token comes from --token or $" + TokenEnv + ". The API is https,\n" +
+			"or plain http on a loopback address only (the token must not cross a network in clear);\n" +
+			"--ca or $" + CAEnv + " names the CA that signed the control plane's certificate if it is\n" +
+			"a private one.",
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true, // a refused purge is not a usage mistake
 		SilenceErrors: true, // main prints the error once
@@ -51,11 +61,18 @@ func NewCommand() *cobra.Command {
 			if token == "" {
 				token = os.Getenv(TokenEnv)
 			}
+			if caFile == "" {
+				caFile = os.Getenv(CAEnv)
+			}
 			// Refuse what the API would refuse, without a round trip.
 			if _, err := req.Messages("cli", time.Now()); err != nil {
 				return fmt.Errorf("invalid purge: %w", err)
 			}
-			body, status, err := post(cmd.Context(), api, token, wait, req)
+			client, err := apiClient(caFile)
+			if err != nil {
+				return err
+			}
+			body, status, err := post(cmd.Context(), client, api, token, wait, req)
 			if err != nil {
 				return err
 			}
@@ -88,9 +105,14 @@ func NewCommand() *cobra.Command {
 				return fmt.Errorf("print purge receipt: %w", err)
 			}
 			if wait > 0 && !resp.Complete {
-				n := 0
+				n, gone := 0, 0
 				for _, p := range resp.Purges {
 					n += len(p.Pending)
+					gone += len(p.Unreachable)
+				}
+				if gone > 0 {
+					return fmt.Errorf("purge %s: %d node acks still pending after %s, %d of them from nodes no longer registered "+
+						"(they ack when they come back; if they are gone for good: DELETE /v1/purges/%s/unreachable)", resp.ID, n, wait, gone, resp.ID)
 				}
 				return fmt.Errorf("purge %s: %d node acks still pending after %s", resp.ID, n, wait)
 			}
@@ -105,18 +127,54 @@ func NewCommand() *cobra.Command {
 	f.BoolVar(&req.All, "all", false, "purge everything of the host")
 	f.BoolVar(&req.Soft, "soft", false, "mark stale (revalidate) instead of removing")
 	f.DurationVar(&wait, "wait", 2*time.Second, "how long the API holds the answer for acks; 0 returns at once")
-	f.StringVar(&api, "api", DefaultAPI, "control API base URL")
+	f.StringVar(&api, "api", DefaultAPI, "control API base URL: https, or http on loopback only")
+	f.StringVar(&caFile, "ca", "", "PEM file of the CA that signed the API's certificate, trusted instead of the system's (default $"+CAEnv+")")
 	f.StringVar(&token, "token", "", "API token with scope purge (default $"+TokenEnv+")")
 	f.BoolVar(&asJSON, "json", false, "print the receipt as JSON")
 	_ = cmd.MarkFlagRequired("host")
 	return cmd
 }
 
-// post sends the request and returns the response body and status.
-func post(ctx context.Context, api, token string, wait time.Duration, r Request) ([]byte, int, error) {
+// apiClient is the HTTP client for the API: it trusts only the CAs in caFile if one is given,
+// the system's otherwise.
+func apiClient(caFile string) (*http.Client, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		data, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("read --ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(data) {
+			return nil, fmt.Errorf("--ca %s holds no PEM certificate", caFile)
+		}
+		tr.TLSClientConfig.RootCAs = pool
+	}
+	return &http.Client{Transport: tr}, nil
+}
+
+// checkAPI refuses an API URL that is not https, unless it is http to a loopback address: the
+// bearer token must not cross a network in clear.
+func checkAPI(u *url.URL) error {
+	if u.Scheme == "https" {
+		return nil
+	}
+	h := u.Hostname()
+	if ip, err := netip.ParseAddr(h); (err == nil && ip.Unmap().IsLoopback()) || strings.EqualFold(h, "localhost") {
+		return nil
+	}
+	return fmt.Errorf("--api %s would send the token in clear to a host that is not loopback: use https (with --ca for a private CA)", u.Redacted())
+}
+
+// post sends the request with client and returns the response body and status.
+func post(ctx context.Context, client *http.Client, api, token string, wait time.Duration, r Request) ([]byte, int, error) {
 	u, err := url.Parse(strings.TrimSuffix(api, "/") + "/v1/purge")
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, 0, fmt.Errorf("--api %q is not an http(s) URL", api)
+	}
+	if err := checkAPI(u); err != nil {
+		return nil, 0, err
 	}
 	if wait > 0 {
 		u.RawQuery = url.Values{"wait": {wait.String()}}.Encode()
@@ -136,7 +194,7 @@ func post(ctx context.Context, api, token string, wait time.Duration, r Request)
 	if token != "" {
 		hr.Header.Set("Authorization", "Bearer "+token)
 	}
-	res, err := http.DefaultClient.Do(hr)
+	res, err := client.Do(hr)
 	if err != nil {
 		return nil, 0, fmt.Errorf("post purge to %s: %w", u.Redacted(), err)
 	}
@@ -166,7 +224,10 @@ func printReceipt(w io.Writer, r Response) error {
 				popMs = fmt.Sprintf("%.1f", pop.LatencyMs)
 			}
 			for _, n := range pop.Nodes {
-				ack, hits := "pending", "-"
+				ack, hits := n.Status, "-"
+				if ack == "" {
+					ack = NodePending // a control plane from before node states
+				}
 				if n.Acked {
 					ack, hits = fmt.Sprintf("%.1f", n.LatencyMs), fmt.Sprint(n.Hits)
 				}

@@ -3,11 +3,13 @@ package purge
 import (
 	"bytes"
 	"encoding/json"
+	"encoding/pem"
 	"flag"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -166,5 +168,107 @@ func TestCommand(t *testing.T) {
 				t.Errorf("API got %d requests for an invalid purge, want 0", len(api.requests))
 			}
 		})
+	}
+}
+
+// startTLSAPI serves a fake API over TLS on 127.0.0.1 and returns its URL and the PEM file of
+// the CA its certificate chains to.
+func startTLSAPI(t *testing.T, status int, body []byte) (*fakeAPI, string, string) {
+	t.Helper()
+	api := &fakeAPI{status: status, body: body}
+	srv := httptest.NewTLSServer(api)
+	t.Cleanup(srv.Close)
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return api, srv.URL, ca
+}
+
+func TestCommandTLS(t *testing.T) {
+	complete, err := json.Marshal(Response{ID: "r1", Complete: true, Purges: []Receipt{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	api, url, ca := startTLSAPI(t, http.StatusOK, complete)
+	if !strings.HasPrefix(url, "https://127.0.0.1:") {
+		t.Fatalf("test API at %s, want https on 127.0.0.1", url)
+	}
+	t.Run("private CA from --ca", func(t *testing.T) {
+		if _, err := runCommand(t, "--api", url, "--ca", ca, "--token", "t", "--host", "a.example", "--all"); err != nil {
+			t.Errorf("purge over https with --ca = %v, want nil", err)
+		}
+	})
+	t.Run("private CA from env", func(t *testing.T) {
+		t.Setenv(CAEnv, ca)
+		if _, err := runCommand(t, "--api", url, "--token", "t", "--host", "a.example", "--all"); err != nil {
+			t.Errorf("purge over https with $%s = %v, want nil", CAEnv, err)
+		}
+	})
+	t.Run("unknown CA", func(t *testing.T) {
+		t.Setenv(CAEnv, "")
+		n := len(api.requests)
+		_, err := runCommand(t, "--api", url, "--token", "t", "--host", "a.example", "--all")
+		if err == nil || !strings.Contains(err.Error(), "certificate") {
+			t.Errorf("purge over https without the CA = %v, want a certificate error", err)
+		}
+		if len(api.requests) != n {
+			t.Errorf("the API got the request despite the untrusted certificate")
+		}
+	})
+	t.Run("bad CA file", func(t *testing.T) {
+		bad := filepath.Join(t.TempDir(), "bad.pem")
+		if err := os.WriteFile(bad, []byte("not pem"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := runCommand(t, "--api", url, "--ca", bad, "--host", "a.example", "--all"); err == nil || !strings.Contains(err.Error(), "no PEM certificate") {
+			t.Errorf("purge with a bad --ca = %v, want a refusal", err)
+		}
+	})
+}
+
+// TestCommandRefusesPlainHTTPOffLoopback: the CLI refuses to send its token in clear to an
+// address that is not loopback, before any connection (no traffic leaves the machine).
+func TestCommandRefusesPlainHTTPOffLoopback(t *testing.T) {
+	for _, api := range []string{"http://10.1.2.3:7070", "http://control.example.net:7070", "http://[2001:db8::1]:7070"} {
+		t.Run(api, func(t *testing.T) {
+			_, err := runCommand(t, "--api", api, "--token", "t", "--host", "a.example", "--all")
+			if err == nil || !strings.Contains(err.Error(), "in clear") || !strings.Contains(err.Error(), "https") {
+				t.Errorf("purge --api %s = %v, want a refusal asking for https", api, err)
+			}
+		})
+	}
+	for _, api := range []string{"http://127.0.0.1:7070", "http://localhost:7070", "http://[::1]:7070", "https://10.1.2.3:7070"} {
+		u, _ := url.Parse(api)
+		if err := checkAPI(u); err != nil {
+			t.Errorf("checkAPI(%s) = %v, want nil", api, err)
+		}
+	}
+}
+
+// TestCommandPrintsUnreachable: nodes that left the registry read unreachable (and gone ones
+// gone) in the table, and the error says how to stop waiting for them.
+func TestCommandPrintsUnreachable(t *testing.T) {
+	resp := Response{ID: "r1", Purges: []Receipt{{
+		ID: "r1-all", Seq: 7, Kind: KindAll,
+		PoPs: []PoPReceipt{{PoP: "ams", Nodes: []NodeAck{
+			{Node: "n1", Status: NodeUnreachable}, {Node: "n2", Status: NodeGone}, {Node: "n3", Status: NodePending},
+		}}},
+		Pending:     []NodeRef{{"ams", "n1"}, {"ams", "n3"}},
+		Unreachable: []NodeRef{{"ams", "n1"}},
+	}}}
+	body, err := json.Marshal(resp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, url := startAPI(t, http.StatusAccepted, body)
+	out, err := runCommand(t, "--api", url, "--host", "a.example", "--all", "--wait", "1s")
+	for _, row := range []string{"n1    unreachable", "n2    gone", "n3    pending"} {
+		if !strings.Contains(out, row) {
+			t.Errorf("output lacks %q:\n%s", row, out)
+		}
+	}
+	if err == nil || !strings.Contains(err.Error(), "2 node acks still pending") || !strings.Contains(err.Error(), "DELETE /v1/purges/r1/unreachable") {
+		t.Errorf("error = %v, want 2 pending and how to declare the unreachable one gone", err)
 	}
 }

@@ -2,83 +2,47 @@ package purge
 
 import (
 	"context"
-	"net"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/meridian-cdn/meridian/internal/natsauth"
+	"github.com/meridian-cdn/meridian/internal/natstest"
 )
 
-// natsServer is a real embedded NATS server with JetStream that a test can stop and start again
-// on the same port and store directory.
+// natsServer is a real embedded NATS server with JetStream and the production credentials and
+// permissions (internal/natstest) that a test can stop and start again on the same port and
+// store directory.
 type natsServer struct {
-	t     testing.TB
-	host  string
-	port  int
-	store string
-	srv   *server.Server
+	*natstest.Server
 }
 
 func startNATS(t testing.TB) *natsServer {
 	t.Helper()
-	n := &natsServer{t: t, host: "127.0.0.1", port: -1, store: t.TempDir()}
-	n.start()
-	t.Cleanup(n.stop)
-	return n
+	return &natsServer{natstest.Start(t)}
 }
 
-func (n *natsServer) start() {
-	n.t.Helper()
-	srv, err := server.NewServer(&server.Options{
-		Host:      n.host,
-		Port:      n.port,
-		JetStream: true,
-		StoreDir:  n.store,
-		NoLog:     true,
-		NoSigs:    true,
-	})
-	if err != nil {
-		n.t.Fatalf("new nats server: %v", err)
-	}
-	srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		n.t.Fatal("nats server not ready within 10s")
-	}
-	n.srv = srv
-	if n.port == -1 {
-		_, p, _ := net.SplitHostPort(srv.Addr().String())
-		n.port, _ = strconv.Atoi(p)
-	}
-}
+func (n *natsServer) start() { n.Restart() }
 
-func (n *natsServer) stop() {
-	if n.srv != nil {
-		n.srv.Shutdown()
-		n.srv.WaitForShutdown()
-		n.srv = nil
-	}
-}
+func (n *natsServer) stop() { n.Stop() }
 
-func (n *natsServer) url() string { return "nats://" + net.JoinHostPort(n.host, strconv.Itoa(n.port)) }
+func (n *natsServer) url() string { return n.URL() }
 
-// connect opens a client that reconnects forever, quickly, and is closed at the end of the test.
+// connect opens a client as control (allowed everything) that reconnects forever, quickly, and
+// is closed at the end of the test.
 func (n *natsServer) connect(t testing.TB) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	nc, err := nats.Connect(n.url(), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond),
-		nats.ReconnectJitter(0, 0), nats.Timeout(2*time.Second))
-	if err != nil {
-		t.Fatalf("connect to nats: %v", err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatalf("jetstream: %v", err)
-	}
-	return nc, js
+	return natstest.ConnectURL(t, n.url(), append(n.Options(natsauth.Control()),
+		nats.ReconnectWait(20*time.Millisecond), nats.Timeout(2*time.Second))...)
+}
+
+// nodeOptions authenticate as edge node node of PoP pop.
+func (n *natsServer) nodeOptions(pop, node string) []nats.Option {
+	return n.Options(natsauth.Edge(pop, node))
 }
 
 // waitFor polls cond until it holds or timeout passes.

@@ -47,9 +47,16 @@ func CommandSubject(p, host string) string {
 	return prefixOrDefault(p) + ".purge.cmd." + strings.ReplaceAll(host, ".", "_")
 }
 
-// AckSubject is the core NATS subject of acknowledgements: "<prefix>.purge.ack". It lies
-// outside the stream on purpose: acks are live receipts, not something to replay.
-func AckSubject(p string) string { return prefixOrDefault(p) + ".purge.ack" }
+// AckSubject is the core NATS subject on which node node of PoP pop acknowledges purges:
+// "<prefix>.purge.ack.<pop>.<node>". It lies outside the stream on purpose: acks are live
+// receipts, not something to replay. An ack names its node in its subject so that NATS
+// permissions let each node's credential publish only its own acks (see docs/security.md).
+func AckSubject(p, pop, node string) string {
+	return prefixOrDefault(p) + ".purge.ack." + pop + "." + node
+}
+
+// AckSubjects is the wildcard of every node's acks: "<prefix>.purge.ack.>".
+func AckSubjects(p string) string { return prefixOrDefault(p) + ".purge.ack.>" }
 
 // EnsureStream creates the PURGE stream for prefix, or updates it to this configuration; calling
 // it again is harmless. retention 0 means DefaultRetention; replicas below 1 mean 1. The stream

@@ -14,10 +14,10 @@ func TestNames(t *testing.T) {
 	tests := []struct {
 		prefix, stream, cmd, ack, host string
 	}{
-		{"", "PURGE", "meridian.purge.cmd.www_example_com", "meridian.purge.ack", "www.example.com"},
-		{"meridian", "PURGE", "meridian.purge.cmd.a-b_example", "meridian.purge.ack", "a-b.example"},
-		{"edge.eu", "EDGE_EU_PURGE", "edge.eu.purge.cmd.x_y", "edge.eu.purge.ack", "x.y"},
-		{"staging", "STAGING_PURGE", "staging.purge.cmd.x", "staging.purge.ack", "x"},
+		{"", "PURGE", "meridian.purge.cmd.www_example_com", "meridian.purge.ack.lon.n1", "www.example.com"},
+		{"meridian", "PURGE", "meridian.purge.cmd.a-b_example", "meridian.purge.ack.lon.n1", "a-b.example"},
+		{"edge.eu", "EDGE_EU_PURGE", "edge.eu.purge.cmd.x_y", "edge.eu.purge.ack.lon.n1", "x.y"},
+		{"staging", "STAGING_PURGE", "staging.purge.cmd.x", "staging.purge.ack.lon.n1", "x"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.prefix, func(t *testing.T) {
@@ -27,8 +27,8 @@ func TestNames(t *testing.T) {
 			if got := CommandSubject(tt.prefix, tt.host); got != tt.cmd {
 				t.Errorf("CommandSubject(%q, %q) = %q, want %q", tt.prefix, tt.host, got, tt.cmd)
 			}
-			if got := AckSubject(tt.prefix); got != tt.ack {
-				t.Errorf("AckSubject(%q) = %q, want %q", tt.prefix, got, tt.ack)
+			if got := AckSubject(tt.prefix, "lon", "n1"); got != tt.ack {
+				t.Errorf("AckSubject(%q, lon, n1) = %q, want %q", tt.prefix, got, tt.ack)
 			}
 		})
 	}
@@ -58,7 +58,7 @@ func TestEnsureStream(t *testing.T) {
 		t.Errorf("stream subjects = %q, want [meridian.purge.cmd.>]", cfg.Subjects)
 	}
 	// Acks are not stored: a message on the ack subject must not land in the stream.
-	if _, err := js.Publish(ctx, AckSubject(""), []byte("{}")); err == nil {
+	if _, err := js.Publish(ctx, AckSubject("", "lon", "n1"), []byte("{}")); err == nil {
 		t.Errorf("publishing to the ack subject was stored by a stream; want no stream to capture it")
 	}
 	// Changing retention updates the stream in place.

@@ -34,8 +34,31 @@ type NodeRef struct {
 	Node string `json:"node"`
 }
 
-// Receipt is what is known about one purge's propagation: which node acked when, which are
-// still pending.
+// Node states in a receipt (NodeAck.Status).
+const (
+	// NodeAcked: the node acked; the purge took effect there.
+	NodeAcked = "acked"
+	// NodePending: the node is registered and has not acked yet.
+	NodePending = "pending"
+	// NodeUnreachable: the node was registered when the purge was issued, has not acked, and is
+	// no longer in the fleet registry. The purge stays incomplete: the node replays the purge
+	// stream when it comes back, and acks then, unless an operator declares it gone.
+	NodeUnreachable = "unreachable"
+	// NodeGone: an operator declared the unreachable node gone (Tracker.DeclareGone); the
+	// purge no longer waits for it. If it comes back and acks after all, it reads acked.
+	NodeGone = "gone"
+)
+
+// Errors of Tracker.DeclareGone.
+var (
+	ErrUnknownPurge = errors.New("unknown purge")
+	ErrUnknownNode  = errors.New("node was not registered when the purge was issued")
+	ErrNodeLive     = errors.New("node is registered and may still ack: only an unreachable node can be declared gone")
+)
+
+// Receipt is what is known about one purge's propagation: every node that was registered when
+// it was issued, with its state: acked (and when), pending, unreachable (left the registry
+// without acking) or declared gone.
 type Receipt struct {
 	ID       string    `json:"id"`
 	Seq      uint64    `json:"seq,omitempty"`
@@ -43,21 +66,27 @@ type Receipt struct {
 	Kind     Kind      `json:"kind"`
 	Soft     bool      `json:"soft,omitempty"`
 	IssuedAt time.Time `json:"issued_at"`
-	// Complete is true once every expected node acked.
+	// Complete is true once every expected node acked or was declared gone.
 	Complete    bool       `json:"complete"`
 	CompletedAt *time.Time `json:"completed_at,omitempty"`
 	// DurationMs is from IssuedAt to the last ack received (so far, if not complete).
 	DurationMs float64      `json:"duration_ms"`
 	PoPs       []PoPReceipt `json:"pops"`
-	// Pending lists the expected nodes that have not acked.
+	// Pending lists the expected nodes that have not acked and were not declared gone: the
+	// ones Complete waits for.
 	Pending []NodeRef `json:"pending"`
+	// Unreachable lists the pending nodes that are no longer in the fleet registry.
+	Unreachable []NodeRef `json:"unreachable"`
+	// Gone lists the nodes an operator declared gone before they acked.
+	Gone []NodeRef `json:"gone,omitempty"`
 }
 
 // PoPReceipt is one PoP's part of a Receipt.
 type PoPReceipt struct {
 	PoP      string `json:"pop"`
 	Complete bool   `json:"complete"`
-	// AckedAt is when the PoP's last node acked, once all have; LatencyMs is that minus IssuedAt.
+	// AckedAt is when the PoP's last node acked, once all have acked or are gone (and at least
+	// one acked); LatencyMs is that minus IssuedAt.
 	AckedAt   *time.Time `json:"acked_at,omitempty"`
 	LatencyMs float64    `json:"latency_ms,omitempty"`
 	Nodes     []NodeAck  `json:"nodes"`
@@ -67,6 +96,8 @@ type PoPReceipt struct {
 type NodeAck struct {
 	Node  string `json:"node"`
 	Acked bool   `json:"acked"`
+	// Status is NodeAcked, NodePending, NodeUnreachable or NodeGone.
+	Status string `json:"status"`
 	// AckedAt is when the tracker received the ack (the control plane's clock, like IssuedAt);
 	// AppliedAt is the node's own clock.
 	AckedAt   *time.Time `json:"acked_at,omitempty"`
@@ -97,6 +128,13 @@ func WithLogger(l *slog.Logger) TrackerOption { return func(t *Tracker) { t.log 
 // WithClock sets the clock that stamps received acks (default time.Now).
 func WithClock(now func() time.Time) TrackerOption { return func(t *Tracker) { t.now = now } }
 
+// WithRegistry sets how the tracker learns which nodes are in the fleet registry now, to report
+// a pending node that left it as unreachable. It is called without the tracker's lock held,
+// once per receipt. Default: every node counts as registered (none is ever unreachable).
+func WithRegistry(registered func() []NodeRef) TrackerOption {
+	return func(t *Tracker) { t.registered = registered }
+}
+
 // Tracker is the control side of purges: it listens for acks and keeps a receipt per purge.
 type Tracker struct {
 	sub       *nats.Subscription
@@ -104,6 +142,8 @@ type Tracker struct {
 	now       func() time.Time
 	maxPurges int
 	retention time.Duration
+	// registered lists the nodes in the registry now; nil means every node is.
+	registered func() []NodeRef
 
 	mu      sync.Mutex        // guards entries and order
 	entries map[string]*entry // by purge id
@@ -117,7 +157,8 @@ type entry struct {
 	registered  time.Time
 	expected    map[NodeRef]bool
 	acks        map[NodeRef]ackRecord
-	pending     int
+	gone        map[NodeRef]bool // declared gone by an operator and not acked since
+	pending     int              // expected nodes neither acked nor gone
 	completedAt time.Time
 	done        chan struct{}
 }
@@ -151,7 +192,7 @@ func NewTracker(nc *nats.Conn, prefix string, opts ...TrackerOption) (*Tracker, 
 	if nc == nil {
 		return nil, errors.New("new purge tracker: nil connection")
 	}
-	sub, err := nc.Subscribe(AckSubject(prefix), t.onAck)
+	sub, err := nc.Subscribe(AckSubjects(prefix), t.onAck)
 	if err != nil {
 		return nil, fmt.Errorf("subscribe to purge acks: %w", err)
 	}
@@ -189,6 +230,7 @@ func (t *Tracker) Register(m Message, expected []NodeRef) {
 		registered: now,
 		expected:   make(map[NodeRef]bool, len(expected)),
 		acks:       make(map[NodeRef]ackRecord, len(expected)),
+		gone:       map[NodeRef]bool{},
 		done:       make(chan struct{}),
 	}
 	for _, n := range expected {
@@ -243,6 +285,12 @@ func (t *Tracker) onAck(msg *nats.Msg) {
 		t.log.Warn("drop undecodable purge ack", "err", err)
 		return
 	}
+	// Only the node's own credential may publish on its ack subject: an ack whose body names
+	// another node is forged.
+	if msg.Sub != nil && msg.Subject != strings.TrimSuffix(msg.Sub.Subject, ">")+a.PoP+"."+a.Node {
+		t.log.Warn("drop purge ack whose node differs from its subject", "subject", msg.Subject, "pop", a.PoP, "node", a.Node)
+		return
+	}
 	t.record(a)
 }
 
@@ -264,13 +312,92 @@ func (t *Tracker) record(a Ack) {
 	if e.msg.Seq == 0 {
 		e.msg.Seq = a.Seq
 	}
+	if e.gone[ref] {
+		delete(e.gone, ref) // back after all: no longer awaited, now acked
+		return
+	}
 	if e.expected[ref] {
-		e.pending--
-		if e.pending == 0 {
-			e.completedAt = now
-			close(e.done)
+		e.settleLocked(now)
+	}
+}
+
+// settleLocked counts one expected node as settled (acked or gone), completing the purge with
+// the last one.
+func (e *entry) settleLocked(now time.Time) {
+	e.pending--
+	if e.pending == 0 {
+		e.completedAt = now
+		close(e.done)
+	}
+}
+
+// DeclareGone stops waiting for nodes of purge id that are unreachable: expected, not acked,
+// and no longer in the registry (see WithRegistry). With no nodes named it declares every
+// unreachable node gone; named nodes must each be expected (else ErrUnknownNode) and not
+// registered unless already acked (else ErrNodeLive); named nodes that acked or were declared
+// gone already are left as they are. Either every named node is declared or none is. It
+// returns the nodes it declared gone, sorted, and ErrUnknownPurge for an unknown id.
+func (t *Tracker) DeclareGone(id string, nodes ...NodeRef) ([]NodeRef, error) {
+	live := t.registeredSet()
+	now := t.now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e, ok := t.entries[id]
+	if !ok {
+		return nil, fmt.Errorf("declare nodes gone: %w: %q", ErrUnknownPurge, id)
+	}
+	unreachable := func(ref NodeRef) bool {
+		_, acked := e.acks[ref]
+		return e.expected[ref] && !acked && !e.gone[ref] && (live != nil && !live[ref])
+	}
+	var out []NodeRef
+	if len(nodes) == 0 {
+		for ref := range e.expected {
+			if unreachable(ref) {
+				out = append(out, ref)
+			}
 		}
 	}
+	for _, ref := range nodes {
+		_, acked := e.acks[ref]
+		switch {
+		case !e.expected[ref]:
+			return nil, fmt.Errorf("declare %s/%s gone: %w", ref.PoP, ref.Node, ErrUnknownNode)
+		case acked || e.gone[ref] || slices.Contains(out, ref):
+		case !unreachable(ref):
+			return nil, fmt.Errorf("declare %s/%s gone: %w", ref.PoP, ref.Node, ErrNodeLive)
+		default:
+			out = append(out, ref)
+		}
+	}
+	for _, ref := range out {
+		e.gone[ref] = true
+		e.settleLocked(now)
+	}
+	sortRefs(out)
+	return out, nil
+}
+
+// registeredSet is the set of registered nodes, or nil when the tracker has no registry.
+func (t *Tracker) registeredSet() map[NodeRef]bool {
+	if t.registered == nil {
+		return nil
+	}
+	refs := t.registered()
+	set := make(map[NodeRef]bool, len(refs))
+	for _, r := range refs {
+		set[r] = true
+	}
+	return set
+}
+
+func sortRefs(refs []NodeRef) {
+	slices.SortFunc(refs, func(a, b NodeRef) int {
+		if c := strings.Compare(a.PoP, b.PoP); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Node, b.Node)
+	})
 }
 
 // Wait returns the receipt of id once every expected node acked, or when ctx ends (with the
@@ -292,20 +419,23 @@ func (t *Tracker) Wait(ctx context.Context, id string) Receipt {
 
 // Receipt returns what is known about purge id so far.
 func (t *Tracker) Receipt(id string) (Receipt, bool) {
+	live := t.registeredSet()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	e, ok := t.entries[id]
 	if !ok {
 		return Receipt{}, false
 	}
-	return e.receiptLocked(), true
+	return e.receiptLocked(live), true
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-func (e *entry) receiptLocked() Receipt {
+// receiptLocked builds the receipt; live is the set of registered nodes (nil: all are).
+func (e *entry) receiptLocked(live map[NodeRef]bool) Receipt {
 	m := e.msg
-	r := Receipt{ID: m.ID, Seq: m.Seq, Host: m.Host, Kind: m.Kind, Soft: m.Soft, IssuedAt: m.IssuedAt, Pending: []NodeRef{}}
+	r := Receipt{ID: m.ID, Seq: m.Seq, Host: m.Host, Kind: m.Kind, Soft: m.Soft, IssuedAt: m.IssuedAt,
+		Pending: []NodeRef{}, Unreachable: []NodeRef{}}
 	pops := map[string]*PoPReceipt{}
 	pop := func(id string) *PoPReceipt {
 		p, ok := pops[id]
@@ -317,10 +447,22 @@ func (e *entry) receiptLocked() Receipt {
 	}
 	var last time.Time
 	for ref := range e.expected {
+		if _, ok := e.acks[ref]; ok {
+			continue
+		}
 		p := pop(ref.PoP)
-		if _, ok := e.acks[ref]; !ok {
+		switch {
+		case e.gone[ref]:
+			p.Nodes = append(p.Nodes, NodeAck{Node: ref.Node, Status: NodeGone})
+			r.Gone = append(r.Gone, ref)
+		case live != nil && !live[ref]:
 			p.Complete = false
-			p.Nodes = append(p.Nodes, NodeAck{Node: ref.Node})
+			p.Nodes = append(p.Nodes, NodeAck{Node: ref.Node, Status: NodeUnreachable})
+			r.Pending = append(r.Pending, ref)
+			r.Unreachable = append(r.Unreachable, ref)
+		default:
+			p.Complete = false
+			p.Nodes = append(p.Nodes, NodeAck{Node: ref.Node, Status: NodePending})
 			r.Pending = append(r.Pending, ref)
 		}
 	}
@@ -328,7 +470,7 @@ func (e *entry) receiptLocked() Receipt {
 		p := pop(ref.PoP)
 		at, applied := a.at, a.ack.AppliedAt
 		p.Nodes = append(p.Nodes, NodeAck{
-			Node: ref.Node, Acked: true, AckedAt: &at, AppliedAt: &applied, Hits: a.ack.Hits,
+			Node: ref.Node, Acked: true, Status: NodeAcked, AckedAt: &at, AppliedAt: &applied, Hits: a.ack.Hits,
 			LatencyMs: ms(at.Sub(m.IssuedAt)), Unexpected: !e.expected[ref],
 		})
 		if at.After(last) {
@@ -337,31 +479,24 @@ func (e *entry) receiptLocked() Receipt {
 	}
 	for _, p := range pops {
 		slices.SortFunc(p.Nodes, func(a, b NodeAck) int { return strings.Compare(a.Node, b.Node) })
-		if !p.Complete {
-			continue
-		}
-		var popLast time.Time
-		for _, n := range p.Nodes {
-			if n.AckedAt.After(popLast) {
-				popLast = *n.AckedAt
+		if p.Complete {
+			var popLast time.Time
+			for _, n := range p.Nodes {
+				if n.AckedAt != nil && n.AckedAt.After(popLast) {
+					popLast = *n.AckedAt
+				}
+			}
+			if !popLast.IsZero() {
+				p.AckedAt = &popLast
+				p.LatencyMs = ms(popLast.Sub(m.IssuedAt))
 			}
 		}
-		p.AckedAt = &popLast
-		p.LatencyMs = ms(popLast.Sub(m.IssuedAt))
 		r.PoPs = append(r.PoPs, *p)
 	}
-	for _, p := range pops {
-		if !p.Complete {
-			r.PoPs = append(r.PoPs, *p)
-		}
-	}
 	slices.SortFunc(r.PoPs, func(a, b PoPReceipt) int { return strings.Compare(a.PoP, b.PoP) })
-	slices.SortFunc(r.Pending, func(a, b NodeRef) int {
-		if c := strings.Compare(a.PoP, b.PoP); c != 0 {
-			return c
-		}
-		return strings.Compare(a.Node, b.Node)
-	})
+	sortRefs(r.Pending)
+	sortRefs(r.Unreachable)
+	sortRefs(r.Gone)
 	r.Complete = e.pending == 0
 	if r.Complete {
 		at := e.completedAt

@@ -3,6 +3,8 @@ package purge
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"maps"
 	"slices"
 	"sync"
 	"testing"
@@ -223,10 +225,10 @@ func TestTrackerReceipts(t *testing.T) {
 	t.Run("acks over nats", func(t *testing.T) {
 		tr.Register(Message{ID: "p5", Host: "a.example", Kind: KindAll, IssuedAt: clock.Now()}, []NodeRef{{"fra", "n9"}})
 		data, _ := json.Marshal(Ack{ID: "p5", Seq: 1, PoP: "fra", Node: "n9"})
-		if err := nc.Publish(AckSubject(""), []byte("not json")); err != nil {
+		if err := nc.Publish(AckSubject("", "fra", "n9"), []byte("not json")); err != nil {
 			t.Fatal(err)
 		}
-		if err := nc.Publish(AckSubject(""), data); err != nil {
+		if err := nc.Publish(AckSubject("", "fra", "n9"), data); err != nil {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -258,5 +260,182 @@ func TestTrackerRun(t *testing.T) {
 	}
 	if err := tr.Close(); err != nil {
 		t.Errorf("second Close() = %v, want nil", err)
+	}
+}
+
+// fakeRegistry is a settable fleet registry for WithRegistry.
+type fakeRegistry struct {
+	mu    sync.Mutex // guards nodes
+	nodes []NodeRef
+}
+
+func (f *fakeRegistry) set(nodes ...NodeRef) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.nodes = nodes
+}
+
+func (f *fakeRegistry) registered() []NodeRef {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.nodes)
+}
+
+// statuses maps "pop/node" to each listed node's status.
+func statuses(r Receipt) map[string]string {
+	out := map[string]string{}
+	for _, p := range r.PoPs {
+		for _, n := range p.Nodes {
+			out[p.PoP+"/"+n.Node] = n.Status
+		}
+	}
+	return out
+}
+
+// TestTrackerUnreachableAndGone: a receipt lists every node expected when the purge was issued;
+// one that left the registry without acking reads unreachable and keeps the purge incomplete
+// until it acks or an operator declares it gone.
+func TestTrackerUnreachableAndGone(t *testing.T) {
+	ns := startNATS(t)
+	nc, _ := ns.connect(t)
+	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	reg := &fakeRegistry{}
+	tr := newTracker(t, nc, WithClock(clock.Now), WithRegistry(reg.registered))
+	a1, a2, f1 := NodeRef{"ams", "n1"}, NodeRef{"ams", "n2"}, NodeRef{"fra", "n1"}
+	reg.set(a1, a2, f1)
+	tr.Register(Message{ID: "p1", Host: "a.example", Kind: KindAll, IssuedAt: clock.Now()}, []NodeRef{a1, a2, f1})
+	clock.Advance(time.Millisecond)
+	tr.record(Ack{ID: "p1", PoP: "ams", Node: "n1"})
+
+	// ams/n2 and fra/n1 drop out of the registry; fra/n1 comes back (it will replay and ack).
+	reg.set(a1)
+	r, _ := tr.Receipt("p1")
+	want := map[string]string{"ams/n1": NodeAcked, "ams/n2": NodeUnreachable, "fra/n1": NodeUnreachable}
+	if got := statuses(r); !maps.Equal(got, want) {
+		t.Errorf("statuses = %v, want %v", got, want)
+	}
+	if r.Complete || !slices.Equal(r.Unreachable, []NodeRef{a2, f1}) || !slices.Equal(r.Pending, []NodeRef{a2, f1}) {
+		t.Errorf("receipt complete %v pending %v unreachable %v; want incomplete, both pending and unreachable", r.Complete, r.Pending, r.Unreachable)
+	}
+	reg.set(a1, f1)
+	r, _ = tr.Receipt("p1")
+	if got := statuses(r)["fra/n1"]; got != NodePending || !slices.Equal(r.Unreachable, []NodeRef{a2}) {
+		t.Errorf("fra/n1 back in the registry: status %q, unreachable %v; want pending, only ams/n2", got, r.Unreachable)
+	}
+
+	errTests := []struct {
+		name  string
+		id    string
+		nodes []NodeRef
+		want  error
+	}{
+		{"unknown purge", "nope", nil, ErrUnknownPurge},
+		{"node not expected", "p1", []NodeRef{{"lhr", "n1"}}, ErrUnknownNode},
+		{"registered pending node", "p1", []NodeRef{f1}, ErrNodeLive},
+		{"all or nothing", "p1", []NodeRef{a2, f1}, ErrNodeLive},
+	}
+	for _, tt := range errTests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := tr.DeclareGone(tt.id, tt.nodes...); !errors.Is(err, tt.want) {
+				t.Errorf("DeclareGone(%s, %v) = %v, want %v", tt.id, tt.nodes, err, tt.want)
+			}
+		})
+	}
+	if r, _ := tr.Receipt("p1"); len(r.Gone) != 0 {
+		t.Fatalf("refused DeclareGone calls declared %v gone, want none", r.Gone)
+	}
+
+	clock.Advance(time.Millisecond)
+	gone, err := tr.DeclareGone("p1")
+	if err != nil || !slices.Equal(gone, []NodeRef{a2}) {
+		t.Fatalf("DeclareGone(p1) = %v, %v; want [ams/n2]", gone, err)
+	}
+	if gone, err := tr.DeclareGone("p1", a1, a2); err != nil || len(gone) != 0 {
+		t.Errorf("DeclareGone(p1, acked, gone) = %v, %v; want nothing to do", gone, err)
+	}
+	r, _ = tr.Receipt("p1")
+	if got := statuses(r)["ams/n2"]; got != NodeGone || r.Complete || !slices.Equal(r.Gone, []NodeRef{a2}) || !slices.Equal(r.Pending, []NodeRef{f1}) {
+		t.Errorf("after DeclareGone: ams/n2 %q, complete %v, gone %v, pending %v; want gone, incomplete, pending fra/n1", got, r.Complete, r.Gone, r.Pending)
+	}
+	if p := r.PoPs[0]; !p.Complete || p.AckedAt == nil {
+		t.Errorf("PoP ams = complete %v acked_at %v, want complete (acked and gone) with a time", p.Complete, p.AckedAt)
+	}
+
+	clock.Advance(time.Millisecond)
+	tr.record(Ack{ID: "p1", PoP: "fra", Node: "n1"})
+	r = tr.Wait(context.Background(), "p1")
+	if !r.Complete || len(r.Pending) != 0 {
+		t.Fatalf("after the last ack: complete %v pending %v, want complete", r.Complete, r.Pending)
+	}
+	// The gone node comes back after all and acks: it reads acked, and is no longer gone.
+	tr.record(Ack{ID: "p1", PoP: "ams", Node: "n2"})
+	r, _ = tr.Receipt("p1")
+	if got := statuses(r)["ams/n2"]; got != NodeAcked || len(r.Gone) != 0 || !r.Complete {
+		t.Errorf("gone node acked: status %q gone %v complete %v; want acked, none gone, complete", got, r.Gone, r.Complete)
+	}
+}
+
+// TestTrackerDeclareGoneCompletes: declaring the last pending node gone completes the purge and
+// wakes waiters.
+func TestTrackerDeclareGoneCompletes(t *testing.T) {
+	ns := startNATS(t)
+	nc, _ := ns.connect(t)
+	reg := &fakeRegistry{}
+	tr := newTracker(t, nc, WithRegistry(reg.registered))
+	tr.Register(Message{ID: "p1", Host: "a.example", Kind: KindAll, IssuedAt: time.Now()}, []NodeRef{{"ams", "n1"}})
+	waited := make(chan Receipt)
+	go func() { waited <- tr.Wait(context.Background(), "p1") }()
+	if _, err := tr.DeclareGone("p1"); err != nil {
+		t.Fatalf("DeclareGone = %v", err)
+	}
+	select {
+	case r := <-waited:
+		if !r.Complete || r.CompletedAt == nil || len(r.Gone) != 1 {
+			t.Errorf("Wait = complete %v at %v gone %v, want complete with ams/n1 gone", r.Complete, r.CompletedAt, r.Gone)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Wait did not return after the last pending node was declared gone")
+	}
+}
+
+// TestTrackerWithoutRegistry: with no registry every pending node reads pending, and none can be
+// declared gone.
+func TestTrackerWithoutRegistry(t *testing.T) {
+	ns := startNATS(t)
+	nc, _ := ns.connect(t)
+	tr := newTracker(t, nc)
+	tr.Register(Message{ID: "p1", Host: "a.example", Kind: KindAll, IssuedAt: time.Now()}, []NodeRef{{"ams", "n1"}})
+	r, _ := tr.Receipt("p1")
+	if got := statuses(r)["ams/n1"]; got != NodePending || len(r.Unreachable) != 0 {
+		t.Errorf("status %q unreachable %v, want pending and none unreachable", got, r.Unreachable)
+	}
+	if _, err := tr.DeclareGone("p1", NodeRef{"ams", "n1"}); !errors.Is(err, ErrNodeLive) {
+		t.Errorf("DeclareGone = %v, want ErrNodeLive", err)
+	}
+}
+
+// TestTrackerDropsForgedAcks: an ack whose body names another node than its subject is dropped.
+// NATS permissions let a node publish only on its own ack subject, so such an ack is a forgery.
+func TestTrackerDropsForgedAcks(t *testing.T) {
+	ns := startNATS(t)
+	nc, _ := ns.connect(t)
+	tr := newTracker(t, nc)
+	tr.Register(Message{ID: "p1", Host: "a.example", Kind: KindAll, IssuedAt: time.Now()}, []NodeRef{{"fra", "n1"}, {"fra", "n2"}})
+	forged, _ := json.Marshal(Ack{ID: "p1", Seq: 1, PoP: "fra", Node: "n2"})
+	real, _ := json.Marshal(Ack{ID: "p1", Seq: 1, PoP: "fra", Node: "n1"})
+	// Acks from one connection on one subscription arrive in order: once n1's real ack is in,
+	// the forged one before it was seen.
+	if err := nc.Publish(AckSubject("", "fra", "n1"), forged); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Publish(AckSubject("", "fra", "n1"), real); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "fra/n1's ack", func() bool {
+		r, _ := tr.Receipt("p1")
+		return len(r.Pending) == 1
+	})
+	if r, _ := tr.Receipt("p1"); r.Complete || len(r.Pending) != 1 || r.Pending[0] != (NodeRef{"fra", "n2"}) {
+		t.Fatalf("receipt after a forged ack for fra/n2: complete %v, pending %v; want fra/n2 pending", r.Complete, r.Pending)
 	}
 }

@@ -1,10 +1,14 @@
 // Package natstest runs real embedded NATS servers with JetStream for
-// tests, and waits on conditions instead of sleeping.
+// tests, with the production credentials and permissions on (see internal/natsauth), and waits
+// on conditions instead of sleeping.
 package natstest
 
 import (
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,31 +16,47 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/meridian-cdn/meridian/internal/natsauth"
 )
 
 // Server is an embedded NATS server that a test can stop and restart on the same port and
-// store directory.
+// store directory. Nobody connects anonymously: each connection authenticates as an identity
+// (Connect as control, ConnectAs as any), with the permissions production gives that role.
 type Server struct {
 	t        testing.TB
 	StoreDir string
 	Port     int
 	NS       *server.Server
+	// Prefix is the fleet prefix the permissions are built for; empty means the default.
+	Prefix string
+
+	mu    sync.Mutex // guards creds and the users of NS
+	creds map[natsauth.Identity]natsauth.Credential
 }
 
 // Start runs a NATS server with JetStream on 127.0.0.1, a random port and a temporary store
-// directory; it is shut down when the test ends.
+// directory, accepting the control identity; it is shut down when the test ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	s := &Server{t: t, StoreDir: t.TempDir(), Port: -1}
+	s := &Server{t: t, StoreDir: t.TempDir(), Port: -1, creds: map[natsauth.Identity]natsauth.Credential{}}
+	s.Credential(natsauth.Control())
 	s.Restart()
 	t.Cleanup(s.Stop)
 	return s
 }
 
-// Restart starts the server (again) on the same port and store directory.
-func (s *Server) Restart() {
-	s.t.Helper()
-	ns, err := server.NewServer(&server.Options{
+// options are the server's options with the users issued so far.
+func (s *Server) optionsLocked() *server.Options {
+	users := make([]natsauth.User, 0, len(s.creds))
+	for _, c := range s.creds {
+		u, err := c.User()
+		if err != nil {
+			s.t.Fatalf("natstest: %v", err)
+		}
+		users = append(users, u)
+	}
+	return &server.Options{
 		ServerName: "natstest",
 		Host:       "127.0.0.1",
 		Port:       s.Port,
@@ -44,7 +64,17 @@ func (s *Server) Restart() {
 		StoreDir:   s.StoreDir,
 		NoLog:      true,
 		NoSigs:     true,
-	})
+		Nkeys:      natsauth.NkeyUsers(s.Prefix, users),
+	}
+}
+
+// Restart starts the server (again) on the same port and store directory.
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.mu.Lock()
+	opts := s.optionsLocked()
+	s.mu.Unlock()
+	ns, err := server.NewServer(opts)
 	if err != nil {
 		s.t.Fatalf("new nats server: %v", err)
 	}
@@ -52,29 +82,92 @@ func (s *Server) Restart() {
 	if !ns.ReadyForConnections(10 * time.Second) {
 		s.t.Fatalf("nats server not ready")
 	}
+	s.mu.Lock()
 	s.NS = ns
 	s.Port = ns.Addr().(*net.TCPAddr).Port
+	s.mu.Unlock()
 }
 
 // Stop shuts the server down and waits until it has.
 func (s *Server) Stop() {
-	if s.NS != nil {
-		s.NS.Shutdown()
-		s.NS.WaitForShutdown()
-		s.NS = nil
+	s.mu.Lock()
+	ns := s.NS
+	s.NS = nil
+	s.mu.Unlock()
+	if ns != nil {
+		ns.Shutdown()
+		ns.WaitForShutdown()
 	}
 }
 
 // URL is the client URL.
 func (s *Server) URL() string { return fmt.Sprintf("nats://127.0.0.1:%d", s.Port) }
 
-// Connect opens a client connection that reconnects forever, closed when the test ends.
+// Credential returns id's credential, issuing it (and reloading the running server's users)
+// the first time.
+func (s *Server) Credential(id natsauth.Identity) natsauth.Credential {
+	s.t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c, ok := s.creds[id]; ok {
+		return c
+	}
+	c, err := natsauth.NewCredential(id)
+	if err != nil {
+		s.t.Fatalf("natstest: %v", err)
+	}
+	s.creds[id] = c
+	if s.NS != nil {
+		if err := s.NS.ReloadOptions(s.optionsLocked()); err != nil {
+			s.t.Fatalf("natstest: reload users: %v", err)
+		}
+	}
+	return c
+}
+
+// Options are the nats.Connect options that authenticate as id.
+func (s *Server) Options(id natsauth.Identity) []nats.Option {
+	s.t.Helper()
+	opts, err := s.Credential(id).Options()
+	if err != nil {
+		s.t.Fatalf("natstest: %v", err)
+	}
+	return opts
+}
+
+// CredsFile writes id's credentials file (mode 0600) in a temporary directory of t and returns
+// its path.
+func (s *Server) CredsFile(t testing.TB, id natsauth.Identity) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), id.String()+".creds")
+	if err := os.WriteFile(p, s.Credential(id).Format(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// Connect opens a client connection as control (allowed everything) that reconnects forever,
+// closed when the test ends.
 func (s *Server) Connect(t testing.TB) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	nc, err := nats.Connect(s.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond),
-		nats.ReconnectJitter(0, 0))
+	return s.ConnectAs(t, natsauth.Control())
+}
+
+// ConnectAs opens a client connection as id that reconnects forever, closed when the test ends.
+func (s *Server) ConnectAs(t testing.TB, id natsauth.Identity) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	return ConnectURL(t, s.URL(), s.Options(id)...)
+}
+
+// ConnectURL opens a client connection to url with opts (credentials, say) that reconnects
+// forever, closed when the test ends.
+func ConnectURL(t testing.TB, url string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	opts = append([]nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(50 * time.Millisecond),
+		nats.ReconnectJitter(0, 0)}, opts...)
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
-		t.Fatalf("connect to nats: %v", err)
+		t.Fatalf("connect to nats %s: %v", url, err)
 	}
 	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
@@ -99,12 +192,13 @@ func WaitFor(t testing.TB, timeout time.Duration, msg string, cond func() bool) 
 // FanoutFloor measures the bare core-NATS fan-out that purges ride on: one publish of a
 // purge-sized message to subscribers plain subscribers, each on its own connection, until the last
 // one received it; n times. Benchmarks report their figures next to it, measured in the same run.
-func FanoutFloor(t testing.TB, url string, subscribers, n int) []time.Duration {
+// opts authenticate the connections (they need to publish and subscribe "bench.floor").
+func FanoutFloor(t testing.TB, url string, subscribers, n int, opts ...nats.Option) []time.Duration {
 	t.Helper()
 	var got atomic.Int32
 	done := make(chan struct{}, 1)
 	for range subscribers {
-		c, err := nats.Connect(url)
+		c, err := nats.Connect(url, opts...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -120,7 +214,7 @@ func FanoutFloor(t testing.TB, url string, subscribers, n int) []time.Duration {
 			t.Fatal(err)
 		}
 	}
-	pub, err := nats.Connect(url)
+	pub, err := nats.Connect(url, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

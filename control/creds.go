@@ -1,0 +1,236 @@
+package control
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/meridian-cdn/meridian/internal/natsauth"
+)
+
+// The embedded NATS server's credentials live in <StoreDir>/nats-auth (mode 0700): control's
+// own credential (control.creds) and the users file (users.json) listing every identity the
+// server accepts with its nkey public key. Only public keys are kept for the other identities:
+// their seeds are printed once, when issued, and live only where they were delivered.
+const (
+	credsDirName  = "nats-auth"
+	controlCreds  = "control.creds"
+	usersFileName = "users.json"
+)
+
+// CredentialRecord is one entry of the users file.
+type CredentialRecord struct {
+	// Identity is the identity's name (natsauth.Identity.String): "edge.lon.n1", "dns.ns1".
+	Identity string `json:"identity"`
+	// NKey is the credential's public key.
+	NKey string `json:"nkey"`
+	// Issued is when the credential was created.
+	Issued time.Time `json:"issued"`
+}
+
+func credsDir(storeDir string) string {
+	if storeDir == "" {
+		storeDir = DefaultStoreDir
+	}
+	return filepath.Join(storeDir, credsDirName)
+}
+
+// initCredentials creates storeDir's credentials on first start: control's own credential and a
+// users file naming it. It returns control's credential.
+func initCredentials(storeDir string) (natsauth.Credential, error) {
+	unlock, err := lockCreds(storeDir)
+	if err != nil {
+		return natsauth.Credential{}, err
+	}
+	defer unlock()
+	return initCredentialsLocked(storeDir)
+}
+
+func initCredentialsLocked(storeDir string) (natsauth.Credential, error) {
+	dir := credsDir(storeDir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return natsauth.Credential{}, fmt.Errorf("nats credentials: %w", err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return natsauth.Credential{}, fmt.Errorf("nats credentials: %w", err)
+	}
+	path := filepath.Join(dir, controlCreds)
+	c, err := natsauth.LoadCredential(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		if c, err = natsauth.NewCredential(natsauth.Control()); err != nil {
+			return natsauth.Credential{}, err
+		}
+		if err := c.WriteFile(path); err != nil {
+			return natsauth.Credential{}, fmt.Errorf("nats credentials: %w", err)
+		}
+	} else if err != nil {
+		return natsauth.Credential{}, err
+	}
+	u, err := c.User()
+	if err != nil {
+		return natsauth.Credential{}, err
+	}
+	recs, err := ListCredentials(storeDir)
+	if err != nil {
+		return natsauth.Credential{}, err
+	}
+	if !slices.ContainsFunc(recs, func(r CredentialRecord) bool { return r.NKey == u.NKey }) {
+		recs = append(recs, CredentialRecord{Identity: c.ID.String(), NKey: u.NKey, Issued: time.Now().UTC()})
+		if err := writeUsers(storeDir, recs); err != nil {
+			return natsauth.Credential{}, err
+		}
+	}
+	return c, nil
+}
+
+// ListCredentials reads the users file of storeDir: every credential the embedded NATS server
+// accepts. A missing file is an empty list.
+func ListCredentials(storeDir string) ([]CredentialRecord, error) {
+	b, err := os.ReadFile(filepath.Join(credsDir(storeDir), usersFileName))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("nats users: %w", err)
+	}
+	var recs []CredentialRecord
+	if err := json.Unmarshal(b, &recs); err != nil {
+		return nil, fmt.Errorf("nats users %s: %w", filepath.Join(credsDir(storeDir), usersFileName), err)
+	}
+	return recs, nil
+}
+
+func writeUsers(storeDir string, recs []CredentialRecord) error {
+	b, err := json.MarshalIndent(recs, "", "  ")
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(credsDir(storeDir), usersFileName)
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("nats users: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("nats users: %w", err)
+	}
+	return nil
+}
+
+// IssueCredential creates a credential for id in storeDir's users file and returns it (with its
+// secret seed, which is not kept). A control running on storeDir accepts it within a second,
+// without a restart. Issuing again for the same identity adds a second credential beside the
+// first: both work until one is revoked (rotation without downtime).
+func IssueCredential(storeDir string, id natsauth.Identity) (natsauth.Credential, error) {
+	unlock, err := lockCreds(storeDir)
+	if err != nil {
+		return natsauth.Credential{}, err
+	}
+	defer unlock()
+	if _, err := initCredentialsLocked(storeDir); err != nil {
+		return natsauth.Credential{}, err
+	}
+	c, err := natsauth.NewCredential(id)
+	if err != nil {
+		return natsauth.Credential{}, err
+	}
+	u, err := c.User()
+	if err != nil {
+		return natsauth.Credential{}, err
+	}
+	recs, err := ListCredentials(storeDir)
+	if err != nil {
+		return natsauth.Credential{}, err
+	}
+	recs = append(recs, CredentialRecord{Identity: id.String(), NKey: u.NKey, Issued: time.Now().UTC()})
+	if err := writeUsers(storeDir, recs); err != nil {
+		return natsauth.Credential{}, err
+	}
+	return c, nil
+}
+
+// RevokeCredential removes the credential with public key nkey (or every credential of the
+// identity named nkey, e.g. "edge.lon.n1") from storeDir's users file; a running control drops
+// its connections within a second. Control's own credential cannot be revoked. It returns how
+// many credentials were removed.
+func RevokeCredential(storeDir, nkey string) (int, error) {
+	unlock, err := lockCreds(storeDir)
+	if err != nil {
+		return 0, err
+	}
+	defer unlock()
+	recs, err := ListCredentials(storeDir)
+	if err != nil {
+		return 0, err
+	}
+	keep := recs[:0]
+	n := 0
+	for _, r := range recs {
+		if r.NKey == nkey || r.Identity == nkey {
+			if r.Identity == natsauth.Control().String() {
+				return 0, errors.New("revoke: control's own credential cannot be revoked (delete the store's nats-auth directory to start over)")
+			}
+			n++
+			continue
+		}
+		keep = append(keep, r)
+	}
+	if n == 0 {
+		return 0, fmt.Errorf("revoke: no credential %q", nkey)
+	}
+	return n, writeUsers(storeDir, keep)
+}
+
+// natsUsers turns the users file into the server's users; records it cannot read are skipped.
+func natsUsers(recs []CredentialRecord) []natsauth.User {
+	users := make([]natsauth.User, 0, len(recs))
+	for _, r := range recs {
+		id, err := natsauth.ParseIdentity(r.Identity)
+		if err != nil {
+			continue
+		}
+		users = append(users, natsauth.User{ID: id, NKey: r.NKey})
+	}
+	return users
+}
+
+// usersPollInterval is how often a control with embedded NATS looks for new or revoked
+// credentials in its users file.
+const usersPollInterval = 500 * time.Millisecond
+
+// watchUsers reloads the embedded server's users whenever the users file changes, until ctx
+// ends. reload is given the file's records.
+func (s *Server) watchUsers(ctx context.Context, reload func([]CredentialRecord) error) {
+	path := filepath.Join(credsDir(s.cfg.StoreDir), usersFileName)
+	last, _ := os.ReadFile(path)
+	t := time.NewTicker(usersPollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		b, err := os.ReadFile(path)
+		if err != nil || bytes.Equal(b, last) {
+			continue
+		}
+		recs, err := ListCredentials(s.cfg.StoreDir)
+		if err != nil {
+			s.log.Error("nats users file unreadable; keeping the users in force", "err", err)
+			continue
+		}
+		if err := reload(recs); err != nil {
+			s.log.Error("reload nats users", "err", err)
+			continue
+		}
+		last = b
+		s.log.Info("nats users reloaded", "users", len(recs))
+	}
+}

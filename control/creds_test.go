@@ -1,0 +1,357 @@
+package control
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/edge"
+	"github.com/meridian-cdn/meridian/internal/natsauth"
+	"github.com/meridian-cdn/meridian/internal/natstest"
+	"github.com/meridian-cdn/meridian/internal/proctest"
+	"github.com/meridian-cdn/meridian/internal/reuseport"
+	"github.com/meridian-cdn/meridian/purge"
+)
+
+// TestNATSNamesAgree: the permissions (internal/natsauth, which may not import Meridian
+// packages) name the same buckets, stream and subjects as control/wire and purge.
+func TestNATSNamesAgree(t *testing.T) {
+	for _, prefix := range []string{"", "meridian", "edge.eu"} {
+		n := natsauth.Names{Prefix: prefix}
+		for _, b := range []string{wire.FleetBucket, wire.ConfigBucket, wire.PeerKeyBucket} {
+			if got, want := n.Bucket(b), wire.Bucket(prefix, b); got != want {
+				t.Errorf("natsauth Bucket(%q, %q) = %q, want %q", prefix, b, got, want)
+			}
+		}
+		if got, want := n.PurgeStream(), purge.StreamName(prefix); got != want {
+			t.Errorf("natsauth PurgeStream(%q) = %q, want %q", prefix, got, want)
+		}
+		if got, want := n.PurgeCommands(), purge.CommandSubjects(prefix); got != want {
+			t.Errorf("natsauth PurgeCommands(%q) = %q, want %q", prefix, got, want)
+		}
+		if got, want := n.AckSubject("lon", "n1"), purge.AckSubject(prefix, "lon", "n1"); got != want {
+			t.Errorf("natsauth AckSubject(%q) = %q, want %q", prefix, got, want)
+		}
+	}
+}
+
+// TestEmbeddedNATSNeedsCredentials: control's embedded NATS refuses anonymous clients, creates
+// its credentials once (mode 0600) and keeps them across restarts.
+func TestEmbeddedNATSNeedsCredentials(t *testing.T) {
+	dir := t.TempDir()
+	ts := startServer(t, Config{StoreDir: dir})
+	if nc, err := nats.Connect(ts.NATSURL()); err == nil {
+		nc.Close()
+		t.Fatal("anonymous connection to the embedded NATS succeeded")
+	}
+	for _, f := range []string{"control.creds", "users.json"} {
+		fi, err := os.Stat(filepath.Join(dir, credsDirName, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s mode = %v, want 0600", f, fi.Mode().Perm())
+		}
+	}
+	first, err := os.ReadFile(filepath.Join(dir, credsDirName, "control.creds"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.stop()
+	startServer(t, Config{StoreDir: dir})
+	again, _ := os.ReadFile(filepath.Join(dir, credsDirName, "control.creds"))
+	if !bytes.Equal(first, again) {
+		t.Error("control's credential changed across a restart")
+	}
+}
+
+// TestCredsCommandAndRotation issues credentials with `meridian control creds` (another process
+// in production: here the command, writing the store dir) while control runs: the running
+// server accepts them without a restart. Then it rotates an edge's credential: the new one
+// works beside the old, and revoking the old drops only the old one's connection.
+func TestCredsCommandAndRotation(t *testing.T) {
+	dir := t.TempDir()
+	ts := startServer(t, Config{StoreDir: dir})
+	creds := func(args ...string) string {
+		t.Helper()
+		var out bytes.Buffer
+		cmd := NewCommand()
+		cmd.SetArgs(append([]string{"creds"}, append(args, "--store-dir", dir)...))
+		cmd.SetOut(&out)
+		cmd.SetErr(&out)
+		if err := cmd.Execute(); err != nil {
+			t.Fatalf("creds %v: %v (%s)", args, err, out.String())
+		}
+		return out.String()
+	}
+	connectWith := func(text string, handlers ...nats.Option) (*nats.Conn, error) {
+		c, err := natsauth.ParseCredential([]byte(text))
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts, err := c.Options()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return nats.Connect(ts.NATSURL(), append(opts, handlers...)...)
+	}
+
+	old := creds("edge", "--pop", "lon", "--node", "n1")
+	if !strings.Contains(old, "# identity: edge.lon.n1") {
+		t.Fatalf("creds edge printed %q, want an edge.lon.n1 credential", old)
+	}
+	var oldConn *nats.Conn
+	natstest.WaitFor(t, 5*time.Second, "the running control to accept the new credential", func() bool {
+		nc, err := connectWith(old)
+		if err != nil {
+			return false
+		}
+		oldConn = nc
+		return true
+	})
+	defer oldConn.Close()
+	if err := oldConn.Publish(purge.AckSubject("", "lon", "n1"), []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+
+	dns := filepath.Join(t.TempDir(), "dns.creds")
+	creds("dns", "--name", "ns1", "-o", dns)
+	if fi, err := os.Stat(dns); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("creds dns -o: %v, %v; want a 0600 file", fi, err)
+	}
+	if c, err := natsauth.LoadCredential(dns); err != nil || c.ID != natsauth.DNS("ns1") {
+		t.Fatalf("LoadCredential(dns.creds) = %v, %v; want dns.ns1", c.ID, err)
+	}
+
+	// Rotation: a second credential for the same node works while the first still does.
+	newer := creds("edge", "--pop", "lon", "--node", "n1")
+	var newConn *nats.Conn
+	natstest.WaitFor(t, 5*time.Second, "the running control to accept the rotated credential", func() bool {
+		nc, err := connectWith(newer)
+		if err != nil {
+			return false
+		}
+		newConn = nc
+		return true
+	})
+	defer newConn.Close()
+	if !oldConn.IsConnected() {
+		t.Fatal("issuing a second credential dropped the first one's connection")
+	}
+	oldCred, _ := natsauth.ParseCredential([]byte(old))
+	oldKey, _ := oldCred.PublicKey()
+	if out := creds("list"); !strings.Contains(out, oldKey) || strings.Count(out, "edge.lon.n1") != 2 {
+		t.Fatalf("creds list = %q, want both edge.lon.n1 credentials", out)
+	}
+	creds("revoke", oldKey)
+	natstest.WaitFor(t, 5*time.Second, "the revoked credential's connection to drop", func() bool {
+		return !oldConn.IsConnected()
+	})
+	if _, err := connectWith(old); err == nil {
+		t.Fatal("the revoked credential still connects")
+	}
+	if err := newConn.FlushTimeout(2 * time.Second); err != nil || !newConn.IsConnected() {
+		t.Fatalf("the new credential's connection after revoking the old: %v", err)
+	}
+	if _, err := RevokeCredential(dir, "control"); err == nil {
+		t.Fatal("revoking control's own credential succeeded")
+	}
+	if _, err := RevokeCredential(dir, "UNKNOWN"); err == nil || !strings.Contains(err.Error(), "no credential") {
+		t.Fatalf("revoking an unknown key = %v", err)
+	}
+}
+
+// TestLoadCredentialRefusesReadableFile: a credentials file other users may read is refused.
+func TestLoadCredentialRefusesReadableFile(t *testing.T) {
+	c, err := natsauth.NewCredential(natsauth.Edge("lon", "n1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "n1.creds")
+	if err := os.WriteFile(p, c.Format(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := natsauth.LoadCredential(p); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Fatalf("LoadCredential(0644 file) = %v, want a refusal naming chmod 600", err)
+	}
+	if _, err := natsauth.LoadCredential(filepath.Join(t.TempDir(), "none")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("LoadCredential(missing) = %v, want not exist", err)
+	}
+}
+
+// TestRotateEdgeCredentialWhileServing rotates a serving edge's NATS credential as
+// docs/security.md says, under client load: issue a second credential for the node, start the
+// node again with it on the same port (SO_REUSEPORT) before stopping the old process, revoke the
+// old credential. No client request fails, and the node on the new credential acks purges.
+func TestRotateEdgeCredentialWhileServing(t *testing.T) {
+	ts := startServer(t, Config{})
+	_, originAddr := startOrigin(t, "127.0.8.2")
+	id := natsauth.Edge("rot", "n1")
+	credsPath := filepath.Join(t.TempDir(), "n1.creds")
+	issue := func() natsauth.Credential {
+		t.Helper()
+		c, err := ts.IssueCredential(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.WriteFile(credsPath); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	start := func(ln net.Listener) (*edge.Node, func()) {
+		t.Helper()
+		n, err := edge.New(edge.Config{PoP: "rot", Node: "n1",
+			Fleet: edge.FleetConfig{NATS: ts.NATSURL(), Creds: credsPath, Heartbeat: 100 * time.Millisecond, TTL: time.Second}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- n.Serve(ctx, ln, nil) }()
+		stopped := false
+		stop := func() {
+			if stopped {
+				return
+			}
+			stopped = true
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("edge: %v", err)
+			}
+		}
+		t.Cleanup(stop)
+		select {
+		case <-n.FleetReady():
+		case err := <-done:
+			t.Fatalf("edge stopped before joining the fleet: %v", err)
+		case <-time.After(30 * time.Second):
+			t.Fatal("edge did not join the fleet within 30s")
+		}
+		return n, stop
+	}
+
+	old := issue()
+	ln1, err := reuseport.Listen(context.Background(), "127.0.8.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln1.Addr().String()
+	a, stopA := start(ln1)
+	putHosts(t, ts, originAddr, []*edge.Node{a}, hostA)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}, Timeout: 5 * time.Second}
+	defer client.CloseIdleConnections()
+	var served, retried atomic.Int64
+	load := proctest.RunLoad(ctx, 8, func(ctx context.Context) error {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/rot?cc=max-age%3D60", nil)
+		req.Host = hostA
+		r, err := client.Do(req)
+		if err != nil && ctx.Err() == nil {
+			// A keep-alive connection the old process closed as the request went out (the
+			// edge's restart, not the credential): retried once, as browsers do for a GET.
+			retried.Add(1)
+			r, err = client.Do(req)
+		}
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, r.Body)
+		r.Body.Close()
+		if r.StatusCode != http.StatusOK {
+			return &statusErr{r.StatusCode}
+		}
+		served.Add(1)
+		return nil
+	})
+	load.WaitFor(t, 100, 10*time.Second)
+
+	// 1. A second credential for the node; 2. the node again, with it, beside the old process,
+	// which then stops; 3. the old credential revoked.
+	newer := issue()
+	ln2, err := reuseport.Listen(context.Background(), addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := start(ln2)
+	natstest.WaitFor(t, 10*time.Second, "the new process to serve the host", func() bool {
+		return get(t, b, hostA, "/ready?cc=no-store").status == http.StatusOK
+	})
+	stopA()
+	oldKey, _ := old.PublicKey()
+	if _, err := RevokeCredential(ts.cfg.StoreDir, oldKey); err != nil {
+		t.Fatal(err)
+	}
+	oldOpts, _ := old.Options()
+	natstest.WaitFor(t, 5*time.Second, "the old credential to be refused", func() bool {
+		nc, err := nats.Connect(ts.NATSURL(), oldOpts...)
+		if err == nil {
+			nc.Close()
+			return false
+		}
+		return true
+	})
+	newOpts, _ := newer.Options()
+	if nc, err := nats.Connect(ts.NATSURL(), newOpts...); err != nil {
+		t.Fatalf("the new credential is refused: %v", err)
+	} else {
+		nc.Close()
+	}
+	load.WaitFor(t, served.Load()+100, 10*time.Second)
+	cancel()
+	load.Finish(t)
+	t.Logf("%d requests met a closing connection and were retried", retried.Load())
+
+	natstest.WaitFor(t, 10*time.Second, "rot/n1 back in the fleet view", func() bool {
+		for _, n := range ts.Fleet().Nodes() {
+			if n.PoP == "rot" && n.ID == "n1" {
+				return true
+			}
+		}
+		return false
+	})
+	code, resp, body := postPurge(t, ts, tokPurger, "5s", []byte(`{"host":"`+hostA+`","all":true}`))
+	if acked, _ := ackedNodes(resp); code != http.StatusOK || !acked["rot/n1"] {
+		t.Fatalf("purge after the rotation = %d %s, want acked by rot/n1", code, body)
+	}
+}
+
+// TestIssueCredentialConcurrently: credentials issued at once (several `creds` commands, or one
+// beside a control starting up) all land in the users file.
+func TestIssueCredentialConcurrently(t *testing.T) {
+	dir := t.TempDir()
+	errs := make(chan error, 8)
+	for i := range 8 {
+		go func() {
+			_, err := IssueCredential(dir, natsauth.Edge("lon", "n"+strconv.Itoa(i)))
+			errs <- err
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	recs, err := ListCredentials(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 9 {
+		t.Fatalf("users file has %d credentials after 8 concurrent issues, want 9 (with control's)", len(recs))
+	}
+}
