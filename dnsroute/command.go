@@ -53,15 +53,20 @@ func NewCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			s, err := New(cfg)
-			if err != nil {
-				return err
-			}
 			qt := dns.TypeA
 			if v6 {
 				qt = dns.TypeAAAA
 			}
-			ex, err := s.Explain(addr, name, qt)
+			var ex Explanation
+			if cfg.NATS != "" {
+				// The live fleet, its load and the latency map, as the running server sees them.
+				ex, err = ExplainLive(cmd.Context(), cfg, addr, name, qt, 10*time.Second)
+			} else {
+				var s *Server
+				if s, err = New(cfg); err == nil {
+					ex, err = s.Explain(addr, name, qt)
+				}
+			}
 			if err != nil {
 				return err
 			}

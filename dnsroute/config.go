@@ -74,6 +74,10 @@ type Config struct {
 	// from the registry (the fleet bucket) and the routing policy from the config bucket, and
 	// PoPs in this file are ignored. `meridian dns` then uses RunLive.
 	NATS string `yaml:"nats"`
+	// Creds is the DNS server's NATS credentials file (mode 0600), from `meridian control creds
+	// dns` or `meridian deploy render`: a read-only identity. Empty means none, which only a
+	// NATS server without authentication accepts.
+	Creds string `yaml:"creds"`
 	// Prefix of the fleet's NATS subjects and buckets (default "meridian").
 	Prefix string `yaml:"prefix"`
 	// Fleet supplies the PoPs, their nodes, health and load (default: a StaticFleet from PoPs).
@@ -379,6 +383,12 @@ func rankPolicy(r wire.RoutingPolicy) geo.Policy {
 	}
 	if p.Low == 0 {
 		p.Low = min(0.8, p.High)
+	}
+	switch {
+	case r.Explore == 0:
+		p.Explore = geo.DefaultExplore
+	case r.Explore > 0:
+		p.Explore = r.Explore
 	}
 	return p
 }

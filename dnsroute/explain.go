@@ -9,6 +9,8 @@ import (
 	"text/tabwriter"
 
 	"github.com/miekg/dns"
+
+	"github.com/meridian-cdn/meridian/control/wire"
 )
 
 // Explanation says where a client was located, how every PoP scored and what the answer is.
@@ -28,6 +30,12 @@ type Explanation struct {
 	Reason     string
 	FailOpen   bool
 	Scope      int
+	// MeasuredNetwork and Samples say which client network's real-user measurements the
+	// ranking used and how many reports they come from (0: none, geography only).
+	MeasuredNetwork netip.Prefix
+	Samples         int
+	// Explored is true when the client is one of the share sent to the second-best PoP.
+	Explored bool
 }
 
 // CandidateExplanation is one PoP as the ranking saw it.
@@ -40,6 +48,7 @@ type CandidateExplanation struct {
 	ShedPercent float64
 	Score       float64 // the policy's score (see geo.Choice.Scores); NaN when unusable
 	Chosen      bool
+	RTTMs       float64 // RTT measured by the client's network; 0 when none
 }
 
 // Explain routes a client at addr asking for name (relative or absolute; "" means the first
@@ -81,13 +90,17 @@ func (s *Server) Explain(addr netip.Addr, name string, qtype uint16) (Explanatio
 		Name: name, Type: dns.TypeToString[qtype], Client: client, Located: loc.Found,
 		City: loc.City, Country: loc.Country, Lat: loc.Lat, Lon: loc.Lon, Network: loc.Network,
 		Policy: st.policy.Name, Reason: d.choice.Reason, FailOpen: d.failOpen, Scope: d.scope(client),
+		Samples: d.samples, Explored: d.explored,
+	}
+	if d.samples > 0 {
+		ex.MeasuredNetwork = wire.ClientNetwork(client.Addr())
 	}
 	for i, r := range d.ranked {
 		p := st.pops[st.byID[r.ID]]
 		ex.Candidates = append(ex.Candidates, CandidateExplanation{
-			PoP: r.ID, DistanceKm: r.DistanceKm, Utilisation: r.Utilisation, Usable: r.Usable,
+			PoP: r.ID, DistanceKm: r.DistanceKm, Utilisation: p.util, Usable: r.Usable,
 			Draining: p.pop.Draining(), ShedPercent: p.shed * 100, Score: d.choice.Scores[i],
-			Chosen: d.pop != nil && d.pop.pop.ID == r.ID,
+			Chosen: d.pop != nil && d.pop.pop.ID == r.ID, RTTMs: d.rtt[r.ID],
 		})
 	}
 	if d.pop != nil {
@@ -117,9 +130,19 @@ func (ex Explanation) Write(w io.Writer) error {
 	} else {
 		fmt.Fprintf(&b, "located:  unknown (network %s)\n", ex.Network)
 	}
-	fmt.Fprintf(&b, "policy:   %s\n\n", ex.Policy)
+	fmt.Fprintf(&b, "policy:   %s\n", ex.Policy)
+	if ex.Samples > 0 {
+		fmt.Fprintf(&b, "measured: %d beacon reports from %s (RTT_MS below)", ex.Samples, ex.MeasuredNetwork)
+		if ex.Explored {
+			b.WriteString("; this client explores the second best")
+		}
+		b.WriteString("\n")
+	} else {
+		b.WriteString("measured: nothing for this network; ranked by distance\n")
+	}
+	b.WriteString("\n")
 	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "\tPOP\tDISTANCE_KM\tLOAD\tHEALTHY\tDRAINING\tSHED\tSCORE")
+	fmt.Fprintln(tw, "\tPOP\tDISTANCE_KM\tRTT_MS\tLOAD\tHEALTHY\tDRAINING\tSHED\tSCORE")
 	for _, c := range ex.Candidates {
 		mark := ""
 		if c.Chosen {
@@ -129,7 +152,11 @@ func (ex Explanation) Write(w io.Writer) error {
 		if !math.IsNaN(c.Score) {
 			score = fmt.Sprintf("%.3g", c.Score)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f%%\t%v\t%v\t%.0f%%\t%s\n", mark, c.PoP, c.DistanceKm,
+		rtt := "-"
+		if c.RTTMs > 0 {
+			rtt = fmt.Sprintf("%.1f", c.RTTMs)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%s\t%.0f%%\t%v\t%v\t%.0f%%\t%s\n", mark, c.PoP, c.DistanceKm, rtt,
 			c.Utilisation*100, c.Usable, c.Draining, c.ShedPercent, score)
 	}
 	tw.Flush()

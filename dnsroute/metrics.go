@@ -19,6 +19,10 @@ type metrics struct {
 	latency   prometheus.Histogram
 	failOpen  prometheus.Counter
 	reloadErr prometheus.Counter
+	// stateKept and stateDropped count fleet-driven state rebuilds that kept the answer cache
+	// (no routing outcome changed) and that dropped it.
+	stateKept    prometheus.Counter
+	stateDropped prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -48,6 +52,11 @@ func newMetrics() *metrics {
 			Name: "meridian_dns_mmdb_reload_errors_total", Help: "Failed MMDB reloads (the old copy stays in use).",
 		}),
 	}
+	rebuilds := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meridian_dns_state_rebuilds_total",
+		Help: "Routing state rebuilds after a fleet change or a stale heartbeat, by whether the answer cache was kept (no answer changed) or dropped.",
+	}, []string{"cache"})
+	m.stateKept, m.stateDropped = rebuilds.WithLabelValues("kept"), rebuilds.WithLabelValues("dropped")
 	ratio := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "meridian_dns_cache_hit_ratio", Help: "Answer cache hits over all answered queries since start.",
 	}, func() float64 {
@@ -64,7 +73,7 @@ func newMetrics() *metrics {
 		Name: "meridian_dns_cache_misses_total", Help: "Queries answered by the full path (UDP misses and all TCP).",
 	}, func() float64 { return float64(m.misses.Load()) })
 	m.reg.MustRegister(m.queries, m.answers, hits, misses, m.limited, m.dropped, m.latency,
-		m.failOpen, m.reloadErr, ratio)
+		m.failOpen, m.reloadErr, ratio, rebuilds)
 	return m
 }
 

@@ -2,8 +2,10 @@ package dnsroute
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -11,6 +13,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/meridian-cdn/meridian/control/fleet"
+	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/internal/natsauth"
 )
 
 // liveFleet connects to NATS and watches the fleet registry (PoPs, nodes, health, load and
@@ -18,9 +22,14 @@ import (
 // live fleet instead of its config file's PoPs.
 type liveFleet struct {
 	nc      *nats.Conn
+	js      jetstream.JetStream
+	prefix  string
 	view    *fleet.View
 	cfgView *fleet.ConfigView
 	log     *slog.Logger
+	// latReady is closed once the latency bucket's initial values are in the map.
+	latReady     chan struct{}
+	latReadyOnce sync.Once
 }
 
 func newLiveFleet(cfg Config) (*liveFleet, error) {
@@ -28,11 +37,24 @@ func newLiveFleet(cfg Config) (*liveFleet, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	nc, err := nats.Connect(cfg.NATS, nats.Name("meridian-dns"), nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond), nats.RetryOnFailedConnect(true),
+	var auth []nats.Option
+	if cfg.Creds != "" {
+		cred, err := natsauth.LoadCredential(cfg.Creds)
+		if err != nil {
+			return nil, err
+		}
+		if cred.ID.Role != natsauth.RoleDNS {
+			return nil, fmt.Errorf("nats credentials %s are %s's; a DNS server takes a dns credential (read-only)", cfg.Creds, cred.ID)
+		}
+		if auth, err = cred.Options(); err != nil {
+			return nil, err
+		}
+	}
+	nc, err := nats.Connect(cfg.NATS, append(auth, nats.Name("meridian-dns"), nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond), nats.RetryOnFailedConnect(true), nats.IgnoreAuthErrorAbort(),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("nats error", "err", err) }),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("nats disconnected", "err", err) }),
-		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }))
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }))...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to nats %s: %w", cfg.NATS, err)
 	}
@@ -42,10 +64,13 @@ func newLiveFleet(cfg Config) (*liveFleet, error) {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	return &liveFleet{
-		nc:      nc,
-		view:    fleet.NewView(fleet.ViewConfig{JS: js, Prefix: cfg.Prefix, TTL: cfg.HeartbeatTTL, Clock: cfg.Clock, Logger: log}),
-		cfgView: fleet.NewConfigView(fleet.ConfigViewConfig{JS: js, Prefix: cfg.Prefix, Logger: log}),
-		log:     log,
+		nc:       nc,
+		js:       js,
+		prefix:   cfg.Prefix,
+		latReady: make(chan struct{}),
+		view:     fleet.NewView(fleet.ViewConfig{JS: js, Prefix: cfg.Prefix, TTL: cfg.HeartbeatTTL, Clock: cfg.Clock, Logger: log}),
+		cfgView:  fleet.NewConfigView(fleet.ConfigViewConfig{JS: js, Prefix: cfg.Prefix, Logger: log}),
+		log:      log,
 	}, nil
 }
 
@@ -53,6 +78,11 @@ func newLiveFleet(cfg Config) (*liveFleet, error) {
 // watchers have stopped and the connection is closed.
 func (l *liveFleet) run(ctx context.Context, s *Server) {
 	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		l.watchLatency(ctx, s.lat)
+	}()
 	for _, f := range []func(context.Context) error{l.view.Run, l.cfgView.Run} {
 		wg.Add(1)
 		go func() {
@@ -84,6 +114,123 @@ func (l *liveFleet) run(ctx context.Context, s *Server) {
 	}()
 	wg.Wait()
 	l.nc.Close()
+}
+
+// latencySweep is how often the latency map drops expired records when no update arrives.
+const latencySweep = 30 * time.Second
+
+// watchLatency feeds the latency bucket into m until ctx ends.
+func (l *liveFleet) watchLatency(ctx context.Context, m *latencyMap) {
+	followLatency(ctx, l.js, l.prefix, l.log, m, func() { l.latReadyOnce.Do(func() { close(l.latReady) }) })
+}
+
+// FollowLatency feeds the latency bucket of fleet prefix (read through js) into the server's
+// latency map until ctx ends, for a server whose fleet is not a NATS one (the simulator's).
+// RunLive does this by itself.
+func (s *Server) FollowLatency(ctx context.Context, js jetstream.JetStream, prefix string) {
+	log := s.cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	followLatency(ctx, js, prefix, log, s.lat, func() {})
+}
+
+// followLatency watches the latency bucket into m until ctx ends, calling loaded once the
+// initial values are in. A missing bucket (a control plane that predates it) is retried, so
+// that routing by geography goes on meanwhile.
+func followLatency(ctx context.Context, js jetstream.JetStream, prefix string, log *slog.Logger, m *latencyMap, loaded func()) {
+	bucket := wire.Bucket(prefix, wire.LatencyBucket)
+	sweep := time.NewTicker(latencySweep)
+	defer sweep.Stop()
+	warned := false
+	for {
+		if err := followLatencyOnce(ctx, js, bucket, m, sweep.C, loaded); err != nil && !warned {
+			log.Warn("latency map unavailable; routing by geography until it is", "bucket", bucket, "err", err)
+			warned = true
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(5 * time.Second):
+		}
+	}
+}
+
+// followLatencyOnce watches bucket until ctx ends or the watch breaks.
+func followLatencyOnce(ctx context.Context, js jetstream.JetStream, bucket string, m *latencyMap, sweep <-chan time.Time, loaded func()) error {
+	kv, err := js.KeyValue(ctx, bucket)
+	if err != nil {
+		return fmt.Errorf("bind %s: %w", bucket, err)
+	}
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("watch %s: %w", bucket, err)
+	}
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-sweep:
+			m.Sweep(now)
+		case e, ok := <-w.Updates():
+			if !ok {
+				return fmt.Errorf("watch %s: ended", bucket)
+			}
+			if e == nil {
+				loaded() // the initial values are in
+				continue
+			}
+			now := time.Now()
+			if e.Operation() != jetstream.KeyValuePut {
+				m.Delete(e.Key(), now)
+				continue
+			}
+			var r wire.LatencyRecord
+			if err := json.Unmarshal(e.Value(), &r); err != nil {
+				m.Delete(e.Key(), now)
+				continue
+			}
+			m.Put(e.Key(), r, now)
+		}
+	}
+}
+
+// ExplainLive explains a routing decision against the live fleet and latency map in NATS
+// (cfg.NATS), waiting at most wait for them to load.
+func ExplainLive(ctx context.Context, cfg Config, addr netip.Addr, name string, qtype uint16, wait time.Duration) (Explanation, error) {
+	l, err := newLiveFleet(cfg)
+	if err != nil {
+		return Explanation{}, err
+	}
+	cfg.Fleet = l.view
+	s, err := New(cfg)
+	if err != nil {
+		l.nc.Close()
+		return Explanation{}, err
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		l.run(wctx, s)
+		close(done)
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	timeout := time.NewTimer(wait)
+	defer timeout.Stop()
+	for _, ready := range []<-chan struct{}{l.view.Ready(), l.latReady} {
+		select {
+		case <-ready:
+		case <-timeout.C:
+			return Explanation{}, fmt.Errorf("explain: fleet or latency map not loaded from %s within %v", cfg.NATS, wait)
+		case <-ctx.Done():
+			return Explanation{}, ctx.Err()
+		}
+	}
+	return s.Explain(addr, name, qtype)
 }
 
 // RunLive runs a server whose fleet comes from NATS (cfg.NATS): it waits for the registry to

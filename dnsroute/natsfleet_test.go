@@ -10,6 +10,7 @@ import (
 
 	"github.com/meridian-cdn/meridian/control/fleet"
 	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/internal/natsauth"
 	"github.com/meridian-cdn/meridian/internal/natstest"
 )
 
@@ -27,6 +28,7 @@ func TestRunLive(t *testing.T) {
 		{PoP: "lon", ID: "n1", Lat: 51.5, Lon: -0.13, IPv4: "192.0.2.10"},
 		{PoP: "syd", ID: "n1", Lat: -33.87, Lon: 151.2, IPv4: "192.0.2.20"},
 	} {
+		_, js := ns.ConnectAs(t, natsauth.Edge(n.PoP, n.ID))
 		r, err := fleet.NewRegistrar(fleet.RegistrarConfig{JS: js, Node: n, Interval: 200 * time.Millisecond,
 			Load: func() wire.LoadReport { return wire.LoadReport{Healthy: true} }})
 		if err != nil {
@@ -43,6 +45,7 @@ func TestRunLive(t *testing.T) {
 	probe.Close()
 	cfg := testConfig(t)
 	cfg.NATS, cfg.PoPs, cfg.Listen = ns.URL(), nil, addr
+	cfg.Creds = ns.CredsFile(t, natsauth.DNS("ns1"))
 	done := make(chan error, 1)
 	go func() { done <- RunLive(ctx, cfg, 5*time.Second) }()
 	defer func() {

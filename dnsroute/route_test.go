@@ -136,7 +136,9 @@ func TestUnusablePoPSkipped(t *testing.T) {
 }
 
 func TestLoadShedding(t *testing.T) {
-	ts := startServer(t, nil)
+	// Falls are judged on the highest load of the last answer TTL: the clock moves past it.
+	clock := newFakeClock()
+	ts := startServer(t, func(c *Config) { c.Clock = clock.Now })
 	f := ts.StaticFleet()
 	share := func() float64 {
 		moved := 0
@@ -157,10 +159,13 @@ func TestLoadShedding(t *testing.T) {
 		{0.5, 0},     // below the low watermark
 		{0.9, 0.5},   // halfway between 0.8 and 1.0
 		{0.95, 0.75}, // more load, more shed
-		{1.2, 1},     // over the high watermark: everything moves
-		{0.3, 0},     // load fell: back home
+		{1.2, 1},     // over the high watermark: everything (but geo.MaxShed) moves
+		{0.02, 0},    // a TTL later, what is left is 2 %: the demand behind it (0.4) is gone, back home
 	}
 	for _, st := range steps {
+		if st.wantShare == 0 && st.util < 0.5 {
+			clock.Advance(ts.cfg.TTL + time.Second)
+		}
 		load(st.util)
 		if got := share(); math.Abs(got-st.wantShare) > 0.12 {
 			t.Errorf("utilisation %.2f: shed share = %.2f, want %.2f±0.12", st.util, got, st.wantShare)

@@ -33,6 +33,7 @@ type Server struct {
 	static *StaticFleet // the fleet built from the config; nil when Config.Fleet was given
 	policy atomic.Pointer[wire.RoutingPolicy]
 	shed   geo.Shedder
+	lat    *latencyMap // real-user measurements (fed from NATS by a live fleet)
 	rl     *rateLimiter
 	m      *metrics
 	rr     atomic.Uint32 // rotation counter for uncached answers
@@ -60,7 +61,8 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dns config: %w", err)
 	}
-	s := &Server{cfg: c, zone: newZone(c), geo: c.Geo, fleet: c.Fleet, m: newMetrics(), ready: make(chan struct{}), userClock: cfg.Clock != nil}
+	s := &Server{cfg: c, zone: newZone(c), geo: c.Geo, fleet: c.Fleet, m: newMetrics(), ready: make(chan struct{}), userClock: cfg.Clock != nil,
+		lat: newLatencyMap(0, 0)}
 	if s.geo == nil {
 		if s.geo, err = geo.Open(c.MMDB); err != nil {
 			return nil, fmt.Errorf("dns config: mmdb: %w", err)
@@ -71,6 +73,8 @@ func New(cfg Config) (*Server, error) {
 		s.fleet = s.static
 	}
 	s.rl = newRateLimiter(c.RateLimit)
+	// A fraction shapes the load for as long as resolvers keep the answers that carried it.
+	s.shed.Lag, s.shed.Now = c.TTL, c.Clock
 	pol := c.Policy
 	s.policy.Store(&pol)
 	s.st.Store(s.buildState(c.Clock()))
@@ -93,6 +97,10 @@ func (s *Server) SetPolicy(p wire.RoutingPolicy) error {
 	return nil
 }
 
+// ShedShare is the share of its clients PoP pop currently hands to the next PoP (0 to
+// geo.MaxShed), as the shedder holds it.
+func (s *Server) ShedShare(pop string) float64 { return s.shed.Fraction(pop) }
+
 // invalidate rebuilds the state, dropping the answer cache.
 func (s *Server) invalidate() {
 	s.stMu.Lock()
@@ -106,6 +114,7 @@ func (s *Server) current(now time.Time) *state {
 	st := s.st.Load()
 	select {
 	case <-st.changed:
+	case <-st.latChanged:
 	default:
 		if !now.After(st.validUntil) {
 			return st
@@ -116,9 +125,16 @@ func (s *Server) current(now time.Time) *state {
 	if cur := s.st.Load(); cur != st {
 		return cur
 	}
-	st = s.buildState(now)
-	s.st.Store(st)
-	return st
+	next := s.buildState(now)
+	if next.outcome == st.outcome {
+		// Same answers: keep the cache (heartbeats that moved load within a quantum).
+		next.cache = st.cache
+		s.m.stateKept.Inc()
+	} else {
+		s.m.stateDropped.Inc()
+	}
+	s.st.Store(next)
+	return next
 }
 
 // coarseTick is how often Serve refreshes coarseNow; heartbeat and rate limit arithmetic

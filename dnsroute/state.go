@@ -1,10 +1,12 @@
 package dnsroute
 
 import (
+	"fmt"
 	"hash/fnv"
 	"math"
 	"net/netip"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/meridian-cdn/meridian/control/wire"
@@ -13,7 +15,9 @@ import (
 
 // state is one immutable view of the fleet and policy, with the answer cache that is valid
 // for it. A fleet change, a policy change, an MMDB reload or a heartbeat going stale builds a
-// new state, which drops the cache.
+// new state. A state rebuilt after a fleet change keeps its predecessor's cache when its
+// outcome (see outcomeKey) is the same: a heartbeat that only moves load inside one quantum
+// changes no answer, so it must not cost the cache.
 type state struct {
 	pops      []popState
 	byID      map[string]int
@@ -24,13 +28,25 @@ type state struct {
 	changed <-chan struct{}
 	// validUntil is when the freshest-looking heartbeat in the state goes stale.
 	validUntil time.Time
-	cache      *answerCache
+	// lat is the latency map and latChanged its change channel at build time; latVersion
+	// counts its order changes, and is part of the outcome.
+	lat        *latencyMap
+	latChanged <-chan struct{}
+	latVersion uint64
+	// at is when the state was built; latency records are read as of then.
+	at time.Time
+	// outcome is everything the answers depend on (see outcomeKey).
+	outcome string
+	cache   *answerCache
 }
 
 type popState struct {
-	pop  wire.PoP
-	util float64
-	shed float64
+	pop wire.PoP
+	// util is the PoP's quantised utilisation; routeUtil is the same figure where the policy
+	// compares it (least-loaded, or a PoP that sheds, for the everyone-sheds fallback) and 0
+	// elsewhere, so that load that decides nothing is no part of the outcome.
+	util, routeUtil float64
+	shed            float64
 	// usable4/6 are the healthy, fresh, non-draining nodes with an address of the family;
 	// all4/6 every node with one (for failing open).
 	usable4, usable6, all4, all6 []nodeAddr
@@ -42,12 +58,39 @@ type nodeAddr struct {
 	spare float64 // unused capacity fraction, for weighted rotation
 }
 
+// Quanta of the load figures a state routes on. Answers are computed from the quantised
+// values only, so two states with the same quantised figures give the same answers and may
+// share a cache; a finer figure would make every heartbeat a new routing outcome.
+const (
+	// utilQuantum is the step of a PoP's utilisation (least-loaded compares them).
+	utilQuantum = 0.05
+	// shedQuantum is the step of a PoP's shed share: the share of /24s moved changes in steps
+	// of 5 % of the PoP's clients.
+	shedQuantum = 0.05
+	// spareQuantum is the step of a node's spare capacity; weighted rotation has 16 slots.
+	spareQuantum = 1.0 / 16
+)
+
+// quantise rounds x to a multiple of q; a positive x stays positive (at least one step), so
+// that shedding a little never reads as shedding nothing.
+func quantise(x, q float64) float64 {
+	if !(x > 0) {
+		return 0
+	}
+	return max(1, math.Round(x/q)) * q
+}
+
 // buildState snapshots the fleet at now.
 func (s *Server) buildState(now time.Time) *state {
 	changed := s.fleet.Changed() // before PoPs, so that no change is missed
 	pops := s.fleet.PoPs()
 	pol := s.policy.Load()
+	latChanged, latVersion := s.lat.changedVersion()
 	st := &state{
+		lat:        s.lat,
+		latChanged: latChanged,
+		latVersion: latVersion,
+		at:         now,
 		byID:       map[string]int{},
 		policy:     rankPolicy(*pol),
 		weights:    pol.Weights,
@@ -56,16 +99,18 @@ func (s *Server) buildState(now time.Time) *state {
 		cache:      newAnswerCache(s.cfg.CacheEntries),
 	}
 	ttl := s.cfg.HeartbeatTTL
+	// Spare capacity orders only weighted rotations; elsewhere it is left out of the outcome.
+	weightedRotation := s.cfg.Rotation == "weighted"
 	for _, p := range pops {
-		ps := popState{pop: p, util: p.Utilisation()}
+		ps := popState{pop: p, util: quantise(p.Utilisation(), utilQuantum)}
 		for _, n := range p.Nodes {
 			fresh := n.Load.At.IsZero() || now.Sub(n.Load.At) <= ttl
 			if fresh && !n.Load.At.IsZero() && n.Load.At.Add(ttl).Before(st.validUntil) {
 				st.validUntil = n.Load.At.Add(ttl)
 			}
 			spare := 1.0
-			if n.Capacity > 0 {
-				spare = max(0, 1-n.Utilisation())
+			if weightedRotation {
+				spare = math.Round(max(0, 1-n.Utilisation())/spareQuantum) * spareQuantum
 			}
 			usable := fresh && n.Usable()
 			if a, err := netip.ParseAddr(n.IPv4); err == nil && a.Is4() {
@@ -84,7 +129,11 @@ func (s *Server) buildState(now time.Time) *state {
 			}
 		}
 		if len(ps.usable4)+len(ps.usable6) > 0 {
-			ps.shed = s.shed.Update(p.ID, ps.util, st.policy.Low, st.policy.High)
+			// The shedder sees the exact figure (its hysteresis needs it); answers see steps.
+			ps.shed = quantise(s.shed.Update(p.ID, p.Utilisation(), st.policy.Low, st.policy.High), shedQuantum)
+		}
+		if st.policy.Name == geo.LeastLoaded || ps.shed > 0 {
+			ps.routeUtil = ps.util
 		}
 		st.byID[p.ID] = len(st.pops)
 		st.pops = append(st.pops, ps)
@@ -98,7 +147,34 @@ func (s *Server) buildState(now time.Time) *state {
 		sort.Strings(ids)
 		st.defaultID = ids[0]
 	}
+	st.outcome = st.outcomeKey(pol)
 	return st
+}
+
+// outcomeKey encodes everything an answer of st depends on: the policy, the default PoP and,
+// per PoP, its location, quantised utilisation and shed share, and the ids, addresses and
+// quantised spare capacity of its usable and all nodes. Load reports, heartbeats and health
+// flips that change none of these leave the key, and so the answers, as they were.
+func (st *state) outcomeKey(pol *wire.RoutingPolicy) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s|%g|%g|%g|%g|%s|%d|", st.policy.Name, st.policy.RadiusKm, st.policy.Low, st.policy.High, st.policy.Explore, st.defaultID, st.latVersion)
+	ws := make([]string, 0, len(pol.Weights))
+	for id, w := range pol.Weights {
+		ws = append(ws, fmt.Sprintf("%s=%g", id, w))
+	}
+	sort.Strings(ws)
+	b.WriteString(strings.Join(ws, ","))
+	for _, p := range st.pops {
+		fmt.Fprintf(&b, "\n%s %g %g u%g s%g", p.pop.ID, p.pop.Lat, p.pop.Lon, p.routeUtil, p.shed)
+		for _, set := range [][]nodeAddr{p.usable4, p.usable6, p.all4, p.all6} {
+			b.WriteString(" [")
+			for _, n := range set {
+				fmt.Fprintf(&b, "%s=%s/%g ", n.id, n.addr, n.spare)
+			}
+			b.WriteString("]")
+		}
+	}
+	return b.String()
 }
 
 // decision is the routing outcome for one client and address family.
@@ -111,6 +187,11 @@ type decision struct {
 	nodes     []nodeAddr
 	failOpen  bool
 	perClient bool
+	// rtt is what clients of the client's network measured (nil: nothing), from samples
+	// reports; explored is true when this client was sent to the second-best PoP.
+	rtt      map[string]float64
+	samples  int
+	explored bool
 }
 
 // route decides where a client at loc (the lookup of the client prefix) goes for family v6.
@@ -129,14 +210,33 @@ func (st *state) route(loc geo.Location, client netip.Prefix, v6 bool) decision 
 			usable = p.usable6
 		}
 		cands[i] = geo.Candidate{
-			ID: p.pop.ID, Lat: p.pop.Lat, Lon: p.pop.Lon, Utilisation: p.util,
+			ID: p.pop.ID, Lat: p.pop.Lat, Lon: p.pop.Lon, Utilisation: p.routeUtil,
 			Usable: len(usable) > 0, Weight: st.weights[p.pop.ID],
 		}
 	}
+	if st.policy.Name == geo.Latency || st.policy.Name == geo.Nearest {
+		d.rtt, d.samples = st.lat.Lookup(wire.ClientNetwork(client.Addr()), st.at)
+		for i := range cands {
+			cands[i].RTTMs = d.rtt[cands[i].ID]
+		}
+	}
 	d.ranked = geo.Rank(lat, lon, cands)
+	pol := st.policy
+	measured := false
+	if d.rtt != nil {
+		// Measurements beat geography: rank by RTT, then choose as nearest does (shedding
+		// included). The answer holds for the client's network only.
+		d.ranked, measured, d.explored = geo.OrderByRTT(d.ranked, pol.Explore, exploreHash(client))
+		if measured {
+			pol.Name = geo.Latency
+		}
+	}
 	shed := func(id string) float64 { return st.pops[st.byID[id]].shed }
-	d.choice = geo.Choose(st.policy, d.ranked, shed, clientHash(client))
-	d.perClient = d.choice.PerClient
+	d.choice = geo.Choose(pol, d.ranked, shed, clientHash(client))
+	if d.explored && d.choice.Index == 0 {
+		d.choice.Reason = "exploring the second-best measured PoP; " + d.choice.Reason
+	}
+	d.perClient = d.choice.PerClient || measured
 	if d.choice.Index >= 0 {
 		d.pop = &st.pops[st.byID[d.ranked[d.choice.Index].ID]]
 		d.nodes = d.pop.usable4
@@ -178,6 +278,17 @@ func clientHash(p netip.Prefix) float64 {
 	h.Write(b)
 	h.Write([]byte{byte(p.Bits())})
 	// Top 53 bits make an exact float64 in [0, 1).
+	return float64(h.Sum64()>>11) / (1 << 53)
+}
+
+// exploreHash maps a client prefix to a stable number in [0, 1) independent of clientHash,
+// so that the clients that explore are not the ones shedding moves.
+func exploreHash(p netip.Prefix) float64 {
+	h := fnv.New64a()
+	h.Write([]byte("explore"))
+	b, _ := p.Addr().MarshalBinary()
+	h.Write(b)
+	h.Write([]byte{byte(p.Bits())})
 	return float64(h.Sum64()>>11) / (1 << 53)
 }
 

@@ -300,6 +300,8 @@ func TestRateLimit(t *testing.T) {
 	}
 }
 
+// TestCacheDroppedOnFleetChange: a fleet change that changes no answer (load within a quantum)
+// keeps the cache; one that changes an outcome (a node's health) drops it.
 func TestCacheDroppedOnFleetChange(t *testing.T) {
 	ts := startServer(t, nil)
 	london := qopt{ecs: cityPrefix(t, "London", 8)}
@@ -311,8 +313,14 @@ func TestCacheDroppedOnFleetChange(t *testing.T) {
 	n.Load.RequestsPerSec = 1
 	ts.StaticFleet().SetNode(n)
 	ts.ask(t, "static.cdn.example.", dns.TypeA, london)
+	if n := ts.st.Load().cache.len(); n != 2 {
+		t.Errorf("cache entries after a load change that moves no answer = %d, want 2 (kept)", n)
+	}
+	n.Load.Healthy = false
+	ts.StaticFleet().SetNode(n)
+	ts.ask(t, "static.cdn.example.", dns.TypeA, london)
 	if n := ts.st.Load().cache.len(); n != 1 {
-		t.Errorf("cache entries after a fleet change = %d, want 1 (old ones dropped)", n)
+		t.Errorf("cache entries after a health change = %d, want 1 (old ones dropped)", n)
 	}
 	ts.StaticFleet().RemoveNode("lhr", "lhr-1")
 	ts.StaticFleet().RemoveNode("lhr", "lhr-2")

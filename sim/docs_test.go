@@ -34,7 +34,7 @@ func TestDocsCoverTheSchema(t *testing.T) {
 	fields(reflect.TypeOf(Scenario{}))
 	names = append(names, EventKinds...)
 	names = append(names, InvStaleAfterPurge, InvRoutedToDown, InvOriginPerObject, InvOutageErrors, InvPurgeAcked)
-	names = append(names, PlotLatencyCDF, PlotHitRatio, PlotOrigin, PlotPurge, PlotRouting)
+	names = append(names, PlotLatencyCDF, PlotHitRatio, PlotOrigin, PlotPurge, PlotRouting, PlotSaturation, PlotShed, PlotLatencyGain)
 	for _, n := range names {
 		if !strings.Contains(doc, "`"+n+"`") {
 			t.Errorf("docs/sim.md does not mention `%s`", n)

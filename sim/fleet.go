@@ -24,6 +24,7 @@ import (
 	"github.com/meridian-cdn/meridian/dnsroute"
 	"github.com/meridian-cdn/meridian/dnsroute/geo/geodata"
 	"github.com/meridian-cdn/meridian/edge"
+	"github.com/meridian-cdn/meridian/internal/natsauth"
 	"github.com/meridian-cdn/meridian/origin"
 	"github.com/meridian-cdn/meridian/purge"
 )
@@ -46,8 +47,10 @@ const (
 
 func nodeIP(pop, node int) string { return fmt.Sprintf("127.0.%d.%d", pop+1, node+1) }
 func linkIP(pop int) string       { return fmt.Sprintf("127.0.%d.200", pop+1) }
+
+// cityPrefix is client city i's first network (see cityNetwork).
 func cityPrefix(i int) netip.Prefix {
-	return netip.MustParsePrefix(fmt.Sprintf("10.%d.%d.0/24", i>>8&255, i&255))
+	return cityNetwork(i, 0)
 }
 
 // FleetOptions tunes a Fleet. Its zero value works.
@@ -91,6 +94,7 @@ type Fleet struct {
 	dnsAddr    string
 	pops       []*popRun
 	places     map[string]place // IP -> where it is, for the edges' WAN dialer
+	cpu        cpuMeters        // simulated CPU per node IP (measure.go)
 
 	mu     sync.Mutex        // guards addrs, killed and errs
 	addrs  map[string]string // node IP -> HTTP host:port, for clients
@@ -331,15 +335,24 @@ func (f *Fleet) startNodes(pr *popRun) error {
 	for n := range p.Nodes {
 		ip := nodeIP(pr.idx, n)
 		id := "n" + strconv.Itoa(n+1)
+		creds, err := f.edgeCreds(p.ID, id)
+		if err != nil {
+			return fmt.Errorf("start edge %s-%s: %w", p.ID, id, err)
+		}
 		node, err := edge.New(edge.Config{
 			PoP: p.ID, Node: id, AdminListen: "off",
 			Cache:           edge.CacheConfig{MaxBytes: cacheBytes},
 			ShutdownTimeout: 2 * time.Second,
+			Purge:           edge.PurgeConfig{MaxLag: PurgeMaxLag},
 			Logger:          f.log.With("part", "edge", "node", p.ID+"-"+id),
 			DialContext:     f.edgeDialer(p, ip),
 			Fleet: edge.FleetConfig{
-				NATS: pr.link.url(), Region: p.Region, City: p.City, Lat: p.Lat, Lon: p.Lon, IPv4: ip,
+				NATS: pr.link.url(), Creds: creds, Region: p.Region, City: p.City, Lat: p.Lat, Lon: p.Lon, IPv4: ip,
 				Heartbeat: f.opts.Heartbeat,
+				// Every simulated node shares this process's CPU time, which says nothing about
+				// one node's load: it meters its simulated CPU against its PoP's budget instead
+				// (without a budget, saturation counts in-flight requests only).
+				Saturation: f.saturation(p, ip),
 			},
 		})
 		if err != nil {
@@ -369,6 +382,24 @@ func (f *Fleet) startNodes(pr *popRun) error {
 	return nil
 }
 
+// edgeCreds returns the path of edge pop/node's NATS credentials file, issuing it on the
+// control's embedded NATS the first time (a restarted node keeps its credential).
+func (f *Fleet) edgeCreds(pop, node string) (string, error) {
+	id := natsauth.Edge(pop, node)
+	path := filepath.Join(f.opts.Dir, "creds", id.String()+".creds")
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+	c, err := f.control.IssueCredential(id)
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", err
+	}
+	return path, c.WriteFile(path)
+}
+
 // edgeDialer dials upstreams from the node's own address (so peers trust its hop header) and
 // charges the WAN model's delay for the distance from the PoP to the target.
 func (f *Fleet) edgeDialer(from PoPSpec, ip string) func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -390,7 +421,7 @@ func (f *Fleet) startDNS() error {
 	cities := make([]geodata.City, len(f.s.Clients.Cities))
 	for i, c := range f.s.Clients.Cities {
 		cities[i] = geodata.City{Name: c.Name, Country: "ZZ", Continent: continentCode(c.Region), Lat: c.Lat, Lon: c.Lon,
-			Population: int(c.Population * 1e6), V4: cityPrefix(i)}
+			Population: int(c.Population * 1e6), V4: cityBlock(i)}
 	}
 	var buf bytes.Buffer
 	if err := geodata.WriteCities(&buf, cities); err != nil {
@@ -425,6 +456,9 @@ func (f *Fleet) startDNS() error {
 	}
 	f.dns, f.dnsAddr = d, udp.LocalAddr().String()
 	f.goServe("dns", func() error { return d.Serve(f.ctx, udp, tcp) })
+	if err := f.followLatency(d); err != nil {
+		return fmt.Errorf("start dns: %w", err)
+	}
 	done := make(chan struct{})
 	if err := waitChan(f.ctx, d.Ready(), done); err != nil {
 		return fmt.Errorf("start dns: %w", f.failure(err))
@@ -636,12 +670,18 @@ func (f *Fleet) SetOriginFault(status int, delay time.Duration) {
 // waiting, and returns the id of the purge message. The API expects an ack from every node in
 // the fleet at that moment, draining ones included.
 func (f *Fleet) Purge(ctx context.Context, path string) (string, error) {
+	return f.PurgeRequest(ctx, purge.Request{Host: SimHost, URLs: []string{path}})
+}
+
+// PurgeRequest sends one purge request of a single kind through the control API and returns
+// its purge id.
+func (f *Fleet) PurgeRequest(ctx context.Context, req purge.Request) (string, error) {
 	var resp purge.Response
-	if err := f.callAPI(ctx, http.MethodPost, "/v1/purge?wait=0", purge.Request{Host: SimHost, URLs: []string{path}}, &resp); err != nil {
-		return "", fmt.Errorf("purge %s: %w", path, err)
+	if err := f.callAPI(ctx, http.MethodPost, "/v1/purge?wait=0", req, &resp); err != nil {
+		return "", fmt.Errorf("purge %+v: %w", req, err)
 	}
 	if len(resp.Purges) != 1 {
-		return "", fmt.Errorf("purge %s: the API answered %d receipts, want 1", path, len(resp.Purges))
+		return "", fmt.Errorf("purge %+v: the API answered %d receipts, want 1", req, len(resp.Purges))
 	}
 	return resp.Purges[0].ID, nil
 }

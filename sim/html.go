@@ -46,6 +46,9 @@ func (r *Report) WriteHTML(w io.Writer) error {
 		{PlotOrigin, "Origin requests and errors over time", "Requests that reached the origin and client errors, per second; timeline events marked.", 8 * vg.Inch, 3.5 * vg.Inch, r.drawOrigin},
 		{PlotPurge, "Purge propagation", "Per purge, the time until each PoP acknowledged (points) against the WAN model's fiber floor for that PoP (lines).", 8 * vg.Inch, 4.5 * vg.Inch, r.drawPurge},
 		{PlotRouting, "Where each city was routed", "Client cities (dots) joined to the PoP that answered most of their requests (triangles), per time window.", 12 * vg.Inch, 6.5 * vg.Inch, r.drawRouting},
+		{PlotSaturation, "Saturation per PoP", "Each PoP's utilisation as DNS sees it (its nodes' own saturation figures: simulated CPU over budget, in-flight requests), per second; DNS sheds between 0.8 and 1.0.", 8 * vg.Inch, 4 * vg.Inch, r.drawSaturation},
+		{PlotShed, "Shed share over time", "Share of its client networks each shedding PoP hands to the next PoP, per second.", 8 * vg.Inch, 3.5 * vg.Inch, r.drawShed},
+		{PlotLatencyGain, "Latency gain of measured routing", "Median latency per client region: networks that report beacons (rum, routed by measured RTT) beside networks routed by geography alone (geo).", 8 * vg.Inch, 4 * vg.Inch, r.drawLatencyGain},
 	}
 	var plots []htmlPlot
 	for _, f := range figs {

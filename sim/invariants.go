@@ -25,8 +25,10 @@ const (
 
 // CheckInvariants evaluates the --check invariants of scenario s against what was observed:
 //
-//   - stale_after_purge: responses with purged content after the purge was acknowledged, at
-//     most check.max_stale_after_purge (0);
+//   - stale_after_purge: responses with purged content after the purge was acknowledged by
+//     the answering PoP (and the shield), or, acknowledged or not (a PoP cut off from NATS),
+//     sent later than PurgeMaxLag plus a one-second margin after the purge and not marked
+//     stale-if-error (purge rule 5), at most check.max_stale_after_purge (0);
 //   - no_routing_to_down_pop: requests answered by a PoP in whole seconds from DNS TTL +
 //     check.grace after it was drained or killed until it was undrained or restarted (0);
 //   - origin_per_object_per_ttl (only with a shield PoP): origin fetches per distinct object per
@@ -34,14 +36,16 @@ const (
 //   - no_errors_for_cached_during_outage: failed requests during origin-fail for objects that
 //     had been served successfully before the outage began, at most check.max_outage_errors (0);
 //   - purge_acked_by_every_live_pop: purges not acknowledged by every PoP that was not killed
-//     when the purge was issued, plus purges the storms should have issued but did not (0).
+//     when the purge was issued, plus purges the storms should have issued but did not (0);
+//   - overload_shed and latency_routing: see checkMeasured (measure.go).
 func CheckInvariants(s *Scenario, o *Observations) map[string]Invariant {
 	inv := map[string]Invariant{}
 	limit := func(name string, value, lim float64, detail string) {
 		inv[name] = Invariant{Pass: value <= lim, Value: value, Limit: lim, Detail: detail}
 	}
 	limit(InvStaleAfterPurge, float64(o.StaleAfterPurge), float64(s.Check.MaxStaleAfterPurge),
-		"responses with purged content after the purge was acknowledged")
+		"responses with purged content after the purge was acknowledged, or past max_lag from a PoP that had not acknowledged it")
+	checkMeasured(s, o.Measured, inv) // overload_shed and latency_routing (measure.go)
 
 	var routed int64
 	for _, d := range downWindows(s) {

@@ -26,6 +26,13 @@ type Sample struct {
 	// Stale marks a response that carried content a purge had removed, after that purge was
 	// acknowledged by the answering PoP.
 	Stale bool
+	// Group is the client's group, "rum" or "geo" ("" without RUM; see RUMSpec).
+	Group string
+	// Tromboning marks a city that some WAN path routes through a hub.
+	Tromboning bool
+	// Crowd marks a request of a flash crowd from its city, while the crowd lasts; Flash any
+	// flash crowd request.
+	Crowd, Flash bool
 }
 
 // PurgeResult is one purge's propagation through the fleet.
@@ -103,6 +110,8 @@ type Recorder struct {
 	events    []EventMark
 	purges    []PurgeResult
 	keys      map[string]struct{} // distinct key strings admitted, for MaxKeys
+
+	ms measureRec // load, shedding and latency by client group (measure.go); own lock
 }
 
 type second struct {
@@ -208,6 +217,7 @@ func (r *Recorder) secIndex(at time.Duration) int {
 
 // Record adds one sample. It is safe for concurrent use.
 func (r *Recorder) Record(s Sample) {
+	r.ms.record(s)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	sec := r.secondLocked(s.At)
@@ -373,6 +383,8 @@ type Observations struct {
 	Errors []ErrorSample
 	// Purges are the recorded purge results.
 	Purges []PurgeResult
+	// Measured is load, shedding and latency by client group (measure.go).
+	Measured *Measured
 }
 
 // Observations copies out what the invariants need.
@@ -385,6 +397,7 @@ func (r *Recorder) Observations() *Observations {
 		FirstOK:         append([]time.Duration(nil), r.firstOK...),
 		Errors:          append([]ErrorSample(nil), r.errSample...),
 		Purges:          append([]PurgeResult(nil), r.purges...),
+		Measured:        r.ms.measured(),
 	}
 	for pop, s := range r.popSecs {
 		o.PoPSeconds[pop] = append([]int64(nil), s...)

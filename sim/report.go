@@ -39,6 +39,8 @@ type Report struct {
 	Cities        map[string]ReportPlace `json:"cities"`
 	Origin        ReportPlace            `json:"origin"`
 	WAN           WAN                    `json:"wan"`
+	// Measured is per-PoP saturation and shed share over time and latency by client group.
+	Measured *Measured `json:"measured,omitempty"`
 }
 
 // Latency holds percentiles in milliseconds, overall and per client region, with the WAN
@@ -168,6 +170,7 @@ func (r *Recorder) Report(s *Scenario) *Report {
 	rep.Purge = purgeStats(obs.Purges)
 	rep.Purge.StaleAfterPurge = r.stale
 	rep.Invariants = CheckInvariants(s, obs)
+	rep.Measured = obs.Measured
 	return rep
 }
 

@@ -35,7 +35,8 @@ func syntheticRun(t testing.TB) (*Scenario, *Recorder) {
 			floor := 2 * wan.RTT(km)
 			smp := Sample{At: at, City: c.Name, Region: c.Region, PoP: pop.ID, Node: pop.ID + "-1", Status: 200,
 				Hit: req.Object%4 != 0, Tier: "edge", Latency: floor + time.Duration(req.Object%7)*time.Millisecond,
-				FloorLatency: floor, Bytes: w.Size(req.Object), Object: req.Object}
+				FloorLatency: floor, Bytes: w.Size(req.Object), Object: req.Object,
+				Group: []string{GroupRUM, GroupGeo}[int(at/(100*time.Millisecond))%2]}
 			if !smp.Hit {
 				smp.Tier = "origin"
 				r.RecordOriginFetch(at, req.Object)
@@ -48,6 +49,16 @@ func syntheticRun(t testing.TB) (*Scenario, *Recorder) {
 	}
 	for _, e := range s.SortedEvents() {
 		r.RecordEvent(e.At, e.Kind+" "+e.PoP)
+	}
+	// lhr overloads from 3 s, sheds, and settles (the saturation and shed plots).
+	for sec := range int(s.Duration / time.Second) {
+		for i, pop := range s.PoPs {
+			sat, shed := 0.3+0.1*float64(i), 0.0
+			if pop.ID == "lhr" && sec >= 3 {
+				sat, shed = 0.9, 0.5
+			}
+			r.RecordPoPLoad(time.Duration(sec)*time.Second, pop.ID, sat, shed)
+		}
 	}
 	for i := range 20 {
 		p := PurgeResult{ID: fmt.Sprint("p", i), IssuedAt: 6 * time.Second, AckMs: map[string]float64{}, FloorMs: map[string]float64{}, Complete: true}
@@ -180,7 +191,7 @@ func checkHTML(t *testing.T, page []byte) map[string]int {
 		}
 	}
 	walk(doc)
-	for _, id := range []string{PlotLatencyCDF, PlotHitRatio, PlotOrigin, PlotPurge, PlotRouting} {
+	for _, id := range []string{PlotLatencyCDF, PlotHitRatio, PlotOrigin, PlotPurge, PlotRouting, PlotSaturation, PlotShed, PlotLatencyGain} {
 		t.Run(id, func(t *testing.T) {
 			fig, ok := figures[id]
 			if !ok {

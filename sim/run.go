@@ -102,14 +102,27 @@ type runner struct {
 
 	mu   sync.Mutex        // guards book
 	book map[int]purgeMark // object id -> its latest purge
+
+	btMu       sync.Mutex                 // guards beaconHTTP and beaconNext
+	beaconHTTP map[[2]int]*http.Transport // by city and network: bound to the network's address
+	beaconNext map[[2]int]time.Time       // by city and network: when it measures next
 }
 
-// purgeMark is what a purge storm did to one object: the purge's id and the origin version
-// that replaced the purged content.
+// purgeMark is what a purge storm did to one object: the purge's id, when the control API had
+// taken it, and the origin version that replaced the purged content.
 type purgeMark struct {
 	id      string
+	at      time.Time
 	version int
 }
+
+// PurgeMaxLag is the simulated edges' purge.max_lag: a node that cannot confirm it has every
+// purge for that long (a PoP cut off from NATS) revalidates before serving (purge rule 5).
+const PurgeMaxLag = 2 * time.Second
+
+// staleMargin is added to PurgeMaxLag before a response from a node that had not acknowledged
+// the purge counts as stale: a fill that began before the bound may still deliver after it.
+const staleMargin = time.Second
 
 // since is the time since the end of the warm-up (negative during it).
 func (r *runner) since(t time.Time) time.Duration { return t.Sub(r.t0) }
@@ -153,13 +166,15 @@ func (r *runner) run(ctx context.Context, opts Options) error {
 	pprof.Do(runCtx, pprof.Labels("sim", "load"), func(ctx context.Context) {
 		for i := range s.Clients.Concurrency {
 			c := &client{r: r, gen: r.wl.Generator(uint64(i)), transports: transports, dns: map[int]resolved{},
-				dnsc: newDNSClient()}
+				dnsc: newDNSClient(), net: i % CityNetworks}
 			wg.Go(func() { c.loop(ctx, i) })
 		}
 	})
 	var purges []string
 	var evErr error
 	wg.Go(func() { purges, evErr = r.timeline(runCtx) })
+	wg.Go(func() { r.recordLoad(runCtx) })
+	defer r.closeBeaconTransports()
 	wg.Wait()
 	if ctx.Err() != nil {
 		return nil
@@ -320,7 +335,7 @@ func (r *runner) purgeStorm(ctx context.Context, n int) ([]string, error) {
 			return ids, err
 		}
 		r.mu.Lock()
-		r.book[obj] = purgeMark{id: id, version: v}
+		r.book[obj] = purgeMark{id: id, at: time.Now(), version: v}
 		r.mu.Unlock()
 		r.rec.ForgetServed(obj, r.since(time.Now()))
 		ids = append(ids, id)
@@ -329,14 +344,19 @@ func (r *runner) purgeStorm(ctx context.Context, n int) ([]string, error) {
 }
 
 // stale reports whether a response for obj with origin version v, answered by pop for a
-// request sent at sent, carried content a purge had removed after that PoP (and the shield,
-// which it may have filled from) acknowledged the purge.
-func (r *runner) stale(obj, v int, pop string, sent time.Time) bool {
+// request sent at sent, carried content a purge had removed: after that PoP (and the shield,
+// which it may have filled from) acknowledged the purge, or, acknowledged or not (a PoP cut off
+// from NATS), later than PurgeMaxLag + staleMargin after the purge, unless the response was
+// marked stale (stale-if-error, which bounded staleness allows).
+func (r *runner) stale(obj, v int, pop string, sent time.Time, markedStale bool) bool {
 	r.mu.Lock()
 	m, ok := r.book[obj]
 	r.mu.Unlock()
 	if !ok || v >= m.version {
 		return false
+	}
+	if !markedStale && sent.After(m.at.Add(PurgeMaxLag+staleMargin)) {
+		return true
 	}
 	rc, ok := r.f.Receipt(m.id)
 	if !ok {
@@ -358,7 +378,7 @@ func (r *runner) transports() []*http.Transport {
 	for i, c := range r.s.Clients.Cities {
 		out[i] = &http.Transport{
 			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-				return wan.Dialer(r.f.kmTo(c.Lat, c.Lon, addr), &net.Dialer{Timeout: 2 * time.Second})(ctx, network, addr)
+				return wan.Dialer(r.clientKmTo(c, addr), &net.Dialer{Timeout: 2 * time.Second})(ctx, network, addr)
 			},
 			MaxIdleConns:        0,
 			MaxIdleConnsPerHost: max(r.s.Clients.Concurrency, 2),
@@ -390,6 +410,8 @@ type client struct {
 	transports []*http.Transport
 	dnsc       *dns.Client
 	dns        map[int]resolved // by city: the answer and when it expires
+	// net is the client's network in every city (see CityNetworks).
+	net int
 }
 
 type resolved struct {
@@ -432,7 +454,9 @@ func (c *client) loop(ctx context.Context, i int) {
 func (c *client) do(ctx context.Context, req Request, start time.Time) Sample {
 	r := c.r
 	city := r.s.Clients.Cities[req.City]
-	smp := Sample{At: r.since(start), City: city.Name, Region: city.Region, Object: req.Object}
+	smp := Sample{At: r.since(start), City: city.Name, Region: city.Region, Object: req.Object,
+		Group: r.s.group(c.net), Tromboning: r.s.trombones(city), Flash: req.Flash,
+		Crowd: req.Flash && r.wl.crowdCity(r.since(start)) == req.City}
 	ip, err := c.resolve(ctx, req.City, start)
 	if err != nil {
 		smp.Err, smp.Latency = "dns", time.Since(start)
@@ -440,6 +464,10 @@ func (c *client) do(ctx context.Context, req Request, start time.Time) Sample {
 	}
 	pop, node, _ := r.f.PoPOf(ip)
 	smp.PoP, smp.Node = pop, node
+	if smp.Group == GroupRUM {
+		// The beacons are not part of the request's latency: count from after them.
+		start = start.Add(c.measure(ctx, req.City, pop))
+	}
 	addr, ok := r.f.HTTPAddr(ip)
 	if !ok {
 		// The node was killed: its address answers nothing, as a dead machine would.
@@ -463,6 +491,7 @@ func (c *client) do(ctx context.Context, req Request, start time.Time) Sample {
 	}
 	n, err := io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
+	r.f.chargeCPU(ip)
 	smp.Latency, smp.Status, smp.Bytes = time.Since(start), resp.StatusCode, int(n)
 	switch {
 	case err != nil:
@@ -478,7 +507,7 @@ func (c *client) do(ctx context.Context, req Request, start time.Time) Sample {
 	smp.Hit, smp.Tier = cs.hit(), cs.tier()
 	smp.FloorLatency = r.floor(city, pop, newConn, cs)
 	if v, err := strconv.Atoi(resp.Header.Get("X-Origin-Version")); err == nil && smp.Err == "" {
-		smp.Stale = r.stale(req.Object, v, pop, start)
+		smp.Stale = r.stale(req.Object, v, pop, start, cs.servedStale())
 	}
 	return smp
 }
@@ -493,7 +522,7 @@ func (c *client) resolve(ctx context.Context, city int, now time.Time) (string, 
 	m := new(dns.Msg)
 	m.SetQuestion("www."+SimZone, dns.TypeA)
 	m.SetEdns0(1232, false)
-	p := cityPrefix(city)
+	p := cityNetwork(city, c.net)
 	m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 1,
 		SourceNetmask: uint8(p.Bits()), Address: net.IP(p.Addr().AsSlice())})
 	in, _, err := c.dnsc.ExchangeContext(ctx, m, c.r.f.DNSAddr())
@@ -541,7 +570,7 @@ func (r *runner) floor(city City, pop string, newConn bool, cs cacheStatus) time
 			fills = append(fills, GreatCircleKm(from.Lat, from.Lon, r.s.Origin.Lat, r.s.Origin.Lon))
 		}
 	}
-	return f.wan.Floor(newConn, GreatCircleKm(city.Lat, city.Lon, p.Lat, p.Lon), fills...)
+	return f.wan.Floor(newConn, r.s.clientKm(city, p), fills...)
 }
 
 // cacheStatus is a parsed Cache-Status header (RFC 9211): one member per cache, from the
@@ -588,6 +617,16 @@ func parseCacheStatus(h string) cacheStatus {
 
 // hit reports whether the answering node served from its cache.
 func (cs cacheStatus) hit() bool { return len(cs) > 0 && cs[len(cs)-1].isHit }
+
+// servedStale reports whether the answering node marked its answer as stale content served
+// because the upstream failed (stale-if-error, from its own cache or a peer's).
+func (cs cacheStatus) servedStale() bool {
+	if len(cs) == 0 {
+		return false
+	}
+	d := cs[len(cs)-1].detail
+	return d == "stale-if-error" || d == "fleet-stale-if-error"
+}
 
 // tier is where the content came from: the fill source of the cache nearest the origin, or
 // "edge" when the answering node had it.

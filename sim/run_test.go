@@ -142,6 +142,9 @@ func TestRunSmallHTML(t *testing.T) {
 		t.Fatal(err)
 	}
 	for id, paths := range checkHTML(t, page) {
+		if id == PlotShed {
+			continue // the small scenario overloads no PoP (the world scenario does)
+		}
 		if paths < 5 {
 			t.Errorf("#%s draws %d SVG paths, want the run's data drawn", id, paths)
 		}

@@ -58,6 +58,11 @@ type PoPSpec struct {
 	Nodes int `yaml:"nodes"`
 	// Shield marks the PoP that every other PoP fills through. At most one. Default false.
 	Shield bool `yaml:"shield"`
+	// CPUBudget is the simulated CPU each node of the PoP has, in cores: every request it
+	// serves costs workload.cpu_per_request, and the node's saturation (what DNS sheds on) is
+	// its metered CPU over this budget. Default 0: unlimited (saturation counts in-flight
+	// requests only).
+	CPUBudget float64 `yaml:"cpu_budget"`
 }
 
 // OriginSpec places the origin.
@@ -92,6 +97,23 @@ type ClientSpec struct {
 	Rate float64 `yaml:"rate"`
 	// DNSTTL is the TTL the DNS server answers with and clients honour. Default 30s.
 	DNSTTL time.Duration `yaml:"dns_ttl"`
+	// RUM makes half of each city's networks measure beacons and report them.
+	RUM RUMSpec `yaml:"rum"`
+}
+
+// RUMSpec configures real-user measurement by the simulated clients. Every city has
+// CityNetworks /24s and each client lives in one of them; with RUM on, clients of the even
+// ones (the "rum" group) fetch the beacon of a few PoPs through the WAN model every Every and
+// report the RTTs to the PoP they use, while the odd ones (the "geo" group) never do, so one
+// run compares latency-aware routing with geography alone.
+type RUMSpec struct {
+	// Enabled turns the beacons on. Default false.
+	Enabled bool `yaml:"enabled"`
+	// Candidates is how many PoPs a client measures: the nearest by distance, plus the one it
+	// uses. Default 3.
+	Candidates int `yaml:"candidates"`
+	// Every is how often the clients of one network of one city measure. Default 10s.
+	Every time.Duration `yaml:"every"`
 }
 
 // WorkloadSpec says what is requested.
@@ -109,6 +131,9 @@ type WorkloadSpec struct {
 	SWR time.Duration `yaml:"swr"`
 	// SIE is the stale-if-error window the origin sets. Default 0 (none).
 	SIE time.Duration `yaml:"sie"`
+	// CPUPerRequest is the simulated CPU a node spends on one request, against its PoP's
+	// cpu_budget. Default 1ms.
+	CPUPerRequest time.Duration `yaml:"cpu_per_request"`
 }
 
 // SizeClass is one entry of the size mix.
@@ -128,6 +153,28 @@ type WANSpec struct {
 	// HopOverheadMs is added to every one-way trip over one leg (client->PoP, PoP->PoP or
 	// PoP->origin): routing, queuing and last-mile delay. Default 2.
 	HopOverheadMs float64 `yaml:"hop_overhead_ms"`
+	// Paths are non-geographic routes: traffic between a client city (or region) and a PoP
+	// (or the PoPs of a region) goes through a hub, as South America's often does through
+	// Miami. Default none: every leg is a great circle.
+	Paths []WANPath `yaml:"paths"`
+}
+
+// WANPath routes the client->PoP legs it matches through a hub: the leg's length is the
+// distance from the client to Via plus from Via to the PoP.
+type WANPath struct {
+	// From is a client city name or region. Required.
+	From string `yaml:"from"`
+	// To is a PoP id or region. Required.
+	To string `yaml:"to"`
+	// Via is the hub.
+	Via Place `yaml:"via"`
+}
+
+// Place is a named point.
+type Place struct {
+	Name string  `yaml:"name"`
+	Lat  float64 `yaml:"lat"`
+	Lon  float64 `yaml:"lon"`
 }
 
 // Model returns the WAN model the spec describes.
@@ -167,6 +214,9 @@ type Event struct {
 	Delay time.Duration `yaml:"delay"`
 	// Share is the fraction of requests a flash-crowd sends to its object. Default 0.5.
 	Share float64 `yaml:"share"`
+	// City, for a flash-crowd, is where the crowd is: its requests all come from that client
+	// city, so they load the PoPs near it. Default "": from everywhere, like the rest.
+	City string `yaml:"city"`
 }
 
 // End is when the event's effect ends (At for instantaneous events and open-ended kills).
@@ -186,6 +236,12 @@ type CheckSpec struct {
 	// MaxOutageErrors bounds client errors for already-cached objects during origin-fail.
 	// Default 0.
 	MaxOutageErrors int `yaml:"max_outage_errors"`
+	// MaxMovedP99 bounds the p99 latency of a city's flash crowd requests that DNS moved away
+	// from the overloaded PoP (overload_shed). Default 1s.
+	MaxMovedP99 time.Duration `yaml:"max_moved_p99"`
+	// MinLatencyGain is how much lower the median latency of the rum group must be than the
+	// geo group's in regions with non-geographic paths (latency_routing). Default 0.2.
+	MinLatencyGain float64 `yaml:"min_latency_gain"`
 }
 
 // Defaults that the field comments state.
@@ -204,6 +260,11 @@ const (
 	defaultShare       = 0.5
 	defaultGrace       = 5 * time.Second
 	defaultOriginRatio = 1.05
+	defaultCPUPerReq   = time.Millisecond
+	defaultCandidates  = 3
+	defaultRUMEvery    = 10 * time.Second
+	defaultMovedP99    = time.Second
+	defaultLatencyGain = 0.2
 	// maxScenarioBytes bounds what Parse reads; real scenarios are a few kilobytes.
 	maxScenarioBytes = 1 << 20
 	// maxNodes bounds the YAML nodes visited, so alias expansion cannot blow up.
@@ -289,17 +350,23 @@ func Default() *Scenario {
 			{ID: "fra", City: "Frankfurt", Lat: 50.04, Lon: 8.56, Region: "europe"},
 			{ID: "jnb", City: "Johannesburg", Lat: -26.14, Lon: 28.25, Region: "africa"},
 			{ID: "los", City: "Lagos", Lat: 6.58, Lon: 3.32, Region: "africa"},
-			{ID: "bom", City: "Mumbai", Lat: 19.09, Lon: 72.87, Region: "asia"},
+			{ID: "bom", City: "Mumbai", Lat: 19.09, Lon: 72.87, Region: "asia", CPUBudget: 0.08},
 			{ID: "sin", City: "Singapore", Lat: 1.36, Lon: 103.99, Region: "asia"},
 			{ID: "nrt", City: "Tokyo", Lat: 35.77, Lon: 140.39, Region: "asia"},
 			{ID: "syd", City: "Sydney", Lat: -33.95, Lon: 151.18, Region: "oceania"},
 		},
 		Origin:   DefaultOrigin,
-		Clients:  ClientSpec{Concurrency: 64, DNSTTL: 10 * time.Second},
+		Clients:  ClientSpec{Concurrency: 64, DNSTTL: 10 * time.Second, RUM: RUMSpec{Enabled: true}},
 		Workload: WorkloadSpec{Objects: 20000, ZipfAlpha: 0.9, TTL: 60 * time.Second, SWR: 10 * time.Second, SIE: 5 * time.Minute},
+		// South America reaches its own PoPs through Miami: the tromboning region.
+		WAN: WANSpec{Paths: []WANPath{
+			{From: "south-america", To: "gru", Via: Place{Name: "Miami", Lat: 25.76, Lon: -80.19}},
+			{From: "south-america", To: "bog", Via: Place{Name: "Miami", Lat: 25.76, Lon: -80.19}},
+		}},
 		Events: []Event{
 			{At: 8 * time.Second, Kind: EventDrain, PoP: "fra"},
 			{At: 15 * time.Second, Kind: EventOriginFail, Duration: 10 * time.Second},
+			{At: 26 * time.Second, Kind: EventFlashCrowd, Duration: 30 * time.Second, Share: 0.3, City: "Mumbai"},
 			{At: 28 * time.Second, Kind: EventPurgeStorm, Count: 100},
 			{At: 34 * time.Second, Kind: EventCutNATS, PoP: "nrt", Duration: 10 * time.Second},
 			{At: 40 * time.Second, Kind: EventUndrain, PoP: "fra"},
@@ -311,7 +378,7 @@ func Default() *Scenario {
 }
 
 // Small returns a 3-PoP, 15-second scenario (after a 3-second warm-up) with every event kind
-// but kill and origin-slow, for tests.
+// but kill and origin-slow, and clients that report beacons (RUM), for tests.
 func Small() *Scenario {
 	s := &Scenario{
 		Name:     "small",
@@ -335,6 +402,7 @@ func Small() *Scenario {
 			},
 			Concurrency: 32,
 			DNSTTL:      2 * time.Second,
+			RUM:         RUMSpec{Enabled: true, Every: 3 * time.Second},
 		},
 		Workload: WorkloadSpec{Objects: 1000, ZipfAlpha: 0.9, TTL: 30 * time.Second, SWR: 5 * time.Second, SIE: time.Minute},
 		// The same order as the world scenario's timeline, compressed.
@@ -418,6 +486,21 @@ func (s *Scenario) setDefaults() {
 	}
 	if s.Check.MaxOriginPerObject == 0 {
 		s.Check.MaxOriginPerObject = defaultOriginRatio
+	}
+	if w.CPUPerRequest == 0 {
+		w.CPUPerRequest = defaultCPUPerReq
+	}
+	if s.Clients.RUM.Candidates == 0 {
+		s.Clients.RUM.Candidates = defaultCandidates
+	}
+	if s.Clients.RUM.Every == 0 {
+		s.Clients.RUM.Every = defaultRUMEvery
+	}
+	if s.Check.MaxMovedP99 == 0 {
+		s.Check.MaxMovedP99 = defaultMovedP99
+	}
+	if s.Check.MinLatencyGain == 0 {
+		s.Check.MinLatencyGain = defaultLatencyGain
 	}
 }
 
@@ -795,7 +878,13 @@ func (p *parser) validate(s *Scenario) {
 	}
 	for i, e := range s.Events {
 		p.validateEvent(s, fmt.Sprintf("events[%d]", i), e, ids)
+		if e.City != "" {
+			if _, ok := names[e.City]; !ok || e.Kind != EventFlashCrowd {
+				p.fieldf(fmt.Sprintf("events[%d].city", i), "%q must be a client city, on a flash-crowd", e.City)
+			}
+		}
 	}
+	p.validateMeasured(s, ids, names)
 	if s.Check.Grace < 0 {
 		p.fieldf("check.grace", "must not be negative, got %v", s.Check.Grace)
 	}

@@ -239,6 +239,9 @@ func (g *Generator) Object(at time.Duration) (id int, flash bool) {
 func (g *Generator) Next(at time.Duration) Request {
 	city := g.City()
 	id, flash := g.Object(at)
+	if c := g.w.crowdCity(at); flash && c >= 0 {
+		city = c // a crowd from one city (measure.go)
+	}
 	return Request{City: city, Object: id, Path: g.w.Path(id), Flash: flash}
 }
 

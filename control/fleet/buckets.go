@@ -63,8 +63,29 @@ func EnsureBuckets(ctx context.Context, js jetstream.JetStream, prefix string, t
 	}); err != nil {
 		return err
 	}
+	// Real-user latency records (edge beacons, read by DNS): bounded in bytes and per value,
+	// and expiring, so that the map forgets networks that stopped reporting.
+	if err := ensureBucket(ctx, js, jetstream.KeyValueConfig{
+		Bucket:       wire.Bucket(prefix, wire.LatencyBucket),
+		Description:  "Meridian latency map: RTTs clients measured to PoPs, per client network",
+		History:      1,
+		TTL:          LatencyTTL,
+		MaxBytes:     LatencyMaxBytes,
+		MaxValueSize: 2048,
+		Storage:      jetstream.FileStorage,
+		Replicas:     replicas,
+	}); err != nil {
+		return err
+	}
 	return ensurePeerKeys(ctx, js, prefix, replicas)
 }
+
+// Bounds of the latency bucket: a record lives LatencyTTL after its last write, and the
+// bucket holds at most LatencyMaxBytes (further writes are refused until records expire).
+const (
+	LatencyTTL      = 15 * time.Minute
+	LatencyMaxBytes = 64 << 20
+)
 
 func ensureBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) error {
 	// The server treats a create with an identical configuration as a no-op and refuses one

@@ -2,11 +2,13 @@ package geo_test
 
 import (
 	"bytes"
+	"fmt"
 	"math"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/meridian-cdn/meridian/dnsroute/geo"
 	"github.com/meridian-cdn/meridian/dnsroute/geo/geodata"
@@ -171,26 +173,69 @@ func TestRankAndChoose(t *testing.T) {
 
 func TestShedderHysteresis(t *testing.T) {
 	var s geo.Shedder
+	// The utilisation is what the PoP reports after shedding: demand × (1 - fraction).
 	steps := []struct {
+		name       string
 		util, want float64
 	}{
-		{0.5, 0},
-		{0.9, 0.5},   // halfway between 0.8 and 1.0
-		{0.95, 0.75}, // rises apply at once
-		{0.93, 0.75}, // a small fall stays inside the band
-		{0.9, 0.5},   // a bigger fall applies
-		{0.79, 0.5},  // just under low: still inside the band
-		{0.7, 0},     // clearly under low: stop shedding
-		{1.5, 1},
+		{"below low", 0.5, 0},
+		{"halfway between 0.8 and 1.0", 0.9, 0.5},
+		{"rises apply at once", 0.95, 0.75},
+		{"a small fall stays inside the band", 0.93, 0.75},
+		{"shed load left: demand 1.8 needs 0.5", 0.45, 0.5},
+		{"demand unchanged at 1.8: hold", 0.9, 0.5},
+		{"demand 0.79, just under low: still inside the band", 0.395, 0.5},
+		{"demand 0.7, clearly under low: stop shedding", 0.35, 0},
+		{"over high: all but MaxShed", 1.5, geo.MaxShed},
+		{"idle because shed: demand 2 still needs 0.55", 0.1, 0.545},
 	}
 	for _, st := range steps {
-		if got := s.Update("lhr", st.util, 0.8, 1.0); math.Abs(got-st.want) > 1e-9 {
-			t.Errorf("Update(%.2f) = %.3f, want %.3f", st.util, got, st.want)
+		if got := s.Update("lhr", st.util, 0.8, 1.0); math.Abs(got-st.want) > 1e-3 {
+			t.Errorf("%s: Update(%.3f) = %.3f, want %.3f", st.name, st.util, got, st.want)
 		}
 	}
-	if got := s.Fraction("lhr"); got != 1 {
-		t.Errorf("Fraction = %v, want 1", got)
+}
+
+// TestShedderClosedLoop: when the utilisation answers the shedding (demand × kept share, seen
+// one step late as DNS caches delay it), the fraction settles with the PoP under the high
+// watermark and changes direction at most twice, for any demand.
+func TestShedderClosedLoop(t *testing.T) {
+	for _, demand := range []float64{0.5, 0.9, 1.2, 2, 5} {
+		t.Run(fmt.Sprint(demand), func(t *testing.T) {
+			now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+			// One step is one second; answers live 1.5 s.
+			s := geo.Shedder{Lag: 1500 * time.Millisecond, Now: func() time.Time { return now }}
+			frac, prev, turns, dir := 0.0, 0.0, 0, 0
+			for range 60 {
+				now = now.Add(time.Second)
+				util := demand * (1 - prev) // the previous step's fraction: DNS TTL lag
+				prev = frac
+				frac = s.Update("p", util, 0.8, 1.0)
+				if d := cmpSign(frac - prev); d != 0 {
+					if dir != 0 && d != dir {
+						turns++
+					}
+					dir = d
+				}
+			}
+			if util := demand * (1 - frac); util > 1.0 {
+				t.Errorf("demand %.1f: settled utilisation %.2f (fraction %.2f), want <= 1.0", demand, util, frac)
+			}
+			if turns > 2 {
+				t.Errorf("demand %.1f: fraction changed direction %d times, want at most 2", demand, turns)
+			}
+		})
 	}
+}
+
+func cmpSign(x float64) int {
+	switch {
+	case x > 0.01: // smaller steps vanish in the DNS state's 5 % quantum
+		return 1
+	case x < -0.01:
+		return -1
+	}
+	return 0
 }
 
 func equal(a, b []string) bool {

@@ -5,6 +5,7 @@ import (
 	"math"
 	"sort"
 	"sync"
+	"time"
 )
 
 // Policy names.
@@ -12,7 +13,13 @@ const (
 	Nearest     = "nearest"
 	LeastLoaded = "least-loaded"
 	Weighted    = "weighted"
+	// Latency ranks by the RTT real clients measured (see OrderByRTT), by distance where
+	// nothing was measured, then chooses as Nearest does (shedding included).
+	Latency = "latency"
 )
+
+// DefaultExplore is the share of measured clients sent to the second-best PoP.
+const DefaultExplore = 0.05
 
 // Candidate is one PoP as the ranking sees it.
 type Candidate struct {
@@ -25,6 +32,9 @@ type Candidate struct {
 	Usable bool
 	// Weight is the PoP's share under the weighted policy.
 	Weight float64
+	// RTTMs is the RTT clients of the querying network measured to the PoP, in
+	// milliseconds; 0 means no measurement.
+	RTTMs float64
 }
 
 // Ranked is a candidate with its distance from the client.
@@ -56,6 +66,8 @@ type Policy struct {
 	RadiusKm float64
 	// Low and High are the utilisations between which Nearest sheds load to the next PoP.
 	Low, High float64
+	// Explore is the share of measured clients OrderByRTT sends to the second-best PoP.
+	Explore float64
 }
 
 // Choice is the outcome of Choose.
@@ -86,6 +98,13 @@ func Choose(p Policy, ranked []Ranked, shed func(id string) float64, h float64) 
 		chooseLeastLoaded(p, ranked, &c)
 	case Weighted:
 		chooseWeighted(ranked, h, &c)
+	case Latency:
+		chooseNearest(ranked, shed, h, &c)
+		if c.Index >= 0 && ranked[c.Index].RTTMs > 0 {
+			c.Reason = fmt.Sprintf("lowest measured RTT (%.0f ms); %s", ranked[c.Index].RTTMs, c.Reason)
+		} else if c.Index >= 0 {
+			c.Reason = "no measurement; " + c.Reason
+		}
 	default:
 		chooseNearest(ranked, shed, h, &c)
 	}
@@ -138,6 +157,38 @@ func chooseNearest(ranked []Ranked, shed func(string) float64, h float64, c *Cho
 		c.Index = best
 		c.Reason = "every usable PoP is shedding; least utilised"
 	}
+}
+
+// OrderByRTT reorders ranked (as returned by Rank) so that the usable candidates with a
+// measured RTT come first, lowest RTT first, followed by the rest in their distance order.
+// When hx (a stable hash of the client in [0, 1), independent of the shedding hash) is under
+// explore and two usable candidates are measured, the first two swap places: a stable share of
+// clients goes to the second best, so that its measurement stays fresh. It reports whether
+// any candidate was measured and whether this client explores.
+func OrderByRTT(ranked []Ranked, explore, hx float64) (out []Ranked, measured, explored bool) {
+	out = make([]Ranked, 0, len(ranked))
+	for _, r := range ranked {
+		if r.Usable && r.RTTMs > 0 {
+			out = append(out, r)
+		}
+	}
+	n := len(out)
+	sort.SliceStable(out, func(i, j int) bool {
+		if out[i].RTTMs != out[j].RTTMs {
+			return out[i].RTTMs < out[j].RTTMs
+		}
+		return out[i].ID < out[j].ID
+	})
+	for _, r := range ranked {
+		if !(r.Usable && r.RTTMs > 0) {
+			out = append(out, r)
+		}
+	}
+	if n >= 2 && hx < explore {
+		out[0], out[1] = out[1], out[0]
+		explored = true
+	}
+	return out, n > 0, explored
 }
 
 func chooseLeastLoaded(p Policy, ranked []Ranked, c *Choice) {
@@ -205,13 +256,40 @@ type Shedder struct {
 	// Hysteresis is the dead band, as a fraction of clients, for falls (default
 	// DefaultHysteresis).
 	Hysteresis float64
+	// Lag is how long a fraction keeps shaping the load after it changed: the TTL of the
+	// answers that carried it (resolvers keep them that long). Default 0: at once.
+	Lag time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
 
-	mu   sync.Mutex // guards frac
+	mu   sync.Mutex // guards frac, past and peak
 	frac map[string]float64
+	// past holds, per PoP, earlier fractions and until when they may still shape its load.
+	past map[string][]pastFrac
+	// peak is, per PoP, the highest utilisation within about Lag: falls are judged on it, so
+	// that one low report (a quiet second, a node's late heartbeat) does not end shedding.
+	peak map[string]pastFrac
 }
+
+type pastFrac struct {
+	frac  float64
+	until time.Time
+}
+
+// MaxShed is the largest fraction a PoP sheds: the clients it keeps (at least 5 %) are how
+// the shedder sees the demand behind it, which a PoP with no clients left could not measure.
+const MaxShed = 0.95
 
 // Update records a PoP's utilisation under watermarks low and high and returns its new shed
 // fraction.
+//
+// The utilisation a PoP reports is what is left after shedding, so a fall of it alone does not
+// mean the demand fell: the shedder estimates the demand the PoP would see without shedding
+// (the highest utilisation within Lag over 1 - the highest fraction within Lag) and never
+// falls below the fraction that demand needs to settle between the watermarks,
+// (d - low) / (d + high - low). Without that floor, shedding
+// everything makes the PoP idle, the idle PoP stops shedding, its clients return and overload
+// it again: the oscillation a feedback loop through DNS caches invites.
 func (s *Shedder) Update(id string, util, low, high float64) float64 {
 	band := s.Hysteresis
 	if band <= 0 {
@@ -220,28 +298,68 @@ func (s *Shedder) Update(id string, util, low, high float64) float64 {
 	var target float64
 	switch {
 	case util >= high:
-		target = 1
+		target = MaxShed
 	case util <= low || high <= low:
 		target = 0
 	default:
-		target = (util - low) / (high - low)
+		target = min(MaxShed, (util-low)/(high-low))
 	}
+	now := time.Now
+	if s.Now != nil {
+		now = s.Now
+	}
+	t := now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.frac == nil {
-		s.frac = map[string]float64{}
+		s.frac, s.past, s.peak = map[string]float64{}, map[string][]pastFrac{}, map[string]pastFrac{}
+	}
+	peak := s.peak[id]
+	if util >= peak.frac || !peak.until.After(t) {
+		peak = pastFrac{util, t.Add(s.Lag)}
+	}
+	if s.Lag > 0 {
+		s.peak[id] = peak
 	}
 	old := s.frac[id]
+	// The demand estimate divides by the largest fraction that may still be in effect: until
+	// answers given under a higher one expire, the load is lower than the current one implies.
+	eff := old
+	past := s.past[id][:0]
+	for _, p := range s.past[id] {
+		if p.until.After(t) {
+			past = append(past, p)
+			eff = max(eff, p.frac)
+		}
+	}
 	next := old
-	switch {
+	need := 0.0
+	d := max(util, peak.frac) / (1 - eff) // eff <= MaxShed < 1
+	if d > low && high > low {
+		need = min(MaxShed, (d-low)/(d+high-low))
+	}
+	switch floor := max(target, need); {
 	case target >= old:
 		next = target
-	case target == 0:
-		if util <= low-band*(high-low) {
-			next = 0 // clearly below the low watermark: stop shedding
+	case floor >= old:
+		// The demand behind the PoP still needs what it sheds.
+	case floor == 0:
+		if d <= low-band*(high-low) {
+			next = 0 // demand clearly below the low watermark: stop shedding
 		}
-	case old-target >= band:
-		next = target
+	case old-floor >= band:
+		next = floor
+	}
+	if next != old && s.Lag > 0 {
+		past = append(past, pastFrac{old, t.Add(s.Lag)})
+	}
+	if next == 0 && len(past) == 0 {
+		delete(s.peak, id)
+	}
+	if len(past) == 0 {
+		delete(s.past, id)
+	} else {
+		s.past[id] = past
 	}
 	if next == 0 {
 		delete(s.frac, id)

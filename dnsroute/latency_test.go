@@ -1,0 +1,180 @@
+package dnsroute
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/internal/natsauth"
+)
+
+// TestLatencyMapBoundedAndExpiring is a property test: under any sequence of reports, deletes
+// and clock steps, the map never holds more than its bound, never answers with a record older
+// than its maximum age, and its merged RTT is always within the range of its fresh records.
+func TestLatencyMapBoundedAndExpiring(t *testing.T) {
+	for seed := range uint64(40) {
+		t.Run(fmt.Sprintf("seed %d", seed), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(seed, 16))
+			const bound, maxAge = 64, time.Minute
+			m := newLatencyMap(bound, maxAge)
+			now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+			// What the test knows was written last under each key.
+			last := map[string]wire.LatencyRecord{}
+			for step := range 2000 {
+				switch op := rng.IntN(10); {
+				case op < 7:
+					network := netip.PrefixFrom(netip.AddrFrom4([4]byte{100, 64, byte(rng.IntN(40)), 0}), 24)
+					key := wire.LatencyKey([]string{"lhr", "fra", "nrt"}[rng.IntN(3)], "n1", network)
+					r := wire.LatencyRecord{Network: network, Samples: 1 + rng.IntN(5),
+						At: now.Add(-time.Duration(rng.IntN(90)) * time.Second), RTTMs: map[string]float64{}}
+					for _, pop := range []string{"lhr", "fra", "nrt"} {
+						if rng.IntN(2) == 0 {
+							r.RTTMs[pop] = 1 + rng.Float64()*300
+						}
+					}
+					m.Put(key, r, now)
+					last[key] = r
+				case op < 8:
+					for k := range last {
+						m.Delete(k, now)
+						delete(last, k)
+						break
+					}
+				case op < 9:
+					now = now.Add(time.Duration(rng.IntN(20)) * time.Second)
+				default:
+					m.Sweep(now)
+				}
+				if n := m.Len(); n > bound {
+					t.Fatalf("step %d: %d records held, bound %d", step, n, bound)
+				}
+				network := netip.PrefixFrom(netip.AddrFrom4([4]byte{100, 64, byte(rng.IntN(40)), 0}), 24)
+				rtt, _ := m.Lookup(network, now)
+				for pop, got := range rtt {
+					lo, hi, fresh := 1e9, -1.0, false
+					for _, r := range last {
+						if r.Network != network || now.Sub(r.At) > maxAge {
+							continue
+						}
+						if ms, ok := r.RTTMs[pop]; ok {
+							fresh = true
+							lo, hi = min(lo, ms), max(hi, ms)
+						}
+					}
+					if !fresh {
+						t.Fatalf("step %d: %s -> %s = %.1f ms with no fresh record behind it", step, network, pop, got)
+					}
+					if got < lo-1e-9 || got > hi+1e-9 {
+						t.Fatalf("step %d: %s -> %s = %.1f ms, outside its records' range [%.1f, %.1f]", step, network, pop, got, lo, hi)
+					}
+				}
+			}
+			now = now.Add(2 * maxAge)
+			m.Sweep(now)
+			if n := m.Len(); n != 0 {
+				t.Errorf("after every record aged out: %d held, want 0", n)
+			}
+		})
+	}
+}
+
+// putLatency writes a latency record as edge pop/n1 would, through NATS with that edge's
+// credentials, and waits until the server's map has it.
+func (fx *liveFixture) putLatency(t *testing.T, pop string, network netip.Prefix, rtt map[string]float64) {
+	t.Helper()
+	nc, _ := fx.ns.ConnectAs(t, natsauth.Edge(pop, "n1"))
+	b, _ := json.Marshal(wire.LatencyRecord{Network: network, RTTMs: rtt, Samples: 3, At: time.Now()})
+	if err := nc.Publish("$KV.meridian_latency."+wire.LatencyKey(pop, "n1", network), b); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, func() bool {
+		got, _ := fx.lat.Lookup(network, time.Now())
+		for p, ms := range rtt {
+			if got[p] != ms {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// TestLiveLatencyRouting: measurements that edges publish over NATS send a network to the PoP
+// with the lowest measured RTT, under both latency and nearest; networks without measurements
+// go by geography; explain shows the figures; a stable small share explores the second best.
+func TestLiveLatencyRouting(t *testing.T) {
+	for _, policy := range []string{"latency", "nearest"} {
+		t.Run(policy, func(t *testing.T) {
+			fx := startLive(t, func(c *Config) { c.Policy.Policy = policy })
+			// London's /24 number 5 is routed through a far hub to lhr: fra measures lower.
+			measured := cityPrefix(t, "London", 5)
+			fx.putLatency(t, "lhr", measured, map[string]float64{"lhr": 80, "fra": 15})
+			tests := []struct {
+				name   string
+				client netip.Prefix
+				want   string
+			}{
+				{"measured network", measured, "fra"},
+				{"unmeasured network", cityPrefix(t, "London", 6), "lhr"},
+			}
+			for _, tt := range tests {
+				if got := fx.popOf(t, fx.ask(t, "www.cdn.example.", dns.TypeA, qopt{ecs: tt.client})); got != tt.want {
+					t.Errorf("%s: PoP = %s, want %s", tt.name, got, tt.want)
+				}
+			}
+			r := fx.ask(t, "www.cdn.example.", dns.TypeA, qopt{ecs: measured})
+			if e := ecsOf(r); e == nil || e.SourceScope != 24 {
+				t.Errorf("scope of a measured answer = %v, want 24 (it holds for that network only)", e)
+			}
+			ex, err := fx.Explain(measured.Addr(), "www", dns.TypeA)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var sb strings.Builder
+			ex.Write(&sb)
+			if ex.PoP != "fra" || ex.Samples != 3 || !strings.Contains(sb.String(), "15.0") || !strings.Contains(sb.String(), "beacon reports from "+measured.String()) {
+				t.Errorf("explain = %+v\n%s\nwant fra chosen from 3 reports, 15.0 ms shown", ex, sb.String())
+			}
+			// A saturated best PoP sheds as under nearest: measurements pick the order only.
+			fx.waitSaturation(t, "fra", 1.5)
+			if got := fx.popOf(t, fx.ask(t, "www.cdn.example.", dns.TypeA, qopt{ecs: measured})); got != "lhr" {
+				t.Errorf("best PoP overloaded: PoP = %s, want lhr", got)
+			}
+		})
+	}
+}
+
+// TestLatencyExplores: about Explore of the measured networks go to the second best, always
+// the same ones.
+func TestLatencyExplores(t *testing.T) {
+	ts := startServer(t, func(c *Config) { c.Policy.Policy = "latency"; c.Policy.Explore = 0.1 })
+	now := time.Now()
+	const n = 200
+	for i := range n {
+		p := cityPrefix(t, "London", byte(i))
+		ts.lat.Put(wire.LatencyKey("lhr", "n1", p), wire.LatencyRecord{Network: p, Samples: 1, At: now,
+			RTTMs: map[string]float64{"lhr": 50, "fra": 10}}, now)
+	}
+	round := func() []int {
+		var explored []int
+		for i := range n {
+			if ts.popOf(t, ts.ask(t, "www.cdn.example.", dns.TypeA, qopt{ecs: cityPrefix(t, "London", byte(i))})) == "lhr" {
+				explored = append(explored, i)
+			}
+		}
+		return explored
+	}
+	first, second := round(), round()
+	if share := float64(len(first)) / n; share < 0.04 || share > 0.18 {
+		t.Errorf("share exploring the second best = %.2f, want 0.10±0.06", share)
+	}
+	if fmt.Sprint(first) != fmt.Sprint(second) {
+		t.Errorf("exploring networks changed between rounds: %v then %v, want the same (stable hash)", first, second)
+	}
+}

@@ -1,0 +1,259 @@
+package dnsroute
+
+import (
+	"context"
+	"math"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/meridian-cdn/meridian/control/fleet"
+	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/internal/natsauth"
+	"github.com/meridian-cdn/meridian/internal/natstest"
+)
+
+// liveNode is a node heartbeating into a real NATS fleet registry with a saturation the test
+// sets, as an edge's load report would carry it.
+type liveNode struct {
+	reg *fleet.Registrar
+	mu  sync.Mutex // guards sat
+	sat float64
+}
+
+func (n *liveNode) set(sat float64) {
+	n.mu.Lock()
+	n.sat = sat
+	n.mu.Unlock()
+	n.reg.Beat()
+}
+
+// skewClock is the real clock plus an offset the test advances.
+type skewClock struct{ off atomic.Int64 }
+
+func (c *skewClock) Now() time.Time          { return time.Now().Add(time.Duration(c.off.Load())) }
+func (c *skewClock) Advance(d time.Duration) { c.off.Add(int64(d)) }
+
+// liveFixture is a DNS server routing to a fleet registered in a real NATS server, served over
+// real UDP on 127.0.2.x.
+type liveFixture struct {
+	*testServer
+	view  *fleet.View
+	nodes map[string]*liveNode // by PoP
+	ns    *natstest.Server
+}
+
+// startLive registers one node per PoP (London and Frankfurt, no capacity configured) and
+// starts a DNS server fed by the registry.
+func startLive(t *testing.T, mutate func(*Config)) *liveFixture {
+	t.Helper()
+	ns := natstest.Start(t)
+	_, js := ns.Connect(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+	})
+	if err := fleet.EnsureBuckets(ctx, js, "", 3*time.Second, 1); err != nil {
+		t.Fatal(err)
+	}
+	fx := &liveFixture{nodes: map[string]*liveNode{}}
+	for _, n := range []wire.Node{
+		{PoP: "lhr", ID: "n1", Lat: 51.5074, Lon: -0.1278, IPv4: "192.0.2.11"},
+		{PoP: "fra", ID: "n1", Lat: 50.1109, Lon: 8.6821, IPv4: "192.0.2.21"},
+	} {
+		_, js := ns.ConnectAs(t, natsauth.Edge(n.PoP, n.ID))
+		ln := &liveNode{}
+		r, err := fleet.NewRegistrar(fleet.RegistrarConfig{JS: js, Node: n, Interval: 100 * time.Millisecond,
+			Load: func() wire.LoadReport {
+				ln.mu.Lock()
+				defer ln.mu.Unlock()
+				return wire.LoadReport{Healthy: true, Saturation: ln.sat}
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln.reg = r
+		fx.nodes[n.PoP] = ln
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.Run(ctx)
+		}()
+	}
+	cfg := testConfig(t)
+	cfg.NATS, cfg.PoPs = ns.URL(), nil
+	cfg.Creds = ns.CredsFile(t, natsauth.DNS("ns1"))
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	fx.ns = ns
+	l, err := newLiveFleet(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Fleet = l.view
+	fx.view = l.view
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		l.run(ctx, s)
+	}()
+	nextIP.Lock()
+	nextIP.n++
+	ip := netip.AddrFrom4([4]byte{127, 0, 2, byte(nextIP.n)})
+	nextIP.Unlock()
+	udp, tcp, err := listen(ctx, netip.AddrPortFrom(ip, 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := s.Serve(ctx, udp, tcp); err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	}()
+	<-s.Ready()
+	fx.testServer = &testServer{Server: s, addr: udp.LocalAddr().String()}
+	fx.waitSaturation(t, "lhr", 0)
+	fx.waitSaturation(t, "fra", 0)
+	return fx
+}
+
+// waitSaturation sets pop's saturation and waits until the registry shows it.
+func (fx *liveFixture) waitSaturation(t *testing.T, pop string, sat float64) {
+	t.Helper()
+	fx.nodes[pop].set(sat)
+	waitFor(t, 10*time.Second, func() bool {
+		for _, p := range fx.view.PoPs() {
+			if p.ID == pop && len(p.Nodes) == 1 && p.Nodes[0].Load.Saturation == sat && p.Nodes[0].Load.Healthy {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// shedShare is the share of 200 London /24s that DNS sends away from lhr.
+func (fx *liveFixture) shedShare(t *testing.T) float64 {
+	t.Helper()
+	moved := 0
+	const n = 200
+	for i := range n {
+		r := fx.ask(t, "www.cdn.example.", dns.TypeA, qopt{ecs: cityPrefix(t, "London", byte(i))})
+		if fx.popOf(t, r) != "lhr" {
+			moved++
+		}
+	}
+	return float64(moved) / n
+}
+
+// TestLiveSaturationSheds: with no capacity configured, a node's own saturation figure, carried
+// by real heartbeats through NATS, makes DNS shed the right share of /24s between the watermarks
+// (0.8, 1.0), with hysteresis on the way down.
+func TestLiveSaturationSheds(t *testing.T) {
+	// Falls are judged on the highest load within one answer TTL (1 s here): the test's clock
+	// runs ahead of the real one to pass it, and heartbeats stay fresh for an hour.
+	var clock skewClock
+	fx := startLive(t, func(c *Config) { c.Clock, c.TTL, c.HeartbeatTTL = clock.Now, time.Second, time.Hour })
+	steps := []struct {
+		name      string
+		sat       float64
+		wantShare float64
+		ttlLater  bool
+	}{
+		{"below low watermark", 0.5, 0, false},
+		{"halfway", 0.9, 0.5, false},
+		{"three quarters", 0.95, 0.75, false},
+		{"over high watermark", 1.3, 1, false},
+		{"small fall inside the dead band", 1.0, 1, false},
+		// What a shedding node reports is what it kept (5 %): 0.09 means a demand of 1.8,
+		// which needs half of the /24s moved; 0.02 means the demand (0.4) is gone.
+		{"demand behind the kept clients needs half", 0.09, 0.5, true},
+		{"load gone", 0.02, 0, true},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			if st.ttlLater {
+				clock.Advance(1100 * time.Millisecond)
+			}
+			fx.waitSaturation(t, "lhr", st.sat)
+			if got := fx.shedShare(t); math.Abs(got-st.wantShare) > 0.12 {
+				t.Errorf("saturation %.2f: shed share = %.2f, want %.2f±0.12", st.sat, got, st.wantShare)
+			}
+		})
+	}
+}
+
+// TestLiveCacheKeptUntilOutcomeChanges: heartbeats whose load does not change any answer keep
+// the answer cache (the next query is a hit); one that crosses the low watermark drops it.
+func TestLiveCacheKeptUntilOutcomeChanges(t *testing.T) {
+	fx := startLive(t, nil)
+	q := qopt{ecs: cityPrefix(t, "London", 7)}
+	ask := func() (hit bool) {
+		h := metricValue(t, fx.Server, "meridian_dns_cache_hits_total", "")
+		fx.ask(t, "www.cdn.example.", dns.TypeA, q)
+		return metricValue(t, fx.Server, "meridian_dns_cache_hits_total", "") == h+1
+	}
+	fx.waitSaturation(t, "lhr", 0.30)
+	ask() // fills the cache
+	tests := []struct {
+		name    string
+		pop     string
+		sat     float64
+		wantHit bool
+	}{
+		{"same quantum", "lhr", 0.31, true},
+		{"same quantum again", "lhr", 0.29, true},
+		{"other PoP below the low watermark", "fra", 0.5, true},
+		{"below the low watermark", "lhr", 0.62, true},
+		{"crosses the low watermark", "lhr", 0.9, false},
+		{"same shed share", "lhr", 0.901, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dropped := metricValue(t, fx.Server, "meridian_dns_state_rebuilds_total", "dropped")
+			fx.waitSaturation(t, tt.pop, tt.sat)
+			if got := ask(); got != tt.wantHit {
+				t.Errorf("after %s saturation %.3f: cache hit = %v, want %v", tt.pop, tt.sat, got, tt.wantHit)
+			}
+			if got := metricValue(t, fx.Server, "meridian_dns_state_rebuilds_total", "dropped") - dropped; (got == 0) != tt.wantHit {
+				t.Errorf("after %s saturation %.3f: %v rebuilds dropped the cache, want %v", tt.pop, tt.sat, got, map[bool]string{true: "none", false: "some"}[tt.wantHit])
+			}
+			if !tt.wantHit && !ask() {
+				t.Errorf("second query after the change: not a cache hit")
+			}
+		})
+	}
+}
+
+// metricValue reads a counter of the server's registry, with label value lv when not empty.
+func metricValue(t *testing.T, s *Server, name, lv string) float64 {
+	t.Helper()
+	mfs, err := s.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if lv == "" || len(m.GetLabel()) > 0 && m.GetLabel()[0].GetValue() == lv {
+				v += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return v
+}
