@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/meridian-cdn/meridian/edge/store"
 )
 
 // purgeSeqHeader carries, on fills between fleet nodes, the highest purge stream sequence the
@@ -63,4 +65,32 @@ func requiredPurgeSeq(r *http.Request) uint64 {
 		return 0
 	}
 	return v
+}
+
+// purgeLagging reports whether the node, joined to a fleet, has gone longer than purge.max_lag
+// without confirming that it applied every purge published (purge rule 5): cut off from NATS,
+// or not caught up yet after joining or rejoining. Anything in its cache may then have been
+// purged meanwhile. A standalone node never lags.
+func (n *Node) purgeLagging() bool {
+	sub := n.purgeSub.Load()
+	if sub == nil {
+		return false
+	}
+	at := sub.CaughtUpAt()
+	return at.IsZero() || n.clock().Sub(at) > n.cfg.Purge.MaxLag
+}
+
+// revalidateWhileLagging returns obj, or, while purgeLagging, a copy that lookup must revalidate
+// before serving: marked no-cache and without its stale-while-revalidate window, since the
+// copy may have been hard-purged where the node could not hear of it. Its stale-if-error window
+// stays: when the upstream fails, the copy is served marked stale in Cache-Status. The store
+// keeps obj unchanged; a 304 refreshes it from its own headers.
+func (n *Node) revalidateWhileLagging(obj *store.Object) *store.Object {
+	if !n.purgeLagging() {
+		return obj
+	}
+	o := *obj
+	o.Policy.NoCache = true
+	o.Policy.StaleWhileRevalidate = 0
+	return &o
 }

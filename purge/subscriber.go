@@ -40,6 +40,10 @@ type SubscriberConfig struct {
 	// RetryMin is the first delay after a failed Apply or a lost consumer; it doubles up to
 	// RetryMax. Zero means 50 ms and 5 s.
 	RetryMin, RetryMax time.Duration
+	// ConfirmEvery is how often the subscriber asks the stream for its last sequence to confirm
+	// that it has applied everything published (see CaughtUpAt); it also asks at once after a
+	// reconnect. Zero means 1 s.
+	ConfirmEvery time.Duration
 }
 
 // Subscriber is the node side of purges: it replays the PURGE stream in order from where the node
@@ -53,12 +57,22 @@ type Subscriber struct {
 
 	ready     chan struct{}
 	readyOnce sync.Once
+	// confirmed is closed at the first confirmation (CaughtUpAt); confirmLoop only.
+	confirmed chan struct{}
 	running   atomic.Bool
 	// lastApplied is the stream sequence of the last purge applied (or given up on through
 	// OnGap); it is written only by Run's goroutine.
 	lastApplied atomic.Uint64
 	// joined is set once lastApplied was initialised from the stream's state; Run's goroutine only.
 	joined bool
+
+	// caughtUpAt (Unix nanoseconds, 0 for never) is the last confirmed time before which every
+	// purge published has been applied; confirmedOn is the connection's reconnect count when
+	// that confirmation was asked for. Both are written only by confirmLoop.
+	caughtUpAt  atomic.Int64
+	confirmedOn atomic.Uint64
+	// progress wakes confirmLoop when lastApplied advanced (capacity 1, never closed).
+	progress chan struct{}
 }
 
 // NewSubscriber checks cfg and returns a Subscriber; it starts nothing.
@@ -83,6 +97,9 @@ func NewSubscriber(cfg SubscriberConfig) (*Subscriber, error) {
 		cfg.RetryMax = 5 * time.Second
 	}
 	cfg.RetryMax = max(cfg.RetryMax, cfg.RetryMin)
+	if cfg.ConfirmEvery <= 0 {
+		cfg.ConfirmEvery = time.Second
+	}
 	conn := cfg.Conn
 	if conn == nil {
 		conn = cfg.JS.Conn()
@@ -92,12 +109,14 @@ func NewSubscriber(cfg SubscriberConfig) (*Subscriber, error) {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	return &Subscriber{
-		cfg:    cfg,
-		conn:   conn,
-		stream: StreamName(cfg.Prefix),
-		ackSub: AckSubject(cfg.Prefix),
-		log:    log.With("pop", cfg.PoP, "node", cfg.Node),
-		ready:  make(chan struct{}),
+		cfg:       cfg,
+		conn:      conn,
+		stream:    StreamName(cfg.Prefix),
+		ackSub:    AckSubject(cfg.Prefix, cfg.PoP, cfg.Node),
+		log:       log.With("pop", cfg.PoP, "node", cfg.Node),
+		ready:     make(chan struct{}),
+		confirmed: make(chan struct{}),
+		progress:  make(chan struct{}, 1),
 	}, nil
 }
 
@@ -108,6 +127,30 @@ func (s *Subscriber) Ready() <-chan struct{} { return s.ready }
 // LastApplied is the stream sequence of the last purge applied.
 func (s *Subscriber) LastApplied() uint64 { return s.lastApplied.Load() }
 
+// CaughtUpAt is the latest time before which, as last confirmed, every purge published has been
+// applied (or given up on through OnGap): the subscriber asked the stream for its last sequence
+// at that time and has applied up to it since. It is zero until the first confirmation. A node
+// cut off from NATS cannot confirm, so CaughtUpAt stops advancing: the edge bounds its
+// staleness by how old it may get (purge.max_lag, purge rule 5).
+func (s *Subscriber) CaughtUpAt() time.Time {
+	ns := s.caughtUpAt.Load()
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
+}
+
+// Confirmed is closed once CaughtUpAt was first confirmed: the subscriber has caught up with the
+// stream.
+func (s *Subscriber) Confirmed() <-chan struct{} { return s.confirmed }
+
+// ConfirmedSinceReconnect reports whether CaughtUpAt was confirmed over the current NATS
+// connection, that is after the last reconnect: a node that comes back from a partition has
+// replayed what it missed only once this holds again.
+func (s *Subscriber) ConfirmedSinceReconnect() bool {
+	return s.caughtUpAt.Load() != 0 && s.confirmedOn.Load() == s.conn.Stats().Reconnects
+}
+
 // Run consumes purges until ctx ends, then returns nil once everything it started has stopped.
 // It starts after the stream's last sequence (a new node's cache is empty) and, whenever the
 // consumer is lost, resumes at LastApplied()+1.
@@ -115,6 +158,13 @@ func (s *Subscriber) Run(ctx context.Context) error {
 	if !s.running.CompareAndSwap(false, true) {
 		return errors.New("purge subscriber: Run called twice")
 	}
+	cctx, stopConfirm := context.WithCancel(ctx)
+	var confirmer sync.WaitGroup
+	confirmer.Go(func() { s.confirmLoop(cctx) })
+	defer func() {
+		stopConfirm()
+		confirmer.Wait()
+	}()
 	delay := s.cfg.RetryMin
 	for {
 		progressed, err := s.consume(ctx)
@@ -229,6 +279,7 @@ func (s *Subscriber) handle(ctx context.Context, msg jetstream.Msg) error {
 		return err
 	}
 	s.lastApplied.Store(seq)
+	s.wakeConfirm()
 	ack := Ack{ID: m.ID, Seq: seq, PoP: s.cfg.PoP, Node: s.cfg.Node, AppliedAt: s.cfg.Clock(), Hits: hits}
 	data, err := json.Marshal(ack)
 	if err == nil {
@@ -246,6 +297,91 @@ func (s *Subscriber) gap(ctx context.Context, last, next uint64) {
 	s.log.Warn("purges lost beyond replay; cache treated as stale", "last_applied", last, "next", next)
 	s.cfg.OnGap(ctx, last, next)
 	s.lastApplied.Store(next - 1)
+	s.wakeConfirm()
+}
+
+// wakeConfirm tells confirmLoop that lastApplied advanced.
+func (s *Subscriber) wakeConfirm() {
+	select {
+	case s.progress <- struct{}{}:
+	default:
+	}
+}
+
+// confirmation is a stream last sequence and the time it was asked for: once it is applied,
+// everything published before that time is.
+type confirmation struct {
+	seq   uint64
+	asked time.Time
+	conn  uint64 // the connection's reconnect count when asked
+}
+
+// confirmLoop advances CaughtUpAt until ctx ends: once the first consumer exists, every
+// ConfirmEvery and after each reconnect it asks the stream for its last sequence and confirms
+// the time it asked as soon as LastApplied reaches that sequence.
+func (s *Subscriber) confirmLoop(ctx context.Context) {
+	select {
+	case <-s.ready:
+	case <-ctx.Done():
+		return
+	}
+	reconnected := s.conn.StatusChanged(nats.CONNECTED)
+	defer s.conn.RemoveStatusListener(reconnected)
+	tick := time.NewTicker(s.cfg.ConfirmEvery)
+	defer tick.Stop()
+	var want *confirmation // asked for and not yet applied
+	first := true
+	settle := func() {
+		if want == nil || s.LastApplied() < want.seq {
+			return
+		}
+		if at := want.asked.UnixNano(); at > s.caughtUpAt.Load() {
+			s.caughtUpAt.Store(at)
+		}
+		s.confirmedOn.Store(want.conn)
+		if first {
+			close(s.confirmed)
+			first = false
+		}
+		want = nil
+	}
+	ask := true
+	for {
+		settle()
+		// A pending sequence that stays out of reach (the stream was recreated, say) is
+		// replaced by a fresh one after a few rounds.
+		if ask || (want != nil && s.cfg.Clock().Sub(want.asked) > 3*s.cfg.ConfirmEvery) {
+			if c, err := s.askLastSeq(ctx); err != nil {
+				s.log.Debug("confirm purge stream position", "err", err)
+			} else {
+				want = &c
+			}
+			settle()
+		}
+		ask = false
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			ask = want == nil
+		case <-reconnected:
+			want, ask = nil, true
+		case <-s.progress:
+		}
+	}
+}
+
+// askLastSeq asks the stream for its last sequence.
+func (s *Subscriber) askLastSeq(ctx context.Context) (confirmation, error) {
+	c := confirmation{asked: s.cfg.Clock(), conn: s.conn.Stats().Reconnects}
+	actx, cancel := context.WithTimeout(ctx, s.cfg.ConfirmEvery)
+	defer cancel()
+	stream, err := s.cfg.JS.Stream(actx, s.stream)
+	if err != nil {
+		return c, fmt.Errorf("look up stream %s: %w", s.stream, err)
+	}
+	c.seq = stream.CachedInfo().State.LastSeq
+	return c, nil
 }
 
 // apply calls Apply until it succeeds; it fails only when ctx ends.

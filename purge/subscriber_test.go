@@ -68,8 +68,8 @@ type nodeOpt func(*SubscriberConfig)
 func startNode(t *testing.T, ns *natsServer, pop, name string, opts ...nodeOpt) *node {
 	t.Helper()
 	d := &cutDialer{}
-	nc, err := nats.Connect(ns.url(), nats.SetCustomDialer(d), nats.MaxReconnects(-1),
-		nats.ReconnectWait(20*time.Millisecond), nats.ReconnectJitter(0, 0))
+	nc, err := nats.Connect(ns.url(), append(ns.nodeOptions(pop, name), nats.SetCustomDialer(d), nats.MaxReconnects(-1),
+		nats.ReconnectWait(20*time.Millisecond), nats.ReconnectJitter(0, 0))...)
 	if err != nil {
 		t.Fatalf("node %s connect: %v", name, err)
 	}
@@ -102,7 +102,7 @@ type ackListener struct {
 func listenAcks(t *testing.T, nc *nats.Conn) *ackListener {
 	t.Helper()
 	l := &ackListener{}
-	sub, err := nc.Subscribe(AckSubject(""), func(m *nats.Msg) {
+	sub, err := nc.Subscribe(AckSubjects(""), func(m *nats.Msg) {
 		var a Ack
 		if err := json.Unmarshal(m.Data, &a); err != nil {
 			t.Errorf("undecodable ack %q: %v", m.Data, err)

@@ -89,6 +89,12 @@ func (r *Registrar) SetDraining(d bool) {
 	r.mu.Lock()
 	r.draining = d
 	r.mu.Unlock()
+	r.Beat()
+}
+
+// Beat asks for a heartbeat at once, so that a change in the load report (the node became
+// ready, say) reaches DNS and peers without waiting for the next tick.
+func (r *Registrar) Beat() {
 	select {
 	case r.kick <- struct{}{}:
 	default:
@@ -127,6 +133,12 @@ func (r *Registrar) beat(ctx context.Context, kv jetstream.KeyValue) jetstream.K
 	// A heartbeat older than one interval is worthless, so don't wait longer for it.
 	bctx, cancel := context.WithTimeout(ctx, max(r.cfg.Interval, 500*time.Millisecond))
 	defer cancel()
+	if nc := r.cfg.JS.Conn(); nc != nil && !nc.IsConnected() {
+		// The client would buffer the write and send it after reconnecting, a report of how
+		// the node was before: skip it, the next tick sends a current one.
+		r.setErr(fmt.Errorf("heartbeat %s: nats not connected", r.key))
+		return kv
+	}
 	var err error
 	if kv == nil {
 		kv, err = r.cfg.JS.KeyValue(bctx, r.bucket)

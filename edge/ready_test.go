@@ -1,0 +1,234 @@
+package edge
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/meridian-cdn/meridian/control/fleet"
+	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/purge"
+)
+
+// registryUpdates forwards every registration node pop/id writes to the fleet bucket, in
+// order, until the test ends. DNS ranks a node only while its registration is fresh and
+// wire.Node.Usable (dnsroute/state.go), so a node that is not usable in these updates gets no
+// clients.
+func registryUpdates(t *testing.T, js jetstream.JetStream, pop, id string) <-chan wire.Node {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	kv, err := js.KeyValue(ctx, wire.Bucket("", wire.FleetBucket))
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	w, err := kv.Watch(ctx, wire.FleetKey(pop, id))
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	out := make(chan wire.Node, 1024)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for e := range w.Updates() {
+			if e == nil || e.Operation() != jetstream.KeyValuePut {
+				continue
+			}
+			var n wire.Node
+			if json.Unmarshal(e.Value(), &n) != nil {
+				continue
+			}
+			select {
+			case out <- n:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		_ = w.Stop()
+		cancel()
+		<-done
+	})
+	return out
+}
+
+// healthz asks the node's admin handler for /healthz.
+func healthz(n *Node) (int, string) {
+	w := httptest.NewRecorder()
+	n.AdminHandler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/healthz", nil))
+	return w.Code, w.Body.String()
+}
+
+// nextUpdate returns the next registration from updates.
+func nextUpdate(t *testing.T, updates <-chan wire.Node, what string) wire.Node {
+	t.Helper()
+	select {
+	case n := <-updates:
+		return n
+	case <-time.After(20 * time.Second):
+		t.Fatalf("no registry update within 20s waiting for %s", what)
+		return wire.Node{}
+	}
+}
+
+// TestReadyBeforeRegistered: a node registers at once but is usable in the registry (what DNS
+// ranks) only once it can serve a host defined only in the config bucket and its purge
+// consumer is caught up. Each case holds one of the two back until the node has registered.
+func TestReadyBeforeRegistered(t *testing.T) {
+	tests := []struct {
+		name string
+		// holdBack removes what the node needs before it starts; release restores it.
+		holdBack, release func(t *testing.T, js jetstream.JetStream, h wire.HostConfig)
+	}{
+		{
+			name: "config bucket",
+			holdBack: func(t *testing.T, js jetstream.JetStream, _ wire.HostConfig) {
+				if err := js.DeleteKeyValue(context.Background(), wire.Bucket("", wire.ConfigBucket)); err != nil {
+					t.Fatal(err)
+				}
+			},
+			release: func(t *testing.T, js jetstream.JetStream, h wire.HostConfig) {
+				if err := fleet.EnsureBuckets(context.Background(), js, "", 3*time.Second, 1); err != nil {
+					t.Fatal(err)
+				}
+				if err := fleet.PutHost(context.Background(), js, "", h); err != nil {
+					t.Fatal(err)
+				}
+			},
+		},
+		{
+			name: "purge stream",
+			holdBack: func(t *testing.T, js jetstream.JetStream, h wire.HostConfig) {
+				if err := js.DeleteStream(context.Background(), purge.StreamName("")); err != nil {
+					t.Fatal(err)
+				}
+				if err := fleet.PutHost(context.Background(), js, "", h); err != nil {
+					t.Fatal(err)
+				}
+			},
+			release: func(t *testing.T, js jetstream.JetStream, _ wire.HostConfig) {
+				if err := purge.EnsureStream(context.Background(), js, "", time.Hour, 1); err != nil {
+					t.Fatal(err)
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			url, js, _ := startNATS(t)
+			_, originAddr := startOrigin(t, "127.0.0.10", nil)
+			h := wire.HostConfig{Host: testHost, Origin: "http://" + originAddr}
+			tt.holdBack(t, js, h)
+			updates := registryUpdates(t, js, "f1", "n0")
+			s, nodes := fleetEdges(t, []string{url}, false)
+			n := nodes[0]
+			served := func() int {
+				return do(t, s.client, http.MethodGet, n.Addr(), testHost, "/ready?cc=max-age%3D60").status
+			}
+
+			first := nextUpdate(t, updates, "the first registration")
+			if first.Usable() {
+				t.Fatalf("first registration usable (%+v) while the %s is missing (request status %d)", first.Load, tt.name, served())
+			}
+			if code, body := healthz(n); code != http.StatusServiceUnavailable {
+				t.Errorf("/healthz = %d %q while the %s is missing, want 503", code, body, tt.name)
+			}
+			tt.release(t, js, h)
+			for usable := 0; usable < 3; {
+				u := nextUpdate(t, updates, "a usable registration")
+				if !u.Usable() {
+					continue
+				}
+				usable++
+				if got := served(); got != http.StatusOK {
+					t.Fatalf("registered usable but answered %d for a host from the config bucket, want 200", got)
+				}
+				if n.purgeSub.Load().CaughtUpAt().IsZero() {
+					t.Fatal("registered usable before its purge consumer confirmed it was caught up")
+				}
+			}
+			if code, body := healthz(n); code != http.StatusOK {
+				t.Errorf("/healthz = %d %q once usable, want 200", code, body)
+			}
+		})
+	}
+}
+
+// TestPurgeBoundedStalenessUnderPartition is purge rule 5: a node cut off from NATS for longer
+// than purge.max_lag serves nothing purged during the cut as fresh (every answer is a
+// revalidation), says it is not ready, and after rejoining reports itself usable only once the
+// purge is applied.
+func TestPurgeBoundedStalenessUnderPartition(t *testing.T) {
+	url, js, nc := startNATS(t)
+	cut := natsCutter(t, "127.0.0.50", url)
+	const maxLag = 300 * time.Millisecond
+	s, nodes := fleetEdgesWith(t, []string{cut.URL()}, true, time.Second, func(c *Config) { c.Purge.MaxLag = maxLag })
+	n := nodes[0]
+	p := newPurger(t, js, nc)
+	waitSubscribed(t, p, nodes)
+	updates := registryUpdates(t, js, "f1", "n0")
+	// stale-while-revalidate must not serve the purged copy while the node lags.
+	purged := obj("/cut/purged", "cc", "max-age=600, stale-while-revalidate=600")
+	kept := obj("/cut/kept", "cc", "max-age=600")
+	for _, path := range []string{purged, kept} {
+		do(t, s.client, http.MethodGet, n.Addr(), testHost, path)
+		wantCacheStatus(t, do(t, s.client, http.MethodGet, n.Addr(), testHost, path), "hit")
+	}
+
+	cut.Cut()
+	s.origin.Bump("/cut/purged")
+	m := purge.Message{ID: purge.NewID(), Host: testHost, Kind: purge.KindURL, Values: []string{purged}, IssuedAt: time.Now()}
+	p.tracker.Register(m, []purge.NodeRef{{PoP: n.cfg.PoP, Node: n.cfg.Node}})
+	seq, err := purge.Publish(context.Background(), js, "", m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the node to lag", n.purgeLagging)
+	if code, body := healthz(n); code != http.StatusServiceUnavailable {
+		t.Errorf("/healthz = %d %q while cut off past max_lag, want 503", code, body)
+	}
+	if rep := n.LoadReport(); rep.Healthy {
+		t.Error("load report healthy while cut off past max_lag")
+	}
+	for i := range 10 {
+		r := do(t, s.client, http.MethodGet, n.Addr(), testHost, purged)
+		cs := r.header.Get("Cache-Status")
+		if !strings.HasPrefix(r.body, "/cut/purged@v2:") || !strings.Contains(cs, "fwd=stale") {
+			t.Errorf("request %d during the cut: %q via %q, want the new version, revalidated (fwd=stale)", i, r.body[:min(len(r.body), 16)], cs)
+		}
+		r = do(t, s.client, http.MethodGet, n.Addr(), testHost, kept)
+		if cs := r.header.Get("Cache-Status"); !strings.Contains(cs, "fwd=stale") {
+			t.Errorf("request %d during the cut for an unpurged object: Cache-Status %q, want a revalidation (fwd=stale)", i, cs)
+		}
+	}
+	if n.purgeSeq.Load() >= seq {
+		t.Fatalf("purge %d applied while cut off: the cut did not hold", seq)
+	}
+
+	restored := time.Now()
+	cut.Restore()
+	for {
+		u := nextUpdate(t, updates, "the node usable again after the cut")
+		if !u.Usable() || u.Load.At.Before(restored) {
+			continue // written before the cut
+		}
+		if got := n.purgeSeq.Load(); got < seq {
+			t.Fatalf("usable again with purges applied up to %d, want >= %d (published during the cut)", got, seq)
+		}
+		break
+	}
+	p.wait(m, 10*time.Second)
+	r := do(t, s.client, http.MethodGet, n.Addr(), testHost, purged)
+	if !strings.HasPrefix(r.body, "/cut/purged@v2:") {
+		t.Errorf("after rejoining served %q via %q, want the new version", r.body[:min(len(r.body), 16)], r.header.Get("Cache-Status"))
+	}
+	wantCacheStatus(t, do(t, s.client, http.MethodGet, n.Addr(), testHost, kept), "hit")
+}

@@ -1,0 +1,64 @@
+package purge
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// TestSubscriberCaughtUpAt: the confirmed time never passes a purge that is not applied yet,
+// stops while the node is cut off, and after a reconnect is confirmed again only once what
+// was published meanwhile is applied.
+func TestSubscriberCaughtUpAt(t *testing.T) {
+	ns := startNATS(t)
+	_, js := ns.connect(t)
+	ctx := testContext(t)
+	if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	type entered struct {
+		seq        uint64
+		caughtUpAt time.Time
+	}
+	calls := make(chan entered, 16)
+	release := make(chan struct{})
+	var n *node
+	n = startNode(t, ns, "ams", "n1", func(c *SubscriberConfig) {
+		c.ConfirmEvery = 20 * time.Millisecond
+		c.Apply = func(ctx context.Context, m Message) (int, error) {
+			calls <- entered{m.Seq, n.sub.CaughtUpAt()}
+			select {
+			case <-release:
+				return 1, nil
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			}
+		}
+	})
+	waitFor(t, 10*time.Second, "a first confirmation", func() bool { return n.sub.ConfirmedSinceReconnect() })
+
+	publishN(t, ctx, js, 1)
+	published := time.Now() // the stream holds it: any confirmation asked from now needs it applied
+	e := <-calls
+	if !e.caughtUpAt.Before(published) {
+		t.Errorf("CaughtUpAt() = %v while purge %d (published %v) is being applied, want before it", e.caughtUpAt, e.seq, published)
+	}
+	close(release)
+	waitFor(t, 10*time.Second, "confirmed past the purge", func() bool { return n.sub.CaughtUpAt().After(published) })
+
+	n.dialer.Cut()
+	waitFor(t, 10*time.Second, "the node to be disconnected", func() bool { return !n.nc.IsConnected() })
+	cutAt := time.Now()
+	_, js2 := ns.connect(t)
+	seqs := publishN(t, ctx, js2, 3)
+	n.dialer.Heal()
+	// Until the reconnect the last confirmation stands (the edge bounds how old it may get).
+	waitFor(t, 10*time.Second, "the reconnect", func() bool { return n.nc.IsConnected() })
+	waitFor(t, 10*time.Second, "confirmed after the reconnect", func() bool { return n.sub.ConfirmedSinceReconnect() })
+	if got := n.sub.LastApplied(); got < seqs[len(seqs)-1] {
+		t.Errorf("confirmed after the reconnect with LastApplied() = %d, want >= %d (purged while cut off)", got, seqs[len(seqs)-1])
+	}
+	if !n.sub.CaughtUpAt().After(cutAt) {
+		t.Errorf("CaughtUpAt() = %v after the reconnect, want after the cut (%v)", n.sub.CaughtUpAt(), cutAt)
+	}
+}
