@@ -1,7 +1,6 @@
 package edge
 
 import (
-	"context"
 	"net/http"
 	"time"
 
@@ -13,11 +12,21 @@ import (
 // serve stale while revalidating, revalidate, or fill.
 func (n *Node) serveCacheable(w *logWriter, req *request) {
 	r := req.r
+	if cookiePass(req) || wantsEventStream(r) {
+		// Cookies passed (the host asks for it) and event streams are the client's own
+		// exchange with the origin: never served from cache, never stored.
+		n.pass(w, req)
+		return
+	}
+	// cookies: strip. The Cookie never reaches a fill, so it cannot select a variant either.
+	delete(r.Header, "Cookie")
+	req.coding = normalizeAcceptEncoding(r)
 	cc := httpcache.ParseCacheControl(r.Header["Cache-Control"])
+	fl := n.fill
 	if r.Header.Get("Authorization") != "" {
 		// Authenticated requests bypass the shared tiers; the response is stored only if it
 		// says it may be shared (RFC 9111 §3.5), which fill checks.
-		n.fillAndDeliver(w, req, nil, fillOptions{direct: true})
+		n.deliverAnswer(w, req, fl.get(req, nil, fillOptions{direct: true}))
 		return
 	}
 	if req.needSeq > 0 && !n.caughtUp(r, req.needSeq) {
@@ -28,7 +37,7 @@ func (n *Node) serveCacheable(w *logWriter, req *request) {
 			w.cacheStatus = "miss"
 			return
 		}
-		n.fillAndDeliver(w, req, nil, fillOptions{fwd: "request", behind: true})
+		n.deliverAnswer(w, req, fl.get(req, nil, fillOptions{fwd: "request", behind: true}))
 		return
 	}
 	obj, verdict, vary := n.store.Lookup(req.key, r.Header)
@@ -43,9 +52,10 @@ func (n *Node) serveCacheable(w *logWriter, req *request) {
 		if vary != nil {
 			fwd = "vary-miss"
 		}
-		n.fillAndDeliver(w, req, nil, fillOptions{fwd: fwd})
+		n.deliverAnswer(w, req, fl.get(req, nil, fillOptions{fwd: fwd}))
 		return
 	}
+	obj = n.revalidateWhileLagging(obj) // purge rule 5: behind the purge stream nothing is fresh
 	ttl := obj.TTL(now)
 	fresh := ttl > 0 && verdict == store.Usable && !obj.Policy.NoCache
 	if fresh {
@@ -70,11 +80,11 @@ func (n *Node) serveCacheable(w *logWriter, req *request) {
 	// fresh (a soft purge leaves no trace in the headers), so it gets a revalidated answer.
 	if !req.fromPeer && canServeStale(obj, verdict, staleFor, obj.Policy.StaleWhileRevalidate) {
 		w.cacheStatus = "stale"
-		n.revalidateInBackground(req, obj)
+		fl.revalidate(req, obj)
 		n.deliver(w, req, obj, httpcache.Status{Cache: n.name, Proto: req.proto, Hit: true, Fwd: "stale", TTL: ttl, HasTTL: true, Detail: "stale-while-revalidate"}, "")
 		return
 	}
-	n.fillAndDeliver(w, req, obj, fillOptions{fwd: "stale", stale: obj, verdict: verdict})
+	n.deliverAnswer(w, req, fl.get(req, obj, fillOptions{fwd: "stale", stale: obj, verdict: verdict}))
 }
 
 // canServeStale reports whether obj, stale for staleFor, may still be served within window
@@ -89,21 +99,4 @@ func canServeStale(obj *store.Object, v store.Verdict, staleFor, window time.Dur
 		staleFor = 0
 	}
 	return staleFor <= window
-}
-
-// revalidateInBackground refreshes obj once (collapsed with any other revalidation or fill of
-// the key) without holding up the client.
-func (n *Node) revalidateInBackground(req *request, obj *store.Object) {
-	bg := &request{
-		r: req.r.Clone(context.Background()), host: req.host, key: req.key, target: req.target,
-		path: req.path, hop: req.hop, fromPeer: req.fromPeer, trace: req.traceID(), start: req.start, proto: req.proto,
-	}
-	n.goBackground(func(ctx context.Context) {
-		bg.r = bg.r.WithContext(ctx)
-		res := n.collapsedFill(bg, obj, fillOptions{stale: obj})
-		if res.err != nil {
-			n.log.Debug("background revalidation failed", "key", req.key, "err", res.err)
-		}
-		res.closeStream()
-	})
 }

@@ -45,6 +45,9 @@ The config file is YAML (see docs/edge.md); flags override its fields.`,
 			if f.Changed("node") {
 				cfg.Node = over.Node
 			}
+			if f.Changed("pprof") {
+				cfg.Pprof = over.Pprof
+			}
 			if f.Changed("access-log") {
 				cfg.AccessLog = over.AccessLog
 			}
@@ -53,6 +56,9 @@ The config file is YAML (see docs/edge.md); flags override its fields.`,
 			}
 			if f.Changed("nats") {
 				cfg.Fleet.NATS = over.Fleet.NATS
+			}
+			if f.Changed("nats-creds") {
+				cfg.Fleet.Creds = over.Fleet.Creds
 			}
 			if f.Changed("https-listen") {
 				cfg.HTTPSListen = over.HTTPSListen
@@ -81,7 +87,9 @@ The config file is YAML (see docs/edge.md); flags override its fields.`,
 	f.StringVar(&over.PoP, "pop", "", "PoP id (default local)")
 	f.StringVar(&over.Node, "node", "", "node id within the PoP (default edge-1)")
 	f.BoolVar(&over.AccessLog, "access-log", false, "log one JSON line per request")
+	f.BoolVar(&over.Pprof, "pprof", false, "serve Go profiles at /debug/pprof/ on the admin listener")
 	f.StringVar(&over.Fleet.NATS, "nats", "", "join the fleet through this NATS URL (e.g. the control plane's, nats://127.0.0.1:4222); without it the node runs standalone")
+	f.StringVar(&over.Fleet.Creds, "nats-creds", "", "the node's NATS credentials file (meridian control creds edge)")
 	f.StringVar(&over.HTTPSListen, "https-listen", "", "HTTPS and HTTP/3 listen address (TCP and UDP, same port)")
 	f.BoolVar(&devTLS, "dev-tls", false, "serve HTTPS and HTTP/3 with a self-signed certificate (default address 127.0.0.1:8443); never in production")
 	f.DurationVar(&over.LameDuck, "lame-duck", 0, "keep serving this long after SIGTERM while reporting draining")

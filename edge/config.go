@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -60,6 +61,26 @@ type Config struct {
 	FleetStaleTimeout time.Duration `yaml:"fleet_stale_timeout"`
 	// MaxRequestBodyBytes bounds request bodies passed to the origin. Default 10 MiB.
 	MaxRequestBodyBytes int64 `yaml:"max_request_body_bytes"`
+	// RequestBufferBytes is how much of a request body is buffered in memory; the rest of it,
+	// up to MaxRequestBodyBytes, goes to a temporary file. A body is read whole before its
+	// request takes an origin slot, so a slow client never holds one. Default 64 KiB.
+	RequestBufferBytes int64 `yaml:"request_buffer_bytes"`
+	// RequestBufferDir holds the temporary files of large request bodies. Default os.TempDir().
+	RequestBufferDir string `yaml:"request_buffer_dir"`
+	// RequestBodyTimeout bounds reading a whole request body from the client; a client that
+	// is slower gets 408. Default 60s.
+	RequestBodyTimeout time.Duration `yaml:"request_body_timeout"`
+	// FillTimeout bounds one fill (every tier it tries) from the node's side: a fill runs
+	// under the node's context, not its first client's, so it needs its own bound. Default 60s.
+	FillTimeout time.Duration `yaml:"fill_timeout"`
+	// PassTimeout bounds one exchange passed through to the origin (unsafe methods,
+	// Authorization, cookies passed, event streams), streaming included. Default 1h.
+	PassTimeout time.Duration `yaml:"pass_timeout"`
+	// TrustedProxies are the addresses (CIDRs, or single IPs) of proxies in front of the edge.
+	// The Forwarded and X-Forwarded-* fields of a request from them are kept and appended to;
+	// from anyone else they are replaced with the edge's own view. Default none.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	trusted        []netip.Prefix
 	// MaxHeaderBytes bounds request headers. Default 64 KiB.
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
 	// LameDuck is how long the node keeps serving after shutdown began, reporting itself
@@ -69,8 +90,13 @@ type Config struct {
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// AccessLog writes one JSON line per request to the logger. Default off.
 	AccessLog bool `yaml:"access_log"`
+	// Pprof serves Go's profiles at /debug/pprof/ on the admin listener. Default off: profiles
+	// expose internals and cost CPU, so an operator turns them on while investigating.
+	Pprof bool `yaml:"pprof"`
 	// Fleet joins a fleet through NATS; empty runs the node standalone.
 	Fleet FleetConfig `yaml:"fleet"`
+	// Purge bounds how far behind the fleet's purge stream the node may fall.
+	Purge PurgeConfig `yaml:"purge"`
 
 	// Logger receives the node's logs. Default: discard.
 	Logger *slog.Logger `yaml:"-"`
@@ -85,9 +111,22 @@ type Config struct {
 type CacheConfig struct {
 	// MaxBytes bounds the memory held by cached objects. Default 256 MiB.
 	MaxBytes int64 `yaml:"max_bytes"`
-	// MaxObjectBytes is the largest object stored; larger ones stream through uncached.
-	// Default 8 MiB. A host's cache.max_object_bytes overrides it.
+	// MaxObjectBytes is the largest object stored whole; larger ones are kept in slices (when
+	// they have a validator) or stream through uncached. Default 8 MiB. A host's
+	// cache.max_object_bytes overrides it.
 	MaxObjectBytes int64 `yaml:"max_object_bytes"`
+	// InFlightBytes bounds the memory that fills streaming bodies too large to keep hold
+	// beyond 4 MiB each: within it a body is held from its start, so a client arriving late
+	// still reads along; past it only 4 MiB ahead of the slowest reader is held. Default 64 MiB.
+	InFlightBytes int64 `yaml:"in_flight_bytes"`
+}
+
+// PurgeConfig bounds staleness under partition (purge rule 5, docs/purge.md).
+type PurgeConfig struct {
+	// MaxLag is how long a node joined to a fleet may go without confirming that it applied
+	// every purge published. Past it the node treats nothing in its cache as fresh (it
+	// revalidates before serving) and reports itself not ready. Default 5s.
+	MaxLag time.Duration `yaml:"max_lag"`
 }
 
 // Peer is another edge node a fill may go to.
@@ -123,6 +162,9 @@ func (c *Config) setDefaults() {
 	if c.Cache.MaxBytes == 0 {
 		c.Cache.MaxBytes = 256 << 20
 	}
+	if c.Cache.InFlightBytes == 0 {
+		c.Cache.InFlightBytes = 64 << 20
+	}
 	if c.Cache.MaxObjectBytes == 0 {
 		c.Cache.MaxObjectBytes = 8 << 20
 	}
@@ -138,11 +180,32 @@ func (c *Config) setDefaults() {
 	if c.MaxHeaderBytes == 0 {
 		c.MaxHeaderBytes = 64 << 10
 	}
+	if c.RequestBufferBytes == 0 {
+		c.RequestBufferBytes = 64 << 10
+	}
+	if c.RequestBodyTimeout == 0 {
+		c.RequestBodyTimeout = 60 * time.Second
+	}
+	if c.FillTimeout == 0 {
+		c.FillTimeout = 60 * time.Second
+	}
+	if c.PassTimeout == 0 {
+		c.PassTimeout = time.Hour
+	}
+	c.trusted = nil
+	for _, s := range c.TrustedProxies {
+		if p, err := parsePrefix(s); err == nil {
+			c.trusted = append(c.trusted, p)
+		}
+	}
 	if c.TLS.ReloadInterval == 0 {
 		c.TLS.ReloadInterval = 5 * time.Second
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 30 * time.Second
+	}
+	if c.Purge.MaxLag == 0 {
+		c.Purge.MaxLag = 5 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -174,6 +237,12 @@ func (c *Config) Validate() error {
 	if c.Cache.MaxObjectBytes < 0 {
 		bad("cache.max_object_bytes", "is negative")
 	}
+	if c.Cache.InFlightBytes < 0 {
+		bad("cache.in_flight_bytes", "is negative")
+	}
+	if c.Purge.MaxLag < 0 {
+		bad("purge.max_lag", "is negative")
+	}
 	for i, p := range c.Peers {
 		if p.ID == "" {
 			bad(fmt.Sprintf("peers[%d].id", i), "is required")
@@ -188,6 +257,14 @@ func (c *Config) Validate() error {
 				bad(fmt.Sprintf("shields.%s[%d].addr", pop, i), "%q is not host:port", p.Addr)
 			}
 		}
+	}
+	for i, p := range c.TrustedProxies {
+		if _, err := parsePrefix(p); err != nil {
+			bad(fmt.Sprintf("trusted_proxies[%d]", i), "%q is not a CIDR or IP address", p)
+		}
+	}
+	if c.RequestBufferBytes < 0 {
+		bad("request_buffer_bytes", "is negative")
 	}
 	if c.HTTPSListen != "" && len(c.TLS.Certs) == 0 && !c.TLS.Dev {
 		bad("tls", "https_listen needs tls.certs or tls.dev")
@@ -209,6 +286,34 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// parsePrefix parses a CIDR or a single address (as its /32 or /128).
+func parsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		return p.Masked(), err
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+}
+
+// trustedProxy reports whether ip (a client's address) is a configured trusted proxy.
+func (c *Config) trustedProxy(ip string) bool {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return false
+	}
+	a = a.Unmap()
+	for _, p := range c.trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // LoadConfig reads a YAML config file. Unknown fields are errors, so a typo never silently

@@ -2,7 +2,7 @@ package edge
 
 import (
 	"bytes"
-	"errors"
+	"context"
 	"io"
 	"net/http"
 	"strconv"
@@ -13,83 +13,39 @@ import (
 	"github.com/meridian-cdn/meridian/edge/store"
 )
 
-// fillAndDeliver fills the request's object and answers with it; when the upstream fails it
-// falls back to the stale copy (stale-if-error), then to a copy elsewhere in the fleet, and only
-// then answers with an error.
-func (n *Node) fillAndDeliver(w *logWriter, req *request, stale *store.Object, opts fillOptions) {
-	var res fillResult
-	if opts.direct {
-		res = n.fetchAndStore(req, stale, opts)
-	} else {
-		res = n.collapsedFill(req, stale, opts)
-	}
-	defer res.closeStream()
-	w.tier = res.tier
-	fwd := opts.fwd
-	if fwd == "" {
-		fwd = "miss"
-	}
-	if res.err != nil {
-		now := n.clock()
-		status := upstreamErrorStatus(res.err)
-		if stale != nil && canServeStale(stale, opts.verdict, -stale.TTL(now), stale.Policy.StaleIfError) {
-			w.cacheStatus = "stale"
-			n.metrics.staleServed.WithLabelValues("stale-if-error").Inc()
-			n.deliver(w, req, stale, httpcache.Status{Cache: n.name, Proto: req.proto, Fwd: "stale", FwdStatus: status,
-				TTL: stale.TTL(now), HasTTL: true, Detail: "stale-if-error"}, "")
-			return
-		}
-		if fs := n.fleetStale(req); fs != nil {
-			w.cacheStatus = "stale"
-			w.tier = "fleet"
-			n.metrics.staleServed.WithLabelValues("fleet-stale").Inc()
-			n.deliver(w, req, fs.obj, httpcache.Status{Cache: n.name, Proto: req.proto, Fwd: fwd, FwdStatus: status,
-				TTL: fs.obj.TTL(now), HasTTL: true, Detail: "fleet-stale-if-error"}, fs.upstreamCS)
-			return
-		}
-		if res.obj != nil { // the upstream's own 5xx answer
-			w.cacheStatus = "miss"
-			n.deliver(w, req, res.obj, httpcache.Status{Cache: n.name, Proto: req.proto, Fwd: fwd, FwdStatus: res.status, Detail: res.tier}, res.upstreamCS)
-			return
-		}
-		w.note = res.err.Error()
-		if status == http.StatusServiceUnavailable {
+// deliverAnswer writes what the filler decided: an object, a stream, or an error.
+func (n *Node) deliverAnswer(w *logWriter, req *request, a answer) {
+	w.tier = a.tier
+	switch {
+	case a.fail != 0:
+		w.note = a.note
+		if a.fail == http.StatusServiceUnavailable {
 			w.Header().Set("Retry-After", "1")
 		}
-		n.fail(w, req, status, http.StatusText(status))
+		n.fail(w, req, a.fail, http.StatusText(a.fail))
 		w.cacheStatus = "error"
-		return
+	case a.stream != nil:
+		defer a.stream.closeStream()
+		w.cacheStatus = a.cacheStatus
+		n.deliverStream(w, req, a.stream, a.cs)
+	case a.body != nil:
+		defer a.body.close()
+		w.cacheStatus = a.cacheStatus
+		n.deliverBody(w, req, a)
+	default:
+		w.cacheStatus = a.cacheStatus
+		n.deliver(w, req, a.obj, a.cs, a.upstreamCS)
 	}
-	if res.stream != nil {
-		n.deliverStream(w, req, &res, fwd)
-		return
-	}
-	if res.revalidated {
-		fwd = "stale"
-	}
-	cs := httpcache.Status{Cache: n.name, Proto: req.proto, Fwd: fwd, FwdStatus: res.status, Stored: res.stored,
-		Collapsed: res.collapsed, Detail: res.tier}
-	if res.stored {
-		cs.TTL, cs.HasTTL = res.obj.TTL(n.clock()), true
-	}
-	w.cacheStatus = "miss"
-	n.deliver(w, req, res.obj, cs, res.upstreamCS)
 }
 
 // deliver writes obj to the client. It never modifies obj: header value slices are shared
 // with the stored object and only replaced, never appended to.
 func (n *Node) deliver(w *logWriter, req *request, obj *store.Object, cs httpcache.Status, upstreamCS string) {
-	h := w.Header()
-	for k, v := range obj.Header {
-		h[k] = v
+	if obj.Size > 0 {
+		n.deliverSliced(w, req, obj, cs, upstreamCS)
+		return
 	}
-	markHop(h, req)
-	if !req.fromPeer && !req.host.cfg.Cache.KeepSurrogateHeaders {
-		httpcache.StripSurrogateHeaders(h)
-	}
-	age := obj.Age(n.clock())
-	h["Age"] = []string{strconv.FormatInt(int64(age/time.Second), 10)}
-	h["Cache-Status"] = []string{httpcache.AppendStatus(upstreamCS, cs)}
+	h := n.objectHeader(w, req, obj, cs, upstreamCS)
 	r := req.r
 	if obj.Status == http.StatusOK && needsServeContent(r.Header) {
 		if _, ok := h["Content-Type"]; !ok {
@@ -103,6 +59,59 @@ func (n *Node) deliver(w *logWriter, req *request, obj *store.Object, cs httpcac
 	w.WriteHeader(obj.Status)
 	if r.Method != http.MethodHead && bodyAllowed(obj.Status) {
 		w.Write(obj.Body)
+	}
+}
+
+// objectHeader sets the response header for obj: its stored fields, less what only the fleet
+// may see, under the host's response policy, with Age and Cache-Status.
+func (n *Node) objectHeader(w *logWriter, req *request, obj *store.Object, cs httpcache.Status, upstreamCS string) http.Header {
+	h := w.Header()
+	for k, v := range obj.Header {
+		h[k] = v
+	}
+	markHop(h, req)
+	if !req.fromPeer {
+		if !req.host.cfg.Cache.KeepSurrogateHeaders {
+			httpcache.StripSurrogateHeaders(h)
+		}
+		applyResponsePolicy(h, req.host)
+	}
+	h["Age"] = []string{strconv.FormatInt(int64(obj.Age(n.clock())/time.Second), 10)}
+	h["Cache-Status"] = []string{httpcache.AppendStatus(upstreamCS, cs)}
+	return h
+}
+
+// deliverBody writes a streaming miss to the client: the header at once, the body as the fill
+// receives it. A conditional or Range request waits for the whole body when it will be kept,
+// and is answered from it as from a stored object; a body too large to keep is sent whole.
+func (n *Node) deliverBody(w *logWriter, req *request, a answer) {
+	r := req.r
+	if !a.tooLarge && needsServeContent(r.Header) {
+		body, err := a.body.wait(r.Context())
+		if err != nil {
+			w.note = err.Error()
+			n.fail(w, req, http.StatusBadGateway, "upstream body failed")
+			return
+		}
+		o := *a.obj
+		o.Body = body
+		n.deliver(w, req, &o, a.cs, a.upstreamCS)
+		return
+	}
+	obj := a.obj
+	h := n.objectHeader(w, req, obj, a.cs, a.upstreamCS)
+	delete(h, "Content-Length")
+	if a.length >= 0 {
+		h["Content-Length"] = []string{strconv.FormatInt(a.length, 10)}
+	}
+	w.WriteHeader(obj.Status)
+	if r.Method == http.MethodHead || !bodyAllowed(obj.Status) {
+		return
+	}
+	if err := a.body.copyTo(r.Context(), w, w.Flush); err != nil {
+		w.note = "stream aborted: " + err.Error()
+		// The client must see the answer cut short, not a complete-looking one.
+		panic(http.ErrAbortHandler)
 	}
 }
 
@@ -131,99 +140,63 @@ func needsServeContent(h http.Header) bool {
 	return false
 }
 
-// deliverStream passes a response too large to store straight through.
-func (n *Node) deliverStream(w *logWriter, req *request, res *fillResult, fwd string) {
+// deliverStream passes an answer that will not be stored to the client as it arrives. It is
+// flushed on every write when it is an event stream or has no declared length (a long poll,
+// a live stream), so nothing waits in a buffer.
+func (n *Node) deliverStream(w *logWriter, req *request, res *fillResult, cs httpcache.Status) {
 	resp := res.stream
+	if res.cancel != nil {
+		// A stream is this client's alone: when the client goes, the upstream exchange ends.
+		stop := context.AfterFunc(req.r.Context(), res.cancel)
+		defer stop()
+	}
 	h := w.Header()
 	for k, v := range resp.Header {
 		h[k] = v
 	}
 	markHop(h, req)
-	if !req.host.cfg.Cache.KeepSurrogateHeaders && !req.fromPeer {
-		httpcache.StripSurrogateHeaders(h)
+	if !req.fromPeer {
+		if !req.host.cfg.Cache.KeepSurrogateHeaders {
+			httpcache.StripSurrogateHeaders(h)
+		}
+		applyResponsePolicy(h, req.host)
 	}
-	h.Set("Cache-Status", httpcache.AppendStatus(res.upstreamCS, httpcache.Status{Cache: n.name, Proto: req.proto, Fwd: fwd, FwdStatus: resp.StatusCode, Detail: "too-large"}))
-	w.cacheStatus = "pass"
+	h.Set("Cache-Status", httpcache.AppendStatus(res.upstreamCS, cs))
 	w.WriteHeader(resp.StatusCode)
-	if req.r.Method == http.MethodHead {
+	if req.r.Method == http.MethodHead || !bodyAllowed(resp.StatusCode) {
 		return
 	}
 	w.Write(res.head)
-	if _, err := io.Copy(w, resp.Body); err != nil {
+	flush := isEventStream(resp.Header) || resp.ContentLength < 0
+	if err := copyFlushing(w, resp.Body, flush); err != nil {
 		w.note = "stream aborted: " + err.Error()
+		// The client must see the answer cut short, not a complete-looking one.
+		panic(http.ErrAbortHandler)
 	}
 }
 
-// pass sends a request that the cache does not answer (unsafe methods) to the origin and
-// streams the answer back. A successful unsafe request invalidates what the cache holds for
-// the target and for same-host Location and Content-Location (RFC 9111 §4.4), and for the
-// groups named by Cache-Group-Invalidation (RFC 9875).
-func (n *Node) pass(w *logWriter, req *request) {
-	r := req.r
-	w.cacheStatus = "pass"
-	switch r.Method {
-	case http.MethodConnect, http.MethodTrace:
-		n.fail(w, req, http.StatusMethodNotAllowed, "method not allowed")
-		return
+// copyFlushing copies src to w, flushing after each write if flush is set.
+func copyFlushing(w *logWriter, src io.Reader, flush bool) error {
+	if !flush {
+		_, err := io.Copy(w, src)
+		return err
 	}
-	if r.ContentLength > n.cfg.MaxRequestBodyBytes {
-		n.fail(w, req, http.StatusRequestEntityTooLarge, "request body too large")
-		return
-	}
-	body := http.MaxBytesReader(w, r.Body, n.cfg.MaxRequestBodyBytes)
-	o := req.host.origin
-	up, err := http.NewRequestWithContext(r.Context(), r.Method, o.Scheme+"://"+o.Host+o.Path+r.URL.RequestURI(), body)
-	if err != nil {
-		n.fail(w, req, http.StatusBadRequest, "bad request target")
-		return
-	}
-	if r.ContentLength == 0 || r.Body == http.NoBody {
-		up.Body = nil
-	}
-	up.ContentLength = r.ContentLength
-	up.Host = req.host.cfg.Host
-	if req.host.cfg.OriginHost != "" {
-		up.Host = req.host.cfg.OriginHost
-	}
-	for k, v := range r.Header {
-		up.Header[k] = v
-	}
-	httpcache.RemoveHopByHop(up.Header)
-	stripFleetFields(up.Header)
-	up.Header.Set("Traceparent", req.traceID())
-	setForwarded(up.Header, r)
-	up.Header.Set("Via", appendVia(r.Header.Get("Via"), r.ProtoMajor, r.ProtoMinor, n.name))
-	resp, err := n.upstream("origin "+req.host.cfg.Host, o.Host, false).Do(up)
-	w.tier = "origin"
-	if err != nil {
-		var mbe *http.MaxBytesError
-		status := upstreamErrorStatus(err)
-		if errors.As(err, &mbe) {
-			status = http.StatusRequestEntityTooLarge
+	buf := make([]byte, 32<<10)
+	for {
+		nr, rerr := src.Read(buf)
+		if nr > 0 {
+			if _, err := w.Write(buf[:nr]); err != nil {
+				return err
+			}
+			w.Flush()
 		}
-		w.note = err.Error()
-		if status == http.StatusServiceUnavailable {
-			w.Header().Set("Retry-After", "1")
+		if rerr == io.EOF {
+			return nil
 		}
-		n.fail(w, req, status, http.StatusText(status))
-		return
+		if rerr != nil {
+			return rerr
+		}
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode < 400 {
-		n.invalidate(req, r, resp)
-	}
-	h := w.Header()
-	httpcache.RemoveHopByHop(resp.Header)
-	for k, v := range resp.Header {
-		h[k] = v
-	}
-	delete(h, hopHeader)
-	if !req.host.cfg.Cache.KeepSurrogateHeaders {
-		httpcache.StripSurrogateHeaders(h)
-	}
-	h.Set("Cache-Status", httpcache.Status{Cache: n.name, Proto: req.proto, Fwd: "method", FwdStatus: resp.StatusCode}.String())
-	w.WriteHeader(resp.StatusCode)
-	io.Copy(w, resp.Body)
 }
 
 // invalidate applies RFC 9111 §4.4 and RFC 9875 invalidation after a successful unsafe request.

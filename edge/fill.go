@@ -9,93 +9,19 @@ import (
 	"net/http"
 	"os"
 	"strconv"
-	"strings"
+	"time"
 
-	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/edge/compress"
 	"github.com/meridian-cdn/meridian/edge/httpcache"
 	"github.com/meridian-cdn/meridian/edge/store"
 	"github.com/meridian-cdn/meridian/origin/fetch"
 )
 
-// fillOptions say why a fill happens and what the node already holds.
-type fillOptions struct {
-	fwd     string        // Cache-Status fwd reason: "miss", "vary-miss", "stale"
-	stale   *store.Object // the stale copy being revalidated, if any
-	verdict store.Verdict // what the purge records say about stale
-	direct  bool          // skip the peer and shield tiers (authenticated requests)
-	behind  bool          // this node lags the requester's purges: do not share a fill begun for others
-}
-
-// fillResult is what one upstream exchange produced. Collapsed callers share it read-only.
-type fillResult struct {
-	obj         *store.Object // the response as an object (stored or not); nil on error or stream
-	stored      bool
-	shareable   bool // obj may be given to collapsed followers (it is storable)
-	revalidated bool
-	status      int    // upstream status, for fwd-status
-	tier        string // "peer", "shield" or "origin"
-	upstreamCS  string // the upstream's Cache-Status, which ours is appended to
-	err         error
-	// stream is set when the object is too large to store: the leader streams it to its own
-	// client (head is what was read before that became clear).
-	stream *http.Response
-	head   []byte
-
-	collapsed bool // set per caller: this caller waited for another's fill
-}
-
-func (r *fillResult) closeStream() {
-	if r.stream != nil {
-		r.stream.Body.Close()
-	}
-}
-
-// collapsedFill runs one fill per key at a time: every caller that arrives while a fill for
-// the key is in flight waits for it and shares its result.
-func (n *Node) collapsedFill(req *request, stale *store.Object, opts fillOptions) fillResult {
-	if opts.behind {
-		// A fill already in flight may be answered from a tier that also lags; collapse only
-		// with other lagging requests for the same sequence.
-		return n.collapsedFillKey(req.key+"\x00seq="+strconv.FormatUint(req.needSeq, 10), req, stale, opts)
-	}
-	return n.collapsedFillKey(req.key, req, stale, opts)
-}
-
-func (n *Node) collapsedFillKey(flightKey string, req *request, stale *store.Object, opts fillOptions) fillResult {
-	leader := false
-	v, _, shared := n.flight.Do(flightKey, func() (any, error) {
-		leader = true
-		res := n.fetchAndStore(req, stale, opts)
-		return &res, nil
-	})
-	res := *v.(*fillResult)
-	if leader {
-		return res
-	}
-	res.collapsed = shared
-	res.stream, res.head = nil, nil
-	switch {
-	case res.err != nil:
-		return res
-	case res.obj == nil || !res.shareable:
-		// Too large or not shareable (private, Set-Cookie, ...): this caller fetches its own.
-		own := n.fetchAndStore(req, stale, opts)
-		return own
-	case len(res.obj.Policy.Vary) > 0 && httpcache.VaryKey(res.obj.Policy.Vary, req.r.Header) != res.obj.Variant:
-		// The leader's variant is not ours: fill ours, collapsed with others of the same variant.
-		return n.collapsedFillKey(req.key+"\x00"+httpcache.VaryKey(res.obj.Policy.Vary, req.r.Header), req, stale, opts)
-	}
-	return res
-}
-
-// fillHeaders are the request fields a shared fill passes upstream. Nothing else a client sends
-// can change what is stored, so unkeyed headers (X-Forwarded-Host, ...) cannot poison the cache.
-var fillHeaders = []string{"Accept", "Accept-Encoding", "Accept-Language"}
-
 // fetchAndStore fetches req's object through the tiers and stores it if it may be stored.
-func (n *Node) fetchAndStore(req *request, stale *store.Object, opts fillOptions) fillResult {
+func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptions) fillResult {
+	n := f.n
 	began := n.clock()
-	resp, tier, err := n.fetchTiers(req, stale, opts)
+	resp, tier, err := f.fetchTiers(req, stale, opts)
 	if err != nil {
 		return fillResult{err: err, tier: tier}
 	}
@@ -118,6 +44,7 @@ func (n *Node) fetchAndStore(req *request, stale *store.Object, opts fillOptions
 	if resp.StatusCode == http.StatusNotModified && stale != nil {
 		resp.Body.Close()
 		hdr := httpcache.Refresh(stale.Header, h)
+		keepEdgeCoding(stale, hdr)
 		o := *stale
 		o.Header = hdr
 		o.StoredAt = began
@@ -147,6 +74,9 @@ func (n *Node) fetchAndStore(req *request, stale *store.Object, opts fillOptions
 		// One user's cookie must never be handed to another.
 		policy.Storable, policy.Reason = false, "set-cookie"
 	}
+	if isEventStream(h) {
+		policy.Storable, policy.Reason = false, "event-stream"
+	}
 	if untrusted {
 		n.refuseUntrusted(&policy, req)
 	}
@@ -154,8 +84,28 @@ func (n *Node) fetchAndStore(req *request, stale *store.Object, opts fillOptions
 		stripFields(h, policy)
 	}
 	maxObj := req.host.maxObject
-	if resp.ContentLength > maxObj {
-		res.stream = resp
+	cc := req.host.cfg.Cache
+	compressible := !cc.DisableCompression && resp.ContentLength <= maxObj &&
+		compress.ShouldCompress(resp.StatusCode, h, resp.ContentLength, cc.CompressMinBytes, cc.CompressTypes)
+	small := resp.ContentLength >= 0 && resp.ContentLength <= smallBody
+	if opts.stream && policy.Storable && resp.StatusCode < 500 && !compressible && !small {
+		// A streaming miss: every client of the fill reads the body as it arrives (stream.go).
+		// Compressible answers are read whole instead, to be compressed once, and small ones
+		// too: they arrive at once, and their clients then find them stored.
+		keep := resp.ContentLength <= maxObj
+		res.obj = newObject(req, resp.StatusCode, h, nil, policy, began, respTime, initialAge)
+		res.shareable, res.stored, res.tooLarge = true, keep, !keep
+		res.body, res.pumpResp, res.length = newInflight(keep, resp.ContentLength, maxObj, f.budget), resp, resp.ContentLength
+		if !keep && f.sliced(req.host, resp.StatusCode, h, resp.ContentLength) {
+			// Kept in slices instead (slices.go): the first slice comes from this answer.
+			res.body, res.pumpResp, res.tooLarge = nil, nil, false
+			return f.startSliced(req, resp, res)
+		}
+		return res
+	}
+	if resp.ContentLength > maxObj || resp.StatusCode < 500 && !policy.Storable {
+		// Known from the header alone not to be stored: the client gets it as it arrives.
+		res.stream, res.tooLarge = resp, resp.ContentLength > maxObj
 		return res
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxObj+1))
@@ -165,26 +115,12 @@ func (n *Node) fetchAndStore(req *request, stale *store.Object, opts fillOptions
 		return res
 	}
 	if int64(len(body)) > maxObj {
-		res.stream, res.head = resp, body
+		res.stream, res.head, res.tooLarge = resp, body, true
 		return res
 	}
 	resp.Body.Close()
-	lm, _ := http.ParseTime(h.Get("Last-Modified"))
-	o := &store.Object{
-		Primary:      req.key,
-		Variant:      httpcache.VaryKey(policy.Vary, req.r.Header),
-		Host:         req.host.cfg.Host,
-		Path:         req.path,
-		Status:       resp.StatusCode,
-		Header:       h,
-		Body:         body,
-		StoredAt:     began,
-		ResponseTime: respTime,
-		InitialAge:   initialAge,
-		Policy:       policy,
-		Keys:         httpcache.SurrogateKeys(h),
-		LastModified: lm,
-	}
+	h, body = n.compressAnswer(req, resp.StatusCode, h, body, &policy)
+	o := newObject(req, resp.StatusCode, h, body, policy, began, respTime, initialAge)
 	res.obj = o
 	if resp.StatusCode >= 500 {
 		res.err = &statusError{status: resp.StatusCode, tier: tier}
@@ -195,6 +131,27 @@ func (n *Node) fetchAndStore(req *request, stale *store.Object, opts fillOptions
 		res.stored = n.store.Put(o)
 	}
 	return res
+}
+
+// newObject is an upstream answer for req as a store object. Its stored-at time is when the
+// fetch began, so a purge applied while it was in flight still matches it (purge rule 2).
+func newObject(req *request, status int, h http.Header, body []byte, policy httpcache.Policy, began, respTime time.Time, initialAge time.Duration) *store.Object {
+	lm, _ := http.ParseTime(h.Get("Last-Modified"))
+	return &store.Object{
+		Primary:      req.key,
+		Variant:      httpcache.VaryKey(policy.Vary, req.r.Header),
+		Host:         req.host.cfg.Host,
+		Path:         req.path,
+		Status:       status,
+		Header:       h,
+		Body:         body,
+		StoredAt:     began,
+		ResponseTime: respTime,
+		InitialAge:   initialAge,
+		Policy:       policy,
+		Keys:         httpcache.SurrogateKeys(h),
+		LastModified: lm,
+	}
 }
 
 // refuseUntrusted marks an answer from a node that did not verify our fill request as not
@@ -229,14 +186,15 @@ var errLoop = errors.New("fill would loop: shield fill reached a PoP that is not
 
 // fetchTiers fetches from the key's owner in this PoP, else the shield PoP, else the origin.
 // An owner or shield node that fails or times out is skipped for the next in hash order.
-func (n *Node) fetchTiers(req *request, stale *store.Object, opts fillOptions) (*http.Response, string, error) {
+func (f *filler) fetchTiers(req *request, stale *store.Object, opts fillOptions) (*http.Response, string, error) {
+	n := f.n
 	t := n.tiers.Load()
 	if !opts.direct && !req.hop.peer && !req.hop.shield {
 		for _, p := range rendezvous(t.peers, req.key) {
 			if p.ID == n.cfg.Node {
 				break // we own the key (or every better owner failed): go upstream ourselves
 			}
-			resp, err := n.fetchNode(req, p, hops{peer: true}, stale, "")
+			resp, err := f.fetchNode(req, p, hops{peer: true}, stale, "")
 			if err == nil {
 				return resp, "peer", nil
 			}
@@ -251,7 +209,7 @@ func (n *Node) fetchTiers(req *request, stale *store.Object, opts fillOptions) (
 			return nil, "shield", errLoop
 		}
 		for _, p := range rendezvous(t.shields[shield], req.key) {
-			resp, err := n.fetchNode(req, p, hops{peer: req.hop.peer, shield: true}, stale, "")
+			resp, err := f.fetchNode(req, p, hops{peer: req.hop.peer, shield: true}, stale, "")
 			if err == nil {
 				return resp, "shield", nil
 			}
@@ -259,13 +217,14 @@ func (n *Node) fetchTiers(req *request, stale *store.Object, opts fillOptions) (
 			n.log.Debug("shield fill failed, trying next", "shield", p.ID, "key", req.key, "err", err)
 		}
 	}
-	resp, err := n.fetchOrigin(req, stale)
+	resp, err := f.fetchOrigin(req, stale, opts)
 	return resp, "origin", err
 }
 
 // fetchNode asks another edge node for the object. A transport error or timeout is an error
 // (the caller moves on); any HTTP answer, even a 5xx, is the node's answer.
-func (n *Node) fetchNode(req *request, p Peer, h hops, stale *store.Object, cacheControl string) (*http.Response, error) {
+func (f *filler) fetchNode(req *request, p Peer, h hops, stale *store.Object, cacheControl string) (*http.Response, error) {
+	n := f.n
 	ctx, cancel := context.WithTimeout(req.r.Context(), n.cfg.PeerTimeout)
 	up, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.Addr+req.target, nil)
 	if err != nil {
@@ -273,14 +232,15 @@ func (n *Node) fetchNode(req *request, p Peer, h hops, stale *store.Object, cach
 		return nil, fmt.Errorf("build fill request for %s: %w", p.ID, err)
 	}
 	up.Host = req.host.cfg.Host
-	n.fillRequestHeaders(up, req, stale)
+	up.Header = n.upstreamHeader(req, sharedFill)
+	setValidators(up.Header, stale, false)
 	up.Header.Set(hopHeader, h.String())
 	up.Header.Set(purgeSeqHeader, strconv.FormatUint(max(n.purgeSeq.Load(), req.needSeq), 10))
 	if cacheControl != "" {
 		up.Header.Set("Cache-Control", cacheControl)
 	}
 	n.signHop(up)
-	resp, err := n.upstream("peer "+p.ID, p.Addr, true).Do(up)
+	resp, err := f.upstream("peer "+p.ID, p.Addr).Do(up)
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("fill %s from %s: %w", req.target, p.ID, err)
@@ -294,8 +254,10 @@ func (n *Node) fetchNode(req *request, p Peer, h hops, stale *store.Object, cach
 	return resp, nil
 }
 
-// fetchOrigin asks the host's origin.
-func (n *Node) fetchOrigin(req *request, stale *store.Object) (*http.Response, error) {
+// fetchOrigin asks the host's origin. A direct fill (one client's, with Authorization) uses
+// the pass-through client, so its bulkhead is not the cache fills'.
+func (f *filler) fetchOrigin(req *request, stale *store.Object, opts fillOptions) (*http.Response, error) {
+	n := f.n
 	o := req.host.origin
 	up, err := http.NewRequestWithContext(req.r.Context(), http.MethodGet, o.Scheme+"://"+o.Host+o.Path+req.target, nil)
 	if err != nil {
@@ -305,12 +267,14 @@ func (n *Node) fetchOrigin(req *request, stale *store.Object) (*http.Response, e
 	if req.host.cfg.OriginHost != "" {
 		up.Host = req.host.cfg.OriginHost
 	}
-	n.fillRequestHeaders(up, req, stale)
-	if req.r.Header.Get("Authorization") != "" {
-		up.Header.Set("Authorization", req.r.Header.Get("Authorization"))
+	kind, client := sharedFill, f.upstream("origin "+req.host.cfg.Host, o.Host)
+	if opts.direct {
+		kind, client = directFill, f.passUpstream(req.host)
 	}
+	up.Header = n.upstreamHeader(req, kind)
+	setValidators(up.Header, stale, true)
 	start := n.clock()
-	resp, err := n.upstream("origin "+req.host.cfg.Host, o.Host, false).Do(up)
+	resp, err := client.Do(up)
 	n.metrics.originFetches.Inc()
 	n.metrics.fetchLatency.WithLabelValues("origin").Observe(n.clock().Sub(start).Seconds())
 	if err != nil {
@@ -319,51 +283,22 @@ func (n *Node) fetchOrigin(req *request, stale *store.Object) (*http.Response, e
 	return resp, nil
 }
 
-// fillRequestHeaders sets what a fill passes upstream: the keyed request fields, validators of
-// the stale copy, tracing and forwarding information.
-func (n *Node) fillRequestHeaders(up *http.Request, req *request, stale *store.Object) {
-	for _, k := range fillHeaders {
-		if v := req.r.Header.Values(k); len(v) > 0 {
-			up.Header[k] = v
-		}
-	}
-	if stale != nil {
-		if etag := stale.Header.Get("ETag"); etag != "" {
-			up.Header.Set("If-None-Match", etag)
-		}
-		if lm := stale.Header.Get("Last-Modified"); lm != "" {
-			up.Header.Set("If-Modified-Since", lm)
-		}
-	}
-	up.Header.Set("Traceparent", req.traceID())
-	up.Header.Set("User-Agent", "meridian/"+wire.Version())
-	setForwarded(up.Header, req.r)
-	up.Header.Set("Via", appendVia(strings.Join(req.r.Header.Values("Via"), ", "), req.r.ProtoMajor, req.r.ProtoMinor, n.name))
-}
-
-// setForwarded appends the client to X-Forwarded-For and Forwarded (RFC 7239).
-func setForwarded(h http.Header, r *http.Request) {
-	ip, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
+// setValidators asks the upstream to revalidate the stale copy, if any. The origin gets back
+// its own entity tag for a variant the edge compressed; another edge node stored the same
+// variant under the suffixed tag.
+func setValidators(h http.Header, stale *store.Object, toOrigin bool) {
+	if stale == nil {
 		return
 	}
-	if prior := r.Header.Values("X-Forwarded-For"); len(prior) > 0 {
-		h.Set("X-Forwarded-For", strings.Join(prior, ", ")+", "+ip)
-	} else {
-		h.Set("X-Forwarded-For", ip)
+	if etag := stale.Header.Get("ETag"); etag != "" {
+		if c := edgeCoding(stale); toOrigin && c != "" {
+			etag, _ = compress.UnsuffixETag(etag, c)
+		}
+		h.Set("If-None-Match", etag)
 	}
-	node := ip
-	if strings.Contains(ip, ":") {
-		node = `"[` + ip + `]"`
+	if lm := stale.Header.Get("Last-Modified"); lm != "" {
+		h.Set("If-Modified-Since", lm)
 	}
-	fwd := "for=" + node + ";proto=http"
-	if r.TLS != nil {
-		fwd = "for=" + node + ";proto=https"
-	}
-	if prior := r.Header.Values("Forwarded"); len(prior) > 0 {
-		fwd = strings.Join(prior, ", ") + ", " + fwd
-	}
-	h.Set("Forwarded", fwd)
 }
 
 func appendVia(prior string, major, minor int, name string) string {
@@ -411,7 +346,8 @@ func upstreamErrorStatus(err error) int {
 // fleetStale asks every other node of the PoP and the shield PoP, in parallel and for at most
 // FleetStaleTimeout, for any copy they hold (only-if-cached). The first copy still within its
 // stale-if-error window wins.
-func (n *Node) fleetStale(req *request) *fillResult {
+func (f *filler) fleetStale(req *request) *fillResult {
+	n := f.n
 	t := n.tiers.Load()
 	var nodes []Peer
 	for _, p := range t.peers {
@@ -433,12 +369,12 @@ func (n *Node) fleetStale(req *request) *fillResult {
 	results := make(chan *fillResult, len(nodes))
 	for _, p := range nodes {
 		go func() {
-			resp, err := n.fetchNode(&sub, p, hops{peer: true, shield: true}, nil, "only-if-cached")
+			resp, err := f.fetchNode(&sub, p, hops{peer: true, shield: true}, nil, "only-if-cached")
 			if err != nil {
 				results <- nil
 				return
 			}
-			results <- n.staleCopy(req, resp)
+			results <- f.staleCopy(req, resp)
 		}()
 	}
 	for range nodes {
@@ -451,12 +387,12 @@ func (n *Node) fleetStale(req *request) *fillResult {
 
 // staleCopy turns a peer's only-if-cached answer into a result if it may be served under
 // stale-if-error.
-func (n *Node) staleCopy(req *request, resp *http.Response) *fillResult {
+func (f *filler) staleCopy(req *request, resp *http.Response) *fillResult {
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		return nil
 	}
-	now := n.clock()
+	now := f.n.clock()
 	h := resp.Header
 	upCS := h.Get("Cache-Status")
 	httpcache.RemoveHopByHop(h)

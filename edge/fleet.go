@@ -15,6 +15,7 @@ import (
 
 	"github.com/meridian-cdn/meridian/control/fleet"
 	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/internal/natsauth"
 	"github.com/meridian-cdn/meridian/purge"
 )
 
@@ -24,6 +25,10 @@ import (
 type FleetConfig struct {
 	// NATS is the server URL list (comma-separated), e.g. "nats://127.0.0.1:4222".
 	NATS string `yaml:"nats"`
+	// Creds is the node's NATS credentials file (mode 0600), from `meridian control creds
+	// edge` or `meridian deploy render`; empty means none, which only a NATS server without
+	// authentication accepts. The node's identity in it must match its PoP and node id.
+	Creds string `yaml:"creds"`
 	// Prefix of every subject and bucket. Default "meridian".
 	Prefix string `yaml:"prefix"`
 	// Where the node is and how it is reached, as registered for DNS and peers.
@@ -33,7 +38,9 @@ type FleetConfig struct {
 	Lon      float64 `yaml:"lon"`
 	IPv4     string  `yaml:"ipv4"`
 	IPv6     string  `yaml:"ipv6"`
-	Capacity float64 `yaml:"capacity"` // requests/s the node is sized for
+	Capacity float64 `yaml:"capacity"` // requests/s the node is sized for; optional, overrides Saturation
+	// Saturation says what counts as full when the node measures its own load (saturation.go).
+	Saturation SaturationConfig `yaml:"saturation"`
 	// Heartbeat is the registration interval. Default 1s.
 	Heartbeat time.Duration `yaml:"heartbeat"`
 	// TTL is how long a silent node stays in the peer set. Default 3s.
@@ -51,11 +58,27 @@ func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
 	fc := n.cfg.Fleet
 	nc := fc.Conn
 	if nc == nil {
-		nc, err = nats.Connect(fc.NATS,
+		var auth []nats.Option
+		if fc.Creds != "" {
+			cred, err := natsauth.LoadCredential(fc.Creds)
+			if err != nil {
+				return nil, err
+			}
+			if want := natsauth.Edge(n.cfg.PoP, n.cfg.Node); cred.ID != want {
+				return nil, fmt.Errorf("nats credentials %s are %s's, not this node's (%s)", fc.Creds, cred.ID, want)
+			}
+			if auth, err = cred.Options(); err != nil {
+				return nil, err
+			}
+		}
+		nc, err = nats.Connect(fc.NATS, append(auth,
 			nats.Name("meridian-edge "+n.name),
 			nats.MaxReconnects(-1),
 			nats.ReconnectWait(250*time.Millisecond),
 			nats.RetryOnFailedConnect(true),
+			// A credential issued a moment after the node started, or re-issued after a
+			// revocation, is accepted on a later attempt: keep trying.
+			nats.IgnoreAuthErrorAbort(),
 			nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 				n.log.Warn("nats error", "err", err)
 			}),
@@ -64,7 +87,7 @@ func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
 			}),
 			nats.ReconnectHandler(func(c *nats.Conn) {
 				n.log.Info("nats reconnected", "url", c.ConnectedUrlRedacted())
-			}))
+			}))...)
 		if err != nil {
 			return nil, fmt.Errorf("connect to nats %s: %w", fc.NATS, err)
 		}
@@ -93,16 +116,26 @@ func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
 	}
 	view := fleet.NewView(fleet.ViewConfig{JS: js, Prefix: fc.Prefix, TTL: ttl, Clock: n.clock, Logger: n.log})
 	cfgView := fleet.NewConfigView(fleet.ConfigViewConfig{JS: js, Prefix: fc.Prefix, Logger: n.log})
+	// The fleet's peer keyring replaces a static peer key: fills between nodes are signed
+	// with the keys control distributes (and rotates).
+	keys := fleet.NewPeerKeyView(fleet.PeerKeyViewConfig{JS: js, Prefix: fc.Prefix, Logger: n.log,
+		OnChange: n.SetPeerKeyring})
 	sub, err := purge.NewSubscriber(purge.SubscriberConfig{
 		JS: js, Conn: nc, Prefix: fc.Prefix, PoP: n.cfg.PoP, Node: n.cfg.Node,
 		Apply:  n.ApplyPurge,
 		OnGap:  func(_ context.Context, _, next uint64) { n.skipPurges(next - 1) },
 		Logger: n.log, Clock: n.clock,
+		// Confirm well within max_lag, so that a connected node never seems to lag.
+		ConfirmEvery: min(max(n.cfg.Purge.MaxLag/5, 20*time.Millisecond), time.Second),
 	})
 	if err != nil {
 		return nil, err
 	}
 	n.registrar.Store(reg)
+	n.purgeSub.Store(sub)
+	// Beacon reports from clients go to the latency bucket (beacon.go).
+	n.setRUMSink(nc, fc.Prefix, view)
+	applied := make(chan struct{}) // closed once follow applied the first hosts and peers
 
 	var wg sync.WaitGroup
 	run := func(name string, f func(context.Context) error) {
@@ -117,10 +150,12 @@ func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
 	run("registrar", reg.Run)
 	run("view", view.Run)
 	run("config", cfgView.Run)
+	run("peerkeys", keys.Run)
 	run("purge", sub.Run)
-	run("follow", func(ctx context.Context) error { return n.follow(ctx, nc, view, cfgView) })
+	run("follow", func(ctx context.Context) error { return n.follow(ctx, nc, view, cfgView, applied) })
+	// The node registers at once but reports itself healthy only from here on (see ready).
 	run("ready", func(ctx context.Context) error {
-		for _, c := range []<-chan struct{}{sub.Ready(), view.Ready(), cfgView.Ready()} {
+		for _, c := range []<-chan struct{}{sub.Ready(), applied, keys.Ready(), sub.Confirmed()} {
 			select {
 			case <-c:
 			case <-ctx.Done():
@@ -131,6 +166,7 @@ func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
 		// stored meanwhile must be revalidated before it is served again.
 		n.store.MarkAllStale()
 		close(n.fleetReady)
+		reg.Beat() // tell DNS and peers now, not at the next tick
 		return nil
 	})
 	return func() {
@@ -141,9 +177,34 @@ func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
 	}, nil
 }
 
-// FleetReady is closed once the node, joined to a fleet, consumes purges and has loaded its
-// peers and hosts from the registry. It never closes for a standalone node.
+// FleetReady is closed once the node, joined to a fleet, has applied its hosts and peers from
+// the config bucket and the registry, has the fleet's peer keys, and consumes purges caught up
+// with the stream. It never closes for a standalone node.
 func (n *Node) FleetReady() <-chan struct{} { return n.fleetReady }
+
+// notReady says why the node should get no clients, "" when it may. A standalone node is
+// always ready. A fleet node is not until FleetReady, nor while it cannot confirm that it has
+// every purge (purge.max_lag), nor after a NATS reconnect until it has replayed the purges
+// published while it was away. The heartbeat's Healthy and /healthz follow it, so DNS sends
+// clients only to ready nodes.
+func (n *Node) notReady() string {
+	sub := n.purgeSub.Load()
+	if sub == nil {
+		return ""
+	}
+	select {
+	case <-n.fleetReady:
+	default:
+		return "joining the fleet"
+	}
+	if n.purgeLagging() {
+		return "purges not confirmed within purge.max_lag"
+	}
+	if !sub.ConfirmedSinceReconnect() {
+		return "replaying purges after a reconnect"
+	}
+	return ""
+}
 
 // advertised is the address peers and operators reach a listener at: the listen address, or,
 // when it listens on every address, the node's registered IPv4 (else IPv6) with its port.
@@ -164,14 +225,16 @@ func advertised(addr string, fc FleetConfig) string {
 	return addr
 }
 
-// follow applies the registry's peer sets and the config bucket's hosts as they change.
-// While the node's own NATS link is down, its view ages every peer out; the peers are most
-// likely fine, so the node keeps the last peer set instead of filling from the origin alone.
-func (n *Node) follow(ctx context.Context, nc *nats.Conn, view *fleet.View, cfgView *fleet.ConfigView) error {
+// follow applies the registry's peer sets and the config bucket's hosts as they change; it
+// closes applied once it has applied both views' first load. While the node's own NATS link is
+// down, its view ages every peer out; the peers are most likely fine, so the node keeps the last
+// peer set instead of filling from the origin alone.
+func (n *Node) follow(ctx context.Context, nc *nats.Conn, view *fleet.View, cfgView *fleet.ConfigView, applied chan<- struct{}) error {
 	fileHosts := n.cfg.Hosts
 	// Wait for each view's first load, then for its changes. The next Changed channel is taken
 	// before the state is read, so no change between the two is missed.
 	viewCh, cfgCh := view.Ready(), cfgView.Ready()
+	peersLoaded, hostsLoaded := false, false
 	for {
 		select {
 		case <-ctx.Done():
@@ -181,9 +244,15 @@ func (n *Node) follow(ctx context.Context, nc *nats.Conn, view *fleet.View, cfgV
 			if nc.IsConnected() {
 				n.applyPeers(view)
 			}
+			peersLoaded = true
 		case <-cfgCh:
 			cfgCh = cfgView.Changed()
 			n.applyHosts(fileHosts, cfgView.Hosts())
+			hostsLoaded = true
+		}
+		if peersLoaded && hostsLoaded && applied != nil {
+			close(applied)
+			applied = nil
 		}
 	}
 }
@@ -276,7 +345,7 @@ func (n *Node) LoadReport() wire.LoadReport {
 	now := n.clock()
 	reqs, hits, bytes := n.metrics.nRequests.Load(), n.metrics.nHits.Load(), n.metrics.nBytes.Load()
 	cpu := processCPU()
-	rep := wire.LoadReport{At: now, OpenConns: int(n.openConns.Load()), Healthy: !n.Draining()}
+	rep := wire.LoadReport{At: now, OpenConns: int(n.openConns.Load()), Healthy: !n.Draining() && n.notReady() == ""}
 	if last := n.lastLoad; !last.at.IsZero() {
 		if secs := now.Sub(last.at).Seconds(); secs > 0 {
 			rep.RequestsPerSec = float64(reqs-last.reqs) / secs
@@ -288,7 +357,9 @@ func (n *Node) LoadReport() wire.LoadReport {
 		}
 	}
 	rep.MemoryBytes = uint64(n.store.Stats().Bytes)
-	n.lastLoad = loadMark{at: now, reqs: reqs, hits: hits, bytes: bytes, cpu: cpu}
+	cores, satCPU := n.saturationCPU(rep.CPU, n.lastLoad, now.Sub(n.lastLoad.at).Seconds())
+	rep.Saturation = saturationOf(n.cfg.Fleet.Saturation, cores, n.inFlight())
+	n.lastLoad = loadMark{at: now, reqs: reqs, hits: hits, bytes: bytes, cpu: cpu, satCPU: satCPU}
 	return rep
 }
 
@@ -297,6 +368,7 @@ type loadMark struct {
 	at                time.Time
 	reqs, hits, bytes int64
 	cpu               time.Duration
+	satCPU            time.Duration // SaturationConfig.CPUTime's reading, when it is set
 }
 
 // processCPU is the CPU time the process has used (user + system).

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"github.com/meridian-cdn/meridian/control/fleet"
 	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/internal/natsauth"
 	"github.com/meridian-cdn/meridian/internal/natstest"
 	"github.com/meridian-cdn/meridian/purge"
 )
@@ -24,6 +26,7 @@ import (
 func startNATS(t *testing.T) (url string, js jetstream.JetStream, nc *nats.Conn) {
 	t.Helper()
 	s := natstest.Start(t)
+	natsServers.Store(s.URL(), s)
 	nc, js = s.Connect(t)
 	ctx := context.Background()
 	if err := fleet.EnsureBuckets(ctx, js, "", 3*time.Second, 1); err != nil {
@@ -42,6 +45,29 @@ func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
+// natsServers maps the URLs of the tests' NATS servers (and of cutters in front of them) to the
+// servers, which issue the edges' credentials.
+var natsServers sync.Map // string -> *natstest.Server
+
+// natsCutter starts a cutter in front of the NATS server at url that takes its credentials.
+func natsCutter(t *testing.T, ip, url string) *natstest.Cutter {
+	t.Helper()
+	cut := natstest.NewCutter(t, ip, url)
+	s, _ := natsServers.Load(url)
+	natsServers.Store(cut.URL(), s)
+	return cut
+}
+
+// edgeCreds writes the credentials file of edge pop/node on the NATS server at url.
+func edgeCreds(t *testing.T, url, pop, node string) string {
+	t.Helper()
+	s, ok := natsServers.Load(url)
+	if !ok {
+		t.Fatalf("no NATS server at %s", url)
+	}
+	return s.(*natstest.Server).CredsFile(t, natsauth.Edge(pop, node))
+}
+
 // fleetEdge starts an origin and edges of one PoP joined to NATS at natsURL (one URL per edge).
 // They use the real clock: purge records, heartbeats and stream times must agree with NATS.
 func fleetEdges(t *testing.T, natsURLs []string, hosts bool) (*single, []*Node) {
@@ -49,15 +75,30 @@ func fleetEdges(t *testing.T, natsURLs []string, hosts bool) (*single, []*Node) 
 }
 
 func fleetEdgesTTL(t *testing.T, natsURLs []string, hosts bool, ttl time.Duration) (*single, []*Node) {
+	return fleetEdgesWith(t, natsURLs, hosts, ttl, nil)
+}
+
+// fleetEdgesWith is fleetEdgesTTL with mod applied to each node's config.
+func fleetEdgesWith(t *testing.T, natsURLs []string, hosts bool, ttl time.Duration, mod func(*Config)) (*single, []*Node) {
 	t.Helper()
 	s := &single{}
 	s.origin, s.originAddr = startOrigin(t, "127.0.0.10", nil)
+	// Every credential first: issuing one reloads the NATS server's accounts, which races
+	// (inside nats-server) with traffic of edges already connected.
+	creds := make([]string, len(natsURLs))
+	for i, u := range natsURLs {
+		creds[i] = edgeCreds(t, u, "f1", fmt.Sprintf("n%d", i))
+	}
 	var nodes []*Node
 	for i, u := range natsURLs {
 		cfg := Config{PoP: "f1", Node: fmt.Sprintf("n%d", i), Logger: testLogger(t),
-			Fleet: FleetConfig{NATS: u, Heartbeat: 100 * time.Millisecond, TTL: ttl}}
+			Fleet: FleetConfig{NATS: u, Creds: creds[i],
+				Heartbeat: 100 * time.Millisecond, TTL: ttl}}
 		if hosts {
 			cfg.Hosts = []wire.HostConfig{{Host: testHost, Origin: "http://" + s.originAddr}}
+		}
+		if mod != nil {
+			mod(&cfg)
 		}
 		n, _ := startEdge(t, listen(t, fmt.Sprintf("127.0.3.%d", 10+i)), cfg)
 		nodes = append(nodes, n)
@@ -234,7 +275,7 @@ func TestPurgeDuringFill(t *testing.T) {
 // treats its whole cache as stale.
 func TestPurgeReplayAfterPartition(t *testing.T) {
 	url, js, nc := startNATS(t)
-	cut := natstest.NewCutter(t, "127.0.0.50", url)
+	cut := natsCutter(t, "127.0.0.50", url)
 	s, nodes := fleetEdges(t, []string{cut.URL()}, true)
 	p := newPurger(t, js, nc)
 	waitSubscribed(t, p, nodes)
@@ -289,7 +330,7 @@ func TestPurgeSoft(t *testing.T) {
 // asker would store it as fresh after acking the purge); it fetches the new one instead.
 func TestNoRefillFromLaggingPeer(t *testing.T) {
 	url, js, nc := startNATS(t)
-	cut := natstest.NewCutter(t, "127.0.0.50", url)
+	cut := natsCutter(t, "127.0.0.50", url)
 	// A long TTL keeps the cut-off owner in the asker's peer set for the whole test.
 	s, nodes := fleetEdgesTTL(t, []string{url, cut.URL()}, true, time.Minute)
 	p := newPurger(t, js, nc)

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/meridian-cdn/meridian/control/fleet"
 	"github.com/meridian-cdn/meridian/control/wire"
 	"github.com/meridian-cdn/meridian/purge"
@@ -223,4 +222,3 @@ func TestPeerKeyRotationWhileServing(t *testing.T) {
 		}
 	}
 }
-

@@ -124,7 +124,8 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 // Registry is the node's Prometheus registry.
 func (n *Node) Registry() *prometheus.Registry { return n.metrics.reg }
 
-// AdminHandler serves /healthz (200, or 503 while draining), /metrics and /debug/pprof/.
+// AdminHandler serves /healthz (200 when ready; 503 while draining or not ready, see notReady),
+// /metrics and, when Config.Pprof is set, /debug/pprof/.
 func (n *Node) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -134,12 +135,18 @@ func (n *Node) AdminHandler() http.Handler {
 			w.Write([]byte("draining\n"))
 			return
 		}
+		if why := n.notReady(); why != "" {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			w.Write([]byte("not ready: " + why + "\n"))
+			return
+		}
 		w.Write([]byte("ok\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
-	// Profiles for operators; the admin listener is loopback-only by default.
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	if n.cfg.Pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }

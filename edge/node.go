@@ -19,7 +19,6 @@ import (
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
-	"golang.org/x/sync/singleflight"
 
 	"github.com/meridian-cdn/meridian/control/fleet"
 	"github.com/meridian-cdn/meridian/control/wire"
@@ -43,11 +42,8 @@ type Node struct {
 	peerKeys atomic.Pointer[wire.PeerKeyring]
 
 	store   *store.Store
-	flight  singleflight.Group
+	fill    *filler // owns every fill, the upstream clients and background revalidations
 	metrics *metrics
-
-	upMu      sync.Mutex // protects upstreams
-	upstreams map[string]*fetch.Upstream
 
 	draining  atomic.Bool
 	ready     chan struct{}
@@ -68,15 +64,11 @@ type Node struct {
 	purgeMu   sync.Mutex // protects purgeWake
 	purgeWake chan struct{}
 	openConns atomic.Int64
+	sat       saturation // in-flight requests, for the load report's saturation (saturation.go)
+	rum       rum        // beacon reports from clients (beacon.go)
 	loadMu    sync.Mutex // protects lastLoad
 	lastLoad  loadMark
-
-	// Background revalidations (stale-while-revalidate) run under bgCtx and are waited for
-	// at shutdown.
-	bgCtx    context.Context
-	bgCancel context.CancelFunc
-	bg       sync.WaitGroup
-	closed   atomic.Bool
+	closed    atomic.Bool
 }
 
 // hostState is one configured hostname, ready for the hot path.
@@ -103,13 +95,12 @@ func New(cfg Config) (*Node, error) {
 		log:        cfg.Logger.With("pop", cfg.PoP, "node", cfg.Node),
 		clock:      cfg.Clock,
 		store:      st,
-		upstreams:  map[string]*fetch.Upstream{},
 		ready:      make(chan struct{}),
 		fleetReady: make(chan struct{}),
 		purgeWake:  make(chan struct{}),
 	}
+	n.fill = newFiller(n)
 	n.metrics = newMetrics(n)
-	n.bgCtx, n.bgCancel = context.WithCancel(context.Background())
 	if err := n.SetHosts(cfg.Hosts); err != nil {
 		st.Close()
 		return nil, err
@@ -396,66 +387,13 @@ func (n *Node) hostNames() []string {
 	return out
 }
 
-// close stops background work and releases upstreams and the store. It is idempotent.
+// close stops the filler's work and releases upstreams and the store. It is idempotent.
 func (n *Node) close() {
 	if n.closed.Swap(true) {
 		return
 	}
-	n.bgCancel()
-	n.bg.Wait()
-	n.upMu.Lock()
-	for _, u := range n.upstreams {
-		u.Close()
-	}
-	n.upMu.Unlock()
+	n.fill.close()
 	n.store.Close()
-}
-
-// goBackground runs f under the node's background context unless the node is closing.
-func (n *Node) goBackground(f func(ctx context.Context)) {
-	if n.bgCtx.Err() != nil {
-		return
-	}
-	n.bg.Add(1)
-	go func() {
-		defer n.bg.Done()
-		f(n.bgCtx)
-	}()
-}
-
-// upstream returns the client for one upstream base address, creating it on first use. For
-// every upstream, origin or peer, only transport failures trip the breaker (fetch's default):
-// any HTTP answer, 5xx included, means it is alive and is passed on or cached per RFC 9111.
-// The last argument (whether addr is a peer) no longer changes anything; it is kept for the
-// callers in fill.go and deliver.go and can go when they next change.
-func (n *Node) upstream(name, addr string, _ bool) *fetch.Upstream {
-	n.upMu.Lock()
-	defer n.upMu.Unlock()
-	if u, ok := n.upstreams[addr]; ok {
-		return u
-	}
-	uc := n.cfg.Upstream
-	dial := n.cfg.DialContext
-	if dial == nil {
-		dial = n.sourceBoundDialer(uc.DialTimeout)
-	}
-	fc := fetch.Config{
-		Name:                  name,
-		DialTimeout:           uc.DialTimeout,
-		TLSHandshakeTimeout:   uc.TLSHandshakeTimeout,
-		ResponseHeaderTimeout: uc.ResponseHeaderTimeout,
-		BodyTimeout:           uc.BodyTimeout,
-		MaxConcurrent:         uc.MaxConcurrent,
-		QueueWait:             uc.QueueWait,
-		ConsecutiveFailures:   uc.ConsecutiveFailures,
-		FailureRatio:          uc.FailureRatio,
-		OpenTimeout:           uc.OpenTimeout,
-		DialContext:           dial,
-		Clock:                 n.clock,
-	}
-	u := fetch.New(fc)
-	n.upstreams[addr] = u
-	return u
 }
 
 // sourceBoundDialer dials from the node's own listen address when it is a specific IP, so that
@@ -475,12 +413,4 @@ func (n *Node) sourceBoundDialer(timeout time.Duration) func(ctx context.Context
 }
 
 // upstreamStats snapshots every upstream's breaker and bulkhead counters.
-func (n *Node) upstreamStats() []fetch.Stats {
-	n.upMu.Lock()
-	defer n.upMu.Unlock()
-	out := make([]fetch.Stats, 0, len(n.upstreams))
-	for _, u := range n.upstreams {
-		out = append(out, u.Stats())
-	}
-	return out
-}
+func (n *Node) upstreamStats() []fetch.Stats { return n.fill.upstreamStats() }

@@ -84,15 +84,26 @@ func TestBadRequests(t *testing.T) {
 	}
 }
 
+// TestUnkeyedHeadersDoNotPoison: the fields that make an origin build an answer for another
+// host, URL or method never reach a shared fill from a client (docs/edge.md), so the answer a
+// clean client gets from cache is the clean one.
 func TestUnkeyedHeadersDoNotPoison(t *testing.T) {
 	s := newSingle(t, nil)
 	p := obj("/poison", "cc", "max-age=60")
-	s.get(t, p, "X-Forwarded-Host", "evil.example", "X-Original-URL", "/admin", "X-Forwarded-Scheme", "nothttp")
+	s.get(t, p, "X-Forwarded-Host", "evil.example", "X-Original-URL", "/admin", "X-Forwarded-Scheme", "nothttp",
+		"Forwarded", "host=evil.example;proto=https", "X-Rewrite-URL", "/admin", "X-HTTP-Method-Override", "DELETE")
 	got := s.origin.LastHeader("/poison")
-	for _, k := range []string{"X-Forwarded-Host", "X-Original-Url", "X-Forwarded-Scheme"} {
+	for _, k := range []string{"X-Original-Url", "X-Forwarded-Scheme", "X-Rewrite-Url", "X-Http-Method-Override"} {
 		if v := got.Get(k); v != "" {
-			t.Errorf("origin received %s: %q; unkeyed headers must not reach a shared fill", k, v)
+			t.Errorf("origin received %s: %q; it must not reach a shared fill", k, v)
 		}
+	}
+	// The forwarding fields are the edge's own view: the configured host, never the client's.
+	if v := got.Get("X-Forwarded-Host"); v != testHost {
+		t.Errorf("origin received X-Forwarded-Host %q, want %q", v, testHost)
+	}
+	if v := strings.Join(got.Values("Forwarded"), ", "); strings.Contains(v, "evil") {
+		t.Errorf("origin received the client's Forwarded: %q", v)
 	}
 	clean := s.get(t, p)
 	wantCacheStatus(t, clean, "hit")
@@ -102,25 +113,44 @@ func TestUnkeyedHeadersDoNotPoison(t *testing.T) {
 }
 
 func TestForwardingHeadersAndTrace(t *testing.T) {
-	s := newSingle(t, nil)
 	tp := "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-	s.get(t, obj("/trace", "cc", "max-age=60"), "Traceparent", tp, "X-Forwarded-For", "192.0.2.1")
-	h := s.origin.LastHeader("/trace")
-	if got := h.Get("Traceparent"); got != tp {
-		t.Errorf("origin traceparent = %q, want %q", got, tp)
+	tests := []struct {
+		name      string
+		trusted   []string
+		wantXFF   string
+		wantFwd   string
+		wantAgent string
+	}{
+		{"client replaced", nil, "127.0.0.1", "for=127.0.0.1;host=" + testHost + ";proto=http", "test-agent/1"},
+		{"trusted proxy appended", []string{"127.0.0.0/8"}, "192.0.2.1, 127.0.0.1",
+			"for=192.0.2.1, for=127.0.0.1;host=" + testHost + ";proto=http", "test-agent/1"},
 	}
-	if got := h.Get("X-Forwarded-For"); got != "192.0.2.1, 127.0.0.1" {
-		t.Errorf("X-Forwarded-For = %q, want the client appended", got)
-	}
-	if got := h.Get("Forwarded"); got != "for=127.0.0.1;proto=http" {
-		t.Errorf("Forwarded = %q", got)
-	}
-	if got := h.Get("Via"); !strings.Contains(got, "tst-e1") {
-		t.Errorf("Via = %q, want the node", got)
-	}
-	s.get(t, obj("/trace2", "cc", "max-age=60"))
-	if got := s.origin.LastHeader("/trace2").Get("Traceparent"); !validTraceparent(got) {
-		t.Errorf("generated traceparent %q is not valid", got)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newSingle(t, func(c *Config) { c.TrustedProxies = tt.trusted })
+			s.get(t, obj("/trace", "cc", "max-age=60"), "Traceparent", tp, "X-Forwarded-For", "192.0.2.1",
+				"Forwarded", "for=192.0.2.1", "User-Agent", "test-agent/1")
+			h := s.origin.LastHeader("/trace")
+			if got := h.Get("Traceparent"); got != tp {
+				t.Errorf("origin traceparent = %q, want %q", got, tp)
+			}
+			if got := h.Get("X-Forwarded-For"); got != tt.wantXFF {
+				t.Errorf("X-Forwarded-For = %q, want %q", got, tt.wantXFF)
+			}
+			if got := h.Get("Forwarded"); got != tt.wantFwd {
+				t.Errorf("Forwarded = %q, want %q", got, tt.wantFwd)
+			}
+			if got := h.Get("Via"); got != "1.1 tst-e1" {
+				t.Errorf("Via = %q, want the node", got)
+			}
+			if got := h.Get("User-Agent"); got != tt.wantAgent {
+				t.Errorf("User-Agent = %q, want the client's %q", got, tt.wantAgent)
+			}
+			s.get(t, obj("/trace2", "cc", "max-age=60"))
+			if got := s.origin.LastHeader("/trace2").Get("Traceparent"); !validTraceparent(got) {
+				t.Errorf("generated traceparent %q is not valid", got)
+			}
+		})
 	}
 }
 
@@ -139,10 +169,18 @@ func TestTruncatedOriginResponseNotStored(t *testing.T) {
 	s := newSingle(t, nil)
 	p := obj("/trunc", "cc", "max-age=60", "size", "10000")
 	s.origin.SetFault("/trunc", origin.Fault{Truncate: true})
-	r := s.get(t, p)
-	if r.status != http.StatusBadGateway {
-		t.Errorf("truncated origin response = %d, want 502", r.status)
+	// A streaming miss has sent its header when the cut comes: the client must then see the
+	// body cut short (a read error); before the header, a 502.
+	req, _ := http.NewRequest(http.MethodGet, "http://"+s.edge.Addr()+p, nil)
+	req.Host = testHost
+	if cut, err := s.client.Do(req); err == nil {
+		_, rerr := io.Copy(io.Discard, cut.Body)
+		cut.Body.Close()
+		if rerr == nil && cut.StatusCode != http.StatusBadGateway {
+			t.Errorf("truncated origin response = %d read whole, want 502 or a body cut short", cut.StatusCode)
+		}
 	}
+	var r resp
 	s.origin.ClearFaults()
 	r = s.get(t, p)
 	if r.status != 200 || len(r.body) != 10000 {
@@ -196,7 +234,10 @@ func TestOversizedBodyRefused(t *testing.T) {
 }
 
 func TestLargeObjectStreamsUncached(t *testing.T) {
-	s := newSingle(t, func(c *Config) { c.Cache.MaxObjectBytes = 4096 })
+	s := newSingle(t, func(c *Config) {
+		c.Cache.MaxObjectBytes = 4096
+		c.Hosts[0].Cache.DisableSlices = true // else it is kept in slices (slices_test.go)
+	})
 	p := obj("/big", "cc", "max-age=60", "size", "100000")
 	for range 2 {
 		r := s.get(t, p)

@@ -33,6 +33,7 @@ func (h hops) String() string {
 // request is one client request on its way through the pipeline.
 type request struct {
 	r        *http.Request
+	w        http.ResponseWriter // the client's, for 1xx interim responses while a fill runs
 	host     *hostState
 	key      string // primary cache key
 	target   string // path and normalised query sent upstream
@@ -40,6 +41,7 @@ type request struct {
 	hop      hops   // tiers already crossed, from a trusted fleet node
 	fromPeer bool   // sent by a fleet node (hop header trusted)
 	needSeq  uint64 // purge sequence the requesting fleet node has applied (fills only)
+	coding   string // content coding the edge serves this cacheable request, "" for identity (encoding.go)
 	trace    string // W3C traceparent passed upstream
 	start    time.Time
 	proto    string
@@ -48,12 +50,16 @@ type request struct {
 func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := n.clock()
 	lw := &logWriter{ResponseWriter: w, status: http.StatusOK}
-	req := &request{r: r, start: start, proto: protoName(r)}
+	req := &request{r: r, w: lw, start: start, proto: protoName(r)}
+	// Deferred: a stream cut short aborts the handler (http.ErrAbortHandler) and is logged too.
+	defer n.finish(lw, req)
 	n.serve(lw, req)
-	n.finish(lw, req)
 }
 
 func (n *Node) serve(w *logWriter, req *request) {
+	if n.front(w, req) {
+		return
+	}
 	r := req.r
 	if r.TLS != nil && r.ProtoMajor < 3 {
 		if alt := n.altSvc.Load(); alt != nil {
@@ -117,8 +123,10 @@ func (n *Node) serve(w *logWriter, req *request) {
 		n.fail(w, req, http.StatusLoopDetected, "loop detected")
 		return
 	}
-	switch r.Method {
-	case http.MethodGet, http.MethodHead:
+	switch {
+	case isUpgrade(r):
+		n.pass(w, req) // WebSocket: the client's own connection to the origin
+	case r.Method == http.MethodGet || r.Method == http.MethodHead:
 		n.serveCacheable(w, req)
 	default:
 		n.pass(w, req)

@@ -44,6 +44,13 @@ type Object struct {
 	Keys []string
 	// LastModified is the parsed Last-Modified field (zero if absent).
 	LastModified time.Time
+	// Part names one part of a larger object (a slice of it), stored as its own entry under
+	// Primary+Part; "" for a whole object. A part carries its object's Primary, Host, Path and
+	// Keys, so every purge record that matches the object matches each of its parts.
+	Part string
+	// Size is, for an object kept in slices, its whole length; Body is then empty and the
+	// bytes are in parts. 0 for an object held whole.
+	Size int64
 
 	// matchers are the purge-record keys that can match this object, computed once at Put so
 	// that the read-time check allocates nothing.
@@ -65,7 +72,7 @@ func (o *Object) hold() time.Duration {
 }
 
 func (o *Object) cost() int64 {
-	c := int64(len(o.Body)) + int64(len(o.Primary)+len(o.Variant)) + 256
+	c := int64(len(o.Body)) + int64(len(o.Primary)+len(o.Part)+len(o.Variant)) + 256
 	for k, vs := range o.Header {
 		c += int64(len(k))
 		for _, v := range vs {
@@ -161,6 +168,12 @@ func (s *Store) Lookup(primary string, reqHeader http.Header) (obj *Object, v Ve
 	}
 }
 
+// LookupPart is Lookup for one part of primary's object (Object.Part).
+func (s *Store) LookupPart(primary, part string, reqHeader http.Header) (*Object, Verdict) {
+	o, v, _ := s.Lookup(primary+part, reqHeader)
+	return o, v
+}
+
 // Put stores o, replacing the variant with the same Vary key. It returns false when the
 // object was not stored (too many variants, or refused by the cache's admission policy).
 // Put waits until the object is visible to Lookup, so that a request arriving after a fill
@@ -171,7 +184,8 @@ func (s *Store) Put(o *Object) bool {
 		s.maxHold.Store(h) // a lost race only shortens record life by one object's margin
 	}
 	next := &entry{vary: o.Policy.Vary, variants: map[string]*Object{o.Variant: o}, cost: o.cost()}
-	if old, ok := s.cache.Get(o.Primary); ok && equalFields(old.vary, o.Policy.Vary) {
+	key := o.Primary + o.Part
+	if old, ok := s.cache.Get(key); ok && equalFields(old.vary, o.Policy.Vary) {
 		if len(old.variants) >= MaxVariants {
 			if _, replacing := old.variants[o.Variant]; !replacing {
 				return false
@@ -185,7 +199,7 @@ func (s *Store) Put(o *Object) bool {
 		}
 	}
 	ttl := o.hold() + time.Minute // keep a little past the last use so Age math never sees a gap
-	ok := s.cache.SetWithTTL(o.Primary, next, next.cost, ttl)
+	ok := s.cache.SetWithTTL(key, next, next.cost, ttl)
 	s.cache.Wait()
 	return ok
 }

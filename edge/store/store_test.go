@@ -218,3 +218,44 @@ func BenchmarkLookup(b *testing.B) {
 		})
 	}
 }
+
+func TestPartsFollowTheirObjectsPurges(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	tests := []struct {
+		name string
+		rec  Record
+	}{
+		{"url", Record{Kind: URL, Host: "h", Value: "h/big"}},
+		{"prefix", Record{Kind: Prefix, Host: "h", Value: "/big"}},
+		{"key", Record{Kind: Key, Host: "h", Value: "video"}},
+		{"host", Record{Kind: Host, Host: "h"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := New(Config{MaxBytes: 1 << 20, Clock: clock})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			pol := httpcache.Policy{Storable: true, Lifetime: time.Hour}
+			for i, part := range []string{"", "\x00slice=0", "\x00slice=1"} {
+				o := &Object{Primary: "h/big", Host: "h", Path: "/big", Part: part, Status: 200, Header: http.Header{},
+					Body: []byte{byte(i)}, StoredAt: now, ResponseTime: now, Policy: pol, Keys: []string{"video"}}
+				if !s.Put(o) {
+					t.Fatalf("Put(part %q) = false", part)
+				}
+			}
+			if o, _ := s.LookupPart("h/big", "\x00slice=1", nil); o == nil || o.Body[0] != 2 {
+				t.Fatalf("LookupPart before the purge = %v, want slice 1", o)
+			}
+			now = now.Add(time.Second)
+			s.Purge(tt.rec)
+			for _, part := range []string{"", "\x00slice=0", "\x00slice=1"} {
+				if o, _ := s.LookupPart("h/big", part, nil); o != nil {
+					t.Errorf("part %q still served after a %s purge", part, tt.name)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,204 @@
+package edge
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/meridian-cdn/meridian/control/fleet"
+	"github.com/meridian-cdn/meridian/control/wire"
+)
+
+// Real-user measurement (RUM): every edge answers wire.BeaconPath itself, for any configured
+// host. A GET is the tiny object a client times; a POST reports the RTTs the client measured to
+// the beacons of a few PoPs. Reports are validated (bounded values, PoPs of the fleet), rate
+// limited per client network, and the network is the connection's, never the body's: a client
+// can speak only for its own /24 (/48), and only so often. Accepted reports are smoothed per
+// network and published to the latency bucket under this node's own keys, where DNS reads them.
+
+// Bounds of the beacon endpoint.
+const (
+	beaconMaxBody  = 1 << 10 // a report of MaxBeaconPoPs entries is far smaller
+	beaconRate     = 1.0     // reports per second per client network...
+	beaconBurst    = 5.0     // ...with this burst
+	beaconNetworks = 1 << 16 // networks tracked (limiter and averages) before the oldest go
+	beaconAlpha    = 0.3     // weight of a new report in the moving average
+)
+
+// rum is a node's beacon state. The zero value is ready; it publishes once the node joined a
+// fleet (setRUMSink).
+type rum struct {
+	sink atomic.Pointer[rumSink]
+
+	mu   sync.Mutex // guards nets
+	nets map[netip.Prefix]*rumNet
+}
+
+// rumSink is where accepted reports go: the fleet's latency bucket.
+type rumSink struct {
+	nc        *nats.Conn
+	bucket    string
+	pop, node string
+	view      *fleet.View // the PoPs a report may name
+}
+
+// rumNet is one client network's rate limiter and smoothed record.
+type rumNet struct {
+	tokens float64
+	last   time.Time
+	rec    wire.LatencyRecord
+}
+
+// setRUMSink makes accepted beacon reports travel to the fleet's latency bucket.
+func (n *Node) setRUMSink(nc *nats.Conn, prefix string, view *fleet.View) {
+	n.rum.sink.Store(&rumSink{nc: nc, bucket: wire.Bucket(prefix, wire.LatencyBucket),
+		pop: n.cfg.PoP, node: n.cfg.Node, view: view})
+}
+
+// front is the first step of every client request: it counts the request as in flight (finish
+// counts it done) and answers the beacon itself; it reports whether it answered.
+func (n *Node) front(w *logWriter, req *request) bool {
+	n.sat.started.Add(1)
+	r := req.r
+	if r.URL.Path != wire.BeaconPath {
+		return false
+	}
+	host := strings.TrimSuffix(strings.ToLower(r.Host), ".")
+	if i := strings.LastIndexByte(host, ':'); i > strings.LastIndexByte(host, ']') {
+		host = host[:i]
+	}
+	if (*n.hosts.Load())[host] == nil {
+		return false // unknown hosts get the pipeline's answer, never a beacon
+	}
+	w.cacheStatus = "beacon"
+	h := w.Header()
+	h.Set("Cache-Control", "no-store")
+	h.Set("Timing-Allow-Origin", "*") // lets a page's Resource Timing see the phases
+	h.Set("Access-Control-Allow-Origin", "*")
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		h.Set("Content-Type", "text/plain")
+		h.Set("Content-Length", "1")
+		w.WriteHeader(http.StatusOK)
+		if r.Method == http.MethodGet {
+			io.WriteString(w, "\n")
+		}
+	case http.MethodPost:
+		code, msg := n.beaconReport(r)
+		if code != http.StatusNoContent {
+			http.Error(w, msg, code)
+			return true
+		}
+		w.WriteHeader(code)
+	default:
+		h.Set("Allow", "GET, HEAD, POST")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+	}
+	return true
+}
+
+// beaconReport validates, rate limits and records one report; it returns the status to answer.
+func (n *Node) beaconReport(r *http.Request) (int, string) {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return http.StatusBadRequest, "no client address"
+	}
+	network := wire.ClientNetwork(ap.Addr())
+	var rep wire.BeaconReport
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, beaconMaxBody))
+	if err := dec.Decode(&rep); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return http.StatusRequestEntityTooLarge, "report too large"
+		}
+		return http.StatusBadRequest, "bad report: " + err.Error()
+	}
+	sink := n.rum.sink.Load()
+	var known func(string) bool
+	if sink != nil {
+		pops := map[string]bool{}
+		for _, nd := range sink.view.Nodes() {
+			pops[nd.PoP] = true
+		}
+		pops[n.cfg.PoP] = true
+		known = func(p string) bool { return pops[p] }
+	}
+	if err := rep.Validate(known); err != nil {
+		return http.StatusBadRequest, "bad report: " + err.Error()
+	}
+	rec, ok := n.rum.add(network, rep, n.clock())
+	if !ok {
+		return http.StatusTooManyRequests, "too many reports from this network"
+	}
+	if sink != nil {
+		if b, err := json.Marshal(rec); err == nil {
+			// Fire and forget: the next report refreshes a lost one, and the handler must not
+			// wait on the bus.
+			_ = sink.nc.Publish("$KV."+sink.bucket+"."+wire.LatencyKey(sink.pop, sink.node, network), b)
+		}
+	}
+	return http.StatusNoContent, ""
+}
+
+// add takes a token from network's limiter and folds the report into its record; it returns
+// the record to publish, or false when the network is over its rate.
+func (m *rum) add(network netip.Prefix, rep wire.BeaconReport, now time.Time) (wire.LatencyRecord, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.nets == nil {
+		m.nets = map[netip.Prefix]*rumNet{}
+	}
+	st := m.nets[network]
+	if st == nil {
+		if len(m.nets) >= beaconNetworks {
+			m.evictLocked()
+		}
+		st = &rumNet{tokens: beaconBurst, last: now, rec: wire.LatencyRecord{Network: network, RTTMs: map[string]float64{}}}
+		m.nets[network] = st
+	}
+	st.tokens = min(beaconBurst, st.tokens+now.Sub(st.last).Seconds()*beaconRate)
+	st.last = now
+	if st.tokens < 1 {
+		return wire.LatencyRecord{}, false
+	}
+	st.tokens--
+	for pop, ms := range rep.RTTMs {
+		if old, ok := st.rec.RTTMs[pop]; ok {
+			ms = old + beaconAlpha*(ms-old)
+		}
+		st.rec.RTTMs[pop] = ms
+	}
+	st.rec.Samples++
+	st.rec.At = now
+	out := st.rec
+	out.RTTMs = make(map[string]float64, len(st.rec.RTTMs))
+	for k, v := range st.rec.RTTMs {
+		out.RTTMs[k] = v
+	}
+	return out, true
+}
+
+// evictLocked drops the half of the networks heard from longest ago: bounded memory whatever
+// the number of clients.
+func (m *rum) evictLocked() {
+	times := make([]time.Time, 0, len(m.nets))
+	for _, st := range m.nets {
+		times = append(times, st.last)
+	}
+	slices.SortFunc(times, time.Time.Compare) // 64 Ki times, once per 32 Ki new networks
+	cut := times[len(times)/2]
+	for k, st := range m.nets {
+		if !st.last.After(cut) {
+			delete(m.nets, k)
+		}
+	}
+}

@@ -1,0 +1,138 @@
+package edge
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meridian-cdn/meridian/control/wire"
+)
+
+// TestBeacon: the edge answers the beacon itself for configured hosts only, and takes reports
+// that are well formed, bounded and within the network's rate.
+func TestBeacon(t *testing.T) {
+	s := newSingle(t, nil)
+	post := func(body string) int {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+s.edge.Addr()+wire.BeaconPath, strings.NewReader(body))
+		req.Host = testHost
+		r, err := s.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Body.Close()
+		return r.StatusCode
+	}
+	if r := s.get(t, wire.BeaconPath); r.status != http.StatusOK || r.header.Get("Cache-Control") != "no-store" || r.body != "\n" {
+		t.Errorf("GET beacon = %d %q (Cache-Control %q), want 200 with one byte, no-store", r.status, r.body, r.header.Get("Cache-Control"))
+	}
+	if n := s.origin.Requests(wire.BeaconPath); n != 0 {
+		t.Errorf("origin saw %d requests for beacons, want 0", n)
+	}
+	if r := do(t, s.client, http.MethodGet, s.edge.Addr(), "unknown.example", wire.BeaconPath); r.status != http.StatusMisdirectedRequest {
+		t.Errorf("beacon for an unknown host = %d, want 421", r.status)
+	}
+	tests := []struct {
+		name string
+		body string
+		want int
+	}{
+		{"valid", `{"rtt_ms":{"lhr":12.5,"fra":20}}`, http.StatusNoContent},
+		{"not json", `rtt=1`, http.StatusBadRequest},
+		{"empty", `{"rtt_ms":{}}`, http.StatusBadRequest},
+		{"zero rtt", `{"rtt_ms":{"lhr":0}}`, http.StatusBadRequest},
+		{"rtt too large", `{"rtt_ms":{"lhr":5001}}`, http.StatusBadRequest},
+		{"bad pop id", `{"rtt_ms":{"LHR!":10}}`, http.StatusBadRequest},
+		{"too many pops", `{"rtt_ms":{"a":1,"b":1,"c":1,"d":1,"e":1,"f":1,"g":1,"h":1,"i":1}}`, http.StatusBadRequest},
+		{"too large", `{"rtt_ms":{"lhr":1},"pad":"` + strings.Repeat("x", 2000) + `"}`, http.StatusRequestEntityTooLarge},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := post(tt.body); got != tt.want {
+				t.Errorf("POST %.40s = %d, want %d", tt.body, got, tt.want)
+			}
+		})
+	}
+	// The clock is frozen: after the burst (5, one spent above) the network is limited.
+	codes := []int{}
+	for range 5 {
+		codes = append(codes, post(`{"rtt_ms":{"lhr":10}}`))
+	}
+	want := []int{204, 204, 204, 204, 429}
+	for i := range want {
+		if codes[i] != want[i] {
+			t.Errorf("reports after the burst: codes = %v, want %v", codes, want)
+			break
+		}
+	}
+	s.clock.Advance(2 * time.Second)
+	if got := post(`{"rtt_ms":{"lhr":10}}`); got != http.StatusNoContent {
+		t.Errorf("report after the limiter refilled = %d, want 204", got)
+	}
+}
+
+// TestBeaconAverages: reports fold into a moving average per network; networks are the
+// connection's /24 or /48.
+func TestBeaconAverages(t *testing.T) {
+	var m rum
+	now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	net24 := wire.ClientNetwork(netip.MustParseAddr("100.64.3.77"))
+	if net24.String() != "100.64.3.0/24" {
+		t.Fatalf("ClientNetwork = %v, want 100.64.3.0/24", net24)
+	}
+	if got := wire.ClientNetwork(netip.MustParseAddr("2001:db8:1:2::5")).String(); got != "2001:db8:1::/48" {
+		t.Fatalf("ClientNetwork(v6) = %v, want 2001:db8:1::/48", got)
+	}
+	rec, _ := m.add(net24, wire.BeaconReport{RTTMs: map[string]float64{"lhr": 100}}, now)
+	rec, _ = m.add(net24, wire.BeaconReport{RTTMs: map[string]float64{"lhr": 200, "fra": 50}}, now)
+	if got, want := rec.RTTMs["lhr"], 100+beaconAlpha*100; got != want || rec.RTTMs["fra"] != 50 || rec.Samples != 2 {
+		t.Errorf("record = %+v, want lhr %v, fra 50, 2 samples", rec, want)
+	}
+}
+
+// TestBeaconReportReachesLatencyBucket: a fleet edge checks reports against the fleet's PoPs and
+// publishes accepted ones, under its own key and the connection's network, to the latency
+// bucket over NATS (with its edge credentials).
+func TestBeaconReportReachesLatencyBucket(t *testing.T) {
+	url, js, _ := startNATS(t)
+	s, nodes := fleetEdges(t, []string{url}, true)
+	waitFor(t, 10*time.Second, "the node sees itself in the fleet", func() bool {
+		sink := nodes[0].rum.sink.Load()
+		return sink != nil && len(sink.view.Nodes()) == 1
+	})
+	post := func(body string) int {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+nodes[0].Addr()+wire.BeaconPath, strings.NewReader(body))
+		req.Host = testHost
+		r, err := s.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Body.Close()
+		return r.StatusCode
+	}
+	if got := post(`{"rtt_ms":{"zzz":10}}`); got != http.StatusBadRequest {
+		t.Errorf("report naming a PoP outside the fleet = %d, want 400", got)
+	}
+	if got := post(`{"rtt_ms":{"f1":12}}`); got != http.StatusNoContent {
+		t.Fatalf("valid report = %d, want 204", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, wire.Bucket("", wire.LatencyBucket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The client connected from 127.0.0.1 (the default source address).
+	key := wire.LatencyKey("f1", "n0", netip.MustParsePrefix("127.0.0.0/24"))
+	var rec wire.LatencyRecord
+	waitFor(t, 10*time.Second, "the record in the latency bucket", func() bool {
+		e, err := kv.Get(ctx, key)
+		return err == nil && json.Unmarshal(e.Value(), &rec) == nil
+	})
+	if rec.RTTMs["f1"] != 12 || rec.Samples != 1 || rec.Network.String() != "127.0.0.0/24" {
+		t.Errorf("record = %+v, want f1 12 ms from 127.0.0.0/24, 1 sample", rec)
+	}
+}

@@ -1,0 +1,97 @@
+package edge
+
+import (
+	"net/http"
+	"slices"
+
+	"github.com/meridian-cdn/meridian/edge/compress"
+	"github.com/meridian-cdn/meridian/edge/httpcache"
+	"github.com/meridian-cdn/meridian/edge/store"
+)
+
+// Content codings at the edge (docs/edge.md, "Compression"). A request's Accept-Encoding is
+// normalised at recv to the one coding the edge will serve it (br, zstd, gzip or identity):
+// the fill asks the upstream for exactly that coding, and Vary: Accept-Encoding keys on it, so
+// the many spellings of one preference share one stored variant. When the upstream answers an
+// uncompressed compressible type, the edge compresses it once, in that coding, and stores the
+// result as the coding's variant; the identity variant of the same object carries
+// Vary: Accept-Encoding too, so both live side by side under one primary key.
+
+// normalizeAcceptEncoding rewrites r's Accept-Encoding to the coding the edge serves it and
+// returns that coding ("" for identity).
+func normalizeAcceptEncoding(r *http.Request) string {
+	coding := httpcache.NormalizeAcceptEncoding(r.Header["Accept-Encoding"])
+	if coding == "" {
+		// Said explicitly: an upstream sent no field may choose any coding (RFC 9110 §12.5.3).
+		r.Header["Accept-Encoding"] = []string{"identity"}
+	} else {
+		r.Header["Accept-Encoding"] = []string{coding}
+	}
+	return coding
+}
+
+// compressAnswer compresses a fill's answer for req when the host allows it and the answer is
+// worth it: a 200 of a compressible type, uncompressed, without no-transform, not tiny
+// (compress.ShouldCompress). h and policy describe the answer; the header and body to store
+// are returned, with policy's Vary updated. An answer that could be compressed gets
+// Vary: Accept-Encoding even when req wants identity, so its variants share one Vary list.
+func (n *Node) compressAnswer(req *request, status int, h http.Header, body []byte, policy *httpcache.Policy) (http.Header, []byte) {
+	cc := req.host.cfg.Cache
+	if cc.DisableCompression || !compress.ShouldCompress(status, h, int64(len(body)), cc.CompressMinBytes, cc.CompressTypes) {
+		return h, body
+	}
+	if !slices.Contains(policy.Vary, "*") {
+		h.Set("Vary", compress.MergeVary(h.Values("Vary"), "Accept-Encoding"))
+		policy.Vary = addVaryField(policy.Vary, "accept-encoding")
+	}
+	if req.coding == "" {
+		return h, body
+	}
+	ch, cb, err := compress.Transform(h, body, req.coding, 0)
+	if err != nil {
+		n.log.Warn("compress answer; storing it uncompressed", "host", req.host.cfg.Host, "path", req.path,
+			"coding", req.coding, "err", err)
+		return h, body
+	}
+	return ch, cb
+}
+
+// addVaryField adds field (lower-case) to a Policy.Vary list, which stays sorted and free of
+// duplicates. The list is copied: policies may be shared.
+func addVaryField(vary []string, field string) []string {
+	i, found := slices.BinarySearch(vary, field)
+	if found {
+		return vary
+	}
+	return slices.Insert(slices.Clone(vary), i, field)
+}
+
+// edgeCoding returns the coding the edge itself applied to obj ("" if none): its
+// Content-Encoding, when its ETag carries that coding's suffix (compress.SuffixETag).
+func edgeCoding(obj *store.Object) string {
+	ce := obj.Header.Get("Content-Encoding")
+	if ce == "" {
+		return ""
+	}
+	if _, ok := compress.UnsuffixETag(obj.Header.Get("ETag"), ce); !ok {
+		return ""
+	}
+	return ce
+}
+
+// keepEdgeCoding carries what the edge added to stale's header across a 304 from the origin
+// into the refreshed header h: the coding's ETag suffix (the origin confirmed its own tag) and
+// Accept-Encoding in Vary.
+func keepEdgeCoding(stale *store.Object, h http.Header) {
+	if c := edgeCoding(stale); c != "" {
+		if _, ok := compress.UnsuffixETag(h.Get("ETag"), c); !ok {
+			if tag, ok := compress.SuffixETag(h.Get("ETag"), c); ok {
+				h.Set("ETag", tag)
+			}
+		}
+		h.Set("Content-Encoding", c)
+	}
+	if slices.Contains(stale.Policy.Vary, "accept-encoding") {
+		h.Set("Vary", compress.MergeVary(h.Values("Vary"), "Accept-Encoding"))
+	}
+}

@@ -1,0 +1,196 @@
+package edge
+
+import (
+	"bytes"
+	stdgzip "compress/gzip"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/andybalholm/brotli"
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/meridian-cdn/meridian/origin"
+)
+
+// decodeBody undoes a content coding.
+func decodeBody(t *testing.T, coding string, body []byte) []byte {
+	t.Helper()
+	var r io.Reader
+	switch coding {
+	case "":
+		return body
+	case "br":
+		r = brotli.NewReader(bytes.NewReader(body))
+	case "zstd":
+		d, err := zstd.NewReader(bytes.NewReader(body), zstd.WithDecoderConcurrency(1))
+		if err != nil {
+			t.Fatalf("zstd.NewReader: %v", err)
+		}
+		defer d.Close()
+		r = d
+	case "gzip":
+		g, err := stdgzip.NewReader(bytes.NewReader(body))
+		if err != nil {
+			t.Fatalf("gzip.NewReader: %v", err)
+		}
+		r = g
+	default:
+		t.Fatalf("unknown coding %q", coding)
+	}
+	out, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatalf("decode %s: %v", coding, err)
+	}
+	return out
+}
+
+func TestAcceptEncodingSpellingsShareVariant(t *testing.T) {
+	s := newSingle(t, nil)
+	const path = "/ae.txt"
+	target := path + "?ct=text%2Fplain&size=8192&cc=max-age%3D60"
+	spellings := []string{"gzip, br", "br,gzip", "BR;q=1.0, gzip;q=0.5", "gzip;q=1, br", "br , x-gzip"}
+	var first []byte
+	for i, ae := range spellings {
+		r := s.get(t, target, "Accept-Encoding", ae)
+		if r.status != http.StatusOK {
+			t.Fatalf("GET with Accept-Encoding %q: status %d, want 200", ae, r.status)
+		}
+		if got := r.header.Get("Content-Encoding"); got != "br" {
+			t.Errorf("Accept-Encoding %q: Content-Encoding = %q, want br", ae, got)
+		}
+		if i == 0 {
+			first = []byte(r.body)
+		} else if r.body != string(first) {
+			t.Errorf("Accept-Encoding %q: body differs from the first answer's", ae)
+		}
+		if hit := strings.Contains(r.header.Get("Cache-Status"), "hit"); hit != (i > 0) {
+			t.Errorf("Accept-Encoding %q: Cache-Status = %q, want hit=%v", ae, r.header.Get("Cache-Status"), i > 0)
+		}
+	}
+	if got := s.origin.Requests(path); got != 1 {
+		t.Errorf("origin requests = %d, want 1", got)
+	}
+	if got := s.origin.LastHeader(path).Get("Accept-Encoding"); got != "br" {
+		t.Errorf("origin got Accept-Encoding %q, want the normalised br", got)
+	}
+	// One stored variant: the entry for the key holds exactly the br one.
+	obj, _, _ := s.edge.store.Lookup(testHost+target, http.Header{"Accept-Encoding": {"br"}})
+	if obj == nil {
+		t.Fatalf("no stored br variant")
+	}
+	if n := storedVariants(s.edge, obj.Primary); n != 1 {
+		t.Errorf("stored variants = %d, want 1", n)
+	}
+}
+
+// storedVariants counts the variants stored under primary, by asking for each coding.
+func storedVariants(n *Node, primary string) int {
+	count := 0
+	for _, ae := range []string{"br", "zstd", "gzip", "identity"} {
+		if obj, _, _ := n.store.Lookup(primary, http.Header{"Accept-Encoding": {ae}}); obj != nil {
+			count++
+		}
+	}
+	return count
+}
+
+func TestEdgeCompression(t *testing.T) {
+	tests := []struct {
+		name, query, acceptEncoding string
+		wantCoding                  string
+		size                        int  // 0 means 20000
+		off                         bool // the host sets disable_compression
+	}{
+		{"br", "ct=text%2Fhtml", "gzip, deflate, br, zstd", "br", 0, false},
+		{"zstd", "ct=application%2Fjson", "zstd, gzip", "zstd", 0, false},
+		{"gzip", "ct=image%2Fsvg%2Bxml", "gzip", "gzip", 0, false},
+		{"identity for a client accepting none", "ct=text%2Fplain", "identity", "", 0, false},
+		{"no-transform honoured", "ct=text%2Fplain&cc=max-age%3D60%2C+no-transform", "br", "", 0, false},
+		{"compressed type left alone", "ct=image%2Fpng", "br", "", 0, false},
+		{"octet-stream left alone", "", "gzip", "", 0, false},
+		{"tiny body left alone", "ct=text%2Fplain", "br", "", 600, false},
+		{"compression disabled for the host", "ct=text%2Fplain", "br", "", 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newSingle(t, func(c *Config) { c.Hosts[0].Cache.DisableCompression = tt.off })
+			path := "/c/" + strings.ReplaceAll(tt.name, " ", "-")
+			size := tt.size
+			if size == 0 {
+				size = 20000
+			}
+			q := "size=" + strconv.Itoa(size)
+			if tt.query != "" {
+				q += "&" + tt.query
+			}
+			if !strings.Contains(q, "cc=") {
+				q += "&cc=max-age%3D60"
+			}
+			var hdr []string
+			if tt.acceptEncoding != "" {
+				hdr = []string{"Accept-Encoding", tt.acceptEncoding}
+			}
+			want := origin.Body(path, 1, size)
+			for round := range 2 { // the fill, then the stored variant
+				r := s.get(t, path+"?"+q, hdr...)
+				if r.status != http.StatusOK {
+					t.Fatalf("round %d: status %d, want 200", round, r.status)
+				}
+				if got := r.header.Get("Content-Encoding"); got != tt.wantCoding {
+					t.Fatalf("round %d: Content-Encoding = %q, want %q", round, got, tt.wantCoding)
+				}
+				if got := decodeBody(t, tt.wantCoding, []byte(r.body)); !bytes.Equal(got, want) {
+					t.Fatalf("round %d: decoded body (%d bytes) differs from the origin's (%d bytes)", round, len(got), len(want))
+				}
+				if cl := r.header.Get("Content-Length"); cl != "" && cl != strconv.Itoa(len(r.body)) {
+					t.Errorf("round %d: Content-Length = %s, body is %d bytes", round, cl, len(r.body))
+				}
+				etag := origin.ETag(path, 1, size)
+				if tt.wantCoding != "" {
+					etag = strings.TrimSuffix(etag, `"`) + "-" + tt.wantCoding + `"`
+					if !strings.Contains(r.header.Get("Vary"), "Accept-Encoding") {
+						t.Errorf("round %d: Vary = %q, want Accept-Encoding in it", round, r.header.Get("Vary"))
+					}
+				}
+				if got := r.header.Get("ETag"); got != etag {
+					t.Errorf("round %d: ETag = %s, want %s", round, got, etag)
+				}
+			}
+			if got := s.origin.Requests(path); got != 1 {
+				t.Errorf("origin requests = %d, want 1", got)
+			}
+		})
+	}
+}
+
+func TestCompressedVariantRangeAndRevalidation(t *testing.T) {
+	s := newSingle(t, nil)
+	const path, size = "/rv.js", 30000
+	target := path + "?ct=application%2Fjavascript&size=30000&cc=max-age%3D10"
+	full := s.get(t, target, "Accept-Encoding", "gzip")
+	if full.header.Get("Content-Encoding") != "gzip" {
+		t.Fatalf("Content-Encoding = %q, want gzip", full.header.Get("Content-Encoding"))
+	}
+	// Range is served on the compressed bytes.
+	r := s.get(t, target, "Accept-Encoding", "gzip", "Range", "bytes=10-29")
+	if r.status != http.StatusPartialContent || r.body != full.body[10:30] {
+		t.Errorf("Range on the gzip variant: status %d, %d bytes; want 206 with bytes 10-29 of the encoded body", r.status, len(r.body))
+	}
+	if got, want := r.header.Get("Content-Range"), "bytes 10-29/"+strconv.Itoa(len(full.body)); got != want {
+		t.Errorf("Content-Range = %q, want %q", got, want)
+	}
+	// Once stale, the origin is asked with its own entity tag and the 304 keeps ours.
+	s.clock.Advance(11 * time.Second)
+	rv := s.get(t, target, "Accept-Encoding", "gzip")
+	if got, want := s.origin.LastHeader(path).Get("If-None-Match"), origin.ETag(path, 1, size); got != want {
+		t.Errorf("origin got If-None-Match %s, want %s", got, want)
+	}
+	if rv.header.Get("ETag") != full.header.Get("ETag") || rv.header.Get("Content-Encoding") != "gzip" || rv.body != full.body {
+		t.Errorf("revalidated answer: ETag %s, Content-Encoding %q; want %s, gzip and the same body",
+			rv.header.Get("ETag"), rv.header.Get("Content-Encoding"), full.header.Get("ETag"))
+	}
+}

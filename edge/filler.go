@@ -1,0 +1,499 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"strconv"
+	"sync"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/meridian-cdn/meridian/edge/httpcache"
+	"github.com/meridian-cdn/meridian/edge/store"
+	"github.com/meridian-cdn/meridian/origin/fetch"
+)
+
+// filler owns every fill of a node: collapsing (one fill per key in flight), the tier choice
+// (owner peer, shield, origin), purge-sequence ordering, the upstream clients and the
+// stale-if-error fallbacks. A collapsed fill runs under the filler's context with its own
+// timeout (Config.FillTimeout), not under its first client's: a client that goes away leaves
+// the fill to the others waiting for it. Every such fill, and every goroutine the filler
+// starts, is counted in its WaitGroup, which close waits for; once close began, new work is
+// refused.
+//
+// The request path is serve (route, key) -> lookup (cache.go) -> filler.get -> deliver.
+type filler struct {
+	n *Node
+
+	ctx    context.Context // every fill and background goroutine runs under it
+	cancel context.CancelFunc
+
+	mu      sync.Mutex // protects closing; held around wg.Add so close's Wait sees every Add
+	closing bool
+	wg      sync.WaitGroup
+
+	flight singleflight.Group // one fill per key in flight
+
+	upMu      sync.Mutex // protects upstreams
+	upstreams map[string]*fetch.Upstream
+
+	// streaming holds the fills whose header is in and whose body is still arriving (stream.go),
+	// by flight key: a client asking for the key meanwhile reads the same body.
+	streamMu  sync.Mutex // protects streaming
+	streaming map[string]*fillResult
+
+	// noRange holds the origin hosts (host:port) seen ignoring Range: their large objects
+	// stream through instead of being sliced (slices.go).
+	noRange sync.Map
+
+	budget *inflightBudget // memory held by streaming bodies too large to keep (stream.go)
+}
+
+// newFiller builds n's filler. It starts nothing.
+func newFiller(n *Node) *filler {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &filler{n: n, ctx: ctx, cancel: cancel, upstreams: map[string]*fetch.Upstream{},
+		streaming: map[string]*fillResult{}, budget: &inflightBudget{max: n.cfg.Cache.InFlightBytes}}
+}
+
+// close refuses new work, ends the fills in flight, waits for every goroutine the filler
+// started and releases the upstream clients. It is idempotent.
+func (f *filler) close() {
+	f.mu.Lock()
+	already := f.closing
+	f.closing = true
+	f.mu.Unlock()
+	if already {
+		return
+	}
+	f.cancel()
+	f.wg.Wait()
+	f.upMu.Lock()
+	for _, u := range f.upstreams {
+		u.Close()
+	}
+	f.upMu.Unlock()
+}
+
+// errClosing is a fill refused because the node is shutting down.
+var errClosing = errors.New("edge node is shutting down")
+
+// fillOptions say why a fill happens and what the node already holds.
+type fillOptions struct {
+	fwd     string        // Cache-Status fwd reason: "miss", "vary-miss", "stale"
+	stale   *store.Object // the stale copy being revalidated, if any
+	verdict store.Verdict // what the purge records say about stale
+	direct  bool          // one client's own fill (Authorization): no collapsing, no peer or shield
+	behind  bool          // this node lags the requester's purges: do not share a fill begun for others
+	stream  bool          // a collapsed fill: a storable body is handed on as it arrives (stream.go)
+}
+
+// fillResult is what one upstream exchange produced. Collapsed callers share it read-only.
+type fillResult struct {
+	obj         *store.Object // the response as an object (stored or not); nil on error or stream
+	stored      bool
+	shareable   bool // obj may be given to collapsed followers (it is storable)
+	revalidated bool
+	status      int    // upstream status, for fwd-status
+	tier        string // "peer", "shield" or "origin"
+	upstreamCS  string // the upstream's Cache-Status, which ours is appended to
+	err         error
+	// stream is set when the answer will not be stored (known from its header, or too
+	// large): the fill's first client streams it as it arrives (head is what was read before
+	// that became clear); the others fetch their own.
+	stream   *http.Response
+	head     []byte
+	tooLarge bool
+	cancel   context.CancelFunc // ends the fill's context; a stream's ends when it is closed
+
+	// body is set on a streaming miss: obj is the answer without its body, which arrives in
+	// body (read by every client of the fill); pumpResp is the upstream response it comes from
+	// and length its declared length (negative if unknown).
+	body     *inflight
+	pumpResp *http.Response
+	length   int64
+
+	collapsed bool // set per caller: this caller waited for another's fill
+}
+
+func (r *fillResult) closeStream() {
+	if r.stream != nil {
+		r.stream.Body.Close()
+	}
+	if r.cancel != nil {
+		r.cancel()
+	}
+}
+
+// answer is what the filler hands to delivery: an object, a stream, or an error status.
+type answer struct {
+	obj         *store.Object
+	body        *bodyReader // a streaming miss: obj has no body, this client reads it from here
+	length      int64       // body's declared length, negative if unknown
+	tooLarge    bool        // body will not be kept (so it cannot be waited for whole)
+	stream      *fillResult
+	cs          httpcache.Status
+	upstreamCS  string
+	cacheStatus string // for the access log and metrics: "miss", "stale", "pass", "error"
+	tier        string
+	fail        int // the error status to answer with when there is nothing to deliver
+	note        string
+}
+
+// get fills req's object (collapsed with every other fill of the key, unless direct) and
+// decides what the client gets: the fill's answer; when the upstream fails, the stale copy
+// (stale-if-error), else a copy elsewhere in the fleet, else the upstream's own 5xx, else an
+// error.
+func (f *filler) get(req *request, stale *store.Object, opts fillOptions) answer {
+	n := f.n
+	var res fillResult
+	switch {
+	case opts.direct:
+		res = f.direct(req, stale, opts)
+	case opts.behind:
+		// A fill already in flight may be answered from a tier that also lags; collapse only
+		// with other lagging requests for the same sequence (purgeorder.go).
+		res = f.collapse(req.key+"\x00seq="+strconv.FormatUint(req.needSeq, 10), req, stale, opts)
+	default:
+		res = f.collapse(req.key, req, stale, opts)
+	}
+	fwd := opts.fwd
+	if fwd == "" {
+		fwd = "miss"
+	}
+	a := answer{tier: res.tier, upstreamCS: res.upstreamCS}
+	if res.err != nil {
+		now := n.clock()
+		status := upstreamErrorStatus(res.err)
+		if stale != nil && canServeStale(stale, opts.verdict, -stale.TTL(now), stale.Policy.StaleIfError) {
+			n.metrics.staleServed.WithLabelValues("stale-if-error").Inc()
+			return answer{obj: stale, cacheStatus: "stale", tier: res.tier, cs: httpcache.Status{Cache: n.name, Proto: req.proto,
+				Fwd: "stale", FwdStatus: status, TTL: stale.TTL(now), HasTTL: true, Detail: "stale-if-error"}}
+		}
+		if fs := f.fleetStale(req); fs != nil {
+			n.metrics.staleServed.WithLabelValues("fleet-stale").Inc()
+			return answer{obj: fs.obj, cacheStatus: "stale", tier: "fleet", upstreamCS: fs.upstreamCS, cs: httpcache.Status{
+				Cache: n.name, Proto: req.proto, Fwd: fwd, FwdStatus: status, TTL: fs.obj.TTL(now), HasTTL: true,
+				Detail: "fleet-stale-if-error"}}
+		}
+		if res.obj != nil { // the upstream's own 5xx answer
+			a.obj, a.cacheStatus = res.obj, "miss"
+			a.cs = httpcache.Status{Cache: n.name, Proto: req.proto, Fwd: fwd, FwdStatus: res.status, Detail: res.tier}
+			return a
+		}
+		a.fail, a.note, a.cacheStatus = status, res.err.Error(), "error"
+		return a
+	}
+	if res.revalidated {
+		fwd = "stale"
+	}
+	if res.stream != nil {
+		a.stream, a.cacheStatus = &res, "miss"
+		a.cs = httpcache.Status{Cache: n.name, Proto: req.proto, Fwd: fwd, FwdStatus: res.status, Detail: res.tier}
+		if res.tooLarge {
+			a.cacheStatus, a.cs.Detail = "pass", "too-large"
+		}
+		return a
+	}
+	if res.body != nil {
+		rd := res.body.attach()
+		if rd == nil {
+			// Too large to keep, and its start already went by: this client fetches its own.
+			return f.get(req, stale, fillOptions{fwd: opts.fwd, stale: opts.stale, verdict: opts.verdict, direct: true})
+		}
+		a.body, a.length, a.tooLarge = rd, res.length, res.tooLarge
+	}
+	a.obj, a.cacheStatus = res.obj, "miss"
+	a.cs = httpcache.Status{Cache: n.name, Proto: req.proto, Fwd: fwd, FwdStatus: res.status, Stored: res.stored,
+		Collapsed: res.collapsed, Detail: res.tier}
+	if res.tooLarge {
+		a.cacheStatus, a.cs.Detail = "pass", "too-large"
+	}
+	if res.stored {
+		a.cs.TTL, a.cs.HasTTL = res.obj.TTL(n.clock()), true
+	}
+	return a
+}
+
+// collapse waits for the fill of flightKey, starting it if none is in flight. A caller whose
+// client goes away stops waiting; the fill goes on for the others.
+func (f *filler) collapse(flightKey string, req *request, stale *store.Object, opts fillOptions) fillResult {
+	im := newInterim(req.w)
+	ch, leader := f.launch(flightKey, req, stale, opts, im)
+	var r singleflight.Result
+	defer im.detach()
+	select {
+	case r = <-ch:
+	case <-req.r.Context().Done():
+		// A stream meant for this client has no reader left: close it once it arrives.
+		abandon := func() {
+			if r := <-ch; *leader {
+				res := r.Val.(*fillResult)
+				res.closeStream()
+				f.orphan(res)
+			}
+		}
+		if !f.goTracked(abandon) {
+			abandon()
+		}
+		return fillResult{err: fmt.Errorf("wait for fill of %s: %w", req.target, context.Cause(req.r.Context()))}
+	}
+	res := *r.Val.(*fillResult)
+	if *leader {
+		return res
+	}
+	res.collapsed = r.Shared
+	res.stream, res.head, res.cancel = nil, nil, nil
+	switch {
+	case res.err != nil:
+		return res
+	case res.obj == nil || !res.shareable:
+		// Not stored (private, Set-Cookie, too large, ...): this caller fetches its own.
+		return f.direct(req, stale, opts)
+	case len(res.obj.Policy.Vary) > 0 && httpcache.VaryKey(res.obj.Policy.Vary, req.r.Header) != res.obj.Variant:
+		// The leader's variant is not ours: fill ours, collapsed with others of the same variant.
+		return f.collapse(flightKey+"\x00"+httpcache.VaryKey(res.obj.Policy.Vary, req.r.Header), req, stale, opts)
+	}
+	return res
+}
+
+// launch starts the fill of flightKey unless one is in flight, and returns where its result
+// arrives and whether this call started it (readable once the result has arrived).
+func (f *filler) launch(flightKey string, req *request, stale *store.Object, opts fillOptions, im *interim) (<-chan singleflight.Result, *bool) {
+	// The fill may outlive the client's request: it gets its own copy of what it reads.
+	lead := *req
+	lead.w = nil // 1xx responses go through im, while the client waits
+	lead.traceID()
+	lead.r = req.r.Clone(context.Background())
+	leader := new(bool)
+	ch := f.flight.DoChan(flightKey, func() (any, error) {
+		if p := f.streamingFill(flightKey); p != nil {
+			return p, nil // its body is still arriving: read along
+		}
+		*leader = true
+		return f.run(flightKey, &lead, stale, opts, im), nil
+	})
+	return ch, leader
+}
+
+// run performs one collapsed fill under the filler's context. A body that streams on (a
+// streaming miss) is read by a pump goroutine of the filler, which stores it once complete.
+func (f *filler) run(flightKey string, req *request, stale *store.Object, opts fillOptions, im *interim) *fillResult {
+	n := f.n
+	if !f.enter() {
+		return &fillResult{err: errClosing}
+	}
+	defer f.wg.Done()
+	ctx, cancel := context.WithTimeout(f.ctx, n.cfg.FillTimeout)
+	req.r = req.r.WithContext(im.trace(ctx))
+	opts.stream = true
+	res := new(fillResult)
+	*res = f.fetchAndStore(req, stale, opts)
+	switch {
+	case res.body != nil:
+		f.startPump(ctx, cancel, flightKey, req.target, res)
+	case res.stream != nil:
+		res.cancel = cancel
+	default:
+		cancel()
+	}
+	return res
+}
+
+// startPump reads res's body as it arrives, for every client of the fill, and stores the
+// object once it is complete. Until then a fill of flightKey reads along.
+func (f *filler) startPump(ctx context.Context, cancel context.CancelFunc, flightKey, what string, res *fillResult) {
+	f.streamMu.Lock()
+	f.streaming[flightKey] = res
+	f.streamMu.Unlock()
+	forget := func() {
+		f.streamMu.Lock()
+		if f.streaming[flightKey] == res {
+			delete(f.streaming, flightKey)
+		}
+		f.streamMu.Unlock()
+	}
+	body, resp := res.body, res.pumpResp
+	started := f.goTracked(func() {
+		defer cancel()
+		err := pump(ctx, resp, body, what)
+		if b, ok := body.kept(); ok && err == nil && res.stored {
+			o := *res.obj // res.obj is shared with the fill's clients: store a copy
+			o.Body = b
+			if !f.n.store.Put(&o) {
+				f.n.log.Debug("store refused a streamed object", "key", o.Primary)
+			}
+		}
+		// Stored and forgotten before the clients see the end: one that has read it all and
+		// asks again finds the stored object, never this fill (a purge may have come since).
+		forget()
+		body.finish(err)
+	})
+	if !started {
+		resp.Body.Close()
+		forget()
+		body.finish(errClosing)
+		cancel()
+	}
+}
+
+// orphan deals with a streaming fill whose first client is gone before reading it: a body
+// that will be stored is read to the end, so that it is; any other is left to the clients
+// that read it, and ends when none does.
+func (f *filler) orphan(res *fillResult) {
+	if res.body == nil {
+		return
+	}
+	rd := res.body.attach()
+	if rd == nil {
+		return
+	}
+	defer rd.close()
+	if res.stored {
+		rd.copyTo(f.ctx, io.Discard, func() {})
+	}
+}
+
+// streamingFill returns the fill of flightKey whose body is still arriving, if a client can
+// still read it from its start.
+func (f *filler) streamingFill(flightKey string) *fillResult {
+	f.streamMu.Lock()
+	defer f.streamMu.Unlock()
+	res := f.streaming[flightKey]
+	if res == nil {
+		return nil
+	}
+	res.body.mu.Lock()
+	defer res.body.mu.Unlock()
+	if res.body.base > 0 {
+		return nil
+	}
+	return res
+}
+
+// direct performs a fill for one client only, under its request's context.
+func (f *filler) direct(req *request, stale *store.Object, opts fillOptions) fillResult {
+	req.traceID()
+	ctx, cancel := context.WithTimeout(req.r.Context(), f.n.cfg.FillTimeout)
+	im := newInterim(req.w)
+	defer im.detach()
+	own := *req
+	own.r = req.r.WithContext(im.trace(ctx))
+	res := f.fetchAndStore(&own, stale, opts)
+	res.cancel = cancel
+	if res.stream == nil {
+		cancel()
+	}
+	return res
+}
+
+// revalidate refreshes obj once (collapsed with any other fill of the key) without holding
+// up the client.
+func (f *filler) revalidate(req *request, obj *store.Object) {
+	ch, leader := f.launch(req.key, req, obj, fillOptions{stale: obj}, nil)
+	wait := func() {
+		r := <-ch
+		res := r.Val.(*fillResult)
+		if *leader {
+			res.closeStream()
+			f.orphan(res)
+		}
+		if res.err != nil {
+			f.n.log.Debug("background revalidation failed", "key", req.key, "err", res.err)
+		}
+	}
+	f.goTracked(wait)
+}
+
+// interim forwards the 1xx interim responses of a fill (103 Early Hints) to the client that
+// started it, for as long as that client waits for it. They are never stored.
+type interim struct {
+	mu sync.Mutex          // protects w
+	w  http.ResponseWriter // nil once the client stopped waiting
+}
+
+// newInterim returns an interim for w, or nil without a client.
+func newInterim(w http.ResponseWriter) *interim {
+	if w == nil {
+		return nil
+	}
+	return &interim{w: w}
+}
+
+// trace adds the 1xx forwarding to ctx.
+func (i *interim) trace(ctx context.Context) context.Context {
+	if i == nil {
+		return ctx
+	}
+	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{Got1xxResponse: i.got1xx})
+}
+
+func (i *interim) got1xx(code int, h textproto.MIMEHeader) error {
+	if code == http.StatusSwitchingProtocols {
+		return nil
+	}
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.w == nil {
+		return nil
+	}
+	// The client's header map also holds its final answer's fields: lend it the 1xx's.
+	wh := i.w.Header()
+	saved := make(map[string][]string, len(h))
+	for k, v := range h {
+		if k == hopHeader || k == "Cache-Status" {
+			continue
+		}
+		saved[k] = wh[k]
+		wh[k] = v
+	}
+	i.w.WriteHeader(code)
+	for k, v := range saved {
+		if v == nil {
+			delete(wh, k)
+		} else {
+			wh[k] = v
+		}
+	}
+	return nil
+}
+
+// detach stops forwarding: the client's writer is its own again.
+func (i *interim) detach() {
+	if i == nil {
+		return
+	}
+	i.mu.Lock()
+	i.w = nil
+	i.mu.Unlock()
+}
+
+// enter counts one more piece of work, unless the filler is closing. The check and the Add
+// happen under one lock, so close never starts waiting between them.
+func (f *filler) enter() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closing {
+		return false
+	}
+	f.wg.Add(1)
+	return true
+}
+
+// goTracked runs fn in a goroutine counted in the filler's work; it reports false (and runs
+// nothing) once the filler is closing.
+func (f *filler) goTracked(fn func()) bool {
+	if !f.enter() {
+		return false
+	}
+	go func() {
+		defer f.wg.Done()
+		fn()
+	}()
+	return true
+}

@@ -1,0 +1,204 @@
+package edge
+
+import (
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/edge/httpcache"
+)
+
+// The origin request policy (docs/edge.md, "What reaches the origin"). A client's end-to-end
+// request fields go upstream, as nginx and Varnish send them. What keeps one client from
+// poisoning what another gets is the cache key plus these rules for a shared fill (one that is
+// collapsed and stored, so other clients are served its answer):
+//
+//   - a shared fill carries the leader's fields; its answer is given to another client only if
+//     that client's fields match it on every field the answer's Vary names, so an origin whose
+//     answer depends on a field must say so in Vary (then that field is part of the key);
+//   - the fields known to make origins build a different answer without saying so are never
+//     sent on a shared fill (fillDeny), unless the host names them in request_headers.forward;
+//   - Forwarded and X-Forwarded-* are the edge's own view of the client, kept from the client
+//     only when it is a trusted proxy (or a verified fleet node);
+//   - the fields that drive caching or select part of an answer are the edge's own business
+//     on a fill (fillOwn), and a shared fill never carries Cookie or Authorization.
+
+// upstreamKind says what an upstream request is for, which decides what it may carry.
+type upstreamKind int
+
+const (
+	sharedFill  upstreamKind = iota // collapsed and maybe stored: its answer may reach others
+	directFill                      // a fill for one client (Authorization): stored only if public
+	passThrough                     // the client's own exchange with the origin, never stored
+)
+
+// fillDeny are fields that rewrite what an origin answers (the URL, the method, the host it
+// believes it serves) and that no cache keys on: never sent on a fill unless the host's
+// forward list names them.
+var fillDeny = []string{"X-Original-Url", "X-Rewrite-Url", "X-Http-Method-Override", "X-Http-Method", "X-Method-Override"}
+
+// fillOwn are fields a fill sets itself: it asks for a whole, current object to store, with
+// its own validators, whatever the first client asked for.
+var fillOwn = []string{"Cache-Control", "Pragma", "If-None-Match", "If-Modified-Since", "If-Match",
+	"If-Unmodified-Since", "If-Range", "Range", "Expect", "Content-Length", "Cookie"}
+
+// protocolFields always pass the forward filter: the edge handles them by the rules above,
+// and an origin cannot do without them.
+var protocolFields = []string{"Accept", "Accept-Encoding", "Accept-Language", "Authorization", "Cookie",
+	"Content-Type", "Content-Encoding", "Content-Language", "If-None-Match", "If-Modified-Since", "If-Match",
+	"If-Unmodified-Since", "If-Range", "Range", "Cache-Control", "Pragma", "Traceparent", "Tracestate",
+	"Forwarded", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"}
+
+// upstreamHeader builds the header of an upstream request for req under its host's policy.
+// Values are shared with the client's request: callers replace them, never append to them.
+func (n *Node) upstreamHeader(req *request, kind upstreamKind) http.Header {
+	in := req.r.Header
+	pol := req.host.cfg.RequestHeaders
+	all := pol.Forward.All()
+	out := make(http.Header, len(in)+6)
+	for k, v := range in {
+		if all || slices.Contains(protocolFields, k) || namesField(pol.Forward, k) {
+			out[k] = v
+		}
+	}
+	httpcache.RemoveHopByHop(out)
+	stripFleetFields(out)
+	if kind != passThrough {
+		for _, k := range fillOwn {
+			delete(out, k)
+		}
+		if kind == sharedFill {
+			delete(out, "Authorization")
+		}
+		for _, k := range fillDeny {
+			if all || !namesField(pol.Forward, k) {
+				delete(out, k)
+			}
+		}
+	}
+	n.setForwarded(out, req, kind)
+	for _, k := range pol.Deny {
+		out.Del(k)
+	}
+	out["Via"] = []string{appendVia(strings.Join(in.Values("Via"), ", "), req.r.ProtoMajor, req.r.ProtoMinor, n.name)}
+	out["Traceparent"] = []string{req.traceID()}
+	if _, ok := out["User-Agent"]; !ok {
+		out["User-Agent"] = []string{""} // net/http would send its own
+	}
+	for k, v := range pol.Set {
+		out.Set(k, v)
+	}
+	return out
+}
+
+// namesField reports whether the list names field k (canonical).
+func namesField(l wire.HeaderNames, k string) bool {
+	for _, f := range l {
+		if strings.EqualFold(f, k) {
+			return true
+		}
+	}
+	return false
+}
+
+// setForwarded sets Forwarded (RFC 7239), X-Forwarded-For, X-Forwarded-Proto and
+// X-Forwarded-Host to the edge's view of the client. From a trusted proxy or a verified fleet
+// node their values are kept and appended to; anyone else's are dropped, with every other
+// X-Forwarded-* field (X-Forwarded-Scheme, -Port, -Prefix, ...), so a client can never make
+// the origin believe another host, scheme or address. On a shared fill X-Forwarded-Host is
+// always the edge's: it is part of the key.
+func (n *Node) setForwarded(h http.Header, req *request, kind upstreamKind) {
+	r := req.r
+	ip, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		ip = ""
+	}
+	trusted := req.fromPeer || n.cfg.trustedProxy(ip)
+	if !trusted {
+		delete(h, "Forwarded")
+		for k := range h {
+			if strings.HasPrefix(k, "X-Forwarded-") {
+				delete(h, k)
+			}
+		}
+	}
+	proto := "http"
+	if r.TLS != nil {
+		proto = "https"
+	}
+	host := req.host.cfg.Host
+	if ip != "" {
+		xff := ip
+		if prior := h.Values("X-Forwarded-For"); len(prior) > 0 {
+			xff = strings.Join(prior, ", ") + ", " + ip
+		}
+		h["X-Forwarded-For"] = []string{xff}
+	}
+	if _, ok := h["X-Forwarded-Proto"]; !ok {
+		h["X-Forwarded-Proto"] = []string{proto}
+	}
+	if _, ok := h["X-Forwarded-Host"]; !ok || kind == sharedFill && !namesField(req.host.cfg.RequestHeaders.Forward, "X-Forwarded-Host") {
+		h["X-Forwarded-Host"] = []string{host}
+	}
+	node := ip
+	if strings.Contains(ip, ":") {
+		node = `"[` + ip + `]"`
+	}
+	if node == "" {
+		node = "unknown"
+	}
+	fwd := "for=" + node + ";host=" + quoteForwarded(host) + ";proto=" + proto
+	if prior := h.Values("Forwarded"); len(prior) > 0 {
+		fwd = strings.Join(prior, ", ") + ", " + fwd
+	}
+	h["Forwarded"] = []string{fwd}
+}
+
+// quoteForwarded quotes a Forwarded value that is not a token (a host with a port).
+func quoteForwarded(v string) string {
+	if strings.ContainsAny(v, ":[]") {
+		return `"` + v + `"`
+	}
+	return v
+}
+
+// applyResponsePolicy applies a host's response_headers to what a client gets. h is the
+// response writer's header: its values may be shared with a stored object, so fields are only
+// deleted or replaced.
+func applyResponsePolicy(h http.Header, hs *hostState) {
+	p := hs.cfg.ResponseHeaders
+	for _, k := range p.Deny {
+		h.Del(k)
+	}
+	for k, v := range p.Set {
+		h.Set(k, v)
+	}
+}
+
+// isEventStream reports a text/event-stream body, which is never stored and is flushed as it
+// arrives.
+func isEventStream(h http.Header) bool {
+	ct, _, _ := strings.Cut(h.Get("Content-Type"), ";")
+	return strings.EqualFold(strings.TrimSpace(ct), "text/event-stream")
+}
+
+// wantsEventStream reports a request for server-sent events: it is passed through, since an
+// event stream is never stored and outlives a fill's timeout.
+func wantsEventStream(r *http.Request) bool {
+	for _, v := range r.Header.Values("Accept") {
+		for part := range strings.SplitSeq(v, ",") {
+			mt, _, _ := strings.Cut(part, ";")
+			if strings.EqualFold(strings.TrimSpace(mt), "text/event-stream") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// cookiePass reports whether req must go to the origin with its cookies, unserved from cache.
+func cookiePass(req *request) bool {
+	return req.host.cfg.Cookies == wire.CookiesPass && req.r.Header.Get("Cookie") != ""
+}

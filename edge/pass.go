@@ -1,0 +1,222 @@
+package edge
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/meridian-cdn/meridian/edge/httpcache"
+	"github.com/meridian-cdn/meridian/origin/fetch"
+)
+
+// pass sends a request that the cache does not answer (unsafe methods, cookies passed, event
+// streams, WebSocket upgrades) to the origin and streams the answer back as it arrives, with
+// any 1xx interim response (103 Early Hints) before it. The request body is buffered whole
+// before the request takes an origin slot. A successful unsafe request invalidates what the
+// cache holds for the target and for same-host Location and Content-Location (RFC 9111 §4.4),
+// and for the groups named by Cache-Group-Invalidation (RFC 9875).
+func (n *Node) pass(w *logWriter, req *request) {
+	r := req.r
+	w.cacheStatus, w.tier = "pass", "origin"
+	switch r.Method {
+	case http.MethodConnect, http.MethodTrace:
+		n.fail(w, req, http.StatusMethodNotAllowed, "method not allowed")
+		return
+	}
+	o := req.host.origin
+	target, err := url.Parse(o.Scheme + "://" + o.Host + o.Path + r.URL.RequestURI())
+	if err != nil {
+		n.fail(w, req, http.StatusBadRequest, "bad request target")
+		return
+	}
+	upgrade := isUpgrade(r)
+	var transport http.RoundTripper
+	if upgrade {
+		transport = n.upgradeTransport()
+	} else {
+		transport = roundTripper{n.fill.passUpstream(req.host)}
+	}
+	if !upgrade {
+		if r.ContentLength > n.cfg.MaxRequestBodyBytes {
+			n.fail(w, req, http.StatusRequestEntityTooLarge, "request body too large")
+			return
+		}
+		body, size, err := n.bufferBody(w, r)
+		if err != nil {
+			w.note = err.Error()
+			status, msg := http.StatusBadRequest, "request body not read"
+			var mbe *http.MaxBytesError
+			var ne net.Error
+			switch {
+			case errors.As(err, &mbe):
+				status, msg = http.StatusRequestEntityTooLarge, "request body too large"
+			case errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+				status, msg = http.StatusRequestTimeout, "request body too slow"
+			}
+			w.Header().Set("Connection", "close")
+			n.fail(w, req, status, msg)
+			return
+		}
+		defer body.Close()
+		r = r.WithContext(r.Context()) // a shallow copy, whose body is the buffer
+		r.Body, r.ContentLength, r.TransferEncoding = body, size, nil
+	}
+	fwd := "method"
+	if safeMethod(r.Method) {
+		fwd = "bypass" // cookies passed, or an event stream
+	}
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			h := n.upstreamHeader(req, passThrough)
+			// ReverseProxy set these for an upgrade or a trailers-aware client.
+			for _, k := range []string{"Connection", "Upgrade", "Te"} {
+				if v, ok := pr.Out.Header[k]; ok {
+					h[k] = v
+				}
+			}
+			delete(h, "Expect") // the body is already here
+			pr.Out.Header = h
+			pr.Out.URL = target
+			pr.Out.RequestURI = "" // fetch sends it with an http.Client
+			pr.Out.Host = req.host.cfg.Host
+			if req.host.cfg.OriginHost != "" {
+				pr.Out.Host = req.host.cfg.OriginHost
+			}
+		},
+		Transport: transport,
+		ModifyResponse: func(resp *http.Response) error {
+			if resp.StatusCode >= 200 && resp.StatusCode < 400 {
+				n.invalidate(req, r, resp)
+			}
+			h := resp.Header
+			delete(h, hopHeader)
+			if !req.host.cfg.Cache.KeepSurrogateHeaders {
+				httpcache.StripSurrogateHeaders(h)
+			}
+			applyResponsePolicy(h, req.host)
+			h.Set("Via", appendVia(strings.Join(h.Values("Via"), ", "), resp.ProtoMajor, resp.ProtoMinor, n.name))
+			h.Set("Cache-Status", httpcache.Status{Cache: n.name, Proto: req.proto, Fwd: fwd, FwdStatus: resp.StatusCode}.String())
+			return nil
+		},
+		ErrorHandler: func(_ http.ResponseWriter, _ *http.Request, err error) {
+			status := upstreamErrorStatus(err)
+			w.note = err.Error()
+			if status == http.StatusServiceUnavailable {
+				w.Header().Set("Retry-After", "1")
+			}
+			n.fail(w, req, status, http.StatusText(status))
+			w.note = err.Error()
+		},
+		ErrorLog: log.New(io.Discard, "", 0), // errors reach the access log through ErrorHandler
+	}
+	rp.ServeHTTP(w, r)
+}
+
+// isUpgrade reports an HTTP/1.1 protocol upgrade (WebSocket), which is passed through.
+func isUpgrade(r *http.Request) bool {
+	if r.ProtoMajor != 1 || r.Header.Get("Upgrade") == "" {
+		return false
+	}
+	for _, v := range r.Header.Values("Connection") {
+		for part := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(part), "upgrade") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// roundTripper sends a ReverseProxy's requests through an upstream's bulkhead and breaker.
+type roundTripper struct{ u *fetch.Upstream }
+
+func (t roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return t.u.Do(r) }
+
+// upgradeTransport returns a transport for one protocol upgrade. An upgraded connection is
+// the client's until either side closes it, so it takes no bulkhead slot and is never reused.
+func (n *Node) upgradeTransport() *http.Transport {
+	uc := n.cfg.Upstream
+	dial := n.cfg.DialContext
+	if dial == nil {
+		dial = n.sourceBoundDialer(uc.DialTimeout)
+	}
+	if dial == nil {
+		d := uc.DialTimeout
+		if d <= 0 {
+			d = 2 * time.Second
+		}
+		dial = (&net.Dialer{Timeout: d, KeepAlive: 30 * time.Second}).DialContext
+	}
+	rht := uc.ResponseHeaderTimeout
+	if rht <= 0 {
+		rht = 10 * time.Second
+	}
+	return &http.Transport{
+		DialContext:           dial,
+		TLSHandshakeTimeout:   3 * time.Second,
+		ResponseHeaderTimeout: rht,
+		DisableKeepAlives:     true,
+		DisableCompression:    true,
+	}
+}
+
+// bufferBody reads r's whole body, at most MaxRequestBodyBytes within RequestBodyTimeout: the
+// first RequestBufferBytes in memory, the rest in a temporary file (removed on Close). A
+// request takes an origin slot only once its body is here, so a client trickling its body
+// holds nothing but its own connection.
+func (n *Node) bufferBody(w http.ResponseWriter, r *http.Request) (io.ReadCloser, int64, error) {
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+		return http.NoBody, 0, nil
+	}
+	rc := http.NewResponseController(w)
+	if err := rc.SetReadDeadline(time.Now().Add(n.cfg.RequestBodyTimeout)); err == nil {
+		defer rc.SetReadDeadline(time.Time{})
+	} else {
+		// No deadlines on this connection (HTTP/3): closing the body ends a read in progress.
+		t := time.AfterFunc(n.cfg.RequestBodyTimeout, func() { r.Body.Close() })
+		defer t.Stop()
+	}
+	body := http.MaxBytesReader(w, r.Body, n.cfg.MaxRequestBodyBytes)
+	var mem bytes.Buffer
+	nr, err := io.CopyN(&mem, body, n.cfg.RequestBufferBytes+1)
+	if errors.Is(err, io.EOF) {
+		return io.NopCloser(bytes.NewReader(mem.Bytes())), nr, nil
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("read request body: %w", err)
+	}
+	f, err := os.CreateTemp(n.cfg.RequestBufferDir, "meridian-body-")
+	if err != nil {
+		return nil, 0, fmt.Errorf("buffer request body: %w", err)
+	}
+	tb := &tempBody{f}
+	size, err := io.Copy(f, io.MultiReader(&mem, body))
+	if err == nil {
+		_, err = f.Seek(0, io.SeekStart)
+	}
+	if err != nil {
+		tb.Close()
+		return nil, 0, fmt.Errorf("buffer request body: %w", err)
+	}
+	return tb, size, nil
+}
+
+// tempBody is a request body buffered in a temporary file, removed when closed.
+type tempBody struct{ *os.File }
+
+func (b *tempBody) Close() error {
+	err := b.File.Close()
+	if rerr := os.Remove(b.Name()); err == nil {
+		err = rerr
+	}
+	return err
+}

@@ -1,0 +1,254 @@
+package edge
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/meridian-cdn/meridian/edge/store"
+	"github.com/meridian-cdn/meridian/origin"
+)
+
+// originBytes is the reference origin's body for path.
+func originBytes(t *testing.T, path string, version, size int) []byte {
+	t.Helper()
+	b, err := io.ReadAll(origin.OpenBody(path, version, size))
+	if err != nil {
+		t.Fatalf("read origin body: %v", err)
+	}
+	return b
+}
+
+// slicedEdge is an edge whose store holds a 64 MiB object with room to spare.
+func slicedEdge(t *testing.T) *single {
+	return newSingle(t, func(c *Config) { c.Cache.MaxBytes = 512 << 20 })
+}
+
+func TestSlicedFlashCrowd(t *testing.T) {
+	const size = 64 << 20
+	s := slicedEdge(t)
+	path := "/video.mp4"
+	target := obj(path, "size", strconv.Itoa(size), "cc", "max-age=600", "ct", "video/mp4")
+	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 32}}
+	t.Cleanup(c.CloseIdleConnections)
+	want := originSum(t, path, 1, size)
+	for i, r := range flashCrowd(t, c, s.edge.Addr(), target, 20, func() bool { return true }) {
+		if r.err != nil || r.status != http.StatusOK || r.n != size || r.sum != want {
+			t.Fatalf("client %d: status %d, %d bytes, err %v, right bytes %v", i, r.status, r.n, r.err, r.sum == want)
+		}
+	}
+	if got := s.origin.BytesSent(path); got > size*11/10 {
+		t.Errorf("origin sent %d body bytes for 20 clients, want at most 1.1 × %d", got, size)
+	}
+	// Every slice and the manifest are stored: the next client costs the origin nothing.
+	before := s.origin.BytesSent(path)
+	r := flashCrowd(t, c, s.edge.Addr(), target, 1, func() bool { return true })[0]
+	if r.err != nil || r.sum != want || !strings.Contains(r.cacheStatus, "hit") {
+		t.Errorf("after the crowd: err %v, right bytes %v, Cache-Status %q; want a hit with the origin's bytes", r.err, r.sum == want, r.cacheStatus)
+	}
+	if got := s.origin.BytesSent(path) - before; got != 0 {
+		t.Errorf("a hit on the sliced object cost the origin %d bytes", got)
+	}
+}
+
+// fillSliced fills target (size bytes) through the edge and checks the answer.
+func fillSliced(t *testing.T, s *single, path, target string, version, size int) {
+	t.Helper()
+	r := s.get(t, target)
+	if r.status != http.StatusOK || sha256.Sum256([]byte(r.body)) != originSum(t, path, version, size) {
+		t.Fatalf("fill of %s: status %d, %d bytes; want 200 with the origin's v%d", target, r.status, len(r.body), version)
+	}
+}
+
+func TestSlicedRanges(t *testing.T) {
+	const size = 9<<20 + 12345 // 5 slices, the last one short
+	s := slicedEdge(t)
+	path := "/installer.bin"
+	target := obj(path, "size", strconv.Itoa(size), "cc", "max-age=600")
+	fillSliced(t, s, path, target, 1, size)
+	body := originBytes(t, path, 1, size)
+	sent := s.origin.BytesSent(path)
+	tests := []struct {
+		rng         string
+		first, last int // inclusive
+	}{
+		{"bytes=0-9", 0, 9},
+		{"bytes=2097150-2097160", 2097150, 2097160}, // across a slice boundary
+		{"bytes=-100", size - 100, size - 1},
+		{"bytes=9437000-", 9437000, size - 1},
+		{"bytes=1000000-7000000", 1000000, 7000000}, // four slices
+	}
+	for _, tt := range tests {
+		t.Run(tt.rng, func(t *testing.T) {
+			r := s.get(t, target, "Range", tt.rng)
+			wantCR := fmt.Sprintf("bytes %d-%d/%d", tt.first, tt.last, size)
+			if r.status != http.StatusPartialContent || r.header.Get("Content-Range") != wantCR {
+				t.Fatalf("Range %s: status %d, Content-Range %q; want 206, %q", tt.rng, r.status, r.header.Get("Content-Range"), wantCR)
+			}
+			if r.body != string(body[tt.first:tt.last+1]) {
+				t.Errorf("Range %s: %d bytes, not the origin's bytes %d-%d", tt.rng, len(r.body), tt.first, tt.last)
+			}
+		})
+	}
+	t.Run("multipart", func(t *testing.T) {
+		r := s.get(t, target, "Range", "bytes=0-4, 5000000-5000009")
+		mt, params, _ := mime.ParseMediaType(r.header.Get("Content-Type"))
+		if r.status != http.StatusPartialContent || mt != "multipart/byteranges" {
+			t.Fatalf("two ranges: status %d, Content-Type %q; want 206 multipart/byteranges", r.status, r.header.Get("Content-Type"))
+		}
+		mr := multipart.NewReader(strings.NewReader(r.body), params["boundary"])
+		for _, want := range [][2]int{{0, 4}, {5000000, 5000009}} {
+			p, err := mr.NextPart()
+			if err != nil {
+				t.Fatalf("part %v: %v", want, err)
+			}
+			got, _ := io.ReadAll(p)
+			if string(got) != string(body[want[0]:want[1]+1]) {
+				t.Errorf("part %v: wrong bytes", want)
+			}
+		}
+	})
+	t.Run("conditional", func(t *testing.T) {
+		r := s.get(t, target, "If-None-Match", origin.ETag(path, 1, size))
+		if r.status != http.StatusNotModified {
+			t.Errorf("If-None-Match with the object's tag: status %d, want 304", r.status)
+		}
+	})
+	t.Run("head", func(t *testing.T) {
+		r := do(t, s.client, http.MethodHead, s.edge.Addr(), testHost, target)
+		if r.status != http.StatusOK || r.header.Get("Content-Length") != strconv.Itoa(size) || r.body != "" {
+			t.Errorf("HEAD: status %d, Content-Length %q, %d body bytes; want 200, %d, none",
+				r.status, r.header.Get("Content-Length"), len(r.body), size)
+		}
+	})
+	if got := s.origin.BytesSent(path) - sent; got != 0 {
+		t.Errorf("ranges from stored slices cost the origin %d bytes", got)
+	}
+	// An evicted slice is fetched alone, with Range.
+	s.edge.store.Delete(s.edge.key(target) + slicePart(2, origin.ETag(path, 1, size)))
+	r := s.get(t, target, "Range", "bytes=4194304-4194313")
+	if r.status != http.StatusPartialContent || r.body != string(body[4194304:4194314]) {
+		t.Fatalf("range in an evicted slice: status %d", r.status)
+	}
+	if got, want := s.origin.BytesSent(path)-sent, int64(defaultSliceBytes); got != want {
+		t.Errorf("refetching one slice cost the origin %d bytes, want %d", got, want)
+	}
+	if got := s.origin.LastHeader(path).Get("Range"); got != "bytes=4194304-6291455" {
+		t.Errorf("slice fetch sent Range %q, want bytes=4194304-6291455", got)
+	}
+}
+
+func TestSlicedNeverStitched(t *testing.T) {
+	const size = 12 << 20
+	s := slicedEdge(t)
+	path := "/changing.bin"
+	target := obj(path, "size", strconv.Itoa(size), "cc", "max-age=600")
+	v1, v2 := originSum(t, path, 1, size), originSum(t, path, 2, size)
+	// getWhole reports whether a GET came back complete, failing the test if it mixes versions.
+	getWhole := func() bool {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, "http://"+s.edge.Addr()+target, nil)
+		req.Host = testHost
+		r, err := s.client.Do(req)
+		if err != nil {
+			return false
+		}
+		h := sha256.New()
+		_, rerr := io.Copy(h, r.Body)
+		r.Body.Close()
+		var sum [32]byte
+		copy(sum[:], h.Sum(nil))
+		if rerr == nil && sum != v1 && sum != v2 {
+			t.Fatalf("a complete answer mixes versions (status %d)", r.StatusCode)
+		}
+		return rerr == nil
+	}
+	// The object changes after 5 MiB of it were sent: slices fetched after that are v2, and
+	// the fill that began with v1 must be cut short, not stitched.
+	s.origin.SetFault(path, origin.Fault{BumpAfter: 5 << 20})
+	if getWhole() {
+		t.Errorf("the fill across the change came back complete, want it cut short")
+	}
+	if s.origin.Version(path) != 2 {
+		t.Fatalf("origin version = %d, want 2 (the fault did not fire)", s.origin.Version(path))
+	}
+	// Stored v2 now; slice 4 is evicted and the object changes again: the same holds.
+	fillSliced(t, s, path, target, 2, size)
+	s.edge.store.Delete(s.edge.key(target) + slicePart(4, origin.ETag(path, 2, size)))
+	s.origin.Bump(path)
+	v1, v2 = v2, originSum(t, path, 3, size)
+	if getWhole() {
+		t.Errorf("an answer needing a slice of a changed object came back complete, want it cut short")
+	}
+	// The next request fetches the new version.
+	fillSliced(t, s, path, target, 3, size)
+}
+
+func TestSlicedPurgeRemovesEverySlice(t *testing.T) {
+	const size = 10 << 20
+	tests := []struct {
+		name string
+		rec  func(key string) store.Record
+	}{
+		{"url", func(key string) store.Record { return store.Record{Kind: store.URL, Host: testHost, Value: key} }},
+		{"surrogate key", func(string) store.Record { return store.Record{Kind: store.Key, Host: testHost, Value: "movie"} }},
+		{"prefix", func(string) store.Record { return store.Record{Kind: store.Prefix, Host: testHost, Value: "/films"} }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := slicedEdge(t)
+			path := "/films/" + strings.ReplaceAll(tt.name, " ", "-")
+			target := obj(path, "size", strconv.Itoa(size), "cc", "max-age=600", "sk", "movie")
+			fillSliced(t, s, path, target, 1, size)
+			key := s.edge.key(target)
+			parts := []string{""}
+			for i := range int64(5) {
+				parts = append(parts, slicePart(i, origin.ETag(path, 1, size)))
+			}
+			for _, p := range parts {
+				if o, _ := s.edge.store.LookupPart(key, p, http.Header{}); o == nil {
+					t.Fatalf("part %q not stored after the fill", p)
+				}
+			}
+			s.clock.Advance(1e9)
+			s.edge.store.Purge(tt.rec(key))
+			for _, p := range parts {
+				if o, _ := s.edge.store.LookupPart(key, p, http.Header{}); o != nil {
+					t.Errorf("part %q still served after the purge", p)
+				}
+			}
+			before := s.origin.Requests(path)
+			fillSliced(t, s, path, target, 1, size)
+			if s.origin.Requests(path) == before {
+				t.Errorf("the request after the purge did not go to the origin")
+			}
+		})
+	}
+}
+
+// TestSlicedOriginIgnoringRange: an origin that answers 200 to Range still gives the right
+// bytes, and its large objects then stream through whole instead of being sliced.
+func TestSlicedOriginIgnoringRange(t *testing.T) {
+	const size = 10 << 20
+	s := slicedEdge(t)
+	path := "/norange.bin"
+	target := obj(path, "size", strconv.Itoa(size), "cc", "max-age=600", "norange", "1")
+	fillSliced(t, s, path, target, 1, size)
+	// The object now streams through like the origin sends it: a Range gets the whole body,
+	// as from the origin itself (RFC 9110 §14.2 lets a server ignore Range).
+	r := s.get(t, target, "Range", "bytes=5000000-5000009")
+	if r.status != http.StatusOK || sha256.Sum256([]byte(r.body)) != originSum(t, path, 1, size) {
+		t.Errorf("Range after the fallback: status %d, %d bytes; want 200 with the origin's whole body", r.status, len(r.body))
+	}
+	other := "/norange-2.bin"
+	r = s.get(t, obj(other, "size", strconv.Itoa(size), "cc", "max-age=600"))
+	if sha256.Sum256([]byte(r.body)) != originSum(t, other, 1, size) || !strings.Contains(r.header.Get("Cache-Status"), "too-large") {
+		t.Errorf("next large object from that origin: Cache-Status %q; want it streamed whole (too-large)", r.header.Get("Cache-Status"))
+	}
+}

@@ -1,0 +1,293 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"sync/atomic"
+)
+
+// The streaming miss (docs/edge.md, "Streaming miss"). A collapsed fill hands its answer to
+// every waiting client as soon as the upstream's header is in; the body goes into an inflight
+// buffer that a pump goroutine of the filler fills as it arrives and that every client reads
+// as it grows, Varnish-style. A body that will be stored is kept whole (it becomes the stored
+// object's body, so it costs no more than a buffered fill did); a body too large to keep is
+// held only for window bytes ahead of its slowest reader: the pump waits for readers
+// (back-pressure), released bytes are gone, and a client arriving after the first release
+// fetches its own copy. A fill therefore holds at most max(max_object_bytes, window) of memory,
+// and there are at most as many fills as the upstreams' bulkheads allow.
+
+// streamWindow is how much of a body too large to keep is held ahead of its slowest reader.
+const streamWindow = 4 << 20
+
+// smallBody is the largest declared length a collapsed fill reads whole before answering:
+// streaming would not make its first byte come sooner.
+const smallBody = 64 << 10
+
+// pumpChunk is the most read from the upstream at once.
+const pumpChunk = 64 << 10
+
+// errNoReaders ends the fill of a body too large to keep once every client reading it left.
+var errNoReaders = errors.New("every client reading the fill went away")
+
+// inflight is the body of one fill as it arrives.
+type inflight struct {
+	limit  int64           // a kept body larger than this is not kept after all (max object size)
+	budget *inflightBudget // shared by the node's fills: bytes of bodies not kept held past the window
+
+	mu      sync.Mutex    // protects everything below
+	keep    bool          // the whole body is kept (it will be stored): nothing is released
+	buf     []byte        // body bytes [base, base+len(buf)); never modified once appended
+	base    int64         // body offset of buf[0]; > 0 once bytes were released
+	done    bool          // the body is complete, or failed with err
+	err     error         //
+	wake    chan struct{} // closed and replaced when buf grows, done is set or a reader moves
+	readers map[*bodyReader]struct{}
+	left    bool  // a reader attached and every reader has detached since
+	counted int64 // bytes of buf counted in budget
+}
+
+// inflightBudget is the memory the fills of a node may hold, beyond the window, for bodies too
+// large to keep (Config.Cache.InFlightBytes).
+type inflightBudget struct {
+	max  int64
+	used atomic.Int64
+}
+
+// take counts n more bytes if they fit.
+func (g *inflightBudget) take(n int64) bool {
+	if g == nil {
+		return false
+	}
+	if g.used.Add(n) > g.max {
+		g.used.Add(-n)
+		return false
+	}
+	return true
+}
+
+func (g *inflightBudget) give(n int64) {
+	if g != nil && n != 0 {
+		g.used.Add(-n)
+	}
+}
+
+// newInflight returns an empty body; keep says it is meant to be stored. size is the declared
+// length (negative if unknown), used to size the buffer once.
+func newInflight(keep bool, size, limit int64, budget *inflightBudget) *inflight {
+	b := &inflight{keep: keep, limit: limit, budget: budget, wake: make(chan struct{}), readers: map[*bodyReader]struct{}{}}
+	if keep && size > 0 && size <= limit {
+		b.buf = make([]byte, 0, size)
+	}
+	return b
+}
+
+// notifyLocked wakes everyone waiting for a change.
+func (b *inflight) notifyLocked() {
+	close(b.wake)
+	b.wake = make(chan struct{})
+}
+
+// write appends p (copied). For a body not kept it first waits until its readers have
+// consumed enough that at most streamWindow bytes are held.
+func (b *inflight) write(ctx context.Context, p []byte) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.keep && b.base+int64(len(b.buf)+len(p)) > b.limit {
+		b.keep = false // no declared length and larger than the store takes: stream only
+	}
+	for !b.keep && len(b.buf) >= streamWindow {
+		if b.left {
+			return errNoReaders
+		}
+		if b.budget.take(int64(len(p))) {
+			// Room in the node's in-flight budget: hold on to the start, for clients to come.
+			b.counted += int64(len(p))
+			break
+		}
+		if slowest, ok := b.slowestLocked(); ok && slowest > b.base {
+			// A fresh array: readers may still be writing from the old one outside the lock.
+			b.buf = append(make([]byte, 0, streamWindow+pumpChunk), b.buf[slowest-b.base:]...)
+			b.base = slowest
+			b.budget.give(b.counted)
+			b.counted = 0
+			continue
+		}
+		ch := b.wake
+		b.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			b.mu.Lock()
+			return context.Cause(ctx)
+		}
+		b.mu.Lock()
+	}
+	b.buf = append(b.buf, p...)
+	b.notifyLocked()
+	return nil
+}
+
+// slowestLocked is the smallest position of an attached reader.
+func (b *inflight) slowestLocked() (int64, bool) {
+	var min int64
+	ok := false
+	for r := range b.readers {
+		if !ok || r.pos < min {
+			min, ok = r.pos, true
+		}
+	}
+	return min, ok
+}
+
+// finish marks the body complete (err nil) or failed.
+func (b *inflight) finish(err error) {
+	b.mu.Lock()
+	b.budget.give(b.counted) // from now on the readers hold it, each for as long as it reads
+	b.counted = 0
+	b.done, b.err = true, err
+	b.notifyLocked()
+	b.mu.Unlock()
+}
+
+// kept returns the whole body once the pump is through with it, if it was kept.
+func (b *inflight) kept() (body []byte, ok bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.keep {
+		return nil, false
+	}
+	return b.buf, true
+}
+
+// attach returns a reader from the start of the body, or nil when the start was released.
+func (b *inflight) attach() *bodyReader {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.base > 0 {
+		return nil
+	}
+	r := &bodyReader{b: b}
+	b.readers[r] = struct{}{}
+	b.left = false
+	return r
+}
+
+// bodyReader is one client's position in an inflight body.
+type bodyReader struct {
+	b   *inflight
+	pos int64 // guarded by b.mu
+}
+
+// close detaches the reader: the body no longer waits for it.
+func (r *bodyReader) close() {
+	b := r.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, ok := b.readers[r]; !ok {
+		return
+	}
+	delete(b.readers, r)
+	b.left = b.left || len(b.readers) == 0
+	b.notifyLocked()
+}
+
+// wait blocks until the body is complete and returns it, or the error that ended it. Only a
+// kept body can be waited for.
+func (r *bodyReader) wait(ctx context.Context) ([]byte, error) {
+	b := r.b
+	b.mu.Lock()
+	for !b.done {
+		ch := b.wake
+		b.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		}
+		b.mu.Lock()
+	}
+	defer b.mu.Unlock()
+	switch {
+	case b.err != nil:
+		return nil, b.err
+	case !b.keep:
+		return nil, errors.New("body too large to keep")
+	}
+	return b.buf, nil
+}
+
+// copyTo writes the body to w as it arrives, calling flush whenever it has caught up with the
+// fill and must wait, so a client never waits on bytes held in a buffer.
+func (r *bodyReader) copyTo(ctx context.Context, w io.Writer, flush func()) error {
+	b := r.b
+	for {
+		b.mu.Lock()
+		for r.pos >= b.base+int64(len(b.buf)) && !b.done {
+			ch := b.wake
+			b.mu.Unlock()
+			flush()
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				return context.Cause(ctx)
+			}
+			b.mu.Lock()
+		}
+		if r.pos >= b.base+int64(len(b.buf)) {
+			err := b.err
+			b.mu.Unlock()
+			return err
+		}
+		chunk := b.buf[r.pos-b.base:]
+		if len(chunk) > 256<<10 {
+			chunk = chunk[:256<<10]
+		}
+		b.mu.Unlock()
+		n, err := w.Write(chunk) // outside the lock: the bytes are never modified
+		b.mu.Lock()
+		r.pos += int64(n)
+		if !b.keep {
+			b.notifyLocked() // the pump may be waiting for the slowest reader
+		}
+		b.mu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// pump reads resp's body into b under ctx and returns why it stopped (nil: complete). It
+// does not finish b: the caller stores the body first, so that a client that has read it all
+// finds it in the store.
+func pump(ctx context.Context, resp *http.Response, b *inflight, what string) error {
+	defer resp.Body.Close()
+	buf := make([]byte, pumpChunk)
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			if werr := b.write(ctx, buf[:n]); werr != nil {
+				return fmt.Errorf("stream %s: %w", what, werr)
+			}
+		}
+		switch {
+		case err == io.EOF:
+			if resp.ContentLength >= 0 && b.sizeNow() != resp.ContentLength {
+				return fmt.Errorf("stream %s: %w", what, io.ErrUnexpectedEOF)
+			}
+			return nil
+		case err != nil:
+			return fmt.Errorf("read body of %s: %w", what, err)
+		}
+	}
+}
+
+// sizeNow is how many body bytes arrived so far.
+func (b *inflight) sizeNow() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.base + int64(len(b.buf))
+}

@@ -1,0 +1,152 @@
+package edge
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/meridian-cdn/meridian/origin"
+)
+
+// originSum is the sha256 of the reference origin's body for path.
+func originSum(t *testing.T, path string, version, size int) [32]byte {
+	t.Helper()
+	h := sha256.New()
+	if _, err := io.Copy(h, origin.OpenBody(path, version, size)); err != nil {
+		t.Fatalf("hash origin body: %v", err)
+	}
+	var sum [32]byte
+	copy(sum[:], h.Sum(nil))
+	return sum
+}
+
+// flashResult is what one client of a flash crowd saw.
+type flashResult struct {
+	status      int
+	firstBefore bool // the first body byte came before the origin had sent the whole body
+	sum         [32]byte
+	n           int64
+	cacheStatus string
+	err         error
+}
+
+// flashCrowd sends clients concurrent GETs of path to addr and reports what each saw.
+func flashCrowd(t *testing.T, c *http.Client, addr, target string, clients int, sentBefore func() bool) []flashResult {
+	t.Helper()
+	out := make([]flashResult, clients)
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Go(func() {
+			r := &out[i]
+			req, _ := http.NewRequest(http.MethodGet, "http://"+addr+target, nil)
+			req.Host = testHost
+			resp, err := c.Do(req)
+			if err != nil {
+				r.err = err
+				return
+			}
+			defer resp.Body.Close()
+			r.status, r.cacheStatus = resp.StatusCode, resp.Header.Get("Cache-Status")
+			first := make([]byte, 1)
+			if _, err := io.ReadFull(resp.Body, first); err != nil {
+				r.err = err
+				return
+			}
+			r.firstBefore = sentBefore()
+			h := sha256.New()
+			h.Write(first)
+			n, err := io.Copy(h, resp.Body)
+			r.n, r.err = n+1, err
+			copy(r.sum[:], h.Sum(nil))
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+func TestStreamingMissCollapses(t *testing.T) {
+	const size = 16 << 20
+	tests := []struct {
+		name      string
+		maxObject int64 // 0: the default 8 MiB, so the object is too large to keep (slicing off)
+		wantHit   bool  // a request after the crowd is a hit
+	}{
+		{"too large to keep", 0, false},
+		{"kept", 32 << 20, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newSingle(t, func(c *Config) {
+				c.Cache.MaxObjectBytes, c.Cache.MaxBytes = tt.maxObject, 64<<20
+				c.Hosts[0].Cache.DisableSlices = true
+			})
+			path := "/flash/" + strconv.Itoa(int(tt.maxObject))
+			// The origin pauses after half the body, so "before the origin finished" is
+			// observable: every client must have its first byte while the origin still sends.
+			target := path + "?size=" + strconv.Itoa(size) + "&cc=max-age%3D600&stall=1s"
+			c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 100}}
+			t.Cleanup(c.CloseIdleConnections)
+			want := originSum(t, path, 1, size)
+			res := flashCrowd(t, c, s.edge.Addr(), target, 100, func() bool { return s.origin.BytesSent(path) < size })
+			for i, r := range res {
+				switch {
+				case r.err != nil:
+					t.Fatalf("client %d: %v", i, r.err)
+				case r.status != http.StatusOK || r.n != size || r.sum != want:
+					t.Fatalf("client %d: status %d, %d bytes, right bytes %v; want 200, %d bytes of the origin's body",
+						i, r.status, r.n, r.sum == want, size)
+				case !r.firstBefore:
+					t.Errorf("client %d got its first byte only after the origin finished sending", i)
+				}
+			}
+			if got := s.origin.Requests(path); got != 1 {
+				t.Errorf("origin requests = %d, want 1", got)
+			}
+			if got := s.origin.BytesSent(path); got != size {
+				t.Errorf("origin sent %d body bytes, want %d", got, size)
+			}
+			after := do(t, c, http.MethodGet, s.edge.Addr(), testHost, target)
+			if hit := bytes.Contains([]byte(after.header.Get("Cache-Status")), []byte("hit")); hit != tt.wantHit {
+				t.Errorf("request after the crowd: Cache-Status %q, want hit=%v", after.header.Get("Cache-Status"), tt.wantHit)
+			}
+		})
+	}
+}
+
+// TestStreamingMissLeaderLeaves: the client that started a streaming fill goes away; the
+// others still get the whole body, and it is stored.
+func TestStreamingMissLeaderLeaves(t *testing.T) {
+	const size = 1 << 20
+	s := newSingle(t, nil)
+	path := "/leaves"
+	target := path + "?size=" + strconv.Itoa(size) + "&cc=max-age%3D600&stall=300ms"
+	c := &http.Client{Transport: &http.Transport{}}
+	t.Cleanup(c.CloseIdleConnections)
+	req, _ := http.NewRequest(http.MethodGet, "http://"+s.edge.Addr()+target, nil)
+	req.Host = testHost
+	leader, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader.Body.Read(make([]byte, 1))
+	leader.Body.Close() // gone mid-body
+	res := flashCrowd(t, c, s.edge.Addr(), target, 10, func() bool { return true })
+	want := originSum(t, path, 1, size)
+	for i, r := range res {
+		if r.err != nil || r.status != http.StatusOK || r.sum != want {
+			t.Fatalf("client %d: status %d, err %v, right bytes %v", i, r.status, r.err, r.sum == want)
+		}
+	}
+	waitFor(t, 5*time.Second, "the object stored", func() bool {
+		obj, _, _ := s.edge.store.Lookup(s.edge.key(target), http.Header{})
+		return obj != nil
+	})
+	if got := s.origin.Requests(path); got != 1 {
+		t.Errorf("origin requests = %d, want 1", got)
+	}
+}

@@ -1,0 +1,72 @@
+package edge
+
+import "github.com/meridian-cdn/meridian/origin/fetch"
+
+// upstream returns the client for one upstream base address, creating it on first use. For
+// every upstream, origin or peer, only transport failures trip the breaker (fetch's default):
+// any HTTP answer, 5xx included, means it is alive and is passed on or cached per RFC 9111.
+func (f *filler) upstream(name, addr string) *fetch.Upstream {
+	return f.client(addr, func() fetch.Config {
+		fc := f.baseConfig()
+		fc.Name = name
+		return fc
+	})
+}
+
+// passUpstream returns the client for the pass-through traffic of a host's origin: its own
+// bulkhead and breaker, so requests that are never stored (and may stream for long, up to
+// PassTimeout) cannot starve cache fills of origin slots.
+func (f *filler) passUpstream(hs *hostState) *fetch.Upstream {
+	return f.client("pass "+hs.origin.Host, func() fetch.Config {
+		fc := f.baseConfig()
+		fc.Name = "pass origin " + hs.cfg.Host
+		fc.BodyTimeout = f.n.cfg.PassTimeout
+		return fc
+	})
+}
+
+// client returns the client stored under key, creating it from config() on first use.
+func (f *filler) client(key string, config func() fetch.Config) *fetch.Upstream {
+	f.upMu.Lock()
+	defer f.upMu.Unlock()
+	if u, ok := f.upstreams[key]; ok {
+		return u
+	}
+	u := fetch.New(config())
+	f.upstreams[key] = u
+	return u
+}
+
+// baseConfig is the node's upstream configuration as fetch takes it.
+func (f *filler) baseConfig() fetch.Config {
+	n := f.n
+	uc := n.cfg.Upstream
+	dial := n.cfg.DialContext
+	if dial == nil {
+		dial = n.sourceBoundDialer(uc.DialTimeout)
+	}
+	return fetch.Config{
+		DialTimeout:           uc.DialTimeout,
+		TLSHandshakeTimeout:   uc.TLSHandshakeTimeout,
+		ResponseHeaderTimeout: uc.ResponseHeaderTimeout,
+		BodyTimeout:           uc.BodyTimeout,
+		MaxConcurrent:         uc.MaxConcurrent,
+		QueueWait:             uc.QueueWait,
+		ConsecutiveFailures:   uc.ConsecutiveFailures,
+		FailureRatio:          uc.FailureRatio,
+		OpenTimeout:           uc.OpenTimeout,
+		DialContext:           dial,
+		Clock:                 n.clock,
+	}
+}
+
+// upstreamStats snapshots every upstream's breaker and bulkhead counters.
+func (f *filler) upstreamStats() []fetch.Stats {
+	f.upMu.Lock()
+	defer f.upMu.Unlock()
+	out := make([]fetch.Stats, 0, len(f.upstreams))
+	for _, u := range f.upstreams {
+		out = append(out, u.Stats())
+	}
+	return out
+}
