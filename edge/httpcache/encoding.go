@@ -28,9 +28,8 @@ var Codings = []string{"br", "zstd", "gzip"}
 //   - a malformed element (an invalid name, weight or parameter) is ignored, as if absent.
 func NormalizeAcceptEncoding(values []string) string {
 	best, bestQ := "", -1
-	identityQ, starQ := -1, -1 // -1: not listed
-	var listed [3]int          // weight of each of Codings, -1 when not listed
-	listed = [3]int{-1, -1, -1}
+	identityQ, starQ := -1, -1   // -1: not listed
+	listed := [3]int{-1, -1, -1} // weight of each of Codings, -1 when not listed
 	for _, v := range values {
 		for elem := range strings.SplitSeq(strings.TrimSpace(v), ",") {
 			name, q, ok := parseCoding(elem)
