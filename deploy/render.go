@@ -520,10 +520,24 @@ type dnsYAML struct {
 	Hostnames    []string            `yaml:"hostnames,omitempty"`
 	CNAMEs       map[string]string   `yaml:"cnames,omitempty"`
 	HeartbeatTTL string              `yaml:"heartbeat_ttl,omitempty"`
+	RateLimit    dnsRateLimit        `yaml:"rate_limit"`
 	NATS         string              `yaml:"nats"`
 	Creds        string              `yaml:"creds"`
 	Prefix       string              `yaml:"prefix"`
 }
+
+// dnsRateLimit is dnsroute.RateLimit as rendered.
+type dnsRateLimit struct {
+	QPS   float64 `yaml:"qps"`
+	Burst float64 `yaml:"burst"`
+	Slip  int     `yaml:"slip"`
+}
+
+// renderedDNSRateLimit is the response rate limit every rendered DNS server runs with: per
+// client /24 (/56), far above what one resolver's cache misses need at a 30 s TTL, low enough
+// that the server cannot be used to amplify a flood; every other limited query gets a
+// truncated reply so real resolvers retry over TCP.
+var renderedDNSRateLimit = dnsRateLimit{QPS: 200, Burst: 400, Slip: 2}
 
 type dnsNS struct {
 	Name string   `yaml:"name"`
@@ -538,6 +552,7 @@ func (r *renderer) dnsConfig(vm string) ([]byte, error) {
 		Listen: r.public(vm, f.DNS.Port), AdminListen: r.admin(vm, r.controlNode(vm).PrivateIPv4, f.DNS.AdminPort),
 		MMDB: f.DNS.MMDB, DefaultPoP: f.DNS.DefaultPoP, Hostnames: f.DNS.Hostnames, CNAMEs: f.DNS.CNAMEs,
 		NATS: "nats://" + r.local(vm, f.NATS.ClientPort), Creds: CredsDir + "/dns.creds", Prefix: f.Prefix,
+		RateLimit: renderedDNSRateLimit,
 	}
 	if f.DNS.Policy.Policy != "" || f.DNS.Policy.RadiusKm != 0 || len(f.DNS.Policy.Weights) > 0 ||
 		f.DNS.Policy.LowWatermark != 0 || f.DNS.Policy.HighWatermark != 0 {

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"go.yaml.in/yaml/v3"
 )
 
 func loadExample(t *testing.T) *Fleet {
@@ -131,6 +133,13 @@ func TestRenderCredentials(t *testing.T) {
 		cfg := string(files[vm.Name+EtcDir+"/edge.yaml"])
 		if vm.Role == RoleControl {
 			cfg = string(files[vm.Name+EtcDir+"/dns.yaml"])
+			// The internet-facing DNS runs with response rate limiting on.
+			var d struct {
+				RateLimit struct{ QPS, Burst float64 } `yaml:"rate_limit"`
+			}
+			if err := yaml.Unmarshal([]byte(cfg), &d); err != nil || d.RateLimit.QPS <= 0 || d.RateLimit.Burst < d.RateLimit.QPS {
+				t.Errorf("%s: dns.yaml rate_limit = %+v (%v), want qps > 0 and burst >= qps", vm.Name, d.RateLimit, err)
+			}
 		}
 		if !strings.Contains(cfg, "admin_listen: 10.") && !strings.Contains(cfg, "admin_listen: 127.0.0.1:") {
 			t.Errorf("%s: admin listener not on a private or loopback address:\n%s", vm.Name, cfg)

@@ -309,7 +309,8 @@ func (n *Node) ServeListeners(ctx context.Context, ls Listeners) error {
 		}
 	}
 	if ls.Admin != nil {
-		adminSrv := &http.Server{Handler: n.AdminHandler(), ReadHeaderTimeout: 5 * time.Second}
+		// Idle keep-alive connections from scrapers are closed, so they cannot pile up.
+		adminSrv := &http.Server{Handler: n.AdminHandler(), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute}
 		n.adminAddr = ls.Admin.Addr().String()
 		all = append(all, served{adminSrv.Shutdown, func() error { return adminSrv.Serve(ls.Admin) }})
 	}
