@@ -113,6 +113,9 @@ func (r *renderer) secrets(role string) []string {
 	var s []string
 	if role == RoleControl {
 		s = append(s, r.f.Control.TokensFile, r.f.DNS.MMDB)
+		if r.f.Control.TLSCert != "" {
+			s = append(s, r.f.Control.TLSCert, r.f.Control.TLSKey)
+		}
 		s = append(s, CredsDir+"/{control.creds,dns.creds,nats-cluster.conf}")
 	} else {
 		s = append(s, CredsDir+"/{edge.creds,nats-leaf.conf}")

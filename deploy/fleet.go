@@ -90,6 +90,13 @@ type Control struct {
 	// TokensFile is the API tokens file on the VM (see docs/control.md), provisioned out of band.
 	// Default /etc/meridian/tokens.yaml.
 	TokensFile string `yaml:"tokens_file"`
+	// TLSCert and TLSKey are the API's certificate and key on the VM, provisioned out of band
+	// and reloaded when they change. Required unless every VM is on loopback or InsecureHTTP
+	// says a TLS-terminating proxy sits in front: control refuses plain HTTP elsewhere.
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+	// InsecureHTTP serves the API in plain HTTP on the public address (a TLS proxy in front).
+	InsecureHTTP bool `yaml:"insecure_http"`
 	// Replicas is the JetStream replica count of buckets and streams. Default 3; at most the
 	// number of control VMs.
 	Replicas int `yaml:"replicas"`

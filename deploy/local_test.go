@@ -7,6 +7,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
@@ -207,6 +208,8 @@ func TestRenderedFleetRunsLocally(t *testing.T) {
 		vmRoot := filepath.Join(root, vm.Name)
 		writeTLS(t, vmRoot, f.NATS.TLS, ips)
 		if vm.Role == RoleControl {
+			// The API's certificate: the same test CA's, valid for every fleet address.
+			writeTLS(t, vmRoot, TLSFiles{CertFile: f.Control.TLSCert, KeyFile: f.Control.TLSKey, CAFile: f.NATS.TLS.CAFile}, ips)
 			putFile(t, vmRoot+f.Control.TokensFile, fmt.Sprintf("- name: ops\n  token: %s\n  scopes: [read, config, purge]\n", testToken))
 			if err := os.MkdirAll(filepath.Dir(vmRoot+f.DNS.MMDB), 0o755); err != nil {
 				t.Fatal(err)
@@ -278,7 +281,7 @@ func TestRenderedFleetRunsLocally(t *testing.T) {
 	// three controls creating the same R3 buckets at once can lose the replies and time out
 	// (see the report; control should retry with short per-attempt timeouts).
 	api := func(name string) string {
-		return "http://" + net.JoinHostPort(bind[name], strconv.Itoa(f.Control.APIPort))
+		return "https://" + net.JoinHostPort(bind[name], strconv.Itoa(f.Control.APIPort))
 	}
 	for _, name := range controls {
 		// ExecStartPre: wait for the local NATS server's JetStream health.
@@ -546,7 +549,12 @@ func call(t *testing.T, method, url string, body []byte) (int, []byte) {
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	c := &http.Client{Timeout: 10 * time.Second}
+	pool := x509.NewCertPool()
+	if tlsCA != nil && !pool.AppendCertsFromPEM(tlsCA) {
+		t.Fatal("test CA does not parse")
+	}
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	defer c.CloseIdleConnections()
 	resp, err := c.Do(req)
 	if err != nil {
 		return 0, []byte(err.Error())

@@ -269,6 +269,12 @@ func (r *renderer) control(c ControlNode) error {
 		"--tokens", f.Control.TokensFile,
 		"--prefix", f.Prefix,
 	}
+	switch {
+	case f.Control.TLSCert != "":
+		args = append(args, "--tls-cert", f.Control.TLSCert, "--tls-key", f.Control.TLSKey)
+	case f.Control.InsecureHTTP:
+		args = append(args, "--insecure-http")
+	}
 	if f.Control.HeartbeatTTL > 0 {
 		args = append(args, "--heartbeat-ttl", f.Control.HeartbeatTTL.String())
 	}

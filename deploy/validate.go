@@ -174,6 +174,18 @@ func (f *Fleet) validate() []*FieldError {
 
 	c := f.Control
 	checkFile(bad, "control.tokens_file", c.TokensFile, true)
+	switch {
+	case (c.TLSCert == "") != (c.TLSKey == ""):
+		bad("control.tls_cert", "and control.tls_key go together: give both or neither")
+	case c.TLSCert == "" && !c.InsecureHTTP && !f.allLoopback():
+		bad("control.tls_cert", "is required: the API carries bearer tokens across the network (or set control.insecure_http behind a TLS-terminating proxy)")
+	case c.TLSCert != "" && c.InsecureHTTP:
+		bad("control.insecure_http", "cannot be combined with control.tls_cert")
+	}
+	if c.TLSCert != "" {
+		checkFile(bad, "control.tls_cert", c.TLSCert, true)
+		checkFile(bad, "control.tls_key", c.TLSKey, true)
+	}
 	n := len(c.Nodes)
 	switch {
 	case n == 0:
