@@ -3,6 +3,7 @@ package edge
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -263,6 +264,23 @@ func (w *logWriter) Write(b []byte) (int, error) {
 	w.bytes += int64(n)
 	return n, err
 }
+
+// ReadFrom is what io.Copy (and http.ServeContent) use to write a body: a sliced object is
+// written slice by slice from the store's bytes (sliceReader.writeTo); anything else is
+// copied as io.Copy would.
+func (w *logWriter) ReadFrom(src io.Reader) (int64, error) {
+	if lr, ok := src.(*io.LimitedReader); ok {
+		if sr, ok := lr.R.(*sliceReader); ok {
+			n, err := sr.writeTo(w, lr.N)
+			lr.N -= n
+			return n, err
+		}
+	}
+	return io.Copy(writerOnly{w}, src)
+}
+
+// writerOnly hides logWriter's ReadFrom from io.Copy, which would otherwise call it again.
+type writerOnly struct{ io.Writer }
 
 func (w *logWriter) Flush() {
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {

@@ -142,24 +142,59 @@ type sliceReader struct {
 }
 
 func (r *sliceReader) Read(p []byte) (int, error) {
+	b, err := r.rest()
+	if err != nil {
+		return 0, err
+	}
+	n := copy(p, b)
+	r.off += int64(n)
+	return n, nil
+}
+
+// rest returns what is left of the slice at the read position, loading it if needed.
+func (r *sliceReader) rest() ([]byte, error) {
 	if r.err != nil {
-		return 0, r.err
+		return nil, r.err
 	}
 	if r.off >= r.size {
-		return 0, io.EOF
+		return nil, io.EOF
 	}
 	i := r.off / r.sliceSize
 	if i != r.cur {
 		b, err := r.f.slice(r.req, r.obj, i, r.sliceSize)
 		if err != nil {
 			r.err = err
-			return 0, err
+			return nil, err
 		}
 		r.cur, r.buf = i, b
 	}
-	n := copy(p, r.buf[r.off-i*r.sliceSize:])
-	r.off += int64(n)
-	return n, nil
+	return r.buf[r.off-i*r.sliceSize:], nil
+}
+
+// writeTo writes up to limit bytes to w straight from the slices, one write per slice: no
+// copy through io.Copy's 32 KiB buffer, and a few large writes instead of thousands of small
+// ones (logWriter.ReadFrom hands it the connection).
+func (r *sliceReader) writeTo(w io.Writer, limit int64) (int64, error) {
+	var total int64
+	for total < limit {
+		b, err := r.rest()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return total, err
+		}
+		if rem := limit - total; int64(len(b)) > rem {
+			b = b[:rem]
+		}
+		n, err := w.Write(b)
+		r.off += int64(n)
+		total += int64(n)
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
 }
 
 func (r *sliceReader) Seek(offset int64, whence int) (int64, error) {
