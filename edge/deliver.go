@@ -62,11 +62,11 @@ func (n *Node) deliver(w *logWriter, req *request, obj *store.Object, cs httpcac
 	}
 }
 
-// objectHeader sets the response header for obj: its stored fields, less what only the fleet
-// may see, under the host's response policy, with Age and Cache-Status.
-func (n *Node) objectHeader(w *logWriter, req *request, obj *store.Object, cs httpcache.Status, upstreamCS string) http.Header {
+// clientHeader copies an answer's fields into the response header: the fleet-only ones only
+// for a verified fleet node, and under the host's response policy for anyone else.
+func clientHeader(w *logWriter, req *request, src http.Header) http.Header {
 	h := w.Header()
-	for k, v := range obj.Header {
+	for k, v := range src {
 		h[k] = v
 	}
 	markHop(h, req)
@@ -76,6 +76,13 @@ func (n *Node) objectHeader(w *logWriter, req *request, obj *store.Object, cs ht
 		}
 		applyResponsePolicy(h, req.host)
 	}
+	return h
+}
+
+// objectHeader sets the response header for obj: its stored fields, less what only the fleet
+// may see, under the host's response policy, with Age and Cache-Status.
+func (n *Node) objectHeader(w *logWriter, req *request, obj *store.Object, cs httpcache.Status, upstreamCS string) http.Header {
+	h := clientHeader(w, req, obj.Header)
 	h["Age"] = []string{strconv.FormatInt(int64(obj.Age(n.clock())/time.Second), 10)}
 	h["Cache-Status"] = []string{httpcache.AppendStatus(upstreamCS, cs)}
 	return h
@@ -150,17 +157,7 @@ func (n *Node) deliverStream(w *logWriter, req *request, res *fillResult, cs htt
 		stop := context.AfterFunc(req.r.Context(), res.cancel)
 		defer stop()
 	}
-	h := w.Header()
-	for k, v := range resp.Header {
-		h[k] = v
-	}
-	markHop(h, req)
-	if !req.fromPeer {
-		if !req.host.cfg.Cache.KeepSurrogateHeaders {
-			httpcache.StripSurrogateHeaders(h)
-		}
-		applyResponsePolicy(h, req.host)
-	}
+	h := clientHeader(w, req, resp.Header)
 	h.Set("Cache-Status", httpcache.AppendStatus(res.upstreamCS, cs))
 	w.WriteHeader(resp.StatusCode)
 	if req.r.Method == http.MethodHead || !bodyAllowed(resp.StatusCode) {
