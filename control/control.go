@@ -88,6 +88,10 @@ type Config struct {
 	TLSCert, TLSKey string
 	// InsecureHTTP allows plain HTTP on a non-loopback Listen, for a TLS proxy in front.
 	InsecureHTTP bool
+	// InsecureNATS allows the embedded NATS server (which has no TLS) on a non-loopback
+	// NATSListen, for a private network that is itself encrypted (a container network on one
+	// host, a VPN). Without it such an address is refused: credentials would cross in clear.
+	InsecureNATS bool
 	// AuthFailureBurst is how many failed authentications (401s) a client IP may make before it
 	// gets 429s; zero means DefaultAuthFailureBurst (60).
 	AuthFailureBurst int
@@ -188,8 +192,12 @@ func New(cfg Config) (*Server, error) {
 		cfg.TokensFile = os.Getenv(TokensFileEnv)
 	}
 	if cfg.NATSURL == "" {
-		if _, _, err := splitHostPort(cfg.NATSListen); err != nil {
+		host, _, err := splitHostPort(cfg.NATSListen)
+		if err != nil {
 			return nil, fmt.Errorf("new control: nats listen %q: %w", cfg.NATSListen, err)
+		}
+		if !isLoopbackHost(host) && !cfg.InsecureNATS {
+			return nil, fmt.Errorf("new control: refusing to serve the embedded NATS server in plain text on %s, which is not a loopback address: keep --nats-listen on loopback, point --nats at a NATS cluster with TLS, or give --insecure-nats on an encrypted private network", cfg.NATSListen)
 		}
 	}
 	toks := append([]Token(nil), cfg.Tokens...)

@@ -157,6 +157,10 @@ func TestNewRefusesPlaintextNonLoopback(t *testing.T) {
 		{"cert without key", Config{Listen: "0.0.0.0:7070", TLSCert: certFile}, "both --tls-cert and --tls-key"},
 		{"missing cert", Config{TLSCert: filepath.Join(dir, "nope.crt"), TLSKey: keyFile}, "stat api certificate"},
 		{"mismatched pair", Config{TLSCert: certFile, TLSKey: certFile}, "load api certificate"},
+		{"embedded nats on every address", Config{NATSListen: "0.0.0.0:4222"}, "embedded NATS server in plain text"},
+		{"embedded nats on a private address", Config{NATSListen: "10.1.2.3:4222"}, "embedded NATS server in plain text"},
+		{"insecure-nats", Config{NATSListen: "10.1.2.3:4222", InsecureNATS: true}, ""},
+		{"external nats", Config{NATSURL: "tls://nats.example.net:4222", NATSListen: "0.0.0.0:4222"}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
