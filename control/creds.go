@@ -73,21 +73,27 @@ func initCredentialsLocked(storeDir string) (natsauth.Credential, error) {
 	} else if err != nil {
 		return natsauth.Credential{}, err
 	}
+	if err := addUserLocked(storeDir, c); err != nil {
+		return natsauth.Credential{}, err
+	}
+	return c, nil
+}
+
+// addUserLocked adds c's public key to storeDir's users file unless it is there already.
+func addUserLocked(storeDir string, c natsauth.Credential) error {
 	u, err := c.User()
 	if err != nil {
-		return natsauth.Credential{}, err
+		return err
 	}
 	recs, err := ListCredentials(storeDir)
 	if err != nil {
-		return natsauth.Credential{}, err
+		return err
 	}
-	if !slices.ContainsFunc(recs, func(r CredentialRecord) bool { return r.NKey == u.NKey }) {
-		recs = append(recs, CredentialRecord{Identity: c.ID.String(), NKey: u.NKey, Issued: time.Now().UTC()})
-		if err := writeUsers(storeDir, recs); err != nil {
-			return natsauth.Credential{}, err
-		}
+	if slices.ContainsFunc(recs, func(r CredentialRecord) bool { return r.NKey == u.NKey }) {
+		return nil
 	}
-	return c, nil
+	recs = append(recs, CredentialRecord{Identity: c.ID.String(), NKey: u.NKey, Issued: time.Now().UTC()})
+	return writeUsers(storeDir, recs)
 }
 
 // ListCredentials reads the users file of storeDir: every credential the embedded NATS server
@@ -112,12 +118,7 @@ func writeUsers(storeDir string, recs []CredentialRecord) error {
 	if err != nil {
 		return err
 	}
-	path := filepath.Join(credsDir(storeDir), usersFileName)
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
-		return fmt.Errorf("nats users: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := natsauth.WriteSecret(filepath.Join(credsDir(storeDir), usersFileName), append(b, '\n')); err != nil {
 		return fmt.Errorf("nats users: %w", err)
 	}
 	return nil
@@ -140,16 +141,7 @@ func IssueCredential(storeDir string, id natsauth.Identity) (natsauth.Credential
 	if err != nil {
 		return natsauth.Credential{}, err
 	}
-	u, err := c.User()
-	if err != nil {
-		return natsauth.Credential{}, err
-	}
-	recs, err := ListCredentials(storeDir)
-	if err != nil {
-		return natsauth.Credential{}, err
-	}
-	recs = append(recs, CredentialRecord{Identity: id.String(), NKey: u.NKey, Issued: time.Now().UTC()})
-	if err := writeUsers(storeDir, recs); err != nil {
+	if err := addUserLocked(storeDir, c); err != nil {
 		return natsauth.Credential{}, err
 	}
 	return c, nil

@@ -67,8 +67,8 @@ type NATS struct {
 	LeafPort int `yaml:"leaf_port"`
 	// MonitorPort serves nats-server's monitoring endpoints on 127.0.0.1. Default 8222.
 	MonitorPort int `yaml:"monitor_port"`
-	// TLS secures routes and leaf connections; empty means plain TCP (keep the ports firewalled
-	// to the fleet's addresses, as the Terraform example does).
+	// TLS secures routes and leaf connections with mutual TLS. Required unless every VM is on
+	// a loopback address (validate refuses plain TCP across the network).
 	TLS TLSFiles `yaml:"tls"`
 }
 

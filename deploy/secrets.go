@@ -59,16 +59,16 @@ func LoadSecrets(path string) (*Secrets, error) {
 	return &s, nil
 }
 
-// Save writes the secrets to path with mode 0600.
+// Save writes the secrets to path with mode 0600, atomically (natsauth.WriteSecret).
 func (s *Secrets) Save(path string) error {
 	b, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(path, append(b, '\n'), 0o600); err != nil {
+	if err := natsauth.WriteSecret(path, append(b, '\n')); err != nil {
 		return fmt.Errorf("fleet secrets: %w", err)
 	}
-	return os.Chmod(path, 0o600)
+	return nil
 }
 
 // credential returns VM vm's credential for id, creating it the first time.

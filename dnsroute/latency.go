@@ -53,13 +53,6 @@ func newLatencyMap(max int, maxAge time.Duration) *latencyMap {
 		nets: map[netip.Prefix][]string{}, order: map[netip.Prefix]string{}, changed: make(chan struct{})}
 }
 
-// Changed returns a channel closed at the next change of some network's RTT order.
-func (m *latencyMap) Changed() <-chan struct{} {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.changed
-}
-
 // changedVersion returns the change channel and the number of order changes so far.
 func (m *latencyMap) changedVersion() (<-chan struct{}, uint64) {
 	m.mu.Lock()

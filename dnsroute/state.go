@@ -272,23 +272,20 @@ func (d decision) scope(client netip.Prefix) int {
 }
 
 // clientHash maps a client prefix to a stable number in [0, 1).
-func clientHash(p netip.Prefix) float64 {
+func clientHash(p netip.Prefix) float64 { return prefixHash("", p) }
+
+// exploreHash maps a client prefix to a stable number in [0, 1) independent of clientHash,
+// so that the clients that explore are not the ones shedding moves.
+func exploreHash(p netip.Prefix) float64 { return prefixHash("explore", p) }
+
+// prefixHash maps salt and a client prefix to a stable number in [0, 1).
+func prefixHash(salt string, p netip.Prefix) float64 {
 	h := fnv.New64a()
+	h.Write([]byte(salt))
 	b, _ := p.Addr().MarshalBinary()
 	h.Write(b)
 	h.Write([]byte{byte(p.Bits())})
 	// Top 53 bits make an exact float64 in [0, 1).
-	return float64(h.Sum64()>>11) / (1 << 53)
-}
-
-// exploreHash maps a client prefix to a stable number in [0, 1) independent of clientHash,
-// so that the clients that explore are not the ones shedding moves.
-func exploreHash(p netip.Prefix) float64 {
-	h := fnv.New64a()
-	h.Write([]byte("explore"))
-	b, _ := p.Addr().MarshalBinary()
-	h.Write(b)
-	h.Write([]byte{byte(p.Bits())})
 	return float64(h.Sum64()>>11) / (1 << 53)
 }
 

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"golang.org/x/time/rate"
 
 	"github.com/meridian-cdn/meridian/control/fleet"
 	"github.com/meridian-cdn/meridian/control/wire"
@@ -28,8 +30,8 @@ import (
 // Bounds of the beacon endpoint.
 const (
 	beaconMaxBody  = 1 << 10 // a report of MaxBeaconPoPs entries is far smaller
-	beaconRate     = 1.0     // reports per second per client network...
-	beaconBurst    = 5.0     // ...with this burst
+	beaconRate     = 1       // reports per second per client network...
+	beaconBurst    = 5       // ...with this burst
 	beaconNetworks = 1 << 16 // networks tracked (limiter and averages) before the oldest go
 	beaconAlpha    = 0.3     // weight of a new report in the moving average
 )
@@ -53,9 +55,9 @@ type rumSink struct {
 
 // rumNet is one client network's rate limiter and smoothed record.
 type rumNet struct {
-	tokens float64
-	last   time.Time
-	rec    wire.LatencyRecord
+	lim  *rate.Limiter
+	last time.Time // of the latest report, accepted or not: what eviction goes by
+	rec  wire.LatencyRecord
 }
 
 // setRUMSink makes accepted beacon reports travel to the fleet's latency bucket.
@@ -162,15 +164,13 @@ func (m *rum) add(network netip.Prefix, rep wire.BeaconReport, now time.Time) (w
 		if len(m.nets) >= beaconNetworks {
 			m.evictLocked()
 		}
-		st = &rumNet{tokens: beaconBurst, last: now, rec: wire.LatencyRecord{Network: network, RTTMs: map[string]float64{}}}
+		st = &rumNet{lim: rate.NewLimiter(beaconRate, beaconBurst), rec: wire.LatencyRecord{Network: network, RTTMs: map[string]float64{}}}
 		m.nets[network] = st
 	}
-	st.tokens = min(beaconBurst, st.tokens+now.Sub(st.last).Seconds()*beaconRate)
 	st.last = now
-	if st.tokens < 1 {
+	if !st.lim.AllowN(now, 1) {
 		return wire.LatencyRecord{}, false
 	}
-	st.tokens--
 	for pop, ms := range rep.RTTMs {
 		if old, ok := st.rec.RTTMs[pop]; ok {
 			ms = old + beaconAlpha*(ms-old)
@@ -180,10 +180,7 @@ func (m *rum) add(network netip.Prefix, rep wire.BeaconReport, now time.Time) (w
 	st.rec.Samples++
 	st.rec.At = now
 	out := st.rec
-	out.RTTMs = make(map[string]float64, len(st.rec.RTTMs))
-	for k, v := range st.rec.RTTMs {
-		out.RTTMs[k] = v
-	}
+	out.RTTMs = maps.Clone(st.rec.RTTMs)
 	return out, true
 }
 

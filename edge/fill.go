@@ -404,9 +404,7 @@ func (f *filler) staleCopy(req *request, resp *http.Response) *fillResult {
 	if err != nil || int64(len(body)) > req.host.maxObject || !policy.Storable {
 		return nil
 	}
-	lm, _ := http.ParseTime(h.Get("Last-Modified"))
-	o := &store.Object{Primary: req.key, Host: req.host.cfg.Host, Path: req.path, Status: resp.StatusCode,
-		Header: h, Body: body, StoredAt: now, ResponseTime: now, InitialAge: initialAge, Policy: policy, LastModified: lm}
+	o := newObject(req, resp.StatusCode, h, body, policy, now, now, initialAge)
 	if !canServeStale(o, store.Usable, -o.TTL(now), policy.StaleIfError) {
 		return nil
 	}

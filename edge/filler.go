@@ -204,7 +204,8 @@ func (f *filler) get(req *request, stale *store.Object, opts fillOptions) answer
 		rd := res.body.attach()
 		if rd == nil {
 			// Too large to keep, and its start already went by: this client fetches its own.
-			return f.get(req, stale, fillOptions{fwd: opts.fwd, stale: opts.stale, verdict: opts.verdict, direct: true})
+			opts.direct = true
+			return f.get(req, stale, opts)
 		}
 		a.body, a.length, a.tooLarge = rd, res.length, res.tooLarge
 	}

@@ -52,7 +52,6 @@ func (n *Node) pass(w *logWriter, req *request) {
 		}
 		body, size, err := n.bufferBody(w, r)
 		if err != nil {
-			w.note = err.Error()
 			status, msg := http.StatusBadRequest, "request body not read"
 			var mbe *http.MaxBytesError
 			var ne net.Error
@@ -64,6 +63,7 @@ func (n *Node) pass(w *logWriter, req *request) {
 			}
 			w.Header().Set("Connection", "close")
 			n.fail(w, req, status, msg)
+			w.note = err.Error() // after fail, which sets its own: the log says why
 			return
 		}
 		defer body.Close()
@@ -109,12 +109,11 @@ func (n *Node) pass(w *logWriter, req *request) {
 		},
 		ErrorHandler: func(_ http.ResponseWriter, _ *http.Request, err error) {
 			status := upstreamErrorStatus(err)
-			w.note = err.Error()
 			if status == http.StatusServiceUnavailable {
 				w.Header().Set("Retry-After", "1")
 			}
 			n.fail(w, req, status, http.StatusText(status))
-			w.note = err.Error()
+			w.note = err.Error() // fail noted the status text; the log wants the cause
 		},
 		ErrorLog: log.New(io.Discard, "", 0), // errors reach the access log through ErrorHandler
 	}
@@ -160,9 +159,13 @@ func (n *Node) upgradeTransport() *http.Transport {
 	if rht <= 0 {
 		rht = 10 * time.Second
 	}
+	tht := uc.TLSHandshakeTimeout
+	if tht <= 0 {
+		tht = 3 * time.Second
+	}
 	return &http.Transport{
 		DialContext:           dial,
-		TLSHandshakeTimeout:   3 * time.Second,
+		TLSHandshakeTimeout:   tht,
 		ResponseHeaderTimeout: rht,
 		DisableKeepAlives:     true,
 		DisableCompression:    true,

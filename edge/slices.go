@@ -119,7 +119,7 @@ func (n *Node) deliverSliced(w *logWriter, req *request, obj *store.Object, cs h
 		h["Content-Type"] = nil // no sniffing: the origin said nothing, so do we
 	}
 	delete(h, "Content-Length")
-	sr := &sliceReader{f: n.fill, req: req, obj: obj, size: obj.Size, sliceSize: req.host.sliceBytes(), cur: -1}
+	sr := &sliceReader{f: n.fill, req: req, obj: obj, sliceSize: req.host.sliceBytes(), cur: -1}
 	http.ServeContent(w, req.r, "", obj.LastModified, sr)
 	if sr.err != nil {
 		w.note = "sliced answer aborted: " + sr.err.Error()
@@ -132,8 +132,7 @@ func (n *Node) deliverSliced(w *logWriter, req *request, obj *store.Object, cs h
 type sliceReader struct {
 	f         *filler
 	req       *request
-	obj       *store.Object
-	size      int64
+	obj       *store.Object // a manifest: its Size is the object's
 	sliceSize int64
 	off       int64
 	cur       int64 // index of buf's slice, -1 before the first
@@ -156,7 +155,7 @@ func (r *sliceReader) rest() ([]byte, error) {
 	if r.err != nil {
 		return nil, r.err
 	}
-	if r.off >= r.size {
+	if r.off >= r.obj.Size {
 		return nil, io.EOF
 	}
 	i := r.off / r.sliceSize
@@ -203,7 +202,7 @@ func (r *sliceReader) Seek(offset int64, whence int) (int64, error) {
 	case io.SeekCurrent:
 		offset += r.off
 	case io.SeekEnd:
-		offset += r.size
+		offset += r.obj.Size
 	default:
 		return 0, errors.New("seek: invalid whence")
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net"
 	"net/http"
@@ -225,8 +226,7 @@ type measureRec struct {
 // record adds a request sample: to its region and group, and, for a crowd request from the
 // crowd's city while it lasts, to the crowd's latency by answering PoP.
 func (m *measureRec) record(smp Sample) {
-	tromboning, crowdCity := smp.Tromboning, smp.Crowd
-	if smp.Err != "" || smp.Group == "" && !crowdCity {
+	if smp.Err != "" || smp.Group == "" && !smp.Crowd {
 		return
 	}
 	m.mu.Lock()
@@ -234,28 +234,27 @@ func (m *measureRec) record(smp Sample) {
 	if m.groups == nil {
 		m.groups, m.trombone, m.crowd = map[[2]string]*histogram{}, map[string]*histogram{}, map[string]*histogram{}
 	}
-	add := func(h *histogram, ok bool) *histogram {
-		if !ok {
-			h = &histogram{}
-		}
-		h.add(smp.Latency)
-		return h
-	}
 	if smp.Group != "" && !smp.Flash {
 		// Flash crowd requests are a workload of their own (one hot object, one city): they
 		// would weigh the groups differently, since rum clients spend time on beacons.
-		k := [2]string{smp.Region, smp.Group}
-		h, ok := m.groups[k]
-		m.groups[k] = add(h, ok)
-		if tromboning {
-			h, ok := m.trombone[smp.Group]
-			m.trombone[smp.Group] = add(h, ok)
+		addSample(m.groups, [2]string{smp.Region, smp.Group}, smp.Latency)
+		if smp.Tromboning {
+			addSample(m.trombone, smp.Group, smp.Latency)
 		}
 	}
-	if crowdCity {
-		h, ok := m.crowd[smp.PoP]
-		m.crowd[smp.PoP] = add(h, ok)
+	if smp.Crowd {
+		addSample(m.crowd, smp.PoP, smp.Latency)
 	}
+}
+
+// addSample adds latency d to the histogram under k in hs, creating it.
+func addSample[K comparable](hs map[K]*histogram, k K, d time.Duration) {
+	h := hs[k]
+	if h == nil {
+		h = &histogram{}
+		hs[k] = h
+	}
+	h.add(d)
 }
 
 // RecordPoPLoad records PoP pop's utilisation and shed share at second at.
@@ -307,9 +306,7 @@ func (m *measureRec) measured() *Measured {
 	for pop, s := range m.shed {
 		out.Shed[pop] = nanToZero(s)
 	}
-	for k, v := range m.beacons {
-		out.Beacons[k] = v
-	}
+	maps.Copy(out.Beacons, m.beacons)
 	if len(m.groups) > 0 {
 		out.Groups = map[string]map[string]LatencyStats{}
 		for k, h := range m.groups {
@@ -638,7 +635,7 @@ func (c *client) measure(ctx context.Context, city int, pop string) time.Duratio
 		// round trip, what the routing should compare.
 		var took time.Duration
 		for range 2 {
-			took = beaconFetch(ctx, t, http.MethodGet, addr, nil)
+			took = beaconFetch(ctx, t, addr)
 		}
 		if took > 0 {
 			rtt[p] = float64(took.Microseconds()) / 1000
@@ -672,10 +669,10 @@ func (c *client) measure(ctx context.Context, city int, pop string) time.Duratio
 	return time.Since(now)
 }
 
-// beaconFetch fetches a beacon and returns how long it took (0 on failure).
-func beaconFetch(ctx context.Context, t *http.Transport, method, addr string, body io.Reader) time.Duration {
+// beaconFetch GETs a beacon and returns how long it took (0 on failure).
+func beaconFetch(ctx context.Context, t *http.Transport, addr string) time.Duration {
 	start := time.Now()
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+wire.BeaconPath, body)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+wire.BeaconPath, nil)
 	if err != nil {
 		return 0
 	}

@@ -232,20 +232,7 @@ func (l HeaderNames) All() bool { return len(l) == 0 || len(l) == 1 && l[0] == "
 
 // UnmarshalJSON accepts a list of names or the string "*".
 func (l *HeaderNames) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err == nil {
-		if s != "*" {
-			return fmt.Errorf("%q is neither \"*\" nor a list of field names", s)
-		}
-		*l = HeaderNames{"*"}
-		return nil
-	}
-	var a []string
-	if err := json.Unmarshal(b, &a); err != nil {
-		return err
-	}
-	*l = a
-	return nil
+	return l.UnmarshalYAML(func(v any) error { return json.Unmarshal(b, v) })
 }
 
 // UnmarshalYAML accepts a list of names or the string "*" (the yaml decoder's unmarshal-func

@@ -3,7 +3,7 @@
 // The edge compresses a compressible, uncompressed 200 response once, in the coding
 // httpcache.NormalizeAcceptEncoding chose for the client (br, zstd or gzip), and stores the
 // result as its own variant; Transform gives that variant's body and header. The package keeps
-// no state besides pools of encoders.
+// no state besides one shared zstd encoder per speed (zstdEncoders).
 package compress
 
 import (

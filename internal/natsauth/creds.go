@@ -112,12 +112,12 @@ func LoadCredential(path string) (Credential, error) {
 
 // WriteFile writes the credential to path with mode 0600.
 func (c Credential) WriteFile(path string) error {
-	return writeSecret(path, c.Format())
+	return WriteSecret(path, c.Format())
 }
 
-// writeSecret writes b to path (mode 0600) through a temporary file and a rename, so that a
+// WriteSecret writes b to path (mode 0600) through a temporary file and a rename, so that a
 // reader never sees half a file.
-func writeSecret(path string, b []byte) error {
+func WriteSecret(path string, b []byte) error {
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, b, 0o600); err != nil {
 		return err

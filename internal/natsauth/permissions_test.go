@@ -205,19 +205,10 @@ func TestEdgePermissions(t *testing.T) {
 	if err := e.nc.Publish("$KV.meridian_latency.lon.n1.100-64-3-0-24", []byte(`{"samples":1}`)); err != nil {
 		t.Fatal(err)
 	}
-	waitKV := func(key string) error {
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			_, err := b.kvGet("latency", key)
-			if err == nil || time.Now().After(deadline) {
-				return err
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
-	if err := waitKV("lon.n1.100-64-3-0-24"); err != nil {
-		t.Fatalf("edge's own latency record: %v", err)
-	}
+	natstest.WaitFor(t, 5*time.Second, "the edge's own latency record", func() bool {
+		_, err := b.kvGet("latency", "lon.n1.100-64-3-0-24")
+		return err == nil
+	})
 
 	// Refused.
 	for _, key := range []string{"lon.n2.100-64-3-0-24", "par.n1.100-64-3-0-24"} {

@@ -6,7 +6,6 @@ package natstest
 import (
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -46,7 +45,7 @@ func Start(t testing.TB) *Server {
 	return s
 }
 
-// options are the server's options with the users issued so far.
+// optionsLocked are the server's options with the users issued so far.
 func (s *Server) optionsLocked() *server.Options {
 	users := make([]natsauth.User, 0, len(s.creds))
 	for _, c := range s.creds {
@@ -140,7 +139,7 @@ func (s *Server) Options(id natsauth.Identity) []nats.Option {
 func (s *Server) CredsFile(t testing.TB, id natsauth.Identity) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), id.String()+".creds")
-	if err := os.WriteFile(p, s.Credential(id).Format(), 0o600); err != nil {
+	if err := s.Credential(id).WriteFile(p); err != nil {
 		t.Fatal(err)
 	}
 	return p
