@@ -9,7 +9,7 @@ import (
 const module = "github.com/meridian-cdn/meridian"
 
 // TestDeps enforces the import rules in DESIGN.md: dependencies point one way
-// (main -> sim -> {edge, dnsroute, control, origin} -> {purge, control/wire}); edge, dnsroute and
+// (main -> sim -> {edge, dnsroute, control, origin} -> {purge, wire}); edge, dnsroute and
 // control never import each other, except the wire records and the fleet bucket client that
 // every node shares; only main imports sim; leaf packages import only the standard library and
 // their one domain library.
@@ -46,11 +46,11 @@ func rel(p string) string {
 func within(pkg, tree string) bool { return pkg == tree || strings.HasPrefix(pkg, tree+"/") }
 
 // shared lists the packages under control/ that every node may import.
-var shared = map[string]bool{"control/wire": true, "control/fleet": true}
+var shared = map[string]bool{"wire": true, "fleet": true}
 
 // leaves maps each leaf package to the outside modules it may import besides the standard library.
 var leaves = map[string][]string{
-	"control/wire":   nil,
+	"wire":           nil,
 	"edge/httpcache": nil,
 	"edge/compress":  {"github.com/andybalholm/brotli", "github.com/klauspost/compress"},
 	"dnsroute/geo":   {"github.com/oschwald/geoip2-golang", "github.com/oschwald/maxminddb-golang", "github.com/maxmind/mmdbwriter"},
@@ -111,8 +111,8 @@ func TestForbidden(t *testing.T) {
 		pkg, imp string
 		bad      bool
 	}{
-		{"edge", module + "/control/wire", false},
-		{"edge", module + "/control/fleet", false},
+		{"edge", module + "/wire", false},
+		{"edge", module + "/fleet", false},
 		{"edge", module + "/control", true},
 		{"edge", module + "/dnsroute", true},
 		{"dnsroute", module + "/edge/store", true},
@@ -121,8 +121,8 @@ func TestForbidden(t *testing.T) {
 		{"edge", module + "/origin", true},
 		{"edge", module + "/sim", true},
 		{".", module + "/sim", false},
-		{"control/wire", module + "/purge", true},
-		{"control/wire", "github.com/nats-io/nats.go", true},
+		{"wire", module + "/purge", true},
+		{"wire", "github.com/nats-io/nats.go", true},
 		{"edge/httpcache", "net/http", false},
 		{"dnsroute/geo", "github.com/oschwald/geoip2-golang", false},
 		{"edge/compress", "github.com/klauspost/compress/zstd", false},
@@ -132,7 +132,7 @@ func TestForbidden(t *testing.T) {
 		{"edge", module + "/internal/reuseport", false},
 		{"internal/reuseport", module + "/edge", true},
 		{"internal/natstest", module + "/internal/natsauth", false},
-		{"internal/natstest", module + "/control/wire", true},
+		{"internal/natstest", module + "/wire", true},
 	}
 	for _, tt := range tests {
 		if got := forbidden(tt.pkg, tt.imp) != ""; got != tt.bad {

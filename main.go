@@ -14,13 +14,13 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/meridian-cdn/meridian/control"
-	"github.com/meridian-cdn/meridian/control/wire"
 	"github.com/meridian-cdn/meridian/deploy"
 	"github.com/meridian-cdn/meridian/dnsroute"
 	"github.com/meridian-cdn/meridian/edge"
 	"github.com/meridian-cdn/meridian/origin"
 	"github.com/meridian-cdn/meridian/purge"
 	"github.com/meridian-cdn/meridian/sim"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 func main() {

@@ -16,8 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/meridian-cdn/meridian/control/fleet"
-	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/fleet"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 // APIError is the body of every error the API returns.

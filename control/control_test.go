@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meridian-cdn/meridian/control/fleet"
-	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/fleet"
 	"github.com/meridian-cdn/meridian/internal/natsauth"
 	"github.com/meridian-cdn/meridian/internal/natstest"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 const (

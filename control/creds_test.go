@@ -17,17 +17,17 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/meridian-cdn/meridian/control/wire"
 	"github.com/meridian-cdn/meridian/edge"
 	"github.com/meridian-cdn/meridian/internal/natsauth"
 	"github.com/meridian-cdn/meridian/internal/natstest"
 	"github.com/meridian-cdn/meridian/internal/proctest"
 	"github.com/meridian-cdn/meridian/internal/reuseport"
 	"github.com/meridian-cdn/meridian/purge"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 // TestNATSNamesAgree: the permissions (internal/natsauth, which may not import Meridian
-// packages) name the same buckets, stream and subjects as control/wire and purge.
+// packages) name the same buckets, stream and subjects as wire and purge.
 func TestNATSNamesAgree(t *testing.T) {
 	for _, prefix := range []string{"", "meridian", "edge.eu"} {
 		n := natsauth.Names{Prefix: prefix}

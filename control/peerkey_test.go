@@ -8,10 +8,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meridian-cdn/meridian/control/fleet"
-	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/fleet"
 	"github.com/meridian-cdn/meridian/internal/natsauth"
 	"github.com/meridian-cdn/meridian/internal/natstest"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 // TestRotatePeerKey rotates the fleet's peer key through the API and checks that an edge,

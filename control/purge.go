@@ -15,9 +15,9 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/meridian-cdn/meridian/control/fleet"
-	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/fleet"
 	"github.com/meridian-cdn/meridian/purge"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 // Purge API defaults.

@@ -18,13 +18,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meridian-cdn/meridian/control/fleet"
-	"github.com/meridian-cdn/meridian/control/wire"
 	"github.com/meridian-cdn/meridian/edge"
+	"github.com/meridian-cdn/meridian/fleet"
 	"github.com/meridian-cdn/meridian/internal/natsauth"
 	"github.com/meridian-cdn/meridian/internal/natstest"
 	"github.com/meridian-cdn/meridian/origin"
 	"github.com/meridian-cdn/meridian/purge"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 const (

@@ -14,8 +14,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/meridian-cdn/meridian/control/wire"
 	"github.com/meridian-cdn/meridian/internal/natsauth"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 //go:embed systemd/*.service

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 // Defaults for zero fields of a Fleet.

@@ -13,8 +13,8 @@ import (
 	"github.com/miekg/dns"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/meridian-cdn/meridian/control/wire"
 	"github.com/meridian-cdn/meridian/dnsroute/geo"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 // Config is a DNS server's configuration: the YAML file (see docs/dns.md) plus the Go-only

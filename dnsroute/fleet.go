@@ -3,7 +3,7 @@ package dnsroute
 import (
 	"sync"
 
-	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 // Fleet is where the server learns the PoPs, their nodes, health and load.

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 // Defaults of the latency map.

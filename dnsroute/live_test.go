@@ -11,10 +11,10 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/meridian-cdn/meridian/control/fleet"
-	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/fleet"
 	"github.com/meridian-cdn/meridian/internal/natsauth"
 	"github.com/meridian-cdn/meridian/internal/natstest"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 // liveNode is a node heartbeating into a real NATS fleet registry with a saturation the test

@@ -8,10 +8,10 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/meridian-cdn/meridian/control/fleet"
-	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/fleet"
 	"github.com/meridian-cdn/meridian/internal/natsauth"
 	"github.com/meridian-cdn/meridian/internal/natstest"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 // TestRunLive: a DNS server fed by the fleet registry in NATS answers with registered nodes and

@@ -8,8 +8,8 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/meridian-cdn/meridian/control/wire"
 	"github.com/meridian-cdn/meridian/dnsroute/geo/geodata"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 func TestNearestPoP(t *testing.T) {

@@ -19,9 +19,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/meridian-cdn/meridian/control/wire"
 	"github.com/meridian-cdn/meridian/dnsroute/geo"
 	"github.com/meridian-cdn/meridian/internal/reuseport"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 // Server is an authoritative DNS server for one zone.

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/meridian-cdn/meridian/control/wire"
 	"github.com/meridian-cdn/meridian/dnsroute/geo"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 // state is one immutable view of the fleet and policy, with the answer cache that is valid

@@ -16,8 +16,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"golang.org/x/time/rate"
 
-	"github.com/meridian-cdn/meridian/control/fleet"
-	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/fleet"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 // Real-user measurement (RUM): every edge answers wire.BeaconPath itself, for any configured

@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meridian-cdn/meridian/control/wire"
 	"github.com/meridian-cdn/meridian/origin"
 	"github.com/meridian-cdn/meridian/origin/fetch"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 // originStats returns the stats of the node's one origin upstream (ok false before its first

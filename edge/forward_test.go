@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 // startHTTP serves h on ip until the test ends.

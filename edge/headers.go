@@ -6,8 +6,8 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/meridian-cdn/meridian/control/wire"
 	"github.com/meridian-cdn/meridian/edge/httpcache"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 // The origin request policy (docs/edge.md, "What reaches the origin"). A client's end-to-end

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meridian-cdn/meridian/control/wire"
 	"github.com/meridian-cdn/meridian/origin"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 const testHost = "www.example.com"

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 // Node-to-node fill requests are authenticated by an HMAC over what the request asks for,

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meridian-cdn/meridian/control/fleet"
-	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/fleet"
 	"github.com/meridian-cdn/meridian/purge"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 // peerPair starts a requester (n0) and an owner (n1) of one PoP in front of one origin. The

@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meridian-cdn/meridian/control/wire"
 	"github.com/meridian-cdn/meridian/edge/httpcache"
 	"github.com/meridian-cdn/meridian/origin"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 // testFleet is PoPs of edge nodes on distinct 127.0.x.y addresses in front of one origin.

@@ -16,7 +16,7 @@ import (
 
 	"github.com/quic-go/quic-go/http3"
 
-	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 // writeCert writes a self-signed certificate for names into dir and returns its files.

@@ -13,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 // Kind says what a purge message matches.

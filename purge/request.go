@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 // Request is the body of POST /v1/purge.

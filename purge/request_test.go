@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 func TestRequestMessages(t *testing.T) {

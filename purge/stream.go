@@ -10,7 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 // DefaultRetention is how long the PURGE stream keeps purges when EnsureStream is given 0. A node

@@ -20,10 +20,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/meridian-cdn/meridian/control/wire"
 	"github.com/meridian-cdn/meridian/dnsroute"
 	"github.com/meridian-cdn/meridian/edge"
 	"github.com/meridian-cdn/meridian/internal/natsauth"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 // What the simulator measures about routing from live measurements: per-PoP capacity (a

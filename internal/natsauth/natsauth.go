@@ -4,7 +4,7 @@
 // harness all take their permissions from here, so tests exercise the production rules.
 //
 // It names buckets and subjects itself (it is a leaf and imports no Meridian package); a test in
-// package control checks that the names agree with control/wire and purge.
+// package control checks that the names agree with wire and purge.
 package natsauth
 
 import (

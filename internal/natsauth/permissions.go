@@ -12,7 +12,7 @@ import (
 // DefaultPrefix is the subject and bucket prefix when none is given (wire.DefaultPrefix).
 const DefaultPrefix = "meridian"
 
-// Names are the buckets, stream and subjects of one fleet prefix, as control/wire and purge
+// Names are the buckets, stream and subjects of one fleet prefix, as wire and purge
 // name them.
 type Names struct {
 	// Prefix is the fleet's prefix; empty means DefaultPrefix.

@@ -14,7 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 // DefaultPeerKeyGrace is how long after a rotation nodes keep signing with the old key, so

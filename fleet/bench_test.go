@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meridian-cdn/meridian/control/fleet"
-	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/fleet"
 	"github.com/meridian-cdn/meridian/internal/natstest"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 // BenchmarkHeartbeatPut is one heartbeat's cost at the node: encode the registration and put

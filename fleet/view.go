@@ -12,7 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/meridian-cdn/meridian/control/wire"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 // ViewConfig configures a View.

@@ -4,7 +4,7 @@ import (
 	"encoding/json"
 	"testing"
 
-	"github.com/meridian-cdn/meridian/control/fleet"
+	"github.com/meridian-cdn/meridian/fleet"
 )
 
 // FuzzDecodeHostConfig checks that any bucket value either decodes to a valid config that
