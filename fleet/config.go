@@ -64,7 +64,7 @@ func NewConfigView(cfg ConfigViewConfig) *ConfigView {
 
 // Run watches the config bucket until ctx ends and returns nil once it has stopped.
 func (c *ConfigView) Run(ctx context.Context) error {
-	watchLoop(ctx, c.cfg.JS, wire.Bucket(c.cfg.Prefix, wire.ConfigBucket), ">", c.log, configHandler{c})
+	Watch(ctx, c.cfg.JS, wire.Bucket(c.cfg.Prefix, wire.ConfigBucket), ">", c.log, configHandler{c})
 	return nil
 }
 
@@ -105,7 +105,7 @@ func (c *ConfigView) Drained(pop string) bool {
 
 type configHandler struct{ c *ConfigView }
 
-func (h configHandler) snapshot(entries []jetstream.KeyValueEntry) {
+func (h configHandler) Snapshot(entries []jetstream.KeyValueEntry) {
 	c := h.c
 	c.mu.Lock()
 	hosts := map[string]wire.HostConfig{}
@@ -138,7 +138,7 @@ func (h configHandler) snapshot(entries []jetstream.KeyValueEntry) {
 	c.changed.notify()
 }
 
-func (h configHandler) update(e jetstream.KeyValueEntry) {
+func (h configHandler) Update(e jetstream.KeyValueEntry) {
 	c := h.c
 	put := e.Operation() == jetstream.KeyValuePut
 	c.mu.Lock()

@@ -140,19 +140,19 @@ func (v *PeerKeyView) Ready() <-chan struct{} { return v.ready }
 
 // Run watches the bucket until ctx ends and returns nil once it has stopped.
 func (v *PeerKeyView) Run(ctx context.Context) error {
-	watchLoop(ctx, v.cfg.JS, wire.Bucket(v.cfg.Prefix, wire.PeerKeyBucket), wire.PeerKeyringKey, v.log, peerKeyHandler{v})
+	Watch(ctx, v.cfg.JS, wire.Bucket(v.cfg.Prefix, wire.PeerKeyBucket), wire.PeerKeyringKey, v.log, peerKeyHandler{v})
 	return nil
 }
 
 type peerKeyHandler struct{ v *PeerKeyView }
 
-func (h peerKeyHandler) snapshot(entries []jetstream.KeyValueEntry) {
+func (h peerKeyHandler) Snapshot(entries []jetstream.KeyValueEntry) {
 	for _, e := range entries {
-		h.update(e)
+		h.Update(e)
 	}
 }
 
-func (h peerKeyHandler) update(e jetstream.KeyValueEntry) {
+func (h peerKeyHandler) Update(e jetstream.KeyValueEntry) {
 	if e.Operation() != jetstream.KeyValuePut {
 		h.v.log.Warn("peer keyring deleted from the bucket; keeping the last one")
 		return

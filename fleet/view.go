@@ -75,10 +75,10 @@ func NewView(cfg ViewConfig) *View {
 func (v *View) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		watchLoop(ctx, v.cfg.JS, wire.Bucket(v.cfg.Prefix, wire.FleetBucket), ">", v.log, nodeHandler{v})
+		Watch(ctx, v.cfg.JS, wire.Bucket(v.cfg.Prefix, wire.FleetBucket), ">", v.log, nodeHandler{v})
 	})
 	wg.Go(func() {
-		watchLoop(ctx, v.cfg.JS, wire.Bucket(v.cfg.Prefix, wire.ConfigBucket), wire.DrainPrefix+">", v.log, drainHandler{v})
+		Watch(ctx, v.cfg.JS, wire.Bucket(v.cfg.Prefix, wire.ConfigBucket), wire.DrainPrefix+">", v.log, drainHandler{v})
 	})
 	wg.Go(func() { v.expireLoop(ctx) })
 	wg.Wait()
@@ -190,7 +190,7 @@ func (v *View) decodeNode(e jetstream.KeyValueEntry) (wire.Node, bool) {
 
 type nodeHandler struct{ v *View }
 
-func (h nodeHandler) snapshot(entries []jetstream.KeyValueEntry) {
+func (h nodeHandler) Snapshot(entries []jetstream.KeyValueEntry) {
 	nodes := make(map[string]wire.Node, len(entries))
 	for _, e := range entries {
 		if n, ok := h.v.decodeNode(e); ok {
@@ -206,7 +206,7 @@ func (h nodeHandler) snapshot(entries []jetstream.KeyValueEntry) {
 	h.v.changed.notify()
 }
 
-func (h nodeHandler) update(e jetstream.KeyValueEntry) {
+func (h nodeHandler) Update(e jetstream.KeyValueEntry) {
 	h.v.mu.Lock()
 	if e.Operation() == jetstream.KeyValuePut {
 		if n, ok := h.v.decodeNode(e); ok {
@@ -223,7 +223,7 @@ func (h nodeHandler) update(e jetstream.KeyValueEntry) {
 
 type drainHandler struct{ v *View }
 
-func (h drainHandler) snapshot(entries []jetstream.KeyValueEntry) {
+func (h drainHandler) Snapshot(entries []jetstream.KeyValueEntry) {
 	drains := map[string]bool{}
 	for _, e := range entries {
 		drains[strings.TrimPrefix(e.Key(), wire.DrainPrefix)] = true
@@ -236,7 +236,7 @@ func (h drainHandler) snapshot(entries []jetstream.KeyValueEntry) {
 	h.v.changed.notify()
 }
 
-func (h drainHandler) update(e jetstream.KeyValueEntry) {
+func (h drainHandler) Update(e jetstream.KeyValueEntry) {
 	pop := strings.TrimPrefix(e.Key(), wire.DrainPrefix)
 	h.v.mu.Lock()
 	if e.Operation() == jetstream.KeyValuePut {

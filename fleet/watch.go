@@ -12,24 +12,24 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// watchHandler receives what a bucket watch sees: the whole current state after every
-// (re)watch, then each change.
-type watchHandler interface {
-	// snapshot replaces the state with entries (puts only: deleted keys are absent).
-	snapshot(entries []jetstream.KeyValueEntry)
-	// update applies one change; deletes and purges have Operation() != KeyValuePut.
-	update(e jetstream.KeyValueEntry)
+// WatchHandler receives what a bucket watch sees: the whole current state after every
+// (re)watch, then each change. Watch calls it from one goroutine.
+type WatchHandler interface {
+	// Snapshot replaces the state with entries (puts only: deleted keys are absent).
+	Snapshot(entries []jetstream.KeyValueEntry)
+	// Update applies one change; deletes and purges have Operation() != KeyValuePut.
+	Update(e jetstream.KeyValueEntry)
 }
 
 // errRewatch ends one watch so that the loop starts a fresh one.
 var errRewatch = errors.New("nats reconnected")
 
-// watchLoop keeps a watch on bucket (keys matching filter) until ctx ends, re-watching from a
+// Watch keeps a watch on bucket (keys matching filter) until ctx ends, re-watching from a
 // full snapshot after errors and after the NATS connection reconnects: a reconnect may hide
 // deletes and expiries that happened meanwhile, and a fresh snapshot cannot miss them. While
 // it cannot watch, h keeps its last state.
-func watchLoop(ctx context.Context, js jetstream.JetStream, bucket, filter string, log *slog.Logger, h watchHandler) {
-	backoff := 100 * time.Millisecond
+func Watch(ctx context.Context, js jetstream.JetStream, bucket, filter string, log *slog.Logger, h WatchHandler) {
+	retry := Backoff(100*time.Millisecond, 2*time.Second)
 	for {
 		start := time.Now()
 		err := watchOnce(ctx, js, bucket, filter, h)
@@ -40,18 +40,15 @@ func watchLoop(ctx context.Context, js jetstream.JetStream, bucket, filter strin
 			log.Warn("kv watch interrupted; keeping last state", "bucket", bucket, "err", err)
 		}
 		if time.Since(start) > 10*time.Second {
-			backoff = 100 * time.Millisecond
+			retry.Reset() // the watch ran a while: this is a new failure, not the same one
 		}
-		select {
-		case <-ctx.Done():
+		if !Wait(ctx, retry) {
 			return
-		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, 2*time.Second)
 	}
 }
 
-func watchOnce(ctx context.Context, js jetstream.JetStream, bucket, filter string, h watchHandler) error {
+func watchOnce(ctx context.Context, js jetstream.JetStream, bucket, filter string, h WatchHandler) error {
 	status := js.Conn().StatusChanged(nats.CONNECTED)
 	defer js.Conn().RemoveStatusListener(status)
 	bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -91,7 +88,7 @@ func watchOnce(ctx context.Context, js jetstream.JetStream, bucket, filter strin
 			case e == nil:
 				if !inited {
 					inited = true
-					h.snapshot(initial)
+					h.Snapshot(initial)
 					initial = nil
 				}
 			case !inited:
@@ -99,7 +96,7 @@ func watchOnce(ctx context.Context, js jetstream.JetStream, bucket, filter strin
 					initial = append(initial, e)
 				}
 			default:
-				h.update(e)
+				h.Update(e)
 			}
 		}
 	}
