@@ -4,7 +4,7 @@
 GO          ?= go
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Packages whose tests exercise concurrency run under the race detector.
-RACE_PKGS   ?= ./edge/... ./origin/... ./purge/... ./control/... ./dnsroute/...
+RACE_PKGS   ?= ./edge/... ./origin/... ./purge/... ./control/... ./dnsroute/... ./fleet/...
 TEST_FLAGS  ?= -count=1 -timeout 12m
 
 .PHONY: all build test test-long lint bench sim fuzz clean
