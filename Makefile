@@ -17,7 +17,7 @@ build:
 test:
 	$(GO) vet ./...
 	$(GO) test $(TEST_FLAGS) -race $(RACE_PKGS)
-	$(GO) test $(TEST_FLAGS) $$($(GO) list ./... | grep -v -E '/(edge|origin|purge|control|dnsroute)(/|$$)')
+	$(GO) test $(TEST_FLAGS) $$($(GO) list ./... | grep -v -E '/(edge|origin|purge|control|dnsroute|fleet)(/|$$)')
 
 # Long soak and fault runs, and checks that need extra Debian packages: headless Chromium for
 # the simulator's report, systemd-analyze and cloud-init for the rendered deploy files.
