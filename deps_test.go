@@ -2,17 +2,56 @@ package main
 
 import (
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 )
 
 const module = "github.com/meridian-cdn/meridian"
 
-// TestDeps enforces the import rules in DESIGN.md: dependencies point one way
-// (main -> sim -> {edge, dnsroute, control, origin} -> {purge, wire}); edge, dnsroute and
-// control never import each other, except the wire records and the fleet bucket client that
-// every node shares; only main imports sim; leaf packages import only the standard library and
-// their one domain library.
+// The rules below are DESIGN.md's, stated once:
+//
+//	main -> sim -> {edge, dnsroute, control, deploy, origin} -> {purge, origin/fetch} -> {fleet} -> {wire}
+//
+// A package may import its own tree and the trees of lower layers, never a tree of its own
+// layer (edge, dnsroute, control and deploy never import each other; edge reaches upstreams
+// through origin/fetch, not origin); only main imports sim; leaf packages import only the
+// standard library and their one domain library. internal/ sits below everything: its
+// packages are leaves shared by every server and import nothing of Meridian's outside
+// internal/. Every package has a role: a package under no tree below fails the test.
+
+// layers maps each tree (a package and everything under it, unless a longer tree claims it)
+// to its layer; imports point to lower layers.
+var layers = map[string]int{
+	".":            6, // main: dispatches the commands
+	"bench":        6, // stand-alone bench tools, beside main
+	"sim":          5,
+	"edge":         4,
+	"dnsroute":     4,
+	"control":      4,
+	"deploy":       4,
+	"origin":       4,
+	"purge":        3,
+	"origin/fetch": 3,
+	"fleet":        2,
+	"wire":         1,
+	"internal":     0,
+}
+
+// leaves maps each leaf tree to the outside modules it imports besides the standard library:
+// exactly those, so that a stale entry fails too.
+var leaves = map[string][]string{
+	"wire":                 nil,
+	"edge/httpcache":       nil,
+	"dnsroute/geo":         {"github.com/oschwald/geoip2-golang", "github.com/oschwald/maxminddb-golang"},
+	"dnsroute/geo/geodata": {"github.com/maxmind/mmdbwriter"},
+	"internal/natsauth":    {"github.com/nats-io/nats-server/v2", "github.com/nats-io/nats.go", "github.com/nats-io/nkeys"},
+	"internal/natstest":    {"github.com/nats-io/nats-server/v2", "github.com/nats-io/nats.go"},
+	"internal/proctest":    nil,
+	"internal/reuseport":   {"golang.org/x/sys"},
+	"internal/yamlconf":    {"go.yaml.in/yaml/v3"},
+}
+
 func TestDeps(t *testing.T) {
 	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}}{{range .Imports}} {{.}}{{end}}`, "./...").Output()
 	if err != nil {
@@ -27,10 +66,26 @@ func TestDeps(t *testing.T) {
 		t.Fatalf("go list found %d packages; want the whole module", len(imports))
 	}
 	for pkg, imps := range imports {
+		if _, ok := role(pkg); !ok {
+			t.Errorf("%s has no role in DESIGN.md's layout", pkg)
+			continue
+		}
 		for _, imp := range imps {
 			if msg := forbidden(pkg, imp); msg != "" {
 				t.Errorf("%s imports %s: %s", pkg, imp, msg)
 			}
+		}
+		if leaf, ok := leafOf(pkg); ok && leaf == pkg {
+			for _, lib := range leaves[leaf] {
+				if !slices.ContainsFunc(imps, func(imp string) bool { return within(imp, lib) }) {
+					t.Errorf("leaf %s may import %s but does not: drop it from the list", pkg, lib)
+				}
+			}
+		}
+	}
+	for leaf := range leaves {
+		if _, ok := imports[leaf]; !ok {
+			t.Errorf("leaf %s is not a package of the module: drop it from the list", leaf)
 		}
 	}
 }
@@ -43,65 +98,62 @@ func rel(p string) string {
 	return strings.TrimPrefix(p, module+"/")
 }
 
-func within(pkg, tree string) bool { return pkg == tree || strings.HasPrefix(pkg, tree+"/") }
-
-// shared lists the packages under control/ that every node may import.
-var shared = map[string]bool{"wire": true, "fleet": true}
-
-// leaves maps each leaf package to the outside modules it may import besides the standard library.
-var leaves = map[string][]string{
-	"wire":           nil,
-	"edge/httpcache": nil,
-	"edge/compress":  {"github.com/andybalholm/brotli", "github.com/klauspost/compress"},
-	"dnsroute/geo":   {"github.com/oschwald/geoip2-golang", "github.com/oschwald/maxminddb-golang", "github.com/maxmind/mmdbwriter"},
+func within(pkg, tree string) bool {
+	return tree == "." && pkg == "." || pkg == tree || strings.HasPrefix(pkg, tree+"/")
 }
 
-func forbidden(pkg, imp string) string {
-	internal := strings.HasPrefix(imp, module+"/")
-	if allowed, ok := leaves[pkg]; ok {
-		if internal {
-			return "a leaf package imports no other Meridian package"
+// longest returns the longest key of m whose tree holds pkg.
+func longest[V any](m map[string]V, pkg string) (string, bool) {
+	best, found := "", false
+	for tree := range m {
+		if within(pkg, tree) && (!found || len(tree) > len(best)) {
+			best, found = tree, true
 		}
-		if strings.Contains(strings.SplitN(imp, "/", 2)[0], ".") {
-			for _, a := range allowed {
-				if within(imp, a) {
-					return ""
-				}
-			}
+	}
+	return best, found
+}
+
+// role returns the tree that gives pkg its layer.
+func role(pkg string) (string, bool) { return longest(layers, pkg) }
+
+// leafOf returns the leaf tree pkg belongs to: leaf sub-packages are leaves too, and every
+// internal package is one.
+func leafOf(pkg string) (string, bool) {
+	if leaf, ok := longest(leaves, pkg); ok {
+		return leaf, true
+	}
+	return pkg, within(pkg, "internal")
+}
+
+// forbidden says why pkg may not import imp, or "" when it may.
+func forbidden(pkg, imp string) string {
+	ours := imp == module || strings.HasPrefix(imp, module+"/")
+	outside := !ours && strings.Contains(strings.SplitN(imp, "/", 2)[0], ".")
+	if leaf, ok := leafOf(pkg); ok {
+		switch {
+		case ours && !(within(pkg, "internal") && within(rel(imp), "internal")):
+			return "a leaf package imports no other Meridian package"
+		case outside && !slices.ContainsFunc(leaves[leaf], func(lib string) bool { return within(imp, lib) }):
 			return "a leaf package imports only the standard library and its one domain library"
 		}
 		return ""
 	}
-	if !internal {
+	if !ours {
 		return ""
-	}
-	if within(pkg, "internal") && !within(rel(imp), "internal") {
-		return "internal packages are leaves shared by every server: they import no Meridian package outside internal/"
 	}
 	to := rel(imp)
 	if within(to, "sim") && pkg != "." && !within(pkg, "sim") {
 		return "only main imports sim"
 	}
-	roles := []string{"edge", "dnsroute", "control", "origin", "purge"}
-	for _, from := range roles {
-		if !within(pkg, from) {
-			continue
-		}
-		for _, other := range roles {
-			if other == from || !within(to, other) || shared[to] {
-				continue
-			}
-			switch {
-			case other == "purge" && from != "origin":
-				continue // the purge message is shared by edge and control
-			case other == "origin" && within(to, "origin/fetch") && from == "edge":
-				continue // the edge reaches upstreams through the origin client
-			}
-			return from + " may not import " + other
-		}
-	}
-	if within(pkg, "purge") && within(to, "control") && !shared[to] {
-		return "purge may not import control"
+	from, _ := role(pkg)
+	dest, ok := role(to)
+	switch {
+	case !ok:
+		return "the imported package has no role"
+	case from == dest:
+		return "" // its own tree
+	case layers[dest] >= layers[from]:
+		return "imports point down DESIGN.md's layers: " + from + " may not import " + dest
 	}
 	return ""
 }
@@ -117,26 +169,52 @@ func TestForbidden(t *testing.T) {
 		{"edge", module + "/dnsroute", true},
 		{"dnsroute", module + "/edge/store", true},
 		{"control", module + "/purge", false},
+		{"control", module + "/deploy", true},
+		{"deploy", module + "/control", true},
+		{"deploy", module + "/wire", false},
 		{"edge", module + "/origin/fetch", false},
 		{"edge", module + "/origin", true},
+		{"origin", module + "/origin/fetch", false},
 		{"edge", module + "/sim", true},
+		{"bench/h3load", module + "/sim", true},
 		{".", module + "/sim", false},
+		{"sim", module + "/sim/report", false},
+		{"sim/report", module + "/sim/scenario", false},
+		{"sim", module + "/edge", false},
+		{"edge/store", module + "/edge/httpcache", false},
+		{"purge", module + "/fleet", false},
+		{"purge", module + "/control", true},
+		{"purge", module + "/origin/fetch", true},
+		{"fleet", module + "/purge", true},
+		{"fleet", module + "/wire", false},
+		{"wire", module + "/fleet", true},
 		{"wire", module + "/purge", true},
 		{"wire", "github.com/nats-io/nats.go", true},
+		{"wire", "net/http", false},
 		{"edge/httpcache", "net/http", false},
+		{"edge/httpcache", module + "/wire", true},
 		{"dnsroute/geo", "github.com/oschwald/geoip2-golang", false},
+		{"dnsroute/geo", "github.com/miekg/dns", true},
+		{"dnsroute/geo/geodata", "github.com/maxmind/mmdbwriter/mmdbtype", false},
 		{"edge/compress", "github.com/klauspost/compress/zstd", false},
-		{"edge/compress", "github.com/meridian-cdn/meridian/edge/httpcache", true},
-		{"edge/compress", "github.com/dgraph-io/ristretto/v2", true},
-		{"purge", module + "/control", true},
 		{"edge", module + "/internal/reuseport", false},
 		{"internal/reuseport", module + "/edge", true},
+		{"internal/reuseport", "github.com/nats-io/nats.go", true},
 		{"internal/natstest", module + "/internal/natsauth", false},
 		{"internal/natstest", module + "/wire", true},
+		{"internal/yamlconf", "go.yaml.in/yaml/v3", false},
 	}
 	for _, tt := range tests {
 		if got := forbidden(tt.pkg, tt.imp) != ""; got != tt.bad {
 			t.Errorf("forbidden(%q, %q) = %v, want %v", tt.pkg, tt.imp, got, tt.bad)
 		}
+	}
+	for _, pkg := range []string{".", "bench/h3load", "deploy", "sim/wan", "origin/fetch", "internal/natstest"} {
+		if _, ok := role(pkg); !ok {
+			t.Errorf("role(%q) found none", pkg)
+		}
+	}
+	if _, ok := role("tools/x"); ok {
+		t.Error(`role("tools/x") found one; a package outside the layout must have none`)
 	}
 }
