@@ -81,7 +81,7 @@ func (n *Node) serveCacheable(w *logWriter, req *request) {
 	if !req.fromPeer && canServeStale(obj, verdict, staleFor, obj.Policy.StaleWhileRevalidate) {
 		w.cacheStatus = "stale"
 		fl.revalidate(req, obj)
-		n.deliver(w, req, obj, httpcache.Status{Cache: n.name, Proto: req.proto, Hit: true, Fwd: "stale", TTL: ttl, HasTTL: true, Detail: "stale-while-revalidate"}, "")
+		n.deliver(w, req, obj, httpcache.Status{Cache: n.name, Proto: req.proto, Hit: true, TTL: ttl, HasTTL: true, Detail: "stale-while-revalidate"}, "")
 		return
 	}
 	n.deliverAnswer(w, req, fl.get(req, obj, fillOptions{fwd: "stale", stale: obj, verdict: verdict}))

@@ -163,7 +163,10 @@ func TestStaleWhileRevalidate(t *testing.T) {
 	s.get(t, p)
 	s.clock.Advance(20 * time.Second)
 	r := s.get(t, p)
-	wantCacheStatus(t, r, "hit", "fwd=stale", "detail=stale-while-revalidate")
+	wantCacheStatus(t, r, "; hit; ttl=-10;", "detail=stale-while-revalidate")
+	if cs := r.header.Get("Cache-Status"); strings.Contains(cs, "fwd=") {
+		t.Errorf("Cache-Status %q: a stale hit was not forwarded, so it carries no fwd (RFC 9211)", cs)
+	}
 	waitFor(t, 5*time.Second, "background revalidation", func() bool { return s.origin.Requests("/swr") == 2 })
 	waitFor(t, 5*time.Second, "refreshed object", func() bool {
 		return strings.Contains(s.get(t, p).header.Get("Cache-Status"), "; hit; ttl=")

@@ -10,7 +10,10 @@ import (
 type Status struct {
 	Cache     string        // cache name, e.g. "meridian-lon-1"; emitted as a token, or as a string if it is not one
 	Hit       bool          // served from cache without going forward
-	Fwd       string        // "", "miss", "stale", "uri-miss", "vary-miss", "request", "bypass", "method"; omitted if empty or not a token
+	// Fwd is why the request went forward: "", "miss", "stale", "uri-miss", "vary-miss",
+	// "request", "bypass", "method"; omitted if empty, not a token, or Hit (RFC 9211: a hit was
+	// not forwarded, so the two never appear together; a stale hit says so with a negative ttl).
+	Fwd string
 	FwdStatus int           // status the next hop answered; 0 = omit
 	TTL       time.Duration // remaining freshness; negative when stale; emitted in whole seconds if HasTTL
 	HasTTL    bool
@@ -34,7 +37,7 @@ func (s Status) String() string {
 	if s.Hit {
 		b.WriteString("; hit")
 	}
-	if s.Fwd != "" && isToken(s.Fwd) {
+	if s.Fwd != "" && !s.Hit && isToken(s.Fwd) {
 		b.WriteString("; fwd=")
 		b.WriteString(s.Fwd)
 	}

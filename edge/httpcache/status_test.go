@@ -17,6 +17,8 @@ func TestStatusString(t *testing.T) {
 			"meridian-lon-1; fwd=miss; fwd-status=200; stored; collapsed; detail=origin"},
 		{"stale negative ttl", Status{Cache: "meridian-lon-1", Hit: true, TTL: -30 * time.Second, HasTTL: true, Detail: "stale-if-error"},
 			"meridian-lon-1; hit; ttl=-30; detail=stale-if-error"},
+		{"hit never says fwd (stale-while-revalidate)", Status{Cache: "c", Hit: true, Fwd: "stale", TTL: -5 * time.Second, HasTTL: true, Detail: "stale-while-revalidate"},
+			"c; hit; ttl=-5; detail=stale-while-revalidate"},
 		{"zero ttl emitted when HasTTL", Status{Cache: "c", Hit: true, HasTTL: true}, "c; hit; ttl=0"},
 		{"ttl omitted without HasTTL", Status{Cache: "c", Hit: true, TTL: time.Minute}, "c; hit"},
 		{"fwd-status without fwd", Status{Cache: "c", FwdStatus: 304}, "c; fwd-status=304"},
