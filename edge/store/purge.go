@@ -72,9 +72,6 @@ func (s *Store) MarkAllStale() time.Time {
 	return now
 }
 
-// Verdict reports what the purge records say about o.
-func (s *Store) Verdict(o *Object) Verdict { return s.purges.check(o) }
-
 // matchers lists the record keys that can match o, in the same forms Purge builds.
 func matchers(o *Object) []string {
 	prefixes := pathPrefixes(o.Path)

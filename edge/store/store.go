@@ -239,17 +239,20 @@ func (s *Store) Stats() Stats {
 	}
 }
 
-// pathPrefixes returns the path-segment prefixes of p: "/a/b/c" -> "/a", "/a/b", "/a/b/c".
-// A prefix purge of "/a" thus matches "/a" and "/a/x" but never the sibling "/ab".
+// pathPrefixes returns the path-segment prefixes of p in the form Purge records them (no
+// trailing slash; "/" is a purge of the host, matched separately): "/a/b/c" and "/a/b/c/"
+// -> "/a", "/a/b", "/a/b/c". A prefix purge of "/a" thus matches "/a", "/a/" and "/a/x" but
+// never the sibling "/ab".
 func pathPrefixes(p string) []string {
+	p = strings.TrimSuffix(p, "/")
 	var out []string
 	for i := 1; i < len(p); i++ {
 		if p[i] == '/' {
 			out = append(out, p[:i])
 		}
 	}
-	if strings.HasSuffix(p, "/") {
-		return append(out, p) // "/a/" is its own prefix, which a purge of "/a/" names
+	if p != "" {
+		out = append(out, p)
 	}
-	return append(out, p)
+	return out
 }

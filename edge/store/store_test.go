@@ -110,13 +110,13 @@ func TestPurgeRecords(t *testing.T) {
 			s.Put(o)
 			c.t = c.t.Add(time.Millisecond)
 			s.Purge(tt.record)
-			if got := s.Verdict(o); got != tt.want {
+			if got := s.purges.check(o); got != tt.want {
 				t.Errorf("Verdict after %+v = %v, want %v", tt.record, got, tt.want)
 			}
 			// An object whose fetch began after the purge is untouched by it.
 			c.t = c.t.Add(time.Millisecond)
 			later := object("h", tt.path, c.t, tt.keys...)
-			if got := s.Verdict(later); got != Usable {
+			if got := s.purges.check(later); got != Usable {
 				t.Errorf("object stored after the purge: Verdict = %v, want Usable", got)
 			}
 		})
@@ -144,7 +144,7 @@ func TestHardWinsOverSoft(t *testing.T) {
 	c.t = c.t.Add(time.Millisecond)
 	s.Purge(Record{Kind: Prefix, Host: "h", Value: "/a", Soft: true})
 	s.Purge(Record{Kind: Host, Host: "h"})
-	if got := s.Verdict(o); got != Purged {
+	if got := s.purges.check(o); got != Purged {
 		t.Errorf("Verdict = %v, want Purged", got)
 	}
 }
@@ -155,7 +155,7 @@ func TestMarkAllStale(t *testing.T) {
 	s.Put(o)
 	c.t = c.t.Add(time.Millisecond)
 	s.MarkAllStale()
-	if got := s.Verdict(o); got != SoftPurged {
+	if got := s.purges.check(o); got != SoftPurged {
 		t.Errorf("Verdict = %v, want SoftPurged", got)
 	}
 }
@@ -181,10 +181,10 @@ func TestPathPrefixes(t *testing.T) {
 		path string
 		want []string
 	}{
-		{"/", []string{"/"}},
+		{"/", nil},
 		{"/a", []string{"/a"}},
 		{"/a/b", []string{"/a", "/a/b"}},
-		{"/a/b/", []string{"/a", "/a/b", "/a/b/"}},
+		{"/a/b/", []string{"/a", "/a/b"}},
 	}
 	for _, tt := range tests {
 		if got := pathPrefixes(tt.path); fmt.Sprint(got) != fmt.Sprint(tt.want) {
