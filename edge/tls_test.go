@@ -222,25 +222,6 @@ func TestMalformedQUIC(t *testing.T) {
 	}
 }
 
-// TestEarlyDataUnsafeMethod: a request in 0-RTT early data (handshake not complete) with an
-// unsafe method gets 425; a safe one is served.
-func TestEarlyDataUnsafeMethod(t *testing.T) {
-	s := newSingle(t, nil)
-	for _, tt := range []struct {
-		method string
-		want   int
-	}{{http.MethodPost, http.StatusTooEarly}, {http.MethodGet, http.StatusOK}} {
-		req, _ := http.NewRequest(tt.method, "/e?cc=max-age%3D60", nil)
-		req.Host, req.ProtoMajor, req.RemoteAddr = testHost, 3, "127.0.0.1:1"
-		req.TLS = &tls.ConnectionState{HandshakeComplete: false}
-		rec := &recorder{header: http.Header{}, status: 200}
-		s.edge.ServeHTTP(rec, req)
-		if rec.status != tt.want {
-			t.Errorf("%s in early data = %d, want %d", tt.method, rec.status, tt.want)
-		}
-	}
-}
-
 func TestTLSConfigErrors(t *testing.T) {
 	tests := []struct {
 		name string

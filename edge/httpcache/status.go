@@ -8,12 +8,12 @@ import (
 
 // Status is one RFC 9211 Cache-Status list member.
 type Status struct {
-	Cache     string        // cache name, e.g. "meridian-lon-1"; emitted as a token, or as a string if it is not one
-	Hit       bool          // served from cache without going forward
+	Cache string // cache name, e.g. "meridian-lon-1"; emitted as a token, or as a string if it is not one
+	Hit   bool   // served from cache without going forward
 	// Fwd is why the request went forward: "", "miss", "stale", "uri-miss", "vary-miss",
 	// "request", "bypass", "method"; omitted if empty, not a token, or Hit (RFC 9211: a hit was
 	// not forwarded, so the two never appear together; a stale hit says so with a negative ttl).
-	Fwd string
+	Fwd       string
 	FwdStatus int           // status the next hop answered; 0 = omit
 	TTL       time.Duration // remaining freshness; negative when stale; emitted in whole seconds if HasTTL
 	HasTTL    bool

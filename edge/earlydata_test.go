@@ -1,0 +1,213 @@
+package edge
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+)
+
+// TestEarlyData: a real HTTP/3 0-RTT exchange with quic-go. A client resumes a session and
+// sends requests in early data before its handshake completes: a GET is served, a POST gets
+// 425 Too Early (RFC 8470: early data can be replayed).
+func TestEarlyData(t *testing.T) {
+	cert := writeCert(t, t.TempDir(), "early", testHost)
+	_, n := tlsEdge(t, TLSConfig{Certs: []CertFiles{cert}, Allow0RTT: true})
+	tickets := &ticketCache{ClientSessionCache: tls.NewLRUClientSessionCache(4), put: make(chan struct{}, 4)}
+	tlsConf := insecure(testHost)
+	tlsConf.ClientSessionCache = tickets
+	tlsConf.NextProtos = []string{http3.NextProtoH3}
+
+	// A full handshake first, which leaves a session ticket that allows 0-RTT.
+	tr := &http3.Transport{TLSClientConfig: tlsConf}
+	if r := getWith(t, &http.Client{Transport: tr}, "https://"+n.HTTPSAddr()+"/e?cc=max-age%3D60"); r.status != http.StatusOK {
+		t.Fatalf("first GET = %d", r.status)
+	}
+	select {
+	case <-tickets.put:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no session ticket within 10s")
+	}
+	_ = tr.Close()
+
+	for _, tt := range []struct {
+		method string
+		want   int
+	}{{http.MethodGet, http.StatusOK}, {http.MethodPost, http.StatusTooEarly}} {
+		t.Run(tt.method, func(t *testing.T) {
+			// On loopback the client's Finished would reach the edge microseconds after its
+			// early data; the relay holds it back so the request meets an incomplete handshake.
+			relay := newHandshakeHold(t, n.HTTPSAddr(), 500*time.Millisecond)
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			conn, err := quic.DialAddrEarly(ctx, relay, tlsConf, &quic.Config{})
+			if err != nil {
+				t.Fatalf("dial: %v", err)
+			}
+			defer func() { _ = conn.CloseWithError(0, "") }()
+			cc := (&http3.Transport{}).NewClientConn(conn)
+			str, err := cc.OpenRequestStream(ctx)
+			if err != nil {
+				t.Fatalf("open stream: %v", err)
+			}
+			req, _ := http.NewRequestWithContext(ctx, tt.method, "https://"+testHost+"/e?cc=max-age%3D60", http.NoBody)
+			req.Body = nil
+			if err := str.SendRequestHeader(req); err != nil {
+				t.Fatalf("send: %v", err)
+			}
+			_ = str.Close()
+			resp, err := str.ReadResponse()
+			if err != nil {
+				t.Fatalf("response: %v", err)
+			}
+			_ = resp.Body.Close()
+			if !conn.ConnectionState().Used0RTT {
+				t.Fatal("the edge refused 0-RTT: the request was not early data")
+			}
+			if resp.StatusCode != tt.want {
+				t.Errorf("%s in early data = %d, want %d", tt.method, resp.StatusCode, tt.want)
+			}
+		})
+	}
+}
+
+// ticketCache tells when a session ticket arrives.
+type ticketCache struct {
+	tls.ClientSessionCache
+	put chan struct{}
+}
+
+func (c *ticketCache) Put(key string, cs *tls.ClientSessionState) {
+	c.ClientSessionCache.Put(key, cs)
+	if cs != nil {
+		select {
+		case c.put <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// newHandshakeHold relays UDP between one QUIC client and server, holding the client's
+// datagrams that carry Handshake or 1-RTT packets for hold (a slow network for exactly those
+// packets), and returns the address the client dials.
+func newHandshakeHold(t *testing.T, server string, hold time.Duration) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.13:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err := net.Dial("udp", server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu     sync.Mutex
+		client net.Addr
+		wg     sync.WaitGroup
+		timers []*time.Timer
+	)
+	wg.Add(2)
+	go func() { // client -> server
+		defer wg.Done()
+		buf := make([]byte, 65536)
+		for {
+			k, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			b := append([]byte(nil), buf[:k]...)
+			mu.Lock()
+			client = from
+			if lateQUIC(b) {
+				timers = append(timers, time.AfterFunc(hold, func() { _, _ = up.Write(b) }))
+			} else {
+				_, _ = up.Write(b)
+			}
+			mu.Unlock()
+		}
+	}()
+	go func() { // server -> client
+		defer wg.Done()
+		buf := make([]byte, 65536)
+		for {
+			k, err := up.Read(buf)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			to := client
+			mu.Unlock()
+			if to != nil {
+				_, _ = pc.WriteTo(buf[:k], to)
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		_ = pc.Close()
+		_ = up.Close()
+		mu.Lock()
+		for _, tm := range timers {
+			tm.Stop()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return pc.LocalAddr().String()
+}
+
+// lateQUIC reports whether a QUIC v1 datagram holds a Handshake or a 1-RTT packet, walking
+// its coalesced packets (RFC 9000 §17).
+func lateQUIC(b []byte) bool {
+	for len(b) > 0 {
+		if b[0]&0x80 == 0 {
+			return true // short header: 1-RTT
+		}
+		typ := b[0] & 0x30 >> 4 // 0 Initial, 1 0-RTT, 2 Handshake, 3 Retry
+		if typ == 2 {
+			return true
+		}
+		if typ == 3 || len(b) < 7 {
+			return false
+		}
+		i := 5
+		i += 1 + int(b[i]) // destination connection id
+		if i >= len(b) {
+			return false
+		}
+		i += 1 + int(b[i]) // source connection id
+		if typ == 0 {
+			tl, k := quicVarint(b[min(i, len(b)):])
+			i += k + int(tl) // token
+		}
+		l, k := quicVarint(b[min(i, len(b)):])
+		i += k + int(l)
+		if k == 0 || i > len(b) {
+			return false
+		}
+		b = b[i:]
+	}
+	return false
+}
+
+// quicVarint decodes a QUIC variable-length integer, returning it and its length (0 if b is
+// too short).
+func quicVarint(b []byte) (uint64, int) {
+	if len(b) == 0 {
+		return 0, 0
+	}
+	n := 1 << (b[0] >> 6)
+	if len(b) < n {
+		return 0, 0
+	}
+	v := uint64(b[0] & 0x3f)
+	for _, c := range b[1:n] {
+		v = v<<8 | uint64(c)
+	}
+	return v, n
+}
