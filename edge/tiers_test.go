@@ -450,3 +450,38 @@ type recorder struct {
 func (r *recorder) Header() http.Header         { return r.header }
 func (r *recorder) Write(b []byte) (int, error) { return r.body.Write(b) }
 func (r *recorder) WriteHeader(s int)           { r.status = s }
+
+// TestFleetStaleIfError: the origin is down and the key's owner has no copy, but another
+// node of its PoP holds one within its stale-if-error window: the owner serves that copy and
+// says so (`fleet-stale-if-error` in Cache-Status) instead of an error.
+func TestFleetStaleIfError(t *testing.T) {
+	// n1 does not know n0, so it fetches from the origin itself and keeps the only copy.
+	f := newFleet(t, []int{2}, noShield, func(c *Config) {
+		if c.Node == "n1" {
+			c.Peers = c.Peers[1:]
+		}
+	})
+	owner, holder := f.nodes[0], f.nodes[1]
+	p := ""
+	for i := 0; p == ""; i++ {
+		c := obj(fmt.Sprintf("/fleet-stale%d", i), "cc", "max-age=10, stale-if-error=3600")
+		if rendezvous(owner.tiers.Load().peers, owner.key(c))[0].ID == owner.cfg.Node {
+			p = c
+		}
+	}
+	if r := do(t, f.client, http.MethodGet, holder.Addr(), testHost, p); r.status != http.StatusOK {
+		t.Fatalf("warming the holder = %d", r.status)
+	}
+	f.clock.Advance(time.Minute) // the holder's copy is stale, within stale-if-error
+	f.origin.SetFault("", origin.Fault{Drop: true})
+	r := do(t, f.client, http.MethodGet, owner.Addr(), testHost, p)
+	if r.status != http.StatusOK || !strings.HasPrefix(r.body, strings.SplitN(p, "?", 2)[0]+"@v1:") {
+		t.Fatalf("owner during the outage = %d %q, want the holder's copy", r.status, r.body[:min(len(r.body), 24)])
+	}
+	wantCacheStatus(t, r, "detail=fleet-stale-if-error")
+	// Control: with no copy anywhere in the fleet, the same outage is an error.
+	r = do(t, f.client, http.MethodGet, owner.Addr(), testHost, obj("/nowhere", "cc", "max-age=10, stale-if-error=3600"))
+	if r.status < 500 {
+		t.Errorf("a key no node holds during the outage = %d, want a 5xx", r.status)
+	}
+}
