@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
 	"sort"
@@ -51,7 +50,7 @@ type ConfigView struct {
 func NewConfigView(cfg ConfigViewConfig) *ConfigView {
 	log := cfg.Logger
 	if log == nil {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+		log = slog.New(slog.DiscardHandler)
 	}
 	return &ConfigView{
 		cfg:    cfg,

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"sync"
 	"time"
@@ -130,7 +129,7 @@ type PeerKeyView struct {
 func NewPeerKeyView(cfg PeerKeyViewConfig) *PeerKeyView {
 	log := cfg.Logger
 	if log == nil {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+		log = slog.New(slog.DiscardHandler)
 	}
 	return &PeerKeyView{cfg: cfg, log: log, ready: make(chan struct{})}
 }

@@ -3,7 +3,6 @@ package fleet
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"log/slog"
 	"sort"
 	"strings"
@@ -57,7 +56,7 @@ func NewView(cfg ViewConfig) *View {
 	}
 	log := cfg.Logger
 	if log == nil {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+		log = slog.New(slog.DiscardHandler)
 	}
 	return &View{
 		cfg:    cfg,
