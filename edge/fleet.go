@@ -3,8 +3,10 @@ package edge
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -269,7 +271,7 @@ func (n *Node) applyPeers(view *fleet.View) {
 		}
 		shields[p.ID] = toPeers(usable)
 	}
-	if t := n.tiers.Load(); samePeers(t.peers, withSelf(peers, n.cfg.Node, n.Addr())) && sameShields(t.shields, shields) {
+	if t := n.tiers.Load(); slices.Equal(t.peers, withSelf(peers, n.cfg.Node, n.Addr())) && maps.EqualFunc(t.shields, shields, slices.Equal[[]Peer]) {
 		return // a heartbeat changed loads, not membership
 	}
 	n.SetPeers(peers)
@@ -283,30 +285,6 @@ func withSelf(peers []Peer, id, addr string) []Peer {
 		}
 	}
 	return append(append([]Peer(nil), peers...), Peer{ID: id, Addr: addr})
-}
-
-func samePeers(a, b []Peer) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
-func sameShields(a, b map[string][]Peer) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if !samePeers(v, b[k]) {
-			return false
-		}
-	}
-	return true
 }
 
 func toPeers(nodes []wire.Node) []Peer {

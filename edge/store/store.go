@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -185,7 +186,7 @@ func (s *Store) Put(o *Object) bool {
 	}
 	next := &entry{vary: o.Policy.Vary, variants: map[string]*Object{o.Variant: o}, cost: o.cost()}
 	key := o.Primary + o.Part
-	if old, ok := s.cache.Get(key); ok && equalFields(old.vary, o.Policy.Vary) {
+	if old, ok := s.cache.Get(key); ok && slices.Equal(old.vary, o.Policy.Vary) {
 		if len(old.variants) >= MaxVariants {
 			if _, replacing := old.variants[o.Variant]; !replacing {
 				return false
@@ -206,18 +207,6 @@ func (s *Store) Put(o *Object) bool {
 
 // Delete drops every variant of primary. It frees memory only; purges are read-time records.
 func (s *Store) Delete(primary string) { s.cache.Del(primary) }
-
-func equalFields(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
 
 // Stats are the store's counters.
 type Stats struct {
