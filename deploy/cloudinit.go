@@ -165,6 +165,12 @@ func (r *renderer) prometheus() []byte {
 	b.WriteString("  - job_name: meridian-control\n")
 	b.WriteString("    # A token with the read scope (docs/control.md), in a file on the Prometheus host.\n")
 	b.WriteString("    authorization:\n      type: Bearer\n      credentials_file: /etc/prometheus/meridian-read-token\n")
+	if f.Control.TLSCert != "" {
+		// The API serves only TLS when it has a certificate: plain scrapes would fail.
+		b.WriteString("    scheme: https\n" +
+			"    # If the API's certificate is not from a CA the Prometheus host trusts:\n" +
+			"    # tls_config: {ca_file: /etc/prometheus/meridian-api-ca.crt}\n")
+	}
 	b.WriteString("    static_configs:\n")
 	for _, c := range f.Control.Nodes {
 		fmt.Fprintf(&b, "      - targets: [%q]\n        labels: {node: %q, region: %q}\n",

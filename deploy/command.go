@@ -68,7 +68,7 @@ Files already in DIR that the fleet no longer renders are left alone.`,
 	render.MarkFlagsRequiredTogether("binary-url", "binary-sha256")
 	validate := &cobra.Command{
 		Use:   "validate fleet.yaml",
-		Short: "Check a fleet file (render checks it too): every mistake with its line",
+		Short: "Check a fleet file (render checks it too): every mistake with its file:line:column",
 		Long: `Check the fleet file as render does, without writing anything: fields, addresses,
 ports, checksums of downloads, and NATS TLS for any fleet not on loopback addresses.`,
 		Args: cobra.ExactArgs(1),

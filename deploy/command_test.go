@@ -41,8 +41,9 @@ func TestCommandRenderReportsMistakes(t *testing.T) {
 	cmd.SetErr(&bytes.Buffer{})
 	cmd.SetArgs([]string{"render", filepath.Join("testdata", "bad", "mistakes.yaml"), "--out", t.TempDir()})
 	err := cmd.Execute()
-	if err == nil || !strings.Contains(err.Error(), "line 26: pops[0].lat") {
-		t.Errorf("deploy render of a bad fleet = %v, want the lat mistake with its line", err)
+	want := filepath.Join("testdata", "bad", "mistakes.yaml") + ":26:5: pops[0].lat"
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("deploy render of a bad fleet = %v, want the lat mistake as %q", err, want)
 	}
 }
 

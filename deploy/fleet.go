@@ -3,17 +3,16 @@
 package deploy
 
 import (
-	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"regexp"
-	"strconv"
+	"reflect"
+	"slices"
+	"strings"
 	"time"
 
-	"go.yaml.in/yaml/v3"
-
+	"github.com/meridian-cdn/meridian/internal/yamlconf"
 	"github.com/meridian-cdn/meridian/wire"
 )
 
@@ -195,131 +194,76 @@ type EdgeNode struct {
 // VMName is the name of the edge VM (and its directory in the rendered output).
 func (p PoP) VMName(n EdgeNode) string { return p.ID + "-" + n.ID }
 
-// FieldError is one mistake in a fleet file: the field's path, its line when known, and what
-// is wrong with it.
-type FieldError struct {
-	Field string // e.g. "pops[1].nodes[0].ipv4"
-	Line  int    // 1-based; 0 when unknown
-	Err   error
-}
-
-func (e *FieldError) Error() string {
-	if e.Line > 0 {
-		return fmt.Sprintf("line %d: %s: %v", e.Line, e.Field, e.Err)
-	}
-	return e.Field + ": " + e.Err.Error()
-}
-
-func (e *FieldError) Unwrap() error { return e.Err }
-
-// Load reads and validates a fleet file (see Parse).
+// Load reads and validates a fleet file (see Parse). Every problem carries path as its file.
 func Load(path string) (*Fleet, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read fleet file: %w", err)
 	}
-	f, err := Parse(b)
-	if err != nil {
-		return nil, fmt.Errorf("fleet file %s: %w", path, err)
-	}
-	return f, nil
+	return ParseFile(path, b)
 }
 
-// Parse decodes a fleet file, fills in defaults and validates it. Unknown fields and wrong
-// types are errors; the returned error joins one *FieldError per mistake (errors.As and
-// Unwrap() []error reach them), each naming the field and, where known, its line. Syntax and
-// type mistakes are reported before validation runs.
-func Parse(data []byte) (*Fleet, error) {
-	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, fmt.Errorf("parse fleet: %w", err)
-	}
+// Parse decodes a fleet file, fills in defaults and validates it (ParseFile without a file
+// name: positions read "line L:C").
+func Parse(data []byte) (*Fleet, error) { return ParseFile("", data) }
+
+// ParseFile decodes the fleet file data read from file, fills in defaults and validates it.
+// Unknown fields, wrong types and bad values are reported together: the error is a
+// wire.FieldErrors (errors.As reaches each *wire.FieldError), each problem naming its field
+// and its file:line:column, so that an operator fixes the file in one round.
+func ParseFile(file string, data []byte) (*Fleet, error) {
 	var f Fleet
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&f); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, &FieldError{Field: "name", Err: errors.New("the fleet file is empty")}
+	doc, probs := yamlconf.Decode(data, &f)
+	var errs wire.FieldErrors
+	var undecoded []string // fields whose value had the wrong type
+	for _, p := range probs {
+		errs = append(errs, &wire.FieldError{Line: p.Line, Column: p.Column, Field: p.Field, Err: errors.New(p.Msg)})
+		if !strings.HasPrefix(p.Msg, "unknown field") {
+			undecoded = append(undecoded, p.Field)
 		}
-		var te *yaml.TypeError
-		if !errors.As(err, &te) {
-			return nil, fmt.Errorf("parse fleet: %w", err)
-		}
-		errs := make([]error, 0, len(te.Errors))
-		for _, msg := range te.Errors {
-			errs = append(errs, typeError(msg))
-		}
-		return nil, errors.Join(errs...)
 	}
-	lines := map[string]int{}
-	if len(root.Content) > 0 {
-		indexLines(root.Content[0], "", lines)
+	switch {
+	case reflect.ValueOf(f).IsZero() && len(errs) > 0:
+		// Nothing decoded (a syntax error, a document that is not a mapping): validating an
+		// empty fleet would only bury the real problem under "is required".
+	case reflect.ValueOf(f).IsZero():
+		errs.Add("", "the fleet file is empty")
+	default:
+		f.setDefaults()
+		for _, e := range f.validate() {
+			// A value of the wrong type decoded as nothing; its type error says it already.
+			if !under(e.Field, undecoded) {
+				errs = append(errs, e)
+			}
+		}
 	}
-	f.setDefaults()
-	if errs := f.validate(); len(errs) > 0 {
-		for _, e := range errs {
-			e.Line = lineOf(lines, e.Field)
+	errs.Locate(file, doc.Position)
+	// In file order, as an operator reads the file; problems with no place in it (a section
+	// missing altogether) last.
+	unplaced := func(e *wire.FieldError) int {
+		if e.Line == 0 {
+			return 1
 		}
-		out := make([]error, len(errs))
-		for i, e := range errs {
-			out[i] = e
-		}
-		return nil, errors.Join(out...)
+		return 0
+	}
+	slices.SortStableFunc(errs, func(a, b *wire.FieldError) int {
+		return cmp.Or(cmp.Compare(unplaced(a), unplaced(b)), cmp.Compare(a.Line, b.Line), cmp.Compare(a.Column, b.Column))
+	})
+	if err := errs.Err(); err != nil {
+		return nil, err
 	}
 	return &f, nil
 }
 
-var (
-	unknownFieldRE = regexp.MustCompile(`^line (\d+): field (\S+) not found in type \S+$`)
-	typeErrorRE    = regexp.MustCompile(`^line (\d+): (.*)$`)
-)
-
-// typeError turns one of yaml's decode messages into a FieldError.
-func typeError(msg string) *FieldError {
-	if m := unknownFieldRE.FindStringSubmatch(msg); m != nil {
-		line, _ := strconv.Atoi(m[1])
-		return &FieldError{Field: m[2], Line: line, Err: errors.New("unknown field")}
-	}
-	if m := typeErrorRE.FindStringSubmatch(msg); m != nil {
-		line, _ := strconv.Atoi(m[1])
-		return &FieldError{Field: "value", Line: line, Err: errors.New(m[2])}
-	}
-	return &FieldError{Field: "value", Err: errors.New(msg)}
-}
-
-// indexLines records the line of every mapping key and sequence item under its field path.
-func indexLines(n *yaml.Node, path string, lines map[string]int) {
-	switch n.Kind {
-	case yaml.MappingNode:
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, v := n.Content[i], n.Content[i+1]
-			p := k.Value
-			if path != "" {
-				p = path + "." + k.Value
-			}
-			lines[p] = k.Line
-			indexLines(v, p, lines)
+// under says whether field is one of fields or inside one of them.
+func under(field string, fields []string) bool {
+	for _, p := range fields {
+		if p == "" {
+			continue
 		}
-	case yaml.SequenceNode:
-		for i, c := range n.Content {
-			p := fmt.Sprintf("%s[%d]", path, i)
-			lines[p] = c.Line
-			indexLines(c, p, lines)
+		if r, ok := strings.CutPrefix(field, p); ok && (r == "" || r[0] == '.' || r[0] == '[') {
+			return true
 		}
 	}
-}
-
-// lineOf finds the line of field, or of its nearest ancestor present in the file.
-func lineOf(lines map[string]int, field string) int {
-	for p := field; p != ""; {
-		if l, ok := lines[p]; ok {
-			return l
-		}
-		i := max(bytes.LastIndexByte([]byte(p), '.'), bytes.LastIndexByte([]byte(p), '['))
-		if i <= 0 {
-			break
-		}
-		p = p[:i]
-	}
-	return 0
+	return false
 }

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 // TestParseBadFleets checks that every mistake in testdata/bad/*.yaml gets exactly one clear
@@ -34,9 +36,9 @@ func TestParseBadFleets(t *testing.T) {
 			}
 			got := splitErrors(err)
 			for _, e := range got {
-				var fe *FieldError
+				var fe *wire.FieldError
 				if !errors.As(e, &fe) {
-					t.Errorf("error %q is a %T, want *FieldError", e, e)
+					t.Errorf("error %q is a %T, want *wire.FieldError", e, e)
 				}
 			}
 			used := make([]bool, len(got))
@@ -119,5 +121,91 @@ func TestRenderNeedsBinary(t *testing.T) {
 	f.Release.BinaryURL = ""
 	if _, err := Render(f, RenderOptions{}); err == nil || !strings.Contains(err.Error(), "release") {
 		t.Errorf("Render without a binary = %v, want an error naming release", err)
+	}
+}
+
+// severalProblems holds one mistake of each kind: an unknown field, values of the wrong type
+// and bad values, in sections at several depths. The test lists where each is.
+const severalProblems = `name: several
+release:
+  binary_path: /opt/meridian/meridian
+control:
+  insecure_http: true
+  replicas: three
+  nodes:
+    - {name: ctl-1, region: eu-central-1, ipv4: 203.0.113.11}
+    - {name: ctl-2, region: us-east-1, ipv4: 203.0.113.12}
+    - {name: ctl-3, region: ap-northeast-1, ipv4: 203.0.113.300}
+nats:
+  tls: {cert_file: /etc/tls/nats.crt, key_file: /etc/tls/nats.key, ca_file: /etc/tls/ca.crt}
+dns:
+  zone: cdn.example.com.
+  ttl: soon
+pops:
+  - id: fra
+    region: eu-central-1
+    lat: 50.1
+    lon: 190
+    nodes:
+      - id: edge-1
+        ipv4: 198.51.100.11
+        capacty: 100
+hosts:
+  - host: www.example.com
+    origin: https://origin.example.com
+    shield: ams
+`
+
+// TestLoadReportsEveryProblemWithPosition checks that one Load reports the unknown field, the
+// type errors and the bad values together, each as a *wire.FieldError with its file, line,
+// column and field.
+func TestLoadReportsEveryProblemWithPosition(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "fleet.yaml")
+	if err := os.WriteFile(path, []byte(severalProblems), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(path)
+	var list wire.FieldErrors
+	if !errors.As(err, &list) {
+		t.Fatalf("Load = %v (%T), want wire.FieldErrors", err, err)
+	}
+	want := []struct {
+		line, col int
+		field     string
+		msg       string
+	}{
+		{6, 13, "control.replicas", "cannot unmarshal !!str `three` into int"},
+		{15, 8, "dns.ttl", "cannot unmarshal !!str `soon` into time.Duration"},
+		{24, 9, "pops[0].nodes[0].capacty", `unknown field "capacty"`},
+		{10, 45, "control.nodes[2].ipv4", `"203.0.113.300" is not an IP address`},
+		{20, 5, "pops[0].lon", "190 is not between -180 and 180"},
+		{28, 5, "hosts[0].shield", `"ams" is not a PoP of this fleet`},
+	}
+	if len(list) != len(want) {
+		t.Errorf("Load reported %d problems, want %d:\n%v", len(list), len(want), err)
+	}
+	for _, w := range want {
+		var got *wire.FieldError
+		for _, e := range list {
+			if e.Field == w.field {
+				got = e
+			}
+		}
+		switch {
+		case got == nil:
+			t.Errorf("no problem with %s (want %q at %d:%d)", w.field, w.msg, w.line, w.col)
+		case got.File != path || got.Line != w.line || got.Column != w.col || got.Err.Error() != w.msg:
+			t.Errorf("problem with %s = %s:%d:%d %q, want %s:%d:%d %q",
+				w.field, got.File, got.Line, got.Column, got.Err, path, w.line, w.col, w.msg)
+		}
+	}
+	for i := 1; i < len(list); i++ {
+		if list[i].Line < list[i-1].Line {
+			t.Errorf("problems out of file order: line %d after line %d", list[i].Line, list[i-1].Line)
+		}
+	}
+	// What the operator reads: file:line:column: field: problem, one per line.
+	if line := path + ":20:5: pops[0].lon: 190 is not between -180 and 180"; !strings.Contains(err.Error()+"\n", line+"\n") {
+		t.Errorf("Load error reads\n%v\nwant a line %q", err, line)
 	}
 }

@@ -93,10 +93,10 @@ func (f *Fleet) VMs() []VM {
 func Render(f *Fleet, opts RenderOptions) (map[string][]byte, error) {
 	r := f.Release
 	if r.BinaryURL == "" && r.BinaryPath == "" {
-		return nil, &FieldError{Field: "release", Err: errors.New("needs binary_url or binary_path (or --binary-url / --binary-path)")}
+		return nil, &wire.FieldError{Field: "release", Err: errors.New("needs binary_url or binary_path (or --binary-url / --binary-path)")}
 	}
 	if r.BinaryURL != "" && r.BinaryPath != "" {
-		return nil, &FieldError{Field: "release", Err: errors.New("give binary_url or binary_path, not both")}
+		return nil, &wire.FieldError{Field: "release", Err: errors.New("give binary_url or binary_path, not both")}
 	}
 	for _, d := range []struct{ field, url, sum string }{
 		{"release.binary_url", r.BinaryURL, r.BinarySHA256},
@@ -106,10 +106,10 @@ func Render(f *Fleet, opts RenderOptions) (map[string][]byte, error) {
 			continue
 		}
 		if u, err := url.Parse(d.url); err != nil || u.Scheme != "https" || u.Host == "" {
-			return nil, &FieldError{Field: d.field, Err: fmt.Errorf("%q is not an https URL", d.url)}
+			return nil, &wire.FieldError{Field: d.field, Err: fmt.Errorf("%q is not an https URL", d.url)}
 		}
 		if !sha256RE.MatchString(d.sum) {
-			return nil, &FieldError{Field: d.field, Err: errors.New("needs its SHA-256 (binary_sha256 / nats_server_sha256, or --binary-sha256): cloud-init installs nothing it cannot check")}
+			return nil, &wire.FieldError{Field: d.field, Err: errors.New("needs its SHA-256 (binary_sha256 / nats_server_sha256, or --binary-sha256): cloud-init installs nothing it cannot check")}
 		}
 	}
 	sec := opts.Secrets
@@ -160,51 +160,6 @@ type renderer struct {
 	creds map[string]map[natsauth.Identity]natsauth.Credential
 	// clusterUsers are the users the cluster's servers accept: control, DNS and leaf links.
 	clusterUsers []natsauth.User
-}
-
-// credentials creates (or takes from the secrets) the credential of every process on every VM:
-// on a control VM, control and dns.<vm>; on an edge VM, edge.<pop>.<node> and its PoP's leaf
-// link leaf.<pop> (one key per VM).
-func (r *renderer) credentials() error {
-	r.creds = map[string]map[natsauth.Identity]natsauth.Credential{}
-	add := func(vm string, id natsauth.Identity, cluster bool) error {
-		c, err := r.sec.credential(vm, id)
-		if err != nil {
-			return err
-		}
-		if r.creds[vm] == nil {
-			r.creds[vm] = map[natsauth.Identity]natsauth.Credential{}
-		}
-		r.creds[vm][id] = c
-		if cluster {
-			u, err := c.User()
-			if err != nil {
-				return err
-			}
-			r.clusterUsers = append(r.clusterUsers, u)
-		}
-		return nil
-	}
-	for _, c := range r.f.Control.Nodes {
-		if err := add(c.Name, natsauth.Control(), true); err != nil {
-			return err
-		}
-		if err := add(c.Name, natsauth.DNS(c.Name), true); err != nil {
-			return err
-		}
-	}
-	for _, p := range r.f.PoPs {
-		for _, n := range p.Nodes {
-			vm := p.VMName(n)
-			if err := add(vm, natsauth.Edge(p.ID, n.ID), false); err != nil {
-				return err
-			}
-			if err := add(vm, natsauth.Leaf(p.ID), true); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
 }
 
 // secret adds a VM's secret file at path (under CredsDir): in the rendered tree, not in the
@@ -330,261 +285,6 @@ func (r *renderer) vm(vm, role string, files map[string][]byte, unitNames []stri
 	}
 	r.out[vm+"/user-data"] = ud
 	return nil
-}
-
-// natsCluster is a control VM's nats.conf: a cluster member with JetStream and a leaf listener.
-func (r *renderer) natsCluster(vm string) []byte {
-	f := r.f
-	var b strings.Builder
-	b.WriteString(r.header(vm, "NATS cluster member"))
-	fmt.Fprintf(&b, "server_name: %q\n", vm)
-	fmt.Fprintf(&b, "# Clients (meridian control and dns) run on this VM.\nlisten: %q\n", r.local(vm, f.NATS.ClientPort))
-	fmt.Fprintf(&b, "http: %q\n\n", r.local(vm, f.NATS.MonitorPort))
-	b.WriteString("# Nobody is anonymous: control, DNS and every PoP's leaf link, each with its own nkey and\n" +
-		"# permissions (docs/security.md). Only public keys are here.\n")
-	b.WriteString(natsauth.ConfUsers(f.Prefix, r.clusterUsers, ""))
-	b.WriteString("\n")
-	// The domain lets leaf nodes reach this JetStream: JetStream API traffic crosses a leaf
-	// connection only under a domain prefix ($JS.<domain>.API), to which each leaf maps its
-	// clients' plain $JS.API requests (default_js_domain).
-	fmt.Fprintf(&b, "jetstream {\n  store_dir: %q\n  domain: %q\n}\n\n", StateDir+"/nats", f.Name)
-	fmt.Fprintf(&b, "cluster {\n  name: %q\n  listen: %q\n", f.Name, r.natsPublic(vm, f.NATS.ClusterPort))
-	// One route connection per pair of servers keeps a client's subscription and the
-	// JetStream request it then forwards to the meta leader in order; with pooled routes the
-	// reply can outrun the subscription and be dropped (a lost first request, a 30 s timeout).
-	b.WriteString("  pool_size: -1\n")
-	r.natsTLS(&b, "  ")
-	b.WriteString("  # The routes' own user and password, and the routes that carry them: a secret file.\n")
-	fmt.Fprintf(&b, "  include %q\n}\n\n", "creds/nats-cluster.conf")
-	fmt.Fprintf(&b, "# Every PoP's leaf node connects here; purges fan out from the cluster to them.\n")
-	fmt.Fprintf(&b, "leafnodes {\n  listen: %q\n", r.natsPublic(vm, f.NATS.LeafPort))
-	r.natsTLS(&b, "  ")
-	b.WriteString("}\n")
-	return []byte(b.String())
-}
-
-// natsRouteSecrets is a control VM's creds/nats-cluster.conf, included in its cluster block:
-// the route user and password, and the route URLs that carry them.
-func (r *renderer) natsRouteSecrets(vm string) []byte {
-	var b strings.Builder
-	b.WriteString(r.header(vm, "NATS route credentials (secret)"))
-	fmt.Fprintf(&b, "authorization {\n  user: \"route\"\n  password: %q\n}\nroutes: [\n", r.sec.RoutePassword)
-	for _, c := range r.f.Control.Nodes {
-		u := url.URL{Scheme: "nats-route", User: url.UserPassword("route", r.sec.RoutePassword),
-			Host: net.JoinHostPort(c.IPv4, strconv.Itoa(r.f.NATS.ClusterPort))}
-		fmt.Fprintf(&b, "  %q\n", u.String())
-	}
-	b.WriteString("]\n")
-	return []byte(b.String())
-}
-
-// natsLeaf is an edge VM's nats.conf: a leaf node of the cluster, without JetStream of its own,
-// so the edge's JetStream calls are answered by the cluster.
-func (r *renderer) natsLeaf(vm string, p PoP, n EdgeNode) []byte {
-	f := r.f
-	var b strings.Builder
-	b.WriteString(r.header(vm, "NATS leaf node"))
-	fmt.Fprintf(&b, "server_name: %q\n", vm)
-	fmt.Fprintf(&b, "# The only client is meridian edge on this VM.\nlisten: %q\n", r.local(vm, f.NATS.ClientPort))
-	fmt.Fprintf(&b, "http: %q\n\n", r.local(vm, f.NATS.MonitorPort))
-	u, err := r.creds[vm][natsauth.Edge(p.ID, n.ID)].User()
-	if err == nil {
-		b.WriteString("# The edge on this VM, with its own nkey and permissions (docs/security.md).\n")
-		b.WriteString(natsauth.ConfUsers(r.f.Prefix, []natsauth.User{u}, ""))
-		b.WriteString("\n")
-	}
-	fmt.Fprintf(&b, "# No JetStream here: the edge's JetStream requests go to the cluster's domain.\n")
-	fmt.Fprintf(&b, "default_js_domain: {\"$G\": %q}\n\n", f.Name)
-	b.WriteString("leafnodes {\n  remotes: [\n    {\n      # One connection, to whichever control VM answers first; fails over to the others.\n      urls: [\n")
-	for _, c := range f.Control.Nodes {
-		fmt.Fprintf(&b, "        %q\n", "nats-leaf://"+net.JoinHostPort(c.IPv4, strconv.Itoa(f.NATS.LeafPort)))
-	}
-	b.WriteString("      ]\n")
-	r.natsTLS(&b, "      ")
-	b.WriteString("      # This VM's key of the PoP's leaf link: a secret file.\n")
-	fmt.Fprintf(&b, "      include %q\n", "creds/nats-leaf.conf")
-	b.WriteString("    }\n  ]\n}\n")
-	return []byte(b.String())
-}
-
-func (r *renderer) natsTLS(b *strings.Builder, indent string) {
-	t := r.f.NATS.TLS
-	if !t.enabled() {
-		return
-	}
-	fmt.Fprintf(b, "%stls {\n%s  cert_file: %q\n%s  key_file: %q\n%s  ca_file: %q\n%s  verify: true\n%s}\n",
-		indent, indent, t.CertFile, indent, t.KeyFile, indent, t.CAFile, indent, indent)
-}
-
-// edgeYAML mirrors the fields of edge.Config the renderer sets (tests load the result with
-// edge.LoadConfig, which refuses unknown fields).
-type edgeYAML struct {
-	PoP             string                `yaml:"pop"`
-	Node            string                `yaml:"node"`
-	Listen          string                `yaml:"listen"`
-	AdminListen     string                `yaml:"admin_listen"`
-	Hosts           []wire.HostConfig     `yaml:"hosts,omitempty"`
-	Cache           *edgeCache            `yaml:"cache,omitempty"`
-	Peers           []edgePeer            `yaml:"peers,omitempty"`
-	Shields         map[string][]edgePeer `yaml:"shields,omitempty"`
-	LameDuck        string                `yaml:"lame_duck"`
-	ShutdownTimeout string                `yaml:"shutdown_timeout"`
-	Fleet           edgeFleet             `yaml:"fleet"`
-}
-
-type edgeCache struct {
-	MaxBytes int64 `yaml:"max_bytes"`
-}
-
-type edgePeer struct {
-	ID   string `yaml:"id"`
-	Addr string `yaml:"addr"`
-}
-
-type edgeFleet struct {
-	NATS     string  `yaml:"nats"`
-	Creds    string  `yaml:"creds"`
-	Prefix   string  `yaml:"prefix"`
-	Region   string  `yaml:"region"`
-	City     string  `yaml:"city,omitempty"`
-	Lat      float64 `yaml:"lat"`
-	Lon      float64 `yaml:"lon"`
-	IPv4     string  `yaml:"ipv4"`
-	IPv6     string  `yaml:"ipv6,omitempty"`
-	Capacity float64 `yaml:"capacity,omitempty"`
-	TTL      string  `yaml:"ttl,omitempty"`
-}
-
-func (r *renderer) peerAddr(n EdgeNode, private bool) string {
-	ip := n.IPv4
-	if private && n.PrivateIPv4 != "" {
-		ip = n.PrivateIPv4
-	}
-	return net.JoinHostPort(ip, strconv.Itoa(r.f.Edge.HTTPPort))
-}
-
-func (r *renderer) edgeConfig(p PoP, n EdgeNode) ([]byte, error) {
-	f := r.f
-	vm := p.VMName(n)
-	e := edgeYAML{
-		PoP: p.ID, Node: n.ID,
-		Listen:          r.public(vm, f.Edge.HTTPPort),
-		AdminListen:     r.admin(vm, n.PrivateIPv4, f.Edge.AdminPort),
-		Hosts:           f.Hosts,
-		LameDuck:        f.Edge.LameDuck.String(),
-		ShutdownTimeout: f.Edge.ShutdownTimeout.String(),
-		Fleet: edgeFleet{
-			NATS: "nats://" + r.local(vm, f.NATS.ClientPort), Creds: CredsDir + "/edge.creds", Prefix: f.Prefix,
-			Region: p.Region, City: p.City, Lat: *p.Lat, Lon: *p.Lon,
-			IPv4: n.IPv4, IPv6: n.IPv6, Capacity: n.Capacity,
-		},
-	}
-	if f.Control.HeartbeatTTL > 0 {
-		e.Fleet.TTL = f.Control.HeartbeatTTL.String()
-	}
-	if f.Edge.CacheBytes > 0 {
-		e.Cache = &edgeCache{MaxBytes: f.Edge.CacheBytes}
-	}
-	for _, o := range p.Nodes {
-		if o.ID != n.ID {
-			e.Peers = append(e.Peers, edgePeer{ID: o.ID, Addr: r.peerAddr(o, true)})
-		}
-	}
-	for _, h := range f.Hosts {
-		if h.Shield == "" || h.Shield == p.ID {
-			continue
-		}
-		if e.Shields == nil {
-			e.Shields = map[string][]edgePeer{}
-		}
-		if _, done := e.Shields[h.Shield]; done {
-			continue
-		}
-		for _, sp := range f.PoPs {
-			if sp.ID != h.Shield {
-				continue
-			}
-			for _, sn := range sp.Nodes {
-				e.Shields[h.Shield] = append(e.Shields[h.Shield], edgePeer{ID: sn.ID, Addr: r.peerAddr(sn, false)})
-			}
-		}
-	}
-	return r.yaml(vm, "meridian edge config (docs/edge.md)", e)
-}
-
-// dnsYAML mirrors the fields of dnsroute.Config the renderer sets, plus nats and prefix: the
-// DNS server follows the fleet in NATS KV, like the edges.
-type dnsYAML struct {
-	Zone         string              `yaml:"zone"`
-	NS           []dnsNS             `yaml:"ns"`
-	TTL          string              `yaml:"ttl"`
-	Listen       string              `yaml:"listen"`
-	AdminListen  string              `yaml:"admin_listen"`
-	MMDB         string              `yaml:"mmdb"`
-	DefaultPoP   string              `yaml:"default_pop,omitempty"`
-	Policy       *wire.RoutingPolicy `yaml:"policy,omitempty"`
-	Hostnames    []string            `yaml:"hostnames,omitempty"`
-	CNAMEs       map[string]string   `yaml:"cnames,omitempty"`
-	HeartbeatTTL string              `yaml:"heartbeat_ttl,omitempty"`
-	RateLimit    dnsRateLimit        `yaml:"rate_limit"`
-	NATS         string              `yaml:"nats"`
-	Creds        string              `yaml:"creds"`
-	Prefix       string              `yaml:"prefix"`
-}
-
-// dnsRateLimit is dnsroute.RateLimit as rendered.
-type dnsRateLimit struct {
-	QPS   float64 `yaml:"qps"`
-	Burst float64 `yaml:"burst"`
-	Slip  int     `yaml:"slip"`
-}
-
-// renderedDNSRateLimit is the response rate limit every rendered DNS server runs with: per
-// client /24 (/56), far above what one resolver's cache misses need at a 30 s TTL, low enough
-// that the server cannot be used to amplify a flood; every other limited query gets a
-// truncated reply so real resolvers retry over TCP.
-var renderedDNSRateLimit = dnsRateLimit{QPS: 200, Burst: 400, Slip: 2}
-
-type dnsNS struct {
-	Name string   `yaml:"name"`
-	IPv4 []string `yaml:"ipv4,omitempty"`
-	IPv6 []string `yaml:"ipv6,omitempty"`
-}
-
-func (r *renderer) dnsConfig(vm string) ([]byte, error) {
-	f := r.f
-	d := dnsYAML{
-		Zone: f.DNS.Zone, TTL: f.DNS.TTL.String(),
-		Listen: r.public(vm, f.DNS.Port), AdminListen: r.admin(vm, r.controlNode(vm).PrivateIPv4, f.DNS.AdminPort),
-		MMDB: f.DNS.MMDB, DefaultPoP: f.DNS.DefaultPoP, Hostnames: f.DNS.Hostnames, CNAMEs: f.DNS.CNAMEs,
-		NATS: "nats://" + r.local(vm, f.NATS.ClientPort), Creds: CredsDir + "/dns.creds", Prefix: f.Prefix,
-		RateLimit: renderedDNSRateLimit,
-	}
-	if f.DNS.Policy.Policy != "" || f.DNS.Policy.RadiusKm != 0 || len(f.DNS.Policy.Weights) > 0 ||
-		f.DNS.Policy.LowWatermark != 0 || f.DNS.Policy.HighWatermark != 0 {
-		pol := f.DNS.Policy
-		d.Policy = &pol
-	}
-	if f.Control.HeartbeatTTL > 0 {
-		d.HeartbeatTTL = f.Control.HeartbeatTTL.String()
-	}
-	for _, c := range f.Control.Nodes {
-		ns := dnsNS{Name: f.nsName(c), IPv4: []string{c.IPv4}}
-		if c.IPv6 != "" {
-			ns.IPv6 = []string{c.IPv6}
-		}
-		d.NS = append(d.NS, ns)
-	}
-	return r.yaml(vm, "meridian dns config (docs/dns.md)", d)
-}
-
-func (r *renderer) controlNode(vm string) ControlNode {
-	for _, c := range r.f.Control.Nodes {
-		if c.Name == vm {
-			return c
-		}
-	}
-	return ControlNode{}
 }
 
 func (r *renderer) yaml(vm, what string, v any) ([]byte, error) {

@@ -9,76 +9,9 @@ import (
 	"path"
 	"regexp"
 	"strings"
-	"time"
 
 	"github.com/meridian-cdn/meridian/wire"
 )
-
-// Defaults for zero fields of a Fleet.
-const (
-	DefaultClientPort      = 4222
-	DefaultClusterPort     = 6222
-	DefaultLeafPort        = 7422
-	DefaultMonitorPort     = 8222
-	DefaultAPIPort         = 7070
-	DefaultDNSPort         = 53
-	DefaultDNSAdminPort    = 9153
-	DefaultHTTPPort        = 80
-	DefaultEdgeAdminPort   = 9080
-	DefaultTokensFile      = "/etc/meridian/tokens.yaml"
-	DefaultMMDB            = "/var/lib/meridian/GeoLite2-City.mmdb"
-	DefaultDNSTTL          = 30 * time.Second
-	DefaultShutdownTimeout = 20 * time.Second
-	// StopBudget is the edge unit's TimeoutStopSec; lame duck plus shutdown timeout must fit.
-	StopBudget = 90 * time.Second
-)
-
-func (f *Fleet) setDefaults() {
-	port := func(p *int, v int) {
-		if *p == 0 {
-			*p = v
-		}
-	}
-	if f.Prefix == "" {
-		f.Prefix = wire.DefaultPrefix
-	}
-	port(&f.NATS.ClientPort, DefaultClientPort)
-	port(&f.NATS.ClusterPort, DefaultClusterPort)
-	port(&f.NATS.LeafPort, DefaultLeafPort)
-	port(&f.NATS.MonitorPort, DefaultMonitorPort)
-	port(&f.Control.APIPort, DefaultAPIPort)
-	port(&f.DNS.Port, DefaultDNSPort)
-	port(&f.DNS.AdminPort, DefaultDNSAdminPort)
-	port(&f.Edge.HTTPPort, DefaultHTTPPort)
-	port(&f.Edge.AdminPort, DefaultEdgeAdminPort)
-	if f.Control.TokensFile == "" {
-		f.Control.TokensFile = DefaultTokensFile
-	}
-	if f.Control.Replicas == 0 {
-		f.Control.Replicas = 3
-	}
-	if f.DNS.MMDB == "" {
-		f.DNS.MMDB = DefaultMMDB
-	}
-	if f.DNS.TTL == 0 {
-		f.DNS.TTL = DefaultDNSTTL
-	}
-	if f.DNS.Zone != "" && !strings.HasSuffix(f.DNS.Zone, ".") {
-		f.DNS.Zone += "."
-	}
-	f.DNS.Zone = strings.ToLower(f.DNS.Zone)
-	if f.Edge.LameDuck == 0 {
-		f.Edge.LameDuck = f.DNS.TTL + 5*time.Second
-	}
-	if f.Edge.ShutdownTimeout == 0 {
-		f.Edge.ShutdownTimeout = DefaultShutdownTimeout
-	}
-	for i := range f.Control.Nodes {
-		if f.Control.Nodes[i].NS == "" {
-			f.Control.Nodes[i].NS = fmt.Sprintf("ns%d", i+1)
-		}
-	}
-}
 
 var (
 	labelRE  = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
@@ -87,318 +20,378 @@ var (
 	regionRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`)
 )
 
-// validate returns one error per mistake, in file order as far as possible.
-func (f *Fleet) validate() []*FieldError {
-	var errs []*FieldError
-	bad := func(field, format string, args ...any) {
-		errs = append(errs, &FieldError{Field: field, Err: fmt.Errorf(format, args...)})
+// checker collects a fleet's problems. The fleet-wide uniqueness rules (VM names, addresses,
+// PoP ids) span sections, so their indexes live here rather than in one check.
+type checker struct {
+	f    *Fleet
+	errs wire.FieldErrors
+	vms  map[string]string // VM name -> the field that named it first
+	ips  map[string]string // address -> the field that gave it first
+	pops map[string]bool   // PoP ids listed
+}
+
+// validate returns one problem per mistake, in file order as far as possible. f has its
+// defaults (setDefaults).
+func (f *Fleet) validate() wire.FieldErrors {
+	c := &checker{f: f, vms: map[string]string{}, ips: map[string]string{}, pops: map[string]bool{}}
+	c.identity()
+	c.release()
+	c.ports()
+	c.natsTLS()
+	c.controlAPI()
+	c.controlNodes()
+	c.dns()
+	c.edge()
+	c.popList()
+	c.routingPoPs() // after popList: it needs every PoP id
+	c.hosts()
+	return c.errs
+}
+
+func (c *checker) bad(field, format string, args ...any) { c.errs.Add(field, format, args...) }
+
+// nested reports err, a problem a wire type found in its own value, under the field prefix.
+func (c *checker) nested(prefix string, err error) {
+	var fe *wire.FieldError
+	if errors.As(err, &fe) && fe.Field != "" {
+		c.bad(prefix+"."+fe.Field, "%w", fe.Err)
+		return
 	}
+	c.bad(prefix, "%w", err)
+}
+
+func (c *checker) identity() {
+	f := c.f
 	if f.Name == "" {
-		bad("name", "is required")
+		c.bad("name", "is required")
 	} else if !labelRE.MatchString(f.Name) {
-		bad("name", "%q is not one lower-case DNS label", f.Name)
+		c.bad("name", "%q is not one lower-case DNS label", f.Name)
 	}
 	if !prefixRE.MatchString(f.Prefix) {
-		bad("prefix", "%q is not a NATS subject prefix (letters, digits, '-', '_', dots between)", f.Prefix)
+		c.bad("prefix", "%q is not a NATS subject prefix (letters, digits, '-', '_', dots between)", f.Prefix)
 	}
+}
 
-	r := f.Release
+// release checks where the binaries come from: nothing is installed that cloud-init cannot
+// check against a checksum.
+func (c *checker) release() {
+	r := c.f.Release
 	switch {
 	case r.BinaryURL == "" && r.BinaryPath == "":
-		bad("release", "needs binary_url or binary_path (or --binary-url / --binary-path)")
+		c.bad("release", "needs binary_url or binary_path (or --binary-url / --binary-path)")
 	case r.BinaryURL != "" && r.BinaryPath != "":
-		bad("release.binary_path", "give binary_url or binary_path, not both")
+		c.bad("release.binary_path", "give binary_url or binary_path, not both")
 	}
-	checkURL := func(field, u string) {
-		if u == "" {
-			return
-		}
-		pu, err := url.Parse(u)
-		if err != nil || pu.Scheme != "https" || pu.Host == "" {
-			bad(field, "%q is not an https URL", u)
-		}
-	}
-	checkURL("release.binary_url", r.BinaryURL)
-	checkURL("release.nats_server_url", r.NATSServerURL)
+	c.httpsURL("release.binary_url", r.BinaryURL)
+	c.httpsURL("release.nats_server_url", r.NATSServerURL)
 	if r.BinaryPath != "" && !path.IsAbs(r.BinaryPath) {
-		bad("release.binary_path", "%q is not an absolute path on the VM", r.BinaryPath)
+		c.bad("release.binary_path", "%q is not an absolute path on the VM", r.BinaryPath)
 	}
-	for _, s := range []struct{ field, sum, of string }{
-		{"release.binary_sha256", r.BinarySHA256, r.BinaryURL},
-		{"release.nats_server_sha256", r.NATSServerSHA256, r.NATSServerURL},
-	} {
-		if s.sum != "" && !sha256RE.MatchString(s.sum) {
-			bad(s.field, "is not 64 lower-case hex digits")
-		} else if s.sum != "" && s.of == "" {
-			bad(s.field, "is set but there is no URL to check")
-		} else if s.sum == "" && s.of != "" {
-			bad(s.field, "is required with a download URL: cloud-init installs nothing it cannot check")
-		}
-	}
+	c.checksum("release.binary_sha256", r.BinarySHA256, r.BinaryURL)
+	c.checksum("release.nats_server_sha256", r.NATSServerSHA256, r.NATSServerURL)
+}
 
-	ports := []struct {
+func (c *checker) httpsURL(field, u string) {
+	if u == "" {
+		return
+	}
+	if pu, err := url.Parse(u); err != nil || pu.Scheme != "https" || pu.Host == "" {
+		c.bad(field, "%q is not an https URL", u)
+	}
+}
+
+// checksum checks the SHA-256 in field of the download at url.
+func (c *checker) checksum(field, sum, url string) {
+	switch {
+	case sum != "" && !sha256RE.MatchString(sum):
+		c.bad(field, "is not 64 lower-case hex digits")
+	case sum != "" && url == "":
+		c.bad(field, "is set but there is no URL to check")
+	case sum == "" && url != "":
+		c.bad(field, "is required with a download URL: cloud-init installs nothing it cannot check")
+	}
+}
+
+// ports checks every port. A control VM runs nats, control and dns; an edge VM runs nats and
+// the edge: every port a VM listens on must differ. Comparing all of them is simpler and
+// stricter.
+func (c *checker) ports() {
+	f := c.f
+	used := map[int]string{}
+	for _, p := range []struct {
 		field string
-		p     int
+		port  int
 	}{
 		{"nats.client_port", f.NATS.ClientPort}, {"nats.cluster_port", f.NATS.ClusterPort},
 		{"nats.leaf_port", f.NATS.LeafPort}, {"nats.monitor_port", f.NATS.MonitorPort},
 		{"control.api_port", f.Control.APIPort}, {"dns.port", f.DNS.Port},
 		{"dns.admin_port", f.DNS.AdminPort}, {"edge.http_port", f.Edge.HTTPPort},
 		{"edge.admin_port", f.Edge.AdminPort},
-	}
-	// A control VM runs nats, control and dns; an edge VM runs nats and the edge: every port a
-	// VM listens on must differ. Comparing all of them is simpler and stricter.
-	used := map[int]string{}
-	for _, p := range ports {
-		if p.p < 1 || p.p > 65535 {
-			bad(p.field, "%d is not a port (1-65535)", p.p)
-			continue
-		}
-		if other, ok := used[p.p]; ok {
-			bad(p.field, "port %d is also %s", p.p, other)
-			continue
-		}
-		used[p.p] = p.field
-	}
-	t := f.NATS.TLS
-	if !t.enabled() && !f.allLoopback() {
-		bad("nats.tls", "is required: routes, leaf links and clients cross the network (only a fleet on loopback addresses may go without)")
-	}
-	if t.enabled() {
-		for _, x := range []struct{ field, file string }{
-			{"nats.tls.cert_file", t.CertFile}, {"nats.tls.key_file", t.KeyFile}, {"nats.tls.ca_file", t.CAFile},
-		} {
-			checkFile(bad, x.field, x.file, true)
+	} {
+		switch other, dup := used[p.port]; {
+		case p.port < 1 || p.port > 65535:
+			c.bad(p.field, "%d is not a port (1-65535)", p.port)
+		case dup:
+			c.bad(p.field, "port %d is also %s", p.port, other)
+		default:
+			used[p.port] = p.field
 		}
 	}
+}
 
-	c := f.Control
-	checkFile(bad, "control.tokens_file", c.TokensFile, true)
+func (c *checker) natsTLS() {
+	t := c.f.NATS.TLS
+	if !t.enabled() {
+		if !c.f.allLoopback() {
+			c.bad("nats.tls", "is required: routes, leaf links and clients cross the network (only a fleet on loopback addresses may go without)")
+		}
+		return
+	}
+	c.file("nats.tls.cert_file", t.CertFile, true)
+	c.file("nats.tls.key_file", t.KeyFile, true)
+	c.file("nats.tls.ca_file", t.CAFile, true)
+}
+
+// controlAPI checks how the control API is served: tokens, and TLS off loopback.
+func (c *checker) controlAPI() {
+	ct := c.f.Control
+	c.file("control.tokens_file", ct.TokensFile, true)
 	switch {
-	case (c.TLSCert == "") != (c.TLSKey == ""):
-		bad("control.tls_cert", "and control.tls_key go together: give both or neither")
-	case c.TLSCert == "" && !c.InsecureHTTP && !f.allLoopback():
-		bad("control.tls_cert", "is required: the API carries bearer tokens across the network (or set control.insecure_http behind a TLS-terminating proxy)")
-	case c.TLSCert != "" && c.InsecureHTTP:
-		bad("control.insecure_http", "cannot be combined with control.tls_cert")
+	case (ct.TLSCert == "") != (ct.TLSKey == ""):
+		c.bad("control.tls_cert", "and control.tls_key go together: give both or neither")
+	case ct.TLSCert == "" && !ct.InsecureHTTP && !c.f.allLoopback():
+		c.bad("control.tls_cert", "is required: the API carries bearer tokens across the network (or set control.insecure_http behind a TLS-terminating proxy)")
+	case ct.TLSCert != "" && ct.InsecureHTTP:
+		c.bad("control.insecure_http", "cannot be combined with control.tls_cert")
 	}
-	if c.TLSCert != "" {
-		checkFile(bad, "control.tls_cert", c.TLSCert, true)
-		checkFile(bad, "control.tls_key", c.TLSKey, true)
+	if ct.TLSCert != "" {
+		c.file("control.tls_cert", ct.TLSCert, true)
+		c.file("control.tls_key", ct.TLSKey, true)
 	}
-	n := len(c.Nodes)
+	if ct.HeartbeatTTL < 0 {
+		c.bad("control.heartbeat_ttl", "is negative")
+	}
+}
+
+// controlNodes checks the control VMs: a JetStream quorum, and each VM's name and addresses.
+func (c *checker) controlNodes() {
+	ct := c.f.Control
+	n := len(ct.Nodes)
 	switch {
 	case n == 0:
-		bad("control.nodes", "is required: list the control VMs (three for JetStream R3)")
+		c.bad("control.nodes", "is required: list the control VMs (three for JetStream R3)")
 	case n < 3 || n%2 == 0:
-		bad("control.nodes", "has %d VMs, want an odd number of at least three (JetStream needs a quorum)", n)
+		c.bad("control.nodes", "has %d VMs, want an odd number of at least three (JetStream needs a quorum)", n)
 	}
-	nodesOK := n >= 3 && n%2 == 1
-	if c.Replicas < 1 || c.Replicas > 5 || (nodesOK && c.Replicas > n) {
-		bad("control.replicas", "%d is not between 1 and the number of control VMs (at most 5)", c.Replicas)
-	}
-	if c.HeartbeatTTL < 0 {
-		bad("control.heartbeat_ttl", "is negative")
-	}
-	vms := map[string]string{}
-	vm := func(field, name string) {
-		if other, ok := vms[name]; ok {
-			bad(field, "VM name %q is also %s", name, other)
-		}
-		vms[name] = field
-	}
-	ips := map[string]string{}
-	ip := func(field, a string, want6, required bool) {
-		if a == "" {
-			if required {
-				bad(field, "is required")
-			}
-			return
-		}
-		p, err := netip.ParseAddr(a)
-		switch {
-		case err != nil || p.Zone() != "":
-			bad(field, "%q is not an IP address", a)
-			return
-		case want6 && !p.Is6():
-			bad(field, "%q is not an IPv6 address", a)
-			return
-		case !want6 && !p.Is4():
-			bad(field, "%q is not an IPv4 address", a)
-			return
-		}
-		if other, ok := ips[a]; ok {
-			bad(field, "%s is also %s", a, other)
-			return
-		}
-		ips[a] = field
+	quorum := n >= 3 && n%2 == 1
+	if ct.Replicas < 1 || ct.Replicas > 5 || (quorum && ct.Replicas > n) {
+		c.bad("control.replicas", "%d is not between 1 and the number of control VMs (at most 5)", ct.Replicas)
 	}
 	nsNames := map[string]bool{}
-	for i, cn := range c.Nodes {
+	for i, cn := range ct.Nodes {
 		p := fmt.Sprintf("control.nodes[%d]", i)
 		if !labelRE.MatchString(cn.Name) {
-			bad(p+".name", "%q is not one lower-case DNS label", cn.Name)
+			c.bad(p+".name", "%q is not one lower-case DNS label", cn.Name)
 		} else {
-			vm(p+".name", cn.Name)
+			c.vm(p+".name", cn.Name)
 		}
-		if !regionRE.MatchString(cn.Region) {
-			bad(p+".region", "is required (a cloud region such as eu-central-1)")
-		}
-		ip(p+".ipv4", cn.IPv4, false, true)
-		ip(p+".ipv6", cn.IPv6, true, false)
-		ip(p+".private_ipv4", cn.PrivateIPv4, false, false)
-		ns := f.nsName(cn)
+		c.region(p+".region", cn.Region)
+		c.ip(p+".ipv4", cn.IPv4, false, true)
+		c.ip(p+".ipv6", cn.IPv6, true, false)
+		c.ip(p+".private_ipv4", cn.PrivateIPv4, false, false)
+		ns := c.f.nsName(cn)
 		if nsNames[ns] {
-			bad(p+".ns", "%s is also another control VM's name server", ns)
+			c.bad(p+".ns", "%s is also another control VM's name server", ns)
 		}
 		nsNames[ns] = true
 	}
+}
 
-	d := f.DNS
+// dns checks the zone and its names; the PoPs it names are checked in routingPoPs.
+func (c *checker) dns() {
+	d := c.f.DNS
 	switch {
 	case d.Zone == "":
-		bad("dns.zone", "is required (e.g. cdn.example.com.)")
+		c.bad("dns.zone", "is required (e.g. cdn.example.com.)")
 	case !validDomain(d.Zone):
-		bad("dns.zone", "%q is not a domain name", d.Zone)
+		c.bad("dns.zone", "%q is not a domain name", d.Zone)
 	}
 	if d.TTL < 0 {
-		bad("dns.ttl", "is negative")
+		c.bad("dns.ttl", "is negative")
 	}
-	checkFile(bad, "dns.mmdb", d.MMDB, false)
+	c.file("dns.mmdb", d.MMDB, false)
 	for i, h := range d.Hostnames {
 		if h != "*" && !validDomain(strings.TrimSuffix(h, ".")+".") {
-			bad(fmt.Sprintf("dns.hostnames[%d]", i), "%q is not a domain name", h)
+			c.bad(fmt.Sprintf("dns.hostnames[%d]", i), "%q is not a domain name", h)
 		}
 	}
 	for from, to := range d.CNAMEs {
 		if !validDomain(strings.TrimSuffix(from, ".")+".") || !validDomain(strings.TrimSuffix(to, ".")+".") {
-			bad("dns.cnames."+from, "%q -> %q: both must be domain names", from, to)
+			c.bad("dns.cnames."+from, "%q -> %q: both must be domain names", from, to)
 		}
 	}
 	if err := d.Policy.Validate(); err != nil {
-		var fe *wire.FieldError
-		if errors.As(err, &fe) {
-			bad("dns.policy."+fe.Field, "%v", fe.Err)
-		} else {
-			bad("dns.policy", "%v", err)
-		}
+		c.nested("dns.policy", err)
 	}
-
-	e := f.Edge
-	if e.CacheBytes < 0 {
-		bad("edge.cache_bytes", "is negative")
-	}
-	if e.LameDuck < 0 {
-		bad("edge.lame_duck", "is negative")
-	}
-	if e.ShutdownTimeout < 0 {
-		bad("edge.shutdown_timeout", "is negative")
-	}
-	if e.LameDuck+e.ShutdownTimeout >= StopBudget {
-		bad("edge.lame_duck", "%v plus shutdown_timeout %v must stay under the unit's stop budget %v",
-			e.LameDuck, e.ShutdownTimeout, StopBudget)
-	}
-	if e.LameDuck > 0 && e.LameDuck < d.TTL {
-		bad("edge.lame_duck", "%v is shorter than dns.ttl %v: resolvers would still send clients to a stopped edge", e.LameDuck, d.TTL)
-	}
-
-	pops := map[string]bool{}
-	if len(f.PoPs) == 0 {
-		bad("pops", "is required: list at least one PoP")
-	}
-	for i, p := range f.PoPs {
-		pf := fmt.Sprintf("pops[%d]", i)
-		// VM names derive from the PoP id: check them only under a good, unique id, so one
-		// mistake gives one error.
-		idOK := false
-		if err := wire.ValidatePoPID(p.ID); err != nil {
-			bad(pf+".id", "%v", err)
-		} else if pops[p.ID] {
-			bad(pf+".id", "%q is listed twice", p.ID)
-		} else {
-			idOK = true
-		}
-		pops[p.ID] = true
-		if !regionRE.MatchString(p.Region) {
-			bad(pf+".region", "is required (a cloud region such as eu-central-1)")
-		}
-		switch {
-		case p.Lat == nil:
-			bad(pf+".lat", "is required")
-		case *p.Lat < -90 || *p.Lat > 90:
-			bad(pf+".lat", "%v is not between -90 and 90", *p.Lat)
-		}
-		switch {
-		case p.Lon == nil:
-			bad(pf+".lon", "is required")
-		case *p.Lon < -180 || *p.Lon > 180:
-			bad(pf+".lon", "%v is not between -180 and 180", *p.Lon)
-		}
-		if len(p.Nodes) == 0 {
-			bad(pf+".nodes", "is required: list at least one edge VM")
-		}
-		ids := map[string]bool{}
-		for j, n := range p.Nodes {
-			nf := fmt.Sprintf("%s.nodes[%d]", pf, j)
-			switch {
-			case !labelRE.MatchString(n.ID):
-				bad(nf+".id", "%q is not one lower-case DNS label", n.ID)
-			case ids[n.ID]:
-				bad(nf+".id", "%q is listed twice in PoP %s", n.ID, p.ID)
-			case idOK:
-				vm(nf+".id", p.VMName(n))
-			}
-			ids[n.ID] = true
-			ip(nf+".ipv4", n.IPv4, false, true)
-			ip(nf+".ipv6", n.IPv6, true, false)
-			ip(nf+".private_ipv4", n.PrivateIPv4, false, false)
-			if n.Capacity < 0 {
-				bad(nf+".capacity", "is negative")
-			}
-		}
-	}
-	if d.DefaultPoP != "" && !pops[d.DefaultPoP] {
-		bad("dns.default_pop", "%q is not a PoP of this fleet", d.DefaultPoP)
-	}
-	for pop := range d.Policy.Weights {
-		if !pops[pop] {
-			bad("dns.policy.weights."+pop, "%q is not a PoP of this fleet", pop)
-		}
-	}
-
-	hosts := map[string]bool{}
-	for i, h := range f.Hosts {
-		hf := fmt.Sprintf("hosts[%d]", i)
-		if err := h.Validate(); err != nil {
-			var fe *wire.FieldError
-			if errors.As(err, &fe) {
-				bad(hf+"."+fe.Field, "%v", fe.Err)
-			} else {
-				bad(hf, "%v", err)
-			}
-			continue
-		}
-		if hosts[h.Host] {
-			bad(hf+".host", "%q is listed twice", h.Host)
-		}
-		hosts[h.Host] = true
-		if h.Shield != "" && !pops[h.Shield] {
-			bad(hf+".shield", "%q is not a PoP of this fleet", h.Shield)
-		}
-	}
-	return errs
 }
 
-// checkFile checks that a file reference is an absolute path on the VM. Secrets are always file
+// edge checks the settings every edge shares; its stop sequence must fit the unit's budget.
+func (c *checker) edge() {
+	e, ttl := c.f.Edge, c.f.DNS.TTL
+	if e.CacheBytes < 0 {
+		c.bad("edge.cache_bytes", "is negative")
+	}
+	if e.LameDuck < 0 {
+		c.bad("edge.lame_duck", "is negative")
+	}
+	if e.ShutdownTimeout < 0 {
+		c.bad("edge.shutdown_timeout", "is negative")
+	}
+	if e.LameDuck+e.ShutdownTimeout >= StopBudget {
+		c.bad("edge.lame_duck", "%v plus shutdown_timeout %v must stay under the unit's stop budget %v",
+			e.LameDuck, e.ShutdownTimeout, StopBudget)
+	}
+	if e.LameDuck > 0 && e.LameDuck < ttl {
+		c.bad("edge.lame_duck", "%v is shorter than dns.ttl %v: resolvers would still send clients to a stopped edge", e.LameDuck, ttl)
+	}
+}
+
+func (c *checker) popList() {
+	if len(c.f.PoPs) == 0 {
+		c.bad("pops", "is required: list at least one PoP")
+	}
+	for i, p := range c.f.PoPs {
+		c.pop(fmt.Sprintf("pops[%d]", i), p)
+	}
+}
+
+func (c *checker) pop(pf string, p PoP) {
+	// VM names derive from the PoP id: check them only under a good, unique id, so one
+	// mistake gives one error.
+	idOK := false
+	if err := wire.ValidatePoPID(p.ID); err != nil {
+		c.bad(pf+".id", "%w", err)
+	} else if c.pops[p.ID] {
+		c.bad(pf+".id", "%q is listed twice", p.ID)
+	} else {
+		idOK = true
+	}
+	c.pops[p.ID] = true
+	c.region(pf+".region", p.Region)
+	c.coordinate(pf+".lat", p.Lat, 90)
+	c.coordinate(pf+".lon", p.Lon, 180)
+	if len(p.Nodes) == 0 {
+		c.bad(pf+".nodes", "is required: list at least one edge VM")
+	}
+	ids := map[string]bool{}
+	for j, n := range p.Nodes {
+		nf := fmt.Sprintf("%s.nodes[%d]", pf, j)
+		switch {
+		case !labelRE.MatchString(n.ID):
+			c.bad(nf+".id", "%q is not one lower-case DNS label", n.ID)
+		case ids[n.ID]:
+			c.bad(nf+".id", "%q is listed twice in PoP %s", n.ID, p.ID)
+		case idOK:
+			c.vm(nf+".id", p.VMName(n))
+		}
+		ids[n.ID] = true
+		c.ip(nf+".ipv4", n.IPv4, false, true)
+		c.ip(nf+".ipv6", n.IPv6, true, false)
+		c.ip(nf+".private_ipv4", n.PrivateIPv4, false, false)
+		if n.Capacity < 0 {
+			c.bad(nf+".capacity", "is negative")
+		}
+	}
+}
+
+func (c *checker) coordinate(field string, v *float64, limit float64) {
+	switch {
+	case v == nil:
+		c.bad(field, "is required")
+	case *v < -limit || *v > limit:
+		c.bad(field, "%v is not between %v and %v", *v, -limit, limit)
+	}
+}
+
+// routingPoPs checks that the PoPs the DNS section names exist.
+func (c *checker) routingPoPs() {
+	d := c.f.DNS
+	if d.DefaultPoP != "" && !c.pops[d.DefaultPoP] {
+		c.bad("dns.default_pop", "%q is not a PoP of this fleet", d.DefaultPoP)
+	}
+	for pop := range d.Policy.Weights {
+		if !c.pops[pop] {
+			c.bad("dns.policy.weights."+pop, "%q is not a PoP of this fleet", pop)
+		}
+	}
+}
+
+func (c *checker) hosts() {
+	seen := map[string]bool{}
+	for i, h := range c.f.Hosts {
+		hf := fmt.Sprintf("hosts[%d]", i)
+		if err := h.Validate(); err != nil {
+			c.nested(hf, err)
+			continue
+		}
+		if seen[h.Host] {
+			c.bad(hf+".host", "%q is listed twice", h.Host)
+		}
+		seen[h.Host] = true
+		if h.Shield != "" && !c.pops[h.Shield] {
+			c.bad(hf+".shield", "%q is not a PoP of this fleet", h.Shield)
+		}
+	}
+}
+
+func (c *checker) region(field, r string) {
+	if !regionRE.MatchString(r) {
+		c.bad(field, "is required (a cloud region such as eu-central-1)")
+	}
+}
+
+// vm records a VM name, which must be unique in the fleet: it names the VM's directory in the
+// rendered tree.
+func (c *checker) vm(field, name string) {
+	if other, ok := c.vms[name]; ok {
+		c.bad(field, "VM name %q is also %s", name, other)
+	}
+	c.vms[name] = field
+}
+
+// ip checks an address of the wanted family and records it: no two VMs share an address.
+func (c *checker) ip(field, a string, want6, required bool) {
+	if a == "" {
+		if required {
+			c.bad(field, "is required")
+		}
+		return
+	}
+	p, err := netip.ParseAddr(a)
+	switch {
+	case err != nil || p.Zone() != "":
+		c.bad(field, "%q is not an IP address", a)
+	case want6 && !p.Is6():
+		c.bad(field, "%q is not an IPv6 address", a)
+	case !want6 && !p.Is4():
+		c.bad(field, "%q is not an IPv4 address", a)
+	case c.ips[a] != "":
+		c.bad(field, "%s is also %s", a, c.ips[a])
+	default:
+		c.ips[a] = field
+	}
+}
+
+// file checks that a file reference is an absolute path on the VM. Secrets are always file
 // references; a value that looks like the secret itself is refused so it never lands in
 // cloud-init user data (readable from the instance metadata service).
-func checkFile(bad func(string, string, ...any), field, file string, required bool) {
+func (c *checker) file(field, file string, required bool) {
 	switch {
 	case file == "" && required:
-		bad(field, "is required (a path on the VM)")
+		c.bad(field, "is required (a path on the VM)")
 	case file == "":
 	case !path.IsAbs(file) || strings.ContainsAny(file, " \t\n\"'\\$`"):
-		bad(field, "%q is not an absolute path on the VM (secrets are file references, never inline)", file)
+		c.bad(field, "%q is not an absolute path on the VM (secrets are file references, never inline)", file)
 	}
 }
 
