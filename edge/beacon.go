@@ -26,6 +26,7 @@ import (
 // limited per client network, and the network is the connection's, never the body's: a client
 // can speak only for its own /24 (/48), and only so often. Accepted reports are smoothed per
 // network and published to the latency bucket under this node's own keys, where DNS reads them.
+// The RTTs the node measures itself on its clients' connections (rtt.go) join the same records.
 
 // Bounds of the beacon endpoint.
 const (
@@ -53,11 +54,12 @@ type rumSink struct {
 	view      *fleet.View // the PoPs a report may name
 }
 
-// rumNet is one client network's rate limiter and smoothed record.
+// rumNet is one client network's rate limiters and smoothed record.
 type rumNet struct {
-	lim  *rate.Limiter
-	last time.Time // of the latest report, accepted or not: what eviction goes by
-	rec  wire.LatencyRecord
+	lim     *rate.Limiter // beacon reports
+	edgeLim *rate.Limiter // the node's own RTT samples (rtt.go), made on the first one
+	last    time.Time     // of the latest report or sample, taken or not: what eviction goes by
+	rec     wire.LatencyRecord
 }
 
 // setRUMSink makes accepted beacon reports travel to the fleet's latency bucket.
@@ -139,23 +141,63 @@ func (n *Node) beaconReport(r *http.Request) (int, string) {
 	}
 	rec, ok := n.rum.add(network, rep, n.clock())
 	if !ok {
+		n.metrics.latencySamples.WithLabelValues("beacon", "limited").Inc()
 		return http.StatusTooManyRequests, "too many reports from this network"
 	}
-	if sink != nil {
-		if b, err := json.Marshal(rec); err == nil {
-			// Fire and forget: the next report refreshes a lost one, and the handler must not
-			// wait on the bus.
-			_ = sink.nc.Publish("$KV."+sink.bucket+"."+wire.LatencyKey(sink.pop, sink.node, network), b)
-		}
-	}
+	n.metrics.latencySamples.WithLabelValues("beacon", "taken").Inc()
+	n.publishLatency(rec)
 	return http.StatusNoContent, ""
 }
 
-// add takes a token from network's limiter and folds the report into its record; it returns
-// the record to publish, or false when the network is over its rate.
+// publishLatency sends a network's record to the latency bucket under this node's key, when
+// the node is in a fleet.
+func (n *Node) publishLatency(rec wire.LatencyRecord) {
+	sink := n.rum.sink.Load()
+	if sink == nil {
+		return
+	}
+	if b, err := json.Marshal(rec); err == nil {
+		// Fire and forget: the next report refreshes a lost one, and neither a handler nor a
+		// closing connection may wait on the bus.
+		_ = sink.nc.Publish("$KV."+sink.bucket+"."+wire.LatencyKey(sink.pop, sink.node, rec.Network), b)
+	}
+}
+
+// add takes a token from network's beacon limiter and folds the report into its record; it
+// returns the record to publish, or false when the network is over its rate.
 func (m *rum) add(network netip.Prefix, rep wire.BeaconReport, now time.Time) (wire.LatencyRecord, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	st := m.netLocked(network, now)
+	if !st.lim.AllowN(now, 1) {
+		return wire.LatencyRecord{}, false
+	}
+	for pop, ms := range rep.RTTMs {
+		st.foldLocked(pop, ms)
+	}
+	return st.tookLocked(now, false), true
+}
+
+// addEdge folds an RTT the node measured itself on a connection from network into the figure
+// of its own PoP. Edge samples have a limiter of their own, so that a busy network's
+// connections never use up the tokens of its clients' beacon reports; it returns false when
+// the network is over that rate.
+func (m *rum) addEdge(network netip.Prefix, pop string, ms float64, now time.Time) (wire.LatencyRecord, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st := m.netLocked(network, now)
+	if st.edgeLim == nil {
+		st.edgeLim = rate.NewLimiter(beaconRate, beaconBurst)
+	}
+	if !st.edgeLim.AllowN(now, 1) {
+		return wire.LatencyRecord{}, false
+	}
+	st.foldLocked(pop, ms)
+	return st.tookLocked(now, true), true
+}
+
+// netLocked returns network's state, made (evicting when full) if new, marked heard from at now.
+func (m *rum) netLocked(network netip.Prefix, now time.Time) *rumNet {
 	if m.nets == nil {
 		m.nets = map[netip.Prefix]*rumNet{}
 	}
@@ -168,20 +210,27 @@ func (m *rum) add(network netip.Prefix, rep wire.BeaconReport, now time.Time) (w
 		m.nets[network] = st
 	}
 	st.last = now
-	if !st.lim.AllowN(now, 1) {
-		return wire.LatencyRecord{}, false
+	return st
+}
+
+// foldLocked moves the smoothed RTT to pop towards ms.
+func (st *rumNet) foldLocked(pop string, ms float64) {
+	if old, ok := st.rec.RTTMs[pop]; ok {
+		ms = old + beaconAlpha*(ms-old)
 	}
-	for pop, ms := range rep.RTTMs {
-		if old, ok := st.rec.RTTMs[pop]; ok {
-			ms = old + beaconAlpha*(ms-old)
-		}
-		st.rec.RTTMs[pop] = ms
-	}
+	st.rec.RTTMs[pop] = ms
+}
+
+// tookLocked counts one measurement taken at now and returns a copy of the record to publish.
+func (st *rumNet) tookLocked(now time.Time, edge bool) wire.LatencyRecord {
 	st.rec.Samples++
+	if edge {
+		st.rec.EdgeSamples++
+	}
 	st.rec.At = now
 	out := st.rec
 	out.RTTMs = maps.Clone(st.rec.RTTMs)
-	return out, true
+	return out
 }
 
 // evictLocked drops the half of the networks heard from longest ago: bounded memory whatever

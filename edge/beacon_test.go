@@ -136,3 +136,34 @@ func TestBeaconReportReachesLatencyBucket(t *testing.T) {
 		t.Errorf("record = %+v, want f1 12 ms from 127.0.0.0/24, 1 sample", rec)
 	}
 }
+
+// TestEdgeSamplesFold: the node's own RTT samples fold into the same per-network record as
+// beacon reports, for its own PoP only, counted apart, and rate limited on their own so that
+// a busy network's connections never take its clients' beacon tokens.
+func TestEdgeSamplesFold(t *testing.T) {
+	var m rum
+	now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	network := netip.MustParsePrefix("100.64.3.0/24")
+	m.add(network, wire.BeaconReport{RTTMs: map[string]float64{"lhr": 100, "fra": 50}}, now)
+	rec, ok := m.addEdge(network, "lhr", 20, now)
+	if !ok || rec.RTTMs["lhr"] != 100+beaconAlpha*(20-100) || rec.RTTMs["fra"] != 50 || rec.Samples != 2 || rec.EdgeSamples != 1 || rec.BeaconSamples() != 1 {
+		t.Errorf("record = %+v, want lhr moved towards 20, fra kept, 2 samples of which 1 edge", rec)
+	}
+	taken := 1
+	for range 10 {
+		if _, ok := m.addEdge(network, "lhr", 20, now); ok {
+			taken++
+		}
+	}
+	if taken != beaconBurst {
+		t.Errorf("edge samples taken in one instant = %d, want the burst %d", taken, beaconBurst)
+	}
+	if _, ok := m.add(network, wire.BeaconReport{RTTMs: map[string]float64{"lhr": 30}}, now); !ok {
+		t.Error("a beacon report was refused after the edge samples used up their own tokens")
+	}
+	// Edge samples alone make a record too (a network that sends no beacons).
+	other := netip.MustParsePrefix("2001:db8:1::/48")
+	if rec, ok := m.addEdge(other, "lhr", 7.5, now); !ok || rec.RTTMs["lhr"] != 7.5 || rec.Samples != 1 || rec.EdgeSamples != 1 || rec.Network != other {
+		t.Errorf("edge-only record = %+v, want lhr 7.5 from %v, 1 edge sample", rec, other)
+	}
+}

@@ -97,6 +97,9 @@ type Config struct {
 	Fleet FleetConfig `yaml:"fleet"`
 	// Purge bounds how far behind the fleet's purge stream the node may fall.
 	Purge PurgeConfig `yaml:"purge"`
+	// RTT controls the node's own RTT measurements of client connections for the latency
+	// map (rtt.go). Default: measured.
+	RTT RTTConfig `yaml:"rtt"`
 
 	// Logger receives the node's logs. Default: discard.
 	Logger *slog.Logger `yaml:"-"`

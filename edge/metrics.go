@@ -25,6 +25,10 @@ type metrics struct {
 	purges        *prometheus.CounterVec // by kind
 	hopRefused    prometheus.Counter     // fill requests whose signature did not verify
 	hopUnstored   prometheus.Counter     // peer or shield answers not stored: not given as to a verified node
+	// latencySamples counts measurements for the latency map by source (beacon, edge) and
+	// result (taken, limited); clientRTT is the RTT of every client connection sampled.
+	latencySamples *prometheus.CounterVec
+	clientRTT      *prometheus.HistogramVec
 
 	// Plain counters for the load report, read without going through Prometheus.
 	nRequests atomic.Int64
@@ -55,7 +59,12 @@ func newMetrics(n *Node) *metrics {
 		Help: "Fill requests from other nodes whose signature did not verify (answered as a client's)."})
 	m.hopUnstored = prometheus.NewCounter(prometheus.CounterOpts{Name: "meridian_edge_fill_untrusted_total",
 		Help: "Peer or shield answers not stored because the node did not verify our fill request."})
-	for _, c := range []prometheus.Collector{m.requests, m.bytes, m.fills, m.tierSkips, m.originFetches, m.fetchLatency, m.staleServed, m.purges, m.hopRefused, m.hopUnstored} {
+	m.latencySamples = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_edge_latency_samples_total",
+		Help: "Measurements for the latency map, by source (beacon: client reports; edge: the node's own RTT of a client connection) and result (taken, limited: over the network's rate)."}, []string{"source", "result"})
+	m.clientRTT = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "meridian_edge_client_rtt_seconds",
+		Help:    "Smoothed RTT of sampled client connections (one sample per connection), by transport (tcp, quic).",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 13)}, []string{"transport"})
+	for _, c := range []prometheus.Collector{m.requests, m.bytes, m.fills, m.tierSkips, m.originFetches, m.fetchLatency, m.staleServed, m.purges, m.hopRefused, m.hopUnstored, m.latencySamples, m.clientRTT} {
 		f(c)
 	}
 	f(collectors.NewGoCollector())
@@ -87,10 +96,11 @@ var (
 	descBulkhead  = prometheus.NewDesc("meridian_edge_upstream_bulkhead_rejections_total", "Requests refused because the upstream's bulkhead was full.", []string{"upstream"}, nil)
 	descBrkReject = prometheus.NewDesc("meridian_edge_upstream_breaker_rejections_total", "Requests refused because the upstream's breaker was open.", []string{"upstream"}, nil)
 	descDraining  = prometheus.NewDesc("meridian_edge_draining", "1 while the node is draining.", nil, nil)
+	descHitP99    = prometheus.NewDesc("meridian_edge_hit_latency_p99_seconds", "p99 of cache hits' time to response header over the last 10 s, as the saturation figure counts it (quiet nodes: see docs/dns.md).", nil, nil)
 )
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descItems, descBytes, descEvictions, descRecords, descBreaker, descInFlight, descBulkhead, descBrkReject, descDraining} {
+	for _, d := range []*prometheus.Desc{descItems, descBytes, descEvictions, descRecords, descBreaker, descInFlight, descBulkhead, descBrkReject, descDraining, descHitP99} {
 		ch <- d
 	}
 }
@@ -106,6 +116,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		d = 1
 	}
 	ch <- prometheus.MustNewConstMetric(descDraining, prometheus.GaugeValue, d)
+	ch <- prometheus.MustNewConstMetric(descHitP99, prometheus.GaugeValue, c.n.hitLat.p99(c.n.clock()).Seconds())
 	for _, u := range c.n.upstreamStats() {
 		state := 0.0
 		switch u.State {

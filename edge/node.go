@@ -65,7 +65,9 @@ type Node struct {
 	purgeWake chan struct{}
 	openConns atomic.Int64
 	sat       saturation // in-flight requests, for the load report's saturation (saturation.go)
-	rum       rum        // beacon reports from clients (beacon.go)
+	rum       rum        // beacon reports from clients and the node's own RTT samples (beacon.go, rtt.go)
+	h3RTT     quicRTT    // RTT samples of HTTP/3 connections (rtt.go)
+	hitLat    hitWindow  // cache hits' service times, for the saturation figure (saturation.go)
 	loadMu    sync.Mutex // protects lastLoad
 	lastLoad  loadMark
 	closed    atomic.Bool
@@ -101,6 +103,8 @@ func New(cfg Config) (*Node, error) {
 	}
 	n.fill = newFiller(n)
 	n.metrics = newMetrics(n)
+	n.h3RTT.n = n
+	n.cfg.Fleet.Saturation.hitP99 = func() time.Duration { return n.hitLat.p99(n.clock()) }
 	if err := n.SetHosts(cfg.Hosts); err != nil {
 		st.Close()
 		return nil, err
@@ -258,6 +262,7 @@ func (n *Node) ServeListeners(ctx context.Context, ls Listeners) error {
 		return &http.Server{
 			Handler:           h,
 			ConnState:         n.trackConn,
+			ConnContext:       n.rttConnContext,
 			MaxHeaderBytes:    n.cfg.MaxHeaderBytes,
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       120 * time.Second,
@@ -271,7 +276,7 @@ func (n *Node) ServeListeners(ctx context.Context, ls Listeners) error {
 	}
 	var all []served
 	srv := newServer(n)
-	all = append(all, served{srv.Shutdown, func() error { return srv.Serve(ls.HTTP) }})
+	all = append(all, served{srv.Shutdown, func() error { return srv.Serve(n.rttListen(ls.HTTP)) }})
 
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
@@ -293,7 +298,7 @@ func (n *Node) ServeListeners(ctx context.Context, ls Listeners) error {
 		tlsProtocols.SetHTTP2(true)
 		tlsSrv.Protocols = tlsProtocols
 		tlsSrv.TLSConfig = certs.tlsConfig()
-		all = append(all, served{tlsSrv.Shutdown, func() error { return tlsSrv.ServeTLS(ls.HTTPS, "", "") }})
+		all = append(all, served{tlsSrv.Shutdown, func() error { return tlsSrv.ServeTLS(n.rttListen(ls.HTTPS), "", "") }})
 		if ls.QUIC != nil {
 			h3 := &http3.Server{
 				Handler:        n,
@@ -301,6 +306,9 @@ func (n *Node) ServeListeners(ctx context.Context, ls Listeners) error {
 				QUICConfig:     &quic.Config{Allow0RTT: n.cfg.TLS.Allow0RTT},
 				MaxHeaderBytes: n.cfg.MaxHeaderBytes,
 				Logger:         n.log,
+			}
+			if !n.cfg.RTT.Disable {
+				h3.ConnContext = n.h3RTT.connContext
 			}
 			_, port, _ := net.SplitHostPort(ls.QUIC.LocalAddr().String())
 			alt := fmt.Sprintf(`h3=":%s"; ma=86400`, port)
@@ -364,6 +372,8 @@ func (n *Node) ServeListeners(ctx context.Context, ls Listeners) error {
 	for range running {
 		<-errc // every Serve has returned
 	}
+	// The HTTP/3 connections closed: their RTT samples go out while the node is in the fleet.
+	n.h3RTT.wait(sctx)
 	stopFleet() // the registrar deletes the node's key: it leaves the fleet at once
 	waitFleet()
 	stopBG()

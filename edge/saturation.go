@@ -1,7 +1,9 @@
 package edge
 
 import (
+	"math/bits"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -16,10 +18,22 @@ type SaturationConfig struct {
 	// MaxInFlight is the number of requests in flight at which the node is full. Zero means
 	// DefaultMaxInFlight; negative leaves in-flight requests out of the figure.
 	MaxInFlight int `yaml:"max_in_flight"`
+	// HitLatencyTarget is the p99 of cache hits' time to response header (over the last
+	// hitWindowSlots seconds) at which the node counts as full: a hit served from memory takes
+	// well under a millisecond, so a slow p99 means requests queue for CPU or locks. Zero means
+	// DefaultHitLatencyTarget; negative leaves hit latency out of the figure.
+	HitLatencyTarget time.Duration `yaml:"hit_latency_target"`
 	// CPUTime, if set, is the node's CPU time so far, in place of the process's (getrusage):
 	// the simulator meters each simulated node's CPU this way.
 	CPUTime func() time.Duration `yaml:"-"`
+
+	// hitP99 is the node's windowed hit-latency p99, set by New: the load report reads the
+	// figure through the config it already passes to saturationOf.
+	hitP99 func() time.Duration
 }
+
+// DefaultHitLatencyTarget is SaturationConfig.HitLatencyTarget's default.
+const DefaultHitLatencyTarget = 20 * time.Millisecond
 
 // saturationCPU is the CPU the node used since the previous load report, in cores, and the
 // meter reading to keep for the next one: the process's CPU (processCores) unless
@@ -53,10 +67,20 @@ func (n *Node) inFlight() int64 {
 	return max(0, n.sat.started.Load()-done)
 }
 
-// saturationOf is the node's saturation figure: the largest of the CPU it used over the
-// interval (in cores) against the cores it may use, and its in-flight requests against its
-// limit. A term whose limit is negative is left out.
+// saturationOf is the node's saturation figure (saturationFigure) with its current hit-latency
+// p99.
 func saturationOf(c SaturationConfig, cpuCores float64, inFlight int64) float64 {
+	var p99 time.Duration
+	if c.hitP99 != nil {
+		p99 = c.hitP99()
+	}
+	return saturationFigure(c, cpuCores, inFlight, p99)
+}
+
+// saturationFigure is the largest of the CPU the node used over the interval (in cores)
+// against the cores it may use, its in-flight requests against its limit, and its hit-latency
+// p99 against the target. A term whose limit is negative is left out.
+func saturationFigure(c SaturationConfig, cpuCores float64, inFlight int64, hitP99 time.Duration) float64 {
 	var s float64
 	cpus := c.CPUs
 	if cpus == 0 {
@@ -72,5 +96,110 @@ func saturationOf(c SaturationConfig, cpuCores float64, inFlight int64) float64 
 	if limit > 0 {
 		s = max(s, float64(inFlight)/float64(limit))
 	}
+	target := c.HitLatencyTarget
+	if target == 0 {
+		target = DefaultHitLatencyTarget
+	}
+	if target > 0 {
+		s = max(s, hitP99.Seconds()/target.Seconds())
+	}
 	return s
+}
+
+// Hit latency: the service time of every cache hit (request start to response header, so a
+// slow client's download is not the node's load) goes into a histogram per second, and the
+// p99 is read over the last hitWindowSlots seconds. Recording is one atomic add; the window
+// costs 20 KiB per node.
+const (
+	hitWindowSlots = 10  // seconds in the window
+	hitBuckets     = 256 // log-linear buckets: exact below 8 µs, then 8 per power of two (±6 %)
+	// hitMinSamples pads a quiet window: with fewer hits than this the missing ones count as
+	// instant, so the p99 is then the 11th slowest hit and a few slow ones (a GC pause, a
+	// cold start) on an idle node cannot make it look full.
+	hitMinSamples = 1000
+)
+
+// hitWindow is a sliding window of hit latencies. The zero value is ready.
+type hitWindow struct {
+	mu    sync.Mutex // serialises resetting a slot for a new second
+	slots [hitWindowSlots]hitSlot
+}
+
+type hitSlot struct {
+	sec    atomic.Int64 // the Unix second the counts are for
+	counts [hitBuckets]atomic.Uint32
+}
+
+// hitBucket is the bucket of a latency: microseconds, exact below 8, else the power of two and
+// the next three bits.
+func hitBucket(d time.Duration) int {
+	us := uint64(max(0, d/time.Microsecond))
+	if us < 8 {
+		return int(us)
+	}
+	e := bits.Len64(us) - 1 // >= 3
+	return min(hitBuckets-1, 8+(e-3)*8+int(us>>(e-3)&7))
+}
+
+// hitBucketFloor is the smallest latency in bucket i.
+func hitBucketFloor(i int) time.Duration {
+	if i < 8 {
+		return time.Duration(i) * time.Microsecond
+	}
+	e, m := (i-8)/8+3, uint64((i-8)%8)
+	return time.Duration((8+m)<<(e-3)) * time.Microsecond
+}
+
+// record counts one hit that took d, at now.
+func (w *hitWindow) record(d time.Duration, now time.Time) {
+	sec := now.Unix()
+	s := &w.slots[uint64(sec)%hitWindowSlots]
+	if s.sec.Load() != sec {
+		w.mu.Lock()
+		if s.sec.Load() != sec {
+			for i := range s.counts {
+				s.counts[i].Store(0)
+			}
+			s.sec.Store(sec) // after the reset: a recorder that sees sec counts into clean buckets
+		}
+		w.mu.Unlock()
+	}
+	s.counts[hitBucket(d)].Add(1)
+}
+
+// p99 is the 99th percentile of the hits of the window ending at now (the floor of its bucket),
+// a window of fewer than hitMinSamples hits padded with instant ones; 0 without hits.
+func (w *hitWindow) p99(now time.Time) time.Duration {
+	sec := now.Unix()
+	var counts [hitBuckets]uint64
+	var total uint64
+	for i := range w.slots {
+		s := &w.slots[i]
+		if d := sec - s.sec.Load(); d < 0 || d >= hitWindowSlots {
+			continue
+		}
+		for b := range s.counts {
+			c := uint64(s.counts[b].Load())
+			counts[b] += c
+			total += c
+		}
+	}
+	if total == 0 {
+		return 0
+	}
+	n := max(total, hitMinSamples)
+	rank := (n*99 + 99) / 100 // ceil(0.99 n), 1-based from the fastest
+	pad := n - total
+	if rank <= pad {
+		return 0
+	}
+	rank -= pad
+	var seen uint64
+	for b, c := range counts {
+		seen += c
+		if seen >= rank {
+			return hitBucketFloor(b)
+		}
+	}
+	return hitBucketFloor(hitBuckets - 1)
 }

@@ -50,7 +50,7 @@ type request struct {
 
 func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := n.clock()
-	lw := &logWriter{ResponseWriter: w, status: http.StatusOK}
+	lw := &logWriter{ResponseWriter: w, status: http.StatusOK, clock: n.clock}
 	req := &request{r: r, w: lw, start: start, proto: protoName(r)}
 	// Deferred: a stream cut short aborts the handler (http.ErrAbortHandler) and is logged too.
 	defer n.finish(lw, req)
@@ -248,17 +248,27 @@ type logWriter struct {
 	cacheStatus string // "hit", "miss", "stale", "pass", "error"
 	tier        string
 	note        string
+	// hitHeaderAt is when a hit's response header was written: its service time, for the
+	// saturation figure, ends there and leaves out how fast the client downloads the body.
+	hitHeaderAt time.Time
+	clock       func() time.Time
 }
 
 func (w *logWriter) WriteHeader(code int) {
 	if !w.wroteHeader {
 		w.status = code
 		w.wroteHeader = code >= 200 // a 1xx may precede the final status
+		if w.wroteHeader && w.cacheStatus == "hit" {
+			w.hitHeaderAt = w.clock()
+		}
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *logWriter) Write(b []byte) (int, error) {
+	if !w.wroteHeader && w.cacheStatus == "hit" {
+		w.hitHeaderAt = w.clock()
+	}
 	w.wroteHeader = true
 	n, err := w.ResponseWriter.Write(b)
 	w.bytes += int64(n)
@@ -296,6 +306,10 @@ func (n *Node) finish(w *logWriter, req *request) {
 		cs = "error"
 	}
 	n.metrics.observeRequest(req.proto, cs, w.status, w.bytes)
+	if cs == "hit" && !w.hitHeaderAt.IsZero() {
+		n.hitLat.record(w.hitHeaderAt.Sub(req.start), w.hitHeaderAt)
+	}
+	n.rttFinished(req)
 	if n.cfg.AccessLog {
 		n.log.Info("request",
 			"method", req.r.Method, "host", req.r.Host, "path", req.r.URL.RequestURI(),

@@ -52,18 +52,29 @@ func (r BeaconReport) Validate(known func(pop string) bool) error {
 	return nil
 }
 
-// LatencyRecord is the value under LatencyKey: what clients of one network reported to one
-// edge node, smoothed (an exponentially weighted moving average per PoP).
+// LatencyRecord is the value under LatencyKey: what one edge node measured for one client
+// network, smoothed (an exponentially weighted moving average per PoP). It has two sources:
+// beacon reports, in which clients give their RTT to several PoPs, and the node's own
+// measurements of its clients' connections (the kernel's smoothed TCP RTT, QUIC's), which are
+// for the node's own PoP only (the key's first part).
 type LatencyRecord struct {
 	// Network is the client network: a /24 (IPv4) or /48 (IPv6).
 	Network netip.Prefix `json:"network"`
 	// RTTMs is the smoothed RTT in milliseconds per PoP id.
 	RTTMs map[string]float64 `json:"rtt_ms"`
-	// Samples is how many reports went into the averages.
+	// Samples is how many measurements went into the averages: beacon reports plus
+	// EdgeSamples.
 	Samples int `json:"samples"`
-	// At is when the last report arrived.
+	// EdgeSamples is how many of Samples the edge node measured itself on client connections;
+	// they all went into the figure of the node's own PoP. Samples - EdgeSamples are beacon
+	// reports.
+	EdgeSamples int `json:"edge_samples,omitempty"`
+	// At is when the last measurement arrived.
 	At time.Time `json:"at"`
 }
+
+// BeaconSamples is how many of the record's samples are beacon reports from clients.
+func (r LatencyRecord) BeaconSamples() int { return max(0, r.Samples-r.EdgeSamples) }
 
 // ClientNetwork is the network a client address is aggregated under: its /24 (IPv4, also
 // IPv4-mapped) or /48 (IPv6).
