@@ -112,7 +112,7 @@ func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
 		Version: wire.Version(),
 	}
 	reg, err := fleet.NewRegistrar(fleet.RegistrarConfig{JS: js, Prefix: fc.Prefix, Node: self, Interval: hb,
-		Load: n.LoadReport, Logger: n.log})
+		Load: n.TakeLoadReport, Logger: n.log})
 	if err != nil {
 		return nil, err
 	}
@@ -316,8 +316,10 @@ func (n *Node) applyHosts(file []wire.HostConfig, bucket map[string]wire.HostCon
 	}
 }
 
-// LoadReport measures the node since the previous call: the heartbeat's load report.
-func (n *Node) LoadReport() wire.LoadReport {
+// TakeLoadReport measures the node since the previous call and starts the next interval: it
+// resets the rates and the CPU reading, so the heartbeat is its one caller (anything else
+// that takes a report skews the next heartbeat's).
+func (n *Node) TakeLoadReport() wire.LoadReport {
 	n.loadMu.Lock()
 	defer n.loadMu.Unlock()
 	now := n.clock()
@@ -336,7 +338,7 @@ func (n *Node) LoadReport() wire.LoadReport {
 	}
 	rep.MemoryBytes = uint64(n.store.Stats().Bytes)
 	cores, satCPU := n.saturationCPU(rep.CPU, n.lastLoad, now.Sub(n.lastLoad.at).Seconds())
-	rep.Saturation = saturationOf(n.cfg.Fleet.Saturation, cores, n.inFlight())
+	rep.Saturation = saturationFigure(n.cfg.Fleet.Saturation, cores, n.inFlight(), n.hitLat.p99(now))
 	n.lastLoad = loadMark{at: now, reqs: reqs, hits: hits, bytes: bytes, cpu: cpu, satCPU: satCPU}
 	return rep
 }

@@ -104,7 +104,6 @@ func New(cfg Config) (*Node, error) {
 	n.fill = newFiller(n)
 	n.metrics = newMetrics(n)
 	n.h3RTT.n = n
-	n.cfg.Fleet.Saturation.hitP99 = func() time.Duration { return n.hitLat.p99(n.clock()) }
 	if err := n.SetHosts(cfg.Hosts); err != nil {
 		st.Close()
 		return nil, err

@@ -195,7 +195,7 @@ func TestPurgeBoundedStalenessUnderPartition(t *testing.T) {
 	if code, body := healthz(n); code != http.StatusServiceUnavailable {
 		t.Errorf("/healthz = %d %q while cut off past max_lag, want 503", code, body)
 	}
-	if rep := n.LoadReport(); rep.Healthy {
+	if rep := n.TakeLoadReport(); rep.Healthy {
 		t.Error("load report healthy while cut off past max_lag")
 	}
 	for i := range 10 {

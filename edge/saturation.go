@@ -26,10 +26,6 @@ type SaturationConfig struct {
 	// CPUTime, if set, is the node's CPU time so far, in place of the process's (getrusage):
 	// the simulator meters each simulated node's CPU this way.
 	CPUTime func() time.Duration `yaml:"-"`
-
-	// hitP99 is the node's windowed hit-latency p99, set by New: the load report reads the
-	// figure through the config it already passes to saturationOf.
-	hitP99 func() time.Duration
 }
 
 // DefaultHitLatencyTarget is SaturationConfig.HitLatencyTarget's default.
@@ -65,16 +61,6 @@ type saturation struct {
 func (n *Node) inFlight() int64 {
 	done := n.metrics.nRequests.Load() // before started, so that done <= started
 	return max(0, n.sat.started.Load()-done)
-}
-
-// saturationOf is the node's saturation figure (saturationFigure) with its current hit-latency
-// p99.
-func saturationOf(c SaturationConfig, cpuCores float64, inFlight int64) float64 {
-	var p99 time.Duration
-	if c.hitP99 != nil {
-		p99 = c.hitP99()
-	}
-	return saturationFigure(c, cpuCores, inFlight, p99)
 }
 
 // saturationFigure is the largest of the CPU the node used over the interval (in cores)

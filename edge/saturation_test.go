@@ -54,7 +54,7 @@ func TestLoadReportSaturation(t *testing.T) {
 	s := newSingle(t, func(c *Config) {
 		c.Fleet.Saturation = SaturationConfig{CPUs: -1, MaxInFlight: 4}
 	})
-	if got := s.edge.LoadReport().Saturation; got != 0 {
+	if got := s.edge.TakeLoadReport().Saturation; got != 0 {
 		t.Fatalf("idle saturation = %v, want 0", got)
 	}
 	const held = 3
@@ -76,7 +76,7 @@ func TestLoadReportSaturation(t *testing.T) {
 		}()
 	}
 	waitFor(t, 5*time.Second, "requests in flight", func() bool { return s.edge.inFlight() == held })
-	if got, want := s.edge.LoadReport().Saturation, float64(held)/4; got != want {
+	if got, want := s.edge.TakeLoadReport().Saturation, float64(held)/4; got != want {
 		t.Errorf("saturation with %d of 4 in flight = %v, want %v", held, got, want)
 	}
 	wg.Wait()
@@ -86,7 +86,7 @@ func TestLoadReportSaturation(t *testing.T) {
 	}
 	// The client may read the whole body before the handler returns; wait for the node's count.
 	waitFor(t, 5*time.Second, "requests finished", func() bool { return s.edge.inFlight() == 0 })
-	if got := s.edge.LoadReport().Saturation; got != 0 {
+	if got := s.edge.TakeLoadReport().Saturation; got != 0 {
 		t.Errorf("saturation after the requests finished = %v, want 0", got)
 	}
 }
@@ -99,10 +99,10 @@ func TestSaturationMeteredCPU(t *testing.T) {
 		c.Fleet.Saturation = SaturationConfig{CPUs: 0.5, MaxInFlight: -1,
 			CPUTime: func() time.Duration { return time.Duration(used.Load()) }}
 	})
-	s.edge.LoadReport()
+	s.edge.TakeLoadReport()
 	used.Add(int64(300 * time.Millisecond))
 	s.clock.Advance(time.Second)
-	if got := s.edge.LoadReport().Saturation; math.Abs(got-0.6) > 1e-9 {
+	if got := s.edge.TakeLoadReport().Saturation; math.Abs(got-0.6) > 1e-9 {
 		t.Errorf("saturation after 0.3 s of CPU in 1 s on 0.5 cores = %v, want 0.6", got)
 	}
 }
@@ -171,7 +171,7 @@ func TestLoadReportHitLatency(t *testing.T) {
 			t.Fatalf("Cache-Status %q, want a hit", cs)
 		}
 	}
-	if got := n.LoadReport().Saturation; got != 0 {
+	if got := n.TakeLoadReport().Saturation; got != 0 {
 		t.Errorf("saturation after 10 hits = %v, want 0 (a quiet node)", got)
 	}
 	for range 40 {
@@ -179,7 +179,7 @@ func TestLoadReportHitLatency(t *testing.T) {
 	}
 	// Fifty hits: the p99 is the 11th slowest, and no hit is served in under a microsecond.
 	p99 := n.hitLat.p99(n.clock())
-	if got := n.LoadReport().Saturation; got < 1 || p99 < time.Microsecond {
+	if got := n.TakeLoadReport().Saturation; got < 1 || p99 < time.Microsecond {
 		t.Errorf("saturation after 50 hits against a 1µs target = %v (p99 %v), want >= 1", got, p99)
 	}
 	if got := metricValues(t, n)["meridian_edge_hit_latency_p99_seconds"]; got <= 0 {
