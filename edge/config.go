@@ -1,7 +1,6 @@
 package edge
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,8 +11,8 @@ import (
 	"strings"
 	"time"
 
-	"go.yaml.in/yaml/v3"
 
+	"github.com/meridian-cdn/meridian/internal/yamlconf"
 	"github.com/meridian-cdn/meridian/wire"
 )
 
@@ -218,16 +217,20 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// Validate reports every problem with the config, each naming its field.
+// Validate reports every problem with the config at once, as wire.FieldErrors naming each
+// field.
 func (c *Config) Validate() error {
-	var errs []error
-	bad := func(field, format string, args ...any) {
-		errs = append(errs, &wire.FieldError{Field: field, Err: fmt.Errorf(format, args...)})
-	}
+	var errs wire.FieldErrors
+	bad := errs.Add
 	seen := map[string]bool{}
 	for i, h := range c.Hosts {
 		if err := h.Validate(); err != nil {
-			errs = append(errs, fmt.Errorf("hosts[%d].%w", i, err))
+			var fe *wire.FieldError
+			if errors.As(err, &fe) {
+				bad(fmt.Sprintf("hosts[%d].%s", i, fe.Field), "%w", fe.Err)
+			} else {
+				bad(fmt.Sprintf("hosts[%d]", i), "%w", err)
+			}
 		}
 		if seen[h.Host] {
 			bad(fmt.Sprintf("hosts[%d].host", i), "%q is listed twice", h.Host)
@@ -288,7 +291,7 @@ func (c *Config) Validate() error {
 			bad(a.field, "%q is not host:port", a.addr)
 		}
 	}
-	return errors.Join(errs...)
+	return errs.Err()
 }
 
 // parsePrefix parses a CIDR or a single address (as its /32 or /128).
@@ -319,21 +322,35 @@ func (c *Config) trustedProxy(ip string) bool {
 	return false
 }
 
-// LoadConfig reads a YAML config file. Unknown fields are errors, so a typo never silently
-// falls back to a default.
+// LoadConfig reads a YAML config file and checks it, reporting every problem at once as
+// wire.FieldErrors with the file, line and column. Unknown fields are errors, so a typo never
+// silently falls back to a default.
 func LoadConfig(path string) (Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return Config{}, fmt.Errorf("read edge config: %w", err)
 	}
 	var c Config
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil {
-		return Config{}, fmt.Errorf("parse edge config %s: %w", path, err)
+	doc, probs := yamlconf.Decode(data, &c)
+	var errs wire.FieldErrors
+	for _, p := range probs {
+		errs = append(errs, &wire.FieldError{Line: p.Line, Column: p.Column, Field: p.Field, Err: errors.New(p.Msg)})
 	}
 	for i := range c.Hosts {
 		c.Hosts[i].Host = strings.ToLower(c.Hosts[i].Host)
+	}
+	if len(errs) == 0 {
+		// What New would refuse, found here where the file's positions are known.
+		check := c
+		check.setDefaults()
+		var fes wire.FieldErrors
+		if errors.As(check.Validate(), &fes) {
+			errs = fes
+		}
+	}
+	errs.Locate(path, doc.Position)
+	if err := errs.Err(); err != nil {
+		return Config{}, fmt.Errorf("edge config:\n%w", err)
 	}
 	return c, nil
 }

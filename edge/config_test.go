@@ -1,0 +1,70 @@
+package edge
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/meridian-cdn/meridian/wire"
+)
+
+// TestLoadConfigReportsEveryProblemWithPosition: one file with an unknown field, a type error
+// and bad values gets every problem back at once, each with file:line:column and its field.
+func TestLoadConfigReportsEveryProblemWithPosition(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	decode := write("decode.yaml", `listen: 127.0.0.2:8080
+hosts:
+  - host: www.example.com
+    origin: http://127.0.0.1:9000
+    orign: typo
+cache:
+  max_bytes: lots
+`)
+	values := write("values.yaml", `listen: nowhere
+hosts:
+  - host: www.example.com
+    origin: http://127.0.0.1:9000
+  - host: www.example.com
+    origin: ftp://127.0.0.1
+cache:
+  max_bytes: -1
+peers:
+  - addr: 127.0.0.3:80
+`)
+	tests := []struct {
+		path string
+		want []string // "line:col field", in order
+	}{
+		{decode, []string{"5:5 hosts[0].orign", "7:14 cache.max_bytes"}},
+		{values, []string{"6:5 hosts[1].origin", "5:5 hosts[1].host", "8:3 cache.max_bytes", "10:5 peers[0].id", "1:1 listen"}},
+	}
+	for _, tt := range tests {
+		t.Run(filepath.Base(tt.path), func(t *testing.T) {
+			_, err := LoadConfig(tt.path)
+			var fes wire.FieldErrors
+			if !errors.As(err, &fes) {
+				t.Fatalf("LoadConfig error = %v, want wire.FieldErrors", err)
+			}
+			var got []string
+			for _, fe := range fes {
+				if fe.File != tt.path {
+					t.Errorf("%v: file %q, want %q", fe, fe.File, tt.path)
+				}
+				got = append(got, strings.Join([]string{strconv.Itoa(fe.Line) + ":" + strconv.Itoa(fe.Column), fe.Field}, " "))
+			}
+			if strings.Join(got, "; ") != strings.Join(tt.want, "; ") {
+				t.Errorf("problems:\n  %s\nwant:\n  %s\n(error: %v)", strings.Join(got, "\n  "), strings.Join(tt.want, "\n  "), err)
+			}
+		})
+	}
+}
