@@ -43,7 +43,7 @@ var layers = map[string]int{
 var leaves = map[string][]string{
 	"wire":                 nil,
 	"edge/httpcache":       nil,
-	"dnsroute/geo":         {"github.com/oschwald/geoip2-golang", "github.com/oschwald/maxminddb-golang"},
+	"dnsroute/geo":         {"github.com/oschwald/maxminddb-golang/v2"},
 	"dnsroute/geo/geodata": {"github.com/maxmind/mmdbwriter"},
 	"internal/natsauth":    {"github.com/nats-io/nats-server/v2", "github.com/nats-io/nats.go", "github.com/nats-io/nkeys"},
 	"internal/natstest":    {"github.com/nats-io/nats-server/v2", "github.com/nats-io/nats.go"},
@@ -193,7 +193,7 @@ func TestForbidden(t *testing.T) {
 		{"wire", "net/http", false},
 		{"edge/httpcache", "net/http", false},
 		{"edge/httpcache", module + "/wire", true},
-		{"dnsroute/geo", "github.com/oschwald/geoip2-golang", false},
+		{"dnsroute/geo", "github.com/oschwald/maxminddb-golang/v2", false},
 		{"dnsroute/geo", "github.com/miekg/dns", true},
 		{"dnsroute/geo/geodata", "github.com/maxmind/mmdbwriter/mmdbtype", false},
 		{"edge/compress", "github.com/klauspost/compress/zstd", false},

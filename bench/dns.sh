@@ -2,17 +2,27 @@
 # bench/dns.sh: Meridian's routing DNS beside gdnsd's geoip plugin, same PoPs, same generated
 # MMDB, same machine, same run. Writes bench/results/dns.json.
 #
+# The MMDB is City-sized: the test cities plus NETWORKS /24s at 5,000 places, names in eight
+# languages (bench/testdata/dnsbench writes it; it is built here, never checked in). Meridian
+# routes a live fleet: FLEET_NODES nodes register in an embedded NATS and heartbeat once a
+# second all through the runs, with load that moves but changes no answer, so the answer
+# cache must survive them (the rebuild counts are in the results).
+#
 # Usage: bench/dns.sh            (from the repository root; root privileges to apt-get install)
 # Env:   DURATION=10 (seconds per dnsperf run)  ROUNDS=3 (runs per case; the median is kept)
 #        CLIENTS=8 (dnsperf -c)  THREADS=2 (dnsperf -T)
+#        NETWORKS=3000000 (MMDB networks besides the test cities)  FLEET_NODES=20
+#        MMDB_FILE (reuse a database dnsbench wrote with NETWORKS)  OUT (the results file)
 set -euo pipefail
 
 DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-3}
 CLIENTS=${CLIENTS:-8}
 THREADS=${THREADS:-2}
+NETWORKS=${NETWORKS:-3000000}
+FLEET_NODES=${FLEET_NODES:-20}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-OUT="$ROOT/bench/results/dns.json"
+OUT=${OUT:-$ROOT/bench/results/dns.json}
 MERIDIAN_ADDR=127.0.0.81
 GDNSD_ADDR=127.0.0.82
 PORT=5300
@@ -68,14 +78,37 @@ GO
 	DNS=("$WORK/meridian-dns")
 fi
 
-# One MMDB for both servers.
+go build -o "$WORK/dnsbench" ./bench/testdata/dnsbench
+
+# One City-sized MMDB for both servers.
 mkdir -p "$WORK/gdnsd/geoip" "$WORK/gdnsd/zones" "$WORK/gdnsd/run" "$WORK/gdnsd/state"
-"${DNS[@]}" gen-mmdb "$WORK/city.mmdb"
+if [[ -n ${MMDB_FILE:-} ]]; then
+	cp "$MMDB_FILE" "$WORK/city.mmdb"
+else
+	"$WORK/dnsbench" gen-mmdb "$WORK/city.mmdb" "$NETWORKS"
+fi
+MMDB_BYTES=$(stat -c %s "$WORK/city.mmdb")
 cp "$WORK/city.mmdb" "$WORK/gdnsd/geoip/city.mmdb"
 
-# Meridian: the example config with the bench's address and MMDB.
+# The live fleet: an embedded NATS with FLEET_NODES nodes over the example config's PoPs.
+"$WORK/dnsbench" fleet "$ROOT/dnsroute/testdata/dns.yaml" "$FLEET_NODES" >"$WORK/nats.url" 2>"$WORK/fleet.log" &
+PIDS+=($!)
+for i in $(seq 100); do
+	[[ -s $WORK/nats.url ]] && break
+	if ((i == 100)); then
+		echo "fleet did not come up" >&2
+		cat "$WORK/fleet.log" >&2
+		exit 1
+	fi
+	sleep 0.2
+done
+NATS_URL=$(head -1 "$WORK/nats.url")
+
+# Meridian: the example config with the bench's address and MMDB, routing the live fleet.
+ADMIN=$MERIDIAN_ADDR:9153
 sed -e "s|^listen: .*|listen: $MERIDIAN_ADDR:$PORT|" -e "s|^mmdb: .*|mmdb: $WORK/city.mmdb|" \
 	"$ROOT/dnsroute/testdata/dns.yaml" >"$WORK/dns.yaml"
+printf 'admin_listen: %s\nnats: %s\n' "$ADMIN" "$NATS_URL" >>"$WORK/dns.yaml"
 
 # gdnsd: the same PoPs (ids, coordinates, node addresses) from the same file.
 awk -v addr="$GDNSD_ADDR:$PORT" -v run="$WORK/gdnsd/run" -v state="$WORK/gdnsd/state" '
@@ -123,12 +156,26 @@ for server in $MERIDIAN_ADDR $GDNSD_ADDR; do
 	done
 done
 
-# Check that both send a London ECS client to lhr before measuring.
-if command -v dig >/dev/null; then
-	for server in $MERIDIAN_ADDR $GDNSD_ADDR; do
-		echo "$server London ECS -> $(dig +short +subnet=100.64.1.0/24 -p $PORT @$server www.cdn.example. A | tr '\n' ' ')" >&2
+# Check that both send a London ECS client to lhr (192.0.2.11/12) before measuring; Meridian
+# only once the live fleet is loaded.
+for server in $MERIDIAN_ADDR $GDNSD_ADDR; do
+	for i in $(seq 100); do
+		got=$("$WORK/dnsbench" ask "$server:$PORT" 100.64.1.0/24 2>/dev/null || true)
+		[[ $got == *192.0.2.1[12]* ]] && break
+		if ((i == 100)); then
+			echo "$server sends London to '$got', not lhr" >&2
+			cat "$WORK/meridian.log" "$WORK/gdnsd.log" >&2
+			exit 1
+		fi
+		sleep 0.2
 	done
-fi
+	echo "$server London ECS -> $got" >&2
+done
+metric() { # name [label value]: the sum of a metric's samples on Meridian's /metrics
+	curl -s "http://$ADMIN/metrics" | awk -v n="$1" -v l="${2:-}" '{ split($1, a, "{") } a[1] == n && index($1, l) { s += $2 } END { printf "%d", s }'
+}
+KEPT0=$(metric meridian_dns_state_rebuilds_total 'cache="kept"')
+DROPPED0=$(metric meridian_dns_state_rebuilds_total 'cache="dropped"')
 
 echo "www.cdn.example. A" >"$WORK/queries.txt"
 ECS="-E 8:00011800644001"
@@ -163,6 +210,12 @@ for name in meridian_ecs gdnsd_ecs gdnsd_noecs meridian_noecs; do
 	printf "median %-16s %12s q/s  avg latency %ss\n" "$name" "${QPS[$name]}" "${LAT[$name]}"
 done
 
+KEPT=$(($(metric meridian_dns_state_rebuilds_total 'cache="kept"') - KEPT0))
+DROPPED=$(($(metric meridian_dns_state_rebuilds_total 'cache="dropped"') - DROPPED0))
+HITS=$(metric meridian_dns_cache_hits_total)
+MISSES=$(metric meridian_dns_cache_misses_total)
+echo "during the runs: $KEPT fleet-driven state rebuilds kept the answer cache, $DROPPED dropped it; $HITS hits, $MISSES misses"
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "null" }'; }
 R_ECS=$(ratio "${QPS[meridian_ecs]}" "${QPS[gdnsd_ecs]}")
 R_NOECS=$(ratio "${QPS[meridian_noecs]}" "${QPS[gdnsd_noecs]}")
@@ -174,6 +227,8 @@ cat >"$OUT" <<JSON
   "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
   "machine": {"cpus": $(nproc), "kernel": "$(uname -r)", "load_average_at_start": "$LOAD_START", "load_average_at_end": "$(cut -d" " -f1-3 /proc/loadavg)"},
   "command": "bench/dns.sh (dnsperf -c $CLIENTS -T $THREADS -l $DURATION, median of $ROUNDS interleaved rounds, one name, London ECS 100.64.1.0/24)",
+  "mmdb": {"networks": $((NETWORKS + 76)), "bytes": $MMDB_BYTES},
+  "meridian_fleet": {"nodes": $FLEET_NODES, "heartbeat_s": 1, "state_rebuilds_kept": $KEPT, "state_rebuilds_dropped": $DROPPED, "cache_hits": $HITS, "cache_misses": $MISSES},
   "dnsperf": "$(dpkg-query -W -f='${Version}' dnsperf 2>/dev/null)",
   "gdnsd": "$(dpkg-query -W -f='${Version}' gdnsd 2>/dev/null)",
   "results": {

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/miekg/dns"
+
+	"github.com/meridian-cdn/meridian/dnsroute/geo"
 )
 
 // nameKind is what the zone holds at a name.
@@ -123,6 +125,8 @@ type request struct {
 	ecs    *dns.EDNS0_SUBNET // from the query; nil when absent
 	client netip.Prefix
 	tcp    bool
+	// loc is the client's location when the caller looked it up already (nil: look it up).
+	loc *geo.Location
 }
 
 // reply is the outcome of answering: one message per rotation, and how to account for it.
@@ -133,6 +137,9 @@ type reply struct {
 	failOpen  bool
 	// scope is the ECS scope prefix length: 0 unless the answer depends on the location.
 	scope int
+	// perClient is true when the answer holds for the client's own prefix only (a hash of it
+	// or its network's measurements chose the PoP), not for every client at its location.
+	perClient bool
 }
 
 // answer builds the reply to a well-formed query under st. It never returns nil variants.
@@ -227,12 +234,17 @@ func (s *Server) answer(st *state, req request) reply {
 func (s *Server) routed(st *state, req request, m *dns.Msg, owner string) reply {
 	q := req.msg.Question[0]
 	v6 := q.Qtype == dns.TypeAAAA
-	loc, err := s.geo.Lookup(req.client.Addr())
-	if err != nil {
-		loc.Network = req.client
+	var loc geo.Location
+	if req.loc != nil {
+		loc = *req.loc
+	} else {
+		var err error
+		if loc, err = s.geo.Lookup(req.client.Addr()); err != nil {
+			loc.Network = req.client
+		}
 	}
 	d := st.route(loc, req.client, v6)
-	r := reply{cacheable: true, scope: d.scope(req.client)}
+	r := reply{cacheable: true, scope: d.scope(req.client), perClient: d.perClient}
 	if d.pop == nil || (d.failOpen && s.cfg.FailClosed) {
 		if s.cfg.FailClosed && d.failOpen {
 			m.Rcode = dns.RcodeServerFailure

@@ -1,56 +1,106 @@
 package dnsroute
 
 import (
-	"sync"
+	"bytes"
+	"hash/maphash"
 	"sync/atomic"
+	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// answerCache maps a cache key (see packetKey) to pre-packed replies.
+// answerCache maps a cache key (see appendKey) to pre-packed replies, holding at most max
+// entries and evicting the least recently used: the hot set of (name, type, client prefix)
+// stays while one-off prefixes (scans, spoofed floods) age out, instead of a full cache
+// emptying itself.
+//
+// It is golang-lru (hashicorp/golang-lru/v2) rather than Ristretto: a fleet change that
+// alters answers replaces the whole cache, which for golang-lru is a small allocation and for
+// Ristretto a set of goroutines and counters to start and close under live readers; entries
+// are uniform (a few hundred bytes), so Ristretto's cost-based admission buys nothing; and an
+// Add here is visible to the next Get, where Ristretto's buffered Set may land late or not at
+// all. golang-lru's Get takes a mutex (it moves the entry to the front), so the cache is split
+// into shards by key hash, and a hit reads with Peek (a read lock) and moves its entry to the
+// front at most once per promoteEvery: every UDP worker serving the same popular answer
+// would otherwise queue on that answer's shard lock.
 type answerCache struct {
-	max int
-	mu  sync.RWMutex // guards m
-	m   map[string]*entry
+	shards [cacheShards]*lru.Cache[uint64, *entry]
 }
+
+// cacheShards is the number of independent LRUs; a power of two.
+const cacheShards = 16
+
+// promoteEvery is how often a hit moves its entry to the front of its LRU, in nanoseconds: the
+// recency the eviction order sees is that coarse, which is fine for answers that live a TTL.
+const promoteEvery = int64(time.Second)
+
+// keySeed seeds the key hash; the map is keyed by the hash (no string allocated per lookup)
+// and each entry keeps its key to rule out collisions.
+var keySeed = maphash.MakeSeed()
 
 // entry is a cached reply in one or more rotations. Each variant is a complete packed reply
 // whose ID, RD/CD flags, question name case and ECS address are patched per query.
 type entry struct {
+	key      []byte
 	variants [][]byte
 	next     atomic.Uint32
 	// ecsAddrLen is the length of the ECS address that ends every variant (0: no ECS).
 	ecsAddrLen int
+	// touched is when the entry last moved to the front of its LRU (Unix nanoseconds).
+	touched atomic.Int64
+	// slot and gen are the latency map generation slot of the client's network and its
+	// generation when the reply was routed: a later generation means the network's
+	// measurements changed and the reply may be wrong.
+	slot, gen uint32
 	// queries and answers are the metric children a hit increments.
 	queries prometheus.Counter
 	answers prometheus.Counter
 }
 
-func newAnswerCache(max int) *answerCache {
-	return &answerCache{max: max, m: map[string]*entry{}}
+func newAnswerCache(size int) *answerCache {
+	c := &answerCache{}
+	per := max(1, (size+cacheShards-1)/cacheShards)
+	for i := range c.shards {
+		// New fails only for a size below 1.
+		c.shards[i], _ = lru.New[uint64, *entry](per)
+	}
+	return c
 }
 
-func (c *answerCache) get(key []byte) *entry {
-	c.mu.RLock()
-	e := c.m[string(key)]
-	c.mu.RUnlock()
+func (c *answerCache) shard(h uint64) *lru.Cache[uint64, *entry] {
+	return c.shards[h>>60%cacheShards]
+}
+
+// get returns the entry under key at now (Unix nanoseconds), nil when there is none.
+func (c *answerCache) get(key []byte, now int64) *entry {
+	h := maphash.Bytes(keySeed, key)
+	sh := c.shard(h)
+	e, ok := sh.Peek(h)
+	if !ok || !bytes.Equal(e.key, key) {
+		return nil
+	}
+	if t := e.touched.Load(); now-t >= promoteEvery && e.touched.CompareAndSwap(t, now) {
+		sh.Get(h) // moves it to the front
+	}
 	return e
 }
 
-func (c *answerCache) put(key []byte, e *entry) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.m) >= c.max {
-		// Emptying a full cache is crude but bounded; the hot set refills in one TTL.
-		c.m = map[string]*entry{}
-	}
-	c.m[string(key)] = e
+// put stores e under key at now, evicting the least recently used entry of its shard when
+// full.
+func (c *answerCache) put(key []byte, e *entry, now int64) {
+	e.key = bytes.Clone(key)
+	e.touched.Store(now)
+	h := maphash.Bytes(keySeed, key)
+	c.shard(h).Add(h, e)
 }
 
 func (c *answerCache) len() int {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return len(c.m)
+	n := 0
+	for _, s := range c.shards {
+		n += s.Len()
+	}
+	return n
 }
 
 // pick returns the next rotation of e.

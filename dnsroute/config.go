@@ -1,19 +1,20 @@
 package dnsroute
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
+	"reflect"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/miekg/dns"
-	"go.yaml.in/yaml/v3"
 
 	"github.com/meridian-cdn/meridian/dnsroute/geo"
+	"github.com/meridian-cdn/meridian/internal/yamlconf"
 	"github.com/meridian-cdn/meridian/wire"
 )
 
@@ -65,7 +66,8 @@ type Config struct {
 	PoPs []PoPConfig `yaml:"pops"`
 	// MaxUDPSize caps the EDNS0 buffer size the server answers into (default 1232).
 	MaxUDPSize int `yaml:"max_udp_size"`
-	// CacheEntries bounds the answer cache; a full cache is emptied (default 100000).
+	// CacheEntries bounds the answer cache, which evicts the least recently used answers
+	// (default 100000).
 	CacheEntries int `yaml:"cache_entries"`
 	// UDPWorkers is the number of goroutines reading the UDP socket (default GOMAXPROCS).
 	UDPWorkers int `yaml:"udp_workers"`
@@ -119,7 +121,7 @@ type SOA struct {
 type RateLimit struct {
 	// QPS is the sustained responses per second per prefix; 0 disables rate limiting.
 	QPS float64 `yaml:"qps"`
-	// Burst is the bucket size (default QPS, at least 1).
+	// Burst is the bucket size, in whole queries (default QPS, at least 1).
 	Burst float64 `yaml:"burst"`
 	// Slip answers every Slip-th limited query with an empty truncated reply, so that real
 	// clients retry over TCP, and drops the rest (default 2; 1 slips all; negative drops all).
@@ -148,24 +150,58 @@ type NodeConfig struct {
 	Draining  bool `yaml:"draining"`
 }
 
-// LoadConfig reads a YAML config file; unknown fields are errors.
+// LoadConfig reads and validates a YAML config file (see ParseConfigFile).
 func LoadConfig(path string) (Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return Config{}, fmt.Errorf("read dns config: %w", err)
 	}
-	return ParseConfig(b)
+	return ParseConfigFile(path, b)
 }
 
-// ParseConfig parses a YAML config; unknown fields are errors.
-func ParseConfig(b []byte) (Config, error) {
+// ParseConfig is ParseConfigFile without a file name: positions read "line L:C".
+func ParseConfig(b []byte) (Config, error) { return ParseConfigFile("", b) }
+
+// ParseConfigFile decodes the YAML config b read from file and validates it. Unknown fields,
+// values of the wrong type and bad values are reported together: the error is a
+// wire.FieldErrors (errors.As reaches each *wire.FieldError), each problem naming its field
+// and its file:line:column, so that an operator fixes the file in one round. The Config is
+// returned as written; New fills in the defaults.
+func ParseConfigFile(file string, b []byte) (Config, error) {
 	var c Config
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil {
-		return Config{}, fmt.Errorf("parse dns config: %w", err)
+	doc, probs := yamlconf.Decode(b, &c)
+	var errs wire.FieldErrors
+	var undecoded []string // fields whose value had the wrong type
+	for _, p := range probs {
+		errs = append(errs, &wire.FieldError{Line: p.Line, Column: p.Column, Field: p.Field, Err: errors.New(p.Msg)})
+		if !strings.HasPrefix(p.Msg, "unknown field") {
+			undecoded = append(undecoded, p.Field)
+		}
 	}
-	return c, nil
+	if len(errs) == 0 || !reflect.ValueOf(c).IsZero() {
+		// Validating what a syntax error left empty would bury it under "is required"; a value
+		// of the wrong type decoded as nothing, and its type error says so already.
+		for _, e := range c.validate() {
+			if !under(e.Field, undecoded) {
+				errs = append(errs, e)
+			}
+		}
+	}
+	errs.Locate(file, doc.Position)
+	return c, errs.Err()
+}
+
+// under says whether field is one of fields or inside one of them.
+func under(field string, fields []string) bool {
+	for _, p := range fields {
+		if p == "" {
+			continue
+		}
+		if r, ok := strings.CutPrefix(field, p); ok && (r == "" || r[0] == '.' || r[0] == '[') {
+			return true
+		}
+	}
+	return false
 }
 
 // Nodes turns the static PoPs into fleet nodes.
@@ -183,106 +219,193 @@ func (c Config) Nodes() []wire.Node {
 	return out
 }
 
-// withDefaults validates c and fills in every default.
-func (c Config) withDefaults() (Config, error) {
-	fe := func(field, format string, args ...any) error {
-		return &wire.FieldError{Field: field, Err: fmt.Errorf(format, args...)}
+// prepare validates c and fills in its defaults: what New runs, so that a Config built in Go
+// is held to the same rules as one read from a file.
+func (c Config) prepare() (Config, error) {
+	if err := c.validate().Err(); err != nil {
+		return c, err
 	}
+	return c.withDefaults(), nil
+}
+
+// absName makes n (relative to zone, "@" or "" for the apex, or absolute) a lower-case FQDN.
+func absName(zone, n string) string {
+	n = strings.ToLower(n)
+	if dns.IsFqdn(n) {
+		return n
+	}
+	if n == "@" || n == "" {
+		return zone
+	}
+	return n + "." + zone
+}
+
+// validate reports every problem with c as written (before defaults), each naming its field
+// as it is spelt in the YAML file.
+func (c Config) validate() wire.FieldErrors {
+	var errs wire.FieldErrors
+	zone := ""
 	if c.Zone == "" {
-		return c, fe("zone", "is required")
-	}
-	if _, ok := dns.IsDomainName(c.Zone); !ok {
-		return c, fe("zone", "%q is not a domain name", c.Zone)
-	}
-	c.Zone = strings.ToLower(dns.Fqdn(c.Zone))
-	abs := func(n string) string {
-		n = strings.ToLower(n)
-		if dns.IsFqdn(n) {
-			return n
-		}
-		if n == "@" || n == "" {
-			return c.Zone
-		}
-		return n + "." + c.Zone
+		errs.Add("zone", "is required")
+	} else if _, ok := dns.IsDomainName(c.Zone); !ok {
+		errs.Add("zone", "%q is not a domain name", c.Zone)
+	} else {
+		zone = strings.ToLower(dns.Fqdn(c.Zone))
 	}
 	if len(c.NS) == 0 {
-		return c, fe("ns", "needs at least one name server")
+		errs.Add("ns", "needs at least one name server")
 	}
-	for i := range c.NS {
-		ns := &c.NS[i]
+	for i, ns := range c.NS {
+		f := fmt.Sprintf("ns[%d]", i)
 		if _, ok := dns.IsDomainName(ns.Name); !ok || ns.Name == "" {
-			return c, fe(fmt.Sprintf("ns[%d].name", i), "%q is not a domain name", ns.Name)
+			errs.Add(f+".name", "%q is not a domain name", ns.Name)
+		} else if name := absName(zone, ns.Name); zone != "" && dns.IsSubDomain(zone, name) && len(ns.IPv4)+len(ns.IPv6) == 0 {
+			errs.Add(f, "%s is inside the zone and needs glue addresses", name)
 		}
-		ns.Name = abs(ns.Name)
 		for _, a := range ns.IPv4 {
 			if ip, err := netip.ParseAddr(a); err != nil || !ip.Is4() {
-				return c, fe(fmt.Sprintf("ns[%d].ipv4", i), "%q is not an IPv4 address", a)
+				errs.Add(f+".ipv4", "%q is not an IPv4 address", a)
 			}
 		}
 		for _, a := range ns.IPv6 {
 			if ip, err := netip.ParseAddr(a); err != nil || !ip.Is6() {
-				return c, fe(fmt.Sprintf("ns[%d].ipv6", i), "%q is not an IPv6 address", a)
+				errs.Add(f+".ipv6", "%q is not an IPv6 address", a)
 			}
 		}
-		if dns.IsSubDomain(c.Zone, ns.Name) && len(ns.IPv4)+len(ns.IPv6) == 0 {
-			return c, fe(fmt.Sprintf("ns[%d]", i), "%s is inside the zone and needs glue addresses", ns.Name)
+	}
+	for _, d := range []struct {
+		v     time.Duration
+		field string
+	}{
+		{c.TTL, "ttl"}, {c.ZoneTTL, "zone_ttl"}, {c.SOA.Refresh, "soa.refresh"}, {c.SOA.Retry, "soa.retry"},
+		{c.SOA.Expire, "soa.expire"}, {c.SOA.Minimum, "soa.minimum"}, {c.HeartbeatTTL, "heartbeat_ttl"},
+	} {
+		if d.v < 0 {
+			errs.Add(d.field, "is negative")
 		}
+	}
+	if c.AnswerCount < 0 {
+		errs.Add("answer_count", "is negative")
+	}
+	switch c.Rotation {
+	case "", "roundrobin", "weighted":
+	default:
+		errs.Add("rotation", "%q is not roundrobin or weighted", c.Rotation)
+	}
+	if c.RateLimit.QPS < 0 {
+		errs.Add("rate_limit.qps", "is negative")
+	}
+	if c.RateLimit.Burst < 0 {
+		errs.Add("rate_limit.burst", "is negative")
+	}
+	if err := c.Policy.Validate(); err != nil {
+		var fe *wire.FieldError
+		if errors.As(err, &fe) {
+			errs.Add("policy."+fe.Field, "%w", fe.Err)
+		} else {
+			errs.Add("policy", "%w", err)
+		}
+	}
+	for i, h := range c.Hostnames {
+		f := fmt.Sprintf("hostnames[%d]", i)
+		if h == "*" {
+			continue
+		}
+		if _, ok := dns.IsDomainName(h); !ok {
+			errs.Add(f, "%q is not a domain name", h)
+		} else if name := absName(zone, h); zone != "" && !dns.IsSubDomain(zone, name) {
+			errs.Add(f, "%s is outside the zone %s", name, zone)
+		}
+	}
+	for from, to := range c.CNAMEs {
+		if f := absName(zone, from); zone != "" && (!dns.IsSubDomain(zone, f) || f == zone) {
+			errs.Add("cnames."+from, "must be a name below the zone")
+		}
+		if _, ok := dns.IsDomainName(to); !ok {
+			errs.Add("cnames."+from, "%q is not a domain name", to)
+		}
+	}
+	seen := map[string]bool{}
+	for i, p := range c.PoPs {
+		f := fmt.Sprintf("pops[%d]", i)
+		if p.ID == "" || seen[p.ID] {
+			errs.Add(f+".id", "%q is empty or repeated", p.ID)
+		}
+		seen[p.ID] = true
+		if p.Lat < -90 || p.Lat > 90 {
+			errs.Add(f+".lat", "%g is out of range [-90, 90]", p.Lat)
+		}
+		if p.Lon < -180 || p.Lon > 180 {
+			errs.Add(f+".lon", "%g is out of range [-180, 180]", p.Lon)
+		}
+		for j, n := range p.Nodes {
+			f := fmt.Sprintf("%s.nodes[%d]", f, j)
+			if n.ID == "" {
+				errs.Add(f+".id", "is required")
+			}
+			if ip, err := netip.ParseAddr(n.IPv4); n.IPv4 != "" && (err != nil || !ip.Is4()) {
+				errs.Add(f+".ipv4", "%q is not an IPv4 address", n.IPv4)
+			}
+			if ip, err := netip.ParseAddr(n.IPv6); n.IPv6 != "" && (err != nil || !ip.Is6()) {
+				errs.Add(f+".ipv6", "%q is not an IPv6 address", n.IPv6)
+			}
+			if n.Capacity < 0 {
+				errs.Add(f+".capacity", "is negative")
+			}
+		}
+	}
+	if c.DefaultPoP != "" && c.Fleet == nil && c.NATS == "" && !seen[c.DefaultPoP] {
+		errs.Add("default_pop", "%q is not a configured PoP", c.DefaultPoP)
+	}
+	if c.MaxUDPSize != 0 && (c.MaxUDPSize < 512 || c.MaxUDPSize > 65535) {
+		errs.Add("max_udp_size", "%d is not between 512 and 65535", c.MaxUDPSize)
+	}
+	if c.Geo == nil && c.MMDB == "" {
+		errs.Add("mmdb", "is required")
+	}
+	return errs
+}
+
+// withDefaults fills in every default of a valid c and makes its names absolute and lower
+// case; it leaves the caller's slices and maps alone.
+func (c Config) withDefaults() Config {
+	c.Zone = strings.ToLower(dns.Fqdn(c.Zone))
+	c.NS = slices.Clone(c.NS)
+	for i := range c.NS {
+		c.NS[i].Name = absName(c.Zone, c.NS[i].Name)
 	}
 	if c.SOA.MName == "" {
 		c.SOA.MName = c.NS[0].Name
 	}
-	c.SOA.MName = abs(c.SOA.MName)
+	c.SOA.MName = absName(c.Zone, c.SOA.MName)
 	if c.SOA.RName == "" {
 		c.SOA.RName = "hostmaster." + c.Zone
 	}
-	c.SOA.RName = abs(c.SOA.RName)
-	def := func(d *time.Duration, v time.Duration, field string) error {
-		if *d < 0 {
-			return fe(field, "is negative")
-		}
-		if *d == 0 {
-			*d = v
-		}
-		return nil
-	}
+	c.SOA.RName = absName(c.Zone, c.SOA.RName)
 	for _, d := range []struct {
-		p     *time.Duration
-		v     time.Duration
-		field string
+		p *time.Duration
+		v time.Duration
 	}{
-		{&c.TTL, 30 * time.Second, "ttl"}, {&c.ZoneTTL, time.Hour, "zone_ttl"},
-		{&c.SOA.Refresh, time.Hour, "soa.refresh"}, {&c.SOA.Retry, 10 * time.Minute, "soa.retry"},
-		{&c.SOA.Expire, 168 * time.Hour, "soa.expire"}, {&c.SOA.Minimum, time.Minute, "soa.minimum"},
-		{&c.HeartbeatTTL, 3 * time.Second, "heartbeat_ttl"},
+		{&c.TTL, 30 * time.Second}, {&c.ZoneTTL, time.Hour},
+		{&c.SOA.Refresh, time.Hour}, {&c.SOA.Retry, 10 * time.Minute},
+		{&c.SOA.Expire, 168 * time.Hour}, {&c.SOA.Minimum, time.Minute},
+		{&c.HeartbeatTTL, 3 * time.Second}, {&c.MMDBReload, 5 * time.Second},
 	} {
-		if err := def(d.p, d.v, d.field); err != nil {
-			return c, err
+		if *d.p == 0 {
+			*d.p = d.v
 		}
 	}
 	if c.SOA.Serial == 0 {
 		c.SOA.Serial = 1
 	}
-	if c.MMDBReload == 0 {
-		c.MMDBReload = 5 * time.Second
-	}
 	if c.Listen == "" {
 		c.Listen = ":53"
-	}
-	if c.AnswerCount < 0 {
-		return c, fe("answer_count", "is negative")
 	}
 	if c.AnswerCount == 0 {
 		c.AnswerCount = 2
 	}
-	switch c.Rotation {
-	case "":
+	if c.Rotation == "" {
 		c.Rotation = "roundrobin"
-	case "roundrobin", "weighted":
-	default:
-		return c, fe("rotation", "%q is not roundrobin or weighted", c.Rotation)
-	}
-	if c.RateLimit.QPS < 0 || c.RateLimit.Burst < 0 {
-		return c, fe("rate_limit", "qps and burst may not be negative")
 	}
 	if c.RateLimit.Burst == 0 {
 		c.RateLimit.Burst = max(c.RateLimit.QPS, 1)
@@ -290,75 +413,25 @@ func (c Config) withDefaults() (Config, error) {
 	if c.RateLimit.Slip == 0 {
 		c.RateLimit.Slip = 2
 	}
-	if err := c.Policy.Validate(); err != nil {
-		return c, fmt.Errorf("policy.%w", err)
-	}
 	if len(c.Hostnames) == 0 {
 		c.Hostnames = []string{"*"}
 	}
+	c.Hostnames = slices.Clone(c.Hostnames)
 	for i, h := range c.Hostnames {
-		if h == "*" {
-			continue
-		}
-		if _, ok := dns.IsDomainName(h); !ok {
-			return c, fe(fmt.Sprintf("hostnames[%d]", i), "%q is not a domain name", h)
-		}
-		c.Hostnames[i] = abs(h)
-		if !dns.IsSubDomain(c.Zone, c.Hostnames[i]) {
-			return c, fe(fmt.Sprintf("hostnames[%d]", i), "%s is outside the zone %s", c.Hostnames[i], c.Zone)
+		if h != "*" {
+			c.Hostnames[i] = absName(c.Zone, h)
 		}
 	}
-	cn := map[string]string{}
+	cn := make(map[string]string, len(c.CNAMEs))
 	for from, to := range c.CNAMEs {
-		f, t := abs(from), abs(to)
-		if !dns.IsSubDomain(c.Zone, f) || f == c.Zone {
-			return c, fe("cnames."+from, "must be a name below the zone")
-		}
-		if _, ok := dns.IsDomainName(t); !ok {
-			return c, fe("cnames."+from, "%q is not a domain name", to)
-		}
-		cn[f] = t
+		cn[absName(c.Zone, from)] = absName(c.Zone, to)
 	}
 	c.CNAMEs = cn
-	seen := map[string]bool{}
-	for i, p := range c.PoPs {
-		if p.ID == "" || seen[p.ID] {
-			return c, fe(fmt.Sprintf("pops[%d].id", i), "%q is empty or repeated", p.ID)
-		}
-		seen[p.ID] = true
-		if p.Lat < -90 || p.Lat > 90 || p.Lon < -180 || p.Lon > 180 {
-			return c, fe(fmt.Sprintf("pops[%d]", i), "lat/lon out of range")
-		}
-		for j, n := range p.Nodes {
-			f := fmt.Sprintf("pops[%d].nodes[%d]", i, j)
-			if n.ID == "" {
-				return c, fe(f+".id", "is required")
-			}
-			if ip, err := netip.ParseAddr(n.IPv4); n.IPv4 != "" && (err != nil || !ip.Is4()) {
-				return c, fe(f+".ipv4", "%q is not an IPv4 address", n.IPv4)
-			}
-			if ip, err := netip.ParseAddr(n.IPv6); n.IPv6 != "" && (err != nil || !ip.Is6()) {
-				return c, fe(f+".ipv6", "%q is not an IPv6 address", n.IPv6)
-			}
-			if n.Capacity < 0 {
-				return c, fe(f+".capacity", "is negative")
-			}
-		}
-	}
-	if c.DefaultPoP != "" && c.Fleet == nil && c.NATS == "" && !seen[c.DefaultPoP] {
-		return c, fe("default_pop", "%q is not a configured PoP", c.DefaultPoP)
-	}
 	if c.MaxUDPSize == 0 {
 		c.MaxUDPSize = 1232
 	}
-	if c.MaxUDPSize < 512 || c.MaxUDPSize > 65535 {
-		return c, fe("max_udp_size", "%d is not between 512 and 65535", c.MaxUDPSize)
-	}
 	if c.CacheEntries <= 0 {
 		c.CacheEntries = 100000
-	}
-	if c.Geo == nil && c.MMDB == "" {
-		return c, errors.New("mmdb: is required")
 	}
 	if c.Clock == nil {
 		c.Clock = time.Now
@@ -366,7 +439,7 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	return c, nil
+	return c
 }
 
 // policy converts the wire policy into the ranking's, filling its defaults.

@@ -1,11 +1,13 @@
 package dnsroute
 
 import (
+	"hash/maphash"
 	"net/netip"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meridian-cdn/meridian/wire"
@@ -22,20 +24,42 @@ const (
 
 // latencyMap is what DNS knows of real-user measurements: per client network (/24, /48), the
 // RTT clients measured to each PoP, merged over the edge nodes that received their reports.
-// It holds at most max records and ignores (and sweeps) those older than maxAge. It signals a
-// change only when the RTT order of some network's PoPs changes, which is all an answer
-// depends on; a new figure that keeps the order keeps the answer cache.
+// It holds at most max records and ignores (and sweeps) those older than maxAge.
+//
+// An answer depends on the map only through the RTT order of its client's own network's PoPs,
+// so the map counts changes per network: when a network's order changes, the generation of
+// its slot (see genSlot) goes up, and cached answers filled under an older generation of
+// their network's slot are stale. A new figure that keeps the order keeps every answer, and a
+// change for one network keeps the answers of all the others.
 type latencyMap struct {
 	max    int
 	maxAge time.Duration
+	// gens are the generations of the network slots. Hashing networks into a fixed table
+	// keeps a cache hit's check to one atomic load; two networks sharing a slot (1 in
+	// genSlots) only cost each other a refill.
+	gens    [genSlots]atomic.Uint32
+	changes atomic.Uint64 // order changes so far, over all networks
 
-	mu      sync.Mutex                // guards the fields below
-	recs    map[string]latencyRec     // by KV key (reporting node and network)
-	nets    map[netip.Prefix][]string // network -> keys of its records
-	order   map[netip.Prefix]string   // network -> its PoPs in RTT order, for change detection
-	changed chan struct{}
-	version uint64 // order changes so far
+	mu    sync.Mutex                // guards the fields below
+	recs  map[string]latencyRec     // by KV key (reporting node and network)
+	nets  map[netip.Prefix][]string // network -> keys of its records
+	order map[netip.Prefix]string   // network -> its PoPs in RTT order, for change detection
 }
+
+// genSlots is the size of the latency map's generation table.
+const genSlots = 1 << 14
+
+// slotSeed seeds the network hash; any seed works, it only has to be the same for the process.
+var slotSeed = maphash.MakeSeed()
+
+// genSlot is the generation slot of client network (wire.ClientNetwork of a client address).
+func genSlot(network netip.Prefix) uint32 {
+	return uint32(maphash.Comparable(slotSeed, network) % genSlots)
+}
+
+// gen is the current generation of slot. Read it before routing on the map: an answer routed
+// afterwards is at least as new as the generation, so tagging it with gen is never too new.
+func (m *latencyMap) gen(slot uint32) uint32 { return m.gens[slot].Load() }
 
 type latencyRec struct {
 	wire.LatencyRecord
@@ -50,14 +74,7 @@ func newLatencyMap(max int, maxAge time.Duration) *latencyMap {
 		maxAge = DefaultLatencyMaxAge
 	}
 	return &latencyMap{max: max, maxAge: maxAge, recs: map[string]latencyRec{},
-		nets: map[netip.Prefix][]string{}, order: map[netip.Prefix]string{}, changed: make(chan struct{})}
-}
-
-// changedVersion returns the change channel and the number of order changes so far.
-func (m *latencyMap) changedVersion() (<-chan struct{}, uint64) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.changed, m.version
+		nets: map[netip.Prefix][]string{}, order: map[netip.Prefix]string{}}
 }
 
 // Len is the number of records held.
@@ -92,6 +109,21 @@ func (m *latencyMap) Put(key string, r wire.LatencyRecord, now time.Time) {
 	m.reorderLocked(r.Network, now)
 }
 
+// Replace makes recs (by KV key) the whole content of the map, as after a fresh watch of the
+// bucket: keys it lacks are deleted, the others put.
+func (m *latencyMap) Replace(recs map[string]wire.LatencyRecord, now time.Time) {
+	m.mu.Lock()
+	for k := range m.recs {
+		if _, ok := recs[k]; !ok {
+			m.deleteLocked(k, now)
+		}
+	}
+	m.mu.Unlock()
+	for k, r := range recs {
+		m.Put(k, r, now)
+	}
+}
+
 // Delete removes the record under key.
 func (m *latencyMap) Delete(key string, now time.Time) {
 	m.mu.Lock()
@@ -104,6 +136,14 @@ func (m *latencyMap) Sweep(now time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.sweepLocked(now)
+}
+
+// Has reports whether the map holds any record for network, fresh or not: an answer routed
+// without measurements holds for a client only while this is false.
+func (m *latencyMap) Has(network netip.Prefix) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.nets[network]) > 0
 }
 
 // Lookup returns the RTT per PoP measured by clients of network at now (nil: none), each the
@@ -178,7 +218,8 @@ func (m *latencyMap) evictOldestLocked(now time.Time) {
 	}
 }
 
-// reorderLocked recomputes network's RTT order and signals when it changed.
+// reorderLocked recomputes network's RTT order and, when it changed, moves the network's
+// generation on (after the records changed, so that gen's contract holds).
 func (m *latencyMap) reorderLocked(network netip.Prefix, now time.Time) {
 	rtt, _ := m.lookupLocked(network, now)
 	pops := make([]string, 0, len(rtt))
@@ -200,7 +241,6 @@ func (m *latencyMap) reorderLocked(network netip.Prefix, now time.Time) {
 	} else {
 		m.order[network] = o
 	}
-	close(m.changed)
-	m.changed = make(chan struct{})
-	m.version++
+	m.gens[genSlot(network)].Add(1)
+	m.changes.Add(1)
 }

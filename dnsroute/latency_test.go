@@ -1,17 +1,21 @@
 package dnsroute
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/meridian-cdn/meridian/internal/natsauth"
+	"github.com/meridian-cdn/meridian/internal/natstest"
 	"github.com/meridian-cdn/meridian/wire"
 )
 
@@ -174,7 +178,132 @@ func TestLatencyExplores(t *testing.T) {
 	if share := float64(len(first)) / n; share < 0.04 || share > 0.18 {
 		t.Errorf("share exploring the second best = %.2f, want 0.10±0.06", share)
 	}
-	if fmt.Sprint(first) != fmt.Sprint(second) {
+	if !slices.Equal(first, second) {
 		t.Errorf("exploring networks changed between rounds: %v then %v, want the same (stable hash)", first, second)
+	}
+}
+
+// TestLiveLatencyInvalidatesOnlyItsNetwork: a measurement for network A that changes A's RTT
+// order changes A's answer at once and leaves network B's cached answer (a hit) and the rest
+// of the cache alone; a new figure that keeps A's order keeps A's answer too.
+func TestLiveLatencyInvalidatesOnlyItsNetwork(t *testing.T) {
+	fx := startLive(t, nil)
+	a, b := cityPrefix(t, "London", 5), cityPrefix(t, "London", 6)
+	hits := func() float64 { return metricValue(t, fx.Server, "meridian_dns_cache_hits_total", "") }
+	// ask queries network p's answer and reports its PoP and whether it came from the cache.
+	ask := func(p netip.Prefix) (string, bool) {
+		h := hits()
+		pop := fx.popOf(t, fx.ask(t, "www.cdn.example.", dns.TypeA, qopt{ecs: p}))
+		return pop, hits() == h+1
+	}
+	for _, p := range []netip.Prefix{a, b} {
+		if pop, _ := ask(p); pop != "lhr" {
+			t.Fatalf("%s before any measurement: PoP = %s, want lhr", p, pop)
+		}
+		if _, hit := ask(p); !hit {
+			t.Fatalf("%s asked twice: second answer not from the cache", p)
+		}
+	}
+	dropped := metricValue(t, fx.Server, "meridian_dns_state_rebuilds_total", "dropped")
+	changes := metricValue(t, fx.Server, "meridian_dns_latency_changes_total", "")
+
+	fx.putLatency(t, "lhr", a, map[string]float64{"lhr": 80, "fra": 15})
+	if pop, hit := ask(b); pop != "lhr" || !hit {
+		t.Errorf("B after A's measurement: PoP %s, cache hit %v; want lhr from the cache", pop, hit)
+	}
+	if pop, hit := ask(a); pop != "fra" || hit {
+		t.Errorf("A after its measurement: PoP %s, cache hit %v; want fra, freshly routed", pop, hit)
+	}
+	if pop, hit := ask(a); pop != "fra" || !hit {
+		t.Errorf("A asked again: PoP %s, cache hit %v; want fra from the cache", pop, hit)
+	}
+	if got := metricValue(t, fx.Server, "meridian_dns_latency_changes_total", "") - changes; got != 1 {
+		t.Errorf("latency order changes = %v, want 1", got)
+	}
+	if got := metricValue(t, fx.Server, "meridian_dns_state_rebuilds_total", "dropped") - dropped; got != 0 {
+		t.Errorf("%v state rebuilds dropped the whole cache after a latency change, want 0", got)
+	}
+
+	fx.putLatency(t, "lhr", a, map[string]float64{"lhr": 70, "fra": 20})
+	if pop, hit := ask(a); pop != "fra" || !hit {
+		t.Errorf("A after a figure that keeps its order: PoP %s, cache hit %v; want fra from the cache", pop, hit)
+	}
+}
+
+// TestLiveLatencyResnapshotsAfterReconnect: a record that disappears from the latency bucket
+// while DNS is cut off from NATS, without any message a watch could see (a purge of its
+// subject in the stream, as the bucket's own expiry does it), is gone from the map once DNS
+// reconnects: the watch starts again from a snapshot.
+func TestLiveLatencyResnapshotsAfterReconnect(t *testing.T) {
+	var cut *natstest.Cutter
+	fx := startLive(t, func(c *Config) {
+		cut = natstest.NewCutter(t, "127.0.0.1", c.NATS)
+		c.NATS = cut.URL()
+	})
+	measured := cityPrefix(t, "London", 9)
+	fx.putLatency(t, "lhr", measured, map[string]float64{"lhr": 80, "fra": 15})
+	pop := func() string { return fx.popOf(t, fx.ask(t, "www.cdn.example.", dns.TypeA, qopt{ecs: measured})) }
+	if got := pop(); got != "fra" {
+		t.Fatalf("measured network: PoP = %s, want fra", got)
+	}
+
+	cut.Cut()
+	_, js := fx.ns.Connect(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stream, err := js.Stream(ctx, "KV_"+wire.Bucket("", wire.LatencyBucket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject := "$KV." + wire.Bucket("", wire.LatencyBucket) + "." + wire.LatencyKey("lhr", "n1", measured)
+	if err := stream.Purge(ctx, jetstream.WithPurgeSubject(subject)); err != nil {
+		t.Fatal(err)
+	}
+	cut.Restore()
+
+	waitFor(t, 15*time.Second, func() bool {
+		rtt, _ := fx.lat.Lookup(measured, time.Now())
+		return rtt == nil
+	})
+	if got := pop(); got != "lhr" {
+		t.Errorf("after the record vanished: PoP = %s, want lhr (by geography)", got)
+	}
+}
+
+// TestLatencyMapGenerations: a record that changes a network's RTT order moves that network's
+// generation on and no other's; one that keeps the order, or a snapshot that repeats what the
+// map holds, moves none; a snapshot without the record moves it again.
+func TestLatencyMapGenerations(t *testing.T) {
+	m := newLatencyMap(0, 0)
+	now := time.Now()
+	a, b := netip.MustParsePrefix("100.64.3.0/24"), netip.MustParsePrefix("100.64.4.0/24")
+	for genSlot(b) == genSlot(a) { // a neighbour in another slot (the seed is per process)
+		b = netip.PrefixFrom(netip.AddrFrom4([4]byte{100, 64, b.Addr().As4()[2] + 1, 0}), 24)
+	}
+	sa, sb := genSlot(a), genSlot(b)
+	put := func(rtt map[string]float64) (string, wire.LatencyRecord) {
+		r := wire.LatencyRecord{Network: a, Samples: 1, At: now, RTTMs: rtt}
+		k := wire.LatencyKey("lhr", "n1", a)
+		m.Put(k, r, now)
+		return k, r
+	}
+	ga, gb := m.gen(sa), m.gen(sb)
+	put(map[string]float64{"lhr": 80, "fra": 15})
+	if m.gen(sa) == ga || m.gen(sb) != gb {
+		t.Fatalf("first record for A: generations A %d->%d, B %d->%d; want A moved, B kept", ga, m.gen(sa), gb, m.gen(sb))
+	}
+	ga = m.gen(sa)
+	k, r := put(map[string]float64{"lhr": 70, "fra": 20})
+	if m.gen(sa) != ga {
+		t.Errorf("a figure that keeps A's order moved A's generation")
+	}
+	m.Replace(map[string]wire.LatencyRecord{k: r}, now)
+	if m.gen(sa) != ga {
+		t.Errorf("a snapshot repeating the map moved A's generation")
+	}
+	m.Replace(nil, now)
+	if m.gen(sa) == ga || m.gen(sb) != gb || m.Len() != 0 {
+		t.Errorf("an empty snapshot: generation A moved %v, B moved %v, %d records left; want A moved, B not, none left",
+			m.gen(sa) != ga, m.gen(sb) != gb, m.Len())
 	}
 }

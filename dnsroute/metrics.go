@@ -13,6 +13,7 @@ type metrics struct {
 	queries   *prometheus.CounterVec // by qtype and rcode
 	answers   *prometheus.CounterVec // by PoP
 	hits      atomic.Uint64
+	netHits   atomic.Uint64 // hits answered from the client's database network's answer
 	misses    atomic.Uint64
 	limited   *prometheus.CounterVec // by action: drop, slip
 	dropped   *prometheus.CounterVec // by reason
@@ -69,10 +70,14 @@ func newMetrics() *metrics {
 	hits := prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "meridian_dns_cache_hits_total", Help: "UDP queries answered from the answer cache.",
 	}, func() float64 { return float64(m.hits.Load()) })
+	netHits := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "meridian_dns_cache_network_hits_total",
+		Help: "Cache hits of a client prefix not yet in the cache, answered from the answer for its database network (counted in the hits too).",
+	}, func() float64 { return float64(m.netHits.Load()) })
 	misses := prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "meridian_dns_cache_misses_total", Help: "Queries answered by the full path (UDP misses and all TCP).",
 	}, func() float64 { return float64(m.misses.Load()) })
-	m.reg.MustRegister(m.queries, m.answers, hits, misses, m.limited, m.dropped, m.latency,
+	m.reg.MustRegister(m.queries, m.answers, hits, netHits, misses, m.limited, m.dropped, m.latency,
 		m.failOpen, m.reloadErr, ratio, rebuilds)
 	return m
 }

@@ -136,64 +136,63 @@ func (s *Server) FollowLatency(ctx context.Context, js jetstream.JetStream, pref
 }
 
 // followLatency watches the latency bucket into m until ctx ends, calling loaded once the
-// initial values are in. A missing bucket (a control plane that predates it) is retried, so
-// that routing by geography goes on meanwhile.
+// initial values are in. fleet.Watch re-watches from a full snapshot after errors and NATS
+// reconnects (a reconnect may hide deletes), and retries a missing bucket (a control plane
+// that predates it), so that routing by geography goes on meanwhile. Records also age out
+// without any message (the bucket expires them silently), hence the periodic sweep.
 func followLatency(ctx context.Context, js jetstream.JetStream, prefix string, log *slog.Logger, m *latencyMap, loaded func()) {
 	bucket := wire.Bucket(prefix, wire.LatencyBucket)
-	sweep := time.NewTicker(latencySweep)
-	defer sweep.Stop()
-	warned := false
-	for {
-		if err := followLatencyOnce(ctx, js, bucket, m, sweep.C, loaded); err != nil && !warned {
-			log.Warn("latency map unavailable; routing by geography until it is", "bucket", bucket, "err", err)
-			warned = true
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
+		sweep := time.NewTicker(latencySweep)
+		defer sweep.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-sweep.C:
+				m.Sweep(now)
+			}
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(5 * time.Second):
-		}
-	}
+	})
+	fleet.Watch(ctx, js, bucket, ">", log, latencyHandler{m: m, loaded: loaded})
 }
 
-// followLatencyOnce watches bucket until ctx ends or the watch breaks.
-func followLatencyOnce(ctx context.Context, js jetstream.JetStream, bucket string, m *latencyMap, sweep <-chan time.Time, loaded func()) error {
-	kv, err := js.KeyValue(ctx, bucket)
-	if err != nil {
-		return fmt.Errorf("bind %s: %w", bucket, err)
-	}
-	w, err := kv.WatchAll(ctx)
-	if err != nil {
-		return fmt.Errorf("watch %s: %w", bucket, err)
-	}
-	defer w.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case now := <-sweep:
-			m.Sweep(now)
-		case e, ok := <-w.Updates():
-			if !ok {
-				return fmt.Errorf("watch %s: ended", bucket)
-			}
-			if e == nil {
-				loaded() // the initial values are in
-				continue
-			}
-			now := time.Now()
-			if e.Operation() != jetstream.KeyValuePut {
-				m.Delete(e.Key(), now)
-				continue
-			}
-			var r wire.LatencyRecord
-			if err := json.Unmarshal(e.Value(), &r); err != nil {
-				m.Delete(e.Key(), now)
-				continue
-			}
-			m.Put(e.Key(), r, now)
+// latencyHandler applies what a watch of the latency bucket sees to the map.
+type latencyHandler struct {
+	m      *latencyMap
+	loaded func()
+}
+
+func (h latencyHandler) Snapshot(entries []jetstream.KeyValueEntry) {
+	recs := make(map[string]wire.LatencyRecord, len(entries))
+	for _, e := range entries {
+		// A record that does not decode counts as absent, as under Update.
+		if r, ok := decodeLatency(e); ok {
+			recs[e.Key()] = r
 		}
 	}
+	h.m.Replace(recs, time.Now())
+	h.loaded()
+}
+
+func (h latencyHandler) Update(e jetstream.KeyValueEntry) {
+	now := time.Now()
+	if r, ok := decodeLatency(e); ok {
+		h.m.Put(e.Key(), r, now)
+		return
+	}
+	h.m.Delete(e.Key(), now)
+}
+
+// decodeLatency reads a put of the latency bucket; false for deletes and undecodable values.
+func decodeLatency(e jetstream.KeyValueEntry) (wire.LatencyRecord, bool) {
+	var r wire.LatencyRecord
+	if e.Operation() != jetstream.KeyValuePut || json.Unmarshal(e.Value(), &r) != nil {
+		return wire.LatencyRecord{}, false
+	}
+	return r, true
 }
 
 // ExplainLive explains a routing decision against the live fleet and latency map in NATS

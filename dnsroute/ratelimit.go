@@ -1,39 +1,53 @@
 package dnsroute
 
 import (
+	"hash/maphash"
 	"net/netip"
-	"sync"
+	"sync/atomic"
 	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	"golang.org/x/time/rate"
 )
 
-// rateLimiter is a token bucket per client prefix (/24 or /56 of the source address).
+// rateLimiter is a token bucket (golang.org/x/time/rate) per client prefix (/24 or /56 of the
+// source address), held in bounded LRUs: past the bound, the prefix that queried least
+// recently is forgotten (its bucket would have refilled long ago), so a flood from spoofed
+// prefixes costs bounded memory and never the bucket of a prefix that is being limited.
 type rateLimiter struct {
-	qps, burst float64
-	slip       int
-	shards     [16]rlShard
+	qps   rate.Limit
+	burst int
+	slip  int
+	// shards split the LRUs so that UDP workers do not queue on one lock.
+	shards [rlShards]*lru.Cache[netip.Prefix, *prefixLimiter]
 }
 
-type rlShard struct {
-	mu sync.Mutex // guards m
-	m  map[netip.Prefix]*bucket
+// prefixLimiter is one prefix's bucket and its count of limited queries (for slip).
+type prefixLimiter struct {
+	lim     *rate.Limiter
+	limited atomic.Uint64
 }
 
-type bucket struct {
-	tokens  float64
-	last    time.Time
-	limited uint64 // limited queries so far, for slip
-}
+// rlShards is the number of LRUs; maxBuckets bounds each.
+const (
+	rlShards   = 16
+	maxBuckets = 1 << 14
+)
 
-// maxBuckets bounds each shard; past it, idle (full) buckets are forgotten.
-const maxBuckets = 1 << 14
+var rlSeed = maphash.MakeSeed()
 
-func newRateLimiter(c RateLimit) *rateLimiter {
+func newRateLimiter(c RateLimit) *rateLimiter { return newRateLimiterSized(c, maxBuckets) }
+
+// newRateLimiterSized is newRateLimiter holding at most perShard prefixes per shard.
+func newRateLimiterSized(c RateLimit, perShard int) *rateLimiter {
 	if c.QPS <= 0 {
 		return nil
 	}
-	r := &rateLimiter{qps: c.QPS, burst: c.Burst, slip: c.Slip}
+	// rate.Limiter counts whole tokens; a fractional burst allowed no more whole queries.
+	r := &rateLimiter{qps: rate.Limit(c.QPS), burst: max(1, int(c.Burst)), slip: c.Slip}
 	for i := range r.shards {
-		r.shards[i].m = map[netip.Prefix]*bucket{}
+		// New fails only for a size below 1.
+		r.shards[i], _ = lru.New[netip.Prefix, *prefixLimiter](max(1, perShard))
 	}
 	return r
 }
@@ -50,42 +64,23 @@ const (
 // take spends a token for src at now.
 func (r *rateLimiter) take(src netip.Addr, now time.Time) limitAction {
 	p := clientPrefix(src, netip.Prefix{})
-	b := p.Addr().As16()
-	h := b[3] ^ b[5] ^ b[6] ^ b[12] ^ b[13] ^ b[14]
-	sh := &r.shards[h%byte(len(r.shards))]
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	bk := sh.m[p]
-	if bk == nil {
-		if len(sh.m) >= maxBuckets {
-			r.forgetIdleLocked(sh, now)
+	sh := r.shards[maphash.Comparable(rlSeed, p)%rlShards]
+	pl, ok := sh.Get(p)
+	if !ok {
+		// A new bucket starts full. Two workers racing on a new prefix keep the first one.
+		fresh := &prefixLimiter{lim: rate.NewLimiter(r.qps, r.burst)}
+		if prev, found, _ := sh.PeekOrAdd(p, fresh); found {
+			pl = prev
+		} else {
+			pl = fresh
 		}
-		bk = &bucket{tokens: r.burst, last: now}
-		sh.m[p] = bk
 	}
-	if el := now.Sub(bk.last).Seconds(); el > 0 {
-		bk.tokens = min(r.burst, bk.tokens+el*r.qps)
-		bk.last = now
-	}
-	if bk.tokens >= 1 {
-		bk.tokens--
+	if pl.lim.AllowN(now, 1) {
 		return allow
 	}
-	bk.limited++
-	if r.slip > 0 && bk.limited%uint64(r.slip) == 0 {
+	n := pl.limited.Add(1)
+	if r.slip > 0 && n%uint64(r.slip) == 0 {
 		return slip
 	}
 	return drop
-}
-
-// forgetIdleLocked drops buckets that have refilled; sh.mu must be held.
-func (r *rateLimiter) forgetIdleLocked(sh *rlShard, now time.Time) {
-	for p, bk := range sh.m {
-		if bk.tokens+now.Sub(bk.last).Seconds()*r.qps >= r.burst {
-			delete(sh.m, p)
-		}
-	}
-	if len(sh.m) >= maxBuckets {
-		sh.m = map[netip.Prefix]*bucket{}
-	}
 }

@@ -57,7 +57,7 @@ type Server struct {
 
 // New validates cfg and builds a server; it opens the MMDB but starts nothing.
 func New(cfg Config) (*Server, error) {
-	c, err := cfg.withDefaults()
+	c, err := cfg.prepare()
 	if err != nil {
 		return nil, fmt.Errorf("dns config: %w", err)
 	}
@@ -72,6 +72,10 @@ func New(cfg Config) (*Server, error) {
 		s.static = NewStaticFleet(c.Nodes())
 		s.fleet = s.static
 	}
+	s.m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "meridian_dns_latency_changes_total",
+		Help: "Changes of some client network's RTT order of PoPs in the latency map; each makes that network's cached answers stale, and no other's.",
+	}, func() float64 { return float64(s.lat.changes.Load()) }))
 	s.rl = newRateLimiter(c.RateLimit)
 	// A fraction shapes the load for as long as resolvers keep the answers that carried it.
 	s.shed.Lag, s.shed.Now = c.TTL, c.Clock
@@ -114,7 +118,6 @@ func (s *Server) current(now time.Time) *state {
 	st := s.st.Load()
 	select {
 	case <-st.changed:
-	case <-st.latChanged:
 	default:
 		if !now.After(st.validUntil) {
 			return st
@@ -128,7 +131,7 @@ func (s *Server) current(now time.Time) *state {
 	next := s.buildState(now)
 	if next.outcome == st.outcome {
 		// Same answers: keep the cache (heartbeats that moved load within a quantum).
-		next.cache = st.cache
+		next.cache, next.netCache = st.cache, st.netCache
 		s.m.stateKept.Inc()
 	} else {
 		s.m.stateDropped.Inc()
@@ -416,6 +419,7 @@ func (s *Server) ReloadMMDB() (bool, error) {
 // worker holds one UDP reader's buffers.
 type worker struct {
 	in, out, key []byte
+	netKey       []byte // the key of the client's database network in netCache
 	n            uint32 // queries handled, for sampling the latency of cache hits
 }
 
@@ -424,7 +428,7 @@ type worker struct {
 const hitSample = 64
 
 func newWorker() *worker {
-	return &worker{in: make([]byte, 4096), out: make([]byte, 0, 4096), key: make([]byte, 0, 320)}
+	return &worker{in: make([]byte, 4096), out: make([]byte, 0, 4096), key: make([]byte, 0, 320), netKey: make([]byte, 0, 320)}
 }
 
 func (s *Server) serveUDP(ctx context.Context, pc net.PacketConn) {
@@ -491,7 +495,7 @@ func (s *Server) handleUDP(w *worker, p []byte, src netip.AddrPort) []byte {
 		}
 		client = clientPrefix(src.Addr(), ecs)
 		w.key = appendKey(w.key[:0], p, &q, client)
-		if e := st.cache.get(w.key); e != nil {
+		if e := st.cache.get(w.key, now.UnixNano()); e != nil && e.gen == s.lat.gen(e.slot) {
 			v := e.pick()
 			if len(v) <= udpLimit(q.edns, q.udpSize, s.cfg.MaxUDPSize) {
 				out := append(w.out[:0], v...)
@@ -501,6 +505,24 @@ func (s *Server) handleUDP(w *worker, p []byte, src netip.AddrPort) []byte {
 				if e.answers != nil {
 					e.answers.Inc()
 				}
+				if !start.IsZero() {
+					s.m.latency.Observe(time.Since(start).Seconds())
+				}
+				return out
+			}
+		}
+	}
+	// The latency generation of the client's network, read before routing (see latencyMap.gen).
+	var slot, gen uint32
+	var loc *geo.Location
+	if parsed {
+		network := wire.ClientNetwork(client.Addr())
+		slot = genSlot(network)
+		gen = s.lat.gen(slot)
+		if l, err := s.geo.Lookup(client.Addr()); err == nil && l.Found {
+			loc = &l
+			w.netKey = appendKey(w.netKey[:0], p, &q, l.Network)
+			if out := s.netHit(st, w, p, &q, network, slot, gen, now.UnixNano()); out != nil {
 				if !start.IsZero() {
 					s.m.latency.Observe(time.Since(start).Seconds())
 				}
@@ -521,7 +543,7 @@ func (s *Server) handleUDP(w *worker, p []byte, src netip.AddrPort) []byte {
 	if o := req.IsEdns0(); o != nil {
 		limit = udpLimit(true, o.UDPSize(), s.cfg.MaxUDPSize)
 	}
-	out, r, rcode := s.resolve(st, req, src.Addr(), false)
+	out, r, rcode := s.resolve(st, req, src.Addr(), loc, false)
 	if out == nil {
 		s.m.queries.WithLabelValues("other", rcodeLabel(rcode)).Inc()
 		return headerReply(w.out[:0], p, rcode)
@@ -536,14 +558,17 @@ func (s *Server) handleUDP(w *worker, p []byte, src netip.AddrPort) []byte {
 		packed[i] = b
 	}
 	qt := req.Question[0].Qtype
-	e := &entry{variants: packed, queries: s.m.queries.WithLabelValues(qtypeLabel(qt), rcodeLabel(rcode))}
+	e := &entry{variants: packed, slot: slot, gen: gen, queries: s.m.queries.WithLabelValues(qtypeLabel(qt), rcodeLabel(rcode))}
 	if r.pop != "" && rcode == dns.RcodeSuccess {
 		e.answers = s.m.answers.WithLabelValues(r.pop)
 	}
 	i := 0
 	if parsed && r.cacheable && rcode == dns.RcodeSuccess && !r.failOpen {
 		e.ecsAddrLen = len(q.ecsAddr)
-		st.cache.put(w.key, e)
+		st.cache.put(w.key, e, now.UnixNano())
+		if loc != nil && !r.perClient {
+			st.netCache.put(w.netKey, &entry{variants: packed, ecsAddrLen: e.ecsAddrLen, queries: e.queries, answers: e.answers}, now.UnixNano())
+		}
 		i = int(e.next.Add(1)-1) % len(packed)
 	} else if len(packed) > 1 {
 		i = int(s.rr.Add(1)-1) % len(packed)
@@ -559,6 +584,33 @@ func (s *Server) handleUDP(w *worker, p []byte, src netip.AddrPort) []byte {
 	}
 	s.m.latency.Observe(time.Since(start).Seconds())
 	return append(w.out[:0], b...)
+}
+
+// netHit answers from the answer for the client's database network (netCache, key in
+// w.netKey) when there is one and it holds for this client, whose network is network with
+// latency generation gen in slot: the network has no measurements (else the answer is the
+// client's own). It caches the answer under the client's key too, so that the next query
+// is an ordinary hit. nil means no such answer.
+func (s *Server) netHit(st *state, w *worker, p []byte, q *query, network netip.Prefix, slot, gen uint32, now int64) []byte {
+	ne := st.netCache.get(w.netKey, now)
+	if ne == nil || s.lat.Has(network) {
+		return nil
+	}
+	e := &entry{variants: ne.variants, ecsAddrLen: ne.ecsAddrLen, slot: slot, gen: gen, queries: ne.queries, answers: ne.answers}
+	v := e.pick()
+	if len(v) > udpLimit(q.edns, q.udpSize, s.cfg.MaxUDPSize) {
+		return nil
+	}
+	st.cache.put(w.key, e, now)
+	out := append(w.out[:0], v...)
+	patch(out, p, q, e)
+	s.m.hits.Add(1)
+	s.m.netHits.Add(1)
+	e.queries.Inc()
+	if e.answers != nil {
+		e.answers.Inc()
+	}
+	return out
 }
 
 func (s *Server) account(e *entry, r reply) {
@@ -585,7 +637,7 @@ func (s *Server) serveTCP(w dns.ResponseWriter, req *dns.Msg) {
 		return
 	}
 	st := s.current(s.now())
-	out, r, rcode := s.resolve(st, req, src, true)
+	out, r, rcode := s.resolve(st, req, src, nil, true)
 	if out == nil {
 		m := new(dns.Msg)
 		m.SetRcode(req, rcode)
@@ -605,7 +657,7 @@ func (s *Server) serveTCP(w dns.ResponseWriter, req *dns.Msg) {
 
 // resolve answers a parsed query. A nil result means reply with only a header and rcode
 // (malformed or unsupported queries), so that garbage never earns more bytes than it sent.
-func (s *Server) resolve(st *state, req *dns.Msg, src netip.Addr, tcp bool) ([]*dns.Msg, reply, int) {
+func (s *Server) resolve(st *state, req *dns.Msg, src netip.Addr, loc *geo.Location, tcp bool) ([]*dns.Msg, reply, int) {
 	if req.Opcode != dns.OpcodeQuery {
 		return nil, reply{}, dns.RcodeNotImplemented
 	}
@@ -648,7 +700,7 @@ func (s *Server) resolve(st *state, req *dns.Msg, src netip.Addr, tcp bool) ([]*
 		}
 		ecsPfx = netip.PrefixFrom(a, int(ecs.SourceNetmask))
 	}
-	r := s.answer(st, request{msg: req, src: src, ecs: ecs, client: clientPrefix(src, ecsPfx), tcp: tcp})
+	r := s.answer(st, request{msg: req, src: src, ecs: ecs, client: clientPrefix(src, ecsPfx), tcp: tcp, loc: loc})
 	for _, m := range r.variants {
 		m.Compress = true
 		if opt == nil {

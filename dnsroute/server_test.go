@@ -3,10 +3,13 @@ package dnsroute
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -15,6 +18,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/meridian-cdn/meridian/dnsroute/geo/geodata"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 func TestExampleConfig(t *testing.T) {
@@ -22,7 +26,7 @@ func TestExampleConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := cfg.withDefaults()
+	c, err := cfg.prepare()
 	if err != nil {
 		t.Fatalf("example config does not validate: %v", err)
 	}
@@ -53,14 +57,65 @@ func TestConfigErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg, err := ParseConfig([]byte(tt.edit(string(base))))
-			if err == nil {
-				_, err = cfg.withDefaults()
-			}
+			_, err := ParseConfig([]byte(tt.edit(string(base))))
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Errorf("error = %v, want one mentioning %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// TestConfigReportsEveryProblem: a config file with an unknown field, a value of the wrong
+// type and a bad value reports all three at once, each with its file:line:column and field.
+func TestConfigReportsEveryProblem(t *testing.T) {
+	base, err := os.ReadFile("testdata/dns.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Replace(string(base), "answer_count: 2", "answer_count: many", 1)
+	text = strings.Replace(text, "rotation: roundrobin", "rotation: random", 1)
+	text = strings.Replace(text, "ttl: 30s", "ttl: 30s\ncolour: blue", 1)
+	path := filepath.Join(t.TempDir(), "dns.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// lineOf is the 1-based line of the first line of text starting with prefix.
+	lineOf := func(prefix string) int {
+		for i, l := range strings.Split(text, "\n") {
+			if strings.HasPrefix(l, prefix) {
+				return i + 1
+			}
+		}
+		t.Fatalf("no line starts with %q", prefix)
+		return 0
+	}
+	_, err = LoadConfig(path)
+	var errs wire.FieldErrors
+	if !errors.As(err, &errs) {
+		t.Fatalf("LoadConfig = %v, want wire.FieldErrors", err)
+	}
+	want := []struct {
+		field, mention string
+		line, column   int
+	}{
+		{"colour", "unknown field", lineOf("colour:"), 1},
+		{"answer_count", "many", lineOf("answer_count:"), 15},
+		{"rotation", "random", lineOf("rotation:"), 1},
+	}
+	if len(errs) != len(want) {
+		t.Fatalf("got %d problems, want %d:\n%v", len(errs), len(want), err)
+	}
+	for _, w := range want {
+		i := slices.IndexFunc(errs, func(e *wire.FieldError) bool { return e.Field == w.field })
+		if i < 0 {
+			t.Errorf("no problem reported for %s in:\n%v", w.field, err)
+			continue
+		}
+		e := errs[i]
+		prefix := fmt.Sprintf("%s:%d:", path, w.line)
+		if e.File != path || e.Line != w.line || e.Column == 0 || !strings.HasPrefix(e.Error(), prefix) || !strings.Contains(e.Error(), w.mention) {
+			t.Errorf("%s: %q (line %d column %d), want %s... mentioning %q", w.field, e.Error(), e.Line, e.Column, prefix, w.mention)
+		}
 	}
 }
 
@@ -308,5 +363,27 @@ func TestExternalFleet(t *testing.T) {
 	ex, _ = s.Explain(tokyo.V4.Addr(), "", dns.TypeA)
 	if ex.PoP != "sin" || ex.FailOpen {
 		t.Errorf("only sin fresh: PoP = %s failOpen = %v, want sin", ex.PoP, ex.FailOpen)
+	}
+}
+
+// TestMetricsDocumented: every metric on the server's registry is in docs/dns.md's table.
+func TestMetricsDocumented(t *testing.T) {
+	ts := startServer(t, nil)
+	ts.ask(t, "www.cdn.example.", dns.TypeA, qopt{})
+	doc, err := os.ReadFile("../docs/dns.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := ts.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(mfs) < 10 {
+		t.Fatalf("only %d metrics gathered", len(mfs))
+	}
+	for _, mf := range mfs {
+		if !bytes.Contains(doc, []byte("`"+mf.GetName())) {
+			t.Errorf("metric %s is not documented in docs/dns.md", mf.GetName())
+		}
 	}
 }

@@ -28,16 +28,18 @@ type state struct {
 	changed <-chan struct{}
 	// validUntil is when the freshest-looking heartbeat in the state goes stale.
 	validUntil time.Time
-	// lat is the latency map and latChanged its change channel at build time; latVersion
-	// counts its order changes, and is part of the outcome.
-	lat        *latencyMap
-	latChanged <-chan struct{}
-	latVersion uint64
+	// lat is the latency map, read live: its changes invalidate the cached answers of the
+	// networks they concern only (see latencyMap), not the state.
+	lat *latencyMap
 	// at is when the state was built; latency records are read as of then.
 	at time.Time
 	// outcome is everything the answers depend on (see outcomeKey).
 	outcome string
 	cache   *answerCache
+	// netCache holds the answers that hold for every client of a database network (not
+	// per client), keyed by that network instead of the client prefix: a client prefix
+	// not yet in cache finds its answer here after one MMDB lookup, without routing.
+	netCache *answerCache
 }
 
 type popState struct {
@@ -85,11 +87,8 @@ func (s *Server) buildState(now time.Time) *state {
 	changed := s.fleet.Changed() // before PoPs, so that no change is missed
 	pops := s.fleet.PoPs()
 	pol := s.policy.Load()
-	latChanged, latVersion := s.lat.changedVersion()
 	st := &state{
 		lat:        s.lat,
-		latChanged: latChanged,
-		latVersion: latVersion,
 		at:         now,
 		byID:       map[string]int{},
 		policy:     rankPolicy(*pol),
@@ -97,6 +96,7 @@ func (s *Server) buildState(now time.Time) *state {
 		changed:    changed,
 		validUntil: now.Add(time.Hour),
 		cache:      newAnswerCache(s.cfg.CacheEntries),
+		netCache:   newAnswerCache(s.cfg.CacheEntries),
 	}
 	ttl := s.cfg.HeartbeatTTL
 	// Spare capacity orders only weighted rotations; elsewhere it is left out of the outcome.
@@ -157,7 +157,7 @@ func (s *Server) buildState(now time.Time) *state {
 // flips that change none of these leave the key, and so the answers, as they were.
 func (st *state) outcomeKey(pol *wire.RoutingPolicy) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s|%g|%g|%g|%g|%s|%d|", st.policy.Name, st.policy.RadiusKm, st.policy.Low, st.policy.High, st.policy.Explore, st.defaultID, st.latVersion)
+	fmt.Fprintf(&b, "%s|%g|%g|%g|%g|%s|", st.policy.Name, st.policy.RadiusKm, st.policy.Low, st.policy.High, st.policy.Explore, st.defaultID)
 	ws := make([]string, 0, len(pol.Weights))
 	for id, w := range pol.Weights {
 		ws = append(ws, fmt.Sprintf("%s=%g", id, w))

@@ -3,6 +3,7 @@ package dnsroute
 import (
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -53,7 +54,7 @@ func TestZoneAnswers(t *testing.T) {
 					for _, rr := range r.Answer {
 						got = append(got, rr.Header().Rrtype)
 					}
-					if !equalTypes(got, tt.answers) {
+					if !slices.Equal(got, tt.answers) {
 						t.Errorf("%s: answer types = %v, want %v", network, got, tt.answers)
 					}
 					hasSOA := len(r.Ns) == 1 && r.Ns[0].Header().Rrtype == dns.TypeSOA
@@ -91,18 +92,6 @@ func TestZoneAnswers(t *testing.T) {
 			t.Errorf("answer TTL = %d, want 30", ttl)
 		}
 	})
-}
-
-func equalTypes(a, b []uint16) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestCasePreserved(t *testing.T) {

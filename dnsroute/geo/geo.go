@@ -6,15 +6,13 @@ package geo
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/oschwald/geoip2-golang"
-	"github.com/oschwald/maxminddb-golang"
+	"github.com/oschwald/maxminddb-golang/v2"
 )
 
 // Location is where an address was placed by the database.
@@ -34,11 +32,34 @@ type Location struct {
 // safe for concurrent use; Reload swaps in a new copy of the file atomically.
 type DB struct {
 	path string
-	r    atomic.Pointer[maxminddb.Reader]
+	r    atomic.Pointer[reader]
 
 	mu      sync.Mutex // guards modTime and size, the file state of the loaded copy
 	modTime time.Time
 	size    int64
+}
+
+// reader is one loaded copy of the database with the locations decoded from it so far, by
+// record offset: a City database has a few hundred thousand distinct records behind millions
+// of networks, so after a warm-up a lookup is a tree walk and no decoding.
+type reader struct {
+	r    *maxminddb.Reader
+	locs sync.Map // uintptr -> Location (without Network)
+	n    atomic.Int64
+}
+
+// maxCachedLocations bounds reader.locs; past it, records are decoded on every lookup.
+const maxCachedLocations = 1 << 19
+
+func newReader(b []byte) (*reader, error) {
+	r, err := maxminddb.OpenBytes(b)
+	if err != nil {
+		return nil, err
+	}
+	if r.Metadata.IPVersion != 6 && r.Metadata.IPVersion != 4 {
+		return nil, fmt.Errorf("ip version %d", r.Metadata.IPVersion)
+	}
+	return &reader{r: r}, nil
 }
 
 // Open reads the City database at path.
@@ -52,7 +73,7 @@ func Open(path string) (*DB, error) {
 
 // FromBytes uses b, a City database, as a DB that never reloads.
 func FromBytes(b []byte) (*DB, error) {
-	r, err := maxminddb.FromBytes(b)
+	r, err := newReader(b)
 	if err != nil {
 		return nil, fmt.Errorf("read mmdb: %w", err)
 	}
@@ -83,12 +104,9 @@ func (db *DB) Reload() (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("read mmdb: %w", err)
 	}
-	r, err := maxminddb.FromBytes(b)
+	r, err := newReader(b)
 	if err != nil {
 		return false, fmt.Errorf("parse mmdb %s: %w", db.path, err)
-	}
-	if r.Metadata.IPVersion != 6 && r.Metadata.IPVersion != 4 {
-		return false, fmt.Errorf("parse mmdb %s: ip version %d", db.path, r.Metadata.IPVersion)
 	}
 	db.r.Store(r)
 	db.modTime, db.size = fi.ModTime(), fi.Size()
@@ -103,35 +121,58 @@ func (db *DB) Lookup(addr netip.Addr) (Location, error) {
 		return Location{}, errors.New("lookup: no database loaded")
 	}
 	addr = addr.Unmap()
-	var rec geoip2.City
-	n, ok, err := r.LookupNetwork(net.IP(addr.AsSlice()), &rec)
-	if err != nil {
+	res := r.r.Lookup(addr)
+	if err := res.Err(); err != nil {
 		return Location{}, fmt.Errorf("lookup %s: %w", addr, err)
 	}
-	loc := Location{Network: toPrefix(n, addr)}
-	if !ok || (rec.Location.Latitude == 0 && rec.Location.Longitude == 0) {
+	network := res.Prefix()
+	if !network.IsValid() {
+		network = netip.PrefixFrom(addr, addr.BitLen())
+	}
+	if !res.Found() {
+		return Location{Network: network}, nil
+	}
+	off := res.Offset()
+	if v, ok := r.locs.Load(off); ok {
+		loc := v.(Location)
+		loc.Network = network
 		return loc, nil
 	}
-	loc.Found = true
-	loc.City = rec.City.Names["en"]
-	loc.Country = rec.Country.IsoCode
-	loc.Continent = rec.Continent.Code
-	loc.Lat, loc.Lon = rec.Location.Latitude, rec.Location.Longitude
+	var rec cityRecord
+	if err := res.Decode(&rec); err != nil {
+		return Location{}, fmt.Errorf("lookup %s: %w", addr, err)
+	}
+	var loc Location
+	if rec.Location.Latitude != 0 || rec.Location.Longitude != 0 {
+		loc = Location{Found: true, City: rec.City.Names.En, Country: rec.Country.IsoCode, Continent: rec.Continent.Code,
+			Lat: rec.Location.Latitude, Lon: rec.Location.Longitude}
+	}
+	if r.n.Load() < maxCachedLocations {
+		if _, loaded := r.locs.LoadOrStore(off, loc); !loaded {
+			r.n.Add(1)
+		}
+	}
+	loc.Network = network
 	return loc, nil
 }
 
-func toPrefix(n *net.IPNet, addr netip.Addr) netip.Prefix {
-	if n == nil {
-		return netip.PrefixFrom(addr, addr.BitLen())
-	}
-	ones, _ := n.Mask.Size()
-	a, ok := netip.AddrFromSlice(n.IP)
-	if !ok {
-		return netip.PrefixFrom(addr, addr.BitLen())
-	}
-	a = a.Unmap()
-	if a.Is4() && addr.Is4() && ones > 32 {
-		ones -= 96
-	}
-	return netip.PrefixFrom(a, ones).Masked()
+// cityRecord is the part of a City database record a location needs. Decoding only these
+// fields, rather than every name in every language (geoip2.City), is most of the cost of a
+// lookup on a full GeoLite2-City.
+type cityRecord struct {
+	City struct {
+		Names struct {
+			En string `maxminddb:"en"`
+		} `maxminddb:"names"`
+	} `maxminddb:"city"`
+	Country struct {
+		IsoCode string `maxminddb:"iso_code"`
+	} `maxminddb:"country"`
+	Continent struct {
+		Code string `maxminddb:"code"`
+	} `maxminddb:"continent"`
+	Location struct {
+		Latitude  float64 `maxminddb:"latitude"`
+		Longitude float64 `maxminddb:"longitude"`
+	} `maxminddb:"location"`
 }

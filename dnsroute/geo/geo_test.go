@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -96,6 +97,10 @@ func TestReload(t *testing.T) {
 	if ok, err := db.Reload(); ok || err != nil {
 		t.Errorf("Reload(unchanged) = %v, %v; want false, nil", ok, err)
 	}
+	// A lookup before the reload, so that the old copy has the location remembered.
+	if loc, _ := db.Lookup(geodata.Cities[0].V4.Addr()); loc.City != geodata.Cities[0].Name {
+		t.Fatalf("before reload City = %q, want %s", loc.City, geodata.Cities[0].Name)
+	}
 	one := []geodata.City{geodata.Cities[0]}
 	one[0].Name = "Renamed"
 	var buf bytes.Buffer
@@ -129,7 +134,7 @@ func TestRankAndChoose(t *testing.T) {
 	for _, r := range ranked {
 		order = append(order, r.ID)
 	}
-	if got, want := order, []string{"lhr", "ams", "fra", "syd"}; !equal(got, want) {
+	if got, want := order, []string{"lhr", "ams", "fra", "syd"}; !slices.Equal(got, want) {
 		t.Fatalf("Rank order = %v, want %v", got, want)
 	}
 	none := func(string) float64 { return 0 }
@@ -238,18 +243,6 @@ func cmpSign(x float64) int {
 	return 0
 }
 
-func equal(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 func BenchmarkLookup(b *testing.B) {
 	var buf bytes.Buffer
 	if err := geodata.Write(&buf); err != nil {
@@ -265,5 +258,34 @@ func BenchmarkLookup(b *testing.B) {
 		if _, err := db.Lookup(a); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkLookupFile measures lookups spread over a real-sized database, such as the one
+// bench/dns.sh generates or a GeoLite2-City.mmdb, named by MERIDIAN_BENCH_MMDB (skipped
+// without it). Addresses are spread over 1.0.0.0-46.0.0.0, where the bench's database has
+// its networks.
+func BenchmarkLookupFile(b *testing.B) {
+	path := os.Getenv("MERIDIAN_BENCH_MMDB")
+	if path == "" {
+		b.Skip("MERIDIAN_BENCH_MMDB names no database")
+	}
+	db, err := geo.Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	addrs := make([]netip.Addr, 4096)
+	for i := range addrs {
+		v := uint32(1<<24) + uint32(i)*(45<<24/4096)
+		addrs[i] = netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		loc, err := db.Lookup(addrs[i%len(addrs)])
+		if err != nil || !loc.Found {
+			b.Fatalf("Lookup(%s) = %+v, %v; want a location", addrs[i%len(addrs)], loc, err)
+		}
+		i++
 	}
 }

@@ -1,0 +1,131 @@
+package dnsroute
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/meridian-cdn/meridian/wire"
+)
+
+// TestAnswerCacheBoundedLRU: however many keys pass through, the cache holds at most its bound,
+// and a key in use survives a stream of one-off keys (a full cache no longer empties itself).
+func TestAnswerCacheBoundedLRU(t *testing.T) {
+	const bound = 256
+	c := newAnswerCache(bound)
+	hot := []byte("www.cdn.example.|hot")
+	now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC).UnixNano()
+	c.put(hot, &entry{variants: [][]byte{{1}}}, now)
+	for i := range 20 * bound {
+		// Time passes, so that each hit of the hot key counts as recent use.
+		now += promoteEvery
+		c.put(fmt.Appendf(nil, "www.cdn.example.|%d", i), &entry{variants: [][]byte{{2}}}, now)
+		if c.get(hot, now) == nil {
+			t.Fatalf("after %d one-off keys: the hot key was evicted", i+1)
+		}
+		if n := c.len(); n > bound {
+			t.Fatalf("after %d keys: %d entries held, bound %d", i+1, n, bound)
+		}
+	}
+	if c.get([]byte("www.cdn.example.|0"), now) != nil {
+		t.Errorf("the first one-off key is still held after %d newer ones", 20*bound)
+	}
+	if c.get([]byte("www.cdn.example.|nothing"), now) != nil {
+		t.Errorf("a key never put was found")
+	}
+}
+
+// TestRateLimiterBounded: the limiter forgets the prefixes that queried least recently once it
+// holds its bound, never one that keeps querying: a flood of new prefixes neither grows memory
+// nor frees a limited prefix, while an idle limited prefix is forgotten (its bucket would have
+// refilled anyway).
+func TestRateLimiterBounded(t *testing.T) {
+	const perShard = 4
+	r := newRateLimiterSized(RateLimit{QPS: 1, Burst: 2, Slip: -1}, perShard)
+	now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	busy, idle := netip.MustParseAddr("198.51.100.7"), netip.MustParseAddr("203.0.113.9")
+	for _, a := range []netip.Addr{busy, idle} {
+		for i := range 3 {
+			if got, want := r.take(a, now), map[bool]limitAction{true: drop, false: allow}[i == 2]; got != want {
+				t.Fatalf("%s query %d: action %v, want %v", a, i+1, got, want)
+			}
+		}
+	}
+	for i := range 2000 {
+		r.take(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 1}), now)
+		if got := r.take(busy, now); got != drop {
+			t.Fatalf("after %d new prefixes: the limited busy prefix got %v, want drop", i+1, got)
+		}
+	}
+	held := 0
+	for _, sh := range r.shards {
+		held += sh.Len()
+	}
+	if held > perShard*rlShards {
+		t.Errorf("%d prefixes held, bound %d", held, perShard*rlShards)
+	}
+	if got := r.take(idle, now); got != allow {
+		t.Errorf("idle limited prefix after the flood: %v, want allow (forgotten, starts full)", got)
+	}
+}
+
+// TestNetworkCache: a client prefix not yet in the cache gets the answer cached for its
+// database network (one MMDB lookup, no routing) when that answer holds for every client
+// there, and never when it does not: a network with measurements of its own, or a policy
+// that hashes the client.
+func TestNetworkCache(t *testing.T) {
+	ts := startServer(t, nil)
+	netHits := func() float64 { return metricValue(t, ts.Server, "meridian_dns_cache_network_hits_total", "") }
+	ask := func(p netip.Prefix) (pop string, scope uint8) {
+		r := ts.ask(t, "www.cdn.example.", dns.TypeA, qopt{ecs: p})
+		e := ecsOf(r)
+		if e == nil {
+			t.Fatalf("%s: no ECS in the reply", p)
+		}
+		return ts.popOf(t, r), e.SourceScope
+	}
+	if pop, scope := ask(cityPrefix(t, "London", 1)); pop != "lhr" || scope != 16 {
+		t.Fatalf("first London /24: %s scope /%d, want lhr /16", pop, scope)
+	}
+	before := netHits()
+	if pop, scope := ask(cityPrefix(t, "London", 2)); pop != "lhr" || scope != 16 {
+		t.Errorf("second London /24: %s scope /%d, want lhr /16", pop, scope)
+	}
+	if got := netHits() - before; got != 1 {
+		t.Errorf("second London /24: %v network hits, want 1", got)
+	}
+
+	measured := cityPrefix(t, "London", 3)
+	now := time.Now()
+	ts.lat.Put(wire.LatencyKey("lhr", "n1", measured), wire.LatencyRecord{Network: measured, Samples: 1, At: now,
+		RTTMs: map[string]float64{"lhr": 80, "fra": 10}}, now)
+	before = netHits()
+	if pop, scope := ask(measured); pop != "fra" || scope != 24 {
+		t.Errorf("measured London /24: %s scope /%d, want fra /24 (its own measurements, not the city's answer)", pop, scope)
+	}
+	if got := netHits() - before; got != 0 {
+		t.Errorf("measured London /24: %v network hits, want 0", got)
+	}
+}
+
+// TestNetworkCacheNotForPerClientAnswers: under weighted routing every answer depends on the
+// client's hash, so no prefix takes another's answer, and the spread follows the weights.
+func TestNetworkCacheNotForPerClientAnswers(t *testing.T) {
+	ts := startServer(t, func(c *Config) {
+		c.Policy.Policy = "weighted"
+		c.Policy.Weights = map[string]float64{"lhr": 1, "fra": 1}
+	})
+	pops := map[string]int{}
+	for i := range 64 {
+		pops[ts.popOf(t, ts.ask(t, "www.cdn.example.", dns.TypeA, qopt{ecs: cityPrefix(t, "London", byte(i))}))]++
+	}
+	if got := metricValue(t, ts.Server, "meridian_dns_cache_network_hits_total", ""); got != 0 {
+		t.Errorf("%v network hits under weighted routing, want 0", got)
+	}
+	if pops["lhr"] < 16 || pops["fra"] < 16 {
+		t.Errorf("64 London /24s went %v, want both lhr and fra about half", pops)
+	}
+}
