@@ -39,6 +39,10 @@ type latencyMap struct {
 	// genSlots) only cost each other a refill.
 	gens    [genSlots]atomic.Uint32
 	changes atomic.Uint64 // order changes so far, over all networks
+	// followed is set once the map follows a fleet's latency bucket: from then on any client
+	// network may gain measurements, so no answer may claim to hold beyond one network (the
+	// ECS scope floor, decision.scope).
+	followed atomic.Bool
 
 	mu    sync.Mutex                // guards the fields below
 	recs  map[string]latencyRec     // by KV key (reporting node and network)

@@ -307,3 +307,30 @@ func TestLatencyMapGenerations(t *testing.T) {
 			m.gen(sa) != ga, m.gen(sb) != gb, m.Len())
 	}
 }
+
+// TestScopeFloorWhileFollowingLatency: once the server follows a latency map, a geographic
+// answer's ECS scope is never wider than one client network: with the database's /16, a
+// resolver would reuse it for a /24 inside that has measurements of its own.
+func TestScopeFloorWhileFollowingLatency(t *testing.T) {
+	ts := startServer(t, nil)
+	scope := func(p netip.Prefix) uint8 {
+		e := ecsOf(ts.ask(t, "www.cdn.example.", dns.TypeA, qopt{ecs: p}))
+		if e == nil {
+			t.Fatalf("%s: no ECS in the reply", p)
+		}
+		return e.SourceScope
+	}
+	if got := scope(cityPrefix(t, "London", 5)); got != 16 {
+		t.Fatalf("no latency map followed: scope /%d, want the database network's /16", got)
+	}
+	// Following starts before the first query in a live server (natsfleet), so the answers
+	// cached so far do not count: another database network.
+	tokyo := cityPrefix(t, "Tokyo", 1)
+	if l, err := ts.geo.Lookup(tokyo.Addr()); err != nil || l.Network.Bits() >= 24 {
+		t.Fatalf("Tokyo's database network = %v (%v), want one wider than /24", l.Network, err)
+	}
+	ts.lat.followed.Store(true)
+	if got := scope(tokyo); got != 24 {
+		t.Errorf("latency map followed: scope /%d, want /24", got)
+	}
+}

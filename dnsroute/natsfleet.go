@@ -142,6 +142,7 @@ func (s *Server) FollowLatency(ctx context.Context, js jetstream.JetStream, pref
 // without any message (the bucket expires them silently), hence the periodic sweep.
 func followLatency(ctx context.Context, js jetstream.JetStream, prefix string, log *slog.Logger, m *latencyMap, loaded func()) {
 	bucket := wire.Bucket(prefix, wire.LatencyBucket)
+	m.followed.Store(true)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Go(func() {

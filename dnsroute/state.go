@@ -192,6 +192,8 @@ type decision struct {
 	rtt      map[string]float64
 	samples  int
 	explored bool
+	// latencyFloor: the policy consults a followed latency map (see scope).
+	latencyFloor bool
 }
 
 // route decides where a client at loc (the lookup of the client prefix) goes for family v6.
@@ -216,6 +218,7 @@ func (st *state) route(loc geo.Location, client netip.Prefix, v6 bool) decision 
 	}
 	if st.policy.Name == geo.Latency || st.policy.Name == geo.Nearest {
 		d.rtt, d.samples = st.lat.Lookup(wire.ClientNetwork(client.Addr()), st.at)
+		d.latencyFloor = st.lat.followed.Load()
 		for i := range cands {
 			cands[i].RTTMs = d.rtt[cands[i].ID]
 		}
@@ -262,13 +265,20 @@ func (st *state) route(loc geo.Location, client netip.Prefix, v6 bool) decision 
 }
 
 // scope is the ECS scope prefix length for which d holds: the database network, or the
-// client's own cache prefix when the choice hashed the client.
+// client's own cache prefix when the choice hashed the client. With a latency map followed,
+// never wider than one client network (/24, /48): a resolver would otherwise reuse a
+// geographic answer for a network inside the database's (often /16) that has measurements
+// of its own.
 func (d decision) scope(client netip.Prefix) int {
 	limit := client.Bits()
 	if d.perClient {
 		return limit
 	}
-	return min(d.loc.Network.Bits(), limit)
+	s := min(d.loc.Network.Bits(), limit)
+	if d.latencyFloor {
+		s = max(s, min(wire.ClientNetwork(client.Addr()).Bits(), limit))
+	}
+	return s
 }
 
 // clientHash maps a client prefix to a stable number in [0, 1).
