@@ -31,9 +31,11 @@ type Explanation struct {
 	FailOpen   bool
 	Scope      int
 	// MeasuredNetwork and Samples say which client network's real-user measurements the
-	// ranking used and how many reports they come from (0: none, geography only).
+	// ranking used and how many reports they come from (0: none, geography only);
+	// EdgeSamples of them are the edges' own RTT measurements, the rest clients' beacons.
 	MeasuredNetwork netip.Prefix
 	Samples         int
+	EdgeSamples     int
 	// Explored is true when the client is one of the share sent to the second-best PoP.
 	Explored bool
 }
@@ -90,7 +92,7 @@ func (s *Server) Explain(addr netip.Addr, name string, qtype uint16) (Explanatio
 		Name: name, Type: dns.TypeToString[qtype], Client: client, Located: loc.Found,
 		City: loc.City, Country: loc.Country, Lat: loc.Lat, Lon: loc.Lon, Network: loc.Network,
 		Policy: st.policy.Name, Reason: d.choice.Reason, FailOpen: d.failOpen, Scope: d.scope(client),
-		Samples: d.samples, Explored: d.explored,
+		Samples: d.samples, EdgeSamples: d.edgeSamples, Explored: d.explored,
 	}
 	if d.samples > 0 {
 		ex.MeasuredNetwork = wire.ClientNetwork(client.Addr())
@@ -132,7 +134,7 @@ func (ex Explanation) Write(w io.Writer) error {
 	}
 	fmt.Fprintf(&b, "policy:   %s\n", ex.Policy)
 	if ex.Samples > 0 {
-		fmt.Fprintf(&b, "measured: %d beacon reports from %s (RTT_MS below)", ex.Samples, ex.MeasuredNetwork)
+		fmt.Fprintf(&b, "measured: %d beacon reports and %d edge RTT samples from %s (RTT_MS below)", ex.Samples-ex.EdgeSamples, ex.EdgeSamples, ex.MeasuredNetwork)
 		if ex.Explored {
 			b.WriteString("; this client explores the second best")
 		}

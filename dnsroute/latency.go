@@ -150,21 +150,22 @@ func (m *latencyMap) Has(network netip.Prefix) bool {
 	return len(m.nets[network]) > 0
 }
 
-// Lookup returns the RTT per PoP measured by clients of network at now (nil: none), each the
-// sample-weighted mean over the nodes that received reports, and the number of samples.
-func (m *latencyMap) Lookup(network netip.Prefix, now time.Time) (rtt map[string]float64, samples int) {
+// Lookup returns the RTT per PoP measured for clients of network at now (nil: none), each the
+// sample-weighted mean over the nodes that received reports, the number of samples, and how
+// many of those the edges measured themselves (the rest are clients' beacon reports).
+func (m *latencyMap) Lookup(network netip.Prefix, now time.Time) (rtt map[string]float64, samples, edge int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.lookupLocked(network, now)
 }
 
-func (m *latencyMap) lookupLocked(network netip.Prefix, now time.Time) (map[string]float64, int) {
+func (m *latencyMap) lookupLocked(network netip.Prefix, now time.Time) (map[string]float64, int, int) {
 	keys := m.nets[network]
 	if len(keys) == 0 {
-		return nil, 0
+		return nil, 0, 0
 	}
 	sum, weight := map[string]float64{}, map[string]float64{}
-	samples := 0
+	samples, edge := 0, 0
 	for _, k := range keys {
 		r := m.recs[k]
 		if now.Sub(r.At) > m.maxAge {
@@ -172,18 +173,19 @@ func (m *latencyMap) lookupLocked(network netip.Prefix, now time.Time) (map[stri
 		}
 		w := float64(max(1, r.Samples))
 		samples += max(1, r.Samples)
+		edge += r.EdgeSamples
 		for pop, ms := range r.RTTMs {
 			sum[pop] += ms * w
 			weight[pop] += w
 		}
 	}
 	if len(sum) == 0 {
-		return nil, 0
+		return nil, 0, 0
 	}
 	for pop := range sum {
 		sum[pop] /= weight[pop]
 	}
-	return sum, samples
+	return sum, samples, edge
 }
 
 func (m *latencyMap) deleteLocked(key string, now time.Time) {
@@ -225,7 +227,7 @@ func (m *latencyMap) evictOldestLocked(now time.Time) {
 // reorderLocked recomputes network's RTT order and, when it changed, moves the network's
 // generation on (after the records changed, so that gen's contract holds).
 func (m *latencyMap) reorderLocked(network netip.Prefix, now time.Time) {
-	rtt, _ := m.lookupLocked(network, now)
+	rtt, _, _ := m.lookupLocked(network, now)
 	pops := make([]string, 0, len(rtt))
 	for p := range rtt {
 		pops = append(pops, p)

@@ -60,7 +60,7 @@ func TestLatencyMapBoundedAndExpiring(t *testing.T) {
 					t.Fatalf("step %d: %d records held, bound %d", step, n, bound)
 				}
 				network := netip.PrefixFrom(netip.AddrFrom4([4]byte{100, 64, byte(rng.IntN(40)), 0}), 24)
-				rtt, _ := m.Lookup(network, now)
+				rtt, _, _ := m.Lookup(network, now)
 				for pop, got := range rtt {
 					lo, hi, fresh := 1e9, -1.0, false
 					for _, r := range last {
@@ -99,7 +99,7 @@ func (fx *liveFixture) putLatency(t *testing.T, pop string, network netip.Prefix
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, func() bool {
-		got, _ := fx.lat.Lookup(network, time.Now())
+		got, _, _ := fx.lat.Lookup(network, time.Now())
 		for p, ms := range rtt {
 			if got[p] != ms {
 				return false
@@ -142,7 +142,7 @@ func TestLiveLatencyRouting(t *testing.T) {
 			}
 			var sb strings.Builder
 			ex.Write(&sb)
-			if ex.PoP != "fra" || ex.Samples != 3 || !strings.Contains(sb.String(), "15.0") || !strings.Contains(sb.String(), "beacon reports from "+measured.String()) {
+			if ex.PoP != "fra" || ex.Samples != 3 || !strings.Contains(sb.String(), "15.0") || !strings.Contains(sb.String(), "3 beacon reports and 0 edge RTT samples from "+measured.String()) {
 				t.Errorf("explain = %+v\n%s\nwant fra chosen from 3 reports, 15.0 ms shown", ex, sb.String())
 			}
 			// A saturated best PoP sheds as under nearest: measurements pick the order only.
@@ -262,7 +262,7 @@ func TestLiveLatencyResnapshotsAfterReconnect(t *testing.T) {
 	cut.Restore()
 
 	waitFor(t, 15*time.Second, func() bool {
-		rtt, _ := fx.lat.Lookup(measured, time.Now())
+		rtt, _, _ := fx.lat.Lookup(measured, time.Now())
 		return rtt == nil
 	})
 	if got := pop(); got != "lhr" {

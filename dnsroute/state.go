@@ -189,9 +189,10 @@ type decision struct {
 	perClient bool
 	// rtt is what clients of the client's network measured (nil: nothing), from samples
 	// reports; explored is true when this client was sent to the second-best PoP.
-	rtt      map[string]float64
-	samples  int
-	explored bool
+	rtt         map[string]float64
+	samples     int
+	edgeSamples int // of samples, those the edges measured (TCP_INFO, QUIC)
+	explored    bool
 	// latencyFloor: the policy consults a followed latency map (see scope).
 	latencyFloor bool
 }
@@ -217,7 +218,7 @@ func (st *state) route(loc geo.Location, client netip.Prefix, v6 bool) decision 
 		}
 	}
 	if st.policy.Name == geo.Latency || st.policy.Name == geo.Nearest {
-		d.rtt, d.samples = st.lat.Lookup(wire.ClientNetwork(client.Addr()), st.at)
+		d.rtt, d.samples, d.edgeSamples = st.lat.Lookup(wire.ClientNetwork(client.Addr()), st.at)
 		d.latencyFloor = st.lat.followed.Load()
 		for i := range cands {
 			cands[i].RTTMs = d.rtt[cands[i].ID]
