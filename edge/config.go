@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-
 	"github.com/meridian-cdn/meridian/internal/yamlconf"
 	"github.com/meridian-cdn/meridian/wire"
 )

@@ -69,14 +69,7 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 		return res
 	}
 
-	policy := httpcache.ResponsePolicy(http.MethodGet, req.r.Header, resp.StatusCode, h, respTime)
-	if len(h.Values("Set-Cookie")) > 0 {
-		// One user's cookie must never be handed to another.
-		policy.Storable, policy.Reason = false, "set-cookie"
-	}
-	if isEventStream(h) {
-		policy.Storable, policy.Reason = false, "event-stream"
-	}
+	policy := fillPolicy(req, resp.StatusCode, h, respTime)
 	if untrusted {
 		n.refuseUntrusted(&policy, req)
 	}
@@ -131,6 +124,19 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 		res.stored = n.store.Put(o)
 	}
 	return res
+}
+
+// fillPolicy is what RFC 9111 and the edge's own rules say of storing a fill's answer.
+func fillPolicy(req *request, status int, h http.Header, respTime time.Time) httpcache.Policy {
+	policy := httpcache.ResponsePolicy(http.MethodGet, req.r.Header, status, h, respTime)
+	if len(h.Values("Set-Cookie")) > 0 {
+		// One user's cookie must never be handed to another.
+		policy.Storable, policy.Reason = false, "set-cookie"
+	}
+	if isEventStream(h) {
+		policy.Storable, policy.Reason = false, "event-stream"
+	}
+	return policy
 }
 
 // newObject is an upstream answer for req as a store object. Its stored-at time is when the
@@ -194,7 +200,7 @@ func (f *filler) fetchTiers(req *request, stale *store.Object, opts fillOptions)
 			if p.ID == n.cfg.Node {
 				break // we own the key (or every better owner failed): go upstream ourselves
 			}
-			resp, err := f.fetchNode(req, p, hops{peer: true}, stale, "")
+			resp, err := f.fetchNode(req, p, hops{peer: true}, stale, "", "")
 			if err == nil {
 				return resp, "peer", nil
 			}
@@ -209,7 +215,7 @@ func (f *filler) fetchTiers(req *request, stale *store.Object, opts fillOptions)
 			return nil, "shield", errLoop
 		}
 		for _, p := range rendezvous(t.shields[shield], req.key) {
-			resp, err := f.fetchNode(req, p, hops{peer: req.hop.peer, shield: true}, stale, "")
+			resp, err := f.fetchNode(req, p, hops{peer: req.hop.peer, shield: true}, stale, "", "")
 			if err == nil {
 				return resp, "shield", nil
 			}
@@ -223,7 +229,7 @@ func (f *filler) fetchTiers(req *request, stale *store.Object, opts fillOptions)
 
 // fetchNode asks another edge node for the object. A transport error or timeout is an error
 // (the caller moves on); any HTTP answer, even a 5xx, is the node's answer.
-func (f *filler) fetchNode(req *request, p Peer, h hops, stale *store.Object, cacheControl string) (*http.Response, error) {
+func (f *filler) fetchNode(req *request, p Peer, h hops, stale *store.Object, cacheControl, rng string) (*http.Response, error) {
 	n := f.n
 	ctx, cancel := context.WithTimeout(req.r.Context(), n.cfg.PeerTimeout)
 	up, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.Addr+req.target, nil)
@@ -238,6 +244,9 @@ func (f *filler) fetchNode(req *request, p Peer, h hops, stale *store.Object, ca
 	up.Header.Set(purgeSeqHeader, strconv.FormatUint(max(n.purgeSeq.Load(), req.needSeq), 10))
 	if cacheControl != "" {
 		up.Header.Set("Cache-Control", cacheControl)
+	}
+	if rng != "" {
+		up.Header["Range"] = []string{rng}
 	}
 	n.signHop(up)
 	resp, err := f.upstream("peer "+p.ID, p.Addr).Do(up)
@@ -255,8 +264,22 @@ func (f *filler) fetchNode(req *request, p Peer, h hops, stale *store.Object, ca
 }
 
 // fetchOrigin asks the host's origin. A direct fill (one client's, with Authorization) uses
-// the pass-through client, so its bulkhead is not the cache fills'.
+// the pass-through client, so its bulkhead is not the cache fills'. A collapsed fill for a
+// host that slices asks for the first slice only (firstSlice, slices.go) and gets back the
+// answer as if it had asked for the whole object.
 func (f *filler) fetchOrigin(req *request, stale *store.Object, opts fillOptions) (*http.Response, error) {
+	if !f.rangedFill(req, opts) {
+		return f.originRequest(req, stale, opts, "", "")
+	}
+	resp, err := f.originRequest(req, stale, opts, fmt.Sprintf("bytes=0-%d", req.host.sliceBytes()-1), "")
+	if err != nil {
+		return nil, err
+	}
+	return f.firstSlice(req, stale, opts, resp)
+}
+
+// originRequest sends one GET to the host's origin, with Range (and If-Range) if given.
+func (f *filler) originRequest(req *request, stale *store.Object, opts fillOptions, rng, ifRange string) (*http.Response, error) {
 	n := f.n
 	o := req.host.origin
 	up, err := http.NewRequestWithContext(req.r.Context(), http.MethodGet, o.Scheme+"://"+o.Host+o.Path+req.target, nil)
@@ -273,6 +296,12 @@ func (f *filler) fetchOrigin(req *request, stale *store.Object, opts fillOptions
 	}
 	up.Header = n.upstreamHeader(req, kind)
 	setValidators(up.Header, stale, true)
+	if rng != "" {
+		up.Header["Range"] = []string{rng}
+	}
+	if ifRange != "" {
+		up.Header["If-Range"] = []string{ifRange}
+	}
 	start := n.clock()
 	resp, err := client.Do(up)
 	n.metrics.originFetches.Inc()
@@ -369,7 +398,7 @@ func (f *filler) fleetStale(req *request) *fillResult {
 	results := make(chan *fillResult, len(nodes))
 	for _, p := range nodes {
 		go func() {
-			resp, err := f.fetchNode(&sub, p, hops{peer: true, shield: true}, nil, "only-if-cached")
+			resp, err := f.fetchNode(&sub, p, hops{peer: true, shield: true}, nil, "only-if-cached", "")
 			if err != nil {
 				results <- nil
 				return

@@ -7,6 +7,9 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
+
+	"golang.org/x/sync/singleflight"
 
 	"github.com/meridian-cdn/meridian/edge/httpcache"
 	"github.com/meridian-cdn/meridian/edge/store"
@@ -20,18 +23,20 @@ import (
 // revalidation and purge like any object; its slices carry its Primary, Host, Path and Keys, so
 // every purge record that matches it matches them.
 //
-// The first fill is an ordinary GET (collapsed): its header shows the object is large, its
-// first slice is read from it, and it is closed; the manifest is stored at once. Every other
-// slice is fetched from the origin with Range when a client first reads it, one fetch per
-// slice in flight however many clients read it (a flash crowd costs the origin about one copy,
-// and each upstream exchange is one slice, well within the body timeout; clients read at their
-// own pace). A slice must carry the manifest's validator and length: an object changed since
-// is never stitched to the old one's slices; the manifest is dropped and the client's answer
-// is cut short, so the next request fetches the new version. An origin that ignores Range
-// (answers 200) still works: that slice is cut from its full answer, and its large objects
-// stream through (collapsed, uncached) from then on. Client ranges are served from the slices
-// they cover by http.ServeContent: one range is a 206 with Content-Range, several are a
-// multipart/byteranges 206.
+// The first fill (collapsed) asks the origin for the first slice only, as nginx's slice module
+// does (firstSlice): a 206 gives the object's length in its Content-Range, so that one answer
+// is either the whole object (small) or the large object's first slice, and the origin never
+// sends more than the edge keeps; the manifest is stored at once. Every other slice is fetched
+// with Range when a client first reads it, one fetch per slice in flight however many clients
+// read it, through the key's owner peer and the shield like a fill (sliceTiers), so a flash
+// crowd costs the origin one copy, and each upstream exchange is one slice, well within the
+// body timeout; clients read at their own pace. A slice must carry the manifest's validator
+// and length: an object changed since is never stitched to the old one's slices; the manifest
+// is dropped and the client's answer is cut short, so the next request fetches the new
+// version. An origin that ignores Range (answers 200) still works: its answer is the object
+// whole, and its large objects stream through (collapsed, uncached) from then on. Client
+// ranges are served from the slices they cover by http.ServeContent: one range is a 206 with
+// Content-Range, several are a multipart/byteranges 206.
 
 // defaultSliceBytes is a slice's size when the host sets none.
 const defaultSliceBytes = 2 << 20
@@ -76,9 +81,10 @@ func slicePart(i int64, v string) string {
 }
 
 // startSliced keeps a fill's answer (whose header is in res.obj) in slices: the first slice is
-// read from the answer, which is then closed; the manifest is stored at once; every client of
-// the fill, and every later one, is served by deliverSliced, which fetches the other slices
-// with Range as they are read.
+// read from the answer (all of it, for a first-slice answer; the start of a whole one from a
+// peer or an origin that ignores Range), which is then closed; the manifest is stored at
+// once; every client of the fill, and every later one, is served by deliverSliced, which
+// fetches the other slices with Range as they are read.
 func (f *filler) startSliced(req *request, resp *http.Response, res fillResult) fillResult {
 	m := *res.obj
 	m.Size = resp.ContentLength
@@ -102,6 +108,165 @@ func (f *filler) sliced(hs *hostState, status int, h http.Header, size int64) bo
 		return false
 	}
 	return hs.sliced(status, h, size)
+}
+
+// ignoresRange records that hs's origin answered a Range with its whole object: its large
+// objects stream through from now on.
+func (f *filler) ignoresRange(hs *hostState) {
+	if _, loaded := f.noRange.LoadOrStore(hs.origin.Host, true); !loaded {
+		f.n.log.Warn("origin ignores Range; its large objects will stream through uncached",
+			"host", hs.cfg.Host, "origin", hs.origin.Host)
+	}
+}
+
+// rangedFill reports whether a fill of req asks the origin for the first slice only, as
+// nginx's slice module does: then an object that turns out large costs the origin one slice
+// before the others are fetched, where a whole GET would have had it send several more
+// into the socket buffers before the edge could close the connection. Collapsed fills of
+// hosts that slice do, unless the origin was seen ignoring Range.
+func (f *filler) rangedFill(req *request, opts fillOptions) bool {
+	if opts.direct || !opts.stream || req.host.cfg.Cache.DisableSlices {
+		return false
+	}
+	_, ignores := f.noRange.Load(req.host.origin.Host)
+	return !ignores
+}
+
+// keepsSliced reports whether fetchAndStore keeps a collapsed fill's 200 answer of size bytes
+// with header h in slices (the same test, made before the answer is read).
+func (f *filler) keepsSliced(req *request, opts fillOptions, h http.Header, size int64) bool {
+	return opts.stream && size > req.host.maxObject && f.sliced(req.host, http.StatusOK, h, size) &&
+		fillPolicy(req, http.StatusOK, h, f.n.clock()).Storable
+}
+
+// firstSlice turns the origin's answer to a first-slice request (rangedFill) into the answer
+// to a whole GET, so that the rest of the fill (storing, streaming, compressing, RFC 9111)
+// sees what an ordinary fill sees:
+//   - a 206 that covers the whole object is that object: a 200 with its Content-Length and
+//     no Content-Range;
+//   - a 206 of the first slice of an object that will be kept in slices is the object's
+//     header (a 200 of the whole length) over a body of that slice only, which startSliced
+//     reads; reading past it is an error, never a short object;
+//   - a 206 of the first slice of any other object (one stored whole, or not stored) is
+//     completed by a request for the rest, bound to the first part by its strong ETag
+//     (If-Range, and checked on the answer) so that two versions are never joined; without
+//     a strong ETag, or when the rest does not match, the object is asked for again whole;
+//   - anything else is the answer as it is (a 200 from an origin that ignores Range, a 304 to
+//     a revalidation, an error status), except a 416 (an empty object has no first byte),
+//     which is asked for again without Range.
+func (f *filler) firstSlice(req *request, stale *store.Object, opts fillOptions, resp *http.Response) (*http.Response, error) {
+	again := func() (*http.Response, error) {
+		resp.Body.Close()
+		return f.originRequest(req, stale, opts, "", "")
+	}
+	switch resp.StatusCode {
+	case http.StatusPartialContent:
+	case http.StatusOK:
+		if resp.ContentLength > req.host.maxObject && validator(resp.Header) != "" {
+			f.ignoresRange(req.host)
+		}
+		return resp, nil
+	case http.StatusRequestedRangeNotSatisfiable:
+		return again()
+	default:
+		return resp, nil
+	}
+	first, last, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
+	got := last + 1
+	if !ok || first != 0 || resp.ContentLength >= 0 && resp.ContentLength != got || got != min(req.host.sliceBytes(), total) {
+		return again() // not the one range asked for (several, unknown length, shorter)
+	}
+	h := resp.Header
+	delete(h, "Content-Range")
+	h["Content-Length"] = []string{strconv.FormatInt(total, 10)}
+	resp.StatusCode, resp.Status, resp.ContentLength = http.StatusOK, "200 OK", total
+	if got == total {
+		return resp, nil
+	}
+	if f.keepsSliced(req, opts, h, total) {
+		resp.Body = &firstSliceBody{ReadCloser: resp.Body}
+		return resp, nil
+	}
+	etag := h.Get("ETag")
+	if etag == "" || strings.HasPrefix(etag, "W/") {
+		// RFC 9110 §15.3.7.3: parts are joined only under one strong validator.
+		return again()
+	}
+	rest, err := f.originRequest(req, nil, opts, fmt.Sprintf("bytes=%d-%d", got, total-1), etag)
+	if err != nil {
+		resp.Body.Close()
+		return nil, err
+	}
+	switch {
+	case rest.StatusCode == http.StatusPartialContent && rest.Header.Get("ETag") == etag &&
+		rest.Header.Get("Content-Range") == fmt.Sprintf("bytes %d-%d/%d", got, total-1, total):
+		resp.Body = &joinedBody{r: io.MultiReader(resp.Body, rest.Body), left: total, parts: [2]io.Closer{resp.Body, rest.Body}}
+		return resp, nil
+	case rest.StatusCode == http.StatusOK:
+		// If-Range did not match: the object changed since its first part, and this is the
+		// new version whole.
+		resp.Body.Close()
+		return rest, nil
+	}
+	rest.Body.Close()
+	return again()
+}
+
+// parseContentRange reads a byte Content-Range of one satisfied range with a known length.
+func parseContentRange(v string) (first, last, total int64, ok bool) {
+	rest, found := strings.CutPrefix(v, "bytes ")
+	rng, size, found2 := strings.Cut(rest, "/")
+	a, b, found3 := strings.Cut(rng, "-")
+	if !found || !found2 || !found3 {
+		return 0, 0, 0, false
+	}
+	nums := [3]int64{}
+	for i, s := range [3]string{a, b, size} {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || s == "" || s[0] < '0' || s[0] > '9' {
+			return 0, 0, 0, false
+		}
+		nums[i] = n
+	}
+	first, last, total = nums[0], nums[1], nums[2]
+	return first, last, total, first <= last && last < total
+}
+
+// firstSliceBody is the body of a first-slice answer presented as the whole object: it ends
+// with an error, not EOF, where the slice ends, so nothing can take it for the whole object.
+type firstSliceBody struct{ io.ReadCloser }
+
+// errFirstSliceOnly is reading past the first slice of an answer that holds only that slice.
+var errFirstSliceOnly = errors.New("the answer holds the first slice only")
+
+func (b *firstSliceBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		err = fmt.Errorf("%w: %w", errFirstSliceOnly, io.ErrUnexpectedEOF)
+	}
+	return n, err
+}
+
+// joinedBody is an object's body read from two answers, its first part and the rest. It ends
+// with an error if they hold fewer bytes than the object (a rest without Content-Length that
+// ends early), so a short body is never taken for the whole.
+type joinedBody struct {
+	r     io.Reader
+	left  int64
+	parts [2]io.Closer
+}
+
+func (b *joinedBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	b.left -= int64(n)
+	if err == io.EOF && b.left != 0 {
+		err = fmt.Errorf("joined body: %d bytes missing: %w", b.left, io.ErrUnexpectedEOF)
+	}
+	return n, err
+}
+
+func (b *joinedBody) Close() error {
+	return errors.Join(b.parts[0].Close(), b.parts[1].Close())
 }
 
 // putSlice stores slice i of manifest's object.
@@ -213,28 +378,13 @@ func (r *sliceReader) Seek(offset int64, whence int) (int64, error) {
 	return offset, nil
 }
 
-// slice returns slice i of obj from the store, or fetches it from the origin (one fetch per
-// slice in flight, however many clients read it).
+// slice returns slice i of obj from the store, or fetches it (sliceTiers; one fetch per slice
+// in flight, however many clients read it).
 func (f *filler) slice(req *request, obj *store.Object, i, sliceSize int64) ([]byte, error) {
-	v := validator(obj.Header)
-	part := slicePart(i, v)
-	if o, _ := f.n.store.LookupPart(obj.Primary, part, req.r.Header); o != nil {
-		return o.Body, nil
+	b, ch := f.sliceFlight(req, obj, i, sliceSize)
+	if ch == nil {
+		return b, nil
 	}
-	lead := *req
-	lead.w = nil
-	lead.traceID()
-	lead.r = req.r.Clone(context.Background())
-	ch := f.flight.DoChan(obj.Primary+part, func() (any, error) {
-		if !f.enter() {
-			return nil, errClosing
-		}
-		defer f.wg.Done()
-		ctx, cancel := context.WithTimeout(f.ctx, f.n.cfg.FillTimeout)
-		defer cancel()
-		lead.r = lead.r.WithContext(ctx)
-		return f.fetchSlice(&lead, obj, i, sliceSize)
-	})
 	select {
 	case r := <-ch:
 		if r.Err != nil {
@@ -246,28 +396,89 @@ func (f *filler) slice(req *request, obj *store.Object, i, sliceSize int64) ([]b
 	}
 }
 
-// fetchSlice fetches slice i of obj from the origin with Range and stores it. An answer of
+// sliceFlight returns slice i of obj from the store, or else the channel on which its fetch
+// reports (one fetch per slice in flight: a fetch already running is joined). The fetch runs
+// under the filler's context, not the client's, so its other readers are not cut short if
+// this one goes away.
+func (f *filler) sliceFlight(req *request, obj *store.Object, i, sliceSize int64) ([]byte, <-chan singleflight.Result) {
+	part := slicePart(i, validator(obj.Header))
+	if o, _ := f.n.store.LookupPart(obj.Primary, part, req.r.Header); o != nil {
+		return o.Body, nil
+	}
+	lead := *req
+	lead.w = nil
+	lead.traceID()
+	lead.r = req.r.Clone(context.Background())
+	return nil, f.flight.DoChan(obj.Primary+part, func() (any, error) {
+		if !f.enter() {
+			return nil, errClosing
+		}
+		defer f.wg.Done()
+		// Looked up again: a fetch of this slice that ended between the lookup above and
+		// this flight's start has stored it.
+		if o, _ := f.n.store.LookupPart(obj.Primary, part, lead.r.Header); o != nil {
+			return o.Body, nil
+		}
+		ctx, cancel := context.WithTimeout(f.ctx, f.n.cfg.FillTimeout)
+		defer cancel()
+		lead.r = lead.r.WithContext(ctx)
+		return f.fetchSlice(&lead, obj, i, sliceSize)
+	})
+}
+
+// sliceTiers fetches the byte range rng of req's object as fetchTiers fetches a fill: from
+// the key's owner in this PoP, else the shield PoP, else the origin. The owner or shield
+// serves the range from its own slices (fetching what it lacks, once for the whole PoP or
+// region); only its 206 is taken, anything else (an answer it streams whole, an error, a
+// timeout) moves on to the next node and finally to the origin. A node that was itself asked
+// by a peer or for the shield goes on upward only, as for fills, so slice requests never loop.
+func (f *filler) sliceTiers(req *request, rng string) (*http.Response, string, error) {
+	n := f.n
+	t := n.tiers.Load()
+	try := func(tier string, p Peer, h hops) *http.Response {
+		resp, err := f.fetchNode(req, p, h, nil, "", rng)
+		if err == nil && resp.StatusCode == http.StatusPartialContent {
+			return resp
+		}
+		if err == nil {
+			resp.Body.Close()
+			err = fmt.Errorf("answered %s", resp.Status)
+		}
+		n.metrics.tierSkips.WithLabelValues(tier).Inc()
+		n.log.Debug("slice fetch from fleet node failed, trying next", "tier", tier, "node", p.ID, "key", req.key, "err", err)
+		return nil
+	}
+	if !req.hop.peer && !req.hop.shield {
+		for _, p := range rendezvous(t.peers, req.key) {
+			if p.ID == n.cfg.Node {
+				break // we own the key: upward ourselves
+			}
+			if resp := try("peer", p, hops{peer: true}); resp != nil {
+				return resp, "peer", nil
+			}
+		}
+	}
+	if shield := req.host.cfg.Shield; shield != "" && shield != n.cfg.PoP && !req.hop.shield {
+		for _, p := range rendezvous(t.shields[shield], req.key) {
+			if resp := try("shield", p, hops{peer: req.hop.peer, shield: true}); resp != nil {
+				return resp, "shield", nil
+			}
+		}
+	}
+	resp, err := f.originRequest(req, nil, fillOptions{}, rng, "")
+	return resp, "origin", err
+}
+
+// fetchSlice fetches slice i of obj with Range (sliceTiers) and stores it. An answer of
 // another version drops obj's manifest (the next request fetches the object anew).
 func (f *filler) fetchSlice(req *request, obj *store.Object, i, sliceSize int64) ([]byte, error) {
 	n := f.n
 	first := i * sliceSize
 	last := min(first+sliceSize, obj.Size) - 1
-	o := req.host.origin
 	began := n.clock()
-	up, err := http.NewRequestWithContext(req.r.Context(), http.MethodGet, o.Scheme+"://"+o.Host+o.Path+req.target, nil)
+	resp, tier, err := f.sliceTiers(req, fmt.Sprintf("bytes=%d-%d", first, last))
 	if err != nil {
-		return nil, fmt.Errorf("build slice request: %w", err)
-	}
-	up.Host = req.host.cfg.Host
-	if req.host.cfg.OriginHost != "" {
-		up.Host = req.host.cfg.OriginHost
-	}
-	up.Header = n.upstreamHeader(req, sharedFill)
-	up.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", first, last))
-	resp, err := f.upstream("origin "+req.host.cfg.Host, o.Host).Do(up)
-	n.metrics.originFetches.Inc()
-	if err != nil {
-		return nil, fmt.Errorf("fetch slice %d of %s from origin %s: %w", i, req.target, o.Host, err)
+		return nil, fmt.Errorf("fetch slice %d from %s: %w", i, tier, err)
 	}
 	defer resp.Body.Close()
 	body := resp.Body.(io.Reader)
@@ -279,10 +490,7 @@ func (f *filler) fetchSlice(req *request, obj *store.Object, i, sliceSize int64)
 	case resp.StatusCode == http.StatusOK && resp.ContentLength == obj.Size:
 		// The origin ignores Range: cut the slice out of the whole body, and stream its large
 		// objects whole from now on (this one too, from its next request).
-		if _, loaded := f.noRange.LoadOrStore(o.Host, true); !loaded {
-			n.log.Warn("origin ignores Range; its large objects will stream through uncached",
-				"host", req.host.cfg.Host, "origin", o.Host)
-		}
+		f.ignoresRange(req.host)
 		n.store.Delete(obj.Primary)
 		if _, err := io.CopyN(io.Discard, resp.Body, first); err != nil {
 			return nil, fmt.Errorf("read slice %d of %s: %w", i, req.target, err)

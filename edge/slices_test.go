@@ -43,8 +43,13 @@ func TestSlicedFlashCrowd(t *testing.T) {
 			t.Fatalf("client %d: status %d, %d bytes, err %v, right bytes %v", i, r.status, r.n, r.err, r.sum == want)
 		}
 	}
-	if got := s.origin.BytesSent(path); got > size*11/10 {
-		t.Errorf("origin sent %d body bytes for 20 clients, want at most 1.1 × %d", got, size)
+	// The first fill asks for the first slice only, and each slice is fetched once: exactly
+	// the object. A slice the store dropped on admission may be fetched again, hence the
+	// margin of one slice.
+	if got := s.origin.BytesSent(path); got > size+defaultSliceBytes {
+		t.Errorf("origin sent %d body bytes for 20 clients, want at most %d (the object and one slice)", got, size+defaultSliceBytes)
+	} else if got != size {
+		t.Logf("origin sent %d body bytes for 20 clients (object %d)", got, size)
 	}
 	// Every slice and the manifest are stored: the next client costs the origin nothing.
 	before := s.origin.BytesSent(path)

@@ -226,10 +226,11 @@ func (w *statusRecorder) Write(b []byte) (int, error) {
 		n, err := w.ResponseWriter.Write(chunk)
 		total += n
 		if w.srv.sent(w.path, n, true) {
-			// The bytes before the change reach the client first; this response goes on with
-			// the version it started with, later requests get the next one.
-			w.flush()
+			// Bumped before the bytes before the change are flushed: a request the client
+			// makes once it has them gets the next version. This response goes on with the
+			// version it started with.
 			w.srv.Bump(w.path)
+			w.flush()
 		}
 		if err != nil {
 			return total, err
