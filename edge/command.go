@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/debug"
 
 	"github.com/spf13/cobra"
 )
@@ -74,6 +75,10 @@ The config file is YAML (see docs/edge.md); flags override its fields.`,
 			if err != nil {
 				return err
 			}
+			if limit, set := memoryLimit(n.cfg, os.Getenv("GOMEMLIMIT")); set {
+				debug.SetMemoryLimit(limit)
+				n.log.Info("memory limit", "bytes", limit)
+			}
 			if err := n.Run(cmd.Context()); err != nil {
 				return fmt.Errorf("edge: %w", err)
 			}
@@ -94,4 +99,20 @@ The config file is YAML (see docs/edge.md); flags override its fields.`,
 	f.BoolVar(&devTLS, "dev-tls", false, "serve HTTPS and HTTP/3 with a self-signed certificate (default address 127.0.0.1:8443); never in production")
 	f.DurationVar(&over.LameDuck, "lame-duck", 0, "keep serving this long after SIGTERM while reporting draining")
 	return cmd
+}
+
+// memoryBaseline is what an edge process holds besides its caches: code, runtime, TLS, the
+// fleet client, connection buffers at a moderate load.
+const memoryBaseline = 64 << 20
+
+// memoryLimit is the soft memory limit the edge process sets itself, unless the operator set
+// GOMEMLIMIT (env): 1.15 x max_bytes + in_flight_bytes + a baseline. The store's accounting
+// bounds the live heap by max_bytes; without a limit Go lets the heap grow to twice the live
+// data before collecting (GOGC=100), which with many small objects shows as RSS well above
+// max_bytes. Near the limit the collector simply runs more often.
+func memoryLimit(cfg Config, env string) (int64, bool) {
+	if env != "" {
+		return 0, false
+	}
+	return cfg.Cache.MaxBytes*115/100 + cfg.Cache.InFlightBytes + memoryBaseline, true
 }

@@ -72,20 +72,6 @@ func (s *Store) MarkAllStale() time.Time {
 	return now
 }
 
-// matchers lists the record keys that can match o, in the same forms Purge builds.
-func matchers(o *Object) []string {
-	prefixes := pathPrefixes(o.Path)
-	out := make([]string, 0, 2+len(prefixes)+len(o.Keys))
-	out = append(out, "u\x00"+o.Primary, "h\x00"+o.Host)
-	for _, p := range prefixes {
-		out = append(out, "p\x00"+o.Host+p)
-	}
-	for _, k := range o.Keys {
-		out = append(out, "k\x00"+o.Host+"\x00"+k)
-	}
-	return out
-}
-
 // minRecordLife keeps every record at least this long, longer than any fetch may take, so that
 // a fill that began before the purge finds the record when it stores (purge rule 2) even if no
 // object had been stored yet.

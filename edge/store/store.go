@@ -56,6 +56,8 @@ type Object struct {
 	// matchers are the purge-record keys that can match this object, computed once at Put so
 	// that the read-time check allocates nothing.
 	matchers []string
+	// bytes is the heap the object retains, computed at Put (compact).
+	bytes int64
 }
 
 // Age is the object's current age at now (RFC 9111 §4.2.3).
@@ -72,28 +74,31 @@ func (o *Object) hold() time.Duration {
 	return o.Policy.Lifetime + max(o.Policy.StaleWhileRevalidate, o.Policy.StaleIfError)
 }
 
-func (o *Object) cost() int64 {
-	c := int64(len(o.Body)) + int64(len(o.Primary)+len(o.Part)+len(o.Variant)) + 256
-	for k, vs := range o.Header {
-		c += int64(len(k))
-		for _, v := range vs {
-			c += int64(len(v)) + 16
-		}
-	}
-	return c
-}
-
 // entry is what Ristretto holds per primary key: every variant of one URL. It is never
 // modified after it was stored; adding a variant stores a new entry.
 type entry struct {
-	vary     []string
-	variants map[string]*Object
+	vary []string
+	// variants are searched in order: there are at most MaxVariants, and most URLs have
+	// one, which variants then holds in one (no map, no allocation of its own: issue 15).
+	variants []*Object
+	one      [1]*Object
 	cost     int64
+}
+
+// variant returns the object stored for the Vary key, or nil.
+func (e *entry) variant(key string) *Object {
+	for _, o := range e.variants {
+		if o.Variant == key {
+			return o
+		}
+	}
+	return nil
 }
 
 // Config configures a Store.
 type Config struct {
-	// MaxBytes bounds the memory held by stored objects. Default 256 MiB.
+	// MaxBytes bounds the heap the store holds: objects with their headers and bookkeeping, and
+	// Ristretto's own structures (see cost.go). Default 256 MiB.
 	MaxBytes int64
 	// Clock returns the current time. Default time.Now.
 	Clock func() time.Time
@@ -102,6 +107,7 @@ type Config struct {
 // Store holds cached objects and purge records. It is safe for concurrent use.
 type Store struct {
 	cache   *ristretto.Cache[string, *entry]
+	fixed   int64 // heap of the empty store, counted in Stats.Bytes
 	purges  *purgeSet
 	clock   func() time.Time
 	maxHold atomic.Int64 // longest Object.hold seen, in nanoseconds; bounds purge record life
@@ -118,11 +124,12 @@ func New(cfg Config) (*Store, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
-	// Ristretto wants about ten counters per item it may hold; assume 4 KiB objects on average.
-	counters := max(cfg.MaxBytes/4096*10, 10_000)
+	// The store's fixed structures come out of MaxBytes; a store too small for them still
+	// keeps a quarter of it for objects (and holds more than MaxBytes).
+	fixed := fixedBytes(cfg.MaxBytes)
 	c, err := ristretto.NewCache(&ristretto.Config[string, *entry]{
-		NumCounters:        counters,
-		MaxCost:            cfg.MaxBytes,
+		NumCounters:        counters(cfg.MaxBytes),
+		MaxCost:            max(cfg.MaxBytes-fixed, cfg.MaxBytes/4),
 		BufferItems:        64,
 		Metrics:            true,
 		IgnoreInternalCost: true,
@@ -130,7 +137,7 @@ func New(cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create ristretto cache: %w", err)
 	}
-	return &Store{cache: c, purges: newPurgeSet(), clock: cfg.Clock}, nil
+	return &Store{cache: c, fixed: fixed, purges: newPurgeSet(), clock: cfg.Clock}, nil
 }
 
 // Close releases the cache's goroutines.
@@ -157,7 +164,7 @@ func (s *Store) Lookup(primary string, reqHeader http.Header) (obj *Object, v Ve
 	if !ok {
 		return nil, Usable, nil
 	}
-	o := e.variants[httpcache.VaryKey(e.vary, reqHeader)]
+	o := e.variant(httpcache.VaryKey(e.vary, reqHeader))
 	if o == nil {
 		return nil, Usable, e.vary
 	}
@@ -179,26 +186,30 @@ func (s *Store) LookupPart(primary, part string, reqHeader http.Header) (*Object
 // object was not stored (too many variants, or refused by the cache's admission policy).
 // Put waits until the object is visible to Lookup, so that a request arriving after a fill
 // finished finds it.
+//
+// Put takes o: it replaces o's strings, header and body by compact copies of equal value
+// (compact), so o must not be read concurrently with Put. The maps and arrays o referred to
+// are only read, never modified, so other objects may still share them.
 func (s *Store) Put(o *Object) bool {
-	o.matchers = matchers(o)
+	o.compact()
 	if h := int64(o.hold()); h > s.maxHold.Load() {
 		s.maxHold.Store(h) // a lost race only shortens record life by one object's margin
 	}
-	next := &entry{vary: o.Policy.Vary, variants: map[string]*Object{o.Variant: o}, cost: o.cost()}
+	next := &entry{vary: o.Policy.Vary}
+	next.one[0] = o
+	next.variants = next.one[:]
 	key := o.Primary + o.Part
 	if old, ok := s.cache.Get(key); ok && slices.Equal(old.vary, o.Policy.Vary) {
-		if len(old.variants) >= MaxVariants {
-			if _, replacing := old.variants[o.Variant]; !replacing {
-				return false
-			}
+		if len(old.variants) >= MaxVariants && old.variant(o.Variant) == nil {
+			return false
 		}
-		for k, v := range old.variants {
-			if k != o.Variant && s.purges.check(v) != Purged {
-				next.variants[k] = v
-				next.cost += v.cost()
+		for _, v := range old.variants {
+			if v.Variant != o.Variant && s.purges.check(v) != Purged {
+				next.variants = append(next.variants, v)
 			}
 		}
 	}
+	next.cost = entryBytes(next)
 	ttl := o.hold() + time.Minute // keep a little past the last use so Age math never sees a gap
 	ok := s.cache.SetWithTTL(key, next, next.cost, ttl)
 	s.cache.Wait()
@@ -211,7 +222,7 @@ func (s *Store) Delete(primary string) { s.cache.Del(primary) }
 // Stats are the store's counters.
 type Stats struct {
 	Items     int64 // objects (URLs, with all their variants) currently admitted
-	Bytes     int64 // cost held
+	Bytes     int64 // heap held: objects with their bookkeeping, and the store's fixed structures
 	Evictions uint64
 	Records   int // live purge records
 }
@@ -222,7 +233,7 @@ func (s *Store) Stats() Stats {
 	added, evicted := m.KeysAdded(), m.KeysEvicted()
 	return Stats{
 		Items:     int64(added) - int64(evicted),
-		Bytes:     int64(m.CostAdded()) - int64(m.CostEvicted()),
+		Bytes:     int64(m.CostAdded()) - int64(m.CostEvicted()) + s.fixed,
 		Evictions: evicted,
 		Records:   s.purges.len(),
 	}

@@ -116,6 +116,7 @@ func TestPurgeRecords(t *testing.T) {
 			// An object whose fetch began after the purge is untouched by it.
 			c.t = c.t.Add(time.Millisecond)
 			later := object("h", tt.path, c.t, tt.keys...)
+			later.compact() // its purge matchers, as Put would set them
 			if got := s.purges.check(later); got != Usable {
 				t.Errorf("object stored after the purge: Verdict = %v, want Usable", got)
 			}

@@ -1,0 +1,227 @@
+package store
+
+import (
+	"math"
+	"math/bits"
+	"net/http"
+	"slices"
+	"strings"
+	"unsafe"
+)
+
+// What a stored object costs, in bytes of Go heap. Ristretto's cost is the only bound on the
+// store's memory, so the cost must count what an object really retains, not only its body: for
+// small objects the header map, the Object struct, the purge matchers and Ristretto's own
+// bookkeeping are several times the body (issue 15). Put lays each object out compactly
+// (compact) and charges exactly that layout, with allocations rounded up to the Go
+// allocator's size classes as the heap holds them. TestCostMatchesHeap checks the charge
+// against the heap for headers parsed by net/http; TestMaxBytesBoundsHeap checks the bound.
+
+// entryOverhead is what one Ristretto entry costs besides the entry struct and its objects:
+// in Ristretto v2.4, the store map slot (key and conflict hashes, value, expiry), the policy's
+// key->cost slot, the expiry bucket slot and the admission-time slot its metrics keep, at the
+// average load of Go's swiss tables. Measured, not derived (Ristretto's internals are not an
+// API): TestCostMatchesHeap/bare shows about 230 B.
+const entryOverhead = 240
+
+// fixedOverhead is what an empty store holds besides its admission sketches (fixedBytes):
+// mostly Ristretto's set buffer (32 Ki pointers), its metrics shards and its 256 store
+// shards. Measured: 332 KiB, whatever max_bytes (TestCostMatchesHeap checks fixedBytes).
+const fixedOverhead = 336 << 10
+
+// Sizes of the structs the store allocates per object and per entry.
+var (
+	objectStructBytes = allocSize(int(unsafe.Sizeof(Object{})))
+	entryStructBytes  = allocSize(int(unsafe.Sizeof(entry{})))
+)
+
+// counters is how many admission counters Ristretto gets for a store of maxBytes: it wants
+// about ten per item it may hold; assume 4 KiB objects on average.
+func counters(maxBytes int64) int64 { return max(maxBytes/4096*10, 10_000) }
+
+// fixedBytes is what an empty store of maxBytes holds: Ristretto's count-min sketch (4 rows of
+// 4-bit counters, rounded to a power of two), its bloom-filter doorkeeper (1 % false
+// positives, rounded to a power of two bits), and fixedOverhead. The store gives Ristretto
+// only what is left of maxBytes, so that max_bytes bounds the whole store.
+func fixedBytes(maxBytes int64) int64 {
+	n := counters(maxBytes)
+	sketch := 4 * next2(n) / 2
+	bloomBits := next2(max(int64(float64(n)*-math.Log(0.01)/(math.Ln2*math.Ln2)), 512))
+	return sketch + bloomBits/8 + fixedOverhead
+}
+
+// next2 is the smallest power of two at least n (n > 0).
+func next2(n int64) int64 { return 1 << bits.Len64(uint64(n-1)) }
+
+// compact lays o out for a long life in the store, and sets o.matchers (in the forms Purge
+// builds) and o.bytes. Strings from a parsed response are many small allocations, and the
+// substrings a cache keeps of them (surrogate keys, paths) pin whole buffers; each small
+// allocation left behind among freed ones also keeps its heap span in use. So compact
+// copies, once per Put, every string of o into one, and every string slice into one array:
+//   - the purge matchers, with Primary, Path, Variant, Part and the surrogate keys as
+//     substrings of them (prefix matchers are prefixes of one another);
+//   - the header's names and values (a new map: the caller's is only read);
+//   - and a body with spare capacity (io.ReadAll, append) into an exact one.
+func (o *Object) compact() {
+	prefixes := pathPrefixes(o.Path)
+	type field struct {
+		name   string
+		values []string
+	}
+	var fields []field
+	n, nv := 2+len(o.Primary)+2+len(o.Host)+2+len(o.Host)+len(o.Path)+len(o.Variant)+len(o.Part), 0
+	for _, k := range o.Keys {
+		n += 3 + len(o.Host) + len(k)
+	}
+	if o.Header != nil {
+		var stack [24]field // most headers fit: no allocation
+		fields = stack[:0]
+		for k, vs := range o.Header {
+			fields = append(fields, field{k, vs})
+			n += len(k)
+			for _, v := range vs {
+				n += len(v)
+			}
+			nv += len(vs)
+		}
+	}
+	var b strings.Builder
+	b.Grow(n)
+	b.WriteString("u\x00")
+	b.WriteString(o.Primary)
+	b.WriteString("h\x00")
+	b.WriteString(o.Host)
+	b.WriteString("p\x00")
+	b.WriteString(o.Host)
+	b.WriteString(o.Path)
+	for _, k := range o.Keys {
+		b.WriteString("k\x00")
+		b.WriteString(o.Host)
+		b.WriteString("\x00")
+		b.WriteString(k)
+	}
+	b.WriteString(o.Variant)
+	b.WriteString(o.Part)
+	for _, f := range fields {
+		b.WriteString(f.name)
+		for _, v := range f.values {
+			b.WriteString(v)
+		}
+	}
+	arena := b.String()
+
+	nm := 2 + len(prefixes) + len(o.Keys)
+	all := make([]string, nm+len(o.Keys)+nv)
+	ms := all[:0:nm]
+	u := arena[:2+len(o.Primary)]
+	h := arena[len(u) : len(u)+2+len(o.Host)]
+	p := arena[len(u)+len(h) : len(u)+len(h)+2+len(o.Host)+len(o.Path)]
+	ms = append(ms, u, h)
+	o.Primary = u[2:]
+	o.Path = p[2+len(o.Host):]
+	for _, pre := range prefixes { // each a prefix of Path
+		ms = append(ms, p[:2+len(o.Host)+len(pre)])
+	}
+	off := len(u) + len(h) + len(p)
+	var keys []string
+	if len(o.Keys) > 0 {
+		keys = all[nm : nm+len(o.Keys) : nm+len(o.Keys)]
+	}
+	for i, k := range o.Keys {
+		m := arena[off : off+3+len(o.Host)+len(k)]
+		ms = append(ms, m)
+		keys[i] = m[3+len(o.Host):]
+		off += len(m)
+	}
+	o.Keys = keys
+	o.matchers = ms
+	o.Variant = arena[off : off+len(o.Variant)]
+	off += len(o.Variant)
+	o.Part = arena[off : off+len(o.Part)]
+	off += len(o.Part)
+
+	var hb int64
+	if o.Header != nil {
+		vals := all[nm+len(o.Keys):]
+		out := make(http.Header, len(o.Header))
+		for _, f := range fields {
+			name := arena[off : off+len(f.name)]
+			off += len(f.name)
+			vs := f.values
+			dst := vals[:len(vs):len(vs)] // capped: an append to one field never reaches the next
+			for j, v := range vs {
+				dst[j] = arena[off : off+len(v)]
+				off += len(v)
+			}
+			vals = vals[len(vs):]
+			out[name] = dst
+		}
+		o.Header, hb = out, mapBytes(len(out), 16+24)
+	}
+	if allocSize(cap(o.Body)) > allocSize(len(o.Body))*17/16 {
+		// Spare capacity would be retained, and charged, for the object's whole life.
+		o.Body = slices.Clone(o.Body)
+	}
+	o.bytes = objectStructBytes + allocSize(len(arena)) + sliceBytes(len(all), 16) + hb +
+		allocSize(cap(o.Body)) + stringsBytes(o.Policy.Vary) + stringsBytes(o.Policy.StripFields)
+}
+
+// entryBytes is what e costs, with its objects.
+func entryBytes(e *entry) int64 {
+	c := entryOverhead + entryStructBytes
+	if len(e.variants) > 1 {
+		c += sliceBytes(cap(e.variants), 8)
+	}
+	for _, o := range e.variants {
+		c += o.bytes
+	}
+	return c
+}
+
+// stringsBytes is a string slice with its strings.
+func stringsBytes(ss []string) int64 {
+	c := sliceBytes(cap(ss), 16)
+	for _, s := range ss {
+		c += allocSize(len(s))
+	}
+	return c
+}
+
+func sliceBytes(n, elem int) int64 { return allocSize(n * elem) }
+
+// mapBytes estimates a Go (swiss) map of n entries of slot bytes each: the map header, and one
+// group of 8 slots for a small map, else tables of groups (8 control bytes per 8 slots) grown
+// by doubling at 7/8 full. Past 1024 slots tables split instead of growing, which the
+// doubling rule still describes on average.
+func mapBytes(n, slot int) int64 {
+	const header = 48
+	switch {
+	case n == 0:
+		return header
+	case n <= 8:
+		return header + allocSize(8+8*slot)
+	}
+	capacity := next2(int64((n*8 + 6) / 7))
+	groups := capacity / 8
+	return header + 64 + allocSize(int(groups)*(8+8*slot))
+}
+
+// allocSize is the heap an allocation of n bytes takes: Go's size classes up to 32 KiB, whole
+// 8 KiB pages above.
+func allocSize(n int) int64 {
+	if n <= 0 {
+		return 0
+	}
+	if n > 32768 {
+		return int64((n + 8191) &^ 8191)
+	}
+	i, _ := slices.BinarySearch(sizeClasses[:], uint16(n)) // the first class >= n
+	return int64(sizeClasses[i])
+}
+
+// sizeClasses are the Go runtime's small object size classes (internal/runtime/gc, Go 1.26).
+var sizeClasses = [...]uint16{8, 16, 24, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208,
+	224, 240, 256, 288, 320, 352, 384, 416, 448, 480, 512, 576, 640, 704, 768, 896, 1024, 1152,
+	1280, 1408, 1536, 1792, 2048, 2304, 2688, 3072, 3200, 3456, 4096, 4864, 5376, 6144, 6528,
+	6784, 6912, 8192, 9472, 9728, 10240, 10880, 12288, 13568, 14336, 16384, 18432, 19072, 20480,
+	21760, 24576, 27264, 28672, 32768}
