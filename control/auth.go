@@ -1,14 +1,12 @@
 package control
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
 	"net/netip"
@@ -21,9 +19,9 @@ import (
 	"sync"
 	"time"
 
-	"go.yaml.in/yaml/v3"
 	"golang.org/x/time/rate"
 
+	"github.com/meridian-cdn/meridian/internal/yamlconf"
 	"github.com/meridian-cdn/meridian/wire"
 )
 
@@ -56,62 +54,101 @@ type Token struct {
 // minTokenLen keeps guessable secrets out of the tokens file.
 const minTokenLen = 16
 
-// ParseTokens parses a tokens file: a YAML (or JSON) list of tokens. It refuses unknown fields,
-// duplicate names or secrets, unknown scopes and short secrets, naming the entry.
-func ParseTokens(data []byte) ([]Token, error) {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
+// ParseTokens is ParseTokensFile without a file name: positions read "line L:C".
+func ParseTokens(data []byte) ([]Token, error) { return ParseTokensFile("", data) }
+
+// ParseTokensFile parses a tokens file read from file: a YAML (or JSON) list of tokens. Every
+// problem is reported at once, so that an operator fixes the file in one round: unknown
+// fields, values of the wrong type, a missing or duplicate name, a missing, short or
+// duplicate secret, missing or unknown scopes, bad host patterns. The error is a
+// wire.FieldErrors (errors.As reaches each *wire.FieldError), each naming its field
+// ("[1].scopes[0]") at file:line:column. No error quotes a secret.
+func ParseTokensFile(file string, data []byte) ([]Token, error) {
 	var toks []Token
-	if err := dec.Decode(&toks); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("parse tokens: %w", err)
+	doc, probs := yamlconf.Decode(data, &toks)
+	var errs wire.FieldErrors
+	var undecoded []string // fields whose value had the wrong type: no second error for them
+	for _, p := range probs {
+		errs = append(errs, &wire.FieldError{Line: p.Line, Column: p.Column, Field: p.Field, Err: errors.New(p.Msg)})
+		if !strings.HasPrefix(p.Msg, "unknown field") {
+			undecoded = append(undecoded, p.Field)
+		}
 	}
-	names := map[string]bool{}
-	hashes := map[[32]byte]bool{}
-	for i, t := range toks {
-		where := fmt.Sprintf("token %d", i)
-		if t.Name != "" {
-			where = fmt.Sprintf("token %q", t.Name)
+	for _, e := range tokenProblems(toks) {
+		if !underField(e.Field, undecoded) {
+			errs = append(errs, e)
 		}
-		if t.Name == "" {
-			return nil, fmt.Errorf("parse tokens: %s: name is required", where)
-		}
-		if names[t.Name] {
-			return nil, fmt.Errorf("parse tokens: %s: duplicate name", where)
-		}
-		names[t.Name] = true
-		h, err := t.hash()
-		if err != nil {
-			return nil, fmt.Errorf("parse tokens: %s: %w", where, err)
-		}
-		if hashes[h] {
-			return nil, fmt.Errorf("parse tokens: %s: same secret as another token", where)
-		}
-		hashes[h] = true
-		if len(t.Scopes) == 0 {
-			return nil, fmt.Errorf("parse tokens: %s: scopes are required", where)
-		}
-		for _, s := range t.Scopes {
-			if !slices.Contains(knownScopes, s) {
-				return nil, fmt.Errorf("parse tokens: %s: unknown scope %q (want %s)", where, s, strings.Join(knownScopes, ", "))
-			}
-		}
-		if err := checkHostPatterns(t.Hosts); err != nil {
-			return nil, fmt.Errorf("parse tokens: %s: %w", where, err)
-		}
+	}
+	errs.Locate(file, doc.Position)
+	if err := errs.Err(); err != nil {
+		return nil, err
 	}
 	return toks, nil
 }
 
-// checkHostPatterns validates a token's hosts list: not empty if present (an empty list would
-// read as "every host"), each entry a lower-case hostname or a valid path.Match pattern made of
-// hostname characters.
-func checkHostPatterns(hosts []string) error {
+// underField says whether field is one of fields or inside one of them.
+func underField(field string, fields []string) bool {
+	for _, p := range fields {
+		if r, ok := strings.CutPrefix(field, p); ok && (p == "" || r == "" || r[0] == '.' || r[0] == '[') {
+			return true
+		}
+	}
+	return false
+}
+
+// tokenProblems are the rules every token list obeys, from a file or from Config.Tokens, with
+// fields named "[i].scopes[k]": a name, unique; exactly one secret, long enough, unique; known
+// scopes; valid host patterns.
+func tokenProblems(toks []Token) wire.FieldErrors {
+	var errs wire.FieldErrors
+	names := map[string]int{}
+	hashes := map[[32]byte]int{}
+	for i, t := range toks {
+		at := fmt.Sprintf("[%d].", i)
+		switch j, dup := names[t.Name]; {
+		case t.Name == "":
+			errs.Add(at+"name", "is required")
+		case dup:
+			errs.Add(at+"name", "%q is also the name of token %d", t.Name, j)
+		default:
+			names[t.Name] = i
+		}
+		if field, h, err := t.hashField(); err != nil {
+			errs = append(errs, &wire.FieldError{Field: at + field, Err: err})
+		} else if j, dup := hashes[h]; dup {
+			errs.Add(at+field, "same secret as token %d", j)
+		} else {
+			hashes[h] = i
+		}
+		if len(t.Scopes) == 0 {
+			errs.Add(at+"scopes", "is required")
+		}
+		for k, s := range t.Scopes {
+			if !slices.Contains(knownScopes, s) {
+				errs.Add(fmt.Sprintf("%sscopes[%d]", at, k), "unknown scope %q (want %s)", s, strings.Join(knownScopes, ", "))
+			}
+		}
+		for _, e := range hostPatternProblems(t.Hosts) {
+			e.Field = at + e.Field
+			errs = append(errs, e)
+		}
+	}
+	return errs
+}
+
+// hostPatternProblems validates a token's hosts list: not empty if present (an empty list
+// would read as "every host"), each entry a lower-case hostname or a valid path.Match pattern
+// made of hostname characters. Fields are "hosts" and "hosts[i]".
+func hostPatternProblems(hosts []string) wire.FieldErrors {
+	var errs wire.FieldErrors
 	if hosts != nil && len(hosts) == 0 {
-		return errors.New("hosts is empty: omit it to allow every host")
+		errs.Add("hosts", "is empty: omit it to allow every host")
 	}
 	for i, h := range hosts {
+		field := fmt.Sprintf("hosts[%d]", i)
 		if _, err := path.Match(h, ""); err != nil || h == "" {
-			return fmt.Errorf("hosts[%d]: %q is not a valid pattern", i, h)
+			errs.Add(field, "%q is not a valid pattern", h)
+			continue
 		}
 		// With the wildcards replaced by a letter, what remains must be a hostname.
 		plain := strings.NewReplacer("*", "x", "?", "x").Replace(h)
@@ -123,10 +160,10 @@ func checkHostPatterns(hosts []string) error {
 			plain = plain[:open] + "x" + plain[end+1:]
 		}
 		if err := wire.ValidateHostname(plain); err != nil {
-			return fmt.Errorf("hosts[%d]: %q is not a hostname pattern: %w", i, h, err)
+			errs.Add(field, "%q is not a hostname pattern: %w", h, err)
 		}
 	}
-	return nil
+	return errs
 }
 
 // TokenFileModeMask are the permission bits a tokens file must not have: it holds secrets (or
@@ -152,32 +189,30 @@ func LoadTokens(path string) ([]Token, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read tokens file: %w", err)
 	}
-	toks, err := ParseTokens(b)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return toks, nil
+	return ParseTokensFile(path, b)
 }
 
-func (t Token) hash() ([32]byte, error) {
+// hashField returns the SHA-256 of the token's secret and the field it came from ("token" or
+// "token_sha256"), or the field at fault and why.
+func (t Token) hashField() (string, [32]byte, error) {
 	var h [32]byte
 	switch {
 	case t.Token != "" && t.TokenSHA256 != "":
-		return h, errors.New("set token or token_sha256, not both")
+		return "token_sha256", h, errors.New("set token or token_sha256, not both")
 	case t.Token != "":
 		if len(t.Token) < minTokenLen {
-			return h, fmt.Errorf("token is shorter than %d characters", minTokenLen)
+			return "token", h, fmt.Errorf("is shorter than %d characters", minTokenLen)
 		}
-		return sha256.Sum256([]byte(t.Token)), nil
+		return "token", sha256.Sum256([]byte(t.Token)), nil
 	case t.TokenSHA256 != "":
 		b, err := hex.DecodeString(t.TokenSHA256)
 		if err != nil || len(b) != len(h) {
-			return h, errors.New("token_sha256 is not 64 hex digits")
+			return "token_sha256", h, errors.New("is not 64 hex digits")
 		}
 		copy(h[:], b)
-		return h, nil
+		return "token_sha256", h, nil
 	}
-	return h, errors.New("token or token_sha256 is required")
+	return "token", h, errors.New("token or token_sha256 is required")
 }
 
 // authToken is a token as kept in memory: its hash only.
@@ -222,18 +257,17 @@ func errHostScope(ctx context.Context, host string) error {
 
 type authenticator struct{ tokens []authToken }
 
+// newAuthenticator checks toks with the tokens file's rules (Config.Tokens and the file's,
+// together: names and secrets are unique across both) and keeps their hashes.
 func newAuthenticator(toks []Token) (*authenticator, error) {
+	if err := tokenProblems(toks).Err(); err != nil {
+		return nil, fmt.Errorf("tokens: %w", err)
+	}
 	a := &authenticator{}
 	for _, t := range toks {
-		h, err := t.hash()
-		if err != nil {
-			return nil, fmt.Errorf("token %q: %w", t.Name, err)
-		}
+		_, h, _ := t.hashField() // checked above
 		var hosts []string
 		if t.Hosts != nil {
-			if err := checkHostPatterns(t.Hosts); err != nil {
-				return nil, fmt.Errorf("token %q: %w", t.Name, err)
-			}
 			hosts = slices.Clone(t.Hosts)
 		}
 		a.tokens = append(a.tokens, authToken{name: t.Name, hash: h, scopes: t.Scopes, hosts: hosts})

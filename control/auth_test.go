@@ -2,6 +2,7 @@ package control
 
 import (
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
 	"net/netip"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/meridian-cdn/meridian/internal/natstest"
 	"github.com/meridian-cdn/meridian/purge"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 func TestParseTokens(t *testing.T) {
@@ -28,17 +30,17 @@ func TestParseTokens(t *testing.T) {
 		{"json", `[{"name":"a","token":"aaaaaaaaaaaaaaaa","scopes":["read","purge"]}]`, 1, ""},
 		{"empty file", "", 0, ""},
 		{"sha256", "- name: a\n  token_sha256: " + strings.Repeat("ab", 32) + "\n  scopes: [config]\n", 1, ""},
-		{"unknown field", "- name: a\n  token: aaaaaaaaaaaaaaaa\n  scope: [read]\n", 0, "scope"},
-		{"no name", "- token: aaaaaaaaaaaaaaaa\n  scopes: [read]\n", 0, "name is required"},
-		{"duplicate name", "- {name: a, token: aaaaaaaaaaaaaaaa, scopes: [read]}\n- {name: a, token: bbbbbbbbbbbbbbbb, scopes: [read]}\n", 0, "duplicate name"},
-		{"duplicate secret", "- {name: a, token: aaaaaaaaaaaaaaaa, scopes: [read]}\n- {name: b, token: aaaaaaaaaaaaaaaa, scopes: [read]}\n", 0, "same secret"},
-		{"short token", "- {name: a, token: short, scopes: [read]}\n", 0, "shorter than 16"},
-		{"both secrets", "- {name: a, token: aaaaaaaaaaaaaaaa, token_sha256: " + strings.Repeat("ab", 32) + ", scopes: [read]}\n", 0, "not both"},
-		{"no secret", "- {name: a, scopes: [read]}\n", 0, "token or token_sha256 is required"},
-		{"bad sha", "- {name: a, token_sha256: xyz, scopes: [read]}\n", 0, "64 hex digits"},
-		{"no scopes", "- {name: a, token: aaaaaaaaaaaaaaaa}\n", 0, "scopes are required"},
-		{"unknown scope", "- {name: a, token: aaaaaaaaaaaaaaaa, scopes: [admin]}\n", 0, `unknown scope "admin"`},
-		{"not a list", "name: a\n", 0, "parse tokens"},
+		{"unknown field", "- name: a\n  token: aaaaaaaaaaaaaaaa\n  scope: [read]\n", 0, `line 3:3: [0].scope: unknown field "scope"`},
+		{"no name", "- token: aaaaaaaaaaaaaaaa\n  scopes: [read]\n", 0, "[0].name: is required"},
+		{"duplicate name", "- {name: a, token: aaaaaaaaaaaaaaaa, scopes: [read]}\n- {name: a, token: bbbbbbbbbbbbbbbb, scopes: [read]}\n", 0, `[1].name: "a" is also the name of token 0`},
+		{"duplicate secret", "- {name: a, token: aaaaaaaaaaaaaaaa, scopes: [read]}\n- {name: b, token: aaaaaaaaaaaaaaaa, scopes: [read]}\n", 0, "[1].token: same secret as token 0"},
+		{"short token", "- {name: a, token: short, scopes: [read]}\n", 0, "[0].token: is shorter than 16"},
+		{"both secrets", "- {name: a, token: aaaaaaaaaaaaaaaa, token_sha256: " + strings.Repeat("ab", 32) + ", scopes: [read]}\n", 0, "[0].token_sha256: set token or token_sha256, not both"},
+		{"no secret", "- {name: a, scopes: [read]}\n", 0, "[0].token: token or token_sha256 is required"},
+		{"bad sha", "- {name: a, token_sha256: xyz, scopes: [read]}\n", 0, "[0].token_sha256: is not 64 hex digits"},
+		{"no scopes", "- {name: a, token: aaaaaaaaaaaaaaaa}\n", 0, "[0].scopes: is required"},
+		{"unknown scope", "- {name: a, token: aaaaaaaaaaaaaaaa, scopes: [admin]}\n", 0, `[0].scopes[0]: unknown scope "admin"`},
+		{"not a list", "name: a\n", 0, "cannot unmarshal !!map into []control.Token"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -175,7 +177,7 @@ func TestParseTokenHosts(t *testing.T) {
 		{"exact", "[www.example.com]", ""},
 		{"wildcard", `["*.example.com", "api.example.net"]`, ""},
 		{"class", `["cdn[0-9].example.com", "img?.example.com"]`, ""},
-		{"empty list", "[]", "hosts is empty"},
+		{"empty list", "[]", "hosts: is empty"},
 		{"bad pattern", `["[.example.com"]`, "not a valid pattern"},
 		{"empty entry", `[""]`, "not a valid pattern"},
 		{"upper case", "[WWW.example.com]", "not lower case"},
@@ -453,5 +455,58 @@ func TestAuthThrottleBounded(t *testing.T) {
 	off.fail(key(1), now)
 	if wait := off.retryAfter(key(1), now); wait != 0 {
 		t.Errorf("disabled throttle retryAfter = %v, want 0", wait)
+	}
+}
+
+// TestTokensFileReportsEveryProblem: a tokens file with several problems is refused with all
+// of them at once, each as a wire.FieldError with the file, the line and column of the field,
+// and the field's path; the secrets are not quoted.
+func TestTokensFileReportsEveryProblem(t *testing.T) {
+	file := filepath.Join("testdata", "tokens-bad.yaml")
+	_, err := LoadTokens(file)
+	var list wire.FieldErrors
+	if !errors.As(err, &list) {
+		t.Fatalf("LoadTokens = %v, want a wire.FieldErrors", err)
+	}
+	type want struct {
+		line, column int
+		field, msg   string
+	}
+	wants := []want{
+		{11, 3, "[2].scope", `unknown field "scope"`},
+		{15, 11, "[3].scopes", "cannot unmarshal"},
+		{5, 18, "[0].scopes[1]", `unknown scope "admin"`},
+		{6, 3, "[1].name", `"ops" is also the name of token 0`},
+		{7, 3, "[1].token_sha256", "is not 64 hex digits"},
+		{10, 3, "[2].token", "is shorter than 16 characters"},
+		{9, 3, "[2].scopes", "is required"},
+		{12, 33, "[2].hosts[1]", "is not a hostname pattern"},
+		{14, 3, "[3].token", "same secret as token 0"},
+	}
+	got := map[string]*wire.FieldError{}
+	for _, e := range list {
+		if e.File != file {
+			t.Errorf("%v: File = %q, want %q", e, e.File, file)
+		}
+		got[e.Field] = e
+	}
+	for _, w := range wants {
+		e, ok := got[w.field]
+		if !ok {
+			t.Errorf("no error for %s (want %q at %d:%d); got:\n%v", w.field, w.msg, w.line, w.column, err)
+			continue
+		}
+		if e.Line != w.line || e.Column != w.column || !strings.Contains(e.Err.Error(), w.msg) {
+			t.Errorf("%s: got %v, want %q at %d:%d", w.field, e, w.msg, w.line, w.column)
+		}
+	}
+	if len(list) != len(wants) {
+		t.Errorf("%d errors, want %d (one per problem, none twice):\n%v", len(list), len(wants), err)
+	}
+	if strings.Contains(err.Error(), "ops-secret") || strings.Contains(err.Error(), `"short"`) {
+		t.Errorf("error quotes a secret:\n%v", err)
+	}
+	if !strings.HasPrefix(err.Error(), file+":") {
+		t.Errorf("error %q does not start with file:line:column", err)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math"
 	"net"
@@ -144,6 +143,10 @@ type Server struct {
 	// reloadUsers reloads the embedded NATS server's users from the users file's records; nil
 	// without an embedded server.
 	reloadUsers func([]CredentialRecord) error
+
+	// wrapAPI, when set before Serve, wraps the API handler: the tests check every exchange
+	// against the OpenAPI spec through it.
+	wrapAPI func(http.Handler) http.Handler
 }
 
 // Route is one API route: a net/http pattern ("GET /v1/pops") and the scope it needs (empty
@@ -217,7 +220,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	log := cfg.Logger
 	if log == nil {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+		log = slog.New(slog.DiscardHandler)
 	}
 	if cfg.AuthFailureBurst <= 0 {
 		cfg.AuthFailureBurst = DefaultAuthFailureBurst
@@ -309,7 +312,8 @@ func (s *Server) Prefix() string { return s.cfg.Prefix }
 // must not take the control plane down. It gives up after a minute or when ctx ends.
 func (s *Server) ensureStreams(ctx context.Context, js jetstream.JetStream) error {
 	deadline := time.Now().Add(time.Minute)
-	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+	retry := fleet.Backoff(250*time.Millisecond, 5*time.Second)
+	for {
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := fleet.EnsureBuckets(actx, js, s.cfg.Prefix, s.cfg.HeartbeatTTL, s.cfg.Replicas)
 		if err == nil {
@@ -319,13 +323,9 @@ func (s *Server) ensureStreams(ctx context.Context, js jetstream.JetStream) erro
 		if err == nil || ctx.Err() != nil || time.Now().After(deadline) {
 			return err
 		}
-		s.log.Warn("creating buckets and streams failed; retrying", "err", err, "in", wait)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		s.log.Warn("creating buckets and streams failed; retrying", "err", err)
+		if !fleet.Wait(ctx, retry) {
 			return ctx.Err()
-		case <-t.C:
 		}
 	}
 }
@@ -408,8 +408,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) (err error) {
 		return err
 	}
 
+	var api http.Handler = s
+	if s.wrapAPI != nil {
+		api = s.wrapAPI(api)
+	}
 	hs := &http.Server{
-		Handler:           s,
+		Handler:           api,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		IdleTimeout:       2 * time.Minute,

@@ -56,6 +56,10 @@ func startServer(t *testing.T, cfg Config, setup ...func(*Server)) *testServer {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
+	if _, err := loadSpec(); err != nil {
+		t.Fatal(err)
+	}
+	s.wrapAPI = func(h http.Handler) http.Handler { return specChecked(t, s, h) }
 	for _, f := range setup {
 		f(s)
 	}

@@ -364,14 +364,21 @@ func (l *purgeLimiter) allow(w http.ResponseWriter, name string) bool {
 // at most MaxPurgeWait or until the server stops.
 func (s *Server) observePurge(tr *purge.Tracker, id string) {
 	s.observers.Go(func() {
-		ctx, cancel := context.WithTimeout(s.waits, MaxPurgeWait)
-		defer cancel()
-		r := tr.Wait(ctx, id)
-		switch {
-		case r.Complete:
-			s.purgeDur.Observe(r.DurationMs / 1000)
-		case s.waits.Err() == nil:
+		done, ok := tr.Done(id)
+		if !ok {
+			return
+		}
+		t := time.NewTimer(MaxPurgeWait)
+		defer t.Stop()
+		// Only the duration is wanted: no receipt is built for the metrics.
+		select {
+		case <-done:
+			if _, took, ok := tr.Completion(id); ok {
+				s.purgeDur.Observe(took.Seconds())
+			}
+		case <-t.C:
 			s.purgeLate.Inc()
+		case <-s.waits.Done():
 		}
 	})
 }

@@ -140,10 +140,17 @@ func get(t testing.TB, n *edge.Node, host, path string, hdr ...string) exchange 
 	return exchange{status: resp.StatusCode, cs: resp.Header.Get("Cache-Status"), body: string(b)}
 }
 
-// isHit reports whether the edge served from its cache without going forward.
-// isHit reports whether Cache-Status says the answer was a fresh hit: a stale hit (served
-// under stale-while-revalidate) carries a negative ttl (RFC 9211).
-func isHit(cs string) bool { return strings.Contains(cs, "; hit") && !strings.Contains(cs, "ttl=-") }
+// isHit reports whether Cache-Status says the node that answered served a fresh hit: its
+// entry is the last one (RFC 9211 lists the caches from the origin's side to the client's;
+// a peer's hit earlier in the list is the peer's), and a stale hit (served under
+// stale-while-revalidate) says so and carries a ttl of at most 0.
+func isHit(cs string) bool {
+	if i := strings.LastIndexByte(cs, ','); i >= 0 {
+		cs = cs[i+1:]
+	}
+	return strings.Contains(cs, "; hit") && !strings.Contains(cs, "ttl=-") && !strings.Contains(cs, "ttl=0;") &&
+		!strings.Contains(cs, "detail=stale-")
+}
 
 // objPath builds an origin object path with query parameters (docs/origin.md).
 func objPath(path string, params ...string) string {
@@ -692,7 +699,7 @@ func BenchmarkPurgeAPI(b *testing.B) {
 	s, base := startBenchFleet(b)
 	c := &http.Client{}
 	defer c.CloseIdleConnections()
-	var acks, answers []time.Duration
+	var acks, answers, issues, firstApplies, lastApplies, ackBacks []time.Duration
 	i := 0
 	b.ReportAllocs()
 	for b.Loop() {
@@ -710,6 +717,25 @@ func BenchmarkPurgeAPI(b *testing.B) {
 		}
 		acks = append(acks, r.CompletedAt.Sub(start))
 		answers = append(answers, answered)
+		// Where the time went (one process, one clock): the request to its issue, the issue to
+		// the first and the last node's apply, the last apply to the control's receipt of the
+		// last ack.
+		rc := r.Purges[0]
+		var first, last time.Time
+		for _, p := range rc.PoPs {
+			for _, n := range p.Nodes {
+				if first.IsZero() || n.AppliedAt.Before(first) {
+					first = *n.AppliedAt
+				}
+				if n.AppliedAt.After(last) {
+					last = *n.AppliedAt
+				}
+			}
+		}
+		issues = append(issues, rc.IssuedAt.Sub(start))
+		firstApplies = append(firstApplies, first.Sub(rc.IssuedAt))
+		lastApplies = append(lastApplies, last.Sub(rc.IssuedAt))
+		ackBacks = append(ackBacks, r.CompletedAt.Sub(last))
 	}
 	b.StopTimer()
 	fl := natstest.FanoutFloor(b, s.NATSURL(), benchEdges, max(len(acks), 200), natsOptions(b, s.NATSURL(), natsauth.Control())...)
@@ -724,6 +750,14 @@ func BenchmarkPurgeAPI(b *testing.B) {
 	b.ReportMetric(msOf(pct(fl, 0.50)), "floor-p50-ms")
 	b.ReportMetric(msOf(pct(fl, 0.99)), "floor-p99-ms")
 	b.ReportMetric(float64(pct(acks, 0.99))/float64(max(pct(fl, 0.99), 1)), "p99/floor")
+	for _, d := range []struct {
+		name string
+		v    []time.Duration
+	}{{"issue", issues}, {"apply-first", firstApplies}, {"apply-last", lastApplies}, {"ack-back", ackBacks}} {
+		slices.Sort(d.v)
+		b.ReportMetric(msOf(pct(d.v, 0.50)), d.name+"-p50-ms")
+		b.ReportMetric(msOf(pct(d.v, 0.99)), d.name+"-p99-ms")
+	}
 }
 
 // BenchmarkPurgeAPISustained measures purges per second through the API with every purge

@@ -81,7 +81,9 @@ func (n *Node) serveCacheable(w *logWriter, req *request) {
 	if !req.fromPeer && canServeStale(obj, verdict, staleFor, obj.Policy.StaleWhileRevalidate) {
 		w.cacheStatus = "stale"
 		fl.revalidate(req, obj)
-		n.deliver(w, req, obj, httpcache.Status{Cache: n.name, Proto: req.proto, Hit: true, TTL: ttl, HasTTL: true, Detail: "stale-while-revalidate"}, "")
+		// A copy stale only by a soft purge or no-cache still has freshness by age; RFC 9211's
+		// ttl says it is stale: at most 0.
+		n.deliver(w, req, obj, httpcache.Status{Cache: n.name, Proto: req.proto, Hit: true, TTL: min(ttl, 0), HasTTL: true, Detail: "stale-while-revalidate"}, "")
 		return
 	}
 	n.deliverAnswer(w, req, fl.get(req, obj, fillOptions{fwd: "stale", stale: obj, verdict: verdict}))

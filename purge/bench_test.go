@@ -25,13 +25,13 @@ type benchFleet struct {
 	nc       *nats.Conn
 	tracker  *Tracker
 	expected []NodeRef
-	ns       *natsServer
+	ns       *natstest.Server
 }
 
 func startBenchFleet(b *testing.B) *benchFleet {
 	b.Helper()
-	ns := startNATS(b)
-	nc, js := ns.connect(b)
+	ns := natstest.Start(b)
+	nc, js := ns.Connect(b)
 	ctx := context.Background()
 	if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
 		b.Fatal(err)
@@ -51,7 +51,7 @@ func startBenchFleet(b *testing.B) *benchFleet {
 	for i := range benchNodes {
 		ref := NodeRef{PoP: fmt.Sprintf("pop%02d", i/2), Node: fmt.Sprintf("n%d", i%2)}
 		f.expected = append(f.expected, ref)
-		snc, err := nats.Connect(ns.url(), ns.nodeOptions(ref.PoP, ref.Node)...)
+		snc, err := nats.Connect(ns.URL(), ns.Options(natsauth.Edge(ref.PoP, ref.Node))...)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -111,7 +111,7 @@ func BenchmarkFanout(b *testing.B) {
 		lat = append(lat, r.CompletedAt.Sub(start))
 	}
 	b.StopTimer()
-	fl := natstest.FanoutFloor(b, f.ns.url(), benchNodes, max(b.N, 200), f.ns.Options(natsauth.Control())...)
+	fl := natstest.FanoutFloor(b, f.ns.URL(), benchNodes, max(b.N, 200), f.ns.Options(natsauth.Control())...)
 	slices.Sort(lat)
 	slices.Sort(fl)
 	slices.Sort(pub)

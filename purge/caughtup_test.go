@@ -4,14 +4,16 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/meridian-cdn/meridian/internal/natstest"
 )
 
 // TestSubscriberCaughtUpAt: the confirmed time never passes a purge that is not applied yet,
 // stops while the node is cut off, and after a reconnect is confirmed again only once what
 // was published meanwhile is applied.
 func TestSubscriberCaughtUpAt(t *testing.T) {
-	ns := startNATS(t)
-	_, js := ns.connect(t)
+	ns := natstest.Start(t)
+	_, js := ns.Connect(t)
 	ctx := testContext(t)
 	if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
 		t.Fatal(err)
@@ -35,7 +37,7 @@ func TestSubscriberCaughtUpAt(t *testing.T) {
 			}
 		}
 	})
-	waitFor(t, 10*time.Second, "a first confirmation", func() bool { return n.sub.ConfirmedSinceReconnect() })
+	natstest.WaitFor(t, 10*time.Second, "a first confirmation", func() bool { return n.sub.ConfirmedSinceReconnect() })
 
 	publishN(t, ctx, js, 1)
 	published := time.Now() // the stream holds it: any confirmation asked from now needs it applied
@@ -44,17 +46,17 @@ func TestSubscriberCaughtUpAt(t *testing.T) {
 		t.Errorf("CaughtUpAt() = %v while purge %d (published %v) is being applied, want before it", e.caughtUpAt, e.seq, published)
 	}
 	close(release)
-	waitFor(t, 10*time.Second, "confirmed past the purge", func() bool { return n.sub.CaughtUpAt().After(published) })
+	natstest.WaitFor(t, 10*time.Second, "confirmed past the purge", func() bool { return n.sub.CaughtUpAt().After(published) })
 
-	n.dialer.Cut()
-	waitFor(t, 10*time.Second, "the node to be disconnected", func() bool { return !n.nc.IsConnected() })
+	n.cut.Cut()
+	natstest.WaitFor(t, 10*time.Second, "the node to be disconnected", func() bool { return !n.nc.IsConnected() })
 	cutAt := time.Now()
-	_, js2 := ns.connect(t)
+	_, js2 := ns.Connect(t)
 	seqs := publishN(t, ctx, js2, 3)
-	n.dialer.Heal()
+	n.cut.Restore()
 	// Until the reconnect the last confirmation stands (the edge bounds how old it may get).
-	waitFor(t, 10*time.Second, "the reconnect", func() bool { return n.nc.IsConnected() })
-	waitFor(t, 10*time.Second, "confirmed after the reconnect", func() bool { return n.sub.ConfirmedSinceReconnect() })
+	natstest.WaitFor(t, 10*time.Second, "the reconnect", func() bool { return n.nc.IsConnected() })
+	natstest.WaitFor(t, 10*time.Second, "confirmed after the reconnect", func() bool { return n.sub.ConfirmedSinceReconnect() })
 	if got := n.sub.LastApplied(); got < seqs[len(seqs)-1] {
 		t.Errorf("confirmed after the reconnect with LastApplied() = %d, want >= %d (purged while cut off)", got, seqs[len(seqs)-1])
 	}

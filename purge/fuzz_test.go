@@ -1,6 +1,7 @@
 package purge
 
 import (
+	"bytes"
 	"encoding/json"
 	"testing"
 	"time"
@@ -99,6 +100,53 @@ func FuzzNormalizePrefix(f *testing.F) {
 		}
 		if !PrefixMatches(got, got) || !PrefixMatches(got, got+"/x") {
 			t.Fatalf("PrefixMatches(%q, itself or below) = false, want true", got)
+		}
+	})
+}
+
+// FuzzDecodeAck: the tracker's ack decoder reads anything exactly as encoding/json does, and an
+// ack as the Subscriber sends it takes the fast path.
+func FuzzDecodeAck(f *testing.F) {
+	at := time.Date(2026, 12, 2, 4, 5, 6, 123456789, time.UTC)
+	for _, a := range []Ack{
+		{ID: "01KAPZ3W6N0000000000000000-url", Seq: 41, PoP: "ams", Node: "n1", AppliedAt: at, Hits: 3},
+		{ID: "x", PoP: "p", Node: "n", AppliedAt: at.In(time.FixedZone("", 3600))},
+		{ID: `q"uote\`, Seq: 1, PoP: "é", Node: "n", Hits: -1},
+	} {
+		b, err := json.Marshal(a)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte(`{"seq":1,"id":"x","pop":"p","node":"n","applied_at":"2026-12-02T04:05:06Z","hits":0}`))
+	f.Add([]byte(`{"id":"x","seq":01,"pop":"p","node":"n","applied_at":"2026-12-02T04:05:06Z","hits":0}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var want Ack
+		wantErr := json.Unmarshal(b, &want)
+		got, err := decodeAck(b)
+		if (err != nil) != (wantErr != nil) {
+			t.Fatalf("decodeAck(%q) error = %v, encoding/json's = %v", b, err, wantErr)
+		}
+		if err == nil && (got.ID != want.ID || got.Seq != want.Seq || got.PoP != want.PoP || got.Node != want.Node ||
+			got.Hits != want.Hits || !got.AppliedAt.Equal(want.AppliedAt)) {
+			t.Fatalf("decodeAck(%q) = %+v, encoding/json reads %+v", b, got, want)
+		}
+		if err != nil {
+			return
+		}
+		// Re-encoded, by hand as by encoding/json, a plain ack takes the fast path.
+		enc, err := json.Marshal(want)
+		if err != nil {
+			return // a time encoding/json cannot write
+		}
+		if mine, err := encodeAck(want); err != nil || !bytes.Equal(mine, enc) {
+			t.Fatalf("encodeAck(%+v) = %s, %v; encoding/json writes %s", want, mine, err, enc)
+		}
+		fast, ok := decodeAckFast(enc)
+		plain := want.Hits >= 0 && plainJSON(want.ID) && plainJSON(want.PoP) && plainJSON(want.Node)
+		if plain && want.AppliedAt.Year() >= 0 && want.AppliedAt.Year() <= 9999 && (!ok || !fast.AppliedAt.Equal(want.AppliedAt) || fast.ID != want.ID) {
+			t.Fatalf("decodeAckFast(%s) = %+v, %v; want the fast path to read it", enc, fast, ok)
 		}
 	})
 }

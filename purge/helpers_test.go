@@ -6,56 +6,7 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/meridian-cdn/meridian/internal/natsauth"
-	"github.com/meridian-cdn/meridian/internal/natstest"
 )
-
-// natsServer is a real embedded NATS server with JetStream and the production credentials and
-// permissions (internal/natstest) that a test can stop and start again on the same port and
-// store directory.
-type natsServer struct {
-	*natstest.Server
-}
-
-func startNATS(t testing.TB) *natsServer {
-	t.Helper()
-	return &natsServer{natstest.Start(t)}
-}
-
-func (n *natsServer) start() { n.Restart() }
-
-func (n *natsServer) stop() { n.Stop() }
-
-func (n *natsServer) url() string { return n.URL() }
-
-// connect opens a client as control (allowed everything) that reconnects forever, quickly, and
-// is closed at the end of the test.
-func (n *natsServer) connect(t testing.TB) (*nats.Conn, jetstream.JetStream) {
-	t.Helper()
-	return natstest.ConnectURL(t, n.url(), append(n.Options(natsauth.Control()),
-		nats.ReconnectWait(20*time.Millisecond), nats.Timeout(2*time.Second))...)
-}
-
-// nodeOptions authenticate as edge node node of PoP pop.
-func (n *natsServer) nodeOptions(pop, node string) []nats.Option {
-	return n.Options(natsauth.Edge(pop, node))
-}
-
-// waitFor polls cond until it holds or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 func testContext(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

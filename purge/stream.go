@@ -92,6 +92,11 @@ func Publish(ctx context.Context, js jetstream.JetStream, prefix string, m Messa
 	if err != nil {
 		return 0, fmt.Errorf("publish purge: %w", err)
 	}
+	return publishNormalized(ctx, js, prefix, m)
+}
+
+// publishNormalized is Publish for a message Normalize returned.
+func publishNormalized(ctx context.Context, js jetstream.JetStream, prefix string, m Message) (uint64, error) {
 	m.Seq = 0
 	data, err := json.Marshal(m)
 	if err != nil {
@@ -128,7 +133,7 @@ func (p *Publisher) Publish(ctx context.Context, m Message, expected []NodeRef) 
 	if p.Tracker != nil {
 		p.Tracker.Register(m, expected)
 	}
-	seq, err := Publish(ctx, p.JS, p.Prefix, m)
+	seq, err := publishNormalized(ctx, p.JS, p.Prefix, m)
 	if err != nil {
 		if p.Tracker != nil {
 			p.Tracker.Forget(m.ID)

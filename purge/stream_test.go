@@ -7,6 +7,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/meridian-cdn/meridian/internal/natstest"
 	"github.com/meridian-cdn/meridian/wire"
 )
 
@@ -38,8 +39,8 @@ func TestNames(t *testing.T) {
 }
 
 func TestEnsureStream(t *testing.T) {
-	ns := startNATS(t)
-	_, js := ns.connect(t)
+	ns := natstest.Start(t)
+	_, js := ns.Connect(t)
 	ctx := testContext(t)
 	for i := range 2 { // the second call must be harmless
 		if err := EnsureStream(ctx, js, "", 0, 0); err != nil {
@@ -72,8 +73,8 @@ func TestEnsureStream(t *testing.T) {
 }
 
 func TestPublish(t *testing.T) {
-	ns := startNATS(t)
-	_, js := ns.connect(t)
+	ns := natstest.Start(t)
+	_, js := ns.Connect(t)
 	ctx := testContext(t)
 	if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
 		t.Fatal(err)

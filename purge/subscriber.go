@@ -2,17 +2,18 @@ package purge
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/meridian-cdn/meridian/fleet"
 )
 
 // SubscriberConfig configures a node's Subscriber. JS, PoP, Node, Apply and OnGap are required.
@@ -38,7 +39,7 @@ type SubscriberConfig struct {
 	// Clock stamps AppliedAt in acks; nil means time.Now.
 	Clock func() time.Time
 	// RetryMin is the first delay after a failed Apply or a lost consumer; it doubles up to
-	// RetryMax. Zero means 50 ms and 5 s.
+	// RetryMax, each delay ±20 % (fleet.Backoff). Zero means 50 ms and 5 s.
 	RetryMin, RetryMax time.Duration
 	// ConfirmEvery is how often the subscriber asks the stream for its last sequence to confirm
 	// that it has applied everything published (see CaughtUpAt); it also asks at once after a
@@ -106,7 +107,7 @@ func NewSubscriber(cfg SubscriberConfig) (*Subscriber, error) {
 	}
 	log := cfg.Logger
 	if log == nil {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+		log = slog.New(slog.DiscardHandler)
 	}
 	return &Subscriber{
 		cfg:       cfg,
@@ -165,20 +166,19 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		stopConfirm()
 		confirmer.Wait()
 	}()
-	delay := s.cfg.RetryMin
+	retry := fleet.Backoff(s.cfg.RetryMin, s.cfg.RetryMax)
 	for {
 		progressed, err := s.consume(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if progressed {
-			delay = s.cfg.RetryMin
+			retry.Reset()
 		}
-		s.log.Warn("purge consumer lost; resuming", "last_applied", s.LastApplied(), "retry_in", delay, "err", err)
-		if !sleep(ctx, delay) {
+		s.log.Warn("purge consumer lost; resuming", "last_applied", s.LastApplied(), "err", err)
+		if !fleet.Wait(ctx, retry) {
 			return nil
 		}
-		delay = min(2*delay, s.cfg.RetryMax)
 	}
 }
 
@@ -281,7 +281,7 @@ func (s *Subscriber) handle(ctx context.Context, msg jetstream.Msg) error {
 	s.lastApplied.Store(seq)
 	s.wakeConfirm()
 	ack := Ack{ID: m.ID, Seq: seq, PoP: s.cfg.PoP, Node: s.cfg.Node, AppliedAt: s.cfg.Clock(), Hits: hits}
-	data, err := json.Marshal(ack)
+	data, err := encodeAck(ack)
 	if err == nil {
 		err = s.conn.Publish(s.ackSub, data)
 	}
@@ -386,7 +386,7 @@ func (s *Subscriber) askLastSeq(ctx context.Context) (confirmation, error) {
 
 // apply calls Apply until it succeeds; it fails only when ctx ends.
 func (s *Subscriber) apply(ctx context.Context, m Message) (int, error) {
-	delay := s.cfg.RetryMin
+	var retry *backoff.ExponentialBackOff // made at the first failure: the usual path needs none
 	for attempt := 1; ; attempt++ {
 		hits, err := s.cfg.Apply(ctx, m)
 		if err == nil {
@@ -395,22 +395,12 @@ func (s *Subscriber) apply(ctx context.Context, m Message) (int, error) {
 		if ctx.Err() != nil {
 			return 0, fmt.Errorf("apply purge %s: %w", m.ID, ctx.Err())
 		}
-		s.log.Error("apply purge failed; retrying", "id", m.ID, "seq", m.Seq, "attempt", attempt, "retry_in", delay, "err", err)
-		if !sleep(ctx, delay) {
+		if retry == nil {
+			retry = fleet.Backoff(s.cfg.RetryMin, s.cfg.RetryMax)
+		}
+		s.log.Error("apply purge failed; retrying", "id", m.ID, "seq", m.Seq, "attempt", attempt, "err", err)
+		if !fleet.Wait(ctx, retry) {
 			return 0, fmt.Errorf("apply purge %s: %w", m.ID, ctx.Err())
 		}
-		delay = min(2*delay, s.cfg.RetryMax)
-	}
-}
-
-// sleep waits d or until ctx ends, reporting whether the full d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -14,70 +13,29 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/meridian-cdn/meridian/internal/natsauth"
+	"github.com/meridian-cdn/meridian/internal/natstest"
 )
-
-// cutDialer dials real TCP connections and can cut them: a NATS server cannot be told to drop one
-// client and refuse it for a while, so this is the one fault injected at the client.
-type cutDialer struct {
-	mu    sync.Mutex // guards conns and cut
-	conns []net.Conn
-	cut   bool
-}
-
-func (d *cutDialer) Dial(network, address string) (net.Conn, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.cut {
-		return nil, errors.New("cut off from nats")
-	}
-	c, err := net.Dial(network, address)
-	if err == nil {
-		d.conns = append(d.conns, c)
-	}
-	return c, err
-}
-
-// Cut closes every connection and refuses new ones until Heal.
-func (d *cutDialer) Cut() {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.cut = true
-	for _, c := range d.conns {
-		c.Close()
-	}
-	d.conns = nil
-}
-
-func (d *cutDialer) Heal() {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.cut = false
-}
 
 // node is one subscriber under test with its own NATS connection.
 type node struct {
-	sub    *Subscriber
-	rec    *recorder
-	nc     *nats.Conn
-	dialer *cutDialer
-	stop   func()
+	sub *Subscriber
+	rec *recorder
+	nc  *nats.Conn
+	// cut sits between the node and NATS: a NATS server cannot be told to drop one client and
+	// refuse it for a while, so this is the one fault injected.
+	cut  *natstest.Cutter
+	stop func()
 }
 
 type nodeOpt func(*SubscriberConfig)
 
-func startNode(t *testing.T, ns *natsServer, pop, name string, opts ...nodeOpt) *node {
+func startNode(t *testing.T, ns *natstest.Server, pop, name string, opts ...nodeOpt) *node {
 	t.Helper()
-	d := &cutDialer{}
-	nc, err := nats.Connect(ns.url(), append(ns.nodeOptions(pop, name), nats.SetCustomDialer(d), nats.MaxReconnects(-1),
-		nats.ReconnectWait(20*time.Millisecond), nats.ReconnectJitter(0, 0))...)
-	if err != nil {
-		t.Fatalf("node %s connect: %v", name, err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cut := natstest.NewCutter(t, "127.0.0.1", ns.URL())
+	nc, js := natstest.ConnectURL(t, cut.URL(), append(ns.Options(natsauth.Edge(pop, name)),
+		nats.ReconnectWait(20*time.Millisecond))...)
 	rec := &recorder{}
 	cfg := SubscriberConfig{JS: js, PoP: pop, Node: name, Apply: rec.apply, OnGap: rec.onGap,
 		RetryMin: 10 * time.Millisecond, RetryMax: 100 * time.Millisecond}
@@ -88,7 +46,7 @@ func startNode(t *testing.T, ns *natsServer, pop, name string, opts ...nodeOpt) 
 	if err != nil {
 		t.Fatalf("NewSubscriber: %v", err)
 	}
-	n := &node{sub: s, rec: rec, nc: nc, dialer: d}
+	n := &node{sub: s, rec: rec, nc: nc, cut: cut}
 	n.stop = runSubscriber(t, s)
 	return n
 }
@@ -152,8 +110,8 @@ func appliedSeqs(r *recorder) []uint64 {
 }
 
 func TestNewSubscriberRequires(t *testing.T) {
-	ns := startNATS(t)
-	_, js := ns.connect(t)
+	ns := natstest.Start(t)
+	_, js := ns.Connect(t)
 	apply := func(context.Context, Message) (int, error) { return 0, nil }
 	gap := func(context.Context, uint64, uint64) {}
 	tests := []struct {
@@ -175,8 +133,8 @@ func TestNewSubscriberRequires(t *testing.T) {
 }
 
 func TestSubscriberAppliesInOrderAndAcks(t *testing.T) {
-	ns := startNATS(t)
-	nc, js := ns.connect(t)
+	ns := natstest.Start(t)
+	nc, js := ns.Connect(t)
 	ctx := testContext(t)
 	if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
 		t.Fatal(err)
@@ -188,7 +146,7 @@ func TestSubscriberAppliesInOrderAndAcks(t *testing.T) {
 		t.Errorf("LastApplied() at join = %d, want the stream's last sequence %d", got, old[2])
 	}
 	seqs := publishN(t, ctx, js, 20)
-	waitFor(t, 10*time.Second, "20 acks", func() bool { return len(acks.snapshot()) == 20 })
+	natstest.WaitFor(t, 10*time.Second, "20 acks", func() bool { return len(acks.snapshot()) == 20 })
 	if got := appliedSeqs(n.rec); !slices.Equal(got, seqs) {
 		t.Errorf("applied sequences = %v, want %v", got, seqs)
 	}
@@ -205,8 +163,8 @@ func TestSubscriberAppliesInOrderAndAcks(t *testing.T) {
 }
 
 func TestSubscriberAcksOnlyAfterApply(t *testing.T) {
-	ns := startNATS(t)
-	nc, js := ns.connect(t)
+	ns := natstest.Start(t)
+	nc, js := ns.Connect(t)
 	ctx := testContext(t)
 	if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
 		t.Fatal(err)
@@ -245,15 +203,15 @@ func TestSubscriberAcksOnlyAfterApply(t *testing.T) {
 		t.Errorf("LastApplied() = %d while Apply is blocked, want less", got)
 	}
 	close(release)
-	waitFor(t, 10*time.Second, "the ack after release", func() bool { return len(acks.snapshot()) == 1 })
+	natstest.WaitFor(t, 10*time.Second, "the ack after release", func() bool { return len(acks.snapshot()) == 1 })
 	if a := acks.snapshot()[0]; a.Seq != seqs[0] || a.Hits != 7 {
 		t.Errorf("ack = %+v, want seq %d hits 7", a, seqs[0])
 	}
 }
 
 func TestSubscriberRetriesFailedApply(t *testing.T) {
-	ns := startNATS(t)
-	nc, js := ns.connect(t)
+	ns := natstest.Start(t)
+	nc, js := ns.Connect(t)
 	ctx := testContext(t)
 	if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
 		t.Fatal(err)
@@ -270,7 +228,7 @@ func TestSubscriberRetriesFailedApply(t *testing.T) {
 		}
 	})
 	seqs := publishN(t, ctx, js, 2)
-	waitFor(t, 10*time.Second, "2 acks", func() bool { return len(acks.snapshot()) == 2 })
+	natstest.WaitFor(t, 10*time.Second, "2 acks", func() bool { return len(acks.snapshot()) == 2 })
 	if got := calls.Load(); got != 4 {
 		t.Errorf("Apply calls for the failing purge = %d, want 4 (3 failures, 1 success)", got)
 	}
@@ -286,39 +244,39 @@ func TestSubscriberReplaysAfterDisconnect(t *testing.T) {
 	tests := []struct {
 		name string
 		// cutOff disconnects the node; publishing happens between cutOff and reconnect.
-		cutOff, reconnect func(t *testing.T, ns *natsServer, n *node)
+		cutOff, reconnect func(t *testing.T, ns *natstest.Server, n *node)
 	}{
 		{
 			name:      "connection cut",
-			cutOff:    func(t *testing.T, _ *natsServer, n *node) { n.dialer.Cut() },
-			reconnect: func(t *testing.T, _ *natsServer, n *node) { n.dialer.Heal() },
+			cutOff:    func(t *testing.T, _ *natstest.Server, n *node) { n.cut.Cut() },
+			reconnect: func(t *testing.T, _ *natstest.Server, n *node) { n.cut.Restore() },
 		},
 		{
 			name: "server restarted",
-			cutOff: func(t *testing.T, ns *natsServer, n *node) {
-				n.dialer.Cut() // keep the node out until the purges are in
-				ns.stop()
-				ns.start()
+			cutOff: func(t *testing.T, ns *natstest.Server, n *node) {
+				n.cut.Cut() // keep the node out until the purges are in
+				ns.Stop()
+				ns.Restart()
 			},
-			reconnect: func(t *testing.T, _ *natsServer, n *node) { n.dialer.Heal() },
+			reconnect: func(t *testing.T, _ *natstest.Server, n *node) { n.cut.Restore() },
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ns := startNATS(t)
+			ns := natstest.Start(t)
 			ctx := testContext(t)
-			_, js := ns.connect(t)
+			_, js := ns.Connect(t)
 			if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
 				t.Fatal(err)
 			}
 			n := startNode(t, ns, "ams", "n1")
 			before := publishN(t, ctx, js, 5)
-			waitFor(t, 10*time.Second, "the first 5 applied", func() bool { return n.rec.count() == 5 })
+			natstest.WaitFor(t, 10*time.Second, "the first 5 applied", func() bool { return n.rec.count() == 5 })
 
 			tt.cutOff(t, ns, n)
-			waitFor(t, 10*time.Second, "the node to be disconnected", func() bool { return !n.nc.IsConnected() })
+			natstest.WaitFor(t, 10*time.Second, "the node to be disconnected", func() bool { return !n.nc.IsConnected() })
 			// A fresh publisher: the test's own client may still be reconnecting after a restart.
-			_, js2 := ns.connect(t)
+			_, js2 := ns.Connect(t)
 			during := publishN(t, ctx, js2, 10)
 			if got := n.rec.count(); got != 5 {
 				t.Fatalf("applied %d purges while cut off, want 5", got)
@@ -327,7 +285,7 @@ func TestSubscriberReplaysAfterDisconnect(t *testing.T) {
 			after := publishN(t, ctx, js2, 5)
 
 			want := slices.Concat(before, during, after)
-			waitFor(t, 20*time.Second, "every purge applied", func() bool { return n.rec.count() >= len(want) })
+			natstest.WaitFor(t, 20*time.Second, "every purge applied", func() bool { return n.rec.count() >= len(want) })
 			if got := appliedSeqs(n.rec); !slices.Equal(got, want) {
 				t.Errorf("applied sequences = %v, want each of %v exactly once, in order", got, want)
 			}
@@ -357,7 +315,7 @@ func TestSubscriberGapBeyondRetention(t *testing.T) {
 			name:      "expired beyond MaxAge",
 			retention: 300 * time.Millisecond,
 			lose: func(t *testing.T, ctx context.Context, st jetstream.Stream) {
-				waitFor(t, 10*time.Second, "the stream to expire its messages", func() bool {
+				natstest.WaitFor(t, 10*time.Second, "the stream to expire its messages", func() bool {
 					info, err := st.Info(ctx)
 					return err == nil && info.State.Msgs == 0
 				})
@@ -366,18 +324,18 @@ func TestSubscriberGapBeyondRetention(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ns := startNATS(t)
+			ns := natstest.Start(t)
 			ctx := testContext(t)
-			_, js := ns.connect(t)
+			_, js := ns.Connect(t)
 			if err := EnsureStream(ctx, js, "", tt.retention, 1); err != nil {
 				t.Fatal(err)
 			}
 			n := startNode(t, ns, "ams", "n1")
 			before := publishN(t, ctx, js, 2)
-			waitFor(t, 10*time.Second, "the first 2 applied", func() bool { return n.rec.count() == 2 })
+			natstest.WaitFor(t, 10*time.Second, "the first 2 applied", func() bool { return n.rec.count() == 2 })
 
-			n.dialer.Cut()
-			waitFor(t, 10*time.Second, "the node to be disconnected", func() bool { return !n.nc.IsConnected() })
+			n.cut.Cut()
+			natstest.WaitFor(t, 10*time.Second, "the node to be disconnected", func() bool { return !n.nc.IsConnected() })
 			lost := publishN(t, ctx, js, 3)
 			st, err := js.Stream(ctx, "PURGE")
 			if err != nil {
@@ -385,8 +343,8 @@ func TestSubscriberGapBeyondRetention(t *testing.T) {
 			}
 			tt.lose(t, ctx, st)
 			after := publishN(t, ctx, js, 2)
-			n.dialer.Heal()
-			waitFor(t, 20*time.Second, "the purges after the gap applied", func() bool { return n.rec.count() == 4 })
+			n.cut.Restore()
+			natstest.WaitFor(t, 20*time.Second, "the purges after the gap applied", func() bool { return n.rec.count() == 4 })
 
 			_, gaps, events := n.rec.snapshot()
 			wantGap := [2]uint64{before[1], lost[2] + 1}
@@ -406,9 +364,9 @@ func TestSubscriberGapBeyondRetention(t *testing.T) {
 }
 
 func TestSubscriberUndecodableIsAGap(t *testing.T) {
-	ns := startNATS(t)
+	ns := natstest.Start(t)
 	ctx := testContext(t)
-	_, js := ns.connect(t)
+	_, js := ns.Connect(t)
 	if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
 		t.Fatal(err)
 	}
@@ -418,7 +376,7 @@ func TestSubscriberUndecodableIsAGap(t *testing.T) {
 		t.Fatal(err)
 	}
 	good := publishN(t, ctx, js, 1)
-	waitFor(t, 10*time.Second, "the good purge applied", func() bool { return n.rec.count() == 1 })
+	natstest.WaitFor(t, 10*time.Second, "the good purge applied", func() bool { return n.rec.count() == 1 })
 	_, gaps, _ := n.rec.snapshot()
 	if want := [2]uint64{ack.Sequence - 1, ack.Sequence + 1}; len(gaps) != 1 || gaps[0] != want {
 		t.Errorf("OnGap calls = %v, want one with %v for the undecodable message", gaps, want)
@@ -429,10 +387,10 @@ func TestSubscriberUndecodableIsAGap(t *testing.T) {
 }
 
 func TestSubscriberWaitsForStream(t *testing.T) {
-	ns := startNATS(t)
+	ns := natstest.Start(t)
 	ctx := testContext(t)
-	_, js := ns.connect(t)
-	_, js2 := ns.connect(t)
+	_, js := ns.Connect(t)
+	_, js2 := ns.Connect(t)
 	rec := &recorder{}
 	s, err := NewSubscriber(SubscriberConfig{JS: js2, PoP: "ams", Node: "n1", Apply: rec.apply, OnGap: rec.onGap, RetryMin: 10 * time.Millisecond})
 	if err != nil {
@@ -459,7 +417,7 @@ func TestSubscriberWaitsForStream(t *testing.T) {
 		t.Fatal("Ready() not closed within 10s of the stream's creation")
 	}
 	seqs := publishN(t, ctx, js, 1)
-	waitFor(t, 10*time.Second, "the purge applied", func() bool { return rec.count() == 1 })
+	natstest.WaitFor(t, 10*time.Second, "the purge applied", func() bool { return rec.count() == 1 })
 	if got := appliedSeqs(rec); !slices.Equal(got, seqs) {
 		t.Errorf("applied = %v, want %v", got, seqs)
 	}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/meridian-cdn/meridian/internal/natstest"
 )
 
 // fakeClock is a settable clock for receipts' timestamps.
@@ -56,9 +58,9 @@ func nodeNames(r Receipt) []NodeRef {
 }
 
 func TestTrackerEndToEnd(t *testing.T) {
-	ns := startNATS(t)
+	ns := natstest.Start(t)
 	ctx := testContext(t)
-	nc, js := ns.connect(t)
+	nc, js := ns.Connect(t)
 	if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
 		t.Fatal(err)
 	}
@@ -82,6 +84,19 @@ func TestTrackerEndToEnd(t *testing.T) {
 		}
 		if got := nodeNames(r); !slices.Equal(got, live) {
 			t.Errorf("receipt nodes = %v, want %v", got, live)
+		}
+		// Done and Completion say the same as the receipt, without building one.
+		if _, ok := tr.Done("unknown"); ok {
+			t.Error("Done(unknown id) ok, want false")
+		}
+		done, ok := tr.Done(m.ID)
+		select {
+		case <-done:
+		default:
+			t.Errorf("Done(%s) = open channel (ok %v) after completion", m.ID, ok)
+		}
+		if at, took, ok := tr.Completion(m.ID); !ok || !at.Equal(*r.CompletedAt) || took != r.CompletedAt.Sub(r.IssuedAt) {
+			t.Errorf("Completion() = %v, %v, %v; want %v, %v", at, took, ok, *r.CompletedAt, r.CompletedAt.Sub(r.IssuedAt))
 		}
 		if r.Seq != m.Seq || r.Host != "www.example.com" || r.Kind != KindKey {
 			t.Errorf("receipt = seq %d host %q kind %q; want seq %d host www.example.com kind key", r.Seq, r.Host, r.Kind, m.Seq)
@@ -108,7 +123,7 @@ func TestTrackerEndToEnd(t *testing.T) {
 			t.Fatalf("Publish: %v", err)
 		}
 		// Wait until the live nodes acked, then let Wait time out on the silent one.
-		waitFor(t, 10*time.Second, "3 acks", func() bool {
+		natstest.WaitFor(t, 10*time.Second, "3 acks", func() bool {
 			r, _ := tr.Receipt(m.ID)
 			return len(r.Pending) == 1
 		})
@@ -134,7 +149,7 @@ func TestTrackerEndToEnd(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Publish: %v", err)
 		}
-		waitFor(t, 10*time.Second, "the unexpected ack", func() bool {
+		natstest.WaitFor(t, 10*time.Second, "the unexpected ack", func() bool {
 			r, _ := tr.Receipt(m.ID)
 			return len(nodeNames(r)) == 3
 		})
@@ -149,8 +164,8 @@ func TestTrackerEndToEnd(t *testing.T) {
 }
 
 func TestTrackerReceipts(t *testing.T) {
-	ns := startNATS(t)
-	nc, _ := ns.connect(t)
+	ns := natstest.Start(t)
+	nc, _ := ns.Connect(t)
 	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	tr := newTracker(t, nc, WithClock(clock.Now), WithMaxPurges(3), WithRetention(time.Hour))
 	issued := clock.Now()
@@ -240,8 +255,8 @@ func TestTrackerReceipts(t *testing.T) {
 }
 
 func TestTrackerRun(t *testing.T) {
-	ns := startNATS(t)
-	nc, _ := ns.connect(t)
+	ns := natstest.Start(t)
+	nc, _ := ns.Connect(t)
 	tr, err := NewTracker(nc, "")
 	if err != nil {
 		t.Fatal(err)
@@ -296,8 +311,8 @@ func statuses(r Receipt) map[string]string {
 // one that left the registry without acking reads unreachable and keeps the purge incomplete
 // until it acks or an operator declares it gone.
 func TestTrackerUnreachableAndGone(t *testing.T) {
-	ns := startNATS(t)
-	nc, _ := ns.connect(t)
+	ns := natstest.Start(t)
+	nc, _ := ns.Connect(t)
 	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	reg := &fakeRegistry{}
 	tr := newTracker(t, nc, WithClock(clock.Now), WithRegistry(reg.registered))
@@ -378,8 +393,8 @@ func TestTrackerUnreachableAndGone(t *testing.T) {
 // TestTrackerDeclareGoneCompletes: declaring the last pending node gone completes the purge and
 // wakes waiters.
 func TestTrackerDeclareGoneCompletes(t *testing.T) {
-	ns := startNATS(t)
-	nc, _ := ns.connect(t)
+	ns := natstest.Start(t)
+	nc, _ := ns.Connect(t)
 	reg := &fakeRegistry{}
 	tr := newTracker(t, nc, WithRegistry(reg.registered))
 	tr.Register(Message{ID: "p1", Host: "a.example", Kind: KindAll, IssuedAt: time.Now()}, []NodeRef{{"ams", "n1"}})
@@ -401,8 +416,8 @@ func TestTrackerDeclareGoneCompletes(t *testing.T) {
 // TestTrackerWithoutRegistry: with no registry every pending node reads pending, and none can be
 // declared gone.
 func TestTrackerWithoutRegistry(t *testing.T) {
-	ns := startNATS(t)
-	nc, _ := ns.connect(t)
+	ns := natstest.Start(t)
+	nc, _ := ns.Connect(t)
 	tr := newTracker(t, nc)
 	tr.Register(Message{ID: "p1", Host: "a.example", Kind: KindAll, IssuedAt: time.Now()}, []NodeRef{{"ams", "n1"}})
 	r, _ := tr.Receipt("p1")
@@ -417,8 +432,8 @@ func TestTrackerWithoutRegistry(t *testing.T) {
 // TestTrackerDropsForgedAcks: an ack whose body names another node than its subject is dropped.
 // NATS permissions let a node publish only on its own ack subject, so such an ack is a forgery.
 func TestTrackerDropsForgedAcks(t *testing.T) {
-	ns := startNATS(t)
-	nc, _ := ns.connect(t)
+	ns := natstest.Start(t)
+	nc, _ := ns.Connect(t)
 	tr := newTracker(t, nc)
 	tr.Register(Message{ID: "p1", Host: "a.example", Kind: KindAll, IssuedAt: time.Now()}, []NodeRef{{"fra", "n1"}, {"fra", "n2"}})
 	forged, _ := json.Marshal(Ack{ID: "p1", Seq: 1, PoP: "fra", Node: "n2"})
@@ -431,7 +446,7 @@ func TestTrackerDropsForgedAcks(t *testing.T) {
 	if err := nc.Publish(AckSubject("", "fra", "n1"), real); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "fra/n1's ack", func() bool {
+	natstest.WaitFor(t, 5*time.Second, "fra/n1's ack", func() bool {
 		r, _ := tr.Receipt("p1")
 		return len(r.Pending) == 1
 	})
