@@ -395,18 +395,23 @@ func (f *filler) fleetStale(req *request) *fillResult {
 	sub := *req
 	sub.r = req.r.WithContext(ctx)
 	sub.traceID() // made here once: the goroutines below share sub and would race to make it
+	// The asks are the filler's work (goTracked), so closing the node waits for them; the
+	// ones still running when a copy arrives end with ctx when this returns.
 	results := make(chan *fillResult, len(nodes))
+	asked := 0
 	for _, p := range nodes {
-		go func() {
+		if f.goTracked(func() {
 			resp, err := f.fetchNode(&sub, p, hops{peer: true, shield: true}, nil, "only-if-cached", "")
 			if err != nil {
 				results <- nil
 				return
 			}
 			results <- f.staleCopy(req, resp)
-		}()
+		}) {
+			asked++
+		}
 	}
-	for range nodes {
+	for range asked {
 		if r := <-results; r != nil {
 			return r
 		}
