@@ -140,37 +140,10 @@ type roundTripper struct{ u *fetch.Upstream }
 
 func (t roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return t.u.Do(r) }
 
-// upgradeTransport returns a transport for one protocol upgrade. An upgraded connection is
-// the client's until either side closes it, so it takes no bulkhead slot and is never reused.
-func (n *Node) upgradeTransport() *http.Transport {
-	uc := n.cfg.Upstream
-	dial := n.cfg.DialContext
-	if dial == nil {
-		dial = n.sourceBoundDialer(uc.DialTimeout)
-	}
-	if dial == nil {
-		d := uc.DialTimeout
-		if d <= 0 {
-			d = 2 * time.Second
-		}
-		dial = (&net.Dialer{Timeout: d, KeepAlive: 30 * time.Second}).DialContext
-	}
-	rht := uc.ResponseHeaderTimeout
-	if rht <= 0 {
-		rht = 10 * time.Second
-	}
-	tht := uc.TLSHandshakeTimeout
-	if tht <= 0 {
-		tht = 3 * time.Second
-	}
-	return &http.Transport{
-		DialContext:           dial,
-		TLSHandshakeTimeout:   tht,
-		ResponseHeaderTimeout: rht,
-		DisableKeepAlives:     true,
-		DisableCompression:    true,
-	}
-}
+// upgradeTransport returns a transport for one protocol upgrade: the node's upstream settings,
+// a connection never reused (it is the client's until either side closes it) and no bulkhead
+// slot.
+func (n *Node) upgradeTransport() *http.Transport { return n.fill.baseConfig().UpgradeTransport() }
 
 // bufferBody reads r's whole body, at most MaxRequestBodyBytes within RequestBodyTimeout: the
 // first RequestBufferBytes in memory, the rest in a temporary file (removed on Close). A

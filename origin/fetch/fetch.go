@@ -147,40 +147,57 @@ type Upstream struct {
 	breakerRejections  atomic.Uint64
 }
 
+// newTransport is the transport c describes (defaults applied): its dialer, TLS and timeouts,
+// keeping idle connections for reuse.
+func (c Config) newTransport() *http.Transport {
+	dial := c.DialContext
+	if dial == nil {
+		dial = (&net.Dialer{Timeout: c.DialTimeout, KeepAlive: 30 * time.Second}).DialContext
+	} else {
+		// A custom dialer is not bounded by net.Dialer.Timeout, so bound it here.
+		custom := dial
+		dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			ctx, cancel := context.WithTimeout(ctx, c.DialTimeout)
+			defer cancel()
+			return custom(ctx, network, addr)
+		}
+	}
+	return &http.Transport{
+		Proxy:                 nil, // an edge never goes through an environment proxy
+		DialContext:           dial,
+		TLSClientConfig:       c.TLSConfig,
+		TLSHandshakeTimeout:   c.TLSHandshakeTimeout,
+		ResponseHeaderTimeout: c.ResponseHeaderTimeout,
+		IdleConnTimeout:       c.IdleConnTimeout,
+		MaxIdleConns:          0, // no global cap; the per-host cap below is what matters
+		MaxIdleConnsPerHost:   c.MaxIdleConns,
+		ExpectContinueTimeout: time.Second,
+		// Custom dialers and TLS configs turn HTTP/2 off unless asked for; https upstreams
+		// should multiplex.
+		ForceAttemptHTTP2: true,
+		// The edge stores and forwards bytes as the upstream sent them.
+		DisableCompression: true,
+	}
+}
+
+// UpgradeTransport returns a transport for one protocol upgrade (WebSocket) to this kind of
+// upstream: the same dialer, TLS and timeouts as New's, but HTTP/1.1 only and never reusing a
+// connection, since an upgraded connection is the client's until either side closes it. It
+// has no bulkhead or breaker: an upgrade holds no slot.
+func (c Config) UpgradeTransport() *http.Transport {
+	t := c.withDefaults().newTransport()
+	t.DisableKeepAlives = true
+	t.ForceAttemptHTTP2 = false
+	return t
+}
+
 // New returns the client for one upstream. It starts no goroutines.
 func New(cfg Config) *Upstream {
 	cfg = cfg.withDefaults()
 	u := &Upstream{cfg: cfg}
 	u.transport = cfg.Transport
 	if u.transport == nil {
-		dial := cfg.DialContext
-		if dial == nil {
-			dial = (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext
-		}
-		u.transport = &http.Transport{
-			Proxy:                 nil, // an edge never goes through an environment proxy
-			DialContext:           dial,
-			TLSClientConfig:       cfg.TLSConfig,
-			TLSHandshakeTimeout:   cfg.TLSHandshakeTimeout,
-			ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
-			IdleConnTimeout:       cfg.IdleConnTimeout,
-			MaxIdleConns:          0, // no global cap; the per-host cap below is what matters
-			MaxIdleConnsPerHost:   cfg.MaxIdleConns,
-			ExpectContinueTimeout: time.Second,
-			// Custom dialers and TLS configs turn HTTP/2 off unless asked for; https upstreams
-			// should multiplex.
-			ForceAttemptHTTP2: true,
-			// The edge stores and forwards bytes as the upstream sent them.
-			DisableCompression: true,
-		}
-		if cfg.DialContext != nil {
-			// A custom dialer is not bounded by net.Dialer.Timeout, so bound it here.
-			u.transport.(*http.Transport).DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-				ctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
-				defer cancel()
-				return dial(ctx, network, addr)
-			}
-		}
+		u.transport = cfg.newTransport()
 	}
 	u.client = &http.Client{
 		Transport: u.transport,
