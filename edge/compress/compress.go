@@ -18,6 +18,8 @@ import (
 	"github.com/andybalholm/brotli"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/meridian-cdn/meridian/edge/httpcache"
 )
 
 // DefaultMinSize is the smallest body worth compressing: below it, framing overhead and the
@@ -121,42 +123,10 @@ func ShouldCompress(status int, h http.Header, size, minSize int64, types []stri
 	if h.Get("Content-Range") != "" {
 		return false
 	}
-	if NoTransform(h.Values("Cache-Control")) || NoTransform(h.Values("CDN-Cache-Control")) {
+	if httpcache.ParseCacheControl(h.Values("Cache-Control")).NoTransform || httpcache.ParseCacheControl(h.Values("CDN-Cache-Control")).NoTransform {
 		return false
 	}
 	return Compressible(h.Get("Content-Type"), types)
-}
-
-// NoTransform reports whether Cache-Control field lines carry the no-transform directive
-// (case-insensitive; text inside quoted strings is not a directive).
-func NoTransform(values []string) bool {
-	for _, v := range values {
-		for i := 0; i < len(v); {
-			// A directive name starts after the list separator and optional whitespace.
-			for i < len(v) && (v[i] == ' ' || v[i] == '\t' || v[i] == ',') {
-				i++
-			}
-			start := i
-			for i < len(v) && v[i] != ',' && v[i] != '=' && v[i] != ' ' && v[i] != '\t' && v[i] != '"' {
-				i++
-			}
-			if strings.EqualFold(v[start:i], "no-transform") {
-				return true
-			}
-			// Skip the rest of the directive, quoted strings included.
-			for i < len(v) && v[i] != ',' {
-				if v[i] == '"' {
-					for i++; i < len(v) && v[i] != '"'; i++ {
-						if v[i] == '\\' {
-							i++
-						}
-					}
-				}
-				i++
-			}
-		}
-	}
-	return false
 }
 
 // Default levels, used when a level is 0: moderate settings, since a variant is compressed once
