@@ -24,6 +24,7 @@ import (
 	"github.com/meridian-cdn/meridian/internal/natsauth"
 	"github.com/meridian-cdn/meridian/internal/reuseport"
 	"github.com/meridian-cdn/meridian/purge"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 // Defaults for the zero Config.
@@ -199,7 +200,7 @@ func New(cfg Config) (*Server, error) {
 		if err != nil {
 			return nil, fmt.Errorf("new control: nats listen %q: %w", cfg.NATSListen, err)
 		}
-		if !isLoopbackHost(host) && !cfg.InsecureNATS {
+		if !wire.LoopbackHost(host) && !cfg.InsecureNATS {
 			return nil, fmt.Errorf("new control: refusing to serve the embedded NATS server in plain text on %s, which is not a loopback address: keep --nats-listen on loopback, point --nats at a NATS cluster with TLS, or give --insecure-nats on an encrypted private network", cfg.NATSListen)
 		}
 	}

@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"os"
-	"strings"
 	"sync"
+
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 // certReloader serves the API's certificate and reloads it when its files change: every
@@ -106,18 +106,10 @@ func CheckPlaintextListen(listen string, tls, insecure bool) error {
 	if err != nil {
 		return fmt.Errorf("api listen address %q: %w", listen, err)
 	}
-	if isLoopbackHost(host) {
+	if wire.LoopbackHost(host) {
 		return nil
 	}
 	return fmt.Errorf("refusing to serve the API in plain HTTP on %s, which is not a loopback address: give --tls-cert and --tls-key, or --insecure-http if a TLS proxy in front terminates it", listen)
-}
-
-func isLoopbackHost(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.Unmap().IsLoopback()
 }
 
 // apiListener checks ln's address like CheckPlaintextListen (Serve may be handed any listener)

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"os"
 	"strings"
@@ -17,6 +16,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 // DefaultAPI is the control plane address the CLI talks to unless told otherwise.
@@ -161,7 +162,7 @@ func checkAPI(u *url.URL) error {
 		return nil
 	}
 	h := u.Hostname()
-	if ip, err := netip.ParseAddr(h); (err == nil && ip.Unmap().IsLoopback()) || strings.EqualFold(h, "localhost") {
+	if wire.LoopbackHost(h) {
 		return nil
 	}
 	return fmt.Errorf("--api %s would send the token in clear to a host that is not loopback: use https (with --ca for a private CA)", u.Redacted())

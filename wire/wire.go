@@ -710,3 +710,14 @@ func ValidatePoPID(id string) error {
 	}
 	return nil
 }
+
+// LoopbackHost reports whether host (a URL or listen address host, without port) names this
+// machine only: "localhost" or a loopback address (127.0.0.0/8, ::1, IPv4-mapped forms).
+// Processes use it to refuse sending or serving secrets in clear text anywhere else.
+func LoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
+}

@@ -204,3 +204,15 @@ func TestHostConfigValidateCache(t *testing.T) {
 		})
 	}
 }
+
+func TestLoopbackHost(t *testing.T) {
+	for host, want := range map[string]bool{
+		"localhost": true, "LocalHost": true, "127.0.0.1": true, "127.9.8.7": true, "::1": true,
+		"::ffff:127.0.0.1": true, "10.0.0.1": false, "0.0.0.0": false, "": false, "example.com": false,
+		"localhost.example.com": false, "::": false,
+	} {
+		if got := LoopbackHost(host); got != want {
+			t.Errorf("LoopbackHost(%q) = %v, want %v", host, got, want)
+		}
+	}
+}
