@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meridian-cdn/meridian/internal/natstest"
+	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/purge"
 	"github.com/meridian-cdn/meridian/wire"
 )
@@ -267,7 +267,7 @@ func TestHostScopedTokens(t *testing.T) {
 			t.Fatalf("PUT /v1/hosts/%s as admin = %d %s", h, code, b)
 		}
 	}
-	natstest.WaitFor(t, 10*time.Second, "three hosts in the config view", func() bool {
+	wait.For(t, 10*time.Second, "three hosts in the config view", func() bool {
 		code, b := ts.do(t, "GET", "/v1/hosts", tokAdmin, nil)
 		var l HostList
 		return code == http.StatusOK && json.Unmarshal(b, &l) == nil && len(l.Hosts) == 3

@@ -15,7 +15,7 @@ import (
 
 	"github.com/meridian-cdn/meridian/fleet"
 	"github.com/meridian-cdn/meridian/internal/natsauth"
-	"github.com/meridian-cdn/meridian/internal/natstest"
+	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/wire"
 )
 
@@ -336,7 +336,7 @@ func TestUnknownRoutesAnswerJSON(t *testing.T) {
 func TestRegistrationExpiryAndDrain(t *testing.T) {
 	ts := startServer(t, Config{})
 	runRegistrar(t, ts.NATSURL(), wire.Node{PoP: "par", ID: "n1", City: "Paris", Capacity: 100}, 200*time.Millisecond)
-	natstest.WaitFor(t, 5*time.Second, "par in /v1/pops", func() bool {
+	wait.For(t, 5*time.Second, "par in /v1/pops", func() bool {
 		p, ok := findPoP(ts.fleet(t), "par")
 		return ok && len(p.Nodes) == 1 && p.Healthy && !p.Draining
 	})
@@ -349,14 +349,14 @@ func TestRegistrationExpiryAndDrain(t *testing.T) {
 	if code != http.StatusOK || !strings.Contains(string(b), `"draining": true`) {
 		t.Fatalf("drain = %d %s, want 200 draining true", code, b)
 	}
-	natstest.WaitFor(t, 5*time.Second, "par draining in /v1/pops", func() bool {
+	wait.For(t, 5*time.Second, "par draining in /v1/pops", func() bool {
 		p, ok := findPoP(ts.fleet(t), "par")
 		return ok && p.Draining && p.OperatorDrained && !p.Healthy && len(p.Nodes) == 1 && p.Nodes[0].Draining
 	})
 	if code, b := ts.do(t, "POST", "/v1/pops/par/undrain", tokConfigurer, nil); code != http.StatusOK {
 		t.Fatalf("undrain = %d %s, want 200", code, b)
 	}
-	natstest.WaitFor(t, 5*time.Second, "par undrained in /v1/pops", func() bool {
+	wait.For(t, 5*time.Second, "par undrained in /v1/pops", func() bool {
 		p, ok := findPoP(ts.fleet(t), "par")
 		return ok && !p.Draining && !p.OperatorDrained && p.Healthy
 	})
@@ -365,7 +365,7 @@ func TestRegistrationExpiryAndDrain(t *testing.T) {
 	if code, _ := ts.do(t, "POST", "/v1/pops/syd/drain", tokConfigurer, nil); code != http.StatusOK {
 		t.Fatalf("drain syd = %d, want 200", code)
 	}
-	natstest.WaitFor(t, 5*time.Second, "syd drained", func() bool {
+	wait.For(t, 5*time.Second, "syd drained", func() bool {
 		p, ok := findPoP(ts.fleet(t), "syd")
 		return ok && p.Draining && len(p.Nodes) == 0
 	})
@@ -377,8 +377,8 @@ func TestRegistrationExpiryAndDrain(t *testing.T) {
 	if _, err := kv.Put(t.Context(), wire.FleetKey("fra", "n9"), dead); err != nil {
 		t.Fatalf("put: %v", err)
 	}
-	natstest.WaitFor(t, 5*time.Second, "fra in /v1/pops", func() bool { _, ok := findPoP(ts.fleet(t), "fra"); return ok })
-	natstest.WaitFor(t, 3*time.Second, "silent fra to expire", func() bool { _, ok := findPoP(ts.fleet(t), "fra"); return !ok })
+	wait.For(t, 5*time.Second, "fra in /v1/pops", func() bool { _, ok := findPoP(ts.fleet(t), "fra"); return ok })
+	wait.For(t, 3*time.Second, "silent fra to expire", func() bool { _, ok := findPoP(ts.fleet(t), "fra"); return !ok })
 
 	if code, _ := ts.do(t, "POST", "/v1/pops/Not%20A%20PoP/drain", tokConfigurer, nil); code != http.StatusBadRequest {
 		t.Errorf("drain of invalid pop = %d, want 400", code)
@@ -399,7 +399,7 @@ func TestConfigChangeReachesNodes(t *testing.T) {
 	if code, b := ts.do(t, "PUT", "/v1/hosts/www.example.com", tokConfigurer, hostBody); code != http.StatusOK {
 		t.Fatalf("PUT host = %d %s, want 200", code, b)
 	}
-	natstest.WaitFor(t, 5*time.Second, "host at the node", func() bool {
+	wait.For(t, 5*time.Second, "host at the node", func() bool {
 		h, ok := cv.Host("www.example.com")
 		return ok && h.Origin == "http://127.0.0.1:8080" && h.Cache.SortQuery
 	})
@@ -407,7 +407,7 @@ func TestConfigChangeReachesNodes(t *testing.T) {
 	if code, b := ts.do(t, "PUT", "/v1/hosts/WWW.Example.com", tokConfigurer, changed); code != http.StatusOK {
 		t.Fatalf("PUT changed host = %d %s, want 200", code, b)
 	}
-	natstest.WaitFor(t, 5*time.Second, "changed host at the node", func() bool {
+	wait.For(t, 5*time.Second, "changed host at the node", func() bool {
 		h, ok := cv.Host("www.example.com")
 		return ok && h.Origin == "https://origin.example.net" && h.Shield == "fra"
 	})
@@ -415,7 +415,7 @@ func TestConfigChangeReachesNodes(t *testing.T) {
 	if code != http.StatusOK || !strings.Contains(string(b), "origin.example.net") {
 		t.Errorf("GET host = %d %s, want 200 with the new origin", code, b)
 	}
-	natstest.WaitFor(t, 5*time.Second, "host in GET /v1/hosts", func() bool {
+	wait.For(t, 5*time.Second, "host in GET /v1/hosts", func() bool {
 		_, b := ts.do(t, "GET", "/v1/hosts", tokReader, nil)
 		return strings.Contains(string(b), "origin.example.net")
 	})
@@ -426,14 +426,14 @@ func TestConfigChangeReachesNodes(t *testing.T) {
 	if code, _ := ts.do(t, "PUT", "/v1/routing", tokConfigurer, []byte(`{"policy":"least-loaded","radius_km":900}`)); code != http.StatusOK {
 		t.Errorf("PUT routing = %d, want 200", code)
 	}
-	natstest.WaitFor(t, 5*time.Second, "routing at the node", func() bool { return cv.Routing().Policy == "least-loaded" })
+	wait.For(t, 5*time.Second, "routing at the node", func() bool { return cv.Routing().Policy == "least-loaded" })
 	if h, _ := cv.Host("www.example.com"); h.Origin != "https://origin.example.net" {
 		t.Errorf("after refused PUT, node has origin %q, want the last good one", h.Origin)
 	}
 	if code, _ := ts.do(t, "DELETE", "/v1/hosts/www.example.com", tokConfigurer, nil); code != http.StatusNoContent {
 		t.Errorf("DELETE = %d, want 204", code)
 	}
-	natstest.WaitFor(t, 5*time.Second, "host gone at the node", func() bool { _, ok := cv.Host("www.example.com"); return !ok })
+	wait.For(t, 5*time.Second, "host gone at the node", func() bool { _, ok := cv.Host("www.example.com"); return !ok })
 	if code, _ := ts.do(t, "DELETE", "/v1/hosts/www.example.com", tokConfigurer, nil); code != http.StatusNotFound {
 		t.Errorf("second DELETE = %d, want 404", code)
 	}
@@ -462,20 +462,20 @@ func TestExternalNATSRestart(t *testing.T) {
 	ts2 := startServer(t, Config{NATSURL: ns.URL()})
 	ts2.stop()
 	runRegistrar(t, ns.URL(), wire.Node{PoP: "sin", ID: "n1"}, 100*time.Millisecond)
-	natstest.WaitFor(t, 5*time.Second, "sin in /v1/pops", func() bool { _, ok := findPoP(ts.fleet(t), "sin"); return ok })
+	wait.For(t, 5*time.Second, "sin in /v1/pops", func() bool { _, ok := findPoP(ts.fleet(t), "sin"); return ok })
 
 	ns.Stop()
-	natstest.WaitFor(t, 5*time.Second, "healthz to report NATS down", func() bool {
+	wait.For(t, 5*time.Second, "healthz to report NATS down", func() bool {
 		code, _ := ts.do(t, "GET", "/healthz", "", nil)
 		return code == http.StatusServiceUnavailable
 	})
 	ns.Restart()
 	restarted := time.Now()
-	natstest.WaitFor(t, 15*time.Second, "sin re-registered after NATS restart", func() bool {
+	wait.For(t, 15*time.Second, "sin re-registered after NATS restart", func() bool {
 		p, ok := findPoP(ts.fleet(t), "sin")
 		return ok && len(p.Nodes) == 1 && p.Nodes[0].Load.At.After(restarted)
 	})
-	natstest.WaitFor(t, 5*time.Second, "healthz ok again", func() bool {
+	wait.For(t, 5*time.Second, "healthz ok again", func() bool {
 		code, _ := ts.do(t, "GET", "/healthz", "", nil)
 		return code == http.StatusOK
 	})

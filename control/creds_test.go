@@ -19,9 +19,9 @@ import (
 
 	"github.com/meridian-cdn/meridian/edge"
 	"github.com/meridian-cdn/meridian/internal/natsauth"
-	"github.com/meridian-cdn/meridian/internal/natstest"
 	"github.com/meridian-cdn/meridian/internal/proctest"
 	"github.com/meridian-cdn/meridian/internal/reuseport"
+	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/purge"
 	"github.com/meridian-cdn/meridian/wire"
 )
@@ -114,7 +114,7 @@ func TestCredsCommandAndRotation(t *testing.T) {
 		t.Fatalf("creds edge printed %q, want an edge.lon.n1 credential", old)
 	}
 	var oldConn *nats.Conn
-	natstest.WaitFor(t, 5*time.Second, "the running control to accept the new credential", func() bool {
+	wait.For(t, 5*time.Second, "the running control to accept the new credential", func() bool {
 		nc, err := connectWith(old)
 		if err != nil {
 			return false
@@ -139,7 +139,7 @@ func TestCredsCommandAndRotation(t *testing.T) {
 	// Rotation: a second credential for the same node works while the first still does.
 	newer := creds("edge", "--pop", "lon", "--node", "n1")
 	var newConn *nats.Conn
-	natstest.WaitFor(t, 5*time.Second, "the running control to accept the rotated credential", func() bool {
+	wait.For(t, 5*time.Second, "the running control to accept the rotated credential", func() bool {
 		nc, err := connectWith(newer)
 		if err != nil {
 			return false
@@ -157,7 +157,7 @@ func TestCredsCommandAndRotation(t *testing.T) {
 		t.Fatalf("creds list = %q, want both edge.lon.n1 credentials", out)
 	}
 	creds("revoke", oldKey)
-	natstest.WaitFor(t, 5*time.Second, "the revoked credential's connection to drop", func() bool {
+	wait.For(t, 5*time.Second, "the revoked credential's connection to drop", func() bool {
 		return !oldConn.IsConnected()
 	})
 	if _, err := connectWith(old); err == nil {
@@ -289,7 +289,7 @@ func TestRotateEdgeCredentialWhileServing(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, _ := start(ln2)
-	natstest.WaitFor(t, 10*time.Second, "the new process to serve the host", func() bool {
+	wait.For(t, 10*time.Second, "the new process to serve the host", func() bool {
 		return get(t, b, hostA, "/ready?cc=no-store").status == http.StatusOK
 	})
 	stopA()
@@ -298,7 +298,7 @@ func TestRotateEdgeCredentialWhileServing(t *testing.T) {
 		t.Fatal(err)
 	}
 	oldOpts, _ := old.Options()
-	natstest.WaitFor(t, 5*time.Second, "the old credential to be refused", func() bool {
+	wait.For(t, 5*time.Second, "the old credential to be refused", func() bool {
 		nc, err := nats.Connect(ts.NATSURL(), oldOpts...)
 		if err == nil {
 			nc.Close()
@@ -317,7 +317,7 @@ func TestRotateEdgeCredentialWhileServing(t *testing.T) {
 	load.Finish(t)
 	t.Logf("%d requests met a closing connection and were retried", retried.Load())
 
-	natstest.WaitFor(t, 10*time.Second, "rot/n1 back in the fleet view", func() bool {
+	wait.For(t, 10*time.Second, "rot/n1 back in the fleet view", func() bool {
 		for _, n := range ts.Fleet().Nodes() {
 			if n.PoP == "rot" && n.ID == "n1" {
 				return true

@@ -16,6 +16,7 @@ import (
 	"github.com/meridian-cdn/meridian/fleet"
 	"github.com/meridian-cdn/meridian/internal/natsauth"
 	"github.com/meridian-cdn/meridian/internal/natstest"
+	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/wire"
 )
 
@@ -86,7 +87,7 @@ func TestLongFleet(t *testing.T) {
 		t.Fatalf("start simulated nodes: %v", err)
 	}
 	t.Cleanup(func() { _ = child.Process.Kill(); _ = child.Wait() })
-	natstest.WaitFor(t, 30*time.Second, "200 nodes in the fleet", func() bool { return len(v.Nodes()) == nodes })
+	wait.For(t, 30*time.Second, "200 nodes in the fleet", func() bool { return len(v.Nodes()) == nodes })
 
 	// Watch the view as /v1/pops sees it: every new report's age when it becomes visible,
 	// and when each node disappears.
@@ -166,7 +167,7 @@ func TestLongFleet(t *testing.T) {
 	if err := child.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatalf("kill simulated nodes: %v", err)
 	}
-	natstest.WaitFor(t, 3*ttl, "every killed node to disappear", func() bool {
+	wait.For(t, 3*ttl, "every killed node to disappear", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(gone) == nodes

@@ -10,7 +10,7 @@ import (
 
 	"github.com/meridian-cdn/meridian/fleet"
 	"github.com/meridian-cdn/meridian/internal/natsauth"
-	"github.com/meridian-cdn/meridian/internal/natstest"
+	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/wire"
 )
 
@@ -54,7 +54,7 @@ func TestRotatePeerKey(t *testing.T) {
 	if err := json.Unmarshal(b, &got); code != http.StatusOK || err != nil || got.Key == "" {
 		t.Fatalf("rotate = %d %s, want 200 with the new key", code, b)
 	}
-	natstest.WaitFor(t, 10*time.Second, "the new key at the edge", func() bool {
+	wait.For(t, 10*time.Second, "the new key at the edge", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		_, ok := ring.Lookup(got.Key)

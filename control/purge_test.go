@@ -22,6 +22,7 @@ import (
 	"github.com/meridian-cdn/meridian/fleet"
 	"github.com/meridian-cdn/meridian/internal/natsauth"
 	"github.com/meridian-cdn/meridian/internal/natstest"
+	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/origin"
 	"github.com/meridian-cdn/meridian/purge"
 	"github.com/meridian-cdn/meridian/wire"
@@ -104,7 +105,7 @@ func putHosts(t *testing.T, ts *testServer, originAddr string, nodes []*edge.Nod
 	}
 	for _, n := range nodes {
 		for _, h := range hosts {
-			natstest.WaitFor(t, 10*time.Second, n.Name()+" serves "+h, func() bool {
+			wait.For(t, 10*time.Second, n.Name()+" serves "+h, func() bool {
 				return get(t, n, h, "/ready?cc=no-store").status == http.StatusOK
 			})
 		}
@@ -223,7 +224,7 @@ func startPurgeFleet(t *testing.T) *purgeFleet {
 		f.nodes = append(f.nodes, startEdge(t, fmt.Sprintf("127.0.5.%d", 20+i), pn[0], pn[1], ts.NATSURL()))
 		f.names = append(f.names, pn[0]+"/"+pn[1])
 	}
-	natstest.WaitFor(t, 10*time.Second, "three nodes in the control's fleet view", func() bool {
+	wait.For(t, 10*time.Second, "three nodes in the control's fleet view", func() bool {
 		return len(ts.Fleet().Nodes()) == 3
 	})
 	putHosts(t, ts, addr, f.nodes, hostA, hostB, hostC)
@@ -404,7 +405,7 @@ func TestPurgeAPI(t *testing.T) {
 		if _, listed := ackedNodes(resp); len(listed) != len(f.names) {
 			t.Errorf("receipt lists %d nodes, want all %d (pending ones too): %s", len(listed), len(f.names), b)
 		}
-		natstest.WaitFor(t, 10*time.Second, "every node acked", func() bool {
+		wait.For(t, 10*time.Second, "every node acked", func() bool {
 			_, b := ts.do(t, "GET", "/v1/purges/"+resp.ID, tokPurger, nil)
 			var r purge.Response
 			return json.Unmarshal(b, &r) == nil && r.Complete
@@ -573,7 +574,7 @@ func TestPurgeWaitListsEveryLiveNode(t *testing.T) {
 	live := startEdge(t, "127.0.6.20", "ams", "n1", ts.NATSURL())
 	away := startEdge(t, "127.0.6.21", "ams", "n2", cut.URL())
 	runRegistrar(t, ts.NATSURL(), wire.Node{PoP: "fra", ID: "silent", HTTPAddr: "127.0.6.22:80"}, 200*time.Millisecond)
-	natstest.WaitFor(t, 10*time.Second, "three nodes in the control's fleet view", func() bool {
+	wait.For(t, 10*time.Second, "three nodes in the control's fleet view", func() bool {
 		return len(ts.Fleet().Nodes()) == 3
 	})
 	nodes := []*edge.Node{live, away}
@@ -607,7 +608,7 @@ func TestPurgeWaitListsEveryLiveNode(t *testing.T) {
 	}
 
 	cut.Restore()
-	natstest.WaitFor(t, 30*time.Second, "the cut edge's ack after it reconnected", func() bool {
+	wait.For(t, 30*time.Second, "the cut edge's ack after it reconnected", func() bool {
 		_, b := ts.do(t, "GET", "/v1/purges/"+resp.ID, tokPurger, nil)
 		var r purge.Response
 		if json.Unmarshal(b, &r) != nil {
@@ -661,7 +662,7 @@ func startBenchFleet(b *testing.B) (*Server, string) {
 		// Heartbeats once a second, as in production (the fleet's default TTL is 3 s).
 		startEdgeHB(b, fmt.Sprintf("127.0.7.%d", 10+i), fmt.Sprintf("pop%02d", i/2), fmt.Sprintf("n%d", i%2), s.NATSURL(), time.Second)
 	}
-	natstest.WaitFor(b, 20*time.Second, "every edge in the fleet view", func() bool { return len(s.Fleet().Nodes()) == benchEdges })
+	wait.For(b, 20*time.Second, "every edge in the fleet view", func() bool { return len(s.Fleet().Nodes()) == benchEdges })
 	return s, base
 }
 
@@ -874,7 +875,7 @@ func TestPurgeDurationMetric(t *testing.T) {
 	if code, _, b := postPurge(t, f.ts, tokPurger, "", body); code != http.StatusAccepted {
 		t.Fatalf("purge = %d %s", code, b)
 	}
-	natstest.WaitFor(t, 10*time.Second, "the purge timed in the metrics", func() bool {
+	wait.For(t, 10*time.Second, "the purge timed in the metrics", func() bool {
 		mfs, err := f.ts.reg.Gather()
 		if err != nil {
 			t.Fatal(err)
@@ -932,7 +933,7 @@ func TestPurgeReceiptReportsUnreachable(t *testing.T) {
 	}
 	stopAms := startRegistrar(t, ts.NATSURL(), wire.Node{PoP: "ams", ID: "n1"})
 	stopFra := startRegistrar(t, ts.NATSURL(), wire.Node{PoP: "fra", ID: "n1"})
-	natstest.WaitFor(t, 10*time.Second, "two nodes in the control's fleet view", func() bool {
+	wait.For(t, 10*time.Second, "two nodes in the control's fleet view", func() bool {
 		return len(ts.Fleet().Nodes()) == 2
 	})
 	body, _ := json.Marshal(purge.Request{Host: hostA, URLs: []string{"/a"}, Keys: []string{"k"}})
@@ -954,7 +955,7 @@ func TestPurgeReceiptReportsUnreachable(t *testing.T) {
 	}
 
 	stopAms()
-	natstest.WaitFor(t, 10*time.Second, "ams/n1 unreachable in the receipt", func() bool {
+	wait.For(t, 10*time.Second, "ams/n1 unreachable in the receipt", func() bool {
 		return nodeStatuses(receipt(t))["ams/n1"] == purge.NodeUnreachable
 	})
 	r := receipt(t)
@@ -995,7 +996,7 @@ func TestPurgeReceiptReportsUnreachable(t *testing.T) {
 	}
 
 	stopFra()
-	natstest.WaitFor(t, 10*time.Second, "fra/n1 unreachable in the receipt", func() bool {
+	wait.For(t, 10*time.Second, "fra/n1 unreachable in the receipt", func() bool {
 		return nodeStatuses(receipt(t))["fra/n1"] == purge.NodeUnreachable
 	})
 	code, b = ts.do(t, "DELETE", "/v1/purges/"+resp.ID+"/unreachable?node=fra/n1", tokPurger, nil)

@@ -27,7 +27,7 @@ import (
 	"github.com/meridian-cdn/meridian/dnsroute/geo/geodata"
 	"github.com/meridian-cdn/meridian/edge"
 	"github.com/meridian-cdn/meridian/internal/natsauth"
-	"github.com/meridian-cdn/meridian/internal/natstest"
+	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/origin"
 	"github.com/meridian-cdn/meridian/purge"
 	"github.com/meridian-cdn/meridian/wire"
@@ -297,7 +297,7 @@ func scrapeFleet(t *testing.T) fleetScrape {
 
 	// A miss filled from the origin, then a hit.
 	obj := "http://" + node.Addr() + "/grafana?cc=max-age%3D300"
-	natstest.WaitFor(t, 10*time.Second, "the edge serving "+gHost, func() bool {
+	wait.For(t, 10*time.Second, "the edge serving "+gHost, func() bool {
 		return edgeGet(t, obj) == http.StatusOK
 	})
 	if code := edgeGet(t, obj); code != http.StatusOK {
@@ -312,7 +312,7 @@ func scrapeFleet(t *testing.T) fleetScrape {
 	}
 	// A DNS answer routed to the edge's PoP.
 	udp, _ := dnsSrv.Addrs()
-	natstest.WaitFor(t, 10*time.Second, "DNS routing to the edge", func() bool {
+	wait.For(t, 10*time.Second, "DNS routing to the edge", func() bool {
 		return slices.Contains(resolveA(ctx, udp.String(), "www."+gZone), gEdgeIP)
 	})
 

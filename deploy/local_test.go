@@ -23,6 +23,7 @@ import (
 	"github.com/meridian-cdn/meridian/control"
 	"github.com/meridian-cdn/meridian/dnsroute/geo/geodata"
 	"github.com/meridian-cdn/meridian/edge"
+	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/purge"
 )
 
@@ -128,7 +129,7 @@ func TestRenderedFleetRunsLocally(t *testing.T) {
 			controls = append(controls, vm.Name)
 		}
 	}
-	waitFor(t, 20*time.Second, "the three NATS servers to route to each other", func() bool {
+	wait.For(t, 20*time.Second, "the three NATS servers to route to each other", func() bool {
 		for _, name := range controls {
 			rz, err := servers[name].Routez(nil)
 			if err != nil {
@@ -153,7 +154,7 @@ func TestRenderedFleetRunsLocally(t *testing.T) {
 			t.Errorf("%s: anonymous client connected to %s", vm.Name, url)
 		}
 	}
-	waitFor(t, 20*time.Second, "every leaf node to connect to the cluster", func() bool {
+	wait.For(t, 20*time.Second, "every leaf node to connect to the cluster", func() bool {
 		for _, vm := range vms {
 			if vm.Role == RoleEdge && servers[vm.Name].NumLeafNodes() != 1 {
 				return false
@@ -183,7 +184,7 @@ func TestRenderedFleetRunsLocally(t *testing.T) {
 	for _, name := range controls {
 		// ExecStartPre: wait for the local NATS server's JetStream health.
 		env := envFile(t, filepath.Join(root, name)+EtcDir+"/control.env")
-		waitFor(t, 30*time.Second, name+" NATS JetStream healthy", func() bool {
+		wait.For(t, 30*time.Second, name+" NATS JetStream healthy", func() bool {
 			resp, err := http.Get(env["MERIDIAN_NATS_HEALTHZ"])
 			if err != nil {
 				return false
@@ -215,7 +216,7 @@ func TestRenderedFleetRunsLocally(t *testing.T) {
 				}
 			}
 		})
-		waitFor(t, 40*time.Second, name+" control /healthz ok", func() bool {
+		wait.For(t, 40*time.Second, name+" control /healthz ok", func() bool {
 			code, body := call(t, "GET", api(name)+"/healthz", nil)
 			return code == 200 && strings.Contains(string(body), `"ok"`)
 		})

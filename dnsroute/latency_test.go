@@ -16,6 +16,7 @@ import (
 
 	"github.com/meridian-cdn/meridian/internal/natsauth"
 	"github.com/meridian-cdn/meridian/internal/natstest"
+	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/wire"
 )
 
@@ -98,7 +99,7 @@ func (fx *liveFixture) putLatency(t *testing.T, pop string, network netip.Prefix
 	if err := nc.Publish("$KV.meridian_latency."+wire.LatencyKey(pop, "n1", network), b); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, func() bool {
+	wait.For(t, 10*time.Second, "the measurements in the map", func() bool {
 		got, _, _ := fx.lat.Lookup(network, time.Now())
 		for p, ms := range rtt {
 			if got[p] != ms {
@@ -261,7 +262,7 @@ func TestLiveLatencyResnapshotsAfterReconnect(t *testing.T) {
 	}
 	cut.Restore()
 
-	waitFor(t, 15*time.Second, func() bool {
+	wait.For(t, 15*time.Second, "the expired measurements gone", func() bool {
 		rtt, _, _ := fx.lat.Lookup(measured, time.Now())
 		return rtt == nil
 	})

@@ -14,6 +14,7 @@ import (
 	"github.com/meridian-cdn/meridian/fleet"
 	"github.com/meridian-cdn/meridian/internal/natsauth"
 	"github.com/meridian-cdn/meridian/internal/natstest"
+	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/wire"
 )
 
@@ -134,7 +135,7 @@ func startLive(t *testing.T, mutate func(*Config)) *liveFixture {
 func (fx *liveFixture) waitSaturation(t *testing.T, pop string, sat float64) {
 	t.Helper()
 	fx.nodes[pop].set(sat)
-	waitFor(t, 10*time.Second, func() bool {
+	wait.For(t, 10*time.Second, "the PoP with its load in the view", func() bool {
 		for _, p := range fx.view.PoPs() {
 			if p.ID == pop && len(p.Nodes) == 1 && p.Nodes[0].Load.Saturation == sat && p.Nodes[0].Load.Healthy {
 				return true

@@ -11,6 +11,7 @@ import (
 	"github.com/meridian-cdn/meridian/fleet"
 	"github.com/meridian-cdn/meridian/internal/natsauth"
 	"github.com/meridian-cdn/meridian/internal/natstest"
+	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/wire"
 )
 
@@ -65,9 +66,9 @@ func TestRunLive(t *testing.T) {
 		}
 		return ""
 	}
-	waitFor(t, 10*time.Second, func() bool { return answer("London") == "192.0.2.10" && answer("Sydney") == "192.0.2.20" })
+	wait.For(t, 10*time.Second, "London and Sydney answered by their PoPs", func() bool { return answer("London") == "192.0.2.10" && answer("Sydney") == "192.0.2.20" })
 	if err := fleet.SetDrain(ctx, js, "", "lon", true); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, func() bool { return answer("London") == "192.0.2.20" })
+	wait.For(t, 10*time.Second, "London answered by Sydney after the drain", func() bool { return answer("London") == "192.0.2.20" })
 }

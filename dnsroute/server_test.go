@@ -18,6 +18,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/meridian-cdn/meridian/dnsroute/geo/geodata"
+	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/wire"
 )
 
@@ -273,7 +274,7 @@ func TestAdminMetricsEndpoint(t *testing.T) {
 	defer func() { cancel(); <-done }()
 	<-s.Ready()
 	var body []byte
-	waitFor(t, 5*time.Second, func() bool {
+	wait.For(t, 5*time.Second, "the metrics endpoint", func() bool {
 		resp, err := http.Get("http://" + s.AdminAddr().String() + "/metrics")
 		if err != nil {
 			return false

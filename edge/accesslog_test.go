@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/meridian-cdn/meridian/internal/wait"
 )
 
 // lockedBuffer is a bytes.Buffer the node's goroutines may write while the test reads.
@@ -41,7 +43,7 @@ func TestAccessLogJSON(t *testing.T) {
 	s.get(t, p, "User-Agent", "log-test")
 	s.get(t, p)
 	var lines []map[string]any
-	waitFor(t, 5*time.Second, "two access log lines", func() bool {
+	wait.For(t, 5*time.Second, "two access log lines", func() bool {
 		lines = lines[:0]
 		sc := bufio.NewScanner(strings.NewReader(out.String()))
 		for sc.Scan() {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/wire"
 )
 
@@ -99,7 +100,7 @@ func TestBeaconAverages(t *testing.T) {
 func TestBeaconReportReachesLatencyBucket(t *testing.T) {
 	url, js, _ := startNATS(t)
 	s, nodes := fleetEdges(t, []string{url}, true)
-	waitFor(t, 10*time.Second, "the node sees itself in the fleet", func() bool {
+	wait.For(t, 10*time.Second, "the node sees itself in the fleet", func() bool {
 		sink := nodes[0].rum.sink.Load()
 		return sink != nil && len(sink.view.Nodes()) == 1
 	})
@@ -128,7 +129,7 @@ func TestBeaconReportReachesLatencyBucket(t *testing.T) {
 	// The client connected from 127.0.0.1 (the default source address).
 	key := wire.LatencyKey("f1", "n0", netip.MustParsePrefix("127.0.0.0/24"))
 	var rec wire.LatencyRecord
-	waitFor(t, 10*time.Second, "the record in the latency bucket", func() bool {
+	wait.For(t, 10*time.Second, "the record in the latency bucket", func() bool {
 		e, err := kv.Get(ctx, key)
 		return err == nil && json.Unmarshal(e.Value(), &rec) == nil
 	})

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/origin"
 	"github.com/meridian-cdn/meridian/origin/fetch"
 	"github.com/meridian-cdn/meridian/wire"
@@ -121,7 +122,7 @@ func TestBreakerDeadOrigin(t *testing.T) {
 			}
 
 			cold := 0
-			waitFor(t, 10*time.Second, "the origin breaker to open", func() bool {
+			wait.For(t, 10*time.Second, "the origin breaker to open", func() bool {
 				cold++
 				if r := get(fmt.Sprintf("/cold%d", cold)); r.status != http.StatusBadGateway && r.status != http.StatusGatewayTimeout {
 					t.Fatalf("GET /cold%d with the origin dead = %d, want 502 or 504", cold, r.status)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/origin"
 )
 
@@ -167,8 +168,8 @@ func TestStaleWhileRevalidate(t *testing.T) {
 	if cs := r.header.Get("Cache-Status"); strings.Contains(cs, "fwd=") {
 		t.Errorf("Cache-Status %q: a stale hit was not forwarded, so it carries no fwd (RFC 9211)", cs)
 	}
-	waitFor(t, 5*time.Second, "background revalidation", func() bool { return s.origin.Requests("/swr") == 2 })
-	waitFor(t, 5*time.Second, "refreshed object", func() bool {
+	wait.For(t, 5*time.Second, "background revalidation", func() bool { return s.origin.Requests("/swr") == 2 })
+	wait.For(t, 5*time.Second, "refreshed object", func() bool {
 		return strings.Contains(s.get(t, p).header.Get("Cache-Status"), "; hit; ttl=")
 	})
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/meridian-cdn/meridian/fleet"
 	"github.com/meridian-cdn/meridian/internal/natsauth"
 	"github.com/meridian-cdn/meridian/internal/natstest"
+	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/purge"
 	"github.com/meridian-cdn/meridian/wire"
 )
@@ -116,13 +117,13 @@ func TestFleetRegistrationAndPeers(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go view.Run(ctx)
-	waitFor(t, 10*time.Second, "both nodes registered", func() bool { return len(view.PeerSet("f1")) == 2 })
+	wait.For(t, 10*time.Second, "both nodes registered", func() bool { return len(view.PeerSet("f1")) == 2 })
 	for _, n := range view.Nodes() {
 		if n.HTTPAddr == "" || n.Version == "" || !n.Load.Healthy {
 			t.Errorf("registration %+v lacks address, version or health", n)
 		}
 	}
-	waitFor(t, 10*time.Second, "peer sets from the registry", func() bool {
+	wait.For(t, 10*time.Second, "peer sets from the registry", func() bool {
 		return len(nodes[0].tiers.Load().peers) == 2 && len(nodes[1].tiers.Load().peers) == 2
 	})
 	// A cold key asked at its non-owner is filled through the owner.
@@ -137,7 +138,7 @@ func TestFleetRegistrationAndPeers(t *testing.T) {
 	}
 	// Draining shows in the registry at once.
 	nodes[1].SetDraining(true)
-	waitFor(t, 10*time.Second, "draining visible", func() bool { return len(view.PeerSet("f1")) == 1 })
+	wait.For(t, 10*time.Second, "draining visible", func() bool { return len(view.PeerSet("f1")) == 1 })
 }
 
 func TestFleetHostsFromConfigBucket(t *testing.T) {
@@ -150,13 +151,13 @@ func TestFleetHostsFromConfigBucket(t *testing.T) {
 	if err := fleet.PutHost(context.Background(), js, "", h); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "host config applied", func() bool {
+	wait.For(t, 10*time.Second, "host config applied", func() bool {
 		return do(t, s.client, http.MethodGet, nodes[0].Addr(), testHost, "/x?cc=max-age%3D60").status == 200
 	})
 	if err := fleet.DeleteHost(context.Background(), js, "", testHost); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "host removed", func() bool {
+	wait.For(t, 10*time.Second, "host removed", func() bool {
 		return do(t, s.client, http.MethodGet, nodes[0].Addr(), testHost, "/x").status == http.StatusMisdirectedRequest
 	})
 }
@@ -260,7 +261,7 @@ func TestPurgeDuringFill(t *testing.T) {
 	slow := obj("/slow", "cc", "max-age=600", "delay", "500ms")
 	done := make(chan resp)
 	go func() { done <- do(t, s.client, http.MethodGet, nodes[0].Addr(), testHost, slow) }()
-	waitFor(t, 5*time.Second, "fill in flight", func() bool { return s.origin.InFlight() == 1 })
+	wait.For(t, 5*time.Second, "fill in flight", func() bool { return s.origin.InFlight() == 1 })
 	p.wait(p.publish(purge.KindURL, false, nodes, slow), 10*time.Second)
 	<-done
 	r := do(t, s.client, http.MethodGet, nodes[0].Addr(), testHost, slow)
@@ -320,7 +321,7 @@ func TestPurgeSoft(t *testing.T) {
 	p.wait(p.publish(purge.KindURL, true, nodes, path), 10*time.Second)
 	r := do(t, s.client, http.MethodGet, nodes[0].Addr(), testHost, path)
 	wantCacheStatus(t, r, "; hit; ttl=0;", "stale-while-revalidate") // fresh by age, stale by the purge
-	waitFor(t, 5*time.Second, "revalidated new version", func() bool {
+	wait.For(t, 5*time.Second, "revalidated new version", func() bool {
 		return strings.HasPrefix(do(t, s.client, http.MethodGet, nodes[0].Addr(), testHost, path).body, "/soft@v2:")
 	})
 }
@@ -336,7 +337,7 @@ func TestNoRefillFromLaggingPeer(t *testing.T) {
 	p := newPurger(t, js, nc)
 	waitSubscribed(t, p, nodes)
 	asker, owner := nodes[0], nodes[1]
-	waitFor(t, 10*time.Second, "peer sets", func() bool { return len(asker.tiers.Load().peers) == 2 })
+	wait.For(t, 10*time.Second, "peer sets", func() bool { return len(asker.tiers.Load().peers) == 2 })
 	var path string
 	for k := 0; path == ""; k++ {
 		c := obj(fmt.Sprintf("/lag%d", k), "cc", "max-age=600")

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/wire"
 )
 
@@ -199,10 +200,10 @@ func TestVaryOnUnkeyedHeader(t *testing.T) {
 			got[i] = do(t, c, http.MethodGet, n.Addr(), testHost, "/w?hold=1", hdr...).body
 		}()
 		if i == 0 {
-			waitFor(t, 5*time.Second, "the first fill to reach the origin", func() bool { return arrived.Load() == 1 })
+			wait.For(t, 5*time.Second, "the first fill to reach the origin", func() bool { return arrived.Load() == 1 })
 		}
 	}
-	waitFor(t, 5*time.Second, "both clients connected", func() bool { return n.openConns.Load() >= 2 })
+	wait.For(t, 5*time.Second, "both clients connected", func() bool { return n.openConns.Load() >= 2 })
 	close(release)
 	wg.Wait()
 	if got[0] != "variant=evil" || got[1] != "variant=" {
@@ -358,7 +359,7 @@ func TestPassBulkheadSeparate(t *testing.T) {
 			do(t, c, http.MethodPost, n.Addr(), testHost, "/slow")
 		}()
 	}
-	waitFor(t, 5*time.Second, "4 POSTs held by the origin", func() bool { return held.Load() == 4 })
+	wait.For(t, 5*time.Second, "4 POSTs held by the origin", func() bool { return held.Load() == 4 })
 	if r := do(t, c, http.MethodPost, n.Addr(), testHost, "/slow"); r.status != http.StatusServiceUnavailable {
 		t.Errorf("fifth POST = %d, want 503 (pass bulkhead full)", r.status)
 	}
@@ -407,12 +408,12 @@ func TestFillSurvivesLeaderDisconnect(t *testing.T) {
 			got[i] = do(t, c, http.MethodGet, n.Addr(), testHost, "/hot")
 		}()
 	}
-	waitFor(t, 5*time.Second, "followers connected", func() bool { return n.openConns.Load() >= followers+1 })
+	wait.For(t, 5*time.Second, "followers connected", func() bool { return n.openConns.Load() >= followers+1 })
 	cancel()
 	if err := <-leaderDone; err == nil {
 		t.Fatalf("leader request succeeded; want it canceled")
 	}
-	waitFor(t, 5*time.Second, "the edge to see the leader leave", func() bool { return n.openConns.Load() == followers })
+	wait.For(t, 5*time.Second, "the edge to see the leader leave", func() bool { return n.openConns.Load() == followers })
 	close(release)
 	wg.Wait()
 	for i, r := range got {
@@ -661,7 +662,7 @@ func TestLargeBodyBufferedToFile(t *testing.T) {
 				t.Errorf("origin saw %q, want %q", got, want)
 			}
 			// The handler removes the file as it returns, just after the answer went out.
-			waitFor(t, 5*time.Second, "the buffer file removed", func() bool {
+			wait.For(t, 5*time.Second, "the buffer file removed", func() bool {
 				left, _ := os.ReadDir(dir)
 				return len(left) == 0
 			})
@@ -697,7 +698,7 @@ func TestFillOwnedByNode(t *testing.T) {
 	<-arrived
 	cancel()
 	<-done
-	waitFor(t, 5*time.Second, "the edge to see the client leave", func() bool { return n.openConns.Load() == 0 })
+	wait.For(t, 5*time.Second, "the edge to see the client leave", func() bool { return n.openConns.Load() == 0 })
 	select {
 	case <-ended:
 		t.Fatalf("the fill ended with its client")

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/meridian-cdn/meridian/fleet"
+	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/purge"
 	"github.com/meridian-cdn/meridian/wire"
 )
@@ -192,7 +193,7 @@ func TestPeerKeyRotationWhileServing(t *testing.T) {
 	for _, n := range nodes {
 		<-n.FleetReady()
 	}
-	waitFor(t, 10*time.Second, "peer sets from the registry", func() bool {
+	wait.For(t, 10*time.Second, "peer sets from the registry", func() bool {
 		return len(nodes[0].tiers.Load().peers) == 2 && len(nodes[1].tiers.Load().peers) == 2
 	})
 	keyID := func(n *Node) string {
@@ -210,7 +211,7 @@ func TestPeerKeyRotationWhileServing(t *testing.T) {
 		t.Fatal(err)
 	}
 	i := 1
-	waitFor(t, 10*time.Second, "both nodes signing with the new key", func() bool {
+	wait.For(t, 10*time.Second, "both nodes signing with the new key", func() bool {
 		fill(i)
 		i++
 		return keyID(nodes[0]) != before && keyID(nodes[1]) != before

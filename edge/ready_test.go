@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/meridian-cdn/meridian/fleet"
+	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/purge"
 	"github.com/meridian-cdn/meridian/wire"
 )
@@ -191,7 +192,7 @@ func TestPurgeBoundedStalenessUnderPartition(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the node to lag", n.purgeLagging)
+	wait.For(t, 10*time.Second, "the node to lag", n.purgeLagging)
 	if code, body := healthz(n); code != http.StatusServiceUnavailable {
 		t.Errorf("/healthz = %d %q while cut off past max_lag, want 503", code, body)
 	}

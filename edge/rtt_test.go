@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/quic-go/quic-go/http3"
 
+	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/wire"
 )
 
@@ -131,7 +132,7 @@ func latencyRecord(t *testing.T, js jetstream.JetStream, key string, ok func(wir
 		t.Fatal(err)
 	}
 	var rec wire.LatencyRecord
-	waitFor(t, 10*time.Second, "record "+key+" in the latency bucket", func() bool {
+	wait.For(t, 10*time.Second, "record "+key+" in the latency bucket", func() bool {
 		e, err := kv.Get(ctx, key)
 		return err == nil && json.Unmarshal(e.Value(), &rec) == nil && ok(rec)
 	})
@@ -151,7 +152,7 @@ func TestEdgeRTTTCP(t *testing.T) {
 	url, js, _ := startNATS(t)
 	s, nodes := fleetEdgesWith(t, []string{url}, true, time.Second, func(c *Config) { c.RTT.allowLoopback = true })
 	n := nodes[0]
-	waitFor(t, 10*time.Second, "the node in the fleet", func() bool { return n.rum.sink.Load() != nil })
+	wait.For(t, 10*time.Second, "the node in the fleet", func() bool { return n.rum.sink.Load() != nil })
 
 	// One connection, three requests: one sample, taken when the second response is done
 	// (counted below, once every connection closed).
@@ -175,7 +176,7 @@ func TestEdgeRTTTCP(t *testing.T) {
 	one.CloseIdleConnections()
 	client.CloseIdleConnections()
 	// The server closes its side (and samples, in Close) before it counts the connection closed.
-	waitFor(t, 5*time.Second, "the server to close the connections", func() bool { return n.openConns.Load() == 0 })
+	wait.For(t, 5*time.Second, "the server to close the connections", func() bool { return n.openConns.Load() == 0 })
 	if got := edgeSamples(n); got != 2 {
 		t.Errorf("after a one-response connection closed: %v samples, want 2", got)
 	}
@@ -188,7 +189,7 @@ func TestEdgeRTTTCP(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Close()
-	waitFor(t, 5*time.Second, "the server to close the idle connection", func() bool { return n.openConns.Load() == 0 })
+	wait.For(t, 5*time.Second, "the server to close the idle connection", func() bool { return n.openConns.Load() == 0 })
 	if got := edgeSamples(n); got != 2 {
 		t.Errorf("after a connection without a request: %v samples, want 2", got)
 	}
@@ -221,7 +222,7 @@ func TestEdgeRTTDisabled(t *testing.T) {
 		s.get(t, "/rtt?cc=max-age%3D600")
 	}
 	s.client.CloseIdleConnections()
-	waitFor(t, 5*time.Second, "the server to close the connection", func() bool { return s.edge.openConns.Load() == 0 })
+	wait.For(t, 5*time.Second, "the server to close the connection", func() bool { return s.edge.openConns.Load() == 0 })
 	if got := edgeSamples(s.edge); got != 0 {
 		t.Errorf("disabled: %v edge samples, want 0", got)
 	}
@@ -254,7 +255,7 @@ func TestEdgeRTTPeerConnection(t *testing.T) {
 		}
 	}
 	c.CloseIdleConnections()
-	waitFor(t, 5*time.Second, "the server to close the connection", func() bool { return s.edge.openConns.Load() == 0 })
+	wait.For(t, 5*time.Second, "the server to close the connection", func() bool { return s.edge.openConns.Load() == 0 })
 	if got := edgeSamples(s.edge); got != 0 {
 		t.Errorf("fill connection: %v edge samples, want 0", got)
 	}
@@ -290,7 +291,7 @@ func TestEdgeRTTHTTP3(t *testing.T) {
 			t.Errorf("serve: %v", err)
 		}
 	})
-	waitFor(t, 10*time.Second, "the node in the fleet", func() bool { return n.rum.sink.Load() != nil })
+	wait.For(t, 10*time.Second, "the node in the fleet", func() bool { return n.rum.sink.Load() != nil })
 
 	h3t := &http3.Transport{TLSClientConfig: insecure(testHost)}
 	defer h3t.Close()
@@ -302,7 +303,7 @@ func TestEdgeRTTHTTP3(t *testing.T) {
 		}
 	}
 	// The client may read the second response before its handler has returned.
-	waitFor(t, 5*time.Second, "the second HTTP/3 response to give a sample", func() bool { return edgeSamples(n) == 1 })
+	wait.For(t, 5*time.Second, "the second HTTP/3 response to give a sample", func() bool { return edgeSamples(n) == 1 })
 	if got := metricValues(t, n); got["meridian_edge_client_rtt_seconds,transport=quic"] != 1 || got["meridian_edge_client_rtt_seconds,transport=tcp"] != 0 {
 		t.Errorf("client RTT samples: quic %v, tcp %v; want 1 and 0", got["meridian_edge_client_rtt_seconds,transport=quic"], got["meridian_edge_client_rtt_seconds,transport=tcp"])
 	}
@@ -315,7 +316,7 @@ func TestEdgeRTTHTTP3(t *testing.T) {
 	once := &http3.Transport{TLSClientConfig: insecure(testHost)}
 	getWith(t, &http.Client{Transport: once}, "https://"+n.HTTPSAddr()+"/q?cc=max-age%3D600")
 	once.Close()
-	waitFor(t, 5*time.Second, "the closed HTTP/3 connection to give a sample", func() bool { return edgeSamples(n) == 2 })
+	wait.For(t, 5*time.Second, "the closed HTTP/3 connection to give a sample", func() bool { return edgeSamples(n) == 2 })
 
 	// HTTP/2 over TLS on the same node: the TCP connection under TLS is sampled.
 	if runtime.GOOS != "linux" {
@@ -328,7 +329,7 @@ func TestEdgeRTTHTTP3(t *testing.T) {
 			t.Fatalf("want HTTP/2, got %q", r.body)
 		}
 	}
-	waitFor(t, 5*time.Second, "the second HTTP/2 response to give a sample", func() bool { return edgeSamples(n) == 3 })
+	wait.For(t, 5*time.Second, "the second HTTP/2 response to give a sample", func() bool { return edgeSamples(n) == 3 })
 	if got := metricValues(t, n)["meridian_edge_client_rtt_seconds,transport=tcp"]; got != 1 {
 		t.Errorf("TCP RTT samples after HTTP/2 = %v, want 1", got)
 	}

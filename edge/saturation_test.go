@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/wire"
 )
 
@@ -75,7 +76,7 @@ func TestLoadReportSaturation(t *testing.T) {
 			r.Body.Close()
 		}()
 	}
-	waitFor(t, 5*time.Second, "requests in flight", func() bool { return s.edge.inFlight() == held })
+	wait.For(t, 5*time.Second, "requests in flight", func() bool { return s.edge.inFlight() == held })
 	if got, want := s.edge.TakeLoadReport().Saturation, float64(held)/4; got != want {
 		t.Errorf("saturation with %d of 4 in flight = %v, want %v", held, got, want)
 	}
@@ -85,7 +86,7 @@ func TestLoadReportSaturation(t *testing.T) {
 		t.Errorf("held request: %v", err)
 	}
 	// The client may read the whole body before the handler returns; wait for the node's count.
-	waitFor(t, 5*time.Second, "requests finished", func() bool { return s.edge.inFlight() == 0 })
+	wait.For(t, 5*time.Second, "requests finished", func() bool { return s.edge.inFlight() == 0 })
 	if got := s.edge.TakeLoadReport().Saturation; got != 0 {
 		t.Errorf("saturation after the requests finished = %v, want 0", got)
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/origin"
 )
 
@@ -142,7 +143,7 @@ func TestStreamingMissLeaderLeaves(t *testing.T) {
 			t.Fatalf("client %d: status %d, err %v, right bytes %v", i, r.status, r.err, r.sum == want)
 		}
 	}
-	waitFor(t, 5*time.Second, "the object stored", func() bool {
+	wait.For(t, 5*time.Second, "the object stored", func() bool {
 		obj, _, _ := s.edge.store.Lookup(s.edge.key(target), http.Header{})
 		return obj != nil
 	})

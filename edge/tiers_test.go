@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/meridian-cdn/meridian/edge/httpcache"
+	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/origin"
 	"github.com/meridian-cdn/meridian/wire"
 )
@@ -245,7 +246,7 @@ func TestOriginRecovers(t *testing.T) {
 	}
 	f.clock.Advance(time.Minute)
 	f.origin.SetFault("", origin.Fault{Drop: true})
-	waitFor(t, 10*time.Second, "an origin breaker to open", func() bool {
+	wait.For(t, 10*time.Second, "an origin breaker to open", func() bool {
 		for k := range keys {
 			do(t, f.client, http.MethodGet, f.nodes[k%3].Addr(), testHost, path(k))
 		}
@@ -260,7 +261,7 @@ func TestOriginRecovers(t *testing.T) {
 	})
 	f.origin.ClearFaults()
 	f.origin.ResetStats()
-	waitFor(t, 5*time.Second, "breakers to close", func() bool {
+	wait.For(t, 5*time.Second, "breakers to close", func() bool {
 		r := do(t, f.client, http.MethodGet, f.nodes[0].Addr(), testHost, path(0))
 		return strings.Contains(r.header.Get("Cache-Status"), "fwd-status=304") || strings.Contains(r.header.Get("Cache-Status"), "hit")
 	})

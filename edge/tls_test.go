@@ -16,6 +16,7 @@ import (
 
 	"github.com/quic-go/quic-go/http3"
 
+	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/wire"
 )
 
@@ -178,7 +179,7 @@ func TestSNISelectionAndReload(t *testing.T) {
 	}
 	old, _ := peerCert(t, n.HTTPSAddr(), insecure("www.example.com"))
 	writeCert(t, dir, "a", "www.example.com")
-	waitFor(t, 5*time.Second, "certificate reload", func() bool {
+	wait.For(t, 5*time.Second, "certificate reload", func() bool {
 		c, err := peerCert(t, n.HTTPSAddr(), insecure("www.example.com"))
 		return err == nil && c.SerialNumber.Cmp(old.SerialNumber) != 0
 	})

@@ -9,6 +9,7 @@ import (
 
 	"github.com/meridian-cdn/meridian/fleet"
 	"github.com/meridian-cdn/meridian/internal/natstest"
+	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/wire"
 )
 
@@ -59,7 +60,7 @@ func BenchmarkViewPoPs200(b *testing.B) {
 	done := make(chan struct{})
 	go func() { _ = v.Run(ctx); close(done) }()
 	b.Cleanup(func() { cancel(); <-done })
-	natstest.WaitFor(b, 10*time.Second, "200 nodes", func() bool { return len(v.Nodes()) == 200 })
+	wait.For(b, 10*time.Second, "200 nodes", func() bool { return len(v.Nodes()) == 200 })
 	b.ReportAllocs()
 	for b.Loop() {
 		if got := len(v.PoPs()); got != 20 {

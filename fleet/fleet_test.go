@@ -10,6 +10,7 @@ import (
 
 	"github.com/meridian-cdn/meridian/fleet"
 	"github.com/meridian-cdn/meridian/internal/natstest"
+	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/wire"
 )
 
@@ -131,7 +132,7 @@ func TestRegistrarJoinsAndLeaves(t *testing.T) {
 		t.Fatalf("NewRegistrar: %v", err)
 	}
 	stop := run(t, r.Run)
-	natstest.WaitFor(t, 5*time.Second, "node par.n1 in the view", func() bool {
+	wait.For(t, 5*time.Second, "node par.n1 in the view", func() bool {
 		_, ok := findNode(v, "par", "n1")
 		return ok
 	})
@@ -166,7 +167,7 @@ func TestRegistrarJoinsAndLeaves(t *testing.T) {
 			t.Fatal("no delete of par.n1 within 10s of a clean stop")
 		}
 	}
-	natstest.WaitFor(t, 5*time.Second, "node par.n1 gone", func() bool {
+	wait.For(t, 5*time.Second, "node par.n1 gone", func() bool {
 		_, ok := findNode(v, "par", "n1")
 		return !ok
 	})
@@ -182,12 +183,12 @@ func TestSilentNodeExpires(t *testing.T) {
 	if _, err := kv.Put(t.Context(), wire.FleetKey("fra", "n1"), b); err != nil {
 		t.Fatalf("put: %v", err)
 	}
-	natstest.WaitFor(t, 5*time.Second, "node fra.n1 in the view", func() bool {
+	wait.For(t, 5*time.Second, "node fra.n1 in the view", func() bool {
 		_, ok := findNode(v, "fra", "n1")
 		return ok
 	})
 	changed := v.Changed()
-	natstest.WaitFor(t, 3*testTTL, "silent node fra.n1 to expire", func() bool {
+	wait.For(t, 3*testTTL, "silent node fra.n1 to expire", func() bool {
 		_, ok := findNode(v, "fra", "n1")
 		return !ok
 	})
@@ -197,7 +198,7 @@ func TestSilentNodeExpires(t *testing.T) {
 		t.Error("Changed() not closed when the node expired")
 	}
 	// The key itself expires in the bucket too, not only in the view.
-	natstest.WaitFor(t, 5*testTTL, "fleet key fra.n1 to expire in the bucket", func() bool {
+	wait.For(t, 5*testTTL, "fleet key fra.n1 to expire in the bucket", func() bool {
 		_, err := kv.Get(t.Context(), wire.FleetKey("fra", "n1"))
 		return err != nil
 	})
@@ -212,7 +213,7 @@ func TestViewDropsStaleReports(t *testing.T) {
 	<-v.Ready()
 	r, _ := fleet.NewRegistrar(fleet.RegistrarConfig{JS: js, Node: node("ams", "n1"), Interval: time.Hour})
 	run(t, r.Run)
-	natstest.WaitFor(t, 5*time.Second, "node ams.n1", func() bool { _, ok := findNode(v, "ams", "n1"); return ok })
+	wait.For(t, 5*time.Second, "node ams.n1", func() bool { _, ok := findNode(v, "ams", "n1"); return ok })
 	tests := []struct {
 		name string
 		skew time.Duration
@@ -239,14 +240,14 @@ func TestSetDrainingHeartbeatsAtOnce(t *testing.T) {
 	// An hour-long interval: only SetDraining's immediate heartbeat can carry the change.
 	r, _ := fleet.NewRegistrar(fleet.RegistrarConfig{JS: js, Node: node("lon", "n1"), Interval: time.Hour})
 	run(t, r.Run)
-	natstest.WaitFor(t, 5*time.Second, "node lon.n1", func() bool { _, ok := findNode(v, "lon", "n1"); return ok })
+	wait.For(t, 5*time.Second, "node lon.n1", func() bool { _, ok := findNode(v, "lon", "n1"); return ok })
 	r.SetDraining(true)
-	natstest.WaitFor(t, 5*time.Second, "node lon.n1 draining", func() bool {
+	wait.For(t, 5*time.Second, "node lon.n1 draining", func() bool {
 		n, ok := findNode(v, "lon", "n1")
 		return ok && n.Draining && !n.Usable()
 	})
 	r.SetDraining(false)
-	natstest.WaitFor(t, 5*time.Second, "node lon.n1 undrained", func() bool {
+	wait.For(t, 5*time.Second, "node lon.n1 undrained", func() bool {
 		n, ok := findNode(v, "lon", "n1")
 		return ok && !n.Draining
 	})
@@ -259,18 +260,18 @@ func TestOperatorDrainMerges(t *testing.T) {
 		r, _ := fleet.NewRegistrar(fleet.RegistrarConfig{JS: js, Node: node("nyc", id), Interval: 200 * time.Millisecond})
 		run(t, r.Run)
 	}
-	natstest.WaitFor(t, 5*time.Second, "two nodes in nyc", func() bool { return len(v.PeerSet("nyc")) == 2 })
+	wait.For(t, 5*time.Second, "two nodes in nyc", func() bool { return len(v.PeerSet("nyc")) == 2 })
 	if err := fleet.SetDrain(t.Context(), js, "", "nyc", true); err != nil {
 		t.Fatalf("SetDrain: %v", err)
 	}
-	natstest.WaitFor(t, 5*time.Second, "nyc drained", func() bool {
+	wait.For(t, 5*time.Second, "nyc drained", func() bool {
 		p := v.PoPs()
 		return len(p) == 1 && p[0].Draining() && v.Drained("nyc") && len(v.PeerSet("nyc")) == 0
 	})
 	if err := fleet.SetDrain(t.Context(), js, "", "nyc", false); err != nil {
 		t.Fatalf("SetDrain false: %v", err)
 	}
-	natstest.WaitFor(t, 5*time.Second, "nyc undrained", func() bool {
+	wait.For(t, 5*time.Second, "nyc undrained", func() bool {
 		p := v.PoPs()
 		return len(p) == 1 && !p[0].Draining() && !v.Drained("nyc") && len(v.PeerSet("nyc")) == 2
 	})
@@ -292,7 +293,7 @@ func TestConfigViewFollowsBucket(t *testing.T) {
 	if err := fleet.PutHost(ctx, js, "", good); err != nil {
 		t.Fatalf("PutHost: %v", err)
 	}
-	natstest.WaitFor(t, 5*time.Second, "host in config view", func() bool {
+	wait.For(t, 5*time.Second, "host in config view", func() bool {
 		h, ok := cv.Host("www.example.com")
 		return ok && h.Origin == good.Origin
 	})
@@ -309,7 +310,7 @@ func TestConfigViewFollowsBucket(t *testing.T) {
 	if err := fleet.PutHost(ctx, js, "", marker); err != nil {
 		t.Fatalf("PutHost marker: %v", err)
 	}
-	natstest.WaitFor(t, 5*time.Second, "marker host", func() bool { _, ok := cv.Host("marker.example.com"); return ok })
+	wait.For(t, 5*time.Second, "marker host", func() bool { _, ok := cv.Host("marker.example.com"); return ok })
 	if h, ok := cv.Host("www.example.com"); !ok || h.Origin != good.Origin {
 		t.Errorf("after invalid put, Host = %+v, %v; want last good %+v", h, ok, good)
 	}
@@ -320,18 +321,18 @@ func TestConfigViewFollowsBucket(t *testing.T) {
 	if err := fleet.PutRouting(ctx, js, "", wire.RoutingPolicy{Policy: "least-loaded", RadiusKm: 800}); err != nil {
 		t.Fatalf("PutRouting: %v", err)
 	}
-	natstest.WaitFor(t, 5*time.Second, "routing policy", func() bool { return cv.Routing().Policy == "least-loaded" })
+	wait.For(t, 5*time.Second, "routing policy", func() bool { return cv.Routing().Policy == "least-loaded" })
 	if err := fleet.DeleteHost(ctx, js, "", "www.example.com"); err != nil {
 		t.Fatalf("DeleteHost: %v", err)
 	}
-	natstest.WaitFor(t, 5*time.Second, "host deleted", func() bool { _, ok := cv.Host("www.example.com"); return !ok })
+	wait.For(t, 5*time.Second, "host deleted", func() bool { _, ok := cv.Host("www.example.com"); return !ok })
 	if err := fleet.DeleteHost(ctx, js, "", "www.example.com"); err == nil {
 		t.Error("second DeleteHost = nil, want ErrNotFound")
 	}
 	if err := fleet.SetDrain(ctx, js, "", "par", true); err != nil {
 		t.Fatalf("SetDrain: %v", err)
 	}
-	natstest.WaitFor(t, 5*time.Second, "par drained in config view", func() bool { return cv.Drained("par") })
+	wait.For(t, 5*time.Second, "par drained in config view", func() bool { return cv.Drained("par") })
 }
 
 func TestSurvivesNATSRestart(t *testing.T) {
@@ -343,20 +344,20 @@ func TestSurvivesNATSRestart(t *testing.T) {
 	if err := fleet.PutHost(t.Context(), js, "", wire.HostConfig{Host: "a.example.com", Origin: "http://127.0.0.1:9"}); err != nil {
 		t.Fatalf("PutHost: %v", err)
 	}
-	natstest.WaitFor(t, 5*time.Second, "host a", func() bool { _, ok := cv.Host("a.example.com"); return ok })
+	wait.For(t, 5*time.Second, "host a", func() bool { _, ok := cv.Host("a.example.com"); return ok })
 	r, _ := fleet.NewRegistrar(fleet.RegistrarConfig{JS: js, Node: node("sin", "n1"), Interval: 100 * time.Millisecond})
 	run(t, r.Run)
-	natstest.WaitFor(t, 5*time.Second, "node sin.n1", func() bool { _, ok := findNode(v, "sin", "n1"); return ok })
+	wait.For(t, 5*time.Second, "node sin.n1", func() bool { _, ok := findNode(v, "sin", "n1"); return ok })
 
 	s.Stop()
-	natstest.WaitFor(t, 5*time.Second, "heartbeats to fail", func() bool { return r.Err() != nil })
+	wait.For(t, 5*time.Second, "heartbeats to fail", func() bool { return r.Err() != nil })
 	// Cut off, the config view keeps serving its last good config.
 	if _, ok := cv.Host("a.example.com"); !ok {
 		t.Error("config view lost host a.example.com while NATS was down")
 	}
 	s.Restart()
 	restarted := time.Now()
-	natstest.WaitFor(t, 15*time.Second, "node sin.n1 re-registered after restart", func() bool {
+	wait.For(t, 15*time.Second, "node sin.n1 re-registered after restart", func() bool {
 		n, ok := findNode(v, "sin", "n1")
 		return ok && n.Load.At.After(restarted) && r.Err() == nil
 	})
@@ -364,7 +365,7 @@ func TestSurvivesNATSRestart(t *testing.T) {
 	if err := fleet.PutHost(t.Context(), js, "", wire.HostConfig{Host: "b.example.com", Origin: "http://127.0.0.1:9"}); err != nil {
 		t.Fatalf("PutHost after restart: %v", err)
 	}
-	natstest.WaitFor(t, 10*time.Second, "host b after restart", func() bool { _, ok := cv.Host("b.example.com"); return ok })
+	wait.For(t, 10*time.Second, "host b after restart", func() bool { _, ok := cv.Host("b.example.com"); return ok })
 }
 
 func TestNewRegistrarValidates(t *testing.T) {

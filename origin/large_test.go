@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/meridian-cdn/meridian/internal/wait"
 )
 
 func TestOpenBody(t *testing.T) {
@@ -206,7 +208,7 @@ func TestBytesSent(t *testing.T) {
 			t.Fatalf("%s %s: %v", req.method, req.url, r.err)
 		}
 	}
-	waitFor(t, 5*time.Second, func() bool { return s.InFlight() == 0 })
+	wait.For(t, 5*time.Second, "no request in flight", func() bool { return s.InFlight() == 0 })
 	if got := s.BytesSent("/b"); got != 2100 {
 		t.Errorf("BytesSent(/b) = %d, want 2100 (1000 + 100 + 0 for HEAD + 1000 for the 503)", got)
 	}

@@ -13,19 +13,9 @@ import (
 	"sync"
 	"testing"
 	"time"
-)
 
-// waitFor polls cond until it holds or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v", timeout)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
+	"github.com/meridian-cdn/meridian/internal/wait"
+)
 
 // fixedClock is a settable clock for Date, Last-Modified and Expires.
 type fixedClock struct {
@@ -496,7 +486,7 @@ func TestStatsConcurrent(t *testing.T) {
 			do(t, c, ctx, "GET", base+"/slow?delay=1m", nil, "")
 		}()
 	}
-	waitFor(t, 5*time.Second, func() bool { return s.InFlight() == n })
+	wait.For(t, 5*time.Second, "n requests in flight", func() bool { return s.InFlight() == n })
 
 	var st StatsJSON
 	r := do(t, c, context.Background(), "GET", base+"/_stats", nil, "")
@@ -511,7 +501,7 @@ func TestStatsConcurrent(t *testing.T) {
 	}
 	cancel()
 	wg.Wait()
-	waitFor(t, 5*time.Second, func() bool { return s.InFlight() == 0 })
+	wait.For(t, 5*time.Second, "no request in flight", func() bool { return s.InFlight() == 0 })
 	if got := s.MaxConcurrent(); got != n {
 		t.Errorf("MaxConcurrent() = %d, want %d", got, n)
 	}
@@ -533,7 +523,7 @@ func TestStatsConcurrent(t *testing.T) {
 		}
 	}
 	// A client has its whole answer a moment before the handler returns.
-	waitFor(t, 5*time.Second, func() bool { return s.InFlight() == 0 })
+	wait.For(t, 5*time.Second, "no request in flight", func() bool { return s.InFlight() == 0 })
 	s.ResetStats()
 	if s.Total() != 0 || s.Requests("/p0") != 0 || s.MaxConcurrent() != 0 {
 		t.Errorf("after ResetStats: Total %d, Requests(/p0) %d, MaxConcurrent %d, want 0, 0, 0", s.Total(), s.Requests("/p0"), s.MaxConcurrent())
@@ -584,7 +574,7 @@ func TestGracefulShutdown(t *testing.T) {
 	go func() {
 		res <- do(t, c, context.Background(), "GET", "http://"+ln.Addr().String()+"/g?delay=100ms&size=8", nil, "")
 	}()
-	waitFor(t, 5*time.Second, func() bool { return s.InFlight() == 1 })
+	wait.For(t, 5*time.Second, "one request in flight", func() bool { return s.InFlight() == 1 })
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("Serve after cancel = %v, want nil", err)
@@ -613,7 +603,7 @@ func TestShutdownTimeout(t *testing.T) {
 	go func() { done <- s.Serve(ctx, ln) }()
 	c := client(t)
 	go do(t, c, context.Background(), "GET", "http://"+ln.Addr().String()+"/g?stall=1m", nil, "")
-	waitFor(t, 5*time.Second, func() bool { return s.InFlight() == 1 })
+	wait.For(t, 5*time.Second, "one request in flight", func() bool { return s.InFlight() == 1 })
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("Serve after cancel = %v, want nil", err)
@@ -660,7 +650,7 @@ func TestRunAndCommand(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- cmd.ExecuteContext(ctx) }()
 	c := client(t)
-	waitFor(t, 5*time.Second, func() bool {
+	wait.For(t, 5*time.Second, "the origin healthy", func() bool {
 		r := do(t, c, context.Background(), "GET", "http://"+addr+"/_health", nil, "")
 		return r.err == nil && r.status == 200
 	})

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/meridian-cdn/meridian/internal/natstest"
+	"github.com/meridian-cdn/meridian/internal/wait"
 )
 
 // TestSubscriberCaughtUpAt: the confirmed time never passes a purge that is not applied yet,
@@ -37,7 +38,7 @@ func TestSubscriberCaughtUpAt(t *testing.T) {
 			}
 		}
 	})
-	natstest.WaitFor(t, 10*time.Second, "a first confirmation", func() bool { return n.sub.ConfirmedSinceReconnect() })
+	wait.For(t, 10*time.Second, "a first confirmation", func() bool { return n.sub.ConfirmedSinceReconnect() })
 
 	publishN(t, ctx, js, 1)
 	published := time.Now() // the stream holds it: any confirmation asked from now needs it applied
@@ -46,17 +47,17 @@ func TestSubscriberCaughtUpAt(t *testing.T) {
 		t.Errorf("CaughtUpAt() = %v while purge %d (published %v) is being applied, want before it", e.caughtUpAt, e.seq, published)
 	}
 	close(release)
-	natstest.WaitFor(t, 10*time.Second, "confirmed past the purge", func() bool { return n.sub.CaughtUpAt().After(published) })
+	wait.For(t, 10*time.Second, "confirmed past the purge", func() bool { return n.sub.CaughtUpAt().After(published) })
 
 	n.cut.Cut()
-	natstest.WaitFor(t, 10*time.Second, "the node to be disconnected", func() bool { return !n.nc.IsConnected() })
+	wait.For(t, 10*time.Second, "the node to be disconnected", func() bool { return !n.nc.IsConnected() })
 	cutAt := time.Now()
 	_, js2 := ns.Connect(t)
 	seqs := publishN(t, ctx, js2, 3)
 	n.cut.Restore()
 	// Until the reconnect the last confirmation stands (the edge bounds how old it may get).
-	natstest.WaitFor(t, 10*time.Second, "the reconnect", func() bool { return n.nc.IsConnected() })
-	natstest.WaitFor(t, 10*time.Second, "confirmed after the reconnect", func() bool { return n.sub.ConfirmedSinceReconnect() })
+	wait.For(t, 10*time.Second, "the reconnect", func() bool { return n.nc.IsConnected() })
+	wait.For(t, 10*time.Second, "confirmed after the reconnect", func() bool { return n.sub.ConfirmedSinceReconnect() })
 	if got := n.sub.LastApplied(); got < seqs[len(seqs)-1] {
 		t.Errorf("confirmed after the reconnect with LastApplied() = %d, want >= %d (purged while cut off)", got, seqs[len(seqs)-1])
 	}

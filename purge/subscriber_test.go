@@ -16,6 +16,7 @@ import (
 
 	"github.com/meridian-cdn/meridian/internal/natsauth"
 	"github.com/meridian-cdn/meridian/internal/natstest"
+	"github.com/meridian-cdn/meridian/internal/wait"
 )
 
 // node is one subscriber under test with its own NATS connection.
@@ -146,7 +147,7 @@ func TestSubscriberAppliesInOrderAndAcks(t *testing.T) {
 		t.Errorf("LastApplied() at join = %d, want the stream's last sequence %d", got, old[2])
 	}
 	seqs := publishN(t, ctx, js, 20)
-	natstest.WaitFor(t, 10*time.Second, "20 acks", func() bool { return len(acks.snapshot()) == 20 })
+	wait.For(t, 10*time.Second, "20 acks", func() bool { return len(acks.snapshot()) == 20 })
 	if got := appliedSeqs(n.rec); !slices.Equal(got, seqs) {
 		t.Errorf("applied sequences = %v, want %v", got, seqs)
 	}
@@ -203,7 +204,7 @@ func TestSubscriberAcksOnlyAfterApply(t *testing.T) {
 		t.Errorf("LastApplied() = %d while Apply is blocked, want less", got)
 	}
 	close(release)
-	natstest.WaitFor(t, 10*time.Second, "the ack after release", func() bool { return len(acks.snapshot()) == 1 })
+	wait.For(t, 10*time.Second, "the ack after release", func() bool { return len(acks.snapshot()) == 1 })
 	if a := acks.snapshot()[0]; a.Seq != seqs[0] || a.Hits != 7 {
 		t.Errorf("ack = %+v, want seq %d hits 7", a, seqs[0])
 	}
@@ -228,7 +229,7 @@ func TestSubscriberRetriesFailedApply(t *testing.T) {
 		}
 	})
 	seqs := publishN(t, ctx, js, 2)
-	natstest.WaitFor(t, 10*time.Second, "2 acks", func() bool { return len(acks.snapshot()) == 2 })
+	wait.For(t, 10*time.Second, "2 acks", func() bool { return len(acks.snapshot()) == 2 })
 	if got := calls.Load(); got != 4 {
 		t.Errorf("Apply calls for the failing purge = %d, want 4 (3 failures, 1 success)", got)
 	}
@@ -271,10 +272,10 @@ func TestSubscriberReplaysAfterDisconnect(t *testing.T) {
 			}
 			n := startNode(t, ns, "ams", "n1")
 			before := publishN(t, ctx, js, 5)
-			natstest.WaitFor(t, 10*time.Second, "the first 5 applied", func() bool { return n.rec.count() == 5 })
+			wait.For(t, 10*time.Second, "the first 5 applied", func() bool { return n.rec.count() == 5 })
 
 			tt.cutOff(t, ns, n)
-			natstest.WaitFor(t, 10*time.Second, "the node to be disconnected", func() bool { return !n.nc.IsConnected() })
+			wait.For(t, 10*time.Second, "the node to be disconnected", func() bool { return !n.nc.IsConnected() })
 			// A fresh publisher: the test's own client may still be reconnecting after a restart.
 			_, js2 := ns.Connect(t)
 			during := publishN(t, ctx, js2, 10)
@@ -285,7 +286,7 @@ func TestSubscriberReplaysAfterDisconnect(t *testing.T) {
 			after := publishN(t, ctx, js2, 5)
 
 			want := slices.Concat(before, during, after)
-			natstest.WaitFor(t, 20*time.Second, "every purge applied", func() bool { return n.rec.count() >= len(want) })
+			wait.For(t, 20*time.Second, "every purge applied", func() bool { return n.rec.count() >= len(want) })
 			if got := appliedSeqs(n.rec); !slices.Equal(got, want) {
 				t.Errorf("applied sequences = %v, want each of %v exactly once, in order", got, want)
 			}
@@ -315,7 +316,7 @@ func TestSubscriberGapBeyondRetention(t *testing.T) {
 			name:      "expired beyond MaxAge",
 			retention: 300 * time.Millisecond,
 			lose: func(t *testing.T, ctx context.Context, st jetstream.Stream) {
-				natstest.WaitFor(t, 10*time.Second, "the stream to expire its messages", func() bool {
+				wait.For(t, 10*time.Second, "the stream to expire its messages", func() bool {
 					info, err := st.Info(ctx)
 					return err == nil && info.State.Msgs == 0
 				})
@@ -332,10 +333,10 @@ func TestSubscriberGapBeyondRetention(t *testing.T) {
 			}
 			n := startNode(t, ns, "ams", "n1")
 			before := publishN(t, ctx, js, 2)
-			natstest.WaitFor(t, 10*time.Second, "the first 2 applied", func() bool { return n.rec.count() == 2 })
+			wait.For(t, 10*time.Second, "the first 2 applied", func() bool { return n.rec.count() == 2 })
 
 			n.cut.Cut()
-			natstest.WaitFor(t, 10*time.Second, "the node to be disconnected", func() bool { return !n.nc.IsConnected() })
+			wait.For(t, 10*time.Second, "the node to be disconnected", func() bool { return !n.nc.IsConnected() })
 			lost := publishN(t, ctx, js, 3)
 			st, err := js.Stream(ctx, "PURGE")
 			if err != nil {
@@ -344,7 +345,7 @@ func TestSubscriberGapBeyondRetention(t *testing.T) {
 			tt.lose(t, ctx, st)
 			after := publishN(t, ctx, js, 2)
 			n.cut.Restore()
-			natstest.WaitFor(t, 20*time.Second, "the purges after the gap applied", func() bool { return n.rec.count() == 4 })
+			wait.For(t, 20*time.Second, "the purges after the gap applied", func() bool { return n.rec.count() == 4 })
 
 			_, gaps, events := n.rec.snapshot()
 			wantGap := [2]uint64{before[1], lost[2] + 1}
@@ -376,7 +377,7 @@ func TestSubscriberUndecodableIsAGap(t *testing.T) {
 		t.Fatal(err)
 	}
 	good := publishN(t, ctx, js, 1)
-	natstest.WaitFor(t, 10*time.Second, "the good purge applied", func() bool { return n.rec.count() == 1 })
+	wait.For(t, 10*time.Second, "the good purge applied", func() bool { return n.rec.count() == 1 })
 	_, gaps, _ := n.rec.snapshot()
 	if want := [2]uint64{ack.Sequence - 1, ack.Sequence + 1}; len(gaps) != 1 || gaps[0] != want {
 		t.Errorf("OnGap calls = %v, want one with %v for the undecodable message", gaps, want)
@@ -417,7 +418,7 @@ func TestSubscriberWaitsForStream(t *testing.T) {
 		t.Fatal("Ready() not closed within 10s of the stream's creation")
 	}
 	seqs := publishN(t, ctx, js, 1)
-	natstest.WaitFor(t, 10*time.Second, "the purge applied", func() bool { return rec.count() == 1 })
+	wait.For(t, 10*time.Second, "the purge applied", func() bool { return rec.count() == 1 })
 	if got := appliedSeqs(rec); !slices.Equal(got, seqs) {
 		t.Errorf("applied = %v, want %v", got, seqs)
 	}

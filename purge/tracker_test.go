@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/meridian-cdn/meridian/internal/natstest"
+	"github.com/meridian-cdn/meridian/internal/wait"
 )
 
 // fakeClock is a settable clock for receipts' timestamps.
@@ -123,7 +124,7 @@ func TestTrackerEndToEnd(t *testing.T) {
 			t.Fatalf("Publish: %v", err)
 		}
 		// Wait until the live nodes acked, then let Wait time out on the silent one.
-		natstest.WaitFor(t, 10*time.Second, "3 acks", func() bool {
+		wait.For(t, 10*time.Second, "3 acks", func() bool {
 			r, _ := tr.Receipt(m.ID)
 			return len(r.Pending) == 1
 		})
@@ -149,7 +150,7 @@ func TestTrackerEndToEnd(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Publish: %v", err)
 		}
-		natstest.WaitFor(t, 10*time.Second, "the unexpected ack", func() bool {
+		wait.For(t, 10*time.Second, "the unexpected ack", func() bool {
 			r, _ := tr.Receipt(m.ID)
 			return len(nodeNames(r)) == 3
 		})
@@ -446,7 +447,7 @@ func TestTrackerDropsForgedAcks(t *testing.T) {
 	if err := nc.Publish(AckSubject("", "fra", "n1"), real); err != nil {
 		t.Fatal(err)
 	}
-	natstest.WaitFor(t, 5*time.Second, "fra/n1's ack", func() bool {
+	wait.For(t, 5*time.Second, "fra/n1's ack", func() bool {
 		r, _ := tr.Receipt("p1")
 		return len(r.Pending) == 1
 	})

@@ -19,6 +19,7 @@ import (
 
 	"github.com/meridian-cdn/meridian/internal/natsauth"
 	"github.com/meridian-cdn/meridian/internal/natstest"
+	"github.com/meridian-cdn/meridian/internal/wait"
 )
 
 var names = natsauth.Names{}
@@ -205,7 +206,7 @@ func TestEdgePermissions(t *testing.T) {
 	if err := e.nc.Publish("$KV.meridian_latency.lon.n1.100-64-3-0-24", []byte(`{"samples":1}`)); err != nil {
 		t.Fatal(err)
 	}
-	natstest.WaitFor(t, 5*time.Second, "the edge's own latency record", func() bool {
+	wait.For(t, 5*time.Second, "the edge's own latency record", func() bool {
 		_, err := b.kvGet("latency", "lon.n1.100-64-3-0-24")
 		return err == nil
 	})
@@ -456,7 +457,7 @@ func TestLeafLinksNeedLeafCredentials(t *testing.T) {
 		t.Fatalf("hub has %d leaf nodes after refused links, want 0", n)
 	}
 	leaf("lon", string(leafCred.Seed))
-	natstest.WaitFor(t, 10*time.Second, "the leaf link with the leaf credential", func() bool { return h.NumLeafNodes() == 1 })
+	wait.For(t, 10*time.Second, "the leaf link with the leaf credential", func() bool { return h.NumLeafNodes() == 1 })
 }
 
 func TestRoutePortRefusesClientCredentials(t *testing.T) {
@@ -471,7 +472,7 @@ func TestRoutePortRefusesClientCredentials(t *testing.T) {
 	nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", clusterPort), append(opts, nats.MaxReconnects(0))...)
 	if err == nil {
 		defer nc.Close()
-		natstest.WaitFor(t, 5*time.Second, "the route port to refuse the edge", func() bool { return nc.LastError() != nil })
+		wait.For(t, 5*time.Second, "the route port to refuse the edge", func() bool { return nc.LastError() != nil })
 		err = nc.LastError()
 	}
 	if !errors.Is(err, nats.ErrAuthorization) {
@@ -498,7 +499,7 @@ func TestRoutePortRefusesClientCredentials(t *testing.T) {
 		t.Fatalf("hub has %d routes after a refused one, want 0", n)
 	}
 	join("peer", "route", "route-secret")
-	natstest.WaitFor(t, 10*time.Second, "the route with the route credentials", func() bool { return h.NumRoutes() >= 1 })
+	wait.For(t, 10*time.Second, "the route with the route credentials", func() bool { return h.NumRoutes() >= 1 })
 }
 
 // TestConfUsersMatchNkeyUsers: the authorization block rendered for nats-server.conf files

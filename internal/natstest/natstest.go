@@ -176,18 +176,6 @@ func ConnectURL(t testing.TB, url string, opts ...nats.Option) (*nats.Conn, jets
 	return nc, js
 }
 
-// WaitFor polls cond until it holds or timeout passes, then fails the test with msg.
-func WaitFor(t testing.TB, timeout time.Duration, msg string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, msg)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // FanoutFloor measures the bare core-NATS fan-out that purges ride on: one publish of a
 // purge-sized message to subscribers plain subscribers, each on its own connection, until the last
 // one received it; n times. Benchmarks report their figures next to it, measured in the same run.

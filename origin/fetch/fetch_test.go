@@ -17,19 +17,9 @@ import (
 	"time"
 
 	"github.com/sony/gobreaker/v2"
-)
 
-// waitFor polls cond until it holds or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v", timeout)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
+	"github.com/meridian-cdn/meridian/internal/wait"
+)
 
 // serve starts a real HTTP server on the loopback address ip with port 0.
 func serve(t *testing.T, ip string, h http.Handler) *httptest.Server {
@@ -202,7 +192,7 @@ func TestBodyTimeoutSlowReader(t *testing.T) {
 		t.Fatalf("Do: %v", err)
 	}
 	b := resp.Body.(*body)
-	waitFor(t, 5*time.Second, func() bool { return b.ctx.Err() != nil })
+	wait.For(t, 5*time.Second, "the body context canceled", func() bool { return b.ctx.Err() != nil })
 	_, err = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	if !errors.Is(err, errBodyTimeout) {
@@ -296,7 +286,7 @@ func TestBreaker(t *testing.T) {
 	}
 
 	// Half-open: exactly one probe reaches the server; the rest are refused while it runs.
-	waitFor(t, 5*time.Second, func() bool { return u.Stats().State == "half-open" })
+	wait.For(t, 5*time.Second, "the breaker half-open", func() bool { return u.Stats().State == "half-open" })
 	gate := make(chan struct{})
 	f.mu.Lock()
 	f.gate = gate
@@ -310,7 +300,7 @@ func TestBreaker(t *testing.T) {
 		}
 		probe <- err
 	}()
-	waitFor(t, 5*time.Second, func() bool { return f.hits.Load() == 4 })
+	wait.For(t, 5*time.Second, "four requests at the upstream", func() bool { return f.hits.Load() == 4 })
 	for i := 0; i < 3; i++ {
 		if _, err := doRead(t, u, ctx, srv.URL); !errors.Is(err, ErrBreakerOpen) || !errors.Is(err, gobreaker.ErrTooManyRequests) {
 			t.Fatalf("Do during probe: error = %v, want ErrBreakerOpen wrapping ErrTooManyRequests", err)
@@ -339,7 +329,7 @@ func TestBreakerReopensOnFailedProbe(t *testing.T) {
 	u := New(Config{ConsecutiveFailures: 1, OpenTimeout: 500 * time.Millisecond, FailureStatus: fail5xx})
 	defer u.Close()
 	doRead(t, u, context.Background(), srv.URL)
-	waitFor(t, 5*time.Second, func() bool { return u.Stats().State == "half-open" })
+	wait.For(t, 5*time.Second, "the breaker half-open", func() bool { return u.Stats().State == "half-open" })
 	doRead(t, u, context.Background(), srv.URL)
 	if got := u.Stats().State; got != "open" {
 		t.Errorf("state after a failed probe = %q, want open", got)
@@ -370,7 +360,7 @@ func TestCallerCancelNotAFailure(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		errc := make(chan error, 1)
 		go func() { _, err := doRead(t, u, ctx, srv.URL); errc <- err }()
-		waitFor(t, 5*time.Second, func() bool { return f.hits.Load() == int64(i+1) })
+		wait.For(t, 5*time.Second, "the request at the upstream", func() bool { return f.hits.Load() == int64(i+1) })
 		cancel()
 		if err := <-errc; !errors.Is(err, context.Canceled) {
 			t.Fatalf("Do after cancel: error = %v, want context.Canceled", err)
@@ -413,7 +403,7 @@ func TestBulkhead(t *testing.T) {
 			errs <- err
 		}()
 	}
-	waitFor(t, 5*time.Second, func() bool { return cur.Load() == 3 })
+	wait.For(t, 5*time.Second, "three requests at the upstream", func() bool { return cur.Load() == 3 })
 	for i := 0; i < 2; i++ {
 		start := time.Now()
 		_, err := doRead(t, u, context.Background(), srv.URL)
