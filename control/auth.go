@@ -66,34 +66,11 @@ func ParseTokens(data []byte) ([]Token, error) { return ParseTokensFile("", data
 func ParseTokensFile(file string, data []byte) ([]Token, error) {
 	var toks []Token
 	doc, probs := yamlconf.Decode(data, &toks)
-	var errs wire.FieldErrors
-	var undecoded []string // fields whose value had the wrong type: no second error for them
-	for _, p := range probs {
-		errs = append(errs, &wire.FieldError{Line: p.Line, Column: p.Column, Field: p.Field, Err: errors.New(p.Msg)})
-		if !strings.HasPrefix(p.Msg, "unknown field") {
-			undecoded = append(undecoded, p.Field)
-		}
-	}
-	for _, e := range tokenProblems(toks) {
-		if !underField(e.Field, undecoded) {
-			errs = append(errs, e)
-		}
-	}
-	errs.Locate(file, doc.Position)
+	errs := wire.DocumentErrors(file, probs, doc.Position, func() wire.FieldErrors { return tokenProblems(toks) })
 	if err := errs.Err(); err != nil {
 		return nil, err
 	}
 	return toks, nil
-}
-
-// underField says whether field is one of fields or inside one of them.
-func underField(field string, fields []string) bool {
-	for _, p := range fields {
-		if r, ok := strings.CutPrefix(field, p); ok && (p == "" || r == "" || r[0] == '.' || r[0] == '[') {
-			return true
-		}
-	}
-	return false
 }
 
 // tokenProblems are the rules every token list obeys, from a file or from Config.Tokens, with

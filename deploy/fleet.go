@@ -9,7 +9,6 @@ import (
 	"os"
 	"reflect"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/meridian-cdn/meridian/internal/yamlconf"
@@ -214,30 +213,18 @@ func Parse(data []byte) (*Fleet, error) { return ParseFile("", data) }
 func ParseFile(file string, data []byte) (*Fleet, error) {
 	var f Fleet
 	doc, probs := yamlconf.Decode(data, &f)
-	var errs wire.FieldErrors
-	var undecoded []string // fields whose value had the wrong type
-	for _, p := range probs {
-		errs = append(errs, &wire.FieldError{Line: p.Line, Column: p.Column, Field: p.Field, Err: errors.New(p.Msg)})
-		if !strings.HasPrefix(p.Msg, "unknown field") {
-			undecoded = append(undecoded, p.Field)
+	errs := wire.DocumentErrors(file, probs, doc.Position, func() wire.FieldErrors {
+		switch {
+		case reflect.ValueOf(f).IsZero() && len(probs) > 0:
+			// Nothing decoded (a document that is not a mapping): validating an empty fleet
+			// would only bury the real problem under "is required".
+			return nil
+		case reflect.ValueOf(f).IsZero():
+			return wire.FieldErrors{{Err: errors.New("the fleet file is empty")}}
 		}
-	}
-	switch {
-	case reflect.ValueOf(f).IsZero() && len(errs) > 0:
-		// Nothing decoded (a syntax error, a document that is not a mapping): validating an
-		// empty fleet would only bury the real problem under "is required".
-	case reflect.ValueOf(f).IsZero():
-		errs.Add("", "the fleet file is empty")
-	default:
 		f.setDefaults()
-		for _, e := range f.validate() {
-			// A value of the wrong type decoded as nothing; its type error says it already.
-			if !under(e.Field, undecoded) {
-				errs = append(errs, e)
-			}
-		}
-	}
-	errs.Locate(file, doc.Position)
+		return f.validate()
+	})
 	// In file order, as an operator reads the file; problems with no place in it (a section
 	// missing altogether) last.
 	unplaced := func(e *wire.FieldError) int {
@@ -253,17 +240,4 @@ func ParseFile(file string, data []byte) (*Fleet, error) {
 		return nil, err
 	}
 	return &f, nil
-}
-
-// under says whether field is one of fields or inside one of them.
-func under(field string, fields []string) bool {
-	for _, p := range fields {
-		if p == "" {
-			continue
-		}
-		if r, ok := strings.CutPrefix(field, p); ok && (r == "" || r[0] == '.' || r[0] == '[') {
-			return true
-		}
-	}
-	return false
 }

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -170,38 +169,7 @@ func ParseConfig(b []byte) (Config, error) { return ParseConfigFile("", b) }
 func ParseConfigFile(file string, b []byte) (Config, error) {
 	var c Config
 	doc, probs := yamlconf.Decode(b, &c)
-	var errs wire.FieldErrors
-	var undecoded []string // fields whose value had the wrong type
-	for _, p := range probs {
-		errs = append(errs, &wire.FieldError{Line: p.Line, Column: p.Column, Field: p.Field, Err: errors.New(p.Msg)})
-		if !strings.HasPrefix(p.Msg, "unknown field") {
-			undecoded = append(undecoded, p.Field)
-		}
-	}
-	if len(errs) == 0 || !reflect.ValueOf(c).IsZero() {
-		// Validating what a syntax error left empty would bury it under "is required"; a value
-		// of the wrong type decoded as nothing, and its type error says so already.
-		for _, e := range c.validate() {
-			if !under(e.Field, undecoded) {
-				errs = append(errs, e)
-			}
-		}
-	}
-	errs.Locate(file, doc.Position)
-	return c, errs.Err()
-}
-
-// under says whether field is one of fields or inside one of them.
-func under(field string, fields []string) bool {
-	for _, p := range fields {
-		if p == "" {
-			continue
-		}
-		if r, ok := strings.CutPrefix(field, p); ok && (r == "" || r[0] == '.' || r[0] == '[') {
-			return true
-		}
-	}
-	return false
+	return c, wire.DocumentErrors(file, probs, doc.Position, c.validate).Err()
 }
 
 // Nodes turns the static PoPs into fleet nodes.

@@ -331,23 +331,17 @@ func LoadConfig(path string) (Config, error) {
 	}
 	var c Config
 	doc, probs := yamlconf.Decode(data, &c)
-	var errs wire.FieldErrors
-	for _, p := range probs {
-		errs = append(errs, &wire.FieldError{Line: p.Line, Column: p.Column, Field: p.Field, Err: errors.New(p.Msg)})
-	}
 	for i := range c.Hosts {
 		c.Hosts[i].Host = strings.ToLower(c.Hosts[i].Host)
 	}
-	if len(errs) == 0 {
+	errs := wire.DocumentErrors(path, probs, doc.Position, func() wire.FieldErrors {
 		// What New would refuse, found here where the file's positions are known.
 		check := c
 		check.setDefaults()
 		var fes wire.FieldErrors
-		if errors.As(check.Validate(), &fes) {
-			errs = fes
-		}
-	}
-	errs.Locate(path, doc.Position)
+		errors.As(check.Validate(), &fes)
+		return fes
+	})
 	if err := errs.Err(); err != nil {
 		return Config{}, fmt.Errorf("edge config:\n%w", err)
 	}

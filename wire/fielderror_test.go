@@ -2,6 +2,8 @@ package wire
 
 import (
 	"errors"
+	"fmt"
+	"slices"
 	"testing"
 )
 
@@ -43,5 +45,48 @@ func TestFieldErrorsListAndLocate(t *testing.T) {
 	var fe *FieldError
 	if !errors.As(l.Err(), &fe) || fe.Field != "a" {
 		t.Errorf("errors.As found %v, want the first FieldError", fe)
+	}
+}
+
+// problem is a DecodeProblem for the tests.
+type problem struct {
+	line, col      int
+	field, msg     string
+	undecoded, all bool
+}
+
+func (p problem) Error() string             { return p.msg }
+func (p problem) Where() (int, int, string) { return p.line, p.col, p.field }
+func (p problem) Undecoded() bool           { return p.undecoded }
+func (p problem) Whole() bool               { return p.all }
+func at(line int) func(string) (int, int)   { return func(string) (int, int) { return line, 1 } }
+func fields(l FieldErrors) (out []string) {
+	for _, e := range l {
+		out = append(out, fmt.Sprintf("%s:%d:%s", e.File, e.Line, e.Field))
+	}
+	return out
+}
+
+func TestDocumentErrors(t *testing.T) {
+	validate := func() FieldErrors {
+		var l FieldErrors
+		l.Add("hosts[0].origin", "is required") // inside a field that did not decode: dropped
+		l.Add("hosts[1].origin", "is required")
+		l.Add("hostsx", "is bad") // a sibling with the same prefix: kept
+		return l
+	}
+	decoded := []problem{
+		{line: 3, col: 5, field: "colour", msg: `unknown field "colour"`},
+		{line: 4, col: 9, field: "hosts[0]", msg: "cannot unmarshal", undecoded: true},
+	}
+	got := fields(DocumentErrors("f.yaml", decoded, at(7), validate))
+	want := []string{"f.yaml:3:colour", "f.yaml:4:hosts[0]", "f.yaml:7:hosts[1].origin", "f.yaml:7:hostsx"}
+	if !slices.Equal(got, want) {
+		t.Errorf("DocumentErrors = %v, want %v", got, want)
+	}
+	// A syntax error: nothing decoded, so nothing is validated.
+	got = fields(DocumentErrors("f.yaml", []problem{{line: 1, msg: "did not find expected key", all: true}}, at(7), validate))
+	if want := []string{"f.yaml:1:"}; !slices.Equal(got, want) {
+		t.Errorf("DocumentErrors after a syntax error = %v, want %v", got, want)
 	}
 }

@@ -669,6 +669,53 @@ func (l FieldErrors) Err() error {
 	return l
 }
 
+// DecodeProblem is a problem a configuration decoder found (internal/yamlconf.Problem is
+// one).
+type DecodeProblem interface {
+	error
+	// Where is the problem's 1-based line and column (0 when unknown) and field path.
+	Where() (line, column int, field string)
+	// Undecoded: the field's value could not be decoded (a wrong type), so it holds nothing.
+	Undecoded() bool
+	// Whole: nothing of the document decoded (a syntax error).
+	Whole() bool
+}
+
+// DocumentErrors is every problem of one configuration document read from file: what the
+// decoder found, then what validate finds, except on fields whose value did not decode (it
+// holds nothing, which validation would report again as missing) and not at all when nothing
+// decoded (it would bury the syntax error under "is required"). pos places the validation
+// problems in the file. Readers return DocumentErrors(...).Err().
+func DocumentErrors[P DecodeProblem](file string, decoded []P, pos func(field string) (line, column int), validate func() FieldErrors) FieldErrors {
+	var errs FieldErrors
+	var undecoded []string
+	whole := false
+	for _, p := range decoded {
+		line, column, field := p.Where()
+		errs = append(errs, &FieldError{Line: line, Column: column, Field: field, Err: errors.New(p.Error())})
+		if p.Undecoded() {
+			undecoded = append(undecoded, field)
+		}
+		whole = whole || p.Whole()
+	}
+	if !whole && validate != nil {
+		for _, e := range validate() {
+			if !slices.ContainsFunc(undecoded, func(f string) bool { return within(e.Field, f) }) {
+				errs = append(errs, e)
+			}
+		}
+	}
+	errs.Locate(file, pos)
+	return errs
+}
+
+// within reports whether field is parent or inside it ("a.b" and "a[0]" are inside "a"; ""
+// holds everything).
+func within(field, parent string) bool {
+	r, ok := strings.CutPrefix(field, parent)
+	return ok && (parent == "" || r == "" || r[0] == '.' || r[0] == '[')
+}
+
 // Locate sets File on every problem, and Line and Column on those without a position, from
 // pos (which returns 0, 0 for a field it cannot find: the problem then keeps no position).
 func (l FieldErrors) Locate(file string, pos func(field string) (line, column int)) {

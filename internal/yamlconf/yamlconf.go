@@ -22,7 +22,32 @@ type Problem struct {
 	Line, Column int    // 1-based; 0 when unknown
 	Field        string // the field's path, e.g. "hosts[0].origin"; "" when unknown
 	Msg          string
+	Kind         Kind
 }
+
+// Kind says what a Problem did to the decoded value.
+type Kind int
+
+const (
+	// Syntax: the document is not YAML (or not the expected shape); nothing decoded.
+	Syntax Kind = iota
+	// Unknown: a field the value has no place for; the rest decoded.
+	Unknown
+	// Type: a value of the wrong type; its field holds nothing, the rest decoded.
+	Type
+)
+
+// Error is the problem's message.
+func (p Problem) Error() string { return p.Msg }
+
+// Where is the problem's position and field path.
+func (p Problem) Where() (line, column int, field string) { return p.Line, p.Column, p.Field }
+
+// Undecoded reports whether the problem's field holds nothing (its value had the wrong type).
+func (p Problem) Undecoded() bool { return p.Kind == Type }
+
+// Whole reports whether nothing of the document decoded.
+func (p Problem) Whole() bool { return p.Kind == Syntax }
 
 // Doc is a parsed document, kept to find fields in.
 type Doc struct {
@@ -60,7 +85,9 @@ func Decode(b []byte, v any) (*Doc, []Problem) {
 	probs := make([]Problem, 0, len(te.Errors))
 	for _, msg := range te.Errors {
 		p := problem(msg)
+		p.Kind = Type
 		if m := unknownRE.FindStringSubmatch(p.Msg); m != nil {
+			p.Kind = Unknown
 			p.Msg = "unknown field " + strconv.Quote(m[1])
 			if n, path := d.find(p.Line, m[1], true); n != nil {
 				p.Column, p.Field = n.Column, path
