@@ -5,6 +5,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/meridian-cdn/meridian/sim/scenario"
 )
 
 // BenchmarkRun runs whole scenarios in this process and reports the request rate the clients
@@ -18,14 +20,14 @@ func BenchmarkRun(b *testing.B) {
 	off := false
 	scenarios := []struct {
 		name string
-		s    func() *Scenario
+		s    func() *scenario.Scenario
 	}{
-		{"small", Small},
-		{"world", Default},
+		{"small", scenario.Small},
+		{"world", scenario.Default},
 		// Without WAN delays and with more clients the run is bound by CPU, not by latency:
 		// the most this machine can drive.
-		{"world-nowan", func() *Scenario {
-			s := Default()
+		{"world-nowan", func() *scenario.Scenario {
+			s := scenario.Default()
 			s.WAN.Enabled = &off
 			s.Clients.Concurrency = 256
 			return s

@@ -8,6 +8,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/meridian-cdn/meridian/sim/report"
+	"github.com/meridian-cdn/meridian/sim/scenario"
 )
 
 // ErrInvariants is returned by the command when --check is given and an invariant failed.
@@ -17,12 +20,12 @@ var ErrInvariants = errors.New("sim: invariants failed")
 // write its report.
 func NewCommand() *cobra.Command {
 	var (
-		scenario string
-		duration time.Duration
-		seed     int64
-		out      string
-		check    bool
-		verbose  bool
+		scenarioFile string
+		duration     time.Duration
+		seed         int64
+		out          string
+		check        bool
+		verbose      bool
 	)
 	cmd := &cobra.Command{
 		Use:   "sim [--scenario FILE] [--duration D] [--seed N] [--out DIR] [--check]",
@@ -36,10 +39,10 @@ func NewCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: false,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			s := Default()
-			if scenario != "" {
+			s := scenario.Default()
+			if scenarioFile != "" {
 				var err error
-				if s, err = Load(scenario); err != nil {
+				if s, err = scenario.Load(scenarioFile); err != nil {
 					return err
 				}
 			}
@@ -84,14 +87,14 @@ func NewCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if check && !Passed(rep.Invariants) {
+			if check && !report.Passed(rep.Invariants) {
 				return ErrInvariants
 			}
 			return nil
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&scenario, "scenario", "", "scenario YAML file (default: the built-in \"world\" scenario)")
+	f.StringVar(&scenarioFile, "scenario", "", "scenario YAML file (default: the built-in \"world\" scenario)")
 	f.DurationVar(&duration, "duration", 0, "override the scenario's duration (after the warm-up)")
 	f.Int64Var(&seed, "seed", 0, "override the scenario's seed")
 	f.StringVar(&out, "out", "sim-out", "directory for report.json and report.html")

@@ -13,13 +13,13 @@ import (
 
 // TestCommandRefusesBadInput checks the errors the command gives before it starts anything.
 func TestCommandRefusesBadInput(t *testing.T) {
-	bad := filepath.Join("testdata", "bad", "bad_kind.yaml")
+	bad := filepath.Join("scenario", "testdata", "bad", "bad_kind.yaml")
 	tests := []struct {
 		name string
 		args []string
 		want string
 	}{
-		{"bad scenario names file, line and field", []string{"--scenario", bad}, bad + `:7: events[1].kind: "explode" is not one of`},
+		{"bad scenario names file, line, column and field", []string{"--scenario", bad}, bad + `:7:5: events[1].kind: "explode" is not one of`},
 		{"missing scenario file", []string{"--scenario", filepath.Join(t.TempDir(), "none.yaml")}, "read scenario"},
 		{"negative duration", []string{"--duration", "-1s"}, "--duration must be positive"},
 		{"negative seed", []string{"--seed", "-3"}, "--seed must not be negative"},

@@ -5,6 +5,9 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/meridian-cdn/meridian/sim/report"
+	"github.com/meridian-cdn/meridian/sim/scenario"
 )
 
 // TestDocsCoverTheSchema keeps docs/sim.md in step with the code: every scenario field, event
@@ -31,10 +34,10 @@ func TestDocsCoverTheSchema(t *testing.T) {
 			fields(f.Type)
 		}
 	}
-	fields(reflect.TypeOf(Scenario{}))
-	names = append(names, EventKinds...)
-	names = append(names, InvStaleAfterPurge, InvRoutedToDown, InvOriginPerObject, InvOutageErrors, InvPurgeAcked)
-	names = append(names, PlotLatencyCDF, PlotHitRatio, PlotOrigin, PlotPurge, PlotRouting, PlotSaturation, PlotShed, PlotLatencyGain)
+	fields(reflect.TypeOf(scenario.Scenario{}))
+	names = append(names, scenario.EventKinds...)
+	names = append(names, report.InvStaleAfterPurge, report.InvRoutedToDown, report.InvOriginPerObject, report.InvOutageErrors, report.InvPurgeAcked)
+	names = append(names, report.PlotLatencyCDF, report.PlotHitRatio, report.PlotOrigin, report.PlotPurge, report.PlotRouting, report.PlotSaturation, report.PlotShed, report.PlotLatencyGain)
 	for _, n := range names {
 		if !strings.Contains(doc, "`"+n+"`") {
 			t.Errorf("docs/sim.md does not mention `%s`", n)

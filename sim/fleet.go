@@ -5,10 +5,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -25,12 +23,14 @@ import (
 	"github.com/meridian-cdn/meridian/dnsroute/geo/geodata"
 	"github.com/meridian-cdn/meridian/edge"
 	"github.com/meridian-cdn/meridian/internal/natsauth"
+	"github.com/meridian-cdn/meridian/internal/tcplink"
 	"github.com/meridian-cdn/meridian/origin"
-	"github.com/meridian-cdn/meridian/purge"
+	"github.com/meridian-cdn/meridian/sim/scenario"
+	"github.com/meridian-cdn/meridian/sim/wan"
 )
 
 // Addresses of the fleet on 127.0.0.0/8. Node n (from 0) of PoP p (from 0) is 127.0.(p+1).(n+1);
-// PoP p's NATS link (see natsLink) is 127.0.(p+1).200; the shared services live in 127.0.250.x.
+// PoP p's NATS link (a tcplink.Link) is 127.0.(p+1).200; the shared services live in 127.0.250.x.
 const (
 	controlIP = "127.0.250.1"
 	originIP  = "127.0.250.2"
@@ -75,8 +75,8 @@ type FleetOptions struct {
 // per-PoP link that adds the WAN model's one-way delay and can be cut. Start it with
 // StartFleet; Close stops everything it started and returns once all of it has exited.
 type Fleet struct {
-	s    *Scenario
-	wan  WAN
+	s    *scenario.Scenario
+	wan  wan.Model
 	opts FleetOptions
 	log  *slog.Logger
 
@@ -107,9 +107,9 @@ type place struct{ lat, lon float64 }
 // popRun is one PoP's running parts.
 type popRun struct {
 	idx   int
-	spec  PoPSpec
-	link  *natsLink
-	mu    sync.Mutex // guards nodes
+	spec  scenario.PoPSpec
+	link  *tcplink.Link // between the PoP's nodes and NATS: the WAN delay, and cut-nats
+	mu    sync.Mutex    // guards nodes
 	nodes []*nodeRun
 }
 
@@ -125,7 +125,7 @@ type nodeRun struct {
 // StartFleet starts the fleet of scenario s and returns once every part is ready: the control
 // plane, the origin with the host configured, every edge joined and consuming purges, and DNS
 // answering. On error everything started is stopped again.
-func StartFleet(ctx context.Context, s *Scenario, opts FleetOptions) (_ *Fleet, err error) {
+func StartFleet(ctx context.Context, s *scenario.Scenario, opts FleetOptions) (_ *Fleet, err error) {
 	if opts.Dir == "" {
 		return nil, errors.New("start fleet: FleetOptions.Dir is required")
 	}
@@ -181,9 +181,9 @@ func StartFleet(ctx context.Context, s *Scenario, opts FleetOptions) (_ *Fleet, 
 	for i, p := range s.PoPs {
 		pr := &popRun{idx: i, spec: p}
 		f.pops = append(f.pops, pr)
-		oneWay := f.wan.OneWay(GreatCircleKm(s.Origin.Lat, s.Origin.Lon, p.Lat, p.Lon))
-		if pr.link, err = f.startLink(linkIP(i), f.control.NATSURL(), oneWay); err != nil {
-			return nil, err
+		oneWay := f.wan.OneWay(wan.GreatCircleKm(s.Origin.Lat, s.Origin.Lon, p.Lat, p.Lon))
+		if pr.link, err = tcplink.Listen(linkIP(i)+":0", strings.TrimPrefix(f.control.NATSURL(), "nats://"), oneWay); err != nil {
+			return nil, fmt.Errorf("start fleet: nats link of %s: %w", p.ID, err)
 		}
 		if err := f.startNodes(pr); err != nil {
 			return nil, err
@@ -347,7 +347,7 @@ func (f *Fleet) startNodes(pr *popRun) error {
 			Logger:          f.log.With("part", "edge", "node", p.ID+"-"+id),
 			DialContext:     f.edgeDialer(p, ip),
 			Fleet: edge.FleetConfig{
-				NATS: pr.link.url(), Creds: creds, Region: p.Region, City: p.City, Lat: p.Lat, Lon: p.Lon, IPv4: ip,
+				NATS: "nats://" + pr.link.Addr().String(), Creds: creds, Region: p.Region, City: p.City, Lat: p.Lat, Lon: p.Lon, IPv4: ip,
 				Heartbeat: f.opts.Heartbeat,
 				// Every simulated node shares this process's CPU time, which says nothing about
 				// one node's load: it meters its simulated CPU against its PoP's budget instead
@@ -402,13 +402,13 @@ func (f *Fleet) edgeCreds(pop, node string) (string, error) {
 
 // edgeDialer dials upstreams from the node's own address (so peers trust its hop header) and
 // charges the WAN model's delay for the distance from the PoP to the target.
-func (f *Fleet) edgeDialer(from PoPSpec, ip string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+func (f *Fleet) edgeDialer(from scenario.PoPSpec, ip string) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	base := &net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		km := 0.0
 		if host, _, err := net.SplitHostPort(addr); err == nil {
 			if to, ok := f.places[host]; ok {
-				km = GreatCircleKm(from.Lat, from.Lon, to.lat, to.lon)
+				km = wan.GreatCircleKm(from.Lat, from.Lon, to.lat, to.lon)
 			}
 		}
 		return f.wan.Dialer(km, base)(ctx, network, addr)
@@ -491,7 +491,7 @@ func (f *Fleet) Close() {
 	f.cancel()
 	for _, pr := range f.pops {
 		if pr.link != nil {
-			pr.link.close()
+			_ = pr.link.Close()
 		}
 	}
 	f.wg.Wait()
@@ -530,180 +530,6 @@ func (f *Fleet) PoPOf(ip string) (pop, node string, ok bool) {
 // EDNS Client Subnet.
 func CityAddr(i int) netip.Addr { return cityPrefix(i).Addr().Next() }
 
-// callAPI calls the control plane's API with in (if not nil) as the JSON body and decodes the
-// answer into out (if not nil).
-func (f *Fleet) callAPI(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, f.controlURL+path, body)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+f.token)
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := f.api.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return fmt.Errorf("%s %s: read answer: %w", method, path, err)
-	}
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(data)))
-	}
-	if out != nil {
-		if err := json.Unmarshal(data, out); err != nil {
-			return fmt.Errorf("%s %s: decode answer: %w", method, path, err)
-		}
-	}
-	return nil
-}
-
-// Drain drains (or undrains) a PoP through the control API, as an operator would.
-func (f *Fleet) Drain(ctx context.Context, pop string, drain bool) error {
-	verb := "drain"
-	if !drain {
-		verb = "undrain"
-	}
-	if err := f.callAPI(ctx, http.MethodPost, "/v1/pops/"+pop+"/"+verb, nil, nil); err != nil {
-		return fmt.Errorf("%s pop %s: %w", verb, pop, err)
-	}
-	return nil
-}
-
-func (f *Fleet) pop(id string) (*popRun, error) {
-	for _, pr := range f.pops {
-		if pr.spec.ID == id {
-			return pr, nil
-		}
-	}
-	return nil, fmt.Errorf("no pop %q", id)
-}
-
-// Kill stops a PoP's nodes at once, without draining first: clients that still hold its
-// address from DNS fail until their TTL runs out. It returns once they have stopped.
-func (f *Fleet) Kill(pop string) error {
-	pr, err := f.pop(pop)
-	if err != nil {
-		return fmt.Errorf("kill: %w", err)
-	}
-	f.mu.Lock()
-	f.killed[pop] = true
-	f.mu.Unlock()
-	pr.mu.Lock()
-	nodes := pr.nodes
-	pr.nodes = nil
-	pr.mu.Unlock()
-	for _, n := range nodes {
-		f.mu.Lock()
-		delete(f.addrs, n.ip)
-		f.mu.Unlock()
-		n.stop()
-	}
-	for _, n := range nodes {
-		<-n.done
-	}
-	return nil
-}
-
-// Restart starts a killed PoP's nodes again, with empty caches, and waits until they joined.
-func (f *Fleet) Restart(ctx context.Context, pop string) error {
-	pr, err := f.pop(pop)
-	if err != nil {
-		return fmt.Errorf("restart: %w", err)
-	}
-	if err := f.startNodes(pr); err != nil {
-		return fmt.Errorf("restart pop %s: %w", pop, err)
-	}
-	f.mu.Lock()
-	delete(f.killed, pop)
-	f.mu.Unlock()
-	pr.mu.Lock()
-	nodes := pr.nodes
-	pr.mu.Unlock()
-	for _, n := range nodes {
-		if err := waitChan(ctx, n.node.FleetReady(), n.done); err != nil {
-			return fmt.Errorf("restart pop %s: %w", pop, err)
-		}
-	}
-	return nil
-}
-
-// Killed reports whether pop is down from Kill.
-func (f *Fleet) Killed(pop string) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.killed[pop]
-}
-
-// CutNATS cuts (or restores) a PoP's connections to NATS: its nodes keep serving HTTP but
-// stop heartbeating and receiving purges until restored, then replay what they missed.
-func (f *Fleet) CutNATS(pop string, cut bool) error {
-	pr, err := f.pop(pop)
-	if err != nil {
-		return fmt.Errorf("cut nats: %w", err)
-	}
-	if cut {
-		pr.link.cut()
-	} else {
-		pr.link.restore()
-	}
-	return nil
-}
-
-// SetOriginFault makes the origin answer every object with status (0: normal) after delay.
-func (f *Fleet) SetOriginFault(status int, delay time.Duration) {
-	f.origin.SetFault("", origin.Fault{Status: status, Delay: delay})
-}
-
-// Purge asks the control API for a hard purge of the exact URL path (path and query), without
-// waiting, and returns the id of the purge message. The API expects an ack from every node in
-// the fleet at that moment, draining ones included.
-func (f *Fleet) Purge(ctx context.Context, path string) (string, error) {
-	return f.PurgeRequest(ctx, purge.Request{Host: SimHost, URLs: []string{path}})
-}
-
-// PurgeRequest sends one purge request of a single kind through the control API and returns
-// its purge id.
-func (f *Fleet) PurgeRequest(ctx context.Context, req purge.Request) (string, error) {
-	var resp purge.Response
-	if err := f.callAPI(ctx, http.MethodPost, "/v1/purge?wait=0", req, &resp); err != nil {
-		return "", fmt.Errorf("purge %+v: %w", req, err)
-	}
-	if len(resp.Purges) != 1 {
-		return "", fmt.Errorf("purge %+v: the API answered %d receipts, want 1", req, len(resp.Purges))
-	}
-	return resp.Purges[0].ID, nil
-}
-
-// Receipt returns what is known of a purge's propagation.
-func (f *Fleet) Receipt(id string) (purge.Receipt, bool) { return f.control.Tracker().Receipt(id) }
-
-// WaitPurge waits until every expected node acknowledged the purge or ctx ends.
-func (f *Fleet) WaitPurge(ctx context.Context, id string) purge.Receipt {
-	return f.control.Tracker().Wait(ctx, id)
-}
-
-// PurgeFloor is the WAN model's floor for a purge issued at the control plane (next to the
-// origin) to be acknowledged by pop: one round trip over that leg.
-func (f *Fleet) PurgeFloor(pop string) time.Duration {
-	p, ok := f.s.PoP(pop)
-	if !ok {
-		return 0
-	}
-	return f.wan.RTT(GreatCircleKm(f.s.Origin.Lat, f.s.Origin.Lon, p.Lat, p.Lon))
-}
-
 // waitChan waits for c to close; it fails if done closes first (the server exited) or ctx ends.
 func waitChan(ctx context.Context, c <-chan struct{}, done <-chan struct{}) error {
 	select {
@@ -733,131 +559,4 @@ func poll(ctx context.Context, cond func() bool) error {
 		}
 	}
 	return nil
-}
-
-// natsLink is a TCP forwarder between one PoP's nodes and NATS. It adds the WAN model's
-// one-way delay to every byte in each direction (so purges and their acks pay the distance to
-// the control plane) and can be cut: the partition a real network would make, on demand.
-type natsLink struct {
-	ln     net.Listener
-	target string
-	delay  time.Duration
-	wg     sync.WaitGroup // the accept loop and every pipe
-
-	mu    sync.Mutex // guards conns and down
-	conns map[net.Conn]struct{}
-	down  bool
-}
-
-func (f *Fleet) startLink(ip, target string, delay time.Duration) (*natsLink, error) {
-	ln, err := net.Listen("tcp", ip+":0")
-	if err != nil {
-		return nil, fmt.Errorf("start nats link: %w", err)
-	}
-	target = strings.TrimPrefix(target, "nats://")
-	l := &natsLink{ln: ln, target: target, delay: delay, conns: map[net.Conn]struct{}{}}
-	l.wg.Add(1)
-	go l.accept()
-	return l, nil
-}
-
-func (l *natsLink) url() string { return "nats://" + l.ln.Addr().String() }
-
-func (l *natsLink) accept() {
-	defer l.wg.Done()
-	for {
-		conn, err := l.ln.Accept()
-		if err != nil {
-			return
-		}
-		up, err := net.DialTimeout("tcp", l.target, 2*time.Second)
-		l.mu.Lock()
-		if err != nil || l.down {
-			l.mu.Unlock()
-			conn.Close()
-			if up != nil {
-				up.Close()
-			}
-			continue
-		}
-		l.conns[conn], l.conns[up] = struct{}{}, struct{}{}
-		l.wg.Add(2)
-		l.mu.Unlock()
-		go l.pipe(up, conn)
-		go l.pipe(conn, up)
-	}
-}
-
-// pipe copies src to dst, each chunk delivered delay after it was read, then closes both.
-func (l *natsLink) pipe(dst, src net.Conn) {
-	defer l.wg.Done()
-	defer func() {
-		dst.Close()
-		src.Close()
-		l.mu.Lock()
-		delete(l.conns, dst)
-		delete(l.conns, src)
-		l.mu.Unlock()
-	}()
-	if l.delay <= 0 {
-		_, _ = io.Copy(dst, src)
-		return
-	}
-	type chunk struct {
-		b  []byte
-		at time.Time
-	}
-	ch := make(chan chunk, 1024)
-	var reader sync.WaitGroup
-	reader.Add(1)
-	go func() {
-		defer reader.Done()
-		defer close(ch)
-		for {
-			buf := make([]byte, 32<<10)
-			n, err := src.Read(buf)
-			if n > 0 {
-				ch <- chunk{buf[:n], time.Now().Add(l.delay)}
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
-	defer reader.Wait()
-	for c := range ch {
-		if d := time.Until(c.at); d > 0 {
-			t := time.NewTimer(d)
-			<-t.C
-		}
-		if _, err := dst.Write(c.b); err != nil {
-			src.Close() // ends the reader, which closes ch
-			for range ch {
-			}
-			return
-		}
-	}
-}
-
-// cut closes every connection and refuses new ones until restore.
-func (l *natsLink) cut() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.down = true
-	for c := range l.conns {
-		c.Close()
-	}
-}
-
-func (l *natsLink) restore() {
-	l.mu.Lock()
-	l.down = false
-	l.mu.Unlock()
-}
-
-// close stops the link and waits for its goroutines.
-func (l *natsLink) close() {
-	l.ln.Close()
-	l.cut()
-	l.wg.Wait()
 }

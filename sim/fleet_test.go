@@ -1,14 +1,14 @@
 package sim
 
 import (
-	"bufio"
 	"context"
-	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meridian-cdn/meridian/sim/scenario"
+	"github.com/meridian-cdn/meridian/sim/wan"
 )
 
 func TestParseCacheStatus(t *testing.T) {
@@ -69,26 +69,26 @@ func FuzzParseCacheStatus(f *testing.F) {
 // TestFloorFollowsTheFillChain checks the floor adds one round trip per fill leg the
 // Cache-Status shows, on top of the client's leg.
 func TestFloorFollowsTheFillChain(t *testing.T) {
-	s := Small()
+	s := scenario.Small()
 	r := &runner{s: s, f: &Fleet{wan: s.WAN.Model()}}
-	wan := s.WAN.Model()
+	model := s.WAN.Model()
 	tokyo := s.Clients.Cities[5]
 	sin, _ := s.PoP("sin")
 	iad, _ := s.PoP("iad")
-	client := GreatCircleKm(tokyo.Lat, tokyo.Lon, sin.Lat, sin.Lon)
-	sinIad := GreatCircleKm(sin.Lat, sin.Lon, iad.Lat, iad.Lon)
-	iadOrigin := GreatCircleKm(iad.Lat, iad.Lon, s.Origin.Lat, s.Origin.Lon)
+	client := wan.GreatCircleKm(tokyo.Lat, tokyo.Lon, sin.Lat, sin.Lon)
+	sinIad := wan.GreatCircleKm(sin.Lat, sin.Lon, iad.Lat, iad.Lon)
+	iadOrigin := wan.GreatCircleKm(iad.Lat, iad.Lon, s.Origin.Lat, s.Origin.Lon)
 	tests := []struct {
 		name    string
 		header  string
 		newConn bool
 		want    time.Duration
 	}{
-		{"hit on a kept-alive connection", "sin-n1; hit", false, wan.RTT(client)},
-		{"hit on a new connection", "sin-n1; hit", true, 2 * wan.RTT(client)},
-		{"peer", "sin-n2; hit, sin-n1; fwd=miss; detail=peer", false, wan.RTT(client) + wan.RTT(0)},
+		{"hit on a kept-alive connection", "sin-n1; hit", false, model.RTT(client)},
+		{"hit on a new connection", "sin-n1; hit", true, 2 * model.RTT(client)},
+		{"peer", "sin-n2; hit, sin-n1; fwd=miss; detail=peer", false, model.RTT(client) + model.RTT(0)},
 		{"shield then origin", "iad-n1; fwd=miss; detail=origin, sin-n1; fwd=miss; detail=shield", false,
-			wan.RTT(client) + wan.RTT(sinIad) + wan.RTT(iadOrigin)},
+			model.RTT(client) + model.RTT(sinIad) + model.RTT(iadOrigin)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -100,7 +100,7 @@ func TestFloorFollowsTheFillChain(t *testing.T) {
 }
 
 func TestAddressPlan(t *testing.T) {
-	f := &Fleet{pops: []*popRun{{spec: PoPSpec{ID: "iad"}}, {spec: PoPSpec{ID: "lhr"}}}}
+	f := &Fleet{pops: []*popRun{{spec: scenario.PoPSpec{ID: "iad"}}, {spec: scenario.PoPSpec{ID: "lhr"}}}}
 	tests := []struct {
 		ip       string
 		pop, nd  string
@@ -131,7 +131,7 @@ func TestAddressPlan(t *testing.T) {
 // TestActionsOrder checks that the timeline is the same list in the same order for the same
 // scenario, with ends after starts.
 func TestActionsOrder(t *testing.T) {
-	r := &runner{s: Small()}
+	r := &runner{s: scenario.Small()}
 	var names []string
 	for _, a := range r.actions() {
 		names = append(names, a.at.String()+" "+a.name)
@@ -145,89 +145,13 @@ func TestActionsOrder(t *testing.T) {
 	}
 }
 
-// echoServer answers every line with the same line, until the test ends.
-func echoServer(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { _, _ = io.Copy(c, c); c.Close() }()
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); <-done })
-	return ln.Addr().String()
-}
-
-// TestNATSLinkDelaysAndCuts uses the link over a real echo server: a round trip pays the
-// one-way delay twice, a cut closes the connection and refuses new ones, restore lets them in.
-func TestNATSLinkDelaysAndCuts(t *testing.T) {
-	target := echoServer(t)
-	f := &Fleet{}
-	const delay = 30 * time.Millisecond
-	l, err := f.startLink("127.0.0.1", "nats://"+target, delay)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(l.close)
-	addr := strings.TrimPrefix(l.url(), "nats://")
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	rd := bufio.NewReader(c)
-	start := time.Now()
-	if _, err := io.WriteString(c, "ping\n"); err != nil {
-		t.Fatal(err)
-	}
-	line, err := rd.ReadString('\n')
-	if rtt := time.Since(start); err != nil || line != "ping\n" || rtt < 2*delay {
-		t.Fatalf("echo through the link = %q, %v after %v; want \"ping\\n\" after at least %v", line, err, rtt, 2*delay)
-	}
-	l.cut()
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := rd.ReadString('\n'); err == nil {
-		t.Fatal("read after cut succeeded, want the connection closed")
-	}
-	waitFor(t, 5*time.Second, func() bool { // new connections are refused while cut
-		c2, err := net.Dial("tcp", addr)
-		if err != nil {
-			return true
-		}
-		defer c2.Close()
-		c2.SetReadDeadline(time.Now().Add(time.Second))
-		_, err = c2.Read(make([]byte, 1))
-		return err != nil
-	})
-	l.restore()
-	c3, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c3.Close()
-	io.WriteString(c3, "again\n")
-	c3.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if got, err := bufio.NewReader(c3).ReadString('\n'); err != nil || got != "again\n" {
-		t.Fatalf("echo after restore = %q, %v; want \"again\\n\"", got, err)
-	}
-}
-
 // TestFleetEvents starts a two-PoP fleet and applies the events that act on it directly:
 // drain and undrain through the API, kill and restart, an origin fault.
 func TestFleetEvents(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a fleet")
 	}
-	s := &Scenario{Name: "events", Duration: time.Second, PoPs: []PoPSpec{
+	s := &scenario.Scenario{Name: "events", Duration: time.Second, PoPs: []scenario.PoPSpec{
 		{ID: "iad", Lat: 39.04, Lon: -77.49, Nodes: 1, Shield: true},
 		{ID: "lhr", Lat: 51.47, Lon: -0.45, Nodes: 1},
 	}}

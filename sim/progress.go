@@ -7,6 +7,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/meridian-cdn/meridian/sim/report"
 )
 
 // Progress draws the progress line of a running simulation: elapsed/total, requests/s over the
@@ -17,7 +19,7 @@ type Progress struct {
 	// Out receives the progress lines. Required.
 	Out io.Writer
 	// Live returns the running totals, e.g. Recorder.Live. Required.
-	Live func() Live
+	Live func() report.Live
 	// Total is the run's length, shown as elapsed/total. Default 0: elapsed only.
 	Total time.Duration
 	// Terminal redraws one line in place; set it with IsTerminal(Out). Default false.
@@ -94,7 +96,7 @@ func (p *Progress) Run(ctx context.Context) {
 
 // FormatProgress renders one progress line, e.g.
 // "[#####-----]  30s/60s  2150 req/s  hit 87.3%  errors 12".
-func FormatProgress(l Live, rate float64, elapsed, total time.Duration) string {
+func FormatProgress(l report.Live, rate float64, elapsed, total time.Duration) string {
 	var b strings.Builder
 	if total > 0 {
 		const width = 20

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/meridian-cdn/meridian/sim/report"
 )
 
 // syncBuffer is a bytes.Buffer safe to read while Progress writes to it.
@@ -42,18 +44,18 @@ func waitFor(t *testing.T, timeout time.Duration, cond func() bool) {
 func TestFormatProgress(t *testing.T) {
 	tests := []struct {
 		name           string
-		live           Live
+		live           report.Live
 		rate           float64
 		elapsed, total time.Duration
 		want           string
 	}{
-		{"half way", Live{Requests: 1000, Hits: 873, Errors: 12}, 2150, 30 * time.Second, time.Minute,
+		{"half way", report.Live{Requests: 1000, Hits: 873, Errors: 12}, 2150, 30 * time.Second, time.Minute,
 			"[##########----------]  30s/60s    2150 req/s  hit  87.3%  errors 12  requests 1000"},
-		{"no requests yet", Live{}, 0, 0, time.Minute,
+		{"no requests yet", report.Live{}, 0, 0, time.Minute,
 			"[--------------------]   0s/60s       0 req/s  hit   0.0%  errors 0  requests 0"},
-		{"over time is full", Live{Requests: 1, Hits: 1}, 1, 2 * time.Minute, time.Minute,
+		{"over time is full", report.Live{Requests: 1, Hits: 1}, 1, 2 * time.Minute, time.Minute,
 			"[####################] 120s/60s       1 req/s  hit 100.0%  errors 0  requests 1"},
-		{"no total", Live{Requests: 4, Hits: 1}, 4, time.Second, 0,
+		{"no total", report.Live{Requests: 4, Hits: 1}, 4, time.Second, 0,
 			"  1s       4 req/s  hit  25.0%  errors 0  requests 4"},
 	}
 	for _, tt := range tests {
@@ -81,10 +83,10 @@ func (c *fakeClock) Now() time.Time {
 func TestProgressPlainLines(t *testing.T) {
 	var out syncBuffer
 	var mu sync.Mutex // guards live
-	live := Live{}
+	live := report.Live{}
 	clock := &fakeClock{now: time.Unix(0, 0)}
 	p := &Progress{Out: &out, Total: time.Minute, Interval: time.Millisecond, Now: clock.Now,
-		Live: func() Live {
+		Live: func() report.Live {
 			mu.Lock()
 			defer mu.Unlock()
 			live.Requests += 100 // 100 more per clock second: 100 req/s
@@ -111,7 +113,7 @@ func TestProgressPlainLines(t *testing.T) {
 
 func TestProgressTerminalRedraws(t *testing.T) {
 	var out syncBuffer
-	p := &Progress{Out: &out, Terminal: true, Interval: time.Millisecond, Live: func() Live { return Live{Requests: 5} }}
+	p := &Progress{Out: &out, Terminal: true, Interval: time.Millisecond, Live: func() report.Live { return report.Live{Requests: 5} }}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { p.Run(ctx); close(done) }()

@@ -8,6 +8,9 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/meridian-cdn/meridian/sim/report"
+	"github.com/meridian-cdn/meridian/sim/scenario"
 )
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -21,11 +24,11 @@ func testLogger(t *testing.T) *slog.Logger {
 // expensive part (about 20 s) and every assertion below reads the same run.
 var small struct {
 	dir string
-	rep *Report
+	rep *report.Report
 	err error
 }
 
-func runSmall(t *testing.T) (string, *Report) {
+func runSmall(t *testing.T) (string, *report.Report) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("the end-to-end run takes about 20 s")
@@ -38,7 +41,7 @@ func runSmall(t *testing.T) (string, *Report) {
 		small.dir = dir
 		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 		defer cancel()
-		small.rep, small.err = Run(ctx, Small(), Options{Out: dir, Logger: testLogger(t)})
+		small.rep, small.err = Run(ctx, scenario.Small(), Options{Out: dir, Logger: testLogger(t)})
 	}
 	if small.err != nil {
 		t.Fatalf("Run(Small()) = %v", small.err)
@@ -81,8 +84,8 @@ func TestRunSmallReport(t *testing.T) {
 			MaxMs    float64 `json:"max_ms"`
 		} `json:"purge"`
 		Routing    map[string]struct{ PoP string } `json:"routing"`
-		Invariants map[string]Invariant            `json:"invariants"`
-		Events     []EventMark                     `json:"events"`
+		Invariants map[string]report.Invariant     `json:"invariants"`
+		Events     []report.EventMark              `json:"events"`
 	}
 	if err := json.Unmarshal(data, &got); err != nil {
 		t.Fatalf("report.json: %v", err)
@@ -123,7 +126,7 @@ func TestRunSmallReport(t *testing.T) {
 	if len(got.Events) != 9 {
 		t.Errorf("events = %d marks, want 9 (6 events, 3 of them with an end)", len(got.Events))
 	}
-	for _, name := range []string{InvStaleAfterPurge, InvRoutedToDown, InvOriginPerObject, InvOutageErrors, InvPurgeAcked} {
+	for _, name := range []string{report.InvStaleAfterPurge, report.InvRoutedToDown, report.InvOriginPerObject, report.InvOutageErrors, report.InvPurgeAcked} {
 		inv, ok := got.Invariants[name]
 		switch {
 		case !ok:
@@ -141,8 +144,12 @@ func TestRunSmallHTML(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for id, paths := range checkHTML(t, page) {
-		if id == PlotShed {
+	counts, err := report.CheckPage(page)
+	if err != nil {
+		t.Error(err)
+	}
+	for id, paths := range counts {
+		if id == report.PlotShed {
 			continue // the small scenario overloads no PoP (the world scenario does)
 		}
 		if paths < 5 {

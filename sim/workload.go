@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/meridian-cdn/meridian/sim/scenario"
 )
 
 // Zipf samples ranks 0..n-1 with probability proportional to 1/(rank+1)^alpha. Unlike
@@ -61,18 +63,18 @@ type Workload struct {
 	seed    uint64
 	objects int
 	zipf    *Zipf
-	sizes   []SizeClass
+	sizes   []scenario.SizeClass
 	sizeCDF []float64
-	cities  []City
+	cities  []scenario.City
 	cityCDF []float64
-	flashes []Event
+	flashes []scenario.Event
 	ttl     time.Duration
 	swr     time.Duration
 	sie     time.Duration
 }
 
 // NewWorkload prepares the workload of a validated scenario.
-func NewWorkload(s *Scenario) *Workload {
+func NewWorkload(s *scenario.Scenario) *Workload {
 	w := &Workload{
 		seed:    s.Seed,
 		objects: max(s.Workload.Objects, 1),
@@ -84,12 +86,12 @@ func NewWorkload(s *Scenario) *Workload {
 		sie:     s.Workload.SIE,
 	}
 	if len(w.sizes) == 0 {
-		w.sizes = DefaultSizes()
+		w.sizes = scenario.DefaultSizes()
 	}
 	w.sizeCDF = cumulative(len(w.sizes), func(i int) float64 { return w.sizes[i].Weight })
 	w.cityCDF = cumulative(len(w.cities), func(i int) float64 { return w.cities[i].Population })
 	for _, e := range s.SortedEvents() {
-		if e.Kind == EventFlashCrowd {
+		if e.Kind == scenario.EventFlashCrowd {
 			w.flashes = append(w.flashes, e)
 		}
 	}

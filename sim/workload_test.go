@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/meridian-cdn/meridian/sim/scenario"
 )
 
 func TestZipfProbabilities(t *testing.T) {
@@ -41,7 +43,7 @@ func TestZipfProbabilities(t *testing.T) {
 }
 
 func TestZipfSamplesFollowTheLaw(t *testing.T) {
-	s := Small()
+	s := scenario.Small()
 	s.Workload.Objects = 1000
 	w := NewWorkload(s)
 	g := w.Generator(1)
@@ -61,7 +63,7 @@ func TestZipfSamplesFollowTheLaw(t *testing.T) {
 
 func TestGeneratorIsDeterministic(t *testing.T) {
 	draw := func(seed, stream uint64) []Request {
-		s := Default()
+		s := scenario.Default()
 		s.Seed = seed
 		g := NewWorkload(s).Generator(stream)
 		var out []Request
@@ -85,7 +87,7 @@ func TestGeneratorIsDeterministic(t *testing.T) {
 // TestObjectsDoNotDependOnTiming: the flash crowd changes which object a request gets, but
 // not the draws after it, so runs with different timings stay in step.
 func TestObjectsDoNotDependOnTiming(t *testing.T) {
-	s := Default()
+	s := scenario.Default()
 	w := NewWorkload(s)
 	g1, g2 := w.Generator(9), w.Generator(9)
 	for i := range 1000 {
@@ -102,7 +104,7 @@ func TestObjectsDoNotDependOnTiming(t *testing.T) {
 }
 
 func TestFlashCrowd(t *testing.T) {
-	s := Default() // flash crowd 47s..57s, share 0.3
+	s := scenario.Default() // flash crowd 47s..57s, share 0.3
 	w := NewWorkload(s)
 	g := w.Generator(1)
 	flash := 0
@@ -127,7 +129,7 @@ func TestFlashCrowd(t *testing.T) {
 }
 
 func TestCityWeights(t *testing.T) {
-	s := Small() // Tokyo 37.2 of 92.8 million
+	s := scenario.Small() // Tokyo 37.2 of 92.8 million
 	g := NewWorkload(s).Generator(5)
 	counts := map[string]int{}
 	const n = 50000
@@ -147,7 +149,7 @@ func TestCityWeights(t *testing.T) {
 }
 
 func TestSizesFollowTheMix(t *testing.T) {
-	s := Default()
+	s := scenario.Default()
 	w := NewWorkload(s)
 	counts := map[int]int{}
 	for id := range w.Objects() {
@@ -159,7 +161,7 @@ func TestSizesFollowTheMix(t *testing.T) {
 			t.Errorf("share of %d-byte objects = %.3f, want %.2f", sz.Bytes, got, want)
 		}
 	}
-	if a, b := w.Size(42), NewWorkload(Default()).Size(42); a != b {
+	if a, b := w.Size(42), NewWorkload(scenario.Default()).Size(42); a != b {
 		t.Errorf("Size(42) = %d then %d for the same seed", a, b)
 	}
 }
@@ -222,7 +224,7 @@ func FuzzObjectID(f *testing.F) {
 }
 
 func TestHotObjects(t *testing.T) {
-	w := NewWorkload(Small())
+	w := NewWorkload(scenario.Small())
 	if got := w.HotObjects(3); !reflect.DeepEqual(got, []int{0, 1, 2}) {
 		t.Errorf("HotObjects(3) = %v, want [0 1 2]", got)
 	}

@@ -176,31 +176,6 @@ func TestRankAndChoose(t *testing.T) {
 	}
 }
 
-func TestShedderHysteresis(t *testing.T) {
-	var s geo.Shedder
-	// The utilisation is what the PoP reports after shedding: demand × (1 - fraction).
-	steps := []struct {
-		name       string
-		util, want float64
-	}{
-		{"below low", 0.5, 0},
-		{"halfway between 0.8 and 1.0", 0.9, 0.5},
-		{"rises apply at once", 0.95, 0.75},
-		{"a small fall stays inside the band", 0.93, 0.75},
-		{"shed load left: demand 1.8 needs 0.5", 0.45, 0.5},
-		{"demand unchanged at 1.8: hold", 0.9, 0.5},
-		{"demand 0.79, just under low: still inside the band", 0.395, 0.5},
-		{"demand 0.7, clearly under low: stop shedding", 0.35, 0},
-		{"over high: all but MaxShed", 1.5, geo.MaxShed},
-		{"idle because shed: demand 2 still needs 0.55", 0.1, 0.545},
-	}
-	for _, st := range steps {
-		if got := s.Update("lhr", st.util, 0.8, 1.0); math.Abs(got-st.want) > 1e-3 {
-			t.Errorf("%s: Update(%.3f) = %.3f, want %.3f", st.name, st.util, got, st.want)
-		}
-	}
-}
-
 // TestShedderClosedLoop: when the utilisation answers the shedding (demand × kept share, seen
 // one step late as DNS caches delay it), the fraction settles with the PoP under the high
 // watermark and changes direction at most twice, for any demand.

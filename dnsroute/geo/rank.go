@@ -247,33 +247,55 @@ func chooseWeighted(ranked []Ranked, h float64, c *Choice) {
 const DefaultHysteresis = 0.1
 
 // Shedder turns each PoP's utilisation into the fraction of its clients it hands to the next
-// nearest PoP, rising linearly from 0 at the low watermark to 1 at the high one. Rises apply
-// at once; falls only once they exceed the hysteresis band, and shedding stops only once the
-// utilisation is that band (as a share of the watermark gap) below the low watermark, so that
-// the load moved away does not pull the fraction straight back and make it flap. The zero
-// value is ready.
+// nearest PoP. The zero value is ready.
+//
+// The loop it closes runs through resolvers' caches: a new fraction shapes the load only as
+// the answers given under the old one expire (Lag), and which clients move is decided per
+// network, so the share of the load a fraction moves is only roughly the fraction (a city of
+// a few /24s moves in lumps). So a rise must be enough without being measured, and a fall is
+// made only once the last change has been measured in full:
+//
+//   - Onset: between the low and high watermarks the fraction rises linearly from 0 to 1
+//     with the utilisation, at once.
+//   - Overload: at or over the high watermark it rises to MaxShed at once, whatever came
+//     before: a smaller rise that proves too small is seen to be so only a Lag later.
+//   - Falls: at most one per Lag (plus a settling time for the reports that measure it,
+//     Lag/10 up to a second), judged on the highest utilisation within the last Lag, and only
+//     by at least the hysteresis band. The demand behind the PoP is estimated as that peak
+//     over 1 - fraction, and the fraction falls to what makes that demand load the PoP to the
+//     rest point, low - band × (high - low), not to the watermarks: what a fall brings back is
+//     not known until it lands, and the rest point leaves the gap up to high for that and for
+//     noise. Shedding stops once the demand is under the rest point.
+//   - Once the fraction has fallen, it rises again only on overload: a utilisation between
+//     the watermarks is where a fall is meant to land, not a reason to shed more. Rising
+//     there is what made the share swing back and forth.
 type Shedder struct {
-	// Hysteresis is the dead band, as a fraction of clients, for falls (default
-	// DefaultHysteresis).
+	// Hysteresis is the dead band, as a fraction of clients, for falls; it also sets the rest
+	// point (default DefaultHysteresis).
 	Hysteresis float64
-	// Lag is how long a fraction keeps shaping the load after it changed: the TTL of the
-	// answers that carried it (resolvers keep them that long). Default 0: at once.
+	// Lag is how long a fraction takes to shape the load after it changed: the TTL of the
+	// answers that carried the old one (resolvers keep them that long). Default 0: at once.
 	Lag time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 
-	mu   sync.Mutex // guards frac, past and peak
-	frac map[string]float64
-	// past holds, per PoP, earlier fractions and until when they may still shape its load.
-	past map[string][]pastFrac
-	// peak is, per PoP, the highest utilisation within about Lag: falls are judged on it, so
-	// that one low report (a quiet second, a node's late heartbeat) does not end shedding.
-	peak map[string]pastFrac
+	mu  sync.Mutex // guards pop
+	pop map[string]*shedState
 }
 
-type pastFrac struct {
-	frac  float64
-	until time.Time
+// shedState is one shedding PoP's state; a PoP that sheds nothing has none.
+type shedState struct {
+	frac    float64
+	changed time.Time // when frac last changed
+	fell    bool      // frac has fallen since shedding began
+	// peaks is the running maximum of the utilisation over the last Lag: samples in time
+	// order with falling values, each the highest since the one before it.
+	peaks []utilSample
+}
+
+type utilSample struct {
+	at   time.Time
+	util float64
 }
 
 // MaxShed is the largest fraction a PoP sheds: the clients it keeps (at least 5 %) are how
@@ -281,29 +303,13 @@ type pastFrac struct {
 const MaxShed = 0.95
 
 // Update records a PoP's utilisation under watermarks low and high and returns its new shed
-// fraction.
-//
-// The utilisation a PoP reports is what is left after shedding, so a fall of it alone does not
-// mean the demand fell: the shedder estimates the demand the PoP would see without shedding
-// (the highest utilisation within Lag over 1 - the highest fraction within Lag) and never
-// falls below the fraction that demand needs to settle between the watermarks,
-// (d - low) / (d + high - low). Without that floor, shedding
-// everything makes the PoP idle, the idle PoP stops shedding, its clients return and overload
-// it again: the oscillation a feedback loop through DNS caches invites.
+// fraction (see Shedder for the rules).
 func (s *Shedder) Update(id string, util, low, high float64) float64 {
 	band := s.Hysteresis
 	if band <= 0 {
 		band = DefaultHysteresis
 	}
-	var target float64
-	switch {
-	case util >= high:
-		target = MaxShed
-	case util <= low || high <= low:
-		target = 0
-	default:
-		target = min(MaxShed, (util-low)/(high-low))
-	}
+	gap := max(high-low, 0)
 	now := time.Now
 	if s.Now != nil {
 		now = s.Now
@@ -311,67 +317,79 @@ func (s *Shedder) Update(id string, util, low, high float64) float64 {
 	t := now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.frac == nil {
-		s.frac, s.past, s.peak = map[string]float64{}, map[string][]pastFrac{}, map[string]pastFrac{}
+	if s.pop == nil {
+		s.pop = map[string]*shedState{}
 	}
-	peak := s.peak[id]
-	if util >= peak.frac || !peak.until.After(t) {
-		peak = pastFrac{util, t.Add(s.Lag)}
+	st := s.pop[id]
+	if st == nil {
+		if util <= low && util < high {
+			return 0 // the common case: nothing to shed, nothing to remember
+		}
+		st = &shedState{}
 	}
-	if s.Lag > 0 {
-		s.peak[id] = peak
+	st.observe(t, util, s.Lag)
+	next := st.frac
+	switch {
+	case util >= high:
+		next = MaxShed
+	case !st.fell && util > low && gap > 0:
+		next = max(next, min(MaxShed, (util-low)/gap))
 	}
-	old := s.frac[id]
-	// The demand estimate divides by the largest fraction that may still be in effect: until
-	// answers given under a higher one expire, the load is lower than the current one implies.
-	eff := old
-	past := s.past[id][:0]
-	for _, p := range s.past[id] {
-		if p.until.After(t) {
-			past = append(past, p)
-			eff = max(eff, p.frac)
+	// Reports trail the load they measure by about a heartbeat (1 s by default).
+	settle := min(s.Lag/10, time.Second)
+	if next == st.frac && st.frac > 0 && !t.Before(st.changed.Add(s.Lag+settle)) {
+		demand := st.peak() / (1 - st.frac) // frac <= MaxShed < 1
+		rest := low - band*gap
+		switch target := 1 - rest/demand; {
+		case demand <= rest:
+			next = 0
+		case st.frac-target >= band:
+			next = target
+			st.fell = true
 		}
 	}
-	next := old
-	need := 0.0
-	d := max(util, peak.frac) / (1 - eff) // eff <= MaxShed < 1
-	if d > low && high > low {
-		need = min(MaxShed, (d-low)/(d+high-low))
-	}
-	switch floor := max(target, need); {
-	case target >= old:
-		next = target
-	case floor >= old:
-		// The demand behind the PoP still needs what it sheds.
-	case floor == 0:
-		if d <= low-band*(high-low) {
-			next = 0 // demand clearly below the low watermark: stop shedding
-		}
-	case old-floor >= band:
-		next = floor
-	}
-	if next != old && s.Lag > 0 {
-		past = append(past, pastFrac{old, t.Add(s.Lag)})
-	}
-	if next == 0 && len(past) == 0 {
-		delete(s.peak, id)
-	}
-	if len(past) == 0 {
-		delete(s.past, id)
-	} else {
-		s.past[id] = past
+	if next != st.frac {
+		st.frac, st.changed = next, t
 	}
 	if next == 0 {
-		delete(s.frac, id)
+		delete(s.pop, id)
 	} else {
-		s.frac[id] = next
+		s.pop[id] = st
 	}
 	return next
 }
+
+// observe adds a utilisation sample at t and forgets what is older than lag.
+func (st *shedState) observe(t time.Time, util float64, lag time.Duration) {
+	from := t.Add(-lag)
+	i := 0
+	for i < len(st.peaks) && st.peaks[i].at.Before(from) {
+		i++
+	}
+	p := st.peaks[i:]
+	// A sample hides every earlier one it is not lower than: they expire before it does.
+	for len(p) > 0 && p[len(p)-1].util <= util {
+		p = p[:len(p)-1]
+	}
+	// Samples closer than lag/32 share an entry, the later time, so that a falling series
+	// keeps at most about 32 entries.
+	if n := len(p); n > 0 && t.Sub(p[n-1].at) < lag/32 {
+		p[n-1].at = t
+		st.peaks = p
+		return
+	}
+	st.peaks = append(p, utilSample{t, util})
+}
+
+// peak is the highest utilisation within the last Lag.
+func (st *shedState) peak() float64 { return st.peaks[0].util }
 
 // Fraction returns the PoP's current shed fraction.
 func (s *Shedder) Fraction(id string) float64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.frac[id]
+	if st := s.pop[id]; st != nil {
+		return st.frac
+	}
+	return 0
 }

@@ -1,4 +1,4 @@
-package sim
+package report
 
 import (
 	"fmt"
@@ -8,6 +8,8 @@ import (
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
+
+	"github.com/meridian-cdn/meridian/sim/scenario"
 )
 
 // Plot element ids of routing from live measurements.
@@ -84,7 +86,7 @@ func (r *Report) drawLatencyGain(c draw.Canvas) {
 	p := plot.New()
 	p.Y.Label.Text = "median latency (ms)"
 	w := vg.Points(14)
-	for i, g := range []string{GroupRUM, GroupGeo} {
+	for i, g := range []string{scenario.GroupRUM, scenario.GroupGeo} {
 		vals := make(plotter.Values, len(regions))
 		for j, region := range regions {
 			vals[j] = r.Measured.Groups[region][g].P50
@@ -96,7 +98,7 @@ func (r *Report) drawLatencyGain(c draw.Canvas) {
 		b.Color = plotutil.Color(i)
 		b.Offset = w * vg.Length(2*i-1) / 2
 		p.Add(b)
-		p.Legend.Add(fmt.Sprintf("%s (%s)", g, map[string]string{GroupRUM: "measured RTT", GroupGeo: "geography"}[g]), b)
+		p.Legend.Add(fmt.Sprintf("%s (%s)", g, map[string]string{scenario.GroupRUM: "measured RTT", scenario.GroupGeo: "geography"}[g]), b)
 	}
 	p.NominalX(regions...)
 	p.Legend.Top = true

@@ -1,28 +1,33 @@
-package sim
+package report
 
 import (
+	"fmt"
 	"testing"
 	"time"
+
+	"github.com/meridian-cdn/meridian/sim/scenario"
 )
 
 // invScenario is a 20-second, two-PoP scenario: lhr drained 2s-12s, sin killed from 5s for
 // 5s, origin down 10s-15s, a 2-purge storm; DNS TTL 2s and grace 1s, so routing to lhr is a
 // violation in seconds 5..11 and to sin in seconds 8..9.
-func invScenario() *Scenario {
-	s := &Scenario{
+func invScenario() *scenario.Scenario {
+	s := &scenario.Scenario{
 		Duration: 20 * time.Second,
-		PoPs:     []PoPSpec{{ID: "iad", Shield: true}, {ID: "lhr"}, {ID: "sin"}},
-		Clients:  ClientSpec{DNSTTL: 2 * time.Second},
-		Events: []Event{
-			{At: 2 * time.Second, Kind: EventDrain, PoP: "lhr"},
-			{At: 12 * time.Second, Kind: EventUndrain, PoP: "lhr"},
-			{At: 5 * time.Second, Kind: EventKill, PoP: "sin", Duration: 5 * time.Second},
-			{At: 10 * time.Second, Kind: EventOriginFail, Duration: 5 * time.Second},
-			{At: 6 * time.Second, Kind: EventPurgeStorm, Count: 2},
+		PoPs:     []scenario.PoPSpec{{ID: "iad", Shield: true}, {ID: "lhr"}, {ID: "sin"}},
+		Clients:  scenario.ClientSpec{DNSTTL: 2 * time.Second},
+		Events: []scenario.Event{
+			{At: 2 * time.Second, Kind: scenario.EventDrain, PoP: "lhr"},
+			{At: 12 * time.Second, Kind: scenario.EventUndrain, PoP: "lhr"},
+			{At: 5 * time.Second, Kind: scenario.EventKill, PoP: "sin", Duration: 5 * time.Second},
+			{At: 10 * time.Second, Kind: scenario.EventOriginFail, Duration: 5 * time.Second},
+			{At: 6 * time.Second, Kind: scenario.EventPurgeStorm, Count: 2},
 		},
-		Check: CheckSpec{Grace: time.Second},
+		Check: scenario.CheckSpec{Grace: time.Second},
 	}
-	s.setDefaults()
+	if err := s.Validate(); err != nil { // applies the defaults too
+		panic(fmt.Sprintf("invScenario: %v", err))
+	}
 	return s
 }
 
@@ -57,40 +62,40 @@ func TestInvariants(t *testing.T) {
 	tests := []struct {
 		name   string
 		inv    string
-		mutate func(*Scenario, *Observations)
+		mutate func(*scenario.Scenario, *Observations)
 		pass   bool
 		value  float64
 	}{
 		{"no stale responses", InvStaleAfterPurge, nil, true, 0},
-		{"one stale response", InvStaleAfterPurge, func(_ *Scenario, o *Observations) { o.StaleAfterPurge = 1 }, false, 1},
-		{"stale within a raised limit", InvStaleAfterPurge, func(s *Scenario, o *Observations) { o.StaleAfterPurge = 2; s.Check.MaxStaleAfterPurge = 2 }, true, 2},
+		{"one stale response", InvStaleAfterPurge, func(_ *scenario.Scenario, o *Observations) { o.StaleAfterPurge = 1 }, false, 1},
+		{"stale within a raised limit", InvStaleAfterPurge, func(s *scenario.Scenario, o *Observations) { o.StaleAfterPurge = 2; s.Check.MaxStaleAfterPurge = 2 }, true, 2},
 
 		{"drained and killed PoPs left alone after TTL + grace", InvRoutedToDown, nil, true, 0},
-		{"requests to the drained PoP after TTL + grace", InvRoutedToDown, func(_ *Scenario, o *Observations) { o.PoPSeconds["lhr"][7] = 3 }, false, 3},
-		{"requests to the killed PoP while down", InvRoutedToDown, func(_ *Scenario, o *Observations) { o.PoPSeconds["sin"][8] = 2 }, false, 2},
-		{"requests within TTL + grace are allowed", InvRoutedToDown, func(_ *Scenario, o *Observations) { o.PoPSeconds["lhr"][4] = 50 }, true, 0},
-		{"drain never undone runs to the end", InvRoutedToDown, func(s *Scenario, o *Observations) {
+		{"requests to the drained PoP after TTL + grace", InvRoutedToDown, func(_ *scenario.Scenario, o *Observations) { o.PoPSeconds["lhr"][7] = 3 }, false, 3},
+		{"requests to the killed PoP while down", InvRoutedToDown, func(_ *scenario.Scenario, o *Observations) { o.PoPSeconds["sin"][8] = 2 }, false, 2},
+		{"requests within TTL + grace are allowed", InvRoutedToDown, func(_ *scenario.Scenario, o *Observations) { o.PoPSeconds["lhr"][4] = 50 }, true, 0},
+		{"drain never undone runs to the end", InvRoutedToDown, func(s *scenario.Scenario, o *Observations) {
 			s.Events = s.Events[:1]
 			o.PoPSeconds["lhr"][13] = 1
 		}, false, 5}, // seconds 12 and 13 now count: 4 + 1
 
 		{"one origin fetch per object per TTL", InvOriginPerObject, nil, true, 1},
-		{"5% over is the limit", InvOriginPerObject, func(_ *Scenario, o *Observations) { o.OriginFetches = 105 }, true, 1.05},
-		{"collapsing broken", InvOriginPerObject, func(_ *Scenario, o *Observations) { o.OriginFetches = 150 }, false, 1.5},
+		{"5% over is the limit", InvOriginPerObject, func(_ *scenario.Scenario, o *Observations) { o.OriginFetches = 105 }, true, 1.05},
+		{"collapsing broken", InvOriginPerObject, func(_ *scenario.Scenario, o *Observations) { o.OriginFetches = 150 }, false, 1.5},
 
 		{"no errors for cached objects in the outage", InvOutageErrors, nil, true, 0},
-		{"error for a cached object in the outage", InvOutageErrors, func(_ *Scenario, o *Observations) {
+		{"error for a cached object in the outage", InvOutageErrors, func(_ *scenario.Scenario, o *Observations) {
 			o.Errors = append(o.Errors, ErrorSample{At: 12 * time.Second, Object: 1, Kind: "5xx"})
 		}, false, 1},
-		{"object first served during the outage is not cached before it", InvOutageErrors, func(_ *Scenario, o *Observations) {
+		{"object first served during the outage is not cached before it", InvOutageErrors, func(_ *scenario.Scenario, o *Observations) {
 			o.FirstOK[3] = 11 * time.Second
 			o.Errors = append(o.Errors, ErrorSample{At: 12 * time.Second, Object: 3, Kind: "5xx"})
 		}, true, 0},
 
 		{"every live PoP acked", InvPurgeAcked, nil, true, 0},
-		{"a live PoP missed a purge", InvPurgeAcked, func(_ *Scenario, o *Observations) { delete(o.Purges[1].AckMs, "lhr") }, false, 1},
-		{"purge not complete", InvPurgeAcked, func(_ *Scenario, o *Observations) { o.Purges[0].Complete = false }, false, 1},
-		{"purges never issued", InvPurgeAcked, func(_ *Scenario, o *Observations) { o.Purges = o.Purges[:1] }, false, 1},
+		{"a live PoP missed a purge", InvPurgeAcked, func(_ *scenario.Scenario, o *Observations) { delete(o.Purges[1].AckMs, "lhr") }, false, 1},
+		{"purge not complete", InvPurgeAcked, func(_ *scenario.Scenario, o *Observations) { o.Purges[0].Complete = false }, false, 1},
+		{"purges never issued", InvPurgeAcked, func(_ *scenario.Scenario, o *Observations) { o.Purges = o.Purges[:1] }, false, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,4 +1,4 @@
-package sim
+package scenario
 
 import (
 	"errors"
@@ -8,6 +8,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meridian-cdn/meridian/sim/wan"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 func TestWorldYAMLIsDefault(t *testing.T) {
@@ -58,10 +61,8 @@ func TestSmallScenario(t *testing.T) {
 		t.Errorf("Small() has %d PoPs over %v, want 3 over 15s", len(s.PoPs), s.Duration)
 	}
 	// Small must be valid: round-trip it through the validator.
-	p := &parser{file: "small", lines: map[string]int{}}
-	p.validate(s)
-	if len(p.errs) > 0 {
-		t.Errorf("Small() is invalid: %v", errors.Join(p.errs...))
+	if err := s.validate(); len(err) > 0 {
+		t.Errorf("Small() is invalid: %v", err)
 	}
 }
 
@@ -87,7 +88,7 @@ func TestParseDefaults(t *testing.T) {
 		{"workload.zipf_alpha", s.Workload.ZipfAlpha, 0.9},
 		{"workload.sizes", s.Workload.Sizes, DefaultSizes()},
 		{"workload.ttl", s.Workload.TTL, 60 * time.Second},
-		{"wan", s.WAN.Model(), WAN{KmPerMs: 200, HopOverheadMs: 2, Enabled: true}},
+		{"wan", s.WAN.Model(), wan.Model{KmPerMs: 200, HopOverheadMs: 2, Enabled: true}},
 		{"check.grace", s.Check.Grace, 5 * time.Second},
 		{"check.max_origin_per_object", s.Check.MaxOriginPerObject, 1.05},
 	}
@@ -122,40 +123,42 @@ events:
 	}
 }
 
-// TestParseErrors checks that each mistake is reported once, with its line and field path.
+// TestParseErrors checks that each mistake is reported once, with its line, column and field
+// path (decoding problems in yaml's words, validation problems in ours).
 func TestParseErrors(t *testing.T) {
 	tests := []struct {
 		name string
 		file string // in testdata/bad
+		// want holds, per error, the start of its line: position and field, then problem.
 		want []string
 	}{
-		{"unknown event kind", "bad_kind.yaml", []string{`scenario:7: events[1].kind: "explode" is not one of drain, undrain, kill, origin-fail, origin-slow, purge-storm, cut-nats, flash-crowd`}},
-		{"unknown field", "unknown_field.yaml", []string{`scenario:4: pops[0].shiled: unknown field; known fields are id, city, lat, lon, region, nodes, shield`}},
+		{"unknown event kind", "bad_kind.yaml", []string{`scenario:7:5: events[1].kind: "explode" is not one of drain, undrain, kill, origin-fail, origin-slow, purge-storm, cut-nats, flash-crowd`}},
+		{"unknown field", "unknown_field.yaml", []string{`scenario:4:5: pops[0].shiled: unknown field "shiled"`}},
 		{"wrong scalar types", "bad_types.yaml", []string{
-			`scenario:1: duration: "sixty" is not a duration such as "10s" or "1m30s"`,
-			`scenario:3: pops[0].lat: "north" is not a number`,
-			`scenario:5: clients.concurrency: "many" is not a whole number`,
+			"scenario:1:11: duration: cannot unmarshal !!str `sixty` into time.Duration",
+			"scenario:3:",
+			"scenario:5:16: clients.concurrency: cannot unmarshal !!str `many` into int",
 		}},
 		{"semantic mistakes", "bad_values.yaml", []string{
-			`scenario:3: pops[0].lat: must be between -90 and 90, got 91`,
-			`scenario:4: pops[1].id: "a" is already the id of pops[0]`,
-			`scenario:5: pops[2].id: "Bad ID" must be 1-32 lowercase letters`,
-			`scenario:8: workload.zipf_alpha: must be between 0 and 10, got -1`,
-			`scenario:11: events[0].pop: "nowhere" is not a PoP of this scenario`,
-			`scenario:12: events[1].duration: required for origin-fail`,
-			`scenario:13: events[2].at: 2m0s is outside the run (0 to 1m0s)`,
-			`scenario:14: events[3].pop: required for drain`,
+			`scenario:3:13: pops[0].lat: must be between -90 and 90, got 91`,
+			`scenario:4:6: pops[1].id: "a" is already the id of pops[0]`,
+			`scenario:5:6: pops[2].id: "Bad ID" must be 1-32 lowercase letters`,
+			`scenario:8:3: workload.zipf_alpha: must be between 0 and 10, got -1`,
+			`scenario:11:27: events[0].pop: "nowhere" is not a PoP of this scenario`,
+			`scenario:12:5: events[1].duration: required for origin-fail`,
+			`scenario:13:6: events[2].at: 2m0s is outside the run (0 to 1m0s)`,
+			`scenario:14:5: events[3].pop: required for drain`,
 		}},
 		{"shapes", "bad_shapes.yaml", []string{
-			`scenario:1: pops: want a list, got a mapping`,
-			`scenario:3: workload: want a mapping of fields, got "lots"`,
+			"scenario:1:",
+			"scenario:3:11: workload: cannot unmarshal !!str `lots` into scenario.WorkloadSpec",
 		}},
 		{"infinities and NaN", "bad_numbers.yaml", []string{
-			`scenario:3: clients.rate: must be a finite number, not negative, got +Inf`,
-			`scenario:4: clients.cities[0].population: must be a finite number greater than 0, got +Inf`,
-			`scenario:5: wan.km_per_ms: must be a finite number greater than 0, got NaN`,
+			`scenario:3:3: clients.rate: must be a finite number, not negative, got +Inf`,
+			`scenario:4:38: clients.cities[0].population: must be a finite number greater than 0, got +Inf`,
+			`scenario:5:7: wan.km_per_ms: must be a finite number greater than 0, got NaN`,
 		}},
-		{"repeated field", "repeated.yaml", []string{`scenario:3: duration: repeated (first at line 1)`}},
+		{"repeated field", "repeated.yaml", []string{`scenario:3:11: duration: mapping key "duration" already defined at line 1`}},
 		{"syntax", "syntax.yaml", []string{`scenario:2: `}},
 	}
 	for _, tt := range tests {
@@ -172,18 +175,19 @@ func TestParseErrors(t *testing.T) {
 			if len(lines) != len(tt.want) {
 				t.Errorf("Parse(%s) gave %d errors, want %d:\n%v", tt.file, len(lines), len(tt.want), err)
 			}
-			for _, w := range tt.want {
-				found := false
-				for _, l := range lines {
-					found = found || strings.HasPrefix(l, w)
-				}
-				if !found {
-					t.Errorf("Parse(%s) errors:\n%v\nwant one starting %q", tt.file, err, w)
+			for i, w := range tt.want {
+				if i < len(lines) && !strings.HasPrefix(lines[i], w) {
+					t.Errorf("Parse(%s) error %d is\n%s\nwant it to start %q", tt.file, i, lines[i], w)
 				}
 			}
-			var fe *FieldError
-			if !errors.As(err, &fe) {
-				t.Errorf("Parse(%s) error is not a *FieldError: %T", tt.file, err)
+			var fes wire.FieldErrors
+			if !errors.As(err, &fes) || len(fes) != len(tt.want) {
+				t.Fatalf("Parse(%s) error is %T, want wire.FieldErrors of %d", tt.file, err, len(tt.want))
+			}
+			for _, fe := range fes {
+				if fe.File != "scenario" || fe.Line == 0 {
+					t.Errorf("Parse(%s): %q has file %q and line %d, want scenario and a line", tt.file, fe, fe.File, fe.Line)
+				}
 			}
 		})
 	}
@@ -192,8 +196,8 @@ func TestParseErrors(t *testing.T) {
 func TestLoadNamesTheFile(t *testing.T) {
 	path := filepath.Join("testdata", "bad", "bad_kind.yaml")
 	_, err := Load(path)
-	if err == nil || !strings.HasPrefix(err.Error(), path+":7: events[1].kind") {
-		t.Errorf("Load(%s) error = %v, want it to start %q", path, err, path+":7: events[1].kind")
+	if err == nil || !strings.HasPrefix(err.Error(), path+":7:5: events[1].kind") {
+		t.Errorf("Load(%s) error = %v, want it to start %q", path, err, path+":7:5: events[1].kind")
 	}
 	if _, err := Load(filepath.Join("testdata", "missing.yaml")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Load(missing) error = %v, want os.ErrNotExist", err)

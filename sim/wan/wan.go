@@ -1,4 +1,7 @@
-package sim
+// Package wan is the simulator's WAN latency model: great-circle distance, the one-way and
+// round-trip delay of a leg, the least latency a request can take (Floor), and a dialer that
+// makes real loopback connections pay the modelled delay. It imports nothing of Meridian.
+package wan
 
 import (
 	"context"
@@ -22,12 +25,12 @@ func GreatCircleKm(lat1, lon1, lat2, lon2 float64) float64 {
 	return 2 * EarthRadiusKm * math.Asin(math.Min(1, math.Sqrt(a)))
 }
 
-// WAN is the latency model of the simulated wide-area network. A leg is one network path
+// Model is the latency model of the simulated wide-area network. A leg is one network path
 // between two parties (client->PoP, PoP->PoP or PoP->origin); a one-way trip over a leg of d
 // km takes d/KmPerMs milliseconds of propagation plus HopOverheadMs for everything else on
 // the way (routers, queues, last mile), and a round trip twice that. The zero value is
 // disabled: no delay at all.
-type WAN struct {
+type Model struct {
 	// KmPerMs is the propagation speed; fiber carries light at about 200 km per ms.
 	// Zero or negative means no propagation delay.
 	KmPerMs float64 `json:"km_per_ms"`
@@ -38,7 +41,7 @@ type WAN struct {
 }
 
 // OneWay is the modelled one-way delay over a leg of km kilometres.
-func (w WAN) OneWay(km float64) time.Duration {
+func (w Model) OneWay(km float64) time.Duration {
 	if !w.Enabled {
 		return 0
 	}
@@ -53,7 +56,7 @@ func (w WAN) OneWay(km float64) time.Duration {
 }
 
 // RTT is the modelled round-trip time over a leg of km kilometres: twice OneWay.
-func (w WAN) RTT(km float64) time.Duration { return 2 * w.OneWay(km) }
+func (w Model) RTT(km float64) time.Duration { return 2 * w.OneWay(km) }
 
 // Dialer returns a dial function (the shape of http.Transport.DialContext) whose connections
 // pay the modelled latency of a leg of km kilometres on real sockets:
@@ -67,7 +70,7 @@ func (w WAN) RTT(km float64) time.Duration { return 2 * w.OneWay(km) }
 // The whole RTT is charged on the dialling side so the server needs no wrapper. The dial
 // honours ctx during the set-up delay; a Write waiting out its delay returns early with an
 // error if the conn is closed or its write deadline passes. base nil means a zero net.Dialer.
-func (w WAN) Dialer(km float64, base *net.Dialer) func(ctx context.Context, network, addr string) (net.Conn, error) {
+func (w Model) Dialer(km float64, base *net.Dialer) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	if base == nil {
 		base = &net.Dialer{}
 	}
@@ -173,7 +176,7 @@ func (c *wanConn) setWriteDeadline(t time.Time) {
 // Floor is the least latency the model allows a request: one RTT over the client's leg (two
 // if the client had to open a new connection), plus one RTT over each fill leg the request
 // took (edge->peer or shield, shield->origin; fill connections are taken to be kept alive).
-func (w WAN) Floor(newConn bool, clientKm float64, fillKms ...float64) time.Duration {
+func (w Model) Floor(newConn bool, clientKm float64, fillKms ...float64) time.Duration {
 	d := w.RTT(clientKm)
 	if newConn {
 		d *= 2

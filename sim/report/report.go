@@ -1,13 +1,15 @@
-package sim
+package report
 
 import (
 	"encoding/json"
 	"fmt"
 	"io"
 	"math"
-	"sort"
 	"text/tabwriter"
 	"time"
+
+	"github.com/meridian-cdn/meridian/sim/scenario"
+	"github.com/meridian-cdn/meridian/sim/wan"
 )
 
 // Report is the result of a run, written as report.json and rendered as report.html.
@@ -38,7 +40,7 @@ type Report struct {
 	PoPs          map[string]ReportPlace `json:"pops"`
 	Cities        map[string]ReportPlace `json:"cities"`
 	Origin        ReportPlace            `json:"origin"`
-	WAN           WAN                    `json:"wan"`
+	WAN           wan.Model              `json:"wan"`
 	// Measured is per-PoP saturation and shed share over time and latency by client group.
 	Measured *Measured `json:"measured,omitempty"`
 }
@@ -113,7 +115,7 @@ type ReportPlace struct {
 
 // Report builds the report of a run of scenario s from everything recorded, including the
 // invariants (see CheckInvariants).
-func (r *Recorder) Report(s *Scenario) *Report {
+func (r *Recorder) Report(s *scenario.Scenario) *Report {
 	obs := r.Observations()
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -175,11 +177,11 @@ func (r *Recorder) Report(s *Scenario) *Report {
 }
 
 func stats(lat, floor *histogram) LatencyStats {
-	return LatencyStats{Count: lat.n, P50: lat.quantile(0.5), P90: lat.quantile(0.9), P99: lat.quantile(0.99),
+	return LatencyStats{Count: lat.count(), P50: lat.quantile(0.5), P90: lat.quantile(0.9), P99: lat.quantile(0.99),
 		FloorP50: floor.quantile(0.5), FloorP99: floor.quantile(0.99)}
 }
 
-func (r *Recorder) routingLocked(s *Scenario, rep *Report) (map[string]CityRouting, []RoutingWindow) {
+func (r *Recorder) routingLocked(s *scenario.Scenario, rep *Report) (map[string]CityRouting, []RoutingWindow) {
 	perCity := map[string]map[string]int64{}
 	perWin := map[int]map[string]map[string]int64{}
 	maxWin := -1
@@ -211,7 +213,7 @@ func (r *Recorder) routingLocked(s *Scenario, rep *Report) (map[string]CityRouti
 		c, okc := rep.Cities[city]
 		p, okp := rep.PoPs[top]
 		if okc && okp {
-			cr.DistanceKm = math.Round(GreatCircleKm(c.Lat, c.Lon, p.Lat, p.Lon))
+			cr.DistanceKm = math.Round(wan.GreatCircleKm(c.Lat, c.Lon, p.Lat, p.Lon))
 		}
 		cr.Region = c.Region
 		routing[city] = cr
@@ -241,7 +243,7 @@ func topKey(m map[string]int64) string {
 // purgeStats takes, per purge, the slowest PoP's ack as its fleet-wide completion time.
 func purgeStats(purges []PurgeResult) PurgeStats {
 	ps := PurgeStats{Count: len(purges), Purges: purges}
-	var done []float64
+	done := newHistogram()
 	for _, p := range purges {
 		if p.Complete {
 			ps.Complete++
@@ -254,18 +256,14 @@ func purgeStats(purges []PurgeResult) PurgeStats {
 			ps.FloorMaxMs = math.Max(ps.FloorMaxMs, ms)
 		}
 		if len(p.AckMs) > 0 {
-			done = append(done, worst)
+			done.add(time.Duration(worst * float64(time.Millisecond)))
+			ps.MaxMs = math.Max(ps.MaxMs, worst) // exact: a maximum needs no histogram
 		}
 	}
 	if ps.Purges == nil {
 		ps.Purges = []PurgeResult{}
 	}
-	sort.Float64s(done)
-	if n := len(done); n > 0 {
-		ps.P50Ms = done[int(0.5*float64(n-1))]
-		ps.P99Ms = done[int(0.99*float64(n-1))]
-		ps.MaxMs = done[n-1]
-	}
+	ps.P50Ms, ps.P99Ms = done.quantile(0.5), done.quantile(0.99)
 	return ps
 }
 

@@ -1,10 +1,11 @@
-package sim
+package report
 
 import (
-	"math/bits"
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/meridian-cdn/meridian/sim/scenario"
 )
 
 // Sample is what one client saw for one request.
@@ -19,14 +20,14 @@ type Sample struct {
 	// Tier is where the content came from: "edge", "peer", "shield" or "origin".
 	Tier         string
 	Latency      time.Duration // DNS lookup (when one was needed) to last body byte
-	FloorLatency time.Duration // the WAN model's floor for the same request (see WAN.Floor)
+	FloorLatency time.Duration // the WAN model's floor for the same request (see wan.Model.Floor)
 	Bytes        int           // body bytes received
 	Err          string        // error kind, e.g. "dns", "connect", "timeout", "5xx"; "" if ok
-	Object       int           // object id (see ObjectPath)
+	Object       int           // object id: its index in the catalogue, from 0 (the most popular)
 	// Stale marks a response that carried content a purge had removed, after that purge was
 	// acknowledged by the answering PoP.
 	Stale bool
-	// Group is the client's group, "rum" or "geo" ("" without RUM; see RUMSpec).
+	// Group is the client's group, "rum" or "geo" ("" without RUM; see scenario.RUMSpec).
 	Group string
 	// Tromboning marks a city that some WAN path routes through a hub.
 	Tromboning bool
@@ -42,7 +43,7 @@ type PurgeResult struct {
 	// AckMs is, per PoP, milliseconds from issue until the PoP's last node acknowledged.
 	AckMs map[string]float64 `json:"ack_ms"`
 	// FloorMs is, per PoP, the WAN model's floor for the same trip: with acks timed where the
-	// purge was issued, WAN.RTT of the distance from there to the PoP.
+	// purge was issued, wan.Model.RTT of the distance from there to the PoP.
 	FloorMs map[string]float64 `json:"floor_ms"`
 	// Complete is true when every live node acknowledged.
 	Complete bool `json:"complete"`
@@ -105,13 +106,12 @@ type Recorder struct {
 	firstOK   []time.Duration
 	purgedAt  map[int]time.Duration // object id -> when it was last purged (ForgetServed)
 	errSample []ErrorSample
-	errDrops  int64
 	originWin []originWindow
 	events    []EventMark
 	purges    []PurgeResult
 	keys      map[string]struct{} // distinct key strings admitted, for MaxKeys
 
-	ms measureRec // load, shedding and latency by client group (measure.go); own lock
+	ms measureRec // load, shedding and latency by client group (measured.go); own lock
 }
 
 type second struct {
@@ -140,10 +140,10 @@ func NewRecorder(cfg RecorderConfig) *Recorder {
 		cfg.Bucket = 5 * time.Second
 	}
 	if cfg.Objects <= 0 {
-		cfg.Objects = defaultObjects + 64
+		cfg.Objects = 20000 + 64
 	}
 	if cfg.TTL <= 0 {
-		cfg.TTL = defaultTTL
+		cfg.TTL = 60 * time.Second
 	}
 	if cfg.MaxSeconds <= 0 {
 		cfg.MaxSeconds = 3600
@@ -161,8 +161,8 @@ func NewRecorder(cfg RecorderConfig) *Recorder {
 		cfg:      cfg,
 		errors:   map[string]int64{},
 		tiers:    map[string]int64{},
-		latency:  &histogram{},
-		floor:    &histogram{},
+		latency:  newHistogram(),
+		floor:    newHistogram(),
 		regions:  map[string]*regionHist{},
 		routing:  map[routeKey]int64{},
 		popSecs:  map[string][]int64{},
@@ -176,11 +176,11 @@ func NewRecorder(cfg RecorderConfig) *Recorder {
 	return r
 }
 
-// RecorderConfig sizes a recorder for the scenario.
-func (s *Scenario) RecorderConfig() RecorderConfig {
+// ConfigFor sizes a recorder for scenario s.
+func ConfigFor(s *scenario.Scenario) RecorderConfig {
 	flashes := 0
 	for _, e := range s.Events {
-		if e.Kind == EventFlashCrowd {
+		if e.Kind == scenario.EventFlashCrowd {
 			flashes++
 		}
 	}
@@ -229,8 +229,6 @@ func (r *Recorder) Record(s Sample) {
 		r.errors[r.keyLocked(s.Err)]++
 		if len(r.errSample) < r.cfg.MaxErrors {
 			r.errSample = append(r.errSample, ErrorSample{At: s.At, Object: s.Object, Kind: s.Err})
-		} else {
-			r.errDrops++
 		}
 	} else {
 		if s.Hit {
@@ -248,7 +246,7 @@ func (r *Recorder) Record(s Sample) {
 		r.floor.add(s.FloorLatency)
 		rh := r.regions[r.keyLocked(s.Region)]
 		if rh == nil {
-			rh = &regionHist{latency: &histogram{}, floor: &histogram{}}
+			rh = &regionHist{latency: newHistogram(), floor: newHistogram()}
 			r.regions[r.keyLocked(s.Region)] = rh
 		}
 		rh.latency.add(s.Latency)
@@ -383,7 +381,7 @@ type Observations struct {
 	Errors []ErrorSample
 	// Purges are the recorded purge results.
 	Purges []PurgeResult
-	// Measured is load, shedding and latency by client group (measure.go).
+	// Measured is load, shedding and latency by client group (measured.go).
 	Measured *Measured
 }
 
@@ -407,72 +405,6 @@ func (r *Recorder) Observations() *Observations {
 		o.OriginDistinct += w.distinct
 	}
 	return o
-}
-
-// histogram counts durations in log-linear buckets of microseconds: exact below 64 µs, then
-// 32 buckets per power of two (at most about 3% relative error), up to about 2^40 µs.
-type histogram struct {
-	counts [histBuckets]int64
-	n      int64
-}
-
-const histBuckets = 40 * 32
-
-func histIndex(d time.Duration) int {
-	us := uint64(max(d, 0) / time.Microsecond)
-	if us < 64 {
-		return int(us)
-	}
-	shift := bits.Len64(us) - 6
-	return min(shift*32+int(us>>shift), histBuckets-1)
-}
-
-// histValue is the middle of bucket i, in microseconds.
-func histValue(i int) float64 {
-	if i < 64 {
-		return float64(i)
-	}
-	shift := i/32 - 1
-	lo := uint64(i%32+32) << shift
-	return float64(lo) + float64(uint64(1)<<shift)/2
-}
-
-func (h *histogram) add(d time.Duration) {
-	h.counts[histIndex(d)]++
-	h.n++
-}
-
-// quantile returns the q-quantile (0..1) in milliseconds; 0 for an empty histogram.
-func (h *histogram) quantile(q float64) float64 {
-	if h.n == 0 {
-		return 0
-	}
-	rank := int64(q*float64(h.n-1)) + 1
-	var seen int64
-	for i, c := range h.counts {
-		seen += c
-		if seen >= rank {
-			return histValue(i) / 1000
-		}
-	}
-	return histValue(histBuckets-1) / 1000
-}
-
-// cdf returns points (ms, cumulative fraction) at each non-empty bucket.
-func (h *histogram) cdf() []CDFPoint {
-	if h.n == 0 {
-		return nil
-	}
-	var pts []CDFPoint
-	var seen int64
-	for i, c := range h.counts {
-		if c == 0 {
-			continue
-		}
-		seen += c
-		pts = append(pts, CDFPoint{Ms: histValue(i) / 1000, Fraction: float64(seen) / float64(h.n)})
-	}
-	return pts
 }
 
 // CDFPoint is one point of a latency CDF.

@@ -1,4 +1,4 @@
-package sim
+package wan
 
 import (
 	"bufio"
@@ -39,21 +39,21 @@ func TestGreatCircleKm(t *testing.T) {
 }
 
 func TestWANArithmetic(t *testing.T) {
-	fiber := WAN{KmPerMs: 200, HopOverheadMs: 2, Enabled: true}
+	fiber := Model{KmPerMs: 200, HopOverheadMs: 2, Enabled: true}
 	tests := []struct {
 		name    string
-		wan     WAN
+		wan     Model
 		km      float64
 		oneWay  time.Duration
 		roundTr time.Duration
 	}{
 		{"London-New York", fiber, 5570, 29850 * time.Microsecond, 59700 * time.Microsecond},
-		{"London-New York without overhead", WAN{KmPerMs: 200, Enabled: true}, 5570, 27850 * time.Microsecond, 55700 * time.Microsecond},
+		{"London-New York without overhead", Model{KmPerMs: 200, Enabled: true}, 5570, 27850 * time.Microsecond, 55700 * time.Microsecond},
 		{"same city pays the hop overhead", fiber, 0, 2 * time.Millisecond, 4 * time.Millisecond},
 		{"antipode", fiber, 20015, 102075 * time.Microsecond, 204150 * time.Microsecond},
-		{"disabled", WAN{KmPerMs: 200, HopOverheadMs: 2}, 5570, 0, 0},
-		{"zero value", WAN{}, 5570, 0, 0},
-		{"no propagation speed: overhead only", WAN{HopOverheadMs: 3, Enabled: true}, 5570, 3 * time.Millisecond, 6 * time.Millisecond},
+		{"disabled", Model{KmPerMs: 200, HopOverheadMs: 2}, 5570, 0, 0},
+		{"zero value", Model{}, 5570, 0, 0},
+		{"no propagation speed: overhead only", Model{HopOverheadMs: 3, Enabled: true}, 5570, 3 * time.Millisecond, 6 * time.Millisecond},
 		{"negative distance is clamped", fiber, -100, 2 * time.Millisecond, 4 * time.Millisecond},
 	}
 	for _, tt := range tests {
@@ -69,7 +69,7 @@ func TestWANArithmetic(t *testing.T) {
 }
 
 func TestWANFloor(t *testing.T) {
-	w := WAN{KmPerMs: 100, HopOverheadMs: 1, Enabled: true} // RTT(km) = 2 + km/50 ms
+	w := Model{KmPerMs: 100, HopOverheadMs: 1, Enabled: true} // RTT(km) = 2 + km/50 ms
 	tests := []struct {
 		name     string
 		newConn  bool
@@ -132,7 +132,7 @@ func startEcho(t *testing.T) string {
 
 func TestDialerPaysModelledRTT(t *testing.T) {
 	addr := startEcho(t)
-	w := WAN{KmPerMs: 200, HopOverheadMs: 1, Enabled: true}
+	w := Model{KmPerMs: 200, HopOverheadMs: 1, Enabled: true}
 	const km = 1800 // 9 ms + 1 ms one way: 20 ms RTT
 	rtt := w.RTT(km)
 	dial := w.Dialer(km, nil)
@@ -165,7 +165,7 @@ func TestDialerPaysModelledRTT(t *testing.T) {
 func TestDialerOverHTTP(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
 	defer srv.Close()
-	w := WAN{KmPerMs: 200, Enabled: true}
+	w := Model{KmPerMs: 200, Enabled: true}
 	const km = 2000 // 10 ms one way
 	rtt := w.RTT(km)
 	tr := &http.Transport{DialContext: w.Dialer(km, nil)}
@@ -187,7 +187,7 @@ func TestDialerOverHTTP(t *testing.T) {
 
 func TestDialerHonoursContext(t *testing.T) {
 	addr := startEcho(t)
-	w := WAN{KmPerMs: 200, HopOverheadMs: 3600e3, Enabled: true} // an hour each way
+	w := Model{KmPerMs: 200, HopOverheadMs: 3600e3, Enabled: true} // an hour each way
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	c, err := w.Dialer(0, nil)(ctx, "tcp", addr)

@@ -1,45 +1,45 @@
-package sim
+package report
 
 import (
 	"bytes"
-	"encoding/base64"
 	"encoding/json"
-	"encoding/xml"
 	"fmt"
 	"io"
+	"math"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
 
-	"golang.org/x/net/html"
+	"github.com/meridian-cdn/meridian/sim/scenario"
+	"github.com/meridian-cdn/meridian/sim/wan"
 )
 
 // syntheticRun records what a run of Small() could have produced: every city sends a request
 // every 100 ms for 15 s, routed to its nearest PoP except London while lhr is drained, with
 // one purge storm and the timeline events.
-func syntheticRun(t testing.TB) (*Scenario, *Recorder) {
+func syntheticRun(t testing.TB) (*scenario.Scenario, *Recorder) {
 	t.Helper()
-	s := Small()
-	r := NewRecorder(s.RecorderConfig())
-	w := NewWorkload(s)
-	g := w.Generator(1)
-	wan := s.WAN.Model()
+	s := scenario.Small()
+	r := NewRecorder(ConfigFor(s))
+	rng := rand.New(rand.NewPCG(1, 2))
+	model := s.WAN.Model()
 	for at := time.Duration(0); at < s.Duration; at += 100 * time.Millisecond {
 		for _, c := range s.Clients.Cities {
 			pop := nearestPoP(s, c)
 			if pop.ID == "lhr" && at >= 3*time.Second && at < 10*time.Second {
 				pop, _ = s.PoP("iad")
 			}
-			km := GreatCircleKm(c.Lat, c.Lon, pop.Lat, pop.Lon)
-			req := g.Next(at)
-			floor := 2 * wan.RTT(km)
+			km := wan.GreatCircleKm(c.Lat, c.Lon, pop.Lat, pop.Lon)
+			obj := int(rng.Uint64N(uint64(s.Workload.Objects)))
+			floor := 2 * model.RTT(km)
 			smp := Sample{At: at, City: c.Name, Region: c.Region, PoP: pop.ID, Node: pop.ID + "-1", Status: 200,
-				Hit: req.Object%4 != 0, Tier: "edge", Latency: floor + time.Duration(req.Object%7)*time.Millisecond,
-				FloorLatency: floor, Bytes: w.Size(req.Object), Object: req.Object,
-				Group: []string{GroupRUM, GroupGeo}[int(at/(100*time.Millisecond))%2]}
+				Hit: obj%4 != 0, Tier: "edge", Latency: floor + time.Duration(obj%7)*time.Millisecond,
+				FloorLatency: floor, Bytes: 1024, Object: obj,
+				Group: []string{scenario.GroupRUM, scenario.GroupGeo}[int(at/(100*time.Millisecond))%2]}
 			if !smp.Hit {
 				smp.Tier = "origin"
-				r.RecordOriginFetch(at, req.Object)
+				r.RecordOriginFetch(at, obj)
 			}
 			if at >= 9*time.Second && at < 12*time.Second && !smp.Hit {
 				smp.Status, smp.Err = 503, "5xx"
@@ -63,7 +63,7 @@ func syntheticRun(t testing.TB) (*Scenario, *Recorder) {
 	for i := range 20 {
 		p := PurgeResult{ID: fmt.Sprint("p", i), IssuedAt: 6 * time.Second, AckMs: map[string]float64{}, FloorMs: map[string]float64{}, Complete: true}
 		for _, pop := range s.PoPs {
-			floor := float64(wan.OneWay(GreatCircleKm(s.Origin.Lat, s.Origin.Lon, pop.Lat, pop.Lon))) / 1e6
+			floor := float64(model.OneWay(wan.GreatCircleKm(s.Origin.Lat, s.Origin.Lon, pop.Lat, pop.Lon))) / 1e6
 			p.FloorMs[pop.ID] = floor
 			p.AckMs[pop.ID] = floor + 1 + float64(i%5)
 			if pop.ID == "sin" {
@@ -75,10 +75,10 @@ func syntheticRun(t testing.TB) (*Scenario, *Recorder) {
 	return s, r
 }
 
-func nearestPoP(s *Scenario, c City) PoPSpec {
+func nearestPoP(s *scenario.Scenario, c scenario.City) scenario.PoPSpec {
 	best, bestKm := s.PoPs[0], -1.0
 	for _, p := range s.PoPs {
-		if km := GreatCircleKm(c.Lat, c.Lon, p.Lat, p.Lon); bestKm < 0 || km < bestKm {
+		if km := wan.GreatCircleKm(c.Lat, c.Lon, p.Lat, p.Lon); bestKm < 0 || km < bestKm {
 			best, bestKm = p, km
 		}
 	}
@@ -149,7 +149,7 @@ func TestHTMLHasEveryPlot(t *testing.T) {
 		t.Fatalf("WriteHTML: %v", err)
 	}
 	// A run with no data still renders every plot, saying there is nothing to show.
-	if err := NewRecorder(RecorderConfig{}).Report(Small()).WriteHTML(&empty); err != nil {
+	if err := NewRecorder(RecorderConfig{}).Report(scenario.Small()).WriteHTML(&empty); err != nil {
 		t.Fatalf("WriteHTML of an empty run: %v", err)
 	}
 	without := checkHTML(t, empty.Bytes())
@@ -161,114 +161,15 @@ func TestHTMLHasEveryPlot(t *testing.T) {
 	}
 }
 
-// checkHTML checks the page and returns, per plot id, how many SVG paths the plot draws.
+// checkHTML checks the page with CheckPage and returns, per plot id, how many SVG paths the
+// plot draws.
 func checkHTML(t *testing.T, page []byte) map[string]int {
 	t.Helper()
-	counts := map[string]int{}
-	doc, err := html.Parse(bytes.NewReader(page))
+	counts, err := CheckPage(page)
 	if err != nil {
-		t.Fatalf("report.html does not parse: %v", err)
-	}
-	figures := map[string]*html.Node{}
-	var walk func(*html.Node)
-	walk = func(n *html.Node) {
-		if n.Type == html.ElementNode {
-			switch n.Data {
-			case "script", "link", "iframe", "object":
-				t.Errorf("report.html has a <%s> element; it must be self-contained", n.Data)
-			}
-			for _, a := range n.Attr {
-				if a.Key == "id" {
-					figures[a.Val] = n
-				}
-				if (a.Key == "src" || a.Key == "href") && !strings.HasPrefix(a.Val, "data:") {
-					t.Errorf("<%s %s=%q> loads an outside resource", n.Data, a.Key, a.Val)
-				}
-			}
-		}
-		for c := n.FirstChild; c != nil; c = c.NextSibling {
-			walk(c)
-		}
-	}
-	walk(doc)
-	for _, id := range []string{PlotLatencyCDF, PlotHitRatio, PlotOrigin, PlotPurge, PlotRouting, PlotSaturation, PlotShed, PlotLatencyGain} {
-		t.Run(id, func(t *testing.T) {
-			fig, ok := figures[id]
-			if !ok {
-				t.Fatalf("report.html has no element with id %q", id)
-			}
-			img := find(fig, "img")
-			if img == nil {
-				t.Fatalf("#%s has no <img>", id)
-			}
-			src := attr(img, "src")
-			b64, ok := strings.CutPrefix(src, "data:image/svg+xml;base64,")
-			if !ok {
-				t.Fatalf("#%s img src starts %.40q, want an inline SVG data URL", id, src)
-			}
-			svg, err := base64.StdEncoding.DecodeString(b64)
-			if err != nil {
-				t.Fatalf("#%s image is not base64: %v", id, err)
-			}
-			paths, err := countSVG(svg)
-			if err != nil {
-				t.Fatalf("#%s image is not well-formed SVG: %v", id, err)
-			}
-			if paths < 1 {
-				t.Errorf("#%s SVG draws nothing", id)
-			}
-			counts[id] = paths
-		})
+		t.Error(err)
 	}
 	return counts
-}
-
-func find(n *html.Node, tag string) *html.Node {
-	if n.Type == html.ElementNode && n.Data == tag {
-		return n
-	}
-	for c := n.FirstChild; c != nil; c = c.NextSibling {
-		if f := find(c, tag); f != nil {
-			return f
-		}
-	}
-	return nil
-}
-
-func attr(n *html.Node, key string) string {
-	for _, a := range n.Attr {
-		if a.Key == key {
-			return a.Val
-		}
-	}
-	return ""
-}
-
-// countSVG checks the SVG is well-formed XML with an <svg> root and counts its <path>s.
-func countSVG(data []byte) (int, error) {
-	dec := xml.NewDecoder(bytes.NewReader(data))
-	paths, root := 0, ""
-	for {
-		tok, err := dec.Token()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return 0, err
-		}
-		if se, ok := tok.(xml.StartElement); ok {
-			if root == "" {
-				root = se.Name.Local
-			}
-			if se.Name.Local == "path" {
-				paths++
-			}
-		}
-	}
-	if root != "svg" {
-		return 0, fmt.Errorf("root element is %q, want svg", root)
-	}
-	return paths, nil
 }
 
 func TestSummary(t *testing.T) {
@@ -293,5 +194,28 @@ func BenchmarkWriteHTML(b *testing.B) {
 		if err := rep.WriteHTML(io.Discard); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestPurgeStats: per purge the slowest PoP's ack counts; percentiles within the histogram's
+// 1 %, the maximum exact, purges without acks left out of the times but counted.
+func TestPurgeStats(t *testing.T) {
+	var purges []PurgeResult
+	for i := 1; i <= 100; i++ {
+		purges = append(purges, PurgeResult{ID: fmt.Sprint(i), Complete: i%10 != 0,
+			AckMs: map[string]float64{"iad": 0.5, "sin": float64(i) + 0.25}, FloorMs: map[string]float64{"iad": 1, "sin": 160}})
+	}
+	purges = append(purges, PurgeResult{ID: "none", FloorMs: map[string]float64{"sin": 170}})
+	ps := purgeStats(purges)
+	if ps.Count != 101 || ps.Complete != 90 || ps.FloorMaxMs != 170 || ps.MaxMs != 100.25 {
+		t.Errorf("purgeStats = count %d, complete %d, floor max %v, max %v; want 101, 90, 170, 100.25", ps.Count, ps.Complete, ps.FloorMaxMs, ps.MaxMs)
+	}
+	for _, c := range []struct{ got, want float64 }{{ps.P50Ms, 50.25}, {ps.P99Ms, 99.25}} {
+		if math.Abs(c.got-c.want) > 0.01*c.want {
+			t.Errorf("percentile = %v ms, want %v ms ± 1%%", c.got, c.want)
+		}
+	}
+	if ps := purgeStats(nil); ps.Purges == nil || ps.P50Ms != 0 || ps.MaxMs != 0 {
+		t.Errorf("purgeStats(nil) = %+v, want an empty list and zero times", ps)
 	}
 }

@@ -1,8 +1,10 @@
-package sim
+package report
 
 import (
 	"fmt"
 	"time"
+
+	"github.com/meridian-cdn/meridian/sim/scenario"
 )
 
 // Invariant is one --check result.
@@ -37,15 +39,15 @@ const (
 //     had been served successfully before the outage began, at most check.max_outage_errors (0);
 //   - purge_acked_by_every_live_pop: purges not acknowledged by every PoP that was not killed
 //     when the purge was issued, plus purges the storms should have issued but did not (0);
-//   - overload_shed and latency_routing: see checkMeasured (measure.go).
-func CheckInvariants(s *Scenario, o *Observations) map[string]Invariant {
+//   - overload_shed and latency_routing: see checkMeasured (measured.go).
+func CheckInvariants(s *scenario.Scenario, o *Observations) map[string]Invariant {
 	inv := map[string]Invariant{}
 	limit := func(name string, value, lim float64, detail string) {
 		inv[name] = Invariant{Pass: value <= lim, Value: value, Limit: lim, Detail: detail}
 	}
 	limit(InvStaleAfterPurge, float64(o.StaleAfterPurge), float64(s.Check.MaxStaleAfterPurge),
 		"responses with purged content after the purge was acknowledged, or past max_lag from a PoP that had not acknowledged it")
-	checkMeasured(s, o.Measured, inv) // overload_shed and latency_routing (measure.go)
+	checkMeasured(s, o.Measured, inv) // overload_shed and latency_routing (measured.go)
 
 	var routed int64
 	for _, d := range downWindows(s) {
@@ -69,7 +71,7 @@ func CheckInvariants(s *Scenario, o *Observations) map[string]Invariant {
 
 	var outage int64
 	for _, e := range s.SortedEvents() {
-		if e.Kind != EventOriginFail {
+		if e.Kind != scenario.EventOriginFail {
 			continue
 		}
 		for _, er := range o.Errors {
@@ -85,7 +87,7 @@ func CheckInvariants(s *Scenario, o *Observations) map[string]Invariant {
 
 	var unacked, expected int
 	for _, e := range s.Events {
-		if e.Kind == EventPurgeStorm {
+		if e.Kind == scenario.EventPurgeStorm {
 			expected += e.Count
 		}
 	}
@@ -114,21 +116,21 @@ type downWindow struct {
 
 // downWindows derives from the timeline when each PoP was drained (until undrained) or killed
 // (until restarted); windows that never end run to the end of the run.
-func downWindows(s *Scenario) []downWindow {
+func downWindows(s *scenario.Scenario) []downWindow {
 	var out []downWindow
 	drainedAt := map[string]time.Duration{}
 	for _, e := range s.SortedEvents() {
 		switch e.Kind {
-		case EventDrain:
+		case scenario.EventDrain:
 			if _, ok := drainedAt[e.PoP]; !ok {
 				drainedAt[e.PoP] = e.At
 			}
-		case EventUndrain:
+		case scenario.EventUndrain:
 			if from, ok := drainedAt[e.PoP]; ok {
 				out = append(out, downWindow{pop: e.PoP, from: from, to: e.At})
 				delete(drainedAt, e.PoP)
 			}
-		case EventKill:
+		case scenario.EventKill:
 			to := s.Duration
 			if e.Duration > 0 {
 				to = min(e.End(), s.Duration)
@@ -143,9 +145,9 @@ func downWindows(s *Scenario) []downWindow {
 }
 
 // killedAt reports whether pop is down from a kill event at time at.
-func killedAt(s *Scenario, pop string, at time.Duration) bool {
+func killedAt(s *scenario.Scenario, pop string, at time.Duration) bool {
 	for _, e := range s.Events {
-		if e.Kind == EventKill && e.PoP == pop && at >= e.At && (e.Duration == 0 || at < e.End()) {
+		if e.Kind == scenario.EventKill && e.PoP == pop && at >= e.At && (e.Duration == 0 || at < e.End()) {
 			return true
 		}
 	}

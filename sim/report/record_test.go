@@ -1,4 +1,4 @@
-package sim
+package report
 
 import (
 	"fmt"
@@ -6,27 +6,38 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/meridian-cdn/meridian/sim/scenario"
 )
 
-func TestHistogramBuckets(t *testing.T) {
-	// Every value falls in a bucket whose middle is within 3% (or 1 µs) of it.
+// TestHistogramError: whatever the value, from 0 to an hour, a percentile of one value is
+// that value within 1 % (or 1 µs), and the CDF ends at 1.
+func TestHistogramError(t *testing.T) {
 	for _, d := range []time.Duration{0, time.Microsecond, 63 * time.Microsecond, 64 * time.Microsecond, 999 * time.Microsecond,
 		time.Millisecond, 27 * time.Millisecond, 123456 * time.Microsecond, 3 * time.Second, time.Hour} {
-		us := float64(d / time.Microsecond)
-		got := histValue(histIndex(d))
-		if math.Abs(got-us) > math.Max(1, 0.03*us) {
-			t.Errorf("histValue(histIndex(%v)) = %v µs, want %v µs ± 3%%", d, got, us)
+		h := newHistogram()
+		h.add(d)
+		ms := float64(d) / float64(time.Millisecond)
+		if got := h.quantile(0.5); math.Abs(got-ms) > math.Max(0.001, 0.01*ms) {
+			t.Errorf("quantile of one %v = %v ms, want %v ms ± 1%%", d, got, ms)
+		}
+		if cdf := h.cdf(); len(cdf) != 1 || cdf[0].Fraction != 1 || math.Abs(cdf[0].Ms-ms) > math.Max(0.001, 0.01*ms) {
+			t.Errorf("cdf of one %v = %v, want one point at %v ms with fraction 1", d, cdf, ms)
 		}
 	}
-	for i := 1; i < histBuckets; i++ {
-		if histValue(i) <= histValue(i-1) {
-			t.Fatalf("bucket %d middle %v not above bucket %d's %v", i, histValue(i), i-1, histValue(i-1))
-		}
+	h := newHistogram()
+	h.add(2 * time.Hour)
+	h.add(-time.Second)
+	if got, hour := h.quantile(1), float64(time.Hour/time.Millisecond); math.Abs(got-hour) > 0.01*hour {
+		t.Errorf("quantile(1) after 2 h = %v ms, want an hour (the cap) ± 1%%", got)
+	}
+	if got := h.quantile(0); got != 0 {
+		t.Errorf("quantile(0) after a negative latency = %v ms, want 0", got)
 	}
 }
 
 func TestHistogramQuantiles(t *testing.T) {
-	h := &histogram{}
+	h := newHistogram()
 	for i := 1; i <= 1000; i++ {
 		h.add(time.Duration(i) * time.Millisecond)
 	}
@@ -34,11 +45,11 @@ func TestHistogramQuantiles(t *testing.T) {
 		q, want float64
 	}{{0.5, 500}, {0.9, 900}, {0.99, 990}}
 	for _, tt := range tests {
-		if got := h.quantile(tt.q); math.Abs(got-tt.want)/tt.want > 0.03 {
-			t.Errorf("quantile(%v) = %v ms, want %v ms ± 3%%", tt.q, got, tt.want)
+		if got := h.quantile(tt.q); math.Abs(got-tt.want)/tt.want > 0.01 {
+			t.Errorf("quantile(%v) = %v ms, want %v ms ± 1%%", tt.q, got, tt.want)
 		}
 	}
-	if got := (&histogram{}).quantile(0.5); got != 0 {
+	if got := newHistogram().quantile(0.5); got != 0 {
 		t.Errorf("empty quantile = %v, want 0", got)
 	}
 }
@@ -78,7 +89,7 @@ func TestRecorderAggregates(t *testing.T) {
 		t.Errorf("Errors = %+v, want the one 5xx", o.Errors)
 	}
 
-	s := Small()
+	s := scenario.Small()
 	rep := r.Report(s)
 	if rep.Requests != 4 || rep.Errors["5xx"] != 1 || rep.OriginRequests != 7 {
 		t.Errorf("report requests/errors/origin = %d/%v/%d, want 4/map[5xx:1]/7", rep.Requests, rep.Errors, rep.OriginRequests)
@@ -115,7 +126,7 @@ func TestRecorderBounds(t *testing.T) {
 	if got := len(o.PoPSeconds["p"]); got != 10 {
 		t.Errorf("per-second series has %d entries, want MaxSeconds 10", got)
 	}
-	rep := r.Report(Small())
+	rep := r.Report(scenario.Small())
 	if len(rep.Routing) > 3 || rep.Routing[otherKey].Requests == 0 {
 		t.Errorf("routing has %d cities (%v), want at most MaxKeys 3 with the rest under %q", len(rep.Routing), rep.Routing, otherKey)
 	}
