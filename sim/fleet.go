@@ -344,8 +344,12 @@ func (f *Fleet) startNodes(pr *popRun) error {
 			Cache:           edge.CacheConfig{MaxBytes: cacheBytes},
 			ShutdownTimeout: 2 * time.Second,
 			Purge:           edge.PurgeConfig{MaxLag: PurgeMaxLag},
-			Logger:          f.log.With("part", "edge", "node", p.ID+"-"+id),
-			DialContext:     f.edgeDialer(p, ip),
+			// The WAN delay lives in the simulator's dialer, which the kernel's RTT of a
+			// loopback socket cannot see: measurements come from the simulated clients'
+			// beacons only.
+			RTT:         edge.RTTConfig{Disable: true},
+			Logger:      f.log.With("part", "edge", "node", p.ID+"-"+id),
+			DialContext: f.edgeDialer(p, ip),
 			Fleet: edge.FleetConfig{
 				NATS: "nats://" + pr.link.Addr().String(), Creds: creds, Region: p.Region, City: p.City, Lat: p.Lat, Lon: p.Lon, IPv4: ip,
 				Heartbeat: f.opts.Heartbeat,

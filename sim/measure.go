@@ -66,13 +66,15 @@ func (c *cpuMeters) meter(ip string) *atomic.Int64 {
 }
 
 // saturation is the saturation config of the node at ip in PoP p: its metered simulated CPU
-// against the PoP's budget, or in-flight requests only without a budget.
+// against the PoP's budget, or in-flight requests only without a budget. Hit latency is left
+// out for the same reason as the process's CPU: every simulated node shares one process, so
+// a hit's service time says how busy the machine is, not the node.
 func (f *Fleet) saturation(p scenario.PoPSpec, ip string) edge.SaturationConfig {
 	if p.CPUBudget <= 0 {
-		return edge.SaturationConfig{CPUs: -1}
+		return edge.SaturationConfig{CPUs: -1, HitLatencyTarget: -1}
 	}
 	m := f.cpu.meter(ip)
-	return edge.SaturationConfig{CPUs: p.CPUBudget, CPUTime: func() time.Duration { return time.Duration(m.Load()) }}
+	return edge.SaturationConfig{CPUs: p.CPUBudget, HitLatencyTarget: -1, CPUTime: func() time.Duration { return time.Duration(m.Load()) }}
 }
 
 // chargeCPU charges one request's simulated CPU to the node at ip.
