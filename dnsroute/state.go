@@ -188,7 +188,7 @@ type decision struct {
 	failOpen  bool
 	perClient bool
 	// rtt is what clients of the client's network measured (nil: nothing), from samples
-	// reports; explored is true when this client was sent to the second-best PoP.
+	// reports; explored is true when this client explores (geo.OrderByRTT).
 	rtt         map[string]float64
 	samples     int
 	edgeSamples int // of samples, those the edges measured (TCP_INFO, QUIC)
@@ -238,9 +238,10 @@ func (st *state) route(loc geo.Location, client netip.Prefix, v6 bool) decision 
 	shed := func(id string) float64 { return st.pops[st.byID[id]].shed }
 	d.choice = geo.Choose(pol, d.ranked, shed, clientHash(client))
 	if d.explored && d.choice.Index == 0 {
-		d.choice.Reason = "exploring the second-best measured PoP; " + d.choice.Reason
+		d.choice.Reason = "exploring, to measure another PoP; " + d.choice.Reason
 	}
-	d.perClient = d.choice.PerClient || measured
+	// Measurements and exploration are the client's network's own.
+	d.perClient = d.choice.PerClient || measured || d.explored
 	if d.choice.Index >= 0 {
 		d.pop = &st.pops[st.byID[d.ranked[d.choice.Index].ID]]
 		d.nodes = d.pop.usable4

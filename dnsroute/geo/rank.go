@@ -3,6 +3,7 @@ package geo
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -159,20 +160,39 @@ func chooseNearest(ranked []Ranked, shed func(string) float64, h float64, c *Cho
 	}
 }
 
-// OrderByRTT reorders ranked (as returned by Rank) so that the usable candidates with a
-// measured RTT come first, lowest RTT first, followed by the rest in their distance order.
+// OrderByRTT reorders ranked (as returned by Rank) by measured RTT: when at least two usable
+// candidates have a figure, those come first, lowest RTT first, followed by the rest in
+// their distance order, and it reports measured. One figure alone cannot say that another
+// PoP would be worse (an edge measures only the PoP its clients reach), so the distance
+// order stands and measured is false: otherwise a network once served far away, say while
+// its nearest PoP was down, would keep that PoP for good.
+//
 // When hx (a stable hash of the client in [0, 1), independent of the shedding hash) is under
-// explore and two usable candidates are measured, the first two swap places: a stable share of
-// clients goes to the second best, so that its measurement stays fresh. It reports whether
-// any candidate was measured and whether this client explores.
+// explore, this client explores, so that the map learns and stays fresh: it goes to the
+// nearest usable PoP without a figure when that is nearer than every measured one (nothing
+// else would ever measure it), else to the second best measured; with one figure, to the next
+// usable PoP by distance. It reports whether this client explores.
 func OrderByRTT(ranked []Ranked, explore, hx float64) (out []Ranked, measured, explored bool) {
-	out = make([]Ranked, 0, len(ranked))
+	has := func(r Ranked) bool { return r.Usable && r.RTTMs > 0 }
+	n := 0
 	for _, r := range ranked {
-		if r.Usable && r.RTTMs > 0 {
+		if has(r) {
+			n++
+		}
+	}
+	out = make([]Ranked, 0, len(ranked))
+	if n < 2 {
+		out = append(out, ranked...)
+		if n == 1 && hx < explore {
+			explored = swapUsable(out, 0)
+		}
+		return out, false, explored
+	}
+	for _, r := range ranked {
+		if has(r) {
 			out = append(out, r)
 		}
 	}
-	n := len(out)
 	sort.SliceStable(out, func(i, j int) bool {
 		if out[i].RTTMs != out[j].RTTMs {
 			return out[i].RTTMs < out[j].RTTMs
@@ -180,15 +200,46 @@ func OrderByRTT(ranked []Ranked, explore, hx float64) (out []Ranked, measured, e
 		return out[i].ID < out[j].ID
 	})
 	for _, r := range ranked {
-		if !(r.Usable && r.RTTMs > 0) {
+		if !has(r) {
 			out = append(out, r)
 		}
 	}
-	if n >= 2 && hx < explore {
+	if hx < explore {
+		// ranked is in distance order: is its first usable candidate unmeasured?
+		for _, r := range ranked {
+			if !r.Usable {
+				continue
+			}
+			if !has(r) {
+				i := slices.IndexFunc(out, func(o Ranked) bool { return o.ID == r.ID })
+				copy(out[1:i+1], out[:i])
+				out[0] = r
+				return out, true, true
+			}
+			break
+		}
 		out[0], out[1] = out[1], out[0]
 		explored = true
 	}
-	return out, n > 0, explored
+	return out, true, explored
+}
+
+// swapUsable moves the first usable candidate after index from of out to from, if there is
+// one, and reports whether it did.
+func swapUsable(out []Ranked, from int) bool {
+	first := -1
+	for i := from; i < len(out); i++ {
+		if !out[i].Usable {
+			continue
+		}
+		if first < 0 {
+			first = i
+			continue
+		}
+		out[first], out[i] = out[i], out[first]
+		return true
+	}
+	return false
 }
 
 func chooseLeastLoaded(p Policy, ranked []Ranked, c *Choice) {

@@ -237,3 +237,46 @@ func perSecond(series []float64, every int) []float64 {
 	}
 	return out
 }
+
+func TestOrderByRTT(t *testing.T) {
+	// Distance order: a (nearest), b, c, d; rtt 0 means no figure.
+	pops := func(rtt map[string]float64, unusable ...string) []geo.Ranked {
+		var out []geo.Ranked
+		for i, id := range []string{"a", "b", "c", "d"} {
+			usable := true
+			for _, u := range unusable {
+				usable = usable && u != id
+			}
+			out = append(out, geo.Ranked{Candidate: geo.Candidate{ID: id, Usable: usable, RTTMs: rtt[id]}, DistanceKm: float64(i)})
+		}
+		return out
+	}
+	tests := []struct {
+		name               string
+		in                 []geo.Ranked
+		hx                 float64 // under 0.1 explores
+		want               string
+		measured, explored bool
+	}{
+		{"two figures rank first, lowest first", pops(map[string]float64{"c": 40, "b": 90}), 0.5, "cbad", true, false},
+		{"no figures: distance", pops(nil), 0.05, "abcd", false, false},
+		{"one figure (a far PoP) cannot outrank distance", pops(map[string]float64{"d": 20}), 0.5, "abcd", false, false},
+		{"one figure: explorers go to the next PoP by distance", pops(map[string]float64{"d": 20}), 0.05, "bacd", false, true},
+		{"one figure: the next usable PoP", pops(map[string]float64{"d": 20}, "b"), 0.05, "cbad", false, true},
+		{"explorers measure the nearest PoP when it has no figure", pops(map[string]float64{"c": 40, "d": 30}), 0.05, "adcb", true, true},
+		{"else the second best measured", pops(map[string]float64{"a": 40, "d": 30}), 0.05, "adbc", true, true},
+		{"an unusable figure does not count", pops(map[string]float64{"a": 40, "d": 30}, "a"), 0.5, "abcd", false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, measured, explored := geo.OrderByRTT(tt.in, 0.1, tt.hx)
+			got := ""
+			for _, r := range out {
+				got += r.ID
+			}
+			if got != tt.want || measured != tt.measured || explored != tt.explored {
+				t.Errorf("OrderByRTT = %s, measured %v, explored %v; want %s, %v, %v", got, measured, explored, tt.want, tt.measured, tt.explored)
+			}
+		})
+	}
+}
