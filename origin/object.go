@@ -250,8 +250,20 @@ func (w *statusRecorder) ReadFrom(r io.Reader) (int64, error) {
 	if !ok || w.metered {
 		return io.Copy(struct{ io.Writer }{w}, r) // through Write, which meters
 	}
-	n, err := rf.ReadFrom(r)
-	w.srv.sent(w.path, int(n), false)
+	// Counted as read, before they are written: a client that has the bytes finds them in
+	// the stats.
+	return rf.ReadFrom(&countingReader{r: r, sent: func(n int) { w.srv.sent(w.path, n, false) }})
+}
+
+// countingReader reports every read's byte count.
+type countingReader struct {
+	r    io.Reader
+	sent func(n int)
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.sent(n)
 	return n, err
 }
 
