@@ -126,11 +126,12 @@ const staleMargin = time.Second
 // since is the time since the end of the warm-up (negative during it).
 func (r *runner) since(t time.Time) time.Duration { return t.Sub(r.t0) }
 
-// onOrigin counts the origin's successful object answers after the warm-up. A fetch of a
+// onOrigin counts the origin's successful object answers after the warm-up (206 too: an edge's
+// first fill asks for the first slice, and a small object comes whole in that 206). A fetch of a
 // version a purge storm created is new content, not a repeated fetch: it is counted as its own
 // distinct object for the origin-per-object invariant.
 func (r *runner) onOrigin(path string, status, version int) {
-	if !r.started.Load() || (status != http.StatusOK && status != http.StatusNotModified) {
+	if !r.started.Load() || (status != http.StatusOK && status != http.StatusPartialContent && status != http.StatusNotModified) {
 		return
 	}
 	if at := r.since(time.Now()); at >= 0 {
