@@ -78,7 +78,7 @@ func (c *client) loop(ctx context.Context, i int) {
 	next := time.Now()
 	for ctx.Err() == nil {
 		if interval > 0 {
-			if sleepCtx(ctx, time.Until(next)) != nil {
+			if wan.Sleep(ctx, time.Until(next)) != nil {
 				return
 			}
 			// A client that fell behind starts afresh rather than bursting to catch up.

@@ -18,6 +18,7 @@ import (
 	"github.com/meridian-cdn/meridian/purge"
 	"github.com/meridian-cdn/meridian/sim/report"
 	"github.com/meridian-cdn/meridian/sim/scenario"
+	"github.com/meridian-cdn/meridian/sim/wan"
 )
 
 // Options says where a run's output goes. Its zero value runs silently and writes no files.
@@ -297,7 +298,7 @@ func (r *runner) timeline(ctx context.Context) (purges []string, err error) {
 	var errs []error
 	for _, a := range r.actions() {
 		if wait := time.Until(r.t0.Add(a.at)); wait > 0 {
-			if sleepCtx(ctx, wait) != nil {
+			if wan.Sleep(ctx, wait) != nil {
 				break
 			}
 		}
@@ -398,16 +399,4 @@ func writeOutputs(rep *report.Report, opts Options) error {
 		}
 	}
 	return nil
-}
-
-// sleepCtx waits d or until ctx ends.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

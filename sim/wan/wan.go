@@ -83,7 +83,7 @@ func (w Model) Dialer(km float64, base *net.Dialer) func(ctx context.Context, ne
 		if rtt <= 0 {
 			return c, nil
 		}
-		if err := sleepCtx(ctx, rtt); err != nil {
+		if err := Sleep(ctx, rtt); err != nil {
 			c.Close()
 			return nil, fmt.Errorf("dial %s: wait for modelled handshake: %w", addr, err)
 		}
@@ -91,8 +91,8 @@ func (w Model) Dialer(km float64, base *net.Dialer) func(ctx context.Context, ne
 	}
 }
 
-// sleepCtx waits d or until ctx ends.
-func sleepCtx(ctx context.Context, d time.Duration) error {
+// Sleep waits d (a simulated delay) or until ctx ends, whichever comes first.
+func Sleep(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
