@@ -18,6 +18,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/meridian-cdn/meridian/dnsroute/geo/geodata"
+	"github.com/meridian-cdn/meridian/internal/metricstest"
 	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/wire"
 )
@@ -223,27 +224,7 @@ func TestMetrics(t *testing.T) {
 		ts.ask(t, "www.cdn.example.", dns.TypeA, qopt{ecs: cityPrefix(t, "London", 1)})
 	}
 	ts.ask(t, "nope.cdn.example.", dns.TypeA, qopt{})
-	mfs, err := ts.Registry().Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]float64{}
-	for _, mf := range mfs {
-		for _, m := range mf.GetMetric() {
-			key := mf.GetName()
-			for _, l := range m.GetLabel() {
-				key += "," + l.GetName() + "=" + l.GetValue()
-			}
-			switch {
-			case m.Counter != nil:
-				got[key] = m.Counter.GetValue()
-			case m.Gauge != nil:
-				got[key] = m.Gauge.GetValue()
-			case m.Histogram != nil:
-				got[key] = float64(m.Histogram.GetSampleCount())
-			}
-		}
-	}
+	got := metricstest.Values(t, ts.Registry())
 	want := map[string]float64{
 		"meridian_dns_queries_total,qtype=A,rcode=NOERROR":  3,
 		"meridian_dns_queries_total,qtype=A,rcode=NXDOMAIN": 1,

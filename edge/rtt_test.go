@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/quic-go/quic-go/http3"
 
+	"github.com/meridian-cdn/meridian/internal/metricstest"
 	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/wire"
 )
@@ -70,29 +71,7 @@ func TestRTTEligible(t *testing.T) {
 // metricValues reads the node's metrics as "name,label=value,..." -> value (a histogram's
 // sample count).
 func metricValues(t *testing.T, n *Node) map[string]float64 {
-	t.Helper()
-	mfs, err := n.Registry().Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]float64{}
-	for _, mf := range mfs {
-		for _, m := range mf.GetMetric() {
-			key := mf.GetName()
-			for _, l := range m.GetLabel() {
-				key += "," + l.GetName() + "=" + l.GetValue()
-			}
-			switch {
-			case m.Counter != nil:
-				got[key] = m.Counter.GetValue()
-			case m.Gauge != nil:
-				got[key] = m.Gauge.GetValue()
-			case m.Histogram != nil:
-				got[key] = float64(m.Histogram.GetSampleCount())
-			}
-		}
-	}
-	return got
+	return metricstest.Values(t, n.Registry())
 }
 
 // edgeSamples is the number of edge RTT samples the node took (the metric).
