@@ -86,7 +86,7 @@ func (n *Node) serveCacheable(w *logWriter, req *request) {
 		n.deliver(w, req, obj, httpcache.Status{Cache: n.name, Proto: req.proto, Hit: true, TTL: min(ttl, 0), HasTTL: true, Detail: "stale-while-revalidate"}, "")
 		return
 	}
-	n.deliverAnswer(w, req, fl.get(req, obj, fillOptions{fwd: "stale", stale: obj, verdict: verdict}))
+	n.deliverAnswer(w, req, fl.get(req, obj, fillOptions{fwd: "stale", verdict: verdict}))
 }
 
 // canServeStale reports whether obj, stale for staleFor, may still be served within window

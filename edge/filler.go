@@ -86,8 +86,7 @@ var errClosing = errors.New("edge node is shutting down")
 // fillOptions say why a fill happens and what the node already holds.
 type fillOptions struct {
 	fwd     string        // Cache-Status fwd reason: "miss", "vary-miss", "stale"
-	stale   *store.Object // the stale copy being revalidated, if any
-	verdict store.Verdict // what the purge records say about stale
+	verdict store.Verdict // what the purge records say about the stale copy passed beside it
 	direct  bool          // one client's own fill (Authorization): no collapsing, no peer or shield
 	behind  bool          // this node lags the requester's purges: do not share a fill begun for others
 	stream  bool          // a collapsed fill: a storable body is handed on as it arrives (stream.go)
@@ -396,7 +395,7 @@ func (f *filler) direct(req *request, stale *store.Object, opts fillOptions) fil
 // revalidate refreshes obj once (collapsed with any other fill of the key) without holding
 // up the client.
 func (f *filler) revalidate(req *request, obj *store.Object) {
-	ch, leader := f.launch(req.key, req, obj, fillOptions{stale: obj}, nil)
+	ch, leader := f.launch(req.key, req, obj, fillOptions{}, nil)
 	wait := func() {
 		r := <-ch
 		res := r.Val.(*fillResult)

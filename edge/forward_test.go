@@ -1,3 +1,7 @@
+// Over 600 lines on purpose: every rule of the header policy between client, edge and origin
+// (forwarded, denied, set, cookies, proxies, smuggling) has its case here, so the policy reads in
+// one place.
+
 package edge
 
 import (

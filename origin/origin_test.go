@@ -1,3 +1,6 @@
+// Over 600 lines on purpose: the reference origin is the fixture of every other package's
+// tests, and each of its knobs (query parameters, faults, stats) is checked here, in one place.
+
 package origin
 
 import (

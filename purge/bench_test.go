@@ -3,7 +3,6 @@ package purge
 import (
 	"context"
 	"fmt"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/meridian-cdn/meridian/internal/durhist"
 	"github.com/meridian-cdn/meridian/internal/natsauth"
 	"github.com/meridian-cdn/meridian/internal/natstest"
 )
@@ -73,14 +73,6 @@ func startBenchFleet(b *testing.B) *benchFleet {
 	return f
 }
 
-func percentile(sorted []time.Duration, p float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(p * float64(len(sorted)-1))
-	return sorted[i]
-}
-
 func msf(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e6 }
 
 // BenchmarkFanout measures, per purge, the time from publishing to the tracker's receipt of the
@@ -112,17 +104,15 @@ func BenchmarkFanout(b *testing.B) {
 	}
 	b.StopTimer()
 	fl := natstest.FanoutFloor(b, f.ns.URL(), benchNodes, max(b.N, 200), f.ns.Options(natsauth.Control())...)
-	slices.Sort(lat)
-	slices.Sort(fl)
-	slices.Sort(pub)
-	b.ReportMetric(msf(percentile(pub, 0.50)), "publish-p50-ms")
-	b.ReportMetric(msf(percentile(pub, 0.99)), "publish-p99-ms")
-	b.ReportMetric(msf(percentile(lat, 0.50)), "p50-ms")
-	b.ReportMetric(msf(percentile(lat, 0.99)), "p99-ms")
-	b.ReportMetric(msf(lat[len(lat)-1]), "max-ms")
-	b.ReportMetric(msf(percentile(fl, 0.50)), "floor-p50-ms")
-	b.ReportMetric(msf(percentile(fl, 0.99)), "floor-p99-ms")
-	b.ReportMetric(float64(percentile(lat, 0.99))/float64(max(percentile(fl, 0.99), 1)), "p99/floor")
+	lh, fh, ph := durhist.Of(lat), durhist.Of(fl), durhist.Of(pub)
+	b.ReportMetric(msf(ph.Quantile(0.50)), "publish-p50-ms")
+	b.ReportMetric(msf(ph.Quantile(0.99)), "publish-p99-ms")
+	b.ReportMetric(msf(lh.Quantile(0.50)), "p50-ms")
+	b.ReportMetric(msf(lh.Quantile(0.99)), "p99-ms")
+	b.ReportMetric(msf(lh.Max()), "max-ms")
+	b.ReportMetric(msf(fh.Quantile(0.50)), "floor-p50-ms")
+	b.ReportMetric(msf(fh.Quantile(0.99)), "floor-p99-ms")
+	b.ReportMetric(float64(lh.Quantile(0.99))/float64(max(fh.Quantile(0.99), 1)), "p99/floor")
 }
 
 // BenchmarkSustained measures purges per second with every one acked by all 20 nodes: publishers

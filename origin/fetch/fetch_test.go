@@ -1,3 +1,6 @@
+// Over 600 lines on purpose: timeouts, the breaker and the bulkhead interact, and their cases
+// share the fake upstreams below; split, they would each need them again.
+
 package fetch
 
 import (

@@ -1,0 +1,213 @@
+package control
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/meridian-cdn/meridian/fleet"
+	"github.com/meridian-cdn/meridian/internal/durhist"
+	"github.com/meridian-cdn/meridian/internal/natsauth"
+	"github.com/meridian-cdn/meridian/internal/natstest"
+	"github.com/meridian-cdn/meridian/internal/wait"
+	"github.com/meridian-cdn/meridian/purge"
+	"github.com/meridian-cdn/meridian/wire"
+)
+
+// startControlB runs a control plane with embedded NATS for a benchmark.
+func startControlB(b *testing.B, cfg Config) (*Server, string) {
+	b.Helper()
+	cfg.TokensFile = "testdata/tokens.yaml"
+	cfg.NATSListen = "127.0.0.1:0"
+	cfg.StoreDir = b.TempDir()
+	s, err := New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ln := listenOn(b, "127.0.0.1")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, ln) }()
+	b.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-s.Ready():
+	case err := <-done:
+		b.Fatalf("control stopped: %v", err)
+	}
+	registerNATS(s.NATSURL(), s.IssueCredential)
+	return s, "http://" + ln.Addr().String()
+}
+
+const benchEdges = 20
+
+// startBenchFleet runs a control plane and benchEdges real edge nodes in 10 PoPs, each edge on
+// its own NATS connection, with one host configured.
+func startBenchFleet(b *testing.B) (*Server, string) {
+	b.Helper()
+	s, base := startControlB(b, Config{PurgeRate: -1})
+	if err := fleet.PutHost(context.Background(), s.JetStream(), "", wire.HostConfig{Host: hostA, Origin: "http://127.0.0.1:8080"}); err != nil {
+		b.Fatal(err)
+	}
+	for i := range benchEdges {
+		// Heartbeats once a second, as in production (the fleet's default TTL is 3 s).
+		startEdgeHB(b, fmt.Sprintf("127.0.7.%d", 10+i), fmt.Sprintf("pop%02d", i/2), fmt.Sprintf("n%d", i%2), s.NATSURL(), time.Second)
+	}
+	wait.For(b, 20*time.Second, "every edge in the fleet view", func() bool { return len(s.Fleet().Nodes()) == benchEdges })
+	return s, base
+}
+
+// postPurgeB sends one purge with ?wait=5s and returns the decoded answer.
+func postPurgeB(c *http.Client, base string, body []byte) (purge.Response, int, error) {
+	req, err := http.NewRequest("POST", base+"/v1/purge?wait=5s", bytes.NewReader(body))
+	if err != nil {
+		return purge.Response{}, 0, err
+	}
+	req.Header.Set("Authorization", "Bearer "+tokPurger)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := c.Do(req)
+	if err != nil {
+		return purge.Response{}, 0, err
+	}
+	defer res.Body.Close()
+	var r purge.Response
+	if err := json.NewDecoder(res.Body).Decode(&r); err != nil {
+		return r, res.StatusCode, err
+	}
+	return r, res.StatusCode, nil
+}
+
+func msOf(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e6 }
+
+// BenchmarkPurgeAPI measures, per purge, the time from the POST /v1/purge?wait call to the
+// control plane's receipt of the last of 20 real edges' acks (ack-*), and to the HTTP answer
+// (answer-*), next to the bare core-NATS fan-out floor to 20 connections measured in the same
+// run. Run with -benchtime 1000x.
+func BenchmarkPurgeAPI(b *testing.B) {
+	s, base := startBenchFleet(b)
+	c := &http.Client{}
+	defer c.CloseIdleConnections()
+	var acks, answers, issues, firstApplies, lastApplies, ackBacks []time.Duration
+	i := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		body := fmt.Appendf(nil, `{"host":%q,"urls":["/p/%d"]}`, hostA, i)
+		i++
+		start := time.Now()
+		r, code, err := postPurgeB(c, base, body)
+		answered := time.Since(start)
+		if err != nil || code != http.StatusOK || !r.Complete || r.CompletedAt == nil {
+			var pending []purge.NodeRef
+			for _, rc := range r.Purges {
+				pending = append(pending, rc.Pending...)
+			}
+			b.Fatalf("purge %d = %d complete=%v after %v: pending %v: %v", i, code, r.Complete, answered, pending, err)
+		}
+		acks = append(acks, r.CompletedAt.Sub(start))
+		answers = append(answers, answered)
+		// Where the time went (one process, one clock): the request to its issue, the issue to
+		// the first and the last node's apply, the last apply to the control's receipt of the
+		// last ack.
+		rc := r.Purges[0]
+		var first, last time.Time
+		for _, p := range rc.PoPs {
+			for _, n := range p.Nodes {
+				if first.IsZero() || n.AppliedAt.Before(first) {
+					first = *n.AppliedAt
+				}
+				if n.AppliedAt.After(last) {
+					last = *n.AppliedAt
+				}
+			}
+		}
+		issues = append(issues, rc.IssuedAt.Sub(start))
+		firstApplies = append(firstApplies, first.Sub(rc.IssuedAt))
+		lastApplies = append(lastApplies, last.Sub(rc.IssuedAt))
+		ackBacks = append(ackBacks, r.CompletedAt.Sub(last))
+	}
+	b.StopTimer()
+	fl := natstest.FanoutFloor(b, s.NATSURL(), benchEdges, max(len(acks), 200), natsOptions(b, s.NATSURL(), natsauth.Control())...)
+	ah, wh, fh := durhist.Of(acks), durhist.Of(answers), durhist.Of(fl)
+	b.ReportMetric(msOf(ah.Quantile(0.50)), "ack-p50-ms")
+	b.ReportMetric(msOf(ah.Quantile(0.99)), "ack-p99-ms")
+	b.ReportMetric(msOf(ah.Max()), "ack-max-ms")
+	b.ReportMetric(msOf(wh.Quantile(0.50)), "answer-p50-ms")
+	b.ReportMetric(msOf(wh.Quantile(0.99)), "answer-p99-ms")
+	b.ReportMetric(msOf(fh.Quantile(0.50)), "floor-p50-ms")
+	b.ReportMetric(msOf(fh.Quantile(0.99)), "floor-p99-ms")
+	b.ReportMetric(float64(ah.Quantile(0.99))/float64(max(fh.Quantile(0.99), 1)), "p99/floor")
+	for _, d := range []struct {
+		name string
+		v    []time.Duration
+	}{{"issue", issues}, {"apply-first", firstApplies}, {"apply-last", lastApplies}, {"ack-back", ackBacks}} {
+		h := durhist.Of(d.v)
+		b.ReportMetric(msOf(h.Quantile(0.50)), d.name+"-p50-ms")
+		b.ReportMetric(msOf(h.Quantile(0.99)), d.name+"-p99-ms")
+	}
+}
+
+// BenchmarkPurgeAPISustained measures purges per second through the API with every purge
+// acked by all 20 edges (each POST waits for its acks), from 64 concurrent clients.
+func BenchmarkPurgeAPISustained(b *testing.B) {
+	s, base := startBenchFleet(b)
+	const clients = 64
+	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients}}
+	defer c.CloseIdleConnections()
+	var (
+		next atomic.Int64
+		mu   sync.Mutex // guards late
+		late []string   // ids of purges not complete within their 5 s wait
+	)
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	for range clients {
+		wg.Go(func() {
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(b.N) {
+					return
+				}
+				body := fmt.Appendf(nil, `{"host":%q,"keys":["k%d"]}`, hostA, i)
+				r, code, err := postPurgeB(c, base, body)
+				if err == nil && code/100 != 2 {
+					err = fmt.Errorf("purge %d = %d", i, code)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+				if !r.Complete {
+					mu.Lock()
+					late = append(late, r.Purges[0].ID)
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+	// A purge that missed its wait must still be acked by every node, late.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, id := range late {
+		if r := s.Tracker().Wait(ctx, id); !r.Complete {
+			b.Errorf("purge %s never acked by %v", id, r.Pending)
+		}
+	}
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "purges/s")
+	b.ReportMetric(float64(b.N*benchEdges)/elapsed.Seconds(), "acks/s")
+	b.ReportMetric(float64(len(late)), "late-acked")
+}

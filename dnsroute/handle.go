@@ -1,0 +1,381 @@
+package dnsroute
+
+// The query pipeline: a UDP packet (or a TCP message) in, an answer out, from the pre-packed
+// answer cache when it can and through routing (resolve) when it must.
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/meridian-cdn/meridian/dnsroute/geo"
+	"github.com/meridian-cdn/meridian/wire"
+)
+
+// worker holds one UDP reader's buffers.
+type worker struct {
+	in, out, key []byte
+	netKey       []byte // the key of the client's database network in netCache
+	n            uint32 // queries handled, for sampling the latency of cache hits
+}
+
+// hitSample is how often a cache hit's latency is measured (1 in hitSample): two clock reads
+// would double the cost of a hit.
+const hitSample = 64
+
+func newWorker() *worker {
+	return &worker{in: make([]byte, 4096), out: make([]byte, 0, 4096), key: make([]byte, 0, 320), netKey: make([]byte, 0, 320)}
+}
+
+func (s *Server) serveUDP(ctx context.Context, pc net.PacketConn) {
+	if uc, ok := pc.(*net.UDPConn); ok {
+		s.serveUDPBatch(ctx, uc)
+		return
+	}
+	w := newWorker()
+	for {
+		n, addr, err := pc.ReadFrom(w.in)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		ua, ok := addr.(*net.UDPAddr)
+		if !ok {
+			continue
+		}
+		if resp := s.handleUDP(w, w.in[:n], ua.AddrPort()); resp != nil {
+			pc.WriteTo(resp, addr)
+		}
+	}
+}
+
+// handleUDP answers one UDP packet from src; nil means send nothing. The reply may alias w.out.
+func (s *Server) handleUDP(w *worker, p []byte, src netip.AddrPort) []byte {
+	w.n++
+	var start time.Time
+	if w.n%hitSample == 0 {
+		start = time.Now()
+	}
+	if len(p) < headerLen {
+		s.m.dropped.WithLabelValues("short").Inc()
+		return nil
+	}
+	if p[2]&0x80 != 0 {
+		s.m.dropped.WithLabelValues("response").Inc() // never answer answers: no loops
+		return nil
+	}
+	now := s.now()
+	var q query
+	parsed := parseQuery(p, &q)
+	if s.rl != nil {
+		switch s.rl.take(src.Addr(), now) {
+		case drop:
+			s.m.limited.WithLabelValues("drop").Inc()
+			return nil
+		case slip:
+			s.m.limited.WithLabelValues("slip").Inc()
+			if !parsed {
+				return nil
+			}
+			return slipReply(w.out[:0], p, &q)
+		}
+	}
+	st := s.current(now)
+	var client netip.Prefix
+	if parsed {
+		var ecs netip.Prefix
+		if q.ecs {
+			ecs = ecsPrefix(q.ecsFamily, q.ecsSource, q.ecsAddr)
+		}
+		client = clientPrefix(src.Addr(), ecs)
+		w.key = appendKey(w.key[:0], p, &q, client)
+		if e := st.cache.get(w.key, now.UnixNano()); e != nil && e.gen == s.lat.gen(e.slot) {
+			v := e.pick()
+			if len(v) <= udpLimit(q.edns, q.udpSize, s.cfg.MaxUDPSize) {
+				out := append(w.out[:0], v...)
+				patch(out, p, &q, e)
+				s.m.hits.Add(1)
+				e.queries.Inc()
+				if e.answers != nil {
+					e.answers.Inc()
+				}
+				if !start.IsZero() {
+					s.m.latency.Observe(time.Since(start).Seconds())
+				}
+				return out
+			}
+		}
+	}
+	// The latency generation of the client's network, read before routing (see latencyMap.gen).
+	var slot, gen uint32
+	var loc *geo.Location
+	if parsed {
+		network := wire.ClientNetwork(client.Addr())
+		slot = genSlot(network)
+		gen = s.lat.gen(slot)
+		if l, err := s.geo.Lookup(client.Addr()); err == nil && l.Found {
+			loc = &l
+			w.netKey = appendKey(w.netKey[:0], p, &q, l.Network)
+			if out := s.netHit(st, w, p, &q, network, slot, gen, now.UnixNano()); out != nil {
+				if !start.IsZero() {
+					s.m.latency.Observe(time.Since(start).Seconds())
+				}
+				return out
+			}
+		}
+	}
+	s.m.misses.Add(1)
+	if start.IsZero() {
+		start = time.Now()
+	}
+	req := new(dns.Msg)
+	if err := req.Unpack(p); err != nil {
+		s.m.queries.WithLabelValues("other", rcodeLabel(dns.RcodeFormatError)).Inc()
+		return headerReply(w.out[:0], p, dns.RcodeFormatError)
+	}
+	limit := 512
+	if o := req.IsEdns0(); o != nil {
+		limit = udpLimit(true, o.UDPSize(), s.cfg.MaxUDPSize)
+	}
+	out, r, rcode := s.resolve(st, req, src.Addr(), loc, false)
+	if out == nil {
+		s.m.queries.WithLabelValues("other", rcodeLabel(rcode)).Inc()
+		return headerReply(w.out[:0], p, rcode)
+	}
+	packed := make([][]byte, len(out))
+	for i, m := range out {
+		b, err := m.Pack()
+		if err != nil {
+			s.m.queries.WithLabelValues("other", rcodeLabel(dns.RcodeServerFailure)).Inc()
+			return headerReply(w.out[:0], p, dns.RcodeServerFailure)
+		}
+		packed[i] = b
+	}
+	qt := req.Question[0].Qtype
+	e := &entry{variants: packed, slot: slot, gen: gen, queries: s.m.queries.WithLabelValues(qtypeLabel(qt), rcodeLabel(rcode))}
+	if r.pop != "" && rcode == dns.RcodeSuccess {
+		e.answers = s.m.answers.WithLabelValues(r.pop)
+	}
+	i := 0
+	if parsed && r.cacheable && rcode == dns.RcodeSuccess && !r.failOpen {
+		e.ecsAddrLen = len(q.ecsAddr)
+		st.cache.put(w.key, e, now.UnixNano())
+		if loc != nil && !r.perClient {
+			st.netCache.put(w.netKey, &entry{variants: packed, ecsAddrLen: e.ecsAddrLen, queries: e.queries, answers: e.answers}, now.UnixNano())
+		}
+		i = int(e.next.Add(1)-1) % len(packed)
+	} else if len(packed) > 1 {
+		i = int(s.rr.Add(1)-1) % len(packed)
+	}
+	s.account(e, r)
+	b := packed[i]
+	if len(b) > limit {
+		m := out[i]
+		m.Truncate(limit)
+		if tb, err := m.Pack(); err == nil {
+			b = tb
+		}
+	}
+	s.m.latency.Observe(time.Since(start).Seconds())
+	return append(w.out[:0], b...)
+}
+
+// netHit answers from the answer for the client's database network (netCache, key in
+// w.netKey) when there is one and it holds for this client, whose network is network with
+// latency generation gen in slot: the network has no measurements (else the answer is the
+// client's own). It caches the answer under the client's key too, so that the next query
+// is an ordinary hit. nil means no such answer.
+func (s *Server) netHit(st *state, w *worker, p []byte, q *query, network netip.Prefix, slot, gen uint32, now int64) []byte {
+	ne := st.netCache.get(w.netKey, now)
+	if ne == nil || s.lat.Has(network) {
+		return nil
+	}
+	e := &entry{variants: ne.variants, ecsAddrLen: ne.ecsAddrLen, slot: slot, gen: gen, queries: ne.queries, answers: ne.answers}
+	v := e.pick()
+	if len(v) > udpLimit(q.edns, q.udpSize, s.cfg.MaxUDPSize) {
+		return nil
+	}
+	st.cache.put(w.key, e, now)
+	out := append(w.out[:0], v...)
+	patch(out, p, q, e)
+	s.m.hits.Add(1)
+	s.m.netHits.Add(1)
+	e.queries.Inc()
+	if e.answers != nil {
+		e.answers.Inc()
+	}
+	return out
+}
+
+func (s *Server) account(e *entry, r reply) {
+	e.queries.Inc()
+	if e.answers != nil {
+		e.answers.Inc()
+	}
+	if r.failOpen {
+		s.m.failOpen.Inc()
+	}
+}
+
+// serveTCP answers one query over TCP; TCP answers are not rate limited (it is the way
+// around truncation and slip) and not cached.
+func (s *Server) serveTCP(w dns.ResponseWriter, req *dns.Msg) {
+	start := time.Now()
+	s.m.misses.Add(1)
+	var src netip.Addr
+	if ta, ok := w.RemoteAddr().(*net.TCPAddr); ok {
+		src = ta.AddrPort().Addr()
+	}
+	if req.Response {
+		s.m.dropped.WithLabelValues("response").Inc()
+		return
+	}
+	st := s.current(s.now())
+	out, r, rcode := s.resolve(st, req, src, nil, true)
+	if out == nil {
+		m := new(dns.Msg)
+		m.SetRcode(req, rcode)
+		m.Question = nil
+		s.m.queries.WithLabelValues("other", rcodeLabel(rcode)).Inc()
+		w.WriteMsg(m)
+		return
+	}
+	e := &entry{queries: s.m.queries.WithLabelValues(qtypeLabel(req.Question[0].Qtype), rcodeLabel(rcode))}
+	if r.pop != "" && rcode == dns.RcodeSuccess {
+		e.answers = s.m.answers.WithLabelValues(r.pop)
+	}
+	s.account(e, r)
+	w.WriteMsg(out[int(s.rr.Add(1)-1)%len(out)])
+	s.m.latency.Observe(time.Since(start).Seconds())
+}
+
+// resolve answers a parsed query. A nil result means reply with only a header and rcode
+// (malformed or unsupported queries), so that garbage never earns more bytes than it sent.
+func (s *Server) resolve(st *state, req *dns.Msg, src netip.Addr, loc *geo.Location, tcp bool) ([]*dns.Msg, reply, int) {
+	if req.Opcode != dns.OpcodeQuery {
+		return nil, reply{}, dns.RcodeNotImplemented
+	}
+	if len(req.Question) != 1 {
+		return nil, reply{}, dns.RcodeFormatError
+	}
+	var opt *dns.OPT
+	var ecs *dns.EDNS0_SUBNET
+	for _, rr := range req.Extra {
+		o, ok := rr.(*dns.OPT)
+		if !ok {
+			continue
+		}
+		if opt != nil {
+			return nil, reply{}, dns.RcodeFormatError // RFC 6891 section 6.1.1
+		}
+		opt = o
+		for _, op := range o.Option {
+			sub, ok := op.(*dns.EDNS0_SUBNET)
+			if !ok {
+				continue
+			}
+			if ecs != nil || !validECS(sub) {
+				return nil, reply{}, dns.RcodeFormatError
+			}
+			ecs = sub
+		}
+	}
+	if opt != nil && opt.Version() != 0 {
+		m := new(dns.Msg)
+		m.SetRcode(req, dns.RcodeBadVers)
+		m.SetEdns0(uint16(s.cfg.MaxUDPSize), false)
+		return []*dns.Msg{m}, reply{}, dns.RcodeBadVers
+	}
+	var ecsPfx netip.Prefix
+	if ecs != nil {
+		a, _ := netip.AddrFromSlice(ecs.Address)
+		if ecs.Family == familyIPv4 {
+			a = a.Unmap()
+		}
+		ecsPfx = netip.PrefixFrom(a, int(ecs.SourceNetmask))
+	}
+	r := s.answer(st, request{msg: req, src: src, ecs: ecs, client: clientPrefix(src, ecsPfx), tcp: tcp, loc: loc})
+	for _, m := range r.variants {
+		m.Compress = true
+		if opt == nil {
+			continue
+		}
+		o := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
+		o.SetUDPSize(uint16(s.cfg.MaxUDPSize))
+		o.SetDo(opt.Do())
+		if ecs != nil {
+			scope := uint8(0)
+			if ecs.SourceNetmask > 0 {
+				scope = uint8(r.scope)
+			}
+			o.Option = append(o.Option, &dns.EDNS0_SUBNET{
+				Code: dns.EDNS0SUBNET, Family: ecs.Family, SourceNetmask: ecs.SourceNetmask,
+				SourceScope: scope, Address: ecs.Address,
+			})
+		}
+		m.Extra = append(m.Extra, o)
+	}
+	return r.variants, r, r.variants[0].Rcode
+}
+
+// validECS checks an ECS option as RFC 7871 section 6 asks.
+func validECS(e *dns.EDNS0_SUBNET) bool {
+	var bits int
+	switch e.Family {
+	case familyIPv4:
+		bits = 32
+	case familyIPv6:
+		bits = 128
+	default:
+		return false
+	}
+	if int(e.SourceNetmask) > bits || e.SourceScope != 0 {
+		return false
+	}
+	a, ok := netip.AddrFromSlice(e.Address)
+	if !ok {
+		return false
+	}
+	if bits == 32 {
+		a = a.Unmap()
+		if !a.Is4() {
+			return false
+		}
+	}
+	p, err := a.Prefix(int(e.SourceNetmask))
+	return err == nil && p.Addr() == a
+}
+
+// patch turns a cached reply into the reply to query p.
+func patch(out, p []byte, q *query, e *entry) {
+	out[0], out[1] = p[0], p[1]
+	out[2] = out[2]&^0x01 | p[2]&0x01 // RD
+	out[3] = out[3]&^0x10 | p[3]&0x10 // CD
+	copy(out[headerLen:q.nameEnd], p[headerLen:q.nameEnd])
+	if e.ecsAddrLen > 0 {
+		copy(out[len(out)-e.ecsAddrLen:], q.ecsAddr)
+	}
+}
+
+// headerReply is a bare header with rcode: no question, no records, 12 bytes.
+func headerReply(dst, p []byte, rcode int) []byte {
+	dst = append(dst, p[0], p[1], 0x80|p[2]&0x79, byte(rcode&0xF), 0, 0, 0, 0, 0, 0, 0, 0)
+	return dst
+}
+
+// slipReply is the query's header and question with QR and TC set: shorter than the query.
+func slipReply(dst, p []byte, q *query) []byte {
+	dst = append(dst, p[:q.nameEnd+4]...)
+	dst[2] = 0x80 | 0x02 | p[2]&0x01 // QR, TC, RD
+	dst[3] = 0
+	for i := 6; i < headerLen; i++ {
+		dst[i] = 0
+	}
+	return dst
+}

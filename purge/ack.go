@@ -1,0 +1,150 @@
+package purge
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+)
+
+// Ack is one node's acknowledgement of one purge, sent on AckSubject after the purge took effect
+// on that node.
+type Ack struct {
+	ID   string `json:"id"`
+	Seq  uint64 `json:"seq"`
+	PoP  string `json:"pop"`
+	Node string `json:"node"`
+	// AppliedAt is the node's own clock when the purge had taken effect.
+	AppliedAt time.Time `json:"applied_at"`
+	// Hits is how many stored objects the purge matched, as far as the node could tell.
+	Hits int `json:"hits"`
+}
+
+// decodeAck decodes an ack. The tracker decodes every node's ack of every purge on one
+// goroutine, so this is on the way to the last ack of each purge: an ack in the shape the
+// Subscriber sends is read without reflection, anything else through encoding/json, with the
+// same result (FuzzDecodeAck).
+func decodeAck(data []byte) (Ack, error) {
+	if a, ok := decodeAckFast(data); ok {
+		return a, nil
+	}
+	var a Ack
+	if err := json.Unmarshal(data, &a); err != nil {
+		return Ack{}, fmt.Errorf("decode purge ack: %w", err)
+	}
+	return a, nil
+}
+
+// decodeAckFast reads exactly what json.Marshal makes of an Ack with plain ASCII strings; ok is
+// false for anything else.
+func decodeAckFast(b []byte) (a Ack, ok bool) {
+	p := ackParser{b: b}
+	a.ID = p.field(`{"id":`)
+	a.Seq = p.uint(`,"seq":`)
+	a.PoP = p.field(`,"pop":`)
+	a.Node = p.field(`,"node":`)
+	applied := p.field(`,"applied_at":`)
+	hits := p.uint(`,"hits":`)
+	p.lit(`}`)
+	if p.bad || len(p.b) != 0 || hits > math.MaxInt32 {
+		return Ack{}, false
+	}
+	if err := a.AppliedAt.UnmarshalText([]byte(applied)); err != nil {
+		return Ack{}, false
+	}
+	a.Hits = int(hits)
+	return a, true
+}
+
+// ackParser consumes b from the front; bad sticks once anything did not match.
+type ackParser struct {
+	b   []byte
+	bad bool
+}
+
+func (p *ackParser) lit(s string) {
+	if p.bad || !bytes.HasPrefix(p.b, []byte(s)) {
+		p.bad = true
+		return
+	}
+	p.b = p.b[len(s):]
+}
+
+// field reads key, then a string of printable ASCII without escapes.
+func (p *ackParser) field(key string) string {
+	p.lit(key + `"`)
+	if p.bad {
+		return ""
+	}
+	for i, c := range p.b {
+		switch {
+		case c == '"':
+			s := string(p.b[:i])
+			p.b = p.b[i+1:]
+			return s
+		case c < 0x20 || c > 0x7e || c == '\\':
+			p.bad = true
+			return ""
+		}
+	}
+	p.bad = true
+	return ""
+}
+
+// uint reads key, then a non-negative integer as JSON writes it (no leading zeros).
+func (p *ackParser) uint(key string) uint64 {
+	p.lit(key)
+	if p.bad {
+		return 0
+	}
+	n := 0
+	for n < len(p.b) && p.b[n] >= '0' && p.b[n] <= '9' {
+		n++
+	}
+	if n == 0 || n > 20 || (n > 1 && p.b[0] == '0') {
+		p.bad = true
+		return 0
+	}
+	v, err := strconv.ParseUint(string(p.b[:n]), 10, 64)
+	if err != nil {
+		p.bad = true
+		return 0
+	}
+	p.b = p.b[n:]
+	return v
+}
+
+// encodeAck encodes a as json.Marshal does: by hand when its strings are plain ASCII (every
+// node encodes an ack per purge, and the build machine has two cores for twenty nodes), through
+// encoding/json otherwise.
+func encodeAck(a Ack) ([]byte, error) {
+	if y := a.AppliedAt.Year(); !plainJSON(a.ID) || !plainJSON(a.PoP) || !plainJSON(a.Node) || y < 0 || y > 9999 {
+		return json.Marshal(a)
+	}
+	b := make([]byte, 0, 128)
+	b = append(b, `{"id":"`...)
+	b = append(b, a.ID...)
+	b = append(b, `","seq":`...)
+	b = strconv.AppendUint(b, a.Seq, 10)
+	b = append(b, `,"pop":"`...)
+	b = append(b, a.PoP...)
+	b = append(b, `","node":"`...)
+	b = append(b, a.Node...)
+	b = append(b, `","applied_at":"`...)
+	b = a.AppliedAt.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","hits":`...)
+	b = strconv.AppendInt(b, int64(a.Hits), 10)
+	return append(b, '}'), nil
+}
+
+// plainJSON reports whether encoding/json writes s as it is, between quotes.
+func plainJSON(s string) bool {
+	for i := range len(s) {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,386 @@
+package wire
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"net/url"
+	"slices"
+	"sort"
+	"strings"
+)
+
+// HostConfig is how the fleet serves one hostname. It is the value stored under HostKey in
+// the config bucket, and the per-host section of an edge's config file.
+type HostConfig struct {
+	// Host is the hostname clients send (lower case, no port).
+	Host string `json:"host" yaml:"host"`
+	// Origin is the origin's base URL, e.g. "http://10.0.0.1:8080".
+	Origin string `json:"origin" yaml:"origin"`
+	// OriginHost, if set, replaces the Host header sent to the origin.
+	OriginHost string `json:"origin_host,omitempty" yaml:"origin_host,omitempty"`
+	// Shield is the PoP id that fills from the origin for every other PoP; empty means none.
+	Shield string       `json:"shield,omitempty" yaml:"shield,omitempty"`
+	Cache  CacheOptions `json:"cache" yaml:"cache"`
+	// Cookies says what a GET or HEAD with a Cookie does: "strip" (the default) fills and
+	// serves it from cache as if it had none, and the Cookie never reaches a shared fill;
+	// "pass" sends it to the origin with its cookies and neither serves nor stores the answer
+	// (as Varnish does). Unsafe methods always carry their cookies.
+	Cookies string `json:"cookies,omitempty" yaml:"cookies,omitempty"`
+	// RequestHeaders shapes what goes to the origin. The zero value forwards every end-to-end
+	// request field under the edge's poisoning rules (docs/edge.md).
+	RequestHeaders RequestHeaders `json:"request_headers,omitzero" yaml:"request_headers,omitempty"`
+	// ResponseHeaders shapes what clients get from the edge.
+	ResponseHeaders ResponseHeaders `json:"response_headers,omitzero" yaml:"response_headers,omitempty"`
+}
+
+// Cookie modes of HostConfig.Cookies.
+const (
+	CookiesStrip = "strip"
+	CookiesPass  = "pass"
+)
+
+// RequestHeaders is a host's origin request policy.
+type RequestHeaders struct {
+	// Forward lists the request fields sent upstream besides the protocol fields the edge
+	// always handles (Accept*, Content-*, validators, tracing, forwarding); "*" or empty means
+	// every end-to-end field. Naming a field of the shared-fill deny list here forwards it.
+	Forward HeaderNames `json:"forward,omitempty" yaml:"forward,omitempty"`
+	// Deny lists fields never sent upstream, on top of the shared-fill deny list.
+	Deny []string `json:"deny,omitempty" yaml:"deny,omitempty"`
+	// Set sets fields on every upstream request, replacing any the client sent.
+	Set map[string]string `json:"set,omitempty" yaml:"set,omitempty"`
+}
+
+// ResponseHeaders is a host's client response policy.
+type ResponseHeaders struct {
+	// Deny lists fields removed from every answer to a client.
+	Deny []string `json:"deny,omitempty" yaml:"deny,omitempty"`
+	// Set sets fields on every answer to a client.
+	Set map[string]string `json:"set,omitempty" yaml:"set,omitempty"`
+}
+
+// HeaderNames is a list of field names; in JSON and YAML it is a list or the string "*".
+type HeaderNames []string
+
+// All reports whether the list means every field (empty or "*").
+func (l HeaderNames) All() bool { return len(l) == 0 || len(l) == 1 && l[0] == "*" }
+
+// UnmarshalJSON accepts a list of names or the string "*".
+func (l *HeaderNames) UnmarshalJSON(b []byte) error {
+	return l.UnmarshalYAML(func(v any) error { return json.Unmarshal(b, v) })
+}
+
+// UnmarshalYAML accepts a list of names or the string "*" (the yaml decoder's unmarshal-func
+// interface, which keeps this package free of a YAML import).
+func (l *HeaderNames) UnmarshalYAML(unmarshal func(any) error) error {
+	var s string
+	if err := unmarshal(&s); err == nil {
+		if s != "*" {
+			return fmt.Errorf("%q is neither \"*\" nor a list of field names", s)
+		}
+		*l = HeaderNames{"*"}
+		return nil
+	}
+	var a []string
+	if err := unmarshal(&a); err != nil {
+		return err
+	}
+	*l = a
+	return nil
+}
+
+// fixedRequestFields are request fields a host's policy may not set or deny: the framing and
+// routing of the request, and the fleet's own fields.
+var fixedRequestFields = []string{"host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer"}
+
+// fixedResponseFields are response fields a host's policy may not set or deny: framing.
+var fixedResponseFields = []string{"content-length", "transfer-encoding", "connection", "upgrade", "trailer"}
+
+// validFieldName reports whether s is an HTTP field name (an RFC 9110 token).
+func validFieldName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0 {
+			continue
+		}
+		return false
+	}
+	return true
+}
+
+// checkFields validates a list of field names for field, refusing the fixed ones.
+func checkFields(field string, names []string, fixed []string) error {
+	for i, k := range names {
+		f := fmt.Sprintf("%s[%d]", field, i)
+		switch {
+		case !validFieldName(k) || k == "*":
+			return &FieldError{Field: f, Err: fmt.Errorf("%q is not a field name", k)}
+		case slices.Contains(fixed, strings.ToLower(k)) || strings.HasPrefix(strings.ToLower(k), "meridian-"):
+			return &FieldError{Field: f, Err: fmt.Errorf("%q is managed by the edge", k)}
+		}
+	}
+	return nil
+}
+
+// checkSet validates a set map for field.
+func checkSet(field string, set map[string]string, fixed []string) error {
+	names := make([]string, 0, len(set))
+	for k := range set {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		if err := checkFields(field, []string{k}, fixed); err != nil {
+			return &FieldError{Field: field + "." + k, Err: errors.Unwrap(err)}
+		}
+		if strings.ContainsAny(set[k], "\r\n\x00") {
+			return &FieldError{Field: field + "." + k, Err: errors.New("value holds a line break or NUL")}
+		}
+	}
+	return nil
+}
+
+func (p RequestHeaders) validate() error {
+	if len(p.Forward) > 1 && slices.Contains(p.Forward, "*") {
+		return &FieldError{Field: "request_headers.forward", Err: errors.New(`"*" must stand alone`)}
+	}
+	if !p.Forward.All() {
+		if err := checkFields("request_headers.forward", p.Forward, fixedRequestFields); err != nil {
+			return err
+		}
+	}
+	if err := checkFields("request_headers.deny", p.Deny, fixedRequestFields); err != nil {
+		return err
+	}
+	return checkSet("request_headers.set", p.Set, fixedRequestFields)
+}
+
+func (p ResponseHeaders) validate() error {
+	if err := checkFields("response_headers.deny", p.Deny, fixedResponseFields); err != nil {
+		return err
+	}
+	return checkSet("response_headers.set", p.Set, fixedResponseFields)
+}
+
+// CacheOptions are a host's caching knobs. The zero value is the default behaviour.
+type CacheOptions struct {
+	// IgnoreQuery drops the whole query string from the cache key.
+	IgnoreQuery bool `json:"ignore_query,omitempty" yaml:"ignore_query,omitempty"`
+	// KeepParams, if not empty, keeps only these query parameters in the cache key.
+	KeepParams []string `json:"keep_params,omitempty" yaml:"keep_params,omitempty"`
+	// SortQuery sorts query parameters in the cache key so that ?a=1&b=2 and ?b=2&a=1 share
+	// an entry.
+	SortQuery bool `json:"sort_query,omitempty" yaml:"sort_query,omitempty"`
+	// KeepSurrogateHeaders passes Surrogate-Key, Cache-Tag and Cache-Groups on to clients;
+	// by default the edge strips them.
+	KeepSurrogateHeaders bool `json:"keep_surrogate_headers,omitempty" yaml:"keep_surrogate_headers,omitempty"`
+	// MaxObjectBytes overrides the node's object size limit for this host; 0 means the node's.
+	MaxObjectBytes int64 `json:"max_object_bytes,omitempty" yaml:"max_object_bytes,omitempty"`
+	// DisableCompression stops the edge compressing this host's answers; by default it
+	// compresses uncompressed answers of CompressTypes (br, zstd or gzip, as the client accepts).
+	DisableCompression bool `json:"disable_compression,omitempty" yaml:"disable_compression,omitempty"`
+	// CompressTypes are the media types the edge compresses ("type/subtype", "type/*" or
+	// "*/*+suffix"); empty means text, JSON, JavaScript, XML, SVG, wasm and fonts
+	// (edge/compress.DefaultTypes). Already-compressed types are never compressed.
+	CompressTypes []string `json:"compress_types,omitempty" yaml:"compress_types,omitempty"`
+	// CompressMinBytes is the smallest body the edge compresses; 0 means 1024.
+	CompressMinBytes int64 `json:"compress_min_bytes,omitempty" yaml:"compress_min_bytes,omitempty"`
+	// SliceThresholdBytes: an object with a validator (ETag or Last-Modified) larger than this
+	// is cached in slices; 0 means the host's object size limit (max_object_bytes).
+	SliceThresholdBytes int64 `json:"slice_threshold_bytes,omitempty" yaml:"slice_threshold_bytes,omitempty"`
+	// SliceBytes is the size of one slice; 0 means 2 MiB.
+	SliceBytes int64 `json:"slice_bytes,omitempty" yaml:"slice_bytes,omitempty"`
+	// DisableSlices streams objects over the object size limit through uncached instead.
+	DisableSlices bool `json:"disable_slices,omitempty" yaml:"disable_slices,omitempty"`
+}
+
+// validate checks the caching knobs.
+func (c CacheOptions) validate() error {
+	if c.MaxObjectBytes < 0 {
+		return &FieldError{Field: "cache.max_object_bytes", Err: errors.New("is negative")}
+	}
+	if c.SliceThresholdBytes < 0 {
+		return &FieldError{Field: "cache.slice_threshold_bytes", Err: errors.New("is negative")}
+	}
+	if c.SliceBytes < 0 || c.SliceBytes > 0 && c.SliceBytes < 64<<10 {
+		return &FieldError{Field: "cache.slice_bytes", Err: errors.New("is below 64 KiB")}
+	}
+	if c.CompressMinBytes < 0 {
+		return &FieldError{Field: "cache.compress_min_bytes", Err: errors.New("is negative")}
+	}
+	for i, t := range c.CompressTypes {
+		typ, sub, ok := strings.Cut(t, "/")
+		if !ok || typ == "" || sub == "" || strings.ContainsAny(t, " \t;,") {
+			return &FieldError{Field: fmt.Sprintf("cache.compress_types[%d]", i),
+				Err: fmt.Errorf("%q is not a media type pattern (type/subtype, type/* or */*+suffix)", t)}
+		}
+	}
+	return nil
+}
+
+// Validate reports the first problem with the config, naming the field.
+func (h HostConfig) Validate() error {
+	if err := ValidateHostname(h.Host); err != nil {
+		return &FieldError{Field: "host", Err: err}
+	}
+	if err := ValidateOrigin(h.Origin); err != nil {
+		return &FieldError{Field: "origin", Err: err}
+	}
+	if err := h.Cache.validate(); err != nil {
+		return err
+	}
+	if h.Shield != "" && !validLabel(h.Shield) {
+		return &FieldError{Field: "shield", Err: fmt.Errorf("%q is not a valid PoP id", h.Shield)}
+	}
+	if h.Cookies != "" && h.Cookies != CookiesStrip && h.Cookies != CookiesPass {
+		return &FieldError{Field: "cookies", Err: fmt.Errorf("%q is not strip or pass", h.Cookies)}
+	}
+	if err := h.RequestHeaders.validate(); err != nil {
+		return err
+	}
+	return h.ResponseHeaders.validate()
+}
+
+// ValidateOrigin checks an origin base URL before a host config may point the fleet at it:
+// scheme http or https, a host, no userinfo (credentials in a URL leak into logs and
+// receipts), and not an address that reaches the machine's own cloud environment instead of an
+// origin. Refused, when the host is a literal IP: link-local addresses (169.254.0.0/16,
+// fe80::/10, where cloud instance metadata lives), cloud metadata addresses outside those
+// (MetadataAddrs), unspecified and multicast addresses, including in IPv4-mapped and NAT64
+// (64:ff9b::/96) form. Refused by name: the well-known metadata hostnames (MetadataHosts) and
+// numeric hosts that are not canonical IP literals ("2852039166", "0xa9fea9fe"), which some
+// resolvers read as IPv4 addresses. Other hostnames are not resolved here: what a name
+// resolves to when an edge fills is the operator's network's business (egress rules, IMDSv2).
+// Loopback and private addresses are allowed: origins often live next to the edge.
+func ValidateOrigin(origin string) error {
+	if origin == "" {
+		return errors.New("is required")
+	}
+	u, err := url.Parse(origin)
+	switch {
+	case err != nil:
+		return err
+	case u.Scheme != "http" && u.Scheme != "https":
+		return fmt.Errorf("scheme %q is not http or https", u.Scheme)
+	case u.Opaque != "" || u.Host == "":
+		return errors.New("has no host")
+	case u.User != nil:
+		return errors.New("must not hold userinfo (user:password@): set origin credentials in headers, not in the URL")
+	}
+	host := strings.ToLower(strings.TrimSuffix(u.Hostname(), "."))
+	if host == "" {
+		return errors.New("has no host")
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		if why := forbiddenOriginIP(ip); why != "" {
+			return fmt.Errorf("host %s is %s, not an origin", host, why)
+		}
+		return nil
+	}
+	if slices.Contains(MetadataHosts, host) {
+		return fmt.Errorf("host %s is a cloud metadata service, not an origin", host)
+	}
+	labels := strings.Split(host, ".")
+	if last := labels[len(labels)-1]; isNumeric(last) {
+		return fmt.Errorf("host %q is neither a hostname nor a canonical IP address", host)
+	}
+	return nil
+}
+
+// MetadataAddrs are cloud metadata addresses outside the link-local ranges, which
+// ValidateOrigin refuses as well: AWS's IPv6 instance metadata (fd00:ec2::254), Alibaba Cloud's
+// (100.100.100.200) and Oracle Cloud Classic's (192.0.0.192).
+var MetadataAddrs = []netip.Addr{
+	netip.MustParseAddr("fd00:ec2::254"),
+	netip.MustParseAddr("100.100.100.200"),
+	netip.MustParseAddr("192.0.0.192"),
+}
+
+// MetadataHosts are the well-known hostnames of cloud metadata services, which ValidateOrigin
+// refuses.
+var MetadataHosts = []string{
+	"metadata", "metadata.google.internal", "metadata.goog",
+	"instance-data", "instance-data.ec2.internal",
+}
+
+// nat64 is the well-known NAT64 prefix (RFC 6052), which embeds an IPv4 address.
+var nat64 = netip.MustParsePrefix("64:ff9b::/96")
+
+// forbiddenOriginIP says why ip may not be an origin, or "" if it may.
+func forbiddenOriginIP(ip netip.Addr) string {
+	ip = ip.WithZone("").Unmap()
+	if nat64.Contains(ip) {
+		b := ip.As16()
+		ip = netip.AddrFrom4([4]byte(b[12:]))
+	}
+	switch {
+	case slices.Contains(MetadataAddrs, ip):
+		return "a cloud metadata address"
+	case ip.IsLinkLocalUnicast():
+		return "link-local (where cloud metadata services live)"
+	case ip.IsUnspecified():
+		return "unspecified"
+	case ip.IsMulticast():
+		return "multicast"
+	}
+	return ""
+}
+
+// isNumeric reports whether a hostname label reads as a number (decimal, or hex with 0x), as
+// in the numeric IPv4 forms that inet_aton accepts.
+func isNumeric(label string) bool {
+	if l, ok := strings.CutPrefix(label, "0x"); ok {
+		label = l
+		for _, c := range label {
+			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+				return false
+			}
+		}
+		return true
+	}
+	if label == "" {
+		return false
+	}
+	for _, c := range label {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidateHostname checks that h is a lower-case DNS hostname without port.
+func ValidateHostname(h string) error {
+	if h == "" {
+		return errors.New("is required")
+	}
+	if len(h) > 253 {
+		return errors.New("is longer than 253 characters")
+	}
+	if h != strings.ToLower(h) {
+		return fmt.Errorf("%q is not lower case", h)
+	}
+	for _, label := range strings.Split(h, ".") {
+		if !validLabel(label) {
+			return fmt.Errorf("%q is not a valid hostname", h)
+		}
+	}
+	return nil
+}
+
+func validLabel(l string) bool {
+	if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+		return false
+	}
+	for _, c := range l {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
