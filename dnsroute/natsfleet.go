@@ -196,6 +196,22 @@ func decodeLatency(e jetstream.KeyValueEntry) (wire.LatencyRecord, bool) {
 	return r, true
 }
 
+// start follows the fleet for s in a goroutine until the returned stop is called; stop waits
+// for it to end. It runs on its own context, not the caller's: RunLive's server drains after
+// its context ends and still needs the fleet meanwhile.
+func (l *liveFleet) start(s *Server) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		l.run(ctx, s)
+		close(done)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
+
 // ExplainLive explains a routing decision against the live fleet and latency map in NATS
 // (cfg.NATS), waiting at most wait for them to load.
 func ExplainLive(ctx context.Context, cfg Config, addr netip.Addr, name string, qtype uint16, wait time.Duration) (Explanation, error) {
@@ -209,16 +225,7 @@ func ExplainLive(ctx context.Context, cfg Config, addr netip.Addr, name string, 
 		l.nc.Close()
 		return Explanation{}, err
 	}
-	wctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		l.run(wctx, s)
-		close(done)
-	}()
-	defer func() {
-		cancel()
-		<-done
-	}()
+	defer l.start(s)()
 	timeout := time.NewTimer(wait)
 	defer timeout.Stop()
 	for _, ready := range []<-chan struct{}{l.view.Ready(), l.latReady} {
@@ -246,16 +253,7 @@ func RunLive(ctx context.Context, cfg Config, wait time.Duration) error {
 		l.nc.Close()
 		return err
 	}
-	wctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		l.run(wctx, s)
-		close(done)
-	}()
-	defer func() {
-		cancel()
-		<-done
-	}()
+	defer l.start(s)()
 	select {
 	case <-l.view.Ready():
 	case <-time.After(wait):

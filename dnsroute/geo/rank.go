@@ -224,8 +224,8 @@ func OrderByRTT(ranked []Ranked, explore, hx float64) (out []Ranked, measured, e
 	return out, true, explored
 }
 
-// swapUsable moves the first usable candidate after index from of out to from, if there is
-// one, and reports whether it did.
+// swapUsable swaps the first two usable candidates of out at or after index from, if there
+// are two, and reports whether it did.
 func swapUsable(out []Ranked, from int) bool {
 	first := -1
 	for i := from; i < len(out); i++ {
