@@ -30,6 +30,10 @@ type Config struct {
 	TLS         TLSConfig `yaml:"tls"`
 	// H2C serves cleartext HTTP/2 (prior knowledge) on Listen. Default off.
 	H2C bool `yaml:"h2c"`
+	// HTTP1 picks the server of plain HTTP/1.1 on Listen: "fast" (default) answers GET and
+	// HEAD without a body on the edge's own fast path (edge/http1) and hands every other
+	// connection to Go's net/http; "std" serves everything with net/http.
+	HTTP1 string `yaml:"http1"`
 	// AdminListen serves /healthz and /metrics. Default "127.0.0.1:9080"; "off" disables it.
 	AdminListen string `yaml:"admin_listen"`
 	// Hosts are the hostnames the node serves; any other Host gets 421.
@@ -150,6 +154,12 @@ type UpstreamConfig struct {
 	OpenTimeout           time.Duration `yaml:"open_timeout"`            // default 5s
 }
 
+// The servers of plain HTTP/1.1 (Config.HTTP1).
+const (
+	HTTP1Fast = "fast"
+	HTTP1Std  = "std"
+)
+
 func (c *Config) setDefaults() {
 	def := func(s *string, v string) {
 		if *s == "" {
@@ -160,6 +170,7 @@ func (c *Config) setDefaults() {
 	def(&c.Node, "edge-1")
 	def(&c.Listen, "127.0.0.1:8080")
 	def(&c.AdminListen, "127.0.0.1:9080")
+	def(&c.HTTP1, HTTP1Fast)
 	if c.Cache.MaxBytes == 0 {
 		c.Cache.MaxBytes = 256 << 20
 	}
@@ -247,6 +258,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Purge.MaxLag < 0 {
 		bad("purge.max_lag", "is negative")
+	}
+	if c.HTTP1 != HTTP1Fast && c.HTTP1 != HTTP1Std {
+		bad("http1", "is %q; want %q or %q", c.HTTP1, HTTP1Fast, HTTP1Std)
 	}
 	for i, p := range c.Peers {
 		if p.ID == "" {

@@ -55,7 +55,7 @@ func (n *Node) deliver(w *logWriter, req *request, obj *store.Object, cs httpcac
 		http.ServeContent(w, r, "", obj.LastModified, bytes.NewReader(obj.Body))
 		return
 	}
-	h["Content-Length"] = []string{strconv.Itoa(len(obj.Body))}
+	h["Content-Length"] = req.field(2, strconv.Itoa(len(obj.Body)))
 	w.WriteHeader(obj.Status)
 	if r.Method != http.MethodHead && bodyAllowed(obj.Status) {
 		w.Write(obj.Body)
@@ -83,8 +83,8 @@ func clientHeader(w *logWriter, req *request, src http.Header) http.Header {
 // may see, under the host's response policy, with Age and Cache-Status.
 func (n *Node) objectHeader(w *logWriter, req *request, obj *store.Object, cs httpcache.Status, upstreamCS string) http.Header {
 	h := clientHeader(w, req, obj.Header)
-	h["Age"] = []string{strconv.FormatInt(int64(obj.Age(n.clock())/time.Second), 10)}
-	h["Cache-Status"] = []string{httpcache.AppendStatus(upstreamCS, cs)}
+	h["Age"] = req.field(0, strconv.FormatInt(int64(obj.Age(n.clock())/time.Second), 10))
+	h["Cache-Status"] = req.field(1, httpcache.AppendStatus(upstreamCS, cs))
 	return h
 }
 

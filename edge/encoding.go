@@ -21,14 +21,27 @@ import (
 // returns that coding ("" for identity).
 func normalizeAcceptEncoding(r *http.Request) string {
 	coding := httpcache.NormalizeAcceptEncoding(r.Header["Accept-Encoding"])
-	if coding == "" {
+	switch coding {
+	case "":
 		// Said explicitly: an upstream sent no field may choose any coding (RFC 9110 §12.5.3).
-		r.Header["Accept-Encoding"] = []string{"identity"}
-	} else {
+		r.Header["Accept-Encoding"] = identityField
+	case "gzip":
+		r.Header["Accept-Encoding"] = gzipField
+	case "br":
+		r.Header["Accept-Encoding"] = brField
+	default:
 		r.Header["Accept-Encoding"] = []string{coding}
 	}
 	return coding
 }
+
+// The usual Accept-Encoding values, shared by every request: a full slice expression makes any
+// append copy, so no request can change another's.
+var (
+	identityField = []string{"identity"}[:1:1]
+	gzipField     = []string{"gzip"}[:1:1]
+	brField       = []string{"br"}[:1:1]
+)
 
 // compressAnswer compresses a fill's answer for req when the host allows it and the answer is
 // worth it: a 200 of a compressible type, uncompressed, without no-transform, not tiny

@@ -20,6 +20,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
+	"github.com/meridian-cdn/meridian/edge/http1"
 	"github.com/meridian-cdn/meridian/edge/httpcache"
 	"github.com/meridian-cdn/meridian/edge/store"
 	"github.com/meridian-cdn/meridian/fleet"
@@ -275,7 +276,23 @@ func (n *Node) ServeListeners(ctx context.Context, ls Listeners) error {
 	}
 	var all []served
 	srv := newServer(n)
-	all = append(all, served{srv.Shutdown, func() error { return srv.Serve(n.rttListen(ls.HTTP)) }})
+	if n.cfg.HTTP1 == HTTP1Fast {
+		// Plain HTTP/1.1 through the fast path; every connection it hands over (a request
+		// with a body, an upgrade, h2c, anything unusual) is served by srv as before.
+		fast := &http1.Server{
+			Handler:           n,
+			Fallback:          srv,
+			ConnContext:       srv.ConnContext,
+			ConnState:         srv.ConnState,
+			ReadHeaderTimeout: srv.ReadHeaderTimeout,
+			IdleTimeout:       srv.IdleTimeout,
+			MaxHeaderBytes:    srv.MaxHeaderBytes,
+			ErrorLog:          srv.ErrorLog,
+		}
+		all = append(all, served{fast.Shutdown, func() error { return fast.Serve(n.rttListen(ls.HTTP)) }})
+	} else {
+		all = append(all, served{srv.Shutdown, func() error { return srv.Serve(n.rttListen(ls.HTTP)) }})
+	}
 
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()

@@ -2,7 +2,6 @@ package edge
 
 import (
 	"context"
-	"crypto/tls"
 	"net"
 	"net/netip"
 	"sync"
@@ -181,8 +180,13 @@ func (n *Node) rttListen(ln net.Listener) net.Listener {
 // rttConnContext is the HTTP servers' ConnContext: it makes a sampled connection's state
 // reachable from its requests (a TLS connection wraps the TCP one).
 func (n *Node) rttConnContext(ctx context.Context, c net.Conn) context.Context {
-	if tc, ok := c.(*tls.Conn); ok {
-		c = tc.NetConn()
+	// A TLS connection, or one the HTTP/1.1 fast path handed over, wraps the TCP one.
+	for {
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		c = u.NetConn()
 	}
 	if rc, ok := c.(*rttTCPConn); ok {
 		return context.WithValue(ctx, rttConnKey{}, &rc.rtt)

@@ -1,0 +1,344 @@
+package http1
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// watchDelay is how long a handler runs before the connection is watched for the client
+// going away (which cancels the request's context). A cache hit is answered well within it,
+// so hits never pay for the watch.
+const watchDelay = 5 * time.Millisecond
+
+// aLongTimeAgo is a deadline in the past: it ends a read in progress at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// conn is one client connection on the fast path.
+type conn struct {
+	srv    *Server
+	nc     net.Conn
+	cr     connReader
+	br     *bufio.Reader
+	ctx    context.Context // the connection's: values only, never cancelled
+	remote string
+	idle   atomic.Bool // waiting for a request: Shutdown may close it
+
+	out     []byte // the answer being written
+	vec     [2][]byte
+	bufs    net.Buffers
+	werr    error // the first write error: the connection is done
+	pending [bufferBeforeChunking]byte
+	tmpl    http.Request
+	header  http.Header // the response header, reused (serveRequest)
+
+	// The watch for a client going away while a handler runs long (backgroundRead).
+	mu      sync.Mutex
+	timer   *time.Timer
+	cancel  context.CancelFunc // the request in progress
+	ended   bool               // the request in progress has ended: no watch may start
+	reading bool               // a watch is reading
+	watchWG sync.WaitGroup
+	abort   atomic.Bool // the watch's read is being ended on purpose
+}
+
+// connReader reads the connection, first giving back a byte a watch has read.
+type connReader struct {
+	nc      net.Conn
+	hasByte bool
+	b       [1]byte
+}
+
+func (r *connReader) Read(p []byte) (int, error) {
+	if r.hasByte && len(p) > 0 {
+		p[0] = r.b[0]
+		r.hasByte = false
+		return 1, nil
+	}
+	return r.nc.Read(p)
+}
+
+func (s *Server) newConn(nc net.Conn) *conn {
+	c := &conn{srv: s, nc: nc, remote: nc.RemoteAddr().String()}
+	c.cr.nc = nc
+	c.br = bufio.NewReaderSize(&c.cr, readBufferSize)
+	c.out = make([]byte, 0, 4<<10)
+	ctx := context.WithValue(context.Background(), http.ServerContextKey, s.Fallback)
+	ctx = context.WithValue(ctx, http.LocalAddrContextKey, nc.LocalAddr())
+	if s.ConnContext != nil {
+		ctx = s.ConnContext(ctx, nc)
+	}
+	c.ctx = ctx
+	return c
+}
+
+// serve reads and answers requests until the connection ends or is handed off.
+func (c *conn) serve() {
+	handedOff := false
+	defer func() {
+		if c.timer != nil {
+			c.timer.Stop()
+		}
+		c.srv.forget(c)
+		if handedOff {
+			return
+		}
+		c.nc.Close()
+		if c.srv.ConnState != nil {
+			c.srv.ConnState(c.nc, http.StateClosed)
+		}
+	}()
+	maxHead := readBufferSize
+	if m := c.srv.MaxHeaderBytes; m > 0 && m < maxHead {
+		maxHead = m
+	}
+	first := true
+	for {
+		if c.srv.shuttingDown() {
+			return
+		}
+		if c.br.Buffered() == 0 {
+			wait := c.srv.IdleTimeout
+			if first || wait == 0 {
+				wait = c.srv.ReadHeaderTimeout
+			}
+			c.idle.Store(true)
+			if c.srv.shuttingDown() {
+				return
+			}
+			c.setReadDeadline(wait)
+			_, err := c.br.Peek(1)
+			c.idle.Store(false)
+			if err != nil {
+				return
+			}
+		}
+		first = false
+		h, n, v, err := c.readHead(maxHead)
+		if err != nil {
+			return // a head cut short or too slow: nothing can be answered
+		}
+		var u *url.URL
+		if v == fast {
+			if u, err = url.ParseRequestURI(h.target); err != nil {
+				v = handOff
+			}
+		}
+		if v == handOff {
+			c.handOff()
+			handedOff = true
+			return
+		}
+		c.br.Discard(n)
+		if !c.serveRequest(&h, u) {
+			return
+		}
+	}
+}
+
+func (c *conn) setReadDeadline(d time.Duration) {
+	if d > 0 {
+		c.nc.SetReadDeadline(time.Now().Add(d))
+	} else {
+		c.nc.SetReadDeadline(time.Time{})
+	}
+}
+
+// readHead reads until the buffer holds a whole head or something the fast path hands off.
+func (c *conn) readHead(maxHead int) (head, int, verdict, error) {
+	deadlineSet := false
+	for {
+		buf, _ := c.br.Peek(c.br.Buffered())
+		if h, n, v := parseHead(buf); v != incomplete {
+			return h, n, v, nil
+		}
+		if len(buf) >= maxHead {
+			return head{}, 0, handOff, nil
+		}
+		if !deadlineSet {
+			c.setReadDeadline(c.srv.ReadHeaderTimeout)
+			deadlineSet = true
+		}
+		if _, err := c.br.Peek(len(buf) + 1); err != nil {
+			return head{}, 0, incomplete, err
+		}
+	}
+}
+
+// handOff gives the connection, with the bytes not yet consumed, to Fallback.
+func (c *conn) handOff() {
+	c.nc.SetReadDeadline(time.Time{})
+	buffered, _ := c.br.Peek(c.br.Buffered())
+	pc := &prefixConn{Conn: c.nc, prefix: append([]byte(nil), buffered...)}
+	if c.srv.ConnState != nil {
+		c.srv.ConnState(c.nc, http.StateHijacked)
+	}
+	if !c.srv.handoff.give(pc) {
+		c.nc.Close() // Fallback has stopped: we are shutting down
+	}
+}
+
+// serveRequest answers one request; false if the connection must end.
+func (c *conn) serveRequest(h *head, u *url.URL) bool {
+	ctx, cancel := context.WithCancel(c.ctx)
+	defer cancel()
+	c.tmpl = http.Request{
+		Method:     h.method,
+		URL:        u,
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Header:     h.header,
+		Body:       http.NoBody,
+		Host:       h.host,
+		RemoteAddr: c.remote,
+		RequestURI: h.target,
+		Close:      h.close,
+	}
+	r := c.tmpl.WithContext(ctx)
+	// The response header map is the connection's, cleared for each request: a hit copies a
+	// dozen stored fields into it, and a fresh map would grow its table every time. The
+	// handler must not keep it once it has returned (the edge's does not).
+	if c.header == nil {
+		c.header = make(http.Header, 16)
+	}
+	clear(c.header)
+	w := &response{c: c, req: r, header: c.header, head: h.method == http.MethodHead, cl: -1, pending: c.pending[:0]}
+	c.watch(cancel)
+	ok := c.runHandler(w, r)
+	c.unwatch()
+	if !ok {
+		return false
+	}
+	w.finish()
+	// A watch that saw the client half-close leaves the requests already buffered to be
+	// answered, as net/http does; the next read then ends the connection.
+	return !w.closeAfter && c.werr == nil
+}
+
+// runHandler calls the handler; false if it panicked (http.ErrAbortHandler: a stream cut
+// short), which ends the connection without completing the answer.
+func (c *conn) runHandler(w *response, r *http.Request) (ok bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			if p != http.ErrAbortHandler {
+				buf := make([]byte, 64<<10)
+				buf = buf[:runtime.Stack(buf, false)]
+				c.srv.logf("http1: panic serving %v: %v\n%s", c.remote, p, buf)
+			}
+			ok = false
+		}
+	}()
+	c.srv.Handler.ServeHTTP(w, r)
+	return true
+}
+
+// watch arms the watch for the request that cancel ends.
+func (c *conn) watch(cancel context.CancelFunc) {
+	c.mu.Lock()
+	c.cancel, c.ended = cancel, false
+	c.mu.Unlock()
+	c.watchWG.Add(1)
+	if c.timer == nil {
+		c.timer = time.AfterFunc(watchDelay, c.backgroundRead)
+	} else {
+		c.timer.Reset(watchDelay)
+	}
+}
+
+// unwatch disarms the watch, ending its read if it started one.
+func (c *conn) unwatch() {
+	if c.timer.Stop() {
+		c.watchWG.Done() // it never ran
+		return
+	}
+	c.mu.Lock()
+	c.ended = true
+	if c.reading {
+		c.abort.Store(true)
+		c.nc.SetReadDeadline(aLongTimeAgo)
+	}
+	c.mu.Unlock()
+	c.watchWG.Wait()
+	c.abort.Store(false)
+}
+
+// backgroundRead reads while a handler runs long: a byte is a pipelined request, kept for
+// later; an end or error means the client is gone, and the request's context is cancelled.
+func (c *conn) backgroundRead() {
+	defer c.watchWG.Done()
+	c.mu.Lock()
+	if c.ended {
+		c.mu.Unlock()
+		return
+	}
+	cancel := c.cancel
+	c.reading = true
+	c.nc.SetReadDeadline(time.Time{}) // the idle deadline must not end a long answer's watch
+	c.mu.Unlock()
+	n, err := c.nc.Read(c.cr.b[:])
+	c.mu.Lock()
+	c.reading = false
+	c.mu.Unlock()
+	if n == 1 {
+		c.cr.hasByte = true
+	}
+	if err != nil && !(c.abort.Load() && errors.Is(err, os.ErrDeadlineExceeded)) {
+		cancel()
+	}
+}
+
+// write appends p to the output, writing it beside what is already there when it does not
+// fit (one writev).
+func (c *conn) write(p []byte) {
+	if c.werr != nil {
+		return
+	}
+	if len(c.out)+len(p) <= cap(c.out) {
+		c.out = append(c.out, p...)
+		return
+	}
+	var err error
+	if len(c.out) == 0 {
+		_, err = c.nc.Write(p)
+	} else {
+		c.vec[0], c.vec[1] = c.out, p
+		c.bufs = c.vec[:]
+		_, err = c.bufs.WriteTo(c.nc)
+		c.vec = [2][]byte{}
+		c.out = c.out[:0]
+	}
+	c.writeFailed(err)
+}
+
+// flush writes the output.
+func (c *conn) flush() {
+	if c.werr != nil || len(c.out) == 0 {
+		c.out = c.out[:0]
+		return
+	}
+	_, err := c.nc.Write(c.out)
+	c.out = c.out[:0]
+	c.writeFailed(err)
+}
+
+func (c *conn) writeFailed(err error) {
+	if err == nil {
+		return
+	}
+	c.werr = err
+	c.mu.Lock()
+	cancel := c.cancel
+	c.mu.Unlock()
+	if cancel != nil {
+		cancel() // the client is gone: what the handler waits for is not needed
+	}
+}

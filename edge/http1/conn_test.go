@@ -1,0 +1,269 @@
+package http1
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meridian-cdn/meridian/internal/wait"
+)
+
+func serveFast(t *testing.T, h http.Handler, tweak func(*Server)) (*Server, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.63:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{Handler: h, Fallback: &http.Server{Handler: h}, ReadHeaderTimeout: 2 * time.Second, IdleTimeout: 5 * time.Second}
+	if tweak != nil {
+		tweak(s)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ln) }()
+	t.Cleanup(func() {
+		s.Close()
+		if err := <-served; err != http.ErrServerClosed {
+			t.Errorf("Serve returned %v, want ErrServerClosed", err)
+		}
+	})
+	return s, ln.Addr().String()
+}
+
+// A client that goes away while its handler waits cancels the request's context, as with
+// net/http, even though the fast path starts watching only once a handler runs long.
+func TestClientGoneCancelsContext(t *testing.T) {
+	started := make(chan struct{})
+	cancelled := make(chan error, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		select {
+		case <-r.Context().Done():
+			cancelled <- r.Context().Err()
+		case <-time.After(10 * time.Second):
+			cancelled <- nil
+		}
+	})
+	_, addr := serveFast(t, h, nil)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(c, "GET /wait HTTP/1.1\r\nHost: a\r\n\r\n")
+	<-started
+	c.Close()
+	if err := <-cancelled; err != context.Canceled {
+		t.Fatalf("handler's context ended with %v, want context.Canceled", err)
+	}
+}
+
+// A request pipelined behind a long one is not mistaken for the client going away: the
+// watch reads its first byte, keeps it, and the request is answered next.
+func TestPipelinedBehindLongRequest(t *testing.T) {
+	release := make(chan struct{})
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			select {
+			case <-r.Context().Done():
+				http.Error(w, "cancelled", http.StatusInternalServerError)
+				return
+			case <-release:
+			}
+		}
+		io.WriteString(w, r.URL.Path)
+	})
+	s, addr := serveFast(t, h, nil)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+	wait.For(t, 5*time.Second, "the watch to read", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for c := range s.conns {
+			c.mu.Lock()
+			reading := c.reading
+			c.mu.Unlock()
+			if reading {
+				return true
+			}
+		}
+		return false
+	})
+	io.WriteString(c, "GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
+	wait.For(t, 5*time.Second, "the watch to take the byte", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for c := range s.conns {
+			c.mu.Lock()
+			reading := c.reading
+			c.mu.Unlock()
+			if reading {
+				return false
+			}
+		}
+		return true
+	})
+	close(release)
+	br := bufio.NewReader(c)
+	for _, want := range []string{"/slow", "/next"} {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("reading the answer to %s: %v", want, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if string(b) != want {
+			t.Errorf("answer %q, want %q", b, want)
+		}
+	}
+}
+
+// Shutdown closes idle connections at once and lets a request in flight finish, telling its
+// client the connection ends.
+func TestShutdownDrains(t *testing.T) {
+	release := make(chan struct{})
+	started := make(chan struct{}, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			started <- struct{}{}
+			<-release
+		}
+		io.WriteString(w, "ok")
+	})
+	s, addr := serveFast(t, h, nil)
+	idle, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	io.WriteString(idle, "GET /fast HTTP/1.1\r\nHost: a\r\n\r\n")
+	ibr := bufio.NewReader(idle)
+	if resp, err := http.ReadResponse(ibr, nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("first answer: %v", err)
+	} else {
+		io.ReadAll(resp.Body)
+	}
+	busy, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	io.WriteString(busy, "GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+	<-started
+	done := make(chan error, 1)
+	go func() { done <- s.Shutdown(context.Background()) }()
+	// The idle connection is closed: its next read ends.
+	idle.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := ibr.ReadByte(); err != io.EOF {
+		t.Errorf("idle connection: read returned %v, want EOF", err)
+	}
+	close(release)
+	resp, err := http.ReadResponse(bufio.NewReader(busy), nil)
+	if err != nil {
+		t.Fatalf("request in flight: %v", err)
+	}
+	if !resp.Close {
+		t.Error("the answer in flight at shutdown does not say the connection ends")
+	}
+	if err := <-done; err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+}
+
+// A head that does not arrive within ReadHeaderTimeout ends the connection (slowloris).
+func TestSlowHeadTimesOut(t *testing.T) {
+	_, addr := serveFast(t, http.NotFoundHandler(), func(s *Server) { s.ReadHeaderTimeout = 200 * time.Millisecond })
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	start := time.Now()
+	b, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("read: %v (the server did not close the connection)", err)
+	}
+	if len(b) != 0 {
+		t.Errorf("got %q, want the connection closed without an answer", b)
+	}
+	if d := time.Since(start); d > 4*time.Second {
+		t.Errorf("closed after %v", d)
+	}
+}
+
+// A handed-off connection keeps every byte the fast path had read, in order.
+func TestHandOffKeepsBytes(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		io.WriteString(w, r.Method+" "+r.URL.Path+" "+string(b))
+	})
+	_, addr := serveFast(t, h, nil)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	body := strings.Repeat("z", 100<<10)
+	io.WriteString(c, "GET /a HTTP/1.1\r\nHost: a\r\n\r\nPUT /b HTTP/1.1\r\nHost: a\r\nContent-Length: 102400\r\n\r\n"+body+"GET /c HTTP/1.1\r\nHost: a\r\n\r\n")
+	br := bufio.NewReader(c)
+	for _, want := range []string{"GET /a ", "PUT /b " + body, "GET /c "} {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if string(b) != want {
+			t.Errorf("answer %.40q (%d bytes), want %.40q (%d bytes)", b, len(b), want, len(want))
+		}
+	}
+}
+
+// Cleartext HTTP/2 with prior knowledge starts with a preface the fast path does not read: it
+// is handed over, and Fallback serves it when configured to.
+func TestH2CPriorKnowledgeHandedOver(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.Proto) })
+	_, addr := serveFast(t, h, func(s *Server) {
+		p := new(http.Protocols)
+		p.SetHTTP1(true)
+		p.SetUnencryptedHTTP2(true)
+		s.Fallback.Protocols = p
+	})
+	p := new(http.Protocols)
+	p.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{Protocols: p}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Get("http://" + addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "HTTP/2.0" {
+		t.Errorf("answered over %q, want HTTP/2.0", b)
+	}
+}
+
+// Shutdown may come before Serve has run (a node stopped as it starts): Serve then returns
+// at once.
+func TestShutdownBeforeServe(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.63:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	s := &Server{Handler: http.NotFoundHandler(), Fallback: &http.Server{}}
+	if err := s.Shutdown(context.Background()); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if err := s.Serve(ln); err != http.ErrServerClosed {
+		t.Fatalf("Serve after Shutdown = %v, want ErrServerClosed", err)
+	}
+}

@@ -1,0 +1,66 @@
+package http1
+
+import (
+	"bufio"
+	"bytes"
+	"net/http"
+	"reflect"
+	"testing"
+)
+
+// FuzzParseHead holds the fast path to net/http's reading: whatever head the fast path
+// accepts, http.ReadRequest reads the same way (method, target, host, fields, Connection),
+// and it consumes the same bytes; anything else must be handed off, never misread.
+func FuzzParseHead(f *testing.F) {
+	for _, s := range []string{
+		"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+		"HEAD /x?y=1 HTTP/1.1\r\nHost: example.com:8080\r\nAccept: */*\r\naccept: b\r\n\r\n",
+		"GET /a HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\nGET /b HTTP/1.1\r\n",
+		"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+		"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+		"GET / HTTP/1.1\nHost: a\n\n",
+		"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n",
+		"GET /%41 HTTP/1.1\r\nhOST: a\r\nX:\r\n\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h, n, v := parseHead(b)
+		if v != fast {
+			return
+		}
+		if n <= 0 || n > len(b) {
+			t.Fatalf("head length %d of %d bytes", n, len(b))
+		}
+		br := bufio.NewReader(bytes.NewReader(b))
+		r, err := http.ReadRequest(br)
+		if err != nil {
+			t.Fatalf("fast path accepted %q; net/http refuses it: %v", b, err)
+		}
+		if consumed := len(b) - br.Buffered(); len(b) <= 4096 && consumed != n {
+			t.Fatalf("fast path read %d bytes of head, net/http %d", n, consumed)
+		}
+		if r.Method != h.method || r.RequestURI != h.target || r.Host != h.host || r.Close != h.close {
+			t.Fatalf("fast path read %q %q host %q close %v; net/http %q %q host %q close %v",
+				h.method, h.target, h.host, h.close, r.Method, r.RequestURI, r.Host, r.Close)
+		}
+		if r.ContentLength != 0 || len(r.TransferEncoding) > 0 {
+			t.Fatalf("fast path accepted a request with a body: %q", b)
+		}
+		want := r.Header
+		if len(want) == 0 {
+			want = http.Header{}
+		}
+		if !reflect.DeepEqual(h.header, want) {
+			t.Fatalf("fields: fast path %q, net/http %q", h.header, want)
+		}
+	})
+}
+
+func TestParseHeadIncomplete(t *testing.T) {
+	for _, s := range []string{"", "GET", "GET / HTTP/1.1\r\n", "GET / HTTP/1.1\r\nHost: a\r\n", "GET / HTTP/1.1\r\nHost: a\r\n\r"} {
+		if _, _, v := parseHead([]byte(s)); v != incomplete {
+			t.Errorf("parseHead(%q) = %v, want incomplete", s, v)
+		}
+	}
+}

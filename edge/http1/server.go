@@ -1,0 +1,253 @@
+// Package http1 serves plain HTTP/1.1 for the edge with a fast path for what a cache answers
+// most: GET and HEAD requests without a body. It reads each request head in place and, when
+// the head is one the fast path reads in exactly one way, calls the handler with a response
+// that writes the whole answer in one system call; a connection whose next request is
+// anything else (a body, an upgrade, HTTP/1.0, an odd byte) is handed, with every byte not yet
+// consumed, to a net/http server that serves it from then on. So every doubtful request is
+// judged by net/http, and smuggling, size limits and protocol errors keep net/http's answers.
+//
+// What it leaves out of net/http's work on the fast path: a goroutine and a read per request
+// to notice a client going away (here started only when a handler runs long), sorting the
+// response header, and a second write for a body beside its header (writev instead).
+package http1
+
+import (
+	"context"
+	"errors"
+	"log"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Server serves HTTP/1.1 connections; see the package comment.
+type Server struct {
+	// Handler answers every request, on the fast path and on handed-off connections alike.
+	Handler http.Handler
+	// Fallback serves the connections the fast path hands over. Serve runs it and Shutdown
+	// stops it; its Handler should be Handler. It must not be started by the caller.
+	Fallback *http.Server
+	// ConnContext, if set, derives each connection's context (as http.Server's does).
+	ConnContext func(ctx context.Context, c net.Conn) context.Context
+	// ConnState, if set, hears StateNew when a connection is accepted, StateClosed when the
+	// fast path closes it, and StateHijacked when it is handed to Fallback (whose own
+	// ConnState then follows it).
+	ConnState func(net.Conn, http.ConnState)
+	// ReadHeaderTimeout bounds the reading of a request head; IdleTimeout the wait for the
+	// next request on a kept-alive connection.
+	ReadHeaderTimeout time.Duration
+	IdleTimeout       time.Duration
+	// MaxHeaderBytes: heads longer than this, or than the read buffer, are handed over, and
+	// Fallback applies its own limit to them.
+	MaxHeaderBytes int
+	ErrorLog       *log.Logger
+
+	initOnce     sync.Once
+	handoff      *handoffListener
+	fallbackDone chan struct{}
+	shutting     atomic.Bool
+	mu           sync.Mutex
+	listeners    map[net.Listener]struct{}
+	conns        map[*conn]struct{}
+}
+
+// readBufferSize is a connection's read buffer, as net/http's.
+const readBufferSize = 4 << 10
+
+// init readies the server on first use, whichever of Serve, Shutdown and Close comes first.
+func (s *Server) init() {
+	s.initOnce.Do(func() {
+		s.handoff = &handoffListener{conns: make(chan net.Conn), done: make(chan struct{})}
+		s.listeners = map[net.Listener]struct{}{}
+		s.conns = map[*conn]struct{}{}
+		s.fallbackDone = make(chan struct{})
+		go func() {
+			defer close(s.fallbackDone)
+			s.Fallback.Serve(s.handoff)
+		}()
+	})
+}
+
+// Serve accepts connections on ln until ln fails or Shutdown is called; it then returns
+// http.ErrServerClosed.
+func (s *Server) Serve(ln net.Listener) error {
+	s.init()
+	s.handoff.addr.CompareAndSwap(nil, &addrOf{ln.Addr()})
+	s.mu.Lock()
+	if s.shutting.Load() {
+		s.mu.Unlock()
+		return http.ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if s.shutting.Load() {
+				return http.ErrServerClosed
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			// Out of file descriptors and the like: wait, as net/http does, and go on.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.logf("http1: accept error: %v; retrying in %v", err, backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		c := s.newConn(nc)
+		s.mu.Lock()
+		if s.shutting.Load() {
+			s.mu.Unlock()
+			nc.Close()
+			return http.ErrServerClosed
+		}
+		s.conns[c] = struct{}{}
+		s.mu.Unlock()
+		if s.ConnState != nil {
+			s.ConnState(nc, http.StateNew)
+		}
+		go c.serve()
+	}
+}
+
+// Shutdown stops accepting, closes idle connections, lets requests in flight finish, and
+// shuts Fallback down; it returns once every connection is closed or ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.init()
+	s.shutting.Store(true)
+	s.mu.Lock()
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	s.mu.Unlock()
+	fallbackErr := make(chan error, 1)
+	go func() { fallbackErr <- s.Fallback.Shutdown(ctx) }()
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for !s.closeIdle() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	if err := <-fallbackErr; err != nil {
+		return err
+	}
+	<-s.fallbackDone
+	return nil
+}
+
+// Close closes every listener and connection at once, and Fallback.
+func (s *Server) Close() error {
+	s.init()
+	s.shutting.Store(true)
+	s.mu.Lock()
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	for c := range s.conns {
+		c.nc.Close()
+	}
+	s.mu.Unlock()
+	s.Fallback.Close()
+	<-s.fallbackDone
+	return nil
+}
+
+// closeIdle closes the connections waiting for a request and reports whether none is left.
+func (s *Server) closeIdle() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		if c.idle.Load() {
+			c.nc.Close()
+		}
+	}
+	return len(s.conns) == 0
+}
+
+func (s *Server) shuttingDown() bool { return s.shutting.Load() }
+
+func (s *Server) forget(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+func (s *Server) logf(format string, args ...any) {
+	if s.ErrorLog != nil {
+		s.ErrorLog.Printf(format, args...)
+	} else {
+		log.Printf(format, args...)
+	}
+}
+
+// handoffListener is what Fallback serves: the connections the fast path hands over.
+type handoffListener struct {
+	addr      atomic.Pointer[addrOf] // the first served listener's
+	conns     chan net.Conn
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+func (l *handoffListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *handoffListener) Close() error {
+	l.closeOnce.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *handoffListener) Addr() net.Addr {
+	if a := l.addr.Load(); a != nil {
+		return a.Addr
+	}
+	return &net.TCPAddr{}
+}
+
+type addrOf struct{ net.Addr }
+
+// give hands c to Fallback; false if Fallback has stopped.
+func (l *handoffListener) give(c net.Conn) bool {
+	select {
+	case l.conns <- c:
+		return true
+	case <-l.done:
+		return false
+	}
+}
+
+// prefixConn is a handed-off connection: the bytes the fast path had buffered come first.
+type prefixConn struct {
+	net.Conn
+	prefix []byte
+}
+
+func (c *prefixConn) Read(p []byte) (int, error) {
+	if len(c.prefix) > 0 {
+		n := copy(p, c.prefix)
+		c.prefix = c.prefix[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+// NetConn returns the connection beneath, as tls.Conn's does.
+func (c *prefixConn) NetConn() net.Conn { return c.Conn }
