@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
-# bench/http.sh: Meridian's edge side by side with nginx proxy_cache and Varnish, in one run.
+# bench/http.sh: Meridian's edge side by side with nginx proxy_cache, Varnish and Apache Traffic
+# Server (ATS), in one run.
 #
-# It installs nginx, varnish, wrk and h2load (nghttp2-client) from Debian packages if they are
-# missing, starts one reference origin and, in front of it, the Meridian edge, nginx and Varnish
-# on their own 127.0.0.x addresses, then loads each with wrk on cache hits (1 KiB, 16 KiB, 1 MiB)
-# and on a miss-heavy mix; then HTTP/2 over TLS with h2load for Meridian and nginx (Varnish has no
-# TLS), and HTTP/3 for Meridian with bench/h3load (quic-go). It prints requests/s and latency side
-# by side with the Meridian/nginx and Meridian/Varnish ratios from this run, and writes
-# bench/results/http.json.
+# It installs nginx, varnish, trafficserver, wrk and h2load (nghttp2-client) from Debian packages
+# if they are missing, starts one reference origin and, in front of it, the Meridian edge, nginx,
+# Varnish and ATS on their own 127.0.0.x addresses, then loads each with wrk on cache hits (1 KiB,
+# 16 KiB, 1 MiB) and on a miss-heavy mix. Then the unique-URL miss cases (issue 15): an nginx
+# serving two static files (1 KiB, 16 KiB) on its own address is a second origin, reached through
+# every cache by a second Host (static.local), and wrk asks for a new URL on every request
+# (/u/<run>-<thread>-<counter>/1k), so every request is a miss in every cache. Then HTTP/2 over
+# TLS with h2load for Meridian and nginx (Varnish has no TLS; ATS is not set up for it), and
+# HTTP/3 for Meridian with bench/h3load (quic-go). It prints requests/s and latency side by side
+# with the Meridian/nginx, Meridian/Varnish and Meridian/ATS ratios from this run, then the
+# "issue 15 goals" block (each goal's ratio from this run, PASS or MISS), and writes
+# bench/results/http.json. If ATS cannot be installed or started, the script says so and runs
+# the others.
 #
 # Then the large-object case (issue 14): one 64 MiB object, 16 clients (wrk), against a fresh,
 # cold Meridian edge (slices), nginx with its slice module and Varnish, one server at a time,
@@ -21,6 +28,7 @@
 #        bench/http.sh --large [duration (default 10s)] [connections (default 16)]
 #                                   the large-object case alone
 # CASES=std runs only the small-object, miss, HTTP/2 and HTTP/3 cases; CASES=large is --large.
+# ATS=off leaves ATS out.
 # Large case knobs: LARGE_DUR, LARGE_CONNS, LARGE_SIZE (bytes, default 67108864), LARGE_ROUNDS
 # (default 3: each round runs the three servers in turn, each cold; medians are reported).
 set -euo pipefail
@@ -48,8 +56,9 @@ WORK=$(mktemp -d /tmp/meridian-bench-http.XXXXXX)
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
-  [ -f "$WORK/nginx-large.pid" ] && kill "$(cat "$WORK/nginx-large.pid")" 2>/dev/null || true
+  for f in nginx nginx-large nginx-static; do
+    [ -f "$WORK/$f.pid" ] && kill "$(cat "$WORK/$f.pid")" 2>/dev/null || true
+  done
   wait 2>/dev/null || true
   rm -rf "$WORK"
 }
@@ -67,6 +76,20 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 export PATH=$PATH:/usr/sbin
+# ATS is optional: if it cannot be installed (or, below, started) the run goes on without it.
+ATS_WHY="" # why ATS is not in this run, if it is not
+if [[ $MODE == large ]]; then
+  ATS_WHY="not used by the large-object case"
+elif [[ ${ATS:-on} == off ]]; then
+  ATS_WHY="ATS=off"
+elif ! command -v traffic_server >/dev/null; then
+  echo "installing trafficserver from Debian packages" >&2
+  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq trafficserver >/dev/null; } ||
+    ! command -v traffic_server >/dev/null; then
+    ATS_WHY="the Debian package trafficserver could not be installed"
+  fi
+fi
+[[ -z $ATS_WHY || $MODE == large ]] || echo "ATS: $ATS_WHY; running without it" >&2
 
 go build -o "$WORK/meridian" .
 [[ $MODE == large ]] || go build -o "$WORK/h3load" ./bench/h3load
@@ -81,18 +104,24 @@ EDGE_TLS=127.0.0.2:18444
 NGINX=127.0.0.3:18082
 NGINX_TLS=127.0.0.3:18443
 VARNISH=127.0.0.4:18083
+ATS_ADDR=127.0.0.5:18084
+STATIC=127.0.0.6:18086 # the nginx static-file origin of the unique-URL miss cases
+STATIC_HOST=static.local
 LARGE_EDGE=127.0.0.2:18091
 LARGE_NGINX=127.0.0.3:18092
 LARGE_VARNISH=127.0.0.4:18093
 
 "$WORK/meridian" origin --listen $ORIGIN 2>"$WORK/origin.log" & PIDS+=($!)
 
-wait_up() { # addr
-  for _ in $(seq 1 100); do
-    if curl -s -o /dev/null -H "Host: $HOST" "http://$1/_health_probe"; then return 0; fi
+try_up() { # ADDR [TRIES, 0.1 s apart]: whether ADDR answers HTTP
+  for _ in $(seq 1 "${2:-100}"); do
+    if curl -s -m 2 -o /dev/null -H "Host: $HOST" "http://$1/_health_probe"; then return 0; fi
     sleep 0.1
   done
-  echo "$1 did not come up" >&2; exit 1
+  return 1
+}
+wait_up() { # ADDR
+  try_up "$1" || { echo "$1 did not come up" >&2; exit 1; }
 }
 wait_up $ORIGIN
 
@@ -311,6 +340,41 @@ if [[ $MODE == large ]]; then
   exit 0
 fi
 
+# ---- The nginx static-file origin of the unique-URL miss cases (issue 15) ----
+# Its own nginx instance on its own address: two files, served for any /u/<anything>/1k and
+# /u/<anything>/16k, with Cache-Control so that every cache stores them. Every cache reaches it
+# through a second Host, static.local, next to bench.local (the reference origin).
+chmod 755 "$WORK" # nginx workers run as an unprivileged user: let them into the work directory.
+mkdir -p "$WORK/static"
+head -c 1024 /dev/urandom >"$WORK/static/1k"
+head -c 16384 /dev/urandom >"$WORK/static/16k"
+chmod 755 "$WORK/static"
+chmod 644 "$WORK/static/1k" "$WORK/static/16k"
+cat >"$WORK/nginx-static.conf" <<NGINX
+worker_processes auto;
+pid $WORK/nginx-static.pid;
+error_log $WORK/nginx-static-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 10000000;
+  default_type application/octet-stream;
+  server {
+    listen $STATIC;
+    root $WORK/static;
+    location ~ ^/u/[^/]+/(1k|16k)\$ {
+      try_files /\$1 =404;
+      add_header Cache-Control "max-age=3600";
+    }
+    # Its request counter: how many requests the caches sent it.
+    location = /_status { stub_status; }
+  }
+}
+NGINX
+nginx -c "$WORK/nginx-static.conf" -p "$WORK"
+
+# ---- The caches ----
+# Meridian: the defaults, plus the two hosts.
 cat >"$WORK/edge.yaml" <<YAML
 pop: bench
 node: e1
@@ -325,13 +389,30 @@ cache:
 hosts:
   - host: $HOST
     origin: http://$ORIGIN
+  - host: $STATIC_HOST
+    origin: http://$STATIC
 YAML
 "$WORK/meridian" edge --config "$WORK/edge.yaml" 2>"$WORK/edge.log" & PIDS+=($!)
 
+# nginx: one proxy_cache zone; the static origin is a second server block (by server_name) with
+# the same cache settings.
 mkdir -p "$WORK/nginx-cache"
-# nginx workers run as an unprivileged user: let them into the work directory.
-chmod 755 "$WORK"
 chown -R "$(id -un www-data 2>/dev/null || echo nobody)" "$WORK/nginx-cache" 2>/dev/null || true
+nginx_cache_location() { # UPSTREAM
+  cat <<NGINX
+    location / {
+      proxy_pass http://$1;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_cache bench;
+      proxy_cache_lock on;
+      proxy_buffers 16 64k;
+      proxy_max_temp_file_size 0;
+      add_header X-Cache-Status \$upstream_cache_status;
+    }
+NGINX
+}
 cat >"$WORK/nginx.conf" <<NGINX
 worker_processes auto;
 pid $WORK/nginx.pid;
@@ -343,31 +424,136 @@ http {
   keepalive_requests 10000000;
   proxy_cache_path $WORK/nginx-cache levels=1:2 keys_zone=bench:64m max_size=1g inactive=1h use_temp_path=off;
   upstream origin { server $ORIGIN; keepalive 64; }
+  upstream static { server $STATIC; keepalive 64; }
   server {
     listen $NGINX;
     listen $NGINX_TLS ssl http2;
     ssl_certificate $WORK/cert.pem;
     ssl_certificate_key $WORK/key.pem;
     ssl_protocols TLSv1.2 TLSv1.3;
-    location / {
-      proxy_pass http://origin;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_cache bench;
-      proxy_cache_lock on;
-      proxy_buffers 16 64k;
-      proxy_max_temp_file_size 0;
-      add_header X-Cache-Status \$upstream_cache_status;
-    }
+$(nginx_cache_location origin)
+  }
+  server {
+    listen $NGINX;
+    server_name $STATIC_HOST;
+$(nginx_cache_location static)
   }
 }
 NGINX
 nginx -c "$WORK/nginx.conf" -p "$WORK"
 
-varnishd -F -n "$WORK/varnish" -a $VARNISH -b $ORIGIN -s malloc,1G -p thread_pool_min=50 >"$WORK/varnish.log" 2>&1 & PIDS+=($!)
+# Varnish: the built-in VCL with two backends, the static origin chosen by Host.
+cat >"$WORK/varnish.vcl" <<VCL
+vcl 4.1;
+backend reference { .host = "${ORIGIN%:*}"; .port = "${ORIGIN##*:}"; }
+backend static { .host = "${STATIC%:*}"; .port = "${STATIC##*:}"; }
+sub vcl_recv {
+  if (req.http.host == "$STATIC_HOST") { set req.backend_hint = static; }
+}
+VCL
+varnishd -F -n "$WORK/varnish" -a $VARNISH -f "$WORK/varnish.vcl" -s malloc,1G -p thread_pool_min=50 >"$WORK/varnish.log" 2>&1 & PIDS+=($!)
 
-for a in $EDGE $NGINX $VARNISH; do wait_up $a; done
+# ATS: a reverse proxy cache, traffic_server in the foreground as the current user, with its
+# own runroot (configuration, cache, logs, sockets) under $WORK/ats: the packaged configuration
+# files as the base, then records.config, remap.config (one rule per Host), storage.config (a
+# 2 GiB cache file) and a 1 GiB RAM cache. Access logging is off, as for nginx.
+start_ats() {
+  local d=$WORK/ats
+  mkdir -p "$d/etc" "$d/run" "$d/log" "$d/cache" "$d/var"
+  cp -r /etc/trafficserver/. "$d/etc/" 2>/dev/null || true
+  cat >"$d/runroot.yaml" <<YAML
+prefix: /usr
+exec_prefix: /usr
+bindir: /usr/bin
+sbindir: /usr/sbin
+sysconfdir: $d/etc
+datadir: $d/var
+includedir: /usr/include
+libdir: /usr/lib/trafficserver
+libexecdir: /usr/lib/trafficserver/modules
+localstatedir: $d/var
+runtimedir: $d/run
+logdir: $d/log
+cachedir: $d/cache
+YAML
+  # ATS 9 (bookworm) reads records.config; ATS 10 reads records.yaml.
+  cat >"$d/etc/records.config" <<RECORDS
+CONFIG proxy.config.admin.user_id STRING #-1
+CONFIG proxy.config.http.server_ports STRING ${ATS_ADDR##*:}:ip-in=${ATS_ADDR%:*}
+CONFIG proxy.config.exec_thread.autoconfig INT 1
+CONFIG proxy.config.exec_thread.autoconfig.scale FLOAT 1.0
+CONFIG proxy.config.accept_threads INT 1
+CONFIG proxy.config.http.wait_for_cache INT 1
+CONFIG proxy.config.reverse_proxy.enabled INT 1
+CONFIG proxy.config.url_remap.remap_required INT 1
+CONFIG proxy.config.url_remap.pristine_host_hdr INT 1
+CONFIG proxy.config.http.cache.http INT 1
+CONFIG proxy.config.http.cache.required_headers INT 2
+CONFIG proxy.config.http.cache.cache_urls_that_look_dynamic INT 1
+CONFIG proxy.config.http.keep_alive_no_activity_timeout_in INT 120
+CONFIG proxy.config.http.keep_alive_no_activity_timeout_out INT 120
+CONFIG proxy.config.cache.ram_cache.size INT 1073741824
+CONFIG proxy.config.cache.ram_cache_cutoff INT 4194304
+CONFIG proxy.config.net.connections_throttle INT 10000
+CONFIG proxy.config.log.logging_enabled INT 0
+CONFIG proxy.config.diags.debug.enabled INT 0
+RECORDS
+  cat >"$d/etc/remap.config" <<REMAP
+map http://$HOST/ http://$ORIGIN/
+map http://$STATIC_HOST/ http://$STATIC/
+REMAP
+  echo "$d/cache 2G" >"$d/etc/storage.config"
+  cat >"$d/etc/ip_allow.yaml" <<YAML
+ip_allow:
+  - apply: in
+    ip_addrs: 0/0
+    action: allow
+    methods: ALL
+YAML
+  traffic_server --run-root="$d/runroot.yaml" >"$d/traffic_server.log" 2>&1 &
+  ATS_PID=$!
+  PIDS+=("$ATS_PID")
+  if ! try_up $ATS_ADDR 300 || [[ $(curl -s -o /dev/null -w '%{http_code}' -H "Host: $HOST" \
+    "http://$ATS_ADDR/hit/1k?size=1024&cc=max-age%3D3600") != 200 ]]; then
+    local err
+    err=$(cat "$d/traffic_server.log" "$d/log/diags.log" 2>/dev/null | grep -E 'FATAL|ALERT|EMERGENCY|ERROR|Fatal' |
+      grep -v traffic_crashlo | head -n 1 | tr -d '"\\' || true)
+    ATS_WHY="traffic_server did not start or does not proxy${err:+: $err}"
+    {
+      echo "ATS: $ATS_WHY; running without it (its logs follow)"
+      tail -n 20 "$d/traffic_server.log" "$d/log/diags.log" 2>/dev/null | sed 's/^/  ats: /'
+    } >&2
+    kill "$ATS_PID" 2>/dev/null || true
+  fi
+}
+[[ -n $ATS_WHY ]] || start_ats
+
+for a in $EDGE $NGINX $VARNISH $STATIC; do wait_up $a; done
+SERVERS=("meridian $EDGE" "nginx $NGINX" "varnish $VARNISH")
+[[ -n $ATS_WHY ]] || SERVERS+=("ats $ATS_ADDR")
+
+VERSIONS="nginx $(nginx -v 2>&1 | sed 's|.*nginx/||'), varnish $(varnishd -V 2>&1 | sed -nE 's/.*varnish-([0-9.]+).*/\1/p' | head -n1)"
+if [[ -z $ATS_WHY ]]; then
+  VERSIONS+=", trafficserver $(traffic_server --version 2>/dev/null | awk '/^Traffic Server/ {print $3; exit}')"
+else
+  VERSIONS+=", trafficserver: $ATS_WHY"
+fi
+echo "servers: ${SERVERS[*]%% *}; $VERSIONS; load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+
+# The static origin's request count (stub_status; the status request itself is not counted).
+static_requests() { curl -s "http://$STATIC/_status" | awk 'NR == 3 {print $3 - 1}'; }
+# Every cache must store what the static origin sends: two requests for one new URL through
+# each cache must reach the origin once.
+check=""
+for p in "${SERVERS[@]}"; do
+  set -- $p
+  n0=$(static_requests)
+  for _ in 1 2; do curl -s -o /dev/null -H "Host: $STATIC_HOST" "http://$2/u/store-check-$1/1k"; done
+  n1=$(static_requests)
+  check+=" $1 $((n1 - n0 - 1))"
+  [[ $((n1 - n0 - 1)) -eq 1 ]] || echo "WARNING: $1 does not store the static origin's responses ($((n1 - n0 - 1)) origin requests for 2)" >&2
+done
+echo "static origin requests for 2 requests of one URL:$check" >&2
 
 cat >"$WORK/miss.lua" <<'LUA'
 -- 90 % of requests go to a key space far larger than any run can warm: misses.
@@ -383,31 +569,62 @@ request = function()
 end
 LUA
 
-# run NAME ADDR CASE PATH|lua
+cat >"$WORK/unique.lua" <<'LUA'
+-- Every request a URL never asked before: /u/<run>-<thread>-<counter>/<file>, where <run> is
+-- new for every wrk run (an argument: server, case and a random number) and the counter
+-- belongs to the thread, so every request is a miss in every cache.
+local nthreads = 0
+function setup(thread)
+  thread:set("tid", nthreads)
+  nthreads = nthreads + 1
+end
+function init(args)
+  run = args[1] or tostring(os.time())
+  file = args[2] or "1k"
+  host = args[3] or "static.local"
+  counter = 0
+end
+function request()
+  counter = counter + 1
+  return wrk.format("GET", "/u/" .. run .. "-" .. tid .. "-" .. counter .. "/" .. file, {["Host"] = host})
+end
+LUA
+
+# run NAME ADDR CASE PATH|lua|unique:FILE
 declare -a ROWS
 run() {
-  local name=$1 addr=$2 case=$3 target=$4 out
-  if [[ $target == lua ]]; then
-    out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DUR" --latency -s "$WORK/miss.lua" "http://$addr/")
-  else
-    for _ in 1 2 3; do curl -s -o /dev/null -H "Host: $HOST" "http://$addr$target"; done # warm
-    out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DUR" --latency -H "Host: $HOST" "http://$addr$target")
-  fi
+  local name=$1 addr=$2 case=$3 target=$4 out n0 n1 per=""
+  case $target in
+    lua) out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DUR" --latency -s "$WORK/miss.lua" "http://$addr/") ;;
+    unique:*)
+      # The static origin's count before and after (a second later, for fetches still running)
+      # gives origin requests per client request: 1.00 if every request was a miss.
+      n0=$(static_requests)
+      out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DUR" --latency -s "$WORK/unique.lua" "http://$addr/" \
+        -- "$name-$case-$RANDOM$RANDOM" "${target#unique:}" "$STATIC_HOST")
+      sleep 1
+      n1=$(static_requests)
+      per=$(awk -v o=$((n1 - n0 - 1)) -v r="$(awk '/requests in/ {print $1}' <<<"$out")" 'BEGIN {printf "%.3f", (r > 0 ? o / r : 0)}') ;;
+    *)
+      for _ in 1 2 3; do curl -s -o /dev/null -H "Host: $HOST" "http://$addr$target"; done # warm
+      out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DUR" --latency -H "Host: $HOST" "http://$addr$target") ;;
+  esac
   local rps p99 errs
   rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us$/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v=v*1000}; print v}' <<<"$out")
   errs=$(awk '/Non-2xx or 3xx responses:/ {print $NF} /Socket errors/ {print "socket:" $0}' <<<"$out" | tr '\n' ' ')
-  printf '%-9s %-8s %12s req/s  p99 %8s ms  %s\n' "$name" "$case" "$rps" "$p99" "$errs" >&2
-  ROWS+=("$name $case $rps $p99")
+  printf '%-9s %-8s %12s req/s  p99 %8s ms  %s%s\n' "$name" "$case" "$rps" "$p99" "${per:+origin requests per request $per }" "$errs" >&2
+  ROWS+=("$name $case ${rps:-0} ${p99:-0}${per:+ $per}")
 }
 
 CASES=("hit-1k /hit/1k?size=1024&cc=max-age%3D3600"
        "hit-16k /hit/16k?size=16384&cc=max-age%3D3600"
        "hit-1m /hit/1m?size=1048576&cc=max-age%3D3600"
-       "miss-mix lua")
+       "miss-mix lua"
+       "miss-1k unique:1k"
+       "miss-16k unique:16k")
 for c in "${CASES[@]}"; do
-  set -- $c
-  for p in "meridian $EDGE" "nginx $NGINX" "varnish $VARNISH"; do
+  for p in "${SERVERS[@]}"; do
     set -- $c $p
     run "$3" "$4" "$1" "$2"
   done
@@ -428,7 +645,7 @@ for c in "h2-1k /hit/1k?size=1024&cc=max-age%3D3600" "h2-16k /hit/16k?size=16384
   h2run meridian $EDGE_TLS "$1" "$2"
   h2run nginx $NGINX_TLS "$1" "$2"
 done
-# HTTP/3: Meridian only (nginx 1.22 and Varnish have none).
+# HTTP/3: Meridian only (nginx 1.22, Varnish and ATS 9 have none).
 for c in "h3-1k /hit/1k?size=1024&cc=max-age%3D3600" "h3-16k /hit/16k?size=16384&cc=max-age%3D3600"; do
   set -- $c
   out=$("$WORK/h3load" -url "https://$EDGE_TLS$2" -host $HOST -c "$CONNS" -t 4 -d "$DUR")
@@ -438,36 +655,92 @@ for c in "h3-1k /hit/1k?size=1024&cc=max-age%3D3600" "h3-16k /hit/16k?size=16384
   ROWS+=("meridian $1 $rps $p99")
 done
 
-# Report: a table with ratios, and JSON.
+# Report: a table with ratios, the issue 15 goals, and JSON. One awk program reads the rows
+# ("server case rps latency") and prints the part asked for (what=table|goals|json).
+cat >"$WORK/report.awk" <<'AWK'
+function has(s, c) { return ((s, c) in R) }
+function num(s, c) { return has(s, c) ? sprintf("%.0f", R[s, c]) : "-" }
+function ratio(c, s) { return (has("meridian", c) && has(s, c) && R[s, c] > 0) ? R["meridian", c] / R[s, c] : "" }
+function f2(x) { return x == "" ? "-" : sprintf("%.2f", x) }
+function lat(s, c) { return has(s, c) ? L[s, c] : "-" }
+function jnum(x) { return x == "" ? "null" : sprintf("%.3f", x) }
+# goal NAME MEASURED TARGET RESULT RATIO VS P99M P99O [EXTRA JSON FIELDS]
+function goal(name, measured, target, result, r, vs, pm, po, extra) {
+  if (what == "goals") printf "%-9s %-52s %-26s %s\n", name, measured, target, result
+  if (what == "json") {
+    printf "%s    {\"goal\": \"%s\", \"vs\": \"%s\", \"ratio\": %s, \"p99_ms\": %s, \"p99_ms_other\": %s%s, \"target\": \"%s\", \"result\": \"%s\"}", (ng++ ? ",\n" : ""), name, vs, jnum(r), jnum(pm), jnum(po), extra, target, result
+  }
+}
+function hitgoal(c,   r, ok, pm, pn) {
+  r = ratio(c, "nginx")
+  if (r == "") { goal(c, "no result", ">= 1.00 of nginx, p99 <= nginx's", "N/A", "", "nginx", "", ""); return }
+  pm = L["meridian", c]; pn = L["nginx", c]
+  ok = (r >= 1.0 && pm + 0 <= pn + 0)
+  goal(c, sprintf("M/nginx %.2f, p99 %s ms vs nginx %s ms", r, pm, pn), ">= 1.00, p99 <= nginx's", ok ? "PASS" : "MISS", r, "nginx", pm, pn)
+}
+function ratiogoal(c, s, label,   r) {
+  r = ratio(c, s)
+  if (r == "") { goal(c, "M/" label ": no result" (s == "ats" && why != "" ? " (" why ")" : ""), ">= 1.00", "N/A", "", s, "", ""); return }
+  goal(c, sprintf("M/%s %.2f", label, r), ">= 1.00", r >= 1.0 ? "PASS" : "MISS", r, s, "", "")
+}
+function missgoal(c,   r, b, best, s, i, n, S) {
+  r = ratio(c, "nginx")
+  n = split("nginx varnish ats", S, " ")
+  best = ""
+  for (i = 1; i <= n; i++) if (has(S[i], c) && (best == "" || R[S[i], c] > R[best, c])) best = S[i]
+  if (r == "") { goal(c, "no result", ">= 1.00 of nginx", "N/A", "", "nginx", "", ""); return }
+  b = ratio(c, best)
+  goal(c, sprintf("M/nginx %.2f (M/best %.2f, best %s)", r, b, best), ">= 1.00 of nginx", r >= 1.0 ? "PASS" : "MISS", r, "nginx", "", "", sprintf(", \"best\": \"%s\", \"ratio_best\": %s", best, jnum(b)))
+}
+{ R[$1, $2] = $3; L[$1, $2] = $4 }
+END {
+  if (what == "table") {
+    printf "%-9s %10s %10s %10s %10s %8s %8s %8s   %s\n", "case", "meridian", "nginx", "varnish", "ats", "M/nginx", "M/varn", "M/ats", "latency ms (M / nginx / varnish / ats; p99, h2: mean)"
+    n = split("hit-1k hit-16k hit-1m miss-mix miss-1k miss-16k h2-1k h2-16k h3-1k h3-16k", C, " ")
+    for (i = 1; i <= n; i++) {
+      c = C[i]
+      printf "%-9s %10s %10s %10s %10s %8s %8s %8s   %s / %s / %s / %s\n", c, num("meridian", c), num("nginx", c), num("varnish", c), num("ats", c), f2(ratio(c, "nginx")), f2(ratio(c, "varnish")), f2(ratio(c, "ats")), lat("meridian", c), lat("nginx", c), lat("varnish", c), lat("ats", c)
+    }
+  }
+  if (what == "goals") {
+    print "issue 15 goals (ratios from this run)"
+    printf "%-9s %-52s %-26s %s\n", "goal", "measured", "target", "result"
+  }
+  hitgoal("hit-1k"); hitgoal("hit-16k")
+  ratiogoal("hit-1m", "ats", "ATS")
+  ratiogoal("h2-1k", "nginx", "nginx"); ratiogoal("h2-16k", "nginx", "nginx")
+  missgoal("miss-1k"); missgoal("miss-16k")
+  if (what == "json") print ""
+}
+AWK
+report() { printf '%s\n' "${ROWS[@]}" | awk -v what="$1" -v why="$ATS_WHY" -f "$WORK/report.awk"; }
+
 {
   echo "{"
   echo "  \"date\": \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\","
-  echo "  \"machine\": \"$(nproc) cores, $(uname -m), $(awk '/model name/ {$1=$2=$3=""; print; exit}' /proc/cpuinfo | sed 's/^ *//')\","
+  echo "  \"machine\": \"$(nproc) cores, $(uname -m), $(awk '/model name/ {$1=$2=$3=""; print; exit}' /proc/cpuinfo | sed 's/^ *//'), load average at the end $(cut -d' ' -f1-3 /proc/loadavg)\","
   echo "  \"command\": \"bench/http.sh $DUR $CONNS (wrk -t$THREADS -c$CONNS)\","
+  echo "  \"versions\": \"$VERSIONS\","
   echo "  \"results\": ["
   first=1
   for r in "${ROWS[@]}"; do
     set -- $r
     [ $first -eq 1 ] || echo ","
     first=0
-    printf '    {"server": "%s", "case": "%s", "rps": %s, "latency_ms": %s}' "$1" "$2" "${3:-0}" "${4:-0}"
+    printf '    {"server": "%s", "case": "%s", "rps": %s, "latency_ms": %s%s}' "$1" "$2" "${3:-0}" "${4:-0}" "${5:+, \"origin_requests_per_request\": $5}"
   done
   echo ""
+  echo "  ],"
+  echo "  \"goals\": ["
+  report json
   echo "  ]"
   echo "}"
 } >"$OUT"
 
 echo >&2
-printf '%-9s %14s %14s %14s %12s %12s   %s\n' case meridian nginx varnish "M/nginx" "M/varnish" "latency ms (M / nginx / varnish; p99, h2: mean)" >&2
-for c in hit-1k hit-16k hit-1m miss-mix h2-1k h2-16k h3-1k h3-16k; do
-  m=$(printf '%s\n' "${ROWS[@]}" | awk -v c=$c '$1=="meridian" && $2==c {print $3, $4}')
-  n=$(printf '%s\n' "${ROWS[@]}" | awk -v c=$c '$1=="nginx" && $2==c {print $3, $4}')
-  v=$(printf '%s\n' "${ROWS[@]}" | awk -v c=$c '$1=="varnish" && $2==c {print $3, $4}')
-  awk -v c=$c -v m="$m" -v n="$n" -v v="$v" 'BEGIN {
-    split(m, M, " "); split(n, N, " "); split(v, V, " ");
-    printf "%-9s %14.0f %14.0f %14.0f %12.2f %12.2f   %s / %s / %s\n", c, M[1], N[1], V[1], (N[1] ? M[1]/N[1] : 0), (V[1] ? M[1]/V[1] : 0), M[2], N[2], V[2]
-  }' >&2
-done
+report table >&2
+echo >&2
+report goals >&2
 echo "wrote $OUT" >&2
 
 if [[ $MODE == all ]]; then
