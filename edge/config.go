@@ -259,7 +259,7 @@ func (c *Config) Validate() error {
 	if c.Purge.MaxLag < 0 {
 		bad("purge.max_lag", "is negative")
 	}
-	if c.HTTP1 != HTTP1Fast && c.HTTP1 != HTTP1Std {
+	if c.HTTP1 != "" && c.HTTP1 != HTTP1Fast && c.HTTP1 != HTTP1Std {
 		bad("http1", "is %q; want %q or %q", c.HTTP1, HTTP1Fast, HTTP1Std)
 	}
 	for i, p := range c.Peers {

@@ -276,7 +276,7 @@ func (n *Node) ServeListeners(ctx context.Context, ls Listeners) error {
 	}
 	var all []served
 	srv := newServer(n)
-	if n.cfg.HTTP1 == HTTP1Fast {
+	if n.cfg.HTTP1 != HTTP1Std {
 		// Plain HTTP/1.1 through the fast path; every connection it hands over (a request
 		// with a body, an upgrade, h2c, anything unusual) is served by srv as before.
 		fast := &http1.Server{
