@@ -131,6 +131,7 @@ type Server struct {
 
 	mu        sync.Mutex // guards the fields below
 	tracker   *purge.Tracker
+	expected  *expectedNodes
 	publisher *purge.Publisher
 	routes    []Route
 	started   bool

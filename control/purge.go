@@ -47,22 +47,16 @@ func (s *Server) startPurge(ctx context.Context, wg *sync.WaitGroup) error {
 	s.mu.Lock()
 	nc, js, view := s.nc, s.js, s.view
 	s.mu.Unlock()
+	expected := newExpectedNodes(view, s.cfg.HeartbeatTTL)
 	// A pending node that left the registry reads unreachable in receipts (rule 4).
-	registered := func() []purge.NodeRef {
-		nodes := view.Nodes()
-		out := make([]purge.NodeRef, len(nodes))
-		for i, n := range nodes {
-			out[i] = purge.NodeRef{PoP: n.PoP, Node: n.ID}
-		}
-		return out
-	}
 	tr, err := purge.NewTracker(nc, s.cfg.Prefix, purge.WithRetention(s.cfg.PurgeRetention), purge.WithLogger(s.log),
-		purge.WithRegistry(registered))
+		purge.WithRegistry(expected.refs))
 	if err != nil {
 		return fmt.Errorf("control: %w", err)
 	}
 	s.mu.Lock()
 	s.tracker = tr
+	s.expected = expected
 	s.publisher = &purge.Publisher{JS: js, Prefix: s.cfg.Prefix, Tracker: tr}
 	s.mu.Unlock()
 	wg.Go(func() {
@@ -123,14 +117,10 @@ func (s *Server) postPurge(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mu.Lock()
-	pub, view, tr := s.publisher, s.view, s.tracker
+	pub, tr, exp := s.publisher, s.tracker, s.expected
 	s.mu.Unlock()
 	// Every live node must ack, draining ones too: they still serve what reaches them.
-	nodes := view.Nodes()
-	expected := make([]purge.NodeRef, len(nodes))
-	for i, n := range nodes {
-		expected[i] = purge.NodeRef{PoP: n.PoP, Node: n.ID}
-	}
+	expected := exp.refs()
 	id := purge.RequestID(msgs[0].ID)
 	// A client that goes away must not leave a request half published (its urls but not its
 	// keys): publishing outlives the request, bounded on its own.
@@ -170,7 +160,7 @@ func (s *Server) postPurge(w http.ResponseWriter, r *http.Request) {
 		code = http.StatusOK
 	}
 	w.Header().Set("Location", "/v1/purges/"+id)
-	writeJSON(w, code, resp)
+	writePurgeAnswer(w, code, resp)
 }
 
 // kindField is the request field that holds a kind's values.

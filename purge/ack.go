@@ -1,7 +1,6 @@
 package purge
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -40,7 +39,7 @@ func decodeAck(data []byte) (Ack, error) {
 // decodeAckFast reads exactly what json.Marshal makes of an Ack with plain ASCII strings; ok is
 // false for anything else.
 func decodeAckFast(b []byte) (a Ack, ok bool) {
-	p := ackParser{b: b}
+	p := jsonParser{b: b}
 	a.ID = p.field(`{"id":`)
 	a.Seq = p.uint(`,"seq":`)
 	a.PoP = p.field(`,"pop":`)
@@ -58,72 +57,17 @@ func decodeAckFast(b []byte) (a Ack, ok bool) {
 	return a, true
 }
 
-// ackParser consumes b from the front; bad sticks once anything did not match.
-type ackParser struct {
-	b   []byte
-	bad bool
-}
+// encodeAck encodes a as json.Marshal does (see appendAck).
+func encodeAck(a Ack) ([]byte, error) { return appendAck(nil, a) }
 
-func (p *ackParser) lit(s string) {
-	if p.bad || !bytes.HasPrefix(p.b, []byte(s)) {
-		p.bad = true
-		return
-	}
-	p.b = p.b[len(s):]
-}
-
-// field reads key, then a string of printable ASCII without escapes.
-func (p *ackParser) field(key string) string {
-	p.lit(key + `"`)
-	if p.bad {
-		return ""
-	}
-	for i, c := range p.b {
-		switch {
-		case c == '"':
-			s := string(p.b[:i])
-			p.b = p.b[i+1:]
-			return s
-		case c < 0x20 || c > 0x7e || c == '\\':
-			p.bad = true
-			return ""
-		}
-	}
-	p.bad = true
-	return ""
-}
-
-// uint reads key, then a non-negative integer as JSON writes it (no leading zeros).
-func (p *ackParser) uint(key string) uint64 {
-	p.lit(key)
-	if p.bad {
-		return 0
-	}
-	n := 0
-	for n < len(p.b) && p.b[n] >= '0' && p.b[n] <= '9' {
-		n++
-	}
-	if n == 0 || n > 20 || (n > 1 && p.b[0] == '0') {
-		p.bad = true
-		return 0
-	}
-	v, err := strconv.ParseUint(string(p.b[:n]), 10, 64)
-	if err != nil {
-		p.bad = true
-		return 0
-	}
-	p.b = p.b[n:]
-	return v
-}
-
-// encodeAck encodes a as json.Marshal does: by hand when its strings are plain ASCII (every
-// node encodes an ack per purge, and the build machine has two cores for twenty nodes), through
-// encoding/json otherwise.
-func encodeAck(a Ack) ([]byte, error) {
+// appendAck appends a to b as json.Marshal writes it: by hand when its strings are plain ASCII
+// (every node encodes an ack per purge, and the build machine has two cores for twenty nodes),
+// through encoding/json otherwise. The Subscriber reuses b from ack to ack.
+func appendAck(b []byte, a Ack) ([]byte, error) {
 	if y := a.AppliedAt.Year(); !plainJSON(a.ID) || !plainJSON(a.PoP) || !plainJSON(a.Node) || y < 0 || y > 9999 {
-		return json.Marshal(a)
+		data, err := json.Marshal(a)
+		return append(b, data...), err
 	}
-	b := make([]byte, 0, 128)
 	b = append(b, `{"id":"`...)
 	b = append(b, a.ID...)
 	b = append(b, `","seq":`...)

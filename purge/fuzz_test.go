@@ -3,6 +3,7 @@ package purge
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
 	"testing"
 	"time"
 )
@@ -147,6 +148,56 @@ func FuzzDecodeAck(f *testing.F) {
 		plain := want.Hits >= 0 && plainJSON(want.ID) && plainJSON(want.PoP) && plainJSON(want.Node)
 		if plain && want.AppliedAt.Year() >= 0 && want.AppliedAt.Year() <= 9999 && (!ok || !fast.AppliedAt.Equal(want.AppliedAt) || fast.ID != want.ID) {
 			t.Fatalf("decodeAckFast(%s) = %+v, %v; want the fast path to read it", enc, fast, ok)
+		}
+	})
+}
+
+// FuzzDecodeMessageFast: what the nodes' fast message decoder accepts, encoding/json reads the
+// same, and a message as Publish stores it takes the fast path.
+func FuzzDecodeMessageFast(f *testing.F) {
+	at := time.Date(2026, 12, 2, 4, 5, 6, 123456789, time.UTC)
+	for _, m := range []Message{
+		{ID: "01KAPZ3W6N0000000000000000-url", Host: "a.example", Kind: KindURL, Values: []string{"/a?b=1", "/c"}, IssuedAt: at, Issuer: "ci"},
+		{ID: "x", Seq: 7, Host: "a.example", Kind: KindAll, Soft: true, IssuedAt: at.In(time.FixedZone("", 3600))},
+		{ID: "y", Host: "a.example", Kind: KindKey, Values: []string{`k<&>"\`}},
+	} {
+		b, err := json.Marshal(m)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte(`{"id":"x","host":"a.example","kind":"key","values":[],"issued_at":"2026-12-02T04:05:06Z"}`))
+	f.Add([]byte(`{"id":"x","host":"a.example","kind":"key","soft":false,"issued_at":"2026-12-02T04:05:06Z"}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if got, ok := decodeMessageFast(b); ok {
+			var want Message
+			if err := json.Unmarshal(b, &want); err != nil {
+				t.Fatalf("decodeMessageFast(%q) read %+v, encoding/json fails: %v", b, got, err)
+			}
+			if !got.IssuedAt.Equal(want.IssuedAt) {
+				t.Fatalf("decodeMessageFast(%q) issued at %v, encoding/json reads %v", b, got.IssuedAt, want.IssuedAt)
+			}
+			got.IssuedAt, want.IssuedAt = time.Time{}, time.Time{}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("decodeMessageFast(%q) = %+v, encoding/json reads %+v", b, got, want)
+			}
+		}
+		var m Message
+		if json.Unmarshal(b, &m) != nil || len(m.Values) == 0 && m.Kind != KindAll {
+			return
+		}
+		enc, err := json.Marshal(m)
+		if err != nil {
+			return
+		}
+		plain := plainJSON(m.ID) && plainJSON(m.Host) && plainJSON(string(m.Kind)) && plainJSON(m.Issuer) &&
+			m.IssuedAt.Year() >= 0 && m.IssuedAt.Year() <= 9999
+		for _, v := range m.Values {
+			plain = plain && plainJSON(v)
+		}
+		if _, ok := decodeMessageFast(enc); plain && !ok {
+			t.Fatalf("decodeMessageFast(%s) fell back; want the fast path", enc)
 		}
 	})
 }

@@ -107,9 +107,10 @@ func normalizeValues(host string, kind Kind, values []string, field string) ([]s
 	}
 	out := make([]string, len(values))
 	for i, v := range values {
-		f := fmt.Sprintf("%s[%d]", field, i)
+		// The field name is made only for an error: every node normalises every purge.
+		f := func() string { return fmt.Sprintf("%s[%d]", field, i) }
 		if len(v) > MaxValueBytes {
-			return nil, &wire.FieldError{Field: f, Err: fmt.Errorf("is %d bytes, at most %d are allowed", len(v), MaxValueBytes)}
+			return nil, &wire.FieldError{Field: f(), Err: fmt.Errorf("is %d bytes, at most %d are allowed", len(v), MaxValueBytes)}
 		}
 		var err error
 		switch kind {
@@ -121,7 +122,7 @@ func normalizeValues(host string, kind Kind, values []string, field string) ([]s
 			err = checkKey(v)
 		}
 		if err != nil {
-			return nil, &wire.FieldError{Field: f, Err: err}
+			return nil, &wire.FieldError{Field: f(), Err: err}
 		}
 		out[i] = v
 	}
@@ -230,9 +231,12 @@ func PrefixMatches(prefix, uri string) bool {
 
 // DecodeMessage parses and normalises a message as read from the stream.
 func DecodeMessage(data []byte) (Message, error) {
-	var m Message
-	if err := json.Unmarshal(data, &m); err != nil {
-		return Message{}, fmt.Errorf("decode purge message: %w", err)
+	m, ok := decodeMessageFast(data)
+	if !ok {
+		m = Message{}
+		if err := json.Unmarshal(data, &m); err != nil {
+			return Message{}, fmt.Errorf("decode purge message: %w", err)
+		}
 	}
 	m, err := m.Normalize()
 	if err != nil {

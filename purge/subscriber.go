@@ -66,6 +66,8 @@ type Subscriber struct {
 	lastApplied atomic.Uint64
 	// joined is set once lastApplied was initialised from the stream's state; Run's goroutine only.
 	joined bool
+	// ackBuf holds the last ack encoded; Run's goroutine only.
+	ackBuf []byte
 
 	// caughtUpAt (Unix nanoseconds, 0 for never) is the last confirmed time before which every
 	// purge published has been applied; confirmedOn is the connection's reconnect count when
@@ -281,7 +283,9 @@ func (s *Subscriber) handle(ctx context.Context, msg jetstream.Msg) error {
 	s.lastApplied.Store(seq)
 	s.wakeConfirm()
 	ack := Ack{ID: m.ID, Seq: seq, PoP: s.cfg.PoP, Node: s.cfg.Node, AppliedAt: s.cfg.Clock(), Hits: hits}
-	data, err := encodeAck(ack)
+	// Publish copies the ack into the connection's buffer, so the next ack can reuse ackBuf.
+	data, err := appendAck(s.ackBuf[:0], ack)
+	s.ackBuf = data
 	if err == nil {
 		err = s.conn.Publish(s.ackSub, data)
 	}

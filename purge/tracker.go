@@ -130,14 +130,18 @@ type Tracker struct {
 	// registered lists the nodes in the registry now; nil means every node is.
 	registered func() []NodeRef
 
-	mu      sync.Mutex        // guards entries and order
+	// mu guards entries and order, not what is in an entry: each purge has its own lock, so
+	// that the acks of one purge, the waits on another and new registrations do not queue
+	// behind each other (on a busy machine one lock for all formed a convoy).
+	mu      sync.RWMutex
 	entries map[string]*entry // by purge id
 	order   []string          // ids in registration order, oldest first, for eviction
 }
 
-// entry is one tracked purge; its fields are guarded by Tracker.mu except done, which is closed
+// entry is one tracked purge; its fields are guarded by its mu except done, which is closed
 // once (under mu) when the purge is complete.
 type entry struct {
+	mu          sync.Mutex
 	msg         Message // without Values, which receipts do not show
 	registered  time.Time
 	expected    map[NodeRef]bool
@@ -222,17 +226,24 @@ func (t *Tracker) Register(m Message, expected []NodeRef) {
 		e.expected[n] = true
 	}
 	e.pending = len(e.expected)
+	if e.pending == 0 {
+		e.completedAt = now
+		close(e.done)
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if _, ok := t.entries[m.ID]; !ok {
 		t.order = append(t.order, m.ID)
 	}
 	t.entries[m.ID] = e
-	if e.pending == 0 {
-		e.completedAt = now
-		close(e.done)
-	}
 	t.evictLocked(now)
+}
+
+// lookup returns the entry of purge id, or nil.
+func (t *Tracker) lookup(id string) *entry {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.entries[id]
 }
 
 // evictLocked drops the oldest receipts beyond maxPurges or older than retention.
@@ -250,10 +261,10 @@ func (t *Tracker) evictLocked(now time.Time) {
 
 // SetSeq records the stream sequence of a registered purge once it is published.
 func (t *Tracker) SetSeq(id string, seq uint64) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if e, ok := t.entries[id]; ok {
+	if e := t.lookup(id); e != nil {
+		e.mu.Lock()
 		e.msg.Seq = seq
+		e.mu.Unlock()
 	}
 }
 
@@ -282,14 +293,14 @@ func (t *Tracker) onAck(msg *nats.Msg) {
 // record adds one ack to its receipt; acks of unknown purges are dropped (another control
 // instance, or evicted).
 func (t *Tracker) record(a Ack) {
-	now := t.now()
-	ref := NodeRef{PoP: a.PoP, Node: a.Node}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	e, ok := t.entries[a.ID]
-	if !ok {
+	e := t.lookup(a.ID)
+	if e == nil {
 		return
 	}
+	now := t.now()
+	ref := NodeRef{PoP: a.PoP, Node: a.Node}
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	if _, dup := e.acks[ref]; dup {
 		return
 	}
@@ -325,12 +336,12 @@ func (e *entry) settleLocked(now time.Time) {
 func (t *Tracker) DeclareGone(id string, nodes ...NodeRef) ([]NodeRef, error) {
 	live := t.registeredSet()
 	now := t.now()
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	e, ok := t.entries[id]
-	if !ok {
+	e := t.lookup(id)
+	if e == nil {
 		return nil, fmt.Errorf("declare nodes gone: %w: %q", ErrUnknownPurge, id)
 	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	unreachable := func(ref NodeRef) bool {
 		_, acked := e.acks[ref]
 		return e.expected[ref] && !acked && !e.gone[ref] && (live != nil && !live[ref])
@@ -388,28 +399,23 @@ func sortRefs(refs []NodeRef) {
 // Wait returns the receipt of id once every expected node acked, or when ctx ends (with the
 // nodes still pending listed). An unknown id returns at once with an empty receipt.
 func (t *Tracker) Wait(ctx context.Context, id string) Receipt {
-	t.mu.Lock()
-	e, ok := t.entries[id]
-	t.mu.Unlock()
-	if !ok {
+	e := t.lookup(id)
+	if e == nil {
 		return Receipt{ID: id}
 	}
 	select {
 	case <-e.done:
 	case <-ctx.Done():
 	}
-	r, _ := t.Receipt(id)
-	return r
+	return t.receipt(e)
 }
 
 // Done returns a channel closed once every expected node of purge id acked (or was declared
 // gone), and false for an unknown id. Completion reads when and how long, without the cost of
 // a whole receipt.
 func (t *Tracker) Done(id string) (<-chan struct{}, bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	e, ok := t.entries[id]
-	if !ok {
+	e := t.lookup(id)
+	if e == nil {
 		return nil, false
 	}
 	return e.done, true
@@ -417,10 +423,13 @@ func (t *Tracker) Done(id string) (<-chan struct{}, bool) {
 
 // Completion returns when purge id completed and how long after it was issued, once it has.
 func (t *Tracker) Completion(id string) (at time.Time, took time.Duration, ok bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	e, found := t.entries[id]
-	if !found || e.pending > 0 {
+	e := t.lookup(id)
+	if e == nil {
+		return time.Time{}, 0, false
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.pending > 0 {
 		return time.Time{}, 0, false
 	}
 	return e.completedAt, e.completedAt.Sub(e.msg.IssuedAt), true
@@ -428,25 +437,27 @@ func (t *Tracker) Completion(id string) (at time.Time, took time.Duration, ok bo
 
 // Receipt returns what is known about purge id so far.
 func (t *Tracker) Receipt(id string) (Receipt, bool) {
-	t.mu.Lock()
-	e, ok := t.entries[id]
-	if ok && e.pending == 0 {
+	e := t.lookup(id)
+	if e == nil {
+		return Receipt{}, false
+	}
+	return t.receipt(e), true
+}
+
+// receipt builds e's receipt.
+func (t *Tracker) receipt(e *entry) Receipt {
+	e.mu.Lock()
+	if e.pending == 0 {
 		// Who is registered matters only for nodes still pending: a complete receipt (the
 		// usual answer to ?wait) does without asking the registry.
-		defer t.mu.Unlock()
-		return e.receiptLocked(nil), true
+		defer e.mu.Unlock()
+		return e.receiptLocked(nil)
 	}
-	t.mu.Unlock()
-	if !ok {
-		return Receipt{}, false
-	}
-	live := t.registeredSet()
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if e, ok = t.entries[id]; !ok {
-		return Receipt{}, false
-	}
-	return e.receiptLocked(live), true
+	e.mu.Unlock()
+	live := t.registeredSet() // without a lock held: it asks the fleet registry
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.receiptLocked(live)
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
