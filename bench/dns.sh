@@ -8,15 +8,23 @@
 # second all through the runs, with load that moves but changes no answer, so the answer
 # cache must survive them (the rebuild counts are in the results).
 #
+# Noise: the machine is shared, so each round runs every case back to back (the order
+# alternates between rounds) and the headline ratio is the median of the per-round ratios,
+# Meridian over gdnsd measured seconds apart. Each server's CPU time per query is measured too
+# (from /proc): it moves much less with background load than queries/s does.
+#
 # Usage: bench/dns.sh            (from the repository root; root privileges to apt-get install)
-# Env:   DURATION=10 (seconds per dnsperf run)  ROUNDS=3 (runs per case; the median is kept)
+# Env:   DURATION=6 (seconds per dnsperf run)  ROUNDS=5 (runs per case; medians are kept)
 #        CLIENTS=8 (dnsperf -c)  THREADS=2 (dnsperf -T)
 #        NETWORKS=3000000 (MMDB networks besides the test cities)  FLEET_NODES=20
 #        MMDB_FILE (reuse a database dnsbench wrote with NETWORKS)  OUT (the results file)
+#        BASELINE (another Meridian DNS binary, e.g. built from an older commit, taking the same
+#        arguments as `meridian dns`: run beside the others on the same fleet, interleaved, for
+#        a before/after comparison in one run)
 set -euo pipefail
 
-DURATION=${DURATION:-10}
-ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-6}
+ROUNDS=${ROUNDS:-5}
 CLIENTS=${CLIENTS:-8}
 THREADS=${THREADS:-2}
 NETWORKS=${NETWORKS:-3000000}
@@ -25,6 +33,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$ROOT/bench/results/dns.json}
 MERIDIAN_ADDR=127.0.0.81
 GDNSD_ADDR=127.0.0.82
+BASELINE_ADDR=127.0.0.83
 PORT=5300
 
 need=()
@@ -137,11 +146,24 @@ ZONE
 
 "${DNS[@]}" --config "$WORK/dns.yaml" 2>"$WORK/meridian.log" &
 PIDS+=($!)
+declare -A PID
+PID[meridian]=$!
 gdnsd -c "$WORK/gdnsd" start 2>"$WORK/gdnsd.log" &
 PIDS+=($!)
+PID[gdnsd]=$!
+SERVERS=(meridian gdnsd)
+declare -A ADDR=([meridian]=$MERIDIAN_ADDR [gdnsd]=$GDNSD_ADDR [baseline]=$BASELINE_ADDR)
+if [[ -n ${BASELINE:-} ]]; then
+	sed -e "s|$MERIDIAN_ADDR|$BASELINE_ADDR|g" "$WORK/dns.yaml" >"$WORK/baseline.yaml"
+	"$BASELINE" --config "$WORK/baseline.yaml" 2>"$WORK/baseline.log" &
+	PIDS+=($!)
+	PID[baseline]=$!
+	SERVERS+=(baseline)
+fi
 
-# Wait until both answer.
-for server in $MERIDIAN_ADDR $GDNSD_ADDR; do
+# Wait until all answer.
+for name in "${SERVERS[@]}"; do
+	server=${ADDR[$name]}
 	for i in $(seq 100); do
 		echo "www.cdn.example. A" >"$WORK/probe.txt"
 		if dnsperf -s "$server" -p $PORT -d "$WORK/probe.txt" -n 1 -t 1 2>/dev/null | grep -q "Queries completed: *1 "; then
@@ -149,22 +171,23 @@ for server in $MERIDIAN_ADDR $GDNSD_ADDR; do
 		fi
 		if ((i == 100)); then
 			echo "$server did not come up" >&2
-			cat "$WORK/meridian.log" "$WORK/gdnsd.log" >&2
+			cat "$WORK"/*.log >&2
 			exit 1
 		fi
 		sleep 0.2
 	done
 done
 
-# Check that both send a London ECS client to lhr (192.0.2.11/12) before measuring; Meridian
+# Check that all send a London ECS client to lhr (192.0.2.11/12) before measuring; Meridian
 # only once the live fleet is loaded.
-for server in $MERIDIAN_ADDR $GDNSD_ADDR; do
+for name in "${SERVERS[@]}"; do
+	server=${ADDR[$name]}
 	for i in $(seq 100); do
 		got=$("$WORK/dnsbench" ask "$server:$PORT" 100.64.1.0/24 2>/dev/null || true)
 		[[ $got == *192.0.2.1[12]* ]] && break
 		if ((i == 100)); then
 			echo "$server sends London to '$got', not lhr" >&2
-			cat "$WORK/meridian.log" "$WORK/gdnsd.log" >&2
+			cat "$WORK"/*.log >&2
 			exit 1
 		fi
 		sleep 0.2
@@ -178,37 +201,72 @@ KEPT0=$(metric meridian_dns_state_rebuilds_total 'cache="kept"')
 DROPPED0=$(metric meridian_dns_state_rebuilds_total 'cache="dropped"')
 
 echo "www.cdn.example. A" >"$WORK/queries.txt"
-ECS="-E 8:00011800644001"
+ECS=8:00011800644001 # EDNS option 8 (ECS): family 1, /24, 100.64.1.0 (London)
 
-run() { # name server ecs(0|1)
+cputicks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; } # user + system, all threads
+
+run() { # case server ecs(0|1) pid: prints qps, latency, lost, queries, server CPU ticks
 	local extra=()
-	if [[ $3 == 1 ]]; then extra=(-e $ECS); fi
+	if [[ $3 == 1 ]]; then extra=(-e -E "$ECS"); fi
+	local c0 c1
+	c0=$(cputicks "$4")
 	dnsperf -s "$2" -p $PORT -d "$WORK/queries.txt" -c "$CLIENTS" -T "$THREADS" -l "$DURATION" "${extra[@]}" >"$WORK/$1.out" 2>&1
-	local qps lat lost
-	qps=$(awk '/Queries per second:/ {print $4}' "$WORK/$1.out")
-	lat=$(awk '/Average Latency/ {print $4}' "$WORK/$1.out")
-	lost=$(awk '/Queries lost:/ {print $3}' "$WORK/$1.out")
-	echo "$1 $qps $lat $lost"
+	c1=$(cputicks "$4")
+	awk -v cpu=$((c1 - c0)) '
+		/Queries completed:/ { q = $3 }
+		/Queries lost:/ { lost = $3 }
+		/Queries per second:/ { qps = $4 }
+		/Average Latency/ { lat = $4 }
+		END { print qps, lat, lost, q, cpu }' "$WORK/$1.out"
 }
 
-declare -A QPS LAT LOST ALL
-# Interleave cases and rounds so that background load hits both servers alike; keep the
-# median round of each case.
+median() { sort -g | awk '{ r[NR] = $1 } END { if (NR) print r[int((NR + 1) / 2)]; else print "null" }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "null" }'; }
+# us_per_query CPU_TICKS QUERIES: server CPU microseconds per answered query
+us_per_query() { awk -v t="$1" -v q="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN { if (q > 0) printf "%.2f", t * 1e6 / hz / q; else print "null" }'; }
+
+declare -A QPS LAT LOST CPUQ ROUNDQ ROUNDCPU RATIOS
+CASES=()
+for name in "${SERVERS[@]}"; do CASES+=("${name}_ecs" "${name}_noecs"); done
+# Every round runs every case back to back, so that background load hits all servers alike;
+# odd rounds go in one order and even rounds in the reverse, so that no server always runs
+# right after another.
 for round in $(seq "$ROUNDS"); do
-	for case in meridian_ecs gdnsd_ecs gdnsd_noecs meridian_noecs; do
-		server=$MERIDIAN_ADDR
-		[[ $case == gdnsd_* ]] && server=$GDNSD_ADDR
+	order=()
+	for ecs in ecs noecs; do for name in "${SERVERS[@]}"; do order+=("${name}_$ecs"); done; done
+	if ((round % 2 == 0)); then
+		for ((i = ${#order[@]} - 1; i >= 0; i--)); do rev+=("${order[i]}"); done
+		order=("${rev[@]}")
+		rev=()
+	fi
+	for case in "${order[@]}"; do
+		name=${case%_*}
 		ecs=1
 		[[ $case == *_noecs ]] && ecs=0
-		read -r name qps lat lost < <(run "$case" "$server" "$ecs")
-		ALL[$name]+="$qps $lat $lost"$'\n'
-		printf "round %d %-16s %12s q/s  avg latency %ss  lost %s\n" "$round" "$name" "$qps" "$lat" "$lost"
+		read -r qps lat lost queries cpu < <(run "$case" "${ADDR[$name]}" "$ecs" "${PID[$name]}")
+		ROUNDQ[$case,$round]=$qps
+		ROUNDCPU[$case,$round]=$(us_per_query "$cpu" "$queries")
+		LAT[$case]+="$lat "
+		LOST[$case]+="$lost "
+		printf "round %d %-16s %10.0f q/s  avg latency %ss  lost %s  server CPU %s us/query\n" \
+			"$round" "$case" "$qps" "$lat" "$lost" "${ROUNDCPU[$case,$round]}"
+	done
+	for ecs in ecs noecs; do
+		for name in meridian baseline; do
+			[[ -n ${ROUNDQ[${name}_$ecs,$round]:-} ]] || continue
+			RATIOS[${name}_$ecs]+="$(ratio "${ROUNDQ[${name}_$ecs,$round]}" "${ROUNDQ[gdnsd_$ecs,$round]}") "
+		done
 	done
 done
-for name in meridian_ecs gdnsd_ecs gdnsd_noecs meridian_noecs; do
-	read -r QPS[$name] LAT[$name] LOST[$name] < <(printf "%s" "${ALL[$name]}" | sort -g | awk '{ r[NR] = $0 } END { print r[int((NR + 1) / 2)] }')
-	printf "median %-16s %12s q/s  avg latency %ss\n" "$name" "${QPS[$name]}" "${LAT[$name]}"
+for case in "${CASES[@]}"; do
+	QPS[$case]=$(for r in $(seq "$ROUNDS"); do echo "${ROUNDQ[$case,$r]}"; done | median)
+	CPUQ[$case]=$(for r in $(seq "$ROUNDS"); do echo "${ROUNDCPU[$case,$r]}"; done | median)
+	LAT[$case]=$(tr ' ' '\n' <<<"${LAT[$case]}" | grep . | median)
+	LOST[$case]=$(tr ' ' '\n' <<<"${LOST[$case]}" | grep . | median)
 done
+R_ECS=$(tr ' ' '\n' <<<"${RATIOS[meridian_ecs]}" | grep . | median)
+R_NOECS=$(tr ' ' '\n' <<<"${RATIOS[meridian_noecs]}" | grep . | median)
+list() { tr ' ' '\n' <<<"$1" | grep . | paste -sd, -; } # "a b c " -> a,b,c
 
 KEPT=$(($(metric meridian_dns_state_rebuilds_total 'cache="kept"') - KEPT0))
 DROPPED=$(($(metric meridian_dns_state_rebuilds_total 'cache="dropped"') - DROPPED0))
@@ -216,29 +274,50 @@ HITS=$(metric meridian_dns_cache_hits_total)
 MISSES=$(metric meridian_dns_cache_misses_total)
 echo "during the runs: $KEPT fleet-driven state rebuilds kept the answer cache, $DROPPED dropped it; $HITS hits, $MISSES misses"
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "null" }'; }
-R_ECS=$(ratio "${QPS[meridian_ecs]}" "${QPS[gdnsd_ecs]}")
-R_NOECS=$(ratio "${QPS[meridian_noecs]}" "${QPS[gdnsd_noecs]}")
-echo "Meridian/gdnsd queries/s: with ECS $R_ECS, without ECS $R_NOECS (target >= 0.8 with ECS)"
+echo
+echo "== summary: median of $ROUNDS rounds (load average $LOAD_START at start, $(cut -d" " -f1-3 /proc/loadavg) at end) =="
+printf "%-10s %16s %16s %22s %22s\n" "" "q/s with ECS" "q/s without ECS" "CPU us/query with ECS" "CPU us/query without"
+for name in "${SERVERS[@]}"; do
+	printf "%-10s %16.0f %16.0f %22s %22s\n" "$name" "${QPS[${name}_ecs]}" "${QPS[${name}_noecs]}" "${CPUQ[${name}_ecs]}" "${CPUQ[${name}_noecs]}"
+done
+echo "Meridian/gdnsd queries/s, median of the per-round ratios (target >= 1.0):"
+echo "  with ECS:    $R_ECS   (rounds: $(list "${RATIOS[meridian_ecs]}"))"
+echo "  without ECS: $R_NOECS   (rounds: $(list "${RATIOS[meridian_noecs]}"))"
+if [[ -n ${BASELINE:-} ]]; then
+	echo "baseline/gdnsd: with ECS $(tr ' ' '\n' <<<"${RATIOS[baseline_ecs]}" | grep . | median) (rounds: $(list "${RATIOS[baseline_ecs]}")), without ECS $(tr ' ' '\n' <<<"${RATIOS[baseline_noecs]}" | grep . | median) (rounds: $(list "${RATIOS[baseline_noecs]}"))"
+fi
 
 mkdir -p "$(dirname "$OUT")"
-cat >"$OUT" <<JSON
+results() { # name ecs: one JSON object
+	local c=$1_$2 rounds
+	rounds=$(for r in $(seq "$ROUNDS"); do echo "${ROUNDQ[$c,$r]}"; done | paste -sd, -)
+	printf '{"qps": %s, "qps_rounds": [%s], "avg_latency_s": %s, "lost": %s, "cpu_us_per_query": %s}' \
+		"${QPS[$c]}" "$rounds" "${LAT[$c]}" "${LOST[$c]}" "${CPUQ[$c]}"
+}
+{
+	cat <<JSON
 {
   "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
   "machine": {"cpus": $(nproc), "kernel": "$(uname -r)", "load_average_at_start": "$LOAD_START", "load_average_at_end": "$(cut -d" " -f1-3 /proc/loadavg)"},
-  "command": "bench/dns.sh (dnsperf -c $CLIENTS -T $THREADS -l $DURATION, median of $ROUNDS interleaved rounds, one name, London ECS 100.64.1.0/24)",
+  "command": "bench/dns.sh (dnsperf -c $CLIENTS -T $THREADS -l $DURATION, $ROUNDS interleaved rounds, medians, one name, London ECS 100.64.1.0/24)",
   "mmdb": {"networks": $((NETWORKS + 76)), "bytes": $MMDB_BYTES},
   "meridian_fleet": {"nodes": $FLEET_NODES, "heartbeat_s": 1, "state_rebuilds_kept": $KEPT, "state_rebuilds_dropped": $DROPPED, "cache_hits": $HITS, "cache_misses": $MISSES},
   "dnsperf": "$(dpkg-query -W -f='${Version}' dnsperf 2>/dev/null)",
   "gdnsd": "$(dpkg-query -W -f='${Version}' gdnsd 2>/dev/null)",
   "results": {
-    "meridian": {"ecs": {"qps": ${QPS[meridian_ecs]}, "avg_latency_s": ${LAT[meridian_ecs]}, "lost": ${LOST[meridian_ecs]}},
-                 "no_ecs": {"qps": ${QPS[meridian_noecs]}, "avg_latency_s": ${LAT[meridian_noecs]}, "lost": ${LOST[meridian_noecs]}}},
-    "gdnsd": {"ecs": {"qps": ${QPS[gdnsd_ecs]}, "avg_latency_s": ${LAT[gdnsd_ecs]}, "lost": ${LOST[gdnsd_ecs]}},
-              "no_ecs": {"qps": ${QPS[gdnsd_noecs]}, "avg_latency_s": ${LAT[gdnsd_noecs]}, "lost": ${LOST[gdnsd_noecs]}}}
+JSON
+	sep=""
+	for name in "${SERVERS[@]}"; do
+		printf '%s    "%s": {"ecs": %s,\n      "no_ecs": %s}' "$sep" "$name" "$(results "$name" ecs)" "$(results "$name" noecs)"
+		sep=$',\n'
+	done
+	cat <<JSON
+
   },
-  "ratio_meridian_over_gdnsd": {"ecs": $R_ECS, "no_ecs": $R_NOECS},
-  "target_ecs_ratio": 0.8
+  "ratio_meridian_over_gdnsd": {"ecs": $R_ECS, "no_ecs": $R_NOECS, "ecs_rounds": [$(list "${RATIOS[meridian_ecs]}")], "no_ecs_rounds": [$(list "${RATIOS[meridian_noecs]}")],
+    "how": "median of the per-round ratios"},
+  "target_ratio": 1.0
 }
 JSON
+} >"$OUT"
 echo "wrote $OUT"

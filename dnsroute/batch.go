@@ -1,3 +1,5 @@
+//go:build !linux
+
 package dnsroute
 
 import (
@@ -9,10 +11,6 @@ import (
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 )
-
-// udpBatch is how many datagrams one worker reads (recvmmsg) and writes (sendmmsg) per system
-// call; under load the kernel queue is deep and one call per datagram would dominate the cost.
-const udpBatch = 32
 
 // batchConn is what ipv4.PacketConn and ipv6.PacketConn share.
 type batchConn interface {
@@ -27,7 +25,8 @@ func newBatchConn(uc *net.UDPConn) batchConn {
 	return ipv6.NewPacketConn(uc)
 }
 
-// serveUDPBatch is serveUDP for a *net.UDPConn: batched reads and writes.
+// serveUDPBatch is serveUDP for a *net.UDPConn on systems other than Linux (udp_linux.go):
+// batched reads and writes through x/net.
 func (s *Server) serveUDPBatch(ctx context.Context, uc *net.UDPConn) {
 	bc := newBatchConn(uc)
 	w := newWorker()
@@ -35,9 +34,9 @@ func (s *Server) serveUDPBatch(ctx context.Context, uc *net.UDPConn) {
 	out := make([]ipv4.Message, udpBatch)
 	outBufs := make([][]byte, udpBatch)
 	for i := range in {
-		in[i].Buffers = [][]byte{make([]byte, 4096)}
+		in[i].Buffers = [][]byte{make([]byte, udpBufLen)}
 		out[i].Buffers = [][]byte{nil}
-		outBufs[i] = make([]byte, 0, 4096)
+		outBufs[i] = make([]byte, 0, udpBufLen)
 	}
 	for {
 		n, err := bc.ReadBatch(in, 0)
@@ -66,6 +65,7 @@ func (s *Server) serveUDPBatch(ctx context.Context, uc *net.UDPConn) {
 			out[k].Addr = ua
 			k++
 		}
+		s.flushHits(w)
 		for sent := 0; sent < k; {
 			m, err := bc.WriteBatch(out[sent:k], 0)
 			if err != nil {

@@ -21,14 +21,61 @@ type worker struct {
 	in, out, key []byte
 	netKey       []byte // the key of the client's database network in netCache
 	n            uint32 // queries handled, for sampling the latency of cache hits
+
+	// Cache hits not yet added to the shared counters, which the UDP loops publish once a
+	// batch (flushHits): a hit's three atomic additions were 15 % of it on one core, and
+	// with both workers serving one answer (sharing the counters' cache lines) a hit took
+	// twice as long with them as without. pend is the entry whose metric children pendN
+	// hits owe; a batch of one hot answer adds to them once.
+	hits  uint64
+	pend  *entry
+	pendN int
 }
+
+// hit counts a cache hit of e.
+func (w *worker) hit(e *entry) {
+	w.hits++
+	if e != w.pend {
+		w.flushEntry()
+		w.pend = e
+	}
+	w.pendN++
+}
+
+func (w *worker) flushEntry() {
+	if w.pendN > 0 {
+		n := float64(w.pendN)
+		w.pend.queries.Add(n)
+		if w.pend.answers != nil {
+			w.pend.answers.Add(n)
+		}
+	}
+	w.pend, w.pendN = nil, 0
+}
+
+// flushHits publishes the hits w has counted; the UDP loops call it before sending a batch's
+// replies, so a client that has its answer finds it counted.
+func (s *Server) flushHits(w *worker) {
+	w.flushEntry()
+	if w.hits > 0 {
+		s.m.hits.Add(w.hits)
+		w.hits = 0
+	}
+}
+
+// udpBatch is how many datagrams one worker reads (recvmmsg) and writes (sendmmsg) per system
+// call; under load the kernel queue is deep and one call per datagram would dominate the cost.
+const udpBatch = 32
+
+// udpBufLen is the room for one datagram; a longer query is answered FORMERR (see tooLong).
+const udpBufLen = 4096
 
 // hitSample is how often a cache hit's latency is measured (1 in hitSample): two clock reads
 // would double the cost of a hit.
 const hitSample = 64
 
 func newWorker() *worker {
-	return &worker{in: make([]byte, 4096), out: make([]byte, 0, 4096), key: make([]byte, 0, 320), netKey: make([]byte, 0, 320)}
+	return &worker{in: make([]byte, udpBufLen), out: make([]byte, 0, udpBufLen), key: make([]byte, 0, 320), netKey: make([]byte, 0, 320)}
 }
 
 func (s *Server) serveUDP(ctx context.Context, pc net.PacketConn) {
@@ -49,7 +96,9 @@ func (s *Server) serveUDP(ctx context.Context, pc net.PacketConn) {
 		if !ok {
 			continue
 		}
-		if resp := s.handleUDP(w, w.in[:n], ua.AddrPort()); resp != nil {
+		resp := s.handleUDP(w, w.in[:n], ua.AddrPort())
+		s.flushHits(w)
+		if resp != nil {
 			pc.WriteTo(resp, addr)
 		}
 	}
@@ -100,11 +149,7 @@ func (s *Server) handleUDP(w *worker, p []byte, src netip.AddrPort) []byte {
 			if len(v) <= udpLimit(q.edns, q.udpSize, s.cfg.MaxUDPSize) {
 				out := append(w.out[:0], v...)
 				patch(out, p, &q, e)
-				s.m.hits.Add(1)
-				e.queries.Inc()
-				if e.answers != nil {
-					e.answers.Inc()
-				}
+				w.hit(e)
 				if !start.IsZero() {
 					s.m.latency.Observe(time.Since(start).Seconds())
 				}
@@ -361,6 +406,17 @@ func patch(out, p []byte, q *query, e *entry) {
 	if e.ecsAddrLen > 0 {
 		copy(out[len(out)-e.ecsAddrLen:], q.ecsAddr)
 	}
+}
+
+// tooLong answers a datagram longer than udpBufLen (p is its start) with FORMERR; no query
+// is that long, and the rest of it was never read.
+func (s *Server) tooLong(w *worker, p []byte) []byte {
+	if len(p) < headerLen || p[2]&0x80 != 0 {
+		s.m.dropped.WithLabelValues("long").Inc()
+		return nil
+	}
+	s.m.queries.WithLabelValues("other", rcodeLabel(dns.RcodeFormatError)).Inc()
+	return headerReply(w.out[:0], p, dns.RcodeFormatError)
 }
 
 // headerReply is a bare header with rcode: no question, no records, 12 bytes.

@@ -114,10 +114,21 @@ func startServer(t testing.TB, mutate func(*Config)) *testServer {
 	nextIP.n++
 	ip := netip.AddrFrom4([4]byte{127, 0, 2, byte(nextIP.n)})
 	nextIP.Unlock()
-	ctx, cancel := context.WithCancel(context.Background())
-	udp, tcp, err := listen(ctx, netip.AddrPortFrom(ip, 0).String())
+	ts, err := serveOn(t, s, netip.AddrPortFrom(ip, 0).String())
 	if err != nil {
 		t.Fatal(err)
+	}
+	return ts
+}
+
+// serveOn serves s on addr (UDP and TCP) until the test ends.
+func serveOn(t testing.TB, s *Server, addr string) (*testServer, error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	udp, tcp, err := listen(ctx, addr)
+	if err != nil {
+		cancel()
+		return nil, err
 	}
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx, udp, tcp) }()
@@ -132,7 +143,7 @@ func startServer(t testing.TB, mutate func(*Config)) *testServer {
 	case <-time.After(5 * time.Second):
 		t.Fatal("server not ready")
 	}
-	return &testServer{Server: s, addr: udp.LocalAddr().String()}
+	return &testServer{Server: s, addr: udp.LocalAddr().String()}, nil
 }
 
 // query options.

@@ -1,0 +1,129 @@
+package dnsroute
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// TestUDPBatchAnswersEachClient: queries that arrive together are read and answered in
+// batches; every client gets its own reply (its ID, its question's case, routed by its own
+// address) and no other's.
+func TestUDPBatchAnswersEachClient(t *testing.T) {
+	ts := startServer(t, nil)
+	type client struct {
+		c    *net.UDPConn
+		id   uint16
+		name string
+		pop  string
+	}
+	var clients []client
+	for i := range 64 {
+		city, pop := "London", "lhr"
+		from := netip.AddrFrom4([4]byte{127, 1, 1, byte(10 + i)})
+		if i%2 == 1 {
+			city, pop = "Tokyo", "nrt"
+			from = netip.AddrFrom4([4]byte{127, 1, 2, byte(10 + i)})
+		}
+		c, err := net.DialUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(from, 0)), net.UDPAddrFromAddrPort(netip.MustParseAddrPort(ts.addr)))
+		if err != nil {
+			t.Fatalf("client in %s: %v", city, err)
+		}
+		defer c.Close()
+		name := "www.cdn.example."
+		if i%3 == 0 {
+			name = "WwW.cdn.example."
+		}
+		clients = append(clients, client{c: c, id: uint16(1000 + i), name: name, pop: pop})
+	}
+	// Send everything first, so that the server finds a deep queue; some clients send a
+	// packet that gets no answer first, so that replies and queries differ in position.
+	resp := new(dns.Msg)
+	resp.SetQuestion("www.cdn.example.", dns.TypeA)
+	resp.Response = true
+	rb, _ := resp.Pack()
+	for i, cl := range clients {
+		if i%5 == 0 {
+			if _, err := cl.c.Write(rb); err != nil {
+				t.Fatal(err)
+			}
+		}
+		m := new(dns.Msg)
+		m.SetQuestion(cl.name, dns.TypeA)
+		m.Id = cl.id
+		b, _ := m.Pack()
+		if _, err := cl.c.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	buf := make([]byte, 4096)
+	for _, cl := range clients {
+		cl.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := cl.c.Read(buf)
+		if err != nil {
+			t.Fatalf("client %d: %v", cl.id, err)
+		}
+		var r dns.Msg
+		if err := r.Unpack(buf[:n]); err != nil {
+			t.Fatalf("client %d: %v", cl.id, err)
+		}
+		if r.Id != cl.id || r.Question[0].Name != cl.name {
+			t.Errorf("client %d asking %s got the reply to %d asking %s", cl.id, cl.name, r.Id, r.Question[0].Name)
+		}
+		if got := ts.popOf(t, &r); got != cl.pop {
+			t.Errorf("client %d sent to %s, want %s", cl.id, got, cl.pop)
+		}
+	}
+}
+
+// TestUDPOverIPv6: clients over IPv6 are read (sockaddr_in6) and answered.
+func TestUDPOverIPv6(t *testing.T) {
+	s, err := New(testConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts, err := serveOn(t, s, "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	for i, ecs := range []netip.Prefix{{}, cityPrefix(t, "London", 1), netip.MustParsePrefix("2001:db8:1::/56")} {
+		t.Run(fmt.Sprint(i), func(t *testing.T) {
+			r := ts.ask(t, "www.cdn.example.", dns.TypeAAAA, qopt{ecs: ecs})
+			if len(r.Answer) == 0 {
+				t.Fatalf("no answer over IPv6: %v", r)
+			}
+			if ecs == cityPrefix(t, "London", 1) {
+				if got := ts.popOf(t, r); got != "lhr" {
+					t.Errorf("London over IPv6 sent to %s", got)
+				}
+			}
+		})
+	}
+}
+
+// TestUDPLongerThanARead: a datagram longer than the read buffer gets FORMERR (its header,
+// nothing more), and a long "response" gets nothing.
+func TestUDPLongerThanARead(t *testing.T) {
+	ts := startServer(t, nil)
+	q := new(dns.Msg)
+	q.SetQuestion("www.cdn.example.", dns.TypeA)
+	q.Id = 0x1234
+	qb, _ := q.Pack()
+	long := append(qb, make([]byte, 2*udpBufLen)...)
+	got := rawExchange(t, ts.addr, long)
+	var r dns.Msg
+	if err := r.Unpack(got); err != nil || len(got) != headerLen {
+		t.Fatalf("reply %x (%v), want a bare header", got, err)
+	}
+	if r.Id != q.Id || r.Rcode != dns.RcodeFormatError || !r.Response {
+		t.Errorf("reply id %#x rcode %s response %v, want %#x FORMERR response", r.Id, dns.RcodeToString[r.Rcode], r.Response, q.Id)
+	}
+	long[2] |= 0x80
+	if got := rawExchange(t, ts.addr, long); got != nil {
+		t.Errorf("reply %x to a long response", got)
+	}
+}
