@@ -101,7 +101,7 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 		res.stream, res.tooLarge = resp, resp.ContentLength > maxObj
 		return res
 	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxObj+1))
+	body, err := readBody(resp, maxObj)
 	if err != nil {
 		resp.Body.Close()
 		res.err = fmt.Errorf("read body of %s from %s: %w", req.target, tier, err)
@@ -124,6 +124,30 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 		res.stored = n.store.Put(o)
 	}
 	return res
+}
+
+// readBody reads resp's body, up to limit+1 bytes so the caller can tell one too large. A
+// declared length is read into one buffer of exactly that size: no growing and no final copy
+// as with io.ReadAll, and the store keeps that buffer as it is (issue 15).
+func readBody(resp *http.Response, limit int64) ([]byte, error) {
+	if resp.ContentLength < 0 || resp.ContentLength > limit {
+		return io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	}
+	body := make([]byte, resp.ContentLength)
+	if _, err := io.ReadFull(resp.Body, body); err != nil {
+		return nil, err
+	}
+	// Read on to the end of the body: net/http reuses the connection only once a read has
+	// returned io.EOF (usually it came with the last bytes, and this returns at once).
+	var extra [1]byte
+	switch _, err := io.ReadFull(resp.Body, extra[:]); err {
+	case io.EOF:
+		return body, nil
+	case nil:
+		return nil, fmt.Errorf("body longer than its Content-Length %d", resp.ContentLength)
+	default:
+		return nil, err
+	}
 }
 
 // fillPolicy is what RFC 9111 and the edge's own rules say of storing a fill's answer.

@@ -1,8 +1,9 @@
 package edge
 
 import (
-	"hash/fnv"
-	"sort"
+	"cmp"
+	"slices"
+	"strings"
 )
 
 // tierSet is the node's view of the fill tiers: the nodes of its own PoP and of each shield
@@ -49,29 +50,42 @@ func (n *Node) SetShields(shields map[string][]Peer) {
 // the same order from the same set, so all agree on a key's owner, and when a node leaves
 // only the keys it owned move.
 func rendezvous(nodes []Peer, key string) []Peer {
+	if len(nodes) <= 1 {
+		// One node (a standalone edge has only itself) is its own order: no hashing, no
+		// allocation on every miss (issue 15). Callers only read the slice.
+		return nodes
+	}
 	type scored struct {
 		p     Peer
 		score uint64
 	}
 	s := make([]scored, len(nodes))
 	for i, p := range nodes {
-		h := fnv.New64a()
-		h.Write([]byte(p.ID))
-		h.Write([]byte{0})
-		h.Write([]byte(key))
-		s[i] = scored{p, mix(h.Sum64())}
+		s[i] = scored{p, mix(fnv64a(fnv64a(fnv64a(fnvOffset, p.ID), "\x00"), key))}
 	}
-	sort.Slice(s, func(i, j int) bool {
-		if s[i].score != s[j].score {
-			return s[i].score > s[j].score
+	slices.SortFunc(s, func(a, b scored) int {
+		if c := cmp.Compare(b.score, a.score); c != 0 {
+			return c
 		}
-		return s[i].p.ID < s[j].p.ID
+		return strings.Compare(a.p.ID, b.p.ID)
 	})
 	out := make([]Peer, len(s))
 	for i := range s {
 		out[i] = s[i].p
 	}
 	return out
+}
+
+// fnvOffset and fnv64a are FNV-1a (as hash/fnv's New64a computes it) over strings, without
+// the hasher's allocation and the string-to-bytes copies.
+const fnvOffset uint64 = 14695981039346656037
+
+func fnv64a(h uint64, s string) uint64 {
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	return h
 }
 
 // mix is a 64-bit finaliser (SplitMix64) so that FNV's weak low bits don't bias the order.
