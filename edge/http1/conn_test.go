@@ -83,33 +83,9 @@ func TestPipelinedBehindLongRequest(t *testing.T) {
 	}
 	defer c.Close()
 	io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
-	wait.For(t, 5*time.Second, "the watch to read", func() bool {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		for c := range s.conns {
-			c.mu.Lock()
-			reading := c.reading
-			c.mu.Unlock()
-			if reading {
-				return true
-			}
-		}
-		return false
-	})
+	wait.For(t, 5*time.Second, "the watch to read", func() bool { return watching(s) })
 	io.WriteString(c, "GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
-	wait.For(t, 5*time.Second, "the watch to take the byte", func() bool {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		for c := range s.conns {
-			c.mu.Lock()
-			reading := c.reading
-			c.mu.Unlock()
-			if reading {
-				return false
-			}
-		}
-		return true
-	})
+	wait.For(t, 5*time.Second, "the watch to take the byte", func() bool { return !watching(s) })
 	close(release)
 	br := bufio.NewReader(c)
 	for _, want := range []string{"/slow", "/next"} {
@@ -122,6 +98,21 @@ func TestPipelinedBehindLongRequest(t *testing.T) {
 			t.Errorf("answer %q, want %q", b, want)
 		}
 	}
+}
+
+// watching reports whether a watch of one of s's connections is reading.
+func watching(s *Server) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		c.mu.Lock()
+		reading := c.reading
+		c.mu.Unlock()
+		if reading {
+			return true
+		}
+	}
+	return false
 }
 
 // Shutdown closes idle connections at once and lets a request in flight finish, telling its
