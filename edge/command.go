@@ -79,6 +79,9 @@ The config file is YAML (see docs/edge.md); flags override its fields.`,
 				debug.SetMemoryLimit(limit)
 				n.log.Info("memory limit", "bytes", limit)
 			}
+			if pct, set := gcPercent(os.Getenv("GOGC"), os.Getenv("GOMEMLIMIT")); set {
+				debug.SetGCPercent(pct)
+			}
 			if err := n.Run(cmd.Context()); err != nil {
 				return fmt.Errorf("edge: %w", err)
 			}
@@ -115,4 +118,21 @@ func memoryLimit(cfg Config, env string) (int64, bool) {
 		return 0, false
 	}
 	return cfg.Cache.MaxBytes*115/100 + cfg.Cache.InFlightBytes + memoryBaseline, true
+}
+
+// edgeGCPercent is the edge's GOGC. A node serving hits holds a small live heap besides its
+// store and allocates fast: at GOGC=100 it collected about three times a second under wrk
+// (14 MB live, 28 MB goal), each cycle taking CPU from requests and adding to the tail. Under
+// the edge's own memory limit a higher GOGC only lets the heap use the budget it was given
+// before collecting: with the store full the limit, not GOGC, decides when the collector
+// runs, so the memory bound is unchanged.
+const edgeGCPercent = 400
+
+// gcPercent is the GC percentage the edge sets itself: only under its own memory limit (an
+// operator's GOMEMLIMIT may be "off") and unless the operator set GOGC.
+func gcPercent(gogc, gomemlimit string) (int, bool) {
+	if gogc != "" || gomemlimit != "" {
+		return 0, false
+	}
+	return edgeGCPercent, true
 }

@@ -81,3 +81,22 @@ func TestMemoryLimit(t *testing.T) {
 		t.Error("memoryLimit overrode an operator's GOMEMLIMIT")
 	}
 }
+
+func TestGCPercent(t *testing.T) {
+	tests := []struct {
+		gogc, gomemlimit string
+		want             int
+		set              bool
+	}{
+		{"", "", edgeGCPercent, true}, // under the edge's own memory limit
+		{"100", "", 0, false},         // the operator's GOGC stands
+		{"", "off", 0, false},         // no limit of ours to cap a larger heap
+		{"", "2GiB", 0, false},        // the operator's limit: their GOGC too
+		{"off", "2GiB", 0, false},
+	}
+	for _, tt := range tests {
+		if got, set := gcPercent(tt.gogc, tt.gomemlimit); got != tt.want || set != tt.set {
+			t.Errorf("gcPercent(%q, %q) = %d, %v; want %d, %v", tt.gogc, tt.gomemlimit, got, set, tt.want, tt.set)
+		}
+	}
+}
