@@ -29,8 +29,13 @@ import (
 // startHTTP serves h on ip until the test ends.
 func startHTTP(t *testing.T, ip string, h http.Handler) string {
 	t.Helper()
+	return startServer(t, ip, &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second})
+}
+
+// startServer runs srv on ip until the test ends.
+func startServer(t *testing.T, ip string, srv *http.Server) string {
+	t.Helper()
 	ln := listen(t, ip)
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

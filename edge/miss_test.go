@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/meridian-cdn/meridian/wire"
 )
@@ -48,20 +49,9 @@ func TestMissesReuseUpstreamConnections(t *testing.T) {
 // startHTTPConns serves h on ip until the test ends, counting the connections accepted.
 func startHTTPConns(t *testing.T, ip string, conns *atomic.Int64, h http.Handler) string {
 	t.Helper()
-	srv := &http.Server{Handler: h, ConnState: func(_ net.Conn, s http.ConnState) {
+	return startServer(t, ip, &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ConnState: func(_ net.Conn, s http.ConnState) {
 		if s == http.StateNew {
 			conns.Add(1)
 		}
-	}}
-	ln := listen(t, ip)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		srv.Serve(ln)
-	}()
-	t.Cleanup(func() {
-		srv.Close()
-		<-done
-	})
-	return ln.Addr().String()
+	}})
 }
