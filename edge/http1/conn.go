@@ -38,7 +38,7 @@ type conn struct {
 	werr    error // the first write error: the connection is done
 	pending [bufferBeforeChunking]byte
 	tmpl    http.Request // filled per request; WithContext copies it, one allocation instead of two
-	header  http.Header // the response header, reused (serveRequest)
+	header  http.Header  // the response header, reused (serveRequest)
 
 	// The watch for a client going away while a handler runs long (backgroundRead).
 	mu      sync.Mutex
