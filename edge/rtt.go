@@ -164,6 +164,10 @@ type rttTCPConn struct {
 	rtt rttConn
 }
 
+// RawTCP lets the HTTP/1.1 fast path do its I/O on the socket itself (edge/http1): the
+// sampling changes only Close.
+func (c *rttTCPConn) RawTCP() *net.TCPConn { return c.TCPConn }
+
 func (c *rttTCPConn) Close() error {
 	c.rtt.closing()
 	return c.TCPConn.Close()

@@ -26,6 +26,7 @@ var aLongTimeAgo = time.Unix(1, 0)
 type conn struct {
 	srv    *Server
 	nc     net.Conn
+	raw    *rawIO // nil: nc's own I/O (rawio_linux.go)
 	cr     connReader
 	br     *bufio.Reader
 	ctx    context.Context // the connection's: values only, never cancelled
@@ -53,6 +54,7 @@ type conn struct {
 // connReader reads the connection, first giving back a byte a watch has read.
 type connReader struct {
 	nc      net.Conn
+	raw     *rawIO
 	hasByte bool
 	b       [1]byte
 }
@@ -63,12 +65,15 @@ func (r *connReader) Read(p []byte) (int, error) {
 		r.hasByte = false
 		return 1, nil
 	}
+	if r.raw != nil {
+		return r.raw.read(p)
+	}
 	return r.nc.Read(p)
 }
 
 func (s *Server) newConn(nc net.Conn) *conn {
-	c := &conn{srv: s, nc: nc, remote: nc.RemoteAddr().String()}
-	c.cr.nc = nc
+	c := &conn{srv: s, nc: nc, raw: newRawIO(nc), remote: nc.RemoteAddr().String()}
+	c.cr.nc, c.cr.raw = nc, c.raw
 	c.br = bufio.NewReaderSize(&c.cr, readBufferSize)
 	c.out = make([]byte, 0, 4<<10)
 	ctx := context.WithValue(context.Background(), http.ServerContextKey, s.Fallback)
@@ -306,17 +311,30 @@ func (c *conn) write(p []byte) {
 		c.out = append(c.out, p...)
 		return
 	}
+	err := c.writeOut(c.out, p)
+	c.out = c.out[:0]
+	c.writeFailed(err)
+}
+
+// writeOut writes a and then b, with one writev when both have bytes.
+func (c *conn) writeOut(a, b []byte) error {
+	if c.raw != nil {
+		_, err := c.raw.write(a, b)
+		return err
+	}
 	var err error
-	if len(c.out) == 0 {
-		_, err = c.nc.Write(p)
-	} else {
-		c.vec[0], c.vec[1] = c.out, p
+	switch {
+	case len(a) == 0:
+		_, err = c.nc.Write(b)
+	case len(b) == 0:
+		_, err = c.nc.Write(a)
+	default:
+		c.vec[0], c.vec[1] = a, b
 		c.bufs = c.vec[:]
 		_, err = c.bufs.WriteTo(c.nc)
 		c.vec = [2][]byte{}
-		c.out = c.out[:0]
 	}
-	c.writeFailed(err)
+	return err
 }
 
 // flush writes the output.
@@ -325,7 +343,7 @@ func (c *conn) flush() {
 		c.out = c.out[:0]
 		return
 	}
-	_, err := c.nc.Write(c.out)
+	err := c.writeOut(c.out, nil)
 	c.out = c.out[:0]
 	c.writeFailed(err)
 }
