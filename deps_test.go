@@ -42,7 +42,6 @@ var layers = map[string]int{
 // exactly those, so that a stale entry fails too.
 var leaves = map[string][]string{
 	"wire":                 nil,
-	"edge/http1":           {"golang.org/x/net"},
 	"edge/httpcache":       nil,
 	"dnsroute/geo":         {"github.com/oschwald/maxminddb-golang/v2"},
 	"dnsroute/geo/geodata": {"github.com/maxmind/mmdbwriter"},
@@ -51,6 +50,7 @@ var leaves = map[string][]string{
 	"internal/natsauth":    {"github.com/nats-io/nats-server/v2", "github.com/nats-io/nats.go", "github.com/nats-io/nkeys"},
 	"internal/natstest":    {"github.com/nats-io/nats-server/v2", "github.com/nats-io/nats.go"},
 	"internal/proctest":    nil,
+	"internal/rawconn":     {"golang.org/x/sys"},
 	"internal/reuseport":   {"golang.org/x/sys"},
 	"internal/yamlconf":    {"go.yaml.in/yaml/v3"},
 }

@@ -164,9 +164,8 @@ type rttTCPConn struct {
 	rtt rttConn
 }
 
-// RawTCP lets the HTTP/1.1 fast path do its I/O on the socket itself (edge/http1): the
-// sampling changes only Close.
-func (c *rttTCPConn) RawTCP() *net.TCPConn { return c.TCPConn }
+// TCP lets raw I/O use the socket itself (internal/rawconn): the sampling changes only Close.
+func (c *rttTCPConn) TCP() *net.TCPConn { return c.TCPConn }
 
 func (c *rttTCPConn) Close() error {
 	c.rtt.closing()

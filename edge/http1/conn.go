@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/meridian-cdn/meridian/internal/rawconn"
 )
 
 // watchDelay is how long a handler runs before the connection is watched for the client
@@ -26,7 +28,7 @@ var aLongTimeAgo = time.Unix(1, 0)
 type conn struct {
 	srv    *Server
 	nc     net.Conn
-	raw    *rawIO // nil: nc's own I/O (rawio_linux.go)
+	raw    *rawconn.Conn // nc with raw I/O; nil: nc's own
 	cr     connReader
 	br     *bufio.Reader
 	ctx    context.Context // the connection's: values only, never cancelled
@@ -54,7 +56,7 @@ type conn struct {
 // connReader reads the connection, first giving back a byte a watch has read.
 type connReader struct {
 	nc      net.Conn
-	raw     *rawIO
+	raw     *rawconn.Conn
 	hasByte bool
 	b       [1]byte
 }
@@ -66,13 +68,13 @@ func (r *connReader) Read(p []byte) (int, error) {
 		return 1, nil
 	}
 	if r.raw != nil {
-		return r.raw.read(p)
+		return r.raw.Read(p)
 	}
 	return r.nc.Read(p)
 }
 
 func (s *Server) newConn(nc net.Conn) *conn {
-	c := &conn{srv: s, nc: nc, raw: newRawIO(nc), remote: nc.RemoteAddr().String()}
+	c := &conn{srv: s, nc: nc, raw: rawconn.New(nc), remote: nc.RemoteAddr().String()}
 	c.cr.nc, c.cr.raw = nc, c.raw
 	c.br = bufio.NewReaderSize(&c.cr, readBufferSize)
 	c.out = make([]byte, 0, 4<<10)
@@ -182,7 +184,11 @@ func (c *conn) readHead(maxHead int) (head, int, verdict, error) {
 func (c *conn) handOff() {
 	c.nc.SetReadDeadline(time.Time{})
 	buffered, _ := c.br.Peek(c.br.Buffered())
-	pc := &prefixConn{Conn: c.nc, prefix: append([]byte(nil), buffered...)}
+	var nc net.Conn = c.nc
+	if c.raw != nil {
+		nc = c.raw
+	}
+	pc := &prefixConn{Conn: nc, prefix: append([]byte(nil), buffered...)}
 	if c.srv.ConnState != nil {
 		c.srv.ConnState(c.nc, http.StateHijacked)
 	}
@@ -319,7 +325,7 @@ func (c *conn) write(p []byte) {
 // writeOut writes a and then b, with one writev when both have bytes.
 func (c *conn) writeOut(a, b []byte) error {
 	if c.raw != nil {
-		_, err := c.raw.write(a, b)
+		_, err := c.raw.Writev(a, b)
 		return err
 	}
 	var err error

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -256,5 +257,30 @@ func TestShutdownBeforeServe(t *testing.T) {
 	}
 	if err := s.Serve(ln); err != http.ErrServerClosed {
 		t.Fatalf("Serve after Shutdown = %v, want ErrServerClosed", err)
+	}
+}
+
+// An answer larger than the socket buffers arrives whole: the raw writes wait in the poller
+// for the client to read (internal/rawconn).
+func TestLargeAnswer(t *testing.T) {
+	body := strings.Repeat("x", 16<<20)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		io.WriteString(w, body)
+	})
+	_, addr := serveFast(t, h, nil)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	if err != nil || string(got) != body {
+		t.Fatalf("read %d bytes (%v), want %d", len(got), err, len(body))
 	}
 }

@@ -1,0 +1,111 @@
+// Package rawconn gives a TCP connection reads and writes by raw, non-blocking system calls
+// (no entersyscall), parked in the runtime's network poller while the socket is empty or
+// full, as net.Conn's own are.
+//
+// Why: a write over loopback (or to a fast peer) runs the receiver's delivery inline for
+// tens of microseconds, long enough that the runtime's sysmon takes the P away from a
+// goroutine in an ordinary system call and wakes another thread to run something else, which
+// then parks again when the write returns. Under wrk against the edge that was most of the
+// process's futex calls, and it kept sysmon itself waking every 20 µs (docs/benchmarks.md,
+// issue 15). A non-blocking socket call never blocks, so holding the P through it costs
+// nothing. DNS's UDP loop does the same (dnsroute/udp_linux.go).
+package rawconn
+
+import (
+	"io"
+	"net"
+	"sync"
+	"syscall"
+)
+
+// TCPer is implemented by a connection that wraps a TCP connection without changing its
+// Read and Write (the edge's RTT sampling changes only Close), so raw I/O on the TCP socket
+// is the same I/O.
+type TCPer interface {
+	TCP() *net.TCPConn
+}
+
+// Conn is a connection whose Read and Write are raw system calls on its TCP socket. Every
+// other method (Close, deadlines, addresses) is the wrapped connection's; deadlines apply
+// to raw reads and writes as to net.Conn's.
+type Conn struct {
+	net.Conn // the wrapped connection
+	rc       syscall.RawConn
+
+	rmu sync.Mutex // one read at a time owns r
+	r   reader
+	wmu sync.Mutex // one write at a time owns w
+	w   writer
+}
+
+// New returns c with raw I/O, or nil when c is not a TCP connection (or a TCPer) or the
+// system has no raw I/O here.
+func New(c net.Conn) *Conn {
+	var tc *net.TCPConn
+	switch t := c.(type) {
+	case *net.TCPConn:
+		tc = t
+	case TCPer:
+		tc = t.TCP()
+	}
+	if tc == nil || !supported {
+		return nil
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	rw := &Conn{Conn: c, rc: rc}
+	rw.r.init()
+	rw.w.init()
+	return rw
+}
+
+// Wrap returns c with raw I/O when New can give it, else c itself.
+func Wrap(c net.Conn) net.Conn {
+	if rw := New(c); rw != nil {
+		return rw
+	}
+	return c
+}
+
+// NetConn returns the wrapped connection.
+func (c *Conn) NetConn() net.Conn { return c.Conn }
+
+// Read reads into p, waiting in the poller while the socket is empty.
+func (c *Conn) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	n, err := c.r.read(c.rc, p)
+	if err != nil {
+		err = c.opError("read", err)
+	}
+	return n, err
+}
+
+// Write writes p, waiting in the poller while the send buffer is full.
+func (c *Conn) Write(p []byte) (int, error) { return c.Writev(p, nil) }
+
+// Writev writes a and then b (either may be empty) with one writev where the socket takes
+// them at once.
+func (c *Conn) Writev(a, b []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	n, err := c.w.write(c.rc, a, b)
+	if err != nil {
+		err = c.opError("write", err)
+	}
+	return n, err
+}
+
+// opError wraps err as net.Conn's methods do, so callers that look for net.Error or
+// *net.OpError see what they would without raw I/O. io.EOF stays bare.
+func (c *Conn) opError(op string, err error) error {
+	if _, ok := err.(*net.OpError); ok || err == io.EOF {
+		return err
+	}
+	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+}

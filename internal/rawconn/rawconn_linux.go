@@ -1,0 +1,109 @@
+package rawconn
+
+import (
+	"io"
+	"os"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+const supported = true
+
+// reader is one read in progress; its callback is bound once, so a read allocates nothing.
+type reader struct {
+	buf []byte
+	n   int
+	err error
+	fn  func(fd uintptr) bool
+}
+
+func (r *reader) init() { r.fn = r.do }
+
+func (r *reader) read(rc syscall.RawConn, p []byte) (int, error) {
+	r.buf, r.n, r.err = p, 0, nil
+	err := rc.Read(r.fn)
+	r.buf = nil
+	if err != nil {
+		return 0, err
+	}
+	return r.n, r.err
+}
+
+func (r *reader) do(fd uintptr) bool {
+	for {
+		n, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&r.buf[0])), uintptr(len(r.buf)))
+		switch e {
+		case 0:
+			r.n = int(n)
+			if n == 0 {
+				r.err = io.EOF
+			}
+			return true
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false // wait in the poller
+		default:
+			r.err = os.NewSyscallError("read", e)
+			return true
+		}
+	}
+}
+
+// writer is one write in progress, of up to two buffers.
+type writer struct {
+	bufs [2][]byte
+	iov  [2]unix.Iovec
+	n    int
+	err  error
+	fn   func(fd uintptr) bool
+}
+
+func (w *writer) init() { w.fn = w.do }
+
+func (w *writer) write(rc syscall.RawConn, a, b []byte) (int, error) {
+	w.bufs[0], w.bufs[1] = a, b
+	w.n, w.err = 0, nil
+	err := rc.Write(w.fn)
+	w.bufs = [2][]byte{} // keep no reference to the caller's buffers
+	w.iov = [2]unix.Iovec{}
+	if err == nil {
+		err = w.err
+	}
+	return w.n, err
+}
+
+func (w *writer) do(fd uintptr) bool {
+	for {
+		cnt := 0
+		for _, p := range w.bufs {
+			if len(p) > 0 {
+				w.iov[cnt].Base = &p[0]
+				w.iov[cnt].SetLen(len(p))
+				cnt++
+			}
+		}
+		if cnt == 0 {
+			return true
+		}
+		n, _, e := unix.RawSyscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&w.iov[0])), uintptr(cnt))
+		switch e {
+		case 0:
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false // wait in the poller
+		default:
+			w.err = os.NewSyscallError("writev", e)
+			return true
+		}
+		w.n += int(n)
+		for i := range w.bufs {
+			k := min(int(n), len(w.bufs[i]))
+			w.bufs[i] = w.bufs[i][k:]
+			n -= uintptr(k)
+		}
+	}
+}

@@ -1,0 +1,188 @@
+package rawconn
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"testing"
+	"time"
+)
+
+// tcpPair returns the two ends of a real loopback TCP connection.
+func tcpPair(t *testing.T) (server *net.TCPConn, client net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.64:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := <-accepted
+	if s == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { s.Close(); client.Close() })
+	return s.(*net.TCPConn), client
+}
+
+// wrapped may do anything in Read and Write, as far as New can tell.
+type wrapped struct{ net.Conn }
+
+// sampled wraps a connection as the edge's RTT sampling does: Read and Write untouched.
+type sampled struct{ *net.TCPConn }
+
+func (s sampled) TCP() *net.TCPConn { return s.TCPConn }
+
+// Only a TCP connection, or one that says its I/O is its TCP connection's, gets raw I/O.
+func TestNewOnlyForTCP(t *testing.T) {
+	s, _ := tcpPair(t)
+	for _, tc := range []struct {
+		name string
+		c    net.Conn
+		raw  bool
+	}{
+		{"tcp", s, true},
+		{"TCPer", sampled{s}, true},
+		{"other wrapper", wrapped{s}, false},
+	} {
+		if got := New(tc.c) != nil; got != tc.raw {
+			t.Errorf("%s: raw I/O %v, want %v", tc.name, got, tc.raw)
+		}
+		if _, isRaw := Wrap(tc.c).(*Conn); isRaw != tc.raw {
+			t.Errorf("%s: Wrap gave raw I/O %v, want %v", tc.name, isRaw, tc.raw)
+		}
+	}
+	if got := New(sampled{s}).NetConn(); got != (sampled{s}) {
+		t.Errorf("NetConn is %v, want the wrapped connection", got)
+	}
+}
+
+// A write larger than the socket's buffers waits in the poller for the reader and sends
+// every byte in order, both buffers of a Writev; reads see the peer's bytes, then io.EOF.
+func TestPartialWritesAndEOF(t *testing.T) {
+	s, client := tcpPair(t)
+	c := New(s)
+	head := []byte("head:")
+	body := bytes.Repeat([]byte("0123456789abcdef"), 1<<19) // 8 MiB, beyond any send buffer
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(io.LimitReader(client, int64(len(head)+len(body))))
+		got <- b
+	}()
+	n, err := c.Writev(head, body)
+	if err != nil || n != len(head)+len(body) {
+		t.Fatalf("Writev: %d, %v; want %d, nil", n, err, len(head)+len(body))
+	}
+	if b := <-got; !bytes.Equal(b, append(head, body...)) {
+		t.Fatalf("peer read %d bytes, not what was written", len(b))
+	}
+
+	client.Write([]byte("ping"))
+	client.(*net.TCPConn).CloseWrite()
+	var all []byte
+	buf := make([]byte, 3)
+	for {
+		n, err := c.Read(buf)
+		all = append(all, buf[:n]...)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+	}
+	if string(all) != "ping" {
+		t.Fatalf("read %q, want %q", all, "ping")
+	}
+}
+
+// Deadlines and Close end raw reads and writes with the errors net.Conn gives.
+func TestErrorsAsNetConn(t *testing.T) {
+	s, _ := tcpPair(t)
+	c := New(s)
+	c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	_, err := c.Read(make([]byte, 10))
+	var ne net.Error
+	if !errors.Is(err, os.ErrDeadlineExceeded) || !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("read past the deadline: %v, want a timeout net.Error", err)
+	}
+	c.SetReadDeadline(time.Time{})
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Read(make([]byte, 10))
+		done <- err
+	}()
+	c.Close()
+	if err := <-done; !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("read on a closed connection: %v, want net.ErrClosed", err)
+	}
+	if _, err := c.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("write on a closed connection: %v, want net.ErrClosed", err)
+	}
+}
+
+// Reads and writes from several goroutines at once keep each write whole (net.Conn allows
+// concurrent use; the race detector checks the state each direction keeps).
+func TestConcurrentUse(t *testing.T) {
+	s, client := tcpPair(t)
+	c := New(s)
+	const writers, each = 4, 200
+	msg := func(w int) []byte { return bytes.Repeat([]byte{byte('a' + w)}, 1000) }
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for range each {
+				if _, err := c.Write(msg(w)); err != nil {
+					t.Errorf("write: %v", err)
+					return
+				}
+			}
+		})
+	}
+	echo := make(chan error, 1)
+	go func() {
+		_, err := client.Write(bytes.Repeat([]byte("z"), 1<<16))
+		echo <- err
+	}()
+	readBack := make(chan int, 1)
+	go func() {
+		n := 0
+		buf := make([]byte, 4096)
+		for n < 1<<16 {
+			k, err := c.Read(buf)
+			if err != nil {
+				break
+			}
+			n += k
+		}
+		readBack <- n
+	}()
+	got, err := io.ReadAll(io.LimitReader(client, writers*each*1000))
+	wg.Wait()
+	if err != nil || len(got) != writers*each*1000 {
+		t.Fatalf("peer read %d bytes (%v), want %d", len(got), err, writers*each*1000)
+	}
+	for i := 0; i < len(got); i += 1000 {
+		if !bytes.Equal(got[i:i+1000], bytes.Repeat(got[i:i+1], 1000)) {
+			t.Fatalf("write at %d interleaved with another", i)
+		}
+	}
+	if err := <-echo; err != nil {
+		t.Fatal(err)
+	}
+	if n := <-readBack; n != 1<<16 {
+		t.Fatalf("read %d bytes, want %d", n, 1<<16)
+	}
+}

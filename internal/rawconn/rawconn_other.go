@@ -1,0 +1,23 @@
+//go:build !linux
+
+package rawconn
+
+import (
+	"errors"
+	"syscall"
+)
+
+// Raw I/O is Linux only; New returns nil elsewhere, and these are never called.
+const supported = false
+
+var errUnsupported = errors.New("rawconn: no raw I/O on this system")
+
+type reader struct{}
+
+func (*reader) init()                                     {}
+func (*reader) read(syscall.RawConn, []byte) (int, error) { return 0, errUnsupported }
+
+type writer struct{}
+
+func (*writer) init()                                              {}
+func (*writer) write(syscall.RawConn, []byte, []byte) (int, error) { return 0, errUnsupported }
