@@ -42,6 +42,9 @@ func TestNATSNamesAgree(t *testing.T) {
 		if got, want := n.PurgeCommands(), purge.CommandSubjects(prefix); got != want {
 			t.Errorf("natsauth PurgeCommands(%q) = %q, want %q", prefix, got, want)
 		}
+		if got, want := n.PurgeLive(), purge.LiveSubject(prefix); got != want {
+			t.Errorf("natsauth PurgeLive(%q) = %q, want %q", prefix, got, want)
+		}
 		if got, want := n.AckSubject("lon", "n1"), purge.AckSubject(prefix, "lon", "n1"); got != want {
 			t.Errorf("natsauth AckSubject(%q) = %q, want %q", prefix, got, want)
 		}

@@ -59,8 +59,8 @@ type Node struct {
 	// a fleet; its CaughtUpAt bounds how stale the cache may be (purgeorder.go).
 	purgeSub atomic.Pointer[purge.Subscriber]
 
-	// purgeSeq is the stream sequence of the last purge applied; purgeWake is closed and
-	// replaced whenever it advances (see purgeorder.go).
+	// purgeSeq is the stream sequence of the last purge applied; purgeWake, made by the first
+	// fill that waits for a sequence, is closed when it advances (see purgeorder.go).
 	purgeSeq  atomic.Uint64
 	purgeMu   sync.Mutex // protects purgeWake
 	purgeWake chan struct{}

@@ -21,7 +21,9 @@ const purgeSeqHeader = "Meridian-Purge-Seq"
 // cache; purges usually reach every node within milliseconds.
 const purgeCatchUp = 100 * time.Millisecond
 
-// advancePurgeSeq records that every purge up to seq has been applied.
+// advancePurgeSeq records that every purge up to seq has been applied, and wakes whoever waits
+// for it. The wake channel is made by the first waiter (caughtUp) and dropped once closed, so
+// that applying a purge nobody waits for allocates nothing.
 func (n *Node) advancePurgeSeq(seq uint64) {
 	n.purgeMu.Lock()
 	defer n.purgeMu.Unlock()
@@ -29,8 +31,10 @@ func (n *Node) advancePurgeSeq(seq uint64) {
 		return
 	}
 	n.purgeSeq.Store(seq)
-	close(n.purgeWake)
-	n.purgeWake = make(chan struct{})
+	if n.purgeWake != nil {
+		close(n.purgeWake)
+		n.purgeWake = nil
+	}
 }
 
 // caughtUp reports whether the node has applied every purge up to seq, waiting at most
@@ -43,6 +47,9 @@ func (n *Node) caughtUp(r *http.Request, seq uint64) bool {
 	defer deadline.Stop()
 	for {
 		n.purgeMu.Lock()
+		if n.purgeWake == nil {
+			n.purgeWake = make(chan struct{})
+		}
 		wake := n.purgeWake
 		n.purgeMu.Unlock()
 		if seq <= n.purgeSeq.Load() {

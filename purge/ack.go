@@ -39,7 +39,7 @@ func decodeAck(data []byte) (Ack, error) {
 // decodeAckFast reads exactly what json.Marshal makes of an Ack with plain ASCII strings; ok is
 // false for anything else.
 func decodeAckFast(b []byte) (a Ack, ok bool) {
-	p := jsonParser{b: b}
+	p := newJSONParser(b)
 	a.ID = p.field(`{"id":`)
 	a.Seq = p.uint(`,"seq":`)
 	a.PoP = p.field(`,"pop":`)
@@ -47,7 +47,7 @@ func decodeAckFast(b []byte) (a Ack, ok bool) {
 	applied := p.field(`,"applied_at":`)
 	hits := p.uint(`,"hits":`)
 	p.lit(`}`)
-	if p.bad || len(p.b) != 0 || hits > math.MaxInt32 {
+	if p.bad || len(p.s) != 0 || hits > math.MaxInt32 {
 		return Ack{}, false
 	}
 	if err := a.AppliedAt.UnmarshalText([]byte(applied)); err != nil {

@@ -1,8 +1,8 @@
 package purge
 
 import (
-	"bytes"
 	"strconv"
+	"strings"
 )
 
 // decodeMessageFast reads exactly what json.Marshal makes of a Message whose strings are plain
@@ -10,7 +10,7 @@ import (
 // encoding/json (FuzzDecodeMessageFast holds the two equal). Every node decodes every purge, on
 // the way to its ack.
 func decodeMessageFast(b []byte) (m Message, ok bool) {
-	p := jsonParser{b: b}
+	p := newJSONParser(b)
 	m.ID = p.field(`{"id":`)
 	if p.has(`,"seq":`) {
 		m.Seq = p.uint(`,"seq":`)
@@ -37,7 +37,7 @@ func decodeMessageFast(b []byte) (m Message, ok bool) {
 		m.Issuer = p.field(`,"issuer":`)
 	}
 	p.lit(`}`)
-	if p.bad || len(p.b) != 0 {
+	if p.bad || len(p.s) != 0 {
 		return Message{}, false
 	}
 	if err := m.IssuedAt.UnmarshalText([]byte(issued)); err != nil {
@@ -46,34 +46,38 @@ func decodeMessageFast(b []byte) (m Message, ok bool) {
 	return m, true
 }
 
-// jsonParser reads, from the front of b, JSON exactly as encoding/json writes it for the
+// jsonParser reads, from the front of s, JSON exactly as encoding/json writes it for the
 // ack and message structs with plain ASCII strings; bad sticks once anything did not match, and
-// the caller then falls back to encoding/json.
+// the caller then falls back to encoding/json. The strings it returns share one copy of the
+// input (one allocation per message instead of one per field).
 type jsonParser struct {
-	b   []byte
+	s   string
 	bad bool
 }
 
+func newJSONParser(b []byte) jsonParser { return jsonParser{s: string(b)} }
+
 func (p *jsonParser) lit(s string) {
-	if p.bad || !bytes.HasPrefix(p.b, []byte(s)) {
+	if p.bad || !strings.HasPrefix(p.s, s) {
 		p.bad = true
 		return
 	}
-	p.b = p.b[len(s):]
+	p.s = p.s[len(s):]
 }
 
 // field reads key, then a string of printable ASCII without escapes.
 func (p *jsonParser) field(key string) string {
-	p.lit(key + `"`)
+	p.lit(key)
+	p.lit(`"`)
 	if p.bad {
 		return ""
 	}
-	for i, c := range p.b {
-		switch {
+	for i := 0; i < len(p.s); i++ {
+		switch c := p.s[i]; {
 		case c == '"':
-			s := string(p.b[:i])
-			p.b = p.b[i+1:]
-			return s
+			v := p.s[:i]
+			p.s = p.s[i+1:]
+			return v
 		case c < 0x20 || c > 0x7e || c == '\\':
 			p.bad = true
 			return ""
@@ -90,21 +94,21 @@ func (p *jsonParser) uint(key string) uint64 {
 		return 0
 	}
 	n := 0
-	for n < len(p.b) && p.b[n] >= '0' && p.b[n] <= '9' {
+	for n < len(p.s) && p.s[n] >= '0' && p.s[n] <= '9' {
 		n++
 	}
-	if n == 0 || n > 20 || (n > 1 && p.b[0] == '0') {
+	if n == 0 || n > 20 || (n > 1 && p.s[0] == '0') {
 		p.bad = true
 		return 0
 	}
-	v, err := strconv.ParseUint(string(p.b[:n]), 10, 64)
+	v, err := strconv.ParseUint(p.s[:n], 10, 64)
 	if err != nil {
 		p.bad = true
 		return 0
 	}
-	p.b = p.b[n:]
+	p.s = p.s[n:]
 	return v
 }
 
 // has reports whether what is left starts with s, consuming nothing.
-func (p *jsonParser) has(s string) bool { return !p.bad && bytes.HasPrefix(p.b, []byte(s)) }
+func (p *jsonParser) has(s string) bool { return !p.bad && strings.HasPrefix(p.s, s) }

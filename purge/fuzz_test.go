@@ -3,6 +3,7 @@ package purge
 import (
 	"bytes"
 	"encoding/json"
+	"math/rand/v2"
 	"reflect"
 	"testing"
 	"time"
@@ -81,6 +82,23 @@ func FuzzNormalizeURL(f *testing.F) {
 		again, err := NormalizeURL("a.example", got)
 		if err != nil || again != got {
 			t.Fatalf("NormalizeURL(%q) = %q, %v; want %q again", got, again, err, got)
+		}
+	})
+}
+
+// FuzzNormalizeURLPlain checks that the shortcut for URLs already in normal form returns what
+// parsing them does.
+func FuzzNormalizeURLPlain(f *testing.F) {
+	for _, s := range []string{"/", "/?", "/a/b?c=1&d=2+3", "/a/../b.c~d_e-f?", "/a//b", "/a?b?c", "/a?b/c", "//a"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		if !plainURL(raw) {
+			return
+		}
+		got, err := normalizeURLParsed("a.example", raw)
+		if err != nil || got != raw {
+			t.Fatalf("normalizeURLParsed(%q) = %q, %v; plainURL says it is %q already", raw, got, err, raw)
 		}
 	})
 }
@@ -200,4 +218,30 @@ func FuzzDecodeMessageFast(f *testing.F) {
 			t.Fatalf("decodeMessageFast(%s) fell back; want the fast path", enc)
 		}
 	})
+}
+
+// TestNormalizeURLPlainRandom: random paths and queries from the characters plainURL accepts
+// (and a few it does not) normalise the same way with and without the shortcut.
+func TestNormalizeURLPlainRandom(t *testing.T) {
+	const chars = "abcXYZ019-._~/?=&+%#:@;! "
+	r := rand.New(rand.NewPCG(1, 2))
+	plain := 0
+	for range 50000 {
+		b := []byte{'/'}
+		for n := r.IntN(12); n > 0; n-- {
+			b = append(b, chars[r.IntN(len(chars))])
+		}
+		raw := string(b)
+		want, werr := normalizeURLParsed("a.example", raw)
+		got, gerr := NormalizeURL("a.example", raw)
+		if got != want || (gerr == nil) != (werr == nil) {
+			t.Fatalf("NormalizeURL(%q) = %q, %v; parsed %q, %v", raw, got, gerr, want, werr)
+		}
+		if plainURL(raw) {
+			plain++
+		}
+	}
+	if plain < 1000 {
+		t.Errorf("only %d of the random URLs took the shortcut", plain)
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -105,7 +106,8 @@ func normalizeValues(host string, kind Kind, values []string, field string) ([]s
 	if len(values) > MaxValues {
 		return nil, &wire.FieldError{Field: field, Err: fmt.Errorf("has %d values, at most %d are allowed", len(values), MaxValues)}
 	}
-	out := make([]string, len(values))
+	// out is values until a value changes: nodes normalise purges that are normal already.
+	out := values
 	for i, v := range values {
 		// The field name is made only for an error: every node normalises every purge.
 		f := func() string { return fmt.Sprintf("%s[%d]", field, i) }
@@ -124,7 +126,12 @@ func normalizeValues(host string, kind Kind, values []string, field string) ([]s
 		if err != nil {
 			return nil, &wire.FieldError{Field: f(), Err: err}
 		}
-		out[i] = v
+		if v != out[i] {
+			if &out[0] == &values[0] {
+				out = slices.Clone(values)
+			}
+			out[i] = v
+		}
 	}
 	return out, nil
 }
@@ -133,6 +140,36 @@ func normalizeValues(host string, kind Kind, values []string, field string) ([]s
 // "?query" when there is one, without fragment. raw is either path-absolute ("/a/b?c=1") or an
 // absolute http(s) URL whose hostname is host (any port).
 func NormalizeURL(host, raw string) (string, error) {
+	if plainURL(raw) {
+		// Normal already (what every node gets from control): no need to parse it.
+		return raw, nil
+	}
+	return normalizeURLParsed(host, raw)
+}
+
+// plainURL reports whether raw is a path that normalizeURLParsed returns unchanged: "/" (not
+// "//"), then only unreserved characters and "/", then optionally "?" and a query of unreserved
+// characters and "=&+/" (FuzzNormalizeURLPlain holds the two equal).
+func plainURL(raw string) bool {
+	if raw == "" || raw[0] != '/' || (len(raw) > 1 && raw[1] == '/') {
+		return false
+	}
+	query := false
+	for i := 1; i < len(raw); i++ {
+		switch c := raw[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '.', c == '_', c == '~', c == '/':
+		case c == '?' && !query:
+			query = true
+		case query && (c == '=' || c == '&' || c == '+'):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// normalizeURLParsed is NormalizeURL for any input, through net/url.
+func normalizeURLParsed(host, raw string) (string, error) {
 	if raw == "" {
 		return "", errors.New("is empty")
 	}

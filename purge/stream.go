@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -85,22 +86,18 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, prefix string, re
 }
 
 // Publish validates m, normalises its URLs and stores it in the PURGE stream for prefix, with m.ID
-// as the message id so that a retried publish is stored once. It returns the stream sequence (for
-// a duplicate, the sequence of the copy already stored).
+// as the message id so that a retried publish is stored once, then announces it on LiveSubject
+// for the nodes that are caught up. It returns the stream sequence (for a duplicate, the
+// sequence of the copy already stored). Announcements of concurrent calls may reach nodes out of
+// order, which makes them replay from the stream; Publisher keeps the stream's order.
 func Publish(ctx context.Context, js jetstream.JetStream, prefix string, m Message) (uint64, error) {
 	m, err := m.Normalize()
 	if err != nil {
 		return 0, fmt.Errorf("publish purge: %w", err)
 	}
-	return publishNormalized(ctx, js, prefix, m)
-}
-
-// publishNormalized is Publish for a message Normalize returned.
-func publishNormalized(ctx context.Context, js jetstream.JetStream, prefix string, m Message) (uint64, error) {
-	m.Seq = 0
-	data, err := json.Marshal(m)
+	data, err := storedJSON(m)
 	if err != nil {
-		return 0, fmt.Errorf("publish purge %s: %w", m.ID, err)
+		return 0, err
 	}
 	ack, err := js.Publish(ctx, CommandSubject(prefix, m.Host), data,
 		jetstream.WithMsgID(m.ID), jetstream.WithExpectStream(StreamName(prefix)))
@@ -110,17 +107,46 @@ func publishNormalized(ctx context.Context, js jetstream.JetStream, prefix strin
 	if ack.Sequence == 0 {
 		return 0, fmt.Errorf("publish purge %s: %w", m.ID, errors.New("stream returned no sequence"))
 	}
+	announce(js.Conn(), prefix, ack.Sequence, data)
 	return ack.Sequence, nil
+}
+
+// storedJSON is a normalised message as the stream stores it (without its sequence).
+func storedJSON(m Message) ([]byte, error) {
+	m.Seq = 0
+	data, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("publish purge %s: %w", m.ID, err)
+	}
+	return data, nil
 }
 
 // Publisher publishes purges for one prefix, registering each with a Tracker first so that no
 // ack can arrive before the tracker expects it. The zero Tracker means acks are not tracked.
+// Each purge is announced on LiveSubject as soon as the stream acknowledged it, in the order
+// the stream stored them (see announcer). A Publisher must not be copied after first use.
 type Publisher struct {
 	JS jetstream.JetStream
 	// Prefix is the subject prefix; empty means wire.DefaultPrefix.
 	Prefix string
 	// Tracker, if not nil, is told about each purge before it is published.
 	Tracker *Tracker
+
+	mu  sync.Mutex // guards ann
+	ann *announcer
+}
+
+func (p *Publisher) announcer() (*announcer, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ann == nil {
+		a, err := newAnnouncer(p.JS.Conn(), p.Prefix)
+		if err != nil {
+			return nil, err
+		}
+		p.ann = a
+	}
+	return p.ann, nil
 }
 
 // Publish registers m with the tracker (expecting acks from expected) and publishes it. It
@@ -130,15 +156,23 @@ func (p *Publisher) Publish(ctx context.Context, m Message, expected []NodeRef) 
 	if err != nil {
 		return m, fmt.Errorf("publish purge: %w", err)
 	}
+	ann, err := p.announcer()
+	if err != nil {
+		return m, err
+	}
+	data, err := storedJSON(m)
+	if err != nil {
+		return m, err
+	}
 	if p.Tracker != nil {
 		p.Tracker.Register(m, expected)
 	}
-	seq, err := publishNormalized(ctx, p.JS, p.Prefix, m)
+	seq, err := ann.publish(ctx, CommandSubject(p.Prefix, m.Host), m.ID, data)
 	if err != nil {
 		if p.Tracker != nil {
 			p.Tracker.Forget(m.ID)
 		}
-		return m, err
+		return m, fmt.Errorf("publish purge %s: %w", m.ID, err)
 	}
 	m.Seq = seq
 	if p.Tracker != nil {

@@ -47,13 +47,17 @@ type SubscriberConfig struct {
 	ConfirmEvery time.Duration
 }
 
-// Subscriber is the node side of purges: it replays the PURGE stream in order from where the node
-// joined, applies each purge once, and acks it on AckSubject.
+// Subscriber is the node side of purges: it applies each purge once, in stream order, from
+// where the node joined, and acks it on AckSubject. While it is caught up it takes purges from
+// the core NATS LiveSubject, on which control announces each one with its stream sequence once
+// the stream stored it; a sequence gap, a reconnect, or a stream position it does not reach in
+// time makes it replay the missing range from the PURGE stream, which stays the guarantee.
 type Subscriber struct {
 	cfg    SubscriberConfig
 	conn   *nats.Conn
 	stream string
 	ackSub string
+	live   string
 	log    *slog.Logger
 
 	ready     chan struct{}
@@ -64,10 +68,10 @@ type Subscriber struct {
 	// lastApplied is the stream sequence of the last purge applied (or given up on through
 	// OnGap); it is written only by Run's goroutine.
 	lastApplied atomic.Uint64
-	// joined is set once lastApplied was initialised from the stream's state; Run's goroutine only.
-	joined bool
-	// ackBuf holds the last ack encoded; Run's goroutine only.
+	// ackBuf holds the acks encoded and not sent yet, one per line, ackN of them; Run's
+	// goroutine only.
 	ackBuf []byte
+	ackN   int
 
 	// caughtUpAt (Unix nanoseconds, 0 for never) is the last confirmed time before which every
 	// purge published has been applied; confirmedOn is the connection's reconnect count when
@@ -76,6 +80,11 @@ type Subscriber struct {
 	confirmedOn atomic.Uint64
 	// progress wakes confirmLoop when lastApplied advanced (capacity 1, never closed).
 	progress chan struct{}
+	// replays counts replays from the stream that had something to replay.
+	replays atomic.Uint64
+	// replay asks Run's goroutine to replay from the stream up to a sequence (0: whatever the
+	// stream holds, unconditionally); capacity 1, sent without blocking by confirmLoop.
+	replay chan uint64
 }
 
 // NewSubscriber checks cfg and returns a Subscriber; it starts nothing.
@@ -116,16 +125,23 @@ func NewSubscriber(cfg SubscriberConfig) (*Subscriber, error) {
 		conn:      conn,
 		stream:    StreamName(cfg.Prefix),
 		ackSub:    AckSubject(cfg.Prefix, cfg.PoP, cfg.Node),
+		live:      LiveSubject(cfg.Prefix),
 		log:       log.With("pop", cfg.PoP, "node", cfg.Node),
 		ready:     make(chan struct{}),
 		confirmed: make(chan struct{}),
 		progress:  make(chan struct{}, 1),
+		replay:    make(chan uint64, 1),
 	}, nil
 }
 
-// Ready is closed once the first consumer exists: from then on no purge published can be missed.
+// Ready is closed once the subscriber listens for purges and knows the stream's position: from
+// then on no purge published can be missed.
 // The edge waits for it before serving.
 func (s *Subscriber) Ready() <-chan struct{} { return s.ready }
+
+// Replays is how many times the subscriber replayed purges from the stream because it missed
+// their live announcements (a reconnect, a lost or late announcement).
+func (s *Subscriber) Replays() uint64 { return s.replays.Load() }
 
 // LastApplied is the stream sequence of the last purge applied.
 func (s *Subscriber) LastApplied() uint64 { return s.lastApplied.Load() }
@@ -154,13 +170,54 @@ func (s *Subscriber) ConfirmedSinceReconnect() bool {
 	return s.caughtUpAt.Load() != 0 && s.confirmedOn.Load() == s.conn.Stats().Reconnects
 }
 
-// Run consumes purges until ctx ends, then returns nil once everything it started has stopped.
-// It starts after the stream's last sequence (a new node's cache is empty) and, whenever the
-// consumer is lost, resumes at LastApplied()+1.
+// liveBuffer is how many announcements may wait for Run's goroutine; beyond it NATS drops them
+// (a slow consumer) and the gap makes the subscriber replay them from the stream.
+const liveBuffer = 8192
+
+// replayTimeout bounds one replay from the stream; a replay that times out is tried again.
+const replayTimeout = 10 * time.Second
+
+// Run applies purges until ctx ends, then returns nil once everything it started has stopped.
+// It starts after the stream's last sequence (a new node's cache is empty), takes purges from
+// the live subject while it is caught up, and replays from the stream at LastApplied()+1
+// whenever it may have missed one.
 func (s *Subscriber) Run(ctx context.Context) error {
 	if !s.running.CompareAndSwap(false, true) {
 		return errors.New("purge subscriber: Run called twice")
 	}
+	reconnected := s.conn.StatusChanged(nats.CONNECTED)
+	defer s.conn.RemoveStatusListener(reconnected)
+	retry := fleet.Backoff(s.cfg.RetryMin, s.cfg.RetryMax)
+	// Subscribe before reading the stream's position: a purge stored after that read is
+	// announced to this subscription.
+	live := make(chan *nats.Msg, liveBuffer)
+	var sub *nats.Subscription
+	for {
+		var err error
+		if sub, err = s.conn.ChanSubscribe(s.live, live); err == nil {
+			break
+		}
+		s.log.Warn("subscribe to live purges; retrying", "err", err)
+		if !fleet.Wait(ctx, retry) {
+			return nil
+		}
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	for {
+		err := s.join(ctx)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		s.log.Warn("read purge stream position; retrying", "err", err)
+		if !fleet.Wait(ctx, retry) {
+			return nil
+		}
+	}
+	retry.Reset()
+
 	cctx, stopConfirm := context.WithCancel(ctx)
 	var confirmer sync.WaitGroup
 	confirmer.Go(func() { s.confirmLoop(cctx) })
@@ -168,28 +225,94 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		stopConfirm()
 		confirmer.Wait()
 	}()
-	retry := fleet.Backoff(s.cfg.RetryMin, s.cfg.RetryMax)
+	s.readyOnce.Do(func() { close(s.ready) })
+
+	needReplay := false
 	for {
-		progressed, err := s.consume(ctx)
-		if ctx.Err() != nil {
-			return nil
+		// Under load the acks of the purges already waiting go out together, in one message.
+		if s.ackN > 0 && (len(live) == 0 || s.ackN >= maxAckBatch) {
+			s.flushAcks()
 		}
-		if progressed {
+		if needReplay {
+			if err := s.replayStream(ctx); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				s.log.Warn("replay purges from the stream; retrying", "last_applied", s.LastApplied(), "err", err)
+				if !fleet.Wait(ctx, retry) {
+					return nil
+				}
+				continue
+			}
+			needReplay = false
 			retry.Reset()
 		}
-		s.log.Warn("purge consumer lost; resuming", "last_applied", s.LastApplied(), "err", err)
-		if !fleet.Wait(ctx, retry) {
+		select {
+		case <-ctx.Done():
+			return nil
+		case m := <-live:
+			needReplay = s.handleLive(ctx, m)
+		case <-reconnected:
+			// Announcements made while disconnected are lost.
+			needReplay = true
+		case upTo := <-s.replay:
+			// Announcements already here may be all that is missing.
+			for upTo != 0 && s.LastApplied() < upTo && len(live) > 0 && !needReplay {
+				needReplay = s.handleLive(ctx, <-live)
+			}
+			needReplay = needReplay || upTo == 0 || s.LastApplied() < upTo
+		}
+		if ctx.Err() != nil {
 			return nil
 		}
 	}
 }
 
-// consume creates an ordered consumer at LastApplied()+1 and applies what it delivers until an
-// error or the end of ctx. progressed says whether the consumer got going, to reset backoff.
-func (s *Subscriber) consume(ctx context.Context) (progressed bool, err error) {
-	stream, err := s.cfg.JS.Stream(ctx, s.stream)
+// join reads the stream's last sequence: a new node's cache is empty, so older purges do not
+// concern it. Resolving "new purges" to an explicit sequence is what makes gaps detectable.
+func (s *Subscriber) join(ctx context.Context) error {
+	jctx, cancel := context.WithTimeout(ctx, replayTimeout)
+	defer cancel()
+	stream, err := s.cfg.JS.Stream(jctx, s.stream)
 	if err != nil {
-		return false, fmt.Errorf("look up stream %s: %w", s.stream, err)
+		return fmt.Errorf("look up stream %s: %w", s.stream, err)
+	}
+	s.lastApplied.Store(stream.CachedInfo().State.LastSeq)
+	return nil
+}
+
+// handleLive applies one announcement if it is the next purge; it reports whether the
+// subscriber must replay from the stream instead (a purge before it was missed, or the
+// announcement is unreadable: the stream's copy decides).
+func (s *Subscriber) handleLive(ctx context.Context, msg *nats.Msg) (replay bool) {
+	seq, data, err := splitLive(msg.Data)
+	if err != nil {
+		s.log.Warn("unreadable live purge; replaying from the stream", "err", err)
+		return true
+	}
+	last := s.LastApplied()
+	switch {
+	case seq <= last:
+		return false // applied already, from the stream
+	case seq > last+1:
+		return true
+	}
+	m, err := DecodeMessage(data)
+	if err != nil {
+		return true
+	}
+	m.Seq = seq
+	return s.applyAndAck(ctx, m) != nil
+}
+
+// replayStream applies, from the stream, everything after LastApplied() up to the stream's last
+// sequence, reporting purges that cannot be replayed to OnGap first.
+func (s *Subscriber) replayStream(ctx context.Context) error {
+	rctx, cancel := context.WithTimeout(ctx, replayTimeout)
+	defer cancel()
+	stream, err := s.cfg.JS.Stream(rctx, s.stream)
+	if err != nil {
+		return fmt.Errorf("look up stream %s: %w", s.stream, err)
 	}
 	state := stream.CachedInfo().State
 	last := s.LastApplied()
@@ -198,63 +321,54 @@ func (s *Subscriber) consume(ctx context.Context) (progressed bool, err error) {
 		first = state.LastSeq + 1
 	}
 	switch {
-	case !s.joined:
-		// A new node's cache is empty: older purges do not concern it.
-		last = state.LastSeq
-		s.lastApplied.Store(last)
-		s.joined = true
 	case state.LastSeq < last:
 		// The stream was recreated: sequences restarted, so what we applied tells nothing.
 		s.gap(ctx, last, first)
 	case first > last+1:
 		s.gap(ctx, last, first)
 	}
-	cons, err := s.cfg.JS.OrderedConsumer(ctx, s.stream, jetstream.OrderedConsumerConfig{
+	target := state.LastSeq
+	if s.LastApplied() >= target {
+		return nil
+	}
+	s.replays.Add(1)
+	cons, err := s.cfg.JS.OrderedConsumer(rctx, s.stream, jetstream.OrderedConsumerConfig{
 		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:   s.LastApplied() + 1,
-		// Give up after a few internal resets so that Run re-checks the stream for gaps.
+		// Give up after a few internal resets; the next replay re-checks the stream for gaps.
 		MaxResetAttempts: 3,
+		// Replays are short: the server forgets the consumer soon after it stopped.
+		InactiveThreshold: 30 * time.Second,
 	})
 	if err != nil {
-		return false, fmt.Errorf("create consumer on %s at %d: %w", s.stream, s.LastApplied()+1, err)
+		return fmt.Errorf("create consumer on %s at %d: %w", s.stream, s.LastApplied()+1, err)
 	}
-	// Library defaults (30 s pull expiry, 5 s heartbeat): a reconnect resets the consumer at once,
-	// heartbeats only catch a silently dead connection, and shorter ones cause needless resets
-	// on a busy machine.
 	it, err := cons.Messages()
 	if err != nil {
-		return false, fmt.Errorf("start consuming %s: %w", s.stream, err)
+		return fmt.Errorf("start consuming %s: %w", s.stream, err)
 	}
 	// Next can block inside the library's consumer reset, which only Stop interrupts.
-	stopped := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		select {
-		case <-ctx.Done():
-		case <-stopped:
-		}
-		it.Stop()
-	}()
+	stop := context.AfterFunc(rctx, it.Stop)
 	defer func() {
-		close(stopped)
-		wg.Wait()
-	}()
-	s.readyOnce.Do(func() { close(s.ready) })
-
-	for {
-		msg, err := it.Next(jetstream.NextContext(ctx))
-		if err != nil {
-			return true, fmt.Errorf("next purge from %s: %w", s.stream, err)
+		if stop() {
+			it.Stop()
 		}
-		if err := s.handle(ctx, msg); err != nil {
-			return true, err
+	}()
+	for s.LastApplied() < target {
+		msg, err := it.Next(jetstream.NextContext(rctx))
+		if err != nil {
+			return fmt.Errorf("next purge from %s: %w", s.stream, err)
+		}
+		err = s.handle(ctx, msg)
+		s.flushAcks()
+		if err != nil {
+			return err
 		}
 	}
+	return nil
 }
 
-// handle applies one delivered message in order, then acks it.
+// handle applies one message replayed from the stream in order, then acks it.
 func (s *Subscriber) handle(ctx context.Context, msg jetstream.Msg) error {
 	md, err := msg.Metadata()
 	if err != nil {
@@ -276,24 +390,50 @@ func (s *Subscriber) handle(ctx context.Context, msg jetstream.Msg) error {
 		return nil
 	}
 	m.Seq = seq
+	return s.applyAndAck(ctx, m)
+}
+
+// maxAckBatch bounds how many acks go out in one message.
+const maxAckBatch = 64
+
+// applyAndAck applies m (the purge after LastApplied) and queues its ack for flushAcks; it fails
+// only when ctx ends.
+func (s *Subscriber) applyAndAck(ctx context.Context, m Message) error {
 	hits, err := s.apply(ctx, m)
 	if err != nil {
 		return err
 	}
-	s.lastApplied.Store(seq)
+	s.lastApplied.Store(m.Seq)
 	s.wakeConfirm()
-	ack := Ack{ID: m.ID, Seq: seq, PoP: s.cfg.PoP, Node: s.cfg.Node, AppliedAt: s.cfg.Clock(), Hits: hits}
-	// Publish copies the ack into the connection's buffer, so the next ack can reuse ackBuf.
-	data, err := appendAck(s.ackBuf[:0], ack)
-	s.ackBuf = data
-	if err == nil {
-		err = s.conn.Publish(s.ackSub, data)
+	ack := Ack{ID: m.ID, Seq: m.Seq, PoP: s.cfg.PoP, Node: s.cfg.Node, AppliedAt: s.cfg.Clock(), Hits: hits}
+	buf := s.ackBuf
+	if s.ackN > 0 {
+		buf = append(buf, '\n')
 	}
+	data, err := appendAck(buf, ack)
 	if err != nil {
 		// The purge is applied; only the receipt is lost, and the tracker reports the node pending.
-		s.log.Warn("send purge ack", "id", m.ID, "seq", seq, "err", err)
+		s.log.Warn("encode purge ack", "id", m.ID, "seq", m.Seq, "err", err)
+		return nil
 	}
+	s.ackBuf = data
+	s.ackN++
 	return nil
+}
+
+// flushAcks sends the queued acks in one message, one ack per line (Tracker splits them).
+func (s *Subscriber) flushAcks() {
+	if s.ackN == 0 {
+		return
+	}
+	// Publish copies the acks into the connection's buffer, so ackBuf can be reused.
+	if err := s.conn.Publish(s.ackSub, s.ackBuf); err != nil {
+		// The purges are applied; only the receipts are lost, and the tracker reports the node
+		// pending.
+		s.log.Warn("send purge acks", "acks", s.ackN, "err", err)
+	}
+	s.ackBuf = s.ackBuf[:0]
+	s.ackN = 0
 }
 
 // gap reports lost purges to OnGap and moves past them.
@@ -318,11 +458,14 @@ type confirmation struct {
 	seq   uint64
 	asked time.Time
 	conn  uint64 // the connection's reconnect count when asked
+	ticks int    // rounds it has been waited for
 }
 
-// confirmLoop advances CaughtUpAt until ctx ends: once the first consumer exists, every
+// confirmLoop advances CaughtUpAt until ctx ends: once the subscriber is ready, every
 // ConfirmEvery and after each reconnect it asks the stream for its last sequence and confirms
-// the time it asked as soon as LastApplied reaches that sequence.
+// the time it asked as soon as LastApplied reaches that sequence. A sequence still not reached
+// two rounds later was not announced (or its announcement was lost): it asks Run to replay from
+// the stream. So does a stream that went back below what was applied (recreated).
 func (s *Subscriber) confirmLoop(ctx context.Context) {
 	select {
 	case <-s.ready:
@@ -354,9 +497,14 @@ func (s *Subscriber) confirmLoop(ctx context.Context) {
 		settle()
 		// A pending sequence that stays out of reach (the stream was recreated, say) is
 		// replaced by a fresh one after a few rounds.
-		if ask || (want != nil && s.cfg.Clock().Sub(want.asked) > 3*s.cfg.ConfirmEvery) {
+		if ask || (want != nil && want.ticks >= 3) {
+			before := s.LastApplied()
 			if c, err := s.askLastSeq(ctx); err != nil {
 				s.log.Debug("confirm purge stream position", "err", err)
+			} else if c.seq < before {
+				// Below what was applied: the stream was recreated. The replay reports the gap.
+				s.requestReplay(0)
+				want = nil
 			} else {
 				want = &c
 			}
@@ -368,10 +516,26 @@ func (s *Subscriber) confirmLoop(ctx context.Context) {
 			return
 		case <-tick.C:
 			ask = want == nil
+			if want != nil {
+				// Not reached within a whole round, twice: no announcement is coming (it was
+				// lost, or its publisher gave up). Two rounds, not one, so that a node merely
+				// busy catching up under load does not replay what is on its way.
+				if want.ticks++; want.ticks >= 2 {
+					s.requestReplay(want.seq)
+				}
+			}
 		case <-reconnected:
 			want, ask = nil, true
 		case <-s.progress:
 		}
+	}
+}
+
+// requestReplay asks Run to replay from the stream up to seq (0: unconditionally).
+func (s *Subscriber) requestReplay(seq uint64) {
+	select {
+	case s.replay <- seq:
+	default:
 	}
 }
 
@@ -402,6 +566,7 @@ func (s *Subscriber) apply(ctx context.Context, m Message) (int, error) {
 		if retry == nil {
 			retry = fleet.Backoff(s.cfg.RetryMin, s.cfg.RetryMax)
 		}
+		s.flushAcks() // the purges before this one are applied: do not hold their acks
 		s.log.Error("apply purge failed; retrying", "id", m.ID, "seq", m.Seq, "attempt", attempt, "err", err)
 		if !fleet.Wait(ctx, retry) {
 			return 0, fmt.Errorf("apply purge %s: %w", m.ID, ctx.Err())

@@ -1,6 +1,7 @@
 package purge
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -62,14 +63,17 @@ func listenAcks(t *testing.T, nc *nats.Conn) *ackListener {
 	t.Helper()
 	l := &ackListener{}
 	sub, err := nc.Subscribe(AckSubjects(""), func(m *nats.Msg) {
-		var a Ack
-		if err := json.Unmarshal(m.Data, &a); err != nil {
-			t.Errorf("undecodable ack %q: %v", m.Data, err)
-			return
+		// Several acks in one message under load, one per line.
+		for line := range bytes.SplitSeq(m.Data, []byte("\n")) {
+			var a Ack
+			if err := json.Unmarshal(line, &a); err != nil {
+				t.Errorf("undecodable ack %q: %v", line, err)
+				return
+			}
+			l.mu.Lock()
+			l.acks = append(l.acks, a)
+			l.mu.Unlock()
 		}
-		l.mu.Lock()
-		l.acks = append(l.acks, a)
-		l.mu.Unlock()
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 package purge
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -146,7 +147,7 @@ type entry struct {
 	registered  time.Time
 	expected    map[NodeRef]bool
 	acks        map[NodeRef]ackRecord
-	gone        map[NodeRef]bool // declared gone by an operator and not acked since
+	gone        map[NodeRef]bool // declared gone by an operator and not acked since; nil until one is
 	pending     int              // expected nodes neither acked nor gone
 	completedAt time.Time
 	done        chan struct{}
@@ -219,7 +220,6 @@ func (t *Tracker) Register(m Message, expected []NodeRef) {
 		registered: now,
 		expected:   make(map[NodeRef]bool, len(expected)),
 		acks:       make(map[NodeRef]ackRecord, len(expected)),
-		gone:       map[NodeRef]bool{},
 		done:       make(chan struct{}),
 	}
 	for _, n := range expected {
@@ -275,19 +275,35 @@ func (t *Tracker) Forget(id string) {
 	delete(t.entries, id) // its id stays in order until evicted; evictLocked skips it
 }
 
+// onAck records the acks of one message: one ack, or under load several, one per line.
 func (t *Tracker) onAck(msg *nats.Msg) {
-	a, err := decodeAck(msg.Data)
-	if err != nil {
-		t.log.Warn("drop undecodable purge ack", "err", err)
-		return
+	for data := msg.Data; len(data) > 0; {
+		line := data
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			line, data = data[:i], data[i+1:]
+		} else {
+			data = nil
+		}
+		a, err := decodeAck(line)
+		if err != nil {
+			t.log.Warn("drop undecodable purge ack", "err", err)
+			continue
+		}
+		// Only the node's own credential may publish on its ack subject: an ack whose body
+		// names another node is forged.
+		if msg.Sub != nil && !ackSubjectNames(msg.Subject, strings.TrimSuffix(msg.Sub.Subject, ">"), a) {
+			t.log.Warn("drop purge ack whose node differs from its subject", "subject", msg.Subject, "pop", a.PoP, "node", a.Node)
+			continue
+		}
+		t.record(a)
 	}
-	// Only the node's own credential may publish on its ack subject: an ack whose body names
-	// another node is forged.
-	if msg.Sub != nil && msg.Subject != strings.TrimSuffix(msg.Sub.Subject, ">")+a.PoP+"."+a.Node {
-		t.log.Warn("drop purge ack whose node differs from its subject", "subject", msg.Subject, "pop", a.PoP, "node", a.Node)
-		return
-	}
-	t.record(a)
+}
+
+// ackSubjectNames reports whether subject is base + a.PoP + "." + a.Node, without building it.
+func ackSubjectNames(subject, base string, a Ack) bool {
+	rest, ok := strings.CutPrefix(subject, base)
+	return ok && len(rest) == len(a.PoP)+1+len(a.Node) && strings.HasPrefix(rest, a.PoP) &&
+		rest[len(a.PoP)] == '.' && rest[len(a.PoP)+1:] == a.Node
 }
 
 // record adds one ack to its receipt; acks of unknown purges are dropped (another control
@@ -367,6 +383,9 @@ func (t *Tracker) DeclareGone(id string, nodes ...NodeRef) ([]NodeRef, error) {
 		}
 	}
 	for _, ref := range out {
+		if e.gone == nil {
+			e.gone = map[NodeRef]bool{}
+		}
 		e.gone[ref] = true
 		e.settleLocked(now)
 	}
@@ -467,64 +486,84 @@ func (e *entry) receiptLocked(live map[NodeRef]bool) Receipt {
 	m := e.msg
 	r := Receipt{ID: m.ID, Seq: m.Seq, Host: m.Host, Kind: m.Kind, Soft: m.Soft, IssuedAt: m.IssuedAt,
 		Pending: []NodeRef{}, Unreachable: []NodeRef{}}
-	pops := map[string]*PoPReceipt{}
-	pop := func(id string) *PoPReceipt {
-		p, ok := pops[id]
-		if !ok {
-			p = &PoPReceipt{PoP: id, Complete: true}
-			pops[id] = p
-		}
-		return p
+	// Every node's line, sorted by PoP and node, then cut into PoPs: a handful of allocations per
+	// receipt rather than a few per node (the API builds one per purge it answers).
+	type row struct {
+		pop string
+		ack NodeAck
 	}
+	rows := make([]row, 0, len(e.expected)+len(e.acks))
+	// times backs the nodes' AckedAt and AppliedAt; its capacity is never exceeded, so the
+	// pointers into it stay valid.
+	times := make([]time.Time, 0, 2*len(e.acks))
 	var last time.Time
 	for ref := range e.expected {
 		if _, ok := e.acks[ref]; ok {
 			continue
 		}
-		p := pop(ref.PoP)
 		switch {
 		case e.gone[ref]:
-			p.Nodes = append(p.Nodes, NodeAck{Node: ref.Node, Status: NodeGone})
+			rows = append(rows, row{ref.PoP, NodeAck{Node: ref.Node, Status: NodeGone}})
 			r.Gone = append(r.Gone, ref)
 		case live != nil && !live[ref]:
-			p.Complete = false
-			p.Nodes = append(p.Nodes, NodeAck{Node: ref.Node, Status: NodeUnreachable})
+			rows = append(rows, row{ref.PoP, NodeAck{Node: ref.Node, Status: NodeUnreachable}})
 			r.Pending = append(r.Pending, ref)
 			r.Unreachable = append(r.Unreachable, ref)
 		default:
-			p.Complete = false
-			p.Nodes = append(p.Nodes, NodeAck{Node: ref.Node, Status: NodePending})
+			rows = append(rows, row{ref.PoP, NodeAck{Node: ref.Node, Status: NodePending}})
 			r.Pending = append(r.Pending, ref)
 		}
 	}
 	for ref, a := range e.acks {
-		p := pop(ref.PoP)
-		at, applied := a.at, a.ack.AppliedAt
-		p.Nodes = append(p.Nodes, NodeAck{
-			Node: ref.Node, Acked: true, Status: NodeAcked, AckedAt: &at, AppliedAt: &applied, Hits: a.ack.Hits,
-			LatencyMs: ms(at.Sub(m.IssuedAt)), Unexpected: !e.expected[ref],
-		})
-		if at.After(last) {
-			last = at
+		times = append(times, a.at, a.ack.AppliedAt)
+		rows = append(rows, row{ref.PoP, NodeAck{
+			Node: ref.Node, Acked: true, Status: NodeAcked, AckedAt: &times[len(times)-2],
+			AppliedAt: &times[len(times)-1], Hits: a.ack.Hits,
+			LatencyMs: ms(a.at.Sub(m.IssuedAt)), Unexpected: !e.expected[ref],
+		}})
+		if a.at.After(last) {
+			last = a.at
 		}
 	}
-	for _, p := range pops {
-		slices.SortFunc(p.Nodes, func(a, b NodeAck) int { return strings.Compare(a.Node, b.Node) })
-		if p.Complete {
-			var popLast time.Time
-			for _, n := range p.Nodes {
-				if n.AckedAt != nil && n.AckedAt.After(popLast) {
-					popLast = *n.AckedAt
-				}
+	slices.SortFunc(rows, func(a, b row) int {
+		if c := strings.Compare(a.pop, b.pop); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ack.Node, b.ack.Node)
+	})
+	nodes := make([]NodeAck, len(rows))
+	npops := 0
+	for i, rw := range rows {
+		nodes[i] = rw.ack
+		if i == 0 || rw.pop != rows[i-1].pop {
+			npops++
+		}
+	}
+	r.PoPs = make([]PoPReceipt, 0, npops)
+	popTimes := make([]time.Time, 0, npops) // backs the PoPs' AckedAt, like times
+	for i := 0; i < len(rows); {
+		j := i + 1
+		for j < len(rows) && rows[j].pop == rows[i].pop {
+			j++
+		}
+		p := PoPReceipt{PoP: rows[i].pop, Complete: true, Nodes: nodes[i:j:j]}
+		var popLast time.Time
+		for _, n := range p.Nodes {
+			if n.Status == NodePending || n.Status == NodeUnreachable {
+				p.Complete = false
 			}
-			if !popLast.IsZero() {
-				p.AckedAt = &popLast
-				p.LatencyMs = ms(popLast.Sub(m.IssuedAt))
+			if n.AckedAt != nil && n.AckedAt.After(popLast) {
+				popLast = *n.AckedAt
 			}
 		}
-		r.PoPs = append(r.PoPs, *p)
+		if p.Complete && !popLast.IsZero() {
+			popTimes = append(popTimes, popLast)
+			p.AckedAt = &popTimes[len(popTimes)-1]
+			p.LatencyMs = ms(popLast.Sub(m.IssuedAt))
+		}
+		r.PoPs = append(r.PoPs, p)
+		i = j
 	}
-	slices.SortFunc(r.PoPs, func(a, b PoPReceipt) int { return strings.Compare(a.PoP, b.PoP) })
 	sortRefs(r.Pending)
 	sortRefs(r.Unreachable)
 	sortRefs(r.Gone)

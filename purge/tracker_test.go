@@ -455,3 +455,47 @@ func TestTrackerDropsForgedAcks(t *testing.T) {
 		t.Fatalf("receipt after a forged ack for fra/n2: complete %v, pending %v; want fra/n2 pending", r.Complete, r.Pending)
 	}
 }
+
+// TestTrackerBatchedAcks: a node's acks of several purges may come in one message, one per line
+// (the subscriber batches them under load); each is recorded, and a forged line is dropped
+// without losing the others.
+func TestTrackerBatchedAcks(t *testing.T) {
+	ns := natstest.Start(t)
+	nc, _ := ns.Connect(t)
+	tr := newTracker(t, nc)
+	nodes := []NodeRef{{"fra", "n1"}, {"fra", "n2"}}
+	for _, id := range []string{"p1", "p2", "p3"} {
+		tr.Register(Message{ID: id, Host: "a.example", Kind: KindAll, IssuedAt: time.Now()}, nodes)
+	}
+	var batch []byte
+	for i, a := range []Ack{
+		{ID: "p1", Seq: 1, PoP: "fra", Node: "n1"},
+		{ID: "p2", Seq: 2, PoP: "fra", Node: "n2"}, // forged: n1 publishes it
+		{ID: "p2", Seq: 2, PoP: "fra", Node: "n1"},
+		{ID: "p3", Seq: 3, PoP: "fra", Node: "n1"},
+	} {
+		if i > 0 {
+			batch = append(batch, '\n')
+		}
+		var err error
+		if batch, err = appendAck(batch, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Publish(AckSubject("", "fra", "n1"), batch); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 5*time.Second, "fra/n1's three acks", func() bool {
+		for _, id := range []string{"p1", "p2", "p3"} {
+			if r, _ := tr.Receipt(id); len(r.Pending) != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	for _, id := range []string{"p1", "p2", "p3"} {
+		if r, _ := tr.Receipt(id); r.Complete || len(r.Pending) != 1 || r.Pending[0] != (NodeRef{"fra", "n2"}) {
+			t.Errorf("receipt %s: complete %v, pending %v; want fra/n2 pending", id, r.Complete, r.Pending)
+		}
+	}
+}

@@ -42,6 +42,9 @@ func (n Names) PurgeStream() string {
 // PurgeCommands is the wildcard of purge command subjects.
 func (n Names) PurgeCommands() string { return n.prefix() + ".purge.cmd.>" }
 
+// PurgeLive is the core NATS subject on which control announces each stored purge.
+func (n Names) PurgeLive() string { return n.prefix() + ".purge.live" }
+
 // AckSubject is the subject on which node node of PoP pop acknowledges purges; "*" tokens make
 // it a wildcard.
 func (n Names) AckSubject(pop, node string) string {
@@ -92,13 +95,14 @@ func streamConsume(stream string) []string {
 //   - edge (pop P, node N): publish its own registry key ($KV.<fleet>.P.N), its own purge
 //     acks (<prefix>.purge.ack.P.N) and its own latency records ($KV.<latency>.P.N.>, the
 //     beacons its clients reported); read and watch the fleet, config and peer key buckets;
-//     consume the purge stream; receive only on its own inbox prefix;
+//     consume the purge stream and receive the live purge announcements (never publish them);
+//     receive only on its own inbox prefix;
 //   - dns: read and watch the fleet, config and latency buckets; receive only on its own inbox
 //     prefix;
 //   - leaf (pop P): what P's edges may do together, from the PoP's leaf server to the cluster.
 //
-// Nobody but control may create or change streams and buckets, publish purge commands, write
-// config or read acks. The edge's and DNS's reads are JetStream API requests whose answers
+// Nobody but control may create or change streams and buckets, publish purge commands or live
+// purge announcements, write config or read acks. The edge's and DNS's reads are JetStream API requests whose answers
 // come back on their inboxes, hence the inbox prefixes (see Identity.InboxPrefix).
 func Permissions(prefix string, id Identity) *server.Permissions {
 	n := Names{Prefix: prefix}
@@ -138,6 +142,7 @@ func Permissions(prefix string, id Identity) *server.Permissions {
 		} else {
 			sub = []string{id.InboxPrefix() + ".>"}
 		}
+		sub = append(sub, n.PurgeLive())
 	case RoleDNS:
 		pub = append(pub, kvRead(n.Bucket(fleetBucket))...)
 		pub = append(pub, kvRead(n.Bucket(configBucket))...)

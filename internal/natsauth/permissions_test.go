@@ -188,6 +188,20 @@ func TestEdgePermissions(t *testing.T) {
 	if err != nil || string(msg.Data()) != `{"id":"p1"}` {
 		t.Fatalf("edge consumes the purge stream: %v, %v", msg, err)
 	}
+	// Live purge announcements: the edge receives control's, and may not make its own.
+	live, err := e.nc.SubscribeSync(names.PurgeLive())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.nc.Publish(names.PurgeLive(), []byte("2\n{\"id\":\"p2\"}")); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := live.NextMsg(5 * time.Second); err != nil || string(m.Data) != "2\n{\"id\":\"p2\"}" {
+		t.Fatalf("edge receives control's live purge: %v, %v", m, err)
+	}
 	acks, err := b.nc.SubscribeSync(names.AckSubject("*", "*"))
 	if err != nil {
 		t.Fatal(err)
@@ -221,6 +235,12 @@ func TestEdgePermissions(t *testing.T) {
 		_, err := e.js.Publish(ctx, "meridian.purge.cmd.www_example_com", []byte(`{"id":"evil","kind":"all"}`))
 		return err
 	})
+	e.refused(t, "Publish", names.PurgeLive(), func(context.Context) error {
+		return e.nc.Publish(names.PurgeLive(), []byte("3\n{\"id\":\"evil\",\"kind\":\"all\"}"))
+	})
+	if m, err := live.NextMsg(200 * time.Millisecond); err == nil {
+		t.Errorf("a refused live purge reached a subscriber: %q", m.Data)
+	}
 	e.refused(t, "Publish", "$KV.meridian_config.host.www_example_com", func(ctx context.Context) error {
 		kv, err := e.js.KeyValue(ctx, names.Bucket("config"))
 		if err != nil {

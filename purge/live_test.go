@@ -1,0 +1,322 @@
+package purge
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/meridian-cdn/meridian/internal/natsauth"
+	"github.com/meridian-cdn/meridian/internal/natstest"
+	"github.com/meridian-cdn/meridian/internal/wait"
+)
+
+// streamConsumers is how many consumers the PURGE stream has: a caught-up node replays nothing,
+// so its purges came live. Replay consumers stay listed until they are inactive for 30 s.
+func streamConsumers(t *testing.T, ctx context.Context, js jetstream.JetStream) int {
+	t.Helper()
+	st, err := js.Stream(ctx, StreamName(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Consumers
+}
+
+func TestLiveEncoding(t *testing.T) {
+	stored := []byte(`{"id":"x"}`)
+	b := appendLive(nil, 42, stored)
+	if string(b) != "42\n"+`{"id":"x"}` {
+		t.Fatalf("appendLive = %q", b)
+	}
+	seq, data, err := splitLive(b)
+	if err != nil || seq != 42 || string(data) != string(stored) {
+		t.Errorf("splitLive = %d, %q, %v; want 42, %q", seq, data, err, stored)
+	}
+	for _, bad := range []string{"", "{}", "\n{}", "0\n{}", "x1\n{}", "123456789012345678901\n{}", "99999999999999999999\n{}"} {
+		if _, _, err := splitLive([]byte(bad)); err == nil {
+			t.Errorf("splitLive(%q) = nil error, want one", bad)
+		}
+	}
+}
+
+// TestPublisherLiveDelivery: purges published concurrently through a Publisher are announced on
+// the live subject in stream order, and caught-up nodes apply and ack every one of them from
+// there, in order, without creating a single consumer on the stream.
+func TestPublisherLiveDelivery(t *testing.T) {
+	ns := natstest.Start(t)
+	nc, js := ns.Connect(t)
+	ctx := testContext(t)
+	if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var announced []uint64
+	live, err := nc.Subscribe(LiveSubject(""), func(m *nats.Msg) {
+		seq, _, err := splitLive(m.Data)
+		if err != nil {
+			t.Errorf("unreadable announcement %q: %v", m.Data, err)
+		}
+		mu.Lock()
+		announced = append(announced, seq)
+		mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = live.Unsubscribe() })
+	acks := listenAcks(t, nc)
+	nodes := []*node{startNode(t, ns, "ams", "n1"), startNode(t, ns, "lon", "n1")}
+	pub := &Publisher{JS: js}
+	const workers, each = 8, 25
+	var (
+		wg   sync.WaitGroup
+		smu  sync.Mutex
+		seqs []uint64
+	)
+	for w := range workers {
+		wg.Go(func() {
+			for i := range each {
+				m, err := pub.Publish(ctx, msg("www.example.com", KindURL, fmt.Sprintf("/w%d/%d", w, i)), nil)
+				if err != nil {
+					t.Errorf("Publish: %v", err)
+					return
+				}
+				smu.Lock()
+				seqs = append(seqs, m.Seq)
+				smu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	slices.Sort(seqs)
+	const total = workers * each
+	wait.For(t, 10*time.Second, "every purge acked by both nodes", func() bool { return len(acks.snapshot()) == 2*total })
+	mu.Lock()
+	got := slices.Clone(announced)
+	mu.Unlock()
+	if !slices.Equal(got, seqs) {
+		t.Errorf("announced sequences = %v, want each published one once, in stream order %v", got, seqs)
+	}
+	for _, n := range nodes {
+		if got := appliedSeqs(n.rec); !slices.Equal(got, seqs) {
+			t.Errorf("node applied %v, want %v", got, seqs)
+		}
+	}
+	if c := streamConsumers(t, ctx, js); c != 0 {
+		t.Errorf("the stream has %d consumers, want 0: caught-up nodes take purges live", c)
+	}
+	for _, n := range nodes {
+		if r := n.sub.Replays(); r != 0 {
+			t.Errorf("node replayed %d times from the stream, want 0", r)
+		}
+	}
+}
+
+// publishStreamOnly stores a purge in the stream without announcing it, as if its announcement
+// were lost.
+func publishStreamOnly(t *testing.T, ctx context.Context, js jetstream.JetStream, m Message) uint64 {
+	t.Helper()
+	m, err := m.Normalize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ack, err := js.Publish(ctx, CommandSubject("", m.Host), data, jetstream.WithMsgID(m.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ack.Sequence
+}
+
+// TestSubscriberFillsLiveGapFromStream: a purge whose announcement never came is replayed from
+// the stream, in order, before anything newer is applied: when the next announcement shows the
+// gap, and, with no purge after it, when the node's check of the stream's position does.
+func TestSubscriberFillsLiveGapFromStream(t *testing.T) {
+	ns := natstest.Start(t)
+	nc, js := ns.Connect(t)
+	ctx := testContext(t)
+	if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	acks := listenAcks(t, nc)
+	n := startNode(t, ns, "ams", "n1", func(c *SubscriberConfig) { c.ConfirmEvery = 20 * time.Millisecond })
+	pub := &Publisher{JS: js}
+
+	t.Run("next announcement shows the gap", func(t *testing.T) {
+		var want []uint64
+		want = append(want, publishN(t, ctx, js, 1)...)
+		want = append(want, publishStreamOnly(t, ctx, js, msg("www.example.com", KindURL, "/lost")))
+		m, err := pub.Publish(ctx, msg("www.example.com", KindURL, "/next"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, m.Seq)
+		wait.For(t, 10*time.Second, "3 purges applied", func() bool { return n.rec.count() >= 3 })
+		if got := appliedSeqs(n.rec); !slices.Equal(got, want) {
+			t.Errorf("applied %v, want %v (the lost one from the stream, in order)", got, want)
+		}
+	})
+	t.Run("no purge after it", func(t *testing.T) {
+		seq := publishStreamOnly(t, ctx, js, msg("www.example.com", KindKey, "lonely"))
+		wait.For(t, 10*time.Second, "the unannounced purge applied", func() bool { return n.sub.LastApplied() == seq })
+		if got := appliedSeqs(n.rec); got[len(got)-1] != seq {
+			t.Errorf("applied %v, want %d last", got, seq)
+		}
+	})
+	wait.For(t, 10*time.Second, "4 acks", func() bool { return len(acks.snapshot()) == 4 })
+	if _, gaps, _ := n.rec.snapshot(); len(gaps) != 0 {
+		t.Errorf("OnGap calls = %v, want none: the stream held every purge", gaps)
+	}
+}
+
+// TestSubscriberIgnoresStaleAndForeignAnnouncements: an announcement at or below LastApplied
+// (a duplicate publish, or one overtaken by a replay) is not applied again, and an unreadable
+// one makes the node ask the stream rather than act on it.
+func TestSubscriberIgnoresStaleAndForeignAnnouncements(t *testing.T) {
+	ns := natstest.Start(t)
+	nc, js := ns.Connect(t)
+	ctx := testContext(t)
+	if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	n := startNode(t, ns, "ams", "n1")
+	m := msg("www.example.com", KindURL, "/a")
+	seq, err := Publish(ctx, js, "", m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 10*time.Second, "the purge applied", func() bool { return n.rec.count() == 1 })
+	// The same id again: stored once, announced again with the same sequence.
+	if again, err := Publish(ctx, js, "", m); err != nil || again != seq {
+		t.Fatalf("re-Publish = %d, %v; want %d", again, err, seq)
+	}
+	if err := nc.Publish(LiveSubject(""), []byte("garbage")); err != nil {
+		t.Fatal(err)
+	}
+	next := publishN(t, ctx, js, 1)
+	wait.For(t, 10*time.Second, "the next purge applied", func() bool { return n.sub.LastApplied() == next[0] })
+	if got := appliedSeqs(n.rec); !slices.Equal(got, []uint64{seq, next[0]}) {
+		t.Errorf("applied %v, want [%d %d]", got, seq, next[0])
+	}
+}
+
+// TestNodeCannotAnnouncePurges: an edge's credential may receive live purges but not publish
+// one (only control announces), checked against the embedded server's real permissions; a
+// node never applies what another node tried to announce.
+func TestNodeCannotAnnouncePurges(t *testing.T) {
+	ns := natstest.Start(t)
+	_, js := ns.Connect(t)
+	ctx := testContext(t)
+	if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	victim := startNode(t, ns, "ams", "n1")
+	errs := make(chan error, 16)
+	evil, _ := natstest.ConnectURL(t, ns.URL(), append(ns.Options(natsauth.Edge("lon", "n9")),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			select {
+			case errs <- err:
+			default:
+			}
+		}))...)
+	last := victim.sub.LastApplied()
+	forged := appendLive(nil, last+1, []byte(`{"id":"evil","host":"www.example.com","kind":"all","issued_at":"2026-01-01T00:00:00Z"}`))
+	if err := evil.Publish(LiveSubject(""), forged); err != nil {
+		t.Fatal(err)
+	}
+	want := strings.ToLower(fmt.Sprintf("permissions violation for publish to %q", LiveSubject("")))
+	select {
+	case err := <-errs:
+		if !strings.Contains(strings.ToLower(err.Error()), want) {
+			t.Fatalf("server error %v, want %q", err, want)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("no %q from the server", want)
+	}
+	// The legitimate next purge takes the sequence the forgery claimed: it is what is applied.
+	seqs := publishN(t, ctx, js, 1)
+	wait.For(t, 10*time.Second, "the real purge applied", func() bool { return victim.rec.count() == 1 })
+	if applied, _, _ := victim.rec.snapshot(); applied[0].ID == "evil" || applied[0].Seq != seqs[0] {
+		t.Errorf("applied %+v, want the published purge %d", applied[0], seqs[0])
+	}
+}
+
+// TestSubscriberBatchesQueuedAcks: purges that wait while Apply is busy are acked together, in
+// one message, once applied, in order; a purge applied with nothing queued behind it is acked
+// at once, alone.
+func TestSubscriberBatchesQueuedAcks(t *testing.T) {
+	ns := natstest.Start(t)
+	nc, js := ns.Connect(t)
+	ctx := testContext(t)
+	if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var msgs []int // acks per message
+	raw, err := nc.Subscribe(AckSubjects(""), func(m *nats.Msg) {
+		mu.Lock()
+		msgs = append(msgs, strings.Count(string(m.Data), "\n")+1)
+		mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = raw.Unsubscribe() })
+	acks := listenAcks(t, nc)
+	entered := make(chan struct{}, 1)
+	release := make(chan struct{})
+	rec := &recorder{}
+	var blocked atomic.Bool // the first purge's Apply blocks until release
+	n := startNode(t, ns, "ams", "n1", func(c *SubscriberConfig) {
+		c.Apply = func(ctx context.Context, m Message) (int, error) {
+			if blocked.CompareAndSwap(false, true) {
+				entered <- struct{}{}
+				<-release
+			}
+			return rec.apply(ctx, m)
+		}
+	})
+	seqs := publishN(t, ctx, js, 1)
+	<-entered
+	in := n.nc.Stats().InMsgs
+	seqs = append(seqs, publishN(t, ctx, js, 9)...)
+	wait.For(t, 10*time.Second, "9 announcements received while Apply is busy", func() bool { return n.nc.Stats().InMsgs >= in+9 })
+	close(release)
+	wait.For(t, 10*time.Second, "10 acks", func() bool { return len(acks.snapshot()) == 10 })
+	var got []uint64
+	for _, a := range acks.snapshot() {
+		got = append(got, a.Seq)
+	}
+	if !slices.Equal(got, seqs) || !slices.Equal(appliedSeqs(rec), seqs) {
+		t.Errorf("acked %v, applied %v; want both %v", got, appliedSeqs(rec), seqs)
+	}
+	mu.Lock()
+	batched := slices.Clone(msgs)
+	mu.Unlock()
+	// The announcements counted in InMsgs may not all be queued yet when Apply is released.
+	if len(batched) > 3 {
+		t.Errorf("acks per message = %v, want the 9 queued behind the busy one with it", batched)
+	}
+	last := publishN(t, ctx, js, 1)
+	wait.For(t, 10*time.Second, "the 11th ack", func() bool { return len(acks.snapshot()) == 11 })
+	mu.Lock()
+	defer mu.Unlock()
+	if a := acks.snapshot()[10]; a.Seq != last[0] || msgs[len(msgs)-1] != 1 {
+		t.Errorf("11th ack seq %d in messages %v, want seq %d alone", a.Seq, msgs, last[0])
+	}
+}
