@@ -7,8 +7,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/meridian-cdn/meridian/edge/compress"
@@ -256,7 +258,7 @@ func (f *filler) fetchTiers(req *request, stale *store.Object, opts fillOptions)
 func (f *filler) fetchNode(req *request, p Peer, h hops, stale *store.Object, cacheControl, rng string) (*http.Response, error) {
 	n := f.n
 	ctx, cancel := context.WithTimeout(req.r.Context(), n.cfg.PeerTimeout)
-	up, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.Addr+req.target, nil)
+	up, err := upstreamRequest(ctx, req, "http", p.Addr, "")
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("build fill request for %s: %w", p.ID, err)
@@ -273,7 +275,7 @@ func (f *filler) fetchNode(req *request, p Peer, h hops, stale *store.Object, ca
 		up.Header["Range"] = []string{rng}
 	}
 	n.signHop(up)
-	resp, err := f.upstream("peer "+p.ID, p.Addr).Do(up)
+	resp, err := f.upstream("peer", p.ID, p.Addr).Do(up)
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("fill %s from %s: %w", req.target, p.ID, err)
@@ -306,7 +308,7 @@ func (f *filler) fetchOrigin(req *request, stale *store.Object, opts fillOptions
 func (f *filler) originRequest(req *request, stale *store.Object, opts fillOptions, rng, ifRange string) (*http.Response, error) {
 	n := f.n
 	o := req.host.origin
-	up, err := http.NewRequestWithContext(req.r.Context(), http.MethodGet, o.Scheme+"://"+o.Host+o.Path+req.target, nil)
+	up, err := upstreamRequest(req.r.Context(), req, o.Scheme, o.Host, o.Path)
 	if err != nil {
 		return nil, fmt.Errorf("build origin request: %w", err)
 	}
@@ -314,7 +316,7 @@ func (f *filler) originRequest(req *request, stale *store.Object, opts fillOptio
 	if req.host.cfg.OriginHost != "" {
 		up.Host = req.host.cfg.OriginHost
 	}
-	kind, client := sharedFill, f.upstream("origin "+req.host.cfg.Host, o.Host)
+	kind, client := sharedFill, f.upstream("origin", req.host.cfg.Host, o.Host)
 	if opts.direct {
 		kind, client = directFill, f.passUpstream(req.host)
 	}
@@ -336,6 +338,27 @@ func (f *filler) originRequest(req *request, stale *store.Object, opts fillOptio
 	return resp, nil
 }
 
+// upstreamRequest is a GET of req's target at scheme://host followed by the base path. Without
+// a base path, and when the target's path is the client's (a key may rewrite only the query),
+// its URL is put together from the client's parsed path and the target's query instead of
+// parsing the whole string again: the request line is the same, EscapedPath being computed
+// from the same Path and RawPath (issue 15). The caller sets Host and the header.
+func upstreamRequest(ctx context.Context, req *request, scheme, host, base string) (*http.Request, error) {
+	path, query, hasQuery := strings.Cut(req.target, "?")
+	if base != "" || path != req.path || req.r.URL == nil {
+		return http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+host+base+req.target, nil)
+	}
+	// An empty URL parses at no cost; it is replaced below.
+	up, err := http.NewRequestWithContext(ctx, http.MethodGet, "", nil)
+	if err != nil {
+		return nil, err
+	}
+	up.URL = &url.URL{Scheme: scheme, Host: host, Path: req.r.URL.Path, RawPath: req.r.URL.RawPath,
+		RawQuery: query, ForceQuery: hasQuery && query == ""}
+	up.Host = host
+	return up, nil
+}
+
 // setValidators asks the upstream to revalidate the stale copy, if any. The origin gets back
 // its own entity tag for a variant the edge compressed; another edge node stored the same
 // variant under the suffixed tag.
@@ -354,15 +377,24 @@ func setValidators(h http.Header, stale *store.Object, toOrigin bool) {
 	}
 }
 
+// appendVia adds this hop to a Via field value: "1.1 name", or "2 name" from HTTP/2 on. It
+// builds the value in one allocation (it runs twice per miss: issue 15).
 func appendVia(prior string, major, minor int, name string) string {
-	v := fmt.Sprintf("%d.%d %s", major, minor, name)
-	if major >= 2 {
-		v = fmt.Sprintf("%d %s", major, name)
+	var proto string
+	switch {
+	case major == 1 && minor == 1:
+		proto = "1.1"
+	case major == 1 && minor == 0:
+		proto = "1.0"
+	case major >= 2:
+		proto = strconv.Itoa(major)
+	default:
+		proto = strconv.Itoa(major) + "." + strconv.Itoa(minor)
 	}
 	if prior == "" {
-		return v
+		return proto + " " + name
 	}
-	return prior + ", " + v
+	return prior + ", " + proto + " " + name
 }
 
 // cancelOnClose releases a request's timeout context when its body is closed.

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"net/url"
 	"strconv"
 	"sync"
 
@@ -265,20 +266,33 @@ func (f *filler) collapse(flightKey string, req *request, stale *store.Object, o
 // launch starts the fill of flightKey unless one is in flight, and returns where its result
 // arrives and whether this call started it (readable once the result has arrived).
 func (f *filler) launch(flightKey string, req *request, stale *store.Object, opts fillOptions, im *interim) (<-chan singleflight.Result, *bool) {
-	// The fill may outlive the client's request: it gets its own copy of what it reads.
-	lead := *req
+	// The fill may outlive the client's request: it gets its own copy of what it reads (the
+	// request with its own header and URL; a fill never reads a form, a body or path values,
+	// which Request.Clone would copy too), allocated in one piece with the leader flag rather
+	// than in four (issue 15).
+	st := &struct {
+		lead   request
+		r      http.Request
+		url    url.URL
+		leader bool
+	}{lead: *req, r: *req.r.WithContext(context.Background())}
+	st.r.Header = req.r.Header.Clone()
+	if req.r.URL != nil {
+		st.url = *req.r.URL
+		st.r.URL = &st.url
+	}
+	lead := &st.lead
 	lead.w = nil // 1xx responses go through im, while the client waits
 	lead.traceID()
-	lead.r = req.r.Clone(context.Background())
-	leader := new(bool)
+	lead.r = &st.r
 	ch := f.flight.DoChan(flightKey, func() (any, error) {
 		if p := f.streamingFill(flightKey); p != nil {
 			return p, nil // its body is still arriving: read along
 		}
-		*leader = true
-		return f.run(flightKey, &lead, stale, opts, im), nil
+		st.leader = true
+		return f.run(flightKey, lead, stale, opts, im), nil
 	})
-	return ch, leader
+	return ch, &st.leader
 }
 
 // run performs one collapsed fill under the filler's context. A body that streams on (a
@@ -415,6 +429,7 @@ func (f *filler) revalidate(req *request, obj *store.Object) {
 type interim struct {
 	mu sync.Mutex          // protects w
 	w  http.ResponseWriter // nil once the client stopped waiting
+	ct httptrace.ClientTrace
 }
 
 // newInterim returns an interim for w, or nil without a client.
@@ -422,15 +437,19 @@ func newInterim(w http.ResponseWriter) *interim {
 	if w == nil {
 		return nil
 	}
-	return &interim{w: w}
+	i := &interim{w: w}
+	i.ct.Got1xxResponse = i.got1xx
+	return i
 }
 
-// trace adds the 1xx forwarding to ctx.
+// trace adds the 1xx forwarding to ctx. It is called at most once per interim: the trace
+// lives in the interim (one allocation less per fill), and WithClientTrace composes it with
+// any trace ctx already has.
 func (i *interim) trace(ctx context.Context) context.Context {
 	if i == nil {
 		return ctx
 	}
-	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{Got1xxResponse: i.got1xx})
+	return httptrace.WithClientTrace(ctx, &i.ct)
 }
 
 func (i *interim) got1xx(code int, h textproto.MIMEHeader) error {

@@ -2,13 +2,15 @@ package edge
 
 import "github.com/meridian-cdn/meridian/origin/fetch"
 
-// upstream returns the client for one upstream base address, creating it on first use. For
-// every upstream, origin or peer, only transport failures trip the breaker (fetch's default):
-// any HTTP answer, 5xx included, means it is alive and is passed on or cached per RFC 9111.
-func (f *filler) upstream(name, addr string) *fetch.Upstream {
+// upstream returns the client for one upstream base address, creating it on first use; it is
+// named kind+" "+id ("origin example.com", "peer lon-2"), a string built only then, not on
+// every miss. For every upstream, origin or peer, only transport failures trip the breaker
+// (fetch's default): any HTTP answer, 5xx included, means it is alive and is passed on or
+// cached per RFC 9111.
+func (f *filler) upstream(kind, id, addr string) *fetch.Upstream {
 	return f.client(addr, func() fetch.Config {
 		fc := f.baseConfig()
-		fc.Name = name
+		fc.Name = kind + " " + id
 		return fc
 	})
 }

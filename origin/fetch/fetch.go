@@ -75,8 +75,9 @@ type Config struct {
 	// TLSConfig is used for https upstreams by the built transport. Nil means Go's defaults.
 	TLSConfig *tls.Config
 	// Transport, if set, replaces the built *http.Transport (the timeouts on dialing, TLS and
-	// response headers are then the injected transport's business). Nil means a tuned
-	// *http.Transport built from the fields above.
+	// response headers are then the injected transport's business). Nil means the built
+	// transport: plain-http requests without a body are exchanged on the caller's goroutine
+	// (h1.go), the rest go through a tuned *http.Transport, both from the fields above.
 	Transport http.RoundTripper
 	// DialContext, if set, is used by the built transport to open connections (the simulator adds
 	// WAN delay this way); it should honour ctx. Nil means a net.Dialer with DialTimeout.
@@ -151,21 +152,9 @@ type Upstream struct {
 // newTransport is the transport c describes (defaults applied): its dialer, TLS and timeouts,
 // keeping idle connections for reuse.
 func (c Config) newTransport() *http.Transport {
-	dial := c.DialContext
-	if dial == nil {
-		dial = (&net.Dialer{Timeout: c.DialTimeout, KeepAlive: 30 * time.Second}).DialContext
-	} else {
-		// A custom dialer is not bounded by net.Dialer.Timeout, so bound it here.
-		custom := dial
-		dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
-			ctx, cancel := context.WithTimeout(ctx, c.DialTimeout)
-			defer cancel()
-			return custom(ctx, network, addr)
-		}
-	}
 	return &http.Transport{
 		Proxy:                 nil, // an edge never goes through an environment proxy
-		DialContext:           dial,
+		DialContext:           c.dialer(),
 		TLSClientConfig:       c.TLSConfig,
 		TLSHandshakeTimeout:   c.TLSHandshakeTimeout,
 		ResponseHeaderTimeout: c.ResponseHeaderTimeout,
@@ -186,6 +175,21 @@ func (c Config) newTransport() *http.Transport {
 	}
 }
 
+// dialer opens connections as c says (defaults applied): DialContext bounded by DialTimeout,
+// or a net.Dialer with DialTimeout.
+func (c Config) dialer() func(ctx context.Context, network, addr string) (net.Conn, error) {
+	custom := c.DialContext
+	if custom == nil {
+		return (&net.Dialer{Timeout: c.DialTimeout, KeepAlive: 30 * time.Second}).DialContext
+	}
+	// A custom dialer is not bounded by net.Dialer.Timeout, so bound it here.
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		ctx, cancel := context.WithTimeout(ctx, c.DialTimeout)
+		defer cancel()
+		return custom(ctx, network, addr)
+	}
+}
+
 // UpgradeTransport returns a transport for one protocol upgrade (WebSocket) to this kind of
 // upstream: the same dialer, TLS and timeouts as New's, but HTTP/1.1 only and never reusing a
 // connection, since an upgraded connection is the client's until either side closes it. It
@@ -203,7 +207,9 @@ func New(cfg Config) *Upstream {
 	u := &Upstream{cfg: cfg}
 	u.transport = cfg.Transport
 	if u.transport == nil {
-		u.transport = cfg.newTransport()
+		// Plain-http exchanges on the caller's goroutine (h1.go); the rest (https with
+		// HTTP/2, request bodies) through net/http's Transport.
+		u.transport = cfg.newH1(cfg.newTransport())
 	}
 	if cfg.MaxConcurrent > 0 {
 		u.slots = make(chan struct{}, cfg.MaxConcurrent)

@@ -1,0 +1,542 @@
+package fetch
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// h1Transport is an HTTP/1.1 client for plain-http upstreams that does each exchange on the
+// caller's goroutine: it writes the request, reads the response head and hands back a body
+// that reads straight from the connection. net/http's Transport runs a reader and a writer
+// goroutine per connection and hands every request between them and the caller, and its
+// reader peeks for the next response as soon as a body ends (a read that finds nothing and
+// parks in the poller): on a cache miss of a small object that is most of the client's cost
+// (issue 15). Requests it does not handle (https, a request body, upgrades) go to fallback.
+//
+// Parsing is net/http's own (http.ReadResponse), and the request head is what Request.Write
+// writes (h1write.go); what is here is the connection's life: the idle pool, deadlines, the
+// retry on a kept-alive connection the upstream had closed, and when a connection may be reused.
+type h1Transport struct {
+	dial          func(ctx context.Context, network, addr string) (net.Conn, error)
+	headerTimeout time.Duration
+	idleTimeout   time.Duration
+	maxIdle       int
+	fallback      *http.Transport
+
+	mu    sync.Mutex // guards pools
+	pools map[string]*h1Pool
+}
+
+const (
+	// h1MaxHeaderBytes bounds a response head (1xx heads included), as the Transport's
+	// default MaxResponseHeaderBytes does.
+	h1MaxHeaderBytes = 10 << 20
+	// h1ReadBuffer holds a small object's whole answer, head and body, so it arrives in one
+	// read system call; it is per connection and kept with it.
+	h1ReadBuffer = 32 << 10
+	// h1DrainBytes is how much of a body closed before its end is read to save the connection;
+	// only what has already arrived is read (the read deadline is set in the past).
+	h1DrainBytes = 4 << 10
+)
+
+// aLongTimeAgo is a deadline in the past: it makes blocked reads and writes return at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// newH1 returns the caller-goroutine transport c describes (defaults applied), handing what
+// it does not handle to fallback.
+func (c Config) newH1(fallback *http.Transport) *h1Transport {
+	return &h1Transport{
+		dial:          c.dialer(),
+		headerTimeout: c.ResponseHeaderTimeout,
+		idleTimeout:   c.IdleConnTimeout,
+		maxIdle:       c.MaxIdleConns,
+		fallback:      fallback,
+		pools:         map[string]*h1Pool{},
+	}
+}
+
+// handles reports whether req is one h1Transport sends itself: plain http, no body to send,
+// no protocol upgrade, an ASCII host (the Transport would convert others with IDNA).
+func (t *h1Transport) handles(req *http.Request) bool {
+	if req.URL == nil || req.URL.Scheme != "http" || req.Header == nil ||
+		req.Body != nil && req.Body != http.NoBody ||
+		len(req.TransferEncoding) > 0 || len(req.Trailer) > 0 || req.Method == http.MethodConnect ||
+		len(req.Header["Upgrade"]) > 0 || httpguts.HeaderValuesContainsToken(req.Header["Connection"], "upgrade") {
+		return false
+	}
+	for i := 0; i < len(req.URL.Host); i++ {
+		if req.URL.Host[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+// RoundTrip implements http.RoundTripper.
+func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if !t.handles(req) {
+		return t.fallback.RoundTrip(req)
+	}
+	// The Transport's own checks, so that both refuse the same requests.
+	if msg := invalidHeader(req.Header); msg != "" {
+		return nil, fmt.Errorf("net/http: invalid header %s", msg)
+	}
+	if req.Method != "" && !httpguts.ValidHeaderFieldName(req.Method) {
+		return nil, fmt.Errorf("net/http: invalid method %q", req.Method)
+	}
+	if req.URL.Host == "" {
+		return nil, errors.New("http: no Host in request URL")
+	}
+	ctx := req.Context()
+	trace := httptrace.ContextClientTrace(ctx)
+	p := t.pool(hostPort(req.URL.Host))
+	if trace != nil && trace.GetConn != nil {
+		trace.GetConn(p.addr)
+	}
+	var c *h1Conn
+	if replayable(req) {
+		// Only a request that may be sent twice takes a kept-alive connection: the upstream may
+		// have closed it while idle, which this transport finds out only by sending (net/http's
+		// read loop sees such closes at once), and a request that may not go twice could not
+		// be retried. Requests like those are rare here (a DELETE passed through): they dial.
+		c = p.take()
+	}
+	for {
+		if c == nil {
+			var err error
+			if c, err = p.dial(ctx); err != nil {
+				return nil, err
+			}
+		}
+		if trace != nil && trace.GotConn != nil {
+			info := httptrace.GotConnInfo{Conn: c.nc, Reused: c.reused, WasIdle: c.reused}
+			if c.reused {
+				info.IdleTime = time.Since(c.idleAt)
+			}
+			trace.GotConn(info)
+		}
+		resp, err := c.exchange(ctx, req, trace)
+		if stale, ok := err.(*staleConnError); ok { // exchange returns it unwrapped
+			// The upstream closed a kept-alive connection as we sent on it (net/http retries
+			// these too): once more on a new connection, if sending twice is harmless.
+			if replayable(req) {
+				c = nil
+				continue
+			}
+			err = stale.err
+		}
+		return resp, err
+	}
+}
+
+// invalidHeader says which field of h net/http would refuse to send, or "".
+func invalidHeader(h http.Header) string {
+	for k, vv := range h {
+		if !httpguts.ValidHeaderFieldName(k) {
+			return fmt.Sprintf("field name %q", k)
+		}
+		for _, v := range vv {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return fmt.Sprintf("field value for %q", k) // the value may be secret
+			}
+		}
+	}
+	return ""
+}
+
+// replayable is net/http's rule for sending a request again: no body, and a method that is
+// idempotent or a request that says it is.
+func replayable(req *http.Request) bool {
+	switch req.Method {
+	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	return len(req.Header["Idempotency-Key"]) > 0 || len(req.Header["X-Idempotency-Key"]) > 0
+}
+
+// hostPort is the address to dial for a URL host: port 80 unless it names one.
+func hostPort(host string) string {
+	i := strings.LastIndexByte(host, ':')
+	if i > strings.LastIndexByte(host, ']') {
+		if i < len(host)-1 {
+			return host
+		}
+		host = host[:i] // "host:" means the default port, as for the Transport
+	}
+	return net.JoinHostPort(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]"), "80")
+}
+
+// pool returns the idle pool of addr, creating it on first use.
+func (t *h1Transport) pool(addr string) *h1Pool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := t.pools[addr]
+	if p == nil {
+		p = &h1Pool{t: t, addr: addr}
+		t.pools[addr] = p
+	}
+	return p
+}
+
+// CloseIdleConnections closes every idle connection, of this transport and of the fallback.
+// Connections in use are not affected and are pooled again when their exchange ends.
+func (t *h1Transport) CloseIdleConnections() {
+	t.mu.Lock()
+	pools := make([]*h1Pool, 0, len(t.pools))
+	for _, p := range t.pools {
+		pools = append(pools, p)
+	}
+	t.mu.Unlock()
+	for _, p := range pools {
+		p.closeIdle()
+	}
+	t.fallback.CloseIdleConnections()
+}
+
+// h1Pool keeps the idle connections to one address.
+type h1Pool struct {
+	t    *h1Transport
+	addr string
+
+	mu    sync.Mutex
+	idle  []*h1Conn   // oldest first; the newest is taken first, so the oldest age out
+	sweep *time.Timer // closes connections idle for longer than idleTimeout; nil until needed
+	armed bool        // sweep is scheduled
+}
+
+// take returns the most recently used idle connection, or nil. One idle for longer than
+// idleTimeout is closed instead, with every older one.
+func (p *h1Pool) take() *h1Conn {
+	p.mu.Lock()
+	n := len(p.idle)
+	if n == 0 {
+		p.mu.Unlock()
+		return nil
+	}
+	c := p.idle[n-1]
+	p.idle[n-1] = nil
+	p.idle = p.idle[:n-1]
+	if time.Since(c.idleAt) < p.t.idleTimeout {
+		p.mu.Unlock()
+		return c
+	}
+	expired := append(p.idle, c)
+	p.idle = nil
+	p.mu.Unlock()
+	for _, c := range expired {
+		c.nc.Close()
+	}
+	return nil
+}
+
+// put keeps c for reuse, or closes it if the pool is full.
+func (p *h1Pool) put(c *h1Conn) {
+	c.reused = true
+	c.idleAt = time.Now()
+	p.mu.Lock()
+	if len(p.idle) >= p.t.maxIdle {
+		p.mu.Unlock()
+		c.nc.Close()
+		return
+	}
+	p.idle = append(p.idle, c)
+	if !p.armed {
+		p.armed = true
+		if p.sweep == nil {
+			p.sweep = time.AfterFunc(p.t.idleTimeout, p.expire)
+		} else {
+			p.sweep.Reset(p.t.idleTimeout)
+		}
+	}
+	p.mu.Unlock()
+}
+
+// expire closes the connections idle for idleTimeout or longer, and schedules itself for the
+// next one to age out, if any.
+func (p *h1Pool) expire() {
+	now := time.Now()
+	p.mu.Lock()
+	i := 0
+	for i < len(p.idle) && now.Sub(p.idle[i].idleAt) >= p.t.idleTimeout {
+		i++
+	}
+	expired := make([]*h1Conn, i)
+	copy(expired, p.idle[:i])
+	p.idle = append(p.idle[:0], p.idle[i:]...)
+	clear(p.idle[len(p.idle):cap(p.idle)])
+	p.armed = len(p.idle) > 0
+	if p.armed {
+		p.sweep.Reset(p.idle[0].idleAt.Add(p.t.idleTimeout).Sub(now))
+	}
+	p.mu.Unlock()
+	for _, c := range expired {
+		c.nc.Close()
+	}
+}
+
+// closeIdle closes every idle connection.
+func (p *h1Pool) closeIdle() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = nil
+	if p.sweep != nil {
+		p.sweep.Stop()
+	}
+	p.armed = false
+	p.mu.Unlock()
+	for _, c := range idle {
+		c.nc.Close()
+	}
+}
+
+// dial opens a new connection to the pool's address.
+func (p *h1Pool) dial(ctx context.Context) (*h1Conn, error) {
+	nc, err := p.t.dial(ctx, "tcp", p.addr)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("dial %s: %w", p.addr, context.Cause(ctx))
+		}
+		return nil, err // a *net.OpError, which names the operation and address
+	}
+	c := &h1Conn{pool: p, nc: nc}
+	c.cr.nc = nc
+	c.br = bufio.NewReaderSize(&c.cr, h1ReadBuffer)
+	c.bw = bufio.NewWriterSize(nc, 4<<10)
+	c.abort = func() { nc.SetDeadline(aLongTimeAgo) }
+	return c, nil
+}
+
+// h1Conn is one connection with its buffers.
+type h1Conn struct {
+	pool   *h1Pool
+	nc     net.Conn
+	cr     limitReader
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	abort  func() // unblocks the connection's reads and writes: run when the context ends
+	reused bool   // it served an exchange before
+	idleAt time.Time
+}
+
+// limitReader is the connection as its bufio.Reader reads it: a response head may take at
+// most limit bytes, and a read that met the end of the stream is remembered.
+type limitReader struct {
+	nc     net.Conn
+	limit  int64
+	sawEOF bool
+}
+
+func (r *limitReader) Read(p []byte) (int, error) {
+	if r.limit <= 0 {
+		return 0, fmt.Errorf("response header larger than %d bytes", h1MaxHeaderBytes)
+	}
+	if int64(len(p)) > r.limit {
+		p = p[:r.limit]
+	}
+	n, err := r.nc.Read(p)
+	if err == io.EOF {
+		r.sawEOF = true
+	}
+	r.limit -= int64(n)
+	return n, err
+}
+
+// staleConnError is a kept-alive connection failing before any byte of the answer came back:
+// the upstream most likely closed it while it was idle, so the request may be sent again.
+type staleConnError struct{ err error }
+
+func (e *staleConnError) Error() string { return e.err.Error() }
+func (e *staleConnError) Unwrap() error { return e.err }
+
+// errHeaderTimeout is ResponseHeaderTimeout expiring; like the Transport's, it is a net.Error
+// whose Timeout is true.
+var errHeaderTimeout error = headerTimeoutError{}
+
+type headerTimeoutError struct{}
+
+func (headerTimeoutError) Error() string   { return "timeout awaiting response headers" }
+func (headerTimeoutError) Timeout() bool   { return true }
+func (headerTimeoutError) Temporary() bool { return true }
+
+// exchange sends req on c and reads the answer's head. On success c belongs to the response
+// (its body gives it back); on error c is closed.
+func (c *h1Conn) exchange(ctx context.Context, req *http.Request, trace *httptrace.ClientTrace) (*http.Response, error) {
+	// Cancellation without a goroutine: the context ending puts the connection's deadline
+	// in the past, which ends whatever read or write is blocked on it.
+	stop := context.AfterFunc(ctx, c.abort)
+	fail := func(what string, err error, beforeAnswer bool) error {
+		stop()
+		c.nc.Close()
+		switch {
+		case ctx.Err() != nil:
+			err = context.Cause(ctx)
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			err = errHeaderTimeout
+		case beforeAnswer && c.reused:
+			return &staleConnError{fmt.Errorf("%s %s, a kept-alive connection: %w", what, c.pool.addr, err)}
+		}
+		return fmt.Errorf("%s %s: %w", what, c.pool.addr, err)
+	}
+	err := writeRequest(c.bw, req, trace)
+	if err == nil {
+		err = c.bw.Flush()
+	}
+	if err != nil {
+		return nil, fail("write request to", err, true)
+	}
+	c.nc.SetReadDeadline(time.Now().Add(c.pool.t.headerTimeout))
+	if ctx.Err() != nil {
+		// The context ended before the deadline was set, which may have undone its abort.
+		return nil, fail("send request to", ctx.Err(), false)
+	}
+	c.cr.limit = h1MaxHeaderBytes
+	if _, err := c.br.Peek(1); err != nil {
+		return nil, fail("read response from", err, true)
+	}
+	if trace != nil && trace.GotFirstResponseByte != nil {
+		trace.GotFirstResponseByte()
+	}
+	var resp *http.Response
+	for {
+		if resp, err = http.ReadResponse(c.br, req); err != nil {
+			return nil, fail("read response header from", err, false)
+		}
+		code := resp.StatusCode
+		if code >= 200 {
+			break
+		}
+		if code == http.StatusSwitchingProtocols {
+			return nil, fail("read response header from", errors.New("unexpected 101 Switching Protocols"), false)
+		}
+		if trace != nil && trace.Got1xxResponse != nil {
+			if err := trace.Got1xxResponse(code, textproto.MIMEHeader(resp.Header)); err != nil {
+				return nil, fail("handle 1xx response from", err, false)
+			}
+			// Whoever took the 1xx heads bounds their number; the next head gets the full limit.
+			c.cr.limit = h1MaxHeaderBytes
+		}
+	}
+	c.cr.limit = 1<<63 - 1
+	c.nc.SetReadDeadline(time.Time{})
+	if ctx.Err() != nil {
+		return nil, fail("read response header from", ctx.Err(), false)
+	}
+	keep := !resp.Close && !req.Close && !httpguts.HeaderValuesContainsToken(req.Header["Connection"], "close")
+	if resp.Body == http.NoBody {
+		c.release(stop, keep)
+		return resp, nil
+	}
+	resp.Body = &h1Body{rc: resp.Body, c: c, ctx: ctx, stop: stop, keep: keep}
+	return resp, nil
+}
+
+// release ends an exchange: c goes back to the pool if keep says the exchange left it
+// clean, the context did not end meanwhile and the upstream did not close its side.
+func (c *h1Conn) release(stop func() bool, keep bool) {
+	// stop fails once the context ended: its abort ran, or is about to run, on c.
+	if stop() && keep && !c.cr.sawEOF {
+		c.pool.put(c)
+		return
+	}
+	c.nc.Close()
+}
+
+// errBodyClosed is a read after Close, as net/http words it.
+var errBodyClosed = errors.New("http: read on closed response body")
+
+// h1Body is a response body that gives its connection back once read to its end, and closes
+// it if closed before (unless what is left has already arrived and is short).
+type h1Body struct {
+	rc   io.ReadCloser // http.ReadResponse's body, reading from c's buffer
+	c    *h1Conn
+	ctx  context.Context
+	stop func() bool
+	keep bool // the connection may be reused after this body
+
+	mu      sync.Mutex // guards the fields below; Close may come while a Read is blocked
+	reading bool       // a Read is using the connection
+	closed  bool       // Close was called
+	done    bool       // the connection was released; err is what reads return
+	err     error
+}
+
+func (b *h1Body) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	switch {
+	case b.closed:
+		b.mu.Unlock()
+		return 0, errBodyClosed
+	case b.done:
+		b.mu.Unlock()
+		return 0, b.err
+	}
+	b.reading = true
+	b.mu.Unlock()
+
+	n, err := b.rc.Read(p)
+
+	b.mu.Lock()
+	b.reading = false
+	closed := b.closed
+	if err != nil || closed {
+		if err == nil {
+			err = errBodyClosed
+		} else if err != io.EOF && b.ctx.Err() != nil {
+			// The abort ended the read: report why, as the Transport does.
+			err = context.Cause(b.ctx)
+		}
+		b.done, b.err = true, err
+	}
+	b.mu.Unlock()
+	if err != nil {
+		// At EOF the body is whole; a Close that came meanwhile closed the connection.
+		b.c.release(b.stop, err == io.EOF && !closed && b.keep)
+	}
+	return n, err
+}
+
+// Close ends the exchange. A body read to its end has given its connection back already;
+// otherwise up to h1DrainBytes of what already arrived are read to reach the end, and if that
+// is not enough the connection is closed.
+func (b *h1Body) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	if b.reading {
+		// Unblock the Read; it sees closed and releases the connection.
+		b.mu.Unlock()
+		b.c.nc.Close()
+		return nil
+	}
+	done := b.done
+	b.done = true
+	b.mu.Unlock()
+	if done {
+		return nil
+	}
+	keep := b.keep
+	if keep {
+		// Past deadline: only what is already buffered or in the socket is read.
+		b.c.nc.SetReadDeadline(aLongTimeAgo)
+		n, err := io.CopyN(io.Discard, b.rc, h1DrainBytes+1)
+		keep = err == io.EOF && n <= h1DrainBytes
+	}
+	b.c.release(b.stop, keep)
+	return nil
+}

@@ -1,0 +1,734 @@
+// Over 600 lines on purpose: each case of the connection's life (reuse, the retry, close,
+// 1xx, timeouts, cancels, early close, the pool's bounds) needs a server scripted byte by byte,
+// and they share the raw server and helpers below.
+
+package fetch
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httptrace"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/meridian-cdn/meridian/internal/wait"
+)
+
+// rawServer is a TCP server whose connections a test scripts byte by byte: what net/http's
+// server would never do (close a kept-alive connection, cut a body, stall mid-head) is what
+// the client must survive.
+type rawServer struct {
+	addr     string
+	accepted atomic.Int64
+}
+
+// startRaw serves on ip until the test ends, running handle for each connection (n counts
+// from 1). The connection is closed when handle returns.
+func startRaw(t *testing.T, ip string, handle func(n int64, c net.Conn, br *bufio.Reader)) *rawServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		t.Fatalf("listen on %s: %v", ip, err)
+	}
+	s := &rawServer{addr: ln.Addr().String()}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			n := s.accepted.Add(1)
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Go(func() {
+				defer c.Close()
+				handle(n, c, bufio.NewReader(c))
+			})
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return s
+}
+
+// readRequest reads one request head (the client sends no bodies here); false at the end of
+// the connection.
+func readRequest(br *bufio.Reader) (*http.Request, bool) {
+	req, err := http.ReadRequest(br)
+	return req, err == nil
+}
+
+// countConns serves h on ip, counting the connections accepted.
+func countConns(t *testing.T, ip string, h http.Handler) (url string, conns *atomic.Int64) {
+	t.Helper()
+	conns = new(atomic.Int64)
+	ln, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		t.Fatalf("listen on %s: %v", ip, err)
+	}
+	srv := httptest.NewUnstartedServer(h)
+	srv.Listener = ln
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv.URL, conns
+}
+
+// newH1 is the transport New builds for cfg.
+func newH1(t *testing.T, cfg Config) *h1Transport {
+	cfg = cfg.withDefaults()
+	tr := cfg.newH1(cfg.newTransport())
+	t.Cleanup(tr.CloseIdleConnections)
+	return tr
+}
+
+// roundTrip sends a request with no body and reads the whole answer.
+func roundTrip(t *testing.T, rt http.RoundTripper, ctx context.Context, method, url string, h http.Header) (*http.Response, []byte, error) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, method, url, nil)
+	if err != nil {
+		t.Fatalf("new request: %v", err)
+	}
+	for k, v := range h {
+		req.Header[k] = v
+	}
+	resp, err := rt.RoundTrip(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, body, err
+}
+
+// mustGet is roundTrip for a GET that must succeed.
+func mustGet(t *testing.T, rt http.RoundTripper, url string) (*http.Response, []byte) {
+	t.Helper()
+	resp, body, err := roundTrip(t, rt, context.Background(), http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	return resp, body
+}
+
+func TestH1KeepAlive(t *testing.T) {
+	url, conns := countConns(t, "127.0.0.60", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.URL.Path)
+	}))
+	tr := newH1(t, Config{})
+	for i := range 20 {
+		path := "/k/" + strconv.Itoa(i)
+		resp, body := mustGet(t, tr, url+path)
+		if resp.StatusCode != 200 || string(body) != path {
+			t.Fatalf("GET %s = %d %q", path, resp.StatusCode, body)
+		}
+		if resp.Request == nil || resp.TLS != nil || resp.Proto != "HTTP/1.1" || resp.Uncompressed || resp.ContentLength != int64(len(path)) {
+			t.Errorf("GET %s: Request %v, TLS %v, Proto %q, Uncompressed %v, ContentLength %d", path,
+				resp.Request != nil, resp.TLS, resp.Proto, resp.Uncompressed, resp.ContentLength)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("20 sequential GETs used %d connections, want 1", n)
+	}
+}
+
+// TestH1RetriesClosedIdle: an upstream that closes a kept-alive connection (as servers do
+// after their idle timeout) costs no error: the request goes again on a new connection.
+func TestH1RetriesClosedIdle(t *testing.T) {
+	for _, reset := range []bool{false, true} {
+		t.Run(fmt.Sprintf("reset=%v", reset), func(t *testing.T) {
+			ip := "127.0.0.61"
+			if reset {
+				ip = "127.0.0.62"
+			}
+			var requests atomic.Int64
+			srv := startRaw(t, ip, func(n int64, c net.Conn, br *bufio.Reader) {
+				if _, ok := readRequest(br); !ok {
+					return
+				}
+				requests.Add(1)
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				if reset {
+					c.(*net.TCPConn).SetLinger(0) // close with RST rather than FIN
+				}
+				// Closed without saying so, as an idle timeout would close it.
+			})
+			tr := newH1(t, Config{})
+			var reused int
+			ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
+				if i.Reused {
+					reused++
+				}
+			}})
+			for i := range 3 {
+				resp, body, err := roundTrip(t, tr, ctx, http.MethodGet, "http://"+srv.addr+"/", nil)
+				if err != nil || resp.StatusCode != 200 || string(body) != "ok" {
+					t.Fatalf("GET %d: %v, %q", i, err, body)
+				}
+			}
+			if n, r := srv.accepted.Load(), requests.Load(); n != 3 || r != 3 || reused != 2 {
+				t.Errorf("3 GETs: %d connections, %d requests answered, %d tried on a kept-alive connection; want 3, 3 and 2", n, r, reused)
+			}
+		})
+	}
+}
+
+// TestH1NoRetryOnceAnswered: once any byte of the answer arrived the request is not sent again.
+func TestH1NoRetryOnceAnswered(t *testing.T) {
+	var requests atomic.Int64
+	srv := startRaw(t, "127.0.0.63", func(n int64, c net.Conn, br *bufio.Reader) {
+		for i := 0; ; i++ {
+			if _, ok := readRequest(br); !ok {
+				return
+			}
+			requests.Add(1)
+			if i == 0 {
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				continue
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-") // then the connection drops
+			return
+		}
+	})
+	tr := newH1(t, Config{})
+	mustGet(t, tr, "http://"+srv.addr+"/")
+	_, _, err := roundTrip(t, tr, context.Background(), http.MethodGet, "http://"+srv.addr+"/", nil)
+	if err == nil {
+		t.Fatal("GET answered by half a head succeeded, want an error")
+	}
+	var stale *staleConnError
+	if errors.As(err, &stale) {
+		t.Errorf("error %v is marked retryable", err)
+	}
+	if n, r := srv.accepted.Load(), requests.Load(); n != 1 || r != 2 {
+		t.Errorf("%d connections, %d requests; want 1 and 2 (no retry)", n, r)
+	}
+}
+
+// TestH1NonIdempotent: a request that may not be sent twice (a POST, even without a body)
+// never goes on a kept-alive connection, which the upstream may have closed meanwhile, and is
+// not sent again when its connection fails; with Idempotency-Key it is retried like a GET.
+func TestH1NonIdempotent(t *testing.T) {
+	var posts atomic.Int64
+	srv := startRaw(t, "127.0.0.64", func(n int64, c net.Conn, br *bufio.Reader) {
+		req, ok := readRequest(br)
+		if !ok {
+			return
+		}
+		if req.Method == http.MethodPost {
+			posts.Add(1)
+			if req.URL.Path == "/drop" {
+				return // closed without an answer
+			}
+		}
+		// One answer, then the connection is closed unannounced, as an idle timeout closes it.
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	})
+	tr := newH1(t, Config{})
+	base := "http://" + srv.addr
+	mustGet(t, tr, base+"/") // leaves a connection in the pool that the server closes
+	if _, body, err := roundTrip(t, tr, context.Background(), http.MethodPost, base+"/", nil); err != nil || string(body) != "ok" {
+		t.Fatalf("POST while the pool holds a closed connection: %v, %q; want it sent on a new one", err, body)
+	}
+	if _, _, err := roundTrip(t, tr, context.Background(), http.MethodPost, base+"/drop", nil); err == nil {
+		t.Error("POST whose connection closed without an answer succeeded")
+	}
+	if n, p := srv.accepted.Load(), posts.Load(); n != 3 || p != 2 {
+		t.Errorf("GET, POST, POST dropped: %d connections, %d POSTs received; want 3 and 2 (none sent twice)", n, p)
+	}
+	if _, body, err := roundTrip(t, tr, context.Background(), http.MethodPost, base+"/",
+		http.Header{"Idempotency-Key": {"k1"}}); err != nil || string(body) != "ok" {
+		t.Errorf("POST with Idempotency-Key: %v, %q; want it retried on a new connection", err, body)
+	}
+}
+
+// TestH1BodyCutShort: a body shorter than its Content-Length is an error from Read, and a
+// breaker failure.
+func TestH1BodyCutShort(t *testing.T) {
+	srv := startRaw(t, "127.0.0.65", func(n int64, c net.Conn, br *bufio.Reader) {
+		if _, ok := readRequest(br); ok {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b")
+		}
+	})
+	tr := newH1(t, Config{})
+	resp, body, err := roundTrip(t, tr, context.Background(), http.MethodGet, "http://"+srv.addr+"/", nil)
+	if resp == nil || !errors.Is(err, io.ErrUnexpectedEOF) || string(body) != "only ten b" {
+		t.Errorf("GET of a cut body: %q, %v; want the 10 bytes and io.ErrUnexpectedEOF", body, err)
+	}
+	u := New(Config{Name: "cut"})
+	defer u.Close()
+	if _, err := doRead(t, u, context.Background(), "http://"+srv.addr+"/"); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("Do and read a cut body: %v, want io.ErrUnexpectedEOF", err)
+	}
+	if st := u.Stats(); st.Failures != 1 {
+		t.Errorf("Stats().Failures = %d after a cut body, want 1", st.Failures)
+	}
+	if n := srv.accepted.Load(); n != 2 {
+		t.Errorf("%d connections, want 2 (none retried)", n)
+	}
+}
+
+func TestH1Chunked(t *testing.T) {
+	url, conns := countConns(t, "127.0.0.66", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Sum")
+		for i := range 5 {
+			fmt.Fprintf(w, "part%d;", i)
+			w.(http.Flusher).Flush()
+		}
+		w.Header().Set("X-Sum", "5")
+	}))
+	tr := newH1(t, Config{})
+	for range 2 {
+		resp, body := mustGet(t, tr, url)
+		if string(body) != "part0;part1;part2;part3;part4;" || resp.ContentLength != -1 ||
+			len(resp.TransferEncoding) != 1 || resp.Trailer.Get("X-Sum") != "5" {
+			t.Errorf("chunked GET: body %q, ContentLength %d, TransferEncoding %v, Trailer %v",
+				body, resp.ContentLength, resp.TransferEncoding, resp.Trailer)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("2 chunked GETs used %d connections, want 1", n)
+	}
+}
+
+// TestH1NotReused: an answer delimited by the connection's end, or either side saying
+// Connection: close, leaves the connection unused.
+func TestH1NotReused(t *testing.T) {
+	srv := startRaw(t, "127.0.0.67", func(n int64, c net.Conn, br *bufio.Reader) {
+		for {
+			req, ok := readRequest(br)
+			if !ok {
+				return
+			}
+			switch req.URL.Path {
+			case "/eof":
+				io.WriteString(c, "HTTP/1.1 200 OK\r\n\r\nuntil the end")
+				return
+			case "/close":
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 5\r\n\r\nclose")
+				return
+			default:
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				if req.Close {
+					return
+				}
+			}
+		}
+	})
+	tr := newH1(t, Config{})
+	base := "http://" + srv.addr
+	for _, tt := range []struct {
+		path, body string
+		h          http.Header
+		close      bool // resp.Close: the answer says the connection ends
+	}{
+		{"/eof", "until the end", nil, true},
+		{"/close", "close", nil, true},
+		{"/client-close", "ok", http.Header{"Connection": {"close"}}, false},
+	} {
+		resp, body, err := roundTrip(t, tr, context.Background(), http.MethodGet, base+tt.path, tt.h)
+		if err != nil || string(body) != tt.body || resp.Close != tt.close {
+			t.Errorf("GET %s: %v, body %q, Close %v; want %q and Close %v", tt.path, err, body, resp != nil && resp.Close, tt.body, tt.close)
+		}
+		before := srv.accepted.Load()
+		mustGet(t, tr, base+"/next")
+		if n := srv.accepted.Load() - before; n != 1 {
+			t.Errorf("GET %s then another: the other dialed %d connections, want 1", tt.path, n)
+		}
+	}
+	req, _ := http.NewRequest(http.MethodGet, base+"/req-close", nil)
+	req.Close = true
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatalf("GET with req.Close: %v", err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	before := srv.accepted.Load()
+	mustGet(t, tr, base+"/next")
+	if n := srv.accepted.Load() - before; n != 1 {
+		t.Errorf("GET with req.Close then another: the other dialed %d connections, want 1", n)
+	}
+}
+
+// TestH1EarlyHints: 1xx answers reach the trace's Got1xxResponse (the edge forwards 103 so)
+// and the final answer follows.
+func TestH1EarlyHints(t *testing.T) {
+	url, _ := countConns(t, "127.0.0.68", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</app.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Link")
+		io.WriteString(w, "final")
+	}))
+	tr := newH1(t, Config{})
+	var codes []int
+	var links []string
+	var firstByte, wrote, gotConn int
+	trace := &httptrace.ClientTrace{
+		Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+			codes = append(codes, code)
+			links = append(links, h.Get("Link"))
+			return nil
+		},
+		GotFirstResponseByte: func() { firstByte++ },
+		WroteRequest:         func(httptrace.WroteRequestInfo) { wrote++ },
+		GotConn:              func(httptrace.GotConnInfo) { gotConn++ },
+	}
+	resp, body, err := roundTrip(t, tr, httptrace.WithClientTrace(context.Background(), trace), http.MethodGet, url, nil)
+	if err != nil || resp.StatusCode != 200 || string(body) != "final" || resp.Header.Get("Link") != "" {
+		t.Fatalf("GET with hints: %v, %v %q, Link %q", err, resp, body, resp.Header.Get("Link"))
+	}
+	if fmt.Sprint(codes) != "[103 103]" || links[0] != "</app.css>; rel=preload" {
+		t.Errorf("Got1xxResponse saw %v with Link %q, want [103 103] with the preload", codes, links)
+	}
+	if firstByte != 1 || wrote != 1 || gotConn != 1 {
+		t.Errorf("trace: GotFirstResponseByte %d, WroteRequest %d, GotConn %d times; want once each", firstByte, wrote, gotConn)
+	}
+	// A hook that refuses ends the exchange with its error.
+	refuse := errors.New("no hints")
+	trace = &httptrace.ClientTrace{Got1xxResponse: func(int, textproto.MIMEHeader) error { return refuse }}
+	if _, _, err := roundTrip(t, tr, httptrace.WithClientTrace(context.Background(), trace), http.MethodGet, url, nil); !errors.Is(err, refuse) {
+		t.Errorf("GET with a refusing Got1xxResponse: %v, want its error", err)
+	}
+}
+
+// TestH1NoBody: HEAD, 204 and 304 answers have no body whatever their header says, and leave
+// the connection reusable.
+func TestH1NoBody(t *testing.T) {
+	url, conns := countConns(t, "127.0.0.69", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/204":
+			w.WriteHeader(http.StatusNoContent)
+		case "/304":
+			w.Header().Set("ETag", `"x"`)
+			w.WriteHeader(http.StatusNotModified)
+		default:
+			w.Header().Set("Content-Length", "1234")
+			if r.Method != http.MethodHead {
+				w.Write(make([]byte, 1234))
+			}
+		}
+	}))
+	tr := newH1(t, Config{})
+	for _, tt := range []struct {
+		method, path string
+		status       int
+		length       int64
+	}{
+		{http.MethodHead, "/", 200, 1234},
+		{http.MethodGet, "/204", 204, 0},
+		{http.MethodGet, "/304", 304, 0},
+		{http.MethodGet, "/", 200, 1234},
+	} {
+		resp, body, err := roundTrip(t, tr, context.Background(), tt.method, url+tt.path, nil)
+		if err != nil || resp.StatusCode != tt.status || resp.ContentLength != tt.length || int64(len(body)) != map[bool]int64{true: 0, false: tt.length}[tt.method == http.MethodHead] {
+			t.Errorf("%s %s: %v, status %d, ContentLength %d, %d bytes", tt.method, tt.path, err, resp.StatusCode, resp.ContentLength, len(body))
+		}
+		if resp != nil && resp.Body == nil {
+			t.Errorf("%s %s: nil Body", tt.method, tt.path)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("4 exchanges used %d connections, want 1", n)
+	}
+}
+
+func TestH1ResponseHeaderTimeout(t *testing.T) {
+	srv := startRaw(t, "127.0.0.70", func(n int64, c net.Conn, br *bufio.Reader) {
+		readRequest(br)
+		io.Copy(io.Discard, br) // never answers; returns when the client closes
+	})
+	tr := newH1(t, Config{ResponseHeaderTimeout: 100 * time.Millisecond})
+	start := time.Now()
+	_, _, err := roundTrip(t, tr, context.Background(), http.MethodGet, "http://"+srv.addr+"/", nil)
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() || !strings.Contains(err.Error(), "timeout awaiting response headers") {
+		t.Fatalf("GET from a mute upstream: %v, want a header timeout", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("header timeout of 100ms returned after %v", d)
+	}
+}
+
+// TestH1CancelPrompt: the caller's context ending stops the exchange at once, before the
+// header or in the body, and Upstream counts it as no failure.
+func TestH1CancelPrompt(t *testing.T) {
+	arrived := make(chan string, 4)
+	srv := startRaw(t, "127.0.0.71", func(n int64, c net.Conn, br *bufio.Reader) {
+		req, ok := readRequest(br)
+		if !ok {
+			return
+		}
+		if req.URL.Path == "/body" {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhalf")
+		}
+		arrived <- req.URL.Path
+		io.Copy(io.Discard, br) // stalls until the client closes
+	})
+	u := New(Config{Name: "cancel", ConsecutiveFailures: 1})
+	defer u.Close()
+	for _, path := range []string{"/head", "/body"} {
+		ctx, cancel := context.WithCancel(context.Background())
+		errc := make(chan error, 1)
+		go func() {
+			_, err := doRead(t, u, ctx, "http://"+srv.addr+path)
+			errc <- err
+		}()
+		<-arrived
+		start := time.Now()
+		cancel()
+		if err := <-errc; !errors.Is(err, context.Canceled) {
+			t.Errorf("%s canceled: %v, want context.Canceled", path, err)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("%s: returned %v after cancel", path, d)
+		}
+	}
+	if st := u.Stats(); st.Failures != 0 || st.State != "closed" || st.InFlight != 0 {
+		t.Errorf("Stats() after two caller cancels = %+v, want no failure, closed, none in flight", st)
+	}
+}
+
+// TestH1EarlyClose: a body closed before its end keeps its connection only if the rest had
+// already arrived and is short.
+func TestH1EarlyClose(t *testing.T) {
+	url, conns := countConns(t, "127.0.0.72", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		w.Write(make([]byte, n))
+	}))
+	tr := newH1(t, Config{})
+	mustGet(t, tr, url+"?n=1") // a connection in the pool
+	for _, tt := range []struct {
+		n     int
+		conns int64
+	}{{2000, 0}, {200 << 10, 1}} {
+		before := conns.Load()
+		resp, _, err := func() (*http.Response, []byte, error) {
+			req, _ := http.NewRequest(http.MethodGet, url+"?n="+strconv.Itoa(tt.n), nil)
+			resp, err := tr.RoundTrip(req)
+			if err != nil {
+				return nil, nil, err
+			}
+			var one [1]byte
+			_, err = io.ReadFull(resp.Body, one[:])
+			resp.Body.Close()
+			return resp, nil, err
+		}()
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("GET n=%d: %v", tt.n, err)
+		}
+		if _, err := resp.Body.Read(make([]byte, 1)); !errors.Is(err, errBodyClosed) {
+			t.Errorf("Read after Close: %v, want errBodyClosed", err)
+		}
+		mustGet(t, tr, url+"?n=1")
+		if got := conns.Load() - before; got != tt.conns {
+			t.Errorf("body of %d closed after 1 byte, then a GET: %d new connections, want %d", tt.n, got, tt.conns)
+		}
+	}
+}
+
+// TestH1PoolBound: at most MaxIdleConns connections are kept idle.
+func TestH1PoolBound(t *testing.T) {
+	const conc = 5
+	var hits atomic.Int64
+	release := make(chan struct{})
+	url, conns := countConns(t, "127.0.0.73", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		<-release
+		io.WriteString(w, "ok")
+	}))
+	tr := newH1(t, Config{MaxIdleConns: 2})
+	var wg sync.WaitGroup
+	for range conc {
+		wg.Go(func() {
+			if resp, body := mustGet(t, tr, url); resp.StatusCode != 200 || string(body) != "ok" {
+				t.Errorf("GET = %d %q", resp.StatusCode, body)
+			}
+		})
+	}
+	wait.For(t, 5*time.Second, "5 requests at the server at once", func() bool { return hits.Load() == conc })
+	close(release)
+	wg.Wait()
+	p := tr.pool(hostPort(strings.TrimPrefix(url, "http://")))
+	p.mu.Lock()
+	idle := len(p.idle)
+	p.mu.Unlock()
+	if idle != 2 || conns.Load() != conc {
+		t.Errorf("after %d concurrent GETs: %d connections, %d idle; want %d and 2", conc, conns.Load(), idle, conc)
+	}
+}
+
+// TestH1IdleTimeout: a connection idle for IdleConnTimeout is closed, with no request needed
+// to notice, and the next request dials anew.
+func TestH1IdleTimeout(t *testing.T) {
+	closed := make(chan struct{}, 4)
+	srv := startRaw(t, "127.0.0.74", func(n int64, c net.Conn, br *bufio.Reader) {
+		for {
+			if _, ok := readRequest(br); !ok {
+				closed <- struct{}{}
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	tr := newH1(t, Config{IdleConnTimeout: 50 * time.Millisecond})
+	mustGet(t, tr, "http://"+srv.addr+"/")
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the idle connection was not closed 5s after its 50ms idle timeout")
+	}
+	mustGet(t, tr, "http://"+srv.addr+"/")
+	if n := srv.accepted.Load(); n != 2 {
+		t.Errorf("%d connections, want 2", n)
+	}
+	tr.CloseIdleConnections()
+	<-closed // CloseIdleConnections closes the second one
+}
+
+// TestH1Concurrent runs many exchanges at once (with -race): whole bodies, early closes and
+// cancels mixed on shared connections.
+func TestH1Concurrent(t *testing.T) {
+	url, _ := countConns(t, "127.0.0.75", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		w.Write(bytes.Repeat([]byte{'c'}, n))
+	}))
+	tr := newH1(t, Config{MaxIdleConns: 4})
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 50 {
+				n := (g*50 + i) * 97 % 70000
+				ctx, cancel := context.WithCancel(context.Background())
+				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"?n="+strconv.Itoa(n), nil)
+				resp, err := tr.RoundTrip(req)
+				if err != nil {
+					t.Errorf("GET n=%d: %v", n, err)
+					cancel()
+					return
+				}
+				switch i % 3 {
+				case 0:
+					body, err := io.ReadAll(resp.Body)
+					if err != nil || len(body) != n {
+						t.Errorf("GET n=%d: %d bytes, %v", n, len(body), err)
+					}
+				case 1:
+					io.CopyN(io.Discard, resp.Body, int64(n/2))
+				case 2:
+					cancel()
+					io.Copy(io.Discard, resp.Body)
+				}
+				resp.Body.Close()
+				cancel()
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// TestH1CloseDuringRead: Close while a Read is blocked ends the Read.
+func TestH1CloseDuringRead(t *testing.T) {
+	srv := startRaw(t, "127.0.0.76", func(n int64, c net.Conn, br *bufio.Reader) {
+		if _, ok := readRequest(br); ok {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
+			io.Copy(io.Discard, br)
+		}
+	})
+	tr := newH1(t, Config{})
+	req, _ := http.NewRequest(http.MethodGet, "http://"+srv.addr+"/", nil)
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := resp.Body.(*h1Body)
+	errc := make(chan error, 1)
+	go func() { _, err := resp.Body.Read(make([]byte, 10)); errc <- err }()
+	wait.For(t, 5*time.Second, "the Read to block", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.reading
+	})
+	resp.Body.Close()
+	select {
+	case err := <-errc:
+		if err == nil {
+			t.Error("Read ended by Close returned no error")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Read still blocked 5s after Close")
+	}
+}
+
+func TestHostPort(t *testing.T) {
+	for in, want := range map[string]string{
+		"example.com": "example.com:80", "example.com:8080": "example.com:8080", "example.com:": "example.com:80",
+		"10.0.0.1": "10.0.0.1:80", "[::1]": "[::1]:80", "[::1]:81": "[::1]:81",
+	} {
+		if got := hostPort(in); got != want {
+			t.Errorf("hostPort(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestH1Fallback: what h1Transport does not send itself goes to the Transport: a request
+// body, an upgrade.
+func TestH1Fallback(t *testing.T) {
+	url, _ := countConns(t, "127.0.0.77", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %s", r.Method, b)
+	}))
+	tr := newH1(t, Config{})
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader("payload"))
+	if tr.handles(req) {
+		t.Error("h1Transport handles a request with a body")
+	}
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatalf("POST with a body: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "POST payload" {
+		t.Errorf("POST answered %q", body)
+	}
+	if _, ok := resp.Body.(*h1Body); ok {
+		t.Error("POST with a body was sent by h1Transport")
+	}
+	up, _ := http.NewRequest(http.MethodGet, url, nil)
+	up.Header.Set("Connection", "Upgrade")
+	up.Header.Set("Upgrade", "websocket")
+	tls, _ := http.NewRequest(http.MethodGet, "https://example.com/", nil)
+	get, _ := http.NewRequest(http.MethodGet, url, nil)
+	if tr.handles(up) || tr.handles(tls) || !tr.handles(get) {
+		t.Errorf("handles: upgrade %v, https %v, plain GET %v; want false, false, true", tr.handles(up), tr.handles(tls), tr.handles(get))
+	}
+}
