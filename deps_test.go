@@ -49,6 +49,7 @@ var leaves = map[string][]string{
 	"internal/metricstest": {"github.com/prometheus/client_golang"},
 	"internal/natsauth":    {"github.com/nats-io/nats-server/v2", "github.com/nats-io/nats.go", "github.com/nats-io/nkeys"},
 	"internal/natstest":    {"github.com/nats-io/nats-server/v2", "github.com/nats-io/nats.go"},
+	"internal/prefault":    {"golang.org/x/sys"},
 	"internal/proctest":    nil,
 	"internal/rawconn":     {"golang.org/x/sys"},
 	"internal/reuseport":   {"golang.org/x/sys"},

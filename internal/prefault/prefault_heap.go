@@ -1,0 +1,143 @@
+//go:build linux && (amd64 || arm64)
+
+package prefault
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"os"
+	"runtime"
+	"runtime/metrics"
+	"strconv"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// madvPopulateWrite is MADV_POPULATE_WRITE (Linux 5.14): fault a range in, writable, without
+// writing to it.
+const madvPopulateWrite = 23
+
+// heapWindow is where the Go heap lies around one of its objects: the runtime maps its arenas
+// contiguously upward from a (randomised) base, while its own bookkeeping, thread stacks and
+// everything else are mapped by the kernel near the top of the address space, tens of
+// terabytes away. A terabyte above is more heap than an edge will have.
+func heapWindow() (low, high uintptr) {
+	probe := make([]byte, 1<<20) // large: it comes from a heap arena, not a cache
+	addr := uintptr(unsafe.Pointer(&probe[0]))
+	runtime.KeepAlive(probe)
+	return addr - min(addr, 1<<34), addr + 1<<40
+}
+
+// chunk is how much is populated per system call, so that the mapping lock is held briefly;
+// lookahead bounds the memory the runtime has not used yet when Run populates (see step).
+const (
+	chunk     = 1 << 20
+	lookahead = 16 << 20
+)
+
+type watcher struct {
+	low, hi uintptr // heapWindow
+	sample  []metrics.Sample
+	total   uint64  // the runtime's mapped memory at the last look
+	high    uintptr // everything below is either populated or was in use before Run began
+}
+
+func newWatcher() (*watcher, bool) {
+	w := &watcher{sample: []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}}
+	w.low, w.hi = heapWindow()
+	metrics.Read(w.sample)
+	if w.sample[0].Value.Kind() != metrics.KindUint64 || w.sample[1].Value.Kind() != metrics.KindUint64 {
+		return nil, false
+	}
+	w.total = w.sample[0].Value.Uint64()
+	// What the heap holds now was faulted in already: start above it.
+	maps, err := heapMappings(w.low, w.hi)
+	if err != nil {
+		return nil, false
+	}
+	for _, m := range maps {
+		w.high = max(w.high, m.end)
+	}
+	return w, true
+}
+
+// step populates heap mappings above high once the runtime has mapped more memory; false if
+// populating is not supported. It populates only while the runtime holds little memory it
+// has never used (or has returned): that is the new memory the allocator is about to touch,
+// and what it counts as released is also what a populated page costs in resident memory
+// beyond the runtime's own accounting, so that excess stays under lookahead.
+func (w *watcher) step() bool {
+	metrics.Read(w.sample)
+	total, released := w.sample[0].Value.Uint64(), w.sample[1].Value.Uint64()
+	if total <= w.total {
+		return true
+	}
+	if released > lookahead {
+		return true // the runtime maps ahead of use, or has returned memory: leave it be
+	}
+	w.total = total
+	maps, err := heapMappings(w.low, w.hi)
+	if err != nil {
+		return true // try again at the next growth
+	}
+	for _, m := range maps {
+		if m.end <= w.high {
+			continue
+		}
+		for a := max(m.start, w.high); a < m.end; a += chunk {
+			n := min(chunk, m.end-a)
+			_, _, e := unix.Syscall(unix.SYS_MADVISE, a, n, madvPopulateWrite)
+			if e == unix.EINVAL || e == unix.ENOSYS {
+				return false
+			}
+			if e != 0 {
+				break // the mapping changed under us: the next growth looks again
+			}
+			populated.Add(int64(n))
+		}
+		w.high = m.end
+	}
+	return true
+}
+
+type mapping struct{ start, end uintptr }
+
+// heapMappings lists the readable and writable anonymous mappings within [low, high), from
+// /proc/self/maps.
+func heapMappings(low, high uintptr) ([]mapping, error) {
+	f, err := os.Open("/proc/self/maps")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []mapping
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		m, ok := parseMapsLine(s.Bytes())
+		if ok && m.start >= low && m.end <= high {
+			out = append(out, m)
+		}
+	}
+	return out, s.Err()
+}
+
+// parseMapsLine reads "start-end perms offset dev inode [path]", keeping private read-write
+// mappings without a path.
+func parseMapsLine(line []byte) (mapping, bool) {
+	f := bytes.Fields(line)
+	if len(f) != 5 || !bytes.Equal(f[1], []byte("rw-p")) {
+		return mapping{}, false
+	}
+	lo, hi, ok := bytes.Cut(f[0], []byte("-"))
+	if !ok {
+		return mapping{}, false
+	}
+	start, err1 := strconv.ParseUint(string(lo), 16, 64)
+	end, err2 := strconv.ParseUint(string(hi), 16, 64)
+	if err := errors.Join(err1, err2); err != nil || end <= start {
+		return mapping{}, false
+	}
+	return mapping{uintptr(start), uintptr(end)}, true
+}
