@@ -291,6 +291,9 @@ func TestPurgeReplayAfterPartition(t *testing.T) {
 	p.wait(m, 20*time.Second)
 	wantCacheStatus(t, do(t, s.client, http.MethodGet, nodes[0].Addr(), testHost, a), "fwd=miss")
 	wantCacheStatus(t, do(t, s.client, http.MethodGet, nodes[0].Addr(), testHost, b), "hit")
+	if got := metricValues(t, nodes[0])["meridian_edge_purge_replays_total"]; got < 1 {
+		t.Errorf("meridian_edge_purge_replays_total = %v after replaying a missed purge, want at least 1", got)
+	}
 
 	// A gap: the purge published while the node was away is gone from the stream.
 	cut.Cut()

@@ -96,11 +96,12 @@ var (
 	descBulkhead  = prometheus.NewDesc("meridian_edge_upstream_bulkhead_rejections_total", "Requests refused because the upstream's bulkhead was full.", []string{"upstream"}, nil)
 	descBrkReject = prometheus.NewDesc("meridian_edge_upstream_breaker_rejections_total", "Requests refused because the upstream's breaker was open.", []string{"upstream"}, nil)
 	descDraining  = prometheus.NewDesc("meridian_edge_draining", "1 while the node is draining.", nil, nil)
+	descReplays   = prometheus.NewDesc("meridian_edge_purge_replays_total", "Replays of purges from the stream: the live subject missed one, or the node reconnected (docs/purge.md). Absent outside a fleet.", nil, nil)
 	descHitP99    = prometheus.NewDesc("meridian_edge_hit_latency_p99_seconds", "p99 of cache hits' time to response header over the last 10 s, as the saturation figure counts it (quiet nodes: see docs/dns.md).", nil, nil)
 )
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descItems, descBytes, descEvictions, descRecords, descBreaker, descInFlight, descBulkhead, descBrkReject, descDraining, descHitP99} {
+	for _, d := range []*prometheus.Desc{descItems, descBytes, descEvictions, descRecords, descReplays, descBreaker, descInFlight, descBulkhead, descBrkReject, descDraining, descHitP99} {
 		ch <- d
 	}
 }
@@ -111,6 +112,9 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descBytes, prometheus.GaugeValue, float64(s.Bytes))
 	ch <- prometheus.MustNewConstMetric(descEvictions, prometheus.CounterValue, float64(s.Evictions))
 	ch <- prometheus.MustNewConstMetric(descRecords, prometheus.GaugeValue, float64(s.Records))
+	if sub := c.n.purgeSub.Load(); sub != nil {
+		ch <- prometheus.MustNewConstMetric(descReplays, prometheus.CounterValue, float64(sub.Replays()))
+	}
 	d := 0.0
 	if c.n.Draining() {
 		d = 1
