@@ -88,7 +88,7 @@ The config file is YAML (see docs/edge.md); flags override its fields.`,
 				debug.SetGCPercent(pct)
 			}
 			// The store's new memory is faulted in by the page in bulk (internal/prefault):
-			// on some VMs a page fault is a third of a miss's CPU while the store fills.
+			// on some VMs page faults are a quarter of a miss's CPU while the store fills.
 			ctx, stop := context.WithCancel(cmd.Context())
 			var prefaulting sync.WaitGroup
 			prefaulting.Go(func() { prefault.Run(ctx, 5*time.Millisecond) })

@@ -29,6 +29,7 @@ type conn struct {
 	srv    *Server
 	nc     net.Conn
 	raw    *rawconn.Conn // nc with raw I/O; nil: nc's own
+	rw     net.Conn      // what reads and hand-offs go through: raw if set, else nc
 	cr     connReader
 	br     *bufio.Reader
 	ctx    context.Context // the connection's: values only, never cancelled
@@ -56,7 +57,6 @@ type conn struct {
 // connReader reads the connection, first giving back a byte a watch has read.
 type connReader struct {
 	nc      net.Conn
-	raw     *rawconn.Conn
 	hasByte bool
 	b       [1]byte
 }
@@ -67,15 +67,15 @@ func (r *connReader) Read(p []byte) (int, error) {
 		r.hasByte = false
 		return 1, nil
 	}
-	if r.raw != nil {
-		return r.raw.Read(p)
-	}
 	return r.nc.Read(p)
 }
 
 func (s *Server) newConn(nc net.Conn) *conn {
-	c := &conn{srv: s, nc: nc, raw: rawconn.New(nc), remote: nc.RemoteAddr().String()}
-	c.cr.nc, c.cr.raw = nc, c.raw
+	c := &conn{srv: s, nc: nc, rw: nc, raw: rawconn.New(nc), remote: nc.RemoteAddr().String()}
+	if c.raw != nil {
+		c.rw = c.raw
+	}
+	c.cr.nc = c.rw
 	c.br = bufio.NewReaderSize(&c.cr, readBufferSize)
 	c.out = make([]byte, 0, 4<<10)
 	ctx := context.WithValue(context.Background(), http.ServerContextKey, s.Fallback)
@@ -184,11 +184,7 @@ func (c *conn) readHead(maxHead int) (head, int, verdict, error) {
 func (c *conn) handOff() {
 	c.nc.SetReadDeadline(time.Time{})
 	buffered, _ := c.br.Peek(c.br.Buffered())
-	var nc net.Conn = c.nc
-	if c.raw != nil {
-		nc = c.raw
-	}
-	pc := &prefixConn{Conn: nc, prefix: append([]byte(nil), buffered...)}
+	pc := &prefixConn{Conn: c.rw, prefix: append([]byte(nil), buffered...)}
 	if c.srv.ConnState != nil {
 		c.srv.ConnState(c.nc, http.StateHijacked)
 	}

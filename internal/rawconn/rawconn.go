@@ -6,8 +6,8 @@
 // tens of microseconds, long enough that the runtime's sysmon takes the P away from a
 // goroutine in an ordinary system call and wakes another thread to run something else, which
 // then parks again when the write returns. Under wrk against the edge that was most of the
-// process's futex calls, and it kept sysmon itself waking every 20 µs (docs/benchmarks.md,
-// issue 15). A non-blocking socket call never blocks, so holding the P through it costs
+// process's futex calls, and kept sysmon polling (2,178 futex and 8,078 nanosleep calls per
+// 15,849 requests; docs/benchmarks.md, issue 15). A non-blocking socket call never blocks, so holding the P through it costs
 // nothing. DNS's UDP loop does the same (dnsroute/udp_linux.go).
 package rawconn
 

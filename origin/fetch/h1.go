@@ -48,7 +48,8 @@ const (
 	// read system call; it is per connection and kept with it.
 	h1ReadBuffer = 32 << 10
 	// h1DrainBytes is how much of a body closed before its end is read to save the connection;
-	// only what has already arrived is read (the read deadline is set in the past).
+	// only what the connection's buffer already holds is read (the read deadline is set in the
+	// past, so the socket is not read).
 	h1DrainBytes = 4 << 10
 )
 
@@ -532,7 +533,7 @@ func (b *h1Body) Close() error {
 	}
 	keep := b.keep
 	if keep {
-		// Past deadline: only what is already buffered or in the socket is read.
+		// Past deadline: only what the buffer already holds is read.
 		b.c.nc.SetReadDeadline(aLongTimeAgo)
 		n, err := io.CopyN(io.Discard, b.rc, h1DrainBytes+1)
 		keep = err == io.EOF && n <= h1DrainBytes
