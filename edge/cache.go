@@ -57,8 +57,7 @@ func (n *Node) serveCacheable(w *logWriter, req *request) {
 	}
 	obj = n.revalidateWhileLagging(obj) // purge rule 5: behind the purge stream nothing is fresh
 	ttl := obj.TTL(now)
-	fresh := ttl > 0 && verdict == store.Usable && !obj.Policy.NoCache
-	if fresh {
+	if freshHit(obj, verdict, ttl) {
 		w.cacheStatus = "hit"
 		n.deliver(w, req, obj, httpcache.Status{Cache: n.name, Proto: req.proto, Hit: true, TTL: ttl, HasTTL: true}, "")
 		return
@@ -87,6 +86,25 @@ func (n *Node) serveCacheable(w *logWriter, req *request) {
 		return
 	}
 	n.deliverAnswer(w, req, fl.get(req, obj, fillOptions{fwd: "stale", verdict: verdict}))
+}
+
+// freshHit reports whether obj, found with verdict and ttl left, is served as a hit.
+func freshHit(obj *store.Object, verdict store.Verdict, ttl time.Duration) bool {
+	return ttl > 0 && verdict == store.Usable && !obj.Policy.NoCache
+}
+
+// storedFresh returns req's object when the store holds it fresh now (serveCacheable would
+// serve it as a hit), else nil.
+func (n *Node) storedFresh(req *request) *store.Object {
+	obj, verdict, _ := n.store.Lookup(req.key, req.r.Header)
+	if obj == nil {
+		return nil
+	}
+	obj = n.revalidateWhileLagging(obj)
+	if !freshHit(obj, verdict, obj.TTL(n.clock())) {
+		return nil
+	}
+	return obj
 }
 
 // canServeStale reports whether obj, stale for staleFor, may still be served within window

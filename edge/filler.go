@@ -289,6 +289,14 @@ func (f *filler) launch(flightKey string, req *request, stale *store.Object, opt
 		if p := f.streamingFill(flightKey); p != nil {
 			return p, nil // its body is still arriving: read along
 		}
+		if stale == nil && !opts.behind {
+			// A miss looked the store up before the fill it missed had stored its object,
+			// and got here after that fill left the flight: what is stored now is its answer,
+			// not a second fetch from upstream.
+			if obj := f.n.storedFresh(lead); obj != nil {
+				return &fillResult{obj: obj, status: obj.Status, shareable: true}, nil
+			}
+		}
 		st.leader = true
 		return f.run(flightKey, lead, stale, opts, im), nil
 	})
