@@ -242,7 +242,7 @@ func (n *Node) follow(ctx context.Context, nc *nats.Conn, view *fleet.View, cfgV
 		case <-ctx.Done():
 			return nil
 		case <-viewCh:
-			viewCh = view.Changed()
+			viewCh = view.MembersChanged() // peers and shields: loads do not matter
 			if nc.IsConnected() {
 				n.applyPeers(view)
 			}

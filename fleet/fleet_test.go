@@ -386,3 +386,64 @@ func TestNewRegistrarValidates(t *testing.T) {
 		})
 	}
 }
+
+// TestMembersChangedIgnoresLoads: a heartbeat that changes only load figures wakes Changed
+// but not MembersChanged; joining, health, registration and going stale wake both.
+func TestMembersChangedIgnoresLoads(t *testing.T) {
+	_, js := setup(t)
+	v := startView(t, js, nil)
+	kv, err := js.KeyValue(t.Context(), wire.Bucket("", wire.FleetBucket))
+	if err != nil {
+		t.Fatalf("bind fleet bucket: %v", err)
+	}
+	n := node("fra", "n1")
+	n.HTTPAddr = "127.0.0.1:80"
+	steps := []struct {
+		name        string
+		change      func(*wire.Node)
+		wantMembers bool
+	}{
+		{"joins", func(*wire.Node) {}, true},
+		{"new loads", func(n *wire.Node) { n.Load.RequestsPerSec, n.Load.CPU, n.Load.OpenConns = 900, 0.7, 12 }, false},
+		{"same report again", func(*wire.Node) {}, false},
+		{"unhealthy", func(n *wire.Node) { n.Load.Healthy = false }, true},
+		{"healthy again, other loads", func(n *wire.Node) { n.Load.Healthy, n.Load.Saturation = true, 0.4 }, true},
+		{"new address", func(n *wire.Node) { n.HTTPAddr = "127.0.0.2:80" }, true},
+		{"draining", func(n *wire.Node) { n.Draining = true }, true},
+	}
+	n.Load = wire.LoadReport{Healthy: true}
+	for _, s := range steps {
+		changed, members := v.Changed(), v.MembersChanged()
+		s.change(&n)
+		n.Load.At = time.Now()
+		b, _ := json.Marshal(n)
+		if _, err := kv.Put(t.Context(), wire.FleetKey("fra", "n1"), b); err != nil {
+			t.Fatalf("%s: put: %v", s.name, err)
+		}
+		select {
+		case <-changed:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: Changed() not closed", s.name)
+		}
+		// The view wakes MembersChanged before Changed, so it is closed by now if ever.
+		select {
+		case <-members:
+			if !s.wantMembers {
+				t.Errorf("%s: MembersChanged() closed for a change of loads only", s.name)
+			}
+		default:
+			if s.wantMembers {
+				t.Errorf("%s: MembersChanged() not closed", s.name)
+			}
+		}
+	}
+	members := v.MembersChanged()
+	select {
+	case <-members:
+	case <-time.After(5 * testTTL):
+		t.Error("MembersChanged() not closed when the silent node went stale")
+	}
+	if _, ok := findNode(v, "fra", "n1"); ok {
+		t.Error("stale node fra.n1 still in the view")
+	}
+}

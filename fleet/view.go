@@ -36,6 +36,7 @@ type View struct {
 	cfg     ViewConfig
 	log     *slog.Logger
 	changed notifier
+	members notifier // changes other than load figures: see MembersChanged
 	ready   chan struct{}
 
 	mu         sync.Mutex           // guards the fields below
@@ -90,6 +91,28 @@ func (v *View) Ready() <-chan struct{} { return v.ready }
 // Changed returns a channel closed at the next change to the view (including a node dropping
 // out for a stale report). Call it again after each change.
 func (v *View) Changed() <-chan struct{} { return v.changed.wait() }
+
+// MembersChanged returns a channel closed at the next change to the view other than a load
+// figure: a node joining, leaving or dropping out for a stale report, its registration, its
+// health or draining, a PoP drain. Every node rewrites its key once a second, so a follower
+// that needs only membership (an edge's peers and shields) waits on this instead of Changed
+// and does not rebuild its peer sets for every heartbeat in the fleet.
+func (v *View) MembersChanged() <-chan struct{} { return v.members.wait() }
+
+// sameMember reports whether a and b differ in load figures at most.
+func sameMember(a, b wire.Node) bool {
+	a.Load = wire.LoadReport{Healthy: a.Load.Healthy}
+	b.Load = wire.LoadReport{Healthy: b.Load.Healthy}
+	return a == b
+}
+
+// notify announces a change; members says whether it is one of membership too.
+func (v *View) notify(members bool) {
+	if members {
+		v.members.notify()
+	}
+	v.changed.notify()
+}
 
 // Nodes returns the live nodes, sorted by PoP then node id.
 func (v *View) Nodes() []wire.Node {
@@ -159,7 +182,7 @@ func (v *View) expireLoop(ctx context.Context) {
 		}
 		v.mu.Unlock()
 		if changed {
-			v.changed.notify()
+			v.notify(true)
 		}
 	}
 }
@@ -202,22 +225,29 @@ func (h nodeHandler) Snapshot(entries []jetstream.KeyValueEntry) {
 	h.v.nodesReady = true
 	h.v.markReadyLocked()
 	h.v.mu.Unlock()
-	h.v.changed.notify()
+	h.v.notify(true)
 }
 
 func (h nodeHandler) Update(e jetstream.KeyValueEntry) {
+	members := true
 	h.v.mu.Lock()
 	if e.Operation() == jetstream.KeyValuePut {
-		if n, ok := h.v.decodeNode(e); ok {
-			h.v.nodes[e.Key()] = n
-			delete(h.v.stale, e.Key())
+		n, ok := h.v.decodeNode(e)
+		if !ok {
+			h.v.mu.Unlock()
+			return
 		}
+		// A heartbeat of a node already in the view, fresh before and after, changes loads only.
+		old, had := h.v.nodes[e.Key()]
+		members = !had || h.v.stale[e.Key()] || !sameMember(old, n)
+		h.v.nodes[e.Key()] = n
+		delete(h.v.stale, e.Key())
 	} else {
 		delete(h.v.nodes, e.Key())
 		delete(h.v.stale, e.Key())
 	}
 	h.v.mu.Unlock()
-	h.v.changed.notify()
+	h.v.notify(members)
 }
 
 type drainHandler struct{ v *View }
@@ -232,7 +262,7 @@ func (h drainHandler) Snapshot(entries []jetstream.KeyValueEntry) {
 	h.v.drainReady = true
 	h.v.markReadyLocked()
 	h.v.mu.Unlock()
-	h.v.changed.notify()
+	h.v.notify(true)
 }
 
 func (h drainHandler) Update(e jetstream.KeyValueEntry) {
@@ -244,5 +274,5 @@ func (h drainHandler) Update(e jetstream.KeyValueEntry) {
 		delete(h.v.drains, pop)
 	}
 	h.v.mu.Unlock()
-	h.v.changed.notify()
+	h.v.notify(true)
 }
