@@ -10,8 +10,9 @@ import (
 
 // expectedNodes answers, for each purge, which nodes must ack it: every live node of the fleet
 // view. View.Nodes copies and sorts every node record on each call, which every purge paid
-// although the fleet changes a few times a second at most (heartbeats); this keeps the answer
-// until the view reports a change or its oldest node could have gone stale.
+// although membership changes rarely; this keeps the answer until the view reports a change of
+// membership (heartbeats that change only loads do not count) or its oldest node could have
+// gone stale.
 type expectedNodes struct {
 	view *fleet.View
 	ttl  time.Duration
@@ -21,7 +22,7 @@ type expectedNodes struct {
 // expectedSnap is one answer and what invalidates it.
 type expectedSnap struct {
 	refs    []purge.NodeRef // shared by every caller: read only
-	changed <-chan struct{} // closed at the view's next change after refs was read
+	changed <-chan struct{} // closed at the view's next membership change after refs was read
 	// staleAt is when the least recently heard node outlives the TTL: View.Nodes would then
 	// leave it out, so the answer must be read again.
 	staleAt time.Time
@@ -44,7 +45,7 @@ func (x *expectedNodes) refs() []purge.NodeRef {
 	}
 	// Ask for the change channel before reading: a change during the read closes it, so the
 	// next call reads again rather than keep a stale answer.
-	s := &expectedSnap{changed: x.view.Changed()}
+	s := &expectedSnap{changed: x.view.MembersChanged()}
 	nodes := x.view.Nodes()
 	s.refs = make([]purge.NodeRef, len(nodes))
 	s.staleAt = now.Add(x.ttl)
