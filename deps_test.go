@@ -53,6 +53,7 @@ var leaves = map[string][]string{
 	"internal/proctest":    nil,
 	"internal/rawconn":     {"golang.org/x/sys"},
 	"internal/reuseport":   {"golang.org/x/sys"},
+	"internal/writegather": nil,
 	"internal/yamlconf":    {"go.yaml.in/yaml/v3"},
 }
 

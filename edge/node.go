@@ -25,6 +25,7 @@ import (
 	"github.com/meridian-cdn/meridian/edge/store"
 	"github.com/meridian-cdn/meridian/fleet"
 	"github.com/meridian-cdn/meridian/internal/reuseport"
+	"github.com/meridian-cdn/meridian/internal/writegather"
 	"github.com/meridian-cdn/meridian/origin/fetch"
 	"github.com/meridian-cdn/meridian/purge"
 	"github.com/meridian-cdn/meridian/wire"
@@ -314,7 +315,7 @@ func (n *Node) ServeListeners(ctx context.Context, ls Listeners) error {
 		tlsProtocols.SetHTTP2(true)
 		tlsSrv.Protocols = tlsProtocols
 		tlsSrv.TLSConfig = certs.tlsConfig()
-		all = append(all, served{tlsSrv.Shutdown, func() error { return tlsSrv.ServeTLS(n.rttListen(ls.HTTPS), "", "") }})
+		all = append(all, served{tlsSrv.Shutdown, func() error { return tlsSrv.ServeTLS(writegather.Listener{Listener: n.rttListen(ls.HTTPS)}, "", "") }})
 		if ls.QUIC != nil {
 			h3 := &http3.Server{
 				Handler:        n,

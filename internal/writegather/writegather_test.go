@@ -1,0 +1,200 @@
+package writegather
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// pair returns a gathered client side and the plain server side of a loopback TCP connection.
+func pair(t *testing.T) (*Conn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			close(accepted)
+			return
+		}
+		accepted <- c
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, ok := <-accepted
+	if !ok {
+		t.Fatal("accept failed")
+	}
+	g := New(c)
+	t.Cleanup(func() { g.Close(); s.Close() })
+	return g, s
+}
+
+// TestOrderAndContent: concurrent writers' writes arrive whole, each writer's in its order, and
+// nothing is lost or added, with Close sending what was still gathered.
+func TestOrderAndContent(t *testing.T) {
+	g, s := pair(t)
+	const writers, per = 8, 500
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range per {
+				// Sizes from a few bytes to a TLS record's worth.
+				rec := fmt.Appendf(nil, "<%d:%d:%s>", w, i, bytes.Repeat([]byte{'x'}, (i*37)%17000))
+				if _, err := g.Write(rec); err != nil {
+					t.Errorf("write: %v", err)
+					return
+				}
+			}
+		})
+	}
+	got := make(chan []byte, 1)
+	go func() { b, _ := io.ReadAll(s); got <- b }()
+	wg.Wait()
+	if err := g.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	b := <-got
+	next := make([]int, writers)
+	n := 0
+	for len(b) > 0 {
+		end := bytes.IndexByte(b, '>')
+		if b[0] != '<' || end < 0 {
+			t.Fatalf("record %d torn: %.40q", n, b)
+		}
+		var w, i int
+		parts := strings.SplitN(string(b[1:end]), ":", 3)
+		if len(parts) != 3 {
+			t.Fatalf("record %d unreadable: %.40q", n, b)
+		}
+		w, _ = strconv.Atoi(parts[0])
+		i, _ = strconv.Atoi(parts[1])
+		rest := parts[2]
+		if i != next[w] {
+			t.Fatalf("writer %d: record %d arrived when %d was due", w, i, next[w])
+		}
+		if len(rest) != (i*37)%17000 {
+			t.Fatalf("writer %d record %d: %d bytes of payload, want %d", w, i, len(rest), (i*37)%17000)
+		}
+		next[w]++
+		n++
+		b = b[end+1:]
+	}
+	if n != writers*per {
+		t.Fatalf("%d records arrived, want %d", n, writers*per)
+	}
+}
+
+// TestSlowReaderBlocksWriter: a peer that does not read makes Write wait once maxPending bytes
+// are held, and the write deadline ends the wait with a timeout.
+func TestSlowReaderBlocksWriter(t *testing.T) {
+	g, _ := pair(t)
+	if err := g.SetWriteDeadline(time.Now().Add(300 * time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 64<<10)
+	start := time.Now()
+	var err error
+	written := 0
+	for err == nil && time.Since(start) < 10*time.Second {
+		var n int
+		n, err = g.Write(chunk)
+		written += n
+	}
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("after %d bytes: err = %v, want a timeout", written, err)
+	}
+	if _, err := g.Write([]byte("x")); err == nil {
+		t.Fatal("write after a failed send succeeded")
+	}
+}
+
+// TestPastDeadlineLetsGatheredBytesLeave: crypto/tls sets the write deadline to now right after
+// queueing its close_notify; what was gathered before still reaches a reading peer.
+func TestPastDeadlineLetsGatheredBytesLeave(t *testing.T) {
+	g, s := pair(t)
+	want := bytes.Repeat([]byte("abcdefgh"), 100<<10) // 800 KiB: more than one send
+	got := make(chan []byte, 1)
+	go func() { b, _ := io.ReadAll(s); got <- b }()
+	for off := 0; off < len(want); off += 16 << 10 {
+		if _, err := g.Write(want[off:min(off+16<<10, len(want))]); err != nil {
+			t.Fatalf("write at %d: %v", off, err)
+		}
+	}
+	if err := g.SetWriteDeadline(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	if b := <-got; !bytes.Equal(b, want) {
+		t.Fatalf("peer read %d bytes, want %d", len(b), len(want))
+	}
+}
+
+// TestCloseWithStuckPeer: Close returns within about closeWait when the peer reads nothing.
+func TestCloseWithStuckPeer(t *testing.T) {
+	g, _ := pair(t)
+	chunk := make([]byte, 64<<10)
+	for range 64 { // 4 MiB: more than the socket buffers take
+		if _, err := g.Write(chunk); err != nil {
+			break
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- g.Close() }()
+	select {
+	case <-done:
+	case <-time.After(closeWait + 5*time.Second):
+		t.Fatal("Close did not return with a peer that does not read")
+	}
+	if _, err := g.Write([]byte("x")); !errors.Is(err, net.ErrClosed) && err == nil {
+		t.Fatalf("write after close: %v", err)
+	}
+}
+
+// TestHTTP2OverTLS: an HTTP/2 server on gathered connections answers concurrent streams in
+// full, and shuts down cleanly.
+func TestHTTP2OverTLS(t *testing.T) {
+	body := bytes.Repeat([]byte("0123456789abcdef"), 1024)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write(body)
+	}))
+	srv.EnableHTTP2 = true
+	srv.Listener = Listener{Listener: srv.Listener}
+	srv.StartTLS()
+	defer srv.Close()
+	c := srv.Client()
+	var wg sync.WaitGroup
+	for range 100 {
+		wg.Go(func() {
+			res, err := c.Get(srv.URL)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer res.Body.Close()
+			b, err := io.ReadAll(res.Body)
+			if err != nil || res.ProtoMajor != 2 || !bytes.Equal(b, body) {
+				t.Errorf("proto %d, %d bytes, err %v", res.ProtoMajor, len(b), err)
+			}
+		})
+	}
+	wg.Wait()
+}
