@@ -10,7 +10,10 @@
 // gathered).
 //
 // What a caller sees: Write returns once its bytes are buffered (it waits only while more than
-// maxPending bytes are), and a send error is returned by the next Write. A write deadline
+// maxPending bytes are), and a send error is returned by the next Write. A write of direct
+// bytes or more that finds nothing gathered and no send under way is made at once, as on a
+// plain connection: a large object streams as full TLS records, which gain nothing from
+// gathering and would cost a copy each. A write deadline
 // bounds the sends as it bounds a plain connection's writes, except that bytes already
 // accepted get closeWait more when the deadline is set to the past: crypto/tls does that right
 // after its close_notify, which would otherwise cut off what was gathered before it. Close
@@ -32,6 +35,9 @@ const (
 	closeWait = time.Second
 	// maxPooled is the largest buffer kept for reuse.
 	maxPooled = 1 << 20
+	// direct is the size from which a write finding nothing gathered and no send under way
+	// is made at once on the caller's goroutine (see the package comment).
+	direct = 8 << 10
 )
 
 var pool = sync.Pool{New: func() any { b := make([]byte, 0, 32<<10); return &b }}
@@ -71,6 +77,23 @@ func (g *Conn) Write(p []byte) (int, error) {
 		return 0, g.err
 	case g.closed:
 		return 0, net.ErrClosed
+	case len(p) >= direct && !g.sending && g.buf == nil:
+		// Marked as sending so that writes meanwhile gather behind this one.
+		g.sending = true
+		g.mu.Unlock()
+		n, err := g.writeNow(p, false)
+		g.mu.Lock()
+		if err != nil && g.err == nil {
+			g.err = err
+		}
+		if g.buf != nil && g.err == nil {
+			go g.send() // what gathered meanwhile; sending stays true
+		} else {
+			g.buf = nil
+			g.sending = false
+			g.cond.Broadcast()
+		}
+		return n, err
 	}
 	if g.buf == nil {
 		g.buf = pool.Get().(*[]byte)
@@ -89,20 +112,9 @@ func (g *Conn) send() {
 	for g.buf != nil && g.err == nil {
 		b := g.buf
 		g.buf = nil
-		d := g.wd
-		if !d.IsZero() && !d.After(time.Now()) {
-			d = time.Now().Add(closeWait) // see the package comment
-		}
 		g.cond.Broadcast() // room for waiting writers
 		g.mu.Unlock()
-		var err error
-		if !d.Equal(g.applied) {
-			err = g.Conn.SetWriteDeadline(d)
-			g.applied = d // only the send goroutine, one at a time, touches applied
-		}
-		if err == nil {
-			_, err = g.Conn.Write(*b)
-		}
+		_, err := g.writeNow(*b, true)
 		if cap(*b) <= maxPooled {
 			*b = (*b)[:0]
 			pool.Put(b)
@@ -118,6 +130,25 @@ func (g *Conn) send() {
 	g.sending = false
 	g.cond.Broadcast()
 	g.mu.Unlock()
+}
+
+// writeNow writes p to the connection under the caller's deadline; accepted says whether
+// Write has already returned for p (see the package comment). Only the holder of sending calls
+// it.
+func (g *Conn) writeNow(p []byte, accepted bool) (int, error) {
+	g.mu.Lock()
+	d := g.wd
+	g.mu.Unlock()
+	if accepted && !d.IsZero() && !d.After(time.Now()) {
+		d = time.Now().Add(closeWait) // see the package comment
+	}
+	if !d.Equal(g.applied) {
+		if err := g.Conn.SetWriteDeadline(d); err != nil {
+			return 0, err
+		}
+		g.applied = d // only the holder of sending touches applied
+	}
+	return g.Conn.Write(p)
 }
 
 // SetWriteDeadline sets the deadline for Write's wait and for the sends.

@@ -11,8 +11,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/meridian-cdn/meridian/internal/wait"
 )
 
 // pair returns a gathered client side and the plain server side of a loopback TCP connection.
@@ -148,24 +151,58 @@ func TestPastDeadlineLetsGatheredBytesLeave(t *testing.T) {
 	}
 }
 
-// TestCloseWithStuckPeer: Close returns within about closeWait when the peer reads nothing.
+// TestCloseWithStuckPeer: Close returns within about closeWait when the peer reads nothing,
+// whether the bytes wait gathered or in a write of the caller's, and that write fails.
 func TestCloseWithStuckPeer(t *testing.T) {
-	g, _ := pair(t)
-	chunk := make([]byte, 64<<10)
-	for range 64 { // 4 MiB: more than the socket buffers take
-		if _, err := g.Write(chunk); err != nil {
-			break
-		}
-	}
-	done := make(chan error, 1)
-	go func() { done <- g.Close() }()
-	select {
-	case <-done:
-	case <-time.After(closeWait + 5*time.Second):
-		t.Fatal("Close did not return with a peer that does not read")
-	}
-	if _, err := g.Write([]byte("x")); !errors.Is(err, net.ErrClosed) && err == nil {
-		t.Fatalf("write after close: %v", err)
+	for _, size := range []int{1 << 10, 64 << 10} { // gathered; written directly
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			g, _ := pair(t)
+			chunk := make([]byte, size)
+			var writes atomic.Int64
+			failed := make(chan error, 1)
+			go func() {
+				for {
+					if _, err := g.Write(chunk); err != nil {
+						failed <- err
+						return
+					}
+					writes.Add(1)
+				}
+			}()
+			// A write that cannot return is not an event: the writer is taken as stuck once
+			// no write has returned for 200 ms.
+			last, since := int64(-1), time.Now()
+			wait.For(t, 20*time.Second, "the writer to be stuck", func() bool {
+				if n := writes.Load(); n != last {
+					last, since = n, time.Now()
+				}
+				return time.Since(since) > 200*time.Millisecond
+			})
+			select {
+			case err := <-failed:
+				t.Fatalf("write failed before Close: %v", err)
+			default:
+			}
+			start := time.Now()
+			done := make(chan error, 1)
+			go func() { done <- g.Close() }()
+			select {
+			case <-done:
+			case <-time.After(closeWait + 5*time.Second):
+				t.Fatal("Close did not return with a peer that does not read")
+			}
+			if d := time.Since(start); d > closeWait+2*time.Second {
+				t.Errorf("Close took %v", d)
+			}
+			select {
+			case err := <-failed:
+				if err == nil {
+					t.Error("the stuck write returned no error")
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("the stuck write did not return after Close")
+			}
+		})
 	}
 }
 
