@@ -4,7 +4,8 @@
 GO          ?= go
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Packages whose tests exercise concurrency run under the race detector.
-RACE_PKGS   ?= ./edge/... ./origin/... ./purge/... ./control/... ./dnsroute/... ./fleet/...
+RACE_PKGS   ?= ./edge/... ./origin/... ./purge/... ./control/... ./dnsroute/... ./fleet/... \
+               ./internal/rawconn/... ./internal/writegather/...
 TEST_FLAGS  ?= -count=1 -timeout 12m
 
 .PHONY: all build test test-long lint bench sim fuzz clean
@@ -17,7 +18,7 @@ build:
 test:
 	$(GO) vet ./...
 	$(GO) test $(TEST_FLAGS) -race $(RACE_PKGS)
-	$(GO) test $(TEST_FLAGS) $$($(GO) list ./... | grep -v -E '/(edge|origin|purge|control|dnsroute|fleet)(/|$$)')
+	$(GO) test $(TEST_FLAGS) $$($(GO) list ./... | grep -v -E '/(edge|origin|purge|control|dnsroute|fleet|internal/rawconn|internal/writegather)(/|$$)')
 
 # Long soak and fault runs, and checks that need extra Debian packages: headless Chromium for
 # the simulator's report, systemd-analyze and cloud-init for the rendered deploy files.
