@@ -9,19 +9,24 @@
 // construction. The edge wraps its TLS connections (under crypto/tls, so whole records are
 // gathered).
 //
-// What a caller sees: Write returns once its bytes are buffered (it waits only while more than
-// maxPending bytes are), and a send error is returned by the next Write. A write of direct
+// What a caller sees: Write returns once its bytes are buffered (it waits while maxPending
+// bytes are gathered, so at most about twice that is held: one send's worth under way and the
+// next gathering), and a send error is returned by the next Write. A write of direct
 // bytes or more that finds nothing gathered and no send under way is made at once, as on a
 // plain connection: a large object streams as full TLS records, which gain nothing from
-// gathering and would cost a copy each. A write deadline
-// bounds the sends as it bounds a plain connection's writes, except that bytes already
-// accepted get closeWait more when the deadline is set to the past: crypto/tls does that right
-// after its close_notify, which would otherwise cut off what was gathered before it. Close
-// sends what has gathered, for at most closeWait, then closes.
+// gathering and would cost a copy each. A write deadline bounds Write's wait and the sends
+// (the one under way too) as it bounds a plain connection's writes, and a Write after it fails
+// at once, except for one case: when it is set to the past while bytes accepted earlier are
+// still gathered or being sent, those get closeWait from that moment to leave. crypto/tls sets
+// the deadline to the past right after queueing its close_notify, which would otherwise cut off
+// what was gathered before it. Close sends what has gathered, for at most closeWait, then
+// closes.
 package writegather
 
 import (
+	"errors"
 	"net"
+	"os"
 	"sync"
 	"time"
 )
@@ -48,10 +53,13 @@ type Conn struct {
 	mu      sync.Mutex
 	cond    sync.Cond
 	buf     *[]byte   // gathered, not yet handed to the socket; nil when empty
-	sending bool      // a send goroutine is running (it owns the bytes it took)
+	sending bool      // a send (a goroutine's, or a direct write) is under way
+	direct  bool      // the send under way is a caller's direct write
 	closed  bool      // Close was called
 	err     error     // the first send error; sticky
 	wd      time.Time // the write deadline the caller set
+	grace   time.Time // set when wd was set to the past with bytes accepted: their deadline
+	closeBy time.Time // set by Close: no send lasts past it
 	applied time.Time // the deadline last set on the connection
 }
 
@@ -65,24 +73,52 @@ func New(c net.Conn) *Conn {
 // NetConn returns the wrapped connection.
 func (g *Conn) NetConn() net.Conn { return g.Conn }
 
+// expiredLocked reports whether the caller's deadline has passed.
+func (g *Conn) expiredLocked() bool { return !g.wd.IsZero() && !g.wd.After(time.Now()) }
+
 // Write buffers p and makes sure a send is under way.
 func (g *Conn) Write(p []byte) (int, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	for g.err == nil && !g.closed && g.buf != nil && len(*g.buf)+len(p) > maxPending {
+	var wake *time.Timer // wakes the wait below at the deadline
+	var wakeAt time.Time
+	defer func() {
+		if wake != nil {
+			wake.Stop()
+		}
+	}()
+	for {
+		switch {
+		case g.err != nil:
+			return 0, g.err
+		case g.closed:
+			return 0, net.ErrClosed
+		case g.expiredLocked():
+			return 0, os.ErrDeadlineExceeded
+		}
+		if g.buf == nil || len(*g.buf)+len(p) <= maxPending {
+			break
+		}
+		if !g.wd.IsZero() && !g.wd.Equal(wakeAt) {
+			if wake != nil {
+				wake.Stop()
+			}
+			wakeAt = g.wd
+			wake = time.AfterFunc(time.Until(wakeAt), func() {
+				g.mu.Lock()
+				g.cond.Broadcast()
+				g.mu.Unlock()
+			})
+		}
 		g.cond.Wait()
 	}
-	switch {
-	case g.err != nil:
-		return 0, g.err
-	case g.closed:
-		return 0, net.ErrClosed
-	case len(p) >= direct && !g.sending && g.buf == nil:
+	if len(p) >= direct && !g.sending && g.buf == nil {
 		// Marked as sending so that writes meanwhile gather behind this one.
-		g.sending = true
+		g.sending, g.direct = true, true
 		g.mu.Unlock()
-		n, err := g.writeNow(p, false)
+		n, err := g.writeNow(p)
 		g.mu.Lock()
+		g.direct = false
 		if err != nil && g.err == nil {
 			g.err = err
 		}
@@ -114,7 +150,7 @@ func (g *Conn) send() {
 		g.buf = nil
 		g.cond.Broadcast() // room for waiting writers
 		g.mu.Unlock()
-		_, err := g.writeNow(*b, true)
+		_, err := g.writeNow(*b)
 		if cap(*b) <= maxPooled {
 			*b = (*b)[:0]
 			pool.Put(b)
@@ -122,9 +158,7 @@ func (g *Conn) send() {
 		g.mu.Lock()
 		if err != nil {
 			g.err = err
-			if g.buf != nil {
-				g.buf = nil // never sent: dropped with the connection
-			}
+			g.buf = nil // never sent: dropped with the connection
 		}
 	}
 	g.sending = false
@@ -132,56 +166,87 @@ func (g *Conn) send() {
 	g.mu.Unlock()
 }
 
-// writeNow writes p to the connection under the caller's deadline; accepted says whether
-// Write has already returned for p (see the package comment). Only the holder of sending calls
-// it.
-func (g *Conn) writeNow(p []byte, accepted bool) (int, error) {
-	g.mu.Lock()
+// deadlineLocked is the deadline for the send under way (see the package comment).
+func (g *Conn) deadlineLocked() time.Time {
 	d := g.wd
-	g.mu.Unlock()
-	if accepted && !d.IsZero() && !d.After(time.Now()) {
-		d = time.Now().Add(closeWait) // see the package comment
+	if !g.direct && !g.grace.IsZero() {
+		d = g.grace
 	}
-	if !d.Equal(g.applied) {
-		if err := g.Conn.SetWriteDeadline(d); err != nil {
-			return 0, err
-		}
-		g.applied = d // only the holder of sending touches applied
+	if !g.closeBy.IsZero() && (d.IsZero() || g.closeBy.Before(d)) {
+		d = g.closeBy
+	}
+	return d
+}
+
+// applyLocked sets the send's deadline on the connection if it changed.
+func (g *Conn) applyLocked() error {
+	d := g.deadlineLocked()
+	if d.Equal(g.applied) {
+		return nil
+	}
+	g.applied = d
+	return g.Conn.SetWriteDeadline(d)
+}
+
+// writeNow writes p to the connection under the send's deadline. Only the holder of sending
+// calls it.
+func (g *Conn) writeNow(p []byte) (int, error) {
+	g.mu.Lock()
+	err := g.applyLocked()
+	g.mu.Unlock()
+	if err != nil {
+		return 0, err
 	}
 	return g.Conn.Write(p)
 }
 
-// SetWriteDeadline sets the deadline for Write's wait and for the sends.
+// SetWriteDeadline sets the deadline for Write and for the sends, the one under way included.
 func (g *Conn) SetWriteDeadline(t time.Time) error {
 	g.mu.Lock()
+	defer g.mu.Unlock()
 	g.wd = t
-	g.mu.Unlock()
+	g.grace = time.Time{}
+	if now := time.Now(); !t.IsZero() && !t.After(now) && (g.buf != nil || (g.sending && !g.direct)) {
+		g.grace = now.Add(closeWait) // fixed here: bytes accepted before get this long, once
+	}
+	g.cond.Broadcast() // a Write waiting for room looks at the new deadline
+	if g.sending {
+		return g.applyLocked()
+	}
 	return nil
 }
 
-// SetDeadline sets the read deadline of the connection and the write deadline of the sends.
+// SetDeadline sets the read deadline of the connection and the write deadline as
+// SetWriteDeadline does.
 func (g *Conn) SetDeadline(t time.Time) error {
-	_ = g.SetWriteDeadline(t)
+	if err := g.SetWriteDeadline(t); err != nil {
+		return err
+	}
 	return g.Conn.SetReadDeadline(t)
 }
 
-// Close sends what has gathered, for at most closeWait, and closes the connection.
+// Close sends what has gathered, for at most closeWait, and closes the connection. It returns
+// the error that dropped gathered bytes, if one did.
 func (g *Conn) Close() error {
 	g.mu.Lock()
 	g.closed = true
+	g.closeBy = time.Now().Add(closeWait)
 	g.cond.Broadcast() // writers waiting for room give up
 	if g.sending {
-		stuck := time.AfterFunc(closeWait, func() {
-			// A send blocked on a peer that does not read: fail it now.
-			_ = g.Conn.SetWriteDeadline(time.Now())
-		})
+		_ = g.applyLocked() // the send under way ends by closeBy
 		for g.sending {
 			g.cond.Wait()
 		}
-		stuck.Stop()
 	}
+	sendErr := g.err
 	g.mu.Unlock()
-	return g.Conn.Close()
+	if err := g.Conn.Close(); err != nil {
+		return err
+	}
+	if sendErr != nil && !errors.Is(sendErr, net.ErrClosed) {
+		return sendErr
+	}
+	return nil
 }
 
 // Listener wraps every connection it accepts.

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -103,51 +104,142 @@ func TestOrderAndContent(t *testing.T) {
 	}
 }
 
+// gathered is how many bytes wait in g's buffer.
+func gathered(g *Conn) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.buf == nil {
+		return 0
+	}
+	return len(*g.buf)
+}
+
+// fillUntilGathering writes small records to a peer that does not read until the socket is
+// full and at least n bytes wait gathered behind the blocked send.
+func fillUntilGathering(t *testing.T, g *Conn, n int) {
+	t.Helper()
+	chunk := make([]byte, 4<<10) // under direct: gathered
+	for i := 0; gathered(g) < n; i++ {
+		if i > 1<<14 { // 64 MiB: far more than any socket buffer
+			t.Fatal("writes never started to gather")
+		}
+		if _, err := g.Write(chunk); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+	}
+}
+
 // TestSlowReaderBlocksWriter: a peer that does not read makes Write wait once maxPending bytes
-// are held, and the write deadline ends the wait with a timeout.
+// are gathered, and the write deadline ends the wait with a timeout.
 func TestSlowReaderBlocksWriter(t *testing.T) {
 	g, _ := pair(t)
 	if err := g.SetWriteDeadline(time.Now().Add(300 * time.Millisecond)); err != nil {
 		t.Fatal(err)
 	}
-	chunk := make([]byte, 64<<10)
+	chunk := make([]byte, 4<<10)
 	start := time.Now()
 	var err error
-	written := 0
+	most := 0
 	for err == nil && time.Since(start) < 10*time.Second {
-		var n int
-		n, err = g.Write(chunk)
-		written += n
+		_, err = g.Write(chunk)
+		most = max(most, gathered(g))
 	}
-	var ne net.Error
-	if !errors.As(err, &ne) || !ne.Timeout() {
-		t.Fatalf("after %d bytes: err = %v, want a timeout", written, err)
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("err = %v, want a timeout", err)
+	}
+	if most > maxPending {
+		t.Errorf("%d bytes gathered, more than %d", most, maxPending)
+	}
+	if most < maxPending-len(chunk) {
+		t.Errorf("at most %d bytes gathered before the timeout: Write did not wait for room", most)
 	}
 	if _, err := g.Write([]byte("x")); err == nil {
-		t.Fatal("write after a failed send succeeded")
+		t.Fatal("write after the deadline succeeded")
+	}
+}
+
+// TestDeadlineSetWhileBlocked: a deadline set while a Write waits for room (and its send is
+// stuck) ends both, as on a plain connection.
+func TestDeadlineSetWhileBlocked(t *testing.T) {
+	g, _ := pair(t)
+	fillUntilGathering(t, g, 1)
+	failed := make(chan error, 1)
+	go func() {
+		chunk := make([]byte, 4<<10)
+		for {
+			if _, err := g.Write(chunk); err != nil {
+				failed <- err
+				return
+			}
+		}
+	}()
+	wait.For(t, 10*time.Second, "the writer to wait for room", func() bool { return gathered(g) > maxPending-8<<10 })
+	if err := g.SetWriteDeadline(time.Now().Add(100 * time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-failed:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				t.Fatalf("err = %v, want a timeout", err)
+			}
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Write still blocked 5 s after a deadline 100 ms away")
+	}
+}
+
+// TestExpiredDeadline: once the deadline has passed, Write fails at once.
+func TestExpiredDeadline(t *testing.T) {
+	g, _ := pair(t)
+	if err := g.SetWriteDeadline(time.Now().Add(-time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	for _, size := range []int{10, 64 << 10} {
+		if _, err := g.Write(make([]byte, size)); !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("write of %d bytes after the deadline: %v, want a timeout", size, err)
+		}
+	}
+	if err := g.SetWriteDeadline(time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Write([]byte("x")); err != nil {
+		t.Fatalf("write with the deadline cleared: %v", err)
 	}
 }
 
 // TestPastDeadlineLetsGatheredBytesLeave: crypto/tls sets the write deadline to now right after
-// queueing its close_notify; what was gathered before still reaches a reading peer.
+// queueing its close_notify; what was gathered before (behind a send the full socket blocks)
+// still reaches the peer once it reads.
 func TestPastDeadlineLetsGatheredBytesLeave(t *testing.T) {
 	g, s := pair(t)
-	want := bytes.Repeat([]byte("abcdefgh"), 100<<10) // 800 KiB: more than one send
-	got := make(chan []byte, 1)
-	go func() { b, _ := io.ReadAll(s); got <- b }()
-	for off := 0; off < len(want); off += 16 << 10 {
-		if _, err := g.Write(want[off:min(off+16<<10, len(want))]); err != nil {
-			t.Fatalf("write at %d: %v", off, err)
-		}
+	fillUntilGathering(t, g, 64<<10)
+	tail := []byte("close_notify")
+	if _, err := g.Write(tail); err != nil {
+		t.Fatal(err)
 	}
 	if err := g.SetWriteDeadline(time.Now()); err != nil {
 		t.Fatal(err)
 	}
+	got := make(chan []byte, 1)
+	go func() { b, _ := io.ReadAll(s); got <- b }()
 	if err := g.Close(); err != nil {
 		t.Fatalf("close: %v", err)
 	}
-	if b := <-got; !bytes.Equal(b, want) {
-		t.Fatalf("peer read %d bytes, want %d", len(b), len(want))
+	if b := <-got; !bytes.HasSuffix(b, tail) || len(b)%(4<<10) != len(tail) {
+		t.Fatalf("peer read %d bytes ending %q, want whole 4 KiB records then %q", len(b), b[max(0, len(b)-12):], tail)
+	}
+}
+
+// TestWriteAfterClose fails with net.ErrClosed.
+func TestWriteAfterClose(t *testing.T) {
+	g, _ := pair(t)
+	if err := g.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("write after close: %v, want net.ErrClosed", err)
 	}
 }
 
@@ -207,7 +299,7 @@ func TestCloseWithStuckPeer(t *testing.T) {
 }
 
 // TestHTTP2OverTLS: an HTTP/2 server on gathered connections answers concurrent streams in
-// full, and shuts down cleanly.
+// full.
 func TestHTTP2OverTLS(t *testing.T) {
 	body := bytes.Repeat([]byte("0123456789abcdef"), 1024)
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
