@@ -145,7 +145,9 @@ func BenchmarkPurgeAPI(b *testing.B) {
 	b.ReportMetric(msOf(fh.Quantile(0.50)), "floor-p50-ms")
 	b.ReportMetric(msOf(fh.Quantile(0.99)), "floor-p99-ms")
 	b.ReportMetric(float64(ah.Quantile(0.99))/float64(max(fh.Quantile(0.99), 1)), "p99/floor")
-	b.ReportMetric(float64(streamConsumers(b, s)), "stream-consumers")
+	// Caught-up edges take purges from the live subject and have no consumer; a replay's stays
+	// listed for 30 s.
+	b.ReportMetric(float64(natstest.StreamConsumers(b, s.JetStream(), purge.StreamName(""))), "stream-consumers")
 	for _, d := range []struct {
 		name string
 		v    []time.Duration
@@ -228,22 +230,5 @@ func BenchmarkPurgeAPISustained(b *testing.B) {
 	b.ReportMetric(float64(b.N*benchEdges)/elapsed.Seconds(), "acks/s")
 	b.ReportMetric(float64(len(late)), "late-acked")
 	b.ReportMetric(msOf(cpu)/float64(b.N), "cpu-ms/purge")
-	b.ReportMetric(float64(streamConsumers(b, s)), "stream-consumers")
-}
-
-// streamConsumers is how many consumers the PURGE stream has: caught-up edges take purges from
-// the live subject and have none; a replay leaves its consumer listed for 30 s.
-func streamConsumers(b *testing.B, s *Server) int {
-	b.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	st, err := s.JetStream().Stream(ctx, purge.StreamName(""))
-	if err != nil {
-		b.Fatal(err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return info.State.Consumers
+	b.ReportMetric(float64(natstest.StreamConsumers(b, s.JetStream(), purge.StreamName(""))), "stream-consumers")
 }

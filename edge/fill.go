@@ -348,12 +348,12 @@ func upstreamRequest(ctx context.Context, req *request, scheme, host, base strin
 	if base != "" || path != req.path || req.r.URL == nil {
 		return http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+host+base+req.target, nil)
 	}
-	// An empty URL parses at no cost; it is replaced below.
+	// An empty URL parses without work; the URL it allocates is filled in below.
 	up, err := http.NewRequestWithContext(ctx, http.MethodGet, "", nil)
 	if err != nil {
 		return nil, err
 	}
-	up.URL = &url.URL{Scheme: scheme, Host: host, Path: req.r.URL.Path, RawPath: req.r.URL.RawPath,
+	*up.URL = url.URL{Scheme: scheme, Host: host, Path: req.r.URL.Path, RawPath: req.r.URL.RawPath,
 		RawQuery: query, ForceQuery: hasQuery && query == ""}
 	up.Host = host
 	return up, nil

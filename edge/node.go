@@ -101,7 +101,6 @@ func New(cfg Config) (*Node, error) {
 		store:      st,
 		ready:      make(chan struct{}),
 		fleetReady: make(chan struct{}),
-		purgeWake:  make(chan struct{}),
 	}
 	n.fill = newFiller(n)
 	n.metrics = newMetrics(n)

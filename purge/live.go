@@ -59,7 +59,6 @@ type announcer struct {
 	prefix string
 	stream string
 	inbox  string // reply subject prefix, ending with "."
-	sub    *nats.Subscription
 
 	mu      sync.Mutex // guards pending and next
 	pending map[uint64]*pendingPublish
@@ -89,7 +88,7 @@ func newAnnouncer(nc *nats.Conn, prefix string) (*announcer, error) {
 		return nil, fmt.Errorf("purge publisher: subscribe to publish acks: %w", err)
 	}
 	_ = sub.SetPendingLimits(-1, -1) // replies to our own requests: never drop one
-	a.sub = sub
+	// The subscription lasts as long as nc, as the Publisher does.
 	return a, nil
 }
 

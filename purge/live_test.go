@@ -19,21 +19,6 @@ import (
 	"github.com/meridian-cdn/meridian/internal/wait"
 )
 
-// streamConsumers is how many consumers the PURGE stream has: a caught-up node replays nothing,
-// so its purges came live. Replay consumers stay listed until they are inactive for 30 s.
-func streamConsumers(t *testing.T, ctx context.Context, js jetstream.JetStream) int {
-	t.Helper()
-	st, err := js.Stream(ctx, StreamName(""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.State.Consumers
-}
-
 func TestLiveEncoding(t *testing.T) {
 	stored := []byte(`{"id":"x"}`)
 	b := appendLive(nil, 42, stored)
@@ -114,7 +99,8 @@ func TestPublisherLiveDelivery(t *testing.T) {
 			t.Errorf("node applied %v, want %v", got, seqs)
 		}
 	}
-	if c := streamConsumers(t, ctx, js); c != 0 {
+	// A caught-up node replays nothing, so it made no consumer (a replay's stays listed 30 s).
+	if c := natstest.StreamConsumers(t, js, StreamName("")); c != 0 {
 		t.Errorf("the stream has %d consumers, want 0: caught-up nodes take purges live", c)
 	}
 	for _, n := range nodes {

@@ -29,7 +29,6 @@ type conn struct {
 	srv    *Server
 	nc     net.Conn
 	raw    *rawconn.Conn // nc with raw I/O; nil: nc's own
-	rw     net.Conn      // what reads and hand-offs go through: raw if set, else nc
 	cr     connReader
 	br     *bufio.Reader
 	ctx    context.Context // the connection's: values only, never cancelled
@@ -71,11 +70,10 @@ func (r *connReader) Read(p []byte) (int, error) {
 }
 
 func (s *Server) newConn(nc net.Conn) *conn {
-	c := &conn{srv: s, nc: nc, rw: nc, raw: rawconn.New(nc), remote: nc.RemoteAddr().String()}
-	if c.raw != nil {
-		c.rw = c.raw
-	}
-	c.cr.nc = c.rw
+	c := &conn{srv: s, nc: nc, remote: nc.RemoteAddr().String()}
+	// Reads and hand-offs go through cr.nc: the raw connection when there is one.
+	c.cr.nc = rawconn.Wrap(nc)
+	c.raw, _ = c.cr.nc.(*rawconn.Conn)
 	c.br = bufio.NewReaderSize(&c.cr, readBufferSize)
 	c.out = make([]byte, 0, 4<<10)
 	ctx := context.WithValue(context.Background(), http.ServerContextKey, s.Fallback)
@@ -184,7 +182,7 @@ func (c *conn) readHead(maxHead int) (head, int, verdict, error) {
 func (c *conn) handOff() {
 	c.nc.SetReadDeadline(time.Time{})
 	buffered, _ := c.br.Peek(c.br.Buffered())
-	pc := &prefixConn{Conn: c.rw, prefix: append([]byte(nil), buffered...)}
+	pc := &prefixConn{Conn: c.cr.nc, prefix: append([]byte(nil), buffered...)}
 	if c.srv.ConnState != nil {
 		c.srv.ConnState(c.nc, http.StateHijacked)
 	}

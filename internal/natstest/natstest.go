@@ -4,6 +4,7 @@
 package natstest
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -225,4 +226,20 @@ func FanoutFloor(t testing.TB, url string, subscribers, n int, opts ...nats.Opti
 		lat = append(lat, time.Since(start))
 	}
 	return lat
+}
+
+// StreamConsumers is how many consumers stream has now.
+func StreamConsumers(t testing.TB, js jetstream.JetStream, stream string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Consumers
 }

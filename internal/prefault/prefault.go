@@ -22,11 +22,8 @@ import (
 	"time"
 )
 
-// populated counts the bytes Run has populated, for tests and curiosity.
+// populated counts the bytes Run has populated, for the tests.
 var populated atomic.Int64
-
-// Populated returns the bytes populated so far.
-func Populated() int64 { return populated.Load() }
 
 // Run checks for new heap memory every interval until ctx ends, populating it. It returns at
 // once where populating is not supported.

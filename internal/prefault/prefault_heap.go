@@ -5,7 +5,6 @@ package prefault
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"os"
 	"runtime"
 	"runtime/metrics"
@@ -14,10 +13,6 @@ import (
 
 	"golang.org/x/sys/unix"
 )
-
-// madvPopulateWrite is MADV_POPULATE_WRITE (Linux 5.14): fault a range in, writable, without
-// writing to it.
-const madvPopulateWrite = 23
 
 // heapWindow is where the Go heap lies around one of its objects: the runtime maps its arenas
 // contiguously upward from a (randomised) base, while its own bookkeeping, thread stacks and
@@ -38,22 +33,22 @@ const (
 )
 
 type watcher struct {
-	low, hi uintptr // heapWindow
-	sample  []metrics.Sample
-	total   uint64  // the runtime's mapped memory at the last look
-	high    uintptr // everything below is either populated or was in use before Run began
+	low, top uintptr // heapWindow: where the heap can be
+	sample   []metrics.Sample
+	total    uint64  // the runtime's mapped memory at the last look
+	high     uintptr // everything below is either populated or was in use before Run began
 }
 
 func newWatcher() (*watcher, bool) {
 	w := &watcher{sample: []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}}
-	w.low, w.hi = heapWindow()
+	w.low, w.top = heapWindow()
 	metrics.Read(w.sample)
 	if w.sample[0].Value.Kind() != metrics.KindUint64 || w.sample[1].Value.Kind() != metrics.KindUint64 {
 		return nil, false
 	}
 	w.total = w.sample[0].Value.Uint64()
 	// What the heap holds now was faulted in already: start above it.
-	maps, err := heapMappings(w.low, w.hi)
+	maps, err := heapMappings(w.low, w.top)
 	if err != nil {
 		return nil, false
 	}
@@ -78,7 +73,7 @@ func (w *watcher) step() bool {
 		return true // the runtime maps ahead of use, or has returned memory: leave it be
 	}
 	w.total = total
-	maps, err := heapMappings(w.low, w.hi)
+	maps, err := heapMappings(w.low, w.top)
 	if err != nil {
 		return true // try again at the next growth
 	}
@@ -88,12 +83,12 @@ func (w *watcher) step() bool {
 		}
 		for a := max(m.start, w.high); a < m.end; a += chunk {
 			n := min(chunk, m.end-a)
-			_, _, e := unix.Syscall(unix.SYS_MADVISE, a, n, madvPopulateWrite)
+			_, _, e := unix.Syscall(unix.SYS_MADVISE, a, n, unix.MADV_POPULATE_WRITE) // Linux 5.14: fault in, writable, without writing
 			if e == unix.EINVAL || e == unix.ENOSYS {
 				return false
 			}
 			if e != 0 {
-				break // the mapping changed under us: the next growth looks again
+				break // the mapping changed under us: the rest of it is left to the allocator
 			}
 			populated.Add(int64(n))
 		}
@@ -136,7 +131,7 @@ func parseMapsLine(line []byte) (mapping, bool) {
 	}
 	start, err1 := strconv.ParseUint(string(lo), 16, 64)
 	end, err2 := strconv.ParseUint(string(hi), 16, 64)
-	if err := errors.Join(err1, err2); err != nil || end <= start {
+	if err1 != nil || err2 != nil || end <= start {
 		return mapping{}, false
 	}
 	return mapping{uintptr(start), uintptr(end)}, true

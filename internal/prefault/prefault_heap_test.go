@@ -7,7 +7,6 @@ package prefault
 
 import (
 	"context"
-	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -21,6 +20,10 @@ func minorFaults(t *testing.T) int64 {
 	return ru.Minflt
 }
 
+// held keeps each run's buffers: a later run (go test -count) must grow the heap again rather
+// than reuse their memory, which was resident before its watcher began.
+var held [][]byte
+
 // Memory the heap grows into is resident by the time the program writes to it: writing 64 MiB
 // of new buffers takes next to no page faults (16,384 without populating). The watcher looks
 // after each buffer, as Run's ticks do while a cache fills.
@@ -29,7 +32,7 @@ func TestPopulatesNewHeapMemory(t *testing.T) {
 	if !ok {
 		t.Fatal("no watcher on Linux")
 	}
-	before := Populated()
+	before := populated.Load()
 	const n, size = 64, 1 << 20
 	keep := make([][]byte, 0, n)
 	for range n {
@@ -38,7 +41,7 @@ func TestPopulatesNewHeapMemory(t *testing.T) {
 			t.Skip("this kernel cannot populate (MADV_POPULATE_WRITE needs Linux 5.14): Run does nothing here")
 		}
 	}
-	if got := Populated() - before; got < n*size*3/4 {
+	if got := populated.Load() - before; got < n*size*3/4 {
 		t.Fatalf("populated %d bytes of %d new", got, n*size)
 	}
 	f0 := minorFaults(t)
@@ -48,7 +51,7 @@ func TestPopulatesNewHeapMemory(t *testing.T) {
 		}
 	}
 	faults := minorFaults(t) - f0
-	runtime.KeepAlive(keep)
+	held = append(held, keep...)
 	if pages := int64(n * size / 4096); faults > pages/4 {
 		t.Fatalf("writing %d new pages took %d page faults, want under %d", pages, faults, pages/4)
 	}

@@ -101,8 +101,9 @@ func (c *Conn) Writev(a, b []byte) (int, error) {
 	return n, err
 }
 
-// opError wraps err as net.Conn's methods do, so callers that look for net.Error or
-// *net.OpError see what they would without raw I/O. io.EOF stays bare.
+// opError wraps a system call's error as net.Conn's methods do, so callers that look for
+// net.Error or *net.OpError find one. Errors that are *net.OpError already (deadline, closed
+// connection, from syscall.RawConn with Op "raw-read" or "raw-write") and io.EOF pass as they are.
 func (c *Conn) opError(op string, err error) error {
 	if _, ok := err.(*net.OpError); ok || err == io.EOF {
 		return err

@@ -11,7 +11,7 @@
 //
 // What a caller sees: Write returns once its bytes are buffered (it waits while maxPending
 // bytes are gathered, so at most about twice that is held: one send's worth under way and the
-// next gathering), and a send error is returned by the next Write. A write of direct
+// next gathering), and a send error is returned by the next Write. A write of minDirect
 // bytes or more that finds nothing gathered and no send under way is made at once, as on a
 // plain connection: a large object streams as full TLS records, which gain nothing from
 // gathering and would cost a copy each. A write deadline bounds Write's wait and the sends
@@ -40,9 +40,9 @@ const (
 	closeWait = time.Second
 	// maxPooled is the largest buffer kept for reuse.
 	maxPooled = 1 << 20
-	// direct is the size from which a write finding nothing gathered and no send under way
+	// minDirect is the size from which a write finding nothing gathered and no send under way
 	// is made at once on the caller's goroutine (see the package comment).
-	direct = 8 << 10
+	minDirect = 8 << 10
 )
 
 var pool = sync.Pool{New: func() any { b := make([]byte, 0, 32<<10); return &b }}
@@ -112,7 +112,7 @@ func (g *Conn) Write(p []byte) (int, error) {
 		}
 		g.cond.Wait()
 	}
-	if len(p) >= direct && !g.sending && g.buf == nil {
+	if len(p) >= minDirect && !g.sending && g.buf == nil {
 		// Marked as sending so that writes meanwhile gather behind this one.
 		g.sending, g.direct = true, true
 		g.mu.Unlock()

@@ -118,7 +118,7 @@ func gathered(g *Conn) int {
 // full and at least n bytes wait gathered behind the blocked send.
 func fillUntilGathering(t *testing.T, g *Conn, n int) {
 	t.Helper()
-	chunk := make([]byte, 4<<10) // under direct: gathered
+	chunk := make([]byte, 4<<10) // under minDirect: gathered
 	for i := 0; gathered(g) < n; i++ {
 		if i > 1<<14 { // 64 MiB: far more than any socket buffer
 			t.Fatal("writes never started to gather")

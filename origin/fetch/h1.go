@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -108,7 +110,8 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		trace.GetConn(p.addr)
 	}
 	var c *h1Conn
-	if replayable(req) {
+	again := replayable(req)
+	if again {
 		// Only a request that may be sent twice takes a kept-alive connection: the upstream may
 		// have closed it while idle, which this transport finds out only by sending (net/http's
 		// read loop sees such closes at once), and a request that may not go twice could not
@@ -133,7 +136,7 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if stale, ok := err.(*staleConnError); ok { // exchange returns it unwrapped
 			// The upstream closed a kept-alive connection as we sent on it (net/http retries
 			// these too): once more on a new connection, if sending twice is harmless.
-			if replayable(req) {
+			if again {
 				c = nil
 				continue
 			}
@@ -274,10 +277,8 @@ func (p *h1Pool) expire() {
 	for i < len(p.idle) && now.Sub(p.idle[i].idleAt) >= p.t.idleTimeout {
 		i++
 	}
-	expired := make([]*h1Conn, i)
-	copy(expired, p.idle[:i])
-	p.idle = append(p.idle[:0], p.idle[i:]...)
-	clear(p.idle[len(p.idle):cap(p.idle)])
+	expired := slices.Clone(p.idle[:i])
+	p.idle = slices.Delete(p.idle, 0, i) // zeroes the freed tail
 	p.armed = len(p.idle) > 0
 	if p.armed {
 		p.sweep.Reset(p.idle[0].idleAt.Add(p.t.idleTimeout).Sub(now))
@@ -430,7 +431,7 @@ func (c *h1Conn) exchange(ctx context.Context, req *http.Request, trace *httptra
 			c.cr.limit = h1MaxHeaderBytes
 		}
 	}
-	c.cr.limit = 1<<63 - 1
+	c.cr.limit = math.MaxInt64
 	c.nc.SetReadDeadline(time.Time{})
 	if ctx.Err() != nil {
 		return nil, fail("read response header from", ctx.Err(), false)

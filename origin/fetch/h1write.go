@@ -6,6 +6,7 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"slices"
+	"strings"
 
 	"golang.org/x/net/http/httpguts"
 )
@@ -79,10 +80,6 @@ func writeRequest(bw *bufio.Writer, req *http.Request, trace *httptrace.ClientTr
 // plainHost reports whether Request.Write would send host as it is: ASCII (no IDNA), a valid
 // Host field, no IPv6 zone to remove.
 func plainHost(host string) bool {
-	for i := 0; i < len(host); i++ {
-		if host[i] >= 0x80 || host[i] == '%' {
-			return false
-		}
-	}
-	return httpguts.ValidHostHeader(host)
+	// ValidHostHeader refuses every byte >= 0x80; '%' it allows.
+	return strings.IndexByte(host, '%') < 0 && httpguts.ValidHostHeader(host)
 }
