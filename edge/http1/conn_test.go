@@ -101,8 +101,10 @@ func TestPipelinedBehindLongRequest(t *testing.T) {
 	}
 }
 
-// watching reports whether a watch of one of s's connections is reading.
+// watching reports whether a watch of one of s's connections is reading. It may run before
+// Serve's goroutine has readied s, so it readies s itself (init is once-only).
 func watching(s *Server) bool {
+	s.init()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.conns {
