@@ -213,15 +213,9 @@ func (n *Node) Run(ctx context.Context) error {
 		return fmt.Errorf("edge listen on %s: %w", n.cfg.Listen, err)
 	}
 	if n.cfg.HTTPSListen != "" {
-		if ls.HTTPS, err = reuseport.Listen(ctx, n.cfg.HTTPSListen); err != nil {
+		if ls.HTTPS, ls.QUIC, err = listenHTTPS(ctx, n.cfg.HTTPSListen, !n.cfg.TLS.DisableHTTP3); err != nil {
 			closeAll()
-			return fmt.Errorf("edge https listen on %s: %w", n.cfg.HTTPSListen, err)
-		}
-		if !n.cfg.TLS.DisableHTTP3 {
-			if ls.QUIC, err = reuseport.ListenPacket(ctx, ls.HTTPS.Addr().String()); err != nil {
-				closeAll()
-				return fmt.Errorf("edge http/3 listen on %s: %w", n.cfg.HTTPSListen, err)
-			}
+			return err
 		}
 	}
 	if n.cfg.AdminListen != "off" {
@@ -231,6 +225,30 @@ func (n *Node) Run(ctx context.Context) error {
 		}
 	}
 	return n.ServeListeners(ctx, ls)
+}
+
+// listenHTTPS opens the TLS listener on addr and, with quic, the HTTP/3 socket on the same
+// address. With port 0 the kernel picks a TCP port whose UDP twin may be taken by someone
+// else, so it tries other ports a few times, as dnsroute does for its UDP/TCP pair.
+func listenHTTPS(ctx context.Context, addr string, quic bool) (net.Listener, net.PacketConn, error) {
+	_, port, _ := net.SplitHostPort(addr)
+	for attempt := 0; ; attempt++ {
+		tcp, err := reuseport.Listen(ctx, addr)
+		if err != nil {
+			return nil, nil, fmt.Errorf("edge https listen on %s: %w", addr, err)
+		}
+		if !quic {
+			return tcp, nil, nil
+		}
+		udp, err := reuseport.ListenPacket(ctx, tcp.Addr().String())
+		if err == nil {
+			return tcp, udp, nil
+		}
+		tcp.Close()
+		if port != "0" || attempt == 10 {
+			return nil, nil, fmt.Errorf("edge http/3 listen on %s: %w", tcp.Addr(), err)
+		}
+	}
 }
 
 // Listeners are the sockets a node serves on; nil ones are not served.

@@ -253,8 +253,7 @@ func TestEdgeRTTHTTP3(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	https := listen(t, "127.0.0.13")
-	pc, err := net.ListenPacket("udp", https.Addr().String())
+	https, pc, err := listenHTTPS(context.Background(), "127.0.0.13:0", true)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -57,8 +57,7 @@ func tlsEdge(t *testing.T, tc TLSConfig) (*single, *Node) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	https := listen(t, "127.0.0.12")
-	quicConn, err := net.ListenPacket("udp", https.Addr().String())
+	https, quicConn, err := listenHTTPS(ctx, "127.0.0.12:0", true)
 	if err != nil {
 		t.Fatal(err)
 	}
