@@ -126,7 +126,7 @@ type Server struct {
 	purgeLate prometheus.Counter
 	endWaits  context.CancelFunc
 
-	// natsMu serialises reloads of the embedded NATS server's users.
+	// natsMu serialises changes of the embedded NATS server's users.
 	natsMu sync.Mutex
 
 	mu        sync.Mutex // guards the fields below
@@ -142,7 +142,7 @@ type Server struct {
 	view      *fleet.View
 	config    *fleet.ConfigView
 
-	// reloadUsers reloads the embedded NATS server's users from the users file's records; nil
+	// reloadUsers sets the embedded NATS server's users to the users file's records; nil
 	// without an embedded server.
 	reloadUsers func([]CredentialRecord) error
 
@@ -458,7 +458,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) (err error) {
 
 // startNATS runs the embedded NATS server with JetStream on StoreDir. Nobody connects
 // anonymously: on first start it creates control's credential and the users file in StoreDir
-// (see creds.go), and it reloads its users whenever that file changes. It returns control's
+// (see creds.go), and it takes that file's users whenever it changes. It returns control's
 // credential and a function that stops the server.
 func (s *Server) startNATS() (*server.Server, natsauth.Credential, func(), error) {
 	var none natsauth.Credential
@@ -477,19 +477,19 @@ func (s *Server) startNATS() (*server.Server, natsauth.Credential, func(), error
 	if err != nil {
 		return nil, none, nil, fmt.Errorf("control: %w", err)
 	}
-	options := func(port int, recs []CredentialRecord) *server.Options {
-		return &server.Options{
-			ServerName: "meridian-control",
-			Host:       host,
-			Port:       port,
-			JetStream:  true,
-			StoreDir:   s.cfg.StoreDir,
-			NoSigs:     true,
-			NoLog:      true,
-			Nkeys:      natsauth.NkeyUsers(s.cfg.Prefix, natsUsers(recs)),
-		}
+	// Users change while the server runs without reloading its options (see Authenticator).
+	auth := natsauth.NewAuthenticator(s.cfg.Prefix, natsUsers(recs))
+	opts := &server.Options{
+		ServerName: "meridian-control",
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   s.cfg.StoreDir,
+		NoSigs:     true,
+		NoLog:      true,
 	}
-	ns, err := server.NewServer(options(port, recs))
+	auth.Configure(opts)
+	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, none, nil, fmt.Errorf("control: embedded nats: %w", err)
 	}
@@ -499,11 +499,13 @@ func (s *Server) startNATS() (*server.Server, natsauth.Credential, func(), error
 		ns.WaitForShutdown()
 		return nil, none, nil, fmt.Errorf("control: embedded nats on %s did not start", s.cfg.NATSListen)
 	}
-	bound := ns.Addr().(*net.TCPAddr).Port
 	reload := func(recs []CredentialRecord) error {
 		s.natsMu.Lock()
 		defer s.natsMu.Unlock()
-		return ns.ReloadOptions(options(bound, recs))
+		if n := auth.SetUsers(ns, natsUsers(recs)); n > 0 {
+			s.log.Info("nats clients of revoked credentials disconnected", "clients", n)
+		}
+		return nil
 	}
 	s.mu.Lock()
 	s.reloadUsers = reload
@@ -512,7 +514,7 @@ func (s *Server) startNATS() (*server.Server, natsauth.Credential, func(), error
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		s.watchUsers(ctx, reload)
+		s.watchUsers(ctx, reload, func() { auth.Prune(ns) })
 	}()
 	s.log.Info("embedded nats started", "url", ns.ClientURL(), "store_dir", s.cfg.StoreDir, "users", len(recs))
 	return ns, cred, func() {

@@ -33,6 +33,7 @@ type Server struct {
 
 	mu    sync.Mutex // guards creds and the users of NS
 	creds map[natsauth.Identity]natsauth.Credential
+	auth  *natsauth.Authenticator // NS's users, as control's embedded server takes them
 }
 
 // Start runs a NATS server with JetStream on 127.0.0.1, a random port and a temporary store
@@ -46,8 +47,8 @@ func Start(t testing.TB) *Server {
 	return s
 }
 
-// optionsLocked are the server's options with the users issued so far.
-func (s *Server) optionsLocked() *server.Options {
+// usersLocked are the users issued so far.
+func (s *Server) usersLocked() []natsauth.User {
 	users := make([]natsauth.User, 0, len(s.creds))
 	for _, c := range s.creds {
 		u, err := c.User()
@@ -56,7 +57,12 @@ func (s *Server) optionsLocked() *server.Options {
 		}
 		users = append(users, u)
 	}
-	return &server.Options{
+	return users
+}
+
+// optionsLocked are the options of a new server with the users issued so far.
+func (s *Server) optionsLocked() *server.Options {
+	opts := &server.Options{
 		ServerName: "natstest",
 		Host:       "127.0.0.1",
 		Port:       s.Port,
@@ -64,8 +70,10 @@ func (s *Server) optionsLocked() *server.Options {
 		StoreDir:   s.StoreDir,
 		NoLog:      true,
 		NoSigs:     true,
-		Nkeys:      natsauth.NkeyUsers(s.Prefix, users),
 	}
+	s.auth = natsauth.NewAuthenticator(s.Prefix, s.usersLocked())
+	s.auth.Configure(opts)
+	return opts
 }
 
 // Restart starts the server (again) on the same port and store directory.
@@ -118,9 +126,7 @@ func (s *Server) Credential(id natsauth.Identity) natsauth.Credential {
 	}
 	s.creds[id] = c
 	if s.NS != nil {
-		if err := s.NS.ReloadOptions(s.optionsLocked()); err != nil {
-			s.t.Fatalf("natstest: reload users: %v", err)
-		}
+		s.auth.SetUsers(s.NS, s.usersLocked())
 	}
 	return c
 }

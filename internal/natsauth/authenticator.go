@@ -1,0 +1,151 @@
+package natsauth
+
+import (
+	"encoding/base64"
+	"sync"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nkeys"
+)
+
+// Authenticator is an embedded server's client authentication: the same nkey users and
+// permissions as NkeyUsers, but its users can change while the server runs without reloading
+// the server's options. A reload swaps the options under readers that do not lock them
+// (nats-server v2.15.2 reads them unlocked on every JetStream direct get, i.e. every KV read,
+// which the race detector reports), and it rebuilds the whole configuration for one new node.
+//
+// The server still enforces every permission: Check only proves the client holds the nkey's
+// seed (the signature of the server's nonce, as the server's own nkey check does) and hands
+// the server that user's permissions.
+type Authenticator struct {
+	prefix string
+
+	mu    sync.Mutex
+	users map[string]*server.User // by nkey; leaf link credentials are not client users
+	conns map[uint64]string       // client id -> nkey, of the clients Check let in
+}
+
+// NewAuthenticator returns an authenticator accepting users with their permissions for prefix.
+func NewAuthenticator(prefix string, users []User) *Authenticator {
+	a := &Authenticator{prefix: prefix, conns: map[uint64]string{}}
+	a.users = a.userMap(users)
+	return a
+}
+
+// Configure makes opts authenticate clients with a. The server must present a nonce for the
+// signature; with no Nkeys in its options it would not.
+func (a *Authenticator) Configure(opts *server.Options) {
+	opts.CustomClientAuthentication = a
+	opts.AlwaysEnableNonce = true
+}
+
+func (a *Authenticator) userMap(users []User) map[string]*server.User {
+	m := make(map[string]*server.User, len(users))
+	for _, u := range users {
+		if u.ID.Role == RoleLeaf {
+			continue // a leaf link credential opens leaf links only (NkeyUsers), never a client
+		}
+		m[u.NKey] = &server.User{Permissions: Permissions(a.prefix, u.ID)}
+	}
+	return m
+}
+
+// Check lets a client in if it signed the server's nonce with the seed of a current user's
+// nkey, and gives it that user's permissions.
+func (a *Authenticator) Check(c server.ClientAuthentication) bool {
+	if c.Kind() != server.CLIENT {
+		return false
+	}
+	o := c.GetOpts()
+	if o == nil || o.Nkey == "" || o.Sig == "" {
+		return false
+	}
+	a.mu.Lock()
+	u, ok := a.users[o.Nkey]
+	a.mu.Unlock()
+	if !ok {
+		return false
+	}
+	sig, err := base64.RawURLEncoding.DecodeString(o.Sig)
+	if err != nil {
+		// nats clients sign in raw URL encoding; the server also takes standard base64.
+		if sig, err = base64.StdEncoding.DecodeString(o.Sig); err != nil {
+			return false
+		}
+	}
+	pub, err := nkeys.FromPublicKey(o.Nkey)
+	if err != nil || pub.Verify(c.GetNonce(), sig) != nil {
+		return false
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	// Revoked while the signature was checked: SetUsers may have missed this client.
+	if a.users[o.Nkey] != u {
+		return false
+	}
+	a.conns[c.GetID()] = o.Nkey
+	c.RegisterUser(u)
+	return true
+}
+
+// SetUsers replaces the users and disconnects, from ns (nil: none yet), every client whose
+// nkey is no longer among them. It returns how many clients it disconnected.
+func (a *Authenticator) SetUsers(ns *server.Server, users []User) int {
+	m := a.userMap(users)
+	a.mu.Lock()
+	a.users = m
+	var drop []uint64
+	for id, nkey := range a.conns {
+		if _, ok := m[nkey]; !ok {
+			drop = append(drop, id)
+			delete(a.conns, id)
+		}
+	}
+	a.mu.Unlock()
+	n := 0
+	for _, id := range drop {
+		if ns != nil && ns.DisconnectClientByID(id) == nil {
+			n++
+		}
+	}
+	a.Prune(ns)
+	return n
+}
+
+// Prune forgets the clients that have gone, so the record of who was let in holds the
+// clients connected now; SetUsers prunes too, and a long-running server calls it now and then.
+func (a *Authenticator) Prune(ns *server.Server) {
+	if ns == nil {
+		return
+	}
+	a.mu.Lock()
+	before := make([]uint64, 0, len(a.conns))
+	for id := range a.conns {
+		before = append(before, id)
+	}
+	a.mu.Unlock()
+	// A client is listed from its creation, before Check lets it in, so a client recorded
+	// before this call and not listed has closed; one recorded meanwhile is left alone.
+	cz, err := ns.Connz(&server.ConnzOptions{Limit: 1 << 30})
+	if err != nil {
+		return
+	}
+	open := make(map[uint64]bool, len(cz.Conns))
+	for _, ci := range cz.Conns {
+		open[ci.Cid] = true
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, id := range before {
+		if !open[id] {
+			delete(a.conns, id)
+		}
+	}
+}
+
+// clients is how many clients the record holds (tests).
+func (a *Authenticator) clients() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.conns)
+}

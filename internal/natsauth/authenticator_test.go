@@ -1,0 +1,165 @@
+package natsauth
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+
+	"github.com/meridian-cdn/meridian/internal/wait"
+)
+
+// authServer runs a real server whose clients authenticate with a.
+func authServer(t *testing.T, a *Authenticator) *server.Server {
+	t.Helper()
+	opts := &server.Options{ServerName: "auth", Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true}
+	a.Configure(opts)
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	return ns
+}
+
+func newCred(t *testing.T, id Identity) (Credential, User) {
+	t.Helper()
+	c, err := NewCredential(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := c.User()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, u
+}
+
+func dial(ns *server.Server, opts ...nats.Option) (*nats.Conn, error) {
+	return nats.Connect(ns.ClientURL(), append(opts, nats.MaxReconnects(0), nats.Timeout(5*time.Second))...)
+}
+
+func credOpts(t *testing.T, c Credential) []nats.Option {
+	t.Helper()
+	opts, err := c.Options()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return opts
+}
+
+// Only the holder of a current client credential's seed gets in: not anonymous clients, not
+// an unknown nkey, not a known nkey with a signature from another seed, not a leaf link's
+// credential on the client port.
+func TestAuthenticatorRefuses(t *testing.T) {
+	edge, edgeUser := newCred(t, Edge("lon", "n1"))
+	leaf, leafUser := newCred(t, Leaf("lon"))
+	stranger, _ := newCred(t, Edge("lon", "n2"))
+	a := NewAuthenticator("", []User{edgeUser, leafUser})
+	ns := authServer(t, a)
+
+	other, err := nkeys.FromSeed(stranger.Seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := nats.Nkey(edgeUser.NKey, func(nonce []byte) ([]byte, error) { return other.Sign(nonce) })
+	for _, tt := range []struct {
+		name string
+		opts []nats.Option
+	}{
+		{"anonymous", nil},
+		{"unknown nkey", credOpts(t, stranger)},
+		{"known nkey, other seed's signature", []nats.Option{forged}},
+		{"leaf link credential as a client", credOpts(t, leaf)},
+	} {
+		nc, err := dial(ns, tt.opts...)
+		if err == nil {
+			nc.Close()
+			t.Errorf("%s: connected, want an authorization violation", tt.name)
+		} else if !errors.Is(err, nats.ErrAuthorization) {
+			t.Errorf("%s: %v, want an authorization violation", tt.name, err)
+		}
+	}
+	nc, err := dial(ns, credOpts(t, edge)...)
+	if err != nil {
+		t.Fatalf("the edge's own credential: %v", err)
+	}
+	nc.Close()
+}
+
+// The server enforces the user's permissions: an edge may not announce purges.
+func TestAuthenticatorPermissions(t *testing.T) {
+	edge, edgeUser := newCred(t, Edge("lon", "n1"))
+	ns := authServer(t, NewAuthenticator("", []User{edgeUser}))
+	errs := make(chan error, 8)
+	nc, err := dial(ns, append(credOpts(t, edge), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { errs <- err }))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if err := nc.Publish(Names{}.prefix()+".purge.live", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errs:
+		if !strings.Contains(strings.ToLower(err.Error()), "permissions violation for publish") {
+			t.Fatalf("server said %v, want a publish permissions violation", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("an edge published on the live purge subject without a permissions violation")
+	}
+}
+
+// New users are accepted and revoked ones are disconnected and kept out, without a reload;
+// the record of connected clients forgets the ones that left.
+func TestAuthenticatorSetUsers(t *testing.T) {
+	c1, u1 := newCred(t, Edge("lon", "n1"))
+	c2, u2 := newCred(t, Edge("lon", "n2"))
+	a := NewAuthenticator("", []User{u1})
+	ns := authServer(t, a)
+	if nc, err := dial(ns, credOpts(t, c2)...); err == nil {
+		nc.Close()
+		t.Fatal("n2 connected before it was a user")
+	}
+	if n := a.SetUsers(ns, []User{u1, u2}); n != 0 {
+		t.Fatalf("adding a user disconnected %d clients", n)
+	}
+	closed := make(chan struct{})
+	nc1, err := dial(ns, append(credOpts(t, c1), nats.ClosedHandler(func(*nats.Conn) { close(closed) }))...)
+	if err != nil {
+		t.Fatalf("n1: %v", err)
+	}
+	defer nc1.Close()
+	nc2, err := dial(ns, credOpts(t, c2)...)
+	if err != nil {
+		t.Fatalf("n2 after it was added: %v", err)
+	}
+	if n := a.SetUsers(ns, []User{u2}); n != 1 {
+		t.Fatalf("revoking n1 disconnected %d clients, want 1", n)
+	}
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("n1's connection survived its revocation")
+	}
+	if nc, err := dial(ns, credOpts(t, c1)...); err == nil {
+		nc.Close()
+		t.Fatal("n1 connected after its revocation")
+	}
+	if !nc2.IsConnected() {
+		t.Fatal("n2 lost its connection when n1 was revoked")
+	}
+	nc2.Close()
+	wait.For(t, 5*time.Second, "the record to forget the clients that left", func() bool {
+		a.Prune(ns)
+		return a.clients() == 0
+	})
+}
