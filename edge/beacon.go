@@ -51,7 +51,7 @@ type rumSink struct {
 	nc        *nats.Conn
 	bucket    string
 	pop, node string
-	view      *fleet.View // the PoPs a report may name
+	pops      *fleet.PoPNames // the PoPs a report may name
 }
 
 // rumNet is one client network's rate limiters and smoothed record.
@@ -63,9 +63,9 @@ type rumNet struct {
 }
 
 // setRUMSink makes accepted beacon reports travel to the fleet's latency bucket.
-func (n *Node) setRUMSink(nc *nats.Conn, prefix string, view *fleet.View) {
+func (n *Node) setRUMSink(nc *nats.Conn, prefix string, pops *fleet.PoPNames) {
 	n.rum.sink.Store(&rumSink{nc: nc, bucket: wire.Bucket(prefix, wire.LatencyBucket),
-		pop: n.cfg.PoP, node: n.cfg.Node, view: view})
+		pop: n.cfg.PoP, node: n.cfg.Node, pops: pops})
 }
 
 // front is the first step of every client request: it counts the request as in flight (finish
@@ -129,12 +129,7 @@ func (n *Node) beaconReport(r *http.Request) (int, string) {
 	sink := n.rum.sink.Load()
 	var known func(string) bool
 	if sink != nil {
-		pops := map[string]bool{}
-		for _, nd := range sink.view.Nodes() {
-			pops[nd.PoP] = true
-		}
-		pops[n.cfg.PoP] = true
-		known = func(p string) bool { return pops[p] }
+		known = func(p string) bool { return p == n.cfg.PoP || sink.pops.Known(p) }
 	}
 	if err := rep.Validate(known); err != nil {
 		return http.StatusBadRequest, "bad report: " + err.Error()

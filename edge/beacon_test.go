@@ -99,10 +99,23 @@ func TestBeaconAverages(t *testing.T) {
 // bucket over NATS (with its edge credentials).
 func TestBeaconReportReachesLatencyBucket(t *testing.T) {
 	url, js, _ := startNATS(t)
+	fleetKV, err := js.KeyValue(t.Context(), wire.Bucket("", wire.FleetBucket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another PoP's node, outside the edge's own view (its PoP and shields only).
+	other := func() {
+		b, _ := json.Marshal(wire.Node{PoP: "f2", ID: "x1", HTTPAddr: "127.0.0.99:80", Load: wire.LoadReport{Healthy: true, At: time.Now()}})
+		if _, err := fleetKV.Put(t.Context(), wire.FleetKey("f2", "x1"), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	other()
 	s, nodes := fleetEdges(t, []string{url}, true)
-	wait.For(t, 10*time.Second, "the node sees itself in the fleet", func() bool {
+	wait.For(t, 25*time.Second, "the node knows the other PoP", func() bool {
+		other() // the bucket's keys expire; the node reads the PoPs every 10 s
 		sink := nodes[0].rum.sink.Load()
-		return sink != nil && len(sink.view.Nodes()) == 1
+		return sink != nil && sink.pops.Known("f2")
 	})
 	post := func(body string) int {
 		req, _ := http.NewRequest(http.MethodPost, "http://"+nodes[0].Addr()+wire.BeaconPath, strings.NewReader(body))
@@ -117,7 +130,7 @@ func TestBeaconReportReachesLatencyBucket(t *testing.T) {
 	if got := post(`{"rtt_ms":{"zzz":10}}`); got != http.StatusBadRequest {
 		t.Errorf("report naming a PoP outside the fleet = %d, want 400", got)
 	}
-	if got := post(`{"rtt_ms":{"f1":12}}`); got != http.StatusNoContent {
+	if got := post(`{"rtt_ms":{"f1":12,"f2":30}}`); got != http.StatusNoContent {
 		t.Fatalf("valid report = %d, want 204", got)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -133,8 +146,11 @@ func TestBeaconReportReachesLatencyBucket(t *testing.T) {
 		e, err := kv.Get(ctx, key)
 		return err == nil && json.Unmarshal(e.Value(), &rec) == nil
 	})
-	if rec.RTTMs["f1"] != 12 || rec.Samples != 1 || rec.Network.String() != "127.0.0.0/24" {
-		t.Errorf("record = %+v, want f1 12 ms from 127.0.0.0/24, 1 sample", rec)
+	if rec.RTTMs["f1"] != 12 || rec.RTTMs["f2"] != 30 || rec.Samples != 1 || rec.Network.String() != "127.0.0.0/24" {
+		t.Errorf("record = %+v, want f1 12 ms and f2 30 ms from 127.0.0.0/24, 1 sample", rec)
+	}
+	if peers := nodes[0].tiers.Load().shields; len(peers["f2"]) != 0 {
+		t.Errorf("the other PoP's node reached the edge's view (shields %v): it names no shield", peers)
 	}
 }
 

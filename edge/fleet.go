@@ -116,7 +116,8 @@ func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
 	if err != nil {
 		return nil, err
 	}
-	view := fleet.NewView(fleet.ViewConfig{JS: js, Prefix: fc.Prefix, TTL: ttl, Clock: n.clock, Logger: n.log})
+	// The node watches its own PoP and its hosts' shield PoPs only (follow sets them).
+	view := fleet.NewView(fleet.ViewConfig{JS: js, Prefix: fc.Prefix, TTL: ttl, Clock: n.clock, Logger: n.log, Scoped: true})
 	cfgView := fleet.NewConfigView(fleet.ConfigViewConfig{JS: js, Prefix: fc.Prefix, Logger: n.log})
 	// The fleet's peer keyring replaces a static peer key: fills between nodes are signed
 	// with the keys control distributes (and rotates).
@@ -135,8 +136,10 @@ func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
 	}
 	n.registrar.Store(reg)
 	n.purgeSub.Store(sub)
-	// Beacon reports from clients go to the latency bucket (beacon.go).
-	n.setRUMSink(nc, fc.Prefix, view)
+	// Beacon reports from clients go to the latency bucket (beacon.go), naming PoPs of the
+	// fleet (the view holds only the node's own and shield PoPs).
+	pops := &fleet.PoPNames{JS: js, Prefix: fc.Prefix, Logger: n.log}
+	n.setRUMSink(nc, fc.Prefix, pops)
 	applied := make(chan struct{}) // closed once follow applied the first hosts and peers
 
 	var wg sync.WaitGroup
@@ -151,6 +154,7 @@ func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
 	}
 	run("registrar", reg.Run)
 	run("view", view.Run)
+	run("pops", pops.Run)
 	run("config", cfgView.Run)
 	run("peerkeys", keys.Run)
 	run("purge", sub.Run)
@@ -250,6 +254,7 @@ func (n *Node) follow(ctx context.Context, nc *nats.Conn, view *fleet.View, cfgV
 		case <-cfgCh:
 			cfgCh = cfgView.Changed()
 			n.applyHosts(fileHosts, cfgView.Hosts())
+			view.SetPoPs(n.tierPoPs())
 			hostsLoaded = true
 		}
 		if peersLoaded && hostsLoaded && applied != nil {
@@ -257,6 +262,17 @@ func (n *Node) follow(ctx context.Context, nc *nats.Conn, view *fleet.View, cfgV
 			applied = nil
 		}
 	}
+}
+
+// tierPoPs are the PoPs the node fills from: its own and its hosts' shields.
+func (n *Node) tierPoPs() []string {
+	pops := []string{n.cfg.PoP}
+	for _, h := range *n.hosts.Load() {
+		if h.cfg.Shield != "" {
+			pops = append(pops, h.cfg.Shield)
+		}
+	}
+	return pops
 }
 
 func (n *Node) applyPeers(view *fleet.View) {

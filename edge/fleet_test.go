@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -84,8 +85,7 @@ func fleetEdgesWith(t *testing.T, natsURLs []string, hosts bool, ttl time.Durati
 	t.Helper()
 	s := &single{}
 	s.origin, s.originAddr = startOrigin(t, "127.0.0.10", nil)
-	// Every credential first: issuing one reloads the NATS server's accounts, which races
-	// (inside nats-server) with traffic of edges already connected.
+	// Every credential first, then the edges.
 	creds := make([]string, len(natsURLs))
 	for i, u := range natsURLs {
 		creds[i] = edgeCreds(t, u, "f1", fmt.Sprintf("n%d", i))
@@ -159,6 +159,51 @@ func TestFleetHostsFromConfigBucket(t *testing.T) {
 	}
 	wait.For(t, 10*time.Second, "host removed", func() bool {
 		return do(t, s.client, http.MethodGet, nodes[0].Addr(), testHost, "/x").status == http.StatusMisdirectedRequest
+	})
+}
+
+// TestFleetViewFollowsShields: a fleet edge's view holds its own PoP and the shield PoPs its
+// hosts name, and follows the hosts: a shield named later through the config bucket brings its
+// PoP's nodes in; a PoP no host names stays out.
+func TestFleetViewFollowsShields(t *testing.T) {
+	url, js, _ := startNATS(t)
+	kv, err := js.KeyValue(t.Context(), wire.Bucket("", wire.FleetBucket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	beat := func(pop string) {
+		b, _ := json.Marshal(wire.Node{PoP: pop, ID: "x1", HTTPAddr: "127.0.0.99:80", Load: wire.LoadReport{Healthy: true, At: time.Now()}})
+		if _, err := kv.Put(t.Context(), wire.FleetKey(pop, "x1"), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, nodes := fleetEdgesWith(t, []string{url}, true, time.Second, func(c *Config) { c.Hosts[0].Shield = "s1" })
+	n := nodes[0]
+	shieldIDs := func() map[string]int {
+		out := map[string]int{}
+		for pop, peers := range n.tiers.Load().shields {
+			out[pop] = len(peers)
+		}
+		return out
+	}
+	// The bucket's keys expire within a second: every poll reports the other PoPs' nodes again.
+	wait.For(t, 10*time.Second, "the shield PoP's node", func() bool {
+		beat("s1")
+		beat("s2")
+		return shieldIDs()["s1"] == 1
+	})
+	if got := shieldIDs(); got["s2"] != 0 || got["f1"] != 1 {
+		t.Fatalf("PoPs in the edge's view = %v, want f1 and s1 only", got)
+	}
+	h := wire.HostConfig{Host: "other.example", Origin: "http://" + s.originAddr, Shield: "s2"}
+	if err := fleet.PutHost(t.Context(), js, "", h); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 10*time.Second, "the new host's shield PoP", func() bool {
+		beat("s1")
+		beat("s2")
+		got := shieldIDs()
+		return got["s1"] == 1 && got["s2"] == 1
 	})
 }
 

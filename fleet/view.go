@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -27,6 +28,11 @@ type ViewConfig struct {
 	Clock func() time.Time
 	// Logger receives watch failures and undecodable values; nil discards.
 	Logger *slog.Logger
+	// Scoped views watch only the nodes of the PoPs given to SetPoPs, and no node until the
+	// first call. Every node rewrites its key once a second, so a view of the whole fleet on
+	// every node costs the fleet N² deliveries a second; an edge needs only its own PoP and
+	// its hosts' shield PoPs.
+	Scoped bool
 }
 
 // View is a live, read-only picture of the fleet: the nodes in the fleet bucket, with the
@@ -45,6 +51,8 @@ type View struct {
 	stale      map[string]bool      // fleet keys already reported as gone by the staleness check
 	nodesReady bool
 	drainReady bool
+	pops       []string      // a scoped view's PoPs, sorted; nil until SetPoPs
+	popsSet    chan struct{} // closed and replaced when pops changes
 }
 
 // NewView returns a View; it watches nothing until Run.
@@ -60,12 +68,77 @@ func NewView(cfg ViewConfig) *View {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &View{
-		cfg:    cfg,
-		log:    log,
-		ready:  make(chan struct{}),
-		nodes:  map[string]wire.Node{},
-		drains: map[string]bool{},
-		stale:  map[string]bool{},
+		cfg:     cfg,
+		log:     log,
+		ready:   make(chan struct{}),
+		nodes:   map[string]wire.Node{},
+		drains:  map[string]bool{},
+		stale:   map[string]bool{},
+		popsSet: make(chan struct{}),
+	}
+}
+
+// SetPoPs sets the PoPs whose nodes a scoped view watches. A change starts a new watch, whose
+// snapshot replaces the nodes; until then the view keeps the nodes it has.
+func (v *View) SetPoPs(pops []string) {
+	pops = slices.Clone(pops)
+	slices.Sort(pops)
+	pops = slices.Compact(pops)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.pops != nil && slices.Equal(v.pops, pops) {
+		return
+	}
+	v.pops = pops
+	close(v.popsSet)
+	v.popsSet = make(chan struct{})
+}
+
+// scope returns the key filters of the nodes watch (nil: none yet) and a channel closed when
+// they change.
+func (v *View) scope() ([]string, <-chan struct{}) {
+	if !v.cfg.Scoped {
+		return []string{">"}, nil
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.pops == nil {
+		return nil, v.popsSet
+	}
+	filters := make([]string, 0, len(v.pops))
+	for _, p := range v.pops {
+		filters = append(filters, p+".>")
+	}
+	if len(filters) == 0 {
+		filters = append(filters, "-") // no PoP: match no key (keys are "pop.node")
+	}
+	return filters, v.popsSet
+}
+
+// watchNodes watches the fleet bucket's nodes, within the view's scope, until ctx ends.
+func (v *View) watchNodes(ctx context.Context) {
+	bucket := wire.Bucket(v.cfg.Prefix, wire.FleetBucket)
+	for ctx.Err() == nil {
+		filters, changed := v.scope()
+		if filters == nil {
+			select {
+			case <-ctx.Done():
+			case <-changed:
+			}
+			continue
+		}
+		wctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			WatchKeys(wctx, v.cfg.JS, bucket, filters, v.log, nodeHandler{v})
+		}()
+		select {
+		case <-ctx.Done():
+		case <-changed:
+		}
+		cancel()
+		<-done
 	}
 }
 
@@ -74,9 +147,7 @@ func NewView(cfg ViewConfig) *View {
 // still drop out as their reports age).
 func (v *View) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	wg.Go(func() {
-		Watch(ctx, v.cfg.JS, wire.Bucket(v.cfg.Prefix, wire.FleetBucket), ">", v.log, nodeHandler{v})
-	})
+	wg.Go(func() { v.watchNodes(ctx) })
 	wg.Go(func() {
 		Watch(ctx, v.cfg.JS, wire.Bucket(v.cfg.Prefix, wire.ConfigBucket), wire.DrainPrefix+">", v.log, drainHandler{v})
 	})

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -29,10 +30,15 @@ var errRewatch = errors.New("nats reconnected")
 // deletes and expiries that happened meanwhile, and a fresh snapshot cannot miss them. While
 // it cannot watch, h keeps its last state.
 func Watch(ctx context.Context, js jetstream.JetStream, bucket, filter string, log *slog.Logger, h WatchHandler) {
+	WatchKeys(ctx, js, bucket, []string{filter}, log, h)
+}
+
+// WatchKeys is Watch for the keys matching any of filters.
+func WatchKeys(ctx context.Context, js jetstream.JetStream, bucket string, filters []string, log *slog.Logger, h WatchHandler) {
 	retry := Backoff(100*time.Millisecond, 2*time.Second)
 	for {
 		start := time.Now()
-		err := watchOnce(ctx, js, bucket, filter, h)
+		err := watchOnce(ctx, js, bucket, filters, h)
 		if ctx.Err() != nil {
 			return
 		}
@@ -48,7 +54,7 @@ func Watch(ctx context.Context, js jetstream.JetStream, bucket, filter string, l
 	}
 }
 
-func watchOnce(ctx context.Context, js jetstream.JetStream, bucket, filter string, h WatchHandler) error {
+func watchOnce(ctx context.Context, js jetstream.JetStream, bucket string, filters []string, h WatchHandler) error {
 	status := js.Conn().StatusChanged(nats.CONNECTED)
 	defer js.Conn().RemoveStatusListener(status)
 	bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -59,7 +65,8 @@ func watchOnce(ctx context.Context, js jetstream.JetStream, bucket, filter strin
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	w, err := kv.Watch(wctx, filter)
+	// WatchFiltered rewrites the slice it is given into subjects: a re-watch needs the keys.
+	w, err := kv.WatchFiltered(wctx, slices.Clone(filters))
 	if err != nil {
 		return fmt.Errorf("watch kv bucket %s: %w", bucket, err)
 	}
