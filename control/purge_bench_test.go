@@ -232,3 +232,17 @@ func BenchmarkPurgeAPISustained(b *testing.B) {
 	b.ReportMetric(msOf(cpu)/float64(b.N), "cpu-ms/purge")
 	b.ReportMetric(float64(natstest.StreamConsumers(b, s.JetStream(), purge.StreamName(""))), "stream-consumers")
 }
+
+// BenchmarkIdleFleet measures the CPU an idle fleet (control, NATS and 20 edges heartbeating
+// once a second, in one process) spends per second: what the heartbeats cost everyone who
+// receives them. Each iteration is one second of idling; run with -benchtime 5x.
+func BenchmarkIdleFleet(b *testing.B) {
+	startBenchFleet(b)
+	b.ResetTimer()
+	start, cpu := time.Now(), processCPU()
+	for b.Loop() {
+		time.Sleep(time.Second) // the window measured, not a synchronisation
+	}
+	elapsed, cpu := time.Since(start), processCPU()-cpu
+	b.ReportMetric(msOf(cpu)/elapsed.Seconds(), "cpu-ms/s")
+}
