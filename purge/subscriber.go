@@ -354,18 +354,38 @@ func (s *Subscriber) replayStream(ctx context.Context) error {
 			it.Stop()
 		}
 	}()
+	defer s.flushAcks()
 	for s.LastApplied() < target {
-		msg, err := it.Next(jetstream.NextContext(rctx))
+		msg, err := s.nextReplayed(rctx, it)
 		if err != nil {
 			return fmt.Errorf("next purge from %s: %w", s.stream, err)
 		}
-		err = s.handle(ctx, msg)
-		s.flushAcks()
-		if err != nil {
+		if err := s.handle(ctx, msg); err != nil {
 			return err
+		}
+		if s.ackN >= maxAckBatch {
+			s.flushAcks()
 		}
 	}
 	return nil
+}
+
+// replayAckWait is how long a replay holds queued acks for the next purge to arrive: the
+// purges of a replay come in batches, and their acks go out in batches too (a node back from
+// a partition sent one message per purge it had missed).
+const replayAckWait = time.Millisecond
+
+// nextReplayed returns the next purge of a replay; acks still queued go out first unless the
+// next purge is already there.
+func (s *Subscriber) nextReplayed(ctx context.Context, it jetstream.MessagesContext) (jetstream.Msg, error) {
+	if s.ackN > 0 {
+		msg, err := it.Next(jetstream.NextMaxWait(replayAckWait))
+		if !errors.Is(err, nats.ErrTimeout) {
+			return msg, err
+		}
+		s.flushAcks()
+	}
+	return it.Next(jetstream.NextContext(ctx))
 }
 
 // handle applies one message replayed from the stream in order, then acks it.

@@ -55,14 +55,18 @@ func startNode(t *testing.T, ns *natstest.Server, pop, name string, opts ...node
 
 // ackListener collects acks seen on the ack subject.
 type ackListener struct {
-	mu   sync.Mutex // guards acks
+	mu   sync.Mutex // guards acks and msgs
 	acks []Ack
+	msgs int // messages, each one ack or several
 }
 
 func listenAcks(t *testing.T, nc *nats.Conn) *ackListener {
 	t.Helper()
 	l := &ackListener{}
 	sub, err := nc.Subscribe(AckSubjects(""), func(m *nats.Msg) {
+		l.mu.Lock()
+		l.msgs++
+		l.mu.Unlock()
 		// Several acks in one message under load, one per line.
 		for line := range bytes.SplitSeq(m.Data, []byte("\n")) {
 			var a Ack
@@ -299,6 +303,47 @@ func TestSubscriberReplaysAfterDisconnect(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A node back from a partition replays what it missed and acks it in batches, not one message
+// per purge; every purge is acked once, in order.
+func TestReplayBatchesAcks(t *testing.T) {
+	ns := natstest.Start(t)
+	ctx := testContext(t)
+	nc, js := ns.Connect(t)
+	if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	acks := listenAcks(t, nc)
+	n := startNode(t, ns, "ams", "n1")
+	wait.For(t, 10*time.Second, "the node subscribed", func() bool {
+		select {
+		case <-n.sub.Ready():
+			return true
+		default:
+			return false
+		}
+	})
+	n.cut.Cut()
+	wait.For(t, 10*time.Second, "the node to be disconnected", func() bool { return !n.nc.IsConnected() })
+	const missed = 300
+	want := publishN(t, ctx, js, missed)
+	n.cut.Restore()
+	wait.For(t, 20*time.Second, "every missed purge acked", func() bool { return len(acks.snapshot()) >= missed })
+	got := acks.snapshot()
+	for i, a := range got {
+		if i >= len(want) || a.Seq != want[i] {
+			t.Fatalf("ack %d is of seq %d, want each of %v once, in order", i, a.Seq, want)
+		}
+	}
+	acks.mu.Lock()
+	msgs := acks.msgs
+	acks.mu.Unlock()
+	// maxAckBatch acks per message at most: 5 messages at best, one per purge before.
+	if msgs > missed/10 {
+		t.Fatalf("%d purges replayed were acked in %d messages, want at most %d", missed, msgs, missed/10)
+	}
+	t.Logf("%d replayed purges acked in %d messages", missed, msgs)
 }
 
 func TestSubscriberGapBeyondRetention(t *testing.T) {
