@@ -63,6 +63,22 @@ func (e *respEncoder) float(f float64) {
 	e.b = strconv.AppendFloat(e.b, f, 'f', -1, 64)
 }
 
+// list writes xs as a JSON array, or null for a nil slice, as encoding/json does.
+func list[T any](e *respEncoder, xs []T, item func(T)) {
+	if xs == nil {
+		e.raw(`null`)
+		return
+	}
+	e.raw(`[`)
+	for i, x := range xs {
+		if i > 0 {
+			e.raw(`,`)
+		}
+		item(x)
+	}
+	e.raw(`]`)
+}
+
 func (e *respEncoder) response(r Response) {
 	e.raw(`{"id":`)
 	e.str(r.ID)
@@ -75,18 +91,7 @@ func (e *respEncoder) response(r Response) {
 	e.raw(`,"duration_ms":`)
 	e.float(r.DurationMs)
 	e.raw(`,"purges":`)
-	if r.Purges == nil {
-		e.raw(`null`)
-	} else {
-		e.raw(`[`)
-		for i, rc := range r.Purges {
-			if i > 0 {
-				e.raw(`,`)
-			}
-			e.receipt(rc)
-		}
-		e.raw(`]`)
-	}
+	list(e, r.Purges, e.receipt)
 	e.raw(`}`)
 }
 
@@ -115,25 +120,14 @@ func (e *respEncoder) receipt(r Receipt) {
 	e.raw(`,"duration_ms":`)
 	e.float(r.DurationMs)
 	e.raw(`,"pops":`)
-	if r.PoPs == nil {
-		e.raw(`null`)
-	} else {
-		e.raw(`[`)
-		for i, p := range r.PoPs {
-			if i > 0 {
-				e.raw(`,`)
-			}
-			e.pop(p)
-		}
-		e.raw(`]`)
-	}
+	list(e, r.PoPs, e.pop)
 	e.raw(`,"pending":`)
-	e.refs(r.Pending)
+	list(e, r.Pending, e.ref)
 	e.raw(`,"unreachable":`)
-	e.refs(r.Unreachable)
+	list(e, r.Unreachable, e.ref)
 	if len(r.Gone) > 0 {
 		e.raw(`,"gone":`)
-		e.refs(r.Gone)
+		list(e, r.Gone, e.ref)
 	}
 	e.raw(`}`)
 }
@@ -152,18 +146,7 @@ func (e *respEncoder) pop(p PoPReceipt) {
 		e.float(p.LatencyMs)
 	}
 	e.raw(`,"nodes":`)
-	if p.Nodes == nil {
-		e.raw(`null`)
-	} else {
-		e.raw(`[`)
-		for i, n := range p.Nodes {
-			if i > 0 {
-				e.raw(`,`)
-			}
-			e.node(n)
-		}
-		e.raw(`]`)
-	}
+	list(e, p.Nodes, e.node)
 	e.raw(`}`)
 }
 
@@ -194,21 +177,10 @@ func (e *respEncoder) node(n NodeAck) {
 	e.raw(`}`)
 }
 
-func (e *respEncoder) refs(rs []NodeRef) {
-	if rs == nil {
-		e.raw(`null`)
-		return
-	}
-	e.raw(`[`)
-	for i, r := range rs {
-		if i > 0 {
-			e.raw(`,`)
-		}
-		e.raw(`{"pop":`)
-		e.str(r.PoP)
-		e.raw(`,"node":`)
-		e.str(r.Node)
-		e.raw(`}`)
-	}
-	e.raw(`]`)
+func (e *respEncoder) ref(r NodeRef) {
+	e.raw(`{"pop":`)
+	e.str(r.PoP)
+	e.raw(`,"node":`)
+	e.str(r.Node)
+	e.raw(`}`)
 }

@@ -1,4 +1,4 @@
-package natsauth
+package natsauth_test
 
 import (
 	"errors"
@@ -10,11 +10,12 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
+	"github.com/meridian-cdn/meridian/internal/natsauth"
 	"github.com/meridian-cdn/meridian/internal/wait"
 )
 
 // authServer runs a real server whose clients authenticate with a.
-func authServer(t *testing.T, a *Authenticator) *server.Server {
+func authServer(t *testing.T, a *natsauth.Authenticator) *server.Server {
 	t.Helper()
 	opts := &server.Options{ServerName: "auth", Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true}
 	a.Configure(opts)
@@ -30,24 +31,11 @@ func authServer(t *testing.T, a *Authenticator) *server.Server {
 	return ns
 }
 
-func newCred(t *testing.T, id Identity) (Credential, User) {
-	t.Helper()
-	c, err := NewCredential(id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u, err := c.User()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c, u
-}
-
 func dial(ns *server.Server, opts ...nats.Option) (*nats.Conn, error) {
 	return nats.Connect(ns.ClientURL(), append(opts, nats.MaxReconnects(0), nats.Timeout(5*time.Second))...)
 }
 
-func credOpts(t *testing.T, c Credential) []nats.Option {
+func credOpts(t *testing.T, c natsauth.Credential) []nats.Option {
 	t.Helper()
 	opts, err := c.Options()
 	if err != nil {
@@ -60,10 +48,10 @@ func credOpts(t *testing.T, c Credential) []nats.Option {
 // an unknown nkey, not a known nkey with a signature from another seed, not a leaf link's
 // credential on the client port.
 func TestAuthenticatorRefuses(t *testing.T) {
-	edge, edgeUser := newCred(t, Edge("lon", "n1"))
-	leaf, leafUser := newCred(t, Leaf("lon"))
-	stranger, _ := newCred(t, Edge("lon", "n2"))
-	a := NewAuthenticator("", []User{edgeUser, leafUser})
+	edge, edgeUser := mustCred(t, natsauth.Edge("lon", "n1"))
+	leaf, leafUser := mustCred(t, natsauth.Leaf("lon"))
+	stranger, _ := mustCred(t, natsauth.Edge("lon", "n2"))
+	a := natsauth.NewAuthenticator("", []natsauth.User{edgeUser, leafUser})
 	ns := authServer(t, a)
 
 	other, err := nkeys.FromSeed(stranger.Seed)
@@ -97,15 +85,15 @@ func TestAuthenticatorRefuses(t *testing.T) {
 
 // The server enforces the user's permissions: an edge may not announce purges.
 func TestAuthenticatorPermissions(t *testing.T) {
-	edge, edgeUser := newCred(t, Edge("lon", "n1"))
-	ns := authServer(t, NewAuthenticator("", []User{edgeUser}))
+	edge, edgeUser := mustCred(t, natsauth.Edge("lon", "n1"))
+	ns := authServer(t, natsauth.NewAuthenticator("", []natsauth.User{edgeUser}))
 	errs := make(chan error, 8)
 	nc, err := dial(ns, append(credOpts(t, edge), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { errs <- err }))...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	if err := nc.Publish(Names{}.prefix()+".purge.live", []byte("x")); err != nil {
+	if err := nc.Publish(natsauth.Names{}.PurgeLive(), []byte("x")); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -121,15 +109,15 @@ func TestAuthenticatorPermissions(t *testing.T) {
 // New users are accepted and revoked ones are disconnected and kept out, without a reload;
 // the record of connected clients forgets the ones that left.
 func TestAuthenticatorSetUsers(t *testing.T) {
-	c1, u1 := newCred(t, Edge("lon", "n1"))
-	c2, u2 := newCred(t, Edge("lon", "n2"))
-	a := NewAuthenticator("", []User{u1})
+	c1, u1 := mustCred(t, natsauth.Edge("lon", "n1"))
+	c2, u2 := mustCred(t, natsauth.Edge("lon", "n2"))
+	a := natsauth.NewAuthenticator("", []natsauth.User{u1})
 	ns := authServer(t, a)
 	if nc, err := dial(ns, credOpts(t, c2)...); err == nil {
 		nc.Close()
 		t.Fatal("n2 connected before it was a user")
 	}
-	if n := a.SetUsers(ns, []User{u1, u2}); n != 0 {
+	if n := a.SetUsers(ns, []natsauth.User{u1, u2}); n != 0 {
 		t.Fatalf("adding a user disconnected %d clients", n)
 	}
 	closed := make(chan struct{})
@@ -142,7 +130,7 @@ func TestAuthenticatorSetUsers(t *testing.T) {
 	if err != nil {
 		t.Fatalf("n2 after it was added: %v", err)
 	}
-	if n := a.SetUsers(ns, []User{u2}); n != 1 {
+	if n := a.SetUsers(ns, []natsauth.User{u2}); n != 1 {
 		t.Fatalf("revoking n1 disconnected %d clients, want 1", n)
 	}
 	select {
@@ -160,6 +148,6 @@ func TestAuthenticatorSetUsers(t *testing.T) {
 	nc2.Close()
 	wait.For(t, 5*time.Second, "the record to forget the clients that left", func() bool {
 		a.Prune(ns)
-		return a.clients() == 0
+		return natsauth.Clients(a) == 0
 	})
 }
