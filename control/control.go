@@ -142,9 +142,9 @@ type Server struct {
 	view      *fleet.View
 	config    *fleet.ConfigView
 
-	// reloadUsers sets the embedded NATS server's users to the users file's records; nil
-	// without an embedded server.
-	reloadUsers func([]CredentialRecord) error
+	// reloadUsers sets the embedded NATS server's users to the users file's records and
+	// returns how many there are; nil without an embedded server.
+	reloadUsers func() (int, error)
 
 	// wrapAPI, when set before Serve, wraps the API handler: the tests check every exchange
 	// against the OpenAPI spec through it.
@@ -499,13 +499,19 @@ func (s *Server) startNATS() (*server.Server, natsauth.Credential, func(), error
 		ns.WaitForShutdown()
 		return nil, none, nil, fmt.Errorf("control: embedded nats on %s did not start", s.cfg.NATSListen)
 	}
-	reload := func(recs []CredentialRecord) error {
+	// The file is read under the lock: two callers that read it before it changed and set
+	// its users after would otherwise let the older read win (a revoked key accepted again).
+	reload := func() (int, error) {
 		s.natsMu.Lock()
 		defer s.natsMu.Unlock()
+		recs, err := ListCredentials(s.cfg.StoreDir)
+		if err != nil {
+			return 0, err
+		}
 		if n := auth.SetUsers(ns, natsUsers(recs)); n > 0 {
 			s.log.Info("nats clients of revoked credentials disconnected", "clients", n)
 		}
-		return nil
+		return len(recs), nil
 	}
 	s.mu.Lock()
 	s.reloadUsers = reload
@@ -539,11 +545,7 @@ func (s *Server) IssueCredential(id natsauth.Identity) (natsauth.Credential, err
 	if err != nil {
 		return natsauth.Credential{}, fmt.Errorf("control: issue credential: %w", err)
 	}
-	recs, err := ListCredentials(s.cfg.StoreDir)
-	if err == nil {
-		err = reload(recs)
-	}
-	if err != nil {
+	if _, err := reload(); err != nil {
 		return natsauth.Credential{}, fmt.Errorf("control: issue credential: %w", err)
 	}
 	return c, nil

@@ -200,8 +200,8 @@ const usersPollInterval = 500 * time.Millisecond
 const usersPruneEvery = 120
 
 // watchUsers reloads the embedded server's users whenever the users file changes, until ctx
-// ends. reload is given the file's records; prune is called now and then.
-func (s *Server) watchUsers(ctx context.Context, reload func([]CredentialRecord) error, prune func()) {
+// ends; reload reads the file itself. prune is called now and then.
+func (s *Server) watchUsers(ctx context.Context, reload func() (int, error), prune func()) {
 	path := filepath.Join(credsDir(s.cfg.StoreDir), usersFileName)
 	last, _ := os.ReadFile(path)
 	t := time.NewTicker(usersPollInterval)
@@ -219,16 +219,12 @@ func (s *Server) watchUsers(ctx context.Context, reload func([]CredentialRecord)
 		if err != nil || bytes.Equal(b, last) {
 			continue
 		}
-		recs, err := ListCredentials(s.cfg.StoreDir)
+		n, err := reload()
 		if err != nil {
 			s.log.Error("nats users file unreadable; keeping the users in force", "err", err)
 			continue
 		}
-		if err := reload(recs); err != nil {
-			s.log.Error("reload nats users", "err", err)
-			continue
-		}
 		last = b
-		s.log.Info("nats users reloaded", "users", len(recs))
+		s.log.Info("nats users reloaded", "users", n)
 	}
 }

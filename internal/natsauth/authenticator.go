@@ -61,7 +61,7 @@ func (a *Authenticator) Check(c server.ClientAuthentication) bool {
 		return false
 	}
 	a.mu.Lock()
-	u, ok := a.users[o.Nkey]
+	_, ok := a.users[o.Nkey]
 	a.mu.Unlock()
 	if !ok {
 		return false
@@ -79,12 +79,14 @@ func (a *Authenticator) Check(c server.ClientAuthentication) bool {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	// Revoked while the signature was checked: SetUsers may have missed this client.
-	if a.users[o.Nkey] != u {
+	// Revoked while the signature was checked: SetUsers may have missed this client. Users
+	// set again meanwhile are still users (with the permissions now in force).
+	cur, ok := a.users[o.Nkey]
+	if !ok {
 		return false
 	}
 	a.conns[c.GetID()] = o.Nkey
-	c.RegisterUser(u)
+	c.RegisterUser(cur)
 	return true
 }
 

@@ -151,3 +151,42 @@ func TestAuthenticatorSetUsers(t *testing.T) {
 		return natsauth.Clients(a) == 0
 	})
 }
+
+// Users set again while clients connect stay users: nobody still in the set is refused.
+func TestAuthenticatorSetUsersWhileConnecting(t *testing.T) {
+	c1, u1 := mustCred(t, natsauth.Edge("lon", "n1"))
+	_, u2 := mustCred(t, natsauth.Edge("lon", "n2"))
+	a := natsauth.NewAuthenticator("", []natsauth.User{u1})
+	ns := authServer(t, a)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			users := []natsauth.User{u1}
+			if i%2 == 0 {
+				users = append(users, u2)
+			}
+			a.SetUsers(ns, users)
+		}
+	}()
+	refused := 0
+	for range 200 {
+		nc, err := dial(ns, credOpts(t, c1)...)
+		if err != nil {
+			refused++
+			continue
+		}
+		nc.Close()
+	}
+	close(stop)
+	<-done
+	if refused != 0 {
+		t.Fatalf("%d of 200 connects of a user never revoked were refused while the users changed", refused)
+	}
+}

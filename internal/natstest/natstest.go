@@ -125,7 +125,8 @@ func (s *Server) Credential(id natsauth.Identity) natsauth.Credential {
 		s.t.Fatalf("natstest: %v", err)
 	}
 	s.creds[id] = c
-	if s.NS != nil {
+	// The authenticator of the running server, or of the one Restart is starting (NS nil).
+	if s.auth != nil {
 		s.auth.SetUsers(s.NS, s.usersLocked())
 	}
 	return c
