@@ -253,8 +253,21 @@ func (n *Node) follow(ctx context.Context, nc *nats.Conn, view *fleet.View, cfgV
 			peersLoaded = true
 		case <-cfgCh:
 			cfgCh = cfgView.Changed()
-			n.applyHosts(fileHosts, cfgView.Hosts())
-			view.SetPoPs(n.tierPoPs())
+			hosts := mergeHosts(fileHosts, cfgView.Hosts())
+			loaded := view.SetPoPs(tierPoPs(n.cfg.PoP, hosts))
+			if peersLoaded {
+				// A shield PoP new to the view: its nodes first, then the hosts that fill from
+				// them (else their fills would skip the shield until the view caught up).
+				if !n.awaitScope(ctx, loaded) {
+					return nil
+				}
+				if nc.IsConnected() {
+					n.applyPeers(view)
+				}
+			}
+			if err := n.SetHosts(hosts); err != nil {
+				n.log.Error("refused host config from the control plane", "err", err)
+			}
 			hostsLoaded = true
 		}
 		if peersLoaded && hostsLoaded && applied != nil {
@@ -264,15 +277,33 @@ func (n *Node) follow(ctx context.Context, nc *nats.Conn, view *fleet.View, cfgV
 	}
 }
 
-// tierPoPs are the PoPs the node fills from: its own and its hosts' shields.
-func (n *Node) tierPoPs() []string {
-	pops := []string{n.cfg.PoP}
-	for _, h := range *n.hosts.Load() {
-		if h.cfg.Shield != "" {
-			pops = append(pops, h.cfg.Shield)
+// tierPoPs are the PoPs a node of pop fills from for hosts: its own and the hosts' shields.
+func tierPoPs(pop string, hosts []wire.HostConfig) []string {
+	pops := []string{pop}
+	for _, h := range hosts {
+		if h.Shield != "" {
+			pops = append(pops, h.Shield)
 		}
 	}
 	return pops
+}
+
+// scopeWait bounds how long new hosts wait for their shield PoPs' nodes (a view that cannot
+// watch keeps its last nodes; the hosts then fill from the origin until it can).
+const scopeWait = 5 * time.Second
+
+// awaitScope waits for loaded, at most scopeWait; it reports false when ctx ended.
+func (n *Node) awaitScope(ctx context.Context, loaded <-chan struct{}) bool {
+	t := time.NewTimer(scopeWait)
+	defer t.Stop()
+	select {
+	case <-loaded:
+	case <-t.C:
+		n.log.Warn("applying hosts before their shield PoPs' nodes are known", "waited", scopeWait)
+	case <-ctx.Done():
+		return false
+	}
+	return true
 }
 
 func (n *Node) applyPeers(view *fleet.View) {
@@ -313,9 +344,9 @@ func toPeers(nodes []wire.Node) []Peer {
 	return out
 }
 
-// applyHosts serves the file's hosts overlaid with the config bucket's (the bucket wins for a
-// name in both). An invalid result is refused and the current hosts keep serving.
-func (n *Node) applyHosts(file []wire.HostConfig, bucket map[string]wire.HostConfig) {
+// mergeHosts is the file's hosts overlaid with the config bucket's (the bucket wins for a name
+// in both). SetHosts refuses an invalid result, and the current hosts keep serving.
+func mergeHosts(file []wire.HostConfig, bucket map[string]wire.HostConfig) []wire.HostConfig {
 	merged := map[string]wire.HostConfig{}
 	for _, h := range file {
 		merged[strings.ToLower(h.Host)] = h
@@ -327,9 +358,7 @@ func (n *Node) applyHosts(file []wire.HostConfig, bucket map[string]wire.HostCon
 	for _, h := range merged {
 		hosts = append(hosts, h)
 	}
-	if err := n.SetHosts(hosts); err != nil {
-		n.log.Error("refused host config from the control plane", "err", err)
-	}
+	return hosts
 }
 
 // TakeLoadReport measures the node since the previous call and starts the next interval: it

@@ -201,12 +201,15 @@ func TestFleetViewFollowsShields(t *testing.T) {
 	if err := fleet.PutHost(t.Context(), js, "", h); err != nil {
 		t.Fatal(err)
 	}
-	wait.For(t, 10*time.Second, "the new host's shield PoP", func() bool {
+	// The node serves the new host only once its shield PoP's nodes are in its view.
+	wait.For(t, 10*time.Second, "the new host served", func() bool {
 		beat("s1")
 		beat("s2")
-		got := shieldIDs()
-		return got["s1"] == 1 && got["s2"] == 1
+		return do(t, s.client, http.MethodGet, n.Addr(), "other.example", "/x").status != http.StatusMisdirectedRequest
 	})
+	if got := shieldIDs(); got["s1"] != 1 || got["s2"] != 1 {
+		t.Fatalf("when the new host was served, the shield PoPs in view = %v, want s1 and s2", got)
+	}
 }
 
 // purger publishes purges and waits for every expected node's ack.

@@ -229,9 +229,12 @@ func (n *Node) Run(ctx context.Context) error {
 
 // listenHTTPS opens the TLS listener on addr and, with quic, the HTTP/3 socket on the same
 // address. With port 0 the kernel picks a TCP port whose UDP twin may be taken by someone
-// else, so it tries other ports a few times, as dnsroute does for its UDP/TCP pair.
+// else, so it tries other ports a few times, as dnsroute does for its UDP/TCP pair; that UDP
+// socket is opened without SO_REUSEPORT, which would share a port another process holds so
+// (a fixed port keeps it, for restarts that hand the port over).
 func listenHTTPS(ctx context.Context, addr string, quic bool) (net.Listener, net.PacketConn, error) {
 	_, port, _ := net.SplitHostPort(addr)
+	ephemeral := port == "0" || port == ""
 	for attempt := 0; ; attempt++ {
 		tcp, err := reuseport.Listen(ctx, addr)
 		if err != nil {
@@ -240,12 +243,18 @@ func listenHTTPS(ctx context.Context, addr string, quic bool) (net.Listener, net
 		if !quic {
 			return tcp, nil, nil
 		}
-		udp, err := reuseport.ListenPacket(ctx, tcp.Addr().String())
+		var udp net.PacketConn
+		if ephemeral {
+			var lc net.ListenConfig
+			udp, err = lc.ListenPacket(ctx, "udp", tcp.Addr().String())
+		} else {
+			udp, err = reuseport.ListenPacket(ctx, tcp.Addr().String())
+		}
 		if err == nil {
 			return tcp, udp, nil
 		}
 		tcp.Close()
-		if port != "0" || attempt == 10 {
+		if !ephemeral || attempt == 10 {
 			return nil, nil, fmt.Errorf("edge http/3 listen on %s: %w", tcp.Addr(), err)
 		}
 	}

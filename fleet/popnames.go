@@ -28,8 +28,9 @@ type PoPNames struct {
 	// Logger receives read failures; nil discards.
 	Logger *slog.Logger
 
-	mu    sync.Mutex
-	names map[string]bool
+	mu     sync.Mutex
+	names  map[string]bool
+	stream jetstream.Stream // Run's goroutine only: looked up once, then one request a read
 }
 
 // Known reports whether pop had nodes at the last read (false before the first).
@@ -73,12 +74,15 @@ func (p *PoPNames) Run(ctx context.Context) error {
 
 func (p *PoPNames) read(ctx context.Context) (map[string]bool, error) {
 	bucket := wire.Bucket(p.Prefix, wire.FleetBucket)
-	s, err := p.JS.Stream(ctx, "KV_"+bucket)
-	if err != nil {
-		return nil, fmt.Errorf("look up the fleet bucket %s: %w", bucket, err)
+	if p.stream == nil {
+		s, err := p.JS.Stream(ctx, "KV_"+bucket)
+		if err != nil {
+			return nil, fmt.Errorf("look up the fleet bucket %s: %w", bucket, err)
+		}
+		p.stream = s
 	}
 	prefix := "$KV." + bucket + "."
-	info, err := s.Info(ctx, jetstream.WithSubjectFilter(prefix+">"))
+	info, err := p.stream.Info(ctx, jetstream.WithSubjectFilter(prefix+">"))
 	if err != nil {
 		return nil, fmt.Errorf("list the fleet bucket %s: %w", bucket, err)
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/meridian-cdn/meridian/fleet"
+	"github.com/meridian-cdn/meridian/internal/natstest"
 	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/wire"
 )
@@ -35,7 +36,12 @@ func popsOf(v *fleet.View) []string {
 // TestScopedView: a scoped view watches nothing until it is given PoPs, then only their nodes:
 // another PoP's heartbeats never wake it, and a new scope's snapshot replaces the nodes.
 func TestScopedView(t *testing.T) {
-	_, js := setup(t)
+	// Keys that outlive the test: what is in the view follows the scope alone.
+	s := natstest.Start(t)
+	_, js := s.Connect(t)
+	if err := fleet.EnsureBuckets(t.Context(), js, "", time.Minute, 1); err != nil {
+		t.Fatalf("EnsureBuckets: %v", err)
+	}
 	kv, err := js.KeyValue(t.Context(), wire.Bucket("", wire.FleetBucket))
 	if err != nil {
 		t.Fatalf("bind fleet bucket: %v", err)
@@ -50,7 +56,6 @@ func TestScopedView(t *testing.T) {
 		t.Fatal("a scoped view was ready before it had PoPs")
 	case <-time.After(200 * time.Millisecond):
 	}
-	beat(t, kv, "fra", "n1") // fresh: the bucket's keys live testTTL
 	v.SetPoPs([]string{"fra"})
 	select {
 	case <-v.Ready():
@@ -73,21 +78,31 @@ func TestScopedView(t *testing.T) {
 	if got := popsOf(v); !slices.Equal(got, []string{"fra"}) {
 		t.Fatalf("after heartbeats elsewhere PoPs = %v, want [fra]", got)
 	}
-	v.SetPoPs([]string{"lon", "fra", "lon"})
-	// The bucket's keys live testTTL: the waits below keep their nodes' reports coming.
-	wait.For(t, 10*time.Second, "lon in the new scope", func() bool {
-		beat(t, kv, "lon", "n1")
-		beat(t, kv, "lon", "n2")
-		return slices.Equal(popsOf(v), []string{"fra", "lon"})
-	})
+	// SetPoPs's channel closes once the new scope's nodes are in: no polling needed.
+	select {
+	case <-v.SetPoPs([]string{"lon", "fra", "lon"}):
+	case <-time.After(10 * time.Second):
+		t.Fatal("the new scope was not loaded within 10s")
+	}
+	if got := popsOf(v); !slices.Equal(got, []string{"fra", "lon"}) {
+		t.Fatalf("PoPs once the new scope loaded = %v, want [fra lon]", got)
+	}
 	if n := len(v.PeerSet("lon")); n != 2 {
 		t.Fatalf("lon has %d nodes in view, want 2", n)
 	}
-	v.SetPoPs([]string{"ams"})
-	wait.For(t, 10*time.Second, "only ams in the view", func() bool {
-		beat(t, kv, "ams", "n1")
-		return slices.Equal(popsOf(v), []string{"ams"})
-	})
+	select {
+	case <-v.SetPoPs([]string{"fra", "lon"}):
+	default:
+		t.Fatal("setting the loaded PoPs again gave a channel that is not closed")
+	}
+	select {
+	case <-v.SetPoPs([]string{"ams"}):
+	case <-time.After(10 * time.Second):
+		t.Fatal("the ams scope was not loaded within 10s")
+	}
+	if got := popsOf(v); !slices.Equal(got, []string{"ams"}) {
+		t.Fatalf("PoPs = %v, want [ams] alone", got)
+	}
 }
 
 // TestPoPNames: the PoPs with nodes in the bucket are known, from one read of the bucket's

@@ -53,6 +53,7 @@ type View struct {
 	drainReady bool
 	pops       []string      // a scoped view's PoPs, sorted; nil until SetPoPs
 	popsSet    chan struct{} // closed and replaced when pops changes
+	popsLoaded chan struct{} // closed once a snapshot of the current pops is applied
 }
 
 // NewView returns a View; it watches nothing until Run.
@@ -79,31 +80,35 @@ func NewView(cfg ViewConfig) *View {
 }
 
 // SetPoPs sets the PoPs whose nodes a scoped view watches. A change starts a new watch, whose
-// snapshot replaces the nodes; until then the view keeps the nodes it has.
-func (v *View) SetPoPs(pops []string) {
-	pops = slices.Clone(pops)
+// snapshot replaces the nodes; until then the view keeps the nodes it has. The channel it
+// returns is closed once the view holds the nodes of these PoPs (at once if they are the PoPs
+// it has loaded already; never if another SetPoPs changes them first).
+func (v *View) SetPoPs(pops []string) <-chan struct{} {
+	pops = append([]string{}, pops...) // never nil: nil means no scope yet
 	slices.Sort(pops)
 	pops = slices.Compact(pops)
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.pops != nil && slices.Equal(v.pops, pops) {
-		return
+		return v.popsLoaded
 	}
 	v.pops = pops
+	v.popsLoaded = make(chan struct{})
 	close(v.popsSet)
 	v.popsSet = make(chan struct{})
+	return v.popsLoaded
 }
 
-// scope returns the key filters of the nodes watch (nil: none yet) and a channel closed when
-// they change.
-func (v *View) scope() ([]string, <-chan struct{}) {
+// scope returns the key filters of the nodes watch (nil: none yet), a channel closed when they
+// change, and the channel to close once their snapshot is applied (nil for an unscoped view).
+func (v *View) scope() ([]string, <-chan struct{}, chan struct{}) {
 	if !v.cfg.Scoped {
-		return []string{">"}, nil
+		return []string{">"}, nil, nil
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.pops == nil {
-		return nil, v.popsSet
+		return nil, v.popsSet, nil
 	}
 	filters := make([]string, 0, len(v.pops))
 	for _, p := range v.pops {
@@ -112,14 +117,14 @@ func (v *View) scope() ([]string, <-chan struct{}) {
 	if len(filters) == 0 {
 		filters = append(filters, "-") // no PoP: match no key (keys are "pop.node")
 	}
-	return filters, v.popsSet
+	return filters, v.popsSet, v.popsLoaded
 }
 
 // watchNodes watches the fleet bucket's nodes, within the view's scope, until ctx ends.
 func (v *View) watchNodes(ctx context.Context) {
 	bucket := wire.Bucket(v.cfg.Prefix, wire.FleetBucket)
 	for ctx.Err() == nil {
-		filters, changed := v.scope()
+		filters, changed, loaded := v.scope()
 		if filters == nil {
 			select {
 			case <-ctx.Done():
@@ -131,7 +136,7 @@ func (v *View) watchNodes(ctx context.Context) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			WatchKeys(wctx, v.cfg.JS, bucket, filters, v.log, nodeHandler{v})
+			WatchKeys(wctx, v.cfg.JS, bucket, filters, v.log, nodeHandler{v: v, loaded: loaded})
 		}()
 		select {
 		case <-ctx.Done():
@@ -281,7 +286,12 @@ func (v *View) decodeNode(e jetstream.KeyValueEntry) (wire.Node, bool) {
 	return n, true
 }
 
-type nodeHandler struct{ v *View }
+// nodeHandler applies one watch's nodes; loaded, if not nil, is closed at its first snapshot.
+// A watch calls its handler from one goroutine, and each watch has its own channel.
+type nodeHandler struct {
+	v      *View
+	loaded chan struct{}
+}
 
 func (h nodeHandler) Snapshot(entries []jetstream.KeyValueEntry) {
 	nodes := make(map[string]wire.Node, len(entries))
@@ -297,6 +307,13 @@ func (h nodeHandler) Snapshot(entries []jetstream.KeyValueEntry) {
 	h.v.markReadyLocked()
 	h.v.mu.Unlock()
 	h.v.notify(true)
+	if h.loaded != nil {
+		select {
+		case <-h.loaded: // a re-watch of the same scope
+		default:
+			close(h.loaded)
+		}
+	}
 }
 
 func (h nodeHandler) Update(e jetstream.KeyValueEntry) {

@@ -64,7 +64,7 @@ func encodeAck(a Ack) ([]byte, error) { return appendAck(nil, a) }
 // (every node encodes an ack per purge, and the build machine has two cores for twenty nodes),
 // through encoding/json otherwise. The Subscriber reuses b from ack to ack.
 func appendAck(b []byte, a Ack) ([]byte, error) {
-	if y := a.AppliedAt.Year(); !plainJSON(a.ID) || !plainJSON(a.PoP) || !plainJSON(a.Node) || y < 0 || y > 9999 {
+	if !plainJSON(a.ID) || !plainJSON(a.PoP) || !plainJSON(a.Node) || !plainTime(a.AppliedAt) {
 		data, err := json.Marshal(a)
 		return append(b, data...), err
 	}

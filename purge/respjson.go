@@ -45,13 +45,21 @@ func (e *respEncoder) str(s string) {
 func (e *respEncoder) boolean(v bool) { e.b = strconv.AppendBool(e.b, v) }
 
 func (e *respEncoder) time(t time.Time) {
-	if y := t.Year(); y < 0 || y > 9999 {
+	if !plainTime(t) {
 		e.odd = true
 		return
 	}
 	e.b = append(e.b, '"')
 	e.b = t.AppendFormat(e.b, time.RFC3339Nano)
 	e.b = append(e.b, '"')
+}
+
+// plainTime reports whether t.MarshalJSON writes t as RFC 3339 with nanoseconds: it refuses
+// years outside [0, 9999] and zone offsets of a day or more.
+func plainTime(t time.Time) bool {
+	_, off := t.Zone()
+	y := t.Year()
+	return y >= 0 && y <= 9999 && off > -24*3600 && off < 24*3600
 }
 
 // float writes f as encoding/json does for values it writes in plain decimal notation.

@@ -36,6 +36,8 @@ func randResponse(r *rand.Rand) Response {
 			return base.In(time.FixedZone("x", 3600))
 		case 2:
 			return time.Time{}
+		case 3:
+			return base.In(time.FixedZone("far", 25*3600)) // MarshalJSON refuses it
 		}
 		return base.Add(time.Duration(r.Int64N(int64(time.Hour))))
 	}

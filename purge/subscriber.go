@@ -72,6 +72,7 @@ type Subscriber struct {
 	// goroutine only.
 	ackBuf []byte
 	ackN   int
+	ackAt  time.Time // when the oldest queued ack was queued (a replay bounds its wait)
 
 	// caughtUpAt (Unix nanoseconds, 0 for never) is the last confirmed time before which every
 	// purge published has been applied; confirmedOn is the connection's reconnect count when
@@ -363,17 +364,19 @@ func (s *Subscriber) replayStream(ctx context.Context) error {
 		if err := s.handle(ctx, msg); err != nil {
 			return err
 		}
-		if s.ackN >= maxAckBatch {
+		// The next purges of a replay are usually here already (the consumer fetches ahead),
+		// so the batch also ends when its oldest ack has waited replayAckWait.
+		if s.ackN >= maxAckBatch || time.Since(s.ackAt) >= replayAckWait {
 			s.flushAcks()
 		}
 	}
 	return nil
 }
 
-// replayAckWait is how long a replay holds queued acks for the next purge to arrive: the
-// purges of a replay come in batches, and their acks go out in batches too (a node back from
-// a partition sent one message per purge it had missed).
-const replayAckWait = time.Millisecond
+// replayAckWait is how long a replay holds an ack for more to join it: the purges of a
+// replay come in batches, and their acks go out in batches too (a node back from a partition
+// sent one message per purge it had missed), but a slow apply must not hold the first acks.
+const replayAckWait = 2 * time.Millisecond
 
 // nextReplayed returns the next purge of a replay; acks still queued go out first unless the
 // next purge is already there.
@@ -437,6 +440,9 @@ func (s *Subscriber) applyAndAck(ctx context.Context, m Message) error {
 		return nil
 	}
 	s.ackBuf = data
+	if s.ackN == 0 {
+		s.ackAt = time.Now()
+	}
 	s.ackN++
 	return nil
 }
