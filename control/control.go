@@ -520,7 +520,7 @@ func (s *Server) startNATS() (*server.Server, natsauth.Credential, func(), error
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		s.watchUsers(ctx, reload, func() { auth.Prune(ns) })
+		s.watchUsers(ctx, reload)
 	}()
 	s.log.Info("embedded nats started", "url", ns.ClientURL(), "store_dir", s.cfg.StoreDir, "users", len(recs))
 	return ns, cred, func() {

@@ -196,24 +196,18 @@ func natsUsers(recs []CredentialRecord) []natsauth.User {
 // credentials in its users file.
 const usersPollInterval = 500 * time.Millisecond
 
-// usersPruneEvery is how many polls pass between prunes of the record of connected clients.
-const usersPruneEvery = 120
-
 // watchUsers reloads the embedded server's users whenever the users file changes, until ctx
-// ends; reload reads the file itself. prune is called now and then.
-func (s *Server) watchUsers(ctx context.Context, reload func() (int, error), prune func()) {
+// ends; reload reads the file itself.
+func (s *Server) watchUsers(ctx context.Context, reload func() (int, error)) {
 	path := filepath.Join(credsDir(s.cfg.StoreDir), usersFileName)
 	last, _ := os.ReadFile(path)
 	t := time.NewTicker(usersPollInterval)
 	defer t.Stop()
-	for polls := 1; ; polls++ {
+	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		}
-		if polls%usersPruneEvery == 0 {
-			prune()
 		}
 		b, err := os.ReadFile(path)
 		if err != nil || bytes.Equal(b, last) {

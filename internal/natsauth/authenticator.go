@@ -22,12 +22,11 @@ type Authenticator struct {
 
 	mu    sync.Mutex
 	users map[string]*server.User // by nkey; leaf link credentials are not client users
-	conns map[uint64]string       // client id -> nkey, of the clients Check let in
 }
 
 // NewAuthenticator returns an authenticator accepting users with their permissions for prefix.
 func NewAuthenticator(prefix string, users []User) *Authenticator {
-	a := &Authenticator{prefix: prefix, conns: map[uint64]string{}}
+	a := &Authenticator{prefix: prefix}
 	a.users = a.userMap(users)
 	return a
 }
@@ -79,13 +78,13 @@ func (a *Authenticator) Check(c server.ClientAuthentication) bool {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	// Revoked while the signature was checked: SetUsers may have missed this client. Users
-	// set again meanwhile are still users (with the permissions now in force).
+	// Revoked while the signature was checked: refused here, since SetUsers may have listed
+	// the clients before this one. Users set again meanwhile are still users (with the
+	// permissions now in force).
 	cur, ok := a.users[o.Nkey]
 	if !ok {
 		return false
 	}
-	a.conns[c.GetID()] = o.Nkey
 	c.RegisterUser(cur)
 	return true
 }
@@ -96,58 +95,21 @@ func (a *Authenticator) SetUsers(ns *server.Server, users []User) int {
 	m := a.userMap(users)
 	a.mu.Lock()
 	a.users = m
-	var drop []uint64
-	for id, nkey := range a.conns {
-		if _, ok := m[nkey]; !ok {
-			drop = append(drop, id)
-			delete(a.conns, id)
-		}
-	}
 	a.mu.Unlock()
+	if ns == nil {
+		return 0
+	}
+	// The server lists a client from its creation, with the nkey of its CONNECT: one that
+	// Check lets in from here on holds a current key, and one let in before is listed here.
+	cz, err := ns.Connz(&server.ConnzOptions{Username: true, Limit: 1 << 30})
+	if err != nil {
+		return 0
+	}
 	n := 0
-	for _, id := range drop {
-		if ns != nil && ns.DisconnectClientByID(id) == nil {
+	for _, ci := range cz.Conns {
+		if _, ok := m[ci.AuthorizedUser]; !ok && ci.AuthorizedUser != "" && ns.DisconnectClientByID(ci.Cid) == nil {
 			n++
 		}
 	}
-	a.Prune(ns)
 	return n
-}
-
-// Prune forgets the clients that have gone, so the record of who was let in holds the
-// clients connected now; SetUsers prunes too, and a long-running server calls it now and then.
-func (a *Authenticator) Prune(ns *server.Server) {
-	if ns == nil {
-		return
-	}
-	a.mu.Lock()
-	before := make([]uint64, 0, len(a.conns))
-	for id := range a.conns {
-		before = append(before, id)
-	}
-	a.mu.Unlock()
-	// A client is listed from its creation, before Check lets it in, so a client recorded
-	// before this call and not listed has closed; one recorded meanwhile is left alone.
-	cz, err := ns.Connz(&server.ConnzOptions{Limit: 1 << 30})
-	if err != nil {
-		return
-	}
-	open := make(map[uint64]bool, len(cz.Conns))
-	for _, ci := range cz.Conns {
-		open[ci.Cid] = true
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for _, id := range before {
-		if !open[id] {
-			delete(a.conns, id)
-		}
-	}
-}
-
-// clients is how many clients the record holds (tests).
-func (a *Authenticator) clients() int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return len(a.conns)
 }
