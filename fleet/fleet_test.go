@@ -3,6 +3,7 @@ package fleet_test
 import (
 	"context"
 	"encoding/json"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -391,7 +392,11 @@ func TestNewRegistrarValidates(t *testing.T) {
 // but not MembersChanged; joining, health, registration and going stale wake both.
 func TestMembersChangedIgnoresLoads(t *testing.T) {
 	_, js := setup(t)
-	v := startView(t, js, nil)
+	// The view's clock stands at the last report, so a stalled machine cannot age a report
+	// out between steps; the last step moves it on.
+	var now atomic.Int64
+	now.Store(time.Now().UnixNano())
+	v := startView(t, js, func() time.Time { return time.Unix(0, now.Load()) })
 	kv, err := js.KeyValue(t.Context(), wire.Bucket("", wire.FleetBucket))
 	if err != nil {
 		t.Fatalf("bind fleet bucket: %v", err)
@@ -416,6 +421,7 @@ func TestMembersChangedIgnoresLoads(t *testing.T) {
 		changed, members := v.Changed(), v.MembersChanged()
 		s.change(&n)
 		n.Load.At = time.Now()
+		now.Store(n.Load.At.UnixNano())
 		b, _ := json.Marshal(n)
 		if _, err := kv.Put(t.Context(), wire.FleetKey("fra", "n1"), b); err != nil {
 			t.Fatalf("%s: put: %v", s.name, err)
@@ -438,6 +444,7 @@ func TestMembersChangedIgnoresLoads(t *testing.T) {
 		}
 	}
 	members := v.MembersChanged()
+	now.Add(int64(2 * testTTL))
 	select {
 	case <-members:
 	case <-time.After(5 * testTTL):

@@ -263,7 +263,13 @@ func (v *View) expireLoop(ctx context.Context) {
 	}
 }
 
-func (v *View) markReadyLocked() {
+// setReady records that one bucket's snapshot is loaded and announced, and closes Ready once
+// both are. It runs after the snapshot's notify, so a reader woken by Ready never sees a
+// wake-up that was meant for the initial load.
+func (v *View) setReady(flag *bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	*flag = true
 	if v.nodesReady && v.drainReady {
 		select {
 		case <-v.ready:
@@ -303,10 +309,9 @@ func (h nodeHandler) Snapshot(entries []jetstream.KeyValueEntry) {
 	h.v.mu.Lock()
 	h.v.nodes = nodes
 	h.v.stale = map[string]bool{}
-	h.v.nodesReady = true
-	h.v.markReadyLocked()
 	h.v.mu.Unlock()
 	h.v.notify(true)
+	h.v.setReady(&h.v.nodesReady)
 	if h.loaded != nil {
 		select {
 		case <-h.loaded: // a re-watch of the same scope
@@ -347,10 +352,9 @@ func (h drainHandler) Snapshot(entries []jetstream.KeyValueEntry) {
 	}
 	h.v.mu.Lock()
 	h.v.drains = drains
-	h.v.drainReady = true
-	h.v.markReadyLocked()
 	h.v.mu.Unlock()
 	h.v.notify(true)
+	h.v.setReady(&h.v.drainReady)
 }
 
 func (h drainHandler) Update(e jetstream.KeyValueEntry) {
