@@ -461,6 +461,7 @@ func TestFleetStaleIfError(t *testing.T) {
 		if c.Node == "n1" {
 			c.Peers = c.Peers[1:]
 		}
+		c.FleetStaleTimeout = 5 * time.Second // the default 300 ms is not what this tests
 	})
 	owner, holder := f.nodes[0], f.nodes[1]
 	p := ""

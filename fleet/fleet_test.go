@@ -176,10 +176,14 @@ func TestRegistrarJoinsAndLeaves(t *testing.T) {
 
 func TestSilentNodeExpires(t *testing.T) {
 	_, js := setup(t)
-	v := startView(t, js, nil)
+	// The view's clock stands still until the node is seen, so a stalled machine cannot age the
+	// report out first; then it moves past the TTL.
+	var now atomic.Int64
+	now.Store(time.Now().UnixNano())
+	v := startView(t, js, func() time.Time { return time.Unix(0, now.Load()) })
 	kv, _ := js.KeyValue(t.Context(), wire.Bucket("", wire.FleetBucket))
 	n := node("fra", "n1")
-	n.Load = wire.LoadReport{At: time.Now(), Healthy: true}
+	n.Load = wire.LoadReport{At: time.Unix(0, now.Load()), Healthy: true}
 	b, _ := json.Marshal(n)
 	if _, err := kv.Put(t.Context(), wire.FleetKey("fra", "n1"), b); err != nil {
 		t.Fatalf("put: %v", err)
@@ -189,6 +193,7 @@ func TestSilentNodeExpires(t *testing.T) {
 		return ok
 	})
 	changed := v.Changed()
+	now.Add(int64(2 * testTTL))
 	wait.For(t, 3*testTTL, "silent node fra.n1 to expire", func() bool {
 		_, ok := findNode(v, "fra", "n1")
 		return !ok
@@ -237,7 +242,10 @@ func TestViewDropsStaleReports(t *testing.T) {
 
 func TestSetDrainingHeartbeatsAtOnce(t *testing.T) {
 	_, js := setup(t)
-	v := startView(t, js, nil)
+	// The view's clock stays at the start: with an hour between heartbeats, a real one would
+	// age the node out one TTL after each, and a stalled machine would miss it.
+	start := time.Now()
+	v := startView(t, js, func() time.Time { return start })
 	// An hour-long interval: only SetDraining's immediate heartbeat can carry the change.
 	r, _ := fleet.NewRegistrar(fleet.RegistrarConfig{JS: js, Node: node("lon", "n1"), Interval: time.Hour})
 	run(t, r.Run)

@@ -88,6 +88,12 @@ func TestPublisherLiveDelivery(t *testing.T) {
 	slices.Sort(seqs)
 	const total = workers * each
 	wait.For(t, 10*time.Second, "every purge acked by both nodes", func() bool { return len(acks.snapshot()) == 2*total })
+	// The announcements reach this test on a subscription of their own, with its own goroutine.
+	wait.For(t, 10*time.Second, "every announcement seen", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(announced) >= total
+	})
 	mu.Lock()
 	got := slices.Clone(announced)
 	mu.Unlock()
@@ -259,6 +265,23 @@ func TestSubscriberBatchesQueuedAcks(t *testing.T) {
 		msgs = append(msgs, strings.Count(string(m.Data), "\n")+1)
 		mu.Unlock()
 	})
+	// rawAcks waits until the messages counted hold n acks: this subscription has its own
+	// goroutine, which may run behind listenAcks'.
+	rawAcks := func(n int) []int {
+		t.Helper()
+		var got []int
+		wait.For(t, 10*time.Second, fmt.Sprintf("%d acks in the counted messages", n), func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			got = slices.Clone(msgs)
+			sum := 0
+			for _, k := range got {
+				sum += k
+			}
+			return sum >= n
+		})
+		return got
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,18 +314,15 @@ func TestSubscriberBatchesQueuedAcks(t *testing.T) {
 	if !slices.Equal(got, seqs) || !slices.Equal(appliedSeqs(rec), seqs) {
 		t.Errorf("acked %v, applied %v; want both %v", got, appliedSeqs(rec), seqs)
 	}
-	mu.Lock()
-	batched := slices.Clone(msgs)
-	mu.Unlock()
+	batched := rawAcks(10)
 	// The announcements counted in InMsgs may not all be queued yet when Apply is released.
 	if len(batched) > 3 {
 		t.Errorf("acks per message = %v, want the 9 queued behind the busy one with it", batched)
 	}
 	last := publishN(t, ctx, js, 1)
 	wait.For(t, 10*time.Second, "the 11th ack", func() bool { return len(acks.snapshot()) == 11 })
-	mu.Lock()
-	defer mu.Unlock()
-	if a := acks.snapshot()[10]; a.Seq != last[0] || msgs[len(msgs)-1] != 1 {
-		t.Errorf("11th ack seq %d in messages %v, want seq %d alone", a.Seq, msgs, last[0])
+	counted := rawAcks(11)
+	if a := acks.snapshot()[10]; a.Seq != last[0] || counted[len(counted)-1] != 1 {
+		t.Errorf("11th ack seq %d in messages %v, want seq %d alone", a.Seq, counted, last[0])
 	}
 }

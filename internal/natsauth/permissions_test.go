@@ -422,21 +422,28 @@ func startServer(t *testing.T, opts *server.Options, log server.Logger) *server.
 	return ns
 }
 
-func freePort(t *testing.T) int {
+// freePorts returns n distinct free ports: their listeners are all open at once, so the kernel
+// cannot hand out one port twice (nats-server gives no accessor for a random leaf port).
+func freePorts(t *testing.T, n int) []int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	var ports []int
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return ports
 }
 
 // hub is a cluster server as deploy renders it: clients and leaf links authenticate with nkeys,
 // routes with their own user and password.
 func hub(t *testing.T, users []natsauth.User, routeUser, routePass string) (*server.Server, int, int) {
 	t.Helper()
-	leafPort, clusterPort := freePort(t), freePort(t)
+	ports := freePorts(t, 2)
+	leafPort, clusterPort := ports[0], ports[1]
 	opts := &server.Options{
 		ServerName: "hub",
 		Host:       "127.0.0.1",

@@ -268,7 +268,7 @@ func TestBreaker(t *testing.T) {
 	f := &flaky{}
 	f.status.Store(500)
 	srv := serve(t, "127.0.0.16", f)
-	u := New(Config{Name: "origin flaky", ConsecutiveFailures: 3, OpenTimeout: 500 * time.Millisecond, FailureStatus: fail5xx})
+	u := New(Config{Name: "origin flaky", ConsecutiveFailures: 3, OpenTimeout: 2 * time.Second, FailureStatus: fail5xx})
 	defer u.Close()
 	ctx := context.Background()
 
