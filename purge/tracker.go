@@ -142,20 +142,44 @@ type Tracker struct {
 // entry is one tracked purge; its fields are guarded by its mu except done, which is closed
 // once (under mu) when the purge is complete.
 type entry struct {
-	mu          sync.Mutex
-	msg         Message // without Values, which receipts do not show
-	registered  time.Time
-	expected    map[NodeRef]bool
-	acks        map[NodeRef]ackRecord
-	gone        map[NodeRef]bool // declared gone by an operator and not acked since; nil until one is
-	pending     int              // expected nodes neither acked nor gone
+	mu         sync.Mutex
+	msg        Message // without Values, which receipts do not show
+	registered time.Time
+	// nodes are the expected nodes, sorted by PoP then node (one allocation per purge: a map
+	// per purge for its acks cost more than the rest of the tracker); extra are the nodes
+	// that acked without being expected (they joined late), in arrival order.
+	nodes       []nodeState
+	extra       []nodeState
+	pending     int // expected nodes neither acked nor gone
 	completedAt time.Time
 	done        chan struct{}
 }
 
-type ackRecord struct {
-	at  time.Time // received
-	ack Ack
+// nodeState is one node's part of a purge.
+type nodeState struct {
+	ref   NodeRef
+	acked bool
+	gone  bool      // declared gone by an operator and not acked since
+	at    time.Time // ack received
+	// from the ack
+	appliedAt time.Time
+	hits      int
+}
+
+func cmpRefs(a, b NodeRef) int {
+	if c := strings.Compare(a.PoP, b.PoP); c != 0 {
+		return c
+	}
+	return strings.Compare(a.Node, b.Node)
+}
+
+// node returns the expected node ref, or nil.
+func (e *entry) node(ref NodeRef) *nodeState {
+	i, ok := slices.BinarySearchFunc(e.nodes, ref, func(n nodeState, r NodeRef) int { return cmpRefs(n.ref, r) })
+	if !ok {
+		return nil
+	}
+	return &e.nodes[i]
 }
 
 // NewTracker subscribes to the acks of prefix on nc (flushing so that the server knows the
@@ -218,14 +242,15 @@ func (t *Tracker) Register(m Message, expected []NodeRef) {
 	e := &entry{
 		msg:        m,
 		registered: now,
-		expected:   make(map[NodeRef]bool, len(expected)),
-		acks:       make(map[NodeRef]ackRecord, len(expected)),
+		nodes:      make([]nodeState, len(expected)),
 		done:       make(chan struct{}),
 	}
-	for _, n := range expected {
-		e.expected[n] = true
+	for i, n := range expected {
+		e.nodes[i].ref = n
 	}
-	e.pending = len(e.expected)
+	slices.SortFunc(e.nodes, func(a, b nodeState) int { return cmpRefs(a.ref, b.ref) })
+	e.nodes = slices.CompactFunc(e.nodes, func(a, b nodeState) bool { return a.ref == b.ref })
+	e.pending = len(e.nodes)
 	if e.pending == 0 {
 		e.completedAt = now
 		close(e.done)
@@ -317,18 +342,27 @@ func (t *Tracker) record(a Ack) {
 	ref := NodeRef{PoP: a.PoP, Node: a.Node}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if _, dup := e.acks[ref]; dup {
-		return
+	n := e.node(ref)
+	expected := n != nil
+	if !expected {
+		for i := range e.extra {
+			if e.extra[i].ref == ref {
+				return // a duplicate
+			}
+		}
+		e.extra = append(e.extra, nodeState{ref: ref})
+		n = &e.extra[len(e.extra)-1]
+	} else if n.acked {
+		return // a duplicate
 	}
-	e.acks[ref] = ackRecord{at: now, ack: a}
+	n.acked, n.at, n.appliedAt, n.hits = true, now, a.AppliedAt, a.Hits
 	if e.msg.Seq == 0 {
 		e.msg.Seq = a.Seq
 	}
-	if e.gone[ref] {
-		delete(e.gone, ref) // back after all: no longer awaited, now acked
-		return
-	}
-	if e.expected[ref] {
+	switch {
+	case n.gone:
+		n.gone = false // back after all: no longer awaited, now acked
+	case expected:
 		e.settleLocked(now)
 	}
 }
@@ -358,35 +392,31 @@ func (t *Tracker) DeclareGone(id string, nodes ...NodeRef) ([]NodeRef, error) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	unreachable := func(ref NodeRef) bool {
-		_, acked := e.acks[ref]
-		return e.expected[ref] && !acked && !e.gone[ref] && (live != nil && !live[ref])
+	unreachable := func(n *nodeState) bool {
+		return !n.acked && !n.gone && (live != nil && !live[n.ref])
 	}
 	var out []NodeRef
 	if len(nodes) == 0 {
-		for ref := range e.expected {
-			if unreachable(ref) {
-				out = append(out, ref)
+		for i := range e.nodes {
+			if unreachable(&e.nodes[i]) {
+				out = append(out, e.nodes[i].ref)
 			}
 		}
 	}
 	for _, ref := range nodes {
-		_, acked := e.acks[ref]
+		n := e.node(ref)
 		switch {
-		case !e.expected[ref]:
+		case n == nil:
 			return nil, fmt.Errorf("declare %s/%s gone: %w", ref.PoP, ref.Node, ErrUnknownNode)
-		case acked || e.gone[ref] || slices.Contains(out, ref):
-		case !unreachable(ref):
+		case n.acked || n.gone || slices.Contains(out, ref):
+		case !unreachable(n):
 			return nil, fmt.Errorf("declare %s/%s gone: %w", ref.PoP, ref.Node, ErrNodeLive)
 		default:
 			out = append(out, ref)
 		}
 	}
 	for _, ref := range out {
-		if e.gone == nil {
-			e.gone = map[NodeRef]bool{}
-		}
-		e.gone[ref] = true
+		e.node(ref).gone = true
 		e.settleLocked(now)
 	}
 	sortRefs(out)
@@ -406,14 +436,7 @@ func (t *Tracker) registeredSet() map[NodeRef]bool {
 	return set
 }
 
-func sortRefs(refs []NodeRef) {
-	slices.SortFunc(refs, func(a, b NodeRef) int {
-		if c := strings.Compare(a.PoP, b.PoP); c != 0 {
-			return c
-		}
-		return strings.Compare(a.Node, b.Node)
-	})
-}
+func sortRefs(refs []NodeRef) { slices.SortFunc(refs, cmpRefs) }
 
 // Wait returns the receipt of id once every expected node acked, or when ctx ends (with the
 // nodes still pending listed). An unknown id returns at once with an empty receipt.
@@ -492,17 +515,31 @@ func (e *entry) receiptLocked(live map[NodeRef]bool) Receipt {
 		pop string
 		ack NodeAck
 	}
-	rows := make([]row, 0, len(e.expected)+len(e.acks))
+	rows := make([]row, 0, len(e.nodes)+len(e.extra))
+	acked := len(e.extra)
+	for i := range e.nodes {
+		if e.nodes[i].acked {
+			acked++
+		}
+	}
 	// times backs the nodes' AckedAt and AppliedAt; its capacity is never exceeded, so the
 	// pointers into it stay valid.
-	times := make([]time.Time, 0, 2*len(e.acks))
+	times := make([]time.Time, 0, 2*acked)
 	var last time.Time
-	for ref := range e.expected {
-		if _, ok := e.acks[ref]; ok {
-			continue
-		}
+	add := func(n *nodeState, expected bool) {
+		ref := n.ref
 		switch {
-		case e.gone[ref]:
+		case n.acked:
+			times = append(times, n.at, n.appliedAt)
+			rows = append(rows, row{ref.PoP, NodeAck{
+				Node: ref.Node, Acked: true, Status: NodeAcked, AckedAt: &times[len(times)-2],
+				AppliedAt: &times[len(times)-1], Hits: n.hits,
+				LatencyMs: ms(n.at.Sub(m.IssuedAt)), Unexpected: !expected,
+			}})
+			if n.at.After(last) {
+				last = n.at
+			}
+		case n.gone:
 			rows = append(rows, row{ref.PoP, NodeAck{Node: ref.Node, Status: NodeGone}})
 			r.Gone = append(r.Gone, ref)
 		case live != nil && !live[ref]:
@@ -514,23 +551,21 @@ func (e *entry) receiptLocked(live map[NodeRef]bool) Receipt {
 			r.Pending = append(r.Pending, ref)
 		}
 	}
-	for ref, a := range e.acks {
-		times = append(times, a.at, a.ack.AppliedAt)
-		rows = append(rows, row{ref.PoP, NodeAck{
-			Node: ref.Node, Acked: true, Status: NodeAcked, AckedAt: &times[len(times)-2],
-			AppliedAt: &times[len(times)-1], Hits: a.ack.Hits,
-			LatencyMs: ms(a.at.Sub(m.IssuedAt)), Unexpected: !e.expected[ref],
-		}})
-		if a.at.After(last) {
-			last = a.at
-		}
+	for i := range e.nodes {
+		add(&e.nodes[i], true)
 	}
-	slices.SortFunc(rows, func(a, b row) int {
-		if c := strings.Compare(a.pop, b.pop); c != 0 {
-			return c
+	if len(e.extra) > 0 {
+		for i := range e.extra {
+			add(&e.extra[i], false)
 		}
-		return strings.Compare(a.ack.Node, b.ack.Node)
-	})
+		// The expected nodes' rows are in order already; the late ones go in among them.
+		slices.SortFunc(rows, func(a, b row) int {
+			if c := strings.Compare(a.pop, b.pop); c != 0 {
+				return c
+			}
+			return strings.Compare(a.ack.Node, b.ack.Node)
+		})
+	}
 	nodes := make([]NodeAck, len(rows))
 	npops := 0
 	for i, rw := range rows {
@@ -564,9 +599,7 @@ func (e *entry) receiptLocked(live map[NodeRef]bool) Receipt {
 		r.PoPs = append(r.PoPs, p)
 		i = j
 	}
-	sortRefs(r.Pending)
-	sortRefs(r.Unreachable)
-	sortRefs(r.Gone)
+	// Pending, Unreachable and Gone list expected nodes only, in order already.
 	r.Complete = e.pending == 0
 	if r.Complete {
 		at := e.completedAt

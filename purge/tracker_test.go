@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"sync"
@@ -506,5 +508,74 @@ func TestTrackerBatchedAcks(t *testing.T) {
 		if r, _ := tr.Receipt(id); r.Complete || len(r.Pending) != 1 || r.Pending[0] != (NodeRef{"fra", "n2"}) {
 			t.Errorf("receipt %s: complete %v, pending %v; want fra/n2 pending", id, r.Complete, r.Pending)
 		}
+	}
+}
+
+// BenchmarkTracker is the tracker's part of one purge in a 20-node fleet (4 PoPs of 5): the
+// registration, the 20 acks, and the complete receipt the API answers with.
+func BenchmarkTracker(b *testing.B) {
+	tr := &Tracker{now: time.Now, maxPurges: DefaultMaxPurges, retention: DefaultRetention,
+		entries: map[string]*entry{}, log: slog.New(slog.DiscardHandler)}
+	var refs []NodeRef
+	for _, pop := range []string{"ams", "fra", "lon", "par"} {
+		for _, n := range []string{"n1", "n2", "n3", "n4", "n5"} {
+			refs = append(refs, NodeRef{PoP: pop, Node: n})
+		}
+	}
+	ids := make([]string, 4096)
+	for i := range ids {
+		ids[i] = NewID()
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		id := ids[i%len(ids)]
+		i++
+		tr.Register(Message{ID: id, Host: "www.example.com", Kind: KindKey, IssuedAt: time.Now()}, refs)
+		// Acks arrive in no particular order.
+		for j := range refs {
+			ref := refs[(j*7)%len(refs)]
+			tr.record(Ack{ID: id, Seq: uint64(i), PoP: ref.PoP, Node: ref.Node, AppliedAt: time.Now(), Hits: 1})
+		}
+		if r := tr.Wait(ctx, id); !r.Complete {
+			b.Fatal("receipt not complete")
+		}
+	}
+}
+
+// TestTrackerReceiptOrder: a receipt lists nodes sorted by PoP and node whatever the order they
+// were expected or acked in, a late node's ack among them; a node expected twice counts once,
+// and a late node's second ack is ignored.
+func TestTrackerReceiptOrder(t *testing.T) {
+	tr := &Tracker{now: time.Now, maxPurges: DefaultMaxPurges, retention: DefaultRetention,
+		entries: map[string]*entry{}, log: slog.New(slog.DiscardHandler)}
+	tr.Register(Message{ID: "p1", Host: "a.example", Kind: KindAll, IssuedAt: time.Now()},
+		[]NodeRef{{"lon", "n1"}, {"ams", "n3"}, {"ams", "n1"}, {"lon", "n1"}})
+	for _, a := range []Ack{
+		{ID: "p1", PoP: "ams", Node: "n2", Hits: 1}, // late: not expected
+		{ID: "p1", PoP: "ams", Node: "n2", Hits: 9}, // its duplicate
+		{ID: "p1", PoP: "lon", Node: "n1", Hits: 2},
+		{ID: "p1", PoP: "ams", Node: "n3", Hits: 3},
+	} {
+		tr.record(a)
+	}
+	r, _ := tr.Receipt("p1")
+	var got []string
+	for _, p := range r.PoPs {
+		for _, n := range p.Nodes {
+			got = append(got, fmt.Sprintf("%s/%s %s %d %v", p.PoP, n.Node, n.Status, n.Hits, n.Unexpected))
+		}
+	}
+	want := []string{"ams/n1 pending 0 false", "ams/n2 acked 1 true", "ams/n3 acked 3 false", "lon/n1 acked 2 false"}
+	if !slices.Equal(got, want) {
+		t.Errorf("receipt nodes = %q, want %q", got, want)
+	}
+	if r.Complete || len(r.Pending) != 1 || r.Pending[0] != (NodeRef{"ams", "n1"}) {
+		t.Errorf("complete %v pending %v, want incomplete with ams/n1 pending", r.Complete, r.Pending)
+	}
+	tr.record(Ack{ID: "p1", PoP: "ams", Node: "n1"})
+	if r, _ := tr.Receipt("p1"); !r.Complete {
+		t.Errorf("complete = false after the last expected node (listed twice) acked, pending %v", r.Pending)
 	}
 }
