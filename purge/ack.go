@@ -38,8 +38,21 @@ func decodeAck(data []byte) (Ack, error) {
 
 // decodeAckFast reads exactly what json.Marshal makes of an Ack with plain ASCII strings; ok is
 // false for anything else.
-func decodeAckFast(b []byte) (a Ack, ok bool) {
-	p := newJSONParser(b)
+func decodeAckFast(b []byte) (a Ack, ok bool) { return decodeAckText(string(b)) }
+
+// decodeOwnedAck is decodeAck for a b nothing writes to again (see ownedString): the fast path
+// reads it without a copy.
+func decodeOwnedAck(b []byte) (Ack, error) {
+	if a, ok := decodeAckText(ownedString(b)); ok {
+		return a, nil
+	}
+	return decodeAck(b)
+}
+
+// decodeAckText is decodeAckFast on the ack as a string; the strings of the Ack share its
+// memory.
+func decodeAckText(s string) (a Ack, ok bool) {
+	p := jsonParser{s: s}
 	a.ID = p.field(`{"id":`)
 	a.Seq = p.uint(`,"seq":`)
 	a.PoP = p.field(`,"pop":`)

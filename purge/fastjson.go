@@ -3,14 +3,24 @@ package purge
 import (
 	"strconv"
 	"strings"
+	"unsafe"
 )
 
 // decodeMessageFast reads exactly what json.Marshal makes of a Message whose strings are plain
 // ASCII (what Publish stores); ok is false for anything else, which DecodeMessage then hands to
 // encoding/json (FuzzDecodeMessageFast holds the two equal). Every node decodes every purge, on
 // the way to its ack.
-func decodeMessageFast(b []byte) (m Message, ok bool) {
-	p := newJSONParser(b)
+func decodeMessageFast(b []byte) (m Message, ok bool) { return decodeMessageText(string(b)) }
+
+// ownedString is b as a string without a copy, for a b that nothing writes to again: the NATS
+// client gives every message a payload of its own and never reuses it, so what is decoded from
+// it can share it (every node decodes every purge, the tracker every ack).
+func ownedString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
+// decodeMessageText is decodeMessageFast on the message as a string; the strings of the
+// Message share its memory.
+func decodeMessageText(s string) (m Message, ok bool) {
+	p := jsonParser{s: s}
 	m.ID = p.field(`{"id":`)
 	if p.has(`,"seq":`) {
 		m.Seq = p.uint(`,"seq":`)
@@ -48,14 +58,12 @@ func decodeMessageFast(b []byte) (m Message, ok bool) {
 
 // jsonParser reads, from the front of s, JSON exactly as encoding/json writes it for the
 // ack and message structs with plain ASCII strings; bad sticks once anything did not match, and
-// the caller then falls back to encoding/json. The strings it returns share one copy of the
-// input (one allocation per message instead of one per field).
+// the caller then falls back to encoding/json. The strings it returns share s (one copy of the
+// input at most, instead of one per field).
 type jsonParser struct {
 	s   string
 	bad bool
 }
-
-func newJSONParser(b []byte) jsonParser { return jsonParser{s: string(b)} }
 
 func (p *jsonParser) lit(s string) {
 	if p.bad || !strings.HasPrefix(p.s, s) {

@@ -267,8 +267,18 @@ func PrefixMatches(prefix, uri string) bool {
 }
 
 // DecodeMessage parses and normalises a message as read from the stream.
-func DecodeMessage(data []byte) (Message, error) {
-	m, ok := decodeMessageFast(data)
+func DecodeMessage(data []byte) (Message, error) { return decodeMessage(data, string(data)) }
+
+// decodeOwnedMessage is DecodeMessage for data nothing writes to again (see ownedString): the
+// fast path reads it without a copy.
+func decodeOwnedMessage(data []byte) (Message, error) {
+	return decodeMessage(data, ownedString(data))
+}
+
+// decodeMessage decodes data, given also as the string s whose memory the strings of the
+// Message may share.
+func decodeMessage(data []byte, s string) (Message, error) {
+	m, ok := decodeMessageText(s)
 	if !ok {
 		m = Message{}
 		if err := json.Unmarshal(data, &m); err != nil {

@@ -298,7 +298,7 @@ func (s *Subscriber) handleLive(ctx context.Context, msg *nats.Msg) (replay bool
 	case seq > last+1:
 		return true
 	}
-	m, err := DecodeMessage(data)
+	m, err := decodeOwnedMessage(data) // msg.Data is this message's own
 	if err != nil {
 		return true
 	}
@@ -405,7 +405,7 @@ func (s *Subscriber) handle(ctx context.Context, msg jetstream.Msg) error {
 	if seq > last+1 {
 		s.gap(ctx, last, seq)
 	}
-	m, err := DecodeMessage(msg.Data())
+	m, err := decodeOwnedMessage(msg.Data()) // the message's own, as on the live path
 	if err != nil {
 		// What it would have purged is unknown: the same as having lost it.
 		s.log.Error("undecodable purge in stream; treating it as lost", "seq", seq, "err", err)

@@ -309,7 +309,7 @@ func (t *Tracker) onAck(msg *nats.Msg) {
 		} else {
 			data = nil
 		}
-		a, err := decodeAck(line)
+		a, err := decodeOwnedAck(line) // msg.Data is this message's own
 		if err != nil {
 			t.log.Warn("drop undecodable purge ack", "err", err)
 			continue
