@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -53,6 +54,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v) // the client went away; nothing to do
 }
 
+// answerBufs holds *[]byte buffers for purge answers: the API writes one per purge, a few KiB
+// each in a fleet of tens of nodes.
+var answerBufs sync.Pool
+
+// maxPooledAnswer bounds the buffers answerBufs keeps.
+const maxPooledAnswer = 64 << 10
+
 // writePurgeAnswer writes the answer to POST /v1/purge: like writeJSON, but compact. It carries
 // a receipt per node, and indenting it took more CPU than the rest of the handler.
 func writePurgeAnswer(w http.ResponseWriter, status int, resp purge.Response) {
@@ -63,12 +71,24 @@ func writePurgeAnswer(w http.ResponseWriter, status int, resp purge.Response) {
 			size += 96 + 224*len(p.Nodes)
 		}
 	}
-	data, err := purge.AppendResponse(make([]byte, 0, size), resp)
+	// The buffer goes back to the pool once Write returned (a Writer does not keep what it is
+	// given); a large one is left to the collector, so one huge answer does not stay held.
+	bp, _ := answerBufs.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
+	}
+	defer func() {
+		if cap(*bp) <= maxPooledAnswer {
+			answerBufs.Put(bp)
+		}
+	}()
+	data, err := purge.AppendResponse(slices.Grow((*bp)[:0], size), resp)
 	if err != nil {
 		WriteError(w, http.StatusInternalServerError, "", err)
 		return
 	}
 	data = append(data, '\n')
+	*bp = data[:0]
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.Header().Set("Cache-Control", "no-store")
