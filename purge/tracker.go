@@ -510,12 +510,11 @@ func (e *entry) receiptLocked(live map[NodeRef]bool) Receipt {
 	r := Receipt{ID: m.ID, Seq: m.Seq, Host: m.Host, Kind: m.Kind, Soft: m.Soft, IssuedAt: m.IssuedAt,
 		Pending: []NodeRef{}, Unreachable: []NodeRef{}}
 	// Every node's line, sorted by PoP and node, then cut into PoPs: a handful of allocations per
-	// receipt rather than a few per node (the API builds one per purge it answers).
-	type row struct {
-		pop string
-		ack NodeAck
-	}
-	rows := make([]row, 0, len(e.nodes)+len(e.extra))
+	// receipt rather than a few per node (the API builds one per purge it answers). pops[i] is
+	// the PoP of nodes[i].
+	total := len(e.nodes) + len(e.extra)
+	nodes := make([]NodeAck, 0, total)
+	pops := make([]string, 0, total)
 	acked := len(e.extra)
 	for i := range e.nodes {
 		if e.nodes[i].acked {
@@ -528,26 +527,27 @@ func (e *entry) receiptLocked(live map[NodeRef]bool) Receipt {
 	var last time.Time
 	add := func(n *nodeState, expected bool) {
 		ref := n.ref
+		pops = append(pops, ref.PoP)
 		switch {
 		case n.acked:
 			times = append(times, n.at, n.appliedAt)
-			rows = append(rows, row{ref.PoP, NodeAck{
+			nodes = append(nodes, NodeAck{
 				Node: ref.Node, Acked: true, Status: NodeAcked, AckedAt: &times[len(times)-2],
 				AppliedAt: &times[len(times)-1], Hits: n.hits,
 				LatencyMs: ms(n.at.Sub(m.IssuedAt)), Unexpected: !expected,
-			}})
+			})
 			if n.at.After(last) {
 				last = n.at
 			}
 		case n.gone:
-			rows = append(rows, row{ref.PoP, NodeAck{Node: ref.Node, Status: NodeGone}})
+			nodes = append(nodes, NodeAck{Node: ref.Node, Status: NodeGone})
 			r.Gone = append(r.Gone, ref)
 		case live != nil && !live[ref]:
-			rows = append(rows, row{ref.PoP, NodeAck{Node: ref.Node, Status: NodeUnreachable}})
+			nodes = append(nodes, NodeAck{Node: ref.Node, Status: NodeUnreachable})
 			r.Pending = append(r.Pending, ref)
 			r.Unreachable = append(r.Unreachable, ref)
 		default:
-			rows = append(rows, row{ref.PoP, NodeAck{Node: ref.Node, Status: NodePending}})
+			nodes = append(nodes, NodeAck{Node: ref.Node, Status: NodePending})
 			r.Pending = append(r.Pending, ref)
 		}
 	}
@@ -558,30 +558,34 @@ func (e *entry) receiptLocked(live map[NodeRef]bool) Receipt {
 		for i := range e.extra {
 			add(&e.extra[i], false)
 		}
-		// The expected nodes' rows are in order already; the late ones go in among them.
-		slices.SortFunc(rows, func(a, b row) int {
-			if c := strings.Compare(a.pop, b.pop); c != 0 {
-				return c
-			}
-			return strings.Compare(a.ack.Node, b.ack.Node)
+		// The expected nodes are in order already; the late ones go in among them.
+		order := make([]int, len(nodes))
+		for i := range order {
+			order[i] = i
+		}
+		slices.SortFunc(order, func(a, b int) int {
+			return cmpRefs(NodeRef{pops[a], nodes[a].Node}, NodeRef{pops[b], nodes[b].Node})
 		})
+		sortedNodes, sortedPoPs := make([]NodeAck, len(nodes)), make([]string, len(pops))
+		for i, j := range order {
+			sortedNodes[i], sortedPoPs[i] = nodes[j], pops[j]
+		}
+		nodes, pops = sortedNodes, sortedPoPs
 	}
-	nodes := make([]NodeAck, len(rows))
 	npops := 0
-	for i, rw := range rows {
-		nodes[i] = rw.ack
-		if i == 0 || rw.pop != rows[i-1].pop {
+	for i := range pops {
+		if i == 0 || pops[i] != pops[i-1] {
 			npops++
 		}
 	}
 	r.PoPs = make([]PoPReceipt, 0, npops)
 	popTimes := make([]time.Time, 0, npops) // backs the PoPs' AckedAt, like times
-	for i := 0; i < len(rows); {
+	for i := 0; i < len(nodes); {
 		j := i + 1
-		for j < len(rows) && rows[j].pop == rows[i].pop {
+		for j < len(nodes) && pops[j] == pops[i] {
 			j++
 		}
-		p := PoPReceipt{PoP: rows[i].pop, Complete: true, Nodes: nodes[i:j:j]}
+		p := PoPReceipt{PoP: pops[i], Complete: true, Nodes: nodes[i:j:j]}
 		var popLast time.Time
 		for _, n := range p.Nodes {
 			if n.Status == NodePending || n.Status == NodeUnreachable {
