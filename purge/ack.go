@@ -29,6 +29,11 @@ func decodeAck(data []byte) (Ack, error) {
 	if a, ok := decodeAckFast(data); ok {
 		return a, nil
 	}
+	return unmarshalAck(data)
+}
+
+// unmarshalAck is decodeAck's way for anything the fast path does not read.
+func unmarshalAck(data []byte) (Ack, error) {
 	var a Ack
 	if err := json.Unmarshal(data, &a); err != nil {
 		return Ack{}, fmt.Errorf("decode purge ack: %w", err)
@@ -46,7 +51,7 @@ func decodeOwnedAck(b []byte) (Ack, error) {
 	if a, ok := decodeAckText(ownedString(b)); ok {
 		return a, nil
 	}
-	return decodeAck(b)
+	return unmarshalAck(b)
 }
 
 // decodeAckText is decodeAckFast on the ack as a string; the strings of the Ack share its

@@ -14,7 +14,9 @@ func decodeMessageFast(b []byte) (m Message, ok bool) { return decodeMessageText
 
 // ownedString is b as a string without a copy, for a b that nothing writes to again: the NATS
 // client gives every message a payload of its own and never reuses it, so what is decoded from
-// it can share it (every node decodes every purge, the tracker every ack).
+// it can share it (every node decodes every purge, the tracker every ack). That is nats.go's
+// behaviour, not a documented promise: TestMessagePayloadsAreOwned checks it for the version
+// in go.mod.
 func ownedString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 // decodeMessageText is decodeMessageFast on the message as a string; the strings of the

@@ -1,6 +1,7 @@
 package purge
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -325,4 +326,98 @@ func TestSubscriberBatchesQueuedAcks(t *testing.T) {
 	if a := acks.snapshot()[10]; a.Seq != last[0] || counted[len(counted)-1] != 1 {
 		t.Errorf("11th ack seq %d in messages %v, want seq %d alone", a.Seq, counted, last[0])
 	}
+}
+
+// TestMessagePayloadsAreOwned checks what decoding in place (ownedString) relies on: the NATS
+// client hands every delivered message a payload of its own, which it never writes to or reuses
+// for a later message, on a channel subscription (the live path), a callback subscription (the
+// tracker's acks) and a JetStream ordered consumer (replays).
+func TestMessagePayloadsAreOwned(t *testing.T) {
+	ns := natstest.Start(t)
+	nc, js := ns.Connect(t)
+	ctx := testContext(t)
+	if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	const n = 300
+	payload := func(i int) []byte { return fmt.Appendf(nil, "%04d%s", i, strings.Repeat("x", 200+i%7)) }
+	check := func(name string, got [][]byte) {
+		t.Helper()
+		if len(got) != n {
+			t.Fatalf("%s: %d messages, want %d", name, len(got), n)
+		}
+		for i, b := range got {
+			if !bytes.Equal(b, payload(i)) {
+				t.Fatalf("%s: message %d reads %q after later deliveries, want its own payload", name, i, b[:min(len(b), 16)])
+			}
+		}
+	}
+
+	ch := make(chan *nats.Msg, n)
+	chSub, err := nc.ChanSubscribe("owned.chan", ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer chSub.Unsubscribe()
+	var mu sync.Mutex
+	var viaCallback [][]byte
+	cbSub, err := nc.Subscribe("owned.cb", func(m *nats.Msg) {
+		mu.Lock()
+		viaCallback = append(viaCallback, m.Data)
+		mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cbSub.Unsubscribe()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		for _, subj := range []string{"owned.chan", "owned.cb"} {
+			if err := nc.Publish(subj, payload(i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := js.Publish(ctx, CommandSubject("", "owned.example"), payload(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var viaChan [][]byte
+	for range n {
+		select {
+		case m := <-ch:
+			viaChan = append(viaChan, m.Data)
+		case <-ctx.Done():
+			t.Fatal("channel subscription: messages missing")
+		}
+	}
+	check("channel subscription", viaChan)
+	wait.For(t, 10*time.Second, "callback deliveries", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(viaCallback) == n
+	})
+	mu.Lock()
+	check("callback subscription", viaCallback)
+	mu.Unlock()
+
+	cons, err := js.OrderedConsumer(ctx, StreamName(""), jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Stop()
+	var viaStream [][]byte
+	for range n {
+		m, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			t.Fatal(err)
+		}
+		viaStream = append(viaStream, m.Data())
+	}
+	check("ordered consumer", viaStream)
 }

@@ -350,7 +350,8 @@ func (t *Tracker) record(a Ack) {
 				return // a duplicate
 			}
 		}
-		e.extra = append(e.extra, nodeState{ref: ref})
+		// Its own copy of the names: the ack's share the whole message it came in.
+		e.extra = append(e.extra, nodeState{ref: NodeRef{PoP: strings.Clone(ref.PoP), Node: strings.Clone(ref.Node)}})
 		n = &e.extra[len(e.extra)-1]
 	} else if n.acked {
 		return // a duplicate
