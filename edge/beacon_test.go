@@ -104,12 +104,7 @@ func TestBeaconReportReachesLatencyBucket(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Another PoP's node, outside the edge's own view (its PoP and shields only).
-	other := func() {
-		b, _ := json.Marshal(wire.Node{PoP: "f2", ID: "x1", HTTPAddr: "127.0.0.99:80", Load: wire.LoadReport{Healthy: true, At: time.Now()}})
-		if _, err := fleetKV.Put(t.Context(), wire.FleetKey("f2", "x1"), b); err != nil {
-			t.Fatal(err)
-		}
-	}
+	other := func() { beatOther(t, fleetKV, "f2") }
 	other()
 	s, nodes := fleetEdges(t, []string{url}, true)
 	wait.For(t, 25*time.Second, "the node knows the other PoP", func() bool {

@@ -162,6 +162,16 @@ func TestFleetHostsFromConfigBucket(t *testing.T) {
 	})
 }
 
+// beatOther writes a fresh report of node x1 of pop to the fleet bucket, as a node of another
+// PoP heartbeats (the bucket's keys expire: tests call it again while they wait).
+func beatOther(t *testing.T, kv jetstream.KeyValue, pop string) {
+	t.Helper()
+	b, _ := json.Marshal(wire.Node{PoP: pop, ID: "x1", HTTPAddr: "127.0.0.99:80", Load: wire.LoadReport{Healthy: true, At: time.Now()}})
+	if _, err := kv.Put(t.Context(), wire.FleetKey(pop, "x1"), b); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestFleetViewFollowsShields: a fleet edge's view holds its own PoP and the shield PoPs its
 // hosts name, and follows the hosts: a shield named later through the config bucket brings its
 // PoP's nodes in; a PoP no host names stays out.
@@ -171,12 +181,7 @@ func TestFleetViewFollowsShields(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	beat := func(pop string) {
-		b, _ := json.Marshal(wire.Node{PoP: pop, ID: "x1", HTTPAddr: "127.0.0.99:80", Load: wire.LoadReport{Healthy: true, At: time.Now()}})
-		if _, err := kv.Put(t.Context(), wire.FleetKey(pop, "x1"), b); err != nil {
-			t.Fatal(err)
-		}
-	}
+	beat := func(pop string) { beatOther(t, kv, pop) }
 	s, nodes := fleetEdgesWith(t, []string{url}, true, time.Second, func(c *Config) { c.Hosts[0].Shield = "s1" })
 	n := nodes[0]
 	shieldIDs := func() map[string]int {

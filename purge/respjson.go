@@ -54,6 +54,14 @@ func (e *respEncoder) time(t time.Time) {
 	e.b = append(e.b, '"')
 }
 
+// optTime writes key and t, or nothing for a nil t (an omitempty pointer).
+func (e *respEncoder) optTime(key string, t *time.Time) {
+	if t != nil {
+		e.raw(key)
+		e.time(*t)
+	}
+}
+
 // plainTime reports whether t.MarshalJSON writes t as RFC 3339 with nanoseconds: it refuses
 // years outside [0, 9999] and zone offsets of a day or more.
 func plainTime(t time.Time) bool {
@@ -92,10 +100,7 @@ func (e *respEncoder) response(r Response) {
 	e.str(r.ID)
 	e.raw(`,"complete":`)
 	e.boolean(r.Complete)
-	if r.CompletedAt != nil {
-		e.raw(`,"completed_at":`)
-		e.time(*r.CompletedAt)
-	}
+	e.optTime(`,"completed_at":`, r.CompletedAt)
 	e.raw(`,"duration_ms":`)
 	e.float(r.DurationMs)
 	e.raw(`,"purges":`)
@@ -121,10 +126,7 @@ func (e *respEncoder) receipt(r Receipt) {
 	e.time(r.IssuedAt)
 	e.raw(`,"complete":`)
 	e.boolean(r.Complete)
-	if r.CompletedAt != nil {
-		e.raw(`,"completed_at":`)
-		e.time(*r.CompletedAt)
-	}
+	e.optTime(`,"completed_at":`, r.CompletedAt)
 	e.raw(`,"duration_ms":`)
 	e.float(r.DurationMs)
 	e.raw(`,"pops":`)
@@ -145,10 +147,7 @@ func (e *respEncoder) pop(p PoPReceipt) {
 	e.str(p.PoP)
 	e.raw(`,"complete":`)
 	e.boolean(p.Complete)
-	if p.AckedAt != nil {
-		e.raw(`,"acked_at":`)
-		e.time(*p.AckedAt)
-	}
+	e.optTime(`,"acked_at":`, p.AckedAt)
 	if p.LatencyMs != 0 {
 		e.raw(`,"latency_ms":`)
 		e.float(p.LatencyMs)
@@ -165,14 +164,8 @@ func (e *respEncoder) node(n NodeAck) {
 	e.boolean(n.Acked)
 	e.raw(`,"status":`)
 	e.str(n.Status)
-	if n.AckedAt != nil {
-		e.raw(`,"acked_at":`)
-		e.time(*n.AckedAt)
-	}
-	if n.AppliedAt != nil {
-		e.raw(`,"applied_at":`)
-		e.time(*n.AppliedAt)
-	}
+	e.optTime(`,"acked_at":`, n.AckedAt)
+	e.optTime(`,"applied_at":`, n.AppliedAt)
 	e.raw(`,"hits":`)
 	e.b = strconv.AppendInt(e.b, int64(n.Hits), 10)
 	if n.LatencyMs != 0 {

@@ -511,11 +511,17 @@ func TestTrackerBatchedAcks(t *testing.T) {
 	}
 }
 
+// offlineTracker is a Tracker with NewTracker's defaults and no subscription: acks are given
+// to record directly.
+func offlineTracker() *Tracker {
+	return &Tracker{now: time.Now, maxPurges: DefaultMaxPurges, retention: DefaultRetention,
+		entries: map[string]*entry{}, log: slog.New(slog.DiscardHandler)}
+}
+
 // BenchmarkTracker is the tracker's part of one purge in a 20-node fleet (4 PoPs of 5): the
 // registration, the 20 acks, and the complete receipt the API answers with.
 func BenchmarkTracker(b *testing.B) {
-	tr := &Tracker{now: time.Now, maxPurges: DefaultMaxPurges, retention: DefaultRetention,
-		entries: map[string]*entry{}, log: slog.New(slog.DiscardHandler)}
+	tr := offlineTracker()
 	var refs []NodeRef
 	for _, pop := range []string{"ams", "fra", "lon", "par"} {
 		for _, n := range []string{"n1", "n2", "n3", "n4", "n5"} {
@@ -548,8 +554,7 @@ func BenchmarkTracker(b *testing.B) {
 // were expected or acked in, a late node's ack among them; a node expected twice counts once,
 // and a late node's second ack is ignored.
 func TestTrackerReceiptOrder(t *testing.T) {
-	tr := &Tracker{now: time.Now, maxPurges: DefaultMaxPurges, retention: DefaultRetention,
-		entries: map[string]*entry{}, log: slog.New(slog.DiscardHandler)}
+	tr := offlineTracker()
 	tr.Register(Message{ID: "p1", Host: "a.example", Kind: KindAll, IssuedAt: time.Now()},
 		[]NodeRef{{"lon", "n1"}, {"ams", "n3"}, {"ams", "n1"}, {"lon", "n1"}})
 	for _, a := range []Ack{
