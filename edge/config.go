@@ -34,6 +34,10 @@ type Config struct {
 	// HEAD without a body on the edge's own fast path (edge/http1) and hands every other
 	// connection to Go's net/http; "std" serves everything with net/http.
 	HTTP1 string `yaml:"http1"`
+	// HTTP2 picks the server of HTTP/2 on HTTPSListen: "fast" (default) is the edge's own
+	// (edge/h2: one goroutine per connection, hits answered as they are read); "std" is Go's
+	// net/http.
+	HTTP2 string `yaml:"http2"`
 	// AdminListen serves /healthz and /metrics. Default "127.0.0.1:9080"; "off" disables it.
 	AdminListen string `yaml:"admin_listen"`
 	// Hosts are the hostnames the node serves; any other Host gets 421.
@@ -154,10 +158,12 @@ type UpstreamConfig struct {
 	OpenTimeout           time.Duration `yaml:"open_timeout"`            // default 5s
 }
 
-// The servers of plain HTTP/1.1 (Config.HTTP1).
+// The servers of plain HTTP/1.1 (Config.HTTP1) and of HTTP/2 (Config.HTTP2).
 const (
 	HTTP1Fast = "fast"
 	HTTP1Std  = "std"
+	HTTP2Fast = "fast"
+	HTTP2Std  = "std"
 )
 
 func (c *Config) setDefaults() {
@@ -171,6 +177,7 @@ func (c *Config) setDefaults() {
 	def(&c.Listen, "127.0.0.1:8080")
 	def(&c.AdminListen, "127.0.0.1:9080")
 	def(&c.HTTP1, HTTP1Fast)
+	def(&c.HTTP2, HTTP2Fast)
 	if c.Cache.MaxBytes == 0 {
 		c.Cache.MaxBytes = 256 << 20
 	}
@@ -261,6 +268,9 @@ func (c *Config) Validate() error {
 	}
 	if c.HTTP1 != "" && c.HTTP1 != HTTP1Fast && c.HTTP1 != HTTP1Std {
 		bad("http1", "is %q; want %q or %q", c.HTTP1, HTTP1Fast, HTTP1Std)
+	}
+	if c.HTTP2 != "" && c.HTTP2 != HTTP2Fast && c.HTTP2 != HTTP2Std {
+		bad("http2", "is %q; want %q or %q", c.HTTP2, HTTP2Fast, HTTP2Std)
 	}
 	for i, p := range c.Peers {
 		if p.ID == "" {

@@ -20,6 +20,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
+	"github.com/meridian-cdn/meridian/edge/h2"
 	"github.com/meridian-cdn/meridian/edge/http1"
 	"github.com/meridian-cdn/meridian/edge/httpcache"
 	"github.com/meridian-cdn/meridian/edge/store"
@@ -341,6 +342,14 @@ func (n *Node) ServeListeners(ctx context.Context, ls Listeners) error {
 		tlsProtocols.SetHTTP2(true)
 		tlsSrv.Protocols = tlsProtocols
 		tlsSrv.TLSConfig = certs.tlsConfig()
+		if n.cfg.HTTP2 != HTTP2Std {
+			// HTTP/2 through the edge's own server; HTTP/1.1 over TLS stays with net/http.
+			(&h2.Server{
+				MaxHeaderBytes: n.cfg.MaxHeaderBytes,
+				IdleTimeout:    tlsSrv.IdleTimeout,
+				ErrorLog:       tlsSrv.ErrorLog,
+			}).Configure(tlsSrv)
+		}
 		all = append(all, served{tlsSrv.Shutdown, func() error { return tlsSrv.ServeTLS(writegather.Listener{Listener: n.rttListen(ls.HTTPS)}, "", "") }})
 		if ls.QUIC != nil {
 			h3 := &http3.Server{

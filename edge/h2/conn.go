@@ -1,0 +1,854 @@
+package h2
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+const (
+	// What a client may send before it waits for a WINDOW_UPDATE: per stream, and in all.
+	// The connection's window bounds the request body bytes held for one connection.
+	recvStreamWindow = 1 << 20
+	recvConnWindow   = 1 << 20
+	// maxReadFrameSize is advertised as SETTINGS_MAX_FRAME_SIZE: the protocol's default.
+	// Request bodies are rare at an edge, and h2spec expects a frame past 16 KiB refused.
+	maxReadFrameSize = 16384
+	// writeBufferSize is the connection's output buffer: the responses to one batch of
+	// requests leave in one write when they fit.
+	writeBufferSize = 32 << 10
+	// handoffDelay is how long a handler may run on the reading goroutine before reading
+	// moves to a new goroutine: a hit ends well within it, a miss waiting for its origin does
+	// not, and the connection's other streams wait no longer than this.
+	handoffDelay = 2 * time.Millisecond
+	// maxEmptyData bounds DATA frames without data or END_STREAM on a connection: they cost
+	// work and carry nothing (CVE-2019-9518).
+	maxEmptyData = 1000
+	// closeWriteTimeout bounds the write of a final GOAWAY to a client that does not read.
+	closeWriteTimeout = time.Second
+	// lingerTimeout is how long a connection that said GOAWAY keeps reading (and dropping)
+	// what the client had already sent before it closes: closing with unread bytes would
+	// reset the connection and could lose the last answers on their way.
+	lingerTimeout = time.Second
+	// initialWindow is the protocol's default window before SETTINGS say otherwise.
+	initialWindow = 65535
+	maxWindow     = 1<<31 - 1
+)
+
+// clientPreface opens every HTTP/2 connection.
+const clientPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+var errStreamClosed = errors.New("h2: stream closed")
+
+// conn is one HTTP/2 connection. One goroutine reads it at a time (the reader); a handler
+// that runs on the reader's goroutine (inline) gives the reading to a new goroutine when it
+// runs long or must wait (handoff). Everything but reading is guarded by mu.
+type conn struct {
+	srv        *Server
+	nc         net.Conn
+	handler    http.Handler
+	tlsState   *tls.ConnectionState
+	remoteAddr string
+	ctx        context.Context
+	cancel     context.CancelFunc
+	maxStreams uint32
+	br         *bufio.Reader
+	fr         *http2.Framer
+	timer      *time.Timer // hands reading off from a long inline handler
+	done       chan struct{}
+	handlers   sync.WaitGroup
+
+	// The reader's own state.
+	sawSettings bool
+	emptyData   int
+
+	mu            sync.Mutex
+	cond          sync.Cond // windows, request bodies and stream states changed
+	bw            *bufio.Writer
+	hbuf          bytes.Buffer
+	enc           *hpack.Encoder
+	dirty         bool  // bw holds bytes not yet written
+	werr          error // a write to the client failed: the connection is over
+	streams       map[uint32]*stream
+	maxClientID   uint32
+	sendWindow    int64 // the connection's send window
+	peerWindow    int64 // SETTINGS_INITIAL_WINDOW_SIZE of the client
+	peerMaxFrame  uint32
+	recvWindow    int64 // what the client may still send on the connection
+	recvUnacked   int64 // consumed, not yet given back
+	running       int   // handlers running
+	queue         []*stream
+	goAwaySent    bool
+	closing       bool
+	settingsAcked bool
+	inline        *stream // the stream whose handler runs on the reader's goroutine
+	idleSet       bool    // an idle read deadline is set
+	lingering     bool    // the GOAWAY is out and the last stream done: reading until closed
+	started       bool    // the server's SETTINGS are out
+	shutdownAsked bool    // Shutdown came before the SETTINGS went out
+	writeRefresh  time.Time
+	lowerCache    map[string]string
+}
+
+func newConn(s *Server, ctx context.Context, nc net.Conn, tlsState *tls.ConnectionState, h http.Handler) *conn {
+	c := &conn{
+		srv:          s,
+		nc:           nc,
+		handler:      h,
+		tlsState:     tlsState,
+		remoteAddr:   nc.RemoteAddr().String(),
+		maxStreams:   s.maxStreams(),
+		done:         make(chan struct{}),
+		streams:      map[uint32]*stream{},
+		sendWindow:   initialWindow,
+		peerWindow:   initialWindow,
+		peerMaxFrame: 16384,
+		recvWindow:   recvConnWindow,
+	}
+	c.ctx, c.cancel = context.WithCancel(ctx)
+	c.cond.L = &c.mu
+	c.br = bufio.NewReaderSize(nc, 16<<10)
+	c.bw = bufio.NewWriterSize(deadlineWriter{c}, writeBufferSize)
+	c.fr = http2.NewFramer(c.bw, c.br)
+	c.fr.SetReuseFrames()
+	c.fr.SetMaxReadFrameSize(maxReadFrameSize)
+	c.fr.MaxHeaderListSize = s.maxHeaderBytes()
+	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	c.enc = hpack.NewEncoder(&c.hbuf)
+	c.timer = time.AfterFunc(time.Hour, c.handoffSlow)
+	c.timer.Stop()
+	return c
+}
+
+// serve reads the preface, sends the server's SETTINGS and reads frames until the
+// connection ends; it returns once every handler has.
+func (c *conn) serve(shutting bool) {
+	c.nc.SetDeadline(time.Now().Add(prefaceTimeout))
+	var pre [len(clientPreface)]byte
+	if _, err := io.ReadFull(c.br, pre[:]); err != nil || string(pre[:]) != clientPreface {
+		c.nc.Close()
+		c.cancel()
+		return
+	}
+	c.mu.Lock()
+	c.fr.WriteSettings(
+		http2.Setting{ID: http2.SettingMaxFrameSize, Val: maxReadFrameSize},
+		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: c.maxStreams},
+		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: c.srv.maxHeaderBytes()},
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: recvStreamWindow},
+	)
+	c.fr.WriteWindowUpdate(0, recvConnWindow-initialWindow)
+	c.dirty = true
+	c.flushLocked()
+	c.started = true
+	c.idleSet = true // the preface deadline stands until the first SETTINGS
+	if shutting || c.shutdownAsked {
+		c.goAwayLocked(http2.ErrCodeNo)
+	}
+	c.mu.Unlock()
+	if c.readLoop() {
+		<-c.done
+	}
+}
+
+// readLoop reads and handles frames until the connection ends (it then tears it down and
+// returns false) or an inline handler handed the reading to another goroutine (true).
+func (c *conn) readLoop() bool {
+	for {
+		if c.br.Buffered() == 0 {
+			c.beforeBlocking()
+		}
+		f, err := c.fr.ReadFrame()
+		if err != nil {
+			if c.readError(err) {
+				continue
+			}
+			c.teardown()
+			return false
+		}
+		if !c.sawSettings {
+			if sf, ok := f.(*http2.SettingsFrame); !ok || sf.IsAck() {
+				c.connError(http2.ErrCodeProtocol)
+				c.teardown()
+				return false
+			}
+			c.sawSettings = true
+			c.mu.Lock()
+			if !c.lingering {
+				c.nc.SetReadDeadline(time.Now().Add(c.srv.idleTimeout())) // the preface's deadline gives way to the idle one
+			}
+			c.mu.Unlock()
+		}
+		switch c.process(f) {
+		case keepReading:
+		case handedOff:
+			return true
+		case stopReading:
+			c.teardown()
+			return false
+		}
+	}
+}
+
+type action int
+
+const (
+	keepReading action = iota
+	handedOff
+	stopReading
+)
+
+// beforeBlocking runs when the reader has nothing buffered: whatever is gathered goes out,
+// and an idle connection gets its idle deadline.
+func (c *conn) beforeBlocking() {
+	c.mu.Lock()
+	c.flushLocked()
+	c.checkIdleLocked()
+	c.mu.Unlock()
+}
+
+// checkIdleLocked gives a connection that has nothing to do its idle deadline. It runs
+// wherever the last stream or handler may end, since the reader may already be waiting.
+func (c *conn) checkIdleLocked() {
+	if !c.idleSet && !c.lingering && len(c.streams) == 0 && c.running == 0 && len(c.queue) == 0 {
+		c.nc.SetReadDeadline(time.Now().Add(c.srv.idleTimeout()))
+		c.idleSet = true
+	}
+}
+
+// readError handles an error from ReadFrame; it reports whether reading goes on.
+func (c *conn) readError(err error) bool {
+	var se http2.StreamError
+	var ce http2.ConnectionError
+	switch {
+	case errors.As(err, &se):
+		c.mu.Lock()
+		if se.StreamID > c.maxClientID && se.StreamID%2 == 1 {
+			c.maxClientID = se.StreamID // a malformed HEADERS still opened (and closed) its stream
+		}
+		c.resetLocked(se.StreamID, se.Code)
+		c.mu.Unlock()
+		return true
+	case errors.As(err, &ce):
+		c.connError(http2.ErrCode(ce))
+	case errors.Is(err, http2.ErrFrameTooLarge):
+		c.connError(http2.ErrCodeFrameSize)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		c.mu.Lock()
+		lingering := c.lingering
+		c.mu.Unlock()
+		if !lingering {
+			c.connError(http2.ErrCodeNo) // idle: say goodbye
+		}
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
+	default:
+		var ne net.Error
+		if !errors.As(err, &ne) {
+			c.connError(http2.ErrCodeProtocol)
+		}
+	}
+	return false
+}
+
+// process handles one frame.
+func (c *conn) process(f http2.Frame) action {
+	switch f := f.(type) {
+	case *http2.MetaHeadersFrame:
+		return c.onHeaders(f)
+	case *http2.DataFrame:
+		return c.onData(f)
+	case *http2.WindowUpdateFrame:
+		return c.onWindowUpdate(f)
+	case *http2.SettingsFrame:
+		return c.onSettings(f)
+	case *http2.PingFrame:
+		if !f.IsAck() {
+			c.mu.Lock()
+			c.fr.WritePing(true, f.Data)
+			c.dirty = true
+			c.mu.Unlock()
+		}
+	case *http2.RSTStreamFrame:
+		return c.onReset(f)
+	case *http2.PriorityFrame:
+		if f.StreamDep == f.StreamID {
+			c.mu.Lock()
+			c.resetLocked(f.StreamID, http2.ErrCodeProtocol)
+			c.mu.Unlock()
+		}
+	case *http2.GoAwayFrame:
+		// The client will open no more streams; those it has are served to their end.
+	case *http2.PushPromiseFrame:
+		return c.connError(http2.ErrCodeProtocol) // clients never push
+	}
+	return keepReading
+}
+
+func (c *conn) onSettings(f *http2.SettingsFrame) action {
+	if f.IsAck() {
+		c.mu.Lock()
+		c.settingsAcked = true
+		c.mu.Unlock()
+		return keepReading
+	}
+	if f.NumSettings() > 100 {
+		return c.connError(http2.ErrCodeProtocol)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	err := f.ForeachSetting(func(s http2.Setting) error {
+		if err := s.Valid(); err != nil {
+			return err
+		}
+		switch s.ID {
+		case http2.SettingInitialWindowSize:
+			delta := int64(s.Val) - c.peerWindow
+			c.peerWindow = int64(s.Val)
+			for _, st := range c.streams {
+				st.sendWindow += delta
+				if st.sendWindow > maxWindow {
+					return http2.ConnectionError(http2.ErrCodeFlowControl)
+				}
+			}
+			c.cond.Broadcast()
+		case http2.SettingMaxFrameSize:
+			c.peerMaxFrame = s.Val
+		case http2.SettingHeaderTableSize:
+			c.enc.SetMaxDynamicTableSizeLimit(s.Val)
+		}
+		return nil
+	})
+	if err != nil {
+		var ce http2.ConnectionError
+		if !errors.As(err, &ce) {
+			ce = http2.ConnectionError(http2.ErrCodeProtocol)
+		}
+		return c.connErrorLocked(http2.ErrCode(ce))
+	}
+	c.fr.WriteSettingsAck()
+	c.dirty = true
+	return keepReading
+}
+
+func (c *conn) onWindowUpdate(f *http2.WindowUpdateFrame) action {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if f.StreamID == 0 {
+		c.sendWindow += int64(f.Increment)
+		if c.sendWindow > maxWindow {
+			return c.connErrorLocked(http2.ErrCodeFlowControl)
+		}
+		c.cond.Broadcast()
+		return keepReading
+	}
+	st := c.streams[f.StreamID]
+	if st == nil {
+		if f.StreamID > c.maxClientID {
+			return c.connErrorLocked(http2.ErrCodeProtocol) // an idle stream
+		}
+		return keepReading // a closed one: the update crossed our END_STREAM
+	}
+	st.sendWindow += int64(f.Increment)
+	if st.sendWindow > maxWindow {
+		c.resetLocked(st.id, http2.ErrCodeFlowControl)
+		return keepReading
+	}
+	c.cond.Broadcast()
+	return keepReading
+}
+
+func (c *conn) onReset(f *http2.RSTStreamFrame) action {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.streams[f.StreamID]
+	if st == nil {
+		if f.StreamID > c.maxClientID {
+			return c.connErrorLocked(http2.ErrCodeProtocol)
+		}
+		return keepReading
+	}
+	c.closeStreamLocked(st, errStreamClosed)
+	return keepReading
+}
+
+func (c *conn) onData(f *http2.DataFrame) action {
+	id := f.StreamID
+	n := int64(f.Length)
+	data := f.Data()
+	if len(data) == 0 && !f.StreamEnded() {
+		c.emptyData++
+		if c.emptyData > maxEmptyData {
+			return c.connError(http2.ErrCodeEnhanceYourCalm)
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n > c.recvWindow {
+		return c.connErrorLocked(http2.ErrCodeFlowControl)
+	}
+	c.recvWindow -= n
+	st := c.streams[id]
+	if st == nil || st.remoteDone {
+		c.consumedLocked(nil, n) // nobody will read it: the connection's window comes back
+		if st == nil && id > c.maxClientID {
+			return c.connErrorLocked(http2.ErrCodeProtocol) // an idle stream
+		}
+		c.resetLocked(id, http2.ErrCodeStreamClosed)
+		return keepReading
+	}
+	if n > st.recvWindow {
+		c.consumedLocked(nil, n)
+		c.resetLocked(id, http2.ErrCodeFlowControl)
+		return keepReading
+	}
+	st.recvWindow -= n
+	if pad := n - int64(len(data)); pad > 0 {
+		c.consumedLocked(st, pad)
+	}
+	st.gotLen += int64(len(data))
+	if st.declaredLen >= 0 && st.gotLen > st.declaredLen {
+		c.consumedLocked(nil, int64(len(data)))
+		c.resetLocked(id, http2.ErrCodeProtocol)
+		return keepReading
+	}
+	st.body.put(data)
+	if f.StreamEnded() {
+		if st.declaredLen >= 0 && st.gotLen != st.declaredLen {
+			c.resetLocked(id, http2.ErrCodeProtocol)
+			return keepReading
+		}
+		c.remoteEndLocked(st)
+	}
+	c.cond.Broadcast()
+	return keepReading
+}
+
+// consumedLocked gives back n bytes of flow-control window once read (or dropped): to the
+// connection, and to st if it still receives. Updates go out once a quarter of a window is
+// owed, so a large body costs few WINDOW_UPDATE frames.
+func (c *conn) consumedLocked(st *stream, n int64) {
+	c.recvUnacked += n
+	if c.recvUnacked >= recvConnWindow/4 {
+		c.fr.WriteWindowUpdate(0, uint32(c.recvUnacked))
+		c.recvWindow += c.recvUnacked
+		c.recvUnacked = 0
+		c.dirty = true
+	}
+	if st != nil && !st.remoteDone && !st.reset {
+		st.recvUnacked += n
+		if st.recvUnacked >= recvStreamWindow/4 {
+			c.fr.WriteWindowUpdate(st.id, uint32(st.recvUnacked))
+			st.recvWindow += st.recvUnacked
+			st.recvUnacked = 0
+			c.dirty = true
+		}
+	}
+}
+
+// onHeaders opens a stream, or takes a request's trailers.
+func (c *conn) onHeaders(f *http2.MetaHeadersFrame) action {
+	id := f.StreamID
+	c.mu.Lock()
+	if st := c.streams[id]; st != nil {
+		defer c.mu.Unlock()
+		switch {
+		case st.remoteDone:
+			c.resetLocked(id, http2.ErrCodeStreamClosed)
+		case !f.StreamEnded() || len(f.PseudoFields()) > 0:
+			c.resetLocked(id, http2.ErrCodeProtocol) // trailers end the stream, without pseudo-fields
+		case st.declaredLen >= 0 && st.gotLen != st.declaredLen:
+			c.resetLocked(id, http2.ErrCodeProtocol)
+		default:
+			c.remoteEndLocked(st) // trailers are accepted and dropped: the edge forwards none
+			c.cond.Broadcast()
+		}
+		return keepReading
+	}
+	if id%2 == 0 || id <= c.maxClientID {
+		defer c.mu.Unlock()
+		return c.connErrorLocked(http2.ErrCodeProtocol)
+	}
+	c.maxClientID = id
+	if c.goAwaySent || c.closing {
+		c.mu.Unlock()
+		return keepReading // after a GOAWAY, new streams are ignored
+	}
+	if f.HasPriority() && f.Priority.StreamDep == id {
+		defer c.mu.Unlock()
+		c.resetLocked(id, http2.ErrCodeProtocol)
+		return keepReading
+	}
+	if uint32(len(c.streams)) >= c.maxStreams {
+		defer c.mu.Unlock()
+		c.resetLocked(id, http2.ErrCodeRefusedStream)
+		return keepReading
+	}
+	st := c.newStream(id, f)
+	if st == nil {
+		defer c.mu.Unlock()
+		c.resetLocked(id, http2.ErrCodeProtocol)
+		return keepReading
+	}
+	c.streams[id] = st
+	if f.Truncated {
+		// A header list over the limit: 431, as net/http answers it.
+		st.remoteDone = true
+		c.writeHeaderBlockLocked(st, c.encodeStatusOnly(http.StatusRequestHeaderFieldsTooLarge), true)
+		c.localEndLocked(st)
+		c.mu.Unlock()
+		return keepReading
+	}
+	if c.idleSet {
+		c.idleSet = false
+		c.nc.SetReadDeadline(time.Time{})
+	}
+	if c.running >= int(c.maxStreams) {
+		// Streams the client reset still have handlers running: wait for them, up to a
+		// point (the rapid-reset attack).
+		if len(c.queue) >= 4*int(c.maxStreams) {
+			defer c.mu.Unlock()
+			return c.connErrorLocked(http2.ErrCodeEnhanceYourCalm)
+		}
+		c.queue = append(c.queue, st)
+		c.mu.Unlock()
+		return keepReading
+	}
+	c.running++
+	c.handlers.Add(1)
+	if !st.remoteDone || c.inline != nil {
+		c.mu.Unlock()
+		go c.runHandler(st)
+		return keepReading
+	}
+	// A request without a body: answered on this goroutine.
+	c.inline = st
+	c.mu.Unlock()
+	c.timer.Reset(handoffDelay)
+	c.callHandler(st)
+	c.mu.Lock()
+	moved := st.handedOff
+	if !moved {
+		// Still the reader: no other inline handler can have armed the timer since.
+		c.inline = nil
+		c.timer.Stop()
+	}
+	c.endHandlerLocked(st, !moved)
+	c.mu.Unlock()
+	if moved {
+		return handedOff
+	}
+	return keepReading
+}
+
+// handoffSlow runs when an inline handler has run for handoffDelay.
+func (c *conn) handoffSlow() {
+	c.mu.Lock()
+	if st := c.inline; st != nil {
+		c.handoffLocked(st)
+	}
+	c.mu.Unlock()
+}
+
+// handoffLocked starts a new reader if st's handler runs on the reader's goroutine: that
+// goroutine then belongs to the handler alone.
+func (c *conn) handoffLocked(st *stream) {
+	if c.inline != st || st.handedOff || c.closing {
+		return
+	}
+	st.handedOff = true
+	c.inline = nil
+	go c.readLoop()
+}
+
+// runHandler runs st's handler on a goroutine of its own.
+func (c *conn) runHandler(st *stream) {
+	c.callHandler(st)
+	c.mu.Lock()
+	c.endHandlerLocked(st, false)
+	c.mu.Unlock()
+}
+
+// callHandler calls the handler and finishes the response; a panic resets the stream.
+func (c *conn) callHandler(st *stream) {
+	defer func() {
+		if p := recover(); p != nil {
+			if p != http.ErrAbortHandler {
+				c.srv.logf("h2: panic serving %v: %v\n%s", c.remoteAddr, p, debug.Stack())
+			}
+			c.mu.Lock()
+			c.resetLocked(st.id, http2.ErrCodeInternal)
+			c.mu.Unlock()
+		}
+	}()
+	c.handler.ServeHTTP(&st.rw, st.req)
+	st.rw.finish()
+}
+
+// endHandlerLocked accounts for a handler that returned; the next queued stream starts. A
+// handler that ran on the reader leaves the flush to the reader (onReader), so the answers
+// to one batch of requests leave together.
+func (c *conn) endHandlerLocked(st *stream, onReader bool) {
+	st.cancel()
+	if st.body != nil {
+		st.body.closeLocked()
+	}
+	c.running--
+	if !onReader {
+		c.flushLocked()
+	}
+	for len(c.queue) > 0 && !c.closing {
+		next := c.queue[0]
+		c.queue = c.queue[1:]
+		if next.reset {
+			continue // its body, if any, was dropped when it was reset
+		}
+		c.running++
+		c.handlers.Add(1)
+		go c.runHandler(next)
+		break
+	}
+	c.maybeCloseLocked()
+	if !onReader {
+		c.checkIdleLocked()
+	}
+	c.handlers.Done()
+}
+
+// remoteEndLocked notes that the client has sent all of st's request.
+func (c *conn) remoteEndLocked(st *stream) {
+	st.remoteDone = true
+	if st.body != nil {
+		st.body.endLocked(io.EOF)
+	}
+	if st.localDone {
+		delete(c.streams, st.id)
+	}
+}
+
+// localEndLocked notes that st's response has ended. A request still being sent is cut
+// short with RST_STREAM NO_ERROR: the client may stop sending (RFC 9113, section 8.1).
+func (c *conn) localEndLocked(st *stream) {
+	st.localDone = true
+	if !st.remoteDone {
+		c.resetLocked(st.id, http2.ErrCodeNo)
+		return
+	}
+	delete(c.streams, st.id)
+}
+
+// closeStreamLocked ends st at once: its context is cancelled, its body and writer fail.
+func (c *conn) closeStreamLocked(st *stream, err error) {
+	st.reset = true
+	st.remoteDone, st.localDone = true, true
+	delete(c.streams, st.id)
+	st.cancel()
+	if st.body != nil {
+		st.body.abortLocked(err)
+	}
+	c.cond.Broadcast()
+	c.maybeCloseLocked()
+	c.checkIdleLocked()
+}
+
+// resetLocked sends RST_STREAM for id and closes the stream if it is open.
+func (c *conn) resetLocked(id uint32, code http2.ErrCode) {
+	if st := c.streams[id]; st != nil {
+		c.closeStreamLocked(st, errStreamClosed)
+	}
+	if c.closing {
+		return
+	}
+	c.fr.WriteRSTStream(id, code)
+	c.dirty = true
+}
+
+// connError ends the connection with a GOAWAY carrying code.
+func (c *conn) connError(code http2.ErrCode) action {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.connErrorLocked(code)
+}
+
+func (c *conn) connErrorLocked(code http2.ErrCode) action {
+	if !c.closing {
+		c.nc.SetWriteDeadline(time.Now().Add(closeWriteTimeout))
+		c.writeRefresh = time.Now().Add(time.Hour) // deadlineWriter must not lift it
+		c.fr.WriteGoAway(c.maxClientID, code, nil)
+		c.dirty = true
+		c.flushLocked()
+		c.goAwaySent = true
+		c.closing = true
+	}
+	return stopReading
+}
+
+// goAwayLocked sends a GOAWAY without error: streams already open are served, no new one is.
+func (c *conn) goAwayLocked(code http2.ErrCode) {
+	if c.goAwaySent || c.closing {
+		return
+	}
+	c.goAwaySent = true
+	c.fr.WriteGoAway(c.maxClientID, code, nil)
+	c.dirty = true
+	c.flushLocked()
+	c.maybeCloseLocked()
+}
+
+// startGracefulShutdown is the server's Shutdown reaching this connection.
+func (c *conn) startGracefulShutdown() {
+	c.mu.Lock()
+	if c.started {
+		c.goAwayLocked(http2.ErrCodeNo)
+	} else {
+		c.shutdownAsked = true // the server's first frame must be its SETTINGS
+	}
+	c.mu.Unlock()
+}
+
+// maybeCloseLocked ends a connection that sent its GOAWAY once its last stream is done: the
+// reader goes on reading, and dropping, what the client sent until lingerTimeout or the
+// client's close, then tears down.
+func (c *conn) maybeCloseLocked() {
+	if c.goAwaySent && !c.lingering && len(c.streams) == 0 && c.running == 0 && len(c.queue) == 0 {
+		c.flushLocked()
+		c.lingering = true
+		c.nc.SetReadDeadline(time.Now().Add(lingerTimeout))
+	}
+}
+
+// teardown ends the connection after the reader stopped: every stream is closed, every
+// handler has returned when it returns.
+func (c *conn) teardown() {
+	c.nc.Close() // first, so that no writer stays blocked holding mu
+	c.mu.Lock()
+	c.closing = true
+	for _, st := range c.streams {
+		c.closeStreamLocked(st, errStreamClosed)
+	}
+	for _, st := range c.queue {
+		st.cancel()
+	}
+	c.queue = nil
+	c.cond.Broadcast()
+	c.mu.Unlock()
+	c.timer.Stop()
+	c.cancel() // handlers of streams already ended may still wait on their contexts
+	c.handlers.Wait()
+	close(c.done)
+}
+
+// flushLocked writes what is gathered.
+func (c *conn) flushLocked() {
+	if !c.dirty {
+		return
+	}
+	c.dirty = false
+	c.bw.Flush() // an error is kept by deadlineWriter
+}
+
+// writeHeaderBlockLocked sends an encoded header block for st, in CONTINUATION frames
+// beyond the client's frame size.
+func (c *conn) writeHeaderBlockLocked(st *stream, block []byte, endStream bool) {
+	first := true
+	for first || len(block) > 0 {
+		chunk := block
+		if len(chunk) > int(c.peerMaxFrame) {
+			chunk = chunk[:c.peerMaxFrame]
+		}
+		block = block[len(chunk):]
+		if first {
+			c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: st.id, BlockFragment: chunk, EndStream: endStream, EndHeaders: len(block) == 0})
+		} else {
+			c.fr.WriteContinuation(st.id, len(block) == 0, chunk)
+		}
+		first = false
+	}
+	c.dirty = true
+}
+
+// writeDataLocked sends p on st as DATA frames within the flow-control windows, waiting for
+// the client's WINDOW_UPDATE when they are spent; end sets END_STREAM on the last frame.
+func (c *conn) writeDataLocked(st *stream, p []byte, end bool) error {
+	for {
+		if st.reset || c.closing {
+			return errStreamClosed
+		}
+		if c.werr != nil {
+			return c.werr
+		}
+		if len(p) == 0 {
+			// END_STREAM alone costs no window (and the window may be negative).
+			c.writeDataFrameLocked(st.id, nil, end)
+			return nil
+		}
+		n := int64(len(p))
+		n = min(n, int64(c.peerMaxFrame), c.sendWindow, st.sendWindow)
+		if n <= 0 && len(p) > 0 {
+			// The window is spent: the client must see what we sent to grant more, and
+			// the reader must run to hear it.
+			c.handoffLocked(st)
+			c.flushLocked()
+			c.cond.Wait()
+			continue
+		}
+		chunk := p[:n]
+		p = p[n:]
+		last := end && len(p) == 0
+		c.writeDataFrameLocked(st.id, chunk, last)
+		c.sendWindow -= n
+		st.sendWindow -= n
+		if len(p) == 0 {
+			return nil
+		}
+		if c.bw.Buffered() == 0 {
+			// A large body: let the reader in between frames.
+			c.mu.Unlock()
+			c.mu.Lock()
+		}
+	}
+}
+
+// writeDataFrameLocked writes one DATA frame straight into the buffer (the Framer would
+// copy the payload once more).
+func (c *conn) writeDataFrameLocked(id uint32, p []byte, end bool) {
+	var flags byte
+	if end {
+		flags = byte(http2.FlagDataEndStream)
+	}
+	n := len(p)
+	hdr := [9]byte{byte(n >> 16), byte(n >> 8), byte(n), byte(http2.FrameData), flags, byte(id >> 24), byte(id >> 16), byte(id >> 8), byte(id)}
+	c.bw.Write(hdr[:])
+	c.bw.Write(p)
+	c.dirty = true
+}
+
+// deadlineWriter is the connection's output: every write has Server.WriteTimeout to go out. The
+// deadline is moved only when half of it has passed, so a busy connection seldom pays for it.
+type deadlineWriter struct{ c *conn }
+
+func (w deadlineWriter) Write(p []byte) (int, error) {
+	c := w.c // mu is held: bw is only used under it
+	if now := time.Now(); now.After(c.writeRefresh) {
+		d := c.srv.writeTimeout()
+		c.nc.SetWriteDeadline(now.Add(d))
+		c.writeRefresh = now.Add(d / 2)
+	}
+	n, err := c.nc.Write(p)
+	if err != nil && c.werr == nil {
+		c.werr = err
+		c.nc.Close() // the reader sees it and tears down
+	}
+	return n, err
+}

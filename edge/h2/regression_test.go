@@ -1,0 +1,261 @@
+package h2
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// streamEnded matches the frame that ends stream id's response.
+func streamEnded(id uint32) func(http2.Frame) bool {
+	return func(f http2.Frame) bool {
+		return f.Header().StreamID == id && f.Header().Flags.Has(http2.FlagDataEndStream) &&
+			(f.Header().Type == http2.FrameData || f.Header().Type == http2.FrameHeaders)
+	}
+}
+
+// TestHandoffAfterEarlierHandoff: a handler handed off earlier must not disarm the handoff of
+// the handler that runs inline after it (they share the connection's timer). /b waits for
+// /c's answer, which is read only if /b hands the reading off.
+func TestHandoffAfterEarlierHandoff(t *testing.T) {
+	aRelease := make(chan struct{})
+	bStarted := make(chan struct{})
+	cDone := make(chan struct{})
+	ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/a":
+			<-aRelease // handed off by its timer, returns while /b runs inline
+		case "/b":
+			close(bStarted)
+			close(aRelease)
+			select {
+			case <-cDone:
+			case <-time.After(10 * time.Second):
+				t.Error("/c was not read while /b ran: the reading was never handed off")
+			}
+		case "/c":
+			close(cDone)
+		}
+		io.WriteString(w, "x")
+	}))
+	c := dialRaw(t, ts)
+	c.headers(1, true, "/a")
+	c.headers(3, true, "/b")
+	<-bStarted
+	c.headers(5, true, "/c")
+	c.until("/c's answer", streamEnded(5))
+}
+
+// TestIdleTimeoutAfterHandedOffHandler: the idle deadline is set when the last handler ends
+// on its own goroutine, while the reader already waits.
+func TestIdleTimeoutAfterHandedOffHandler(t *testing.T) {
+	release := make(chan struct{})
+	ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-release // long enough to be handed off
+		io.WriteString(w, "x")
+	}))
+	ts.H2.IdleTimeout = 200 * time.Millisecond
+	c := dialRaw(t, ts)
+	c.headers(1, true, "/")
+	time.AfterFunc(50*time.Millisecond, func() { close(release) })
+	c.until("the answer", streamEnded(1))
+	c.until("GOAWAY after the idle timeout", func(f http2.Frame) bool {
+		_, ok := f.(*http2.GoAwayFrame)
+		return ok
+	})
+}
+
+// TestShrunkWindowAtEnd: a client may shrink SETTINGS_INITIAL_WINDOW_SIZE below what was
+// sent; the stream still ends normally (END_STREAM needs no window).
+func TestShrunkWindowAtEnd(t *testing.T) {
+	shrunk := make(chan struct{})
+	ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write(make([]byte, 65535))
+		w.(http.Flusher).Flush()
+		<-shrunk
+	}))
+	c := dialRaw(t, ts)
+	c.headers(1, true, "/")
+	got := 0
+	c.until("the window's worth", func(f http2.Frame) bool {
+		if d, ok := f.(*http2.DataFrame); ok {
+			got += len(d.Data())
+		}
+		return got == 65535
+	})
+	c.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	c.until("the SETTINGS ack", func(f http2.Frame) bool {
+		s, ok := f.(*http2.SettingsFrame)
+		return ok && s.IsAck()
+	})
+	close(shrunk)
+	c.until("END_STREAM", func(f http2.Frame) bool {
+		if r, ok := f.(*http2.RSTStreamFrame); ok {
+			t.Fatalf("stream reset with %v instead of ended", r.ErrCode)
+		}
+		return streamEnded(1)(f)
+	})
+}
+
+// TestTeardownCancelsEndedStreams: when the client goes away, handlers whose responses are
+// complete but who still wait on their context are cancelled too, so the connection ends.
+func TestTeardownCancelsEndedStreams(t *testing.T) {
+	cancelled := make(chan struct{})
+	ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "2")
+		io.WriteString(w, "ok")
+		select {
+		case <-r.Context().Done():
+			close(cancelled)
+		case <-time.After(10 * time.Second):
+			t.Error("context not cancelled after the client left")
+		}
+	}))
+	c := dialRaw(t, ts)
+	c.headers(1, true, "/")
+	c.until("the answer", streamEnded(1))
+	c.nc.Close()
+	<-cancelled
+}
+
+// TestQueuedResetStreamGivesBackWindow: request body bytes buffered for a queued stream the
+// client then resets go back to the connection's window.
+func TestQueuedResetStreamGivesBackWindow(t *testing.T) {
+	release := make(chan struct{})
+	ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/busy" {
+			<-release // ignores its context: keeps its slot after the reset
+		}
+		io.Copy(io.Discard, r.Body)
+	}))
+	defer close(release)
+	ts.H2.MaxConcurrentStreams = 1
+	c := dialRaw(t, ts)
+	c.headers(1, true, "/busy")
+	c.fr.WriteRSTStream(1, http2.ErrCodeCancel)
+	c.headers(3, false, "/queued")
+	chunk := make([]byte, 16384)
+	for range 32 { // 512 KiB, half the connection's window
+		c.fr.WriteData(3, false, chunk)
+	}
+	c.fr.WriteRSTStream(3, http2.ErrCodeCancel)
+	var given uint32
+	c.until("the connection's window back", func(f http2.Frame) bool {
+		if wu, ok := f.(*http2.WindowUpdateFrame); ok && wu.StreamID == 0 {
+			given += wu.Increment
+		}
+		return given >= recvConnWindow-initialWindow+512<<10
+	})
+}
+
+// TestMalformedHeadersCloseOnlyTheirStream: a HEADERS frame with an invalid field resets its
+// stream; DATA that follows on it is a stream error too, and the connection goes on.
+func TestMalformedHeadersCloseOnlyTheirStream(t *testing.T) {
+	ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "x")
+	}))
+	c := dialRaw(t, ts)
+	c.buf.Reset()
+	for _, kv := range [][2]string{{":method", "POST"}, {":scheme", "https"}, {":authority", "a"}, {":path", "/"}, {"Bad-Upper", "x"}} {
+		c.enc.WriteField(hpack.HeaderField{Name: kv[0], Value: kv[1]})
+	}
+	c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: c.buf.Bytes(), EndHeaders: true})
+	c.fr.WriteData(1, true, []byte("abc"))
+	c.headers(3, true, "/")
+	c.until("stream 3's answer", func(f http2.Frame) bool {
+		if g, ok := f.(*http2.GoAwayFrame); ok {
+			t.Fatalf("connection closed with GOAWAY %v after a stream error", g.ErrCode)
+		}
+		return streamEnded(3)(f)
+	})
+}
+
+// TestClientThatStopsReading: a client that grants a large window and never reads is cut off
+// after WriteTimeout; the handler's write fails instead of blocking for good.
+func TestClientThatStopsReading(t *testing.T) {
+	writeErr := make(chan error, 1)
+	ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var err error
+		for i := 0; i < 1024 && err == nil; i++ {
+			_, err = w.Write(make([]byte, 64<<10))
+		}
+		writeErr <- err
+	}))
+	ts.H2.WriteTimeout = 300 * time.Millisecond
+	c := dialRaw(t, ts)
+	c.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
+	c.fr.WriteWindowUpdate(0, 1<<31-1-initialWindow)
+	c.headers(1, true, "/big")
+	select {
+	case err := <-writeErr:
+		if err == nil {
+			t.Fatal("64 MiB written to a client that reads nothing")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the handler's write still blocked long after the write timeout")
+	}
+}
+
+// TestAnswersLikeNetHTTP: what a client sees of the framing net/http adds (Content-Length of
+// a short body, sniffed Content-Type, HEAD, 204, a declared length) is the same from both
+// servers.
+func TestAnswersLikeNetHTTP(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/short":
+			io.WriteString(w, "<html>hello")
+			io.WriteString(w, " world")
+		case "/long":
+			io.WriteString(w, strings.Repeat("plain text ", 1000))
+		case "/empty":
+		case "/nocontent":
+			w.WriteHeader(http.StatusNoContent)
+		case "/declared":
+			w.Header().Set("Content-Length", "5")
+			w.Header().Set("Content-Type", "application/x-test")
+			io.WriteString(w, "12345")
+		case "/flushed":
+			io.WriteString(w, "part")
+			w.(http.Flusher).Flush()
+			io.WriteString(w, "s")
+		}
+	})
+	ref := httptest.NewUnstartedServer(h)
+	ref.EnableHTTP2 = true
+	ref.StartTLS()
+	defer ref.Close()
+	ts := newTestServer(t, h)
+	type answer struct {
+		status      int
+		cl          int64
+		ctype, body string
+	}
+	get := func(cl *http.Client, method, url string) answer {
+		req, _ := http.NewRequest(method, url, nil)
+		resp, err := cl.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.ProtoMajor != 2 {
+			t.Fatalf("%s %s over %s", method, url, resp.Proto)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		return answer{resp.StatusCode, resp.ContentLength, resp.Header.Get("Content-Type"), string(b)}
+	}
+	for _, path := range []string{"/short", "/long", "/empty", "/nocontent", "/declared", "/flushed"} {
+		for _, method := range []string{"GET", "HEAD"} {
+			want := get(ref.Client(), method, ref.URL+path)
+			got := get(ts.Client, method, ts.URL+path)
+			if got != want {
+				t.Errorf("%s %s: got %+v, net/http %+v", method, path, got, want)
+			}
+		}
+	}
+}

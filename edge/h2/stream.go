@@ -1,0 +1,246 @@
+package h2
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"golang.org/x/net/http2"
+)
+
+// stream is one request and its response. Its fields are guarded by the connection's mu,
+// except rw's own state, which only the handler touches.
+type stream struct {
+	c      *conn
+	id     uint32
+	req    *http.Request
+	ctx    context.Context
+	cancel context.CancelFunc
+	body   *requestBody // nil for a request that ended with its HEADERS
+	rw     responseWriter
+
+	sendWindow  int64
+	recvWindow  int64
+	recvUnacked int64
+	declaredLen int64 // the request's Content-Length, -1 if none
+	gotLen      int64
+	remoteDone  bool // the client sent END_STREAM
+	localDone   bool // the response ended
+	reset       bool // reset by either side, or the connection closed
+	handedOff   bool // the handler ran inline and gave the reading away
+}
+
+// newStream makes the stream and its request from a HEADERS frame, or returns nil if the
+// request is malformed (a stream error of type PROTOCOL_ERROR, RFC 9113 section 8.1.1).
+func (c *conn) newStream(id uint32, f *http2.MetaHeadersFrame) *stream {
+	var method, path, scheme, authority string
+	for _, hf := range f.PseudoFields() {
+		switch hf.Name {
+		case ":method":
+			method = hf.Value
+		case ":path":
+			path = hf.Value
+		case ":scheme":
+			scheme = hf.Value
+		case ":authority":
+			authority = hf.Value
+		default: // :status, or :protocol, which we do not allow (no SETTINGS_ENABLE_CONNECT_PROTOCOL)
+			return nil
+		}
+	}
+	isConnect := method == http.MethodConnect
+	if isConnect {
+		if path != "" || scheme != "" || authority == "" {
+			return nil
+		}
+	} else if method == "" || path == "" || scheme == "" {
+		return nil
+	}
+	regular := f.RegularFields()
+	header := make(http.Header, len(regular))
+	values := make([]string, len(regular)) // one backing array for the common one-value fields
+	cookies := 0
+	for i, hf := range regular {
+		switch hf.Name {
+		case "connection", "proxy-connection", "keep-alive", "transfer-encoding", "upgrade":
+			return nil // connection-specific fields are malformed in HTTP/2 (section 8.2.2)
+		case "te":
+			if hf.Value != "trailers" {
+				return nil
+			}
+		case "cookie":
+			cookies++
+		}
+		key := http.CanonicalHeaderKey(hf.Name)
+		if vv, ok := header[key]; ok {
+			header[key] = append(vv, hf.Value)
+			continue
+		}
+		values[i] = hf.Value
+		header[key] = values[i : i+1 : i+1]
+	}
+	if cookies > 1 {
+		// Cookie crumbs are joined back into one field (section 8.2.3).
+		header["Cookie"] = []string{strings.Join(header["Cookie"], "; ")}
+	}
+	if authority == "" {
+		authority = header.Get("Host")
+	}
+	var u *url.URL
+	requestURI := path
+	if isConnect {
+		u = &url.URL{Host: authority}
+		requestURI = authority
+	} else {
+		var err error
+		if u, err = url.ParseRequestURI(path); err != nil {
+			return nil
+		}
+	}
+	declared := int64(-1)
+	if vv := header["Content-Length"]; len(vv) > 0 {
+		n, err := strconv.ParseInt(vv[0], 10, 64)
+		if err != nil || n < 0 {
+			return nil
+		}
+		for _, v := range vv[1:] {
+			if v != vv[0] {
+				return nil
+			}
+		}
+		declared = n
+	}
+	endStream := f.StreamEnded()
+	if endStream && declared > 0 {
+		return nil // a length the request cannot have
+	}
+
+	st := &stream{
+		c:           c,
+		id:          id,
+		sendWindow:  c.peerWindow,
+		recvWindow:  recvStreamWindow,
+		declaredLen: declared,
+		remoteDone:  endStream,
+	}
+	st.ctx, st.cancel = context.WithCancel(c.ctx)
+	req := http.Request{
+		Method:     method,
+		URL:        u,
+		Proto:      "HTTP/2.0",
+		ProtoMajor: 2,
+		Header:     header,
+		Host:       authority,
+		RemoteAddr: c.remoteAddr,
+		RequestURI: requestURI,
+		TLS:        c.tlsState,
+		Body:       http.NoBody,
+	}
+	if !endStream {
+		st.body = &requestBody{st: st, needContinue: header.Get("Expect") == "100-continue"}
+		req.Body = st.body
+		req.ContentLength = declared
+	}
+	st.req = req.WithContext(st.ctx)
+	st.rw = responseWriter{st: st, head: method == http.MethodHead, cl: -1}
+	return st
+}
+
+// requestBody is a request's body: DATA frames the reader puts, the handler reads. Memory is
+// bounded by the stream's flow-control window.
+type requestBody struct {
+	st           *stream
+	buf          []byte
+	off          int
+	err          error // io.EOF once the client ended the stream, or why it failed
+	closed       bool  // the handler closed it
+	dropping     bool  // data is dropped (closed, or the stream was reset)
+	needContinue bool  // Expect: 100-continue, not answered yet
+}
+
+// put appends a DATA frame's data (the reader; mu held).
+func (b *requestBody) put(p []byte) {
+	if b.dropping {
+		b.st.c.consumedLocked(nil, int64(len(p)))
+		return
+	}
+	if b.off > 0 && b.off == len(b.buf) {
+		b.buf, b.off = b.buf[:0], 0
+	} else if b.off > 0 && len(b.buf)+len(p) > cap(b.buf) {
+		n := copy(b.buf, b.buf[b.off:])
+		b.buf, b.off = b.buf[:n], 0
+	}
+	b.buf = append(b.buf, p...)
+}
+
+// endLocked ends the body with err (io.EOF for a complete request).
+func (b *requestBody) endLocked(err error) {
+	if b.err == nil {
+		b.err = err
+	}
+}
+
+// closeLocked is the handler's Close: what is unread and what will come is dropped.
+func (b *requestBody) closeLocked() {
+	b.closed = true
+	b.dropLocked()
+}
+
+// abortLocked ends the body of a reset stream: reads fail with err, and the connection's
+// window gets back what nobody will read.
+func (b *requestBody) abortLocked(err error) {
+	if b.err == nil || b.err == io.EOF {
+		b.err = err
+	}
+	b.dropLocked()
+}
+
+func (b *requestBody) dropLocked() {
+	if b.dropping {
+		return
+	}
+	b.dropping = true
+	if n := len(b.buf) - b.off; n > 0 {
+		b.st.c.consumedLocked(nil, int64(n))
+	}
+	b.buf, b.off = nil, 0
+}
+
+func (b *requestBody) Read(p []byte) (int, error) {
+	c := b.st.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if b.closed {
+		return 0, http.ErrBodyReadAfterClose
+	}
+	if b.needContinue {
+		b.needContinue = false
+		if !b.st.reset && !b.st.rw.sentHeader {
+			c.writeHeaderBlockLocked(b.st, c.encodeStatusOnly(http.StatusContinue), false)
+			c.flushLocked()
+		}
+	}
+	for b.off == len(b.buf) && b.err == nil {
+		c.cond.Wait()
+	}
+	if b.off == len(b.buf) {
+		return 0, b.err
+	}
+	n := copy(p, b.buf[b.off:])
+	b.off += n
+	c.consumedLocked(b.st, int64(n))
+	c.flushLocked()
+	return n, nil
+}
+
+func (b *requestBody) Close() error {
+	c := b.st.c
+	c.mu.Lock()
+	b.closeLocked()
+	c.flushLocked()
+	c.mu.Unlock()
+	return nil
+}
