@@ -46,12 +46,15 @@ func writeCert(t *testing.T, dir, base string, names ...string) CertFiles {
 }
 
 // tlsEdge starts an origin and an edge serving HTTP, HTTPS and HTTP/3.
-func tlsEdge(t *testing.T, tc TLSConfig) (*single, *Node) {
+func tlsEdge(t *testing.T, tc TLSConfig, opts ...func(*Config)) (*single, *Node) {
 	t.Helper()
 	s := &single{clock: newFakeClock()}
 	s.origin, s.originAddr = startOrigin(t, "127.0.0.10", s.clock.Now)
 	cfg := Config{PoP: "tls", Node: "e1", Clock: s.clock.Now, TLS: tc, HTTPSListen: "127.0.0.12:0",
 		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + s.originAddr}, {Host: "other.example", Origin: "http://" + s.originAddr}}}
+	for _, o := range opts {
+		o(&cfg)
+	}
 	n, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -96,9 +99,16 @@ func getWith(t *testing.T, c *http.Client, url string) resp {
 	return resp{status: r.StatusCode, header: r.Header, body: string(b) + "|" + r.Proto}
 }
 
-// TestThreeProtocols: one object over HTTP/1.1, HTTP/2 and HTTP/3 from one cache.
+// TestThreeProtocols: one object over HTTP/1.1, HTTP/2 and HTTP/3 from one cache, with
+// either HTTP/2 server.
 func TestThreeProtocols(t *testing.T) {
-	s, n := tlsEdge(t, TLSConfig{Dev: true})
+	for _, h2 := range []string{HTTP2Fast, HTTP2Std} {
+		t.Run("http2="+h2, func(t *testing.T) { testThreeProtocols(t, h2) })
+	}
+}
+
+func testThreeProtocols(t *testing.T, h2server string) {
+	s, n := tlsEdge(t, TLSConfig{Dev: true}, func(c *Config) { c.HTTP2 = h2server })
 	path := "/p?cc=max-age%3D600"
 	h2 := &http.Client{Transport: &http.Transport{TLSClientConfig: insecure(testHost), ForceAttemptHTTP2: true}}
 	h3t := &http3.Transport{TLSClientConfig: insecure(testHost)}
