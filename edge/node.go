@@ -347,10 +347,17 @@ func (n *Node) ServeListeners(ctx context.Context, ls Listeners) error {
 			(&h2.Server{
 				MaxHeaderBytes: n.cfg.MaxHeaderBytes,
 				IdleTimeout:    tlsSrv.IdleTimeout,
-				ErrorLog:       tlsSrv.ErrorLog,
+				ErrorLog:       slog.NewLogLogger(n.log.Handler(), slog.LevelError), // handler panics
 			}).Configure(tlsSrv)
 		}
-		all = append(all, served{tlsSrv.Shutdown, func() error { return tlsSrv.ServeTLS(writegather.Listener{Listener: n.rttListen(ls.HTTPS)}, "", "") }})
+		shutdownTLS := func(ctx context.Context) error {
+			err := tlsSrv.Shutdown(ctx)
+			if err != nil {
+				tlsSrv.Close() // out of time: connections still open end now, before the store closes
+			}
+			return err
+		}
+		all = append(all, served{shutdownTLS, func() error { return tlsSrv.ServeTLS(writegather.Listener{Listener: n.rttListen(ls.HTTPS)}, "", "") }})
 		if ls.QUIC != nil {
 			h3 := &http3.Server{
 				Handler:        n,

@@ -50,7 +50,10 @@ const (
 // clientPreface opens every HTTP/2 connection.
 const clientPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
-var errStreamClosed = errors.New("h2: stream closed")
+var (
+	errStreamClosed  = errors.New("h2: stream closed")
+	errWindowTimeout = errors.New("h2: the client granted no flow-control window within the write timeout")
+)
 
 // conn is one HTTP/2 connection. One goroutine reads it at a time (the reader); a handler
 // that runs on the reader's goroutine (inline) gives the reading to a new goroutine when it
@@ -91,6 +94,7 @@ type conn struct {
 	running       int   // handlers running
 	queue         []*stream
 	goAwaySent    bool
+	goAwayLast    uint32 // the last stream id the first GOAWAY named; later ones name no more
 	closing       bool
 	settingsAcked bool
 	inline        *stream // the stream whose handler runs on the reader's goroutine
@@ -167,7 +171,7 @@ func (c *conn) serve(shutting bool) {
 // returns false) or an inline handler handed the reading to another goroutine (true).
 func (c *conn) readLoop() bool {
 	for {
-		if c.br.Buffered() == 0 {
+		if c.mayBlock() {
 			c.beforeBlocking()
 		}
 		f, err := c.fr.ReadFrame()
@@ -209,6 +213,17 @@ const (
 	handedOff
 	stopReading
 )
+
+// mayBlock reports whether reading the next frame may wait for the network: the buffer does
+// not hold all of it.
+func (c *conn) mayBlock() bool {
+	n := c.br.Buffered()
+	if n < 9 {
+		return true
+	}
+	h, _ := c.br.Peek(9)
+	return n < 9+(int(h[0])<<16|int(h[1])<<8|int(h[2]))
+}
 
 // beforeBlocking runs when the reader has nothing buffered: whatever is gathered goes out,
 // and an idle connection gets its idle deadline.
@@ -685,7 +700,7 @@ func (c *conn) connErrorLocked(code http2.ErrCode) action {
 	if !c.closing {
 		c.nc.SetWriteDeadline(time.Now().Add(closeWriteTimeout))
 		c.writeRefresh = time.Now().Add(time.Hour) // deadlineWriter must not lift it
-		c.fr.WriteGoAway(c.maxClientID, code, nil)
+		c.fr.WriteGoAway(c.lastStreamLocked(), code, nil)
 		c.dirty = true
 		c.flushLocked()
 		c.goAwaySent = true
@@ -700,10 +715,20 @@ func (c *conn) goAwayLocked(code http2.ErrCode) {
 		return
 	}
 	c.goAwaySent = true
+	c.goAwayLast = c.maxClientID
 	c.fr.WriteGoAway(c.maxClientID, code, nil)
 	c.dirty = true
 	c.flushLocked()
 	c.maybeCloseLocked()
+}
+
+// lastStreamLocked is the last stream id a GOAWAY may name: it may not grow (RFC 9113,
+// section 6.8), and streams opened after the first GOAWAY were ignored.
+func (c *conn) lastStreamLocked() uint32 {
+	if c.goAwaySent {
+		return c.goAwayLast
+	}
+	return c.maxClientID
 }
 
 // startGracefulShutdown is the server's Shutdown reaching this connection.
@@ -781,6 +806,7 @@ func (c *conn) writeHeaderBlockLocked(st *stream, block []byte, endStream bool) 
 // writeDataLocked sends p on st as DATA frames within the flow-control windows, waiting for
 // the client's WINDOW_UPDATE when they are spent; end sets END_STREAM on the last frame.
 func (c *conn) writeDataLocked(st *stream, p []byte, end bool) error {
+	var waitUntil time.Time
 	for {
 		if st.reset || c.closing {
 			return errStreamClosed
@@ -797,7 +823,20 @@ func (c *conn) writeDataLocked(st *stream, p []byte, end bool) error {
 		n = min(n, int64(c.peerMaxFrame), c.sendWindow, st.sendWindow)
 		if n <= 0 && len(p) > 0 {
 			// The window is spent: the client must see what we sent to grant more, and
-			// the reader must run to hear it.
+			// the reader must run to hear it. A client that grants none for the write
+			// timeout has stopped reading this stream.
+			if now := time.Now(); waitUntil.IsZero() {
+				waitUntil = now.Add(c.srv.writeTimeout())
+				t := time.AfterFunc(c.srv.writeTimeout(), func() {
+					c.mu.Lock()
+					c.cond.Broadcast()
+					c.mu.Unlock()
+				})
+				defer t.Stop()
+			} else if now.After(waitUntil) {
+				c.resetLocked(st.id, http2.ErrCodeCancel)
+				return errWindowTimeout
+			}
 			c.handoffLocked(st)
 			c.flushLocked()
 			c.cond.Wait()

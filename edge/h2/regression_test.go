@@ -1,9 +1,11 @@
 package h2
 
 import (
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -258,4 +260,140 @@ func TestAnswersLikeNetHTTP(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestBodyCloseEndsWaitingRead: closing a request body from another goroutine (the edge's
+// body timeout does) makes a waiting Read fail at once; a body cut short never reads as whole.
+func TestBodyCloseEndsWaitingRead(t *testing.T) {
+	readErr := make(chan error, 1)
+	ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		buf := make([]byte, 5)
+		io.ReadFull(r.Body, buf) // what the client sent so far
+		time.AfterFunc(50*time.Millisecond, func() { r.Body.Close() })
+		_, err := io.ReadAll(r.Body)
+		readErr <- err
+	}))
+	c := dialRaw(t, ts)
+	c.headers(1, false, "/", "content-length", "10")
+	c.fr.WriteData(1, false, []byte("abcde"))
+	select {
+	case err := <-readErr:
+		if err == nil {
+			t.Fatal("a body closed half-way read as complete")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Read still waiting after Body.Close")
+	}
+}
+
+// TestReadDeadline: http.ResponseController's SetReadDeadline bounds the body's reading; the
+// handler can still answer.
+func TestReadDeadline(t *testing.T) {
+	ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := http.NewResponseController(w).SetReadDeadline(time.Now().Add(100 * time.Millisecond)); err != nil {
+			t.Errorf("SetReadDeadline: %v", err)
+		}
+		if _, err := io.ReadAll(r.Body); !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("read error %v, want a deadline", err)
+		}
+		w.WriteHeader(http.StatusRequestTimeout)
+	}))
+	c := dialRaw(t, ts)
+	c.headers(1, false, "/")
+	c.fr.WriteData(1, false, []byte("partial"))
+	c.until("408", func(f http2.Frame) bool {
+		h, ok := f.(*http2.MetaHeadersFrame)
+		if ok && h.PseudoValue("status") != "408" {
+			t.Fatalf("status %s", h.PseudoValue("status"))
+		}
+		return ok
+	})
+}
+
+// TestWindowTimeout: a stream the client grants no window for WriteTimeout is reset, and the
+// handler's write fails.
+func TestWindowTimeout(t *testing.T) {
+	writeErr := make(chan error, 1)
+	ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, err := w.Write(make([]byte, 100<<10)) // past the 64 KiB initial window
+		writeErr <- err
+	}))
+	ts.H2.WriteTimeout = 200 * time.Millisecond
+	c := dialRaw(t, ts)
+	c.headers(1, true, "/")
+	c.until("RST_STREAM", func(f http2.Frame) bool {
+		r, ok := f.(*http2.RSTStreamFrame)
+		if ok && r.ErrCode != http2.ErrCodeCancel {
+			t.Fatalf("RST_STREAM %v", r.ErrCode)
+		}
+		return ok
+	})
+	if err := <-writeErr; err == nil {
+		t.Fatal("write succeeded without window")
+	}
+}
+
+// TestShutdownNotHeldByStalledClient: a connection whose client stopped reading (its writer
+// blocked under the connection's lock) does not delay the GOAWAY of the others.
+func TestShutdownNotHeldByStalledClient(t *testing.T) {
+	writing := make(chan struct{}, 1)
+	ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/big" {
+			return
+		}
+		writing <- struct{}{}
+		for i := 0; i < 1024; i++ {
+			if _, err := w.Write(make([]byte, 64<<10)); err != nil {
+				return
+			}
+		}
+	}))
+	ts.H2.WriteTimeout = 20 * time.Second
+	stalled := dialRawSettings(t, ts, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
+	stalled.fr.WriteWindowUpdate(0, 1<<31-1-initialWindow)
+	stalled.headers(1, true, "/big")
+	<-writing
+	other := dialRaw(t, ts)
+	other.headers(1, true, "/")
+	other.until("an answer", streamEnded(1))
+	// Enough time for the stalled writer to fill the socket and block.
+	time.Sleep(300 * time.Millisecond)
+	start := time.Now()
+	go ts.H2.shutdown()
+	other.until("GOAWAY", func(f http2.Frame) bool {
+		_, ok := f.(*http2.GoAwayFrame)
+		return ok
+	})
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("GOAWAY after %v: held up by the stalled connection", d)
+	}
+	stalled.nc.Close()
+}
+
+// TestContentLengthEdges: a signed request length is malformed; a response whose declared
+// body never came is reset, not ended.
+func TestContentLengthEdges(t *testing.T) {
+	ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "10") // and then nothing: an object whose read failed
+	}))
+	c := dialRaw(t, ts)
+	c.headers(1, false, "/", "content-length", "+5")
+	c.until("RST_STREAM for a signed length", func(f http2.Frame) bool {
+		r, ok := f.(*http2.RSTStreamFrame)
+		if ok && (r.StreamID != 1 || r.ErrCode != http2.ErrCodeProtocol) {
+			t.Fatalf("RST_STREAM %d %v", r.StreamID, r.ErrCode)
+		}
+		return ok
+	})
+	c.headers(3, true, "/")
+	c.until("RST_STREAM for a body never written", func(f http2.Frame) bool {
+		if h, ok := f.(*http2.MetaHeadersFrame); ok {
+			t.Fatalf("answered %s with no body for a declared length", h.PseudoValue("status"))
+		}
+		r, ok := f.(*http2.RSTStreamFrame)
+		if ok && (r.StreamID != 3 || r.ErrCode != http2.ErrCodeInternal) {
+			t.Fatalf("RST_STREAM %d %v", r.StreamID, r.ErrCode)
+		}
+		return ok
+	})
 }

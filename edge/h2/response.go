@@ -166,6 +166,18 @@ func (w *responseWriter) Flush() {
 	c.mu.Unlock()
 }
 
+// SetReadDeadline bounds the reading of the request body (http.ResponseController): reads
+// fail with os.ErrDeadlineExceeded from t on.
+func (w *responseWriter) SetReadDeadline(t time.Time) error {
+	c := w.st.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if b := w.st.body; b != nil {
+		b.setReadDeadline(t)
+	}
+	return nil
+}
+
 // FlushError is Flush that says whether the stream is still there (http.ResponseController).
 func (w *responseWriter) FlushError() error {
 	w.Flush()
@@ -190,6 +202,10 @@ func (w *responseWriter) finish() {
 		return
 	}
 	switch {
+	case !w.sentHeader && !w.head && w.cl > 0 && w.written < w.cl && bodyAllowed(w.status):
+		// A declared body never written (an object whose read failed): not a whole answer.
+		c.resetLocked(w.st.id, http2.ErrCodeInternal)
+		return
 	case !w.sentHeader:
 		// Everything the handler wrote is held: its length is the Content-Length.
 		var cl string
@@ -280,7 +296,7 @@ func (c *conn) encodeHeaderLocked(status int, h http.Header, ctype, cl string, i
 	if ctype != "" {
 		c.enc.WriteField(hpack.HeaderField{Name: "content-type", Value: ctype})
 	}
-	if cl != "" {
+	if _, ok := h["Content-Length"]; cl != "" && !ok { // unless set after WriteHeader
 		c.enc.WriteField(hpack.HeaderField{Name: "content-length", Value: cl})
 	}
 	if !interim {

@@ -107,7 +107,9 @@ func (s *Server) shutdown() {
 	}
 	s.mu.Unlock()
 	for _, c := range conns {
-		c.startGracefulShutdown()
+		// Each on its own: a connection whose client stopped reading holds its lock while a
+		// write waits, and must not delay the others' GOAWAY.
+		go c.startGracefulShutdown()
 	}
 }
 

@@ -2,11 +2,14 @@ package h2
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/net/http2"
 )
@@ -103,8 +106,8 @@ func (c *conn) newStream(id uint32, f *http2.MetaHeadersFrame) *stream {
 	declared := int64(-1)
 	if vv := header["Content-Length"]; len(vv) > 0 {
 		n, err := strconv.ParseInt(vv[0], 10, 64)
-		if err != nil || n < 0 {
-			return nil
+		if err != nil || n < 0 || vv[0][0] < '0' || vv[0][0] > '9' {
+			return nil // a sign is no digit (RFC 9110, section 8.6)
 		}
 		for _, v := range vv[1:] {
 			if v != vv[0] {
@@ -157,8 +160,9 @@ type requestBody struct {
 	off          int
 	err          error // io.EOF once the client ended the stream, or why it failed
 	closed       bool  // the handler closed it
-	dropping     bool  // data is dropped (closed, or the stream was reset)
+	dropping     bool  // data is dropped (closed, timed out, or the stream was reset)
 	needContinue bool  // Expect: 100-continue, not answered yet
+	deadline     *time.Timer
 }
 
 // put appends a DATA frame's data (the reader; mu held).
@@ -183,10 +187,14 @@ func (b *requestBody) endLocked(err error) {
 	}
 }
 
-// closeLocked is the handler's Close: what is unread and what will come is dropped.
+// closeLocked is the handler's Close: what is unread and what will come is dropped, and a
+// Read waiting on another goroutine returns.
 func (b *requestBody) closeLocked() {
 	b.closed = true
-	b.dropLocked()
+	b.abortLocked(http.ErrBodyReadAfterClose)
+	if b.deadline != nil {
+		b.deadline.Stop()
+	}
 }
 
 // abortLocked ends the body of a reset stream: reads fail with err, and the connection's
@@ -196,6 +204,31 @@ func (b *requestBody) abortLocked(err error) {
 		b.err = err
 	}
 	b.dropLocked()
+	b.st.c.cond.Broadcast()
+}
+
+// setReadDeadline makes reads fail with os.ErrDeadlineExceeded from t on, as net/http's
+// HTTP/2 server does; the stream stays, so the handler can still answer (mu held).
+func (b *requestBody) setReadDeadline(t time.Time) {
+	if b.deadline != nil {
+		b.deadline.Stop()
+		b.deadline = nil
+	}
+	if t.IsZero() || b.dropping {
+		return
+	}
+	c := b.st.c
+	expire := func() {
+		c.mu.Lock()
+		b.abortLocked(fmt.Errorf("h2: reading the request body: %w", os.ErrDeadlineExceeded))
+		c.flushLocked()
+		c.mu.Unlock()
+	}
+	if d := time.Until(t); d > 0 {
+		b.deadline = time.AfterFunc(d, expire)
+		return
+	}
+	b.abortLocked(fmt.Errorf("h2: reading the request body: %w", os.ErrDeadlineExceeded))
 }
 
 func (b *requestBody) dropLocked() {
@@ -218,7 +251,7 @@ func (b *requestBody) Read(p []byte) (int, error) {
 	}
 	if b.needContinue {
 		b.needContinue = false
-		if !b.st.reset && !b.st.rw.sentHeader {
+		if !b.st.reset && !c.closing && !b.st.rw.sentHeader {
 			c.writeHeaderBlockLocked(b.st, c.encodeStatusOnly(http.StatusContinue), false)
 			c.flushLocked()
 		}
