@@ -145,13 +145,7 @@ func TestHandlerPanicResetsStream(t *testing.T) {
 	}))
 	c := dialRaw(t, ts)
 	c.headers(1, true, "/panic")
-	c.until("RST_STREAM", func(f http2.Frame) bool {
-		r, ok := f.(*http2.RSTStreamFrame)
-		if ok && (r.StreamID != 1 || r.ErrCode != http2.ErrCodeInternal) {
-			t.Fatalf("RST_STREAM %d %v", r.StreamID, r.ErrCode)
-		}
-		return ok
-	})
+	c.wantReset(1, http2.ErrCodeInternal, false)
 	c.headers(3, true, "/ok")
 	c.until("the next answer", func(f http2.Frame) bool {
 		d, ok := f.(*http2.DataFrame)
@@ -237,13 +231,7 @@ func TestBodyPastContentLength(t *testing.T) {
 	c := dialRaw(t, ts)
 	c.headers(1, false, "/", "content-length", "3")
 	c.fr.WriteData(1, false, []byte("four"))
-	c.until("RST_STREAM", func(f http2.Frame) bool {
-		r, ok := f.(*http2.RSTStreamFrame)
-		if ok && r.ErrCode != http2.ErrCodeProtocol {
-			t.Fatalf("RST_STREAM %v", r.ErrCode)
-		}
-		return ok
-	})
+	c.wantReset(1, http2.ErrCodeProtocol, true)
 	if err := <-readErr; err == nil {
 		t.Fatal("the handler read a body that broke its Content-Length without error")
 	}

@@ -321,13 +321,7 @@ func TestWindowTimeout(t *testing.T) {
 	ts.H2.WriteTimeout = 200 * time.Millisecond
 	c := dialRaw(t, ts)
 	c.headers(1, true, "/")
-	c.until("RST_STREAM", func(f http2.Frame) bool {
-		r, ok := f.(*http2.RSTStreamFrame)
-		if ok && r.ErrCode != http2.ErrCodeCancel {
-			t.Fatalf("RST_STREAM %v", r.ErrCode)
-		}
-		return ok
-	})
+	c.wantReset(1, http2.ErrCodeCancel, false)
 	if err := <-writeErr; err == nil {
 		t.Fatal("write succeeded without window")
 	}
@@ -378,22 +372,7 @@ func TestContentLengthEdges(t *testing.T) {
 	}))
 	c := dialRaw(t, ts)
 	c.headers(1, false, "/", "content-length", "+5")
-	c.until("RST_STREAM for a signed length", func(f http2.Frame) bool {
-		r, ok := f.(*http2.RSTStreamFrame)
-		if ok && (r.StreamID != 1 || r.ErrCode != http2.ErrCodeProtocol) {
-			t.Fatalf("RST_STREAM %d %v", r.StreamID, r.ErrCode)
-		}
-		return ok
-	})
+	c.wantReset(1, http2.ErrCodeProtocol, true)
 	c.headers(3, true, "/")
-	c.until("RST_STREAM for a body never written", func(f http2.Frame) bool {
-		if h, ok := f.(*http2.MetaHeadersFrame); ok {
-			t.Fatalf("answered %s with no body for a declared length", h.PseudoValue("status"))
-		}
-		r, ok := f.(*http2.RSTStreamFrame)
-		if ok && (r.StreamID != 3 || r.ErrCode != http2.ErrCodeInternal) {
-			t.Fatalf("RST_STREAM %d %v", r.StreamID, r.ErrCode)
-		}
-		return ok
-	})
+	c.wantReset(3, http2.ErrCodeInternal, true)
 }

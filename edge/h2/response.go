@@ -6,12 +6,13 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/meridian-cdn/meridian/internal/httpdate"
 )
 
 // responseWriter is a stream's http.ResponseWriter. It frames the answer as net/http's HTTP/2
@@ -301,7 +302,7 @@ func (c *conn) encodeHeaderLocked(status int, h http.Header, ctype, cl string, i
 	}
 	if !interim {
 		if _, ok := h["Date"]; !ok {
-			c.enc.WriteField(hpack.HeaderField{Name: "date", Value: httpDate()})
+			c.enc.WriteField(hpack.HeaderField{Name: "date", Value: httpdate.Now()})
 		}
 	}
 	return c.hbuf.Bytes()
@@ -371,22 +372,4 @@ func statusValue(code int) string {
 // bodyAllowed reports whether a status may carry a body (RFC 9110, section 6.4.1).
 func bodyAllowed(status int) bool {
 	return status >= 200 && status != http.StatusNoContent && status != http.StatusNotModified
-}
-
-// The Date field changes once a second: it is formatted once a second.
-type dateCache struct {
-	unix int64
-	text string
-}
-
-var lastDate atomic.Pointer[dateCache]
-
-func httpDate() string {
-	now := time.Now()
-	if d := lastDate.Load(); d != nil && d.unix == now.Unix() {
-		return d.text
-	}
-	d := &dateCache{unix: now.Unix(), text: now.UTC().Format(http.TimeFormat)}
-	lastDate.Store(d)
-	return d.text
 }

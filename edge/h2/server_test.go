@@ -363,6 +363,29 @@ func (c *rawClient) until(what string, match func(http2.Frame) bool) {
 	}
 }
 
+// wantReset reads frames until stream id's RST_STREAM, which must carry code; if noAnswer,
+// a HEADERS frame for the stream before it fails the test.
+func (c *rawClient) wantReset(id uint32, code http2.ErrCode, noAnswer bool) {
+	c.t.Helper()
+	c.until(fmt.Sprintf("RST_STREAM %v on stream %d", code, id), func(f http2.Frame) bool {
+		if f.Header().StreamID != id {
+			return false
+		}
+		switch f := f.(type) {
+		case *http2.MetaHeadersFrame:
+			if noAnswer {
+				c.t.Fatalf("stream %d answered %s instead of reset", id, f.PseudoValue("status"))
+			}
+		case *http2.RSTStreamFrame:
+			if f.ErrCode != code {
+				c.t.Fatalf("stream %d reset with %v, want %v", id, f.ErrCode, code)
+			}
+			return true
+		}
+		return false
+	})
+}
+
 // TestRequestHeaderTooLarge answers 431, as net/http does.
 func TestRequestHeaderTooLarge(t *testing.T) {
 	ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))

@@ -5,8 +5,9 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
+
+	"github.com/meridian-cdn/meridian/internal/httpdate"
 )
 
 // bufferBeforeChunking is how much of a body without a declared length is held before the
@@ -244,7 +245,7 @@ func (w *response) commit(first []byte) {
 		c.out = append(c.out, "\r\n"...)
 	}
 	if _, ok := h["Date"]; !ok {
-		c.out = append(append(c.out, "Date: "...), httpDate()...)
+		c.out = append(append(c.out, "Date: "...), httpdate.Now()...)
 		c.out = append(c.out, "\r\n"...)
 	}
 	c.out = append(c.out, "\r\n"...)
@@ -309,22 +310,4 @@ func appendStatusLine(out []byte, code int) []byte {
 	out = strconv.AppendInt(append(out, "HTTP/1.1 "...), int64(code), 10)
 	out = strconv.AppendInt(append(out, " status code "...), int64(code), 10)
 	return append(out, "\r\n"...)
-}
-
-// The Date field changes once a second: it is formatted once a second.
-type dateCache struct {
-	unix int64
-	text string
-}
-
-var lastDate atomic.Pointer[dateCache]
-
-func httpDate() string {
-	now := time.Now()
-	if d := lastDate.Load(); d != nil && d.unix == now.Unix() {
-		return d.text
-	}
-	d := &dateCache{unix: now.Unix(), text: now.UTC().Format(http.TimeFormat)}
-	lastDate.Store(d)
-	return d.text
 }
