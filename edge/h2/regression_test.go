@@ -105,6 +105,22 @@ func TestShrunkWindowAtEnd(t *testing.T) {
 	})
 }
 
+// TestWholeAnswerLeavesAtOnce: a handler off the reader (here: handed off before it wrote)
+// that writes its whole answer and then goes on working does not hold the answer back.
+func TestWholeAnswerLeavesAtOnce(t *testing.T) {
+	done := make(chan struct{})
+	ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(20 * time.Millisecond) // past handoffDelay: the reading moves on without it
+		w.Header().Set("Content-Length", "2")
+		io.WriteString(w, "ok")
+		<-done // working on after the answer (storing, logging)
+	}))
+	defer close(done)
+	c := dialRaw(t, ts)
+	c.headers(1, true, "/")
+	c.until("the answer, before the handler returns", streamEnded(1))
+}
+
 // TestTeardownCancelsEndedStreams: when the client goes away, handlers whose responses are
 // complete but who still wait on their context are cancelled too, so the connection ends.
 func TestTeardownCancelsEndedStreams(t *testing.T) {

@@ -146,6 +146,11 @@ func (w *responseWriter) write(p []byte, s string) (int, error) {
 	if end {
 		w.endSent = true
 		c.localEndLocked(w.st)
+		if c.inline != w.st {
+			// A whole answer from a handler off the reader (which may go on working, or
+			// wait) leaves now; on the reader, it leaves with the batch.
+			c.flushLocked()
+		}
 	}
 	return n, nil
 }
