@@ -540,9 +540,12 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) action {
 		c.mu.Unlock()
 		return keepReading
 	}
+	// Inline only while no other handler runs: a handler still running was slow (handed
+	// off, a miss or a long answer), and a burst of misses must not start 2 ms apart.
+	busy := c.running > 0
 	c.running++
 	c.handlers.Add(1)
-	if !st.remoteDone || c.inline != nil {
+	if !st.remoteDone || busy || c.inline != nil {
 		c.mu.Unlock()
 		go c.runHandler(st)
 		return keepReading
@@ -657,6 +660,9 @@ func (c *conn) remoteEndLocked(st *stream) {
 func (c *conn) localEndLocked(st *stream) {
 	st.localDone = true
 	if !st.remoteDone {
+		// The answer leaves before the reset, in its own write, as with net/http: some
+		// clients (curl 7.88) that read both at once report neither.
+		c.flushLocked()
 		c.resetLocked(st.id, http2.ErrCodeNo)
 		return
 	}
@@ -806,7 +812,13 @@ func (c *conn) writeHeaderBlockLocked(st *stream, block []byte, endStream bool) 
 // writeDataLocked sends p on st as DATA frames within the flow-control windows, waiting for
 // the client's WINDOW_UPDATE when they are spent; end sets END_STREAM on the last frame.
 func (c *conn) writeDataLocked(st *stream, p []byte, end bool) error {
-	var waitUntil time.Time
+	var waitUntil time.Time // while waiting for window: when the client's time is up
+	var waitTimer *time.Timer
+	defer func() {
+		if waitTimer != nil {
+			waitTimer.Stop()
+		}
+	}()
 	for {
 		if st.reset || c.closing {
 			return errStreamClosed
@@ -827,12 +839,16 @@ func (c *conn) writeDataLocked(st *stream, p []byte, end bool) error {
 			// timeout has stopped reading this stream.
 			if now := time.Now(); waitUntil.IsZero() {
 				waitUntil = now.Add(c.srv.writeTimeout())
-				t := time.AfterFunc(c.srv.writeTimeout(), func() {
+				wake := func() {
 					c.mu.Lock()
 					c.cond.Broadcast()
 					c.mu.Unlock()
-				})
-				defer t.Stop()
+				}
+				if waitTimer == nil {
+					waitTimer = time.AfterFunc(c.srv.writeTimeout(), wake)
+				} else {
+					waitTimer.Reset(c.srv.writeTimeout())
+				}
 			} else if now.After(waitUntil) {
 				c.resetLocked(st.id, http2.ErrCodeCancel)
 				return errWindowTimeout
@@ -842,6 +858,7 @@ func (c *conn) writeDataLocked(st *stream, p []byte, end bool) error {
 			c.cond.Wait()
 			continue
 		}
+		waitUntil = time.Time{} // the client granted window: a slow reader, not a stopped one
 		chunk := p[:n]
 		p = p[n:]
 		last := end && len(p) == 0

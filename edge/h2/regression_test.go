@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -391,4 +392,74 @@ func TestContentLengthEdges(t *testing.T) {
 	c.wantReset(1, http2.ErrCodeProtocol, true)
 	c.headers(3, true, "/")
 	c.wantReset(3, http2.ErrCodeInternal, true)
+}
+
+// TestBurstBehindSlowHandler: once a handler on the connection is slow (handed off), the
+// requests after it start at once on goroutines of their own, not one handoff (2 ms) after
+// another: 200 requests that each wait for all of them to start must all start well within
+// the 400 ms that one handoff each would take.
+func TestBurstBehindSlowHandler(t *testing.T) {
+	const n = 200
+	var started sync.WaitGroup
+	started.Add(n)
+	all := make(chan struct{})
+	go func() { started.Wait(); close(all) }()
+	release := make(chan struct{})
+	ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			<-release
+			return
+		}
+		started.Done()
+		<-all
+	}))
+	defer close(release)
+	c := dialRaw(t, ts)
+	c.headers(1, true, "/slow")
+	time.Sleep(20 * time.Millisecond) // /slow is handed off
+	begin := time.Now()
+	for i := range n {
+		c.headers(uint32(3+2*i), true, "/burst")
+	}
+	select {
+	case <-all:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the burst never all started")
+	}
+	if d := time.Since(begin); d > 200*time.Millisecond {
+		t.Fatalf("%d requests took %v to start: one handoff after another", n, d)
+	}
+}
+
+// TestSlowSteadyReader: a client that grants window slowly but steadily gets the whole answer
+// even when it takes longer than WriteTimeout; only a client that grants nothing for that
+// long is cut off.
+func TestSlowSteadyReader(t *testing.T) {
+	body := make([]byte, 200<<10)
+	ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write(body) // one Write, as the edge writes a cached object
+	}))
+	ts.H2.WriteTimeout = 300 * time.Millisecond
+	c := dialRawSettings(t, ts, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 16 << 10})
+	c.fr.WriteWindowUpdate(0, 1<<20)
+	c.headers(1, true, "/")
+	got := 0
+	start := time.Now()
+	c.until("the whole body", func(f http2.Frame) bool {
+		switch f := f.(type) {
+		case *http2.RSTStreamFrame:
+			t.Fatalf("reset with %v after %d bytes in %v", f.ErrCode, got, time.Since(start))
+		case *http2.DataFrame:
+			got += len(f.Data())
+			if len(f.Data()) > 0 && !f.StreamEnded() && got%(16<<10) == 0 {
+				time.Sleep(50 * time.Millisecond) // a slow reader
+				c.fr.WriteWindowUpdate(1, 16<<10)
+			}
+			return f.StreamEnded()
+		}
+		return false
+	})
+	if got != len(body) || time.Since(start) < 300*time.Millisecond {
+		t.Fatalf("%d bytes in %v: the test wants a transfer longer than the write timeout", got, time.Since(start))
+	}
 }
