@@ -97,8 +97,7 @@ func TestRapidResetBounded(t *testing.T) {
 		}
 	}()
 	for id := uint32(1); id < 2*200; id += 2 {
-		c.headers(id, true, "/")
-		if err := c.fr.WriteRSTStream(id, http2.ErrCodeCancel); err != nil {
+		if c.tryHeaders(id, true, "/") != nil || c.fr.WriteRSTStream(id, http2.ErrCodeCancel) != nil {
 			break // the server hung up
 		}
 	}

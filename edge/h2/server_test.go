@@ -339,14 +339,19 @@ func dialRaw(t testing.TB, ts *testServer) *rawClient {
 
 // headers sends a request's HEADERS on stream id; extra are more fields, name then value.
 func (c *rawClient) headers(id uint32, endStream bool, path string, extra ...string) {
+	if err := c.tryHeaders(id, endStream, path, extra...); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// tryHeaders is headers for a test in which the server may hang up first.
+func (c *rawClient) tryHeaders(id uint32, endStream bool, path string, extra ...string) error {
 	c.buf.Reset()
 	fields := append([]string{":method", "GET", ":scheme", "https", ":authority", "a", ":path", path}, extra...)
 	for i := 0; i < len(fields); i += 2 {
 		c.enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
 	}
-	if err := c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: c.buf.Bytes(), EndStream: endStream, EndHeaders: true}); err != nil {
-		c.t.Fatal(err)
-	}
+	return c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: c.buf.Bytes(), EndStream: endStream, EndHeaders: true})
 }
 
 // until reads frames until match returns true, and fails on a read error.
