@@ -96,7 +96,6 @@ type conn struct {
 	goAwaySent    bool
 	goAwayLast    uint32 // the last stream id the first GOAWAY named; later ones name no more
 	closing       bool
-	settingsAcked bool
 	inline        *stream // the stream whose handler runs on the reader's goroutine
 	idleSet       bool    // an idle read deadline is set
 	lingering     bool    // the GOAWAY is out and the last stream done: reading until closed
@@ -159,7 +158,7 @@ func (c *conn) serve(shutting bool) {
 	c.started = true
 	c.idleSet = true // the preface deadline stands until the first SETTINGS
 	if shutting || c.shutdownAsked {
-		c.goAwayLocked(http2.ErrCodeNo)
+		c.goAwayLocked()
 	}
 	c.mu.Unlock()
 	if c.readLoop() {
@@ -313,9 +312,6 @@ func (c *conn) process(f http2.Frame) action {
 
 func (c *conn) onSettings(f *http2.SettingsFrame) action {
 	if f.IsAck() {
-		c.mu.Lock()
-		c.settingsAcked = true
-		c.mu.Unlock()
 		return keepReading
 	}
 	if f.NumSettings() > 100 {
@@ -472,80 +468,21 @@ func (c *conn) consumedLocked(st *stream, n int64) {
 	}
 }
 
-// onHeaders opens a stream, or takes a request's trailers.
+// onHeaders opens a stream, or takes a request's trailers, and starts its handler: on this
+// goroutine for a request without a body while no other handler of the connection runs (a
+// handler still running was slow, and a burst of misses must not start 2 ms apart), on a
+// goroutine of its own otherwise.
 func (c *conn) onHeaders(f *http2.MetaHeadersFrame) action {
-	id := f.StreamID
 	c.mu.Lock()
-	if st := c.streams[id]; st != nil {
-		defer c.mu.Unlock()
-		switch {
-		case st.remoteDone:
-			c.resetLocked(id, http2.ErrCodeStreamClosed)
-		case !f.StreamEnded() || len(f.PseudoFields()) > 0:
-			c.resetLocked(id, http2.ErrCodeProtocol) // trailers end the stream, without pseudo-fields
-		case st.declaredLen >= 0 && st.gotLen != st.declaredLen:
-			c.resetLocked(id, http2.ErrCodeProtocol)
-		default:
-			c.remoteEndLocked(st) // trailers are accepted and dropped: the edge forwards none
-			c.cond.Broadcast()
-		}
-		return keepReading
-	}
-	if id%2 == 0 || id <= c.maxClientID {
-		defer c.mu.Unlock()
-		return c.connErrorLocked(http2.ErrCodeProtocol)
-	}
-	c.maxClientID = id
-	if c.goAwaySent || c.closing {
-		c.mu.Unlock()
-		return keepReading // after a GOAWAY, new streams are ignored
-	}
-	if f.HasPriority() && f.Priority.StreamDep == id {
-		defer c.mu.Unlock()
-		c.resetLocked(id, http2.ErrCodeProtocol)
-		return keepReading
-	}
-	if uint32(len(c.streams)) >= c.maxStreams {
-		defer c.mu.Unlock()
-		c.resetLocked(id, http2.ErrCodeRefusedStream)
-		return keepReading
-	}
-	st := c.newStream(id, f)
+	st, act := c.openLocked(f)
 	if st == nil {
-		defer c.mu.Unlock()
-		c.resetLocked(id, http2.ErrCodeProtocol)
-		return keepReading
-	}
-	c.streams[id] = st
-	if f.Truncated {
-		// A header list over the limit: 431, as net/http answers it.
-		st.remoteDone = true
-		c.writeHeaderBlockLocked(st, c.encodeStatusOnly(http.StatusRequestHeaderFieldsTooLarge), true)
-		c.localEndLocked(st)
 		c.mu.Unlock()
-		return keepReading
+		return act
 	}
-	if c.idleSet {
-		c.idleSet = false
-		c.nc.SetReadDeadline(time.Time{})
-	}
-	if c.running >= int(c.maxStreams) {
-		// Streams the client reset still have handlers running: wait for them, up to a
-		// point (the rapid-reset attack).
-		if len(c.queue) >= 4*int(c.maxStreams) {
-			defer c.mu.Unlock()
-			return c.connErrorLocked(http2.ErrCodeEnhanceYourCalm)
-		}
-		c.queue = append(c.queue, st)
-		c.mu.Unlock()
-		return keepReading
-	}
-	// Inline only while no other handler runs: a handler still running was slow (handed
-	// off, a miss or a long answer), and a burst of misses must not start 2 ms apart.
 	busy := c.running > 0
 	c.running++
 	c.handlers.Add(1)
-	if !st.remoteDone || busy || c.inline != nil {
+	if !st.remoteDone || busy {
 		c.mu.Unlock()
 		go c.runHandler(st)
 		return keepReading
@@ -568,6 +505,68 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) action {
 		return handedOff
 	}
 	return keepReading
+}
+
+// openLocked handles a HEADERS frame up to the start of its handler: it returns the stream
+// to start now, or nil and what the reader does next (trailers, a refused or malformed
+// stream, a 431, a stream queued behind reset ones, a connection error).
+func (c *conn) openLocked(f *http2.MetaHeadersFrame) (*stream, action) {
+	id := f.StreamID
+	if st := c.streams[id]; st != nil {
+		switch {
+		case st.remoteDone:
+			c.resetLocked(id, http2.ErrCodeStreamClosed)
+		case !f.StreamEnded() || len(f.PseudoFields()) > 0:
+			c.resetLocked(id, http2.ErrCodeProtocol) // trailers end the stream, without pseudo-fields
+		case st.declaredLen >= 0 && st.gotLen != st.declaredLen:
+			c.resetLocked(id, http2.ErrCodeProtocol)
+		default:
+			c.remoteEndLocked(st) // trailers are accepted and dropped: the edge forwards none
+			c.cond.Broadcast()
+		}
+		return nil, keepReading
+	}
+	if id%2 == 0 || id <= c.maxClientID {
+		return nil, c.connErrorLocked(http2.ErrCodeProtocol)
+	}
+	c.maxClientID = id
+	switch {
+	case c.goAwaySent || c.closing:
+		return nil, keepReading // after a GOAWAY, new streams are ignored
+	case f.HasPriority() && f.Priority.StreamDep == id:
+		c.resetLocked(id, http2.ErrCodeProtocol)
+		return nil, keepReading
+	case uint32(len(c.streams)) >= c.maxStreams:
+		c.resetLocked(id, http2.ErrCodeRefusedStream)
+		return nil, keepReading
+	}
+	st := c.newStream(id, f)
+	if st == nil {
+		c.resetLocked(id, http2.ErrCodeProtocol)
+		return nil, keepReading
+	}
+	c.streams[id] = st
+	if f.Truncated {
+		// A header list over the limit: 431, as net/http answers it.
+		st.remoteDone = true
+		c.writeHeaderBlockLocked(st, c.encodeStatusOnly(http.StatusRequestHeaderFieldsTooLarge), true)
+		c.localEndLocked(st)
+		return nil, keepReading
+	}
+	if c.idleSet {
+		c.idleSet = false
+		c.nc.SetReadDeadline(time.Time{})
+	}
+	if c.running >= int(c.maxStreams) {
+		// Streams the client reset still have handlers running: wait for them, up to a
+		// point (the rapid-reset attack).
+		if len(c.queue) >= 4*int(c.maxStreams) {
+			return nil, c.connErrorLocked(http2.ErrCodeEnhanceYourCalm)
+		}
+		c.queue = append(c.queue, st)
+		return nil, keepReading
+	}
+	return st, keepReading
 }
 
 // handoffSlow runs when an inline handler has run for handoffDelay.
@@ -716,13 +715,13 @@ func (c *conn) connErrorLocked(code http2.ErrCode) action {
 }
 
 // goAwayLocked sends a GOAWAY without error: streams already open are served, no new one is.
-func (c *conn) goAwayLocked(code http2.ErrCode) {
+func (c *conn) goAwayLocked() {
 	if c.goAwaySent || c.closing {
 		return
 	}
 	c.goAwaySent = true
 	c.goAwayLast = c.maxClientID
-	c.fr.WriteGoAway(c.maxClientID, code, nil)
+	c.fr.WriteGoAway(c.maxClientID, http2.ErrCodeNo, nil)
 	c.dirty = true
 	c.flushLocked()
 	c.maybeCloseLocked()
@@ -741,7 +740,7 @@ func (c *conn) lastStreamLocked() uint32 {
 func (c *conn) startGracefulShutdown() {
 	c.mu.Lock()
 	if c.started {
-		c.goAwayLocked(http2.ErrCodeNo)
+		c.goAwayLocked()
 	} else {
 		c.shutdownAsked = true // the server's first frame must be its SETTINGS
 	}
@@ -812,8 +811,8 @@ func (c *conn) writeHeaderBlockLocked(st *stream, block []byte, endStream bool) 
 // writeDataLocked sends p on st as DATA frames within the flow-control windows, waiting for
 // the client's WINDOW_UPDATE when they are spent; end sets END_STREAM on the last frame.
 func (c *conn) writeDataLocked(st *stream, p []byte, end bool) error {
-	var waitUntil time.Time // while waiting for window: when the client's time is up
-	var waitTimer *time.Timer
+	var waitUntil time.Time   // while waiting for window: when the client's time is up
+	var waitTimer *time.Timer // wakes the wait then
 	defer func() {
 		if waitTimer != nil {
 			waitTimer.Stop()
@@ -833,19 +832,18 @@ func (c *conn) writeDataLocked(st *stream, p []byte, end bool) error {
 		}
 		n := int64(len(p))
 		n = min(n, int64(c.peerMaxFrame), c.sendWindow, st.sendWindow)
-		if n <= 0 && len(p) > 0 {
+		if n <= 0 {
 			// The window is spent: the client must see what we sent to grant more, and
 			// the reader must run to hear it. A client that grants none for the write
 			// timeout has stopped reading this stream.
 			if now := time.Now(); waitUntil.IsZero() {
 				waitUntil = now.Add(c.srv.writeTimeout())
-				wake := func() {
-					c.mu.Lock()
-					c.cond.Broadcast()
-					c.mu.Unlock()
-				}
 				if waitTimer == nil {
-					waitTimer = time.AfterFunc(c.srv.writeTimeout(), wake)
+					waitTimer = time.AfterFunc(c.srv.writeTimeout(), func() {
+						c.mu.Lock()
+						c.cond.Broadcast()
+						c.mu.Unlock()
+					})
 				} else {
 					waitTimer.Reset(c.srv.writeTimeout())
 				}

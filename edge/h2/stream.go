@@ -217,19 +217,20 @@ func (b *requestBody) setReadDeadline(t time.Time) {
 	if t.IsZero() || b.dropping {
 		return
 	}
-	c := b.st.c
-	expire := func() {
-		c.mu.Lock()
-		b.abortLocked(fmt.Errorf("h2: reading the request body: %w", os.ErrDeadlineExceeded))
-		c.flushLocked()
-		c.mu.Unlock()
-	}
 	if d := time.Until(t); d > 0 {
-		b.deadline = time.AfterFunc(d, expire)
+		c := b.st.c
+		b.deadline = time.AfterFunc(d, func() {
+			c.mu.Lock()
+			b.abortLocked(errBodyDeadline)
+			c.flushLocked()
+			c.mu.Unlock()
+		})
 		return
 	}
-	b.abortLocked(fmt.Errorf("h2: reading the request body: %w", os.ErrDeadlineExceeded))
+	b.abortLocked(errBodyDeadline)
 }
+
+var errBodyDeadline = fmt.Errorf("h2: reading the request body: %w", os.ErrDeadlineExceeded)
 
 func (b *requestBody) dropLocked() {
 	if b.dropping {
