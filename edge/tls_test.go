@@ -248,3 +248,54 @@ func TestTLSConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestPassThroughTrailers: an origin's trailer fields reach the client through a pass-through
+// (a POST) over every protocol the edge serves: chunked HTTP/1.1, HTTP/2 with either server,
+// HTTP/3.
+func TestPassThroughTrailers(t *testing.T) {
+	origin := startHTTP(t, "127.0.0.13", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Header().Set("Trailer", "X-Checksum")
+		w.Header().Set("Content-Type", "text/plain")
+		w.WriteHeader(http.StatusOK)
+		w.Write(b)
+		w.(http.Flusher).Flush() // the body goes out chunked, the trailer after it
+		w.Header().Set("X-Checksum", "sum-"+string(b))
+	}))
+	for _, h2server := range []string{HTTP2Fast, HTTP2Std} {
+		t.Run("http2="+h2server, func(t *testing.T) {
+			_, n := tlsEdge(t, TLSConfig{Dev: true}, func(c *Config) {
+				c.HTTP2 = h2server
+				c.Hosts = []wire.HostConfig{{Host: testHost, Origin: "http://" + origin}}
+			})
+			h1tls := insecure(testHost)
+			h1tls.NextProtos = []string{"http/1.1"}
+			h3t := &http3.Transport{TLSClientConfig: insecure(testHost)}
+			defer h3t.Close()
+			for _, c := range []struct {
+				name, url, proto string
+				rt               http.RoundTripper
+			}{
+				{"http/1.1", "http://" + n.Addr(), "HTTP/1.1", &http.Transport{}},
+				{"https http/1.1", "https://" + n.HTTPSAddr(), "HTTP/1.1", &http.Transport{TLSClientConfig: h1tls}},
+				{"http/2", "https://" + n.HTTPSAddr(), "HTTP/2.0", &http.Transport{TLSClientConfig: insecure(testHost), ForceAttemptHTTP2: true}},
+				{"http/3", "https://" + n.HTTPSAddr(), "HTTP/3.0", h3t},
+			} {
+				req, _ := http.NewRequest(http.MethodPost, c.url+"/api", strings.NewReader("abc"))
+				req.Host = testHost
+				resp, err := (&http.Client{Transport: c.rt}).Do(req)
+				if err != nil {
+					t.Fatalf("%s: %v", c.name, err)
+				}
+				body, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil || resp.StatusCode != http.StatusOK || string(body) != "abc" || resp.Proto != c.proto {
+					t.Fatalf("%s: %s %d %q, %v", c.name, resp.Proto, resp.StatusCode, body, err)
+				}
+				if got := resp.Trailer.Get("X-Checksum"); got != "sum-abc" {
+					t.Errorf("%s: trailer X-Checksum = %q, want sum-abc (trailer %v, header %v)", c.name, got, resp.Trailer, resp.Header)
+				}
+			}
+		})
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -29,7 +30,8 @@ type responseWriter struct {
 	endSent     bool  // END_STREAM is out
 	cl          int64 // declared Content-Length, -1 if none
 	written     int64
-	pending     []byte // body bytes held before the header is sent (for HEAD: its start)
+	pending     []byte   // body bytes held before the header is sent (for HEAD: its start)
+	trailers    []string // trailer fields declared in Trailer at WriteHeader, canonical
 }
 
 // bufferBeforeHeader is how much of a body without a declared length is held before the
@@ -64,7 +66,7 @@ func (w *responseWriter) WriteHeader(code int) {
 		// An interim response goes out at once; the final one follows.
 		c.mu.Lock()
 		if !w.st.reset && !c.closing {
-			c.writeHeaderBlockLocked(w.st, c.encodeHeaderLocked(code, w.header, "", "", true), false)
+			c.writeHeaderBlockLocked(w.st, c.encodeHeaderLocked(code, w.header, "", "", true, nil), false)
 			c.flushLocked()
 		}
 		c.mu.Unlock()
@@ -72,6 +74,11 @@ func (w *responseWriter) WriteHeader(code int) {
 	}
 	w.wroteHeader = true
 	w.status = code
+	for _, v := range w.header["Trailer"] {
+		for k := range strings.SplitSeq(v, ",") {
+			w.declareTrailer(http.CanonicalHeaderKey(strings.TrimSpace(k)))
+		}
+	}
 	if v := w.header["Content-Length"]; len(v) > 0 {
 		n, err := strconv.ParseInt(v[0], 10, 64)
 		if err == nil && n >= 0 {
@@ -127,7 +134,7 @@ func (w *responseWriter) write(p []byte, s string) (int, error) {
 	if p == nil {
 		p = []byte(s)
 	}
-	end := w.cl >= 0 && w.written+int64(n) == w.cl
+	end := w.cl >= 0 && w.written+int64(n) == w.cl && len(w.trailers) == 0
 	c := w.st.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -196,7 +203,9 @@ func (w *responseWriter) FlushError() error {
 	return nil
 }
 
-// finish ends the response when the handler returns.
+// finish ends the response when the handler returns: with a HEADERS frame of trailers when
+// the handler set any (as net/http's HTTP/2 server: the fields named in Trailer when the
+// header was written, and those set with http.TrailerPrefix).
 func (w *responseWriter) finish() {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
@@ -207,6 +216,7 @@ func (w *responseWriter) finish() {
 	if w.st.reset || c.closing || w.endSent {
 		return
 	}
+	trailers := !w.head && w.promoteTrailers()
 	switch {
 	case !w.sentHeader && !w.head && w.cl > 0 && w.written < w.cl && bodyAllowed(w.status):
 		// A declared body never written (an object whose read failed): not a whole answer.
@@ -219,13 +229,15 @@ func (w *responseWriter) finish() {
 			cl = strconv.FormatInt(w.written, 10)
 		}
 		if w.head || len(w.pending) == 0 {
-			w.sendHeaderLocked(nil, true, cl, false)
-			return
+			if w.sendHeaderLocked(nil, !trailers, cl, false) != nil || !trailers {
+				return
+			}
+			break
 		}
 		if w.sendHeaderLocked(nil, false, cl, false) != nil {
 			return
 		}
-		if c.writeDataLocked(w.st, w.pending, true) != nil {
+		if c.writeDataLocked(w.st, w.pending, !trailers) != nil {
 			return
 		}
 		w.pending = nil
@@ -233,13 +245,43 @@ func (w *responseWriter) finish() {
 		// A body shorter than its Content-Length: the client must not take it as whole.
 		c.resetLocked(w.st.id, http2.ErrCodeInternal)
 		return
-	default:
+	case !trailers:
 		if err := c.writeDataLocked(w.st, nil, true); err != nil {
 			return
 		}
 	}
+	if trailers {
+		c.writeHeaderBlockLocked(w.st, c.encodeTrailersLocked(w.trailers, w.header), true)
+	}
 	w.endSent = true
 	c.localEndLocked(w.st)
+}
+
+// declareTrailer adds k to the trailer fields, unless HTTP forbids it in a trailer.
+func (w *responseWriter) declareTrailer(k string) {
+	if !httpguts.ValidTrailerHeader(k) || slices.Contains(w.trailers, k) {
+		return
+	}
+	w.trailers = append(w.trailers, k)
+}
+
+// promoteTrailers declares the fields set with http.TrailerPrefix as trailers, and reports
+// whether any trailer field has a value.
+func (w *responseWriter) promoteTrailers() bool {
+	for k, vv := range w.header {
+		if !strings.HasPrefix(k, http.TrailerPrefix) {
+			continue
+		}
+		name := http.CanonicalHeaderKey(k[len(http.TrailerPrefix):])
+		w.declareTrailer(name)
+		w.header[name] = vv
+	}
+	for _, k := range w.trailers {
+		if len(w.header[k]) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // sendHeaderLocked writes the response's HEADERS and, if sendHeld (and not for HEAD), the
@@ -259,7 +301,7 @@ func (w *responseWriter) sendHeaderLocked(next []byte, endStream bool, cl string
 			ctype = http.DetectContentType(start)
 		}
 	}
-	c.writeHeaderBlockLocked(w.st, c.encodeHeaderLocked(w.status, w.header, ctype, cl, false), endStream)
+	c.writeHeaderBlockLocked(w.st, c.encodeHeaderLocked(w.status, w.header, ctype, cl, false, w.trailers), endStream)
 	if endStream {
 		w.endSent = true
 		c.localEndLocked(w.st)
@@ -275,11 +317,15 @@ func (w *responseWriter) sendHeaderLocked(next []byte, endStream bool, cl string
 }
 
 // encodeHeaderLocked HPACK-encodes a response header block. Connection-specific fields are
-// left out (they are malformed in HTTP/2), as are fields with invalid names or values.
-func (c *conn) encodeHeaderLocked(status int, h http.Header, ctype, cl string, interim bool) []byte {
+// left out (they are malformed in HTTP/2), as are fields with invalid names or values, and the
+// trailer fields (named in trailers, or set with http.TrailerPrefix), which go at the end.
+func (c *conn) encodeHeaderLocked(status int, h http.Header, ctype, cl string, interim bool, trailers []string) []byte {
 	c.hbuf.Reset()
 	c.enc.WriteField(hpack.HeaderField{Name: ":status", Value: statusValue(status)})
 	for k, vv := range h {
+		if strings.HasPrefix(k, http.TrailerPrefix) || slices.Contains(trailers, k) {
+			continue
+		}
 		lk := c.lowerHeader(k)
 		switch lk {
 		case "connection", "proxy-connection", "keep-alive", "transfer-encoding", "upgrade":
@@ -308,6 +354,20 @@ func (c *conn) encodeHeaderLocked(status int, h http.Header, ctype, cl string, i
 	if !interim {
 		if _, ok := h["Date"]; !ok {
 			c.enc.WriteField(hpack.HeaderField{Name: "date", Value: httpdate.Now()})
+		}
+	}
+	return c.hbuf.Bytes()
+}
+
+// encodeTrailersLocked HPACK-encodes a trailer block: the values of the fields named in keys.
+func (c *conn) encodeTrailersLocked(keys []string, h http.Header) []byte {
+	c.hbuf.Reset()
+	for _, k := range keys {
+		lk := c.lowerHeader(k)
+		for _, v := range h[k] {
+			if httpguts.ValidHeaderFieldValue(v) {
+				c.enc.WriteField(hpack.HeaderField{Name: lk, Value: v})
+			}
 		}
 	}
 	return c.hbuf.Bytes()

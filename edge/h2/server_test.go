@@ -409,3 +409,65 @@ func TestRequestHeaderTooLarge(t *testing.T) {
 		return ok
 	})
 }
+
+// TestTrailers: trailer fields reach the client at the end of the body as with net/http's
+// server, whether named in Trailer before the header went out or set with http.TrailerPrefix,
+// for a body held until the handler returns and for one sent as it is written; they are not
+// sent among the header fields. Fields set with http.TrailerPrefix after a body reached its
+// declared Content-Length are dropped: the stream ended with that body (as HTTP/1.1 can send
+// no trailer after a Content-Length body).
+func TestTrailers(t *testing.T) {
+	big := strings.Repeat("b", 3*bufferBeforeHeader)
+	ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body := "small"
+		if r.URL.Query().Has("big") {
+			body = big
+		}
+		if r.URL.Query().Has("cl") {
+			w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+		}
+		switch r.URL.Path {
+		case "/declared":
+			w.Header().Set("Trailer", "X-Sum, Content-Length, X-Empty")
+			w.WriteHeader(http.StatusOK)
+			io.WriteString(w, body)
+			w.Header().Set("X-Sum", fmt.Sprint(len(body)))
+		case "/prefixed":
+			io.WriteString(w, body)
+			w.Header().Set(http.TrailerPrefix+"X-Sum", fmt.Sprint(len(body)))
+		case "/none":
+			w.Header().Set("Trailer", "X-Sum")
+			io.WriteString(w, body)
+		}
+	}))
+	for _, path := range []string{"/declared", "/prefixed", "/none"} {
+		for _, q := range []string{"", "?big", "?cl", "?big&cl"} {
+			want := "small"
+			if strings.Contains(q, "big") {
+				want = big
+			}
+			resp, err := ts.Client.Get(ts.URL + path + q)
+			if err != nil {
+				t.Fatalf("%s%s: %v", path, q, err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || string(body) != want {
+				t.Fatalf("%s%s: body of %d bytes, %v", path, q, len(body), err)
+			}
+			wantSum := fmt.Sprint(len(want))
+			if path == "/none" || path == "/prefixed" && strings.Contains(q, "cl") {
+				wantSum = ""
+			}
+			if got := resp.Trailer.Get("X-Sum"); got != wantSum {
+				t.Errorf("%s%s: trailer X-Sum = %q, want %q (trailer %v)", path, q, got, wantSum, resp.Trailer)
+			}
+			if resp.Trailer.Get("Content-Length") != "" {
+				t.Errorf("%s%s: Content-Length sent as a trailer", path, q)
+			}
+			if resp.Header.Get("X-Sum") != "" || resp.Header.Get(http.TrailerPrefix+"X-Sum") != "" {
+				t.Errorf("%s%s: trailer among the header fields: %v", path, q, resp.Header)
+			}
+		}
+	}
+}
