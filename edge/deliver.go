@@ -69,6 +69,11 @@ func clientHeader(w *logWriter, req *request, src http.Header) http.Header {
 	for k, v := range src {
 		h[k] = v
 	}
+	return clientPolicy(h, req)
+}
+
+// clientPolicy applies to h, an answer's fields, what clientHeader does once they are copied.
+func clientPolicy(h http.Header, req *request) http.Header {
 	markHop(h, req)
 	if !req.fromPeer {
 		if !req.host.cfg.Cache.KeepSurrogateHeaders {
@@ -82,7 +87,11 @@ func clientHeader(w *logWriter, req *request, src http.Header) http.Header {
 // objectHeader sets the response header for obj: its stored fields, less what only the fleet
 // may see, under the host's response policy, with Age and Cache-Status.
 func (n *Node) objectHeader(w *logWriter, req *request, obj *store.Object, cs httpcache.Status, upstreamCS string) http.Header {
-	h := clientHeader(w, req, obj.Header)
+	h := w.Header()
+	for k, v := range obj.HeaderFields() {
+		h[k] = v
+	}
+	clientPolicy(h, req)
 	h["Age"] = req.field(0, strconv.FormatInt(int64(obj.Age(n.clock())/time.Second), 10))
 	h["Cache-Status"] = req.field(1, httpcache.AppendStatus(upstreamCS, cs))
 	return h

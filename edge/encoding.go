@@ -82,11 +82,11 @@ func addVaryField(vary []string, field string) []string {
 // edgeCoding returns the coding the edge itself applied to obj ("" if none): its
 // Content-Encoding, when its ETag carries that coding's suffix (compress.SuffixETag).
 func edgeCoding(obj *store.Object) string {
-	ce := obj.Header.Get("Content-Encoding")
+	ce := obj.HeaderValue("Content-Encoding")
 	if ce == "" {
 		return ""
 	}
-	if _, ok := compress.UnsuffixETag(obj.Header.Get("ETag"), ce); !ok {
+	if _, ok := compress.UnsuffixETag(obj.HeaderValue("ETag"), ce); !ok {
 		return ""
 	}
 	return ce

@@ -45,10 +45,10 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 
 	if resp.StatusCode == http.StatusNotModified && stale != nil {
 		resp.Body.Close()
-		hdr := httpcache.Refresh(stale.Header, h)
+		hdr := httpcache.Refresh(stale.HeaderMap(), h)
 		keepEdgeCoding(stale, hdr)
 		o := *stale
-		o.Header = hdr
+		o.Header = hdr // the object's header from now on, in place of stale's (store.Object.Header)
 		o.StoredAt = began
 		o.ResponseTime = respTime
 		o.InitialAge = initialAge
@@ -366,13 +366,13 @@ func setValidators(h http.Header, stale *store.Object, toOrigin bool) {
 	if stale == nil {
 		return
 	}
-	if etag := stale.Header.Get("ETag"); etag != "" {
+	if etag := stale.HeaderValue("ETag"); etag != "" {
 		if c := edgeCoding(stale); toOrigin && c != "" {
 			etag, _ = compress.UnsuffixETag(etag, c)
 		}
 		h.Set("If-None-Match", etag)
 	}
-	if lm := stale.Header.Get("Last-Modified"); lm != "" {
+	if lm := stale.HeaderValue("Last-Modified"); lm != "" {
 		h.Set("If-Modified-Since", lm)
 	}
 }

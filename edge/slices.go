@@ -65,12 +65,19 @@ func (hs *hostState) sliced(status int, h http.Header, size int64) bool {
 
 // validator is what ties the slices of one version of an object together: its ETag if
 // strong or weak, else its Last-Modified.
-func validator(h http.Header) string {
-	if etag := h.Get("ETag"); etag != "" {
+func validator(h http.Header) string { return validatorOf(h.Get("ETag"), h.Get("Last-Modified")) }
+
+// objectValidator is validator for a stored object's header.
+func objectValidator(o *store.Object) string {
+	return validatorOf(o.HeaderValue("ETag"), o.HeaderValue("Last-Modified"))
+}
+
+func validatorOf(etag, lastModified string) string {
+	if etag != "" {
 		return etag
 	}
-	if lm := h.Get("Last-Modified"); lm != "" {
-		return "lm:" + lm
+	if lastModified != "" {
+		return "lm:" + lastModified
 	}
 	return ""
 }
@@ -272,7 +279,7 @@ func (b *joinedBody) Close() error {
 // putSlice stores slice i of manifest's object.
 func putSlice(st *store.Store, manifest *store.Object, i int64, body []byte) {
 	o := *manifest
-	o.Part, o.Body, o.Size = slicePart(i, validator(manifest.Header)), body, 0
+	o.Part, o.Body, o.Size = slicePart(i, objectValidator(manifest)), body, 0
 	st.Put(&o)
 }
 
@@ -401,7 +408,7 @@ func (f *filler) slice(req *request, obj *store.Object, i, sliceSize int64) ([]b
 // under the filler's context, not the client's, so its other readers are not cut short if
 // this one goes away.
 func (f *filler) sliceFlight(req *request, obj *store.Object, i, sliceSize int64) ([]byte, <-chan singleflight.Result) {
-	part := slicePart(i, validator(obj.Header))
+	part := slicePart(i, objectValidator(obj))
 	if o, _ := f.n.store.LookupPart(obj.Primary, part, req.r.Header); o != nil {
 		return o.Body, nil
 	}
@@ -500,9 +507,9 @@ func (f *filler) fetchSlice(req *request, obj *store.Object, i, sliceSize int64)
 	default:
 		return nil, fmt.Errorf("slice %d of %s: origin answered %s", i, req.target, resp.Status)
 	}
-	if validator(resp.Header) != validator(obj.Header) {
+	if validator(resp.Header) != objectValidator(obj) {
 		return nil, f.changed(obj, fmt.Errorf("slice %d of %s: validator %q, want %q: %w", i, req.target,
-			validator(resp.Header), validator(obj.Header), errObjectChanged))
+			validator(resp.Header), objectValidator(obj), errObjectChanged))
 	}
 	b := make([]byte, last-first+1)
 	if _, err := io.ReadFull(body, b); err != nil {

@@ -3,7 +3,6 @@ package store
 import (
 	"math"
 	"math/bits"
-	"net/http"
 	"slices"
 	"strings"
 	"unsafe"
@@ -11,7 +10,7 @@ import (
 
 // What a stored object costs, in bytes of Go heap. Ristretto's cost is the only bound on the
 // store's memory, so the cost must count what an object really retains, not only its body: for
-// small objects the header map, the Object struct, the purge matchers and Ristretto's own
+// small objects the header, the Object struct, the purge matchers and Ristretto's own
 // bookkeeping are several times the body (issue 15). Put lays each object out compactly
 // (compact) and charges exactly that layout, with allocations rounded up to the Go
 // allocator's size classes as the heap holds them. TestCostMatchesHeap checks the charge
@@ -60,30 +59,31 @@ func next2(n int64) int64 { return 1 << bits.Len64(uint64(n-1)) }
 // copies, once per Put, every string of o into one, and every string slice into one array:
 //   - the purge matchers, with Primary, Path, Variant, Part and the surrogate keys as
 //     substrings of them (prefix matchers are prefixes of one another);
-//   - the header's names and values (a new map: the caller's is only read);
+//   - the header's field names and values, in the form header.go describes, not a map (the
+//     caller's map is only read; o.Header is then nil);
 //   - and a body with spare capacity (io.ReadAll, append) into an exact one.
+//
+// The header is o's as HeaderFields gives it: the Header map if set, else the compact form
+// of a stored object o was copied from.
 func (o *Object) compact() {
 	prefixes := pathPrefixes(o.Path)
 	type field struct {
 		name   string
 		values []string
 	}
-	var fields []field
+	var stack [24]field // most headers fit: no allocation
+	fields := stack[:0]
 	n, nv := 2+len(o.Primary)+2+len(o.Host)+2+len(o.Host)+len(o.Path)+len(o.Variant)+len(o.Part), 0
 	for _, k := range o.Keys {
 		n += 3 + len(o.Host) + len(k)
 	}
-	if o.Header != nil {
-		var stack [24]field // most headers fit: no allocation
-		fields = stack[:0]
-		for k, vs := range o.Header {
-			fields = append(fields, field{k, vs})
-			n += len(k)
-			for _, v := range vs {
-				n += len(v)
-			}
-			nv += len(vs)
+	for k, vs := range o.HeaderFields() {
+		fields = append(fields, field{k, vs})
+		n += fieldHeadLen(len(vs), k)
+		for _, v := range vs {
+			n += len(v)
 		}
+		nv += 1 + len(vs)
 	}
 	var b strings.Builder
 	b.Grow(n)
@@ -102,8 +102,9 @@ func (o *Object) compact() {
 	}
 	b.WriteString(o.Variant)
 	b.WriteString(o.Part)
+	var head [16]byte
 	for _, f := range fields {
-		b.WriteString(f.name)
+		b.Write(appendFieldHead(head[:0], len(f.values), f.name))
 		for _, v := range f.values {
 			b.WriteString(v)
 		}
@@ -140,29 +141,26 @@ func (o *Object) compact() {
 	o.Part = arena[off : off+len(o.Part)]
 	off += len(o.Part)
 
-	var hb int64
-	if o.Header != nil {
-		vals := all[nm+len(o.Keys):]
-		out := make(http.Header, len(o.Header))
-		for _, f := range fields {
-			name := arena[off : off+len(f.name)]
-			off += len(f.name)
-			vs := f.values
-			dst := vals[:len(vs):len(vs)] // capped: an append to one field never reaches the next
-			for j, v := range vs {
-				dst[j] = arena[off : off+len(v)]
-				off += len(v)
-			}
-			vals = vals[len(vs):]
-			out[name] = dst
+	hdr := all[nm+len(o.Keys):]
+	for i := 0; i < len(hdr); {
+		f := fields[0]
+		fields = fields[1:]
+		l := fieldHeadLen(len(f.values), f.name)
+		hdr[i] = arena[off : off+l]
+		off += l
+		i++
+		for _, v := range f.values {
+			hdr[i] = arena[off : off+len(v)]
+			off += len(v)
+			i++
 		}
-		o.Header, hb = out, mapBytes(len(out), 16+24)
 	}
+	o.Header, o.hdr = nil, hdr[:len(hdr):len(hdr)]
 	if allocSize(cap(o.Body)) > allocSize(len(o.Body))*17/16 {
 		// Spare capacity would be retained, and charged, for the object's whole life.
 		o.Body = slices.Clone(o.Body)
 	}
-	o.bytes = objectStructBytes + allocSize(len(arena)) + sliceBytes(len(all), 16) + hb +
+	o.bytes = objectStructBytes + allocSize(len(arena)) + sliceBytes(len(all), 16) +
 		allocSize(cap(o.Body)) + stringsBytes(o.Policy.Vary) + stringsBytes(o.Policy.StripFields)
 }
 
@@ -188,23 +186,6 @@ func stringsBytes(ss []string) int64 {
 }
 
 func sliceBytes(n, elem int) int64 { return allocSize(n * elem) }
-
-// mapBytes estimates a Go (swiss) map of n entries of slot bytes each: the map header, and one
-// group of 8 slots for a small map, else tables of groups (8 control bytes per 8 slots) grown
-// by doubling at 7/8 full. Past 1024 slots tables split instead of growing, which the
-// doubling rule still describes on average.
-func mapBytes(n, slot int) int64 {
-	const header = 48
-	switch {
-	case n == 0:
-		return header
-	case n <= 8:
-		return header + allocSize(8+8*slot)
-	}
-	capacity := next2(int64((n*8 + 6) / 7))
-	groups := capacity / 8
-	return header + 64 + allocSize(int(groups)*(8+8*slot))
-}
 
 // allocSize is the heap an allocation of n bytes takes: Go's size classes up to 32 KiB, whole
 // 8 KiB pages above.

@@ -30,8 +30,10 @@ type Object struct {
 	// Path is the request path without query; prefix purges match on it.
 	Path   string
 	Status int
-	// Header is the stored response header: hop-by-hop fields removed, Age, Via and
-	// Cache-Status left out (they are written per response).
+	// Header is the response header to store, as Put's input: hop-by-hop fields removed, Age,
+	// Via and Cache-Status left out (they are written per response). Put lays it out compactly
+	// and sets it to nil, so read an object's header only with HeaderValue, HeaderValues,
+	// HeaderFields or HeaderMap, never from this field (header.go).
 	Header http.Header
 	Body   []byte
 	// StoredAt is when the fetch that produced the object began, not when it finished, so a
@@ -53,6 +55,8 @@ type Object struct {
 	// bytes are in parts. 0 for an object held whole.
 	Size int64
 
+	// hdr is the header once stored (Header is then nil): see header.go.
+	hdr []string
 	// matchers are the purge-record keys that can match this object, computed once at Put so
 	// that the read-time check allocates nothing.
 	matchers []string
@@ -188,8 +192,9 @@ func (s *Store) LookupPart(primary, part string, reqHeader http.Header) (*Object
 // finished finds it.
 //
 // Put takes o: it replaces o's strings, header and body by compact copies of equal value
-// (compact), so o must not be read concurrently with Put. The maps and arrays o referred to
-// are only read, never modified, so other objects may still share them.
+// (compact; the header no longer in o.Header, see header.go), so o must not be read
+// concurrently with Put. The maps and arrays o referred to are only read, never modified, so
+// other objects may still share them.
 func (s *Store) Put(o *Object) bool {
 	o.compact()
 	if h := int64(o.hold()); h > s.maxHold.Load() {

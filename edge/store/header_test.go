@@ -1,0 +1,162 @@
+package store
+
+import (
+	"fmt"
+	"maps"
+	"net/http"
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/meridian-cdn/meridian/edge/httpcache"
+)
+
+// manyValues is a field with more values than one varint byte counts (127).
+func manyValues() []string {
+	vs := make([]string, 300)
+	for i := range vs {
+		vs[i] = fmt.Sprintf("v%d", i)
+	}
+	return vs
+}
+
+// TestStoredHeader checks that a stored object's header, held without a map, reads back as
+// the map it was stored from, through every accessor.
+func TestStoredHeader(t *testing.T) {
+	cases := []struct {
+		name string
+		h    http.Header
+	}{
+		{"none", nil},
+		{"empty", http.Header{}},
+		{"typical", twelveFields(7)},
+		{"empty value", http.Header{"X-Empty": {""}, "Content-Type": {"text/plain"}}},
+		{"no values", http.Header{"X-None": nil, "X-Zero": {}, "Etag": {`"a"`}}},
+		{"300 values", http.Header{"Link": manyValues(), "Etag": {`"b"`}}},
+		{"long name", http.Header{"X-" + string(make([]byte, 200)): {"1"}}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			want := c.h.Clone()
+			s, _ := newStore(t)
+			o := &Object{Primary: "h/p", Host: "h", Path: "/p", Status: 200, Header: c.h,
+				StoredAt: time.Now(), Policy: httpcache.Policy{Storable: true, Lifetime: time.Hour}}
+			if !s.Put(o) {
+				t.Fatal("Put refused")
+			}
+			if o.Header != nil {
+				t.Fatalf("Header after Put = %v, want nil", o.Header)
+			}
+			got := http.Header{}
+			for k, vs := range o.HeaderFields() {
+				if _, dup := got[k]; dup {
+					t.Errorf("field %q twice", k)
+				}
+				got[k] = vs
+			}
+			if !sameHeader(got, want) {
+				t.Errorf("HeaderFields = %v, want %v", got, want)
+			}
+			if !sameHeader(o.HeaderMap(), want) {
+				t.Errorf("HeaderMap = %v, want %v", o.HeaderMap(), want)
+			}
+			if o.HeaderLen() != len(want) {
+				t.Errorf("HeaderLen = %d, want %d", o.HeaderLen(), len(want))
+			}
+			for k, vs := range want {
+				if g := o.HeaderValues(k); !slices.Equal(g, vs) {
+					t.Errorf("HeaderValues(%q) = %q, want %q", k, g, vs)
+				}
+				if g, w := o.HeaderValue(k), want.Get(k); g != w {
+					t.Errorf("HeaderValue(%q) = %q, want %q", k, g, w)
+				}
+			}
+			if g := o.HeaderValue("X-Absent"); g != "" || o.HeaderValues("X-Absent") != nil {
+				t.Errorf("absent field = %q", g)
+			}
+		})
+	}
+}
+
+// sameHeader compares headers treating a nil and an empty value list alike, as a range over
+// the compact form cannot tell them apart (neither can http.Header.Values).
+func sameHeader(a, b http.Header) bool {
+	norm := func(h http.Header) map[string][]string {
+		m := map[string][]string{}
+		for k, vs := range h {
+			m[k] = append([]string{}, vs...)
+		}
+		return m
+	}
+	return maps.EqualFunc(norm(a), norm(b), func(x, y []string) bool { return reflect.DeepEqual(x, y) })
+}
+
+// TestStoredHeaderAccessors checks the readers' contract: names canonicalized as
+// http.Header.Get does, value slices capped so an append cannot reach the next field, an
+// early break of the range, and a copy of a stored object stored again (a slice of a
+// manifest) or given a header of its own (a 304's refresh).
+func TestStoredHeaderAccessors(t *testing.T) {
+	s, _ := newStore(t)
+	o := &Object{Primary: "h/p", Host: "h", Path: "/p", Status: 200,
+		Header:   http.Header{"Content-Type": {"text/html"}, "Set-Cookie": {"a=1", "b=2"}, "Etag": {`"x"`}},
+		StoredAt: time.Now(), Policy: httpcache.Policy{Storable: true, Lifetime: time.Hour}}
+	s.Put(o)
+
+	if g := o.HeaderValue("content-type"); g != "text/html" {
+		t.Errorf(`HeaderValue("content-type") = %q`, g)
+	}
+	if g := o.HeaderValue("ETag"); g != `"x"` {
+		t.Errorf(`HeaderValue("ETag") = %q`, g)
+	}
+	sc := o.HeaderValues("Set-Cookie")
+	_ = append(sc, "c=3")
+	if cap(sc) != 2 || !sameHeader(o.HeaderMap(), http.Header{"Content-Type": {"text/html"}, "Set-Cookie": {"a=1", "b=2"}, "Etag": {`"x"`}}) {
+		t.Errorf("an append to a value slice (cap %d) changed the object: %v", cap(sc), o.HeaderMap())
+	}
+	seen := 0
+	for range o.HeaderFields() {
+		seen++
+		break
+	}
+	if seen != 1 {
+		t.Errorf("break after one field saw %d", seen)
+	}
+
+	// A copy stored again keeps the header (putSlice).
+	c := *o
+	c.Part = "\x00slice=1"
+	s.Put(&c)
+	if !sameHeader(c.HeaderMap(), o.HeaderMap()) {
+		t.Errorf("copy stored again: %v, want %v", c.HeaderMap(), o.HeaderMap())
+	}
+	// A copy given a header of its own reads that header, before and after Put (a 304).
+	r := *o
+	r.Header = http.Header{"Content-Type": {"text/plain"}}
+	if g := r.HeaderValue("Content-Type"); g != "text/plain" || r.HeaderLen() != 1 {
+		t.Errorf("refreshed copy before Put: Content-Type %q, %d fields", g, r.HeaderLen())
+	}
+	s.Put(&r)
+	if g := r.HeaderValue("Content-Type"); g != "text/plain" || r.HeaderLen() != 1 || r.HeaderValue("Etag") != "" {
+		t.Errorf("refreshed copy after Put: %v", r.HeaderMap())
+	}
+	if g := o.HeaderValue("Content-Type"); g != "text/html" {
+		t.Errorf("the original changed with its copy: Content-Type %q", g)
+	}
+}
+
+// BenchmarkHeaderFields is the hit path's copy of a stored header into a response's.
+func BenchmarkHeaderFields(b *testing.B) {
+	s, _ := newStore(b)
+	o := &Object{Primary: "h/p", Host: "h", Path: "/p", Status: 200, Header: twelveFields(1),
+		StoredAt: time.Now(), Policy: httpcache.Policy{Storable: true, Lifetime: time.Hour}}
+	s.Put(o)
+	h := make(http.Header, 16)
+	b.ReportAllocs()
+	for b.Loop() {
+		for k, vs := range o.HeaderFields() {
+			h[k] = vs
+		}
+		clear(h)
+	}
+}
