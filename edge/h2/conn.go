@@ -103,6 +103,42 @@ type conn struct {
 	shutdownAsked bool    // Shutdown came before the SETTINGS went out
 	writeRefresh  time.Time
 	lowerCache    map[string]string
+	// freeHeaders are response header maps of handlers that returned, cleared, for the next
+	// streams: a map grown to a cached object's dozen fields is several allocations, which at
+	// a full store cost more in collections than in the allocating (issue 15).
+	freeHeaders []http.Header
+}
+
+// maxFreeHeaders bounds freeHeaders; maxRecycledFields keeps a map a handler grew far past a
+// typical answer out of it.
+const (
+	maxFreeHeaders    = 16
+	maxRecycledFields = 64
+)
+
+// takeHeaderLocked returns a cleared response header map, or nil if none is free.
+func (c *conn) takeHeaderLocked() http.Header {
+	n := len(c.freeHeaders)
+	if n == 0 {
+		return nil
+	}
+	h := c.freeHeaders[n-1]
+	c.freeHeaders[n-1] = nil
+	c.freeHeaders = c.freeHeaders[:n-1]
+	return h
+}
+
+// recycleHeaderLocked takes back the response header map of st, whose handler returned and
+// whose header is encoded: net/http's contract is that a handler does not use its
+// ResponseWriter, header included, after it returns.
+func (c *conn) recycleHeaderLocked(st *stream) {
+	h := st.rw.header
+	st.rw.header = nil
+	if h == nil || len(h) > maxRecycledFields || len(c.freeHeaders) >= maxFreeHeaders {
+		return
+	}
+	clear(h)
+	c.freeHeaders = append(c.freeHeaders, h)
 }
 
 func newConn(s *Server, ctx context.Context, nc net.Conn, tlsState *tls.ConnectionState, h http.Handler) *conn {
@@ -618,6 +654,7 @@ func (c *conn) callHandler(st *stream) {
 // to one batch of requests leave together.
 func (c *conn) endHandlerLocked(st *stream, onReader bool) {
 	st.cancel()
+	c.recycleHeaderLocked(st)
 	if st.body != nil {
 		st.body.closeLocked()
 	}

@@ -471,3 +471,49 @@ func TestTrailers(t *testing.T) {
 		}
 	}
 }
+
+// TestResponseHeaderRecycled checks that a connection gives a later stream the header map of
+// a handler that returned, cleared: nothing one answer set reaches the next, including
+// fields that had to grow the map, and the map is reused (no allocation to grow it again).
+func TestResponseHeaderRecycled(t *testing.T) {
+	var mu sync.Mutex
+	maps := map[string]int{}
+	ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		mu.Lock()
+		maps[fmt.Sprintf("%p", h)]++
+		mu.Unlock()
+		if len(h) != 0 {
+			t.Errorf("request %s: header starts with %v", r.URL.Path, h)
+		}
+		if r.URL.Path == "/first" {
+			for i := range 20 { // past a small map's first group
+				h.Set(fmt.Sprintf("X-First-%d", i), "1")
+			}
+		}
+		h.Set("X-Path", r.URL.Path)
+		io.WriteString(w, r.URL.Path)
+	}))
+	for _, p := range []string{"/first", "/second", "/third"} {
+		resp, err := ts.Client.Get(ts.URL + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.ProtoMajor != 2 {
+			t.Fatalf("%s over %s, want HTTP/2", p, resp.Proto)
+		}
+		if got := resp.Header.Get("X-Path"); got != p {
+			t.Errorf("%s: X-Path %q", p, got)
+		}
+		if p != "/first" && resp.Header.Get("X-First-0") != "" {
+			t.Errorf("%s: answer carries the first answer's fields: %v", p, resp.Header)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(maps) != 1 {
+		t.Errorf("three sequential requests on one connection used %d header maps, want 1", len(maps))
+	}
+}
