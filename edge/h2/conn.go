@@ -69,7 +69,8 @@ type conn struct {
 	maxStreams uint32
 	br         *bufio.Reader
 	fr         *http2.Framer
-	timer      *time.Timer // hands reading off from a long inline handler
+	hb         *headerBlock // the reader's: request header blocks
+	timer      *time.Timer  // hands reading off from a long inline handler
 	done       chan struct{}
 	handlers   sync.WaitGroup
 
@@ -164,7 +165,7 @@ func newConn(s *Server, ctx context.Context, nc net.Conn, tlsState *tls.Connecti
 	c.fr.SetReuseFrames()
 	c.fr.SetMaxReadFrameSize(maxReadFrameSize)
 	c.fr.MaxHeaderListSize = s.maxHeaderBytes()
-	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	c.hb = newHeaderBlock(s.maxHeaderBytes()) // not the Framer's ReadMetaHeaders: see headerBlock
 	c.enc = hpack.NewEncoder(&c.hbuf)
 	c.timer = time.AfterFunc(time.Hour, c.handoffSlow)
 	c.timer.Stop()
@@ -210,6 +211,9 @@ func (c *conn) readLoop() bool {
 			c.beforeBlocking()
 		}
 		f, err := c.fr.ReadFrame()
+		if hf, ok := f.(*http2.HeadersFrame); ok && err == nil {
+			f, err = c.hb.read(c.fr, hf)
+		}
 		if err != nil {
 			if c.readError(err) {
 				continue

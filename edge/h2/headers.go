@@ -1,0 +1,166 @@
+package h2
+
+import (
+	"errors"
+	"strings"
+
+	"golang.org/x/net/http/httpguts"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// headerBlock decodes a request's header block, a HEADERS frame and its CONTINUATIONs, into
+// a MetaHeadersFrame the connection owns and reuses. It applies the checks x/net's Framer
+// applies when given ReadMetaHeaders (RFC 9113, section 8.2: valid names and values, pseudo
+// fields first, once each and of one kind, the header list size), with the same outcomes
+// (a stream error, or a connection error for a compression failure or a block far over the
+// limit), but without the Framer's allocations per request: the frame, a field slice grown
+// by append, and the emit closure with the variables it captures. At a full store those
+// allocations cost more in collections than in allocating (issue 15).
+//
+// The frame it returns, and its Fields, are valid until the next call of read: the
+// connection's reader uses them before it reads again.
+type headerBlock struct {
+	dec     *hpack.Decoder
+	maxList uint32
+
+	meta           http2.MetaHeadersFrame
+	fields         []hpack.HeaderField
+	remain         uint32 // of the header list size, for the fields other than Trailer
+	trailersRemain uint32 // for the Trailer field's names, counted apart as x/net does
+	sawRegular     bool
+	invalid        error
+}
+
+var (
+	errPseudoAfterRegular = errors.New("h2: pseudo header field after a regular one")
+	errFieldName          = errors.New("h2: invalid header field name")
+	errFieldValue         = errors.New("h2: invalid header field value")
+	errPseudoName         = errors.New("h2: unknown pseudo header field")
+	errPseudoDuplicate    = errors.New("h2: duplicate pseudo header field")
+	errPseudoMix          = errors.New("h2: request and response pseudo header fields mixed")
+)
+
+func newHeaderBlock(maxList uint32) *headerBlock {
+	b := &headerBlock{maxList: maxList}
+	b.dec = hpack.NewDecoder(4096, b.emit)
+	b.dec.SetMaxStringLength(int(min(maxList, 1<<30)))
+	return b
+}
+
+// read decodes the block that hf starts, reading its CONTINUATION frames from fr.
+func (b *headerBlock) read(fr *http2.Framer, hf *http2.HeadersFrame) (*http2.MetaHeadersFrame, error) {
+	b.meta = http2.MetaHeadersFrame{HeadersFrame: hf}
+	b.fields = b.fields[:0]
+	b.remain, b.trailersRemain = b.maxList, b.maxList
+	b.sawRegular, b.invalid = false, nil
+	b.dec.SetEmitEnabled(true)
+	var hc interface {
+		HeaderBlockFragment() []byte
+		HeadersEnded() bool
+	} = hf
+	for {
+		frag := hc.HeaderBlockFragment()
+		// Far over the limit, or more after an invalid field (whose size stopped being
+		// counted): the connection ends rather than decode what will be refused.
+		if int64(len(frag)) > 2*int64(b.remain+b.trailersRemain) || b.invalid != nil {
+			return nil, http2.ConnectionError(http2.ErrCodeProtocol)
+		}
+		if _, err := b.dec.Write(frag); err != nil {
+			return nil, http2.ConnectionError(http2.ErrCodeCompression)
+		}
+		if hc.HeadersEnded() {
+			break
+		}
+		f, err := fr.ReadFrame()
+		if err != nil {
+			return nil, err
+		}
+		hc = f.(*http2.ContinuationFrame) // the Framer returns nothing else here (checkFrameOrder)
+	}
+	if err := b.dec.Close(); err != nil {
+		return nil, http2.ConnectionError(http2.ErrCodeCompression)
+	}
+	if b.invalid == nil {
+		b.meta.Fields = b.fields
+		b.invalid = checkPseudos(b.meta.PseudoFields())
+	}
+	if b.invalid != nil {
+		return nil, http2.StreamError{StreamID: hf.StreamID, Code: http2.ErrCodeProtocol, Cause: b.invalid}
+	}
+	return &b.meta, nil
+}
+
+// emit takes one decoded field.
+func (b *headerBlock) emit(hf hpack.HeaderField) {
+	if !httpguts.ValidHeaderFieldValue(hf.Value) {
+		b.invalid = errFieldValue
+	}
+	if strings.HasPrefix(hf.Name, ":") {
+		if b.sawRegular {
+			b.invalid = errPseudoAfterRegular
+		}
+	} else {
+		b.sawRegular = true
+		if !validWireName(hf.Name) {
+			b.invalid = errFieldName
+		}
+	}
+	if b.invalid != nil {
+		b.dec.SetEmitEnabled(false)
+		return
+	}
+	remain, size := &b.remain, hf.Size()
+	if hf.Name == "trailer" {
+		// Each declared trailer name counts as a field of its own.
+		n := uint32(strings.Count(hf.Value, ",") + 1)
+		remain, size = &b.trailersRemain, uint32(len(hf.Value))-n+1+n*hpack.HeaderField{}.Size()
+	}
+	if size > *remain {
+		b.dec.SetEmitEnabled(false)
+		b.meta.Truncated = true
+		b.remain, b.trailersRemain = 0, 0
+		return
+	}
+	*remain -= size
+	b.fields = append(b.fields, hf)
+}
+
+// validWireName reports whether name is a token in lower case, as HTTP/2 requires.
+func validWireName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if c >= 'A' && c <= 'Z' || c >= 0x80 || !httpguts.IsTokenRune(rune(c)) {
+			return false
+		}
+	}
+	return true
+}
+
+// checkPseudos checks a request's pseudo fields: known names, each once, not a response's
+// mixed in.
+func checkPseudos(pf []hpack.HeaderField) error {
+	var request, response bool
+	for i, hf := range pf {
+		switch hf.Name {
+		case ":method", ":path", ":scheme", ":authority", ":protocol":
+			request = true
+		case ":status":
+			response = true
+		default:
+			return errPseudoName
+		}
+		for _, prev := range pf[:i] {
+			if prev.Name == hf.Name {
+				return errPseudoDuplicate
+			}
+		}
+	}
+	if request && response {
+		return errPseudoMix
+	}
+	return nil
+}
