@@ -108,6 +108,7 @@ type conn struct {
 	// streams: a map grown to a cached object's dozen fields is several allocations, which at
 	// a full store cost more in collections than in the allocating (issue 15).
 	freeHeaders []http.Header
+	frameHdr    [9]byte // a DATA frame's header being written
 }
 
 // maxFreeHeaders bounds freeHeaders; maxRecycledFields keeps a map a handler grew far past a
@@ -923,8 +924,10 @@ func (c *conn) writeDataFrameLocked(id uint32, p []byte, end bool) {
 		flags = byte(http2.FlagDataEndStream)
 	}
 	n := len(p)
-	hdr := [9]byte{byte(n >> 16), byte(n >> 8), byte(n), byte(http2.FrameData), flags, byte(id >> 24), byte(id >> 16), byte(id >> 8), byte(id)}
-	c.bw.Write(hdr[:])
+	// The frame header is built in the connection's own array: a local one escapes to the
+	// heap, as bufio may hand a write to the connection without copying it.
+	c.frameHdr = [9]byte{byte(n >> 16), byte(n >> 8), byte(n), byte(http2.FrameData), flags, byte(id >> 24), byte(id >> 16), byte(id >> 8), byte(id)}
+	c.bw.Write(c.frameHdr[:])
 	c.bw.Write(p)
 	c.dirty = true
 }

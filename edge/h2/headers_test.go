@@ -3,6 +3,7 @@ package h2
 import (
 	"bytes"
 	"errors"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -149,4 +150,25 @@ func BenchmarkHeaderBlock(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// FuzzRequestURL holds requestURL to url.ParseRequestURI for every path it accepts.
+func FuzzRequestURL(f *testing.F) {
+	for _, p := range []string{"/", "/a/b.css", "/a?b=1&c=2", "/a?", "/a?b?", "/a b", "/a%20b", "/a(b)", "/a#b",
+		"//x/y", "/a;b=c,d:e@f$g&h+i", "/a?b c", "/a?\x7f", "*", "/\u00e9", "/a?b=%zz", "/[x]", "/a?#"} {
+		f.Add(p)
+	}
+	f.Fuzz(func(t *testing.T, path string) {
+		var got url.URL
+		if !requestURL(path, &got) {
+			return
+		}
+		want, err := url.ParseRequestURI(path)
+		if err != nil {
+			t.Fatalf("requestURL(%q) accepted what url.ParseRequestURI refuses: %v", path, err)
+		}
+		if got != *want {
+			t.Fatalf("requestURL(%q) = %#v, url.ParseRequestURI: %#v", path, got, *want)
+		}
+	})
 }

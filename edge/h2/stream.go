@@ -24,6 +24,7 @@ type stream struct {
 	cancel context.CancelFunc
 	body   *requestBody // nil for a request that ended with its HEADERS
 	rw     responseWriter
+	url    url.URL // the request's URL when requestURL parsed it
 
 	sendWindow  int64
 	recvWindow  int64
@@ -93,11 +94,14 @@ func (c *conn) newStream(id uint32, f *http2.MetaHeadersFrame) *stream {
 		authority = header.Get("Host")
 	}
 	var u *url.URL
+	var plain url.URL // the URL of a plain path, held in the stream: no allocation of its own
 	requestURI := path
-	if isConnect {
+	switch {
+	case isConnect:
 		u = &url.URL{Host: authority}
 		requestURI = authority
-	} else {
+	case requestURL(path, &plain):
+	default:
 		var err error
 		if u, err = url.ParseRequestURI(path); err != nil {
 			return nil
@@ -130,6 +134,10 @@ func (c *conn) newStream(id uint32, f *http2.MetaHeadersFrame) *stream {
 		remoteDone:  endStream,
 	}
 	st.ctx, st.cancel = context.WithCancel(c.ctx)
+	if u == nil {
+		st.url = plain
+		u = &st.url
+	}
 	req := http.Request{
 		Method:     method,
 		URL:        u,
@@ -278,3 +286,46 @@ func (b *requestBody) Close() error {
 	c.mu.Unlock()
 	return nil
 }
+
+// requestURL sets *u to what url.ParseRequestURI(path) gives for the common path: a slash,
+// characters URL paths keep as they are (no escapes), and an optional query of visible
+// characters. For any other path it reports false and the caller parses it with
+// url.ParseRequestURI (FuzzRequestURL holds the two equal).
+func requestURL(path string, u *url.URL) bool {
+	if path == "" || path[0] != '/' {
+		return false
+	}
+	p, q, hasQuery := strings.Cut(path, "?")
+	for i := 0; i < len(p); i++ {
+		if !plainPathByte[p[i]] {
+			return false
+		}
+	}
+	if hasQuery {
+		if q == "" {
+			return false // url sets ForceQuery
+		}
+		for i := 0; i < len(q); i++ {
+			if q[i] <= ' ' || q[i] >= 0x7f {
+				return false
+			}
+		}
+	}
+	*u = url.URL{Path: p, RawQuery: q}
+	return true
+}
+
+// plainPathByte holds the bytes net/url leaves unescaped in a path: the unreserved ones and
+// "$&+,/:;=@".
+var plainPathByte = func() (t [256]bool) {
+	for c := 'a'; c <= 'z'; c++ {
+		t[c], t[c-'a'+'A'] = true, true
+	}
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for _, c := range "-._~$&+,/:;=@" {
+		t[c] = true
+	}
+	return t
+}()
