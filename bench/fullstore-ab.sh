@@ -17,23 +17,9 @@ HEAD=${2:-}
 DUR=${DUR:-5}
 ROUNDS=${ROUNDS:-2}
 NOBJ=${NOBJ:-250000}
-need=()
-command -v wrk >/dev/null || need+=(wrk)
-command -v h2load >/dev/null || need+=(nghttp2-client)
-command -v curl >/dev/null || need+=(curl)
-if ((${#need[@]})); then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-W=$(mktemp -d)
-PIDS=()
-cleanup() {
-  kill "${PIDS[@]}" 2>/dev/null || true
-  wait 2>/dev/null || true
-  git worktree remove --force "$W/src-base" 2>/dev/null || true
-  git worktree remove --force "$W/src-head" 2>/dev/null || true
-  rm -rf "$W"
-}
-trap cleanup EXIT
+source bench/ab-lib.sh
+ab_need wrk wrk h2load nghttp2-client curl curl
+AB_CLEANUP+=('git worktree remove --force "$W/src-base" 2>/dev/null || true' 'git worktree remove --force "$W/src-head" 2>/dev/null || true')
 build() { # build REV NAME: the binary of a revision (the work tree if REV is empty)
   if [ -z "$1" ]; then
     go build -o "$W/meridian.$2" .
@@ -57,31 +43,12 @@ response = function()
   if done >= n then wrk.thread:stop() end
 end
 LUA
-ORIGIN=127.0.0.80:18180
-"$W/meridian.head" origin --listen $ORIGIN 2>"$W/origin.log" & PIDS+=($!)
-declare -A ADDR=([base]=127.0.0.81 [head]=127.0.0.82) PID=()
+ab_origin "$W/meridian.head"
+declare -A ADDR=([base]=127.0.0.81 [head]=127.0.0.82)
 for v in base head; do
-  cat >"$W/edge-$v.yaml" <<YAML
-pop: bench
-node: e-$v
-listen: ${ADDR[$v]}:18080
-https_listen: ${ADDR[$v]}:18443
-tls: {dev: true, disable_http3: true}
-admin_listen: "off"
-cache: {max_bytes: 1073741824}
-hosts:
-  - host: bench.local
-    origin: http://$ORIGIN
-YAML
-  GODEBUG=gctrace=1 "$W/meridian.$v" edge --config "$W/edge-$v.yaml" 2>"$W/edge-$v.log" & PID[$v]=$!
-  PIDS+=(${PID[$v]})
+  EDGE_ENV=GODEBUG=gctrace=1 ab_edge $v "$W/meridian.$v" "${ADDR[$v]}"
 done
-for v in base head; do
-  for _ in $(seq 50); do curl -s -o /dev/null "http://${ADDR[$v]}:18080/" && break; sleep 0.1; done
-done
-cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
 gcs() { grep -c '^gc ' "$W/edge-$1.log" || true; }
-clk=$(getconf CLK_TCK)
 for v in base head; do
   filled=0 chunk=0
   while ((filled < NOBJ)); do # in 5 s runs: wrk runs its whole duration even once stopped
@@ -98,23 +65,21 @@ run() {
   if [ "$proto" = h2 ]; then
     local url="https://${ADDR[$v]}:18443$path"
     for _ in 1 2; do curl -sk -o /dev/null -H "Host: bench.local" "$url"; done # stored, then a hit
-    c0=$(cpu "${PID[$v]}"); g0=$(gcs "$v")
+    c0=$(ab_cpu "${PID[$v]}"); g0=$(gcs "$v")
     out=$(h2load -D "$DUR" -c 64 -m 10 -t 1 -H ":authority: bench.local" "$url" 2>&1)
-    c1=$(cpu "${PID[$v]}"); g1=$(gcs "$v")
+    c1=$(ab_cpu "${PID[$v]}"); g1=$(gcs "$v")
     rps=$(awk '/^finished in/ {print $4}' <<<"$out")
     n=$(awk '/^status codes:/ {print $3}' <<<"$out")
   else
     local url="http://${ADDR[$v]}:18080$path"
     for _ in 1 2; do curl -s -o /dev/null -H "Host: bench.local" "$url"; done
-    c0=$(cpu "${PID[$v]}"); g0=$(gcs "$v")
+    c0=$(ab_cpu "${PID[$v]}"); g0=$(gcs "$v")
     out=$(wrk -t1 -c64 -d"${DUR}s" -H "Host: bench.local" "$url" 2>&1)
-    c1=$(cpu "${PID[$v]}"); g1=$(gcs "$v")
+    c1=$(ab_cpu "${PID[$v]}"); g1=$(gcs "$v")
     rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
     n=$(awk '/requests in/ {print $1}' <<<"$out")
   fi
-  local us
-  us=$(awk -v t=$((c1 - c0)) -v c="$clk" -v r="$n" 'BEGIN {printf "%.1f", r ? t/c*1e6/r : 0}')
-  printf '%s round %d size %-6s %-4s %10s req/s  CPU %6s us/req  collections %d\n' "$proto" "$round" "$size" "$v" "$rps" "$us" $((g1 - g0))
+  printf '%s round %d size %-6s %-4s %10s req/s  CPU %6s us/req  collections %d\n' "$proto" "$round" "$size" "$v" "$rps" "$(ab_us_per $((c1 - c0)) "$n")" $((g1 - g0))
 }
 for round in $(seq "$ROUNDS"); do
   for size in 1024 16384; do

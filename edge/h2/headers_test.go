@@ -172,3 +172,71 @@ func FuzzRequestURL(f *testing.F) {
 		}
 	})
 }
+
+// TestHeaderBlockSequence decodes blocks one after another on one connection, as a client
+// sends them with one HPACK encoder (its dynamic table carried from block to block), valid and
+// invalid ones mixed, and requires what x/net's Framer decides for each: nothing of one block
+// may reach the next.
+func TestHeaderBlockSequence(t *testing.T) {
+	blocks := [][]string{
+		append(getFields, "accept", "*/*", "x-a", "1"),
+		append(getFields, "x-a", "2", "x-b", "new"),
+		append(getFields, "Upper", "x"), // a stream error: the next block still decodes
+		append(getFields, "x-a", "1", "x-b", "new", "trailer", "x-t"),
+		append([]string{"accept", "*/*"}, getFields...), // pseudo fields after a regular one
+		append(getFields, "x-long", strings.Repeat("v", 1500), "x-long-2", strings.Repeat("w", 1500)),
+		append(getFields, "x-a", "1"),
+	}
+	var wire bytes.Buffer
+	w := http2.NewFramer(&wire, nil)
+	var hbuf bytes.Buffer
+	enc := hpack.NewEncoder(&hbuf)
+	for i, fields := range blocks {
+		hbuf.Reset()
+		for j := 0; j+1 < len(fields); j += 2 {
+			enc.WriteField(hpack.HeaderField{Name: fields[j], Value: fields[j+1]})
+		}
+		blk := hbuf.Bytes()
+		id := uint32(2*i + 1)
+		if i%2 == 1 && len(blk) > 10 { // every other block split into CONTINUATIONs
+			w.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: blk[:10], EndStream: true})
+			w.WriteContinuation(id, true, blk[10:])
+		} else {
+			w.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: blk, EndStream: true, EndHeaders: true})
+		}
+	}
+	const maxList = 2048
+	ref := http2.NewFramer(nil, bytes.NewReader(wire.Bytes()))
+	ref.MaxHeaderListSize = maxList
+	ref.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	fr := http2.NewFramer(nil, bytes.NewReader(wire.Bytes()))
+	fr.MaxHeaderListSize = maxList
+	hb := newHeaderBlock(maxList)
+	kinds := map[string]int{}
+	for i := range blocks {
+		wantF, wantErr := ref.ReadFrame()
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("block %d: reading its HEADERS: %v", i, err)
+		}
+		got, err := hb.read(fr, f.(*http2.HeadersFrame))
+		if kind(err) != kind(wantErr) {
+			t.Fatalf("block %d: error %v (%s), x/net: %v (%s)", i, err, kind(err), wantErr, kind(wantErr))
+		}
+		kinds[kind(err)]++
+		if err != nil {
+			continue
+		}
+		want := wantF.(*http2.MetaHeadersFrame)
+		if got.Truncated != want.Truncated || !sameFields(got.Fields, want.Fields) || got.StreamID != want.StreamID {
+			t.Errorf("block %d: stream %d fields %v truncated %v, x/net: stream %d %v truncated %v",
+				i, got.StreamID, got.Fields, got.Truncated, want.StreamID, want.Fields, want.Truncated)
+		}
+		if want.Truncated {
+			kinds["truncated"]++
+		}
+	}
+	if kinds["none"] < 4 || kinds["stream PROTOCOL_ERROR"] != 2 || kinds["truncated"] != 1 {
+		t.Errorf("outcomes %v: the sequence no longer covers valid, invalid and truncated blocks", kinds)
+	}
+}
