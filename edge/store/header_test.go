@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -159,4 +160,37 @@ func BenchmarkHeaderFields(b *testing.B) {
 		}
 		clear(h)
 	}
+}
+
+// FuzzStoredHeader stores a header built from arbitrary bytes (fields split at '\n', name and
+// values at ':' and ','; a field's value count may pass 127, a varint's first byte) and reads
+// it back through every accessor.
+func FuzzStoredHeader(f *testing.F) {
+	f.Add("Content-Type:text/html\nEtag:\"x\"\nSet-Cookie:a=1,b=2")
+	f.Add("X-Empty:\nX-None\n:odd\nLink:" + strings.Repeat("v,", 200))
+	f.Add("")
+	s, _ := newStore(f)
+	f.Fuzz(func(t *testing.T, spec string) {
+		h := http.Header{}
+		for _, line := range strings.Split(spec, "\n") {
+			name, vals, ok := strings.Cut(line, ":")
+			if !ok {
+				h[name] = nil
+				continue
+			}
+			h[name] = append(h[name], strings.Split(vals, ",")...)
+		}
+		want := h.Clone()
+		o := &Object{Primary: "h/p", Host: "h", Path: "/p", Status: 200, Header: h,
+			StoredAt: time.Now(), Policy: httpcache.Policy{Storable: true, Lifetime: time.Hour}}
+		s.Put(o)
+		if !sameHeader(o.HeaderMap(), want) || o.HeaderLen() != len(want) {
+			t.Fatalf("stored %q, read back %q (%d fields)", want, o.HeaderMap(), o.HeaderLen())
+		}
+		for k, vs := range want {
+			if got := o.HeaderValues(k); http.CanonicalHeaderKey(k) == k && !slices.Equal(got, vs) && len(vs) > 0 {
+				t.Fatalf("HeaderValues(%q) = %q, want %q", k, got, vs)
+			}
+		}
+	})
 }
