@@ -3,6 +3,7 @@ package h2
 import (
 	"errors"
 	"strings"
+	"unicode"
 
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
@@ -128,16 +129,7 @@ func (b *headerBlock) emit(hf hpack.HeaderField) {
 
 // validWireName reports whether name is a token in lower case, as HTTP/2 requires.
 func validWireName(name string) bool {
-	if name == "" {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if c >= 'A' && c <= 'Z' || c >= 0x80 || !httpguts.IsTokenRune(rune(c)) {
-			return false
-		}
-	}
-	return true
+	return httpguts.ValidHeaderFieldName(name) && !strings.ContainsFunc(name, unicode.IsUpper)
 }
 
 // checkPseudos checks a request's pseudo fields: known names, each once, not a response's

@@ -73,8 +73,8 @@ func TestHeaderBlock(t *testing.T) {
 			} else {
 				t.Logf("x/net: %s", kind(wantErr))
 			}
-			// headerBlock, used twice on one connection's decoder: the second block must not
-			// see the first's fields.
+			// headerBlock reads the block twice, each time with a fresh HPACK decoder as the
+			// reference has: the second read must not see the first's fields.
 			b := newHeaderBlock(maxList)
 			for round := range 2 {
 				fr := http2.NewFramer(nil, bytes.NewReader(wire.Bytes()))

@@ -100,7 +100,7 @@ func (c *conn) newStream(id uint32, f *http2.MetaHeadersFrame) *stream {
 	case isConnect:
 		u = &url.URL{Host: authority}
 		requestURI = authority
-	case requestURL(path, &plain):
+	case requestURL(path, &plain): // u points at the stream's copy of it, once st exists
 	default:
 		var err error
 		if u, err = url.ParseRequestURI(path); err != nil {

@@ -5,8 +5,9 @@ import (
 	"net/http"
 )
 
-// A stored object's header is not an http.Header. A Go map of a dozen fields is five or six
-// heap objects (the map, its directory, table and groups), which the GC marks on every cycle
+// A stored object's header is not an http.Header. A Go map of a dozen fields is four heap
+// objects (the map, its directory, table and groups: TestHeapObjectsPerObject counts 9.05 heap
+// objects per stored object with the map, 5.05 without), which the GC marks on every cycle
 // for every stored object, and a full store holds 100,000s of them. So compact keeps the
 // fields in the two allocations it makes anyway, and no map:
 //   - hdr is a capped sub-slice of the object's string array (all, in compact): for each
