@@ -43,14 +43,14 @@ var (
 	brField       = []string{"br"}[:1:1]
 )
 
-// compressAnswer compresses a fill's answer for req when the host allows it and the answer is
-// worth it: a 200 of a compressible type, uncompressed, without no-transform, not tiny
-// (compress.ShouldCompress). h and policy describe the answer; the header and body to store
-// are returned, with policy's Vary updated. An answer that could be compressed gets
-// Vary: Accept-Encoding even when req wants identity, so its variants share one Vary list.
-func (n *Node) compressAnswer(req *request, status int, h http.Header, body []byte, policy *httpcache.Policy) (http.Header, []byte) {
-	cc := req.host.cfg.Cache
-	if cc.DisableCompression || !compress.ShouldCompress(status, h, int64(len(body)), cc.CompressMinBytes, cc.CompressTypes) {
+// compressAnswer compresses a fill's answer for req when it is compressible: the host allows
+// it and the answer is worth it, a 200 of a compressible type, uncompressed, without
+// no-transform, not tiny (compress.ShouldCompress, which the caller asked once for the fill).
+// h and policy describe the answer; the header and body to store are returned, with policy's
+// Vary updated. An answer that could be compressed gets Vary: Accept-Encoding even when req
+// wants identity, so its variants share one Vary list.
+func (n *Node) compressAnswer(req *request, h http.Header, body []byte, policy *httpcache.Policy, compressible bool) (http.Header, []byte) {
+	if !compressible {
 		return h, body
 	}
 	if !slices.Contains(policy.Vary, "*") {

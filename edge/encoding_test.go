@@ -194,3 +194,34 @@ func TestCompressedVariantRangeAndRevalidation(t *testing.T) {
 			rv.header.Get("ETag"), rv.header.Get("Content-Encoding"), full.header.Get("ETag"))
 	}
 }
+
+// TestCompressionWithoutLength: an answer without Content-Length (chunked) is compressed by
+// its length once read, as one with a length is: not below the minimum size, else in the
+// client's coding (the fill decides before the body is read only when the length is known).
+func TestCompressionWithoutLength(t *testing.T) {
+	n, c := echoEdge(t, func(w http.ResponseWriter, r *http.Request) {
+		size, _ := strconv.Atoi(r.URL.Query().Get("size"))
+		w.Header().Set("Content-Type", "text/plain")
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.(http.Flusher).Flush() // the header goes out first: the body is chunked
+		io.WriteString(w, strings.Repeat("chunked body ", size/13+1)[:size])
+	}, nil, nil)
+	for _, tt := range []struct {
+		size int
+		want string
+	}{{600, ""}, {20000, "gzip"}} {
+		path := "/chunked?size=" + strconv.Itoa(tt.size)
+		for round := range 2 { // the fill, then the stored variant
+			r := do(t, c, http.MethodGet, n.Addr(), testHost, path, "Accept-Encoding", "gzip")
+			if r.status != http.StatusOK {
+				t.Fatalf("%s round %d: status %d", path, round, r.status)
+			}
+			if got := r.header.Get("Content-Encoding"); got != tt.want {
+				t.Fatalf("%s round %d: Content-Encoding %q, want %q", path, round, got, tt.want)
+			}
+			if got := decodeBody(t, tt.want, []byte(r.body)); len(got) != tt.size {
+				t.Fatalf("%s round %d: decoded body %d bytes, want %d", path, round, len(got), tt.size)
+			}
+		}
+	}
+}

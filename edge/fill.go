@@ -114,7 +114,11 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 		return res
 	}
 	resp.Body.Close()
-	h, body = n.compressAnswer(req, resp.StatusCode, h, body, &policy)
+	if compressible && resp.ContentLength < 0 {
+		// Decided above without the body's length, which the minimum size needs.
+		compressible = compress.ShouldCompress(resp.StatusCode, h, int64(len(body)), cc.CompressMinBytes, cc.CompressTypes)
+	}
+	h, body = n.compressAnswer(req, h, body, &policy, compressible)
 	o := newObject(req, resp.StatusCode, h, body, policy, began, respTime, initialAge)
 	res.obj = o
 	if resp.StatusCode >= 500 {
@@ -297,7 +301,7 @@ func (f *filler) fetchOrigin(req *request, stale *store.Object, opts fillOptions
 	if !f.rangedFill(req, opts) {
 		return f.originRequest(req, stale, opts, "", "")
 	}
-	resp, err := f.originRequest(req, stale, opts, fmt.Sprintf("bytes=0-%d", req.host.sliceBytes()-1), "")
+	resp, err := f.originRequest(req, stale, opts, req.host.firstRange, "")
 	if err != nil {
 		return nil, err
 	}

@@ -55,9 +55,10 @@ var protocolFields = []string{"Accept", "Accept-Encoding", "Accept-Language", "A
 // Values are shared with the client's request: callers replace them, never append to them.
 func (n *Node) upstreamHeader(req *request, kind upstreamKind) http.Header {
 	in := req.r.Header
+	vals := fieldValues{a: make([]string, 0, 8)}
 	pol := req.host.cfg.RequestHeaders
 	all := pol.Forward.All()
-	out := make(http.Header, len(in)+6)
+	out := make(http.Header, len(in)+12)
 	for k, v := range in {
 		if all || slices.Contains(protocolFields, k) || namesField(pol.Forward, k) {
 			out[k] = v
@@ -78,19 +79,30 @@ func (n *Node) upstreamHeader(req *request, kind upstreamKind) http.Header {
 			}
 		}
 	}
-	n.setForwarded(out, req, kind)
+	n.setForwarded(out, req, kind, &vals)
 	for _, k := range pol.Deny {
 		out.Del(k)
 	}
-	out["Via"] = []string{appendVia(strings.Join(in.Values("Via"), ", "), req.r.ProtoMajor, req.r.ProtoMinor, n.name)}
-	out["Traceparent"] = []string{req.traceID()}
+	out["Via"] = vals.one(appendVia(strings.Join(in.Values("Via"), ", "), req.r.ProtoMajor, req.r.ProtoMinor, n.name))
+	out["Traceparent"] = vals.one(req.traceID())
 	if _, ok := out["User-Agent"]; !ok {
-		out["User-Agent"] = []string{""} // net/http would send its own
+		out["User-Agent"] = vals.one("") // net/http would send its own
 	}
 	for k, v := range pol.Set {
 		out.Set(k, v)
 	}
 	return out
+}
+
+// fieldValues hands out the one-value slices of the fields an upstream request sets itself
+// from one array, so that they cost one allocation rather than one each (issue 15). Each
+// slice has capacity 1: appending to one never writes into the next.
+type fieldValues struct{ a []string }
+
+func (f *fieldValues) one(v string) []string {
+	f.a = append(f.a, v)
+	n := len(f.a)
+	return f.a[n-1 : n : n]
 }
 
 // namesField reports whether the list names field k (canonical).
@@ -109,7 +121,7 @@ func namesField(l wire.HeaderNames, k string) bool {
 // X-Forwarded-* field (X-Forwarded-Scheme, -Port, -Prefix, ...), so a client can never make
 // the origin believe another host, scheme or address. On a shared fill X-Forwarded-Host is
 // always the edge's: it is part of the key.
-func (n *Node) setForwarded(h http.Header, req *request, kind upstreamKind) {
+func (n *Node) setForwarded(h http.Header, req *request, kind upstreamKind, vals *fieldValues) {
 	r := req.r
 	ip, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
@@ -134,13 +146,13 @@ func (n *Node) setForwarded(h http.Header, req *request, kind upstreamKind) {
 		if prior := h.Values("X-Forwarded-For"); len(prior) > 0 {
 			xff = strings.Join(prior, ", ") + ", " + ip
 		}
-		h["X-Forwarded-For"] = []string{xff}
+		h["X-Forwarded-For"] = vals.one(xff)
 	}
 	if _, ok := h["X-Forwarded-Proto"]; !ok {
-		h["X-Forwarded-Proto"] = []string{proto}
+		h["X-Forwarded-Proto"] = vals.one(proto)
 	}
 	if _, ok := h["X-Forwarded-Host"]; !ok || kind == sharedFill && !namesField(req.host.cfg.RequestHeaders.Forward, "X-Forwarded-Host") {
-		h["X-Forwarded-Host"] = []string{host}
+		h["X-Forwarded-Host"] = vals.one(host)
 	}
 	node := ip
 	if strings.Contains(ip, ":") {
@@ -153,7 +165,7 @@ func (n *Node) setForwarded(h http.Header, req *request, kind upstreamKind) {
 	if prior := h.Values("Forwarded"); len(prior) > 0 {
 		fwd = strings.Join(prior, ", ") + ", " + fwd
 	}
-	h["Forwarded"] = []string{fwd}
+	h["Forwarded"] = vals.one(fwd)
 }
 
 // quoteForwarded quotes a Forwarded value that is not a token (a host with a port).

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -82,6 +83,9 @@ type hostState struct {
 	origin    *url.URL
 	keyOpts   httpcache.KeyOptions
 	maxObject int64
+	// firstRange is the Range of a fill's first-slice request (slices.go), built once here
+	// rather than formatted on every miss.
+	firstRange string
 }
 
 // New validates cfg and builds a node. It starts nothing.
@@ -143,7 +147,7 @@ func (n *Node) SetHosts(hosts []wire.HostConfig) error {
 		if h.Cache.MaxObjectBytes > 0 {
 			maxObj = h.Cache.MaxObjectBytes
 		}
-		table[h.Host] = &hostState{
+		hs := &hostState{
 			cfg:    h,
 			origin: u,
 			keyOpts: httpcache.KeyOptions{
@@ -153,6 +157,8 @@ func (n *Node) SetHosts(hosts []wire.HostConfig) error {
 			},
 			maxObject: maxObj,
 		}
+		hs.firstRange = "bytes=0-" + strconv.FormatInt(hs.sliceBytes()-1, 10)
+		table[h.Host] = hs
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("refuse host config: %w", err)

@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# bench/miss-ab.sh: two revisions of the edge side by side on unique-URL misses, with nginx
+# proxy_cache as the anchor in the same run (issue 15's miss goal). The origin is an nginx
+# serving two static files (1 KiB, 16 KiB) for any /u/<anything>/<file>, as in bench/http.sh.
+# Each edge has the default config (max_bytes 1 GiB, its own address); nginx has the cache of
+# bench/http.sh, its directory in the work directory as there (NGINX_CACHE_DIR=/dev/shm/x puts
+# it on tmpfs, so that the disk cannot slow nginx's misses). For each round and size the three
+# servers run in turn, the two edges' order swapped every other round (wrk -t1 -c64, every
+# request a URL never asked before); each line gives requests/s and, for the edges, CPU
+# microseconds per request (/proc/PID/stat). The edges are restarted, empty, at the start of
+# every round.
+# It installs wrk, nginx and curl from Debian if missing.
+#
+# Usage: bench/miss-ab.sh BASE [HEAD]   (git revisions; HEAD defaults to the work tree)
+# DUR (seconds per run, default 6) and ROUNDS (default 3) pick the cases.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BASE=${1:?usage: bench/miss-ab.sh BASE [HEAD]}
+HEAD=${2:-}
+DUR=${DUR:-6}
+ROUNDS=${ROUNDS:-3}
+source bench/ab-lib.sh
+ab_need wrk wrk nginx nginx curl curl
+AB_CLEANUP+=('git worktree remove --force "$W/src-base" 2>/dev/null || true' 'git worktree remove --force "$W/src-head" 2>/dev/null || true'
+  '[ -f "$W/nginx.pid" ] && kill "$(cat "$W/nginx.pid")" 2>/dev/null || true'
+  '[ -f "$W/static.pid" ] && kill "$(cat "$W/static.pid")" 2>/dev/null || true'
+  'rm -rf "$NGINX_CACHE_DIR"')
+build() { # build REV NAME: the binary of a revision (the work tree if REV is empty)
+  if [ -z "$1" ]; then
+    go build -o "$W/meridian.$2" .
+  else
+    git worktree add -q --detach "$W/src-$2" "$1"
+    (cd "$W/src-$2" && go build -o "$W/meridian.$2" .)
+  fi
+}
+build "$BASE" base
+build "$HEAD" head
+
+STATIC=127.0.0.71:18171
+NGINX=127.0.0.83:18080
+chmod 755 "$W" # nginx workers run as an unprivileged user
+mkdir -p "$W/static"
+head -c 1024 /dev/urandom >"$W/static/1k"
+head -c 16384 /dev/urandom >"$W/static/16k"
+chmod 755 "$W/static" && chmod 644 "$W/static/1k" "$W/static/16k"
+cat >"$W/static.conf" <<NGINX
+worker_processes auto;
+pid $W/static.pid;
+error_log $W/static-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 10000000;
+  default_type application/octet-stream;
+  server {
+    listen $STATIC;
+    root $W/static;
+    location ~ ^/u/[^/]+/(1k|16k)\$ {
+      try_files /\$1 =404;
+      add_header Cache-Control "max-age=3600";
+    }
+  }
+}
+NGINX
+nginx -c "$W/static.conf" -p "$W"
+
+NGINX_CACHE_DIR=${NGINX_CACHE_DIR:-$W/nginx-cache}
+mkdir -p "$NGINX_CACHE_DIR"
+chmod 777 "$NGINX_CACHE_DIR"
+cat >"$W/nginx.conf" <<NGINX
+worker_processes auto;
+pid $W/nginx.pid;
+error_log $W/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 10000000;
+  proxy_cache_path $NGINX_CACHE_DIR levels=1:2 keys_zone=bench:64m max_size=1g inactive=1h use_temp_path=off;
+  upstream static { server $STATIC; keepalive 64; }
+  server {
+    listen $NGINX;
+    location / {
+      proxy_pass http://static;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_cache bench;
+      proxy_cache_lock on;
+      proxy_buffers 16 64k;
+      proxy_max_temp_file_size 0;
+      add_header X-Cache-Status \$upstream_cache_status;
+    }
+  }
+}
+NGINX
+nginx -c "$W/nginx.conf" -p "$W"
+
+declare -A ADDR=([base]=127.0.0.81:18080 [head]=127.0.0.82:18080 [nginx]=$NGINX)
+for v in base head; do
+  # ab_edge's host is the reference origin's; these edges need the static one instead.
+  printf '%s\n' "pop: bench" "node: e-$v" "listen: ${ADDR[$v]}" 'admin_listen: "off"' \
+    "cache: {max_bytes: 1073741824}" "hosts:" "  - host: static.local" "    origin: http://$STATIC" >"$W/edge-$v.yaml"
+done
+# start_edges: both edges afresh, with empty stores: a miss costs more as the store fills (the
+# collector marks more), so every round starts from the same state.
+start_edges() {
+  local v
+  for v in base head; do
+    if [ -n "${PID[$v]:-}" ]; then
+      kill "${PID[$v]}"
+      wait "${PID[$v]}" 2>/dev/null || true
+    fi
+    "$W/meridian.$v" edge --config "$W/edge-$v.yaml" 2>>"$W/edge-$v.log" &
+    PID[$v]=$!
+    PIDS+=($!)
+    for _ in $(seq 50); do curl -s -o /dev/null "http://${ADDR[$v]}/" && break; sleep 0.1; done
+  done
+}
+start_edges
+
+cat >"$W/unique.lua" <<'LUA'
+-- Every request a URL never asked before: /u/<run>-<counter>/<file>.
+function init(args)
+  run, file, counter = args[1], args[2], 0
+end
+function request()
+  counter = counter + 1
+  return wrk.format("GET", "/u/" .. run .. "-" .. counter .. "/" .. file, {["Host"] = "static.local"})
+end
+LUA
+
+# Every server must store what the origin sends: the second request for a URL is a hit.
+for v in base head nginx; do
+  for _ in 1 2; do
+    h=$(curl -s -o /dev/null -D - -H "Host: static.local" "http://${ADDR[$v]}/u/check-$v/1k")
+  done
+  grep -qiE '^(cache-status: .*hit|x-cache-status: hit)' <<<"$h" || {
+    echo "$v did not store /u/check-$v/1k: $h" >&2
+    exit 1
+  }
+done
+
+run() { # run V FILE: one load run and its line
+  local v=$1 file=$2 out rps n c0=0 c1=0 cpu="" errs
+  [ "$v" != nginx ] && c0=$(ab_cpu "${PID[$v]}")
+  out=$(wrk -t1 -c64 -d"${DUR}s" -s "$W/unique.lua" "http://${ADDR[$v]}/" -- "$v-$file-$round-$RANDOM$RANDOM" "$file" 2>&1)
+  [ "$v" != nginx ] && c1=$(ab_cpu "${PID[$v]}")
+  rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+  n=$(awk '/requests in/ {print $1}' <<<"$out")
+  errs=$(awk '/Non-2xx|Socket errors/' <<<"$out" | tr -s ' \n' ' ')
+  [ "$v" != nginx ] && cpu="CPU $(ab_us_per $((c1 - c0)) "$n") us/req"
+  printf 'round %d %-4s %-5s %10s req/s  %s %s\n' "$round" "$file" "$v" "$rps" "$cpu" "$errs"
+}
+for round in $(seq "$ROUNDS"); do
+  ((round == 1)) || start_edges
+  for file in 1k 16k; do
+    order="base head nginx"
+    ((round % 2)) || order="head base nginx" # every other round the other edge goes first
+    for v in $order; do run "$v" "$file"; done
+  done
+done
