@@ -3,8 +3,8 @@
 # proxy_cache as the anchor in the same run (issue 15's miss goal). The origin is an nginx
 # serving two static files (1 KiB, 16 KiB) for any /u/<anything>/<file>, as in bench/http.sh.
 # Each edge has the default config (max_bytes 1 GiB, its own address); nginx has the cache of
-# bench/http.sh, its directory in the work directory as there (NGINX_CACHE_DIR=/dev/shm/x puts
-# it on tmpfs, so that the disk cannot slow nginx's misses). For each round and size the three
+# bench/http.sh, its directory in the work directory as there (NGINX_CACHE_DIR=/dev/shm puts
+# it, in a directory of its own, on tmpfs, so that the disk cannot slow nginx's misses). For each round and size the three
 # servers run in turn, the two edges' order swapped every other round (wrk -t1 -c64, every
 # request a URL never asked before); each line gives requests/s and, for the edges, CPU
 # microseconds per request (/proc/PID/stat). The edges are restarted, empty, at the start of
@@ -24,7 +24,7 @@ ab_need wrk wrk nginx nginx curl curl
 AB_CLEANUP+=('git worktree remove --force "$W/src-base" 2>/dev/null || true' 'git worktree remove --force "$W/src-head" 2>/dev/null || true'
   '[ -f "$W/nginx.pid" ] && kill "$(cat "$W/nginx.pid")" 2>/dev/null || true'
   '[ -f "$W/static.pid" ] && kill "$(cat "$W/static.pid")" 2>/dev/null || true'
-  'rm -rf "$NGINX_CACHE_DIR"')
+  'rm -rf "${NGINX_CACHE_DIR:-}"')
 build() { # build REV NAME: the binary of a revision (the work tree if REV is empty)
   if [ -z "$1" ]; then
     go build -o "$W/meridian.$2" .
@@ -64,8 +64,8 @@ http {
 NGINX
 nginx -c "$W/static.conf" -p "$W"
 
-NGINX_CACHE_DIR=${NGINX_CACHE_DIR:-$W/nginx-cache}
-mkdir -p "$NGINX_CACHE_DIR"
+# A fresh directory of its own, inside the one named, so that the exit removes only that.
+NGINX_CACHE_DIR=$(mktemp -d -p "${NGINX_CACHE_DIR:-$W}" nginx-cache.XXXXXX)
 chmod 777 "$NGINX_CACHE_DIR"
 cat >"$W/nginx.conf" <<NGINX
 worker_processes auto;
@@ -104,11 +104,14 @@ done
 # start_edges: both edges afresh, with empty stores: a miss costs more as the store fills (the
 # collector marks more), so every round starts from the same state.
 start_edges() {
-  local v
+  local v p keep
   for v in base head; do
     if [ -n "${PID[$v]:-}" ]; then
       kill "${PID[$v]}"
       wait "${PID[$v]}" 2>/dev/null || true
+      keep=() # the exit must not signal the old PID, which may be reused by then
+      for p in "${PIDS[@]}"; do [ "$p" = "${PID[$v]}" ] || keep+=("$p"); done
+      PIDS=("${keep[@]}")
     fi
     "$W/meridian.$v" edge --config "$W/edge-$v.yaml" 2>>"$W/edge-$v.log" &
     PID[$v]=$!

@@ -45,7 +45,7 @@ var (
 
 // compressAnswer compresses a fill's answer for req when it is compressible: the host allows
 // it and the answer is worth it, a 200 of a compressible type, uncompressed, without
-// no-transform, not tiny (compress.ShouldCompress, which the caller asked once for the fill).
+// no-transform, not tiny (compress.ShouldCompress, which the caller asks).
 // h and policy describe the answer; the header and body to store are returned, with policy's
 // Vary updated. An answer that could be compressed gets Vary: Accept-Encoding even when req
 // wants identity, so its variants share one Vary list.

@@ -286,7 +286,6 @@ func (f *filler) launch(flightKey string, req *request, stale *store.Object, opt
 	lead.traceID()
 	lead.r = &st.r
 	ch := f.flight.DoChan(flightKey, func() (any, error) {
-		growFillStack()
 		if p := f.streamingFill(flightKey); p != nil {
 			return p, nil // its body is still arriving: read along
 		}
@@ -299,24 +298,23 @@ func (f *filler) launch(flightKey string, req *request, stale *store.Object, opt
 			}
 		}
 		st.leader = true
+		growFillStack()
 		return f.run(flightKey, lead, stale, opts, im), nil
 	})
 	return ch, &st.leader
 }
 
 // growFillStack grows the stack of a fill's goroutine (singleflight starts a new one per
-// fill, with the runtime's smallest stack) to what a fill needs, at once, while the stack
-// holds three frames. Left to grow on demand it grew twice per miss, deep in the fill (in
-// upstreamRequest and context.WithTimeoutCause), where each growth walks and adjusts a dozen
-// frames: 5 % of the edge's CPU on unique-URL misses (docs/benchmarks.md, tenth pass).
-func growFillStack() { growStackSink = growStack(growStackIndex) }
+// fill, whose stack the runtime sizes to the average it saw at the last collection, less than
+// a fill needs) to what a fill needs, at once, while the stack holds three frames. Left to
+// grow on demand it grew deep in the fill (in upstreamRequest and context.WithTimeoutCause),
+// where each growth walks and adjusts a dozen frames: 2.5-3.6 % of the edge's CPU on
+// unique-URL misses, 2.0-2.8 % with this (docs/benchmarks.md, "Tenth pass").
+func growFillStack() { growStack(growStackIndex) }
 
-// growStackIndex and growStackSink are what the compiler cannot know, so it keeps growStack's
-// frame, which is what makes the runtime grow the stack.
-var (
-	growStackIndex int
-	growStackSink  byte
-)
+// growStackIndex is what the compiler cannot know, so it keeps growStack's frame, which is
+// what makes the runtime grow the stack. It is only read.
+var growStackIndex int
 
 //go:noinline
 func growStack(i int) byte {
