@@ -1,6 +1,7 @@
-# bench/ab-lib.sh: what the A/B scripts (http2-ab.sh, fullstore-ab.sh) share, sourced by them:
-# tools from Debian, a work directory cleaned up on exit, a reference origin, edges each on its
-# own loopback address in front of it, and the CPU ticks of a process.
+# bench/ab-lib.sh: what the A/B scripts (http2-ab.sh, fullstore-ab.sh, miss-ab.sh) share,
+# sourced by them: tools from Debian, a work directory cleaned up on exit, the binaries of two
+# revisions, a reference origin, edges each on its own loopback address in front of it, and
+# the CPU ticks of a process.
 
 # ab_need TOOL PACKAGE ...: installs from Debian the packages of the tools missing.
 ab_need() {
@@ -25,6 +26,18 @@ ab_cleanup() {
   rm -rf "$W"
 }
 trap ab_cleanup EXIT
+
+# ab_build REV NAME: $W/meridian.NAME, the binary of a git revision (built in a worktree the
+# exit removes), or of the work tree if REV is empty.
+ab_build() {
+  if [ -z "$1" ]; then
+    go build -o "$W/meridian.$2" .
+  else
+    AB_CLEANUP+=("git worktree remove --force \"\$W/src-$2\" 2>/dev/null || true")
+    git worktree add -q --detach "$W/src-$2" "$1"
+    (cd "$W/src-$2" && go build -o "$W/meridian.$2" .)
+  fi
+}
 
 ORIGIN=127.0.0.70:18170
 # ab_origin BINARY: the reference origin at $ORIGIN.

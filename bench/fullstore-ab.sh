@@ -19,17 +19,8 @@ ROUNDS=${ROUNDS:-2}
 NOBJ=${NOBJ:-250000}
 source bench/ab-lib.sh
 ab_need wrk wrk h2load nghttp2-client curl curl
-AB_CLEANUP+=('git worktree remove --force "$W/src-base" 2>/dev/null || true' 'git worktree remove --force "$W/src-head" 2>/dev/null || true')
-build() { # build REV NAME: the binary of a revision (the work tree if REV is empty)
-  if [ -z "$1" ]; then
-    go build -o "$W/meridian.$2" .
-  else
-    git worktree add -q --detach "$W/src-$2" "$1"
-    (cd "$W/src-$2" && go build -o "$W/meridian.$2" .)
-  fi
-}
-build "$BASE" base
-build "$HEAD" head
+ab_build "$BASE" base
+ab_build "$HEAD" head
 cat >"$W/fill.lua" <<'LUA'
 -- unique 1 KiB objects, one per request, numbered from START, until N answers
 local i, done = tonumber(os.getenv("START")), 0

@@ -33,6 +33,7 @@
 # (default 3: each round runs the three servers in turn, each cold; medians are reported).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/nginx-lib.sh
 MODE=${CASES:-all} # CASES is reused below as the list of small-object cases
 if [[ ${1:-} == --large ]]; then
   MODE=large
@@ -341,37 +342,9 @@ if [[ $MODE == large ]]; then
 fi
 
 # ---- The nginx static-file origin of the unique-URL miss cases (issue 15) ----
-# Its own nginx instance on its own address: two files, served for any /u/<anything>/1k and
-# /u/<anything>/16k, with Cache-Control so that every cache stores them. Every cache reaches it
-# through a second Host, static.local, next to bench.local (the reference origin).
-chmod 755 "$WORK" # nginx workers run as an unprivileged user: let them into the work directory.
-mkdir -p "$WORK/static"
-head -c 1024 /dev/urandom >"$WORK/static/1k"
-head -c 16384 /dev/urandom >"$WORK/static/16k"
-chmod 755 "$WORK/static"
-chmod 644 "$WORK/static/1k" "$WORK/static/16k"
-cat >"$WORK/nginx-static.conf" <<NGINX
-worker_processes auto;
-pid $WORK/nginx-static.pid;
-error_log $WORK/nginx-static-error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 10000000;
-  default_type application/octet-stream;
-  server {
-    listen $STATIC;
-    root $WORK/static;
-    location ~ ^/u/[^/]+/(1k|16k)\$ {
-      try_files /\$1 =404;
-      add_header Cache-Control "max-age=3600";
-    }
-    # Its request counter: how many requests the caches sent it.
-    location = /_status { stub_status; }
-  }
-}
-NGINX
-nginx -c "$WORK/nginx-static.conf" -p "$WORK"
+# Every cache reaches it through a second Host, static.local, next to bench.local (the
+# reference origin).
+nginx_static_origin "$WORK" "$STATIC"
 
 # ---- The caches ----
 # Meridian: the defaults, plus the two hosts.
@@ -398,21 +371,6 @@ YAML
 # the same cache settings.
 mkdir -p "$WORK/nginx-cache"
 chown -R "$(id -un www-data 2>/dev/null || echo nobody)" "$WORK/nginx-cache" 2>/dev/null || true
-nginx_cache_location() { # UPSTREAM
-  cat <<NGINX
-    location / {
-      proxy_pass http://$1;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_cache bench;
-      proxy_cache_lock on;
-      proxy_buffers 16 64k;
-      proxy_max_temp_file_size 0;
-      add_header X-Cache-Status \$upstream_cache_status;
-    }
-NGINX
-}
 cat >"$WORK/nginx.conf" <<NGINX
 worker_processes auto;
 pid $WORK/nginx.pid;

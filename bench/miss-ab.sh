@@ -21,48 +21,16 @@ DUR=${DUR:-6}
 ROUNDS=${ROUNDS:-3}
 source bench/ab-lib.sh
 ab_need wrk wrk nginx nginx curl curl
-AB_CLEANUP+=('git worktree remove --force "$W/src-base" 2>/dev/null || true' 'git worktree remove --force "$W/src-head" 2>/dev/null || true'
-  '[ -f "$W/nginx.pid" ] && kill "$(cat "$W/nginx.pid")" 2>/dev/null || true'
-  '[ -f "$W/static.pid" ] && kill "$(cat "$W/static.pid")" 2>/dev/null || true'
+source bench/nginx-lib.sh
+AB_CLEANUP+=('[ -f "$W/nginx.pid" ] && kill "$(cat "$W/nginx.pid")" 2>/dev/null || true'
+  '[ -f "$W/nginx-static.pid" ] && kill "$(cat "$W/nginx-static.pid")" 2>/dev/null || true'
   'rm -rf "${NGINX_CACHE_DIR:-}"')
-build() { # build REV NAME: the binary of a revision (the work tree if REV is empty)
-  if [ -z "$1" ]; then
-    go build -o "$W/meridian.$2" .
-  else
-    git worktree add -q --detach "$W/src-$2" "$1"
-    (cd "$W/src-$2" && go build -o "$W/meridian.$2" .)
-  fi
-}
-build "$BASE" base
-build "$HEAD" head
+ab_build "$BASE" base
+ab_build "$HEAD" head
 
 STATIC=127.0.0.71:18171
 NGINX=127.0.0.83:18080
-chmod 755 "$W" # nginx workers run as an unprivileged user
-mkdir -p "$W/static"
-head -c 1024 /dev/urandom >"$W/static/1k"
-head -c 16384 /dev/urandom >"$W/static/16k"
-chmod 755 "$W/static" && chmod 644 "$W/static/1k" "$W/static/16k"
-cat >"$W/static.conf" <<NGINX
-worker_processes auto;
-pid $W/static.pid;
-error_log $W/static-error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 10000000;
-  default_type application/octet-stream;
-  server {
-    listen $STATIC;
-    root $W/static;
-    location ~ ^/u/[^/]+/(1k|16k)\$ {
-      try_files /\$1 =404;
-      add_header Cache-Control "max-age=3600";
-    }
-  }
-}
-NGINX
-nginx -c "$W/static.conf" -p "$W"
+nginx_static_origin "$W" "$STATIC"
 
 # A fresh directory of its own, inside the one named, so that the exit removes only that.
 NGINX_CACHE_DIR=$(mktemp -d -p "${NGINX_CACHE_DIR:-$W}" nginx-cache.XXXXXX)
@@ -79,17 +47,7 @@ http {
   upstream static { server $STATIC; keepalive 64; }
   server {
     listen $NGINX;
-    location / {
-      proxy_pass http://static;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_cache bench;
-      proxy_cache_lock on;
-      proxy_buffers 16 64k;
-      proxy_max_temp_file_size 0;
-      add_header X-Cache-Status \$upstream_cache_status;
-    }
+$(nginx_cache_location static)
   }
 }
 NGINX
