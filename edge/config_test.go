@@ -75,8 +75,8 @@ func TestMemoryLimit(t *testing.T) {
 	var cfg Config
 	cfg.setDefaults()
 	limit, set := memoryLimit(cfg, "")
-	if want := int64(256<<20)*115/100 + 64<<20 + memoryBaseline; !set || limit != want {
-		t.Errorf("memoryLimit(defaults) = %d, %v; want %d (1.15 x max_bytes + in_flight_bytes + baseline)", limit, set, want)
+	if want := int64(256<<20)*130/100 + 64<<20 + memoryBaseline; !set || limit != want {
+		t.Errorf("memoryLimit(defaults) = %d, %v; want %d (1.3 x max_bytes + in_flight_bytes + baseline)", limit, set, want)
 	}
 	if _, set := memoryLimit(cfg, "1GiB"); set {
 		t.Error("memoryLimit overrode an operator's GOMEMLIMIT")
