@@ -12,13 +12,17 @@
 # It installs wrk, nginx and curl from Debian if missing.
 #
 # Usage: bench/miss-ab.sh BASE [HEAD]   (git revisions; HEAD defaults to the work tree)
-# DUR (seconds per run, default 6) and ROUNDS (default 3) pick the cases.
+# DUR (seconds per run, default 6) and ROUNDS (default 3) pick the cases. PREFILL (seconds,
+# default 0) first fills each restarted edge with unique 1 KiB misses for that long (14 s puts
+# about 165,000 objects in), so that the rounds meet a store that fills and churns, a cache's
+# steady state, rather than an empty one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BASE=${1:?usage: bench/miss-ab.sh BASE [HEAD]}
 HEAD=${2:-}
 DUR=${DUR:-6}
 ROUNDS=${ROUNDS:-3}
+PREFILL=${PREFILL:-0}
 source bench/ab-lib.sh
 ab_need wrk wrk nginx nginx curl curl
 source bench/nginx-lib.sh
@@ -112,8 +116,16 @@ run() { # run V FILE: one load run and its line
   [ "$v" != nginx ] && cpu="CPU $(ab_us_per $((c1 - c0)) "$n") us/req"
   printf 'round %d %-4s %-5s %10s req/s  %s %s\n' "$round" "$file" "$v" "$rps" "$cpu" "$errs"
 }
+prefill() {
+  local v
+  ((PREFILL > 0)) || return 0
+  for v in base head; do
+    wrk -t1 -c64 -d"${PREFILL}s" -s "$W/unique.lua" "http://${ADDR[$v]}/" -- "fill-$v-$RANDOM$RANDOM" 1k >/dev/null
+  done
+}
 for round in $(seq "$ROUNDS"); do
   ((round == 1)) || start_edges
+  prefill
   for file in 1k 16k; do
     order="base head nginx"
     ((round % 2)) || order="head base nginx" # every other round the other edge goes first
