@@ -197,13 +197,7 @@ large_start_nginx() {
   # the other cases): on this VM "sendfile on; tcp_nopush on;" (Debian's nginx.conf) measured
   # 584 MiB/s against 983 MiB/s off (docs/benchmarks.md, "Large objects").
   cat >"$WORK/nginx-large.conf" <<NGINX
-worker_processes auto;
-pid $WORK/nginx-large.pid;
-error_log $WORK/nginx-large-error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 10000000;
+$(nginx_head "$WORK" nginx-large)
   proxy_cache_path $WORK/nginx-large-cache levels=1:2 keys_zone=large:64m max_size=2g inactive=1h use_temp_path=off;
   upstream origin { server $ORIGIN; keepalive 64; }
   server {
@@ -372,14 +366,7 @@ YAML
 mkdir -p "$WORK/nginx-cache"
 chown -R "$(id -un www-data 2>/dev/null || echo nobody)" "$WORK/nginx-cache" 2>/dev/null || true
 cat >"$WORK/nginx.conf" <<NGINX
-worker_processes auto;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  # The default (1000) closes load generators' connections mid-run; h2load does not reconnect.
-  keepalive_requests 10000000;
+$(nginx_head "$WORK" nginx)
   proxy_cache_path $WORK/nginx-cache levels=1:2 keys_zone=bench:64m max_size=1g inactive=1h use_temp_path=off;
   upstream origin { server $ORIGIN; keepalive 64; }
   upstream static { server $STATIC; keepalive 64; }

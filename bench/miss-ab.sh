@@ -40,13 +40,7 @@ nginx_static_origin "$W" "$STATIC"
 NGINX_CACHE_DIR=$(mktemp -d -p "${NGINX_CACHE_DIR:-$W}" nginx-cache.XXXXXX)
 chmod 777 "$NGINX_CACHE_DIR"
 cat >"$W/nginx.conf" <<NGINX
-worker_processes auto;
-pid $W/nginx.pid;
-error_log $W/nginx-error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 10000000;
+$(nginx_head "$W" nginx)
   proxy_cache_path $NGINX_CACHE_DIR levels=1:2 keys_zone=bench:64m max_size=1g inactive=1h use_temp_path=off;
   upstream static { server $STATIC; keepalive 64; }
   server {

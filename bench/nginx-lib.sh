@@ -1,6 +1,22 @@
 # bench/nginx-lib.sh: the nginx parts that bench/http.sh and bench/miss-ab.sh share, sourced by
 # them, so that both measure against the same nginx.
 
+# nginx_head DIR NAME: the start of every nginx configuration of the benchmarks, up to and
+# including "http {": as many workers as cores, the pid and error log NAME.pid and
+# NAME-error.log in DIR, no access log, and keep-alive for a whole run.
+nginx_head() {
+  cat <<NGINX
+worker_processes auto;
+pid $1/$2.pid;
+error_log $1/$2-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  # The default (1000) closes load generators' connections mid-run; h2load does not reconnect.
+  keepalive_requests 10000000;
+NGINX
+}
+
 # nginx_static_origin DIR ADDRESS: starts the static-file origin of the unique-URL miss cases
 # (issue 15), its own nginx instance on ADDRESS: two random files, served for any
 # /u/<anything>/1k and /u/<anything>/16k with Cache-Control so that every cache stores them,
@@ -14,13 +30,7 @@ nginx_static_origin() {
   chmod 755 "$dir/static"
   chmod 644 "$dir/static/1k" "$dir/static/16k"
   cat >"$dir/nginx-static.conf" <<NGINX
-worker_processes auto;
-pid $dir/nginx-static.pid;
-error_log $dir/nginx-static-error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 10000000;
+$(nginx_head "$dir" nginx-static)
   default_type application/octet-stream;
   server {
     listen $addr;
