@@ -50,6 +50,9 @@ type request struct {
 	// fields backs the one-value slices of the fields a hit sets (Age, Cache-Status,
 	// Content-Length), so that they cost no allocation of their own.
 	fields [3]string
+	// values backs the value slices of a stored object's header fields on a hit
+	// (store.Object.SetHeader): an origin's answer rarely has more.
+	values [16]string
 }
 
 // field returns a one-value slice of v for the response header, backed by req.fields[i].

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/binary"
 	"math"
 	"math/bits"
 	"slices"
@@ -52,11 +53,14 @@ func fixedBytes(maxBytes int64) int64 {
 // next2 is the smallest power of two at least n (n > 0).
 func next2(n int64) int64 { return 1 << bits.Len64(uint64(n-1)) }
 
-// compact lays o out for a long life in the store, and sets o.matchers (in the forms Purge
-// builds) and o.bytes. Strings from a parsed response are many small allocations, and the
+// compact lays o out for a long life in the store, and sets o's purge matchers (in the forms
+// Purge builds) and o.bytes. Strings from a parsed response are many small allocations, and the
 // substrings a cache keeps of them (surrogate keys, paths) pin whole buffers; each small
-// allocation left behind among freed ones also keeps its heap span in use. So compact
-// copies, once per Put, every string of o into one, and every string slice into one array:
+// allocation left behind among freed ones also keeps its heap span in use; and at a full
+// store the collector marks every stored object about once a second, at a cost that grows
+// with the pointers and heap objects each holds (BenchmarkCollection). So compact copies,
+// once per Put, every string of o into one, and locates them with offsets, not strings
+// (entryAt):
 //   - the purge matchers, with Primary, Path, Variant, Part and the surrogate keys as
 //     substrings of them (prefix matchers are prefixes of one another);
 //   - the header's field names and values, in the form header.go describes, not a map (the
@@ -67,6 +71,7 @@ func next2(n int64) int64 { return 1 << bits.Len64(uint64(n-1)) }
 // of a stored object o was copied from.
 func (o *Object) compact() {
 	prefixes := pathPrefixes(o.Path)
+	keys := o.SurrogateKeys()
 	type field struct {
 		name   string
 		values []string
@@ -74,7 +79,7 @@ func (o *Object) compact() {
 	var stack [24]field // most headers fit: no allocation
 	fields := stack[:0]
 	n, nv := 2+len(o.Primary)+2+len(o.Host)+2+len(o.Host)+len(o.Path)+len(o.Variant)+len(o.Part), 0
-	for _, k := range o.Keys {
+	for _, k := range keys {
 		n += 3 + len(o.Host) + len(k)
 	}
 	for k, vs := range o.HeaderFields() {
@@ -86,7 +91,7 @@ func (o *Object) compact() {
 		nv += 1 + len(vs)
 	}
 	var b strings.Builder
-	b.Grow(n)
+	b.Grow(n + 8*(2+len(prefixes)+len(keys)+nv)) // the strings, then the index
 	b.WriteString("u\x00")
 	b.WriteString(o.Primary)
 	b.WriteString("h\x00")
@@ -94,7 +99,7 @@ func (o *Object) compact() {
 	b.WriteString("p\x00")
 	b.WriteString(o.Host)
 	b.WriteString(o.Path)
-	for _, k := range o.Keys {
+	for _, k := range keys {
 		b.WriteString("k\x00")
 		b.WriteString(o.Host)
 		b.WriteString("\x00")
@@ -109,58 +114,53 @@ func (o *Object) compact() {
 			b.WriteString(v)
 		}
 	}
-	arena := b.String()
 
-	nm := 2 + len(prefixes) + len(o.Keys)
-	all := make([]string, nm+len(o.Keys)+nv)
-	ms := all[:0:nm]
-	u := arena[:2+len(o.Primary)]
-	h := arena[len(u) : len(u)+2+len(o.Host)]
-	p := arena[len(u)+len(h) : len(u)+len(h)+2+len(o.Host)+len(o.Path)]
-	ms = append(ms, u, h)
-	o.Primary = u[2:]
-	o.Path = p[2+len(o.Host):]
+	// The index locates each matcher and header entry in the arena, as a (start, end) pair
+	// of little-endian uint32s at its end (entryAt): in the arena, not a slice of its own, so
+	// that the object is one heap object fewer for the collector to mark.
+	nm := 2 + len(prefixes) + len(keys)
+	ix := n
+	put := func(off, end int) {
+		var p [8]byte
+		binary.LittleEndian.PutUint32(p[:4], uint32(off))
+		binary.LittleEndian.PutUint32(p[4:], uint32(end))
+		b.Write(p[:])
+	}
+	lu, lh := 2+len(o.Primary), 2+len(o.Host)
+	lp := lh + len(o.Path)
+	put(0, lu)
+	put(lu, lu+lh)
 	for _, pre := range prefixes { // each a prefix of Path
-		ms = append(ms, p[:2+len(o.Host)+len(pre)])
+		put(lu+lh, lu+lh+lh+len(pre))
 	}
-	off := len(u) + len(h) + len(p)
-	var keys []string
-	if len(o.Keys) > 0 {
-		keys = all[nm : nm+len(o.Keys) : nm+len(o.Keys)]
-	}
-	for i, k := range o.Keys {
-		m := arena[off : off+3+len(o.Host)+len(k)]
-		ms = append(ms, m)
-		keys[i] = m[3+len(o.Host):]
-		off += len(m)
-	}
-	o.Keys = keys
-	o.matchers = ms
-	o.Variant = arena[off : off+len(o.Variant)]
-	off += len(o.Variant)
-	o.Part = arena[off : off+len(o.Part)]
-	off += len(o.Part)
-
-	hdr := all[nm+len(o.Keys):]
-	for i := 0; i < len(hdr); {
-		f := fields[0]
-		fields = fields[1:]
-		l := fieldHeadLen(len(f.values), f.name)
-		hdr[i] = arena[off : off+l]
+	off := lu + lh + lp
+	for _, k := range keys {
+		l := 3 + len(o.Host) + len(k)
+		put(off, off+l)
 		off += l
-		i++
+	}
+	variant := off
+	off += len(o.Variant) + len(o.Part)
+	for _, f := range fields {
+		l := fieldHeadLen(len(f.values), f.name)
+		put(off, off+l)
+		off += l
 		for _, v := range f.values {
-			hdr[i] = arena[off : off+len(v)]
+			put(off, off+len(v))
 			off += len(v)
-			i++
 		}
 	}
-	o.Header, o.hdr = nil, hdr[:len(hdr):len(hdr)]
+	arena := b.String()
+	o.Primary = arena[2:lu]
+	o.Path = arena[lu+lh+lh : lu+lh+lp]
+	o.Variant = arena[variant : variant+len(o.Variant)]
+	o.Part = arena[variant+len(o.Variant) : variant+len(o.Variant)+len(o.Part)]
+	o.Header, o.Keys, o.arena, o.ix, o.nm, o.nk = nil, nil, arena, int32(ix), int32(nm), int32(len(keys))
 	if allocSize(cap(o.Body)) > allocSize(len(o.Body))*17/16 {
 		// Spare capacity would be retained, and charged, for the object's whole life.
 		o.Body = slices.Clone(o.Body)
 	}
-	o.bytes = objectStructBytes + allocSize(len(arena)) + sliceBytes(len(all), 16) +
+	o.bytes = objectStructBytes + allocSize(len(arena)) +
 		allocSize(cap(o.Body)) + stringsBytes(o.Policy.Vary) + stringsBytes(o.Policy.StripFields)
 }
 

@@ -7,21 +7,39 @@ import (
 
 // A stored object's header is not an http.Header. A Go map of a dozen fields is four heap
 // objects (the map, its directory, table and groups: TestHeapObjectsPerObject counts 9.05 heap
-// objects per stored object with the map, 5.05 without), which the GC marks on every cycle
-// for every stored object, and a full store holds 100,000s of them. So compact keeps the
-// fields in the two allocations it makes anyway, and no map:
-//   - hdr is a capped sub-slice of the object's string array (all, in compact): for each
-//     field, one entry holding the number of its values (a uvarint) followed by its name,
-//     then one entry per value;
-//   - every one of those strings is a substring of the object's arena.
+// objects per stored object with the map), which the GC marks on every cycle for every stored
+// object, and a full store holds 100,000s of them. Nor is it an array of strings: each string
+// is a pointer the collector follows on every cycle (BenchmarkCollection: 30 strings per object
+// were a third of a collection's work). So compact keeps the fields in the object's arena,
+// located by the index at its end (entryAt):
+//   - for each field, one entry holding the number of its values (a uvarint) followed by its
+//     name, then one entry per value;
+//   - each entry a substring of the arena, at the offsets the index gives (after the nm
+//     matchers).
 //
 // The Header field is then nil. Objects that were never stored (built by a fill, handed to
 // its clients, maybe stored later as a copy) keep their Header map, and a copy of a stored
 // object may be given a new one (a 304's refreshed header): a non-nil Header is always the
-// object's header, else hdr is. Readers go through the methods below, which apply that rule;
-// reading the Header field of an object from Lookup gives nothing.
+// object's header, else the arena is. Readers go through the methods below, which apply that
+// rule; reading the Header field of an object from Lookup gives nothing.
 
-// appendFieldHead appends the head of a field of n values named name, as hdr holds it.
+// entryAt is the i-th string the arena's index locates: a matcher for i < nm, then the
+// header's entries.
+func (o *Object) entryAt(i int) string {
+	p := int(o.ix) + 8*i
+	a := o.arena
+	start := uint32(a[p]) | uint32(a[p+1])<<8 | uint32(a[p+2])<<16 | uint32(a[p+3])<<24
+	end := uint32(a[p+4]) | uint32(a[p+5])<<8 | uint32(a[p+6])<<16 | uint32(a[p+7])<<24
+	return a[start:end]
+}
+
+// entries is the number of strings the arena's index locates (0 for an object not stored).
+func (o *Object) entries() int { return (len(o.arena) - int(o.ix)) / 8 }
+
+// headerEntries is the number of entries the header has in the index.
+func (o *Object) headerEntries() int { return o.entries() - int(o.nm) }
+
+// appendFieldHead appends the head of a field of n values named name, as the arena holds it.
 func appendFieldHead(b []byte, n int, name string) []byte {
 	x := uint64(n)
 	for x >= 0x80 {
@@ -40,7 +58,7 @@ func fieldHeadLen(n int, name string) int {
 	return l + len(name)
 }
 
-// fieldHead splits a field head from hdr into its name and number of values.
+// fieldHead splits a field head into its name and number of values.
 func fieldHead(s string) (name string, n int) {
 	var x uint64
 	for i, shift := 0, uint(0); i < len(s); i, shift = i+1, shift+7 {
@@ -53,9 +71,34 @@ func fieldHead(s string) (name string, n int) {
 	panic("store: malformed header field") // compact wrote every head
 }
 
+// fields calls yield for each stored header field with its name, the entry index of its first
+// value and its number of values, until yield returns false.
+func (o *Object) fields(yield func(name string, first, n int) bool) {
+	for i, end := int(o.nm), o.entries(); i < end; {
+		name, n := fieldHead(o.entryAt(i))
+		if !yield(name, i+1, n) {
+			return
+		}
+		i += 1 + n
+	}
+}
+
+// values returns the n values from entry first in a new slice (nil for none).
+func (o *Object) values(first, n int) []string {
+	if n == 0 {
+		return nil
+	}
+	vs := make([]string, n)
+	for j := range vs {
+		vs[j] = o.entryAt(first + j)
+	}
+	return vs
+}
+
 // HeaderFields iterates over the object's header fields and their values, as a range over
-// an http.Header would (in no particular order). The value slices are the object's: they must
-// not be modified, but may be kept or put in another header (not appended to in place).
+// an http.Header would (in no particular order). The value slices must not be modified, but
+// may be kept or put in another header (not appended to in place). For a stored object each
+// field's values are a new slice: the hit path uses SetHeader instead.
 func (o *Object) HeaderFields() iter.Seq2[string, []string] {
 	return func(yield func(string, []string) bool) {
 		if o.Header != nil {
@@ -66,47 +109,77 @@ func (o *Object) HeaderFields() iter.Seq2[string, []string] {
 			}
 			return
 		}
-		for hdr := o.hdr; len(hdr) > 0; {
-			name, n := fieldHead(hdr[0])
-			var vs []string
-			if n > 0 {
-				vs = hdr[1 : 1+n : 1+n]
-			}
-			hdr = hdr[1+n:]
-			if !yield(name, vs) {
-				return
-			}
-		}
+		o.fields(func(name string, first, n int) bool {
+			return yield(name, o.values(first, n))
+		})
 	}
 }
 
+// SetHeader sets the object's header fields in h, as a response's header. A field's value
+// slice is cut from scratch (capped), or allocated once scratch is used up, so that a hit
+// allocates nothing for its header; for an object not stored it is the Header map's own. The
+// value slices must not be modified (replaced, or appended to, which copies them).
+func (o *Object) SetHeader(h map[string][]string, scratch []string) {
+	if o.Header != nil {
+		for k, vs := range o.Header {
+			h[k] = vs
+		}
+		return
+	}
+	o.fields(func(name string, first, n int) bool {
+		if n == 0 {
+			h[name] = nil
+			return true
+		}
+		if n > len(scratch) {
+			h[name] = o.values(first, n)
+			return true
+		}
+		vs := scratch[:n:n]
+		scratch = scratch[n:]
+		for j := range vs {
+			vs[j] = o.entryAt(first + j)
+		}
+		h[name] = vs
+		return true
+	})
+}
+
 // HeaderValues returns the values of the header field name, as http.Header.Values does:
-// name is canonicalized (http.CanonicalHeaderKey). The slice is the object's: do not modify it.
+// name is canonicalized (http.CanonicalHeaderKey). Do not modify the slice. For a stored
+// object it is a new slice: HeaderValue allocates nothing.
 func (o *Object) HeaderValues(name string) []string {
 	if o.Header != nil {
 		return o.Header.Values(name)
 	}
-	key := http.CanonicalHeaderKey(name)
-	for hdr := o.hdr; len(hdr) > 0; {
-		k, n := fieldHead(hdr[0])
+	first, n := o.field(http.CanonicalHeaderKey(name))
+	return o.values(first, n)
+}
+
+// field finds the stored header field key: the entry index of its first value and its
+// number of values (0 if absent).
+func (o *Object) field(key string) (first, n int) {
+	o.fields(func(k string, f, c int) bool {
 		if k == key {
-			if n == 0 {
-				return nil
-			}
-			return hdr[1 : 1+n : 1+n]
+			first, n = f, c
+			return false
 		}
-		hdr = hdr[1+n:]
-	}
-	return nil
+		return true
+	})
+	return first, n
 }
 
 // HeaderValue returns the first value of the header field name, or "", as http.Header.Get
 // does.
 func (o *Object) HeaderValue(name string) string {
-	if vs := o.HeaderValues(name); len(vs) > 0 {
-		return vs[0]
+	if o.Header != nil {
+		return o.Header.Get(name)
 	}
-	return ""
+	first, n := o.field(http.CanonicalHeaderKey(name))
+	if n == 0 {
+		return ""
+	}
+	return o.entryAt(first)
 }
 
 // HeaderLen is the number of the object's header fields.
@@ -115,10 +188,10 @@ func (o *Object) HeaderLen() int {
 		return len(o.Header)
 	}
 	c := 0
-	for hdr := o.hdr; len(hdr) > 0; c++ {
-		_, n := fieldHead(hdr[0])
-		hdr = hdr[1+n:]
-	}
+	o.fields(func(string, int, int) bool {
+		c++
+		return true
+	})
 	return c
 }
 
@@ -129,14 +202,6 @@ func (o *Object) HeaderMap() http.Header {
 		return o.Header.Clone()
 	}
 	h := make(http.Header, o.HeaderLen())
-	vals := make([]string, len(o.hdr)) // enough for every value: one array, as Clone does
-	for k, vs := range o.HeaderFields() {
-		if vs == nil {
-			h[k] = nil
-			continue
-		}
-		n := copy(vals, vs)
-		h[k], vals = vals[:n:n], vals[n:]
-	}
+	o.SetHeader(h, make([]string, o.headerEntries())) // one array for every value, as Clone does
 	return h
 }

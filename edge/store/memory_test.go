@@ -223,8 +223,9 @@ func TestMaxBytesBoundsHeap(t *testing.T) {
 			t.Logf("max_bytes %d MiB, %d puts: %d entries, %d evictions, reported %.1f MiB (%.3f), heap retained %.1f MiB (%.3f, %+d B), in use %.1f MiB (%.3f)",
 				tt.maxBytes>>20, puts, st.Items, st.Evictions, mib(st.Bytes), ratio(st.Bytes, tt.maxBytes),
 				mib(retained), ratio(retained, tt.maxBytes), retained-st.Bytes, mib(inuse), ratio(inuse, tt.maxBytes))
-			if st.Evictions == 0 {
-				t.Fatalf("nothing evicted: the test did not fill the store")
+			if st.Items >= puts {
+				// A full store evicts, or turns new objects away (Ristretto's admission).
+				t.Fatalf("every object kept: the test did not fill the store")
 			}
 			if limit := tt.maxBytes*115/100 + maxBytesAllowance; retained > limit {
 				t.Errorf("heap retained %d B > 1.15 max_bytes + allowance = %d B", retained, limit)
@@ -337,12 +338,16 @@ func TestPutCompacts(t *testing.T) {
 		o.HeaderValue("X-Multi") != "1" {
 		t.Error("HeaderMap shares its map or values with the stored object")
 	}
-	if o.Primary != "h/a/b/" || o.Path != "/a/b/" || o.Part != "\x00slice=1" || fmt.Sprint(o.Keys) != "[a b]" {
-		t.Errorf("after Put: Primary %q Path %q Part %q Keys %q", o.Primary, o.Path, o.Part, o.Keys)
+	if o.Primary != "h/a/b/" || o.Path != "/a/b/" || o.Part != "\x00slice=1" || fmt.Sprint(o.SurrogateKeys()) != "[a b]" || o.Keys != nil {
+		t.Errorf("after Put: Primary %q Path %q Part %q Keys %q, SurrogateKeys %q", o.Primary, o.Path, o.Part, o.Keys, o.SurrogateKeys())
 	}
 	want := []string{"u\x00h/a/b/", "h\x00h", "p\x00h/a", "p\x00h/a/b", "k\x00h\x00a", "k\x00h\x00b"}
-	if fmt.Sprintf("%q", o.matchers) != fmt.Sprintf("%q", want) {
-		t.Errorf("matchers = %q, want %q", o.matchers, want)
+	var matchers []string
+	for i := range int(o.nm) {
+		matchers = append(matchers, o.entryAt(i))
+	}
+	if fmt.Sprintf("%q", matchers) != fmt.Sprintf("%q", want) {
+		t.Errorf("matchers = %q, want %q", matchers, want)
 	}
 	if o, _ := s.LookupPart("h/a/b/", "\x00slice=1", nil); o == nil {
 		t.Fatal("stored part not found")

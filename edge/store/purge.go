@@ -116,8 +116,8 @@ func (p *purgeSet) check(o *Object) Verdict {
 	if covers(p.all, o.StoredAt) {
 		v = SoftPurged
 	}
-	for _, m := range o.matchers {
-		r, ok := p.records[m]
+	for i := range int(o.nm) {
+		r, ok := p.records[o.entryAt(i)]
 		if !ok {
 			continue
 		}

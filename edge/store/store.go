@@ -43,7 +43,9 @@ type Object struct {
 	ResponseTime time.Time
 	InitialAge   time.Duration
 	Policy       httpcache.Policy
-	// Keys are the surrogate keys the response declared.
+	// Keys are the surrogate keys the response declared, as Put's input, and go with Header:
+	// Put keeps them with the purge matchers and sets both to nil, so read an object's keys
+	// with SurrogateKeys.
 	Keys []string
 	// LastModified is the parsed Last-Modified field (zero if absent).
 	LastModified time.Time
@@ -55,13 +57,30 @@ type Object struct {
 	// bytes are in parts. 0 for an object held whole.
 	Size int64
 
-	// hdr is the header once stored (Header is then nil): see header.go.
-	hdr []string
-	// matchers are the purge-record keys that can match this object, computed once at Put so
-	// that the read-time check allocates nothing.
-	matchers []string
+	// arena holds every string of a stored object (compact), then from ix on an index of
+	// some of them (entryAt): first the nm purge-record keys that can match the object
+	// (computed once at Put, so that the read-time check allocates nothing), then the header
+	// once stored (Header is then nil; see header.go).
+	arena string
+	ix    int32
+	nm    int32
+	nk    int32 // of the nm matchers, the last nk are the surrogate keys
 	// bytes is the heap the object retains, computed at Put (compact).
 	bytes int64
+}
+
+// SurrogateKeys returns the object's surrogate keys. They go with its header: Keys while the
+// header is the Header map (an object not stored, or a copy of a stored one given a new
+// header), else those Put kept, in a new slice.
+func (o *Object) SurrogateKeys() []string {
+	if o.Header != nil || o.nk == 0 {
+		return o.Keys
+	}
+	keys := make([]string, o.nk)
+	for i := range keys {
+		keys[i] = o.entryAt(int(o.nm-o.nk) + i)[3+len(o.Host):] // "k\x00" host "\x00" key
+	}
+	return keys
 }
 
 // Age is the object's current age at now (RFC 9111 §4.2.3).

@@ -260,3 +260,38 @@ func TestPartsFollowTheirObjectsPurges(t *testing.T) {
 		})
 	}
 }
+
+// TestStoredCopyKeepsKeys checks that surrogate keys go with the header when a stored object is
+// copied and stored again: a copy keeping the stored header (a slice of a sliced object) keeps
+// the stored keys, so a purge by key still reaches it; a copy given a new header (a 304's)
+// has the keys that header declares, and only those.
+func TestStoredCopyKeepsKeys(t *testing.T) {
+	s, c := newStore(t)
+	if !s.Put(object("h", "/o", c.t, "a", "b")) {
+		t.Fatal("Put refused")
+	}
+	stored, _, _ := s.Lookup("h/o", nil)
+	if stored == nil || stored.Keys != nil || fmt.Sprint(stored.SurrogateKeys()) != "[a b]" {
+		t.Fatalf("stored object: Keys %q, SurrogateKeys %q; want nil and [a b]", stored.Keys, stored.SurrogateKeys())
+	}
+	part := *stored
+	part.Part = "\x00slice=1"
+	refreshed := *stored
+	refreshed.Primary = "h/o2"
+	refreshed.Header, refreshed.Keys = http.Header{"Surrogate-Key": {"c"}}, []string{"c"}
+	if !s.Put(&part) || !s.Put(&refreshed) {
+		t.Fatal("Put refused a copy")
+	}
+	c.t = c.t.Add(time.Millisecond)
+	s.Purge(Record{Kind: Key, Host: "h", Value: "b"})
+	if o, _ := s.LookupPart("h/o", "\x00slice=1", nil); o != nil {
+		t.Error("purge by key b left the stored copy of an object with keys a b")
+	}
+	if o, _, _ := s.Lookup("h/o2", nil); o == nil {
+		t.Error("purge by key b removed a copy whose new header declares only key c")
+	}
+	s.Purge(Record{Kind: Key, Host: "h", Value: "c"})
+	if o, _, _ := s.Lookup("h/o2", nil); o != nil {
+		t.Error("purge by key c left the copy whose new header declares it")
+	}
+}
