@@ -269,6 +269,33 @@ func TestResponseHeaderPolicy(t *testing.T) {
 	}
 }
 
+// TestHitKeepsEveryHeaderValue: a stored answer with more header values than the request's
+// scratch for them holds (store.Object.SetHeader, edge/serve.go) is served whole, from the
+// fill and from the store alike.
+func TestHitKeepsEveryHeaderValue(t *testing.T) {
+	links := make([]string, 24)
+	for i := range links {
+		links[i] = fmt.Sprintf("</asset/%d.css>; rel=preload; as=style", i)
+	}
+	n, c := echoEdge(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header()["Link"] = links
+		w.Header()["X-Three"] = []string{"a", "b", "c"}
+	}, nil, nil)
+	for i, want := range []string{"miss", "hit", "hit"} {
+		r := do(t, c, http.MethodGet, n.Addr(), testHost, "/links")
+		if cs := r.header.Get("Cache-Status"); !strings.Contains(cs, want) {
+			t.Fatalf("request %d: Cache-Status %q, want a %s", i, cs, want)
+		}
+		if got := r.header.Values("Link"); !slices.Equal(got, links) {
+			t.Errorf("request %d (%s): %d Link values %q, want the origin's %d", i, want, len(got), got, len(links))
+		}
+		if got := r.header.Values("X-Three"); !slices.Equal(got, []string{"a", "b", "c"}) {
+			t.Errorf("request %d (%s): X-Three %q, want [a b c]", i, want, got)
+		}
+	}
+}
+
 // trickle is a request body that sends one byte per period until stop is closed or n bytes
 // went out.
 func trickle(n int, period time.Duration, first chan<- struct{}, stop <-chan struct{}) io.Reader {

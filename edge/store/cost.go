@@ -61,8 +61,9 @@ func next2(n int64) int64 { return 1 << bits.Len64(uint64(n-1)) }
 // with the pointers and heap objects each holds (BenchmarkCollection). So compact copies,
 // once per Put, every string of o into one, and locates them with offsets, not strings
 // (entryAt):
-//   - the purge matchers, with Primary, Path, Variant, Part and the surrogate keys as
-//     substrings of them (prefix matchers are prefixes of one another);
+//   - the purge matchers, with Primary and Path as substrings of them (prefix matchers are
+//     prefixes of one another), the surrogate keys inside their matchers (SurrogateKeys),
+//     then Variant and Part;
 //   - the header's field names and values, in the form header.go describes, not a map (the
 //     caller's map is only read; o.Header is then nil);
 //   - and a body with spare capacity (io.ReadAll, append) into an exact one.
@@ -117,7 +118,8 @@ func (o *Object) compact() {
 
 	// The index locates each matcher and header entry in the arena, as a (start, end) pair
 	// of little-endian uint32s at its end (entryAt): in the arena, not a slice of its own, so
-	// that the object is one heap object fewer for the collector to mark.
+	// that the object is one heap object fewer for the collector to mark. Offsets fit: an
+	// answer's head is at most 10 MiB (origin/fetch), URLs and keys far less.
 	nm := 2 + len(prefixes) + len(keys)
 	ix := n
 	put := func(off, end int) {

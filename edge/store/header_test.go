@@ -146,18 +146,83 @@ func TestStoredHeaderAccessors(t *testing.T) {
 	}
 }
 
-// BenchmarkHeaderFields is the hit path's copy of a stored header into a response's.
-func BenchmarkHeaderFields(b *testing.B) {
+// TestSetHeaderScratch checks the hit path's copy of a stored header (SetHeader) whatever room
+// its scratch has: every value read back, the fields that do not fit in the scratch given
+// slices of their own, and no value slice able to write into another's or into the store.
+func TestSetHeaderScratch(t *testing.T) {
+	s, _ := newStore(t)
+	links := make([]string, 20)
+	for i := range links {
+		links[i] = fmt.Sprintf("</%d.css>; rel=preload", i)
+	}
+	h := http.Header{"Link": links, "Content-Type": {"text/css"}, "X-Multi": {"1", "2", "3"}, "X-Empty": nil}
+	want := h.Clone()
+	o := &Object{Primary: "h/p", Host: "h", Path: "/p", Status: 200, Header: h,
+		StoredAt: time.Now(), Policy: httpcache.Policy{Storable: true, Lifetime: time.Hour}}
+	if !s.Put(o) {
+		t.Fatal("Put refused")
+	}
+	for _, n := range []int{0, 1, 3, 16, 40} {
+		t.Run(fmt.Sprintf("scratch=%d", n), func(t *testing.T) {
+			got := http.Header{}
+			o.SetHeader(got, make([]string, n))
+			if !sameHeader(got, want) {
+				t.Fatalf("SetHeader = %q, want %q", got, want)
+			}
+			for k := range got {
+				got[k] = append(got[k], "appended")
+			}
+			again := http.Header{}
+			o.SetHeader(again, make([]string, n))
+			if !sameHeader(again, want) {
+				t.Fatalf("after appending to the values SetHeader gave, the stored header reads %q", again)
+			}
+			for k, vs := range want {
+				if g := got[k]; len(g) != len(vs)+1 || !slices.Equal(g[:len(vs)], vs) {
+					t.Errorf("%s after an append to every field = %q: another field's append overwrote it", k, g)
+				}
+			}
+		})
+	}
+}
+
+// TestLargeHeaderOffsets stores header values and keys that lie past 64 KiB and 16 MiB into the
+// arena, where an index entry needs all four bytes of its offsets.
+func TestLargeHeaderOffsets(t *testing.T) {
+	s, c := newStore(t)
+	big, huge := strings.Repeat("b", 70<<10), strings.Repeat("h", 17<<20)
+	h := http.Header{"X-Big": {big}, "X-Huge": {huge}, "X-After": {"after"}, "Surrogate-Key": {"k1 k2"}}
+	o := object("h", "/large", c.t, "k1", "k2")
+	o.Header = h
+	if !s.Put(o) {
+		t.Fatal("Put refused")
+	}
+	if o.HeaderValue("X-Big") != big || o.HeaderValue("X-Huge") != huge || o.HeaderValue("X-After") != "after" {
+		t.Errorf("values past 64 KiB / 16 MiB read back with lengths %d, %d and %q",
+			len(o.HeaderValue("X-Big")), len(o.HeaderValue("X-Huge")), o.HeaderValue("X-After"))
+	}
+	if fmt.Sprint(o.SurrogateKeys()) != "[k1 k2]" {
+		t.Errorf("SurrogateKeys = %q, want [k1 k2]", o.SurrogateKeys())
+	}
+	c.t = c.t.Add(time.Millisecond)
+	s.Purge(Record{Kind: Key, Host: "h", Value: "k2"})
+	if got, _, _ := s.Lookup("h/large", nil); got != nil {
+		t.Error("purge by key k2 left the object")
+	}
+}
+
+// BenchmarkSetHeader is the hit path's copy of a stored header into a response's, with the
+// request's scratch for the value slices (edge/serve.go).
+func BenchmarkSetHeader(b *testing.B) {
 	s, _ := newStore(b)
 	o := &Object{Primary: "h/p", Host: "h", Path: "/p", Status: 200, Header: twelveFields(1),
 		StoredAt: time.Now(), Policy: httpcache.Policy{Storable: true, Lifetime: time.Hour}}
 	s.Put(o)
 	h := make(http.Header, 16)
+	var scratch [16]string
 	b.ReportAllocs()
 	for b.Loop() {
-		for k, vs := range o.HeaderFields() {
-			h[k] = vs
-		}
+		o.SetHeader(h, scratch[:])
 		clear(h)
 	}
 }
@@ -183,6 +248,11 @@ func FuzzStoredHeader(f *testing.F) {
 		s.Put(o)
 		if !sameHeader(o.HeaderMap(), want) || o.HeaderLen() != len(want) {
 			t.Fatalf("stored %q, read back %q (%d fields)", want, o.HeaderMap(), o.HeaderLen())
+		}
+		got := http.Header{}
+		o.SetHeader(got, make([]string, 3))
+		if !sameHeader(got, want) {
+			t.Fatalf("stored %q, SetHeader with a scratch of 3 gives %q", want, got)
 		}
 		for k, vs := range want {
 			if got := o.HeaderValues(k); http.CanonicalHeaderKey(k) == k && !slices.Equal(got, vs) && len(vs) > 0 {

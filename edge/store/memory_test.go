@@ -320,6 +320,11 @@ func TestPutCompacts(t *testing.T) {
 	o := object("h", "/a/b/", c.t, "a", "b")
 	o.Header, o.Body = h, body
 	o.Part = "\x00slice=1"
+	// A slice of an object with a Vary variant: both are laid out in the arena, side by side.
+	o.Policy.Vary = []string{"accept-encoding"}
+	br := http.Header{"Accept-Encoding": {"br"}}
+	o.Variant = httpcache.VaryKey(o.Policy.Vary, br)
+	variant := o.Variant
 	if !s.Put(o) {
 		t.Fatal("Put refused")
 	}
@@ -338,8 +343,8 @@ func TestPutCompacts(t *testing.T) {
 		o.HeaderValue("X-Multi") != "1" {
 		t.Error("HeaderMap shares its map or values with the stored object")
 	}
-	if o.Primary != "h/a/b/" || o.Path != "/a/b/" || o.Part != "\x00slice=1" || fmt.Sprint(o.SurrogateKeys()) != "[a b]" || o.Keys != nil {
-		t.Errorf("after Put: Primary %q Path %q Part %q Keys %q, SurrogateKeys %q", o.Primary, o.Path, o.Part, o.Keys, o.SurrogateKeys())
+	if o.Primary != "h/a/b/" || o.Path != "/a/b/" || o.Part != "\x00slice=1" || o.Variant != variant || fmt.Sprint(o.SurrogateKeys()) != "[a b]" || o.Keys != nil {
+		t.Errorf("after Put: Primary %q Path %q Part %q Variant %q Keys %q, SurrogateKeys %q", o.Primary, o.Path, o.Part, o.Variant, o.Keys, o.SurrogateKeys())
 	}
 	want := []string{"u\x00h/a/b/", "h\x00h", "p\x00h/a", "p\x00h/a/b", "k\x00h\x00a", "k\x00h\x00b"}
 	var matchers []string
@@ -349,8 +354,11 @@ func TestPutCompacts(t *testing.T) {
 	if fmt.Sprintf("%q", matchers) != fmt.Sprintf("%q", want) {
 		t.Errorf("matchers = %q, want %q", matchers, want)
 	}
-	if o, _ := s.LookupPart("h/a/b/", "\x00slice=1", nil); o == nil {
+	if o, _ := s.LookupPart("h/a/b/", "\x00slice=1", br); o == nil {
 		t.Fatal("stored part not found")
+	}
+	if o, _ := s.LookupPart("h/a/b/", "\x00slice=1", http.Header{"Accept-Encoding": {"gzip"}}); o != nil {
+		t.Fatal("stored part found for another variant")
 	}
 }
 

@@ -71,9 +71,9 @@ type Object struct {
 
 // SurrogateKeys returns the object's surrogate keys. They go with its header: Keys while the
 // header is the Header map (an object not stored, or a copy of a stored one given a new
-// header), else those Put kept, in a new slice.
+// header, even with no keys) or while Keys is set; else those Put kept, in a new slice.
 func (o *Object) SurrogateKeys() []string {
-	if o.Header != nil || o.nk == 0 {
+	if o.Header != nil || o.Keys != nil || o.nk == 0 {
 		return o.Keys
 	}
 	keys := make([]string, o.nk)

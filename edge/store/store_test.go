@@ -295,3 +295,25 @@ func TestStoredCopyKeepsKeys(t *testing.T) {
 		t.Error("purge by key c left the copy whose new header declares it")
 	}
 }
+
+// TestStoredCopyGivenKeys: a copy of a stored object given keys of its own (and no header) is
+// stored with those keys, not its original's.
+func TestStoredCopyGivenKeys(t *testing.T) {
+	s, c := newStore(t)
+	if !s.Put(object("h", "/o", c.t, "a")) {
+		t.Fatal("Put refused")
+	}
+	stored, _, _ := s.Lookup("h/o", nil)
+	cp := *stored
+	cp.Primary, cp.Keys = "h/o3", []string{"z"}
+	if !s.Put(&cp) {
+		t.Fatal("Put refused the copy")
+	}
+	got, _, _ := s.Lookup("h/o3", nil)
+	if got == nil {
+		t.Fatal("copy not found")
+	}
+	if fmt.Sprint(got.SurrogateKeys()) != "[z]" {
+		t.Errorf("copy given keys [z]: stored with %q", got.SurrogateKeys())
+	}
+}
