@@ -12,9 +12,11 @@ import (
 type discardWriter struct {
 	h      http.Header
 	status int
+	values [16]string
 }
 
 func (d *discardWriter) Header() http.Header         { return d.h }
+func (d *discardWriter) ValueScratch() []string      { return d.values[:] } // as edge/http1 and edge/h2
 func (d *discardWriter) Write(b []byte) (int, error) { return len(b), nil }
 func (d *discardWriter) WriteHeader(s int)           { d.status = s }
 

@@ -39,7 +39,8 @@ func (n *Node) deliverAnswer(w *logWriter, req *request, a answer) {
 }
 
 // deliver writes obj to the client. It never modifies obj: header value slices are the
-// request's (req.values) or shared with the object, and only replaced, never appended to.
+// response writer's (valueScratcher) or shared with the object, and only replaced, never
+// appended to.
 func (n *Node) deliver(w *logWriter, req *request, obj *store.Object, cs httpcache.Status, upstreamCS string) {
 	if obj.Size > 0 {
 		n.deliverSliced(w, req, obj, cs, upstreamCS)
@@ -88,7 +89,11 @@ func clientPolicy(h http.Header, req *request) http.Header {
 // may see, under the host's response policy, with Age and Cache-Status.
 func (n *Node) objectHeader(w *logWriter, req *request, obj *store.Object, cs httpcache.Status, upstreamCS string) http.Header {
 	h := w.Header()
-	obj.SetHeader(h, req.values[:])
+	var scratch []string
+	if vs, ok := w.ResponseWriter.(valueScratcher); ok {
+		scratch = vs.ValueScratch()
+	}
+	obj.SetHeader(h, scratch) // without, one allocation for the values
 	clientPolicy(h, req)
 	h["Age"] = req.field(0, strconv.FormatInt(int64(obj.Age(n.clock())/time.Second), 10))
 	h["Cache-Status"] = req.field(1, httpcache.AppendStatus(upstreamCS, cs))

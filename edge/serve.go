@@ -50,9 +50,14 @@ type request struct {
 	// fields backs the one-value slices of the fields a hit sets (Age, Cache-Status,
 	// Content-Length), so that they cost no allocation of their own.
 	fields [3]string
-	// values backs the value slices of a stored object's header fields on a hit
-	// (store.Object.SetHeader): an origin's answer rarely has more.
-	values [16]string
+}
+
+// valueScratcher is a ResponseWriter with storage of its own, reused from one response to the
+// next, for the response header's value slices (edge/http1, edge/h2): a hit copies a stored
+// object's fields into the header with no allocation (store.Object.SetHeader), and the
+// request stays small.
+type valueScratcher interface {
+	ValueScratch() []string
 }
 
 // field returns a one-value slice of v for the response header, backed by req.fields[i].

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -153,6 +154,62 @@ func testThreeProtocols(t *testing.T, h2server string) {
 	if got := counterValue(t, n, `meridian_edge_requests_total{cache="hit",code="200",proto="h3"}`); got != 1 {
 		t.Errorf("h3 hits in metrics = %v, want 1", got)
 	}
+}
+
+// TestHitHeaderScratchReuse: the HTTP/1.1 and HTTP/2 servers lend each response a scratch for
+// its header's value slices and reuse it for later responses (a connection's next request, a
+// later stream). Hits on two objects with different fields, alternating on one connection
+// and, over HTTP/2, eight at a time, must each get their own object's fields.
+func TestHitHeaderScratchReuse(t *testing.T) {
+	_, n := tlsEdge(t, TLSConfig{Dev: true})
+	paths := map[string]string{ // path -> its Content-Type (and Location /from-<last letter>)
+		"/a?cc=max-age%3D600&ct=text%2Fa&location=%2Ffrom-a": "text/a",
+		"/b?cc=max-age%3D600&ct=text%2Fb&location=%2Ffrom-b": "text/b",
+	}
+	h1 := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+	h2 := &http.Client{Transport: &http.Transport{TLSClientConfig: insecure(testHost), ForceAttemptHTTP2: true}}
+	defer h1.CloseIdleConnections()
+	defer h2.CloseIdleConnections()
+	check := func(t *testing.T, c *http.Client, base, path, ct string) {
+		r := getWith(t, c, base+path)
+		loc := "/from-" + ct[len(ct)-1:]
+		if got := r.header.Get("Content-Type"); got != ct || r.header.Get("Location") != loc {
+			t.Errorf("%s: Content-Type %q, Location %q; want %q, %q", path, got, r.header.Get("Location"), ct, loc)
+		}
+	}
+	for path, ct := range paths { // fill both
+		check(t, h1, "http://"+n.Addr(), path, ct)
+	}
+	for range 4 {
+		for path, ct := range paths {
+			check(t, h1, "http://"+n.Addr(), path, ct)
+			check(t, h2, "https://"+n.HTTPSAddr(), path, ct)
+		}
+	}
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			for j := range 20 {
+				path := "/a?cc=max-age%3D600&ct=text%2Fa&location=%2Ffrom-a"
+				if (i+j)%2 == 1 {
+					path = "/b?cc=max-age%3D600&ct=text%2Fb&location=%2Ffrom-b"
+				}
+				req, _ := http.NewRequest(http.MethodGet, "https://"+n.HTTPSAddr()+path, nil)
+				req.Host = testHost
+				r, err := h2.Do(req)
+				if err != nil {
+					t.Errorf("GET %s: %v", path, err)
+					return
+				}
+				io.Copy(io.Discard, r.Body)
+				r.Body.Close()
+				if got, want := r.Header.Get("Content-Type"), paths[path]; got != want || r.ProtoMajor != 2 {
+					t.Errorf("%s over HTTP/%d, concurrently: Content-Type %q, want %q", path, r.ProtoMajor, got, want)
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
 
 func peerCert(t *testing.T, addr string, cfg *tls.Config) (*x509.Certificate, error) {

@@ -108,7 +108,10 @@ type conn struct {
 	// streams: a map grown to a cached object's dozen fields is several allocations, which at
 	// a full store cost more in collections than in the allocating (issue 15).
 	freeHeaders []http.Header
-	frameHdr    [9]byte // a DATA frame's header being written
+	// freeValues are value scratches (responseWriter.ValueScratch) of handlers that
+	// returned, for the next streams, recycled with the header maps.
+	freeValues []*[16]string
+	frameHdr   [9]byte // a DATA frame's header being written
 }
 
 // maxFreeHeaders bounds freeHeaders; maxRecycledFields keeps a map a handler grew far past a
@@ -130,10 +133,29 @@ func (c *conn) takeHeaderLocked() http.Header {
 	return h
 }
 
+// takeValuesLocked returns a cleared value scratch, or nil if none is free.
+func (c *conn) takeValuesLocked() *[16]string {
+	n := len(c.freeValues)
+	if n == 0 {
+		return nil
+	}
+	v := c.freeValues[n-1]
+	c.freeValues[n-1] = nil
+	c.freeValues = c.freeValues[:n-1]
+	return v
+}
+
 // recycleHeaderLocked takes back the response header map of st, whose handler returned and
 // whose header is encoded: net/http's contract is that a handler does not use its
 // ResponseWriter, header included, after it returns.
 func (c *conn) recycleHeaderLocked(st *stream) {
+	if v := st.rw.values; v != nil {
+		st.rw.values = nil
+		if len(c.freeValues) < maxFreeHeaders {
+			clear(v[:]) // so that no stale value keeps a stored object's memory
+			c.freeValues = append(c.freeValues, v)
+		}
+	}
 	h := st.rw.header
 	st.rw.header = nil
 	if h == nil || len(h) > maxRecycledFields || len(c.freeHeaders) >= maxFreeHeaders {

@@ -22,6 +22,7 @@ import (
 type responseWriter struct {
 	st     *stream
 	header http.Header
+	values *[16]string // ValueScratch's, recycled with header
 	head   bool
 
 	status      int
@@ -49,6 +50,17 @@ func (w *responseWriter) Header() http.Header {
 		w.header = make(http.Header, 8)
 	}
 	return w.header
+}
+
+// ValueScratch returns storage for the response header's value slices, which the handler may
+// use until it returns: a hit's dozen stored fields then need no allocation of their own
+// (edge's objectHeader). Like the header map, it is recycled for a later stream once the
+// handler returned and the header is encoded.
+func (w *responseWriter) ValueScratch() []string {
+	if w.values == nil {
+		w.values = new([16]string)
+	}
+	return w.values[:]
 }
 
 func (w *responseWriter) WriteHeader(code int) {

@@ -474,24 +474,33 @@ func TestTrailers(t *testing.T) {
 
 // TestResponseHeaderRecycled checks that a connection gives a later stream the header map of
 // a handler that returned, cleared: nothing one answer set reaches the next, including
-// fields that had to grow the map, and the map is reused (no allocation to grow it again).
+// fields that had to grow the map, and the map is reused (no allocation to grow it again);
+// and the same of the value scratch (ValueScratch).
 func TestResponseHeaderRecycled(t *testing.T) {
 	var mu sync.Mutex
-	maps := map[string]int{}
+	maps, scratches := map[string]int{}, map[*string]int{}
 	ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
+		vs := w.(interface{ ValueScratch() []string }).ValueScratch()
 		mu.Lock()
 		maps[fmt.Sprintf("%p", h)]++
+		scratches[&vs[0]]++
 		mu.Unlock()
 		if len(h) != 0 {
 			t.Errorf("request %s: header starts with %v", r.URL.Path, h)
+		}
+		for i, v := range vs {
+			if v != "" {
+				t.Errorf("request %s: value scratch starts with %q at %d", r.URL.Path, v, i)
+			}
 		}
 		if r.URL.Path == "/first" {
 			for i := range 20 { // past a small map's first group
 				h.Set(fmt.Sprintf("X-First-%d", i), "1")
 			}
 		}
-		h.Set("X-Path", r.URL.Path)
+		vs[0] = r.URL.Path
+		h["X-Path"] = vs[0:1:1] // as the edge's hits use it (store.Object.SetHeader)
 		io.WriteString(w, r.URL.Path)
 	}))
 	for _, p := range []string{"/first", "/second", "/third"} {
@@ -513,7 +522,7 @@ func TestResponseHeaderRecycled(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(maps) != 1 {
-		t.Errorf("three sequential requests on one connection used %d header maps, want 1", len(maps))
+	if len(maps) != 1 || len(scratches) != 1 {
+		t.Errorf("three sequential requests on one connection used %d header maps and %d value scratches, want 1 each", len(maps), len(scratches))
 	}
 }

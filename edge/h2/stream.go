@@ -156,7 +156,7 @@ func (c *conn) newStream(id uint32, f *http2.MetaHeadersFrame) *stream {
 		req.ContentLength = declared
 	}
 	st.req = req.WithContext(st.ctx)
-	st.rw = responseWriter{st: st, head: method == http.MethodHead, cl: -1, header: c.takeHeaderLocked()}
+	st.rw = responseWriter{st: st, head: method == http.MethodHead, cl: -1, header: c.takeHeaderLocked(), values: c.takeValuesLocked()}
 	return st
 }
 

@@ -42,6 +42,7 @@ type conn struct {
 	pending [bufferBeforeChunking]byte
 	tmpl    http.Request // filled per request; WithContext copies it, one allocation instead of two
 	header  http.Header  // the response header, reused (serveRequest)
+	values  [16]string   // the response header's value slices, reused (ValueScratch)
 
 	// The watch for a client going away while a handler runs long (backgroundRead).
 	mu      sync.Mutex
@@ -216,6 +217,7 @@ func (c *conn) serveRequest(h *head, u *url.URL) bool {
 		c.header = make(http.Header, 16)
 	}
 	clear(c.header)
+	clear(c.values[:]) // so that no stale value keeps a stored object's memory
 	w := &response{c: c, req: r, header: c.header, head: h.method == http.MethodHead, cl: -1, pending: c.pending[:0]}
 	c.watch(cancel)
 	ok := c.runHandler(w, r)

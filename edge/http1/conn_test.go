@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -284,5 +285,50 @@ func TestLargeAnswer(t *testing.T) {
 	got, err := io.ReadAll(resp.Body)
 	if err != nil || string(got) != body {
 		t.Fatalf("read %d bytes (%v), want %d", len(got), err, len(body))
+	}
+}
+
+// TestValueScratchReused: a connection lends each request's handler the same value scratch
+// (ValueScratch), cleared, and a value one answer put there is never in the next answer.
+func TestValueScratchReused(t *testing.T) {
+	var mu sync.Mutex
+	scratches := map[*string]int{}
+	_, addr := serveFast(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		vs := w.(interface{ ValueScratch() []string }).ValueScratch()
+		mu.Lock()
+		scratches[&vs[0]]++
+		mu.Unlock()
+		for i, v := range vs {
+			if v != "" {
+				t.Errorf("request %s: value scratch starts with %q at %d", r.URL.Path, v, i)
+			}
+		}
+		vs[0] = r.URL.Path
+		w.Header()["X-Path"] = vs[0:1:1] // as the edge's hits use it (store.Object.SetHeader)
+		if r.URL.Path == "/first" {
+			vs[1] = "first only"
+			w.Header()["X-First"] = vs[1:2:2]
+		}
+	}), nil)
+	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+	defer c.CloseIdleConnections()
+	for _, p := range []string{"/first", "/second", "/third"} {
+		resp, err := c.Get("http://" + addr + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if got := resp.Header.Get("X-Path"); got != p {
+			t.Errorf("%s: X-Path %q", p, got)
+		}
+		if p != "/first" && resp.Header.Get("X-First") != "" {
+			t.Errorf("%s: answer carries the first answer's field: %v", p, resp.Header)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(scratches) != 1 {
+		t.Errorf("three sequential requests on one connection used %d value scratches, want 1", len(scratches))
 	}
 }

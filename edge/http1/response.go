@@ -37,6 +37,12 @@ type response struct {
 
 func (w *response) Header() http.Header { return w.header }
 
+// ValueScratch returns storage for the response header's value slices, the connection's,
+// which the handler may use until it returns: a hit's dozen stored fields then need no
+// allocation of their own (edge's objectHeader). Like the header map, it is reused for the
+// connection's next request.
+func (w *response) ValueScratch() []string { return w.c.values[:] }
+
 func (w *response) WriteHeader(code int) {
 	if w.wroteHeader {
 		return

@@ -117,14 +117,18 @@ func (o *Object) HeaderFields() iter.Seq2[string, []string] {
 
 // SetHeader sets the object's header fields in h, as a response's header. A field's value
 // slice is cut from scratch (capped), or allocated once scratch is used up, so that a hit
-// allocates nothing for its header; for an object not stored it is the Header map's own. The
-// value slices must not be modified (replaced, or appended to, which copies them).
+// allocates nothing for its header; with no scratch, one array for all of them is allocated.
+// For an object not stored it is the Header map's own. The value slices must not be modified
+// (replaced, or appended to, which copies them).
 func (o *Object) SetHeader(h map[string][]string, scratch []string) {
 	if o.Header != nil {
 		for k, vs := range o.Header {
 			h[k] = vs
 		}
 		return
+	}
+	if scratch == nil {
+		scratch = make([]string, o.headerEntries())
 	}
 	o.fields(func(name string, first, n int) bool {
 		if n == 0 {
@@ -202,6 +206,6 @@ func (o *Object) HeaderMap() http.Header {
 		return o.Header.Clone()
 	}
 	h := make(http.Header, o.HeaderLen())
-	o.SetHeader(h, make([]string, o.headerEntries())) // one array for every value, as Clone does
+	o.SetHeader(h, nil) // one array for every value, as Clone does
 	return h
 }

@@ -162,10 +162,14 @@ func TestSetHeaderScratch(t *testing.T) {
 	if !s.Put(o) {
 		t.Fatal("Put refused")
 	}
-	for _, n := range []int{0, 1, 3, 16, 40} {
+	for _, n := range []int{-1, 0, 1, 3, 16, 40} { // -1: nil
 		t.Run(fmt.Sprintf("scratch=%d", n), func(t *testing.T) {
+			var scratch []string
+			if n >= 0 {
+				scratch = make([]string, n)
+			}
 			got := http.Header{}
-			o.SetHeader(got, make([]string, n))
+			o.SetHeader(got, scratch)
 			if !sameHeader(got, want) {
 				t.Fatalf("SetHeader = %q, want %q", got, want)
 			}
@@ -173,7 +177,7 @@ func TestSetHeaderScratch(t *testing.T) {
 				got[k] = append(got[k], "appended")
 			}
 			again := http.Header{}
-			o.SetHeader(again, make([]string, n))
+			o.SetHeader(again, make([]string, max(n, 0)))
 			if !sameHeader(again, want) {
 				t.Fatalf("after appending to the values SetHeader gave, the stored header reads %q", again)
 			}
