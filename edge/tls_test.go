@@ -212,6 +212,57 @@ func TestHitHeaderScratchReuse(t *testing.T) {
 	wg.Wait()
 }
 
+// TestHitHeaderScratchAtFinish is TestHitHeaderScratchReuse for answers whose header goes out
+// only when the handler returns (HEAD, 304), not in a Write: the scratch must outlive that.
+func TestHitHeaderScratchAtFinish(t *testing.T) {
+	_, n := tlsEdge(t, TLSConfig{Dev: true})
+	paths := map[string]string{
+		"/a?cc=max-age%3D600&ct=text%2Fa&location=%2Ffrom-a": "text/a",
+		"/b?cc=max-age%3D600&ct=text%2Fb&location=%2Ffrom-b": "text/b",
+	}
+	h1 := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+	h2 := &http.Client{Transport: &http.Transport{TLSClientConfig: insecure(testHost), ForceAttemptHTTP2: true}}
+	defer h1.CloseIdleConnections()
+	defer h2.CloseIdleConnections()
+	etags := map[string]string{}
+	for path := range paths {
+		if etags[path] = getWith(t, h1, "http://"+n.Addr()+path).header.Get("ETag"); etags[path] == "" {
+			t.Fatalf("%s: no ETag from the reference origin", path)
+		}
+	}
+	send := func(c *http.Client, base, method, path, inm string) *http.Response {
+		req, _ := http.NewRequest(method, base+path, nil)
+		req.Host = testHost
+		if inm != "" {
+			req.Header.Set("If-None-Match", inm)
+		}
+		r, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, r.Body)
+		r.Body.Close()
+		return r
+	}
+	for range 3 {
+		for path, ct := range paths {
+			for _, c := range []struct {
+				cl   *http.Client
+				base string
+			}{{h1, "http://" + n.Addr()}, {h2, "https://" + n.HTTPSAddr()}} {
+				r := send(c.cl, c.base, http.MethodHead, path, "")
+				if got := r.Header.Get("Content-Type"); got != ct {
+					t.Errorf("HEAD %s over %s: Content-Type %q, want %q", path, r.Proto, got, ct)
+				}
+				r = send(c.cl, c.base, http.MethodGet, path, etags[path])
+				if r.StatusCode != http.StatusNotModified || r.Header.Get("ETag") != etags[path] {
+					t.Errorf("conditional GET %s over %s: %d, ETag %q; want 304, %q", path, r.Proto, r.StatusCode, r.Header.Get("ETag"), etags[path])
+				}
+			}
+		}
+	}
+}
+
 func peerCert(t *testing.T, addr string, cfg *tls.Config) (*x509.Certificate, error) {
 	t.Helper()
 	c, err := tls.Dial("tcp", addr, cfg)

@@ -526,3 +526,57 @@ func TestResponseHeaderRecycled(t *testing.T) {
 		t.Errorf("three sequential requests on one connection used %d header maps and %d value scratches, want 1 each", len(maps), len(scratches))
 	}
 }
+
+// TestValueScratchNotShared: two streams alive at once never share a value scratch, even
+// when the connection has one free to recycle.
+func TestValueScratchNotShared(t *testing.T) {
+	slowIn, fastDone := make(chan struct{}), make(chan struct{})
+	var mu sync.Mutex
+	ptrs := map[string]*string{}
+	ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		vs := w.(interface{ ValueScratch() []string }).ValueScratch()
+		vs[0] = r.URL.Path
+		w.Header()["X-Path"] = vs[0:1:1]
+		mu.Lock()
+		ptrs[r.URL.Path] = &vs[0]
+		mu.Unlock()
+		if r.URL.Path == "/slow" {
+			close(slowIn)
+			<-fastDone // /fast has answered and returned
+		}
+	}))
+	get := func(p string) (string, error) {
+		resp, err := ts.Client.Get(ts.URL + p)
+		if err != nil {
+			return "", err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.Header.Get("X-Path"), nil
+	}
+	if _, err := get("/warm"); err != nil { // leaves one scratch free
+		t.Fatal(err)
+	}
+	type result struct {
+		path string
+		err  error
+	}
+	slow := make(chan result, 1)
+	go func() {
+		p, err := get("/slow")
+		slow <- result{p, err}
+	}()
+	<-slowIn
+	if got, err := get("/fast"); err != nil || got != "/fast" {
+		t.Errorf("/fast: X-Path %q, %v", got, err)
+	}
+	close(fastDone)
+	if r := <-slow; r.err != nil || r.path != "/slow" {
+		t.Errorf("/slow: X-Path %q, %v", r.path, r.err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if ptrs["/slow"] == ptrs["/fast"] {
+		t.Error("two streams alive at once got the same value scratch")
+	}
+}

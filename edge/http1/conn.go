@@ -210,14 +210,12 @@ func (c *conn) serveRequest(h *head, u *url.URL) bool {
 		Close:      h.close,
 	}
 	r := c.tmpl.WithContext(ctx)
-	// The response header map is the connection's, cleared for each request: a hit copies a
+	// The response header map is the connection's, cleared after each answer: a hit copies a
 	// dozen stored fields into it, and a fresh map would grow its table every time. The
 	// handler must not keep it once it has returned (the edge's does not).
 	if c.header == nil {
 		c.header = make(http.Header, 16)
 	}
-	clear(c.header)
-	clear(c.values[:]) // so that no stale value keeps a stored object's memory
 	w := &response{c: c, req: r, header: c.header, head: h.method == http.MethodHead, cl: -1, pending: c.pending[:0]}
 	c.watch(cancel)
 	ok := c.runHandler(w, r)
@@ -226,6 +224,10 @@ func (c *conn) serveRequest(h *head, u *url.URL) bool {
 		return false
 	}
 	w.finish()
+	// The answer is in c.out: its header and values are no longer needed, and an idle
+	// connection must not keep a stored object's memory alive through them.
+	clear(c.header)
+	clear(c.values[:])
 	// A watch that saw the client half-close leaves the requests already buffered to be
 	// answered, as net/http does; the next read then ends the connection.
 	return !w.closeAfter && c.werr == nil
