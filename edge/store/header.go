@@ -130,23 +130,25 @@ func (o *Object) SetHeader(h map[string][]string, scratch []string) {
 	if scratch == nil {
 		scratch = make([]string, o.headerEntries())
 	}
-	o.fields(func(name string, first, n int) bool {
-		if n == 0 {
+	// A plain loop, not fields: this is every hit's path.
+	for i, end := int(o.nm), o.entries(); i < end; {
+		name, n := fieldHead(o.entryAt(i))
+		i++
+		switch {
+		case n == 0:
 			h[name] = nil
-			return true
+		case n > len(scratch):
+			h[name] = o.values(i, n)
+		default:
+			vs := scratch[:n:n]
+			scratch = scratch[n:]
+			for j := range vs {
+				vs[j] = o.entryAt(i + j)
+			}
+			h[name] = vs
 		}
-		if n > len(scratch) {
-			h[name] = o.values(first, n)
-			return true
-		}
-		vs := scratch[:n:n]
-		scratch = scratch[n:]
-		for j := range vs {
-			vs[j] = o.entryAt(first + j)
-		}
-		h[name] = vs
-		return true
-	})
+		i += n
+	}
 }
 
 // HeaderValues returns the values of the header field name, as http.Header.Values does:
