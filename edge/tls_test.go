@@ -156,20 +156,29 @@ func testThreeProtocols(t *testing.T, h2server string) {
 	}
 }
 
+// scratchFixture is an edge with HTTPS, two reference-origin paths whose answers differ in
+// Content-Type and Location ("/from-a", "/from-b"), mapped to their Content-Type, and an
+// HTTP/1.1 client on one connection and an HTTP/2 one.
+func scratchFixture(t *testing.T) (n *Node, paths map[string]string, h1, h2 *http.Client) {
+	t.Helper()
+	_, n = tlsEdge(t, TLSConfig{Dev: true})
+	paths = map[string]string{
+		"/a?cc=max-age%3D600&ct=text%2Fa&location=%2Ffrom-a": "text/a",
+		"/b?cc=max-age%3D600&ct=text%2Fb&location=%2Ffrom-b": "text/b",
+	}
+	h1 = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+	h2 = &http.Client{Transport: &http.Transport{TLSClientConfig: insecure(testHost), ForceAttemptHTTP2: true}}
+	t.Cleanup(h1.CloseIdleConnections)
+	t.Cleanup(h2.CloseIdleConnections)
+	return n, paths, h1, h2
+}
+
 // TestHitHeaderScratchReuse: the HTTP/1.1 and HTTP/2 servers lend each response a scratch for
 // its header's value slices and reuse it for later responses (a connection's next request, a
 // later stream). Hits on two objects with different fields, alternating on one connection
 // and, over HTTP/2, eight at a time, must each get their own object's fields.
 func TestHitHeaderScratchReuse(t *testing.T) {
-	_, n := tlsEdge(t, TLSConfig{Dev: true})
-	paths := map[string]string{ // path -> its Content-Type (and Location /from-<last letter>)
-		"/a?cc=max-age%3D600&ct=text%2Fa&location=%2Ffrom-a": "text/a",
-		"/b?cc=max-age%3D600&ct=text%2Fb&location=%2Ffrom-b": "text/b",
-	}
-	h1 := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
-	h2 := &http.Client{Transport: &http.Transport{TLSClientConfig: insecure(testHost), ForceAttemptHTTP2: true}}
-	defer h1.CloseIdleConnections()
-	defer h2.CloseIdleConnections()
+	n, paths, h1, h2 := scratchFixture(t)
 	check := func(t *testing.T, c *http.Client, base, path, ct string) {
 		r := getWith(t, c, base+path)
 		loc := "/from-" + ct[len(ct)-1:]
@@ -215,15 +224,7 @@ func TestHitHeaderScratchReuse(t *testing.T) {
 // TestHitHeaderScratchAtFinish is TestHitHeaderScratchReuse for answers whose header goes out
 // only when the handler returns (HEAD, 304), not in a Write: the scratch must outlive that.
 func TestHitHeaderScratchAtFinish(t *testing.T) {
-	_, n := tlsEdge(t, TLSConfig{Dev: true})
-	paths := map[string]string{
-		"/a?cc=max-age%3D600&ct=text%2Fa&location=%2Ffrom-a": "text/a",
-		"/b?cc=max-age%3D600&ct=text%2Fb&location=%2Ffrom-b": "text/b",
-	}
-	h1 := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
-	h2 := &http.Client{Transport: &http.Transport{TLSClientConfig: insecure(testHost), ForceAttemptHTTP2: true}}
-	defer h1.CloseIdleConnections()
-	defer h2.CloseIdleConnections()
+	n, paths, h1, h2 := scratchFixture(t)
 	etags := map[string]string{}
 	for path := range paths {
 		if etags[path] = getWith(t, h1, "http://"+n.Addr()+path).header.Get("ETag"); etags[path] == "" {

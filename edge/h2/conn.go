@@ -122,26 +122,21 @@ const (
 )
 
 // takeHeaderLocked returns a cleared response header map, or nil if none is free.
-func (c *conn) takeHeaderLocked() http.Header {
-	n := len(c.freeHeaders)
-	if n == 0 {
-		return nil
-	}
-	h := c.freeHeaders[n-1]
-	c.freeHeaders[n-1] = nil
-	c.freeHeaders = c.freeHeaders[:n-1]
-	return h
-}
+func (c *conn) takeHeaderLocked() http.Header { return popFree(&c.freeHeaders) }
 
 // takeValuesLocked returns a cleared value scratch, or nil if none is free.
-func (c *conn) takeValuesLocked() *[16]string {
-	n := len(c.freeValues)
+func (c *conn) takeValuesLocked() *[16]string { return popFree(&c.freeValues) }
+
+// popFree takes the last of a free list, or returns the zero value if it is empty.
+func popFree[T any](list *[]T) T {
+	var zero T
+	n := len(*list)
 	if n == 0 {
-		return nil
+		return zero
 	}
-	v := c.freeValues[n-1]
-	c.freeValues[n-1] = nil
-	c.freeValues = c.freeValues[:n-1]
+	v := (*list)[n-1]
+	(*list)[n-1] = zero // the list's array must not keep what it handed out
+	*list = (*list)[:n-1]
 	return v
 }
 
