@@ -130,25 +130,22 @@ func (o *Object) SetHeader(h map[string][]string, scratch []string) {
 	if scratch == nil {
 		scratch = make([]string, o.headerEntries())
 	}
-	// A plain loop, not fields: this is every hit's path.
-	for i, end := int(o.nm), o.entries(); i < end; {
-		name, n := fieldHead(o.entryAt(i))
-		i++
+	o.fields(func(name string, first, n int) bool {
 		switch {
 		case n == 0:
 			h[name] = nil
 		case n > len(scratch):
-			h[name] = o.values(i, n)
+			h[name] = o.values(first, n)
 		default:
 			vs := scratch[:n:n]
 			scratch = scratch[n:]
 			for j := range vs {
-				vs[j] = o.entryAt(i + j)
+				vs[j] = o.entryAt(first + j)
 			}
 			h[name] = vs
 		}
-		i += n
-	}
+		return true
+	})
 }
 
 // HeaderValues returns the values of the header field name, as http.Header.Values does:
