@@ -116,7 +116,8 @@ func msOf(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e6 }
 // BenchmarkPurgeAPI measures, per purge, the time from the POST /v1/purge?wait call to the
 // control plane's receipt of the last of 20 real edges' acks (ack-*), and to the HTTP answer
 // (answer-*), next to the bare core-NATS fan-out floor to 20 connections measured in the same
-// run. Run with -benchtime 1000x.
+// run (floor-*), and the same fan-out with a reply from each (rtt-floor-*). Run with
+// -benchtime 1000x.
 func BenchmarkPurgeAPI(b *testing.B) {
 	s, base := startBenchFleet(b)
 	c := &http.Client{}
@@ -164,8 +165,10 @@ func BenchmarkPurgeAPI(b *testing.B) {
 		ackBacks = append(ackBacks, r.CompletedAt.Sub(last))
 	}
 	b.StopTimer()
-	fl := natstest.FanoutFloor(b, s.NATSURL(), benchEdges, max(len(acks), 200), natsOptions(b, s.NATSURL(), natsauth.Control())...)
-	ah, wh, fh := durhist.Of(acks), durhist.Of(answers), durhist.Of(fl)
+	opts := natsOptions(b, s.NATSURL(), natsauth.Control())
+	fl := natstest.FanoutFloor(b, s.NATSURL(), benchEdges, max(len(acks), 200), opts...)
+	rt := natstest.RoundTripFloor(b, s.NATSURL(), benchEdges, max(len(acks), 200), opts...)
+	ah, wh, fh, rh := durhist.Of(acks), durhist.Of(answers), durhist.Of(fl), durhist.Of(rt)
 	b.ReportMetric(msOf(ah.Quantile(0.50)), "ack-p50-ms")
 	b.ReportMetric(msOf(ah.Quantile(0.99)), "ack-p99-ms")
 	b.ReportMetric(msOf(ah.Max()), "ack-max-ms")
@@ -174,6 +177,10 @@ func BenchmarkPurgeAPI(b *testing.B) {
 	b.ReportMetric(msOf(fh.Quantile(0.50)), "floor-p50-ms")
 	b.ReportMetric(msOf(fh.Quantile(0.99)), "floor-p99-ms")
 	b.ReportMetric(float64(ah.Quantile(0.99))/float64(max(fh.Quantile(0.99), 1)), "p99/floor")
+	// The round trip (fan-out and 20 replies) is the least any acknowledged purge can take.
+	b.ReportMetric(msOf(rh.Quantile(0.50)), "rtt-floor-p50-ms")
+	b.ReportMetric(msOf(rh.Quantile(0.99)), "rtt-floor-p99-ms")
+	b.ReportMetric(float64(ah.Quantile(0.99))/float64(max(rh.Quantile(0.99), 1)), "p99/rtt-floor")
 	// Caught-up edges take purges from the live subject and have no consumer; a replay's stays
 	// listed for 30 s.
 	b.ReportMetric(float64(natstest.StreamConsumers(b, s.JetStream(), purge.StreamName(""))), "stream-consumers")

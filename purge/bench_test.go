@@ -116,7 +116,8 @@ func BenchmarkFanout(b *testing.B) {
 	}
 	b.StopTimer()
 	fl := natstest.FanoutFloor(b, f.ns.URL(), benchNodes, max(b.N, 200), f.ns.Options(natsauth.Control())...)
-	lh, fh, ph := durhist.Of(lat), durhist.Of(fl), durhist.Of(pub)
+	rt := natstest.RoundTripFloor(b, f.ns.URL(), benchNodes, max(b.N, 200), f.ns.Options(natsauth.Control())...)
+	lh, fh, ph, rh := durhist.Of(lat), durhist.Of(fl), durhist.Of(pub), durhist.Of(rt)
 	b.ReportMetric(msf(ph.Quantile(0.50)), "publish-p50-ms")
 	b.ReportMetric(msf(ph.Quantile(0.99)), "publish-p99-ms")
 	b.ReportMetric(msf(lh.Quantile(0.50)), "p50-ms")
@@ -125,6 +126,9 @@ func BenchmarkFanout(b *testing.B) {
 	b.ReportMetric(msf(fh.Quantile(0.50)), "floor-p50-ms")
 	b.ReportMetric(msf(fh.Quantile(0.99)), "floor-p99-ms")
 	b.ReportMetric(float64(lh.Quantile(0.99))/float64(max(fh.Quantile(0.99), 1)), "p99/floor")
+	b.ReportMetric(msf(rh.Quantile(0.50)), "rtt-floor-p50-ms")
+	b.ReportMetric(msf(rh.Quantile(0.99)), "rtt-floor-p99-ms")
+	b.ReportMetric(float64(lh.Quantile(0.99))/float64(max(rh.Quantile(0.99), 1)), "p99/rtt-floor")
 	b.ReportMetric(float64(f.replays()), "replays")
 }
 

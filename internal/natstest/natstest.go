@@ -190,19 +190,39 @@ func ConnectURL(t testing.TB, url string, opts ...nats.Option) (*nats.Conn, jets
 // opts authenticate the connections (they need to publish and subscribe "bench.floor").
 func FanoutFloor(t testing.TB, url string, subscribers, n int, opts ...nats.Option) []time.Duration {
 	t.Helper()
+	return floor(t, url, subscribers, n, false, opts)
+}
+
+// RoundTripFloor is FanoutFloor with the way back that a purge's acks take: each subscriber
+// answers with an ack-sized reply from its own connection, and a publish is done once the
+// publisher has received every reply. It is the least a purge acknowledged by every node can
+// take on core NATS alone, without the stream, decoding or applying.
+func RoundTripFloor(t testing.TB, url string, subscribers, n int, opts ...nats.Option) []time.Duration {
+	t.Helper()
+	return floor(t, url, subscribers, n, true, opts)
+}
+
+func floor(t testing.TB, url string, subscribers, n int, reply bool, opts []nats.Option) []time.Duration {
+	t.Helper()
 	var got atomic.Int32
 	done := make(chan struct{}, 1)
+	count := func(*nats.Msg) {
+		if got.Add(1) == int32(subscribers) {
+			done <- struct{}{}
+		}
+	}
+	ack := make([]byte, 120) // about an ack's size
 	for range subscribers {
 		c, err := nats.Connect(url, opts...)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		if _, err := c.Subscribe("bench.floor", func(*nats.Msg) {
-			if got.Add(1) == int32(subscribers) {
-				done <- struct{}{}
-			}
-		}); err != nil {
+		handle := count
+		if reply {
+			handle = func(m *nats.Msg) { _ = c.Publish(m.Reply, ack) }
+		}
+		if _, err := c.Subscribe("bench.floor", handle); err != nil {
 			t.Fatal(err)
 		}
 		if err := c.Flush(); err != nil {
@@ -214,12 +234,19 @@ func FanoutFloor(t testing.TB, url string, subscribers, n int, opts ...nats.Opti
 		t.Fatal(err)
 	}
 	defer pub.Close()
-	payload := make([]byte, 200) // about a purge message's size
+	inbox := ""
+	if reply {
+		inbox = pub.NewInbox()
+		if _, err := pub.Subscribe(inbox, count); err != nil {
+			t.Fatal(err)
+		}
+	}
+	msg := &nats.Msg{Subject: "bench.floor", Reply: inbox, Data: make([]byte, 200)} // about a purge message's size
 	lat := make([]time.Duration, 0, n)
 	for range n {
 		got.Store(0)
 		start := time.Now()
-		if err := pub.Publish("bench.floor", payload); err != nil {
+		if err := pub.PublishMsg(msg); err != nil {
 			t.Fatal(err)
 		}
 		if err := pub.FlushTimeout(5 * time.Second); err != nil {
