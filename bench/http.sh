@@ -29,6 +29,12 @@
 #                                   the large-object case alone
 # CASES=std runs only the small-object, miss, HTTP/2 and HTTP/3 cases; CASES=large is --large.
 # ATS=off leaves ATS out.
+# ROUNDS (default 1) runs the small-object, miss and HTTP/2 cases that many times, the servers'
+# order reversed every other round, and reports for each case the median over the rounds:
+# of requests/s and latency per server, and of the round's own ratios (the runs of one round
+# are closest in time, so a noisy neighbour spoils one ratio, not the verdict).
+# NGINX_CACHE_DIR puts nginx's cache in a fresh directory inside the one named (e.g. /dev/shm,
+# tmpfs, so that a slow disk cannot slow nginx's misses); the default is the work directory.
 # Large case knobs: LARGE_DUR, LARGE_CONNS, LARGE_SIZE (bytes, default 67108864), LARGE_ROUNDS
 # (default 3: each round runs the three servers in turn, each cold; medians are reported).
 set -euo pipefail
@@ -50,6 +56,7 @@ if [[ $MODE == large ]]; then
   LARGE_CONNS=${2:-$LARGE_CONNS}
 fi
 LARGE_SIZE=${LARGE_SIZE:-67108864}
+ROUNDS=${ROUNDS:-1}
 THREADS=${THREADS:-1}
 OUT=${OUT:-bench/results/http.json}
 OUT_LARGE=${OUT_LARGE:-bench/results/http-large.json}
@@ -61,7 +68,7 @@ cleanup() {
     [ -f "$WORK/$f.pid" ] && kill "$(cat "$WORK/$f.pid")" 2>/dev/null || true
   done
   wait 2>/dev/null || true
-  rm -rf "$WORK"
+  rm -rf "$WORK" ${NGINX_CACHE_RM:+"$NGINX_CACHE_RM"}
 }
 trap cleanup EXIT
 
@@ -363,11 +370,16 @@ YAML
 
 # nginx: one proxy_cache zone; the static origin is a second server block (by server_name) with
 # the same cache settings.
-mkdir -p "$WORK/nginx-cache"
-chown -R "$(id -un www-data 2>/dev/null || echo nobody)" "$WORK/nginx-cache" 2>/dev/null || true
+NGINX_CACHE=$WORK/nginx-cache
+if [[ -n ${NGINX_CACHE_DIR:-} ]]; then
+  NGINX_CACHE=$(mktemp -d -p "$NGINX_CACHE_DIR" meridian-bench-nginx-cache.XXXXXX)
+  NGINX_CACHE_RM=$NGINX_CACHE # removed by cleanup
+fi
+mkdir -p "$NGINX_CACHE"
+chown -R "$(id -un www-data 2>/dev/null || echo nobody)" "$NGINX_CACHE" 2>/dev/null || true
 cat >"$WORK/nginx.conf" <<NGINX
 $(nginx_head "$WORK" nginx)
-  proxy_cache_path $WORK/nginx-cache levels=1:2 keys_zone=bench:64m max_size=1g inactive=1h use_temp_path=off;
+  proxy_cache_path $NGINX_CACHE levels=1:2 keys_zone=bench:64m max_size=1g inactive=1h use_temp_path=off;
   upstream origin { server $ORIGIN; keepalive 64; }
   upstream static { server $STATIC; keepalive 64; }
   server {
@@ -559,7 +571,7 @@ run() {
   p99=$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us$/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v=v*1000}; print v}' <<<"$out")
   errs=$(awk '/Non-2xx or 3xx responses:/ {print $NF} /Socket errors/ {print "socket:" $0}' <<<"$out" | tr '\n' ' ')
   printf '%-9s %-8s %12s req/s  p99 %8s ms  %s%s\n' "$name" "$case" "$rps" "$p99" "${per:+origin requests per request $per }" "$errs" >&2
-  ROWS+=("$name $case ${rps:-0} ${p99:-0}${per:+ $per}")
+  ROWS+=("$ROUND $name $case ${rps:-0} ${p99:-0}${per:+ $per}")
 }
 
 CASES=("hit-1k /hit/1k?size=1024&cc=max-age%3D3600"
@@ -568,13 +580,6 @@ CASES=("hit-1k /hit/1k?size=1024&cc=max-age%3D3600"
        "miss-mix lua"
        "miss-1k unique:1k"
        "miss-16k unique:16k")
-for c in "${CASES[@]}"; do
-  for p in "${SERVERS[@]}"; do
-    set -- $c $p
-    run "$3" "$4" "$1" "$2"
-  done
-done
-
 # HTTP/2 over TLS: h2load, one thread, CONNS connections, 10 streams each.
 DSECS=${DUR%s}
 h2run() { # NAME ADDR CASE PATH
@@ -583,13 +588,32 @@ h2run() { # NAME ADDR CASE PATH
   rps=$(awk '/^finished in/ {for (i=1;i<=NF;i++) if ($i ~ /req\/s/) {v=$(i-1); gsub(",","",v); print v}}' <<<"$out")
   mean=$(awk '/time for request:/ {v=$6; if (v ~ /us$/) {sub(/us$/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v=v*1000}; print v}' <<<"$out")
   printf '%-9s %-8s %12s req/s  mean %8s ms\n' "$1" "$3" "$rps" "$mean" >&2
-  ROWS+=("$1 $3 ${rps:-0} ${mean:-0}")
+  ROWS+=("$ROUND $1 $3 ${rps:-0} ${mean:-0}")
 }
-for c in "h2-1k /hit/1k?size=1024&cc=max-age%3D3600" "h2-16k /hit/16k?size=16384&cc=max-age%3D3600"; do
-  set -- $c
-  h2run meridian $EDGE_TLS "$1" "$2"
-  h2run nginx $NGINX_TLS "$1" "$2"
+H2=("meridian $EDGE_TLS" "nginx $NGINX_TLS")
+for ROUND in $(seq 1 "$ROUNDS"); do
+  ORDER=("${SERVERS[@]}")
+  H2ORDER=("${H2[@]}")
+  if ((ROUND % 2 == 0)); then # the other way round, so that neither server always runs first
+    ORDER=() H2ORDER=()
+    for ((i = ${#SERVERS[@]} - 1; i >= 0; i--)); do ORDER+=("${SERVERS[i]}"); done
+    for ((i = ${#H2[@]} - 1; i >= 0; i--)); do H2ORDER+=("${H2[i]}"); done
+  fi
+  ((ROUNDS == 1)) || echo "round $ROUND of $ROUNDS: ${ORDER[*]%% *}; load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+  for c in "${CASES[@]}"; do
+    for p in "${ORDER[@]}"; do
+      set -- $c $p
+      run "$3" "$4" "$1" "$2"
+    done
+  done
+  for c in "h2-1k /hit/1k?size=1024&cc=max-age%3D3600" "h2-16k /hit/16k?size=16384&cc=max-age%3D3600"; do
+    for p in "${H2ORDER[@]}"; do
+      set -- $c $p
+      h2run "$3" "$4" "$1" "$2"
+    done
+  done
 done
+ROUND=1
 # HTTP/3: Meridian only (nginx 1.22, Varnish and ATS 9 have none).
 for c in "h3-1k /hit/1k?size=1024&cc=max-age%3D3600" "h3-16k /hit/16k?size=16384&cc=max-age%3D3600"; do
   set -- $c
@@ -597,29 +621,57 @@ for c in "h3-1k /hit/1k?size=1024&cc=max-age%3D3600" "h3-16k /hit/16k?size=16384
   rps=$(sed -E 's/.*"rps":([0-9.e+]+).*/\1/' <<<"$out")
   p99=$(sed -E 's/.*"p99_ms":([0-9.e+]+).*/\1/' <<<"$out")
   printf '%-9s %-8s %12s req/s  p99 %8s ms  %s\n' meridian "$1" "$rps" "$p99" "$out" >&2
-  ROWS+=("meridian $1 $rps $p99")
+  ROWS+=("$ROUND meridian $1 $rps $p99")
 done
 
 # Report: a table with ratios, the issue 15 goals, and JSON. One awk program reads the rows
-# ("server case rps latency") and prints the part asked for (what=table|goals|json).
+# ("round server case rps latency") and prints the part asked for (what=table|goals|json). With
+# more than one round, each figure is the median over the rounds, and each ratio the median of
+# the rounds' own ratios.
 cat >"$WORK/report.awk" <<'AWK'
-function has(s, c) { return ((s, c) in R) }
-function num(s, c) { return has(s, c) ? sprintf("%.0f", R[s, c]) : "-" }
-function ratio(c, s) { return (has("meridian", c) && has(s, c) && R[s, c] > 0) ? R["meridian", c] / R[s, c] : "" }
+# med: the median of the n values V[1..n] (sorted in place).
+function med(V, n,   i, j, t) {
+  for (i = 2; i <= n; i++) for (j = i; j > 1 && V[j - 1] > V[j]; j--) { t = V[j]; V[j] = V[j - 1]; V[j - 1] = t }
+  return n % 2 ? V[(n + 1) / 2] : (V[n / 2] + V[n / 2 + 1]) / 2
+}
+function has(s, c) { return ((s, c) in N) }
+# over: the median over the rounds of X (R or L) for server s and case c, or "".
+function over(X, s, c,   rd, n, V) {
+  n = 0
+  for (rd = 1; rd <= rounds; rd++) if ((rd, s, c) in X) V[++n] = X[rd, s, c] + 0
+  return n ? med(V, n) : ""
+}
+function num(s, c) { return has(s, c) ? sprintf("%.0f", over(R, s, c)) : "-" }
+function lat(s, c) { return has(s, c) ? over(L, s, c) : "-" }
+# ratio: the median over the rounds of Meridian's requests/s over s's in that round; rlist the
+# rounds' ratios, for the goals.
+function ratio(c, s,   rd, n, V) {
+  n = 0
+  for (rd = 1; rd <= rounds; rd++)
+    if ((rd, "meridian", c) in R && (rd, s, c) in R && R[rd, s, c] > 0) V[++n] = R[rd, "meridian", c] / R[rd, s, c]
+  return n ? med(V, n) : ""
+}
+function rlist(c, s, sep,   rd, out) {
+  out = ""
+  for (rd = 1; rd <= rounds; rd++)
+    if ((rd, "meridian", c) in R && (rd, s, c) in R && R[rd, s, c] > 0) out = out (out == "" ? "" : sep) sprintf("%.3f", R[rd, "meridian", c] / R[rd, s, c])
+  return out
+}
 function f2(x) { return x == "" ? "-" : sprintf("%.2f", x) }
-function lat(s, c) { return has(s, c) ? L[s, c] : "-" }
 function jnum(x) { return x == "" ? "null" : sprintf("%.3f", x) }
 # goal NAME MEASURED TARGET RESULT RATIO VS P99M P99O [EXTRA JSON FIELDS]
 function goal(name, measured, target, result, r, vs, pm, po, extra) {
+  if (rounds > 1 && r != "") measured = measured " [rounds " rlist(name, vs, " ") "]"
   if (what == "goals") printf "%-9s %-52s %-26s %s\n", name, measured, target, result
   if (what == "json") {
+    if (rounds > 1) extra = extra ", \"round_ratios\": [" rlist(name, vs, ", ") "]"
     printf "%s    {\"goal\": \"%s\", \"vs\": \"%s\", \"ratio\": %s, \"p99_ms\": %s, \"p99_ms_other\": %s%s, \"target\": \"%s\", \"result\": \"%s\"}", (ng++ ? ",\n" : ""), name, vs, jnum(r), jnum(pm), jnum(po), extra, target, result
   }
 }
 function hitgoal(c,   r, ok, pm, pn) {
   r = ratio(c, "nginx")
   if (r == "") { goal(c, "no result", ">= 1.00 of nginx, p99 <= nginx's", "N/A", "", "nginx", "", ""); return }
-  pm = L["meridian", c]; pn = L["nginx", c]
+  pm = lat("meridian", c); pn = lat("nginx", c)
   ok = (r >= 1.0 && pm + 0 <= pn + 0)
   goal(c, sprintf("M/nginx %.2f, p99 %s ms vs nginx %s ms", r, pm, pn), ">= 1.00, p99 <= nginx's", ok ? "PASS" : "MISS", r, "nginx", pm, pn)
 }
@@ -632,14 +684,15 @@ function missgoal(c,   r, b, best, s, i, n, S) {
   r = ratio(c, "nginx")
   n = split("nginx varnish ats", S, " ")
   best = ""
-  for (i = 1; i <= n; i++) if (has(S[i], c) && (best == "" || R[S[i], c] > R[best, c])) best = S[i]
+  for (i = 1; i <= n; i++) if (has(S[i], c) && (best == "" || over(R, S[i], c) > over(R, best, c))) best = S[i]
   if (r == "") { goal(c, "no result", ">= 1.00 of nginx", "N/A", "", "nginx", "", ""); return }
   b = ratio(c, best)
   goal(c, sprintf("M/nginx %.2f (M/best %.2f, best %s)", r, b, best), ">= 1.00 of nginx", r >= 1.0 ? "PASS" : "MISS", r, "nginx", "", "", sprintf(", \"best\": \"%s\", \"ratio_best\": %s", best, jnum(b)))
 }
-{ R[$1, $2] = $3; L[$1, $2] = $4 }
+{ R[$1, $2, $3] = $4; L[$1, $2, $3] = $5; N[$2, $3] = 1; if ($1 > rounds) rounds = $1 }
 END {
   if (what == "table") {
+    if (rounds > 1) print "medians over " rounds " rounds (ratios: the median of the rounds' ratios)"
     printf "%-9s %10s %10s %10s %10s %8s %8s %8s   %s\n", "case", "meridian", "nginx", "varnish", "ats", "M/nginx", "M/varn", "M/ats", "latency ms (M / nginx / varnish / ats; p99, h2: mean)"
     n = split("hit-1k hit-16k hit-1m miss-mix miss-1k miss-16k h2-1k h2-16k h3-1k h3-16k", C, " ")
     for (i = 1; i <= n; i++) {
@@ -648,7 +701,7 @@ END {
     }
   }
   if (what == "goals") {
-    print "issue 15 goals (ratios from this run)"
+    print "issue 15 goals (ratios from this run" (rounds > 1 ? ", medians over " rounds " rounds" : "") ")"
     printf "%-9s %-52s %-26s %s\n", "goal", "measured", "target", "result"
   }
   hitgoal("hit-1k"); hitgoal("hit-16k")
@@ -664,7 +717,8 @@ report() { printf '%s\n' "${ROWS[@]}" | awk -v what="$1" -v why="$ATS_WHY" -f "$
   echo "{"
   echo "  \"date\": \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\","
   echo "  \"machine\": \"$(nproc) cores, $(uname -m), $(awk '/model name/ {$1=$2=$3=""; print; exit}' /proc/cpuinfo | sed 's/^ *//'), load average at the end $(cut -d' ' -f1-3 /proc/loadavg)\","
-  echo "  \"command\": \"bench/http.sh $DUR $CONNS (wrk -t$THREADS -c$CONNS)\","
+  echo "  \"command\": \"$( ((ROUNDS == 1)) || echo "ROUNDS=$ROUNDS ")${NGINX_CACHE_DIR:+NGINX_CACHE_DIR=$NGINX_CACHE_DIR }bench/http.sh $DUR $CONNS (wrk -t$THREADS -c$CONNS)\","
+  echo "  \"rounds\": $ROUNDS,"
   echo "  \"versions\": \"$VERSIONS\","
   echo "  \"results\": ["
   first=1
@@ -672,7 +726,7 @@ report() { printf '%s\n' "${ROWS[@]}" | awk -v what="$1" -v why="$ATS_WHY" -f "$
     set -- $r
     [ $first -eq 1 ] || echo ","
     first=0
-    printf '    {"server": "%s", "case": "%s", "rps": %s, "latency_ms": %s%s}' "$1" "$2" "${3:-0}" "${4:-0}" "${5:+, \"origin_requests_per_request\": $5}"
+    printf '    {"round": %s, "server": "%s", "case": "%s", "rps": %s, "latency_ms": %s%s}' "$1" "$2" "$3" "${4:-0}" "${5:-0}" "${6:+, \"origin_requests_per_request\": $6}"
   done
   echo ""
   echo "  ],"
