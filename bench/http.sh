@@ -32,7 +32,8 @@
 # ROUNDS (default 1) runs the small-object, miss and HTTP/2 cases that many times, the servers'
 # order reversed every other round, and reports for each case the median over the rounds:
 # of requests/s and latency per server, and of the round's own ratios (the runs of one round
-# are closest in time, so a noisy neighbour spoils one ratio, not the verdict).
+# are closest in time, so a noisy neighbour spoils one ratio, not the verdict). An even number
+# balances the order; with an odd one Meridian runs first once more than last.
 # NGINX_CACHE_DIR puts nginx's cache in a fresh directory inside the one named (e.g. /dev/shm,
 # tmpfs, so that a slow disk cannot slow nginx's misses); the default is the work directory.
 # Large case knobs: LARGE_DUR, LARGE_CONNS, LARGE_SIZE (bytes, default 67108864), LARGE_ROUNDS
@@ -57,6 +58,7 @@ if [[ $MODE == large ]]; then
 fi
 LARGE_SIZE=${LARGE_SIZE:-67108864}
 ROUNDS=${ROUNDS:-1}
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "ROUNDS must be a positive integer" >&2; exit 2; }
 THREADS=${THREADS:-1}
 OUT=${OUT:-bench/results/http.json}
 OUT_LARGE=${OUT_LARGE:-bench/results/http-large.json}

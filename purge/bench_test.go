@@ -90,7 +90,8 @@ func msf(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e6 }
 
 // BenchmarkFanout measures, per purge, the time from publishing to the tracker's receipt of the
 // last of 20 nodes' acks (through the stream, each node's subscriber and the ack subject), next to
-// the bare core-NATS fan-out floor measured in the same run. publish-* is the PubAck round trip.
+// the bare core-NATS fan-out floor measured in the same run (floor-*), and the same fan-out with a
+// reply from each node (rtt-floor-*). publish-* is the PubAck round trip.
 func BenchmarkFanout(b *testing.B) {
 	f := startBenchFleet(b)
 	ctx := context.Background()

@@ -195,8 +195,9 @@ func FanoutFloor(t testing.TB, url string, subscribers, n int, opts ...nats.Opti
 
 // RoundTripFloor is FanoutFloor with the way back that a purge's acks take: each subscriber
 // answers with an ack-sized reply from its own connection, and a publish is done once the
-// publisher has received every reply. It is the least a purge acknowledged by every node can
-// take on core NATS alone, without the stream, decoding or applying.
+// publisher has received every reply: the floor of a purge acknowledged by every node, on core
+// NATS alone, without the stream, decoding or applying. opts must also allow publishing and
+// subscribing on the _INBOX subjects (the control identity's do).
 func RoundTripFloor(t testing.TB, url string, subscribers, n int, opts ...nats.Option) []time.Duration {
 	t.Helper()
 	return floor(t, url, subscribers, n, true, opts)
