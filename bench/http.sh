@@ -592,15 +592,21 @@ h2run() { # NAME ADDR CASE PATH
   printf '%-9s %-8s %12s req/s  mean %8s ms\n' "$1" "$3" "$rps" "$mean" >&2
   ROWS+=("$ROUND $1 $3 ${rps:-0} ${mean:-0}")
 }
-H2=("meridian $EDGE_TLS" "nginx $NGINX_TLS")
-for ROUND in $(seq 1 "$ROUNDS"); do
-  ORDER=("${SERVERS[@]}")
-  H2ORDER=("${H2[@]}")
-  if ((ROUND % 2 == 0)); then # the other way round, so that neither server always runs first
-    ORDER=() H2ORDER=()
-    for ((i = ${#SERVERS[@]} - 1; i >= 0; i--)); do ORDER+=("${SERVERS[i]}"); done
-    for ((i = ${#H2[@]} - 1; i >= 0; i--)); do H2ORDER+=("${H2[i]}"); done
+# in_round_order NAME ITEM...: sets the array NAME to the items, reversed in even rounds, so
+# that no server always runs first.
+in_round_order() {
+  local -n into=$1
+  local i
+  shift
+  into=("$@")
+  if ((ROUND % 2 == 0)); then
+    into=()
+    for ((i = $#; i >= 1; i--)); do into+=("${!i}"); done
   fi
+}
+for ROUND in $(seq 1 "$ROUNDS"); do
+  in_round_order ORDER "${SERVERS[@]}"
+  in_round_order H2ORDER "meridian $EDGE_TLS" "nginx $NGINX_TLS"
   ((ROUNDS == 1)) || echo "round $ROUND of $ROUNDS: ${ORDER[*]%% *}; load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
   for c in "${CASES[@]}"; do
     for p in "${ORDER[@]}"; do
@@ -645,18 +651,22 @@ function over(X, s, c,   rd, n, V) {
 }
 function num(s, c) { return has(s, c) ? sprintf("%.0f", over(R, s, c)) : "-" }
 function lat(s, c) { return has(s, c) ? over(L, s, c) : "-" }
-# ratio: the median over the rounds of Meridian's requests/s over s's in that round; rlist the
-# rounds' ratios, for the goals.
-function ratio(c, s,   rd, n, V) {
+# ratios: puts in V[1..n], in round order, Meridian's requests/s over s's in each round that
+# has both, and returns n. ratio is their median; rlist lists them, for the goals.
+function ratios(c, s, V,   rd, n) {
   n = 0
   for (rd = 1; rd <= rounds; rd++)
     if ((rd, "meridian", c) in R && (rd, s, c) in R && R[rd, s, c] > 0) V[++n] = R[rd, "meridian", c] / R[rd, s, c]
+  return n
+}
+function ratio(c, s,   n, V) {
+  n = ratios(c, s, V)
   return n ? med(V, n) : ""
 }
-function rlist(c, s, sep,   rd, out) {
+function rlist(c, s, sep,   i, n, V, out) {
+  n = ratios(c, s, V)
   out = ""
-  for (rd = 1; rd <= rounds; rd++)
-    if ((rd, "meridian", c) in R && (rd, s, c) in R && R[rd, s, c] > 0) out = out (out == "" ? "" : sep) sprintf("%.3f", R[rd, "meridian", c] / R[rd, s, c])
+  for (i = 1; i <= n; i++) out = out (i > 1 ? sep : "") sprintf("%.3f", V[i])
   return out
 }
 function f2(x) { return x == "" ? "-" : sprintf("%.2f", x) }

@@ -269,9 +269,9 @@ func TestResponseHeaderPolicy(t *testing.T) {
 	}
 }
 
-// TestHitKeepsEveryHeaderValue: a stored answer with more header values than the request's
-// scratch for them holds (store.Object.SetHeader, edge/serve.go) is served whole, from the
-// fill and from the store alike.
+// TestHitKeepsEveryHeaderValue: a stored answer with more header values than the response
+// writer's scratch for them holds (ValueScratch, store.Object.SetHeader) is served whole, from
+// the fill and from the store alike.
 func TestHitKeepsEveryHeaderValue(t *testing.T) {
 	links := make([]string, 24)
 	for i := range links {

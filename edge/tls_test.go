@@ -6,10 +6,12 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -195,14 +197,12 @@ func TestHitHeaderScratchReuse(t *testing.T) {
 			check(t, h2, "https://"+n.HTTPSAddr(), path, ct)
 		}
 	}
+	keys := slices.Sorted(maps.Keys(paths))
 	var wg sync.WaitGroup
 	for i := range 8 {
 		wg.Go(func() {
 			for j := range 20 {
-				path := "/a?cc=max-age%3D600&ct=text%2Fa&location=%2Ffrom-a"
-				if (i+j)%2 == 1 {
-					path = "/b?cc=max-age%3D600&ct=text%2Fb&location=%2Ffrom-b"
-				}
+				path := keys[(i+j)%len(keys)]
 				req, _ := http.NewRequest(http.MethodGet, "https://"+n.HTTPSAddr()+path, nil)
 				req.Host = testHost
 				r, err := h2.Do(req)

@@ -24,7 +24,8 @@ import (
 // rule; reading the Header field of an object from Lookup gives nothing.
 
 // entryAt is the i-th string the arena's index locates: a matcher for i < nm, then the
-// header's entries.
+// header's entries. The offsets are decoded by hand: binary.LittleEndian reads a []byte, and
+// the arena is a string.
 func (o *Object) entryAt(i int) string {
 	p := int(o.ix) + 8*i
 	a := o.arena
