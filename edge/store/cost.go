@@ -21,8 +21,9 @@ import (
 // in Ristretto v2.4, the store map slot (key and conflict hashes, value, expiry), the policy's
 // key->cost slot, the expiry bucket slot and the admission-time slot its metrics keep, at the
 // average load of Go's swiss tables. Measured, not derived (Ristretto's internals are not an
-// API): TestCostMatchesHeap/bare shows about 230 B.
-const entryOverhead = 240
+// API): TestCostMatchesHeap/bare shows about 230 B. Plus 16 B that an entry keeps once read:
+// its view's weak pointer and handle (entry.object, TestHeapObjectsPerObject).
+const entryOverhead = 256
 
 // fixedOverhead is what an empty store holds besides its admission sketches (fixedBytes):
 // mostly Ristretto's set buffer (32 Ki pointers), its metrics shards and its 256 store
@@ -31,8 +32,7 @@ const fixedOverhead = 336 << 10
 
 // Sizes of the structs the store allocates per object and per entry.
 var (
-	objectStructBytes = allocSize(int(unsafe.Sizeof(Object{})))
-	entryStructBytes  = allocSize(int(unsafe.Sizeof(entry{})))
+	entryStructBytes = allocSize(int(unsafe.Sizeof(entry{})))
 )
 
 // counters is how many admission counters Ristretto gets for a store of maxBytes: it wants
@@ -53,24 +53,28 @@ func fixedBytes(maxBytes int64) int64 {
 // next2 is the smallest power of two at least n (n > 0).
 func next2(n int64) int64 { return 1 << bits.Len64(uint64(n-1)) }
 
-// compact lays o out for a long life in the store, and sets o's purge matchers (in the forms
-// Purge builds) and o.bytes. Strings from a parsed response are many small allocations, and the
-// substrings a cache keeps of them (surrogate keys, paths) pin whole buffers; each small
-// allocation left behind among freed ones also keeps its heap span in use; and at a full
-// store the collector marks every stored object about once a second, at a cost that grows
-// with the pointers and heap objects each holds (BenchmarkCollection). So compact copies,
-// once per Put, every string of o into one, and locates them with offsets, not strings
-// (entryAt):
+// compact lays o out for a long life in the store, and returns it as the store keeps it
+// (packed). Strings from a parsed response are many small allocations, and the substrings a
+// cache keeps of them (surrogate keys, paths) pin whole buffers; each small allocation left
+// behind among freed ones also keeps its heap span in use; and at a full store the collector
+// marks every stored object about once a second, at a cost that grows with the pointers and
+// heap objects each holds (BenchmarkCollection). So compact copies, once per Put, every string
+// and every field of o into one allocation without pointers (packed.go), and locates the
+// strings with offsets, not strings (entryAt):
 //   - the purge matchers, with Primary and Path as substrings of them (prefix matchers are
 //     prefixes of one another), the surrogate keys inside their matchers (SurrogateKeys),
 //     then Variant and Part;
 //   - the header's field names and values, in the form header.go describes, not a map (the
 //     caller's map is only read; o.Header is then nil);
-//   - and a body with spare capacity (io.ReadAll, append) into an exact one.
+//   - the policy's strings;
+//   - and a body with spare capacity (io.ReadAll, append) into an exact one, kept apart.
+//
+// o itself then reads as the stored object would: its strings, header and body are the
+// packed ones.
 //
 // The header is o's as HeaderFields gives it: the Header map if set, else the compact form
 // of a stored object o was copied from.
-func (o *Object) compact() {
+func (o *Object) compact() packed {
 	prefixes := pathPrefixes(o.Path)
 	keys := o.SurrogateKeys()
 	type field struct {
@@ -79,6 +83,7 @@ func (o *Object) compact() {
 	}
 	var stack [24]field // most headers fit: no allocation
 	fields := stack[:0]
+	strip := strings.Join(o.Policy.StripFields, "\x00")
 	n, nv := 2+len(o.Primary)+2+len(o.Host)+2+len(o.Host)+len(o.Path)+len(o.Variant)+len(o.Part), 0
 	for _, k := range keys {
 		n += 3 + len(o.Host) + len(k)
@@ -91,30 +96,33 @@ func (o *Object) compact() {
 		}
 		nv += 1 + len(vs)
 	}
-	var b strings.Builder
-	b.Grow(n + 8*(2+len(prefixes)+len(keys)+nv)) // the strings, then the index
-	b.WriteString("u\x00")
-	b.WriteString(o.Primary)
-	b.WriteString("h\x00")
-	b.WriteString(o.Host)
-	b.WriteString("p\x00")
-	b.WriteString(o.Host)
-	b.WriteString(o.Path)
+	n += len(o.Policy.Reason) + len(o.Policy.Target) + len(strip)
+	// The arena follows the fixed fields; offsets in it are from its start.
+	b := make([]byte, fixedLen, fixedLen+n+8*(2+len(prefixes)+len(keys)+nv))
+	b = append(b, "u\x00"...)
+	b = append(b, o.Primary...)
+	b = append(b, "h\x00"...)
+	b = append(b, o.Host...)
+	b = append(b, "p\x00"...)
+	b = append(b, o.Host...)
+	b = append(b, o.Path...)
 	for _, k := range keys {
-		b.WriteString("k\x00")
-		b.WriteString(o.Host)
-		b.WriteString("\x00")
-		b.WriteString(k)
+		b = append(b, "k\x00"...)
+		b = append(b, o.Host...)
+		b = append(b, 0)
+		b = append(b, k...)
 	}
-	b.WriteString(o.Variant)
-	b.WriteString(o.Part)
-	var head [16]byte
+	b = append(b, o.Variant...)
+	b = append(b, o.Part...)
 	for _, f := range fields {
-		b.Write(appendFieldHead(head[:0], len(f.values), f.name))
+		b = appendFieldHead(b, len(f.values), f.name)
 		for _, v := range f.values {
-			b.WriteString(v)
+			b = append(b, v...)
 		}
 	}
+	b = append(b, o.Policy.Reason...)
+	b = append(b, o.Policy.Target...)
+	b = append(b, strip...)
 
 	// The index locates each matcher and header entry in the arena, as a (start, end) pair
 	// of little-endian uint32s at its end (entryAt): in the arena, not a slice of its own, so
@@ -123,10 +131,8 @@ func (o *Object) compact() {
 	nm := 2 + len(prefixes) + len(keys)
 	ix := n
 	put := func(off, end int) {
-		var p [8]byte
-		binary.LittleEndian.PutUint32(p[:4], uint32(off))
-		binary.LittleEndian.PutUint32(p[4:], uint32(end))
-		b.Write(p[:])
+		b = binary.LittleEndian.AppendUint32(b, uint32(off))
+		b = binary.LittleEndian.AppendUint32(b, uint32(end))
 	}
 	lu, lh := 2+len(o.Primary), 2+len(o.Host)
 	lp := lh + len(o.Path)
@@ -152,28 +158,36 @@ func (o *Object) compact() {
 			off += len(v)
 		}
 	}
-	arena := b.String()
-	o.Primary = arena[2:lu]
-	o.Path = arena[lu+lh+lh : lu+lh+lp]
-	o.Variant = arena[variant : variant+len(o.Variant)]
-	o.Part = arena[variant+len(o.Variant) : variant+len(o.Variant)+len(o.Part)]
-	o.Header, o.Keys, o.arena, o.ix, o.nm, o.nk = nil, nil, arena, int32(ix), int32(nm), int32(len(keys))
-	if allocSize(cap(o.Body)) > allocSize(len(o.Body))*17/16 {
+	l := layout{ix: ix, nm: nm, nk: len(keys)}
+	l.str[strPath] = span{lu + lh + lh, len(o.Path)}
+	l.str[strVariant] = span{variant, len(o.Variant)}
+	l.str[strPart] = span{variant + len(o.Variant), len(o.Part)}
+	l.str[strReason] = span{off, len(o.Policy.Reason)}
+	off += len(o.Policy.Reason)
+	l.str[strTarget] = span{off, len(o.Policy.Target)}
+	off += len(o.Policy.Target)
+	l.str[strStrip] = span{off, len(strip)}
+	l.nstrip = len(o.Policy.StripFields)
+	o.putFixed(b[:fixedLen], &l)
+
+	body := o.Body
+	if allocSize(cap(body)) > allocSize(len(body))*17/16 {
 		// Spare capacity would be retained, and charged, for the object's whole life.
-		o.Body = slices.Clone(o.Body)
+		body = slices.Clone(body)
 	}
-	o.bytes = objectStructBytes + allocSize(len(arena)) +
-		allocSize(cap(o.Body)) + stringsBytes(o.Policy.Vary) + stringsBytes(o.Policy.StripFields)
+	p := packed{meta: unsafe.String(unsafe.SliceData(b), len(b)), body: body[:len(body):len(body)]}
+	p.into(o, o.Policy.Vary)
+	return p
 }
 
 // entryBytes is what e costs, with its objects.
 func entryBytes(e *entry) int64 {
-	c := entryOverhead + entryStructBytes
-	if len(e.variants) > 1 {
-		c += sliceBytes(cap(e.variants), 8)
+	c := entryOverhead + entryStructBytes + stringsBytes(e.vary)
+	if e.variants != nil {
+		c += sliceBytes(cap(e.variants), int(unsafe.Sizeof(packed{})))
 	}
-	for _, o := range e.variants {
-		c += o.bytes
+	for _, p := range e.list() {
+		c += p.bytes()
 	}
 	return c
 }

@@ -40,9 +40,11 @@ func twelveFields(i int) http.Header {
 // TestHeapObjectsPerObject checks what a stored object costs the GC: the live heap objects it
 // adds. With its 12-field header held as an http.Header map, it was 9 (the map, its directory,
 // table and groups 4 of them); without the map 5, with an array of strings locating the
-// header in the arena; now 4: the Object, its arena (with the index), its body and its entry
-// (Ristretto's bookkeeping is in large tables). Only the Object and the entry have pointers
-// (BenchmarkCollection).
+// header in the arena; then 4: the Object, its arena (with the index), its body and its entry
+// (Ristretto's bookkeeping is in large tables); now 3: the entry, its meta (the Object's
+// fields and arena, packed.go) and its body, and only the entry has pointers. An object read
+// once (a hit) adds at most its view's weak pointer and handle, 2 more, not the view: the
+// Object Lookup built is freed once no request holds it.
 func TestHeapObjectsPerObject(t *testing.T) {
 	const n = 20_000
 	s, err := New(Config{MaxBytes: 1 << 30})
@@ -52,6 +54,7 @@ func TestHeapObjectsPerObject(t *testing.T) {
 	defer s.Close()
 	now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 	before := heapObjects()
+	var keys []string
 	for i := range n {
 		// Each object is built as a fill builds it, and is garbage but for what the store keeps.
 		path := fmt.Sprintf("/assets/img/%08d.webp", i)
@@ -61,38 +64,61 @@ func TestHeapObjectsPerObject(t *testing.T) {
 		if !s.Put(o) {
 			t.Fatal("Put refused an object with room to spare")
 		}
+		keys = append(keys, o.Primary)
 	}
-	after := heapObjects()
-	per := float64(after-before) / n
+	stored := heapObjects()
+	per := float64(stored-before-1) / n // less keys' array
 	t.Logf("%.2f heap objects per stored object", per)
-	if per > 4.5 {
-		t.Errorf("%.2f heap objects per stored object, want at most 4.5 (a map of 12 fields alone is 4: with the map, 9)", per)
+	if per > 3.5 {
+		t.Errorf("%.2f heap objects per stored object, want at most 3.5 (a map of 12 fields alone is 4: with the map, 9)", per)
 	}
+	for _, k := range keys {
+		if o, _, _ := s.Lookup(k, nil); o == nil {
+			t.Fatalf("%s not found", k)
+		}
+	}
+	read := heapObjects()
+	per = float64(read-stored) / n
+	t.Logf("%.2f heap objects more per object read once", per)
+	if per > 2.5 {
+		t.Errorf("%.2f heap objects more per object read once, want at most 2.5: the views are kept", per)
+	}
+	runtime.KeepAlive(keys)
 	runtime.KeepAlive(s)
 }
 
 // BenchmarkCollection is what a full store costs each collection: the time of one complete
 // GC of a heap holding 100,000 stored objects (1 KiB bodies, the corpus's 12 to 14 header
-// fields), per stored object. At a full store the collector runs about once per second under
+// fields), per stored object, with every object read once (read=true) or never. At a full store the collector runs about once per second under
 // misses, and marks every stored object each time: the cost grows with the pointers and heap
 // objects an object holds, not with its bytes (issue 15, docs/benchmarks.md).
 func BenchmarkCollection(b *testing.B) {
-	const n = 100_000
-	s, err := New(Config{MaxBytes: 1 << 30})
-	if err != nil {
-		b.Fatal(err)
+	for _, read := range []bool{false, true} {
+		b.Run(fmt.Sprintf("read=%v", read), func(b *testing.B) {
+			const n = 100_000
+			s, err := New(Config{MaxBytes: 1 << 30})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			c := newCorpus()
+			for range n {
+				o := c.object(b, 1024)
+				if !s.Put(o) {
+					b.Fatal("Put refused an object with room to spare")
+				}
+				if read { // each object read once, as a hit reads it, and let go
+					if got, _, _ := s.Lookup(o.Primary, http.Header{"Accept-Encoding": {"br"}}); got == nil {
+						b.Fatal("stored object not found")
+					}
+				}
+			}
+			runtime.GC()
+			for b.Loop() {
+				runtime.GC()
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/object")
+			runtime.KeepAlive(s)
+		})
 	}
-	defer s.Close()
-	c := newCorpus()
-	for range n {
-		if !s.Put(c.object(b, 1024)) {
-			b.Fatal("Put refused an object with room to spare")
-		}
-	}
-	runtime.GC()
-	for b.Loop() {
-		runtime.GC()
-	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/object")
-	runtime.KeepAlive(s)
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"weak"
 
 	"github.com/dgraph-io/ristretto/v2"
 
@@ -20,7 +21,9 @@ import (
 // MaxVariants bounds how many Vary variants one URL may hold; more are not stored.
 const MaxVariants = 32
 
-// Object is one stored response. It is immutable once stored: replacing it is a new Put.
+// Object is one stored response. It is immutable once stored: replacing it is a new Put. The
+// store keeps it packed (packed.go) and Lookup builds an Object of it that concurrent readers
+// share: never modify an Object from Lookup.
 type Object struct {
 	// Primary is the cache key without the Vary part (httpcache.Key).
 	Primary string
@@ -57,16 +60,14 @@ type Object struct {
 	// bytes are in parts. 0 for an object held whole.
 	Size int64
 
-	// arena holds every string of a stored object (compact), then from ix on an index of
-	// some of them (entryAt): first the nm purge-record keys that can match the object
-	// (computed once at Put, so that the read-time check allocates nothing), then the header
-	// once stored (Header is then nil; see header.go).
+	// arena holds every string of a stored object (compact; the part of its packed meta after
+	// the fixed fields), then from ix on an index of some of them (entryAt): first the nm
+	// purge-record keys that can match the object (computed once at Put, so that the read-time
+	// check allocates nothing), then the header once stored (Header is then nil; header.go).
 	arena string
 	ix    int32
 	nm    int32
 	nk    int32 // of the nm matchers, the last nk are the surrogate keys
-	// bytes is the heap the object retains, computed at Put (compact).
-	bytes int64
 }
 
 // SurrogateKeys returns the object's surrogate keys. They go with its header: Keys while the
@@ -101,21 +102,54 @@ func (o *Object) hold() time.Duration {
 // modified after it was stored; adding a variant stores a new entry.
 type entry struct {
 	vary []string
-	// variants are searched in order: there are at most MaxVariants, and most URLs have
-	// one, which variants then holds in one (no map, no allocation of its own: issue 15).
-	variants []*Object
-	one      [1]*Object
+	// variants are searched in order: there are at most MaxVariants, and most URLs have one,
+	// which one then holds (variants nil: no slice, no allocation of its own: issue 15); with
+	// more, one is the first of them.
+	variants []packed
+	one      packed
 	cost     int64
+	// view is one's Object as Lookup built it, while any request still holds it: a weak
+	// pointer, so that a hot object is built about once per collection rather than once per
+	// hit, and the collector never marks the views of objects nobody reads (issue 15).
+	view atomic.Pointer[weak.Pointer[Object]]
 }
 
-// variant returns the object stored for the Vary key, or nil.
-func (e *entry) variant(key string) *Object {
-	for _, o := range e.variants {
-		if o.Variant == key {
+// object returns the Object of p, the variant of e: for one, the shared view if it is still
+// alive, else a new one.
+func (e *entry) object(p packed) *Object {
+	if e.variants != nil {
+		return p.object(e.vary)
+	}
+	if w := e.view.Load(); w != nil {
+		if o := w.Value(); o != nil {
 			return o
 		}
 	}
-	return nil
+	o := p.object(e.vary)
+	w := weak.Make(o)
+	e.view.Store(&w) // a lost race replaces one live view by another: both are equal
+	return o
+}
+
+// list is every variant of e.
+func (e *entry) list() []packed {
+	if e.variants != nil {
+		return e.variants
+	}
+	return []packed{e.one}
+}
+
+// variant returns the object stored for the Vary key.
+func (e *entry) variant(key string) (packed, bool) {
+	if e.variants == nil {
+		return e.one, e.one.variant() == key
+	}
+	for _, p := range e.variants {
+		if p.variant() == key {
+			return p, true
+		}
+	}
+	return packed{}, false
 }
 
 // Config configures a Store.
@@ -181,16 +215,18 @@ const (
 
 // Lookup returns the variant of primary that matches the request header, or nil. A hard-purged
 // object is never returned; a soft-purged one is returned with SoftPurged. vary is the Vary field
-// list the URL's responses use (nil if none is stored), so a caller can tell a vary-miss.
+// list the URL's responses use (nil if none is stored), so a caller can tell a vary-miss. The
+// object is shared with other readers (entry.object): it must not be modified.
 func (s *Store) Lookup(primary string, reqHeader http.Header) (obj *Object, v Verdict, vary []string) {
 	e, ok := s.cache.Get(primary)
 	if !ok {
 		return nil, Usable, nil
 	}
-	o := e.variant(httpcache.VaryKey(e.vary, reqHeader))
-	if o == nil {
+	p, ok := e.variant(httpcache.VaryKey(e.vary, reqHeader))
+	if !ok {
 		return nil, Usable, e.vary
 	}
+	o := e.object(p)
 	switch v := s.purges.check(o); v {
 	case Purged:
 		return nil, v, e.vary
@@ -215,20 +251,22 @@ func (s *Store) LookupPart(primary, part string, reqHeader http.Header) (*Object
 // concurrently with Put. The maps and arrays o referred to are only read, never modified, so
 // other objects may still share them.
 func (s *Store) Put(o *Object) bool {
-	o.compact()
+	p := o.compact()
 	if h := int64(o.hold()); h > s.maxHold.Load() {
 		s.maxHold.Store(h) // a lost race only shortens record life by one object's margin
 	}
-	next := &entry{vary: o.Policy.Vary}
-	next.one[0] = o
-	next.variants = next.one[:]
+	next := &entry{vary: o.Policy.Vary, one: p}
 	key := o.Primary + o.Part
 	if old, ok := s.cache.Get(key); ok && slices.Equal(old.vary, o.Policy.Vary) {
-		if len(old.variants) >= MaxVariants && old.variant(o.Variant) == nil {
+		others := old.list()
+		if _, found := old.variant(o.Variant); len(others) >= MaxVariants && !found {
 			return false
 		}
-		for _, v := range old.variants {
-			if v.Variant != o.Variant && s.purges.check(v) != Purged {
+		for _, v := range others {
+			if v.variant() != o.Variant && s.purges.check(v.object(old.vary)) != Purged {
+				if next.variants == nil {
+					next.variants = append(make([]packed, 0, len(others)+1), p)
+				}
 				next.variants = append(next.variants, v)
 			}
 		}
