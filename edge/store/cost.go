@@ -175,7 +175,11 @@ func (o *Object) compact() packed {
 		// Spare capacity would be retained, and charged, for the object's whole life.
 		body = slices.Clone(body)
 	}
-	p := packed{meta: unsafe.String(unsafe.SliceData(b), len(b)), body: body[:len(body):len(body)]}
+	if cap(b) != len(b) {
+		// The estimate above was short: keep (and charge) an allocation of the exact size.
+		b = append(make([]byte, 0, len(b)), b...)
+	}
+	p := packed{meta: unsafe.String(unsafe.SliceData(b), len(b)), body: body}
 	p.into(o, o.Policy.Vary)
 	return p
 }

@@ -22,7 +22,7 @@ import (
 // packed is one stored variant.
 type packed struct {
 	meta string // the fixed fields (fixedLen bytes, layout), then the arena
-	body []byte // exactly its length: nothing is appended to it
+	body []byte // its capacity is what the allocation holds (charged); nothing appends to it
 }
 
 // bytes is the heap p retains.
