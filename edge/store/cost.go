@@ -22,7 +22,7 @@ import (
 // key->cost slot, the expiry bucket slot and the admission-time slot its metrics keep, at the
 // average load of Go's swiss tables. Measured, not derived (Ristretto's internals are not an
 // API): TestCostMatchesHeap/bare shows about 230 B. Plus 16 B that an entry keeps once read:
-// its view's weak pointer and handle (entry.object, TestHeapObjectsPerObject).
+// its view's weak pointer and handle (entry.shared, TestHeapObjectsPerObject).
 const entryOverhead = 256
 
 // fixedOverhead is what an empty store holds besides its admission sketches (fixedBytes):

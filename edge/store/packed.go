@@ -15,9 +15,8 @@ import (
 // allocations without pointers, which the collector marks and never scans: the body, and meta,
 // the object's fixed fields followed by its arena (compact). Lookup builds an Object from them
 // for each use (into): its strings and body point into the stored allocations, so they live
-// as long as any reader holds them, and nothing is copied. Its times read back in UTC and
-// without a monotonic reading, so they compare by the wall clock (purge records too:
-// covers).
+// as long as any reader holds them, and nothing is copied. Its times read back as the same
+// instants: those from time.Now with their monotonic reading (monoBase), the others in UTC.
 
 // packed is one stored variant.
 type packed struct {
@@ -66,8 +65,16 @@ const (
 	flagMustRevalidate
 	flagNoCache
 	flagImmutable
-	flagTimeZero // << i for time i (StoredAt, ResponseTime, LastModified): the zero Time
+	flagTimeZero                     // << i for time i (StoredAt, ResponseTime, LastModified): the zero Time
+	flagTimeMono = flagTimeZero << 3 // << i for time i: kept as its monotonic offset from monoBase
 )
+
+// monoBase is the origin of the stored times that have a monotonic reading (time.Now's: a
+// fill's StoredAt and ResponseTime). They are kept as their distance from it and read back as
+// monoBase plus that distance, monotonic reading included, so that purge checks (covers) and
+// ages compare them by the monotonic clock, as Go compares two times from time.Now, and a
+// step of the wall clock cannot make an object fetched after a purge look older than it.
+var monoBase = time.Now()
 
 // putFixed writes o's fixed fields, and where its strings are (l), into b (fixedLen bytes).
 func (o *Object) putFixed(b []byte, l *layout) {
@@ -79,12 +86,17 @@ func (o *Object) putFixed(b []byte, l *layout) {
 		}
 	}
 	for i, t := range [...]time.Time{o.StoredAt, o.ResponseTime, o.LastModified} {
-		if t.IsZero() {
-			flags |= flagTimeZero << i
-		}
 		p := fTimes + 12*i
-		le.PutUint64(b[p:], uint64(t.Unix()))
-		le.PutUint32(b[p+8:], uint32(t.Nanosecond()))
+		switch {
+		case t.IsZero():
+			flags |= flagTimeZero << i
+		case t != t.Round(0): // it has a monotonic reading
+			flags |= flagTimeMono << i
+			le.PutUint64(b[p:], uint64(t.Sub(monoBase)))
+		default:
+			le.PutUint64(b[p:], uint64(t.Unix()))
+			le.PutUint32(b[p+8:], uint32(t.Nanosecond()))
+		}
 	}
 	le.PutUint32(b[fStatus:], uint32(o.Status))
 	le.PutUint32(b[fFlags:], flags)
@@ -132,14 +144,18 @@ func (p packed) into(o *Object, vary []string) {
 	flags := u32(m, fFlags)
 	var times [3]time.Time
 	for i := range times {
-		if q := fTimes + 12*i; flags&(flagTimeZero<<i) == 0 {
+		switch q := fTimes + 12*i; {
+		case flags&(flagTimeZero<<i) != 0:
+		case flags&(flagTimeMono<<i) != 0:
+			times[i] = monoBase.Add(time.Duration(u64(m, q)))
+		default:
 			times[i] = time.Unix(int64(u64(m, q)), int64(u32(m, q+8))).UTC()
 		}
 	}
 	arena := m[fixedLen:]
 	*o = Object{
 		Status:       int(int32(u32(m, fStatus))),
-		Body:         p.body,
+		Body:         p.body[:len(p.body):len(p.body)], // a reader's append cannot write into it
 		StoredAt:     times[0],
 		ResponseTime: times[1],
 		LastModified: times[2],

@@ -40,8 +40,16 @@ func TestPackedRoundTrip(t *testing.T) {
 			o.Policy = httpcache.Policy{Storable: true, Lifetime: time.Hour}
 			o.Part, o.Keys, o.Size, o.Status = "", nil, 0, 200
 		}},
-		{"local times", func(o *Object) {
-			o.StoredAt, o.ResponseTime = time.Now(), time.Now().In(time.FixedZone("X", 3600))
+		{"times from time.Now, another zone", func(o *Object) {
+			o.StoredAt, o.ResponseTime = time.Now(), time.Now().In(time.FixedZone("X", 3600)).Round(0)
+		}},
+		{"some flags, negative age", func(o *Object) {
+			o.Policy.Heuristic, o.Policy.MustRevalidate, o.Policy.Immutable = false, false, false
+			o.InitialAge, o.Status = -3*time.Second, 304
+		}},
+		{"other flags", func(o *Object) {
+			o.Policy.Storable, o.Policy.NoCache, o.Policy.Lifetime = false, false, 0
+			o.Policy.StaleWhileRevalidate = 0
 		}},
 		{"one strip field, empty body", func(o *Object) {
 			o.Policy.StripFields = []string{"Set-Cookie"}
@@ -76,6 +84,11 @@ func TestPackedRoundTrip(t *testing.T) {
 					if !pair[0].Equal(pair[1]) || pair[0].IsZero() != pair[1].IsZero() {
 						t.Errorf("%s: time %d = %v, want %v", name, i, pair[0], pair[1])
 					}
+					// A time from time.Now keeps its monotonic reading (monoBase): purges and
+					// ages compare by it, whatever the wall clock does.
+					if mono := pair[1] != pair[1].Round(0); mono != (pair[0] != pair[0].Round(0)) {
+						t.Errorf("%s: time %d = %v: monotonic reading %v, want %v", name, i, pair[0], !mono, mono)
+					}
 				}
 				cp, w := *o, want
 				cp.StoredAt, cp.ResponseTime, cp.LastModified = time.Time{}, time.Time{}, time.Time{}
@@ -92,9 +105,9 @@ func TestPackedRoundTrip(t *testing.T) {
 	}
 }
 
-// TestLookupSharesView checks the view Lookup keeps of an object (entry.object): readers at
-// the same time share one Object, and one built again after the collector freed it reads the
-// same.
+// TestLookupSharesView checks the view Lookup keeps of an object (entry.shared): readers at
+// the same time share one Object, the collector frees it once nobody holds it, and one built
+// again then reads the same.
 func TestLookupSharesView(t *testing.T) {
 	s, c := newStore(t)
 	if !s.Put(object("a.test", "/x", c.t, "k")) {
@@ -109,10 +122,78 @@ func TestLookupSharesView(t *testing.T) {
 	a, b = nil, nil
 	runtime.GC()
 	runtime.GC()
+	e, ok := s.cache.Get("a.test/x")
+	if !ok {
+		t.Fatal("entry gone")
+	}
+	if w := e.view.Load(); w == nil || w.Value() != nil {
+		t.Fatalf("view after a collection with no reader = %v, want a weak pointer to a freed Object", w)
+	}
 	got, _, _ := s.Lookup("a.test/x", nil)
 	if got == nil || fmt.Sprintf("%+v", *got) != want {
 		t.Fatalf("Lookup after the view was freed = %+v, want %s", got, want)
 	}
-	runtime.KeepAlive(a)
-	runtime.KeepAlive(b)
+}
+
+// TestVariantsRoundTrip checks objects read back from an entry of several variants (built for
+// each Lookup, not shared), after one of them was replaced.
+func TestVariantsRoundTrip(t *testing.T) {
+	s, c := newStore(t)
+	vary := []string{"accept-language"}
+	put := func(lang string, status int) {
+		o := object("a.test", "/v", c.t, "k-"+lang)
+		o.Status, o.Body = status, []byte("body in "+lang)
+		o.Policy.Vary = vary
+		o.Variant = httpcache.VaryKey(vary, http.Header{"Accept-Language": {lang}})
+		if !s.Put(o) {
+			t.Fatalf("Put of %s refused", lang)
+		}
+	}
+	put("en", 200)
+	put("fr", 201)
+	put("de", 202)
+	put("fr", 203) // replaces fr
+	for lang, status := range map[string]int{"en": 200, "fr": 203, "de": 202} {
+		o, v, got := s.Lookup("a.test/v", http.Header{"Accept-Language": {lang}})
+		if o == nil || v != Usable || o.Status != status || string(o.Body) != "body in "+lang ||
+			fmt.Sprint(o.SurrogateKeys()) != "[k-"+lang+"]" || fmt.Sprint(o.Policy.Vary, got) != "[accept-language] [accept-language]" {
+			t.Errorf("%s: Lookup = %+v, %v, %v", lang, o, v, got)
+		}
+	}
+	if e, _ := s.cache.Get("a.test/v"); len(e.variants) != 3 {
+		t.Errorf("%d variants stored, want 3", len(e.variants))
+	}
+}
+
+// TestPurgeFollowsMonotonicClock checks purge rule 2 with the times a fill really has (from
+// time.Now): an object whose fetch began before a purge is gone, one begun after it is not,
+// decided by the monotonic readings the stored times keep.
+func TestPurgeFollowsMonotonicClock(t *testing.T) {
+	s, err := New(Config{MaxBytes: 1 << 20}) // clock: time.Now
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	before := object("a.test", "/before", time.Now(), "k")
+	purgedAt := s.Purge(Record{Kind: Key, Host: "a.test", Value: "k"})
+	start := time.Now()
+	for !start.After(purgedAt) { // a fetch that begins at the purge's instant counts as before it
+		start = time.Now()
+	}
+	after := object("a.test", "/after", start, "k")
+	for _, o := range []*Object{before, after} {
+		if !s.Put(o) {
+			t.Fatal("Put refused")
+		}
+	}
+	if o, v, _ := s.Lookup("a.test/before", nil); o != nil || v != Purged {
+		t.Errorf("object fetched before the purge: %v, %v; want gone", o, v)
+	}
+	o, v, _ := s.Lookup("a.test/after", nil)
+	if o == nil || v != Usable {
+		t.Fatalf("object fetched after the purge: %v, %v; want usable", o, v)
+	}
+	if o.StoredAt == o.StoredAt.Round(0) {
+		t.Error("stored StoredAt lost its monotonic reading")
+	}
 }

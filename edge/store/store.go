@@ -114,18 +114,15 @@ type entry struct {
 	view atomic.Pointer[weak.Pointer[Object]]
 }
 
-// object returns the Object of p, the variant of e: for one, the shared view if it is still
-// alive, else a new one.
-func (e *entry) object(p packed) *Object {
-	if e.variants != nil {
-		return p.object(e.vary)
-	}
+// shared returns the Object of e's only variant (one; variants nil): the view readers share
+// if it is still alive, else a new one.
+func (e *entry) shared() *Object {
 	if w := e.view.Load(); w != nil {
 		if o := w.Value(); o != nil {
 			return o
 		}
 	}
-	o := p.object(e.vary)
+	o := e.one.object(e.vary)
 	w := weak.Make(o)
 	e.view.Store(&w) // a lost race replaces one live view by another: both are equal
 	return o
@@ -216,7 +213,7 @@ const (
 // Lookup returns the variant of primary that matches the request header, or nil. A hard-purged
 // object is never returned; a soft-purged one is returned with SoftPurged. vary is the Vary field
 // list the URL's responses use (nil if none is stored), so a caller can tell a vary-miss. The
-// object is shared with other readers (entry.object): it must not be modified.
+// object is shared with other readers (entry.shared): it must not be modified.
 func (s *Store) Lookup(primary string, reqHeader http.Header) (obj *Object, v Verdict, vary []string) {
 	e, ok := s.cache.Get(primary)
 	if !ok {
@@ -226,7 +223,12 @@ func (s *Store) Lookup(primary string, reqHeader http.Header) (obj *Object, v Ve
 	if !ok {
 		return nil, Usable, e.vary
 	}
-	o := e.object(p)
+	var o *Object
+	if e.variants == nil {
+		o = e.shared() // p is e.one
+	} else {
+		o = p.object(e.vary)
+	}
 	switch v := s.purges.check(o); v {
 	case Purged:
 		return nil, v, e.vary
