@@ -54,7 +54,7 @@ const (
 	fFlags   = fStatus + 4       // uint32, the flag bits below
 	fIndex   = fFlags + 4        // ix, nm, nk, nstrip: uint32 each
 	fStrings = fIndex + 16       // nstr (offset, length) pairs of uint32s
-	fTimes   = fStrings + 8*nstr // StoredAt, ResponseTime, LastModified: int64 s and uint32 ns each
+	fTimes   = fStrings + 8*nstr // StoredAt, ResponseTime, LastModified: int64 s and uint32 ns, or int64 ns from monoBase
 	fInts    = fTimes + 3*12 + 4 // (aligned) InitialAge, Size, Lifetime, StaleWhileRevalidate, StaleIfError: int64 each
 	fixedLen = fInts + 5*8
 )
