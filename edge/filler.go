@@ -335,7 +335,7 @@ func (f *filler) run(flightKey string, req *request, stale *store.Object, opts f
 	}
 	defer f.wg.Done()
 	ctx, cancel := context.WithTimeout(f.ctx, n.cfg.FillTimeout)
-	req.r = req.r.WithContext(im.trace(ctx))
+	*req.r = *req.r.WithContext(im.trace(ctx)) // in place: the request is this fill's own (launch)
 	opts.stream = true
 	res := new(fillResult)
 	*res = f.fetchAndStore(req, stale, opts)
