@@ -30,10 +30,8 @@ const entryOverhead = 256
 // shards. Measured: 332 KiB, whatever max_bytes (TestCostMatchesHeap checks fixedBytes).
 const fixedOverhead = 336 << 10
 
-// Sizes of the structs the store allocates per object and per entry.
-var (
-	entryStructBytes = allocSize(int(unsafe.Sizeof(entry{})))
-)
+// entryStructBytes is the size of the struct the store allocates per entry.
+var entryStructBytes = allocSize(int(unsafe.Sizeof(entry{})))
 
 // counters is how many admission counters Ristretto gets for a store of maxBytes: it wants
 // about ten per item it may hold; assume 4 KiB objects on average.
