@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meridian-cdn/meridian/edge/http1"
 	"github.com/meridian-cdn/meridian/edge/httpcache"
 	"github.com/meridian-cdn/meridian/edge/store"
 )
@@ -46,15 +47,19 @@ func (n *Node) deliver(w *logWriter, req *request, obj *store.Object, cs httpcac
 		n.deliverSliced(w, req, obj, cs, upstreamCS)
 		return
 	}
-	h := n.objectHeader(w, req, obj, cs, upstreamCS)
 	r := req.r
 	if obj.Status == http.StatusOK && needsServeContent(r.Header) {
+		h := n.objectHeader(w, req, obj, cs, upstreamCS)
 		if _, ok := h["Content-Type"]; !ok {
 			h["Content-Type"] = nil // no sniffing: the origin said nothing, so do we
 		}
 		delete(h, "Content-Length")
 		http.ServeContent(w, r, "", obj.LastModified, bytes.NewReader(obj.Body))
 		return
+	}
+	h := n.blockHeader(w, req, obj, cs, upstreamCS)
+	if h == nil {
+		h = n.objectHeader(w, req, obj, cs, upstreamCS)
 	}
 	h["Content-Length"] = req.field(2, strconv.Itoa(len(obj.Body)))
 	w.WriteHeader(obj.Status)
@@ -95,8 +100,48 @@ func (n *Node) objectHeader(w *logWriter, req *request, obj *store.Object, cs ht
 	}
 	obj.SetHeader(h, scratch) // without, one allocation for the values
 	clientPolicy(h, req)
+	n.setAge(h, req, obj, cs, upstreamCS)
+	return h
+}
+
+// setAge sets the fields of a stored object's answer that change with each answer.
+func (n *Node) setAge(h http.Header, req *request, obj *store.Object, cs httpcache.Status, upstreamCS string) {
 	h["Age"] = req.field(0, strconv.FormatInt(int64(obj.Age(n.clock())/time.Second), 10))
 	h["Cache-Status"] = req.field(1, httpcache.AppendStatus(upstreamCS, cs))
+}
+
+// headerBlocker is a ResponseWriter that writes fields serialised ahead of time beside its
+// header map (edge/http1's).
+type headerBlocker interface {
+	SetHeaderBlock(block []byte)
+}
+
+// blockHeader is objectHeader for a writer that takes a serialised header block: obj's fields
+// under the host's policy are serialised once per shared view of it (store.Object.Memo) and
+// only Age, Cache-Status and Content-Length go in the map: a dozen map entries fewer to set
+// and write out per hit, 4-11 % of an HTTP/1.1 hit's CPU (issue 15). It returns nil when the answer needs objectHeader: another
+// writer, a fleet node's request (its fields differ), a status without a body, fields set
+// before (the map's would then mix with the block's), or an object without a memo or whose
+// fields http1.HeaderBlock cannot serialise.
+func (n *Node) blockHeader(w *logWriter, req *request, obj *store.Object, cs httpcache.Status, upstreamCS string) http.Header {
+	bw, ok := w.ResponseWriter.(headerBlocker)
+	if !ok || req.fromPeer || !bodyAllowed(obj.Status) {
+		return nil
+	}
+	h := w.Header()
+	if len(h) != 0 {
+		return nil
+	}
+	block := obj.Memo(req.host, func() []byte {
+		f := make(http.Header, 16)
+		obj.SetHeader(f, nil)
+		return http1.HeaderBlock(clientPolicy(f, req))
+	})
+	if block == nil {
+		return nil
+	}
+	bw.SetHeaderBlock(block)
+	n.setAge(h, req, obj, cs, upstreamCS)
 	return h
 }
 

@@ -269,6 +269,63 @@ func TestResponseHeaderPolicy(t *testing.T) {
 	}
 }
 
+// TestHitFieldsFollowPolicy: a hit's fields, which the fast HTTP/1.1 path serialises once per
+// stored object (blockHeader), are the same as net/http's answer from the same pipeline, keep
+// surrogate fields out, and follow a change of the host's response policy at once.
+func TestHitFieldsFollowPolicy(t *testing.T) {
+	originAddr := startHTTP(t, "127.0.0.20", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Cache-Control", "max-age=60")
+		h.Set("Content-Type", "text/plain")
+		h.Set("Server", "secret/1.0")
+		h.Set("Surrogate-Key", "k1 k2")
+		h["X-Two"] = []string{"a", "b"}
+		io.WriteString(w, "body")
+	}))
+	host := func(set string) wire.HostConfig {
+		hc := wire.HostConfig{Host: testHost, Origin: "http://" + originAddr}
+		hc.ResponseHeaders.Deny = []string{"Server"}
+		hc.ResponseHeaders.Set = map[string]string{"X-Frame-Options": set}
+		return hc
+	}
+	fields := func(r resp) string {
+		h := r.header.Clone()
+		if h.Get("Date") == "" || h.Get("Age") == "" {
+			t.Errorf("hit without Date or Age: %v", r.header)
+		}
+		h.Del("Date")
+		h.Del("Age")
+		return fmt.Sprint(h)
+	}
+	var answers []string
+	for i, mode := range []string{HTTP1Fast, HTTP1Std} {
+		n, _ := startEdge(t, listen(t, fmt.Sprintf("127.0.0.%d", 22+i)), Config{PoP: "tst", Node: "e1", HTTP1: mode,
+			Hosts: []wire.HostConfig{host("DENY")}, Logger: testLogger(t)})
+		c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+		t.Cleanup(c.CloseIdleConnections)
+		do(t, c, http.MethodGet, n.Addr(), testHost, "/p") // the fill
+		for _, want := range []string{"DENY", "DENY", "SAMEORIGIN", "SAMEORIGIN"} {
+			if want == "SAMEORIGIN" {
+				if err := n.SetHosts([]wire.HostConfig{host(want)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r := do(t, c, http.MethodGet, n.Addr(), testHost, "/p")
+			wantCacheStatus(t, r, "hit")
+			if got := r.header.Get("X-Frame-Options"); got != want || r.header.Get("Server") != "" || r.header.Get("Surrogate-Key") != "" ||
+				fmt.Sprint(r.header["X-Two"]) != "[a b]" || r.header.Get("Content-Length") != "4" || r.body != "body" {
+				t.Errorf("%s: hit %v %q, want X-Frame-Options %s, no Server or Surrogate-Key, X-Two a and b, 4 bytes", mode, r.header, r.body, want)
+			}
+			if want == "SAMEORIGIN" {
+				answers = append(answers, fields(r))
+			}
+		}
+	}
+	if answers[0] != answers[1] || answers[0] != answers[2] || answers[2] != answers[3] {
+		t.Errorf("hits' fields differ between the servers:\n%s\n%s", answers[0], answers[2])
+	}
+}
+
 // TestHitKeepsEveryHeaderValue: a stored answer with more header values than the response
 // writer's scratch for them holds (ValueScratch, store.Object.SetHeader) is served whole, from
 // the fill and from the store alike.

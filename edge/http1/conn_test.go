@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -330,5 +331,99 @@ func TestValueScratchReused(t *testing.T) {
 	defer mu.Unlock()
 	if len(scratches) != 1 {
 		t.Errorf("three sequential requests on one connection used %d value scratches, want 1", len(scratches))
+	}
+}
+
+// TestHeaderBlockSameAnswer: an answer whose fields come as a HeaderBlock reads, byte for byte
+// but the order of its field lines, as the answer with the same fields in the header map; a
+// header HeaderBlock cannot stand for gives nil; and the next answer on the connection
+// carries nothing of the block.
+func TestHeaderBlockSameAnswer(t *testing.T) {
+	date := []string{"Tue, 01 Dec 2026 10:00:00 GMT"}
+	cases := []struct {
+		name   string
+		h      http.Header
+		noneOK bool // HeaderBlock must refuse h
+	}{
+		{"typical", http.Header{"Date": date, "Content-Type": {"text/plain"}, "Etag": {`"x"`},
+			"Cache-Control": {"max-age=60"}, "Server": {"origin"}, "Vary": {"Accept-Encoding"}}, false},
+		{"several values, CR and LF in a value", http.Header{"Date": date, "Content-Type": {"text/html"},
+			"Set-Cookie": {"a=1", "b=2"}, "X-Odd": {" spaced\r\nInjected: yes "}}, false},
+		{"declared no type", http.Header{"Date": date, "Content-Type": nil, "X-A": {"1"}}, false},
+		{"stored length and trailer names", http.Header{"Date": date, "Content-Type": {"a/b"},
+			"Content-Length": {"999"}, "Trailer:X-T": {"1"}}, false},
+		{"no Date", http.Header{"Content-Type": {"text/plain"}}, true},
+		{"no Content-Type", http.Header{"Date": date}, true},
+		{"Transfer-Encoding", http.Header{"Date": date, "Content-Type": {"a/b"}, "Transfer-Encoding": {"identity"}}, true},
+		{"Connection", http.Header{"Date": date, "Content-Type": {"a/b"}, "Connection": {"close"}}, true},
+	}
+	const body = "<html>seven</html>"
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			block := HeaderBlock(tc.h)
+			if tc.noneOK {
+				if block != nil {
+					t.Fatalf("HeaderBlock = %q, want nil", block)
+				}
+				return
+			}
+			if block == nil {
+				t.Fatal("HeaderBlock = nil")
+			}
+			_, addr := serveFast(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				h := w.Header()
+				switch r.URL.Path {
+				case "/map":
+					for k, v := range tc.h {
+						h[k] = v
+					}
+				case "/block":
+					w.(interface{ SetHeaderBlock([]byte) }).SetHeaderBlock(block)
+				}
+				h["Content-Length"] = []string{strconv.Itoa(len(body))}
+				h["Age"] = []string{"3"}
+				io.WriteString(w, body)
+			}), nil)
+			for _, method := range []string{"GET", "HEAD"} {
+				c, err := net.Dial("tcp", addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				br := bufio.NewReader(c)
+				read := func(path string) []string {
+					io.WriteString(c, method+" "+path+" HTTP/1.1\r\nHost: a\r\n\r\n")
+					var lines []string
+					for {
+						l, err := br.ReadString('\n')
+						if err != nil {
+							t.Fatalf("%s %s: %v", method, path, err)
+						}
+						if l == "\r\n" {
+							break
+						}
+						if strings.HasPrefix(l, "Date: ") && path == "/other" {
+							l = "Date: now\r\n" // the server's own
+						}
+						lines = append(lines, l)
+					}
+					if method == "GET" {
+						b := make([]byte, len(body))
+						if _, err := io.ReadFull(br, b); err != nil || string(b) != body {
+							t.Fatalf("%s %s: body %q, %v", method, path, b, err)
+						}
+					}
+					slices.Sort(lines[1:]) // after the status line
+					return lines
+				}
+				want, got := read("/map"), read("/block")
+				if !slices.Equal(got, want) {
+					t.Errorf("%s: with the block\n%q\nwant as with the map\n%q", method, got, want)
+				}
+				if next := read("/other"); len(next) != 5 { // status, Content-Length, Age, Date, Content-Type
+					t.Errorf("%s: the next answer on the connection = %q, want none of the block's fields", method, next)
+				}
+				c.Close()
+			}
+		})
 	}
 }

@@ -33,6 +33,7 @@ type response struct {
 	closeAfter  bool
 	handlerDone bool
 	pending     []byte // body bytes held before the header is committed
+	block       []byte // fields serialised ahead (SetHeaderBlock), written after the map's
 }
 
 func (w *response) Header() http.Header { return w.header }
@@ -42,6 +43,17 @@ func (w *response) Header() http.Header { return w.header }
 // allocation of their own (edge's objectHeader). Like the header map, it is reused for the
 // connection's next request.
 func (w *response) ValueScratch() []string { return w.c.values[:] }
+
+// SetHeaderBlock adds fields serialised ahead of time, by HeaderBlock, to the answer: they are
+// written after the header map's, so a hit's stored fields need no map entries of their own
+// (edge: a stored object's fields, serialised once per reader view). The map must hold none
+// of the block's fields, and the status must allow a body. Call it before the header is
+// written; block must not change until the handler has returned.
+func (w *response) SetHeaderBlock(block []byte) {
+	if !w.committed {
+		w.block = block
+	}
+}
 
 func (w *response) WriteHeader(code int) {
 	if w.wroteHeader {
@@ -202,6 +214,7 @@ func (w *response) commit(first []byte) {
 	skipType := false
 	if bodyAllowed(code) {
 		_, haveType := h["Content-Type"]
+		haveType = haveType || w.block != nil // HeaderBlock makes none without one
 		if !haveType && headerValue(h, "Content-Encoding") == "" && te == "" && len(first) > 0 {
 			contentType = http.DetectContentType(first)
 		}
@@ -237,6 +250,7 @@ func (w *response) commit(first []byte) {
 		}
 		c.out = appendField(c.out, k, vv)
 	}
+	c.out = append(c.out, w.block...)
 	if contentType != "" {
 		c.out = append(append(append(c.out, "Content-Type: "...), contentType...), "\r\n"...)
 	}
@@ -250,11 +264,35 @@ func (w *response) commit(first []byte) {
 		c.out = strconv.AppendInt(append(c.out, "Content-Length: "...), w.cl, 10)
 		c.out = append(c.out, "\r\n"...)
 	}
-	if _, ok := h["Date"]; !ok {
+	if _, ok := h["Date"]; !ok && w.block == nil { // HeaderBlock makes none without Date
 		c.out = append(append(c.out, "Date: "...), httpdate.Now()...)
 		c.out = append(c.out, "\r\n"...)
 	}
 	c.out = append(c.out, "\r\n"...)
+}
+
+// HeaderBlock serialises h for SetHeaderBlock, each field as commit writes it from the header
+// map (appendField), so that an answer with the block is the answer with h in the map. It
+// leaves out Content-Length, which the map must then hold, and trailer declarations, which
+// commit never writes. It returns nil, and the answer then needs the map, when h lacks Date
+// or Content-Type (commit would add a Date, or sniff a type) or holds a field commit frames
+// the answer by (Transfer-Encoding, Connection).
+func HeaderBlock(h http.Header) []byte {
+	_, date := h["Date"]
+	_, ctype := h["Content-Type"]
+	_, te := h["Transfer-Encoding"]
+	_, conn := h["Connection"]
+	if !date || !ctype || te || conn {
+		return nil
+	}
+	block := make([]byte, 0, 512)
+	for k, vv := range h {
+		if k == "Content-Length" || strings.HasPrefix(k, http.TrailerPrefix) {
+			continue
+		}
+		block = appendField(block, k, vv)
+	}
+	return block
 }
 
 func bodyAllowed(code int) bool {

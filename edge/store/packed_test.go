@@ -93,7 +93,7 @@ func TestPackedRoundTrip(t *testing.T) {
 				cp, w := *o, want
 				cp.StoredAt, cp.ResponseTime, cp.LastModified = time.Time{}, time.Time{}, time.Time{}
 				w.StoredAt, w.ResponseTime, w.LastModified = time.Time{}, time.Time{}, time.Time{}
-				cp.arena, cp.ix, cp.nm, cp.nk = "", 0, 0, 0
+				cp.arena, cp.ix, cp.nm, cp.nk, cp.memo = "", 0, 0, 0, nil
 				if len(w.Body) == 0 {
 					w.Body, cp.Body = nil, nil
 				}
@@ -118,7 +118,8 @@ func TestLookupSharesView(t *testing.T) {
 	if a == nil || a != b {
 		t.Fatalf("two Lookups while the first is held = %p and %p, want one shared Object", a, b)
 	}
-	want := fmt.Sprintf("%+v", *a)
+	unmemo := func(o Object) Object { o.memo = nil; return o } // a new view has its own
+	want := fmt.Sprintf("%+v", unmemo(*a))
 	a, b = nil, nil
 	runtime.GC()
 	runtime.GC()
@@ -130,7 +131,7 @@ func TestLookupSharesView(t *testing.T) {
 		t.Fatalf("view after a collection with no reader = %v, want a weak pointer to a freed Object", w)
 	}
 	got, _, _ := s.Lookup("a.test/x", nil)
-	if got == nil || fmt.Sprintf("%+v", *got) != want {
+	if got == nil || fmt.Sprintf("%+v", unmemo(*got)) != want {
 		t.Fatalf("Lookup after the view was freed = %+v, want %s", got, want)
 	}
 }
@@ -163,6 +164,57 @@ func TestVariantsRoundTrip(t *testing.T) {
 	if e, _ := s.cache.Get("a.test/v"); len(e.variants) != 3 {
 		t.Errorf("%d variants stored, want 3", len(e.variants))
 	}
+}
+
+// TestMemo checks Object.Memo: built once per shared view and key, rebuilt in place for
+// another key, and absent where readers do not share the Object (several variants, a copy
+// given a header of its own).
+func TestMemo(t *testing.T) {
+	s, c := newStore(t)
+	if !s.Put(object("a.test", "/m", c.t, "k")) {
+		t.Fatal("Put refused")
+	}
+	builds := 0
+	build := func(tag string) func() []byte {
+		return func() []byte { builds++; return []byte(tag) }
+	}
+	a, _, _ := s.Lookup("a.test/m", nil)
+	b, _, _ := s.Lookup("a.test/m", nil)
+	for i, step := range []struct {
+		o        *Object
+		key, got string
+		builds   int
+	}{
+		{a, "p1", "p1", 1},
+		{b, "p1", "p1", 1}, // the other reader of the view reuses it
+		{a, "p2", "p2", 2}, // another policy: rebuilt
+		{b, "p2", "p2", 2},
+		{a, "p1", "p1", 3},
+	} {
+		if got := string(step.o.Memo(step.key, build(step.key))); got != step.got || builds != step.builds {
+			t.Errorf("step %d: Memo(%s) = %q after %d builds, want %q after %d", i, step.key, got, builds, step.got, step.builds)
+		}
+	}
+	cp := *a
+	cp.Header = http.Header{"X": {"1"}}
+	if got := cp.Memo("p1", build("copy")); got != nil || builds != 3 {
+		t.Errorf("Memo of a copy with its own header = %q (%d builds), want none built", got, builds)
+	}
+	vary := []string{"accept-language"}
+	for _, lang := range []string{"en", "fr"} {
+		o := object("a.test", "/mv", c.t, "k")
+		o.Policy.Vary = vary
+		o.Variant = httpcache.VaryKey(vary, http.Header{"Accept-Language": {lang}})
+		if !s.Put(o) {
+			t.Fatalf("Put of %s refused", lang)
+		}
+	}
+	v, _, _ := s.Lookup("a.test/mv", http.Header{"Accept-Language": {"en"}})
+	if got := v.Memo("p1", build("variant")); got != nil || builds != 3 {
+		t.Errorf("Memo of a variant = %q (%d builds), want none built", got, builds)
+	}
+	runtime.KeepAlive(a)
+	runtime.KeepAlive(b)
 }
 
 // TestPurgeFollowsMonotonicClock checks purge rule 2 with the times a fill really has (from

@@ -68,6 +68,8 @@ type Object struct {
 	ix    int32
 	nm    int32
 	nk    int32 // of the nm matchers, the last nk are the surrogate keys
+	// memo is the shared view's (entry.shared), nil for any other Object (Memo).
+	memo *atomic.Pointer[memo]
 }
 
 // SurrogateKeys returns the object's surrogate keys. They go with its header: Keys while the
@@ -122,10 +124,43 @@ func (e *entry) shared() *Object {
 			return o
 		}
 	}
-	o := e.one.object(e.vary)
-	w := weak.Make(o)
+	v := new(view) // the Object first: the weak pointer is to the allocation's start
+	e.one.into(&v.Object, e.vary)
+	v.Object.memo = &v.memo
+	w := weak.Make(&v.Object)
 	e.view.Store(&w) // a lost race replaces one live view by another: both are equal
-	return o
+	return &v.Object
+}
+
+// view is a shared Object (entry.shared) and its memo, in one allocation.
+type view struct {
+	Object
+	memo atomic.Pointer[memo]
+}
+
+// memo is bytes a reader derived from a shared view, under a key (Object.Memo).
+type memo struct {
+	key any
+	b   []byte
+}
+
+// Memo returns what build derives from o under key, built once per shared view (Lookup's,
+// for a URL with one variant) and reused by every reader of that view while it lives; a
+// reader with another key builds and keeps its own in place. The edge keeps a hit's client
+// header block in it, keyed by the host's policy, so the fields are not serialised on every
+// hit. An object that is not such a view (several variants, a copy given its own Header)
+// has no memo: Memo returns nil, and build is not called. build must depend only on o's
+// header and key, not on the request: every reader of the view gets its result.
+func (o *Object) Memo(key any, build func() []byte) []byte {
+	if o.memo == nil || o.Header != nil {
+		return nil
+	}
+	if m := o.memo.Load(); m != nil && m.key == key {
+		return m.b
+	}
+	b := build()
+	o.memo.Store(&memo{key: key, b: b})
+	return b
 }
 
 // list is every variant of e.
