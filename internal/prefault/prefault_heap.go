@@ -58,24 +58,24 @@ func newWatcher() (*watcher, bool) {
 	return w, true
 }
 
-// step populates heap mappings above high once the runtime has mapped more memory; false if
-// populating is not supported. It populates only while the runtime holds little memory it
+// step populates heap mappings above high once the runtime has mapped more memory. grew says
+// whether it had; ok is false if populating is not supported. It populates only while the runtime holds little memory it
 // has never used (or has returned): that is the new memory the allocator is about to touch,
 // and what it counts as released is also what a populated page costs in resident memory
 // beyond the runtime's own accounting, so that excess stays under lookahead.
-func (w *watcher) step() bool {
+func (w *watcher) step() (grew, ok bool) {
 	metrics.Read(w.sample)
 	total, released := w.sample[0].Value.Uint64(), w.sample[1].Value.Uint64()
 	if total <= w.total {
-		return true
+		return false, true
 	}
 	if released > lookahead {
-		return true // the runtime maps ahead of use, or has returned memory: leave it be
+		return true, true // the runtime maps ahead of use, or has returned memory: leave it be
 	}
 	w.total = total
 	maps, err := heapMappings(w.low, w.top)
 	if err != nil {
-		return true // try again at the next growth
+		return true, true // try again at the next growth
 	}
 	for _, m := range maps {
 		if m.end <= w.high {
@@ -85,7 +85,7 @@ func (w *watcher) step() bool {
 			n := min(chunk, m.end-a)
 			_, _, e := unix.Syscall(unix.SYS_MADVISE, a, n, unix.MADV_POPULATE_WRITE) // Linux 5.14: fault in, writable, without writing
 			if e == unix.EINVAL || e == unix.ENOSYS {
-				return false
+				return true, false
 			}
 			if e != 0 {
 				break // the mapping changed under us: the rest of it is left to the allocator
@@ -94,7 +94,7 @@ func (w *watcher) step() bool {
 		}
 		w.high = m.end
 	}
-	return true
+	return true, true
 }
 
 type mapping struct{ start, end uintptr }

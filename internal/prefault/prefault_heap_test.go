@@ -37,7 +37,7 @@ func TestPopulatesNewHeapMemory(t *testing.T) {
 	keep := make([][]byte, 0, n)
 	for range n {
 		keep = append(keep, make([]byte, size))
-		if !w.step() {
+		if _, ok := w.step(); !ok {
 			t.Skip("this kernel cannot populate (MADV_POPULATE_WRITE needs Linux 5.14): Run does nothing here")
 		}
 	}
@@ -54,6 +54,49 @@ func TestPopulatesNewHeapMemory(t *testing.T) {
 	held = append(held, keep...)
 	if pages := int64(n * size / 4096); faults > pages/4 {
 		t.Fatalf("writing %d new pages took %d page faults, want under %d", pages, faults, pages/4)
+	}
+}
+
+// Run looks every interval while the heap grows, and idleFactor times less often once it has
+// not grown for idleSteps looks, until it grows again.
+func TestPace(t *testing.T) {
+	const iv = 5 * time.Millisecond
+	p := pace{interval: iv}
+	for i := 1; i < idleSteps; i++ {
+		if d := p.after(false); d != iv {
+			t.Fatalf("look %d without growth: next in %v, want %v", i, d, iv)
+		}
+	}
+	for range 3 {
+		if d := p.after(false); d != iv*idleFactor {
+			t.Fatalf("after %d looks without growth: next in %v, want %v", idleSteps, d, iv*idleFactor)
+		}
+	}
+	if d := p.after(true); d != iv {
+		t.Fatalf("growth after a quiet spell: next in %v, want %v", d, iv)
+	}
+	if d := p.after(false); d != iv {
+		t.Fatalf("the look after a growth: next in %v, want %v", d, iv)
+	}
+}
+
+// The watcher says when the heap grew, and only then.
+func TestStepSeesGrowth(t *testing.T) {
+	w, ok := newWatcher()
+	if !ok {
+		t.Fatal("no watcher on Linux")
+	}
+	if grew, _ := w.step(); grew {
+		// A collection or an allocation elsewhere in the test binary may have mapped memory.
+		if grew, _ = w.step(); grew {
+			t.Fatal("two looks in a row without an allocation both saw growth")
+		}
+	}
+	big := make([]byte, 64<<20)
+	grew, _ := w.step()
+	held = append(held, big)
+	if !grew {
+		t.Fatal("a look after a 64 MiB allocation saw no growth")
 	}
 }
 

@@ -6,4 +6,4 @@ type watcher struct{}
 
 func newWatcher() (*watcher, bool) { return nil, false }
 
-func (*watcher) step() bool { return false }
+func (*watcher) step() (grew, ok bool) { return false, false }
