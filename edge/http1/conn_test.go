@@ -427,3 +427,45 @@ func TestHeaderBlockSameAnswer(t *testing.T) {
 		})
 	}
 }
+
+// The idle timeout holds though its deadline is not re-armed for every request
+// (setReadDeadline): a connection asked at intervals under the timeout stays open however
+// long that goes on, and one left idle is closed between 15/16 of the timeout and the timeout
+// (plus scheduling) after its last answer.
+func TestIdleDeadlineKept(t *testing.T) {
+	const idle = 320 * time.Millisecond
+	_, addr := serveFast(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}), func(s *Server) { s.IdleTimeout = idle })
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	get := func(i int) {
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	start := time.Now()
+	for i := 0; time.Since(start) < 3*idle; i++ {
+		get(i)
+		time.Sleep(idle / 3) // the idle time itself is under test: no event to wait for
+	}
+	for i := range 3 {
+		get(100 + i) // in quick succession: the deadline of the first is kept
+	}
+	last := time.Now()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("idle connection: read %v, %v; want the server to close it", n, err)
+	}
+	if d := time.Since(last); d < idle-idle/16-5*time.Millisecond || d > idle+2*time.Second {
+		t.Errorf("idle connection closed %v after its last answer, want %v to %v", d, idle-idle/16, idle)
+	}
+}
