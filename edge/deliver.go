@@ -61,7 +61,7 @@ func (n *Node) deliver(w *logWriter, req *request, obj *store.Object, cs httpcac
 	if h == nil {
 		h = n.objectHeader(w, req, obj, cs, upstreamCS)
 	}
-	h["Content-Length"] = req.field(2, strconv.Itoa(len(obj.Body)))
+	h["Content-Length"] = req.field(2, req.keep(strconv.AppendInt(req.spare(), int64(len(obj.Body)), 10)))
 	w.WriteHeader(obj.Status)
 	if r.Method != http.MethodHead && bodyAllowed(obj.Status) {
 		w.Write(obj.Body)
@@ -106,8 +106,8 @@ func (n *Node) objectHeader(w *logWriter, req *request, obj *store.Object, cs ht
 
 // setAge sets the fields of a stored object's answer that change with each answer.
 func (n *Node) setAge(h http.Header, req *request, obj *store.Object, cs httpcache.Status, upstreamCS string) {
-	h["Age"] = req.field(0, strconv.FormatInt(int64(obj.Age(n.clock())/time.Second), 10))
-	h["Cache-Status"] = req.field(1, httpcache.AppendStatus(upstreamCS, cs))
+	h["Age"] = req.field(0, req.keep(strconv.AppendInt(req.spare(), int64(obj.Age(n.clock())/time.Second), 10)))
+	h["Cache-Status"] = req.field(1, req.keep(httpcache.AppendStatusTo(req.spare(), upstreamCS, cs)))
 }
 
 // headerBlocker is a ResponseWriter that writes fields serialised ahead of time beside its

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/meridian-cdn/meridian/edge/httpcache"
 )
@@ -48,8 +49,11 @@ type request struct {
 	proto    string
 	lw       logWriter
 	// fields backs the one-value slices of the fields a hit sets (Age, Cache-Status,
-	// Content-Length), so that they cost no allocation of their own.
+	// Content-Length), so that they cost no allocation of their own; text backs their
+	// values (spare, keep), used up to used.
 	fields [3]string
+	text   [96]byte
+	used   int
 }
 
 // valueScratcher is a ResponseWriter with storage of its own, reused from one response to the
@@ -58,6 +62,23 @@ type request struct {
 // request stays small.
 type valueScratcher interface {
 	ValueScratch() []string
+}
+
+// spare is the unused part of req.text, empty, for a field value to be appended to.
+func (req *request) spare() []byte { return req.text[req.used:req.used] }
+
+// keep returns b, a value appended to spare, as a string sharing its bytes: an answer's own
+// field values cost no allocation (issue 15). Those bytes are never written again, so the
+// string stays valid as long as anyone holds it; a value that outgrew req.text was copied to
+// the heap by append and is its own.
+func (req *request) keep(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	if req.used < len(req.text) && unsafe.SliceData(b) == &req.text[req.used] {
+		req.used += len(b)
+	}
+	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
 // field returns a one-value slice of v for the response header, backed by req.fields[i].

@@ -31,45 +31,42 @@ type Status struct {
 // `meridian-lon-1; fwd=miss; fwd-status=200; stored; collapsed; detail=origin`. TTL is
 // truncated toward zero to whole seconds.
 func (s Status) String() string {
-	var b strings.Builder
-	b.Grow(len(s.Cache) + len(s.Key) + len(s.Detail) + 64)
-	writeTokenOrString(&b, s.Cache)
+	return string(s.Append(make([]byte, 0, len(s.Cache)+len(s.Key)+len(s.Detail)+64)))
+}
+
+// Append appends s, serialised as String does, to b.
+func (s Status) Append(b []byte) []byte {
+	b = appendTokenOrString(b, s.Cache)
 	if s.Hit {
-		b.WriteString("; hit")
+		b = append(b, "; hit"...)
 	}
 	if s.Fwd != "" && !s.Hit && isToken(s.Fwd) {
-		b.WriteString("; fwd=")
-		b.WriteString(s.Fwd)
+		b = append(append(b, "; fwd="...), s.Fwd...)
 	}
 	if s.FwdStatus != 0 {
-		b.WriteString("; fwd-status=")
-		b.WriteString(strconv.Itoa(s.FwdStatus))
+		b = strconv.AppendInt(append(b, "; fwd-status="...), int64(s.FwdStatus), 10)
 	}
 	if s.HasTTL {
 		const sfMax = 999_999_999_999_999 // largest Structured Fields integer
 		secs := min(max(int64(s.TTL/time.Second), -sfMax), sfMax)
-		b.WriteString("; ttl=")
-		b.WriteString(strconv.FormatInt(secs, 10))
+		b = strconv.AppendInt(append(b, "; ttl="...), secs, 10)
 	}
 	if s.Stored {
-		b.WriteString("; stored")
+		b = append(b, "; stored"...)
 	}
 	if s.Collapsed {
-		b.WriteString("; collapsed")
+		b = append(b, "; collapsed"...)
 	}
 	if s.Key != "" {
-		b.WriteString("; key=")
-		writeSFString(&b, s.Key)
+		b = appendSFString(append(b, "; key="...), s.Key)
 	}
 	if s.Detail != "" {
-		b.WriteString("; detail=")
-		writeTokenOrString(&b, s.Detail)
+		b = appendTokenOrString(append(b, "; detail="...), s.Detail)
 	}
 	if s.Proto != "" && isToken(s.Proto) {
-		b.WriteString("; proto=")
-		b.WriteString(s.Proto)
+		b = append(append(b, "; proto="...), s.Proto...)
 	}
-	return b.String()
+	return b
 }
 
 // AppendStatus returns the new field value when this cache appends s after an upstream's
@@ -81,6 +78,14 @@ func AppendStatus(upstream string, s Status) string {
 		return s.String()
 	}
 	return upstream + ", " + s.String()
+}
+
+// AppendStatusTo appends AppendStatus(upstream, s) to b.
+func AppendStatusTo(b []byte, upstream string, s Status) []byte {
+	if upstream = strings.TrimRight(trimOWS(upstream), ","); upstream != "" {
+		b = append(append(b, upstream...), ", "...)
+	}
+	return s.Append(b)
 }
 
 // isToken reports whether s is a Structured Fields token: ALPHA or "*", then tchar, ":" or "/".
@@ -105,31 +110,28 @@ func isTchar(c byte) bool {
 	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
 }
 
-func writeTokenOrString(b *strings.Builder, s string) {
+// appendTokenOrString appends s as a Structured Fields token if it is one, else as a string.
+func appendTokenOrString(b []byte, s string) []byte {
 	if isToken(s) {
-		b.WriteString(s)
-		return
+		return append(b, s...)
 	}
-	writeSFString(b, s)
+	return appendSFString(b, s)
 }
 
-// writeSFString writes s as a Structured Fields string. Bytes outside printable ASCII, which
+// appendSFString appends s as a Structured Fields string. Bytes outside printable ASCII, which
 // an sf-string cannot hold, are written as %XX.
-func writeSFString(b *strings.Builder, s string) {
+func appendSFString(b []byte, s string) []byte {
 	const hex = "0123456789ABCDEF"
-	b.WriteByte('"')
+	b = append(b, '"')
 	for i := 0; i < len(s); i++ {
 		switch c := s[i]; {
 		case c == '"' || c == '\\':
-			b.WriteByte('\\')
-			b.WriteByte(c)
+			b = append(b, '\\', c)
 		case c < 0x20 || c > 0x7e:
-			b.WriteByte('%')
-			b.WriteByte(hex[c>>4])
-			b.WriteByte(hex[c&0xf])
+			b = append(b, '%', hex[c>>4], hex[c&0xf])
 		default:
-			b.WriteByte(c)
+			b = append(b, c)
 		}
 	}
-	b.WriteByte('"')
+	return append(b, '"')
 }

@@ -124,14 +124,14 @@ func TestParseStringList(t *testing.T) {
 
 // sfList serialises strings as a Structured Fields list of Strings.
 func sfList(strs []string) string {
-	var b strings.Builder
+	var b []byte
 	for i, s := range strs {
 		if i > 0 {
-			b.WriteString(", ")
+			b = append(b, ", "...)
 		}
-		writeSFString(&b, s)
+		b = appendSFString(b, s)
 	}
-	return b.String()
+	return string(b)
 }
 
 func FuzzCacheGroups(f *testing.F) {
