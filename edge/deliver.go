@@ -117,12 +117,12 @@ type headerBlocker interface {
 }
 
 // blockHeader is objectHeader for a writer that takes a serialised header block: obj's fields
-// under the host's policy are serialised once per shared view of it (store.Object.Memo) and
+// under the host's policy are serialised once per shared view of it (store.Object.Memo), and
 // only Age, Cache-Status and Content-Length go in the map: a dozen map entries fewer to set
-// and write out per hit, 4-11 % of an HTTP/1.1 hit's CPU (issue 15). It returns nil when the answer needs objectHeader: another
-// writer, a fleet node's request (its fields differ), a status without a body, fields set
-// before (the map's would then mix with the block's), or an object without a memo or whose
-// fields http1.HeaderBlock cannot serialise.
+// and write out per hit, 4-11 % of an HTTP/1.1 hit's CPU (issue 15). It returns nil when the
+// answer needs objectHeader: another writer, a fleet node's request (its fields differ), a
+// status without a body, fields set before (the map's would then mix with the block's), or an
+// object without a memo or whose fields http1.HeaderBlock cannot serialise.
 func (n *Node) blockHeader(w *logWriter, req *request, obj *store.Object, cs httpcache.Status, upstreamCS string) http.Header {
 	bw, ok := w.ResponseWriter.(headerBlocker)
 	if !ok || req.fromPeer || !bodyAllowed(obj.Status) {
