@@ -133,9 +133,11 @@ func (n *Node) blockHeader(w *logWriter, req *request, obj *store.Object, cs htt
 		return nil
 	}
 	block := obj.Memo(req.host, func() []byte {
-		f := make(http.Header, 16)
-		obj.SetHeader(f, nil)
-		return http1.HeaderBlock(clientPolicy(f, req))
+		f := clientPolicy(obj.HeaderMap(), req)
+		// setAge's fields replace any the policy set, as on objectHeader's way.
+		delete(f, "Age")
+		delete(f, "Cache-Status")
+		return http1.HeaderBlock(f)
 	})
 	if block == nil {
 		return nil

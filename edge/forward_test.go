@@ -271,7 +271,8 @@ func TestResponseHeaderPolicy(t *testing.T) {
 
 // TestHitFieldsFollowPolicy: a hit's fields, which the fast HTTP/1.1 path serialises once per
 // stored object (blockHeader), are the same as net/http's answer from the same pipeline, keep
-// surrogate fields out, and follow a change of the host's response policy at once.
+// surrogate fields out, give the edge's own Age and Cache-Status whatever the policy sets, and
+// follow a change of the host's response policy at once.
 func TestHitFieldsFollowPolicy(t *testing.T) {
 	originAddr := startHTTP(t, "127.0.0.20", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
@@ -285,16 +286,18 @@ func TestHitFieldsFollowPolicy(t *testing.T) {
 	host := func(set string) wire.HostConfig {
 		hc := wire.HostConfig{Host: testHost, Origin: "http://" + originAddr}
 		hc.ResponseHeaders.Deny = []string{"Server"}
-		hc.ResponseHeaders.Set = map[string]string{"X-Frame-Options": set}
+		// A policy may set Age and Cache-Status: the edge's own replace them.
+		hc.ResponseHeaders.Set = map[string]string{"X-Frame-Options": set, "Age": "7", "Cache-Status": "policy"}
 		return hc
 	}
 	fields := func(r resp) string {
 		h := r.header.Clone()
-		if h.Get("Date") == "" || h.Get("Age") == "" {
-			t.Errorf("hit without Date or Age: %v", r.header)
+		if h.Get("Date") == "" || len(h["Age"]) != 1 || h.Get("Age") == "7" || len(h["Cache-Status"]) != 1 || !strings.Contains(h.Get("Cache-Status"), "; hit") {
+			t.Errorf("hit without Date, or not one Age and one Cache-Status of the edge's: %v", r.header)
 		}
 		h.Del("Date")
 		h.Del("Age")
+		h.Del("Cache-Status") // its ttl moves with the clock
 		return fmt.Sprint(h)
 	}
 	var answers []string
