@@ -35,7 +35,8 @@ const (
 type watcher struct {
 	low, top uintptr // heapWindow: where the heap can be
 	sample   []metrics.Sample
-	total    uint64  // the runtime's mapped memory at the last look
+	total    uint64  // the runtime's mapped memory when step last populated
+	seen     uint64  // the runtime's mapped memory at the last look (grew)
 	high     uintptr // everything below is either populated or was in use before Run began
 }
 
@@ -47,6 +48,7 @@ func newWatcher() (*watcher, bool) {
 		return nil, false
 	}
 	w.total = w.sample[0].Value.Uint64()
+	w.seen = w.total
 	// What the heap holds now was faulted in already: start above it.
 	maps, err := heapMappings(w.low, w.top)
 	if err != nil {
@@ -66,16 +68,18 @@ func newWatcher() (*watcher, bool) {
 func (w *watcher) step() (grew, ok bool) {
 	metrics.Read(w.sample)
 	total, released := w.sample[0].Value.Uint64(), w.sample[1].Value.Uint64()
+	grew = total > w.seen
+	w.seen = total
 	if total <= w.total {
-		return false, true
+		return grew, true
 	}
 	if released > lookahead {
-		return true, true // the runtime maps ahead of use, or has returned memory: leave it be
+		return grew, true // the runtime maps ahead of use, or has returned memory: leave it be
 	}
 	w.total = total
 	maps, err := heapMappings(w.low, w.top)
 	if err != nil {
-		return true, true // try again at the next growth
+		return grew, true // try again at the next growth
 	}
 	for _, m := range maps {
 		if m.end <= w.high {
@@ -94,7 +98,7 @@ func (w *watcher) step() (grew, ok bool) {
 		}
 		w.high = m.end
 	}
-	return true, true
+	return grew, true
 }
 
 type mapping struct{ start, end uintptr }

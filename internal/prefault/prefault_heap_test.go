@@ -7,6 +7,8 @@ package prefault
 
 import (
 	"context"
+	"runtime/debug"
+	"runtime/metrics"
 	"syscall"
 	"testing"
 	"time"
@@ -80,24 +82,48 @@ func TestPace(t *testing.T) {
 	}
 }
 
-// The watcher says when the heap grew, and only then.
+// The watcher says when the heap grew, and only then, also while the runtime holds more than
+// lookahead released to the system (an edge at its memory limit), when it does not populate.
 func TestStepSeesGrowth(t *testing.T) {
+	junk := make([]byte, 64<<20)
+	junk[0] = 1
+	junk = nil
+	debug.FreeOSMemory()
+	if r := released(); r <= lookahead {
+		t.Fatalf("%d bytes released after freeing 64 MiB, want over %d", r, lookahead)
+	}
 	w, ok := newWatcher()
 	if !ok {
 		t.Fatal("no watcher on Linux")
 	}
-	if grew, _ := w.step(); grew {
-		// A collection or an allocation elsewhere in the test binary may have mapped memory.
-		if grew, _ = w.step(); grew {
-			t.Fatal("two looks in a row without an allocation both saw growth")
-		}
-	}
-	big := make([]byte, 64<<20)
+	// More than the runtime holds released: it must map more.
+	big := make([]byte, released()+64<<20)
 	grew, _ := w.step()
 	held = append(held, big)
 	if !grew {
-		t.Fatal("a look after a 64 MiB allocation saw no growth")
+		t.Fatal("a look after an allocation larger than the released memory saw no growth")
 	}
+	again := 0
+	for range 3 {
+		if grew, _ := w.step(); grew {
+			again++ // a collection elsewhere in the test binary may map memory once
+		}
+	}
+	if again > 1 {
+		t.Fatalf("%d of 3 looks without an allocation saw growth", again)
+	}
+	// Leave no released memory behind for the next test (go test -count), which would be
+	// given it rather than new memory.
+	for i := 0; i < 1024 && released() > 1<<20; i++ {
+		held = append(held, make([]byte, 1<<20))
+	}
+}
+
+// released is what the runtime has returned to the system.
+func released() uint64 {
+	s := []metrics.Sample{{Name: "/memory/classes/heap/released:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
 }
 
 // Run stops when its context ends.
