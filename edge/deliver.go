@@ -119,7 +119,7 @@ type headerBlocker interface {
 // blockHeader is objectHeader for a writer that takes a serialised header block: obj's fields
 // under the host's policy are serialised once per shared view of it (store.Object.Memo), and
 // only Age, Cache-Status and Content-Length go in the map: a dozen map entries fewer to set
-// and write out per hit, 4-11 % of an HTTP/1.1 hit's CPU (issue 15). It returns nil when the
+// and write out per hit, 1-11 % of an HTTP/1.1 hit's CPU (issue 15). It returns nil when the
 // answer needs objectHeader: another writer, a fleet node's request (its fields differ), a
 // status without a body, fields set before (the map's would then mix with the block's), or an
 // object without a memo or whose fields http1.HeaderBlock cannot serialise.
