@@ -100,12 +100,12 @@ func (n *Node) objectHeader(w *logWriter, req *request, obj *store.Object, cs ht
 	}
 	obj.SetHeader(h, scratch) // without, one allocation for the values
 	clientPolicy(h, req)
-	n.setAge(h, req, obj, cs, upstreamCS)
+	n.setPerAnswer(h, req, obj, cs, upstreamCS)
 	return h
 }
 
-// setAge sets the fields of a stored object's answer that change with each answer.
-func (n *Node) setAge(h http.Header, req *request, obj *store.Object, cs httpcache.Status, upstreamCS string) {
+// setPerAnswer sets the fields of a stored object's answer that change with each answer.
+func (n *Node) setPerAnswer(h http.Header, req *request, obj *store.Object, cs httpcache.Status, upstreamCS string) {
 	h["Age"] = req.field(0, req.keep(strconv.AppendInt(req.spare(), int64(obj.Age(n.clock())/time.Second), 10)))
 	h["Cache-Status"] = req.field(1, req.keep(httpcache.AppendStatusTo(req.spare(), upstreamCS, cs)))
 }
@@ -134,7 +134,7 @@ func (n *Node) blockHeader(w *logWriter, req *request, obj *store.Object, cs htt
 	}
 	block := obj.Memo(req.host, func() []byte {
 		f := clientPolicy(obj.HeaderMap(), req)
-		// setAge's fields replace any the policy set, as on objectHeader's way.
+		// setPerAnswer's fields replace any the policy set, as on objectHeader's way.
 		delete(f, "Age")
 		delete(f, "Cache-Status")
 		return http1.HeaderBlock(f)
@@ -143,7 +143,7 @@ func (n *Node) blockHeader(w *logWriter, req *request, obj *store.Object, cs htt
 		return nil
 	}
 	bw.SetHeaderBlock(block)
-	n.setAge(h, req, obj, cs, upstreamCS)
+	n.setPerAnswer(h, req, obj, cs, upstreamCS)
 	return h
 }
 

@@ -31,7 +31,8 @@ type Status struct {
 // `meridian-lon-1; fwd=miss; fwd-status=200; stored; collapsed; detail=origin`. TTL is
 // truncated toward zero to whole seconds.
 func (s Status) String() string {
-	return string(s.Append(make([]byte, 0, len(s.Cache)+len(s.Key)+len(s.Detail)+64)))
+	var buf [128]byte // most values fit: the string is the only allocation
+	return string(s.Append(buf[:0]))
 }
 
 // Append appends s, serialised as String does, to b.
@@ -73,11 +74,8 @@ func (s Status) Append(b []byte) []byte {
 // Cache-Status value (RFC 9211: list order is from the origin outwards): "upstream, s", or just
 // s when upstream is blank.
 func AppendStatus(upstream string, s Status) string {
-	upstream = strings.TrimRight(trimOWS(upstream), ",")
-	if upstream == "" {
-		return s.String()
-	}
-	return upstream + ", " + s.String()
+	var buf [128]byte
+	return string(AppendStatusTo(buf[:0], upstream, s))
 }
 
 // AppendStatusTo appends AppendStatus(upstream, s) to b.

@@ -61,10 +61,11 @@ func newWatcher() (*watcher, bool) {
 }
 
 // step populates heap mappings above high once the runtime has mapped more memory. grew says
-// whether it had; ok is false if populating is not supported. It populates only while the runtime holds little memory it
-// has never used (or has returned): that is the new memory the allocator is about to touch,
-// and what it counts as released is also what a populated page costs in resident memory
-// beyond the runtime's own accounting, so that excess stays under lookahead.
+// whether it had since the last look; ok is false if populating is not supported. It
+// populates only while the runtime holds little memory it has never used (or has returned):
+// that is the new memory the allocator is about to touch, and what it counts as released is
+// also what a populated page costs in resident memory beyond the runtime's own accounting, so
+// that excess stays under lookahead.
 func (w *watcher) step() (grew, ok bool) {
 	metrics.Read(w.sample)
 	total, released := w.sample[0].Value.Uint64(), w.sample[1].Value.Uint64()
