@@ -5,6 +5,7 @@ import (
 	stdgzip "compress/gzip"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -87,11 +88,49 @@ func TestAcceptEncodingSpellingsShareVariant(t *testing.T) {
 	}
 }
 
-// storedVariants counts the variants stored under primary, by asking for each coding.
+// TestIdentitySpellingsShareVariant: every request the edge serves identity, with no
+// Accept-Encoding or with one that accepts no coding the edge has, reads one stored variant,
+// and the fill asks the origin for identity explicitly.
+func TestIdentitySpellingsShareVariant(t *testing.T) {
+	s := newSingle(t, nil)
+	const path = "/identity.txt"
+	target := path + "?ct=text%2Fplain&size=8192&cc=max-age%3D60"
+	spellings := [][]string{nil, {"Accept-Encoding", "identity"}, {"Accept-Encoding", ""},
+		{"Accept-Encoding", "deflate"}, {"Accept-Encoding", "gzip;q=0, br;q=0"}, nil}
+	// net/http's client would ask for gzip where the request has no Accept-Encoding.
+	c := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+	t.Cleanup(c.CloseIdleConnections)
+	for i, h := range spellings {
+		r := do(t, c, http.MethodGet, s.edge.Addr(), testHost, target, h...)
+		if r.status != http.StatusOK || r.header.Get("Content-Encoding") != "" || len(r.body) != 8192 {
+			t.Fatalf("GET with %q: status %d, Content-Encoding %q, %d bytes; want 200, identity, 8192",
+				h, r.status, r.header.Get("Content-Encoding"), len(r.body))
+		}
+		if hit := strings.Contains(r.header.Get("Cache-Status"), "hit"); hit != (i > 0) {
+			t.Errorf("GET with %q: Cache-Status = %q, want hit=%v", h, r.header.Get("Cache-Status"), i > 0)
+		}
+	}
+	if got := s.origin.Requests(path); got != 1 {
+		t.Errorf("origin requests = %d, want 1", got)
+	}
+	if got := s.origin.LastHeader(path).Values("Accept-Encoding"); !slices.Equal(got, []string{"identity"}) {
+		t.Errorf("origin got Accept-Encoding %q, want identity said explicitly", got)
+	}
+	if n := storedVariants(s.edge, testHost+target); n != 1 {
+		t.Errorf("stored variants = %d, want 1", n)
+	}
+}
+
+// storedVariants counts the variants stored under primary, by asking for each coding as a
+// normalised request does (identity: no field).
 func storedVariants(n *Node, primary string) int {
 	count := 0
-	for _, ae := range []string{"br", "zstd", "gzip", "identity"} {
-		if obj, _, _ := n.store.Lookup(primary, http.Header{"Accept-Encoding": {ae}}); obj != nil {
+	for _, ae := range []string{"br", "zstd", "gzip", ""} {
+		h := http.Header{"Accept-Encoding": {ae}}
+		if ae == "" {
+			h = http.Header{}
+		}
+		if obj, _, _ := n.store.Lookup(primary, h); obj != nil {
 			count++
 		}
 	}

@@ -67,6 +67,11 @@ func (n *Node) upstreamHeader(req *request, kind upstreamKind) http.Header {
 	httpcache.RemoveHopByHop(out)
 	stripFleetFields(out)
 	if kind != passThrough {
+		if _, ok := out["Accept-Encoding"]; !ok {
+			// A fill asks for the coding it serves (normalizeAcceptEncoding left none for
+			// identity); an upstream sent no field may choose any (RFC 9110 §12.5.3).
+			out["Accept-Encoding"] = identityField
+		}
 		for _, k := range fillOwn {
 			delete(out, k)
 		}
