@@ -258,7 +258,7 @@ func (u *Upstream) Do(req *http.Request) (*http.Response, error) {
 	}
 	u.requests.Add(1)
 	ctx, cancel := context.WithTimeoutCause(parent, u.cfg.BodyTimeout, errBodyTimeout)
-	resp, err := u.roundTrip(req.WithContext(ctx))
+	resp, err := u.roundTrip(ctx, req)
 	if err != nil {
 		err = u.classify(ctx, parent, err)
 		cancel()
@@ -273,16 +273,24 @@ func (u *Upstream) Do(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
-// roundTrip sends req as an http.Client that follows no redirects would, minus the client's
-// own per-request work (a copy of the header kept for redirects, the redirect bookkeeping):
-// an edge hands 3xx back as they are, and its deadlines are in req's context, so the
-// transport alone is enough and a miss is cheaper (issue 15). Errors are *url.Error, as the
-// client returns them.
-func (u *Upstream) roundTrip(req *http.Request) (*http.Response, error) {
-	if req.Header == nil {
-		req.Header = http.Header{} // the transport refuses a nil header; req is our own copy
+// roundTrip sends req under ctx as an http.Client that follows no redirects would, minus the
+// client's own per-request work (a copy of the header kept for redirects, the redirect
+// bookkeeping): an edge hands 3xx back as they are, and its deadlines are in ctx, so the
+// transport alone is enough and a miss is cheaper (issue 15). The built transport's own
+// HTTP/1.1 path takes ctx as it is; any other gets a copy of req with ctx. Errors are
+// *url.Error, as the client returns them.
+func (u *Upstream) roundTrip(ctx context.Context, req *http.Request) (*http.Response, error) {
+	var resp *http.Response
+	var err error
+	if h1, ok := u.transport.(*h1Transport); ok && h1.handles(req) {
+		resp, err = h1.send(ctx, req)
+	} else {
+		r := req.WithContext(ctx)
+		if r.Header == nil {
+			r.Header = http.Header{} // the transport refuses a nil header; r is our own copy
+		}
+		resp, err = u.transport.RoundTrip(r)
 	}
-	resp, err := u.transport.RoundTrip(req)
 	if err != nil {
 		op := "Get"
 		if m := req.Method; m != "" && m != http.MethodGet {

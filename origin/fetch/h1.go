@@ -93,6 +93,12 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !t.handles(req) {
 		return t.fallback.RoundTrip(req)
 	}
+	return t.send(req.Context(), req)
+}
+
+// send is RoundTrip for a request t handles, under ctx rather than req's context: Upstream.Do
+// passes its exchange context here, and so needs no copy of the request (issue 15).
+func (t *h1Transport) send(ctx context.Context, req *http.Request) (*http.Response, error) {
 	// The Transport's own checks, so that both refuse the same requests.
 	if msg := invalidHeader(req.Header); msg != "" {
 		return nil, fmt.Errorf("net/http: invalid header %s", msg)
@@ -103,7 +109,6 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.URL.Host == "" {
 		return nil, errors.New("http: no Host in request URL")
 	}
-	ctx := req.Context()
 	trace := httptrace.ContextClientTrace(ctx)
 	p := t.pool(hostPort(req.URL.Host))
 	if trace != nil && trace.GetConn != nil {
