@@ -268,7 +268,8 @@ func (f *filler) fetchNode(req *request, p Peer, h hops, stale *store.Object, ca
 		return nil, fmt.Errorf("build fill request for %s: %w", p.ID, err)
 	}
 	up.Host = req.host.cfg.Host
-	up.Header = n.upstreamHeader(req, sharedFill)
+	// Validators, hop, purge sequence, signature, Cache-Control, Range.
+	up.Header = n.upstreamHeader(req, sharedFill, 7)
 	setValidators(up.Header, stale, false)
 	up.Header.Set(hopHeader, h.String())
 	up.Header.Set(purgeSeqHeader, strconv.FormatUint(max(n.purgeSeq.Load(), req.needSeq), 10))
@@ -324,7 +325,7 @@ func (f *filler) originRequest(req *request, stale *store.Object, opts fillOptio
 	if opts.direct {
 		kind, client = directFill, f.passUpstream(req.host)
 	}
-	up.Header = n.upstreamHeader(req, kind)
+	up.Header = n.upstreamHeader(req, kind, fillFields(stale, rng, ifRange))
 	setValidators(up.Header, stale, true)
 	if rng != "" {
 		up.Header["Range"] = []string{rng}
@@ -340,6 +341,22 @@ func (f *filler) originRequest(req *request, stale *store.Object, opts fillOptio
 		return nil, fmt.Errorf("fetch %s from origin %s: %w", req.target, o.Host, err)
 	}
 	return resp, nil
+}
+
+// fillFields is how many fields originRequest adds to the upstream header: the validators
+// for stale, Range and If-Range.
+func fillFields(stale *store.Object, rng, ifRange string) int {
+	n := 0
+	if stale != nil {
+		n += 2
+	}
+	if rng != "" {
+		n++
+	}
+	if ifRange != "" {
+		n++
+	}
+	return n
 }
 
 // upstreamRequest is a GET of req's target at scheme://host followed by the base path. Without

@@ -53,12 +53,16 @@ var protocolFields = []string{"Accept", "Accept-Encoding", "Accept-Language", "A
 
 // upstreamHeader builds the header of an upstream request for req under its host's policy.
 // Values are shared with the client's request: callers replace them, never append to them.
-func (n *Node) upstreamHeader(req *request, kind upstreamKind) http.Header {
+// extra is how many fields the caller adds to it afterwards.
+func (n *Node) upstreamHeader(req *request, kind upstreamKind, extra int) http.Header {
 	in := req.r.Header
 	vals := fieldValues{a: make([]string, 0, 8)}
 	pol := req.host.cfg.RequestHeaders
 	all := pol.Forward.All()
-	out := make(http.Header, len(in)+12)
+	// Room for the client's fields, the ones set here (ownFields) and the caller's: a map of
+	// up to 8 fields is one group of slots, more take a table of 16 or more, twice the bytes.
+	// A map sized too small would grow, and be copied, while it is built.
+	out := make(http.Header, len(in)+ownFields+len(pol.Set)+extra)
 	for k, v := range in {
 		if all || slices.Contains(protocolFields, k) || namesField(pol.Forward, k) {
 			out[k] = v
@@ -98,6 +102,10 @@ func (n *Node) upstreamHeader(req *request, kind upstreamKind) http.Header {
 	}
 	return out
 }
+
+// ownFields is how many fields upstreamHeader sets itself: Accept-Encoding, Via, Traceparent,
+// User-Agent, Forwarded and three X-Forwarded-*.
+const ownFields = 8
 
 // fieldValues hands out the one-value slices of the fields an upstream request sets itself
 // from one array, so that they cost one allocation rather than one each (issue 15). Each

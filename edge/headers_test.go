@@ -1,6 +1,8 @@
 package edge
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strconv"
 	"strings"
@@ -50,4 +52,29 @@ func TestKeptValuesIndependent(t *testing.T) {
 	}); a != 0 {
 		t.Errorf("keeping a short value: %v allocations, want 0", a)
 	}
+}
+
+// TestUpstreamHeaderSized: a fill of a request without fields gets the ownFields fields
+// upstreamHeader sets, so its map is sized to hold them (and the caller's extra ones) without
+// growing, and such a map takes fewer allocations than one sized for more.
+func TestUpstreamHeaderSized(t *testing.T) {
+	s := newSingle(t, nil)
+	hs := (*s.edge.hosts.Load())[testHost]
+	build := func(h http.Header, extra int) (http.Header, float64) {
+		r := httptest.NewRequest(http.MethodGet, "http://"+testHost+"/a", nil)
+		r.Header = h
+		req := &request{r: r, host: hs, target: "/a", path: "/a"}
+		var out http.Header
+		allocs := testing.AllocsPerRun(50, func() { out = s.edge.upstreamHeader(req, sharedFill, extra) })
+		return out, allocs
+	}
+	bare, bareAllocs := build(http.Header{}, 0)
+	if len(bare) != ownFields {
+		t.Errorf("a fill without client fields has %d fields, want ownFields = %d: %v", len(bare), ownFields, bare)
+	}
+	_, roomy := build(http.Header{}, 1)
+	if bareAllocs >= roomy {
+		t.Errorf("upstreamHeader allocations: %v sized for its own fields, %v for one more; want fewer", bareAllocs, roomy)
+	}
+	t.Logf("allocations: %v for %d fields, %v with room for one more", bareAllocs, len(bare), roomy)
 }

@@ -76,7 +76,7 @@ func (n *Node) pass(w *logWriter, req *request) {
 	}
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
-			h := n.upstreamHeader(req, passThrough)
+			h := n.upstreamHeader(req, passThrough, 3)
 			// ReverseProxy set these for an upgrade or a trailers-aware client.
 			for _, k := range []string{"Connection", "Upgrade", "Te"} {
 				if v, ok := pr.Out.Header[k]; ok {
