@@ -21,9 +21,8 @@ import (
 // in Ristretto v2.4, the store map slot (key and conflict hashes, value, expiry), the policy's
 // key->cost slot, the expiry bucket slot and the admission-time slot its metrics keep, at the
 // average load of Go's swiss tables. Measured, not derived (Ristretto's internals are not an
-// API): TestCostMatchesHeap/bare shows about 230 B. Plus 16 B that an entry keeps once read:
-// its view's weak pointer and handle (entry.shared, TestHeapObjectsPerObject).
-const entryOverhead = 256
+// API): TestCostMatchesHeap/bare shows about 230 B.
+const entryOverhead = 240
 
 // fixedOverhead is what an empty store holds besides its admission sketches (fixedBytes):
 // mostly Ristretto's set buffer (32 Ki pointers), its metrics shards and its 256 store
@@ -45,8 +44,23 @@ func fixedBytes(maxBytes int64) int64 {
 	n := counters(maxBytes)
 	sketch := 4 * next2(n) / 2
 	bloomBits := next2(max(int64(float64(n)*-math.Log(0.01)/(math.Ln2*math.Ln2)), 512))
-	return sketch + bloomBits/8 + fixedOverhead
+	return sketch + bloomBits/8 + fixedOverhead + int64(viewSlots(maxBytes))*8
 }
+
+// viewSlots is how many shared views a store of maxBytes keeps (Store.shared): one per 64 KiB,
+// a power of two from 64 to 16384 (charged 1.6 % of max_bytes). A CDN's hot set is a small
+// part of what it stores; an object whose slot another hot object holds costs its hits a new
+// Object each (0.5-0.9 us, 416 B).
+func viewSlots(maxBytes int64) int { return int(min(max(next2(max(maxBytes>>16, 1)), 64), 16384)) }
+
+// viewCharge is what a kept view holds besides its entry, which the store charges already: the
+// Object (416 B) and the memo the edge keeps in it, a hit's serialised header (a few hundred
+// bytes). viewBytes charges it for every slot, so that max_bytes bounds the views too.
+const viewCharge = 1 << 10
+
+// viewBytes is the store's charge for its shared views; the slot array itself is in
+// fixedBytes (the empty store holds it).
+func viewBytes(maxBytes int64) int64 { return int64(viewSlots(maxBytes)) * viewCharge }
 
 // next2 is the smallest power of two at least n (n > 0).
 func next2(n int64) int64 { return 1 << bits.Len64(uint64(n-1)) }

@@ -105,34 +105,66 @@ func TestPackedRoundTrip(t *testing.T) {
 	}
 }
 
-// TestLookupSharesView checks the view Lookup keeps of an object (entry.shared): readers at
-// the same time share one Object, the collector frees it once nobody holds it, and one built
-// again then reads the same.
+// TestLookupSharesView checks the views Lookup shares (Store.shared): readers share one
+// Object; a view never outlives its entry in the store (replaced, deleted); another key whose
+// view takes the slot makes the next Lookup build a new view, which reads the same.
 func TestLookupSharesView(t *testing.T) {
 	s, c := newStore(t)
-	if !s.Put(object("a.test", "/x", c.t, "k")) {
-		t.Fatal("Put refused")
+	const key = "a.test/x"
+	put := func(path string) {
+		t.Helper()
+		if !s.Put(object("a.test", path, c.t, "k")) {
+			t.Fatalf("Put %s refused", path)
+		}
 	}
-	a, _, _ := s.Lookup("a.test/x", nil)
-	b, _, _ := s.Lookup("a.test/x", nil)
-	if a == nil || a != b {
-		t.Fatalf("two Lookups while the first is held = %p and %p, want one shared Object", a, b)
+	lookup := func(k string) *Object {
+		t.Helper()
+		o, _, _ := s.Lookup(k, nil)
+		if o == nil {
+			t.Fatalf("Lookup(%s) = nil", k)
+		}
+		return o
 	}
+	slot := &s.views[s.slotOf(key)]
 	unmemo := func(o Object) Object { o.memo = nil; return o } // a new view has its own
+	put("/x")
+	a, b := lookup(key), lookup(key)
+	if a != b {
+		t.Fatalf("two Lookups = %p and %p, want one shared Object", a, b)
+	}
 	want := fmt.Sprintf("%+v", unmemo(*a))
-	a, b = nil, nil
-	runtime.GC()
-	runtime.GC()
-	e, ok := s.cache.Get("a.test/x")
-	if !ok {
-		t.Fatal("entry gone")
+
+	put("/x") // replaced: the old entry's view leaves its slot
+	if v := slot.Load(); v != nil {
+		t.Fatalf("slot after the entry was replaced holds a view of %p, want none", v.e)
 	}
-	if w := e.view.Load(); w == nil || w.Value() != nil {
-		t.Fatalf("view after a collection with no reader = %v, want a weak pointer to a freed Object", w)
+	c2 := lookup(key)
+	if c2 == a || fmt.Sprintf("%+v", unmemo(*c2)) != want {
+		t.Fatalf("Lookup after a replacement = %p %+v, want a new view reading %s", c2, *c2, want)
 	}
-	got, _, _ := s.Lookup("a.test/x", nil)
-	if got == nil || fmt.Sprintf("%+v", unmemo(*got)) != want {
-		t.Fatalf("Lookup after the view was freed = %+v, want %s", got, want)
+	if e, _ := s.cache.Get(key); slot.Load() == nil || slot.Load().e != e {
+		t.Fatal("the new view is not in the key's slot")
+	}
+
+	// Another key with the same slot takes it; the first key's next Lookup builds again.
+	other := ""
+	for i := 0; other == ""; i++ {
+		if k := fmt.Sprintf("a.test/y%d", i); s.slotOf(k) == s.slotOf(key) {
+			other = k
+		}
+	}
+	put(other[len("a.test"):])
+	if lookup(other); slot.Load() == nil || slot.Load().Object.Path != other[len("a.test"):] {
+		t.Fatalf("slot after a Lookup of %s does not hold its view", other)
+	}
+	d := lookup(key)
+	if d == c2 || fmt.Sprintf("%+v", unmemo(*d)) != want {
+		t.Fatalf("Lookup after another key took the slot = %p %+v, want a new view reading %s", d, *d, want)
+	}
+
+	s.Delete(key) // deleted: its view leaves the slot, so the store keeps nothing of it
+	if v := slot.Load(); v != nil {
+		t.Fatalf("slot after Delete holds a view of %s, want none", v.Object.Path)
 	}
 }
 

@@ -6,12 +6,12 @@ package store
 import (
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"net/http"
 	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
-	"weak"
 
 	"github.com/dgraph-io/ristretto/v2"
 
@@ -110,32 +110,66 @@ type entry struct {
 	variants []packed
 	one      packed
 	cost     int64
-	// view is one's Object as Lookup built it, while any request still holds it: a weak
-	// pointer, so that a hot object is built about once per collection rather than once per
-	// hit, and the collector never marks the views of objects nobody reads (issue 15).
-	view atomic.Pointer[weak.Pointer[Object]]
+	slot     uint32 // index of the key's slot in Store.views
 }
 
-// shared returns the Object of e's only variant (one; variants nil): the view readers share
-// if it is still alive, else a new one.
-func (e *entry) shared() *Object {
-	if w := e.view.Load(); w != nil {
-		if o := w.Value(); o != nil {
-			return o
-		}
+// The shared views (issue 15). Building an Object from an entry's packed form costs a hit
+// about 0.5-0.9 us and 400 B, and the edge keeps the hit's serialised header in the Object's
+// memo, so readers of a hot object share one Object: the view. The store keeps the views of
+// recently read single-variant objects in a table of slots indexed by a hash of the key, each
+// holding one view and the entry it was built from; a view is used only while its entry is
+// the key's current one. A view leaves its slot when another key's view takes the slot, or
+// when its entry leaves the store (replaced, deleted, evicted, expired: Ristretto's OnExit),
+// so the table holds at most its size in views (charged to the store: viewBytes) and never
+// keeps an object the store dropped.
+//
+// The thirteenth pass held each entry's view through a weak pointer instead. Converting a
+// weak pointer to a strong one blocks while the collector finishes its mark phase (the
+// runtime's strongFromWeak.block, set from the first attempt to end the phase), and at a full
+// store of 1 GiB that stopped every hit for 160-290 ms, once per collection (docs/benchmarks.md,
+// "Fifteenth pass").
+
+// shared returns the Object of e's only variant (e.variants nil), stored under key: the view
+// in the key's slot if it was built from e, else a new view, which then takes the slot.
+func (s *Store) shared(key string, e *entry) *Object {
+	slot := &s.views[e.slot]
+	if v := slot.Load(); v != nil && v.e == e {
+		return &v.Object
 	}
-	v := new(view) // the Object first: the weak pointer is to the allocation's start
+	v := &view{e: e}
 	e.one.into(&v.Object, e.vary)
 	v.Object.memo = &v.memo
-	w := weak.Make(&v.Object)
-	e.view.Store(&w) // a lost race replaces one live view by another: both are equal
+	slot.Store(v)
+	// e may have left the store since the caller found it (its OnExit then saw another view,
+	// or none, in the slot): the slot must not keep it.
+	if cur, ok := s.cache.Get(key); !ok || cur != e {
+		slot.CompareAndSwap(v, nil)
+	}
 	return &v.Object
 }
 
-// view is a shared Object (entry.shared) and its memo, in one allocation.
+// dropView empties e's slot if it holds e's view: e has left the store.
+func (s *Store) dropView(e *entry) {
+	if e == nil || e.variants != nil {
+		return
+	}
+	slot := &s.views[e.slot]
+	if v := slot.Load(); v != nil && v.e == e {
+		slot.CompareAndSwap(v, nil)
+	}
+}
+
+// slotOf is the index of key's slot in s.views.
+func (s *Store) slotOf(key string) uint32 {
+	return uint32(maphash.String(s.seed, key) & uint64(len(s.views)-1))
+}
+
+// view is a shared Object (Store.shared), its memo and the entry it was built from, in one
+// allocation.
 type view struct {
 	Object
 	memo atomic.Pointer[memo]
+	e    *entry
 }
 
 // memo is bytes a reader derived from a shared view, under a key (Object.Memo).
@@ -196,7 +230,9 @@ type Config struct {
 // Store holds cached objects and purge records. It is safe for concurrent use.
 type Store struct {
 	cache   *ristretto.Cache[string, *entry]
-	fixed   int64 // heap of the empty store, counted in Stats.Bytes
+	fixed   int64                  // heap of the empty store and its views' charge, counted in Stats.Bytes
+	views   []atomic.Pointer[view] // shared views (Store.shared), a power of two of them
+	seed    maphash.Seed
 	purges  *purgeSet
 	clock   func() time.Time
 	maxHold atomic.Int64 // longest Object.hold seen, in nanoseconds; bounds purge record life
@@ -215,8 +251,11 @@ func New(cfg Config) (*Store, error) {
 	}
 	// The store's fixed structures come out of MaxBytes; a store too small for them still
 	// keeps a quarter of it for objects (and holds more than MaxBytes).
-	fixed := fixedBytes(cfg.MaxBytes)
+	fixed := fixedBytes(cfg.MaxBytes) + viewBytes(cfg.MaxBytes)
+	s := &Store{fixed: fixed, purges: newPurgeSet(), clock: cfg.Clock, seed: maphash.MakeSeed(),
+		views: make([]atomic.Pointer[view], viewSlots(cfg.MaxBytes))}
 	c, err := ristretto.NewCache(&ristretto.Config[string, *entry]{
+		OnExit:             s.dropView,
 		NumCounters:        counters(cfg.MaxBytes),
 		MaxCost:            max(cfg.MaxBytes-fixed, cfg.MaxBytes/4),
 		BufferItems:        64,
@@ -226,7 +265,8 @@ func New(cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create ristretto cache: %w", err)
 	}
-	return &Store{cache: c, fixed: fixed, purges: newPurgeSet(), clock: cfg.Clock}, nil
+	s.cache = c
+	return s, nil
 }
 
 // Close releases the cache's goroutines.
@@ -260,7 +300,7 @@ func (s *Store) Lookup(primary string, reqHeader http.Header) (obj *Object, v Ve
 	}
 	var o *Object
 	if e.variants == nil {
-		o = e.shared() // p is e.one
+		o = s.shared(primary, e) // p is e.one
 	} else {
 		o = p.object(e.vary)
 	}
@@ -292,8 +332,8 @@ func (s *Store) Put(o *Object) bool {
 	if h := int64(o.hold()); h > s.maxHold.Load() {
 		s.maxHold.Store(h) // a lost race only shortens record life by one object's margin
 	}
-	next := &entry{vary: o.Policy.Vary, one: p}
 	key := o.Primary + o.Part
+	next := &entry{vary: o.Policy.Vary, one: p, slot: s.slotOf(key)}
 	if old, ok := s.cache.Get(key); ok && slices.Equal(old.vary, o.Policy.Vary) {
 		others := old.list()
 		if _, found := old.variant(o.Variant); len(others) >= MaxVariants && !found {
