@@ -14,7 +14,7 @@ import (
 // pointer is a cache miss (BenchmarkCollection). The store keeps instead, per variant, two
 // allocations without pointers, which the collector marks and never scans: the body, and meta,
 // the object's fixed fields followed by its arena (compact). Lookup builds an Object from them
-// (into), which the readers of a URL with one variant share while any holds it (entry.shared):
+// (into), which the readers of a URL with one variant share while it keeps its slot (Store.shared):
 // its strings and body point into the stored allocations, so they live as long as any reader
 // holds them, and nothing is copied. Its times read back as the same
 // instants: those from time.Now with their monotonic reading (monoBase), the others in UTC.

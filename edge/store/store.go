@@ -68,7 +68,7 @@ type Object struct {
 	ix    int32
 	nm    int32
 	nk    int32 // of the nm matchers, the last nk are the surrogate keys
-	// memo is the shared view's (entry.shared), nil for any other Object (Memo).
+	// memo is the shared view's (Store.shared), nil for any other Object (Memo).
 	memo *atomic.Pointer[memo]
 }
 
@@ -126,7 +126,7 @@ type entry struct {
 // The thirteenth pass held each entry's view through a weak pointer instead. Converting a
 // weak pointer to a strong one blocks while the collector finishes its mark phase (the
 // runtime's strongFromWeak.block, set from the first attempt to end the phase), and at a full
-// store of 1 GiB that stopped every hit for 160-290 ms, once per collection (docs/benchmarks.md,
+// store of 1 GiB that stopped every hit for 225-290 ms in some collections (docs/benchmarks.md,
 // "Fifteenth pass").
 
 // shared returns the Object of e's only variant (e.variants nil), stored under key: the view
@@ -288,7 +288,7 @@ const (
 // Lookup returns the variant of primary that matches the request header, or nil. A hard-purged
 // object is never returned; a soft-purged one is returned with SoftPurged. vary is the Vary field
 // list the URL's responses use (nil if none is stored), so a caller can tell a vary-miss. The
-// object is shared with other readers (entry.shared): it must not be modified.
+// object is shared with other readers (Store.shared): it must not be modified.
 func (s *Store) Lookup(primary string, reqHeader http.Header) (obj *Object, v Verdict, vary []string) {
 	e, ok := s.cache.Get(primary)
 	if !ok {
