@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"reflect"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -106,15 +107,16 @@ func TestPackedRoundTrip(t *testing.T) {
 }
 
 // TestLookupSharesView checks the views Lookup shares (Store.shared): readers share one
-// Object; a view never outlives its entry in the store (replaced, deleted); another key whose
-// view takes the slot makes the next Lookup build a new view, which reads the same.
+// Object; a view never outlives its entry in the store (replaced, deleted); two keys of one
+// hash both keep their views, and a third takes one of their slots, after which a Lookup of
+// the key that lost it builds a new view that reads the same.
 func TestLookupSharesView(t *testing.T) {
 	s, c := newStore(t)
 	const key = "a.test/x"
-	put := func(path string) {
+	put := func(k string) {
 		t.Helper()
-		if !s.Put(object("a.test", path, c.t, "k")) {
-			t.Fatalf("Put %s refused", path)
+		if !s.Put(object("a.test", strings.TrimPrefix(k, "a.test"), c.t, "k")) {
+			t.Fatalf("Put %s refused", k)
 		}
 	}
 	lookup := func(k string) *Object {
@@ -125,46 +127,62 @@ func TestLookupSharesView(t *testing.T) {
 		}
 		return o
 	}
-	slot := &s.views[s.slotOf(key)]
+	set := s.views[s.slotOf(key) : s.slotOf(key)+2]
+	holds := func(k string) bool { // one of the set's slots holds k's current view
+		e, _ := s.cache.Get(k)
+		for i := range set {
+			if v := set[i].Load(); v != nil && v.e == e {
+				return true
+			}
+		}
+		return false
+	}
+	empty := func() bool { return set[0].Load() == nil && set[1].Load() == nil }
 	unmemo := func(o Object) Object { o.memo = nil; return o } // a new view has its own
-	put("/x")
+	put(key)
 	a, b := lookup(key), lookup(key)
 	if a != b {
 		t.Fatalf("two Lookups = %p and %p, want one shared Object", a, b)
 	}
 	want := fmt.Sprintf("%+v", unmemo(*a))
 
-	put("/x") // replaced: the old entry's view leaves its slot
-	if v := slot.Load(); v != nil {
-		t.Fatalf("slot after the entry was replaced holds a view of %p, want none", v.e)
+	put(key) // replaced: the old entry's view leaves its slot
+	if !empty() {
+		t.Fatal("a slot still holds a view after its entry was replaced")
 	}
-	c2 := lookup(key)
-	if c2 == a || fmt.Sprintf("%+v", unmemo(*c2)) != want {
-		t.Fatalf("Lookup after a replacement = %p %+v, want a new view reading %s", c2, *c2, want)
-	}
-	if e, _ := s.cache.Get(key); slot.Load() == nil || slot.Load().e != e {
-		t.Fatal("the new view is not in the key's slot")
+	x := lookup(key)
+	if x == a || fmt.Sprintf("%+v", unmemo(*x)) != want || !holds(key) {
+		t.Fatalf("Lookup after a replacement = %p %+v, want a new view in the key's slots, reading %s", x, *x, want)
 	}
 
-	// Another key with the same slot takes it; the first key's next Lookup builds again.
-	other := ""
-	for i := 0; other == ""; i++ {
+	// Two more keys of the same slots.
+	var others []string
+	for i := 0; len(others) < 2; i++ {
 		if k := fmt.Sprintf("a.test/y%d", i); s.slotOf(k) == s.slotOf(key) {
-			other = k
+			others = append(others, k)
+			put(k)
 		}
 	}
-	put(other[len("a.test"):])
-	if lookup(other); slot.Load() == nil || slot.Load().Object.Path != other[len("a.test"):] {
-		t.Fatalf("slot after a Lookup of %s does not hold its view", other)
+	if lookup(others[0]); !holds(key) || !holds(others[0]) {
+		t.Fatalf("after Lookups of %s and %s their slots do not hold both views", key, others[0])
 	}
-	d := lookup(key)
-	if d == c2 || fmt.Sprintf("%+v", unmemo(*d)) != want {
-		t.Fatalf("Lookup after another key took the slot = %p %+v, want a new view reading %s", d, *d, want)
+	if lookup(key) != x {
+		t.Fatalf("Lookup of %s built a new view while its slot kept the old", key)
+	}
+	lookup(others[1]) // takes one of the two
+	if !holds(others[1]) || holds(key) == holds(others[0]) {
+		t.Fatalf("after a third key's Lookup: holds %s %v, %s %v, %s %v; want the third and one other",
+			others[1], holds(others[1]), key, holds(key), others[0], holds(others[0]))
+	}
+	if d := lookup(key); fmt.Sprintf("%+v", unmemo(*d)) != want || !holds(key) {
+		t.Fatalf("Lookup of %s after the third key = %+v, want a view in its slots reading %s", key, *d, want)
 	}
 
-	s.Delete(key) // deleted: its view leaves the slot, so the store keeps nothing of it
-	if v := slot.Load(); v != nil {
-		t.Fatalf("slot after Delete holds a view of %s, want none", v.Object.Path)
+	for _, k := range append(others, key) {
+		s.Delete(k) // deleted: views leave the slots, so the store keeps nothing of them
+	}
+	if !empty() {
+		t.Fatal("a slot still holds a view after every key of the set was deleted")
 	}
 }
 

@@ -110,18 +110,20 @@ type entry struct {
 	variants []packed
 	one      packed
 	cost     int64
-	slot     uint32 // index of the key's slot in Store.views
+	slot     uint32      // index of the first of the key's two slots in Store.views
+	gone     atomic.Bool // the entry has left the store (dropView)
 }
 
 // The shared views (issue 15). Building an Object from an entry's packed form costs a hit
 // about 0.5-0.9 us and 400 B, and the edge keeps the hit's serialised header in the Object's
 // memo, so readers of a hot object share one Object: the view. The store keeps the views of
-// recently read single-variant objects in a table of slots indexed by a hash of the key, each
-// holding one view and the entry it was built from; a view is used only while its entry is
-// the key's current one. A view leaves its slot when another key's view takes the slot, or
-// when its entry leaves the store (replaced, deleted, evicted, expired: Ristretto's OnExit),
-// so the table holds at most its size in views (charged to the store: viewBytes) and never
-// keeps an object the store dropped.
+// recently read single-variant objects in a table of slots; a key's view may take either of
+// two slots chosen by a hash of the key (two, so that two hot keys of one hash can both keep
+// theirs). A slot holds one view and the entry it was built from, and a view is used only
+// while its entry is the key's current one. A view leaves its slot when another key's view
+// takes the slot, or when its entry leaves the store (replaced, deleted, evicted, expired:
+// Ristretto's OnExit), so the table holds at most its size in views (charged to the store:
+// viewBytes) and never keeps an object the store dropped.
 //
 // The thirteenth pass held each entry's view through a weak pointer instead. Converting a
 // weak pointer to a strong one blocks while the collector finishes its mark phase (the
@@ -129,39 +131,53 @@ type entry struct {
 // store of 1 GiB that stopped every hit for 225-290 ms in some collections (docs/benchmarks.md,
 // "Fifteenth pass").
 
-// shared returns the Object of e's only variant (e.variants nil), stored under key: the view
-// in the key's slot if it was built from e, else a new view, which then takes the slot.
-func (s *Store) shared(key string, e *entry) *Object {
-	slot := &s.views[e.slot]
-	if v := slot.Load(); v != nil && v.e == e {
-		return &v.Object
+// shared returns the Object of e's only variant (e.variants nil): the view in one of e's two
+// slots if it was built from e, else a new view, which then takes one of them.
+func (s *Store) shared(e *entry) *Object {
+	set := s.views[e.slot : e.slot+2 : e.slot+2]
+	for i := range set {
+		if v := set[i].Load(); v != nil && v.e == e {
+			return &v.Object
+		}
 	}
 	v := &view{e: e}
 	e.one.into(&v.Object, e.vary)
 	v.Object.memo = &v.memo
-	slot.Store(v)
-	// e may have left the store since the caller found it (its OnExit then saw another view,
-	// or none, in the slot): the slot must not keep it.
-	if cur, ok := s.cache.Get(key); !ok || cur != e {
-		slot.CompareAndSwap(v, nil)
+	// A free slot, or one whose entry has left the store; else either, in turn, so that of
+	// three hot keys of one hash none always loses.
+	i := int(s.turn.Add(1) & 1)
+	for j := range set {
+		if w := set[j].Load(); w == nil || w.e.gone.Load() {
+			i = j
+			break
+		}
+	}
+	set[i].Store(v)
+	// e may have left the store since the caller found it. dropView marks it gone before it
+	// looks at the slots, and this looks at gone after storing: one of the two sees the
+	// other's write (sync/atomic is sequentially consistent), so the slot never keeps it.
+	if e.gone.Load() {
+		set[i].CompareAndSwap(v, nil)
 	}
 	return &v.Object
 }
 
-// dropView empties e's slot if it holds e's view: e has left the store.
+// dropView marks e gone and empties its slots of its view: e has left the store.
 func (s *Store) dropView(e *entry) {
 	if e == nil || e.variants != nil {
 		return
 	}
-	slot := &s.views[e.slot]
-	if v := slot.Load(); v != nil && v.e == e {
-		slot.CompareAndSwap(v, nil)
+	e.gone.Store(true)
+	for i := e.slot; i < e.slot+2; i++ {
+		if v := s.views[i].Load(); v != nil && v.e == e {
+			s.views[i].CompareAndSwap(v, nil)
+		}
 	}
 }
 
-// slotOf is the index of key's slot in s.views.
+// slotOf is the index of the first of key's two slots in s.views.
 func (s *Store) slotOf(key string) uint32 {
-	return uint32(maphash.String(s.seed, key) & uint64(len(s.views)-1))
+	return uint32(maphash.String(s.seed, key)&uint64(len(s.views)-1)) &^ 1
 }
 
 // view is a shared Object (Store.shared), its memo and the entry it was built from, in one
@@ -233,6 +249,7 @@ type Store struct {
 	fixed   int64                  // heap of the empty store and its views' charge, counted in Stats.Bytes
 	views   []atomic.Pointer[view] // shared views (Store.shared), a power of two of them
 	seed    maphash.Seed
+	turn    atomic.Uint32 // picks which of two taken slots a new view replaces
 	purges  *purgeSet
 	clock   func() time.Time
 	maxHold atomic.Int64 // longest Object.hold seen, in nanoseconds; bounds purge record life
@@ -300,7 +317,7 @@ func (s *Store) Lookup(primary string, reqHeader http.Header) (obj *Object, v Ve
 	}
 	var o *Object
 	if e.variants == nil {
-		o = s.shared(primary, e) // p is e.one
+		o = s.shared(e) // p is e.one
 	} else {
 		o = p.object(e.vary)
 	}
