@@ -71,7 +71,7 @@ func (n *Node) upstreamHeader(req *request, kind upstreamKind, extra int) http.H
 	httpcache.RemoveHopByHop(out)
 	stripFleetFields(out)
 	if kind != passThrough {
-		if _, ok := out["Accept-Encoding"]; !ok {
+		if len(out["Accept-Encoding"]) == 0 {
 			// A fill asks for the coding it serves (normalizeAcceptEncoding left none for
 			// identity); an upstream sent no field may choose any (RFC 9110 §12.5.3).
 			out["Accept-Encoding"] = identityField

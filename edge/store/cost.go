@@ -47,16 +47,21 @@ func fixedBytes(maxBytes int64) int64 {
 	return sketch + bloomBits/8 + fixedOverhead + int64(viewSlots(maxBytes))*8
 }
 
-// viewSlots is how many shared views a store of maxBytes keeps (Store.shared): one per 64 KiB,
-// a power of two from 64 to 16384 (charged 1.6 % of max_bytes). A CDN's hot set is a small
-// part of what it stores; an object whose slot another hot object holds costs its hits a new
-// Object each (0.5-0.9 us, 416 B).
-func viewSlots(maxBytes int64) int { return int(min(max(next2(max(maxBytes>>16, 1)), 64), 16384)) }
+// viewSlots is how many shared views a store of maxBytes keeps (Store.shared): one per
+// 128 KiB, a power of two from 64 to 16384 (charged 1.6 % of max_bytes). A CDN's hot set is a
+// small part of what it stores; an object whose slots two other hot objects hold costs its
+// hits a new Object each (0.5-0.9 us, 416 B) and its header serialised again.
+func viewSlots(maxBytes int64) int { return int(min(max(next2(max(maxBytes>>17, 1)), 64), 16384)) }
 
-// viewCharge is what a kept view holds besides its entry, which the store charges already: the
-// Object (416 B) and the memo the edge keeps in it, a hit's serialised header (a few hundred
-// bytes). viewBytes charges it for every slot, so that max_bytes bounds the views too.
-const viewCharge = 1 << 10
+// viewCharge is what a kept view may hold besides its entry, which the store charges already:
+// the Object (416 B) and the memo the edge keeps in it, a hit's serialised header (a few
+// hundred bytes; Object.Memo keeps none longer than maxMemo). viewBytes charges it for every
+// slot, so that max_bytes bounds the views too.
+const viewCharge = 2 << 10
+
+// maxMemo is the longest memo a view keeps: what viewCharge leaves after the view and the
+// memo's own struct.
+var maxMemo = viewCharge - allocSize(int(unsafe.Sizeof(view{}))) - allocSize(int(unsafe.Sizeof(memo{})))
 
 // viewBytes is the store's charge for its shared views; the slot array itself is in
 // fixedBytes (the empty store holds it).

@@ -406,3 +406,49 @@ func TestAllocSize(t *testing.T) {
 		}
 	}
 }
+
+// TestViewsBoundHeap: the shared views the store keeps (Store.shared), with the memo the edge
+// keeps in each (a hit's serialised header), stay within max_bytes too, also for objects whose
+// header is far longer than a view's charge (32 KiB each, all of them read).
+func TestViewsBoundHeap(t *testing.T) {
+	const maxBytes = 64 << 20
+	before, _ := heapLive()
+	s, err := New(Config{MaxBytes: maxBytes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	big := strings.Repeat("x", 32<<10)
+	now := time.Now()
+	var keys []string
+	for i := range 4000 {
+		path := fmt.Sprintf("/o%d", i)
+		o := &Object{Primary: "h.test" + path, Host: "h.test", Path: path, Status: 200,
+			Header: http.Header{"X-Big": {big}}, Body: []byte("b"), StoredAt: now, ResponseTime: now,
+			Policy: httpcache.Policy{Storable: true, Lifetime: time.Hour}}
+		s.Put(o)
+		keys = append(keys, "h.test"+path) // not o.Primary: Put points it into the stored bytes
+	}
+	s.cache.Wait()
+	filled, _ := heapLive()
+	kept := 0
+	for _, k := range keys {
+		if o, _, _ := s.Lookup(k, nil); o != nil {
+			o.Memo(1, func() []byte { return []byte(o.HeaderValue("X-Big")) }) // as edge/deliver.go does
+		}
+	}
+	for i := range s.views {
+		if s.views[i].Load() != nil {
+			kept++
+		}
+	}
+	after, _ := heapLive()
+	t.Logf("%d slots, %d views kept; heap %.1f MiB after the fill, %.1f MiB after the reads", len(s.views), kept, mib(filled-before), mib(after-before))
+	if kept == 0 {
+		t.Fatal("no view kept: the test reads nothing")
+	}
+	if limit := int64(maxBytes)*115/100 + maxBytesAllowance; after-before > limit {
+		t.Errorf("heap %.1f MiB after the reads, want at most %.1f MiB (1.15 x max_bytes): the views' memos are not bounded", mib(after-before), mib(limit))
+	}
+	runtime.KeepAlive(s)
+}

@@ -245,6 +245,14 @@ func TestMemo(t *testing.T) {
 			t.Errorf("step %d: Memo(%s) = %q after %d builds, want %q after %d", i, step.key, got, builds, step.got, step.builds)
 		}
 	}
+	// A result longer than maxMemo is returned, not kept: the view's charge bounds it.
+	long := strings.Repeat("h", int(maxMemo)+1)
+	for i := range 2 {
+		if got := string(a.Memo("long", build(long))); got != long || builds != 4+i {
+			t.Errorf("Memo of %d bytes, call %d: %d bytes after %d builds, want it built every time", len(long), i, len(got), builds)
+		}
+	}
+	builds = 3
 	cp := *a
 	cp.Header = http.Header{"X": {"1"}}
 	if got := cp.Memo("p1", build("copy")); got != nil || builds != 3 {

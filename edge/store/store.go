@@ -200,7 +200,8 @@ type memo struct {
 // header block in it, keyed by the host's policy, so the fields are not serialised on every
 // hit. An object that is not such a view (several variants, a copy given its own Header)
 // has no memo: Memo returns nil, and build is not called. build must depend only on o's
-// header and key, not on the request: every reader of the view gets its result.
+// header and key, not on the request: every reader of the view gets its result. A result
+// longer than maxMemo is returned but not kept: the store charges each kept view viewCharge.
 func (o *Object) Memo(key any, build func() []byte) []byte {
 	if o.memo == nil || o.Header != nil {
 		return nil
@@ -209,7 +210,9 @@ func (o *Object) Memo(key any, build func() []byte) []byte {
 		return m.b
 	}
 	b := build()
-	o.memo.Store(&memo{key: key, b: b})
+	if int64(len(b)) <= maxMemo {
+		o.memo.Store(&memo{key: key, b: b})
+	}
 	return b
 }
 
