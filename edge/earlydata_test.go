@@ -51,10 +51,8 @@ func TestEarlyData(t *testing.T) {
 		t.Run(tt.method, func(t *testing.T) {
 			// On loopback the client's Finished would reach the edge microseconds after its
 			// early data; the relay holds it back so the request meets an incomplete handshake.
-			// Long enough for a loaded machine to answer the early request first: 2 s was not,
-			// once, right after a benchmark (POST answered 204 after the hold, the test 32 s
-			// instead of 5). An early answer ends the subtest at once, so the hold costs only
-			// when the machine is that slow.
+			// Long enough for a loaded machine to answer the early request first (2 s was not,
+			// once); an early answer ends the subtest at once, so the hold costs nothing then.
 			relay := newHandshakeHold(t, n.HTTPSAddr(), 6*time.Second)
 			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 			defer cancel()

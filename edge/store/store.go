@@ -134,7 +134,7 @@ type entry struct {
 // shared returns the Object of e's only variant (e.variants nil): the view in one of e's two
 // slots if it was built from e, else a new view, which then takes one of them.
 func (s *Store) shared(e *entry) *Object {
-	set := s.views[e.slot : e.slot+2 : e.slot+2]
+	set := s.viewSet(e)
 	for i := range set {
 		if v := set[i].Load(); v != nil && v.e == e {
 			return &v.Object
@@ -168,11 +168,17 @@ func (s *Store) dropView(e *entry) {
 		return
 	}
 	e.gone.Store(true)
-	for i := e.slot; i < e.slot+2; i++ {
-		if v := s.views[i].Load(); v != nil && v.e == e {
-			s.views[i].CompareAndSwap(v, nil)
+	set := s.viewSet(e)
+	for i := range set {
+		if v := set[i].Load(); v != nil && v.e == e {
+			set[i].CompareAndSwap(v, nil)
 		}
 	}
+}
+
+// viewSet is e's two slots in s.views.
+func (s *Store) viewSet(e *entry) []atomic.Pointer[view] {
+	return s.views[e.slot : e.slot+2 : e.slot+2]
 }
 
 // slotOf is the index of the first of key's two slots in s.views.
