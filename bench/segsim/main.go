@@ -1,0 +1,191 @@
+// Command segsim models two designs for a store whose small objects live in append-only byte
+// segments (docs/benchmarks.md, "Sixteenth pass"), both given the same memory: the live
+// records plus a slack. In the first, eviction stays Ristretto's (sample 5 live records, evict
+// the least frequent), and space is freed by moving the live records of the emptiest segment
+// to the head segment. In the second, the oldest segment is freed, moving only the records
+// read since they were written (FIFO with reinsertion). For equal-size records, unique-URL
+// churn and a Zipf workload (s = 1.05 over 50 times the capacity), it prints the records
+// moved per record stored and the hit ratio. The model has exact frequencies and no
+// admission filter, so its hit ratios compare the policies, not a real store.
+//
+//	go run ./bench/segsim
+package main
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+)
+
+type rec struct {
+	key, seg, freq int
+	live           bool
+}
+
+type sim struct {
+	r                   *rand.Rand
+	segSize, budget     int
+	recs                []rec
+	segLive             map[int]int
+	segRecs             map[int][]int
+	head, used, nextSeg int
+	live                []int // live record indices (sampling)
+	pos                 map[int]int
+	byKey               map[int]int
+	moved, stored       int
+	fifo                bool // free the oldest segment, moving only records read since written
+	hits, reqs          int
+}
+
+func (s *sim) openHead() {
+	for s.fifo && len(s.segLive)+1 > s.budget {
+		oldest := math.MaxInt
+		for g := range s.segLive {
+			oldest = min(oldest, g)
+		}
+		recs := s.segRecs[oldest]
+		delete(s.segLive, oldest)
+		delete(s.segRecs, oldest)
+		for _, i := range recs {
+			if !s.recs[i].live {
+				continue
+			}
+			if s.recs[i].freq > 1 {
+				s.moved++
+				s.put(s.recs[i].key, 1, i)
+			} else {
+				s.drop(i)
+			}
+		}
+	}
+	for len(s.segLive)+1 > s.budget {
+		victim, best := -1, math.MaxInt
+		for g, l := range s.segLive {
+			if g != s.head && l < best {
+				victim, best = g, l
+			}
+		}
+		recs := s.segRecs[victim]
+		delete(s.segLive, victim)
+		delete(s.segRecs, victim)
+		for _, i := range recs {
+			if s.recs[i].live {
+				s.moved++
+				s.put(s.recs[i].key, s.recs[i].freq, i)
+			}
+		}
+	}
+	s.head, s.used = s.nextSeg, 0
+	s.nextSeg++
+	s.segLive[s.head] = 0
+}
+
+// put appends a record for key; old is the record it replaces (a move), or -1.
+func (s *sim) put(key, freq, old int) {
+	if s.used == s.segSize {
+		s.openHead()
+	}
+	i := len(s.recs)
+	s.recs = append(s.recs, rec{key: key, seg: s.head, freq: freq, live: true})
+	s.segRecs[s.head] = append(s.segRecs[s.head], i)
+	s.segLive[s.head]++
+	s.used++
+	if old >= 0 {
+		s.recs[old].live = false
+		p := s.pos[old]
+		s.live[p] = i
+		s.pos[i] = p
+		delete(s.pos, old)
+	} else {
+		s.stored++
+		s.pos[i] = len(s.live)
+		s.live = append(s.live, i)
+	}
+	s.byKey[key] = i
+}
+
+// evict drops the least frequent of 5 live records sampled at random, as Ristretto does.
+func (s *sim) evict() {
+	best := -1
+	for range 5 {
+		if i := s.live[s.r.IntN(len(s.live))]; best == -1 || s.recs[i].freq < s.recs[best].freq {
+			best = i
+		}
+	}
+	s.drop(best)
+}
+
+func (s *sim) drop(i int) {
+	s.recs[i].live = false
+	if _, ok := s.segLive[s.recs[i].seg]; ok {
+		s.segLive[s.recs[i].seg]--
+	}
+	bp := s.pos[i]
+	last := s.live[len(s.live)-1]
+	s.live[bp] = last
+	s.pos[last] = bp
+	s.live = s.live[:len(s.live)-1]
+	delete(s.pos, i)
+	delete(s.byKey, s.recs[i].key)
+}
+
+// step serves one request for key: a hit, or a miss that stores it.
+func (s *sim) step(key, capacity int) {
+	s.reqs++
+	if i, ok := s.byKey[key]; ok {
+		s.hits++
+		s.recs[i].freq++
+		return
+	}
+	if !s.fifo && len(s.live) >= capacity {
+		s.evict()
+	}
+	s.put(key, 1, -1)
+}
+
+// run returns the records moved per record stored and the hit ratio, in the steady state.
+// Both policies get the same memory: capacity records plus slack in segments.
+func run(fifo bool, capacity, segSize int, slack float64, zipf bool, steps int) (float64, float64) {
+	s := &sim{r: rand.New(rand.NewPCG(1, 2)), segSize: segSize, fifo: fifo,
+		budget:  int(math.Ceil(float64(capacity)*(1+slack)/float64(segSize))) + 1,
+		segLive: map[int]int{0: 0}, segRecs: map[int][]int{}, nextSeg: 1,
+		pos: map[int]int{}, byKey: map[int]int{}}
+	z := rand.NewZipf(s.r, 1.05, 1, uint64(50*capacity))
+	next := 1 << 40
+	key := func() int {
+		if zipf {
+			return int(z.Uint64())
+		}
+		next++
+		return next
+	}
+	for range steps { // warm up to the steady state
+		s.step(key(), capacity)
+	}
+	m0, st0 := s.moved, s.stored
+	s.hits, s.reqs = 0, 0
+	for range steps {
+		s.step(key(), capacity)
+	}
+	return float64(s.moved-m0) / float64(max(s.stored-st0, 1)), float64(s.hits) / float64(s.reqs)
+}
+
+func main() {
+	fmt.Println("policy                     slack  workload  moved per stored  hit ratio")
+	for _, zipf := range []bool{false, true} {
+		w := "churn"
+		if zipf {
+			w = "zipf"
+		}
+		for _, slack := range []float64{0.0625, 0.125, 0.25} {
+			for _, fifo := range []bool{false, true} {
+				p := "sampled LFU, greedy moves"
+				if fifo {
+					p = "oldest segment, reinsert "
+				}
+				m, h := run(fifo, 8000, 64, slack, zipf, 300000)
+				fmt.Printf("%s  %5.3f  %-8s  %16.2f  %9.3f\n", p, slack, w, m, h)
+			}
+		}
+	}
+}
