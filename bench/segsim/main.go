@@ -1,12 +1,13 @@
-// Command segsim models two designs for a store whose small objects live in append-only byte
-// segments (docs/benchmarks.md, "Sixteenth pass"), both given the same memory: the live
+// Command segsim models three designs for a store whose small objects live in append-only
+// byte segments (docs/benchmarks.md, "Sixteenth pass"), all given the same memory: the live
 // records plus a slack. In the first, eviction stays Ristretto's (sample 5 live records, evict
 // the least frequent), and space is freed by moving the live records of the emptiest segment
 // to the head segment. In the second, the oldest segment is freed, moving only the records
-// read since they were written (FIFO with reinsertion). For equal-size records, unique-URL
-// churn and a Zipf workload (s = 1.05 over 50 times the capacity), it prints the records
-// moved per record stored and the hit ratio. The model has exact frequencies and no
-// admission filter, so its hit ratios compare the policies, not a real store.
+// read since they were written (FIFO with reinsertion). The third is S3-FIFO (s3fifo). For
+// equal-size records, unique-URL churn and a Zipf workload (s = 1.05 over 50 times the
+// capacity), it prints the records moved per record stored and the hit ratio. The model has
+// exact frequencies and no admission filter, so its hit ratios compare the policies, not a
+// real store.
 //
 //	go run ./bench/segsim
 package main
@@ -170,6 +171,102 @@ func run(fifo bool, capacity, segSize int, slack float64, zipf bool, steps int) 
 	return float64(s.moved-m0) / float64(max(s.stored-st0, 1)), float64(s.hits) / float64(s.reqs)
 }
 
+// queue is a FIFO of keys.
+type queue struct{ keys []int }
+
+func (q *queue) push(k int) { q.keys = append(q.keys, k) }
+func (q *queue) len() int   { return len(q.keys) }
+func (q *queue) pop() int {
+	k := q.keys[0]
+	q.keys = q.keys[1:]
+	return k
+}
+
+// s3fifo models S3-FIFO (Yang et al., SOSP 2023) over the same memory: a small FIFO for new
+// records (a tenth of it), a main FIFO, and a ghost FIFO of the keys last dropped from the
+// small one, whose return goes straight to the main one. Each FIFO maps onto append-only
+// segments evicted oldest first, so a promotion or a reinsertion is a move.
+func s3fifo(capacity int, slack float64, zipf bool, steps int) (float64, float64) {
+	r := rand.New(rand.NewPCG(1, 2))
+	total := int(float64(capacity) * (1 + slack))
+	smallCap := total / 10
+	mainCap := total - smallCap
+	var small, main, ghost queue
+	freq := map[int]int{}
+	ghosts := map[int]bool{}
+	var moved, stored, hits, reqs int
+	var insertMain func(k int)
+	evictMain := func() {
+		for {
+			k := main.pop()
+			if freq[k] > 0 {
+				freq[k]--
+				main.push(k)
+				moved++
+				continue
+			}
+			delete(freq, k)
+			return
+		}
+	}
+	insertMain = func(k int) {
+		for main.len() >= mainCap {
+			evictMain()
+		}
+		main.push(k)
+	}
+	evictSmall := func() {
+		k := small.pop()
+		if freq[k] > 1 {
+			freq[k] = 0
+			moved++
+			insertMain(k)
+			return
+		}
+		delete(freq, k)
+		ghost.push(k)
+		ghosts[k] = true
+		for ghost.len() > mainCap {
+			delete(ghosts, ghost.pop())
+		}
+	}
+	z := rand.NewZipf(r, 1.05, 1, uint64(50*capacity))
+	next := 1 << 40
+	step := func() {
+		k := next
+		if zipf {
+			k = int(z.Uint64())
+		} else {
+			next++
+		}
+		reqs++
+		if f, ok := freq[k]; ok {
+			hits++
+			freq[k] = min(f+1, 3)
+			return
+		}
+		stored++
+		freq[k] = 0
+		if ghosts[k] {
+			delete(ghosts, k)
+			insertMain(k)
+			return
+		}
+		for small.len() >= smallCap {
+			evictSmall()
+		}
+		small.push(k)
+	}
+	for range steps {
+		step()
+	}
+	moved, stored, hits, reqs = 0, 0, 0, 0
+	for range steps {
+		step()
+	}
+	return float64(moved) / float64(max(stored, 1)), float64(hits) / float64(reqs)
+}
+
 func main() {
 	fmt.Println("policy                     slack  workload  moved per stored  hit ratio")
 	for _, zipf := range []bool{false, true} {
@@ -186,6 +283,8 @@ func main() {
 				m, h := run(fifo, 8000, 64, slack, zipf, 300000)
 				fmt.Printf("%s  %5.3f  %-8s  %16.2f  %9.3f\n", p, slack, w, m, h)
 			}
+			m, h := s3fifo(8000, slack, zipf, 300000)
+			fmt.Printf("%s  %5.3f  %-8s  %16.2f  %9.3f\n", "S3-FIFO                  ", slack, w, m, h)
 		}
 	}
 }
