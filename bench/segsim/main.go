@@ -1,13 +1,13 @@
 // Command segsim models three designs for a store whose small objects live in append-only
 // byte segments (docs/benchmarks.md, "Sixteenth pass"), all given the same memory: the live
 // records plus a slack. In the first, eviction stays Ristretto's (sample 5 live records, evict
-// the least frequent), and space is freed by moving the live records of the emptiest segment
+// the least frequent, by exact counts or, as Ristretto does, by TinyLFU's aged counts with its
+// admission test), and space is freed by moving the live records of the emptiest segment
 // to the head segment. In the second, the oldest segment is freed, moving only the records
 // read since they were written (FIFO with reinsertion). The third is S3-FIFO (s3fifo). For
 // equal-size records, unique-URL churn and a Zipf workload (s = 1.05 over 50 times the
-// capacity), it prints the records moved per record stored and the hit ratio. The model has
-// exact frequencies and no admission filter, so its hit ratios compare the policies, not a
-// real store.
+// capacity), it prints the records moved per record stored and the hit ratio. Its hit ratios
+// compare the policies, not real stores.
 //
 //	go run ./bench/segsim
 package main
@@ -36,6 +36,12 @@ type sim struct {
 	moved, stored       int
 	fifo                bool // free the oldest segment, moving only records read since written
 	hits, reqs          int
+	// tiny adds TinyLFU as Ristretto has it: every request counts in a frequency history
+	// (halved every window requests); eviction samples by it, and a new record is admitted
+	// only if its count is at least the victim's.
+	tiny         bool
+	hist         map[int]int
+	seen, window int
 }
 
 func (s *sim) openHead() {
@@ -106,14 +112,22 @@ func (s *sim) put(key, freq, old int) {
 }
 
 // evict drops the least frequent of 5 live records sampled at random, as Ristretto does.
-func (s *sim) evict() {
+// victim samples 5 live records and returns the least frequent.
+func (s *sim) victim() int {
 	best := -1
 	for range 5 {
-		if i := s.live[s.r.IntN(len(s.live))]; best == -1 || s.recs[i].freq < s.recs[best].freq {
+		if i := s.live[s.r.IntN(len(s.live))]; best == -1 || s.freq(i) < s.freq(best) {
 			best = i
 		}
 	}
-	s.drop(best)
+	return best
+}
+
+func (s *sim) freq(i int) int {
+	if s.tiny {
+		return s.hist[s.recs[i].key]
+	}
+	return s.recs[i].freq
 }
 
 func (s *sim) drop(i int) {
@@ -133,21 +147,39 @@ func (s *sim) drop(i int) {
 // step serves one request for key: a hit, or a miss that stores it.
 func (s *sim) step(key, capacity int) {
 	s.reqs++
+	if s.tiny {
+		s.hist[key]++
+		if s.seen++; s.seen == s.window {
+			s.seen = 0
+			for k, n := range s.hist {
+				if n /= 2; n == 0 {
+					delete(s.hist, k)
+				} else {
+					s.hist[k] = n
+				}
+			}
+		}
+	}
 	if i, ok := s.byKey[key]; ok {
 		s.hits++
 		s.recs[i].freq++
 		return
 	}
 	if !s.fifo && len(s.live) >= capacity {
-		s.evict()
+		v := s.victim()
+		if s.tiny && s.hist[key] < s.hist[s.recs[v].key] {
+			return // not admitted
+		}
+		s.drop(v)
 	}
 	s.put(key, 1, -1)
 }
 
 // run returns the records moved per record stored and the hit ratio, in the steady state.
 // Both policies get the same memory: capacity records plus slack in segments.
-func run(fifo bool, capacity, segSize int, slack float64, zipf bool, steps int) (float64, float64) {
-	s := &sim{r: rand.New(rand.NewPCG(1, 2)), segSize: segSize, fifo: fifo,
+func run(fifo, tiny bool, capacity, segSize int, slack float64, zipf bool, steps int) (float64, float64) {
+	s := &sim{r: rand.New(rand.NewPCG(1, 2)), segSize: segSize, fifo: fifo, tiny: tiny,
+		hist: map[int]int{}, window: 10 * capacity,
 		budget:  int(math.Ceil(float64(capacity)*(1+slack)/float64(segSize))) + 1,
 		segLive: map[int]int{0: 0}, segRecs: map[int][]int{}, nextSeg: 1,
 		pos: map[int]int{}, byKey: map[int]int{}}
@@ -268,23 +300,22 @@ func s3fifo(capacity int, slack float64, zipf bool, steps int) (float64, float64
 }
 
 func main() {
-	fmt.Println("policy                     slack  workload  moved per stored  hit ratio")
+	fmt.Println("policy                       slack  workload  moved per stored  hit ratio")
 	for _, zipf := range []bool{false, true} {
 		w := "churn"
 		if zipf {
 			w = "zipf"
 		}
 		for _, slack := range []float64{0.0625, 0.125, 0.25} {
-			for _, fifo := range []bool{false, true} {
-				p := "sampled LFU, greedy moves"
-				if fifo {
-					p = "oldest segment, reinsert "
-				}
-				m, h := run(fifo, 8000, 64, slack, zipf, 300000)
-				fmt.Printf("%s  %5.3f  %-8s  %16.2f  %9.3f\n", p, slack, w, m, h)
+			for _, p := range []struct {
+				name       string
+				fifo, tiny bool
+			}{{"sampled LFU, greedy moves  ", false, false}, {"TinyLFU+LFU, greedy moves  ", false, true}, {"oldest segment, reinsert   ", true, false}} {
+				m, h := run(p.fifo, p.tiny, 8000, 64, slack, zipf, 300000)
+				fmt.Printf("%s  %5.3f  %-8s  %16.2f  %9.3f\n", p.name, slack, w, m, h)
 			}
 			m, h := s3fifo(8000, slack, zipf, 300000)
-			fmt.Printf("%s  %5.3f  %-8s  %16.2f  %9.3f\n", "S3-FIFO                  ", slack, w, m, h)
+			fmt.Printf("%s  %5.3f  %-8s  %16.2f  %9.3f\n", "S3-FIFO                    ", slack, w, m, h)
 		}
 	}
 }
