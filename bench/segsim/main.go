@@ -65,7 +65,7 @@ func (s *sim) openHead() {
 			}
 		}
 	}
-	for len(s.segLive)+1 > s.budget {
+	for !s.fifo && len(s.segLive)+1 > s.budget { // greedy: the emptiest segment
 		victim, best := -1, math.MaxInt
 		for g, l := range s.segLive {
 			if g != s.head && l < best {
@@ -176,7 +176,7 @@ func (s *sim) step(key, capacity int) {
 }
 
 // run returns the records moved per record stored and the hit ratio, in the steady state.
-// Both policies get the same memory: capacity records plus slack in segments.
+// Every policy gets the same memory: capacity records plus slack in segments.
 func run(fifo, tiny bool, capacity, segSize int, slack float64, zipf bool, steps int) (float64, float64) {
 	s := &sim{r: rand.New(rand.NewPCG(1, 2)), segSize: segSize, fifo: fifo, tiny: tiny,
 		hist: map[int]int{}, window: 10 * capacity,
