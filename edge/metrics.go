@@ -106,6 +106,8 @@ var (
 	descItems     = prometheus.NewDesc("meridian_edge_store_objects", "URLs held in the store.", nil, nil)
 	descBytes     = prometheus.NewDesc("meridian_edge_store_bytes", "Bytes held in the store.", nil, nil)
 	descEvictions = prometheus.NewDesc("meridian_edge_store_evictions_total", "Objects evicted from the store.", nil, nil)
+	descSegments  = prometheus.NewDesc("meridian_edge_store_segments", "Segments holding the store's small objects (docs/edge.md, Memory).", nil, nil)
+	descMoves     = prometheus.NewDesc("meridian_edge_store_moves_total", "Small objects moved between segments to reclaim the bytes of evicted ones.", nil, nil)
 	descRecords   = prometheus.NewDesc("meridian_edge_purge_records", "Live read-time purge records.", nil, nil)
 	descBreaker   = prometheus.NewDesc("meridian_edge_upstream_breaker_open", "1 when the upstream's circuit breaker is open, 0.5 half-open, 0 closed.", []string{"upstream"}, nil)
 	descInFlight  = prometheus.NewDesc("meridian_edge_upstream_in_flight", "Requests in flight to the upstream.", []string{"upstream"}, nil)
@@ -117,7 +119,7 @@ var (
 )
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descItems, descBytes, descEvictions, descRecords, descReplays, descBreaker, descInFlight, descBulkhead, descBrkReject, descDraining, descHitP99} {
+	for _, d := range []*prometheus.Desc{descItems, descBytes, descEvictions, descSegments, descMoves, descRecords, descReplays, descBreaker, descInFlight, descBulkhead, descBrkReject, descDraining, descHitP99} {
 		ch <- d
 	}
 }
@@ -127,6 +129,8 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descItems, prometheus.GaugeValue, float64(s.Items))
 	ch <- prometheus.MustNewConstMetric(descBytes, prometheus.GaugeValue, float64(s.Bytes))
 	ch <- prometheus.MustNewConstMetric(descEvictions, prometheus.CounterValue, float64(s.Evictions))
+	ch <- prometheus.MustNewConstMetric(descSegments, prometheus.GaugeValue, float64(s.Segments))
+	ch <- prometheus.MustNewConstMetric(descMoves, prometheus.CounterValue, float64(s.Moved))
 	ch <- prometheus.MustNewConstMetric(descRecords, prometheus.GaugeValue, float64(s.Records))
 	if sub := c.n.purgeSub.Load(); sub != nil {
 		ch <- prometheus.MustNewConstMetric(descReplays, prometheus.CounterValue, float64(sub.Replays()))

@@ -22,7 +22,7 @@ import (
 // key->cost slot, the expiry bucket slot and the admission-time slot its metrics keep, at the
 // average load of Go's swiss tables. Measured, not derived (Ristretto's internals are not an
 // API): TestCostMatchesHeap/bare shows about 230 B.
-const entryOverhead = 240
+const entryOverhead = 256
 
 // fixedOverhead is what an empty store holds besides its admission sketches (fixedBytes):
 // mostly Ristretto's set buffer (32 Ki pointers), its metrics shards and its 256 store

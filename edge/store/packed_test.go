@@ -129,9 +129,9 @@ func TestLookupSharesView(t *testing.T) {
 	}
 	set := s.views[s.slotOf(key) : s.slotOf(key)+2]
 	holds := func(k string) bool { // one of the set's slots holds k's current view
-		e, _ := s.cache.Get(k)
+		r, _ := s.cache.Get(k)
 		for i := range set {
-			if v := set[i].Load(); v != nil && v.e == e {
+			if v := set[i].Load(); v != nil && v.r == r {
 				return true
 			}
 		}
@@ -211,8 +211,8 @@ func TestVariantsRoundTrip(t *testing.T) {
 			t.Errorf("%s: Lookup = %+v, %v, %v", lang, o, v, got)
 		}
 	}
-	if e, _ := s.cache.Get("a.test/v"); len(e.variants) != 3 {
-		t.Errorf("%d variants stored, want 3", len(e.variants))
+	if r, _ := s.cache.Get("a.test/v"); r.e == nil || len(r.e.variants) != 3 {
+		t.Errorf("%+v stored, want an entry of 3 variants", r)
 	}
 }
 

@@ -56,7 +56,7 @@ func (s *Store) Purge(r Record) time.Time {
 	s.purges.add(m, r.Soft, now)
 	s.purges.expire(now.Add(-max(time.Duration(s.maxHold.Load()), minRecordLife)))
 	if r.Kind == URL && !r.Soft {
-		s.cache.Del(r.Value)
+		s.Delete(r.Value)
 	}
 	return now
 }

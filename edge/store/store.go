@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -110,8 +111,7 @@ type entry struct {
 	variants []packed
 	one      packed
 	cost     int64
-	slot     uint32      // index of the first of the key's two slots in Store.views
-	gone     atomic.Bool // the entry has left the store (dropView)
+	gone     atomic.Bool // the entry has left the store (Store.exit)
 }
 
 // The shared views (issue 15). Building an Object from an entry's packed form costs a hit
@@ -131,67 +131,98 @@ type entry struct {
 // store of 1 GiB that stopped every hit for 225-290 ms in some collections (docs/benchmarks.md,
 // "Fifteenth pass").
 
-// shared returns the Object of e's only variant (e.variants nil): the view in one of e's two
-// slots if it was built from e, else a new view, which then takes one of them.
-func (s *Store) shared(e *entry) *Object {
-	set := s.viewSet(e)
+// shared returns the Object of r: an entry's only variant (e.variants nil), or a record (g
+// its segment). It is the view in one of r's two slots if it was built from r, else a new
+// view, which then takes one of them.
+func (s *Store) shared(r ref, g *segment) *Object {
+	set := s.viewSet(r.slot)
 	for i := range set {
-		if v := set[i].Load(); v != nil && v.e == e {
+		if v := set[i].Load(); v != nil && v.r == r {
 			return &v.Object
 		}
 	}
-	v := &view{e: e}
-	e.one.into(&v.Object, e.vary)
+	v := &view{r: r, g: g}
+	if r.e != nil {
+		r.e.one.into(&v.Object, r.e.vary)
+	} else {
+		vary, p := g.record(r.off)
+		p.into(&v.Object, vary)
+	}
 	v.Object.memo = &v.memo
 	// A free slot, or one whose entry has left the store; else either, in turn, so that of
 	// three hot keys of one hash none always loses.
 	i := int(s.turn.Add(1) & 1)
 	for j := range set {
-		if w := set[j].Load(); w == nil || w.e.gone.Load() {
+		if w := set[j].Load(); w == nil || w.gone() {
 			i = j
 			break
 		}
 	}
 	set[i].Store(v)
-	// e may have left the store since the caller found it. dropView marks it gone before it
+	// r may have left the store since the caller found it. exit marks it gone before it
 	// looks at the slots, and this looks at gone after storing: one of the two sees the
 	// other's write (sync/atomic is sequentially consistent), so the slot never keeps it.
-	if e.gone.Load() {
+	if v.gone() {
 		set[i].CompareAndSwap(v, nil)
 	}
 	return &v.Object
 }
 
-// dropView marks e gone and empties its slots of its view: e has left the store.
-func (s *Store) dropView(e *entry) {
-	if e == nil || e.variants != nil {
-		return
+// exit is Ristretto's OnExit: r has left the store (replaced, moved, deleted, evicted,
+// expired, or refused). It marks r gone (an entry's gone, a record's live bit) and empties
+// r's slots of its view.
+func (s *Store) exit(r ref) {
+	switch {
+	case r.e != nil:
+		r.e.gone.Store(true)
+		if r.e.variants != nil {
+			return // never shared
+		}
+	case r.seg != 0:
+		g := s.segOf(r)
+		if g == nil {
+			return // reclaim let go of it: its view, if any, was dropped then
+		}
+		s.freeRecord(g, r.idx, r.off)
+	default:
+		return // Ristretto's zero value: Del of an absent key
 	}
-	e.gone.Store(true)
-	set := s.viewSet(e)
+	set := s.viewSet(r.slot)
 	for i := range set {
-		if v := set[i].Load(); v != nil && v.e == e {
+		if v := set[i].Load(); v != nil && v.r == r {
 			set[i].CompareAndSwap(v, nil)
 		}
 	}
 }
 
-// viewSet is e's two slots in s.views.
-func (s *Store) viewSet(e *entry) []atomic.Pointer[view] {
-	return s.views[e.slot : e.slot+2 : e.slot+2]
+// viewSet is the two slots in s.views from slot on.
+func (s *Store) viewSet(slot uint16) []atomic.Pointer[view] {
+	return s.views[slot : slot+2 : slot+2]
 }
+
+// hash is key's hash, for its view slots (slotOf) and its lock (Store.locks).
+func (s *Store) hash(key string) uint64 { return maphash.String(s.seed, key) }
 
 // slotOf is the index of the first of key's two slots in s.views.
-func (s *Store) slotOf(key string) uint32 {
-	return uint32(maphash.String(s.seed, key)&uint64(len(s.views)-1)) &^ 1
-}
+func (s *Store) slotOf(key string) uint16 { return slotOfHash(s.hash(key), len(s.views)) }
 
-// view is a shared Object (Store.shared), its memo and the entry it was built from, in one
+func slotOfHash(h uint64, slots int) uint16 { return uint16(h&uint64(slots-1)) &^ 1 }
+
+// view is a shared Object (Store.shared), its memo and the ref it was built from, in one
 // allocation.
 type view struct {
 	Object
 	memo atomic.Pointer[memo]
-	e    *entry
+	r    ref
+	g    *segment // a record's segment, which r's live bit is in
+}
+
+// gone reports whether v's entry or record has left the store.
+func (v *view) gone() bool {
+	if v.r.e != nil {
+		return v.r.e.gone.Load()
+	}
+	return !v.g.isLive(v.r.idx)
 }
 
 // memo is bytes a reader derived from a shared view, under a key (Object.Memo).
@@ -254,14 +285,31 @@ type Config struct {
 
 // Store holds cached objects and purge records. It is safe for concurrent use.
 type Store struct {
-	cache   *ristretto.Cache[string, *entry]
-	fixed   int64                  // heap of the empty store and its views' charge, counted in Stats.Bytes
+	cache   *ristretto.Cache[string, ref]
+	fixed   int64                  // heap of the empty store, its views' and segments' reserve, counted in Stats.Bytes
 	views   []atomic.Pointer[view] // shared views (Store.shared), a power of two of them
 	seed    maphash.Seed
 	turn    atomic.Uint32 // picks which of two taken slots a new view replaces
 	purges  *purgeSet
 	clock   func() time.Time
 	maxHold atomic.Int64 // longest Object.hold seen, in nanoseconds; bounds purge record life
+
+	// locks serialise the Puts, Deletes and moves of a key (by hash), so that reclaim never
+	// puts back a record a newer Put replaced.
+	locks [256]sync.Mutex
+
+	// The segments (segment.go).
+	segSize    int
+	recMax     int                       // the largest record kept in a segment
+	segs       []atomic.Pointer[segment] // by index; nil where free
+	segMu      sync.Mutex                // guards head, gens, freeSegs and appends
+	head       *segment                  // where records are appended
+	gens       []uint32                  // the last generation of each index
+	freeSegs   []uint32                  // free indexes of segs
+	nsegs      atomic.Int64              // segments held
+	live       atomic.Int64              // bytes of live records in them
+	reclaiming sync.Mutex                // held by the goroutine that reclaims
+	moved      atomic.Uint64             // records moved by reclaim
 }
 
 // New builds a Store.
@@ -277,11 +325,18 @@ func New(cfg Config) (*Store, error) {
 	}
 	// The store's fixed structures come out of MaxBytes; a store too small for them still
 	// keeps a quarter of it for objects (and holds more than MaxBytes).
-	fixed := fixedBytes(cfg.MaxBytes) + viewBytes(cfg.MaxBytes)
+	fixed := fixedBytes(cfg.MaxBytes) + viewBytes(cfg.MaxBytes) + segReserve(cfg.MaxBytes)
+	nseg := maxSegments(cfg.MaxBytes)
 	s := &Store{fixed: fixed, purges: newPurgeSet(), clock: cfg.Clock, seed: maphash.MakeSeed(),
-		views: make([]atomic.Pointer[view], viewSlots(cfg.MaxBytes))}
-	c, err := ristretto.NewCache(&ristretto.Config[string, *entry]{
-		OnExit:             s.dropView,
+		views:   make([]atomic.Pointer[view], viewSlots(cfg.MaxBytes)),
+		segSize: segSizeFor(cfg.MaxBytes), segs: make([]atomic.Pointer[segment], nseg),
+		gens: make([]uint32, nseg), freeSegs: make([]uint32, nseg)}
+	s.recMax = min(s.segSize/8, maxRecord)
+	for i := range s.freeSegs {
+		s.freeSegs[i] = uint32(nseg - 1 - i) // the lowest index first
+	}
+	c, err := ristretto.NewCache(&ristretto.Config[string, ref]{
+		OnExit:             s.exit,
 		NumCounters:        counters(cfg.MaxBytes),
 		MaxCost:            max(cfg.MaxBytes-fixed, cfg.MaxBytes/4),
 		BufferItems:        64,
@@ -316,25 +371,46 @@ const (
 // list the URL's responses use (nil if none is stored), so a caller can tell a vary-miss. The
 // object is shared with other readers (Store.shared): it must not be modified.
 func (s *Store) Lookup(primary string, reqHeader http.Header) (obj *Object, v Verdict, vary []string) {
-	e, ok := s.cache.Get(primary)
+	r, ok := s.cache.Get(primary)
 	if !ok {
 		return nil, Usable, nil
 	}
-	p, ok := e.variant(httpcache.VaryKey(e.vary, reqHeader))
-	if !ok {
-		return nil, Usable, e.vary
-	}
 	var o *Object
-	if e.variants == nil {
-		o = s.shared(e) // p is e.one
+	if e := r.e; e != nil {
+		p, ok := e.variant(httpcache.VaryKey(e.vary, reqHeader))
+		if !ok {
+			return nil, Usable, e.vary
+		}
+		if e.variants == nil {
+			o = s.shared(r, nil) // p is e.one
+		} else {
+			o = p.object(e.vary)
+		}
 	} else {
-		o = p.object(e.vary)
+		g := s.segOf(r)
+		if g == nil {
+			// Moved since Get (reclaim updates Ristretto before it lets go of the
+			// segment): the key's ref now is the new one.
+			if r, ok = s.cache.Get(primary); !ok {
+				return nil, Usable, nil
+			}
+			if r.e != nil {
+				return s.Lookup(primary, reqHeader) // replaced by an entry meanwhile
+			}
+			if g = s.segOf(r); g == nil {
+				return nil, Usable, nil
+			}
+		}
+		o = s.shared(r, g)
+		if o.Variant != httpcache.VaryKey(o.Policy.Vary, reqHeader) {
+			return nil, Usable, o.Policy.Vary
+		}
 	}
 	switch v := s.purges.check(o); v {
 	case Purged:
-		return nil, v, e.vary
+		return nil, v, o.Policy.Vary
 	default:
-		return o, v, e.vary
+		return o, v, o.Policy.Vary
 	}
 }
 
@@ -359,37 +435,101 @@ func (s *Store) Put(o *Object) bool {
 		s.maxHold.Store(h) // a lost race only shortens record life by one object's margin
 	}
 	key := o.Primary + o.Part
-	next := &entry{vary: o.Policy.Vary, one: p, slot: s.slotOf(key)}
-	if old, ok := s.cache.Get(key); ok && slices.Equal(old.vary, o.Policy.Vary) {
-		others := old.list()
-		if _, found := old.variant(o.Variant); len(others) >= MaxVariants && !found {
-			return false
-		}
-		for _, v := range others {
-			if v.variant() != o.Variant && s.purges.check(v.object(old.vary)) != Purged {
-				if next.variants == nil {
-					next.variants = append(make([]packed, 0, len(others)+1), p)
+	h := s.hash(key)
+	mu := &s.locks[h%uint64(len(s.locks))]
+	mu.Lock()
+	ok := s.put(key, slotOfHash(h, len(s.views)), o, p)
+	mu.Unlock()
+	s.reclaim()
+	return ok
+}
+
+// put is Put under key's lock.
+func (s *Store) put(key string, slot uint16, o *Object, p packed) bool {
+	var variants []packed
+	if old, ok := s.cache.Get(key); ok {
+		vary, others := s.variantsOf(old)
+		if others != nil && slices.Equal(vary, o.Policy.Vary) {
+			found := false
+			for _, v := range others {
+				found = found || v.variant() == o.Variant
+			}
+			if len(others) >= MaxVariants && !found {
+				return false
+			}
+			for _, v := range others {
+				if v.variant() != o.Variant && s.purges.check(v.object(vary)) != Purged {
+					if variants == nil {
+						variants = append(make([]packed, 0, len(others)+1), p)
+					}
+					if old.e == nil {
+						v = v.clone() // an entry must not keep a segment alive
+					}
+					variants = append(variants, v)
 				}
-				next.variants = append(next.variants, v)
 			}
 		}
 	}
-	next.cost = entryBytes(next)
 	ttl := o.hold() + time.Minute // keep a little past the last use so Age math never sees a gap
-	ok := s.cache.SetWithTTL(key, next, next.cost, ttl)
+	var r ref
+	var cost int64
+	if variants == nil {
+		if rec, ok := s.appendRecord(o.Policy.Vary, p, time.Now().Add(ttl), slot); ok {
+			r, cost = rec, recordCost(recordSize(o.Policy.Vary, p))
+		}
+	}
+	if r.seg == 0 {
+		if len(p.body) <= s.recMax {
+			// A small body may be a stored object's, in a segment (a revalidated copy): an
+			// entry must not keep the segment alive.
+			p.body = slices.Clone(p.body)
+			if variants != nil {
+				variants[0] = p
+			}
+		}
+		e := &entry{vary: o.Policy.Vary, one: p, variants: variants}
+		e.cost = entryBytes(e)
+		r, cost = ref{e: e, slot: slot}, e.cost
+	}
+	ok := s.cache.SetWithTTL(key, r, cost, ttl)
+	if !ok {
+		s.exit(r) // dropped: Ristretto never calls OnExit for it
+	}
 	s.cache.Wait()
 	return ok
 }
 
+// variantsOf returns the Vary list and the variants of what r holds; others nil if r's
+// segment is gone.
+func (s *Store) variantsOf(r ref) (vary []string, others []packed) {
+	if r.e != nil {
+		return r.e.vary, r.e.list()
+	}
+	g := s.segOf(r)
+	if g == nil {
+		return nil, nil
+	}
+	vary, p := g.record(r.off)
+	return vary, []packed{p}
+}
+
 // Delete drops every variant of primary. It frees memory only; purges are read-time records.
-func (s *Store) Delete(primary string) { s.cache.Del(primary) }
+func (s *Store) Delete(primary string) {
+	mu := &s.locks[s.hash(primary)%uint64(len(s.locks))]
+	mu.Lock()
+	defer mu.Unlock()
+	s.cache.Del(primary)
+}
 
 // Stats are the store's counters.
 type Stats struct {
 	Items     int64 // objects (URLs, with all their variants) currently admitted
 	Bytes     int64 // heap held: objects with their bookkeeping, and the store's fixed structures
 	Evictions uint64
-	Records   int // live purge records
+	Records   int    // live purge records
+	Segments  int64  // segments of records held (segment.go)
+	Live      int64  // bytes of the records in them still stored
+	Moved     uint64 // records moved to reclaim dead bytes
 }
 
 // Stats reports the store's counters.
@@ -401,6 +541,9 @@ func (s *Store) Stats() Stats {
 		Bytes:     int64(m.CostAdded()) - int64(m.CostEvicted()) + s.fixed,
 		Evictions: evicted,
 		Records:   s.purges.len(),
+		Segments:  s.nsegs.Load(),
+		Live:      s.live.Load(),
+		Moved:     s.moved.Load(),
 	}
 }
 

@@ -1,0 +1,367 @@
+package store
+
+import (
+	"encoding/binary"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+	"unsafe"
+)
+
+// Segments (issue 15, docs/benchmarks.md "Sixteenth pass" and "Seventeenth pass"). At a full
+// store the collector marks every stored object in every cycle, and what it costs is the
+// pointers it follows: about 300 ns per object kept as an entry with its own allocations, 5 ns
+// for an object kept as bytes in a large allocation and found by offsets. So an entry with one
+// variant whose record is small (recordMax) is kept as a record in a segment: an append-only
+// []byte of segSize bytes, which the collector marks once and never scans, and Ristretto holds
+// a ref to it, a struct whose only pointer is nil. Larger objects, and URLs with several Vary
+// variants, are few per GiB and stay entries (store.go).
+//
+// Bytes in a segment are never written again once appended, so readers need no lock: a
+// Lookup builds its Object with strings and a body that point into the segment (packed.go),
+// which the collector then keeps alive for as long as any reader holds it, even after the
+// store let go of the segment. A record leaves the store as an entry does (Ristretto's OnExit:
+// replaced, deleted, evicted, expired), which leaves dead bytes in its segment. When the dead
+// bytes exceed a quarter of the live ones, the store moves the live records of the segment
+// with the fewest live bytes to the head segment and lets go of the emptied one (reclaim), so
+// eviction stays Ristretto's. Each record is charged a quarter more than its bytes for that
+// slack (recordCost). Under unique-URL churn, Ristretto's eviction is close to random, the
+// worst case for this: the model of bench/segsim moved 1.9 records per record stored with a
+// quarter, 3.9 with an eighth, and at a full store an edge spent about 2 us per move
+// (docs/benchmarks.md, "Seventeenth pass"). A quarter also keeps what a small object is
+// charged about what it was as an entry, whose allocations were rounded up to size classes.
+
+// ref is what Ristretto holds per key: a heap entry (e) or a record in a segment. It is
+// compared as a whole: a record's ref never repeats, since a segment slot's generation changes
+// when a new segment takes it.
+type ref struct {
+	e    *entry // the entry, or nil for a record
+	seg  uint32 // 1 + the segment's index in Store.segs; 0 for an entry
+	gen  uint32 // the segment's generation
+	off  uint32 // the record's offset in its segment
+	idx  uint16 // the record's ordinal in its segment (its live bit)
+	slot uint16 // the first of the key's two view slots (Store.slotOf)
+}
+
+// A record, at an 8-byte aligned offset of its segment: a header of little-endian fields, the
+// entry's Vary list joined by NUL, the packed meta and the body; then padding to 8 bytes.
+const (
+	rMeta    = 0  // uint32: length of the meta
+	rBody    = 4  // uint32: length of the body
+	rVary    = 8  // uint32: length of the joined Vary list
+	rNVary   = 12 // uint32: how many names it joins
+	rExpiry  = 16 // int64: when Ristretto expires it, Unix ns (0: never)
+	rHeadLen = 24
+)
+
+// maxRecord is the largest record a segment takes: larger objects are few per GiB, and a
+// segment wastes at most what its last record did not fit.
+const maxRecord = 32 << 10
+
+// maxRecords bounds the records of one segment (its live bits): a record is at least its
+// header and the packed fixed fields, so a 1 MiB segment holds fewer than 6,000.
+const maxRecords = 96 * 64
+
+// segment is one segSize allocation of records.
+type segment struct {
+	b    []byte // the records; its capacity is the segment's size
+	gen  uint32
+	ix   uint32      // index in Store.segs
+	n    int         // records appended; written under Store.segMu, read once sealed
+	used int         // bytes appended; under Store.segMu
+	full atomic.Bool // sealed: no record is appended any more (n and b are final)
+	live atomic.Int64
+	bits [maxRecords / 64]atomic.Uint64 // a record's bit is set from its append until it exits
+}
+
+// isLive reports whether record idx is still in the store.
+func (g *segment) isLive(idx uint16) bool {
+	return g.bits[idx/64].Load()&(1<<(idx%64)) != 0
+}
+
+// recordLen is the length of the record at off, padding included.
+func recordLen(b []byte, off int) int {
+	le := binary.LittleEndian
+	n := rHeadLen + int(le.Uint32(b[off+rMeta:])) + int(le.Uint32(b[off+rBody:])) + int(le.Uint32(b[off+rVary:]))
+	return (n + 7) &^ 7
+}
+
+// record returns the record at off as the entry it stands for: its Vary list and its packed
+// variant, both pointing into the segment.
+func (g *segment) record(off uint32) (vary []string, p packed) {
+	b := g.b[off:]
+	le := binary.LittleEndian
+	nm, nb, nv := int(le.Uint32(b[rMeta:])), int(le.Uint32(b[rBody:])), int(le.Uint32(b[rVary:]))
+	if n := int(le.Uint32(b[rNVary:])); n > 0 {
+		vary = strings.SplitN(unsafe.String(&b[rHeadLen], nv), "\x00", n)
+	}
+	m := rHeadLen + nv
+	p.meta = unsafe.String(&b[m], nm)
+	p.body = b[m+nm : m+nm+nb : m+nm+nb]
+	return vary, p
+}
+
+// recordSize is the length of the record of vary and p, padding included.
+func recordSize(vary []string, p packed) int {
+	n := rHeadLen + len(p.meta) + len(p.body)
+	for i, v := range vary {
+		n += len(v)
+		if i > 0 {
+			n++
+		}
+	}
+	return (n + 7) &^ 7
+}
+
+// recordCost is what a record of n bytes is charged: its bytes, the slack for the dead bytes
+// the segments may hold before reclaim moves them, and Ristretto's bookkeeping.
+func recordCost(n int) int64 { return int64(n) + slack(int64(n)) + entryOverhead }
+
+// slack is the dead bytes the segments may hold for n live ones: a quarter.
+func slack(n int64) int64 { return n / 4 }
+
+// segSizeFor is the segment size of a store of maxBytes: 1 MiB, less for a small store, so
+// that the two segments it keeps in hand (the head and reclaim's slack) stay a small part of it.
+func segSizeFor(maxBytes int64) int {
+	return int(min(max(next2(maxBytes/64), 64<<10), 1<<20))
+}
+
+// segReserve is what a store of maxBytes sets aside for its segments beyond their records'
+// charge: the head segment, the one reclaim fills while it empties another, and the segment
+// table (Store.segs with its generations).
+func segReserve(maxBytes int64) int64 {
+	size := int64(segSizeFor(maxBytes))
+	return 2*(size+int64(unsafe.Sizeof(segment{}))) + int64(maxSegments(maxBytes))*12
+}
+
+// maxSegments is the size of the segment table of a store of maxBytes: the records' charge
+// bounds their bytes and slack to maxBytes, and reclaim keeps the dead bytes within the slack,
+// plus the two in hand; a few more for reclaim's lag.
+func maxSegments(maxBytes int64) int { return int(maxBytes/int64(segSizeFor(maxBytes))) + 4 }
+
+// appendRecord copies the entry of vary and p into the head segment, and returns its ref, or
+// false if the record does not fit a segment or the table has no free slot.
+func (s *Store) appendRecord(vary []string, p packed, expiry time.Time, slot uint16) (ref, bool) {
+	n := recordSize(vary, p)
+	if n > s.recMax {
+		return ref{}, false
+	}
+	s.segMu.Lock()
+	defer s.segMu.Unlock()
+	g, ok := s.headFor(n)
+	if !ok {
+		return ref{}, false
+	}
+	off := g.used
+	b := g.b[off : off+n : off+n]
+	le := binary.LittleEndian
+	le.PutUint32(b[rMeta:], uint32(len(p.meta)))
+	le.PutUint32(b[rBody:], uint32(len(p.body)))
+	var exp int64
+	if !expiry.IsZero() {
+		exp = expiry.UnixNano()
+	}
+	le.PutUint64(b[rExpiry:], uint64(exp))
+	w := b[:rHeadLen]
+	for i, v := range vary {
+		if i > 0 {
+			w = append(w, 0)
+		}
+		w = append(w, v...)
+	}
+	le.PutUint32(b[rVary:], uint32(len(w)-rHeadLen))
+	le.PutUint32(b[rNVary:], uint32(len(vary)))
+	w = append(w, p.meta...)
+	w = append(w, p.body...)
+	if len(w) > n || unsafe.SliceData(w) != unsafe.SliceData(b) {
+		panic("store: record size miscomputed") // the padding is the new segment's zeros
+	}
+	return s.appended(g, off, n, slot), true
+}
+
+// appendRaw copies a record as it is (a move) into the head segment.
+func (s *Store) appendRaw(rec []byte, slot uint16) (ref, bool) {
+	s.segMu.Lock()
+	defer s.segMu.Unlock()
+	g, ok := s.headFor(len(rec))
+	if !ok {
+		return ref{}, false
+	}
+	off := g.used
+	copy(g.b[off:off+len(rec)], rec)
+	return s.appended(g, off, len(rec), slot), true
+}
+
+// appended accounts the record of n bytes just written at off of the head g. Under segMu.
+func (s *Store) appended(g *segment, off, n int, slot uint16) ref {
+	idx := g.n
+	g.n++
+	g.used += n
+	g.bits[idx/64].Or(1 << (idx % 64))
+	g.live.Add(int64(n))
+	s.live.Add(int64(n))
+	return ref{seg: g.ix + 1, gen: g.gen, off: uint32(off), idx: uint16(idx), slot: slot}
+}
+
+// headFor returns the head segment with room for n more bytes, sealing the head and starting
+// a new one if it has not; false if the segment table is full. Under segMu.
+func (s *Store) headFor(n int) (*segment, bool) {
+	if g := s.head; g != nil && g.used+n <= len(g.b) && g.n < maxRecords {
+		return g, true
+	}
+	if len(s.freeSegs) == 0 {
+		return nil, false
+	}
+	ix := s.freeSegs[len(s.freeSegs)-1]
+	s.freeSegs = s.freeSegs[:len(s.freeSegs)-1]
+	s.gens[ix]++
+	g := &segment{b: make([]byte, s.segSize), gen: s.gens[ix], ix: ix}
+	if h := s.head; h != nil {
+		h.full.Store(true)
+	}
+	s.head = g
+	s.segs[ix].Store(g)
+	s.nsegs.Add(1)
+	return g, true
+}
+
+// segOf returns the segment r's record is in, or nil if r is an entry's or its segment was
+// let go of (its records were all moved or have exited).
+func (s *Store) segOf(r ref) *segment {
+	if r.seg == 0 {
+		return nil
+	}
+	if g := s.segs[r.seg-1].Load(); g != nil && g.gen == r.gen {
+		return g
+	}
+	return nil
+}
+
+// freeRecord clears r's live bit and takes its bytes off the live count, once: a record may
+// be freed both by its exit from Ristretto and by reclaim, which frees records Ristretto no
+// longer returns (expired, or replaced while reclaim looked).
+func (s *Store) freeRecord(g *segment, idx uint16, off uint32) {
+	mask := uint64(1) << (idx % 64)
+	if g.bits[idx/64].And(^mask)&mask == 0 {
+		return
+	}
+	n := int64(recordLen(g.b, int(off)))
+	g.live.Add(-n)
+	s.live.Add(-n)
+}
+
+// garbage reports whether the segments hold more dead bytes than the records' charge allows
+// them: the live bytes' slack, and the two segments in hand.
+func (s *Store) garbage() bool {
+	live := s.live.Load()
+	return s.nsegs.Load()*int64(s.segSize) > live+slack(live)+2*int64(s.segSize)
+}
+
+// reclaim empties the sealed segment with the fewest live bytes into the head, until the dead
+// bytes are back within what the charge allows. One goroutine reclaims at a time; the others
+// go on (the bound is restored by the next Put).
+func (s *Store) reclaim() {
+	if !s.garbage() || !s.reclaiming.TryLock() {
+		return
+	}
+	defer s.reclaiming.Unlock()
+	for s.garbage() {
+		var victim *segment
+		for i := range s.segs {
+			if g := s.segs[i].Load(); g != nil && g.full.Load() && (victim == nil || g.live.Load() < victim.live.Load()) {
+				victim = g
+			}
+		}
+		if victim == nil {
+			return
+		}
+		s.evacuate(victim)
+		s.dropViews(victim)
+		s.segMu.Lock()
+		s.segs[victim.ix].Store(nil)
+		s.freeSegs = append(s.freeSegs, victim.ix)
+		s.nsegs.Add(-1)
+		s.segMu.Unlock()
+		// A record that reclaim could not move (its key's Put refused by a full table, or
+		// a ref Ristretto holds but no longer returns) is gone with the segment: a Lookup
+		// finds no segment for it (segOf) and misses.
+		if n := victim.live.Swap(0); n != 0 {
+			s.live.Add(-n)
+		}
+	}
+}
+
+// dropViews empties the view slots still holding a view of a record of g: a record reclaim
+// freed itself (expired, or replaced while reclaim looked) may have left its view there, which
+// would keep the whole segment alive. Moved records' views left with their exit.
+func (s *Store) dropViews(g *segment) {
+	for i := range s.views {
+		if v := s.views[i].Load(); v != nil && v.g == g {
+			s.views[i].CompareAndSwap(v, nil)
+		}
+	}
+}
+
+// evacuate moves every live record of the sealed segment g to the head.
+func (s *Store) evacuate(g *segment) {
+	off := 0
+	for idx := range g.n {
+		n := recordLen(g.b, off)
+		if g.isLive(uint16(idx)) {
+			s.move(g, uint16(idx), off, n)
+		}
+		off += n
+	}
+}
+
+// move moves one live record, under its key's lock, so that it never replaces a newer Put's:
+// Put takes the same lock, and a Put that replaced the record cleared its live bit before it
+// let go of the lock (Ristretto calls OnExit for the value it replaces, in Set). Every way a
+// value leaves Ristretto calls OnExit, so a record whose bit is still set under the lock is
+// the key's value in Ristretto. (Asking Ristretto instead cost a Get per move, a third of a
+// move's time.) The update in place calls OnExit for the old ref, which frees it and drops
+// its view.
+func (s *Store) move(g *segment, idx uint16, off, n int) {
+	rec := g.b[off : off+n]
+	_, p := g.record(uint32(off))
+	key := p.key()
+	h := s.hash(key)
+	mu := &s.locks[h%uint64(len(s.locks))]
+	mu.Lock()
+	defer mu.Unlock()
+	if !g.isLive(idx) {
+		return
+	}
+	var ttl time.Duration
+	if exp := int64(binary.LittleEndian.Uint64(rec[rExpiry:])); exp != 0 {
+		if ttl = time.Until(time.Unix(0, exp)); ttl <= 0 {
+			s.cache.Del(key)
+			s.freeRecord(g, idx, uint32(off))
+			return
+		}
+	}
+	r, ok := s.appendRaw(rec, slotOfHash(h, len(s.views)))
+	if !ok {
+		s.cache.Del(key)
+		return
+	}
+	s.moved.Add(1)
+	if !s.cache.SetWithTTL(key, r, recordCost(n), ttl) {
+		// Dropped: only a new item is (the old one left Ristretto while this looked).
+		s.exit(r)
+	}
+}
+
+// clone copies p out of the segment it points into.
+func (p packed) clone() packed {
+	return packed{meta: strings.Clone(p.meta), body: slices.Clone(p.body)}
+}
+
+// key is the Ristretto key of the entry p was stored under: its Primary and its Part.
+func (p packed) key() string {
+	arena := p.meta[fixedLen:]
+	ix := int(u32(p.meta, fIndex))
+	start, end := int(u32(arena, ix)), int(u32(arena, ix+4)) // entry 0: "u\x00" Primary
+	return arena[start+2:end] + p.str(strPart)
+}
