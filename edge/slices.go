@@ -291,7 +291,9 @@ func (n *Node) deliverSliced(w *logWriter, req *request, obj *store.Object, cs h
 		h["Content-Type"] = nil // no sniffing: the origin said nothing, so do we
 	}
 	delete(h, "Content-Length")
-	sr := &sliceReader{f: n.fill, req: req, obj: obj, sliceSize: req.host.sliceBytes(), cur: -1}
+	// Detached: a slow client may read for hours, and the stored manifest would keep its
+	// store segment alive all that time.
+	sr := &sliceReader{f: n.fill, req: req, obj: obj.Detached(), sliceSize: req.host.sliceBytes(), cur: -1}
 	http.ServeContent(w, req.r, "", obj.LastModified, sr)
 	if sr.err != nil {
 		w.note = "sliced answer aborted: " + sr.err.Error()

@@ -277,18 +277,20 @@ func (s *Store) reclaim() {
 			return
 		}
 		s.evacuate(victim)
-		s.dropViews(victim)
 		s.segMu.Lock()
 		s.segs[victim.ix].Store(nil)
 		s.freeSegs = append(s.freeSegs, victim.ix)
 		s.nsegs.Add(-1)
 		s.segMu.Unlock()
-		// A record that reclaim could not move (its key's Put refused by a full table, or
-		// a ref Ristretto holds but no longer returns) is gone with the segment: a Lookup
-		// finds no segment for it (segOf) and misses.
-		if n := victim.live.Swap(0); n != 0 {
-			s.live.Add(-n)
+		// A record still live here (its exit from Ristretto is under way, between the
+		// map and OnExit) is gone with the segment: a Lookup finds no segment for its ref
+		// (segOf) and misses. Its bit decides who frees it, so it is freed once.
+		off := 0
+		for idx := range victim.n {
+			s.freeRecord(victim, uint16(idx), uint32(off))
+			off += recordLen(victim.b, off)
 		}
+		s.dropViews(victim)
 	}
 }
 
@@ -318,10 +320,15 @@ func (s *Store) evacuate(g *segment) {
 // move moves one live record, under its key's lock, so that it never replaces a newer Put's:
 // Put takes the same lock, and a Put that replaced the record cleared its live bit before it
 // let go of the lock (Ristretto calls OnExit for the value it replaces, in Set). Every way a
-// value leaves Ristretto calls OnExit, so a record whose bit is still set under the lock is
-// the key's value in Ristretto. (Asking Ristretto instead cost a Get per move, a third of a
-// move's time.) The update in place calls OnExit for the old ref, which frees it and drops
-// its view.
+// value leaves Ristretto calls OnExit, so a record whose bit is still set under the lock is the
+// key's value in Ristretto, but for one gap: Ristretto's eviction and expiry take the value out
+// of its map before they call OnExit. A move in that gap finds the key gone, and its Set is
+// queued as a new item, which would be admitted after the lock is let go, ahead of (and
+// shadowing) a Put that comes next. So a move that did not update the key in place deletes it
+// again before it lets go of the lock: the delete is queued behind the new item, and a later
+// Put behind both. (Asking Ristretto before each move instead cost a Get per move, a third of
+// a move's time; GetTTL after it is not an access and finds the key in the common case.) The
+// update in place calls OnExit for the old ref, which frees it and drops its view.
 func (s *Store) move(g *segment, idx uint16, off, n int) {
 	rec := g.b[off : off+n]
 	_, p := g.record(uint32(off))
@@ -350,6 +357,10 @@ func (s *Store) move(g *segment, idx uint16, off, n int) {
 	if !s.cache.SetWithTTL(key, r, recordCost(n), ttl) {
 		// Dropped: only a new item is (the old one left Ristretto while this looked).
 		s.exit(r)
+		return
+	}
+	if _, ok := s.cache.GetTTL(key); !ok {
+		s.cache.Del(key)
 	}
 }
 

@@ -3,12 +3,14 @@ package store
 import (
 	"fmt"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/meridian-cdn/meridian/edge/httpcache"
 )
@@ -193,5 +195,149 @@ func TestReclaimKeepsNewestPut(t *testing.T) {
 				t.Errorf("%s reads version %d after the last Put of %d", key, v, versions)
 			}
 		}
+	}
+}
+
+// TestMoveInEvictionGap moves a record while Ristretto is evicting its key, between taking the
+// value out of its map and calling OnExit (held there by exitHook), and puts a new version of
+// the key while the move's Set is still queued: the new version must win, as if the move had
+// not happened.
+func TestMoveInEvictionGap(t *testing.T) {
+	s, err := New(Config{MaxBytes: 4 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const key = "K"
+	stripe := s.hash("h.test/"+key) % uint64(len(s.locks))
+	var target ref
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	s.exitHook = func(r ref) {
+		if r == target {
+			once.Do(func() { close(entered); <-release })
+		}
+	}
+	if !s.Put(keyed(key, 1, 500)) {
+		t.Fatal("Put refused")
+	}
+	target, _ = s.cache.Get("h.test/" + key) // the hook reads it only from the next exit on
+	if target.seg == 0 {
+		t.Fatal("K is not a record")
+	}
+	filled := make(chan struct{})
+	go func() { // large objects, entries, until Ristretto evicts K for one of them
+		defer close(filled)
+		for i := 0; ; i++ {
+			select {
+			case <-entered:
+				return
+			default:
+			}
+			k := "big" + strconv.Itoa(i)
+			if s.hash("h.test/"+k)%uint64(len(s.locks)) == stripe {
+				continue // its Put would hold K's lock while Ristretto is held
+			}
+			s.Put(keyed(k, 1, 40<<10))
+		}
+	}()
+	<-entered
+	for range 2000 { // K is asked for again: admitted if offered
+		s.cache.Get("h.test/" + key)
+	}
+	for i := range 50 { // and room is made for it
+		s.cache.Del("h.test/big" + strconv.Itoa(i))
+	}
+	g := s.segOf(target)
+	s.move(g, target.idx, int(target.off), recordLen(g.b, int(target.off)))
+	put := make(chan bool)
+	live := s.live.Load()
+	go func() { put <- s.Put(keyed(key, 2, 500)) }()
+	for s.live.Load() == live { // the Put has appended its record
+		runtime.Gosched()
+	}
+	time.Sleep(10 * time.Millisecond) // and queues its Set right after, which nothing shows
+	close(release)
+	<-filled
+	if !<-put {
+		t.Fatal("Put of version 2 refused")
+	}
+	o, _, _ := s.Lookup("h.test/"+key, nil)
+	if o == nil {
+		t.Fatal("K not found after the Put of version 2")
+	}
+	if v := checkKeyed(t, o, key, 500); v != 2 {
+		t.Errorf("K reads version %d after the Put of version 2: the move put back the evicted record", v)
+	}
+}
+
+// inSegment reports whether p points into one of s's segments.
+func inSegment(s *Store, p unsafe.Pointer) bool {
+	for i := range s.segs {
+		if g := s.segs[i].Load(); g != nil {
+			lo := uintptr(unsafe.Pointer(&g.b[0]))
+			if a := uintptr(p); a >= lo && a < lo+uintptr(len(g.b)) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// TestEntryKeepsNoSegment stores a part of a record's object as an entry (a slice of a
+// manifest with a Vary, as edge/slices.go does): nothing of the entry may point into the
+// manifest's segment, which it would keep alive.
+func TestEntryKeepsNoSegment(t *testing.T) {
+	s, _ := newStore(t)
+	m := keyed("m", 1, 10)
+	m.Policy.Vary = []string{"origin"}
+	m.Variant = httpcache.VaryKey(m.Policy.Vary, nil)
+	s.Put(m)
+	o, _, _ := s.Lookup("h.test/m", nil)
+	if o == nil || !inSegment(s, unsafe.Pointer(unsafe.StringData(o.Policy.Vary[0]))) {
+		t.Fatal("the manifest is not a record")
+	}
+	part := *o
+	part.Part, part.Body = "#0", make([]byte, 64<<10)
+	s.Put(&part)
+	r, _ := s.cache.Get("h.test/m#0")
+	if r.e == nil {
+		t.Fatal("the part is not an entry")
+	}
+	for _, p := range []unsafe.Pointer{unsafe.Pointer(unsafe.StringData(r.e.vary[0])), unsafe.Pointer(unsafe.StringData(r.e.one.meta)), unsafe.Pointer(unsafe.SliceData(r.e.one.body))} {
+		if inSegment(s, p) {
+			t.Errorf("the part's entry points into a segment at %p", p)
+		}
+	}
+}
+
+// TestDetached checks Object.Detached: a copy that reads the same and points into no segment.
+func TestDetached(t *testing.T) {
+	s, _ := newStore(t)
+	in := keyed("d", 1, 100)
+	in.Keys = []string{"a", "b"}
+	in.Policy.Vary = []string{"accept-encoding"}
+	in.Variant = httpcache.VaryKey(in.Policy.Vary, nil)
+	s.Put(in)
+	o, _, _ := s.Lookup("h.test/d", nil)
+	if o == nil || !inSegment(s, unsafe.Pointer(unsafe.SliceData(o.Body))) {
+		t.Fatal("d is not a record")
+	}
+	d := o.Detached()
+	same := func(x *Object) string {
+		return fmt.Sprint(x.Primary, x.Host, x.Path, x.Variant, x.Status, string(x.Body), x.HeaderMap(), x.SurrogateKeys(),
+			x.StoredAt, x.ResponseTime, x.Policy.Vary, x.Policy.Lifetime)
+	}
+	if same(d) != same(o) {
+		t.Errorf("Detached reads %s, want %s", same(d), same(o))
+	}
+	for _, p := range []unsafe.Pointer{unsafe.Pointer(unsafe.SliceData(d.Body)), unsafe.Pointer(unsafe.StringData(d.Primary)),
+		unsafe.Pointer(unsafe.StringData(d.Policy.Vary[0])), unsafe.Pointer(unsafe.StringData(d.HeaderValue("X-Key")))} {
+		if inSegment(s, p) {
+			t.Errorf("the detached copy points into a segment at %p", p)
+		}
+	}
+	if d.Memo(1, func() []byte { return []byte("x") }) != nil {
+		t.Error("the detached copy shares the view's memo")
 	}
 }

@@ -172,6 +172,9 @@ func (s *Store) shared(r ref, g *segment) *Object {
 // expired, or refused). It marks r gone (an entry's gone, a record's live bit) and empties
 // r's slots of its view.
 func (s *Store) exit(r ref) {
+	if s.exitHook != nil {
+		s.exitHook(r)
+	}
 	switch {
 	case r.e != nil:
 		r.e.gone.Store(true)
@@ -310,6 +313,10 @@ type Store struct {
 	live       atomic.Int64              // bytes of live records in them
 	reclaiming sync.Mutex                // held by the goroutine that reclaims
 	moved      atomic.Uint64             // records moved by reclaim
+
+	// exitHook, if set before the first Put, is called first in every exit: tests use it
+	// to hold Ristretto between taking a value out of its map and its OnExit.
+	exitHook func(ref)
 }
 
 // New builds a Store.
@@ -487,7 +494,8 @@ func (s *Store) put(key string, slot uint16, o *Object, p packed) bool {
 				variants[0] = p
 			}
 		}
-		e := &entry{vary: o.Policy.Vary, one: p, variants: variants}
+		// The Vary names too: those of a stored object's copy point into its segment.
+		e := &entry{vary: cloneStrings(o.Policy.Vary), one: p, variants: variants}
 		e.cost = entryBytes(e)
 		r, cost = ref{e: e, slot: slot}, e.cost
 	}
@@ -497,6 +505,31 @@ func (s *Store) put(key string, slot uint16, o *Object, p packed) bool {
 	}
 	s.cache.Wait()
 	return ok
+}
+
+// cloneStrings copies ss and its strings.
+func cloneStrings(ss []string) []string {
+	if ss == nil {
+		return nil
+	}
+	out := make([]string, len(ss))
+	for i, v := range ss {
+		out[i] = strings.Clone(v)
+	}
+	return out
+}
+
+// Detached returns a copy of o that keeps nothing of the store alive, for a reader that may
+// hold an object far longer than a response takes (a slow client of a sliced object): an
+// Object from Lookup points into a segment of the store (1 MiB), which it keeps from the
+// collector for as long as it is held.
+func (o *Object) Detached() *Object {
+	c := *o
+	c.memo = nil
+	c.Body = slices.Clone(o.Body)
+	c.Policy.Vary = cloneStrings(o.Policy.Vary)
+	c.compact() // new strings and header; o's header is read, not changed
+	return &c
 }
 
 // variantsOf returns the Vary list and the variants of what r holds; others nil if r's
