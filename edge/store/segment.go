@@ -13,7 +13,7 @@ import (
 // store the collector marks every stored object in every cycle, and what it costs is the
 // pointers it follows: about 300 ns per object kept as an entry with its own allocations, 5 ns
 // for an object kept as bytes in a large allocation and found by offsets. So an entry with one
-// variant whose record is small (recordMax) is kept as a record in a segment: an append-only
+// variant whose record is small (maxRecord) is kept as a record in a segment: an append-only
 // []byte of segSize bytes, which the collector marks once and never scans, and Ristretto holds
 // a ref to it, a struct whose only pointer is nil. Larger objects, and URLs with several Vary
 // variants, are few per GiB and stay entries (store.go).
@@ -55,9 +55,12 @@ const (
 	rHeadLen = 24
 )
 
-// maxRecord is the largest record a segment takes: larger objects are few per GiB, and a
-// segment wastes at most what its last record did not fit.
-const maxRecord = 32 << 10
+// maxRecord is the largest record a segment takes. A record costs a copy of its body and,
+// under churn, its moves, which a separate allocation does not (the fill's body is kept as it
+// is); the collector's cost, which records save, is per object, and larger objects are few per
+// GiB. At a full store a Put of a 4 KiB body cost about what it did as an entry, one of 16 KiB
+// twice as much (BenchmarkPut).
+const maxRecord = 8 << 10
 
 // maxRecords bounds the records of one segment (its live bits): a record is at least its
 // header and the packed fixed fields, so a 1 MiB segment holds fewer than 6,000.
