@@ -15,6 +15,17 @@ import (
 	"github.com/meridian-cdn/meridian/edge/httpcache"
 )
 
+// newStoreOf is a store of maxBytes, closed when t ends.
+func newStoreOf(t testing.TB, maxBytes int64) *Store {
+	t.Helper()
+	s, err := New(Config{MaxBytes: maxBytes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
 // keyed is an object whose header and body name its key and version, so that a reader can
 // tell a record read back from another's.
 func keyed(key string, version, size int) *Object {
@@ -43,11 +54,7 @@ func checkKeyed(t testing.TB, o *Object, key string, size int) int {
 // still stored must read back as it was put.
 func TestReclaimBoundsSegments(t *testing.T) {
 	const size = 1000
-	s, err := New(Config{MaxBytes: 16 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := newStoreOf(t, 16 << 20)
 	const n = 40_000
 	for i := range n {
 		s.Put(keyed("k"+strconv.Itoa(i), 1, size))
@@ -81,11 +88,7 @@ func TestReclaimBoundsSegments(t *testing.T) {
 // (the segment it points into is the collector's to free, not the store's to reuse).
 func TestMoveDropsView(t *testing.T) {
 	const size = 1000
-	s, err := New(Config{MaxBytes: 16 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := newStoreOf(t, 16 << 20)
 	s.Put(keyed("k", 1, size))
 	before, _, _ := s.Lookup("h.test/k", nil)
 	if before == nil {
@@ -135,11 +138,7 @@ func TestReclaimKeepsNewestPut(t *testing.T) {
 		versions = 300
 		size     = 700
 	)
-	s, err := New(Config{MaxBytes: 4 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := newStoreOf(t, 4 << 20)
 	var wg, churn sync.WaitGroup
 	stop := make(chan struct{})
 	churn.Add(1)
@@ -203,11 +202,7 @@ func TestReclaimKeepsNewestPut(t *testing.T) {
 // the key while the move's Set is still queued: the new version must win, as if the move had
 // not happened.
 func TestMoveInEvictionGap(t *testing.T) {
-	s, err := New(Config{MaxBytes: 4 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := newStoreOf(t, 4 << 20)
 	const key = "K"
 	stripe := s.hash("h.test/"+key) % uint64(len(s.locks))
 	var target ref
