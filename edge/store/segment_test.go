@@ -54,7 +54,7 @@ func checkKeyed(t testing.TB, o *Object, key string, size int) int {
 // still stored must read back as it was put.
 func TestReclaimBoundsSegments(t *testing.T) {
 	const size = 1000
-	s := newStoreOf(t, 16 << 20)
+	s := newStoreOf(t, 16<<20)
 	const n = 40_000
 	for i := range n {
 		s.Put(keyed("k"+strconv.Itoa(i), 1, size))
@@ -88,7 +88,7 @@ func TestReclaimBoundsSegments(t *testing.T) {
 // (the segment it points into is the collector's to free, not the store's to reuse).
 func TestMoveDropsView(t *testing.T) {
 	const size = 1000
-	s := newStoreOf(t, 16 << 20)
+	s := newStoreOf(t, 16<<20)
 	s.Put(keyed("k", 1, size))
 	before, _, _ := s.Lookup("h.test/k", nil)
 	if before == nil {
@@ -138,7 +138,7 @@ func TestReclaimKeepsNewestPut(t *testing.T) {
 		versions = 300
 		size     = 700
 	)
-	s := newStoreOf(t, 4 << 20)
+	s := newStoreOf(t, 4<<20)
 	var wg, churn sync.WaitGroup
 	stop := make(chan struct{})
 	churn.Add(1)
@@ -202,7 +202,7 @@ func TestReclaimKeepsNewestPut(t *testing.T) {
 // the key while the move's Set is still queued: the new version must win, as if the move had
 // not happened.
 func TestMoveInEvictionGap(t *testing.T) {
-	s := newStoreOf(t, 4 << 20)
+	s := newStoreOf(t, 4<<20)
 	const key = "K"
 	stripe := s.hash("h.test/"+key) % uint64(len(s.locks))
 	var target ref
