@@ -1,6 +1,7 @@
 // Package store is the edge's bounded in-memory object store: cached responses in Ristretto with
-// cost counted in bytes, their Vary variants, and the read-time purge records that decide whether
-// a stored object may still be used.
+// cost counted in bytes (small ones as records in large segments the collector need not scan,
+// segment.go), their Vary variants, and the read-time purge records that decide whether a stored
+// object may still be used.
 package store
 
 import (
