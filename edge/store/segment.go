@@ -29,8 +29,8 @@ import (
 // slack (recordCost). Under unique-URL churn, Ristretto's eviction is close to random, the
 // worst case for this: the model of bench/segsim moved 1.9 records per record stored with a
 // quarter, 3.9 with an eighth, and at a full store an edge spent about 2 us per move
-// (docs/benchmarks.md, "Seventeenth pass"). A quarter also keeps what a small object is
-// charged about what it was as an entry, whose allocations were rounded up to size classes.
+// (docs/benchmarks.md, "Seventeenth pass"). A quarter costs memory: a store of 1 KiB objects
+// holds 15 % fewer of them than as entries.
 
 // ref is what Ristretto holds per key: a heap entry (e) or a record in a segment. It is
 // compared as a whole: a record's ref never repeats, since a segment slot's generation changes
@@ -132,10 +132,10 @@ func segSizeFor(maxBytes int64) int {
 
 // segReserve is what a store of maxBytes sets aside for its segments beyond their records'
 // charge: the head segment, the one reclaim fills while it empties another, and the segment
-// table (Store.segs with its generations).
+// table (Store.segs, gens and freeSegs: 16 bytes a slot).
 func segReserve(maxBytes int64) int64 {
 	size := int64(segSizeFor(maxBytes))
-	return 2*(size+int64(unsafe.Sizeof(segment{}))) + int64(maxSegments(maxBytes))*12
+	return 2*(size+int64(unsafe.Sizeof(segment{}))) + int64(maxSegments(maxBytes))*16
 }
 
 // maxSegments is the size of the segment table of a store of maxBytes: the records' charge
@@ -337,7 +337,7 @@ func (s *Store) move(g *segment, idx uint16, off, n int) {
 	_, p := g.record(uint32(off))
 	key := p.key()
 	h := s.hash(key)
-	mu := &s.locks[h%uint64(len(s.locks))]
+	mu := s.lockOf(h)
 	mu.Lock()
 	defer mu.Unlock()
 	if !g.isLive(idx) {

@@ -207,6 +207,9 @@ func (s *Store) viewSet(slot uint16) []atomic.Pointer[view] {
 // hash is key's hash, for its view slots (slotOf) and its lock (Store.locks).
 func (s *Store) hash(key string) uint64 { return maphash.String(s.seed, key) }
 
+// lockOf is the lock of the keys of hash h (Store.locks).
+func (s *Store) lockOf(h uint64) *sync.Mutex { return &s.locks[h%uint64(len(s.locks))] }
+
 // slotOf is the index of the first of key's two slots in s.views.
 func (s *Store) slotOf(key string) uint16 { return slotOfHash(s.hash(key), len(s.views)) }
 
@@ -444,7 +447,7 @@ func (s *Store) Put(o *Object) bool {
 	}
 	key := o.Primary + o.Part
 	h := s.hash(key)
-	mu := &s.locks[h%uint64(len(s.locks))]
+	mu := s.lockOf(h)
 	mu.Lock()
 	ok := s.put(key, slotOfHash(h, len(s.views)), o, p)
 	mu.Unlock()
@@ -458,10 +461,7 @@ func (s *Store) put(key string, slot uint16, o *Object, p packed) bool {
 	if old, ok := s.cache.Get(key); ok {
 		vary, others := s.variantsOf(old)
 		if others != nil && slices.Equal(vary, o.Policy.Vary) {
-			found := false
-			for _, v := range others {
-				found = found || v.variant() == o.Variant
-			}
+			found := slices.ContainsFunc(others, func(v packed) bool { return v.variant() == o.Variant })
 			if len(others) >= MaxVariants && !found {
 				return false
 			}
@@ -549,7 +549,7 @@ func (s *Store) variantsOf(r ref) (vary []string, others []packed) {
 
 // Delete drops every variant of primary. It frees memory only; purges are read-time records.
 func (s *Store) Delete(primary string) {
-	mu := &s.locks[s.hash(primary)%uint64(len(s.locks))]
+	mu := s.lockOf(s.hash(primary))
 	mu.Lock()
 	defer mu.Unlock()
 	s.cache.Del(primary)
