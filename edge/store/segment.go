@@ -28,10 +28,10 @@ import (
 // eviction stays Ristretto's. Each record is charged a quarter more than its bytes for that
 // slack (recordCost). Under unique-URL churn, Ristretto's eviction is close to random, the
 // worst case for this: the model of bench/segsim moved 1.9 records per record stored with a
-// quarter, 3.9 with an eighth, and at a full store an edge spent 8.5 us per miss moving, about
-// 2 us per move if the model's count holds
-// (docs/benchmarks.md, "Seventeenth pass"). A quarter costs memory: a store of 1 KiB objects
-// holds 15 % fewer of them than as entries.
+// quarter, 3.9 with an eighth; with an eighth, an edge at a full store spent 8.5 us per miss
+// moving records, about 2 us a move if the model's count holds (docs/benchmarks.md,
+// "Seventeenth pass"). A quarter costs memory: a store of 1 KiB objects holds 15 % fewer of
+// them than as entries.
 
 // ref is what Ristretto holds per key: a heap entry (e) or a record in a segment. It is
 // compared as a whole: a record's ref never repeats, since a segment slot's generation changes
