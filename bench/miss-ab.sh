@@ -12,7 +12,7 @@
 # It installs wrk, nginx and curl from Debian if missing.
 #
 # Usage: bench/miss-ab.sh BASE [HEAD]   (git revisions; HEAD defaults to the work tree)
-# DUR (seconds per run, default 6) and ROUNDS (default 3) pick the cases. PREFILL (seconds,
+# DUR (seconds per run, default 6), ROUNDS (default 3) and FILES (default "1k 16k") pick the cases. PREFILL (seconds,
 # default 0) first fills each restarted edge with unique 1 KiB misses for that long (14 s puts
 # about 165,000 objects in), so that the rounds meet a store that fills and churns, a cache's
 # steady state, rather than an empty one.
@@ -22,6 +22,7 @@ BASE=${1:?usage: bench/miss-ab.sh BASE [HEAD]}
 HEAD=${2:-}
 DUR=${DUR:-6}
 ROUNDS=${ROUNDS:-3}
+FILES=${FILES:-1k 16k}
 PREFILL=${PREFILL:-0}
 source bench/ab-lib.sh
 ab_need wrk wrk nginx nginx curl curl
@@ -120,7 +121,7 @@ prefill() {
 for round in $(seq "$ROUNDS"); do
   ((round == 1)) || start_edges
   prefill
-  for file in 1k 16k; do
+  for file in $FILES; do
     order="base head nginx"
     ((round % 2)) || order="head base nginx" # every other round the other edge goes first
     for v in $order; do run "$v" "$file"; done

@@ -225,27 +225,13 @@ func (f *filler) get(req *request, stale *store.Object, opts fillOptions) answer
 // client goes away stops waiting; the fill goes on for the others.
 func (f *filler) collapse(flightKey string, req *request, stale *store.Object, opts fillOptions) fillResult {
 	im := newInterim(req.w)
-	ch, leader := f.launch(flightKey, req, stale, opts, im)
-	var r singleflight.Result
 	defer im.detach()
-	select {
-	case r = <-ch:
-	case <-req.r.Context().Done():
-		// A stream meant for this client has no reader left: close it once it arrives.
-		abandon := func() {
-			if r := <-ch; *leader {
-				res := r.Val.(*fillResult)
-				res.closeStream()
-				f.orphan(res)
-			}
-		}
-		if !f.goTracked(abandon) {
-			abandon()
-		}
+	r, leader, ok := f.wait(flightKey, req, stale, opts, im)
+	if !ok {
 		return fillResult{err: fmt.Errorf("wait for fill of %s: %w", req.target, context.Cause(req.r.Context()))}
 	}
 	res := *r.Val.(*fillResult)
-	if *leader {
+	if leader {
 		return res
 	}
 	res.collapsed = r.Shared
@@ -263,9 +249,81 @@ func (f *filler) collapse(flightKey string, req *request, stale *store.Object, o
 	return res
 }
 
-// launch starts the fill of flightKey unless one is in flight, and returns where its result
-// arrives and whether this call started it (readable once the result has arrived).
+// clientGoneCloser is a ResponseWriter whose connection can be closed as soon as its client
+// goes away, while the handler still runs (edge/http1's).
+type clientGoneCloser interface{ CloseWhenClientGone() }
+
+// wait joins the fill of flightKey, starting it if none is in flight, and returns its result
+// and whether this caller ran it; ok is false if the client went away first (a stream the
+// fill left for this client is then closed).
+//
+// On a connection that closes itself when its client goes away (edge/http1's fast path) the
+// caller runs the fill, or waits for it, on its own goroutine: a new goroutine per fill, its
+// stack growth and the hand-over of the result cost 3-7 % of a miss's CPU (docs/benchmarks.md,
+// "Eighteenth pass"). The fill still outlives its client: it runs under the filler's context,
+// and the client's connection is closed at once when it goes, while the fill finishes here.
+// Elsewhere (HTTP/2, HTTP/3, net/http) the fill runs on a goroutine of its own and the
+// caller stops waiting when its client goes.
+func (f *filler) wait(flightKey string, req *request, stale *store.Object, opts fillOptions, im *interim) (r singleflight.Result, leader bool, ok bool) {
+	ctx := req.r.Context()
+	if cg, inline := req.lw.ResponseWriter.(clientGoneCloser); inline {
+		cg.CloseWhenClientGone()
+		if ctx.Err() != nil { // gone before it asked: its connection ends when we return
+			return r, false, false
+		}
+		fn, lead := f.fillFunc(flightKey, req, stale, opts, im, false)
+		r.Val, r.Err, r.Shared = f.flight.Do(flightKey, fn)
+		if ctx.Err() != nil {
+			if *lead {
+				f.abandon(r.Val.(*fillResult))
+			}
+			return r, false, false
+		}
+		return r, *lead, true
+	}
+	ch, lead := f.launch(flightKey, req, stale, opts, im)
+	select {
+	case r = <-ch:
+		return r, *lead, true
+	case <-ctx.Done():
+		// A stream meant for this client has no reader left: close it once it arrives.
+		wait := func() {
+			if r := <-ch; *lead {
+				res := r.Val.(*fillResult)
+				res.closeStream()
+				f.orphan(res)
+			}
+		}
+		if !f.goTracked(wait) {
+			wait()
+		}
+		return r, false, false
+	}
+}
+
+// abandon closes the stream a fill left for a client that has gone, and reads on a body that
+// will be stored (orphan), on a goroutine of the filler's.
+func (f *filler) abandon(res *fillResult) {
+	res.closeStream()
+	if res.body == nil {
+		return
+	}
+	if !f.goTracked(func() { f.orphan(res) }) {
+		f.orphan(res)
+	}
+}
+
+// launch starts the fill of flightKey on a goroutine of its own unless one is in flight, and
+// returns where its result arrives and whether this call started it (readable once the
+// result has arrived).
 func (f *filler) launch(flightKey string, req *request, stale *store.Object, opts fillOptions, im *interim) (<-chan singleflight.Result, *bool) {
+	fn, leader := f.fillFunc(flightKey, req, stale, opts, im, true)
+	return f.flight.DoChan(flightKey, fn), leader
+}
+
+// fillFunc returns the function that fills flightKey for the flight, and where it records
+// that it ran (it runs for one caller only: that caller leads the fill).
+func (f *filler) fillFunc(flightKey string, req *request, stale *store.Object, opts fillOptions, im *interim, ownGoroutine bool) (func() (any, error), *bool) {
 	// The fill may outlive the client's request: it gets its own copy of what it reads (the
 	// request with its own header and URL; a fill never reads a form, a body or path values,
 	// which Request.Clone would copy too), allocated in one piece with the leader flag rather
@@ -285,7 +343,7 @@ func (f *filler) launch(flightKey string, req *request, stale *store.Object, opt
 	lead.w = nil // 1xx responses go through im, while the client waits
 	lead.traceID()
 	lead.r = &st.r
-	ch := f.flight.DoChan(flightKey, func() (any, error) {
+	return func() (any, error) {
 		if p := f.streamingFill(flightKey); p != nil {
 			return p, nil // its body is still arriving: read along
 		}
@@ -298,10 +356,11 @@ func (f *filler) launch(flightKey string, req *request, stale *store.Object, opt
 			}
 		}
 		st.leader = true
-		growFillStack()
+		if ownGoroutine {
+			growFillStack()
+		}
 		return f.run(flightKey, lead, stale, opts, im), nil
-	})
-	return ch, &st.leader
+	}, &st.leader
 }
 
 // growFillStack grows the stack of a fill's goroutine (singleflight starts a new one per

@@ -56,6 +56,9 @@ type conn struct {
 	reading bool               // a watch is reading
 	watchWG sync.WaitGroup
 	abort   atomic.Bool // the watch's read is being ended on purpose
+
+	closed      atomic.Bool // closeConn ran
+	closeOnGone atomic.Bool // the request in progress asked for CloseWhenClientGone
 }
 
 // connReader reads the connection, first giving back a byte a watch has read.
@@ -97,14 +100,11 @@ func (c *conn) serve() {
 		if c.timer != nil {
 			c.timer.Stop()
 		}
-		c.srv.forget(c)
 		if handedOff {
+			c.srv.forget(c)
 			return
 		}
-		c.nc.Close()
-		if c.srv.ConnState != nil {
-			c.srv.ConnState(c.nc, http.StateClosed)
-		}
+		c.closeConn()
 	}()
 	maxHead := readBufferSize
 	if m := c.srv.MaxHeaderBytes; m > 0 && m < maxHead {
@@ -238,6 +238,7 @@ func (c *conn) serveRequest(h *head, u *url.URL) bool {
 	c.watch(cancel)
 	ok := c.runHandler(w, r)
 	c.unwatch()
+	c.closeOnGone.Store(false)
 	if !ok {
 		return false
 	}
@@ -321,8 +322,33 @@ func (c *conn) backgroundRead() {
 	}
 	if err != nil && !(c.abort.Load() && errors.Is(err, os.ErrDeadlineExceeded)) {
 		cancel()
+		if c.closeOnGone.Load() { // after cancel: a handler that asked after it sees the context ended
+			c.closeConn()
+		}
 	}
 }
+
+// closeConn closes the connection and stops counting it, once: when serve ends, or when a
+// watch sees the client go away while the handler still runs.
+func (c *conn) closeConn() {
+	if c.closed.Swap(true) {
+		return
+	}
+	c.nc.Close()
+	c.srv.forget(c)
+	if c.srv.ConnState != nil {
+		c.srv.ConnState(c.nc, http.StateClosed)
+	}
+}
+
+// CloseWhenClientGone asks that the connection be closed as soon as its client is seen to go
+// away (the request's context is cancelled then), not when the handler returns: the handler is
+// about to wait for work that outlives its client (the edge's collapsed fill), and must not
+// hold the client's connection meanwhile, nor keep Shutdown waiting for it. A handler that
+// asks must check the request's context afterwards: the client may have gone before it asked.
+// Answers still to be written are lost, so only a handler that gives up on its client when
+// the context ends should ask (a client that half-closes and waits is such a client).
+func (w *response) CloseWhenClientGone() { w.c.closeOnGone.Store(true) }
 
 // write appends p to the output, writing it beside what is already there when it does not
 // fit (one writev).

@@ -64,6 +64,77 @@ func TestClientGoneCancelsContext(t *testing.T) {
 	}
 }
 
+// A handler that asks CloseWhenClientGone loses its connection as soon as its client goes,
+// while it still runs: the connection is closed and no longer counted (ConnState hears
+// StateClosed, Shutdown does not wait for it), and what the handler writes later goes nowhere.
+func TestCloseWhenClientGone(t *testing.T) {
+	started := make(chan struct{})
+	release := make(chan struct{})
+	returned := make(chan error, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.(interface{ CloseWhenClientGone() }).CloseWhenClientGone()
+		close(started)
+		<-release // work that outlives the client
+		io.WriteString(w, "late")
+		w.(http.Flusher).Flush()
+		returned <- r.Context().Err()
+	})
+	closed := make(chan struct{})
+	s, addr := serveFast(t, h, func(s *Server) {
+		s.ConnState = func(_ net.Conn, st http.ConnState) {
+			if st == http.StateClosed {
+				close(closed)
+			}
+		}
+	})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(c, "GET /wait HTTP/1.1\r\nHost: a\r\n\r\n")
+	<-started
+	c.Close()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the connection was not closed while its handler ran")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown waited for the handler of a gone client: %v", err)
+	}
+	close(release)
+	if err := <-returned; err != context.Canceled {
+		t.Fatalf("handler's context: %v, want context.Canceled", err)
+	}
+}
+
+// Without CloseWhenClientGone a client that half-closes still gets its answer, as from
+// net/http, though its going cancels the request's context.
+func TestHalfCloseStillAnswered(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done() // the watch saw the end of the client's stream
+		io.WriteString(w, "answer")
+	})
+	_, addr := serveFast(t, h, nil)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET /wait HTTP/1.1\r\nHost: a\r\n\r\n")
+	c.(*net.TCPConn).CloseWrite()
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("reading the answer: %v", err)
+	}
+	if b, _ := io.ReadAll(resp.Body); string(b) != "answer" {
+		t.Fatalf("answer %q, want %q", b, "answer")
+	}
+}
+
 // A request pipelined behind a long one is not mistaken for the client going away: the
 // watch reads its first byte, keeps it, and the request is answered next.
 func TestPipelinedBehindLongRequest(t *testing.T) {
