@@ -20,6 +20,10 @@ func (d *discardWriter) ValueScratch() []string      { return d.values[:] } // a
 func (d *discardWriter) Write(b []byte) (int, error) { return len(b), nil }
 func (d *discardWriter) WriteHeader(s int)           { d.status = s }
 
+// CloseWhenClientGone is edge/http1's: a miss then fills on the caller's goroutine, as on the
+// HTTP/1.1 fast path that wrk drives (filler.wait).
+func (d *discardWriter) CloseWhenClientGone() {}
+
 // BenchmarkHit measures one cache hit through the whole handler (route, key, lookup, purge
 // check, deliver), with no purge records and with 10,000 live ones.
 func BenchmarkHit(b *testing.B) {

@@ -93,12 +93,13 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !t.handles(req) {
 		return t.fallback.RoundTrip(req)
 	}
-	return t.send(req.Context(), req)
+	return t.send(req.Context(), time.Time{}, req)
 }
 
-// send is RoundTrip for a request t handles, under ctx rather than req's context: Upstream.Do
-// passes its exchange context here, and so needs no copy of the request (issue 15).
-func (t *h1Transport) send(ctx context.Context, req *http.Request) (*http.Response, error) {
+// send is RoundTrip for a request t handles, under ctx rather than req's context, and ending
+// at deadline unless it is zero: reads past it fail with os.ErrDeadlineExceeded (Upstream.Do's
+// BodyTimeout, which needs no copy of the request nor a context of its own this way: issue 15).
+func (t *h1Transport) send(ctx context.Context, deadline time.Time, req *http.Request) (*http.Response, error) {
 	// The Transport's own checks, so that both refuse the same requests.
 	if msg := invalidHeader(req.Header); msg != "" {
 		return nil, fmt.Errorf("net/http: invalid header %s", msg)
@@ -137,7 +138,7 @@ func (t *h1Transport) send(ctx context.Context, req *http.Request) (*http.Respon
 			}
 			trace.GotConn(info)
 		}
-		resp, err := c.exchange(ctx, req, trace)
+		resp, err := c.exchange(ctx, deadline, req, trace)
 		if stale, ok := err.(*staleConnError); ok { // exchange returns it unwrapped
 			// The upstream closed a kept-alive connection as we sent on it (net/http retries
 			// these too): once more on a new connection, if sending twice is harmless.
@@ -379,8 +380,9 @@ func (headerTimeoutError) Timeout() bool   { return true }
 func (headerTimeoutError) Temporary() bool { return true }
 
 // exchange sends req on c and reads the answer's head. On success c belongs to the response
-// (its body gives it back); on error c is closed.
-func (c *h1Conn) exchange(ctx context.Context, req *http.Request, trace *httptrace.ClientTrace) (*http.Response, error) {
+// (its body gives it back); on error c is closed. Reads end at deadline, if not zero; the
+// request's head is not bounded by it (it is small, and never waits for a reader), only by ctx.
+func (c *h1Conn) exchange(ctx context.Context, deadline time.Time, req *http.Request, trace *httptrace.ClientTrace) (*http.Response, error) {
 	// Cancellation without a goroutine: the context ending puts the connection's deadline
 	// in the past, which ends whatever read or write is blocked on it.
 	stop := context.AfterFunc(ctx, c.abort)
@@ -390,6 +392,8 @@ func (c *h1Conn) exchange(ctx context.Context, req *http.Request, trace *httptra
 		switch {
 		case ctx.Err() != nil:
 			err = context.Cause(ctx)
+		case errors.Is(err, os.ErrDeadlineExceeded) && !deadline.IsZero() && !time.Now().Before(deadline):
+			// deadline's, not the header timeout's: the caller names it (Upstream.classify)
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			err = errHeaderTimeout
 		case beforeAnswer && c.reused:
@@ -404,7 +408,11 @@ func (c *h1Conn) exchange(ctx context.Context, req *http.Request, trace *httptra
 	if err != nil {
 		return nil, fail("write request to", err, true)
 	}
-	c.nc.SetReadDeadline(time.Now().Add(c.pool.t.headerTimeout))
+	hd := time.Now().Add(c.pool.t.headerTimeout)
+	if !deadline.IsZero() && deadline.Before(hd) {
+		hd = deadline
+	}
+	c.nc.SetReadDeadline(hd)
 	if ctx.Err() != nil {
 		// The context ended before the deadline was set, which may have undone its abort.
 		return nil, fail("send request to", ctx.Err(), false)
@@ -437,7 +445,7 @@ func (c *h1Conn) exchange(ctx context.Context, req *http.Request, trace *httptra
 		}
 	}
 	c.cr.limit = math.MaxInt64
-	c.nc.SetReadDeadline(time.Time{})
+	c.nc.SetReadDeadline(deadline)
 	if ctx.Err() != nil {
 		return nil, fail("read response header from", ctx.Err(), false)
 	}
