@@ -264,7 +264,7 @@ func (u *Upstream) Do(req *http.Request) (*http.Response, error) {
 		deadline := time.Now().Add(u.cfg.BodyTimeout)
 		resp, err := h1.send(parent, deadline, req)
 		if err != nil {
-			err = u.classify(nil, parent, deadline, &url.Error{Op: opName(req), URL: req.URL.Redacted(), Err: err})
+			err = u.classify(parent, pastDeadline(deadline), &url.Error{Op: opName(req), URL: req.URL.Redacted(), Err: err})
 			u.finish(done, err)
 			return nil, fmt.Errorf("fetch %s from %s: %w", req.URL, u.cfg.Name, err)
 		}
@@ -274,7 +274,7 @@ func (u *Upstream) Do(req *http.Request) (*http.Response, error) {
 	ctx, cancel := context.WithTimeoutCause(parent, u.cfg.BodyTimeout, errBodyTimeout)
 	resp, err := u.roundTrip(ctx, req)
 	if err != nil {
-		err = u.classify(ctx, parent, time.Time{}, err)
+		err = u.classify(parent, context.Cause(ctx) == errBodyTimeout, err)
 		cancel()
 		u.finish(done, err)
 		return nil, fmt.Errorf("fetch %s from %s: %w", req.URL, u.cfg.Name, err)
@@ -324,24 +324,20 @@ func closeBody(req *http.Request) {
 }
 
 // classify turns an exchange error into the error reported to the caller and the breaker:
-// the caller's own cancellation is excluded from the breaker, the body timeout is named. The
-// body timeout is ctx's cause, or, on the HTTP/1.1 path (ctx nil), deadline having passed.
-func (u *Upstream) classify(ctx, parent context.Context, deadline time.Time, err error) error {
+// the caller's own cancellation is excluded from the breaker, the body timeout (timedOut: it
+// has expired) is named.
+func (u *Upstream) classify(parent context.Context, timedOut bool, err error) error {
 	switch {
 	case parent.Err() != nil && errors.Is(parent.Err(), context.Canceled):
 		return fmt.Errorf("%w: %w", errCallerCanceled, err)
-	case parent.Err() == nil && bodyTimedOut(ctx, deadline):
+	case parent.Err() == nil && timedOut:
 		return fmt.Errorf("%w after %v: %w", errBodyTimeout, u.cfg.BodyTimeout, err)
 	}
 	return err
 }
 
-// bodyTimedOut reports whether BodyTimeout has expired: ctx's cause, or deadline passed when
-// ctx is nil.
-func bodyTimedOut(ctx context.Context, deadline time.Time) bool {
-	if ctx != nil {
-		return context.Cause(ctx) == errBodyTimeout
-	}
+// pastDeadline reports whether deadline is set and has passed.
+func pastDeadline(deadline time.Time) bool {
 	return !deadline.IsZero() && !time.Now().Before(deadline)
 }
 
@@ -438,10 +434,19 @@ type body struct {
 	closeOnce sync.Once
 }
 
+// timedOut reports whether BodyTimeout has expired: the exchange context's cause, or on the
+// HTTP/1.1 path the deadline.
+func (b *body) timedOut() bool {
+	if b.ctx != nil {
+		return context.Cause(b.ctx) == errBodyTimeout
+	}
+	return pastDeadline(b.deadline)
+}
+
 func (b *body) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
 	if err != nil && !errors.Is(err, io.EOF) {
-		err = b.u.classify(b.ctx, b.parent, b.deadline, err)
+		err = b.u.classify(b.parent, b.timedOut(), err)
 		b.mu.Lock()
 		if b.readErr == nil {
 			b.readErr = err
@@ -458,7 +463,7 @@ func (b *body) Close() error {
 		b.mu.Lock()
 		outcome := b.readErr
 		b.mu.Unlock()
-		if outcome == nil && bodyTimedOut(b.ctx, b.deadline) && b.parent.Err() == nil {
+		if outcome == nil && b.timedOut() && b.parent.Err() == nil {
 			// The timeout expired while the caller held the body without reading to the end.
 			outcome = fmt.Errorf("%w after %v", errBodyTimeout, b.u.cfg.BodyTimeout)
 		}

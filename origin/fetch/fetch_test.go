@@ -195,7 +195,7 @@ func TestBodyTimeoutSlowReader(t *testing.T) {
 		t.Fatalf("Do: %v", err)
 	}
 	b := resp.Body.(*body)
-	wait.For(t, 5*time.Second, "the body timeout to expire", func() bool { return bodyTimedOut(b.ctx, b.deadline) })
+	wait.For(t, 5*time.Second, "the body timeout to expire", b.timedOut)
 	_, err = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	if !errors.Is(err, errBodyTimeout) {
