@@ -22,7 +22,7 @@ func (d *discardWriter) WriteHeader(s int)           { d.status = s }
 
 // CloseWhenClientGone is edge/http1's: a miss then fills on the caller's goroutine, as on the
 // HTTP/1.1 fast path that wrk drives (filler.wait).
-func (d *discardWriter) CloseWhenClientGone() {}
+func (d *discardWriter) CloseWhenClientGone(bool) {}
 
 // BenchmarkHit measures one cache hit through the whole handler (route, key, lookup, purge
 // check, deliver), with no purge records and with 10,000 live ones.

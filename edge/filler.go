@@ -9,8 +9,10 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"net/url"
+	"runtime"
 	"strconv"
 	"sync"
+	"time"
 
 	"golang.org/x/sync/singleflight"
 
@@ -251,7 +253,7 @@ func (f *filler) collapse(flightKey string, req *request, stale *store.Object, o
 
 // clientGoneCloser is a ResponseWriter whose connection can be closed as soon as its client
 // goes away, while the handler still runs (edge/http1's).
-type clientGoneCloser interface{ CloseWhenClientGone() }
+type clientGoneCloser interface{ CloseWhenClientGone(on bool) }
 
 // wait joins the fill of flightKey, starting it if none is in flight, and returns its result
 // and whether this caller ran it; ok is false if the client went away first (a stream the
@@ -267,12 +269,14 @@ type clientGoneCloser interface{ CloseWhenClientGone() }
 func (f *filler) wait(flightKey string, req *request, stale *store.Object, opts fillOptions, im *interim) (r singleflight.Result, leader bool, ok bool) {
 	ctx := req.r.Context()
 	if cg, inline := req.lw.ResponseWriter.(clientGoneCloser); inline {
-		cg.CloseWhenClientGone()
+		cg.CloseWhenClientGone(true)
 		if ctx.Err() != nil { // gone before it asked: its connection ends when we return
+			cg.CloseWhenClientGone(false)
 			return r, false, false
 		}
 		fn, lead := f.fillFunc(flightKey, req, stale, opts, im, false)
 		r.Val, r.Err, r.Shared = f.flight.Do(flightKey, fn)
+		cg.CloseWhenClientGone(false) // before the check: a client gone after it is answered as before
 		if ctx.Err() != nil {
 			if *lead {
 				f.abandon(r.Val.(*fillResult))
@@ -359,7 +363,7 @@ func (f *filler) fillFunc(flightKey string, req *request, stale *store.Object, o
 		if ownGoroutine {
 			growFillStack()
 		}
-		return f.run(flightKey, lead, stale, opts, im), nil
+		return f.runRecovered(flightKey, lead, stale, opts, im), nil
 	}, &st.leader
 }
 
@@ -384,6 +388,21 @@ func growStack(i int) byte {
 // fillStackBytes is the frame that makes a fill goroutine's stack 8 KiB, which a fill from
 // the origin fits in.
 const fillStackBytes = 5 << 10
+
+// runRecovered is run, with a panic turned into the fill's error and logged: singleflight
+// would re-raise it in every waiter that called Do, and crash the process if one called DoChan,
+// so a fill's clients would see it differently by protocol. They all get the error instead.
+func (f *filler) runRecovered(flightKey string, req *request, stale *store.Object, opts fillOptions, im *interim) (res *fillResult) {
+	defer func() {
+		if p := recover(); p != nil {
+			buf := make([]byte, 64<<10)
+			buf = buf[:runtime.Stack(buf, false)]
+			f.n.log.Error("fill panicked", "key", flightKey, "panic", fmt.Sprint(p), "stack", string(buf))
+			res = &fillResult{err: fmt.Errorf("fill of %s: panic: %v", req.target, p)}
+		}
+	}()
+	return f.run(flightKey, req, stale, opts, im)
+}
 
 // run performs one collapsed fill under the filler's context. A body that streams on (a
 // streaming miss) is read by a pump goroutine of the filler, which stores it once complete.
@@ -561,7 +580,13 @@ func (i *interim) got1xx(code int, h textproto.MIMEHeader) error {
 		saved[k] = wh[k]
 		wh[k] = v
 	}
+	// A client that does not read must not hold up the fill, which other clients may wait for
+	// (on HTTP/1.1 in singleflight.Do, without a way out): the interim answer gets
+	// interimWriteTimeout to go out, after which the client's connection is given up.
+	rc := http.NewResponseController(i.w)
+	rc.SetWriteDeadline(time.Now().Add(interimWriteTimeout))
 	i.w.WriteHeader(code)
+	rc.SetWriteDeadline(time.Time{})
 	for k, v := range saved {
 		if v == nil {
 			delete(wh, k)
@@ -571,6 +596,10 @@ func (i *interim) got1xx(code int, h textproto.MIMEHeader) error {
 	}
 	return nil
 }
+
+// interimWriteTimeout bounds the write of one 1xx interim response to the client waiting for
+// a fill.
+const interimWriteTimeout = 5 * time.Second
 
 // detach stops forwarding: the client's writer is its own again.
 func (i *interim) detach() {

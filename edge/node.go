@@ -442,8 +442,26 @@ func (n *Node) ServeListeners(ctx context.Context, ls Listeners) error {
 	stopFleet() // the registrar deletes the node's key: it leaves the fleet at once
 	waitFleet()
 	stopBG()
+	// Handlers whose clients left may still wait for a fill (edge/http1's connections close
+	// under them, so the servers did not wait): ending the fills ends them; the store closes
+	// once they have returned.
+	n.fill.close()
+	n.awaitRequests(sctx)
 	n.close()
 	return err
+}
+
+// awaitRequests waits until no client request is being served, or ctx ends.
+func (n *Node) awaitRequests(ctx context.Context) {
+	t := time.NewTicker(time.Millisecond)
+	defer t.Stop()
+	for n.inFlight() > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // HTTPSAddr is the HTTPS listener's address ("" without TLS).

@@ -239,7 +239,9 @@ func (c *conn) serveRequest(h *head, u *url.URL) bool {
 	ok := c.runHandler(w, r)
 	c.unwatch()
 	c.closeOnGone.Store(false)
-	if !ok {
+	if !ok || c.closed.Load() {
+		// Closed under the handler (CloseWhenClientGone): the requests still buffered are
+		// not read on a connection that is no longer counted.
 		return false
 	}
 	w.finish()
@@ -341,14 +343,15 @@ func (c *conn) closeConn() {
 	}
 }
 
-// CloseWhenClientGone asks that the connection be closed as soon as its client is seen to go
-// away (the request's context is cancelled then), not when the handler returns: the handler is
-// about to wait for work that outlives its client (the edge's collapsed fill), and must not
-// hold the client's connection meanwhile, nor keep Shutdown waiting for it. A handler that
-// asks must check the request's context afterwards: the client may have gone before it asked.
-// Answers still to be written are lost, so only a handler that gives up on its client when
-// the context ends should ask (a client that half-closes and waits is such a client).
-func (w *response) CloseWhenClientGone() { w.c.closeOnGone.Store(true) }
+// CloseWhenClientGone(true) asks that the connection be closed as soon as its client is seen
+// to go away (the request's context is cancelled then), not when the handler returns: the
+// handler is about to wait for work that outlives its client (the edge's collapsed fill), and
+// must not hold the client's connection meanwhile, nor keep Shutdown waiting for it. A
+// handler that asks must check the request's context afterwards: the client may have gone
+// before it asked. CloseWhenClientGone(false) withdraws the request once the wait is over
+// (the request's end does too): a client that half-closes still gets the answer then, and
+// the requests it pipelined are read, as from net/http.
+func (w *response) CloseWhenClientGone(on bool) { w.c.closeOnGone.Store(on) }
 
 // write appends p to the output, writing it beside what is already there when it does not
 // fit (one writev).

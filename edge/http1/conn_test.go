@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -72,7 +73,7 @@ func TestCloseWhenClientGone(t *testing.T) {
 	release := make(chan struct{})
 	returned := make(chan error, 1)
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.(interface{ CloseWhenClientGone() }).CloseWhenClientGone()
+		w.(interface{ CloseWhenClientGone(bool) }).CloseWhenClientGone(true)
 		close(started)
 		<-release // work that outlives the client
 		io.WriteString(w, "late")
@@ -107,6 +108,86 @@ func TestCloseWhenClientGone(t *testing.T) {
 	close(release)
 	if err := <-returned; err != context.Canceled {
 		t.Fatalf("handler's context: %v, want context.Canceled", err)
+	}
+}
+
+// A connection closed under its handler (CloseWhenClientGone) reads no further request, not
+// even one already buffered: it is no longer counted, so nothing may run on it.
+func TestClosedUnderHandlerServesNoMore(t *testing.T) {
+	closed := make(chan struct{})
+	var next atomic.Int32
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/next" {
+			next.Add(1)
+			return
+		}
+		w.(interface{ CloseWhenClientGone(bool) }).CloseWhenClientGone(true)
+		w.Header().Set("Content-Length", "5") // all of it written here: nothing left for the end to write
+		io.WriteString(w, "first")
+		w.(http.Flusher).Flush()
+		<-closed // the client read the answer and left
+	})
+	var mu sync.Mutex
+	var states []http.ConnState
+	s, addr := serveFast(t, h, func(s *Server) {
+		s.ConnState = func(_ net.Conn, st http.ConnState) {
+			mu.Lock()
+			states = append(states, st)
+			mu.Unlock()
+			if st == http.StateClosed {
+				close(closed)
+			}
+		}
+	})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(c, "GET /first HTTP/1.1\r\nHost: a\r\n\r\nGET /next HTTP/1.1\r\nHost: a\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("reading the first answer: %v", err)
+	}
+	if b, _ := io.ReadAll(io.LimitReader(resp.Body, 5)); string(b) != "first" {
+		t.Fatalf("first answer %q", b)
+	}
+	c.Close()
+	wait.For(t, 5*time.Second, "the connection's goroutine to end", func() bool { return s.running.Load() == 0 })
+	if n := next.Load(); n != 0 {
+		t.Errorf("the pipelined request was served %d times on the closed connection", n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(states, []http.ConnState{http.StateNew, http.StateClosed}) {
+		t.Errorf("ConnState saw %v, want [new closed]", states)
+	}
+}
+
+// A handler that withdraws CloseWhenClientGone before its client half-closes answers it as
+// any other handler does.
+func TestCloseWhenClientGoneWithdrawn(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cg := w.(interface{ CloseWhenClientGone(bool) })
+		cg.CloseWhenClientGone(true)
+		cg.CloseWhenClientGone(false) // the wait it asked for is over
+		<-r.Context().Done()          // the watch saw the end of the client's stream
+		io.WriteString(w, "answer")
+	})
+	_, addr := serveFast(t, h, nil)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET /wait HTTP/1.1\r\nHost: a\r\n\r\n")
+	c.(*net.TCPConn).CloseWrite()
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("reading the answer: %v", err)
+	}
+	if b, _ := io.ReadAll(resp.Body); string(b) != "answer" {
+		t.Fatalf("answer %q, want %q", b, "answer")
 	}
 }
 

@@ -51,6 +51,7 @@ type Server struct {
 	mu           sync.Mutex
 	listeners    map[net.Listener]struct{}
 	conns        map[*conn]struct{}
+	running      atomic.Int64 // connection goroutines (conn.serve) running, for the tests
 }
 
 // readBufferSize is a connection's read buffer, as net/http's.
@@ -116,7 +117,11 @@ func (s *Server) Serve(ln net.Listener) error {
 		if s.ConnState != nil {
 			s.ConnState(nc, http.StateNew)
 		}
-		go c.serve()
+		s.running.Add(1)
+		go func() {
+			defer s.running.Add(-1)
+			c.serve()
+		}()
 	}
 }
 
