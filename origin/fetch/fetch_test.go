@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -169,6 +170,11 @@ func TestTimeouts(t *testing.T) {
 			if err == nil || !tt.want(err) {
 				t.Fatalf("Do(%s) error = %v, want %s", tt.name, err, tt.desc)
 			}
+			if errors.Is(err, errBodyTimeout) && errors.Is(err, os.ErrDeadlineExceeded) {
+				// The HTTP/1.1 path ends on a deadline; the error must read as the timer's did
+				// (the edge answers 502 for it, 504 for a deadline).
+				t.Errorf("Do(%s) error = %v: a body timeout that is also a deadline error", tt.name, err)
+			}
 			if !strings.Contains(err.Error(), tt.cfg.Name) {
 				t.Errorf("error %q does not name the upstream %q", err, tt.cfg.Name)
 			}
@@ -177,6 +183,33 @@ func TestTimeouts(t *testing.T) {
 				t.Errorf("Stats() = %+v, want 1 request, 1 failure, 0 in flight", st)
 			}
 		})
+	}
+}
+
+// TestRequestWriteBounded: a request whose head the upstream never reads (larger than the
+// sockets' buffers) ends at BodyTimeout even when the caller's context has no deadline (a
+// pass-through under the client's context), and the breaker counts a failure.
+func TestRequestWriteBounded(t *testing.T) {
+	addr := muteListener(t, "127.0.0.26")
+	u := New(Config{Name: "mute origin", BodyTimeout: 200 * time.Millisecond})
+	defer u.Close()
+	req := get(t, context.Background(), "http://"+addr+"/")
+	req.Header.Set("X-Big", strings.Repeat("a", 32<<20))
+	done := make(chan error, 1)
+	go func() {
+		_, err := u.Do(req)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, errBodyTimeout) {
+			t.Fatalf("Do error = %v, want errBodyTimeout", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("writing a request the upstream never reads did not end at BodyTimeout")
+	}
+	if st := u.Stats(); st.Failures != 1 {
+		t.Errorf("Stats().Failures = %d, want 1", st.Failures)
 	}
 }
 

@@ -380,8 +380,10 @@ func (headerTimeoutError) Timeout() bool   { return true }
 func (headerTimeoutError) Temporary() bool { return true }
 
 // exchange sends req on c and reads the answer's head. On success c belongs to the response
-// (its body gives it back); on error c is closed. Reads end at deadline, if not zero; the
-// request's head is not bounded by it (it is small, and never waits for a reader), only by ctx.
+// (its body gives it back); on error c is closed. Reads end at deadline, if not zero, and so
+// does the write of the request when ctx has no deadline of its own (a fill's has: the
+// context's end aborts the write, and the common case needs no second timer); a read or
+// write that ends at deadline fails with errBodyTimeout, as the context's cause did.
 func (c *h1Conn) exchange(ctx context.Context, deadline time.Time, req *http.Request, trace *httptrace.ClientTrace) (*http.Response, error) {
 	// Cancellation without a goroutine: the context ending puts the connection's deadline
 	// in the past, which ends whatever read or write is blocked on it.
@@ -392,8 +394,8 @@ func (c *h1Conn) exchange(ctx context.Context, deadline time.Time, req *http.Req
 		switch {
 		case ctx.Err() != nil:
 			err = context.Cause(ctx)
-		case errors.Is(err, os.ErrDeadlineExceeded) && !deadline.IsZero() && !time.Now().Before(deadline):
-			// deadline's, not the header timeout's: the caller names it (Upstream.classify)
+		case errors.Is(err, os.ErrDeadlineExceeded) && pastDeadline(deadline):
+			err = errBodyTimeout
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			err = errHeaderTimeout
 		case beforeAnswer && c.reused:
@@ -401,12 +403,20 @@ func (c *h1Conn) exchange(ctx context.Context, deadline time.Time, req *http.Req
 		}
 		return fmt.Errorf("%s %s: %w", what, c.pool.addr, err)
 	}
+	_, bounded := ctx.Deadline()
+	bounded = bounded || deadline.IsZero()
+	if !bounded {
+		c.nc.SetWriteDeadline(deadline)
+	}
 	err := writeRequest(c.bw, req, trace)
 	if err == nil {
 		err = c.bw.Flush()
 	}
 	if err != nil {
 		return nil, fail("write request to", err, true)
+	}
+	if !bounded {
+		c.nc.SetWriteDeadline(time.Time{}) // a pooled connection must not keep it
 	}
 	hd := time.Now().Add(c.pool.t.headerTimeout)
 	if !deadline.IsZero() && deadline.Before(hd) {
@@ -454,7 +464,7 @@ func (c *h1Conn) exchange(ctx context.Context, deadline time.Time, req *http.Req
 		c.release(stop, keep)
 		return resp, nil
 	}
-	resp.Body = &h1Body{rc: resp.Body, c: c, ctx: ctx, stop: stop, keep: keep}
+	resp.Body = &h1Body{rc: resp.Body, c: c, ctx: ctx, deadline: deadline, stop: stop, keep: keep}
 	return resp, nil
 }
 
@@ -475,11 +485,12 @@ var errBodyClosed = errors.New("http: read on closed response body")
 // h1Body is a response body that gives its connection back once read to its end, and closes
 // it if closed before (unless what is left has already arrived and is short).
 type h1Body struct {
-	rc   io.ReadCloser // http.ReadResponse's body, reading from c's buffer
-	c    *h1Conn
-	ctx  context.Context
-	stop func() bool
-	keep bool // the connection may be reused after this body
+	rc       io.ReadCloser // http.ReadResponse's body, reading from c's buffer
+	c        *h1Conn
+	ctx      context.Context
+	deadline time.Time // the exchange's (exchange), zero if none
+	stop     func() bool
+	keep     bool // the connection may be reused after this body
 
 	mu      sync.Mutex // guards the fields below; Close may come while a Read is blocked
 	reading bool       // a Read is using the connection
@@ -512,6 +523,8 @@ func (b *h1Body) Read(p []byte) (int, error) {
 		} else if err != io.EOF && b.ctx.Err() != nil {
 			// The abort ended the read: report why, as the Transport does.
 			err = context.Cause(b.ctx)
+		} else if errors.Is(err, os.ErrDeadlineExceeded) && pastDeadline(b.deadline) {
+			err = errBodyTimeout
 		}
 		b.done, b.err = true, err
 	}
