@@ -80,23 +80,13 @@ func TestCloseWhenClientGone(t *testing.T) {
 		w.(http.Flusher).Flush()
 		returned <- r.Context().Err()
 	})
-	closed := make(chan struct{})
-	s, addr := serveFast(t, h, func(s *Server) {
-		s.ConnState = func(_ net.Conn, st http.ConnState) {
-			if st == http.StateClosed {
-				close(closed)
-			}
-		}
-	})
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.WriteString(c, "GET /wait HTTP/1.1\r\nHost: a\r\n\r\n")
+	states := newConnStates()
+	s, addr := serveFast(t, h, func(s *Server) { s.ConnState = states.note })
+	c := dialSend(t, addr, "GET /wait HTTP/1.1\r\nHost: a\r\n\r\n")
 	<-started
 	c.Close()
 	select {
-	case <-closed:
+	case <-states.closed:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the connection was not closed while its handler ran")
 	}
@@ -114,7 +104,7 @@ func TestCloseWhenClientGone(t *testing.T) {
 // A connection closed under its handler (CloseWhenClientGone) reads no further request, not
 // even one already buffered: it is no longer counted, so nothing may run on it.
 func TestClosedUnderHandlerServesNoMore(t *testing.T) {
-	closed := make(chan struct{})
+	states := newConnStates()
 	var next atomic.Int32
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/next" {
@@ -125,25 +115,10 @@ func TestClosedUnderHandlerServesNoMore(t *testing.T) {
 		w.Header().Set("Content-Length", "5") // all of it written here: nothing left for the end to write
 		io.WriteString(w, "first")
 		w.(http.Flusher).Flush()
-		<-closed // the client read the answer and left
+		<-states.closed // the client read the answer and left
 	})
-	var mu sync.Mutex
-	var states []http.ConnState
-	s, addr := serveFast(t, h, func(s *Server) {
-		s.ConnState = func(_ net.Conn, st http.ConnState) {
-			mu.Lock()
-			states = append(states, st)
-			mu.Unlock()
-			if st == http.StateClosed {
-				close(closed)
-			}
-		}
-	})
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.WriteString(c, "GET /first HTTP/1.1\r\nHost: a\r\n\r\nGET /next HTTP/1.1\r\nHost: a\r\n\r\n")
+	s, addr := serveFast(t, h, func(s *Server) { s.ConnState = states.note })
+	c := dialSend(t, addr, "GET /first HTTP/1.1\r\nHost: a\r\n\r\nGET /next HTTP/1.1\r\nHost: a\r\n\r\n")
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
 		t.Fatalf("reading the first answer: %v", err)
@@ -156,63 +131,79 @@ func TestClosedUnderHandlerServesNoMore(t *testing.T) {
 	if n := next.Load(); n != 0 {
 		t.Errorf("the pipelined request was served %d times on the closed connection", n)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if !slices.Equal(states, []http.ConnState{http.StateNew, http.StateClosed}) {
-		t.Errorf("ConnState saw %v, want [new closed]", states)
+	if seen := states.list(); !slices.Equal(seen, []http.ConnState{http.StateNew, http.StateClosed}) {
+		t.Errorf("ConnState saw %v, want [new closed]", seen)
 	}
 }
 
-// A handler that withdraws CloseWhenClientGone before its client half-closes answers it as
-// any other handler does.
-func TestCloseWhenClientGoneWithdrawn(t *testing.T) {
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		cg := w.(interface{ CloseWhenClientGone(bool) })
-		cg.CloseWhenClientGone(true)
-		cg.CloseWhenClientGone(false) // the wait it asked for is over
-		<-r.Context().Done()          // the watch saw the end of the client's stream
-		io.WriteString(w, "answer")
-	})
-	_, addr := serveFast(t, h, nil)
+// connStates records what a server's ConnState hears; closed is closed at the first
+// StateClosed.
+type connStates struct {
+	mu     sync.Mutex
+	seen   []http.ConnState
+	closed chan struct{}
+}
+
+func newConnStates() *connStates { return &connStates{closed: make(chan struct{})} }
+
+func (cs *connStates) note(_ net.Conn, st http.ConnState) {
+	cs.mu.Lock()
+	cs.seen = append(cs.seen, st)
+	first := st == http.StateClosed && !slices.Contains(cs.seen[:len(cs.seen)-1], http.StateClosed)
+	cs.mu.Unlock()
+	if first {
+		close(cs.closed)
+	}
+}
+
+func (cs *connStates) list() []http.ConnState {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	return slices.Clone(cs.seen)
+}
+
+// dialSend connects to addr and sends raw; the test closes the connection.
+func dialSend(t *testing.T, addr, raw string) net.Conn {
+	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	io.WriteString(c, "GET /wait HTTP/1.1\r\nHost: a\r\n\r\n")
-	c.(*net.TCPConn).CloseWrite()
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatalf("reading the answer: %v", err)
-	}
-	if b, _ := io.ReadAll(resp.Body); string(b) != "answer" {
-		t.Fatalf("answer %q, want %q", b, "answer")
-	}
+	io.WriteString(c, raw)
+	return c
 }
 
-// Without CloseWhenClientGone a client that half-closes still gets its answer, as from
-// net/http, though its going cancels the request's context.
+// A client that half-closes still gets its answer, as from net/http, though its going cancels
+// the request's context: from a handler that never asked CloseWhenClientGone, and from one
+// that withdrew the ask once the wait it asked for was over.
 func TestHalfCloseStillAnswered(t *testing.T) {
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		<-r.Context().Done() // the watch saw the end of the client's stream
-		io.WriteString(w, "answer")
-	})
-	_, addr := serveFast(t, h, nil)
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	io.WriteString(c, "GET /wait HTTP/1.1\r\nHost: a\r\n\r\n")
-	c.(*net.TCPConn).CloseWrite()
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatalf("reading the answer: %v", err)
-	}
-	if b, _ := io.ReadAll(resp.Body); string(b) != "answer" {
-		t.Fatalf("answer %q, want %q", b, "answer")
+	for _, tc := range []struct {
+		name string
+		ask  bool
+	}{{"not asked", false}, {"asked and withdrawn", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if tc.ask {
+					cg := w.(interface{ CloseWhenClientGone(bool) })
+					cg.CloseWhenClientGone(true)
+					cg.CloseWhenClientGone(false)
+				}
+				<-r.Context().Done() // the watch saw the end of the client's stream
+				io.WriteString(w, "answer")
+			})
+			_, addr := serveFast(t, h, nil)
+			c := dialSend(t, addr, "GET /wait HTTP/1.1\r\nHost: a\r\n\r\n")
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			c.(*net.TCPConn).CloseWrite()
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatalf("reading the answer: %v", err)
+			}
+			if b, _ := io.ReadAll(resp.Body); string(b) != "answer" {
+				t.Fatalf("answer %q, want %q", b, "answer")
+			}
+		})
 	}
 }
 
