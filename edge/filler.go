@@ -55,6 +55,10 @@ type filler struct {
 	noRange sync.Map
 
 	budget *inflightBudget // memory held by streaming bodies too large to keep (stream.go)
+
+	// runHook, if set before the node serves, is called as every collapsed fill starts:
+	// tests use it to make one panic.
+	runHook func(flightKey string)
 }
 
 // newFiller builds n's filler. It starts nothing.
@@ -401,6 +405,9 @@ func (f *filler) runRecovered(flightKey string, req *request, stale *store.Objec
 			res = &fillResult{err: fmt.Errorf("fill of %s: panic: %v", req.target, p)}
 		}
 	}()
+	if f.runHook != nil {
+		f.runHook(flightKey)
+	}
 	return f.run(flightKey, req, stale, opts, im)
 }
 

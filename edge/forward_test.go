@@ -522,6 +522,31 @@ func TestFillSurvivesLeaderDisconnect(t *testing.T) {
 	}
 }
 
+// TestFillPanicIsAnError: a fill that panics (only a bug can make one) answers its clients
+// with an error, as any failed fill does, and the node goes on serving.
+func TestFillPanicIsAnError(t *testing.T) {
+	originAddr := startHTTP(t, "127.0.0.20", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		io.WriteString(w, "object")
+	}))
+	cfg := Config{PoP: "tst", Node: "e1", Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + originAddr}}, Logger: testLogger(t)}
+	n, _ := startEdgeWith(t, listen(t, "127.0.0.21"), cfg, func(n *Node) {
+		n.fill.runHook = func(flightKey string) {
+			if strings.Contains(flightKey, "/boom") {
+				panic("a bug in the fill")
+			}
+		}
+	})
+	c := &http.Client{}
+	t.Cleanup(c.CloseIdleConnections)
+	if r := do(t, c, http.MethodGet, n.Addr(), testHost, "/boom"); r.status != http.StatusBadGateway {
+		t.Errorf("GET /boom: %d, want 502", r.status)
+	}
+	if r := do(t, c, http.MethodGet, n.Addr(), testHost, "/fine"); r.status != 200 || r.body != "object" {
+		t.Errorf("GET /fine after the panic: %d %q, want 200 object", r.status, r.body)
+	}
+}
+
 // TestStreamingPassThrough: answers that will not be stored reach the client as they arrive:
 // the first server-sent event (or chunk of a long poll) before the origin finishes.
 func TestStreamingPassThrough(t *testing.T) {

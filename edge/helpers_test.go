@@ -70,9 +70,18 @@ func startOrigin(t testing.TB, ip string, clock func() time.Time) (*origin.Serve
 // startEdge runs an edge node on ln until the test ends (or stop is called).
 func startEdge(t testing.TB, ln net.Listener, cfg Config) (n *Node, stop func()) {
 	t.Helper()
+	return startEdgeWith(t, ln, cfg, nil)
+}
+
+// startEdgeWith is startEdge, with prep (if not nil) called on the node before it serves.
+func startEdgeWith(t testing.TB, ln net.Listener, cfg Config, prep func(*Node)) (n *Node, stop func()) {
+	t.Helper()
 	n, err := New(cfg)
 	if err != nil {
 		t.Fatalf("new edge: %v", err)
+	}
+	if prep != nil {
+		prep(n)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
