@@ -283,7 +283,10 @@ func (f *filler) wait(flightKey string, req *request, stale *store.Object, opts 
 		cg.CloseWhenClientGone(false) // before the check: a client gone after it is answered as before
 		if ctx.Err() != nil {
 			if *lead {
-				f.abandon(r.Val.(*fillResult))
+				res := r.Val.(*fillResult)
+				if abandon := func() { f.abandon(res) }; !f.goTracked(abandon) {
+					abandon()
+				}
 			}
 			return r, false, false
 		}
@@ -297,9 +300,7 @@ func (f *filler) wait(flightKey string, req *request, stale *store.Object, opts 
 		// A stream meant for this client has no reader left: close it once it arrives.
 		wait := func() {
 			if r := <-ch; *lead {
-				res := r.Val.(*fillResult)
-				res.closeStream()
-				f.orphan(res)
+				f.abandon(r.Val.(*fillResult))
 			}
 		}
 		if !f.goTracked(wait) {
@@ -309,16 +310,11 @@ func (f *filler) wait(flightKey string, req *request, stale *store.Object, opts 
 	}
 }
 
-// abandon closes the stream a fill left for a client that has gone, and reads on a body that
-// will be stored (orphan), on a goroutine of the filler's.
+// abandon closes the stream a fill left for a client that is not there to read it, and reads
+// on a body that will be stored (orphan); it may take as long as the body does.
 func (f *filler) abandon(res *fillResult) {
 	res.closeStream()
-	if res.body == nil {
-		return
-	}
-	if !f.goTracked(func() { f.orphan(res) }) {
-		f.orphan(res)
-	}
+	f.orphan(res)
 }
 
 // launch starts the fill of flightKey on a goroutine of its own unless one is in flight, and
@@ -530,8 +526,7 @@ func (f *filler) revalidate(req *request, obj *store.Object) {
 		r := <-ch
 		res := r.Val.(*fillResult)
 		if *leader {
-			res.closeStream()
-			f.orphan(res)
+			f.abandon(res)
 		}
 		if res.err != nil {
 			f.n.log.Debug("background revalidation failed", "key", req.key, "err", res.err)

@@ -257,29 +257,31 @@ func (u *Upstream) Do(req *http.Request) (*http.Response, error) {
 		return nil, fmt.Errorf("fetch %s from %s: %w: %w", req.URL, u.cfg.Name, ErrBreakerOpen, err)
 	}
 	u.requests.Add(1)
+	b := &body{u: u, parent: parent, done: done}
+	var resp *http.Response
 	if h1, ok := u.transport.(*h1Transport); ok && h1.handles(req) {
 		// The HTTP/1.1 path bounds the exchange with the connection's deadlines rather than a
 		// context of its own: a timer context per exchange (its timer, its registration with
 		// the caller's context) was a tenth of a miss's allocations (issue 15).
-		deadline := time.Now().Add(u.cfg.BodyTimeout)
-		resp, err := h1.send(parent, deadline, req)
+		b.deadline = time.Now().Add(u.cfg.BodyTimeout)
+		resp, err = h1.send(parent, b.deadline, req)
 		if err != nil {
-			err = u.classify(parent, pastDeadline(deadline), &url.Error{Op: opName(req), URL: req.URL.Redacted(), Err: err})
-			u.finish(done, err)
-			return nil, fmt.Errorf("fetch %s from %s: %w", req.URL, u.cfg.Name, err)
+			err = &url.Error{Op: opName(req), URL: req.URL.Redacted(), Err: err}
 		}
-		resp.Body = &body{rc: resp.Body, u: u, parent: parent, deadline: deadline, done: done, status: u.failureStatus(resp)}
-		return resp, nil
+	} else {
+		b.ctx, b.cancel = context.WithTimeoutCause(parent, u.cfg.BodyTimeout, errBodyTimeout)
+		resp, err = u.roundTrip(b.ctx, req)
 	}
-	ctx, cancel := context.WithTimeoutCause(parent, u.cfg.BodyTimeout, errBodyTimeout)
-	resp, err := u.roundTrip(ctx, req)
 	if err != nil {
-		err = u.classify(parent, context.Cause(ctx) == errBodyTimeout, err)
-		cancel()
+		err = u.classify(parent, b.timedOut(), err)
+		if b.cancel != nil {
+			b.cancel()
+		}
 		u.finish(done, err)
 		return nil, fmt.Errorf("fetch %s from %s: %w", req.URL, u.cfg.Name, err)
 	}
-	resp.Body = &body{rc: resp.Body, u: u, ctx: ctx, parent: parent, cancel: cancel, done: done, status: u.failureStatus(resp)}
+	b.rc, b.status = resp.Body, u.failureStatus(resp)
+	resp.Body = b
 	return resp, nil
 }
 
@@ -417,7 +419,7 @@ func (u *Upstream) Close() {
 }
 
 // body wraps a response body so that closing it reports the outcome to the breaker, releases the
-// bulkhead slot and stops the body timer.
+// bulkhead slot and stops the body timer (the exchange context's, off the HTTP/1.1 path).
 type body struct {
 	rc       io.ReadCloser
 	u        *Upstream

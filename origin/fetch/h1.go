@@ -488,7 +488,7 @@ type h1Body struct {
 	rc       io.ReadCloser // http.ReadResponse's body, reading from c's buffer
 	c        *h1Conn
 	ctx      context.Context
-	deadline time.Time // the exchange's (exchange), zero if none
+	deadline time.Time // when the exchange's reads end (its BodyTimeout), zero if never
 	stop     func() bool
 	keep     bool // the connection may be reused after this body
 
