@@ -3,8 +3,8 @@ package http1
 import (
 	"bytes"
 	"net/http"
-	"net/textproto"
 
+	"github.com/meridian-cdn/meridian/internal/h1fields"
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -49,67 +49,37 @@ func parseHead(buf []byte) (head, int, verdict) {
 	block := buf[:end+2] // every line with its CRLF
 	// One string for the whole head: field names and values are slices of it.
 	s := string(block)
-	line, rest, _ := cutLine(s)
+	line, rest, _ := h1fields.CutLine(s)
 	var h head
 	var ok bool
 	if h.method, h.target, ok = requestLine(line); !ok {
 		return head{}, 0, handOff
 	}
-	lines := 0
-	for i := 0; i < len(rest); i++ {
-		if rest[i] == '\n' {
-			lines++
-		}
-	}
-	h.header = make(http.Header, lines)
-	strs := make([]string, lines) // one backing array for the values, as net/http does
 	hosts := 0
-	for rest != "" {
-		line, rest, ok = cutLine(rest)
-		if !ok {
-			return head{}, 0, handOff
-		}
-		colon := -1
-		for i := 0; i < len(line); i++ {
-			if line[i] == ':' {
-				colon = i
-				break
-			}
-		}
-		if colon <= 0 {
-			return head{}, 0, handOff
-		}
-		name, value := line[:colon], trimOWS(line[colon+1:])
-		if !httpguts.ValidHeaderFieldName(name) || !httpguts.ValidHeaderFieldValue(value) {
-			return head{}, 0, handOff
-		}
-		key := canonicalKey(name)
+	h.header, ok = h1fields.Read(rest, func(key, value string) (keep, ok bool) {
 		switch key {
 		case "Host":
 			hosts++
 			if hosts > 1 || !httpguts.ValidHostHeader(value) {
-				return head{}, 0, handOff
+				return false, false
 			}
 			h.host = value
-			continue
+			return false, true
 		case "Content-Length", "Transfer-Encoding", "Expect", "Upgrade", "Http2-Settings", "Trailer":
-			return head{}, 0, handOff
+			return false, false
 		case "Connection":
 			switch {
-			case asciiEqualFold(value, "close"):
+			case h1fields.EqualFold(value, "close"):
 				h.close = true
-			case asciiEqualFold(value, "keep-alive"):
+			case h1fields.EqualFold(value, "keep-alive"):
 			default:
-				return head{}, 0, handOff
+				return false, false
 			}
 		}
-		vv := h.header[key]
-		if vv == nil && len(strs) > 0 {
-			strs[0] = value
-			h.header[key], strs = strs[:1:1], strs[1:]
-		} else {
-			h.header[key] = append(vv, value)
-		}
+		return true, true
+	})
+	if !ok {
+		return head{}, 0, handOff
 	}
 	if hosts != 1 {
 		return head{}, 0, handOff
@@ -142,62 +112,4 @@ func requestLine(line string) (method, target string, ok bool) {
 		}
 	}
 	return method, target, true
-}
-
-// cutLine cuts s at its first CRLF; a line with a CR or LF of its own is refused.
-func cutLine(s string) (line, rest string, ok bool) {
-	for i := 0; i < len(s); i++ {
-		switch s[i] {
-		case '\r':
-			if i+1 < len(s) && s[i+1] == '\n' {
-				return s[:i], s[i+2:], true
-			}
-			return "", "", false
-		case '\n':
-			return "", "", false
-		}
-	}
-	return "", "", false
-}
-
-func trimOWS(s string) string {
-	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
-		s = s[1:]
-	}
-	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
-		s = s[:len(s)-1]
-	}
-	return s
-}
-
-// canonicalKey returns name in canonical form, without allocating when it already is.
-func canonicalKey(name string) string {
-	upper := true
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
-			return textproto.CanonicalMIMEHeaderKey(name)
-		}
-		upper = c == '-'
-	}
-	return name
-}
-
-func asciiEqualFold(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		x, y := a[i], b[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meridian-cdn/meridian/internal/h1fields"
 	"github.com/meridian-cdn/meridian/internal/httpdate"
 )
 
@@ -315,7 +316,7 @@ func hasToken(v, token string) bool {
 	for v != "" {
 		var t string
 		t, v, _ = strings.Cut(v, ",")
-		if asciiEqualFold(trimOWS(t), token) {
+		if h1fields.EqualFold(h1fields.TrimOWS(t), token) {
 			return true
 		}
 	}
@@ -329,7 +330,7 @@ func appendField(out []byte, k string, vv []string) []byte {
 		out = append(out, k...)
 		out = append(out, ": "...)
 		start := len(out)
-		out = append(out, trimOWS(v)...)
+		out = append(out, h1fields.TrimOWS(v)...)
 		for i := start; i < len(out); i++ {
 			if out[i] == '\r' || out[i] == '\n' {
 				out[i] = ' '

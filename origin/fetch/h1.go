@@ -28,9 +28,10 @@ import (
 // parks in the poller): on a cache miss of a small object that is most of the client's cost
 // (issue 15). Requests it does not handle (https, a request body, upgrades) go to fallback.
 //
-// Parsing is net/http's own (http.ReadResponse), and the request head is what Request.Write
-// writes (h1write.go); what is here is the connection's life: the idle pool, deadlines, the
-// retry on a kept-alive connection the upstream had closed, and when a connection may be reused.
+// A response head that can be read in exactly one way is read by readHead (h1read.go), and
+// any other by net/http's own http.ReadResponse; the request head is what Request.Write writes
+// (h1write.go). What is here is the connection's life: the idle pool, deadlines, the retry on
+// a kept-alive connection the upstream had closed, and when a connection may be reused.
 type h1Transport struct {
 	dial          func(ctx context.Context, network, addr string) (net.Conn, error)
 	headerTimeout time.Duration
@@ -434,8 +435,8 @@ func (c *h1Conn) exchange(ctx context.Context, deadline time.Time, req *http.Req
 	if trace != nil && trace.GotFirstResponseByte != nil {
 		trace.GotFirstResponseByte()
 	}
-	var resp *http.Response
-	for {
+	resp, length, fast := readHead(c.br, req)
+	for !fast {
 		if resp, err = http.ReadResponse(c.br, req); err != nil {
 			return nil, fail("read response header from", err, false)
 		}
@@ -464,7 +465,12 @@ func (c *h1Conn) exchange(ctx context.Context, deadline time.Time, req *http.Req
 		c.release(stop, keep)
 		return resp, nil
 	}
-	resp.Body = &h1Body{rc: resp.Body, c: c, ctx: ctx, deadline: deadline, stop: stop, keep: keep}
+	b := &h1Body{rc: resp.Body, c: c, ctx: ctx, deadline: deadline, stop: stop, keep: keep}
+	if fast {
+		b.lb = lengthBody{br: c.br, n: length}
+		b.rc = &b.lb
+	}
+	resp.Body = b
 	return resp, nil
 }
 
@@ -485,7 +491,8 @@ var errBodyClosed = errors.New("http: read on closed response body")
 // h1Body is a response body that gives its connection back once read to its end, and closes
 // it if closed before (unless what is left has already arrived and is short).
 type h1Body struct {
-	rc       io.ReadCloser // http.ReadResponse's body, reading from c's buffer
+	rc       io.ReadCloser // the body as framed, reading from c's buffer: lb or http.ReadResponse's
+	lb       lengthBody    // a body readHead framed
 	c        *h1Conn
 	ctx      context.Context
 	deadline time.Time // when the exchange's reads end (its BodyTimeout), zero if never

@@ -138,8 +138,13 @@ func mustGet(t *testing.T, rt http.RoundTripper, url string) (*http.Response, []
 	return resp, body
 }
 
+// TestH1KeepAlive: one connection serves GET after GET, whether readHead reads the answer
+// (odd paths) or leaves it to http.ReadResponse (even paths: a Pragma field).
 func TestH1KeepAlive(t *testing.T) {
 	url, conns := countConns(t, "127.0.0.60", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if last := r.URL.Path[len(r.URL.Path)-1]; (last-'0')%2 == 0 {
+			w.Header().Set("Pragma", "x")
+		}
 		io.WriteString(w, r.URL.Path)
 	}))
 	tr := newH1(t, Config{})
@@ -148,6 +153,9 @@ func TestH1KeepAlive(t *testing.T) {
 		resp, body := mustGet(t, tr, url+path)
 		if resp.StatusCode != 200 || string(body) != path {
 			t.Fatalf("GET %s = %d %q", path, resp.StatusCode, body)
+		}
+		if b, ok := resp.Body.(*h1Body); !ok || (b.rc == &b.lb) != (i%2 == 1) {
+			t.Errorf("GET %s: body %T, read by readHead: %v; want it for odd paths only", path, resp.Body, ok && b.rc == &b.lb)
 		}
 		if resp.Request == nil || resp.TLS != nil || resp.Proto != "HTTP/1.1" || resp.Uncompressed || resp.ContentLength != int64(len(path)) {
 			t.Errorf("GET %s: Request %v, TLS %v, Proto %q, Uncompressed %v, ContentLength %d", path,

@@ -1,0 +1,135 @@
+package fetch
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"net/http"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// readHeadAsNetHTTP reads b with readHead and, if it accepts the head, checks that
+// http.ReadResponse reads the same bytes the same way: status, protocol, fields, length,
+// framing, and the body (bytes and whether it was cut short). It reports whether readHead
+// accepted, and checks that a refusal consumed nothing.
+func readHeadAsNetHTTP(t *testing.T, b []byte) bool {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, "http://origin.test/", nil)
+	br := bufio.NewReader(bytes.NewReader(b))
+	br.Peek(1) // as exchange does: the first read of the answer
+	before := br.Buffered()
+	resp, length, ok := readHead(br, req)
+	if !ok {
+		if br.Buffered() != before {
+			t.Fatalf("readHead refused %q but consumed %d bytes", b, before-br.Buffered())
+		}
+		return false
+	}
+	want, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(b)), req)
+	if err != nil {
+		t.Fatalf("readHead accepted %q; net/http refuses it: %v", b, err)
+	}
+	if resp.Status != want.Status || resp.StatusCode != want.StatusCode || resp.Proto != want.Proto ||
+		resp.ProtoMajor != want.ProtoMajor || resp.ProtoMinor != want.ProtoMinor {
+		t.Fatalf("status: readHead %q %d %s, net/http %q %d %s", resp.Status, resp.StatusCode, resp.Proto,
+			want.Status, want.StatusCode, want.Proto)
+	}
+	if resp.ContentLength != length || resp.ContentLength != want.ContentLength || resp.Close != want.Close ||
+		len(want.TransferEncoding) != 0 || want.Uncompressed || want.Trailer != nil {
+		t.Fatalf("framing: readHead length %d close %v; net/http length %d close %v, TE %v, trailer %v",
+			resp.ContentLength, resp.Close, want.ContentLength, want.Close, want.TransferEncoding, want.Trailer)
+	}
+	if !reflect.DeepEqual(resp.Header, want.Header) {
+		t.Fatalf("fields: readHead %q, net/http %q", resp.Header, want.Header)
+	}
+	if (resp.Body == http.NoBody) != (want.Body == http.NoBody) {
+		t.Fatalf("body: readHead's is NoBody %v, net/http's %v", resp.Body == http.NoBody, want.Body == http.NoBody)
+	}
+	got, gotErr := io.ReadAll(&lengthBody{br: br, n: length})
+	wantBody, wantErr := io.ReadAll(want.Body)
+	if !bytes.Equal(got, wantBody) || !errors.Is(gotErr, io.ErrUnexpectedEOF) != !errors.Is(wantErr, io.ErrUnexpectedEOF) ||
+		(gotErr == nil) != (wantErr == nil) {
+		t.Fatalf("body: readHead %q, %v; net/http %q, %v", got, gotErr, wantBody, wantErr)
+	}
+	return true
+}
+
+func FuzzReadHead(f *testing.F) {
+	for _, s := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nCache-Control: max-age=60\r\n\r\nhello",
+		"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-3/4\r\ncontent-length: 4\r\nVary: a\r\nvary: b\r\n\r\nabcd",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+		"HTTP/1.1 200 OK\nContent-Length: 1\n\nx",
+		"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nX: a\r\n b\r\n\r\nx",
+		"HTTP/1.1 404\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nContent-Length: 10\r\n\r\nshort",
+		"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nx",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		readHeadAsNetHTTP(t, b)
+	})
+}
+
+// TestReadHead: the heads readHead reads itself, and those it leaves to net/http (each with
+// why), which must then consume nothing.
+func TestReadHead(t *testing.T) {
+	const body = "\r\n\r\nhello"
+	for _, tc := range []struct {
+		name, head string
+		fast       bool
+	}{
+		{"plain", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nCache-Control: max-age=60", true},
+		{"no reason", "HTTP/1.1 200\r\nContent-Length: 5", true},
+		{"empty reason", "HTTP/1.1 200 \r\nContent-Length: 5", true},
+		{"repeated names, any case, empty value", "HTTP/1.1 206 Partial\r\nvary: a\r\nVary: b\r\nx-e:\r\ncontent-length:5", true},
+		{"keep-alive", "HTTP/1.1 503 Busy\r\nConnection: keep-alive\r\nContent-Length: 5", true},
+		{"cut short", "HTTP/1.1 200 OK\r\nContent-Length: 9", true},
+		{"zero length", "HTTP/1.1 200 OK\r\nContent-Length: 0", true},
+		{"no length: read to the end", "HTTP/1.1 200 OK\r\nX: y", false},
+		{"two lengths", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5", false},
+		{"length with a sign", "HTTP/1.1 200 OK\r\nContent-Length: +5", false},
+		{"length of 19 digits", "HTTP/1.1 200 OK\r\nContent-Length: 0000000000000000005", false},
+		{"chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked", false},
+		{"trailer", "HTTP/1.1 200 OK\r\nTrailer: X\r\nContent-Length: 5", false},
+		{"pragma", "HTTP/1.1 200 OK\r\nPragma: no-cache\r\nContent-Length: 5", false},
+		{"connection close", "HTTP/1.1 200 OK\r\nConnection: Close\r\nContent-Length: 5", false},
+		{"HTTP/1.0", "HTTP/1.0 200 OK\r\nContent-Length: 5", false},
+		{"1xx", "HTTP/1.1 103 Early Hints\r\nLink: </a>", false},
+		{"204", "HTTP/1.1 204 No Content\r\nContent-Length: 5", false},
+		{"304", "HTTP/1.1 304 Not Modified\r\nContent-Length: 5", false},
+		{"two spaces", "HTTP/1.1  200 OK\r\nContent-Length: 5", false},
+		{"control in reason", "HTTP/1.1 200 O\x01K\r\nContent-Length: 5", false},
+		{"obs-fold", "HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 5", false},
+		{"bare LF", "HTTP/1.1 200 OK\nContent-Length: 5\r\nX: y", false},
+		{"bare CR", "HTTP/1.1 200 OK\r\nX: a\rb\r\nContent-Length: 5", false},
+		{"space before colon", "HTTP/1.1 200 OK\r\nX : a\r\nContent-Length: 5", false},
+		{"no colon", "HTTP/1.1 200 OK\r\nX\r\nContent-Length: 5", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := readHeadAsNetHTTP(t, []byte(tc.head+body)); got != tc.fast {
+				t.Errorf("readHead of %q: fast %v, want %v", tc.head, got, tc.fast)
+			}
+		})
+	}
+	t.Run("not a GET", func(t *testing.T) {
+		req, _ := http.NewRequest(http.MethodHead, "http://origin.test/", nil)
+		br := bufio.NewReader(strings.NewReader("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"))
+		br.Peek(1)
+		if _, _, ok := readHead(br, req); ok {
+			t.Error("readHead read the answer to a HEAD, whose length is not its body's")
+		}
+	})
+	t.Run("head not whole yet", func(t *testing.T) {
+		req, _ := http.NewRequest(http.MethodGet, "http://origin.test/", nil)
+		br := bufio.NewReader(strings.NewReader("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"))
+		br.Peek(1)
+		if _, _, ok := readHead(br, req); ok || br.Buffered() != len("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n") {
+			t.Errorf("readHead of a partial head: ok %v, %d bytes left buffered", ok, br.Buffered())
+		}
+	})
+}
