@@ -338,7 +338,13 @@ func (f *filler) fillFunc(flightKey string, req *request, stale *store.Object, o
 		url    url.URL
 		leader bool
 	}{lead: *req, r: *req.r.WithContext(context.Background())}
-	st.r.Header = req.r.Header.Clone()
+	if ownGoroutine {
+		st.r.Header = req.r.Header.Clone()
+	}
+	// Inline, the fill shares the client's header: edge/http1 makes a map per request and
+	// leaves it alone after the handler, the handler changes it only before its fill
+	// (serveCacheable), and nothing in a fill writes to it, so the goroutines a fill leaves
+	// behind (fleetStale's asks) may go on reading it.
 	if req.r.URL != nil {
 		st.url = *req.r.URL
 		st.r.URL = &st.url
