@@ -41,7 +41,7 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 	h.Del("Alt-Svc") // the upstream's endpoints are not ours
 	initialAge := httpcache.InitialAge(h, began, respTime)
 	h.Del("Age")
-	h.Set("Via", appendVia(h.Get("Via"), resp.ProtoMajor, resp.ProtoMinor, n.name))
+	h.Set("Via", n.via(h.Get("Via"), resp.ProtoMajor, resp.ProtoMinor))
 
 	if resp.StatusCode == http.StatusNotModified && stale != nil {
 		resp.Body.Close()
@@ -416,6 +416,15 @@ func appendVia(prior string, major, minor int, name string) string {
 		return proto + " " + name
 	}
 	return prior + ", " + proto + " " + name
+}
+
+// via is appendVia for this node, without building the commonest value (the first hop of an
+// HTTP/1.1 exchange) again: it runs twice per miss.
+func (n *Node) via(prior string, major, minor int) string {
+	if prior == "" && major == 1 && minor == 1 {
+		return n.via11
+	}
+	return appendVia(prior, major, minor, n.name)
 }
 
 // cancelOnClose releases a request's timeout context when its body is closed.

@@ -92,7 +92,7 @@ func (n *Node) upstreamHeader(req *request, kind upstreamKind, extra int) http.H
 	for _, k := range pol.Deny {
 		out.Del(k)
 	}
-	out["Via"] = vals.one(appendVia(strings.Join(in.Values("Via"), ", "), req.r.ProtoMajor, req.r.ProtoMinor, n.name))
+	out["Via"] = vals.one(n.via(strings.Join(in["Via"], ", "), req.r.ProtoMajor, req.r.ProtoMinor))
 	out["Traceparent"] = vals.one(req.traceID())
 	if _, ok := out["User-Agent"]; !ok {
 		out["User-Agent"] = vals.one("") // net/http would send its own

@@ -37,6 +37,7 @@ import (
 type Node struct {
 	cfg   Config
 	name  string // "<pop>-<node>": this cache's name in Cache-Status and Via
+	via11 string // "1.1 <name>": the Via value of an HTTP/1.1 hop with no Via before it
 	log   *slog.Logger
 	clock func() time.Time
 
@@ -107,6 +108,7 @@ func New(cfg Config) (*Node, error) {
 		ready:      make(chan struct{}),
 		fleetReady: make(chan struct{}),
 	}
+	n.via11 = appendVia("", 1, 1, n.name)
 	n.fill = newFiller(n)
 	n.metrics = newMetrics(n)
 	n.h3RTT.n = n

@@ -103,7 +103,7 @@ func (n *Node) pass(w *logWriter, req *request) {
 				httpcache.StripSurrogateHeaders(h)
 			}
 			applyResponsePolicy(h, req.host)
-			h.Set("Via", appendVia(strings.Join(h.Values("Via"), ", "), resp.ProtoMajor, resp.ProtoMinor, n.name))
+			h.Set("Via", n.via(strings.Join(h["Via"], ", "), resp.ProtoMajor, resp.ProtoMinor))
 			h.Set("Cache-Status", httpcache.Status{Cache: n.name, Proto: req.proto, Fwd: fwd, FwdStatus: resp.StatusCode}.String())
 			return nil
 		},
