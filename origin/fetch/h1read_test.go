@@ -133,3 +133,47 @@ func TestReadHead(t *testing.T) {
 		}
 	})
 }
+
+// BenchmarkReadHead reads an nginx answer to a fill (a 206 of a whole 1 KiB object, its head
+// as nginx 1.22 sends it) with readHead and with http.ReadResponse, body included.
+func BenchmarkReadHead(b *testing.B) {
+	const answer = "HTTP/1.1 206 Partial Content\r\nServer: nginx/1.22.1\r\nDate: Fri, 04 Dec 2026 02:00:00 GMT\r\n" +
+		"Content-Type: application/octet-stream\r\nContent-Length: 1024\r\nLast-Modified: Fri, 04 Dec 2026 01:00:00 GMT\r\n" +
+		"Connection: keep-alive\r\nETag: \"6750a9d0-400\"\r\nCache-Control: max-age=3600\r\nContent-Range: bytes 0-1023/1024\r\n\r\n"
+	msg := []byte(answer + strings.Repeat("x", 1024))
+	req, _ := http.NewRequest(http.MethodGet, "http://origin.test/", nil)
+	body := make([]byte, 1024)
+	rd := bytes.NewReader(msg)
+	br := bufio.NewReaderSize(rd, 32<<10)
+	for _, bc := range []struct {
+		name string
+		read func() io.Reader
+	}{
+		{"readHead", func() io.Reader {
+			_, n, ok := readHead(br, req)
+			if !ok {
+				b.Fatal("readHead refused nginx's answer")
+			}
+			return &lengthBody{br: br, n: n}
+		}},
+		{"net-http", func() io.Reader {
+			resp, err := http.ReadResponse(br, req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return resp.Body
+		}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				rd.Reset(msg)
+				br.Reset(rd)
+				br.Peek(1)
+				if _, err := io.ReadFull(bc.read(), body); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
