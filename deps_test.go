@@ -46,6 +46,7 @@ var leaves = map[string][]string{
 	"dnsroute/geo":         {"github.com/oschwald/maxminddb-golang/v2"},
 	"dnsroute/geo/geodata": {"github.com/maxmind/mmdbwriter"},
 	"internal/durhist":     {"github.com/HdrHistogram/hdrhistogram-go"},
+	"internal/h1fields":    {"golang.org/x/net"},
 	"internal/httpdate":    nil,
 	"internal/metricstest": {"github.com/prometheus/client_golang"},
 	"internal/natsauth":    {"github.com/nats-io/nats-server/v2", "github.com/nats-io/nats.go", "github.com/nats-io/nkeys"},

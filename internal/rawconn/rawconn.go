@@ -36,6 +36,7 @@ type Conn struct {
 	r   reader
 	wmu sync.Mutex // one write at a time owns w
 	w   writer
+	p   prober // owned by the read lock too
 }
 
 // New returns c with raw I/O, or nil when c is not a TCP connection (or a TCPer) or the
@@ -58,6 +59,7 @@ func New(c net.Conn) *Conn {
 	rw := &Conn{Conn: c, rc: rc}
 	rw.r.init()
 	rw.w.init()
+	rw.p.init()
 	return rw
 }
 
@@ -84,6 +86,16 @@ func (c *Conn) Read(p []byte) (int, error) {
 		err = c.opError("read", err)
 	}
 	return n, err
+}
+
+// Quiet reports whether the socket has nothing to read and its peer has not closed it, by a
+// peek that never waits (one system call): what a pool asks of a kept-alive client
+// connection before it sends on it again, where anything readable is a stray answer or the
+// end of the connection. It must not be called during a Read.
+func (c *Conn) Quiet() bool {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	return c.p.probe(c.rc)
 }
 
 // Write writes p, waiting in the poller while the send buffer is full.

@@ -107,3 +107,36 @@ func (w *writer) do(fd uintptr) bool {
 		}
 	}
 }
+
+// prober peeks at a socket without waiting; its callback is bound once, so a peek allocates
+// nothing.
+type prober struct {
+	b     [1]byte
+	quiet bool
+	fn    func(fd uintptr) bool
+}
+
+func (p *prober) init() { p.fn = p.do }
+
+func (p *prober) probe(rc syscall.RawConn) bool {
+	p.quiet = false
+	if rc.Read(p.fn) != nil {
+		return false
+	}
+	return p.quiet
+}
+
+func (p *prober) do(fd uintptr) bool {
+	for {
+		_, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&p.b[0])), 1,
+			unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+		switch e {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			p.quiet = true // nothing to read, and the peer has not closed its side
+		}
+		// Anything else: a byte to read, the end of the stream (0 bytes), or an error.
+		return true
+	}
+}

@@ -186,3 +186,37 @@ func TestConcurrentUse(t *testing.T) {
 		t.Fatalf("read %d bytes, want %d", n, 1<<16)
 	}
 }
+
+// TestQuiet: a connection is quiet while nothing can be read from it; a byte from the peer
+// or its close ends that, and the peek consumes nothing.
+func TestQuiet(t *testing.T) {
+	for _, how := range []string{"a byte", "a close"} {
+		t.Run(how, func(t *testing.T) {
+			server, client := tcpPair(t)
+			c := New(client)
+			if !c.Quiet() {
+				t.Fatal("Quiet() = false on a connection nobody wrote to")
+			}
+			if how == "a byte" {
+				server.Write([]byte("x"))
+			} else {
+				server.Close()
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for c.Quiet() {
+				if time.Now().After(deadline) {
+					t.Fatalf("still quiet 5 s after %s from the peer", how)
+				}
+				time.Sleep(time.Millisecond) // polling a socket: no event to await
+			}
+			var b [2]byte
+			n, err := c.Read(b[:])
+			if how == "a byte" && (n != 1 || b[0] != 'x' || err != nil) || how == "a close" && err != io.EOF {
+				t.Errorf("Read after the peek: %d %q, %v; the peek must leave what it saw", n, b[:n], err)
+			}
+			if how == "a byte" && !c.Quiet() {
+				t.Error("Quiet() = false once the byte was read")
+			}
+		})
+	}
+}

@@ -21,3 +21,8 @@ type writer struct{}
 
 func (*writer) init()                                              {}
 func (*writer) write(syscall.RawConn, []byte, []byte) (int, error) { return 0, errUnsupported }
+
+type prober struct{}
+
+func (*prober) init()                         {}
+func (*prober) probe(rc syscall.RawConn) bool { return true }

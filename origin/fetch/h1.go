@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meridian-cdn/meridian/internal/rawconn"
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -228,9 +229,23 @@ type h1Pool struct {
 	armed bool        // sweep is scheduled
 }
 
-// take returns the most recently used idle connection, or nil. One idle for longer than
-// idleTimeout is closed instead, with every older one.
+// take returns the most recently used idle connection that is still quiet, or nil. One with
+// something to read (bytes the upstream sent after its answer, which would be read as the
+// next request's, or the end of the connection) is closed and the next one tried, as nginx
+// and net/http's Transport drop such connections.
 func (p *h1Pool) take() *h1Conn {
+	for {
+		c := p.takeIdle()
+		if c == nil || c.raw == nil || c.raw.Quiet() {
+			return c
+		}
+		c.nc.Close()
+	}
+}
+
+// takeIdle returns the most recently used idle connection, or nil. One idle for longer than
+// idleTimeout is closed instead, with every older one.
+func (p *h1Pool) takeIdle() *h1Conn {
 	p.mu.Lock()
 	n := len(p.idle)
 	if n == 0 {
@@ -320,7 +335,13 @@ func (p *h1Pool) dial(ctx context.Context) (*h1Conn, error) {
 		}
 		return nil, err // a *net.OpError, which names the operation and address
 	}
-	c := &h1Conn{pool: p, nc: nc}
+	// Raw system calls, as the edge's own server makes (internal/rawconn); and a socket
+	// take can peek at.
+	c := &h1Conn{pool: p, raw: rawconn.New(nc)}
+	if c.raw != nil {
+		nc = c.raw
+	}
+	c.nc = nc
 	c.cr.nc = nc
 	c.br = bufio.NewReaderSize(&c.cr, h1ReadBuffer)
 	c.bw = bufio.NewWriterSize(nc, 4<<10)
@@ -332,6 +353,7 @@ func (p *h1Pool) dial(ctx context.Context) (*h1Conn, error) {
 type h1Conn struct {
 	pool   *h1Pool
 	nc     net.Conn
+	raw    *rawconn.Conn // nc with raw I/O, or nil where it has none (another platform, a dialer's own conn)
 	cr     limitReader
 	br     *bufio.Reader
 	bw     *bufio.Writer
@@ -477,8 +499,9 @@ func (c *h1Conn) exchange(ctx context.Context, deadline time.Time, req *http.Req
 // release ends an exchange: c goes back to the pool if keep says the exchange left it
 // clean, the context did not end meanwhile and the upstream did not close its side.
 func (c *h1Conn) release(stop func() bool, keep bool) {
-	// stop fails once the context ended: its abort ran, or is about to run, on c.
-	if stop() && keep && !c.cr.sawEOF {
+	// stop fails once the context ended: its abort ran, or is about to run, on c. Bytes
+	// already buffered past the answer are not the next request's answer: c is not kept.
+	if stop() && keep && !c.cr.sawEOF && c.br.Buffered() == 0 {
 		c.pool.put(c)
 		return
 	}
@@ -571,6 +594,9 @@ func (b *h1Body) Close() error {
 		b.c.nc.SetReadDeadline(aLongTimeAgo)
 		n, err := io.CopyN(io.Discard, b.rc, h1DrainBytes+1)
 		keep = err == io.EOF && n <= h1DrainBytes
+		if keep {
+			b.c.nc.SetReadDeadline(time.Time{}) // else take's peek would find it past
+		}
 	}
 	b.c.release(b.stop, keep)
 	return nil

@@ -168,27 +168,38 @@ func TestH1KeepAlive(t *testing.T) {
 }
 
 // TestH1RetriesClosedIdle: an upstream that closes a kept-alive connection (as servers do
-// after their idle timeout) costs no error: the request goes again on a new connection.
+// after their idle timeout) costs no error. A TCP connection is peeked at before it is taken
+// from the pool, so the close is found before the request is sent; a connection the
+// transport cannot peek at (a dialer's own) finds it by sending, and the request goes again
+// on a new connection.
 func TestH1RetriesClosedIdle(t *testing.T) {
-	for _, reset := range []bool{false, true} {
-		t.Run(fmt.Sprintf("reset=%v", reset), func(t *testing.T) {
-			ip := "127.0.0.61"
-			if reset {
-				ip = "127.0.0.62"
-			}
+	for i, tc := range []struct {
+		reset, peek bool
+		reused      int // requests sent on a kept-alive connection
+	}{
+		{false, true, 0}, {true, true, 0}, {false, false, 2}, {true, false, 2},
+	} {
+		t.Run(fmt.Sprintf("reset=%v,peek=%v", tc.reset, tc.peek), func(t *testing.T) {
 			var requests atomic.Int64
-			srv := startRaw(t, ip, func(n int64, c net.Conn, br *bufio.Reader) {
+			srv := startRaw(t, fmt.Sprintf("127.0.0.%d", 61+i), func(n int64, c net.Conn, br *bufio.Reader) {
 				if _, ok := readRequest(br); !ok {
 					return
 				}
 				requests.Add(1)
 				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-				if reset {
+				if tc.reset {
 					c.(*net.TCPConn).SetLinger(0) // close with RST rather than FIN
 				}
 				// Closed without saying so, as an idle timeout would close it.
 			})
-			tr := newH1(t, Config{})
+			cfg := Config{}
+			if !tc.peek {
+				cfg.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+					c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+					return struct{ net.Conn }{c}, err // not a *net.TCPConn: no peek
+				}
+			}
+			tr := newH1(t, cfg)
 			var reused int
 			ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
 				if i.Reused {
@@ -196,13 +207,22 @@ func TestH1RetriesClosedIdle(t *testing.T) {
 				}
 			}})
 			for i := range 3 {
+				if tc.peek && i > 0 {
+					// Sent before the close arrives, the request would be retried instead.
+					p := tr.pool(srv.addr)
+					wait.For(t, 5*time.Second, "the upstream's close at the idle connection", func() bool {
+						p.mu.Lock()
+						defer p.mu.Unlock()
+						return len(p.idle) == 1 && !p.idle[0].raw.Quiet()
+					})
+				}
 				resp, body, err := roundTrip(t, tr, ctx, http.MethodGet, "http://"+srv.addr+"/", nil)
 				if err != nil || resp.StatusCode != 200 || string(body) != "ok" {
 					t.Fatalf("GET %d: %v, %q", i, err, body)
 				}
 			}
-			if n, r := srv.accepted.Load(), requests.Load(); n != 3 || r != 3 || reused != 2 {
-				t.Errorf("3 GETs: %d connections, %d requests answered, %d tried on a kept-alive connection; want 3, 3 and 2", n, r, reused)
+			if n, r := srv.accepted.Load(), requests.Load(); n != 3 || r != 3 || reused != tc.reused {
+				t.Errorf("3 GETs: %d connections, %d requests answered, %d tried on a kept-alive connection; want 3, 3 and %d", n, r, reused, tc.reused)
 			}
 		})
 	}
@@ -738,5 +758,65 @@ func TestH1Fallback(t *testing.T) {
 	get, _ := http.NewRequest(http.MethodGet, url, nil)
 	if tr.handles(up) || tr.handles(tls) || !tr.handles(get) {
 		t.Errorf("handles: upgrade %v, https %v, plain GET %v; want false, false, true", tr.handles(up), tr.handles(tls), tr.handles(get))
+	}
+}
+
+// TestH1StrayBytes: bytes an upstream sends past its answer are never read as the answer to
+// the next request on that connection (which would store one URL's content under another's),
+// whether they came with the answer or after the connection went back to the pool; the
+// connection is dropped and the next request gets its own answer on a new one.
+func TestH1StrayBytes(t *testing.T) {
+	const stray = "HTTP/1.1 200 OK\r\nContent-Length: 6\r\nX-Stray: 1\r\n\r\nstray!"
+	for _, tc := range []struct {
+		name  string
+		later bool // the stray answer comes after the client took the first one
+		ip    string
+	}{
+		{"with the answer", false, "127.0.0.68"},
+		{"after the answer", true, "127.0.0.69"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sendStray := make(chan struct{})
+			srv := startRaw(t, tc.ip, func(n int64, c net.Conn, br *bufio.Reader) {
+				for {
+					req, ok := readRequest(br)
+					if !ok {
+						return
+					}
+					body := strings.TrimPrefix(req.URL.Path, "/")
+					answer := fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+					switch {
+					case n == 1 && !tc.later:
+						answer += stray
+					case n == 1:
+						io.WriteString(c, answer)
+						<-sendStray
+						answer = stray
+					}
+					io.WriteString(c, answer)
+				}
+			})
+			tr := newH1(t, Config{})
+			url := "http://" + srv.addr
+			if _, body := mustGet(t, tr, url+"/one"); string(body) != "one" {
+				t.Fatalf("GET /one = %q", body)
+			}
+			if tc.later {
+				close(sendStray)
+				p := tr.pool(srv.addr)
+				wait.For(t, 5*time.Second, "the stray answer at the idle connection", func() bool {
+					p.mu.Lock()
+					defer p.mu.Unlock()
+					return len(p.idle) == 1 && p.idle[0].raw != nil && !p.idle[0].raw.Quiet()
+				})
+			}
+			resp, body := mustGet(t, tr, url+"/two")
+			if string(body) != "two" || resp.Header.Get("X-Stray") != "" {
+				t.Errorf("GET /two = %q with X-Stray %q: the stray answer was read as its own", body, resp.Header.Get("X-Stray"))
+			}
+			if n := srv.accepted.Load(); n != 2 {
+				t.Errorf("%d connections, want 2: the one with stray bytes dropped", n)
+			}
+		})
 	}
 }
