@@ -28,7 +28,8 @@ func readHeadAsNetHTTP(t *testing.T, b []byte) bool {
 		}
 		return false
 	}
-	want, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(b)), req)
+	wantBR := bufio.NewReader(bytes.NewReader(b))
+	want, err := http.ReadResponse(wantBR, req)
 	if err != nil {
 		t.Fatalf("readHead accepted %q; net/http refuses it: %v", b, err)
 	}
@@ -53,6 +54,12 @@ func readHeadAsNetHTTP(t *testing.T, b []byte) bool {
 	if !bytes.Equal(got, wantBody) || !errors.Is(gotErr, io.ErrUnexpectedEOF) != !errors.Is(wantErr, io.ErrUnexpectedEOF) ||
 		(gotErr == nil) != (wantErr == nil) {
 		t.Fatalf("body: readHead %q, %v; net/http %q, %v", got, gotErr, wantBody, wantErr)
+	}
+	// What is left is the next answer's: both must leave the same bytes.
+	rest, _ := io.ReadAll(br)
+	wantRest, _ := io.ReadAll(wantBR)
+	if !bytes.Equal(rest, wantRest) {
+		t.Fatalf("left after the body: readHead %q, net/http %q", rest, wantRest)
 	}
 	return true
 }
