@@ -41,7 +41,7 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 	h.Del("Alt-Svc") // the upstream's endpoints are not ours
 	initialAge := httpcache.InitialAge(h, began, respTime)
 	h.Del("Age")
-	h.Set("Via", n.via(h.Get("Via"), resp.ProtoMajor, resp.ProtoMinor))
+	h.Set("Via", n.via(strings.Join(h["Via"], ", "), resp.ProtoMajor, resp.ProtoMinor))
 
 	if resp.StatusCode == http.StatusNotModified && stale != nil {
 		resp.Body.Close()

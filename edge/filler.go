@@ -329,9 +329,9 @@ func (f *filler) launch(flightKey string, req *request, stale *store.Object, opt
 // that it ran (it runs for one caller only: that caller leads the fill).
 func (f *filler) fillFunc(flightKey string, req *request, stale *store.Object, opts fillOptions, im *interim, ownGoroutine bool) (func() (any, error), *bool) {
 	// The fill may outlive the client's request: it gets its own copy of what it reads (the
-	// request with its own header and URL; a fill never reads a form, a body or path values,
-	// which Request.Clone would copy too), allocated in one piece with the leader flag rather
-	// than in four (issue 15).
+	// request with its own URL, and its own header on a goroutine of its own; a fill never
+	// reads a form, a body or path values, which Request.Clone would copy too), allocated in
+	// one piece with the leader flag rather than in four (issue 15).
 	st := &struct {
 		lead   request
 		r      http.Request
@@ -341,10 +341,10 @@ func (f *filler) fillFunc(flightKey string, req *request, stale *store.Object, o
 	if ownGoroutine {
 		st.r.Header = req.r.Header.Clone()
 	}
-	// Inline, the fill shares the client's header: edge/http1 makes a map per request and
-	// leaves it alone after the handler, the handler changes it only before its fill
-	// (serveCacheable), and nothing in a fill writes to it, so the goroutines a fill leaves
-	// behind (fleetStale's asks) may go on reading it.
+	// Inline, the fill ends before its handler goes on, and shares the client's header:
+	// edge/http1 makes a map per request and leaves it alone after the handler, the handler
+	// changes it only before its fill (serveCacheable), and nothing in a fill writes to it or
+	// to its values.
 	if req.r.URL != nil {
 		st.url = *req.r.URL
 		st.r.URL = &st.url
