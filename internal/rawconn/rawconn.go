@@ -36,7 +36,6 @@ type Conn struct {
 	r   reader
 	wmu sync.Mutex // one write at a time owns w
 	w   writer
-	p   prober // owned by the read lock too
 }
 
 // New returns c with raw I/O, or nil when c is not a TCP connection (or a TCPer) or the
@@ -59,7 +58,6 @@ func New(c net.Conn) *Conn {
 	rw := &Conn{Conn: c, rc: rc}
 	rw.r.init()
 	rw.w.init()
-	rw.p.init()
 	return rw
 }
 
@@ -88,16 +86,6 @@ func (c *Conn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Quiet reports whether the socket has nothing to read and its peer has not closed it, by a
-// peek that never waits (one system call): what a pool asks of a kept-alive client
-// connection before it sends on it again, where anything readable is a stray answer or the
-// end of the connection. It must not be called during a Read.
-func (c *Conn) Quiet() bool {
-	c.rmu.Lock()
-	defer c.rmu.Unlock()
-	return c.p.probe(c.rc)
-}
-
 // Write writes p, waiting in the poller while the send buffer is full.
 func (c *Conn) Write(p []byte) (int, error) { return c.Writev(p, nil) }
 
@@ -121,4 +109,50 @@ func (c *Conn) opError(op string, err error) error {
 		return err
 	}
 	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+}
+
+// A Prober peeks at a connection's socket without reading from it and without waiting.
+type Prober struct {
+	mu sync.Mutex // one peek at a time owns p
+	rc syscall.RawConn
+	p  prober
+}
+
+// NewProber returns a Prober for c's TCP socket: c's own, a TCPer's, or that of a connection c
+// wraps (NetConn, as crypto/tls and this package's Conn have), or nil when c has none or the
+// system cannot peek.
+func NewProber(c net.Conn) *Prober {
+	if !supported {
+		return nil
+	}
+	for range 8 { // wrappers of wrappers, within reason
+		switch t := c.(type) {
+		case *net.TCPConn:
+			rc, err := t.SyscallConn()
+			if err != nil {
+				return nil
+			}
+			pr := &Prober{rc: rc}
+			pr.p.init()
+			return pr
+		case TCPer:
+			c = t.TCP()
+		case interface{ NetConn() net.Conn }:
+			c = t.NetConn()
+		default:
+			return nil
+		}
+	}
+	return nil
+}
+
+// Quiet reports whether the socket has nothing to read and its peer has not closed it (one
+// system call that never waits, whatever the connection's deadlines): what a pool asks of a
+// kept-alive client connection before sending on it again, where anything readable is a
+// stray answer or the end of the connection. It reads nothing, so a connection that is not
+// quiet is as it was.
+func (p *Prober) Quiet() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.p.probe(p.rc)
 }

@@ -109,24 +109,25 @@ func (w *writer) do(fd uintptr) bool {
 }
 
 // prober peeks at a socket without waiting; its callback is bound once, so a peek allocates
-// nothing.
+// nothing. It runs under Control, not Read, so that a deadline in the past (a pooled
+// connection keeps its last exchange's) does not refuse it.
 type prober struct {
 	b     [1]byte
 	quiet bool
-	fn    func(fd uintptr) bool
+	fn    func(fd uintptr)
 }
 
 func (p *prober) init() { p.fn = p.do }
 
 func (p *prober) probe(rc syscall.RawConn) bool {
 	p.quiet = false
-	if rc.Read(p.fn) != nil {
-		return false
+	if rc.Control(p.fn) != nil {
+		return false // closed
 	}
 	return p.quiet
 }
 
-func (p *prober) do(fd uintptr) bool {
+func (p *prober) do(fd uintptr) {
 	for {
 		_, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&p.b[0])), 1,
 			unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
@@ -137,6 +138,6 @@ func (p *prober) do(fd uintptr) bool {
 			p.quiet = true // nothing to read, and the peer has not closed its side
 		}
 		// Anything else: a byte to read, the end of the stream (0 bytes), or an error.
-		return true
+		return
 	}
 }

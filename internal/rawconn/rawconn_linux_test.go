@@ -188,35 +188,59 @@ func TestConcurrentUse(t *testing.T) {
 }
 
 // TestQuiet: a connection is quiet while nothing can be read from it; a byte from the peer
-// or its close ends that, and the peek consumes nothing.
+// or its close ends that, and the peek consumes nothing. It peeks whatever the read deadline
+// (a pooled connection keeps its last one) and through a wrapper that says what it wraps.
 func TestQuiet(t *testing.T) {
-	for _, how := range []string{"a byte", "a close"} {
-		t.Run(how, func(t *testing.T) {
+	for _, tc := range []struct {
+		name, how string
+		wrap      func(net.Conn) net.Conn
+		deadline  time.Time
+	}{
+		{"a byte", "byte", func(c net.Conn) net.Conn { return c }, time.Time{}},
+		{"a close", "close", func(c net.Conn) net.Conn { return c }, time.Time{}},
+		{"a byte past the read deadline", "byte", func(c net.Conn) net.Conn { return c }, time.Unix(1, 0)},
+		{"a byte through a Conn", "byte", func(c net.Conn) net.Conn { return New(c) }, time.Time{}},
+		{"a byte through NetConn", "byte", func(c net.Conn) net.Conn { return netConner{wrapped{c}} }, time.Time{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
 			server, client := tcpPair(t)
-			c := New(client)
-			if !c.Quiet() {
+			p := NewProber(tc.wrap(client))
+			if p == nil {
+				t.Fatal("NewProber found no socket")
+			}
+			client.SetReadDeadline(tc.deadline)
+			if !p.Quiet() {
 				t.Fatal("Quiet() = false on a connection nobody wrote to")
 			}
-			if how == "a byte" {
+			if tc.how == "byte" {
 				server.Write([]byte("x"))
 			} else {
 				server.Close()
 			}
 			deadline := time.Now().Add(5 * time.Second)
-			for c.Quiet() {
+			for p.Quiet() {
 				if time.Now().After(deadline) {
-					t.Fatalf("still quiet 5 s after %s from the peer", how)
+					t.Fatalf("still quiet 5 s after the peer's %s", tc.how)
 				}
 				time.Sleep(time.Millisecond) // polling a socket: no event to await
 			}
+			client.SetReadDeadline(time.Time{})
 			var b [2]byte
-			n, err := c.Read(b[:])
-			if how == "a byte" && (n != 1 || b[0] != 'x' || err != nil) || how == "a close" && err != io.EOF {
+			n, err := client.Read(b[:])
+			if tc.how == "byte" && (n != 1 || b[0] != 'x' || err != nil) || tc.how == "close" && err != io.EOF {
 				t.Errorf("Read after the peek: %d %q, %v; the peek must leave what it saw", n, b[:n], err)
 			}
-			if how == "a byte" && !c.Quiet() {
+			if tc.how == "byte" && !p.Quiet() {
 				t.Error("Quiet() = false once the byte was read")
 			}
 		})
 	}
+	if NewProber(wrapped{nil}) != nil {
+		t.Error("NewProber of a connection that hides its socket: want nil")
+	}
 }
+
+// netConner says what it wraps, as crypto/tls's connections do.
+type netConner struct{ wrapped }
+
+func (c netConner) NetConn() net.Conn { return c.Conn }

@@ -236,7 +236,7 @@ type h1Pool struct {
 func (p *h1Pool) take() *h1Conn {
 	for {
 		c := p.takeIdle()
-		if c == nil || c.raw == nil || c.raw.Quiet() {
+		if c == nil || c.probe == nil || c.probe.Quiet() {
 			return c
 		}
 		c.nc.Close()
@@ -335,11 +335,11 @@ func (p *h1Pool) dial(ctx context.Context) (*h1Conn, error) {
 		}
 		return nil, err // a *net.OpError, which names the operation and address
 	}
-	// Raw system calls, as the edge's own server makes (internal/rawconn); and a socket
-	// take can peek at.
-	c := &h1Conn{pool: p, raw: rawconn.New(nc)}
-	if c.raw != nil {
-		nc = c.raw
+	// A socket take can peek at, and raw system calls as the edge's own server makes
+	// (internal/rawconn) where nc has them.
+	c := &h1Conn{pool: p, probe: rawconn.NewProber(nc)}
+	if raw := rawconn.New(nc); raw != nil {
+		nc = raw
 	}
 	c.nc = nc
 	c.cr.nc = nc
@@ -353,7 +353,7 @@ func (p *h1Pool) dial(ctx context.Context) (*h1Conn, error) {
 type h1Conn struct {
 	pool   *h1Pool
 	nc     net.Conn
-	raw    *rawconn.Conn // nc with raw I/O, or nil where it has none (another platform, a dialer's own conn)
+	probe  *rawconn.Prober // nc's socket, for take's peek; nil where there is none to peek at
 	cr     limitReader
 	br     *bufio.Reader
 	bw     *bufio.Writer
@@ -594,9 +594,6 @@ func (b *h1Body) Close() error {
 		b.c.nc.SetReadDeadline(aLongTimeAgo)
 		n, err := io.CopyN(io.Discard, b.rc, h1DrainBytes+1)
 		keep = err == io.EOF && n <= h1DrainBytes
-		if keep {
-			b.c.nc.SetReadDeadline(time.Time{}) // else take's peek would find it past
-		}
 	}
 	b.c.release(b.stop, keep)
 	return nil

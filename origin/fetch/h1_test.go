@@ -209,12 +209,7 @@ func TestH1RetriesClosedIdle(t *testing.T) {
 			for i := range 3 {
 				if tc.peek && i > 0 {
 					// Sent before the close arrives, the request would be retried instead.
-					p := tr.pool(srv.addr)
-					wait.For(t, 5*time.Second, "the upstream's close at the idle connection", func() bool {
-						p.mu.Lock()
-						defer p.mu.Unlock()
-						return len(p.idle) == 1 && !p.idle[0].raw.Quiet()
-					})
+					awaitUnquiet(t, tr.pool(srv.addr), "the upstream's close")
 				}
 				resp, body, err := roundTrip(t, tr, ctx, http.MethodGet, "http://"+srv.addr+"/", nil)
 				if err != nil || resp.StatusCode != 200 || string(body) != "ok" {
@@ -803,12 +798,7 @@ func TestH1StrayBytes(t *testing.T) {
 			}
 			if tc.later {
 				close(sendStray)
-				p := tr.pool(srv.addr)
-				wait.For(t, 5*time.Second, "the stray answer at the idle connection", func() bool {
-					p.mu.Lock()
-					defer p.mu.Unlock()
-					return len(p.idle) == 1 && p.idle[0].raw != nil && !p.idle[0].raw.Quiet()
-				})
+				awaitUnquiet(t, tr.pool(srv.addr), "the stray answer")
 			}
 			resp, body := mustGet(t, tr, url+"/two")
 			if string(body) != "two" || resp.Header.Get("X-Stray") != "" {
@@ -818,5 +808,45 @@ func TestH1StrayBytes(t *testing.T) {
 				t.Errorf("%d connections, want 2: the one with stray bytes dropped", n)
 			}
 		})
+	}
+}
+
+// awaitUnquiet waits until p's one idle connection has something to read (what), as take's
+// peek sees it; on a system where the transport cannot peek, the test is not for it.
+func awaitUnquiet(t *testing.T, p *h1Pool, what string) {
+	t.Helper()
+	p.mu.Lock()
+	probe := p.idle[0].probe
+	p.mu.Unlock()
+	if probe == nil {
+		t.Skip("no peek at a socket on this system")
+	}
+	wait.For(t, 5*time.Second, what+" at the idle connection", func() bool { return !probe.Quiet() })
+}
+
+// TestH1ReusedPastBodyTimeout: a connection idle for longer than its last exchange's
+// BodyTimeout (its read deadline, still set) is still reused: take's peek ignores deadlines.
+func TestH1ReusedPastBodyTimeout(t *testing.T) {
+	url, conns := countConns(t, "127.0.0.70", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}))
+	u := New(Config{Name: "idle", BodyTimeout: 50 * time.Millisecond})
+	defer u.Close()
+	var reused int
+	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
+		if i.Reused {
+			reused++
+		}
+	}})
+	for i := range 2 {
+		if i > 0 {
+			time.Sleep(100 * time.Millisecond) // the time that must pass: twice the BodyTimeout
+		}
+		if code, err := doRead(t, u, ctx, url); err != nil || code != http.StatusOK {
+			t.Fatalf("GET %d: %d, %v", i, code, err)
+		}
+	}
+	if n := conns.Load(); n != 1 || reused != 1 {
+		t.Errorf("2 GETs 100 ms apart with a 50 ms BodyTimeout: %d connections, %d reused; want 1 and 1", n, reused)
 	}
 }

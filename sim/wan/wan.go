@@ -115,6 +115,9 @@ type wanConn struct {
 	writeDeadline time.Time
 }
 
+// NetConn returns the connection c delays, whose socket an HTTP client's pool may peek at.
+func (c *wanConn) NetConn() net.Conn { return c.Conn }
+
 func (c *wanConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
 	if n > 0 {
