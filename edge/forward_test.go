@@ -832,3 +832,20 @@ func TestFillOwnedByNode(t *testing.T) {
 		t.Fatalf("shutdown returned but the origin never saw the fill end")
 	}
 }
+
+// TestResponseViaKept: an answer that came through proxies keeps every Via line they added,
+// in order, with this node's hop after them, when served fresh and from cache.
+func TestResponseViaKept(t *testing.T) {
+	n, c := echoEdge(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header()["Via"] = []string{"1.1 origin-proxy", "1.0 inner"}
+		w.Header().Set("Cache-Control", "max-age=60")
+		io.WriteString(w, "v")
+	}, nil, nil)
+	for _, want := range []string{"miss", "hit"} {
+		r := do(t, c, http.MethodGet, n.Addr(), testHost, "/via")
+		wantCacheStatus(t, r, want)
+		if got := r.header.Get("Via"); got != "1.1 origin-proxy, 1.0 inner, 1.1 tst-e1" {
+			t.Errorf("Via of a %s = %q, want the upstream's two hops and this node's", want, got)
+		}
+	}
+}
