@@ -9,6 +9,9 @@
 // process's futex calls, and kept sysmon polling (2,178 futex and 8,078 nanosleep calls per
 // 15,849 requests; docs/benchmarks.md, issue 15). A non-blocking socket call never blocks, so holding the P through it costs
 // nothing. DNS's UDP loop does the same (dnsroute/udp_linux.go).
+//
+// It also peeks at a socket without reading or waiting (Prober), for a pool of kept-alive
+// client connections that must not send on one the peer has written to or closed.
 package rawconn
 
 import (

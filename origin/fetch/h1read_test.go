@@ -51,7 +51,7 @@ func readHeadAsNetHTTP(t *testing.T, b []byte) bool {
 	}
 	got, gotErr := io.ReadAll(&lengthBody{br: br, n: length})
 	wantBody, wantErr := io.ReadAll(want.Body)
-	if !bytes.Equal(got, wantBody) || !errors.Is(gotErr, io.ErrUnexpectedEOF) != !errors.Is(wantErr, io.ErrUnexpectedEOF) ||
+	if !bytes.Equal(got, wantBody) || errors.Is(gotErr, io.ErrUnexpectedEOF) != errors.Is(wantErr, io.ErrUnexpectedEOF) ||
 		(gotErr == nil) != (wantErr == nil) {
 		t.Fatalf("body: readHead %q, %v; net/http %q, %v", got, gotErr, wantBody, wantErr)
 	}
