@@ -11,6 +11,11 @@
 # every round.
 # It installs wrk, nginx and curl from Debian if missing.
 #
+# With FLOOR=1 a fourth server runs beside them: bench/missfloor, the least a Go caching proxy
+# does on a miss (no RFC 9111, no headers of its own), built from the work tree: what Go and
+# this machine charge for a miss without the edge's work. nginx's CPU is its master's and
+# workers'.
+#
 # Usage: bench/miss-ab.sh BASE [HEAD]   (git revisions; HEAD defaults to the work tree)
 # DUR (seconds per run, default 6), ROUNDS (default 3) and FILES (default "1k 16k") pick the cases. PREFILL (seconds,
 # default 0) first fills each restarted edge with unique 1 KiB misses for that long (14 s puts
@@ -24,6 +29,7 @@ DUR=${DUR:-6}
 ROUNDS=${ROUNDS:-3}
 FILES=${FILES:-1k 16k}
 PREFILL=${PREFILL:-0}
+FLOOR=${FLOOR:-}
 source bench/ab-lib.sh
 ab_need wrk wrk nginx nginx curl curl
 source bench/nginx-lib.sh
@@ -52,7 +58,12 @@ $(nginx_cache_location static)
 NGINX
 nginx -c "$W/nginx.conf" -p "$W"
 
-declare -A ADDR=([base]=127.0.0.81:18080 [head]=127.0.0.82:18080 [nginx]=$NGINX)
+declare -A ADDR=([base]=127.0.0.81:18080 [head]=127.0.0.82:18080 [nginx]=$NGINX [floor]=127.0.0.84:18080)
+SERVERS="base head nginx"
+if [ -n "$FLOOR" ]; then
+  go build -o "$W/missfloor" ./bench/missfloor
+  SERVERS+=" floor"
+fi
 for v in base head; do
   # ab_edge's host is the reference origin's; these edges need the static one instead.
   printf '%s\n' "pop: bench" "node: e-$v" "listen: ${ADDR[$v]}" 'admin_listen: "off"' \
@@ -62,7 +73,7 @@ done
 # collector marks more), so every round starts from the same state.
 start_edges() {
   local v p keep
-  for v in base head; do
+  for v in base head ${FLOOR:+floor}; do
     if [ -n "${PID[$v]:-}" ]; then
       kill "${PID[$v]}"
       wait "${PID[$v]}" 2>/dev/null || true
@@ -70,7 +81,11 @@ start_edges() {
       for p in "${PIDS[@]}"; do [ "$p" = "${PID[$v]}" ] || keep+=("$p"); done
       PIDS=("${keep[@]}")
     fi
-    "$W/meridian.$v" edge --config "$W/edge-$v.yaml" 2>>"$W/edge-$v.log" &
+    if [ "$v" = floor ]; then # afresh too: it forgets nothing until it holds 1 GiB
+      "$W/missfloor" -listen "${ADDR[floor]}" -origin "$STATIC" 2>>"$W/floor.log" &
+    else
+      "$W/meridian.$v" edge --config "$W/edge-$v.yaml" 2>>"$W/edge-$v.log" &
+    fi
     PID[$v]=$!
     PIDS+=($!)
     for _ in $(seq 50); do curl -s -o /dev/null "http://${ADDR[$v]}/" && break; sleep 0.1; done
@@ -90,7 +105,7 @@ end
 LUA
 
 # Every server must store what the origin sends: the second request for a URL is a hit.
-for v in base head nginx; do
+for v in $SERVERS; do
   for _ in 1 2; do
     h=$(curl -s -o /dev/null -D - -H "Host: static.local" "http://${ADDR[$v]}/u/check-$v/1k")
   done
@@ -100,15 +115,24 @@ for v in base head nginx; do
   }
 done
 
+cpu_of() { # cpu_of V: the server's CPU ticks so far (nginx: its master's and workers')
+  local p t=0
+  if [ "$1" = nginx ]; then
+    for p in $(cat "$W/nginx.pid") $(pgrep -P "$(cat "$W/nginx.pid")"); do t=$((t + $(ab_cpu "$p"))); done
+    echo "$t"
+  else
+    ab_cpu "${PID[$1]}"
+  fi
+}
 run() { # run V FILE: one load run and its line
-  local v=$1 file=$2 out rps n c0=0 c1=0 cpu="" errs
-  [ "$v" != nginx ] && c0=$(ab_cpu "${PID[$v]}")
+  local v=$1 file=$2 out rps n c0 c1 cpu errs
+  c0=$(cpu_of "$v")
   out=$(wrk -t1 -c64 -d"${DUR}s" -s "$W/unique.lua" "http://${ADDR[$v]}/" -- "$v-$file-$round-$RANDOM$RANDOM" "$file" 2>&1)
-  [ "$v" != nginx ] && c1=$(ab_cpu "${PID[$v]}")
+  c1=$(cpu_of "$v")
   rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
   n=$(awk '/requests in/ {print $1}' <<<"$out")
   errs=$(awk '/Non-2xx|Socket errors/' <<<"$out" | tr -s ' \n' ' ')
-  [ "$v" != nginx ] && cpu="CPU $(ab_us_per $((c1 - c0)) "$n") us/req"
+  cpu="CPU $(ab_us_per $((c1 - c0)) "$n") us/req"
   printf 'round %d %-4s %-5s %10s req/s  %s %s\n' "$round" "$file" "$v" "$rps" "$cpu" "$errs"
 }
 prefill() {
@@ -124,6 +148,7 @@ for round in $(seq "$ROUNDS"); do
   for file in $FILES; do
     order="base head nginx"
     ((round % 2)) || order="head base nginx" # every other round the other edge goes first
+    [ -n "$FLOOR" ] && order+=" floor"
     for v in $order; do run "$v" "$file"; done
   done
 done
