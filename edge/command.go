@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/meridian-cdn/meridian/internal/gcheadroom"
 	"github.com/meridian-cdn/meridian/internal/prefault"
 )
 
@@ -84,18 +85,21 @@ The config file is YAML (see docs/edge.md); flags override its fields.`,
 				debug.SetMemoryLimit(limit)
 				n.log.Info("memory limit", "bytes", limit)
 			}
+			ctx, stop := context.WithCancel(cmd.Context())
+			var background sync.WaitGroup
+			defer func() {
+				stop()
+				background.Wait()
+			}()
 			if pct, set := gcPercent(os.Getenv("GOGC"), os.Getenv("GOMEMLIMIT")); set {
 				debug.SetGCPercent(pct)
+				// The collector's headroom stays near a fixed size while the store fills,
+				// rather than growing with it (internal/gcheadroom).
+				background.Go(func() { gcheadroom.Run(ctx, edgeHeadroom) })
 			}
 			// The store's new memory is faulted in by the page in bulk (internal/prefault):
 			// on some VMs page faults are a quarter of a miss's CPU while the store fills.
-			ctx, stop := context.WithCancel(cmd.Context())
-			var prefaulting sync.WaitGroup
-			prefaulting.Go(func() { prefault.Run(ctx, 5*time.Millisecond) })
-			defer func() {
-				stop()
-				prefaulting.Wait()
-			}()
+			background.Go(func() { prefault.Run(ctx, 5*time.Millisecond) })
 			if err := n.Run(ctx); err != nil {
 				return fmt.Errorf("edge: %w", err)
 			}
@@ -150,6 +154,15 @@ const memoryFactor = 130
 // before collecting: with the store full the limit, not GOGC, decides when the collector
 // runs, so the memory bound is unchanged.
 const edgeGCPercent = 400
+
+// edgeHeadroom is what the edge keeps for garbage above its live heap when it sets GOGC
+// itself: edgeGCPercent for a small live heap (a node serving hits: 14 MB live, 70 MB goal), at
+// least 64 MiB as its store fills, and 30 % of the live heap once that is more (a full store,
+// where the memory limit's memoryFactor leaves about as much). At edgeGCPercent throughout, an
+// edge filling its store took fresh pages for four times what it stored (docs/benchmarks.md,
+// "Twenty-first pass").
+var edgeHeadroom = gcheadroom.Config{Min: 64 << 20, Fraction: float64(memoryFactor-100) / 100,
+	Max: edgeGCPercent, Every: 100 * time.Millisecond}
 
 // gcPercent is the GC percentage the edge sets itself: only under its own memory limit (an
 // operator's GOMEMLIMIT may be "off") and unless the operator set GOGC.

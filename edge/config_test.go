@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/meridian-cdn/meridian/internal/gcheadroom"
 	"github.com/meridian-cdn/meridian/wire"
 )
 
@@ -80,6 +81,25 @@ func TestMemoryLimit(t *testing.T) {
 	}
 	if _, set := memoryLimit(cfg, "1GiB"); set {
 		t.Error("memoryLimit overrode an operator's GOMEMLIMIT")
+	}
+}
+
+// TestEdgeHeadroom checks the GOGC the edge sets as its live heap grows (internal/gcheadroom):
+// a node serving hits keeps edgeGCPercent, a filling store gets 64 MiB of headroom instead of
+// four times its size, and a full store the share of the memory limit's memoryFactor.
+func TestEdgeHeadroom(t *testing.T) {
+	const mib = 1 << 20
+	for _, tt := range []struct {
+		live int64
+		want int
+	}{
+		{14 * mib, edgeGCPercent},
+		{128 * mib, 50},
+		{1024 * mib, memoryFactor - 100},
+	} {
+		if got := gcheadroom.Percent(tt.live, edgeHeadroom); got != tt.want {
+			t.Errorf("GOGC at %d MiB live = %d, want %d", tt.live/mib, got, tt.want)
+		}
 	}
 }
 

@@ -1,0 +1,86 @@
+package gcheadroom
+
+import (
+	"context"
+	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestPercent(t *testing.T) {
+	const mib = 1 << 20
+	edge := Config{Min: 64 * mib, Fraction: 0.3, Max: 400}
+	for _, tc := range []struct {
+		name string
+		live int64
+		c    Config
+		want int
+	}{
+		{"no collection yet", 0, edge, 400},
+		{"hits: a small live heap keeps Max", 14 * mib, edge, 400},
+		{"Min is exactly Max's headroom", 16 * mib, edge, 400},
+		{"a filling store: Min, not 4 x live", 128 * mib, edge, 50},
+		{"Min at 100 MiB live", 100 * mib, edge, 64},
+		{"a full store: Fraction", 1024 * mib, edge, 30},
+		{"Fraction past where it overtakes Min", 256 * mib, edge, 30},
+		{"just below where Fraction overtakes Min", 213 * mib, edge, 31},
+		{"no headroom asked: the least GOGC", 1024 * mib, Config{Max: 100}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Percent(tc.live, tc.c); got != tc.want {
+				t.Errorf("Percent(%d, %+v) = %d, want %d", tc.live, tc.c, got, tc.want)
+			}
+		})
+	}
+}
+
+// gogc is the runtime's current GOGC.
+func gogc(t *testing.T) int {
+	t.Helper()
+	s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+	metrics.Read(s)
+	return int(s[0].Value.Uint64())
+}
+
+// TestRunFollowsCollections runs Run in this process: after a collection of a heap with 32 MiB
+// live, GOGC becomes what Config asks for, in both regimes, and Run stops with its context.
+func TestRunFollowsCollections(t *testing.T) {
+	old := debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetGCPercent(old) })
+	live := make([]byte, 32<<20)
+	for i := range live {
+		live[i] = byte(i)
+	}
+	for _, tc := range []struct {
+		name string
+		c    Config
+		want int
+	}{
+		// Half the live heap, whatever else the test binary holds.
+		{"Fraction", Config{Min: 1 << 20, Fraction: 0.5, Max: 400, Every: time.Millisecond}, 50},
+		// 1 GiB of headroom is more than Max gives a live heap of about 32 MiB.
+		{"Max", Config{Min: 1 << 30, Fraction: 0.5, Max: 300, Every: time.Millisecond}, 300},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(t.Context())
+			var wg sync.WaitGroup
+			wg.Go(func() { Run(ctx, tc.c) })
+			deadline := time.Now().Add(10 * time.Second)
+			for gogc(t) != tc.want {
+				if time.Now().After(deadline) {
+					t.Fatalf("GOGC %d after 10 s, want %d", gogc(t), tc.want)
+				}
+				runtime.GC()
+				time.Sleep(time.Millisecond)
+			}
+			cancel()
+			wg.Wait()
+			if live[len(live)-1] != byte(len(live)-1) {
+				t.Fatal("live heap changed")
+			}
+		})
+	}
+}
