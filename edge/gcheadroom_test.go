@@ -22,12 +22,7 @@ import (
 func TestCommandGCHeadroom(t *testing.T) {
 	bin := proctest.Build(t)
 	_, originAddr := startOrigin(t, "127.0.0.24", nil)
-	probe := listen(t, "127.0.0.24")
-	addr := probe.Addr().String()
-	probe.Close()
-	adminProbe := listen(t, "127.0.0.24")
-	admin := adminProbe.Addr().String()
-	adminProbe.Close()
+	addr, admin := freeAddr(t, "127.0.0.24"), freeAddr(t, "127.0.0.24")
 	config := filepath.Join(t.TempDir(), "edge.yaml")
 	if err := os.WriteFile(config, []byte(fmt.Sprintf(`listen: %s
 admin_listen: %q

@@ -49,6 +49,15 @@ func listen(t testing.TB, ip string) net.Listener {
 	return ln
 }
 
+// freeAddr returns an address on ip with a port free a moment ago, for a server the test
+// starts as its own process.
+func freeAddr(t testing.TB, ip string) string {
+	t.Helper()
+	ln := listen(t, ip)
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
 // startOrigin runs a reference origin on ip until the test ends.
 func startOrigin(t testing.TB, ip string, clock func() time.Time) (*origin.Server, string) {
 	t.Helper()

@@ -19,9 +19,7 @@ import (
 func TestRestartUnderLoad(t *testing.T) {
 	bin := proctest.Build(t)
 	_, originAddr := startOrigin(t, "127.0.0.10", nil)
-	probe := listen(t, "127.0.0.14")
-	addr := probe.Addr().String()
-	probe.Close()
+	addr := freeAddr(t, "127.0.0.14")
 	config := filepath.Join(t.TempDir(), "edge.yaml")
 	os.WriteFile(config, []byte(fmt.Sprintf(`pop: rst
 node: e1
