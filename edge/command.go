@@ -95,7 +95,7 @@ The config file is YAML (see docs/edge.md); flags override its fields.`,
 				debug.SetGCPercent(pct)
 				// The collector's headroom stays near a fixed size while the store fills,
 				// rather than growing with it (internal/gcheadroom).
-				background.Go(func() { gcheadroom.Run(ctx, edgeHeadroom) })
+				background.Go(func() { gcheadroom.Run(ctx, edgeHeadroom(n.cfg)) })
 			}
 			// The store's new memory is faulted in by the page in bulk (internal/prefault):
 			// on some VMs page faults are a quarter of a miss's CPU while the store fills.
@@ -156,13 +156,18 @@ const memoryFactor = 130
 const edgeGCPercent = 400
 
 // edgeHeadroom is what the edge keeps for garbage above its live heap when it sets GOGC
-// itself: edgeGCPercent for a small live heap (a node serving hits: 14 MB live, 70 MB goal), at
-// least 64 MiB as its store fills, and 30 % of the live heap once that is more (a full store,
-// where the memory limit's memoryFactor leaves about as much). At edgeGCPercent throughout, an
-// edge filling its store took fresh pages for four times what it stored (docs/benchmarks.md,
-// "Twenty-first pass").
-var edgeHeadroom = gcheadroom.Config{Min: 64 << 20, Fraction: float64(memoryFactor-100) / 100,
-	Max: edgeGCPercent, Every: 100 * time.Millisecond}
+// itself (under its own memory limit): edgeGCPercent for a small live heap (a node serving
+// hits: a few MB live), at least 64 MiB as its store fills, and a share of the live heap that
+// puts a full store's goal at the memory limit or above it, so that there the limit decides
+// when the collector runs, as it did before. At edgeGCPercent throughout, an edge filling its
+// store took fresh pages for four times what it stored (docs/benchmarks.md, "Twenty-first
+// pass").
+func edgeHeadroom(cfg Config) gcheadroom.Config {
+	limit, _ := memoryLimit(cfg, "")
+	maxBytes := max(cfg.Cache.MaxBytes, 1)
+	return gcheadroom.Config{Min: 64 << 20, Fraction: float64(limit-maxBytes) / float64(maxBytes),
+		Max: edgeGCPercent, Every: 100 * time.Millisecond}
+}
 
 // gcPercent is the GC percentage the edge sets itself: only under its own memory limit (an
 // operator's GOMEMLIMIT may be "off") and unless the operator set GOGC.

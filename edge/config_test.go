@@ -86,19 +86,34 @@ func TestMemoryLimit(t *testing.T) {
 
 // TestEdgeHeadroom checks the GOGC the edge sets as its live heap grows (internal/gcheadroom):
 // a node serving hits keeps edgeGCPercent, a filling store gets 64 MiB of headroom instead of
-// four times its size, and a full store the share of the memory limit's memoryFactor.
+// four times its size, and a full store a goal at its memory limit or above, so that the limit
+// decides there as it did before.
 func TestEdgeHeadroom(t *testing.T) {
 	const mib = 1 << 20
 	for _, tt := range []struct {
-		live int64
-		want int
+		maxBytes int64
+		at128    int // GOGC at 128 MiB live (0: more than the store holds)
 	}{
-		{14 * mib, edgeGCPercent},
-		{128 * mib, 50},
-		{1024 * mib, memoryFactor - 100},
+		{0, 80}, // the default 256 MiB: 0.8 x 128 MiB is more than 64 MiB
+		{64 * mib, 0},
+		{1024 * mib, 50},
+		{16384 * mib, 50},
 	} {
-		if got := gcheadroom.Percent(tt.live, edgeHeadroom); got != tt.want {
-			t.Errorf("GOGC at %d MiB live = %d, want %d", tt.live/mib, got, tt.want)
+		var cfg Config
+		cfg.Cache.MaxBytes = tt.maxBytes
+		cfg.setDefaults()
+		c := edgeHeadroom(cfg)
+		if got := gcheadroom.Percent(14*mib, 14*mib, c); got != edgeGCPercent {
+			t.Errorf("max_bytes %d MiB: GOGC at 14 MiB live = %d, want %d", cfg.Cache.MaxBytes/mib, got, edgeGCPercent)
+		}
+		if got := gcheadroom.Percent(128*mib, 128*mib, c); tt.at128 != 0 && got != tt.at128 {
+			t.Errorf("max_bytes %d MiB: GOGC at 128 MiB live = %d, want %d", cfg.Cache.MaxBytes/mib, got, tt.at128)
+		}
+		limit, _ := memoryLimit(cfg, "")
+		full := cfg.Cache.MaxBytes
+		if goal := full + full*int64(gcheadroom.Percent(full, full, c))/100; goal < limit {
+			t.Errorf("max_bytes %d MiB: a full store's goal %d MiB is below the memory limit %d MiB",
+				full/mib, goal/mib, limit/mib)
 		}
 	}
 }
