@@ -164,7 +164,7 @@ const edgeGCPercent = 400
 // pass").
 func edgeHeadroom(cfg Config) gcheadroom.Config {
 	limit, _ := memoryLimit(cfg, "")
-	maxBytes := max(cfg.Cache.MaxBytes, 1)
+	maxBytes := cfg.Cache.MaxBytes
 	return gcheadroom.Config{Min: 64 << 20, Fraction: float64(limit-maxBytes) / float64(maxBytes),
 		Max: edgeGCPercent, Every: 100 * time.Millisecond}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/meridian-cdn/meridian/internal/gcheadroom"
 	"github.com/meridian-cdn/meridian/internal/proctest"
+	"github.com/meridian-cdn/meridian/internal/wait"
 )
 
 // TestCommandGCHeadroom runs `meridian edge` as a newcomer does (a config with one host) and
@@ -67,20 +68,17 @@ hosts:
 	for ; i < 96; i++ {
 		fetch(i)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		p := gogcOf(t, admin)
-		if p < edgeGCPercent {
-			if p < least {
-				t.Fatalf("GOGC %d, below the %d a full store gets", p, least)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("GOGC still %d after %d objects of 512 KiB", p, i)
+	var p int
+	wait.For(t, 30*time.Second, "GOGC below 400 with objects of 512 KiB stored", func() bool {
+		if p = gogcOf(t, admin); p < edgeGCPercent {
+			return true
 		}
 		fetch(i)
 		i++
+		return false
+	})
+	if p < least {
+		t.Fatalf("GOGC %d, below the %d a full store gets", p, least)
 	}
 }
 
