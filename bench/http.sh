@@ -13,7 +13,8 @@
 # HTTP/3 for Meridian with bench/h3load (quic-go). It prints requests/s and latency side by side
 # with the Meridian/nginx, Meridian/Varnish and Meridian/ATS ratios from this run, then the
 # "issue 15 goals" block (each goal's ratio from this run, PASS or MISS), and writes
-# bench/results/http.json. If ATS cannot be installed or started, the script says so and runs
+# bench/results/http.json. On the unique-URL miss cases it also prints the CPU time per request
+# of the cache and of the origin behind it, and the cache's page faults per request. If ATS cannot be installed or started, the script says so and runs
 # the others.
 #
 # Then the large-object case (issue 14): one 64 MiB object, 16 clients (wrk), against a fresh,
@@ -369,6 +370,7 @@ hosts:
     origin: http://$STATIC
 YAML
 "$WORK/meridian" edge --config "$WORK/edge.yaml" 2>"$WORK/edge.log" & PIDS+=($!)
+EDGE_PID=$!
 
 # nginx: one proxy_cache zone; the static origin is a second server block (by server_name) with
 # the same cache settings.
@@ -411,6 +413,7 @@ sub vcl_recv {
 }
 VCL
 varnishd -F -n "$WORK/varnish" -a $VARNISH -f "$WORK/varnish.vcl" -s malloc,1G -p thread_pool_min=50 >"$WORK/varnish.log" 2>&1 & PIDS+=($!)
+VARNISH_PID=$!
 
 # ATS: a reverse proxy cache, traffic_server in the foreground as the current user, with its
 # own runroot (configuration, cache, logs, sockets) under $WORK/ats: the packaged configuration
@@ -499,6 +502,27 @@ else
 fi
 echo "servers: ${SERVERS[*]%% *}; $VERSIONS; load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 
+# tree_use PID...: the CPU time (clock ticks) and minor page faults of these processes and of
+# their children and grandchildren (nginx's workers, Varnish's cache process), summed.
+TICKS=$(getconf CLK_TCK)
+tree_use() {
+  local all p
+  all="$*"
+  for p in "$@"; do all+=" $(pgrep -P "$p" | tr '\n' ' ')"; done
+  for p in $all; do all+=" $(pgrep -P "$p" | tr '\n' ' ')"; done
+  for p in $(tr ' ' '\n' <<<"$all" | sort -u); do cat "/proc/$p/stat" 2>/dev/null; done |
+    awk '{sub(/^.*\) /, ""); t += $12 + $13; f += $8} END {printf "%d %d\n", t, f}'
+}
+# server_pid NAME: the process that is the cache NAME (nginx: its master).
+server_pid() {
+  case $1 in
+    meridian) echo "$EDGE_PID" ;;
+    nginx) cat "$WORK/nginx.pid" ;;
+    varnish) echo "$VARNISH_PID" ;;
+    ats) echo "$ATS_PID" ;;
+  esac
+}
+
 # The static origin's request count (stub_status; the status request itself is not counted).
 static_requests() { curl -s "http://$STATIC/_status" | awk 'NR == 3 {print $3 - 1}'; }
 # Every cache must store what the static origin sends: two requests for one new URL through
@@ -550,17 +574,30 @@ end
 LUA
 
 # run NAME ADDR CASE PATH|lua|unique:FILE
+# On the unique-URL miss cases it also measures, over the wrk run, the CPU time per request of
+# the cache (all its processes) and of the static origin behind it, and the cache's minor page
+# faults per request: on this 2-core machine the three share the cores, so requests/s follow
+# from these (bench/results/http.json: cpu_us, origin_cpu_us, faults).
 declare -a ROWS
 run() {
-  local name=$1 addr=$2 case=$3 target=$4 out n0 n1 per=""
+  local name=$1 addr=$2 case=$3 target=$4 out n0 n1 per="" use0 use1 ouse0 ouse1 cpu=""
   case $target in
     lua) out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DUR" --latency -s "$WORK/miss.lua" "http://$addr/") ;;
     unique:*)
       # The static origin's count before and after (a second later, for fetches still running)
       # gives origin requests per client request: 1.00 if every request was a miss.
       n0=$(static_requests)
+      use0=$(tree_use "$(server_pid "$name")")
+      ouse0=$(tree_use "$(cat "$WORK/nginx-static.pid")")
       out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DUR" --latency -s "$WORK/unique.lua" "http://$addr/" \
         -- "$name-$case-$RANDOM$RANDOM" "${target#unique:}" "$STATIC_HOST")
+      use1=$(tree_use "$(server_pid "$name")")
+      ouse1=$(tree_use "$(cat "$WORK/nginx-static.pid")")
+      # "cpu_us origin_cpu_us faults" per request
+      cpu=$(awk -v a="$use0" -v b="$use1" -v oa="$ouse0" -v ob="$ouse1" -v tk="$TICKS" \
+        -v r="$(awk '/requests in/ {print $1}' <<<"$out")" 'BEGIN {
+          split(a, A, " "); split(b, B, " "); split(oa, OA, " "); split(ob, OB, " ")
+          if (r > 0) printf "%.1f %.1f %.2f", (B[1] - A[1]) / tk * 1e6 / r, (OB[1] - OA[1]) / tk * 1e6 / r, (B[2] - A[2]) / r }')
       sleep 1
       n1=$(static_requests)
       per=$(awk -v o=$((n1 - n0 - 1)) -v r="$(awk '/requests in/ {print $1}' <<<"$out")" 'BEGIN {printf "%.3f", (r > 0 ? o / r : 0)}') ;;
@@ -572,8 +609,10 @@ run() {
   rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us$/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v=v*1000}; print v}' <<<"$out")
   errs=$(awk '/Non-2xx or 3xx responses:/ {print $NF} /Socket errors/ {print "socket:" $0}' <<<"$out" | tr '\n' ' ')
-  printf '%-9s %-8s %12s req/s  p99 %8s ms  %s%s\n' "$name" "$case" "$rps" "$p99" "${per:+origin requests per request $per }" "$errs" >&2
-  ROWS+=("$ROUND $name $case ${rps:-0} ${p99:-0}${per:+ $per}")
+  local cpuline=""
+  [[ -z $cpu ]] || cpuline=$(awk '{printf "CPU per request %s us, origin %s us, faults %s ", $1, $2, $3}' <<<"$cpu")
+  printf '%-9s %-8s %12s req/s  p99 %8s ms  %s%s%s\n' "$name" "$case" "$rps" "$p99" "${per:+origin requests per request $per }" "$cpuline" "$errs" >&2
+  ROWS+=("$ROUND $name $case ${rps:-0} ${p99:-0}${per:+ $per}${cpu:+ $cpu}")
 }
 
 CASES=("hit-1k /hit/1k?size=1024&cc=max-age%3D3600"
@@ -701,7 +740,9 @@ function missgoal(c,   r, b, best, s, i, n, S) {
   b = ratio(c, best)
   goal(c, sprintf("M/nginx %.2f (M/best %.2f, best %s)", r, b, best), ">= 1.00 of nginx", r >= 1.0 ? "PASS" : "MISS", r, "nginx", "", "", sprintf(", \"best\": \"%s\", \"ratio_best\": %s", best, jnum(b)))
 }
-{ R[$1, $2, $3] = $4; L[$1, $2, $3] = $5; N[$2, $3] = 1; if ($1 > rounds) rounds = $1 }
+{ R[$1, $2, $3] = $4; L[$1, $2, $3] = $5; N[$2, $3] = 1; if ($1 > rounds) rounds = $1
+  if (NF >= 9) { CP[$1, $2, $3] = $7; OC[$1, $2, $3] = $8; FL[$1, $2, $3] = $9 } }
+function cpu(X, s, c, f,   v) { v = over(X, s, c); return v == "" ? "-" : sprintf(f, v) }
 END {
   if (what == "table") {
     if (rounds > 1) print "medians over " rounds " rounds (ratios: the median of the rounds' ratios)"
@@ -711,6 +752,18 @@ END {
       c = C[i]
       printf "%-9s %10s %10s %10s %10s %8s %8s %8s   %s / %s / %s / %s\n", c, num("meridian", c), num("nginx", c), num("varnish", c), num("ats", c), f2(ratio(c, "nginx")), f2(ratio(c, "varnish")), f2(ratio(c, "ats")), lat("meridian", c), lat("nginx", c), lat("varnish", c), lat("ats", c)
     }
+  }
+  if (what == "cpu") {
+    print "unique-URL misses: CPU per request in microseconds, of the cache / of the origin behind it; the cache's page faults per request" (rounds > 1 ? " (medians over " rounds " rounds)" : "")
+    printf "%-9s %-20s %-20s %-20s %-20s\n", "case", "meridian", "nginx", "varnish", "ats"
+    n = split("miss-1k miss-16k", C, " ")
+    m = split("meridian nginx varnish ats", S, " ")
+    for (i = 1; i <= n; i++) {
+      printf "%-9s", C[i]
+      for (j = 1; j <= m; j++) printf " %-20s", cpu(CP, S[j], C[i], "%.1f") " / " cpu(OC, S[j], C[i], "%.1f") " / " cpu(FL, S[j], C[i], "%.2f")
+      printf "\n"
+    }
+    exit
   }
   if (what == "goals") {
     print "issue 15 goals (ratios from this run" (rounds > 1 ? ", medians over " rounds " rounds" : "") ")"
@@ -738,7 +791,8 @@ report() { printf '%s\n' "${ROWS[@]}" | awk -v what="$1" -v why="$ATS_WHY" -f "$
     set -- $r
     [ $first -eq 1 ] || echo ","
     first=0
-    printf '    {"round": %s, "server": "%s", "case": "%s", "rps": %s, "latency_ms": %s%s}' "$1" "$2" "$3" "${4:-0}" "${5:-0}" "${6:+, \"origin_requests_per_request\": $6}"
+    printf '    {"round": %s, "server": "%s", "case": "%s", "rps": %s, "latency_ms": %s%s%s}' "$1" "$2" "$3" "${4:-0}" "${5:-0}" "${6:+, \"origin_requests_per_request\": $6}" \
+      "${9:+, \"cpu_us\": $7, \"origin_cpu_us\": $8, \"faults\": $9}"
   done
   echo ""
   echo "  ],"
@@ -750,6 +804,8 @@ report() { printf '%s\n' "${ROWS[@]}" | awk -v what="$1" -v why="$ATS_WHY" -f "$
 
 echo >&2
 report table >&2
+echo >&2
+report cpu >&2
 echo >&2
 report goals >&2
 echo "wrote $OUT" >&2
