@@ -14,8 +14,8 @@
 # with the Meridian/nginx, Meridian/Varnish and Meridian/ATS ratios from this run, then the
 # "issue 15 goals" block (each goal's ratio from this run, PASS or MISS), and writes
 # bench/results/http.json. On the unique-URL miss cases it also prints the CPU time per request
-# of the cache and of the origin behind it, and the cache's page faults per request. If ATS cannot be installed or started, the script says so and runs
-# the others.
+# of the cache and of the origin behind it, and the cache's page faults per request. If ATS
+# cannot be installed or started, the script says so and runs the others.
 #
 # Then the large-object case (issue 14): one 64 MiB object, 16 clients (wrk), against a fresh,
 # cold Meridian edge (slices), nginx with its slice module and Varnish, one server at a time,
@@ -503,14 +503,16 @@ fi
 echo "servers: ${SERVERS[*]%% *}; $VERSIONS; load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 
 # tree_use PID...: the CPU time (clock ticks) and minor page faults of these processes and of
-# their children and grandchildren (nginx's workers, Varnish's cache process), summed.
+# their children and grandchildren (nginx's workers, Varnish's cache process), summed. A process
+# that ended since pgrep saw it (nginx's cache loader) is skipped: under pipefail its failed cat
+# would otherwise end the whole script.
 TICKS=$(getconf CLK_TCK)
 tree_use() {
   local all p
   all="$*"
   for p in "$@"; do all+=" $(pgrep -P "$p" | tr '\n' ' ')"; done
   for p in $all; do all+=" $(pgrep -P "$p" | tr '\n' ' ')"; done
-  for p in $(tr ' ' '\n' <<<"$all" | sort -u); do cat "/proc/$p/stat" 2>/dev/null; done |
+  for p in $(tr ' ' '\n' <<<"$all" | sort -u); do cat "/proc/$p/stat" 2>/dev/null || true; done |
     awk '{sub(/^.*\) /, ""); t += $12 + $13; f += $8} END {printf "%d %d\n", t, f}'
 }
 # server_pid NAME: the process that is the cache NAME (nginx: its master).
@@ -580,7 +582,7 @@ LUA
 # from these (bench/results/http.json: cpu_us, origin_cpu_us, faults).
 declare -a ROWS
 run() {
-  local name=$1 addr=$2 case=$3 target=$4 out n0 n1 per="" use0 use1 ouse0 ouse1 cpu=""
+  local name=$1 addr=$2 case=$3 target=$4 out n0 n1 reqs per="" use0 use1 ouse0 ouse1 cpu=""
   case $target in
     lua) out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DUR" --latency -s "$WORK/miss.lua" "http://$addr/") ;;
     unique:*)
@@ -593,14 +595,14 @@ run() {
         -- "$name-$case-$RANDOM$RANDOM" "${target#unique:}" "$STATIC_HOST")
       use1=$(tree_use "$(server_pid "$name")")
       ouse1=$(tree_use "$(cat "$WORK/nginx-static.pid")")
+      reqs=$(awk '/requests in/ {print $1}' <<<"$out")
       # "cpu_us origin_cpu_us faults" per request
-      cpu=$(awk -v a="$use0" -v b="$use1" -v oa="$ouse0" -v ob="$ouse1" -v tk="$TICKS" \
-        -v r="$(awk '/requests in/ {print $1}' <<<"$out")" 'BEGIN {
+      cpu=$(awk -v a="$use0" -v b="$use1" -v oa="$ouse0" -v ob="$ouse1" -v tk="$TICKS" -v r="$reqs" 'BEGIN {
           split(a, A, " "); split(b, B, " "); split(oa, OA, " "); split(ob, OB, " ")
           if (r > 0) printf "%.1f %.1f %.2f", (B[1] - A[1]) / tk * 1e6 / r, (OB[1] - OA[1]) / tk * 1e6 / r, (B[2] - A[2]) / r }')
       sleep 1
       n1=$(static_requests)
-      per=$(awk -v o=$((n1 - n0 - 1)) -v r="$(awk '/requests in/ {print $1}' <<<"$out")" 'BEGIN {printf "%.3f", (r > 0 ? o / r : 0)}') ;;
+      per=$(awk -v o=$((n1 - n0 - 1)) -v r="$reqs" 'BEGIN {printf "%.3f", (r > 0 ? o / r : 0)}') ;;
     *)
       for _ in 1 2 3; do curl -s -o /dev/null -H "Host: $HOST" "http://$addr$target"; done # warm
       out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DUR" --latency -H "Host: $HOST" "http://$addr$target") ;;
