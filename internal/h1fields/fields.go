@@ -40,18 +40,26 @@ type Check func(key, value string) (keep, ok bool)
 // sees each field first. It refuses (ok false) a line without a colon, an invalid name or
 // value, obs-fold (a line starting with whitespace) and a CR or LF out of place.
 func Read(lines string, check Check) (h http.Header, ok bool) {
-	n := 0
-	for i := 0; i < len(lines); i++ {
-		if lines[i] == '\n' {
-			n++
-		}
-	}
+	n := countLines(lines)
 	h = make(http.Header, n)
-	strs := make([]string, n) // one backing array for the values, as net/http does
+	if !ReadInto(h, make([]string, n), lines, check) {
+		return nil, false
+	}
+	return h, true
+}
+
+// ReadInto is Read into h, an empty header, with strs as the values' backing array (a larger
+// one is made if lines has more fields than strs has room for): a server reading one request
+// after another on a connection reuses both, and reads a head with no allocation (issue 15).
+// On a refusal h holds the fields read before it.
+func ReadInto(h http.Header, strs []string, lines string, check Check) (ok bool) {
+	if n := countLines(lines); n > len(strs) {
+		strs = make([]string, n)
+	}
 	for lines != "" {
 		var line string
 		if line, lines, ok = CutLine(lines); !ok {
-			return nil, false
+			return false
 		}
 		colon := -1
 		for i := 0; i < len(line); i++ {
@@ -61,17 +69,17 @@ func Read(lines string, check Check) (h http.Header, ok bool) {
 			}
 		}
 		if colon <= 0 {
-			return nil, false
+			return false
 		}
 		name, value := line[:colon], TrimOWS(line[colon+1:])
 		if !httpguts.ValidHeaderFieldName(name) || !httpguts.ValidHeaderFieldValue(value) {
-			return nil, false
+			return false
 		}
 		key := CanonicalKey(name)
 		if check != nil {
 			keep, ok := check(key, value)
 			if !ok {
-				return nil, false
+				return false
 			}
 			if !keep {
 				continue
@@ -85,7 +93,18 @@ func Read(lines string, check Check) (h http.Header, ok bool) {
 			h[key] = append(vv, value)
 		}
 	}
-	return h, true
+	return true
+}
+
+// countLines is the number of field lines in lines: at most one field each.
+func countLines(lines string) int {
+	n := 0
+	for i := 0; i < len(lines); i++ {
+		if lines[i] == '\n' {
+			n++
+		}
+	}
+	return n
 }
 
 // TrimOWS trims optional whitespace (spaces and tabs) from both ends of s.

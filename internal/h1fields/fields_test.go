@@ -84,3 +84,35 @@ func TestCanonicalKey(t *testing.T) {
 		t.Errorf("CanonicalKey of a canonical name: %v allocations, want 0", a)
 	}
 }
+
+// TestReadInto reads heads one after another into one header and one backing array, as a
+// connection's requests are read: each gets exactly its own fields, a head with more fields
+// than the array holds still reads whole, and a head that fits costs no allocation.
+func TestReadInto(t *testing.T) {
+	h := make(http.Header)
+	var strs [2]string
+	for _, tc := range []struct {
+		lines string
+		want  http.Header
+	}{
+		{"A: 1\r\nB: 2\r\n", http.Header{"A": {"1"}, "B": {"2"}}},
+		{"C: 3\r\n", http.Header{"C": {"3"}}},
+		{"A: 1\r\nA: 2\r\nD: 4\r\nE: 5\r\n", http.Header{"A": {"1", "2"}, "D": {"4"}, "E": {"5"}}},
+		{"B: 2\r\n", http.Header{"B": {"2"}}},
+	} {
+		clear(h)
+		if !ReadInto(h, strs[:], tc.lines, nil) || !reflect.DeepEqual(h, tc.want) {
+			t.Errorf("ReadInto(%q) = %q; want %q", tc.lines, h, tc.want)
+		}
+	}
+	clear(h)
+	if ReadInto(h, strs[:], "A: 1\r\nbad\r\n", nil) {
+		t.Errorf("ReadInto of a line without a colon: accepted")
+	}
+	if a := testing.AllocsPerRun(100, func() {
+		clear(h)
+		ReadInto(h, strs[:], "Host: a\r\nAccept: */*\r\n", nil)
+	}); a != 0 {
+		t.Errorf("ReadInto into a header with room: %v allocations; want 0", a)
+	}
+}
