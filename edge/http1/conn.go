@@ -44,16 +44,27 @@ type conn struct {
 	bufs    net.Buffers
 	werr    error // the first write error: the connection is done
 	pending [bufferBeforeChunking]byte
-	tmpl    http.Request // filled per request; WithContext copies it, one allocation instead of two
-	header  http.Header  // the response header, reused (serveRequest)
-	values  [16]string   // the response header's value slices, reused (ValueScratch)
+	header  http.Header // the response header, reused (serveRequest)
+	values  [16]string  // the response header's value slices, reused (ValueScratch)
+
+	// What each request reuses from the one before (serveRequest): a cache hit allocates
+	// nothing here but its head's string (issue 15). A handler must not keep any of it once
+	// it has returned, nor the ResponseWriter, as with net/http.
+	reqHeader http.Header
+	reqValues [16]string // reqHeader's value slices (h1fields.ReadInto)
+	url       url.URL
+	rctx      *reqCtx
+	base      http.Request // carries rctx; every other field zero
+	req       http.Request
+	resp      response
+	state     any // HandlerState's
 
 	// The watch for a client going away while a handler runs long (backgroundRead).
 	mu      sync.Mutex
 	timer   *time.Timer
-	cancel  context.CancelFunc // the request in progress
-	ended   bool               // the request in progress has ended: no watch may start
-	reading bool               // a watch is reading
+	cancel  *reqCtx // the request in progress
+	ended   bool    // the request in progress has ended: no watch may start
+	reading bool    // a watch is reading
 	watchWG sync.WaitGroup
 	abort   atomic.Bool // the watch's read is being ended on purpose
 
@@ -84,6 +95,7 @@ func (s *Server) newConn(nc net.Conn) *conn {
 	c.raw, _ = c.cr.nc.(*rawconn.Conn)
 	c.br = bufio.NewReaderSize(&c.cr, readBufferSize)
 	c.out = make([]byte, 0, 4<<10)
+	c.reqHeader = make(http.Header, 8)
 	ctx := context.WithValue(context.Background(), http.ServerContextKey, s.Fallback)
 	ctx = context.WithValue(ctx, http.LocalAddrContextKey, nc.LocalAddr())
 	if s.ConnContext != nil {
@@ -138,7 +150,7 @@ func (c *conn) serve() {
 		}
 		var u *url.URL
 		if v == fast {
-			if u, err = url.ParseRequestURI(h.target); err != nil {
+			if u, err = parseTarget(h.target, &c.url); err != nil {
 				v = handOff
 			}
 		}
@@ -181,7 +193,7 @@ func (c *conn) readHead(maxHead int) (head, int, verdict, error) {
 	deadlineSet := false
 	for {
 		buf, _ := c.br.Peek(c.br.Buffered())
-		if h, n, v := parseHead(buf); v != incomplete {
+		if h, n, v := parseHead(buf, c.reqHeader, c.reqValues[:]); v != incomplete {
 			return h, n, v, nil
 		}
 		if len(buf) >= maxHead {
@@ -212,30 +224,32 @@ func (c *conn) handOff() {
 
 // serveRequest answers one request; false if the connection must end.
 func (c *conn) serveRequest(h *head, u *url.URL) bool {
-	ctx, cancel := context.WithCancel(c.ctx)
-	defer cancel()
-	c.tmpl = http.Request{
-		Method:     h.method,
-		URL:        u,
-		Proto:      "HTTP/1.1",
-		ProtoMajor: 1,
-		ProtoMinor: 1,
-		Header:     h.header,
-		Body:       http.NoBody,
-		Host:       h.host,
-		RemoteAddr: c.remote,
-		RequestURI: h.target,
-		Close:      h.close,
+	if c.rctx == nil || !c.rctx.reuse() {
+		c.rctx = &reqCtx{Context: c.ctx}
+		c.base = *new(http.Request).WithContext(c.rctx)
 	}
-	r := c.tmpl.WithContext(ctx)
+	ctx := c.rctx
+	defer ctx.cancel()
+	c.req = c.base
+	r := &c.req
+	r.Method = h.method
+	r.URL = u
+	r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/1.1", 1, 1
+	r.Header = h.header
+	r.Body = http.NoBody
+	r.Host = h.host
+	r.RemoteAddr = c.remote
+	r.RequestURI = h.target
+	r.Close = h.close
 	// The response header map is the connection's, cleared after each answer: a hit copies a
 	// dozen stored fields into it, and a fresh map would grow its table every time. The
 	// handler must not keep it once it has returned (the edge's does not).
 	if c.header == nil {
 		c.header = make(http.Header, 16)
 	}
-	w := &response{c: c, req: r, header: c.header, head: h.method == http.MethodHead, cl: -1, pending: c.pending[:0]}
-	c.watch(cancel)
+	c.resp = response{c: c, req: r, header: c.header, head: h.method == http.MethodHead, cl: -1, pending: c.pending[:0]}
+	w := &c.resp
+	c.watch(ctx)
 	ok := c.runHandler(w, r)
 	c.unwatch()
 	c.closeOnGone.Store(false)
@@ -245,13 +259,19 @@ func (c *conn) serveRequest(h *head, u *url.URL) bool {
 		return false
 	}
 	w.finish()
-	// The answer is in c.out: its header and values are no longer needed, and an idle
-	// connection must not keep a stored object's memory alive through them.
+	closeAfter := w.closeAfter // w is cleared below
+	// The answer is in c.out: its header and values, and the request, are no longer needed,
+	// and an idle connection must not keep a stored object's memory alive through them.
 	clear(c.header)
 	clear(c.values[:])
+	clear(c.reqHeader)
+	clear(c.reqValues[:])
+	c.url = url.URL{}
+	c.req = http.Request{}
+	c.resp = response{} // its header block is a stored object's
 	// A watch that saw the client half-close leaves the requests already buffered to be
 	// answered, as net/http does; the next read then ends the connection.
-	return !w.closeAfter && c.werr == nil
+	return !closeAfter && c.werr == nil
 }
 
 // runHandler calls the handler; false if it panicked (http.ErrAbortHandler: a stream cut
@@ -271,10 +291,10 @@ func (c *conn) runHandler(w *response, r *http.Request) (ok bool) {
 	return true
 }
 
-// watch arms the watch for the request that cancel ends.
-func (c *conn) watch(cancel context.CancelFunc) {
+// watch arms the watch for the request whose context is ctx.
+func (c *conn) watch(ctx *reqCtx) {
 	c.mu.Lock()
-	c.cancel, c.ended = cancel, false
+	c.cancel, c.ended = ctx, false
 	c.mu.Unlock()
 	c.watchWG.Add(1)
 	if c.timer == nil {
@@ -323,7 +343,7 @@ func (c *conn) backgroundRead() {
 		c.cr.hasByte = true
 	}
 	if err != nil && !(c.abort.Load() && errors.Is(err, os.ErrDeadlineExceeded)) {
-		cancel()
+		cancel.cancel()
 		if c.closeOnGone.Load() { // after cancel: a handler that asked after it sees the context ended
 			c.closeConn()
 		}
@@ -409,6 +429,6 @@ func (c *conn) writeFailed(err error) {
 	cancel := c.cancel
 	c.mu.Unlock()
 	if cancel != nil {
-		cancel() // the client is gone: what the handler waits for is not needed
+		cancel.cancel() // the client is gone: what the handler waits for is not needed
 	}
 }

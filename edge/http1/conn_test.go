@@ -612,3 +612,45 @@ func TestIdleDeadlineKept(t *testing.T) {
 		t.Errorf("idle connection closed %v after its last answer, want %v to %v", d, idle-idle/16, idle)
 	}
 }
+
+// TestRequestContextPerRequest: the connection reuses its request and context from one
+// request to the next, yet each request gets its own: a context a handler waited on is done
+// once its request has ended, and the next request's is not; the next request's target and
+// fields are its own.
+func TestRequestContextPerRequest(t *testing.T) {
+	type seen struct {
+		path, query, accept string
+		ctxDone             bool // the request's own context, while it runs
+		lastDone            bool // the context the previous handler waited on
+	}
+	got := make(chan seen, 4)
+	var last <-chan struct{}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s := seen{path: r.URL.Path, query: r.URL.RawQuery, accept: r.Header.Get("Accept"), ctxDone: r.Context().Err() != nil}
+		if last != nil {
+			select {
+			case <-last:
+				s.lastDone = true
+			default:
+			}
+		}
+		last = r.Context().Done()
+		got <- s
+		io.WriteString(w, "ok")
+	})
+	_, addr := serveFast(t, h, nil)
+	c := dialSend(t, addr, "GET /a?x=1 HTTP/1.1\r\nHost: a\r\nAccept: text/a\r\n\r\n"+
+		"GET /b%2Fc HTTP/1.1\r\nHost: a\r\n\r\n"+
+		"GET /d HTTP/1.1\r\nHost: a\r\nAccept: text/d\r\n\r\n")
+	defer c.Close()
+	want := []seen{
+		{path: "/a", query: "x=1", accept: "text/a"},
+		{path: "/b/c", lastDone: true},
+		{path: "/d", accept: "text/d", lastDone: true},
+	}
+	for i, w := range want {
+		if s := <-got; s != w {
+			t.Errorf("request %d saw %+v; want %+v", i+1, s, w)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package http1
 import (
 	"bytes"
 	"net/http"
+	"net/url"
 
 	"github.com/meridian-cdn/meridian/internal/h1fields"
 	"golang.org/x/net/http/httpguts"
@@ -32,8 +33,9 @@ type head struct {
 // connection (Content-Length, Transfer-Encoding, Expect, Upgrade, a Connection other than
 // keep-alive or close). Everything else is handed off before a byte is consumed, so that
 // net/http answers it exactly as it always has: the fast path never judges a doubtful request.
-// It returns the head's length in buf.
-func parseHead(buf []byte) (head, int, verdict) {
+// It returns the head's length in buf. The fields are read into hdr, which it clears first,
+// with strs as their values' backing array (the connection's, reused request after request).
+func parseHead(buf []byte, hdr http.Header, strs []string) (head, int, verdict) {
 	end := bytes.Index(buf, []byte("\r\n\r\n"))
 	if end < 0 {
 		// A bare LF may end a line for net/http: hand such a client over at once rather
@@ -56,7 +58,9 @@ func parseHead(buf []byte) (head, int, verdict) {
 		return head{}, 0, handOff
 	}
 	hosts := 0
-	h.header, ok = h1fields.Read(rest, func(key, value string) (keep, ok bool) {
+	clear(hdr)
+	h.header = hdr
+	ok = h1fields.ReadInto(hdr, strs, rest, func(key, value string) (keep, ok bool) {
 		switch key {
 		case "Host":
 			hosts++
@@ -113,3 +117,41 @@ func requestLine(line string) (method, target string, ok bool) {
 	}
 	return method, target, true
 }
+
+// parseTarget parses an origin-form target (one requestLine accepted) as url.ParseRequestURI
+// does. The usual target, a path of unreserved characters and sub-delimiters with or without a
+// query, is parsed into u with no allocation (issue 15); anything else, such as a
+// percent-encoded path, is left to url.ParseRequestURI. FuzzParseHead holds the two equal.
+func parseTarget(target string, u *url.URL) (*url.URL, error) {
+	path, query, hasQuery := target, "", false
+	for i := 0; i < len(target); i++ {
+		c := target[i]
+		if c == '?' {
+			path, query, hasQuery = target[:i], target[i+1:], true
+			break
+		}
+		if !plainPathByte[c] {
+			return url.ParseRequestURI(target)
+		}
+	}
+	*u = url.URL{Path: path, RawQuery: query, ForceQuery: hasQuery && query == ""}
+	return u, nil
+}
+
+// plainPathByte holds the bytes that url.URL keeps in a path as they are: with only these,
+// Path is the target's path and RawPath is empty.
+var plainPathByte = func() (t [256]bool) {
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+	}
+	for c := 'A'; c <= 'Z'; c++ {
+		t[c] = true
+	}
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for _, c := range "-._~$&+,/:;=@" {
+		t[c] = true
+	}
+	return t
+}()

@@ -27,11 +27,16 @@ func FuzzParseHead(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		h, n, v := parseHead(b)
+		h, n, v := parseHead(b, make(http.Header), nil)
 		if v != fast {
 			return
 		}
-		if _, err := url.ParseRequestURI(h.target); err != nil {
+		var scratch url.URL
+		u, err := parseTarget(h.target, &scratch)
+		if _, perr := url.ParseRequestURI(h.target); (err == nil) != (perr == nil) {
+			t.Fatalf("parseTarget(%q): %v; url.ParseRequestURI: %v", h.target, err, perr)
+		}
+		if err != nil {
 			return // the server hands a target it cannot parse over too (conn.serve)
 		}
 		if n <= 0 || n > len(b) {
@@ -49,6 +54,9 @@ func FuzzParseHead(f *testing.F) {
 			t.Fatalf("fast path read %q %q host %q close %v; net/http %q %q host %q close %v",
 				h.method, h.target, h.host, h.close, r.Method, r.RequestURI, r.Host, r.Close)
 		}
+		if *u != *r.URL {
+			t.Fatalf("target %q: fast path read %#v, net/http %#v", h.target, *u, *r.URL)
+		}
 		if r.ContentLength != 0 || len(r.TransferEncoding) > 0 {
 			t.Fatalf("fast path accepted a request with a body: %q", b)
 		}
@@ -64,7 +72,7 @@ func FuzzParseHead(f *testing.F) {
 
 func TestParseHeadIncomplete(t *testing.T) {
 	for _, s := range []string{"", "GET", "GET / HTTP/1.1\r\n", "GET / HTTP/1.1\r\nHost: a\r\n", "GET / HTTP/1.1\r\nHost: a\r\n\r"} {
-		if _, _, v := parseHead([]byte(s)); v != incomplete {
+		if _, _, v := parseHead([]byte(s), make(http.Header), nil); v != incomplete {
 			t.Errorf("parseHead(%q) = %v, want incomplete", s, v)
 		}
 	}

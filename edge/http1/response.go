@@ -359,3 +359,8 @@ func appendStatusLine(out []byte, code int) []byte {
 	out = strconv.AppendInt(append(out, " status code "...), int64(code), 10)
 	return append(out, "\r\n"...)
 }
+
+// HandlerState returns storage the handler may use from one request of the connection to the
+// next (edge keeps its request state there): the connection answers one request at a time,
+// and each answer is written out before the next request is read.
+func (w *response) HandlerState() *any { return &w.c.state }
