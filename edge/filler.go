@@ -342,7 +342,7 @@ func (f *filler) fillFunc(flightKey string, req *request, stale *store.Object, o
 		st.r.Header = req.r.Header.Clone()
 	}
 	// Inline, the fill ends before its handler goes on, and shares the client's header:
-	// edge/http1 makes a map per request and leaves it alone after the handler, the handler
+	// edge/http1 reuses its map only for the connection's next request, the handler
 	// changes it only before its fill (serveCacheable), and nothing in a fill writes to it or
 	// to its values.
 	if req.r.URL != nil {

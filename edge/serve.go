@@ -68,9 +68,10 @@ type valueScratcher interface {
 func (req *request) spare() []byte { return req.text[req.used:req.used] }
 
 // keep returns b, a value appended to spare, as a string sharing its bytes: an answer's own
-// field values cost no allocation (issue 15). Those bytes are never written again, so the
-// string stays valid as long as anyone holds it; a value that outgrew req.text was copied to
-// the heap by append and is its own.
+// field values cost no allocation (issue 15). Those bytes are written again only when the
+// connection reuses the request for its next one (handlerStater), once this answer is out,
+// so the string is for this answer's header alone; a value that outgrew req.text was copied
+// to the heap by append and is its own.
 func (req *request) keep(b []byte) string {
 	if len(b) == 0 {
 		return ""
@@ -87,10 +88,26 @@ func (req *request) field(i int, v string) []string {
 	return req.fields[i : i+1 : i+1]
 }
 
+// handlerStater is a ResponseWriter whose connection answers one request at a time, each
+// written out before the next is read, and keeps a value for the handler from one request to
+// the next (edge/http1's): the request's state is reused there, not allocated (issue 15).
+type handlerStater interface{ HandlerState() *any }
+
 func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := n.clock()
-	// One allocation for the request's state and its writer.
-	req := &request{r: r, start: start, proto: protoName(r)}
+	// The request's state and its writer: the connection's own where it keeps one, else one
+	// allocation.
+	var req *request
+	if hs, ok := w.(handlerStater); ok {
+		p := hs.HandlerState()
+		if req, _ = (*p).(*request); req == nil {
+			req = new(request)
+			*p = req
+		}
+	} else {
+		req = new(request)
+	}
+	*req = request{r: r, start: start, proto: protoName(r)}
 	req.lw = logWriter{ResponseWriter: w, status: http.StatusOK, clock: n.clock}
 	lw := &req.lw
 	req.w = lw
