@@ -1,7 +1,10 @@
 package edge
 
 import (
+	"bufio"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -252,4 +255,41 @@ func readAll(r *http.Response) string {
 			return b.String()
 		}
 	}
+}
+
+// TestFailedRevalidationOutlivesHandler: stale hits on one keep-alive connection start
+// background revalidations that fail (the origin drops them) after their handlers have
+// returned, while the connection's next requests go on. edge/http1 reuses the client's
+// request for those: under the race detector this fails if a revalidation still reads it.
+func TestFailedRevalidationOutlivesHandler(t *testing.T) {
+	s := newSingle(t, nil)
+	p := obj("/swr-fail", "cc", "max-age=10, stale-while-revalidate=600")
+	other := obj("/swr-other", "cc", "max-age=600")
+	s.get(t, p)
+	s.get(t, other)
+	s.clock.Advance(20 * time.Second)
+	s.origin.SetFault("", origin.Fault{Drop: true})
+	c, err := net.Dial("tcp", s.edge.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	for i := range 40 {
+		path := p
+		if i%2 == 1 {
+			path = other
+		}
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", path, testHost)
+		r, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		io.Copy(io.Discard, r.Body)
+		r.Body.Close()
+		if r.StatusCode != http.StatusOK {
+			t.Fatalf("request %d for %s = %d; want a (stale) hit", i, path, r.StatusCode)
+		}
+	}
+	wait.For(t, 5*time.Second, "a failed revalidation", func() bool { return s.origin.Requests("/swr-fail") >= 2 })
 }

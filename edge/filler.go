@@ -528,6 +528,7 @@ func (f *filler) direct(req *request, stale *store.Object, opts fillOptions) fil
 // up the client.
 func (f *filler) revalidate(req *request, obj *store.Object) {
 	ch, leader := f.launch(req.key, req, obj, fillOptions{}, nil)
+	key := req.key // req is the client's, which edge/http1 reuses once the handler returns
 	wait := func() {
 		r := <-ch
 		res := r.Val.(*fillResult)
@@ -535,7 +536,7 @@ func (f *filler) revalidate(req *request, obj *store.Object) {
 			f.abandon(res)
 		}
 		if res.err != nil {
-			f.n.log.Debug("background revalidation failed", "key", req.key, "err", res.err)
+			f.n.log.Debug("background revalidation failed", "key", key, "err", res.err)
 		}
 	}
 	f.goTracked(wait)

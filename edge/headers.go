@@ -52,11 +52,13 @@ var protocolFields = []string{"Accept", "Accept-Encoding", "Accept-Language", "A
 	"Forwarded", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"}
 
 // upstreamHeader builds the header of an upstream request for req under its host's policy.
-// Values are shared with the client's request: callers replace them, never append to them.
-// extra is how many fields the caller adds to it afterwards.
+// The client's values are copied into value slices of its own: edge/http1 reuses the client's
+// for the connection's next request, and an upstream request can outlive its handler (a
+// transport still writing it, a fleet ask still running). extra is how many fields the
+// caller adds to it afterwards.
 func (n *Node) upstreamHeader(req *request, kind upstreamKind, extra int) http.Header {
 	in := req.r.Header
-	vals := fieldValues{a: make([]string, 0, 8)}
+	vals := fieldValues{a: make([]string, 0, ownFields+len(in))}
 	pol := req.host.cfg.RequestHeaders
 	all := pol.Forward.All()
 	// Room for the client's fields, the ones set here (ownFields) and the caller's: a map of
@@ -65,7 +67,11 @@ func (n *Node) upstreamHeader(req *request, kind upstreamKind, extra int) http.H
 	out := make(http.Header, len(in)+ownFields+len(pol.Set)+extra)
 	for k, v := range in {
 		if all || slices.Contains(protocolFields, k) || namesField(pol.Forward, k) {
-			out[k] = v
+			if len(v) == 1 {
+				out[k] = vals.one(v[0])
+			} else {
+				out[k] = slices.Clone(v)
+			}
 		}
 	}
 	httpcache.RemoveHopByHop(out)

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"net"
@@ -485,5 +486,51 @@ func TestFleetStaleIfError(t *testing.T) {
 	r = do(t, f.client, http.MethodGet, owner.Addr(), testHost, obj("/nowhere", "cc", "max-age=10, stale-if-error=3600"))
 	if r.status < 500 {
 		t.Errorf("a key no node holds during the outage = %d, want a 5xx", r.status)
+	}
+}
+
+// TestFleetStaleAsksOutliveHandler: two nodes of the PoP hold a stale copy; the owner serves
+// the first that answers, and the other ask goes on after its handler has returned, while the
+// client's keep-alive connection sends its next requests. edge/http1 reuses the client's
+// request for those: under the race detector this fails if an ask still reads it.
+func TestFleetStaleAsksOutliveHandler(t *testing.T) {
+	f := newFleet(t, []int{3}, noShield, func(c *Config) {
+		if c.Node != "n0" { // n1 and n2 do not know n0: each keeps a copy of its own
+			c.Peers = c.Peers[1:]
+		}
+		c.FleetStaleTimeout = 5 * time.Second
+	})
+	owner := f.nodes[0]
+	p := ""
+	for i := 0; p == ""; i++ {
+		c := obj(fmt.Sprintf("/fleet-asks%d", i), "cc", "max-age=10, stale-if-error=3600")
+		if rendezvous(owner.tiers.Load().peers, owner.key(c))[0].ID == owner.cfg.Node {
+			p = c
+		}
+	}
+	for _, holder := range f.nodes[1:] {
+		if r := do(t, f.client, http.MethodGet, holder.Addr(), testHost, p); r.status != http.StatusOK {
+			t.Fatalf("warming %s = %d", holder.cfg.Node, r.status)
+		}
+	}
+	f.clock.Advance(time.Minute)
+	f.origin.SetFault("", origin.Fault{Drop: true})
+	c, err := net.Dial("tcp", owner.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	for i := range 20 {
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/plain\r\nX-Request: %d\r\n\r\n", p, testHost, i)
+		r, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		io.Copy(io.Discard, r.Body)
+		r.Body.Close()
+		if r.StatusCode != http.StatusOK || !strings.Contains(r.Header.Get("Cache-Status"), "fleet-stale-if-error") {
+			t.Fatalf("request %d = %d, Cache-Status %q; want a holder's stale copy", i, r.StatusCode, r.Header.Get("Cache-Status"))
+		}
 	}
 }

@@ -11,7 +11,9 @@ import (
 // A connection reuses it, and the http.Request that carries it, for its next request when
 // nothing looked at whether it is done (Done, Err or AfterFunc): no one can then be waiting
 // on it. A cache hit never looks, so it costs no allocation for its context or its request
-// (issue 15); a request whose handler did look gets a new one.
+// (issue 15); a request whose handler did look gets a new one. So a handler that hands the
+// context to work outliving it must derive from it, or call Done, before it returns (the
+// edge's fills do): a context first asked after its request ended may be the next one's.
 type reqCtx struct {
 	context.Context // the connection's: values only, never done
 
