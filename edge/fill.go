@@ -487,7 +487,7 @@ func (f *filler) fleetStale(req *request) *fillResult {
 		u := *req.r.URL
 		sub.r.URL = &u
 	}
-	sub.w = nil
+	sub.w, sub.lw = nil, logWriter{}
 	sub.traceID() // made here once: the goroutines below share sub and would race to make it
 	// The asks are the filler's work (goTracked), so closing the node waits for them; the
 	// ones still running when a copy arrives end with ctx when this returns.

@@ -350,7 +350,7 @@ func (f *filler) fillFunc(flightKey string, req *request, stale *store.Object, o
 		st.r.URL = &st.url
 	}
 	lead := &st.lead
-	lead.w = nil // 1xx responses go through im, while the client waits
+	lead.w, lead.lw = nil, logWriter{} // 1xx responses go through im, while the client waits
 	lead.traceID()
 	lead.r = &st.r
 	return func() (any, error) {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 
 	"golang.org/x/sync/singleflight"
 
@@ -291,12 +292,22 @@ func (n *Node) deliverSliced(w *logWriter, req *request, obj *store.Object, cs h
 		h["Content-Type"] = nil // no sniffing: the origin said nothing, so do we
 	}
 	delete(h, "Content-Length")
+	// The slices are read, and fetched, on http.ServeContent's own goroutine when a client
+	// asks for several ranges, which may outlive this handler: the fetches get a request of
+	// their own, copied here, and the client's context, asked for its end here so that
+	// edge/http1 never reuses it for the connection's next request.
+	ctx := req.r.Context()
+	_ = ctx.Done()
+	own := *req
+	own.w, own.lw = nil, logWriter{}
+	own.traceID()
+	own.r = req.r.Clone(ctx)
 	// Detached: a slow client may read for hours, and the stored manifest would keep its
 	// store segment alive all that time.
-	sr := &sliceReader{f: n.fill, req: req, obj: obj.Detached(), sliceSize: req.host.sliceBytes(), cur: -1}
+	sr := &sliceReader{f: n.fill, req: &own, obj: obj.Detached(), sliceSize: req.host.sliceBytes(), cur: -1}
 	http.ServeContent(w, req.r, "", obj.LastModified, sr)
-	if sr.err != nil {
-		w.note = "sliced answer aborted: " + sr.err.Error()
+	if err := sr.failure(); err != nil {
+		w.note = "sliced answer aborted: " + err.Error()
 		// The client must see the answer cut short, never bytes of two versions.
 		panic(http.ErrAbortHandler)
 	}
@@ -305,13 +316,31 @@ func (n *Node) deliverSliced(w *logWriter, req *request, obj *store.Object, cs h
 // sliceReader reads a sliced object, slice by slice, for http.ServeContent.
 type sliceReader struct {
 	f         *filler
-	req       *request
+	req       *request      // the slice fetches' own copy of the client's (deliverSliced)
 	obj       *store.Object // a manifest: its Size is the object's
 	sliceSize int64
 	off       int64
 	cur       int64 // index of buf's slice, -1 before the first
 	buf       []byte
-	err       error // the first failure, which cuts the answer short
+
+	mu  sync.Mutex // err is read by the handler while ServeContent's goroutine may still read
+	err error      // the first failure, which cuts the answer short
+}
+
+// fail records err as the reader's first failure.
+func (r *sliceReader) fail(err error) {
+	r.mu.Lock()
+	if r.err == nil {
+		r.err = err
+	}
+	r.mu.Unlock()
+}
+
+// failure is the reader's first failure, or nil.
+func (r *sliceReader) failure() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.err
 }
 
 func (r *sliceReader) Read(p []byte) (int, error) {
@@ -326,8 +355,8 @@ func (r *sliceReader) Read(p []byte) (int, error) {
 
 // rest returns what is left of the slice at the read position, loading it if needed.
 func (r *sliceReader) rest() ([]byte, error) {
-	if r.err != nil {
-		return nil, r.err
+	if err := r.failure(); err != nil {
+		return nil, err
 	}
 	if r.off >= r.obj.Size {
 		return nil, io.EOF
@@ -336,7 +365,7 @@ func (r *sliceReader) rest() ([]byte, error) {
 	if i != r.cur {
 		b, err := r.f.slice(r.req, r.obj, i, r.sliceSize)
 		if err != nil {
-			r.err = err
+			r.fail(err)
 			return nil, err
 		}
 		r.cur, r.buf = i, b
