@@ -49,9 +49,9 @@ func TestEarlyData(t *testing.T) {
 		want   int
 	}{{http.MethodGet, http.StatusOK}, {http.MethodPost, http.StatusTooEarly}} {
 		t.Run(tt.method, func(t *testing.T) {
-			// Under load the edge can drop the request's 0-RTT packets (they came before it
-			// had read the client's Initial); the client then sends the request again in
-			// 1-RTT, which is read only after the handshake: no longer early data. Such an
+			// Under load the request's 0-RTT packets can be lost to the edge (likely: they came
+			// before it had read the client's Initial); the client then sends the request again
+			// in 1-RTT, which is read only after the handshake: no longer early data. Such an
 			// attempt proves nothing either way, so it is made again.
 			for attempt := 1; ; attempt++ {
 				status, early := earlyExchange(t, n.HTTPSAddr(), tlsConf, tt.method)

@@ -478,17 +478,9 @@ func (f *filler) fleetStale(req *request) *fillResult {
 	}
 	ctx, cancel := context.WithTimeout(req.r.Context(), n.cfg.FleetStaleTimeout)
 	defer cancel()
-	// The asks may outlive this handler (they end with ctx): sub has its own request, header
-	// and URL, since edge/http1 reuses the client's for the connection's next request.
-	sub := *req
-	sub.r = req.r.WithContext(ctx)
-	sub.r.Header = req.r.Header.Clone()
-	if req.r.URL != nil {
-		u := *req.r.URL
-		sub.r.URL = &u
-	}
-	sub.w, sub.lw = nil, logWriter{}
-	sub.traceID() // made here once: the goroutines below share sub and would race to make it
+	// The asks may outlive this handler (they end with ctx), and share sub: its trace ID is
+	// made here once, or they would race to make it.
+	sub := req.detached(ctx)
 	// The asks are the filler's work (goTracked), so closing the node waits for them; the
 	// ones still running when a copy arrives end with ctx when this returns.
 	results := make(chan *fillResult, len(nodes))

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"io"
@@ -80,6 +81,18 @@ func (req *request) keep(b []byte) string {
 		req.used += len(b)
 	}
 	return unsafe.String(unsafe.SliceData(b), len(b))
+}
+
+// detached returns a copy of req for work that may outlive its handler (fleet asks, slice
+// fetches), since edge/http1 reuses the client's request for the connection's next one: its
+// own http.Request under ctx (header and URL copied), no client writer, and its trace ID
+// made, so that copies of it share one.
+func (req *request) detached(ctx context.Context) request {
+	own := *req
+	own.w, own.lw = nil, logWriter{}
+	own.traceID()
+	own.r = req.r.Clone(ctx)
+	return own
 }
 
 // field returns a one-value slice of v for the response header, backed by req.fields[i].

@@ -298,10 +298,7 @@ func (n *Node) deliverSliced(w *logWriter, req *request, obj *store.Object, cs h
 	// edge/http1 never reuses it for the connection's next request.
 	ctx := req.r.Context()
 	_ = ctx.Done()
-	own := *req
-	own.w, own.lw = nil, logWriter{}
-	own.traceID()
-	own.r = req.r.Clone(ctx)
+	own := req.detached(ctx)
 	// Detached: a slow client may read for hours, and the stored manifest would keep its
 	// store segment alive all that time.
 	sr := &sliceReader{f: n.fill, req: &own, obj: obj.Detached(), sliceSize: req.host.sliceBytes(), cur: -1}
@@ -443,10 +440,7 @@ func (f *filler) sliceFlight(req *request, obj *store.Object, i, sliceSize int64
 	if o, _ := f.n.store.LookupPart(obj.Primary, part, req.r.Header); o != nil {
 		return o.Body, nil
 	}
-	lead := *req
-	lead.w = nil
-	lead.traceID()
-	lead.r = req.r.Clone(context.Background())
+	lead := req.detached(context.Background())
 	return nil, f.flight.DoChan(obj.Primary+part, func() (any, error) {
 		if !f.enter() {
 			return nil, errClosing

@@ -48,14 +48,11 @@ func Read(lines string, check Check) (h http.Header, ok bool) {
 	return h, true
 }
 
-// ReadInto is Read into h, an empty header, with strs as the values' backing array (a larger
-// one is made if lines has more fields than strs has room for): a server reading one request
-// after another on a connection reuses both, and reads a head with no allocation (issue 15).
-// On a refusal h holds the fields read before it.
+// ReadInto is Read into h, an empty header, with strs as the values' backing array (once it is
+// used up, one more is made for the fields left): a server reading one request after another
+// on a connection reuses both, and reads a head with no allocation (issue 15). On a refusal h
+// holds the fields read before it.
 func ReadInto(h http.Header, strs []string, lines string, check Check) (ok bool) {
-	if n := countLines(lines); n > len(strs) {
-		strs = make([]string, n)
-	}
 	for lines != "" {
 		var line string
 		if line, lines, ok = CutLine(lines); !ok {
@@ -86,7 +83,10 @@ func ReadInto(h http.Header, strs []string, lines string, check Check) (ok bool)
 			}
 		}
 		vv := h[key]
-		if vv == nil && len(strs) > 0 {
+		if vv == nil {
+			if len(strs) == 0 {
+				strs = make([]string, 1+countLines(lines)) // this field and the lines left
+			}
 			strs[0] = value
 			h[key], strs = strs[:1:1], strs[1:]
 		} else {
