@@ -65,3 +65,47 @@ func TestSubscriberCaughtUpAt(t *testing.T) {
 		t.Errorf("CaughtUpAt() = %v after the reconnect, want after the cut (%v)", n.sub.CaughtUpAt(), cutAt)
 	}
 }
+
+// TestSubscriberConfirmsWhenApplied: a confirmation waiting for a purge that is being applied
+// settles as soon as that purge is applied, not at the next round: Run wakes confirmLoop when
+// lastApplied reaches the sequence it awaits (and only then).
+func TestSubscriberConfirmsWhenApplied(t *testing.T) {
+	ns := natstest.Start(t)
+	_, js := ns.Connect(t)
+	ctx := testContext(t)
+	if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	entered := make(chan uint64, 16)
+	release := make(chan struct{})
+	n := startNode(t, ns, "ams", "n1", func(c *SubscriberConfig) {
+		c.ConfirmEvery = time.Hour // no round comes during the test: only an apply can settle
+		c.Apply = func(ctx context.Context, m Message) (int, error) {
+			entered <- m.Seq
+			select {
+			case <-release:
+				return 1, nil
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			}
+		}
+	})
+	wait.For(t, 10*time.Second, "a first confirmation", func() bool { return n.sub.ConfirmedSinceReconnect() })
+	seq := publishN(t, ctx, js, 1)[0]
+	if got := <-entered; got != seq {
+		t.Fatalf("applying purge %d, want %d", got, seq)
+	}
+	// A reconnect makes confirmLoop ask the stream again, while the purge is being applied.
+	n.cut.Cut()
+	wait.For(t, 10*time.Second, "the node to be disconnected", func() bool { return !n.nc.IsConnected() })
+	n.cut.Restore()
+	wait.For(t, 10*time.Second, "confirmLoop to await the purge", func() bool { return n.sub.awaiting.Load() == seq })
+	if n.sub.ConfirmedSinceReconnect() {
+		t.Fatal("confirmed after the reconnect while the purge it needs is being applied")
+	}
+	close(release)
+	wait.For(t, 10*time.Second, "confirmed once the purge is applied", func() bool { return n.sub.ConfirmedSinceReconnect() })
+	if got := n.sub.awaiting.Load(); got != 0 {
+		t.Errorf("awaiting %d after the confirmation, want 0", got)
+	}
+}

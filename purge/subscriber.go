@@ -79,8 +79,11 @@ type Subscriber struct {
 	// that confirmation was asked for. Both are written only by confirmLoop.
 	caughtUpAt  atomic.Int64
 	confirmedOn atomic.Uint64
-	// progress wakes confirmLoop when lastApplied advanced (capacity 1, never closed).
+	// progress wakes confirmLoop when lastApplied reached awaiting, the sequence confirmLoop
+	// waits for (0: none), so that a purge applied while nothing is awaited wakes no one
+	// (capacity 1, never closed).
 	progress chan struct{}
+	awaiting atomic.Uint64
 	// replays counts replays from the stream that had something to replay.
 	replays atomic.Uint64
 	// replay asks Run's goroutine to replay from the stream up to a sequence (0: whatever the
@@ -470,8 +473,13 @@ func (s *Subscriber) gap(ctx context.Context, last, next uint64) {
 	s.wakeConfirm()
 }
 
-// wakeConfirm tells confirmLoop that lastApplied advanced.
+// wakeConfirm tells confirmLoop that lastApplied reached the sequence it waits for. Run stores
+// lastApplied before it reads awaiting and confirmLoop stores awaiting before it reads
+// lastApplied, so one of them sees the other's write.
 func (s *Subscriber) wakeConfirm() {
+	if w := s.awaiting.Load(); w == 0 || s.lastApplied.Load() < w {
+		return
+	}
 	select {
 	case s.progress <- struct{}{}:
 	default:
@@ -503,6 +511,15 @@ func (s *Subscriber) confirmLoop(ctx context.Context) {
 	tick := time.NewTicker(s.cfg.ConfirmEvery)
 	defer tick.Stop()
 	var want *confirmation // asked for and not yet applied
+	await := func(c *confirmation) {
+		want = c
+		if c == nil {
+			s.awaiting.Store(0)
+		} else {
+			s.awaiting.Store(max(c.seq, 1)) // 0 means none; settle() below covers a seq of 0
+		}
+	}
+	defer await(nil)
 	first := true
 	settle := func() {
 		if want == nil || s.LastApplied() < want.seq {
@@ -516,7 +533,7 @@ func (s *Subscriber) confirmLoop(ctx context.Context) {
 			close(s.confirmed)
 			first = false
 		}
-		want = nil
+		await(nil)
 	}
 	ask := true
 	for {
@@ -530,9 +547,9 @@ func (s *Subscriber) confirmLoop(ctx context.Context) {
 			} else if c.seq < before {
 				// Below what was applied: the stream was recreated. The replay reports the gap.
 				s.requestReplay(0)
-				want = nil
+				await(nil)
 			} else {
-				want = &c
+				await(&c)
 			}
 			settle()
 		}
@@ -551,7 +568,8 @@ func (s *Subscriber) confirmLoop(ctx context.Context) {
 				}
 			}
 		case <-reconnected:
-			want, ask = nil, true
+			await(nil)
+			ask = true
 		case <-s.progress:
 		}
 	}

@@ -552,6 +552,13 @@ func (s *Store) Delete(primary string) {
 	mu := s.lockOf(s.hash(primary))
 	mu.Lock()
 	defer mu.Unlock()
+	// Del hands Ristretto's goroutine an item even for a key it does not hold, and a node is
+	// asked to purge mostly URLs it never stored: waking that goroutine on every node for
+	// nothing is in each purge's fan-out. Under the key's lock no Set of primary is pending
+	// (Put waits for its own; move deletes what it could not set).
+	if _, ok := s.cache.GetTTL(primary); !ok {
+		return
+	}
 	s.cache.Del(primary)
 }
 
