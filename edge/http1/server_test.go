@@ -100,7 +100,7 @@ type pair struct {
 	handoffs  atomic.Int64
 }
 
-func startPair(t *testing.T, h http.Handler) *pair {
+func startPair(t testing.TB, h http.Handler) *pair {
 	t.Helper()
 	p := &pair{}
 	lf, err := net.Listen("tcp", "127.0.0.61:0")
