@@ -109,6 +109,7 @@ var (
 	descSegments  = prometheus.NewDesc("meridian_edge_store_segments", "Segments holding the store's small objects (docs/edge.md, Memory).", nil, nil)
 	descMoves     = prometheus.NewDesc("meridian_edge_store_moves_total", "Small objects moved between segments to reclaim the bytes of evicted ones.", nil, nil)
 	descRecords   = prometheus.NewDesc("meridian_edge_purge_records", "Live read-time purge records.", nil, nil)
+	descRetired   = prometheus.NewDesc("meridian_edge_purge_records_retired_total", "Purge records retired because the store held its cap of them; what was stored before them counts as purged (docs/edge.md, Purge).", nil, nil)
 	descBreaker   = prometheus.NewDesc("meridian_edge_upstream_breaker_open", "1 when the upstream's circuit breaker is open, 0.5 half-open, 0 closed.", []string{"upstream"}, nil)
 	descInFlight  = prometheus.NewDesc("meridian_edge_upstream_in_flight", "Requests in flight to the upstream.", []string{"upstream"}, nil)
 	descBulkhead  = prometheus.NewDesc("meridian_edge_upstream_bulkhead_rejections_total", "Requests refused because the upstream's bulkhead was full.", []string{"upstream"}, nil)
@@ -119,7 +120,7 @@ var (
 )
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descItems, descBytes, descEvictions, descSegments, descMoves, descRecords, descReplays, descBreaker, descInFlight, descBulkhead, descBrkReject, descDraining, descHitP99} {
+	for _, d := range []*prometheus.Desc{descItems, descBytes, descEvictions, descSegments, descMoves, descRecords, descRetired, descReplays, descBreaker, descInFlight, descBulkhead, descBrkReject, descDraining, descHitP99} {
 		ch <- d
 	}
 }
@@ -132,6 +133,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descSegments, prometheus.GaugeValue, float64(s.Segments))
 	ch <- prometheus.MustNewConstMetric(descMoves, prometheus.CounterValue, float64(s.Moved))
 	ch <- prometheus.MustNewConstMetric(descRecords, prometheus.GaugeValue, float64(s.Records))
+	ch <- prometheus.MustNewConstMetric(descRetired, prometheus.CounterValue, float64(s.Retired))
 	if sub := c.n.purgeSub.Load(); sub != nil {
 		ch <- prometheus.MustNewConstMetric(descReplays, prometheus.CounterValue, float64(sub.Replays()))
 	}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"hash/maphash"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -66,7 +67,7 @@ func (s *Store) Purge(r Record) time.Time {
 func (s *Store) MarkAllStale() time.Time {
 	now := s.clock()
 	s.purges.mu.Lock()
-	s.purges.all = now
+	s.purges.all = stamp(now)
 	s.purges.mu.Unlock()
 	s.purges.any.Store(true)
 	return now
@@ -77,84 +78,189 @@ func (s *Store) MarkAllStale() time.Time {
 // object had been stored yet.
 const minRecordLife = 10 * time.Minute
 
-// mark is when a matcher was last purged, hard and soft separately: an object stored before
-// hard is gone; one stored before soft (and after hard) is stale.
-type mark struct{ hard, soft time.Time }
+// mark is when a matcher was last purged, hard and soft separately (stamp; 0 for never): an
+// object stored before hard is gone; one stored before soft (and after hard) is stale.
+type mark struct{ hard, soft int64 }
 
+// queued is a record in the queue: its matcher's hash, and the stamp it was queued with.
+type queued struct {
+	h  uint64
+	at int64
+}
+
+// purgeSet holds the read-time purge records. It is sized and swept for purge storms (issue
+// 15): a record is a map entry of 24 bytes keyed by its matcher's 64-bit hash, plus 16 in the
+// queue, and nothing the collector follows; expiry takes the records that are due from the
+// queue's head instead of walking the map under the lock (31 ms at a million records, during
+// which every lookup waited); and at most max records are kept.
+//
+// Two matchers with the same hash share a record: an object may then be purged by a purge of
+// another matcher (a refetch), never served past one of its own.
 type purgeSet struct {
 	any atomic.Bool // false while there is no record at all: the hit path then skips the lock
 
-	mu      sync.RWMutex // protects records, all and swept
-	records map[string]mark
-	all     time.Time // MarkAllStale: everything stored before it is stale
-	swept   time.Time
+	mu      sync.RWMutex // protects everything below
+	seed    maphash.Seed
+	records map[uint64]mark
+	// queue holds each record once, oldest first: a record is queued when it is added, and
+	// queued again with its newest stamp when it comes out of the queue purged again.
+	queue ring
+	all   int64 // MarkAllStale: everything stored before it is stale
+	// floor is the stamp of the newest record retired because there were more than max:
+	// everything stored before it is gone, as if that record and every older one matched it.
+	// A store under a purge storm refetches old objects rather than grow without bound.
+	floor   int64
+	max     int
+	retired uint64 // records retired for max
 }
 
-func newPurgeSet() *purgeSet { return &purgeSet{records: map[string]mark{}} }
+// recordCap is how many purge records a store of maxBytes keeps (purgeSet.floor): one per 2 KiB,
+// about 2 % of maxBytes beyond it when full, and at least 32,768.
+func recordCap(maxBytes int64) int { return int(max(maxBytes/2048, 1<<15)) }
+
+func newPurgeSet(max int) *purgeSet {
+	return &purgeSet{records: map[uint64]mark{}, seed: maphash.MakeSeed(), max: max}
+}
+
+// stamp is t as a record keeps it, never 0 (which means never): its distance from monoBase,
+// by the monotonic clock where t has a reading (time.Now's, and a packed object's StoredAt,
+// see monoBase), so that a record and a StoredAt compare as the two times would.
+func stamp(t time.Time) int64 {
+	const half = 1 << 62
+	return min(max(int64(t.Sub(monoBase)), -half+1), half-1) + half
+}
+
+func (r mark) latest() int64 { return max(r.hard, r.soft) }
 
 func (p *purgeSet) add(m string, soft bool, at time.Time) {
+	h, n := maphash.String(p.seed, m), stamp(at)
 	p.mu.Lock()
-	r := p.records[m]
+	r, ok := p.records[h]
 	if soft {
-		r.soft = at
+		r.soft = n
 	} else {
-		r.hard = at
+		r.hard = n
 	}
-	p.records[m] = r
+	p.records[h] = r
+	if !ok {
+		p.queue.push(queued{h, n})
+	}
+	for len(p.records) > p.max {
+		q := p.queue.pop()
+		r := p.records[q.h]
+		if l := r.latest(); l > q.at {
+			p.queue.push(queued{q.h, l}) // purged again since it was queued
+			continue
+		}
+		delete(p.records, q.h)
+		p.floor = max(p.floor, q.at)
+		p.retired++
+	}
 	p.mu.Unlock()
 	p.any.Store(true)
+}
+
+// ring is a FIFO queue of records in a power-of-two array that wraps around: unlike a slice
+// taken from the front, it never moves its records except to grow or shrink.
+type ring struct {
+	buf     []queued
+	head, n int
+}
+
+func (r *ring) push(q queued) {
+	if r.n == len(r.buf) {
+		r.resize(max(64, 2*len(r.buf)))
+	}
+	r.buf[(r.head+r.n)&(len(r.buf)-1)] = q
+	r.n++
+}
+
+// front is the oldest record; the queue must not be empty.
+func (r *ring) front() queued { return r.buf[r.head] }
+
+func (r *ring) pop() queued {
+	q := r.buf[r.head]
+	r.head = (r.head + 1) & (len(r.buf) - 1)
+	r.n--
+	if len(r.buf) > 1024 && r.n < len(r.buf)/4 {
+		r.resize(len(r.buf) / 2) // after a storm, give back what it took
+	}
+	return q
+}
+
+func (r *ring) resize(size int) {
+	buf := make([]queued, size)
+	for i := range r.n {
+		buf[i] = r.buf[(r.head+i)&(len(r.buf)-1)]
+	}
+	r.buf, r.head = buf, 0
 }
 
 func (p *purgeSet) check(o *Object) Verdict {
 	if !p.any.Load() {
 		return Usable
 	}
+	st := stamp(o.StoredAt)
 	v := Usable
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	// A fetch that began at the very instant of a purge counts as before it: ties purge.
-	if covers(p.all, o.StoredAt) {
+	if covers(p.floor, st) {
+		return Purged
+	}
+	if covers(p.all, st) {
 		v = SoftPurged
 	}
 	for i := range int(o.nm) {
-		r, ok := p.records[o.entryAt(i)]
+		r, ok := p.records[maphash.String(p.seed, o.entryAt(i))]
 		if !ok {
 			continue
 		}
-		if covers(r.hard, o.StoredAt) {
+		if covers(r.hard, st) {
 			return Purged
 		}
-		if covers(r.soft, o.StoredAt) {
+		if covers(r.soft, st) {
 			v = SoftPurged
 		}
 	}
 	return v
 }
 
-// covers reports whether a purge at mark applies to an object whose fetch began at storedAt.
-func covers(mark, storedAt time.Time) bool { return !mark.IsZero() && !storedAt.After(mark) }
+// covers reports whether a purge stamped mark (0: none) applies to an object whose fetch began
+// at the stamp storedAt.
+func covers(mark, storedAt int64) bool { return mark != 0 && storedAt <= mark }
 
-// expire drops records older than horizon: every object they could match has outlived its
-// longest use by then. It sweeps at most once a second so that purge storms stay cheap.
+// expireBudget bounds the records one expire looks at, and so how long it holds the lock that
+// lookups wait on. Every Purge calls expire, so records due go at the rate they came.
+const expireBudget = 1024
+
+// expire drops records older than horizon, the oldest first: every object they could match
+// has outlived its longest use by then.
 func (p *purgeSet) expire(horizon time.Time) {
+	hz := stamp(horizon)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if horizon.Sub(p.swept) < time.Second {
-		return
-	}
-	p.swept = horizon
-	for m, r := range p.records {
-		if r.hard.Before(horizon) && r.soft.Before(horizon) {
-			delete(p.records, m)
+	for range expireBudget {
+		if p.queue.n == 0 || p.queue.front().at >= hz {
+			break
 		}
+		q := p.queue.pop()
+		if l := p.records[q.h].latest(); l >= hz {
+			p.queue.push(queued{q.h, l}) // purged again since it was queued
+			continue
+		}
+		delete(p.records, q.h)
 	}
-	if len(p.records) == 0 && p.all.Before(horizon) {
+	if p.floor < hz {
+		p.floor = 0 // nothing stored before it is of use any more
+	}
+	if len(p.records) == 0 && p.all < hz && p.floor == 0 {
 		p.any.Store(false)
 	}
 }
 
-func (p *purgeSet) len() int {
+func (p *purgeSet) len() (records int, retired uint64) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	return len(p.records)
+	return len(p.records), p.retired
 }

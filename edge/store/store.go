@@ -338,7 +338,7 @@ func New(cfg Config) (*Store, error) {
 	// keeps a quarter of it for objects (and holds more than MaxBytes).
 	fixed := fixedBytes(cfg.MaxBytes) + viewBytes(cfg.MaxBytes) + segReserve(cfg.MaxBytes)
 	nseg := maxSegments(cfg.MaxBytes)
-	s := &Store{fixed: fixed, purges: newPurgeSet(), clock: cfg.Clock, seed: maphash.MakeSeed(),
+	s := &Store{fixed: fixed, purges: newPurgeSet(recordCap(cfg.MaxBytes)), clock: cfg.Clock, seed: maphash.MakeSeed(),
 		views:   make([]atomic.Pointer[view], viewSlots(cfg.MaxBytes)),
 		segSize: segSizeFor(cfg.MaxBytes), segs: make([]atomic.Pointer[segment], nseg),
 		gens: make([]uint32, nseg), freeSegs: make([]uint32, nseg)}
@@ -568,6 +568,7 @@ type Stats struct {
 	Bytes     int64 // heap held: objects with their bookkeeping, and the store's fixed structures
 	Evictions uint64
 	Records   int    // live purge records
+	Retired   uint64 // purge records retired because there were too many (purgeSet.floor)
 	Segments  int64  // segments of records held (segment.go)
 	Live      int64  // bytes of the records in them still stored
 	Moved     uint64 // records moved to reclaim dead bytes
@@ -577,11 +578,13 @@ type Stats struct {
 func (s *Store) Stats() Stats {
 	m := s.cache.Metrics
 	added, evicted := m.KeysAdded(), m.KeysEvicted()
+	records, retired := s.purges.len()
 	return Stats{
 		Items:     int64(added) - int64(evicted),
 		Bytes:     int64(m.CostAdded()) - int64(m.CostEvicted()) + s.fixed,
 		Evictions: evicted,
-		Records:   s.purges.len(),
+		Records:   records,
+		Retired:   retired,
 		Segments:  s.nsegs.Load(),
 		Live:      s.live.Load(),
 		Moved:     s.moved.Load(),
