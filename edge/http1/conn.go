@@ -209,11 +209,17 @@ func (c *conn) readHead(maxHead int) (head, int, verdict, error) {
 	}
 }
 
-// handOff gives the connection, with the bytes not yet consumed, to Fallback.
+// handOff gives the connection, with the bytes not yet consumed, to Fallback: what the buffer
+// holds, then the byte a watch read behind it, if it read one.
 func (c *conn) handOff() {
 	c.setReadDeadline(0)
 	buffered, _ := c.br.Peek(c.br.Buffered())
-	pc := &prefixConn{Conn: c.cr.nc, prefix: append([]byte(nil), buffered...)}
+	prefix := append([]byte(nil), buffered...)
+	if c.cr.hasByte {
+		prefix = append(prefix, c.cr.b[0])
+		c.cr.hasByte = false
+	}
+	pc := &prefixConn{Conn: c.cr.nc, prefix: prefix}
 	if c.srv.ConnState != nil {
 		c.srv.ConnState(c.nc, http.StateHijacked)
 	}
@@ -324,10 +330,16 @@ func (c *conn) unwatch() {
 
 // backgroundRead reads while a handler runs long: a byte is a pipelined request, kept for
 // later; an end or error means the client is gone, and the request's context is cancelled.
+// It does not read while a byte is kept (an earlier watch's, not consumed yet because the
+// request after it was already buffered): the byte it read would take the kept one's place.
+// net/http's background read does the same.
 func (c *conn) backgroundRead() {
 	defer c.watchWG.Done()
+	if c.srv.watchEnded != nil {
+		defer c.srv.watchEnded()
+	}
 	c.mu.Lock()
-	if c.ended {
+	if c.ended || c.cr.hasByte {
 		c.mu.Unlock()
 		return
 	}

@@ -246,6 +246,91 @@ func TestPipelinedBehindLongRequest(t *testing.T) {
 	}
 }
 
+// Two long requests in a row, the second already buffered while the first runs, and a third
+// whose first byte the first request's watch keeps: the second request's watch must not read
+// the next byte into the same place, which lost the kept one (the third request then read as
+// "ET /third"; found in review).
+func TestTwoLongRequestsKeepPipelinedByte(t *testing.T) {
+	release := map[string]chan struct{}{"/slow1": make(chan struct{}), "/slow2": make(chan struct{})}
+	started := make(chan string, 3)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		started <- r.URL.Path
+		if ch := release[r.URL.Path]; ch != nil {
+			<-ch
+		}
+		io.WriteString(w, r.Method+" "+r.URL.Path)
+	})
+	watched := make(chan struct{}, 4)
+	s, addr := serveFast(t, h, func(s *Server) { s.watchEnded = func() { watched <- struct{}{} } })
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET /slow1 HTTP/1.1\r\nHost: a\r\n\r\nGET /slow2 HTTP/1.1\r\nHost: a\r\n\r\n")
+	wait.For(t, 5*time.Second, "the first watch to read", func() bool { return watching(s) })
+	io.WriteString(c, "GET /third HTTP/1.1\r\nHost: a\r\n\r\n")
+	<-watched // it took the third request's first byte
+	close(release["/slow1"])
+	if got := <-started; got != "/slow1" {
+		t.Fatalf("first handler for %s", got)
+	}
+	if got := <-started; got != "/slow2" {
+		t.Fatalf("second handler for %s", got)
+	}
+	<-watched // the second request's watch has run
+	close(release["/slow2"])
+	br := bufio.NewReader(c)
+	for _, want := range []string{"GET /slow1", "GET /slow2", "GET /third"} {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("reading the answer to %s: %v", want, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK || string(b) != want {
+			t.Errorf("answer %d %q, want 200 %q", resp.StatusCode, b, want)
+		}
+	}
+}
+
+// A request handed to net/http behind a long one whose watch kept the byte after the buffered
+// ones: net/http gets that byte too, in its place (it lost it: the POST's body read "elloG"
+// and the next request "ET /after"; found in review).
+func TestHandOffKeepsWatchedByte(t *testing.T) {
+	release := make(chan struct{})
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			<-release
+		}
+		b, _ := io.ReadAll(r.Body)
+		io.WriteString(w, r.Method+" "+r.URL.Path+" body="+string(b))
+	})
+	s, addr := serveFast(t, h, nil)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: a\r\n\r\nPOST /post HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n")
+	wait.For(t, 5*time.Second, "the watch to read", func() bool { return watching(s) })
+	io.WriteString(c, "helloGET /after HTTP/1.1\r\nHost: a\r\n\r\n")
+	wait.For(t, 5*time.Second, "the watch to take the byte", func() bool { return !watching(s) })
+	close(release)
+	br := bufio.NewReader(c)
+	for _, want := range []string{"GET /slow body=", "POST /post body=hello", "GET /after body="} {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("reading the answer to %s: %v", want, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK || string(b) != want {
+			t.Errorf("answer %d %q, want 200 %q", resp.StatusCode, b, want)
+		}
+	}
+}
+
 // watching reports whether a watch of one of s's connections is reading. It may run before
 // Serve's goroutine has readied s, so it readies s itself (init is once-only).
 func watching(s *Server) bool {

@@ -52,6 +52,7 @@ type Server struct {
 	listeners    map[net.Listener]struct{}
 	conns        map[*conn]struct{}
 	running      atomic.Int64 // connection goroutines (conn.serve) running, for the tests
+	watchEnded   func()       // tests: called as each watch's backgroundRead returns
 }
 
 // readBufferSize is a connection's read buffer, as net/http's.
