@@ -115,7 +115,8 @@ type purgeSet struct {
 }
 
 // recordCap is how many purge records a store of maxBytes keeps (purgeSet.floor): one per 2 KiB,
-// about 2 % of maxBytes beyond it when full, and at least 32,768.
+// at least 32,768. Full, they take about 3 % of maxBytes beyond it (55-72 bytes a record on
+// the heap, with the map's and the queue's slack).
 func recordCap(maxBytes int64) int { return int(max(maxBytes/2048, 1<<15)) }
 
 func newPurgeSet(max int) *purgeSet {
