@@ -109,7 +109,7 @@ var (
 	descSegments  = prometheus.NewDesc("meridian_edge_store_segments", "Segments holding the store's small objects (docs/edge.md, Memory).", nil, nil)
 	descMoves     = prometheus.NewDesc("meridian_edge_store_moves_total", "Small objects moved between segments to reclaim the bytes of evicted ones.", nil, nil)
 	descRecords   = prometheus.NewDesc("meridian_edge_purge_records", "Live read-time purge records.", nil, nil)
-	descRetired   = prometheus.NewDesc("meridian_edge_purge_records_retired_total", "Purge records retired because the store held its cap of them; what was stored before them counts as purged (docs/edge.md, Purge).", nil, nil)
+	descRetired   = prometheus.NewDesc("meridian_edge_purge_records_retired_total", "Purge records retired because the store held its cap of them; what their host stored before them counts as purged (docs/edge.md, Purge).", nil, nil)
 	descBreaker   = prometheus.NewDesc("meridian_edge_upstream_breaker_open", "1 when the upstream's circuit breaker is open, 0.5 half-open, 0 closed.", []string{"upstream"}, nil)
 	descInFlight  = prometheus.NewDesc("meridian_edge_upstream_in_flight", "Requests in flight to the upstream.", []string{"upstream"}, nil)
 	descBulkhead  = prometheus.NewDesc("meridian_edge_upstream_bulkhead_rejections_total", "Requests refused because the upstream's bulkhead was full.", []string{"upstream"}, nil)

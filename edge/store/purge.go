@@ -54,7 +54,7 @@ func (s *Store) Purge(r Record) time.Time {
 	case Host:
 		m = "h\x00" + r.Host
 	}
-	s.purges.add(m, r.Soft, now)
+	s.purges.add(m, r.Host, r.Soft, now)
 	s.purges.expire(now.Add(-max(time.Duration(s.maxHold.Load()), minRecordLife)))
 	if r.Kind == URL && !r.Soft {
 		s.Delete(r.Value)
@@ -82,17 +82,18 @@ const minRecordLife = 10 * time.Minute
 // object stored before hard is gone; one stored before soft (and after hard) is stale.
 type mark struct{ hard, soft int64 }
 
-// queued is a record in the queue: its matcher's hash, and the stamp it was queued with.
+// queued is a record in the queue: its matcher's hash, its host's, and the stamp it was queued
+// with.
 type queued struct {
-	h  uint64
-	at int64
+	h, host uint64
+	at      int64
 }
 
 // purgeSet holds the read-time purge records. It is sized and swept for purge storms (issue
-// 15): a record is a map entry of 24 bytes keyed by its matcher's 64-bit hash, plus 16 in the
+// 15): a record is a map entry of 24 bytes keyed by its matcher's 64-bit hash, plus 24 in the
 // queue, and nothing the collector follows; expiry takes the records that are due from the
 // queue's head instead of walking the map under the lock (31 ms at a million records, during
-// which every lookup waited); and at most max records are kept.
+// which every lookup waited); and at most max records are kept, more only briefly.
 //
 // Two matchers with the same hash share a record: an object may then be purged by a purge of
 // another matcher (a refetch), never served past one of its own.
@@ -106,21 +107,26 @@ type purgeSet struct {
 	// queued again with its newest stamp when it comes out of the queue purged again.
 	queue ring
 	all   int64 // MarkAllStale: everything stored before it is stale
-	// floor is the stamp of the newest record retired because there were more than max:
-	// everything stored before it is gone, as if that record and every older one matched it.
-	// A store under a purge storm refetches old objects rather than grow without bound.
-	floor   int64
-	max     int
-	retired uint64 // records retired for max
+	// floors are, by host hash, the stamp of the newest record of the host retired because
+	// there were more than max: everything of the host stored before it is gone, as if that
+	// record and every older one matched it. A host under a purge storm (or a flood of unsafe
+	// requests, which invalidate) refetches its older objects rather than grow the node's
+	// memory without bound; other hosts keep theirs.
+	floors     map[uint64]int64
+	floorSwept int64 // the horizon floors were last swept at
+	max        int
+	retired    uint64 // records retired for max
 }
 
-// recordCap is how many purge records a store of maxBytes keeps (purgeSet.floor): one per 2 KiB,
-// at least 32,768. Full, they take about 3 % of maxBytes beyond it (55-72 bytes a record on
-// the heap, with the map's and the queue's slack).
-func recordCap(maxBytes int64) int { return int(max(maxBytes/2048, 1<<15)) }
+// recordCap is how many purge records a store of maxBytes keeps (purgeSet.floors): 15 per
+// 32 KiB, at least 32,768; below a power of two, so that the queue, whose array is one, does
+// not double for the records a purge adds past the cap before it retires them (add). Full,
+// they take about 4 % of maxBytes beyond it (82 bytes a record on the heap, with the map's and
+// the queue's slack).
+func recordCap(maxBytes int64) int { return int(max(maxBytes/2048*15/16, 1<<15)) }
 
 func newPurgeSet(max int) *purgeSet {
-	return &purgeSet{records: map[uint64]mark{}, seed: maphash.MakeSeed(), max: max}
+	return &purgeSet{records: map[uint64]mark{}, floors: map[uint64]int64{}, seed: maphash.MakeSeed(), max: max}
 }
 
 // stamp is t as a record keeps it, never 0 (which means never): its distance from monoBase,
@@ -133,7 +139,13 @@ func stamp(t time.Time) int64 {
 
 func (r mark) latest() int64 { return max(r.hard, r.soft) }
 
-func (p *purgeSet) add(m string, soft bool, at time.Time) {
+// capSteps bounds the queue entries one add looks at to keep the cap, and so how long it
+// holds the lock. Records purged again are queued again with their newest stamp before they
+// can go, so a run of them could otherwise make one purge walk the whole queue; with a bound,
+// the records may exceed the cap by about max/(capSteps-1) for a while.
+const capSteps = 64
+
+func (p *purgeSet) add(m, host string, soft bool, at time.Time) {
 	h, n := maphash.String(p.seed, m), stamp(at)
 	p.mu.Lock()
 	r, ok := p.records[h]
@@ -144,17 +156,17 @@ func (p *purgeSet) add(m string, soft bool, at time.Time) {
 	}
 	p.records[h] = r
 	if !ok {
-		p.queue.push(queued{h, n})
+		p.queue.push(queued{h, maphash.String(p.seed, host), n})
 	}
-	for len(p.records) > p.max {
+	for i := 0; i < capSteps && len(p.records) > p.max; i++ {
 		q := p.queue.pop()
-		r := p.records[q.h]
-		if l := r.latest(); l > q.at {
-			p.queue.push(queued{q.h, l}) // purged again since it was queued
+		if l := p.records[q.h].latest(); l > q.at {
+			q.at = l
+			p.queue.push(q) // purged again since it was queued
 			continue
 		}
 		delete(p.records, q.h)
-		p.floor = max(p.floor, q.at)
+		p.floors[q.host] = max(p.floors[q.host], q.at)
 		p.retired++
 	}
 	p.mu.Unlock()
@@ -206,7 +218,7 @@ func (p *purgeSet) check(o *Object) Verdict {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	// A fetch that began at the very instant of a purge counts as before it: ties purge.
-	if covers(p.floor, st) {
+	if len(p.floors) > 0 && covers(p.floors[maphash.String(p.seed, o.Host)], st) {
 		return Purged
 	}
 	if covers(p.all, st) {
@@ -247,15 +259,23 @@ func (p *purgeSet) expire(horizon time.Time) {
 		}
 		q := p.queue.pop()
 		if l := p.records[q.h].latest(); l >= hz {
-			p.queue.push(queued{q.h, l}) // purged again since it was queued
+			q.at = l
+			p.queue.push(q) // purged again since it was queued
 			continue
 		}
 		delete(p.records, q.h)
 	}
-	if p.floor < hz {
-		p.floor = 0 // nothing stored before it is of use any more
+	// Floors go once nothing stored before them is of use any more; there is one per host at
+	// most, so a sweep a second is cheap.
+	if len(p.floors) > 0 && hz-p.floorSwept >= int64(time.Second) {
+		p.floorSwept = hz
+		for host, f := range p.floors {
+			if f < hz {
+				delete(p.floors, host)
+			}
+		}
 	}
-	if len(p.records) == 0 && p.all < hz && p.floor == 0 {
+	if len(p.records) == 0 && p.all < hz && len(p.floors) == 0 {
 		p.any.Store(false)
 	}
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"fmt"
+	"hash/maphash"
 	"net/http"
 	"strconv"
 	"testing"
@@ -324,13 +325,16 @@ func TestStoredCopyGivenKeys(t *testing.T) {
 }
 
 // TestRecordsCap: a store keeps at most its cap of purge records. Past it the oldest go, and
-// everything stored before the newest of them counts as purged (a refetch, never an object
-// served past a purge), while what was stored after it is untouched.
+// everything of their host stored before the newest of them counts as purged (a refetch,
+// never an object served past a purge), while what was stored after it, and other hosts'
+// objects, are untouched.
 func TestRecordsCap(t *testing.T) {
 	s, c := newStore(t)
 	s.purges.max = 100
 	before := object("h", "/old", c.t) // matched by none of the records below
 	before.compact()
+	other := object("g", "/old", c.t)
+	other.compact()
 	var retiredAt time.Time
 	for i := range 150 {
 		c.t = c.t.Add(time.Millisecond)
@@ -344,7 +348,10 @@ func TestRecordsCap(t *testing.T) {
 		t.Fatalf("records %d, retired %d; want 100 and 50", st.Records, st.Retired)
 	}
 	if got := s.purges.check(before); got != Purged {
-		t.Errorf("object stored before the retired records: %v, want Purged", got)
+		t.Errorf("object of the host stored before the retired records: %v, want Purged", got)
+	}
+	if got := s.purges.check(other); got != Usable {
+		t.Errorf("object of another host stored before the retired records: %v, want Usable", got)
 	}
 	after := object("h", "/old", retiredAt.Add(time.Microsecond))
 	after.compact()
@@ -355,6 +362,34 @@ func TestRecordsCap(t *testing.T) {
 	kept.compact()
 	if got := s.purges.check(kept); got != Purged {
 		t.Errorf("object matched by a kept record: %v, want Purged", got)
+	}
+}
+
+// TestRecordsCapStepsBounded: when every record was purged again since it was queued, a new
+// record over the cap does not make one purge walk the whole queue (each must be queued again
+// with its newest stamp before it can go): the records exceed the cap for a few purges, and
+// come back to it.
+func TestRecordsCapStepsBounded(t *testing.T) {
+	s, c := newStore(t)
+	s.purges.max = 1000
+	for round := range 2 {
+		for i := range 1000 {
+			c.t = c.t.Add(time.Millisecond)
+			s.Purge(Record{Kind: URL, Host: "h", Value: fmt.Sprintf("h/%d", i), Soft: round == 1})
+		}
+	}
+	for i := range 40 {
+		c.t = c.t.Add(time.Millisecond)
+		s.Purge(Record{Kind: URL, Host: "h", Value: fmt.Sprintf("h/new/%d", i)})
+		if got, limit := s.Stats().Records, 1000+i+1; got > limit {
+			t.Fatalf("after %d new records: %d, more than %d", i+1, got, limit)
+		}
+		if i == 0 && s.Stats().Records == 1000 {
+			t.Fatal("the first purge over the cap retired a record: it walked the queue past capSteps")
+		}
+	}
+	if st := s.Stats(); st.Records != 1000 {
+		t.Errorf("records after 40 new ones: %d, want the cap, 1000 (retired %d)", st.Records, st.Retired)
 	}
 }
 
@@ -390,8 +425,8 @@ func TestRecordPurgedAgainOutlivesItsFirstStamp(t *testing.T) {
 	if st := s.Stats(); st.Records != 3 || st.Retired != 1 {
 		t.Errorf("records %d, retired %d; want 3 and 1", st.Records, st.Retired)
 	}
-	if want := stamp(start.Add(90 * time.Minute)); s.purges.floor != want {
-		t.Errorf("floor %d, want the retired h/c's stamp %d", s.purges.floor, want)
+	if got, want := s.purges.floors[maphash.String(s.purges.seed, "h")], stamp(start.Add(90*time.Minute)); got != want {
+		t.Errorf("floor %d, want the retired h/c's stamp %d", got, want)
 	}
 	for _, o := range []*Object{
 		object("h", "/b", c.t.Add(-1500*time.Millisecond)), // before h/b's second purge
