@@ -233,17 +233,7 @@ func TestPipelinedBehindLongRequest(t *testing.T) {
 	io.WriteString(c, "GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
 	wait.For(t, 5*time.Second, "the watch to take the byte", func() bool { return !watching(s) })
 	close(release)
-	br := bufio.NewReader(c)
-	for _, want := range []string{"/slow", "/next"} {
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatalf("reading the answer to %s: %v", want, err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		if string(b) != want {
-			t.Errorf("answer %q, want %q", b, want)
-		}
-	}
+	readAnswers(t, c, "/slow", "/next")
 }
 
 // Two long requests in a row, the second already buffered while the first runs, and a third
@@ -281,17 +271,7 @@ func TestTwoLongRequestsKeepPipelinedByte(t *testing.T) {
 	}
 	<-watched // the second request's watch has run
 	close(release["/slow2"])
-	br := bufio.NewReader(c)
-	for _, want := range []string{"GET /slow1", "GET /slow2", "GET /third"} {
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatalf("reading the answer to %s: %v", want, err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != http.StatusOK || string(b) != want {
-			t.Errorf("answer %d %q, want 200 %q", resp.StatusCode, b, want)
-		}
-	}
+	readAnswers(t, c, "GET /slow1", "GET /slow2", "GET /third")
 }
 
 // A request handed to net/http behind a long one whose watch kept the byte after the buffered
@@ -318,15 +298,21 @@ func TestHandOffKeepsWatchedByte(t *testing.T) {
 	io.WriteString(c, "helloGET /after HTTP/1.1\r\nHost: a\r\n\r\n")
 	wait.For(t, 5*time.Second, "the watch to take the byte", func() bool { return !watching(s) })
 	close(release)
+	readAnswers(t, c, "GET /slow body=", "POST /post body=hello", "GET /after body=")
+}
+
+// readAnswers reads one answer per body in want from c, each a 200 with that body.
+func readAnswers(t *testing.T, c net.Conn, want ...string) {
+	t.Helper()
 	br := bufio.NewReader(c)
-	for _, want := range []string{"GET /slow body=", "POST /post body=hello", "GET /after body="} {
+	for _, w := range want {
 		resp, err := http.ReadResponse(br, nil)
 		if err != nil {
-			t.Fatalf("reading the answer to %s: %v", want, err)
+			t.Fatalf("reading the answer %q: %v", w, err)
 		}
 		b, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != http.StatusOK || string(b) != want {
-			t.Errorf("answer %d %q, want 200 %q", resp.StatusCode, b, want)
+		if resp.StatusCode != http.StatusOK || string(b) != w {
+			t.Errorf("answer %d %q, want 200 %q", resp.StatusCode, b, w)
 		}
 	}
 }
