@@ -3,6 +3,7 @@ package http1
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -299,6 +300,51 @@ func TestHandOffKeepsWatchedByte(t *testing.T) {
 	wait.For(t, 5*time.Second, "the watch to take the byte", func() bool { return !watching(s) })
 	close(release)
 	readAnswers(t, c, "GET /slow body=", "POST /post body=hello", "GET /after body=")
+}
+
+// A handed-off connection can be half-closed, as net/http's own can: net/http half-closes a
+// connection before it closes it with a request body unread, so that the client reads the
+// end of the answer first (closeWriteAndWait). Found in review: the hand-off's wrapper hid
+// CloseWrite.
+func TestHandedOffConnHalfCloses(t *testing.T) {
+	got := make(chan string, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.ReadAll(r.Body)
+		conn, brw, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			got <- "hijack: " + err.Error()
+			return
+		}
+		defer conn.Close()
+		cw, ok := conn.(interface{ CloseWrite() error })
+		if !ok {
+			got <- fmt.Sprintf("%T has no CloseWrite", conn)
+			return
+		}
+		io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+		if err := cw.CloseWrite(); err != nil {
+			got <- "CloseWrite: " + err.Error()
+			return
+		}
+		b, err := brw.ReadByte() // the connection still reads: it was half-closed, not closed
+		got <- fmt.Sprintf("read %q %v", b, err)
+	})
+	_, addr := serveFast(t, h, nil)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "POST /body HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx") // handed off
+	all, err := io.ReadAll(c)
+	if err != nil || !strings.HasSuffix(string(all), "\r\n\r\nhi") {
+		t.Fatalf("read %q, %v; want the answer, then the end of the stream", all, err)
+	}
+	io.WriteString(c, "!")
+	if g := <-got; g != `read '!' <nil>` {
+		t.Errorf("handler: %s", g)
+	}
 }
 
 // readAnswers reads one answer per body in want from c, each a 200 with that body.

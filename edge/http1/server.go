@@ -20,6 +20,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/meridian-cdn/meridian/internal/rawconn"
 )
 
 // Server serves HTTP/1.1 connections; see the package comment.
@@ -257,3 +259,16 @@ func (c *prefixConn) Read(p []byte) (int, error) {
 
 // NetConn returns the connection beneath, as tls.Conn's does.
 func (c *prefixConn) NetConn() net.Conn { return c.Conn }
+
+// CloseWrite half-closes the connection beneath, which net/http asks of a connection it is
+// about to close with a request body unread (closeWriteAndWait), so that the client reads the
+// answer's end before the close. Without it a handed-off connection could not.
+func (c *prefixConn) CloseWrite() error {
+	switch t := c.Conn.(type) {
+	case interface{ CloseWrite() error }:
+		return t.CloseWrite()
+	case rawconn.TCPer:
+		return t.TCP().CloseWrite()
+	}
+	return errors.ErrUnsupported
+}

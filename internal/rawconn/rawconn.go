@@ -33,6 +33,7 @@ type TCPer interface {
 // to raw reads and writes as to net.Conn's.
 type Conn struct {
 	net.Conn // the wrapped connection
+	tcp      *net.TCPConn
 	rc       syscall.RawConn
 
 	rmu sync.Mutex // one read at a time owns r
@@ -58,7 +59,7 @@ func New(c net.Conn) *Conn {
 	if err != nil {
 		return nil
 	}
-	rw := &Conn{Conn: c, rc: rc}
+	rw := &Conn{Conn: c, tcp: tc, rc: rc}
 	rw.r.init()
 	rw.w.init()
 	return rw
@@ -74,6 +75,11 @@ func Wrap(c net.Conn) net.Conn {
 
 // NetConn returns the wrapped connection.
 func (c *Conn) NetConn() net.Conn { return c.Conn }
+
+// CloseWrite shuts down the writing side of the TCP connection, as net.TCPConn's does: a
+// server that lingers before closing (net/http's, for a request body it did not read) sends
+// its end of the answer first.
+func (c *Conn) CloseWrite() error { return c.tcp.CloseWrite() }
 
 // Read reads into p, waiting in the poller while the socket is empty.
 func (c *Conn) Read(p []byte) (int, error) {
