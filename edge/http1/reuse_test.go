@@ -4,13 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 )
 
 // dumpHandler answers with everything a handler can read of its request, then changes the
@@ -100,14 +98,8 @@ func FuzzPipelinedSameAsNetHTTP(f *testing.F) {
 // Date fields: the answers whole, to show how they differ.
 func rawExchange(t *testing.T, addr, raw string) string {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := sendAll(t, addr, raw)
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	io.WriteString(c, raw)
-	c.(*net.TCPConn).CloseWrite()
 	b, _ := io.ReadAll(c)
 	lines := strings.Split(string(b), "\r\n")
 	lines = slices.DeleteFunc(lines, func(l string) bool { return strings.HasPrefix(l, "Date: ") })

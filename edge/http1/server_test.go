@@ -148,19 +148,27 @@ type answer struct {
 	CL      int64
 }
 
-// exchange sends raw on a new connection, half-closes it, and reads every response.
-func exchange(t *testing.T, addr, raw string, methods []string) []answer {
+// sendAll sends raw on a new connection to addr and half-closes it; the caller closes it.
+func sendAll(t *testing.T, addr, raw string) net.Conn {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.WriteString(c, raw); err != nil {
+		c.Close()
 		t.Fatal(err)
 	}
 	c.(*net.TCPConn).CloseWrite()
+	return c
+}
+
+// exchange sends raw on a new connection, half-closes it, and reads every response.
+func exchange(t *testing.T, addr, raw string, methods []string) []answer {
+	t.Helper()
+	c := sendAll(t, addr, raw)
+	defer c.Close()
 	br := bufio.NewReader(c)
 	var out []answer
 	for i := 0; ; i++ {
