@@ -2,6 +2,7 @@ package store
 
 import (
 	"hash/maphash"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -55,7 +56,7 @@ func (s *Store) Purge(r Record) time.Time {
 		m = "h\x00" + r.Host
 	}
 	s.purges.add(m, r.Host, r.Soft, now)
-	s.purges.expire(now.Add(-max(time.Duration(s.maxHold.Load()), minRecordLife)))
+	s.expireRecords(now)
 	if r.Kind == URL && !r.Soft {
 		s.Delete(r.Value)
 	}
@@ -68,9 +69,15 @@ func (s *Store) MarkAllStale() time.Time {
 	now := s.clock()
 	s.purges.mu.Lock()
 	s.purges.all = stamp(now)
-	s.purges.mu.Unlock()
 	s.purges.any.Store(true)
+	s.purges.setDue()
+	s.purges.mu.Unlock()
 	return now
+}
+
+// expireRecords drops the purge records that no object of use at now can match any more.
+func (s *Store) expireRecords(now time.Time) {
+	s.purges.expire(now.Add(-max(time.Duration(s.maxHold.Load()), minRecordLife)))
 }
 
 // minRecordLife keeps every record at least this long, longer than any fetch may take, so that
@@ -116,6 +123,11 @@ type purgeSet struct {
 	floorSwept int64 // the horizon floors were last swept at
 	max        int
 	retired    uint64 // records retired for max
+
+	// due is the least horizon (stamp) at which expire has anything to do, kept by every
+	// change: below it expire returns without the lock, so that Put can call it on every fill
+	// and records still go when no purge comes after a storm.
+	due atomic.Int64
 }
 
 // recordCap is how many purge records a store of maxBytes keeps (purgeSet.floors): 15 per
@@ -126,7 +138,24 @@ type purgeSet struct {
 func recordCap(maxBytes int64) int { return int(max(maxBytes/2048*15/16, 1<<15)) }
 
 func newPurgeSet(max int) *purgeSet {
-	return &purgeSet{records: map[uint64]mark{}, floors: map[uint64]int64{}, seed: maphash.MakeSeed(), max: max}
+	p := &purgeSet{records: map[uint64]mark{}, floors: map[uint64]int64{}, seed: maphash.MakeSeed(), max: max}
+	p.due.Store(math.MaxInt64)
+	return p
+}
+
+// setDue recomputes due; the caller holds mu.
+func (p *purgeSet) setDue() {
+	due := int64(math.MaxInt64)
+	if p.queue.n > 0 {
+		due = p.queue.front().at + 1
+	}
+	if len(p.floors) > 0 {
+		due = min(due, p.floorSwept+int64(time.Second))
+	}
+	if p.any.Load() && len(p.records) == 0 && len(p.floors) == 0 {
+		due = min(due, p.all+1) // any is cleared once all is behind
+	}
+	p.due.Store(due)
 }
 
 // stamp is t as a record keeps it, never 0 (which means never): its distance from monoBase,
@@ -169,8 +198,9 @@ func (p *purgeSet) add(m, host string, soft bool, at time.Time) {
 		p.floors[q.host] = max(p.floors[q.host], q.at)
 		p.retired++
 	}
-	p.mu.Unlock()
 	p.any.Store(true)
+	p.setDue()
+	p.mu.Unlock()
 }
 
 // ring is a FIFO queue of records in a power-of-two array that wraps around: unlike a slice
@@ -251,8 +281,12 @@ const expireBudget = 1024
 // has outlived its longest use by then.
 func (p *purgeSet) expire(horizon time.Time) {
 	hz := stamp(horizon)
+	if hz < p.due.Load() {
+		return
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	defer p.setDue()
 	for range expireBudget {
 		if p.queue.n == 0 || p.queue.front().at >= hz {
 			break

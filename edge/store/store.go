@@ -452,6 +452,10 @@ func (s *Store) Put(o *Object) bool {
 	ok := s.put(key, slotOfHash(h, len(s.views)), o, p)
 	mu.Unlock()
 	s.reclaim()
+	// Fills retire purge records too (without a lock until one is due), so that after a purge
+	// storm they go even when no purge follows. The fetch's start stands for now: a little
+	// early, so a little late to expire.
+	s.expireRecords(o.StoredAt)
 	return ok
 }
 

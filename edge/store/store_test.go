@@ -3,6 +3,7 @@ package store
 import (
 	"fmt"
 	"hash/maphash"
+	"math"
 	"net/http"
 	"strconv"
 	"testing"
@@ -362,6 +363,29 @@ func TestRecordsCap(t *testing.T) {
 	kept.compact()
 	if got := s.purges.check(kept); got != Purged {
 		t.Errorf("object matched by a kept record: %v, want Purged", got)
+	}
+}
+
+// TestRecordsGoWithoutPurges: records that are due go as fills are stored, though no purge
+// comes any more (after a purge storm), and then lookups skip the records' lock again.
+func TestRecordsGoWithoutPurges(t *testing.T) {
+	s, c := newStore(t)
+	s.Put(object("h", "/a", c.t)) // longest hold: one hour
+	for i := range 3000 {
+		s.Purge(Record{Kind: URL, Host: "h", Value: fmt.Sprintf("h/%d", i)})
+	}
+	c.t = c.t.Add(2 * time.Hour)
+	for i := 0; s.Stats().Records > 0; i++ {
+		if i == 3 { // at most 1,024 a call: three fills retire 3,000
+			t.Fatalf("records after %d fills: %d", i, s.Stats().Records)
+		}
+		s.Put(object("h", fmt.Sprintf("/fill/%d", i), c.t))
+	}
+	if s.purges.any.Load() {
+		t.Error("no record left, and lookups still take the records' lock")
+	}
+	if got := s.purges.due.Load(); got != math.MaxInt64 {
+		t.Errorf("due %d with nothing left to expire, want none", got)
 	}
 }
 
