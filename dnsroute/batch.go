@@ -49,8 +49,8 @@ func (s *Server) serveUDPBatch(ctx context.Context, uc *net.UDPConn) {
 		k := 0
 		for i := range n {
 			ua, ok := in[i].Addr.(*net.UDPAddr)
-			if !ok {
-				continue
+			if !ok || ua.Port == 0 {
+				continue // source port 0: no reply is wanted (RFC 768), nor can be sent
 			}
 			from := ua.AddrPort()
 			w.out = outBufs[k][:0]
@@ -68,13 +68,13 @@ func (s *Server) serveUDPBatch(ctx context.Context, uc *net.UDPConn) {
 		s.flushHits(w)
 		for sent := 0; sent < k; {
 			m, err := bc.WriteBatch(out[sent:k], 0)
+			sent += m
 			if err != nil {
 				if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 					return
 				}
-				break // drop the rest of this batch; UDP clients retry
+				sent++ // drop the reply that failed, not the ones behind it; UDP clients retry
 			}
-			sent += m
 		}
 	}
 }

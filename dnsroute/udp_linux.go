@@ -77,15 +77,20 @@ func (s *Server) serveUDPBatch(ctx context.Context, uc *net.UDPConn) {
 			// MSG_DONTWAIT: with the send buffer full (the interface's queue backed up),
 			// the rest of the batch is dropped and counted rather than waited for; the
 			// worker goes back to reading, and UDP clients retry.
-			m, errno := sendmmsg(fd, r.out[sent:k])
-			if errno == unix.EINTR {
-				continue
-			}
-			if errno != 0 {
+			m, errno := sendBatch(fd, r.out[sent:k])
+			switch errno {
+			case 0:
+				sent += m
+			case unix.EINTR:
+			case unix.EAGAIN:
 				s.m.dropped.WithLabelValues("send").Add(float64(k - sent))
-				break
+				sent = k
+			default:
+				// The kernel refused this reply's address (a spoofed source, a broadcast
+				// one, a firewall's EPERM): drop it alone, not the replies behind it.
+				s.m.dropped.WithLabelValues("send").Inc()
+				sent++
 			}
-			sent += m
 		}
 		return true
 	}
@@ -105,8 +110,8 @@ func (s *Server) serveUDPBatch(ctx context.Context, uc *net.UDPConn) {
 		k = 0
 		for i := range n {
 			from, ok := sockaddrPort(r.names[i][:r.in[i].Hdr.Namelen])
-			if !ok {
-				continue
+			if !ok || from.Port() == 0 {
+				continue // source port 0: no reply is wanted (RFC 768), nor can be sent
 			}
 			w.out = r.outs[k][:0]
 			p := r.bufs[i*udpBufLen : i*udpBufLen+min(int(r.in[i].Len), udpBufLen)]
@@ -143,7 +148,12 @@ func recvmmsg(fd uintptr, ms []unix.Mmsghdr) (int, syscall.Errno) {
 	return int(n), errno
 }
 
-// sendmmsg writes the datagrams of ms without blocking; it returns how many were sent.
+// sendBatch is sendmmsg; tests make it refuse an address, as the kernel can.
+var sendBatch = sendmmsg
+
+// sendmmsg writes the datagrams of ms without blocking; it returns how many were sent. When
+// the first fails it returns its error; when a later one fails it returns how many were
+// sent before it, and the next call returns the error.
 func sendmmsg(fd uintptr, ms []unix.Mmsghdr) (int, syscall.Errno) {
 	n, _, errno := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&ms[0])), uintptr(len(ms)), unix.MSG_DONTWAIT, 0, 0)
 	return int(n), errno
