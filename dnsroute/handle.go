@@ -345,7 +345,8 @@ func (s *Server) resolve(st *state, req *dns.Msg, src netip.Addr, loc *geo.Locat
 		}
 		ecsPfx = netip.PrefixFrom(a, int(ecs.SourceNetmask))
 	}
-	r := s.answer(st, request{msg: req, src: src, ecs: ecs, client: clientPrefix(src, ecsPfx), tcp: tcp, loc: loc})
+	client := clientPrefix(src, ecsPfx)
+	r := s.answer(st, request{msg: req, src: src, ecs: ecs, client: client, tcp: tcp, loc: loc})
 	for _, m := range r.variants {
 		m.Compress = true
 		if opt == nil {
@@ -357,7 +358,7 @@ func (s *Server) resolve(st *state, req *dns.Msg, src netip.Addr, loc *geo.Locat
 		if ecs != nil {
 			scope := uint8(0)
 			if ecs.SourceNetmask > 0 {
-				scope = uint8(r.scope)
+				scope = ecsScope(ecs.Family, ecs.SourceNetmask, client, r.scope)
 			}
 			o.Option = append(o.Option, &dns.EDNS0_SUBNET{
 				Code: dns.EDNS0SUBNET, Family: ecs.Family, SourceNetmask: ecs.SourceNetmask,

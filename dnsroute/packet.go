@@ -142,11 +142,17 @@ func ecsPrefix(fam uint16, src uint8, addr []byte) netip.Prefix {
 
 // clientPrefix is the prefix the server locates and caches for: the ECS subnet when one was
 // sent with a non-zero source length, else the source address; at most /24 or /56 wide so that
-// a /32 never fragments the cache.
+// a /32 never fragments the cache. An IPv4 network sent as an IPv4-mapped IPv6 one (family 2,
+// ::ffff:a.b.c.d/96+n) is the IPv4 /n; the reply's scope is then written back in IPv6 bits
+// (ecsScope). A family-2 prefix shorter than /96 covers more than mapped addresses and stays
+// IPv6.
 func clientPrefix(src netip.Addr, ecs netip.Prefix) netip.Prefix {
 	a, bits := src.Unmap(), -1
 	if ecs.IsValid() && ecs.Bits() > 0 {
-		a, bits = ecs.Addr().Unmap(), ecs.Bits()
+		a, bits = ecs.Addr(), ecs.Bits()
+		if a.Is4In6() && bits > mappedBits {
+			a, bits = a.Unmap(), bits-mappedBits
+		}
 	}
 	limit := v6CacheBits
 	if a.Is4() {
@@ -157,6 +163,19 @@ func clientPrefix(src netip.Addr, ecs netip.Prefix) netip.Prefix {
 	}
 	p, _ := a.Prefix(bits)
 	return p
+}
+
+// mappedBits is the length of the IPv4-mapped IPv6 prefix, ::ffff:0:0/96.
+const mappedBits = 96
+
+// ecsScope is the scope prefix length a reply states for an ECS option of family and source
+// length src, from scope, the length in the client prefix's own bits (decision.scope): an
+// IPv4 network sent in family 2 gets its scope back in IPv6 bits, as it was asked.
+func ecsScope(family uint16, src uint8, client netip.Prefix, scope int) uint8 {
+	if family == familyIPv6 && client.Addr().Is4() && int(src) > mappedBits {
+		scope += mappedBits
+	}
+	return uint8(scope)
 }
 
 // appendKey appends the answer cache key of a query to dst: the lower-cased question name,

@@ -288,3 +288,41 @@ func TestRotation(t *testing.T) {
 		})
 	}
 }
+
+// TestECSMappedIPv4: an IPv4 network sent as an IPv4-mapped IPv6 one (family 2,
+// ::ffff:a.b.c.0/120) is routed as that IPv4 network, and the reply's scope comes back in
+// IPv6 bits (the IPv4 scope plus 96), over UDP, TCP and from the answer cache. Found in
+// review: the scope came back in IPv4 bits (a family-2 scope of 16 is ::/16, every mapped
+// client), and ::ffff:a.0.0.0/104 was located as a /24.
+func TestECSMappedIPv4(t *testing.T) {
+	ts := startServer(t, nil)
+	mapped := func(p netip.Prefix, bits int) netip.Prefix {
+		b := p.Addr().As4()
+		return netip.PrefixFrom(netip.AddrFrom16([16]byte{10: 0xff, 11: 0xff, 12: b[0], 13: b[1], 14: b[2], 15: b[3]}), bits).Masked()
+	}
+	for _, city := range []string{"London", "Tokyo"} {
+		v4 := cityPrefix(t, city, 1)
+		for _, tc := range []struct {
+			v4, v6 netip.Prefix
+		}{
+			{v4, mapped(v4, 96+24)},
+			{netip.PrefixFrom(v4.Addr(), 8).Masked(), mapped(v4, 96+8)},
+		} {
+			for _, nw := range []string{"udp", "tcp", "udp"} { // the second UDP query is a cache hit
+				r4 := ts.ask(t, "www.cdn.example.", dns.TypeA, qopt{net: nw, ecs: tc.v4})
+				r6 := ts.ask(t, "www.cdn.example.", dns.TypeA, qopt{net: nw, ecs: tc.v6})
+				if p4, p6 := ts.popOf(t, r4), ts.popOf(t, r6); p4 != p6 {
+					t.Errorf("%s over %s: %s routed to %s, %s to %s", city, nw, tc.v4, p4, tc.v6, p6)
+				}
+				e4, e6 := ecsOf(r4), ecsOf(r6)
+				if e4 == nil || e6 == nil {
+					t.Fatalf("%s over %s: no ECS in a reply", city, nw)
+				}
+				if e6.Family != familyIPv6 || int(e6.SourceNetmask) != tc.v6.Bits() || int(e6.SourceScope) != int(e4.SourceScope)+96 {
+					t.Errorf("%s over %s: ECS %s answered family %d /%d scope %d; want family 2 /%d scope %d (the IPv4 scope %d + 96)",
+						city, nw, tc.v6, e6.Family, e6.SourceNetmask, e6.SourceScope, tc.v6.Bits(), int(e4.SourceScope)+96, e4.SourceScope)
+				}
+			}
+		}
+	}
+}
