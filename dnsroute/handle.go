@@ -145,10 +145,15 @@ func (s *Server) handleUDP(w *worker, p []byte, src netip.AddrPort) []byte {
 		client = clientPrefix(src.Addr(), ecs)
 		w.key = appendKey(w.key[:0], p, &q, client)
 		if e := st.cache.get(w.key, now.UnixNano()); e != nil && e.gen == s.lat.gen(e.slot) {
-			v := e.pick()
-			if len(v) <= udpLimit(q.edns, q.udpSize, s.cfg.MaxUDPSize) {
-				out := append(w.out[:0], v...)
-				patch(out, p, &q, e)
+			out := append(w.out[:0], e.pick()...)
+			patch(out, p, &q, e)
+			if limit := udpLimit(q.edns, q.udpSize, s.cfg.MaxUDPSize); len(out) > limit {
+				// Too long for this client: the variant the rotation picked, truncated. A
+				// fresh resolve would start the rotation over (and store it so for every
+				// client of the key), so such clients would always get the same first node.
+				out = truncated(out, limit)
+			}
+			if out != nil {
 				w.hit(e)
 				if !start.IsZero() {
 					s.m.latency.Observe(time.Since(start).Seconds())
@@ -229,6 +234,23 @@ func (s *Server) handleUDP(w *worker, p []byte, src netip.AddrPort) []byte {
 	}
 	s.m.latency.Observe(time.Since(start).Seconds())
 	return append(w.out[:0], b...)
+}
+
+// truncated is the reply b cut to limit bytes with TC set, as the resolving path cuts one
+// (dns.Msg.Truncate); nil if b does not unpack or pack. Only clients without EDNS (or with a
+// small buffer) asking for a long answer come here.
+func truncated(b []byte, limit int) []byte {
+	var m dns.Msg
+	if m.Unpack(b) != nil {
+		return nil
+	}
+	m.Compress = true
+	m.Truncate(limit)
+	out, err := m.Pack()
+	if err != nil {
+		return nil
+	}
+	return out
 }
 
 // netHit answers from the answer for the client's database network (netCache, key in

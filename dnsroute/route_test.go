@@ -1,6 +1,7 @@
 package dnsroute
 
 import (
+	"fmt"
 	"math"
 	"net/netip"
 	"testing"
@@ -323,6 +324,41 @@ func TestECSMappedIPv4(t *testing.T) {
 						city, nw, tc.v6, e6.Family, e6.SourceNetmask, e6.SourceScope, tc.v6.Bits(), int(e4.SourceScope)+96, e4.SourceScope)
 				}
 			}
+		}
+	}
+}
+
+// TestRotationWhenTruncated: an answer too long for a client's buffer still rotates its
+// nodes, from the answer cache as from a resolve, and does not restart the rotation of the
+// clients that take it whole. Found in review: every truncated answer was a fresh resolve
+// that started the rotation over, and stored it so.
+func TestRotationWhenTruncated(t *testing.T) {
+	ts := startServer(t, func(c *Config) {
+		c.AnswerCount = 40
+		for k := 3; k < 45; k++ {
+			c.PoPs[0].Nodes = append(c.PoPs[0].Nodes, NodeConfig{ID: fmt.Sprintf("lhr-%d", k), IPv4: fmt.Sprintf("198.51.100.%d", k), Capacity: 1000})
+		}
+	})
+	for _, o := range []qopt{{}, {edns: true, bufsize: 1232}, {net: "tcp"}} {
+		o.from = netip.MustParseAddr("127.1.1.5") // London
+		how := fmt.Sprintf("over %q with EDNS %v", o.net, o.edns)
+		firsts := map[string]bool{}
+		truncated := 0
+		for range 20 {
+			r := ts.ask(t, "www.cdn.example.", dns.TypeA, o)
+			if r.Truncated {
+				truncated++
+			}
+			if len(r.Answer) == 0 {
+				t.Fatalf("%s: no answer", how)
+			}
+			firsts[r.Answer[0].(*dns.A).A.String()] = true
+		}
+		if wantTC := o.net == "" && !o.edns; (truncated > 0) != wantTC {
+			t.Errorf("%s: %d of 20 answers truncated", how, truncated)
+		}
+		if len(firsts) < 10 {
+			t.Errorf("%s: %d distinct first addresses in 20 answers, want the rotation's", how, len(firsts))
 		}
 	}
 }
