@@ -145,19 +145,21 @@ func (s *Server) handleUDP(w *worker, p []byte, src netip.AddrPort) []byte {
 		client = clientPrefix(src.Addr(), ecs)
 		w.key = appendKey(w.key[:0], p, &q, client)
 		if e := st.cache.get(w.key, now.UnixNano()); e != nil && e.gen == s.lat.gen(e.slot) {
-			out := append(w.out[:0], e.pick()...)
-			patch(out, p, &q, e)
-			if limit := udpLimit(q.edns, q.udpSize, s.cfg.MaxUDPSize); len(out) > limit {
-				// Too long for this client: the variant the rotation picked, truncated. A
-				// fresh resolve would start the rotation over (and store it so for every
-				// client of the key), so such clients would always get the same first node.
-				out = truncated(out, limit)
-			}
-			if out != nil {
+			v := e.pick()
+			limit := udpLimit(q.edns, q.udpSize, s.cfg.MaxUDPSize)
+			if len(v) <= limit {
+				out := append(w.out[:0], v...)
+				patch(out, p, &q, e)
 				w.hit(e)
 				if !start.IsZero() {
 					s.m.latency.Observe(time.Since(start).Seconds())
 				}
+				return out
+			}
+			// Too long for this client: the variant the rotation picked, truncated. A fresh
+			// resolve would start the rotation over (and store it so for every client of the
+			// key), so such clients would always get the same first node.
+			if out := s.truncatedHit(w, p, &q, e, v, limit); out != nil {
 				return out
 			}
 		}
@@ -236,10 +238,13 @@ func (s *Server) handleUDP(w *worker, p []byte, src netip.AddrPort) []byte {
 	return append(w.out[:0], b...)
 }
 
-// truncated is the reply b cut to limit bytes with TC set, as the resolving path cuts one
-// (dns.Msg.Truncate); nil if b does not unpack or pack. Only clients without EDNS (or with a
-// small buffer) asking for a long answer come here.
-func truncated(b []byte, limit int) []byte {
+// truncatedHit answers from the cached variant v of e, too long for the client: v for this
+// query, cut to limit bytes with TC set as the resolving path cuts a reply (dns.Msg.Truncate);
+// nil if it does not unpack or pack. Only clients without EDNS (or with a small buffer) asking
+// for a long answer come here.
+func (s *Server) truncatedHit(w *worker, p []byte, q *query, e *entry, v []byte, limit int) []byte {
+	b := append(w.out[:0], v...)
+	patch(b, p, q, e)
 	var m dns.Msg
 	if m.Unpack(b) != nil {
 		return nil
@@ -250,6 +255,7 @@ func truncated(b []byte, limit int) []byte {
 	if err != nil {
 		return nil
 	}
+	w.hit(e)
 	return out
 }
 
