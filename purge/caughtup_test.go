@@ -30,12 +30,7 @@ func TestSubscriberCaughtUpAt(t *testing.T) {
 		c.ConfirmEvery = 20 * time.Millisecond
 		c.Apply = func(ctx context.Context, m Message) (int, error) {
 			calls <- entered{m.Seq, n.sub.CaughtUpAt()}
-			select {
-			case <-release:
-				return 1, nil
-			case <-ctx.Done():
-				return 0, ctx.Err()
-			}
+			return held(ctx, release, 1)
 		}
 	})
 	wait.For(t, 10*time.Second, "a first confirmation", func() bool { return n.sub.ConfirmedSinceReconnect() })
@@ -82,12 +77,7 @@ func TestSubscriberConfirmsWhenApplied(t *testing.T) {
 		c.ConfirmEvery = time.Hour // no round comes during the test: only an apply can settle
 		c.Apply = func(ctx context.Context, m Message) (int, error) {
 			entered <- m.Seq
-			select {
-			case <-release:
-				return 1, nil
-			case <-ctx.Done():
-				return 0, ctx.Err()
-			}
+			return held(ctx, release, 1)
 		}
 	})
 	wait.For(t, 10*time.Second, "a first confirmation", func() bool { return n.sub.ConfirmedSinceReconnect() })

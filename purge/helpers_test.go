@@ -83,3 +83,14 @@ func runSubscriber(t *testing.T, s *Subscriber) (stop func()) {
 func msg(host string, kind Kind, values ...string) Message {
 	return Message{ID: NewID(), Host: host, Kind: kind, Values: values, IssuedAt: time.Now()}
 }
+
+// held is an Apply a test holds: it reports hits once release is closed, or fails when ctx
+// ends.
+func held(ctx context.Context, release <-chan struct{}, hits int) (int, error) {
+	select {
+	case <-release:
+		return hits, nil
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}

@@ -184,12 +184,7 @@ func TestSubscriberAcksOnlyAfterApply(t *testing.T) {
 	n := startNode(t, ns, "ams", "n1", func(c *SubscriberConfig) {
 		c.Apply = func(ctx context.Context, m Message) (int, error) {
 			entered <- m.Seq
-			select {
-			case <-release:
-				return 7, nil
-			case <-ctx.Done():
-				return 0, ctx.Err()
-			}
+			return held(ctx, release, 7)
 		}
 	})
 	seqs := publishN(t, ctx, js, 1)

@@ -274,7 +274,8 @@ func (p *purgeSet) check(o *Object) Verdict {
 func covers(mark, storedAt int64) bool { return mark != 0 && storedAt <= mark }
 
 // expireBudget bounds the records one expire looks at, and so how long it holds the lock that
-// lookups wait on. Every Purge calls expire, so records due go at the rate they came.
+// lookups wait on. Every Purge and every Put calls expire, so records due go at least at the
+// rate they came.
 const expireBudget = 1024
 
 // expire drops records older than horizon, the oldest first: every object they could match

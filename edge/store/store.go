@@ -572,7 +572,7 @@ type Stats struct {
 	Bytes     int64 // heap held: objects with their bookkeeping, and the store's fixed structures
 	Evictions uint64
 	Records   int    // live purge records
-	Retired   uint64 // purge records retired because there were too many (purgeSet.floor)
+	Retired   uint64 // purge records retired because there were too many (purgeSet.floors)
 	Segments  int64  // segments of records held (segment.go)
 	Live      int64  // bytes of the records in them still stored
 	Moved     uint64 // records moved to reclaim dead bytes
