@@ -36,9 +36,15 @@ type filler struct {
 	ctx    context.Context // every fill and background goroutine runs under it
 	cancel context.CancelFunc
 
-	mu      sync.Mutex // protects closing; held around wg.Add so close's Wait sees every Add
+	mu      sync.Mutex // protects closing and the live fills; held around wg.Add so close's Wait sees every Add
 	closing bool
 	wg      sync.WaitGroup
+
+	// The live collapsed fills' contexts, oldest first, and the timer for the oldest's
+	// deadline (fillctx.go); under mu.
+	fillHead, fillTail *fillContext
+	fillTimer          *time.Timer
+	fillTimerSet       bool
 
 	flight singleflight.Group // one fill per key in flight
 
@@ -79,6 +85,7 @@ func (f *filler) close() {
 		return
 	}
 	f.cancel()
+	f.endFills()
 	f.wg.Wait()
 	f.upMu.Lock()
 	for _, u := range f.upstreams {
@@ -336,6 +343,7 @@ func (f *filler) fillFunc(flightKey string, req *request, stale *store.Object, o
 		lead   request
 		r      http.Request
 		url    url.URL
+		ctx    fillContext
 		leader bool
 	}{lead: *req, r: *req.r.WithContext(context.Background())}
 	if ownGoroutine {
@@ -369,7 +377,7 @@ func (f *filler) fillFunc(flightKey string, req *request, stale *store.Object, o
 		if ownGoroutine {
 			growFillStack()
 		}
-		return f.runRecovered(flightKey, lead, stale, opts, im), nil
+		return f.runRecovered(flightKey, lead, stale, opts, im, &st.ctx), nil
 	}, &st.leader
 }
 
@@ -398,7 +406,7 @@ const fillStackBytes = 5 << 10
 // runRecovered is run, with a panic turned into the fill's error and logged: singleflight
 // would re-raise it in every waiter that called Do, and crash the process if one called DoChan,
 // so a fill's clients would see it differently by protocol. They all get the error instead.
-func (f *filler) runRecovered(flightKey string, req *request, stale *store.Object, opts fillOptions, im *interim) (res *fillResult) {
+func (f *filler) runRecovered(flightKey string, req *request, stale *store.Object, opts fillOptions, im *interim, fc *fillContext) (res *fillResult) {
 	defer func() {
 		if p := recover(); p != nil {
 			buf := make([]byte, 64<<10)
@@ -410,19 +418,21 @@ func (f *filler) runRecovered(flightKey string, req *request, stale *store.Objec
 	if f.runHook != nil {
 		f.runHook(flightKey)
 	}
-	return f.run(flightKey, req, stale, opts, im)
+	return f.run(flightKey, req, stale, opts, im, fc)
 }
 
-// run performs one collapsed fill under the filler's context. A body that streams on (a
-// streaming miss) is read by a pump goroutine of the filler, which stores it once complete.
-func (f *filler) run(flightKey string, req *request, stale *store.Object, opts fillOptions, im *interim) *fillResult {
-	n := f.n
-	if !f.enter() {
+// run performs one collapsed fill under the filler's context, with fc, unused until now, as
+// its own (fillctx.go). A body that streams on (a streaming miss) is read by a pump goroutine
+// of the filler, which stores it once complete.
+func (f *filler) run(flightKey string, req *request, stale *store.Object, opts fillOptions, im *interim, fc *fillContext) *fillResult {
+	fc.values = im.values()
+	if !f.enterFill(fc, f.n.cfg.FillTimeout) {
 		return &fillResult{err: errClosing}
 	}
 	defer f.wg.Done()
-	ctx, cancel := context.WithTimeout(f.ctx, n.cfg.FillTimeout)
-	*req.r = *req.r.WithContext(im.trace(ctx)) // in place: the request is this fill's own (launch)
+	var ctx context.Context = fc
+	cancel := fc.cancel
+	*req.r = *req.r.WithContext(ctx) // in place: the request is this fill's own (launch)
 	opts.stream = true
 	res := new(fillResult)
 	*res = f.fetchAndStore(req, stale, opts)
@@ -568,6 +578,15 @@ func (i *interim) trace(ctx context.Context) context.Context {
 		return ctx
 	}
 	return httptrace.WithClientTrace(ctx, &i.ct)
+}
+
+// values is the 1xx forwarding as values alone, for a fillContext (whose parent, the
+// filler's context, has no trace to compose with); nil without a client.
+func (i *interim) values() context.Context {
+	if i == nil {
+		return nil
+	}
+	return i.trace(context.Background())
 }
 
 func (i *interim) got1xx(code int, h textproto.MIMEHeader) error {
