@@ -430,19 +430,17 @@ func (f *filler) run(flightKey string, req *request, stale *store.Object, opts f
 		return &fillResult{err: errClosing}
 	}
 	defer f.wg.Done()
-	var ctx context.Context = fc
-	cancel := fc.cancel
-	*req.r = *req.r.WithContext(ctx) // in place: the request is this fill's own (launch)
+	*req.r = *req.r.WithContext(fc) // in place: the request is this fill's own (launch)
 	opts.stream = true
 	res := new(fillResult)
 	*res = f.fetchAndStore(req, stale, opts)
-	switch {
+	switch { // fc.cancel as a value only where it outlives run: it is an allocation
 	case res.body != nil:
-		f.startPump(ctx, cancel, flightKey, req.target, res)
+		f.startPump(fc, fc.cancel, flightKey, req.target, res)
 	case res.stream != nil:
-		res.cancel = cancel
+		res.cancel = fc.cancel
 	default:
-		cancel()
+		fc.cancel()
 	}
 	return res
 }
