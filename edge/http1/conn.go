@@ -70,6 +70,12 @@ type conn struct {
 
 	closed      atomic.Bool // closeConn ran
 	closeOnGone atomic.Bool // the request in progress asked for CloseWhenClientGone
+
+	// For the lingering close (lingerClose). pipelined and closeLinger are serve's (a watch
+	// writes pipelined before unwatch's wait for it returns).
+	pipelined   bool        // a request was seen behind one not yet answered: more may be on the way
+	closeLinger bool        // the last answer went out whole and ended the connection
+	lingering   atomic.Bool // lingerClose is lingering: Shutdown may close it (shut)
 }
 
 // connReader reads the connection, first giving back a byte a watch has read.
@@ -116,6 +122,9 @@ func (c *conn) serve() {
 			c.srv.forget(c)
 			return
 		}
+		if c.closeLinger {
+			c.lingerClose()
+		}
 		c.closeConn()
 	}()
 	maxHead := readBufferSize
@@ -142,6 +151,8 @@ func (c *conn) serve() {
 			if err != nil {
 				return
 			}
+		} else {
+			c.pipelined = true // the next request came before this one was answered
 		}
 		first = false
 		h, n, v, err := c.readHead(maxHead)
@@ -277,7 +288,14 @@ func (c *conn) serveRequest(h *head, u *url.URL) bool {
 	c.resp = response{} // its header block is a stored object's
 	// A watch that saw the client half-close leaves the requests already buffered to be
 	// answered, as net/http does; the next read then ends the connection.
-	return !closeAfter && c.werr == nil
+	if c.werr != nil {
+		return false
+	}
+	if closeAfter {
+		c.closeLinger = true // the close may linger, so that the client reads this answer whole
+		return false
+	}
+	return true
 }
 
 // runHandler calls the handler; false if it panicked (http.ErrAbortHandler: a stream cut
@@ -353,6 +371,7 @@ func (c *conn) backgroundRead() {
 	c.mu.Unlock()
 	if n == 1 {
 		c.cr.hasByte = true
+		c.pipelined = true
 	}
 	if err != nil && !(c.abort.Load() && errors.Is(err, os.ErrDeadlineExceeded)) {
 		cancel.cancel()

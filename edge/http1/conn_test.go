@@ -24,6 +24,12 @@ func serveFast(t *testing.T, h http.Handler, tweak func(*Server)) (*Server, stri
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveFastOn(t, ln, h, tweak)
+}
+
+// serveFastOn is serveFast on a listener of the test's (TLS, say).
+func serveFastOn(t *testing.T, ln net.Listener, h http.Handler, tweak func(*Server)) (*Server, string) {
+	t.Helper()
 	s := &Server{Handler: h, Fallback: &http.Server{Handler: h}, ReadHeaderTimeout: 2 * time.Second, IdleTimeout: 5 * time.Second}
 	if tweak != nil {
 		tweak(s)

@@ -20,8 +20,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/meridian-cdn/meridian/internal/rawconn"
 )
 
 // Server serves HTTP/1.1 connections; see the package comment.
@@ -46,6 +44,16 @@ type Server struct {
 	MaxHeaderBytes int
 	ErrorLog       *log.Logger
 
+	// LingerTimeout and LingerTime bound a lingering close: when a connection ends after an
+	// answer and the client may have sent bytes the server has not read (pipelined requests),
+	// the server half-closes it and reads and drops what comes until the client closes, so
+	// that closing does not reset the connection under the answer's end. Each read waits at
+	// most LingerTimeout (default 5 s) and the whole at most LingerTime (default 30 s), as
+	// nginx's lingering_timeout and lingering_time; a negative LingerTime turns it off.
+	// Shutdown and Close end a lingering connection at once.
+	LingerTimeout time.Duration
+	LingerTime    time.Duration
+
 	initOnce     sync.Once
 	handoff      *handoffListener
 	fallbackDone chan struct{}
@@ -55,6 +63,7 @@ type Server struct {
 	conns        map[*conn]struct{}
 	running      atomic.Int64 // connection goroutines (conn.serve) running, for the tests
 	watchEnded   func()       // tests: called as each watch's backgroundRead returns
+	lingering    func()       // tests: called when a connection has half-closed to linger
 }
 
 // readBufferSize is a connection's read buffer, as net/http's.
@@ -128,8 +137,8 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 }
 
-// Shutdown stops accepting, closes idle connections, lets requests in flight finish, and
-// shuts Fallback down; it returns once every connection is closed or ctx ends.
+// Shutdown stops accepting, closes idle and lingering connections, lets requests in flight
+// finish, and shuts Fallback down; it returns once every connection is closed or ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.init()
 	s.shutting.Store(true)
@@ -165,7 +174,7 @@ func (s *Server) Close() error {
 		ln.Close()
 	}
 	for c := range s.conns {
-		c.nc.Close()
+		c.shut()
 	}
 	s.mu.Unlock()
 	s.Fallback.Close()
@@ -173,13 +182,14 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// closeIdle closes the connections waiting for a request and reports whether none is left.
+// closeIdle closes the connections waiting for a request or lingering, and reports whether
+// none is left.
 func (s *Server) closeIdle() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.conns {
-		if c.idle.Load() {
-			c.nc.Close()
+		if c.idle.Load() || c.lingering.Load() {
+			c.shut()
 		}
 	}
 	return len(s.conns) == 0
@@ -263,12 +273,4 @@ func (c *prefixConn) NetConn() net.Conn { return c.Conn }
 // CloseWrite half-closes the connection beneath, which net/http asks of a connection it is
 // about to close with a request body unread (closeWriteAndWait), so that the client reads the
 // answer's end before the close. Without it a handed-off connection could not.
-func (c *prefixConn) CloseWrite() error {
-	switch t := c.Conn.(type) {
-	case interface{ CloseWrite() error }:
-		return t.CloseWrite()
-	case rawconn.TCPer:
-		return t.TCP().CloseWrite()
-	}
-	return errors.ErrUnsupported
-}
+func (c *prefixConn) CloseWrite() error { return closeWrite(c.Conn) }
