@@ -71,6 +71,9 @@ func FuzzHandle(f *testing.F) {
 		if !wellFormed && len(r) > len(p) {
 			t.Fatalf("reply of %d bytes to a %d byte malformed packet", len(r), len(p))
 		}
+		if badECS(p) && (len(r) != headerLen || int(r[3]&0xF) != dns.RcodeFormatError) {
+			t.Fatalf("reply of %d bytes, rcode %d to a malformed ECS option, want a FORMERR header", len(r), r[3]&0xF)
+		}
 		var m dns.Msg
 		if err := m.Unpack(r); err != nil {
 			t.Fatalf("reply does not parse: %v", err)
@@ -82,7 +85,8 @@ func FuzzHandle(f *testing.F) {
 }
 
 // FuzzParseQuery checks the fast path parser against miekg/dns: whatever it accepts, the
-// full parser accepts with the same question.
+// full parser accepts with the same question and ECS option, and the slow path's check of
+// the ECS option's wire form (badECS) agrees.
 func FuzzParseQuery(f *testing.F) {
 	for _, s := range seedQueries() {
 		f.Add(s)
@@ -101,6 +105,29 @@ func FuzzParseQuery(f *testing.F) {
 		}
 		if (m.IsEdns0() != nil) != q.edns {
 			t.Fatalf("EDNS = %v, fast path %v", m.IsEdns0() != nil, q.edns)
+		}
+		if badECS(p) {
+			t.Fatal("parseQuery accepted an ECS option that badECS rejects")
+		}
+		var sub *dns.EDNS0_SUBNET
+		if o := m.IsEdns0(); o != nil {
+			for _, op := range o.Option {
+				if e, ok := op.(*dns.EDNS0_SUBNET); ok {
+					sub = e
+				}
+			}
+		}
+		if (sub != nil) != q.ecs {
+			t.Fatalf("ECS = %v, fast path %v", sub, q.ecs)
+		}
+		if sub != nil {
+			a, _ := netip.AddrFromSlice(sub.Address)
+			if sub.Family == familyIPv4 {
+				a = a.Unmap()
+			}
+			if want, got := netip.PrefixFrom(a, int(sub.SourceNetmask)), ecsPrefix(q.ecsFamily, q.ecsSource, q.ecsAddr); sub.Family != q.ecsFamily || got != want {
+				t.Fatalf("ECS %v family %d, fast path %v family %d", want, sub.Family, got, q.ecsFamily)
+			}
 		}
 	})
 }

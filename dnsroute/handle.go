@@ -5,9 +5,12 @@ package dnsroute
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/miekg/dns"
@@ -187,9 +190,17 @@ func (s *Server) handleUDP(w *worker, p []byte, src netip.AddrPort) []byte {
 		start = time.Now()
 	}
 	req := new(dns.Msg)
-	if err := req.Unpack(p); err != nil {
+	if err := req.Unpack(p); err != nil || !parsed && badECS(p) {
 		s.m.queries.WithLabelValues("other", rcodeLabel(dns.RcodeFormatError)).Inc()
 		return headerReply(w.out[:0], p, dns.RcodeFormatError)
+	}
+	if parsed {
+		// The reply is built for the question spelt in upper case and then given the
+		// querier's spelling (patch), as a cache hit is: the zone's names are lower case
+		// (Config), so none of them (an SOA, NS targets, glue, a CNAME target) is compressed
+		// into the question, whose case is the next querier's; the names that are the
+		// question point at it and take each querier's spelling, as they do uncached.
+		req.Question[0].Name = strings.ToUpper(req.Question[0].Name)
 	}
 	limit := 512
 	if o := req.IsEdns0(); o != nil {
@@ -214,9 +225,11 @@ func (s *Server) handleUDP(w *worker, p []byte, src netip.AddrPort) []byte {
 	if r.pop != "" && rcode == dns.RcodeSuccess {
 		e.answers = s.m.answers.WithLabelValues(r.pop)
 	}
+	if parsed {
+		e.ecsAddrLen = len(q.ecsAddr)
+	}
 	i := 0
 	if parsed && r.cacheable && rcode == dns.RcodeSuccess && !r.failOpen {
-		e.ecsAddrLen = len(q.ecsAddr)
 		st.cache.put(w.key, e, now.UnixNano())
 		if loc != nil && !r.perClient {
 			st.netCache.put(w.netKey, &entry{variants: packed, ecsAddrLen: e.ecsAddrLen, queries: e.queries, answers: e.answers}, now.UnixNano())
@@ -226,16 +239,29 @@ func (s *Server) handleUDP(w *worker, p []byte, src netip.AddrPort) []byte {
 		i = int(s.rr.Add(1)-1) % len(packed)
 	}
 	s.account(e, r)
-	b := packed[i]
-	if len(b) > limit {
-		m := out[i]
-		m.Truncate(limit)
-		if tb, err := m.Pack(); err == nil {
-			b = tb
+	var b []byte
+	if parsed {
+		// The querier's reply is what a hit would give it (see the upper case above).
+		b = append(w.out[:0], packed[i]...)
+		patch(b, p, &q, e)
+		if len(b) > limit {
+			if tb := truncate(b, limit); tb != nil {
+				b = tb
+			}
 		}
+	} else {
+		b = packed[i]
+		if len(b) > limit {
+			m := out[i]
+			m.Truncate(limit)
+			if tb, err := m.Pack(); err == nil {
+				b = tb
+			}
+		}
+		b = append(w.out[:0], b...)
 	}
 	s.m.latency.Observe(time.Since(start).Seconds())
-	return append(w.out[:0], b...)
+	return b
 }
 
 // truncatedHit answers from the cached variant v of e, too long for the client: v for this
@@ -245,6 +271,16 @@ func (s *Server) handleUDP(w *worker, p []byte, src netip.AddrPort) []byte {
 func (s *Server) truncatedHit(w *worker, p []byte, q *query, e *entry, v []byte, limit int) []byte {
 	b := append(w.out[:0], v...)
 	patch(b, p, q, e)
+	out := truncate(b, limit)
+	if out != nil {
+		w.hit(e)
+	}
+	return out
+}
+
+// truncate cuts the packed reply b to limit bytes with TC set (dns.Msg.Truncate); nil if it
+// does not unpack or pack.
+func truncate(b []byte, limit int) []byte {
 	var m dns.Msg
 	if m.Unpack(b) != nil {
 		return nil
@@ -255,7 +291,6 @@ func (s *Server) truncatedHit(w *worker, p []byte, q *query, e *entry, v []byte,
 	if err != nil {
 		return nil
 	}
-	w.hit(e)
 	return out
 }
 
@@ -326,6 +361,38 @@ func (s *Server) serveTCP(w dns.ResponseWriter, req *dns.Msg) {
 	s.account(e, r)
 	w.WriteMsg(out[int(s.rr.Add(1)-1)%len(out)])
 	s.m.latency.Observe(time.Since(start).Seconds())
+}
+
+// tcpReader reads TCP queries for miekg/dns's server and answers FORMERR itself, with a
+// bare header as UDP does, to those with a malformed ECS option (badECS): that server's
+// parser would accept them with the address padded or cut. It then reads the next query.
+type tcpReader struct {
+	dns.Reader
+	s *Server
+}
+
+// decorateTCP wraps the TCP server's reader (dns.Server.DecorateReader).
+func (s *Server) decorateTCP(r dns.Reader) dns.Reader { return tcpReader{Reader: r, s: s} }
+
+func (r tcpReader) ReadTCP(conn net.Conn, timeout time.Duration) ([]byte, error) {
+	for {
+		m, err := r.Reader.ReadTCP(conn, timeout)
+		if err != nil || !badECS(m) {
+			return m, err
+		}
+		r.s.m.misses.Add(1)
+		r.s.m.queries.WithLabelValues("other", rcodeLabel(dns.RcodeFormatError)).Inc()
+		b := headerReply(make([]byte, 2, 2+headerLen), m, dns.RcodeFormatError)
+		binary.BigEndian.PutUint16(b, headerLen)
+		// Bounded, so that a client that does not read cannot hold the connection's
+		// goroutine; cleared after, as miekg/dns sets no write deadline of its own.
+		conn.SetWriteDeadline(time.Now().Add(timeout))
+		_, err = conn.Write(b)
+		conn.SetWriteDeadline(time.Time{})
+		if err != nil {
+			return nil, fmt.Errorf("write formerr: %w", err)
+		}
+	}
 }
 
 // resolve answers a parsed query. A nil result means reply with only a header and rcode

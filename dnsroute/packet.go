@@ -128,6 +128,72 @@ func parseECS(p []byte, off, n int, q *query) bool {
 	return true
 }
 
+// badECS reports whether p, a query of opcode QUERY, carries an ECS option that RFC 7871
+// section 6 rejects (as parseECS reads it), or two. miekg/dns, which parses what the fast
+// path does not take, pads or cuts the ADDRESS to its family's length as it unpacks the
+// option, so too few or too many octets show only in the wire form. A message that does
+// not parse as far as its options reports false: the full parser rejects it.
+func badECS(p []byte) bool {
+	if len(p) < headerLen || p[2]&0xF8 != 0 {
+		return false
+	}
+	be := binary.BigEndian
+	qd, an, ns, ar := int(be.Uint16(p[4:])), int(be.Uint16(p[6:])), int(be.Uint16(p[8:])), int(be.Uint16(p[10:]))
+	off := headerLen
+	for range qd {
+		if off = skipName(p, off); off < 0 || off+4 > len(p) {
+			return false
+		}
+		off += 4
+	}
+	var q query
+	for i := range an + ns + ar {
+		if off = skipName(p, off); off < 0 || off+10 > len(p) {
+			return false
+		}
+		typ, rdlen := be.Uint16(p[off:]), int(be.Uint16(p[off+8:]))
+		off += 10
+		if off+rdlen > len(p) {
+			return false
+		}
+		if i >= an+ns && typ == typeOPT {
+			for o, end := off, off+rdlen; o+4 <= end; {
+				code, olen := be.Uint16(p[o:]), int(be.Uint16(p[o+2:]))
+				if o+4+olen > end {
+					return false
+				}
+				if code == optionECS && (q.ecs || !parseECS(p, o+4, olen, &q)) {
+					return true
+				}
+				o += 4 + olen
+			}
+		}
+		off += rdlen
+	}
+	return false
+}
+
+// skipName returns the offset just past the (possibly compressed) name at p[off:], or -1
+// when it runs past the end or uses a reserved label type.
+func skipName(p []byte, off int) int {
+	for off < len(p) {
+		switch l := p[off]; {
+		case l == 0:
+			return off + 1
+		case l&0xC0 == 0xC0:
+			if off+2 > len(p) {
+				return -1
+			}
+			return off + 2
+		case l&0xC0 != 0:
+			return -1
+		default:
+			off += 1 + int(l)
+		}
+	}
+	return -1
+}
+
 // ecsPrefix is the client subnet the query's ECS option names.
 func ecsPrefix(fam uint16, src uint8, addr []byte) netip.Prefix {
 	if fam == familyIPv4 {

@@ -3,6 +3,7 @@ package dnsroute
 import (
 	"fmt"
 	"math"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -359,6 +360,117 @@ func TestRotationWhenTruncated(t *testing.T) {
 		}
 		if len(firsts) < 10 {
 			t.Errorf("%s: %d distinct first addresses in 20 answers, want the rotation's", how, len(firsts))
+		}
+	}
+}
+
+// ecsBody is a raw ECS option body: family, source prefix length, scope and the address
+// octets as given, however many they are.
+func ecsBody(family uint16, source, scope uint8, addr ...byte) []byte {
+	return append([]byte{byte(family >> 8), byte(family), source, scope}, addr...)
+}
+
+// ecsQuery packs an A query for www with id and the raw ECS option body ecs. With slow, a
+// record follows the OPT in the additional section: a shape the fast path leaves to
+// miekg/dns.
+func ecsQuery(t *testing.T, id uint16, ecs []byte, slow bool) []byte {
+	t.Helper()
+	m := new(dns.Msg)
+	m.SetQuestion("www.cdn.example.", dns.TypeA)
+	m.Id = id
+	m.SetEdns0(1232, false)
+	o := m.IsEdns0()
+	// EDNS0_LOCAL packs its data as it is; EDNS0_SUBNET would pad or cut the address.
+	o.Option = append(o.Option, &dns.EDNS0_LOCAL{Code: dns.EDNS0SUBNET, Data: ecs})
+	if slow {
+		m.Extra = append(m.Extra, &dns.A{Hdr: dns.RR_Header{Name: "x.cdn.example.", Rrtype: dns.TypeA, Class: dns.ClassINET}, A: net.IPv4(192, 0, 2, 1)})
+	}
+	b, err := m.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// rawAsk sends the packed query pkt over network on conn and returns the reply.
+func rawAsk(t *testing.T, c *dns.Conn, pkt []byte) *dns.Msg {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write(pkt); err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.ReadMsg()
+	if err != nil {
+		t.Fatalf("no reply: %v", err)
+	}
+	return r
+}
+
+// TestECSMalformedIsFormErr: an ECS option whose ADDRESS has more or fewer octets than its
+// source prefix needs, bits set past the prefix, a bad family or a scope is answered FORMERR
+// (RFC 7871 section 6), over UDP and TCP, in the shape the fast path parses and in one it
+// leaves to miekg/dns, and a well-formed one is answered. Found in review: miekg/dns pads or
+// cuts the address to its family's length when it unpacks the option, so the full parser's
+// path accepted a /24 sent with 2 or 4 octets.
+func TestECSMalformedIsFormErr(t *testing.T) {
+	ts := startServer(t, nil)
+	l := cityPrefix(t, "London", 9).Addr().As4()
+	tk, _ := geodata.Lookup("Tokyo")
+	v6 := tk.V6.Addr().As16()
+	tests := []struct {
+		name string
+		ecs  []byte
+		ok   bool
+	}{
+		{"v4 /24 in 3 octets", ecsBody(1, 24, 0, l[:3]...), true},
+		{"v4 /0 in no octets", ecsBody(1, 0, 0), true},
+		{"v6 /56 in 7 octets", ecsBody(2, 56, 0, v6[:7]...), true},
+		{"v4 /24 in 2 octets", ecsBody(1, 24, 0, l[:2]...), false},
+		{"v4 /24 in 4 octets", ecsBody(1, 24, 0, l[0], l[1], l[2], 0), false},
+		{"v4 /24 in 16 octets", ecsBody(1, 24, 0, append(l[:3:3], make([]byte, 13)...)...), false},
+		{"v4 /32 in 5 octets", ecsBody(1, 32, 0, l[0], l[1], l[2], 1, 0), false},
+		{"v4 /0 in 1 octet", ecsBody(1, 0, 0, 0), false},
+		{"v6 /56 in 6 octets", ecsBody(2, 56, 0, v6[:6]...), false},
+		{"v6 /56 in 8 octets", ecsBody(2, 56, 0, append(v6[:7:7], 0)...), false},
+		{"v6 /56 in 16 octets", ecsBody(2, 56, 0, append(v6[:7:7], make([]byte, 9)...)...), false},
+		{"v4 bits past the prefix", ecsBody(1, 20, 0, l[0], l[1], l[2]|0x0F), false},
+		{"bad family", ecsBody(3, 24, 0, l[:3]...), false},
+		{"scope in a query", ecsBody(1, 24, 16, l[:3]...), false},
+	}
+	for _, shape := range []string{"fast", "slow"} {
+		for _, tt := range tests {
+			pkt := ecsQuery(t, 0x1234, tt.ecs, shape == "slow")
+			// The fast path takes only the well-formed options of its own shape.
+			var q query
+			if got, want := parseQuery(pkt, &q), shape == "fast" && tt.ok; got != want {
+				t.Fatalf("%s %s: parseQuery = %v, want %v", shape, tt.name, got, want)
+			}
+			for _, network := range []string{"udp", "tcp"} {
+				t.Run(shape+"/"+network+"/"+tt.name, func(t *testing.T) {
+					c, err := dns.Dial(network, ts.addr)
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer c.Close()
+					// Twice: the second well-formed UDP query is a cache hit, and a FORMERR
+					// over TCP leaves the connection serving.
+					for range 2 {
+						r := rawAsk(t, c, pkt)
+						if r.Id != 0x1234 || !r.Response {
+							t.Fatalf("reply id %#x response %v", r.Id, r.Response)
+						}
+						if !tt.ok {
+							if r.Rcode != dns.RcodeFormatError || len(r.Question)+len(r.Answer)+len(r.Ns)+len(r.Extra) != 0 {
+								t.Errorf("rcode %s with %d questions and %d records, want FORMERR, a bare header", dns.RcodeToString[r.Rcode], len(r.Question), len(r.Answer)+len(r.Ns)+len(r.Extra))
+							}
+							continue
+						}
+						if r.Rcode != dns.RcodeSuccess || len(r.Answer) == 0 {
+							t.Errorf("rcode %s with %d answers, want NOERROR with an answer", dns.RcodeToString[r.Rcode], len(r.Answer))
+						}
+					}
+				})
+			}
 		}
 	}
 }

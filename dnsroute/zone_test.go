@@ -1,6 +1,7 @@
 package dnsroute
 
 import (
+	"bytes"
 	"net"
 	"net/netip"
 	"slices"
@@ -315,5 +316,109 @@ func TestCacheDroppedOnFleetChange(t *testing.T) {
 	ts.StaticFleet().RemoveNode("lhr", "lhr-2")
 	if got := ts.popOf(t, ts.ask(t, "www.cdn.example.", dns.TypeA, london)); got != "fra" {
 		t.Errorf("after removing lhr's nodes: PoP = %s, want fra", got)
+	}
+}
+
+// recordsWire is the answer, authority and additional sections of r (without the OPT), each
+// record packed without compression: names in them as they are spelt, byte for byte.
+func recordsWire(t *testing.T, r *dns.Msg) ([]byte, []string) {
+	t.Helper()
+	var b []byte
+	var text []string
+	buf := make([]byte, dns.MaxMsgSize)
+	for _, sec := range [][]dns.RR{r.Answer, r.Ns, r.Extra} {
+		for _, rr := range sec {
+			if rr.Header().Rrtype == dns.TypeOPT {
+				continue
+			}
+			n, err := dns.PackRR(rr, buf, 0, nil, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b = append(b, buf[:n]...)
+			text = append(text, rr.String())
+		}
+		b = append(b, 0xFF) // section boundary
+	}
+	return b, text
+}
+
+// TestCachedAnswerNamesAsUncached: every name in an answer from the cache is spelt as in the
+// uncached answer to the same question (TCP is never cached): names that are the question
+// in the querier's spelling, names from the zone (the SOA in the authority section, NS
+// targets, glue, CNAME targets) in the zone's lower case, whoever filled the cache. Found in
+// review: the cached reply was packed for the first querier, whose question the zone's names
+// were compressed into when its spelling matched theirs, so the next querier's spelling,
+// patched into the question, showed through them too ("ns1.CdN.eXaMpLe.").
+func TestCachedAnswerNamesAsUncached(t *testing.T) {
+	mixed := func(n string) string { // wWw.CdN.eXaMpLe.
+		b := []byte(n)
+		for i := 1; i < len(b); i += 2 {
+			b[i] = strings.ToUpper(string(b[i]))[0]
+		}
+		return string(b)
+	}
+	mixed2 := func(n string) string { return strings.ToUpper(n[:1]) + n[1:2] + strings.ToUpper(n[2:]) }
+	spellings := []struct {
+		name          string
+		first, second func(string) string
+	}{
+		{"lower then mixed", strings.ToLower, mixed},
+		{"upper then mixed", strings.ToUpper, mixed},
+		{"mixed then lower", mixed, strings.ToLower},
+		{"mixed then other mixed", mixed, mixed2},
+	}
+	tests := []struct {
+		name   string
+		qname  string
+		qtype  uint16
+		rcode  int
+		cached bool
+	}{
+		{"NOERROR A", "www.cdn.example.", dns.TypeA, dns.RcodeSuccess, true},
+		{"CNAME to a routed name", "alias.cdn.example.", dns.TypeA, dns.RcodeSuccess, true},
+		{"NODATA TXT", "www.cdn.example.", dns.TypeTXT, dns.RcodeSuccess, true},
+		{"NODATA MX", "static.cdn.example.", dns.TypeMX, dns.RcodeSuccess, true},
+		{"NODATA empty non-terminal", "assets.cdn.example.", dns.TypeA, dns.RcodeSuccess, true},
+		{"NODATA at the apex", "cdn.example.", dns.TypeA, dns.RcodeSuccess, true},
+		{"NXDOMAIN", "nope.cdn.example.", dns.TypeA, dns.RcodeNameError, false},
+		{"apex SOA", "cdn.example.", dns.TypeSOA, dns.RcodeSuccess, true},
+		{"apex NS with glue", "cdn.example.", dns.TypeNS, dns.RcodeSuccess, true},
+		{"glue A", "ns1.cdn.example.", dns.TypeA, dns.RcodeSuccess, true},
+	}
+	for _, sp := range spellings {
+		t.Run(sp.name, func(t *testing.T) {
+			// A server of its own, so that the first spelling is what fills the cache (also
+			// the entry of the client's database network); Singapore has one node, so routed
+			// answers do not rotate.
+			ts := startServer(t, nil)
+			o := qopt{ecs: cityPrefix(t, "Singapore", 1)}
+			for _, tt := range tests {
+				t.Run(tt.name, func(t *testing.T) {
+					for i, spell := range []func(string) string{sp.first, sp.second} {
+						name := spell(tt.qname)
+						o.net = "tcp"
+						want := ts.ask(t, name, tt.qtype, o)
+						o.net = "udp"
+						hits := ts.m.hits.Load()
+						got := ts.ask(t, name, tt.qtype, o)
+						if hit := ts.m.hits.Load() > hits; hit != (i == 1 && tt.cached) {
+							t.Errorf("%s (query %d): cache hit = %v, want %v", name, i+1, hit, !hit)
+						}
+						if got.Rcode != tt.rcode || want.Rcode != tt.rcode {
+							t.Fatalf("%s: rcode UDP %s TCP %s, want %s", name, dns.RcodeToString[got.Rcode], dns.RcodeToString[want.Rcode], dns.RcodeToString[tt.rcode])
+						}
+						if got.Question[0].Name != name {
+							t.Errorf("%s: question = %q", name, got.Question[0].Name)
+						}
+						gb, gt := recordsWire(t, got)
+						wb, wt := recordsWire(t, want)
+						if !bytes.Equal(gb, wb) {
+							t.Errorf("%s (query %d) over UDP:\n%s\nuncached over TCP:\n%s", name, i+1, strings.Join(gt, "\n"), strings.Join(wt, "\n"))
+						}
+					}
+				})
+			}
+		})
 	}
 }
