@@ -474,3 +474,46 @@ func TestECSMalformedIsFormErr(t *testing.T) {
 		}
 	}
 }
+
+// TestEDNSOptionCheckedAlike: a query with an EDNS option that miekg/dns checks as it unpacks
+// (UL, code 2: 4 or 8 octets) gets FORMERR when the option is malformed and an answer when it
+// is not, the same the first time and the second (when the cache holds the answer). Found by
+// FuzzParseQuery: the fast path, which ignores options it does not use, answered a malformed
+// one from the cache, and only a miss reached the parser that refuses it.
+func TestEDNSOptionCheckedAlike(t *testing.T) {
+	ts := startServer(t, nil)
+	for _, tt := range []struct {
+		name string
+		body []byte
+		ok   bool
+	}{
+		{"UL in 4 octets", make([]byte, 4), true},
+		{"UL in 6 octets", make([]byte, 6), false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			m := new(dns.Msg)
+			m.SetQuestion("www.cdn.example.", dns.TypeA)
+			m.Id = 0x4321
+			m.SetEdns0(1232, false)
+			o := m.IsEdns0()
+			o.Option = append(o.Option, &dns.EDNS0_LOCAL{Code: dns.EDNS0UL, Data: tt.body})
+			pkt, err := m.Pack()
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := dns.Dial("udp", ts.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			// A first query without the option fills the cache for the question.
+			ts.ask(t, "www.cdn.example.", dns.TypeA, qopt{edns: true})
+			for i := range 2 {
+				r := rawAsk(t, c, pkt)
+				if got := r.Rcode == dns.RcodeSuccess && len(r.Answer) > 0; got != tt.ok {
+					t.Errorf("query %d: rcode %s with %d answers, want answered = %v", i+1, dns.RcodeToString[r.Rcode], len(r.Answer), tt.ok)
+				}
+			}
+		})
+	}
+}
