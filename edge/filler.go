@@ -343,7 +343,7 @@ func (f *filler) fillFunc(flightKey string, req *request, stale *store.Object, o
 		lead   request
 		r      http.Request
 		url    url.URL
-		ctx    fillContext
+		fill   fillState
 		leader bool
 	}{lead: *req, r: *req.r.WithContext(context.Background())}
 	if ownGoroutine {
@@ -377,7 +377,7 @@ func (f *filler) fillFunc(flightKey string, req *request, stale *store.Object, o
 		if ownGoroutine {
 			growFillStack()
 		}
-		return f.runRecovered(flightKey, lead, stale, opts, im, &st.ctx), nil
+		return f.runRecovered(flightKey, lead, stale, opts, im, &st.fill), nil
 	}, &st.leader
 }
 
@@ -406,7 +406,7 @@ const fillStackBytes = 5 << 10
 // runRecovered is run, with a panic turned into the fill's error and logged: singleflight
 // would re-raise it in every waiter that called Do, and crash the process if one called DoChan,
 // so a fill's clients would see it differently by protocol. They all get the error instead.
-func (f *filler) runRecovered(flightKey string, req *request, stale *store.Object, opts fillOptions, im *interim, fc *fillContext) (res *fillResult) {
+func (f *filler) runRecovered(flightKey string, req *request, stale *store.Object, opts fillOptions, im *interim, fs *fillState) (res *fillResult) {
 	defer func() {
 		if p := recover(); p != nil {
 			buf := make([]byte, 64<<10)
@@ -418,13 +418,21 @@ func (f *filler) runRecovered(flightKey string, req *request, stale *store.Objec
 	if f.runHook != nil {
 		f.runHook(flightKey)
 	}
-	return f.run(flightKey, req, stale, opts, im, fc)
+	return f.run(flightKey, req, stale, opts, im, fs)
 }
 
-// run performs one collapsed fill under the filler's context, with fc, unused until now, as
-// its own (fillctx.go). A body that streams on (a streaming miss) is read by a pump goroutine
-// of the filler, which stores it once complete.
-func (f *filler) run(flightKey string, req *request, stale *store.Object, opts fillOptions, im *interim, fc *fillContext) *fillResult {
+// fillState is what one collapsed fill keeps while it runs, allocated with its caller's
+// state (fillFunc): its context and its result.
+type fillState struct {
+	ctx fillContext
+	res fillResult
+}
+
+// run performs one collapsed fill under the filler's context, with fs.ctx, unused until now,
+// as its own (fillctx.go), and returns fs.res. A body that streams on (a streaming miss) is
+// read by a pump goroutine of the filler, which stores it once complete.
+func (f *filler) run(flightKey string, req *request, stale *store.Object, opts fillOptions, im *interim, fs *fillState) *fillResult {
+	fc := &fs.ctx
 	fc.values = im.values()
 	if !f.enterFill(fc, f.n.cfg.FillTimeout) {
 		return &fillResult{err: errClosing}
@@ -432,7 +440,7 @@ func (f *filler) run(flightKey string, req *request, stale *store.Object, opts f
 	defer f.wg.Done()
 	*req.r = *req.r.WithContext(fc) // in place: the request is this fill's own (launch)
 	opts.stream = true
-	res := new(fillResult)
+	res := &fs.res
 	*res = f.fetchAndStore(req, stale, opts)
 	switch { // fc.cancel as a value only where it outlives run: it is an allocation
 	case res.body != nil:
