@@ -7,21 +7,25 @@ import (
 	"time"
 )
 
-// fillContext is the context of one collapsed fill (filler.run): the filler's context (its
-// values, and its end when the node closes) with the fill's own deadline, Config.FillTimeout
-// from its start, and the values of the trace that forwards interim responses to the client
-// waiting for it. It is what context.WithTimeout(f.ctx, ...) and httptrace.WithClientTrace
+// fillContext is the context of one collapsed fill (filler.run): it ends when the node
+// closes (filler.close, as the filler's context does), at the fill's own deadline,
+// Config.FillTimeout from its start, or when the fill is done, and it holds the values of the
+// trace that forwards interim responses to the client waiting for it. It is what context.WithTimeout(f.ctx, ...) and httptrace.WithClientTrace
 // gave, without their cost on every miss (issue 15): a runtime timer per fill, an entry in the
 // filler context's map of children, under the one lock every fill took twice, and another such
 // map for the exchange's context.AfterFunc, which fillContext serves itself (AfterFunc below).
 //
 // Every fill has the same timeout, so fills reach their deadlines in the order they started:
-// the filler keeps the live ones in a list, oldest first, and one timer for the oldest
-// (filler.expireFills).
+// the filler keeps the live ones in a list, by deadline, and one timer for the earliest
+// (filler.expireFills); a shorter timeout is put in its place and the timer moved.
+//
+// It has no parent for the context package to find: its values are its trace's alone (the
+// filler's context carries none), so context.Cause reports its own Err, DeadlineExceeded
+// for a fill that timed out even after the node closed, as a context.WithTimeout's did.
 type fillContext struct {
 	f        *filler
 	deadline time.Time
-	values   context.Context // asked for a value before f.ctx (the trace's); nil if none
+	values   context.Context // its values (the trace's); nil if none
 
 	prev, next *fillContext // in the filler's list of live fills, under f.mu
 	listed     bool         // in that list, under f.mu
@@ -64,15 +68,12 @@ func (c *fillContext) Err() error {
 	return c.err
 }
 
-// Value looks in the fill's own values, then in the filler's context. context.Cause finds the
-// filler's cause there when the node closed, and otherwise reports Err.
+// Value looks in the fill's own values only (see the type's comment).
 func (c *fillContext) Value(key any) any {
-	if c.values != nil {
-		if v := c.values.Value(key); v != nil {
-			return v
-		}
+	if c.values == nil {
+		return nil
 	}
-	return c.f.ctx.Value(key)
+	return c.values.Value(key)
 }
 
 // AfterFunc is what context.AfterFunc uses for a context that has this method: fn runs in a
@@ -145,24 +146,37 @@ func (f *filler) enterFill(c *fillContext, timeout time.Duration) bool {
 	}
 	f.wg.Add(1)
 	c.f = f
-	c.deadline = time.Now().Add(timeout) // under the lock: the list stays in deadline order
-	c.listed, c.prev, c.next = true, f.fillTail, nil
-	if f.fillTail != nil {
-		f.fillTail.next = c
-	} else {
-		f.fillHead = c
+	c.deadline = time.Now().Add(timeout)
+	// In deadline order: at the tail, as every fill of a node has the same timeout.
+	after := f.fillTail
+	for after != nil && after.deadline.After(c.deadline) {
+		after = after.prev
 	}
-	f.fillTail = c
-	if !f.fillTimerSet {
-		f.fillTimerSet = true
-		d := time.Until(c.deadline)
-		if f.fillTimer == nil {
-			f.fillTimer = time.AfterFunc(d, f.expireFills)
-		} else {
-			f.fillTimer.Reset(d)
-		}
+	c.listed, c.prev = true, after
+	if after != nil {
+		c.next, after.next = after.next, c
+	} else {
+		c.next, f.fillHead = f.fillHead, c
+	}
+	if c.next != nil {
+		c.next.prev = c
+	} else {
+		f.fillTail = c
+	}
+	if !f.fillTimerSet || c.deadline.Before(f.fillTimerAt) {
+		f.setFillTimer(c.deadline)
 	}
 	return true
+}
+
+// setFillTimer sets the timer for at; f.mu is held.
+func (f *filler) setFillTimer(at time.Time) {
+	f.fillTimerSet, f.fillTimerAt = true, at
+	if f.fillTimer == nil {
+		f.fillTimer = time.AfterFunc(time.Until(at), f.expireFills)
+	} else {
+		f.fillTimer.Reset(time.Until(at))
+	}
 }
 
 // unlistFill takes c out of the live fills, if it is still there.
@@ -202,7 +216,7 @@ func (f *filler) expireFills() {
 		due = append(due, c)
 	}
 	if f.fillHead != nil {
-		f.fillTimer.Reset(f.fillHead.deadline.Sub(now))
+		f.setFillTimer(f.fillHead.deadline)
 	} else {
 		f.fillTimerSet = false
 	}

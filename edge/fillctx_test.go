@@ -143,14 +143,13 @@ func TestFillContextAfterFunc(t *testing.T) {
 	}
 }
 
-// TestFillContextValues: a fill's context has its trace and the filler context's values.
+// TestFillContextValues: a fill's context holds its trace's values and no parent's: the
+// context package finds no cancelCtx above it (contexts derived from it go through its
+// AfterFunc, TestFillContextAfterFunc).
 func TestFillContextValues(t *testing.T) {
-	type key struct{}
 	f := newFiller(&Node{})
-	f.ctx = context.WithValue(f.ctx, key{}, "filler's")
 	defer f.close()
-	im := newInterim(nil)
-	if im != nil {
+	if newInterim(nil) != nil {
 		t.Fatal("newInterim(nil) != nil")
 	}
 	var c fillContext
@@ -164,8 +163,52 @@ func TestFillContextValues(t *testing.T) {
 	if got := httptrace.ContextClientTrace(&c); got != trace {
 		t.Errorf("ContextClientTrace = %p, want %p", got, trace)
 	}
-	if got := c.Value(key{}); got != "filler's" {
-		t.Errorf("Value(filler's key) = %v", got)
+	var bare fillContext
+	if v := bare.Value("anything"); v != nil {
+		t.Errorf("Value on a context without values = %v", v)
+	}
+}
+
+// TestFillContextCauseAfterClose: a fill that timed out keeps DeadlineExceeded as its cause
+// when the node closes afterwards, as a context.WithTimeout of the filler's context did.
+// Found in review: the filler's cancelCtx, reached through Value, gave Canceled.
+func TestFillContextCauseAfterClose(t *testing.T) {
+	f := newFiller(&Node{})
+	var c fillContext
+	if !f.enterFill(&c, 10*time.Millisecond) {
+		t.Fatal("enterFill refused")
+	}
+	<-c.Done()
+	f.wg.Done()
+	f.close()
+	if err := context.Cause(&c); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Cause after close = %v, want DeadlineExceeded", err)
+	}
+}
+
+// TestFillContextShorterTimeout: a fill entered with a shorter timeout than one already
+// running still ends at its own deadline. Found in review: the list was kept in the order
+// fills started, and the timer for the oldest.
+func TestFillContextShorterTimeout(t *testing.T) {
+	f := newFiller(&Node{})
+	defer f.close()
+	var long, short fillContext
+	for _, e := range []struct {
+		c *fillContext
+		d time.Duration
+	}{{&long, time.Hour}, {&short, 20 * time.Millisecond}} {
+		if !f.enterFill(e.c, e.d) {
+			t.Fatal("enterFill refused")
+		}
+		defer f.wg.Done()
+	}
+	select {
+	case <-short.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("a fill with a 20 ms timeout, entered behind one of an hour, still runs after 10 s")
+	}
+	if long.Err() != nil {
+		t.Errorf("the hour-long fill ended too: %v", long.Err())
 	}
 }
 

@@ -33,18 +33,19 @@ import (
 type filler struct {
 	n *Node
 
-	ctx    context.Context // every fill and background goroutine runs under it
+	ctx    context.Context // every fill and background goroutine runs under it; it holds no values (fillContext)
 	cancel context.CancelFunc
 
 	mu      sync.Mutex // protects closing and the live fills; held around wg.Add so close's Wait sees every Add
 	closing bool
 	wg      sync.WaitGroup
 
-	// The live collapsed fills' contexts, oldest first, and the timer for the oldest's
-	// deadline (fillctx.go); under mu.
+	// The live collapsed fills' contexts, by deadline, and the timer for the earliest, set
+	// for fillTimerAt if fillTimerSet (fillctx.go); under mu.
 	fillHead, fillTail *fillContext
 	fillTimer          *time.Timer
 	fillTimerSet       bool
+	fillTimerAt        time.Time
 
 	flight singleflight.Group // one fill per key in flight
 
