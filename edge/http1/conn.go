@@ -75,7 +75,7 @@ type conn struct {
 	// writes pipelined before unwatch's wait for it returns).
 	pipelined   bool        // a request was seen behind one not yet answered: more may be on the way
 	closeLinger bool        // the last answer went out whole and ended the connection
-	lingering   atomic.Bool // lingerClose is lingering: Shutdown may close it (shut)
+	lingering   atomic.Bool // lingerClose is lingering: Close closes it beneath TLS (shut)
 }
 
 // connReader reads the connection, first giving back a byte a watch has read.

@@ -28,20 +28,17 @@ const (
 )
 
 // lingerClose lingers, if it should, before serve closes a connection whose last answer went
-// out whole and ended it (closeLinger). It runs on the connection's goroutine; Shutdown and
-// Close end it as they end an idle connection, by closing the socket under its read.
+// out whole and ended it (closeLinger). It runs on the connection's goroutine. Shutdown
+// waits for it as for a request in flight (every answer during a Shutdown ends its
+// connection, and one answered while the client sent more must not be reset either), bounded
+// by Shutdown's context, as nginx's graceful shutdown waits for its lingering connections;
+// Close ends it at once, by closing the socket under its read.
 func (c *conn) lingerClose() {
 	s := c.srv
 	if s.LingerTime < 0 || !c.mayHaveUnread() {
 		return
 	}
-	// The answer is out and the connection waits for nothing the server needs: Shutdown may
-	// close it as an idle one. Set before the check, as serve's wait for a request does, so
-	// that a Shutdown that began meanwhile is seen here or closes the connection itself.
-	c.lingering.Store(true)
-	if s.shuttingDown() {
-		return
-	}
+	c.lingering.Store(true) // for Close (shut)
 	rd := c.halfClose()
 	if rd == nil {
 		return

@@ -230,10 +230,11 @@ func lingerOn(t *testing.T, c net.Conn, lingering <-chan time.Time) time.Time {
 
 var okHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
 
-// Shutdown and Close end a lingering connection at once, as they do an idle one, however long
-// it could still linger.
-func TestShutdownEndsLinger(t *testing.T) {
-	for _, name := range []string{"Shutdown", "Close"} {
+// Close ends a lingering connection at once, however long it could still linger. Shutdown
+// waits for it as for a request in flight, until the client closes its side (or Shutdown's
+// context ends, and Close then ends it), as nginx's graceful shutdown does.
+func TestShutdownAndLinger(t *testing.T) {
+	for _, name := range []string{"Close", "Shutdown", "Shutdown past its context"} {
 		t.Run(name, func(t *testing.T) {
 			states := newConnStates()
 			lingering := make(chan time.Time, 1)
@@ -247,16 +248,37 @@ func TestShutdownEndsLinger(t *testing.T) {
 			lingerOn(t, c, lingering)
 			select {
 			case <-states.closed:
-				t.Fatal("the lingering connection was closed before Shutdown")
+				t.Fatal("the lingering connection was closed before Shutdown or Close")
 			default:
 			}
-			if name == "Shutdown" {
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				defer cancel()
-				if err := s.Shutdown(ctx); err != nil {
-					t.Fatalf("Shutdown waited for the lingering connection: %v", err)
+			switch name {
+			case "Close":
+				s.Close()
+			case "Shutdown":
+				shut := make(chan error, 1)
+				go func() {
+					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					defer cancel()
+					shut <- s.Shutdown(ctx)
+				}()
+				wait.For(t, 5*time.Second, "Shutdown to begin", s.shuttingDown)
+				select {
+				case err := <-shut:
+					t.Fatalf("Shutdown returned (%v) while a connection lingered", err)
+				case <-states.closed:
+					t.Fatal("Shutdown closed the lingering connection")
+				default:
 				}
-			} else {
+				c.Close() // the client's end: the linger is over
+				if err := <-shut; err != nil {
+					t.Fatalf("Shutdown: %v", err)
+				}
+			default:
+				ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+				defer cancel()
+				if err := s.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+					t.Fatalf("Shutdown with a connection lingering for an hour = %v, want its context's end", err)
+				}
 				s.Close()
 			}
 			select {
@@ -265,6 +287,52 @@ func TestShutdownEndsLinger(t *testing.T) {
 				t.Fatalf("%s left the lingering connection open", name)
 			}
 		})
+	}
+}
+
+// An answer that goes out while Shutdown runs ends its connection; a client that pipelined
+// more behind it still reads it whole. Found in review: the close did not linger during a
+// Shutdown, and the reset cut the answer's end.
+func TestShutdownKeepsInFlightAnswer(t *testing.T) {
+	body := bytes.Repeat([]byte("0123456789abcdef"), (4<<20)/16)
+	begun := make(chan struct{})
+	release := sync.OnceFunc(func() { close(begun) })
+	defer release()
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-begun // answer only once Shutdown has begun
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		const chunk = 64 << 10
+		for p := body; len(p) > 0; p = p[chunk:] {
+			w.Write(p[:chunk])
+		}
+	})
+	s, dial := serveLinger(t, h, false, nil)
+	c := dial()
+	defer c.Close()
+	io.WriteString(c, "GET /big HTTP/1.1\r\nHost: a\r\n\r\n") // keep-alive
+	wait.For(t, 5*time.Second, "the watch to read", func() bool { return watching(s) })
+	io.WriteString(c, "GET /next HTTP/1.1\r\n")
+	wait.For(t, 5*time.Second, "the watch to take the byte", func() bool { return !watching(s) })
+	io.WriteString(c, "Host: a\r\n\r\n") // unread in the socket
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		shut <- s.Shutdown(ctx)
+	}()
+	wait.For(t, 5*time.Second, "Shutdown to begin", s.shuttingDown)
+	release()
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("head: %v", err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	if err != nil || !bytes.Equal(got, body) {
+		t.Errorf("an answer during Shutdown: read %d of %d bytes, then %v", len(got), len(body), err)
+	}
+	c.Close()
+	if err := <-shut; err != nil {
+		t.Errorf("Shutdown: %v", err)
 	}
 }
 
@@ -368,10 +436,10 @@ func TestMayHaveUnread(t *testing.T) {
 	}
 }
 
-// Shutdown ends a lingering TLS connection whose close_notify waits for room in the socket
-// (a client that reads nothing more): it closes the TCP socket beneath, where tls.Conn's
-// Close would have waited, holding the server's lock, for crypto/tls's 5 s write deadline.
-func TestShutdownEndsStalledTLSLinger(t *testing.T) {
+// Close ends a lingering TLS connection whose close_notify waits for room in the socket (a
+// client that reads nothing more): it closes the TCP socket beneath, where tls.Conn's Close
+// would have waited, holding the server's lock, for crypto/tls's 5 s write deadline.
+func TestCloseEndsStalledTLSLinger(t *testing.T) {
 	raw, err := net.Listen("tcp", "127.0.0.65:0")
 	if err != nil {
 		t.Fatal(err)
@@ -402,13 +470,9 @@ func TestShutdownEndsStalledTLSLinger(t *testing.T) {
 	}
 	<-sl.stalled // lingerClose's close_notify waits
 	start := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := s.Shutdown(ctx); err != nil {
-		t.Fatalf("Shutdown: %v", err)
-	}
+	s.Close()
 	if d := time.Since(start); d > 2*time.Second {
-		t.Errorf("Shutdown took %v: it waited for the stalled close_notify", d)
+		t.Errorf("Close took %v: it waited for the stalled close_notify", d)
 	}
 }
 

@@ -50,7 +50,7 @@ type Server struct {
 	// that closing does not reset the connection under the answer's end. Each read waits at
 	// most LingerTimeout (default 5 s) and the whole at most LingerTime (default 30 s), as
 	// nginx's lingering_timeout and lingering_time; a negative LingerTime turns it off.
-	// Shutdown and Close end a lingering connection at once.
+	// Shutdown waits for a lingering connection (bounded by its context); Close ends it at once.
 	LingerTimeout time.Duration
 	LingerTime    time.Duration
 
@@ -137,8 +137,9 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 }
 
-// Shutdown stops accepting, closes idle and lingering connections, lets requests in flight
-// finish, and shuts Fallback down; it returns once every connection is closed or ctx ends.
+// Shutdown stops accepting, closes idle connections, lets requests in flight and lingering
+// closes finish, and shuts Fallback down; it returns once every connection is closed or ctx
+// ends.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.init()
 	s.shutting.Store(true)
@@ -182,13 +183,12 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// closeIdle closes the connections waiting for a request or lingering, and reports whether
-// none is left.
+// closeIdle closes the connections waiting for a request, and reports whether none is left.
 func (s *Server) closeIdle() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.conns {
-		if c.idle.Load() || c.lingering.Load() {
+		if c.idle.Load() {
 			c.shut()
 		}
 	}
