@@ -375,10 +375,15 @@ type tcpReader struct {
 func (s *Server) decorateTCP(r dns.Reader) dns.Reader { return tcpReader{Reader: r, s: s} }
 
 func (r tcpReader) ReadTCP(conn net.Conn, timeout time.Duration) ([]byte, error) {
-	for {
+	for bad := 0; ; bad++ {
 		m, err := r.Reader.ReadTCP(conn, timeout)
 		if err != nil || !badECS(m) {
 			return m, err
+		}
+		if bad == maxBadTCP {
+			// Queries answered here are not counted by miekg/dns's limit of queries per
+			// connection (MaxTCPQueries): this loop has one of its own. The connection ends.
+			return nil, errors.New("too many malformed queries on one TCP connection")
 		}
 		r.s.m.misses.Add(1)
 		r.s.m.queries.WithLabelValues("other", rcodeLabel(dns.RcodeFormatError)).Inc()
@@ -394,6 +399,10 @@ func (r tcpReader) ReadTCP(conn net.Conn, timeout time.Duration) ([]byte, error)
 		}
 	}
 }
+
+// maxBadTCP is how many malformed queries in a row tcpReader answers on one connection:
+// miekg/dns's default MaxTCPQueries.
+const maxBadTCP = 128
 
 // resolve answers a parsed query. A nil result means reply with only a header and rcode
 // (malformed or unsupported queries), so that garbage never earns more bytes than it sent.

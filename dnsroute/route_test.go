@@ -1,7 +1,9 @@
 package dnsroute
 
 import (
+	"encoding/binary"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"net/netip"
@@ -515,5 +517,40 @@ func TestEDNSOptionCheckedAlike(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestTCPBadECSBounded: one TCP connection sending nothing but malformed ECS queries gets
+// FORMERR for as many as miekg/dns answers of any queries on one connection (MaxTCPQueries,
+// 128), then the connection ends. Found in review: the loop that answers them had no bound.
+func TestTCPBadECSBounded(t *testing.T) {
+	ts := startServer(t, nil)
+	l := cityPrefix(t, "London", 9).Addr().As4()
+	count := func(pkt []byte, n int) int {
+		c, err := net.Dial("tcp", ts.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		framed := append(binary.BigEndian.AppendUint16(nil, uint16(len(pkt))), pkt...)
+		for i := range n {
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			var l [2]byte
+			if _, err := c.Write(framed); err != nil {
+				return i
+			}
+			if _, err := io.ReadFull(c, l[:]); err != nil {
+				return i
+			}
+			if _, err := io.ReadFull(c, make([]byte, binary.BigEndian.Uint16(l[:]))); err != nil {
+				return i
+			}
+		}
+		return n
+	}
+	good := count(ecsQuery(t, 1, ecsBody(1, 24, 0, l[:3]...), false), 300)
+	bad := count(ecsQuery(t, 2, ecsBody(1, 24, 0, l[:2]...), false), 300)
+	if bad != maxBadTCP || good != maxBadTCP {
+		t.Errorf("one TCP connection answered %d malformed and %d good queries, want %d each", bad, good, maxBadTCP)
 	}
 }
