@@ -266,6 +266,18 @@ func (c *Config) Validate() error {
 	if c.Purge.MaxLag < 0 {
 		bad("purge.max_lag", "is negative")
 	}
+	for _, d := range []struct {
+		field string
+		v     time.Duration
+	}{
+		{"peer_timeout", c.PeerTimeout}, {"fleet_stale_timeout", c.FleetStaleTimeout},
+		{"request_body_timeout", c.RequestBodyTimeout}, {"fill_timeout", c.FillTimeout},
+		{"pass_timeout", c.PassTimeout}, {"shutdown_timeout", c.ShutdownTimeout},
+	} {
+		if d.v < 0 {
+			bad(d.field, "is negative")
+		}
+	}
 	if c.HTTP1 != "" && c.HTTP1 != HTTP1Fast && c.HTTP1 != HTTP1Std {
 		bad("http1", "is %q; want %q or %q", c.HTTP1, HTTP1Fast, HTTP1Std)
 	}

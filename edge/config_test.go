@@ -43,13 +43,14 @@ peers:
   - addr: 127.0.0.3:80
 http1: nginx
 http2: h2o
+fill_timeout: -1s
 `)
 	tests := []struct {
 		path string
 		want []string // "line:col field", in order
 	}{
 		{decode, []string{"5:5 hosts[0].orign", "7:14 cache.max_bytes"}},
-		{values, []string{"6:5 hosts[1].origin", "5:5 hosts[1].host", "8:3 cache.max_bytes", "11:1 http1", "12:1 http2", "10:5 peers[0].id", "1:1 listen"}},
+		{values, []string{"6:5 hosts[1].origin", "5:5 hosts[1].host", "8:3 cache.max_bytes", "13:1 fill_timeout", "11:1 http1", "12:1 http2", "10:5 peers[0].id", "1:1 listen"}},
 	}
 	for _, tt := range tests {
 		t.Run(filepath.Base(tt.path), func(t *testing.T) {

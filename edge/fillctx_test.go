@@ -3,8 +3,10 @@ package edge
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptrace"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -243,5 +245,56 @@ func TestFillTimeout(t *testing.T) {
 	}
 	if r := do(t, client, http.MethodGet, n.Addr(), testHost, "/slow"); r.status != http.StatusOK || r.body != "second" {
 		t.Errorf("GET /slow again = %d %q, want 200 second", r.status, r.body)
+	}
+}
+
+// TestFillTimeoutMidBody: a collapsed fill whose origin sends its header and part of a large
+// body and then stalls ends at Config.FillTimeout (the pump's read is aborted through the
+// fill context's AfterFunc), the client's answer is cut, and the next request fills anew.
+// From the review of the fill context.
+func TestFillTimeoutMidBody(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	first := make(chan struct{}, 1)
+	first <- struct{}{}
+	n, client := echoEdge(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Content-Type", "application/octet-stream")
+		select {
+		case <-first:
+			w.Header().Set("Content-Length", "1000000")
+			w.Write(make([]byte, 64<<10))
+			w.(http.Flusher).Flush()
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		default:
+			w.Write([]byte(strings.Repeat("x", 100000)))
+		}
+	}, nil, func(c *Config) {
+		c.FillTimeout = 300 * time.Millisecond
+		c.Upstream.ResponseHeaderTimeout = time.Hour
+		c.Upstream.BodyTimeout = time.Hour
+	})
+	start := time.Now()
+	req, err := http.NewRequest(http.MethodGet, "http://"+n.Addr()+"/stall", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = testHost
+	resp, err := client.Do(req)
+	if err == nil {
+		_, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	if err == nil {
+		t.Error("the stalled body arrived whole")
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("the cut took %v, want about the fill timeout", took)
+	}
+	if r := do(t, client, http.MethodGet, n.Addr(), testHost, "/stall"); r.status != http.StatusOK || len(r.body) != 100000 {
+		t.Errorf("GET /stall again = %d with %d bytes, want 200 with 100000", r.status, len(r.body))
 	}
 }

@@ -850,3 +850,33 @@ func TestH1ReusedPastBodyTimeout(t *testing.T) {
 		t.Errorf("2 GETs 100 ms apart with a 50 ms BodyTimeout: %d connections, %d reused; want 1 and 1", n, reused)
 	}
 }
+
+// ownAfterFunc is a context with an AfterFunc method of its own (as the edge's fill context).
+type ownAfterFunc struct {
+	context.Context
+	calls int
+}
+
+func (c *ownAfterFunc) AfterFunc(f func()) func() bool {
+	c.calls++
+	return func() bool { return true }
+}
+
+// TestAfterFuncUsesContextsOwn: afterFunc calls a context's own AfterFunc method directly
+// (context.AfterFunc would add a context and a done channel around it), and keeps
+// context.AfterFunc's behaviour for any other context.
+func TestAfterFuncUsesContextsOwn(t *testing.T) {
+	own := &ownAfterFunc{Context: context.Background()}
+	if stop := afterFunc(own, func() {}); !stop() || own.calls != 1 {
+		t.Errorf("the context's own AfterFunc called %d times (stop from it: want true)", own.calls)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	afterFunc(ctx, func() { close(ran) })
+	cancel()
+	select {
+	case <-ran:
+	case <-time.After(10 * time.Second):
+		t.Fatal("afterFunc on a plain context did not run when it ended")
+	}
+}
