@@ -239,26 +239,14 @@ func (s *Server) handleUDP(w *worker, p []byte, src netip.AddrPort) []byte {
 		i = int(s.rr.Add(1)-1) % len(packed)
 	}
 	s.account(e, r)
-	var b []byte
+	b := append(w.out[:0], packed[i]...)
 	if parsed {
-		// The querier's reply is what a hit would give it (see the upper case above).
-		b = append(w.out[:0], packed[i]...)
-		patch(b, p, &q, e)
-		if len(b) > limit {
-			if tb := truncate(b, limit); tb != nil {
-				b = tb
-			}
+		patch(b, p, &q, e) // the querier's reply is what a hit would give it (see the upper case above)
+	}
+	if len(b) > limit {
+		if tb := truncate(b, limit); tb != nil {
+			b = tb
 		}
-	} else {
-		b = packed[i]
-		if len(b) > limit {
-			m := out[i]
-			m.Truncate(limit)
-			if tb, err := m.Pack(); err == nil {
-				b = tb
-			}
-		}
-		b = append(w.out[:0], b...)
 	}
 	s.m.latency.Observe(time.Since(start).Seconds())
 	return b

@@ -10,10 +10,11 @@ import (
 // fillContext is the context of one collapsed fill (filler.run): it ends when the node
 // closes (filler.close, as the filler's context does), at the fill's own deadline,
 // Config.FillTimeout from its start, or when the fill is done, and it holds the values of the
-// trace that forwards interim responses to the client waiting for it. It is what context.WithTimeout(f.ctx, ...) and httptrace.WithClientTrace
-// gave, without their cost on every miss (issue 15): a runtime timer per fill, an entry in the
-// filler context's map of children, under the one lock every fill took twice, and another such
-// map for the exchange's context.AfterFunc, which fillContext serves itself (AfterFunc below).
+// trace that forwards interim responses to the client waiting for it. It is what
+// context.WithTimeout(f.ctx, ...) and httptrace.WithClientTrace gave, without their cost on
+// every miss (issue 15): a runtime timer per fill, an entry in the filler context's map of
+// children, under the one lock every fill took twice, and another such map for the
+// exchange's context.AfterFunc, which fillContext serves itself (AfterFunc below).
 //
 // Every fill has the same timeout, so fills reach their deadlines in the order they started:
 // the filler keeps the live ones in a list, by deadline, and one timer for the earliest
@@ -163,7 +164,7 @@ func (f *filler) enterFill(c *fillContext, timeout time.Duration) bool {
 	} else {
 		f.fillTail = c
 	}
-	if !f.fillTimerSet || c.deadline.Before(f.fillTimerAt) {
+	if f.fillTimerAt.IsZero() || c.deadline.Before(f.fillTimerAt) {
 		f.setFillTimer(c.deadline)
 	}
 	return true
@@ -171,7 +172,7 @@ func (f *filler) enterFill(c *fillContext, timeout time.Duration) bool {
 
 // setFillTimer sets the timer for at; f.mu is held.
 func (f *filler) setFillTimer(at time.Time) {
-	f.fillTimerSet, f.fillTimerAt = true, at
+	f.fillTimerAt = at
 	if f.fillTimer == nil {
 		f.fillTimer = time.AfterFunc(time.Until(at), f.expireFills)
 	} else {
@@ -204,9 +205,9 @@ func (f *filler) unlinkFill(c *fillContext) {
 	c.prev, c.next, c.listed = nil, nil, false
 }
 
-// expireFills ends the fills past their deadline, oldest first, and sets the timer for the
-// next one. A fill that ended before its deadline left the list then; the timer, set for it,
-// finds nothing to do here and moves on to the oldest still running.
+// expireFills ends the fills past their deadline, the earliest first, and sets the timer for
+// the next one. A fill that ended before its deadline left the list then; the timer, set for
+// it, finds nothing to do here and moves on to the earliest deadline still running.
 func (f *filler) expireFills() {
 	now := time.Now()
 	var due []*fillContext
@@ -218,7 +219,7 @@ func (f *filler) expireFills() {
 	if f.fillHead != nil {
 		f.setFillTimer(f.fillHead.deadline)
 	} else {
-		f.fillTimerSet = false
+		f.fillTimerAt = time.Time{}
 	}
 	f.mu.Unlock()
 	for _, c := range due {
@@ -237,7 +238,7 @@ func (f *filler) endFills() {
 	}
 	if f.fillTimer != nil {
 		f.fillTimer.Stop()
-		f.fillTimerSet = false
+		f.fillTimerAt = time.Time{}
 	}
 	f.mu.Unlock()
 	for _, c := range all {

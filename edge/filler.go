@@ -41,10 +41,9 @@ type filler struct {
 	wg      sync.WaitGroup
 
 	// The live collapsed fills' contexts, by deadline, and the timer for the earliest, set
-	// for fillTimerAt if fillTimerSet (fillctx.go); under mu.
+	// for fillTimerAt (zero: not set) (fillctx.go); under mu.
 	fillHead, fillTail *fillContext
 	fillTimer          *time.Timer
-	fillTimerSet       bool
 	fillTimerAt        time.Time
 
 	flight singleflight.Group // one fill per key in flight

@@ -600,9 +600,9 @@ func (b *h1Body) Close() error {
 }
 
 // afterFunc is context.AfterFunc, calling ctx's own AfterFunc method directly when it has
-// one, as context.AfterFunc would in the end: context.AfterFunc puts a cancelable context and
-// a done channel of its own between them, four allocations on every exchange under a fill's
-// context (edge's fillContext; issue 15).
+// one, as context.AfterFunc would in the end: context.AfterFunc puts a cancelable context, a
+// done channel and closures of its own between them, on every exchange under a fill's context
+// (edge's fillContext; issue 15).
 func afterFunc(ctx context.Context, f func()) (stop func() bool) {
 	if a, ok := ctx.(interface{ AfterFunc(func()) func() bool }); ok {
 		return a.AfterFunc(f)
