@@ -172,7 +172,7 @@ func fillPolicy(req *request, status int, h http.Header, respTime time.Time) htt
 // newObject is an upstream answer for req as a store object. Its stored-at time is when the
 // fetch began, so a purge applied while it was in flight still matches it (purge rule 2).
 func newObject(req *request, status int, h http.Header, body []byte, policy httpcache.Policy, began, respTime time.Time, initialAge time.Duration) *store.Object {
-	lm, _ := http.ParseTime(h.Get("Last-Modified"))
+	lm, _ := httpcache.ParseDate(h.Get("Last-Modified"))
 	return &store.Object{
 		Primary:      req.key,
 		Variant:      httpcache.VaryKey(policy.Vary, req.r.Header),

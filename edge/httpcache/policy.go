@@ -158,13 +158,13 @@ func ResponsePolicy(method string, reqHeader http.Header, status int, respHeader
 		p.Lifetime = d.MaxAge
 	case target == "Cache-Control" && len(respHeader[hdrExpires]) > 0:
 		// An invalid Expires, such as "0", means already expired (RFC 9111 §5.3): Lifetime 0.
-		if exp, err := http.ParseTime(respHeader[hdrExpires][0]); err == nil {
+		if exp, err := ParseDate(respHeader[hdrExpires][0]); err == nil {
 			p.Lifetime = clampLifetime(exp.Sub(date))
 		}
 	case heuristicStatus(status) || d.Public:
 		lm, err := time.Time{}, error(nil)
 		if v := respHeader[hdrLastModified]; len(v) > 0 {
-			lm, err = http.ParseTime(v[0])
+			lm, err = ParseDate(v[0])
 		}
 		switch {
 		case len(respHeader[hdrLastModified]) > 0 && err == nil:
@@ -188,7 +188,7 @@ func clampLifetime(d time.Duration) time.Duration {
 // headerTime parses the first line of an HTTP-date field, or returns def.
 func headerTime(h http.Header, name string, def time.Time) time.Time {
 	if v := h[name]; len(v) > 0 {
-		if t, err := http.ParseTime(v[0]); err == nil {
+		if t, err := ParseDate(v[0]); err == nil {
 			return t
 		}
 	}
