@@ -123,7 +123,9 @@ func ShouldCompress(status int, h http.Header, size, minSize int64, types []stri
 	if h.Get("Content-Range") != "" {
 		return false
 	}
-	if httpcache.ParseCacheControl(h.Values("Cache-Control")).NoTransform || httpcache.ParseCacheControl(h.Values("CDN-Cache-Control")).NoTransform {
+	// The canonical key: Values would canonicalise "CDN-Cache-Control" into a new string on
+	// every fill.
+	if httpcache.ParseCacheControl(h.Values("Cache-Control")).NoTransform || httpcache.ParseCacheControl(h["Cdn-Cache-Control"]).NoTransform {
 		return false
 	}
 	return Compressible(h.Get("Content-Type"), types)

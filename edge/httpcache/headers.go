@@ -19,7 +19,14 @@ var hopByHop = []string{
 func RemoveHopByHop(h http.Header) {
 	for _, v := range h["Connection"] {
 		for f := range strings.SplitSeq(v, ",") {
-			if f = trimOWS(f); f != "" {
+			switch f = trimOWS(f); {
+			case f == "":
+			case strings.EqualFold(f, "keep-alive"):
+				// Deleted below. The options almost every answer names get no Del, which
+				// would canonicalise them into a new string.
+			case strings.EqualFold(f, "close"):
+				delete(h, "Close")
+			default:
 				h.Del(f)
 			}
 		}

@@ -21,6 +21,16 @@ func TestRemoveHopByHop(t *testing.T) {
 			hdr("X-Keep", "4")},
 		{"nothing to remove", hdr("Cache-Control", "max-age=1"), hdr("Cache-Control", "max-age=1")},
 		{"empty Connection members", hdr("Connection", ",,", "ETag", `"a"`), hdr("ETag", `"a"`)},
+		{"close and keep-alive in any case", hdr("Connection", "Keep-Alive, CLOSE", "Close", "x", "Keep-Alive", "timeout=5", "X-Keep", "4"),
+			hdr("X-Keep", "4")},
+	}
+	// The options every answer names cost no allocation (issue 15).
+	h := hdr("Connection", "keep-alive", "Keep-Alive", "timeout=5", "Content-Type", "text/plain")
+	if n := testing.AllocsPerRun(100, func() {
+		h["Connection"] = []string{"keep-alive"}
+		RemoveHopByHop(h)
+	}); n > 1 { // the one-value slice put back each run
+		t.Errorf("RemoveHopByHop of Connection: keep-alive: %v allocations, want 1", n)
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
