@@ -29,7 +29,7 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 	}
 	respTime := n.clock()
 	res := fillResult{status: resp.StatusCode, tier: tier, upstreamCS: resp.Header.Get("Cache-Status")}
-	n.metrics.fills.WithLabelValues(tier).Inc()
+	n.metrics.fill(tier)
 	h := resp.Header
 	// A peer or shield answer keeps the surrogate keys, tags and groups a purge matches on
 	// only when that node verified our request; an answer without them must not be stored,
@@ -336,7 +336,7 @@ func (f *filler) originRequest(req *request, stale *store.Object, opts fillOptio
 	start := n.clock()
 	resp, err := client.Do(up)
 	n.metrics.originFetches.Inc()
-	n.metrics.fetchLatency.WithLabelValues("origin").Observe(n.clock().Sub(start).Seconds())
+	n.metrics.originLatency.Observe(n.clock().Sub(start).Seconds())
 	if err != nil {
 		return nil, fmt.Errorf("fetch %s from origin %s: %w", req.target, o.Host, err)
 	}

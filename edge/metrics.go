@@ -20,9 +20,13 @@ type metrics struct {
 	// requestsBy holds requests' children by reqLabels: WithLabelValues hashes the three
 	// labels under the vector's lock on every request (2.7 % of a hit's CPU: issue 15). The
 	// vector's children are never deleted, so a cached one stays the one it exports.
-	requestsBy    sync.Map
-	bytes         prometheus.Counter
-	fills         *prometheus.CounterVec // by tier
+	requestsBy sync.Map
+	bytes      prometheus.Counter
+	fills      *prometheus.CounterVec // by tier
+	// fillsBy and originLatency are children resolved once: WithLabelValues hashes the label
+	// under the vector's lock on every fill.
+	fillsBy       [len(fillTiers)]prometheus.Counter
+	originLatency prometheus.Observer
 	tierSkips     *prometheus.CounterVec // peer or shield nodes skipped after failing
 	originFetches prometheus.Counter
 	fetchLatency  *prometheus.HistogramVec
@@ -69,6 +73,10 @@ func newMetrics(n *Node) *metrics {
 	m.clientRTT = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "meridian_edge_client_rtt_seconds",
 		Help:    "Smoothed RTT of sampled client connections (one sample per connection), by transport (tcp, quic).",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 13)}, []string{"transport"})
+	for i, t := range fillTiers {
+		m.fillsBy[i] = m.fills.WithLabelValues(t)
+	}
+	m.originLatency = m.fetchLatency.WithLabelValues("origin")
 	for _, c := range []prometheus.Collector{m.requests, m.bytes, m.fills, m.tierSkips, m.originFetches, m.fetchLatency, m.staleServed, m.purges, m.hopRefused, m.hopUnstored, m.latencySamples, m.clientRTT} {
 		f(c)
 	}
@@ -96,6 +104,20 @@ func (m *metrics) observeRequest(proto, cache string, code int, bytes int64) {
 	if cache == "hit" {
 		m.nHits.Add(1)
 	}
+}
+
+// fillTiers are the tiers a fill comes from, in fillsBy's order.
+var fillTiers = [...]string{"origin", "peer", "shield"}
+
+// fill counts one fill from tier.
+func (m *metrics) fill(tier string) {
+	for i, t := range fillTiers {
+		if t == tier {
+			m.fillsBy[i].Inc()
+			return
+		}
+	}
+	m.fills.WithLabelValues(tier).Inc()
 }
 
 // nodeCollector exports values read at scrape time: the store and every upstream's breaker
