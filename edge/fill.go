@@ -363,21 +363,19 @@ func fillFields(stale *store.Object, rng, ifRange string) int {
 // a base path, and when the target's path is the client's (a key may rewrite only the query),
 // its URL is put together from the client's parsed path and the target's query instead of
 // parsing the whole string again: the request line is the same, EscapedPath being computed
-// from the same Path and RawPath (issue 15). The caller sets Host and the header.
+// from the same Path and RawPath (issue 15). The caller sets Host and the header (the
+// request has none until then).
 func upstreamRequest(ctx context.Context, req *request, scheme, host, base string) (*http.Request, error) {
 	path, query, hasQuery := strings.Cut(req.target, "?")
 	if base != "" || path != req.path || req.r.URL == nil {
 		return http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+host+base+req.target, nil)
 	}
-	// An empty URL parses without work; the URL it allocates is filled in below.
-	up, err := http.NewRequestWithContext(ctx, http.MethodGet, "", nil)
-	if err != nil {
-		return nil, err
-	}
-	*up.URL = url.URL{Scheme: scheme, Host: host, Path: req.r.URL.Path, RawPath: req.r.URL.RawPath,
-		RawQuery: query, ForceQuery: hasQuery && query == ""}
-	up.Host = host
-	return up, nil
+	// What NewRequestWithContext makes of a URL without a body, but for the header map it
+	// would make for the caller to replace and the parse of a URL built here anyway.
+	up := http.Request{Method: http.MethodGet, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Host: host,
+		URL: &url.URL{Scheme: scheme, Host: host, Path: req.r.URL.Path, RawPath: req.r.URL.RawPath,
+			RawQuery: query, ForceQuery: hasQuery && query == ""}}
+	return up.WithContext(ctx), nil
 }
 
 // setValidators asks the upstream to revalidate the stale copy, if any. The origin gets back

@@ -149,9 +149,17 @@ func TestUpstreamRequestSameURL(t *testing.T) {
 		}
 		want, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://o.example:8080"+tt.base+tt.target, nil)
 		if got.URL.RequestURI() != want.URL.RequestURI() || got.URL.String() != want.URL.String() ||
-			got.Host != want.Host || got.Method != http.MethodGet || got.Context() != ctx {
+			got.Host != want.Host || got.Method != http.MethodGet || got.Context() != ctx ||
+			got.Proto != want.Proto || got.ProtoMajor != want.ProtoMajor || got.ProtoMinor != want.ProtoMinor ||
+			got.Body != nil || got.ContentLength != 0 {
 			t.Errorf("target %q base %q: got %s %q (%q, Host %q), want %q (%q, Host %q)", tt.target, tt.base,
 				got.Method, got.URL.RequestURI(), got.URL, got.Host, want.URL.RequestURI(), want.URL, want.Host)
 		}
+	}
+	// The common case costs the request and its URL, nothing more (issue 15).
+	r, _ := http.NewRequest(http.MethodGet, "http://client.example/a/b?c", nil)
+	req := &request{r: r, path: r.URL.EscapedPath(), target: "/a/b?c"}
+	if n := testing.AllocsPerRun(100, func() { upstreamRequest(ctx, req, "http", "o.example", "") }); n > 2 {
+		t.Errorf("upstreamRequest: %v allocations, want 2", n)
 	}
 }
