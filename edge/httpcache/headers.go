@@ -19,12 +19,14 @@ var hopByHop = []string{
 func RemoveHopByHop(h http.Header) {
 	for _, v := range h["Connection"] {
 		for f := range strings.SplitSeq(v, ",") {
+			// The options almost every answer names get no Del, which would canonicalise
+			// them into a new string. Equal lengths keep the comparison to ASCII, as Del's
+			// (strings.EqualFold alone would take "cloſe" for "close").
 			switch f = trimOWS(f); {
 			case f == "":
-			case strings.EqualFold(f, "keep-alive"):
-				// Deleted below. The options almost every answer names get no Del, which
-				// would canonicalise them into a new string.
-			case strings.EqualFold(f, "close"):
+			case len(f) == len("keep-alive") && strings.EqualFold(f, "keep-alive"):
+				// Deleted below, with the other hop-by-hop fields.
+			case len(f) == len("close") && strings.EqualFold(f, "close"):
 				delete(h, "Close")
 			default:
 				h.Del(f)

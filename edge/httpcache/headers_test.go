@@ -23,6 +23,10 @@ func TestRemoveHopByHop(t *testing.T) {
 		{"empty Connection members", hdr("Connection", ",,", "ETag", `"a"`), hdr("ETag", `"a"`)},
 		{"close and keep-alive in any case", hdr("Connection", "Keep-Alive, CLOSE", "Close", "x", "Keep-Alive", "timeout=5", "X-Keep", "4"),
 			hdr("X-Keep", "4")},
+		// Not field names: Del deleted nothing for them, and no Unicode folding makes them
+		// close or keep-alive.
+		{"non-ASCII options", hdr("Connection", "clo\u017fe, \u212aeep-alive", "Close", "x", "X-Keep", "4"),
+			hdr("Close", "x", "X-Keep", "4")},
 	}
 	// The options every answer names cost no allocation (issue 15).
 	h := hdr("Connection", "keep-alive", "Keep-Alive", "timeout=5", "Content-Type", "text/plain")
