@@ -304,8 +304,6 @@ type Store struct {
 	// locks serialise the Puts, Deletes and moves of a key (by hash), so that reclaim never
 	// puts back a record a newer Put replaced.
 	locks [256]sync.Mutex
-	// puts counts, per lock, the Puts that have completed (Puts).
-	puts [256]atomic.Uint32
 
 	// The segments (segment.go).
 	segSize    int
@@ -452,7 +450,6 @@ func (s *Store) Put(o *Object) bool {
 	mu := s.lockOf(h)
 	mu.Lock()
 	ok := s.put(key, slotOfHash(h, len(s.views)), o, p)
-	s.puts[h%uint64(len(s.puts))].Add(1) // after put: the object is visible to Lookup
 	mu.Unlock()
 	s.reclaim()
 	// Fills retire purge records too (without a lock until one is due), so that after a purge
@@ -525,14 +522,6 @@ func cloneStrings(ss []string) []string {
 		out[i] = strings.Clone(v)
 	}
 	return out
-}
-
-// Puts returns a count that changes whenever a Put of key completes (and with the Puts of
-// the other keys that share its count). A caller that read it before a Lookup found nothing
-// and reads the same count later knows that a second Lookup would find nothing either: only
-// a Put makes an object visible, and a Put's count changes once its object is.
-func (s *Store) Puts(key string) uint32 {
-	return s.puts[s.hash(key)%uint64(len(s.puts))].Load()
 }
 
 // Detached returns a copy of o that keeps nothing of the store alive, for a reader that may
