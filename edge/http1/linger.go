@@ -54,7 +54,7 @@ func (c *conn) lingerClose() {
 		total = defaultLingerTime
 	}
 	end := time.Now().Add(total)
-	buf := c.out[:cap(c.out)] // the answer is written: its buffer is free (4 KiB, nginx's too)
+	buf := c.out[:cap(c.out)] // the answer is written: its buffer is free (at least 4 KiB, as nginx's)
 	for {
 		now := time.Now()
 		if !now.Before(end) {

@@ -7,10 +7,10 @@ import (
 
 // ParseDate is http.ParseTime, with the form nearly every server sends read without
 // time.Parse: an IMF-fixdate as http.TimeFormat writes it ("Sun, 06 Nov 1994 08:49:37 GMT",
-// names in that case). time.Parse, and http.ParseTime's tries of three layouts, cost a miss
-// about a microsecond for its Date (read twice) and Last-Modified (issue 15). Anything else,
-// other cases of the names included, goes to http.ParseTime; FuzzParseDate holds the two to
-// the same answers.
+// names in that case). A miss reads its origin's Date twice and Last-Modified once;
+// http.ParseTime, through time.Parse, took 146 ns for each, this 23 (BenchmarkParseDate;
+// issue 15). Anything else, other cases of the names included, goes to http.ParseTime;
+// FuzzParseDate holds the two to the same answers.
 func ParseDate(s string) (time.Time, error) {
 	if t, ok := parseIMFFixdate(s); ok {
 		return t, nil
