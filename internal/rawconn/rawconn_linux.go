@@ -13,10 +13,11 @@ const supported = true
 
 // reader is one read in progress; its callback is bound once, so a read allocates nothing.
 type reader struct {
-	buf []byte
-	n   int
-	err error
-	fn  func(fd uintptr) bool
+	buf   []byte
+	n     int
+	err   error
+	fn    func(fd uintptr) bool
+	empty int // reads that found the socket empty, for the tests
 }
 
 func (r *reader) init() { r.fn = r.do }
@@ -44,6 +45,7 @@ func (r *reader) do(fd uintptr) bool {
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
+			r.empty++
 			return false // wait in the poller
 		default:
 			r.err = os.NewSyscallError("read", e)
@@ -106,6 +108,60 @@ func (w *writer) do(fd uintptr) bool {
 			n -= uintptr(k)
 		}
 	}
+}
+
+// exchanger is one WriteRead in progress: a write that never waits, then a read. Its callback
+// runs under RawConn.Read, which clears the socket's readiness before the first call: the write
+// happens after that, so the answer to it, arriving later, always wakes the wait that follows.
+type exchanger struct {
+	out   []byte
+	wrote int
+	sent  bool // out went whole: what is left is the read
+	r     *reader
+	err   error
+	fn    func(fd uintptr) bool
+}
+
+func (x *exchanger) init(r *reader) { x.r, x.fn = r, x.do }
+
+// exchange writes out, as much as the socket takes at once, and if it took all of it reads
+// into p once the answer arrives; it returns what was read, how much of out was written, and
+// an error of either.
+func (x *exchanger) exchange(rc syscall.RawConn, out, p []byte) (n, wrote int, err error) {
+	x.out, x.wrote, x.sent, x.err = out, 0, false, nil
+	x.r.buf, x.r.n, x.r.err = p, 0, nil
+	err = rc.Read(x.fn)
+	wrote, n = x.wrote, x.r.n
+	if err == nil {
+		err = x.err
+		if err == nil && x.sent {
+			err = x.r.err
+		}
+	}
+	x.out, x.r.buf = nil, nil // keep no reference to the caller's buffers
+	return n, wrote, err
+}
+
+func (x *exchanger) do(fd uintptr) bool {
+	if x.sent {
+		return x.r.do(fd)
+	}
+	for x.wrote < len(x.out) {
+		rest := x.out[x.wrote:]
+		n, _, e := unix.RawSyscall(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(&rest[0])), uintptr(len(rest)))
+		switch e {
+		case 0:
+			x.wrote += int(n)
+		case unix.EINTR:
+		case unix.EAGAIN:
+			return true // the socket is full: WriteRead sends the rest as Write does
+		default:
+			x.err = os.NewSyscallError("write", e)
+			return true
+		}
+	}
+	x.sent = true
+	return false // nothing to read before the answer: wait for it
 }
 
 // prober peeks at a socket without waiting; its callback is bound once, so a peek allocates

@@ -1,11 +1,13 @@
 package rawconn
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -244,3 +246,106 @@ func TestQuiet(t *testing.T) {
 type netConner struct{ wrapped }
 
 func (c netConner) NetConn() net.Conn { return c.Conn }
+
+// WriteRead sends the request and reads the answer without a read of the empty socket first:
+// the answer, which the peer sends only once it has the whole request, wakes the wait. Two
+// exchanges in a row on one connection: its state does not carry over.
+func TestWriteReadOneRead(t *testing.T) {
+	s, client := tcpPair(t)
+	c := New(client)
+	go func() {
+		br := bufio.NewReader(s)
+		for _, want := range []string{"first\n", "second\n"} {
+			line, err := br.ReadString('\n')
+			if err != nil || line != want {
+				return
+			}
+			// A late answer, as an origin's: a read right after the write would find nothing.
+			time.Sleep(20 * time.Millisecond)
+			s.Write([]byte("answer to " + line))
+		}
+	}()
+	for _, req := range []string{"first\n", "second\n"} {
+		c.r.empty = 0
+		buf := make([]byte, 64)
+		n, err := c.WriteRead([]byte(req), buf)
+		if want := "answer to " + req; err != nil || string(buf[:n]) != want {
+			t.Fatalf("WriteRead(%q) = %q, %v; want %q", req, buf[:n], err, want)
+		}
+		if c.r.empty != 0 {
+			t.Errorf("WriteRead(%q) read the empty socket %d times, want 0", req, c.r.empty)
+		}
+	}
+}
+
+// WriteRead edge cases, each with a peer that answers every line it gets.
+func TestWriteRead(t *testing.T) {
+	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<19) // 8 MiB, beyond any send buffer
+	for _, tc := range []struct {
+		name  string
+		early string // what the peer sends before the request
+		out   []byte
+		want  string // what the reads return, WriteRead's first
+	}{
+		{"a request the socket takes at once", "", []byte("hello\n"), "got 6\n"},
+		{"a request larger than the socket takes at once", "", append(big, '\n'), "got " + strconv.Itoa(len(big)+1) + "\n"},
+		{"bytes before the request", "early;", []byte("hello\n"), "early;got 6\n"},
+		{"no request: a plain read", "early;", nil, "early;"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, client := tcpPair(t)
+			c := New(client)
+			if tc.early != "" {
+				s.Write([]byte(tc.early))
+			}
+			go func() {
+				br := bufio.NewReaderSize(s, 64<<10)
+				for {
+					line, err := br.ReadString('\n')
+					if err != nil {
+						return
+					}
+					s.Write([]byte("got " + strconv.Itoa(len(line)) + "\n"))
+				}
+			}()
+			client.SetReadDeadline(time.Now().Add(10 * time.Second))
+			buf := make([]byte, 64)
+			n, err := c.WriteRead(tc.out, buf)
+			got := string(buf[:n])
+			for err == nil && len(got) < len(tc.want) {
+				n, err = c.Read(buf)
+				got += string(buf[:n])
+			}
+			if err != nil || got != tc.want {
+				t.Errorf("read %q, %v; want %q", got, err, tc.want)
+			}
+		})
+	}
+}
+
+// A WriteRead whose answer never comes ends at the read deadline, as a Read does; one whose
+// peer has gone fails, with a *net.OpError either way.
+func TestWriteReadErrors(t *testing.T) {
+	t.Run("deadline", func(t *testing.T) {
+		_, client := tcpPair(t)
+		c := New(client)
+		client.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		_, err := c.WriteRead([]byte("hello\n"), make([]byte, 8))
+		var op *net.OpError
+		if !errors.Is(err, os.ErrDeadlineExceeded) || !errors.As(err, &op) {
+			t.Fatalf("WriteRead with no answer: %v, want a *net.OpError past the deadline", err)
+		}
+	})
+	t.Run("peer gone", func(t *testing.T) {
+		s, client := tcpPair(t)
+		c := New(client)
+		s.SetLinger(0)
+		s.Close() // a reset, as from an origin that dropped an idle connection
+		client.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, err := c.WriteRead([]byte("hello\n"), make([]byte, 8))
+		var op *net.OpError
+		if err == nil || err != io.EOF && !errors.As(err, &op) {
+			t.Fatalf("WriteRead to a closed peer: %v, want io.EOF or a *net.OpError", err)
+		}
+	})
+}

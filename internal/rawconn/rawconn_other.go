@@ -22,6 +22,13 @@ type writer struct{}
 func (*writer) init()                                              {}
 func (*writer) write(syscall.RawConn, []byte, []byte) (int, error) { return 0, errUnsupported }
 
+type exchanger struct{}
+
+func (*exchanger) init(*reader) {}
+func (*exchanger) exchange(syscall.RawConn, []byte, []byte) (int, int, error) {
+	return 0, 0, errUnsupported
+}
+
 type prober struct{}
 
 func (*prober) init()                         {}

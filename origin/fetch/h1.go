@@ -340,11 +340,13 @@ func (p *h1Pool) dial(ctx context.Context) (*h1Conn, error) {
 	c := &h1Conn{pool: p, probe: rawconn.NewProber(nc)}
 	if raw := rawconn.New(nc); raw != nil {
 		nc = raw
+		c.cr.raw = raw
 	}
 	c.nc = nc
 	c.cr.nc = nc
 	c.br = bufio.NewReaderSize(&c.cr, h1ReadBuffer)
-	c.bw = bufio.NewWriterSize(nc, 4<<10)
+	c.cw.cr = &c.cr
+	c.bw = bufio.NewWriterSize(&c.cw, 4<<10)
 	c.abort = func() { nc.SetDeadline(aLongTimeAgo) }
 	return c, nil
 }
@@ -356,6 +358,7 @@ type h1Conn struct {
 	probe  *rawconn.Prober // nc's socket, for take's peek; nil where there is none to peek at
 	cr     limitReader
 	br     *bufio.Reader
+	cw     sendWriter // what bw flushes to
 	bw     *bufio.Writer
 	abort  func() // unblocks the connection's reads and writes: run when the context ends
 	reused bool   // it served an exchange before
@@ -363,9 +366,13 @@ type h1Conn struct {
 }
 
 // limitReader is the connection as its bufio.Reader reads it: a response head may take at
-// most limit bytes, and a read that met the end of the stream is remembered.
+// most limit bytes, and a read that met the end of the stream is remembered. With raw I/O, the
+// request's last bytes wait in unsent until that first read, which sends them and then waits
+// for the answer (rawconn.Conn.WriteRead) without first finding the socket empty.
 type limitReader struct {
 	nc     net.Conn
+	raw    *rawconn.Conn // nc, where it has raw I/O
+	unsent []byte        // the end of the request, held back for the read that waits for the answer
 	limit  int64
 	sawEOF bool
 }
@@ -377,12 +384,35 @@ func (r *limitReader) Read(p []byte) (int, error) {
 	if int64(len(p)) > r.limit {
 		p = p[:r.limit]
 	}
-	n, err := r.nc.Read(p)
+	var n int
+	var err error
+	if out := r.unsent; out != nil {
+		r.unsent = nil
+		n, err = r.raw.WriteRead(out, p)
+	} else {
+		n, err = r.nc.Read(p)
+	}
 	if err == io.EOF {
 		r.sawEOF = true
 	}
 	r.limit -= int64(n)
 	return n, err
+}
+
+// sendWriter is the connection as its bufio.Writer writes it. While hold is set (exchange's
+// last flush of a request, with raw I/O), what it is given stays in the bufio.Writer's buffer,
+// untouched until the next request, and goes out with the read of the answer (limitReader).
+type sendWriter struct {
+	cr   *limitReader
+	hold bool
+}
+
+func (w *sendWriter) Write(p []byte) (int, error) {
+	if w.hold && w.cr.unsent == nil {
+		w.cr.unsent = p
+		return len(p), nil
+	}
+	return w.cr.nc.Write(p)
 }
 
 // staleConnError is a kept-alive connection failing before any byte of the answer came back:
@@ -433,7 +463,11 @@ func (c *h1Conn) exchange(ctx context.Context, deadline time.Time, req *http.Req
 	}
 	err := writeRequest(c.bw, req, trace)
 	if err == nil {
+		// Where only the context bounds the write (its end aborts a blocked one, here or in
+		// WriteRead), the request's end can go out with the read of the answer (limitReader).
+		c.cw.hold = bounded && c.cr.raw != nil
 		err = c.bw.Flush()
+		c.cw.hold = false
 	}
 	if err != nil {
 		return nil, fail("write request to", err, true)

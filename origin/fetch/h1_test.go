@@ -880,3 +880,24 @@ func TestAfterFuncUsesContextsOwn(t *testing.T) {
 		t.Fatal("afterFunc on a plain context did not run when it ended")
 	}
 }
+
+// TestH1LargeRequestHead: a request head larger than the connection's write buffer goes out
+// in pieces, the last held back for the read of the answer (limitReader), in order and whole,
+// on one kept-alive connection request after request.
+func TestH1LargeRequestHead(t *testing.T) {
+	url, conns := countConns(t, "127.0.0.60", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s %d %d %d", r.URL.Path, len(r.Header.Get("X-A")), len(r.Header.Get("X-B")), len(r.Header.Get("X-C")))
+	}))
+	tr := newH1(t, Config{})
+	for i, size := range []int{10, 3 << 10, 5 << 10, 10} {
+		h := http.Header{"X-A": {strings.Repeat("a", size)}, "X-B": {strings.Repeat("b", 2*size)}, "X-C": {strings.Repeat("c", 3)}}
+		path := "/big/" + strconv.Itoa(i)
+		resp, body, err := roundTrip(t, tr, context.Background(), http.MethodGet, url+path, h)
+		if want := fmt.Sprintf("%s %d %d 3", path, size, 2*size); err != nil || resp.StatusCode != 200 || string(body) != want {
+			t.Fatalf("GET %s with %d bytes of fields: %v, %q; want %q", path, 3*size+3, err, body, want)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("4 sequential GETs used %d connections, want 1", n)
+	}
+}
