@@ -15,6 +15,7 @@
 package rawconn
 
 import (
+	"errors"
 	"io"
 	"net"
 	"sync"
@@ -112,16 +113,28 @@ func (c *Conn) Writev(a, b []byte) (int, error) {
 	return n, err
 }
 
-// WriteRead writes out and then reads the answer into p, for an exchange in which the peer
-// sends nothing until it has out (a request on a kept-alive client connection): it waits in the
-// poller for the answer at once, where Write followed by Read would first try a read that
-// can only find the socket empty (on a loopback origin, one system call in four of a cache
-// fill's exchange: issue 15). Bytes the peer sent before out are read too, but only once it
-// sends more or closes. A deadline applies as to Read, and to the rest of out when the socket
-// takes only part of it at once (then sent as Write does, before the read).
+// ErrNotQuiet is WriteRead finding something to read before it sent anything: bytes, the end
+// of the stream or an error. Nothing was sent and nothing was read.
+var ErrNotQuiet = errors.New("connection has something to read before the exchange")
+
+// WriteRead writes out and then reads the answer into p, for an exchange on a connection that
+// has nothing to read until the peer has out (a request on a kept-alive client connection).
+// It first checks that (as Prober.Quiet does, and failing with ErrNotQuiet), then writes, and
+// waits in the poller for the answer at once, where Write followed by Read would first try a
+// read that can only find the socket empty (on a loopback origin, one system call in four of a
+// cache fill's exchange: issue 15). The check and the write happen after the socket's
+// readiness was cleared for the wait, so whatever arrives after the check, the answer or the
+// end of the connection, wakes it. A deadline applies as to Read, and to the rest of out when
+// the socket takes only part of it at once (then sent as Write does, before the read). The
+// write side stays held until the answer arrives: a concurrent Write waits for it. With an
+// empty out it is Read (no check), with an empty p Write.
 func (c *Conn) WriteRead(out, p []byte) (int, error) {
-	if len(out) == 0 {
-		return c.Read(p) // no answer to wait for: try the socket first
+	switch {
+	case len(out) == 0:
+		return c.Read(p)
+	case len(p) == 0:
+		_, err := c.Write(out)
+		return 0, err
 	}
 	c.wmu.Lock()
 	c.rmu.Lock()
@@ -133,16 +146,17 @@ func (c *Conn) WriteRead(out, p []byte) (int, error) {
 		if err != nil {
 			return 0, c.opError("write", err)
 		}
+		wrote = len(out)
 		n, err = c.r.read(c.rc, p)
 	} else {
 		c.wmu.Unlock()
 	}
-	if err != nil {
-		op := "read"
-		if wrote < len(out) {
-			op = "write"
-		}
-		err = c.opError(op, err)
+	switch {
+	case err == nil || err == ErrNotQuiet:
+	case wrote < len(out):
+		err = c.opError("write", err)
+	default:
+		err = c.opError("read", err)
 	}
 	return n, err
 }

@@ -110,23 +110,25 @@ func (w *writer) do(fd uintptr) bool {
 	}
 }
 
-// exchanger is one WriteRead in progress: a write that never waits, then a read. Its callback
-// runs under RawConn.Read, which clears the socket's readiness before the first call: the write
-// happens after that, so the answer to it, arriving later, always wakes the wait that follows.
+// exchanger is one WriteRead in progress: a peek, a write that never waits, then a read. Its
+// callback runs under RawConn.Read, which clears the socket's readiness before the first call:
+// the peek and the write happen after that, so whatever arrives later, the answer or the end of
+// the connection, always wakes the wait that follows.
 type exchanger struct {
 	out   []byte
 	wrote int
 	sent  bool // out went whole: what is left is the read
 	r     *reader
+	p     prober // the peek, on the first call
 	err   error
 	fn    func(fd uintptr) bool
 }
 
 func (x *exchanger) init(r *reader) { x.r, x.fn = r, x.do }
 
-// exchange writes out, as much as the socket takes at once, and if it took all of it reads
-// into p once the answer arrives; it returns what was read, how much of out was written, and
-// an error of either.
+// exchange checks that the socket has nothing to read (else ErrNotQuiet), writes out, as much
+// as the socket takes at once, and if it took all of it reads into p once the answer arrives;
+// it returns what was read, how much of out was written, and an error of any of these.
 func (x *exchanger) exchange(rc syscall.RawConn, out, p []byte) (n, wrote int, err error) {
 	x.out, x.wrote, x.sent, x.err = out, 0, false, nil
 	x.r.buf, x.r.n, x.r.err = p, 0, nil
@@ -145,6 +147,12 @@ func (x *exchanger) exchange(rc syscall.RawConn, out, p []byte) (n, wrote int, e
 func (x *exchanger) do(fd uintptr) bool {
 	if x.sent {
 		return x.r.do(fd)
+	}
+	// The first call (each later one reads: only a call that sent everything returns false).
+	x.p.quiet = false
+	if x.p.do(fd); !x.p.quiet {
+		x.err = ErrNotQuiet
+		return true
 	}
 	for x.wrote < len(x.out) {
 		rest := x.out[x.wrote:]

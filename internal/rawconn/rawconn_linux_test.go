@@ -282,22 +282,19 @@ func TestWriteReadOneRead(t *testing.T) {
 func TestWriteRead(t *testing.T) {
 	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<19) // 8 MiB, beyond any send buffer
 	for _, tc := range []struct {
-		name  string
-		early string // what the peer sends before the request
-		out   []byte
-		want  string // what the reads return, WriteRead's first
+		name string
+		out  []byte
+		p    int    // the read buffer's size
+		want string // what the reads return, WriteRead's first
 	}{
-		{"a request the socket takes at once", "", []byte("hello\n"), "got 6\n"},
-		{"a request larger than the socket takes at once", "", append(big, '\n'), "got " + strconv.Itoa(len(big)+1) + "\n"},
-		{"bytes before the request", "early;", []byte("hello\n"), "early;got 6\n"},
-		{"no request: a plain read", "early;", nil, "early;"},
+		{"a request the socket takes at once", []byte("hello\n"), 64, "got 6\n"},
+		{"a request larger than the socket takes at once", append(big, '\n'), 64, "got " + strconv.Itoa(len(big)+1) + "\n"},
+		{"no request: a plain read", nil, 64, ""},
+		{"no buffer: a plain write", []byte("hello\n"), 0, "got 6\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, client := tcpPair(t)
 			c := New(client)
-			if tc.early != "" {
-				s.Write([]byte(tc.early))
-			}
 			go func() {
 				br := bufio.NewReaderSize(s, 64<<10)
 				for {
@@ -308,10 +305,15 @@ func TestWriteRead(t *testing.T) {
 					s.Write([]byte("got " + strconv.Itoa(len(line)) + "\n"))
 				}
 			}()
-			client.SetReadDeadline(time.Now().Add(10 * time.Second))
-			buf := make([]byte, 64)
+			client.SetDeadline(time.Now().Add(10 * time.Second))
+			if tc.out == nil {
+				s.Write([]byte("unasked\n"))
+				tc.want = "unasked\n"
+			}
+			buf := make([]byte, tc.p)
 			n, err := c.WriteRead(tc.out, buf)
 			got := string(buf[:n])
+			buf = make([]byte, 64)
 			for err == nil && len(got) < len(tc.want) {
 				n, err = c.Read(buf)
 				got += string(buf[:n])
@@ -323,29 +325,153 @@ func TestWriteRead(t *testing.T) {
 	}
 }
 
-// A WriteRead whose answer never comes ends at the read deadline, as a Read does; one whose
-// peer has gone fails, with a *net.OpError either way.
+// awaitReadable waits until c's socket has something to read, as a Prober sees it.
+func awaitReadable(t *testing.T, c net.Conn) {
+	t.Helper()
+	p := NewProber(c)
+	deadline := time.Now().Add(5 * time.Second)
+	for p.Quiet() {
+		if time.Now().After(deadline) {
+			t.Fatal("nothing to read after 5 s")
+		}
+		time.Sleep(time.Millisecond) // polling a socket: no event to await
+	}
+}
+
+// A connection with something to read before the exchange (bytes, the peer's end of the
+// stream, a reset: a kept-alive connection the upstream wrote to or closed while idle) fails
+// with ErrNotQuiet, sends nothing and reads nothing, whatever came when.
+func TestWriteReadNotQuiet(t *testing.T) {
+	for _, how := range []string{"bytes", "close", "reset"} {
+		t.Run(how, func(t *testing.T) {
+			s, client := tcpPair(t)
+			c := New(client)
+			switch how {
+			case "bytes":
+				s.Write([]byte("stray"))
+			case "close":
+				s.CloseWrite() // the peer still reads: anything sent would reach it
+			case "reset":
+				s.SetLinger(0)
+				s.Close()
+			}
+			awaitReadable(t, client)
+			client.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := c.WriteRead([]byte("hello\n"), make([]byte, 8)); err != ErrNotQuiet {
+				t.Fatalf("WriteRead = %v, want ErrNotQuiet", err)
+			}
+			switch how {
+			case "bytes":
+				b := make([]byte, 8)
+				if n, err := c.Read(b); string(b[:n]) != "stray" || err != nil {
+					t.Errorf("Read after WriteRead = %q, %v; want the stray bytes, unread", b[:n], err)
+				}
+			case "close":
+				s.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+				if n, err := s.Read(make([]byte, 8)); n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+					t.Errorf("the peer read %d bytes, %v; want nothing sent", n, err)
+				}
+			}
+		})
+	}
+}
+
+// Errors: each returns at once (not at the deadline, 10 s off), as a *net.OpError that says
+// which side failed, or the end of the stream.
 func TestWriteReadErrors(t *testing.T) {
-	t.Run("deadline", func(t *testing.T) {
+	big := make([]byte, 8<<20)
+	for _, tc := range []struct {
+		name string
+		out  []byte
+		peer func(s *net.TCPConn, client net.Conn) // what happens, started before WriteRead
+		op   string                                // the error's Op; "" for io.EOF
+	}{
+		{"our side shut for writing", []byte("hello\n"), func(s *net.TCPConn, client net.Conn) {
+			client.(*net.TCPConn).CloseWrite()
+		}, "write"},
+		{"the peer closes once it has the request", []byte("hello\n"), func(s *net.TCPConn, _ net.Conn) {
+			go func() { io.ReadFull(s, make([]byte, 6)); s.Close() }()
+		}, ""},
+		{"the peer resets once it has the request", []byte("hello\n"), func(s *net.TCPConn, _ net.Conn) {
+			go func() { io.ReadFull(s, make([]byte, 6)); s.SetLinger(0); s.Close() }()
+		}, "read"},
+		{"the peer resets once it has a request sent in parts", big, func(s *net.TCPConn, client net.Conn) {
+			smallBuffers(s, client)
+			go func() { io.ReadFull(s, make([]byte, len(big))); s.SetLinger(0); s.Close() }()
+		}, "read"},
+		{"the peer resets amid a request sent in parts", big, func(s *net.TCPConn, client net.Conn) {
+			smallBuffers(s, client)
+			go func() { io.ReadFull(s, make([]byte, 1<<20)); s.SetLinger(0); s.Close() }()
+		}, "write"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, client := tcpPair(t)
+			c := New(client)
+			tc.peer(s, client)
+			client.SetDeadline(time.Now().Add(10 * time.Second))
+			start := time.Now()
+			_, err := c.WriteRead(tc.out, make([]byte, 8))
+			var op *net.OpError
+			switch {
+			case tc.op == "" && err != io.EOF:
+				t.Errorf("WriteRead = %v, want io.EOF", err)
+			case tc.op != "" && (!errors.As(err, &op) || op.Op != tc.op || errors.Is(err, os.ErrDeadlineExceeded)):
+				t.Errorf("WriteRead = %v, want a *net.OpError of the %s", err, tc.op)
+			}
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("WriteRead returned after %v", d)
+			}
+		})
+	}
+}
+
+// smallBuffers makes the socket buffers between s and client small, so that a large write
+// goes in parts.
+func smallBuffers(s *net.TCPConn, client net.Conn) {
+	s.SetReadBuffer(64 << 10)
+	client.(*net.TCPConn).SetWriteBuffer(64 << 10)
+}
+
+// A WriteRead whose answer never comes ends at the read deadline, as a Read does: one already
+// past sends nothing; one put in the past while it waits (the fetch's abort) ends it at once.
+func TestWriteReadDeadline(t *testing.T) {
+	t.Run("past", func(t *testing.T) {
+		s, client := tcpPair(t)
+		c := New(client)
+		client.SetReadDeadline(time.Now().Add(-time.Second))
+		_, err := c.WriteRead([]byte("hello\n"), make([]byte, 8))
+		var op *net.OpError
+		if !errors.Is(err, os.ErrDeadlineExceeded) || !errors.As(err, &op) {
+			t.Fatalf("WriteRead past its deadline: %v, want a *net.OpError past the deadline", err)
+		}
+		s.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		if n, _ := s.Read(make([]byte, 8)); n != 0 {
+			t.Errorf("the peer got %d bytes of a request sent past the deadline", n)
+		}
+	})
+	t.Run("reached", func(t *testing.T) {
 		_, client := tcpPair(t)
 		c := New(client)
 		client.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 		_, err := c.WriteRead([]byte("hello\n"), make([]byte, 8))
 		var op *net.OpError
-		if !errors.Is(err, os.ErrDeadlineExceeded) || !errors.As(err, &op) {
-			t.Fatalf("WriteRead with no answer: %v, want a *net.OpError past the deadline", err)
+		if !errors.Is(err, os.ErrDeadlineExceeded) || !errors.As(err, &op) || op.Op != "raw-read" {
+			t.Fatalf("WriteRead with no answer: %v, want a *net.OpError of the read past the deadline", err)
 		}
 	})
-	t.Run("peer gone", func(t *testing.T) {
+	t.Run("aborted", func(t *testing.T) {
 		s, client := tcpPair(t)
 		c := New(client)
-		s.SetLinger(0)
-		s.Close() // a reset, as from an origin that dropped an idle connection
-		client.SetReadDeadline(time.Now().Add(10 * time.Second))
-		_, err := c.WriteRead([]byte("hello\n"), make([]byte, 8))
-		var op *net.OpError
-		if err == nil || err != io.EOF && !errors.As(err, &op) {
-			t.Fatalf("WriteRead to a closed peer: %v, want io.EOF or a *net.OpError", err)
+		go func() {
+			io.ReadFull(s, make([]byte, 6)) // the request arrived; it is never answered
+			client.SetDeadline(time.Unix(1, 0))
+		}()
+		start := time.Now()
+		if _, err := c.WriteRead([]byte("hello\n"), make([]byte, 8)); !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("aborted WriteRead: %v, want os.ErrDeadlineExceeded", err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("aborted WriteRead returned after %v", d)
 		}
 	})
 }

@@ -143,9 +143,13 @@ func (t *h1Transport) send(ctx context.Context, deadline time.Time, req *http.Re
 		resp, err := c.exchange(ctx, deadline, req, trace)
 		if stale, ok := err.(*staleConnError); ok { // exchange returns it unwrapped
 			// The upstream closed a kept-alive connection as we sent on it (net/http retries
-			// these too): once more on a new connection, if sending twice is harmless.
+			// these too): once more on a new connection, if sending twice is harmless. One found
+			// closed (or written to) before anything was sent is dropped for the next idle one.
 			if again {
 				c = nil
+				if errors.Is(stale.err, rawconn.ErrNotQuiet) {
+					c = p.take()
+				}
 				continue
 			}
 			err = stale.err
@@ -232,7 +236,9 @@ type h1Pool struct {
 // take returns the most recently used idle connection that is still quiet, or nil. One with
 // something to read (bytes the upstream sent after its answer, which would be read as the
 // next request's, or the end of the connection) is closed and the next one tried, as nginx
-// and net/http's Transport drop such connections.
+// and net/http's Transport drop such connections. A connection with raw I/O is not peeked at
+// here: its exchange checks as it sends (rawconn.Conn.WriteRead), which leaves no moment
+// between the check and the wait for the answer in which a close could go unseen.
 func (p *h1Pool) take() *h1Conn {
 	for {
 		c := p.takeIdle()
@@ -335,12 +341,14 @@ func (p *h1Pool) dial(ctx context.Context) (*h1Conn, error) {
 		}
 		return nil, err // a *net.OpError, which names the operation and address
 	}
-	// A socket take can peek at, and raw system calls as the edge's own server makes
-	// (internal/rawconn) where nc has them.
-	c := &h1Conn{pool: p, probe: rawconn.NewProber(nc)}
+	// Raw system calls as the edge's own server makes (internal/rawconn) where nc has them,
+	// whose exchanges check the socket themselves (WriteRead); else a socket take can peek at.
+	c := &h1Conn{pool: p}
 	if raw := rawconn.New(nc); raw != nil {
 		nc = raw
 		c.cr.raw = raw
+	} else {
+		c.probe = rawconn.NewProber(nc)
 	}
 	c.nc = nc
 	c.cr.nc = nc
@@ -355,7 +363,7 @@ func (p *h1Pool) dial(ctx context.Context) (*h1Conn, error) {
 type h1Conn struct {
 	pool   *h1Pool
 	nc     net.Conn
-	probe  *rawconn.Prober // nc's socket, for take's peek; nil where there is none to peek at
+	probe  *rawconn.Prober // nc's socket, for take's peek; nil with raw I/O (WriteRead checks) or none to peek at
 	cr     limitReader
 	br     *bufio.Reader
 	cw     sendWriter // what bw flushes to
@@ -459,21 +467,18 @@ func (c *h1Conn) exchange(ctx context.Context, deadline time.Time, req *http.Req
 	_, bounded := ctx.Deadline()
 	bounded = bounded || deadline.IsZero()
 	if !bounded {
-		c.nc.SetWriteDeadline(deadline)
+		c.nc.SetWriteDeadline(deadline) // until the head is in: the request's end may go out with its read
 	}
 	err := writeRequest(c.bw, req, trace)
 	if err == nil {
-		// Where only the context bounds the write (its end aborts a blocked one, here or in
-		// WriteRead), the request's end can go out with the read of the answer (limitReader).
-		c.cw.hold = bounded && c.cr.raw != nil
+		// With raw I/O the request's end goes out with the read of the answer (limitReader),
+		// which first checks that the connection has nothing to read (WriteRead).
+		c.cw.hold = c.cr.raw != nil
 		err = c.bw.Flush()
 		c.cw.hold = false
 	}
 	if err != nil {
 		return nil, fail("write request to", err, true)
-	}
-	if !bounded {
-		c.nc.SetWriteDeadline(time.Time{}) // a pooled connection must not keep it
 	}
 	hd := time.Now().Add(c.pool.t.headerTimeout)
 	if !deadline.IsZero() && deadline.Before(hd) {
@@ -487,6 +492,9 @@ func (c *h1Conn) exchange(ctx context.Context, deadline time.Time, req *http.Req
 	c.cr.limit = h1MaxHeaderBytes
 	if _, err := c.br.Peek(1); err != nil {
 		return nil, fail("read response from", err, true)
+	}
+	if !bounded {
+		c.nc.SetWriteDeadline(time.Time{}) // a pooled connection must not keep it
 	}
 	if trace != nil && trace.GotFirstResponseByte != nil {
 		trace.GotFirstResponseByte()

@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridian-cdn/meridian/internal/rawconn"
 	"github.com/meridian-cdn/meridian/internal/wait"
 )
 
@@ -168,16 +169,16 @@ func TestH1KeepAlive(t *testing.T) {
 }
 
 // TestH1RetriesClosedIdle: an upstream that closes a kept-alive connection (as servers do
-// after their idle timeout) costs no error. A TCP connection is peeked at before it is taken
-// from the pool, so the close is found before the request is sent; a connection the
-// transport cannot peek at (a dialer's own) finds it by sending, and the request goes again
-// on a new connection.
+// after their idle timeout) costs no error. A TCP connection's exchange looks at its socket
+// before it sends (WriteRead), so the close is found before the request is sent; a connection
+// the transport cannot look at (a dialer's own) finds it by sending, and the request goes
+// again on a new connection. Either way the kept-alive connection was taken (reused).
 func TestH1RetriesClosedIdle(t *testing.T) {
 	for i, tc := range []struct {
 		reset, peek bool
-		reused      int // requests sent on a kept-alive connection
+		reused      int // requests tried on a kept-alive connection
 	}{
-		{false, true, 0}, {true, true, 0}, {false, false, 2}, {true, false, 2},
+		{false, true, 2}, {true, true, 2}, {false, false, 2}, {true, false, 2},
 	} {
 		t.Run(fmt.Sprintf("reset=%v,peek=%v", tc.reset, tc.peek), func(t *testing.T) {
 			var requests atomic.Int64
@@ -812,11 +813,15 @@ func TestH1StrayBytes(t *testing.T) {
 }
 
 // awaitUnquiet waits until p's one idle connection has something to read (what), as take's
-// peek sees it; on a system where the transport cannot peek, the test is not for it.
+// peek or WriteRead's check sees it; on a system where the transport cannot look, the test is
+// not for it.
 func awaitUnquiet(t *testing.T, p *h1Pool, what string) {
 	t.Helper()
 	p.mu.Lock()
 	probe := p.idle[0].probe
+	if raw := p.idle[0].cr.raw; raw != nil {
+		probe = rawconn.NewProber(raw) // one of the test's own: the socket is the same
+	}
 	p.mu.Unlock()
 	if probe == nil {
 		t.Skip("no peek at a socket on this system")
@@ -899,5 +904,68 @@ func TestH1LargeRequestHead(t *testing.T) {
 	}
 	if n := conns.Load(); n != 1 {
 		t.Errorf("4 sequential GETs used %d connections, want 1", n)
+	}
+}
+
+// TestH1HalfClosedIdle: an upstream that ends its side of a kept-alive connection but keeps
+// reading (a lingering close: no reset comes back for what is sent to it) costs no error and
+// no wait: the exchange sees the end before it sends, and the request goes on a new connection.
+func TestH1HalfClosedIdle(t *testing.T) {
+	srv := startRaw(t, "127.0.0.94", func(n int64, c net.Conn, br *bufio.Reader) {
+		if _, ok := readRequest(br); !ok {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		if n == 1 {
+			c.(*net.TCPConn).CloseWrite()
+			io.Copy(io.Discard, br) // reads on, never answers
+		}
+	})
+	tr := newH1(t, Config{ResponseHeaderTimeout: 5 * time.Second})
+	mustGet(t, tr, "http://"+srv.addr+"/")
+	awaitUnquiet(t, tr.pool(srv.addr), "the upstream's end of stream")
+	start := time.Now()
+	resp, body, err := roundTrip(t, tr, context.Background(), http.MethodGet, "http://"+srv.addr+"/", nil)
+	if err != nil || resp.StatusCode != 200 || string(body) != "ok" {
+		t.Fatalf("GET after the upstream half-closed: %v, %q; want ok from a new connection", err, body)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("GET after the upstream half-closed took %v", d)
+	}
+	if n := srv.accepted.Load(); n != 2 {
+		t.Errorf("%d connections, want 2", n)
+	}
+}
+
+// TestH1CancelAwaitingHead: a fill's context (one with a deadline), canceled while the
+// exchange waits for the answer's head, ends it at once with the context's error.
+func TestH1CancelAwaitingHead(t *testing.T) {
+	arrived := make(chan struct{}, 1)
+	srv := startRaw(t, "127.0.0.91", func(n int64, c net.Conn, br *bufio.Reader) {
+		if _, ok := readRequest(br); ok {
+			arrived <- struct{}{}
+		}
+		io.Copy(io.Discard, br) // never answers
+	})
+	tr := newH1(t, Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+srv.addr+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := tr.send(ctx, time.Now().Add(time.Minute), req)
+		errc <- err
+	}()
+	<-arrived
+	start := time.Now()
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Errorf("canceled while awaiting the head: %v, want context.Canceled", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("returned %v after the cancel", d)
 	}
 }
