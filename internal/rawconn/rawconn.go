@@ -114,7 +114,7 @@ func (c *Conn) Writev(a, b []byte) (int, error) {
 }
 
 // ErrNotQuiet is WriteRead finding something to read before it sent anything: bytes, the end
-// of the stream or an error. Nothing was sent and nothing was read.
+// of the stream or an error. Nothing of out was sent and nothing was read.
 var ErrNotQuiet = errors.New("connection has something to read before the exchange")
 
 // WriteRead writes out and then reads the answer into p, for an exchange on a connection that

@@ -347,6 +347,7 @@ func (p *h1Pool) dial(ctx context.Context) (*h1Conn, error) {
 	if raw := rawconn.New(nc); raw != nil {
 		nc = raw
 		c.cr.raw = raw
+		c.cw.probe = rawconn.NewProber(raw)
 	} else {
 		c.probe = rawconn.NewProber(nc)
 	}
@@ -381,6 +382,7 @@ type limitReader struct {
 	nc     net.Conn
 	raw    *rawconn.Conn // nc, where it has raw I/O
 	unsent []byte        // the end of the request, held back for the read that waits for the answer
+	stale  bool          // unsent is all of a request on a kept-alive connection: one not quiet went bad idle
 	limit  int64
 	sawEOF bool
 }
@@ -397,6 +399,13 @@ func (r *limitReader) Read(p []byte) (int, error) {
 	if out := r.unsent; out != nil {
 		r.unsent = nil
 		n, err = r.raw.WriteRead(out, p)
+		if err == rawconn.ErrNotQuiet && !r.stale {
+			// A new connection, or part of the request went out before (checked then): what
+			// there is to read is the upstream's own (an early answer, its close), which it
+			// gets as it would have without the check.
+			r.raw.Write(out) // its error, if any, is the read's to tell
+			n, err = r.nc.Read(p)
+		}
 	} else {
 		n, err = r.nc.Read(p)
 	}
@@ -409,16 +418,27 @@ func (r *limitReader) Read(p []byte) (int, error) {
 
 // sendWriter is the connection as its bufio.Writer writes it. While hold is set (exchange's
 // last flush of a request, with raw I/O), what it is given stays in the bufio.Writer's buffer,
-// untouched until the next request, and goes out with the read of the answer (limitReader).
+// untouched until the next request, and goes out with the read of the answer (limitReader),
+// after WriteRead's check that the connection is quiet. A head larger than the buffer goes
+// out in parts before that: on a kept-alive connection the first is checked here, as take
+// checks connections without raw I/O.
 type sendWriter struct {
-	cr   *limitReader
-	hold bool
+	cr    *limitReader
+	probe *rawconn.Prober // with raw I/O, the socket
+	check bool            // a request on a kept-alive connection, nothing of it sent yet
+	hold  bool
 }
 
 func (w *sendWriter) Write(p []byte) (int, error) {
 	if w.hold && w.cr.unsent == nil {
-		w.cr.unsent = p
+		w.cr.unsent, w.cr.stale = p, w.check
 		return len(p), nil
+	}
+	if w.check {
+		w.check = false
+		if w.probe != nil && !w.probe.Quiet() {
+			return 0, rawconn.ErrNotQuiet
+		}
 	}
 	return w.cr.nc.Write(p)
 }
@@ -469,6 +489,7 @@ func (c *h1Conn) exchange(ctx context.Context, deadline time.Time, req *http.Req
 	if !bounded {
 		c.nc.SetWriteDeadline(deadline) // until the head is in: the request's end may go out with its read
 	}
+	c.cw.check = c.reused
 	err := writeRequest(c.bw, req, trace)
 	if err == nil {
 		// With raw I/O the request's end goes out with the read of the answer (limitReader),

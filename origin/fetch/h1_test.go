@@ -766,10 +766,12 @@ func TestH1StrayBytes(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		later bool // the stray answer comes after the client took the first one
+		big   bool // the second request's head is larger than the connection's write buffer
 		ip    string
 	}{
-		{"with the answer", false, "127.0.0.68"},
-		{"after the answer", true, "127.0.0.69"},
+		{"with the answer", false, false, "127.0.0.68"},
+		{"after the answer", true, false, "127.0.0.69"},
+		{"after the answer, then a large head", true, true, "127.0.0.98"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sendStray := make(chan struct{})
@@ -801,7 +803,14 @@ func TestH1StrayBytes(t *testing.T) {
 				close(sendStray)
 				awaitUnquiet(t, tr.pool(srv.addr), "the stray answer")
 			}
-			resp, body := mustGet(t, tr, url+"/two")
+			var h http.Header
+			if tc.big {
+				h = http.Header{"X-Big": {strings.Repeat("b", 16<<10)}}
+			}
+			resp, body, err := roundTrip(t, tr, context.Background(), http.MethodGet, url+"/two", h)
+			if err != nil {
+				t.Fatalf("GET /two: %v", err)
+			}
 			if string(body) != "two" || resp.Header.Get("X-Stray") != "" {
 				t.Errorf("GET /two = %q with X-Stray %q: the stray answer was read as its own", body, resp.Header.Get("X-Stray"))
 			}
@@ -967,5 +976,124 @@ func TestH1CancelAwaitingHead(t *testing.T) {
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("returned %v after the cancel", d)
+	}
+}
+
+// TestH1EarlyAnswerLargeHead: an upstream that answers a head before it has all of it (a 431
+// for a head too large) has its answer passed on, not taken for a connection gone bad.
+func TestH1EarlyAnswerLargeHead(t *testing.T) {
+	srv := startRaw(t, "127.0.0.96", func(n int64, c net.Conn, br *bufio.Reader) {
+		io.ReadFull(br, make([]byte, 4<<10))
+		io.WriteString(c, "HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+		c.(*net.TCPConn).CloseWrite()
+		io.Copy(io.Discard, br) // a lingering close: no reset loses the answer
+	})
+	tr := newH1(t, Config{ResponseHeaderTimeout: 5 * time.Second})
+	var conn net.Conn
+	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+		GotConn: func(i httptrace.GotConnInfo) { conn = i.Conn },
+		WroteHeaderField: func(k string, _ []string) {
+			if k == "X-Last" { // X-A went out: let the early answer arrive
+				p := rawconn.NewProber(conn)
+				if p == nil {
+					t.Skip("no peek at a socket on this system")
+				}
+				wait.For(t, 5*time.Second, "the early answer", func() bool { return !p.Quiet() })
+			}
+		},
+	})
+	h := http.Header{"X-A": {strings.Repeat("a", 16<<10)}, "X-Last": {"1"}}
+	resp, _, err := roundTrip(t, tr, ctx, http.MethodGet, "http://"+srv.addr+"/", h)
+	if err != nil || resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("GET with a 16 KiB head: %v, %v; want the upstream's 431", resp, err)
+	}
+}
+
+// TestH1NotQuietTakesNextIdle: a kept-alive connection found closed by the exchange's check
+// is dropped for the next idle one, not for a new dial.
+func TestH1NotQuietTakesNextIdle(t *testing.T) {
+	var mu sync.Mutex
+	conns := map[string]*net.TCPConn{}
+	both := make(chan struct{})
+	var arrived sync.WaitGroup
+	arrived.Add(2)
+	srv := startRaw(t, "127.0.0.97", func(n int64, c net.Conn, br *bufio.Reader) {
+		mu.Lock()
+		conns[c.RemoteAddr().String()] = c.(*net.TCPConn)
+		mu.Unlock()
+		for i := 0; ; i++ {
+			if _, ok := readRequest(br); !ok {
+				return
+			}
+			if i == 0 && n <= 2 { // hold both first requests: two connections
+				arrived.Done()
+				<-both
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	tr := newH1(t, Config{ResponseHeaderTimeout: 5 * time.Second})
+	url := "http://" + srv.addr + "/"
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() { mustGet(t, tr, url) })
+	}
+	arrived.Wait()
+	close(both)
+	wg.Wait()
+	p := tr.pool(srv.addr)
+	p.mu.Lock()
+	if len(p.idle) != 2 {
+		p.mu.Unlock()
+		t.Fatalf("%d idle connections, want 2", len(p.idle))
+	}
+	newest := p.idle[1].nc
+	p.mu.Unlock()
+	mu.Lock()
+	conns[newest.LocalAddr().String()].CloseWrite()
+	mu.Unlock()
+	pr := rawconn.NewProber(newest)
+	if pr == nil {
+		t.Skip("no peek at a socket on this system")
+	}
+	wait.For(t, 5*time.Second, "the close at the newest idle connection", func() bool { return !pr.Quiet() })
+	var reused bool
+	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
+		reused = i.Reused
+	}})
+	resp, body, err := roundTrip(t, tr, ctx, http.MethodGet, url, nil)
+	if err != nil || resp.StatusCode != 200 || string(body) != "ok" {
+		t.Fatalf("GET: %v, %q", err, body)
+	}
+	if n := srv.accepted.Load(); n != 2 || !reused {
+		t.Errorf("%d connections (want 2), last on a kept-alive one: %v (want true)", n, reused)
+	}
+}
+
+// TestH1WriteDeadlineCleared: a connection that an exchange with a write deadline of its own
+// (BodyTimeout, a context without one) gave back serves, past that deadline, an exchange that
+// sets none, with a head sent in several writes.
+func TestH1WriteDeadlineCleared(t *testing.T) {
+	url, conns := countConns(t, "127.0.0.99", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}))
+	u := New(Config{Name: "wd", BodyTimeout: 50 * time.Millisecond})
+	defer u.Close()
+	if code, err := doRead(t, u, context.Background(), url); err != nil || code != 200 {
+		t.Fatalf("GET 1: %d, %v", code, err)
+	}
+	time.Sleep(100 * time.Millisecond) // past the first exchange's write deadline, if it stayed
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	req := get(t, ctx, url)
+	req.Header.Set("X-Big", strings.Repeat("b", 16<<10))
+	resp, err := u.Do(req)
+	if err != nil {
+		t.Fatalf("GET 2 with a 16 KiB head: %v", err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if n := conns.Load(); n != 1 {
+		t.Errorf("%d connections, want 1", n)
 	}
 }
