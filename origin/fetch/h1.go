@@ -489,7 +489,7 @@ func (c *h1Conn) exchange(ctx context.Context, deadline time.Time, req *http.Req
 	if !bounded {
 		c.nc.SetWriteDeadline(deadline) // until the head is in: the request's end may go out with its read
 	}
-	c.cw.check = c.reused
+	c.cw.check = c.reused // on a kept-alive connection nothing goes out before a check that it is quiet
 	err := writeRequest(c.bw, req, trace)
 	if err == nil {
 		// With raw I/O the request's end goes out with the read of the answer (limitReader),
