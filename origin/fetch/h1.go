@@ -118,6 +118,7 @@ func (t *h1Transport) send(ctx context.Context, deadline time.Time, req *http.Re
 		trace.GetConn(p.addr)
 	}
 	var c *h1Conn
+	notQuiet := 0 // idle connections found not quiet by this request
 	again := replayable(req)
 	if again {
 		// Only a request that may be sent twice takes a kept-alive connection: the upstream may
@@ -147,7 +148,9 @@ func (t *h1Transport) send(ctx context.Context, deadline time.Time, req *http.Re
 			// closed (or written to) before anything was sent is dropped for the next idle one.
 			if again {
 				c = nil
-				if errors.Is(stale.err, rawconn.ErrNotQuiet) {
+				// At most maxIdle of them: other exchanges may keep giving connections back.
+				if errors.Is(stale.err, rawconn.ErrNotQuiet) && notQuiet < t.maxIdle {
+					notQuiet++
 					c = p.take()
 				}
 				continue
@@ -496,7 +499,7 @@ func (c *h1Conn) exchange(ctx context.Context, deadline time.Time, req *http.Req
 		// which first checks that the connection has nothing to read (WriteRead).
 		c.cw.hold = c.cr.raw != nil
 		err = c.bw.Flush()
-		c.cw.hold = false
+		c.cw.hold, c.cw.check = false, false
 	}
 	if err != nil {
 		return nil, fail("write request to", err, true)

@@ -1097,3 +1097,133 @@ func TestH1WriteDeadlineCleared(t *testing.T) {
 		t.Errorf("%d connections, want 1", n)
 	}
 }
+
+// awaitAnswerAt returns a context whose trace waits until the connection has something to
+// read: at GotConn when field is "", else once the header field named field was written.
+func awaitAnswerAt(t *testing.T, field string) context.Context {
+	var conn net.Conn
+	await := func() {
+		p := rawconn.NewProber(conn)
+		if p == nil {
+			t.Skip("no peek at a socket on this system")
+		}
+		wait.For(t, 5*time.Second, "the early answer", func() bool { return !p.Quiet() })
+	}
+	tr := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
+		conn = i.Conn
+		if field == "" {
+			await()
+		}
+	}}
+	if field != "" {
+		tr.WroteHeaderField = func(k string, _ []string) {
+			if k == field {
+				await()
+			}
+		}
+	}
+	return httptrace.WithClientTrace(context.Background(), tr)
+}
+
+// TestH1EarlyAnswerLargeHeadKeptAlive: on a kept-alive connection, an answer that comes after
+// the first part of a large head went out is the upstream's: not a connection gone bad, and
+// the request is not sent again on a new one.
+func TestH1EarlyAnswerLargeHeadKeptAlive(t *testing.T) {
+	srv := startRaw(t, "127.0.0.101", func(n int64, c net.Conn, br *bufio.Reader) {
+		if n == 1 {
+			if _, ok := readRequest(br); !ok {
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+		io.ReadFull(br, make([]byte, 4<<10))
+		io.WriteString(c, "HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+		c.(*net.TCPConn).CloseWrite()
+		io.Copy(io.Discard, br)
+	})
+	tr := newH1(t, Config{ResponseHeaderTimeout: 5 * time.Second})
+	mustGet(t, tr, "http://"+srv.addr+"/")
+	h := http.Header{"X-A": {strings.Repeat("a", 16<<10)}, "X-Last": {"1"}}
+	resp, _, err := roundTrip(t, tr, awaitAnswerAt(t, "X-Last"), http.MethodGet, "http://"+srv.addr+"/", h)
+	if err != nil || resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("GET with a 16 KiB head on a kept-alive connection: %v, %v; want the upstream's 431", resp, err)
+	}
+	if n := srv.accepted.Load(); n != 1 {
+		t.Errorf("%d connections, want 1: the request was sent again", n)
+	}
+}
+
+// TestH1AnswerBeforeRequest: an upstream that answers a new connection before it has the
+// request (an overloaded server's 503 on accept) has its answer passed on.
+func TestH1AnswerBeforeRequest(t *testing.T) {
+	srv := startRaw(t, "127.0.0.102", func(n int64, c net.Conn, br *bufio.Reader) {
+		io.WriteString(c, "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+		c.(*net.TCPConn).CloseWrite()
+		io.Copy(io.Discard, br)
+	})
+	tr := newH1(t, Config{ResponseHeaderTimeout: 5 * time.Second})
+	resp, _, err := roundTrip(t, tr, awaitAnswerAt(t, ""), http.MethodGet, "http://"+srv.addr+"/", nil)
+	if err != nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("GET: %v, %v; want the upstream's 503", resp, err)
+	}
+}
+
+// TestH1EarlyHintsLargeHead: a 1xx that comes before the last part of a large head is
+// read, and the rest of the request still goes out, so the final answer comes.
+func TestH1EarlyHintsLargeHead(t *testing.T) {
+	srv := startRaw(t, "127.0.0.103", func(n int64, c net.Conn, br *bufio.Reader) {
+		io.ReadFull(br, make([]byte, 4<<10))
+		io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n")
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if line == "\r\n" {
+				break
+			}
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		io.Copy(io.Discard, br)
+	})
+	tr := newH1(t, Config{ResponseHeaderTimeout: 2 * time.Second})
+	h := http.Header{"X-A": {strings.Repeat("a", 16<<10)}, "X-Last": {"1"}}
+	resp, body, err := roundTrip(t, tr, awaitAnswerAt(t, "X-Last"), http.MethodGet, "http://"+srv.addr+"/", h)
+	if err != nil || resp.StatusCode != 200 || string(body) != "ok" {
+		t.Fatalf("GET with a 16 KiB head and a 103 before its end: %v, %q; want 200 ok", err, body)
+	}
+}
+
+// TestH1StrayBytesHeadSizes: stray bytes on a kept-alive connection are never read as the
+// answer, for heads of exactly one, two write buffers, and one byte more.
+func TestH1StrayBytesHeadSizes(t *testing.T) {
+	for i, size := range []int{4 << 10, 4<<10 + 1, 8 << 10} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			sendStray := make(chan struct{})
+			srv := startRaw(t, fmt.Sprintf("127.0.0.%d", 104+i), func(n int64, c net.Conn, br *bufio.Reader) {
+				for {
+					req, ok := readRequest(br)
+					if !ok {
+						return
+					}
+					body := strings.TrimPrefix(req.URL.Path, "/")
+					io.WriteString(c, fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body))
+					if n == 1 {
+						<-sendStray
+						io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\nX-Stray: 1\r\n\r\nstray!")
+					}
+				}
+			})
+			tr := newH1(t, Config{})
+			mustGet(t, tr, "http://"+srv.addr+"/one")
+			close(sendStray)
+			awaitUnquiet(t, tr.pool(srv.addr), "the stray answer")
+			head := "GET /two HTTP/1.1\r\nHost: " + srv.addr + "\r\nUser-Agent: Go-http-client/1.1\r\nX-Pad: \r\n\r\n"
+			h := http.Header{"X-Pad": {strings.Repeat("p", size-len(head))}}
+			resp, body, err := roundTrip(t, tr, context.Background(), http.MethodGet, "http://"+srv.addr+"/two", h)
+			if err != nil || string(body) != "two" || resp.Header.Get("X-Stray") != "" {
+				t.Fatalf("GET /two with a %d-byte head: %v, %q", size, err, body)
+			}
+		})
+	}
+}
