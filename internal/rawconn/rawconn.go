@@ -141,16 +141,13 @@ func (c *Conn) WriteRead(out, p []byte) (int, error) {
 	defer c.rmu.Unlock()
 	n, wrote, err := c.x.exchange(c.rc, out, p)
 	if wrote < len(out) && err == nil {
-		_, err = c.w.write(c.rc, out[wrote:], nil)
-		c.wmu.Unlock()
-		if err != nil {
-			return 0, c.opError("write", err)
+		// The socket took only part of out: the rest as Write sends it, then a plain read.
+		if _, err = c.w.write(c.rc, out[wrote:], nil); err == nil {
+			wrote = len(out)
+			n, err = c.r.read(c.rc, p)
 		}
-		wrote = len(out)
-		n, err = c.r.read(c.rc, p)
-	} else {
-		c.wmu.Unlock()
 	}
+	c.wmu.Unlock()
 	switch {
 	case err == nil || err == ErrNotQuiet:
 	case wrote < len(out):

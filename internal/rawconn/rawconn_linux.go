@@ -116,8 +116,7 @@ func (w *writer) do(fd uintptr) bool {
 // the connection, always wakes the wait that follows.
 type exchanger struct {
 	out   []byte
-	wrote int
-	sent  bool // out went whole: what is left is the read
+	wrote int // of out; all of it: what is left is the read
 	r     *reader
 	p     prober // the peek, on the first call
 	err   error
@@ -130,22 +129,22 @@ func (x *exchanger) init(r *reader) { x.r, x.fn = r, x.do }
 // as the socket takes at once, and if it took all of it reads into p once the answer arrives;
 // it returns what was read, how much of out was written, and an error of any of these.
 func (x *exchanger) exchange(rc syscall.RawConn, out, p []byte) (n, wrote int, err error) {
-	x.out, x.wrote, x.sent, x.err = out, 0, false, nil
+	x.out, x.wrote, x.err = out, 0, nil
 	x.r.buf, x.r.n, x.r.err = p, 0, nil
 	err = rc.Read(x.fn)
 	wrote, n = x.wrote, x.r.n
 	if err == nil {
 		err = x.err
-		if err == nil && x.sent {
-			err = x.r.err
-		}
+	}
+	if err == nil {
+		err = x.r.err // nil unless the read ran
 	}
 	x.out, x.r.buf = nil, nil // keep no reference to the caller's buffers
 	return n, wrote, err
 }
 
 func (x *exchanger) do(fd uintptr) bool {
-	if x.sent {
+	if x.wrote == len(x.out) { // out is never empty (WriteRead)
 		return x.r.do(fd)
 	}
 	// The first call (each later one reads: only a call that sent everything returns false).
@@ -168,7 +167,6 @@ func (x *exchanger) do(fd uintptr) bool {
 			return true
 		}
 	}
-	x.sent = true
 	return false // nothing to read before the answer: wait for it
 }
 
