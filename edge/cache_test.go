@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridian-cdn/meridian/edge/httpcache"
 	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/origin"
 )
@@ -292,4 +293,39 @@ func TestFailedRevalidationOutlivesHandler(t *testing.T) {
 		}
 	}
 	wait.For(t, 5*time.Second, "a failed revalidation", func() bool { return s.origin.Requests("/swr-fail") >= 2 })
+}
+
+// TestStoredFreshAfterLookup: a fill's second look (storedFresh) is skipped only while no Put
+// of its key has completed since the request's own lookup missed; an object stored in
+// between is found and served, not fetched again.
+func TestStoredFreshAfterLookup(t *testing.T) {
+	s := newSingle(t, nil)
+	p := obj("/between", "cc", "max-age=60")
+	r, _ := http.NewRequest(http.MethodGet, "http://"+testHost+p, nil)
+	hs := (*s.edge.hosts.Load())[testHost]
+	req := &request{r: r, host: hs, key: httpcache.Key(testHost, r.URL.EscapedPath(), r.URL.RawQuery, hs.keyOpts)}
+	req.puts, req.looked = s.edge.store.Puts(req.key), true // as serveCacheable, before its lookup
+	if o, _, _ := s.edge.store.Lookup(req.key, r.Header); o != nil {
+		t.Fatal("stored before any request")
+	}
+	if o := s.edge.storedFresh(req); o != nil {
+		t.Fatal("storedFresh found an object nothing stored")
+	}
+	if got := s.get(t, p); got.status != http.StatusOK {
+		t.Fatalf("fill: status %d", got.status)
+	}
+	// Stored after the lookup: the count moved, so the fill looks and finds it.
+	if o := s.edge.storedFresh(req); o == nil || o.Primary != req.key {
+		t.Fatalf("storedFresh after a Put of the key = %v, want the stored object", o)
+	}
+	// With the count read after that Put (which serveCacheable never does), the look is
+	// skipped: what the skip costs when the count is read too late.
+	req.puts = s.edge.store.Puts(req.key)
+	if o := s.edge.storedFresh(req); o != nil {
+		t.Fatal("storedFresh looked although no Put completed since the count was read")
+	}
+	req.looked = false // a request that did not look (a fleet fill, a stale copy's) always looks
+	if o := s.edge.storedFresh(req); o == nil {
+		t.Fatal("storedFresh without a lookup of its own did not look")
+	}
 }

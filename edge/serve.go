@@ -44,11 +44,15 @@ type request struct {
 	hop      hops   // tiers already crossed, from a trusted fleet node
 	fromPeer bool   // sent by a fleet node (hop header trusted)
 	needSeq  uint64 // purge sequence the requesting fleet node has applied (fills only)
-	coding   string // content coding the edge serves this cacheable request, "" for identity (encoding.go)
-	trace    string // W3C traceparent passed upstream
-	start    time.Time
-	proto    string
-	lw       logWriter
+	// puts is the store's Puts count for key, read before serveCacheable's lookup missed
+	// (looked true): a fill that finds it unchanged skips its own look (storedFresh).
+	puts   uint32
+	looked bool
+	coding string // content coding the edge serves this cacheable request, "" for identity (encoding.go)
+	trace  string // W3C traceparent passed upstream
+	start  time.Time
+	proto  string
+	lw     logWriter
 	// fields backs the one-value slices of the fields a hit sets (Age, Cache-Status,
 	// Content-Length), so that they cost no allocation of their own; text backs their
 	// values (spare, keep), used up to used.

@@ -304,6 +304,8 @@ type Store struct {
 	// locks serialise the Puts, Deletes and moves of a key (by hash), so that reclaim never
 	// puts back a record a newer Put replaced.
 	locks [256]sync.Mutex
+	// puts counts, per lock, the Puts that have completed (Puts).
+	puts [256]atomic.Uint32
 
 	// The segments (segment.go).
 	segSize    int
@@ -450,6 +452,7 @@ func (s *Store) Put(o *Object) bool {
 	mu := s.lockOf(h)
 	mu.Lock()
 	ok := s.put(key, slotOfHash(h, len(s.views)), o, p)
+	s.puts[h%uint64(len(s.puts))].Add(1) // after put: the object is visible to Lookup
 	mu.Unlock()
 	s.reclaim()
 	// Fills retire purge records too (without a lock until one is due), so that after a purge
@@ -462,24 +465,13 @@ func (s *Store) Put(o *Object) bool {
 // put is Put under key's lock.
 func (s *Store) put(key string, slot uint16, o *Object, p packed) bool {
 	var variants []packed
-	if old, ok := s.cache.Get(key); ok {
-		vary, others := s.variantsOf(old)
-		if others != nil && slices.Equal(vary, o.Policy.Vary) {
-			found := slices.ContainsFunc(others, func(v packed) bool { return v.variant() == o.Variant })
-			if len(others) >= MaxVariants && !found {
-				return false
-			}
-			for _, v := range others {
-				if v.variant() != o.Variant && s.purges.check(v.object(vary)) != Purged {
-					if variants == nil {
-						variants = append(make([]packed, 0, len(others)+1), p)
-					}
-					if old.e == nil {
-						v = v.clone() // an entry must not keep a segment alive
-					}
-					variants = append(variants, v)
-				}
-			}
+	// Only an object with a Vary list keeps the key's other variants; one without replaces
+	// whatever the key held, so it needs no look at it (a Ristretto probe of a large table
+	// costs about a microsecond on a miss, docs/benchmarks.md "Twenty-eighth pass").
+	if len(o.Policy.Vary) > 0 || o.Variant != "" {
+		var ok bool
+		if variants, ok = s.keptVariants(key, o, p); !ok {
+			return false
 		}
 	}
 	ttl := o.hold() + time.Minute // keep a little past the last use so Age math never sees a gap
@@ -512,6 +504,36 @@ func (s *Store) put(key string, slot uint16, o *Object, p packed) bool {
 	return ok
 }
 
+// keptVariants returns the variants key holds that o, stored as p, leaves in place, with p
+// first (nil if none), or false when o would be one variant too many.
+func (s *Store) keptVariants(key string, o *Object, p packed) ([]packed, bool) {
+	old, ok := s.cache.Get(key)
+	if !ok {
+		return nil, true
+	}
+	vary, others := s.variantsOf(old)
+	if others == nil || !slices.Equal(vary, o.Policy.Vary) {
+		return nil, true
+	}
+	found := slices.ContainsFunc(others, func(v packed) bool { return v.variant() == o.Variant })
+	if len(others) >= MaxVariants && !found {
+		return nil, false
+	}
+	var variants []packed
+	for _, v := range others {
+		if v.variant() != o.Variant && s.purges.check(v.object(vary)) != Purged {
+			if variants == nil {
+				variants = append(make([]packed, 0, len(others)+1), p)
+			}
+			if old.e == nil {
+				v = v.clone() // an entry must not keep a segment alive
+			}
+			variants = append(variants, v)
+		}
+	}
+	return variants, true
+}
+
 // cloneStrings copies ss and its strings.
 func cloneStrings(ss []string) []string {
 	if ss == nil {
@@ -522,6 +544,16 @@ func cloneStrings(ss []string) []string {
 		out[i] = strings.Clone(v)
 	}
 	return out
+}
+
+// Puts returns a count that changes whenever a Put of key completes (and with the Puts of
+// the other keys that share its count), once the Put's object is visible to Lookup. A caller
+// that read it before a Lookup found nothing, and reads the same count later, may skip a
+// second Lookup: what it can miss is only an object that appears without a Put of its own (a
+// record moved back in the moment Ristretto evicts it, segment.go's move), and the cost of
+// that is one more fetch, never a wrong answer.
+func (s *Store) Puts(key string) uint32 {
+	return s.puts[s.hash(key)%uint64(len(s.puts))].Load()
 }
 
 // Detached returns a copy of o that keeps nothing of the store alive, for a reader that may

@@ -82,6 +82,58 @@ func TestVariants(t *testing.T) {
 	}
 }
 
+// TestVaryChanges: an object without Vary replaces every variant its key held (Put skips
+// looking at them), one with another Vary list replaces them too, and a key holds at most
+// MaxVariants variants of one list: one more is refused, a new copy of a held one is not.
+func TestVaryChanges(t *testing.T) {
+	s, c := newStore(t)
+	lang := func(l string) http.Header { return http.Header{"Accept-Language": {l}} }
+	put := func(vary []string, h http.Header, body string) bool {
+		o := object("a.test", "/v", c.t)
+		o.Policy.Vary = vary
+		o.Variant = httpcache.VaryKey(vary, h)
+		o.Body = []byte(body)
+		return s.Put(o)
+	}
+	body := func(h http.Header) string {
+		if o, _, _ := s.Lookup("a.test/v", h); o != nil {
+			return string(o.Body)
+		}
+		return ""
+	}
+	byLang := []string{"accept-language"}
+	for _, l := range []string{"en", "fr"} {
+		put(byLang, lang(l), l)
+	}
+	if !put(nil, nil, "plain") {
+		t.Fatal("Put of an object without Vary refused")
+	}
+	for _, l := range []string{"en", "fr", "de"} {
+		if got := body(lang(l)); got != "plain" {
+			t.Errorf("after a Put without Vary, %s = %q, want plain", l, got)
+		}
+	}
+	put(byLang, lang("en"), "en")
+	put([]string{"accept-encoding"}, http.Header{"Accept-Encoding": {"gzip"}}, "gzip")
+	if got := body(lang("en")); got != "" {
+		t.Errorf("after a Put with another Vary, the en variant = %q, want gone", got)
+	}
+	if got := body(http.Header{"Accept-Encoding": {"gzip"}}); got != "gzip" {
+		t.Errorf("gzip variant = %q", got)
+	}
+	for i := range MaxVariants {
+		if !put(byLang, lang(strconv.Itoa(i)), strconv.Itoa(i)) {
+			t.Fatalf("variant %d of %d refused", i+1, MaxVariants)
+		}
+	}
+	if put(byLang, lang("one-too-many"), "x") {
+		t.Errorf("variant %d stored, want refused", MaxVariants+1)
+	}
+	if !put(byLang, lang("0"), "0 again") || body(lang("0")) != "0 again" || body(lang("1")) != "1" {
+		t.Errorf("a new copy of a held variant: %q, %q", body(lang("0")), body(lang("1")))
+	}
+}
+
 func TestPurgeRecords(t *testing.T) {
 	tests := []struct {
 		name   string
