@@ -15,6 +15,7 @@ import (
 	"github.com/meridian-cdn/meridian/edge/httpcache"
 	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/origin"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 func obj(path string, params ...string) string {
@@ -327,5 +328,57 @@ func TestStoredFreshAfterLookup(t *testing.T) {
 	req.looked = false // a request that did not look (a fleet fill, a stale copy's) always looks
 	if o := s.edge.storedFresh(req); o == nil {
 		t.Fatal("storedFresh without a lookup of its own did not look")
+	}
+}
+
+// TestRevalidationChangesVary: a 304 that brings another Vary than the stale copy's stores
+// the refreshed copy as the request's variant under the new list, where the next request
+// with the same fields finds it (it was kept under the old variant, which no lookup selects).
+func TestRevalidationChangesVary(t *testing.T) {
+	clock := newFakeClock()
+	var mu sync.Mutex
+	requests := map[string]int{} // by If-None-Match
+	count := func(inm string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return requests[inm]
+	}
+	originAddr := startHTTP(t, "127.0.0.26", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		inm := r.Header.Get("If-None-Match")
+		mu.Lock()
+		requests[inm]++
+		mu.Unlock()
+		w.Header().Set("Cache-Control", "max-age=10")
+		w.Header().Set("ETag", `"v1"`)
+		if inm == `"v1"` {
+			w.Header().Set("Vary", "Accept-Language, X-Device")
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		w.Header().Set("Vary", "Accept-Language")
+		io.WriteString(w, "object")
+	}))
+	cfg := Config{PoP: "tst", Node: "e1", Clock: clock.Now, Logger: testLogger(t),
+		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + originAddr}}}
+	n, _ := startEdge(t, listen(t, "127.0.0.27"), cfg)
+	c := &http.Client{}
+	t.Cleanup(c.CloseIdleConnections)
+	get := func() resp {
+		return do(t, c, http.MethodGet, n.Addr(), testHost, "/vary304", "Accept-Language", "de", "X-Device", "phone")
+	}
+	if r := get(); r.status != http.StatusOK || r.body != "object" {
+		t.Fatalf("fill: %d %q", r.status, r.body)
+	}
+	clock.Advance(20 * time.Second)
+	if r := get(); r.status != http.StatusOK || r.body != "object" || count(`"v1"`) != 1 {
+		t.Fatalf("revalidation: %d %q after %d conditional requests, want 200 object after 1", r.status, r.body, count(`"v1"`))
+	}
+	r := get()
+	if r.status != http.StatusOK || r.body != "object" {
+		t.Fatalf("after the 304: %d %q", r.status, r.body)
+	}
+	wantCacheStatus(t, r, "; hit;")
+	if got := count(""); got != 1 {
+		t.Errorf("unconditional origin requests = %d, want 1 (the refreshed copy was not found)", got)
 	}
 }

@@ -53,6 +53,9 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 		o.ResponseTime = respTime
 		o.InitialAge = initialAge
 		o.Policy = httpcache.ResponsePolicy(http.MethodGet, req.r.Header, stale.Status, hdr, respTime)
+		// A 304 may bring another Vary (RFC 9111 §4.3.4 updates every stored field): the
+		// copy is then this request's variant under it, or Lookup would never select it.
+		o.Variant = httpcache.VaryKey(o.Policy.Vary, req.r.Header)
 		stripFields(hdr, o.Policy)
 		o.Keys = httpcache.SurrogateKeys(hdr)
 		if untrusted {
