@@ -15,6 +15,7 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -265,6 +266,54 @@ func TestResponseHeaderPolicy(t *testing.T) {
 		}
 		if got := r.header.Get("X-Frame-Options"); got != "DENY" {
 			t.Errorf("%s: X-Frame-Options = %q, want DENY", method, got)
+		}
+	}
+}
+
+// TestMissAnswerLikeHit: on the HTTP/1.1 fast path a miss's answer (through the header map)
+// has the fields its hits have (their stored fields serialised once, blockHeader), but Age
+// and Cache-Status, each once and without the surrogate fields, for GET and HEAD; each
+// variant of a URL with two (no memo, so through the map too) has its own.
+func TestMissAnswerLikeHit(t *testing.T) {
+	originAddr := startHTTP(t, "127.0.0.28", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Cache-Control", "max-age=60")
+		h.Set("Content-Type", "text/plain")
+		h.Set("Surrogate-Key", "k1")
+		h["X-Two"] = []string{"a", "b"}
+		lang := r.Header.Get("Accept-Language")
+		if r.URL.Path == "/vary" {
+			h.Set("Vary", "Accept-Language")
+			h.Set("X-Lang", lang)
+		}
+		io.WriteString(w, "body-"+lang)
+	}))
+	n, _ := startEdge(t, listen(t, "127.0.0.29"), Config{PoP: "tst", Node: "e1", Logger: testLogger(t),
+		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + originAddr}}})
+	c := &http.Client{}
+	t.Cleanup(c.CloseIdleConnections)
+	for _, tc := range []struct{ path, lang string }{{"/plain", "en"}, {"/vary", "en"}, {"/vary", "fr"}} {
+		miss := do(t, c, http.MethodGet, n.Addr(), testHost, tc.path, "Accept-Language", tc.lang)
+		wantCacheStatus(t, miss, "miss; fwd-status=200")
+		for _, method := range []string{http.MethodGet, http.MethodHead} {
+			hit := do(t, c, method, n.Addr(), testHost, tc.path, "Accept-Language", tc.lang)
+			wantCacheStatus(t, hit, "; hit")
+			for _, k := range []string{"Date", "Content-Type", "Content-Length", "Age", "Cache-Status"} {
+				if len(miss.header[k]) != 1 || len(hit.header[k]) != 1 {
+					t.Errorf("%s %s: %s %q on the miss, %q on the hit; want one each", tc.path, tc.lang, k, miss.header[k], hit.header[k])
+				}
+			}
+			mh, hh := miss.header.Clone(), hit.header.Clone()
+			for _, k := range []string{"Age", "Cache-Status"} {
+				delete(mh, k)
+				delete(hh, k)
+			}
+			if !reflect.DeepEqual(mh, hh) || mh.Get("Surrogate-Key") != "" || fmt.Sprint(mh["X-Two"]) != "[a b]" {
+				t.Errorf("%s %s %s: miss fields %v, hit fields %v; want the same, X-Two a and b, no Surrogate-Key", method, tc.path, tc.lang, mh, hh)
+			}
+			if tc.path == "/vary" && mh.Get("X-Lang") != tc.lang {
+				t.Errorf("%s variant answered with X-Lang %q", tc.lang, mh.Get("X-Lang"))
+			}
 		}
 	}
 }
