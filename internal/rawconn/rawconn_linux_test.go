@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/meridian-cdn/meridian/internal/wait"
 )
 
 // tcpPair returns the two ends of a real loopback TCP connection.
@@ -325,19 +327,6 @@ func TestWriteRead(t *testing.T) {
 	}
 }
 
-// awaitReadable waits until c's socket has something to read, as a Prober sees it.
-func awaitReadable(t *testing.T, c net.Conn) {
-	t.Helper()
-	p := NewProber(c)
-	deadline := time.Now().Add(5 * time.Second)
-	for p.Quiet() {
-		if time.Now().After(deadline) {
-			t.Fatal("nothing to read after 5 s")
-		}
-		time.Sleep(time.Millisecond) // polling a socket: no event to await
-	}
-}
-
 // A connection with something to read before the exchange (bytes, the peer's end of the
 // stream, a reset: a kept-alive connection the upstream wrote to or closed while idle) fails
 // with ErrNotQuiet, sends nothing and reads nothing, whatever came when.
@@ -355,7 +344,8 @@ func TestWriteReadNotQuiet(t *testing.T) {
 				s.SetLinger(0)
 				s.Close()
 			}
-			awaitReadable(t, client)
+			p := NewProber(client)
+			wait.For(t, 5*time.Second, "something to read", func() bool { return !p.Quiet() })
 			client.SetDeadline(time.Now().Add(10 * time.Second))
 			if _, err := c.WriteRead([]byte("hello\n"), make([]byte, 8)); err != ErrNotQuiet {
 				t.Fatalf("WriteRead = %v, want ErrNotQuiet", err)
