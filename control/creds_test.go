@@ -81,6 +81,62 @@ func TestEmbeddedNATSNeedsCredentials(t *testing.T) {
 	}
 }
 
+// TestControlConnInProcess: with embedded NATS, control's own connection is in process (a
+// pipe, not loopback TCP), and an in-process client is held to the same rules as a TCP one:
+// no credential, no connection; an edge's credential may not announce purges.
+func TestControlConnInProcess(t *testing.T) {
+	ts := startServer(t, Config{})
+	if got := ts.Conn().ConnectedAddr(); got != "pipe" {
+		t.Errorf("control's NATS connection is to %q, want an in-process pipe", got)
+	}
+	ts.mu.Lock()
+	ns := ts.embedded
+	ts.mu.Unlock()
+	if ns == nil {
+		t.Fatal("no embedded NATS server recorded")
+	}
+	// Refused, the client's CONNECT and the server's error can each wait on the other over the
+	// pipe until a write deadline: the flusher's timeout keeps that short, and only the failure
+	// is asserted, not which error wins.
+	if nc, err := nats.Connect("", nats.InProcessServer(ns), nats.FlusherTimeout(500*time.Millisecond)); err == nil {
+		nc.Close()
+		t.Fatal("anonymous in-process connection to the embedded NATS succeeded")
+	}
+	cred, err := ts.IssueCredential(natsauth.Edge("lon", "n9"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts, err := cred.Options()
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 4)
+	opts = append(opts, nats.InProcessServer(ns), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		select {
+		case errs <- err:
+		default:
+		}
+	}))
+	nc, err := nats.Connect("", opts...)
+	if err != nil {
+		t.Fatalf("edge credential, in process: %v", err)
+	}
+	defer nc.Close()
+	live := purge.LiveSubject("")
+	if err := nc.Publish(live, []byte("1\n{}")); err != nil {
+		t.Fatal(err)
+	}
+	want := strings.ToLower("permissions violation for publish to \"" + live + "\"")
+	select {
+	case err := <-errs:
+		if !strings.Contains(strings.ToLower(err.Error()), want) {
+			t.Fatalf("server error %v, want %q", err, want)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("no %q from the server", want)
+	}
+}
+
 // TestCredsCommandAndRotation issues credentials with `meridian control creds` (another process
 // in production: here the command, writing the store dir) while control runs: the running
 // server accepts them without a restart. Then it rotates an edge's credential: the new one
