@@ -394,6 +394,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) (err error) {
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { s.log.Warn("nats disconnected", "err", err) }),
 		nats.ReconnectHandler(func(c *nats.Conn) { s.log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }))...)
 	if err != nil {
+		if s.cfg.NATSURL == "" {
+			// A refused in-process CONNECT shows as a closed pipe (after the server's write
+			// deadline), not as the authorization error a TCP client reads.
+			return fmt.Errorf("control: connect in process to the embedded nats (is control.creds's key in users.json?): %w", err)
+		}
 		return fmt.Errorf("control: connect to nats %s: %w", url, err)
 	}
 	defer nc.Close()

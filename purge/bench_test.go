@@ -116,8 +116,8 @@ func BenchmarkFanout(b *testing.B) {
 		lat = append(lat, r.CompletedAt.Sub(start))
 	}
 	b.StopTimer()
-	fl := natstest.FanoutFloor(b, f.ns.URL(), benchNodes, max(b.N, 200), f.ns.Options(natsauth.Control())...)
-	rt := natstest.RoundTripFloor(b, f.ns.URL(), benchNodes, max(b.N, 200), f.ns.Options(natsauth.Control())...)
+	fl := natstest.FanoutFloor(b, f.ns.URL(), benchNodes, max(b.N, 200), nil, f.ns.Options(natsauth.Control())...)
+	rt := natstest.RoundTripFloor(b, f.ns.URL(), benchNodes, max(b.N, 200), nil, f.ns.Options(natsauth.Control())...)
 	lh, fh, ph, rh := durhist.Of(lat), durhist.Of(fl), durhist.Of(pub), durhist.Of(rt)
 	b.ReportMetric(msf(ph.Quantile(0.50)), "publish-p50-ms")
 	b.ReportMetric(msf(ph.Quantile(0.99)), "publish-p99-ms")

@@ -44,6 +44,8 @@ func (a *Authenticator) userMap(users []User) map[string]*server.User {
 		if u.ID.Role == RoleLeaf {
 			continue // a leaf link credential opens leaf links only (NkeyUsers), never a client
 		}
+		// No AllowedConnectionTypes: control's own connection to its embedded server is
+		// in process (IN_PROCESS, not STANDARD), and must pass as a TCP client does.
 		m[u.NKey] = &server.User{Permissions: Permissions(a.prefix, u.ID)}
 	}
 	return m

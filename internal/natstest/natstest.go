@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -187,10 +188,12 @@ func ConnectURL(t testing.TB, url string, opts ...nats.Option) (*nats.Conn, jets
 // FanoutFloor measures the bare core-NATS fan-out that purges ride on: one publish of a
 // purge-sized message to subscribers plain subscribers, each on its own connection, until the last
 // one received it; n times. Benchmarks report their figures next to it, measured in the same run.
-// opts authenticate the connections (they need to publish and subscribe "bench.floor").
-func FanoutFloor(t testing.TB, url string, subscribers, n int, opts ...nats.Option) []time.Duration {
+// opts authenticate the connections (they need to publish and subscribe "bench.floor");
+// pubOpts are added to the publisher's alone (nats.InProcessServer, when the publisher it
+// stands for is in process with the server, as control is with its embedded one).
+func FanoutFloor(t testing.TB, url string, subscribers, n int, pubOpts []nats.Option, opts ...nats.Option) []time.Duration {
 	t.Helper()
-	return floor(t, url, subscribers, n, false, opts)
+	return floor(t, url, subscribers, n, false, pubOpts, opts)
 }
 
 // RoundTripFloor is FanoutFloor with the way back that a purge's acks take: each subscriber
@@ -198,12 +201,12 @@ func FanoutFloor(t testing.TB, url string, subscribers, n int, opts ...nats.Opti
 // publisher has received every reply: the floor of a purge acknowledged by every node, on core
 // NATS alone, without the stream, decoding or applying. opts must also allow publishing and
 // subscribing on the _INBOX subjects (the control identity's do).
-func RoundTripFloor(t testing.TB, url string, subscribers, n int, opts ...nats.Option) []time.Duration {
+func RoundTripFloor(t testing.TB, url string, subscribers, n int, pubOpts []nats.Option, opts ...nats.Option) []time.Duration {
 	t.Helper()
-	return floor(t, url, subscribers, n, true, opts)
+	return floor(t, url, subscribers, n, true, pubOpts, opts)
 }
 
-func floor(t testing.TB, url string, subscribers, n int, reply bool, opts []nats.Option) []time.Duration {
+func floor(t testing.TB, url string, subscribers, n int, reply bool, pubOpts, opts []nats.Option) []time.Duration {
 	t.Helper()
 	var got atomic.Int32
 	done := make(chan struct{}, 1)
@@ -230,7 +233,7 @@ func floor(t testing.TB, url string, subscribers, n int, reply bool, opts []nats
 			t.Fatal(err)
 		}
 	}
-	pub, err := nats.Connect(url, opts...)
+	pub, err := nats.Connect(url, append(slices.Clip(opts), pubOpts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,10 +16,10 @@ func TestFloors(t *testing.T) {
 	s := Start(t)
 	for _, tc := range []struct {
 		name  string
-		floor func(testing.TB, string, int, int, ...nats.Option) []time.Duration
+		floor func(testing.TB, string, int, int, []nats.Option, ...nats.Option) []time.Duration
 	}{{"fan-out", FanoutFloor}, {"round trip", RoundTripFloor}} {
 		t.Run(tc.name, func(t *testing.T) {
-			lat := tc.floor(t, s.URL(), 5, 20, s.Options(natsauth.Control())...)
+			lat := tc.floor(t, s.URL(), 5, 20, nil, s.Options(natsauth.Control())...)
 			if len(lat) != 20 {
 				t.Fatalf("%d latencies for 20 publishes", len(lat))
 			}
