@@ -69,21 +69,15 @@ func (b *fleetBus) put(t *testing.T, js jetstream.JetStream, bucket, key, value 
 
 // client is one identity's connection, with the permission violations the server reported to it.
 type client struct {
-	nc   *nats.Conn
-	js   jetstream.JetStream
-	errs chan error
+	nc         *nats.Conn
+	js         jetstream.JetStream
+	violations *natstest.Violations
 }
 
 func (b *fleetBus) connect(t *testing.T, id natsauth.Identity) *client {
 	t.Helper()
-	c := &client{errs: make(chan error, 64)}
-	opts := append(b.s.Options(id), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-		select {
-		case c.errs <- err:
-		default:
-		}
-	}))
-	c.nc, c.js = natstest.ConnectURL(t, b.s.URL(), opts...)
+	c := &client{violations: natstest.NewViolations()}
+	c.nc, c.js = natstest.ConnectURL(t, b.s.URL(), append(b.s.Options(id), c.violations.Option())...)
 	return c
 }
 
@@ -101,17 +95,7 @@ func (c *client) refused(t *testing.T, op, subject string, try func(ctx context.
 		cancel()
 		<-done
 	}()
-	want := strings.ToLower(fmt.Sprintf("permissions violation for %s to %q", op, subject))
-	for {
-		select {
-		case err := <-c.errs:
-			if strings.Contains(strings.ToLower(err.Error()), want) {
-				return
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatalf("no %q from the server", want)
-		}
-	}
+	c.violations.Wait(t, op, subject)
 }
 
 func TestAnonymousAndUnknownRefused(t *testing.T) {
