@@ -378,7 +378,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) (err error) {
 		// Control's own connection runs in process, over a pipe: a purge crosses it to be
 		// stored, back with the stream's ack, out again to be announced, and back with every
 		// node's ack, and a pipe spares each crossing the loopback stack and two system calls
-		// (ack p50 -15 %, docs/benchmarks.md "Twenty-ninth pass"). It authenticates and is
+		// (ack p50 -16 to -19 %, docs/benchmarks.md "Twenty-ninth pass"). It authenticates and is
 		// held to its permissions as a TCP client is; TLS has nothing to protect on a pipe.
 		auth = append(auth, nats.InProcessServer(ns))
 		s.mu.Lock()
