@@ -293,6 +293,14 @@ func (s *Server) Conn() *nats.Conn {
 	return s.nc
 }
 
+// embeddedNATS is the embedded NATS server, nil with an external one; valid once Ready is
+// closed.
+func (s *Server) embeddedNATS() *server.Server {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.embedded
+}
+
 // JetStream is the server's JetStream context; valid once Ready is closed.
 func (s *Server) JetStream() jetstream.JetStream {
 	s.mu.Lock()

@@ -90,9 +90,7 @@ func TestControlConnInProcess(t *testing.T) {
 	if got := ts.Conn().ConnectedAddr(); got != "pipe" {
 		t.Errorf("control's NATS connection is to %q, want an in-process pipe", got)
 	}
-	ts.mu.Lock()
-	ns := ts.embedded
-	ts.mu.Unlock()
+	ns := ts.embeddedNATS()
 	if ns == nil {
 		t.Fatal("no embedded NATS server recorded")
 	}

@@ -170,9 +170,7 @@ func BenchmarkPurgeAPI(b *testing.B) {
 	opts := natsOptions(b, s.NATSURL(), natsauth.Control())
 	// The floors' publisher stands for control, in process with its NATS server as control's
 	// own connection is; their subscribers stand for edges, over TCP.
-	s.mu.Lock()
-	inProcess := []nats.Option{nats.InProcessServer(s.embedded)}
-	s.mu.Unlock()
+	inProcess := []nats.Option{nats.InProcessServer(s.embeddedNATS())}
 	fl := natstest.FanoutFloor(b, s.NATSURL(), benchEdges, max(len(acks), 200), inProcess, opts...)
 	rt := natstest.RoundTripFloor(b, s.NATSURL(), benchEdges, max(len(acks), 200), inProcess, opts...)
 	ah, wh, fh, rh := durhist.Of(acks), durhist.Of(answers), durhist.Of(fl), durhist.Of(rt)
