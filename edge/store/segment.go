@@ -15,7 +15,7 @@ import (
 // for an object kept as bytes in a large allocation and found by offsets. So an entry with one
 // variant whose record is small (maxRecord) is kept as a record in a segment: an append-only
 // []byte of segSize bytes, which the collector marks once and never scans, and Ristretto holds
-// a ref to it, a struct whose only pointer is nil. Larger objects, and URLs with several Vary
+// a ref to its handle (handle.go), a struct whose only pointer is nil. Larger objects, and URLs with several Vary
 // variants, are few per GiB and stay entries (store.go).
 //
 // Bytes in a segment are never written again once appended, so readers need no lock: a
@@ -33,15 +33,13 @@ import (
 // "Seventeenth pass"). A quarter costs memory: a store of 1 KiB objects holds 15 % fewer of
 // them than as entries.
 
-// ref is what Ristretto holds per key: a heap entry (e) or a record in a segment. It is
-// compared as a whole: a record's ref never repeats, since a segment slot's generation changes
-// when a new segment takes it.
+// ref is what Ristretto holds per key: a heap entry (e) or a record in a segment, by its
+// handle (handle.go), which stays the same when reclaim moves the record. It is compared as a
+// whole: a record's ref never repeats, since a handle's generation changes when it is freed.
 type ref struct {
 	e    *entry // the entry, or nil for a record
-	seg  uint32 // 1 + the segment's index in Store.segs; 0 for an entry
-	gen  uint32 // the segment's generation
-	off  uint32 // the record's offset in its segment
-	idx  uint16 // the record's ordinal in its segment (its live bit)
+	h    uint32 // the record's handle; 0 for an entry
+	hgen uint32 // the handle's generation
 	slot uint16 // the first of the key's two view slots (Store.slotOf)
 }
 
@@ -53,7 +51,8 @@ const (
 	rVary    = 8  // uint32: length of the joined Vary list
 	rNVary   = 12 // uint32: how many names it joins
 	rExpiry  = 16 // int64: when Ristretto expires it, Unix ns (0: never)
-	rHeadLen = 24
+	rHandle  = 24 // uint32: its handle (handle.go)
+	rHeadLen = 32
 )
 
 // maxRecord is the largest record a segment takes. A record costs a copy of its body and,
@@ -132,11 +131,12 @@ func segSizeFor(maxBytes int64) int {
 }
 
 // segReserve is what a store of maxBytes sets aside for its segments beyond their records'
-// charge: the head segment, the one reclaim fills while it empties another, and the segment
-// table (Store.segs, gens and freeSegs: 16 bytes a slot).
+// charge: the head segment, the one reclaim fills while it empties another, the segment
+// table (Store.segs, gens and freeSegs: 16 bytes a slot) and the handles' chunk table.
 func segReserve(maxBytes int64) int64 {
 	size := int64(segSizeFor(maxBytes))
-	return 2*(size+int64(unsafe.Sizeof(segment{}))) + int64(maxSegments(maxBytes))*16
+	return 2*(size+int64(unsafe.Sizeof(segment{}))) + int64(maxSegments(maxBytes))*16 +
+		int64(hchunkCount(maxHandles(maxBytes)))*8
 }
 
 // maxSegments is the size of the segment table of a store of maxBytes: the records' charge
@@ -145,16 +145,21 @@ func segReserve(maxBytes int64) int64 {
 func maxSegments(maxBytes int64) int { return int(maxBytes/int64(segSizeFor(maxBytes))) + 4 }
 
 // appendRecord copies the entry of vary and p into the head segment, and returns its ref, or
-// false if the record does not fit a segment or the table has no free slot.
+// false if the record does not fit a segment, the table has no free slot or no handle is free.
 func (s *Store) appendRecord(vary []string, p packed, expiry time.Time, slot uint16) (ref, bool) {
 	n := recordSize(vary, p)
 	if n > s.recMax {
+		return ref{}, false
+	}
+	h, hgen, ok := s.newHandle()
+	if !ok {
 		return ref{}, false
 	}
 	s.segMu.Lock()
 	defer s.segMu.Unlock()
 	g, ok := s.headFor(n)
 	if !ok {
+		s.release(h, hgen)
 		return ref{}, false
 	}
 	off := g.used
@@ -167,6 +172,7 @@ func (s *Store) appendRecord(vary []string, p packed, expiry time.Time, slot uin
 		exp = expiry.UnixNano()
 	}
 	le.PutUint64(b[rExpiry:], uint64(exp))
+	le.PutUint32(b[rHandle:], h)
 	w := b[:rHeadLen]
 	for i, v := range vary {
 		if i > 0 {
@@ -181,31 +187,32 @@ func (s *Store) appendRecord(vary []string, p packed, expiry time.Time, slot uin
 	if len(w) > n || unsafe.SliceData(w) != unsafe.SliceData(b) {
 		panic("store: record size miscomputed") // the padding is the new segment's zeros
 	}
-	return s.appended(g, off, n, slot), true
+	s.slot(h).loc.Store(packLoc(g, uint32(off), s.appended(g, off, n)))
+	return ref{h: h, hgen: hgen, slot: slot}, true
 }
 
-// appendRaw copies a record as it is (a move) into the head segment.
-func (s *Store) appendRaw(rec []byte, slot uint16) (ref, bool) {
+// appendRaw copies a record as it is (a move) into the head segment, and returns its place.
+func (s *Store) appendRaw(rec []byte) (g *segment, off uint32, idx uint16, ok bool) {
 	s.segMu.Lock()
 	defer s.segMu.Unlock()
-	g, ok := s.headFor(len(rec))
-	if !ok {
-		return ref{}, false
+	if g, ok = s.headFor(len(rec)); !ok {
+		return nil, 0, 0, false
 	}
-	off := g.used
-	copy(g.b[off:off+len(rec)], rec)
-	return s.appended(g, off, len(rec), slot), true
+	o := g.used
+	copy(g.b[o:o+len(rec)], rec)
+	return g, uint32(o), s.appended(g, o, len(rec)), true
 }
 
-// appended accounts the record of n bytes just written at off of the head g. Under segMu.
-func (s *Store) appended(g *segment, off, n int, slot uint16) ref {
+// appended accounts the record of n bytes just written at off of the head g, and returns its
+// ordinal. Under segMu.
+func (s *Store) appended(g *segment, off, n int) uint16 {
 	idx := g.n
 	g.n++
 	g.used += n
 	g.bits[idx/64].Or(1 << (idx % 64))
 	g.live.Add(int64(n))
 	s.live.Add(int64(n))
-	return ref{seg: g.ix + 1, gen: g.gen, off: uint32(off), idx: uint16(idx), slot: slot}
+	return uint16(idx)
 }
 
 // headFor returns the head segment with room for n more bytes, sealing the head and starting
@@ -228,18 +235,6 @@ func (s *Store) headFor(n int) (*segment, bool) {
 	s.segs[ix].Store(g)
 	s.nsegs.Add(1)
 	return g, true
-}
-
-// segOf returns the segment r's record is in, or nil if r is an entry's or its segment was
-// let go of (its records were all moved or have exited).
-func (s *Store) segOf(r ref) *segment {
-	if r.seg == 0 {
-		return nil
-	}
-	if g := s.segs[r.seg-1].Load(); g != nil && g.gen == r.gen {
-		return g
-	}
-	return nil
 }
 
 // freeRecord clears r's live bit and takes its bytes off the live count, once: a record may
@@ -286,9 +281,10 @@ func (s *Store) reclaim() {
 		s.freeSegs = append(s.freeSegs, victim.ix)
 		s.nsegs.Add(-1)
 		s.segMu.Unlock()
-		// A record still live here (its exit from Ristretto is under way, between the
-		// map and OnExit) is gone with the segment: a Lookup finds no segment for its ref
-		// (segOf) and misses. Its bit decides who frees it, so it is freed once.
+		// A record still live here (its exit was under way, between Ristretto's map and
+		// OnExit, while the move looked) is gone with the segment: a Lookup finds no
+		// segment for its handle (place) and misses, and its exit releases the handle.
+		// Its bit decides who frees it, so it is freed once.
 		off := 0
 		for idx := range victim.n {
 			s.freeRecord(victim, uint16(idx), uint32(off))
@@ -300,7 +296,7 @@ func (s *Store) reclaim() {
 
 // dropViews empties the view slots still holding a view of a record of g: a record reclaim
 // freed itself (expired, or replaced while reclaim looked) may have left its view there, which
-// would keep the whole segment alive. Moved records' views left with their exit.
+// would keep the whole segment alive. Moved records' views left in move (dropView).
 func (s *Store) dropViews(g *segment) {
 	for i := range s.views {
 		if v := s.views[i].Load(); v != nil && v.g == g {
@@ -321,50 +317,60 @@ func (s *Store) evacuate(g *segment) {
 	}
 }
 
-// move moves one live record, under its key's lock, so that it never replaces a newer Put's:
-// Put takes the same lock, and a Put that replaced the record cleared its live bit before it
-// let go of the lock (Ristretto calls OnExit for the value it replaces, in Set). Every way a
-// value leaves Ristretto calls OnExit, so a record whose bit is still set under the lock is the
-// key's value in Ristretto, but for one gap: Ristretto's eviction and expiry take the value out
-// of its map before they call OnExit. A move in that gap finds the key gone, and its Set is
-// queued as a new item, which would be admitted after the lock is let go, ahead of (and
-// shadowing) a Put that comes next. So a move that did not update the key in place deletes it
-// again before it lets go of the lock: the delete is queued behind the new item, and a later
-// Put behind both. (Asking Ristretto before each move instead cost a Get per move, a third of
-// a move's time; GetTTL after it is not an access and finds the key in the common case.) The
-// update in place calls OnExit for the old ref, which frees it and drops its view.
+// move moves one live record to the head segment and re-points its handle (handle.go);
+// Ristretto, which holds the handle, is not told. It runs under the key's lock, as Put and
+// Delete do, so no Put of the key runs meanwhile; a record's exit may (handle.go says how the
+// two meet). A record freed twice is freed once (its live bit).
 func (s *Store) move(g *segment, idx uint16, off, n int) {
 	rec := g.b[off : off+n]
 	_, p := g.record(uint32(off))
 	key := p.key()
-	h := s.hash(key)
-	mu := s.lockOf(h)
+	kh := s.hash(key)
+	mu := s.lockOf(kh)
 	mu.Lock()
 	defer mu.Unlock()
 	if !g.isLive(idx) {
 		return
 	}
-	var ttl time.Duration
-	if exp := int64(binary.LittleEndian.Uint64(rec[rExpiry:])); exp != 0 {
-		if ttl = time.Until(time.Unix(0, exp)); ttl <= 0 {
-			s.cache.Del(key)
-			s.freeRecord(g, idx, uint32(off))
-			return
-		}
+	h := binary.LittleEndian.Uint32(rec[rHandle:])
+	sl := s.slot(h)
+	gen := sl.gen.Load()
+	if exp := int64(binary.LittleEndian.Uint64(rec[rExpiry:])); exp != 0 && time.Until(time.Unix(0, exp)) <= 0 {
+		s.drop(key, h, gen, g, idx, uint32(off))
+		return
 	}
-	r, ok := s.appendRaw(rec, slotOfHash(h, len(s.views)))
+	g2, off2, idx2, ok := s.appendRaw(rec)
 	if !ok {
-		s.cache.Del(key)
+		s.drop(key, h, gen, g, idx, uint32(off))
+		return
+	}
+	if !sl.loc.CompareAndSwap(packLoc(g, uint32(off), idx), packLoc(g2, off2, idx2)) {
+		s.freeRecord(g2, idx2, off2) // the record has exited: the handle holds no place of it
 		return
 	}
 	s.moved.Add(1)
-	if !s.cache.SetWithTTL(key, r, recordCost(n), ttl) {
-		// Dropped: only a new item is (the old one left Ristretto while this looked).
-		s.exit(r)
-		return
-	}
-	if _, ok := s.cache.GetTTL(key); !ok {
+	s.freeRecord(g, idx, uint32(off))
+	s.dropView(ref{h: h, hgen: gen, slot: slotOfHash(kh, len(s.views))}, g)
+}
+
+// drop takes out of the store a record move does not keep (expired, or no room for it): the
+// key leaves Ristretto if Ristretto still holds this record's handle (its exit then frees
+// the handle); a newer Put's value is left alone. Under the key's lock.
+func (s *Store) drop(key string, h, gen uint32, g *segment, idx uint16, off uint32) {
+	if r, ok := s.cache.Get(key); ok && r.h == h && r.hgen == gen {
 		s.cache.Del(key)
+	}
+	s.freeRecord(g, idx, off)
+}
+
+// dropView empties r's slots of a view built from r's record at its old place, in g: the view
+// would keep g alive.
+func (s *Store) dropView(r ref, g *segment) {
+	set := s.viewSet(r.slot)
+	for i := range set {
+		if v := set[i].Load(); v != nil && v.r == r && v.g == g {
+			set[i].CompareAndSwap(v, nil)
+		}
 	}
 }
 

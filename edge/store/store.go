@@ -132,21 +132,21 @@ type entry struct {
 // store of 1 GiB that stopped every hit for 225-290 ms in some collections (docs/benchmarks.md,
 // "Fifteenth pass").
 
-// shared returns the Object of r: an entry's only variant (e.variants nil), or a record (g
-// its segment). It is the view in one of r's two slots if it was built from r, else a new
-// view, which then takes one of them.
-func (s *Store) shared(r ref, g *segment) *Object {
+// shared returns the Object of r: an entry's only variant (e.variants nil), or a record (at
+// off in g, its ordinal idx). It is the view in one of r's two slots if it was built from r
+// at that place, else a new view, which then takes one of them.
+func (s *Store) shared(r ref, g *segment, off uint32, idx uint16) *Object {
 	set := s.viewSet(r.slot)
 	for i := range set {
-		if v := set[i].Load(); v != nil && v.r == r {
+		if v := set[i].Load(); v != nil && v.r == r && v.g == g && v.off == off {
 			return &v.Object
 		}
 	}
-	v := &view{r: r, g: g}
+	v := &view{r: r, g: g, off: off, idx: idx}
 	if r.e != nil {
 		r.e.one.into(&v.Object, r.e.vary)
 	} else {
-		vary, p := g.record(r.off)
+		vary, p := g.record(off)
 		p.into(&v.Object, vary)
 	}
 	v.Object.memo = &v.memo
@@ -169,8 +169,8 @@ func (s *Store) shared(r ref, g *segment) *Object {
 	return &v.Object
 }
 
-// exit is Ristretto's OnExit: r has left the store (replaced, moved, deleted, evicted,
-// expired, or refused). It marks r gone (an entry's gone, a record's live bit) and empties
+// exit is Ristretto's OnExit: r has left the store (replaced, deleted, evicted, expired, or
+// refused). It marks r gone (an entry's gone, a record's live bit) and empties
 // r's slots of its view.
 func (s *Store) exit(r ref) {
 	if s.exitHook != nil {
@@ -182,12 +182,14 @@ func (s *Store) exit(r ref) {
 		if r.e.variants != nil {
 			return // never shared
 		}
-	case r.seg != 0:
-		g := s.segOf(r)
-		if g == nil {
-			return // reclaim let go of it: its view, if any, was dropped then
+	case r.h != 0:
+		loc, ok := s.release(r.h, r.hgen) // handle.go: how this meets a move
+		if !ok {
+			return // exited already
 		}
-		s.freeRecord(g, r.idx, r.off)
+		if g, off, idx, ok := s.at(loc); ok {
+			s.freeRecord(g, idx, off)
+		} // else reclaim let go of its segment, and freed it then
 	default:
 		return // Ristretto's zero value: Del of an absent key
 	}
@@ -221,15 +223,17 @@ type view struct {
 	Object
 	memo atomic.Pointer[memo]
 	r    ref
-	g    *segment // a record's segment, which r's live bit is in
+	g    *segment // a record's segment, which its live bit is in
+	off  uint32   // the record's offset in g
+	idx  uint16   // the record's ordinal in g
 }
 
-// gone reports whether v's entry or record has left the store.
+// gone reports whether v's entry or record has left the store (a record: or moved away).
 func (v *view) gone() bool {
 	if v.r.e != nil {
 		return v.r.e.gone.Load()
 	}
-	return !v.g.isLive(v.r.idx)
+	return !v.g.isLive(v.idx)
 }
 
 // memo is bytes a reader derived from a shared view, under a key (Object.Memo).
@@ -301,8 +305,8 @@ type Store struct {
 	clock   func() time.Time
 	maxHold atomic.Int64 // longest Object.hold seen, in nanoseconds; bounds purge record life
 
-	// locks serialise the Puts, Deletes and moves of a key (by hash), so that reclaim never
-	// puts back a record a newer Put replaced.
+	// locks serialise the Puts, Deletes and moves of a key (by hash), so that a move that
+	// drops its record (segment.go) never takes out a newer Put's value.
 	locks [256]sync.Mutex
 	// puts counts, per lock, the Puts that have completed (Puts).
 	puts [256]atomic.Uint32
@@ -319,6 +323,14 @@ type Store struct {
 	live       atomic.Int64              // bytes of live records in them
 	reclaiming sync.Mutex                // held by the goroutine that reclaims
 	moved      atomic.Uint64             // records moved by reclaim
+
+	// The records' handles (handle.go).
+	hchunks []atomic.Pointer[hchunk]
+	hMu     sync.Mutex   // guards hfree and hnext
+	hfree   []uint32     // free handles, less one
+	hnext   uint32       // handles below it (less one) have been taken once
+	hmax    int          // the handles a store of this size can need
+	hbytes  atomic.Int64 // the chunks' charge (hchunkCharge each)
 
 	// exitHook, if set before the first Put, is called first in every exit: tests use it
 	// to hold Ristretto between taking a value out of its map and its OnExit.
@@ -343,7 +355,8 @@ func New(cfg Config) (*Store, error) {
 	s := &Store{fixed: fixed, purges: newPurgeSet(recordCap(cfg.MaxBytes)), clock: cfg.Clock, seed: maphash.MakeSeed(),
 		views:   make([]atomic.Pointer[view], viewSlots(cfg.MaxBytes)),
 		segSize: segSizeFor(cfg.MaxBytes), segs: make([]atomic.Pointer[segment], nseg),
-		gens: make([]uint32, nseg), freeSegs: make([]uint32, nseg)}
+		gens: make([]uint32, nseg), freeSegs: make([]uint32, nseg),
+		hmax: maxHandles(cfg.MaxBytes), hchunks: make([]atomic.Pointer[hchunk], hchunkCount(maxHandles(cfg.MaxBytes)))}
 	s.recMax = min(s.segSize/8, maxRecord)
 	for i := range s.freeSegs {
 		s.freeSegs[i] = uint32(nseg - 1 - i) // the lowest index first
@@ -395,26 +408,21 @@ func (s *Store) Lookup(primary string, reqHeader http.Header) (obj *Object, v Ve
 			return nil, Usable, e.vary
 		}
 		if e.variants == nil {
-			o = s.shared(r, nil) // p is e.one
+			o = s.shared(r, nil, 0, 0) // p is e.one
 		} else {
 			o = p.object(e.vary)
 		}
 	} else {
-		g := s.segOf(r)
-		if g == nil {
-			// Moved since Get (reclaim updates Ristretto before it lets go of the
-			// segment): the key's ref now is the new one.
-			if r, ok = s.cache.Get(primary); !ok {
-				return nil, Usable, nil
-			}
-			if r.e != nil {
-				return s.Lookup(primary, reqHeader) // replaced by an entry meanwhile
-			}
-			if g = s.segOf(r); g == nil {
+		g, off, idx, ok := s.place(r)
+		if !ok {
+			// Moved between the look at the handle and the one at its segment, which
+			// reclaim then let go of: the handle holds the new place now. Else the record
+			// has exited.
+			if g, off, idx, ok = s.place(r); !ok {
 				return nil, Usable, nil
 			}
 		}
-		o = s.shared(r, g)
+		o = s.shared(r, g, off, idx)
 		if o.Variant != httpcache.VaryKey(o.Policy.Vary, reqHeader) {
 			return nil, Usable, o.Policy.Vary
 		}
@@ -482,7 +490,7 @@ func (s *Store) put(key string, slot uint16, o *Object, p packed) bool {
 			r, cost = rec, recordCost(recordSize(o.Policy.Vary, p))
 		}
 	}
-	if r.seg == 0 {
+	if r.h == 0 {
 		if len(p.body) <= s.recMax {
 			// A small body may be a stored object's, in a segment (a revalidated copy): an
 			// entry must not keep the segment alive.
@@ -549,9 +557,8 @@ func cloneStrings(ss []string) []string {
 // Puts returns a count that changes whenever a Put of key completes (and with the Puts of
 // the other keys that share its count), once the Put's object is visible to Lookup. A caller
 // that read it before a Lookup found nothing, and reads the same count later, may skip a
-// second Lookup: what it can miss is only an object that appears without a Put of its own (a
-// record moved back in the moment Ristretto evicts it, segment.go's move), and the cost of
-// that is one more fetch, never a wrong answer.
+// second Lookup: no object appears in the store without a Put of its own (a move re-points a
+// record's handle, which Ristretto already holds: handle.go).
 func (s *Store) Puts(key string) uint32 {
 	return s.puts[s.hash(key)%uint64(len(s.puts))].Load()
 }
@@ -575,11 +582,11 @@ func (s *Store) variantsOf(r ref) (vary []string, others []packed) {
 	if r.e != nil {
 		return r.e.vary, r.e.list()
 	}
-	g := s.segOf(r)
-	if g == nil {
+	g, off, _, ok := s.place(r)
+	if !ok {
 		return nil, nil
 	}
-	vary, p := g.record(r.off)
+	vary, p := g.record(off)
 	return vary, []packed{p}
 }
 
@@ -591,7 +598,7 @@ func (s *Store) Delete(primary string) {
 	// Del hands Ristretto's goroutine an item even for a key it does not hold, and a node is
 	// asked to purge mostly URLs it never stored: waking that goroutine on every node for
 	// nothing is in each purge's fan-out. Under the key's lock no Set of primary is pending
-	// (Put waits for its own; move deletes what it could not set).
+	// (Put waits for its own; a move sets nothing).
 	if _, ok := s.cache.GetTTL(primary); !ok {
 		return
 	}
@@ -617,7 +624,7 @@ func (s *Store) Stats() Stats {
 	records, retired := s.purges.len()
 	return Stats{
 		Items:     int64(added) - int64(evicted),
-		Bytes:     int64(m.CostAdded()) - int64(m.CostEvicted()) + s.fixed,
+		Bytes:     int64(m.CostAdded()) - int64(m.CostEvicted()) + s.fixed + s.hbytes.Load(),
 		Evictions: evicted,
 		Records:   records,
 		Retired:   retired,
