@@ -93,7 +93,9 @@ func (s *Store) newHandle() (h, gen uint32, ok bool) {
 		if c := &s.hchunks[i>>hchunkBits]; c.Load() == nil {
 			c.Store(new(hchunk))
 			s.hbytes.Add(hchunkCharge)
-			s.cache.UpdateMaxCost(s.cache.MaxCost() - hchunkCharge)
+			// As New does for the fixed structures, a store too small for them keeps a
+			// quarter of MaxBytes for objects (and holds more than MaxBytes).
+			s.cache.UpdateMaxCost(max(s.cache.MaxCost()-hchunkCharge, s.minCost))
 		}
 		s.hnext++
 	}
@@ -115,9 +117,10 @@ func (s *Store) release(h, gen uint32) (loc uint64, ok bool) {
 	return loc, true
 }
 
-// at returns the segment, offset and ordinal of a packed place; false if its segment was let
-// go (or the place is deadLoc).
-func (s *Store) at(loc uint64) (g *segment, off uint32, idx uint16, ok bool) {
+// at returns the segment, offset and ordinal of a packed place of handle h's record; false if
+// its segment was let go (or the place is deadLoc). The record's header must name h: a
+// segment index taken again at a generation equal in the bits loc keeps is not h's.
+func (s *Store) at(loc uint64, h uint32) (g *segment, off uint32, idx uint16, ok bool) {
 	if loc == deadLoc {
 		return nil, 0, 0, false
 	}
@@ -125,7 +128,8 @@ func (s *Store) at(loc uint64) (g *segment, off uint32, idx uint16, ok bool) {
 	if int(ix) >= len(s.segs) {
 		return nil, 0, 0, false
 	}
-	if g = s.segs[ix].Load(); g == nil || g.gen&locGenMask != gen {
+	if g = s.segs[ix].Load(); g == nil || g.gen&locGenMask != gen || int(off)+rHeadLen > len(g.b) ||
+		binary.LittleEndian.Uint32(g.b[off+rHandle:]) != h {
 		return nil, 0, 0, false
 	}
 	return g, off, idx, true
@@ -142,8 +146,5 @@ func (s *Store) place(r ref) (g *segment, off uint32, idx uint16, ok bool) {
 	if sl.gen.Load() != r.hgen {
 		return nil, 0, 0, false // released: loc may be another record's
 	}
-	if g, off, idx, ok = s.at(loc); !ok || binary.LittleEndian.Uint32(g.b[off+rHandle:]) != r.h {
-		return nil, 0, 0, false
-	}
-	return g, off, idx, true
+	return s.at(loc, r.h)
 }

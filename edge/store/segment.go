@@ -15,8 +15,8 @@ import (
 // for an object kept as bytes in a large allocation and found by offsets. So an entry with one
 // variant whose record is small (maxRecord) is kept as a record in a segment: an append-only
 // []byte of segSize bytes, which the collector marks once and never scans, and Ristretto holds
-// a ref to its handle (handle.go), a struct whose only pointer is nil. Larger objects, and URLs with several Vary
-// variants, are few per GiB and stay entries (store.go).
+// a ref to its handle (handle.go), a struct whose only pointer is nil. Larger objects, and
+// URLs with several Vary variants, are few per GiB and stay entries (store.go).
 //
 // Bytes in a segment are never written again once appended, so readers need no lock: a
 // Lookup builds its Object with strings and a body that point into the segment (packed.go),
@@ -238,8 +238,8 @@ func (s *Store) headFor(n int) (*segment, bool) {
 }
 
 // freeRecord clears r's live bit and takes its bytes off the live count, once: a record may
-// be freed both by its exit from Ristretto and by reclaim, which frees records Ristretto no
-// longer returns (expired, or replaced while reclaim looked).
+// be freed both by its exit from Ristretto and by reclaim, which frees the records it drops
+// (expired, or no room) and those whose exit is under way.
 func (s *Store) freeRecord(g *segment, idx uint16, off uint32) {
 	mask := uint64(1) << (idx % 64)
 	if g.bits[idx/64].And(^mask)&mask == 0 {
@@ -281,10 +281,10 @@ func (s *Store) reclaim() {
 		s.freeSegs = append(s.freeSegs, victim.ix)
 		s.nsegs.Add(-1)
 		s.segMu.Unlock()
-		// A record still live here (its exit was under way, between Ristretto's map and
-		// OnExit, while the move looked) is gone with the segment: a Lookup finds no
-		// segment for its handle (place) and misses, and its exit releases the handle.
-		// Its bit decides who frees it, so it is freed once.
+		// A record still live here is one whose exit released its handle before the move
+		// could re-point it, and has not freed it yet: it is gone with the segment (its
+		// exit finds no segment at the place it took). Its bit decides who frees it, so
+		// it is freed once.
 		off := 0
 		for idx := range victim.n {
 			s.freeRecord(victim, uint16(idx), uint32(off))
@@ -295,8 +295,8 @@ func (s *Store) reclaim() {
 }
 
 // dropViews empties the view slots still holding a view of a record of g: a record reclaim
-// freed itself (expired, or replaced while reclaim looked) may have left its view there, which
-// would keep the whole segment alive. Moved records' views left in move (dropView).
+// freed itself (dropped, or its exit under way) may have left its view there, which would
+// keep the whole segment alive. Moved records' views left in move (dropView).
 func (s *Store) dropViews(g *segment) {
 	for i := range s.views {
 		if v := s.views[i].Load(); v != nil && v.g == g {
@@ -355,10 +355,15 @@ func (s *Store) move(g *segment, idx uint16, off, n int) {
 
 // drop takes out of the store a record move does not keep (expired, or no room for it): the
 // key leaves Ristretto if Ristretto still holds this record's handle (its exit then frees
-// the handle); a newer Put's value is left alone. Under the key's lock.
+// the handle); a newer Put's value is left alone. Otherwise the record's exit is under way
+// (Ristretto took it out of its map, or its expiry did) and will release the handle: its
+// place leaves the handle now, so that the exit finds none to free once the segment is gone.
+// Under the key's lock.
 func (s *Store) drop(key string, h, gen uint32, g *segment, idx uint16, off uint32) {
 	if r, ok := s.cache.Get(key); ok && r.h == h && r.hgen == gen {
 		s.cache.Del(key)
+	} else {
+		s.slot(h).loc.CompareAndSwap(packLoc(g, off, idx), deadLoc)
 	}
 	s.freeRecord(g, idx, off)
 }

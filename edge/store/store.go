@@ -187,7 +187,7 @@ func (s *Store) exit(r ref) {
 		if !ok {
 			return // exited already
 		}
-		if g, off, idx, ok := s.at(loc); ok {
+		if g, off, idx, ok := s.at(loc, r.h); ok {
 			s.freeRecord(g, idx, off)
 		} // else reclaim let go of its segment, and freed it then
 	default:
@@ -331,6 +331,7 @@ type Store struct {
 	hnext   uint32       // handles below it (less one) have been taken once
 	hmax    int          // the handles a store of this size can need
 	hbytes  atomic.Int64 // the chunks' charge (hchunkCharge each)
+	minCost int64        // the least MaxCost the chunks' charge leaves Ristretto
 
 	// exitHook, if set before the first Put, is called first in every exit: tests use it
 	// to hold Ristretto between taking a value out of its map and its OnExit.
@@ -356,7 +357,8 @@ func New(cfg Config) (*Store, error) {
 		views:   make([]atomic.Pointer[view], viewSlots(cfg.MaxBytes)),
 		segSize: segSizeFor(cfg.MaxBytes), segs: make([]atomic.Pointer[segment], nseg),
 		gens: make([]uint32, nseg), freeSegs: make([]uint32, nseg),
-		hmax: maxHandles(cfg.MaxBytes), hchunks: make([]atomic.Pointer[hchunk], hchunkCount(maxHandles(cfg.MaxBytes)))}
+		hmax: maxHandles(cfg.MaxBytes), hchunks: make([]atomic.Pointer[hchunk], hchunkCount(maxHandles(cfg.MaxBytes))),
+		minCost: cfg.MaxBytes / 4}
 	s.recMax = min(s.segSize/8, maxRecord)
 	for i := range s.freeSegs {
 		s.freeSegs[i] = uint32(nseg - 1 - i) // the lowest index first
@@ -414,13 +416,20 @@ func (s *Store) Lookup(primary string, reqHeader http.Header) (obj *Object, v Ve
 		}
 	} else {
 		g, off, idx, ok := s.place(r)
-		if !ok {
-			// Moved between the look at the handle and the one at its segment, which
-			// reclaim then let go of: the handle holds the new place now. Else the record
-			// has exited.
-			if g, off, idx, ok = s.place(r); !ok {
+		// Since Get, the key was replaced (its handle released), or the record moved off a
+		// segment reclaim then let go of: look at what the key holds now, a few times (a key
+		// replaced again and again may have moved on once more).
+		for try := 0; !ok && try < 3; try++ {
+			if r, ok = s.cache.Get(primary); !ok {
 				return nil, Usable, nil
 			}
+			if r.e != nil {
+				return s.Lookup(primary, reqHeader) // replaced by an entry meanwhile
+			}
+			g, off, idx, ok = s.place(r)
+		}
+		if !ok {
+			return nil, Usable, nil
 		}
 		o = s.shared(r, g, off, idx)
 		if o.Variant != httpcache.VaryKey(o.Policy.Vary, reqHeader) {
