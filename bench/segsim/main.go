@@ -3,7 +3,8 @@
 // records plus a slack. In the first, eviction stays Ristretto's (sample 5 live records, evict
 // the least frequent, by exact counts or, as Ristretto does, by TinyLFU's aged counts with its
 // admission test), and space is freed by moving the live records of the emptiest segment
-// to the head segment. In the second, the oldest segment is freed, moving only the records
+// to the head segment; three variants of it move only some of them and drop the rest
+// (keepRule: docs/benchmarks.md, "Thirtieth pass"). In the second, the oldest segment is freed, moving only the records
 // read since they were written (FIFO with reinsertion). The third is S3-FIFO (s3fifo). For
 // equal-size records, unique-URL churn and a Zipf workload (s = 1.05 over 50 times the
 // capacity), it prints the records moved per record stored and the hit ratio. Its hit ratios
@@ -21,6 +22,32 @@ import (
 type rec struct {
 	key, seg, freq int
 	live           bool
+	read           bool // read since it was written (a hit since its put or its last move)
+	missed         bool // its key had missed before it was stored (keepMissed)
+}
+
+// keepRule is which records a greedy reclaim moves rather than drops.
+type keepRule int
+
+const (
+	keepAll     keepRule = iota // every live record (Ristretto decides every eviction)
+	keepRead                    // records read since they were written
+	keepMissed                  // those, and records whose key had missed before (a doorkeeper of misses)
+	keepCounted                 // those read, and records TinyLFU counts at 2 or more (its counts, which Ristretto does not expose)
+)
+
+// worth reports whether reclaim moves record i under s.keep.
+func (s *sim) worth(i int) bool {
+	r := s.recs[i]
+	switch s.keep {
+	case keepRead:
+		return r.read
+	case keepMissed:
+		return r.read || r.missed
+	case keepCounted:
+		return r.read || s.hist[r.key] >= 2
+	}
+	return true
 }
 
 type sim struct {
@@ -35,7 +62,12 @@ type sim struct {
 	byKey               map[int]int
 	moved, stored       int
 	fifo                bool // free the oldest segment, moving only records read since written
-	hits, reqs          int
+	// keep, if not keepAll: the greedy reclaim moves only the records of the emptiest segment
+	// that keep says are worth it, and drops the others (eviction stays the sampled LFU's).
+	keep         keepRule
+	lastMiss     map[int]int // key -> s.reqs at its last miss (keepMissed's doorkeeper)
+	missedBefore bool        // the key being stored missed before, within 10 capacities of requests
+	hits, reqs   int
 	// tiny adds TinyLFU as Ristretto has it: every request counts in a frequency history
 	// (halved every window requests); eviction samples by it, and a new record is admitted
 	// only if its count is at least the victim's.
@@ -76,10 +108,15 @@ func (s *sim) openHead() {
 		delete(s.segLive, victim)
 		delete(s.segRecs, victim)
 		for _, i := range recs {
-			if s.recs[i].live {
-				s.moved++
-				s.put(s.recs[i].key, s.recs[i].freq, i)
+			if !s.recs[i].live {
+				continue
 			}
+			if !s.worth(i) {
+				s.drop(i)
+				continue
+			}
+			s.moved++
+			s.put(s.recs[i].key, s.recs[i].freq, i)
 		}
 	}
 	s.head, s.used = s.nextSeg, 0
@@ -105,6 +142,7 @@ func (s *sim) put(key, freq, old int) {
 		delete(s.pos, old)
 	} else {
 		s.stored++
+		s.recs[i].missed = s.missedBefore
 		s.pos[i] = len(s.live)
 		s.live = append(s.live, i)
 	}
@@ -163,7 +201,13 @@ func (s *sim) step(key, capacity int) {
 	if i, ok := s.byKey[key]; ok {
 		s.hits++
 		s.recs[i].freq++
+		s.recs[i].read = true
 		return
+	}
+	if s.keep == keepMissed {
+		n, ok := s.lastMiss[key]
+		s.missedBefore = ok && s.reqs-n <= s.window
+		s.lastMiss[key] = s.reqs
 	}
 	if !s.fifo && len(s.live) >= capacity {
 		v := s.victim()
@@ -177,8 +221,8 @@ func (s *sim) step(key, capacity int) {
 
 // run returns the records moved per record stored and the hit ratio, in the steady state.
 // Every policy gets the same memory: capacity records plus slack in segments.
-func run(fifo, tiny bool, capacity, segSize int, slack float64, zipf bool, steps int) (float64, float64) {
-	s := &sim{r: rand.New(rand.NewPCG(1, 2)), segSize: segSize, fifo: fifo, tiny: tiny,
+func run(fifo, tiny bool, keep keepRule, capacity, segSize int, slack float64, zipf bool, steps int) (float64, float64) {
+	s := &sim{r: rand.New(rand.NewPCG(1, 2)), segSize: segSize, fifo: fifo, tiny: tiny, keep: keep, lastMiss: map[int]int{},
 		hist: map[int]int{}, window: 10 * capacity,
 		budget:  int(math.Ceil(float64(capacity)*(1+slack)/float64(segSize))) + 1,
 		segLive: map[int]int{0: 0}, segRecs: map[int][]int{}, nextSeg: 1,
@@ -310,8 +354,11 @@ func main() {
 			for _, p := range []struct {
 				name       string
 				fifo, tiny bool
-			}{{"sampled LFU, greedy moves  ", false, false}, {"TinyLFU+LFU, greedy moves  ", false, true}, {"oldest segment, reinsert   ", true, false}} {
-				m, h := run(p.fifo, p.tiny, 8000, 64, slack, zipf, 300000)
+				keep       keepRule
+			}{{"sampled LFU, greedy moves  ", false, false, keepAll}, {"TinyLFU+LFU, greedy moves  ", false, true, keepAll},
+				{"  moving only if read      ", false, true, keepRead}, {"  ... or missed before     ", false, true, keepMissed},
+				{"  ... or counted twice     ", false, true, keepCounted}, {"oldest segment, reinsert   ", true, false, keepAll}} {
+				m, h := run(p.fifo, p.tiny, p.keep, 8000, 64, slack, zipf, 300000)
 				fmt.Printf("%s  %5.3f  %-8s  %16.2f  %9.3f\n", p.name, slack, w, m, h)
 			}
 			m, h := s3fifo(8000, slack, zipf, 300000)
