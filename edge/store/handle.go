@@ -117,10 +117,9 @@ func (s *Store) release(h, gen uint32) (loc uint64, ok bool) {
 	return loc, true
 }
 
-// at returns the segment, offset and ordinal of a packed place of handle h's record; false if
-// its segment was let go (or the place is deadLoc). The record's header must name h: a
-// segment index taken again at a generation equal in the bits loc keeps is not h's.
-func (s *Store) at(loc uint64, h uint32) (g *segment, off uint32, idx uint16, ok bool) {
+// at returns the segment, offset and ordinal of a packed place; false if its segment was let
+// go (or the place is deadLoc).
+func (s *Store) at(loc uint64) (g *segment, off uint32, idx uint16, ok bool) {
 	if loc == deadLoc {
 		return nil, 0, 0, false
 	}
@@ -128,8 +127,19 @@ func (s *Store) at(loc uint64, h uint32) (g *segment, off uint32, idx uint16, ok
 	if int(ix) >= len(s.segs) {
 		return nil, 0, 0, false
 	}
-	if g = s.segs[ix].Load(); g == nil || g.gen&locGenMask != gen || int(off)+rHeadLen > len(g.b) ||
-		binary.LittleEndian.Uint32(g.b[off+rHandle:]) != h {
+	if g = s.segs[ix].Load(); g == nil || g.gen&locGenMask != gen {
+		return nil, 0, 0, false
+	}
+	return g, off, idx, true
+}
+
+// atRecord is at for a place that may be stale (an exit's, which may come seconds after
+// its record was dropped): the record there must name handle h in its header, since a
+// segment index taken again at a generation equal in the bits a place keeps is not h's. A
+// current handle's place (Lookup's) needs no such check: reclaim re-points a handle before
+// it lets go of the segment its record was in.
+func (s *Store) atRecord(loc uint64, h uint32) (g *segment, off uint32, idx uint16, ok bool) {
+	if g, off, idx, ok = s.at(loc); !ok || int(off)+rHeadLen > len(g.b) || binary.LittleEndian.Uint32(g.b[off+rHandle:]) != h {
 		return nil, 0, 0, false
 	}
 	return g, off, idx, true
@@ -146,5 +156,5 @@ func (s *Store) place(r ref) (g *segment, off uint32, idx uint16, ok bool) {
 	if sl.gen.Load() != r.hgen {
 		return nil, 0, 0, false // released: loc may be another record's
 	}
-	return s.at(loc, r.h)
+	return s.at(loc)
 }

@@ -53,7 +53,7 @@ func TestExitAcrossMove(t *testing.T) {
 		t.Fatal("handle not released")
 	}
 	s.move(g, idx, int(off), recordLen(g.b, int(off)))
-	if g2, off2, idx2, ok := s.at(loc, r.h); ok { // the exit's second
+	if g2, off2, idx2, ok := s.at(loc); ok { // the exit's second
 		s.freeRecord(g2, idx2, off2)
 	}
 	if live := s.live.Load(); live != 0 {
@@ -310,5 +310,31 @@ func TestStaleLocAfterDrop(t *testing.T) {
 	s.exit(r1) // Ristretto's cleanup of k's expired item
 	if !g2.isLive(idx2) {
 		t.Errorf("k's exit freed other's record (segment gen %d, was %d): other is in Ristretto but its live bit is clear", g2.gen, g1.gen)
+	}
+}
+
+// TestDropAfterHandleReuse: k's expired record R1 is in its exit's gap on Ristretto's
+// goroutine (handle released, record not yet freed), and a Put of k takes R1's handle again
+// (the free list is last in, first out). The move of R1 drops it, and must leave k's newer
+// version, which Ristretto holds under the same handle number, alone (found by review).
+func TestDropAfterHandleReuse(t *testing.T) {
+	s := newStoreOf(t, 16<<20)
+	r1, ok := s.appendRecord(nil, keyed("k", 1, 500).compact(), time.Now().Add(-time.Second), s.slotOf("h.test/k"))
+	if !ok {
+		t.Fatal("appendRecord refused")
+	}
+	g, off, idx, _ := s.place(r1)
+	if _, ok := s.release(r1.h, r1.hgen); !ok { // the exit's first step; its freeRecord is still to come
+		t.Fatal("release")
+	}
+	if !s.Put(keyed("k", 2, 500)) {
+		t.Fatal("Put refused")
+	}
+	r2, _ := s.cache.Get("h.test/k")
+	t.Logf("r1 h %d gen %d, r2 h %d gen %d", r1.h, r1.hgen, r2.h, r2.hgen)
+	s.move(g, idx, int(off), recordLen(g.b, int(off)))
+	s.cache.Wait()
+	if o, _, _ := s.Lookup("h.test/k", nil); o == nil {
+		t.Error("k's version 2 is gone: the move (drop) of the expired version 1 deleted it")
 	}
 }

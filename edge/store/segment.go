@@ -334,14 +334,14 @@ func (s *Store) move(g *segment, idx uint16, off, n int) {
 	}
 	h := binary.LittleEndian.Uint32(rec[rHandle:])
 	sl := s.slot(h)
-	gen := sl.gen.Load()
+	gen := sl.gen.Load() // for dropView only: the handle may be another record's by now
 	if exp := int64(binary.LittleEndian.Uint64(rec[rExpiry:])); exp != 0 && time.Until(time.Unix(0, exp)) <= 0 {
-		s.drop(key, h, gen, g, idx, uint32(off))
+		s.drop(key, h, g, idx, uint32(off))
 		return
 	}
 	g2, off2, idx2, ok := s.appendRaw(rec)
 	if !ok {
-		s.drop(key, h, gen, g, idx, uint32(off))
+		s.drop(key, h, g, idx, uint32(off))
 		return
 	}
 	if !sl.loc.CompareAndSwap(packLoc(g, uint32(off), idx), packLoc(g2, off2, idx2)) {
@@ -353,17 +353,22 @@ func (s *Store) move(g *segment, idx uint16, off, n int) {
 	s.dropView(ref{h: h, hgen: gen, slot: slotOfHash(kh, len(s.views))}, g)
 }
 
-// drop takes out of the store a record move does not keep (expired, or no room for it): the
-// key leaves Ristretto if Ristretto still holds this record's handle (its exit then frees
-// the handle); a newer Put's value is left alone. Otherwise the record's exit is under way
-// (Ristretto took it out of its map, or its expiry did) and will release the handle: its
-// place leaves the handle now, so that the exit finds none to free once the segment is gone.
-// Under the key's lock.
-func (s *Store) drop(key string, h, gen uint32, g *segment, idx uint16, off uint32) {
-	if r, ok := s.cache.Get(key); ok && r.h == h && r.hgen == gen {
-		s.cache.Del(key)
-	} else {
-		s.slot(h).loc.CompareAndSwap(packLoc(g, off, idx), deadLoc)
+// drop takes out of the store a record move does not keep (expired, or no room for it), at
+// off in g, with handle h. If the handle still holds this place, it is this record's: the key
+// leaves Ristretto if Ristretto still holds the handle (its exit then releases the handle),
+// and the place leaves the handle either way, so that an exit still to come (Ristretto took
+// the record out of its map, or its expiry did) finds none to free once the segment is gone.
+// A handle that holds another place was released and may be a newer Put's, of this key
+// too: that value is left alone. Under the key's lock.
+func (s *Store) drop(key string, h uint32, g *segment, idx uint16, off uint32) {
+	sl := s.slot(h)
+	here := packLoc(g, off, idx)
+	if sl.loc.Load() == here {
+		gen := sl.gen.Load()
+		if r, ok := s.cache.Get(key); ok && r.h == h && r.hgen == gen && sl.loc.Load() == here {
+			s.cache.Del(key)
+		}
+		sl.loc.CompareAndSwap(here, deadLoc)
 	}
 	s.freeRecord(g, idx, off)
 }

@@ -187,7 +187,7 @@ func (s *Store) exit(r ref) {
 		if !ok {
 			return // exited already
 		}
-		if g, off, idx, ok := s.at(loc, r.h); ok {
+		if g, off, idx, ok := s.atRecord(loc, r.h); ok {
 			s.freeRecord(g, idx, off)
 		} // else reclaim let go of its segment, and freed it then
 	default:
