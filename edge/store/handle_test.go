@@ -38,16 +38,26 @@ func TestExitRacingMove(t *testing.T) {
 	}
 }
 
+// unpublished appends a record of k (version 1, 500 B) expiring at exp (zero: never), as Put
+// does before it gives Ristretto the ref, and returns the ref and the record's place.
+func unpublished(t *testing.T, s *Store, exp time.Time) (r ref, g *segment, off uint32, idx uint16) {
+	t.Helper()
+	r, ok := s.appendRecord(nil, keyed("k", 1, 500).compact(), exp, s.slotOf("h.test/k"))
+	if !ok {
+		t.Fatal("appendRecord refused")
+	}
+	if g, off, idx, ok = s.place(r); !ok {
+		t.Fatal("the new record's handle does not resolve")
+	}
+	return r, g, off, idx
+}
+
 // TestExitAcrossMove is the same race with the other order fixed: the exit releases the
 // handle (taking its place) before the move, and frees the record there after it. The move
 // must find the handle released and free its copy.
 func TestExitAcrossMove(t *testing.T) {
 	s := newStoreOf(t, 16<<20)
-	r, ok := s.appendRecord(nil, keyed("k", 1, 500).compact(), time.Time{}, s.slotOf("h.test/k"))
-	if !ok {
-		t.Fatal("appendRecord refused")
-	}
-	g, off, idx, _ := s.place(r)
+	r, g, off, idx := unpublished(t, s, time.Time{})
 	loc, ok := s.release(r.h, r.hgen) // the exit's first step
 	if !ok {
 		t.Fatal("handle not released")
@@ -70,14 +80,10 @@ func TestExitAcrossMove(t *testing.T) {
 // check is defensive, and this test builds the state by hand.)
 func TestDropLeavesNewerPut(t *testing.T) {
 	s := newStoreOf(t, 16<<20)
-	r, ok := s.appendRecord(nil, keyed("k", 1, 500).compact(), time.Now().Add(-time.Second), s.slotOf("h.test/k"))
-	if !ok {
-		t.Fatal("appendRecord refused")
-	}
+	_, g, off, idx := unpublished(t, s, time.Now().Add(-time.Second))
 	if !s.Put(keyed("k", 2, 500)) {
 		t.Fatal("Put refused")
 	}
-	g, off, idx, _ := s.place(r)
 	s.move(g, idx, int(off), recordLen(g.b, int(off)))
 	s.cache.Wait()
 	if g.isLive(idx) {
@@ -276,14 +282,10 @@ func TestTinyStoreKeepsObjects(t *testing.T) {
 // no longer returns it). Once its segment is let go and the segment's index comes back at a
 // generation equal in the bits a place keeps (forced here: in a store that takes 4,096 reuses
 // of the index before Ristretto's cleanup runs the exit), the exit must not free another
-// key's record at the same place.
+// key's record at the same place: the drop took the place out of the handle.
 func TestStaleLocAfterDrop(t *testing.T) {
 	s := newStoreOf(t, 16<<20)
-	r1, ok := s.appendRecord(nil, keyed("k", 1, 500).compact(), time.Now().Add(-time.Second), s.slotOf("h.test/k"))
-	if !ok {
-		t.Fatal("appendRecord refused")
-	}
-	g1, off, idx, _ := s.place(r1)
+	r1, g1, off, idx := unpublished(t, s, time.Now().Add(-time.Second))
 	if off != 0 {
 		t.Fatalf("want the first record of its segment, off %d", off)
 	}
@@ -319,11 +321,7 @@ func TestStaleLocAfterDrop(t *testing.T) {
 // version, which Ristretto holds under the same handle number, alone (found by review).
 func TestDropAfterHandleReuse(t *testing.T) {
 	s := newStoreOf(t, 16<<20)
-	r1, ok := s.appendRecord(nil, keyed("k", 1, 500).compact(), time.Now().Add(-time.Second), s.slotOf("h.test/k"))
-	if !ok {
-		t.Fatal("appendRecord refused")
-	}
-	g, off, idx, _ := s.place(r1)
+	r1, g, off, idx := unpublished(t, s, time.Now().Add(-time.Second))
 	if _, ok := s.release(r1.h, r1.hgen); !ok { // the exit's first step; its freeRecord is still to come
 		t.Fatal("release")
 	}
@@ -336,5 +334,21 @@ func TestDropAfterHandleReuse(t *testing.T) {
 	s.cache.Wait()
 	if o, _, _ := s.Lookup("h.test/k", nil); o == nil {
 		t.Error("k's version 2 is gone: the move (drop) of the expired version 1 deleted it")
+	}
+}
+
+// TestAtRecordNamesHandle: a place resolved for an exit (atRecord) is taken only if the record
+// there names the exit's handle, the guard against a stale place in a segment index taken
+// again.
+func TestAtRecordNamesHandle(t *testing.T) {
+	s := newStoreOf(t, 16<<20)
+	r1, _, _, _ := unpublished(t, s, time.Time{})
+	r2, g2, off2, idx2 := unpublished(t, s, time.Time{})
+	loc := packLoc(g2, off2, idx2)
+	if _, _, _, ok := s.atRecord(loc, r2.h); !ok {
+		t.Error("the place of r2's record does not resolve for r2's handle")
+	}
+	if _, _, _, ok := s.atRecord(loc, r1.h); ok {
+		t.Error("the place of r2's record resolves for r1's handle")
 	}
 }
