@@ -10,8 +10,7 @@
 // and never touches memory already in use; it only moves the faults into one system call.
 // (On that VM two days later the first write to a populated page still cost 7-8 µs outside
 // the guest's kernel, so populating saved about half of each fault: docs/benchmarks.md,
-// "Twentieth pass". Whole 2 MiB pages are therefore populated as transparent huge pages where
-// the kernel has them, which costs a tenth of that: adviseHuge.)
+// "Twentieth pass".)
 //
 // Only new memory at the top of the heap is populated, once, and only while the runtime holds
 // at most lookahead (16 MiB) of memory it has not used yet; memory the runtime has released to

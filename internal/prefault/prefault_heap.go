@@ -25,11 +25,10 @@ func heapWindow() (low, high uintptr) {
 	return addr - min(addr, 1<<34), addr + 1<<40
 }
 
-// chunk is how much is populated per system call (a huge page), so that the mapping lock is
-// held briefly; lookahead bounds the memory the runtime has not used yet when Run populates
-// (see step).
+// chunk is how much is populated per system call, so that the mapping lock is held briefly;
+// lookahead bounds the memory the runtime has not used yet when Run populates (see step).
 const (
-	chunk     = 2 << 20
+	chunk     = 1 << 20
 	lookahead = 16 << 20
 )
 
@@ -87,13 +86,10 @@ func (w *watcher) step() (grew, ok bool) {
 		if m.end <= w.high {
 			continue
 		}
-		start := max(m.start, w.high)
-		huge := adviseHuge(start, m.end, unix.MADV_HUGEPAGE)
-		for a, n := start, uintptr(0); a < m.end; a += n {
-			n = min(chunk-a%chunk, m.end-a)                                           // whole huge pages per call where it can
+		for a := max(m.start, w.high); a < m.end; a += chunk {
+			n := min(chunk, m.end-a)
 			_, _, e := unix.Syscall(unix.SYS_MADVISE, a, n, unix.MADV_POPULATE_WRITE) // Linux 5.14: fault in, writable, without writing
 			if e == unix.EINVAL || e == unix.ENOSYS {
-				adviseHuge(start, m.end, unix.MADV_NOHUGEPAGE)
 				return true, false
 			}
 			if e != 0 {
@@ -101,37 +97,9 @@ func (w *watcher) step() (grew, ok bool) {
 			}
 			populated.Add(int64(n))
 		}
-		if huge {
-			adviseHuge(start, m.end, unix.MADV_NOHUGEPAGE)
-		}
 		w.high = m.end
 	}
 	return grew, true
-}
-
-// hugePage is the size of a transparent huge page on amd64 and arm64 (4 KiB base pages).
-const hugePage = 2 << 20
-
-// adviseHuge gives advice (MADV_HUGEPAGE or MADV_NOHUGEPAGE) for the whole huge pages within
-// [start, end), and reports whether there were any and the kernel took it.
-//
-// Why huge pages: on the VM of docs/benchmarks.md, a 4 KiB page the guest populates still
-// costs 6-7 µs at its first write (the host backs it then), while populating the same bytes as
-// 2 MiB pages costs 0.19 µs per 4 KiB and the first write nothing ("Thirty-first pass"). The
-// advice is taken back once the range is populated: the pages stay huge, but khugepaged never
-// collapses the range again after the runtime's scavenger has released part of it, which
-// would put back memory the runtime returned (the reason Go itself stopped advising huge
-// pages, Go 1.21.1). Where transparent huge pages are off ("never") the advice does nothing;
-// where the kernel has none it fails, and the range is populated in base pages as before. A
-// 2 MiB range the allocator wrote to before the watcher looked stays in base pages.
-func adviseHuge(start, end uintptr, advice int) bool {
-	lo := (start + hugePage - 1) &^ (hugePage - 1)
-	hi := end &^ (hugePage - 1)
-	if lo >= hi {
-		return false
-	}
-	_, _, e := unix.Syscall(unix.SYS_MADVISE, lo, hi-lo, uintptr(advice))
-	return e == 0
 }
 
 type mapping struct{ start, end uintptr }
@@ -156,10 +124,12 @@ func heapMappings(low, high uintptr) ([]mapping, error) {
 }
 
 // parseMapsLine reads "start-end perms offset dev inode [path]", keeping private read-write
-// mappings without a path.
+// anonymous mappings: those without a path, and those the process named. Go 1.25 and later
+// name their heap "[anon: Go: heap]" where the kernel allows it (CONFIG_ANON_VMA_NAME, as on
+// Ubuntu's kernels), and without this Run found no heap there and did nothing.
 func parseMapsLine(line []byte) (mapping, bool) {
 	f := bytes.Fields(line)
-	if len(f) != 5 || !bytes.Equal(f[1], []byte("rw-p")) {
+	if len(f) < 5 || len(f) > 5 && !bytes.HasPrefix(f[5], []byte("[anon:")) || !bytes.Equal(f[1], []byte("rw-p")) {
 		return mapping{}, false
 	}
 	lo, hi, ok := bytes.Cut(f[0], []byte("-"))
