@@ -103,14 +103,7 @@ func TestDropLeavesNewerPut(t *testing.T) {
 func TestMoveLeavesRistretto(t *testing.T) {
 	const size = 1000
 	s := newStoreOf(t, 16<<20)
-	var keys []string
-	for i := 0; s.Stats().Segments < 3; i++ {
-		k := "k" + strconv.Itoa(i)
-		if !s.Put(keyed(k, 1, size)) {
-			t.Fatalf("Put %s refused", k)
-		}
-		keys = append(keys, k)
-	}
+	keys := putUntilSegments(t, s, "k", 3, size)
 	r, _ := s.cache.Get("h.test/" + keys[0])
 	g := segOfRef(s, r)
 	if g == nil || !g.full.Load() {

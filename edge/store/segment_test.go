@@ -95,14 +95,7 @@ func TestMoveDropsView(t *testing.T) {
 	}
 	first, _ := s.cache.Get("h.test/k")
 	firstSeg := segOfRef(s, first)
-	var others []string
-	for i := 0; s.Stats().Segments < 10; i++ {
-		key := "x" + strconv.Itoa(i)
-		if !s.Put(keyed(key, 1, size)) {
-			t.Fatalf("Put %s refused", key)
-		}
-		others = append(others, key)
-	}
+	others := putUntilSegments(t, s, "x", 10, size)
 	// Delete every other record, and every record of k's segment but k.
 	for i, key := range others {
 		if r, _ := s.cache.Get("h.test/" + key); i%2 == 0 || segOfRef(s, r) == firstSeg {
@@ -269,6 +262,21 @@ func TestMoveInEvictionGap(t *testing.T) {
 	if v := checkKeyed(t, o, key, 500); v != 2 {
 		t.Errorf("K reads version %d after the Put of version 2: the move put back the evicted record", v)
 	}
+}
+
+// putUntilSegments puts objects of size bytes under prefix0, prefix1, ... until s has n
+// segments, and returns their keys.
+func putUntilSegments(t *testing.T, s *Store, prefix string, n int64, size int) []string {
+	t.Helper()
+	var keys []string
+	for i := 0; s.Stats().Segments < n; i++ {
+		k := prefix + strconv.Itoa(i)
+		if !s.Put(keyed(k, 1, size)) {
+			t.Fatalf("Put %s refused", k)
+		}
+		keys = append(keys, k)
+	}
+	return keys
 }
 
 // segOfRef returns the segment r's record is in, or nil.

@@ -352,12 +352,12 @@ func New(cfg Config) (*Store, error) {
 	// The store's fixed structures come out of MaxBytes; a store too small for them still
 	// keeps a quarter of it for objects (and holds more than MaxBytes).
 	fixed := fixedBytes(cfg.MaxBytes) + viewBytes(cfg.MaxBytes) + segReserve(cfg.MaxBytes)
-	nseg := maxSegments(cfg.MaxBytes)
+	nseg, nh := maxSegments(cfg.MaxBytes), maxHandles(cfg.MaxBytes)
 	s := &Store{fixed: fixed, purges: newPurgeSet(recordCap(cfg.MaxBytes)), clock: cfg.Clock, seed: maphash.MakeSeed(),
 		views:   make([]atomic.Pointer[view], viewSlots(cfg.MaxBytes)),
 		segSize: segSizeFor(cfg.MaxBytes), segs: make([]atomic.Pointer[segment], nseg),
 		gens: make([]uint32, nseg), freeSegs: make([]uint32, nseg),
-		hmax: maxHandles(cfg.MaxBytes), hchunks: make([]atomic.Pointer[hchunk], hchunkCount(maxHandles(cfg.MaxBytes))),
+		hmax: nh, hchunks: make([]atomic.Pointer[hchunk], hchunkCount(nh)),
 		minCost: cfg.MaxBytes / 4}
 	s.recMax = min(s.segSize/8, maxRecord)
 	for i := range s.freeSegs {
