@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	"strings"
 
 	"github.com/meridian-cdn/meridian/internal/h1fields"
 	"golang.org/x/net/http/httpguts"
@@ -20,7 +21,8 @@ import (
 //
 // Why: http.ReadResponse costs a dozen allocations per answer (a string per value, its reader,
 // the body's framing); one string for the head and one array for the values do (issue 15).
-// FuzzReadHead holds it to http.ReadResponse's reading of every head it accepts.
+// FuzzReadHead holds it to http.ReadResponse's reading of every head it accepts, but for one
+// field: a "Connection: keep-alive" is left out (below).
 func readHead(br *bufio.Reader, req *http.Request) (resp *http.Response, length int64, ok bool) {
 	if req.Method != http.MethodGet {
 		return nil, 0, false
@@ -38,7 +40,15 @@ func readHead(br *bufio.Reader, req *http.Request) (resp *http.Response, length 
 		return nil, 0, false
 	}
 	length, lengths := -1, 0
-	h, ok := h1fields.Read(rest, func(key, value string) (keep, ok bool) {
+	// Room for every field but a "Connection: keep-alive", which is left out below: most
+	// servers send it on every answer, and a map of up to 8 fields is one group of slots where
+	// more take a table (twice the bytes, two more allocations) for every field read from it.
+	n := strings.Count(rest, "\n")
+	if strings.Contains(rest, "\nConnection: keep-alive\r\n") || strings.HasPrefix(rest, "Connection: keep-alive\r\n") {
+		n--
+	}
+	h := make(http.Header, n)
+	ok = h1fields.ReadInto(h, make([]string, n), rest, func(key, value string) (keep, ok bool) {
 		switch key {
 		case "Content-Length":
 			lengths++
@@ -47,6 +57,12 @@ func readHead(br *bufio.Reader, req *http.Request) (resp *http.Response, length 
 		case "Transfer-Encoding", "Trailer", "Pragma":
 			return false, false
 		case "Connection":
+			// keep-alive alone says what HTTP/1.1 means anyway, and names no field to remove
+			// (Keep-Alive is hop-by-hop whatever names it): every user of the answer would
+			// only remove it (httpcache.RemoveHopByHop).
+			if h1fields.EqualFold(value, "keep-alive") {
+				return false, true
+			}
 			// net/http drops a Connection with close from the answer it reads; such a
 			// connection is not kept either: it is left to net/http.
 			return true, !httpguts.HeaderValuesContainsToken([]string{value}, "close")
