@@ -1,13 +1,16 @@
 package edge
 
 import (
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"crypto/sha256"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -353,5 +356,94 @@ func TestSlicesThroughTiers(t *testing.T) {
 	}
 	if reqs := f.origin.Requests(path); reqs != 5 {
 		t.Errorf("origin saw %d requests after a range, want 5", reqs)
+	}
+}
+
+// cannedOrigin answers every request on ip with answer, as it is, until the test ends.
+func cannedOrigin(t *testing.T, ip, answer string) string {
+	t.Helper()
+	ln := listen(t, ip)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	conns := map[net.Conn]bool{}
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns[c] = true
+			mu.Unlock()
+			wg.Go(func() {
+				br := bufio.NewReader(c)
+				for {
+					if _, err := http.ReadRequest(br); err != nil {
+						return
+					}
+					if _, err := io.WriteString(c, answer); err != nil {
+						return
+					}
+				}
+			})
+		}
+	})
+	return ln.Addr().String()
+}
+
+// TestFirstSliceWholeContentLength: a first slice that is the whole object keeps its
+// Content-Length only when the field says the length as the edge would write it; otherwise
+// (leading zeros, the field twice, chunked) the client still gets one Content-Length, the
+// object's: on the miss and the hit of a stored answer, and on every pass of a private one,
+// which streams the origin's fields through.
+func TestFirstSliceWholeContentLength(t *testing.T) {
+	const cr = "Content-Range: bytes 0-4/5\r\n"
+	for i, tc := range []struct{ name, fields, body string }{
+		{"plain", "Content-Length: 5\r\n" + cr, "hello"},
+		{"leading zeros", "Content-Length: 0005\r\n" + cr, "hello"},
+		{"twice", "Content-Length: 5\r\nContent-Length: 5\r\n" + cr, "hello"},
+		{"chunked", "Transfer-Encoding: chunked\r\n" + cr, "5\r\nhello\r\n0\r\n\r\n"},
+		{"keep-alive", "Connection: keep-alive\r\nContent-Length: 5\r\n" + cr, "hello"},
+	} {
+		for _, st := range []struct{ cc, second string }{{"max-age=60", "; hit"}, {"private", "fwd=miss"}} {
+			t.Run(tc.name+" "+st.cc, func(t *testing.T) {
+				addr := cannedOrigin(t, "127.0.0.10", "HTTP/1.1 206 Partial Content\r\nContent-Type: text/plain\r\n"+
+					"Cache-Control: "+st.cc+"\r\nETag: \"e\"\r\n"+tc.fields+"\r\n"+tc.body)
+				e, _ := startEdge(t, listen(t, "127.0.0.11"), Config{PoP: "tst", Node: "e1",
+					Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + addr}}})
+				path := "/w" + strconv.Itoa(i)
+				for _, want := range []string{"fwd=miss", st.second} {
+					c, err := net.Dial("tcp", e.Addr())
+					if err != nil {
+						t.Fatal(err)
+					}
+					io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: "+testHost+"\r\nConnection: close\r\n\r\n")
+					raw, err := io.ReadAll(c)
+					c.Close()
+					if err != nil {
+						t.Fatal(err)
+					}
+					r, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(raw)), nil)
+					if err != nil {
+						t.Fatalf("%s: %v in %q", want, err, raw)
+					}
+					body, _ := io.ReadAll(r.Body)
+					if r.StatusCode != http.StatusOK || string(body) != "hello" || len(r.Header["Content-Length"]) != 1 ||
+						r.Header.Get("Content-Length") != "5" || r.Header.Get("Content-Range") != "" ||
+						!strings.Contains(r.Header.Get("Cache-Status"), want) {
+						t.Errorf("%q; want a 200 (Cache-Status with %q) of \"hello\" with one Content-Length: 5 and no Content-Range", raw, want)
+					}
+				}
+			})
+		}
 	}
 }

@@ -186,7 +186,11 @@ func (f *filler) firstSlice(req *request, stale *store.Object, opts fillOptions,
 	}
 	h := resp.Header
 	delete(h, "Content-Range")
-	h["Content-Length"] = []string{strconv.FormatInt(total, 10)}
+	// A part that is the whole object already says its length, as the field would: no new one.
+	var nb [20]byte
+	if cl := h["Content-Length"]; len(cl) != 1 || cl[0] != string(strconv.AppendInt(nb[:0], total, 10)) {
+		h["Content-Length"] = []string{strconv.FormatInt(total, 10)}
+	}
 	resp.StatusCode, resp.Status, resp.ContentLength = http.StatusOK, "200 OK", total
 	if got == total {
 		return resp, nil

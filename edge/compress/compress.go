@@ -113,6 +113,11 @@ func ShouldCompress(status int, h http.Header, size, minSize int64, types []stri
 	if size >= 0 && size < minSize {
 		return false
 	}
+	// The type first: it rejects most binary answers with one look at the header, before the
+	// codings and the two Cache-Control parses (issue 15).
+	if !Compressible(h.Get("Content-Type"), types) {
+		return false
+	}
 	for _, v := range h.Values("Content-Encoding") {
 		for c := range strings.SplitSeq(v, ",") {
 			if c = strings.Trim(c, " \t"); c != "" && !strings.EqualFold(c, "identity") {
@@ -128,7 +133,7 @@ func ShouldCompress(status int, h http.Header, size, minSize int64, types []stri
 	if httpcache.ParseCacheControl(h.Values("Cache-Control")).NoTransform || httpcache.ParseCacheControl(h["Cdn-Cache-Control"]).NoTransform {
 		return false
 	}
-	return Compressible(h.Get("Content-Type"), types)
+	return true
 }
 
 // Default levels, used when a level is 0: moderate settings, since a variant is compressed once
