@@ -94,7 +94,8 @@ func next2(n int64) int64 { return 1 << bits.Len64(uint64(n-1)) }
 // The header is o's as HeaderFields gives it: the Header map if set, else the compact form
 // of a stored object o was copied from.
 func (o *Object) compact() packed {
-	prefixes := pathPrefixes(o.Path)
+	var pstack [8]string // most paths have fewer segments: no allocation
+	prefixes := appendPathPrefixes(pstack[:0], o.Path)
 	keys := o.SurrogateKeys()
 	type field struct {
 		name   string

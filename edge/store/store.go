@@ -643,13 +643,12 @@ func (s *Store) Stats() Stats {
 	}
 }
 
-// pathPrefixes returns the path-segment prefixes of p in the form Purge records them (no
-// trailing slash; "/" is a purge of the host, matched separately): "/a/b/c" and "/a/b/c/"
-// -> "/a", "/a/b", "/a/b/c". A prefix purge of "/a" thus matches "/a", "/a/" and "/a/x" but
-// never the sibling "/ab".
-func pathPrefixes(p string) []string {
+// appendPathPrefixes appends to out the path-segment prefixes of p in the form Purge records
+// them (no trailing slash; "/" is a purge of the host, matched separately): "/a/b/c" and
+// "/a/b/c/" -> "/a", "/a/b", "/a/b/c". A prefix purge of "/a" thus matches "/a", "/a/" and
+// "/a/x" but never the sibling "/ab".
+func appendPathPrefixes(out []string, p string) []string {
 	p = strings.TrimSuffix(p, "/")
-	var out []string
 	for i := 1; i < len(p); i++ {
 		if p[i] == '/' {
 			out = append(out, p[:i])

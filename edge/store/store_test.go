@@ -232,6 +232,21 @@ func TestRecordsExpire(t *testing.T) {
 	}
 }
 
+// TestCompactPathAllocs: the path prefixes a stored object keeps for prefix purges cost no
+// allocation of their own, up to eight path segments.
+func TestCompactPathAllocs(t *testing.T) {
+	allocs := func(path string) float64 {
+		return testing.AllocsPerRun(50, func() {
+			o := keyed("k", 1, 100)
+			o.Path = path
+			o.compact()
+		})
+	}
+	if short, deep := allocs("/a"), allocs("/a/b/c/d/e/f/g/h"); deep != short {
+		t.Errorf("compact allocated %.0f times for a path of one segment, %.0f for eight; want as many", short, deep)
+	}
+}
+
 func TestPathPrefixes(t *testing.T) {
 	tests := []struct {
 		path string
@@ -243,8 +258,8 @@ func TestPathPrefixes(t *testing.T) {
 		{"/a/b/", []string{"/a", "/a/b"}},
 	}
 	for _, tt := range tests {
-		if got := pathPrefixes(tt.path); fmt.Sprint(got) != fmt.Sprint(tt.want) {
-			t.Errorf("pathPrefixes(%q) = %q, want %q", tt.path, got, tt.want)
+		if got := appendPathPrefixes(nil, tt.path); fmt.Sprint(got) != fmt.Sprint(tt.want) {
+			t.Errorf("appendPathPrefixes(nil, %q) = %q, want %q", tt.path, got, tt.want)
 		}
 	}
 }
