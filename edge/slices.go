@@ -188,8 +188,8 @@ func (f *filler) firstSlice(req *request, stale *store.Object, opts fillOptions,
 	delete(h, "Content-Range")
 	// A part that is the whole object already says its length, as the field would: no new one.
 	var nb [20]byte
-	if cl := h["Content-Length"]; len(cl) != 1 || cl[0] != string(strconv.AppendInt(nb[:0], total, 10)) {
-		h["Content-Length"] = []string{strconv.FormatInt(total, 10)}
+	if cl, want := h["Content-Length"], strconv.AppendInt(nb[:0], total, 10); len(cl) != 1 || cl[0] != string(want) {
+		h["Content-Length"] = []string{string(want)}
 	}
 	resp.StatusCode, resp.Status, resp.ContentLength = http.StatusOK, "200 OK", total
 	if got == total {

@@ -170,19 +170,15 @@ func TestLookupDuringReplace(t *testing.T) {
 	var stop atomic.Bool
 	var misses, hits atomic.Int64
 	var wg sync.WaitGroup
-	for range 1 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for !stop.Load() {
-				if o, _, _ := s.Lookup("h.test/k", nil); o == nil {
-					misses.Add(1)
-				} else {
-					hits.Add(1)
-				}
+	wg.Go(func() {
+		for !stop.Load() {
+			if o, _, _ := s.Lookup("h.test/k", nil); o == nil {
+				misses.Add(1)
+			} else {
+				hits.Add(1)
 			}
-		}()
-	}
+		}
+	})
 	for v := 1; v <= 3000; v++ {
 		s.Put(keyed("k", v, 500))
 	}
@@ -203,9 +199,7 @@ func TestChurnLeavesNothing(t *testing.T) {
 	const workers = 4
 	const n = 6000
 	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for i := range n {
 				k := "w" + strconv.Itoa(w) + "-" + strconv.Itoa(i)
 				s.Put(keyed(k, 1, size))
@@ -218,7 +212,7 @@ func TestChurnLeavesNothing(t *testing.T) {
 					checkKeyed(t, o, hk, size)
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	for w := range workers {
