@@ -90,6 +90,9 @@ func TestFreshnessEndToEnd(t *testing.T) {
 		{"heuristic expires at 10 percent", []string{"lm", "1000"}, nil, 101 * time.Second, 2, "fwd=stale"},
 		{"zero heuristic lifetime revalidates", []string{"lm", "0"}, nil, 0, 3, "fwd-status=304"},
 		{"404 with max-age cached", []string{"cc", "max-age=60", "status", "404"}, nil, 0, 1, "hit"},
+		{"unknown status with max-age cached", []string{"cc", "max-age=60", "status", "299"}, nil, 0, 1, "hit"},
+		{"unknown status with must-understand not stored", []string{"cc", "max-age=60, must-understand", "status", "299"}, nil, 0, 3, "fwd=miss"},
+		{"no-store with must-understand cached", []string{"cc", "max-age=60, no-store, must-understand"}, nil, 0, 1, "hit"},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

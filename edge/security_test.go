@@ -253,12 +253,21 @@ func TestLargeObjectStreamsUncached(t *testing.T) {
 	}
 }
 
+// TestSurrogateHeadersStripped: the purge tags and Surrogate-Control are the CDN's alone; a
+// CDN-Cache-Control goes on to the client (RFC 9213 §3: a CDN downstream may read it), on a
+// miss and on a hit.
 func TestSurrogateHeadersStripped(t *testing.T) {
 	s := newSingle(t, nil)
-	r := s.get(t, obj("/sk", "cc", "max-age=60", "sk", "a b", "tag", "c", "cdncc", "max-age=30"))
-	for _, k := range []string{"Surrogate-Key", "Cache-Tag", "CDN-Cache-Control"} {
-		if r.header.Get(k) != "" {
-			t.Errorf("client received %s", k)
+	p := obj("/sk", "cc", "max-age=60", "sk", "a b", "tag", "c", "sc", "max-age=5", "cdncc", "max-age=30")
+	for i := range 2 {
+		r := s.get(t, p)
+		for _, k := range []string{"Surrogate-Key", "Cache-Tag", "Surrogate-Control"} {
+			if r.header.Get(k) != "" {
+				t.Errorf("request %d: client received %s", i, k)
+			}
+		}
+		if got := r.header.Get("CDN-Cache-Control"); got != "max-age=30" {
+			t.Errorf("request %d: CDN-Cache-Control = %q, want the origin's max-age=30", i, got)
 		}
 	}
 }

@@ -20,7 +20,8 @@ type Directives struct {
 	MaxAge, SMaxAge, StaleWhileRevalidate, StaleIfError, MaxStale, MinFresh                   time.Duration
 	HasMaxAge, HasSMaxAge, HasStaleWhileRevalidate, HasStaleIfError, HasMaxStale, HasMinFresh bool
 
-	NoStore, NoCache, Private, Public, MustRevalidate, ProxyRevalidate, Immutable, OnlyIfCached, NoTransform bool
+	NoStore, NoCache, Private, Public, MustRevalidate, ProxyRevalidate, Immutable, OnlyIfCached bool
+	NoTransform, MustUnderstand                                                                 bool
 
 	NoCacheFields, PrivateFields []string // qualified forms: no-cache="Set-Cookie"
 }
@@ -192,6 +193,8 @@ func (d *Directives) apply(name, arg string, hasArg bool) {
 		d.OnlyIfCached = true
 	case "no-transform":
 		d.NoTransform = true
+	case "must-understand":
+		d.MustUnderstand = true
 	}
 }
 

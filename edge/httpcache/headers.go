@@ -65,14 +65,17 @@ func Refresh(stored, notModified http.Header) http.Header {
 	return out
 }
 
-// surrogateHeaders are the fields addressed to the CDN rather than the client.
+// surrogateHeaders are the fields addressed to the CDN rather than the client. CDN-Cache-Control
+// is not one of them: a CDN that reads it "will typically forward" it, so that a CDN downstream
+// can read it too (RFC 9213 §3), as every cache the cache-tests suite has published results for
+// does (bench/cache-tests.sh).
 var surrogateHeaders = []string{
 	"Surrogate-Key", "Cache-Tag", "Cache-Groups", "Cache-Group-Invalidation",
-	hdrSurrogateControl, hdrCDNCacheControl,
+	hdrSurrogateControl,
 }
 
-// StripSurrogateHeaders removes Surrogate-Key, Cache-Tag, Cache-Groups, Cache-Group-Invalidation,
-// Surrogate-Control and CDN-Cache-Control (targeted at us, not the client).
+// StripSurrogateHeaders removes Surrogate-Key, Cache-Tag, Cache-Groups, Cache-Group-Invalidation
+// and Surrogate-Control (targeted at us, not the client).
 func StripSurrogateHeaders(h http.Header) {
 	for _, f := range surrogateHeaders {
 		delete(h, f)

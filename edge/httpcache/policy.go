@@ -99,8 +99,11 @@ func nonEmpty(values []string) bool {
 // let clients decide what it stores. now is the response time. Header maps must have canonical
 // keys, as net/http produces them.
 //
-// A response is storable when the method is GET or HEAD; the status is final, understood, not
-// 206 (the edge fills whole objects) and not 304; there is no no-store, no unqualified private
+// A response is storable when the method is GET or HEAD; the status is final (200-599), not
+// 206 (the edge fills whole objects) and not 304, and understood if must-understand is present
+// (RFC 9111 §3: an unknown status with explicit freshness may be stored, as nginx does); there
+// is no no-store (unless with must-understand, which limits storing to caches that understand
+// the status), no unqualified private
 // and no Vary: *; and it has explicit freshness (s-maxage, else max-age, else Expires - Date,
 // Expires being read only when Cache-Control is the target field), or else is heuristically
 // cacheable (the statuses of RFC 9110 §15.1, or any status with public) and has a Last-Modified
@@ -121,7 +124,12 @@ func ResponsePolicy(method string, reqHeader http.Header, status int, respHeader
 		return Policy{Reason: "status"}
 	}
 	d, target := TargetDirectives(respHeader)
-	if d.NoStore {
+	if d.MustUnderstand && http.StatusText(status) == "" {
+		return Policy{Reason: "status", Target: target}
+	}
+	// must-understand (RFC 9111 §5.2.2.3) comes with no-store, which only caches that do not
+	// understand the status obey: this one does (above).
+	if d.NoStore && !d.MustUnderstand {
 		return Policy{Reason: "no-store", Target: target}
 	}
 	if d.Private {
@@ -195,13 +203,10 @@ func headerTime(h http.Header, name string, def time.Time) time.Time {
 	return def
 }
 
-// storableStatus: a final status whose meaning this cache understands (RFC 9110 §15), except
-// 206 (the edge fills whole objects) and 304 (not a complete response).
+// storableStatus: a final status (RFC 9110 §15), except 206 (the edge fills whole objects) and
+// 304 (not a complete response).
 func storableStatus(status int) bool {
-	if status < 200 || status > 599 || status == http.StatusPartialContent || status == http.StatusNotModified {
-		return false
-	}
-	return http.StatusText(status) != ""
+	return status >= 200 && status <= 599 && status != http.StatusPartialContent && status != http.StatusNotModified
 }
 
 // heuristicStatus: the status codes RFC 9110 §15.1 defines as heuristically cacheable.

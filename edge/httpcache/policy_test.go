@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -68,6 +69,16 @@ func TestResponsePolicy(t *testing.T) {
 			stored(Policy{Lifetime: time.Minute, MustRevalidate: true, Target: cc})},
 		{"invalid max-age leaves Expires", "GET", nil, 200, hdr("Cache-Control", "max-age=soon", "Expires", httpDate(now.Add(time.Hour)), "Date", date),
 			stored(Policy{Lifetime: time.Hour, Target: cc})},
+		// What time.Parse accepts and the HTTP-date grammar does not (the http-tests cache-tests
+		// suite's freshness-expires-invalid-*): read as a time in the past.
+		{"Expires with a one-digit hour", "GET", nil, 200, hdr("Expires", "Thu, 18 Aug 2050 2:01:18 GMT", "Date", date),
+			stored(Policy{Target: cc})},
+		{"Expires with doubled spaces", "GET", nil, 200, hdr("Expires", "Thu, 18  Aug  2050 02:01:18 GMT", "Date", date),
+			stored(Policy{Target: cc})},
+		{"Expires with a fraction of a second", "GET", nil, 200, hdr("Expires", "Thu, 18 Aug 2050 02:01:18.5 GMT", "Date", date),
+			stored(Policy{Target: cc})},
+		{"Expires in lower case", "GET", nil, 200, hdr("Expires", strings.ToLower(httpDate(now.Add(time.Hour))), "Date", date),
+			stored(Policy{Lifetime: time.Hour, Target: cc})},
 		{"first of several Expires", "GET", nil, 200, hdr("Expires", httpDate(now.Add(time.Hour)), "Expires", "0", "Date", date),
 			stored(Policy{Lifetime: time.Hour, Target: cc})},
 		{"max-age=0", "GET", nil, 200, hdr("Cache-Control", "max-age=0"), stored(Policy{Target: cc})},
@@ -81,6 +92,18 @@ func TestResponsePolicy(t *testing.T) {
 		// RFC 9213 targeted fields.
 		{"CDN-Cache-Control replaces Cache-Control", "GET", nil, 200, hdr("Cache-Control", "no-store", "CDN-Cache-Control", "max-age=120"),
 			stored(Policy{Lifetime: 2 * time.Minute, Target: "CDN-Cache-Control"})},
+		// must-understand (RFC 9111 §5.2.2.3): a cache that understands the status ignores
+		// no-store; one that does not, does not store.
+		{"no-store with must-understand, understood status", "GET", nil, 200, hdr("Cache-Control", "max-age=3600, no-store, must-understand"),
+			stored(Policy{Lifetime: time.Hour, Target: cc})},
+		{"no-store with must-understand, unknown status", "GET", nil, 599, hdr("Cache-Control", "max-age=3600, no-store, must-understand"),
+			Policy{Reason: "status", Target: cc}},
+		{"must-understand, unknown status", "GET", nil, 299, hdr("Cache-Control", "max-age=3600, must-understand"),
+			Policy{Reason: "status", Target: cc}},
+		{"must-understand alone", "GET", nil, 404, hdr("Cache-Control", "max-age=60, MUST-UNDERSTAND"),
+			stored(Policy{Lifetime: time.Minute, Target: cc})},
+		{"CDN-Cache-Control no-store with must-understand", "GET", nil, 200, hdr("CDN-Cache-Control", "max-age=60, no-store, must-understand"),
+			stored(Policy{Lifetime: time.Minute, Target: "CDN-Cache-Control"})},
 		{"CDN-Cache-Control no-store wins", "GET", nil, 200, hdr("Cache-Control", "max-age=60", "CDN-Cache-Control", "no-store"),
 			Policy{Reason: "no-store", Target: "CDN-Cache-Control"}},
 		{"CDN-Cache-Control ignores Expires", "GET", nil, 200, hdr("CDN-Cache-Control", "no-transform", "Expires", httpDate(now.Add(time.Hour))),
@@ -118,7 +141,9 @@ func TestResponsePolicy(t *testing.T) {
 		{"206", "GET", nil, 206, hdr("Cache-Control", "max-age=60"), Policy{Reason: "status"}},
 		{"304", "GET", nil, 304, hdr("Cache-Control", "max-age=60"), Policy{Reason: "status"}},
 		{"1xx", "GET", nil, 103, hdr("Cache-Control", "max-age=60"), Policy{Reason: "status"}},
-		{"unknown status", "GET", nil, 299, hdr("Cache-Control", "max-age=60"), Policy{Reason: "status"}},
+		{"unknown status, explicit freshness", "GET", nil, 299, hdr("Cache-Control", "max-age=60"), stored(Policy{Lifetime: time.Minute, Target: cc})},
+		{"unknown 4xx, explicit freshness", "GET", nil, 499, hdr("Expires", httpDate(now.Add(time.Hour)), "Date", date), stored(Policy{Lifetime: time.Hour, Target: cc})},
+		{"unknown status, not heuristic", "GET", nil, 299, hdr("Last-Modified", httpDate(now.Add(-100*time.Hour)), "Date", date), Policy{Reason: "no freshness", Target: cc}},
 		{"status 600", "GET", nil, 600, hdr("Cache-Control", "max-age=60"), Policy{Reason: "status"}},
 
 		// Qualified private and no-cache, no-cache, revalidation.
