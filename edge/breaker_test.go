@@ -146,3 +146,44 @@ func TestBreakerDeadOrigin(t *testing.T) {
 		})
 	}
 }
+
+// TestBreakerDroppedConnections: ten paths whose origin handler drops the connection without an
+// answer, asked for at once (the http-tests cache-tests suite does this), fail alone: each is
+// one request's failure, not the origin's, so the breaker stays shut and every other path is
+// still served. Under the old rule (every transport failure counted in a row) the fifth drop
+// opened it for open_timeout.
+func TestBreakerDroppedConnections(t *testing.T) {
+	s := newSingle(t, func(c *Config) { c.Upstream.OpenTimeout = time.Hour })
+	const dropped = 10
+	errs := make(chan error, dropped)
+	for i := range dropped {
+		p := fmt.Sprintf("/drop%d", i)
+		s.origin.SetFault(p, origin.Fault{Drop: true})
+		go func() {
+			r := s.get(t, p)
+			if r.status != http.StatusBadGateway {
+				errs <- fmt.Errorf("GET %s (dropped by the origin) = %d, want 502", p, r.status)
+				return
+			}
+			errs <- nil
+		}()
+	}
+	for range dropped {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	st, _ := originStats(s.edge)
+	if st.State != "closed" || st.Failures < dropped {
+		t.Fatalf("origin upstream after %d dropped connections = %+v, want closed with at least %d failures", dropped, st, dropped)
+	}
+	for i := range 5 {
+		p := obj(fmt.Sprintf("/ok%d", i), "cc", "max-age=60")
+		if r := s.get(t, p); r.status != http.StatusOK {
+			t.Fatalf("GET %s after the dropped connections = %d (Cache-Status %q), want 200 from the origin", p, r.status, r.header.Get("Cache-Status"))
+		}
+	}
+	if st, _ := originStats(s.edge); st.BreakerRejections != 0 {
+		t.Errorf("origin upstream = %+v, want no breaker rejections", st)
+	}
+}

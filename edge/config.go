@@ -153,7 +153,7 @@ type UpstreamConfig struct {
 	BodyTimeout           time.Duration `yaml:"body_timeout"`            // default 30s
 	MaxConcurrent         int           `yaml:"max_concurrent"`          // default 64 per upstream
 	QueueWait             time.Duration `yaml:"queue_wait"`              // default 50ms
-	ConsecutiveFailures   uint32        `yaml:"consecutive_failures"`    // default 5
+	ConsecutiveFailures   uint32        `yaml:"consecutive_failures"`    // default 5 failures to reach it in a row (origin/fetch)
 	FailureRatio          float64       `yaml:"failure_ratio"`           // default 0.5
 	OpenTimeout           time.Duration `yaml:"open_timeout"`            // default 5s
 }

@@ -61,6 +61,14 @@ func freeAddr(t testing.TB, ip string) string {
 // startOrigin runs a reference origin on ip until the test ends.
 func startOrigin(t testing.TB, ip string, clock func() time.Time) (*origin.Server, string) {
 	t.Helper()
+	o, addr, _ := startStoppableOrigin(t, ip, clock)
+	return o, addr
+}
+
+// startStoppableOrigin is startOrigin, with a function that stops the origin before the test
+// ends (its address then refuses connections).
+func startStoppableOrigin(t testing.TB, ip string, clock func() time.Time) (*origin.Server, string, func()) {
+	t.Helper()
 	o, err := origin.New(origin.Config{Clock: clock})
 	if err != nil {
 		t.Fatal(err)
@@ -69,11 +77,15 @@ func startOrigin(t testing.TB, ip string, clock func() time.Time) (*origin.Serve
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- o.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	return o, ln.Addr().String()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			<-done
+		})
+	}
+	t.Cleanup(stop)
+	return o, ln.Addr().String(), stop
 }
 
 // startEdge runs an edge node on ln until the test ends (or stop is called).

@@ -21,11 +21,12 @@ import (
 
 // testFleet is PoPs of edge nodes on distinct 127.0.x.y addresses in front of one origin.
 type testFleet struct {
-	origin *origin.Server
-	clock  *fakeClock
-	nodes  []*Node // in PoP order, then node order
-	stops  []func()
-	client *http.Client
+	origin     *origin.Server
+	stopOrigin func() // its address refuses connections from then on
+	clock      *fakeClock
+	nodes      []*Node // in PoP order, then node order
+	stops      []func()
+	client     *http.Client
 }
 
 // newFleet starts len(pops) PoPs with pops[i] nodes each; PoP i is "p<i>", its nodes listen on
@@ -34,7 +35,7 @@ func newFleet(t testing.TB, pops []int, shield func(pop string) string, mod func
 	t.Helper()
 	f := &testFleet{clock: newFakeClock()}
 	var originAddr string
-	f.origin, originAddr = startOrigin(t, "127.0.0.10", f.clock.Now)
+	f.origin, originAddr, f.stopOrigin = startStoppableOrigin(t, "127.0.0.10", f.clock.Now)
 	type slot struct {
 		pop, id string
 		ln      net.Listener
@@ -157,8 +158,26 @@ func TestOwnerStopped(t *testing.T) {
 }
 
 // TestOriginDown: stale copies anywhere in the PoP are served; unknown keys fail fast; the
-// breaker opens and then lets only probes through; recovery brings no stampede.
+// breaker opens and then lets only probes through; recovery brings no stampede. Two outages:
+// the origin gone (its address refuses connections: each node's breaker opens after
+// consecutive_failures of them), and an origin that accepts connections and drops every one
+// without an answer (each a failure of its own exchange, so the failure ratio opens it: at
+// most MinRequests' 20 requests per node in the window).
 func TestOriginDown(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		down    func(f *testFleet)
+		perNode uint64 // requests a node may send before its breaker opens
+		resends bool   // the origin may see each one twice (below)
+	}{
+		{"refused", func(f *testFleet) { f.stopOrigin() }, 3, false},
+		{"dropped", func(f *testFleet) { f.origin.SetFault("", origin.Fault{Drop: true}) }, 20, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) { testOriginDown(t, tt.down, tt.perNode, tt.resends) })
+	}
+}
+
+func testOriginDown(t *testing.T, down func(f *testFleet), perNode uint64, resends bool) {
 	// The breakers stay open for the whole test: no half-open probe can reach the origin, so
 	// what the origin sees is exactly what opened them, whatever the machine's speed.
 	f := newFleet(t, []int{3}, noShield, func(c *Config) {
@@ -171,9 +190,6 @@ func TestOriginDown(t *testing.T) {
 		do(t, f.client, http.MethodGet, f.nodes[0].Addr(), testHost, path(k))
 	}
 	f.clock.Advance(time.Minute) // everything is stale now
-	// The origin is down: it drops every connection without an answer (a transport failure;
-	// an answer of 5xx would mean it is alive and would not open the breakers).
-	f.origin.SetFault("", origin.Fault{Drop: true})
 	f.origin.ResetStats()
 	sent := func() (requests, refused uint64) {
 		for _, n := range f.nodes {
@@ -187,6 +203,7 @@ func TestOriginDown(t *testing.T) {
 		return requests, refused
 	}
 	sentBefore, _ := sent()
+	down(f)
 	for k := range keys {
 		for _, n := range f.nodes {
 			r := do(t, f.client, http.MethodGet, n.Addr(), testHost, path(k))
@@ -198,16 +215,19 @@ func TestOriginDown(t *testing.T) {
 			}
 		}
 	}
-	// Each node's breaker opened after 3 failures and then refused every other request: the
-	// nodes sent at most 3 each of the 3*keys requests clients made. (The origin may count up
-	// to twice that: Go's transport resends an idempotent request once when a reused
-	// connection dies before answering.)
+	// Each node's breaker opened after perNode failures and then refused every other request
+	// of the 3*keys clients made. (The origin may count up to twice that: Go's transport
+	// resends an idempotent request once when a reused connection dies before answering.)
 	requests, refused := sent()
-	if got, limit := requests-sentBefore, uint64(3*3); got > limit || refused == 0 {
+	if got, limit := requests-sentBefore, 3*perNode; got > limit || refused == 0 {
 		t.Errorf("origin requests sent during the outage = %d (want at most %d), refused by breakers %d (want some)", got, limit, refused)
 	}
-	if got, limit := f.origin.Total(), int64(2*3*3); got > limit {
-		t.Errorf("origin saw %d requests during the outage, want at most %d", got, limit)
+	if limit := int64(3 * perNode); resends {
+		if got := f.origin.Total(); got > 2*limit {
+			t.Errorf("origin saw %d requests during the outage, want at most %d", got, 2*limit)
+		}
+	} else if got := f.origin.Total(); got != 0 {
+		t.Errorf("a stopped origin saw %d requests", got)
 	}
 	open := 0
 	for _, n := range f.nodes {
@@ -228,7 +248,7 @@ func TestOriginDown(t *testing.T) {
 			t.Errorf("cold key during the outage = %d, want 502/503/504", r.status)
 		}
 	}
-	if after, _ := sent(); after-before > uint64(3-open)*3 {
+	if after, _ := sent(); after-before > uint64(3-open)*perNode {
 		t.Errorf("cold keys were sent to the origin %d times with %d of 3 breakers open", after-before, open)
 	}
 }

@@ -56,7 +56,13 @@ type Config struct {
 	// ErrBulkheadFull. Default 50ms.
 	QueueWait time.Duration
 
-	// ConsecutiveFailures opens the breaker after that many failures in a row. Default 5.
+	// ConsecutiveFailures opens the breaker after that many failures in a row of the kinds that
+	// say the upstream as a whole is failing: it cannot be reached (a failed dial or TLS
+	// handshake), or it answered with a status FailureStatus counts. An exchange that fails
+	// after the upstream was reached (a reset or a close before the answer, a timeout, a body
+	// cut short) says that of one request, not of the upstream: it counts in FailureRatio only,
+	// so that a few URLs whose handlers drop the connection do not shut every other URL out
+	// (nginx, with one upstream server, never marks it down at all). Default 5.
 	ConsecutiveFailures uint32
 	// MinRequests is the number of requests within Interval before FailureRatio is considered.
 	// Default 20.
@@ -147,6 +153,8 @@ type Upstream struct {
 	failures           atomic.Uint64
 	bulkheadRejections atomic.Uint64
 	breakerRejections  atomic.Uint64
+	// streak is the failures in a row that ConsecutiveFailures counts; a success ends it.
+	streak atomic.Uint32
 }
 
 // newTransport is the transport c describes (defaults applied): its dialer, TLS and timeouts,
@@ -220,7 +228,7 @@ func New(cfg Config) *Upstream {
 		Interval:    cfg.Interval,
 		Timeout:     cfg.OpenTimeout,
 		ReadyToTrip: func(c gobreaker.Counts) bool {
-			if c.ConsecutiveFailures >= cfg.ConsecutiveFailures {
+			if u.streak.Load() >= cfg.ConsecutiveFailures {
 				return true
 			}
 			return c.Requests >= cfg.MinRequests &&
@@ -288,7 +296,7 @@ func (u *Upstream) Do(req *http.Request) (*http.Response, error) {
 // failureStatus is the breaker failure resp's status counts as (FailureStatus), or nil.
 func (u *Upstream) failureStatus(resp *http.Response) error {
 	if u.cfg.FailureStatus != nil && u.cfg.FailureStatus(resp.StatusCode) {
-		return fmt.Errorf("status %d", resp.StatusCode)
+		return fmt.Errorf("%w %d", errFailureStatus, resp.StatusCode)
 	}
 	return nil
 }
@@ -343,13 +351,35 @@ func pastDeadline(deadline time.Time) bool {
 	return !deadline.IsZero() && !time.Now().Before(deadline)
 }
 
-// finish reports the outcome to the breaker and frees the bulkhead slot.
+// errFailureStatus marks an answer whose status FailureStatus counts as a failure.
+var errFailureStatus = errors.New("status")
+
+// finish reports the outcome to the breaker and frees the bulkhead slot. The streak is kept
+// before the breaker hears of a failure: its ReadyToTrip reads it.
 func (u *Upstream) finish(done func(error), err error) {
-	if err != nil && !errors.Is(err, errCallerCanceled) {
+	switch {
+	case err == nil:
+		u.streak.Store(0)
+	case errors.Is(err, errCallerCanceled):
+	default:
 		u.failures.Add(1)
+		if inARow(err) {
+			u.streak.Add(1)
+		}
 	}
 	done(err)
 	u.release()
+}
+
+// inARow reports whether err is a failure ConsecutiveFailures counts: the upstream could not
+// be reached (its dial or TLS handshake failed) or answered with a status counted as a failure.
+func inARow(err error) bool {
+	var op *net.OpError
+	var alert tls.AlertError
+	var record tls.RecordHeaderError
+	var verify *tls.CertificateVerificationError
+	return errors.Is(err, errFailureStatus) || errors.As(err, &op) && op.Op == "dial" ||
+		errors.As(err, &alert) || errors.As(err, &record) || errors.As(err, &verify)
 }
 
 // acquire takes a bulkhead slot, waiting at most QueueWait.

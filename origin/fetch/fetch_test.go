@@ -638,8 +638,9 @@ func TestFailureStatus(t *testing.T) {
 }
 
 // TestBreakerTransportFailuresOnly checks the default: a long run of 5xx answers leaves the
-// breaker closed and every request reaches the upstream, while transport failures (a connection
-// reset before any answer, a refused connection) open it.
+// breaker closed and every request reaches the upstream; connections dropped before the answer
+// (a handler that resets them) count toward the failure ratio only, not as failures in a row;
+// an upstream that cannot be reached (connections refused, a TLS handshake that fails) opens it.
 func TestBreakerTransportFailuresOnly(t *testing.T) {
 	var hits atomic.Int64
 	var reset atomic.Bool
@@ -667,28 +668,75 @@ func TestBreakerTransportFailuresOnly(t *testing.T) {
 		t.Fatalf("after 100 answers of 500: Stats() = %+v, server hits %d, want closed, 0 failures, 100 requests and hits", st, hits.Load())
 	}
 
+	// Ten resets in a row: each is one request's failure, and every request reaches the upstream.
 	reset.Store(true)
-	for i := range failures {
+	for i := range 10 {
 		if _, err := doRead(t, u, context.Background(), srv.URL); err == nil || errors.Is(err, ErrBreakerOpen) {
 			t.Fatalf("reset %d: error = %v, want a transport error", i, err)
 		}
 	}
+	// (A request on a kept-alive connection that is reset is sent once more on a new one.)
+	if st := u.Stats(); st.State != "closed" || st.Failures != 10 || hits.Load() < 110 {
+		t.Fatalf("after 10 resets: Stats() = %+v, server hits %d, want closed, 10 failures, at least 110 hits", st, hits.Load())
+	}
+	// The same resets as most of the traffic: the ratio opens the breaker.
+	ratio := New(Config{ConsecutiveFailures: failures, MinRequests: 4, FailureRatio: 0.5})
+	defer ratio.Close()
+	for range 4 {
+		doRead(t, ratio, context.Background(), srv.URL)
+	}
 	before := hits.Load()
-	if _, err := doRead(t, u, context.Background(), srv.URL); !errors.Is(err, ErrBreakerOpen) {
-		t.Errorf("Do after %d resets: error = %v, want ErrBreakerOpen", failures, err)
+	if _, err := doRead(t, ratio, context.Background(), srv.URL); !errors.Is(err, ErrBreakerOpen) {
+		t.Errorf("Do after 4 resets in 4 requests: error = %v, want ErrBreakerOpen", err)
 	}
 	if got := hits.Load(); got != before {
 		t.Errorf("server hits while open went %d -> %d, want unchanged", before, got)
 	}
 
-	refused := New(Config{ConsecutiveFailures: failures})
-	defer refused.Close()
-	url := "http://" + deadAddr(t, "127.0.0.45")
-	for range failures {
-		doRead(t, refused, context.Background(), url)
+	// Unreachable: refused connections, and a TLS handshake with a server that speaks plain
+	// HTTP, each open it after ConsecutiveFailures in a row.
+	for _, url := range []string{"http://" + deadAddr(t, "127.0.0.45"), "https://" + srv.Listener.Addr().String()} {
+		unreachable := New(Config{ConsecutiveFailures: failures, MinRequests: 1000})
+		defer unreachable.Close()
+		for i := range failures {
+			if _, err := doRead(t, unreachable, context.Background(), url); err == nil || errors.Is(err, ErrBreakerOpen) {
+				t.Fatalf("%s, request %d: error = %v, want a failure to reach it", url, i, err)
+			}
+		}
+		if _, err := doRead(t, unreachable, context.Background(), url); !errors.Is(err, ErrBreakerOpen) {
+			t.Errorf("Do after %d failures to reach %s: error = %v, want ErrBreakerOpen", failures, url, err)
+		}
 	}
-	if _, err := doRead(t, refused, context.Background(), url); !errors.Is(err, ErrBreakerOpen) {
-		t.Errorf("Do after %d refused connections: error = %v, want ErrBreakerOpen", failures, err)
+}
+
+// TestBreakerStreakEndsOnSuccess: a success between failures that count in a row starts the
+// count again; a reset between them neither ends it nor adds to it.
+func TestBreakerStreakEndsOnSuccess(t *testing.T) {
+	var mode atomic.Int64 // 0: answer 200, 1: 503 (counted by FailureStatus), 2: reset
+	srv := serve(t, "127.0.0.46", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch mode.Load() {
+		case 1:
+			w.WriteHeader(http.StatusServiceUnavailable)
+		case 2:
+			if c, _, err := http.NewResponseController(w).Hijack(); err == nil {
+				c.(*net.TCPConn).SetLinger(0)
+				c.Close()
+			}
+		}
+	}))
+	u := New(Config{ConsecutiveFailures: 3, MinRequests: 1000, FailureStatus: fail5xx})
+	defer u.Close()
+	for i, m := range []int64{1, 1, 0, 1, 2, 1} {
+		mode.Store(m)
+		doRead(t, u, context.Background(), srv.URL)
+		if st := u.Stats(); st.State != "closed" {
+			t.Fatalf("after request %d (mode %d): state %q, want closed", i, m, st.State)
+		}
+	}
+	mode.Store(1)
+	doRead(t, u, context.Background(), srv.URL)
+	if st := u.Stats(); st.State != "open" {
+		t.Errorf("after three counted 503s in a row (a reset among them): state %q, want open", st.State)
 	}
 }
 
