@@ -19,9 +19,10 @@ var errNotHTTPDate = errors.New("not an HTTP-date")
 // cache reads an invalid Expires as a time in the past (RFC 9111 §5.3). nginx and Varnish refuse
 // these too (the http-tests cache-tests suite, bench/cache-tests.sh). Names (of the day, the
 // month, GMT) match in any case, as RFC 9111 §4.2 advises a cache to; the day's name is not
-// checked against the date, as time.Parse does not. A leap second (60) is read as the next
-// minute's first. A two-digit year more than 50 years ahead is the century before (RFC 9110
-// §5.6.7).
+// checked against the date, as time.Parse does not. A leap second (60), which time.Time cannot
+// hold, is read as the second before it (RFC 9111 §4.2: the nearest time equal to or earlier).
+// A two-digit year is the one within 50 years of now, ahead or behind (RFC 9110 §5.6.7: one
+// more than 50 years ahead is the century before).
 func ParseDate(s string) (time.Time, error) { return parseDate(s, 0) }
 
 // parseDate is ParseDate with the current year, which the two-digit year of an rfc850-date is
@@ -77,9 +78,15 @@ func parseDate(s string, thisYear int) (time.Time, error) {
 			thisYear = time.Now().UTC().Year()
 		}
 		y += thisYear / 100 * 100
-		if y > thisYear+50 {
+		switch {
+		case y > thisYear+50:
 			y -= 100
+		case y <= thisYear-50:
+			y += 100
 		}
+	}
+	if ss == 60 {
+		ss = 59
 	}
 	if d < 1 || d > daysIn(m, y) {
 		return time.Time{}, errNotHTTPDate // time.Date would carry it into the next month
@@ -107,14 +114,35 @@ var (
 	monthNames   = [...]string{"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"}
 )
 
-// foldedIndex is the index of the name s is in another case, or -1.
+// foldedIndex is the index of the name s is in another case, or -1. The names are ASCII, and
+// so is the folding: strings.EqualFold would read "ſunday" (a long s) as "sunday".
 func foldedIndex(s string, names []string) int {
 	for i, n := range names {
-		if strings.EqualFold(s, n) {
+		if asciiEqualFold(s, n) {
 			return i
 		}
 	}
 	return -1
+}
+
+// asciiEqualFold reports whether a and b are equal but for the case of ASCII letters.
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
 
 // dayName, longDayName and monthOf look at the case nearly every server sends first, with a
@@ -130,7 +158,7 @@ func dayName(s string) bool {
 
 func longDayName(s string) bool { return foldedIndex(s, longDayNames[:]) >= 0 }
 
-func gmt(s string) bool { return s == " GMT" || strings.EqualFold(s, " GMT") }
+func gmt(s string) bool { return s == " GMT" || asciiEqualFold(s, " GMT") }
 
 // monthOf is the month a three-letter name names, in any case; 0 if none.
 func monthOf(name string) time.Month {

@@ -30,7 +30,7 @@ func TestParseDate(t *testing.T) {
 		{"sun, 06 nov 1994 08:49:37 gmt", utc(1994, 11, 6, 8, 49, 37)}, // RFC 9111 §4.2: any case
 		{"SUN, 06 NOV 1994 08:49:37 GMT", utc(1994, 11, 6, 8, 49, 37)},
 		{"Thu, 18 Aug 2050 02:01:18 gMT", utc(2050, 8, 18, 2, 1, 18)},
-		{"Thu, 31 Dec 2026 23:59:60 GMT", utc(2027, 1, 1, 0, 0, 0)}, // a leap second
+		{"Thu, 31 Dec 2026 23:59:60 GMT", utc(2026, 12, 31, 23, 59, 59)}, // a leap second: the second before
 		// rfc850-date: a two-digit year more than 50 years ahead (of 2026) is the century before.
 		{"Sunday, 06-Nov-94 08:49:37 GMT", utc(1994, 11, 6, 8, 49, 37)},
 		{"sunday, 06-nov-94 08:49:37 gmt", utc(1994, 11, 6, 8, 49, 37)},
@@ -42,34 +42,36 @@ func TestParseDate(t *testing.T) {
 		{"Sun Nov 06 08:49:37 1994", utc(1994, 11, 6, 8, 49, 37)},
 		{"Sun Nov 16 08:49:37 1994", utc(1994, 11, 16, 8, 49, 37)},
 
-		{"Thu, 18 Aug 2050 2:01:18 GMT", time.Time{}},     // one-digit hour
-		{"Thu, 18  Aug  2050 02:01:18 GMT", time.Time{}},  // doubled spaces
-		{"Thu, 18 Aug 2050 02:01:18 UTC", time.Time{}},    // a zone other than GMT
-		{"Thu, 18 Aug 2050 02:01:18 AEST", time.Time{}},   // likewise
-		{"Thu, 18 Aug 50 02:01:18 GMT", time.Time{}},      // two-digit year in an IMF-fixdate
-		{"Thu 18 Aug 2050 02:01:18 GMT", time.Time{}},     // no comma
-		{"Thu, 18-Aug-2050 02:01:18 GMT", time.Time{}},    // dashes
-		{"Thu, 18 Aug 2050 02.01.18 GMT", time.Time{}},    // periods
-		{"Sun, 06 Nov 1994 08:49:37.5 GMT", time.Time{}},  // a fraction of a second
-		{"Sun, 06 Nov 1994 08:49:37 GMT ", time.Time{}},   // a trailing space
-		{" Sun, 06 Nov 1994 08:49:37 GMT", time.Time{}},   // a leading one
-		{"Sun, 06 Nov 1994 08:49:37", time.Time{}},        // no zone
-		{"Sun, 6 Nov 1994 08:49:37 GMT", time.Time{}},     // one-digit day
-		{"Wed, 29 Feb 2023 00:00:00 GMT", time.Time{}},    // not a leap year
-		{"Mon, 29 Feb 1900 00:00:00 GMT", time.Time{}},    // a century
-		{"Sun, 31 Apr 1994 08:49:37 GMT", time.Time{}},    // April has 30
-		{"Sun, 00 Nov 1994 08:49:37 GMT", time.Time{}},    // day 0
-		{"Sun, 32 Nov 1994 08:49:37 GMT", time.Time{}},    // day 32
-		{"Sun, 06 Nov 1994 24:00:00 GMT", time.Time{}},    // hour 24
-		{"Sun, 06 Nov 1994 23:60:00 GMT", time.Time{}},    // minute 60
-		{"Sun, 06 Nov 1994 23:59:61 GMT", time.Time{}},    // second 61
-		{"Sun, 06 Nov 19a4 08:49:37 GMT", time.Time{}},    // not a digit
-		{"Sun, 06 Nov +994 08:49:37 GMT", time.Time{}},    // a sign
-		{"Xyz, 06 Nov 1994 08:49:37 GMT", time.Time{}},    // no such day
-		{"Sun, 06 Nox 1994 08:49:37 GMT", time.Time{}},    // no such month
-		{"Sun, 06-Nov-94 08:49:37 GMT", time.Time{}},      // rfc850 wants the day's full name
-		{"Sundae, 06-Nov-94 08:49:37 GMT", time.Time{}},   // no such day
-		{"Sunday, 06-Nov-1994 08:49:37 GMT", time.Time{}}, // rfc850 with four digits
+		{"Thu, 18 Aug 2050 2:01:18 GMT", time.Time{}},        // one-digit hour
+		{"Thu, 18  Aug  2050 02:01:18 GMT", time.Time{}},     // doubled spaces
+		{"Thu, 18 Aug 2050 02:01:18 UTC", time.Time{}},       // a zone other than GMT
+		{"Thu, 18 Aug 2050 02:01:18 AEST", time.Time{}},      // likewise
+		{"Thu, 18 Aug 50 02:01:18 GMT", time.Time{}},         // two-digit year in an IMF-fixdate
+		{"Thu 18 Aug 2050 02:01:18 GMT", time.Time{}},        // no comma
+		{"Thu, 18-Aug-2050 02:01:18 GMT", time.Time{}},       // dashes
+		{"Thu, 18 Aug 2050 02.01.18 GMT", time.Time{}},       // periods
+		{"Sun, 06 Nov 1994 08:49:37.5 GMT", time.Time{}},     // a fraction of a second
+		{"Sun, 06 Nov 1994 08:49:37 GMT ", time.Time{}},      // a trailing space
+		{" Sun, 06 Nov 1994 08:49:37 GMT", time.Time{}},      // a leading one
+		{"Sun, 06 Nov 1994 08:49:37", time.Time{}},           // no zone
+		{"Sun, 6 Nov 1994 08:49:37 GMT", time.Time{}},        // one-digit day
+		{"Wed, 29 Feb 2023 00:00:00 GMT", time.Time{}},       // not a leap year
+		{"Mon, 29 Feb 1900 00:00:00 GMT", time.Time{}},       // a century
+		{"Sun, 31 Apr 1994 08:49:37 GMT", time.Time{}},       // April has 30
+		{"Sun, 00 Nov 1994 08:49:37 GMT", time.Time{}},       // day 0
+		{"Sun, 32 Nov 1994 08:49:37 GMT", time.Time{}},       // day 32
+		{"Sun, 06 Nov 1994 24:00:00 GMT", time.Time{}},       // hour 24
+		{"Sun, 06 Nov 1994 23:60:00 GMT", time.Time{}},       // minute 60
+		{"Sun, 06 Nov 1994 23:59:61 GMT", time.Time{}},       // second 61
+		{"Sun, 06 Nov 19a4 08:49:37 GMT", time.Time{}},       // not a digit
+		{"Sun, 06 Nov +994 08:49:37 GMT", time.Time{}},       // a sign
+		{"Xyz, 06 Nov 1994 08:49:37 GMT", time.Time{}},       // no such day
+		{"Sun, 06 Nox 1994 08:49:37 GMT", time.Time{}},       // no such month
+		{"Sun, 06-Nov-94 08:49:37 GMT", time.Time{}},         // rfc850 wants the day's full name
+		{"Sundae, 06-Nov-94 08:49:37 GMT", time.Time{}},      // no such day
+		{"\u017funday, 06-Nov-94 08:49:37 GMT", time.Time{}}, // a long s is not an s
+		{"Sun, 06 Nov 1994 08:49:37 \u212aMT", time.Time{}},  // nor a Kelvin sign a K
+		{"Sunday, 06-Nov-1994 08:49:37 GMT", time.Time{}},    // rfc850 with four digits
 		{"Sunday, 06-Nov-94 08:49:37 UTC", time.Time{}},
 		{"Sun Nov 6 08:49:37 1994", time.Time{}},   // asctime's one-digit day without its space
 		{"Sun Nov  6 08:49:37 94", time.Time{}},    // asctime's two-digit year
@@ -85,6 +87,24 @@ func TestParseDate(t *testing.T) {
 		}
 		if ref, ok := refParseDate(tt.in, 2026); ok == tt.want.IsZero() || !ref.Equal(tt.want) {
 			t.Errorf("the reference reads %q as %v, %v; the table says %v", tt.in, ref, ok, tt.want)
+		}
+	}
+}
+
+// TestParseDateTwoDigitYear: a two-digit year is the one within 50 years of the current one,
+// in 2026 as in 2060.
+func TestParseDateTwoDigitYear(t *testing.T) {
+	for _, tt := range []struct{ this, yy, want int }{
+		{2026, 94, 1994}, {2026, 26, 2026}, {2026, 76, 2076}, {2026, 77, 1977}, {2026, 0, 2000},
+		{2060, 5, 2105}, {2060, 10, 2110}, {2060, 11, 2011}, {2060, 99, 2099}, {2099, 49, 2149}, {2099, 50, 2050},
+	} {
+		s := fmt.Sprintf("Monday, 01-Jan-%02d 00:00:00 GMT", tt.yy)
+		got, err := parseDate(s, tt.this)
+		if err != nil || got.Year() != tt.want {
+			t.Errorf("in %d, parseDate(%q) = %v, %v; want the year %d", tt.this, s, got, err, tt.want)
+		}
+		if ref, ok := refParseDate(s, tt.this); !ok || ref.Year() != tt.want {
+			t.Errorf("in %d, the reference reads %q as %v, %v; want the year %d", tt.this, s, ref, ok, tt.want)
 		}
 	}
 }
@@ -108,6 +128,7 @@ func TestParseDateNow(t *testing.T) {
 // for parseDate: names in any case, fields range-checked, the day checked against its month.
 func refParseDate(s string, thisYear int) (time.Time, bool) {
 	var day, mon, year, hh, mm, ss string
+	s = asciiLower(s)
 	if m := refIMF.FindStringSubmatch(s); m != nil {
 		day, mon, year, hh, mm, ss = m[1], m[2], m[3], m[4], m[5], m[6]
 	} else if m := refRFC850.FindStringSubmatch(s); m != nil {
@@ -126,17 +147,21 @@ func refParseDate(s string, thisYear int) (time.Time, bool) {
 	}
 	y, d, h, mi, se := atoi(year), atoi(day), atoi(hh), atoi(mm), atoi(ss)
 	if len(year) == 2 {
+		// The year ending in yy nearest to thisYear, and of two equally near the later.
 		y += thisYear / 100 * 100
-		if y > thisYear+50 {
+		for y > thisYear+50 {
 			y -= 100
 		}
+		for y <= thisYear-50 {
+			y += 100
+		}
 	}
-	month := time.Month(strings.Index("janfebmaraprmayjunjulaugsepoctnovdec", strings.ToLower(mon))/3 + 1)
+	month := time.Month(strings.Index("janfebmaraprmayjunjulaugsepoctnovdec", mon)/3 + 1)
 	daysIn := time.Date(y, month+1, 0, 0, 0, 0, 0, time.UTC).Day()
 	if d < 1 || d > daysIn || h > 23 || mi > 59 || se > 60 {
 		return time.Time{}, false
 	}
-	return time.Date(y, month, d, h, mi, 0, 0, time.UTC).Add(time.Duration(se) * time.Second), true
+	return time.Date(y, month, d, h, mi, min(se, 59), 0, time.UTC), true
 }
 
 const (
@@ -147,9 +172,10 @@ const (
 )
 
 var (
-	refIMF    = regexp.MustCompile(`(?i)^` + refDay + `, ([0-9]{2}) ` + refMon + ` ([0-9]{4}) ` + refTime + ` gmt$`)
-	refRFC850 = regexp.MustCompile(`(?i)^` + refLong + `, ([0-9]{2})-` + refMon + `-([0-9]{2}) ` + refTime + ` gmt$`)
-	refASC    = regexp.MustCompile(`(?i)^` + refDay + ` ` + refMon + ` ([0-9]{2}| [0-9]) ` + refTime + ` ([0-9]{4})$`)
+	// Matched against the input with its ASCII letters lower-cased.
+	refIMF    = regexp.MustCompile(`^` + refDay + `, ([0-9]{2}) ` + refMon + ` ([0-9]{4}) ` + refTime + ` gmt$`)
+	refRFC850 = regexp.MustCompile(`^` + refLong + `, ([0-9]{2})-` + refMon + `-([0-9]{2}) ` + refTime + ` gmt$`)
+	refASC    = regexp.MustCompile(`^` + refDay + ` ` + refMon + ` ([0-9]{2}| [0-9]) ` + refTime + ` ([0-9]{4})$`)
 )
 
 // FuzzParseDate holds parseDate to the reference reading for any string; where both read a
@@ -167,7 +193,7 @@ func FuzzParseDate(f *testing.F) {
 		if (err == nil) != ok || !got.Equal(want) {
 			t.Fatalf("parseDate(%q) = %v, %v; the reference: %v, %v", s, got, err, want, ok)
 		}
-		if err == nil && refIMF.MatchString(s) && s[23:25] != "60" {
+		if err == nil && refIMF.MatchString(asciiLower(s)) && s[23:25] != "60" {
 			if std, err := http.ParseTime(got.Format(http.TimeFormat)); err != nil || !std.Equal(got) {
 				t.Fatalf("http.ParseTime reads %q's date as %v, %v; parseDate: %v", s, std, err, got)
 			}
@@ -187,7 +213,7 @@ func TestParseDateRandom(t *testing.T) {
 	// century), and any year.
 	years := []int{0, 1600, 1800, 1900, 2000, 2020, 2100, 2200, 2400, 9996}
 	read := 0
-	for i := 0; i < 200_000; i++ {
+	for i := 0; i < 50_000; i++ {
 		year := rng.IntN(10_000)
 		if rng.IntN(2) == 0 {
 			year = years[rng.IntN(len(years))] + rng.IntN(4)
@@ -216,7 +242,7 @@ func TestParseDateRandom(t *testing.T) {
 			read++
 		}
 	}
-	if read < 20_000 {
+	if read < 5_000 {
 		t.Errorf("only %d of the strings were dates: the test hardly reaches the range checks", read)
 	}
 }

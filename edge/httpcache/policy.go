@@ -106,7 +106,7 @@ func nonEmpty(values []string) bool {
 // the status), no unqualified private
 // and no Vary: *; and it has explicit freshness (s-maxage, else max-age, else Expires - Date,
 // Expires being read only when Cache-Control is the target field), or else is heuristically
-// cacheable (the statuses of RFC 9110 §15.1, or any status with public) and has a Last-Modified
+// cacheable (the statuses of RFC 9110 §15.1, or any known status with public) and has a Last-Modified
 // giving min(HeuristicFraction × (Date - Last-Modified), HeuristicCap), or else carries no-cache
 // and is heuristically cacheable (Lifetime 0). Meridian has no default TTL: anything else is
 // "no freshness".
@@ -169,7 +169,7 @@ func ResponsePolicy(method string, reqHeader http.Header, status int, respHeader
 		if exp, err := ParseDate(respHeader[hdrExpires][0]); err == nil {
 			p.Lifetime = clampLifetime(exp.Sub(date))
 		}
-	case heuristicStatus(status) || d.Public:
+	case heuristicStatus(status) || d.Public && http.StatusText(status) != "":
 		lm, err := time.Time{}, error(nil)
 		if v := respHeader[hdrLastModified]; len(v) > 0 {
 			lm, err = ParseDate(v[0])

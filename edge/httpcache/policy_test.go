@@ -144,6 +144,9 @@ func TestResponsePolicy(t *testing.T) {
 		{"unknown status, explicit freshness", "GET", nil, 299, hdr("Cache-Control", "max-age=60"), stored(Policy{Lifetime: time.Minute, Target: cc})},
 		{"unknown 4xx, explicit freshness", "GET", nil, 499, hdr("Expires", httpDate(now.Add(time.Hour)), "Date", date), stored(Policy{Lifetime: time.Hour, Target: cc})},
 		{"unknown status, not heuristic", "GET", nil, 299, hdr("Last-Modified", httpDate(now.Add(-100*time.Hour)), "Date", date), Policy{Reason: "no freshness", Target: cc}},
+		{"unknown status, not heuristic with public", "GET", nil, 299, hdr("Cache-Control", "public", "Last-Modified", httpDate(now.Add(-100*time.Hour)), "Date", date),
+			Policy{Reason: "no freshness", Target: cc}},
+		{"unknown status, not stored for no-cache alone", "GET", nil, 499, hdr("Cache-Control", "public, no-cache"), Policy{Reason: "no freshness", Target: cc}},
 		{"status 600", "GET", nil, 600, hdr("Cache-Control", "max-age=60"), Policy{Reason: "status"}},
 
 		// Qualified private and no-cache, no-cache, revalidation.

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strings"
 	"sync"
@@ -62,7 +63,8 @@ type Config struct {
 	// after the upstream was reached (a reset or a close before the answer, a timeout, a body
 	// cut short) says that of one request, not of the upstream: it counts in FailureRatio only,
 	// so that a few URLs whose handlers drop the connection do not shut every other URL out
-	// (nginx, with one upstream server, never marks it down at all). Default 5.
+	// (nginx, with one upstream server, never marks it down at all). A success, or a change of
+	// the breaker's state, ends the run. Default 5.
 	ConsecutiveFailures uint32
 	// MinRequests is the number of requests within Interval before FailureRatio is considered.
 	// Default 20.
@@ -153,8 +155,11 @@ type Upstream struct {
 	failures           atomic.Uint64
 	bulkheadRejections atomic.Uint64
 	breakerRejections  atomic.Uint64
-	// streak is the failures in a row that ConsecutiveFailures counts; a success ends it.
-	streak atomic.Uint32
+	// streak is the failures in a row that ConsecutiveFailures counts; a success or a change of
+	// the breaker's state ends it. Only the breaker's callbacks touch it, under its mutex and in
+	// the order it counts outcomes (a result from before its last change of state is not
+	// counted, by it or here).
+	streak uint32
 }
 
 // newTransport is the transport c describes (defaults applied): its dialer, TLS and timeouts,
@@ -228,7 +233,7 @@ func New(cfg Config) *Upstream {
 		Interval:    cfg.Interval,
 		Timeout:     cfg.OpenTimeout,
 		ReadyToTrip: func(c gobreaker.Counts) bool {
-			if u.streak.Load() >= cfg.ConsecutiveFailures {
+			if u.streak >= cfg.ConsecutiveFailures {
 				return true
 			}
 			return c.Requests >= cfg.MinRequests &&
@@ -236,6 +241,17 @@ func New(cfg Config) *Upstream {
 		},
 		// A caller that gives up says nothing about the upstream's health.
 		IsExcluded: func(err error) bool { return errors.Is(err, errCallerCanceled) },
+		IsSuccessful: func(err error) bool {
+			switch {
+			case err == nil:
+				u.streak = 0
+				return true
+			case inARow(err):
+				u.streak++
+			}
+			return false
+		},
+		OnStateChange: func(string, gobreaker.State, gobreaker.State) { u.streak = 0 },
 	})
 	return u
 }
@@ -307,12 +323,21 @@ func (u *Upstream) failureStatus(resp *http.Response) error {
 // transport alone is enough and a miss is cheaper (issue 15). It sends a copy of req with
 // ctx. Errors are *url.Error, as the client returns them.
 func (u *Upstream) roundTrip(ctx context.Context, req *http.Request) (*http.Response, error) {
+	// The built transport reports when it has a connection (dialed, and for https with its
+	// handshake done): a failure before that is one to reach the upstream.
+	var connected atomic.Bool
+	if u.cfg.Transport == nil {
+		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { connected.Store(true) }})
+	}
 	r := req.WithContext(ctx)
 	if r.Header == nil {
 		r.Header = http.Header{} // the transport refuses a nil header; r is our own copy
 	}
 	resp, err := u.transport.RoundTrip(r)
 	if err != nil {
+		if u.cfg.Transport == nil && !connected.Load() {
+			err = &notReachedError{err}
+		}
 		return nil, &url.Error{Op: opName(req), URL: req.URL.Redacted(), Err: err}
 	}
 	return resp, nil
@@ -354,32 +379,35 @@ func pastDeadline(deadline time.Time) bool {
 // errFailureStatus marks an answer whose status FailureStatus counts as a failure.
 var errFailureStatus = errors.New("status")
 
-// finish reports the outcome to the breaker and frees the bulkhead slot. The streak is kept
-// before the breaker hears of a failure: its ReadyToTrip reads it.
+// finish reports the outcome to the breaker and frees the bulkhead slot.
 func (u *Upstream) finish(done func(error), err error) {
-	switch {
-	case err == nil:
-		u.streak.Store(0)
-	case errors.Is(err, errCallerCanceled):
-	default:
+	if err != nil && !errors.Is(err, errCallerCanceled) {
 		u.failures.Add(1)
-		if inARow(err) {
-			u.streak.Add(1)
-		}
 	}
 	done(err)
 	u.release()
 }
 
-// inARow reports whether err is a failure ConsecutiveFailures counts: the upstream could not
-// be reached (its dial or TLS handshake failed) or answered with a status counted as a failure.
+// notReachedError is a failure before a connection to the upstream was ready: its dial (the
+// caller's deadline or DialTimeout included) or, for https, its TLS handshake.
+type notReachedError struct{ err error }
+
+func (e *notReachedError) Error() string { return e.err.Error() }
+func (e *notReachedError) Unwrap() error { return e.err }
+
+// Timeout is the wrapped error's: url.Error.Timeout asks its Err directly, not through Unwrap.
+func (e *notReachedError) Timeout() bool {
+	var t interface{ Timeout() bool }
+	return errors.As(e.err, &t) && t.Timeout()
+}
+
+// inARow reports whether err is a failure ConsecutiveFailures counts: the upstream was not
+// reached, or answered with a status counted as a failure. With an injected Transport, whose
+// connections this package does not see, a failed dial is the one sign of the first.
 func inARow(err error) bool {
+	var nr *notReachedError
 	var op *net.OpError
-	var alert tls.AlertError
-	var record tls.RecordHeaderError
-	var verify *tls.CertificateVerificationError
-	return errors.Is(err, errFailureStatus) || errors.As(err, &op) && op.Op == "dial" ||
-		errors.As(err, &alert) || errors.As(err, &record) || errors.As(err, &verify)
+	return errors.Is(err, errFailureStatus) || errors.As(err, &nr) || errors.As(err, &op) && op.Op == "dial"
 }
 
 // acquire takes a bulkhead slot, waiting at most QueueWait.

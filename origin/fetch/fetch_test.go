@@ -5,6 +5,7 @@ package fetch
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -693,10 +694,20 @@ func TestBreakerTransportFailuresOnly(t *testing.T) {
 		t.Errorf("server hits while open went %d -> %d, want unchanged", before, got)
 	}
 
-	// Unreachable: refused connections, and a TLS handshake with a server that speaks plain
-	// HTTP, each open it after ConsecutiveFailures in a row.
-	for _, url := range []string{"http://" + deadAddr(t, "127.0.0.45"), "https://" + srv.Listener.Addr().String()} {
-		unreachable := New(Config{ConsecutiveFailures: failures, MinRequests: 1000})
+	// Unreachable: refused connections, a TLS handshake with a server that speaks plain HTTP,
+	// and one with a TLS server that refuses the client's version (its alert comes back as a
+	// "remote error", not as a tls.AlertError), each open it after ConsecutiveFailures in a row.
+	tls13, _ := tlsServer(t, "127.0.0.47", tls.VersionTLS13)
+	for _, tt := range []struct {
+		url string
+		tls *tls.Config
+	}{
+		{"http://" + deadAddr(t, "127.0.0.45"), nil},
+		{"https://" + srv.Listener.Addr().String(), nil},
+		{tls13.URL, &tls.Config{MaxVersion: tls.VersionTLS12, InsecureSkipVerify: true}},
+	} {
+		url := tt.url
+		unreachable := New(Config{ConsecutiveFailures: failures, MinRequests: 1000, TLSConfig: tt.tls})
 		defer unreachable.Close()
 		for i := range failures {
 			if _, err := doRead(t, unreachable, context.Background(), url); err == nil || errors.Is(err, ErrBreakerOpen) {
@@ -706,6 +717,76 @@ func TestBreakerTransportFailuresOnly(t *testing.T) {
 		if _, err := doRead(t, unreachable, context.Background(), url); !errors.Is(err, ErrBreakerOpen) {
 			t.Errorf("Do after %d failures to reach %s: error = %v, want ErrBreakerOpen", failures, url, err)
 		}
+	}
+}
+
+// tlsServer is an https server on ip that accepts TLS minVersion and above and answers 200.
+func tlsServer(t *testing.T, ip string, minVersion uint16) (*httptest.Server, *atomic.Int64) {
+	t.Helper()
+	var hits atomic.Int64
+	ln, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		t.Fatalf("listen on %s: %v", ip, err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
+	srv.Listener = ln
+	srv.TLS = &tls.Config{MinVersion: minVersion}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv, &hits
+}
+
+// TestBreakerStreakAcrossStates: failures counted in a row before the breaker last changed
+// state do not count after it. Three answers of 503 (counted by FailureStatus) are still being
+// read when three more open the breaker; a probe closes it again; then the three old bodies
+// are closed, and a reset (not a failure in a row) must not find a streak of three and open it.
+func TestBreakerStreakAcrossStates(t *testing.T) {
+	var mode atomic.Int64 // 0: answer 200, 1: 503, 2: reset
+	srv := serve(t, "127.0.0.48", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch mode.Load() {
+		case 1:
+			w.WriteHeader(http.StatusServiceUnavailable)
+			w.Write([]byte("down")) // a body, read (and counted) when it is closed
+		case 2:
+			if c, _, err := http.NewResponseController(w).Hijack(); err == nil {
+				c.(*net.TCPConn).SetLinger(0)
+				c.Close()
+			}
+		}
+	}))
+	u := New(Config{ConsecutiveFailures: 3, MinRequests: 1000, OpenTimeout: 200 * time.Millisecond, FailureStatus: fail5xx})
+	defer u.Close()
+	mode.Store(1)
+	var held []*http.Response
+	for range 3 {
+		resp, err := u.Do(get(t, context.Background(), srv.URL))
+		if err != nil {
+			t.Fatalf("held request: %v", err)
+		}
+		held = append(held, resp)
+	}
+	for range 3 {
+		doRead(t, u, context.Background(), srv.URL)
+	}
+	if st := u.Stats(); st.State != "open" {
+		t.Fatalf("after three counted 503s: state %q, want open", st.State)
+	}
+	wait.For(t, 5*time.Second, "the breaker half-open", func() bool { return u.Stats().State == "half-open" })
+	mode.Store(0)
+	if got, err := doRead(t, u, context.Background(), srv.URL); err != nil || got != 200 {
+		t.Fatalf("probe = %d, %v; want 200", got, err)
+	}
+	for _, resp := range held {
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	if st := u.Stats(); st.State != "closed" {
+		t.Fatalf("after the probe and the old bodies: state %q, want closed", st.State)
+	}
+	mode.Store(2)
+	doRead(t, u, context.Background(), srv.URL)
+	if st := u.Stats(); st.State != "closed" {
+		t.Errorf("after one reset: state %q, want closed (the old 503s belong to an earlier state)", st.State)
 	}
 }
 

@@ -131,7 +131,7 @@ func (t *h1Transport) send(ctx context.Context, deadline time.Time, req *http.Re
 		if c == nil {
 			var err error
 			if c, err = p.dial(ctx); err != nil {
-				return nil, err
+				return nil, &notReachedError{err}
 			}
 		}
 		if trace != nil && trace.GotConn != nil {
