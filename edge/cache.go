@@ -22,6 +22,10 @@ func (n *Node) serveCacheable(w *logWriter, req *request) {
 	delete(r.Header, "Cookie")
 	req.coding = normalizeAcceptEncoding(r)
 	cc := httpcache.ParseCacheControl(r.Header["Cache-Control"])
+	if req.fromPeer && cc.HasMaxAge {
+		// The bound goes on with this node's own fill (fillCacheControl).
+		req.maxAge, req.hasMaxAge = cc.MaxAge, true
+	}
 	fl := n.fill
 	if r.Header.Get("Authorization") != "" {
 		// Authenticated requests bypass the shared tiers; the response is stored only if it
@@ -59,7 +63,10 @@ func (n *Node) serveCacheable(w *logWriter, req *request) {
 	}
 	obj = n.revalidateWhileLagging(obj) // purge rule 5: behind the purge stream nothing is fresh
 	ttl := obj.TTL(now)
-	if freshHit(obj, verdict, ttl) {
+	// A fleet node that invalidated the URL asks for nothing older than that (invalidations.go):
+	// an older copy is revalidated.
+	tooOld := req.hasMaxAge && obj.Age(now) > req.maxAge
+	if !tooOld && freshHit(obj, verdict, ttl) {
 		w.cacheStatus = "hit"
 		n.deliver(w, req, obj, httpcache.Status{Cache: n.name, Proto: req.proto, Hit: true, TTL: ttl, HasTTL: true}, "")
 		return

@@ -260,7 +260,9 @@ func (n *Node) invalidate(req *request, r *http.Request, resp *http.Response) {
 	host := req.host.cfg.Host
 	for _, target := range httpcache.InvalidationTargets(r.Method, r.URL, host, resp.StatusCode, resp.Header) {
 		path, query, _ := strings.Cut(target, "?")
-		n.store.Purge(store.Record{Kind: store.URL, Host: host, Value: httpcache.Key(host, path, query, req.host.keyOpts)})
+		key := httpcache.Key(host, path, query, req.host.keyOpts)
+		at := n.store.Purge(store.Record{Kind: store.URL, Host: host, Value: key})
+		n.invalidations.add(key, at)
 	}
 	for _, g := range httpcache.CacheGroupInvalidation(resp.Header) {
 		n.store.Purge(store.Record{Kind: store.Key, Host: host, Value: g})

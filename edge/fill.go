@@ -233,7 +233,7 @@ func (f *filler) fetchTiers(req *request, stale *store.Object, opts fillOptions)
 			if p.ID == n.cfg.Node {
 				break // we own the key (or every better owner failed): go upstream ourselves
 			}
-			resp, err := f.fetchNode(req, p, hops{peer: true}, stale, "", "")
+			resp, err := f.fetchNode(req, p, hops{peer: true}, stale, n.fillCacheControl(req), "")
 			if err == nil {
 				return resp, "peer", nil
 			}
@@ -248,7 +248,7 @@ func (f *filler) fetchTiers(req *request, stale *store.Object, opts fillOptions)
 			return nil, "shield", errLoop
 		}
 		for _, p := range rendezvous(t.shields[shield], req.key) {
-			resp, err := f.fetchNode(req, p, hops{peer: req.hop.peer, shield: true}, stale, "", "")
+			resp, err := f.fetchNode(req, p, hops{peer: req.hop.peer, shield: true}, stale, n.fillCacheControl(req), "")
 			if err == nil {
 				return resp, "shield", nil
 			}

@@ -46,9 +46,11 @@ type Node struct {
 	// peerKeys signs and verifies fill requests between nodes (hopauth.go); nil means none.
 	peerKeys atomic.Pointer[wire.PeerKeyring]
 
-	store   *store.Store
-	fill    *filler // owns every fill, the upstream clients and background revalidations
-	metrics *metrics
+	store *store.Store
+	// invalidations are the URLs this node invalidated after unsafe requests (invalidations.go).
+	invalidations invalidations
+	fill          *filler // owns every fill, the upstream clients and background revalidations
+	metrics       *metrics
 
 	draining  atomic.Bool
 	ready     chan struct{}

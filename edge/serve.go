@@ -44,6 +44,10 @@ type request struct {
 	hop      hops   // tiers already crossed, from a trusted fleet node
 	fromPeer bool   // sent by a fleet node (hop header trusted)
 	needSeq  uint64 // purge sequence the requesting fleet node has applied (fills only)
+	// maxAge bounds the age of what may answer a fleet node's fill (hasMaxAge), which asks for
+	// nothing older than a URL's invalidation at its end (invalidations.go).
+	maxAge    time.Duration
+	hasMaxAge bool
 	// puts is the store's Puts count for key, read before serveCacheable's lookup missed
 	// (looked true): a fill that finds it unchanged skips its own look (storedFresh).
 	puts   uint32

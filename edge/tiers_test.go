@@ -554,3 +554,33 @@ func TestFleetStaleAsksOutliveHandler(t *testing.T) {
 		}
 	}
 }
+
+// TestUnsafeInvalidatesThroughTiers: a node that passes a successful unsafe request through
+// invalidates its copy (RFC 9111 §4.4), and its next fill asks the tiers above it, which did
+// not see the request and still hold the old copy, for nothing older (Cache-Control: max-age
+// on the signed fill): the shield, and the key's owner in the PoP on the way, revalidate, and
+// the client that wrote reads what it wrote. A client's own max-age is still ignored.
+func TestUnsafeInvalidatesThroughTiers(t *testing.T) {
+	f := newFleet(t, []int{1, 2}, func(string) string { return "p0" }, nil)
+	for i, n := range f.nodes[1:] { // p1's two nodes: for one of them the key's owner is the other
+		path := fmt.Sprintf("/inv%d", i)
+		p := obj(path, "cc", "max-age=600")
+		if r := do(t, f.client, http.MethodGet, n.Addr(), testHost, p); !strings.HasPrefix(r.body, path+"@v1:") {
+			t.Fatalf("first GET %s on %s = %d %.30q, want v1", path, n.Name(), r.status, r.body)
+		}
+		f.clock.Advance(time.Second)
+		if r := do(t, f.client, http.MethodPost, n.Addr(), testHost, p); r.status/100 != 2 {
+			t.Fatalf("POST %s on %s = %d, want 2xx", path, n.Name(), r.status)
+		}
+		r := do(t, f.client, http.MethodGet, n.Addr(), testHost, p)
+		if !strings.HasPrefix(r.body, path+"@v2:") {
+			t.Errorf("GET %s on %s after the POST = %d %.30q (Cache-Status %q), want v2 from the origin",
+				path, n.Name(), r.status, r.body, r.header.Get("Cache-Status"))
+		}
+		// A client's max-age is not a fleet node's: the copy now stored is served as a hit.
+		f.clock.Advance(time.Second)
+		if r := do(t, f.client, http.MethodGet, n.Addr(), testHost, p, "Cache-Control", "max-age=0"); !strings.Contains(r.header.Get("Cache-Status"), "hit") {
+			t.Errorf("GET %s with a client's max-age=0 = Cache-Status %q, want a hit", path, r.header.Get("Cache-Status"))
+		}
+	}
+}
