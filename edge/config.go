@@ -59,8 +59,10 @@ type Config struct {
 	// Upstream tunes the client used for every origin and peer.
 	Upstream UpstreamConfig `yaml:"upstream"`
 	// PeerTimeout bounds a fill from one peer or shield node before the next is tried. It
-	// includes the peer's own upstream fill, so it should exceed the origin's usual response
-	// time. Default 5s.
+	// includes the peer's own upstream fill, so it must exceed the time that fill may wait for
+	// the origin's answer: shorter, an origin slower than it (a page that takes 6 s) is asked
+	// by every shield node in turn and then by the edge itself, and the client waits for all
+	// of them. Default upstream.response_header_timeout + 5s (15s).
 	PeerTimeout time.Duration `yaml:"peer_timeout"`
 	// FleetStaleTimeout bounds the only-if-cached fan-out to peers and shield when the origin
 	// fails. Default 300ms.
@@ -188,7 +190,11 @@ func (c *Config) setDefaults() {
 		c.Cache.MaxObjectBytes = 8 << 20
 	}
 	if c.PeerTimeout == 0 {
-		c.PeerTimeout = 5 * time.Second
+		rh := c.Upstream.ResponseHeaderTimeout
+		if rh <= 0 {
+			rh = 10 * time.Second // origin/fetch's default
+		}
+		c.PeerTimeout = rh + 5*time.Second
 	}
 	if c.FleetStaleTimeout == 0 {
 		c.FleetStaleTimeout = 300 * time.Millisecond

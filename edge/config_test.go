@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/meridian-cdn/meridian/internal/gcheadroom"
 	"github.com/meridian-cdn/meridian/wire"
@@ -134,6 +135,22 @@ func TestGCPercent(t *testing.T) {
 	for _, tt := range tests {
 		if got, set := gcPercent(tt.gogc, tt.gomemlimit); got != tt.want || set != tt.set {
 			t.Errorf("gcPercent(%q, %q) = %d, %v; want %d, %v", tt.gogc, tt.gomemlimit, got, set, tt.want, tt.set)
+		}
+	}
+}
+
+// TestPeerTimeoutDefault: a fill from a peer or shield node may wait as long as that node's own
+// fill may wait for the origin's answer, and 5 s more; a value set stays.
+func TestPeerTimeoutDefault(t *testing.T) {
+	for _, tt := range []struct{ peer, header, want time.Duration }{
+		{0, 0, 15 * time.Second},
+		{0, 30 * time.Second, 35 * time.Second},
+		{2 * time.Second, 0, 2 * time.Second},
+	} {
+		cfg := Config{PeerTimeout: tt.peer, Upstream: UpstreamConfig{ResponseHeaderTimeout: tt.header}}
+		cfg.setDefaults()
+		if cfg.PeerTimeout != tt.want {
+			t.Errorf("peer_timeout %v, response_header_timeout %v: default %v, want %v", tt.peer, tt.header, cfg.PeerTimeout, tt.want)
 		}
 	}
 }
