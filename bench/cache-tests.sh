@@ -17,6 +17,10 @@
 # bench/results/cache-tests.json. The edge's breaker must stay shut through the run (the suite
 # drops connections on purpose); the script says if it opened.
 #
+# TIERS=2 puts a shield node (PoP "ash", with the same one host) between the edge and the
+# origin, both with the default config but for the shield and a shared peer key: what a
+# client sees through a tiered fleet. The results then go to bench/results/cache-tests-2.json.
+#
 # Usage: bench/cache-tests.sh [test id]   (one test, with the suite's dump of the exchange)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +31,9 @@ ADDR=127.0.0.86
 ORIGIN_PORT=18200
 EDGE_PORT=18201
 ADMIN_PORT=18202
+SHIELD_PORT=18203
+TIERS=${TIERS:-1}
+case $TIERS in 1|2) ;; *) echo "TIERS must be 1 or 2" >&2; exit 2 ;; esac
 
 CACHE_TESTS_REV=${CACHE_TESTS_REV:-b55b8bd} # 2026-11, the run in docs/edge.md
 if [ -n "${CACHE_TESTS_DIR:-}" ]; then
@@ -55,8 +62,20 @@ npm_config_protocol=http npm_config_port=$ORIGIN_PORT npm_config_pidfile="$W/sui
   node "$SERVER" >"$W/suite-server.log" 2>&1 &
 SUITE_PID=$!
 PIDS+=($SUITE_PID)
-printf '%s\n' "listen: $ADDR:$EDGE_PORT" "admin_listen: $ADDR:$ADMIN_PORT" "hosts:" \
-  "  - host: $ADDR" "    origin: http://$ADDR:$ORIGIN_PORT" >"$W/edge.yaml"
+if [ "$TIERS" = 2 ]; then
+  head -c 48 /dev/urandom | base64 >"$W/peer.key"
+  printf '%s\n' "pop: ash" "node: ash-1" "listen: $ADDR:$SHIELD_PORT" 'admin_listen: "off"' "peer_key_file: $W/peer.key" \
+    "hosts:" "  - host: $ADDR" "    origin: http://$ADDR:$ORIGIN_PORT" >"$W/shield.yaml"
+  "$W/meridian" edge --config "$W/shield.yaml" 2>"$W/shield.log" &
+  SHIELD_PID=$!
+  PIDS+=($SHIELD_PID)
+fi
+{
+  printf '%s\n' "listen: $ADDR:$EDGE_PORT" "admin_listen: $ADDR:$ADMIN_PORT"
+  [ "$TIERS" = 1 ] || printf '%s\n' "peer_key_file: $W/peer.key" "shields:" "  ash: [{id: ash-1, addr: \"$ADDR:$SHIELD_PORT\"}]"
+  printf '%s\n' "hosts:" "  - host: $ADDR" "    origin: http://$ADDR:$ORIGIN_PORT"
+  [ "$TIERS" = 1 ] || echo "    shield: ash"
+} >"$W/edge.yaml"
 "$W/meridian" edge --config "$W/edge.yaml" 2>"$W/edge.log" &
 EDGE_PID=$!
 PIDS+=($EDGE_PID)
@@ -65,7 +84,7 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 # Both must be the ones started here (a leftover on the same address would answer instead).
-for p in "suite server:$SUITE_PID:$W/suite-server.log" "edge:$EDGE_PID:$W/edge.log"; do
+for p in "suite server:$SUITE_PID:$W/suite-server.log" "edge:$EDGE_PID:$W/edge.log" ${SHIELD_PID:+"shield:$SHIELD_PID:$W/shield.log"}; do
   IFS=: read -r what pid log <<<"$p"
   if ! kill -0 "$pid" 2>/dev/null; then
     echo "the $what did not start:" >&2
@@ -79,7 +98,7 @@ if [ -n "${1:-}" ]; then
   run_cli "$1"
   exit
 fi
-echo "cache-tests ($VERSION) against meridian edge at $ADDR:$EDGE_PORT, origin $ADDR:$ORIGIN_PORT" >&2
+echo "cache-tests ($VERSION) against meridian edge at $ADDR:$EDGE_PORT, origin $ADDR:$ORIGIN_PORT, tiers $TIERS" >&2
 run_cli "" >"$W/meridian.json"
 
 # Each test's kind and name, from the suite itself.
@@ -96,9 +115,9 @@ node "$W/meta.mjs" "$SUITE" >"$W/meta.json"
 
 rejections=$(curl -s "http://$ADDR:$ADMIN_PORT/metrics" | awk '/^meridian_edge_upstream_breaker_rejections_total/ {s += $NF} END {print s + 0}')
 mkdir -p bench/results
-python3 - "$W" "$SUITE" "$VERSION" "$rejections" <<'PY'
+python3 - "$W" "$SUITE" "$VERSION" "$rejections" "$TIERS" <<'PY'
 import datetime, json, os, platform, sys
-w, suite, version, rejections = sys.argv[1], sys.argv[2], sys.argv[3], int(float(sys.argv[4]))
+w, suite, version, rejections, tiers = sys.argv[1], sys.argv[2], sys.argv[3], int(float(sys.argv[4])), int(sys.argv[5])
 meta = json.load(open(os.path.join(w, 'meta.json')))
 tests = meta['tests']
 ours = json.load(open(os.path.join(w, 'meridian.json')))
@@ -129,9 +148,10 @@ print(f"\nbreaker rejections during the run: {rejections}" + ('' if rejections =
 out = {
     'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
     'suite': version, 'machine': f"{os.cpu_count()} cores, {platform.system()} {platform.release()}",
-    'breaker_rejections': rejections,
+    'breaker_rejections': rejections, 'tiers': tiers,
     'passed': {kind: sum(passed(ours, k) for k in ours if tests.get(k, {}).get('kind') == kind) for kind in kinds},
     'results': ours,
 }
-json.dump(out, open('bench/results/cache-tests.json', 'w'), indent=1, sort_keys=True)
+name = 'bench/results/cache-tests.json' if tiers == 1 else f'bench/results/cache-tests-{tiers}.json'
+json.dump(out, open(name, 'w'), indent=1, sort_keys=True)
 PY
