@@ -62,7 +62,9 @@ type Config struct {
 	// includes the peer's own upstream fill, so it must exceed the time that fill may wait for
 	// the origin's answer: shorter, an origin slower than it (a page that takes 6 s) is asked
 	// by every shield node in turn and then by the edge itself, and the client waits for all
-	// of them. Default upstream.response_header_timeout + 5s (15s).
+	// of them. It bounds the wait for the node's answer header too (upstream's
+	// response_header_timeout is the origin's). Default upstream.response_header_timeout + 5s
+	// (15s), at most half of fill_timeout.
 	PeerTimeout time.Duration `yaml:"peer_timeout"`
 	// FleetStaleTimeout bounds the only-if-cached fan-out to peers and shield when the origin
 	// fails. Default 300ms.
@@ -189,13 +191,6 @@ func (c *Config) setDefaults() {
 	if c.Cache.MaxObjectBytes == 0 {
 		c.Cache.MaxObjectBytes = 8 << 20
 	}
-	if c.PeerTimeout == 0 {
-		rh := c.Upstream.ResponseHeaderTimeout
-		if rh <= 0 {
-			rh = 10 * time.Second // origin/fetch's default
-		}
-		c.PeerTimeout = rh + 5*time.Second
-	}
 	if c.FleetStaleTimeout == 0 {
 		c.FleetStaleTimeout = 300 * time.Millisecond
 	}
@@ -213,6 +208,15 @@ func (c *Config) setDefaults() {
 	}
 	if c.FillTimeout == 0 {
 		c.FillTimeout = 60 * time.Second
+	}
+	if c.PeerTimeout == 0 {
+		rh := c.Upstream.ResponseHeaderTimeout
+		if rh <= 0 {
+			rh = 10 * time.Second // origin/fetch's default
+		}
+		// At most half the fill's time, so that one hung node leaves the fill time for the
+		// next tier.
+		c.PeerTimeout = min(rh+5*time.Second, c.FillTimeout/2)
 	}
 	if c.PassTimeout == 0 {
 		c.PassTimeout = time.Hour

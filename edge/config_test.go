@@ -140,14 +140,17 @@ func TestGCPercent(t *testing.T) {
 }
 
 // TestPeerTimeoutDefault: a fill from a peer or shield node may wait as long as that node's own
-// fill may wait for the origin's answer, and 5 s more; a value set stays.
+// fill may wait for the origin's answer, and 5 s more, but at most half the fill's time; a
+// value set stays.
 func TestPeerTimeoutDefault(t *testing.T) {
-	for _, tt := range []struct{ peer, header, want time.Duration }{
-		{0, 0, 15 * time.Second},
-		{0, 30 * time.Second, 35 * time.Second},
-		{2 * time.Second, 0, 2 * time.Second},
+	for _, tt := range []struct{ peer, header, fill, want time.Duration }{
+		{0, 0, 0, 15 * time.Second},
+		{0, 20 * time.Second, 0, 25 * time.Second},
+		{2 * time.Second, 0, 0, 2 * time.Second},
+		{0, 30 * time.Second, 0, 30 * time.Second}, // half of fill_timeout's 60 s
+		{0, 30 * time.Second, 2 * time.Minute, 35 * time.Second},
 	} {
-		cfg := Config{PeerTimeout: tt.peer, Upstream: UpstreamConfig{ResponseHeaderTimeout: tt.header}}
+		cfg := Config{PeerTimeout: tt.peer, FillTimeout: tt.fill, Upstream: UpstreamConfig{ResponseHeaderTimeout: tt.header}}
 		cfg.setDefaults()
 		if cfg.PeerTimeout != tt.want {
 			t.Errorf("peer_timeout %v, response_header_timeout %v: default %v, want %v", tt.peer, tt.header, cfg.PeerTimeout, tt.want)

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -255,6 +256,10 @@ func (f *filler) collapse(flightKey string, req *request, stale *store.Object, o
 	case res.obj == nil || !res.shareable:
 		// Not stored (private, Set-Cookie, too large, ...): this caller fetches its own.
 		return f.direct(req, stale, opts)
+	case req.hasMaxAge && res.obj.Age(f.n.clock()) > req.maxAge && !strings.HasSuffix(flightKey, boundedFlight):
+		// A fleet node asked for nothing this old (invalidations.go), and the fill it joined
+		// had no such bound: fill again with it, collapsed with others that carry one.
+		return f.collapse(flightKey+boundedFlight, req, stale, opts)
 	case len(res.obj.Policy.Vary) > 0 && httpcache.VaryKey(res.obj.Policy.Vary, req.r.Header) != res.obj.Variant:
 		// The leader's variant is not ours: fill ours, collapsed with others of the same variant.
 		return f.collapse(flightKey+"\x00"+httpcache.VaryKey(res.obj.Policy.Vary, req.r.Header), req, stale, opts)
@@ -369,7 +374,7 @@ func (f *filler) fillFunc(flightKey string, req *request, stale *store.Object, o
 			// A miss looked the store up before the fill it missed had stored its object,
 			// and got here after that fill left the flight: what is stored now is its answer,
 			// not a second fetch from upstream.
-			if obj := f.n.storedFresh(lead); obj != nil {
+			if obj := f.n.storedFresh(lead); obj != nil && !(lead.hasMaxAge && obj.Age(f.n.clock()) > lead.maxAge) {
 				return &fillResult{obj: obj, status: obj.Status, shareable: true}, nil
 			}
 		}

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -168,9 +169,18 @@ func do(t testing.TB, c *http.Client, method, addr, host, path string, hdr ...st
 	if t != nil {
 		t.Helper()
 	}
-	req, err := http.NewRequest(method, "http://"+addr+path, nil)
+	r, err := tryDo(c, method, addr, host, path, hdr...)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return r
+}
+
+// tryDo is do for a goroutine other than the test's: it returns what went wrong.
+func tryDo(c *http.Client, method, addr, host, path string, hdr ...string) (resp, error) {
+	req, err := http.NewRequest(method, "http://"+addr+path, nil)
+	if err != nil {
+		return resp{}, err
 	}
 	req.Host = host
 	for i := 0; i+1 < len(hdr); i += 2 {
@@ -178,12 +188,12 @@ func do(t testing.TB, c *http.Client, method, addr, host, path string, hdr ...st
 	}
 	r, err := c.Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
+		return resp{}, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer r.Body.Close()
 	b, err := io.ReadAll(r.Body)
 	if err != nil {
-		t.Fatalf("read %s: %v", path, err)
+		return resp{}, fmt.Errorf("read %s: %w", path, err)
 	}
-	return resp{status: r.StatusCode, header: r.Header, body: string(b)}
+	return resp{status: r.StatusCode, header: r.Header, body: string(b)}, nil
 }

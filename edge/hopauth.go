@@ -134,7 +134,9 @@ func (n *Node) verifyHop(r *http.Request) error {
 func hopMAC(secret []byte, kid, ts, node, method, host, target string, h http.Header) []byte {
 	m := hmac.New(sha256.New, secret)
 	for _, s := range []string{"meridian-fill-v1", kid, ts, node, method, strings.ToLower(host), target,
-		h.Get(hopHeader), h.Get(purgeSeqHeader), h.Get("Cache-Control"),
+		// Every Cache-Control line (the receiver reads them all); one line, the only form a
+		// node sends, signs as before.
+		h.Get(hopHeader), h.Get(purgeSeqHeader), strings.Join(h.Values("Cache-Control"), ", "),
 		h.Get("If-None-Match"), h.Get("If-Modified-Since")} {
 		m.Write([]byte(s))
 		m.Write([]byte{0})

@@ -167,6 +167,20 @@ func TestHopSignature(t *testing.T) {
 		})
 	}
 
+	// A bound signed on one Cache-Control line cannot be tightened by a line added after it.
+	bounded, _ := http.NewRequest(http.MethodGet, "http://127.0.0.1/a", nil)
+	bounded.Host = testHost
+	bounded.Header.Set(hopHeader, "peer")
+	bounded.Header.Set("Cache-Control", "max-age=5")
+	n.signHop(bounded)
+	if err := n.verifyHop(bounded); err != nil {
+		t.Fatalf("a signed max-age: %v", err)
+	}
+	bounded.Header.Add("Cache-Control", "max-age=0")
+	if n.verifyHop(bounded) == nil {
+		t.Error("a second Cache-Control line added to a signed fill was verified")
+	}
+
 	// Rotation: a node that signs with the new key is verified by one that holds both.
 	old := wire.PeerKey{ID: "old", Secret: []byte(strings.Repeat("o", 32))}
 	next := wire.PeerKey{ID: "new", Secret: []byte(strings.Repeat("n", 32)), SignFrom: clock.Now().Add(time.Minute)}

@@ -7,6 +7,10 @@ import (
 	"time"
 )
 
+// boundedFlight ends the flight key of a fill that carries a fleet node's age bound, joined by
+// the requests that carry one when the fill they first joined did not (filler.collapse).
+const boundedFlight = "\x00max-age"
+
 // invalidationCap is how many invalidated URLs a node remembers (invalidations): about 100
 // bytes each. A flood of unsafe requests makes it forget the oldest, which then fill as
 // before (the tier above may hand back the copy they replaced until it expires there).

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -582,5 +583,121 @@ func TestUnsafeInvalidatesThroughTiers(t *testing.T) {
 		if r := do(t, f.client, http.MethodGet, n.Addr(), testHost, p, "Cache-Control", "max-age=0"); !strings.Contains(r.header.Get("Cache-Status"), "hit") {
 			t.Errorf("GET %s with a client's max-age=0 = Cache-Status %q, want a hit", path, r.header.Get("Cache-Status"))
 		}
+	}
+}
+
+// TestBoundedFillJoinsUnbounded: at the key's owner, a fleet node's fill that asks for nothing
+// older than its invalidation (max-age) joins a fill of the owner's own client, which carries
+// no bound and gets the shield's old copy: the bounded one fills again with its bound
+// (filler.collapse) and the writer reads its write.
+func TestBoundedFillJoinsUnbounded(t *testing.T) {
+	clock := newFakeClock()
+	_, originAddr := startOrigin(t, "127.0.0.10", clock.Now)
+	lnS, lnA, lnB := listen(t, "127.0.1.10"), listen(t, "127.0.2.10"), listen(t, "127.0.2.11")
+	members := map[string][]Peer{
+		"p0": {{ID: "n0", Addr: lnS.Addr().String()}},
+		"p1": {{ID: "n0", Addr: lnA.Addr().String()}, {ID: "n1", Addr: lnB.Addr().String()}},
+	}
+	cfg := func(pop, id string) Config {
+		return Config{PoP: pop, Node: id, Clock: clock.Now, PeerKey: testPeerKey, Peers: members[pop], Shields: members,
+			Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + originAddr, Shield: "p0"}}}
+	}
+	const path = "/race"
+	p := obj(path, "cc", "max-age=600")
+	pp, q, _ := strings.Cut(p, "?")
+	key := httpcache.Key(testHost, pp, q, httpcache.KeyOptions{})
+	owner := rendezvous(members["p1"], key)[0].ID
+	startEdge(t, lnS, cfg("p0", "n0"))
+	hold := make(chan chan struct{}, 1) // the next fill at the owner waits on the channel sent
+	nodes := map[string]*Node{}
+	for id, ln := range map[string]net.Listener{"n0": lnA, "n1": lnB} {
+		nodes[id], _ = startEdgeWith(t, ln, cfg("p1", id), func(n *Node) {
+			if id == owner {
+				n.fill.runHook = func(string) {
+					select {
+					case release := <-hold:
+						<-release
+					default:
+					}
+				}
+			}
+		})
+	}
+	o := nodes[owner]
+	e := nodes["n0"]
+	if owner == "n0" {
+		e = nodes["n1"]
+	}
+	client := &http.Client{}
+	t.Cleanup(client.CloseIdleConnections)
+	if r := do(t, client, http.MethodGet, e.Addr(), testHost, p); !strings.HasPrefix(r.body, path+"@v1:") {
+		t.Fatalf("first GET = %d %.20q, want v1", r.status, r.body)
+	}
+	clock.Advance(time.Second)
+	if r := do(t, client, http.MethodPost, e.Addr(), testHost, p); r.status/100 != 2 {
+		t.Fatalf("POST = %d, want 2xx", r.status)
+	}
+	clock.Advance(time.Second)
+	o.store.Delete(key) // gone at the owner; the shield still holds v1
+	release := make(chan struct{})
+	hold <- release
+	own, read := make(chan error, 1), make(chan error, 1)
+	go func() { // the owner's own client: an unbounded fill, held
+		_, err := tryDo(client, http.MethodGet, o.Addr(), testHost, p)
+		own <- err
+	}()
+	wait.For(t, 5*time.Second, "the owner's own fill to start", func() bool { return len(hold) == 0 })
+	var got resp
+	go func() { // the writer reads back
+		var err error
+		got, err = tryDo(client, http.MethodGet, e.Addr(), testHost, p)
+		read <- err
+	}()
+	// The writer's fill reaches the owner and waits in the flight its own client's fill leads.
+	wait.For(t, 5*time.Second, "the bounded fill to join the flight", func() bool {
+		buf := make([]byte, 1<<20)
+		return strings.Count(string(buf[:runtime.Stack(buf, true)]), "singleflight.(*Group).Do(") >= 2
+	})
+	close(release)
+	if err := <-own; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-read; err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(got.body, path+"@v2:") {
+		t.Errorf("the writer read %d %.20q (Cache-Status %q), want v2", got.status, got.body, got.header.Get("Cache-Status"))
+	}
+}
+
+// TestPeerAnswerAfterHeaderTimeout: a shield node's answer waits for its own fill, so the
+// edge waits for it up to peer_timeout, not the origin's response_header_timeout: a shield
+// that answers after 1.5 s, past the 1 s the origin is given, is still the one that answers.
+func TestPeerAnswerAfterHeaderTimeout(t *testing.T) {
+	clock := newFakeClock()
+	o, originAddr := startOrigin(t, "127.0.0.10", clock.Now)
+	slow := listen(t, "127.0.1.10")
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(1500 * time.Millisecond) // the fault: a shield whose own fill is slow
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Write([]byte("from-shield"))
+	})}
+	go srv.Serve(slow)
+	t.Cleanup(func() { srv.Close() })
+	n, _ := startEdge(t, listen(t, "127.0.2.10"), Config{PoP: "p1", Node: "n0", Clock: clock.Now, PeerKey: testPeerKey,
+		Hosts:    []wire.HostConfig{{Host: testHost, Origin: "http://" + originAddr, Shield: "p0"}},
+		Shields:  map[string][]Peer{"p0": {{ID: "s0", Addr: slow.Addr().String()}}},
+		Upstream: UpstreamConfig{ResponseHeaderTimeout: time.Second}})
+	if n.cfg.PeerTimeout != 6*time.Second {
+		t.Fatalf("peer_timeout = %v, want 6s (response_header_timeout + 5s)", n.cfg.PeerTimeout)
+	}
+	client := &http.Client{}
+	t.Cleanup(client.CloseIdleConnections)
+	r := do(t, client, http.MethodGet, n.Addr(), testHost, obj("/slow", "cc", "max-age=60"))
+	if r.body != "from-shield" || !strings.Contains(r.header.Get("Cache-Status"), "detail=shield") {
+		t.Errorf("GET = %d %.20q (Cache-Status %q), want the shield's answer", r.status, r.body, r.header.Get("Cache-Status"))
+	}
+	if got := o.Total(); got != 0 {
+		t.Errorf("the origin was asked %d times, want 0 (the shield answered)", got)
 	}
 }

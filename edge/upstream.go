@@ -11,6 +11,11 @@ func (f *filler) upstream(kind, id, addr string) *fetch.Upstream {
 	return f.client(addr, func() fetch.Config {
 		fc := f.baseConfig()
 		fc.Name = kind + " " + id
+		if kind == "peer" {
+			// A peer's or shield's answer waits for its own fill from the origin, which may
+			// take the origin's whole response_header_timeout: peer_timeout is longer.
+			fc.ResponseHeaderTimeout = f.n.cfg.PeerTimeout
+		}
 		return fc
 	})
 }
