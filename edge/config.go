@@ -214,9 +214,12 @@ func (c *Config) setDefaults() {
 		if rh <= 0 {
 			rh = 10 * time.Second // origin/fetch's default
 		}
-		// At most half the fill's time, so that one hung node leaves the fill time for the
-		// next tier.
-		c.PeerTimeout = min(rh+5*time.Second, c.FillTimeout/2)
+		c.PeerTimeout = rh + 5*time.Second
+		if c.FillTimeout > 0 { // else fill_timeout's own problem is reported
+			// At most half the fill's time, so that one hung node leaves the fill time for
+			// the next tier.
+			c.PeerTimeout = min(c.PeerTimeout, c.FillTimeout/2)
+		}
 	}
 	if c.PassTimeout == 0 {
 		c.PassTimeout = time.Hour

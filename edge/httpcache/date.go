@@ -114,36 +114,20 @@ var (
 	monthNames   = [...]string{"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"}
 )
 
-// foldedIndex is the index of the name s is in another case, or -1. The names are ASCII, and
-// so is the folding: strings.EqualFold would read "ſunday" (a long s) as "sunday".
+// foldedIndex is the index of the name s is in another case, or -1. The names are ASCII, and so
+// must s be: strings.EqualFold alone would read "ſunday" (a long s) as "sunday", but every
+// non-ASCII letter that folds to an ASCII one is longer than it, so equal lengths rule it out.
 func foldedIndex(s string, names []string) int {
 	for i, n := range names {
-		if asciiEqualFold(s, n) {
+		if asciiFold(s, n) {
 			return i
 		}
 	}
 	return -1
 }
 
-// asciiEqualFold reports whether a and b are equal but for the case of ASCII letters.
-func asciiEqualFold(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		x, y := a[i], b[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
-}
+// asciiFold reports whether s is name, an ASCII string, in any case of its letters.
+func asciiFold(s, name string) bool { return len(s) == len(name) && strings.EqualFold(s, name) }
 
 // dayName, longDayName and monthOf look at the case nearly every server sends first, with a
 // switch (the compiler's search over constants: a date reads in a third of the time a loop
@@ -158,7 +142,7 @@ func dayName(s string) bool {
 
 func longDayName(s string) bool { return foldedIndex(s, longDayNames[:]) >= 0 }
 
-func gmt(s string) bool { return s == " GMT" || asciiEqualFold(s, " GMT") }
+func gmt(s string) bool { return s == " GMT" || asciiFold(s, " GMT") }
 
 // monthOf is the month a three-letter name names, in any case; 0 if none.
 func monthOf(name string) time.Month {
