@@ -24,7 +24,7 @@ const invalidationCap = 4096
 // writes through a node and then reads through it sees its write, as with a single cache.
 type invalidations struct {
 	n     atomic.Int32 // len(at): the fill path reads it without the lock
-	mu    sync.Mutex
+	mu    sync.RWMutex
 	at    map[string]time.Time
 	order []invalidated // oldest first, at most invalidationCap
 }
@@ -58,8 +58,8 @@ func (v *invalidations) since(key string) (time.Time, bool) {
 	if v.n.Load() == 0 {
 		return time.Time{}, false
 	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
+	v.mu.RLock()
+	defer v.mu.RUnlock()
 	t, ok := v.at[key]
 	return t, ok
 }
