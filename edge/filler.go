@@ -256,9 +256,11 @@ func (f *filler) collapse(flightKey string, req *request, stale *store.Object, o
 	case res.obj == nil || !res.shareable:
 		// Not stored (private, Set-Cookie, too large, ...): this caller fetches its own.
 		return f.direct(req, stale, opts)
-	case req.hasMaxAge && res.obj.Age(f.n.clock()) > req.maxAge && !strings.HasSuffix(flightKey, boundedFlight):
+	case req.hasMaxAge && res.obj.Age(f.n.clock()) > req.maxAge && !strings.Contains(flightKey, boundedFlight):
 		// A fleet node asked for nothing this old (invalidations.go), and the fill it joined
-		// had no such bound: fill again with it, collapsed with others that carry one.
+		// had no such bound: fill again with it, collapsed with others that carry one. Once
+		// only: a flight of bounded fills that still gets an old copy (a node above of an older
+		// version, which ignores the bound) is its answer.
 		return f.collapse(flightKey+boundedFlight, req, stale, opts)
 	case len(res.obj.Policy.Vary) > 0 && httpcache.VaryKey(res.obj.Policy.Vary, req.r.Header) != res.obj.Variant:
 		// The leader's variant is not ours: fill ours, collapsed with others of the same variant.

@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// boundedFlight ends the flight key of a fill that carries a fleet node's age bound, joined by
+// boundedFlight marks the flight key of a fill that carries a fleet node's age bound, joined by
 // the requests that carry one when the fill they first joined did not (filler.collapse).
 const boundedFlight = "\x00max-age"
 
