@@ -17,12 +17,12 @@ var errNotHTTPDate = errors.New("not an HTTP-date")
 // It holds to the grammar where http.ParseTime, through time.Parse, does not: a one-digit hour,
 // doubled spaces, a fraction of a second or a zone other than GMT make the value invalid, and a
 // cache reads an invalid Expires as a time in the past (RFC 9111 §5.3). nginx and Varnish refuse
-// these too (the http-tests cache-tests suite, bench/cache-tests.sh). Names (of the day, the
-// month, GMT) match in any case, as RFC 9111 §4.2 advises a cache to; the day's name is not
-// checked against the date, as time.Parse does not. A leap second (60), which time.Time cannot
-// hold, is read as the second before it (RFC 9111 §4.2: the nearest time equal to or earlier).
-// A two-digit year is the one within 50 years of now, ahead or behind (RFC 9110 §5.6.7: one
-// more than 50 years ahead is the century before).
+// these too (the http-tests cache-tests suite's published results; bench/cache-tests.sh).
+// Names (of the day, the month, GMT) match in any case, as RFC 9111 §4.2 advises a cache to;
+// the day's name is not checked against the date, as time.Parse does not. A leap second (60),
+// which time.Time cannot hold, is read as the second before it (RFC 9111 §4.2: the nearest
+// time equal to or earlier). A two-digit year is the one within 50 years of now, ahead or
+// behind (RFC 9110 §5.6.7: one more than 50 years ahead is the century before).
 func ParseDate(s string) (time.Time, error) { return parseDate(s, 0) }
 
 // parseDate is ParseDate with the current year, which the two-digit year of an rfc850-date is

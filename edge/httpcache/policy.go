@@ -103,13 +103,12 @@ func nonEmpty(values []string) bool {
 // 206 (the edge fills whole objects) and not 304, and understood if must-understand is present
 // (RFC 9111 §3: an unknown status with explicit freshness may be stored, as nginx does); there
 // is no no-store (unless with must-understand, which limits storing to caches that understand
-// the status), no unqualified private
-// and no Vary: *; and it has explicit freshness (s-maxage, else max-age, else Expires - Date,
-// Expires being read only when Cache-Control is the target field), or else is heuristically
-// cacheable (the statuses of RFC 9110 §15.1, or any known status with public) and has a Last-Modified
-// giving min(HeuristicFraction × (Date - Last-Modified), HeuristicCap), or else carries no-cache
-// and is heuristically cacheable (Lifetime 0). Meridian has no default TTL: anything else is
-// "no freshness".
+// the status), no unqualified private and no Vary: *; and it has explicit freshness (s-maxage,
+// else max-age, else Expires - Date, Expires being read only when Cache-Control is the target
+// field), or else is heuristically cacheable (the statuses of RFC 9110 §15.1, or any
+// understood status with public) and has a Last-Modified giving min(HeuristicFraction × (Date -
+// Last-Modified), HeuristicCap), or else carries no-cache and is heuristically cacheable
+// (Lifetime 0). Meridian has no default TTL: anything else is "no freshness".
 //
 // An Expires that is not a valid HTTP-date (such as "0", "-1" or an empty value) means already
 // expired (RFC 9111 §5.3): the response is stored with Lifetime 0, so it is revalidated before
@@ -124,7 +123,7 @@ func ResponsePolicy(method string, reqHeader http.Header, status int, respHeader
 		return Policy{Reason: "status"}
 	}
 	d, target := TargetDirectives(respHeader)
-	if d.MustUnderstand && http.StatusText(status) == "" {
+	if d.MustUnderstand && !understood(status) {
 		return Policy{Reason: "status", Target: target}
 	}
 	// must-understand (RFC 9111 §5.2.2.3) comes with no-store, which only caches that do not
@@ -169,7 +168,7 @@ func ResponsePolicy(method string, reqHeader http.Header, status int, respHeader
 		if exp, err := ParseDate(respHeader[hdrExpires][0]); err == nil {
 			p.Lifetime = clampLifetime(exp.Sub(date))
 		}
-	case heuristicStatus(status) || d.Public && http.StatusText(status) != "":
+	case heuristicStatus(status) || d.Public && understood(status):
 		lm, err := time.Time{}, error(nil)
 		if v := respHeader[hdrLastModified]; len(v) > 0 {
 			lm, err = ParseDate(v[0])
@@ -208,6 +207,10 @@ func headerTime(h http.Header, name string, def time.Time) time.Time {
 func storableStatus(status int) bool {
 	return status >= 200 && status <= 599 && status != http.StatusPartialContent && status != http.StatusNotModified
 }
+
+// understood: a status RFC 9110 (or one of the RFCs net/http follows) defines, whose caching
+// rules this cache therefore knows.
+func understood(status int) bool { return http.StatusText(status) != "" }
 
 // heuristicStatus: the status codes RFC 9110 §15.1 defines as heuristically cacheable.
 func heuristicStatus(status int) bool {

@@ -326,7 +326,8 @@ func (u *Upstream) roundTrip(ctx context.Context, req *http.Request) (*http.Resp
 	// The built transport reports when it has a connection (dialed, and for https with its
 	// handshake done): a failure before that is one to reach the upstream.
 	var connected atomic.Bool
-	if u.cfg.Transport == nil {
+	traced := u.cfg.Transport == nil
+	if traced {
 		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { connected.Store(true) }})
 	}
 	r := req.WithContext(ctx)
@@ -335,7 +336,7 @@ func (u *Upstream) roundTrip(ctx context.Context, req *http.Request) (*http.Resp
 	}
 	resp, err := u.transport.RoundTrip(r)
 	if err != nil {
-		if u.cfg.Transport == nil && !connected.Load() {
+		if traced && !connected.Load() {
 			err = &notReachedError{err}
 		}
 		return nil, &url.Error{Op: opName(req), URL: req.URL.Redacted(), Err: err}
