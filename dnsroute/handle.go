@@ -351,9 +351,12 @@ func (s *Server) serveTCP(w dns.ResponseWriter, req *dns.Msg) {
 	s.m.latency.Observe(time.Since(start).Seconds())
 }
 
-// tcpReader reads TCP queries for miekg/dns's server and answers FORMERR itself, with a
-// bare header as UDP does, to those with a malformed ECS option (badECS): that server's
-// parser would accept them with the address padded or cut. It then reads the next query.
+// tcpReader reads TCP queries for miekg/dns's server and answers with a bare header itself,
+// byte for byte as UDP does (headerReply), those that get one: another opcode (NOTIMP), a
+// message that does not parse or has other than one question, a malformed ECS option
+// (badECS: that server's parser would accept it with the address padded or cut) (FORMERR).
+// miekg/dns's own rejection echoes the query's TC, AD and CD bits and answers a NOTIFY
+// without a question as a QUERY. It then reads the next query.
 type tcpReader struct {
 	dns.Reader
 	s *Server
@@ -365,8 +368,12 @@ func (s *Server) decorateTCP(r dns.Reader) dns.Reader { return tcpReader{Reader:
 func (r tcpReader) ReadTCP(conn net.Conn, timeout time.Duration) ([]byte, error) {
 	for bad := 0; ; bad++ {
 		m, err := r.Reader.ReadTCP(conn, timeout)
-		if err != nil || !badECS(m) {
+		if err != nil {
 			return m, err
+		}
+		rcode, bare := bareRcode(m)
+		if !bare {
+			return m, nil
 		}
 		if bad == maxBadTCP {
 			// Queries answered here are not counted by miekg/dns's limit of queries per
@@ -374,8 +381,8 @@ func (r tcpReader) ReadTCP(conn net.Conn, timeout time.Duration) ([]byte, error)
 			return nil, errors.New("too many malformed queries on one TCP connection")
 		}
 		r.s.m.misses.Add(1)
-		r.s.m.queries.WithLabelValues("other", rcodeLabel(dns.RcodeFormatError)).Inc()
-		b := headerReply(make([]byte, 2, 2+headerLen), m, dns.RcodeFormatError)
+		r.s.m.queries.WithLabelValues("other", rcodeLabel(rcode)).Inc()
+		b := headerReply(make([]byte, 2, 2+headerLen), m, rcode)
 		binary.BigEndian.PutUint16(b, headerLen)
 		// Bounded, so that a client that does not read cannot hold the connection's
 		// goroutine; cleared after, as miekg/dns sets no write deadline of its own.
@@ -383,9 +390,36 @@ func (r tcpReader) ReadTCP(conn net.Conn, timeout time.Duration) ([]byte, error)
 		_, err = conn.Write(b)
 		conn.SetWriteDeadline(time.Time{})
 		if err != nil {
-			return nil, fmt.Errorf("write formerr: %w", err)
+			return nil, fmt.Errorf("write bare reply: %w", err)
 		}
 	}
+}
+
+// bareRcode says whether a TCP query gets only a header, and with which rcode. Shorter than a
+// header or a response: no, miekg/dns drops those, as UDP does. The full parse here is a second
+// one for the queries that pass; TCP carries few.
+func bareRcode(m []byte) (int, bool) {
+	if len(m) < headerLen || m[2]&0x80 != 0 {
+		return 0, false
+	}
+	if m[2]&0x78 != 0 {
+		return dns.RcodeNotImplemented, true
+	}
+	var req dns.Msg
+	if badECS(m) || req.Unpack(m) != nil || len(req.Question) != 1 {
+		return dns.RcodeFormatError, true
+	}
+	return 0, false
+}
+
+// acceptTCP is the TCP server's MsgAcceptFunc: every query goes on to the handler, which
+// answers what UDP answers (miekg/dns's default refuses more than two additional records or
+// one answer or authority record, which UDP serves), and responses are dropped.
+func acceptTCP(dh dns.Header) dns.MsgAcceptAction {
+	if dh.Bits&(1<<15) != 0 {
+		return dns.MsgIgnore
+	}
+	return dns.MsgAccept
 }
 
 // maxBadTCP is how many malformed queries in a row tcpReader answers on one connection:
@@ -512,9 +546,17 @@ func (s *Server) tooLong(w *worker, p []byte) []byte {
 	return headerReply(w.out[:0], p, dns.RcodeFormatError)
 }
 
-// headerReply is a bare header with rcode: no question, no records, 12 bytes.
+// headerReply is a bare header with rcode: no question, no records, 12 bytes. RD and CD are
+// copied for a QUERY only, as miekg/dns's SetReply does for the TCP path: they are defined for
+// no other opcode, and ISC's compliance test (genreport's opcodeflg) flags a NOTIMP that
+// echoes them.
 func headerReply(dst, p []byte, rcode int) []byte {
-	dst = append(dst, p[0], p[1], 0x80|p[2]&0x79, byte(rcode&0xF), 0, 0, 0, 0, 0, 0, 0, 0)
+	flags, low := 0x80|p[2]&0x78, byte(rcode&0xF)
+	if p[2]&0x78 == 0 { // opcode QUERY
+		flags |= p[2] & 0x01
+		low |= p[3] & 0x10
+	}
+	dst = append(dst, p[0], p[1], flags, low, 0, 0, 0, 0, 0, 0, 0, 0)
 	return dst
 }
 

@@ -313,7 +313,7 @@ func (s *Server) serve(ctx context.Context, udps []net.PacketConn, tcp net.Liste
 	tcpUp := make(chan struct{})
 	if tcp != nil {
 		tcpSrv = &dns.Server{
-			Listener: tcp, Handler: dns.HandlerFunc(s.serveTCP), DecorateReader: s.decorateTCP,
+			Listener: tcp, Handler: dns.HandlerFunc(s.serveTCP), DecorateReader: s.decorateTCP, MsgAcceptFunc: acceptTCP,
 			ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second },
 			NotifyStartedFunc: func() { close(tcpUp) },
 		}

@@ -2,6 +2,7 @@ package dnsroute
 
 import (
 	"bytes"
+	"io"
 	"net"
 	"net/netip"
 	"slices"
@@ -237,6 +238,105 @@ func TestBadPacketsNeverAmplify(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestBareRepliesAlike: a query answered with only a header (another opcode: NOTIMP; a
+// malformed one: FORMERR) gets the same 12 bytes over UDP and TCP: the query's ID and opcode,
+// and its RD and CD only for a QUERY (RFC 1035 defines them for no other opcode; ISC's
+// genreport flags a NOTIMP that echoes RD). miekg/dns's own rejection, which TCP used, echoed
+// TC, AD and CD and answered a NOTIFY without a question as a QUERY. A query that UDP answers
+// (two answer records, which miekg/dns's default refused) is answered over TCP too.
+func TestBareRepliesAlike(t *testing.T) {
+	ts := startServer(t, nil)
+	const (
+		qr, aa, tc, rd = 0x80, 0x04, 0x02, 0x01 // in the third byte
+		z, ad, cd      = 0x40, 0x20, 0x10       // in the fourth
+	)
+	q := new(dns.Msg)
+	q.SetQuestion("www.cdn.example.", dns.TypeA)
+	qb, _ := q.Pack()
+	question := qb[headerLen:]
+	// pkt is a query with id 0x1234, opcode op, every flag set, qd questions and the records
+	// counted in an (answer) and ar (additional) appended as rest.
+	pkt := func(op byte, qd int, rest []byte, an, ar uint16) []byte {
+		b := []byte{0x12, 0x34, op<<3 | aa | tc | rd, z | ad | cd, 0, byte(qd), byte(an >> 8), byte(an), 0, 0, byte(ar >> 8), byte(ar)}
+		for range qd {
+			b = append(b, question...)
+		}
+		return append(b, rest...)
+	}
+	optRR := []byte{0, 0, 41, 4, 0xd0, 0, 0, 0, 0, 0, 0} // ".", OPT, 1232, no options
+	aRR := []byte{0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1}
+	tests := []struct {
+		name  string
+		pkt   []byte
+		rcode int // -1: answered, not bare
+	}{
+		{"NOTIFY", pkt(dns.OpcodeNotify, 1, nil, 0, 0), dns.RcodeNotImplemented},
+		{"NOTIFY without a question", pkt(dns.OpcodeNotify, 0, nil, 0, 0), dns.RcodeNotImplemented},
+		{"UPDATE", pkt(dns.OpcodeUpdate, 1, nil, 0, 0), dns.RcodeNotImplemented},
+		{"STATUS", pkt(dns.OpcodeStatus, 1, nil, 0, 0), dns.RcodeNotImplemented},
+		{"opcode 15, header only", pkt(15, 0, nil, 0, 0), dns.RcodeNotImplemented},
+		{"QUERY, header only", pkt(dns.OpcodeQuery, 0, nil, 0, 0), dns.RcodeFormatError},
+		{"QUERY, two questions", pkt(dns.OpcodeQuery, 2, nil, 0, 0), dns.RcodeFormatError},
+		{"QUERY, question cut short", pkt(dns.OpcodeQuery, 1, nil, 0, 0)[:headerLen+5], dns.RcodeFormatError},
+		{"QUERY, two OPT records", pkt(dns.OpcodeQuery, 1, append(slices.Clone(optRR), optRR...), 0, 2), dns.RcodeFormatError},
+		{"QUERY, additional records counted but absent (read as none)", pkt(dns.OpcodeQuery, 1, nil, 0, 3), -1},
+		{"QUERY with two answer records", pkt(dns.OpcodeQuery, 1, append(slices.Clone(aRR), aRR...), 2, 0), -1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			udp := rawExchange(t, ts.addr, tt.pkt)
+			tcp := rawTCPExchange(t, ts.addr, tt.pkt)
+			if tt.rcode < 0 {
+				for _, r := range []struct {
+					net string
+					b   []byte
+				}{{"udp", udp}, {"tcp", tcp}} {
+					var m dns.Msg
+					if err := m.Unpack(r.b); err != nil || m.Rcode != dns.RcodeSuccess || len(m.Answer) == 0 {
+						t.Errorf("%s: want an answer, got %v (%v)", r.net, &m, err)
+					}
+				}
+				return
+			}
+			op := tt.pkt[2] & 0x78
+			want := []byte{0x12, 0x34, qr | op, byte(tt.rcode), 0, 0, 0, 0, 0, 0, 0, 0}
+			if op == 0 {
+				want[2] |= rd
+				want[3] |= cd
+			}
+			if !bytes.Equal(udp, want) {
+				t.Errorf("udp reply %x, want %x", udp, want)
+			}
+			if !bytes.Equal(tcp, want) {
+				t.Errorf("tcp reply %x, want %x", tcp, want)
+			}
+		})
+	}
+}
+
+// rawTCPExchange sends pkt over a new TCP connection and returns the first reply.
+func rawTCPExchange(t *testing.T, addr string, pkt []byte) []byte {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write(append([]byte{byte(len(pkt) >> 8), byte(len(pkt))}, pkt...)); err != nil {
+		t.Fatal(err)
+	}
+	var n [2]byte
+	if _, err := io.ReadFull(c, n[:]); err != nil {
+		t.Fatalf("no tcp reply: %v", err)
+	}
+	b := make([]byte, int(n[0])<<8|int(n[1]))
+	if _, err := io.ReadFull(c, b); err != nil {
+		t.Fatalf("tcp reply cut short: %v", err)
+	}
+	return b
 }
 
 func TestRateLimit(t *testing.T) {
