@@ -54,6 +54,7 @@ func (n *Node) deliver(w *logWriter, req *request, obj *store.Object, cs httpcac
 			h["Content-Type"] = nil // no sniffing: the origin said nothing, so do we
 		}
 		delete(h, "Content-Length")
+		w.keepFor304(req, h)
 		http.ServeContent(w, r, "", obj.LastModified, bytes.NewReader(obj.Body))
 		return
 	}

@@ -49,6 +49,8 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 		keepEdgeCoding(stale, hdr)
 		o := *stale
 		o.Header = hdr // the object's header from now on, in place of stale's (store.Object.Header)
+		// A 304 may bring another Last-Modified, which conditional requests are then compared with.
+		o.LastModified, _ = httpcache.ParseDate(hdr.Get("Last-Modified"))
 		o.StoredAt = began
 		o.ResponseTime = respTime
 		o.InitialAge = initialAge

@@ -332,9 +332,27 @@ type logWriter struct {
 	// saturation figure, ends there and leaves out how fast the client downloads the body.
 	hitHeaderAt time.Time
 	clock       func() time.Time
+	// peer304 is the Last-Modified that a 304 gets back (keepFor304): http.ServeContent removes it.
+	peer304 []string
+}
+
+// keepFor304 is for a conditional request from a fleet node, answered by http.ServeContent:
+// the stored Last-Modified, which ServeContent leaves out of a 304 when there is an ETag (RFC
+// 9110 §15.4.5 advises against it for a client), goes in it all the same, for it guides the
+// update of the node's copy (RFC 9111 §4.3.4): a revalidation that brought a new
+// Last-Modified from the origin to the shield brings it to the edges, whose clients'
+// If-Modified-Since is compared with it. (Content-Type cannot follow: edge/http1, as net/http,
+// never writes it in a 304.) h is the header about to be written.
+func (w *logWriter) keepFor304(req *request, h http.Header) {
+	if req.fromPeer {
+		w.peer304 = h["Last-Modified"]
+	}
 }
 
 func (w *logWriter) WriteHeader(code int) {
+	if code == http.StatusNotModified && len(w.peer304) > 0 {
+		w.ResponseWriter.Header()["Last-Modified"] = w.peer304
+	}
 	if !w.wroteHeader {
 		w.status = code
 		w.wroteHeader = code >= 200 // a 1xx may precede the final status

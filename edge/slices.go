@@ -306,6 +306,7 @@ func (n *Node) deliverSliced(w *logWriter, req *request, obj *store.Object, cs h
 	// Detached: a slow client may read for hours, and the stored manifest would keep its
 	// store segment alive all that time.
 	sr := &sliceReader{f: n.fill, req: &own, obj: obj.Detached(), sliceSize: req.host.sliceBytes(), cur: -1}
+	w.keepFor304(req, h)
 	http.ServeContent(w, req.r, "", obj.LastModified, sr)
 	if err := sr.failure(); err != nil {
 		w.note = "sliced answer aborted: " + err.Error()

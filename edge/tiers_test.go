@@ -701,3 +701,82 @@ func TestPeerAnswerAfterHeaderTimeout(t *testing.T) {
 		t.Errorf("the origin was asked %d times, want 0 (the shield answered)", got)
 	}
 }
+
+// TestRevalidationRefreshesEveryTier: an origin whose 304 brings a new Last-Modified (RFC 9111
+// §4.3.4: the stored fields are updated) changes it at the shield and, through the shield's own
+// 304 to the edge, at the edge too: a 304 to a fleet node carries the Last-Modified that
+// http.ServeContent leaves out of a 304 with an ETag. The edge then compares a client's
+// If-Modified-Since with the new date, not the one it first stored.
+func TestRevalidationRefreshesEveryTier(t *testing.T) {
+	clock := newFakeClock()
+	const oldLM, newLM = "Wed, 01 Jan 2020 00:00:00 GMT", "Thu, 02 Jan 2020 00:00:00 GMT"
+	var (
+		mu           sync.Mutex
+		lastModified = oldLM
+		full, cond   int
+	)
+	oln := listen(t, "127.0.0.10")
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		h := w.Header()
+		h.Set("Cache-Control", "max-age=2")
+		h.Set("ETag", `"v1"`)
+		h.Set("Last-Modified", lastModified)
+		if r.Header.Get("If-None-Match") == `"v1"` {
+			cond++
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		full++
+		w.Write([]byte("the body"))
+	})}
+	go srv.Serve(oln)
+	t.Cleanup(func() { srv.Close() })
+	lnS, lnE := listen(t, "127.0.1.10"), listen(t, "127.0.2.10")
+	members := map[string][]Peer{"p0": {{ID: "n0", Addr: lnS.Addr().String()}}, "p1": {{ID: "n0", Addr: lnE.Addr().String()}}}
+	cfg := func(pop string) Config {
+		return Config{PoP: pop, Node: "n0", Clock: clock.Now, PeerKey: testPeerKey, Peers: members[pop], Shields: members,
+			Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + oln.Addr().String(), Shield: "p0"}}}
+	}
+	startEdge(t, lnS, cfg("p0"))
+	e, _ := startEdge(t, lnE, cfg("p1"))
+	client := &http.Client{}
+	t.Cleanup(client.CloseIdleConnections)
+	if r := do(t, client, http.MethodGet, e.Addr(), testHost, "/meta"); r.body != "the body" || r.header.Get("Last-Modified") != oldLM {
+		t.Fatalf("first GET = %d %q, Last-Modified %q", r.status, r.body, r.header.Get("Last-Modified"))
+	}
+	mu.Lock()
+	lastModified = newLM
+	mu.Unlock()
+	clock.Advance(3 * time.Second) // stale at both tiers
+	r := do(t, client, http.MethodGet, e.Addr(), testHost, "/meta")
+	if !strings.Contains(r.header.Get("Cache-Status"), "fwd-status=304") {
+		t.Fatalf("second GET: Cache-Status %q, want a revalidation", r.header.Get("Cache-Status"))
+	}
+	mu.Lock()
+	if full != 1 || cond != 1 {
+		t.Errorf("origin answered %d full and %d conditional requests, want 1 and 1", full, cond)
+	}
+	mu.Unlock()
+	for _, tt := range []struct {
+		name string
+		hdr  []string
+		code int
+	}{
+		{"revalidated answer", nil, http.StatusOK},
+		{"hit", nil, http.StatusOK},
+		{"client's If-Modified-Since, the old date", []string{"If-Modified-Since", oldLM}, http.StatusOK},
+		{"client's If-Modified-Since, the new date", []string{"If-Modified-Since", newLM}, http.StatusNotModified},
+	} {
+		if tt.name != "revalidated answer" {
+			r = do(t, client, http.MethodGet, e.Addr(), testHost, "/meta", tt.hdr...)
+		}
+		if r.status != tt.code {
+			t.Errorf("%s: %d, want %d", tt.name, r.status, tt.code)
+		}
+		if lm := r.header.Get("Last-Modified"); tt.code == http.StatusOK && lm != newLM {
+			t.Errorf("%s: Last-Modified %q, want the 304's %q", tt.name, lm, newLM)
+		}
+	}
+}
