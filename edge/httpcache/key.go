@@ -237,14 +237,22 @@ func compareNormalized(a, b string) int {
 }
 
 // VaryKey builds the secondary key from the request's values of the Vary fields (as in
-// Policy.Vary). Each field becomes `name="values"`, its field lines whitespace-trimmed and joined
-// with ", ", quoted Go-style so that no value can forge a boundary; an absent field is its bare
-// name, so absent and empty differ. Fields are joined with "; ". It returns "" when vary is
-// empty.
+// Policy.Vary). Each field becomes `name="values"`, quoted Go-style so that no value can forge a
+// boundary; an absent field is its bare name, so absent and empty differ. Fields are joined
+// with "; ". It returns "" when vary is empty.
+//
+// The values are read as a list (RFC 9110 §5.6.1), so that spellings a cache must treat alike
+// (RFC 9111 §4.1: whitespace where the syntax allows it, field lines combined) share a variant:
+// the field lines' elements (split at commas outside quoted strings) lose the whitespace around
+// them, empty ones are dropped, and they are joined with ", ". Accept, Accept-Charset and
+// Accept-Language also lose the whitespace around ";" and "=" in their parameters, and
+// Accept-Language is lower-cased (language ranges and q are case-insensitive, RFC 4647 §2). The
+// order of the elements is kept: with equal weights, servers take it as the preference. Cookie
+// and Authorization are keyed as sent, lines trimmed and joined with ", ".
 //
 // Accept-Encoding is keyed on CanonicalAcceptEncoding, so spellings that accept the same codings
 // ("gzip, br", "br,gzip", "BR;q=1.0, gzip;q=0.5", ...) share one variant; a malformed value
-// keeps its raw key.
+// is keyed as any other list.
 func VaryKey(vary []string, reqHeader http.Header) string {
 	if len(vary) == 0 {
 		return ""
@@ -261,7 +269,9 @@ func VaryKey(vary []string, reqHeader http.Header) string {
 			continue
 		}
 		buf = append(buf, '=')
-		if strings.EqualFold(name, "accept-encoding") {
+		params, lower := false, false
+		switch {
+		case strings.EqualFold(name, "accept-encoding"):
 			// Canonical values hold only tchar, ' ', ',', ';' and '=': quoting changes nothing.
 			n := len(buf)
 			var ok bool
@@ -270,21 +280,131 @@ func VaryKey(vary []string, reqHeader http.Header) string {
 				continue
 			}
 			buf = buf[:n]
+		case strings.EqualFold(name, "cookie"), strings.EqualFold(name, "authorization"):
+			buf = appendRaw(buf, values)
+			continue
+		case strings.EqualFold(name, "accept-language"):
+			params, lower = true, true
+		case strings.EqualFold(name, "accept"), strings.EqualFold(name, "accept-charset"):
+			params = true
 		}
-		if len(values) == 1 {
-			buf = strconv.AppendQuote(buf, strings.TrimSpace(values[0]))
+		// Written in place, then quoted: a value of printable ASCII without '"' or '\\' (the
+		// usual) is quoted as it is, with no copy.
+		n := len(buf)
+		buf = appendList(append(buf, '"'), values, params, lower)
+		if quoteAsIs(buf[n+1:]) {
+			buf = append(buf, '"')
 			continue
 		}
-		var joined strings.Builder
-		for j, v := range values {
-			if j > 0 {
-				joined.WriteString(", ")
-			}
-			joined.WriteString(strings.TrimSpace(v))
-		}
-		buf = strconv.AppendQuote(buf, joined.String())
+		list := string(buf[n+1:])
+		buf = strconv.AppendQuote(buf[:n], list)
 	}
 	return string(buf)
+}
+
+// quoteAsIs reports whether strconv.AppendQuote would write b between quotes unchanged.
+func quoteAsIs(b []byte) bool {
+	for _, c := range b {
+		if c < ' ' || c > '~' || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+// appendRaw appends values quoted, each trimmed of whitespace, joined with ", ".
+func appendRaw(buf []byte, values []string) []byte {
+	if len(values) == 1 {
+		return strconv.AppendQuote(buf, strings.TrimSpace(values[0]))
+	}
+	var joined strings.Builder
+	for j, v := range values {
+		if j > 0 {
+			joined.WriteString(", ")
+		}
+		joined.WriteString(strings.TrimSpace(v))
+	}
+	return strconv.AppendQuote(buf, joined.String())
+}
+
+// isOWS reports whether c is optional whitespace (RFC 9110 §5.6.3).
+func isOWS(c byte) bool { return c == ' ' || c == '\t' }
+
+// appendList appends the elements of the field lines values, split at commas outside quoted
+// strings, trimmed of whitespace, empty ones dropped, joined with ", " (see VaryKey). With
+// params, whitespace next to ";" and "=" outside quoted strings goes too; with lower, letters
+// outside quoted strings are lower-cased.
+func appendList(dst []byte, values []string, params, lower bool) []byte {
+	first := true
+	for _, v := range values {
+		for len(v) > 0 {
+			end := elemEnd(v)
+			elem := strings.Trim(v[:end], " \t")
+			if end < len(v) {
+				v = v[end+1:]
+			} else {
+				v = ""
+			}
+			if elem == "" {
+				continue
+			}
+			if !first {
+				dst = append(dst, ", "...)
+			}
+			first = false
+			dst = appendElem(dst, elem, params, lower)
+		}
+	}
+	return dst
+}
+
+// elemEnd is the index of the first comma of v outside a quoted string, or len(v).
+func elemEnd(v string) int {
+	quoted := false
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; {
+		case quoted && c == '\\':
+			i++ // a quoted pair
+		case c == '"':
+			quoted = !quoted
+		case !quoted && c == ',':
+			return i
+		}
+	}
+	return len(v)
+}
+
+// appendElem appends one list element (see appendList).
+func appendElem(dst []byte, elem string, params, lower bool) []byte {
+	quoted := false
+	for i := 0; i < len(elem); i++ {
+		c := elem[i]
+		switch {
+		case quoted:
+			if c == '\\' && i+1 < len(elem) {
+				dst = append(dst, c)
+				i++
+				c = elem[i]
+			} else if c == '"' {
+				quoted = false
+			}
+		case c == '"':
+			quoted = true
+		case params && isOWS(c):
+			j := i
+			for j < len(elem) && isOWS(elem[j]) {
+				j++
+			}
+			if prev := len(dst) - 1; j < len(elem) && (elem[j] == ';' || elem[j] == '=') || prev >= 0 && (dst[prev] == ';' || dst[prev] == '=') {
+				i = j - 1
+				continue
+			}
+		case lower && 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		}
+		dst = append(dst, c)
+	}
+	return dst
 }
 
 // headerValues is h[http.CanonicalHeaderKey(name)] without allocating for names up to 64

@@ -169,6 +169,7 @@ func FuzzVaryKey(f *testing.F) {
 	f.Add("gzip", "br", true, true, "accept-encoding")
 	f.Add("", "", false, true, "X-FOO-bar")
 	f.Add(`a"b`, `\`, true, false, "a b")
+	f.Add("en-US,en;q=0.9", " 1 ,, 2", true, true, "Accept-Language")
 	f.Fuzz(func(t *testing.T, v1, v2 string, has1, has2 bool, name string) {
 		// The allocation-free lookup agrees with http.CanonicalHeaderKey.
 		canon := http.Header{http.CanonicalHeaderKey(name): {"v"}}
@@ -197,7 +198,7 @@ func FuzzVaryKey(f *testing.F) {
 			if !has {
 				return "\x00absent"
 			}
-			return strings.TrimSpace(v)
+			return refList([]string{v})
 		}
 		normAE := func(v string, has bool) string {
 			if c, ok := CanonicalAcceptEncoding([]string{v}); ok && has {
@@ -210,37 +211,121 @@ func FuzzVaryKey(f *testing.F) {
 		if same != (k == other) {
 			t.Errorf("VaryKey swapping %q(%v) and %q(%v): %q vs %q, same values %v", v1, has1, v2, has2, k, other, same)
 		}
-	})
-}
-
-func BenchmarkKey(b *testing.B) {
-	b.Run("plain", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			Key("www.example.com", "/static/js/app.3f2a1b.js", "", KeyOptions{})
-		}
-	})
-	b.Run("sorted", func(b *testing.B) {
-		opts := KeyOptions{SortQuery: true}
-		b.ReportAllocs()
-		for b.Loop() {
-			Key("WWW.Example.com:443", "/search", "q=cdn&page=2&lang=en&sort=asc", opts)
-		}
-	})
-	b.Run("keep", func(b *testing.B) {
-		opts := KeyOptions{KeepParams: []string{"id", "page"}}
-		b.ReportAllocs()
-		for b.Loop() {
-			Key("www.example.com", "/product", "utm_source=news&id=42&fbclid=abc&page=3", opts)
+		// Spellings of one list share a key: whitespace around commas, and for Accept-Language
+		// the case of letters and whitespace around ';' and '=' (outside quoted strings).
+		if !strings.ContainsAny(v1, `"\`) {
+			for _, f := range []string{"accept-language", "x-foo"} {
+				base := VaryKey([]string{f}, hdr(http.CanonicalHeaderKey(f), v1))
+				spelt := strings.ReplaceAll(v1, ",", " \t, ")
+				if f == "accept-language" {
+					b := []byte(strings.NewReplacer(";", " ; ", "=", "\t=\t").Replace(spelt))
+					for i, c := range b { // ASCII letters only: other bytes stay as they are
+						if 'a' <= c && c <= 'z' {
+							b[i] = c - ('a' - 'A')
+						}
+					}
+					spelt = string(b)
+				}
+				if got := VaryKey([]string{f}, hdr(http.CanonicalHeaderKey(f), spelt)); got != base {
+					t.Errorf("VaryKey(%s: %q) = %q, of %q = %q", f, v1, base, spelt, got)
+				}
+			}
 		}
 	})
 }
 
-func BenchmarkVaryKey(b *testing.B) {
-	vary := []string{"accept-encoding"}
-	req := hdr("Accept-Encoding", "gzip, deflate, br")
-	b.ReportAllocs()
-	for b.Loop() {
-		VaryKey(vary, req)
+// refList is appendList without params or lower, written another way: the elements collected
+// in a slice, then joined.
+func refList(values []string) string {
+	var elems []string
+	for _, v := range values {
+		var cur strings.Builder
+		flush := func() {
+			if e := strings.Trim(cur.String(), " \t"); e != "" {
+				elems = append(elems, e)
+			}
+			cur.Reset()
+		}
+		quoted, pair := false, false
+		for _, c := range []byte(v) {
+			switch {
+			case pair:
+				pair = false
+			case quoted && c == '\\':
+				pair = true
+			case c == '"':
+				quoted = !quoted
+			case c == ',' && !quoted:
+				flush()
+				continue
+			}
+			cur.WriteByte(c)
+		}
+		flush()
+	}
+	return strings.Join(elems, ", ")
+}
+
+// TestVaryKeyListSpellings: spellings of one list that a cache must treat alike (RFC 9111
+// §4.1) share a variant, and ones that mean something else do not (cache-tests' vary-normalise
+// tests, bench/cache-tests.sh).
+func TestVaryKeyListSpellings(t *testing.T) {
+	tests := []struct {
+		name    string
+		field   string
+		a, b    []string
+		sameKey bool
+	}{
+		{"whitespace after commas", "Foo", []string{"1,2"}, []string{" 1, 2 "}, true},
+		{"whitespace before commas", "Foo", []string{"1 ,2"}, []string{"1, 2"}, true},
+		{"lines combined", "Foo", []string{"1, 2"}, []string{"1", "2"}, true},
+		{"empty elements", "Foo", []string{"1,,2,"}, []string{"1, 2"}, true},
+		{"order kept", "Foo", []string{"1, 2"}, []string{"2, 1"}, false},
+		{"inner whitespace kept", "Foo", []string{"a b"}, []string{"ab"}, false},
+		{"case kept", "Foo", []string{"a"}, []string{"A"}, false},
+		{"quoted comma is not a boundary", "Foo", []string{`"a, b"`}, []string{`"a,b"`}, false},
+		{"quoted pair", "Foo", []string{`"a\", b", c`}, []string{`"a\", b",c`}, true},
+		{"language case", "Accept-Language", []string{"en, de"}, []string{"eN, De"}, true},
+		{"language whitespace", "Accept-Language", []string{"en, de"}, []string{" en ,   de"}, true},
+		{"language weight whitespace", "Accept-Language", []string{"en-US,en;q=0.9"}, []string{"en-us, en ; Q = 0.9"}, true},
+		{"language order kept", "Accept-Language", []string{"en, de"}, []string{"de, en"}, false},
+		{"language weight kept", "Accept-Language", []string{"en;q=0.9"}, []string{"en;q=0.8"}, false},
+		{"media type parameters", "Accept", []string{"text/html;level=1"}, []string{"text/html ; level=1"}, true},
+		{"media type case kept", "Accept", []string{"text/html;a=B"}, []string{"text/html;a=b"}, false},
+		{"cookie as sent", "Cookie", []string{"a=1,2"}, []string{"a=1, 2"}, false},
+		{"authorization as sent", "Authorization", []string{"Basic x,y"}, []string{"Basic x, y"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			vary := []string{strings.ToLower(tt.field)}
+			build := func(vs []string) http.Header {
+				h := http.Header{}
+				for _, v := range vs {
+					h.Add(tt.field, v)
+				}
+				return h
+			}
+			ka, kb := VaryKey(vary, build(tt.a)), VaryKey(vary, build(tt.b))
+			if (ka == kb) != tt.sameKey {
+				t.Errorf("VaryKey of %q = %q, of %q = %q; same key %v, want %v", tt.a, ka, tt.b, kb, ka == kb, tt.sameKey)
+			}
+		})
+	}
+}
+
+// TestVaryKeyAllocs: browsers' usual values, and short ones that are normalised, cost only the
+// key itself.
+func TestVaryKeyAllocs(t *testing.T) {
+	for _, c := range []struct{ field, value string }{
+		{"accept-language", "en-US,en;q=0.9"},                   // Chrome's: lower-cased
+		{"accept-language", "en-US, en;q=0.5"},                  // Firefox's
+		{"accept-encoding", "gzip, deflate, br, zstd"},          // canonical
+		{"accept", "text/html,application/xhtml+xml,*/*;q=0.8"}, // 41 bytes, as they are
+		{"x-foo", " 1,2 "},
+	} {
+		h := hdr(http.CanonicalHeaderKey(c.field), c.value)
+		if n := testing.AllocsPerRun(100, func() { VaryKey([]string{c.field}, h) }); n > 1 {
+			t.Errorf("VaryKey(%s: %q): %.0f allocations, want 1 (the key)", c.field, c.value, n)
+		}
 	}
 }
