@@ -189,6 +189,12 @@ func (s *Server) handleUDP(w *worker, p []byte, src netip.AddrPort) []byte {
 	if start.IsZero() {
 		start = time.Now()
 	}
+	if p[2]&0x78 != 0 {
+		// Another opcode: NOTIMP before any parse, as over TCP (bareRcode), whether the rest
+		// of the message reads or not.
+		s.m.queries.WithLabelValues("other", rcodeLabel(dns.RcodeNotImplemented)).Inc()
+		return headerReply(w.out[:0], p, dns.RcodeNotImplemented)
+	}
 	req := new(dns.Msg)
 	if err := req.Unpack(p); err != nil || !parsed && badECS(p) {
 		s.m.queries.WithLabelValues("other", rcodeLabel(dns.RcodeFormatError)).Inc()
@@ -535,15 +541,19 @@ func patch(out, p []byte, q *query, e *entry) {
 	}
 }
 
-// tooLong answers a datagram longer than udpBufLen (p is its start) with FORMERR; no query
-// is that long, and the rest of it was never read.
+// tooLong answers a datagram longer than udpBufLen (p is its start) with FORMERR (NOTIMP for
+// another opcode); no query is that long, and the rest of it was never read.
 func (s *Server) tooLong(w *worker, p []byte) []byte {
 	if len(p) < headerLen || p[2]&0x80 != 0 {
 		s.m.dropped.WithLabelValues("long").Inc()
 		return nil
 	}
-	s.m.queries.WithLabelValues("other", rcodeLabel(dns.RcodeFormatError)).Inc()
-	return headerReply(w.out[:0], p, dns.RcodeFormatError)
+	rcode := dns.RcodeFormatError
+	if p[2]&0x78 != 0 {
+		rcode = dns.RcodeNotImplemented // as for a shorter one (handleUDP) and over TCP
+	}
+	s.m.queries.WithLabelValues("other", rcodeLabel(rcode)).Inc()
+	return headerReply(w.out[:0], p, rcode)
 }
 
 // headerReply is a bare header with rcode: no question, no records, 12 bytes. RD and CD are

@@ -274,6 +274,8 @@ func TestBareRepliesAlike(t *testing.T) {
 	}{
 		{"NOTIFY", pkt(dns.OpcodeNotify, 1, nil, 0, 0), dns.RcodeNotImplemented},
 		{"NOTIFY without a question", pkt(dns.OpcodeNotify, 0, nil, 0, 0), dns.RcodeNotImplemented},
+		{"NOTIFY, question cut short", pkt(dns.OpcodeNotify, 1, nil, 0, 0)[:headerLen+5], dns.RcodeNotImplemented},
+		{"UPDATE, records counted but cut short", pkt(dns.OpcodeUpdate, 1, optRR[:4], 0, 1), dns.RcodeNotImplemented},
 		{"UPDATE", pkt(dns.OpcodeUpdate, 1, nil, 0, 0), dns.RcodeNotImplemented},
 		{"STATUS", pkt(dns.OpcodeStatus, 1, nil, 0, 0), dns.RcodeNotImplemented},
 		{"opcode 15, header only", pkt(15, 0, nil, 0, 0), dns.RcodeNotImplemented},
