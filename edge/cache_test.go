@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -384,4 +385,51 @@ func TestRevalidationChangesVary(t *testing.T) {
 	if got := count(""); got != 1 {
 		t.Errorf("unconditional origin requests = %d, want 1 (the refreshed copy was not found)", got)
 	}
+}
+
+// TestRevalidationKeepsFieldsOut: a Last-Modified that the origin keeps out of the stored copy
+// (private="Last-Modified", RFC 9111 §5.2.2.7) stays out after a 304 refreshed the copy: no
+// answer carries it, and a client's If-Modified-Since is not compared with it.
+func TestRevalidationKeepsFieldsOut(t *testing.T) {
+	clock := newFakeClock()
+	var conditional atomic.Int32
+	originAddr := startHTTP(t, "127.0.0.28", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", `max-age=10, private="Last-Modified"`)
+		w.Header().Set("ETag", `"v1"`)
+		w.Header().Set("Last-Modified", "Wed, 01 Jan 2020 00:00:00 GMT")
+		if r.Header.Get("If-None-Match") == `"v1"` {
+			conditional.Add(1)
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		io.WriteString(w, "object")
+	}))
+	cfg := Config{PoP: "tst", Node: "e1", Clock: clock.Now, Logger: testLogger(t),
+		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + originAddr}}}
+	n, _ := startEdge(t, listen(t, "127.0.0.29"), cfg)
+	c := &http.Client{}
+	t.Cleanup(c.CloseIdleConnections)
+	check := func(when string) {
+		t.Helper()
+		for _, tt := range []struct {
+			name string
+			hdr  []string
+			code int
+		}{
+			{"plain", nil, http.StatusOK},
+			{"Range", []string{"Range", "bytes=0-1"}, http.StatusPartialContent},
+			{"If-Modified-Since", []string{"If-Modified-Since", "Thu, 02 Jan 2020 00:00:00 GMT"}, http.StatusOK},
+		} {
+			r := do(t, c, http.MethodGet, n.Addr(), testHost, "/private-lm", tt.hdr...)
+			if r.status != tt.code || r.header.Get("Last-Modified") != "" {
+				t.Errorf("%s, %s: %d with Last-Modified %q; want %d without", when, tt.name, r.status, r.header.Get("Last-Modified"), tt.code)
+			}
+		}
+	}
+	check("stored")
+	clock.Advance(20 * time.Second)
+	if r := do(t, c, http.MethodGet, n.Addr(), testHost, "/private-lm"); r.status != http.StatusOK || conditional.Load() != 1 {
+		t.Fatalf("revalidation: %d after %d conditional requests, want 200 after 1", r.status, conditional.Load())
+	}
+	check("refreshed")
 }

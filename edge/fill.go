@@ -49,8 +49,6 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 		keepEdgeCoding(stale, hdr)
 		o := *stale
 		o.Header = hdr // the object's header from now on, in place of stale's (store.Object.Header)
-		// A 304 may bring another Last-Modified, which conditional requests are then compared with.
-		o.LastModified, _ = httpcache.ParseDate(hdr.Get("Last-Modified"))
 		o.StoredAt = began
 		o.ResponseTime = respTime
 		o.InitialAge = initialAge
@@ -59,6 +57,9 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 		// copy is then this request's variant under it, or Lookup would never select it.
 		o.Variant = httpcache.VaryKey(o.Policy.Vary, req.r.Header)
 		stripFields(hdr, o.Policy)
+		// A 304 may bring another Last-Modified, which conditional requests are then compared
+		// with; read after stripFields, as newObject does, so one the copy must not keep is not.
+		o.LastModified, _ = httpcache.ParseDate(hdr.Get("Last-Modified"))
 		o.Keys = httpcache.SurrogateKeys(hdr)
 		if untrusted {
 			n.refuseUntrusted(&o.Policy, req)
