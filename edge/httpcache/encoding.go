@@ -118,8 +118,10 @@ func AcceptsEncoding(values []string, coding string) bool {
 //
 // ok is false when the value is malformed (an invalid name, weight or parameter, or a coding
 // listed twice): origins may read such a value in different ways, so it must not share a
-// variant with a well-formed one; VaryKey then keys on the raw value, which can never be equal
-// to a canonical one. An empty (or all-empty-elements) value gives "", true.
+// variant with a well-formed one; VaryKey then keys on the value read as a list (only its
+// whitespace and empty elements go), which is never equal to a canonical one: a list form that
+// is a canonical form would be well-formed. An empty (or all-empty-elements) value gives "",
+// true.
 func CanonicalAcceptEncoding(values []string) (string, bool) {
 	b, ok := appendCanonicalAcceptEncoding(nil, values)
 	return string(b), ok

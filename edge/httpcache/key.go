@@ -241,18 +241,21 @@ func compareNormalized(a, b string) int {
 // boundary; an absent field is its bare name, so absent and empty differ. Fields are joined
 // with "; ". It returns "" when vary is empty.
 //
-// The values are read as a list (RFC 9110 §5.6.1), so that spellings a cache must treat alike
-// (RFC 9111 §4.1: whitespace where the syntax allows it, field lines combined) share a variant:
-// the field lines' elements (split at commas outside quoted strings) lose the whitespace around
-// them, empty ones are dropped, and they are joined with ", ". Accept, Accept-Charset and
-// Accept-Language also lose the whitespace around ";" and "=" in their parameters, and
-// Accept-Language is lower-cased (language ranges and q are case-insensitive, RFC 4647 §2). The
-// order of the elements is kept: with equal weights, servers take it as the preference. Cookie
-// and Authorization are keyed as sent, lines trimmed and joined with ", ".
+// The fields whose syntax is a list (RFC 9110 §5.6.1: Accept, Accept-Charset, Accept-Language,
+// and the client hints Sec-CH-UA and Sec-CH-UA-Full-Version-List, structured-field lists) are
+// read as one, so that spellings a cache must treat alike (RFC 9111 §4.1: whitespace where the
+// syntax allows it, field lines combined) share a variant: the field lines' elements (split at
+// commas outside quoted strings) lose the whitespace around them, empty ones are dropped, and
+// they are joined with ", "; the whitespace around the ";" before a parameter goes too, and
+// Accept-Language is lower-cased (language ranges and q are case-insensitive, RFC 4647 §2).
+// The order of the elements is kept: with equal weights, servers take it as the preference.
+// Any other field is keyed as sent, its lines trimmed of whitespace and joined with ", ": its
+// syntax is not known here, and an origin may read another spelling as another value, whose
+// answer must not be served for this one.
 //
 // Accept-Encoding is keyed on CanonicalAcceptEncoding, so spellings that accept the same codings
 // ("gzip, br", "br,gzip", "BR;q=1.0, gzip;q=0.5", ...) share one variant; a malformed value
-// is keyed as any other list.
+// is keyed as the other lists.
 func VaryKey(vary []string, reqHeader http.Header) string {
 	if len(vary) == 0 {
 		return ""
@@ -269,7 +272,7 @@ func VaryKey(vary []string, reqHeader http.Header) string {
 			continue
 		}
 		buf = append(buf, '=')
-		params, lower := false, false
+		lower := false
 		switch {
 		case strings.EqualFold(name, "accept-encoding"):
 			// Canonical values hold only tchar, ' ', ',', ';' and '=': quoting changes nothing.
@@ -280,18 +283,18 @@ func VaryKey(vary []string, reqHeader http.Header) string {
 				continue
 			}
 			buf = buf[:n]
-		case strings.EqualFold(name, "cookie"), strings.EqualFold(name, "authorization"):
+		case strings.EqualFold(name, "accept-language"):
+			lower = true
+		case strings.EqualFold(name, "accept"), strings.EqualFold(name, "accept-charset"),
+			strings.EqualFold(name, "sec-ch-ua"), strings.EqualFold(name, "sec-ch-ua-full-version-list"):
+		default:
 			buf = appendRaw(buf, values)
 			continue
-		case strings.EqualFold(name, "accept-language"):
-			params, lower = true, true
-		case strings.EqualFold(name, "accept"), strings.EqualFold(name, "accept-charset"):
-			params = true
 		}
 		// Written in place, then quoted: a value of printable ASCII without '"' or '\\' (the
 		// usual) is quoted as it is, with no copy.
 		n := len(buf)
-		buf = appendList(append(buf, '"'), values, params, lower)
+		buf = appendList(append(buf, '"'), values, lower)
 		if quoteAsIs(buf[n+1:]) {
 			buf = append(buf, '"')
 			continue
@@ -331,10 +334,10 @@ func appendRaw(buf []byte, values []string) []byte {
 func isOWS(c byte) bool { return c == ' ' || c == '\t' }
 
 // appendList appends the elements of the field lines values, split at commas outside quoted
-// strings, trimmed of whitespace, empty ones dropped, joined with ", " (see VaryKey). With
-// params, whitespace next to ";" and "=" outside quoted strings goes too; with lower, letters
-// outside quoted strings are lower-cased.
-func appendList(dst []byte, values []string, params, lower bool) []byte {
+// strings, trimmed of whitespace, empty ones dropped, joined with ", " (see VaryKey), and
+// without whitespace next to a ";" outside quoted strings (RFC 9110 §5.6.6 allows it there,
+// not around "="). With lower, letters outside quoted strings are lower-cased.
+func appendList(dst []byte, values []string, lower bool) []byte {
 	first := true
 	for _, v := range values {
 		for len(v) > 0 {
@@ -352,7 +355,7 @@ func appendList(dst []byte, values []string, params, lower bool) []byte {
 				dst = append(dst, ", "...)
 			}
 			first = false
-			dst = appendElem(dst, elem, params, lower)
+			dst = appendElem(dst, elem, lower)
 		}
 	}
 	return dst
@@ -375,7 +378,7 @@ func elemEnd(v string) int {
 }
 
 // appendElem appends one list element (see appendList).
-func appendElem(dst []byte, elem string, params, lower bool) []byte {
+func appendElem(dst []byte, elem string, lower bool) []byte {
 	quoted := false
 	for i := 0; i < len(elem); i++ {
 		c := elem[i]
@@ -390,12 +393,12 @@ func appendElem(dst []byte, elem string, params, lower bool) []byte {
 			}
 		case c == '"':
 			quoted = true
-		case params && isOWS(c):
+		case isOWS(c):
 			j := i
 			for j < len(elem) && isOWS(elem[j]) {
 				j++
 			}
-			if prev := len(dst) - 1; j < len(elem) && (elem[j] == ';' || elem[j] == '=') || prev >= 0 && (dst[prev] == ';' || dst[prev] == '=') {
+			if prev := len(dst) - 1; j < len(elem) && elem[j] == ';' || prev >= 0 && dst[prev] == ';' {
 				i = j - 1
 				continue
 			}

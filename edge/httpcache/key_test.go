@@ -192,33 +192,43 @@ func FuzzVaryKey(f *testing.F) {
 		if again := VaryKey(vary, build(v1, v2, has1, has2)); again != k {
 			t.Fatalf("VaryKey not deterministic: %q then %q", k, again)
 		}
-		// Different (trimmed) request values give different keys, except Accept-Encoding values
-		// with the same canonical form; absent differs from empty.
+		// Different (trimmed) Origin values give different keys; Accept-Encoding values with
+		// the same canonical form, or else the same list form, give the same; absent differs
+		// from empty.
 		norm := func(v string, has bool) string {
 			if !has {
 				return "\x00absent"
 			}
-			return refList([]string{v})
+			return strings.TrimSpace(v)
 		}
 		normAE := func(v string, has bool) string {
 			if c, ok := CanonicalAcceptEncoding([]string{v}); ok && has {
 				return c
 			}
-			return norm(v, has)
+			if !has {
+				return norm(v, has)
+			}
+			return "list " + refList([]string{v}, false)
 		}
 		other := VaryKey(vary, build(v2, v1, has2, has1))
 		same := normAE(v1, has1) == normAE(v2, has2) && norm(v1, has1) == norm(v2, has2)
 		if same != (k == other) {
 			t.Errorf("VaryKey swapping %q(%v) and %q(%v): %q vs %q, same values %v", v1, has1, v2, has2, k, other, same)
 		}
-		// Spellings of one list share a key: whitespace around commas, and for Accept-Language
-		// the case of letters and whitespace around ';' and '=' (outside quoted strings).
+		// Spellings of one list share a key: whitespace around commas and semicolons, and for
+		// Accept-Language the case of letters (outside quoted strings). Other fields' do not.
 		if !strings.ContainsAny(v1, `"\`) {
-			for _, f := range []string{"accept-language", "x-foo"} {
+			for _, f := range []string{"accept-language", "accept", "x-foo"} {
 				base := VaryKey([]string{f}, hdr(http.CanonicalHeaderKey(f), v1))
-				spelt := strings.ReplaceAll(v1, ",", " \t, ")
+				spelt := strings.NewReplacer(",", " \t, ", ";", " ; ").Replace(v1)
+				if got := VaryKey([]string{f}, hdr(http.CanonicalHeaderKey(f), spelt)); f == "x-foo" && strings.TrimSpace(spelt) != strings.TrimSpace(v1) {
+					if got == base {
+						t.Errorf("VaryKey(%s: %q) = VaryKey(%s: %q) = %q: an unknown field read as a list", f, v1, f, spelt, got)
+					}
+					continue
+				}
 				if f == "accept-language" {
-					b := []byte(strings.NewReplacer(";", " ; ", "=", "\t=\t").Replace(spelt))
+					b := []byte(spelt)
 					for i, c := range b { // ASCII letters only: other bytes stay as they are
 						if 'a' <= c && c <= 'z' {
 							b[i] = c - ('a' - 'A')
@@ -234,18 +244,13 @@ func FuzzVaryKey(f *testing.F) {
 	})
 }
 
-// refList is appendList without params or lower, written another way: the elements collected
-// in a slice, then joined.
-func refList(values []string) string {
-	var elems []string
-	for _, v := range values {
+// refList is appendList written another way: the elements collected in a slice, each split
+// at its semicolons into trimmed pieces, then joined.
+func refList(values []string, lower bool) string {
+	// split cuts v at sep outside quoted strings.
+	split := func(v string, sep byte) []string {
+		var parts []string
 		var cur strings.Builder
-		flush := func() {
-			if e := strings.Trim(cur.String(), " \t"); e != "" {
-				elems = append(elems, e)
-			}
-			cur.Reset()
-		}
 		quoted, pair := false, false
 		for _, c := range []byte(v) {
 			switch {
@@ -255,20 +260,37 @@ func refList(values []string) string {
 				pair = true
 			case c == '"':
 				quoted = !quoted
-			case c == ',' && !quoted:
-				flush()
+			case c == sep && !quoted:
+				parts = append(parts, cur.String())
+				cur.Reset()
 				continue
+			case lower && !quoted && 'A' <= c && c <= 'Z':
+				c += 'a' - 'A'
 			}
 			cur.WriteByte(c)
 		}
-		flush()
+		return append(parts, cur.String())
+	}
+	var elems []string
+	for _, v := range values {
+		for _, e := range split(v, ',') {
+			if e = strings.Trim(e, " \t"); e == "" {
+				continue
+			}
+			pieces := split(e, ';')
+			for i := range pieces {
+				pieces[i] = strings.Trim(pieces[i], " \t")
+			}
+			elems = append(elems, strings.Join(pieces, ";"))
+		}
 	}
 	return strings.Join(elems, ", ")
 }
 
 // TestVaryKeyListSpellings: spellings of one list that a cache must treat alike (RFC 9111
-// §4.1) share a variant, and ones that mean something else do not (cache-tests' vary-normalise
-// tests, bench/cache-tests.sh).
+// §4.1) share a variant, and ones that mean something else, or that the syntax does not allow,
+// do not; a field whose syntax the edge does not know is keyed as sent (cache-tests'
+// vary-normalise tests, bench/cache-tests.sh).
 func TestVaryKeyListSpellings(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -276,22 +298,28 @@ func TestVaryKeyListSpellings(t *testing.T) {
 		a, b    []string
 		sameKey bool
 	}{
-		{"whitespace after commas", "Foo", []string{"1,2"}, []string{" 1, 2 "}, true},
-		{"whitespace before commas", "Foo", []string{"1 ,2"}, []string{"1, 2"}, true},
-		{"lines combined", "Foo", []string{"1, 2"}, []string{"1", "2"}, true},
-		{"empty elements", "Foo", []string{"1,,2,"}, []string{"1, 2"}, true},
-		{"order kept", "Foo", []string{"1, 2"}, []string{"2, 1"}, false},
-		{"inner whitespace kept", "Foo", []string{"a b"}, []string{"ab"}, false},
-		{"case kept", "Foo", []string{"a"}, []string{"A"}, false},
-		{"quoted comma is not a boundary", "Foo", []string{`"a, b"`}, []string{`"a,b"`}, false},
-		{"quoted pair", "Foo", []string{`"a\", b", c`}, []string{`"a\", b",c`}, true},
+		{"whitespace after commas", "Accept", []string{"a/b,c/d"}, []string{" a/b, c/d "}, true},
+		{"whitespace before commas", "Accept", []string{"a/b ,c/d"}, []string{"a/b, c/d"}, true},
+		{"lines combined", "Accept", []string{"a/b, c/d"}, []string{"a/b", "c/d"}, true},
+		{"empty elements", "Accept", []string{"a/b,,c/d,"}, []string{"a/b, c/d"}, true},
+		{"order kept", "Accept", []string{"a/b, c/d"}, []string{"c/d, a/b"}, false},
+		{"inner whitespace kept", "Accept", []string{"a /b"}, []string{"a/b"}, false},
+		{"media type parameters", "Accept", []string{"text/html;level=1"}, []string{"text/html ; level=1"}, true},
+		{"no whitespace around '=' (RFC 9110 §5.6.6)", "Accept", []string{"text/html;q=0"}, []string{"text/html;q = 0"}, false},
+		{"media type case kept", "Accept", []string{"text/html;a=B"}, []string{"text/html;a=b"}, false},
+		{"quoted comma is not a boundary", "Accept", []string{`a/b;x="1, 2"`}, []string{`a/b;x="1,2"`}, false},
+		{"quoted pair", "Accept", []string{`a/b;x="1\", 2", c/d`}, []string{`a/b;x="1\", 2",c/d`}, true},
+		{"client hints", "Sec-CH-UA", []string{`"Chromium";v="124", "Not-A.Brand";v="99"`}, []string{`"Chromium";v="124","Not-A.Brand";v="99"`}, true},
 		{"language case", "Accept-Language", []string{"en, de"}, []string{"eN, De"}, true},
 		{"language whitespace", "Accept-Language", []string{"en, de"}, []string{" en ,   de"}, true},
-		{"language weight whitespace", "Accept-Language", []string{"en-US,en;q=0.9"}, []string{"en-us, en ; Q = 0.9"}, true},
+		{"language weight whitespace", "Accept-Language", []string{"en-US,en;q=0.9"}, []string{"en-us, en ; Q=0.9"}, true},
 		{"language order kept", "Accept-Language", []string{"en, de"}, []string{"de, en"}, false},
 		{"language weight kept", "Accept-Language", []string{"en;q=0.9"}, []string{"en;q=0.8"}, false},
-		{"media type parameters", "Accept", []string{"text/html;level=1"}, []string{"text/html ; level=1"}, true},
-		{"media type case kept", "Accept", []string{"text/html;a=B"}, []string{"text/html;a=b"}, false},
+		{"unknown field: lines combined", "Foo", []string{"1, 2"}, []string{"1", "2"}, true},
+		{"unknown field: ends trimmed", "Foo", []string{"1,2"}, []string{" 1,2 "}, true},
+		{"unknown field: as sent", "Foo", []string{"1,2"}, []string{"1, 2"}, false},
+		{"unknown field: empty elements kept", "X-Token", []string{"a,b"}, []string{"a,,b"}, false},
+		{"user agent as sent", "User-Agent", []string{"(KHTML,like Gecko)"}, []string{"(KHTML, like Gecko)"}, false},
 		{"cookie as sent", "Cookie", []string{"a=1,2"}, []string{"a=1, 2"}, false},
 		{"authorization as sent", "Authorization", []string{"Basic x,y"}, []string{"Basic x, y"}, false},
 	}
@@ -321,11 +349,50 @@ func TestVaryKeyAllocs(t *testing.T) {
 		{"accept-language", "en-US, en;q=0.5"},                  // Firefox's
 		{"accept-encoding", "gzip, deflate, br, zstd"},          // canonical
 		{"accept", "text/html,application/xhtml+xml,*/*;q=0.8"}, // 41 bytes, as they are
-		{"x-foo", " 1,2 "},
+		{"accept", " text/html ,*/*;q=0.8"},
 	} {
 		h := hdr(http.CanonicalHeaderKey(c.field), c.value)
 		if n := testing.AllocsPerRun(100, func() { VaryKey([]string{c.field}, h) }); n > 1 {
 			t.Errorf("VaryKey(%s: %q): %.0f allocations, want 1 (the key)", c.field, c.value, n)
 		}
+	}
+}
+
+func BenchmarkKey(b *testing.B) {
+	b.Run("plain", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			Key("www.example.com", "/static/js/app.3f2a1b.js", "", KeyOptions{})
+		}
+	})
+	b.Run("sorted", func(b *testing.B) {
+		opts := KeyOptions{SortQuery: true}
+		b.ReportAllocs()
+		for b.Loop() {
+			Key("WWW.Example.com:443", "/search", "q=cdn&page=2&lang=en&sort=asc", opts)
+		}
+	})
+	b.Run("keep", func(b *testing.B) {
+		opts := KeyOptions{KeepParams: []string{"id", "page"}}
+		b.ReportAllocs()
+		for b.Loop() {
+			Key("www.example.com", "/product", "utm_source=news&id=42&fbclid=abc&page=3", opts)
+		}
+	})
+}
+
+func BenchmarkVaryKey(b *testing.B) {
+	for _, c := range []struct{ name, field, value string }{
+		{"accept-encoding", "Accept-Encoding", "gzip, deflate, br"},
+		{"accept-language", "Accept-Language", "en-US,en;q=0.9"},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			vary := []string{strings.ToLower(c.field)}
+			req := hdr(c.field, c.value)
+			b.ReportAllocs()
+			for b.Loop() {
+				VaryKey(vary, req)
+			}
+		})
 	}
 }
