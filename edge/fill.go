@@ -179,11 +179,14 @@ func fillPolicy(req *request, status int, h http.Header, respTime time.Time) htt
 // fetch began, so a purge applied while it was in flight still matches it (purge rule 2).
 func newObject(req *request, status int, h http.Header, body []byte, policy httpcache.Policy, began, respTime time.Time, initialAge time.Duration) *store.Object {
 	lm, _ := httpcache.ParseDate(h.Get("Last-Modified"))
+	// The key's path, not the client's spelling of it: a prefix purge matches what the key
+	// stores, whichever way a client that filled it spelt it (%70re/a is /pre/a).
+	path, _, _ := strings.Cut(req.target, "?")
 	return &store.Object{
 		Primary:      req.key,
 		Variant:      httpcache.VaryKey(policy.Vary, req.r.Header),
 		Host:         req.host.cfg.Host,
-		Path:         req.path,
+		Path:         path,
 		Status:       status,
 		Header:       h,
 		Body:         body,

@@ -32,6 +32,8 @@ func (n *Node) ApplyPurge(_ context.Context, m purge.Message) (hits int, err err
 		}
 	case purge.KindPrefix:
 		for _, v := range m.Values {
+			// Spelt as the key spells paths, as stored objects' paths are (newObject).
+			v = httpcache.NormalizePath(v)
 			n.store.Purge(store.Record{Kind: store.Prefix, Host: host, Value: v, Soft: m.Soft})
 		}
 	case purge.KindKey:

@@ -170,6 +170,22 @@ func isUnreserved(c byte) bool {
 		c == '-' || c == '.' || c == '_' || c == '~'
 }
 
+// NormalizePath returns path as Key writes it: with unreserved percent-encodings decoded, a
+// literal '?' as %3F, and a leading '/' added if missing. A prefix purge's path is matched
+// against stored objects' paths in this form.
+func NormalizePath(path string) string {
+	if strings.HasPrefix(path, "/") && !strings.ContainsAny(path, "%?") {
+		return path
+	}
+	var b strings.Builder
+	b.Grow(len(path) + 1)
+	if !strings.HasPrefix(path, "/") {
+		b.WriteByte('/')
+	}
+	writeNormalized(&b, path, true)
+	return b.String()
+}
+
 // writeNormalized writes s with unreserved percent-encodings decoded; in a path, a literal '?'
 // is written as %3F.
 func writeNormalized(b *strings.Builder, s string, isPath bool) {

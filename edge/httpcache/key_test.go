@@ -396,3 +396,21 @@ func BenchmarkVaryKey(b *testing.B) {
 		})
 	}
 }
+
+func TestNormalizePath(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"/plain/path", "/plain/path"},
+		{"/%70re/%7Euser", "/pre/~user"},
+		{"/a%2Fb/%20x", "/a%2Fb/%20x"}, // reserved and other characters stay encoded
+		{"/a?b", "/a%3Fb"},
+		{"rel", "/rel"},
+	} {
+		if got := NormalizePath(tc.in); got != tc.want {
+			t.Errorf("NormalizePath(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+		// As Key writes the path.
+		if key := Key("h", tc.in, "", KeyOptions{}); key != "h"+tc.want {
+			t.Errorf("Key(h, %q) = %q, NormalizePath gives %q", tc.in, key, tc.want)
+		}
+	}
+}
