@@ -161,11 +161,18 @@ func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
 	run("follow", func(ctx context.Context) error { return n.follow(ctx, nc, view, cfgView, applied) })
 	// The node registers at once but reports itself healthy only from here on (see ready).
 	run("ready", func(ctx context.Context) error {
-		for _, c := range []<-chan struct{}{sub.Ready(), applied, keys.Ready(), sub.Confirmed()} {
+		for i, c := range []<-chan struct{}{sub.Ready(), applied, keys.Ready(), sub.Confirmed()} {
 			select {
 			case <-c:
 			case <-ctx.Done():
 				return nil
+			}
+			if i == 0 {
+				// The subscription starts after the purges already in the stream, which this
+				// node's copies (none yet) need not apply; but a peer's copy of the same key
+				// must have them applied before it is handed over: fills ask peers for
+				// nothing older than this sequence (purgeorder.go), not for sequence 0.
+				n.advancePurgeSeq(sub.LastApplied())
 			}
 		}
 		// Purges published before the subscription started were never seen: whatever was

@@ -416,3 +416,84 @@ func TestNoRefillFromLaggingPeer(t *testing.T) {
 	}
 	cut.Restore()
 }
+
+// TestPrefixPurgeMatchesEverySpelling: a client fills /pre/a as /%70re/a (%70 is 'p': the
+// same key). A prefix purge of /pre, or of /%70re, must reach that copy: stored paths and
+// purged prefixes are both read as the key spells paths.
+func TestPrefixPurgeMatchesEverySpelling(t *testing.T) {
+	url, js, nc := startNATS(t)
+	s, nodes := fleetEdges(t, []string{url}, true)
+	p := newPurger(t, js, nc)
+	waitSubscribed(t, p, nodes)
+	n := nodes[0]
+	for i, tc := range []struct{ fill, prefix string }{
+		{"/%70re%31/a", "/pre1"},
+		{"/pre2/a", "/%70re2"},
+	} {
+		q := "?cc=max-age%3D600"
+		plain := fmt.Sprintf("/pre%d/a", i+1)
+		do(t, s.client, http.MethodGet, n.Addr(), testHost, tc.fill+q)
+		wantCacheStatus(t, do(t, s.client, http.MethodGet, n.Addr(), testHost, plain+q), "hit")
+		s.origin.Bump(plain)
+		p.wait(p.publish(purge.KindPrefix, false, nodes, tc.prefix), 10*time.Second)
+		if got := do(t, s.client, http.MethodGet, n.Addr(), testHost, plain+q); !strings.HasPrefix(got.body, plain+"@v2:") {
+			t.Errorf("filled as %s, prefix purge %s acked, but %s still served %.20q (Cache-Status %q)",
+				tc.fill, tc.prefix, plain, got.body, got.header.Get("Cache-Status"))
+		}
+	}
+}
+
+// TestJoinerAsksPeersForPurgedSeq: a node that joins after purge S was published starts its
+// subscription after S, but its fills must still ask peers for copies with S applied: the key's
+// owner, cut off from NATS before S, must not hand over the purged copy for the new node to
+// keep as fresh (it fetches the new one instead).
+func TestJoinerAsksPeersForPurgedSeq(t *testing.T) {
+	url, js, nc := startNATS(t)
+	cut := natsCutter(t, "127.0.0.51", url)
+	s := &single{}
+	s.origin, s.originAddr = startOrigin(t, "127.0.0.10", nil)
+	s.client = &http.Client{}
+	t.Cleanup(s.client.CloseIdleConnections)
+	mk := func(i int, u string) Config {
+		name := fmt.Sprintf("n%d", i)
+		return Config{PoP: "f1", Node: name, Logger: testLogger(t),
+			Fleet: FleetConfig{NATS: u, Creds: edgeCreds(t, u, "f1", name), Heartbeat: 100 * time.Millisecond, TTL: time.Minute},
+			Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + s.originAddr}}}
+	}
+	owner, _ := startEdge(t, listen(t, "127.0.3.21"), mk(1, cut.URL()))
+	p := newPurger(t, js, nc)
+	<-owner.FleetReady()
+	var paths []string
+	for k := range 24 {
+		path := obj(fmt.Sprintf("/join%d", k), "cc", "max-age=600")
+		do(t, s.client, http.MethodGet, owner.Addr(), testHost, path)
+		paths = append(paths, path)
+	}
+	cut.Cut()
+	for _, path := range paths {
+		s.origin.Bump(strings.SplitN(path, "?", 2)[0])
+	}
+	m := purge.Message{ID: purge.NewID(), Host: testHost, Kind: purge.KindURL, Values: paths, IssuedAt: time.Now()}
+	seq, err := purge.Publish(context.Background(), p.js, "", m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	joiner, _ := startEdge(t, listen(t, "127.0.3.20"), mk(0, url))
+	<-joiner.FleetReady()
+	wait.For(t, 5*time.Second, "peer sets", func() bool { return len(joiner.tiers.Load().peers) == 2 })
+	owned := 0
+	for _, path := range paths {
+		if rendezvous(joiner.tiers.Load().peers, joiner.key(path))[0].ID != owner.cfg.Node {
+			continue
+		}
+		owned++
+		if r := do(t, s.client, http.MethodGet, joiner.Addr(), testHost, path); !strings.Contains(r.body, "@v2:") {
+			t.Errorf("%s: the joiner got %.12q via %q: the lagging owner's purged copy", path, r.body, r.header.Get("Cache-Status"))
+		}
+	}
+	if owned == 0 {
+		t.Fatal("the cut-off node owns none of the paths: nothing was tested")
+	}
+	cut.Restore()
+	wait.For(t, 10*time.Second, "the owner to apply the purge", func() bool { return owner.purgeSeq.Load() >= seq })
+}
