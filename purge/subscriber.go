@@ -68,6 +68,10 @@ type Subscriber struct {
 	// lastApplied is the stream sequence of the last purge applied (or given up on through
 	// OnGap); it is written only by Run's goroutine.
 	lastApplied atomic.Uint64
+	// created is when the stream that lastApplied counts in was created (Unix nanoseconds):
+	// a stream deleted and created again restarts its sequences, and once it has grown past
+	// lastApplied only this tells (OnGap then). Written by Run's goroutine, read by confirmLoop.
+	created atomic.Int64
 	// ackBuf holds the acks encoded and not sent yet, one per line, ackN of them; Run's
 	// goroutine only.
 	ackBuf []byte
@@ -281,7 +285,9 @@ func (s *Subscriber) join(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("look up stream %s: %w", s.stream, err)
 	}
-	s.lastApplied.Store(stream.CachedInfo().State.LastSeq)
+	info := stream.CachedInfo()
+	s.lastApplied.Store(info.State.LastSeq)
+	s.created.Store(info.Created.UnixNano())
 	return nil
 }
 
@@ -318,16 +324,19 @@ func (s *Subscriber) replayStream(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("look up stream %s: %w", s.stream, err)
 	}
-	state := stream.CachedInfo().State
+	info := stream.CachedInfo()
+	state := info.State
 	last := s.LastApplied()
 	first := state.FirstSeq
 	if first == 0 { // an empty, never used stream reports 0
 		first = state.LastSeq + 1
 	}
 	switch {
-	case state.LastSeq < last:
-		// The stream was recreated: sequences restarted, so what we applied tells nothing.
+	case state.LastSeq < last || info.Created.UnixNano() != s.created.Load():
+		// The stream was recreated: sequences restarted, so what we applied tells nothing,
+		// and whatever it lost is lost. Everything it holds is replayed.
 		s.gap(ctx, last, first)
+		s.created.Store(info.Created.UnixNano())
 	case first > last+1:
 		s.gap(ctx, last, first)
 	}
@@ -489,10 +498,11 @@ func (s *Subscriber) wakeConfirm() {
 // confirmation is a stream last sequence and the time it was asked for: once it is applied,
 // everything published before that time is.
 type confirmation struct {
-	seq   uint64
-	asked time.Time
-	conn  uint64 // the connection's reconnect count when asked
-	ticks int    // rounds it has been waited for
+	seq     uint64
+	created int64 // the stream's creation time (Subscriber.created)
+	asked   time.Time
+	conn    uint64 // the connection's reconnect count when asked
+	ticks   int    // rounds it has been waited for
 }
 
 // confirmLoop advances CaughtUpAt until ctx ends: once the subscriber is ready, every
@@ -544,8 +554,9 @@ func (s *Subscriber) confirmLoop(ctx context.Context) {
 			before := s.LastApplied()
 			if c, err := s.askLastSeq(ctx); err != nil {
 				s.log.Debug("confirm purge stream position", "err", err)
-			} else if c.seq < before {
-				// Below what was applied: the stream was recreated. The replay reports the gap.
+			} else if c.seq < before || c.created != s.created.Load() {
+				// Below what was applied, or another stream's: the stream was recreated. The
+				// replay reports the gap.
 				s.requestReplay(0)
 				await(nil)
 			} else {
@@ -592,7 +603,8 @@ func (s *Subscriber) askLastSeq(ctx context.Context) (confirmation, error) {
 	if err != nil {
 		return c, fmt.Errorf("look up stream %s: %w", s.stream, err)
 	}
-	c.seq = stream.CachedInfo().State.LastSeq
+	info := stream.CachedInfo()
+	c.seq, c.created = info.State.LastSeq, info.Created.UnixNano()
 	return c, nil
 }
 

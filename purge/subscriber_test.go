@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -496,5 +497,57 @@ func TestSubscriberWaitsForStream(t *testing.T) {
 	}
 	if err := s.Run(ctx); err == nil {
 		t.Errorf("second Run() = nil, want an error")
+	}
+}
+
+// TestRecreatedStreamIsAGap: a stream deleted and created again restarts its sequences. Once
+// the new one has grown past what a node applied from the old one, only the stream's creation
+// time tells them apart: the node must report a gap (its copies may have missed purges) and
+// apply every purge of the new stream, whether it was cut off meanwhile or connected
+// throughout (its live announcements then carry sequences it thinks it has applied).
+func TestRecreatedStreamIsAGap(t *testing.T) {
+	for _, cutOff := range []bool{true, false} {
+		t.Run(map[bool]string{true: "cut off", false: "connected"}[cutOff], func(t *testing.T) {
+			ns := natstest.Start(t)
+			ctx := testContext(t)
+			_, js := ns.Connect(t)
+			if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
+				t.Fatal(err)
+			}
+			n := startNode(t, ns, "ams", "n1", func(c *SubscriberConfig) { c.ConfirmEvery = 50 * time.Millisecond })
+			publishN(t, ctx, js, 3)
+			wait.For(t, 10*time.Second, "3 applied", func() bool { return n.rec.count() == 3 })
+			if cutOff {
+				n.cut.Cut()
+				wait.For(t, 10*time.Second, "disconnected", func() bool { return !n.nc.IsConnected() })
+			}
+			if err := js.DeleteStream(ctx, StreamName("")); err != nil {
+				t.Fatal(err)
+			}
+			if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
+				t.Fatal(err)
+			}
+			seqs := publishN(t, ctx, js, 5) // 1..5 in the new stream: past the 3 applied
+			if cutOff {
+				n.cut.Restore()
+			}
+			// After the gap, each purge of the new stream is applied.
+			wait.For(t, 10*time.Second, "a gap, then the new stream's purges", func() bool {
+				_, gaps, events := n.rec.snapshot()
+				if len(gaps) == 0 {
+					return false
+				}
+				after := map[string]bool{}
+				for i := len(events) - 1; i >= 0 && !strings.HasPrefix(events[i], "gap:"); i-- {
+					after[events[i]] = true
+				}
+				for _, s := range seqs {
+					if !after[fmt.Sprintf("apply:%d", s)] {
+						return false
+					}
+				}
+				return true
+			})
+		})
 	}
 }
