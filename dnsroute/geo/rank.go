@@ -345,7 +345,8 @@ type shedState struct {
 }
 
 type utilSample struct {
-	at   time.Time
+	at   time.Time // the last sample it stands for: it expires a lag after
+	from time.Time // the first: samples join it only within lag/32 of this
 	util float64
 }
 
@@ -422,14 +423,16 @@ func (st *shedState) observe(t time.Time, util float64, lag time.Duration) {
 	for len(p) > 0 && p[len(p)-1].util <= util {
 		p = p[:len(p)-1]
 	}
-	// Samples closer than lag/32 share an entry, the later time, so that a falling series
-	// keeps at most about 32 entries.
-	if n := len(p); n > 0 && t.Sub(p[n-1].at) < lag/32 {
+	// Samples within lag/32 of an entry's first share it, at the later time, so that a falling
+	// series keeps at most about 32 entries. Measured from its first sample, not its last:
+	// reports more often than lag/32 (every heartbeat of any node rebuilds the state) would
+	// otherwise move a peak's time on for ever, and it would never expire.
+	if n := len(p); n > 0 && t.Sub(p[n-1].from) < lag/32 {
 		p[n-1].at = t
 		st.peaks = p
 		return
 	}
-	st.peaks = append(p, utilSample{t, util})
+	st.peaks = append(p, utilSample{at: t, from: t, util: util})
 }
 
 // peak is the highest utilisation within the last Lag.

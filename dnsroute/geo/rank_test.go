@@ -280,3 +280,34 @@ func TestOrderByRTT(t *testing.T) {
 		})
 	}
 }
+
+// TestShedderFallsWhateverTheReportRate: a PoP whose demand doubled sheds MaxShed, then
+// reports only the load it kept. The share must fall (to 1 - rest/demand, about 0.59 here)
+// and, once the crowd has left, stop, however often reports come: every heartbeat of any
+// fleet node rebuilds DNS's state and calls Update, and reports closer than Lag/32 once merged
+// a peak's time forward for ever, so it never expired and the PoP shed 95 % for good.
+func TestShedderFallsWhateverTheReportRate(t *testing.T) {
+	for _, every := range []time.Duration{5 * time.Second, time.Second, 500 * time.Millisecond, 100 * time.Millisecond} {
+		t.Run(every.String(), func(t *testing.T) {
+			clock := newFakeClock()
+			s := geo.Shedder{Lag: 30 * time.Second, Now: clock.Now}
+			demand := 1.9
+			f := s.Update("lhr", demand, 0.8, 1.0)
+			for el := time.Duration(0); el < 3*time.Minute; el += every {
+				clock.Advance(every)
+				f = s.Update("lhr", demand*(1-f), 0.8, 1.0)
+			}
+			if f > 0.7 {
+				t.Errorf("after 3 minutes of reports every %v the shed share is %.2f, want about %.2f", every, f, 1-0.78/demand)
+			}
+			demand = 0.3 // the crowd leaves
+			for el := time.Duration(0); el < 3*time.Minute; el += every {
+				clock.Advance(every)
+				f = s.Update("lhr", demand*(1-f), 0.8, 1.0)
+			}
+			if f != 0 {
+				t.Errorf("3 minutes after the crowd left, with reports every %v, the PoP still sheds %.2f", every, f)
+			}
+		})
+	}
+}
