@@ -1,12 +1,14 @@
 package control
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"mime"
 	"net/http"
+	"reflect"
 	"slices"
 	"sort"
 	"strconv"
@@ -98,8 +100,9 @@ func writePurgeAnswer(w http.ResponseWriter, status int, resp purge.Response) {
 }
 
 // DecodeJSON decodes the request body into v strictly: at most max bytes (max <= 0 means
-// DefaultMaxBodyBytes), exactly one JSON value, no unknown fields, and a JSON content type if
-// one is given. On failure it has already written a 400 (415 for a wrong content type) error
+// DefaultMaxBodyBytes), exactly one JSON value, no unknown fields, every field named exactly
+// as its json tag and none twice in one object (at any depth), and a JSON content type if one
+// is given. On failure it has already written a 400 (415 for a wrong content type) error
 // naming the problem, and returns it.
 func DecodeJSON(w http.ResponseWriter, r *http.Request, max int64, v any) error {
 	if max <= 0 {
@@ -113,7 +116,12 @@ func DecodeJSON(w http.ResponseWriter, r *http.Request, max int64, v any) error 
 			return err
 		}
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, max))
+	// The body is kept as it is read, for checkKeys once it decoded.
+	var body bytes.Buffer
+	if r.ContentLength > 0 && r.ContentLength <= max {
+		body.Grow(int(r.ContentLength))
+	}
+	dec := json.NewDecoder(io.TeeReader(http.MaxBytesReader(w, r.Body, max), &body))
 	dec.DisallowUnknownFields()
 	err := dec.Decode(v)
 	if err == nil {
@@ -125,7 +133,12 @@ func DecodeJSON(w http.ResponseWriter, r *http.Request, max int64, v any) error 
 		}
 	}
 	if err == nil {
-		return nil
+		// DisallowUnknownFields lets through a field named in another case, or named twice.
+		err = checkKeys(body.Bytes(), reflect.TypeOf(v))
+		if err != nil {
+			WriteError(w, http.StatusBadRequest, "", err) // a *wire.FieldError names the field
+		}
+		return err
 	}
 	field, derr := describeDecodeError(err, max)
 	WriteError(w, http.StatusBadRequest, field, derr)

@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -16,6 +18,7 @@ import (
 	"github.com/meridian-cdn/meridian/fleet"
 	"github.com/meridian-cdn/meridian/internal/natsauth"
 	"github.com/meridian-cdn/meridian/internal/wait"
+	"github.com/meridian-cdn/meridian/purge"
 	"github.com/meridian-cdn/meridian/wire"
 )
 
@@ -309,6 +312,129 @@ func TestBadRequests(t *testing.T) {
 	// None of the refused configs reached the bucket.
 	if code, b := ts.do(t, "GET", "/v1/hosts/www.example.com", tokReader, nil); code != http.StatusNotFound {
 		t.Errorf("GET refused host = %d %s, want 404", code, b)
+	}
+}
+
+// TestAPIRefusesCaseVariantAndDuplicateFields: encoding/json matches field names
+// case-insensitively and keeps the last of duplicate keys, which DisallowUnknownFields lets
+// through: {"urls":["/a"],"Urls":["/b"]} would purge /b only. Every request body refuses a name
+// that is not exactly its field's, and a name given twice in one object, at any depth, with a
+// 400 naming it; nothing of a refused request is stored or published.
+func TestAPIRefusesCaseVariantAndDuplicateFields(t *testing.T) {
+	ts := startServer(t, Config{PurgeRate: -1})
+	if err := fleet.PutHost(t.Context(), ts.JetStream(), "", wire.HostConfig{Host: "www.example.com", Origin: "http://127.0.0.1:9"}); err != nil {
+		t.Fatal(err)
+	}
+	const (
+		purgePath = "/v1/purge"
+		hostPath  = "/v1/hosts/www.example.com"
+		routePath = "/v1/routing"
+	)
+	tests := []struct {
+		name, method, path, body string
+		wantCode                 int
+		wantField, wantMsg       string
+	}{
+		// Accepted first: a refused body wrongly accepted later would show in what is stored.
+		{"purge, exact names", "POST", purgePath, `{"host":"www.example.com","urls":["/a"],"soft":true}`, 202, "", ""},
+		{"host config, nested and map keys", "PUT", hostPath,
+			`{"origin":"http://127.0.0.1:9","cache":{"keep_params":["a"]},"request_headers":{"forward":"*","set":{"X-A":"1"}}}`, 200, "", ""},
+		{"routing, map keys differing in case", "PUT", routePath, `{"policy":"weighted","weights":{"par":1,"Par":2}}`, 200, "", ""},
+
+		{"purge, names in upper case", "POST", purgePath, `{"HOST":"www.example.com","URLS":["/a"]}`, 400, "HOST", `did you mean "host"`},
+		{"purge, urls then Urls", "POST", purgePath, `{"host":"www.example.com","urls":["/a"],"Urls":["/b"]}`, 400, "Urls", `did you mean "urls"`},
+		{"purge, urls twice", "POST", purgePath, `{"host":"www.example.com","urls":["/a"],"urls":["/b"]}`, 400, "urls", "more than once"},
+		{"purge, escaped duplicate", "POST", purgePath, `{"host":"www.example.com","all":true,"\u0061ll":true}`, 400, "all", "more than once"},
+		{"host config, Origin", "PUT", hostPath, `{"Origin":"http://127.0.0.1:8"}`, 400, "Origin", `did you mean "origin"`},
+		{"host config, nested case variant", "PUT", hostPath, `{"origin":"http://127.0.0.1:8","cache":{"Keep_Params":["b"]}}`, 400, "cache.Keep_Params", `did you mean "keep_params"`},
+		{"host config, nested duplicate", "PUT", hostPath, `{"origin":"http://127.0.0.1:8","cache":{"sort_query":true,"sort_query":false}}`, 400, "cache.sort_query", "more than once"},
+		{"host config, duplicate map key", "PUT", hostPath, `{"origin":"http://127.0.0.1:8","request_headers":{"set":{"X-A":"1","X-A":"2"}}}`, 400, "request_headers.set.X-A", "more than once"},
+		{"routing, Policy", "PUT", routePath, `{"Policy":"nearest"}`, 400, "Policy", `did you mean "policy"`},
+		{"routing, duplicate weight", "PUT", routePath, `{"policy":"nearest","weights":{"par":1,"par":2}}`, 400, "weights.par", "more than once"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, b := ts.do(t, tt.method, tt.path, tokAdmin, []byte(tt.body))
+			if tt.wantCode != http.StatusBadRequest {
+				if code != tt.wantCode {
+					t.Fatalf("%s %s %s = %d %s, want %d", tt.method, tt.path, tt.body, code, b, tt.wantCode)
+				}
+				return
+			}
+			var e APIError
+			if err := json.Unmarshal(b, &e); err != nil {
+				t.Fatalf("answer %s is not a JSON error: %v", b, err)
+			}
+			if code != tt.wantCode || e.Field != tt.wantField || !strings.Contains(e.Error, tt.wantMsg) {
+				t.Errorf("%s %s %s = %d {%q, field %q}, want %d {…%q…, field %q}",
+					tt.method, tt.path, tt.body, code, e.Error, e.Field, tt.wantCode, tt.wantMsg, tt.wantField)
+			}
+		})
+	}
+	st, err := ts.JetStream().Stream(t.Context(), purge.StreamName(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := st.CachedInfo().State.Msgs; n != 1 {
+		t.Errorf("the purge stream holds %d messages, want 1 (the accepted purge's)", n)
+	}
+	if hc, err := fleet.GetHost(t.Context(), ts.JetStream(), "", "www.example.com"); err != nil || hc.Origin != "http://127.0.0.1:9" || !slices.Equal(hc.Cache.KeepParams, []string{"a"}) {
+		t.Errorf("stored host config = %+v, %v; want the accepted one", hc, err)
+	}
+	if rp, err := fleet.GetRouting(t.Context(), ts.JetStream(), ""); err != nil || rp.Policy != "weighted" || len(rp.Weights) != 2 {
+		t.Errorf("stored routing policy = %+v, %v; want the accepted one", rp, err)
+	}
+}
+
+// TestDecodeJSONFieldNamesByType: the exact-name and duplicate checks follow the decoded type
+// through pointers, slices, embedded structs (their fields are promoted) and maps, and leave a
+// value that decodes itself or goes into an interface to its own rules, duplicates aside.
+func TestDecodeJSONFieldNamesByType(t *testing.T) {
+	type Inner struct {
+		Name string `json:"name"`
+	}
+	type Embedded struct {
+		Deep string `json:"deep"`
+	}
+	type body struct {
+		Embedded
+		Items []*Inner            `json:"items"`
+		ByKey map[string]Inner    `json:"by_key"`
+		Any   any                 `json:"any"`
+		Raw   json.RawMessage     `json:"raw"`
+		When  time.Time           `json:"when"`
+		Plain string              // no tag: its Go name
+		Skip  string              `json:"-"`
+		Nums  map[string][]string `json:"nums"`
+	}
+	tests := []struct {
+		body, wantField string // wantField "" means accepted
+	}{
+		{`{"deep":"x","items":[{"name":"a"},null],"by_key":{"k":{"name":"b"},"K":{"name":"c"}},"Plain":"p"}`, ""},
+		{`{"any":{"Whatever":1,"whatever":[{"A":1,"a":2}]},"raw":{"X":1,"x":2},"when":"2025-01-01T00:00:00Z","nums":{"a":["1"]}}`, ""},
+		{`{"Deep":"x"}`, "Deep"},
+		{`{"deep":"x","deep":"y"}`, "deep"},
+		{`{"items":[{"name":"a"},{"NAME":"b"}]}`, "items[1].NAME"},
+		{`{"items":[{"name":"a","name":"b"}]}`, "items[0].name"},
+		{`{"by_key":{"k":{"Name":"b"}}}`, "by_key.k.Name"},
+		{`{"by_key":{"k":{},"k":{}}}`, "by_key.k"},
+		{`{"plain":"p"}`, "plain"},
+		{`{"any":{"a":{"b":1,"b":2}}}`, "any.a.b"},
+		{`{"raw":[{"x":1,"x":2}]}`, "raw[0].x"},
+	}
+	for _, tt := range tests {
+		r := httptest.NewRequest("POST", "/", strings.NewReader(tt.body))
+		w := httptest.NewRecorder()
+		var v body
+		err := DecodeJSON(w, r, 0, &v)
+		var e APIError
+		_ = json.Unmarshal(w.Body.Bytes(), &e)
+		switch {
+		case tt.wantField == "" && err != nil:
+			t.Errorf("DecodeJSON(%s) = %v, want it accepted", tt.body, err)
+		case tt.wantField != "" && (w.Code != http.StatusBadRequest || e.Field != tt.wantField):
+			t.Errorf("DecodeJSON(%s) = %d field %q (%v), want 400 field %q", tt.body, w.Code, e.Field, err, tt.wantField)
+		}
 	}
 }
 

@@ -172,18 +172,18 @@ const publishTimeout = 10 * time.Second
 // payloadHeadroom is left for the message's NATS headers and subject.
 const payloadHeadroom = 1024
 
-// checkPayload refuses messages too large for one NATS message (max_payload, 1 MiB by
-// default), which 1,000 long URLs can be: the client should split the request.
+// checkPayload refuses a request any of whose messages is too large for one NATS message
+// (max_payload, 1 MiB by default), which 1,000 long URLs can be: the client should split the
+// request. Every message is checked before any is published, so a refused request leaves
+// nothing in the stream for a retry to purge again under a new id.
 func (s *Server) checkPayload(msgs []purge.Message) error {
 	limit := s.Conn().MaxPayload() - payloadHeadroom
 	for _, m := range msgs {
-		n := 0
-		for _, v := range m.Values {
-			n += len(v) + 3
-		}
-		if int64(n) < limit/2 { // far below the limit: skip encoding it twice
+		if int64(messageBound(m)) <= limit { // cannot be above the limit: skip encoding it twice
 			continue
 		}
+		// Exactly what the stream stores (purge's storedJSON): the normalised message, no seq.
+		m.Seq = 0
 		data, err := json.Marshal(m)
 		if err != nil {
 			return fmt.Errorf("encode purge: %w", err)
@@ -194,6 +194,50 @@ func (s *Server) checkPayload(msgs []purge.Message) error {
 		}
 	}
 	return nil
+}
+
+// jsonByteBound[c] is the most bytes json.Marshal writes for byte c of a string. '<', '>' and
+// '&' (common in query strings) become 6-byte \u escapes, as do control bytes; '"' and '\\'
+// take two. A byte of 0x80 or above counts six: valid UTF-8 is written as is, except U+2028
+// and U+2029 (3 bytes to 6), and each byte of invalid UTF-8 becomes \ufffd.
+var jsonByteBound = func() (t [256]uint8) {
+	for c := range t {
+		switch {
+		case c < 0x20 || c >= 0x80 || c == '<' || c == '>' || c == '&':
+			t[c] = 6
+		case c == '"' || c == '\\':
+			t[c] = 2
+		default:
+			t[c] = 1
+		}
+	}
+	return t
+}()
+
+// messageSyntaxBound bounds what json.Marshal writes of a Message besides its strings' contents:
+// names, punctuation, the quotes of every string but the values, seq, soft and issued_at
+// (about 150 bytes).
+const messageSyntaxBound = 256
+
+// messageBound is an upper bound on len(json.Marshal(m)), at the cost of a table look-up per
+// byte: exact enough that an ordinary request is never encoded to be measured.
+func messageBound(m purge.Message) int {
+	n := messageSyntaxBound
+	for _, s := range [...]string{m.ID, m.Host, string(m.Kind), m.Issuer} {
+		n += jsonStringBound(s)
+	}
+	for _, v := range m.Values {
+		n += jsonStringBound(v) + 3 // quotes and comma
+	}
+	return n
+}
+
+func jsonStringBound(s string) int {
+	n := 0
+	for i := 0; i < len(s); i++ {
+		n += int(jsonByteBound[s[i]])
+	}
+	return n
 }
 
 // parseWait reads the wait query parameter: a Go duration from 0 (do not wait) to MaxPurgeWait.

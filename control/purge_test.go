@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"net/http"
 	"slices"
 	"strconv"
@@ -334,6 +335,104 @@ func TestPurgeRateLimit(t *testing.T) {
 	// The limit is per token: another token still purges.
 	if code, _, b := postPurge(t, ts, tokAdmin, "", body); code != http.StatusAccepted {
 		t.Errorf("purge with another token = %d %s, want 202", code, b)
+	}
+}
+
+// TestPurgeOversizedIsRefusedWhole: a request whose message would be above NATS's max_payload
+// only once json.Marshal escaped it ('<', '>' and '&' take six bytes each) is a 400 naming
+// the field, and none of its messages is published, not even those before the oversized one:
+// a client that retries would purge them again under a new id.
+func TestPurgeOversizedIsRefusedWhole(t *testing.T) {
+	ts := startServer(t, Config{PurgeRate: -1})
+	if err := fleet.PutHost(t.Context(), ts.JetStream(), "", wire.HostConfig{Host: hostA, Origin: "http://127.0.0.1:9"}); err != nil {
+		t.Fatal(err)
+	}
+	// n values of s repeated to purge.MaxValueBytes: 250 are about 512 KB raw, 3 MB escaped.
+	values := func(n int, s string) []string {
+		v := make([]string, n)
+		for i := range v {
+			v[i] = strings.Repeat(s, purge.MaxValueBytes/len(s))
+		}
+		return v
+	}
+	query := values(250, "a&")
+	for i := range query {
+		query[i] = "/q?" + query[i][3:]
+	}
+	tests := []struct {
+		name      string
+		req       purge.Request
+		wantCode  int
+		wantField string
+		wantMsgs  uint64 // messages the request adds to the stream
+	}{
+		{"keys of '<' after a url", purge.Request{Host: hostA, URLs: []string{"/a"}, Keys: values(250, "<")}, 400, "keys", 0},
+		{"keys of '>' after urls and prefixes", purge.Request{Host: hostA, URLs: []string{"/a"}, Prefixes: []string{"/p"}, Keys: values(250, ">")}, 400, "keys", 0},
+		{"urls with '&' in the query", purge.Request{Host: hostA, URLs: query, Keys: []string{"k"}}, 400, "urls", 0},
+		{"escaped keys that fit", purge.Request{Host: hostA, URLs: []string{"/a"}, Keys: values(80, "<")}, 202, "", 2},
+	}
+	streamMsgs := func() uint64 {
+		t.Helper()
+		st, err := ts.JetStream().Stream(t.Context(), purge.StreamName(""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.CachedInfo().State.Msgs
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// As a client in any other language sends it: '<', '>' and '&' unescaped.
+			var body bytes.Buffer
+			enc := json.NewEncoder(&body)
+			enc.SetEscapeHTML(false)
+			if err := enc.Encode(tt.req); err != nil {
+				t.Fatal(err)
+			}
+			before := streamMsgs()
+			code, b := ts.do(t, "POST", "/v1/purge", tokPurger, body.Bytes())
+			var e APIError
+			if err := json.Unmarshal(b, &e); err != nil {
+				t.Fatalf("answer %.200s is not JSON: %v", b, err)
+			}
+			if code != tt.wantCode || e.Field != tt.wantField {
+				t.Errorf("POST %d-byte body = %d field %q (%.200s), want %d field %q", body.Len(), code, e.Field, e.Error, tt.wantCode, tt.wantField)
+			}
+			if got := streamMsgs() - before; got != tt.wantMsgs {
+				t.Errorf("the request added %d messages to the stream, want %d", got, tt.wantMsgs)
+			}
+		})
+	}
+}
+
+// TestMessageBoundCoversEncoding: messageBound, which spares ordinary purges an encoding to
+// measure them, is never below what json.Marshal writes, whatever the strings hold.
+func TestMessageBoundCoversEncoding(t *testing.T) {
+	all := make([]byte, 256)
+	for i := range all {
+		all[i] = byte(i)
+	}
+	long := purge.Message{
+		ID: strings.Repeat("<", 128), Seq: math.MaxUint64, Host: strings.Repeat("&", 253), Kind: purge.KindKey, Soft: true,
+		IssuedAt: time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.FixedZone("", -(23*3600+59*60))),
+		Issuer:   "\"\\\x00\u2028<>&é",
+	}
+	tests := []struct {
+		name string
+		m    purge.Message
+	}{
+		{"every byte", purge.Message{ID: "x", Host: hostA, Kind: purge.KindKey, Values: []string{string(all)}}},
+		{"escapes", purge.Message{ID: "x", Host: hostA, Kind: purge.KindURL, Values: []string{"/a?b&c<d>e", "\u2028\u2029", "\xff\xfe", `"\`, "\n\t"}}},
+		{"longest fields", long},
+		{"no values", purge.Message{ID: "x", Host: hostA, Kind: purge.KindAll, IssuedAt: time.Now()}},
+	}
+	for _, tt := range tests {
+		data, err := json.Marshal(tt.m)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		if b := messageBound(tt.m); b < len(data) {
+			t.Errorf("%s: messageBound = %d, below the %d bytes json.Marshal writes", tt.name, b, len(data))
+		}
 	}
 }
 

@@ -1,0 +1,240 @@
+package control
+
+import (
+	"bytes"
+	"encoding"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/meridian-cdn/meridian/wire"
+)
+
+// checkKeys refuses, in data (a JSON value that decoded into a value of type t without error),
+// any object key that names a struct field other than by its exact JSON name, and any key that
+// appears twice in one object. encoding/json matches names case-insensitively and keeps the
+// last of duplicates, so `{"urls":["/a"],"Urls":["/b"]}` would purge /b only, silently.
+// Errors are *wire.FieldError naming the key's path ("cache.Keep_Params", "weights.par").
+func checkKeys(data []byte, t reflect.Type) error {
+	k := keyWalker{dec: json.NewDecoder(bytes.NewReader(data))}
+	k.dec.UseNumber() // numbers are skipped, not parsed
+	return k.walk(t)
+}
+
+var (
+	jsonUnmarshaler = reflect.TypeFor[json.Unmarshaler]()
+	textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
+)
+
+// keyWalker reads a JSON value token by token along the type it decoded into.
+type keyWalker struct {
+	dec  *json.Decoder
+	raw  json.RawMessage // reused by every skip
+	path []pathStep      // where the walk is; made a string only for an error
+}
+
+// pathStep is an object key, or an array index when key is "".
+type pathStep struct {
+	key   string
+	index int
+}
+
+// fail returns err as a *wire.FieldError naming the current path.
+func (k *keyWalker) fail(err error) error {
+	var b strings.Builder
+	for _, p := range k.path {
+		switch {
+		case p.key == "":
+			b.WriteString("[" + strconv.Itoa(p.index) + "]")
+		case b.Len() > 0:
+			b.WriteString("." + p.key)
+		default:
+			b.WriteString(p.key)
+		}
+	}
+	return &wire.FieldError{Field: b.String(), Err: err}
+}
+
+// walk reads the next value, which is to decode into a t; a nil t stands for a value whose
+// shape the type does not say (an interface, or a type that decodes itself), in which only
+// duplicate keys are looked for.
+func (k *keyWalker) walk(t reflect.Type) error {
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t != nil && (reflect.PointerTo(t).Implements(jsonUnmarshaler) || t.Kind() == reflect.Interface) {
+		t = nil
+	}
+	if t != nil && !holdsObjects(t, 0) {
+		// The value decoded into t, so it holds no object: skip it whole (a token per element
+		// costs a decode each).
+		return k.dec.Decode(&k.raw)
+	}
+	tok, err := k.dec.Token()
+	if err != nil {
+		return err
+	}
+	switch tok {
+	case json.Delim('['):
+		var elem reflect.Type
+		if t != nil && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
+			elem = t.Elem()
+		}
+		for i := 0; k.dec.More(); i++ {
+			k.path = append(k.path, pathStep{index: i})
+			if err := k.walk(elem); err != nil {
+				return err
+			}
+			k.path = k.path[:len(k.path)-1]
+		}
+	case json.Delim('{'):
+		var fields map[string]reflect.Type
+		var elem reflect.Type
+		switch {
+		case t != nil && t.Kind() == reflect.Struct:
+			fields = structFields(t)
+		case t != nil && t.Kind() == reflect.Map:
+			elem = t.Elem()
+		}
+		var seen []string // objects are small: a list beats a map
+		for k.dec.More() {
+			tok, err := k.dec.Token()
+			if err != nil {
+				return err
+			}
+			key, _ := tok.(string)
+			k.path = append(k.path, pathStep{key: key})
+			if slices.Contains(seen, key) {
+				return k.fail(errors.New("appears more than once in its object"))
+			}
+			seen = append(seen, key)
+			if fields != nil {
+				ft, ok := fields[key]
+				if !ok {
+					return k.fail(unknownKey(key, fields))
+				}
+				elem = ft
+			}
+			if err := k.walk(elem); err != nil {
+				return err
+			}
+			k.path = k.path[:len(k.path)-1]
+		}
+	default:
+		return nil // a scalar
+	}
+	_, err = k.dec.Token() // the closing ']' or '}'
+	return err
+}
+
+// unknownKey describes key, which names no field exactly: encoding/json matched it to a field
+// by folding case, or it would have refused it already.
+func unknownKey(key string, fields map[string]reflect.Type) error {
+	for name := range fields {
+		if strings.EqualFold(name, key) {
+			return fmt.Errorf("unknown field (names are case-sensitive: did you mean %q?)", name)
+		}
+	}
+	return errors.New("unknown field")
+}
+
+// holdsObjects reports whether a JSON value decoded into a t may contain an object. The answer
+// for a type that decodes itself is yes: it may accept any JSON; so it is for a type nested
+// deeper than depth allows (type T []T is one).
+func holdsObjects(t reflect.Type, depth int) bool {
+	if depth > 32 {
+		return true
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch {
+	case reflect.PointerTo(t).Implements(jsonUnmarshaler):
+		return true
+	case reflect.PointerTo(t).Implements(textUnmarshaler):
+		return false // decodes from a JSON string only
+	}
+	switch t.Kind() {
+	case reflect.Struct, reflect.Map, reflect.Interface:
+		return true
+	case reflect.Slice, reflect.Array:
+		return holdsObjects(t.Elem(), depth+1)
+	}
+	return false
+}
+
+// fieldCache holds structFields' answers by type: request types are few and fixed.
+var fieldCache sync.Map // reflect.Type -> map[string]reflect.Type
+
+// structFields maps the JSON names encoding/json decodes into struct type t to their types,
+// with the fields of embedded structs promoted by its rules: the shallowest name wins, then
+// the one tagged; names still ambiguous are left out, as encoding/json ignores them.
+func structFields(t reflect.Type) map[string]reflect.Type {
+	if f, ok := fieldCache.Load(t); ok {
+		return f.(map[string]reflect.Type)
+	}
+	type candidate struct {
+		typ    reflect.Type
+		depth  int
+		tagged bool
+		count  int // candidates of this depth and taggedness
+	}
+	found := map[string]candidate{}
+	var collect func(t reflect.Type, depth int, visiting map[reflect.Type]bool)
+	collect = func(t reflect.Type, depth int, visiting map[reflect.Type]bool) {
+		if visiting[t] {
+			return
+		}
+		visiting[t] = true
+		defer delete(visiting, t)
+		for i := range t.NumField() {
+			sf := t.Field(i)
+			ft := sf.Type
+			if sf.Anonymous {
+				if ft.Kind() == reflect.Pointer {
+					ft = ft.Elem()
+				}
+				if !sf.IsExported() && ft.Kind() != reflect.Struct {
+					continue
+				}
+			} else if !sf.IsExported() {
+				continue
+			}
+			tag := sf.Tag.Get("json")
+			if tag == "-" {
+				continue
+			}
+			name, _, _ := strings.Cut(tag, ",")
+			if name == "" && sf.Anonymous && ft.Kind() == reflect.Struct {
+				collect(ft, depth+1, visiting)
+				continue
+			}
+			tagged := name != ""
+			if !tagged {
+				name = sf.Name
+			}
+			c, ok := found[name]
+			switch {
+			case !ok || depth < c.depth || depth == c.depth && tagged && !c.tagged:
+				found[name] = candidate{typ: sf.Type, depth: depth, tagged: tagged, count: 1}
+			case depth == c.depth && tagged == c.tagged:
+				c.count++
+				found[name] = c
+			}
+		}
+	}
+	collect(t, 0, map[reflect.Type]bool{})
+	fields := make(map[string]reflect.Type, len(found))
+	for name, c := range found {
+		if c.count == 1 {
+			fields[name] = c.typ
+		}
+	}
+	f, _ := fieldCache.LoadOrStore(t, fields)
+	return f.(map[string]reflect.Type)
+}
