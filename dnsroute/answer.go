@@ -127,11 +127,18 @@ type request struct {
 	tcp    bool
 	// loc is the client's location when the caller looked it up already (nil: look it up).
 	loc *geo.Location
+	// turn is the rotation turn a routed answer holds over TCP, or with more turns than
+	// maxVariants (UDP writes each query's turn into that one; see routed).
+	turn uint32
 }
 
-// reply is the outcome of answering: one message per rotation, and how to account for it.
+// reply is the outcome of answering: one message per rotation turn, or one whose addresses
+// rot rotates, and how to account for it.
 type reply struct {
-	variants  []*dns.Msg
+	variants []*dns.Msg
+	// rot, when set, rotates the last rot.count answer records of the one variant (see
+	// maxVariants).
+	rot       *rotation
 	cacheable bool
 	pop       string // the PoP routed to, "" when the answer is not routed
 	failOpen  bool
@@ -230,7 +237,9 @@ func (s *Server) answer(st *state, req request) reply {
 	return nodata()
 }
 
-// routed appends the routed address records for owner to m, one message per rotation.
+// routed appends the routed address records for owner to m: one message per rotation turn,
+// or of more than maxVariants turns one at turn req.turn, to be rotated (reply.rot); over TCP,
+// which is not cached, the one of turn req.turn.
 func (s *Server) routed(st *state, req request, m *dns.Msg, owner string) reply {
 	q := req.msg.Question[0]
 	v6 := q.Qtype == dns.TypeAAAA
@@ -257,11 +266,22 @@ func (s *Server) routed(st *state, req request, m *dns.Msg, owner string) reply 
 		return r
 	}
 	r.pop, r.failOpen = d.pop.pop.ID, d.failOpen
+	turns := []uint32{req.turn}
+	switch n := d.rot.turns(); {
+	case req.tcp || n == 1:
+	case n <= maxVariants:
+		turns = turns[:0]
+		for k := range n {
+			turns = append(turns, uint32(k))
+		}
+	default:
+		r.rot = d.rot
+	}
 	prefix := m.Answer
-	for _, addrs := range rotations(d.nodes, s.cfg.AnswerCount, s.cfg.Rotation == "weighted") {
+	for _, k := range turns {
 		v := m.Copy()
-		v.Answer = append(append([]dns.RR{}, prefix...), make([]dns.RR, 0, len(addrs))...)
-		for _, a := range addrs {
+		v.Answer = append(append([]dns.RR{}, prefix...), make([]dns.RR, 0, d.rot.count)...)
+		for _, a := range d.rot.turn(k) {
 			v.Answer = append(v.Answer, addrRR(owner, a, s.zone.ttl))
 		}
 		r.variants = append(r.variants, v)

@@ -1,6 +1,7 @@
 package dnsroute
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"testing"
@@ -68,6 +69,30 @@ func BenchmarkHandleUDP(b *testing.B) {
 			i++
 		}
 	})
+}
+
+// BenchmarkHandleUDPLargePoP measures cache hits of an answer from a PoP of 200 nodes: the
+// hit writes its rotation turn's addresses into one cached reply, as for a PoP of two.
+func BenchmarkHandleUDPLargePoP(b *testing.B) {
+	cfg := testConfig(b)
+	for k := range 198 {
+		cfg.PoPs[0].Nodes = append(cfg.PoPs[0].Nodes, NodeConfig{ID: fmt.Sprintf("lhr-x%03d", k), IPv4: netip.AddrFrom4([4]byte{198, 51, byte(k / 200), byte(k%200 + 1)}).String(), Capacity: 1000})
+	}
+	s, err := New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	src := netip.MustParseAddrPort("127.1.1.1:4000")
+	s.coarseNow.Store(time.Now().UnixNano())
+	pkt := benchQuery(b, true, 1)
+	w := newWorker()
+	s.handleUDP(w, pkt, src)
+	b.ReportAllocs()
+	for b.Loop() {
+		if s.handleUDP(w, pkt, src) == nil {
+			b.Fatal("no reply")
+		}
+	}
 }
 
 // BenchmarkServeUDP measures whole round trips over loopback with the miekg/dns client.

@@ -39,12 +39,17 @@ const promoteEvery = int64(time.Second)
 // and each entry keeps its key to rule out collisions.
 var keySeed = maphash.MakeSeed()
 
-// entry is a cached reply in one or more rotations. Each variant is a complete packed reply
-// whose ID, RD/CD flags, question name case and ECS address are patched per query.
+// entry is a cached reply in one or more rotation turns. Each variant is a complete packed
+// reply whose ID, RD/CD flags, question name case and ECS address are patched per query.
 type entry struct {
 	key      []byte
 	variants [][]byte
 	next     atomic.Uint32
+	// rot, when set, rotates the one variant's addresses, whose RDATA start at byte at and
+	// every step bytes: a hit writes the next turn's into its copy (rotate). See maxVariants.
+	// (Offsets inline, not a slice: the entry stays in the allocator's 128-byte class.)
+	at, step uint16
+	rot      *rotation
 	// ecsAddrLen is the length of the ECS address that ends every variant (0: no ECS).
 	ecsAddrLen int
 	// touched is when the entry last moved to the front of its LRU (Unix nanoseconds).
@@ -103,10 +108,15 @@ func (c *answerCache) len() int {
 	return n
 }
 
-// pick returns the next rotation of e.
+// pick returns the next rotation turn of e, or with rot its one variant (see rotate).
 func (e *entry) pick() []byte {
 	if len(e.variants) == 1 {
 		return e.variants[0]
 	}
 	return e.variants[int(e.next.Add(1)-1)%len(e.variants)]
+}
+
+// rotate writes the addresses of e's next turn into out, a copy of e's variant; e.rot is set.
+func (e *entry) rotate(out []byte) {
+	e.rot.write(out, e.at, e.step, e.next.Add(1)-1)
 }

@@ -420,10 +420,10 @@ func rankPolicy(r wire.RoutingPolicy) geo.Policy {
 		p.RadiusKm = 1500
 	}
 	if p.High == 0 {
-		p.High = 1.0
+		p.High = wire.DefaultHighWatermark
 	}
 	if p.Low == 0 {
-		p.Low = min(0.8, p.High)
+		p.Low = min(wire.DefaultLowWatermark, p.High)
 	}
 	switch {
 	case r.Explore == 0:

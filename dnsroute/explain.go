@@ -107,7 +107,7 @@ func (s *Server) Explain(addr netip.Addr, name string, qtype uint16) (Explanatio
 	}
 	if d.pop != nil {
 		ex.PoP = d.pop.pop.ID
-		for _, a := range rotations(d.nodes, s.cfg.AnswerCount, s.cfg.Rotation == "weighted")[0] {
+		for _, a := range d.rot.turn(0) {
 			ex.Answer = append(ex.Answer, a.String())
 		}
 		if d.failOpen {

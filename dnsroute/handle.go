@@ -153,15 +153,18 @@ func (s *Server) handleUDP(w *worker, p []byte, src netip.AddrPort) []byte {
 			if len(v) <= limit {
 				out := append(w.out[:0], v...)
 				patch(out, p, &q, e)
+				if e.rot != nil {
+					e.rotate(out)
+				}
 				w.hit(e)
 				if !start.IsZero() {
 					s.m.latency.Observe(time.Since(start).Seconds())
 				}
 				return out
 			}
-			// Too long for this client: the variant the rotation picked, truncated. A fresh
-			// resolve would start the rotation over (and store it so for every client of the
-			// key), so such clients would always get the same first node.
+			// Too long for this client: the rotation's next turn, truncated. A fresh resolve
+			// would start the rotation over (and store it so for every client of the key), so
+			// such clients would always get the same first node.
 			if out := s.truncatedHit(w, p, &q, e, v, limit); out != nil {
 				return out
 			}
@@ -212,7 +215,9 @@ func (s *Server) handleUDP(w *worker, p []byte, src netip.AddrPort) []byte {
 	if o := req.IsEdns0(); o != nil {
 		limit = udpLimit(true, o.UDPSize(), s.cfg.MaxUDPSize)
 	}
-	out, r, rcode := s.resolve(st, req, src.Addr(), loc, false)
+	// A rotated answer (reply.rot) is built at turn 0; this query's turn is written in below,
+	// as a hit writes its own.
+	out, r, rcode := s.resolve(st, req, src.Addr(), loc, false, 0)
 	if out == nil {
 		s.m.queries.WithLabelValues("other", rcodeLabel(rcode)).Inc()
 		return headerReply(w.out[:0], p, rcode)
@@ -228,24 +233,33 @@ func (s *Server) handleUDP(w *worker, p []byte, src netip.AddrPort) []byte {
 	}
 	qt := req.Question[0].Qtype
 	e := &entry{variants: packed, slot: slot, gen: gen, queries: s.m.queries.WithLabelValues(qtypeLabel(qt), rcodeLabel(rcode))}
+	if r.rot != nil {
+		// Never fails for a reply routed packs; if it did, the answer would just not rotate.
+		if at, step, ok := addrOffsets(packed[0], r.rot.count, r.rot.size); ok {
+			e.rot, e.at, e.step = r.rot, at, step
+		}
+	}
 	if r.pop != "" && rcode == dns.RcodeSuccess {
 		e.answers = s.m.answers.WithLabelValues(r.pop)
 	}
 	if parsed {
 		e.ecsAddrLen = len(q.ecsAddr)
 	}
-	i := 0
+	var turn uint32
 	if parsed && r.cacheable && rcode == dns.RcodeSuccess && !r.failOpen {
 		st.cache.put(w.key, e, now.UnixNano())
 		if loc != nil && !r.perClient {
-			st.netCache.put(w.netKey, &entry{variants: packed, ecsAddrLen: e.ecsAddrLen, queries: e.queries, answers: e.answers}, now.UnixNano())
+			st.netCache.put(w.netKey, &entry{variants: packed, rot: e.rot, at: e.at, step: e.step, ecsAddrLen: e.ecsAddrLen, queries: e.queries, answers: e.answers}, now.UnixNano())
 		}
-		i = int(e.next.Add(1)-1) % len(packed)
-	} else if len(packed) > 1 {
-		i = int(s.rr.Add(1)-1) % len(packed)
+		turn = e.next.Add(1) - 1
+	} else if len(packed) > 1 || e.rot != nil {
+		turn = s.rr.Add(1) - 1
 	}
 	s.account(e, r)
-	b := append(w.out[:0], packed[i]...)
+	b := append(w.out[:0], packed[int(turn%uint32(len(packed)))]...)
+	if e.rot != nil {
+		e.rot.write(b, e.at, e.step, turn)
+	}
 	if parsed {
 		patch(b, p, &q, e) // the querier's reply is what a hit would give it (see the upper case above)
 	}
@@ -258,13 +272,16 @@ func (s *Server) handleUDP(w *worker, p []byte, src netip.AddrPort) []byte {
 	return b
 }
 
-// truncatedHit answers from the cached variant v of e, too long for the client: v for this
-// query, cut to limit bytes with TC set as the resolving path cuts a reply (dns.Msg.Truncate);
-// nil if it does not unpack or pack. Only clients without EDNS (or with a small buffer) asking
-// for a long answer come here.
+// truncatedHit answers from the cached variant v of e, too long for the client: the next turn
+// for this query, cut to limit bytes with TC set as the resolving path cuts a reply
+// (dns.Msg.Truncate); nil if it does not unpack or pack. Only clients without EDNS (or with a
+// small buffer) asking for a long answer come here.
 func (s *Server) truncatedHit(w *worker, p []byte, q *query, e *entry, v []byte, limit int) []byte {
 	b := append(w.out[:0], v...)
 	patch(b, p, q, e)
+	if e.rot != nil {
+		e.rotate(b)
+	}
 	out := truncate(b, limit)
 	if out != nil {
 		w.hit(e)
@@ -298,7 +315,7 @@ func (s *Server) netHit(st *state, w *worker, p []byte, q *query, network netip.
 	if ne == nil || s.lat.Has(network) {
 		return nil
 	}
-	e := &entry{variants: ne.variants, ecsAddrLen: ne.ecsAddrLen, slot: slot, gen: gen, queries: ne.queries, answers: ne.answers}
+	e := &entry{variants: ne.variants, rot: ne.rot, at: ne.at, step: ne.step, ecsAddrLen: ne.ecsAddrLen, slot: slot, gen: gen, queries: ne.queries, answers: ne.answers}
 	v := e.pick()
 	if len(v) > udpLimit(q.edns, q.udpSize, s.cfg.MaxUDPSize) {
 		return nil
@@ -306,6 +323,9 @@ func (s *Server) netHit(st *state, w *worker, p []byte, q *query, network netip.
 	st.cache.put(w.key, e, now)
 	out := append(w.out[:0], v...)
 	patch(out, p, q, e)
+	if e.rot != nil {
+		e.rotate(out)
+	}
 	s.m.hits.Add(1)
 	s.m.netHits.Add(1)
 	e.queries.Inc()
@@ -339,7 +359,7 @@ func (s *Server) serveTCP(w dns.ResponseWriter, req *dns.Msg) {
 		return
 	}
 	st := s.current(s.now())
-	out, r, rcode := s.resolve(st, req, src, nil, true)
+	out, r, rcode := s.resolve(st, req, src, nil, true, s.rr.Add(1)-1)
 	if out == nil {
 		m := new(dns.Msg)
 		m.SetRcode(req, rcode)
@@ -353,7 +373,7 @@ func (s *Server) serveTCP(w dns.ResponseWriter, req *dns.Msg) {
 		e.answers = s.m.answers.WithLabelValues(r.pop)
 	}
 	s.account(e, r)
-	w.WriteMsg(out[int(s.rr.Add(1)-1)%len(out)])
+	w.WriteMsg(out[0]) // TCP gets one message, of turn s.rr (see routed)
 	s.m.latency.Observe(time.Since(start).Seconds())
 }
 
@@ -432,9 +452,10 @@ func acceptTCP(dh dns.Header) dns.MsgAcceptAction {
 // miekg/dns's default MaxTCPQueries.
 const maxBadTCP = 128
 
-// resolve answers a parsed query. A nil result means reply with only a header and rcode
-// (malformed or unsupported queries), so that garbage never earns more bytes than it sent.
-func (s *Server) resolve(st *state, req *dns.Msg, src netip.Addr, loc *geo.Location, tcp bool) ([]*dns.Msg, reply, int) {
+// resolve answers a parsed query; a routed answer over TCP holds rotation turn turn (see
+// routed). A nil result means reply with only a header and rcode (malformed or unsupported
+// queries), so that garbage never earns more bytes than it sent.
+func (s *Server) resolve(st *state, req *dns.Msg, src netip.Addr, loc *geo.Location, tcp bool, turn uint32) ([]*dns.Msg, reply, int) {
 	if req.Opcode != dns.OpcodeQuery {
 		return nil, reply{}, dns.RcodeNotImplemented
 	}
@@ -478,7 +499,7 @@ func (s *Server) resolve(st *state, req *dns.Msg, src netip.Addr, loc *geo.Locat
 		ecsPfx = netip.PrefixFrom(a, int(ecs.SourceNetmask))
 	}
 	client := clientPrefix(src, ecsPfx)
-	r := s.answer(st, request{msg: req, src: src, ecs: ecs, client: client, tcp: tcp, loc: loc})
+	r := s.answer(st, request{msg: req, src: src, ecs: ecs, client: client, tcp: tcp, loc: loc, turn: turn})
 	for _, m := range r.variants {
 		m.Compress = true
 		if opt == nil {

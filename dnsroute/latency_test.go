@@ -309,29 +309,59 @@ func TestLatencyMapGenerations(t *testing.T) {
 	}
 }
 
-// TestScopeFloorWhileFollowingLatency: once the server follows a latency map, a geographic
-// answer's ECS scope is never wider than one client network: with the database's /16, a
-// resolver would reuse it for a /24 inside that has measurements of its own.
+// TestScopeFloorWhileFollowingLatency: once the server follows a latency map, an answer's
+// ECS scope is never wider than one client network (/24, /48), geographic or measured, and
+// not even for a source prefix shorter than that: with the database's /16, a resolver would
+// reuse it for a /24 inside that has measurements of its own, and an answer routed on the
+// measurements of the /24 at a /20's address holds for that /24 only. Found by a bug hunter:
+// a /20 was routed on one /24's measurements and answered with scope /20.
 func TestScopeFloorWhileFollowingLatency(t *testing.T) {
-	ts := startServer(t, nil)
-	scope := func(p netip.Prefix) uint8 {
-		e := ecsOf(ts.ask(t, "www.cdn.example.", dns.TypeA, qopt{ecs: p}))
+	ts := startServer(t, func(c *Config) { c.Policy.Explore = -1 })
+	scope := func(p netip.Prefix) (string, uint8) {
+		r := ts.ask(t, "www.cdn.example.", dns.TypeA, qopt{ecs: p})
+		e := ecsOf(r)
 		if e == nil {
 			t.Fatalf("%s: no ECS in the reply", p)
 		}
-		return e.SourceScope
+		return ts.popOf(t, r), e.SourceScope
 	}
-	if got := scope(cityPrefix(t, "London", 5)); got != 16 {
+	if _, got := scope(cityPrefix(t, "London", 5)); got != 16 {
 		t.Fatalf("no latency map followed: scope /%d, want the database network's /16", got)
 	}
 	// Following starts before the first query in a live server (natsfleet), so the answers
-	// cached so far do not count: another database network.
+	// cached so far do not count: other database networks below.
 	tokyo := cityPrefix(t, "Tokyo", 1)
 	if l, err := ts.geo.Lookup(tokyo.Addr()); err != nil || l.Network.Bits() >= 24 {
 		t.Fatalf("Tokyo's database network = %v (%v), want one wider than /24", l.Network, err)
 	}
 	ts.lat.followed.Store(true)
-	if got := scope(tokyo); got != 24 {
-		t.Errorf("latency map followed: scope /%d, want /24", got)
+	// Paris's 100.x.16.0/24 measured fra far better than lhr: it goes to fra, and so does a
+	// /20 (or a /116 of IPv4-mapped IPv6) at its address, on its measurements.
+	paris := cityPrefix(t, "Paris", 16)
+	now := time.Now()
+	ts.lat.Put(wire.LatencyKey("fra", "fra-1", paris), wire.LatencyRecord{Network: paris, Samples: 9, At: now,
+		RTTMs: map[string]float64{"lhr": 90, "fra": 10}}, now)
+	mapped := func(p netip.Prefix) netip.Prefix {
+		b := p.Addr().As4()
+		return netip.PrefixFrom(netip.AddrFrom16([16]byte{10: 0xff, 11: 0xff, 12: b[0], 13: b[1], 14: b[2], 15: b[3]}), 96+p.Bits())
+	}
+	for _, tt := range []struct {
+		name    string
+		ecs     netip.Prefix
+		wantPoP string // "" any
+		want    uint8
+	}{
+		{"geographic /24", tokyo, "nrt", 24},
+		{"geographic /20", netip.PrefixFrom(cityPrefix(t, "Sydney", 32).Addr(), 20), "syd", 24},
+		{"measured /24", paris, "fra", 24},
+		{"measured /20", netip.PrefixFrom(paris.Addr(), 20), "fra", 24},
+		{"measured /20 as IPv4-mapped /116", mapped(netip.PrefixFrom(paris.Addr(), 20)), "fra", 96 + 24},
+		{"IPv6 /40, unknown: the default PoP", netip.MustParsePrefix("2001:db8::/40"), "iad", 48},
+	} {
+		for _, how := range []string{"resolved", "cached"} {
+			if pop, got := scope(tt.ecs); got != tt.want || pop != tt.wantPoP {
+				t.Errorf("%s (%s, %s): %s with scope /%d, want %s with /%d", tt.name, tt.ecs, how, pop, got, tt.wantPoP, tt.want)
+			}
+		}
 	}
 }

@@ -3,6 +3,8 @@ package dnsroute
 import (
 	"encoding/binary"
 	"net/netip"
+
+	"github.com/miekg/dns"
 )
 
 // Wire constants of the fast path (RFC 1035 section 4.1, RFC 6891, RFC 7871).
@@ -178,6 +180,56 @@ func badECS(p []byte) bool {
 		off += rdlen
 	}
 	return false
+}
+
+// addrOffsets returns where the RDATA of the last count answer records of the packed reply b
+// start, at and every step bytes on; they must be addresses of size bytes (A: 4, AAAA: 16)
+// with owner names of one length (as compression makes them). ok is false when they are not.
+func addrOffsets(b []byte, count, size int) (at, step uint16, ok bool) {
+	if len(b) < headerLen || len(b) > 0xFFFF {
+		return 0, 0, false
+	}
+	be := binary.BigEndian
+	qd, an := int(be.Uint16(b[4:])), int(be.Uint16(b[6:]))
+	if count < 1 || count > an {
+		return 0, 0, false
+	}
+	want := uint16(dns.TypeA)
+	if size == 16 {
+		want = dns.TypeAAAA
+	}
+	off := headerLen
+	for range qd {
+		if off = skipName(b, off); off < 0 || off+4 > len(b) {
+			return 0, 0, false
+		}
+		off += 4
+	}
+	prev := 0
+	for i := range an {
+		if off = skipName(b, off); off < 0 || off+10 > len(b) {
+			return 0, 0, false
+		}
+		typ, rdlen := be.Uint16(b[off:]), int(be.Uint16(b[off+8:]))
+		off += 10
+		if off+rdlen > len(b) {
+			return 0, 0, false
+		}
+		switch j := i - (an - count); {
+		case j < 0:
+		case typ != want || rdlen != size || j > 1 && off-prev != int(step):
+			return 0, 0, false
+		case j == 0:
+			at = uint16(off)
+		default:
+			step = uint16(off - prev)
+		}
+		if i >= an-count {
+			prev = off
+		}
+		off += rdlen
+	}
+	return at, step, true
 }
 
 // skipName returns the offset just past the (possibly compressed) name at p[off:], or -1

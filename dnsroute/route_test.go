@@ -246,8 +246,12 @@ func TestPolicies(t *testing.T) {
 	if got := ts.popOf(t, ts.ask(t, "www.cdn.example.", dns.TypeA, london)); got != "syd" {
 		t.Errorf("weighted to syd only: PoP = %s, want syd", got)
 	}
-	if err := ts.SetPolicy(wire.RoutingPolicy{Policy: "bogus"}); err == nil {
-		t.Error("SetPolicy(bogus) = nil, want an error")
+	// Refused: an unknown policy; a low watermark above the default high one (found by a bug
+	// hunter: it was accepted, and a PoP at utilisation 1.0 shed 95 %).
+	for _, bad := range []wire.RoutingPolicy{{Policy: "bogus"}, {Policy: "nearest", LowWatermark: 1.5}} {
+		if err := ts.SetPolicy(bad); err == nil {
+			t.Errorf("SetPolicy(%+v) = nil, want an error", bad)
+		}
 	}
 	if got := ts.popOf(t, ts.ask(t, "www.cdn.example.", dns.TypeA, london)); got != "syd" {
 		t.Errorf("after a refused policy: PoP = %s, want syd (old policy kept)", got)
@@ -287,6 +291,95 @@ func TestRotation(t *testing.T) {
 			case "weighted":
 				if first["192.0.2.12"] < 24 || first["192.0.2.11"] == 0 {
 					t.Errorf("first addresses = %v, want lhr-2 (192.0.2.12) ahead ~90%%, lhr-1 sometimes", first)
+				}
+			}
+		})
+	}
+}
+
+// TestRotationReachesEveryNode: every usable node of a PoP, however many it has, leads
+// answers in turn (round robin, each answer starting at the node after the previous one's
+// first) or in proportion to its spare capacity (weighted), from the answer cache as over
+// TCP. Found by a bug hunter: there were at most 16 rotations, so of 22 nodes with
+// answer_count 2 only the first 17 ever answered, and two of those half as often.
+func TestRotationReachesEveryNode(t *testing.T) {
+	tests := []struct {
+		name, rotation string
+		qtype          uint16
+		nodes, count   int  // lhr's nodes (its two and added ones), addresses per answer
+		halfBusy       bool // every other added node at half load: leads half as often
+	}{
+		{"roundrobin/16 nodes", "roundrobin", dns.TypeA, 16, 2, false}, // one packed reply per turn
+		{"roundrobin/17 nodes", "roundrobin", dns.TypeA, 17, 2, false}, // one, rewritten per hit
+		{"roundrobin/22 nodes", "roundrobin", dns.TypeA, 22, 2, false},
+		{"roundrobin/40 nodes, 3 each", "roundrobin", dns.TypeA, 40, 3, false},
+		{"roundrobin/22 nodes AAAA", "roundrobin", dns.TypeAAAA, 22, 2, false},
+		{"weighted/22 nodes", "weighted", dns.TypeA, 22, 2, false},
+		{"weighted/22 nodes, half busy", "weighted", dns.TypeA, 22, 2, true},
+		{"weighted/22 nodes, half busy AAAA", "weighted", dns.TypeAAAA, 22, 2, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ts := startServer(t, func(c *Config) {
+				c.Rotation, c.AnswerCount = tt.rotation, tt.count
+				for k := 3; k <= tt.nodes; k++ {
+					c.PoPs[0].Nodes = append(c.PoPs[0].Nodes, NodeConfig{ID: fmt.Sprintf("lhr-%02d", k),
+						IPv4: fmt.Sprintf("198.51.100.%d", k), IPv6: fmt.Sprintf("2001:db8:100::%d", k), Capacity: 1000})
+				}
+			})
+			addr := func(n wire.Node) string {
+				if tt.qtype == dns.TypeAAAA {
+					return n.IPv6
+				}
+				return n.IPv4
+			}
+			// leads: the turns each node's address leads in one cycle of the rotation.
+			leads := map[string]int{}
+			cycle := 0
+			for k := 1; k <= tt.nodes; k++ {
+				id := fmt.Sprintf("lhr-%02d", k)
+				if k <= 2 {
+					id = fmt.Sprintf("lhr-%d", k)
+				}
+				n, ok := ts.StaticFleet().Node("lhr", id)
+				if !ok {
+					t.Fatalf("no node %s", id)
+				}
+				leads[addr(n)] = 1
+				if tt.halfBusy {
+					leads[addr(n)] = 2
+					if k > 2 && k%2 == 0 {
+						n.Load.RequestsPerSec = 0.5 * n.Capacity
+						ts.StaticFleet().SetNode(n)
+						leads[addr(n)] = 1
+					}
+				}
+				cycle += leads[addr(n)]
+			}
+			ip := func(rr dns.RR) string {
+				if a, ok := rr.(*dns.AAAA); ok {
+					return a.AAAA.String()
+				}
+				return rr.(*dns.A).A.String()
+			}
+			for _, nw := range []string{"udp", "tcp"} {
+				first := map[string]int{}
+				var prev []dns.RR
+				for range 2 * cycle {
+					r := ts.ask(t, "www.cdn.example.", tt.qtype, qopt{net: nw, ecs: cityPrefix(t, "London", 4)})
+					if len(r.Answer) != tt.count {
+						t.Fatalf("over %s: %d answers, want %d", nw, len(r.Answer), tt.count)
+					}
+					first[ip(r.Answer[0])]++
+					if tt.rotation == "roundrobin" && prev != nil && ip(r.Answer[0]) != ip(prev[1]) {
+						t.Fatalf("over %s: answer %v after %v, want it to start at the next node", nw, r.Answer, prev)
+					}
+					prev = r.Answer
+				}
+				for a, n := range leads {
+					if first[a] != 2*n {
+						t.Errorf("over %s: %s led %d of %d answers, want %d", nw, a, first[a], 2*cycle, 2*n)
+					}
 				}
 			}
 		})

@@ -56,6 +56,9 @@ func TestConfigErrors(t *testing.T) {
 		{"hostname outside", func(s string) string { return strings.Replace(s, "[www,", "[www.example.org.,", 1) }, "hostnames"},
 		{"glue missing", func(s string) string { return strings.Replace(s, "    ipv4: [127.0.0.53]\n", "", 1) }, "glue"},
 		{"negative ttl", func(s string) string { return strings.Replace(s, "ttl: 30s", "ttl: -1s", 1) }, "ttl"},
+		{"low watermark above the default high", func(s string) string {
+			return strings.Replace(strings.Replace(s, "low_watermark: 0.8", "low_watermark: 1.5", 1), "  high_watermark: 1.0\n", "", 1)
+		}, "policy.low_watermark: 1.5 is above high_watermark 1 (the default)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

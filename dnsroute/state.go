@@ -52,6 +52,8 @@ type popState struct {
 	// usable4/6 are the healthy, fresh, non-draining nodes with an address of the family;
 	// all4/6 every node with one (for failing open).
 	usable4, usable6, all4, all6 []nodeAddr
+	// rot4/6 rotate answers over usable4/6, allRot4/6 over all4/6 (nil: no node).
+	rot4, rot6, allRot4, allRot6 *rotation
 }
 
 type nodeAddr struct {
@@ -69,7 +71,8 @@ const (
 	// shedQuantum is the step of a PoP's shed share: the share of /24s moved changes in steps
 	// of 5 % of the PoP's clients.
 	shedQuantum = 0.05
-	// spareQuantum is the step of a node's spare capacity; weighted rotation has 16 slots.
+	// spareQuantum is the step of a node's spare capacity; weighted rotation gives each node
+	// turns in whole quanta of its spare capacity.
 	spareQuantum = 1.0 / 16
 )
 
@@ -128,6 +131,17 @@ func (s *Server) buildState(now time.Time) *state {
 				}
 			}
 		}
+		ps.rot4 = newRotation(ps.usable4, s.cfg.AnswerCount, weightedRotation)
+		ps.rot6 = newRotation(ps.usable6, s.cfg.AnswerCount, weightedRotation)
+		// Usable nodes are a subsequence of all: as many means the same (and every heartbeat
+		// rebuilds these).
+		ps.allRot4, ps.allRot6 = ps.rot4, ps.rot6
+		if len(ps.all4) != len(ps.usable4) {
+			ps.allRot4 = newRotation(ps.all4, s.cfg.AnswerCount, weightedRotation)
+		}
+		if len(ps.all6) != len(ps.usable6) {
+			ps.allRot6 = newRotation(ps.all6, s.cfg.AnswerCount, weightedRotation)
+		}
 		if len(ps.usable4)+len(ps.usable6) > 0 {
 			// The shedder sees the exact figure (its hysteresis needs it); answers see steps.
 			ps.shed = quantise(s.shed.Update(p.ID, p.Utilisation(), st.policy.Low, st.policy.High), shedQuantum)
@@ -184,7 +198,7 @@ type decision struct {
 	ranked    []geo.Ranked
 	choice    geo.Choice
 	pop       *popState // nil: nothing to answer (fail closed or no PoPs)
-	nodes     []nodeAddr
+	rot       *rotation // the answer's addresses (nil when pop is)
 	failOpen  bool
 	perClient bool
 	// rtt is what clients of the client's network measured (nil: nothing), from samples
@@ -244,9 +258,9 @@ func (st *state) route(loc geo.Location, client netip.Prefix, v6 bool) decision 
 	d.perClient = d.choice.PerClient || measured || d.explored
 	if d.choice.Index >= 0 {
 		d.pop = &st.pops[st.byID[d.ranked[d.choice.Index].ID]]
-		d.nodes = d.pop.usable4
+		d.rot = d.pop.rot4
 		if v6 {
-			d.nodes = d.pop.usable6
+			d.rot = d.pop.rot6
 		}
 		return d
 	}
@@ -254,12 +268,12 @@ func (st *state) route(loc geo.Location, client netip.Prefix, v6 bool) decision 
 	d.failOpen = true
 	for _, r := range d.ranked {
 		p := &st.pops[st.byID[r.ID]]
-		nodes := p.all4
+		rot := p.allRot4
 		if v6 {
-			nodes = p.all6
+			rot = p.allRot6
 		}
-		if len(nodes) > 0 {
-			d.pop, d.nodes = p, nodes
+		if rot != nil {
+			d.pop, d.rot = p, rot
 			return d
 		}
 	}
@@ -270,15 +284,16 @@ func (st *state) route(loc geo.Location, client netip.Prefix, v6 bool) decision 
 // client's own cache prefix when the choice hashed the client. With a latency map followed,
 // never wider than one client network (/24, /48): a resolver would otherwise reuse a
 // geographic answer for a network inside the database's (often /16) that has measurements
-// of its own.
+// of its own. That floor holds past a shorter source prefix too (RFC 7871 section 7.2.1
+// lets a scope be longer than the source): a /20 is routed on the measurements of the /24
+// at its address, which say nothing of the other fifteen.
 func (d decision) scope(client netip.Prefix) int {
-	limit := client.Bits()
-	if d.perClient {
-		return limit
+	s := client.Bits()
+	if !d.perClient {
+		s = min(d.loc.Network.Bits(), s)
 	}
-	s := min(d.loc.Network.Bits(), limit)
 	if d.latencyFloor {
-		s = max(s, min(wire.ClientNetwork(client.Addr()).Bits(), limit))
+		s = max(s, wire.ClientNetwork(client.Addr()).Bits())
 	}
 	return s
 }
@@ -301,77 +316,170 @@ func prefixHash(salt string, p netip.Prefix) float64 {
 	return float64(h.Sum64()>>11) / (1 << 53)
 }
 
-// rotations returns the address orders an answer cycles through, each with up to count
-// addresses: one per rotation start (round robin), or 16 orders whose first address is
-// each node in proportion to its spare capacity (weighted).
-func rotations(nodes []nodeAddr, count int, weighted bool) [][]netip.Addr {
+// rotation is how an answer's addresses take turns over a PoP's nodes of one family: turn k
+// holds count addresses of consecutive nodes from its first node on (wrapping). Round robin
+// turn k starts at node k mod n; weighted turns start at each node in proportion to its spare
+// capacity. An answer of at most maxVariants turns is cached as one pre-packed reply per
+// turn; one of more turns as one reply, into whose copy a hit writes its turn's addresses
+// (write).
+type rotation struct {
+	addrs []byte // the nodes' addresses in node order, size bytes each
+	size  int    // 4 (A) or 16 (AAAA)
+	n     int    // nodes
+	count int    // addresses per answer: answer_count, at most n
+	// starts is the first node of each weighted turn; nil for round robin.
+	starts []int32
+}
+
+// maxVariants is the most turns an answer is cached with as pre-packed replies, one per turn.
+// Beyond it (a PoP of more than 16 nodes) the cache holds one reply and a hit writes its turn's
+// addresses into its copy: a reply per node of a 200-node PoP would be some 20 KB per cache
+// entry, while the write costs a hit several ns (of about 70) that a small PoP need not pay.
+const maxVariants = 16
+
+// newRotation returns the rotation of count addresses over nodes, all of one family; nil
+// when there are none.
+func newRotation(nodes []nodeAddr, count int, weighted bool) *rotation {
 	if len(nodes) == 0 {
-		return [][]netip.Addr{nil}
+		return nil
 	}
-	count = min(count, len(nodes))
-	var starts []int
+	r := &rotation{n: len(nodes), count: max(1, min(count, len(nodes))), size: nodes[0].addr.BitLen() / 8}
+	r.addrs = make([]byte, 0, r.n*r.size)
+	for _, n := range nodes {
+		r.addrs = append(r.addrs, n.addr.AsSlice()...)
+	}
 	if weighted && len(nodes) > 1 {
-		const slots = 16
-		var total float64
-		for _, n := range nodes {
-			total += n.spare
+		var seats []int
+		if len(nodes) <= maxVariants {
+			seats = apportion(nodes, maxVariants)
+		} else {
+			seats = spareSeats(nodes) // more nodes than slots: exact, and written at each hit
 		}
-		// Largest remainder apportionment of the slots by spare capacity.
-		type share struct {
-			i    int
-			rem  float64
-			seat int
-		}
-		shares := make([]share, len(nodes))
-		given := 0
-		for i, n := range nodes {
-			w := 1 / float64(len(nodes))
-			if total > 0 {
-				w = n.spare / total
-			}
-			exact := w * slots
-			shares[i] = share{i, exact - math.Floor(exact), int(exact)}
-			given += int(exact)
-		}
-		order := make([]int, len(shares))
-		for i := range order {
-			order[i] = i
-		}
-		sort.SliceStable(order, func(a, b int) bool { return shares[order[a]].rem > shares[order[b]].rem })
-		for k := 0; given < slots; k++ {
-			shares[order[k%len(order)]].seat++
-			given++
-		}
-		for _, sh := range shares {
-			for range sh.seat {
-				starts = append(starts, sh.i)
+		var starts []int32
+		for i, k := range seats {
+			for range k {
+				starts = append(starts, int32(i))
 			}
 		}
 		// Interleave so consecutive queries spread over nodes.
-		starts = interleave(starts, len(nodes))
-	} else {
-		for i := range min(len(nodes), 16) {
-			starts = append(starts, i)
+		r.starts = interleave(starts, len(nodes))
+	}
+	return r
+}
+
+// spareSeats gives each node turns in exact proportion to its spare capacity (a multiple of
+// spareQuantum): spare/spareQuantum, divided by the common divisor, so that equal spares
+// give one turn each; nobody spare, one each.
+func spareSeats(nodes []nodeAddr) []int {
+	seats := make([]int, len(nodes))
+	g := 0
+	for i, n := range nodes {
+		seats[i] = int(math.Round(n.spare / spareQuantum))
+		g = gcd(g, seats[i])
+	}
+	for i := range seats {
+		if g > 0 {
+			seats[i] /= g
+		} else {
+			seats[i] = 1
 		}
 	}
-	out := make([][]netip.Addr, len(starts))
-	for v, st := range starts {
-		addrs := make([]netip.Addr, count)
-		for k := range count {
-			addrs[k] = nodes[(st+k)%len(nodes)].addr
+	return seats
+}
+
+// apportion shares slots turns among nodes by spare capacity (largest remainder), so that an
+// answer of a small PoP has at most slots pre-packed replies.
+func apportion(nodes []nodeAddr, slots int) []int {
+	var total float64
+	for _, n := range nodes {
+		total += n.spare
+	}
+	type share struct {
+		i   int
+		rem float64
+	}
+	seats := make([]int, len(nodes))
+	shares := make([]share, len(nodes))
+	given := 0
+	for i, n := range nodes {
+		w := 1 / float64(len(nodes))
+		if total > 0 {
+			w = n.spare / total
 		}
-		out[v] = addrs
+		exact := w * float64(slots)
+		shares[i] = share{i, exact - math.Floor(exact)}
+		seats[i] = int(exact)
+		given += seats[i]
+	}
+	sort.SliceStable(shares, func(a, b int) bool { return shares[a].rem > shares[b].rem })
+	for k := 0; given < slots; k++ {
+		seats[shares[k%len(shares)].i]++
+		given++
+	}
+	return seats
+}
+
+func gcd(a, b int) int {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
+// turns is how many different answers the rotation cycles through.
+func (r *rotation) turns() int {
+	if r.starts != nil {
+		return len(r.starts)
+	}
+	return r.n
+}
+
+// first is the node that leads turn k.
+func (r *rotation) first(k uint32) int {
+	if r.starts != nil {
+		return int(r.starts[k%uint32(len(r.starts))])
+	}
+	return int(k % uint32(r.n))
+}
+
+// turn returns the addresses of turn k.
+func (r *rotation) turn(k uint32) []netip.Addr {
+	out := make([]netip.Addr, r.count)
+	i := r.first(k)
+	for j := range out {
+		out[j], _ = netip.AddrFromSlice(r.addrs[i*r.size : (i+1)*r.size])
+		if i++; i == r.n {
+			i = 0
+		}
 	}
 	return out
 }
 
+// write puts turn k's addresses into the packed reply out, whose answer records for them
+// have RDATA at byte at and every step bytes on (see addrOffsets). It is on the cache hit
+// path: fixed-size moves, no calls.
+func (r *rotation) write(out []byte, at, step uint16, k uint32) {
+	i, off := r.first(k)*r.size, int(at)
+	for range r.count {
+		if r.size == 4 {
+			*(*[4]byte)(out[off:]) = [4]byte(r.addrs[i:])
+		} else {
+			*(*[16]byte)(out[off:]) = [16]byte(r.addrs[i:])
+		}
+		if i += r.size; i == len(r.addrs) {
+			i = 0
+		}
+		off += int(step)
+	}
+}
+
 // interleave reorders grouped node indices (0,0,0,1,1,2) into round robin order (0,1,2,0,1,0).
-func interleave(starts []int, n int) []int {
-	buckets := make([][]int, n)
+func interleave(starts []int32, n int) []int32 {
+	buckets := make([][]int32, n)
 	for _, s := range starts {
 		buckets[s] = append(buckets[s], s)
 	}
-	out := make([]int, 0, len(starts))
+	out := make([]int32, 0, len(starts))
 	for len(out) < len(starts) {
 		for i := range buckets {
 			if len(buckets[i]) > 0 {

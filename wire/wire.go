@@ -183,12 +183,19 @@ type RoutingPolicy struct {
 	// RadiusKm bounds least-loaded to PoPs within this distance of the nearest (default 1500).
 	RadiusKm float64 `json:"radius_km,omitempty" yaml:"radius_km,omitempty"`
 	// LowWatermark and HighWatermark are utilisations between which nearest sheds load to
-	// the next PoP in proportion (defaults 0.8 and 1.0).
+	// the next PoP in proportion (defaults DefaultLowWatermark, at most the high one, and
+	// DefaultHighWatermark).
 	LowWatermark  float64 `json:"low_watermark,omitempty" yaml:"low_watermark,omitempty"`
 	HighWatermark float64 `json:"high_watermark,omitempty" yaml:"high_watermark,omitempty"`
 	// Weights per PoP id for the weighted policy.
 	Weights map[string]float64 `json:"weights,omitempty" yaml:"weights,omitempty"`
 }
+
+// The watermarks a RoutingPolicy that leaves them 0 has.
+const (
+	DefaultLowWatermark  = 0.8
+	DefaultHighWatermark = 1.0
+)
 
 // Validate reports the first problem with the policy, naming the field.
 func (r RoutingPolicy) Validate() error {
@@ -203,8 +210,20 @@ func (r RoutingPolicy) Validate() error {
 	if r.RadiusKm < 0 {
 		return &FieldError{Field: "radius_km", Err: errors.New("is negative")}
 	}
-	if r.LowWatermark < 0 || r.HighWatermark < 0 || (r.HighWatermark > 0 && r.LowWatermark > r.HighWatermark) {
-		return &FieldError{Field: "low_watermark", Err: errors.New("must be between 0 and high_watermark")}
+	if r.LowWatermark < 0 {
+		return &FieldError{Field: "low_watermark", Err: errors.New("is negative")}
+	}
+	if r.HighWatermark < 0 {
+		return &FieldError{Field: "high_watermark", Err: errors.New("is negative")}
+	}
+	// Against the high watermark in effect: one left unset is the default, which a low
+	// watermark alone must not pass either.
+	high, which := r.HighWatermark, ""
+	if high == 0 {
+		high, which = DefaultHighWatermark, " (the default)"
+	}
+	if r.LowWatermark > high {
+		return &FieldError{Field: "low_watermark", Err: fmt.Errorf("%g is above high_watermark %g%s", r.LowWatermark, high, which)}
 	}
 	for pop, w := range r.Weights {
 		if w < 0 {

@@ -173,6 +173,41 @@ func TestHeaderNamesDecode(t *testing.T) {
 	}
 }
 
+// TestRoutingPolicyValidateWatermarks: a low watermark above the high one in effect is
+// refused, naming low_watermark, also when the high one is left to its default. Found by a
+// bug hunter: low_watermark 1.5 alone passed (the check needed an explicit high_watermark),
+// and DNS then shed 95 % of a PoP at utilisation 1.0, below the low watermark.
+func TestRoutingPolicyValidateWatermarks(t *testing.T) {
+	tests := []struct {
+		name      string
+		low, high float64
+		field     string // "" means valid
+	}{
+		{"defaults", 0, 0, ""},
+		{"both set", 0.5, 0.7, ""},
+		{"equal", 0.9, 0.9, ""},
+		{"low alone, under the default high", 0.9, 0, ""},
+		{"low alone, at the default high", DefaultHighWatermark, 0, ""},
+		{"high alone, under the default low", 0, 0.5, ""},
+		{"low above high", 0.9, 0.85, "low_watermark"},
+		{"low alone, above the default high", 1.5, 0, "low_watermark"},
+		{"negative low", -0.1, 0, "low_watermark"},
+		{"negative high", 0, -1, "high_watermark"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := RoutingPolicy{LowWatermark: tt.low, HighWatermark: tt.high}.Validate()
+			var fe *FieldError
+			switch {
+			case tt.field == "" && err != nil:
+				t.Errorf("Validate() = %v, want nil", err)
+			case tt.field != "" && (!errors.As(err, &fe) || fe.Field != tt.field):
+				t.Errorf("Validate() = %v, want a FieldError on %s", err, tt.field)
+			}
+		})
+	}
+}
+
 func TestHostConfigValidateCache(t *testing.T) {
 	tests := []struct {
 		name  string
