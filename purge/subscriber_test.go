@@ -524,9 +524,10 @@ func TestRecreatedStreamIsAGap(t *testing.T) {
 			if err := js.DeleteStream(ctx, StreamName("")); err != nil {
 				t.Fatal(err)
 			}
-			if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
-				t.Fatal(err)
-			}
+			// The server may still be removing the old stream's store: "error creating store".
+			wait.For(t, 10*time.Second, "the stream created again", func() bool {
+				return EnsureStream(ctx, js, "", 0, 1) == nil
+			})
 			seqs := publishN(t, ctx, js, 5) // 1..5 in the new stream: past the 3 applied
 			if cutOff {
 				n.cut.Restore()
