@@ -233,6 +233,10 @@ func (s *Server) handleUDP(w *worker, p []byte, src netip.AddrPort) []byte {
 	}
 	qt := req.Question[0].Qtype
 	e := &entry{variants: packed, slot: slot, gen: gen, queries: s.m.queries.WithLabelValues(qtypeLabel(qt), rcodeLabel(rcode))}
+	// A new entry's turns start where the server's are, not at 0: most client networks ask a
+	// few times before their entry leaves the cache, and each one starting at 0 would have the
+	// first nodes lead nearly every answer, whatever the rotation.
+	e.next.Store(s.rr.Add(1) - 1)
 	if r.rot != nil {
 		// Never fails for a reply routed packs; if it did, the answer would just not rotate.
 		if at, step, ok := addrOffsets(packed[0], r.rot.count, r.rot.size); ok {
@@ -316,6 +320,7 @@ func (s *Server) netHit(st *state, w *worker, p []byte, q *query, network netip.
 		return nil
 	}
 	e := &entry{variants: ne.variants, rot: ne.rot, at: ne.at, step: ne.step, ecsAddrLen: ne.ecsAddrLen, slot: slot, gen: gen, queries: ne.queries, answers: ne.answers}
+	e.next.Store(s.rr.Add(1) - 1) // as a new entry's (handleUDP)
 	v := e.pick()
 	if len(v) > udpLimit(q.edns, q.udpSize, s.cfg.MaxUDPSize) {
 		return nil

@@ -647,3 +647,40 @@ func TestTCPBadECSBounded(t *testing.T) {
 		t.Errorf("one TCP connection answered %d malformed and %d good queries, want %d each", bad, good, maxBadTCP)
 	}
 }
+
+// TestNewClientsSpreadOverNodes: clients of many networks that ask once each (the usual
+// resolver traffic: a network's entry leaves the cache after a few queries) are spread over
+// every node of the PoP. Found in review: every new cache entry started its rotation at turn
+// 0, so the first node led nearly every answer, whatever the rotation or the PoP's size.
+func TestNewClientsSpreadOverNodes(t *testing.T) {
+	for _, tt := range []struct {
+		rotation string
+		nodes    int
+	}{
+		{"roundrobin", 8}, {"roundrobin", 22}, {"weighted", 8}, {"weighted", 22},
+	} {
+		t.Run(fmt.Sprintf("%s/%d nodes", tt.rotation, tt.nodes), func(t *testing.T) {
+			ts := startServer(t, func(c *Config) {
+				c.Rotation = tt.rotation
+				for k := 3; k <= tt.nodes; k++ {
+					c.PoPs[0].Nodes = append(c.PoPs[0].Nodes, NodeConfig{ID: fmt.Sprintf("lhr-%02d", k),
+						IPv4: fmt.Sprintf("198.51.100.%d", k), Capacity: 1000})
+				}
+			})
+			const each = 4
+			first := map[string]int{}
+			for c := range each * tt.nodes {
+				r := ts.ask(t, "www.cdn.example.", dns.TypeA, qopt{ecs: cityPrefix(t, "London", byte(c+1))})
+				first[r.Answer[0].(*dns.A).A.String()]++
+			}
+			if len(first) != tt.nodes {
+				t.Errorf("%d of %d nodes led an answer: %v", len(first), tt.nodes, first)
+			}
+			for a, n := range first {
+				if n < each-1 || n > each+1 {
+					t.Errorf("%s led %d of %d answers, want about %d: %v", a, n, each*tt.nodes, each, first)
+				}
+			}
+		})
+	}
+}
