@@ -174,7 +174,7 @@ func describeDecodeError(err error, max int64) (field string, _ error) {
 		}
 		return te.Field, fmt.Errorf("%s: is a JSON %s, want a %s", te.Field, te.Value, te.Type)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		name := shortKey(strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`))
 		return name, fmt.Errorf("unknown field %q", name)
 	case errors.Is(err, errTrailing):
 		return "", err

@@ -52,9 +52,9 @@ func (k *keyWalker) fail(err error) error {
 		case p.key == "":
 			b.WriteString("[" + strconv.Itoa(p.index) + "]")
 		case b.Len() > 0:
-			b.WriteString("." + p.key)
+			b.WriteString("." + shortKey(p.key))
 		default:
-			b.WriteString(p.key)
+			b.WriteString(shortKey(p.key))
 		}
 	}
 	return &wire.FieldError{Field: b.String(), Err: err}
@@ -101,7 +101,11 @@ func (k *keyWalker) walk(t reflect.Type) error {
 		case t != nil && t.Kind() == reflect.Map:
 			elem = t.Elem()
 		}
-		var seen []string // objects are small: a list beats a map
+		// Objects are small: a list beats a map, up to a point. A map-typed field (routing
+		// weights, header sets) may hold tens of thousands of keys in a 1 MiB body, and the
+		// list would cost their square.
+		var seen []string
+		var seenSet map[string]struct{}
 		for k.dec.More() {
 			tok, err := k.dec.Token()
 			if err != nil {
@@ -109,10 +113,22 @@ func (k *keyWalker) walk(t reflect.Type) error {
 			}
 			key, _ := tok.(string)
 			k.path = append(k.path, pathStep{key: key})
-			if slices.Contains(seen, key) {
+			switch {
+			case seenSet != nil:
+				if _, dup := seenSet[key]; dup {
+					return k.fail(errors.New("appears more than once in its object"))
+				}
+				seenSet[key] = struct{}{}
+			case slices.Contains(seen, key):
 				return k.fail(errors.New("appears more than once in its object"))
+			case len(seen) < 16:
+				seen = append(seen, key)
+			default:
+				seenSet = make(map[string]struct{}, 2*len(seen))
+				for _, s := range append(seen, key) {
+					seenSet[s] = struct{}{}
+				}
 			}
-			seen = append(seen, key)
 			if fields != nil {
 				ft, ok := fields[key]
 				if !ok {
@@ -132,15 +148,29 @@ func (k *keyWalker) walk(t reflect.Type) error {
 	return err
 }
 
+// shortKey is key as an error shows it: a key may be as long as the body, and the error goes
+// back to the client and into logs.
+func shortKey(key string) string {
+	if len(key) <= 80 {
+		return key
+	}
+	return key[:77] + "..."
+}
+
 // unknownKey describes key, which names no field exactly: encoding/json matched it to a field
-// by folding case, or it would have refused it already.
+// by folding case, or it would have refused it already. Of several names it could mean, it
+// names the first in order, so that the message is the same every time.
 func unknownKey(key string, fields map[string]reflect.Type) error {
+	var names []string
 	for name := range fields {
 		if strings.EqualFold(name, key) {
-			return fmt.Errorf("unknown field (names are case-sensitive: did you mean %q?)", name)
+			names = append(names, name)
 		}
 	}
-	return errors.New("unknown field")
+	if len(names) == 0 {
+		return errors.New("unknown field")
+	}
+	return fmt.Errorf("unknown field (names are case-sensitive: did you mean %q?)", slices.Min(names))
 }
 
 // holdsObjects reports whether a JSON value decoded into a t may contain an object. The answer
