@@ -165,15 +165,8 @@ func TestTruncationAndTCP(t *testing.T) {
 // pkt (nil if the valid answer came first, meaning pkt got no reply).
 func rawExchange(t *testing.T, addr string, pkt []byte) []byte {
 	t.Helper()
-	c, err := net.Dial("udp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := sendUDP(t, addr, pkt)
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := c.Write(pkt); err != nil {
-		t.Fatal(err)
-	}
 	probe := new(dns.Msg)
 	probe.SetQuestion("www.cdn.example.", dns.TypeA)
 	probe.Id = 0xBEEF
@@ -318,20 +311,29 @@ func TestBareRepliesAlike(t *testing.T) {
 	}
 }
 
-// rawUDPReply sends pkt over UDP and returns the reply that carries its ID. (rawExchange's
-// probe can overtake a reply that takes the slow path: the test server's workers share one
-// socket.)
-func rawUDPReply(t *testing.T, addr string, pkt []byte) []byte {
+// sendUDP sends pkt from a new UDP socket connected to addr, which it returns with a 5 s
+// deadline.
+func sendUDP(t *testing.T, addr string, pkt []byte) net.Conn {
 	t.Helper()
 	c, err := net.Dial("udp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := c.Write(pkt); err != nil {
+		c.Close()
 		t.Fatal(err)
 	}
+	return c
+}
+
+// rawUDPReply sends pkt over UDP and returns the reply that carries its ID. (rawExchange's
+// probe can overtake a reply that takes the slow path: the test server's workers share one
+// socket.)
+func rawUDPReply(t *testing.T, addr string, pkt []byte) []byte {
+	t.Helper()
+	c := sendUDP(t, addr, pkt)
+	defer c.Close()
 	buf := make([]byte, 65535)
 	for {
 		n, err := c.Read(buf)
