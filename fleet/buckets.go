@@ -77,7 +77,34 @@ func EnsureBuckets(ctx context.Context, js jetstream.JetStream, prefix string, t
 	}); err != nil {
 		return err
 	}
+	// Edges (and leaves) write latency records of their own, which NATS permits by subject; a
+	// write that carries "Nats-Rollup: all" would make the server delete every other record of
+	// the bucket, whatever the writer's permissions. Nothing here uses rollups (a KV Purge
+	// does; we delete, which leaves a marker), so the bucket refuses them. The fleet bucket
+	// cannot: the server keeps rollups on for a stream with delete markers (LimitMarkerTTL),
+	// so there an edge can still wipe the registry (docs/security.md, "Known gaps").
+	if err := denyRollup(ctx, js, wire.Bucket(prefix, wire.LatencyBucket)); err != nil {
+		return err
+	}
 	return ensurePeerKeys(ctx, js, prefix, replicas)
+}
+
+// denyRollup turns off rollups on the stream behind the KV bucket (creating or updating a
+// bucket turns them on).
+func denyRollup(ctx context.Context, js jetstream.JetStream, bucket string) error {
+	stream, err := js.Stream(ctx, "KV_"+bucket)
+	if err != nil {
+		return fmt.Errorf("look up the stream of kv bucket %s: %w", bucket, err)
+	}
+	cfg := stream.CachedInfo().Config
+	if !cfg.AllowRollup {
+		return nil
+	}
+	cfg.AllowRollup = false
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("refuse rollups on kv bucket %s: %w", bucket, err)
+	}
+	return nil
 }
 
 // Bounds of the latency bucket: a record lives LatencyTTL after its last write, and the

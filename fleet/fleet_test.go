@@ -7,9 +7,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/meridian-cdn/meridian/fleet"
+	"github.com/meridian-cdn/meridian/internal/natsauth"
 	"github.com/meridian-cdn/meridian/internal/natstest"
 	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/wire"
@@ -460,5 +462,53 @@ func TestMembersChangedIgnoresLoads(t *testing.T) {
 	}
 	if _, ok := findNode(v, "fra", "n1"); ok {
 		t.Error("stale node fra.n1 still in the view")
+	}
+}
+
+// TestLatencyBucketRefusesRollup: an edge may write its own records in the latency bucket,
+// but a write carrying "Nats-Rollup: all" (which NATS permits by subject) must not delete
+// every other node's: the bucket refuses rollups. Found by a review helper. (The fleet bucket
+// cannot refuse them while it uses delete markers: docs/security.md, "Known gaps".)
+func TestLatencyBucketRefusesRollup(t *testing.T) {
+	s, js := setup(t)
+	ctx := t.Context()
+	_, edge := natstest.ConnectURL(t, s.URL(), s.Options(natsauth.Edge("lon", "n1"))...)
+	for _, tc := range []struct{ bucket, other, own string }{
+		{wire.LatencyBucket, "par.n7.net1", "lon.n1.net1"},
+	} {
+		kv, err := js.KeyValue(ctx, wire.Bucket("", tc.bucket))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := kv.Put(ctx, tc.other, []byte(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+		// Its own record: written as the edge writes it (a publish to the key's subject).
+		subject := "$KV." + wire.Bucket("", tc.bucket) + "." + tc.own
+		if _, err := edge.Publish(ctx, subject, []byte(`{}`)); err != nil {
+			t.Fatalf("%s: the edge writes its own key: %v", tc.bucket, err)
+		}
+		m := nats.NewMsg(subject)
+		m.Header.Set("Nats-Rollup", "all")
+		m.Data = []byte(`{}`)
+		if _, err := edge.PublishMsg(ctx, m); err == nil {
+			t.Errorf("%s: a rollup write was accepted", tc.bucket)
+		}
+		if _, err := kv.Get(ctx, tc.other); err != nil {
+			t.Errorf("%s: after the edge's rollup write, %s is gone: %v", tc.bucket, tc.other, err)
+		}
+	}
+	// Ensuring the buckets again (every control start) keeps rollups off.
+	if err := fleet.EnsureBuckets(ctx, js, "", testTTL, 1); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range []string{wire.LatencyBucket} {
+		st, err := js.Stream(ctx, "KV_"+wire.Bucket("", b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.CachedInfo().Config.AllowRollup {
+			t.Errorf("%s allows rollups after EnsureBuckets ran again", b)
+		}
 	}
 }
