@@ -53,15 +53,21 @@ func (hs *hostState) sliceBytes() int64 {
 	return defaultSliceBytes
 }
 
-// sliced reports whether a fill's 200 answer of size bytes is kept in slices.
+// sliced reports whether a fill's 200 answer of size bytes is kept in slices: it must have a
+// strong ETag.
 func (hs *hostState) sliced(status int, h http.Header, size int64) bool {
 	c := hs.cfg.Cache
 	threshold := c.SliceThresholdBytes
 	if threshold == 0 {
 		threshold = hs.maxObject
 	}
-	return !c.DisableSlices && status == http.StatusOK && size > threshold && validator(h) != "" &&
-		h.Get("Content-Range") == ""
+	// Slices are fetched one by one, possibly hours apart: only a strong ETag says two of them
+	// are of one version (RFC 9110 §15.3.7.3). A weak one or a Last-Modified can stay the same
+	// across a change, and the answer would be stitched from two versions; such an object
+	// streams through uncached instead.
+	etag := h.Get("ETag")
+	return !c.DisableSlices && status == http.StatusOK && size > threshold && etag != "" &&
+		!strings.HasPrefix(etag, "W/") && h.Get("Content-Range") == ""
 }
 
 // validator is what ties the slices of one version of an object together: its ETag if

@@ -9,10 +9,13 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/meridian-cdn/meridian/edge/store"
 	"github.com/meridian-cdn/meridian/origin"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 // originBytes is the reference origin's body for path.
@@ -280,5 +283,43 @@ func wantParts(t *testing.T, r resp, body []byte, ranges [][2]int) {
 		if got, _ := io.ReadAll(p); string(got) != string(body[want[0]:want[1]+1]) {
 			t.Errorf("part %v: wrong bytes", want)
 		}
+	}
+}
+
+// TestSlicesNeedAStrongETag: an object over max_object_bytes is kept in slices only under a
+// strong ETag. Under a weak one, or a Last-Modified alone, which can stay the same across a
+// change, the slices fetched before and after a change were stitched into one answer (found by
+// a review helper); such an object now streams through, whole and of one version.
+func TestSlicesNeedAStrongETag(t *testing.T) {
+	const size = 3 * 64 << 10
+	for _, etag := range []string{`W/"same"`, ""} { // "": Last-Modified only
+		t.Run("etag "+etag, func(t *testing.T) {
+			var ver atomic.Value
+			ver.Store("a")
+			mod := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+			addr := startHTTP(t, "127.0.0.10", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Cache-Control", "max-age=600")
+				if etag != "" {
+					w.Header().Set("ETag", etag)
+				}
+				w.Header().Set("Content-Type", "application/octet-stream")
+				http.ServeContent(w, r, "", mod, strings.NewReader(strings.Repeat(ver.Load().(string), size)))
+			}))
+			cfg := Config{PoP: "tst", Node: "e1", Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + addr,
+				Cache: wire.CacheOptions{SliceBytes: 64 << 10}}}}
+			cfg.Cache.MaxObjectBytes = 64 << 10
+			n, _ := startEdge(t, listen(t, "127.0.0.11"), cfg)
+			c := &http.Client{}
+			t.Cleanup(c.CloseIdleConnections)
+			// Sliced, this fetches the first slice; streamed through, the whole object.
+			if r := do(t, c, http.MethodGet, n.Addr(), testHost, "/big", "Range", "bytes=0-9"); !strings.HasPrefix(r.body, "aaaaaaaaaa") {
+				t.Fatalf("first range: %d %.20q", r.status, r.body)
+			}
+			ver.Store("b") // a new version under the same validators and length
+			r := do(t, c, http.MethodGet, n.Addr(), testHost, "/big")
+			if a, b := strings.Count(r.body, "a"), strings.Count(r.body, "b"); len(r.body) != size || a != 0 && b != 0 {
+				t.Errorf("whole: %d bytes, %d of a and %d of b (Cache-Status %q): want one version", len(r.body), a, b, r.header.Get("Cache-Status"))
+			}
+		})
 	}
 }
