@@ -138,8 +138,10 @@ func checkSet(field string, set map[string]string, fixed []string) error {
 		if err := checkFields(field, []string{k}, fixed); err != nil {
 			return &FieldError{Field: field + "." + k, Err: errors.Unwrap(err)}
 		}
-		if strings.ContainsAny(set[k], "\r\n\x00") {
-			return &FieldError{Field: field + "." + k, Err: errors.New("value holds a line break or NUL")}
+		// RFC 9110 §5.5: no control character but HTAB. net/http refuses a request or answer
+		// with one, so a host whose set value held one failed every fill.
+		if i := strings.IndexFunc(set[k], func(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f }); i >= 0 {
+			return &FieldError{Field: field + "." + k, Err: fmt.Errorf("value holds control character %q at byte %d", set[k][i], i)}
 		}
 	}
 	return nil

@@ -116,6 +116,10 @@ func TestHostConfigValidateHeaderPolicy(t *testing.T) {
 		{"deny fleet field", func(h *HostConfig) { h.RequestHeaders.Deny = []string{"X-A", "Meridian-Fill"} }, "request_headers.deny[1]"},
 		{"set ok", func(h *HostConfig) { h.RequestHeaders.Set = map[string]string{"X-Edge": "1"} }, ""},
 		{"set line break", func(h *HostConfig) { h.RequestHeaders.Set = map[string]string{"X-Edge": "1\r\nX-Evil: 1"} }, "request_headers.set.X-Edge"},
+		// Any control character but HTAB: net/http refuses the request (found by a review helper).
+		{"set control character", func(h *HostConfig) { h.RequestHeaders.Set = map[string]string{"X-Origin-Key": "abc\x01def"} }, "request_headers.set.X-Origin-Key"},
+		{"set DEL", func(h *HostConfig) { h.ResponseHeaders.Set = map[string]string{"X-Served": "a\x7f"} }, "response_headers.set.X-Served"},
+		{"set tab allowed", func(h *HostConfig) { h.RequestHeaders.Set = map[string]string{"X-Edge": "a\tb"} }, ""},
 		{"set content-length", func(h *HostConfig) { h.RequestHeaders.Set = map[string]string{"Content-Length": "1"} }, "request_headers.set.Content-Length"},
 		{"response deny", func(h *HostConfig) { h.ResponseHeaders.Deny = []string{"Server"} }, ""},
 		{"response deny framing", func(h *HostConfig) { h.ResponseHeaders.Deny = []string{"Transfer-Encoding"} }, "response_headers.deny[0]"},
