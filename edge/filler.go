@@ -262,6 +262,11 @@ func (f *filler) collapse(flightKey string, req *request, stale *store.Object, o
 		// only: a flight of bounded fills that still gets an old copy (a node above of an older
 		// version, which ignores the bound) is its answer.
 		return f.collapse(flightKey+boundedFlight, req, stale, opts)
+	case !strings.Contains(flightKey, purgedFlight) && f.n.store.Verdict(res.obj) != store.Usable:
+		// A purge (or an unsafe request's invalidation) matched the answer after its fill
+		// began: the store keeps it out (purge rule 2), and a request that joined the flight
+		// may have arrived after the purge. Fill again, once, collapsed with others that did.
+		return f.collapse(flightKey+purgedFlight, req, stale, opts)
 	case len(res.obj.Policy.Vary) > 0 && httpcache.VaryKey(res.obj.Policy.Vary, req.r.Header) != res.obj.Variant:
 		// The leader's variant is not ours: fill ours, collapsed with others of the same variant.
 		return f.collapse(flightKey+"\x00"+httpcache.VaryKey(res.obj.Policy.Vary, req.r.Header), req, stale, opts)

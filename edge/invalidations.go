@@ -11,6 +11,10 @@ import (
 // the requests that carry one when the fill they first joined did not (filler.collapse).
 const boundedFlight = "\x00max-age"
 
+// purgedFlight marks the flight key of a fill again for requests that joined a fill whose
+// answer a purge matched meanwhile (filler.collapse).
+const purgedFlight = "\x00purged"
+
 // invalidationCap is how many invalidated URLs a node remembers (invalidations): about 100
 // bytes each. A flood of unsafe requests makes it forget the oldest, which then fill as
 // before (the tier above may hand back the copy they replaced until it expires there).

@@ -2,8 +2,16 @@ package edge
 
 import (
 	"fmt"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/meridian-cdn/meridian/edge/store"
+	"github.com/meridian-cdn/meridian/internal/wait"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 // TestInvalidationsBounded: the newest invalidationCap keys are remembered, a key invalidated
@@ -58,5 +66,69 @@ func TestFillCacheControl(t *testing.T) {
 	other := &request{key: "h/y", maxAge: 7 * time.Second, hasMaxAge: true}
 	if got := n.fillCacheControl(other); got != "max-age=7" {
 		t.Errorf("another URL, asked for 7 s: %q, want max-age=7", got)
+	}
+}
+
+// TestJoinAfterPurgeRefills: a request that joins a fill which began before a purge (or an
+// unsafe request's invalidation) gets the answer after the purge, not the fill's: the store
+// keeps that answer out (purge rule 2), and so must the requests that joined its flight.
+// Found by a review helper: the joiner got v1 with "stored; collapsed".
+func TestJoinAfterPurgeRefills(t *testing.T) {
+	for _, hard := range []bool{false, true} {
+		t.Run(map[bool]string{false: "POST", true: "hard purge"}[hard], func(t *testing.T) {
+			var version atomic.Int64
+			version.Store(1)
+			release := make(chan struct{})
+			held := make(chan struct{}, 1)
+			addr := startHTTP(t, "127.0.0.10", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Method == http.MethodPost {
+					version.Add(1)
+					w.WriteHeader(http.StatusNoContent)
+					return
+				}
+				v := version.Load()
+				if v == 1 {
+					held <- struct{}{}
+					<-release
+				}
+				w.Header().Set("Cache-Control", "max-age=600")
+				fmt.Fprintf(w, "v%d", v)
+			}))
+			n, _ := startEdge(t, listen(t, "127.0.0.11"), Config{PoP: "tst", Node: "e1",
+				Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + addr}}})
+			c := &http.Client{}
+			t.Cleanup(c.CloseIdleConnections)
+			first := make(chan error, 1)
+			go func() { _, err := tryDo(c, http.MethodGet, n.Addr(), testHost, "/x"); first <- err }()
+			<-held // the fill of v1 is at the origin
+			if hard {
+				version.Add(1)
+				n.store.Purge(store.Record{Kind: store.URL, Host: testHost, Value: n.key("/x")})
+			} else if r := do(t, c, http.MethodPost, n.Addr(), testHost, "/x"); r.status != http.StatusNoContent {
+				t.Fatalf("POST: %d", r.status)
+			}
+			var second resp
+			done := make(chan error, 1)
+			go func() {
+				var err error
+				second, err = tryDo(c, http.MethodGet, n.Addr(), testHost, "/x")
+				done <- err
+			}()
+			wait.For(t, 5*time.Second, "the second GET to join the fill", func() bool {
+				buf := make([]byte, 1<<20)
+				// The first GET's collapse runs its fill; the second's waits for it.
+				return strings.Count(string(buf[:runtime.Stack(buf, true)]), "(*filler).collapse(") >= 2
+			})
+			close(release)
+			if err := <-first; err != nil {
+				t.Fatal(err)
+			}
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			if second.body != "v2" {
+				t.Errorf("the GET after the purge got %q (Cache-Status %q), want v2", second.body, second.header.Get("Cache-Status"))
+			}
+		})
 	}
 }
