@@ -270,9 +270,14 @@ func (f *filler) fetchTiers(req *request, stale *store.Object, opts fillOptions)
 // (the caller moves on); any HTTP answer, even a 5xx, is the node's answer.
 func (f *filler) fetchNode(req *request, p Peer, h hops, stale *store.Object, cacheControl, rng string) (*http.Response, error) {
 	n := f.n
-	ctx, cancel := context.WithTimeout(req.r.Context(), n.cfg.PeerTimeout)
+	// The node has peer_timeout to answer with its header. Its body then streams under the
+	// fill's own bounds, as an origin's does: a large object through a shield takes as long
+	// as the link needs, and a timer left on the body cut it short mid-way.
+	ctx, cancel := context.WithCancel(req.r.Context())
+	timer := time.AfterFunc(n.cfg.PeerTimeout, cancel)
 	up, err := upstreamRequest(ctx, req, "http", p.Addr, "")
 	if err != nil {
+		timer.Stop()
 		cancel()
 		return nil, fmt.Errorf("build fill request for %s: %w", p.ID, err)
 	}
@@ -290,6 +295,13 @@ func (f *filler) fetchNode(req *request, p Peer, h hops, stale *store.Object, ca
 	}
 	n.signHop(up)
 	resp, err := f.upstream("peer", p.ID, p.Addr).Do(up)
+	if !timer.Stop() {
+		// peer_timeout passed before the header (or as it came in: the body's context is gone).
+		if err == nil {
+			resp.Body.Close()
+		}
+		err = fmt.Errorf("no answer within peer_timeout %v: %w", n.cfg.PeerTimeout, context.DeadlineExceeded)
+	}
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("fill %s from %s: %w", req.target, p.ID, err)

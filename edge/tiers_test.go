@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -806,5 +807,47 @@ func testRevalidationRefreshesEveryTier(t *testing.T, size int, cache map[string
 		if lm := r.header.Get("Last-Modified"); tt.code == http.StatusOK && lm != newLM {
 			t.Errorf("%s: Last-Modified %q, want the 304's %q", tt.name, lm, newLM)
 		}
+	}
+}
+
+// TestPeerBodyOutlivesPeerTimeout: peer_timeout bounds the wait for a peer's header, not its
+// body. An owner node that answers at once and streams a body for longer than peer_timeout is
+// read to the end (found by a review helper: the body was cut after peer_timeout, as it never
+// is from the origin).
+func TestPeerBodyOutlivesPeerTimeout(t *testing.T) {
+	const chunk, chunks = 20 << 10, 8
+	addr := startHTTP(t, "127.0.0.10", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=600")
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Length", strconv.Itoa(chunk*chunks))
+		for range chunks {
+			w.Write([]byte(strings.Repeat("x", chunk)))
+			w.(http.Flusher).Flush()
+			time.Sleep(200 * time.Millisecond) // the fault: a slow link, 1.6 s in all
+		}
+	}))
+	lns := []net.Listener{listen(t, "127.0.1.10"), listen(t, "127.0.1.11")}
+	var peers []Peer
+	for i, l := range lns {
+		peers = append(peers, Peer{ID: fmt.Sprintf("n%d", i), Addr: l.Addr().String()})
+	}
+	var nodes []*Node
+	for i, l := range lns {
+		n, _ := startEdge(t, l, Config{PoP: "p0", Node: peers[i].ID, Peers: peers, PeerKey: testPeerKey,
+			PeerTimeout: time.Second, FillTimeout: 30 * time.Second,
+			Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + addr, Cache: wire.CacheOptions{DisableCompression: true}}}})
+		nodes = append(nodes, n)
+	}
+	path := ""
+	for i := 0; path == ""; i++ {
+		if p := fmt.Sprintf("/slow%d", i); rendezvous(nodes[0].tiers.Load().peers, nodes[0].key(p))[0].ID == "n1" {
+			path = p
+		}
+	}
+	c := &http.Client{}
+	t.Cleanup(c.CloseIdleConnections)
+	r, err := tryDo(c, http.MethodGet, nodes[0].Addr(), testHost, path)
+	if err != nil || len(r.body) != chunk*chunks {
+		t.Errorf("through the owner node: err %v, %d of %d bytes (Cache-Status %q)", err, len(r.body), chunk*chunks, r.header.Get("Cache-Status"))
 	}
 }
