@@ -3,6 +3,7 @@ package edge
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"strconv"
@@ -155,15 +156,21 @@ func (n *Node) deliverBody(w *logWriter, req *request, a answer) {
 	r := req.r
 	if !a.tooLarge && needsServeContent(r.Header) {
 		body, err := a.body.wait(r.Context())
-		if err != nil {
+		switch {
+		case errors.Is(err, errNotKept):
+			// Its length was not declared, and it outgrew max_object_bytes: sent whole, as a
+			// body known too large from its header is, and not stored after all.
+			a.cs.Stored, a.cs.HasTTL = false, false
+		case err != nil:
 			w.note = err.Error()
 			n.fail(w, req, http.StatusBadGateway, "upstream body failed")
 			return
+		default:
+			o := *a.obj
+			o.Body = body
+			n.deliver(w, req, &o, a.cs, a.upstreamCS)
+			return
 		}
-		o := *a.obj
-		o.Body = body
-		n.deliver(w, req, &o, a.cs, a.upstreamCS)
-		return
 	}
 	obj := a.obj
 	h := n.objectHeader(w, req, obj, a.cs, a.upstreamCS)

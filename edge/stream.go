@@ -195,12 +195,16 @@ func (r *bodyReader) close() {
 	b.notifyLocked()
 }
 
+// errNotKept is wait's answer for a body that turned out too large to keep (its length was not
+// declared): the reader has read nothing yet, and can still read it as it streams (copyTo).
+var errNotKept = errors.New("body too large to keep")
+
 // wait blocks until the body is complete and returns it, or the error that ended it. Only a
-// kept body can be waited for.
+// kept body can be waited for: one that stops being kept returns errNotKept at once.
 func (r *bodyReader) wait(ctx context.Context) ([]byte, error) {
 	b := r.b
 	b.mu.Lock()
-	for !b.done {
+	for !b.done && b.keep {
 		ch := b.wake
 		b.mu.Unlock()
 		select {
@@ -215,7 +219,7 @@ func (r *bodyReader) wait(ctx context.Context) ([]byte, error) {
 	case b.err != nil:
 		return nil, b.err
 	case !b.keep:
-		return nil, errors.New("body too large to keep")
+		return nil, errNotKept
 	}
 	return b.buf, nil
 }

@@ -3,15 +3,18 @@ package edge
 import (
 	"bytes"
 	"crypto/sha256"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/origin"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 // originSum is the sha256 of the reference origin's body for path.
@@ -149,5 +152,34 @@ func TestStreamingMissLeaderLeaves(t *testing.T) {
 	})
 	if got := s.origin.Requests(path); got != 1 {
 		t.Errorf("origin requests = %d, want 1", got)
+	}
+}
+
+// TestUndeclaredLargeBodyForRangeAndConditionals: a Range or conditional request waits for a
+// streaming miss's body when it will be kept. One without a declared length that outgrows
+// max_object_bytes turns out not kept: the request gets it whole, as a body known too large
+// from its header, not a 502, and its Cache-Status does not say stored. Found by a review
+// helper.
+func TestUndeclaredLargeBodyForRangeAndConditionals(t *testing.T) {
+	big := strings.Repeat("0123456789", 300<<10/10)
+	addr := startHTTP(t, "127.0.0.10", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("ETag", `"v1"`)
+		for i := 0; i < len(big); i += 32 << 10 { // chunked: no Content-Length
+			w.Write([]byte(big[i:min(i+32<<10, len(big))]))
+			w.(http.Flusher).Flush()
+		}
+	}))
+	cfg := Config{PoP: "tst", Node: "e1", Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + addr}}}
+	cfg.Cache.MaxObjectBytes = 100 << 10
+	n, _ := startEdge(t, listen(t, "127.0.0.11"), cfg)
+	c := &http.Client{}
+	t.Cleanup(c.CloseIdleConnections)
+	for i, hdr := range [][]string{{"Range", "bytes=0-9"}, {"If-None-Match", `"zzz"`}, {"If-Modified-Since", "Wed, 01 Jan 2020 00:00:00 GMT"}} {
+		r := do(t, c, http.MethodGet, n.Addr(), testHost, fmt.Sprintf("/big%d", i), hdr...)
+		if r.status != http.StatusOK || r.body != big || strings.Contains(r.header.Get("Cache-Status"), "stored") {
+			t.Errorf("%s: %d, %d bytes, Cache-Status %q; want 200 with the whole body, not stored", hdr[0], r.status, len(r.body), r.header.Get("Cache-Status"))
+		}
 	}
 }
