@@ -65,13 +65,22 @@ func (hs *hostState) sliced(status int, h http.Header, size int64) bool {
 	// are of one version (RFC 9110 §15.3.7.3). A weak one or a Last-Modified can stay the same
 	// across a change, and the answer would be stitched from two versions; such an object
 	// streams through uncached instead.
-	etag := h.Get("ETag")
-	return !c.DisableSlices && status == http.StatusOK && size > threshold && etag != "" &&
-		!strings.HasPrefix(etag, "W/") && h.Get("Content-Range") == ""
+	return !c.DisableSlices && status == http.StatusOK && size > threshold && strongETag(h) != "" &&
+		h.Get("Content-Range") == ""
 }
 
-// validator is what ties the slices of one version of an object together: its ETag if
-// strong or weak, else its Last-Modified.
+// strongETag is h's ETag if it is a strong one, else "": parts of a representation are joined
+// only under one strong validator (RFC 9110 §15.3.7.3).
+func strongETag(h http.Header) string {
+	if etag := h.Get("ETag"); !strings.HasPrefix(etag, "W/") {
+		return etag
+	}
+	return ""
+}
+
+// validator is what ties the slices of one version of an object together: its ETag (a sliced
+// object's is strong, see sliced), else its Last-Modified, by which firstSlice still tells an
+// origin that ignored Range.
 func validator(h http.Header) string { return validatorOf(h.Get("ETag"), h.Get("Last-Modified")) }
 
 // objectValidator is validator for a stored object's header.
@@ -205,9 +214,8 @@ func (f *filler) firstSlice(req *request, stale *store.Object, opts fillOptions,
 		resp.Body = &firstSliceBody{ReadCloser: resp.Body}
 		return resp, nil
 	}
-	etag := h.Get("ETag")
-	if etag == "" || strings.HasPrefix(etag, "W/") {
-		// RFC 9110 §15.3.7.3: parts are joined only under one strong validator.
+	etag := strongETag(h)
+	if etag == "" {
 		return again()
 	}
 	rest, err := f.originRequest(req, nil, opts, fmt.Sprintf("bytes=%d-%d", got, total-1), etag)

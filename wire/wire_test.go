@@ -201,13 +201,7 @@ func TestRoutingPolicyValidateWatermarks(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := RoutingPolicy{LowWatermark: tt.low, HighWatermark: tt.high}.Validate()
-			var fe *FieldError
-			switch {
-			case tt.field == "" && err != nil:
-				t.Errorf("Validate() = %v, want nil", err)
-			case tt.field != "" && (!errors.As(err, &fe) || fe.Field != tt.field):
-				t.Errorf("Validate() = %v, want a FieldError on %s", err, tt.field)
-			}
+			wantFieldError(t, err, tt.field)
 		})
 	}
 }
@@ -233,13 +227,7 @@ func TestHostConfigValidateCache(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := HostConfig{Host: "www.example.com", Origin: "http://127.0.0.1:8080", Cache: tt.cache}.Validate()
-			var fe *FieldError
-			switch {
-			case tt.field == "" && err != nil:
-				t.Errorf("Validate() = %v, want nil", err)
-			case tt.field != "" && (!errors.As(err, &fe) || fe.Field != tt.field):
-				t.Errorf("Validate() = %v, want a FieldError on %s", err, tt.field)
-			}
+			wantFieldError(t, err, tt.field)
 		})
 	}
 }
@@ -253,5 +241,17 @@ func TestLoopbackHost(t *testing.T) {
 		if got := LoopbackHost(host); got != want {
 			t.Errorf("LoopbackHost(%q) = %v, want %v", host, got, want)
 		}
+	}
+}
+
+// wantFieldError checks err from a Validate: nil when field is "", else a FieldError on field.
+func wantFieldError(t *testing.T, err error, field string) {
+	t.Helper()
+	var fe *FieldError
+	switch {
+	case field == "" && err != nil:
+		t.Errorf("Validate() = %v, want nil", err)
+	case field != "" && (!errors.As(err, &fe) || fe.Field != field):
+		t.Errorf("Validate() = %v, want a FieldError on %s", err, field)
 	}
 }
