@@ -465,15 +465,16 @@ func TestMembersChangedIgnoresLoads(t *testing.T) {
 	}
 }
 
-// TestLatencyBucketRefusesRollup: an edge may write its own records in the latency bucket,
-// but a write carrying "Nats-Rollup: all" (which NATS permits by subject) must not delete
-// every other node's: the bucket refuses rollups. Found by a review helper. (The fleet bucket
-// cannot refuse them while it uses delete markers: docs/security.md, "Known gaps".)
-func TestLatencyBucketRefusesRollup(t *testing.T) {
+// TestBucketsRefuseRollup: an edge may write its own key in the fleet bucket and its own
+// records in the latency bucket, but a write carrying "Nats-Rollup: all" (which NATS permits
+// by subject) must not delete every other node's: the buckets refuse rollups. Found by a
+// review helper; the fleet bucket allowed them until its keys expired without delete markers.
+func TestBucketsRefuseRollup(t *testing.T) {
 	s, js := setup(t)
 	ctx := t.Context()
 	_, edge := natstest.ConnectURL(t, s.URL(), s.Options(natsauth.Edge("lon", "n1"))...)
 	for _, tc := range []struct{ bucket, other, own string }{
+		{wire.FleetBucket, wire.FleetKey("par", "n7"), wire.FleetKey("lon", "n1")},
 		{wire.LatencyBucket, "par.n7.net1", "lon.n1.net1"},
 	} {
 		kv, err := js.KeyValue(ctx, wire.Bucket("", tc.bucket))
@@ -502,13 +503,49 @@ func TestLatencyBucketRefusesRollup(t *testing.T) {
 	if err := fleet.EnsureBuckets(ctx, js, "", testTTL, 1); err != nil {
 		t.Fatal(err)
 	}
-	for _, b := range []string{wire.LatencyBucket} {
+	for _, b := range []string{wire.FleetBucket, wire.LatencyBucket} {
 		st, err := js.Stream(ctx, "KV_"+wire.Bucket("", b))
 		if err != nil {
 			t.Fatal(err)
 		}
 		if st.CachedInfo().Config.AllowRollup {
 			t.Errorf("%s allows rollups after EnsureBuckets ran again", b)
+		}
+	}
+}
+
+// TestFleetBucketFromEarlierVersion: a fleet bucket made with delete markers, which tie
+// rollups and message TTLs on, loses its markers and rollups and keeps its keys when
+// EnsureBuckets runs (a control upgrade), and every later start accepts the result.
+func TestFleetBucketFromEarlierVersion(t *testing.T) {
+	s := natstest.Start(t)
+	_, js := s.Connect(t)
+	ctx := t.Context()
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: wire.Bucket("", wire.FleetBucket), History: 1, TTL: time.Minute,
+		Storage: jetstream.FileStorage, LimitMarkerTTL: time.Minute,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, wire.FleetKey("par", "n7"), []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if err := fleet.EnsureBuckets(ctx, js, "", testTTL*time.Duration(60+i), 1); err != nil {
+			t.Fatalf("EnsureBuckets, run %d: %v", i+1, err)
+		}
+		st, err := js.Stream(ctx, "KV_"+wire.Bucket("", wire.FleetBucket))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := st.CachedInfo().Config
+		if c.AllowRollup || c.SubjectDeleteMarkerTTL != 0 || c.MaxAge != testTTL*time.Duration(60+i) {
+			t.Errorf("run %d: rollups %v, marker TTL %v, max age %v; want off, 0, %v", i+1,
+				c.AllowRollup, c.SubjectDeleteMarkerTTL, c.MaxAge, testTTL*time.Duration(60+i))
+		}
+		if _, err := kv.Get(ctx, wire.FleetKey("par", "n7")); err != nil {
+			t.Errorf("run %d: the key is gone: %v", i+1, err)
 		}
 	}
 }

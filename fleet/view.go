@@ -48,7 +48,6 @@ type View struct {
 	mu         sync.Mutex           // guards the fields below
 	nodes      map[string]wire.Node // by fleet key
 	drains     map[string]bool      // by PoP id
-	stale      map[string]bool      // fleet keys already reported as gone by the staleness check
 	nodesReady bool
 	drainReady bool
 	pops       []string      // a scoped view's PoPs, sorted; nil until SetPoPs
@@ -74,7 +73,6 @@ func NewView(cfg ViewConfig) *View {
 		ready:   make(chan struct{}),
 		nodes:   map[string]wire.Node{},
 		drains:  map[string]bool{},
-		stale:   map[string]bool{},
 		popsSet: make(chan struct{}),
 	}
 }
@@ -237,7 +235,10 @@ func (v *View) freshLocked(n wire.Node, now time.Time) bool {
 	return now.Sub(n.Load.At) <= v.cfg.TTL
 }
 
-// expireLoop announces nodes whose reports went stale before their key expired.
+// expireLoop drops and announces nodes whose last report is older than the TTL. The fleet
+// bucket's keys expire without a delete marker (EnsureBuckets), so this is how a view learns
+// that a node stopped heartbeating; it also drops a node whose key lives on with a stale
+// report.
 func (v *View) expireLoop(ctx context.Context) {
 	t := time.NewTicker(max(v.cfg.TTL/8, 20*time.Millisecond))
 	defer t.Stop()
@@ -251,8 +252,8 @@ func (v *View) expireLoop(ctx context.Context) {
 		changed := false
 		v.mu.Lock()
 		for k, n := range v.nodes {
-			if !v.freshLocked(n, now) && !v.stale[k] {
-				v.stale[k] = true
+			if !v.freshLocked(n, now) {
+				delete(v.nodes, k)
 				changed = true
 			}
 		}
@@ -308,7 +309,6 @@ func (h nodeHandler) Snapshot(entries []jetstream.KeyValueEntry) {
 	}
 	h.v.mu.Lock()
 	h.v.nodes = nodes
-	h.v.stale = map[string]bool{}
 	h.v.mu.Unlock()
 	h.v.notify(true)
 	h.v.setReady(&h.v.nodesReady)
@@ -332,12 +332,10 @@ func (h nodeHandler) Update(e jetstream.KeyValueEntry) {
 		}
 		// A heartbeat of a node already in the view, fresh before and after, changes loads only.
 		old, had := h.v.nodes[e.Key()]
-		members = !had || h.v.stale[e.Key()] || !sameMember(old, n)
+		members = !had || !sameMember(old, n)
 		h.v.nodes[e.Key()] = n
-		delete(h.v.stale, e.Key())
 	} else {
 		delete(h.v.nodes, e.Key())
-		delete(h.v.stale, e.Key())
 	}
 	h.v.mu.Unlock()
 	h.v.notify(members)
