@@ -566,7 +566,8 @@ func (s *Server) getRouting(w http.ResponseWriter, r *http.Request) {
 
 // rotatePeerKey adds a new key to the fleet's peer keyring (the secret edges sign fill
 // requests between nodes with). Nodes sign with it after ?grace (default 30s), so every node
-// has learnt it before anyone depends on it; the key before the previous one is dropped.
+// has learnt it before anyone depends on it; keys older than one that has been signing for
+// the grace are dropped.
 func (s *Server) rotatePeerKey(w http.ResponseWriter, r *http.Request) {
 	grace := fleet.DefaultPeerKeyGrace
 	if g := r.URL.Query().Get("grace"); g != "" {
@@ -578,6 +579,10 @@ func (s *Server) rotatePeerKey(w http.ResponseWriter, r *http.Request) {
 		grace = d
 	}
 	id, err := fleet.RotatePeerKey(r.Context(), s.JetStream(), s.cfg.Prefix, grace)
+	if errors.Is(err, wire.ErrPeerKeyringFull) {
+		WriteError(w, http.StatusConflict, "", err)
+		return
+	}
 	if err != nil {
 		WriteError(w, http.StatusServiceUnavailable, "", fmt.Errorf("rotate peer key: %w", err))
 		return

@@ -61,7 +61,6 @@ func TestRotatePeerKey(t *testing.T) {
 		return ok
 	})
 	mu.Lock()
-	defer mu.Unlock()
 	if _, ok := ring.Lookup(first[0].ID); !ok {
 		t.Errorf("after one rotation the old key %s is gone: nodes could not verify requests signed a moment ago", first[0].ID)
 	}
@@ -70,5 +69,42 @@ func TestRotatePeerKey(t *testing.T) {
 	}
 	if k, _ := ring.Signing(before.Add(time.Minute)); k.ID != got.Key {
 		t.Errorf("signing key after the grace = %s, want the new %s", k.ID, got.Key)
+	}
+	mu.Unlock()
+
+	// A second rotation within the grace keeps the key every node still signs with (it kept
+	// only the newest before, which no node signed with yet).
+	code, b = ts.do(t, "POST", "/v1/peer-keys/rotate?grace=5s", tokConfigurer, nil)
+	var second struct {
+		Key string `json:"key"`
+	}
+	if err := json.Unmarshal(b, &second); code != http.StatusOK || err != nil {
+		t.Fatalf("second rotate = %d %s, want 200", code, b)
+	}
+	wait.For(t, 10*time.Second, "the second new key at the edge", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		_, ok := ring.Lookup(second.Key)
+		return ok
+	})
+	mu.Lock()
+	if k, _ := ring.Signing(time.Now()); k.ID != first[0].ID {
+		t.Errorf("after two rotations within the grace the edge signs with %s, want %s", k.ID, first[0].ID)
+	}
+	for _, id := range []string{first[0].ID, got.Key} {
+		if _, ok := ring.Lookup(id); !ok {
+			t.Errorf("after two rotations within the grace key %s is gone", id)
+		}
+	}
+	n := len(ring.Keys)
+	mu.Unlock()
+	// Rotations within the grace are bounded: past wire.MaxPeerKeys, 409.
+	for ; n < wire.MaxPeerKeys; n++ {
+		if code, b := ts.do(t, "POST", "/v1/peer-keys/rotate?grace=5s", tokConfigurer, nil); code != http.StatusOK {
+			t.Fatalf("rotation to %d keys = %d %s, want 200", n+1, code, b)
+		}
+	}
+	if code, b := ts.do(t, "POST", "/v1/peer-keys/rotate?grace=5s", tokConfigurer, nil); code != http.StatusConflict {
+		t.Errorf("rotation past %d keys = %d %s, want 409", wire.MaxPeerKeys, code, b)
 	}
 }

@@ -63,9 +63,10 @@ func newPeerKey(signFrom time.Time) (wire.PeerKey, error) {
 }
 
 // RotatePeerKey adds a new peer key that nodes sign with from now+grace (grace <= 0 means
-// DefaultPeerKeyGrace) and drops all but the newest previous key, so a rotation never stops a
-// node from verifying a request signed a moment ago. It returns the new key's id. The write is
-// a compare-and-set: concurrent rotations do not lose each other's keys.
+// DefaultPeerKeyGrace) and drops the keys older than one that has been signing for a grace
+// (wire.PeerKeyring.Rotated), so a rotation, or several within a grace, never stops a node
+// from verifying a request signed a moment ago. It returns the new key's id. The write is a
+// compare-and-set: concurrent rotations do not lose each other's keys.
 func RotatePeerKey(ctx context.Context, js jetstream.JetStream, prefix string, grace time.Duration) (string, error) {
 	if grace <= 0 {
 		grace = DefaultPeerKeyGrace
@@ -87,8 +88,10 @@ func RotatePeerKey(ctx context.Context, js jetstream.JetStream, prefix string, g
 		if err != nil {
 			return "", err
 		}
-		keep := ring.Keys[max(0, len(ring.Keys)-1):]
-		ring.Keys = append(append([]wire.PeerKey(nil), keep...), k)
+		ring, err = ring.Rotated(k, time.Now(), grace)
+		if err != nil {
+			return "", fmt.Errorf("rotate peer keyring: %w", err)
+		}
 		b, err := json.Marshal(ring)
 		if err != nil {
 			return "", fmt.Errorf("encode peer keyring: %w", err)

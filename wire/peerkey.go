@@ -52,6 +52,39 @@ func (r PeerKeyring) Signing(now time.Time) (PeerKey, bool) {
 	return best, true
 }
 
+// MaxPeerKeys bounds a keyring: each rotation adds a key, and keys leave only once a newer
+// one has been signing for a grace.
+const MaxPeerKeys = 16
+
+// ErrPeerKeyringFull refuses a rotation that would hold more than MaxPeerKeys keys.
+var ErrPeerKeyringFull = errors.New("peer keyring full: too many rotations within their grace; rotate again once the newest key has been signing for the grace")
+
+// Rotated returns the ring with k added and the keys no node signs with any more dropped:
+// those older than a key that has been signing for at least grace at now. The key nodes sign
+// with at now stays, and so do keys still to come, however many rotations come within a
+// grace: a node that has not yet seen the latest ring keeps signing with a key every node
+// accepts. Keys are compared by SignFrom, as Signing picks them.
+func (r PeerKeyring) Rotated(k PeerKey, now time.Time, grace time.Duration) (PeerKeyring, error) {
+	var settled time.Time // the newest SignFrom that has been in use for grace
+	found := false
+	for _, old := range r.Keys {
+		if !old.SignFrom.After(now.Add(-grace)) && (!found || old.SignFrom.After(settled)) {
+			settled, found = old.SignFrom, true
+		}
+	}
+	out := PeerKeyring{Keys: make([]PeerKey, 0, len(r.Keys)+1)}
+	for _, old := range r.Keys {
+		if !found || !old.SignFrom.Before(settled) {
+			out.Keys = append(out.Keys, old)
+		}
+	}
+	out.Keys = append(out.Keys, k)
+	if len(out.Keys) > MaxPeerKeys {
+		return r, ErrPeerKeyringFull
+	}
+	return out, out.Validate()
+}
+
 // Lookup returns the key with id.
 func (r PeerKeyring) Lookup(id string) (PeerKey, bool) {
 	for _, k := range r.Keys {
