@@ -77,6 +77,22 @@ type Subscriber struct {
 	ackBuf []byte
 	ackN   int
 	ackAt  time.Time // when the oldest queued ack was queued (a replay bounds its wait)
+	// unconfirmed holds the ack messages sent and not yet known to have reached the server,
+	// oldest first, unconfirmedBytes of them, and spare the buffers of confirmed ones; Run's
+	// goroutine only. A connection cut loses what it was carrying, and a publish while
+	// disconnected can fail: these are sent again after a reconnect (resendAcks).
+	unconfirmed      []ackBatch
+	unconfirmedBytes int
+	spare            [][]byte
+	dropping         bool // unconfirmed acks are being dropped for the bound (logged once)
+	// sameConn is whether the acks go on the connection confirmLoop asks the stream over:
+	// only then does an answer show that the acks sent before the question arrived.
+	sameConn bool
+	// acksSent counts ack messages sent (Run's goroutine writes it); delivered is the last
+	// mark confirmLoop confirmed: every ack message up to it, sent on that connection, reached
+	// the server.
+	acksSent  atomic.Uint64
+	delivered atomic.Pointer[ackMark]
 
 	// caughtUpAt (Unix nanoseconds, 0 for never) is the last confirmed time before which every
 	// purge published has been applied; confirmedOn is the connection's reconnect count when
@@ -139,6 +155,7 @@ func NewSubscriber(cfg SubscriberConfig) (*Subscriber, error) {
 		confirmed: make(chan struct{}),
 		progress:  make(chan struct{}, 1),
 		replay:    make(chan uint64, 1),
+		sameConn:  cfg.JS.Conn() == conn,
 	}, nil
 }
 
@@ -261,7 +278,8 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		case m := <-live:
 			needReplay = s.handleLive(ctx, m)
 		case <-reconnected:
-			// Announcements made while disconnected are lost.
+			// Announcements made while disconnected are lost, and so may be acks.
+			s.resendAcks()
 			needReplay = true
 		case upTo := <-s.replay:
 			// Announcements already here may be all that is missing.
@@ -464,14 +482,95 @@ func (s *Subscriber) flushAcks() {
 	if s.ackN == 0 {
 		return
 	}
-	// Publish copies the acks into the connection's buffer, so ackBuf can be reused.
-	if err := s.conn.Publish(s.ackSub, s.ackBuf); err != nil {
-		// The purges are applied; only the receipts are lost, and the tracker reports the node
-		// pending.
-		s.log.Warn("send purge acks", "acks", s.ackN, "err", err)
+	s.pruneAcks()
+	s.sendAcks(ackBatch{data: s.ackBuf, n: s.ackN})
+	s.ackBuf, s.ackN = nil, 0
+	if n := len(s.spare); n > 0 {
+		s.ackBuf, s.spare = s.spare[n-1][:0], s.spare[:n-1]
 	}
-	s.ackBuf = s.ackBuf[:0]
-	s.ackN = 0
+}
+
+// An ackBatch is one message of acks, kept until it is known to have reached the server.
+type ackBatch struct {
+	data  []byte
+	n     int    // acks in it
+	idx   uint64 // acksSent once it was sent
+	epoch uint64 // the connection's reconnect count when it was sent; notSent if it was not
+}
+
+// ackMark is a confirmation: the ack messages up to idx sent on connection epoch arrived.
+type ackMark struct{ idx, epoch uint64 }
+
+// notSent is the epoch of an ack message whose publish failed: no confirmation covers it.
+const notSent = ^uint64(0)
+
+// maxUnconfirmedAckBytes bounds the acks kept for sending again: while confirmations come
+// (every ConfirmEvery) they hold a second's acks at most; a node that cannot confirm (its
+// acks on another connection than its stream questions) drops the oldest beyond this.
+const maxUnconfirmedAckBytes = 1 << 20
+
+// sendAcks publishes b and keeps it until a confirmation covers it.
+func (s *Subscriber) sendAcks(b ackBatch) {
+	b.epoch = s.conn.Stats().Reconnects // read before the publish: a later epoch only resends
+	// Publish copies the acks into the connection's buffer; b.data stays ours.
+	if err := s.conn.Publish(s.ackSub, b.data); err != nil {
+		// The purges are applied; the receipts go out again after a reconnect.
+		s.log.Warn("send purge acks; sending again after a reconnect", "acks", b.n, "err", err)
+		b.epoch = notSent
+	}
+	b.idx = s.acksSent.Add(1)
+	s.unconfirmed = append(s.unconfirmed, b)
+	s.unconfirmedBytes += len(b.data)
+	for s.unconfirmedBytes > maxUnconfirmedAckBytes && len(s.unconfirmed) > 1 {
+		if !s.dropping {
+			s.dropping = true
+			s.log.Debug("purge acks not confirmed by the server; the oldest will not be sent again", "bytes", s.unconfirmedBytes)
+		}
+		s.unconfirmedBytes -= len(s.unconfirmed[0].data)
+		s.unconfirmed = s.unconfirmed[1:]
+	}
+}
+
+// pruneAcks lets go of the ack messages the last confirmation covers.
+func (s *Subscriber) pruneAcks() {
+	m := s.delivered.Load()
+	if m == nil {
+		return
+	}
+	i := 0
+	for ; i < len(s.unconfirmed); i++ {
+		b := s.unconfirmed[i]
+		if b.idx > m.idx || b.epoch != m.epoch {
+			break
+		}
+		s.unconfirmedBytes -= len(b.data)
+		if len(s.spare) < 16 {
+			s.spare = append(s.spare, b.data[:0])
+		}
+	}
+	if i > 0 {
+		s.dropping = false
+		n := copy(s.unconfirmed, s.unconfirmed[i:])
+		clear(s.unconfirmed[n:])
+		s.unconfirmed = s.unconfirmed[:n]
+	}
+}
+
+// resendAcks sends again, after a reconnect, every ack message not confirmed: the cut may
+// have lost it on the way, or its publish failed. The tracker ignores an ack it has.
+func (s *Subscriber) resendAcks() {
+	s.pruneAcks()
+	old := s.unconfirmed
+	if len(old) == 0 {
+		return
+	}
+	s.unconfirmed, s.unconfirmedBytes = nil, 0
+	acks := 0
+	for _, b := range old {
+		acks += b.n
+		s.sendAcks(b)
+	}
+	s.log.Info("purge acks sent again after a reconnect", "acks", acks)
 }
 
 // gap reports lost purges to OnGap and moves past them.
@@ -597,11 +696,17 @@ func (s *Subscriber) requestReplay(seq uint64) {
 // askLastSeq asks the stream for its last sequence.
 func (s *Subscriber) askLastSeq(ctx context.Context) (confirmation, error) {
 	c := confirmation{asked: s.cfg.Clock(), conn: s.conn.Stats().Reconnects}
+	sent := s.acksSent.Load()
 	actx, cancel := context.WithTimeout(ctx, s.cfg.ConfirmEvery)
 	defer cancel()
 	stream, err := s.cfg.JS.Stream(actx, s.stream)
 	if err != nil {
 		return c, fmt.Errorf("look up stream %s: %w", s.stream, err)
+	}
+	// The server answered a question sent after those acks on the same connection, with no
+	// reconnect between: it read them first.
+	if s.sameConn && s.conn.Stats().Reconnects == c.conn {
+		s.delivered.Store(&ackMark{idx: sent, epoch: c.conn})
 	}
 	info := stream.CachedInfo()
 	c.seq, c.created = info.State.LastSeq, info.Created.UnixNano()
