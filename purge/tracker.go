@@ -136,7 +136,7 @@ type Tracker struct {
 	// behind each other (on a busy machine one lock for all formed a convoy).
 	mu      sync.RWMutex
 	entries map[string]*entry // by purge id
-	order   []string          // ids in registration order, oldest first, for eviction
+	order   []string          // ids of entries in registration order, oldest first, for eviction
 }
 
 // entry is one tracked purge; its fields are guarded by its mu except done, which is closed
@@ -257,11 +257,20 @@ func (t *Tracker) Register(m Message, expected []NodeRef) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if _, ok := t.entries[m.ID]; !ok {
-		t.order = append(t.order, m.ID)
+	if _, ok := t.entries[m.ID]; ok {
+		t.unorderLocked(m.ID) // registered again: it is as new as its receipt
 	}
+	t.order = append(t.order, m.ID)
 	t.entries[m.ID] = e
 	t.evictLocked(now)
+}
+
+// unorderLocked removes id from order. Only a purge registered again or forgotten (a failed
+// publish) needs it, and those are rare: a scan of order is cheaper than an index kept for it.
+func (t *Tracker) unorderLocked(id string) {
+	if i := slices.Index(t.order, id); i >= 0 {
+		t.order = slices.Delete(t.order, i, i+1)
+	}
 }
 
 // lookup returns the entry of purge id, or nil.
@@ -297,7 +306,14 @@ func (t *Tracker) SetSeq(id string, seq uint64) {
 func (t *Tracker) Forget(id string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	delete(t.entries, id) // its id stays in order until evicted; evictLocked skips it
+	if _, ok := t.entries[id]; !ok {
+		return
+	}
+	// Its place in order goes too: a forgotten id left there would count towards maxPurges and
+	// evict live receipts early, and a retry registering the id again would be in order twice,
+	// its first place evicting the new receipt.
+	delete(t.entries, id)
+	t.unorderLocked(id)
 }
 
 // onAck records the acks of one message: one ack, or under load several, one per line.

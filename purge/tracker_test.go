@@ -584,3 +584,85 @@ func TestTrackerReceiptOrder(t *testing.T) {
 		t.Errorf("complete = false after the last expected node (listed twice) acked, pending %v", r.Pending)
 	}
 }
+
+// TestTrackerForgottenIDsLeaveTheOrder: a purge forgotten because its publish failed gives its
+// place back, and a retried publish of the same id (Publisher.Publish again) is one purge, not
+// two: neither evicts a live receipt before the tracker holds maxPurges of them, and a long run
+// of failed publishes among successful ones keeps the tracker's bookkeeping bounded by the live
+// receipts it holds.
+func TestTrackerForgottenIDsLeaveTheOrder(t *testing.T) {
+	tr := offlineTracker()
+	tr.maxPurges = 3
+	reg := func(id string) {
+		tr.Register(Message{ID: id, Host: "a.example", Kind: KindAll, IssuedAt: time.Now()}, []NodeRef{{"ams", "n1"}})
+	}
+	kept := func(ids ...string) {
+		t.Helper()
+		for _, id := range ids {
+			if _, ok := tr.Receipt(id); !ok {
+				t.Errorf("Receipt(%s) evicted, want kept", id)
+			}
+		}
+	}
+	reg("p1")
+	reg("p2")
+	tr.Forget("p2") // its publish failed
+	reg("p2")       // and was retried with the same id
+	reg("p3")
+	kept("p1", "p2", "p3") // three live receipts, limit three
+	reg("p4")
+	if _, ok := tr.Receipt("p1"); ok {
+		t.Errorf("Receipt(p1) kept after a fourth purge with a limit of 3, want evicted")
+	}
+	kept("p2", "p3", "p4")
+
+	// A long run in which most publishes fail: the tracker remembers no forgotten id, and keeps
+	// the latest successful purges (a registration at the limit evicts the oldest receipt
+	// while its publish runs, even if it then fails).
+	for i := range 1000 {
+		id := fmt.Sprintf("f%d", i)
+		reg(id)
+		if i%10 != 0 {
+			tr.Forget(id)
+		}
+	}
+	kept("f980", "f990")
+	tr.mu.RLock()
+	nOrder, nEntries := len(tr.order), len(tr.entries)
+	tr.mu.RUnlock()
+	if nOrder != nEntries || nEntries != 2 {
+		t.Errorf("after 1,000 purges, 900 forgotten: %d ids in order, %d receipts; want 2 and 2", nOrder, nEntries)
+	}
+}
+
+// TestPublisherRetryAfterFailedPublishKeepsReceipt: a publish that failed (no stream yet)
+// forgets its receipt; publishing the same purge again, then another, keeps both receipts
+// within a limit of two (the failed attempt left nothing behind that evicts the retry's).
+func TestPublisherRetryAfterFailedPublishKeepsReceipt(t *testing.T) {
+	ns := natstest.Start(t)
+	nc, js := ns.Connect(t)
+	ctx := testContext(t)
+	tr := newTracker(t, nc, WithMaxPurges(2))
+	p := &Publisher{JS: js, Tracker: tr}
+	m1 := msg("a.example", KindAll)
+	if _, err := p.Publish(ctx, m1, []NodeRef{{"ams", "n1"}}); err == nil {
+		t.Fatal("Publish before the stream exists = nil, want an error")
+	}
+	if _, ok := tr.Receipt(m1.ID); ok {
+		t.Fatal("Receipt of a failed publish found, want forgotten")
+	}
+	if err := EnsureStream(ctx, js, "", 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	m2 := msg("a.example", KindAll)
+	for _, m := range []Message{m1, m2} {
+		if _, err := p.Publish(ctx, m, []NodeRef{{"ams", "n1"}}); err != nil {
+			t.Fatalf("Publish(%s) = %v", m.ID, err)
+		}
+	}
+	for _, m := range []Message{m1, m2} {
+		if r, ok := tr.Receipt(m.ID); !ok || r.Seq == 0 {
+			t.Errorf("Receipt(%s) = %+v, %v; want kept, with its sequence (two purges, limit two)", m.ID, r, ok)
+		}
+	}
+}
