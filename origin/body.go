@@ -161,8 +161,12 @@ func newBodyCache(maxBytes, maxEntry int) *bodyCache {
 }
 
 // get returns Body(path, version, size), from the cache when possible. Callers must not modify it.
+// An entry costs its body and its path: a key is as long as the request's path (and, for a
+// Vary variant, its header values), so counting bodies alone let many long paths with short
+// bodies (size=0 costs nothing) grow the cache without bound.
 func (c *bodyCache) get(path string, version, size int) []byte {
-	if size > c.maxEntry {
+	cost := entryCost(path, size)
+	if cost > c.maxEntry {
 		return Body(path, version, size)
 	}
 	k := bodyKey{path, version, size}
@@ -175,16 +179,19 @@ func (c *bodyCache) get(path string, version, size int) []byte {
 	b = Body(path, version, size)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for old, ob := range c.m {
-		if c.bytes+size <= c.maxBytes {
+	for old := range c.m {
+		if c.bytes+cost <= c.maxBytes {
 			break
 		}
 		delete(c.m, old)
-		c.bytes -= len(ob)
+		c.bytes -= entryCost(old.path, old.size)
 	}
 	if _, ok := c.m[k]; !ok {
 		c.m[k] = b
-		c.bytes += size
+		c.bytes += cost
 	}
 	return b
 }
+
+// entryCost is what a cached body counts against BodyCacheBytes: its bytes and its key's.
+func entryCost(path string, size int) int { return len(path) + size }

@@ -118,8 +118,19 @@ func New(cfg Config) (*Server, error) {
 	mux.Handle("/_/", http.NotFoundHandler())
 	mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 	s.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if isControlPath(r.URL.Path) {
+		switch path := r.URL.Path; {
+		case isControlPath(path):
 			mux.ServeHTTP(w, r)
+			return
+		case path == "":
+			// An absolute-form target without a path ("GET http://host"): its path is "/"
+			// (RFC 9110 §4.2.3). Left empty, it was an object of its own, and an unsafe
+			// method on it bumped every path (Bump's "").
+			r = r.Clone(r.Context())
+			r.URL.Path, r.URL.RawPath = "/", ""
+		case path[0] != '/':
+			// "*" (asterisk-form), or anything else that names no object.
+			http.Error(w, fmt.Sprintf("request target %q is not an object path", path), http.StatusBadRequest)
 			return
 		}
 		s.serveObject(w, r)

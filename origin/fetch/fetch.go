@@ -281,8 +281,23 @@ func (u *Upstream) Do(req *http.Request) (*http.Response, error) {
 		return nil, fmt.Errorf("fetch %s from %s: %w: %w", req.URL, u.cfg.Name, ErrBreakerOpen, err)
 	}
 	u.requests.Add(1)
+	// A panic below (the caller's DialContext, FailureStatus or Transport) goes on to the
+	// caller, but not with the slot and the breaker's outcome: a server that recovers it would
+	// lose a slot per panic, and a half-open breaker would wait for this probe for ever.
+	settled := false
 	b := &body{u: u, parent: parent, done: done}
 	var resp *http.Response
+	defer func() {
+		if !settled {
+			if resp != nil {
+				resp.Body.Close()
+			}
+			if b.cancel != nil {
+				b.cancel()
+			}
+			u.finish(done, errPanicked)
+		}
+	}()
 	if h1, ok := u.transport.(*h1Transport); ok && h1.handles(req) {
 		// The HTTP/1.1 path bounds the exchange with the connection's deadlines rather than a
 		// context of its own: a timer context per exchange (its timer, its registration with
@@ -301,13 +316,19 @@ func (u *Upstream) Do(req *http.Request) (*http.Response, error) {
 		if b.cancel != nil {
 			b.cancel()
 		}
+		settled = true
 		u.finish(done, err)
 		return nil, fmt.Errorf("fetch %s from %s: %w", req.URL, u.cfg.Name, err)
 	}
 	b.rc, b.status = resp.Body, u.failureStatus(resp)
+	b.whole = resp.Body == http.NoBody // nothing to read: whole already
 	resp.Body = b
+	settled = true // the body's Close reports it
 	return resp, nil
 }
+
+// errPanicked is the outcome of an exchange that a panic ended inside Do.
+var errPanicked = errors.New("panic during the exchange")
 
 // failureStatus is the breaker failure resp's status counts as (FailureStatus), or nil.
 func (u *Upstream) failureStatus(resp *http.Response) error {
@@ -489,8 +510,9 @@ type body struct {
 	done     func(error)
 	status   error // non-nil for a status FailureStatus counts as a failure
 
-	mu      sync.Mutex // guards readErr
+	mu      sync.Mutex // guards readErr and whole
 	readErr error      // first read error other than io.EOF
+	whole   bool       // the body was read to its end (or had none): the exchange succeeded
 
 	closeOnce sync.Once
 }
@@ -506,6 +528,11 @@ func (b *body) timedOut() bool {
 
 func (b *body) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
+	if err == io.EOF {
+		b.mu.Lock()
+		b.whole = true
+		b.mu.Unlock()
+	}
 	if err != nil && !errors.Is(err, io.EOF) {
 		err = b.u.classify(b.parent, b.timedOut(), err)
 		b.mu.Lock()
@@ -522,10 +549,11 @@ func (b *body) Close() error {
 	err := b.rc.Close()
 	b.closeOnce.Do(func() {
 		b.mu.Lock()
-		outcome := b.readErr
+		outcome, whole := b.readErr, b.whole
 		b.mu.Unlock()
-		if outcome == nil && b.timedOut() && b.parent.Err() == nil {
-			// The timeout expired while the caller held the body without reading to the end.
+		if outcome == nil && !whole && b.timedOut() && b.parent.Err() == nil {
+			// The timeout expired while the caller held the body without reading to the end
+			// (a body read to its end is a success, however late the caller closes it).
 			outcome = fmt.Errorf("%w after %v", errBodyTimeout, b.u.cfg.BodyTimeout)
 		}
 		if outcome == nil {
