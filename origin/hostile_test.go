@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestBodyCacheBoundCountsKeys: BodyCacheBytes bounds the memory the body cache keeps, keys
@@ -101,5 +102,32 @@ func TestObjectRequestWithoutPath(t *testing.T) {
 	}
 	if n := s.Requests("*"); n != 0 {
 		t.Errorf("Requests(*) = %d, want 0: not an object", n)
+	}
+}
+
+// TestIdleConnectionClosed: a keep-alive connection that sends nothing after its answer is
+// closed after IdleTimeout; before, the server held it (and its goroutine) for good.
+func TestIdleConnectionClosed(t *testing.T) {
+	_, base := start(t, "127.0.0.92", Config{IdleTimeout: 200 * time.Millisecond})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "GET /a HTTP/1.1\r\nHost: o\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	// The server closes the idle connection: the next read ends. The deadline only bounds
+	// the test.
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := br.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("read on the idle connection: %d bytes, %v; want EOF (closed by the server)", n, err)
 	}
 }

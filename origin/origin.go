@@ -32,6 +32,10 @@ type Config struct {
 	// as its first 64 KiB plus one unit, from which the rest is streamed). Default 64 MiB;
 	// negative disables the cache.
 	BodyCacheBytes int
+	// IdleTimeout is how long a keep-alive connection may wait for its next request before
+	// the server closes it. Default 75s (nginx's keepalive_timeout); without one, every idle
+	// client held a connection and its goroutine for good.
+	IdleTimeout time.Duration
 }
 
 // Server is the reference origin. Its handler is safe for concurrent use.
@@ -79,6 +83,12 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.BodyCacheBytes == 0 {
 		cfg.BodyCacheBytes = 64 << 20
+	}
+	if cfg.IdleTimeout < 0 {
+		return nil, fmt.Errorf("new origin: idle timeout %v is negative", cfg.IdleTimeout)
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = 75 * time.Second
 	}
 	if cfg.BodyCacheBytes < 0 {
 		cfg.BodyCacheBytes = 0
@@ -166,6 +176,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
 		Handler:           tr.wrap(s.handler),
 		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       s.cfg.IdleTimeout,
 		BaseContext:       func(net.Listener) context.Context { return base },
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
