@@ -212,6 +212,60 @@ func TestSilentNodeExpires(t *testing.T) {
 	})
 }
 
+// TestViewForgetsLongSilentNodes: keys expire without delete markers, so the view itself lets
+// go of a node whose report has been stale for ten TTLs while another node reports (else a
+// long-running view grew by every node that ever died); while no node reports, it keeps every
+// stale one, for DNS to fail open to (AllNodes).
+func TestViewForgetsLongSilentNodes(t *testing.T) {
+	_, js := setup(t)
+	var now atomic.Int64
+	now.Store(time.Now().UnixNano())
+	clock := func() time.Time { return time.Unix(0, now.Load()) }
+	v := startView(t, js, clock)
+	kv, _ := js.KeyValue(t.Context(), wire.Bucket("", wire.FleetBucket))
+	beat := func(id string) {
+		t.Helper()
+		n := node("fra", id)
+		n.Load = wire.LoadReport{At: clock(), Healthy: true}
+		b, _ := json.Marshal(n)
+		if _, err := kv.Put(t.Context(), wire.FleetKey("fra", id), b); err != nil {
+			t.Fatalf("put: %v", err)
+		}
+	}
+	held := func(id string) bool {
+		for _, n := range v.AllNodes() {
+			if n.ID == id {
+				return true
+			}
+		}
+		return false
+	}
+	beat("n1")
+	beat("n2")
+	wait.For(t, 5*time.Second, "both nodes in the view", func() bool { return held("n1") && held("n2") })
+	// Nobody reports for twenty TTLs: both are stale, and both are kept.
+	changed := v.Changed()
+	now.Add(int64(20 * testTTL))
+	select {
+	case <-changed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Changed() not closed when the nodes went stale")
+	}
+	if _, ok := findNode(v, "fra", "n1"); ok {
+		t.Error("stale node fra.n1 is live in the view")
+	}
+	// The tick that marked them stale would also have let them go (both are past ten TTLs).
+	if !held("n1") || !held("n2") {
+		t.Fatal("with no node reporting, the view let go of stale nodes")
+	}
+	// n2 reports again: n1, silent for over ten TTLs, is let go.
+	beat("n2")
+	wait.For(t, 5*time.Second, "fra.n1 let go once another node reports", func() bool { return !held("n1") })
+	if !held("n2") {
+		t.Error("the reporting node fra.n2 is not held")
+	}
+}
+
 func TestViewDropsStaleReports(t *testing.T) {
 	_, js := setup(t)
 	skew := 0 * time.Second

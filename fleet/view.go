@@ -48,6 +48,7 @@ type View struct {
 	mu         sync.Mutex           // guards the fields below
 	nodes      map[string]wire.Node // by fleet key
 	drains     map[string]bool      // by PoP id
+	stale      map[string]bool      // fleet keys already reported as gone by the staleness check
 	nodesReady bool
 	drainReady bool
 	pops       []string      // a scoped view's PoPs, sorted; nil until SetPoPs
@@ -73,6 +74,7 @@ func NewView(cfg ViewConfig) *View {
 		ready:   make(chan struct{}),
 		nodes:   map[string]wire.Node{},
 		drains:  map[string]bool{},
+		stale:   map[string]bool{},
 		popsSet: make(chan struct{}),
 	}
 }
@@ -209,6 +211,27 @@ func (v *View) Nodes() []wire.Node {
 	return out
 }
 
+// AllNodes is Nodes with the nodes whose reports went stale included: every node the view
+// holds (until its key is deleted or expires in the bucket, or the view re-snapshots it).
+// For a reader that judges freshness itself and may still fall back to a stale node, as DNS
+// fails open to the nearest PoP while its view of the fleet is cut off from NATS.
+func (v *View) AllNodes() []wire.Node {
+	v.mu.Lock()
+	out := make([]wire.Node, 0, len(v.nodes))
+	for _, n := range v.nodes {
+		n.Draining = n.Draining || v.drains[n.PoP]
+		out = append(out, n)
+	}
+	v.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].PoP != out[j].PoP {
+			return out[i].PoP < out[j].PoP
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out
+}
+
 // PoPs returns the live nodes grouped by PoP, sorted by PoP id.
 func (v *View) PoPs() []wire.PoP { return wire.GroupPoPs(v.Nodes()) }
 
@@ -235,10 +258,16 @@ func (v *View) freshLocked(n wire.Node, now time.Time) bool {
 	return now.Sub(n.Load.At) <= v.cfg.TTL
 }
 
-// expireLoop drops and announces nodes whose last report is older than the TTL. The fleet
-// bucket's keys expire without a delete marker (EnsureBuckets), so this is how a view learns
-// that a node stopped heartbeating; it also drops a node whose key lives on with a stale
-// report.
+// forgetAfter is how many TTLs a node's report may be stale, while other nodes report, before
+// the view lets go of it.
+const forgetAfter = 10
+
+// expireLoop announces nodes whose last report is older than the TTL. The fleet bucket's keys
+// expire without a delete marker (EnsureBuckets), so this is how a view learns that a node
+// stopped heartbeating. A stale node is kept, for readers that fail open to it (AllNodes),
+// until it has been stale for forgetAfter TTLs while other nodes report: then it is gone for
+// good. While none reports (the view is cut off from NATS, or the whole fleet is silent),
+// every stale node is kept.
 func (v *View) expireLoop(ctx context.Context) {
 	t := time.NewTicker(max(v.cfg.TTL/8, 20*time.Millisecond))
 	defer t.Stop()
@@ -250,11 +279,22 @@ func (v *View) expireLoop(ctx context.Context) {
 		}
 		now := v.cfg.Clock()
 		changed := false
+		anyFresh := false
 		v.mu.Lock()
 		for k, n := range v.nodes {
-			if !v.freshLocked(n, now) {
-				delete(v.nodes, k)
+			if v.freshLocked(n, now) {
+				anyFresh = true
+			} else if !v.stale[k] {
+				v.stale[k] = true
 				changed = true
+			}
+		}
+		if anyFresh {
+			for k := range v.stale {
+				if now.Sub(v.nodes[k].Load.At) > forgetAfter*v.cfg.TTL {
+					delete(v.nodes, k)
+					delete(v.stale, k)
+				}
 			}
 		}
 		v.mu.Unlock()
@@ -309,6 +349,7 @@ func (h nodeHandler) Snapshot(entries []jetstream.KeyValueEntry) {
 	}
 	h.v.mu.Lock()
 	h.v.nodes = nodes
+	h.v.stale = map[string]bool{}
 	h.v.mu.Unlock()
 	h.v.notify(true)
 	h.v.setReady(&h.v.nodesReady)
@@ -332,10 +373,12 @@ func (h nodeHandler) Update(e jetstream.KeyValueEntry) {
 		}
 		// A heartbeat of a node already in the view, fresh before and after, changes loads only.
 		old, had := h.v.nodes[e.Key()]
-		members = !had || !sameMember(old, n)
+		members = !had || h.v.stale[e.Key()] || !sameMember(old, n)
 		h.v.nodes[e.Key()] = n
+		delete(h.v.stale, e.Key())
 	} else {
 		delete(h.v.nodes, e.Key())
+		delete(h.v.stale, e.Key())
 	}
 	h.v.mu.Unlock()
 	h.v.notify(members)
