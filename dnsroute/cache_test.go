@@ -2,12 +2,15 @@ package dnsroute
 
 import (
 	"fmt"
+	"math/rand/v2"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
 
+	"github.com/meridian-cdn/meridian/dnsroute/geo/geodata"
 	"github.com/meridian-cdn/meridian/wire"
 )
 
@@ -127,5 +130,77 @@ func TestNetworkCacheNotForPerClientAnswers(t *testing.T) {
 	}
 	if pops["lhr"] < 16 || pops["fra"] < 16 {
 		t.Errorf("64 London /24s went %v, want both lhr and fra about half", pops)
+	}
+}
+
+// heldEntries counts the answers st holds, by client prefix and by database network.
+func heldEntries(st *state) int { return st.cache.len() }
+
+// TestCacheBoundedUnderSpray: a flood of random names from random ECS subnets all over the
+// database, sent over UDP, leaves at most cache_entries answers held, counting the network
+// cache (docs/dns.md: "The cache holds at most cache_entries answers"), and names that do
+// not exist add none at all.
+func TestCacheBoundedUnderSpray(t *testing.T) {
+	const bound = 64
+	rng := rand.New(rand.NewPCG(1, 2))
+	randomSubnet := func() netip.Prefix {
+		c := geodata.Cities[rng.IntN(len(geodata.Cities))]
+		b := c.V4.Addr().As4()
+		b[2] = byte(rng.IntN(256))
+		return netip.PrefixFrom(netip.AddrFrom4(b), 24)
+	}
+	for _, tt := range []struct {
+		name      string
+		hostnames []string
+		qname     string // with a %d and a %x
+		rcode     int
+		maxHeld   int
+	}{
+		{"names that do not exist", nil, "nx%d-%x.cdn.example.", dns.RcodeNameError, 0},
+		{"routed names (wildcard)", []string{"*"}, "n%d-%x.cdn.example.", dns.RcodeSuccess, bound},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ts := startServer(t, func(c *Config) {
+				c.CacheEntries = bound
+				if tt.hostnames != nil {
+					c.Hostnames = tt.hostnames
+				}
+			})
+			conn, err := net.DialUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 1, 1, 78)}, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(ts.addr)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(30 * time.Second))
+			buf := make([]byte, 4096)
+			for i := range 20 * bound {
+				m := new(dns.Msg)
+				m.SetQuestion(fmt.Sprintf(tt.qname, i, rng.Uint64()), dns.TypeA)
+				m.Id = uint16(i)
+				m.SetEdns0(1232, false)
+				m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET,
+					Family: familyIPv4, SourceNetmask: 24, Address: net.IP(randomSubnet().Addr().AsSlice())})
+				b, _ := m.Pack()
+				if _, err := conn.Write(b); err != nil {
+					t.Fatal(err)
+				}
+				var r dns.Msg
+				for r.Id != m.Id || !r.Response {
+					n, err := conn.Read(buf)
+					if err != nil {
+						t.Fatalf("no reply to query %d: %v", i, err)
+					}
+					if r.Unpack(buf[:n]) != nil {
+						r = dns.Msg{}
+					}
+				}
+				if r.Rcode != tt.rcode {
+					t.Fatalf("query %d: rcode %s, want %s", i, dns.RcodeToString[r.Rcode], dns.RcodeToString[tt.rcode])
+				}
+				if n := heldEntries(ts.st.Load()); n > tt.maxHeld {
+					t.Fatalf("after %d queries of new names from random subnets: %d answers held, want at most %d", i+1, n, tt.maxHeld)
+				}
+			}
+		})
 	}
 }

@@ -22,7 +22,7 @@ import (
 // worker holds one UDP reader's buffers.
 type worker struct {
 	in, out, key []byte
-	netKey       []byte // the key of the client's database network in netCache
+	netKey       []byte // the key of the client's database network's answer (see netKey)
 	n            uint32 // queries handled, for sampling the latency of cache hits
 
 	// Cache hits not yet added to the shared counters, which the UDP loops publish once a
@@ -135,7 +135,7 @@ func (s *Server) handleUDP(w *worker, p []byte, src netip.AddrPort) []byte {
 			if !parsed {
 				return nil
 			}
-			return slipReply(w.out[:0], p, &q)
+			return slipReply(w.out[:0], p, &q, s.cfg.MaxUDPSize)
 		}
 	}
 	st := s.current(now)
@@ -179,7 +179,7 @@ func (s *Server) handleUDP(w *worker, p []byte, src netip.AddrPort) []byte {
 		gen = s.lat.gen(slot)
 		if l, err := s.geo.Lookup(client.Addr()); err == nil && l.Found {
 			loc = &l
-			w.netKey = appendKey(w.netKey[:0], p, &q, l.Network)
+			w.netKey = netKey(w.netKey[:0], p, &q, l.Network)
 			if out := s.netHit(st, w, p, &q, network, slot, gen, now.UnixNano()); out != nil {
 				if !start.IsZero() {
 					s.m.latency.Observe(time.Since(start).Seconds())
@@ -253,7 +253,7 @@ func (s *Server) handleUDP(w *worker, p []byte, src netip.AddrPort) []byte {
 	if parsed && r.cacheable && rcode == dns.RcodeSuccess && !r.failOpen {
 		st.cache.put(w.key, e, now.UnixNano())
 		if loc != nil && !r.perClient {
-			st.netCache.put(w.netKey, &entry{variants: packed, rot: e.rot, at: e.at, step: e.step, ecsAddrLen: e.ecsAddrLen, queries: e.queries, answers: e.answers}, now.UnixNano())
+			st.cache.put(w.netKey, &entry{variants: packed, rot: e.rot, at: e.at, step: e.step, ecsAddrLen: e.ecsAddrLen, queries: e.queries, answers: e.answers}, now.UnixNano())
 		}
 		turn = e.next.Add(1) - 1
 	} else if len(packed) > 1 || e.rot != nil {
@@ -309,13 +309,12 @@ func truncate(b []byte, limit int) []byte {
 	return out
 }
 
-// netHit answers from the answer for the client's database network (netCache, key in
-// w.netKey) when there is one and it holds for this client, whose network is network with
+// netHit answers from the answer for the client's database network (key in w.netKey) when there is one and it holds for this client, whose network is network with
 // latency generation gen in slot: the network has no measurements (else the answer is the
 // client's own). It caches the answer under the client's key too, so that the next query
 // is an ordinary hit. nil means no such answer.
 func (s *Server) netHit(st *state, w *worker, p []byte, q *query, network netip.Prefix, slot, gen uint32, now int64) []byte {
-	ne := st.netCache.get(w.netKey, now)
+	ne := st.cache.get(w.netKey, now)
 	if ne == nil || s.lat.Has(network) {
 		return nil
 	}
@@ -596,13 +595,33 @@ func headerReply(dst, p []byte, rcode int) []byte {
 	return dst
 }
 
-// slipReply is the query's header and question with QR and TC set: shorter than the query.
-func slipReply(dst, p []byte, q *query) []byte {
+// slipReply is the query's header and question with QR and TC set and, for a query with EDNS,
+// an OPT record (RFC 6891 section 7) with the query's DO bit and its ECS option echoed at scope
+// 0 (RFC 7871 section 7.2.1): never larger than the query.
+func slipReply(dst, p []byte, q *query, maxUDP int) []byte {
 	dst = append(dst, p[:q.nameEnd+4]...)
 	dst[2] = 0x80 | 0x02 | p[2]&0x01 // QR, TC, RD
 	dst[3] = 0
 	for i := 6; i < headerLen; i++ {
 		dst[i] = 0
+	}
+	if !q.edns {
+		return dst
+	}
+	dst[11] = 1 // ARCOUNT
+	var flags byte
+	if q.do {
+		flags = 0x80
+	}
+	rdlen := 0
+	if q.ecs {
+		rdlen = 8 + len(q.ecsAddr)
+	}
+	dst = append(dst, 0, 0, typeOPT, byte(maxUDP>>8), byte(maxUDP), 0, 0, flags, 0, byte(rdlen>>8), byte(rdlen))
+	if q.ecs {
+		n := 4 + len(q.ecsAddr)
+		dst = append(dst, 0, optionECS, byte(n>>8), byte(n), byte(q.ecsFamily>>8), byte(q.ecsFamily), q.ecsSource, 0)
+		dst = append(dst, q.ecsAddr...)
 	}
 	return dst
 }

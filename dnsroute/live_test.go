@@ -98,7 +98,7 @@ func startLive(t *testing.T, mutate func(*Config)) *liveFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Fleet = l.view
+	cfg.Fleet = l.fleet()
 	fx.view = l.view
 	s, err := New(cfg)
 	if err != nil {
@@ -257,4 +257,27 @@ func metricValue(t *testing.T, s *Server, name, lv string) float64 {
 		}
 	}
 	return v
+}
+
+// TestLiveFailsOpenWhenEveryReportIsStale: a server whose fleet's reports have all gone stale
+// (cut off from NATS, its view keeps the last ones) fails open to the nearest PoP, as with a
+// static fleet (docs/dns.md, "No usable PoP at all"), rather than answering NODATA to all.
+func TestLiveFailsOpenWhenEveryReportIsStale(t *testing.T) {
+	var clock skewClock
+	fx := startLive(t, func(c *Config) { c.Clock = clock.Now })
+	london := qopt{ecs: cityPrefix(t, "London", 3)}
+	if pop := fx.popOf(t, fx.ask(t, "www.cdn.example.", dns.TypeA, london)); pop != "lhr" {
+		t.Fatalf("London with a fresh fleet: %s, want lhr", pop)
+	}
+	clock.Advance(time.Hour) // every report is an hour old
+	r := fx.ask(t, "www.cdn.example.", dns.TypeA, london)
+	if len(r.Answer) == 0 {
+		t.Fatalf("London with every report stale: no answer, want lhr failed open to:\n%v", r)
+	}
+	if pop := fx.popOf(t, r); pop != "lhr" {
+		t.Errorf("London with every report stale: %s, want lhr (nearest, failed open)", pop)
+	}
+	if got := metricValue(t, fx.Server, "meridian_dns_fail_open_total", ""); got != 1 {
+		t.Errorf("fail-open answers = %v, want 1", got)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"reflect"
 	"sync"
 	"time"
 
@@ -100,7 +101,15 @@ func (l *liveFleet) run(ctx context.Context, s *Server) {
 		}
 		for {
 			changed := l.cfgView.Changed()
-			if p := l.cfgView.Routing(); p.Policy != "" {
+			// The bucket's policy whatever it holds: one that leaves policy empty is nearest
+			// with its own fields. None (never set, or deleted) is the config file's. Applied
+			// only when it differs: every change of the bucket (hosts, drains) comes here, and
+			// SetPolicy drops the answer cache.
+			p := l.cfgView.Routing()
+			if reflect.DeepEqual(p, wire.RoutingPolicy{}) {
+				p = s.cfg.Policy
+			}
+			if !reflect.DeepEqual(p, *s.policy.Load()) {
 				if err := s.SetPolicy(p); err != nil {
 					l.log.Error("refused routing policy from the config bucket", "err", err)
 				}
@@ -115,6 +124,19 @@ func (l *liveFleet) run(ctx context.Context, s *Server) {
 	wg.Wait()
 	l.nc.Close()
 }
+
+// liveView is the Fleet a server routes on from the registry: every node the view holds,
+// stale ones included (View.AllNodes). buildState judges freshness by the load reports'
+// times itself, so stale nodes are not used, but they stay there to fail open to: a DNS
+// server cut off from NATS sees every report go stale, and with the view's fresh nodes only
+// it would have no PoP at all and answer NODATA to every query.
+type liveView struct{ *fleet.View }
+
+// PoPs implements Fleet.
+func (v liveView) PoPs() []wire.PoP { return wire.GroupPoPs(v.AllNodes()) }
+
+// fleet is the Fleet a server following l routes on.
+func (l *liveFleet) fleet() Fleet { return liveView{l.view} }
 
 // latencySweep is how often the latency map drops expired records when no update arrives.
 const latencySweep = 30 * time.Second
@@ -219,7 +241,7 @@ func ExplainLive(ctx context.Context, cfg Config, addr netip.Addr, name string, 
 	if err != nil {
 		return Explanation{}, err
 	}
-	cfg.Fleet = l.view
+	cfg.Fleet = l.fleet()
 	s, err := New(cfg)
 	if err != nil {
 		l.nc.Close()
@@ -247,7 +269,7 @@ func RunLive(ctx context.Context, cfg Config, wait time.Duration) error {
 	if err != nil {
 		return err
 	}
-	cfg.Fleet = l.view
+	cfg.Fleet = l.fleet()
 	s, err := New(cfg)
 	if err != nil {
 		l.nc.Close()

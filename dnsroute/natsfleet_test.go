@@ -72,3 +72,55 @@ func TestRunLive(t *testing.T) {
 	}
 	wait.For(t, 10*time.Second, "London answered by Sydney after the drain", func() bool { return answer("London") == "192.0.2.20" })
 }
+
+// TestLivePolicyFromConfigBucket: the routing policy in the config bucket is what DNS routes
+// by, whenever it changes: one that leaves `policy` empty (nearest, with its own watermarks)
+// applies as well as a named one, and deleting it brings back the config file's policy
+// instead of leaving the last one from the bucket in force.
+func TestLivePolicyFromConfigBucket(t *testing.T) {
+	fx := startLive(t, nil)
+	_, js := fx.ns.Connect(t)
+	ctx := context.Background()
+	// moved is the share of 40 London /24s not answered by lhr.
+	moved := func() float64 {
+		n := 0
+		for i := range 40 {
+			r := fx.ask(t, "www.cdn.example.", dns.TypeA, qopt{ecs: cityPrefix(t, "London", byte(i))})
+			if fx.popOf(t, r) != "lhr" {
+				n++
+			}
+		}
+		return float64(n) / 40
+	}
+	put := func(p wire.RoutingPolicy) {
+		t.Helper()
+		if err := fleet.PutRouting(ctx, js, "", p); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	t.Run("weighted", func(t *testing.T) {
+		put(wire.RoutingPolicy{Policy: "weighted", Weights: map[string]float64{"fra": 1}})
+		wait.For(t, 10*time.Second, "London sent to fra by the weights", func() bool { return moved() == 1 })
+	})
+	t.Run("deleted", func(t *testing.T) {
+		kv, err := js.KeyValue(ctx, wire.Bucket("", wire.ConfigBucket))
+		if err != nil {
+			t.Fatal(err)
+		}
+		put(wire.RoutingPolicy{Policy: "weighted", Weights: map[string]float64{"fra": 1}})
+		wait.For(t, 10*time.Second, "London sent to fra by the weights", func() bool { return moved() == 1 })
+		if err := kv.Delete(ctx, wire.RoutingKey); err != nil {
+			t.Fatal(err)
+		}
+		wait.For(t, 10*time.Second, "London back at lhr under the file's policy", func() bool { return moved() == 0 })
+	})
+	// Last: the shedder keeps lhr's share for an answer TTL after its load falls.
+	t.Run("nearest with the bucket's watermarks", func(t *testing.T) {
+		put(wire.RoutingPolicy{Policy: "nearest"})
+		fx.waitSaturation(t, "lhr", 0.5) // under the default low watermark (0.8): no shedding
+		wait.For(t, 10*time.Second, "London at lhr under nearest", func() bool { return moved() == 0 })
+		put(wire.RoutingPolicy{LowWatermark: 0.2, HighWatermark: 0.3})
+		wait.For(t, 10*time.Second, "lhr over the bucket policy's high watermark shedding London", func() bool { return moved() > 0.8 })
+	})
+}

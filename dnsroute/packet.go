@@ -334,6 +334,14 @@ func appendKey(dst, p []byte, q *query, client netip.Prefix) []byte {
 	return append(dst, b[:]...)
 }
 
+// netKey appends the cache key of the answer for every client of database network network
+// to dst: the query's key (appendKey) for the network, tagged so that it is never the key of
+// a client prefix (an ECS /16 that is the network itself, say), which may hold a per-client
+// answer.
+func netKey(dst, p []byte, q *query, network netip.Prefix) []byte {
+	return append(appendKey(dst, p, q, network), 0xFF)
+}
+
 // udpLimit is the largest reply the client can take over UDP.
 func udpLimit(edns bool, size uint16, max int) int {
 	if !edns || size < 512 {

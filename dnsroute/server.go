@@ -130,7 +130,7 @@ func (s *Server) current(now time.Time) *state {
 	next := s.buildState(now)
 	if next.outcome == st.outcome {
 		// Same answers: keep the cache (heartbeats that moved load within a quantum).
-		next.cache, next.netCache = st.cache, st.netCache
+		next.cache = st.cache
 		s.m.stateKept.Inc()
 	} else {
 		s.m.stateDropped.Inc()

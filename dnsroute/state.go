@@ -35,11 +35,11 @@ type state struct {
 	at time.Time
 	// outcome is everything the answers depend on (see outcomeKey).
 	outcome string
-	cache   *answerCache
-	// netCache holds the answers that hold for every client of a database network (not
-	// per client), keyed by that network instead of the client prefix: a client prefix
-	// not yet in cache finds its answer here after one MMDB lookup, without routing.
-	netCache *answerCache
+	// cache holds the answers by client prefix and, under network keys (see netKey), the
+	// answers that hold for every client of a database network (not per client): a client
+	// prefix not yet in cache finds its answer there after one MMDB lookup, without
+	// routing. One LRU for both, so that cache_entries bounds every answer held.
+	cache *answerCache
 }
 
 type popState struct {
@@ -99,7 +99,6 @@ func (s *Server) buildState(now time.Time) *state {
 		changed:    changed,
 		validUntil: now.Add(time.Hour),
 		cache:      newAnswerCache(s.cfg.CacheEntries),
-		netCache:   newAnswerCache(s.cfg.CacheEntries),
 	}
 	ttl := s.cfg.HeartbeatTTL
 	// Spare capacity orders only weighted rotations; elsewhere it is left out of the outcome.

@@ -425,22 +425,23 @@ func TestRateLimit(t *testing.T) {
 func TestCacheDroppedOnFleetChange(t *testing.T) {
 	ts := startServer(t, nil)
 	london := qopt{ecs: cityPrefix(t, "London", 8)}
+	// Each answer is cached for its client prefix and for its database network.
 	ts.ask(t, "www.cdn.example.", dns.TypeA, london)
-	if n := ts.st.Load().cache.len(); n != 1 {
-		t.Fatalf("cache entries = %d, want 1", n)
+	if n := ts.st.Load().cache.len(); n != 2 {
+		t.Fatalf("cache entries = %d, want 2", n)
 	}
 	n, _ := ts.StaticFleet().Node("fra", "fra-1")
 	n.Load.RequestsPerSec = 1
 	ts.StaticFleet().SetNode(n)
 	ts.ask(t, "static.cdn.example.", dns.TypeA, london)
-	if n := ts.st.Load().cache.len(); n != 2 {
-		t.Errorf("cache entries after a load change that moves no answer = %d, want 2 (kept)", n)
+	if n := ts.st.Load().cache.len(); n != 4 {
+		t.Errorf("cache entries after a load change that moves no answer = %d, want 4 (kept)", n)
 	}
 	n.Load.Healthy = false
 	ts.StaticFleet().SetNode(n)
 	ts.ask(t, "static.cdn.example.", dns.TypeA, london)
-	if n := ts.st.Load().cache.len(); n != 1 {
-		t.Errorf("cache entries after a health change = %d, want 1 (old ones dropped)", n)
+	if n := ts.st.Load().cache.len(); n != 2 {
+		t.Errorf("cache entries after a health change = %d, want 2 (old ones dropped)", n)
 	}
 	ts.StaticFleet().RemoveNode("lhr", "lhr-1")
 	ts.StaticFleet().RemoveNode("lhr", "lhr-2")
@@ -548,6 +549,102 @@ func TestCachedAnswerNamesAsUncached(t *testing.T) {
 						}
 					}
 				})
+			}
+		})
+	}
+}
+
+// TestSlipKeepsEDNS: a slip (the truncated reply rate limiting sends instead of dropping) to a
+// query with EDNS carries an OPT record (RFC 6891 section 7), with the query's DO bit and its
+// ECS option echoed at scope 0 (RFC 7871 section 7.2.1), and is still no larger than the query;
+// a query without EDNS gets none.
+func TestSlipKeepsEDNS(t *testing.T) {
+	clock := newFakeClock() // no refill while the test runs
+	ts := startServer(t, func(c *Config) {
+		c.Clock = clock.Now
+		c.RateLimit = RateLimit{QPS: 1, Burst: 1, Slip: 1}
+	})
+	c, err := net.DialUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 1, 1, 77)}, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(ts.addr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	id := uint16(100)
+	exchange := func(m *dns.Msg) (reply *dns.Msg, queryLen, replyLen int) {
+		t.Helper()
+		id++
+		m.Id = id
+		b, err := m.Pack()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write(b); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 4096)
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				t.Fatalf("no reply to query %d: %v", id, err)
+			}
+			r := new(dns.Msg)
+			if r.Unpack(buf[:n]) == nil && r.Id == id {
+				return r, len(b), n
+			}
+		}
+	}
+	plain := new(dns.Msg)
+	plain.SetQuestion("www.cdn.example.", dns.TypeA)
+	if r, _, _ := exchange(plain); r.Truncated || len(r.Answer) == 0 {
+		t.Fatalf("first query (within the burst): %v", r)
+	}
+	ecs := cityPrefix(t, "London", 9)
+	withECS := new(dns.Msg)
+	withECS.SetQuestion("www.cdn.example.", dns.TypeA)
+	withECS.SetEdns0(1232, true)
+	withECS.IsEdns0().Option = append(withECS.IsEdns0().Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET,
+		Family: familyIPv4, SourceNetmask: 24, Address: net.IP(ecs.Addr().AsSlice())})
+	ednsOnly := new(dns.Msg)
+	ednsOnly.SetQuestion("www.cdn.example.", dns.TypeA)
+	ednsOnly.SetEdns0(4096, false)
+	for _, tt := range []struct {
+		name   string
+		q      *dns.Msg
+		opt    bool
+		do     bool
+		ecsLen int // source prefix echoed; 0: no ECS
+	}{
+		{"no EDNS", plain, false, false, 0},
+		{"EDNS, DO and ECS", withECS, true, true, 24},
+		{"EDNS only", ednsOnly, true, false, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r, ql, rl := exchange(tt.q.Copy())
+			if !r.Truncated || !r.Response || len(r.Answer)+len(r.Ns) != 0 {
+				t.Fatalf("not a slip: %v", r)
+			}
+			if rl > ql {
+				t.Errorf("slip of %d bytes to a query of %d: larger than the query", rl, ql)
+			}
+			o := r.IsEdns0()
+			if (o != nil) != tt.opt {
+				t.Fatalf("OPT in the slip = %v, want %v: %v", o != nil, tt.opt, r)
+			}
+			if o == nil {
+				return
+			}
+			if o.Version() != 0 || o.Do() != tt.do {
+				t.Errorf("OPT version %d DO %v, want 0 and %v", o.Version(), o.Do(), tt.do)
+			}
+			e := ecsOf(r)
+			switch {
+			case tt.ecsLen == 0 && e != nil:
+				t.Errorf("ECS %v in the slip to a query without one", e)
+			case tt.ecsLen != 0 && e == nil:
+				t.Errorf("no ECS echoed in the slip: %v", r)
+			case e != nil && (e.Family != familyIPv4 || e.SourceNetmask != uint8(tt.ecsLen) || e.SourceScope != 0 || !e.Address.Equal(net.IP(ecs.Addr().AsSlice()))):
+				t.Errorf("ECS echoed as %v, want %s scope 0", e, ecs)
 			}
 		})
 	}
