@@ -82,15 +82,19 @@ func (r *renderer) cloudInit(vm, role string, paths []string, files map[string][
 			" && install -m 0755 /tmp/nats-server/nats-server %s && rm -rf /tmp/nats-server /tmp/nats-server.tar.gz", NATSBin)
 		sh(s)
 	} else {
-		// The Debian package installs /usr/bin/nats-server and a unit of the same name, which
+		// The Debian package installs /usr/sbin/nats-server and a unit of the same name, which
 		// ours in /etc/systemd/system overrides.
-		cc.RunCmd = append(cc.RunCmd, []string{"ln", "-sf", "/usr/bin/nats-server", NATSBin})
+		cc.RunCmd = append(cc.RunCmd, []string{"ln", "-sf", DebianNATSBin, NATSBin})
 	}
 	if role == RoleControl {
 		cc.RunCmd = append(cc.RunCmd, []string{"systemctl", "try-restart", "systemd-resolved.service"})
 	}
 	cc.RunCmd = append(cc.RunCmd, []string{"systemctl", "daemon-reload"})
-	cc.RunCmd = append(cc.RunCmd, append([]string{"systemctl", "enable", "--now"}, unitNames...))
+	cc.RunCmd = append(cc.RunCmd, append([]string{"systemctl", "enable"}, unitNames...))
+	// Restart, not start: the Debian package nats-server starts its own nats-server.service
+	// (anonymous, /etc/nats-server.conf) when installed, and starting a running unit whose file
+	// changed keeps the old process. A restart runs every unit from the files written above.
+	cc.RunCmd = append(cc.RunCmd, append([]string{"systemctl", "restart"}, unitNames...))
 	b, err := marshalYAML(cc)
 	if err != nil {
 		return nil, fmt.Errorf("render cloud-init for %s: %w", vm, err)

@@ -28,6 +28,8 @@ const (
 	UnitDir     = "/etc/systemd/system"
 	MeridianBin = "/usr/local/bin/meridian"
 	NATSBin     = "/usr/local/bin/nats-server"
+	// DebianNATSBin is where the Debian (and Ubuntu) package nats-server installs the binary.
+	DebianNATSBin = "/usr/sbin/nats-server"
 )
 
 // Roles a VM can have.
@@ -170,17 +172,33 @@ func (r *renderer) secret(vm, name string, b []byte) {
 
 // public is the listen address of a port other VMs reach; local, of one only this VM uses.
 func (r *renderer) public(vm string, port int) string {
-	if r.opts.BindHost != nil {
-		return net.JoinHostPort(r.opts.BindHost(vm), strconv.Itoa(port))
+	if h := r.publicHost(vm); h != "" {
+		return net.JoinHostPort(h, strconv.Itoa(port))
 	}
 	return ":" + strconv.Itoa(port)
 }
 
 func (r *renderer) natsPublic(vm string, port int) string {
-	if r.opts.BindHost != nil {
-		return net.JoinHostPort(r.opts.BindHost(vm), strconv.Itoa(port))
+	if h := r.publicHost(vm); h != "" {
+		return net.JoinHostPort(h, strconv.Itoa(port))
 	}
 	return "0.0.0.0:" + strconv.Itoa(port)
+}
+
+// publicHost is the one address vm's public ports listen on, or "" for every address. A VM on
+// a loopback address listens on it alone: validate lets a fleet on loopback go without NATS
+// and API TLS, which must then not listen where other hosts reach (and control refuses a
+// plain-HTTP API on every address).
+func (r *renderer) publicHost(vm string) string {
+	if r.opts.BindHost != nil {
+		return r.opts.BindHost(vm)
+	}
+	for _, v := range r.f.VMs() {
+		if ip := net.ParseIP(v.IPv4); v.Name == vm && ip != nil && ip.IsLoopback() {
+			return v.IPv4
+		}
+	}
+	return ""
 }
 
 // admin is the listen address of an admin port (health, metrics): the VM's private address if

@@ -70,7 +70,7 @@ func TestRenderUserData(t *testing.T) {
 		}, []string{
 			"  - - ln\n    - -sf\n    - /opt/meridian/meridian\n    - /usr/local/bin/meridian\n",
 			"  - nats-server\n",
-			"- /usr/bin/nats-server",
+			"- /usr/sbin/nats-server",
 		}},
 	}
 	for _, tt := range tests {

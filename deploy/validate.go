@@ -121,16 +121,21 @@ func (c *checker) ports() {
 	for _, p := range []struct {
 		field string
 		port  int
+		// privileged: the port's unit may bind below 1024 (CAP_NET_BIND_SERVICE: edge and DNS
+		// only; nats-server and control run with no capability at all).
+		privileged bool
 	}{
-		{"nats.client_port", f.NATS.ClientPort}, {"nats.cluster_port", f.NATS.ClusterPort},
-		{"nats.leaf_port", f.NATS.LeafPort}, {"nats.monitor_port", f.NATS.MonitorPort},
-		{"control.api_port", f.Control.APIPort}, {"dns.port", f.DNS.Port},
-		{"dns.admin_port", f.DNS.AdminPort}, {"edge.http_port", f.Edge.HTTPPort},
-		{"edge.admin_port", f.Edge.AdminPort},
+		{"nats.client_port", f.NATS.ClientPort, false}, {"nats.cluster_port", f.NATS.ClusterPort, false},
+		{"nats.leaf_port", f.NATS.LeafPort, false}, {"nats.monitor_port", f.NATS.MonitorPort, false},
+		{"control.api_port", f.Control.APIPort, false}, {"dns.port", f.DNS.Port, true},
+		{"dns.admin_port", f.DNS.AdminPort, true}, {"edge.http_port", f.Edge.HTTPPort, true},
+		{"edge.admin_port", f.Edge.AdminPort, true},
 	} {
 		switch other, dup := used[p.port]; {
 		case p.port < 1 || p.port > 65535:
 			c.bad(p.field, "%d is not a port (1-65535)", p.port)
+		case p.port < 1024 && !p.privileged:
+			c.bad(p.field, "%d is below 1024, which its unit (no CAP_NET_BIND_SERVICE) cannot bind", p.port)
 		case dup:
 			c.bad(p.field, "port %d is also %s", p.port, other)
 		default:
@@ -220,14 +225,24 @@ func (c *checker) dns() {
 		c.bad("dns.ttl", "is negative")
 	}
 	c.file("dns.mmdb", d.MMDB, false)
+	// The DNS server reads a name without a final dot relative to the zone, and routes or
+	// aliases only names in it (below it, for a CNAME): it refuses a dns.yaml with any other.
+	zoneOK := d.Zone != "" && validDomain(d.Zone)
 	for i, h := range d.Hostnames {
-		if h != "*" && !validDomain(strings.TrimSuffix(h, ".")+".") {
+		switch {
+		case h == "*":
+		case !validDomain(strings.TrimSuffix(h, ".") + "."):
 			c.bad(fmt.Sprintf("dns.hostnames[%d]", i), "%q is not a domain name", h)
+		case zoneOK && !inZone(d.Zone, zoneName(d.Zone, h)):
+			c.bad(fmt.Sprintf("dns.hostnames[%d]", i), "%s is outside the zone %s", zoneName(d.Zone, h), d.Zone)
 		}
 	}
 	for from, to := range d.CNAMEs {
-		if !validDomain(strings.TrimSuffix(from, ".")+".") || !validDomain(strings.TrimSuffix(to, ".")+".") {
+		switch name := zoneName(d.Zone, from); {
+		case !validDomain(strings.TrimSuffix(from, ".")+".") || !validDomain(strings.TrimSuffix(to, ".")+"."):
 			c.bad("dns.cnames."+from, "%q -> %q: both must be domain names", from, to)
+		case zoneOK && (name == d.Zone || !inZone(d.Zone, name)):
+			c.bad("dns.cnames."+from, "%s must be a name below the zone %s", name, d.Zone)
 		}
 	}
 	if err := d.Policy.Validate(); err != nil {
@@ -406,6 +421,18 @@ func validDomain(fqdn string) bool {
 	}
 	return len(fqdn) <= 254
 }
+
+// zoneName is n as the DNS server reads it: absolute with a final dot, else relative to zone.
+func zoneName(zone, n string) string {
+	n = strings.ToLower(n)
+	if strings.HasSuffix(n, ".") {
+		return n
+	}
+	return n + "." + zone
+}
+
+// inZone says whether the absolute name is zone or below it.
+func inZone(zone, name string) bool { return name == zone || strings.HasSuffix(name, "."+zone) }
 
 // nsName is the absolute name server name of a control VM.
 func (f *Fleet) nsName(c ControlNode) string {

@@ -88,8 +88,15 @@ resource "aws_instance" "vm" {
   key_name               = var.ssh_key_name
   vpc_security_group_ids = [aws_security_group.meridian[0].id]
   # EC2 user data is limited to 16 KiB; gzip keeps the rendered cloud-init well under it.
-  user_data_base64            = base64gzip(file("${var.render_dir}/${each.value.user_data}"))
-  user_data_replace_on_change = true
+  user_data_base64 = base64gzip(file("${var.render_dir}/${each.value.user_data}"))
+  # User data only boots a VM. A re-render changes it on VMs that must keep running: every
+  # control VM's nats.conf lists every PoP's leaf keys, so adding a node would otherwise
+  # replace all control VMs at once (the JetStream cluster, its data and the secrets installed
+  # on them). Install changed files on running VMs instead (docs/operations.md), or replace one
+  # VM on purpose with `terraform apply -replace=...`.
+  lifecycle {
+    ignore_changes = [user_data_base64]
+  }
 
   metadata_options {
     http_tokens = "required"

@@ -1,0 +1,276 @@
+package deploy
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/nats-io/nats-server/v2/server"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/meridian-cdn/meridian/control"
+	"github.com/meridian-cdn/meridian/dnsroute"
+	"github.com/meridian-cdn/meridian/edge"
+	"github.com/meridian-cdn/meridian/wire"
+)
+
+// userData renders f and decodes vm's cloud-init.
+func userData(t *testing.T, f *Fleet, vm string) cloudConfig {
+	t.Helper()
+	files, err := Render(f, RenderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cc cloudConfig
+	if err := yaml.Unmarshal(files[vm+"/user-data"], &cc); err != nil {
+		t.Fatalf("%s/user-data: %v", vm, err)
+	}
+	return cc
+}
+
+// TestCloudInitLinksDebianNATSServer: without release.nats_server_url, cloud-init installs the
+// Debian package nats-server, whose binary is /usr/sbin/nats-server (the package's file list);
+// the unit runs /usr/local/bin/nats-server, which must link to it, not to a file that does not
+// exist.
+func TestCloudInitLinksDebianNATSServer(t *testing.T) {
+	f := loadExample(t)
+	f.Release = Release{BinaryPath: "/opt/meridian/meridian"}
+	cc := userData(t, f, "fra-edge-1")
+	if !slices.Contains(cc.Packages, "nats-server") {
+		t.Fatalf("packages = %v, want nats-server", cc.Packages)
+	}
+	var target string
+	for _, c := range cc.RunCmd {
+		if len(c) == 4 && c[0] == "ln" && c[3] == NATSBin {
+			target = c[2]
+		}
+	}
+	if target != "/usr/sbin/nats-server" {
+		t.Errorf("cloud-init links %s to %q, want /usr/sbin/nats-server (where the Debian package puts it)", NATSBin, target)
+	}
+}
+
+// TestCloudInitRestartsUnits: the Debian package nats-server starts its own nats-server.service
+// (anonymous, /etc/nats-server.conf) as it is installed, before the deferred files are written.
+// `systemctl enable --now` only starts units that are not running, so that process would keep
+// running instead of the fleet's NATS server: cloud-init must restart the units.
+func TestCloudInitRestartsUnits(t *testing.T) {
+	f := loadExample(t)
+	f.Release = Release{BinaryPath: "/opt/meridian/meridian"}
+	for vm, units := range map[string][]string{
+		"ctl-1":      {"nats-server.service", "meridian-control.service", "meridian-dns.service"},
+		"fra-edge-1": {"nats-server.service", "meridian-edge.service"},
+	} {
+		cc := userData(t, f, vm)
+		restarted := map[string]bool{}
+		for _, c := range cc.RunCmd {
+			if len(c) > 2 && c[0] == "systemctl" && c[1] == "restart" {
+				for _, u := range c[2:] {
+					restarted[u] = true
+				}
+			}
+		}
+		for _, u := range units {
+			if !restarted[u] {
+				t.Errorf("%s: cloud-init never restarts %s (runcmd %q): a package-started unit keeps its old process", vm, u, cc.RunCmd)
+			}
+		}
+	}
+}
+
+// loopbackFleet is the example fleet on loopback addresses without any TLS: valid (a fleet tried
+// on one machine), rendered for real VMs (no BindHost).
+func loopbackFleet(t *testing.T) *Fleet {
+	t.Helper()
+	f, _ := localFleet(t)
+	f.NATS.TLS = TLSFiles{}
+	f.Control.TLSCert, f.Control.TLSKey = "", ""
+	if errs := f.validate(); len(errs) > 0 {
+		t.Fatalf("loopback fleet is invalid: %v", errs.Err())
+	}
+	return f
+}
+
+// TestLoopbackFleetStaysOnLoopback: validate lets a fleet on loopback addresses go without NATS
+// TLS and without API TLS. Its servers must then listen on loopback only: NATS routes and leaf
+// connections in plain text on every address would cross the network unencrypted, and control
+// refuses a plain-HTTP API on every address (it would not start).
+func TestLoopbackFleetStaysOnLoopback(t *testing.T) {
+	f := loopbackFleet(t)
+	files, err := Render(f, RenderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	if err := WriteTree(root, files); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range f.Control.Nodes {
+		env := envFile(t, filepath.Join(root, c.Name)+EtcDir+"/control.env")
+		args := strings.Fields(env["MERIDIAN_CONTROL_ARGS"])
+		i := slices.Index(args, "--listen")
+		if i < 0 || i+1 >= len(args) {
+			t.Fatalf("%s: control.env has no --listen: %q", c.Name, args)
+		}
+		if err := control.CheckPlaintextListen(args[i+1], slices.Contains(args, "--tls-cert"), slices.Contains(args, "--insecure-http")); err != nil {
+			t.Errorf("%s: meridian control would not start: %v", c.Name, err)
+		}
+		opts, err := server.ProcessConfigFile(filepath.Join(root, c.Name) + EtcDir + "/nats.conf")
+		if err != nil {
+			t.Fatalf("%s: nats.conf: %v", c.Name, err)
+		}
+		for what, host := range map[string]string{"cluster": opts.Cluster.Host, "leafnodes": opts.LeafNode.Host} {
+			if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+				t.Errorf("%s: nats %s listens on %q in plain text (no TLS), beyond loopback", c.Name, what, host)
+			}
+		}
+	}
+}
+
+// TestRenderedConfigsLoad: whatever the fleet file's checks accept renders configs the servers'
+// own loaders accept. A DNS config refused by dnsroute stops DNS on every control VM.
+func TestRenderedConfigsLoad(t *testing.T) {
+	example, err := os.ReadFile(filepath.Join("testdata", "fleet.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct{ name, old, new string }{
+		{"absolute hostname outside the zone", `hostnames: ["*"]`, `hostnames: ["www.example.org."]`},
+		{"relative hostname", `hostnames: ["*"]`, `hostnames: ["www"]`},
+		{"cname outside the zone", `hostnames: ["*"]`, `hostnames: ["*"]` + "\n  cnames: {\"www.example.org.\": \"www.cdn.example.com.\"}"},
+		{"cname at the apex", `hostnames: ["*"]`, `hostnames: ["*"]` + "\n  cnames: {\"cdn.example.com.\": \"www.cdn.example.com.\"}"},
+		{"cname inside the zone", `hostnames: ["*"]`, `hostnames: ["*"]` + "\n  cnames: {\"img.cdn.example.com.\": \"www.cdn.example.com.\"}"},
+		{"city with quotes and a newline", "city: Frankfurt", `city: "Frank\"furt\n: am Main # x"`},
+		{"heartbeat ttl", "replicas: 3", "replicas: 3\n  heartbeat_ttl: 5s"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if !strings.Contains(string(example), tt.old) {
+				t.Fatalf("example has no %q", tt.old)
+			}
+			f, err := Parse([]byte(strings.Replace(string(example), tt.old, tt.new, 1)))
+			if err != nil {
+				t.Logf("refused by the fleet checks: %v", err)
+				return
+			}
+			files, err := Render(f, RenderOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			dir := t.TempDir()
+			if err := WriteTree(dir, files); err != nil {
+				t.Fatal(err)
+			}
+			for _, vm := range f.VMs() {
+				p := filepath.Join(dir, vm.Name) + EtcDir
+				if vm.Role == RoleControl {
+					if _, err := dnsroute.LoadConfig(p + "/dns.yaml"); err != nil {
+						t.Errorf("fleet accepted, but %s's dns.yaml is refused: %v", vm.Name, err)
+					}
+					continue
+				}
+				if _, err := edge.LoadConfig(p + "/edge.yaml"); err != nil {
+					t.Errorf("fleet accepted, but %s's edge.yaml is refused: %v", vm.Name, err)
+				}
+			}
+		})
+	}
+}
+
+// TestPrivilegedPortsNeedTheCapability: only the edge and DNS units may bind ports below 1024
+// (CAP_NET_BIND_SERVICE); nats-server and control have no capability, so a fleet that puts
+// one of their ports there renders units that never start. The checks must refuse it.
+func TestPrivilegedPortsNeedTheCapability(t *testing.T) {
+	for _, unit := range []string{"nats-server.service", "meridian-control.service"} {
+		b, err := units.ReadFile("systemd/" + unit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(b), "CAP_NET_BIND_SERVICE") {
+			t.Fatalf("%s has CAP_NET_BIND_SERVICE: this test's premise changed", unit)
+		}
+	}
+	for _, field := range []string{"control.api_port", "nats.client_port", "nats.cluster_port", "nats.leaf_port", "nats.monitor_port"} {
+		t.Run(field, func(t *testing.T) {
+			f := loadExample(t)
+			port := map[string]*int{"control.api_port": &f.Control.APIPort, "nats.client_port": &f.NATS.ClientPort,
+				"nats.cluster_port": &f.NATS.ClusterPort, "nats.leaf_port": &f.NATS.LeafPort, "nats.monitor_port": &f.NATS.MonitorPort}[field]
+			*port = 443
+			errs := f.validate()
+			if !slices.ContainsFunc(errs, func(e *wire.FieldError) bool { return e.Field == field }) {
+				t.Errorf("%s: 443 accepted (%v), but its unit cannot bind a port below 1024", field, errs.Err())
+			}
+		})
+	}
+	// The edge's and DNS's may.
+	f := loadExample(t)
+	f.Edge.AdminPort, f.DNS.AdminPort = 443, 853
+	if errs := f.validate(); len(errs) > 0 {
+		t.Errorf("edge and DNS ports below 1024 refused: %v", errs.Err())
+	}
+}
+
+// TestTerraformKeepsVMsWhenUserDataChanges: every control VM's user data carries nats.conf,
+// which lists every PoP's leaf keys, so adding a PoP or a node changes it. Terraform must not
+// then destroy and recreate the VMs (all three control VMs at once: the JetStream cluster, its
+// data and the secrets provisioned on them); the operator installs the new files instead
+// (docs/operations.md).
+func TestTerraformKeepsVMsWhenUserDataChanges(t *testing.T) {
+	f := loadExample(t)
+	sec, err := NewSecrets()
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := Render(f, RenderOptions{Secrets: sec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.PoPs[1].Nodes = append(f.PoPs[1].Nodes, EdgeNode{ID: "edge-2", IPv4: "198.51.100.22"})
+	after, err := Render(f, RenderOptions{Secrets: sec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(before["ctl-1/user-data"]) == string(after["ctl-1/user-data"]) {
+		t.Fatal("a new edge left the control VMs' user data alone: this test's premise changed")
+	}
+
+	file, diags := hclparse.NewParser().ParseHCLFile(filepath.Join("terraform", "region", "main.tf"))
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	var vm *hclsyntax.Block
+	for _, b := range file.Body.(*hclsyntax.Body).Blocks {
+		if b.Type == "resource" && len(b.Labels) == 2 && b.Labels[0] == "aws_instance" {
+			vm = b
+		}
+	}
+	if vm == nil {
+		t.Fatal("terraform/region/main.tf has no aws_instance")
+	}
+	if a := vm.Body.Attributes["user_data_replace_on_change"]; a != nil {
+		if v, d := a.Expr.Value(nil); !d.HasErrors() && v.True() {
+			t.Errorf("aws_instance sets user_data_replace_on_change = true: a re-render replaces every control VM at once")
+		}
+	}
+	ignored := false
+	for _, b := range vm.Body.Blocks {
+		if b.Type != "lifecycle" || b.Body.Attributes["ignore_changes"] == nil {
+			continue
+		}
+		list, _ := hcl.ExprList(b.Body.Attributes["ignore_changes"].Expr)
+		for _, tr := range list {
+			if trav, d := hcl.AbsTraversalForExpr(tr); !d.HasErrors() && trav.RootName() == "user_data_base64" {
+				ignored = true
+			}
+		}
+	}
+	if !ignored {
+		t.Errorf("aws_instance does not ignore changes of user_data_base64: Terraform would update every VM whose rendered files changed")
+	}
+}
