@@ -130,17 +130,14 @@ func (r *runner) since(t time.Time) time.Duration { return t.Sub(r.t0) }
 // onOrigin counts the origin's successful object answers after the warm-up (206 too: an edge's
 // first fill asks for the first slice, and a small object comes whole in that 206). A fetch of a
 // version a purge storm created is new content, not a repeated fetch: it is counted as its own
-// distinct object for the origin-per-object invariant.
+// distinct object for the origin-per-object invariant, and fetching it again within a freshness
+// lifetime is a repeated fetch like any other.
 func (r *runner) onOrigin(path string, status, version int) {
 	if !r.started.Load() || (status != http.StatusOK && status != http.StatusPartialContent && status != http.StatusNotModified) {
 		return
 	}
 	if at := r.since(time.Now()); at >= 0 {
-		id := ObjectID(path)
-		if version > 1 {
-			id = -1
-		}
-		r.rec.RecordOriginFetch(at, id)
+		r.rec.RecordOriginFetchVersion(at, ObjectID(path), version)
 	}
 }
 

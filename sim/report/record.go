@@ -129,7 +129,9 @@ type routeKey struct {
 // lifetime.
 type originWindow struct {
 	fetches, distinct int64
-	seen              []uint64 // bitset over object ids
+	seen              []uint64 // bitset over object ids (their first version)
+	// bumped holds the (id, version) pairs of later versions fetched (RecordOriginFetchVersion).
+	bumped map[[2]int]struct{}
 }
 
 const otherKey = "other"
@@ -292,7 +294,12 @@ func (r *Recorder) RecordOrigin(at time.Duration, n int) {
 // RecordOriginFetch counts one request for object id that reached the origin at time at, and
 // tracks the object for the origin-per-object invariant. Feed only requests the origin
 // answered (2xx or 304); failed attempts during an outage are not fills.
-func (r *Recorder) RecordOriginFetch(at time.Duration, id int) {
+func (r *Recorder) RecordOriginFetch(at time.Duration, id int) { r.RecordOriginFetchVersion(at, id, 1) }
+
+// RecordOriginFetchVersion is RecordOriginFetch for version version of object id: each version
+// (a purge storm's bump makes a new one) is a distinct object, and fetching it twice within a
+// freshness lifetime counts as a repeated fetch like any other.
+func (r *Recorder) RecordOriginFetchVersion(at time.Duration, id, version int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.secondLocked(at).Origin++
@@ -308,6 +315,16 @@ func (r *Recorder) RecordOriginFetch(at time.Duration, id int) {
 	ow.fetches++
 	if id < 0 || id >= r.cfg.Objects {
 		ow.distinct++ // untracked ids count as distinct: they cannot fail the invariant
+		return
+	}
+	if version > 1 {
+		if ow.bumped == nil {
+			ow.bumped = map[[2]int]struct{}{}
+		}
+		if _, ok := ow.bumped[[2]int{id, version}]; !ok {
+			ow.bumped[[2]int{id, version}] = struct{}{}
+			ow.distinct++
+		}
 		return
 	}
 	if ow.seen == nil {
