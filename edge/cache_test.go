@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -389,7 +390,8 @@ func TestRevalidationChangesVary(t *testing.T) {
 
 // TestRevalidationKeepsFieldsOut: a Last-Modified that the origin keeps out of the stored copy
 // (private="Last-Modified", RFC 9111 §5.2.2.7) stays out after a 304 refreshed the copy: no
-// answer carries it, and a client's If-Modified-Since is not compared with it.
+// answer from the copy carries it (only the request that filled it gets it), and a client's
+// If-Modified-Since is not compared with it.
 func TestRevalidationKeepsFieldsOut(t *testing.T) {
 	clock := newFakeClock()
 	var conditional atomic.Int32
@@ -426,10 +428,117 @@ func TestRevalidationKeepsFieldsOut(t *testing.T) {
 			}
 		}
 	}
+	if r := do(t, c, http.MethodGet, n.Addr(), testHost, "/private-lm"); r.status != http.StatusOK || r.header.Get("Last-Modified") == "" {
+		t.Fatalf("the request that filled the copy: %d with Last-Modified %q; want 200 with its own", r.status, r.header.Get("Last-Modified"))
+	}
 	check("stored")
 	clock.Advance(20 * time.Second)
 	if r := do(t, c, http.MethodGet, n.Addr(), testHost, "/private-lm"); r.status != http.StatusOK || conditional.Load() != 1 {
 		t.Fatalf("revalidation: %d after %d conditional requests, want 200 after 1", r.status, conditional.Load())
 	}
 	check("refreshed")
+}
+
+// TestQualifiedFieldsOnlyForTheirRequest: the fields a qualified private="..." or
+// no-cache="..." names (RFC 9111 §5.2.2.7, §5.2.2.4) reach the client whose request fetched
+// the answer, and no one else: not the clients that joined its fill (collapsed, or reading a
+// streaming miss along), nor a hit of the stored copy. A body found too large to store only
+// once read (compressible, no declared length) reaches each client by a fetch of its own, with
+// its own fields. Found by a review helper: the first client lost them too.
+func TestQualifiedFieldsOnlyForTheirRequest(t *testing.T) {
+	const clients = 5
+	for _, tc := range []struct {
+		name     string
+		size     int
+		tooLarge bool
+		own      bool // each client's answer comes from a fetch of its own
+	}{
+		{"small", 100, false, false},
+		{"streaming miss", 200 << 10, false, false},
+		{"streaming miss too large to store", 200 << 10, true, false},
+		{"too large to store, read first", 200 << 10, true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var requests atomic.Int32
+			release := make(chan struct{})
+			addr := startHTTP(t, "127.0.0.10", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if requests.Add(1) == 1 {
+					<-release // the others join this fill meanwhile
+				}
+				w.Header().Set("Cache-Control", `max-age=600, private="X-Foo", no-cache="X-Bar"`)
+				if tc.own {
+					w.Header().Set("Content-Type", "text/plain") // compressible: read whole first
+				} else {
+					w.Header().Set("Content-Type", "application/octet-stream")
+					w.Header().Set("Content-Length", fmt.Sprint(tc.size))
+				}
+				w.Header().Set("X-Foo", "foo-for-"+r.Header.Get("X-Client"))
+				w.Header().Set("X-Bar", "bar-for-"+r.Header.Get("X-Client"))
+				w.Header().Set("X-Shared", "kept")
+				w.Write([]byte(strings.Repeat("x", tc.size)))
+			}))
+			cfg := Config{PoP: "tst", Node: "e1", Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + addr}}}
+			if tc.tooLarge {
+				cfg.Cache.MaxObjectBytes = 100 << 10
+			}
+			n, _ := startEdge(t, listen(t, "127.0.0.11"), cfg)
+			c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients}}
+			t.Cleanup(c.CloseIdleConnections)
+			got := make([]resp, clients)
+			errs := make(chan error, clients)
+			for i := range clients {
+				go func() {
+					var err error
+					got[i], err = tryDo(c, http.MethodGet, n.Addr(), testHost, "/q", "X-Client", fmt.Sprint(i))
+					errs <- err
+				}()
+			}
+			wait.For(t, 5*time.Second, "every client to wait for the first fill", func() bool {
+				buf := make([]byte, 1<<20)
+				return requests.Load() == 1 && strings.Count(string(buf[:runtime.Stack(buf, true)]), "(*filler).collapse(") >= clients
+			})
+			close(release)
+			for range clients {
+				if err := <-errs; err != nil {
+					t.Fatal(err)
+				}
+			}
+			withFields := 0
+			for i, r := range got {
+				foo, bar := r.header.Get("X-Foo"), r.header.Get("X-Bar")
+				if r.status != http.StatusOK || len(r.body) != tc.size || r.header.Get("X-Shared") != "kept" {
+					t.Errorf("client %d: %d, %d bytes, X-Shared %q", i, r.status, len(r.body), r.header.Get("X-Shared"))
+				}
+				if foo == "" && bar == "" {
+					continue
+				}
+				withFields++
+				if foo != fmt.Sprint("foo-for-", i) || bar != fmt.Sprint("bar-for-", i) {
+					t.Errorf("client %d got X-Foo %q, X-Bar %q: another request's (Cache-Status %q)", i, foo, bar, r.header.Get("Cache-Status"))
+				}
+				if strings.Contains(r.header.Get("Cache-Status"), "collapsed") {
+					t.Errorf("client %d, collapsed on another's fill, got X-Foo %q, X-Bar %q", i, foo, bar)
+				}
+			}
+			want := 1 // the client whose request fetched the answer
+			if tc.own {
+				want = clients
+			}
+			if withFields != want || int(requests.Load()) != want {
+				t.Errorf("%d clients got the qualified fields, %d origin requests; want %d and %d", withFields, requests.Load(), want, want)
+			}
+			if tc.tooLarge {
+				return
+			}
+			wait.For(t, 5*time.Second, "the object stored", func() bool {
+				obj, _, _ := n.store.Lookup(n.key("/q"), http.Header{})
+				return obj != nil
+			})
+			r := do(t, c, http.MethodGet, n.Addr(), testHost, "/q", "X-Client", "hit")
+			wantCacheStatus(t, r, "hit")
+			if r.header.Get("X-Foo") != "" || r.header.Get("X-Bar") != "" || r.header.Get("X-Shared") != "kept" {
+				t.Errorf("hit: X-Foo %q, X-Bar %q, X-Shared %q; want only X-Shared", r.header.Get("X-Foo"), r.header.Get("X-Bar"), r.header.Get("X-Shared"))
+			}
+		})
+	}
 }

@@ -82,7 +82,8 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 		n.refuseUntrusted(&policy, req)
 	}
 	if policy.Storable {
-		stripFields(h, policy)
+		// Kept out of the object, for the client whose request this fill is only (res.own).
+		res.own = takeFields(h, policy)
 	}
 	maxObj := req.host.maxObject
 	cc := req.host.cfg.Cache
@@ -107,6 +108,7 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 	if resp.ContentLength > maxObj || resp.StatusCode < 500 && !policy.Storable {
 		// Known from the header alone not to be stored: the client gets it as it arrives.
 		res.stream, res.tooLarge = resp, resp.ContentLength > maxObj
+		res.ownStream()
 		return res
 	}
 	body, err := readBody(resp, maxObj)
@@ -117,6 +119,7 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 	}
 	if int64(len(body)) > maxObj {
 		res.stream, res.head, res.tooLarge = resp, body, true
+		res.ownStream()
 		return res
 	}
 	resp.Body.Close()
@@ -208,6 +211,24 @@ func (n *Node) refuseUntrusted(p *httpcache.Policy, req *request) {
 			"host", req.host.cfg.Host, "path", req.path)
 	}
 	p.Storable, p.Reason = false, "untrusted-fill"
+}
+
+// takeFields removes from h the fields that private="..." and no-cache="..." say a shared
+// cache must not keep (stripFields), and returns them (nil if none was there): RFC 9111
+// §5.2.2.4 and §5.2.2.7 keep them from other requests, not from the one they answer.
+func takeFields(h http.Header, p httpcache.Policy) http.Header {
+	var own http.Header
+	for _, f := range p.StripFields {
+		k := http.CanonicalHeaderKey(f)
+		if vs, ok := h[k]; ok {
+			if own == nil {
+				own = http.Header{}
+			}
+			own[k] = vs
+			delete(h, k)
+		}
+	}
+	return own
 }
 
 // stripFields removes the fields that private="..." and no-cache="..." say a shared cache must

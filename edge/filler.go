@@ -133,6 +133,33 @@ type fillResult struct {
 	length   int64
 
 	collapsed bool // set per caller: this caller waited for another's fill
+
+	// own holds the fields a qualified private="..." or no-cache="..." keeps out of obj: they
+	// go to the client whose request this fill is, never to others (collapse drops them).
+	own http.Header
+}
+
+// ownStream puts the fields kept out of the object back into a stream, which is this fill's
+// client's alone.
+func (r *fillResult) ownStream() {
+	for k, vs := range r.own {
+		r.stream.Header[k] = vs
+	}
+	r.own = nil
+}
+
+// ownObject is obj as this fill's own client gets it: with the fields kept out of the
+// stored copy (a copy of obj with a header of its own), or obj itself if there are none.
+func (r *fillResult) ownObject() *store.Object {
+	if r.own == nil || r.obj == nil {
+		return r.obj
+	}
+	o := *r.obj
+	o.Header = r.obj.HeaderMap()
+	for k, vs := range r.own {
+		o.Header[k] = vs
+	}
+	return &o
 }
 
 func (r *fillResult) closeStream() {
@@ -196,7 +223,7 @@ func (f *filler) get(req *request, stale *store.Object, opts fillOptions) answer
 				Detail: "fleet-stale-if-error"}}
 		}
 		if res.obj != nil { // the upstream's own 5xx answer
-			a.obj, a.cacheStatus = res.obj, "miss"
+			a.obj, a.cacheStatus = res.ownObject(), "miss"
 			a.cs = httpcache.Status{Cache: n.name, Proto: req.proto, Fwd: fwd, FwdStatus: res.status, Detail: res.tier}
 			return a
 		}
@@ -223,7 +250,7 @@ func (f *filler) get(req *request, stale *store.Object, opts fillOptions) answer
 		}
 		a.body, a.length, a.tooLarge = rd, res.length, res.tooLarge
 	}
-	a.obj, a.cacheStatus = res.obj, "miss"
+	a.obj, a.cacheStatus = res.ownObject(), "miss"
 	a.cs = httpcache.Status{Cache: n.name, Proto: req.proto, Fwd: fwd, FwdStatus: res.status, Stored: res.stored,
 		Collapsed: res.collapsed, Detail: res.tier}
 	if res.tooLarge {
@@ -249,7 +276,7 @@ func (f *filler) collapse(flightKey string, req *request, stale *store.Object, o
 		return res
 	}
 	res.collapsed = r.Shared
-	res.stream, res.head, res.cancel = nil, nil, nil
+	res.stream, res.head, res.cancel, res.own = nil, nil, nil, nil
 	switch {
 	case res.err != nil:
 		return res
@@ -262,10 +289,16 @@ func (f *filler) collapse(flightKey string, req *request, stale *store.Object, o
 		// only: a flight of bounded fills that still gets an old copy (a node above of an older
 		// version, which ignores the bound) is its answer.
 		return f.collapse(flightKey+boundedFlight, req, stale, opts)
-	case !strings.Contains(flightKey, purgedFlight) && f.n.store.Verdict(res.obj) != store.Usable:
+	case f.n.store.Verdict(res.obj) != store.Usable:
 		// A purge (or an unsafe request's invalidation) matched the answer after its fill
 		// began: the store keeps it out (purge rule 2), and a request that joined the flight
-		// may have arrived after the purge. Fill again, once, collapsed with others that did.
+		// (or read along its body, still streaming) may have arrived after the purge. Fill
+		// again, collapsed with others that did. That fill too may have begun before a later
+		// purge (its body can stream for long): then again, one level deeper, up to
+		// maxPurgedFlights levels, past which this caller fetches its own.
+		if strings.Count(flightKey, purgedFlight) >= maxPurgedFlights {
+			return f.direct(req, stale, opts)
+		}
 		return f.collapse(flightKey+purgedFlight, req, stale, opts)
 	case len(res.obj.Policy.Vary) > 0 && httpcache.VaryKey(res.obj.Policy.Vary, req.r.Header) != res.obj.Variant:
 		// The leader's variant is not ours: fill ours, collapsed with others of the same variant.

@@ -15,6 +15,10 @@ const boundedFlight = "\x00max-age"
 // answer a purge matched meanwhile (filler.collapse).
 const purgedFlight = "\x00purged"
 
+// maxPurgedFlights bounds how many times a request fills again because the fill it joined was
+// purged meanwhile (filler.collapse): each time takes a purge that came during that fill.
+const maxPurgedFlights = 4
+
 // invalidationCap is how many invalidated URLs a node remembers (invalidations): about 100
 // bytes each. A flood of unsafe requests makes it forget the oldest, which then fill as
 // before (the tier above may hand back the copy they replaced until it expires there).

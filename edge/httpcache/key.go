@@ -30,9 +30,10 @@ type KeyOptions struct {
 //     "/" and a path not starting with '/' gets one, a literal '?' is encoded as %3F so the
 //     query boundary stays unambiguous, and percent-encodings of unreserved characters
 //     (ALPHA, DIGIT, "-", ".", "_", "~"; RFC 3986 §6.2.2.2) are decoded: "%7Euser" and "~user"
-//     are the same resource. Every other byte, including the hex case of other
-//     percent-encodings, is preserved; so "%2E%2E" becomes "..": check the key's path, not
-//     only the raw one, if that matters.
+//     are the same resource. Other percent-encodings get upper-case hex digits ("%2f" is
+//     "%2F", RFC 3986 §6.2.2.1) but stay encoded ("%2F" is not "/"); every other byte is
+//     preserved. So "%2E%2E" becomes "..": check the key's path, not only the raw one, if
+//     that matters.
 //   - the query gets the same decoding; it is dropped if IgnoreQuery; only KeepParams are
 //     kept if set; parameters ('&'-separated, empty ones dropped) are sorted by name, then
 //     value, then whole parameter ("a" before "a=") if SortQuery or KeepParams, so the key never
@@ -153,6 +154,28 @@ func unreservedAt(s string, i int) (byte, bool) {
 	return 0, false
 }
 
+// upperHexAt returns the hex digits of a percent-encoding at s[i] in upper case, if there is
+// one: their case does not change what it encodes (RFC 3986 §6.2.2.1).
+func upperHexAt(s string, i int) (hi, lo byte, ok bool) {
+	if s[i] != '%' || i+2 >= len(s) {
+		return 0, 0, false
+	}
+	if _, ok1 := unhex(s[i+1]); !ok1 {
+		return 0, 0, false
+	}
+	if _, ok2 := unhex(s[i+2]); !ok2 {
+		return 0, 0, false
+	}
+	return upperHex(s[i+1]), upperHex(s[i+2]), true
+}
+
+func upperHex(c byte) byte {
+	if 'a' <= c && c <= 'f' {
+		return c - 'a' + 'A'
+	}
+	return c
+}
+
 func unhex(c byte) (byte, bool) {
 	switch {
 	case '0' <= c && c <= '9':
@@ -170,8 +193,8 @@ func isUnreserved(c byte) bool {
 		c == '-' || c == '.' || c == '_' || c == '~'
 }
 
-// NormalizePath returns path as Key writes it: with unreserved percent-encodings decoded, a
-// literal '?' as %3F, and a leading '/' added if missing. A prefix purge's path is matched
+// NormalizePath returns path as Key writes it: with unreserved percent-encodings decoded, the
+// others in upper case, a literal '?' as %3F, and a leading '/' added if missing. A prefix purge's path is matched
 // against stored objects' paths in this form.
 func NormalizePath(path string) string {
 	if strings.HasPrefix(path, "/") && !strings.ContainsAny(path, "%?") {
@@ -186,8 +209,8 @@ func NormalizePath(path string) string {
 	return b.String()
 }
 
-// writeNormalized writes s with unreserved percent-encodings decoded; in a path, a literal '?'
-// is written as %3F.
+// writeNormalized writes s with unreserved percent-encodings decoded and the others in upper
+// case; in a path, a literal '?' is written as %3F.
 func writeNormalized(b *strings.Builder, s string, isPath bool) {
 	// Copy the runs between '%' and '?' in one go; most paths have neither.
 	for {
@@ -211,6 +234,13 @@ func writeNormalized(b *strings.Builder, s string, isPath bool) {
 			i += 2
 			continue
 		}
+		if hi, lo, ok := upperHexAt(s, i); ok {
+			b.WriteByte('%')
+			b.WriteByte(hi)
+			b.WriteByte(lo)
+			i += 2
+			continue
+		}
 		if isPath && s[i] == '?' {
 			b.WriteString("%3F")
 			continue
@@ -225,31 +255,54 @@ func compareNormalized(a, b string) int {
 	if strings.IndexByte(a, '%') < 0 && strings.IndexByte(b, '%') < 0 {
 		return strings.Compare(a, b)
 	}
-	i, j := 0, 0
-	for i < len(a) && j < len(b) {
-		ca, na := a[i], 1
-		if c, ok := unreservedAt(a, i); ok {
-			ca, na = c, 3
-		}
-		cb, nb := b[j], 1
-		if c, ok := unreservedAt(b, j); ok {
-			cb, nb = c, 3
-		}
-		if ca != cb {
+	ra, rb := normReader{s: a}, normReader{s: b}
+	for {
+		ca, oka := ra.next()
+		cb, okb := rb.next()
+		switch {
+		case !oka && !okb:
+			return 0
+		case !oka:
+			return -1
+		case !okb:
+			return 1
+		case ca != cb:
 			if ca < cb {
 				return -1
 			}
 			return 1
 		}
-		i, j = i+na, j+nb
 	}
-	switch {
-	case i < len(a):
-		return 1
-	case j < len(b):
-		return -1
+}
+
+// normReader reads a string byte by byte as writeNormalized (not in a path) writes it.
+type normReader struct {
+	s       string
+	i       int
+	pend    [2]byte // the hex digits of a percent-encoding whose '%' was read
+	pending int
+}
+
+func (r *normReader) next() (byte, bool) {
+	if r.pending > 0 {
+		c := r.pend[2-r.pending]
+		r.pending--
+		return c, true
 	}
-	return 0
+	if r.i >= len(r.s) {
+		return 0, false
+	}
+	if c, ok := unreservedAt(r.s, r.i); ok {
+		r.i += 3
+		return c, true
+	}
+	if hi, lo, ok := upperHexAt(r.s, r.i); ok {
+		r.pend, r.pending = [2]byte{hi, lo}, 2
+		r.i += 3
+		return '%', true
+	}
+	r.i++
+	return r.s[r.i-1], true
 }
 
 // VaryKey builds the secondary key from the request's values of the Vary fields (as in

@@ -39,8 +39,13 @@ func TestKey(t *testing.T) {
 		{"keep params matches encoded name", "example.com", "/p", "%69d=7", KeyOptions{KeepParams: []string{"id"}}, "example.com/p?id=7"},
 		{"keep params is case-sensitive", "example.com", "/p", "ID=7", KeyOptions{KeepParams: []string{"id"}}, "example.com/p"},
 		{"unreserved decoded in path", "example.com", "/%7Euser/%41%2d%5F%2E", "", KeyOptions{}, "example.com/~user/A-_."},
-		{"reserved encodings kept byte for byte", "example.com", "/a%2Fb%2fc%20d", "", KeyOptions{}, "example.com/a%2Fb%2fc%20d"},
+		{"reserved encodings kept, hex in upper case", "example.com", "/a%2Fb%2fc%20d", "", KeyOptions{}, "example.com/a%2Fb%2Fc%20d"},
 		{"non-ascii encoding kept", "example.com", "/caf%C3%A9", "", KeyOptions{}, "example.com/caf%C3%A9"},
+		{"non-ascii encoding in upper case", "example.com", "/caf%c3%a9", "", KeyOptions{}, "example.com/caf%C3%A9"},
+		{"query encodings in upper case", "example.com", "/p", "q=%2f%e2%82%ac&%3d", KeyOptions{}, "example.com/p?q=%2F%E2%82%AC&%3D"},
+		{"sort compares upper-cased hex", "example.com", "/p", "x=%2Z&x=%2fA", sorted, "example.com/p?x=%2FA&x=%2Z"},
+		{"sort of upper-cased hex whatever the order", "example.com", "/p", "x=%2fA&x=%2Z", sorted, "example.com/p?x=%2FA&x=%2Z"},
+		{"keep params matches hex in either case", "example.com", "/p", "%e2%82%ac=1&b=2", KeyOptions{KeepParams: []string{"%E2%82%AC"}}, "example.com/p?%E2%82%AC=1"},
 		{"broken encodings kept", "example.com", "/%zz/%4", "x=%", KeyOptions{}, "example.com/%zz/%4?x=%"},
 		{"unreserved decoded in query", "example.com", "/p", "q=%61%26b", KeyOptions{}, "example.com/p?q=a%26b"},
 		{"sort compares decoded", "example.com", "/p", "%62=1&a=2", sorted, "example.com/p?a=2&b=1"},
@@ -86,6 +91,26 @@ func asciiLower(s string) string {
 	return string(b)
 }
 
+// swapHexCase swaps the case of the hex letters of s's percent-encodings.
+func swapHexCase(s string) string {
+	b := []byte(s)
+	for i := 0; i+2 < len(b); i++ {
+		if _, _, ok := upperHexAt(s, i); !ok {
+			continue
+		}
+		for j := i + 1; j <= i+2; j++ {
+			switch c := b[j]; {
+			case 'a' <= c && c <= 'f':
+				b[j] = c - 'a' + 'A'
+			case 'A' <= c && c <= 'F':
+				b[j] = c - 'A' + 'a'
+			}
+		}
+		i += 2
+	}
+	return string(b)
+}
+
 // keyHost recovers the host part of a key: everything before the first '/'.
 func keyHost(key string) string {
 	host, _, _ := strings.Cut(key, "/")
@@ -116,6 +141,10 @@ func FuzzKey(f *testing.F) {
 		}
 		if asciiLower(stripPort(host)) == asciiLower(stripPort(host2)) && k != k2 {
 			t.Errorf("hosts %q and %q differ only in case or port, keys %q and %q", host, host2, k, k2)
+		}
+		// The hex case of a percent-encoding does not matter (RFC 3986 §6.2.2.1).
+		if other := Key(host, swapHexCase(path), swapHexCase(query), opts); other != k {
+			t.Errorf("Key(%q, %q, %q) = %q, with the other hex case %q", host, path, query, k, other)
 		}
 		if opts.IgnoreQuery && strings.Contains(k[len(keyHost(k)):], "?") {
 			t.Errorf("Key(%q, %q, %q, IgnoreQuery) = %q has a query", host, path, query, k)
@@ -401,7 +430,8 @@ func TestNormalizePath(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
 		{"/plain/path", "/plain/path"},
 		{"/%70re/%7Euser", "/pre/~user"},
-		{"/a%2Fb/%20x", "/a%2Fb/%20x"}, // reserved and other characters stay encoded
+		{"/a%2Fb/%20x", "/a%2Fb/%20x"},     // reserved and other characters stay encoded
+		{"/a%2fb/%c3%a9", "/a%2Fb/%C3%A9"}, // in upper case (RFC 3986 §6.2.2.1)
 		{"/a?b", "/a%3Fb"},
 		{"rel", "/rel"},
 	} {

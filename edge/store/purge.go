@@ -239,11 +239,20 @@ func (r *ring) resize(size int) {
 	r.buf, r.head = buf, 0
 }
 
-// Verdict says whether a purge recorded since o's fetch began matches o, an object Put has
-// seen (Put computes the keys a purge can match it by; an object it has not seen is matched
-// by host and whole-store purges only). The edge asks it of a fill's answer that requests
-// joined while the fill ran: one of them may have arrived after a purge (filler.collapse).
-func (s *Store) Verdict(o *Object) Verdict { return s.purges.check(o) }
+// Verdict says whether a purge recorded since o's fetch began matches o. The edge asks it of
+// a fill's answer that requests joined while the fill ran: one of them may have arrived after
+// a purge (filler.collapse). Put computes the keys a purge can match an object by; for one it
+// has not seen (a streaming fill's answer, stored only once its body is in, or never if too
+// large) they are computed here, on a copy.
+func (s *Store) Verdict(o *Object) Verdict {
+	if o.arena == "" && s.purges.any.Load() {
+		c := *o
+		c.memo = nil
+		c.compact() // c's strings and header; o's header is read, not changed
+		o = &c
+	}
+	return s.purges.check(o)
+}
 
 func (p *purgeSet) check(o *Object) Verdict {
 	if !p.any.Load() {

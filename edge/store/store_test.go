@@ -168,6 +168,12 @@ func TestPurgeRecords(t *testing.T) {
 			if got := s.purges.check(o); got != tt.want {
 				t.Errorf("Verdict after %+v = %v, want %v", tt.record, got, tt.want)
 			}
+			// An object Put has not seen (a streaming fill's answer) is matched alike, and
+			// left as it was.
+			unseen := object("h", tt.path, o.StoredAt, tt.keys...)
+			if got := s.Verdict(unseen); got != tt.want || unseen.Header == nil || unseen.arena != "" {
+				t.Errorf("Verdict of an object not stored after %+v = %v, want %v (object changed: %v)", tt.record, got, tt.want, unseen.arena != "")
+			}
 			// An object whose fetch began after the purge is untouched by it.
 			c.t = c.t.Add(time.Millisecond)
 			later := object("h", tt.path, c.t, tt.keys...)

@@ -1,0 +1,79 @@
+package edge
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/meridian-cdn/meridian/purge"
+	"github.com/meridian-cdn/meridian/wire"
+)
+
+// TestPercentHexCaseIsOneURL: percent-encodings that differ only in the case of their hex
+// digits name one resource (RFC 3986 §6.2.2.1): "/a%2fb" and "/a%2Fb" share one stored copy,
+// a URL purge of either spelling purges it for both, and so does a prefix purge. "%2F" is
+// not decoded: "/a/b" is another resource. The origin gets the upper-case spelling. Found by
+// a review helper: each spelling had its own copy, and a purge of one left the other served.
+func TestPercentHexCaseIsOneURL(t *testing.T) {
+	var mu sync.Mutex
+	got := map[string]int{} // the origin's requests by escaped path and query, in upper case
+	addr := startHTTP(t, "127.0.0.10", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got[strings.ToUpper(r.URL.RequestURI())]++
+		n := got[strings.ToUpper(r.URL.RequestURI())]
+		mu.Unlock()
+		w.Header().Set("Cache-Control", "max-age=600")
+		fmt.Fprintf(w, "%s v%d", r.URL.RequestURI(), n)
+	}))
+	n, _ := startEdge(t, listen(t, "127.0.0.11"), Config{PoP: "tst", Node: "e1",
+		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + addr}}})
+	c := &http.Client{}
+	t.Cleanup(c.CloseIdleConnections)
+	get := func(path string) string {
+		t.Helper()
+		r := do(t, c, http.MethodGet, n.Addr(), testHost, path)
+		if r.status != http.StatusOK {
+			t.Fatalf("GET %s: %d", path, r.status)
+		}
+		return r.body
+	}
+	apply := func(kind purge.Kind, v string) {
+		t.Helper()
+		if _, err := n.ApplyPurge(context.Background(), purge.Message{ID: "p", Host: testHost, Kind: kind, Values: []string{v}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	for _, tc := range []struct{ lower, upper, origin string }{
+		{"/a%2fb", "/a%2Fb", "/a%2Fb"},
+		{"/caf%c3%a9/x", "/caf%C3%A9/x", "/caf%C3%A9/x"},
+		{"/q?x=%2f%e2%82%ac", "/q?x=%2F%E2%82%AC", "/q?x=%2F%E2%82%AC"},
+	} {
+		if b := get(tc.lower); b != tc.origin+" v1" {
+			t.Errorf("GET %s: %q, want %q", tc.lower, b, tc.origin+" v1")
+		}
+		if b := get(tc.upper); b != tc.origin+" v1" {
+			t.Errorf("GET %s after %s: %q, want the same copy, %q", tc.upper, tc.lower, b, tc.origin+" v1")
+		}
+		apply(purge.KindURL, tc.upper) // the other spelling
+		if b := get(tc.lower); b != tc.origin+" v2" {
+			t.Errorf("GET %s after a purge of %s: %q, want %q", tc.lower, tc.upper, b, tc.origin+" v2")
+		}
+		apply(purge.KindURL, tc.lower)
+		if b := get(tc.upper); b != tc.origin+" v3" {
+			t.Errorf("GET %s after a purge of %s: %q, want %q", tc.upper, tc.lower, b, tc.origin+" v3")
+		}
+	}
+	// A prefix purge spelt in the other case matches too.
+	apply(purge.KindPrefix, "/caf%c3%a9")
+	if b := get("/caf%C3%A9/x"); b != "/caf%C3%A9/x v4" {
+		t.Errorf("GET /caf%%C3%%A9/x after a prefix purge of /caf%%c3%%a9: %q, want v4", b)
+	}
+	// %2F is not '/'.
+	if b := get("/a/b"); b != "/a/b v1" {
+		t.Errorf("GET /a/b: %q, want its own copy", b)
+	}
+}
