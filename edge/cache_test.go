@@ -542,3 +542,72 @@ func TestQualifiedFieldsOnlyForTheirRequest(t *testing.T) {
 		})
 	}
 }
+
+// TestCollapsedPersonal5xx: clients that joined a fill whose origin answered 5xx get that
+// answer too (a failing origin is not asked again by each), unless it is one user's: with
+// Set-Cookie or Cache-Control: private, each fetches its own and never gets another's cookie.
+// Before, every follower got the first client's Set-Cookie.
+func TestCollapsedPersonal5xx(t *testing.T) {
+	const clients = 4
+	for _, tc := range []struct {
+		name     string
+		header   [2]string
+		personal bool
+	}{
+		{"set-cookie", [2]string{"Set-Cookie", "sid=for-"}, true},
+		{"private", [2]string{"Cache-Control", "private, x="}, true},
+		{"plain", [2]string{"X-Error", "for-"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var requests atomic.Int32
+			release := make(chan struct{})
+			addr := startHTTP(t, "127.0.0.10", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if requests.Add(1) == 1 {
+					<-release // the others join this fill meanwhile
+				}
+				w.Header().Set(tc.header[0], tc.header[1]+r.Header.Get("X-Client"))
+				w.WriteHeader(http.StatusServiceUnavailable)
+				w.Write([]byte("down"))
+			}))
+			n, _ := startEdge(t, listen(t, "127.0.0.11"), Config{PoP: "tst", Node: "e1",
+				Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + addr}}})
+			c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients}}
+			t.Cleanup(c.CloseIdleConnections)
+			got := make([]resp, clients)
+			errs := make(chan error, clients)
+			for i := range clients {
+				go func() {
+					var err error
+					got[i], err = tryDo(c, http.MethodGet, n.Addr(), testHost, "/down", "X-Client", fmt.Sprint(i))
+					errs <- err
+				}()
+			}
+			wait.For(t, 5*time.Second, "every client to wait for the first fill", func() bool {
+				buf := make([]byte, 1<<20)
+				return requests.Load() == 1 && strings.Count(string(buf[:runtime.Stack(buf, true)]), "(*filler).collapse(") >= clients
+			})
+			close(release)
+			for range clients {
+				if err := <-errs; err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i, r := range got {
+				v := r.header.Get(tc.header[0])
+				if r.status != http.StatusServiceUnavailable {
+					t.Errorf("client %d: status %d, want 503", i, r.status)
+				}
+				if tc.personal && v != fmt.Sprint(tc.header[1], i) {
+					t.Errorf("client %d got %s %q: another client's", i, tc.header[0], v)
+				}
+			}
+			want := int32(1)
+			if tc.personal {
+				want = clients
+			}
+			if got := requests.Load(); got != want {
+				t.Errorf("origin requests = %d, want %d", got, want)
+			}
+		})
+	}
+}

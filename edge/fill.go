@@ -132,6 +132,11 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 	res.obj = o
 	if resp.StatusCode >= 500 {
 		res.err = &statusError{status: resp.StatusCode, tier: tier}
+		// Clients that joined this fill get this answer too, so that a failing origin is not
+		// asked again by each; but not one user's answer (Set-Cookie, Cache-Control: private):
+		// they fetch their own, as nginx and Varnish send waiting requests on.
+		d, _ := httpcache.TargetDirectives(h)
+		res.personal = d.Private || len(h["Set-Cookie"]) > 0
 		return res
 	}
 	res.shareable = policy.Storable

@@ -112,6 +112,7 @@ type fillResult struct {
 	obj         *store.Object // the response as an object (stored or not); nil on error or stream
 	stored      bool
 	shareable   bool // obj may be given to collapsed followers (it is storable)
+	personal    bool // an upstream 5xx (err) that is one user's: followers fetch their own
 	revalidated bool
 	status      int    // upstream status, for fwd-status
 	tier        string // "peer", "shield" or "origin"
@@ -278,6 +279,8 @@ func (f *filler) collapse(flightKey string, req *request, stale *store.Object, o
 	res.collapsed = r.Shared
 	res.stream, res.head, res.cancel, res.own = nil, nil, nil, nil
 	switch {
+	case res.err != nil && res.personal:
+		return f.direct(req, stale, opts)
 	case res.err != nil:
 		return res
 	case res.obj == nil || !res.shareable:
