@@ -3,6 +3,7 @@ package dnsroute
 import (
 	"bytes"
 	"hash/maphash"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -25,7 +26,19 @@ import (
 // front at most once per promoteEvery: every UDP worker serving the same popular answer
 // would otherwise queue on that answer's shard lock.
 type answerCache struct {
-	shards [cacheShards]*lru.Cache[uint64, *entry]
+	shards [cacheShards]cacheShard
+}
+
+// cacheShard is one LRU and the bytes its entries hold (entry.cost). A shard over its share
+// of cache_bytes evicts its least recently used entries: an entry's size depends on its
+// name (up to 255 bytes) and its PoP (a reply per rotation turn, up to 16), so a bound on
+// entries alone let a flood of long random names under a wildcard zone hold some 50 times the
+// memory typical answers do.
+type cacheShard struct {
+	*lru.Cache[uint64, *entry]
+	mu    sync.Mutex // serialises puts, so that bytes follows every add and eviction
+	bytes atomic.Int64
+	max   int64
 }
 
 // cacheShards is the number of independent LRUs; a power of two.
@@ -61,20 +74,29 @@ type entry struct {
 	// queries and answers are the metric children a hit increments.
 	queries prometheus.Counter
 	answers prometheus.Counter
+	// cost is what the entry holds in bytes, counted against cache_bytes (set by put).
+	cost int64
 }
 
-func newAnswerCache(size int) *answerCache {
+// entryOverhead is an entry's memory besides its key and replies: the struct (the
+// allocator's 128-byte class), the LRU's element and map slot, and a variant's slice header.
+const entryOverhead = 128 + 96
+
+func newAnswerCache(entries int, bytes int64) *answerCache {
 	c := &answerCache{}
-	per := max(1, (size+cacheShards-1)/cacheShards)
+	per := max(1, (entries+cacheShards-1)/cacheShards)
 	for i := range c.shards {
-		// New fails only for a size below 1.
-		c.shards[i], _ = lru.New[uint64, *entry](per)
+		sh := &c.shards[i]
+		sh.max = max(1, bytes/cacheShards)
+		// NewWithEvict fails only for a size below 1. The callback runs inside Add and
+		// RemoveOldest, which run under sh.mu.
+		sh.Cache, _ = lru.NewWithEvict(per, func(_ uint64, e *entry) { sh.bytes.Add(-e.cost) })
 	}
 	return c
 }
 
-func (c *answerCache) shard(h uint64) *lru.Cache[uint64, *entry] {
-	return c.shards[h>>60%cacheShards]
+func (c *answerCache) shard(h uint64) *cacheShard {
+	return &c.shards[h>>60%cacheShards]
 }
 
 // get returns the entry under key at now (Unix nanoseconds), nil when there is none.
@@ -91,19 +113,42 @@ func (c *answerCache) get(key []byte, now int64) *entry {
 	return e
 }
 
-// put stores e under key at now, evicting the least recently used entry of its shard when
-// full.
+// put stores e under key at now, evicting the least recently used entries of its shard while
+// it holds more than its share of entries or bytes.
 func (c *answerCache) put(key []byte, e *entry, now int64) {
 	e.key = bytes.Clone(key)
 	e.touched.Store(now)
+	e.cost = int64(entryOverhead + len(key))
+	for _, v := range e.variants {
+		e.cost += int64(len(v) + 24)
+	}
 	h := maphash.Bytes(keySeed, key)
-	c.shard(h).Add(h, e)
+	sh := c.shard(h)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if old, ok := sh.Peek(h); ok {
+		sh.bytes.Add(-old.cost) // replaced: Add calls no eviction callback for it
+	}
+	sh.Add(h, e)
+	sh.bytes.Add(e.cost)
+	for sh.bytes.Load() > sh.max && sh.Len() > 1 {
+		sh.RemoveOldest()
+	}
+}
+
+// size returns the bytes the entries hold (entry.cost).
+func (c *answerCache) size() int64 {
+	var n int64
+	for i := range c.shards {
+		n += c.shards[i].bytes.Load()
+	}
+	return n
 }
 
 func (c *answerCache) len() int {
 	n := 0
-	for _, s := range c.shards {
-		n += s.Len()
+	for i := range c.shards {
+		n += c.shards[i].Len()
 	}
 	return n
 }

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,7 +19,7 @@ import (
 // and a key in use survives a stream of one-off keys (a full cache no longer empties itself).
 func TestAnswerCacheBoundedLRU(t *testing.T) {
 	const bound = 256
-	c := newAnswerCache(bound)
+	c := newAnswerCache(bound, 1<<30)
 	hot := []byte("www.cdn.example.|hot")
 	now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC).UnixNano()
 	c.put(hot, &entry{variants: [][]byte{{1}}}, now)
@@ -142,6 +143,7 @@ func heldEntries(st *state) int { return st.cache.len() }
 // not exist add none at all.
 func TestCacheBoundedUnderSpray(t *testing.T) {
 	const bound = 64
+	const maxBytes = 256 << 10 // 16 shards of 16 KiB: three or so of these entries each
 	rng := rand.New(rand.NewPCG(1, 2))
 	randomSubnet := func() netip.Prefix {
 		c := geodata.Cities[rng.IntN(len(geodata.Cities))]
@@ -155,15 +157,28 @@ func TestCacheBoundedUnderSpray(t *testing.T) {
 		qname     string // with a %d and a %x
 		rcode     int
 		maxHeld   int
+		largePoPs bool
 	}{
-		{"names that do not exist", nil, "nx%d-%x.cdn.example.", dns.RcodeNameError, 0},
-		{"routed names (wildcard)", []string{"*"}, "n%d-%x.cdn.example.", dns.RcodeSuccess, bound},
+		{"names that do not exist", nil, "nx%d-%x.cdn.example.", dns.RcodeNameError, 0, false},
+		{"routed names (wildcard)", []string{"*"}, "n%d-%x.cdn.example.", dns.RcodeSuccess, bound, false},
+		// Long names in PoPs of 16 nodes (a reply per rotation turn): the entries are large,
+		// and cache_bytes bounds them before cache_entries does.
+		{"long routed names, large PoPs", []string{"*"}, strings.Repeat("a", 60) + "." + strings.Repeat("b", 60) + "." +
+			strings.Repeat("c", 60) + ".n%d-%x.cdn.example.", dns.RcodeSuccess, bound, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			ts := startServer(t, func(c *Config) {
 				c.CacheEntries = bound
 				if tt.hostnames != nil {
 					c.Hostnames = tt.hostnames
+				}
+				if tt.largePoPs {
+					c.CacheBytes = maxBytes
+					for i := range c.PoPs {
+						for j := len(c.PoPs[i].Nodes); j < 16; j++ {
+							c.PoPs[i].Nodes = append(c.PoPs[i].Nodes, NodeConfig{ID: fmt.Sprint("x", j), IPv4: fmt.Sprintf("192.0.2.%d", 16*i+j)})
+						}
+					}
 				}
 			})
 			conn, err := net.DialUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 1, 1, 78)}, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(ts.addr)))
@@ -200,7 +215,53 @@ func TestCacheBoundedUnderSpray(t *testing.T) {
 				if n := heldEntries(ts.st.Load()); n > tt.maxHeld {
 					t.Fatalf("after %d queries of new names from random subnets: %d answers held, want at most %d", i+1, n, tt.maxHeld)
 				}
+				if b := ts.st.Load().cache.size(); tt.largePoPs && b > maxBytes {
+					t.Fatalf("after %d queries of long names: the cache holds %d bytes, want at most %d", i+1, b, maxBytes)
+				}
+			}
+			if n := heldEntries(ts.st.Load()); tt.largePoPs && n >= bound {
+				t.Errorf("%d large answers held: the byte bound never evicted (entries %d)", n, bound)
 			}
 		})
+	}
+}
+
+// TestAnswerCacheBoundedBytes: entries of very different sizes are bounded by bytes as well as
+// by count; replacing an entry does not count it twice; and small entries are not evicted by
+// the byte bound while under it.
+func TestAnswerCacheBoundedBytes(t *testing.T) {
+	const maxBytes = 1 << 20
+	c := newAnswerCache(100000, maxBytes)
+	now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC).UnixNano()
+	big := make([][]byte, 16)
+	for i := range big {
+		big[i] = make([]byte, 600)
+	}
+	for i := range 2000 {
+		c.put(fmt.Appendf(nil, "%0250d.cdn.example.|%d", 0, i), &entry{variants: big}, now)
+		if got := c.size(); got > maxBytes {
+			t.Fatalf("after %d large entries: %d bytes held, want at most %d", i+1, got, maxBytes)
+		}
+	}
+	if n := c.len(); n < 50 || n > 120 {
+		t.Errorf("%d large entries held in %d bytes; want about 100 (10 KiB each)", n, maxBytes)
+	}
+	// The same key again and again: one entry's bytes.
+	c = newAnswerCache(100000, maxBytes)
+	for range 100 {
+		c.put([]byte("k"), &entry{variants: big}, now)
+	}
+	if got, want := c.size(), int64(entryOverhead+1+16*(600+24)); got != want {
+		t.Errorf("one key replaced 100 times holds %d bytes, want %d", got, want)
+	}
+	// Typical entries (a short name, 4 turns of 100 bytes) under the default bound: the entry
+	// bound, not the byte bound, is what the default configuration meets first.
+	c = newAnswerCache(100000, 128<<20)
+	small := [][]byte{make([]byte, 100), make([]byte, 100), make([]byte, 100), make([]byte, 100)}
+	for i := range 100000 {
+		c.put(fmt.Appendf(nil, "www.cdn.example.|%d|198.51.%d.0/24", i, i%256), &entry{variants: small}, now)
+	}
+	if n := c.len(); n < 99000 {
+		t.Errorf("%d typical entries held of 100,000 under the default 128 MiB", n)
 	}
 }

@@ -68,6 +68,10 @@ type Config struct {
 	// CacheEntries bounds the answer cache, which evicts the least recently used answers
 	// (default 100000).
 	CacheEntries int `yaml:"cache_entries"`
+	// CacheBytes bounds the memory the answer cache holds too, in bytes (default 128 MiB;
+	// about 200,000 typical answers): an answer for a long name in a PoP of many nodes holds
+	// tens of times a typical one's.
+	CacheBytes int64 `yaml:"cache_bytes"`
 	// UDPWorkers is the number of goroutines reading the UDP socket (default GOMAXPROCS).
 	UDPWorkers int `yaml:"udp_workers"`
 
@@ -400,6 +404,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.CacheEntries <= 0 {
 		c.CacheEntries = 100000
+	}
+	if c.CacheBytes <= 0 {
+		c.CacheBytes = 128 << 20
 	}
 	if c.Clock == nil {
 		c.Clock = time.Now

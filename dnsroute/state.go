@@ -98,7 +98,7 @@ func (s *Server) buildState(now time.Time) *state {
 		weights:    pol.Weights,
 		changed:    changed,
 		validUntil: now.Add(time.Hour),
-		cache:      newAnswerCache(s.cfg.CacheEntries),
+		cache:      newAnswerCache(s.cfg.CacheEntries, s.cfg.CacheBytes),
 	}
 	ttl := s.cfg.HeartbeatTTL
 	// Spare capacity orders only weighted rotations; elsewhere it is left out of the outcome.
