@@ -605,7 +605,9 @@ func (c *conn) openLocked(f *http2.MetaHeadersFrame) (*stream, action) {
 	}
 	c.streams[id] = st
 	if f.Truncated {
-		// A header list over the limit: 431, as net/http answers it.
+		// A header list over the limit: 431, as net/http answers it. No handler will end
+		// the stream: its context, registered with the connection's, is released here.
+		st.cancel()
 		st.remoteDone = true
 		c.writeHeaderBlockLocked(st, c.encodeStatusOnly(http.StatusRequestHeaderFieldsTooLarge), true)
 		c.localEndLocked(st)

@@ -31,6 +31,10 @@ type headerBlock struct {
 	trailersRemain uint32 // for the Trailer field's names, counted apart as x/net does
 	sawRegular     bool
 	invalid        error
+	blockLen       int64 // encoded bytes of the block so far
+	// emptyFrags counts CONTINUATION frames that carried nothing, over the connection: they
+	// cost work and bring nothing (CVE-2019-9518), and no size limit ever stops them.
+	emptyFrags int
 }
 
 var (
@@ -55,6 +59,7 @@ func (b *headerBlock) read(fr *http2.Framer, hf *http2.HeadersFrame) (*http2.Met
 	b.fields = b.fields[:0]
 	b.remain, b.trailersRemain = b.maxList, b.maxList
 	b.sawRegular, b.invalid = false, nil
+	b.blockLen = 0
 	b.dec.SetEmitEnabled(true)
 	var hc interface {
 		HeaderBlockFragment() []byte
@@ -63,9 +68,17 @@ func (b *headerBlock) read(fr *http2.Framer, hf *http2.HeadersFrame) (*http2.Met
 	for {
 		frag := hc.HeaderBlockFragment()
 		// Far over the limit, or more after an invalid field (whose size stopped being
-		// counted): the connection ends rather than decode what will be refused.
-		if int64(len(frag)) > 2*int64(b.remain+b.trailersRemain) || b.invalid != nil {
+		// counted): the connection ends rather than decode what will be refused. The whole
+		// block counts, not each fragment: bytes that decode to no field (size updates)
+		// could otherwise come in CONTINUATION frames for ever.
+		b.blockLen += int64(len(frag))
+		if b.blockLen > 2*int64(b.remain+b.trailersRemain) || b.invalid != nil {
 			return nil, http2.ConnectionError(http2.ErrCodeProtocol)
+		}
+		if len(frag) == 0 && hc != hf {
+			if b.emptyFrags++; b.emptyFrags > maxEmptyData {
+				return nil, http2.ConnectionError(http2.ErrCodeEnhanceYourCalm)
+			}
 		}
 		if _, err := b.dec.Write(frag); err != nil {
 			return nil, http2.ConnectionError(http2.ErrCodeCompression)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 )
 
@@ -60,8 +61,8 @@ func (c *conn) newStream(id uint32, f *http2.MetaHeadersFrame) *stream {
 		if path != "" || scheme != "" || authority == "" {
 			return nil
 		}
-	} else if method == "" || path == "" || scheme == "" {
-		return nil
+	} else if method == "" || path == "" || path[0] != '/' && path != "*" || scheme != "https" && scheme != "http" {
+		return nil // an origin-form :path, or "*" (section 8.3.1), as x/net's server requires
 	}
 	regular := f.RegularFields()
 	header := make(http.Header, len(regular))
@@ -90,8 +91,19 @@ func (c *conn) newStream(id uint32, f *http2.MetaHeadersFrame) *stream {
 		// Cookie crumbs are joined back into one field (section 8.2.3).
 		header["Cookie"] = []string{strings.Join(header["Cookie"], "; ")}
 	}
-	if authority == "" {
-		authority = header.Get("Host")
+	if host, ok := header["Host"]; ok {
+		// Host may be sent beside :authority only with the same value, and only once (RFC
+		// 9113, section 8.3.1; as x/net's server): a front end and the edge must never
+		// read two different hosts. As with net/http, Host leaves the header for r.Host.
+		if len(host) != 1 || authority != "" && host[0] != authority {
+			return nil
+		}
+		authority = host[0]
+		delete(header, "Host")
+	}
+	// No userinfo in an http(s) authority, and nothing a host cannot hold (section 8.3.1).
+	if authority != "" && (!httpguts.ValidHostHeader(authority) || !isConnect && strings.IndexByte(authority, '@') >= 0) {
+		return nil
 	}
 	var u *url.URL
 	var plain url.URL // the URL of a plain path, held in the stream: no allocation of its own

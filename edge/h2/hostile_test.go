@@ -1,0 +1,168 @@
+package h2
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"reflect"
+	"strings"
+	"testing"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// goAwayOrClose reads frames until a GOAWAY (returned) or the end of the connection (nil);
+// an answer on stream id before either fails the test.
+func (c *rawClient) goAwayOrClose(id uint32) *http2.GoAwayFrame {
+	c.t.Helper()
+	for {
+		f, err := c.fr.ReadFrame()
+		if err != nil {
+			var ne interface{ Timeout() bool }
+			if errors.As(err, &ne) && ne.Timeout() {
+				c.t.Fatalf("no GOAWAY nor close: %v", err)
+			}
+			return nil
+		}
+		switch f := f.(type) {
+		case *http2.GoAwayFrame:
+			return f
+		case *http2.MetaHeadersFrame:
+			if f.StreamID == id {
+				c.t.Fatalf("stream %d answered %s: the connection went on", id, f.PseudoValue("status"))
+			}
+		}
+	}
+}
+
+// TestEmptyContinuationFlood: a header block that goes on in CONTINUATION frames carrying
+// nothing ends the connection (CVE-2019-9518, the CONTINUATION floods of 2024), rather
+// than keeping the reader busy until the idle timeout, or forever beside an open stream.
+func TestEmptyContinuationFlood(t *testing.T) {
+	ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "x")
+	}))
+	c := dialRaw(t, ts)
+	c.buf.Reset()
+	for _, kv := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", "a"}, {":path", "/"}} {
+		c.enc.WriteField(hpack.HeaderField{Name: kv[0], Value: kv[1]})
+	}
+	block := append([]byte(nil), c.buf.Bytes()...)
+	go func() {
+		if c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block[:1], EndStream: true}) != nil {
+			return
+		}
+		for range 10 * maxEmptyData {
+			if c.fr.WriteContinuation(1, false, nil) != nil {
+				return
+			}
+		}
+		c.fr.WriteContinuation(1, true, block[1:])
+	}()
+	if g := c.goAwayOrClose(1); g == nil || g.ErrCode != http2.ErrCodeEnhanceYourCalm {
+		t.Fatalf("GOAWAY %v, want ENHANCE_YOUR_CALM", g)
+	}
+}
+
+// TestContinuationFloodWithoutFields: CONTINUATION frames whose bytes decode to no field
+// (dynamic table size updates to 0, allowed anywhere while the table is empty) cannot go
+// on for ever: the encoded block is bounded as the decoded list is.
+func TestContinuationFloodWithoutFields(t *testing.T) {
+	ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "x")
+	}))
+	ts.H2.MaxHeaderBytes = 4096
+	c := dialRaw(t, ts)
+	c.buf.Reset()
+	for _, kv := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", "a"}, {":path", "/"}} {
+		c.enc.WriteField(hpack.HeaderField{Name: kv[0], Value: kv[1]})
+	}
+	block := append([]byte(nil), c.buf.Bytes()...)
+	updates := []byte(strings.Repeat("\x20", 1000)) // size update to 0, a thousand times
+	go func() {
+		if c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: updates, EndStream: true}) != nil {
+			return
+		}
+		for range 1000 { // 1 MB of nothing against a 4 KiB limit
+			if c.fr.WriteContinuation(1, false, updates) != nil {
+				return
+			}
+		}
+		c.fr.WriteContinuation(1, true, block)
+	}()
+	if g := c.goAwayOrClose(1); g == nil || g.ErrCode != http2.ErrCodeProtocol {
+		t.Fatalf("GOAWAY %v, want PROTOCOL_ERROR", g)
+	}
+}
+
+// TestHeaderListTooLargeReleasesStream: a request answered 431 without reaching a handler
+// leaves nothing behind on its connection (its context, registered with the connection's).
+func TestHeaderListTooLargeReleasesStream(t *testing.T) {
+	ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	ts.H2.MaxHeaderBytes = 256
+	c := dialRaw(t, ts)
+	const n = 50
+	for i := range n {
+		c.headers(uint32(2*i+1), true, "/", "x-big", strings.Repeat("a", 200), "x-big2", strings.Repeat("b", 200))
+		c.until("the 431", func(f http2.Frame) bool {
+			h, ok := f.(*http2.MetaHeadersFrame)
+			return ok && h.StreamID == uint32(2*i+1)
+		})
+	}
+	ts.H2.mu.Lock()
+	var cn *conn
+	for k := range ts.H2.conns {
+		cn = k
+	}
+	ts.H2.mu.Unlock()
+	children := reflect.ValueOf(cn.ctx).Elem().FieldByName("children")
+	if !children.IsValid() {
+		t.Fatal("context.cancelCtx has no children field any more: count the stream contexts another way")
+	}
+	cn.mu.Lock()
+	left := children.Len()
+	cn.mu.Unlock()
+	if left > 0 {
+		t.Fatalf("%d stream contexts left registered after %d answers of 431", left, n)
+	}
+}
+
+// TestMalformedRequests: requests RFC 9113 (section 8.3.1) calls malformed, and x/net's
+// server refuses, are reset with PROTOCOL_ERROR rather than served.
+func TestMalformedRequests(t *testing.T) {
+	ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t.Errorf("handler called for %s %q host %q %v", r.Method, r.RequestURI, r.Host, r.Header)
+	}))
+	for _, tc := range []struct {
+		name   string
+		fields []string
+	}{
+		{"host differs from :authority", []string{":method", "GET", ":scheme", "https", ":authority", "a", ":path", "/", "host", "b"}},
+		{"two hosts", []string{":method", "GET", ":scheme", "https", ":path", "/", "host", "a", "host", "b"}},
+		{"userinfo in :authority", []string{":method", "GET", ":scheme", "https", ":authority", "u@a", ":path", "/"}},
+		{"invalid :authority", []string{":method", "GET", ":scheme", "https", ":authority", "a b/c", ":path", "/"}},
+		{"absolute :path", []string{":method", "GET", ":scheme", "https", ":authority", "a", ":path", "https://b/x"}},
+		{"unknown :scheme", []string{":method", "GET", ":scheme", "ftp", ":authority", "a", ":path", "/"}},
+		{"empty :path", []string{":method", "GET", ":scheme", "https", ":authority", "a", ":path", ""}},
+		{"transfer-encoding", []string{":method", "POST", ":scheme", "https", ":authority", "a", ":path", "/", "transfer-encoding", "chunked"}},
+		{"connection", []string{":method", "GET", ":scheme", "https", ":authority", "a", ":path", "/", "connection", "close"}},
+		{"uppercase", []string{":method", "GET", ":scheme", "https", ":authority", "a", ":path", "/", "X-Up", "1"}},
+		{"CR in value", []string{":method", "GET", ":scheme", "https", ":authority", "a", ":path", "/", "x-a", "1\r\nx-b: 2"}},
+		{"NUL in value", []string{":method", "GET", ":scheme", "https", ":authority", "a", ":path", "/", "x-a", "1\x002"}},
+		{"duplicate :path", []string{":method", "GET", ":scheme", "https", ":authority", "a", ":path", "/", ":path", "/x"}},
+		{"pseudo after regular", []string{":method", "GET", ":scheme", "https", "x-a", "1", ":authority", "a", ":path", "/"}},
+		{"CONNECT with :path", []string{":method", "CONNECT", ":authority", "a:443", ":path", "/"}},
+		{":protocol", []string{":method", "CONNECT", ":protocol", "websocket", ":scheme", "https", ":authority", "a", ":path", "/"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dialRaw(t, ts)
+			c.buf.Reset()
+			for i := 0; i < len(tc.fields); i += 2 {
+				c.enc.WriteField(hpack.HeaderField{Name: tc.fields[i], Value: tc.fields[i+1]})
+			}
+			c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: c.buf.Bytes(), EndStream: true, EndHeaders: true})
+			c.wantReset(1, http2.ErrCodeProtocol, true)
+		})
+	}
+}
