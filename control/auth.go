@@ -66,11 +66,28 @@ func ParseTokens(data []byte) ([]Token, error) { return ParseTokensFile("", data
 func ParseTokensFile(file string, data []byte) ([]Token, error) {
 	var toks []Token
 	doc, probs := yamlconf.Decode(data, &toks)
+	nullHosts(data, toks)
 	errs := wire.DocumentErrors(file, probs, doc.Position, func() wire.FieldErrors { return tokenProblems(toks) })
 	if err := errs.Err(); err != nil {
 		return nil, err
 	}
 	return toks, nil
+}
+
+// nullHosts makes a "hosts" key without a value ("hosts:", "hosts: ~", "hosts: null"), which
+// decodes to a nil list, the empty list it stands for: nil would read as every host, so the
+// token meant for a few hosts would reach all of them. tokenProblems then refuses it as it
+// refuses "hosts: []".
+func nullHosts(data []byte, toks []Token) {
+	var raw []map[string]any
+	if _, probs := yamlconf.Decode(data, &raw); len(probs) > 0 || len(raw) != len(toks) {
+		return // the document did not decode as a list of maps: its problems are reported
+	}
+	for i, m := range raw {
+		if v, ok := m["hosts"]; ok && v == nil && toks[i].Hosts == nil {
+			toks[i].Hosts = []string{}
+		}
+	}
 }
 
 // tokenProblems are the rules every token list obeys, from a file or from Config.Tokens, with
@@ -179,6 +196,11 @@ func (t Token) hashField() (string, [32]byte, error) {
 	case t.Token != "":
 		if len(t.Token) < minTokenLen {
 			return "token", h, fmt.Errorf("is shorter than %d characters", minTokenLen)
+		}
+		if strings.TrimSpace(t.Token) != t.Token {
+			// A bearer token is read without the white space around it: no request could
+			// present this one.
+			return "token", h, errors.New("begins or ends with white space, which no Authorization header carries")
 		}
 		return "token", sha256.Sum256([]byte(t.Token)), nil
 	case t.TokenSHA256 != "":

@@ -41,6 +41,9 @@ func TestParseTokens(t *testing.T) {
 		{"no scopes", "- {name: a, token: aaaaaaaaaaaaaaaa}\n", 0, "[0].scopes: is required"},
 		{"unknown scope", "- {name: a, token: aaaaaaaaaaaaaaaa, scopes: [admin]}\n", 0, `[0].scopes[0]: unknown scope "admin"`},
 		{"not a list", "name: a\n", 0, "cannot unmarshal !!map into []control.Token"},
+		// A bearer token is read without surrounding white space: such a secret never matches.
+		{"token with trailing space", "- {name: a, token: \"aaaaaaaaaaaaaaaa \", scopes: [read]}\n", 0, "[0].token: begins or ends with white space"},
+		{"blank token", "- {name: a, token: \"                \", scopes: [read]}\n", 0, "[0].token: begins or ends with white space"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -196,6 +199,35 @@ func TestParseTokenHosts(t *testing.T) {
 	}
 	if _, err := New(Config{Tokens: []Token{{Name: "a", Token: "aaaaaaaaaaaaaaaa", Scopes: []string{ScopeRead}, Hosts: []string{"["}}}}); err == nil {
 		t.Errorf("New with a bad host pattern in Config.Tokens = nil, want an error")
+	}
+}
+
+// TestTokensNullHostsRefused: a hosts key without a value ("hosts:" with the list forgotten,
+// "hosts: ~", JSON null) is refused like "hosts: []". Before, it decoded to no list, which
+// reads as every host: the token meant for a few hosts could configure and purge them all.
+func TestTokensNullHostsRefused(t *testing.T) {
+	for _, doc := range []string{
+		"- name: shop\n  token: shop-secret-0123456789\n  scopes: [read, purge, config]\n  hosts:\n",
+		"- name: shop\n  token: shop-secret-0123456789\n  scopes: [read, purge, config]\n  hosts: ~\n",
+		"- {name: shop, token: shop-secret-0123456789, scopes: [config], hosts: null}\n",
+		`[{"name": "shop", "token": "shop-secret-0123456789", "scopes": ["config"], "hosts": null}]`,
+	} {
+		t.Run(doc, func(t *testing.T) {
+			if toks, err := ParseTokens([]byte(doc)); err == nil || !strings.Contains(err.Error(), "[0].hosts: is empty") {
+				t.Errorf("ParseTokens = %+v, %v; want [0].hosts refused as empty", toks, err)
+			}
+			file := filepath.Join(t.TempDir(), "tokens.yaml")
+			if err := os.WriteFile(file, []byte(doc), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if s, err := New(Config{TokensFile: file, NATSListen: "127.0.0.1:0", StoreDir: t.TempDir()}); err == nil {
+				t.Fatalf("New = a server whose token %q has hosts %v (every host), want an error", s.auth.tokens[0].name, s.auth.tokens[0].hosts)
+			}
+		})
+	}
+	// Absent, it still means every host.
+	if toks, err := ParseTokens([]byte("- {name: ops, token: ops-secret-0123456789, scopes: [read]}\n")); err != nil || toks[0].Hosts != nil {
+		t.Errorf("ParseTokens without hosts = %+v, %v; want one token for every host", toks, err)
 	}
 }
 
@@ -376,6 +408,53 @@ func TestBadOriginsRefused(t *testing.T) {
 	}
 	if code, b := ts.do(t, "GET", "/v1/hosts/www.example.com", tokReader, nil); code != http.StatusNotFound {
 		t.Errorf("GET refused host = %d %s, want 404", code, b)
+	}
+}
+
+// TestHostConfigHeaderRules: the API refuses a host config the edge would not apply as
+// written: an origin_host that is not a host[:port] (net/http sends an empty Host instead of
+// an invalid one, so every fill lost the host's name), a set rule naming a field twice in two
+// cases (the edge applied them in map order: either value could win, per request), or a set
+// rule adding a hop-by-hop field the edge strips everywhere else. Valid ones are stored.
+func TestHostConfigHeaderRules(t *testing.T) {
+	ts := startServer(t, Config{})
+	tests := []struct {
+		name, body, field string // field "" means accepted
+	}{
+		{"origin_host with a space", `{"origin":"http://127.0.0.1:8080","origin_host":"a b"}`, "origin_host"},
+		{"origin_host with CRLF", `{"origin":"http://127.0.0.1:8080","origin_host":"a\r\nX-Injected: 1"}`, "origin_host"},
+		{"origin_host with a path", `{"origin":"http://127.0.0.1:8080","origin_host":"a.example/x"}`, "origin_host"},
+		{"origin_host with userinfo", `{"origin":"http://127.0.0.1:8080","origin_host":"u@a.example"}`, "origin_host"},
+		{"origin_host with port 0", `{"origin":"http://127.0.0.1:8080","origin_host":"a.example:0"}`, "origin_host"},
+		{"origin_host with an empty port", `{"origin":"http://127.0.0.1:8080","origin_host":"a.example:"}`, "origin_host"},
+		{"origin_host with an empty label", `{"origin":"http://127.0.0.1:8080","origin_host":"a..example"}`, "origin_host"},
+		{"origin_host name", `{"origin":"http://127.0.0.1:8080","origin_host":"Origin.Example.com"}`, ""},
+		{"origin_host name and port", `{"origin":"http://127.0.0.1:8080","origin_host":"origin_1.example.com:8443"}`, ""},
+		{"origin_host IPv4", `{"origin":"http://127.0.0.1:8080","origin_host":"10.0.0.1:80"}`, ""},
+		{"origin_host IPv6", `{"origin":"http://127.0.0.1:8080","origin_host":"[2001:db8::1]:8080"}`, ""},
+		{"set twice in two cases", `{"origin":"http://127.0.0.1:8080","request_headers":{"set":{"X-Env":"a","x-env":"b"}}}`, "request_headers.set.x-env"},
+		{"response set twice", `{"origin":"http://127.0.0.1:8080","response_headers":{"set":{"X-Frame-Options":"DENY","x-frame-options":"SAMEORIGIN"}}}`, "response_headers.set.x-frame-options"},
+		{"response set Keep-Alive", `{"origin":"http://127.0.0.1:8080","response_headers":{"set":{"Keep-Alive":"timeout=1, max=1"}}}`, "response_headers.set.Keep-Alive"},
+		{"response set Proxy-Authenticate", `{"origin":"http://127.0.0.1:8080","response_headers":{"set":{"Proxy-Authenticate":"Basic"}}}`, "response_headers.set.Proxy-Authenticate"},
+		{"request set Proxy-Authorization", `{"origin":"http://127.0.0.1:8080","request_headers":{"set":{"Proxy-Authorization":"Basic eDp5"}}}`, "request_headers.set.Proxy-Authorization"},
+		{"request set Proxy-Connection", `{"origin":"http://127.0.0.1:8080","request_headers":{"set":{"Proxy-Connection":"keep-alive"}}}`, "request_headers.set.Proxy-Connection"},
+		{"deny Keep-Alive", `{"origin":"http://127.0.0.1:8080","response_headers":{"deny":["Keep-Alive"]},"request_headers":{"deny":["Proxy-Authorization"]}}`, ""},
+		{"set distinct fields", `{"origin":"http://127.0.0.1:8080","request_headers":{"set":{"X-Env":"a","X-Team":"b"}}}`, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, b := ts.do(t, "PUT", "/v1/hosts/www.example.com", tokAdmin, []byte(tt.body))
+			if tt.field == "" {
+				if code != http.StatusOK {
+					t.Errorf("PUT %s = %d %s, want 200", tt.body, code, b)
+				}
+				return
+			}
+			var e APIError
+			if code != http.StatusBadRequest || json.Unmarshal(b, &e) != nil || e.Field != tt.field {
+				t.Errorf("PUT %s = %d %s, want 400 on field %s", tt.body, code, b, tt.field)
+			}
+		})
 	}
 }
 

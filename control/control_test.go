@@ -672,3 +672,155 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		t.Errorf("New with $%s = %v, want nil", TokensFileEnv, err)
 	}
 }
+
+// TestEveryRouteEveryToken holds every registered route to the scope matrix of
+// docs/control.md ("Tokens"), with every kind of token: none, an unknown one, one per scope, one with
+// every scope, and host-scoped ones limited to the route's host or to another. The matrix is
+// written out here rather than read from Routes(), so that a route whose scope or host
+// handling drifts from the documentation fails, and a new route must be added to it.
+func TestEveryRouteEveryToken(t *testing.T) {
+	const (
+		tokShopAll   = "shop-all-secret-0123456789"
+		tokShopRead  = "shop-read-secret-0123456789"
+		tokElsewhere = "elsewhere-secret-0123456789"
+	)
+	all := []string{ScopeRead, ScopePurge, ScopeConfig}
+	ts := startServer(t, Config{PurgeRate: -1, Tokens: []Token{
+		{Name: "shop-all", Token: tokShopAll, Scopes: all, Hosts: []string{"www.example.com"}},
+		{Name: "shop-read", Token: tokShopRead, Scopes: []string{ScopeRead}, Hosts: []string{"*.example.com"}},
+		{Name: "elsewhere", Token: tokElsewhere, Scopes: all, Hosts: []string{"other.example.net"}},
+	}})
+	// The documented matrix: the scope each route needs, and whether it acts on one host
+	// (host-scoped tokens may use it for their hosts) or on the fleet (they may not).
+	matrix := map[string]struct {
+		scope string
+		host  bool
+	}{
+		"GET /healthz":                       {"", false},
+		"GET /metrics":                       {ScopeRead, false},
+		"GET /v1/pops":                       {ScopeRead, false},
+		"GET /v1/hosts":                      {ScopeRead, true},
+		"GET /v1/hosts/{host}":               {ScopeRead, true},
+		"GET /v1/routing":                    {ScopeRead, false},
+		"POST /v1/pops/{pop}/drain":          {ScopeConfig, false},
+		"POST /v1/pops/{pop}/undrain":        {ScopeConfig, false},
+		"PUT /v1/hosts/{host}":               {ScopeConfig, true},
+		"DELETE /v1/hosts/{host}":            {ScopeConfig, true},
+		"PUT /v1/routing":                    {ScopeConfig, false},
+		"POST /v1/peer-keys/rotate":          {ScopeConfig, false},
+		"POST /v1/purge":                     {ScopePurge, true},
+		"GET /v1/purges/{id}":                {ScopePurge, true},
+		"DELETE /v1/purges/{id}/unreachable": {ScopePurge, true},
+	}
+	routes := ts.Routes()
+	for _, rt := range routes {
+		m, ok := matrix[rt.Pattern]
+		if !ok {
+			t.Errorf("route %s (scope %q) is not in the documented matrix", rt.Pattern, rt.Scope)
+		} else if m.scope != rt.Scope {
+			t.Errorf("route %s needs scope %q, documented %q", rt.Pattern, rt.Scope, m.scope)
+		}
+	}
+	if len(routes) != len(matrix) {
+		t.Errorf("%d routes registered, %d documented", len(routes), len(matrix))
+	}
+
+	const host = "www.example.com"
+	putHost := func(t *testing.T) {
+		t.Helper()
+		if err := fleet.PutHost(t.Context(), ts.JetStream(), "", wire.HostConfig{Host: host, Origin: "http://127.0.0.1:8080"}); err != nil {
+			t.Fatalf("PutHost: %v", err)
+		}
+	}
+	putHost(t)
+	purgeBody := []byte(`{"host":"www.example.com","all":true}`)
+	code, b := ts.do(t, "POST", "/v1/purge", tokAdmin, purgeBody)
+	var pr struct{ ID string }
+	if err := json.Unmarshal(b, &pr); code != http.StatusAccepted || err != nil {
+		t.Fatalf("POST /v1/purge = %d %s, want 202 with an id", code, b)
+	}
+
+	type tokenKind struct {
+		name, secret string
+		scopes       []string
+		hosts        []string // nil: every host
+	}
+	tokens := []tokenKind{
+		{"none", "", nil, nil},
+		{"unknown", "not-a-real-token-0123456789", nil, nil},
+		{"reader", tokReader, []string{ScopeRead}, nil},
+		{"purger", tokPurger, []string{ScopePurge}, nil},
+		{"configurer", tokConfigurer, []string{ScopeConfig}, nil},
+		{"admin", tokAdmin, all, nil},
+		{"shop-all", tokShopAll, all, []string{host}},
+		{"shop-read", tokShopRead, []string{ScopeRead}, []string{"*.example.com"}},
+		{"elsewhere", tokElsewhere, all, []string{"other.example.net"}},
+	}
+	for _, rt := range routes {
+		m := matrix[rt.Pattern]
+		method, path, _ := strings.Cut(rt.Pattern, " ")
+		path = strings.NewReplacer("{pop}", "par", "{host}", host, "{id}", pr.ID).Replace(path)
+		var body []byte
+		switch rt.Pattern {
+		case "POST /v1/purge":
+			body = purgeBody
+		case "PUT /v1/hosts/{host}":
+			body = hostBody
+		case "PUT /v1/routing":
+			body = []byte(`{"policy":"nearest"}`)
+		}
+		for _, tk := range tokens {
+			// What docs/control.md says this token gets on this route.
+			want := http.StatusOK
+			inScope := (&authToken{hosts: tk.hosts}).allowsHost(host)
+			switch {
+			case m.scope == "":
+			case tk.scopes == nil:
+				want = http.StatusUnauthorized
+			case !slices.Contains(tk.scopes, m.scope):
+				want = http.StatusForbidden
+			case tk.hosts != nil && !m.host:
+				want = http.StatusForbidden // fleet-wide
+			case !inScope && rt.Pattern != "GET /v1/hosts":
+				want = http.StatusForbidden // another host's
+			}
+			t.Run(rt.Pattern+"/"+tk.name, func(t *testing.T) {
+				putHost(t)
+				code, b := ts.do(t, method, path, tk.secret, body)
+				if want == http.StatusOK {
+					if code/100 != 2 {
+						t.Fatalf("%s as %s = %d %s, want 2xx", rt.Pattern, tk.name, code, b)
+					}
+				} else if code != want {
+					t.Fatalf("%s as %s = %d %s, want %d", rt.Pattern, tk.name, code, b, want)
+				}
+				if rt.Pattern == "GET /v1/hosts" && code == http.StatusOK {
+					var l HostList
+					if err := json.Unmarshal(b, &l); err != nil {
+						t.Fatal(err)
+					}
+					for _, h := range l.Hosts {
+						if !(&authToken{hosts: tk.hosts}).allowsHost(h.Host) {
+							t.Errorf("GET /v1/hosts as %s lists %s, outside its hosts %v", tk.name, h.Host, tk.hosts)
+						}
+					}
+				}
+			})
+		}
+	}
+
+	// Other spellings of the same host name the same host: in scope for the token limited to
+	// it, out of scope for the others.
+	for _, spelling := range []string{"WWW.EXAMPLE.COM", "www.example.com.", "Www.Example.Com."} {
+		body, _ := json.Marshal(map[string]any{"host": spelling, "all": true})
+		if code, b := ts.do(t, "POST", "/v1/purge", tokShopAll, body); code != http.StatusAccepted {
+			t.Errorf("purge of %q as shop-all = %d %s, want 202", spelling, code, b)
+		}
+		if code, b := ts.do(t, "POST", "/v1/purge", tokElsewhere, body); code != http.StatusForbidden {
+			t.Errorf("purge of %q as elsewhere = %d %s, want 403", spelling, code, b)
+		}
+		if code, b := ts.do(t, "GET", "/v1/hosts/"+strings.TrimSuffix(spelling, "."), tokElsewhere, nil); code != http.StatusForbidden {
+			t.Errorf("GET /v1/hosts/%s as elsewhere = %d %s, want 403", spelling, code, b)
+		}
+	}
+}

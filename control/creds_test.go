@@ -398,3 +398,66 @@ func TestIssueCredentialConcurrently(t *testing.T) {
 		t.Fatalf("users file has %d credentials after 8 concurrent issues, want 9 (with control's)", len(recs))
 	}
 }
+
+// TestCredsOutputWritesNoStaleTemp: `creds edge -o FILE` writes the seed only into a file of
+// its own making. A file or symlink already at a fixed temporary name beside FILE (FILE.tmp,
+// as a shared directory or an earlier run may hold) must not receive it: before, the seed was
+// written through such a symlink into its target, keeping the target's permissions, and the
+// symlink then became FILE.
+func TestCredsOutputWritesNoStaleTemp(t *testing.T) {
+	dir := t.TempDir()
+	ts := startServer(t, Config{StoreDir: dir})
+	outDir := t.TempDir()
+	out := filepath.Join(outDir, "n1.creds")
+	leak := filepath.Join(outDir, "leak")
+	if err := os.WriteFile(leak, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(leak, out+".tmp"); err != nil {
+		t.Fatal(err)
+	}
+	// An earlier credential at the output path is replaced, not written through.
+	if err := os.WriteFile(out, []byte("old\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := NewCommand()
+	cmd.SetArgs([]string{"creds", "edge", "--pop", "par", "--node", "n1", "--store-dir", dir, "-o", out})
+	var stdout bytes.Buffer
+	cmd.SetOut(&stdout)
+	cmd.SetErr(&stdout)
+	if err := cmd.Execute(); err != nil {
+		t.Fatalf("creds edge -o: %v (%s)", err, stdout.String())
+	}
+	if b, err := os.ReadFile(leak); err != nil || len(b) != 0 {
+		t.Errorf("the file %s.tmp pointed to holds %d bytes after creds -o (%v), want none: the seed leaked into it", out, len(b), err)
+	}
+	fi, err := os.Lstat(out)
+	if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("creds -o wrote %v (%v), want a regular file of mode 0600", fi, err)
+	}
+	c, err := natsauth.LoadCredential(out)
+	if err != nil || c.ID != natsauth.Edge("par", "n1") {
+		t.Fatalf("LoadCredential(%s) = %v, %v; want edge.par.n1", out, c.ID, err)
+	}
+	if strings.Contains(stdout.String(), string(c.Seed)) {
+		t.Errorf("creds -o printed the seed")
+	}
+	opts, err := c.Options()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 5*time.Second, "the written credential to connect", func() bool {
+		nc, err := nats.Connect(ts.NATSURL(), opts...)
+		if err == nil {
+			nc.Close()
+		}
+		return err == nil
+	})
+	if ents, _ := os.ReadDir(outDir); len(ents) != 3 {
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		t.Errorf("output directory holds %v, want n1.creds, n1.creds.tmp and leak only (no temporary file left)", names)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -127,17 +128,33 @@ func checkFields(field string, names []string, fixed []string) error {
 	return nil
 }
 
-// checkSet validates a set map for field.
+// hopByHopFields are the RFC 9110 §7.6.1 hop-by-hop fields besides the fixed ones, which the
+// edge strips from what it forwards (httpcache.RemoveHopByHop): a host's policy may deny them,
+// but not set them on every request or answer.
+var hopByHopFields = []string{"keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization"}
+
+// checkSet validates a set map for field: field names, none hop-by-hop, none twice in another
+// case (the edge sets them in map order, so which value won would change from one request to
+// the next), and values without control characters.
 func checkSet(field string, set map[string]string, fixed []string) error {
 	names := make([]string, 0, len(set))
 	for k := range set {
 		names = append(names, k)
 	}
 	sort.Strings(names)
+	seen := make(map[string]string, len(names))
 	for _, k := range names {
 		if err := checkFields(field, []string{k}, fixed); err != nil {
 			return &FieldError{Field: field + "." + k, Err: errors.Unwrap(err)}
 		}
+		lk := strings.ToLower(k)
+		if slices.Contains(hopByHopFields, lk) {
+			return &FieldError{Field: field + "." + k, Err: fmt.Errorf("%q is a hop-by-hop field", k)}
+		}
+		if other, dup := seen[lk]; dup {
+			return &FieldError{Field: field + "." + k, Err: fmt.Errorf("names the same field as %q (field names are case-insensitive)", other)}
+		}
+		seen[lk] = k
 		// RFC 9110 §5.5: no control character but HTAB. net/http refuses a request or answer
 		// with one, so a host whose set value held one failed every fill.
 		if i := strings.IndexFunc(set[k], func(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f }); i >= 0 {
@@ -233,6 +250,11 @@ func (h HostConfig) Validate() error {
 	if err := ValidateOrigin(h.Origin); err != nil {
 		return &FieldError{Field: "origin", Err: err}
 	}
+	if h.OriginHost != "" {
+		if err := validateOriginHost(h.OriginHost); err != nil {
+			return &FieldError{Field: "origin_host", Err: err}
+		}
+	}
 	if err := h.Cache.validate(); err != nil {
 		return err
 	}
@@ -246,6 +268,43 @@ func (h HostConfig) Validate() error {
 		return err
 	}
 	return h.ResponseHeaders.validate()
+}
+
+// validateOriginHost checks a Host header value for the origin: a hostname (letters of either
+// case, digits, '-', '_', dots) or an IP literal ("[2001:db8::1]" for IPv6), with an optional
+// port. net/http sends an empty Host instead of one that is not a valid header value, so an
+// origin_host with a space or a control character would have taken the host's name from every
+// request to its origin.
+func validateOriginHost(h string) error {
+	bad := fmt.Errorf("%q is not a host or host:port", h)
+	u, err := url.Parse("http://" + h)
+	if err != nil || u.Host != h || u.User != nil || u.Path != "" || u.RawQuery != "" || u.Fragment != "" ||
+		strings.HasSuffix(h, ":") {
+		return bad
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return bad
+		}
+	}
+	name := u.Hostname()
+	if strings.HasPrefix(h, "[") {
+		if ip, err := netip.ParseAddr(name); err != nil || !ip.Is6() {
+			return bad
+		}
+		return nil
+	}
+	if _, err := netip.ParseAddr(name); err == nil {
+		return nil
+	}
+	for _, l := range strings.Split(strings.TrimSuffix(name, "."), ".") {
+		if l == "" || len(l) > 63 || strings.IndexFunc(l, func(r rune) bool {
+			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_')
+		}) >= 0 {
+			return bad
+		}
+	}
+	return nil
 }
 
 // ValidateOrigin checks an origin base URL before a host config may point the fleet at it:

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/nats-io/nats.go"
@@ -116,16 +117,31 @@ func (c Credential) WriteFile(path string) error {
 }
 
 // WriteSecret writes b to path (mode 0600) through a temporary file and a rename, so that a
-// reader never sees half a file.
-func WriteSecret(path string, b []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+// reader never sees half a file. The temporary file is a new one (O_EXCL, a random name, mode
+// 0600 from its creation): a file or symlink already at a fixed name beside path, say in a
+// shared directory, never receives the secret, nor lends it its permissions. A file already at
+// path is replaced, not written through.
+func WriteSecret(path string, b []byte) (err error) {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
 		return err
 	}
-	if err := os.Chmod(tmp, 0o600); err != nil {
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if err := f.Chmod(0o600); err != nil {
 		return err
 	}
-	return os.Rename(tmp, path)
+	if _, err := f.Write(b); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
 }
 
 // Options are the nats.Connect options that authenticate as c: its nkey, and its identity's
