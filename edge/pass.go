@@ -45,30 +45,43 @@ func (n *Node) pass(w *logWriter, req *request) {
 	} else {
 		transport = roundTripper{n.fill.passUpstream(req.host)}
 	}
-	if !upgrade {
-		if r.ContentLength > n.cfg.MaxRequestBodyBytes {
-			n.fail(w, req, http.StatusRequestEntityTooLarge, "request body too large")
-			return
+	// An upgrade's body, if it has one, is bounded and buffered like any other (it went to the
+	// origin unbounded); the bytes after its head that belong to the new protocol are not its
+	// body, and stay in the connection ReverseProxy hijacks.
+	if r.ContentLength > n.cfg.MaxRequestBodyBytes {
+		n.fail(w, req, http.StatusRequestEntityTooLarge, "request body too large")
+		return
+	}
+	body, size, err := n.bufferBody(w, r)
+	if err != nil {
+		status, msg := http.StatusBadRequest, "request body not read"
+		var mbe *http.MaxBytesError
+		var ne net.Error
+		switch {
+		case errors.As(err, &mbe):
+			status, msg = http.StatusRequestEntityTooLarge, "request body too large"
+		case errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+			status, msg = http.StatusRequestTimeout, "request body too slow"
 		}
-		body, size, err := n.bufferBody(w, r)
-		if err != nil {
-			status, msg := http.StatusBadRequest, "request body not read"
-			var mbe *http.MaxBytesError
-			var ne net.Error
-			switch {
-			case errors.As(err, &mbe):
-				status, msg = http.StatusRequestEntityTooLarge, "request body too large"
-			case errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
-				status, msg = http.StatusRequestTimeout, "request body too slow"
+		w.Header().Set("Connection", "close")
+		n.fail(w, req, status, msg)
+		w.note = err.Error() // after fail, which sets its own: the log says why
+		return
+	}
+	defer body.Close()
+	r = r.WithContext(r.Context()) // a shallow copy, whose body is the buffer
+	r.Body, r.ContentLength, r.TransferEncoding = body, size, nil
+	// ReverseProxy clears the client's header map after each 1xx it forwards: what the edge
+	// set before the exchange (Connection: close after a chunked request, Alt-Svc) is set again
+	// for the final answer, or a request with Transfer-Encoding would keep its connection.
+	preset := w.Header().Clone()
+	restore := func() {
+		h := w.Header()
+		for k, v := range preset {
+			if _, ok := h[k]; !ok {
+				h[k] = v
 			}
-			w.Header().Set("Connection", "close")
-			n.fail(w, req, status, msg)
-			w.note = err.Error() // after fail, which sets its own: the log says why
-			return
 		}
-		defer body.Close()
-		r = r.WithContext(r.Context()) // a shallow copy, whose body is the buffer
-		r.Body, r.ContentLength, r.TransferEncoding = body, size, nil
 	}
 	fwd := "method"
 	if safeMethod(r.Method) {
@@ -94,6 +107,7 @@ func (n *Node) pass(w *logWriter, req *request) {
 		},
 		Transport: transport,
 		ModifyResponse: func(resp *http.Response) error {
+			restore()
 			if resp.StatusCode >= 200 && resp.StatusCode < 400 {
 				n.invalidate(req, r, resp)
 			}
@@ -108,6 +122,7 @@ func (n *Node) pass(w *logWriter, req *request) {
 			return nil
 		},
 		ErrorHandler: func(_ http.ResponseWriter, _ *http.Request, err error) {
+			restore()
 			status := upstreamErrorStatus(err)
 			if status == http.StatusServiceUnavailable {
 				w.Header().Set("Retry-After", "1")

@@ -9,6 +9,7 @@ import (
 
 	"github.com/meridian-cdn/meridian/internal/h1fields"
 	"github.com/meridian-cdn/meridian/internal/httpdate"
+	"golang.org/x/net/http/httpguts"
 )
 
 // bufferBeforeChunking is how much of a body without a declared length is held before the
@@ -68,7 +69,9 @@ func (w *response) WriteHeader(code int) {
 		c := w.c
 		c.out = appendStatusLine(c.out, code)
 		for k, vv := range w.header {
-			if k == "Content-Length" || k == "Transfer-Encoding" || k == "Trailer" {
+			// As net/http, a field whose name is not a token is left out (a 1xx's fields
+			// come from the origin as they are: ReverseProxy's, the edge's fills).
+			if k == "Content-Length" || k == "Transfer-Encoding" || k == "Trailer" || !httpguts.ValidHeaderFieldName(k) {
 				continue
 			}
 			c.out = appendField(c.out, k, vv)

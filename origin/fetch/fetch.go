@@ -362,6 +362,7 @@ func (u *Upstream) roundTrip(ctx context.Context, req *http.Request) (*http.Resp
 		}
 		return nil, &url.Error{Op: opName(req), URL: req.URL.Redacted(), Err: err}
 	}
+	dropInvalidFields(resp.Header)
 	return resp, nil
 }
 

@@ -161,6 +161,20 @@ func (t *h1Transport) send(ctx context.Context, deadline time.Time, req *http.Re
 	}
 }
 
+// dropInvalidFields removes the fields of an answer whose name is not a token.
+// http.ReadResponse keeps a name with a space in it or before its colon ("Transfer-Encoding :
+// chunked", golang.org/issue/34540), which a proxy must not forward as it is (RFC 9112 §5.1):
+// a client that trims the space would frame the answer by it. net/http's server leaves such
+// fields out when it writes them; the edge's own server (edge/http1) writes what it stores.
+// readHead refuses such heads, so only the answers http.ReadResponse reads need it.
+func dropInvalidFields(h http.Header) {
+	for k := range h {
+		if !httpguts.ValidHeaderFieldName(k) {
+			delete(h, k)
+		}
+	}
+}
+
 // invalidHeader says which field of h net/http would refuse to send, or "".
 func invalidHeader(h http.Header) string {
 	for k, vv := range h {
@@ -528,6 +542,7 @@ func (c *h1Conn) exchange(ctx context.Context, deadline time.Time, req *http.Req
 		if resp, err = http.ReadResponse(c.br, req); err != nil {
 			return nil, fail("read response header from", err, false)
 		}
+		dropInvalidFields(resp.Header)
 		code := resp.StatusCode
 		if code >= 200 {
 			break

@@ -25,6 +25,7 @@ import (
 
 	"github.com/meridian-cdn/meridian/internal/rawconn"
 	"github.com/meridian-cdn/meridian/internal/wait"
+	"golang.org/x/net/http/httpguts"
 )
 
 // rawServer is a TCP server whose connections a test scripts byte by byte: what net/http's
@@ -1225,5 +1226,55 @@ func TestH1StrayBytesHeadSizes(t *testing.T) {
 				t.Fatalf("GET /two with a %d-byte head: %v, %q", size, err, body)
 			}
 		})
+	}
+}
+
+// TestInvalidFieldNamesDropped: a field whose name is not a token, such as one with a space
+// before its colon, never comes out of the client: http.ReadResponse keeps "Transfer-Encoding :
+// chunked" under the name "Transfer-Encoding ", and the edge would store it and write it to
+// its clients beside its own Content-Length, which a client that trims the space reads as
+// chunked (RFC 9112 §5.1: a proxy must remove such whitespace). The 1xx heads get the same.
+func TestInvalidFieldNamesDropped(t *testing.T) {
+	srv := startRaw(t, "127.0.0.104", func(_ int64, c net.Conn, br *bufio.Reader) {
+		for {
+			if _, ok := readRequest(br); !ok {
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\nX Hint: 1\r\n\r\n"+
+				"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding : chunked\r\nX A: b\r\nX-Ok: 1\r\n\r\nok")
+		}
+	})
+	u := New(Config{Name: "hostile"})
+	t.Cleanup(u.Close)
+	var hints []textproto.MIMEHeader
+	trace := &httptrace.ClientTrace{Got1xxResponse: func(_ int, h textproto.MIMEHeader) error {
+		hints = append(hints, h)
+		return nil
+	}}
+	req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), http.MethodGet, "http://"+srv.addr+"/x", nil)
+	resp, err := u.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || string(body) != "ok" {
+		t.Fatalf("body %q, %v", body, err)
+	}
+	for k := range resp.Header {
+		if !httpguts.ValidHeaderFieldName(k) {
+			t.Errorf("answer has a field named %q", k)
+		}
+	}
+	if resp.Header.Get("X-Ok") != "1" {
+		t.Errorf("answer lost its valid fields: %q", resp.Header)
+	}
+	if len(hints) != 1 {
+		t.Fatalf("%d interim answers, want 1", len(hints))
+	}
+	for k := range hints[0] {
+		if !httpguts.ValidHeaderFieldName(k) {
+			t.Errorf("103 has a field named %q", k)
+		}
 	}
 }

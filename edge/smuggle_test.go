@@ -1,0 +1,195 @@
+package edge
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/meridian-cdn/meridian/wire"
+)
+
+// readAnswers reads every answer on c until the edge closes it (or 10 s pass, which fails the
+// test): the interim ones are returned too, in order.
+func readAnswers(t *testing.T, c net.Conn) (codes []int, final []*http.Response, closed bool) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	for {
+		r, err := http.ReadResponse(br, nil)
+		if err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Errorf("the edge kept the connection open: %v", err)
+				return codes, final, false
+			}
+			return codes, final, true
+		}
+		io.Copy(io.Discard, r.Body)
+		r.Body.Close()
+		codes = append(codes, r.StatusCode)
+		if r.StatusCode >= 200 {
+			final = append(final, r)
+		}
+	}
+}
+
+// TestChunkedPassWithEarlyHintsCloses: a request with Transfer-Encoding (here beside a
+// Content-Length, which a front end may have framed it by) is answered with Connection: close
+// and nothing pipelined behind its body is read (RFC 9112 §6.1, docs/edge.md), also when the
+// origin sends a 103 Early Hints first. ReverseProxy clears the client's header map after
+// each 1xx it forwards, which took the edge's Connection: close with it.
+func TestChunkedPassWithEarlyHintsCloses(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	n, _ := echoEdge(t, func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		seen = append(seen, r.Method+" "+r.URL.Path)
+		mu.Unlock()
+		if r.Method == http.MethodPost {
+			w.Header().Set("Link", "</style.css>; rel=preload")
+			w.WriteHeader(http.StatusEarlyHints)
+			w.Header().Del("Link")
+		}
+		io.WriteString(w, "done")
+	}, nil, nil)
+	c, err := net.Dial("tcp", n.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "POST /form HTTP/1.1\r\nHost: "+testHost+"\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"+
+		"5\r\nhello\r\n0\r\n\r\n"+
+		"GET /smuggled HTTP/1.1\r\nHost: "+testHost+"\r\n\r\n")
+	codes, final, closed := readAnswers(t, c)
+	if len(final) != 1 || final[0].StatusCode != 200 || !final[0].Close || !closed {
+		t.Errorf("answers %v (closed %v, first closes %v); want 103 then one 200 with Connection: close, then the end",
+			codes, closed, len(final) > 0 && final[0].Close)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, s := range seen {
+		if strings.Contains(s, "/smuggled") {
+			t.Errorf("origin saw the request pipelined behind a chunked body: %q", seen)
+		}
+	}
+}
+
+// startRawOrigin answers every request on every connection with answer, as written.
+func startRawOrigin(t *testing.T, ip, answer string) string {
+	t.Helper()
+	ln := listen(t, ip)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Go(func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					if _, err := http.ReadRequest(br); err != nil {
+						return
+					}
+					io.WriteString(c, answer)
+				}
+			})
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
+
+// TestOriginFieldNameWithSpaceNotForwarded: an origin's "Transfer-Encoding : chunked" (a space
+// before the colon, which http.ReadResponse keeps under the name "Transfer-Encoding ") never
+// reaches a client, on the miss or from cache: beside the edge's Content-Length, a client or
+// proxy that trims the space would read the answer as chunked and the rest of the connection
+// out of step (RFC 9112 §5.1: a proxy must remove such whitespace). net/http's server leaves
+// such a field out; the edge's own server wrote it.
+func TestOriginFieldNameWithSpaceNotForwarded(t *testing.T) {
+	o := startRawOrigin(t, "127.0.0.52", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding : chunked\r\nX A: b\r\n"+
+		"Cache-Control: max-age=60\r\nContent-Type: text/plain\r\n\r\nok")
+	n, _ := startEdge(t, listen(t, "127.0.0.53"), Config{PoP: "tst", Node: "e1", Logger: testLogger(t),
+		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + o}}})
+	for _, want := range []string{"miss", "hit"} {
+		c, err := net.Dial("tcp", n.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, "GET /te HTTP/1.1\r\nHost: "+testHost+"\r\nConnection: close\r\n\r\n")
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		b, err := io.ReadAll(c)
+		c.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		head, body, _ := strings.Cut(string(b), "\r\n\r\n")
+		if !strings.Contains(head, "fwd="+want) && !strings.Contains(head, "; "+want) || body != "ok" {
+			t.Fatalf("%s: got %q", want, b)
+		}
+		for _, bad := range []string{"\r\nTransfer-Encoding ", "\r\nX A"} {
+			if strings.Contains(head, bad) {
+				t.Errorf("%s: the answer has the origin's invalid field %q: %q", want, bad[2:], head)
+			}
+		}
+	}
+}
+
+// TestUpgradeRequestBodyBounded: a request that asks for a protocol upgrade is held to
+// max_request_body_bytes like any other (413, the origin never asked); its body, if it has one,
+// was streamed to the origin unbounded.
+func TestUpgradeRequestBodyBounded(t *testing.T) {
+	var mu sync.Mutex
+	var seen []int
+	n, _ := echoEdge(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		seen = append(seen, len(b))
+		mu.Unlock()
+		w.WriteHeader(http.StatusBadRequest)
+	}, nil, func(c *Config) { c.MaxRequestBodyBytes = 100 })
+	body := strings.Repeat("x", 5000)
+	for name, framing := range map[string]string{
+		"content-length": "Content-Length: 5000\r\n\r\n" + body,
+		"chunked":        "Transfer-Encoding: chunked\r\n\r\n1388\r\n" + body + "\r\n0\r\n\r\n",
+	} {
+		c, err := net.Dial("tcp", n.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, "POST /up HTTP/1.1\r\nHost: "+testHost+"\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+framing)
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		r, err := http.ReadResponse(bufio.NewReader(c), nil)
+		c.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if r.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Errorf("%s: status %d, want 413", name, r.StatusCode)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 0 {
+		t.Errorf("origin got bodies of %v bytes past a limit of 100", seen)
+	}
+}
