@@ -85,6 +85,12 @@ func (r *renderer) cloudInit(vm, role string, paths []string, files map[string][
 		// The Debian package installs /usr/sbin/nats-server and a unit of the same name, which
 		// ours in /etc/systemd/system overrides.
 		cc.RunCmd = append(cc.RunCmd, []string{"ln", "-sf", DebianNATSBin, NATSBin})
+		// The distribution's package may be too old for the rendered nats.conf (Debian 12 has
+		// 2.9.10, Ubuntu 24.04 2.10.7): say so in the cloud-init output, where the operator looks
+		// first, rather than only as the server's refusal of an unknown field.
+		sh(fmt.Sprintf(`v="$(dpkg-query -W -f '${Version}' nats-server)"; dpkg --compare-versions "$v" ge %[1]s ||`+
+			` { echo "meridian: the distribution's nats-server $v is older than %[1]s, which the rendered nats.conf needs:`+
+			` set release.nats_server_url (docs/deploy.md)" >&2; exit 1; }`, MinNATSServerVersion))
 	}
 	if role == RoleControl {
 		cc.RunCmd = append(cc.RunCmd, []string{"systemctl", "try-restart", "systemd-resolved.service"})

@@ -70,12 +70,17 @@ Files already in DIR that the fleet no longer renders are left alone.`,
 		Use:   "validate fleet.yaml",
 		Short: "Check a fleet file (render checks it too): every mistake with its file:line:column",
 		Long: `Check the fleet file as render does, without writing anything: fields, addresses,
-ports, checksums of downloads, and NATS TLS for any fleet not on loopback addresses.`,
+ports, checksums of downloads, NATS TLS for any fleet not on loopback addresses, and the size
+of every VM's user data (EC2 takes 16 KiB, gzipped).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f, err := Load(args[0])
 			if err != nil {
 				return err
+			}
+			// Render in memory for the checks of what it renders (the size of user data).
+			if _, err := Render(f, RenderOptions{}); err != nil {
+				return fmt.Errorf("render %s: %w", args[0], err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: fleet %s is valid (%d VMs)\n", args[0], f.Name, len(f.VMs()))
 			return nil

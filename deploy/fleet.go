@@ -47,10 +47,12 @@ type Release struct {
 	// cloud-init links it to /usr/local/bin/meridian.
 	BinaryPath string `yaml:"binary_path"`
 	// NATSServerURL is an https URL of a nats-server release .tar.gz (as published on GitHub)
-	// that cloud-init unpacks to /usr/local/bin/nats-server. Default: the Debian package
-	// nats-server.
+	// that cloud-init unpacks to /usr/local/bin/nats-server. Default: the distribution's
+	// package nats-server. Either must be MinNATSServerVersion or later (Debian 13's is; Debian
+	// 12's 2.9.10 is not).
 	NATSServerURL string `yaml:"nats_server_url"`
-	// NATSServerSHA256 is the archive's hex SHA-256; when set, cloud-init refuses a mismatch.
+	// NATSServerSHA256 is the archive's hex SHA-256 (required with NATSServerURL); cloud-init
+	// refuses a mismatch.
 	NATSServerSHA256 string `yaml:"nats_server_sha256"`
 }
 

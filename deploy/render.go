@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"bytes"
+	"compress/gzip"
 	"embed"
 	"encoding/json"
 	"errors"
@@ -30,6 +31,10 @@ const (
 	NATSBin     = "/usr/local/bin/nats-server"
 	// DebianNATSBin is where the Debian (and Ubuntu) package nats-server installs the binary.
 	DebianNATSBin = "/usr/sbin/nats-server"
+	// MinNATSServerVersion is the oldest nats-server that reads the rendered nats.conf: routes'
+	// pool_size came in 2.10.0, a leaf remote's nkey in 2.10.8 (2.9.10 refuses the first,
+	// 2.10.7 the second; TestNATSServerVersionFloor).
+	MinNATSServerVersion = "2.10.8"
 )
 
 // Roles a VM can have.
@@ -51,13 +56,35 @@ type RenderOptions struct {
 
 // VM is one rendered machine, as listed in vms.json for Terraform.
 type VM struct {
-	Name     string `json:"name"`
-	Role     string `json:"role"`
-	Region   string `json:"region"`
-	PoP      string `json:"pop,omitempty"`
-	IPv4     string `json:"ipv4"`
-	IPv6     string `json:"ipv6,omitempty"`
-	UserData string `json:"user_data"` // path of its cloud-init file in the rendered tree
+	Name   string `json:"name"`
+	Role   string `json:"role"`
+	Region string `json:"region"`
+	PoP    string `json:"pop,omitempty"`
+	IPv4   string `json:"ipv4"`
+	IPv6   string `json:"ipv6,omitempty"`
+	// PrivateIPv4 is the private address the VM must have (admin listeners, PoP peers bind or
+	// reach it); the Terraform example creates the instance with it.
+	PrivateIPv4 string `json:"private_ipv4,omitempty"`
+	UserData    string `json:"user_data"` // path of its cloud-init file in the rendered tree
+}
+
+// Ports are the ports the fleet's VMs listen on that other hosts reach, as ports.json lists
+// them for Terraform's security groups.
+type Ports struct {
+	HTTP        int `json:"http"`         // edges, from anyone
+	DNS         int `json:"dns"`          // control VMs, TCP and UDP, from anyone
+	NATSCluster int `json:"nats_cluster"` // control VMs, from the other control VMs
+	NATSLeaf    int `json:"nats_leaf"`    // control VMs, from the edge VMs
+	ControlAPI  int `json:"control_api"`  // control VMs, from operators
+	EdgeAdmin   int `json:"edge_admin"`   // edges' health and metrics, on the private address
+	DNSAdmin    int `json:"dns_admin"`    // DNS health and metrics, on the private address
+}
+
+// Ports lists the fleet's ports for ports.json. The NATS client and monitor ports are on
+// loopback: no other host reaches them.
+func (f *Fleet) Ports() Ports {
+	return Ports{HTTP: f.Edge.HTTPPort, DNS: f.DNS.Port, NATSCluster: f.NATS.ClusterPort, NATSLeaf: f.NATS.LeafPort,
+		ControlAPI: f.Control.APIPort, EdgeAdmin: f.Edge.AdminPort, DNSAdmin: f.DNS.AdminPort}
 }
 
 // VMs lists the fleet's machines: control VMs first, then edges by PoP, in file order.
@@ -65,13 +92,13 @@ func (f *Fleet) VMs() []VM {
 	var out []VM
 	for _, c := range f.Control.Nodes {
 		out = append(out, VM{Name: c.Name, Role: RoleControl, Region: c.Region, IPv4: c.IPv4, IPv6: c.IPv6,
-			UserData: c.Name + "/user-data"})
+			PrivateIPv4: c.PrivateIPv4, UserData: c.Name + "/user-data"})
 	}
 	for _, p := range f.PoPs {
 		for _, n := range p.Nodes {
 			name := p.VMName(n)
 			out = append(out, VM{Name: name, Role: RoleEdge, Region: p.Region, PoP: p.ID, IPv4: n.IPv4, IPv6: n.IPv6,
-				UserData: name + "/user-data"})
+				PrivateIPv4: n.PrivateIPv4, UserData: name + "/user-data"})
 		}
 	}
 	return out
@@ -89,6 +116,7 @@ func (f *Fleet) VMs() []VM {
 //	prometheus/prometheus.yml              scrape config for every node's metrics
 //	hosts/<host>.json                      PUT /v1/hosts/<host> bodies for the control API
 //	vms.json                               the VM list for Terraform
+//	ports.json                             the ports other hosts reach, for Terraform
 //
 // The output is deterministic: the same fleet renders the same bytes. f must come from Parse
 // or Load (defaults filled, validated).
@@ -145,12 +173,52 @@ func Render(f *Fleet, opts RenderOptions) (map[string][]byte, error) {
 		}
 		rd.out["hosts/"+h.Host+".json"] = append(b, '\n')
 	}
+	if err := checkUserDataSize(f, rd.out); err != nil {
+		return nil, err
+	}
 	vms, err := json.MarshalIndent(f.VMs(), "", "  ")
 	if err != nil {
 		return nil, fmt.Errorf("render vms.json: %w", err)
 	}
 	rd.out["vms.json"] = append(vms, '\n')
+	ports, err := json.MarshalIndent(f.Ports(), "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("render ports.json: %w", err)
+	}
+	rd.out["ports.json"] = append(ports, '\n')
 	return rd.out, nil
+}
+
+// MaxUserData is EC2's limit on user data, in bytes: "User data is limited to 16 KB, in raw
+// form, before it is base64-encoded" (AWS, Amazon EC2 User Guide, "Work with instance user
+// data"; the API's error says "User data is limited to 16384 bytes"). The Terraform example
+// sends base64gzip(user-data), so the raw form is the gzip stream.
+const MaxUserData = 16384
+
+// GzippedSize is the size of b as Terraform's base64gzip compresses it before encoding:
+// compress/gzip at its default level, flushed, then closed.
+func GzippedSize(b []byte) int {
+	var buf bytes.Buffer
+	w := gzip.NewWriter(&buf)
+	_, _ = w.Write(b) // writes to a bytes.Buffer do not fail
+	_ = w.Flush()
+	_ = w.Close()
+	return buf.Len()
+}
+
+// checkUserDataSize refuses a fleet any of whose VMs' gzipped user data is over MaxUserData:
+// EC2 would refuse to launch it. Each control VM's grows with every edge VM (nats.conf lists
+// every leaf key with its permissions); each edge VM's with the hosts.
+func checkUserDataSize(f *Fleet, out map[string][]byte) error {
+	var errs []error
+	for _, vm := range f.VMs() {
+		ud := out[vm.UserData]
+		if n := GzippedSize(ud); n > MaxUserData {
+			errs = append(errs, fmt.Errorf("%s: user data is %d bytes gzipped (%d before), over EC2's limit of %d bytes (16 KiB); docs/deploy.md, \"User data size\"",
+				vm.Name, n, len(ud), MaxUserData))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 type renderer struct {

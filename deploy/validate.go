@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"path"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/meridian-cdn/meridian/wire"
@@ -17,7 +18,10 @@ var (
 	labelRE  = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 	prefixRE = regexp.MustCompile(`^[a-zA-Z0-9_-]+(\.[a-zA-Z0-9_-]+)*$`)
 	sha256RE = regexp.MustCompile(`^[0-9a-f]{64}$`)
-	regionRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`)
+	// natsReleaseRE finds the version in the name of a nats-server release archive
+	// (nats-server-v2.11.4-linux-amd64.tar.gz).
+	natsReleaseRE = regexp.MustCompile(`nats-server-v(\d+)\.(\d+)\.(\d+)[^/]*$`)
+	regionRE      = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`)
 )
 
 // checker collects a fleet's problems. The fleet-wide uniqueness rules (VM names, addresses,
@@ -84,11 +88,29 @@ func (c *checker) release() {
 	}
 	c.httpsURL("release.binary_url", r.BinaryURL)
 	c.httpsURL("release.nats_server_url", r.NATSServerURL)
+	if m := natsReleaseRE.FindStringSubmatch(r.NATSServerURL); m != nil && versionLess(m[1:], MinNATSServerVersion) {
+		c.bad("release.nats_server_url", "is nats-server %s.%s.%s, which cannot read the rendered nats.conf: it needs %s or later",
+			m[1], m[2], m[3], MinNATSServerVersion)
+	}
 	if r.BinaryPath != "" && !path.IsAbs(r.BinaryPath) {
 		c.bad("release.binary_path", "%q is not an absolute path on the VM", r.BinaryPath)
 	}
 	c.checksum("release.binary_sha256", r.BinarySHA256, r.BinaryURL)
 	c.checksum("release.nats_server_sha256", r.NATSServerSHA256, r.NATSServerURL)
+}
+
+// versionLess says whether the version of numeric parts v (major, minor, patch) is older than
+// floor ("2.10.8").
+func versionLess(v []string, floor string) bool {
+	m := strings.Split(floor, ".")
+	for i := range min(len(v), len(m)) {
+		a, _ := strconv.Atoi(v[i])
+		b, _ := strconv.Atoi(m[i])
+		if a != b {
+			return a < b
+		}
+	}
+	return len(v) < len(m)
 }
 
 func (c *checker) httpsURL(field, u string) {

@@ -20,9 +20,13 @@ provider "aws" {
 
 locals {
   vms = jsondecode(file("${var.render_dir}/vms.json"))
+  # The fleet file's ports that other hosts reach (HTTP, DNS, NATS routes and leaf
+  # connections, the control API and the admin ports).
+  ports = jsondecode(file("${var.render_dir}/ports.json"))
 
-  # Every fleet address may reach the NATS cluster and leaf ports; nothing else may.
-  fleet_cidrs = [for vm in local.vms : "${vm.ipv4}/32"]
+  # Control VMs may reach the NATS route port, edge VMs the leaf port; nothing else may.
+  control_cidrs = [for vm in local.vms : "${vm.ipv4}/32" if vm.role == "control"]
+  edge_cidrs    = [for vm in local.vms : "${vm.ipv4}/32" if vm.role == "edge"]
 
   by_region = {
     for region in distinct([for vm in local.vms : vm.region]) :
@@ -36,7 +40,10 @@ module "eu_central_1" {
   fleet_name    = var.fleet_name
   render_dir    = var.render_dir
   vms           = lookup(local.by_region, "eu-central-1", {})
-  fleet_cidrs   = local.fleet_cidrs
+  subnet_id     = lookup(var.subnet_ids, "eu-central-1", null)
+  ports         = local.ports
+  control_cidrs = local.control_cidrs
+  edge_cidrs    = local.edge_cidrs
   admin_cidrs   = var.admin_cidrs
   ssh_key_name  = var.ssh_key_name
   instance_type = var.instance_type
@@ -48,7 +55,10 @@ module "us_east_1" {
   fleet_name    = var.fleet_name
   render_dir    = var.render_dir
   vms           = lookup(local.by_region, "us-east-1", {})
-  fleet_cidrs   = local.fleet_cidrs
+  subnet_id     = lookup(var.subnet_ids, "us-east-1", null)
+  ports         = local.ports
+  control_cidrs = local.control_cidrs
+  edge_cidrs    = local.edge_cidrs
   admin_cidrs   = var.admin_cidrs
   ssh_key_name  = var.ssh_key_name
   instance_type = var.instance_type
@@ -60,7 +70,10 @@ module "ap_northeast_1" {
   fleet_name    = var.fleet_name
   render_dir    = var.render_dir
   vms           = lookup(local.by_region, "ap-northeast-1", {})
-  fleet_cidrs   = local.fleet_cidrs
+  subnet_id     = lookup(var.subnet_ids, "ap-northeast-1", null)
+  ports         = local.ports
+  control_cidrs = local.control_cidrs
+  edge_cidrs    = local.edge_cidrs
   admin_cidrs   = var.admin_cidrs
   ssh_key_name  = var.ssh_key_name
   instance_type = var.instance_type

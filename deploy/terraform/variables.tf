@@ -30,3 +30,15 @@ variable "instance_type" {
     edge    = "c6i.large"
   }
 }
+
+variable "subnet_ids" {
+  description = <<-EOT
+    Region -> subnet for its VMs. Required for a region with VMs whose fleet entry has
+    private_ipv4: each such instance is created with that address, which must be in the
+    subnet's range (not its first four or last address). The subnet's VPC needs an internet
+    gateway (the Elastic IPs). A region left out uses the default VPC, where AWS picks the
+    private addresses: give its VMs no private_ipv4.
+  EOT
+  type        = map(string)
+  default     = {}
+}

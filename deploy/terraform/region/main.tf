@@ -12,10 +12,34 @@ terraform {
 variable "fleet_name" { type = string }
 variable "render_dir" { type = string }
 variable "vms" { type = map(any) }
-variable "fleet_cidrs" { type = list(string) }
+variable "control_cidrs" { type = list(string) }
+variable "edge_cidrs" { type = list(string) }
 variable "admin_cidrs" { type = list(string) }
 variable "ssh_key_name" { type = string }
 variable "instance_type" { type = map(string) }
+# The rendered ports.json: the fleet file's ports that other hosts reach.
+variable "ports" {
+  type = object({
+    http         = number
+    dns          = number
+    nats_cluster = number
+    nats_leaf    = number
+    control_api  = number
+    edge_admin   = number
+    dns_admin    = number
+  })
+}
+# The subnet of this region's VMs; null: the default VPC's (AWS picks each private address).
+# A VM whose fleet entry has private_ipv4 needs one whose range contains that address.
+variable "subnet_id" {
+  type    = string
+  default = null
+}
+
+data "aws_subnet" "vm" {
+  count = var.subnet_id == null ? 0 : 1
+  id    = var.subnet_id
+}
 
 data "aws_ami" "debian" {
   most_recent = true
@@ -30,40 +54,51 @@ resource "aws_security_group" "meridian" {
   count       = length(var.vms) > 0 ? 1 : 0
   name_prefix = "meridian-${var.fleet_name}-"
   description = "Meridian fleet ${var.fleet_name}"
+  # The subnet's VPC (null: the default VPC, where instances without subnet_id go).
+  vpc_id = one(data.aws_subnet.vm[*].vpc_id)
 
+  # Exactly the ports of the fleet file (ports.json), one rule per port: the NATS client and
+  # monitor ports listen on loopback and are not opened at all.
   ingress {
     description      = "HTTP to edges"
-    from_port        = 80
-    to_port          = 80
+    from_port        = var.ports.http
+    to_port          = var.ports.http
     protocol         = "tcp"
     cidr_blocks      = ["0.0.0.0/0"]
     ipv6_cidr_blocks = ["::/0"]
   }
   ingress {
     description      = "DNS over UDP"
-    from_port        = 53
-    to_port          = 53
+    from_port        = var.ports.dns
+    to_port          = var.ports.dns
     protocol         = "udp"
     cidr_blocks      = ["0.0.0.0/0"]
     ipv6_cidr_blocks = ["::/0"]
   }
   ingress {
     description      = "DNS over TCP"
-    from_port        = 53
-    to_port          = 53
+    from_port        = var.ports.dns
+    to_port          = var.ports.dns
     protocol         = "tcp"
     cidr_blocks      = ["0.0.0.0/0"]
     ipv6_cidr_blocks = ["::/0"]
   }
   ingress {
-    description = "NATS routes and leaf nodes, fleet only"
-    from_port   = 6222
-    to_port     = 7422
+    description = "NATS routes, from the control VMs"
+    from_port   = var.ports.nats_cluster
+    to_port     = var.ports.nats_cluster
     protocol    = "tcp"
-    cidr_blocks = var.fleet_cidrs
+    cidr_blocks = var.control_cidrs
+  }
+  ingress {
+    description = "NATS leaf connections, from the edge VMs"
+    from_port   = var.ports.nats_leaf
+    to_port     = var.ports.nats_leaf
+    protocol    = "tcp"
+    cidr_blocks = var.edge_cidrs
   }
   dynamic "ingress" {
-    for_each = length(var.admin_cidrs) > 0 ? [22, 7070, 9080, 9153] : []
+    for_each = length(var.admin_cidrs) > 0 ? [22, var.ports.control_api, var.ports.edge_admin, var.ports.dns_admin] : []
     content {
       description = "Operators: SSH, control API, metrics"
       from_port   = ingress.value
@@ -87,6 +122,11 @@ resource "aws_instance" "vm" {
   instance_type          = var.instance_type[each.value.role]
   key_name               = var.ssh_key_name
   vpc_security_group_ids = [aws_security_group.meridian[0].id]
+  # The fleet file's private_ipv4, where the admin listeners bind and the PoP's peers connect:
+  # the instance must have it. AWS refuses an address outside the subnet (or one of the
+  # subnet's first four and last).
+  subnet_id  = var.subnet_id
+  private_ip = try(each.value.private_ipv4, null)
   # EC2 user data is limited to 16 KiB; gzip keeps the rendered cloud-init well under it.
   user_data_base64 = base64gzip(file("${var.render_dir}/${each.value.user_data}"))
   # User data only boots a VM. A re-render changes it on VMs that must keep running: every
@@ -96,6 +136,10 @@ resource "aws_instance" "vm" {
   # VM on purpose with `terraform apply -replace=...`.
   lifecycle {
     ignore_changes = [user_data_base64]
+    precondition {
+      condition     = try(each.value.private_ipv4, null) == null || var.subnet_id != null
+      error_message = "${each.key} has private_ipv4 ${try(each.value.private_ipv4, "")} in the fleet file: set subnet_ids[\"${each.value.region}\"] to a subnet whose range contains it."
+    }
   }
 
   metadata_options {
