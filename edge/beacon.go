@@ -69,10 +69,17 @@ func (n *Node) setRUMSink(nc *nats.Conn, prefix string, pops *fleet.PoPNames) {
 }
 
 // front is the first step of every client request: it counts the request as in flight (finish
-// counts it done) and answers the beacon itself; it reports whether it answered.
+// counts it done), refuses an unsafe method in HTTP/3 early data and answers the beacon
+// itself; it reports whether it answered.
 func (n *Node) front(w *logWriter, req *request) bool {
 	n.sat.started.Add(1)
 	r := req.r
+	if r.ProtoMajor == 3 && r.TLS != nil && !r.TLS.HandshakeComplete && !safeMethod(r.Method) {
+		// 0-RTT early data can be replayed: only safe methods may use it (RFC 8470), a
+		// beacon report (a POST the edge answers itself) included.
+		n.fail(w, req, http.StatusTooEarly, "too early")
+		return true
+	}
 	if r.URL.Path != wire.BeaconPath {
 		return false
 	}

@@ -56,7 +56,13 @@ func (n *Node) deliver(w *logWriter, req *request, obj *store.Object, cs httpcac
 		}
 		delete(h, "Content-Length")
 		w.keepFor304(req, h)
-		http.ServeContent(w, r, "", obj.LastModified, bytes.NewReader(obj.Body))
+		var sw http.ResponseWriter = w
+		if _, ok := h["Content-Encoding"]; ok {
+			// ServeContent leaves Content-Length out of a whole answer with a
+			// Content-Encoding: the compressed variant's would go without one.
+			sw = encodedWriter{w, len(obj.Body)}
+		}
+		http.ServeContent(sw, r, "", obj.LastModified, bytes.NewReader(obj.Body))
 		return
 	}
 	h := n.blockHeader(w, req, obj, cs, upstreamCS)
@@ -68,6 +74,21 @@ func (n *Node) deliver(w *logWriter, req *request, obj *store.Object, cs httpcac
 	if r.Method != http.MethodHead && bodyAllowed(obj.Status) {
 		w.Write(obj.Body)
 	}
+}
+
+// encodedWriter is the writer http.ServeContent answers an encoded object through: a 200 (the
+// whole object) gets the object's Content-Length, which ServeContent sets for a range but not
+// for a whole answer with a Content-Encoding. Its other answers set their own framing.
+type encodedWriter struct {
+	*logWriter
+	length int
+}
+
+func (w encodedWriter) WriteHeader(code int) {
+	if h := w.Header(); code == http.StatusOK && len(h["Content-Length"]) == 0 {
+		h["Content-Length"] = []string{strconv.Itoa(w.length)}
+	}
+	w.logWriter.WriteHeader(code)
 }
 
 // clientHeader copies an answer's fields into the response header: the fleet-only ones only

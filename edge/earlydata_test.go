@@ -19,11 +19,14 @@ import (
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
+
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 // TestEarlyData: a real HTTP/3 0-RTT exchange with quic-go. A client resumes a session and
 // sends requests in early data before its handshake completes: a GET is served, a POST gets
-// 425 Too Early (RFC 8470: early data can be replayed).
+// 425 Too Early (RFC 8470: early data can be replayed), a POST of a beacon report too (the
+// edge answered it itself before looking at early data: a replay counted it again).
 func TestEarlyData(t *testing.T) {
 	cert := writeCert(t, t.TempDir(), "early", testHost)
 	_, n := tlsEdge(t, TLSConfig{Certs: []CertFiles{cert}, Allow0RTT: true})
@@ -45,16 +48,20 @@ func TestEarlyData(t *testing.T) {
 	_ = tr.Close()
 
 	for _, tt := range []struct {
-		method string
-		want   int
-	}{{http.MethodGet, http.StatusOK}, {http.MethodPost, http.StatusTooEarly}} {
-		t.Run(tt.method, func(t *testing.T) {
+		method, path string
+		want         int
+	}{
+		{http.MethodGet, "/e?cc=max-age%3D60", http.StatusOK},
+		{http.MethodPost, "/e?cc=max-age%3D60", http.StatusTooEarly},
+		{http.MethodPost, wire.BeaconPath, http.StatusTooEarly},
+	} {
+		t.Run(tt.method+tt.path, func(t *testing.T) {
 			// Under load the request's 0-RTT packets can be lost to the edge (likely: they came
 			// before it had read the client's Initial); the client then sends the request again
 			// in 1-RTT, which is read only after the handshake: no longer early data. Such an
 			// attempt proves nothing either way, so it is made again.
 			for attempt := 1; ; attempt++ {
-				status, early := earlyExchange(t, n.HTTPSAddr(), tlsConf, tt.method)
+				status, early := earlyExchange(t, n.HTTPSAddr(), tlsConf, tt.method, tt.path)
 				if early {
 					if status != tt.want {
 						t.Errorf("%s in early data = %d, want %d", tt.method, status, tt.want)
@@ -73,7 +80,7 @@ func TestEarlyData(t *testing.T) {
 // earlyExchange sends one request in 0-RTT early data through a relay that holds back the
 // client's handshake, and returns the answer's status and whether it came before the relay let
 // the handshake through (the request was then read as early data).
-func earlyExchange(t *testing.T, server string, tlsConf *tls.Config, method string) (status int, early bool) {
+func earlyExchange(t *testing.T, server string, tlsConf *tls.Config, method, path string) (status int, early bool) {
 	t.Helper()
 	// On loopback the client's Finished would reach the edge microseconds after its early
 	// data; the relay holds it back so the request meets an incomplete handshake. An early
@@ -94,7 +101,7 @@ func earlyExchange(t *testing.T, server string, tlsConf *tls.Config, method stri
 	if err != nil {
 		t.Fatalf("open stream: %v", err)
 	}
-	req, _ := http.NewRequestWithContext(ctx, method, "https://"+testHost+"/e?cc=max-age%3D60", http.NoBody)
+	req, _ := http.NewRequestWithContext(ctx, method, "https://"+testHost+path, http.NoBody)
 	req.Body = nil
 	if err := str.SendRequestHeader(req); err != nil {
 		t.Fatalf("send: %v", err)

@@ -264,3 +264,65 @@ func TestCompressionWithoutLength(t *testing.T) {
 		}
 	}
 }
+
+// TestCompressedVariantConditionalLength: a conditional request that is answered with the
+// whole compressed variant (its validator does not match) gets the same Content-Length as a
+// plain one, GET and HEAD alike. http.ServeContent leaves Content-Length out when the header
+// has a Content-Encoding, so such an answer went without one (chunked, or no length at all
+// for a HEAD).
+func TestCompressedVariantConditionalLength(t *testing.T) {
+	// Hex digits of a pseudo-random sequence: text that compresses to about half, so the
+	// encoded body is far over what a server buffers to find a length by itself.
+	var text strings.Builder
+	for x := uint32(1); text.Len() < 40000; x = x*1664525 + 1013904223 {
+		text.WriteString(strconv.FormatUint(uint64(x), 16))
+	}
+	n, c := echoEdge(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/css")
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("ETag", `"v1"`)
+		w.Header().Set("Last-Modified", "Mon, 01 Jan 2001 00:00:00 GMT")
+		io.WriteString(w, text.String())
+	}, nil, nil)
+	const target = "/cl.css"
+	full := do(t, c, http.MethodGet, n.Addr(), testHost, target, "Accept-Encoding", "br")
+	if full.header.Get("Content-Encoding") != "br" {
+		t.Fatalf("Content-Encoding = %q, want br", full.header.Get("Content-Encoding"))
+	}
+	want := strconv.Itoa(len(full.body))
+	if got := full.header.Get("Content-Length"); got != want || len(full.body) < 8192 {
+		t.Fatalf("plain GET: Content-Length = %q, body %d bytes; want %s and at least 8 KiB", got, len(full.body), want)
+	}
+	for _, method := range []string{http.MethodGet, http.MethodHead} {
+		for _, cond := range [][]string{
+			{"If-None-Match", `"other"`},
+			{"If-Modified-Since", "Mon, 01 Jan 1990 00:00:00 GMT"},
+			{"If-Range", `"other"`, "Range", "bytes=0-9"},
+		} {
+			hdr := append([]string{"Accept-Encoding", "br"}, cond...)
+			r := do(t, c, method, n.Addr(), testHost, target, hdr...)
+			if r.status != http.StatusOK {
+				t.Fatalf("%s %s: status %d, want 200", method, cond[0], r.status)
+			}
+			if got := r.header.Get("Content-Length"); got != want {
+				t.Errorf("%s with %s: Content-Length = %q, want %s", method, cond[0], got, want)
+			}
+			if method == http.MethodGet && r.body != full.body {
+				t.Errorf("%s with %s: body differs from the plain answer's", method, cond[0])
+			}
+		}
+	}
+	// The other answers of a conditional request keep their own framing.
+	r := do(t, c, http.MethodGet, n.Addr(), testHost, target, "Accept-Encoding", "br", "If-None-Match", full.header.Get("ETag"))
+	if r.status != http.StatusNotModified || r.header.Get("Content-Length") != "" {
+		t.Errorf("matching If-None-Match: status %d, Content-Length %q; want 304 without one", r.status, r.header.Get("Content-Length"))
+	}
+	r = do(t, c, http.MethodGet, n.Addr(), testHost, target, "Accept-Encoding", "br", "If-Match", `"other"`)
+	if r.status != http.StatusPreconditionFailed || r.body != "" {
+		t.Errorf("failing If-Match: status %d, %d bytes; want 412 without a body", r.status, len(r.body))
+	}
+	r = do(t, c, http.MethodGet, n.Addr(), testHost, target, "Accept-Encoding", "br", "Range", "bytes=5-14")
+	if r.status != http.StatusPartialContent || r.header.Get("Content-Length") != "10" || r.body != full.body[5:15] {
+		t.Errorf("Range: status %d, Content-Length %q; want 206 with 10 bytes", r.status, r.header.Get("Content-Length"))
+	}
+}

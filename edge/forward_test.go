@@ -898,3 +898,30 @@ func TestResponseViaKept(t *testing.T) {
 		}
 	}
 }
+
+// TestPassDropsOriginAltSvc: an origin's Alt-Svc names the origin's endpoints, not the edge's,
+// and never reaches a client, on a pass as on a fill: a client would otherwise take HTTP/3 (or
+// "clear") from the origin, also from an edge that does not serve HTTP/3 at all.
+func TestPassDropsOriginAltSvc(t *testing.T) {
+	n, c := echoEdge(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Alt-Svc", `h3="origin.internal:443"; ma=2592000`)
+		w.Header().Set("Cache-Control", "max-age=60")
+		io.WriteString(w, "ok")
+	}, func(h *wire.HostConfig) { h.Cookies = "pass" }, nil)
+	for _, tt := range []struct {
+		name, method string
+		hdr          []string
+	}{
+		{"POST", http.MethodPost, nil},
+		{"GET with a cookie passed", http.MethodGet, []string{"Cookie", "a=1"}},
+		{"GET filled", http.MethodGet, nil},
+	} {
+		r := do(t, c, tt.method, n.Addr(), testHost, "/alt", tt.hdr...)
+		if r.status != http.StatusOK {
+			t.Fatalf("%s: status %d", tt.name, r.status)
+		}
+		if got := r.header.Values("Alt-Svc"); len(got) != 0 {
+			t.Errorf("%s: Alt-Svc %q reached the client", tt.name, got)
+		}
+	}
+}

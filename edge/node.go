@@ -433,8 +433,23 @@ func (n *Node) ServeListeners(ctx context.Context, ls Listeners) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
 	defer cancel()
-	for _, s := range all {
-		if serr := s.shutdown(sctx); serr != nil && err == nil {
+	// The client listeners drain together: one after another, HTTP/3 clients got their GOAWAY
+	// only once the TCP servers' requests had all finished, and had their new requests taken
+	// meanwhile. The admin listener, last in all, answers (draining) until they are done.
+	errs := make([]error, len(all))
+	var drain sync.WaitGroup
+	for i, s := range all {
+		if ls.Admin != nil && i == len(all)-1 {
+			break
+		}
+		drain.Go(func() { errs[i] = s.shutdown(sctx) })
+	}
+	drain.Wait()
+	if ls.Admin != nil {
+		errs[len(all)-1] = all[len(all)-1].shutdown(sctx)
+	}
+	for _, serr := range errs {
+		if serr != nil && err == nil {
 			err = fmt.Errorf("edge shutdown: %w", serr)
 		}
 	}

@@ -113,6 +113,7 @@ func (n *Node) pass(w *logWriter, req *request) {
 			}
 			h := resp.Header
 			delete(h, hopHeader)
+			delete(h, "Alt-Svc") // the origin's endpoints are not ours (as on a fill)
 			if !req.host.cfg.Cache.KeepSurrogateHeaders {
 				httpcache.StripSurrogateHeaders(h)
 			}

@@ -147,11 +147,6 @@ func (n *Node) serve(w *logWriter, req *request) {
 			w.Header()["Alt-Svc"] = []string{*alt}
 		}
 	}
-	if r.ProtoMajor == 3 && r.TLS != nil && !r.TLS.HandshakeComplete && !safeMethod(r.Method) {
-		// 0-RTT early data can be replayed: only safe methods may use it (RFC 8470).
-		n.fail(w, req, http.StatusTooEarly, "too early")
-		return
-	}
 	if len(r.TransferEncoding) > 0 {
 		// net/http drops a Content-Length sent beside Transfer-Encoding before we can see it;
 		// RFC 9112 §6.1 then requires closing the connection, so that nothing a front end may
