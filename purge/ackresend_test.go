@@ -88,19 +88,30 @@ func TestConfirmedAcksAreReleased(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	wait.For(t, 10*time.Second, "the first acks", func() bool { return len(acks.snapshot()) == first })
-	after := time.Now()
-	wait.For(t, 10*time.Second, "a confirmation asked for after them", func() bool { return n.sub.CaughtUpAt().After(after) })
-	if _, err := Publish(ctx, js, "", msg("www.example.com", KindURL, "/last")); err != nil {
-		t.Fatal(err)
+	// Acks may come twice: a node sends the unconfirmed ones again when the stream answers
+	// after a question that failed (timed out under load, say).
+	distinct := func() int {
+		ids := map[string]bool{}
+		for _, a := range acks.snapshot() {
+			ids[a.ID] = true
+		}
+		return len(ids)
 	}
-	wait.For(t, 10*time.Second, "the last ack", func() bool { return len(acks.snapshot()) == first+1 })
-	n.stop()
-	kept := 0
-	for _, b := range n.sub.unconfirmed {
-		kept += b.n
-	}
-	if kept != 1 {
-		t.Errorf("the node keeps %d acks for sending again, want 1 (the last; the others were confirmed)", kept)
+	wait.For(t, 10*time.Second, "the first acks", func() bool { return distinct() == first })
+	// A node lets go of confirmed acks when it sends the next: one more purge after a
+	// confirmation asked for now leaves it keeping that purge's ack alone. Under load a
+	// question may fail, after which the next answer confirms nothing: then once more.
+	for round := 0; ; round++ {
+		after := time.Now()
+		wait.For(t, 10*time.Second, "a confirmation asked for after the acks", func() bool { return n.sub.CaughtUpAt().After(after) })
+		if _, err := Publish(ctx, js, "", msg("www.example.com", KindURL, fmt.Sprintf("/last/%d", round))); err != nil {
+			t.Fatal(err)
+		}
+		wait.For(t, 10*time.Second, "the last ack", func() bool { return distinct() == first+round+1 })
+		if kept := n.sub.UnconfirmedAcks(); kept <= 1 { // 1, or 0 if read before its count
+			break
+		} else if round == 4 {
+			t.Fatalf("the node keeps %d acks for sending again after %d confirmed rounds, want 1 (the last)", kept, round+1)
+		}
 	}
 }

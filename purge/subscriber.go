@@ -83,6 +83,7 @@ type Subscriber struct {
 	// disconnected can fail: these are sent again after a reconnect (resendAcks).
 	unconfirmed      []ackBatch
 	unconfirmedBytes int
+	unconfirmedAcks  atomic.Int64 // the acks in unconfirmed (UnconfirmedAcks)
 	spare            [][]byte
 	dropping         bool // unconfirmed acks are being dropped for the bound (logged once)
 	// sameConn is whether the acks go on the connection confirmLoop asks the stream over:
@@ -93,6 +94,10 @@ type Subscriber struct {
 	// the server.
 	acksSent  atomic.Uint64
 	delivered atomic.Pointer[ackMark]
+	// mustResend is the last ack message that must be sent again before any confirmation
+	// lets it go (0: none): set with resend, when the stream answers after questions that
+	// failed, so that a confirmation that comes before Run resent them cannot drop them.
+	mustResend atomic.Uint64
 
 	// caughtUpAt (Unix nanoseconds, 0 for never) is the last confirmed time before which every
 	// purge published has been applied; confirmedOn is the connection's reconnect count when
@@ -109,6 +114,10 @@ type Subscriber struct {
 	// replay asks Run's goroutine to replay from the stream up to a sequence (0: whatever the
 	// stream holds, unconditionally); capacity 1, sent without blocking by confirmLoop.
 	replay chan uint64
+	// resend asks Run's goroutine to send the unconfirmed acks again (capacity 1): the stream
+	// answered again after questions that failed, so the path to the server was cut somewhere
+	// this connection does not see (a leaf node's link, a route), and what it carried is lost.
+	resend chan struct{}
 }
 
 // NewSubscriber checks cfg and returns a Subscriber; it starts nothing.
@@ -155,6 +164,7 @@ func NewSubscriber(cfg SubscriberConfig) (*Subscriber, error) {
 		confirmed: make(chan struct{}),
 		progress:  make(chan struct{}, 1),
 		replay:    make(chan uint64, 1),
+		resend:    make(chan struct{}, 1),
 		sameConn:  cfg.JS.Conn() == conn,
 	}, nil
 }
@@ -281,6 +291,8 @@ func (s *Subscriber) Run(ctx context.Context) error {
 			// Announcements made while disconnected are lost, and so may be acks.
 			s.resendAcks()
 			needReplay = true
+		case <-s.resend:
+			s.resendAcks()
 		case upTo := <-s.replay:
 			// Announcements already here may be all that is missing.
 			for upTo != 0 && s.LastApplied() < upTo && len(live) > 0 && !needReplay {
@@ -521,15 +533,21 @@ func (s *Subscriber) sendAcks(b ackBatch) {
 	b.idx = s.acksSent.Add(1)
 	s.unconfirmed = append(s.unconfirmed, b)
 	s.unconfirmedBytes += len(b.data)
+	s.unconfirmedAcks.Add(int64(b.n))
 	for s.unconfirmedBytes > maxUnconfirmedAckBytes && len(s.unconfirmed) > 1 {
 		if !s.dropping {
 			s.dropping = true
 			s.log.Debug("purge acks not confirmed by the server; the oldest will not be sent again", "bytes", s.unconfirmedBytes)
 		}
 		s.unconfirmedBytes -= len(s.unconfirmed[0].data)
+		s.unconfirmedAcks.Add(-int64(s.unconfirmed[0].n))
 		s.unconfirmed = s.unconfirmed[1:]
 	}
 }
+
+// UnconfirmedAcks is how many acks the node keeps to send again, not yet confirmed by a stream
+// answer: under a second's worth while the path to the stream is whole.
+func (s *Subscriber) UnconfirmedAcks() int { return int(s.unconfirmedAcks.Load()) }
 
 // pruneAcks lets go of the ack messages the last confirmation covers.
 func (s *Subscriber) pruneAcks() {
@@ -537,13 +555,15 @@ func (s *Subscriber) pruneAcks() {
 	if m == nil {
 		return
 	}
+	floor := s.mustResend.Load()
 	i := 0
 	for ; i < len(s.unconfirmed); i++ {
 		b := s.unconfirmed[i]
-		if b.idx > m.idx || b.epoch != m.epoch {
+		if b.idx > m.idx || b.epoch != m.epoch || b.idx <= floor {
 			break
 		}
 		s.unconfirmedBytes -= len(b.data)
+		s.unconfirmedAcks.Add(-int64(b.n))
 		if len(s.spare) < 16 {
 			s.spare = append(s.spare, b.data[:0])
 		}
@@ -560,11 +580,14 @@ func (s *Subscriber) pruneAcks() {
 // have lost it on the way, or its publish failed. The tracker ignores an ack it has.
 func (s *Subscriber) resendAcks() {
 	s.pruneAcks()
+	floor := s.mustResend.Load()
+	defer s.mustResend.CompareAndSwap(floor, 0) // all up to it sent again (a newer one stays)
 	old := s.unconfirmed
 	if len(old) == 0 {
 		return
 	}
 	s.unconfirmed, s.unconfirmedBytes = nil, 0
+	s.unconfirmedAcks.Store(0)
 	acks := 0
 	for _, b := range old {
 		acks += b.n
@@ -645,13 +668,25 @@ func (s *Subscriber) confirmLoop(ctx context.Context) {
 		await(nil)
 	}
 	ask := true
+	failed := false // the last question went unanswered: the path to the stream was cut
 	for {
 		settle()
 		// A pending sequence that stays out of reach (the stream was recreated, say) is
 		// replaced by a fresh one after a few rounds.
 		if ask || (want != nil && want.ticks >= 3) {
 			before := s.LastApplied()
-			if c, err := s.askLastSeq(ctx); err != nil {
+			c, err := s.askLastSeq(ctx, !failed)
+			if err == nil && failed {
+				// Answered again after a cut this connection may not have seen (a leaf
+				// node's link to the cluster, a route): acks sent meanwhile may be lost there.
+				s.mustResend.Store(s.acksSent.Load())
+				select {
+				case s.resend <- struct{}{}:
+				default:
+				}
+			}
+			failed = err != nil && ctx.Err() == nil
+			if err != nil {
 				s.log.Debug("confirm purge stream position", "err", err)
 			} else if c.seq < before || c.created != s.created.Load() {
 				// Below what was applied, or another stream's: the stream was recreated. The
@@ -694,7 +729,10 @@ func (s *Subscriber) requestReplay(seq uint64) {
 }
 
 // askLastSeq asks the stream for its last sequence.
-func (s *Subscriber) askLastSeq(ctx context.Context) (confirmation, error) {
+// mark says whether the answer may confirm the acks sent before the question (delivered):
+// not after questions that failed, when acks sent meanwhile may have been lost beyond the
+// server this connection reaches.
+func (s *Subscriber) askLastSeq(ctx context.Context, mark bool) (confirmation, error) {
 	c := confirmation{asked: s.cfg.Clock(), conn: s.conn.Stats().Reconnects}
 	sent := s.acksSent.Load()
 	actx, cancel := context.WithTimeout(ctx, s.cfg.ConfirmEvery)
@@ -705,7 +743,7 @@ func (s *Subscriber) askLastSeq(ctx context.Context) (confirmation, error) {
 	}
 	// The server answered a question sent after those acks on the same connection, with no
 	// reconnect between: it read them first.
-	if s.sameConn && s.conn.Stats().Reconnects == c.conn {
+	if mark && s.sameConn && s.conn.Stats().Reconnects == c.conn {
 		s.delivered.Store(&ackMark{idx: sent, epoch: c.conn})
 	}
 	info := stream.CachedInfo()

@@ -1,0 +1,119 @@
+package purge
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/meridian-cdn/meridian/internal/natstest"
+	"github.com/meridian-cdn/meridian/internal/tcplink"
+	"github.com/meridian-cdn/meridian/internal/wait"
+)
+
+func startNS(t *testing.T, opts *server.Options) *server.Server {
+	t.Helper()
+	opts.NoLog, opts.NoSigs = true, true
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	return ns
+}
+
+// TestAckLostInLeafCutIsSentAgain: the production topology (deploy/render_nats.go): the edge
+// connects to the leaf node on its own VM, and the cut is between that leaf node and the
+// cluster. An ack published while the leaf link is down is dropped by the leaf node; the
+// edge's own connection never reconnects, and the first stream answer after the link is back
+// "confirms" the lost ack. It is never sent again, and the purge stays pending for that node.
+func TestAckLostInLeafCutIsSentAgain(t *testing.T) {
+	ctx := testContext(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leafPort := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	hub := startNS(t, &server.Options{ServerName: "hub", Host: "127.0.0.1", Port: -1, JetStream: true,
+		JetStreamDomain: "fleet", StoreDir: t.TempDir(),
+		LeafNode: server.LeafNodeOpts{Host: "127.0.0.1", Port: leafPort}})
+	link, err := tcplink.Listen("127.0.0.1:0", fmt.Sprintf("127.0.0.1:%d", leafPort), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = link.Close() })
+	u, _ := url.Parse("nats-leaf://" + link.Addr().String())
+	leaf := startNS(t, &server.Options{ServerName: "leaf", Host: "127.0.0.1", Port: -1,
+		JsAccDefaultDomain: map[string]string{"$G": "fleet"},
+		LeafNode: server.LeafNodeOpts{ReconnectInterval: 50 * time.Millisecond,
+			Remotes: []*server.RemoteLeafOpts{{URLs: []*url.URL{u}}}}})
+	wait.For(t, 10*time.Second, "the leaf link", func() bool { return hub.NumLeafNodes() == 1 })
+
+	ctl, js := natstest.ConnectURL(t, hub.ClientURL())
+	if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	acks := listenAcks(t, ctl)
+	_, njs := natstest.ConnectURL(t, leaf.ClientURL())
+	started := make(chan string, 4)
+	release := make(chan struct{})
+	s, err := NewSubscriber(SubscriberConfig{JS: njs, PoP: "lon", Node: "n1",
+		Apply: func(ctx context.Context, m Message) (int, error) {
+			started <- m.ID
+			return held(ctx, release, 1)
+		},
+		OnGap:        func(context.Context, uint64, uint64) {},
+		ConfirmEvery: 20 * time.Millisecond,
+		RetryMin:     10 * time.Millisecond, RetryMax: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := runSubscriber(t, s)
+	defer stop()
+
+	// The topology works: a purge without a cut is acked through the leaf node.
+	ok := msg("www.example.com", KindURL, "/ok")
+	if _, err := Publish(ctx, js, "", ok); err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	release <- struct{}{}
+	wait.For(t, 10*time.Second, "the first ack", func() bool { return len(acks.snapshot()) == 1 })
+
+	m := msg("www.example.com", KindURL, "/cut")
+	if _, err := Publish(ctx, js, "", m); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the node never started applying the purge")
+	}
+	link.Cut()
+	wait.For(t, 5*time.Second, "the leaf link gone", func() bool { return hub.NumLeafNodes() == 0 && leaf.NumLeafNodes() == 0 })
+	close(release) // applied while the PoP is cut off; the leaf node drops the ack
+	wait.For(t, 5*time.Second, "the purge applied", func() bool { return s.LastApplied() == 2 })
+	time.Sleep(100 * time.Millisecond)
+	link.Restore()
+	wait.For(t, 10*time.Second, "the leaf link back", func() bool { return hub.NumLeafNodes() == 1 })
+	wait.For(t, 10*time.Second, "the node's ack after the link came back", func() bool {
+		for _, a := range acks.snapshot() {
+			if a.ID == m.ID {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+var _ = nats.ErrTimeout
