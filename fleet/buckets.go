@@ -123,6 +123,13 @@ func ensureFleetBucket(ctx context.Context, js jetstream.JetStream, cfg jetstrea
 		sc := stream.CachedInfo().Config
 		sc.SubjectDeleteMarkerTTL, sc.AllowRollup = 0, false
 		sc.MaxAge, sc.Replicas, sc.Description = cfg.TTL, cfg.Replicas, cfg.Description
+		// The duplicates window as a KV update sets it: at most the TTL, which the server
+		// requires (a lower TTL than the bucket was made with was refused, and control did
+		// not start).
+		sc.Duplicates = 2 * time.Minute
+		if cfg.TTL > 0 && cfg.TTL < sc.Duplicates {
+			sc.Duplicates = cfg.TTL
+		}
 		if _, err := js.UpdateStream(ctx, sc); err != nil {
 			return fmt.Errorf("drop delete markers and rollups on kv bucket %s: %w", cfg.Bucket, err)
 		}

@@ -603,3 +603,38 @@ func TestFleetBucketFromEarlierVersion(t *testing.T) {
 		}
 	}
 }
+
+// TestMigratedFleetBucketTTLLowered: a fleet bucket migrated from delete markers keeps
+// AllowMsgTTL, so every later start updates its stream directly; the stream keeps the
+// duplicates window the old TTL gave it, and lowering the TTL (MaxAge below that window) is
+// refused by the server: EnsureBuckets fails, and control does not start.
+func TestMigratedFleetBucketTTLLowered(t *testing.T) {
+	s := natstest.Start(t)
+	_, js := s.Connect(t)
+	ctx := t.Context()
+	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: wire.Bucket("", wire.FleetBucket), History: 1, TTL: 10 * time.Second,
+		Storage: jetstream.FileStorage, LimitMarkerTTL: 10 * time.Second,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := fleet.EnsureBuckets(ctx, js, "", 10*time.Second, 1); err != nil {
+		t.Fatalf("EnsureBuckets (upgrade): %v", err)
+	}
+	if err := fleet.EnsureBuckets(ctx, js, "", 3*time.Second, 1); err != nil {
+		t.Fatalf("EnsureBuckets with a lower TTL: %v", err)
+	}
+}
+
+// TestFreshFleetBucketTTLLowered: the same change on a bucket made by this version works.
+func TestFreshFleetBucketTTLLowered(t *testing.T) {
+	s := natstest.Start(t)
+	_, js := s.Connect(t)
+	ctx := t.Context()
+	if err := fleet.EnsureBuckets(ctx, js, "", 10*time.Second, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := fleet.EnsureBuckets(ctx, js, "", 3*time.Second, 1); err != nil {
+		t.Fatalf("EnsureBuckets with a lower TTL: %v", err)
+	}
+}
