@@ -526,7 +526,7 @@ func (s *Server) putHost(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusBadRequest, "host", fmt.Errorf("host %q does not match the path's %q", hc.Host, host))
 		return
 	}
-	if err := hc.Validate(); err != nil {
+	if err := hc.ValidateNew(); err != nil {
 		WriteError(w, http.StatusBadRequest, "", err)
 		return
 	}

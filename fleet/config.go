@@ -213,9 +213,10 @@ func configKV(ctx context.Context, js jetstream.JetStream, prefix string) (jetst
 	return kv, nil
 }
 
-// PutHost validates h and stores it under its host key.
+// PutHost validates h (ValidateNew: a config written now meets every rule) and stores it under
+// its host key.
 func PutHost(ctx context.Context, js jetstream.JetStream, prefix string, h wire.HostConfig) error {
-	if err := h.Validate(); err != nil {
+	if err := h.ValidateNew(); err != nil {
 		return err
 	}
 	return putJSON(ctx, js, prefix, wire.HostKey(h.Host), h)

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode"
 )
 
 // HostConfig is how the fleet serves one hostname. It is the value stored under HostKey in
@@ -128,15 +129,10 @@ func checkFields(field string, names []string, fixed []string) error {
 	return nil
 }
 
-// hopByHopFields are the RFC 9110 §7.6.1 hop-by-hop fields besides the fixed ones, which the
-// edge strips from what it forwards (httpcache.RemoveHopByHop): a host's policy may deny them,
-// but not set them on every request or answer.
-var hopByHopFields = []string{"keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization"}
-
-// checkSet validates a set map for field: field names, none hop-by-hop, none twice in another
-// case (the edge sets them in map order, so which value won would change from one request to
-// the next), and values without control characters.
-func checkSet(field string, set map[string]string, fixed []string) error {
+// checkSetNew is what ValidateNew asks of a set map beyond checkSet: no hop-by-hop field, and
+// no field twice in another case (the edge sets them in map order, so which value won would
+// change from one request to the next).
+func checkSetNew(field string, set map[string]string) error {
 	names := make([]string, 0, len(set))
 	for k := range set {
 		names = append(names, k)
@@ -144,9 +140,6 @@ func checkSet(field string, set map[string]string, fixed []string) error {
 	sort.Strings(names)
 	seen := make(map[string]string, len(names))
 	for _, k := range names {
-		if err := checkFields(field, []string{k}, fixed); err != nil {
-			return &FieldError{Field: field + "." + k, Err: errors.Unwrap(err)}
-		}
 		lk := strings.ToLower(k)
 		if slices.Contains(hopByHopFields, lk) {
 			return &FieldError{Field: field + "." + k, Err: fmt.Errorf("%q is a hop-by-hop field", k)}
@@ -155,6 +148,26 @@ func checkSet(field string, set map[string]string, fixed []string) error {
 			return &FieldError{Field: field + "." + k, Err: fmt.Errorf("names the same field as %q (field names are case-insensitive)", other)}
 		}
 		seen[lk] = k
+	}
+	return nil
+}
+
+// hopByHopFields are the RFC 9110 §7.6.1 hop-by-hop fields besides the fixed ones, which the
+// edge strips from what it forwards (httpcache.RemoveHopByHop): a host's policy may deny them,
+// but not set them on every request or answer.
+var hopByHopFields = []string{"keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization"}
+
+// checkSet validates a set map for field: field names, and values without control characters.
+func checkSet(field string, set map[string]string, fixed []string) error {
+	names := make([]string, 0, len(set))
+	for k := range set {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		if err := checkFields(field, []string{k}, fixed); err != nil {
+			return &FieldError{Field: field + "." + k, Err: errors.Unwrap(err)}
+		}
 		// RFC 9110 §5.5: no control character but HTAB. net/http refuses a request or answer
 		// with one, so a host whose set value held one failed every fill.
 		if i := strings.IndexFunc(set[k], func(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f }); i >= 0 {
@@ -250,11 +263,6 @@ func (h HostConfig) Validate() error {
 	if err := ValidateOrigin(h.Origin); err != nil {
 		return &FieldError{Field: "origin", Err: err}
 	}
-	if h.OriginHost != "" {
-		if err := validateOriginHost(h.OriginHost); err != nil {
-			return &FieldError{Field: "origin_host", Err: err}
-		}
-	}
 	if err := h.Cache.validate(); err != nil {
 		return err
 	}
@@ -268,6 +276,25 @@ func (h HostConfig) Validate() error {
 		return err
 	}
 	return h.ResponseHeaders.validate()
+}
+
+// ValidateNew is Validate and the rules added after host configs were first stored: a config
+// must meet them to be written (control's API, fleet.PutHost), but one already stored, read
+// back by an upgraded node (fleet.DecodeHostConfig) or from an edge's file, is held to
+// Validate only, since refusing it there would take a site that served off the fleet.
+func (h HostConfig) ValidateNew() error {
+	if err := h.Validate(); err != nil {
+		return err
+	}
+	if h.OriginHost != "" {
+		if err := validateOriginHost(h.OriginHost); err != nil {
+			return &FieldError{Field: "origin_host", Err: err}
+		}
+	}
+	if err := checkSetNew("request_headers.set", h.RequestHeaders.Set); err != nil {
+		return err
+	}
+	return checkSetNew("response_headers.set", h.ResponseHeaders.Set)
 }
 
 // validateOriginHost checks a Host header value for the origin: a hostname (letters of either
@@ -299,7 +326,9 @@ func validateOriginHost(h string) error {
 	}
 	for _, l := range strings.Split(strings.TrimSuffix(name, "."), ".") {
 		if l == "" || len(l) > 63 || strings.IndexFunc(l, func(r rune) bool {
-			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_')
+			// A name in Unicode ("bücher.example") is sent in its ASCII form (net/http).
+			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' ||
+				r >= 0x80 && (unicode.IsLetter(r) || unicode.IsDigit(r) || unicode.IsMark(r)))
 		}) >= 0 {
 			return bad
 		}
