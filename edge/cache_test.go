@@ -484,25 +484,7 @@ func TestQualifiedFieldsOnlyForTheirRequest(t *testing.T) {
 			n, _ := startEdge(t, listen(t, "127.0.0.11"), cfg)
 			c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients}}
 			t.Cleanup(c.CloseIdleConnections)
-			got := make([]resp, clients)
-			errs := make(chan error, clients)
-			for i := range clients {
-				go func() {
-					var err error
-					got[i], err = tryDo(c, http.MethodGet, n.Addr(), testHost, "/q", "X-Client", fmt.Sprint(i))
-					errs <- err
-				}()
-			}
-			wait.For(t, 5*time.Second, "every client to wait for the first fill", func() bool {
-				buf := make([]byte, 1<<20)
-				return requests.Load() == 1 && strings.Count(string(buf[:runtime.Stack(buf, true)]), "(*filler).collapse(") >= clients
-			})
-			close(release)
-			for range clients {
-				if err := <-errs; err != nil {
-					t.Fatal(err)
-				}
-			}
+			got := collapsedClients(t, c, n, "/q", clients, &requests, release)
 			withFields := 0
 			for i, r := range got {
 				foo, bar := r.header.Get("X-Foo"), r.header.Get("X-Bar")
@@ -573,25 +555,7 @@ func TestCollapsedPersonal5xx(t *testing.T) {
 				Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + addr}}})
 			c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients}}
 			t.Cleanup(c.CloseIdleConnections)
-			got := make([]resp, clients)
-			errs := make(chan error, clients)
-			for i := range clients {
-				go func() {
-					var err error
-					got[i], err = tryDo(c, http.MethodGet, n.Addr(), testHost, "/down", "X-Client", fmt.Sprint(i))
-					errs <- err
-				}()
-			}
-			wait.For(t, 5*time.Second, "every client to wait for the first fill", func() bool {
-				buf := make([]byte, 1<<20)
-				return requests.Load() == 1 && strings.Count(string(buf[:runtime.Stack(buf, true)]), "(*filler).collapse(") >= clients
-			})
-			close(release)
-			for range clients {
-				if err := <-errs; err != nil {
-					t.Fatal(err)
-				}
-			}
+			got := collapsedClients(t, c, n, "/down", clients, &requests, release)
 			for i, r := range got {
 				v := r.header.Get(tc.header[0])
 				if r.status != http.StatusServiceUnavailable {
@@ -610,4 +574,31 @@ func TestCollapsedPersonal5xx(t *testing.T) {
 			}
 		})
 	}
+}
+
+// collapsedClients sends clients GETs of path to n at once, each with its own X-Client (its
+// index), waits until the origin holds the first (requests is 1) and every client waits in a
+// collapse, then closes release and returns the answers in client order.
+func collapsedClients(t *testing.T, c *http.Client, n *Node, path string, clients int, requests *atomic.Int32, release chan struct{}) []resp {
+	t.Helper()
+	got := make([]resp, clients)
+	errs := make(chan error, clients)
+	for i := range clients {
+		go func() {
+			var err error
+			got[i], err = tryDo(c, http.MethodGet, n.Addr(), testHost, path, "X-Client", fmt.Sprint(i))
+			errs <- err
+		}()
+	}
+	wait.For(t, 5*time.Second, "every client to wait for the first fill", func() bool {
+		buf := make([]byte, 1<<20)
+		return requests.Load() == 1 && strings.Count(string(buf[:runtime.Stack(buf, true)]), "(*filler).collapse(") >= clients
+	})
+	close(release)
+	for range clients {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	return got
 }

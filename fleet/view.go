@@ -191,36 +191,25 @@ func (v *View) notify(members bool) {
 }
 
 // Nodes returns the live nodes, sorted by PoP then node id.
-func (v *View) Nodes() []wire.Node {
+func (v *View) Nodes() []wire.Node { return v.nodesWhere(true) }
+
+// AllNodes is Nodes with the nodes whose reports went stale included: every node the view
+// holds (until its key is deleted or expires in the bucket, or the view re-snapshots it, or
+// forgets it: expireLoop). For a reader that judges freshness itself and may still fall back
+// to a stale node, as DNS fails open to the nearest PoP while its view of the fleet is cut
+// off from NATS.
+func (v *View) AllNodes() []wire.Node { return v.nodesWhere(false) }
+
+// nodesWhere returns the nodes, only the fresh ones if fresh, sorted by PoP then node id.
+func (v *View) nodesWhere(fresh bool) []wire.Node {
 	now := v.cfg.Clock()
 	v.mu.Lock()
 	out := make([]wire.Node, 0, len(v.nodes))
 	for _, n := range v.nodes {
-		if v.freshLocked(n, now) {
+		if !fresh || v.freshLocked(n, now) {
 			n.Draining = n.Draining || v.drains[n.PoP]
 			out = append(out, n)
 		}
-	}
-	v.mu.Unlock()
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].PoP != out[j].PoP {
-			return out[i].PoP < out[j].PoP
-		}
-		return out[i].ID < out[j].ID
-	})
-	return out
-}
-
-// AllNodes is Nodes with the nodes whose reports went stale included: every node the view
-// holds (until its key is deleted or expires in the bucket, or the view re-snapshots it).
-// For a reader that judges freshness itself and may still fall back to a stale node, as DNS
-// fails open to the nearest PoP while its view of the fleet is cut off from NATS.
-func (v *View) AllNodes() []wire.Node {
-	v.mu.Lock()
-	out := make([]wire.Node, 0, len(v.nodes))
-	for _, n := range v.nodes {
-		n.Draining = n.Draining || v.drains[n.PoP]
-		out = append(out, n)
 	}
 	v.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool {
