@@ -164,6 +164,23 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Listen == "" {
 		cfg.Listen = DefaultListen
 	}
+	// Negative values mean nothing (only PurgeRate's and AuthFailureRate's do): refuse them
+	// rather than fall back to the default, so that --replicas -3 is not silently 1.
+	for _, n := range []struct {
+		flag string
+		v    int64
+	}{
+		{"--heartbeat-ttl", int64(cfg.HeartbeatTTL)}, {"--replicas", int64(cfg.Replicas)},
+		{"--max-body-bytes", cfg.MaxBodyBytes}, {"--purge-retention", int64(cfg.PurgeRetention)},
+		{"--purge-burst", int64(cfg.PurgeBurst)},
+	} {
+		if n.v < 0 {
+			return nil, fmt.Errorf("new control: %s is negative", n.flag)
+		}
+	}
+	if _, _, err := splitHostPort(cfg.Listen); err != nil {
+		return nil, fmt.Errorf("new control: --listen %q: %w", cfg.Listen, err)
+	}
 	if cfg.NATSListen == "" {
 		cfg.NATSListen = DefaultNATSListen
 	}

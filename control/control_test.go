@@ -824,3 +824,69 @@ func TestEveryRouteEveryToken(t *testing.T) {
 		}
 	}
 }
+
+// TestDocumentedFlagDefaults holds `meridian control`'s flags and New's defaults to the flag
+// table of docs/control.md.
+func TestDocumentedFlagDefaults(t *testing.T) {
+	t.Setenv(TokensFileEnv, "testdata/tokens.yaml")
+	s, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	flags := NewCommand().Flags()
+	for _, tt := range []struct {
+		flag, doc  string
+		normalised any // New's value for the zero Config
+		want       any
+	}{
+		{"listen", "127.0.0.1:7070", s.cfg.Listen, "127.0.0.1:7070"},
+		{"tls-cert", "", s.cfg.TLSCert, ""},
+		{"tls-key", "", s.cfg.TLSKey, ""},
+		{"insecure-http", "false", s.cfg.InsecureHTTP, false},
+		{"nats", "", s.cfg.NATSURL, ""},
+		{"nats-creds", "", s.cfg.NATSCreds, ""},
+		{"nats-listen", "127.0.0.1:4222", s.cfg.NATSListen, "127.0.0.1:4222"},
+		{"store-dir", "meridian-control-data", s.cfg.StoreDir, "meridian-control-data"},
+		{"tokens", "", s.cfg.TokensFile, "testdata/tokens.yaml"}, // $MERIDIAN_TOKENS_FILE
+		{"prefix", "", s.cfg.Prefix, ""},                         // "" is "meridian"
+		{"heartbeat-ttl", "0s", s.cfg.HeartbeatTTL, 3 * time.Second},
+		{"replicas", "1", s.cfg.Replicas, 1},
+		{"max-body-bytes", "1048576", s.cfg.MaxBodyBytes, int64(1048576)},
+		{"purge-retention", "24h0m0s", s.cfg.PurgeRetention, 24 * time.Hour},
+		{"purge-rate", "50", s.cfg.PurgeRate, 50.0},
+		{"purge-burst", "100", s.cfg.PurgeBurst, 100},
+	} {
+		f := flags.Lookup(tt.flag)
+		if f == nil {
+			t.Errorf("--%s: no such flag", tt.flag)
+			continue
+		}
+		if f.DefValue != tt.doc {
+			t.Errorf("--%s: flag default %q, want %q", tt.flag, f.DefValue, tt.doc)
+		}
+		if tt.normalised != tt.want {
+			t.Errorf("--%s: New's default %v, docs/control.md says %v", tt.flag, tt.normalised, tt.want)
+		}
+	}
+}
+
+// TestNewRefusesNegativeFlags: a negative count, size or duration is refused naming its flag,
+// not silently replaced by the default; an out-of-range --listen port is refused at New.
+func TestNewRefusesNegativeFlags(t *testing.T) {
+	t.Setenv(TokensFileEnv, "testdata/tokens.yaml")
+	for _, tt := range []struct {
+		flag string
+		cfg  Config
+	}{
+		{"--heartbeat-ttl", Config{HeartbeatTTL: -time.Second}},
+		{"--replicas", Config{Replicas: -3}},
+		{"--max-body-bytes", Config{MaxBodyBytes: -1}},
+		{"--purge-retention", Config{PurgeRetention: -time.Hour}},
+		{"--purge-burst", Config{PurgeBurst: -1}},
+		{"--listen", Config{Listen: "127.0.0.1:99999"}},
+	} {
+		if _, err := New(tt.cfg); err == nil || !strings.Contains(err.Error(), tt.flag) {
+			t.Errorf("New with bad %s: error %v, want one naming %s", tt.flag, err, tt.flag)
+		}
+	}
+}

@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -252,8 +254,12 @@ func (c Config) validate() wire.FieldErrors {
 		{c.TTL, "ttl"}, {c.ZoneTTL, "zone_ttl"}, {c.SOA.Refresh, "soa.refresh"}, {c.SOA.Retry, "soa.retry"},
 		{c.SOA.Expire, "soa.expire"}, {c.SOA.Minimum, "soa.minimum"}, {c.HeartbeatTTL, "heartbeat_ttl"},
 	} {
-		if d.v < 0 {
+		switch {
+		case d.v < 0:
 			errs.Add(d.field, "is negative")
+		case d.v%time.Second != 0 && d.field != "heartbeat_ttl":
+			// DNS counts TTLs and SOA timers in whole seconds: 500ms would go out as 0.
+			errs.Add(d.field, "%v is not a whole number of seconds", d.v)
 		}
 	}
 	if c.AnswerCount < 0 {
@@ -329,6 +335,19 @@ func (c Config) validate() wire.FieldErrors {
 	if c.DefaultPoP != "" && c.Fleet == nil && c.NATS == "" && !seen[c.DefaultPoP] {
 		errs.Add("default_pop", "%q is not a configured PoP", c.DefaultPoP)
 	}
+	for _, n := range []struct {
+		field string
+		v     int64
+	}{{"cache_entries", int64(c.CacheEntries)}, {"cache_bytes", c.CacheBytes}, {"udp_workers", int64(c.UDPWorkers)}} {
+		if n.v < 0 {
+			errs.Add(n.field, "is negative")
+		}
+	}
+	for _, a := range []struct{ field, addr string }{{"listen", c.Listen}, {"admin_listen", c.AdminListen}} {
+		if a.addr != "" && !hostPort(a.addr) {
+			errs.Add(a.field, "%q is not host:port", a.addr)
+		}
+	}
 	if c.MaxUDPSize != 0 && (c.MaxUDPSize < 512 || c.MaxUDPSize > 65535) {
 		errs.Add("max_udp_size", "%d is not between 512 and 65535", c.MaxUDPSize)
 	}
@@ -336,6 +355,23 @@ func (c Config) validate() wire.FieldErrors {
 		errs.Add("mmdb", "is required")
 	}
 	return errs
+}
+
+// hostPort reports whether addr is host:port with a port net.Listen takes: a number from 0
+// to 65535 or a service name ("domain"). net.SplitHostPort alone accepts any port, so ":99999"
+// would pass the config and fail only when the server starts.
+func hostPort(addr string) bool {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "" {
+		return false
+	}
+	if n, err := strconv.ParseUint(port, 10, 64); err == nil {
+		return n <= 65535
+	} else if errors.Is(err, strconv.ErrRange) {
+		return false
+	}
+	_, err = net.LookupPort("tcp", port)
+	return err == nil
 }
 
 // withDefaults fills in every default of a valid c and makes its names absolute and lower

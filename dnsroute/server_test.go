@@ -372,3 +372,102 @@ func TestMetricsDocumented(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigDocumentedDefaults: a config with only the required fields (zone, ns, mmdb) gets
+// exactly the defaults of the table in docs/dns.md, so the two cannot drift apart.
+func TestConfigDocumentedDefaults(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "dns.yaml")
+	minimal := "zone: cdn.example.\nns:\n  - {name: ns1, ipv4: [192.0.2.53]}\nmmdb: city.mmdb\n"
+	if err := os.WriteFile(p, []byte(minimal), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := LoadConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := cfg.prepare()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol := rankPolicy(c.Policy)
+	for _, tt := range []struct {
+		key       string
+		got, want any
+	}{
+		{"soa.mname", c.SOA.MName, "ns1.cdn.example."},
+		{"soa.rname", c.SOA.RName, "hostmaster.cdn.example."},
+		{"soa.serial", c.SOA.Serial, uint32(1)},
+		{"soa.refresh", c.SOA.Refresh, time.Hour},
+		{"soa.retry", c.SOA.Retry, 10 * time.Minute},
+		{"soa.expire", c.SOA.Expire, 168 * time.Hour},
+		{"soa.minimum", c.SOA.Minimum, 60 * time.Second},
+		{"ttl", c.TTL, 30 * time.Second},
+		{"zone_ttl", c.ZoneTTL, time.Hour},
+		{"listen", c.Listen, ":53"},
+		{"admin_listen", c.AdminListen, ""},
+		{"mmdb_reload", c.MMDBReload, 5 * time.Second},
+		{"default_pop", c.DefaultPoP, ""}, // "" is the first PoP by id (state.go)
+		{"answer_count", c.AnswerCount, 2},
+		{"rotation", c.Rotation, "roundrobin"},
+		{"fail_closed", c.FailClosed, false},
+		{"heartbeat_ttl", c.HeartbeatTTL, 3 * time.Second},
+		{"rate_limit.qps", c.RateLimit.QPS, 0.0},
+		{"rate_limit.burst", c.RateLimit.Burst, 1.0}, // qps, at least 1
+		{"rate_limit.slip", c.RateLimit.Slip, 2},
+		{"policy.policy", pol.Name, "nearest"},
+		{"policy.explore", pol.Explore, 0.05},
+		{"policy.low_watermark", pol.Low, 0.8},
+		{"policy.high_watermark", pol.High, 1.0},
+		{"policy.radius_km", pol.RadiusKm, 1500.0},
+		{"hostnames", strings.Join(c.Hostnames, ","), "*"},
+		{"max_udp_size", c.MaxUDPSize, 1232},
+		{"cache_entries", c.CacheEntries, 100000},
+		{"cache_bytes", c.CacheBytes, int64(134217728)},
+		{"udp_workers", c.UDPWorkers, 0}, // 0 is GOMAXPROCS (Server.workers)
+		{"prefix", c.Prefix, ""},         // "" is wire.DefaultPrefix
+	} {
+		if fmt.Sprint(tt.got) != fmt.Sprint(tt.want) || fmt.Sprintf("%T", tt.got) != fmt.Sprintf("%T", tt.want) {
+			t.Errorf("%s: default %v (%T), docs/dns.md says %v", tt.key, tt.got, tt.got, tt.want)
+		}
+	}
+}
+
+// TestConfigRefusesNonsense: values that mean nothing are refused, each naming its field
+// with its position, instead of falling back to a default or failing only at start-up.
+func TestConfigRefusesNonsense(t *testing.T) {
+	base := "zone: cdn.example.\nns:\n  - {name: ns1, ipv4: [192.0.2.53]}\nmmdb: city.mmdb\n"
+	for _, tt := range []struct{ yaml, field, msg string }{
+		{"ttl: 30\n", "ttl", "cannot unmarshal"},
+		{"cache_bytes: 128MB\n", "cache_bytes", "cannot unmarshal"},
+		{"heartbeat_ttl: -1s\n", "heartbeat_ttl", "is negative"},
+		{"cache_entries: -1\n", "cache_entries", "is negative"},
+		{"cache_bytes: -1\n", "cache_bytes", "is negative"},
+		{"udp_workers: -4\n", "udp_workers", "is negative"},
+		{"listen: 127.0.0.1:99999\n", "listen", "not host:port"},
+		{"listen: nowhere\n", "listen", "not host:port"},
+		{"admin_listen: 127.0.0.1:65536\n", "admin_listen", "not host:port"},
+		{"max_udp_size: 100\n", "max_udp_size", "not between"},
+		{"ttl: 500ms\n", "ttl", "not a whole number of seconds"},
+		{"zone_ttl: 1m30.5s\n", "zone_ttl", "not a whole number of seconds"},
+	} {
+		p := filepath.Join(t.TempDir(), "dns.yaml")
+		if err := os.WriteFile(p, []byte(base+tt.yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := LoadConfig(p)
+		var fes wire.FieldErrors
+		if !errors.As(err, &fes) {
+			t.Errorf("%q: error %v, want a problem with %s", tt.yaml, err, tt.field)
+			continue
+		}
+		found := false
+		for _, fe := range fes {
+			if fe.Field == tt.field && fe.Line == 5 && strings.Contains(fe.Error(), tt.msg) {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("%q: problems %v, want %s: ...%s... on line 5", tt.yaml, err, tt.field, tt.msg)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -286,10 +287,26 @@ func (c *Config) Validate() error {
 		{"peer_timeout", c.PeerTimeout}, {"fleet_stale_timeout", c.FleetStaleTimeout},
 		{"request_body_timeout", c.RequestBodyTimeout}, {"fill_timeout", c.FillTimeout},
 		{"pass_timeout", c.PassTimeout}, {"shutdown_timeout", c.ShutdownTimeout},
+		{"lame_duck", c.LameDuck}, {"tls.reload_interval", c.TLS.ReloadInterval},
+		{"fleet.heartbeat", c.Fleet.Heartbeat}, {"fleet.ttl", c.Fleet.TTL},
+		{"upstream.dial_timeout", c.Upstream.DialTimeout},
+		{"upstream.tls_handshake_timeout", c.Upstream.TLSHandshakeTimeout},
+		{"upstream.response_header_timeout", c.Upstream.ResponseHeaderTimeout},
+		{"upstream.body_timeout", c.Upstream.BodyTimeout}, {"upstream.queue_wait", c.Upstream.QueueWait},
+		{"upstream.open_timeout", c.Upstream.OpenTimeout},
 	} {
 		if d.v < 0 {
 			bad(d.field, "is negative")
 		}
+	}
+	if r := c.Upstream.FailureRatio; r < 0 || r > 1 {
+		bad("upstream.failure_ratio", "%g is not between 0 and 1", r)
+	}
+	if c.MaxRequestBodyBytes < 0 {
+		bad("max_request_body_bytes", "is negative")
+	}
+	if c.MaxHeaderBytes < 0 {
+		bad("max_header_bytes", "is negative")
 	}
 	if c.HTTP1 != "" && c.HTTP1 != HTTP1Fast && c.HTTP1 != HTTP1Std {
 		bad("http1", "is %q; want %q or %q", c.HTTP1, HTTP1Fast, HTTP1Std)
@@ -301,13 +318,13 @@ func (c *Config) Validate() error {
 		if p.ID == "" {
 			bad(fmt.Sprintf("peers[%d].id", i), "is required")
 		}
-		if _, _, err := net.SplitHostPort(p.Addr); err != nil {
+		if !hostPort(p.Addr) {
 			bad(fmt.Sprintf("peers[%d].addr", i), "%q is not host:port", p.Addr)
 		}
 	}
 	for pop, nodes := range c.Shields {
 		for i, p := range nodes {
-			if _, _, err := net.SplitHostPort(p.Addr); err != nil {
+			if !hostPort(p.Addr) {
 				bad(fmt.Sprintf("shields.%s[%d].addr", pop, i), "%q is not host:port", p.Addr)
 			}
 		}
@@ -331,15 +348,32 @@ func (c *Config) Validate() error {
 	if u := c.TLS.UnknownSNI; u != "" && u != "default" && u != "reject" {
 		bad("tls.unknown_sni", "%q is not default or reject", u)
 	}
-	for _, a := range []struct{ field, addr string }{{"listen", c.Listen}, {"admin_listen", c.AdminListen}} {
-		if a.addr == "off" && a.field == "admin_listen" {
+	for _, a := range []struct{ field, addr string }{{"listen", c.Listen}, {"admin_listen", c.AdminListen}, {"https_listen", c.HTTPSListen}} {
+		if (a.addr == "off" && a.field == "admin_listen") || (a.addr == "" && a.field == "https_listen") {
 			continue
 		}
-		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+		if !hostPort(a.addr) {
 			bad(a.field, "%q is not host:port", a.addr)
 		}
 	}
 	return errs.Err()
+}
+
+// hostPort reports whether addr is host:port with a port net.Listen and net.Dial take: a
+// number from 0 to 65535 or a service name ("http"). net.SplitHostPort alone accepts any
+// port, so ":99999" would pass the config and fail only when the node starts.
+func hostPort(addr string) bool {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "" {
+		return false
+	}
+	if n, err := strconv.ParseUint(port, 10, 64); err == nil {
+		return n <= 65535
+	} else if errors.Is(err, strconv.ErrRange) {
+		return false
+	}
+	_, err = net.LookupPort("tcp", port)
+	return err == nil
 }
 
 // parsePrefix parses a CIDR or a single address (as its /32 or /128).

@@ -157,3 +157,115 @@ func TestPeerTimeoutDefault(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadConfigDocumentedDefaults: an empty edge.yaml (every field may be left out) gets
+// exactly the defaults docs/edge.md's configuration block states, so the two cannot drift.
+func TestLoadConfigDocumentedDefaults(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "edge.yaml")
+	if err := os.WriteFile(p, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := LoadConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.setDefaults() // what New applies
+	for _, tt := range []struct {
+		key       string
+		got, want any
+	}{
+		{"pop", c.PoP, "local"},
+		{"node", c.Node, "edge-1"},
+		{"listen", c.Listen, "127.0.0.1:8080"},
+		{"https_listen", c.HTTPSListen, ""},
+		{"tls.unknown_sni", c.TLS.UnknownSNI, ""}, // "" is "default": the first certificate
+		{"tls.reload_interval", c.TLS.ReloadInterval, 5 * time.Second},
+		{"tls.disable_http3", c.TLS.DisableHTTP3, false},
+		{"tls.allow_0rtt", c.TLS.Allow0RTT, false},
+		{"tls.dev", c.TLS.Dev, false},
+		{"h2c", c.H2C, false},
+		{"http1", c.HTTP1, "fast"},
+		{"http2", c.HTTP2, "fast"},
+		{"admin_listen", c.AdminListen, "127.0.0.1:9080"},
+		{"pprof", c.Pprof, false},
+		{"access_log", c.AccessLog, false},
+		{"cache.max_bytes", c.Cache.MaxBytes, int64(256 << 20)},
+		{"cache.max_object_bytes", c.Cache.MaxObjectBytes, int64(8 << 20)},
+		{"cache.in_flight_bytes", c.Cache.InFlightBytes, int64(64 << 20)},
+		{"peer_timeout", c.PeerTimeout, 15 * time.Second}, // response_header_timeout (10s) + 5s
+		{"fleet_stale_timeout", c.FleetStaleTimeout, 300 * time.Millisecond},
+		{"max_request_body_bytes", c.MaxRequestBodyBytes, int64(10 << 20)},
+		{"request_buffer_bytes", c.RequestBufferBytes, int64(64 << 10)},
+		{"request_buffer_dir", c.RequestBufferDir, ""},
+		{"request_body_timeout", c.RequestBodyTimeout, 60 * time.Second},
+		{"fill_timeout", c.FillTimeout, 60 * time.Second},
+		{"pass_timeout", c.PassTimeout, time.Hour},
+		{"max_header_bytes", c.MaxHeaderBytes, 64 << 10},
+		{"lame_duck", c.LameDuck, time.Duration(0)},
+		{"shutdown_timeout", c.ShutdownTimeout, 30 * time.Second},
+		{"purge.max_lag", c.Purge.MaxLag, 5 * time.Second},
+		{"rtt.disable", c.RTT.Disable, false},
+		{"fleet.nats", c.Fleet.NATS, ""}, // standalone
+		{"fleet.saturation.max_in_flight", saturationLimit(c.Fleet.Saturation), DefaultMaxInFlight},
+		{"fleet.saturation.hit_latency_target", DefaultHitLatencyTarget, 20 * time.Millisecond},
+	} {
+		if tt.got != tt.want {
+			t.Errorf("%s: default %v, docs/edge.md says %v", tt.key, tt.got, tt.want)
+		}
+	}
+}
+
+// saturationLimit is the in-flight limit saturationFigure uses for c.
+func saturationLimit(c SaturationConfig) int {
+	if c.MaxInFlight == 0 {
+		return DefaultMaxInFlight
+	}
+	return c.MaxInFlight
+}
+
+// TestLoadConfigRefusesNonsense: values that cannot mean anything are refused at load, each
+// naming its field, instead of being taken silently (a negative tls.reload_interval made the
+// certificate watcher's ticker panic after start-up; a negative max_request_body_bytes
+// answered every request with a body 413; a port past 65535 failed only at listen).
+func TestLoadConfigRefusesNonsense(t *testing.T) {
+	for _, tt := range []struct{ yaml, field, msg string }{
+		{"fill_timeout: 5\n", "fill_timeout", "cannot unmarshal"},
+		{"cache:\n  max_bytes: 1GB\n", "cache.max_bytes", "cannot unmarshal"},
+		{"cache:\n  max_bytes: -1\n", "cache.max_bytes", "is negative"},
+		{"tls:\n  reload_interval: -1s\n", "tls.reload_interval", "is negative"},
+		{"lame_duck: -5s\n", "lame_duck", "is negative"},
+		{"max_request_body_bytes: -1\n", "max_request_body_bytes", "is negative"},
+		{"max_header_bytes: -1\n", "max_header_bytes", "is negative"},
+		{"upstream:\n  dial_timeout: -2s\n", "upstream.dial_timeout", "is negative"},
+		{"upstream:\n  body_timeout: -1s\n", "upstream.body_timeout", "is negative"},
+		{"upstream:\n  failure_ratio: 1.5\n", "upstream.failure_ratio", "not between 0 and 1"},
+		{"upstream:\n  failure_ratio: -0.5\n", "upstream.failure_ratio", "not between 0 and 1"},
+		{"fleet:\n  heartbeat: -1s\n", "fleet.heartbeat", "is negative"},
+		{"fleet:\n  ttl: -3s\n", "fleet.ttl", "is negative"},
+		{"listen: 127.0.0.1:99999\n", "listen", "not host:port"},
+		{"admin_listen: 127.0.0.1:65536\n", "admin_listen", "not host:port"},
+		{"https_listen: nowhere\ntls:\n  dev: true\n", "https_listen", "not host:port"},
+		{"peers:\n  - {id: a, addr: 10.0.0.1:123456}\n", "peers[0].addr", "not host:port"},
+		{"colour: blue\n", "colour", "unknown field"},
+	} {
+		p := filepath.Join(t.TempDir(), "edge.yaml")
+		if err := os.WriteFile(p, []byte(tt.yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := LoadConfig(p)
+		var fes wire.FieldErrors
+		if !errors.As(err, &fes) {
+			t.Errorf("%q: error %v, want a problem with %s", tt.yaml, err, tt.field)
+			continue
+		}
+		found := false
+		for _, fe := range fes {
+			if fe.Field == tt.field && fe.File == p && fe.Line > 0 && strings.Contains(fe.Error(), tt.msg) {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("%q: problems %v, want %s: ...%s... at its line", tt.yaml, err, tt.field, tt.msg)
+		}
+	}
+}
