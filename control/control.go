@@ -533,11 +533,16 @@ func (s *Server) startNATS() (*server.Server, natsauth.Credential, func(), error
 	if err != nil {
 		return nil, none, nil, fmt.Errorf("control: embedded nats: %w", err)
 	}
+	// The server reports a failure to listen (the port in use) only through its logger's
+	// Fatalf, and ReadyForConnections waits its whole timeout regardless: catch the report
+	// and stop waiting at once.
+	fatal := make(chan string, 1)
+	ns.SetLoggerV2(fatalLogger(fatal), false, false, false)
 	go ns.Start()
-	if !ns.ReadyForConnections(30 * time.Second) {
+	if err := waitNATSReady(ns, fatal, 30*time.Second); err != nil {
 		ns.Shutdown()
 		ns.WaitForShutdown()
-		return nil, none, nil, fmt.Errorf("control: embedded nats on %s did not start", s.cfg.NATSListen)
+		return nil, none, nil, fmt.Errorf("control: embedded nats on %s did not start: %w", s.cfg.NATSListen, err)
 	}
 	// The file is read under the lock: two callers that read it before it changed and set
 	// its users after would otherwise let the older read win (a revoked key accepted again).
@@ -601,4 +606,39 @@ func splitHostPort(hp string) (string, int, error) {
 		return "", 0, fmt.Errorf("bad port %q", ps)
 	}
 	return host, port, nil
+}
+
+// waitNATSReady waits up to d for ns to accept connections, returning early with the error
+// the server reported through its logger's Fatalf.
+func waitNATSReady(ns *server.Server, fatal <-chan string, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		if ns.ReadyForConnections(50 * time.Millisecond) {
+			return nil
+		}
+		select {
+		case msg := <-fatal:
+			return errors.New(msg)
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not ready after %v", d)
+		}
+	}
+}
+
+// fatalLogger is the embedded NATS server's logger: it drops everything (the server runs with
+// NoLog) except the first fatal error, which it hands to waitNATSReady.
+type fatalLogger chan<- string
+
+func (fatalLogger) Noticef(string, ...any) {}
+func (fatalLogger) Warnf(string, ...any)   {}
+func (fatalLogger) Errorf(string, ...any)  {}
+func (fatalLogger) Debugf(string, ...any)  {}
+func (fatalLogger) Tracef(string, ...any)  {}
+func (l fatalLogger) Fatalf(format string, v ...any) {
+	select {
+	case l <- fmt.Sprintf(format, v...):
+	default:
+	}
 }

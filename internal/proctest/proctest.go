@@ -29,6 +29,12 @@ func Build(t testing.TB) string {
 // is killed when the test ends if it is still running.
 func Start(t testing.TB, bin, ready string, args ...string) *exec.Cmd {
 	t.Helper()
+	return StartWithin(t, 30*time.Second, bin, ready, args...)
+}
+
+// StartWithin is Start failing the test if ready is not logged within timeout.
+func StartWithin(t testing.TB, timeout time.Duration, bin, ready string, args ...string) *exec.Cmd {
+	t.Helper()
 	cmd := exec.Command(bin, args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -49,7 +55,7 @@ func Start(t testing.TB, bin, ready string, args ...string) *exec.Cmd {
 	}()
 	select {
 	case <-up:
-	case <-time.After(30 * time.Second):
+	case <-time.After(timeout):
 		cmd.Process.Kill()
 		t.Fatalf("%v never logged %q", args, ready)
 	}
@@ -131,4 +137,31 @@ func Replace(t testing.TB, old *exec.Cmd, ready string) *exec.Cmd {
 	next := Start(t, old.Path, ready, old.Args[1:]...)
 	Stop(t, old)
 	return next
+}
+
+// Result is how a process run by Run ended.
+type Result struct {
+	Stdout, Stderr string
+	// Code is the exit code; -1 if the process was killed after Run's timeout.
+	Code int
+}
+
+// Run runs bin with args to completion, killing it after timeout (then Code is -1 and the test
+// fails). stdin is empty.
+func Run(t testing.TB, timeout time.Duration, bin string, args ...string) Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); cmd.ProcessState == nil {
+		t.Fatalf("run %v: %v", args, err)
+	}
+	res := Result{Stdout: stdout.String(), Stderr: stderr.String(), Code: cmd.ProcessState.ExitCode()}
+	if ctx.Err() != nil {
+		res.Code = -1
+		t.Errorf("%v still running after %v (killed); stderr:\n%s", args, timeout, res.Stderr)
+	}
+	return res
 }
