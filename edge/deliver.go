@@ -62,7 +62,7 @@ func (n *Node) deliver(w *logWriter, req *request, obj *store.Object, cs httpcac
 			// Content-Encoding: the compressed variant's would go without one.
 			sw = encodedWriter{w, len(obj.Body)}
 		}
-		http.ServeContent(sw, r, "", obj.LastModified, bytes.NewReader(obj.Body))
+		http.ServeContent(sw, rangeChecked(r, obj, int64(len(obj.Body))), "", obj.LastModified, bytes.NewReader(obj.Body))
 		return
 	}
 	h := n.blockHeader(w, req, obj, cs, upstreamCS)
@@ -196,6 +196,9 @@ func (n *Node) deliverBody(w *logWriter, req *request, a answer) {
 	obj := a.obj
 	h := n.objectHeader(w, req, obj, a.cs, a.upstreamCS)
 	delete(h, "Content-Length")
+	if writePrecondition(w, r, obj.Status, h) {
+		return
+	}
 	if a.length >= 0 {
 		h["Content-Length"] = []string{strconv.FormatInt(a.length, 10)}
 	}
@@ -235,6 +238,193 @@ func needsServeContent(h http.Header) bool {
 	return false
 }
 
+// writePrecondition answers r's conditionals (RFC 9110 §13.2.2) for an answer that is passed on
+// as it streams, not through http.ServeContent (too large to keep, or not stored): the fill
+// did not carry them (docs/edge.md, "What reaches the origin"), so nobody else evaluates them.
+// It writes a 304 or a 412 with h, the answer's header, and reports whether it did; the
+// answer's body is then not sent. A Range is not: such an answer is always sent whole.
+func writePrecondition(w http.ResponseWriter, r *http.Request, status int, h http.Header) bool {
+	if status != http.StatusOK {
+		return false // preconditions are ignored for any other answer (RFC 9110 §13.2.1)
+	}
+	code := preconditionStatus(r, h)
+	if code == 0 {
+		return false
+	}
+	for _, k := range []string{"Content-Length", "Content-Type", "Content-Encoding", "Content-Range"} {
+		delete(h, k)
+	}
+	w.WriteHeader(code)
+	return true
+}
+
+// preconditionStatus evaluates r's If-Match, If-Unmodified-Since, If-None-Match and
+// If-Modified-Since against a 200 answer's header h in RFC 9110 §13.2.2's order: 412, 304, or
+// 0 to send the answer.
+func preconditionStatus(r *http.Request, h http.Header) int {
+	rh := r.Header
+	etag := h.Get("Etag")
+	lastModified, lmErr := http.ParseTime(h.Get("Last-Modified"))
+	if im, ok := rh["If-Match"]; ok {
+		if !etagListMatch(strings.Join(im, ","), etag, false) {
+			return http.StatusPreconditionFailed
+		}
+	} else if ius, ok := rh["If-Unmodified-Since"]; ok && lmErr == nil {
+		if t, err := http.ParseTime(ius[0]); err == nil && lastModified.After(t) {
+			return http.StatusPreconditionFailed
+		}
+	}
+	get := r.Method == http.MethodGet || r.Method == http.MethodHead
+	if inm, ok := rh["If-None-Match"]; ok {
+		if etagListMatch(strings.Join(inm, ","), etag, true) {
+			if get {
+				return http.StatusNotModified
+			}
+			return http.StatusPreconditionFailed
+		}
+	} else if ims, ok := rh["If-Modified-Since"]; ok && get && lmErr == nil {
+		if t, err := http.ParseTime(ims[0]); err == nil && !lastModified.After(t) {
+			return http.StatusNotModified
+		}
+	}
+	return 0
+}
+
+// etagListMatch reports whether list, an If-Match or If-None-Match value, matches etag, the
+// answer's (RFC 9110 §8.8.3.2): "*" matches any answer; weak compares the tags' opaque parts,
+// else both must be strong and equal.
+func etagListMatch(list, etag string, weak bool) bool {
+	if strings.TrimSpace(list) == "*" {
+		return true
+	}
+	if etag == "" || !weak && strings.HasPrefix(etag, "W/") {
+		return false
+	}
+	for list != "" {
+		list = strings.TrimLeft(list, " \t,")
+		if list == "" {
+			break
+		}
+		start := 0
+		if strings.HasPrefix(list, "W/") {
+			start = 2
+		}
+		if len(list) <= start || list[start] != '"' {
+			return false // not an entity-tag: no match
+		}
+		end := strings.IndexByte(list[start+1:], '"')
+		if end < 0 {
+			return false
+		}
+		tag := list[:start+end+2]
+		list = list[start+end+2:]
+		if !weak && start != 0 {
+			continue
+		}
+		if strings.TrimPrefix(tag, "W/") == strings.TrimPrefix(etag, "W/") {
+			return true
+		}
+	}
+	return false
+}
+
+// maxRanges is the most ranges one request may ask for. A request with more, or with
+// overlapping or descending ranges, is answered whole: RFC 9110 §14.2 names them the marks of
+// a broken client or a denial-of-service attempt, each part costs a part header (and on a
+// sliced object a seek across slices), and the sum of ranges alone (http.ServeContent's limit)
+// lets a few bytes of request ask for thousands of parts.
+const maxRanges = 64
+
+// rangeChecked returns r, or a copy without its Range when http.ServeContent must not answer
+// that Range from obj, a representation of size bytes: a unit other than bytes, which must be
+// ignored (RFC 9110 §14.2; ServeContent answers 416), a ranges-specifier that is invalid
+// (bytes=5-2, bytes=abc: ignored, as RFC 9110 §14.2 allows, where ServeContent answers 416
+// without a Content-Range), too many or overlapping ranges (maxRanges), or an If-Range date
+// that obj's Last-Modified cannot be strongly compared with (weakLastModified). r is never
+// modified: its header may be read elsewhere.
+func rangeChecked(r *http.Request, obj *store.Object, size int64) *http.Request {
+	v, ok := r.Header["Range"]
+	if !ok || len(v) == 1 && rangeServable(v[0], size) && !ifRangeDateOnWeak(r.Header, obj) {
+		return r
+	}
+	c := *r
+	c.Header = r.Header.Clone()
+	delete(c.Header, "Range")
+	return &c
+}
+
+// ifRangeDateOnWeak reports an If-Range with a date where obj's Last-Modified is a weak
+// validator: not at least one second before its Date (RFC 9110 §8.8.2.2), since the object
+// may have changed twice in that second. Such an If-Range must be ignored (RFC 9110 §13.1.5),
+// and the Range with it: http.ServeContent compares the date alone and would join a new
+// version's bytes to a client's old ones.
+func ifRangeDateOnWeak(h http.Header, obj *store.Object) bool {
+	ir, ok := h["If-Range"]
+	if !ok || len(ir) == 1 && (strings.HasPrefix(ir[0], `"`) || strings.HasPrefix(ir[0], "W/")) {
+		return false // none, or an entity-tag: ServeContent compares it strongly
+	}
+	date, err := http.ParseTime(obj.HeaderValue("Date"))
+	return obj.LastModified.IsZero() || err != nil || date.Sub(obj.LastModified) < time.Second
+}
+
+// rangeServable reports whether v is a valid bytes ranges-specifier (RFC 9110 §14.1.2) of at
+// most maxRanges ranges whose satisfiable ones, for size bytes, ascend without overlapping.
+func rangeServable(v string, size int64) bool {
+	set, ok := strings.CutPrefix(v, "bytes=")
+	if !ok {
+		return false
+	}
+	n := 0
+	next := int64(0) // the first byte a later satisfiable range may start at
+	for spec := range strings.SplitSeq(set, ",") {
+		spec = strings.Trim(spec, " \t")
+		if spec == "" {
+			continue // an empty list element (RFC 9110 §5.6.1)
+		}
+		if n++; n > maxRanges {
+			return false
+		}
+		a, b, ok := strings.Cut(spec, "-")
+		first, okA := rangeNumber(a)
+		last, okB := rangeNumber(b)
+		switch {
+		case !ok || a != "" && !okA || b != "" && !okB || a == "" && b == "":
+			return false
+		case a == "": // suffix range
+			first, last = max(size-last, 0), size-1
+		case b == "" || last >= size:
+			if b != "" && last < first {
+				return false
+			}
+			last = size - 1
+		case last < first:
+			return false
+		}
+		if first >= size || last < first {
+			continue // unsatisfiable: ServeContent skips it
+		}
+		if first < next {
+			return false
+		}
+		next = last + 1
+	}
+	return n > 0
+}
+
+// rangeNumber parses a range's first-pos, last-pos or suffix-length: digits only.
+func rangeNumber(s string) (int64, bool) {
+	if s == "" {
+		return 0, false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	return n, err == nil
+}
+
 // deliverStream passes an answer that will not be stored to the client as it arrives. It is
 // flushed on every write when it is an event stream or has no declared length (a long poll,
 // a live stream), so nothing waits in a buffer.
@@ -247,6 +437,9 @@ func (n *Node) deliverStream(w *logWriter, req *request, res *fillResult, cs htt
 	}
 	h := clientHeader(w, req, resp.Header)
 	h.Set("Cache-Status", httpcache.AppendStatus(res.upstreamCS, cs))
+	if writePrecondition(w, req.r, resp.StatusCode, h) {
+		return
+	}
 	w.WriteHeader(resp.StatusCode)
 	if req.r.Method == http.MethodHead || !bodyAllowed(resp.StatusCode) {
 		return

@@ -50,7 +50,7 @@ func TestPipelinedMixedAnswers(t *testing.T) {
 	for round := range 6 {
 		pad := strings.Repeat("p", 7*round)
 		for i := range 16 {
-			s.edge.store.Delete(s.edge.key(big) + slicePart(int64(i), origin.ETag("/pl-sliced", 1, 1<<20)))
+			s.edge.store.Delete(s.edge.key(big) + slicePart(int64(i), 64<<10, origin.ETag("/pl-sliced", 1, 1<<20)))
 		}
 		var reqs []string
 		var want []int

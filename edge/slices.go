@@ -98,9 +98,11 @@ func validatorOf(etag, lastModified string) string {
 	return ""
 }
 
-// slicePart is the store part name of slice i of the version with validator v.
-func slicePart(i int64, v string) string {
-	return "\x00slice=" + strconv.FormatInt(i, 10) + "\x00" + v
+// slicePart is the store part name of slice i, of sliceSize bytes, of the version with
+// validator v. The size is part of the name: the host's slice_bytes may change while slices
+// cut at the old size are stored, and slice i of one size is not slice i of another.
+func slicePart(i, sliceSize int64, v string) string {
+	return "\x00slice=" + strconv.FormatInt(sliceSize, 10) + ":" + strconv.FormatInt(i, 10) + "\x00" + v
 }
 
 // startSliced keeps a fill's answer (whose header is in res.obj) in slices: the first slice is
@@ -119,7 +121,7 @@ func (f *filler) startSliced(req *request, resp *http.Response, res fillResult) 
 		res.obj, res.shareable, res.stored = nil, false, false
 		return res
 	}
-	putSlice(f.n.store, &m, 0, first)
+	putSlice(f.n.store, &m, 0, req.host.sliceBytes(), first)
 	res.obj, res.shareable = &m, true
 	res.stored = f.n.store.Put(&m)
 	return res
@@ -295,10 +297,10 @@ func (b *joinedBody) Close() error {
 	return errors.Join(b.parts[0].Close(), b.parts[1].Close())
 }
 
-// putSlice stores slice i of manifest's object.
-func putSlice(st *store.Store, manifest *store.Object, i int64, body []byte) {
+// putSlice stores slice i, of sliceSize bytes, of manifest's object.
+func putSlice(st *store.Store, manifest *store.Object, i, sliceSize int64, body []byte) {
 	o := *manifest
-	o.Part, o.Body, o.Size = slicePart(i, objectValidator(manifest)), body, 0
+	o.Part, o.Body, o.Size = slicePart(i, sliceSize, objectValidator(manifest)), body, 0
 	st.Put(&o)
 }
 
@@ -321,7 +323,7 @@ func (n *Node) deliverSliced(w *logWriter, req *request, obj *store.Object, cs h
 	// store segment alive all that time.
 	sr := &sliceReader{f: n.fill, req: &own, obj: obj.Detached(), sliceSize: req.host.sliceBytes(), cur: -1}
 	w.keepFor304(req, h)
-	http.ServeContent(w, req.r, "", obj.LastModified, sr)
+	http.ServeContent(w, rangeChecked(req.r, obj, obj.Size), "", obj.LastModified, sr)
 	if err := sr.failure(); err != nil {
 		w.note = "sliced answer aborted: " + err.Error()
 		// The client must see the answer cut short, never bytes of two versions.
@@ -380,6 +382,9 @@ func (r *sliceReader) rest() ([]byte, error) {
 	i := r.off / r.sliceSize
 	if i != r.cur {
 		b, err := r.f.slice(r.req, r.obj, i, r.sliceSize)
+		if err == nil && int64(len(b)) != min(r.sliceSize, r.obj.Size-i*r.sliceSize) {
+			err = fmt.Errorf("slice %d of %s: %d bytes, want %d", i, r.req.target, len(b), min(r.sliceSize, r.obj.Size-i*r.sliceSize))
+		}
 		if err != nil {
 			r.fail(err)
 			return nil, err
@@ -455,7 +460,7 @@ func (f *filler) slice(req *request, obj *store.Object, i, sliceSize int64) ([]b
 // under the filler's context, not the client's, so its other readers are not cut short if
 // this one goes away.
 func (f *filler) sliceFlight(req *request, obj *store.Object, i, sliceSize int64) ([]byte, <-chan singleflight.Result) {
-	part := slicePart(i, objectValidator(obj))
+	part := slicePart(i, sliceSize, objectValidator(obj))
 	if o, _ := f.n.store.LookupPart(obj.Primary, part, req.r.Header); o != nil {
 		return o.Body, nil
 	}
@@ -561,7 +566,7 @@ func (f *filler) fetchSlice(req *request, obj *store.Object, i, sliceSize int64)
 	}
 	m := *obj
 	m.StoredAt = began // a purge during the fetch still matches the slice (purge rule 2)
-	putSlice(n.store, &m, i, b)
+	putSlice(n.store, &m, i, sliceSize, b)
 	return b, nil
 }
 

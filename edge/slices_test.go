@@ -125,7 +125,7 @@ func TestSlicedRanges(t *testing.T) {
 		t.Errorf("ranges from stored slices cost the origin %d bytes", got)
 	}
 	// An evicted slice is fetched alone, with Range.
-	s.edge.store.Delete(s.edge.key(target) + slicePart(2, origin.ETag(path, 1, size)))
+	s.edge.store.Delete(s.edge.key(target) + slicePart(2, defaultSliceBytes, origin.ETag(path, 1, size)))
 	r := s.get(t, target, "Range", "bytes=4194304-4194313")
 	if r.status != http.StatusPartialContent || r.body != string(body[4194304:4194314]) {
 		t.Fatalf("range in an evicted slice: status %d", r.status)
@@ -174,7 +174,7 @@ func TestSlicedNeverStitched(t *testing.T) {
 	}
 	// Stored v2 now; slice 4 is evicted and the object changes again: the same holds.
 	fillSliced(t, s, path, target, 2, size)
-	s.edge.store.Delete(s.edge.key(target) + slicePart(4, origin.ETag(path, 2, size)))
+	s.edge.store.Delete(s.edge.key(target) + slicePart(4, defaultSliceBytes, origin.ETag(path, 2, size)))
 	s.origin.Bump(path)
 	v1, v2 = v2, originSum(t, path, 3, size)
 	if getWhole() {
@@ -203,7 +203,7 @@ func TestSlicedPurgeRemovesEverySlice(t *testing.T) {
 			key := s.edge.key(target)
 			parts := []string{""}
 			for i := range int64(5) {
-				parts = append(parts, slicePart(i, origin.ETag(path, 1, size)))
+				parts = append(parts, slicePart(i, defaultSliceBytes, origin.ETag(path, 1, size)))
 			}
 			for _, p := range parts {
 				if o, _ := s.edge.store.LookupPart(key, p, http.Header{}); o == nil {
@@ -258,7 +258,7 @@ func TestSlicedMultipartFetch(t *testing.T) {
 	target := obj(path, "size", strconv.Itoa(size), "cc", "max-age=600")
 	fillSliced(t, s, path, target, 1, size)
 	body := originBytes(t, path, 1, size)
-	s.edge.store.Delete(s.edge.key(target) + slicePart(2, origin.ETag(path, 1, size)))
+	s.edge.store.Delete(s.edge.key(target) + slicePart(2, defaultSliceBytes, origin.ETag(path, 1, size)))
 	r := s.get(t, target, "Range", "bytes=0-4, 4194304-4194313")
 	wantParts(t, r, body, [][2]int{{0, 4}, {4194304, 4194313}})
 	if got := s.origin.LastHeader(path).Get("Range"); got != "bytes=4194304-6291455" {
@@ -321,5 +321,36 @@ func TestSlicesNeedAStrongETag(t *testing.T) {
 				t.Errorf("whole: %d bytes, %d of a and %d of b (Cache-Status %q): want one version", len(r.body), a, b, r.header.Get("Cache-Status"))
 			}
 		})
+	}
+}
+
+// TestSlicedSliceSizeChanged: a host's slice_bytes changed (control plane) while an object's
+// slices cut at the old size are stored. Slice i of the old size is not slice i of the new:
+// the answer must still be the origin's bytes (it used to be other bytes of the object, or a
+// handler panic when an old slice was shorter than the new offset into it).
+func TestSlicedSliceSizeChanged(t *testing.T) {
+	const size = 12 << 20
+	s := slicedEdge(t)
+	path := "/isos" // a 9-byte unit: slices of different sizes start with different bytes
+	target := obj(path, "size", strconv.Itoa(size), "cc", "max-age=600")
+	fillSliced(t, s, path, target, 1, size)
+	body := originBytes(t, path, 1, size)
+	for _, sb := range []int64{1 << 20, 4 << 20} {
+		if err := s.edge.SetHosts([]wire.HostConfig{{Host: testHost, Origin: "http://" + s.originAddr,
+			Cache: wire.CacheOptions{SliceBytes: sb}}}); err != nil {
+			t.Fatal(err)
+		}
+		const first, last = 3<<20 + 5, 5<<20 + 7
+		r, err := tryDo(s.client, http.MethodGet, s.edge.Addr(), testHost, target, "Range", fmt.Sprintf("bytes=%d-%d", first, last))
+		if err != nil {
+			t.Fatalf("slice_bytes %d: %v", sb, err)
+		}
+		if r.status != http.StatusPartialContent || r.body != string(body[first:last+1]) {
+			t.Errorf("slice_bytes %d: status %d, %d bytes, right bytes %v; want 206 with the origin's bytes",
+				sb, r.status, len(r.body), r.body == string(body[first:last+1]))
+		}
+		if r := s.get(t, target); r.status != http.StatusOK || r.body != string(body) {
+			t.Errorf("slice_bytes %d: whole object: status %d, right bytes %v", sb, r.status, r.body == string(body))
+		}
 	}
 }
