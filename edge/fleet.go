@@ -3,11 +3,9 @@ package edge
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"maps"
 	"net"
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -75,8 +73,7 @@ func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
 				return nil, err
 			}
 		}
-		retries := newNATSRetries(n.log, fc.NATS)
-		nc, err = nats.Connect(fc.NATS, append(auth,
+		opts := append(auth,
 			nats.Name("meridian-edge "+n.name),
 			nats.MaxReconnects(-1),
 			nats.ReconnectWait(250*time.Millisecond),
@@ -89,20 +86,10 @@ func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
 			}),
 			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 				n.log.Warn("nats disconnected", "err", err)
-			}),
-			nats.ReconnectHandler(func(c *nats.Conn) {
-				retries.connected()
-				n.log.Info("nats reconnected", "url", c.ConnectedUrlRedacted())
-			}),
-			// With RetryOnFailedConnect a first connection that fails is retried in the
-			// background and only ConnectHandler and ReconnectErrHandler hear of it: say
-			// which server cannot be reached and why (once per distinct error), and when it
-			// finally answers.
-			nats.ConnectHandler(func(c *nats.Conn) {
-				retries.connected()
-				n.log.Info("nats connected", "url", c.ConnectedUrlRedacted())
-			}),
-			nats.ReconnectErrHandler(retries.failed))...)
+			}))
+		// With RetryOnFailedConnect a first connection that fails is retried in the background:
+		// say which server cannot be reached and why, and when it finally answers.
+		nc, err = nats.Connect(fc.NATS, append(opts, fleet.ConnectLogging(n.log, fc.NATS)...)...)
 		if err != nil {
 			return nil, fmt.Errorf("connect to nats %s: %w", fc.NATS, err)
 		}
@@ -433,43 +420,4 @@ func (n *Node) trackConn(_ net.Conn, s http.ConnState) {
 	case http.StateClosed, http.StateHijacked:
 		n.openConns.Add(-1)
 	}
-}
-
-// natsRetries logs the failed attempts to connect to a fleet's NATS servers, retried every
-// 250ms: an attempt is logged when its error differs from the previous one's since the last
-// connection.
-type natsRetries struct {
-	log  *slog.Logger
-	urls string // redacted
-	mu   sync.Mutex
-	last string
-}
-
-func newNATSRetries(log *slog.Logger, urls string) *natsRetries {
-	parts := strings.Split(urls, ",")
-	for i, p := range parts {
-		if u, err := url.Parse(strings.TrimSpace(p)); err == nil {
-			parts[i] = u.Redacted()
-		}
-	}
-	return &natsRetries{log: log, urls: strings.Join(parts, ",")}
-}
-
-func (r *natsRetries) failed(_ *nats.Conn, err error) {
-	if err == nil {
-		return
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if err.Error() == r.last {
-		return
-	}
-	r.last = err.Error()
-	r.log.Warn("nats unreachable; retrying", "nats", r.urls, "err", err)
-}
-
-func (r *natsRetries) connected() {
-	r.mu.Lock()
-	r.last = ""
-	r.mu.Unlock()
 }
