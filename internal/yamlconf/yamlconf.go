@@ -76,6 +76,21 @@ func Decode(b []byte, v any) (*Doc, []Problem) {
 	dec.KnownFields(true)
 	err := dec.Decode(v)
 	if err == nil || errors.Is(err, io.EOF) {
+		// One document only: a second one (after "---") would be silently left unread.
+		var next yaml.Node
+		switch err := dec.Decode(&next); {
+		case errors.Is(err, io.EOF):
+		case err != nil:
+			return d, []Problem{problem(err.Error())}
+		default:
+			if next.Kind == yaml.DocumentNode && len(next.Content) > 0 {
+				c := next.Content[0]
+				if c.Kind == yaml.ScalarNode && c.Value == "" && c.ShortTag() == "!!null" {
+					break // an empty one
+				}
+				return d, []Problem{{Line: c.Line, Column: c.Column, Msg: "a second document (only one is read)", Kind: Unknown}}
+			}
+		}
 		return d, nil
 	}
 	var te *yaml.TypeError
@@ -83,21 +98,85 @@ func Decode(b []byte, v any) (*Doc, []Problem) {
 		return d, []Problem{problem(err.Error())}
 	}
 	probs := make([]Problem, 0, len(te.Errors))
+	taken := map[*yaml.Node]bool{} // nodes already given a problem
 	for _, msg := range te.Errors {
 		p := problem(msg)
 		p.Kind = Type
+		var n *yaml.Node
+		var path string
 		if m := unknownRE.FindStringSubmatch(p.Msg); m != nil {
 			p.Kind = Unknown
 			p.Msg = "unknown field " + strconv.Quote(m[1])
-			if n, path := d.find(p.Line, m[1], true); n != nil {
-				p.Column, p.Field = n.Column, path
+			n, path = d.find(p.Line, taken, func(mp *yaml.Node, i int) bool { return mp.Content[i].Value == m[1] }, nil)
+		} else if m := dupRE.FindStringSubmatch(p.Msg); m != nil {
+			// The later key of the two (on the line given), whatever else its line holds; placed
+			// at its value, as a type error is.
+			var val *yaml.Node
+			n, path = d.find(p.Line, taken, func(mp *yaml.Node, i int) bool {
+				k := mp.Content[i]
+				if strconv.Quote(k.Value) != m[1] {
+					return false
+				}
+				for j := 0; j < i; j += 2 {
+					if mp.Content[j].Kind == k.Kind && mp.Content[j].Value == k.Value {
+						val = mp.Content[i+1]
+						return true
+					}
+				}
+				return false
+			}, nil)
+			if n != nil {
+				taken[n] = true
+				n = val
 			}
-		} else if n, path := d.find(p.Line, "", false); n != nil {
+		} else {
+			// The value the message names ("cannot unmarshal !!str `x` into int"), not the
+			// first value on its line: a flow mapping has several.
+			m := typeRE.FindStringSubmatch(p.Msg)
+			n, path = d.find(p.Line, taken, nil, func(v *yaml.Node) bool {
+				if m == nil {
+					return v.Kind == yaml.ScalarNode || v.Kind == yaml.AliasNode
+				}
+				if v.ShortTag() != m[1] && v.Tag != m[1] {
+					return false
+				}
+				if m[2] == "" {
+					return true
+				}
+				s := v.Value
+				if len(s) > 10 {
+					s = s[:7] + "..."
+				}
+				return s == m[3]
+			})
+		}
+		if n != nil {
+			taken[n] = true
 			p.Column, p.Field = n.Column, path
 		}
 		probs = append(probs, p)
 	}
 	return d, probs
+}
+
+var (
+	dupRE  = regexp.MustCompile(`^mapping key (".*") already defined at line \d+$`)
+	typeRE = regexp.MustCompile("^cannot unmarshal (\\S+)( `(.*)`)? into ")
+)
+
+// parserProblems are yaml.v3's parser errors (not its scanner's): their "line N" counts from 0.
+var parserProblems = map[string]bool{
+	"did not find expected ',' or ']'":       true,
+	"did not find expected ',' or '}'":       true,
+	"did not find expected '-' indicator":    true,
+	"did not find expected <document start>": true,
+	"did not find expected <stream-start>":   true,
+	"did not find expected key":              true,
+	"did not find expected node content":     true,
+	"found duplicate %TAG directive":         true,
+	"found duplicate %YAML directive":        true,
+	"found incompatible YAML document":       true,
+	"found undefined tag handle":             true,
 }
 
 // problem splits yaml.v3's "line N: msg" into a position and a message.
@@ -107,17 +186,25 @@ func problem(msg string) Problem {
 		return Problem{Msg: strings.TrimPrefix(msg, "yaml: ")}
 	}
 	line, _ := strconv.Atoi(m[1])
+	if parserProblems[m[2]] {
+		line++
+	}
 	return Problem{Line: line, Msg: m[2]}
 }
 
-// find returns the first node on line that is a mapping key named key (keys true) or a value
-// (keys false), with its path.
-func (d *Doc) find(line int, key string, keys bool) (*yaml.Node, string) {
+// find returns the first node on line, not taken, that is a mapping key for which key says so
+// (given the mapping and the key's index) or else a value for which value says so, with its
+// path.
+func (d *Doc) find(line int, taken map[*yaml.Node]bool, key func(m *yaml.Node, i int) bool, value func(*yaml.Node) bool) (*yaml.Node, string) {
 	var found *yaml.Node
 	var foundPath string
 	var walk func(n *yaml.Node, path string)
 	walk = func(n *yaml.Node, path string) {
 		if found != nil || n == nil {
+			return
+		}
+		if value != nil && n.Kind != yaml.DocumentNode && n.Line == line && !taken[n] && value(n) {
+			found, foundPath = n, path
 			return
 		}
 		switch n.Kind {
@@ -129,7 +216,7 @@ func (d *Doc) find(line int, key string, keys bool) (*yaml.Node, string) {
 			for i := 0; i+1 < len(n.Content); i += 2 {
 				k, v := n.Content[i], n.Content[i+1]
 				p := join(path, k.Value)
-				if keys && k.Line == line && k.Value == key {
+				if key != nil && k.Line == line && !taken[k] && key(n, i) {
 					found, foundPath = k, p
 					return
 				}
@@ -138,10 +225,6 @@ func (d *Doc) find(line int, key string, keys bool) (*yaml.Node, string) {
 		case yaml.SequenceNode:
 			for i, c := range n.Content {
 				walk(c, path+"["+strconv.Itoa(i)+"]")
-			}
-		default:
-			if !keys && n.Line == line {
-				found, foundPath = n, path
 			}
 		}
 	}

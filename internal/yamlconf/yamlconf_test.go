@@ -95,3 +95,57 @@ func FuzzDecode(f *testing.F) {
 		d.Position("hosts[0].name")
 	})
 }
+
+// A problem in a flow mapping is where its own value or key is, not the first value on the line.
+func TestDecodeFlowProblemsPosition(t *testing.T) {
+	const in = "hosts:\n  - {name: a, port: x}\n  - {name: b, origin: o, origin: p}\npools: {a: {port: 1}, b: [1]}\n"
+	var c conf
+	_, probs := Decode([]byte(in), &c)
+	want := []Problem{
+		{Line: 2, Column: 21, Field: "hosts[0].port"},
+		{Line: 3, Column: 34, Field: "hosts[1].origin"},
+		{Line: 4, Column: 26, Field: "pools.b"},
+	}
+	if len(probs) != len(want) {
+		t.Fatalf("Decode problems = %+v, want %d", probs, len(want))
+	}
+	for i, w := range want {
+		if p := probs[i]; p.Line != w.Line || p.Column != w.Column || p.Field != w.Field {
+			t.Errorf("problem %d (%s) = %d:%d %q, want %d:%d %q", i, p.Msg, p.Line, p.Column, p.Field, w.Line, w.Column, w.Field)
+		}
+	}
+}
+
+// yaml.v3 gives a parser error's line counted from 0 (a scanner error's from 1).
+func TestDecodeParserErrorLine(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		line int
+	}{
+		{"listen: a\n\n\nhosts: {a: 1\n", 4},                  // the flow mapping's line
+		{"listen: a\nhosts:\n  - name: a\n    port: [1\n", 4}, // the flow sequence's line
+		{"\n\nlisten: a\n  b: c\n", 4},                        // a scanner error, already right
+		{"listen: \"a\n", 2},
+	} {
+		var c conf
+		_, probs := Decode([]byte(tt.in), &c)
+		if len(probs) != 1 || probs[0].Line != tt.line {
+			t.Errorf("Decode(%q) problems %+v, want one on line %d", tt.in, probs, tt.line)
+		}
+	}
+}
+
+// A second document is not silently ignored: nothing of it would be read.
+func TestDecodeRefusesASecondDocument(t *testing.T) {
+	var c conf
+	_, probs := Decode([]byte("listen: a\n---\nlisten: b\nbogus: 1\n"), &c)
+	if len(probs) != 1 || probs[0].Line != 3 || probs[0].Msg == "" {
+		t.Errorf("problems %+v, want one on line 3", probs)
+	}
+	if _, probs := Decode([]byte("listen: a\n---\n"), &c); len(probs) != 0 {
+		t.Errorf("an empty second document: problems %+v", probs)
+	}
+	if c.Listen != "a" {
+		t.Errorf("the first document did not decode: %+v", c)
+	}
+}
