@@ -23,17 +23,24 @@ func TestNATSUnreachableLogged(t *testing.T) {
 	}
 	natsAddr := closed.Addr().String()
 	closed.Close()
+	config := binaryConfig(t, dir, "127.0.7.4:0", "nats: nats://"+natsAddr+"\n")
+	cmd := proctest.StartWithin(t, 5*time.Second, bin, "nats=nats://"+natsAddr, "dns", "--config", config)
+	proctest.Stop(t, cmd)
+}
+
+// binaryConfig writes testdata/dns.yaml into dir for the real binary: listening on listen,
+// with a generated test database, and extra appended; it returns the file's path.
+func binaryConfig(t *testing.T, dir, listen, extra string) string {
+	t.Helper()
 	yaml, err := os.ReadFile("testdata/dns.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	conf := strings.Replace(string(yaml), "listen: 127.0.0.53:53", "listen: 127.0.7.4:0", 1)
+	conf := strings.Replace(string(yaml), "listen: 127.0.0.53:53", "listen: "+listen, 1)
 	conf = strings.Replace(conf, "mmdb: test-city.mmdb", "mmdb: "+testMMDB(t, dir), 1)
-	conf += "nats: nats://" + natsAddr + "\n"
 	config := filepath.Join(dir, "dns.yaml")
-	if err := os.WriteFile(config, []byte(conf), 0o600); err != nil {
+	if err := os.WriteFile(config, []byte(conf+extra), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := proctest.StartWithin(t, 5*time.Second, bin, "nats=nats://"+natsAddr, "dns", "--config", config)
-	proctest.Stop(t, cmd)
+	return config
 }

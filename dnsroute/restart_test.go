@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"net"
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -28,16 +25,7 @@ func TestRestartUnderLoad(t *testing.T) {
 	}
 	addr := probe.LocalAddr().String()
 	probe.Close()
-	yaml, err := os.ReadFile("testdata/dns.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	conf := strings.Replace(string(yaml), "listen: 127.0.0.53:53", "listen: "+addr, 1)
-	conf = strings.Replace(conf, "mmdb: test-city.mmdb", "mmdb: "+testMMDB(t, dir), 1)
-	config := filepath.Join(dir, "dns.yaml")
-	if err := os.WriteFile(config, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	config := binaryConfig(t, dir, addr, "")
 
 	old := proctest.Start(t, bin, "dns serving", "dns", "--config", config)
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Second)
