@@ -354,9 +354,9 @@ func rangeChecked(r *http.Request, obj *store.Object, size int64) *http.Request 
 }
 
 // ifRangeDateOnWeak reports an If-Range with a date where obj's Last-Modified is a weak
-// validator: not at least one second before its Date (RFC 9110 §8.8.2.2), since the object
-// may have changed twice in that second. Such an If-Range must be ignored (RFC 9110 §13.1.5),
-// and the Range with it: http.ServeContent compares the date alone and would join a new
+// validator: not at least 60 seconds before its Date (RFC 9110 §8.8.2.2), since the object
+// may have changed twice within that window. Such an If-Range must be ignored (RFC 9110
+// §13.1.5), and the Range with it: http.ServeContent compares the date alone and would join a new
 // version's bytes to a client's old ones.
 func ifRangeDateOnWeak(h http.Header, obj *store.Object) bool {
 	ir, ok := h["If-Range"]
@@ -364,7 +364,7 @@ func ifRangeDateOnWeak(h http.Header, obj *store.Object) bool {
 		return false // none, or an entity-tag: ServeContent compares it strongly
 	}
 	date, err := http.ParseTime(obj.HeaderValue("Date"))
-	return obj.LastModified.IsZero() || err != nil || date.Sub(obj.LastModified) < time.Second
+	return obj.LastModified.IsZero() || err != nil || date.Sub(obj.LastModified) < 60*time.Second
 }
 
 // rangeServable reports whether v is a valid bytes ranges-specifier (RFC 9110 §14.1.2) of at
