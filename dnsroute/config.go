@@ -4,11 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -344,7 +342,7 @@ func (c Config) validate() wire.FieldErrors {
 		}
 	}
 	for _, a := range []struct{ field, addr string }{{"listen", c.Listen}, {"admin_listen", c.AdminListen}} {
-		if a.addr != "" && !hostPort(a.addr) {
+		if a.addr != "" && !wire.ValidHostPort(a.addr) {
 			errs.Add(a.field, "%q is not host:port", a.addr)
 		}
 	}
@@ -355,23 +353,6 @@ func (c Config) validate() wire.FieldErrors {
 		errs.Add("mmdb", "is required")
 	}
 	return errs
-}
-
-// hostPort reports whether addr is host:port with a port net.Listen takes: a number from 0
-// to 65535 or a service name ("domain"). net.SplitHostPort alone accepts any port, so ":99999"
-// would pass the config and fail only when the server starts.
-func hostPort(addr string) bool {
-	_, port, err := net.SplitHostPort(addr)
-	if err != nil || port == "" {
-		return false
-	}
-	if n, err := strconv.ParseUint(port, 10, 64); err == nil {
-		return n <= 65535
-	} else if errors.Is(err, strconv.ErrRange) {
-		return false
-	}
-	_, err = net.LookupPort("tcp", port)
-	return err == nil
 }
 
 // withDefaults fills in every default of a valid c and makes its names absolute and lower

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -318,13 +317,13 @@ func (c *Config) Validate() error {
 		if p.ID == "" {
 			bad(fmt.Sprintf("peers[%d].id", i), "is required")
 		}
-		if !hostPort(p.Addr) {
+		if !wire.ValidHostPort(p.Addr) {
 			bad(fmt.Sprintf("peers[%d].addr", i), "%q is not host:port", p.Addr)
 		}
 	}
 	for pop, nodes := range c.Shields {
 		for i, p := range nodes {
-			if !hostPort(p.Addr) {
+			if !wire.ValidHostPort(p.Addr) {
 				bad(fmt.Sprintf("shields.%s[%d].addr", pop, i), "%q is not host:port", p.Addr)
 			}
 		}
@@ -352,28 +351,11 @@ func (c *Config) Validate() error {
 		if (a.addr == "off" && a.field == "admin_listen") || (a.addr == "" && a.field == "https_listen") {
 			continue
 		}
-		if !hostPort(a.addr) {
+		if !wire.ValidHostPort(a.addr) {
 			bad(a.field, "%q is not host:port", a.addr)
 		}
 	}
 	return errs.Err()
-}
-
-// hostPort reports whether addr is host:port with a port net.Listen and net.Dial take: a
-// number from 0 to 65535 or a service name ("http"). net.SplitHostPort alone accepts any
-// port, so ":99999" would pass the config and fail only when the node starts.
-func hostPort(addr string) bool {
-	_, port, err := net.SplitHostPort(addr)
-	if err != nil || port == "" {
-		return false
-	}
-	if n, err := strconv.ParseUint(port, 10, 64); err == nil {
-		return n <= 65535
-	} else if errors.Is(err, strconv.ErrRange) {
-		return false
-	}
-	_, err = net.LookupPort("tcp", port)
-	return err == nil
 }
 
 // parsePrefix parses a CIDR or a single address (as its /32 or /128).
