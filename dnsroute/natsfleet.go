@@ -59,7 +59,7 @@ func newLiveFleet(cfg Config) (*liveFleet, error) {
 	// say which server cannot be reached and why, and when it finally answers.
 	nc, err := nats.Connect(cfg.NATS, append(opts, fleet.ConnectLogging(log, cfg.NATS)...)...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to nats %s: %w", cfg.NATS, err)
+		return nil, fmt.Errorf("connect to nats %s: %w", fleet.RedactURLs(cfg.NATS), err)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -256,7 +256,7 @@ func ExplainLive(ctx context.Context, cfg Config, addr netip.Addr, name string, 
 		select {
 		case <-ready:
 		case <-timeout.C:
-			return Explanation{}, fmt.Errorf("explain: fleet or latency map not loaded from %s within %v", cfg.NATS, wait)
+			return Explanation{}, fmt.Errorf("explain: fleet or latency map not loaded from %s within %v", fleet.RedactURLs(cfg.NATS), wait)
 		case <-ctx.Done():
 			return Explanation{}, ctx.Err()
 		}

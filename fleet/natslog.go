@@ -2,7 +2,6 @@ package fleet
 
 import (
 	"log/slog"
-	"net/url"
 	"strings"
 	"sync"
 
@@ -20,11 +19,11 @@ func ConnectLogging(log *slog.Logger, urls string) []nats.Option {
 	return []nats.Option{
 		nats.ConnectHandler(func(c *nats.Conn) {
 			r.connected()
-			log.Info("nats connected", "url", c.ConnectedUrlRedacted())
+			log.Info("nats connected", "url", RedactURLs(c.ConnectedUrl()))
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			r.connected()
-			log.Info("nats reconnected", "url", c.ConnectedUrlRedacted())
+			log.Info("nats reconnected", "url", RedactURLs(c.ConnectedUrl()))
 		}),
 		nats.ReconnectErrHandler(r.failed),
 	}
@@ -40,13 +39,40 @@ type natsRetries struct {
 }
 
 func newNATSRetries(log *slog.Logger, urls string) *natsRetries {
+	return &natsRetries{log: log, urls: RedactURLs(urls)}
+}
+
+// RedactURLs is a NATS server list (comma-separated URLs) fit for a log or an error: each
+// URL's user information is replaced by "xxxxx", all of it where it is a token
+// (nats://TOKEN@host), the password where it is user:password. url.URL.Redacted, which
+// nats.go's ConnectedUrlRedacted uses, hides only a password and so logs a token. It works on
+// the text, so a URL that does not parse (nats.go also takes host:port) is redacted too.
+func RedactURLs(urls string) string {
 	parts := strings.Split(urls, ",")
 	for i, p := range parts {
-		if u, err := url.Parse(strings.TrimSpace(p)); err == nil {
-			parts[i] = u.Redacted()
+		scheme, rest, found := strings.Cut(p, "://")
+		if !found {
+			scheme, rest = "", p
 		}
+		authority, path, hasPath := strings.Cut(rest, "/")
+		at := strings.LastIndexByte(authority, '@')
+		if at < 0 {
+			continue
+		}
+		user := "xxxxx"
+		if name, _, ok := strings.Cut(authority[:at], ":"); ok {
+			user = name + ":xxxxx"
+		}
+		p = user + authority[at:]
+		if hasPath {
+			p += "/" + path
+		}
+		if found {
+			p = scheme + "://" + p
+		}
+		parts[i] = p
 	}
-	return &natsRetries{log: log, urls: strings.Join(parts, ",")}
+	return strings.Join(parts, ",")
 }
 
 func (r *natsRetries) failed(_ *nats.Conn, err error) {

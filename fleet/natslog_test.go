@@ -1,0 +1,108 @@
+package fleet_test
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/meridian-cdn/meridian/fleet"
+)
+
+func TestRedactURLs(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"nats://127.0.0.1:4222", "nats://127.0.0.1:4222"},
+		{"nats://s3cret@10.0.0.1:4222", "nats://xxxxx@10.0.0.1:4222"},
+		{"tls://edge:pa55@nats.example:4222", "tls://edge:xxxxx@nats.example:4222"},
+		{"s3cret@10.0.0.1:4222", "xxxxx@10.0.0.1:4222"}, // nats.go takes host:port without a scheme
+		{"nats://a@b@h:1/path", "nats://xxxxx@h:1/path"},
+		{"nats://h:1/p@q", "nats://h:1/p@q"}, // an @ after the authority is not user information
+		{"nats://t1@h1:4222, nats://u:p@h2:4222,nats://h3:4222",
+			"nats://xxxxx@h1:4222, nats://u:xxxxx@h2:4222,nats://h3:4222"},
+		{"", ""},
+	} {
+		if got := fleet.RedactURLs(tc.in); got != tc.want {
+			t.Errorf("RedactURLs(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// lineWriter hands each log line to a channel, dropping lines once it is full so that a
+// connection still logging after its test never blocks.
+type lineWriter chan string
+
+func (w lineWriter) Write(p []byte) (int, error) {
+	select {
+	case w <- string(p):
+	default:
+	}
+	return len(p), nil
+}
+
+// awaitLine returns the first line from lines that contains msg.
+func awaitLine(t *testing.T, lines <-chan string, msg string) string {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case l := <-lines:
+			if strings.Contains(l, msg) {
+				return l
+			}
+		case <-timeout:
+			t.Fatalf("no log line with %q within 10 s", msg)
+			return ""
+		}
+	}
+}
+
+// A token in the NATS URL (nats://TOKEN@host) is a credential: the connection's log lines
+// must not carry it, whether the server is unreachable or connected (url.URL.Redacted, which
+// nats.go's ConnectedUrlRedacted uses, hides only passwords).
+func TestConnectLoggingHidesToken(t *testing.T) {
+	const token = "s3cret-token-7f2a"
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, Authorization: token, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	t.Cleanup(ns.Shutdown)
+	if !ns.ReadyForConnections(5 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close() // nothing listens there now: connecting is refused
+
+	for _, tc := range []struct{ name, url, msg string }{
+		{"unreachable", fmt.Sprintf("nats://%s@%s", token, closed), "nats unreachable"},
+		{"connected", fmt.Sprintf("nats://%s@%s", token, ns.Addr()), "nats connected"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lines := make(lineWriter, 64)
+			log := slog.New(slog.NewTextHandler(lines, nil))
+			opts := append(fleet.ConnectLogging(log, tc.url), nats.RetryOnFailedConnect(true),
+				nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
+			nc, err := nats.Connect(tc.url, opts...)
+			if err != nil {
+				t.Fatalf("connect: %v", err)
+			}
+			defer nc.Close()
+			line := awaitLine(t, lines, tc.msg)
+			if strings.Contains(line, token) {
+				t.Errorf("log line carries the token: %s", line)
+			}
+			if !strings.Contains(line, "xxxxx@") {
+				t.Errorf("log line does not name the server, redacted: %s", line)
+			}
+		})
+	}
+}
