@@ -20,7 +20,8 @@
 # DUR (seconds per run, default 6), ROUNDS (default 3) and FILES (default "1k 16k") pick the cases. PREFILL (seconds,
 # default 0) first fills each restarted edge with unique 1 KiB misses for that long (14 s puts
 # about 165,000 objects in), so that the rounds meet a store that fills and churns, a cache's
-# steady state, rather than an empty one.
+# steady state, rather than an empty one. Each edge's line also gives its RSS after the run, and,
+# with EDGE_ENV=GODEBUG=gctrace=1 (the edges' environment), the collections during it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BASE=${1:?usage: bench/miss-ab.sh BASE [HEAD]}
@@ -84,7 +85,7 @@ start_edges() {
     if [ "$v" = floor ]; then # afresh too: it forgets nothing until it holds 1 GiB
       "$W/missfloor" -listen "${ADDR[floor]}" -origin "$STATIC" 2>>"$W/floor.log" &
     else
-      "$W/meridian.$v" edge --config "$W/edge-$v.yaml" 2>>"$W/edge-$v.log" &
+      env ${EDGE_ENV:-} "$W/meridian.$v" edge --config "$W/edge-$v.yaml" 2>>"$W/edge-$v.log" &
     fi
     PID[$v]=$!
     PIDS+=($!)
@@ -124,8 +125,10 @@ cpu_of() { # cpu_of V: the server's CPU ticks so far (nginx: its master's and wo
     ab_cpu "${PID[$1]}"
   fi
 }
+gcs() { grep -c '^gc ' "$W/edge-$1.log" || true; } # collections so far, with gctrace on
 run() { # run V FILE: one load run and its line
-  local v=$1 file=$2 out rps n c0 c1 cpu errs
+  local v=$1 file=$2 out rps n c0 c1 cpu errs mem="" g0=0
+  [ "$v" = base ] || [ "$v" = head ] && g0=$(gcs "$v")
   c0=$(cpu_of "$v")
   out=$(wrk -t1 -c64 -d"${DUR}s" -s "$W/unique.lua" "http://${ADDR[$v]}/" -- "$v-$file-$round-$RANDOM$RANDOM" "$file" 2>&1)
   c1=$(cpu_of "$v")
@@ -133,7 +136,11 @@ run() { # run V FILE: one load run and its line
   n=$(awk '/requests in/ {print $1}' <<<"$out")
   errs=$(awk '/Non-2xx|Socket errors/' <<<"$out" | tr -s ' \n' ' ')
   cpu="CPU $(ab_us_per $((c1 - c0)) "$n") us/req"
-  printf 'round %d %-4s %-5s %10s req/s  %s %s\n' "$round" "$file" "$v" "$rps" "$cpu" "$errs"
+  if [ "$v" = base ] || [ "$v" = head ]; then
+    mem="RSS $(awk '/VmRSS/ {print int($2/1024)}' "/proc/${PID[$v]}/status") MiB"
+    [[ ${EDGE_ENV:-} != *gctrace=1* ]] || mem+=", $(($(gcs "$v") - g0)) GCs"
+  fi
+  printf 'round %d %-4s %-5s %10s req/s  %s %s %s\n' "$round" "$file" "$v" "$rps" "$cpu" "$mem" "$errs"
 }
 prefill() {
   local v
