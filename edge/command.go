@@ -144,7 +144,8 @@ func memoryLimit(cfg Config, env string) (int64, bool) {
 // collector's own metadata): at 115 % a full, churning 1 GiB store was left a heap goal only
 // 50 MB above its live heap, collected 14 times in 8 s, and a 16 KiB miss cost 449 us of CPU
 // instead of 222 us at 130 % (docs/benchmarks.md, "Tenth pass"); RSS was 1.26 and 1.40 x
-// max_bytes.
+// max_bytes. With small objects in segments it is still so: at 100 % a churning store's
+// misses cost 1.4-2.1 times the CPU, for RSS 1.10 x max_bytes ("Thirty-sixth pass").
 const memoryFactor = 130
 
 // edgeGCPercent is the edge's GOGC. A node serving hits holds a small live heap besides its
