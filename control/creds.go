@@ -129,6 +129,14 @@ func writeUsers(storeDir string, recs []CredentialRecord) error {
 // without a restart. Issuing again for the same identity adds a second credential beside the
 // first: both work until one is revoked (rotation without downtime).
 func IssueCredential(storeDir string, id natsauth.Identity) (natsauth.Credential, error) {
+	return issueCredential(storeDir, id, nil, nil)
+}
+
+// issueCredential is IssueCredential with a delivery: deliver, if not nil, is handed the
+// credential before it is accepted, so that one that cannot be delivered (say, its -o file
+// cannot be written) is never accepted, a key whose seed nobody holds; undo takes a delivered
+// credential back when accepting it fails.
+func issueCredential(storeDir string, id natsauth.Identity, deliver func(natsauth.Credential) error, undo func()) (natsauth.Credential, error) {
 	unlock, err := lockCreds(storeDir)
 	if err != nil {
 		return natsauth.Credential{}, err
@@ -141,7 +149,15 @@ func IssueCredential(storeDir string, id natsauth.Identity) (natsauth.Credential
 	if err != nil {
 		return natsauth.Credential{}, err
 	}
+	if deliver != nil {
+		if err := deliver(c); err != nil {
+			return natsauth.Credential{}, err
+		}
+	}
 	if err := addUserLocked(storeDir, c); err != nil {
+		if undo != nil {
+			undo()
+		}
 		return natsauth.Credential{}, err
 	}
 	return c, nil

@@ -29,12 +29,19 @@ old one is revoked (rotation without downtime, see docs/security.md).`,
 
 	issue := func(id func() natsauth.Identity) func(*cobra.Command, []string) error {
 		return func(cmd *cobra.Command, _ []string) error {
+			if out != "" {
+				// The file first: a credential is accepted only once its seed is written.
+				_, err := issueCredential(storeDir, id(), func(c natsauth.Credential) error {
+					if err := c.WriteFile(out); err != nil {
+						return fmt.Errorf("write %s (no credential issued): %w", out, err)
+					}
+					return nil
+				}, func() { os.Remove(out) })
+				return err
+			}
 			c, err := IssueCredential(storeDir, id())
 			if err != nil {
 				return err
-			}
-			if out != "" {
-				return c.WriteFile(out)
 			}
 			_, err = cmd.OutOrStdout().Write(c.Format())
 			return err

@@ -461,3 +461,31 @@ func TestCredsOutputWritesNoStaleTemp(t *testing.T) {
 		t.Errorf("output directory holds %v, want n1.creds, n1.creds.tmp and leak only (no temporary file left)", names)
 	}
 }
+
+// A credential whose -o file cannot be written is never accepted: otherwise users.json gains a
+// key whose seed nobody holds, and an operator who runs the command again holds two.
+func TestCredsOutputFailsIssuesNothing(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(t.TempDir(), "missing-dir", "n1.creds")
+	cmd := NewCommand()
+	cmd.SetArgs([]string{"creds", "edge", "--pop", "par", "--node", "n1", "--store-dir", dir, "-o", out})
+	var stdout bytes.Buffer
+	cmd.SetOut(&stdout)
+	cmd.SetErr(&stdout)
+	err := cmd.Execute()
+	if err == nil || !strings.Contains(err.Error(), "no credential issued") {
+		t.Errorf("creds edge -o %s = %v, want an error saying no credential was issued", out, err)
+	}
+	recs, err := ListCredentials(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		if r.Identity == natsauth.Edge("par", "n1").String() {
+			t.Errorf("users.json accepts %s (%s) though its credential was never written", r.Identity, r.NKey)
+		}
+	}
+	if strings.Contains(stdout.String(), "SEED") || strings.Contains(stdout.String(), "SUAI") {
+		t.Errorf("creds -o printed a seed on failure: %s", stdout.String())
+	}
+}
