@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -191,5 +192,59 @@ func TestUpgradeRequestBodyBounded(t *testing.T) {
 	defer mu.Unlock()
 	if len(seen) != 0 {
 		t.Errorf("origin got bodies of %v bytes past a limit of 100", seen)
+	}
+}
+
+// TestHTTP10TransferEncodingRefused: net/http drops Transfer-Encoding from an HTTP/1.0 request
+// before the handler sees it and keeps a keep-alive connection, so a chunked body would be
+// read as the next request. RFC 9112 §6.1 calls that framing faulty: the edge answers 400 and
+// closes (as nginx does), and the origin sees neither request. An HTTP/1.0 keep-alive client
+// without Transfer-Encoding (ab -k) keeps its connection.
+func TestHTTP10TransferEncodingRefused(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	n, _ := echoEdge(t, func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		seen = append(seen, r.Method+" "+r.URL.Path)
+		mu.Unlock()
+		w.Header().Set("Cache-Control", "no-store")
+		io.WriteString(w, "done")
+	}, nil, nil)
+	for _, tc := range []struct {
+		name, req  string
+		wantCodes  []int
+		wantOrigin int
+	}{
+		{"chunked", "POST /form HTTP/1.0\r\nHost: " + testHost + "\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n" +
+			"2d\r\nGET /smuggled HTTP/1.1\r\nHost: " + testHost + "\r\n\r\n\r\n0\r\n\r\n", []int{400}, 0},
+		{"lower case, beside Content-Length", "POST /form HTTP/1.0\r\nHost: " + testHost + "\r\nConnection: keep-alive\r\nContent-Length: 5\r\ntransfer-encoding: chunked\r\n\r\n" +
+			"0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: " + testHost + "\r\n\r\n", []int{400}, 0},
+		{"GET, bare LF lines", "GET /page HTTP/1.0\nHost: " + testHost + "\nConnection: keep-alive\nTransfer-Encoding: chunked\n\n" +
+			"0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: " + testHost + "\r\n\r\n", []int{400}, 0},
+		// Two HTTP/1.0 keep-alive requests on one connection, the second closing it.
+		{"keep-alive without it", "GET /a HTTP/1.0\r\nHost: " + testHost + "\r\nConnection: keep-alive\r\n\r\n" +
+			"GET /b HTTP/1.0\r\nHost: " + testHost + "\r\n\r\n", []int{200, 200}, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mu.Lock()
+			seen = nil
+			mu.Unlock()
+			c, err := net.Dial("tcp", n.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			io.WriteString(c, tc.req)
+			codes, _, closed := readAnswers(t, c)
+			if !slices.Equal(codes, tc.wantCodes) || !closed {
+				t.Errorf("answers %v (closed %v), want %v and the end", codes, closed, tc.wantCodes)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(seen) != tc.wantOrigin {
+				t.Errorf("origin saw %q, want %d requests", seen, tc.wantOrigin)
+			}
+		})
 	}
 }

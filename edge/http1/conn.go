@@ -2,6 +2,7 @@ package http1
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -166,6 +168,16 @@ func (c *conn) serve() {
 			}
 		}
 		if v == handOff {
+			if buf, _ := c.br.Peek(c.br.Buffered()); http10WithTransferEncoding(buf) {
+				// net/http drops Transfer-Encoding from an HTTP/1.0 request before any
+				// handler sees it, frames the body by Content-Length and keeps the
+				// connection: the chunked body would be read as the next request. RFC 9112
+				// §6.1 calls such framing faulty; nginx answers 400 and closes, as here.
+				c.write([]byte(badHTTP10Framing))
+				c.flush()
+				c.closeLinger = c.werr == nil // the client may still be sending its body
+				return
+			}
 			c.handOff()
 			handedOff = true
 			return
@@ -173,6 +185,36 @@ func (c *conn) serve() {
 		c.br.Discard(n)
 		if !c.serveRequest(&h, u) {
 			return
+		}
+	}
+}
+
+// badHTTP10Framing answers an HTTP/1.0 request with Transfer-Encoding.
+var badHTTP10Framing = func() string {
+	const body = "400 Bad Request: HTTP/1.0 request with Transfer-Encoding"
+	return "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n" +
+		"Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
+}()
+
+// http10WithTransferEncoding reports whether buf starts with a request head (lines ended by
+// CRLF or, as net/http also reads them, LF) whose version is HTTP/1.0 and in which a whole
+// Transfer-Encoding field line has arrived.
+func http10WithTransferEncoding(buf []byte) bool {
+	line, rest, ok := bytes.Cut(buf, []byte("\n"))
+	if !ok || !bytes.HasSuffix(bytes.TrimSuffix(line, []byte("\r")), []byte(" HTTP/1.0")) {
+		return false
+	}
+	for {
+		line, rest, ok = bytes.Cut(rest, []byte("\n"))
+		if !ok {
+			return false // no such line yet: net/http judges the head
+		}
+		line = bytes.TrimSuffix(line, []byte("\r"))
+		if len(line) == 0 {
+			return false
+		}
+		if name, _, found := bytes.Cut(line, []byte(":")); found && bytes.EqualFold(name, []byte("Transfer-Encoding")) {
+			return true
 		}
 	}
 }

@@ -77,3 +77,25 @@ func TestParseHeadIncomplete(t *testing.T) {
 		}
 	}
 }
+
+func TestHTTP10WithTransferEncoding(t *testing.T) {
+	for _, tc := range []struct {
+		head string
+		want bool
+	}{
+		{"POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", true},
+		{"POST / HTTP/1.0\r\nHost: a\r\nTRANSFER-ENCODING: gzip\r\n\r\n0\r\n", true},
+		{"GET / HTTP/1.0\nHost: a\ntransfer-encoding: chunked\n\n", true},
+		{"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", false}, // net/http's own rules
+		{"POST / HTTP/1.0\r\nHost: a\r\nContent-Length: 2\r\n\r\nTransfer-Encoding: x\r\n", false},
+		{"POST / HTTP/1.0\r\nHost: a\r\nX-Transfer-Encoding: chunked\r\n\r\n", false},
+		{"POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n", true}, // whatever follows
+		{"POST / HTTP/1.0\r\nHost: a\r\nTransfer-Enc", false},                  // not all here
+		{"POST / HTTP/1.0", false},
+		{"", false},
+	} {
+		if got := http10WithTransferEncoding([]byte(tc.head)); got != tc.want {
+			t.Errorf("http10WithTransferEncoding(%q) = %v, want %v", tc.head, got, tc.want)
+		}
+	}
+}

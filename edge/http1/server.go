@@ -4,7 +4,9 @@
 // that writes the whole answer in one system call; a connection whose next request is
 // anything else (a body, an upgrade, HTTP/1.0, an odd byte) is handed, with every byte not yet
 // consumed, to a net/http server that serves it from then on. So every doubtful request is
-// judged by net/http, and smuggling, size limits and protocol errors keep net/http's answers.
+// judged by net/http, and smuggling, size limits and protocol errors keep net/http's answers,
+// but one: an HTTP/1.0 request with Transfer-Encoding, which net/http frames by its
+// Content-Length, is answered 400 here and the connection closed (RFC 9112 §6.1).
 //
 // What it leaves out of net/http's work on the fast path: a goroutine and a read per request
 // to notice a client going away (here started only when a handler runs long), sorting the
