@@ -395,6 +395,17 @@ func TestBadOriginsRefused(t *testing.T) {
 		{"http://user:pass@origin.example.com", "userinfo"},
 		{"gopher://origin.example.com", "scheme"},
 		{"file:///etc/passwd", "scheme"},
+		// net/http dials a Unicode host by its IDNA form, which maps fullwidth digits and dots
+		// (also written percent-encoded) to ASCII: these reach 169.254.169.254 and the
+		// metadata name.
+		{"http://１６９．２５４．１６９．２５４/latest/meta-data", "ASCII"},
+		{"http://169。254。169。254/", "ASCII"},
+		{"http://%EF%BD%8Detadata.google.internal/", "ASCII"},
+		{"http://ｍｅｔａｄａｔａ.google.internal/", "ASCII"},
+		{"http://bücher.example", "xn--"},
+		// No fill can dial these.
+		{"http://origin.example.com:99999", "port"},
+		{"http://origin.example.com:0", "port"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.origin, func(t *testing.T) {

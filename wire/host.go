@@ -286,6 +286,9 @@ func (h HostConfig) ValidateNew() error {
 	if err := h.Validate(); err != nil {
 		return err
 	}
+	if err := validateOriginNew(h.Origin); err != nil {
+		return &FieldError{Field: "origin", Err: err}
+	}
 	if h.OriginHost != "" {
 		if err := validateOriginHost(h.OriginHost); err != nil {
 			return &FieldError{Field: "origin_host", Err: err}
@@ -295,6 +298,28 @@ func (h HostConfig) ValidateNew() error {
 		return err
 	}
 	return checkSetNew("response_headers.set", h.ResponseHeaders.Set)
+}
+
+// validateOriginNew is what ValidateNew asks of an origin beyond ValidateOrigin. Its host must
+// be ASCII: net/http dials a Unicode host by its IDNA form, which maps fullwidth digits and
+// dots (and many other look-alikes) to ASCII, so "１６９．２５４．１６９．２５４" reaches
+// 169.254.169.254 past every check of ValidateOrigin, which cannot map names as IDNA does.
+// An internationalised name is given in its xn-- form. Its port, if any, must be one a fill
+// can dial.
+func validateOriginNew(origin string) error {
+	u, err := url.Parse(origin)
+	if err != nil {
+		return err // ValidateOrigin reported it already
+	}
+	if h := u.Hostname(); strings.ContainsFunc(h, func(r rune) bool { return r >= 0x80 }) {
+		return fmt.Errorf("host %q is not ASCII: give an internationalised name in its ASCII (xn--) form", h)
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("port %s is not from 1 to 65535", p)
+		}
+	}
+	return nil
 }
 
 // validateOriginHost checks a Host header value for the origin: a hostname (letters of either

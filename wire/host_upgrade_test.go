@@ -23,6 +23,10 @@ func TestStoredHostConfigsStillValid(t *testing.T) {
 		{"keep-alive set on answers", func(h *HostConfig) { h.ResponseHeaders.Set = map[string]string{"Keep-Alive": "timeout=5"} }, false},
 		{"a name twice in two cases", func(h *HostConfig) { h.ResponseHeaders.Set = map[string]string{"X-Env": "a", "x-env": "b"} }, false},
 		{"origin_host with a space", func(h *HostConfig) { h.OriginHost = "a b" }, false},
+		{"IDN origin", func(h *HostConfig) { h.Origin = "http://bücher.example" }, false},
+		{"IDN origin, ASCII form", func(h *HostConfig) { h.Origin = "http://xn--bcher-kva.example" }, true},
+		{"origin port out of range", func(h *HostConfig) { h.Origin = "http://origin.example:99999" }, false},
+		{"origin port empty", func(h *HostConfig) { h.Origin = "http://origin.example:/" }, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := base
