@@ -57,6 +57,19 @@ func TestPurgeAPI(t *testing.T) {
 			kept:   []object{{hostB, objPath("/u/abs", "cc", long), nil}},
 		},
 		{
+			// As typed (or copied from an address bar): clients send the query's UTF-8
+			// percent-encoded, as they do the path's.
+			name:   "url with a non-ASCII query",
+			req:    purge.Request{Host: hostA, URLs: []string{strings.Replace(objPath("/u/q", "cc", long, "q", "é"), "%C3%A9", "é", 1)}},
+			purged: []object{{hostA, objPath("/u/q", "cc", long, "q", "é"), nil}},
+			kept:   []object{{hostB, objPath("/u/q", "cc", long, "q", "é"), nil}},
+		},
+		{
+			name:   "absolute url with a non-ASCII query",
+			req:    purge.Request{Host: hostA, URLs: []string{"https://www.example.com" + strings.Replace(objPath("/u/qa", "cc", long, "q", "é"), "%C3%A9", "é", 1)}},
+			purged: []object{{hostA, objPath("/u/qa", "cc", long, "q", "é"), nil}},
+		},
+		{
 			name:   "prefix matches whole segments",
 			req:    purge.Request{Host: hostA, Prefixes: []string{"/a"}},
 			purged: []object{{hostA, objPath("/a", "cc", long), nil}, {hostA, objPath("/a/b/c", "cc", long), nil}},

@@ -65,7 +65,11 @@ func NewCommand() *cobra.Command {
 			if caFile == "" {
 				caFile = os.Getenv(CAEnv)
 			}
-			// Refuse what the API would refuse, without a round trip.
+			// Refuse what the API would refuse, without a round trip. A negative wait would also
+			// put the request's own deadline (wait + 30s) in the past.
+			if wait < 0 {
+				return fmt.Errorf("--wait %s is negative: give 0 not to wait", wait)
+			}
 			if _, err := req.Messages("cli", time.Now()); err != nil {
 				return fmt.Errorf("invalid purge: %w", err)
 			}

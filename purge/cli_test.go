@@ -272,3 +272,26 @@ func TestCommandPrintsUnreachable(t *testing.T) {
 		t.Errorf("error = %v, want 2 pending and how to declare the unreachable one gone", err)
 	}
 }
+
+// TestCommandRefusesNegativeWait: a negative --wait was sent as no wait at all (-1s) or, from
+// -30s on, made the request's own deadline lie in the past ("context deadline exceeded").
+func TestCommandRefusesNegativeWait(t *testing.T) {
+	complete, err := json.Marshal(Response{ID: "r1", Complete: true, Purges: []Receipt{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{"-1s", "-40s"} {
+		t.Run(w, func(t *testing.T) {
+			api, url := startAPI(t, http.StatusOK, complete)
+			_, err := runCommand(t, "--api", url, "--token", "s3cret", "--host", "www.example.com", "--all", "--wait", w)
+			if err == nil || !strings.Contains(err.Error(), "--wait "+w+" is negative") {
+				t.Errorf("--wait %s: error = %v, want one saying it is negative", w, err)
+			}
+			api.mu.Lock()
+			defer api.mu.Unlock()
+			if len(api.requests) != 0 {
+				t.Errorf("--wait %s: the API got %d requests, want none", w, len(api.requests))
+			}
+		})
+	}
+}

@@ -204,9 +204,31 @@ func normalizeURLParsed(host, raw string) (string, error) {
 		return "", fmt.Errorf("%.80q has a path starting with //", raw)
 	}
 	if u.RawQuery != "" || u.ForceQuery {
-		p += "?" + u.RawQuery
+		p += "?" + escapeNonASCII(u.RawQuery)
 	}
 	return p, nil
+}
+
+// escapeNonASCII percent-encodes the bytes of s above 0x7f. Clients send a query's UTF-8
+// percent-encoded ("?q=%C3%A9"), and edges key it as sent: a purge of "?q=é" as typed must
+// name that key, as EscapedPath does for the path. s is valid UTF-8 (badURLRune).
+func escapeNonASCII(s string) string {
+	if !strings.ContainsFunc(s, func(r rune) bool { return r >= 0x80 }) {
+		return s
+	}
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	b.Grow(len(s) + 16)
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 0x80 {
+			b.WriteByte('%')
+			b.WriteByte(hex[c>>4])
+			b.WriteByte(hex[c&15])
+		} else {
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
 }
 
 // NormalizePrefix turns a purge prefix into the form nodes match against: a path starting with

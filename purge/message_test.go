@@ -89,6 +89,7 @@ func TestNormalizeURL(t *testing.T) {
 		{"/a/b#frag", "/a/b"},
 		{"/a%2Fb", "/a%2Fb"},
 		{"/caf\u00e9", "/caf%C3%A9"},
+		{"/s?q=caf\u00e9&r=%c3%a9", "/s?q=caf%C3%A9&r=%c3%a9"}, // as clients send it; the edge's key folds the hex case
 		{"/x?", "/x?"},
 		{"https://www.example.com", "/"},
 		{"https://WWW.Example.com/a?b=2", "/a?b=2"},
