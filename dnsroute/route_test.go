@@ -2,6 +2,7 @@ package dnsroute
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -680,6 +681,61 @@ func TestNewClientsSpreadOverNodes(t *testing.T) {
 				if n < each-1 || n > each+1 {
 					t.Errorf("%s led %d of %d answers, want about %d: %v", a, n, each*tt.nodes, each, first)
 				}
+			}
+		})
+	}
+}
+
+// TestTCPPipelinedPastLimitKeepsAnswers: a client that pipelines more queries on one TCP
+// connection than the server answers on one (miekg/dns's MaxTCPQueries, or maxBadTCP
+// malformed ones) reads every answer the server sent and then the end of the stream, and
+// retries the rest. Found probing: the server closed the connection with the unanswered
+// queries unread, so the kernel reset it and the client lost most of the answers already
+// sent (34 of 128 read), which it would then have asked again.
+func TestTCPPipelinedPastLimitKeepsAnswers(t *testing.T) {
+	ts := startServer(t, nil)
+	l := cityPrefix(t, "London", 9).Addr().As4()
+	for _, tt := range []struct {
+		name  string
+		ecs   []byte
+		rcode int
+	}{
+		{"good queries", ecsBody(1, 24, 0, l[:3]...), dns.RcodeSuccess},
+		{"malformed ECS", ecsBody(1, 24, 0, l[:2]...), dns.RcodeFormatError},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			const sent = 200
+			var burst []byte
+			for i := range sent {
+				pkt := ecsQuery(t, uint16(i), tt.ecs, false)
+				burst = append(binary.BigEndian.AppendUint16(burst, uint16(len(pkt))), pkt...)
+			}
+			c, err := net.Dial("tcp", ts.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := c.Write(burst); err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for ; ; n++ {
+				var l [2]byte
+				if _, err = io.ReadFull(c, l[:]); err != nil {
+					break
+				}
+				b := make([]byte, binary.BigEndian.Uint16(l[:]))
+				if _, err = io.ReadFull(c, b); err != nil {
+					break
+				}
+				var r dns.Msg
+				if err := r.Unpack(b); err != nil || r.Id != uint16(n) || r.Rcode != tt.rcode {
+					t.Fatalf("answer %d: id %d rcode %s (%v), want id %d rcode %s", n, r.Id, dns.RcodeToString[r.Rcode], err, n, dns.RcodeToString[tt.rcode])
+				}
+			}
+			if !errors.Is(err, io.EOF) || n != maxBadTCP {
+				t.Errorf("read %d answers then %v; want all %d the server answers, then EOF", n, err, maxBadTCP)
 			}
 		})
 	}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"runtime"
@@ -313,7 +314,7 @@ func (s *Server) serve(ctx context.Context, udps []net.PacketConn, tcp net.Liste
 	tcpUp := make(chan struct{})
 	if tcp != nil {
 		tcpSrv = &dns.Server{
-			Listener: tcp, Handler: dns.HandlerFunc(s.serveTCP), DecorateReader: s.decorateTCP, MsgAcceptFunc: acceptTCP,
+			Listener: lingerListener{tcp}, Handler: dns.HandlerFunc(s.serveTCP), DecorateReader: s.decorateTCP, MsgAcceptFunc: acceptTCP,
 			ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second },
 			NotifyStartedFunc: func() { close(tcpUp) },
 		}
@@ -382,6 +383,35 @@ func (s *Server) serve(ctx context.Context, udps []net.PacketConn, tcp net.Liste
 	default:
 		return nil
 	}
+}
+
+// lingerListener's connections close gracefully. miekg/dns closes a connection after
+// MaxTCPQueries queries (and tcpReader after maxBadTCP malformed ones); a client that
+// pipelined more has queries still unread then, and closing a socket with unread data makes
+// the kernel send a reset, which discards the answers the client has not read yet.
+type lingerListener struct{ net.Listener }
+
+func (l lingerListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		return lingerConn{tc}, nil
+	}
+	return c, err
+}
+
+// tcpLinger bounds how long a closing connection waits for the client to close its side.
+const tcpLinger = time.Second
+
+type lingerConn struct{ *net.TCPConn }
+
+// Close sends FIN after the answers written, discards what the client still sends until it
+// closes its side (having read them) or tcpLinger passes, and then closes.
+func (c lingerConn) Close() error {
+	if c.CloseWrite() == nil {
+		c.SetReadDeadline(time.Now().Add(tcpLinger))
+		io.Copy(io.Discard, c.TCPConn)
+	}
+	return c.TCPConn.Close()
 }
 
 // watchMMDB reloads the database when its file changes.
