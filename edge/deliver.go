@@ -68,6 +68,7 @@ func (n *Node) deliver(w *logWriter, req *request, obj *store.Object, cs httpcac
 	h := n.blockHeader(w, req, obj, cs, upstreamCS)
 	if h == nil {
 		h = n.objectHeader(w, req, obj, cs, upstreamCS)
+		noSniff(h) // a block has a Content-Type (http1.HeaderBlock)
 	}
 	h["Content-Length"] = req.field(2, req.keep(strconv.AppendInt(req.spare(), int64(len(obj.Body)), 10)))
 	w.WriteHeader(obj.Status)
@@ -195,6 +196,7 @@ func (n *Node) deliverBody(w *logWriter, req *request, a answer) {
 	}
 	obj := a.obj
 	h := n.objectHeader(w, req, obj, a.cs, a.upstreamCS)
+	noSniff(h)
 	delete(h, "Content-Length")
 	if writePrecondition(w, r, obj.Status, h) {
 		return
@@ -210,6 +212,16 @@ func (n *Node) deliverBody(w *logWriter, req *request, a answer) {
 		w.note = "stream aborted: " + err.Error()
 		// The client must see the answer cut short, not a complete-looking one.
 		panic(http.ErrAbortHandler)
+	}
+}
+
+// noSniff keeps the server from adding a Content-Type that the origin did not send (it would
+// sniff one from the body, as net/http does): the origin said nothing, so do we, as nginx and
+// Varnish. A sniffed text/html would also undo an origin's X-Content-Type-Options: nosniff.
+// A field without values is never written.
+func noSniff(h http.Header) {
+	if _, ok := h["Content-Type"]; !ok {
+		h["Content-Type"] = nil
 	}
 }
 
@@ -436,6 +448,7 @@ func (n *Node) deliverStream(w *logWriter, req *request, res *fillResult, cs htt
 		defer stop()
 	}
 	h := clientHeader(w, req, resp.Header)
+	noSniff(h)
 	h.Set("Cache-Status", httpcache.AppendStatus(res.upstreamCS, cs))
 	if writePrecondition(w, req.r, resp.StatusCode, h) {
 		return

@@ -52,7 +52,8 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 		o.StoredAt = began
 		o.ResponseTime = respTime
 		o.InitialAge = initialAge
-		o.Policy = httpcache.ResponsePolicy(http.MethodGet, req.r.Header, stale.Status, hdr, respTime)
+		// fillPolicy, as for a 200: a 304 may set a cookie, which must not be stored with it.
+		o.Policy = fillPolicy(req, stale.Status, hdr, respTime)
 		// A 304 may bring another Vary (RFC 9111 §4.3.4 updates every stored field): the
 		// copy is then this request's variant under it, or Lookup would never select it.
 		o.Variant = httpcache.VaryKey(o.Policy.Vary, req.r.Header)

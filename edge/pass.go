@@ -118,6 +118,10 @@ func (n *Node) pass(w *logWriter, req *request) {
 				httpcache.StripSurrogateHeaders(h)
 			}
 			applyResponsePolicy(h, req.host)
+			if _, ok := h["Content-Type"]; !ok {
+				// ReverseProxy copies fields value by value: the client's map gets noSniff's.
+				noSniff(w.Header())
+			}
 			h.Set("Via", n.via(strings.Join(h["Via"], ", "), resp.ProtoMajor, resp.ProtoMinor))
 			h.Set("Cache-Status", httpcache.Status{Cache: n.name, Proto: req.proto, Fwd: fwd, FwdStatus: resp.StatusCode}.String())
 			return nil

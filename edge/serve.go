@@ -129,7 +129,7 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		req = new(request)
 	}
 	*req = request{r: r, start: start, proto: protoName(r)}
-	req.lw = logWriter{ResponseWriter: w, status: http.StatusOK, clock: n.clock}
+	req.lw = logWriter{ResponseWriter: w, status: http.StatusOK, clock: n.clock, no1xx: !r.ProtoAtLeast(1, 1)}
 	lw := &req.lw
 	req.w = lw
 	// Deferred: a stream cut short aborts the handler (http.ErrAbortHandler) and is logged too.
@@ -329,6 +329,9 @@ type logWriter struct {
 	clock       func() time.Time
 	// peer304 is the Last-Modified that a 304 gets back (keepFor304): http.ServeContent removes it.
 	peer304 []string
+	// no1xx drops interim answers: the client speaks HTTP/1.0, which has no 1xx (RFC 9110
+	// §15.2), and net/http would write them all the same.
+	no1xx bool
 }
 
 // keepFor304 is for a conditional request from a fleet node, answered by http.ServeContent:
@@ -345,6 +348,9 @@ func (w *logWriter) keepFor304(req *request, h http.Header) {
 }
 
 func (w *logWriter) WriteHeader(code int) {
+	if code < 200 && w.no1xx {
+		return
+	}
 	if code == http.StatusNotModified && len(w.peer304) > 0 {
 		w.ResponseWriter.Header()["Last-Modified"] = w.peer304
 	}

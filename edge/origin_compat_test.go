@@ -1,0 +1,274 @@
+package edge
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/meridian-cdn/meridian/wire"
+)
+
+// startScriptOrigin runs a raw TCP origin on ip until the test ends, for origins net/http
+// would not be: answer writes the reply to each request read from a connection, as bytes (i
+// counts the connection's requests from 0), and says whether to close the connection after.
+func startScriptOrigin(t *testing.T, ip string, answer func(c net.Conn, r *http.Request, i int) (close bool)) string {
+	t.Helper()
+	ln := listen(t, ip)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Go(func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for i := 0; ; i++ {
+					r, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					io.Copy(io.Discard, r.Body)
+					if answer(c, r, i) {
+						return
+					}
+				}
+			})
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
+
+// rawExchange writes req on a new connection to addr and returns every byte read until the
+// edge closes it.
+func rawExchange(t *testing.T, addr, req string) string {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, req)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	out, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("read the answer to %q: %v (after %q)", req, err, out)
+	}
+	return string(out)
+}
+
+// TestNoInterimToHTTP10Client: an origin's 1xx (103 Early Hints) reaches HTTP/1.1 clients
+// but never an HTTP/1.0 one, which does not know 1xx and would take it for the final answer
+// (RFC 9110 §15.2: a server MUST NOT send a 1xx to an HTTP/1.0 client), on a fill as on a
+// pass-through.
+func TestNoInterimToHTTP10Client(t *testing.T) {
+	o := startScriptOrigin(t, "127.0.0.60", func(c net.Conn, r *http.Request, _ int) bool {
+		io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"+
+			"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nCache-Control: no-store\r\n\r\nok")
+		return false
+	})
+	n, _ := startEdge(t, listen(t, "127.0.0.61"), Config{PoP: "tst", Node: "e1", Logger: testLogger(t),
+		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + o}}})
+	for _, tt := range []struct {
+		name, method, proto string
+		want1xx             bool
+	}{
+		{"fill/1.0", "GET", "HTTP/1.0", false},
+		{"pass/1.0", "POST", "HTTP/1.0", false},
+		{"fill/1.1", "GET", "HTTP/1.1", true},
+		{"pass/1.1", "POST", "HTTP/1.1", true},
+	} {
+		req := tt.method + " /hints HTTP/" + tt.proto[5:] + "\r\nHost: " + testHost + "\r\nConnection: close\r\n"
+		if tt.method == "POST" {
+			req += "Content-Length: 1\r\n\r\nx"
+		} else {
+			req += "\r\n"
+		}
+		out := rawExchange(t, n.Addr(), req)
+		got1xx := strings.Contains(out, " 103 ")
+		if got1xx != tt.want1xx || !strings.Contains(out, " 200 OK\r\n") || !strings.HasSuffix(out, "\r\n\r\nok") {
+			t.Errorf("%s: got %q; want a 200 with body ok, 103 before it: %v", tt.name, out, tt.want1xx)
+		}
+	}
+}
+
+// TestRevalidationSetCookieNotShared: a 304 that sets a cookie (an origin that starts a
+// session on every answer) refreshes the copy for the client whose request revalidated it,
+// but the copy with that cookie is not stored: as for a 200 with Set-Cookie, one user's cookie
+// must never be handed to another. It was, on every hit until the copy went stale again.
+func TestRevalidationSetCookieNotShared(t *testing.T) {
+	var mu sync.Mutex
+	sessions := 0
+	o := startScriptOrigin(t, "127.0.0.62", func(c net.Conn, r *http.Request, _ int) bool {
+		if r.Header.Get("If-None-Match") == "" {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nETag: \"a\"\r\nCache-Control: max-age=0\r\nContent-Length: 2\r\n\r\nv1")
+			return false
+		}
+		mu.Lock()
+		sessions++
+		s := sessions
+		mu.Unlock()
+		io.WriteString(c, "HTTP/1.1 304 Not Modified\r\nETag: \"a\"\r\nCache-Control: max-age=60\r\n"+
+			"Set-Cookie: session="+string(rune('0'+s))+"\r\n\r\n")
+		return false
+	})
+	n, _ := startEdge(t, listen(t, "127.0.0.63"), Config{PoP: "tst", Node: "e1", Logger: testLogger(t),
+		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + o}}})
+	c := &http.Client{}
+	t.Cleanup(c.CloseIdleConnections)
+	if r := do(t, c, http.MethodGet, n.Addr(), testHost, "/s"); r.status != 200 || r.body != "v1" || len(r.header["Set-Cookie"]) != 0 {
+		t.Fatalf("miss: %d %q %v", r.status, r.body, r.header)
+	}
+	// The revalidating client gets its own cookie.
+	if r := do(t, c, http.MethodGet, n.Addr(), testHost, "/s"); r.status != 200 || r.body != "v1" || r.header.Get("Set-Cookie") != "session=1" {
+		t.Fatalf("revalidated: %d %q, Set-Cookie %q; want v1 with session=1", r.status, r.body, r.header["Set-Cookie"])
+	}
+	for i := range 2 {
+		r := do(t, c, http.MethodGet, n.Addr(), testHost, "/s")
+		if r.status != 200 || r.body != "v1" || r.header.Get("Set-Cookie") == "session=1" {
+			t.Errorf("later request %d: %d %q, Set-Cookie %q, Cache-Status %q: another client's cookie",
+				i, r.status, r.body, r.header["Set-Cookie"], r.header.Get("Cache-Status"))
+		}
+	}
+}
+
+// TestNoSniffedContentType: an answer the origin sent without Content-Type reaches the client
+// without one, whichever way it is delivered, as nginx and Varnish pass it. The edge's own
+// server sniffed one (net/http's DetectContentType) for a plain GET, while the same object
+// asked for with Range or a conditional went without: an origin that leaves the type out of
+// uploads it serves with nosniff had them served as text/html.
+func TestNoSniffedContentType(t *testing.T) {
+	page := "<html><script>alert(1)</script></html>"
+	big := page + strings.Repeat(" ", 100<<10)
+	o := startScriptOrigin(t, "127.0.0.64", func(c net.Conn, r *http.Request, _ int) bool {
+		body, cc := page, "max-age=60"
+		switch r.URL.Path {
+		case "/big":
+			body = big
+		case "/nostore":
+			cc = "no-store"
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nCache-Control: "+cc+"\r\nX-Content-Type-Options: nosniff\r\n"+
+			"Content-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body)
+		return false
+	})
+	n, _ := startEdge(t, listen(t, "127.0.0.65"), Config{PoP: "tst", Node: "e1", Logger: testLogger(t),
+		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + o}}})
+	c := &http.Client{}
+	t.Cleanup(c.CloseIdleConnections)
+	for _, tt := range []struct{ name, method, path, body string }{
+		{"miss", "GET", "/small", page},
+		{"hit", "GET", "/small", page},
+		{"head", "HEAD", "/small", ""},
+		{"streaming miss", "GET", "/big", big},
+		{"not stored", "GET", "/nostore", page},
+		{"pass", "POST", "/small", page},
+	} {
+		r := do(t, c, tt.method, n.Addr(), testHost, tt.path)
+		if r.status != 200 || r.body != tt.body {
+			t.Errorf("%s: %d, %d bytes", tt.name, r.status, len(r.body))
+		}
+		if ct, ok := r.header["Content-Type"]; ok {
+			t.Errorf("%s: Content-Type %q, the origin sent none", tt.name, ct)
+		}
+	}
+}
+
+// TestForeignOriginFraming: answers framed as origins other than net/http frame them are
+// stored and served whole, and one cut short is never stored: the second request for it goes
+// to the origin again. The origin closes or keeps its connection as each answer says, and
+// closes after the second request on a kept one (/gone): a kept-alive connection it closed is
+// sent on again on a new one, which the next miss must not see as an error.
+func TestForeignOriginFraming(t *testing.T) {
+	big := strings.Repeat("b", 100<<10)
+	answers := map[string]string{
+		"/http10":        "HTTP/1.0 200 OK\r\nCache-Control: max-age=60\r\n\r\nhello", // close-delimited
+		"/http10-big":    "HTTP/1.0 200 OK\r\nCache-Control: max-age=60\r\n\r\n" + big,
+		"/http10-ka":     "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 5\r\nCache-Control: max-age=60\r\n\r\nhello",
+		"/trailers":      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\nCache-Control: max-age=60\r\n\r\n5\r\nhello\r\n0\r\nX-T: v\r\n\r\n",
+		"/chunk-ext":     "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nCache-Control: max-age=60\r\n\r\n3;a=b\r\nhel\r\n2;c\r\nlo\r\n0\r\n\r\n",
+		"/te-and-cl":     "HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\nCache-Control: max-age=60\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+		"/interim":       "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\nCache-Control: max-age=60\r\n\r\nhello",
+		"/short":         "HTTP/1.1 200 OK\r\nContent-Length: 10\r\nCache-Control: max-age=60\r\n\r\nhello",
+		"/short-big":     "HTTP/1.1 200 OK\r\nContent-Length: 200000\r\nCache-Control: max-age=60\r\n\r\n" + big,
+		"/short-chunked": "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nCache-Control: max-age=60\r\n\r\n19000\r\n" + big + "\r\n",
+	}
+	closes := map[string]bool{"/http10": true, "/http10-big": true, "/short": true, "/short-big": true, "/short-chunked": true}
+	var mu sync.Mutex
+	asked := map[string]int{}
+	o := startScriptOrigin(t, "127.0.0.66", func(c net.Conn, r *http.Request, i int) bool {
+		if i > 0 && r.URL.Path == "/gone" {
+			return true // the keep-alive race: the request is read, then the connection closed
+		}
+		mu.Lock()
+		asked[r.URL.Path]++
+		mu.Unlock()
+		a, ok := answers[r.URL.Path]
+		if !ok {
+			a = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nCache-Control: no-store\r\n\r\nhello"
+		}
+		io.WriteString(c, a)
+		return closes[r.URL.Path]
+	})
+	n, _ := startEdge(t, listen(t, "127.0.0.67"), Config{PoP: "tst", Node: "e1", Logger: testLogger(t),
+		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + o}}})
+	c := &http.Client{}
+	t.Cleanup(c.CloseIdleConnections)
+	for _, tt := range []struct {
+		path, body string
+		whole      bool // served whole, and stored
+	}{
+		{"/http10", "hello", true},
+		{"/http10-big", big, true},
+		{"/http10-ka", "hello", true},
+		{"/trailers", "hello", true},
+		{"/chunk-ext", "hello", true},
+		{"/te-and-cl", "hello", true},
+		{"/interim", "hello", true},
+		{"/short", "", false},
+		{"/short-big", "", false},
+		{"/short-chunked", "", false},
+	} {
+		for i := range 2 {
+			r, err := tryDo(c, http.MethodGet, n.Addr(), testHost, tt.path)
+			switch {
+			case tt.whole && (err != nil || r.status != 200 || r.body != tt.body):
+				t.Errorf("%s #%d: %v, %d, %d bytes; want 200 with %d", tt.path, i, err, r.status, len(r.body), len(tt.body))
+			case !tt.whole && err == nil && r.status == 200:
+				t.Errorf("%s #%d: a whole 200 of %d bytes from an answer cut short (%s)", tt.path, i, len(r.body), r.header.Get("Cache-Status"))
+			}
+		}
+		mu.Lock()
+		got := asked[tt.path]
+		mu.Unlock()
+		if want := map[bool]int{true: 1, false: 2}[tt.whole]; got != want {
+			t.Errorf("%s: the origin was asked %d times, want %d", tt.path, got, want)
+		}
+	}
+	for i := range 3 {
+		if r, err := tryDo(c, http.MethodGet, n.Addr(), testHost, "/gone?"+strconv.Itoa(i)); err != nil || r.status != 200 || r.body != "hello" {
+			t.Errorf("/gone #%d: %v, %d %q", i, err, r.status, r.body)
+		}
+	}
+}
