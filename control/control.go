@@ -417,14 +417,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) (err error) {
 	nc, err := nats.Connect(url, append(auth, nats.Name("meridian-control"), nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { s.log.Warn("nats disconnected", "err", err) }),
-		nats.ReconnectHandler(func(c *nats.Conn) { s.log.Info("nats reconnected", "url", fleet.RedactURLs(c.ConnectedUrl())) }))...)
+		nats.ReconnectHandler(func(c *nats.Conn) { s.log.Info("nats reconnected", "url", fleet.RedactURL(c.ConnectedUrl())) }))...)
 	if err != nil {
 		if s.cfg.NATSURL == "" {
 			// A refused in-process CONNECT shows as a closed pipe (after the server's write
 			// deadline), not as the authorization error a TCP client reads.
 			return fmt.Errorf("control: connect in process to the embedded nats (is control.creds's key in users.json?): %w", err)
 		}
-		return fmt.Errorf("control: connect to nats %s: %w", fleet.RedactURLs(url), err)
+		return fmt.Errorf("control: connect to nats %s: %w", fleet.RedactURLs(url), fleet.RedactError(err))
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
@@ -474,7 +474,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) (err error) {
 	}
 	if ctx.Err() == nil {
 		close(s.ready)
-		s.log.Info("control plane ready", "api", ln.Addr().String(), "nats", fleet.RedactURLs(nc.ConnectedUrl()), "prefix", s.cfg.Prefix)
+		s.log.Info("control plane ready", "api", ln.Addr().String(), "nats", fleet.RedactURL(nc.ConnectedUrl()), "prefix", s.cfg.Prefix)
 	}
 
 	select {

@@ -59,7 +59,7 @@ func newLiveFleet(cfg Config) (*liveFleet, error) {
 	// say which server cannot be reached and why, and when it finally answers.
 	nc, err := nats.Connect(cfg.NATS, append(opts, fleet.ConnectLogging(log, cfg.NATS)...)...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to nats %s: %w", fleet.RedactURLs(cfg.NATS), err)
+		return nil, fmt.Errorf("connect to nats %s: %w", fleet.RedactURLs(cfg.NATS), fleet.RedactError(err))
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {

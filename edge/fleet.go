@@ -91,7 +91,7 @@ func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
 		// say which server cannot be reached and why, and when it finally answers.
 		nc, err = nats.Connect(fc.NATS, append(opts, fleet.ConnectLogging(n.log, fc.NATS)...)...)
 		if err != nil {
-			return nil, fmt.Errorf("connect to nats %s: %w", fleet.RedactURLs(fc.NATS), err)
+			return nil, fmt.Errorf("connect to nats %s: %w", fleet.RedactURLs(fc.NATS), fleet.RedactError(err))
 		}
 	}
 	js, err := jetstream.New(nc)

@@ -1,7 +1,9 @@
 package fleet
 
 import (
+	"errors"
 	"log/slog"
+	"net/url"
 	"strings"
 	"sync"
 
@@ -19,11 +21,11 @@ func ConnectLogging(log *slog.Logger, urls string) []nats.Option {
 	return []nats.Option{
 		nats.ConnectHandler(func(c *nats.Conn) {
 			r.connected()
-			log.Info("nats connected", "url", RedactURLs(c.ConnectedUrl()))
+			log.Info("nats connected", "url", RedactURL(c.ConnectedUrl()))
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			r.connected()
-			log.Info("nats reconnected", "url", RedactURLs(c.ConnectedUrl()))
+			log.Info("nats reconnected", "url", RedactURL(c.ConnectedUrl()))
 		}),
 		nats.ReconnectErrHandler(r.failed),
 	}
@@ -50,29 +52,47 @@ func newNATSRetries(log *slog.Logger, urls string) *natsRetries {
 func RedactURLs(urls string) string {
 	parts := strings.Split(urls, ",")
 	for i, p := range parts {
-		scheme, rest, found := strings.Cut(p, "://")
-		if !found {
-			scheme, rest = "", p
-		}
-		authority, path, hasPath := strings.Cut(rest, "/")
-		at := strings.LastIndexByte(authority, '@')
-		if at < 0 {
-			continue
-		}
-		user := "xxxxx"
-		if name, _, ok := strings.Cut(authority[:at], ":"); ok {
-			user = name + ":xxxxx"
-		}
-		p = user + authority[at:]
-		if hasPath {
-			p += "/" + path
-		}
-		if found {
-			p = scheme + "://" + p
-		}
-		parts[i] = p
+		parts[i] = RedactURL(p)
 	}
 	return strings.Join(parts, ",")
+}
+
+// RedactURL is one URL redacted as RedactURLs does, a comma being part of it: url.URL.String,
+// as in nats.go's ConnectedUrl, leaves a comma in user information unescaped
+// (nats://tok%2Cen@host is "nats://tok,en@host"), which RedactURLs would split the token at.
+func RedactURL(p string) string {
+	scheme, rest, found := strings.Cut(p, "://")
+	if !found {
+		scheme, rest = "", p
+	}
+	authority, path, hasPath := strings.Cut(rest, "/")
+	at := strings.LastIndexByte(authority, '@')
+	if at < 0 {
+		return p
+	}
+	user := "xxxxx"
+	if name, _, ok := strings.Cut(authority[:at], ":"); ok {
+		user = name + ":xxxxx"
+	}
+	p = user + authority[at:]
+	if hasPath {
+		p += "/" + path
+	}
+	if found {
+		p = scheme + "://" + p
+	}
+	return p
+}
+
+// RedactError is err with the URL of the *url.Error in its chain redacted: nats.Connect
+// returns url.Parse's error for a server URL that does not parse, and it quotes the URL whole,
+// its token or password too. It changes that error in place.
+func RedactError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		ue.URL = RedactURL(ue.URL)
+	}
+	return err
 }
 
 func (r *natsRetries) failed(_ *nats.Conn, err error) {
@@ -85,7 +105,7 @@ func (r *natsRetries) failed(_ *nats.Conn, err error) {
 		return
 	}
 	r.last = err.Error()
-	r.log.Warn("nats unreachable; retrying", "nats", r.urls, "err", err)
+	r.log.Warn("nats unreachable; retrying", "nats", r.urls, "err", RedactError(err))
 }
 
 func (r *natsRetries) connected() {

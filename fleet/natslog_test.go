@@ -14,6 +14,34 @@ import (
 	"github.com/meridian-cdn/meridian/fleet"
 )
 
+// A URL that does not parse makes nats.Connect fail with url.Parse's error, which quotes the
+// URL whole: the error the edge, the DNS server and control return must not carry its token.
+func TestRedactErrorHidesToken(t *testing.T) {
+	for _, u := range []string{"nats://s3cret%zz@127.0.0.1:4222", "nats://s3 cret@127.0.0.1:4222", "s3cret%zz@127.0.0.1:4222"} {
+		_, err := nats.Connect(u, nats.RetryOnFailedConnect(true))
+		if err == nil {
+			t.Fatalf("connect %q: no error", u)
+		}
+		if msg := fmt.Errorf("connect to nats %s: %w", fleet.RedactURLs(u), fleet.RedactError(err)).Error(); strings.Contains(msg, "s3") {
+			t.Errorf("connect %q: error carries the token: %s", u, msg)
+		}
+	}
+}
+
+// url.URL.String, which ConnectedUrl returns, leaves a comma in user information unescaped:
+// one URL is redacted whole.
+func TestRedactURLComma(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"nats://tok,en@h:4222", "nats://xxxxx@h:4222"},
+		{"nats://u:pa,ss@h:4222", "nats://u:xxxxx@h:4222"},
+		{"nats://[::1]:4222", "nats://[::1]:4222"},
+	} {
+		if got := fleet.RedactURL(tc.in); got != tc.want {
+			t.Errorf("RedactURL(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
 func TestRedactURLs(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
 		{"nats://127.0.0.1:4222", "nats://127.0.0.1:4222"},
@@ -22,6 +50,8 @@ func TestRedactURLs(t *testing.T) {
 		{"s3cret@10.0.0.1:4222", "xxxxx@10.0.0.1:4222"}, // nats.go takes host:port without a scheme
 		{"nats://a@b@h:1/path", "nats://xxxxx@h:1/path"},
 		{"nats://h:1/p@q", "nats://h:1/p@q"}, // an @ after the authority is not user information
+		{"nats://tok@[::1]:4222", "nats://xxxxx@[::1]:4222"},
+		{"wss://u:p@ss@[fe80::1%25eth0]:443", "wss://u:xxxxx@[fe80::1%25eth0]:443"},
 		{"nats://t1@h1:4222, nats://u:p@h2:4222,nats://h3:4222",
 			"nats://xxxxx@h1:4222, nats://u:xxxxx@h2:4222,nats://h3:4222"},
 		{"", ""},
@@ -65,7 +95,12 @@ func awaitLine(t *testing.T, lines <-chan string, msg string) string {
 // must not carry it, whether the server is unreachable or connected (url.URL.Redacted, which
 // nats.go's ConnectedUrlRedacted uses, hides only passwords).
 func TestConnectLoggingHidesToken(t *testing.T) {
-	const token = "s3cret-token-7f2a"
+	for _, token := range []string{"s3cret-token-7f2a", "s3cret,token-7f2a"} {
+		t.Run(token, func(t *testing.T) { connectLoggingHidesToken(t, token) })
+	}
+}
+
+func connectLoggingHidesToken(t *testing.T, token string) {
 	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, Authorization: token, NoSigs: true})
 	if err != nil {
 		t.Fatal(err)
@@ -83,8 +118,8 @@ func TestConnectLoggingHidesToken(t *testing.T) {
 	ln.Close() // nothing listens there now: connecting is refused
 
 	for _, tc := range []struct{ name, url, msg string }{
-		{"unreachable", fmt.Sprintf("nats://%s@%s", token, closed), "nats unreachable"},
-		{"connected", fmt.Sprintf("nats://%s@%s", token, ns.Addr()), "nats connected"},
+		{"unreachable", fmt.Sprintf("nats://%s@%s", strings.ReplaceAll(token, ",", "%2C"), closed), "nats unreachable"},
+		{"connected", fmt.Sprintf("nats://%s@%s", strings.ReplaceAll(token, ",", "%2C"), ns.Addr()), "nats connected"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			lines := make(lineWriter, 64)
@@ -97,7 +132,7 @@ func TestConnectLoggingHidesToken(t *testing.T) {
 			}
 			defer nc.Close()
 			line := awaitLine(t, lines, tc.msg)
-			if strings.Contains(line, token) {
+			if strings.Contains(line, "s3cret") {
 				t.Errorf("log line carries the token: %s", line)
 			}
 			if !strings.Contains(line, "xxxxx@") {
