@@ -31,12 +31,8 @@ old one is revoked (rotation without downtime, see docs/security.md).`,
 		return func(cmd *cobra.Command, _ []string) error {
 			if out != "" {
 				// The file first: a credential is accepted only once its seed is written.
-				_, err := issueCredential(storeDir, id(), func(c natsauth.Credential) error {
-					if err := c.WriteFile(out); err != nil {
-						return fmt.Errorf("write %s (no credential issued): %w", out, err)
-					}
-					return nil
-				}, func() { os.Remove(out) })
+				deliver, undo := credentialFile(out)
+				_, err := issueCredential(storeDir, id(), deliver, undo)
 				return err
 			}
 			c, err := IssueCredential(storeDir, id())
@@ -102,4 +98,26 @@ old one is revoked (rotation without downtime, see docs/security.md).`,
 	}
 	cmd.AddCommand(edgeCmd, dnsCmd, list, revoke)
 	return cmd
+}
+
+// credentialFile is the delivery of creds -o: deliver writes the credential to out, and undo
+// takes it back, putting back the file out held before (say, the identity's credential in use,
+// which users.json still accepts) or removing out if there was none.
+func credentialFile(out string) (deliver func(natsauth.Credential) error, undo func()) {
+	var prev []byte
+	deliver = func(c natsauth.Credential) error {
+		prev, _ = os.ReadFile(out) // nil if there is none (or it cannot be read: then removed)
+		if err := c.WriteFile(out); err != nil {
+			return fmt.Errorf("write %s (no credential issued): %w", out, err)
+		}
+		return nil
+	}
+	undo = func() {
+		if prev != nil {
+			natsauth.WriteSecret(out, prev)
+			return
+		}
+		os.Remove(out)
+	}
+	return deliver, undo
 }

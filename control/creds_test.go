@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -487,5 +488,60 @@ func TestCredsOutputFailsIssuesNothing(t *testing.T) {
 	}
 	if strings.Contains(stdout.String(), "SEED") || strings.Contains(stdout.String(), "SUAI") {
 		t.Errorf("creds -o printed a seed on failure: %s", stdout.String())
+	}
+}
+
+// creds -o naming the file of a credential in use (rotation: the new one replaces it) must not
+// lose it when the new key cannot be accepted: users.json still accepts the old one, and its
+// seed is nowhere else.
+func TestCredsOutputFailedIssueKeepsPreviousFile(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(t.TempDir(), "n1.creds")
+	id := natsauth.Edge("par", "n1")
+	old, err := IssueCredential(dir, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.WriteFile(out); err != nil {
+		t.Fatal(err)
+	}
+	deliver, undo := credentialFile(out)
+	users := filepath.Join(credsDir(dir), usersFileName)
+	_, err = issueCredential(dir, id, func(c natsauth.Credential) error {
+		if err := deliver(c); err != nil {
+			return err
+		}
+		// users.json cannot be read now: the key is not accepted.
+		if err := os.Rename(users, users+".away"); err != nil {
+			return err
+		}
+		return os.Mkdir(users, 0o700)
+	}, undo)
+	if err == nil {
+		t.Fatal("issue with an unreadable users.json: no error")
+	}
+	got, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatalf("the credential in use is gone: %v", err)
+	}
+	if !bytes.Equal(got, old.Format()) {
+		t.Errorf("%s holds %q after the failed issue, want the credential in use back", out, got)
+	}
+	// Without a previous file, the failed issue leaves none.
+	out2 := filepath.Join(t.TempDir(), "n2.creds")
+	os.Remove(users)
+	os.Rename(users+".away", users)
+	deliver, undo = credentialFile(out2)
+	if _, err = issueCredential(dir, natsauth.Edge("par", "n2"), func(c natsauth.Credential) error {
+		if err := deliver(c); err != nil {
+			return err
+		}
+		os.Rename(users, users+".away")
+		return os.Mkdir(users, 0o700)
+	}, undo); err == nil {
+		t.Fatal("issue with an unreadable users.json: no error")
+	}
+	if _, err := os.Stat(out2); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("%s left behind by a failed issue: %v", out2, err)
 	}
 }
