@@ -147,10 +147,12 @@ func (n *Node) serve(w *logWriter, req *request) {
 			w.Header()["Alt-Svc"] = []string{*alt}
 		}
 	}
-	if len(r.TransferEncoding) > 0 {
+	if len(r.TransferEncoding) > 0 || r.ProtoMajor == 1 && r.ProtoMinor == 0 {
 		// net/http drops a Content-Length sent beside Transfer-Encoding before we can see it;
 		// RFC 9112 §6.1 then requires closing the connection, so that nothing a front end may
-		// have framed differently is ever read as a next request.
+		// have framed differently is ever read as a next request. From an HTTP/1.0 request
+		// net/http drops Transfer-Encoding itself and frames the body by Content-Length, so
+		// an HTTP/1.0 connection is never kept: its next "request" may be a chunked body.
 		w.Header().Set("Connection", "close")
 	}
 	// The edge is never an open proxy: only configured hostnames are served, and an
