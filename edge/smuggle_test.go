@@ -83,41 +83,10 @@ func TestChunkedPassWithEarlyHintsCloses(t *testing.T) {
 // startRawOrigin answers every request on every connection with answer, as written.
 func startRawOrigin(t *testing.T, ip, answer string) string {
 	t.Helper()
-	ln := listen(t, ip)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Go(func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					if _, err := http.ReadRequest(br); err != nil {
-						return
-					}
-					io.WriteString(c, answer)
-				}
-			})
-		}
+	return startScriptOrigin(t, ip, func(c net.Conn, _ *http.Request, _ int) bool {
+		io.WriteString(c, answer)
+		return false
 	})
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return ln.Addr().String()
 }
 
 // TestOriginFieldNameWithSpaceNotForwarded: an origin's "Transfer-Encoding : chunked" (a space
@@ -195,12 +164,10 @@ func TestUpgradeRequestBodyBounded(t *testing.T) {
 	}
 }
 
-// TestHTTP10TransferEncodingRefused: net/http drops Transfer-Encoding from an HTTP/1.0 request
-// before the handler sees it and keeps a keep-alive connection, so a chunked body would be
-// read as the next request. RFC 9112 §6.1 calls that framing faulty: where the fast path sees
-// the head, the edge answers 400 and closes (as nginx does), and the origin sees neither
-// request.
-func TestHTTP10TransferEncodingRefused(t *testing.T) {
+// recordingEdge is an edge in front of an origin that answers every request uncacheably; seen
+// returns the requests the origin has had ("METHOD /path") since the last call, and forgets them.
+func recordingEdge(t *testing.T) (*Node, func() []string) {
+	t.Helper()
 	var mu sync.Mutex
 	var seen []string
 	n, _ := echoEdge(t, func(w http.ResponseWriter, r *http.Request) {
@@ -211,6 +178,22 @@ func TestHTTP10TransferEncodingRefused(t *testing.T) {
 		w.Header().Set("Cache-Control", "no-store")
 		io.WriteString(w, "done")
 	}, nil, nil)
+	return n, func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		s := seen
+		seen = nil
+		return s
+	}
+}
+
+// TestHTTP10TransferEncodingRefused: net/http drops Transfer-Encoding from an HTTP/1.0 request
+// before the handler sees it and keeps a keep-alive connection, so a chunked body would be
+// read as the next request. RFC 9112 §6.1 calls that framing faulty: where the fast path sees
+// the head, the edge answers 400 and closes (as nginx does), and the origin sees neither
+// request.
+func TestHTTP10TransferEncodingRefused(t *testing.T) {
+	n, seen := recordingEdge(t)
 	for _, tc := range []struct {
 		name, req  string
 		wantCodes  []int
@@ -228,9 +211,7 @@ func TestHTTP10TransferEncodingRefused(t *testing.T) {
 			"GET /b HTTP/1.0\r\nHost: " + testHost + "\r\n\r\n", []int{200}, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			mu.Lock()
-			seen = nil
-			mu.Unlock()
+			seen() // forget the cases before
 			c, err := net.Dial("tcp", n.Addr())
 			if err != nil {
 				t.Fatal(err)
@@ -241,10 +222,8 @@ func TestHTTP10TransferEncodingRefused(t *testing.T) {
 			if !slices.Equal(codes, tc.wantCodes) || !closed {
 				t.Errorf("answers %v (closed %v), want %v and the end", codes, closed, tc.wantCodes)
 			}
-			mu.Lock()
-			defer mu.Unlock()
-			if len(seen) != tc.wantOrigin {
-				t.Errorf("origin saw %q, want %d requests", seen, tc.wantOrigin)
+			if got := seen(); len(got) != tc.wantOrigin {
+				t.Errorf("origin saw %q, want %d requests", got, tc.wantOrigin)
 			}
 		})
 	}
@@ -259,16 +238,7 @@ func TestHTTP10TransferEncodingRefused(t *testing.T) {
 // 4 KiB buffer at that moment; every case below gets past that check. What stops them is that
 // no HTTP/1.0 connection is kept (serve): nothing after an HTTP/1.0 request is ever read.
 func TestHTTP10TransferEncodingRefusedAnyHead(t *testing.T) {
-	var mu sync.Mutex
-	var seen []string
-	n, _ := echoEdge(t, func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
-		mu.Lock()
-		seen = append(seen, r.Method+" "+r.URL.Path)
-		mu.Unlock()
-		w.Header().Set("Cache-Control", "no-store")
-		io.WriteString(w, "done")
-	}, nil, nil)
+	n, seen := recordingEdge(t)
 	// Framed by its Content-Length, the body "0\r\n\r\n" is the chunked body's end and what
 	// follows, inside the body for a reader of the chunked framing, the next request.
 	smuggled := "0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: " + testHost + "\r\n\r\n"
@@ -284,9 +254,7 @@ func TestHTTP10TransferEncodingRefusedAnyHead(t *testing.T) {
 		{"behind a handed-off request", []string{"GET /first HTTP/1.0\r\nHost: " + testHost + "\r\nConnection: keep-alive\r\n\r\n" + te}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			mu.Lock()
-			seen = nil
-			mu.Unlock()
+			seen() // forget the cases before
 			c, err := net.Dial("tcp", n.Addr())
 			if err != nil {
 				t.Fatal(err)
@@ -299,11 +267,8 @@ func TestHTTP10TransferEncodingRefusedAnyHead(t *testing.T) {
 				io.WriteString(c, p)
 			}
 			codes, _, closed := readAnswers(t, c)
-			mu.Lock()
-			defer mu.Unlock()
-			t.Logf("answers %v (closed %v)", codes, closed)
-			if slices.Contains(seen, "GET /smuggled") {
-				t.Errorf("origin saw %q: the chunked body was read as a request", seen)
+			if got := seen(); slices.Contains(got, "GET /smuggled") {
+				t.Errorf("origin saw %q (answers %v, closed %v): the chunked body was read as a request", got, codes, closed)
 			}
 		})
 	}
