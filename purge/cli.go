@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -156,7 +157,20 @@ func apiClient(caFile string) (*http.Client, error) {
 		}
 		tr.TLSClientConfig.RootCAs = pool
 	}
-	return &http.Client{Transport: tr}, nil
+	return &http.Client{Transport: tr, CheckRedirect: checkRedirect}, nil
+}
+
+// checkRedirect follows a redirect only where checkAPI would let the token go: net/http keeps
+// Authorization on a redirect to the same host, so an https API that answered with a redirect
+// to http would otherwise have the CLI send the token in clear.
+func checkRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= 10 {
+		return errors.New("stopped after 10 redirects")
+	}
+	if err := checkAPI(req.URL); err != nil {
+		return fmt.Errorf("the API redirected to %s, which would get the token in clear: refused", req.URL.Redacted())
+	}
+	return nil
 }
 
 // checkAPI refuses an API URL that is not https, unless it is http to a loopback address: the

@@ -2,8 +2,10 @@ package purge
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"flag"
 	"io"
 	"net"
@@ -293,5 +295,54 @@ func TestCommandRefusesNegativeWait(t *testing.T) {
 				t.Errorf("--wait %s: the API got %d requests, want none", w, len(api.requests))
 			}
 		})
+	}
+}
+
+// guardTransport sends https requests for api.test to the test server and refuses every
+// other one, recording it with its Authorization: what would have left the machine.
+type guardTransport struct {
+	mu  sync.Mutex
+	off []string
+	rt  http.RoundTripper
+}
+
+func (g *guardTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.URL.Scheme != "https" || r.URL.Hostname() != "api.test" {
+		g.mu.Lock()
+		g.off = append(g.off, r.URL.String()+" "+r.Header.Get("Authorization"))
+		g.mu.Unlock()
+		return nil, errors.New("test: request refused")
+	}
+	return g.rt.RoundTrip(r)
+}
+
+// TestRedirectKeepsTokenOffPlainHTTP: net/http keeps Authorization on a redirect to the same
+// host, so an API at https://api.test that redirects the CLI to http://api.test would have it
+// send the token in clear; the CLI refuses such a redirect and sends nothing there.
+func TestRedirectKeepsTokenOffPlainHTTP(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "http://api.test/v1/purge", http.StatusTemporaryRedirect)
+	}))
+	t.Cleanup(srv.Close)
+	client, err := apiClient("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// api.test is the test server (dialled on loopback, its certificate not checked).
+	tr := srv.Client().Transport.(*http.Transport).Clone()
+	tr.DialContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, network, srv.Listener.Addr().String())
+	}
+	tr.TLSClientConfig.InsecureSkipVerify = true
+	guard := &guardTransport{rt: tr}
+	client.Transport = guard
+	_, _, err = post(t.Context(), client, "https://api.test", "s3cret", 0, Request{Host: "a.example", All: true})
+	if err == nil || !strings.Contains(err.Error(), "in clear") {
+		t.Errorf("post with a redirect to plain http = %v, want a refusal", err)
+	}
+	guard.mu.Lock()
+	defer guard.mu.Unlock()
+	if len(guard.off) > 0 {
+		t.Errorf("the CLI followed the redirect to plain http: %q", guard.off)
 	}
 }
