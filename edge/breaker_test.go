@@ -3,6 +3,7 @@ package edge
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -184,5 +185,65 @@ func TestBreakerDroppedConnections(t *testing.T) {
 	}
 	if st, _ := originStats(s.edge); st.BreakerRejections != 0 {
 		t.Errorf("origin upstream = %+v, want no breaker rejections", st)
+	}
+}
+
+// TestHungShieldCountsAgainstItsBreaker: a shield node that accepts connections and never
+// answers costs every miss peer_timeout. Those timeouts are the shield's failures: they count
+// against its breaker, which opens once they are half of 20 requests, and misses then go to the
+// origin at once. Before, peer_timeout ended the exchange as a cancellation by the caller,
+// which the breaker ignores: a hung shield was waited for on every miss for ever.
+func TestHungShieldCountsAgainstItsBreaker(t *testing.T) {
+	hung := listen(t, "127.0.1.40")
+	accepted := make(chan net.Conn, 64)
+	go func() {
+		for {
+			c, err := hung.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c // held open, never answered
+		}
+	}()
+	t.Cleanup(func() {
+		hung.Close()
+		for {
+			select {
+			case c := <-accepted:
+				c.Close()
+			default:
+				return
+			}
+		}
+	})
+	clock := newFakeClock()
+	_, originAddr := startOrigin(t, "127.0.0.40", clock.Now)
+	n, _ := startEdge(t, listen(t, "127.0.2.40"), Config{PoP: "p1", Node: "n0", Clock: clock.Now, PeerKey: testPeerKey,
+		PeerTimeout: 100 * time.Millisecond,
+		Hosts:       []wire.HostConfig{{Host: testHost, Origin: "http://" + originAddr, Shield: "p0"}},
+		Shields:     map[string][]Peer{"p0": {{ID: "s0", Addr: hung.Addr().String()}}},
+		Upstream:    UpstreamConfig{OpenTimeout: time.Hour}})
+	client := &http.Client{}
+	t.Cleanup(client.CloseIdleConnections)
+	shield := func() fetch.Stats {
+		for _, u := range n.upstreamStats() {
+			if u.Name == "peer s0" {
+				return u
+			}
+		}
+		return fetch.Stats{}
+	}
+	for i := range 20 {
+		r := do(t, client, http.MethodGet, n.Addr(), testHost, obj(fmt.Sprintf("/h%d", i), "cc", "max-age=60"))
+		if r.status != http.StatusOK {
+			t.Fatalf("GET /h%d with the shield hung = %d, want 200 from the origin", i, r.status)
+		}
+	}
+	if st := shield(); st.Failures != 20 || st.State != "open" {
+		t.Fatalf("shield upstream after 20 misses it never answered = %+v, want 20 failures and open", st)
+	}
+	r := do(t, client, http.MethodGet, n.Addr(), testHost, obj("/after", "cc", "max-age=60"))
+	if st := shield(); r.status != http.StatusOK || st.BreakerRejections != 1 {
+		t.Errorf("GET with the shield's breaker open = %d, shield %+v: want 200 and the shield not asked", r.status, st)
 	}
 }

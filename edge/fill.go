@@ -300,12 +300,14 @@ func (f *filler) fetchNode(req *request, p Peer, h hops, stale *store.Object, ca
 	// The node has peer_timeout to answer with its header. Its body then streams under the
 	// fill's own bounds, as an origin's does: a large object through a shield takes as long
 	// as the link needs, and a timer left on the body cut it short mid-way.
-	ctx, cancel := context.WithCancel(req.r.Context())
-	timer := time.AfterFunc(n.cfg.PeerTimeout, cancel)
+	// Its end is a timeout, not this caller giving up: fetch counts it against the node's
+	// breaker (a plain cancel is excluded, and a hung node was waited for on every miss).
+	ctx, cancel := context.WithCancelCause(req.r.Context())
+	timer := time.AfterFunc(n.cfg.PeerTimeout, func() { cancel(errPeerTimeout) })
 	up, err := upstreamRequest(ctx, req, "http", p.Addr, "")
 	if err != nil {
 		timer.Stop()
-		cancel()
+		cancel(nil)
 		return nil, fmt.Errorf("build fill request for %s: %w", p.ID, err)
 	}
 	up.Host = req.host.cfg.Host
@@ -330,12 +332,12 @@ func (f *filler) fetchNode(req *request, p Peer, h hops, stale *store.Object, ca
 		err = fmt.Errorf("no answer within peer_timeout %v: %w", n.cfg.PeerTimeout, context.DeadlineExceeded)
 	}
 	if err != nil {
-		cancel()
+		cancel(nil)
 		return nil, fmt.Errorf("fill %s from %s: %w", req.target, p.ID, err)
 	}
 	if resp.StatusCode == http.StatusMisdirectedRequest {
 		resp.Body.Close()
-		cancel()
+		cancel(nil)
 		return nil, fmt.Errorf("fill %s from %s: %s", req.target, p.ID, resp.Status)
 	}
 	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
@@ -476,14 +478,18 @@ func (n *Node) via(prior string, major, minor int) string {
 // cancelOnClose releases a request's timeout context when its body is closed.
 type cancelOnClose struct {
 	io.ReadCloser
-	cancel context.CancelFunc
+	cancel context.CancelCauseFunc
 }
 
 func (c *cancelOnClose) Close() error {
 	err := c.ReadCloser.Close()
-	c.cancel()
+	c.cancel(nil)
 	return err
 }
+
+// errPeerTimeout ends a fill request to a peer or shield node that sent no answer within
+// peer_timeout.
+var errPeerTimeout = fmt.Errorf("peer_timeout: %w", context.DeadlineExceeded)
 
 // upstreamErrorStatus maps a fill error to the status a client gets.
 func upstreamErrorStatus(err error) int {

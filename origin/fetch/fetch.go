@@ -160,6 +160,9 @@ type Upstream struct {
 	// the order it counts outcomes (a result from before its last change of state is not
 	// counted, by it or here).
 	streak uint32
+	// halfOpen is set while the breaker is half-open (by its OnStateChange, which runs inside
+	// the Allow that admits the probe): Do then reports a probe's outcome at its head.
+	halfOpen atomic.Bool
 }
 
 // newTransport is the transport c describes (defaults applied): its dialer, TLS and timeouts,
@@ -251,7 +254,10 @@ func New(cfg Config) *Upstream {
 			}
 			return false
 		},
-		OnStateChange: func(string, gobreaker.State, gobreaker.State) { u.streak = 0 },
+		OnStateChange: func(_ string, _, to gobreaker.State) {
+			u.streak = 0
+			u.halfOpen.Store(to == gobreaker.StateHalfOpen)
+		},
 	})
 	return u
 }
@@ -322,6 +328,17 @@ func (u *Upstream) Do(req *http.Request) (*http.Response, error) {
 	}
 	b.rc, b.status = resp.Body, u.failureStatus(resp)
 	b.whole = resp.Body == http.NoBody // nothing to read: whole already
+	if u.halfOpen.Load() {
+		// A probe's head says whether the upstream is back. Waiting for its body's end would
+		// keep the breaker half-open, refusing every other request, for as long as the body
+		// streams: an event stream passed through, under pass_timeout, for up to an hour. (An
+		// exchange admitted before the breaker opened reports to an old generation: ignored.)
+		if b.status != nil {
+			u.failures.Add(1)
+		}
+		done(b.status)
+		b.done, b.status = nil, nil
+	}
 	resp.Body = b
 	settled = true // the body's Close reports it
 	return resp, nil
@@ -382,11 +399,13 @@ func closeBody(req *http.Request) {
 }
 
 // classify turns an exchange error into the error reported to the caller and the breaker:
-// the caller's own cancellation is excluded from the breaker, the body timeout (timedOut: it
-// has expired) is named.
+// the caller's own cancellation is excluded from the breaker, unless its cause is a deadline
+// (a timer of the caller's: the edge's peer_timeout), which is a timeout like the context's
+// own deadline; the body timeout (timedOut: it has expired) is named.
 func (u *Upstream) classify(parent context.Context, timedOut bool, err error) error {
 	switch {
-	case parent.Err() != nil && errors.Is(parent.Err(), context.Canceled):
+	case parent.Err() != nil && errors.Is(parent.Err(), context.Canceled) &&
+		!errors.Is(context.Cause(parent), context.DeadlineExceeded):
 		return fmt.Errorf("%w: %w", errCallerCanceled, err)
 	case parent.Err() == nil && timedOut:
 		return fmt.Errorf("%w after %v: %w", errBodyTimeout, u.cfg.BodyTimeout, err)
@@ -507,9 +526,9 @@ type body struct {
 	ctx      context.Context // the exchange context, canceled with errBodyTimeout on BodyTimeout; nil on the HTTP/1.1 path
 	parent   context.Context // the caller's context
 	cancel   context.CancelFunc
-	deadline time.Time // when BodyTimeout expires, on the HTTP/1.1 path (the connection's read deadline)
-	done     func(error)
-	status   error // non-nil for a status FailureStatus counts as a failure
+	deadline time.Time   // when BodyTimeout expires, on the HTTP/1.1 path (the connection's read deadline)
+	done     func(error) // nil once reported (a half-open probe's, at its head)
+	status   error       // non-nil for a status FailureStatus counts as a failure
 
 	mu      sync.Mutex // guards readErr and whole
 	readErr error      // first read error other than io.EOF
@@ -562,6 +581,10 @@ func (b *body) Close() error {
 		}
 		if b.cancel != nil {
 			b.cancel()
+		}
+		if b.done == nil {
+			b.u.release()
+			return
 		}
 		b.u.finish(b.done, outcome)
 	})
