@@ -43,6 +43,12 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 	h.Del("Age")
 	h.Set("Via", n.via(strings.Join(h["Via"], ", "), resp.ProtoMajor, resp.ProtoMinor))
 
+	if resp.StatusCode == http.StatusNotModified && stale != nil && n.store.Verdict(stale) == store.Purged {
+		// A hard purge matched the copy after it was looked up: it is gone, and a 304 must
+		// not bring its body back stored as a fetch begun after the purge. Fetch it whole.
+		resp.Body.Close()
+		return f.fetchAndStore(req, nil, opts)
+	}
 	if resp.StatusCode == http.StatusNotModified && stale != nil {
 		resp.Body.Close()
 		hdr := httpcache.Refresh(stale.HeaderMap(), h)
@@ -180,6 +186,10 @@ func fillPolicy(req *request, status int, h http.Header, respTime time.Time) htt
 	}
 	if isEventStream(h) {
 		policy.Storable, policy.Reason = false, "event-stream"
+	}
+	if httpcache.TooManySurrogateKeys(h) {
+		// Only MaxSurrogateKeys are indexed: a purge by any other key would miss the copy.
+		policy.Storable, policy.Reason = false, "too-many-surrogate-keys"
 	}
 	return policy
 }

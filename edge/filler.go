@@ -212,7 +212,9 @@ func (f *filler) get(req *request, stale *store.Object, opts fillOptions) answer
 	if res.err != nil {
 		now := n.clock()
 		status := upstreamErrorStatus(res.err)
-		if stale != nil && canServeStale(stale, opts.verdict, -stale.TTL(now), stale.Policy.StaleIfError) {
+		// Asked again: a hard purge applied while the fill ran makes the copy gone, and it
+		// must not come back as the stale-if-error answer once the purge is acked.
+		if stale != nil && canServeStale(stale, max(opts.verdict, n.store.Verdict(stale)), -stale.TTL(now), stale.Policy.StaleIfError) {
 			n.metrics.staleServed.WithLabelValues("stale-if-error").Inc()
 			return answer{obj: stale, cacheStatus: "stale", tier: res.tier, cs: httpcache.Status{Cache: n.name, Proto: req.proto,
 				Fwd: "stale", FwdStatus: status, TTL: stale.TTL(now), HasTTL: true, Detail: "stale-if-error"}}

@@ -8,8 +8,12 @@ import (
 // Limits on the purge keys one response may declare, so a hostile origin cannot make the
 // edge index unbounded data.
 const (
-	MaxSurrogateKeys   = 256 // keys kept per response; later ones are dropped
-	MaxSurrogateKeyLen = 256 // bytes per key; a longer key is dropped, not truncated
+	// MaxSurrogateKeys is how many keys are kept per response; a response that declares more
+	// (TooManySurrogateKeys) must not be stored, since a purge by one of the others would miss it.
+	MaxSurrogateKeys = 256
+	// MaxSurrogateKeyLen is the longest key kept, in bytes: the longest value a purge may name
+	// (purge.MaxValueBytes), so that only keys no purge can name are dropped.
+	MaxSurrogateKeyLen = 2048
 )
 
 // SurrogateKeys returns the purge keys a response declares: Surrogate-Key (space-separated),
@@ -37,6 +41,31 @@ func SurrogateKeys(h http.Header) []string {
 	return ks.keys
 }
 
+// TooManySurrogateKeys reports whether h declares more distinct keys than SurrogateKeys keeps
+// (MaxSurrogateKeys).
+func TooManySurrogateKeys(h http.Header) bool {
+	if len(h["Surrogate-Key"])+len(h["Cache-Tag"])+len(h["Cache-Groups"]) == 0 {
+		return false
+	}
+	var ks keySet
+	for _, v := range h["Surrogate-Key"] {
+		for k := range strings.FieldsSeq(v) {
+			ks.add(k)
+		}
+	}
+	for _, v := range h["Cache-Tag"] {
+		for k := range strings.SplitSeq(v, ",") {
+			ks.add(strings.TrimSpace(k))
+		}
+	}
+	if groups, ok := ParseStringList(h["Cache-Groups"]); ok {
+		for _, g := range groups {
+			ks.add(g)
+		}
+	}
+	return ks.over
+}
+
 // CacheGroupInvalidation parses RFC 9875 Cache-Group-Invalidation (same list syntax and limits
 // as Cache-Groups in SurrogateKeys). RFC 9875 §3 lets it act only on responses to unsafe
 // methods, and only on groups of the same origin; that is the caller's part.
@@ -50,17 +79,25 @@ func CacheGroupInvalidation(h http.Header) []string {
 	return ks.keys
 }
 
-// keySet collects unique, bounded keys in order.
-type keySet struct{ keys []string }
+// keySet collects unique, bounded keys in order; over records that a new key was dropped
+// because MaxSurrogateKeys were collected already.
+type keySet struct {
+	keys []string
+	over bool
+}
 
 func (s *keySet) add(k string) {
-	if k == "" || len(k) > MaxSurrogateKeyLen || len(s.keys) >= MaxSurrogateKeys {
+	if k == "" || len(k) > MaxSurrogateKeyLen || s.over {
 		return
 	}
 	for _, have := range s.keys {
 		if have == k {
 			return
 		}
+	}
+	if len(s.keys) >= MaxSurrogateKeys {
+		s.over = true
+		return
 	}
 	s.keys = append(s.keys, k)
 }

@@ -182,3 +182,33 @@ func BenchmarkSurrogateKeys(b *testing.B) {
 		SurrogateKeys(h)
 	}
 }
+
+// TestTooManySurrogateKeys: more distinct keys than MaxSurrogateKeys, across the three fields,
+// is too many; duplicates, keys too long for any purge to name and a malformed Cache-Groups
+// are not counted.
+func TestTooManySurrogateKeys(t *testing.T) {
+	keys := func(n int, sep string) string {
+		ks := make([]string, n)
+		for i := range ks {
+			ks[i] = fmt.Sprintf("k%d", i)
+		}
+		return strings.Join(ks, sep)
+	}
+	for _, tc := range []struct {
+		name string
+		h    http.Header
+		want bool
+	}{
+		{"none", http.Header{}, false},
+		{"at the limit", http.Header{"Surrogate-Key": {keys(MaxSurrogateKeys, " ")}}, false},
+		{"one past", http.Header{"Cache-Tag": {keys(MaxSurrogateKeys+1, ",")}}, true},
+		{"across fields", http.Header{"Surrogate-Key": {keys(MaxSurrogateKeys, " ")}, "Cache-Groups": {`"other"`}}, true},
+		{"duplicates", http.Header{"Surrogate-Key": {keys(MaxSurrogateKeys, " "), keys(MaxSurrogateKeys, " ")}}, false},
+		{"too long to name", http.Header{"Surrogate-Key": {keys(MaxSurrogateKeys, " ") + " " + strings.Repeat("x", MaxSurrogateKeyLen+1)}}, false},
+		{"malformed groups", http.Header{"Surrogate-Key": {keys(MaxSurrogateKeys, " ")}, "Cache-Groups": {`"a",`}}, false},
+	} {
+		if got := TooManySurrogateKeys(tc.h); got != tc.want {
+			t.Errorf("%s: TooManySurrogateKeys = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

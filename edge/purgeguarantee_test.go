@@ -1,0 +1,236 @@
+package edge
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/meridian-cdn/meridian/edge/httpcache"
+	"github.com/meridian-cdn/meridian/internal/wait"
+	"github.com/meridian-cdn/meridian/purge"
+	"github.com/meridian-cdn/meridian/wire"
+)
+
+// scriptedOrigin is an origin whose answers a test changes as it goes: the body's version,
+// the ETag, an error status, extra fields, and a request held until released.
+type scriptedOrigin struct {
+	clock   *fakeClock
+	version atomic.Int64
+	etag    atomic.Value // string; "" for none
+	status  atomic.Int64 // 0: 200, or 304 to a matching If-None-Match
+	cc      string
+	extra   http.Header // set before the first request
+	mu      sync.Mutex
+	hold    chan struct{} // when set, the next request signals held and waits for it to close
+	held    chan struct{}
+}
+
+func (o *scriptedOrigin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	o.mu.Lock()
+	hold := o.hold
+	o.hold = nil
+	o.mu.Unlock()
+	if hold != nil {
+		o.held <- struct{}{}
+		<-hold
+	}
+	w.Header().Set("Date", o.clock.Now().UTC().Format(http.TimeFormat))
+	w.Header().Set("Cache-Control", o.cc)
+	for k, vs := range o.extra {
+		w.Header()[k] = vs
+	}
+	etag, _ := o.etag.Load().(string)
+	if etag != "" {
+		w.Header().Set("ETag", etag)
+	}
+	if s := o.status.Load(); s != 0 {
+		w.WriteHeader(int(s))
+		fmt.Fprintf(w, "error %d", s)
+		return
+	}
+	if etag != "" && r.Header.Get("If-None-Match") == etag {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	fmt.Fprintf(w, "%s v%d", r.URL.RequestURI(), o.version.Load())
+}
+
+// holdNext makes the origin hold its next request (signalling o.held) until release is called.
+func (o *scriptedOrigin) holdNext() (release func()) {
+	ch := make(chan struct{})
+	o.mu.Lock()
+	o.hold = ch
+	o.mu.Unlock()
+	return func() { close(ch) }
+}
+
+// newScripted starts a scripted origin answering with Cache-Control cc and extra fields, and an
+// edge in front of it (prep as for startEdgeWith), both on one fake clock.
+func newScripted(t *testing.T, cc string, extra http.Header, prep func(*Node)) (*scriptedOrigin, *Node, *http.Client) {
+	t.Helper()
+	clock := newFakeClock()
+	o := &scriptedOrigin{clock: clock, cc: cc, extra: extra, held: make(chan struct{}, 1)}
+	o.version.Store(1)
+	addr := startHTTP(t, "127.0.0.10", o)
+	n, _ := startEdgeWith(t, listen(t, "127.0.0.11"), Config{PoP: "tst", Node: "e1", Clock: clock.Now,
+		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + addr}}}, prep)
+	c := &http.Client{}
+	t.Cleanup(c.CloseIdleConnections)
+	return o, n, c
+}
+
+func applyPurge(t *testing.T, n *Node, kind purge.Kind, soft bool, values ...string) {
+	t.Helper()
+	m := purge.Message{ID: "p", Host: testHost, Kind: kind, Values: values, Soft: soft}
+	if _, err := n.ApplyPurge(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestStaleIfErrorAfterPurgeDuringFill: a stale copy whose revalidation fails is served under
+// stale-if-error only if no hard purge matched it meanwhile. The fill is held at the origin while
+// the purge is applied, then fails. Found by a review helper: the copy looked up before the fill
+// was served, marked stale-if-error, after the hard purge that made it gone was applied.
+func TestStaleIfErrorAfterPurgeDuringFill(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		soft      bool
+		wantStale bool
+	}{
+		{"hard", false, false},
+		{"soft", true, true}, // a soft purge leaves the copy stale, which stale-if-error may serve
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o, n, c := newScripted(t, "max-age=10, stale-if-error=600", nil, nil)
+			if r := do(t, c, http.MethodGet, n.Addr(), testHost, "/x"); r.body != "/x v1" {
+				t.Fatalf("first GET: %q", r.body)
+			}
+			o.clock.Advance(20 * time.Second) // stale, within stale-if-error
+			o.status.Store(http.StatusServiceUnavailable)
+			release := o.holdNext()
+			got := make(chan resp, 1)
+			go func() {
+				r, err := tryDo(c, http.MethodGet, n.Addr(), testHost, "/x")
+				if err != nil {
+					t.Error(err)
+				}
+				got <- r
+			}()
+			<-o.held // the revalidation is at the origin
+			applyPurge(t, n, purge.KindURL, tc.soft, "/x")
+			release()
+			r := <-got
+			if stale := r.body == "/x v1"; stale != tc.wantStale {
+				t.Errorf("after a %s purge during the failing fill: %d %q (Cache-Status %q), stale copy served = %v, want %v",
+					tc.name, r.status, r.body, r.header.Get("Cache-Status"), stale, tc.wantStale)
+			}
+			if !tc.wantStale && r.status != http.StatusServiceUnavailable {
+				t.Errorf("status %d, want the origin's 503", r.status)
+			}
+		})
+	}
+}
+
+// TestNotModifiedAfterHardPurge: a revalidation of a stale copy that a hard purge matched after
+// it was looked up (and before the fill began) fetches the object whole: the origin's 304 must
+// not bring the purged body back stored as fresh, as if fetched after the purge. Both for a
+// client's fill and for the background revalidation of stale-while-revalidate; the origin
+// changed the body under the same ETag, which is what a hard purge is for. A run hook holds
+// the fill between the lookup and its start. Found by a review helper: the 304 refreshed the
+// purged copy, stored with the fill's start (after the purge) and served as a hit.
+func TestNotModifiedAfterHardPurge(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cc   string
+	}{
+		{"fill", "max-age=10"},
+		{"stale-while-revalidate", "max-age=10, stale-while-revalidate=600"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var gate atomic.Pointer[chan struct{}]
+			entered := make(chan struct{}, 1)
+			o, n, c := newScripted(t, tc.cc, nil, func(n *Node) {
+				n.fill.runHook = func(string) {
+					if g := gate.Swap(nil); g != nil {
+						entered <- struct{}{}
+						<-*g
+					}
+				}
+			})
+			o.etag.Store(`"e1"`)
+			if r := do(t, c, http.MethodGet, n.Addr(), testHost, "/x"); r.body != "/x v1" {
+				t.Fatalf("first GET: %q", r.body)
+			}
+			o.clock.Advance(20 * time.Second) // stale
+			g := make(chan struct{})
+			gate.Store(&g)
+			got := make(chan resp, 1)
+			go func() {
+				r, err := tryDo(c, http.MethodGet, n.Addr(), testHost, "/x")
+				if err != nil {
+					t.Error(err)
+				}
+				got <- r
+			}()
+			<-entered // looked up, revalidation about to begin
+			o.version.Store(2)
+			applyPurge(t, n, purge.KindURL, false, "/x")
+			o.clock.Advance(time.Second) // the fill begins after the purge
+			close(g)
+			<-got // the client's answer: its request came before the purge, either will do
+			key := n.key("/x")
+			wait.For(t, 5*time.Second, "the revalidation to store its answer", func() bool {
+				obj, _, _ := n.store.Lookup(key, nil)
+				return obj != nil
+			})
+			if r := do(t, c, http.MethodGet, n.Addr(), testHost, "/x"); r.body != "/x v2" {
+				t.Errorf("GET after the hard purge: %q (Cache-Status %q), want /x v2", r.body, r.header.Get("Cache-Status"))
+			}
+		})
+	}
+}
+
+// TestPurgeByKeyMatchesEveryDeclaredKey: a purge by any key a response declared reaches it,
+// however many keys it declared and however long (up to the longest a purge may name). Found by
+// a review helper: the edge kept the first 256 keys of at most 256 bytes each and dropped the
+// others silently, so a purge by key 257, or by a key of 300 bytes (purges allow 2,048), left
+// the object served as a hit. A response with more keys than the edge indexes is not stored.
+func TestPurgeByKeyMatchesEveryDeclaredKey(t *testing.T) {
+	if httpcache.MaxSurrogateKeyLen < purge.MaxValueBytes {
+		t.Errorf("keys of up to %d bytes are kept, purges name keys of up to %d", httpcache.MaxSurrogateKeyLen, purge.MaxValueBytes)
+	}
+	many := make([]string, httpcache.MaxSurrogateKeys+44)
+	for i := range many {
+		many[i] = fmt.Sprintf("k%d", i)
+	}
+	long := strings.Repeat("L", purge.MaxValueBytes)
+	dups := strings.TrimSpace(strings.Repeat("d ", 2*httpcache.MaxSurrogateKeys)) + " last"
+	for _, tc := range []struct {
+		name  string
+		field string
+		value string
+		key   string
+	}{
+		{"key past the count", "Surrogate-Key", strings.Join(many, " "), many[len(many)-1]},
+		{"first key of too many", "Cache-Tag", strings.Join(many, ", "), "k0"},
+		{"longest key a purge names", "Surrogate-Key", "a " + long, long},
+		{"after many duplicates", "Surrogate-Key", dups, "last"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o, n, c := newScripted(t, "max-age=600", http.Header{tc.field: {tc.value}}, nil)
+			do(t, c, http.MethodGet, n.Addr(), testHost, "/x")
+			o.version.Store(2)
+			o.clock.Advance(time.Second)
+			applyPurge(t, n, purge.KindKey, false, tc.key)
+			o.clock.Advance(time.Second)
+			if r := do(t, c, http.MethodGet, n.Addr(), testHost, "/x"); r.body != "/x v2" {
+				t.Errorf("GET after a purge of key %.12q: %q (Cache-Status %q), want /x v2", tc.key, r.body, r.header.Get("Cache-Status"))
+			}
+		})
+	}
+}
