@@ -77,3 +77,44 @@ func TestPercentHexCaseIsOneURL(t *testing.T) {
 		t.Errorf("GET /a/b: %q, want its own copy", b)
 	}
 }
+
+// TestRawUTF8QueryIsItsEncoding: a client may send a query's UTF-8 raw (net/http takes it), and
+// another client, or a purge, names the same URL percent-encoded: both spellings are one
+// stored copy, and a URL purge of the encoded spelling purges it.
+func TestRawUTF8QueryIsItsEncoding(t *testing.T) {
+	var mu sync.Mutex
+	fetches := 0
+	addr := startHTTP(t, "127.0.0.10", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		fetches++
+		n := fetches
+		mu.Unlock()
+		w.Header().Set("Cache-Control", "max-age=600")
+		fmt.Fprintf(w, "v%d", n)
+	}))
+	n, _ := startEdge(t, listen(t, "127.0.0.11"), Config{PoP: "tst", Node: "e1",
+		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + addr}}})
+	raw := func() string { // the body of GET /r?x=café with the é as raw UTF-8
+		t.Helper()
+		a := rawExchange(t, n.Addr(), "GET /r?x=caf\xc3\xa9 HTTP/1.1\r\nHost: "+testHost+"\r\nConnection: close\r\n\r\n")
+		_, body, _ := strings.Cut(a, "\r\n\r\n")
+		if !strings.HasPrefix(a, "HTTP/1.1 200 ") {
+			t.Fatalf("GET /r?x=caf\\xc3\\xa9: %q", a)
+		}
+		return body
+	}
+	c := &http.Client{}
+	t.Cleanup(c.CloseIdleConnections)
+	if b := raw(); b != "v1" {
+		t.Fatalf("first GET: %q, want v1", b)
+	}
+	if r := do(t, c, http.MethodGet, n.Addr(), testHost, "/r?x=caf%C3%A9"); r.body != "v1" {
+		t.Errorf("GET /r?x=caf%%C3%%A9 after the raw spelling: %q, want the same copy, v1", r.body)
+	}
+	if _, err := n.ApplyPurge(context.Background(), purge.Message{ID: "p", Host: testHost, Kind: purge.KindURL, Values: []string{"/r?x=caf%C3%A9"}}); err != nil {
+		t.Fatal(err)
+	}
+	if b := raw(); b != "v2" {
+		t.Errorf("raw GET after a purge of the encoded URL: %q, want a new fetch, v2", b)
+	}
+}

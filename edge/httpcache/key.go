@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // KeyOptions are a host's cache-key options (they mirror wire.CacheOptions). The zero value
@@ -210,11 +211,13 @@ func NormalizePath(path string) string {
 }
 
 // writeNormalized writes s with unreserved percent-encodings decoded and the others in upper
-// case; in a path, a literal '?' is written as %3F.
+// case, and bytes above 0x7f percent-encoded (a client may send a query's UTF-8 raw, another
+// encoded, and purges name it encoded: one key for both); in a path, a literal '?' is written
+// as %3F.
 func writeNormalized(b *strings.Builder, s string, isPath bool) {
-	// Copy the runs between '%' and '?' in one go; most paths have neither.
+	// Copy the runs between '%', '?' and non-ASCII bytes in one go; most paths have none.
 	for {
-		i := strings.IndexAny(s, "%?")
+		i := indexSpecial(s)
 		if i < 0 {
 			b.WriteString(s)
 			return
@@ -245,14 +248,32 @@ func writeNormalized(b *strings.Builder, s string, isPath bool) {
 			b.WriteString("%3F")
 			continue
 		}
+		if c := s[i]; c >= utf8.RuneSelf {
+			b.WriteByte('%')
+			b.WriteByte(upperHexDigits[c>>4])
+			b.WriteByte(upperHexDigits[c&15])
+			continue
+		}
 		b.WriteByte(s[i])
 	}
+}
+
+const upperHexDigits = "0123456789ABCDEF"
+
+// indexSpecial is the index of the first '%', '?' or non-ASCII byte of s, or -1.
+func indexSpecial(s string) int {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == '%' || c == '?' || c >= utf8.RuneSelf {
+			return i
+		}
+	}
+	return -1
 }
 
 // compareNormalized compares a and b as writeNormalized would write them, without building
 // either.
 func compareNormalized(a, b string) int {
-	if strings.IndexByte(a, '%') < 0 && strings.IndexByte(b, '%') < 0 {
+	if plainASCII(a) && plainASCII(b) {
 		return strings.Compare(a, b)
 	}
 	ra, rb := normReader{s: a}, normReader{s: b}
@@ -301,8 +322,24 @@ func (r *normReader) next() (byte, bool) {
 		r.i += 3
 		return '%', true
 	}
+	if c := r.s[r.i]; c >= utf8.RuneSelf {
+		r.pend, r.pending = [2]byte{upperHexDigits[c>>4], upperHexDigits[c&15]}, 2
+		r.i++
+		return '%', true
+	}
 	r.i++
 	return r.s[r.i-1], true
+}
+
+// plainASCII reports whether s has neither '%' nor a non-ASCII byte: writeNormalized writes it
+// (outside a path) as it is.
+func plainASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == '%' || c >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 // VaryKey builds the secondary key from the request's values of the Vary fields (as in

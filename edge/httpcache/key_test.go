@@ -50,6 +50,11 @@ func TestKey(t *testing.T) {
 		{"unreserved decoded in query", "example.com", "/p", "q=%61%26b", KeyOptions{}, "example.com/p?q=a%26b"},
 		{"sort compares decoded", "example.com", "/p", "%62=1&a=2", sorted, "example.com/p?a=2&b=1"},
 		{"semicolon is not a separator", "example.com", "/p", "b=1;a=2", sorted, "example.com/p?b=1;a=2"},
+		// A client may send UTF-8 raw; purges and other clients name it percent-encoded.
+		{"raw non-ascii in query encoded", "example.com", "/p", "q=caf\xc3\xa9", KeyOptions{}, "example.com/p?q=caf%C3%A9"},
+		{"raw non-ascii in path encoded", "example.com", "/caf\xc3\xa9", "", KeyOptions{}, "example.com/caf%C3%A9"},
+		{"sort compares raw as encoded", "example.com", "/p", "x=\xc3\xa9&x=%c3%a8", sorted, "example.com/p?x=%C3%A8&x=%C3%A9"},
+		{"keep params matches a raw name", "example.com", "/p", "\xe2\x82\xac=1&b=2", KeyOptions{KeepParams: []string{"%E2%82%AC"}}, "example.com/p?%E2%82%AC=1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
