@@ -222,8 +222,9 @@ type CacheOptions struct {
 	CompressTypes []string `json:"compress_types,omitempty" yaml:"compress_types,omitempty"`
 	// CompressMinBytes is the smallest body the edge compresses; 0 means 1024.
 	CompressMinBytes int64 `json:"compress_min_bytes,omitempty" yaml:"compress_min_bytes,omitempty"`
-	// SliceThresholdBytes: an object with a validator (ETag or Last-Modified) larger than this
-	// is cached in slices; 0 means the host's object size limit (max_object_bytes).
+	// SliceThresholdBytes: an object with a strong ETag larger than this and than the host's
+	// object size limit (max_object_bytes) is cached in slices; 0 means max_object_bytes. An
+	// object within max_object_bytes is kept whole: a lower threshold changes nothing.
 	SliceThresholdBytes int64 `json:"slice_threshold_bytes,omitempty" yaml:"slice_threshold_bytes,omitempty"`
 	// SliceBytes is the size of one slice; 0 means 2 MiB.
 	SliceBytes int64 `json:"slice_bytes,omitempty" yaml:"slice_bytes,omitempty"`
