@@ -49,26 +49,42 @@ var (
 // it and the answer is worth it, a 200 of a compressible type, uncompressed, without
 // no-transform, not tiny (compress.ShouldCompress, which the caller asks).
 // h and policy describe the answer; the header and body to store are returned, with policy's
-// Vary updated. An answer that could be compressed gets Vary: Accept-Encoding even when req
-// wants identity, so its variants share one Vary list.
-func (n *Node) compressAnswer(req *request, h http.Header, body []byte, policy *httpcache.Policy, compressible bool) (http.Header, []byte) {
+// Vary updated, and whether the edge encoded them. An answer that could be compressed gets
+// Vary: Accept-Encoding even when req wants identity, so its variants share one Vary list.
+func (n *Node) compressAnswer(req *request, h http.Header, body []byte, policy *httpcache.Policy, compressible bool) (http.Header, []byte, bool) {
 	if !compressible {
-		return h, body
+		return h, body, false
 	}
-	if !slices.Contains(policy.Vary, "*") {
-		h.Set("Vary", compress.MergeVary(h.Values("Vary"), "Accept-Encoding"))
-		policy.Vary = addVaryField(policy.Vary, "accept-encoding")
-	}
+	varyOnCoding(h, policy)
 	if req.coding == "" {
-		return h, body
+		return h, body, false
 	}
 	ch, cb, err := compress.Transform(h, body, req.coding, 0)
 	if err != nil {
 		n.log.Warn("compress answer; storing it uncompressed", "host", req.host.cfg.Host, "path", req.path,
 			"coding", req.coding, "err", err)
-		return h, body
+		return h, body, false
 	}
-	return ch, cb
+	return ch, cb, true
+}
+
+// varyOnCoding adds Accept-Encoding to the Vary of an answer (h and its policy), unless it
+// has it or "*".
+func varyOnCoding(h http.Header, policy *httpcache.Policy) {
+	if !slices.Contains(policy.Vary, "*") && !slices.Contains(policy.Vary, "accept-encoding") {
+		h.Set("Vary", compress.MergeVary(h.Values("Vary"), "Accept-Encoding"))
+		policy.Vary = addVaryField(policy.Vary, "accept-encoding")
+	}
+}
+
+// varyOnUpstreamCoding gives an answer the upstream encoded itself Vary: Accept-Encoding when
+// it lacks it: the fill asked for the one coding the client's field selected
+// (normalizeAcceptEncoding), so the answer depends on that field whether or not the origin
+// says so, and stored without it, it would be served to clients that cannot decode it.
+func varyOnUpstreamCoding(h http.Header, policy *httpcache.Policy) {
+	if compress.Encoded(h) {
+		varyOnCoding(h, policy)
+	}
 }
 
 // addVaryField adds field (lower-case) to a Policy.Vary list, which stays sorted and free of
@@ -81,27 +97,41 @@ func addVaryField(vary []string, field string) []string {
 	return slices.Insert(slices.Clone(vary), i, field)
 }
 
-// edgeCoding returns the coding the edge itself applied to obj ("" if none): its
-// Content-Encoding, when its ETag carries that coding's suffix (compress.SuffixETag).
-func edgeCoding(obj *store.Object) string {
-	ce := obj.HeaderValue("Content-Encoding")
+// fleetCoded reports whether a fleet node's answer (header h) was encoded by an edge node: it
+// arrives in the coding asked for, stored as it came, and only the coding's suffix on its ETag
+// (compress.SuffixETag) tells the edge's encoding from an origin's. An origin's answer needs
+// no guess: the filling node knows whether it encoded it (store.Object.EdgeCoded).
+func fleetCoded(h http.Header) bool {
+	ce := h.Get("Content-Encoding")
 	if ce == "" {
-		return ""
+		return false
 	}
-	if _, ok := compress.UnsuffixETag(obj.HeaderValue("ETag"), ce); !ok {
-		return ""
-	}
-	return ce
+	_, ok := compress.UnsuffixETag(h.Get("ETag"), ce)
+	return ok
 }
 
-// keepEdgeCoding carries what the edge added to stale's header across a 304 from the origin
-// into the refreshed header h: the coding's ETag suffix (the origin confirmed its own tag) and
-// Accept-Encoding in Vary.
-func keepEdgeCoding(stale *store.Object, h http.Header) {
+// edgeCoding returns the coding the edge applied to obj ("" if none).
+func edgeCoding(obj *store.Object) string {
+	if !obj.EdgeCoded {
+		return ""
+	}
+	return obj.HeaderValue("Content-Encoding")
+}
+
+// keepEdgeCoding carries what the edge added to stale's header across a 304 (notModified) into
+// the refreshed header h: the coding and Accept-Encoding in Vary, and the coding's ETag suffix.
+// An origin's 304 names the origin's own tag, which gets the suffix whatever it ends with
+// ("x-gzip" is the identity answer's tag if the origin sent it so, never the variant's); a
+// fleet node's names the variant's tag, suffixed already by the node that encoded it.
+func keepEdgeCoding(stale *store.Object, h, notModified http.Header, fromOrigin bool) {
 	if c := edgeCoding(stale); c != "" {
-		if _, ok := compress.UnsuffixETag(h.Get("ETag"), c); !ok {
-			if tag, ok := compress.SuffixETag(h.Get("ETag"), c); ok {
-				h.Set("ETag", tag)
+		if etag := notModified.Get("ETag"); etag != "" {
+			if _, suffixed := compress.UnsuffixETag(etag, c); fromOrigin || !suffixed {
+				if tag, ok := compress.SuffixETag(etag, c); ok {
+					h.Set("ETag", tag)
+				} else {
+					h.Del("ETag") // as compress.Transform drops a tag it cannot suffix
+				}
 			}
 		}
 		h.Set("Content-Encoding", c)

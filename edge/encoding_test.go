@@ -2,12 +2,15 @@ package edge
 
 import (
 	"bytes"
+	"cmp"
 	stdgzip "compress/gzip"
+	"github.com/meridian-cdn/meridian/edge/httpcache"
 	"io"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -324,5 +327,161 @@ func TestCompressedVariantConditionalLength(t *testing.T) {
 	r = do(t, c, http.MethodGet, n.Addr(), testHost, target, "Accept-Encoding", "br", "Range", "bytes=5-14")
 	if r.status != http.StatusPartialContent || r.header.Get("Content-Length") != "10" || r.body != full.body[5:15] {
 		t.Errorf("Range: status %d, Content-Length %q; want 206 with 10 bytes", r.status, r.header.Get("Content-Length"))
+	}
+}
+
+// codingOrigin is an origin for the coding tests: a text body of ?size= bytes (default 5000)
+// under ?ct= (default text/plain), with ?etag=, ?vary= and max-age=10; with ?gz=1 it gzips
+// the body itself for a request that accepts gzip. It answers 304 to an If-None-Match that
+// is exactly its tag, and records each request's If-None-Match.
+type codingOrigin struct {
+	clock *fakeClock
+	mu    sync.Mutex
+	inm   []string
+}
+
+func (o *codingOrigin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	o.mu.Lock()
+	o.inm = append(o.inm, r.Header.Get("If-None-Match"))
+	o.mu.Unlock()
+	h := w.Header()
+	h.Set("Date", o.clock.Now().Format(http.TimeFormat))
+	h.Set("Cache-Control", "max-age=10")
+	h.Set("Content-Type", cmp.Or(q.Get("ct"), "text/plain"))
+	if v := q.Get("vary"); v != "" {
+		h.Set("Vary", v)
+	}
+	etag := q.Get("etag")
+	if etag != "" {
+		h.Set("ETag", etag)
+	}
+	gz := q.Get("gz") == "1" && httpcache.NormalizeAcceptEncoding(r.Header["Accept-Encoding"]) == "gzip"
+	if gz {
+		h.Set("Content-Encoding", "gzip")
+	}
+	if etag != "" && r.Header.Get("If-None-Match") == etag {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	body := []byte(codingBody(q.Get("size")))
+	if gz {
+		var b bytes.Buffer
+		zw := stdgzip.NewWriter(&b)
+		zw.Write(body)
+		zw.Close()
+		body = b.Bytes()
+	}
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.Write(body)
+}
+
+// lastINM is the If-None-Match of the origin's last request.
+func (o *codingOrigin) lastINM() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.inm[len(o.inm)-1]
+}
+
+func codingBody(size string) string {
+	n, _ := strconv.Atoi(size)
+	if n == 0 {
+		n = 5000
+	}
+	return strings.Repeat("coding body ", n/12+1)[:n]
+}
+
+func codingEdge(t *testing.T) (*Node, *http.Client, *codingOrigin, *fakeClock) {
+	t.Helper()
+	clock := newFakeClock()
+	o := &codingOrigin{clock: clock}
+	n, _ := echoEdge(t, o.ServeHTTP, nil, func(c *Config) { c.Clock = clock.Now })
+	// The client must not ask for gzip by itself, nor decode what it gets.
+	c := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+	t.Cleanup(c.CloseIdleConnections)
+	return n, c, o, clock
+}
+
+// TestRevalidationETagOfVariants: a stale variant is revalidated with the origin's own entity
+// tag, whatever the tag ends with, and keeps a tag of its own after the origin's 304. The edge
+// told the tags it suffixed from the origin's by their ending, "-" and the coding: an origin
+// that tags its own gzip answers "x-gzip" (Apache's mod_deflate) was sent "x", a tag it never
+// gave; and the 304 for a variant the edge gzipped from an answer tagged "x-gzip" left the
+// variant that tag, the identity answer's own (RFC 9110 §8.8.3: two representations must not
+// share a strong tag), which the next revalidation then cut to "x".
+func TestRevalidationETagOfVariants(t *testing.T) {
+	for _, tt := range []struct {
+		name, query, ae string
+		wantINM         string // what the origin must be sent
+		wantETag        string // what the client must get, before and after revalidating
+	}{
+		{"edge gzips", "etag=%22v1%22", "gzip", `"v1"`, `"v1-gzip"`},
+		{"edge gzips a tag ending in -gzip", "etag=%22v1-gzip%22", "gzip", `"v1-gzip"`, `"v1-gzip-gzip"`},
+		{"edge brotlis a weak tag ending in -br", "etag=W%2F%22v1-br%22", "br", `W/"v1-br"`, `W/"v1-br-br"`},
+		{"origin gzips, tagged -gzip", "gz=1&vary=Accept-Encoding&etag=%22v1-gzip%22", "gzip", `"v1-gzip"`, `"v1-gzip"`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			n, c, o, clock := codingEdge(t)
+			target := "/reval?" + tt.query
+			for round := range 3 { // the fill, then two revalidations
+				r := do(t, c, http.MethodGet, n.Addr(), testHost, target, "Accept-Encoding", tt.ae)
+				if r.status != http.StatusOK || r.header.Get("Content-Encoding") != tt.ae {
+					t.Fatalf("round %d: status %d, Content-Encoding %q; want 200, %s", round, r.status, r.header.Get("Content-Encoding"), tt.ae)
+				}
+				if got := decodeBody(t, tt.ae, []byte(r.body)); string(got) != codingBody("") {
+					t.Fatalf("round %d: decoded body differs from the origin's", round)
+				}
+				if got := r.header.Get("ETag"); got != tt.wantETag {
+					t.Errorf("round %d: ETag = %s, want %s", round, got, tt.wantETag)
+				}
+				if round > 0 {
+					if got := o.lastINM(); got != tt.wantINM {
+						t.Errorf("round %d: origin got If-None-Match %s, want its own tag %s", round, got, tt.wantINM)
+					}
+					if cs := r.header.Get("Cache-Status"); !strings.Contains(cs, "fwd-status=304") {
+						t.Errorf("round %d: Cache-Status = %q, want a revalidation answered 304", round, cs)
+					}
+				}
+				clock.Advance(11 * time.Second)
+			}
+		})
+	}
+}
+
+// TestOriginCodedAnswerVaries: an answer the origin encoded itself depends on the
+// Accept-Encoding the fill sent it (the coding the client's field selects), so it is stored and
+// served with Vary: Accept-Encoding even when the origin forgot it: a client that does not ask
+// for gzip must not get the gzip answer filled for one that did, from this cache or from a
+// shared cache downstream.
+func TestOriginCodedAnswerVaries(t *testing.T) {
+	for _, tt := range []struct {
+		name, query, wantVary string
+	}{
+		{"text without Vary", "gz=1", "Accept-Encoding"},
+		{"binary without Vary", "gz=1&ct=application%2Foctet-stream", "Accept-Encoding"},
+		{"with Vary: Origin", "gz=1&vary=Origin", "Origin, Accept-Encoding"},
+		{"with Vary: accept-encoding", "gz=1&vary=accept-encoding", "accept-encoding"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			n, c, _, _ := codingEdge(t)
+			target := "/coded?" + tt.query
+			for _, ae := range [][]string{{"Accept-Encoding", "gzip"}, nil, {"Accept-Encoding", "identity"},
+				{"Accept-Encoding", "gzip;q=0"}} {
+				want := ""
+				if len(ae) > 0 && ae[1] == "gzip" {
+					want = "gzip"
+				}
+				r := do(t, c, http.MethodGet, n.Addr(), testHost, target, ae...)
+				if r.status != http.StatusOK || r.header.Get("Content-Encoding") != want {
+					t.Fatalf("Accept-Encoding %q: status %d, Content-Encoding %q; want 200, %q", ae, r.status, r.header.Get("Content-Encoding"), want)
+				}
+				if got := decodeBody(t, want, []byte(r.body)); string(got) != codingBody("") {
+					t.Fatalf("Accept-Encoding %q: decoded body differs from the origin's", ae)
+				}
+				if want != "" && r.header.Get("Vary") != tt.wantVary {
+					t.Errorf("Accept-Encoding %q: Vary = %q, want %q", ae, r.header.Get("Vary"), tt.wantVary)
+				}
+			}
+		})
 	}
 }

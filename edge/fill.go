@@ -52,7 +52,7 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 	if resp.StatusCode == http.StatusNotModified && stale != nil {
 		resp.Body.Close()
 		hdr := httpcache.Refresh(stale.HeaderMap(), h)
-		keepEdgeCoding(stale, hdr)
+		keepEdgeCoding(stale, hdr, h, tier == "origin")
 		o := *stale
 		o.Header = hdr // the object's header from now on, in place of stale's (store.Object.Header)
 		o.StoredAt = began
@@ -85,6 +85,7 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 	}
 
 	policy := fillPolicy(req, resp.StatusCode, h, respTime)
+	varyOnUpstreamCoding(h, &policy)
 	if untrusted {
 		n.refuseUntrusted(&policy, req)
 	}
@@ -103,6 +104,7 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 		// too: they arrive at once, and their clients then find them stored.
 		keep := resp.ContentLength <= maxObj
 		res.obj = newObject(req, resp.StatusCode, h, nil, policy, began, respTime, initialAge)
+		res.obj.EdgeCoded = tier != "origin" && fleetCoded(h)
 		res.shareable, res.stored, res.tooLarge = true, keep, !keep
 		res.body, res.pumpResp, res.length = newInflight(keep, resp.ContentLength, maxObj, f.budget), resp, resp.ContentLength
 		if !keep && f.sliced(req.host, resp.StatusCode, h, resp.ContentLength) {
@@ -134,8 +136,9 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 		// Decided above without the body's length, which the minimum size needs.
 		compressible = compress.ShouldCompress(resp.StatusCode, h, int64(len(body)), cc.CompressMinBytes, cc.CompressTypes)
 	}
-	h, body = n.compressAnswer(req, h, body, &policy, compressible)
+	h, body, coded := n.compressAnswer(req, h, body, &policy, compressible)
 	o := newObject(req, resp.StatusCode, h, body, policy, began, respTime, initialAge)
+	o.EdgeCoded = coded || tier != "origin" && fleetCoded(h)
 	res.obj = o
 	if resp.StatusCode >= 500 {
 		res.err = &statusError{status: resp.StatusCode, tier: tier}

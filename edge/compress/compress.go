@@ -118,12 +118,8 @@ func ShouldCompress(status int, h http.Header, size, minSize int64, types []stri
 	if !Compressible(h.Get("Content-Type"), types) {
 		return false
 	}
-	for _, v := range h.Values("Content-Encoding") {
-		for c := range strings.SplitSeq(v, ",") {
-			if c = strings.Trim(c, " \t"); c != "" && !strings.EqualFold(c, "identity") {
-				return false
-			}
-		}
+	if Encoded(h) {
+		return false
 	}
 	if h.Get("Content-Range") != "" {
 		return false
@@ -134,6 +130,19 @@ func ShouldCompress(status int, h http.Header, size, minSize int64, types []stri
 		return false
 	}
 	return true
+}
+
+// Encoded reports whether a response with header h has a content coding: a Content-Encoding
+// other than identity.
+func Encoded(h http.Header) bool {
+	for _, v := range h.Values("Content-Encoding") {
+		for c := range strings.SplitSeq(v, ",") {
+			if c = strings.Trim(c, " \t"); c != "" && !strings.EqualFold(c, "identity") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Default levels, used when a level is 0: moderate settings, since a variant is compressed once

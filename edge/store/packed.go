@@ -66,8 +66,9 @@ const (
 	flagMustRevalidate
 	flagNoCache
 	flagImmutable
-	flagTimeZero                     // << i for time i (StoredAt, ResponseTime, LastModified): the zero Time
-	flagTimeMono = flagTimeZero << 3 // << i for time i: kept as its monotonic offset from monoBase
+	flagTimeZero                      // << i for time i (StoredAt, ResponseTime, LastModified): the zero Time
+	flagTimeMono  = flagTimeZero << 3 // << i for time i: kept as its monotonic offset from monoBase
+	flagEdgeCoded = flagTimeMono << 3 // Object.EdgeCoded
 )
 
 // monoBase is the origin of the stored times that have a monotonic reading (time.Now's: a
@@ -98,6 +99,9 @@ func (o *Object) putFixed(b []byte, l *layout) {
 			le.PutUint64(b[p:], uint64(t.Unix()))
 			le.PutUint32(b[p+8:], uint32(t.Nanosecond()))
 		}
+	}
+	if o.EdgeCoded {
+		flags |= flagEdgeCoded
 	}
 	le.PutUint32(b[fStatus:], uint32(o.Status))
 	le.PutUint32(b[fFlags:], flags)
@@ -162,6 +166,7 @@ func (p packed) into(o *Object, vary []string) {
 		LastModified: times[2],
 		InitialAge:   time.Duration(u64(m, fInts)),
 		Size:         int64(u64(m, fInts+8)),
+		EdgeCoded:    flags&flagEdgeCoded != 0,
 		Policy: httpcache.Policy{
 			Storable:             flags&flagStorable != 0,
 			Heuristic:            flags&flagHeuristic != 0,

@@ -24,7 +24,7 @@ func TestPackedRoundTrip(t *testing.T) {
 			Header: http.Header{"Content-Type": {"text/plain"}, "X-Two": {"1", "2"}, "X-Empty": {}},
 			Body:   []byte("partial body"), StoredAt: at, ResponseTime: at.Add(time.Second),
 			InitialAge: 7 * time.Second, LastModified: at.Add(-time.Hour).Truncate(time.Second),
-			Part: "\x00slice=3", Size: 1 << 40, Keys: []string{"k1", "k2"},
+			Part: "\x00slice=3", Size: 1 << 40, Keys: []string{"k1", "k2"}, EdgeCoded: true,
 			Policy: httpcache.Policy{Storable: true, Reason: "why not", Lifetime: time.Hour, Heuristic: true,
 				StaleWhileRevalidate: time.Minute, StaleIfError: 2 * time.Minute, MustRevalidate: true,
 				NoCache: true, Immutable: true, Vary: []string{"accept-encoding"},
@@ -39,7 +39,7 @@ func TestPackedRoundTrip(t *testing.T) {
 		{"zero times, no flags", func(o *Object) {
 			o.LastModified, o.ResponseTime = time.Time{}, time.Time{}
 			o.Policy = httpcache.Policy{Storable: true, Lifetime: time.Hour}
-			o.Part, o.Keys, o.Size, o.Status = "", nil, 0, 200
+			o.Part, o.Keys, o.Size, o.Status, o.EdgeCoded = "", nil, 0, 200, false
 		}},
 		{"times from time.Now, another zone", func(o *Object) {
 			o.StoredAt, o.ResponseTime = time.Now(), time.Now().In(time.FixedZone("X", 3600)).Round(0)
