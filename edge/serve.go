@@ -195,6 +195,15 @@ func (n *Node) serve(w *logWriter, req *request) {
 				req.hop.shield = true
 			}
 		}
+		// A fleet node asks for its own key's target. If this node's key rules would make it
+		// another URL (one of the two has not applied a change of the host's key options yet),
+		// its answer is that other URL's, which the asker would store under its key: refuse, and
+		// the asker goes to its next tier.
+		if o := hs.keyOpts; (o.IgnoreQuery || o.SortQuery || len(o.KeepParams) > 0) &&
+			httpcache.Key(host, path, r.URL.RawQuery, httpcache.KeyOptions{}) != req.key {
+			n.fail(w, req, http.StatusMisdirectedRequest, "key rules differ from the asking node's")
+			return
+		}
 	}
 	if via := r.Header.Values("Via"); len(via) > 0 && viaHas(via, n.name) {
 		n.log.Warn("fill loop detected", "host", host, "path", path, "via", strings.Join(via, ", "))

@@ -3,14 +3,16 @@ package edge
 import "github.com/meridian-cdn/meridian/origin/fetch"
 
 // upstream returns the client for one upstream base address, creating it on first use; it is
-// named kind+" "+id ("origin example.com", "peer lon-2"), a string built only then, not on
-// every miss. For every upstream, origin or peer, only transport failures trip the breaker
-// (fetch's default): any HTTP answer, 5xx included, means it is alive and is passed on or
-// cached per RFC 9111.
+// named kind+" "+id+" "+addr ("origin example.com 10.0.0.5:80", "peer lon-2 10.1.0.2:80"), a
+// string built only then, not on every miss. The address is in the name because clients are
+// per address: a host whose origin moved, or a peer back on another address, has two, and
+// /metrics fails on two series with one label. For every upstream, origin or peer, only
+// transport failures trip the breaker (fetch's default): any HTTP answer, 5xx included, means
+// it is alive and is passed on or cached per RFC 9111.
 func (f *filler) upstream(kind, id, addr string) *fetch.Upstream {
 	return f.client(addr, func() fetch.Config {
 		fc := f.baseConfig()
-		fc.Name = kind + " " + id
+		fc.Name = kind + " " + id + " " + addr
 		if kind == "peer" {
 			// A peer's or shield's answer waits for its own fill from the origin, which may
 			// take the origin's whole response_header_timeout: peer_timeout is longer.
@@ -26,7 +28,7 @@ func (f *filler) upstream(kind, id, addr string) *fetch.Upstream {
 func (f *filler) passUpstream(hs *hostState) *fetch.Upstream {
 	return f.client("pass "+hs.origin.Host, func() fetch.Config {
 		fc := f.baseConfig()
-		fc.Name = "pass origin " + hs.cfg.Host
+		fc.Name = "pass origin " + hs.cfg.Host + " " + hs.origin.Host // one per address, as upstream's
 		fc.BodyTimeout = f.n.cfg.PassTimeout
 		return fc
 	})
