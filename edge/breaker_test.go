@@ -227,7 +227,7 @@ func TestHungShieldCountsAgainstItsBreaker(t *testing.T) {
 	t.Cleanup(client.CloseIdleConnections)
 	shield := func() fetch.Stats {
 		for _, u := range n.upstreamStats() {
-			if u.Name == "peer s0" {
+			if u.Name == "peer s0 "+hung.Addr().String() {
 				return u
 			}
 		}
