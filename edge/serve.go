@@ -331,6 +331,10 @@ type logWriter struct {
 	status      int
 	bytes       int64
 	wroteHeader bool
+	// no1xx drops interim answers: the client speaks HTTP/1.0, which has no 1xx (RFC 9110
+	// §15.2), and net/http would write them all the same. (Beside wroteHeader, in its padding:
+	// a request's size class is a miss's allocation.)
+	no1xx       bool
 	cacheStatus string // "hit", "miss", "stale", "pass", "error"
 	tier        string
 	note        string
@@ -340,9 +344,6 @@ type logWriter struct {
 	clock       func() time.Time
 	// peer304 is the Last-Modified that a 304 gets back (keepFor304): http.ServeContent removes it.
 	peer304 []string
-	// no1xx drops interim answers: the client speaks HTTP/1.0, which has no 1xx (RFC 9110
-	// §15.2), and net/http would write them all the same.
-	no1xx bool
 }
 
 // keepFor304 is for a conditional request from a fleet node, answered by http.ServeContent:
