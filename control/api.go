@@ -597,7 +597,7 @@ func (s *Server) putRouting(w http.ResponseWriter, r *http.Request) {
 	if DecodeJSON(w, r, s.cfg.MaxBodyBytes, &rp) != nil {
 		return
 	}
-	if err := rp.Validate(); err != nil {
+	if err := rp.ValidateNew(); err != nil {
 		WriteError(w, http.StatusBadRequest, "", err)
 		return
 	}

@@ -290,6 +290,13 @@ func (h HostConfig) ValidateNew() error {
 	if err := validateOriginNew(h.Origin); err != nil {
 		return &FieldError{Field: "origin", Err: err}
 	}
+	for i, name := range h.Cache.KeepParams {
+		// A query parameter's name as a client sends it: one that is empty or holds a
+		// separator or white space can match none, and the key would silently keep nothing.
+		if name == "" || strings.ContainsFunc(name, func(r rune) bool { return r <= ' ' || r == 0x7f || strings.ContainsRune("&=#?", r) }) {
+			return &FieldError{Field: fmt.Sprintf("cache.keep_params[%d]", i), Err: fmt.Errorf("%q is not a query parameter name (no white space, &, =, # or ?)", name)}
+		}
+	}
 	if h.OriginHost != "" {
 		if err := validateOriginHost(h.OriginHost); err != nil {
 			return &FieldError{Field: "origin_host", Err: err}
@@ -311,6 +318,10 @@ func validateOriginNew(origin string) error {
 	u, err := url.Parse(origin)
 	if err != nil {
 		return err // ValidateOrigin reported it already
+	}
+	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+		// Ignored by every fill (the client's query is sent): refuse it rather than drop it.
+		return errors.New("must not have a query or fragment: fills send the client's query after the origin's path")
 	}
 	if h := u.Hostname(); strings.ContainsFunc(h, func(r rune) bool { return r >= 0x80 }) {
 		return fmt.Errorf("host %q is not ASCII: give an internationalised name in its ASCII (xn--) form", h)

@@ -1,6 +1,9 @@
 package wire
 
-import "testing"
+import (
+	"math"
+	"testing"
+)
 
 // TestStoredHostConfigsStillValid: host configs an earlier control stored in the config
 // bucket, which worked (net/http punycodes a non-ASCII Host; request_headers.set is applied
@@ -27,6 +30,13 @@ func TestStoredHostConfigsStillValid(t *testing.T) {
 		{"IDN origin, ASCII form", func(h *HostConfig) { h.Origin = "http://xn--bcher-kva.example" }, true},
 		{"origin port out of range", func(h *HostConfig) { h.Origin = "http://origin.example:99999" }, false},
 		{"origin port empty", func(h *HostConfig) { h.Origin = "http://origin.example:/" }, true},
+		{"origin with a path", func(h *HostConfig) { h.Origin = "http://origin.example/static" }, true},
+		{"origin with a query", func(h *HostConfig) { h.Origin = "http://origin.example/a?b=1" }, false},
+		{"origin with a fragment", func(h *HostConfig) { h.Origin = "http://origin.example/a#top" }, false},
+		{"keep_params an empty name", func(h *HostConfig) { h.Cache.KeepParams = []string{"id", ""} }, false},
+		{"keep_params a name with a space", func(h *HostConfig) { h.Cache.KeepParams = []string{"a b"} }, false},
+		{"keep_params a name with =", func(h *HostConfig) { h.Cache.KeepParams = []string{"id=1"} }, false},
+		{"keep_params encoded names", func(h *HostConfig) { h.Cache.KeepParams = []string{"id", "%E2%82%AC", "utm_source"} }, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := base
@@ -35,6 +45,34 @@ func TestStoredHostConfigsStillValid(t *testing.T) {
 				t.Errorf("a config stored by the previous version is now refused: %v", err)
 			}
 			if err := h.ValidateNew(); (err == nil) != tc.wantNew {
+				t.Errorf("ValidateNew = %v, want accepted %v", err, tc.wantNew)
+			}
+		})
+	}
+}
+
+// TestRoutingPolicyWeights: a weight is a finite number at least 0 (a YAML file can write .nan
+// and .inf, which every comparison would pass); a policy written through the API names PoPs
+// by valid ids, while one already stored with another name keeps passing Validate.
+func TestRoutingPolicyWeights(t *testing.T) {
+	for _, tc := range []struct {
+		name            string
+		weights         map[string]float64
+		wantOK, wantNew bool
+	}{
+		{"valid", map[string]float64{"lon": 2, "iad": 0}, true, true},
+		{"negative", map[string]float64{"lon": -1}, false, false},
+		{"NaN", map[string]float64{"lon": math.NaN()}, false, false},
+		{"+Inf", map[string]float64{"lon": math.Inf(1)}, false, false},
+		{"empty PoP id", map[string]float64{"": 1}, true, false},
+		{"PoP id with a space", map[string]float64{"NOT A POP": 1}, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := RoutingPolicy{Policy: "weighted", Weights: tc.weights}
+			if err := p.Validate(); (err == nil) != tc.wantOK {
+				t.Errorf("Validate = %v, want accepted %v", err, tc.wantOK)
+			}
+			if err := p.ValidateNew(); (err == nil) != tc.wantNew {
 				t.Errorf("ValidateNew = %v, want accepted %v", err, tc.wantNew)
 			}
 		})

@@ -7,6 +7,7 @@ package wire
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"runtime/debug"
 	"sort"
@@ -226,8 +227,23 @@ func (r RoutingPolicy) Validate() error {
 		return &FieldError{Field: "low_watermark", Err: fmt.Errorf("%g is above high_watermark %g%s", r.LowWatermark, high, which)}
 	}
 	for pop, w := range r.Weights {
-		if w < 0 {
-			return &FieldError{Field: "weights." + pop, Err: errors.New("is negative")}
+		if !(w >= 0) || math.IsInf(w, 1) { // NaN too: a YAML file can write .nan and .inf
+			return &FieldError{Field: "weights." + pop, Err: fmt.Errorf("%g is not a finite number at least 0", w)}
+		}
+	}
+	return nil
+}
+
+// ValidateNew is Validate and what a policy must meet to be written (control's API): its
+// weights name PoPs by valid ids. A weight under any other name can match no PoP, and one
+// already stored is held to Validate only.
+func (r RoutingPolicy) ValidateNew() error {
+	if err := r.Validate(); err != nil {
+		return err
+	}
+	for pop := range r.Weights {
+		if err := ValidatePoPID(pop); err != nil {
+			return &FieldError{Field: "weights", Err: err}
 		}
 	}
 	return nil
