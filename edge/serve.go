@@ -138,15 +138,8 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) serve(w *logWriter, req *request) {
-	if n.front(w, req) {
-		return
-	}
 	r := req.r
-	if r.TLS != nil && r.ProtoMajor < 3 {
-		if alt := n.altSvc.Load(); alt != nil {
-			w.Header()["Alt-Svc"] = []string{*alt}
-		}
-	}
+	// Before front: the beacon it answers is under the rule too.
 	if len(r.TransferEncoding) > 0 || r.ProtoMajor == 1 && r.ProtoMinor == 0 {
 		// net/http drops a Content-Length sent beside Transfer-Encoding before we can see it;
 		// RFC 9112 §6.1 then requires closing the connection, so that nothing a front end may
@@ -154,6 +147,14 @@ func (n *Node) serve(w *logWriter, req *request) {
 		// net/http drops Transfer-Encoding itself and frames the body by Content-Length, so
 		// an HTTP/1.0 connection is never kept: its next "request" may be a chunked body.
 		w.Header().Set("Connection", "close")
+	}
+	if n.front(w, req) {
+		return
+	}
+	if r.TLS != nil && r.ProtoMajor < 3 {
+		if alt := n.altSvc.Load(); alt != nil {
+			w.Header()["Alt-Svc"] = []string{*alt}
+		}
 	}
 	// The edge is never an open proxy: only configured hostnames are served, and an
 	// absolute-form target names the host itself (net/http puts it in r.Host).
