@@ -11,6 +11,8 @@ import (
 	"time"
 	"unsafe"
 
+	"golang.org/x/net/http/httpguts"
+
 	"github.com/meridian-cdn/meridian/edge/httpcache"
 )
 
@@ -216,6 +218,11 @@ func (n *Node) serve(w *logWriter, req *request) {
 		n.pass(w, req) // WebSocket: the client's own connection to the origin
 	case r.Method == http.MethodGet || r.Method == http.MethodHead:
 		n.serveCacheable(w, req)
+	case !httpguts.ValidHeaderFieldName(r.Method):
+		// A method must be a token (RFC 9110, section 9.1). net/http refuses any other over
+		// HTTP/1.1 and quic-go over HTTP/3, but HTTP/2 servers hand it on: passed, the
+		// upstream client would refuse it as a failed exchange, counted by the breaker.
+		n.fail(w, req, http.StatusBadRequest, "bad method")
 	default:
 		n.pass(w, req)
 	}
@@ -366,6 +373,11 @@ func (w *logWriter) WriteHeader(code int) {
 	}
 	if code == http.StatusNotModified && len(w.peer304) > 0 {
 		w.ResponseWriter.Header()["Last-Modified"] = w.peer304
+	}
+	if code == http.StatusNoContent {
+		// A 204 has no Content-Length (RFC 9110, section 8.6); a stored one says "0". The
+		// HTTP/1.1 servers leave it out, the HTTP/2 and HTTP/3 ones send what they are given.
+		delete(w.ResponseWriter.Header(), "Content-Length")
 	}
 	if !w.wroteHeader {
 		w.status = code

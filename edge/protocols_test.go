@@ -1,0 +1,166 @@
+package edge
+
+import (
+	"bytes"
+	"crypto/tls"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go/http3"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// h2Raw is an HTTP/2 connection to the edge's TLS port driven frame by frame, for requests
+// Go's client will not send.
+type h2Raw struct {
+	t   *testing.T
+	fr  *http2.Framer
+	enc *hpack.Encoder
+	buf bytes.Buffer
+}
+
+func dialH2Raw(t *testing.T, addr string) *h2Raw {
+	t.Helper()
+	nc, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}, ServerName: testHost})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	if p := nc.ConnectionState().NegotiatedProtocol; p != "h2" {
+		t.Fatalf("ALPN %q, want h2", p)
+	}
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	c := &h2Raw{t: t, fr: http2.NewFramer(nc, nc)}
+	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	c.enc = hpack.NewEncoder(&c.buf)
+	io.WriteString(nc, http2.ClientPreface)
+	c.fr.WriteSettings()
+	return c
+}
+
+// request sends a request without a body on stream id, fields as name, value pairs, and
+// returns its status (0 if the stream was reset, with the reset's code).
+func (c *h2Raw) request(id uint32, fields ...string) (int, http2.ErrCode) {
+	c.t.Helper()
+	c.buf.Reset()
+	for i := 0; i < len(fields); i += 2 {
+		c.enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
+	}
+	if err := c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: c.buf.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+		c.t.Fatal(err)
+	}
+	status := 0
+	for {
+		f, err := c.fr.ReadFrame()
+		if err != nil {
+			c.t.Fatalf("stream %d: %v", id, err)
+		}
+		if f.Header().StreamID != id {
+			continue
+		}
+		switch f := f.(type) {
+		case *http2.MetaHeadersFrame:
+			if s := f.PseudoValue("status"); s != "" && s[0] != '1' {
+				status = atoiOr0(s)
+			}
+			if f.StreamEnded() {
+				return status, http2.ErrCodeNo
+			}
+		case *http2.DataFrame:
+			if f.StreamEnded() {
+				return status, http2.ErrCodeNo
+			}
+		case *http2.RSTStreamFrame:
+			return status, f.ErrCode
+		}
+	}
+}
+
+func atoiOr0(s string) int {
+	n := 0
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return 0
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n
+}
+
+// TestInvalidMethodNotPassed: a request whose method is no token (RFC 9110, section 9.1)
+// gets 400 over HTTP/2, as net/http answers it over HTTP/1.1 (HTTP/3 resets it), rather
+// than be passed on, where the upstream client refuses it: each was a 502 and a failed
+// exchange of the origin's, and 20 of them opened its breaker (FailureRatio), so that every
+// client's next unsafe request failed (502).
+func TestInvalidMethodNotPassed(t *testing.T) {
+	for _, h2server := range []string{HTTP2Fast, HTTP2Std} {
+		t.Run("http2="+h2server, func(t *testing.T) {
+			s, n := tlsEdge(t, TLSConfig{Dev: true}, func(c *Config) { c.HTTP2 = h2server })
+			c := dialH2Raw(t, n.HTTPSAddr())
+			methods := []string{"G ET", "GET()", "POST\t", "{}", "a/b", "x@y", "M,N"}
+			for i := range 24 {
+				method := methods[i%len(methods)]
+				status, code := c.request(uint32(2*i+1), ":method", method, ":scheme", "https", ":authority", testHost, ":path", "/api")
+				if status != http.StatusBadRequest {
+					t.Errorf("method %q: status %d (reset %v), want 400", method, status, code)
+				}
+			}
+			if got := s.origin.Requests("/api"); got != 0 {
+				t.Errorf("origin saw %d requests with invalid methods", got)
+			}
+			h2 := &http.Client{Transport: &http.Transport{TLSClientConfig: insecure(testHost), ForceAttemptHTTP2: true}}
+			defer h2.CloseIdleConnections()
+			req, _ := http.NewRequest(http.MethodPost, "https://"+n.HTTPSAddr()+"/api", strings.NewReader("x"))
+			req.Host = testHost
+			r, err := h2.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.Body.Close()
+			if r.StatusCode != http.StatusNoContent {
+				t.Fatalf("a valid POST after them: %d %v, want the origin's 204", r.StatusCode, r.Header["Cache-Status"])
+			}
+		})
+	}
+}
+
+// TestNoContentLengthOn204: a 204 carries no Content-Length (RFC 9110, section 8.6) over any
+// protocol, from the cache as from the origin: HTTP/1.1 left it out, HTTP/2 and HTTP/3 sent
+// the stored object's "0".
+func TestNoContentLengthOn204(t *testing.T) {
+	_, n := tlsEdge(t, TLSConfig{Dev: true})
+	h1tls := insecure(testHost)
+	h1tls.NextProtos = []string{"http/1.1"}
+	h3t := &http3.Transport{TLSClientConfig: insecure(testHost)}
+	defer h3t.Close()
+	for _, c := range []struct {
+		name, url string
+		rt        http.RoundTripper
+	}{
+		{"http/1.1", "http://" + n.Addr(), &http.Transport{}},
+		{"https http/1.1", "https://" + n.HTTPSAddr(), &http.Transport{TLSClientConfig: h1tls}},
+		{"http/2", "https://" + n.HTTPSAddr(), &http.Transport{TLSClientConfig: insecure(testHost), ForceAttemptHTTP2: true}},
+		{"http/3", "https://" + n.HTTPSAddr(), h3t},
+	} {
+		for _, want := range []string{"miss", "hit"} {
+			req, _ := http.NewRequest(http.MethodGet, c.url+"/nc?status=204&cc=max-age%3D600&p="+strings.ReplaceAll(c.name, " ", "-"), nil)
+			req.Host = testHost
+			r, err := (&http.Client{Transport: c.rt}).Do(req)
+			if err != nil {
+				t.Fatalf("%s: %v", c.name, err)
+			}
+			r.Body.Close()
+			cs := r.Header.Get("Cache-Status")
+			if r.StatusCode != http.StatusNoContent || !strings.Contains(cs, want) {
+				t.Fatalf("%s: %d %q, want a 204 %s", c.name, r.StatusCode, cs, want)
+			}
+			if v, ok := r.Header["Content-Length"]; ok {
+				t.Errorf("%s %s: 204 with Content-Length %q", c.name, want, v)
+			}
+		}
+	}
+}
