@@ -432,6 +432,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) (err error) {
 		return fmt.Errorf("control: jetstream: %w", err)
 	}
 	if err := s.ensureStreams(ctx, js); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while JetStream was not ready yet: a clean stop, not a failure
+		}
 		return fmt.Errorf("control: %w", err)
 	}
 	view := fleet.NewView(fleet.ViewConfig{JS: js, Prefix: s.cfg.Prefix, TTL: s.cfg.HeartbeatTTL, Logger: s.log})

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+
 	"github.com/meridian-cdn/meridian/internal/proctest"
 )
 
@@ -36,4 +38,24 @@ func TestEmbeddedNATSPortInUse(t *testing.T) {
 		!strings.Contains(last, "address already in use") {
 		t.Errorf("last line of stderr %q, want the NATS address and \"address already in use\"", last)
 	}
+}
+
+// TestStopWhileWaitingForJetStream: SIGTERM while control still waits for JetStream to create
+// its buckets (a cluster without a meta leader, here a server without JetStream) is an
+// operator's stop, not a failure: exit 0. It exited 1 with "context canceled", which systemd
+// records as the unit failing.
+func TestStopWhileWaitingForJetStream(t *testing.T) {
+	bin := proctest.Build(t)
+	ns, err := server.NewServer(&server.Options{Host: "127.0.7.6", Port: -1, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	defer ns.Shutdown()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	cmd := proctest.Start(t, bin, "creating buckets and streams failed; retrying", "control",
+		"--listen", "127.0.7.6:0", "--nats", ns.ClientURL(), "--tokens", "testdata/tokens.yaml")
+	proctest.Stop(t, cmd)
 }

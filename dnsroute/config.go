@@ -1,6 +1,7 @@
 package dnsroute
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +17,9 @@ import (
 	"github.com/meridian-cdn/meridian/internal/yamlconf"
 	"github.com/meridian-cdn/meridian/wire"
 )
+
+// defaultListen is Config.Listen's default: every address, the DNS port.
+const defaultListen = ":53"
 
 // Config is a DNS server's configuration: the YAML file (see docs/dns.md) plus the Go-only
 // fields at the end. The zero value of every field except Zone, NS and MMDB (or Geo) works.
@@ -346,6 +350,11 @@ func (c Config) validate() wire.FieldErrors {
 			errs.Add(a.field, "%q is not host:port", a.addr)
 		}
 	}
+	// Both have SO_REUSEPORT (for restarts): on one port both would bind and the kernel would
+	// split TCP connections between the DNS and the admin server instead of refusing one.
+	if listen := cmp.Or(c.Listen, defaultListen); c.AdminListen != "" && wire.SamePort(listen, c.AdminListen) {
+		errs.Add("admin_listen", "%q is the same port as listen (%q)", c.AdminListen, listen)
+	}
 	if c.MaxUDPSize != 0 && (c.MaxUDPSize < 512 || c.MaxUDPSize > 65535) {
 		errs.Add("max_udp_size", "%d is not between 512 and 65535", c.MaxUDPSize)
 	}
@@ -388,7 +397,7 @@ func (c Config) withDefaults() Config {
 		c.SOA.Serial = 1
 	}
 	if c.Listen == "" {
-		c.Listen = ":53"
+		c.Listen = defaultListen
 	}
 	if c.AnswerCount == 0 {
 		c.AnswerCount = 2

@@ -1,7 +1,9 @@
 package dnsroute
 
 import (
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,6 +28,46 @@ func TestNATSUnreachableLogged(t *testing.T) {
 	config := binaryConfig(t, dir, "127.0.7.4:0", "nats: nats://"+natsAddr+"\n")
 	cmd := proctest.StartWithin(t, 5*time.Second, bin, "nats=nats://"+natsAddr, "dns", "--config", config)
 	proctest.Stop(t, cmd)
+}
+
+// TestRestartWithAdminListener: a new `meridian dns` with the same config, admin_listen
+// included (deploy render always sets it), starts while the old one still runs, as the
+// restart procedure needs. The admin listener had no SO_REUSEPORT, so the new process exited
+// with "address already in use" until the old one was gone.
+func TestRestartWithAdminListener(t *testing.T) {
+	dir := t.TempDir()
+	bin := proctest.Build(t)
+	free := func(network string) string {
+		if network == "udp" {
+			c, err := net.ListenPacket("udp", "127.0.7.5:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			return c.LocalAddr().String()
+		}
+		l, err := net.Listen("tcp", "127.0.7.5:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		return l.Addr().String()
+	}
+	admin := free("tcp")
+	config := binaryConfig(t, dir, free("udp"), "admin_listen: "+admin+"\n")
+	old := proctest.Start(t, bin, "dns serving", "dns", "--config", config)
+	next := proctest.StartWithin(t, 10*time.Second, bin, "dns serving", "dns", "--config", config)
+	proctest.Stop(t, old)
+	r, err := http.Get("http://" + admin + "/healthz")
+	if err != nil {
+		t.Fatalf("new process's admin listener: %v", err)
+	}
+	body, _ := io.ReadAll(r.Body)
+	r.Body.Close()
+	if r.StatusCode != http.StatusOK || strings.TrimSpace(string(body)) != "ok" {
+		t.Errorf("GET /healthz from the new process = %d %q, want 200 ok", r.StatusCode, body)
+	}
+	proctest.Stop(t, next)
 }
 
 // binaryConfig writes testdata/dns.yaml into dir for the real binary: listening on listen,

@@ -202,7 +202,9 @@ func (s *Server) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	var admin *http.Server
 	if s.cfg.AdminListen != "" {
-		ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", s.cfg.AdminListen)
+		// SO_REUSEPORT, as the DNS sockets: a new process started while this one still
+		// serves must bind the admin address too, or it exits and the restart fails.
+		ln, err := reuseport.Listen(ctx, s.cfg.AdminListen)
 		if err != nil {
 			closeAll()
 			return fmt.Errorf("listen admin %s: %w", s.cfg.AdminListen, err)

@@ -446,6 +446,9 @@ func TestConfigRefusesNonsense(t *testing.T) {
 		{"listen: 127.0.0.1:99999\n", "listen", "not host:port"},
 		{"listen: nowhere\n", "listen", "not host:port"},
 		{"admin_listen: 127.0.0.1:65536\n", "admin_listen", "not host:port"},
+		// Both have SO_REUSEPORT: on one port both would bind and split TCP connections.
+		{"admin_listen: 127.0.0.1:5353\nlisten: 127.0.0.1:5353\n", "admin_listen", "same port as listen"},
+		{"admin_listen: 127.0.0.1:53\n", "admin_listen", "same port as listen"},
 		{"max_udp_size: 100\n", "max_udp_size", "not between"},
 		{"ttl: 500ms\n", "ttl", "not a whole number of seconds"},
 		{"zone_ttl: 1m30.5s\n", "zone_ttl", "not a whole number of seconds"},

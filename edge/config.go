@@ -355,6 +355,22 @@ func (c *Config) Validate() error {
 			bad(a.field, "%q is not host:port", a.addr)
 		}
 	}
+	// Every listener has SO_REUSEPORT (for restarts), so two on one port would both bind and
+	// the kernel would split connections between their servers instead of refusing one.
+	listeners := []struct{ field, addr string }{{"listen", c.Listen}}
+	if c.AdminListen != "off" {
+		listeners = append(listeners, struct{ field, addr string }{"admin_listen", c.AdminListen})
+	}
+	if c.HTTPSListen != "" {
+		listeners = append(listeners, struct{ field, addr string }{"https_listen", c.HTTPSListen})
+	}
+	for j, b := range listeners {
+		for _, a := range listeners[:j] {
+			if wire.SamePort(a.addr, b.addr) {
+				bad(b.field, "%q is the same port as %s (%q)", b.addr, a.field, a.addr)
+			}
+		}
+	}
 	return errs.Err()
 }
 

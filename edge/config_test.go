@@ -246,6 +246,11 @@ func TestLoadConfigRefusesNonsense(t *testing.T) {
 		{"admin_listen: 127.0.0.1:65536\n", "admin_listen", "not host:port"},
 		{"https_listen: nowhere\ntls:\n  dev: true\n", "https_listen", "not host:port"},
 		{"peers:\n  - {id: a, addr: 10.0.0.1:123456}\n", "peers[0].addr", "not host:port"},
+		// Every listener has SO_REUSEPORT, so two of them on one port both bind, and the
+		// kernel splits connections between them (health checks got 421, clients 404).
+		{"listen: 127.0.0.1:8080\nadmin_listen: 127.0.0.1:8080\n", "admin_listen", "same port as listen"},
+		{"listen: 0.0.0.0:8443\nhttps_listen: 127.0.0.1:8443\ntls:\n  dev: true\n", "https_listen", "same port as listen"},
+		{"https_listen: '[::]:9080'\ntls:\n  dev: true\n", "https_listen", "same port as admin_listen"},
 		{"colour: blue\n", "colour", "unknown field"},
 	} {
 		p := filepath.Join(t.TempDir(), "edge.yaml")

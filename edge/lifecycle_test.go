@@ -1,7 +1,15 @@
 package edge
 
 import (
+	"bufio"
+	"fmt"
 	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -22,4 +30,86 @@ func TestNATSUnreachableLogged(t *testing.T) {
 	cmd := proctest.StartWithin(t, 5*time.Second, bin, `"nats":"nats://`+natsAddr+`"`,
 		"edge", "--listen", "127.0.7.3:0", "--admin-listen", "off", "--nats", "nats://"+natsAddr)
 	proctest.Stop(t, cmd)
+}
+
+// TestListenersOnOnePortRefused: an admin listener on the HTTP listener's port is a mistake the
+// edge refuses at start, with one line naming the field. With SO_REUSEPORT on both sockets it
+// used to start, and the kernel split connections between the two servers: clients got the
+// admin listener's 404s and health checks the edge's 421s.
+func TestListenersOnOnePortRefused(t *testing.T) {
+	bin := proctest.Build(t)
+	addr := freeAddr(t, "127.0.7.7")
+	res := proctest.Run(t, 5*time.Second, bin, "edge", "--listen", addr, "--admin-listen", addr)
+	lines := strings.Split(strings.TrimSpace(res.Stderr), "\n")
+	if last := lines[len(lines)-1]; res.Code != 1 || !strings.HasPrefix(last, "meridian: ") ||
+		!strings.Contains(last, "admin_listen") || !strings.Contains(last, "same port as listen") {
+		t.Errorf("exit %d, last line of stderr %q; want 1 and admin_listen: ...same port as listen...", res.Code, last)
+	}
+}
+
+// TestShutdownTimeoutSaysSo: a request still in flight when shutdown_timeout ends makes the
+// stop unclean (exit 1), and the one error line says why, naming shutdown_timeout; it used to
+// say only "edge shutdown: context deadline exceeded".
+func TestShutdownTimeoutSaysSo(t *testing.T) {
+	bin := proctest.Build(t)
+	hit, release := make(chan struct{}, 1), make(chan struct{})
+	originLn := listen(t, "127.0.7.8")
+	origin := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case hit <- struct{}{}:
+		default:
+		}
+		select { // hold the edge's request until the test ends
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})}
+	go origin.Serve(originLn)
+	defer origin.Close()
+	defer close(release)
+	addr := freeAddr(t, "127.0.7.8")
+	config := filepath.Join(t.TempDir(), "edge.yaml")
+	if err := os.WriteFile(config, []byte(fmt.Sprintf("listen: %s\nadmin_listen: \"off\"\nshutdown_timeout: 200ms\nhosts:\n  - host: %s\n    origin: http://%s\n",
+		addr, testHost, originLn.Addr())), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "edge", "--config", config)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	lines := make(chan string, 100)
+	go func() {
+		defer close(lines)
+		for sc := bufio.NewScanner(stderr); sc.Scan(); {
+			lines <- sc.Text()
+		}
+	}()
+	for l := range lines {
+		if strings.Contains(l, "edge serving") {
+			break
+		}
+	}
+	go tryDo(&http.Client{Timeout: 10 * time.Second}, http.MethodGet, addr, testHost, "/slow")
+	select {
+	case <-hit:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the edge never asked the origin")
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	var last string
+	for l := range lines {
+		last = l
+	}
+	err = cmd.Wait()
+	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.HasPrefix(last, "meridian: ") ||
+		!strings.Contains(last, "shutdown_timeout") {
+		t.Errorf("exit %d (%v), last line of stderr %q; want 1 and a line naming shutdown_timeout", code, err, last)
+	}
 }

@@ -450,6 +450,10 @@ func (n *Node) ServeListeners(ctx context.Context, ls Listeners) error {
 	}
 	for _, serr := range errs {
 		if serr != nil && err == nil {
+			if errors.Is(serr, context.DeadlineExceeded) {
+				// Say which limit cut the connections off, not just "context deadline exceeded".
+				serr = fmt.Errorf("connections still open after shutdown_timeout (%v) were closed: %w", n.cfg.ShutdownTimeout, serr)
+			}
 			err = fmt.Errorf("edge shutdown: %w", serr)
 		}
 	}
