@@ -339,7 +339,10 @@ func TestAPIRefusesCaseVariantAndDuplicateFields(t *testing.T) {
 		{"purge, exact names", "POST", purgePath, `{"host":"www.example.com","urls":["/a"],"soft":true}`, 202, "", ""},
 		{"host config, nested and map keys", "PUT", hostPath,
 			`{"origin":"http://127.0.0.1:9","cache":{"keep_params":["a"]},"request_headers":{"forward":"*","set":{"X-A":"1"}}}`, 200, "", ""},
-		{"routing, map keys differing in case", "PUT", routePath, `{"policy":"weighted","weights":{"par":1,"Par":2}}`, 200, "", ""},
+		{"routing, weights", "PUT", routePath, `{"policy":"weighted","weights":{"par":1,"lon":2}}`, 200, "", ""},
+		// Map keys differing in case are no duplicates to the decoder: validation judges them,
+		// and a PoP id is lower case.
+		{"routing, map keys differing in case", "PUT", routePath, `{"policy":"weighted","weights":{"par":1,"Par":2}}`, 400, "weights", "not a valid PoP id"},
 
 		{"purge, names in upper case", "POST", purgePath, `{"HOST":"www.example.com","URLS":["/a"]}`, 400, "HOST", `did you mean "host"`},
 		{"purge, urls then Urls", "POST", purgePath, `{"host":"www.example.com","urls":["/a"],"Urls":["/b"]}`, 400, "Urls", `did you mean "urls"`},
