@@ -13,6 +13,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -388,6 +389,41 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) (err error) {
 	s.started = true
 	s.mu.Unlock()
 
+	// The API answers from the start: while NATS and the buckets come up (a minute, say, while
+	// JetStream is not ready), /healthz says "starting" with a 503 and every other route a 503,
+	// rather than a probe timing out on a port that accepts and never answers.
+	var api atomic.Pointer[http.Handler]
+	hs := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if h := api.Load(); h != nil {
+				(*h).ServeHTTP(w, r)
+				return
+			}
+			if r.URL.Path == "/healthz" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+				s.healthz(w, r)
+				return
+			}
+			WriteError(w, http.StatusServiceUnavailable, "", errors.New("the control plane is starting"))
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	serveErr := make(chan error, 1)
+	apiDone := make(chan struct{})
+	go func() {
+		defer close(apiDone)
+		serveErr <- hs.Serve(ln)
+	}()
+	apiShutDown := false
+	defer func() {
+		if !apiShutDown { // returned before the API's graceful shutdown below
+			hs.Close()
+		}
+		<-apiDone
+	}()
+
 	url := s.cfg.NATSURL
 	var auth []nats.Option
 	if url == "" {
@@ -453,19 +489,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) (err error) {
 		return err
 	}
 
-	var api http.Handler = s
+	var h http.Handler = s
 	if s.wrapAPI != nil {
-		api = s.wrapAPI(api)
+		h = s.wrapAPI(h)
 	}
-	hs := &http.Server{
-		Handler:           api,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-	}
-	serveErr := make(chan error, 1)
-	wg.Go(func() { serveErr <- hs.Serve(ln) })
+	api.Store(&h)
 
 	select {
 	case <-view.Ready():
@@ -491,6 +519,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) (err error) {
 	s.endWaits()
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
+	apiShutDown = true
 	if serr := hs.Shutdown(sctx); serr != nil {
 		s.log.Warn("api shutdown", "err", serr)
 		_ = hs.Close()

@@ -1,7 +1,10 @@
 package control
 
 import (
+	"context"
+	"io"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -58,4 +61,57 @@ func TestStopWhileWaitingForJetStream(t *testing.T) {
 	cmd := proctest.Start(t, bin, "creating buckets and streams failed; retrying", "control",
 		"--listen", "127.0.7.6:0", "--nats", ns.ClientURL(), "--tokens", "testdata/tokens.yaml")
 	proctest.Stop(t, cmd)
+}
+
+// TestAPIAnswersWhileStarting: while control waits for JetStream (here a NATS server without
+// it), its API port answers: /healthz 503 "starting" as the API spec says, any other route 503.
+// It accepted connections and answered nothing until ready, so a load balancer's probe timed
+// out instead of reading "starting".
+func TestAPIAnswersWhileStarting(t *testing.T) {
+	ns, err := server.NewServer(&server.Options{Host: "127.0.7.8", Port: -1, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	defer ns.Shutdown()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	s, err := New(Config{NATSURL: ns.ClientURL(), TokensFile: "testdata/tokens.yaml", StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.7.8:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(t.Context())
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ctx, ln) }()
+	client := &http.Client{Timeout: 3 * time.Second}
+	defer client.CloseIdleConnections()
+	for _, tc := range []struct{ path, want string }{
+		{"/healthz", `"starting"`},
+		{"/v1/pops", "starting"},
+	} {
+		res, err := client.Get("http://" + ln.Addr().String() + tc.path)
+		if err != nil {
+			t.Errorf("GET %s while starting: %v", tc.path, err)
+			continue
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), tc.want) {
+			t.Errorf("GET %s while starting = %d %s, want 503 with %s", tc.path, res.StatusCode, body, tc.want)
+		}
+	}
+	stop()
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Errorf("Serve stopped while starting = %v, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return within 10 s of its context's end")
+	}
 }
