@@ -150,7 +150,7 @@ func (p *Publisher) announcer() (*announcer, error) {
 }
 
 // Publish registers m with the tracker (expecting acks from expected) and publishes it. It
-// returns m with Seq filled in.
+// returns m with Seq filled in. Publishing the same id again (a retry) keeps its receipt.
 func (p *Publisher) Publish(ctx context.Context, m Message, expected []NodeRef) (Message, error) {
 	m, err := m.Normalize()
 	if err != nil {
@@ -164,12 +164,16 @@ func (p *Publisher) Publish(ctx context.Context, m Message, expected []NodeRef) 
 	if err != nil {
 		return m, err
 	}
+	fresh := false
 	if p.Tracker != nil {
-		p.Tracker.Register(m, expected)
+		fresh = p.Tracker.register(m, expected)
 	}
 	seq, err := ann.publish(ctx, CommandSubject(p.Prefix, m.Host), m.ID, data)
 	if err != nil {
-		if p.Tracker != nil {
+		// A receipt goes only if this call made it and the purge is surely not stored: one
+		// whose caller gave up before the stream answered may be stored, and the acks of the
+		// nodes that apply it would be dropped, leaving a retry pending on them for good.
+		if fresh && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 			p.Tracker.Forget(m.ID)
 		}
 		return m, fmt.Errorf("publish purge %s: %w", m.ID, err)

@@ -235,8 +235,13 @@ func (t *Tracker) Close() error {
 }
 
 // Register starts a receipt for m expecting an ack from each of expected. Call it before
-// publishing m, so that no ack arrives unexpected. Registering an id again resets its receipt.
-func (t *Tracker) Register(m Message, expected []NodeRef) {
+// publishing m, so that no ack arrives unexpected. Registering an id again (a retried publish)
+// keeps its receipt and the acks in it: the stream stores the retry once and nodes that
+// applied the purge skip it, so they would never ack again.
+func (t *Tracker) Register(m Message, expected []NodeRef) { t.register(m, expected) }
+
+// register is Register; it reports whether it started a new receipt.
+func (t *Tracker) register(m Message, expected []NodeRef) (fresh bool) {
 	now := t.now()
 	m.Values = nil
 	e := &entry{
@@ -259,10 +264,13 @@ func (t *Tracker) Register(m Message, expected []NodeRef) {
 	defer t.mu.Unlock()
 	if _, ok := t.entries[m.ID]; ok {
 		t.unorderLocked(m.ID) // registered again: it is as new as its receipt
+		t.order = append(t.order, m.ID)
+		return false
 	}
 	t.order = append(t.order, m.ID)
 	t.entries[m.ID] = e
 	t.evictLocked(now)
+	return true
 }
 
 // unorderLocked removes id from order. Only a purge registered again or forgotten (a failed
