@@ -86,7 +86,8 @@ func (n *Node) serveCacheable(w *logWriter, req *request) {
 	staleFor := -ttl
 	// A fleet node asking is revalidating or filling: a stale copy would be stored there as
 	// fresh (a soft purge leaves no trace in the headers), so it gets a revalidated answer.
-	if !req.fromPeer && canServeStale(obj, verdict, staleFor, obj.Policy.StaleWhileRevalidate) {
+	// A Doubtful copy (purges were missed) may have been hard-purged: revalidated first.
+	if !req.fromPeer && verdict != store.Doubtful && canServeStale(obj, verdict, staleFor, obj.Policy.StaleWhileRevalidate) {
 		w.cacheStatus = "stale"
 		fl.revalidate(req, obj)
 		// A copy stale only by a soft purge or no-cache still has freshness by age; RFC 9211's

@@ -118,3 +118,32 @@ func TestRawUTF8QueryIsItsEncoding(t *testing.T) {
 		t.Errorf("raw GET after a purge of the encoded URL: %q, want a new fetch, v2", b)
 	}
 }
+
+// TestGapDisablesStaleWhileRevalidate: after a stream gap (purges missed that cannot be
+// replayed) every copy may have been hard-purged, so it is revalidated before it is served:
+// never handed out under stale-while-revalidate (as while a node lags, purgeorder.go). It was
+// soft-purged and served stale once more.
+func TestGapDisablesStaleWhileRevalidate(t *testing.T) {
+	var mu sync.Mutex
+	fetches := 0
+	addr := startHTTP(t, "127.0.0.10", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		fetches++
+		n := fetches
+		mu.Unlock()
+		w.Header().Set("Cache-Control", "max-age=600, stale-while-revalidate=600")
+		fmt.Fprintf(w, "v%d", n)
+	}))
+	n, _ := startEdge(t, listen(t, "127.0.0.11"), Config{PoP: "tst", Node: "e1",
+		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + addr}}})
+	c := &http.Client{}
+	t.Cleanup(c.CloseIdleConnections)
+	if r := do(t, c, http.MethodGet, n.Addr(), testHost, "/g"); r.body != "v1" {
+		t.Fatalf("first GET: %q, want v1", r.body)
+	}
+	n.MarkAllStale()
+	r := do(t, c, http.MethodGet, n.Addr(), testHost, "/g")
+	if r.body != "v2" || strings.Contains(r.header.Get("Cache-Status"), "stale-while-revalidate") {
+		t.Errorf("GET after a gap: %q (Cache-Status %q), want v2 fetched before it is served", r.body, r.header.Get("Cache-Status"))
+	}
+}

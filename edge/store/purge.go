@@ -63,8 +63,8 @@ func (s *Store) Purge(r Record) time.Time {
 	return now
 }
 
-// MarkAllStale makes every object stored before now stale, for a node that could not replay
-// the purges it missed.
+// MarkAllStale makes every object stored before now Doubtful (stale, and not to be served
+// under stale-while-revalidate), for a node that could not replay the purges it missed.
 func (s *Store) MarkAllStale() time.Time {
 	now := s.clock()
 	s.purges.mu.Lock()
@@ -267,7 +267,7 @@ func (p *purgeSet) check(o *Object) Verdict {
 		return Purged
 	}
 	if covers(p.all, st) {
-		v = SoftPurged
+		v = Doubtful
 	}
 	for i := range int(o.nm) {
 		r, ok := p.records[maphash.String(p.seed, o.entryAt(i))]
@@ -278,7 +278,7 @@ func (p *purgeSet) check(o *Object) Verdict {
 			return Purged
 		}
 		if covers(r.soft, st) {
-			v = SoftPurged
+			v = max(v, SoftPurged)
 		}
 	}
 	return v

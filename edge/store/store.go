@@ -394,6 +394,11 @@ const (
 	// SoftPurged means a soft purge matched: the object is stale and must be revalidated,
 	// but may still be served under stale-while-revalidate or stale-if-error.
 	SoftPurged
+	// Doubtful means the object was stored before the node missed purges it could not
+	// replay (MarkAllStale): any of them may have been a hard purge of it. It must be
+	// revalidated before it is served, never under stale-while-revalidate; stale-if-error
+	// may still serve it, marked stale, when the upstream fails (as while a node lags).
+	Doubtful
 	// Purged means a hard purge matched: the object is gone.
 	Purged
 )

@@ -217,8 +217,25 @@ func TestMarkAllStale(t *testing.T) {
 	s.Put(o)
 	c.t = c.t.Add(time.Millisecond)
 	s.MarkAllStale()
-	if got := s.purges.check(o); got != SoftPurged {
-		t.Errorf("Verdict = %v, want SoftPurged", got)
+	if got := s.purges.check(o); got != Doubtful {
+		t.Errorf("Verdict = %v, want Doubtful", got)
+	}
+	// A soft purge of the object since does not make it less doubtful; a hard one purges it.
+	c.t = c.t.Add(time.Millisecond)
+	s.Purge(Record{Kind: URL, Host: "h", Value: "h/a", Soft: true})
+	if got := s.purges.check(o); got != Doubtful {
+		t.Errorf("Verdict after a soft purge = %v, want Doubtful", got)
+	}
+	c.t = c.t.Add(time.Millisecond)
+	s.Purge(Record{Kind: Host, Host: "h"})
+	if got := s.purges.check(o); got != Purged {
+		t.Errorf("Verdict after a hard purge = %v, want Purged", got)
+	}
+	// Stored afterwards: usable.
+	n := object("h", "/b", c.t.Add(time.Millisecond))
+	s.Put(n)
+	if got := s.purges.check(n); got != Usable {
+		t.Errorf("Verdict of an object stored after = %v, want Usable", got)
 	}
 }
 
