@@ -1,7 +1,9 @@
 package deploy
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -53,6 +55,9 @@ Files already in DIR that the fleet no longer renders are left alone.`,
 				return err
 			}
 			if err := WriteTree(out, files); err != nil {
+				return err
+			}
+			if err := writeGitignore(out); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "rendered %d files for %d VMs into %s\n", len(files), len(f.VMs()), out)
@@ -118,6 +123,28 @@ func WriteTree(dir string, files map[string][]byte) error {
 		}
 	}
 	return nil
+}
+
+// gitignore keeps the secrets render writes into the output directory (the default
+// fleet-secrets.json, every VM's CredsDir) out of a repository the tree is committed to, as
+// docs/operations.md has the operator do.
+var gitignore = "# Written by `meridian deploy render`: the fleet's NATS secrets stay out of the repository.\n" +
+	"/fleet-secrets.json\n/*" + CredsDir + "/\n"
+
+// writeGitignore writes dir/.gitignore unless there is one: the operator's own is left alone.
+func writeGitignore(dir string) error {
+	f, err := os.OpenFile(filepath.Join(dir, ".gitignore"), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("write rendered tree: %w", err)
+	}
+	if _, err := f.WriteString(gitignore); err != nil {
+		f.Close()
+		return fmt.Errorf("write rendered tree: %w", err)
+	}
+	return f.Close()
 }
 
 // IsSecret says whether the rendered file at path (relative to the output directory) is a

@@ -24,6 +24,11 @@ const (
 	DefaultMMDB            = "/var/lib/meridian/GeoLite2-City.mmdb"
 	DefaultDNSTTL          = 30 * time.Second
 	DefaultShutdownTimeout = 20 * time.Second
+	// EdgeHeartbeat is how often a rendered edge re-registers (edge.yaml leaves
+	// fleet.heartbeat at the edge's default); MinHeartbeatTTL, the shortest
+	// control.heartbeat_ttl that outlives two of them.
+	EdgeHeartbeat   = time.Second
+	MinHeartbeatTTL = 2 * EdgeHeartbeat
 	// StopBudget is the edge unit's TimeoutStopSec; lame duck plus shutdown timeout must fit.
 	StopBudget = 90 * time.Second
 )

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -16,7 +15,6 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/meridian-cdn/meridian/internal/natsauth"
-	"github.com/meridian-cdn/meridian/wire"
 )
 
 //go:embed systemd/*.service
@@ -121,26 +119,13 @@ func (f *Fleet) VMs() []VM {
 // The output is deterministic: the same fleet renders the same bytes. f must come from Parse
 // or Load (defaults filled, validated).
 func Render(f *Fleet, opts RenderOptions) (map[string][]byte, error) {
-	r := f.Release
-	if r.BinaryURL == "" && r.BinaryPath == "" {
-		return nil, &wire.FieldError{Field: "release", Err: errors.New("needs binary_url or binary_path (or --binary-url / --binary-path)")}
-	}
-	if r.BinaryURL != "" && r.BinaryPath != "" {
-		return nil, &wire.FieldError{Field: "release", Err: errors.New("give binary_url or binary_path, not both")}
-	}
-	for _, d := range []struct{ field, url, sum string }{
-		{"release.binary_url", r.BinaryURL, r.BinarySHA256},
-		{"release.nats_server_url", r.NATSServerURL, r.NATSServerSHA256},
-	} {
-		if d.url == "" {
-			continue
-		}
-		if u, err := url.Parse(d.url); err != nil || u.Scheme != "https" || u.Host == "" {
-			return nil, &wire.FieldError{Field: d.field, Err: fmt.Errorf("%q is not an https URL", d.url)}
-		}
-		if !sha256RE.MatchString(d.sum) {
-			return nil, &wire.FieldError{Field: d.field, Err: errors.New("needs its SHA-256 (binary_sha256 / nats_server_sha256, or --binary-sha256): cloud-init installs nothing it cannot check")}
-		}
+	// `deploy render --binary-*` replaces the release section after the fleet file was
+	// checked: check it again, as the file's is (a relative --binary-path would link
+	// /usr/local/bin/meridian to nothing).
+	rc := &checker{f: f}
+	rc.release()
+	if err := rc.errs.Err(); err != nil {
+		return nil, err
 	}
 	sec := opts.Secrets
 	if sec == nil {

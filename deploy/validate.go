@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/meridian-cdn/meridian/wire"
 )
@@ -195,8 +196,14 @@ func (c *checker) controlAPI() {
 		c.file("control.tls_cert", ct.TLSCert, true)
 		c.file("control.tls_key", ct.TLSKey, true)
 	}
-	if ct.HeartbeatTTL < 0 {
+	switch {
+	case ct.HeartbeatTTL < 0:
 		c.bad("control.heartbeat_ttl", "is negative")
+	case ct.HeartbeatTTL > 0 && ct.HeartbeatTTL < MinHeartbeatTTL:
+		// Edges re-register every EdgeHeartbeat: a shorter TTL expires a node's key between two
+		// heartbeats, and DNS and purges lose it half the time.
+		c.bad("control.heartbeat_ttl", "%v is shorter than two edge heartbeats (%v each): nodes would drop out of the fleet between them (at least %v)",
+			ct.HeartbeatTTL, EdgeHeartbeat, MinHeartbeatTTL)
 	}
 }
 
@@ -227,7 +234,11 @@ func (c *checker) controlNodes() {
 		c.ip(p+".ipv6", cn.IPv6, true, false)
 		c.ip(p+".private_ipv4", cn.PrivateIPv4, false, false)
 		ns := c.f.nsName(cn)
-		if nsNames[ns] {
+		// The name goes into every DNS server's NS records and the parent zone's delegation:
+		// dnsroute takes any name miekg/dns does ("ns 1"), and refuses one over 253 bytes.
+		if !validDomain(ns) {
+			c.bad(p+".ns", "%q is not a domain name", ns)
+		} else if nsNames[ns] {
 			c.bad(p+".ns", "%s is also another control VM's name server", ns)
 		}
 		nsNames[ns] = true
@@ -243,8 +254,12 @@ func (c *checker) dns() {
 	case !validDomain(d.Zone):
 		c.bad("dns.zone", "%q is not a domain name", d.Zone)
 	}
-	if d.TTL < 0 {
+	switch {
+	case d.TTL < 0:
 		c.bad("dns.ttl", "is negative")
+	case d.TTL%time.Second != 0:
+		// DNS counts TTLs in whole seconds: dnsroute refuses the rendered dns.yaml otherwise.
+		c.bad("dns.ttl", "%v is not a whole number of seconds", d.TTL)
 	}
 	c.file("dns.mmdb", d.MMDB, false)
 	// The DNS server reads a name without a final dot relative to the zone, and routes or
@@ -382,8 +397,11 @@ func (c *checker) hosts() {
 }
 
 func (c *checker) region(field, r string) {
-	if !regionRE.MatchString(r) {
+	switch {
+	case r == "":
 		c.bad(field, "is required (a cloud region such as eu-central-1)")
+	case !regionRE.MatchString(r):
+		c.bad(field, "%q is not a cloud region (lower-case letters, digits and '-', such as eu-central-1)", r)
 	}
 }
 
@@ -408,10 +426,14 @@ func (c *checker) ip(field, a string, want6, required bool) {
 	switch {
 	case err != nil || p.Zone() != "":
 		c.bad(field, "%q is not an IP address", a)
-	case want6 && !p.Is6():
+	case want6 && (!p.Is6() || p.Is4In6()):
+		// An IPv4-mapped address in an AAAA record reaches no one over IPv6.
 		c.bad(field, "%q is not an IPv6 address", a)
 	case !want6 && !p.Is4():
 		c.bad(field, "%q is not an IPv4 address", a)
+	case p.IsUnspecified() || p.IsMulticast():
+		// DNS would hand it to clients and routes and leaf links would dial it.
+		c.bad(field, "%s cannot be a host's address", a)
 	case c.ips[a] != "":
 		c.bad(field, "%s is also %s", a, c.ips[a])
 	default:

@@ -1,0 +1,118 @@
+package deploy
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestBadValuesNameTheirField: each mistake is refused by the fleet checks, with one error
+// that names its field and says what is wrong, rather than accepted and rendered into configs
+// that a server refuses at start (every control VM's DNS down) or that publish garbage.
+func TestBadValuesNameTheirField(t *testing.T) {
+	example, err := os.ReadFile(filepath.Join("testdata", "fleet.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	label := strings.Repeat("a", 63)
+	tests := []struct{ name, old, new, field, want string }{
+		// DNS counts TTLs in whole seconds; dnsroute refuses "1.5s".
+		{"sub-second dns ttl", "ttl: 30s", "ttl: 1500ms", "dns.ttl", "whole number of seconds"},
+		// The NS name goes into every DNS server's NS records and the parent's delegation.
+		{"ns with a space", "private_ipv4: 10.0.0.11", "private_ipv4: 10.0.0.11\n      ns: 'ns 1'", "control.nodes[0].ns", "not a domain name"},
+		{"ns too long", "private_ipv4: 10.0.0.11", "private_ipv4: 10.0.0.11\n      ns: " + label + "." + label + "." + label + "." + label, "control.nodes[0].ns", "not a domain name"},
+		// A region that is there but malformed is not missing.
+		{"upper-case region", "region: eu-central-1\n      ipv4: 203.0.113.11", "region: EU-Central-1\n      ipv4: 203.0.113.11", "control.nodes[0].region", "is not a cloud region"},
+		// Addresses no host can have: DNS would hand them to clients, routes dial them.
+		{"unspecified ipv4", "ipv4: 198.51.100.11", "ipv4: 0.0.0.0", "pops[0].nodes[0].ipv4", "cannot be a host's address"},
+		{"multicast ipv4", "ipv4: 203.0.113.12", "ipv4: 224.0.0.12", "control.nodes[1].ipv4", "cannot be a host's address"},
+		{"unspecified ipv6", "ipv6: 2001:db8:100::101", "ipv6: '::'", "pops[0].nodes[0].ipv6", "cannot be a host's address"},
+		// Edges re-register every second (edge.yaml sets no fleet.heartbeat): a node's key
+		// would expire between two heartbeats and the node drop in and out of the fleet.
+		{"heartbeat ttl under the heartbeat", "replicas: 3", "replicas: 3\n  heartbeat_ttl: 500ms", "control.heartbeat_ttl", "heartbeat"},
+		{"ipv4-mapped ipv6", "ipv6: 2001:db8:100::101", "ipv6: ::ffff:198.51.100.99", "pops[0].nodes[0].ipv6", "not an IPv6 address"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if !strings.Contains(string(example), tt.old) {
+				t.Fatalf("example has no %q", tt.old)
+			}
+			_, err := Parse([]byte(strings.Replace(string(example), tt.old, tt.new, 1)))
+			if err == nil {
+				t.Fatalf("accepted; want an error on %s", tt.field)
+			}
+			errs := splitErrors(err)
+			if len(errs) != 1 || !strings.Contains(err.Error(), tt.field+": ") || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error = %v; want one error on %s saying %q", err, tt.field, tt.want)
+			}
+		})
+	}
+}
+
+// TestRenderChecksReleaseFlags: --binary-path and --binary-sha256 replace the fleet file's
+// release section after it was checked, so render must check them as it checks the file: a
+// relative path makes cloud-init link /usr/local/bin/meridian to nothing (no unit ever
+// starts), and an upper-case checksum was refused as if it were missing.
+func TestRenderChecksReleaseFlags(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"relative binary path", []string{"--binary-path", "opt/meridian/meridian"}, `release.binary_path: "opt/meridian/meridian" is not an absolute path`},
+		{"upper-case checksum", []string{"--binary-url", "https://dl.example.com/meridian", "--binary-sha256", strings.Repeat("AB", 32)},
+			"release.binary_sha256: is not 64 lower-case hex digits"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := NewCommand()
+			cmd.SetOut(&bytes.Buffer{})
+			cmd.SetErr(&bytes.Buffer{})
+			cmd.SetArgs(append([]string{"render", filepath.Join("testdata", "fleet.yaml"), "--out", t.TempDir()}, tt.args...))
+			if err := cmd.Execute(); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("render %v = %v, want an error saying %s", tt.args, err, tt.want)
+			}
+		})
+	}
+}
+
+// TestRenderedTreeKeepsSecretsOutOfGit: operations.md has the operator commit rendered/ (the
+// diff is the change), and render writes the fleet's NATS seeds and route password there
+// (fleet-secrets.json by default, every VM's creds/). Committing the tree must not commit them.
+func TestRenderedTreeKeepsSecretsOutOfGit(t *testing.T) {
+	git, err := exec.LookPath("git")
+	if err != nil {
+		t.Skip("git is not installed")
+	}
+	out := t.TempDir()
+	cmd := NewCommand()
+	cmd.SetOut(&bytes.Buffer{})
+	cmd.SetArgs([]string{"render", filepath.Join("testdata", "fleet.yaml"), "--out", out})
+	if err := cmd.Execute(); err != nil {
+		t.Fatalf("deploy render = %v", err)
+	}
+	run := func(args ...string) string {
+		c := exec.Command(git, args...)
+		c.Dir = out
+		c.Env = append(os.Environ(), "GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_NOSYSTEM=1")
+		b, err := c.CombinedOutput()
+		if err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, b)
+		}
+		return string(b)
+	}
+	run("init", "-q")
+	run("add", "-A")
+	staged := strings.Fields(run("ls-files"))
+	if !slices.Contains(staged, "vms.json") || !slices.Contains(staged, "ctl-1/user-data") {
+		t.Fatalf("git add -A staged %v: this test's premise changed", staged)
+	}
+	for _, p := range staged {
+		if p == "fleet-secrets.json" || IsSecret(p) {
+			t.Errorf("git add -A in the rendered tree stages the secret %s", p)
+		}
+	}
+}
