@@ -60,7 +60,7 @@ func (n *Node) deliver(w *logWriter, req *request, obj *store.Object, cs httpcac
 		if _, ok := h["Content-Encoding"]; ok {
 			// ServeContent leaves Content-Length out of a whole answer with a
 			// Content-Encoding: the compressed variant's would go without one.
-			sw = encodedWriter{w, len(obj.Body)}
+			sw = encodedWriter{w, int64(len(obj.Body))}
 		}
 		http.ServeContent(sw, rangeChecked(r, obj, int64(len(obj.Body))), "", obj.LastModified, bytes.NewReader(obj.Body))
 		return
@@ -82,12 +82,12 @@ func (n *Node) deliver(w *logWriter, req *request, obj *store.Object, cs httpcac
 // for a whole answer with a Content-Encoding. Its other answers set their own framing.
 type encodedWriter struct {
 	*logWriter
-	length int
+	length int64
 }
 
 func (w encodedWriter) WriteHeader(code int) {
 	if h := w.Header(); code == http.StatusOK && len(h["Content-Length"]) == 0 {
-		h["Content-Length"] = []string{strconv.Itoa(w.length)}
+		h["Content-Length"] = []string{strconv.FormatInt(w.length, 10)}
 	}
 	w.logWriter.WriteHeader(code)
 }
@@ -352,17 +352,44 @@ const maxRanges = 64
 // ignored (RFC 9110 §14.2; ServeContent answers 416), a ranges-specifier that is invalid
 // (bytes=5-2, bytes=abc: ignored, as RFC 9110 §14.2 allows, where ServeContent answers 416
 // without a Content-Range), too many or overlapping ranges (maxRanges), or an If-Range date
-// that obj's Last-Modified cannot be strongly compared with (weakLastModified). r is never
+// that obj's Last-Modified cannot be strongly compared with (weakLastModified). A suffix
+// range of length 0 is rewritten as one past the end (withoutEmptySuffixes). r is never
 // modified: its header may be read elsewhere.
 func rangeChecked(r *http.Request, obj *store.Object, size int64) *http.Request {
 	v, ok := r.Header["Range"]
-	if !ok || len(v) == 1 && rangeServable(v[0], size) && !ifRangeDateOnWeak(r.Header, obj) {
+	if !ok {
 		return r
+	}
+	if len(v) == 1 && rangeServable(v[0], size) && !ifRangeDateOnWeak(r.Header, obj) {
+		fixed, changed := withoutEmptySuffixes(v[0], size)
+		if !changed {
+			return r
+		}
+		c := *r
+		c.Header = r.Header.Clone()
+		c.Header["Range"] = []string{fixed}
+		return &c
 	}
 	c := *r
 	c.Header = r.Header.Clone()
 	delete(c.Header, "Range")
 	return &c
+}
+
+// withoutEmptySuffixes rewrites the suffix ranges of length 0 in v, a servable ranges-specifier
+// (rangeServable), as ranges starting at size: both are unsatisfiable (RFC 9110 §14.1.1), but
+// http.ServeContent answers bytes=-0 as a range of no bytes, a 206 whose Content-Range ends
+// before it begins (bytes 10-9/10, invalid by RFC 9110 §14.4), where it skips the other, or
+// answers 416 when no range is left.
+func withoutEmptySuffixes(v string, size int64) (string, bool) {
+	specs := strings.Split(strings.TrimPrefix(v, "bytes="), ",")
+	changed := false
+	for i, spec := range specs {
+		if n, ok := strings.CutPrefix(strings.Trim(spec, " \t"), "-"); ok && strings.Trim(n, "0") == "" {
+			specs[i], changed = strconv.FormatInt(size, 10)+"-", true
+		}
+	}
+	return "bytes=" + strings.Join(specs, ","), changed
 }
 
 // ifRangeDateOnWeak reports an If-Range with a date where obj's Last-Modified is a weak
@@ -401,6 +428,10 @@ func rangeServable(v string, size int64) bool {
 		last, okB := rangeNumber(b)
 		switch {
 		case !ok || a != "" && !okA || b != "" && !okB || a == "" && b == "":
+			return false
+		case a == "" && size == 0 && last > 0:
+			// Satisfiable (RFC 9110 §14.1.1), with no byte to send: no Content-Range can
+			// say so (ServeContent writes bytes 0--1/0); the empty 200 does.
 			return false
 		case a == "": // suffix range
 			first, last = max(size-last, 0), size-1

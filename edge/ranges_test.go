@@ -188,3 +188,40 @@ func TestIfRangeDateNeedsStrongLastModified(t *testing.T) {
 		}
 	}
 }
+
+// TestZeroLengthSuffixRange: a suffix range that selects no byte, bytes=-0 (unsatisfiable, RFC
+// 9110 §14.1.1) or any suffix of an empty object, got a 206 of no bytes from
+// http.ServeContent, with a Content-Range whose last byte precedes its first (bytes 10-9/10:
+// invalid, RFC 9110 §14.4). bytes=-0 now gets a 416 and is skipped beside other ranges; a
+// suffix of an empty object, satisfiable but without a byte to send, gets the empty 200.
+func TestZeroLengthSuffixRange(t *testing.T) {
+	s := slicedEdge(t)
+	for _, kind := range []struct {
+		name string
+		size int
+	}{{"stored", 100 << 10}, {"sliced", 9<<20 + 5}} {
+		t.Run(kind.name, func(t *testing.T) {
+			size := kind.size
+			path := "/suffix0-" + kind.name
+			target := obj(path, "size", strconv.Itoa(size), "cc", "max-age=600")
+			body := originBytes(t, path, 1, size)
+			s.get(t, target)
+			if r := s.get(t, target, "Range", "bytes=-0"); r.status != http.StatusRequestedRangeNotSatisfiable ||
+				r.header.Get("Content-Range") != fmt.Sprintf("bytes */%d", size) {
+				t.Errorf("bytes=-0: status %d, Content-Range %q; want 416, bytes */%d", r.status, r.header.Get("Content-Range"), size)
+			}
+			r := s.get(t, target, "Range", "bytes=0-1,-0")
+			if cr := fmt.Sprintf("bytes 0-1/%d", size); r.status != http.StatusPartialContent || r.header.Get("Content-Range") != cr || r.body != string(body[:2]) {
+				t.Errorf("bytes=0-1,-0: status %d, Content-Range %q, Content-Type %q; want 206, %s", r.status, r.header.Get("Content-Range"), r.header.Get("Content-Type"), cr)
+			}
+		})
+	}
+	t.Run("empty", func(t *testing.T) {
+		target := obj("/suffix0-empty", "size", "0", "cc", "max-age=600")
+		s.get(t, target)
+		if r := s.get(t, target, "Range", "bytes=-5"); r.status != http.StatusOK || r.header.Get("Content-Range") != "" || r.header.Get("Content-Length") != "0" {
+			t.Errorf("bytes=-5 of an empty object: status %d, Content-Range %q, Content-Length %q; want 200, none, 0",
+				r.status, r.header.Get("Content-Range"), r.header.Get("Content-Length"))
+		}
+	})
+}

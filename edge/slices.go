@@ -323,7 +323,13 @@ func (n *Node) deliverSliced(w *logWriter, req *request, obj *store.Object, cs h
 	// store segment alive all that time.
 	sr := &sliceReader{f: n.fill, req: &own, obj: obj.Detached(), sliceSize: req.host.sliceBytes(), cur: -1}
 	w.keepFor304(req, h)
-	http.ServeContent(w, rangeChecked(req.r, obj, obj.Size), "", obj.LastModified, sr)
+	var sw http.ResponseWriter = w
+	if _, ok := h["Content-Encoding"]; ok {
+		// ServeContent leaves Content-Length out of a whole answer with a Content-Encoding,
+		// as for a whole object (deliver).
+		sw = encodedWriter{w, obj.Size}
+	}
+	http.ServeContent(sw, rangeChecked(req.r, obj, obj.Size), "", obj.LastModified, sr)
 	if err := sr.failure(); err != nil {
 		w.note = "sliced answer aborted: " + err.Error()
 		// The client must see the answer cut short, never bytes of two versions.
@@ -521,9 +527,19 @@ func (f *filler) sliceTiers(req *request, rng string) (*http.Response, string, e
 			}
 		}
 	}
+	if _, ignores := f.noRange.Load(req.host.origin.Host); ignores {
+		// Its whole answer would have to be read up to the slice, for every slice a reader
+		// still needs: the object again and again. The reader is cut short instead, and the
+		// next request streams the object through.
+		return nil, "origin", errOriginIgnoresRange
+	}
 	resp, err := f.originRequest(req, nil, fillOptions{}, rng, "")
 	return resp, "origin", err
 }
+
+// errOriginIgnoresRange is a slice fetch from an origin seen answering Range with its whole
+// object.
+var errOriginIgnoresRange = errors.New("origin ignores Range")
 
 // fetchSlice fetches slice i of obj with Range (sliceTiers) and stores it. An answer of
 // another version drops obj's manifest (the next request fetches the object anew).
@@ -533,6 +549,11 @@ func (f *filler) fetchSlice(req *request, obj *store.Object, i, sliceSize int64)
 	last := min(first+sliceSize, obj.Size) - 1
 	began := n.clock()
 	resp, tier, err := f.sliceTiers(req, fmt.Sprintf("bytes=%d-%d", first, last))
+	if errors.Is(err, errOriginIgnoresRange) {
+		// A manifest stored before the origin was seen ignoring Range: the next request
+		// streams the object through instead.
+		return nil, f.changed(obj, fmt.Errorf("fetch slice %d of %s: %w", i, req.target, err))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("fetch slice %d from %s: %w", i, tier, err)
 	}
@@ -553,6 +574,12 @@ func (f *filler) fetchSlice(req *request, obj *store.Object, i, sliceSize int64)
 		}
 	case resp.StatusCode == http.StatusOK:
 		return nil, f.changed(obj, fmt.Errorf("slice %d of %s: whole answer of %d bytes: %w", i, req.target, resp.ContentLength, errObjectChanged))
+	case resp.StatusCode == http.StatusRequestedRangeNotSatisfiable || resp.StatusCode == http.StatusNotFound ||
+		resp.StatusCode == http.StatusGone:
+		// The object shrank (a range within the manifest's length is past its end) or is gone:
+		// kept, the manifest would cut every answer short until it expires. Its slices stay
+		// stored under their validator, so dropping it costs one first-slice fetch.
+		return nil, f.changed(obj, fmt.Errorf("slice %d of %s: origin answered %s: %w", i, req.target, resp.Status, errObjectChanged))
 	default:
 		return nil, fmt.Errorf("slice %d of %s: origin answered %s", i, req.target, resp.Status)
 	}

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"fmt"
 	"io"
@@ -351,6 +352,140 @@ func TestSlicedSliceSizeChanged(t *testing.T) {
 		}
 		if r := s.get(t, target); r.status != http.StatusOK || r.body != string(body) {
 			t.Errorf("slice_bytes %d: whole object: status %d, right bytes %v", sb, r.status, r.body == string(body))
+		}
+	}
+}
+
+// TestSlicedObjectGone: the object behind a manifest shrank (a slice's range is now past its
+// end: 416) or was deleted (404, 410) at the origin. The manifest no longer describes anything
+// the origin has: it is dropped, so the next request gets the origin's answer, where it used to
+// get the old length's 200 cut short at the missing slice on every request until the
+// manifest expired.
+func TestSlicedObjectGone(t *testing.T) {
+	const sliceSize, size = 64 << 10, 1<<20 + 3
+	for _, gone := range []int{http.StatusRequestedRangeNotSatisfiable, http.StatusNotFound, http.StatusGone} {
+		t.Run(strconv.Itoa(gone), func(t *testing.T) {
+			var changed atomic.Bool
+			small := strings.Repeat("n", 100<<10)
+			addr := startHTTP(t, "127.0.0.10", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Cache-Control", "max-age=600")
+				switch {
+				case !changed.Load():
+					w.Header().Set("ETag", `"old"`)
+					http.ServeContent(w, r, "", time.Time{}, strings.NewReader(strings.Repeat("o", size)))
+				case gone == http.StatusRequestedRangeNotSatisfiable: // the new version is shorter
+					w.Header().Set("ETag", `"new"`)
+					http.ServeContent(w, r, "", time.Time{}, strings.NewReader(small))
+				default:
+					http.Error(w, "gone", gone)
+				}
+			}))
+			cfg := Config{PoP: "tst", Node: "e1", Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + addr,
+				Cache: wire.CacheOptions{SliceBytes: sliceSize}}}}
+			cfg.Cache.MaxObjectBytes = 4 * sliceSize
+			n, _ := startEdge(t, listen(t, "127.0.0.11"), cfg)
+			// No keep-alive: a request cut short is not retried on a fresh connection.
+			c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+			if r := do(t, c, http.MethodGet, n.Addr(), testHost, "/obj", "Range", "bytes=0-9"); r.status != http.StatusPartialContent || r.body != "oooooooooo" {
+				t.Fatalf("first range: status %d, body %.20q; want 206 of the object's first bytes", r.status, r.body)
+			}
+			changed.Store(true)
+			// A range in a slice not stored yet: its fetch finds the object gone. This answer
+			// is cut short (its header may already be out), never another version's bytes.
+			if r, err := tryDo(c, http.MethodGet, n.Addr(), testHost, "/obj", "Range", "bytes=400000-400009"); err == nil &&
+				r.status == http.StatusPartialContent && r.body != "oooooooooo" {
+				t.Fatalf("range across the change: status %d, body %.20q", r.status, r.body)
+			}
+			r, err := tryDo(c, http.MethodGet, n.Addr(), testHost, "/obj")
+			switch {
+			case err != nil:
+				t.Fatalf("the next request: %v; want the origin's answer", err)
+			case gone == http.StatusRequestedRangeNotSatisfiable && (r.status != http.StatusOK || r.body != small):
+				t.Errorf("the next request: status %d, %d bytes; want 200 with the new version's %d", r.status, len(r.body), len(small))
+			case gone != http.StatusRequestedRangeNotSatisfiable && r.status != gone:
+				t.Errorf("the next request: status %d; want the origin's %d", r.status, gone)
+			}
+		})
+	}
+}
+
+// TestSlicedOriginStopsHonouringRange: an origin that answered first slices with a 206 and a
+// later slice with its whole object. That slice is cut out of the whole answer, and the
+// origin's large objects stream through from then on: a client already reading a sliced
+// object is cut short at its next missing slice, rather than each of them costing the origin
+// the object up to that slice again (quadratic: about 256 GiB for a 1 GiB object in 2 MiB
+// slices, before this), and the next request for any of its objects sliced before streams it.
+func TestSlicedOriginStopsHonouringRange(t *testing.T) {
+	const sliceSize, size = 64 << 10, 1 << 20 // 16 slices
+	body := []byte(strings.Repeat("0123456789abcdef", size/16))
+	var honour atomic.Bool
+	var whole atomic.Int64
+	honour.Store(true)
+	addr := startHTTP(t, "127.0.0.10", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=600")
+		w.Header().Set("ETag", `"e"`)
+		if !honour.Load() {
+			r.Header.Del("Range")
+		}
+		if r.Header.Get("Range") == "" {
+			whole.Add(1)
+		}
+		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(body))
+	}))
+	cfg := Config{PoP: "tst", Node: "e1", Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + addr,
+		Cache: wire.CacheOptions{SliceBytes: sliceSize}}}}
+	cfg.Cache.MaxObjectBytes = 4 * sliceSize
+	n, _ := startEdge(t, listen(t, "127.0.0.11"), cfg)
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	for _, p := range []string{"/a", "/b"} { // each stored as a manifest and its first slice
+		if r := do(t, c, http.MethodGet, n.Addr(), testHost, p, "Range", "bytes=0-9"); r.status != http.StatusPartialContent || r.body != string(body[:10]) {
+			t.Fatalf("%s: first range: status %d, body %q", p, r.status, r.body)
+		}
+	}
+	honour.Store(false)
+	r, err := tryDo(c, http.MethodGet, n.Addr(), testHost, "/a")
+	if err == nil && (r.status != http.StatusOK || r.body != string(body)) {
+		t.Errorf("GET across the change: status %d, %d bytes, right bytes %v", r.status, len(r.body), r.body == string(body))
+	}
+	if got := whole.Load(); got > 2 {
+		t.Errorf("one GET of a %d-slice object had the origin send it whole %d times; want at most 2", size/sliceSize, got)
+	}
+	// /b's manifest was stored before: its GET may be cut short, the next one is whole.
+	tryDo(c, http.MethodGet, n.Addr(), testHost, "/b")
+	for _, p := range []string{"/a", "/b"} {
+		if r := do(t, c, http.MethodGet, n.Addr(), testHost, p); r.status != http.StatusOK || r.body != string(body) {
+			t.Errorf("%s: next GET: status %d, %d bytes, right bytes %v; want 200 with the object", p, r.status, len(r.body), r.body == string(body))
+		}
+	}
+}
+
+// TestSlicedEncodedContentLength: a sliced object with a Content-Encoding (an origin's
+// precompressed or compressed file) is answered with its Content-Length, GET and HEAD, on the
+// miss and on hits. http.ServeContent leaves the field out of a whole answer with a
+// Content-Encoding; the answer went chunked, and a HEAD said no length at all.
+func TestSlicedEncodedContentLength(t *testing.T) {
+	const sliceSize, size = 64 << 10, 1<<20 + 3
+	body := strings.Repeat("z", size) // the bytes as the origin encoded them
+	addr := startHTTP(t, "127.0.0.10", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=600")
+		w.Header().Set("ETag", `"gz"`)
+		w.Header().Set("Content-Encoding", "gzip")
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Vary", "Accept-Encoding")
+		http.ServeContent(w, r, "", time.Time{}, strings.NewReader(body))
+	}))
+	cfg := Config{PoP: "tst", Node: "e1", Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + addr,
+		Cache: wire.CacheOptions{SliceBytes: sliceSize}}}}
+	cfg.Cache.MaxObjectBytes = 4 * sliceSize
+	n, _ := startEdge(t, listen(t, "127.0.0.11"), cfg)
+	c := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+	t.Cleanup(c.CloseIdleConnections)
+	for i, m := range []string{http.MethodGet, http.MethodHead, http.MethodGet} {
+		r := do(t, c, m, n.Addr(), testHost, "/data.json", "Accept-Encoding", "gzip")
+		if r.status != http.StatusOK || r.header.Get("Content-Length") != strconv.Itoa(size) ||
+			r.header.Get("Content-Encoding") != "gzip" || m == http.MethodGet && r.body != body {
+			t.Errorf("%s %d: status %d, Content-Length %q, Content-Encoding %q, right bytes %v; want 200, %d, gzip",
+				m, i, r.status, r.header.Get("Content-Length"), r.header.Get("Content-Encoding"), r.body == body, size)
 		}
 	}
 }
