@@ -382,14 +382,27 @@ func rangeChecked(r *http.Request, obj *store.Object, size int64) *http.Request 
 // before it begins (bytes 10-9/10, invalid by RFC 9110 §14.4), where it skips the other, or
 // answers 416 when no range is left.
 func withoutEmptySuffixes(v string, size int64) (string, bool) {
-	specs := strings.Split(strings.TrimPrefix(v, "bytes="), ",")
-	changed := false
-	for i, spec := range specs {
-		if n, ok := strings.CutPrefix(strings.Trim(spec, " \t"), "-"); ok && strings.Trim(n, "0") == "" {
-			specs[i], changed = strconv.FormatInt(size, 10)+"-", true
+	emptySuffix := func(spec string) bool {
+		n, ok := strings.CutPrefix(strings.Trim(spec, " \t"), "-")
+		return ok && strings.Trim(n, "0") == ""
+	}
+	// Looked for first: a ranged request with none (nearly all) allocates nothing here.
+	found := false
+	for spec := range strings.SplitSeq(strings.TrimPrefix(v, "bytes="), ",") {
+		if found = emptySuffix(spec); found {
+			break
 		}
 	}
-	return "bytes=" + strings.Join(specs, ","), changed
+	if !found {
+		return v, false
+	}
+	specs := strings.Split(strings.TrimPrefix(v, "bytes="), ",")
+	for i, spec := range specs {
+		if emptySuffix(spec) {
+			specs[i] = strconv.FormatInt(size, 10) + "-"
+		}
+	}
+	return "bytes=" + strings.Join(specs, ","), true
 }
 
 // ifRangeDateOnWeak reports an If-Range with a date where obj's Last-Modified is a weak

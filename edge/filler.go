@@ -214,7 +214,16 @@ func (f *filler) get(req *request, stale *store.Object, opts fillOptions) answer
 		status := upstreamErrorStatus(res.err)
 		// Asked again: a hard purge applied while the fill ran makes the copy gone, and it
 		// must not come back as the stale-if-error answer once the purge is acked.
-		if stale != nil && canServeStale(stale, max(opts.verdict, n.store.Verdict(stale)), -stale.TTL(now), stale.Policy.StaleIfError) {
+		// A fleet node stores what it gets as its answer, fresh by its headers: a copy stale
+		// only by a purge (soft, or Doubtful after a stream gap) would be served there as a
+		// hit. It gets the error; its own stale-if-error asks the fleet (fleetStale), whose
+		// copies are served, not stored.
+		servable := false
+		if stale != nil {
+			v := max(opts.verdict, n.store.Verdict(stale))
+			servable = !(req.fromPeer && v != store.Usable) && canServeStale(stale, v, -stale.TTL(now), stale.Policy.StaleIfError)
+		}
+		if servable {
 			n.metrics.staleServed.WithLabelValues("stale-if-error").Inc()
 			return answer{obj: stale, cacheStatus: "stale", tier: res.tier, cs: httpcache.Status{Cache: n.name, Proto: req.proto,
 				Fwd: "stale", FwdStatus: status, TTL: stale.TTL(now), HasTTL: true, Detail: "stale-if-error"}}
