@@ -78,10 +78,10 @@ func TestPercentHexCaseIsOneURL(t *testing.T) {
 	}
 }
 
-// TestRawUTF8QueryIsItsEncoding: a client may send a query's UTF-8 raw (net/http takes it), and
-// another client, or a purge, names the same URL percent-encoded: both spellings are one
-// stored copy, and a URL purge of the encoded spelling purges it.
-func TestRawUTF8QueryIsItsEncoding(t *testing.T) {
+// versionedEdge is an edge in front of an origin that answers every request with
+// Cache-Control cc and the body "vN", N counting its requests.
+func versionedEdge(t *testing.T, cc string) *Node {
+	t.Helper()
 	var mu sync.Mutex
 	fetches := 0
 	addr := startHTTP(t, "127.0.0.10", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -89,11 +89,19 @@ func TestRawUTF8QueryIsItsEncoding(t *testing.T) {
 		fetches++
 		n := fetches
 		mu.Unlock()
-		w.Header().Set("Cache-Control", "max-age=600")
+		w.Header().Set("Cache-Control", cc)
 		fmt.Fprintf(w, "v%d", n)
 	}))
 	n, _ := startEdge(t, listen(t, "127.0.0.11"), Config{PoP: "tst", Node: "e1",
 		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + addr}}})
+	return n
+}
+
+// TestRawUTF8QueryIsItsEncoding: a client may send a query's UTF-8 raw (net/http takes it), and
+// another client, or a purge, names the same URL percent-encoded: both spellings are one
+// stored copy, and a URL purge of the encoded spelling purges it.
+func TestRawUTF8QueryIsItsEncoding(t *testing.T) {
+	n := versionedEdge(t, "max-age=600")
 	raw := func() string { // the body of GET /r?x=café with the é as raw UTF-8
 		t.Helper()
 		a := rawExchange(t, n.Addr(), "GET /r?x=caf\xc3\xa9 HTTP/1.1\r\nHost: "+testHost+"\r\nConnection: close\r\n\r\n")
@@ -124,18 +132,7 @@ func TestRawUTF8QueryIsItsEncoding(t *testing.T) {
 // never handed out under stale-while-revalidate (as while a node lags, purgeorder.go). It was
 // soft-purged and served stale once more.
 func TestGapDisablesStaleWhileRevalidate(t *testing.T) {
-	var mu sync.Mutex
-	fetches := 0
-	addr := startHTTP(t, "127.0.0.10", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		fetches++
-		n := fetches
-		mu.Unlock()
-		w.Header().Set("Cache-Control", "max-age=600, stale-while-revalidate=600")
-		fmt.Fprintf(w, "v%d", n)
-	}))
-	n, _ := startEdge(t, listen(t, "127.0.0.11"), Config{PoP: "tst", Node: "e1",
-		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + addr}}})
+	n := versionedEdge(t, "max-age=600, stale-while-revalidate=600")
 	c := &http.Client{}
 	t.Cleanup(c.CloseIdleConnections)
 	if r := do(t, c, http.MethodGet, n.Addr(), testHost, "/g"); r.body != "v1" {

@@ -21,25 +21,7 @@ const (
 // RFC 8941; non-string members and all parameters are ignored; a malformed field yields no
 // groups). Keys are de-duplicated in first-seen order; at most MaxSurrogateKeys keys of at most
 // MaxSurrogateKeyLen bytes each are returned. Nil when there are none.
-func SurrogateKeys(h http.Header) []string {
-	var ks keySet
-	for _, v := range h["Surrogate-Key"] {
-		for k := range strings.FieldsSeq(v) {
-			ks.add(k)
-		}
-	}
-	for _, v := range h["Cache-Tag"] {
-		for k := range strings.SplitSeq(v, ",") {
-			ks.add(strings.TrimSpace(k))
-		}
-	}
-	if groups, ok := ParseStringList(h["Cache-Groups"]); ok {
-		for _, g := range groups {
-			ks.add(g)
-		}
-	}
-	return ks.keys
-}
+func SurrogateKeys(h http.Header) []string { return surrogateKeySet(h).keys }
 
 // TooManySurrogateKeys reports whether h declares more distinct keys than SurrogateKeys keeps
 // (MaxSurrogateKeys).
@@ -47,6 +29,11 @@ func TooManySurrogateKeys(h http.Header) bool {
 	if len(h["Surrogate-Key"])+len(h["Cache-Tag"])+len(h["Cache-Groups"]) == 0 {
 		return false
 	}
+	return surrogateKeySet(h).over
+}
+
+// surrogateKeySet collects the keys h declares, as SurrogateKeys describes.
+func surrogateKeySet(h http.Header) keySet {
 	var ks keySet
 	for _, v := range h["Surrogate-Key"] {
 		for k := range strings.FieldsSeq(v) {
@@ -63,7 +50,7 @@ func TooManySurrogateKeys(h http.Header) bool {
 			ks.add(g)
 		}
 	}
-	return ks.over
+	return ks
 }
 
 // CacheGroupInvalidation parses RFC 9875 Cache-Group-Invalidation (same list syntax and limits
