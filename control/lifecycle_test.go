@@ -43,21 +43,29 @@ func TestEmbeddedNATSPortInUse(t *testing.T) {
 	}
 }
 
+// natsWithoutJetStream runs a NATS server on host without JetStream until the test ends:
+// control connects and then waits for its buckets, retrying.
+func natsWithoutJetStream(t *testing.T, host string) *server.Server {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{Host: host, Port: -1, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	t.Cleanup(ns.Shutdown)
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	return ns
+}
+
 // TestStopWhileWaitingForJetStream: SIGTERM while control still waits for JetStream to create
 // its buckets (a cluster without a meta leader, here a server without JetStream) is an
 // operator's stop, not a failure: exit 0. It exited 1 with "context canceled", which systemd
 // records as the unit failing.
 func TestStopWhileWaitingForJetStream(t *testing.T) {
 	bin := proctest.Build(t)
-	ns, err := server.NewServer(&server.Options{Host: "127.0.7.6", Port: -1, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	defer ns.Shutdown()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server not ready")
-	}
+	ns := natsWithoutJetStream(t, "127.0.7.6")
 	cmd := proctest.Start(t, bin, "creating buckets and streams failed; retrying", "control",
 		"--listen", "127.0.7.6:0", "--nats", ns.ClientURL(), "--tokens", "testdata/tokens.yaml")
 	proctest.Stop(t, cmd)
@@ -68,15 +76,7 @@ func TestStopWhileWaitingForJetStream(t *testing.T) {
 // It accepted connections and answered nothing until ready, so a load balancer's probe timed
 // out instead of reading "starting".
 func TestAPIAnswersWhileStarting(t *testing.T) {
-	ns, err := server.NewServer(&server.Options{Host: "127.0.7.8", Port: -1, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	defer ns.Shutdown()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server not ready")
-	}
+	ns := natsWithoutJetStream(t, "127.0.7.8")
 	s, err := New(Config{NATSURL: ns.ClientURL(), TokensFile: "testdata/tokens.yaml", StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
