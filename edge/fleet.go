@@ -126,7 +126,7 @@ func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
 	sub, err := purge.NewSubscriber(purge.SubscriberConfig{
 		JS: js, Conn: nc, Prefix: fc.Prefix, PoP: n.cfg.PoP, Node: n.cfg.Node,
 		Apply:  n.ApplyPurge,
-		OnGap:  func(_ context.Context, _, next uint64) { n.skipPurges(next - 1) },
+		OnGap:  func(_ context.Context, last, next uint64) { n.purgeGap(last, next) },
 		Logger: n.log, Clock: n.clock,
 		// Confirm well within max_lag, so that a connected node never seems to lag.
 		ConfirmEvery: min(max(n.cfg.Purge.MaxLag/5, 20*time.Millisecond), time.Second),

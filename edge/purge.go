@@ -62,3 +62,18 @@ func (n *Node) skipPurges(seq uint64) {
 	n.MarkAllStale()
 	n.advancePurgeSeq(seq)
 }
+
+// purgeGap is the subscriber's OnGap: the purges after last and before next cannot be replayed.
+// A next at or below last is a stream deleted and created again, whose sequences start over:
+// the node's purge sequence, which fleet nodes ask of each other before a fill (purgeorder.go),
+// goes back to the new stream's, or the node would claim new purges it has not applied yet.
+func (n *Node) purgeGap(last, next uint64) {
+	if next > last {
+		n.skipPurges(next - 1)
+		return
+	}
+	n.MarkAllStale()
+	n.purgeMu.Lock()
+	n.purgeSeq.Store(max(next, 1) - 1)
+	n.purgeMu.Unlock()
+}

@@ -7,7 +7,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/purge"
 	"github.com/meridian-cdn/meridian/wire"
 )
@@ -143,4 +145,40 @@ func TestGapDisablesStaleWhileRevalidate(t *testing.T) {
 	if r.body != "v2" || strings.Contains(r.header.Get("Cache-Status"), "stale-while-revalidate") {
 		t.Errorf("GET after a gap: %q (Cache-Status %q), want v2 fetched before it is served", r.body, r.header.Get("Cache-Status"))
 	}
+}
+
+// TestPurgeSeqFollowsRecreatedStream: after the purge stream is deleted and created again,
+// its sequences start over, and the node's purge sequence (what fleet nodes ask of each other
+// before a fill: "have you applied purge N?") follows the new stream. It stayed at the old,
+// higher value, so the node answered yes for new purges it had not applied and could hand a
+// peer a copy one of them purged.
+func TestPurgeSeqFollowsRecreatedStream(t *testing.T) {
+	url, js, _ := startNATS(t)
+	_, nodes := fleetEdges(t, []string{url}, false)
+	n := nodes[0]
+	<-n.FleetReady()
+	publish := func(v string) uint64 {
+		t.Helper()
+		m := purge.Message{ID: purge.NewID(), Host: testHost, Kind: purge.KindURL, Values: []string{v}, IssuedAt: time.Now()}
+		seq, err := purge.Publish(context.Background(), js, "", m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return seq
+	}
+	var last uint64
+	for i := range 5 {
+		last = publish(fmt.Sprintf("/old%d", i))
+	}
+	wait.For(t, 10*time.Second, "the node to apply the first stream's purges", func() bool { return n.purgeSeq.Load() >= last })
+	if err := js.DeleteStream(context.Background(), purge.StreamName("")); err != nil {
+		t.Fatal(err)
+	}
+	if err := purge.EnsureStream(context.Background(), js, "", time.Hour, 1); err != nil {
+		t.Fatal(err)
+	}
+	if seq := publish("/new"); seq != 1 {
+		t.Fatalf("the new stream's first purge has sequence %d, want 1", seq)
+	}
+	wait.For(t, 20*time.Second, "the node's purge sequence to follow the new stream", func() bool { return n.purgeSeq.Load() == 1 })
 }
