@@ -347,16 +347,8 @@ func (c *Config) Validate() error {
 	if u := c.TLS.UnknownSNI; u != "" && u != "default" && u != "reject" {
 		bad("tls.unknown_sni", "%q is not default or reject", u)
 	}
-	for _, a := range []struct{ field, addr string }{{"listen", c.Listen}, {"admin_listen", c.AdminListen}, {"https_listen", c.HTTPSListen}} {
-		if (a.addr == "off" && a.field == "admin_listen") || (a.addr == "" && a.field == "https_listen") {
-			continue
-		}
-		if !wire.ValidHostPort(a.addr) {
-			bad(a.field, "%q is not host:port", a.addr)
-		}
-	}
-	// Every listener has SO_REUSEPORT (for restarts), so two on one port would both bind and
-	// the kernel would split connections between their servers instead of refusing one.
+	// The listeners in use. Each has SO_REUSEPORT (for restarts), so two on one port would both
+	// bind and the kernel would split connections between their servers instead of refusing one.
 	listeners := []struct{ field, addr string }{{"listen", c.Listen}}
 	if c.AdminListen != "off" {
 		listeners = append(listeners, struct{ field, addr string }{"admin_listen", c.AdminListen})
@@ -365,6 +357,9 @@ func (c *Config) Validate() error {
 		listeners = append(listeners, struct{ field, addr string }{"https_listen", c.HTTPSListen})
 	}
 	for j, b := range listeners {
+		if !wire.ValidHostPort(b.addr) {
+			bad(b.field, "%q is not host:port", b.addr)
+		}
 		for _, a := range listeners[:j] {
 			if wire.SamePort(a.addr, b.addr) {
 				bad(b.field, "%q is the same port as %s (%q)", b.addr, a.field, a.addr)

@@ -56,13 +56,7 @@ func (n *Node) deliver(w *logWriter, req *request, obj *store.Object, cs httpcac
 		}
 		delete(h, "Content-Length")
 		w.keepFor304(req, h)
-		var sw http.ResponseWriter = w
-		if _, ok := h["Content-Encoding"]; ok {
-			// ServeContent leaves Content-Length out of a whole answer with a
-			// Content-Encoding: the compressed variant's would go without one.
-			sw = encodedWriter{w, int64(len(obj.Body))}
-		}
-		http.ServeContent(sw, rangeChecked(r, obj, int64(len(obj.Body))), "", obj.LastModified, bytes.NewReader(obj.Body))
+		serveContent(w, r, h, obj, int64(len(obj.Body)), bytes.NewReader(obj.Body))
 		return
 	}
 	h := n.blockHeader(w, req, obj, cs, upstreamCS)
@@ -75,6 +69,17 @@ func (n *Node) deliver(w *logWriter, req *request, obj *store.Object, cs httpcac
 	if r.Method != http.MethodHead && bodyAllowed(obj.Status) {
 		w.Write(obj.Body)
 	}
+}
+
+// serveContent answers r with content, obj's representation of size bytes (header h),
+// through http.ServeContent: the Range checked first (rangeChecked), and a whole answer with
+// a Content-Encoding given its Content-Length, which ServeContent leaves out (encodedWriter).
+func serveContent(w *logWriter, r *http.Request, h http.Header, obj *store.Object, size int64, content io.ReadSeeker) {
+	var sw http.ResponseWriter = w
+	if _, ok := h["Content-Encoding"]; ok {
+		sw = encodedWriter{w, size}
+	}
+	http.ServeContent(sw, rangeChecked(r, obj, size), "", obj.LastModified, content)
 }
 
 // encodedWriter is the writer http.ServeContent answers an encoded object through: a 200 (the

@@ -323,13 +323,7 @@ func (n *Node) deliverSliced(w *logWriter, req *request, obj *store.Object, cs h
 	// store segment alive all that time.
 	sr := &sliceReader{f: n.fill, req: &own, obj: obj.Detached(), sliceSize: req.host.sliceBytes(), cur: -1}
 	w.keepFor304(req, h)
-	var sw http.ResponseWriter = w
-	if _, ok := h["Content-Encoding"]; ok {
-		// ServeContent leaves Content-Length out of a whole answer with a Content-Encoding,
-		// as for a whole object (deliver).
-		sw = encodedWriter{w, obj.Size}
-	}
-	http.ServeContent(sw, rangeChecked(req.r, obj, obj.Size), "", obj.LastModified, sr)
+	serveContent(w, req.r, h, obj, obj.Size, sr)
 	if err := sr.failure(); err != nil {
 		w.note = "sliced answer aborted: " + err.Error()
 		// The client must see the answer cut short, never bytes of two versions.

@@ -17,7 +17,7 @@ import (
 // distinct error since the last connection; the first connection and each reconnection are
 // logged when they come.
 func ConnectLogging(log *slog.Logger, urls string) []nats.Option {
-	r := newNATSRetries(log, urls)
+	r := &natsRetries{log: log, urls: RedactURLs(urls)}
 	return []nats.Option{
 		nats.ConnectHandler(func(c *nats.Conn) {
 			r.connected()
@@ -38,10 +38,6 @@ type natsRetries struct {
 	urls string // redacted
 	mu   sync.Mutex
 	last string
-}
-
-func newNATSRetries(log *slog.Logger, urls string) *natsRetries {
-	return &natsRetries{log: log, urls: RedactURLs(urls)}
 }
 
 // RedactURLs is a NATS server list (comma-separated URLs) fit for a log or an error: each
