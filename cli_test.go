@@ -1,7 +1,15 @@
 package main
 
 import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -35,5 +43,114 @@ func TestCLIHelpAndErrors(t *testing.T) {
 	}
 	if res := proctest.Run(t, 5*time.Second, bin, "version"); res.Code != 0 || !strings.HasPrefix(res.Stdout, "meridian ") {
 		t.Errorf("version: exit %d, stdout %q", res.Code, res.Stdout)
+	}
+}
+
+// TestSecondSignalExitsAtOnce: the first SIGTERM starts a graceful stop that waits for a
+// request in flight (up to shutdown_timeout); a second one ends the process at once, exit
+// 128+15, saying so. It used to be ignored, so the operator waited out shutdown_timeout.
+func TestSecondSignalExitsAtOnce(t *testing.T) {
+	bin := proctest.Build(t)
+	hit, release := make(chan struct{}, 1), make(chan struct{})
+	originLn, err := net.Listen("tcp", "127.0.9.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	origin := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case hit <- struct{}{}:
+		default:
+		}
+		select { // hold the edge's request until the test ends
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})}
+	go origin.Serve(originLn)
+	defer origin.Close()
+	defer close(release)
+	edgeLn, err := net.Listen("tcp", "127.0.9.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := edgeLn.Addr().String()
+	edgeLn.Close()
+	config := filepath.Join(t.TempDir(), "edge.yaml")
+	if err := os.WriteFile(config, []byte(fmt.Sprintf("listen: %s\nadmin_listen: \"off\"\nshutdown_timeout: 5m\nhosts:\n  - host: example.test\n    origin: http://%s\n",
+		addr, originLn.Addr())), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "edge", "--config", config)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	lines := make(chan string, 100)
+	go func() {
+		defer close(lines)
+		for sc := bufio.NewScanner(stderr); sc.Scan(); {
+			lines <- sc.Text()
+		}
+	}()
+	waitLine := func(s string) {
+		t.Helper()
+		timeout := time.After(10 * time.Second)
+		for {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					t.Fatalf("the edge exited before logging %q", s)
+				}
+				if strings.Contains(l, s) {
+					return
+				}
+			case <-timeout:
+				t.Fatalf("the edge never logged %q", s)
+			}
+		}
+	}
+	waitLine("edge serving")
+	go func() {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/slow", nil)
+		req.Host = "example.test"
+		if resp, err := (&http.Client{Timeout: time.Minute}).Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	select {
+	case <-hit:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the edge never asked the origin")
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitLine("edge draining")
+	// Signals of one kind do not queue: the second is sent once the first was handled.
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	var last string
+	timeout := time.After(10 * time.Second)
+	for done := false; !done; {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				done = true
+				break
+			}
+			last = l
+		case <-timeout:
+			t.Fatal("the edge still runs 10 s after the second SIGTERM")
+		}
+	}
+	cmd.Wait()
+	if code := cmd.ProcessState.ExitCode(); code != 128+int(syscall.SIGTERM) ||
+		!strings.HasPrefix(last, "meridian: second signal") {
+		t.Errorf("exit %d, last line of stderr %q; want %d and meridian: second signal...", code, last, 128+int(syscall.SIGTERM))
 	}
 }

@@ -26,6 +26,20 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// The first signal asks for a graceful stop; an operator who signals again does not want
+	// to wait for it (requests in flight, shutdown_timeout): exit at once, as 128+signal.
+	again := make(chan os.Signal, 2)
+	signal.Notify(again, os.Interrupt, syscall.SIGTERM)
+	go func() { // lives as long as the process
+		<-again // the first, which also cancelled ctx
+		sig := <-again
+		fmt.Fprintf(os.Stderr, "meridian: second signal (%v): exiting without waiting for work in flight\n", sig)
+		code := 1
+		if s, ok := sig.(syscall.Signal); ok {
+			code = 128 + int(s)
+		}
+		os.Exit(code)
+	}()
 	root := &cobra.Command{
 		Use:           "meridian",
 		Short:         "Meridian is an open-source CDN",

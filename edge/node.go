@@ -426,10 +426,14 @@ func (n *Node) ServeListeners(ctx context.Context, ls Listeners) error {
 		err = fmt.Errorf("edge serve: %w", err)
 	}
 	n.SetDraining(true)
-	if err == nil && n.cfg.LameDuck > 0 {
-		n.log.Info("edge draining", "lame_duck", n.cfg.LameDuck)
-		t := time.NewTimer(n.cfg.LameDuck)
-		<-t.C
+	if err == nil {
+		// Said even without a lame duck: the operator sees the stop begin, and for how long it
+		// may wait.
+		n.log.Info("edge draining", "lame_duck", n.cfg.LameDuck, "shutdown_timeout", n.cfg.ShutdownTimeout)
+		if n.cfg.LameDuck > 0 {
+			t := time.NewTimer(n.cfg.LameDuck)
+			<-t.C
+		}
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
 	defer cancel()
