@@ -240,7 +240,7 @@ func TestTerraformSetsPrivateIPs(t *testing.T) {
 type ingressRule struct {
 	proto    string
 	from, to int
-	cidrs    []string
+	cidrs    []string // IPv4 and IPv6 sources
 }
 
 // securityGroupIngress evaluates every ingress block (static and dynamic) of the region
@@ -268,6 +268,12 @@ func securityGroupIngress(t *testing.T, vars map[string]cty.Value) []ingressRule
 		for it := get("cidr_blocks").ElementIterator(); it.Next(); {
 			_, c := it.Element()
 			r.cidrs = append(r.cidrs, c.AsString())
+		}
+		if body.Attributes["ipv6_cidr_blocks"] != nil {
+			for it := get("ipv6_cidr_blocks").ElementIterator(); it.Next(); {
+				_, c := it.Element()
+				r.cidrs = append(r.cidrs, c.AsString())
+			}
 		}
 		return r
 	}
@@ -365,6 +371,9 @@ func TestTerraformOpensOnlyFleetPorts(t *testing.T) {
 			check(admin, "admin_cidrs", "tcp/22", fmt.Sprintf("tcp/%d", f.Control.APIPort),
 				fmt.Sprintf("tcp/%d", f.Edge.AdminPort), fmt.Sprintf("tcp/%d", f.DNS.AdminPort))
 			check(world, "the internet", fmt.Sprintf("tcp/%d", f.Edge.HTTPPort), fmt.Sprintf("tcp/%d", f.DNS.Port),
+				fmt.Sprintf("udp/%d", f.DNS.Port))
+			// The fleet's ipv6 addresses are announced in AAAA answers and NS glue.
+			check("::/0", "the internet over IPv6", fmt.Sprintf("tcp/%d", f.Edge.HTTPPort), fmt.Sprintf("tcp/%d", f.DNS.Port),
 				fmt.Sprintf("udp/%d", f.DNS.Port))
 		})
 	}

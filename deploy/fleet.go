@@ -114,7 +114,8 @@ type ControlNode struct {
 	Region string `yaml:"region"`
 	// IPv4 is the public IPv4 address: NATS routes, leaf remotes and NS glue use it (required).
 	IPv4 string `yaml:"ipv4"`
-	// IPv6 is the public IPv6 address, published as NS glue when set.
+	// IPv6 is the public IPv6 address, published as NS glue when set: the VM must have it (the
+	// Terraform example creates the instance with it).
 	IPv6 string `yaml:"ipv6"`
 	// PrivateIPv4 is the address the DNS server's admin listener (metrics, health) binds to,
 	// for Prometheus. Empty means loopback only: admin ports are never public.
@@ -184,7 +185,8 @@ type EdgeNode struct {
 	ID string `yaml:"id"`
 	// IPv4 is the public IPv4 address DNS answers with (required).
 	IPv4 string `yaml:"ipv4"`
-	// IPv6 is the public IPv6 address DNS answers with, if any.
+	// IPv6 is the public IPv6 address DNS answers with (AAAA), if any: the VM must have it (the
+	// Terraform example creates the instance with it).
 	IPv6 string `yaml:"ipv6"`
 	// PrivateIPv4 is the address peers in the PoP and Prometheus use. Default IPv4.
 	PrivateIPv4 string `yaml:"private_ipv4"`

@@ -87,3 +87,12 @@ output "public_ips" {
     module.ap_northeast_1.public_ips,
   )
 }
+
+output "public_ipv6" {
+  description = "VM name -> its IPv6 address (null: none); these are the fleet file's ipv6 fields, which DNS announces."
+  value = merge(
+    module.eu_central_1.public_ipv6,
+    module.us_east_1.public_ipv6,
+    module.ap_northeast_1.public_ipv6,
+  )
+}

@@ -36,8 +36,11 @@ variable "subnet_ids" {
     Region -> subnet for its VMs. Required for a region with VMs whose fleet entry has
     private_ipv4: each such instance is created with that address, which must be in the
     subnet's range (not its first four or last address). The subnet's VPC needs an internet
-    gateway (the Elastic IPs). A region left out uses the default VPC, where AWS picks the
-    private addresses: give its VMs no private_ipv4.
+    gateway (the Elastic IPs). Required too for a region with VMs whose fleet entry has ipv6,
+    which the routing DNS announces: each such instance is created with that address, which
+    must be in the subnet's IPv6 range (the VPC needs an IPv6 block, the subnet's route table
+    a ::/0 route to the internet gateway). A region left out uses the default VPC, where AWS
+    picks the private addresses: give its VMs no private_ipv4 and no ipv6.
   EOT
   type        = map(string)
   default     = {}

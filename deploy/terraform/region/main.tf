@@ -1,5 +1,6 @@
 # One region's share of the fleet: a security group, and per VM an instance booted from its
-# rendered cloud-init plus an Elastic IP (the address in the fleet file).
+# rendered cloud-init plus an Elastic IP (the ipv4 in the fleet file); an instance whose fleet
+# entry has ipv6 is created with that address.
 
 terraform {
   required_providers {
@@ -30,7 +31,8 @@ variable "ports" {
   })
 }
 # The subnet of this region's VMs; null: the default VPC's (AWS picks each private address).
-# A VM whose fleet entry has private_ipv4 needs one whose range contains that address.
+# A VM whose fleet entry has private_ipv4 needs one whose range contains that address; one
+# with ipv6, one with an IPv6 range that contains it.
 variable "subnet_id" {
   type    = string
   default = null
@@ -127,6 +129,10 @@ resource "aws_instance" "vm" {
   # subnet's first four and last).
   subnet_id  = var.subnet_id
   private_ip = try(each.value.private_ipv4, null)
+  # The fleet file's ipv6, which the routing DNS hands out in AAAA answers (and a control VM's
+  # NS glue): the instance must have it. AWS has no Elastic IPv6: the address is the
+  # instance's own, from the subnet's IPv6 range (AWS refuses one outside it).
+  ipv6_addresses = try([each.value.ipv6], null)
   # EC2 user data is limited to 16 KiB; gzip keeps the rendered cloud-init well under it.
   user_data_base64 = base64gzip(file("${var.render_dir}/${each.value.user_data}"))
   # User data only boots a VM. A re-render changes it on VMs that must keep running: every
@@ -139,6 +145,10 @@ resource "aws_instance" "vm" {
     precondition {
       condition     = try(each.value.private_ipv4, null) == null || var.subnet_id != null
       error_message = "${each.key} has private_ipv4 ${try(each.value.private_ipv4, "")} in the fleet file: set subnet_ids[\"${each.value.region}\"] to a subnet whose range contains it."
+    }
+    precondition {
+      condition     = try(each.value.ipv6, null) == null || try(data.aws_subnet.vm[0].ipv6_cidr_block, "") != ""
+      error_message = "${each.key} has ipv6 ${try(each.value.ipv6, "")} in the fleet file, which DNS announces: set subnet_ids[\"${each.value.region}\"] to a subnet with an IPv6 range that contains it."
     }
   }
 
@@ -174,4 +184,8 @@ resource "aws_eip_association" "vm" {
 
 output "public_ips" {
   value = { for name, eip in aws_eip.vm : name => eip.public_ip }
+}
+
+output "public_ipv6" {
+  value = { for name, vm in aws_instance.vm : name => try(vm.ipv6_addresses[0], null) }
 }
