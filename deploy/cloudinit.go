@@ -3,9 +3,26 @@ package deploy
 import (
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 )
+
+// The system users the units run as (their User=), one per service: the internet-facing DNS
+// and edge cannot read control's tokens or another process's NATS credential.
+const (
+	userNATS    = "meridian-nats"
+	userControl = "meridian-control"
+	userDNS     = "meridian-dns"
+	userEdge    = "meridian-edge"
+)
+
+// TmpfilesConf is the systemd-tmpfiles config (tmpfiles.d(5)) on every VM that creates
+// CredsDir and gives each credential in it to the one service that reads it, mode 0600, however
+// it was copied in. Cloud-init applies it once, systemd at every boot, and every unit before
+// it starts (ExecStartPre): a file copied in since, root's or with the mode it had elsewhere,
+// is its service's by the unit's next try.
+const TmpfilesConf = "/etc/tmpfiles.d/meridian.conf"
 
 // cloudConfig is the subset of cloud-init's #cloud-config schema the renderer writes.
 type cloudConfig struct {
@@ -95,6 +112,8 @@ func (r *renderer) cloudInit(vm, role string, paths []string, files map[string][
 	if role == RoleControl {
 		cc.RunCmd = append(cc.RunCmd, []string{"systemctl", "try-restart", "systemd-resolved.service"})
 	}
+	// The credentials directory, now that its users exist: the operator only copies the files in.
+	cc.RunCmd = append(cc.RunCmd, []string{"systemd-tmpfiles", "--create", TmpfilesConf})
 	cc.RunCmd = append(cc.RunCmd, []string{"systemctl", "daemon-reload"})
 	cc.RunCmd = append(cc.RunCmd, append([]string{"systemctl", "enable"}, unitNames...))
 	// Restart, not start: the Debian package nats-server starts its own nats-server.service
@@ -113,9 +132,30 @@ func (r *renderer) cloudInit(vm, role string, paths []string, files map[string][
 // serviceUsers are the system users of a VM of role's services, named in the units.
 func serviceUsers(role string) []string {
 	if role == RoleControl {
-		return []string{"meridian-nats", "meridian-control", "meridian-dns"}
+		return []string{userNATS, userControl, userDNS}
 	}
-	return []string{"meridian-nats", "meridian-edge"}
+	return []string{userNATS, userEdge}
+}
+
+// credsTmpfiles renders VM vm's TmpfilesConf: CredsDir, which every service must traverse to
+// reach its own file (a directory copied in as it is arrives 0700, root's), and each of the
+// VM's credentials, its reader's alone ('z' skips a file not there yet).
+func (r *renderer) credsTmpfiles(vm string) []byte {
+	var b strings.Builder
+	b.WriteString(r.header(vm, "systemd-tmpfiles config (tmpfiles.d(5))"))
+	b.WriteString("# The NATS credentials, copied in by the operator (docs/deploy.md): applied by cloud-init,\n" +
+		"# at boot and before every Meridian unit starts.\n")
+	fmt.Fprintf(&b, "d %s 0755 root root -\n", CredsDir)
+	owners := r.secretOwners[vm]
+	names := make([]string, 0, len(owners))
+	for name := range owners {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		fmt.Fprintf(&b, "z %s/%s 0600 %s %s -\n", CredsDir, name, owners[name], owners[name])
+	}
+	return []byte(b.String())
 }
 
 // secrets lists the files a VM of role needs that the renderer never writes.

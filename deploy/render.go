@@ -111,6 +111,7 @@ func (f *Fleet) VMs() []VM {
 //	<vm>/etc/meridian/nats.conf            NATS: cluster member (control) or leaf node (edge)
 //	<vm>/etc/meridian/control.env, dns.yaml (control VMs) or edge.yaml (edge VMs)
 //	<vm>/etc/systemd/system/*.service      the hardened units from deploy/systemd
+//	<vm>/etc/tmpfiles.d/meridian.conf      creates CredsDir, gives each credential to its reader
 //	prometheus/prometheus.yml              scrape config for every node's metrics
 //	hosts/<host>.json                      PUT /v1/hosts/<host> bodies for the control API
 //	vms.json                               the VM list for Terraform
@@ -134,7 +135,7 @@ func Render(f *Fleet, opts RenderOptions) (map[string][]byte, error) {
 			return nil, err
 		}
 	}
-	rd := renderer{f: f, opts: opts, out: map[string][]byte{}, sec: sec}
+	rd := renderer{f: f, opts: opts, out: map[string][]byte{}, sec: sec, secretOwners: map[string]map[string]string{}}
 	if err := rd.credentials(); err != nil {
 		return nil, err
 	}
@@ -215,12 +216,18 @@ type renderer struct {
 	creds map[string]map[natsauth.Identity]natsauth.Credential
 	// clusterUsers are the users the cluster's servers accept: control, DNS and leaf links.
 	clusterUsers []natsauth.User
+	// secretOwners are the users that read each VM's secret files, by VM, then file name.
+	secretOwners map[string]map[string]string
 }
 
-// secret adds a VM's secret file at path (under CredsDir): in the rendered tree, not in the
-// cloud-init.
-func (r *renderer) secret(vm, name string, b []byte) {
+// secret adds VM vm's secret file name (under CredsDir), which only the service user owner
+// reads: in the rendered tree, not in the cloud-init.
+func (r *renderer) secret(vm, name, owner string, b []byte) {
 	r.out[vm+CredsDir+"/"+name] = b
+	if r.secretOwners[vm] == nil {
+		r.secretOwners[vm] = map[string]string{}
+	}
+	r.secretOwners[vm][name] = owner
 }
 
 // public is the listen address of a port other VMs reach; local, of one only this VM uses.
@@ -284,9 +291,9 @@ func (r *renderer) control(c ControlNode) error {
 	vm := c.Name
 	files := map[string][]byte{}
 	files[EtcDir+"/nats.conf"] = r.natsCluster(vm)
-	r.secret(vm, "control.creds", r.creds[vm][natsauth.Control()].Format())
-	r.secret(vm, "dns.creds", r.creds[vm][natsauth.DNS(vm)].Format())
-	r.secret(vm, "nats-cluster.conf", r.natsRouteSecrets(vm))
+	r.secret(vm, "control.creds", userControl, r.creds[vm][natsauth.Control()].Format())
+	r.secret(vm, "dns.creds", userDNS, r.creds[vm][natsauth.DNS(vm)].Format())
+	r.secret(vm, "nats-cluster.conf", userNATS, r.natsRouteSecrets(vm))
 	args := []string{
 		"--nats", "nats://" + r.local(vm, f.NATS.ClientPort),
 		"--nats-creds", CredsDir + "/control.creds",
@@ -324,8 +331,8 @@ func (r *renderer) edge(p PoP, n EdgeNode) error {
 	vm := p.VMName(n)
 	files := map[string][]byte{}
 	files[EtcDir+"/nats.conf"] = r.natsLeaf(vm, p, n)
-	r.secret(vm, "edge.creds", r.creds[vm][natsauth.Edge(p.ID, n.ID)].Format())
-	r.secret(vm, "nats-leaf.conf", []byte(r.header(vm, "NATS leaf link credential (secret)")+
+	r.secret(vm, "edge.creds", userEdge, r.creds[vm][natsauth.Edge(p.ID, n.ID)].Format())
+	r.secret(vm, "nats-leaf.conf", userNATS, []byte(r.header(vm, "NATS leaf link credential (secret)")+
 		fmt.Sprintf("nkey: %q\n", r.creds[vm][natsauth.Leaf(p.ID)].Seed)))
 	y, err := r.edgeConfig(p, n)
 	if err != nil {
@@ -344,6 +351,7 @@ func (r *renderer) vm(vm, role string, files map[string][]byte, unitNames []stri
 		}
 		files[UnitDir+"/"+u] = b
 	}
+	files[TmpfilesConf] = r.credsTmpfiles(vm)
 	paths := make([]string, 0, len(files))
 	for p, b := range files {
 		paths = append(paths, p)

@@ -1,0 +1,228 @@
+package deploy
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// credsReaders returns, for the rendered VM vm, each credential file under CredsDir that one
+// of its services reads, with the user that service runs as: found the way the services find
+// them (edge.yaml, dns.yaml, control.env, nats.conf's includes) and the units' User=.
+func credsReaders(t *testing.T, files map[string][]byte, vm VM) map[string]string {
+	t.Helper()
+	unitUser := func(unit string) string {
+		b := files[vm.Name+UnitDir+"/"+unit]
+		if m := regexp.MustCompile(`(?m)^User=(.+)$`).FindSubmatch(b); m != nil {
+			return string(m[1])
+		}
+		t.Fatalf("%s: %s has no User=", vm.Name, unit)
+		return ""
+	}
+	readers := map[string]string{}
+	add := func(file, unit string) {
+		if path.Dir(file) != CredsDir {
+			t.Fatalf("%s: %s reads %s, outside %s", vm.Name, unit, file, CredsDir)
+		}
+		readers[path.Base(file)] = unitUser(unit)
+	}
+	yamlField := func(name string, v any) {
+		if err := yaml.Unmarshal(files[vm.Name+EtcDir+"/"+name], v); err != nil {
+			t.Fatalf("%s: %s: %v", vm.Name, name, err)
+		}
+	}
+	if vm.Role == RoleEdge {
+		var e struct {
+			Fleet struct{ Creds string } `yaml:"fleet"`
+		}
+		yamlField("edge.yaml", &e)
+		add(e.Fleet.Creds, "meridian-edge.service")
+	} else {
+		var d struct{ Creds string }
+		yamlField("dns.yaml", &d)
+		add(d.Creds, "meridian-dns.service")
+		m := regexp.MustCompile(`--nats-creds (\S+)`).FindSubmatch(files[vm.Name+EtcDir+"/control.env"])
+		if m == nil {
+			t.Fatalf("%s: control.env has no --nats-creds", vm.Name)
+		}
+		add(string(m[1]), "meridian-control.service")
+	}
+	// nats-server reads an include relative to its config's directory.
+	for _, m := range regexp.MustCompile(`include "([^"]+)"`).FindAllSubmatch(files[vm.Name+EtcDir+"/nats.conf"], -1) {
+		add(path.Join(EtcDir, string(m[1])), "nats-server.service")
+	}
+	return readers
+}
+
+// TestRenderCredsDirectory: cloud-init creates the credentials directory, and each
+// credential copied into it becomes its service's alone whoever copied it and however: before,
+// nothing created /etc/meridian/creds, and a directory copied in as it is arrived mode 0700,
+// root's, its files root's, and every unit restarted for ever, unable to read its credential.
+// Each VM's tmpfiles.d config must give every credential the renderer writes for it to the
+// user of the one service that reads it (as its configs and units say), the user data must
+// carry and apply it, and every unit must apply it before it starts.
+func TestRenderCredsDirectory(t *testing.T) {
+	f := loadExample(t)
+	files, err := Render(f, RenderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, vm := range f.VMs() {
+		t.Run(vm.Name, func(t *testing.T) {
+			readers := credsReaders(t, files, vm)
+			var rendered []string
+			for p := range files {
+				if name, ok := strings.CutPrefix(p, vm.Name+CredsDir+"/"); ok {
+					rendered = append(rendered, name)
+				}
+			}
+			slices.Sort(rendered)
+			want := []string{fmt.Sprintf("d %s 0755 root root -", CredsDir)}
+			for _, name := range rendered {
+				u, ok := readers[name]
+				if !ok {
+					t.Errorf("the renderer writes %s, which no service of %s reads", name, vm.Name)
+				}
+				want = append(want, fmt.Sprintf("z %s/%s 0600 %s %s -", CredsDir, name, u, u))
+			}
+			if len(readers) != len(rendered) {
+				t.Errorf("%s's services read %v, the renderer writes %v", vm.Name, readers, rendered)
+			}
+
+			conf := files[vm.Name+TmpfilesConf]
+			var got []string
+			sc := bufio.NewScanner(bytes.NewReader(conf))
+			for sc.Scan() {
+				if l := strings.TrimSpace(sc.Text()); l != "" && !strings.HasPrefix(l, "#") {
+					got = append(got, strings.Join(strings.Fields(l), " "))
+				}
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("%s%s =\n%s\nwant the lines\n%s", vm.Name, TmpfilesConf, conf, strings.Join(want, "\n"))
+			}
+
+			var cc struct {
+				WriteFiles []writeFile `yaml:"write_files"`
+				RunCmd     [][]string  `yaml:"runcmd"`
+			}
+			if err := yaml.Unmarshal(files[vm.UserData], &cc); err != nil {
+				t.Fatalf("user data: %v", err)
+			}
+			carried := false
+			for _, w := range cc.WriteFiles {
+				if w.Path == TmpfilesConf {
+					carried = w.Content == string(conf) && w.Permissions == "0644" && w.Owner == "root:root" && w.Defer
+				}
+			}
+			if !carried {
+				t.Errorf("%s: user data does not write %s (root's, 0644, deferred) as rendered", vm.Name, TmpfilesConf)
+			}
+			apply, restart := -1, -1
+			for i, c := range cc.RunCmd {
+				switch strings.Join(c, " ") {
+				case "systemd-tmpfiles --create " + TmpfilesConf:
+					apply = i
+				}
+				if len(c) > 1 && c[0] == "systemctl" && c[1] == "restart" {
+					restart = i
+				}
+			}
+			if apply < 0 || restart < 0 || apply > restart {
+				t.Errorf("%s: runcmd %q: want systemd-tmpfiles --create %s before the units start", vm.Name, cc.RunCmd, TmpfilesConf)
+			}
+
+			for p, b := range files {
+				unit, ok := strings.CutPrefix(p, vm.Name+UnitDir+"/")
+				if !ok {
+					continue
+				}
+				pre := strings.Index(string(b), "\nExecStartPre=-+/usr/bin/systemd-tmpfiles --create "+TmpfilesConf+"\n")
+				start := strings.Index(string(b), "\nExecStart=")
+				if pre < 0 || pre > start {
+					t.Errorf("%s: %s does not apply %s as root before it starts", vm.Name, unit, TmpfilesConf)
+				}
+			}
+		})
+	}
+}
+
+// TestLongCredsTmpfiles runs the real systemd-tmpfiles (MERIDIAN_LONG=1, as root) on each
+// VM's rendered config in a root of its own, after the credentials were copied in as the
+// docs say an operator may (the directory as it is: 0700, root's; the files root's, 0644):
+// the directory must become traversable and each file its service's alone.
+func TestLongCredsTmpfiles(t *testing.T) {
+	tool := longTool(t, "systemd-tmpfiles")
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to change owners")
+	}
+	f := loadExample(t)
+	files, err := Render(f, RenderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The service users, in the root's own user database (systemd-tmpfiles --root reads it).
+	uids := map[string]int{}
+	var passwd, group strings.Builder
+	passwd.WriteString("root:x:0:0:root:/root:/bin/sh\n")
+	group.WriteString("root:x:0:\n")
+	for i, u := range []string{userNATS, userControl, userDNS, userEdge} {
+		uids[u] = 61001 + i
+		fmt.Fprintf(&passwd, "%s:x:%d:%d::%s:/usr/sbin/nologin\n", u, uids[u], uids[u], StateDir)
+		fmt.Fprintf(&group, "%s:x:%d:\n", u, uids[u])
+	}
+	for _, vm := range f.VMs() {
+		t.Run(vm.Name, func(t *testing.T) {
+			root := t.TempDir()
+			putFileMode(t, filepath.Join(root, "etc/passwd"), passwd.String(), 0o644)
+			putFileMode(t, filepath.Join(root, "etc/group"), group.String(), 0o644)
+			conf := filepath.Join(root, TmpfilesConf)
+			putFileMode(t, conf, string(files[vm.Name+TmpfilesConf]), 0o644)
+			readers := credsReaders(t, files, vm)
+			creds := filepath.Join(root, CredsDir)
+			apply := func(when string) {
+				t.Helper()
+				if out, err := exec.Command(tool, "--root="+root, "--create", conf).CombinedOutput(); err != nil {
+					t.Fatalf("systemd-tmpfiles --create, %s: %v\n%s", when, err, out)
+				}
+			}
+			// Cloud-init, before the operator copied anything: the directory, no files.
+			apply("before the credentials are there")
+			check := func(p string, mode os.FileMode, uid int) {
+				t.Helper()
+				fi, err := os.Stat(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				st := fi.Sys().(*syscall.Stat_t)
+				if fi.Mode().Perm() != mode || int(st.Uid) != uid || int(st.Gid) != uid {
+					t.Errorf("%s: mode %v, owner %d:%d; want %v, %d:%d", p, fi.Mode().Perm(), st.Uid, st.Gid, mode, uid, uid)
+				}
+			}
+			check(creds, 0o755, 0)
+			// The operator copies the directory in as it is (rsync -a, scp -rp); then a unit
+			// starts.
+			for name := range readers {
+				putFileMode(t, filepath.Join(creds, name), string(files[vm.Name+CredsDir+"/"+name]), 0o644)
+			}
+			if err := os.Chmod(creds, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			apply("after the credentials were copied in")
+			check(creds, 0o755, 0)
+			for name, u := range readers {
+				check(filepath.Join(creds, name), 0o600, uids[u])
+			}
+		})
+	}
+}
