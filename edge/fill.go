@@ -43,14 +43,19 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 	h.Del("Age")
 	h.Set("Via", n.via(strings.Join(h["Via"], ", "), resp.ProtoMajor, resp.ProtoMinor))
 
-	if resp.StatusCode == http.StatusNotModified && stale != nil && n.store.Verdict(stale) == store.Purged {
-		// A hard purge matched the copy after it was looked up: it is gone, and a 304 must
-		// not bring its body back stored as a fetch begun after the purge. Fetch it whole.
-		resp.Body.Close()
-		return f.fetchAndStore(req, nil, opts)
-	}
 	if resp.StatusCode == http.StatusNotModified && stale != nil {
 		resp.Body.Close()
+		if n.store.Verdict(stale) == store.Purged ||
+			!httpcache.NotModifiedSelects(revalidationETag(stale, tier == "origin"), stale.HeaderValue("Last-Modified"), h) {
+			// Fetched whole, once (stale nil: a 304 to that is an error, so a broken upstream
+			// cannot loop). A hard purge matched the copy after it was looked up: it is gone,
+			// and a 304 must not bring its body back stored as a fetch begun after the purge.
+			// Or the 304 names another representation than the copy (RFC 9111 §4.3.4: it
+			// MUST NOT update it), and the copy's body is not the upstream's any more.
+			n.log.Debug("304 does not refresh the stale copy; fetching it whole", "key", req.key, "tier", tier,
+				"etag", h.Get("Etag"), "stored_etag", stale.HeaderValue("ETag"))
+			return f.fetchAndStore(req, nil, opts)
+		}
 		hdr := httpcache.Refresh(stale.HeaderMap(), h)
 		keepEdgeCoding(stale, hdr, h, tier == "origin")
 		o := *stale
@@ -448,15 +453,22 @@ func setValidators(h http.Header, stale *store.Object, toOrigin bool) {
 	if stale == nil {
 		return
 	}
-	if etag := stale.HeaderValue("ETag"); etag != "" {
-		if c := edgeCoding(stale); toOrigin && c != "" {
-			etag, _ = compress.UnsuffixETag(etag, c)
-		}
+	if etag := revalidationETag(stale, toOrigin); etag != "" {
 		h.Set("If-None-Match", etag)
 	}
 	if lm := stale.HeaderValue("Last-Modified"); lm != "" {
 		h.Set("If-Modified-Since", lm)
 	}
+}
+
+// revalidationETag is the entity tag a revalidation of stale sends ("" if it has none): its
+// own, or to the origin, for a variant the edge encoded, the origin's (without the suffix).
+func revalidationETag(stale *store.Object, toOrigin bool) string {
+	etag := stale.HeaderValue("ETag")
+	if c := edgeCoding(stale); toOrigin && c != "" && etag != "" {
+		etag, _ = compress.UnsuffixETag(etag, c)
+	}
+	return etag
 }
 
 // appendVia adds this hop to a Via field value: "1.1 name", or "2 name" from HTTP/2 on. It

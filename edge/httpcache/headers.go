@@ -65,6 +65,50 @@ func Refresh(stored, notModified http.Header) http.Header {
 	return out
 }
 
+// NotModifiedSelects reports whether a 304 (header notModified) identifies the stored response
+// whose validators are etag and lastModified (either may be ""), so that Refresh may update it
+// (RFC 9111 §4.3.4). etag is the stored entity tag as the revalidation sent it.
+//   - An entity tag in the 304 decides: a strong one identifies only a stored response with the
+//     same strong tag (RFC 9110 §8.8.3.2's strong comparison), a weak one one whose tag
+//     matches it weakly. A stored response without a tag is not the one a tagged 304 names.
+//   - A 304 without one but with a Last-Modified identifies only a stored response with the
+//     same date.
+//   - A 304 with neither identifies the response it answers. RFC 9111 would identify it only if
+//     that response had no validators either, but many servers send bare 304s, which nginx
+//     and Varnish accept; the answer to a conditional request is about its validators.
+//
+// An entity tag or date that does not parse is no validator.
+func NotModifiedSelects(etag, lastModified string, notModified http.Header) bool {
+	if weak, opaque, ok := parseETag(notModified.Get("Etag")); ok {
+		sWeak, sOpaque, sOK := parseETag(etag)
+		return sOK && opaque == sOpaque && (weak || !sWeak)
+	}
+	if lm, err := ParseDate(notModified.Get("Last-Modified")); err == nil {
+		stored, err := ParseDate(lastModified)
+		return err == nil && stored.Equal(lm)
+	}
+	return true
+}
+
+// parseETag splits an entity tag (RFC 9110 §8.8.3) into its weakness and its opaque part.
+func parseETag(s string) (weak bool, opaque string, ok bool) {
+	s = trimOWS(s)
+	if rest, found := strings.CutPrefix(s, "W/"); found {
+		weak, s = true, rest
+	}
+	if len(s) < 2 || s[0] != '"' || s[len(s)-1] != '"' {
+		return false, "", false
+	}
+	opaque = s[1 : len(s)-1]
+	for i := 0; i < len(opaque); i++ {
+		// etagc = %x21 / %x23-7E / obs-text
+		if c := opaque[i]; c < 0x21 || c == '"' || c == 0x7f {
+			return false, "", false
+		}
+	}
+	return weak, opaque, true
+}
+
 // surrogateHeaders are the fields addressed to the CDN rather than the client. CDN-Cache-Control
 // is not one of them: a CDN that reads it "will typically forward" it, so that a CDN downstream
 // can read it too (RFC 9213 §3), as every cache the cache-tests suite has published results for

@@ -83,6 +83,44 @@ func TestRefresh(t *testing.T) {
 	}
 }
 
+// TestNotModifiedSelects: a 304 updates the stored response only when its validators name
+// that response (RFC 9111 §4.3.4); a bare 304 is taken as the answer to what was sent.
+func TestNotModifiedSelects(t *testing.T) {
+	const lm1, lm2 = "Wed, 01 Jan 2020 00:00:00 GMT", "Thu, 02 Jan 2020 00:00:00 GMT"
+	tests := []struct {
+		name     string
+		etag, lm string // stored
+		nm       http.Header
+		want     bool
+	}{
+		{"same strong tag", `"v1"`, "", hdr("ETag", `"v1"`), true},
+		{"other strong tag", `"v1"`, "", hdr("ETag", `"v2"`), false},
+		{"other strong tag, same date", `"v1"`, lm1, hdr("ETag", `"v2"`, "Last-Modified", lm1), false},
+		{"same strong tag, new date", `"v1"`, lm1, hdr("ETag", `"v1"`, "Last-Modified", lm2), true},
+		{"strong tag, stored weak", `W/"v1"`, "", hdr("ETag", `"v1"`), false},
+		{"weak tag, stored strong", `"v1"`, "", hdr("ETag", `W/"v1"`), true},
+		{"weak tag, stored weak", `W/"v1"`, "", hdr("ETag", `W/"v1"`), true},
+		{"other weak tag", `W/"v1"`, "", hdr("ETag", `W/"v2"`), false},
+		{"tag, stored has none", "", lm1, hdr("ETag", `"v1"`, "Last-Modified", lm1), false},
+		{"tag with spaces", `"v1"`, "", hdr("ETag", ` "v1" `), true},
+		{"malformed tag is none", `"v1"`, lm1, hdr("ETag", `v2`, "Last-Modified", lm1), true},
+		{"same date", "", lm1, hdr("Last-Modified", lm1), true},
+		{"same date, another form", "", lm1, hdr("Last-Modified", "Wednesday, 01-Jan-20 00:00:00 GMT"), true},
+		{"other date", "", lm1, hdr("Last-Modified", lm2), false},
+		{"date, stored has none", `"v1"`, "", hdr("Last-Modified", lm1), false},
+		{"invalid date is none", "", lm1, hdr("Last-Modified", "yesterday"), true},
+		{"bare 304", `"v1"`, lm1, hdr("Cache-Control", "max-age=60"), true},
+		{"bare 304, no validators stored", "", "", http.Header{}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := NotModifiedSelects(tt.etag, tt.lm, tt.nm); got != tt.want {
+				t.Errorf("NotModifiedSelects(%q, %q, %v) = %v, want %v", tt.etag, tt.lm, tt.nm, got, tt.want)
+			}
+		})
+	}
+}
+
 func TestStripSurrogateHeaders(t *testing.T) {
 	h := hdr("Surrogate-Key", "a b", "Cache-Tag", "c", "Cache-Groups", `"g"`, "Cache-Group-Invalidation", `"g"`,
 		"Surrogate-Control", "max-age=1", "CDN-Cache-Control", "max-age=1", "Cache-Control", "max-age=5", "ETag", `"x"`)

@@ -1,0 +1,138 @@
+package edge
+
+import (
+	"fmt"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+)
+
+// notModifiedOrigin serves one representation (body, ETag, Last-Modified) and answers every
+// conditional request with a 304 carrying its validators, whatever the request's were: an
+// origin that does not compare them (or only by a date), or a broken one.
+type notModifiedOrigin struct {
+	clock *fakeClock
+	cc    string
+
+	mu             sync.Mutex // protects the fields below
+	body, etag, lm string     // the representation ("": no such field)
+	always304      bool       // a 304 to an unconditional request too
+	cond, uncond   int        // requests with validators, without
+}
+
+func (o *notModifiedOrigin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	h := w.Header()
+	h.Set("Date", o.clock.Now().Format(http.TimeFormat))
+	h.Set("Cache-Control", o.cc)
+	conditional := r.Header.Get("If-None-Match") != "" || r.Header.Get("If-Modified-Since") != ""
+	if conditional {
+		o.cond++
+	} else {
+		o.uncond++
+	}
+	set := func(k, v string) {
+		if v != "" {
+			h.Set(k, v)
+		}
+	}
+	set("ETag", o.etag)
+	set("Last-Modified", o.lm)
+	if conditional || o.always304 {
+		h.Set("X-From-304", "1") // a field only the 304 has: a copy it refreshed carries it
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	fmt.Fprint(w, o.body)
+}
+
+// counts returns the conditional and unconditional requests since the last call.
+func (o *notModifiedOrigin) counts() (cond, uncond int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	cond, uncond = o.cond, o.uncond
+	o.cond, o.uncond = 0, 0
+	return cond, uncond
+}
+
+// TestNotModifiedOtherValidator: a 304 whose validators name another representation than the
+// stale copy (another strong ETag; or, without one, another Last-Modified) must not refresh it
+// (RFC 9111 §4.3.4: "the cache MUST NOT use the new response to update any stored
+// responses"): the edge fetches the object whole, once, and the client gets the new one. An
+// origin that answers 304 even to that costs one more request, never a loop, and the copy
+// stays stale (served under stale-if-error here). Found by a review helper: the 304 refreshed
+// the old body with the new tag and made it fresh.
+func TestNotModifiedOtherValidator(t *testing.T) {
+	const lm1, lm2 = "Wed, 01 Jan 2020 00:00:00 GMT", "Thu, 02 Jan 2020 00:00:00 GMT"
+	for _, tc := range []struct {
+		name           string
+		etag, lm       string // the first version's validators
+		etag2, lm2     string // the second's, which every 304 carries
+		always304      bool
+		wantBody       string // after the revalidation
+		wantETag       string
+		wantCS         string // in its Cache-Status
+		wantRefreshed  bool   // the 304 updated the copy (its field is served)
+		wantUncond     int    // unconditional origin requests for the revalidating GET (after one conditional)
+		wantNextUpward bool   // the GET after it goes to the origin again (the copy is still stale)
+	}{
+		// The origin changed the body but not its tag: the 304 is right by RFC 9110.
+		{name: "same strong ETag", etag: `"e1"`, etag2: `"e1"`,
+			wantBody: "v1", wantETag: `"e1"`, wantCS: "fwd-status=304", wantRefreshed: true},
+		{name: "other strong ETag", etag: `"e1"`, etag2: `"e2"`,
+			wantBody: "v2", wantETag: `"e2"`, wantCS: "fwd-status=200", wantUncond: 1},
+		{name: "other strong ETag, same Last-Modified", etag: `"e1"`, lm: lm1, etag2: `"e2"`, lm2: lm1,
+			wantBody: "v2", wantETag: `"e2"`, wantCS: "fwd-status=200", wantUncond: 1},
+		{name: "other weak ETag", etag: `W/"e1"`, etag2: `W/"e2"`,
+			wantBody: "v2", wantETag: `W/"e2"`, wantCS: "fwd-status=200", wantUncond: 1},
+		{name: "same Last-Modified, no ETag", lm: lm1, lm2: lm1,
+			wantBody: "v1", wantCS: "fwd-status=304", wantRefreshed: true},
+		{name: "other Last-Modified, no ETag", lm: lm1, lm2: lm2,
+			wantBody: "v2", wantCS: "fwd-status=200", wantUncond: 1},
+		{name: "origin answers 304 to everything", etag: `"e1"`, etag2: `"e2"`, always304: true,
+			wantBody: "v1", wantETag: `"e1"`, wantCS: "stale-if-error", wantUncond: 1, wantNextUpward: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := newFakeClock()
+			o := &notModifiedOrigin{clock: clock, cc: "max-age=10, stale-if-error=600", body: "v1", etag: tc.etag, lm: tc.lm}
+			n, c := echoEdge(t, o.ServeHTTP, nil, func(c *Config) { c.Clock = clock.Now })
+			if r := do(t, c, http.MethodGet, n.Addr(), testHost, "/nm"); r.body != "v1" {
+				t.Fatalf("first GET: %d %q", r.status, r.body)
+			}
+			o.mu.Lock()
+			o.body, o.etag, o.lm, o.always304 = "v2", tc.etag2, tc.lm2, tc.always304
+			o.mu.Unlock()
+			o.counts()
+			clock.Advance(11 * time.Second) // stale
+
+			r := do(t, c, http.MethodGet, n.Addr(), testHost, "/nm")
+			if r.status != http.StatusOK || r.body != tc.wantBody || r.header.Get("ETag") != tc.wantETag {
+				t.Errorf("revalidating GET: %d %q, ETag %q (Cache-Status %q); want 200 %q, ETag %q",
+					r.status, r.body, r.header.Get("ETag"), r.header.Get("Cache-Status"), tc.wantBody, tc.wantETag)
+			}
+			wantCacheStatus(t, r, tc.wantCS)
+			if got := r.header.Get("X-From-304") != ""; got != tc.wantRefreshed {
+				t.Errorf("revalidating GET: the 304 refreshed the copy = %v, want %v", got, tc.wantRefreshed)
+			}
+			if cond, uncond := o.counts(); cond != 1 || uncond != tc.wantUncond {
+				t.Errorf("revalidating GET: origin got %d conditional, %d unconditional requests; want 1, %d",
+					cond, uncond, tc.wantUncond)
+			}
+
+			r = do(t, c, http.MethodGet, n.Addr(), testHost, "/nm")
+			if r.body != tc.wantBody || r.header.Get("ETag") != tc.wantETag || (r.header.Get("X-From-304") != "") != tc.wantRefreshed {
+				t.Errorf("next GET: %q, ETag %q, X-From-304 %q; want %q, ETag %q",
+					r.body, r.header.Get("ETag"), r.header.Get("X-From-304"), tc.wantBody, tc.wantETag)
+			}
+			cond, uncond := o.counts()
+			if upward := cond+uncond > 0; upward != tc.wantNextUpward {
+				t.Errorf("next GET: went to the origin = %v (Cache-Status %q), want %v", upward, r.header.Get("Cache-Status"), tc.wantNextUpward)
+			}
+			if !tc.wantNextUpward {
+				wantCacheStatus(t, r, "hit")
+			}
+		})
+	}
+}
