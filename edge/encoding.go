@@ -97,19 +97,6 @@ func addVaryField(vary []string, field string) []string {
 	return slices.Insert(slices.Clone(vary), i, field)
 }
 
-// fleetCoded reports whether a fleet node's answer (header h) was encoded by an edge node: it
-// arrives in the coding asked for, stored as it came, and only the coding's suffix on its ETag
-// (compress.SuffixETag) tells the edge's encoding from an origin's. An origin's answer needs
-// no guess: the filling node knows whether it encoded it (store.Object.EdgeCoded).
-func fleetCoded(h http.Header) bool {
-	ce := h.Get("Content-Encoding")
-	if ce == "" {
-		return false
-	}
-	_, ok := compress.UnsuffixETag(h.Get("ETag"), ce)
-	return ok
-}
-
 // edgeCoding returns the coding the edge applied to obj ("" if none).
 func edgeCoding(obj *store.Object) string {
 	if !obj.EdgeCoded {

@@ -35,6 +35,8 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 	// only when that node verified our request; an answer without them must not be stored,
 	// or later purges by key would silently miss the copy (docs/purge.md).
 	untrusted := tier != "origin" && h.Get(hopHeader) != hopTrustedValue
+	// Whether a fleet node's answer is in a coding an edge applied: only that node can say.
+	fleetCoded := takeEdgeCoded(h, tier != "origin" && !untrusted)
 	httpcache.RemoveHopByHop(h)
 	h.Del("Cache-Status")
 	h.Del(hopHeader)
@@ -109,7 +111,7 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 		// too: they arrive at once, and their clients then find them stored.
 		keep := resp.ContentLength <= maxObj
 		res.obj = newObject(req, resp.StatusCode, h, nil, policy, began, respTime, initialAge)
-		res.obj.EdgeCoded = tier != "origin" && fleetCoded(h)
+		res.obj.EdgeCoded = fleetCoded
 		res.shareable, res.stored, res.tooLarge = true, keep, !keep
 		res.body, res.pumpResp, res.length = newInflight(keep, resp.ContentLength, maxObj, f.budget), resp, resp.ContentLength
 		if !keep && f.sliced(req.host, resp.StatusCode, h, resp.ContentLength) {
@@ -143,7 +145,7 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 	}
 	h, body, coded := n.compressAnswer(req, h, body, &policy, compressible)
 	o := newObject(req, resp.StatusCode, h, body, policy, began, respTime, initialAge)
-	o.EdgeCoded = coded || tier != "origin" && fleetCoded(h)
+	o.EdgeCoded = coded || fleetCoded
 	res.obj = o
 	if resp.StatusCode >= 500 {
 		res.err = &statusError{status: resp.StatusCode, tier: tier}
@@ -360,6 +362,36 @@ func (f *filler) fetchNode(req *request, p Peer, h hops, stale *store.Object, ca
 	}
 	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
 	return resp, nil
+}
+
+// edgeCodedHeader is a fleet-only field of a node's answer to a verified fill request: the
+// content coding the edge applied itself to the object it answers with (store.Object.EdgeCoded),
+// so that the node filled from it knows as well as the one that encoded it. Nothing else can
+// tell: an origin may tag its own gzip answer "x-gzip", the edge's own suffix. Like the
+// surrogate fields, it is believed only on an answer marked trusted (hopTrustedValue).
+const edgeCodedHeader = "Meridian-Edge-Coded"
+
+// takeEdgeCoded removes the edge-coded field from an upstream answer's header h and reports
+// whether it says the answer's coding is an edge's: only a fleet node's trusted answer
+// (trusted) can, and the coding it names must be the answer's Content-Encoding.
+func takeEdgeCoded(h http.Header, trusted bool) bool {
+	v, ok := h[edgeCodedHeader]
+	if !ok {
+		return false
+	}
+	delete(h, edgeCodedHeader)
+	return trusted && len(v) == 1 && v[0] != "" && v[0] == h.Get("Content-Encoding")
+}
+
+// markEdgeCoded tells a verified fleet node (req) that obj, which h answers with, is in a
+// coding an edge applied (edgeCodedHeader). Nobody else gets the field: no stored header has it.
+func markEdgeCoded(h http.Header, req *request, obj *store.Object) {
+	if !req.fromPeer {
+		return
+	}
+	if c := edgeCoding(obj); c != "" {
+		h[edgeCodedHeader] = []string{c}
+	}
 }
 
 // fetchOrigin asks the host's origin. A direct fill (one client's, with Authorization) uses
@@ -592,6 +624,7 @@ func (f *filler) staleCopy(req *request, resp *http.Response) *fillResult {
 	now := f.n.clock()
 	h := resp.Header
 	upCS := h.Get("Cache-Status")
+	coded := takeEdgeCoded(h, h.Get(hopHeader) == hopTrustedValue)
 	httpcache.RemoveHopByHop(h)
 	h.Del("Cache-Status")
 	initialAge := httpcache.InitialAge(h, now, now)
@@ -602,6 +635,7 @@ func (f *filler) staleCopy(req *request, resp *http.Response) *fillResult {
 		return nil
 	}
 	o := newObject(req, resp.StatusCode, h, body, policy, now, now, initialAge)
+	o.EdgeCoded = coded
 	if !canServeStale(o, store.Usable, -o.TTL(now), policy.StaleIfError) {
 		return nil
 	}

@@ -61,9 +61,10 @@ type Object struct {
 	// Size is, for an object kept in slices, its whole length; Body is then empty and the
 	// bytes are in parts. 0 for an object held whole.
 	Size int64
-	// EdgeCoded: the edge encoded Body itself (edge/encoding.go), so its Content-Encoding and
-	// the coding's suffix on its ETag are the edge's, not the upstream's. The header alone
-	// cannot say: an origin may tag its own gzip answer "x-gzip".
+	// EdgeCoded: an edge encoded Body (edge/encoding.go), this one or the fleet node it was
+	// filled from (which says so, edge/fill.go), so its Content-Encoding and the coding's
+	// suffix on its ETag are the edge's, not the origin's. The header alone cannot say: an
+	// origin may tag its own gzip answer "x-gzip".
 	EdgeCoded bool
 
 	// arena holds every string of a stored object (compact; the part of its packed meta after
