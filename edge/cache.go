@@ -20,7 +20,7 @@ func (n *Node) serveCacheable(w *logWriter, req *request) {
 	}
 	// cookies: strip. The Cookie never reaches a fill, so it cannot select a variant either.
 	delete(r.Header, "Cookie")
-	req.coding = normalizeAcceptEncoding(r)
+	req.coding = normalizeAcceptEncoding(req)
 	cc := httpcache.ParseCacheControl(r.Header["Cache-Control"])
 	if req.fromPeer && cc.HasMaxAge {
 		// The bound goes on with this node's own fill (fillCacheControl).

@@ -5,11 +5,13 @@ import (
 	"context"
 	"errors"
 	"io"
+	"maps"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/meridian-cdn/meridian/edge/compress"
 	"github.com/meridian-cdn/meridian/edge/http1"
 	"github.com/meridian-cdn/meridian/edge/httpcache"
 	"github.com/meridian-cdn/meridian/edge/store"
@@ -44,6 +46,16 @@ func (n *Node) deliverAnswer(w *logWriter, req *request, a answer) {
 // response writer's (valueScratcher) or shared with the object, and only replaced, never
 // appended to.
 func (n *Node) deliver(w *logWriter, req *request, obj *store.Object, cs httpcache.Status, upstreamCS string) {
+	if coding := undoObjectCoding(req, obj); coding != "" {
+		preset := w.Header().Clone()
+		h := n.objectHeader(w, req, obj, cs, upstreamCS)
+		var src io.Reader = bytes.NewReader(obj.Body)
+		if obj.Size > 0 {
+			src = n.newSliceReader(req, obj)
+		}
+		n.deliverDecoded(w, req, decoded{status: obj.Status, h: h, preset: preset, coding: coding, src: src})
+		return
+	}
 	if obj.Size > 0 {
 		n.deliverSliced(w, req, obj, cs, upstreamCS)
 		return
@@ -182,6 +194,20 @@ func (n *Node) blockHeader(w *logWriter, req *request, obj *store.Object, cs htt
 // and is answered from it as from a stored object; a body too large to keep is sent whole.
 func (n *Node) deliverBody(w *logWriter, req *request, a answer) {
 	r := req.r
+	if coding := undoObjectCoding(req, a.obj); coding != "" {
+		// Decoded as it arrives: a Range is not served on decoded bytes, so nothing waits
+		// for the whole body.
+		preset := w.Header().Clone()
+		h := n.objectHeader(w, req, a.obj, a.cs, a.upstreamCS)
+		flush := func() {
+			if w.wroteHeader { // a flush would send the header, which waits for the first bytes
+				w.Flush()
+			}
+		}
+		n.deliverDecoded(w, req, decoded{status: a.obj.Status, h: h, preset: preset, coding: coding,
+			src: a.body.reader(r.Context(), flush)})
+		return
+	}
 	if !a.tooLarge && needsServeContent(r.Header) {
 		body, err := a.body.wait(r.Context())
 		switch {
@@ -219,6 +245,121 @@ func (n *Node) deliverBody(w *logWriter, req *request, a answer) {
 		// The client must see the answer cut short, not a complete-looking one.
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// decoded is an answer that deliverDecoded sends decoded.
+type decoded struct {
+	status int
+	h      http.Header // the response header, the answer's fields set
+	preset http.Header // the response header before they were set: what a 502 goes out with
+	coding string      // the answer's coding, the upstream's, which the client does not accept (undoCoding)
+	src    io.Reader   // the answer's body, coded
+	flush  bool        // flush after every write (event streams, bodies without a length)
+}
+
+// deliverDecoded writes the answer d decoded, as it is read (compress.NewReader): bounded
+// memory whatever the decoded size, no Content-Length (unknown until the end), and a Range
+// ignored, as by nginx's gunzip module and Varnish: the whole answer is a 200. Conditionals
+// are evaluated against the decoded answer's header (compress.DecodeHeader: its ETag is weak).
+// A body that does not decode, or whose source fails, before the first decoded bytes gets a
+// 502; after them, the answer is cut short, never completed. The log says why.
+func (n *Node) deliverDecoded(w *logWriter, req *request, d decoded) {
+	r := req.r
+	h := d.h
+	compress.DecodeHeader(h)
+	noSniff(h)
+	if writePrecondition(w, r, d.status, h) {
+		return
+	}
+	if r.Method == http.MethodHead || !bodyAllowed(d.status) {
+		w.WriteHeader(d.status)
+		return
+	}
+	src := &sourceReader{r: d.src}
+	buf := make([]byte, 32<<10)
+	var nr int
+	dec, err := compress.NewReader(src, d.coding)
+	if err == nil {
+		defer dec.Close()
+		nr, err = readFirst(dec, buf, d.flush)
+	}
+	if err != nil && err != io.EOF {
+		clear(h)
+		maps.Copy(h, d.preset)
+		n.fail(w, req, http.StatusBadGateway, "upstream body not decodable")
+		w.note = n.decodeFailure(req, d.coding, src, err) // after fail, which notes its own
+		return
+	}
+	w.WriteHeader(d.status)
+	for {
+		if nr > 0 {
+			if _, werr := w.Write(buf[:nr]); werr != nil {
+				w.note = "stream aborted: " + werr.Error()
+				panic(http.ErrAbortHandler)
+			}
+			if d.flush {
+				w.Flush()
+			}
+		}
+		if err == io.EOF {
+			return
+		}
+		if err != nil {
+			w.note = n.decodeFailure(req, d.coding, src, err)
+			// The client must see the answer cut short, not a complete-looking one.
+			panic(http.ErrAbortHandler)
+		}
+		nr, err = dec.Read(buf)
+	}
+}
+
+// sourceReader is the coded body deliverDecoded reads: it keeps the body's own error, told
+// apart from a decoding one.
+type sourceReader struct {
+	r   io.Reader
+	err error // the first error other than io.EOF
+}
+
+func (s *sourceReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err != nil && err != io.EOF && s.err == nil {
+		s.err = err
+	}
+	return n, err
+}
+
+// decodeFailure says why deliverDecoded's answer failed, for the access log: its source (the
+// upstream, a slice, the client gone), or the decoding, which is also logged as a warning:
+// the origin sent bytes that are not in the coding it named.
+func (n *Node) decodeFailure(req *request, coding string, src *sourceReader, err error) string {
+	if src.err != nil {
+		return "stream aborted: " + src.err.Error()
+	}
+	n.log.Warn("answer in a coding its client does not accept could not be decoded", "host", req.host.cfg.Host,
+		"path", req.path, "coding", coding, "err", err)
+	return err.Error()
+}
+
+// readFirst reads the first decoded bytes of an answer into buf, before its header is sent,
+// so that a body that does not decode gets an error status rather than a 200 cut short: a
+// body not in its coding at all (the usual corruption: a label on the wrong bytes) fails at
+// once, and one whose decoded size fits in buf is checked whole, its checksum included. A
+// stream (an event stream, a body without a length) is not held up: its first bytes are
+// enough. The end of the body is io.EOF.
+func readFirst(dec io.Reader, buf []byte, stream bool) (int, error) {
+	if !stream {
+		n, err := io.ReadFull(dec, buf)
+		if err == io.ErrUnexpectedEOF { // ReadFull's own: dec's errors are wrapped
+			err = io.EOF
+		}
+		return n, err
+	}
+	for range 100 {
+		if n, err := dec.Read(buf); n > 0 || err != nil {
+			return n, err
+		}
+	}
+	return 0, io.ErrNoProgress
 }
 
 // noSniff keeps the server from adding a Content-Type that the origin did not send (it would
@@ -497,9 +638,20 @@ func (n *Node) deliverStream(w *logWriter, req *request, res *fillResult, cs htt
 		stop := context.AfterFunc(req.r.Context(), res.cancel)
 		defer stop()
 	}
+	coding := undoCoding(req, resp.StatusCode, resp.Header)
+	var preset http.Header
+	if coding != "" {
+		preset = w.Header().Clone()
+	}
 	h := clientHeader(w, req, resp.Header)
 	noSniff(h)
 	h.Set("Cache-Status", httpcache.AppendStatus(res.upstreamCS, cs))
+	flush := isEventStream(resp.Header) || resp.ContentLength < 0
+	if coding != "" {
+		n.deliverDecoded(w, req, decoded{status: resp.StatusCode, h: h, preset: preset, coding: coding,
+			src: io.MultiReader(bytes.NewReader(res.head), resp.Body), flush: flush})
+		return
+	}
 	if writePrecondition(w, req.r, resp.StatusCode, h) {
 		return
 	}
@@ -508,7 +660,6 @@ func (n *Node) deliverStream(w *logWriter, req *request, res *fillResult, cs htt
 		return
 	}
 	w.Write(res.head)
-	flush := isEventStream(resp.Header) || resp.ContentLength < 0
 	if err := copyFlushing(w, resp.Body, flush); err != nil {
 		w.note = "stream aborted: " + err.Error()
 		// The client must see the answer cut short, not a complete-looking one.

@@ -17,13 +17,15 @@ import (
 // result as the coding's variant; the identity variant of the same object carries
 // Vary: Accept-Encoding too, so both live side by side under one primary key.
 
-// normalizeAcceptEncoding rewrites r's Accept-Encoding to the coding the edge serves it and
-// returns that coding ("" for identity). Identity is no field at all, so that every request
-// for it has the same Vary key, and upstreamHeader asks for it explicitly. Adding the field
-// would cost a request with no other field a map table of its own, a third of a hit's
-// allocation (issue 15).
-func normalizeAcceptEncoding(r *http.Request) string {
-	coding := httpcache.NormalizeAcceptEncoding(r.Header["Accept-Encoding"])
+// normalizeAcceptEncoding rewrites req's Accept-Encoding to the coding the edge serves it and
+// returns that coding ("" for identity); the field as sent stays in req.clientAE. Identity is
+// no field at all, so that every request for it has the same Vary key, and upstreamHeader asks
+// for it explicitly. Adding the field would cost a request with no other field a map table of
+// its own, a third of a hit's allocation (issue 15).
+func normalizeAcceptEncoding(req *request) string {
+	r := req.r
+	req.clientAE = r.Header["Accept-Encoding"] // replaced below, never modified
+	coding := httpcache.NormalizeAcceptEncoding(req.clientAE)
 	switch coding {
 	case "":
 		delete(r.Header, "Accept-Encoding")
@@ -126,4 +128,52 @@ func keepEdgeCoding(stale *store.Object, h, notModified http.Header, fromOrigin 
 	if slices.Contains(stale.Policy.Vary, "accept-encoding") {
 		h.Set("Vary", compress.MergeVary(h.Values("Vary"), "Accept-Encoding"))
 	}
+}
+
+// Decoding on delivery (docs/edge.md, "Decoding for clients that cannot"). An origin that
+// ignores Accept-Encoding answers gzip (or br, zstd) to a fill that asked for identity, and the
+// answer is stored as that variant. A client that does not accept the coding gets it decoded
+// on the way out, as from Varnish (http_gzip_support) and nginx's gunzip module; the stored
+// copy stays as it came. Fleet nodes get it as stored: the node that answers the client
+// decodes, once.
+
+// undoCoding returns the content coding the edge removes from an answer (status, header h) on
+// its way to req's client, or "" to send it as it is: the answer has one coding the edge
+// decodes (compress.Decodable) that the client does not accept (clientAccepts), has a body
+// that can be decoded whole (not a 206, nor a Content-Range) and no no-transform (RFC 9110
+// §7.7: a proxy must not change the coding then).
+func undoCoding(req *request, status int, h http.Header) string {
+	if req.fromPeer || status < 200 || status == http.StatusPartialContent {
+		return ""
+	}
+	coding := compress.Decodable(h)
+	if coding == "" || coding == req.coding || clientAccepts(req.clientAE, coding) ||
+		h.Get("Content-Range") != "" || compress.NoTransform(h) {
+		return ""
+	}
+	return coding
+}
+
+// undoObjectCoding is undoCoding for a stored object, cheap for a hit: an object without a
+// coding (store.Object.Coded, a flag) or coded by the edge needs no look at its header. The
+// edge codes a variant in the coding that every client of it asked for (compressAnswer;
+// Vary: Accept-Encoding keys on that coding), so only an upstream's coding can be one a client
+// does not accept, and a client gets the coding it asked for nearly always: a header map is
+// built only when it does not.
+func undoObjectCoding(req *request, obj *store.Object) string {
+	if req.fromPeer || obj.EdgeCoded || !obj.Coded() {
+		return ""
+	}
+	if obj.HeaderValue("Content-Encoding") == req.coding {
+		return ""
+	}
+	return undoCoding(req, obj.Status, obj.HeaderMap())
+}
+
+// clientAccepts reports whether a client that sent ae, its Accept-Encoding field lines,
+// accepts coding. No field at all accepts none: RFC 9110 §12.5.3 allows any coding then, but
+// clients that send none (scripts, health checks, old libraries) rarely decode one, and
+// Varnish and nginx decode for them too.
+func clientAccepts(ae []string, coding string) bool {
+	return len(ae) > 0 && httpcache.AcceptsEncoding(ae, coding)
 }

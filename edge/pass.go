@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meridian-cdn/meridian/edge/compress"
 	"github.com/meridian-cdn/meridian/edge/httpcache"
 	"github.com/meridian-cdn/meridian/origin/fetch"
 )
@@ -27,6 +28,7 @@ import (
 func (n *Node) pass(w *logWriter, req *request) {
 	r := req.r
 	w.cacheStatus, w.tier = "pass", "origin"
+	req.clientAE = r.Header["Accept-Encoding"] // sent on as it is: what undoCoding reads
 	switch r.Method {
 	case http.MethodConnect, http.MethodTrace:
 		n.fail(w, req, http.StatusMethodNotAllowed, "method not allowed")
@@ -87,6 +89,15 @@ func (n *Node) pass(w *logWriter, req *request) {
 	if safeMethod(r.Method) {
 		fwd = "bypass" // cookies passed, or an event stream
 	}
+	// The answer's body decoded for a client that does not accept its coding (undoCoding), if
+	// it is. ReverseProxy reads it on this goroutine; a read error aborts the answer (as
+	// ReverseProxy does itself only under net/http's servers), and the log says why.
+	var decoded *decodedBody
+	defer func() {
+		if decoded != nil && decoded.err != nil {
+			w.note = n.decodeFailure(req, decoded.coding, decoded.src, decoded.err)
+		}
+	}()
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			h := n.upstreamHeader(req, passThrough, 3)
@@ -124,6 +135,19 @@ func (n *Node) pass(w *logWriter, req *request) {
 			}
 			h.Set("Via", n.via(strings.Join(h["Via"], ", "), resp.ProtoMajor, resp.ProtoMinor))
 			h.Set("Cache-Status", httpcache.Status{Cache: n.name, Proto: req.proto, Fwd: fwd, FwdStatus: resp.StatusCode}.String())
+			if coding := undoCoding(req, resp.StatusCode, h); coding != "" {
+				compress.DecodeHeader(h)
+				if r.Method != http.MethodHead && bodyAllowed(resp.StatusCode) {
+					stream := isEventStream(h) || resp.ContentLength < 0
+					d, err := newDecodedBody(resp.Body, coding, stream)
+					if err != nil {
+						// Nothing was sent: ErrorHandler answers 502 and notes err.
+						n.decodeFailure(req, coding, d.src, err)
+						return err
+					}
+					decoded, resp.Body, resp.ContentLength = d, d, -1
+				}
+			}
 			return nil
 		},
 		ErrorHandler: func(_ http.ResponseWriter, _ *http.Request, err error) {
@@ -138,6 +162,64 @@ func (n *Node) pass(w *logWriter, req *request) {
 		ErrorLog: log.New(io.Discard, "", 0), // errors reach the access log through ErrorHandler
 	}
 	rp.ServeHTTP(w, r)
+	if decoded != nil && decoded.err != nil {
+		// The client must see the answer cut short, not a complete-looking one.
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// decodedBody is a pass's answer body, decoded for a client that does not accept its coding:
+// first the bytes decoded before the header went out (as deliverDecoded, so that a body not in
+// its coding at all gets a 502), then the rest as ReverseProxy reads it.
+type decodedBody struct {
+	coding string
+	body   io.Closer     // the answer's body
+	src    *sourceReader // reads body as it came
+	dec    io.ReadCloser
+	first  []byte
+	eof    bool  // the first read reached the end
+	err    error // the first error other than io.EOF
+}
+
+// newDecodedBody starts decoding body from coding (readFirst: stream for an event stream or a
+// body without a length). On an error, the returned body's src tells
+// whose it was (decodeFailure).
+func newDecodedBody(body io.ReadCloser, coding string, stream bool) (*decodedBody, error) {
+	d := &decodedBody{coding: coding, body: body, src: &sourceReader{r: body}}
+	dec, err := compress.NewReader(d.src, coding)
+	if err != nil {
+		return d, err
+	}
+	buf := make([]byte, 32<<10)
+	nr, err := readFirst(dec, buf, stream)
+	if err != nil && err != io.EOF {
+		dec.Close()
+		return d, err
+	}
+	d.dec, d.first, d.eof = dec, buf[:nr], err == io.EOF
+	return d, nil
+}
+
+func (d *decodedBody) Read(p []byte) (int, error) {
+	if len(d.first) > 0 {
+		n := copy(p, d.first)
+		d.first = d.first[n:]
+		return n, nil
+	}
+	if d.eof {
+		return 0, io.EOF
+	}
+	n, err := d.dec.Read(p)
+	if err != nil && err != io.EOF && d.err == nil {
+		d.err = err
+	}
+	return n, err
+}
+
+// Close releases the decoder and closes the answer's body.
+func (d *decodedBody) Close() error {
+	d.dec.Close()
+	return d.body.Close()
 }
 
 // isUpgrade reports an HTTP/1.1 protocol upgrade (WebSocket), which is passed through.

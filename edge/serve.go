@@ -65,6 +65,10 @@ type request struct {
 	fields [3]string
 	text   [96]byte
 	used   int
+
+	// clientAE is the client's Accept-Encoding as sent, which normalizeAcceptEncoding replaces:
+	// what it accepts when an answer comes in another coding (undoCoding).
+	clientAE []string
 }
 
 // valueScratcher is a ResponseWriter with storage of its own, reused from one response to the

@@ -312,6 +312,18 @@ func (n *Node) deliverSliced(w *logWriter, req *request, obj *store.Object, cs h
 		h["Content-Type"] = nil // no sniffing: the origin said nothing, so do we
 	}
 	delete(h, "Content-Length")
+	sr := n.newSliceReader(req, obj)
+	w.keepFor304(req, h)
+	serveContent(w, req.r, h, obj, obj.Size, sr)
+	if err := sr.failure(); err != nil {
+		w.note = "sliced answer aborted: " + err.Error()
+		// The client must see the answer cut short, never bytes of two versions.
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// newSliceReader returns a reader of obj, a sliced object, for req's answer.
+func (n *Node) newSliceReader(req *request, obj *store.Object) *sliceReader {
 	// The slices are read, and fetched, on http.ServeContent's own goroutine when a client
 	// asks for several ranges, which may outlive this handler: the fetches get a request of
 	// their own, copied here, and the client's context, asked for its end here so that
@@ -321,14 +333,7 @@ func (n *Node) deliverSliced(w *logWriter, req *request, obj *store.Object, cs h
 	own := req.detached(ctx)
 	// Detached: a slow client may read for hours, and the stored manifest would keep its
 	// store segment alive all that time.
-	sr := &sliceReader{f: n.fill, req: &own, obj: obj.Detached(), sliceSize: req.host.sliceBytes(), cur: -1}
-	w.keepFor304(req, h)
-	serveContent(w, req.r, h, obj, obj.Size, sr)
-	if err := sr.failure(); err != nil {
-		w.note = "sliced answer aborted: " + err.Error()
-		// The client must see the answer cut short, never bytes of two versions.
-		panic(http.ErrAbortHandler)
-	}
+	return &sliceReader{f: n.fill, req: &own, obj: obj.Detached(), sliceSize: req.host.sliceBytes(), cur: -1}
 }
 
 // sliceReader reads a sliced object, slice by slice, for http.ServeContent.

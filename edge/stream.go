@@ -264,6 +264,49 @@ func (r *bodyReader) copyTo(ctx context.Context, w io.Writer, flush func()) erro
 	}
 }
 
+// reader returns the body as an io.Reader that reads as it arrives under ctx, for an answer
+// passed through a decoder (deliverDecoded); like copyTo, it calls flush whenever it has
+// caught up with the fill and must wait.
+func (r *bodyReader) reader(ctx context.Context, flush func()) io.Reader {
+	return &bodyStream{r: r, ctx: ctx, flush: flush}
+}
+
+// bodyStream is bodyReader.reader's reader.
+type bodyStream struct {
+	r     *bodyReader
+	ctx   context.Context
+	flush func()
+}
+
+func (s *bodyStream) Read(p []byte) (int, error) {
+	r, b := s.r, s.r.b
+	b.mu.Lock()
+	for r.pos >= b.base+int64(len(b.buf)) && !b.done {
+		ch := b.wake
+		b.mu.Unlock()
+		s.flush()
+		select {
+		case <-ch:
+		case <-s.ctx.Done():
+			return 0, context.Cause(s.ctx)
+		}
+		b.mu.Lock()
+	}
+	defer b.mu.Unlock()
+	if r.pos >= b.base+int64(len(b.buf)) {
+		if b.err != nil {
+			return 0, b.err
+		}
+		return 0, io.EOF
+	}
+	n := copy(p, b.buf[r.pos-b.base:]) // under the lock: a copy never blocks
+	r.pos += int64(n)
+	if !b.keep {
+		b.notifyLocked() // the pump may be waiting for the slowest reader
+	}
+	return n, nil
+}
+
 // pump reads resp's body into b under ctx and returns why it stopped (nil: complete). It
 // does not finish b: the caller stores the body first, so that a client that has read it all
 // finds it in the store.

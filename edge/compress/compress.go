@@ -1,9 +1,12 @@
-// Package compress decides whether and how the edge compresses a response and does it.
+// Package compress decides whether and how the edge compresses a response and does it, and
+// decodes one for a client that does not accept its coding.
 //
 // The edge compresses a compressible, uncompressed 200 response once, in the coding
 // httpcache.NormalizeAcceptEncoding chose for the client (br, zstd or gzip), and stores the
-// result as its own variant; Transform gives that variant's body and header. The package keeps
-// no state besides one shared zstd encoder per speed (zstdEncoders).
+// result as its own variant; Transform gives that variant's body and header. An answer in a
+// coding its client does not accept (an origin that ignores Accept-Encoding) is decoded on
+// delivery: Decodable, NewReader and DecodeHeader. The package keeps no state besides one
+// shared zstd encoder per speed (zstdEncoders).
 package compress
 
 import (
@@ -124,12 +127,16 @@ func ShouldCompress(status int, h http.Header, size, minSize int64, types []stri
 	if h.Get("Content-Range") != "" {
 		return false
 	}
+	return !NoTransform(h)
+}
+
+// NoTransform reports whether a response with header h forbids a proxy to change its content
+// coding: Cache-Control or CDN-Cache-Control has no-transform (RFC 9110 §7.7, RFC 9111
+// §5.2.2.6, RFC 9213).
+func NoTransform(h http.Header) bool {
 	// The canonical key: Values would canonicalise "CDN-Cache-Control" into a new string on
 	// every fill.
-	if httpcache.ParseCacheControl(h.Values("Cache-Control")).NoTransform || httpcache.ParseCacheControl(h["Cdn-Cache-Control"]).NoTransform {
-		return false
-	}
-	return true
+	return httpcache.ParseCacheControl(h.Values("Cache-Control")).NoTransform || httpcache.ParseCacheControl(h["Cdn-Cache-Control"]).NoTransform
 }
 
 // Encoded reports whether a response with header h has a content coding: a Content-Encoding

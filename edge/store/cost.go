@@ -108,7 +108,11 @@ func (o *Object) compact() packed {
 	for _, k := range keys {
 		n += 3 + len(o.Host) + len(k)
 	}
+	coded := false
 	for k, vs := range o.HeaderFields() {
+		if k == "Content-Encoding" {
+			coded = codedField(vs)
+		}
 		fields = append(fields, field{k, vs})
 		n += fieldHeadLen(len(vs), k)
 		for _, v := range vs {
@@ -178,7 +182,7 @@ func (o *Object) compact() packed {
 			off += len(v)
 		}
 	}
-	l := layout{ix: ix, nm: nm, nk: len(keys)}
+	l := layout{ix: ix, nm: nm, nk: len(keys), coded: coded}
 	l.str[strPath] = span{lu + lh + lh, len(o.Path)}
 	l.str[strVariant] = span{variant, len(o.Variant)}
 	l.str[strPart] = span{variant + len(o.Variant), len(o.Part)}

@@ -3,6 +3,7 @@ package store
 import (
 	"iter"
 	"net/http"
+	"strings"
 )
 
 // A stored object's header is not an http.Header. A Go map of a dozen fields is four heap
@@ -184,6 +185,28 @@ func (o *Object) HeaderValue(name string) string {
 		return ""
 	}
 	return o.entryAt(first)
+}
+
+// Coded reports whether the object's body is in a content coding: its header has a
+// Content-Encoding other than identity. A stored object answers from a flag compact set, without
+// a search of its header: every hit of a variant of Accept-Encoding asks (edge/encoding.go).
+func (o *Object) Coded() bool {
+	if o.Header != nil {
+		return codedField(o.Header["Content-Encoding"])
+	}
+	return o.coded
+}
+
+// codedField reports whether Content-Encoding values vs name a coding other than identity.
+func codedField(vs []string) bool {
+	for _, v := range vs {
+		for c := range strings.SplitSeq(v, ",") {
+			if c = strings.Trim(c, " \t"); c != "" && !strings.EqualFold(c, "identity") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // HeaderLen is the number of the object's header fields.

@@ -46,7 +46,8 @@ type span struct{ off, len int }
 type layout struct {
 	ix, nm, nk int // Object.ix, nm, nk
 	str        [nstr]span
-	nstrip     int // how many fields strStrip joins
+	nstrip     int  // how many fields strStrip joins
+	coded      bool // Object.coded
 }
 
 // The fixed fields, little-endian, at these offsets of meta.
@@ -66,9 +67,10 @@ const (
 	flagMustRevalidate
 	flagNoCache
 	flagImmutable
-	flagTimeZero                      // << i for time i (StoredAt, ResponseTime, LastModified): the zero Time
-	flagTimeMono  = flagTimeZero << 3 // << i for time i: kept as its monotonic offset from monoBase
-	flagEdgeCoded = flagTimeMono << 3 // Object.EdgeCoded
+	flagTimeZero                       // << i for time i (StoredAt, ResponseTime, LastModified): the zero Time
+	flagTimeMono  = flagTimeZero << 3  // << i for time i: kept as its monotonic offset from monoBase
+	flagEdgeCoded = flagTimeMono << 3  // Object.EdgeCoded
+	flagCoded     = flagEdgeCoded << 1 // Object.coded
 )
 
 // monoBase is the origin of the stored times that have a monotonic reading (time.Now's: a
@@ -102,6 +104,9 @@ func (o *Object) putFixed(b []byte, l *layout) {
 	}
 	if o.EdgeCoded {
 		flags |= flagEdgeCoded
+	}
+	if l.coded {
+		flags |= flagCoded
 	}
 	le.PutUint32(b[fStatus:], uint32(o.Status))
 	le.PutUint32(b[fFlags:], flags)
@@ -167,6 +172,7 @@ func (p packed) into(o *Object, vary []string) {
 		InitialAge:   time.Duration(u64(m, fInts)),
 		Size:         int64(u64(m, fInts+8)),
 		EdgeCoded:    flags&flagEdgeCoded != 0,
+		coded:        flags&flagCoded != 0,
 		Policy: httpcache.Policy{
 			Storable:             flags&flagStorable != 0,
 			Heuristic:            flags&flagHeuristic != 0,

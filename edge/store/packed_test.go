@@ -307,3 +307,40 @@ func TestPurgeFollowsMonotonicClock(t *testing.T) {
 		t.Error("stored StoredAt lost its monotonic reading")
 	}
 }
+
+// TestCoded: Coded tells a body in a content coding from one without, for an object with its
+// Header map and, from the flag compact sets, for a stored one and its detached copy.
+func TestCoded(t *testing.T) {
+	s, c := newStore(t)
+	for i, tt := range []struct {
+		ce   []string
+		want bool
+	}{
+		{nil, false},
+		{[]string{"gzip"}, true},
+		{[]string{"identity"}, false},
+		{[]string{" identity , "}, false},
+		{[]string{"identity", "br"}, true},
+		{[]string{"deflate, gzip"}, true},
+	} {
+		o := object("a.test", fmt.Sprintf("/%d", i), c.t)
+		if tt.ce != nil {
+			o.Header["Content-Encoding"] = tt.ce
+		}
+		if got := o.Coded(); got != tt.want {
+			t.Errorf("Content-Encoding %q, not stored: Coded() = %v, want %v", tt.ce, got, tt.want)
+		}
+		if !s.Put(o) {
+			t.Fatal("Put refused")
+		}
+		got, _, _ := s.Lookup(o.Primary, nil)
+		if got == nil {
+			t.Fatal("stored object not found")
+		}
+		for name, o := range map[string]*Object{"stored": got, "detached": got.Detached()} {
+			if c := o.Coded(); c != tt.want {
+				t.Errorf("Content-Encoding %q, %s: Coded() = %v, want %v", tt.ce, name, c, tt.want)
+			}
+		}
+	}
+}

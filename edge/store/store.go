@@ -66,6 +66,8 @@ type Object struct {
 	// suffix on its ETag are the edge's, not the origin's. The header alone cannot say: an
 	// origin may tag its own gzip answer "x-gzip".
 	EdgeCoded bool
+	// coded is what Coded answers for a stored object, read from its header by compact.
+	coded bool
 
 	// arena holds every string of a stored object (compact; the part of its packed meta after
 	// the fixed fields), then from ix on an index of some of them (entryAt): first the nm

@@ -1,0 +1,117 @@
+package compress
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/andybalholm/brotli"
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+)
+
+// Decodable returns the content coding of a response with header h when it has exactly one
+// that NewReader undoes: "gzip" ("x-gzip" too), "br" or "zstd"; else "". Identity elements do
+// not count; a response coded twice ("deflate, gzip") gives "", since undoing the outer coding
+// would leave one the client may not take either.
+func Decodable(h http.Header) string {
+	coding := ""
+	for _, v := range h.Values("Content-Encoding") {
+		for c := range strings.SplitSeq(v, ",") {
+			c = strings.ToLower(strings.Trim(c, " \t"))
+			switch c {
+			case "", "identity":
+				continue
+			case "x-gzip":
+				c = "gzip"
+			}
+			if coding != "" {
+				return ""
+			}
+			coding = c
+		}
+	}
+	switch coding {
+	case "gzip", "br", "zstd":
+		return coding
+	}
+	return ""
+}
+
+// NewReader returns a reader of r's bytes decoded from coding ("gzip", "br" or "zstd").
+// Decoding streams: memory is the coding's window and a few buffers, whatever the output's
+// size (gzip 32 KiB; br at most 16 MiB; zstd at most 8 MiB, as RFC 9659 §3 allows and browsers
+// enforce: a frame asking for a larger window fails). A gzip header is read at once, so an
+// error here means r does not start as gzip; later errors (a corrupt stream, a bad checksum,
+// bytes after the last member, an early end) come from Read. Close releases the decoder; it
+// does not close r.
+func NewReader(r io.Reader, coding string) (io.ReadCloser, error) {
+	var rc io.ReadCloser
+	switch coding {
+	case "gzip":
+		zr, err := gzip.NewReader(r)
+		if err != nil {
+			return nil, fmt.Errorf("decode gzip: %w", err)
+		}
+		rc = zr
+	case "br":
+		rc = io.NopCloser(brotli.NewReader(r))
+	case "zstd":
+		d, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
+			zstd.WithDecoderMaxWindow(zstdWindow))
+		if err != nil {
+			return nil, fmt.Errorf("decode zstd: %w", err)
+		}
+		rc = d.IOReadCloser()
+	default:
+		return nil, fmt.Errorf("decode: unknown coding %q (want gzip, br or zstd)", coding)
+	}
+	return decoder{rc, coding}, nil
+}
+
+// decoder is a NewReader: its errors say what was being done.
+type decoder struct {
+	io.ReadCloser
+	coding string
+}
+
+func (d decoder) Read(p []byte) (int, error) {
+	n, err := d.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		err = fmt.Errorf("decode %s: %w", d.coding, err)
+	}
+	return n, err
+}
+
+// DecodeHeader rewrites h, the header of a response in an upstream's coding, for the same
+// response sent decoded (NewReader), as nginx's gunzip module does:
+//
+//   - Content-Encoding goes; so do Content-Length, the decoded length being unknown until the
+//     end, Accept-Ranges, since ranges of the decoded bytes are not served, and the digests of
+//     the coded bytes;
+//   - ETag is made weak (`"x"` -> `W/"x"`): the decoded bytes are equivalent to the coded ones
+//     but not the same (RFC 9110 §8.8.1), and the upstream's tag may be strong; one that is not
+//     an entity tag is dropped. (A coding the edge applied itself, whose tag it suffixed, is
+//     never undone: the edge codes a variant in the coding its clients accept.)
+//   - Vary gains Accept-Encoding (unless it lists it or "*"): what is sent depends on it.
+//
+// Values are replaced, never modified in place: h's slices may be shared with a stored object.
+func DecodeHeader(h http.Header) {
+	for _, k := range []string{"Content-Encoding", "Content-Length", "Accept-Ranges"} {
+		delete(h, k)
+	}
+	for _, k := range representationDigests {
+		h.Del(k)
+	}
+	if etag := h.Get("ETag"); etag != "" {
+		if _, opaque, ok := splitETag(etag); ok {
+			h.Set("ETag", `W/"`+opaque+`"`)
+		} else {
+			h.Del("ETag")
+		}
+	}
+	if vary := MergeVary(h.Values("Vary"), "Accept-Encoding"); vary != "" {
+		h.Set("Vary", vary)
+	}
+}
