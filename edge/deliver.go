@@ -373,9 +373,9 @@ func noSniff(h http.Header) {
 }
 
 // markHop tells a verified fleet node that we answered it as one (surrogate fields kept), and
-// removes any such claim from what anyone else gets.
+// removes any such claim from what anyone else gets, or from an answer no verified chain gave us.
 func markHop(h http.Header, req *request) {
-	if req.fromPeer {
+	if req.fromPeer && !req.untrustedAnswer {
 		h[hopHeader] = []string{hopTrustedValue}
 	} else {
 		delete(h, hopHeader)

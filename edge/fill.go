@@ -28,13 +28,14 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 		return fillResult{err: err, tier: tier}
 	}
 	respTime := n.clock()
-	res := fillResult{status: resp.StatusCode, tier: tier, upstreamCS: resp.Header.Get("Cache-Status")}
 	n.metrics.fill(tier)
 	h := resp.Header
 	// A peer or shield answer keeps the surrogate keys, tags and groups a purge matches on
 	// only when that node verified our request; an answer without them must not be stored,
-	// or later purges by key would silently miss the copy (docs/purge.md).
+	// or later purges by key would silently miss the copy (docs/purge.md). Nor may a fleet
+	// node that we pass it on to store it (fillResult.untrusted).
 	untrusted := tier != "origin" && h.Get(hopHeader) != hopTrustedValue
+	res := fillResult{status: resp.StatusCode, tier: tier, upstreamCS: h.Get("Cache-Status"), untrusted: untrusted}
 	// Whether a fleet node's answer is in a coding an edge applied: only that node can say.
 	fleetCoded := takeEdgeCoded(h, tier != "origin" && !untrusted)
 	httpcache.RemoveHopByHop(h)
@@ -125,6 +126,7 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 		// Known from the header alone not to be stored: the client gets it as it arrives.
 		res.stream, res.tooLarge = resp, resp.ContentLength > maxObj
 		res.ownStream()
+		relayEdgeCoded(h, req, fleetCoded)
 		return res
 	}
 	body, err := readBody(resp, maxObj)
@@ -136,6 +138,7 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 	if int64(len(body)) > maxObj {
 		res.stream, res.head, res.tooLarge = resp, body, true
 		res.ownStream()
+		relayEdgeCoded(h, req, fleetCoded)
 		return res
 	}
 	resp.Body.Close()
@@ -228,12 +231,13 @@ func newObject(req *request, status int, h http.Header, body []byte, policy http
 	}
 }
 
-// refuseUntrusted marks an answer from a node that did not verify our fill request as not
-// storable: it may lack the purge identity (surrogate keys) of the object.
+// refuseUntrusted marks an answer that no verified chain of fleet nodes vouches for as not
+// storable: it may lack the purge identity (surrogate keys) of the object. Either the peer or
+// shield did not verify our fill request, or it relays such an answer from its own upstream.
 func (n *Node) refuseUntrusted(p *httpcache.Policy, req *request) {
 	if p.Storable {
 		n.metrics.hopUnstored.Inc()
-		n.log.Warn("peer or shield did not verify our fill request; serving its answer uncached",
+		n.log.Warn("peer or shield answer not from a verified chain of fill requests; serving it uncached",
 			"host", req.host.cfg.Host, "path", req.path)
 	}
 	p.Storable, p.Reason = false, "untrusted-fill"
@@ -391,6 +395,16 @@ func markEdgeCoded(h http.Header, req *request, obj *store.Object) {
 	}
 	if c := edgeCoding(obj); c != "" {
 		h[edgeCodedHeader] = []string{c}
+	}
+}
+
+// relayEdgeCoded tells a verified fleet node (req) that the answer h, which this node passes on
+// as it streams without storing it, is in a coding an edge applied, when the trusted fleet
+// answer it relays said so (coded, from takeEdgeCoded): the node may store what this one did
+// not, and must know as well as from markEdgeCoded for an object. Nobody else gets the field.
+func relayEdgeCoded(h http.Header, req *request, coded bool) {
+	if coded && req.fromPeer {
+		h[edgeCodedHeader] = []string{h.Get("Content-Encoding")}
 	}
 }
 

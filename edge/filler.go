@@ -117,7 +117,13 @@ type fillResult struct {
 	status      int    // upstream status, for fwd-status
 	tier        string // "peer", "shield" or "origin"
 	upstreamCS  string // the upstream's Cache-Status, which ours is appended to
-	err         error
+	// untrusted: a peer or shield gave the answer without marking it trusted (it did not
+	// verify our request, or relays an answer no verified chain gave it), so it may lack the
+	// object's surrogate keys. It is never stored here, and a fleet node that this node passes
+	// it on to is not told it is trusted either (request.untrustedAnswer), or that node would
+	// store a copy that purges by key miss.
+	untrusted bool
+	err       error
 	// stream is set when the answer will not be stored (known from its header, or too
 	// large): the fill's first client streams it as it arrives (head is what was read before
 	// that became clear); the others fetch their own.
@@ -209,6 +215,7 @@ func (f *filler) get(req *request, stale *store.Object, opts fillOptions) answer
 		fwd = "miss"
 	}
 	a := answer{tier: res.tier, upstreamCS: res.upstreamCS}
+	req.untrustedAnswer = res.untrusted
 	if res.err != nil {
 		now := n.clock()
 		status := upstreamErrorStatus(res.err)
@@ -224,6 +231,7 @@ func (f *filler) get(req *request, stale *store.Object, opts fillOptions) answer
 			servable = !(req.fromPeer && v != store.Usable) && canServeStale(stale, v, -stale.TTL(now), stale.Policy.StaleIfError)
 		}
 		if servable {
+			req.untrustedAnswer = false // our own copy, stored from a verified chain
 			n.metrics.staleServed.WithLabelValues("stale-if-error").Inc()
 			return answer{obj: stale, cacheStatus: "stale", tier: res.tier, cs: httpcache.Status{Cache: n.name, Proto: req.proto,
 				Fwd: "stale", FwdStatus: status, TTL: stale.TTL(now), HasTTL: true, Detail: "stale-if-error"}}
