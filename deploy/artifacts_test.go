@@ -194,7 +194,7 @@ func TestPrometheusConfigListsEveryNode(t *testing.T) {
 	want := map[string][]string{
 		// nrt-edge-1 has no private address: its admin port is on loopback, not scraped.
 		"meridian-edge":    {"10.1.0.11:9080", "10.1.0.12:9080", "10.2.0.21:9080"},
-		"meridian-dns":     {"10.0.0.11:9153", "10.0.0.12:9153", "10.0.0.13:9153"},
+		"meridian-dns":     {"10.1.0.10:9153", "10.2.0.10:9153", "10.3.0.10:9153"},
 		"meridian-control": {"203.0.113.11:7070", "203.0.113.12:7070", "203.0.113.13:7070"},
 	}
 	for job, w := range want {

@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -149,11 +150,20 @@ func rootModules(t *testing.T) []*hclsyntax.Block {
 	return mods
 }
 
-// tfFunctions are the Terraform functions the tests' expressions may call (try is the very
-// function Terraform uses).
+// tfFunctions are the Terraform functions the tests' expressions may call: try, can and those
+// of cty's stdlib are the very functions Terraform uses; the others are written here, for
+// the arguments the example passes (TestLongTerraformAgrees checks them against terraform).
 var tfFunctions = map[string]function.Function{
-	"length": stdlib.LengthFunc,
-	"try":    tryfunc.TryFunc,
+	"alltrue":     tfAllTrue,
+	"can":         tryfunc.CanFunc,
+	"cidrhost":    tfCIDRHost,
+	"cidrsubnet":  tfCIDRSubnet,
+	"jsonencode":  stdlib.JSONEncodeFunc,
+	"join":        stdlib.JoinFunc,
+	"length":      stdlib.LengthFunc,
+	"split":       stdlib.SplitFunc,
+	"strcontains": tfStrContains,
+	"try":         tryfunc.TryFunc,
 }
 
 // renderedJSON renders f and decodes one of its JSON files as Terraform's jsondecode does.
@@ -203,7 +213,7 @@ func TestTerraformSetsPrivateIPs(t *testing.T) {
 			t.Errorf("module %s is not given subnet_id: its VMs cannot get their private addresses", b.Labels[0])
 		}
 	}
-	want := map[string]string{"ctl-1": "10.0.0.11", "fra-edge-1": "10.1.0.11", "iad-edge-1": "10.2.0.21", "nrt-edge-1": ""}
+	want := map[string]string{"ctl-1": "10.1.0.10", "fra-edge-1": "10.1.0.11", "iad-edge-1": "10.2.0.21", "nrt-edge-1": ""}
 	for name, addr := range want {
 		v, ok := vms[name]
 		if !ok {
@@ -265,16 +275,23 @@ func securityGroupIngress(t *testing.T, vars map[string]cty.Value) []ingressRule
 		from, _ := get("from_port").AsBigFloat().Int64()
 		to, _ := get("to_port").AsBigFloat().Int64()
 		r.from, r.to = int(from), int(to)
-		for it := get("cidr_blocks").ElementIterator(); it.Next(); {
-			_, c := it.Element()
-			r.cidrs = append(r.cidrs, c.AsString())
-		}
-		if body.Attributes["ipv6_cidr_blocks"] != nil {
-			for it := get("ipv6_cidr_blocks").ElementIterator(); it.Next(); {
+		// AWS refuses an IPv6 block in cidr_blocks and an IPv4 one in ipv6_cidr_blocks, when
+		// it creates the rule: halfway through an apply.
+		blocks := func(attr string, want6 bool) {
+			if body.Attributes[attr] == nil {
+				return
+			}
+			for it := get(attr).ElementIterator(); it.Next(); {
 				_, c := it.Element()
+				p, err := netip.ParsePrefix(c.AsString())
+				if err != nil || p.Addr().Is6() != want6 || p != p.Masked() {
+					t.Errorf("ingress %s/%d: %s holds %q, which AWS refuses there", r.proto, r.from, attr, c.AsString())
+				}
 				r.cidrs = append(r.cidrs, c.AsString())
 			}
 		}
+		blocks("cidr_blocks", false)
+		blocks("ipv6_cidr_blocks", true)
 		return r
 	}
 	ctx := &hcl.EvalContext{Variables: map[string]cty.Value{"var": cty.ObjectVal(vars)}, Functions: tfFunctions}
@@ -330,7 +347,7 @@ func TestTerraformOpensOnlyFleetPorts(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			const control, edge, admin, world = "192.0.2.1/32", "192.0.2.2/32", "198.51.100.0/24", "0.0.0.0/0"
+			const control, edge, admin, admin6, world = "192.0.2.1/32", "192.0.2.2/32", "198.51.100.0/24", "2001:db8:ad::/48", "0.0.0.0/0"
 			list := func(s ...string) cty.Value {
 				var vs []cty.Value
 				for _, x := range s {
@@ -343,7 +360,7 @@ func TestTerraformOpensOnlyFleetPorts(t *testing.T) {
 				"control_cidrs": list(control),
 				"edge_cidrs":    list(edge),
 				"fleet_cidrs":   list(control, edge),
-				"admin_cidrs":   list(admin),
+				"admin_cidrs":   list(admin, admin6),
 			})
 			opened := map[string][]string{} // source -> "proto/port"
 			for _, r := range rules {
@@ -368,8 +385,10 @@ func TestTerraformOpensOnlyFleetPorts(t *testing.T) {
 			}
 			check(control, "other control VMs", fmt.Sprintf("tcp/%d", f.NATS.ClusterPort))
 			check(edge, "edge VMs", fmt.Sprintf("tcp/%d", f.NATS.LeafPort))
-			check(admin, "admin_cidrs", "tcp/22", fmt.Sprintf("tcp/%d", f.Control.APIPort),
-				fmt.Sprintf("tcp/%d", f.Edge.AdminPort), fmt.Sprintf("tcp/%d", f.DNS.AdminPort))
+			for _, a := range []string{admin, admin6} {
+				check(a, "admin_cidrs "+a, "tcp/22", fmt.Sprintf("tcp/%d", f.Control.APIPort),
+					fmt.Sprintf("tcp/%d", f.Edge.AdminPort), fmt.Sprintf("tcp/%d", f.DNS.AdminPort))
+			}
 			check(world, "the internet", fmt.Sprintf("tcp/%d", f.Edge.HTTPPort), fmt.Sprintf("tcp/%d", f.DNS.Port),
 				fmt.Sprintf("udp/%d", f.DNS.Port))
 			// The fleet's ipv6 addresses are announced in AAAA answers and NS glue.

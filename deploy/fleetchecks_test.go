@@ -23,8 +23,8 @@ func TestBadValuesNameTheirField(t *testing.T) {
 		// DNS counts TTLs in whole seconds; dnsroute refuses "1.5s".
 		{"sub-second dns ttl", "ttl: 30s", "ttl: 1500ms", "dns.ttl", "whole number of seconds"},
 		// The NS name goes into every DNS server's NS records and the parent's delegation.
-		{"ns with a space", "private_ipv4: 10.0.0.11", "private_ipv4: 10.0.0.11\n      ns: 'ns 1'", "control.nodes[0].ns", "not a domain name"},
-		{"ns too long", "private_ipv4: 10.0.0.11", "private_ipv4: 10.0.0.11\n      ns: " + label + "." + label + "." + label + "." + label, "control.nodes[0].ns", "not a domain name"},
+		{"ns with a space", "private_ipv4: 10.1.0.10", "private_ipv4: 10.1.0.10\n      ns: 'ns 1'", "control.nodes[0].ns", "not a domain name"},
+		{"ns too long", "private_ipv4: 10.1.0.10", "private_ipv4: 10.1.0.10\n      ns: " + label + "." + label + "." + label + "." + label, "control.nodes[0].ns", "not a domain name"},
 		// A region that is there but malformed is not missing.
 		{"upper-case region", "region: eu-central-1\n      ipv4: 203.0.113.11", "region: EU-Central-1\n      ipv4: 203.0.113.11", "control.nodes[0].region", "is not a cloud region"},
 		// Addresses no host can have: DNS would hand them to clients, routes dial them.

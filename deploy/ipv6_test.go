@@ -9,7 +9,6 @@ import (
 	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
-	"github.com/zclconf/go-cty/cty/convert"
 )
 
 // tfOutput returns the expression of the output block name in the Terraform file at path.
@@ -40,66 +39,36 @@ func TestTerraformSetsIPv6(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	vms := map[string]cty.Value{}
-	for it := renderedJSON(t, files, "vms.json").ElementIterator(); it.Next(); {
-		_, vm := it.Element()
-		vms[vm.GetAttr("name").AsString()] = vm
-	}
+	vms := vmsAsModuleSees(t, files)
 
 	vm := regionModule(t, "aws_instance")
 	addrs := vm.Body.Attributes["ipv6_addresses"]
 	if addrs == nil {
 		t.Fatal("aws_instance sets no ipv6_addresses: the fleet's ipv6 addresses, which DNS announces, will not exist on the VMs")
 	}
-	type precondition struct{ condition, message hclsyntax.Expression }
-	var preconditions []precondition
-	for _, b := range vm.Body.Blocks {
-		if b.Type != "lifecycle" {
-			continue
-		}
-		for _, p := range b.Body.Blocks {
-			if p.Type == "precondition" {
-				preconditions = append(preconditions, precondition{p.Body.Attributes["condition"].Expr, p.Body.Attributes["error_message"].Expr})
-			}
-		}
-	}
+	preconditions := instancePreconditions(t)
 
-	subnet := func(ipv6CIDR string) cty.Value {
-		return cty.TupleVal([]cty.Value{cty.ObjectVal(map[string]cty.Value{
-			"vpc_id": cty.StringVal("vpc-0123"), "ipv6_cidr_block": cty.StringVal(ipv6CIDR)})})
-	}
 	subnets := []struct {
 		name     string
 		id       cty.Value // var.subnet_id
 		data     cty.Value // data.aws_subnet.vm
 		hasRange bool
 	}{
-		{"subnet with an IPv6 range", cty.StringVal("subnet-0123"), subnet("2001:db8:100::/64"), true},
-		{"subnet without an IPv6 range", cty.StringVal("subnet-0123"), subnet(""), false},
+		// One region's subnets, as the example fleet's addresses need them (TestExampleRegionsFitOneSubnet).
+		{"subnet with an IPv6 range", cty.StringVal("subnet-0123"), awsSubnet("10.0.0.0/8", "2001:db8:100::/64"), true},
+		{"subnet with another IPv6 range", cty.StringVal("subnet-0123"), awsSubnet("10.0.0.0/8", "2001:db8:101::/64"), false},
+		{"subnet without an IPv6 range", cty.StringVal("subnet-0123"), awsSubnet("10.0.0.0/8", ""), false},
 		{"no subnet (default VPC)", cty.NullVal(cty.String), cty.EmptyTupleVal, false},
 	}
-	want := map[string]string{"ctl-3": "2001:db8:300::13", "fra-edge-1": "2001:db8:100::101", "nrt-edge-1": ""}
+	want := map[string]string{"ctl-1": "2001:db8:100::11", "fra-edge-1": "2001:db8:100::101", "nrt-edge-1": ""}
 	for name, addr := range want {
-		v, ok := vms[name]
+		values, ok := vms[name]
 		if !ok {
 			t.Fatalf("vms.json lists no %s", name)
 		}
-		// The module receives vms as map(any): objects whose attributes differ become maps of
-		// strings. The expressions must work on both.
-		asMap, err := convert.Convert(v, cty.Map(cty.String))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, value := range []cty.Value{v, asMap} {
+		for _, value := range values {
 			for _, sn := range subnets {
-				ctx := &hcl.EvalContext{
-					Variables: map[string]cty.Value{
-						"each": cty.ObjectVal(map[string]cty.Value{"key": cty.StringVal(name), "value": value}),
-						"var":  cty.ObjectVal(map[string]cty.Value{"subnet_id": sn.id}),
-						"data": cty.ObjectVal(map[string]cty.Value{"aws_subnet": cty.ObjectVal(map[string]cty.Value{"vm": sn.data})}),
-					},
-					Functions: tfFunctions,
-				}
+				ctx := instanceContext(name, value, sn.id, sn.data)
 				got, diags := addrs.Expr.Value(ctx)
 				switch {
 				case diags.HasErrors():
@@ -111,20 +80,7 @@ func TestTerraformSetsIPv6(t *testing.T) {
 					t.Errorf("%s: ipv6_addresses = %#v, want [%s] (its ipv6)", name, got, addr)
 				}
 
-				var refused []string
-				for _, p := range preconditions {
-					ok, diags := p.condition.Value(ctx)
-					if diags.HasErrors() {
-						t.Fatalf("%s, %s: precondition: %v", name, sn.name, diags)
-					}
-					if ok.False() {
-						msg, diags := p.message.Value(ctx)
-						if diags.HasErrors() {
-							t.Fatalf("%s, %s: error_message: %v", name, sn.name, diags)
-						}
-						refused = append(refused, msg.AsString())
-					}
-				}
+				refused := refusals(t, preconditions, ctx)
 				saysIPv6 := strings.Contains(strings.Join(refused, "\n"), "ipv6 "+addr)
 				switch {
 				case addr != "" && !sn.hasRange && !saysIPv6:

@@ -17,9 +17,17 @@ variable "ssh_key_name" {
 }
 
 variable "admin_cidrs" {
-  description = "CIDRs allowed to reach SSH, the control API and the metrics ports."
+  description = "CIDR blocks, IPv4 or IPv6, allowed to reach SSH, the control API and the metrics ports."
   type        = list(string)
   default     = []
+  # The AWS provider takes a block only in its network form, as Go writes it (198.51.100.0/24,
+  # 2001:db8::/48; "did you mean" otherwise): refused here, naming this variable, rather than
+  # in each region's security group. The region module tells IPv6 blocks from IPv4 ones by
+  # their ':', which this form makes reliable.
+  validation {
+    condition     = alltrue([for c in var.admin_cidrs : try(cidrsubnet(c, 0, 0) == c, false)])
+    error_message = "admin_cidrs must be CIDR blocks in network form, such as 198.51.100.0/24, 198.51.100.7/32 or 2001:db8::/48 (lower case, no host bits set); not ${join(", ", [for c in var.admin_cidrs : jsonencode(c) if !try(cidrsubnet(c, 0, 0) == c, false)])}."
+  }
 }
 
 variable "instance_type" {

@@ -106,7 +106,10 @@ resource "aws_security_group" "meridian" {
       from_port   = ingress.value
       to_port     = ingress.value
       protocol    = "tcp"
-      cidr_blocks = var.admin_cidrs
+      # AWS refuses an IPv6 block in cidr_blocks and an IPv4 one in ipv6_cidr_blocks. The
+      # root module admits only canonical blocks, where a ':' means IPv6.
+      cidr_blocks      = [for c in var.admin_cidrs : c if !strcontains(c, ":")]
+      ipv6_cidr_blocks = [for c in var.admin_cidrs : c if strcontains(c, ":")]
     }
   }
   egress {
@@ -142,13 +145,22 @@ resource "aws_instance" "vm" {
   # VM on purpose with `terraform apply -replace=...`.
   lifecycle {
     ignore_changes = [user_data_base64]
+    # Checked at plan, before anything is created: AWS refuses an address outside the subnet
+    # only when it creates the instance, with the rest of the fleet half applied. An address
+    # is in a range when, given the range's prefix length, it has the range's network address.
     precondition {
-      condition     = try(each.value.private_ipv4, null) == null || var.subnet_id != null
-      error_message = "${each.key} has private_ipv4 ${try(each.value.private_ipv4, "")} in the fleet file: set subnet_ids[\"${each.value.region}\"] to a subnet whose range contains it."
+      condition = try(each.value.private_ipv4, null) == null || try(
+        cidrhost("${each.value.private_ipv4}/${split("/", data.aws_subnet.vm[0].cidr_block)[1]}", 0) == cidrhost(data.aws_subnet.vm[0].cidr_block, 0),
+        false,
+      )
+      error_message = "${each.key} has private_ipv4 ${try(each.value.private_ipv4, "")} in the fleet file: set subnet_ids[\"${each.value.region}\"] to a subnet whose range contains it (${var.subnet_id == null ? "none is set" : "${var.subnet_id} is ${try(data.aws_subnet.vm[0].cidr_block, "")}"})."
     }
     precondition {
-      condition     = try(each.value.ipv6, null) == null || try(data.aws_subnet.vm[0].ipv6_cidr_block, "") != ""
-      error_message = "${each.key} has ipv6 ${try(each.value.ipv6, "")} in the fleet file, which DNS announces: set subnet_ids[\"${each.value.region}\"] to a subnet with an IPv6 range that contains it."
+      condition = try(each.value.ipv6, null) == null || try(
+        cidrhost("${each.value.ipv6}/${split("/", data.aws_subnet.vm[0].ipv6_cidr_block)[1]}", 0) == cidrhost(data.aws_subnet.vm[0].ipv6_cidr_block, 0),
+        false,
+      )
+      error_message = "${each.key} has ipv6 ${try(each.value.ipv6, "")} in the fleet file, which DNS announces: set subnet_ids[\"${each.value.region}\"] to a subnet with an IPv6 range that contains it (${var.subnet_id == null ? "none is set" : "${var.subnet_id} has ${try(data.aws_subnet.vm[0].ipv6_cidr_block, "") == "" ? "no IPv6 range" : try(data.aws_subnet.vm[0].ipv6_cidr_block, "")}"})."
     }
   }
 
