@@ -18,10 +18,11 @@ const (
 )
 
 // TmpfilesConf is the systemd-tmpfiles config (tmpfiles.d(5)) on every VM that creates
-// CredsDir and gives each credential in it to the one service that reads it, mode 0600, however
-// it was copied in. Cloud-init applies it once, systemd at every boot, and every unit before
-// it starts (ExecStartPre): a file copied in since, root's or with the mode it had elsewhere,
-// is its service's by the unit's next try.
+// CredsDir and gives each credential in it, and each secret file the fleet file names (the API
+// tokens and key, the NATS TLS key), to the one service that reads it, mode 0600, however it
+// was copied in. Cloud-init applies it once, systemd at every boot, and every unit before it
+// starts (ExecStartPre): a file copied in since, root's or with the mode it had elsewhere, is
+// its service's by the unit's next try.
 const TmpfilesConf = "/etc/tmpfiles.d/meridian.conf"
 
 // cloudConfig is the subset of cloud-init's #cloud-config schema the renderer writes.
@@ -137,14 +138,16 @@ func serviceUsers(role string) []string {
 	return []string{userNATS, userEdge}
 }
 
-// credsTmpfiles renders VM vm's TmpfilesConf: CredsDir, which every service must traverse to
+// secretsTmpfiles renders VM vm's TmpfilesConf: CredsDir, which every service must traverse to
 // reach its own file (a directory copied in as it is arrives 0700, root's), and each of the
-// VM's credentials, its reader's alone ('z' skips a file not there yet).
-func (r *renderer) credsTmpfiles(vm string) []byte {
+// VM's credentials and of the secret files the fleet names for a VM of role, its reader's
+// alone ('z' skips a file not there yet). Validation keeps the paths free of what a line would
+// read otherwise ('%' specifiers, patterns, blanks) and each file to one reader.
+func (r *renderer) secretsTmpfiles(vm, role string) []byte {
 	var b strings.Builder
 	b.WriteString(r.header(vm, "systemd-tmpfiles config (tmpfiles.d(5))"))
-	b.WriteString("# The NATS credentials, copied in by the operator (docs/deploy.md): applied by cloud-init,\n" +
-		"# at boot and before every Meridian unit starts.\n")
+	b.WriteString("# The NATS credentials and the secret files the fleet file names, copied in by the operator\n" +
+		"# (docs/deploy.md): applied by cloud-init, at boot and before every Meridian unit starts.\n")
 	fmt.Fprintf(&b, "d %s 0755 root root -\n", CredsDir)
 	owners := r.secretOwners[vm]
 	names := make([]string, 0, len(owners))
@@ -154,6 +157,14 @@ func (r *renderer) credsTmpfiles(vm string) []byte {
 	slices.Sort(names)
 	for _, name := range names {
 		fmt.Fprintf(&b, "z %s/%s 0600 %s %s -\n", CredsDir, name, owners[name], owners[name])
+	}
+	done := map[string]bool{} // a second line for a path is ignored, with a warning
+	for _, s := range r.f.files() {
+		if !s.secret || (s.role != "" && s.role != role) || done[s.path] {
+			continue
+		}
+		done[s.path] = true
+		fmt.Fprintf(&b, "z %s 0600 %s %s -\n", s.path, s.reader, s.reader)
 	}
 	return []byte(b.String())
 }

@@ -65,13 +65,39 @@ func credsReaders(t *testing.T, files map[string][]byte, vm VM) map[string]strin
 	return readers
 }
 
+// secretReaders returns, for the rendered VM vm, each secret file the fleet names that one of
+// its services reads (the API tokens and key in control.env, the NATS TLS key in nats.conf),
+// with the user that service runs as (its unit's User=).
+func secretReaders(t *testing.T, files map[string][]byte, vm VM) map[string]string {
+	t.Helper()
+	unitUser := func(unit string) string {
+		if m := regexp.MustCompile(`(?m)^User=(.+)$`).FindSubmatch(files[vm.Name+UnitDir+"/"+unit]); m != nil {
+			return string(m[1])
+		}
+		t.Fatalf("%s: %s has no User=", vm.Name, unit)
+		return ""
+	}
+	readers := map[string]string{}
+	if vm.Role == RoleControl {
+		for _, m := range regexp.MustCompile(`--(?:tokens|tls-key) (\S+)`).FindAllSubmatch(files[vm.Name+EtcDir+"/control.env"], -1) {
+			readers[string(m[1])] = unitUser("meridian-control.service")
+		}
+	}
+	for _, m := range regexp.MustCompile(`key_file: "([^"]+)"`).FindAllSubmatch(files[vm.Name+EtcDir+"/nats.conf"], -1) {
+		readers[string(m[1])] = unitUser("nats-server.service")
+	}
+	return readers
+}
+
 // TestRenderCredsDirectory: cloud-init creates the credentials directory, and each
 // credential copied into it becomes its service's alone whoever copied it and however: before,
 // nothing created /etc/meridian/creds, and a directory copied in as it is arrived mode 0700,
 // root's, its files root's, and every unit restarted for ever, unable to read its credential.
 // Each VM's tmpfiles.d config must give every credential the renderer writes for it to the
-// user of the one service that reads it (as its configs and units say), the user data must
-// carry and apply it, and every unit must apply it before it starts.
+// user of the one service that reads it (as its configs and units say), and so every secret
+// file the fleet names for it (tokens, API key, NATS TLS key: before, the operator had to
+// set their owners by hand); the user data must carry and apply it, and every unit must apply
+// it before it starts.
 func TestRenderCredsDirectory(t *testing.T) {
 	f := loadExample(t)
 	files, err := Render(f, RenderOptions{})
@@ -88,6 +114,7 @@ func TestRenderCredsDirectory(t *testing.T) {
 				}
 			}
 			slices.Sort(rendered)
+			// The directory first (before the files in it), then one line per file.
 			want := []string{fmt.Sprintf("d %s 0755 root root -", CredsDir)}
 			for _, name := range rendered {
 				u, ok := readers[name]
@@ -99,6 +126,10 @@ func TestRenderCredsDirectory(t *testing.T) {
 			if len(readers) != len(rendered) {
 				t.Errorf("%s's services read %v, the renderer writes %v", vm.Name, readers, rendered)
 			}
+			for p, u := range secretReaders(t, files, vm) {
+				want = append(want, fmt.Sprintf("z %s 0600 %s %s -", p, u, u))
+			}
+			slices.Sort(want[1:])
 
 			conf := files[vm.Name+TmpfilesConf]
 			var got []string
@@ -107,6 +138,9 @@ func TestRenderCredsDirectory(t *testing.T) {
 				if l := strings.TrimSpace(sc.Text()); l != "" && !strings.HasPrefix(l, "#") {
 					got = append(got, strings.Join(strings.Fields(l), " "))
 				}
+			}
+			if len(got) > 1 {
+				slices.Sort(got[1:])
 			}
 			if !slices.Equal(got, want) {
 				t.Errorf("%s%s =\n%s\nwant the lines\n%s", vm.Name, TmpfilesConf, conf, strings.Join(want, "\n"))
@@ -158,9 +192,10 @@ func TestRenderCredsDirectory(t *testing.T) {
 }
 
 // TestLongCredsTmpfiles runs the real systemd-tmpfiles (MERIDIAN_LONG=1, as root) on each
-// VM's rendered config in a root of its own, after the credentials were copied in as the
-// docs say an operator may (the directory as it is: 0700, root's; the files root's, 0644):
-// the directory must become traversable and each file its service's alone.
+// VM's rendered config in a root of its own, after the credentials and the fleet's secret
+// files were copied in as the docs say an operator may (the directory as it is: 0700, root's;
+// the files root's, 0644): the directory must become traversable and each file its service's
+// alone; a certificate beside a key is left as it is.
 func TestLongCredsTmpfiles(t *testing.T) {
 	tool := longTool(t, "systemd-tmpfiles")
 	if os.Geteuid() != 0 {
@@ -189,6 +224,7 @@ func TestLongCredsTmpfiles(t *testing.T) {
 			conf := filepath.Join(root, TmpfilesConf)
 			putFileMode(t, conf, string(files[vm.Name+TmpfilesConf]), 0o644)
 			readers := credsReaders(t, files, vm)
+			secrets := secretReaders(t, files, vm)
 			creds := filepath.Join(root, CredsDir)
 			apply := func(when string) {
 				t.Helper()
@@ -218,11 +254,23 @@ func TestLongCredsTmpfiles(t *testing.T) {
 			if err := os.Chmod(creds, 0o700); err != nil {
 				t.Fatal(err)
 			}
+			for p := range secrets {
+				putFileMode(t, filepath.Join(root, p), "secret\n", 0o644)
+			}
+			cert := filepath.Join(root, f.NATS.TLS.CertFile)
+			putFileMode(t, cert, "certificate\n", 0o644)
 			apply("after the credentials were copied in")
 			check(creds, 0o755, 0)
 			for name, u := range readers {
 				check(filepath.Join(creds, name), 0o600, uids[u])
 			}
+			if len(secrets) == 0 {
+				t.Fatal("no secret files found in the rendered configs")
+			}
+			for p, u := range secrets {
+				check(filepath.Join(root, p), 0o600, uids[u])
+			}
+			check(cert, 0o644, 0)
 		})
 	}
 }

@@ -194,6 +194,36 @@ type EdgeNode struct {
 	Capacity float64 `yaml:"capacity"`
 }
 
+// fleetFile is a file the fleet file names on its VMs, provisioned by the operator.
+type fleetFile struct {
+	field  string // the fleet file's field that names it
+	path   string
+	reader string // the service user that reads it
+	role   string // the VMs that have it: RoleControl, or "" for every VM
+	// secret says the file is its reader's alone: the tmpfiles.d config (TmpfilesConf) makes it
+	// so, mode 0600, however it was copied in.
+	secret bool
+}
+
+// files lists the files the fleet names, in file order. Certificates, the CA and the MMDB are
+// no secret: the operator sets their owner and mode.
+func (f *Fleet) files() []fleetFile {
+	var fs []fleetFile
+	if t := f.NATS.TLS; t.enabled() {
+		fs = append(fs,
+			fleetFile{"nats.tls.cert_file", t.CertFile, userNATS, "", false},
+			fleetFile{"nats.tls.key_file", t.KeyFile, userNATS, "", true},
+			fleetFile{"nats.tls.ca_file", t.CAFile, userNATS, "", false})
+	}
+	fs = append(fs, fleetFile{"control.tokens_file", f.Control.TokensFile, userControl, RoleControl, true})
+	if f.Control.TLSCert != "" {
+		fs = append(fs,
+			fleetFile{"control.tls_cert", f.Control.TLSCert, userControl, RoleControl, false},
+			fleetFile{"control.tls_key", f.Control.TLSKey, userControl, RoleControl, true})
+	}
+	return append(fs, fleetFile{"dns.mmdb", f.DNS.MMDB, userDNS, RoleControl, false})
+}
+
 // VMName is the name of the edge VM (and its directory in the rendered output).
 func (p PoP) VMName(n EdgeNode) string { return p.ID + "-" + n.ID }
 

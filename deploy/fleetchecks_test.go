@@ -35,6 +35,25 @@ func TestBadValuesNameTheirField(t *testing.T) {
 		// would expire between two heartbeats and the node drop in and out of the fleet.
 		{"heartbeat ttl under the heartbeat", "replicas: 3", "replicas: 3\n  heartbeat_ttl: 500ms", "control.heartbeat_ttl", "heartbeat"},
 		{"ipv4-mapped ipv6", "ipv6: 2001:db8:100::101", "ipv6: ::ffff:198.51.100.99", "pops[0].nodes[0].ipv6", "not an IPv6 address"},
+		// The tmpfiles.d config gives the tokens, the API key and the NATS TLS key to their
+		// service alone, one line each: systemd-tmpfiles reads '%' as a specifier (a missing
+		// one fails the line) and "*?[{" as a pattern that gives other files to the service
+		// too, and refuses a path with ".." in it.
+		{"tokens file with a specifier", "tokens_file: /etc/meridian/tokens.yaml", "tokens_file: /etc/meridian/tokens-%H.yaml",
+			"control.tokens_file", "specifier or a pattern"},
+		{"nats key with a pattern", "key_file: /etc/meridian/tls/nats.key", "key_file: /etc/meridian/tls/*.key",
+			"nats.tls.key_file", "specifier or a pattern"},
+		{"api key with braces", "tls_key: /etc/meridian/api.key", "tls_key: /etc/meridian/api.{key,pem}",
+			"control.tls_key", "specifier or a pattern"},
+		{"api key not clean", "tls_key: /etc/meridian/api.key", "tls_key: /etc/meridian/tls/../api.key",
+			"control.tls_key", "not a clean path"},
+		{"tokens file with a carriage return", "tokens_file: /etc/meridian/tokens.yaml", `tokens_file: "/etc/meridian/tokens\r.yaml"`,
+			"control.tokens_file", "not an absolute path"},
+		// Given to one service alone (0600), a file cannot serve two.
+		{"api key is the nats key", "tls_key: /etc/meridian/api.key", "tls_key: /etc/meridian/tls/nats.key",
+			"control.tls_key", "is also nats.tls.key_file, which meridian-nats reads"},
+		{"api certificate is the nats key", "tls_cert: /etc/meridian/api.crt", "tls_cert: /etc/meridian/tls/nats.key",
+			"control.tls_cert", "is also nats.tls.key_file, which is given to meridian-nats alone"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -48,6 +67,29 @@ func TestBadValuesNameTheirField(t *testing.T) {
 			errs := splitErrors(err)
 			if len(errs) != 1 || !strings.Contains(err.Error(), tt.field+": ") || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("error = %v; want one error on %s saying %q", err, tt.field, tt.want)
+			}
+		})
+	}
+}
+
+// TestFleetFilesShared: what the tmpfiles.d config leaves alone may be shared and named
+// freely: one certificate for the API and NATS (no secret, its owner the operator's), a '%'
+// in the MMDB's name.
+func TestFleetFilesShared(t *testing.T) {
+	example, err := os.ReadFile(filepath.Join("testdata", "fleet.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ name, old, new string }{
+		{"one certificate", "tls_cert: /etc/meridian/api.crt", "tls_cert: /etc/meridian/tls/nats.crt"},
+		{"mmdb with a percent sign", "hostnames: [\"*\"]", "hostnames: [\"*\"]\n  mmdb: /var/lib/meridian/GeoLite2-City-100%.mmdb"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if !strings.Contains(string(example), tt.old) {
+				t.Fatalf("example has no %q", tt.old)
+			}
+			if _, err := Parse([]byte(strings.Replace(string(example), tt.old, tt.new, 1))); err != nil {
+				t.Errorf("refused: %v", err)
 			}
 		})
 	}

@@ -111,7 +111,8 @@ func (f *Fleet) VMs() []VM {
 //	<vm>/etc/meridian/nats.conf            NATS: cluster member (control) or leaf node (edge)
 //	<vm>/etc/meridian/control.env, dns.yaml (control VMs) or edge.yaml (edge VMs)
 //	<vm>/etc/systemd/system/*.service      the hardened units from deploy/systemd
-//	<vm>/etc/tmpfiles.d/meridian.conf      creates CredsDir, gives each credential to its reader
+//	<vm>/etc/tmpfiles.d/meridian.conf      creates CredsDir, gives each credential and secret
+//	                                       file to its reader
 //	prometheus/prometheus.yml              scrape config for every node's metrics
 //	hosts/<host>.json                      PUT /v1/hosts/<host> bodies for the control API
 //	vms.json                               the VM list for Terraform
@@ -351,7 +352,7 @@ func (r *renderer) vm(vm, role string, files map[string][]byte, unitNames []stri
 		}
 		files[UnitDir+"/"+u] = b
 	}
-	files[TmpfilesConf] = r.credsTmpfiles(vm)
+	files[TmpfilesConf] = r.secretsTmpfiles(vm, role)
 	paths := make([]string, 0, len(files))
 	for p, b := range files {
 		paths = append(paths, p)

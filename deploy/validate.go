@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/meridian-cdn/meridian/wire"
 )
@@ -46,6 +47,7 @@ func (f *Fleet) validate() wire.FieldErrors {
 	c.controlAPI()
 	c.controlNodes()
 	c.dns()
+	c.secretFiles() // after the sections that name files
 	c.edge()
 	c.popList()
 	c.routingPoPs() // after popList: it needs every PoP id
@@ -449,8 +451,44 @@ func (c *checker) file(field, file string, required bool) {
 	case file == "" && required:
 		c.bad(field, "is required (a path on the VM)")
 	case file == "":
-	case !path.IsAbs(file) || strings.ContainsAny(file, " \t\n\"'\\$`"):
+	case !fileRef(file):
 		c.bad(field, "%q is not an absolute path on the VM (secrets are file references, never inline)", file)
+	}
+}
+
+// fileRef says whether file can be a file reference: an absolute path that no config it is
+// written into (YAML, control.env, nats.conf, tmpfiles.d) splits or reads otherwise.
+func fileRef(file string) bool {
+	return path.IsAbs(file) && !strings.ContainsAny(file, " \t\n\"'\\$`") && !strings.ContainsFunc(file, unicode.IsControl)
+}
+
+// secretFiles checks the files that the tmpfiles.d config gives to their reader alone: the
+// line must name that file and no other, and no other service may need to read it.
+func (c *checker) secretFiles() {
+	fs := c.f.files()
+	for i, s := range fs {
+		if !s.secret || !fileRef(s.path) {
+			continue // a missing or malformed reference is reported once, where it is checked
+		}
+		switch {
+		case path.Clean(s.path) != s.path:
+			// systemd-tmpfiles refuses "invalid path" on such a line.
+			c.bad(s.field, "%q is not a clean path (no \".\" or \"..\" parts, no \"//\", no final \"/\"): systemd-tmpfiles would not give it to %s", s.path, s.reader)
+		case strings.ContainsAny(s.path, "%*?[{"):
+			// In a tmpfiles.d line '%' starts a specifier (%h, %m...), and "*?[{" make a pattern
+			// that would give other files to the service too.
+			c.bad(s.field, "%q has one of \"%%*?[{\", which systemd-tmpfiles reads as a specifier or a pattern when it gives the file to %s: rename the file", s.path, s.reader)
+		}
+		for _, o := range fs[:i] {
+			if o.path == s.path && o.reader != s.reader {
+				c.bad(s.field, "%s is also %s, which %s reads: the file is given to %s alone (mode 0600), so give each service its own copy", s.path, o.field, o.reader, s.reader)
+			}
+		}
+		for _, o := range fs[i+1:] {
+			if o.path == s.path && o.reader != s.reader && !o.secret {
+				c.bad(o.field, "%s is also %s, which is given to %s alone (mode 0600): give %s its own copy", o.path, s.field, s.reader, o.reader)
+			}
+		}
 	}
 }
 
