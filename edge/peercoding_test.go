@@ -4,6 +4,7 @@ import (
 	"bytes"
 	stdgzip "compress/gzip"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -138,6 +139,37 @@ func TestPeerCopyEdgeCoded(t *testing.T) {
 			}
 			wantCacheStatus(t, r, "f1-n0; fwd=stale; fwd-status=304", "detail=origin")
 			check(t, r, tc.wantETag)
+		})
+	}
+}
+
+// TestOriginEdgeCodedNeverReachesClients: the fleet's edge-coded field is the fleet's alone. An
+// origin that sends it (by mistake or to be believed) has it dropped from every answer a
+// client gets: stored, streamed uncached and passed through, as its Meridian-Fill is.
+func TestOriginEdgeCodedNeverReachesClients(t *testing.T) {
+	n, c := echoEdge(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(edgeCodedHeader, "gzip")
+		w.Header().Set(hopHeader, hopTrustedValue)
+		w.Header().Set("Cache-Control", r.URL.Query().Get("cc"))
+		io.WriteString(w, "body")
+	}, nil, nil)
+	for _, tc := range []struct {
+		name, method, path string
+	}{
+		{"stored", http.MethodGet, "/coded?cc=max-age%3D60"},
+		{"not stored", http.MethodGet, "/coded?cc=no-store"},
+		{"passed through", http.MethodPost, "/coded?cc=max-age%3D60"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := do(t, c, tc.method, n.Addr(), testHost, tc.path)
+			if r.status != http.StatusOK || r.body != "body" {
+				t.Fatalf("%s %s: %d %q", tc.method, tc.path, r.status, r.body)
+			}
+			for _, k := range []string{edgeCodedHeader, hopHeader} {
+				if v := r.header.Get(k); v != "" {
+					t.Errorf("%s %s: the client got the origin's fleet-only field %s: %q", tc.method, tc.path, k, v)
+				}
+			}
 		})
 	}
 }
