@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -24,21 +25,26 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	// The first signal asks for a graceful stop; an operator who signals again does not want
-	// to wait for it (requests in flight, shutdown_timeout): exit at once, as 128+signal.
-	again := make(chan os.Signal, 2)
-	signal.Notify(again, os.Interrupt, syscall.SIGTERM)
+	// to wait for it (requests in flight, shutdown_timeout). One channel takes both, so no
+	// signal can count as the first for one listener and the second for another.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	go func() { // lives as long as the process
-		<-again // the first, which also cancelled ctx
-		sig := <-again
+		<-sigs
+		cancel()
+		sig := <-sigs
 		fmt.Fprintf(os.Stderr, "meridian: second signal (%v): exiting without waiting for work in flight\n", sig)
-		code := 1
-		if s, ok := sig.(syscall.Signal); ok {
-			code = 128 + int(s)
-		}
-		os.Exit(code)
+		// Die of the signal itself rather than exit 128+n: systemd counts a death by
+		// SIGTERM or SIGINT as a clean stop (Restart=on-failure would restart an exit 143),
+		// and a shell still reports 128+n.
+		s := sig.(syscall.Signal)
+		signal.Reset(s)
+		syscall.Kill(os.Getpid(), s)
+		time.Sleep(5 * time.Second) // the signal arrives on another thread meanwhile
+		os.Exit(128 + int(s))
 	}()
 	root := &cobra.Command{
 		Use:           "meridian",
@@ -63,7 +69,7 @@ func main() {
 	)
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "meridian:", err)
-		stop()
+		cancel()
 		os.Exit(1)
 	}
 }
