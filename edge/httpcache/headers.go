@@ -59,6 +59,14 @@ func Refresh(stored, notModified http.Header) http.Header {
 	for _, f := range notRefreshed {
 		delete(update, f)
 	}
+	if sWeak, sOpaque, ok := parseETag(out.Get("Etag")); ok && sWeak {
+		// The strong form of a stored weak tag (NotModifiedSelects takes it) does not make
+		// the copy's tag strong: nginx's 304s to its gzip answers' W/"x" carry "x", the
+		// uncoded file's, whose bytes the copy does not have.
+		if weak, opaque, ok := parseETag(update.Get("Etag")); ok && !weak && opaque == sOpaque {
+			delete(update, "Etag")
+		}
+	}
 	for k, v := range update {
 		out[http.CanonicalHeaderKey(k)] = v
 	}
@@ -68,9 +76,12 @@ func Refresh(stored, notModified http.Header) http.Header {
 // NotModifiedSelects reports whether a 304 (header notModified) identifies the stored response
 // whose validators are etag and lastModified (either may be ""), so that Refresh may update it
 // (RFC 9111 §4.3.4). etag is the stored entity tag as the revalidation sent it.
-//   - An entity tag in the 304 decides: a strong one identifies only a stored response with the
-//     same strong tag (RFC 9110 §8.8.3.2's strong comparison), a weak one one whose tag
-//     matches it weakly. A stored response without a tag is not the one a tagged 304 names.
+//   - An entity tag in the 304 decides, compared weakly (RFC 9110 §8.8.3.2): a stored response
+//     with another opaque tag is not the one it names. The letter of §4.3.4 would take a strong
+//     tag only for a stored strong one, but nginx answers the conditional request for its gzip
+//     answer's W/"x" with a 304 carrying "x" (the uncoded file's tag): strictly, every
+//     revalidation of such a copy would be a full fetch. Refresh keeps the stored weak tag then.
+//     A stored response without a tag is not the one a tagged 304 names.
 //   - A 304 without one but with a Last-Modified identifies only a stored response with the
 //     same date.
 //   - A 304 with neither identifies the response it answers. RFC 9111 would identify it only if
@@ -79,9 +90,9 @@ func Refresh(stored, notModified http.Header) http.Header {
 //
 // An entity tag or date that does not parse is no validator.
 func NotModifiedSelects(etag, lastModified string, notModified http.Header) bool {
-	if weak, opaque, ok := parseETag(notModified.Get("Etag")); ok {
-		sWeak, sOpaque, sOK := parseETag(etag)
-		return sOK && opaque == sOpaque && (weak || !sWeak)
+	if _, opaque, ok := parseETag(notModified.Get("Etag")); ok {
+		_, sOpaque, sOK := parseETag(etag)
+		return sOK && opaque == sOpaque
 	}
 	if lm, err := ParseDate(notModified.Get("Last-Modified")); err == nil {
 		stored, err := ParseDate(lastModified)

@@ -66,6 +66,8 @@ func TestRefresh(t *testing.T) {
 			hdr("Connection", "X-B", "X-B", "2", "Transfer-Encoding", "chunked", "Age", "3"),
 			hdr("ETag", `"v1"`, "Age", "3")},
 		{"empty 304", hdr("ETag", `"v1"`), http.Header{}, hdr("ETag", `"v1"`)},
+		{"a weak tag stays weak", hdr("ETag", `W/"v1"`), hdr("ETag", `"v1"`, "Age", "1"), hdr("ETag", `W/"v1"`, "Age", "1")},
+		{"a strong tag may become weak", hdr("ETag", `"v1"`), hdr("ETag", `W/"v1"`), hdr("ETag", `W/"v1"`)},
 		{"nil stored", nil, hdr("Age", "1"), hdr("Age", "1")},
 		{"non-canonical 304 key", hdr("Cache-Control", "max-age=1"), http.Header{"cache-control": {"max-age=2"}}, hdr("Cache-Control", "max-age=2")},
 	}
@@ -97,7 +99,8 @@ func TestNotModifiedSelects(t *testing.T) {
 		{"other strong tag", `"v1"`, "", hdr("ETag", `"v2"`), false},
 		{"other strong tag, same date", `"v1"`, lm1, hdr("ETag", `"v2"`, "Last-Modified", lm1), false},
 		{"same strong tag, new date", `"v1"`, lm1, hdr("ETag", `"v1"`, "Last-Modified", lm2), true},
-		{"strong tag, stored weak", `W/"v1"`, "", hdr("ETag", `"v1"`), false},
+		{"strong tag, stored weak", `W/"v1"`, "", hdr("ETag", `"v1"`), true},
+		{"other strong tag, stored weak", `W/"v1"`, "", hdr("ETag", `"v2"`), false},
 		{"weak tag, stored strong", `"v1"`, "", hdr("ETag", `W/"v1"`), true},
 		{"weak tag, stored weak", `W/"v1"`, "", hdr("ETag", `W/"v1"`), true},
 		{"other weak tag", `W/"v1"`, "", hdr("ETag", `W/"v2"`), false},
