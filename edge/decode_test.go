@@ -449,6 +449,12 @@ func TestGzipOriginDecodedEveryProtocol(t *testing.T) {
 							req.Header.Set("Accept-Encoding", ae)
 						}
 						res, err := c.Do(req)
+						if err != nil && p.name == "http/3" && strings.HasPrefix(q, "corrupt=crc") && ae == "" {
+							// The stream's reset can overtake its HEADERS frame: QUIC may drop
+							// what a reset stream had sent, so the client sees no answer at all.
+							// Cut short either way, never complete.
+							continue
+						}
 						if err != nil {
 							t.Fatalf("%s: %v", what, err)
 						}
