@@ -24,6 +24,7 @@ import (
 	"github.com/meridian-cdn/meridian/edge/h2"
 	"github.com/meridian-cdn/meridian/edge/http1"
 	"github.com/meridian-cdn/meridian/edge/httpcache"
+	"github.com/meridian-cdn/meridian/edge/sendtimeout"
 	"github.com/meridian-cdn/meridian/edge/store"
 	"github.com/meridian-cdn/meridian/fleet"
 	"github.com/meridian-cdn/meridian/internal/reuseport"
@@ -74,10 +75,15 @@ type Node struct {
 	sat       saturation // in-flight requests, for the load report's saturation (saturation.go)
 	rum       rum        // beacon reports from clients and the node's own RTT samples (beacon.go, rtt.go)
 	h3RTT     quicRTT    // RTT samples of HTTP/3 connections (rtt.go)
+	h3Conns   h3Conns    // the HTTP/3 connections, for the drain (h3.go)
 	hitLat    hitWindow  // cache hits' service times, for the saturation figure (saturation.go)
 	loadMu    sync.Mutex // protects lastLoad
 	lastLoad  loadMark
 	closed    atomic.Bool
+	// sendTimeout bounds every write to a client, over each protocol: a write the client
+	// takes nothing of for this long ends its connection or stream (0: sendtimeout.Default,
+	// nginx's send_timeout). Tests shorten it before serving.
+	sendTimeout time.Duration
 }
 
 // hostState is one configured hostname, ready for the hot path.
@@ -324,12 +330,14 @@ func (n *Node) ServeListeners(ctx context.Context, ls Listeners) error {
 			ConnState:         srv.ConnState,
 			ReadHeaderTimeout: srv.ReadHeaderTimeout,
 			IdleTimeout:       srv.IdleTimeout,
+			WriteTimeout:      n.sendTimeout,
 			MaxHeaderBytes:    srv.MaxHeaderBytes,
 			ErrorLog:          srv.ErrorLog,
 		}
 		all = append(all, served{fast.Shutdown, func() error { return fast.Serve(n.rttListen(ls.HTTP)) }})
 	} else {
-		all = append(all, served{srv.Shutdown, func() error { return srv.Serve(n.rttListen(ls.HTTP)) }})
+		ln := sendtimeout.Listener{Listener: n.rttListen(ls.HTTP), Timeout: n.sendTimeout}
+		all = append(all, served{srv.Shutdown, func() error { return srv.Serve(ln) }})
 	}
 
 	bg, stopBG := context.WithCancel(context.Background())
@@ -357,6 +365,7 @@ func (n *Node) ServeListeners(ctx context.Context, ls Listeners) error {
 			(&h2.Server{
 				MaxHeaderBytes: n.cfg.MaxHeaderBytes,
 				IdleTimeout:    tlsSrv.IdleTimeout,
+				WriteTimeout:   n.sendTimeout,
 				ErrorLog:       slog.NewLogLogger(n.log.Handler(), slog.LevelError), // handler panics
 			}).Configure(tlsSrv)
 		}
@@ -367,22 +376,39 @@ func (n *Node) ServeListeners(ctx context.Context, ls Listeners) error {
 			}
 			return err
 		}
-		all = append(all, served{shutdownTLS, func() error { return tlsSrv.ServeTLS(writegather.Listener{Listener: n.rttListen(ls.HTTPS)}, "", "") }})
+		// net/http's writes (HTTP/1.1, and HTTP/2 with http2: std) have no timeout of their own:
+		// each connection gets the send timeout beneath TLS, where a write can go on after a
+		// deadline (edge/h2's sets its own and is bounded by both).
+		tlsLn := writegather.Listener{Listener: sendtimeout.Listener{Listener: n.rttListen(ls.HTTPS), Timeout: n.sendTimeout}}
+		all = append(all, served{shutdownTLS, func() error { return tlsSrv.ServeTLS(tlsLn, "", "") }})
 		if ls.QUIC != nil {
 			h3 := &http3.Server{
-				Handler:        n,
+				Handler:        http.HandlerFunc(n.serveH3),
 				TLSConfig:      http3.ConfigureTLSConfig(certs.tlsConfig()),
 				QUICConfig:     &quic.Config{Allow0RTT: n.cfg.TLS.Allow0RTT},
 				MaxHeaderBytes: n.cfg.MaxHeaderBytes,
 				Logger:         n.log,
 			}
-			if !n.cfg.RTT.Disable {
-				h3.ConnContext = n.h3RTT.connContext
+			h3.ConnContext = func(ctx context.Context, qc *quic.Conn) context.Context {
+				if !n.cfg.RTT.Disable {
+					ctx = n.h3RTT.connContext(ctx, qc)
+				}
+				return n.h3Conns.connContext(ctx, qc)
 			}
 			_, port, _ := net.SplitHostPort(ls.QUIC.LocalAddr().String())
 			alt := fmt.Sprintf(`h3=":%s"; ma=86400`, port)
 			n.altSvc.Store(&alt)
-			all = append(all, served{h3.Shutdown, func() error { return h3.Serve(ls.QUIC) }})
+			shutdownH3 := func(ctx context.Context) error {
+				// quic-go waits for every connection to close: those with no request in
+				// progress are closed a second into the drain (h3Conns).
+				idleCtx, stopIdle := context.WithCancel(ctx)
+				var closer sync.WaitGroup
+				closer.Go(func() { n.h3Conns.closeIdle(idleCtx, h3HeadGrace) })
+				defer closer.Wait()
+				defer stopIdle()
+				return h3.Shutdown(ctx)
+			}
+			all = append(all, served{shutdownH3, func() error { return h3.Serve(ls.QUIC) }})
 		}
 	}
 	if ls.Admin != nil {

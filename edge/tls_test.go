@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -51,6 +52,15 @@ func writeCert(t *testing.T, dir, base string, names ...string) CertFiles {
 // tlsEdge starts an origin and an edge serving HTTP, HTTPS and HTTP/3.
 func tlsEdge(t *testing.T, tc TLSConfig, opts ...func(*Config)) (*single, *Node) {
 	t.Helper()
+	s, n, _ := tlsEdgeWith(t, tc, nil, opts...)
+	return s, n
+}
+
+// tlsEdgeWith is tlsEdge, with prep (if not nil) called on the node and its listeners before
+// it serves, and a function that stops the node and returns what serving returned (else the
+// test's end stops it).
+func tlsEdgeWith(t *testing.T, tc TLSConfig, prep func(*Node, *Listeners), opts ...func(*Config)) (*single, *Node, func() error) {
+	t.Helper()
 	s := &single{clock: newFakeClock()}
 	s.origin, s.originAddr = startOrigin(t, "127.0.0.10", s.clock.Now)
 	cfg := Config{PoP: "tls", Node: "e1", Clock: s.clock.Now, TLS: tc, HTTPSListen: "127.0.0.12:0",
@@ -67,19 +77,33 @@ func tlsEdge(t *testing.T, tc TLSConfig, opts ...func(*Config)) (*single, *Node)
 	if err != nil {
 		t.Fatal(err)
 	}
+	ls := Listeners{HTTP: listen(t, "127.0.0.12"), HTTPS: https, QUIC: quicConn}
+	if prep != nil {
+		prep(n, &ls)
+	}
 	done := make(chan error, 1)
-	go func() {
-		done <- n.ServeListeners(ctx, Listeners{HTTP: listen(t, "127.0.0.12"), HTTPS: https, QUIC: quicConn})
-	}()
+	go func() { done <- n.ServeListeners(ctx, ls) }()
 	<-n.Ready()
+	var once sync.Once
+	var serveErr error
+	stop := func() error {
+		once.Do(func() {
+			cancel()
+			serveErr = <-done
+		})
+		return serveErr
+	}
+	var stopped atomic.Bool // the test stops the node and looks at the error itself
 	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
+		if err := stop(); err != nil && !stopped.Load() {
 			t.Errorf("serve: %v", err)
 		}
 	})
 	s.edge = n
-	return s, n
+	return s, n, func() error {
+		stopped.Store(true)
+		return stop()
+	}
 }
 
 func insecure(serverName string) *tls.Config {

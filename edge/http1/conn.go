@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meridian-cdn/meridian/edge/sendtimeout"
 	"github.com/meridian-cdn/meridian/internal/rawconn"
 )
 
@@ -36,6 +37,7 @@ type conn struct {
 	ctx    context.Context // the connection's: values only, never cancelled
 	remote string
 	idle   atomic.Bool // waiting for a request: Shutdown may close it
+	inHead atomic.Bool // waiting for the rest of a request head: Shutdown cuts the wait (cutHead)
 	// rdl is the read deadline setReadDeadline set last, zero when none or unknown;
 	// rdlLost says a handler set one since (ResponseController).
 	rdl     time.Time
@@ -44,7 +46,8 @@ type conn struct {
 	out     []byte // the answer being written
 	vec     [2][]byte
 	bufs    net.Buffers
-	werr    error // the first write error: the connection is done
+	werr    error                // the first write error: the connection is done
+	send    sendtimeout.Deadline // bounds every write (Server.WriteTimeout)
 	pending [bufferBeforeChunking]byte
 	header  http.Header // the response header, reused (serveRequest)
 	values  [16]string  // the response header's value slices, reused (ValueScratch)
@@ -101,6 +104,7 @@ func (s *Server) newConn(nc net.Conn) *conn {
 	// Reads and hand-offs go through cr.nc: the raw connection when there is one.
 	c.cr.nc = rawconn.Wrap(nc)
 	c.raw, _ = c.cr.nc.(*rawconn.Conn)
+	c.send.Init(nc, s.WriteTimeout) // raw writes wait in the poller under nc's deadline too
 	c.br = bufio.NewReaderSize(&c.cr, readBufferSize)
 	c.out = make([]byte, 0, 4<<10)
 	c.reqHeader = make(http.Header, 8)
@@ -243,22 +247,48 @@ func (c *conn) setReadDeadline(d time.Duration) {
 
 // readHead reads until the buffer holds a whole head or something the fast path hands off.
 func (c *conn) readHead(maxHead int) (head, int, verdict, error) {
-	deadlineSet := false
+	waiting := false // for the rest of the head (inHead)
 	for {
 		buf, _ := c.br.Peek(c.br.Buffered())
-		if h, n, v := parseHead(buf, c.reqHeader, c.reqValues[:]); v != incomplete {
+		h, n, v := parseHead(buf, c.reqHeader, c.reqValues[:])
+		if v == incomplete && len(buf) >= maxHead {
+			h, n, v = head{}, 0, handOff
+		}
+		if v != incomplete {
+			if waiting {
+				c.inHead.Store(false)
+			}
 			return h, n, v, nil
 		}
-		if len(buf) >= maxHead {
-			return head{}, 0, handOff, nil
-		}
-		if !deadlineSet {
+		if !waiting {
+			waiting = true
 			c.setReadDeadline(c.srv.ReadHeaderTimeout)
-			deadlineSet = true
+			// After the deadline, so that a Shutdown that sees inHead cuts this one; a
+			// Shutdown that began before is seen here.
+			c.inHead.Store(true)
+			if c.srv.shuttingDown() {
+				c.cutHead()
+			}
 		}
 		if _, err := c.br.Peek(len(buf) + 1); err != nil {
+			c.inHead.Store(false)
 			return head{}, 0, incomplete, err
 		}
+	}
+}
+
+// headGrace is how long a request head still arriving when Shutdown begins may take to
+// arrive whole: a client whose head was on its way gets its answer, a stalled one does not
+// hold the shutdown for the whole ReadHeaderTimeout.
+const headGrace = time.Second
+
+// cutHead brings the connection's read deadline to headGrace from now, for a head still
+// arriving at Shutdown. It may run on Shutdown's goroutine as well as the connection's.
+func (c *conn) cutHead() {
+	c.rdlLost.Store(true) // c.rdl no longer says what is set (setReadDeadline)
+	c.nc.SetReadDeadline(time.Now().Add(headGrace))
+	if c.srv.headCut != nil {
+		c.srv.headCut()
 	}
 }
 
@@ -272,7 +302,9 @@ func (c *conn) handOff() {
 		prefix = append(prefix, c.cr.b[0])
 		c.cr.hasByte = false
 	}
-	pc := &prefixConn{Conn: c.cr.nc, prefix: prefix}
+	// net/http writes with no timeout of its own: the handed-off connection keeps the send
+	// timeout.
+	pc := sendtimeout.NewConn(&prefixConn{Conn: c.cr.nc, prefix: prefix}, c.srv.WriteTimeout)
 	if c.srv.ConnState != nil {
 		c.srv.ConnState(c.nc, http.StateHijacked)
 	}
@@ -461,25 +493,30 @@ func (c *conn) write(p []byte) {
 	c.writeFailed(err)
 }
 
-// writeOut writes a and then b, with one writev when both have bytes.
+// writeOut writes a and then b, with one writev when both have bytes, under the send timeout.
 func (c *conn) writeOut(a, b []byte) error {
+	var w sendtimeout.Writev = c
 	if c.raw != nil {
-		_, err := c.raw.Writev(a, b)
-		return err
+		w = c.raw
 	}
-	var err error
+	_, err := c.send.Write(w, a, b)
+	return err
+}
+
+// Writev writes a and then b on a connection without raw I/O (for writeOut), with one writev
+// when both have bytes and the connection has it.
+func (c *conn) Writev(a, b []byte) (int, error) {
 	switch {
 	case len(a) == 0:
-		_, err = c.nc.Write(b)
+		return c.nc.Write(b)
 	case len(b) == 0:
-		_, err = c.nc.Write(a)
-	default:
-		c.vec[0], c.vec[1] = a, b
-		c.bufs = c.vec[:]
-		_, err = c.bufs.WriteTo(c.nc)
-		c.vec = [2][]byte{}
+		return c.nc.Write(a)
 	}
-	return err
+	c.vec[0], c.vec[1] = a, b
+	c.bufs = c.vec[:]
+	n, err := c.bufs.WriteTo(c.nc)
+	c.vec = [2][]byte{}
+	return int(n), err
 }
 
 // flush writes the output.

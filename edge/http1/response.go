@@ -159,7 +159,9 @@ func (w *response) SetReadDeadline(t time.Time) error {
 	w.c.rdlLost.Store(true)
 	return w.c.nc.SetReadDeadline(t)
 }
-func (w *response) SetWriteDeadline(t time.Time) error { return w.c.nc.SetWriteDeadline(t) }
+
+// SetWriteDeadline bounds the writes besides the send timeout (Server.WriteTimeout).
+func (w *response) SetWriteDeadline(t time.Time) error { return w.c.send.SetWriteDeadline(t) }
 
 // finish completes the answer once the handler has returned.
 func (w *response) finish() {

@@ -41,6 +41,11 @@ type Server struct {
 	// next request on a kept-alive connection.
 	ReadHeaderTimeout time.Duration
 	IdleTimeout       time.Duration
+	// WriteTimeout bounds each write to the client, on the fast path and on handed-off
+	// connections: a write the client takes nothing of for this long fails, and the
+	// connection ends (default 60 s, nginx's send_timeout; see package sendtimeout). A client
+	// that keeps reading keeps its download, however long it takes.
+	WriteTimeout time.Duration
 	// MaxHeaderBytes: heads longer than this, or than the read buffer, are handed over, and
 	// Fallback applies its own limit to them.
 	MaxHeaderBytes int
@@ -66,6 +71,7 @@ type Server struct {
 	running      atomic.Int64 // connection goroutines (conn.serve) running, for the tests
 	watchEnded   func()       // tests: called as each watch's backgroundRead returns
 	lingering    func()       // tests: called when a connection has half-closed to linger
+	headCut      func()       // tests: called when a head still arriving at Shutdown gets headGrace
 }
 
 // readBufferSize is a connection's read buffer, as net/http's.
@@ -139,9 +145,9 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 }
 
-// Shutdown stops accepting, closes idle connections, lets requests in flight and lingering
-// closes finish, and shuts Fallback down; it returns once every connection is closed or ctx
-// ends.
+// Shutdown stops accepting, closes idle connections, gives a request head still arriving one
+// more second (headGrace) to arrive whole, lets requests in flight and lingering closes
+// finish, and shuts Fallback down; it returns once every connection is closed or ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.init()
 	s.shutting.Store(true)
@@ -152,6 +158,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 	fallbackErr := make(chan error, 1)
 	go func() { fallbackErr <- s.Fallback.Shutdown(ctx) }()
+	s.cutHeads()
 	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
 	for !s.closeIdle() {
@@ -195,6 +202,18 @@ func (s *Server) closeIdle() bool {
 		}
 	}
 	return len(s.conns) == 0
+}
+
+// cutHeads gives the connections still receiving a request head headGrace to receive the
+// rest (cutHead); those that begin one later see the shutdown themselves (readHead).
+func (s *Server) cutHeads() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		if c.inHead.Load() {
+			c.cutHead()
+		}
+	}
 }
 
 func (s *Server) shuttingDown() bool { return s.shutting.Load() }
