@@ -70,7 +70,7 @@ type Config struct {
 	// Default 20.
 	MinRequests uint32
 	// FailureRatio opens the breaker when at least MinRequests requests in Interval failed at this
-	// ratio or more. Default 0.5.
+	// ratio or more. Requests the caller canceled are not counted. Default 0.5.
 	FailureRatio float64
 	// Interval is the closed-state window over which counts are kept. Default 10s.
 	Interval time.Duration
@@ -239,8 +239,10 @@ func New(cfg Config) *Upstream {
 			if u.streak >= cfg.ConsecutiveFailures {
 				return true
 			}
-			return c.Requests >= cfg.MinRequests &&
-				float64(c.TotalFailures) >= cfg.FailureRatio*float64(c.Requests)
+			// gobreaker counts an excluded request (the caller's cancellation) among its
+			// Requests: left there, it would weigh as a success.
+			n := c.Requests - min(c.TotalExclusions, c.Requests)
+			return n >= cfg.MinRequests && float64(c.TotalFailures) >= cfg.FailureRatio*float64(n)
 		},
 		// A caller that gives up says nothing about the upstream's health.
 		IsExcluded: func(err error) bool { return errors.Is(err, errCallerCanceled) },
@@ -270,11 +272,21 @@ var errCallerCanceled = errors.New("canceled by caller")
 // HTTP answer of any status is a success unless FailureStatus says otherwise (and is returned as
 // a response, not an error, either way); a body that fails or times out mid-read counts as a
 // failure when it is closed. The caller canceling its context counts as
-// neither success nor failure; its deadline expiring counts as a timeout. The bulkhead slot and the breaker outcome are
-// released when the response body is closed (or at once on error), so the caller must close it.
-// Errors wrap with %w and name the upstream.
+// neither success nor failure; its deadline expiring counts as a timeout (never as a failure
+// to reach the upstream); a context that has already ended is not sent, and counts nowhere.
+// The bulkhead slot and the breaker outcome are released when the response body is closed
+// (or at once on error), so the caller must close it. Errors wrap with %w and name the
+// upstream.
 func (u *Upstream) Do(req *http.Request) (*http.Response, error) {
 	parent := req.Context()
+	if parent.Err() != nil {
+		// Nothing to send it for: the caller gave up, or its time ran out, before it asked
+		// (an edge fill that spent its time on hung peers). It says nothing about the
+		// upstream: counted, it opened a healthy origin's breaker (as dials that could not
+		// reach it) or failed a half-open probe it took.
+		closeBody(req)
+		return nil, fmt.Errorf("fetch %s from %s: not sent: %w", req.URL, u.cfg.Name, context.Cause(parent))
+	}
 	if err := u.acquire(parent); err != nil {
 		closeBody(req)
 		return nil, err
@@ -401,16 +413,26 @@ func closeBody(req *http.Request) {
 // classify turns an exchange error into the error reported to the caller and the breaker:
 // the caller's own cancellation is excluded from the breaker, unless its cause is a deadline
 // (a timer of the caller's: the edge's peer_timeout), which is a timeout like the context's
-// own deadline; the body timeout (timedOut: it has expired) is named.
+// own deadline, but never a failure to reach the upstream (callerTimeoutError); the body
+// timeout (timedOut: it has expired) is named.
 func (u *Upstream) classify(parent context.Context, timedOut bool, err error) error {
 	switch {
 	case parent.Err() != nil && errors.Is(parent.Err(), context.Canceled) &&
 		!errors.Is(context.Cause(parent), context.DeadlineExceeded):
 		return fmt.Errorf("%w: %w", errCallerCanceled, err)
-	case parent.Err() == nil && timedOut:
+	case parent.Err() != nil || callerDeadlinePassed(parent):
+		return &callerTimeoutError{err}
+	case timedOut:
 		return fmt.Errorf("%w after %v: %w", errBodyTimeout, u.cfg.BodyTimeout, err)
 	}
 	return err
+}
+
+// callerDeadlinePassed reports whether ctx's deadline has passed, which a dial bounded by it
+// (net.Dialer's own timer) may see a moment before ctx.Err does.
+func callerDeadlinePassed(ctx context.Context) bool {
+	d, _ := ctx.Deadline()
+	return pastDeadline(d)
 }
 
 // pastDeadline reports whether deadline is set and has passed.
@@ -430,8 +452,9 @@ func (u *Upstream) finish(done func(error), err error) {
 	u.release()
 }
 
-// notReachedError is a failure before a connection to the upstream was ready: its dial (the
-// caller's deadline or DialTimeout included) or, for https, its TLS handshake.
+// notReachedError is a failure before a connection to the upstream was ready: its dial
+// (DialTimeout included; one the caller's deadline cut short is a callerTimeoutError too) or,
+// for https, its TLS handshake.
 type notReachedError struct{ err error }
 
 func (e *notReachedError) Error() string { return e.err.Error() }
@@ -443,12 +466,25 @@ func (e *notReachedError) Timeout() bool {
 	return errors.As(e.err, &t) && t.Timeout()
 }
 
+// callerTimeoutError is an exchange the caller's deadline ended (or a cancellation whose
+// cause is one). A dial or TLS handshake it cut short had less than its own timeout to
+// finish (the caller had little time left): that says nothing of whether the upstream can be
+// reached, so it counts as a timeout only, not toward ConsecutiveFailures.
+type callerTimeoutError struct{ err error }
+
+func (e *callerTimeoutError) Error() string { return e.err.Error() }
+func (e *callerTimeoutError) Unwrap() error { return e.err }
+
 // inARow reports whether err is a failure ConsecutiveFailures counts: the upstream was not
 // reached, or answered with a status counted as a failure. With an injected Transport, whose
 // connections this package does not see, a failed dial is the one sign of the first.
 func inARow(err error) bool {
 	var nr *notReachedError
 	var op *net.OpError
+	var ct *callerTimeoutError
+	if errors.As(err, &ct) {
+		return false
+	}
 	return errors.Is(err, errFailureStatus) || errors.As(err, &nr) || errors.As(err, &op) && op.Op == "dial"
 }
 
