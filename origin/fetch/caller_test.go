@@ -162,3 +162,44 @@ func TestFailureRatioLeavesOutCancels(t *testing.T) {
 		t.Errorf("after 6 cancels and 4 failures: Stats() = %+v, want open (4 of 4 counted requests failed)", st)
 	}
 }
+
+// TestFailureLongerThanInterval: an exchange counts in the window of Interval in which it
+// ends. gobreaker counts it in the window it started in, and drops it once that window has
+// passed: every failure that took Interval or longer (a hung upstream's, with
+// response_header_timeout and interval both 10s by default) was lost, and an upstream that
+// timed out on every request never opened the breaker.
+func TestFailureLongerThanInterval(t *testing.T) {
+	const interval = 300 * time.Millisecond
+	var hits atomic.Int64
+	gate := make(chan struct{})
+	srv := serve(t, "127.0.0.110", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		select {
+		case <-gate:
+		case <-r.Context().Done():
+			return
+		}
+		if c, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			c.(*net.TCPConn).SetLinger(0) // RST: a failure after the upstream was reached
+			c.Close()
+		}
+	}))
+	u := New(Config{Interval: interval, MinRequests: 4, FailureRatio: 0.5, ConsecutiveFailures: 100})
+	defer u.Close()
+	errc := make(chan error, 4)
+	for range 4 {
+		go func() { _, err := doRead(t, u, context.Background(), srv.URL); errc <- err }()
+	}
+	wait.For(t, 5*time.Second, "4 requests at the upstream", func() bool { return hits.Load() == 4 })
+	// What the test is about: the window they started in passes while they run.
+	<-time.After(interval + 100*time.Millisecond)
+	close(gate)
+	for range 4 {
+		if err := <-errc; err == nil {
+			t.Fatal("a reset exchange: no error")
+		}
+	}
+	if st := u.Stats(); st.State != "open" || st.Failures != 4 {
+		t.Errorf("after 4 of 4 requests failed, each longer than Interval: Stats() = %+v, want open", st)
+	}
+}

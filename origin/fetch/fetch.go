@@ -66,13 +66,14 @@ type Config struct {
 	// (nginx, with one upstream server, never marks it down at all). A success, or a change of
 	// the breaker's state, ends the run. Default 5.
 	ConsecutiveFailures uint32
-	// MinRequests is the number of requests within Interval before FailureRatio is considered.
-	// Default 20.
+	// MinRequests is the number of requests that ended within Interval before FailureRatio is
+	// considered. Default 20.
 	MinRequests uint32
-	// FailureRatio opens the breaker when at least MinRequests requests in Interval failed at this
-	// ratio or more. Requests the caller canceled are not counted. Default 0.5.
+	// FailureRatio opens the breaker when at least MinRequests requests that ended in Interval
+	// failed at this ratio or more. Requests the caller canceled are not counted. Default 0.5.
 	FailureRatio float64
-	// Interval is the closed-state window over which counts are kept. Default 10s.
+	// Interval is the closed-state window over which FailureRatio's counts are kept, each
+	// request counted when it ends (however long ago it was sent). Default 10s.
 	Interval time.Duration
 	// OpenTimeout is how long the breaker stays open before going half-open. Default 5s.
 	OpenTimeout time.Duration
@@ -160,6 +161,16 @@ type Upstream struct {
 	// the order it counts outcomes (a result from before its last change of state is not
 	// counted, by it or here).
 	streak uint32
+	// window counts the outcomes FailureRatio weighs, by when they came: the ones of the
+	// current window of Interval, which starts with its first outcome and ends with the
+	// breaker's change of state. The breaker's own counts are by when a request was sent, in
+	// windows that end on a new generation, which drops every outcome still to come: an
+	// exchange that failed after Interval or longer (a hung upstream's, with
+	// response_header_timeout and interval both 10s by default) was never counted, and an
+	// upstream that timed out on every request never opened the breaker. So the breaker has
+	// no Interval of its own (its generations change with its state only), and only its
+	// callbacks touch window, as streak.
+	window outcomes
 	// halfOpen is set while the breaker is half-open (by its OnStateChange, which runs inside
 	// the Allow that admits the probe): Do then reports a probe's outcome at its head.
 	halfOpen atomic.Bool
@@ -233,20 +244,17 @@ func New(cfg Config) *Upstream {
 	u.breaker = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
 		Name:        cfg.Name,
 		MaxRequests: cfg.HalfOpenRequests,
-		Interval:    cfg.Interval,
-		Timeout:     cfg.OpenTimeout,
-		ReadyToTrip: func(c gobreaker.Counts) bool {
-			if u.streak >= cfg.ConsecutiveFailures {
-				return true
-			}
-			// gobreaker counts an excluded request (the caller's cancellation) among its
-			// Requests: left there, it would weigh as a success.
-			n := c.Requests - min(c.TotalExclusions, c.Requests)
-			return n >= cfg.MinRequests && float64(c.TotalFailures) >= cfg.FailureRatio*float64(n)
+		Timeout:     cfg.OpenTimeout, // no Interval: see window
+		ReadyToTrip: func(gobreaker.Counts) bool {
+			w := u.window
+			return u.streak >= cfg.ConsecutiveFailures ||
+				w.ended >= cfg.MinRequests && float64(w.failed) >= cfg.FailureRatio*float64(w.ended)
 		},
-		// A caller that gives up says nothing about the upstream's health.
+		// A caller that gives up says nothing about the upstream's health: nor is it counted
+		// in window.
 		IsExcluded: func(err error) bool { return errors.Is(err, errCallerCanceled) },
 		IsSuccessful: func(err error) bool {
+			u.window.add(time.Now(), cfg.Interval, err == nil)
 			switch {
 			case err == nil:
 				u.streak = 0
@@ -258,10 +266,28 @@ func New(cfg Config) *Upstream {
 		},
 		OnStateChange: func(_ string, _, to gobreaker.State) {
 			u.streak = 0
+			u.window = outcomes{}
 			u.halfOpen.Store(to == gobreaker.StateHalfOpen)
 		},
 	})
 	return u
+}
+
+// outcomes counts the exchanges that ended within one window of time.
+type outcomes struct {
+	start         time.Time // of the window; zero before its first outcome
+	ended, failed uint32
+}
+
+// add counts an outcome that came at now, in a new window if the current one is interval old.
+func (o *outcomes) add(now time.Time, interval time.Duration, ok bool) {
+	if o.start.IsZero() || now.Sub(o.start) >= interval {
+		*o = outcomes{start: now}
+	}
+	o.ended++
+	if !ok {
+		o.failed++
+	}
 }
 
 // errCallerCanceled marks an outcome the breaker ignores: the caller's context was canceled.
