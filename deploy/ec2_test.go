@@ -158,6 +158,8 @@ var tfFunctions = map[string]function.Function{
 	"can":         tryfunc.CanFunc,
 	"cidrhost":    tfCIDRHost,
 	"cidrsubnet":  tfCIDRSubnet,
+	"coalesce":    tfCoalesce,
+	"contains":    stdlib.ContainsFunc,
 	"jsonencode":  stdlib.JSONEncodeFunc,
 	"join":        stdlib.JoinFunc,
 	"length":      stdlib.LengthFunc,

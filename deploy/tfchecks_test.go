@@ -44,13 +44,20 @@ func tfVariableChecks(t *testing.T, name string) []tfCheck {
 // instancePreconditions returns the preconditions of the region module's aws_instance.
 func instancePreconditions(t *testing.T) []tfCheck {
 	t.Helper()
+	return instanceChecks(t, "precondition")
+}
+
+// instanceChecks returns the region module's aws_instance's lifecycle blocks of type kind
+// (precondition, postcondition).
+func instanceChecks(t *testing.T, kind string) []tfCheck {
+	t.Helper()
 	var checks []tfCheck
 	for _, b := range regionModule(t, "aws_instance").Body.Blocks {
 		if b.Type != "lifecycle" {
 			continue
 		}
 		for _, p := range b.Body.Blocks {
-			if p.Type == "precondition" {
+			if p.Type == kind {
 				checks = append(checks, tfCheck{p.Body.Attributes["condition"].Expr, p.Body.Attributes["error_message"].Expr})
 			}
 		}
@@ -97,8 +104,14 @@ func instanceContext(name string, vm, id, subnet cty.Value) *hcl.EvalContext {
 // awsSubnet is data.aws_subnet.vm for a subnet with the IPv4 range v4 and the IPv6 range v6
 // ("": none).
 func awsSubnet(v4, v6 string) cty.Value {
+	return awsSubnetV6(v4, cty.StringVal(v6))
+}
+
+// awsSubnetV6 is awsSubnet with ipv6_cidr_block v6, which may be null: the provider leaves
+// the attribute unset for a subnet that never had an IPv6 range.
+func awsSubnetV6(v4 string, v6 cty.Value) cty.Value {
 	return cty.TupleVal([]cty.Value{cty.ObjectVal(map[string]cty.Value{
-		"vpc_id": cty.StringVal("vpc-0123"), "cidr_block": cty.StringVal(v4), "ipv6_cidr_block": cty.StringVal(v6)})})
+		"vpc_id": cty.StringVal("vpc-0123"), "cidr_block": cty.StringVal(v4), "ipv6_cidr_block": v6})})
 }
 
 // vmsAsModuleSees returns vms.json's VMs by name, each as it is and as a map of strings: the
@@ -265,6 +278,40 @@ func TestLongTerraformAgrees(t *testing.T) {
 			got := console(t, src, "-var", "admin_cidrs=["+strconv.Quote(tt.cidr)+"]")
 			if want := strconv.FormatBool(tt.ok); got != want {
 				t.Errorf("terraform: admin_cidrs %q validation = %s, want %s (as the tests compute)", tt.cidr, got, want)
+			}
+		})
+	}
+
+	// The functions the instance's messages and postcondition call, on what they pass.
+	for _, expr := range []string{
+		`coalesce(null, "no IPv6 range")`,
+		`coalesce("", "no IPv6 range")`,
+		`coalesce("2001:db8:100::/64", "no IPv6 range")`,
+		`coalesce(try(join(", ", []), null), "none")`,
+		`coalesce(try(join(", ", null), null), "none")`,
+		`coalesce(try(join(", ", ["2001:db8:100::11", "2001:db8:100::12"]), null), "none")`,
+		`cidrhost("2001:DB8:100:0::11/128", 0)`,
+		`contains([for a in ["2001:db8:100::abc", "2001:db8:100::11"] : cidrhost("${a}/128", 0)], "2001:db8:100::11")`,
+		`try(contains([for a in null : cidrhost("${a}/128", 0)], "2001:db8:100::11"), false)`,
+	} {
+		t.Run("function/"+expr, func(t *testing.T) {
+			e, diags := hclsyntax.ParseExpression([]byte(expr), "expr", hcl.InitialPos)
+			if diags.HasErrors() {
+				t.Fatal(diags)
+			}
+			v, diags := e.Value(&hcl.EvalContext{Functions: tfFunctions})
+			if diags.HasErrors() {
+				t.Fatal(diags)
+			}
+			var want string
+			switch v.Type() {
+			case cty.Bool:
+				want = strconv.FormatBool(v.True())
+			default:
+				want = strconv.Quote(v.AsString()) // console writes a string quoted
+			}
+			if got := console(t, expr); got != want {
+				t.Errorf("terraform says %s, the tests %s", got, want)
 			}
 		})
 	}

@@ -37,6 +37,21 @@ var tfStrContains = function.New(&function.Spec{
 	},
 })
 
+// tfCoalesce is coalesce(vals...) for strings: the first argument neither null nor empty
+// (Terraform's skips "" too, unlike cty's), an error when there is none.
+var tfCoalesce = function.New(&function.Spec{
+	VarParam: &function.Parameter{Name: "vals", Type: cty.String, AllowNull: true},
+	Type:     function.StaticReturnType(cty.String),
+	Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
+		for _, v := range args {
+			if !v.IsNull() && v.AsString() != "" {
+				return v, nil
+			}
+		}
+		return cty.NilVal, errors.New("no non-null, non-empty-string arguments")
+	},
+})
+
 // parseTFCIDR parses prefix as Terraform's CIDR functions do (Go's net.ParseCIDR, whose
 // network form Terraform returns).
 func parseTFCIDR(prefix string) (*net.IPNet, error) {

@@ -134,7 +134,8 @@ resource "aws_instance" "vm" {
   private_ip = try(each.value.private_ipv4, null)
   # The fleet file's ipv6, which the routing DNS hands out in AAAA answers (and a control VM's
   # NS glue): the instance must have it. AWS has no Elastic IPv6: the address is the
-  # instance's own, from the subnet's IPv6 range (AWS refuses one outside it).
+  # instance's own, from the subnet's IPv6 range (AWS refuses one outside it). Only a new
+  # instance is created with it: see ignore_changes and the postcondition below.
   ipv6_addresses = try([each.value.ipv6], null)
   # EC2 user data is limited to 16 KiB; gzip keeps the rendered cloud-init well under it.
   user_data_base64 = base64gzip(file("${var.render_dir}/${each.value.user_data}"))
@@ -143,8 +144,14 @@ resource "aws_instance" "vm" {
   # replace all control VMs at once (the JetStream cluster, its data and the secrets installed
   # on them). Install changed files on running VMs instead (docs/operations.md), or replace one
   # VM on purpose with `terraform apply -replace=...`.
+  #
+  # The AWS provider replaces an instance whose ipv6_addresses change (ForceNew): an instance
+  # created before the example set them (or whose fleet ipv6 changed since) would be destroyed
+  # and created again, a control VM with its JetStream data. Changes to them are ignored, and
+  # the postcondition refuses at plan an instance without its fleet ipv6, saying how to assign
+  # the address in place.
   lifecycle {
-    ignore_changes = [user_data_base64]
+    ignore_changes = [user_data_base64, ipv6_addresses]
     # Checked at plan, before anything is created: AWS refuses an address outside the subnet
     # only when it creates the instance, with the rest of the fleet half applied. An address
     # is in a range when, given the range's prefix length, it has the range's network address.
@@ -160,7 +167,16 @@ resource "aws_instance" "vm" {
         cidrhost("${each.value.ipv6}/${split("/", data.aws_subnet.vm[0].ipv6_cidr_block)[1]}", 0) == cidrhost(data.aws_subnet.vm[0].ipv6_cidr_block, 0),
         false,
       )
-      error_message = "${each.key} has ipv6 ${try(each.value.ipv6, "")} in the fleet file, which DNS announces: set subnet_ids[\"${each.value.region}\"] to a subnet with an IPv6 range that contains it (${var.subnet_id == null ? "none is set" : "${var.subnet_id} has ${try(data.aws_subnet.vm[0].ipv6_cidr_block, "") == "" ? "no IPv6 range" : try(data.aws_subnet.vm[0].ipv6_cidr_block, "")}"})."
+      error_message = "${each.key} has ipv6 ${try(each.value.ipv6, "")} in the fleet file, which DNS announces: set subnet_ids[\"${each.value.region}\"] to a subnet with an IPv6 range that contains it (${var.subnet_id == null ? "none is set" : "${var.subnet_id} has ${coalesce(try(data.aws_subnet.vm[0].ipv6_cidr_block, null), "no IPv6 range")}"})."
+    }
+    # The instance has its fleet ipv6 (in whatever form AWS writes it): a new one is created
+    # with it; an existing one may lack it, its changes being ignored. Checked at plan, from
+    # the state as refreshed, and again after apply.
+    postcondition {
+      condition = try(each.value.ipv6, null) == null || try(contains(
+        [for a in self.ipv6_addresses : cidrhost("${a}/128", 0)], cidrhost("${each.value.ipv6}/128", 0),
+      ), false)
+      error_message = "${each.key} (${self.id}) lacks its fleet file's ipv6 ${try(each.value.ipv6, "")}, which DNS announces (it has ${coalesce(try(join(", ", self.ipv6_addresses), null), "none")}); Terraform does not replace an instance to add it. Assign it in place, then plan again: aws ec2 assign-ipv6-addresses --region ${each.value.region} --network-interface-id ${self.primary_network_interface_id} --ipv6-addresses ${try(each.value.ipv6, "")} (or replace the VM on purpose: terraform apply -replace=..., docs/operations.md)."
     }
   }
 
