@@ -37,7 +37,7 @@ type query struct {
 // an uncompressed name, no answer or authority records, and at most one OPT record whose only
 // option is a well-formed ECS. Anything else reports false and takes the full parser.
 func parseQuery(p []byte, q *query) bool {
-	if len(p) < headerLen+5 || p[2]&0xF8 != 0 { // QR=0, opcode 0, AA/TC clear
+	if len(p) < headerLen+5 || p[2]&0xF8 != 0 { // QR=0, opcode 0; AA and TC, meaningless in a query, are ignored as miekg/dns does
 		return false
 	}
 	if binary.BigEndian.Uint16(p[4:]) != 1 || binary.BigEndian.Uint16(p[6:]) != 0 || binary.BigEndian.Uint16(p[8:]) != 0 {
