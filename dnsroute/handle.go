@@ -369,7 +369,7 @@ func (s *Server) serveTCP(w dns.ResponseWriter, req *dns.Msg) {
 		m.SetRcode(req, rcode)
 		m.Question = nil
 		s.m.queries.WithLabelValues("other", rcodeLabel(rcode)).Inc()
-		w.WriteMsg(m)
+		s.writeTCP(w, m)
 		return
 	}
 	e := &entry{queries: s.m.queries.WithLabelValues(qtypeLabel(req.Question[0].Qtype), rcodeLabel(rcode))}
@@ -377,8 +377,17 @@ func (s *Server) serveTCP(w dns.ResponseWriter, req *dns.Msg) {
 		e.answers = s.m.answers.WithLabelValues(r.pop)
 	}
 	s.account(e, r)
-	w.WriteMsg(out[0]) // TCP gets one message, of turn s.rr (see routed)
+	s.writeTCP(w, out[0]) // TCP gets one message, of turn s.rr (see routed)
 	s.m.latency.Observe(time.Since(start).Seconds())
+}
+
+// writeTCP sends m; when the client did not take it in time (lingerConn.Write), the answer is
+// counted as dropped and the connection closed: the next answer would wait as long.
+func (s *Server) writeTCP(w dns.ResponseWriter, m *dns.Msg) {
+	if err := w.WriteMsg(m); err != nil {
+		s.m.dropped.WithLabelValues("send").Inc()
+		w.Close()
+	}
 }
 
 // tcpReader reads TCP queries for miekg/dns's server and answers with a bare header itself,

@@ -317,7 +317,7 @@ func (s *Server) serve(ctx context.Context, udps []net.PacketConn, tcp net.Liste
 	if tcp != nil {
 		tcpSrv = &dns.Server{
 			Listener: lingerListener{tcp}, Handler: dns.HandlerFunc(s.serveTCP), DecorateReader: s.decorateTCP, MsgAcceptFunc: acceptTCP,
-			ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second },
+			ReadTimeout: 5 * time.Second, WriteTimeout: tcpWriteTimeout, IdleTimeout: func() time.Duration { return 10 * time.Second },
 			NotifyStartedFunc: func() { close(tcpUp) },
 		}
 		wg.Go(func() {
@@ -387,6 +387,9 @@ func (s *Server) serve(ctx context.Context, udps []net.PacketConn, tcp net.Liste
 	}
 }
 
+// tcpWriteTimeout bounds how long one TCP answer may wait for the client to take it.
+const tcpWriteTimeout = 5 * time.Second
+
 // lingerListener's connections close gracefully. miekg/dns closes a connection after
 // MaxTCPQueries queries (and tcpReader after maxBadTCP malformed ones); a client that
 // pipelined more has queries still unread then, and closing a socket with unread data makes
@@ -405,6 +408,14 @@ func (l lingerListener) Accept() (net.Conn, error) {
 const tcpLinger = time.Second
 
 type lingerConn struct{ *net.TCPConn }
+
+// Write gives up after tcpWriteTimeout: miekg/dns sets no write deadline (its
+// Server.WriteTimeout is unused), so a client that does not read held the connection's
+// goroutine, and the server's shutdown, for good.
+func (c lingerConn) Write(b []byte) (int, error) {
+	c.SetWriteDeadline(time.Now().Add(tcpWriteTimeout))
+	return c.TCPConn.Write(b)
+}
 
 // Close sends FIN after the answers written, discards what the client still sends until it
 // closes its side (having read them) or tcpLinger passes, and then closes.
