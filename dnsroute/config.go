@@ -78,6 +78,9 @@ type Config struct {
 	CacheBytes int64 `yaml:"cache_bytes"`
 	// UDPWorkers is the number of goroutines reading the UDP socket (default GOMAXPROCS).
 	UDPWorkers int `yaml:"udp_workers"`
+	// MaxTCPConnections bounds the TCP connections served at once (default 1000); more wait
+	// in the kernel's accept queue until one ends.
+	MaxTCPConnections int `yaml:"max_tcp_connections"`
 
 	// NATS, if set, is the NATS URL of the fleet: PoPs, nodes, health, load and drains come
 	// from the registry (the fleet bucket) and the routing policy from the config bucket, and
@@ -340,7 +343,8 @@ func (c Config) validate() wire.FieldErrors {
 	for _, n := range []struct {
 		field string
 		v     int64
-	}{{"cache_entries", int64(c.CacheEntries)}, {"cache_bytes", c.CacheBytes}, {"udp_workers", int64(c.UDPWorkers)}} {
+	}{{"cache_entries", int64(c.CacheEntries)}, {"cache_bytes", c.CacheBytes}, {"udp_workers", int64(c.UDPWorkers)},
+		{"max_tcp_connections", int64(c.MaxTCPConnections)}} {
 		if n.v < 0 {
 			errs.Add(n.field, "is negative")
 		}
@@ -433,6 +437,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.CacheBytes <= 0 {
 		c.CacheBytes = 128 << 20
+	}
+	if c.MaxTCPConnections == 0 {
+		c.MaxTCPConnections = 1000
 	}
 	if c.Clock == nil {
 		c.Clock = time.Now

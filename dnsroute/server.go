@@ -18,6 +18,7 @@ import (
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/net/netutil"
 
 	"github.com/meridian-cdn/meridian/dnsroute/geo"
 	"github.com/meridian-cdn/meridian/internal/reuseport"
@@ -315,8 +316,13 @@ func (s *Server) serve(ctx context.Context, udps []net.PacketConn, tcp net.Liste
 	var tcpSrv *dns.Server
 	tcpUp := make(chan struct{})
 	if tcp != nil {
+		// Bounded (RFC 7766 section 10): each connection holds a file descriptor for up to
+		// 10 s idle, and at the process's limit miekg/dns retries a failing accept without
+		// a pause, while nothing else of the server can open a file or socket.
+		// Beyond the bound, connections wait in the kernel's accept queue.
+		limited := netutil.LimitListener(lingerListener{tcp}, s.cfg.MaxTCPConnections)
 		tcpSrv = &dns.Server{
-			Listener: lingerListener{tcp}, Handler: dns.HandlerFunc(s.serveTCP), DecorateReader: s.decorateTCP, MsgAcceptFunc: acceptTCP,
+			Listener: limited, Handler: dns.HandlerFunc(s.serveTCP), DecorateReader: s.decorateTCP, MsgAcceptFunc: acceptTCP,
 			ReadTimeout: 5 * time.Second, WriteTimeout: tcpWriteTimeout, IdleTimeout: func() time.Duration { return 10 * time.Second },
 			NotifyStartedFunc: func() { close(tcpUp) },
 		}

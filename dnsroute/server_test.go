@@ -423,6 +423,7 @@ func TestConfigDocumentedDefaults(t *testing.T) {
 		{"max_udp_size", c.MaxUDPSize, 1232},
 		{"cache_entries", c.CacheEntries, 100000},
 		{"cache_bytes", c.CacheBytes, int64(134217728)},
+		{"max_tcp_connections", c.MaxTCPConnections, 1000},
 		{"udp_workers", c.UDPWorkers, 0}, // 0 is GOMAXPROCS (Server.workers)
 		{"prefix", c.Prefix, ""},         // "" is wire.DefaultPrefix
 	} {
@@ -443,6 +444,7 @@ func TestConfigRefusesNonsense(t *testing.T) {
 		{"cache_entries: -1\n", "cache_entries", "is negative"},
 		{"cache_bytes: -1\n", "cache_bytes", "is negative"},
 		{"udp_workers: -4\n", "udp_workers", "is negative"},
+		{"max_tcp_connections: -1\n", "max_tcp_connections", "is negative"},
 		{"listen: 127.0.0.1:99999\n", "listen", "not host:port"},
 		{"listen: nowhere\n", "listen", "not host:port"},
 		{"admin_listen: 127.0.0.1:65536\n", "admin_listen", "not host:port"},
