@@ -381,10 +381,15 @@ func TestRateLimit(t *testing.T) {
 	q := new(dns.Msg)
 	q.SetQuestion("www.cdn.example.", dns.TypeA)
 	pkt, _ := q.Pack()
+	// A query whose ECS option names other's network, from a third prefix.
+	q.SetEdns0(1232, false)
+	q.IsEdns0().Option = append(q.IsEdns0().Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: familyIPv4, SourceNetmask: 24, Address: net.IPv4(127, 1, 2, 0)})
+	ecsPkt, _ := q.Pack()
 	w := newWorker()
 	src := netip.MustParseAddrPort("127.1.1.9:5353")
 	other := netip.MustParseAddrPort("127.1.2.9:5353")
-	count := func(from netip.AddrPort, n int) (answered, slipped, dropped int) {
+	spoofer := netip.MustParseAddrPort("127.1.3.9:5353")
+	count := func(from netip.AddrPort, pkt []byte, n int) (answered, slipped, dropped int) {
 		for range n {
 			r := s.handleUDP(w, pkt, from)
 			var m dns.Msg
@@ -402,18 +407,23 @@ func TestRateLimit(t *testing.T) {
 	steps := []struct {
 		name                    string
 		from                    netip.AddrPort
+		pkt                     []byte
 		advance                 time.Duration
 		n                       int
 		answered, slipped, drop int
 	}{
-		{"burst", src, 0, 5, 5, 0, 0},
-		{"over the limit", src, 0, 10, 0, 5, 5},
-		{"another prefix is not limited", other, 0, 5, 5, 0, 0},
-		{"one second refills", src, time.Second, 5, 5, 0, 0},
+		{"burst", src, pkt, 0, 5, 5, 0, 0},
+		{"over the limit", src, pkt, 0, 10, 0, 5, 5},
+		{"another prefix is not limited", other, pkt, 0, 5, 5, 0, 0},
+		{"one second refills", src, pkt, time.Second, 5, 5, 0, 0},
+		// The limit is by source, never by the ECS subnet a query names: a spoofer cannot
+		// spend another network's budget by naming it.
+		{"ECS naming another network spends the sender's tokens", spoofer, ecsPkt, 0, 10, 5, 2, 3},
+		{"the network named keeps its own", other, pkt, 0, 5, 5, 0, 0},
 	}
 	for _, st := range steps {
 		clock.Advance(st.advance)
-		a, sl, d := count(st.from, st.n)
+		a, sl, d := count(st.from, st.pkt, st.n)
 		if a != st.answered || sl != st.slipped || d != st.drop {
 			t.Errorf("%s: answered/slipped/dropped = %d/%d/%d, want %d/%d/%d", st.name, a, sl, d, st.answered, st.slipped, st.drop)
 		}
