@@ -512,3 +512,59 @@ func TestGzipOriginDecodedOnceInFleet(t *testing.T) {
 	wantCacheStatus(t, r, "hit")
 	checkDecoded(t, "hit", r, plain, true)
 }
+
+// TestCodedEmptyBodyDecoded: an answer labelled with a coding but without a byte of body (a
+// redirect, a Content-Length: 0: the origin's compression labels what it did not compress)
+// reaches a client that does not accept the coding as the empty answer it is, as Go's client
+// and browsers read it, on every way an answer takes. Before, gzip's decoder found no header
+// and br's no stream, and every such answer, a redirect included, became a 502.
+func TestCodedEmptyBodyDecoded(t *testing.T) {
+	origin := func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		h := w.Header()
+		h.Set("Content-Encoding", q.Get("ce"))
+		h.Set("Cache-Control", q.Get("cc"))
+		h.Set("ETag", `"v1"`)
+		h.Set("Content-Length", "0")
+		status := http.StatusOK
+		if q.Get("redirect") == "1" {
+			h.Set("Location", "/elsewhere")
+			status = http.StatusMovedPermanently
+		}
+		w.WriteHeader(status)
+	}
+	n, _ := echoEdge(t, origin, nil, nil)
+	c := &http.Client{
+		Transport:     &http.Transport{DisableCompression: true},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	t.Cleanup(c.CloseIdleConnections)
+	for _, ce := range []string{"gzip", "br", "zstd"} {
+		for _, tt := range []struct {
+			name, method, query string
+			status              int
+		}{
+			{"stored", http.MethodGet, "cc=max-age=60", http.StatusOK},
+			{"redirect stored", http.MethodGet, "cc=max-age=60&redirect=1", http.StatusMovedPermanently},
+			{"not stored", http.MethodGet, "cc=no-store", http.StatusOK},
+			{"pass", http.MethodPost, "cc=no-store", http.StatusOK},
+			{"redirect passed", http.MethodPost, "cc=no-store&redirect=1", http.StatusMovedPermanently},
+		} {
+			target := "/empty/" + ce + "/" + strings.ReplaceAll(tt.name, " ", "-") + "?ce=" + ce + "&" + tt.query
+			for round := range 2 {
+				what := ce + ", " + tt.name + ", round " + strconv.Itoa(round)
+				r := do(t, c, tt.method, n.Addr(), testHost, target)
+				if r.status != tt.status || r.body != "" || r.header.Get("Content-Encoding") != "" || r.header.Get("ETag") != `W/"v1"` {
+					t.Errorf("%s: %d %q, Content-Encoding %q, ETag %s; want %d, no body, none, W/\"v1\"", what, r.status, r.body,
+						r.header.Get("Content-Encoding"), r.header.Get("ETag"), tt.status)
+				}
+			}
+			// A client that accepts the coding gets the answer as it came.
+			r := do(t, c, tt.method, n.Addr(), testHost, target, "Accept-Encoding", ce)
+			if r.status != tt.status || r.body != "" || r.header.Get("Content-Encoding") != ce {
+				t.Errorf("%s, %s accepted: %d %q, Content-Encoding %q; want %d, no body, %s", ce, tt.name, r.status, r.body,
+					r.header.Get("Content-Encoding"), tt.status, ce)
+			}
+		}
+	}
+}

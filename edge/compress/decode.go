@@ -1,6 +1,7 @@
 package compress
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net/http"
@@ -42,11 +43,26 @@ func Decodable(h http.Header) string {
 // NewReader returns a reader of r's bytes decoded from coding ("gzip", "br" or "zstd").
 // Decoding streams: memory is the coding's window and a few buffers, whatever the output's
 // size (gzip 32 KiB; br at most 16 MiB; zstd at most 8 MiB, as RFC 9659 §3 allows and browsers
-// enforce: a frame asking for a larger window fails). A gzip header is read at once, so an
-// error here means r does not start as gzip; later errors (a corrupt stream, a bad checksum,
+// enforce: a frame asking for a larger window fails). No bytes at all decode to none: an
+// origin labels an empty answer (a redirect, a Content-Length: 0) with its coding but sends
+// no stream, and clients (Go's, browsers) read it as empty, where gzip's decoder wants a header
+// and br's a stream. The first byte, and a gzip header, are read at once, so an error here
+// means r failed or does not start as gzip; later errors (a corrupt stream, a bad checksum,
 // bytes after the last member, an early end) come from Read. Close releases the decoder; it
 // does not close r.
 func NewReader(r io.Reader, coding string) (io.ReadCloser, error) {
+	if coding != "gzip" && coding != "br" && coding != "zstd" {
+		return nil, fmt.Errorf("decode: unknown coding %q (want gzip, br or zstd)", coding)
+	}
+	var first [1]byte
+	switch n, err := io.ReadFull(r, first[:]); {
+	case err == io.EOF:
+		return decoder{http.NoBody, coding}, nil
+	case err != nil:
+		return nil, fmt.Errorf("decode %s: %w", coding, err)
+	default:
+		r = io.MultiReader(bytes.NewReader(first[:n]), r)
+	}
 	var rc io.ReadCloser
 	switch coding {
 	case "gzip":
@@ -57,15 +73,13 @@ func NewReader(r io.Reader, coding string) (io.ReadCloser, error) {
 		rc = zr
 	case "br":
 		rc = io.NopCloser(brotli.NewReader(r))
-	case "zstd":
+	default: // zstd
 		d, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
 			zstd.WithDecoderMaxWindow(zstdWindow))
 		if err != nil {
 			return nil, fmt.Errorf("decode zstd: %w", err)
 		}
 		rc = d.IOReadCloser()
-	default:
-		return nil, fmt.Errorf("decode: unknown coding %q (want gzip, br or zstd)", coding)
 	}
 	return decoder{rc, coding}, nil
 }

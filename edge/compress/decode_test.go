@@ -81,6 +81,18 @@ func TestNewReader(t *testing.T) {
 			}
 		})
 	}
+	// No bytes at all decode to none, in any coding: an empty answer its origin labelled.
+	for _, coding := range []string{"gzip", "br", "zstd"} {
+		d, err := NewReader(bytes.NewReader(nil), coding)
+		if err != nil {
+			t.Errorf("%s, empty: NewReader: %v", coding, err)
+			continue
+		}
+		if b, err := io.ReadAll(d); err != nil || len(b) != 0 {
+			t.Errorf("%s, empty: read %d bytes, %v; want none, no error", coding, len(b), err)
+		}
+		d.Close()
+	}
 }
 
 // TestNewReaderErrors: bytes not in the coding fail, at NewReader for a gzip header, else at
