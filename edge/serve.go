@@ -45,10 +45,11 @@ type request struct {
 	path     string // escaped path, for prefix purges
 	hop      hops   // tiers already crossed, from a trusted fleet node
 	fromPeer bool   // sent by a fleet node (hop header trusted)
-	needSeq  uint64 // purge sequence the requesting fleet node has applied (fills only)
 	// untrustedAnswer: the answer relays one that no verified chain gave this node
-	// (fillResult.untrusted); a fleet node is not told it is trusted (markHop).
+	// (fillResult.untrusted); a fleet node is not told it is trusted (markHop). Beside
+	// fromPeer, in its padding: a request allocated (HTTP/2, HTTP/3) stays in its size class.
 	untrustedAnswer bool
+	needSeq         uint64 // purge sequence the requesting fleet node has applied (fills only)
 	// maxAge bounds the age of what may answer a fleet node's fill (hasMaxAge), which asks for
 	// nothing older than a URL's invalidation at its end (invalidations.go).
 	maxAge    time.Duration
