@@ -568,3 +568,30 @@ func TestCodedEmptyBodyDecoded(t *testing.T) {
 		}
 	}
 }
+
+// TestGzipOriginNoTransformUnderResponsePolicy: the origin's no-transform keeps its coding on
+// a pass as on every other way, when the host's response policy sets or removes the client's
+// Cache-Control: the origin's answer is what RFC 9110 §7.7 protects, not the field the client
+// gets. Before, a pass looked at the field after the policy, and decoded.
+func TestGzipOriginNoTransformUnderResponsePolicy(t *testing.T) {
+	plain := gzipPlain("", false)
+	for _, policy := range []struct {
+		name string
+		p    wire.ResponseHeaders
+	}{
+		{"set", wire.ResponseHeaders{Set: map[string]string{"Cache-Control": "private, no-cache"}}},
+		{"deny", wire.ResponseHeaders{Deny: []string{"Cache-Control"}}},
+	} {
+		t.Run(policy.name, func(t *testing.T) {
+			n, c, _ := gzipEdge(t, func(h *wire.HostConfig) { h.ResponseHeaders = policy.p })
+			for _, way := range []struct{ name, method, cc string }{
+				{"stored", http.MethodGet, "max-age=60, no-transform"},
+				{"not stored", http.MethodGet, "no-store, no-transform"},
+				{"pass", http.MethodPost, "no-store, no-transform"},
+			} {
+				r := do(t, c, way.method, n.Addr(), testHost, "/nt/"+policy.name+"?cc="+strings.ReplaceAll(way.cc, " ", "%20"))
+				checkDecoded(t, way.name, r, plain, false)
+			}
+		})
+	}
+}

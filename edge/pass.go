@@ -123,6 +123,10 @@ func (n *Node) pass(w *logWriter, req *request) {
 				n.invalidate(req, r, resp)
 			}
 			h := resp.Header
+			// Whether the client gets the answer decoded: decided on the origin's answer, whose
+			// no-transform forbids it (RFC 9110 §7.7), before the host's policy sets the client's
+			// Cache-Control, as on every other way an answer takes.
+			coding := undoCoding(req, resp.StatusCode, h)
 			// The fleet's fields, from an origin: no client may take them for the fleet's.
 			delete(h, hopHeader)
 			delete(h, edgeCodedHeader)
@@ -137,7 +141,7 @@ func (n *Node) pass(w *logWriter, req *request) {
 			}
 			h.Set("Via", n.via(strings.Join(h["Via"], ", "), resp.ProtoMajor, resp.ProtoMinor))
 			h.Set("Cache-Status", httpcache.Status{Cache: n.name, Proto: req.proto, Fwd: fwd, FwdStatus: resp.StatusCode}.String())
-			if coding := undoCoding(req, resp.StatusCode, h); coding != "" {
+			if coding != "" {
 				compress.DecodeHeader(h)
 				if r.Method != http.MethodHead && bodyAllowed(resp.StatusCode) {
 					stream := isEventStream(h) || resp.ContentLength < 0
