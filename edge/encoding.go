@@ -117,6 +117,11 @@ func keepEdgeCoding(stale *store.Object, h, notModified http.Header, fromOrigin 
 		if etag := notModified.Get("ETag"); etag != "" {
 			if _, suffixed := compress.UnsuffixETag(etag, c); fromOrigin || !suffixed {
 				if tag, ok := compress.SuffixETag(etag, c); ok {
+					if old := stale.HeaderValue("ETag"); old == "W/"+tag {
+						// As Refresh: the strong form of the copy's weak tag (nginx's 304)
+						// does not make the tag of the edge's bytes strong.
+						tag = old
+					}
 					h.Set("ETag", tag)
 				} else {
 					h.Del("ETag") // as compress.Transform drops a tag it cannot suffix

@@ -3,6 +3,7 @@ package edge
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -137,6 +138,48 @@ func TestNotModifiedOtherValidator(t *testing.T) {
 			}
 			if !tc.wantNextUpward {
 				wantCacheStatus(t, r, "hit")
+			}
+		})
+	}
+}
+
+// TestNotModifiedEdgeCodedKeepsWeakTag: a copy the edge compressed keeps its weak tag when the
+// origin's 304 carries the tag's strong form (nginx's way), as an uncompressed copy does
+// (Refresh): the origin vouches only for equivalent content, so the edge's bytes of it must not
+// get a strong tag, which If-Range and If-Match take for byte identity. Before, the 304 gave
+// the copy W/"e1-gzip" -> "e1-gzip".
+func TestNotModifiedEdgeCodedKeepsWeakTag(t *testing.T) {
+	for _, tc := range []struct {
+		name, etag, etag2, want string
+	}{
+		{"strong form of the stored weak tag", `W/"e1"`, `"e1"`, `W/"e1-gzip"`},
+		{"weak, as stored", `W/"e1"`, `W/"e1"`, `W/"e1-gzip"`},
+		{"strong, as stored", `"e1"`, `"e1"`, `"e1-gzip"`},
+		{"strong made weak", `"e1"`, `W/"e1"`, `W/"e1-gzip"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := newFakeClock()
+			body := strings.Repeat("compressible text ", 200)
+			o := &notModifiedOrigin{clock: clock, cc: "max-age=10", body: body, etag: tc.etag}
+			n, c := echoEdge(t, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/plain")
+				o.ServeHTTP(w, r)
+			}, nil, func(c *Config) { c.Clock = clock.Now })
+			c.Transport.(*http.Transport).DisableCompression = true
+			r := do(t, c, http.MethodGet, n.Addr(), testHost, "/nm", "Accept-Encoding", "gzip")
+			if r.header.Get("Content-Encoding") != "gzip" || r.header.Get("ETag") != strings.TrimSuffix(tc.etag, `"`)+`-gzip"` {
+				t.Fatalf("first GET: Content-Encoding %q, ETag %s; want the edge's gzip", r.header.Get("Content-Encoding"), r.header.Get("ETag"))
+			}
+			o.mu.Lock()
+			o.etag = tc.etag2
+			o.mu.Unlock()
+			clock.Advance(11 * time.Second) // stale
+			for _, what := range []string{"revalidating GET", "next GET"} {
+				r := do(t, c, http.MethodGet, n.Addr(), testHost, "/nm", "Accept-Encoding", "gzip")
+				if r.header.Get("X-From-304") == "" || r.header.Get("ETag") != tc.want || string(decodeBody(t, "gzip", []byte(r.body))) != body {
+					t.Errorf("%s: ETag %s, X-From-304 %q (Cache-Status %q); want %s, refreshed by the 304", what,
+						r.header.Get("ETag"), r.header.Get("X-From-304"), r.header.Get("Cache-Status"), tc.want)
+				}
 			}
 		})
 	}
