@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"net/http"
@@ -47,7 +48,9 @@ type conn struct {
 	vec     [2][]byte
 	bufs    net.Buffers
 	werr    error                // the first write error: the connection is done
-	send    sendtimeout.Deadline // bounds every write (Server.WriteTimeout)
+	send    sendtimeout.Deadline // bounds every write (Server.WriteTimeout) when timed
+	timed   bool                 // send is in use: nc is not a TLS connection (newConn)
+	wdlSet  atomic.Bool          // a handler set a write deadline: cleared after its answer
 	pending [bufferBeforeChunking]byte
 	header  http.Header // the response header, reused (serveRequest)
 	values  [16]string  // the response header's value slices, reused (ValueScratch)
@@ -104,7 +107,14 @@ func (s *Server) newConn(nc net.Conn) *conn {
 	// Reads and hand-offs go through cr.nc: the raw connection when there is one.
 	c.cr.nc = rawconn.Wrap(nc)
 	c.raw, _ = c.cr.nc.(*rawconn.Conn)
-	c.send.Init(nc, s.WriteTimeout) // raw writes wait in the poller under nc's deadline too
+	// Over TLS the send timeout must lie beneath crypto/tls, which makes a write's deadline
+	// error permanent: set on the TLS connection, it ended the download of a client that
+	// reads steadily at its first look for progress. A TLS connection keeps what lies beneath
+	// it (sendtimeout.Listener under tls.NewListener).
+	if _, isTLS := nc.(*tls.Conn); !isTLS {
+		c.send.Init(nc, s.WriteTimeout) // raw writes wait in the poller under nc's deadline too
+		c.timed = true
+	}
 	c.br = bufio.NewReaderSize(&c.cr, readBufferSize)
 	c.out = make([]byte, 0, 4<<10)
 	c.reqHeader = make(http.Header, 8)
@@ -302,9 +312,12 @@ func (c *conn) handOff() {
 		prefix = append(prefix, c.cr.b[0])
 		c.cr.hasByte = false
 	}
-	// net/http writes with no timeout of its own: the handed-off connection keeps the send
-	// timeout.
-	pc := sendtimeout.NewConn(&prefixConn{Conn: c.cr.nc, prefix: prefix}, c.srv.WriteTimeout)
+	var pc net.Conn = &prefixConn{Conn: c.cr.nc, prefix: prefix}
+	if c.timed {
+		// net/http writes with no timeout of its own: the handed-off connection keeps the
+		// send timeout (over TLS, what lies beneath TLS bounds it).
+		pc = sendtimeout.NewConn(pc, c.srv.WriteTimeout)
+	}
 	if c.srv.ConnState != nil {
 		c.srv.ConnState(c.nc, http.StateHijacked)
 	}
@@ -350,6 +363,12 @@ func (c *conn) serveRequest(h *head, u *url.URL) bool {
 		return false
 	}
 	w.finish()
+	if c.wdlSet.Load() {
+		// A handler's write deadline bounds its own answer, as with net/http: kept, it cut
+		// the next answer on this connection once it had passed.
+		c.wdlSet.Store(false)
+		c.setWriteDeadline(time.Time{})
+	}
 	closeAfter := w.closeAfter // w is cleared below
 	// The answer is in c.out: its header and values, and the request, are no longer needed,
 	// and an idle connection must not keep a stored object's memory alive through them.
@@ -499,8 +518,21 @@ func (c *conn) writeOut(a, b []byte) error {
 	if c.raw != nil {
 		w = c.raw
 	}
+	if !c.timed {
+		_, err := w.Writev(a, b)
+		return err
+	}
 	_, err := c.send.Write(w, a, b)
 	return err
+}
+
+// setWriteDeadline sets a write deadline besides the send timeout (a handler's, through
+// http.ResponseController).
+func (c *conn) setWriteDeadline(t time.Time) error {
+	if !c.timed {
+		return c.nc.SetWriteDeadline(t)
+	}
+	return c.send.SetWriteDeadline(t)
 }
 
 // Writev writes a and then b on a connection without raw I/O (for writeOut), with one writev

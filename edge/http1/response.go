@@ -160,8 +160,12 @@ func (w *response) SetReadDeadline(t time.Time) error {
 	return w.c.nc.SetReadDeadline(t)
 }
 
-// SetWriteDeadline bounds the writes besides the send timeout (Server.WriteTimeout).
-func (w *response) SetWriteDeadline(t time.Time) error { return w.c.send.SetWriteDeadline(t) }
+// SetWriteDeadline bounds the writes of this answer besides the send timeout
+// (Server.WriteTimeout); it is cleared once the answer is written, as net/http does.
+func (w *response) SetWriteDeadline(t time.Time) error {
+	w.c.wdlSet.Store(true)
+	return w.c.setWriteDeadline(t)
+}
 
 // finish completes the answer once the handler has returned.
 func (w *response) finish() {

@@ -44,7 +44,10 @@ type Server struct {
 	// WriteTimeout bounds each write to the client, on the fast path and on handed-off
 	// connections: a write the client takes nothing of for this long fails, and the
 	// connection ends (default 60 s, nginx's send_timeout; see package sendtimeout). A client
-	// that keeps reading keeps its download, however long it takes.
+	// that keeps reading keeps its download, however long it takes. Over TLS (a listener whose
+	// connections are *tls.Conn) the server sets none: crypto/tls cannot go on after a write
+	// deadline, so the send timeout must lie beneath TLS (sendtimeout.Listener under
+	// tls.NewListener).
 	WriteTimeout time.Duration
 	// MaxHeaderBytes: heads longer than this, or than the read buffer, are handed over, and
 	// Fallback applies its own limit to them.

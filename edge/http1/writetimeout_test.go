@@ -3,6 +3,7 @@ package http1
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridian-cdn/meridian/edge/sendtimeout"
 	"github.com/meridian-cdn/meridian/internal/wait"
 )
 
@@ -197,5 +199,116 @@ func TestShutdownAnswersHeadInGrace(t *testing.T) {
 	}
 	if err := <-shut; err != nil {
 		t.Errorf("Shutdown: %v", err)
+	}
+}
+
+// TestSendTimeoutOverTLS: over TLS the send timeout lies beneath crypto/tls (sendtimeout under
+// tls.NewListener), which makes a write's deadline error permanent: a client that reads slowly
+// but all the time gets the whole answer, and one that stops reading is cut off, on the fast
+// path and on a connection handed to net/http. The fast path put its own above TLS, whose
+// first check (a quarter of the timeout) ended the write of a client that was reading.
+func TestSendTimeoutOverTLS(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	for _, rq := range writeTimeoutRequests {
+		for _, reads := range []bool{true, false} {
+			name := rq.name + "/stops reading"
+			size := 16 << 20
+			if reads {
+				name, size = rq.name+"/reads slowly", 2<<20
+			}
+			t.Run(name, func(t *testing.T) {
+				done := make(chan error, 1)
+				ln, err := net.Listen("tcp", "127.0.0.63:0")
+				if err != nil {
+					t.Fatal(err)
+				}
+				serverTLS, clientTLS := tlsConfigs(t)
+				ln = tls.NewListener(sendtimeout.Listener{Listener: smallSendBuffers{ln}, Timeout: timeout}, serverTLS)
+				_, addr := serveFastOn(t, ln, bigAnswer(size, done), func(s *Server) { s.WriteTimeout = timeout })
+				nc, _ := dialSmall(t, addr, "")
+				c := tls.Client(nc, clientTLS)
+				c.SetDeadline(time.Now().Add(20 * time.Second))
+				if _, err := io.WriteString(c, rq.raw); err != nil {
+					t.Fatal(err)
+				}
+				br := bufio.NewReader(c)
+				if !reads {
+					if err := <-done; !errors.Is(err, os.ErrDeadlineExceeded) {
+						t.Errorf("the handler's Write to a client that reads nothing: %v, want a timeout", err)
+					}
+					return
+				}
+				start := time.Now()
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatalf("head: %v", err)
+				}
+				buf := make([]byte, 16<<10)
+				got := 0
+				for {
+					n, err := io.ReadFull(resp.Body, buf)
+					got += n
+					if err != nil {
+						if err != io.EOF && err != io.ErrUnexpectedEOF || got != size {
+							t.Fatalf("read %d of %d bytes in %v, then %v", got, size, time.Since(start), err)
+						}
+						break
+					}
+					time.Sleep(10 * time.Millisecond) // a slow link: the reader's pace, not a wait for an event
+				}
+				if err := <-done; err != nil {
+					t.Errorf("the handler's Write: %v", err)
+				}
+				if took := time.Since(start); took < 2*timeout {
+					t.Errorf("the download took %v: the test wants one longer than the %v timeout", took, timeout)
+				}
+			})
+		}
+	}
+}
+
+// TestHandlerWriteDeadlineEndsWithItsAnswer: a write deadline a handler sets
+// (http.ResponseController) bounds its own answer only, as with net/http, which clears it once
+// the answer is written. The fast path kept it, so once it had passed it cut the next answer
+// on the kept-alive connection: the client got the end of the connection instead.
+func TestHandlerWriteDeadlineEndsWithItsAnswer(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/bounded" {
+			io.WriteString(w, "next")
+			return
+		}
+		w.Header().Set("Content-Length", "7")
+		io.WriteString(w, "bounded")
+		rc := http.NewResponseController(w)
+		if err := rc.Flush(); err != nil {
+			t.Errorf("Flush: %v", err)
+		}
+		// The answer is out; the deadline, passed by the time the next answer is written, is
+		// left set when the handler returns.
+		if err := rc.SetWriteDeadline(time.Now()); err != nil {
+			t.Errorf("SetWriteDeadline: %v", err)
+		}
+	})
+	for _, rq := range []struct{ name, extra string }{
+		{"fast path", ""},
+		{"handed off", "Content-Length: 0\r\n"},
+	} {
+		t.Run(rq.name, func(t *testing.T) {
+			_, addr := serveFast(t, h, nil)
+			c := dialSend(t, addr, "GET /bounded HTTP/1.1\r\nHost: a\r\n"+rq.extra+"\r\nGET /next HTTP/1.1\r\nHost: a\r\n"+rq.extra+"\r\n")
+			defer c.Close()
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			br := bufio.NewReader(c)
+			for _, want := range []string{"bounded", "next"} {
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatalf("the answer %q: %v", want, err)
+				}
+				b, err := io.ReadAll(resp.Body)
+				if err != nil || string(b) != want {
+					t.Fatalf("the answer's body: %q, %v; want %q", b, err, want)
+				}
+			}
+		})
 	}
 }
