@@ -98,8 +98,9 @@ type Config struct {
 	// relaying its origin's 503 is itself healthy. A caller that wants otherwise says so, e.g.
 	// func(status int) bool { return status >= 500 }.
 	FailureStatus func(status int) bool
-	// Clock is the time source for the bulkhead queue accounting. Nil means time.Now. The breaker's
-	// own timing (Interval, OpenTimeout) uses gobreaker's wall clock, which cannot be injected.
+	// Clock is the time source for the bulkhead queue accounting and the FailureRatio window
+	// (Interval). Nil means time.Now. The breaker's OpenTimeout uses gobreaker's wall clock,
+	// which cannot be injected.
 	Clock func() time.Time
 }
 
@@ -254,7 +255,7 @@ func New(cfg Config) *Upstream {
 		// in window.
 		IsExcluded: func(err error) bool { return errors.Is(err, errCallerCanceled) },
 		IsSuccessful: func(err error) bool {
-			u.window.add(time.Now(), cfg.Interval, err == nil)
+			u.window.add(cfg.Clock(), cfg.Interval, err == nil)
 			switch {
 			case err == nil:
 				u.streak = 0
