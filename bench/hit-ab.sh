@@ -12,6 +12,7 @@
 # DUR (seconds per run, default 4), ROUNDS (default 6), SIZE (bytes, default 1024) and CONNS
 # (default 64) pick the case.
 set -euo pipefail
+export LC_ALL=C # perf stat's numbers are read with "," as the thousands separator
 cd "$(dirname "$0")/.."
 BASE=${1:?usage: bench/hit-ab.sh BASE [HEAD]}
 HEAD=${2:-}
