@@ -148,15 +148,22 @@ func keepEdgeCoding(stale *store.Object, h, notModified http.Header, fromOrigin 
 // that can be decoded whole (not a 206, nor a Content-Range) and no no-transform (RFC 9110
 // §7.7: a proxy must not change the coding then).
 func undoCoding(req *request, status int, h http.Header) string {
-	if req.fromPeer || status < 200 || status == http.StatusPartialContent {
-		return ""
-	}
-	coding := compress.Decodable(h)
-	if coding == "" || coding == req.coding || clientAccepts(req.clientAE, coding) ||
-		h.Get("Content-Range") != "" || compress.NoTransform(h) {
+	coding := decodableFor(req, status, h)
+	if coding == "" || coding == req.coding || clientAccepts(req.clientAE, coding) {
 		return ""
 	}
 	return coding
+}
+
+// decodableFor returns the coding the edge would remove from an answer (status, header h) to
+// req's client if that client did not accept it (undoCoding), or "": then what the edge sends
+// depends on Accept-Encoding, and the answer must say so (Vary) to every client.
+func decodableFor(req *request, status int, h http.Header) string {
+	if req.fromPeer || status < 200 || status == http.StatusPartialContent ||
+		h.Get("Content-Range") != "" || compress.NoTransform(h) {
+		return ""
+	}
+	return compress.Decodable(h)
 }
 
 // undoObjectCoding is undoCoding for a stored object, cheap for a hit: an object without a

@@ -127,6 +127,9 @@ func (n *Node) pass(w *logWriter, req *request) {
 			// no-transform forbids it (RFC 9110 §7.7), before the host's policy sets the client's
 			// Cache-Control, as on every other way an answer takes.
 			coding := undoCoding(req, resp.StatusCode, h)
+			// Another client would get it decoded: a cache downstream must key it on
+			// Accept-Encoding, as a stored answer is (the fill adds the field).
+			varies := coding == "" && decodableFor(req, resp.StatusCode, h) != ""
 			// The fleet's fields, from an origin: no client may take them for the fleet's.
 			delete(h, hopHeader)
 			delete(h, edgeCodedHeader)
@@ -135,6 +138,9 @@ func (n *Node) pass(w *logWriter, req *request) {
 				httpcache.StripSurrogateHeaders(h)
 			}
 			applyResponsePolicy(h, req.host)
+			if varies {
+				h.Set("Vary", compress.MergeVary(h.Values("Vary"), "Accept-Encoding"))
+			}
 			if _, ok := h["Content-Type"]; !ok {
 				// ReverseProxy copies fields value by value: the client's map gets noSniff's.
 				noSniff(w.Header())
