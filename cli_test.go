@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -80,22 +78,7 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 		addr, originLn.Addr())), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "edge", "--config", config)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	lines := make(chan string, 100)
-	go func() {
-		defer close(lines)
-		for sc := bufio.NewScanner(stderr); sc.Scan(); {
-			lines <- sc.Text()
-		}
-	}()
+	cmd, lines := proctest.StartLines(t, bin, "edge", "--config", config)
 	waitLine := func(s string) {
 		t.Helper()
 		timeout := time.After(10 * time.Second)

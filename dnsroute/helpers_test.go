@@ -251,15 +251,3 @@ func cityPrefix(t testing.TB, city string, third byte) netip.Prefix {
 	b[2] = third
 	return netip.PrefixFrom(netip.AddrFrom4(b), 24)
 }
-
-// waitFor polls cond until it holds, failing the test after timeout.
-func waitFor(t testing.TB, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v", timeout)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}

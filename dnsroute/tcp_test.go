@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/meridian-cdn/meridian/internal/wait"
 )
 
 // readAnswers reads length-prefixed messages from c until an error, which it returns with
@@ -66,7 +68,7 @@ func TestTCPClientThatDoesNotReadIsDropped(t *testing.T) {
 	if _, err := c.Write(burst); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 3*tcpWriteTimeout, func() bool { return metricValue(t, ts.Server, "meridian_dns_dropped_total", "send") > 0 })
+	wait.For(t, 3*tcpWriteTimeout, "an answer dropped as not taken", func() bool { return metricValue(t, ts.Server, "meridian_dns_dropped_total", "send") > 0 })
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	n, err := readAnswers(c)
 	if errors.Is(err, os.ErrDeadlineExceeded) || n >= maxBadTCP {

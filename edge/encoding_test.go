@@ -366,11 +366,7 @@ func (o *codingOrigin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	body := []byte(codingBody(q.Get("size")))
 	if gz {
-		var b bytes.Buffer
-		zw := stdgzip.NewWriter(&b)
-		zw.Write(body)
-		zw.Close()
-		body = b.Bytes()
+		body = gzipOf(body)
 	}
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.Write(body)

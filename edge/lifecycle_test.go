@@ -1,12 +1,10 @@
 package edge
 
 import (
-	"bufio"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -73,22 +71,7 @@ func TestShutdownTimeoutSaysSo(t *testing.T) {
 		addr, testHost, originLn.Addr())), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "edge", "--config", config)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	lines := make(chan string, 100)
-	go func() {
-		defer close(lines)
-		for sc := bufio.NewScanner(stderr); sc.Scan(); {
-			lines <- sc.Text()
-		}
-	}()
+	cmd, lines := proctest.StartLines(t, bin, "edge", "--config", config)
 	for l := range lines {
 		if strings.Contains(l, "edge serving") {
 			break
@@ -107,7 +90,7 @@ func TestShutdownTimeoutSaysSo(t *testing.T) {
 	for l := range lines {
 		last = l
 	}
-	err = cmd.Wait()
+	err := cmd.Wait()
 	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.HasPrefix(last, "meridian: ") ||
 		!strings.Contains(last, "shutdown_timeout") {
 		t.Errorf("exit %d (%v), last line of stderr %q; want 1 and a line naming shutdown_timeout", code, err, last)

@@ -1,8 +1,6 @@
 package edge
 
 import (
-	"bytes"
-	stdgzip "compress/gzip"
 	"fmt"
 	"io"
 	"net/http"
@@ -52,11 +50,7 @@ func (o *revalCodingOrigin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	body := []byte(codingBody(""))
 	if gz {
-		var b bytes.Buffer
-		zw := stdgzip.NewWriter(&b)
-		zw.Write(body)
-		zw.Close()
-		body = b.Bytes()
+		body = gzipOf(body)
 	}
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.Write(body)

@@ -66,6 +66,30 @@ func StartWithin(t testing.TB, timeout time.Duration, bin, ready string, args ..
 	return cmd
 }
 
+// StartLines runs bin with args and returns it with its stderr, line by line; the channel is
+// closed when stderr ends (the process exited). The process is killed when the test ends if it
+// is still running. Read the channel: a process that logs more than 100 lines unread blocks.
+func StartLines(t testing.TB, bin string, args ...string) (*exec.Cmd, <-chan string) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %v: %v", args, err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	lines := make(chan string, 100)
+	go func() {
+		defer close(lines)
+		for sc := bufio.NewScanner(stderr); sc.Scan(); {
+			lines <- sc.Text()
+		}
+	}()
+	return cmd, lines
+}
+
 // Stop sends SIGTERM and fails the test unless the process exits cleanly.
 func Stop(t testing.TB, cmd *exec.Cmd) {
 	t.Helper()
