@@ -69,7 +69,6 @@ func main() {
 	)
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "meridian:", err)
-		cancel()
 		os.Exit(1)
 	}
 }

@@ -2,6 +2,7 @@ package dnsroute
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
@@ -49,7 +50,7 @@ func (m rawMsg) pack(id uint16) []byte {
 	if name == nil {
 		name = wireName("www")
 	}
-	qtype, qclass := orDefault(m.qtype, dns.TypeA), orDefault(m.qclass, dns.ClassINET)
+	qtype, qclass := cmp.Or(m.qtype, dns.TypeA), cmp.Or(m.qclass, dns.ClassINET)
 	b := binary.BigEndian.AppendUint16(nil, id)
 	for _, n := range []int{int(m.flags), qd, len(m.an), len(m.ns), len(m.extra)} {
 		b = binary.BigEndian.AppendUint16(b, uint16(n))
@@ -65,13 +66,6 @@ func (m rawMsg) pack(id uint16) []byte {
 		}
 	}
 	return append(b, m.trailing...)
-}
-
-func orDefault(v, def uint16) uint16 {
-	if v == 0 {
-		return def
-	}
-	return v
 }
 
 // optRR is an OPT record: UDP size, extended rcode, version, flags (DO is 0x8000) and

@@ -323,7 +323,7 @@ func (s *Server) serve(ctx context.Context, udps []net.PacketConn, tcp net.Liste
 		limited := netutil.LimitListener(lingerListener{tcp}, s.cfg.MaxTCPConnections)
 		tcpSrv = &dns.Server{
 			Listener: limited, Handler: dns.HandlerFunc(s.serveTCP), DecorateReader: s.decorateTCP, MsgAcceptFunc: acceptTCP,
-			ReadTimeout: 5 * time.Second, WriteTimeout: tcpWriteTimeout, IdleTimeout: func() time.Duration { return 10 * time.Second },
+			ReadTimeout: 5 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second },
 			NotifyStartedFunc: func() { close(tcpUp) },
 		}
 		wg.Go(func() {

@@ -107,7 +107,6 @@ type h3Conns struct {
 
 // h3Conn is one HTTP/3 connection's requests.
 type h3Conn struct {
-	qc      *quic.Conn
 	running atomic.Int32 // request handlers running
 	ended   atomic.Int64 // when the last handler returned (Unix ns), 0 before
 }
@@ -116,7 +115,7 @@ type h3ConnKey struct{}
 
 // connContext registers qc for as long as it is open and makes it known to its requests.
 func (c *h3Conns) connContext(ctx context.Context, qc *quic.Conn) context.Context {
-	hc := &h3Conn{qc: qc}
+	hc := &h3Conn{}
 	c.mu.Lock()
 	if c.conns == nil {
 		c.conns = map[*quic.Conn]*h3Conn{}

@@ -59,7 +59,8 @@ func (o *notModifiedOrigin) counts() (cond, uncond int) {
 }
 
 // TestNotModifiedOtherValidator: a 304 whose validators name another representation than the
-// stale copy (another strong ETag; or, without one, another Last-Modified) must not refresh it
+// stale copy (another entity tag, compared weakly as NotModifiedSelects does; or, without one,
+// another Last-Modified) must not refresh it
 // (RFC 9111 §4.3.4: "the cache MUST NOT use the new response to update any stored
 // responses"): the edge fetches the object whole, once, and the client gets the new one. An
 // origin that answers 304 even to that costs one more request, never a loop, and the copy

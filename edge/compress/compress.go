@@ -346,19 +346,9 @@ func UnsuffixETag(etag, coding string) (string, bool) {
 
 // splitETag splits an entity tag into its weakness prefix ("" or "W/") and opaque-tag contents.
 func splitETag(etag string) (weak, opaque string, ok bool) {
-	etag = strings.Trim(etag, " \t")
-	if strings.HasPrefix(etag, "W/") {
-		weak, etag = "W/", etag[2:]
+	w, opaque, ok := httpcache.ParseETag(etag)
+	if w {
+		weak = "W/"
 	}
-	if len(etag) < 2 || etag[0] != '"' || etag[len(etag)-1] != '"' {
-		return "", "", false
-	}
-	opaque = etag[1 : len(etag)-1]
-	for i := 0; i < len(opaque); i++ {
-		// etagc = %x21 / %x23-7E / obs-text
-		if c := opaque[i]; c < 0x21 || c == '"' || c == 0x7f {
-			return "", "", false
-		}
-	}
-	return weak, opaque, true
+	return weak, opaque, ok
 }

@@ -125,7 +125,5 @@ func DecodeHeader(h http.Header) {
 			h.Del("ETag")
 		}
 	}
-	if vary := MergeVary(h.Values("Vary"), "Accept-Encoding"); vary != "" {
-		h.Set("Vary", vary)
-	}
+	h.Set("Vary", MergeVary(h.Values("Vary"), "Accept-Encoding"))
 }

@@ -59,11 +59,11 @@ func Refresh(stored, notModified http.Header) http.Header {
 	for _, f := range notRefreshed {
 		delete(update, f)
 	}
-	if sWeak, sOpaque, ok := parseETag(out.Get("Etag")); ok && sWeak {
+	if sWeak, sOpaque, ok := ParseETag(out.Get("Etag")); ok && sWeak {
 		// The strong form of a stored weak tag (NotModifiedSelects takes it) does not make
 		// the copy's tag strong: nginx's 304s to its gzip answers' W/"x" carry "x", the
 		// uncoded file's, whose bytes the copy does not have.
-		if weak, opaque, ok := parseETag(update.Get("Etag")); ok && !weak && opaque == sOpaque {
+		if weak, opaque, ok := ParseETag(update.Get("Etag")); ok && !weak && opaque == sOpaque {
 			delete(update, "Etag")
 		}
 	}
@@ -90,8 +90,8 @@ func Refresh(stored, notModified http.Header) http.Header {
 //
 // An entity tag or date that does not parse is no validator.
 func NotModifiedSelects(etag, lastModified string, notModified http.Header) bool {
-	if _, opaque, ok := parseETag(notModified.Get("Etag")); ok {
-		_, sOpaque, sOK := parseETag(etag)
+	if _, opaque, ok := ParseETag(notModified.Get("Etag")); ok {
+		_, sOpaque, sOK := ParseETag(etag)
 		return sOK && opaque == sOpaque
 	}
 	if lm, err := ParseDate(notModified.Get("Last-Modified")); err == nil {
@@ -102,7 +102,7 @@ func NotModifiedSelects(etag, lastModified string, notModified http.Header) bool
 }
 
 // parseETag splits an entity tag (RFC 9110 §8.8.3) into its weakness and its opaque part.
-func parseETag(s string) (weak bool, opaque string, ok bool) {
+func ParseETag(s string) (weak bool, opaque string, ok bool) {
 	s = trimOWS(s)
 	if rest, found := strings.CutPrefix(s, "W/"); found {
 		weak, s = true, rest
