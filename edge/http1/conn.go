@@ -30,15 +30,22 @@ var aLongTimeAgo = time.Unix(1, 0)
 
 // conn is one client connection on the fast path.
 type conn struct {
-	srv    *Server
-	nc     net.Conn
-	raw    *rawconn.Conn // nc with raw I/O; nil: nc's own
-	cr     connReader
-	br     *bufio.Reader
-	ctx    context.Context // the connection's: values only, never cancelled
-	remote string
-	idle   atomic.Bool // waiting for a request: Shutdown may close it
-	inHead atomic.Bool // waiting for the rest of a request head: Shutdown cuts the wait (cutHead)
+	srv *Server
+	nc  net.Conn
+	raw *rawconn.Conn // nc with raw I/O; nil: nc's own
+	cr  connReader
+	br  *bufio.Reader
+	// serve's and step's: where step goes on (stage), the first request's wait (first), the
+	// longest head the fast path reads, and whether the connection goes to Fallback.
+	stage     int
+	first     bool
+	maxHead   int
+	handedOff bool
+	looping   atomic.Bool     // serve's Loop runs: Close would wait for it (closeSocket)
+	ctx       context.Context // the connection's: values only, never cancelled
+	remote    string
+	idle      atomic.Bool // waiting for a request: Shutdown may close it
+	inHead    atomic.Bool // waiting for the rest of a request head: Shutdown cuts the wait (cutHead)
 	// rdl is the read deadline setReadDeadline set last, zero when none or unknown;
 	// rdlLost says a handler set one since (ResponseController).
 	rdl     time.Time
@@ -75,6 +82,9 @@ type conn struct {
 	reading bool    // a watch is reading
 	watchWG sync.WaitGroup
 	abort   atomic.Bool // the watch's read is being ended on purpose
+	// The watch's own reader of the socket in a Loop, which holds the connection's read side
+	// (rawconn.Conn.DupFile); made at the first watch, closed by serve.
+	watchFile *os.File
 
 	closed      atomic.Bool // closeConn ran
 	closeOnGone atomic.Bool // the request in progress asked for CloseWhenClientGone
@@ -89,6 +99,7 @@ type conn struct {
 // connReader reads the connection, first giving back a byte a watch has read.
 type connReader struct {
 	nc      net.Conn
+	loop    *rawconn.Conn // while serve's Loop runs: reads never wait (LoopRead)
 	hasByte bool
 	b       [1]byte
 }
@@ -98,6 +109,9 @@ func (r *connReader) Read(p []byte) (int, error) {
 		p[0] = r.b[0]
 		r.hasByte = false
 		return 1, nil
+	}
+	if r.loop != nil {
+		return r.loop.LoopRead(p)
 	}
 	return r.nc.Read(p)
 }
@@ -127,14 +141,16 @@ func (s *Server) newConn(nc net.Conn) *conn {
 	return c
 }
 
-// serve reads and answers requests until the connection ends or is handed off.
+// serve reads and answers requests until the connection ends or is handed off. On a
+// connection with raw I/O the requests are read and answered inside one rawconn Loop, so that
+// the read after each answer, which would find the socket empty, is not made (step).
 func (c *conn) serve() {
-	handedOff := false
 	defer func() {
 		if c.timer != nil {
 			c.timer.Stop()
 		}
-		if handedOff {
+		c.closeWatchFile()
+		if c.handedOff {
 			c.srv.forget(c)
 			return
 		}
@@ -142,38 +158,83 @@ func (c *conn) serve() {
 			c.lingerClose()
 		}
 		c.closeConn()
-	}()
-	maxHead := readBufferSize
-	if m := c.srv.MaxHeaderBytes; m > 0 && m < maxHead {
-		maxHead = m
-	}
-	first := true
-	for {
-		if c.srv.shuttingDown() {
-			return
+		if c.raw != nil {
+			// A closeConn from another goroutine during the Loop only shut the socket down
+			// (closeSocket); closing twice is harmless.
+			c.nc.Close()
 		}
-		if c.br.Buffered() == 0 {
-			wait := c.srv.IdleTimeout
-			if first || wait == 0 {
-				wait = c.srv.ReadHeaderTimeout
-			}
-			c.idle.Store(true)
+	}()
+	c.maxHead = readBufferSize
+	if m := c.srv.MaxHeaderBytes; m > 0 && m < c.maxHead {
+		c.maxHead = m
+	}
+	c.first = true
+	if c.raw == nil {
+		c.step()
+		return
+	}
+	c.cr.loop = c.raw
+	c.looping.Store(true)
+	c.raw.Loop(c.step) // its error ends the connection, as a failed read does
+	c.looping.Store(false)
+	c.cr.loop = nil
+	c.closeWatchFile() // before a hand-off: the handed-off connection must own the socket alone
+	if c.handedOff {
+		c.handOff()
+	}
+}
+
+// The stages of step, kept between its calls.
+const (
+	atNext = iota // between requests
+	atIdle        // waiting for the next request's first byte
+	atHead        // reading a request head
+)
+
+// step reads and answers requests until the connection must end (false; c.handedOff says
+// whether it goes to Fallback) or, in a Loop, until a read would wait (true: step is called
+// again once the socket is readable, and goes on where it stopped).
+func (c *conn) step() (wait bool) {
+	for {
+		if c.stage == atNext {
 			if c.srv.shuttingDown() {
-				return
+				return false
 			}
-			c.setReadDeadline(wait)
+			if c.br.Buffered() == 0 {
+				wait := c.srv.IdleTimeout
+				if c.first || wait == 0 {
+					wait = c.srv.ReadHeaderTimeout
+				}
+				c.idle.Store(true)
+				if c.srv.shuttingDown() {
+					return false
+				}
+				c.setReadDeadline(wait)
+				c.stage = atIdle
+			} else {
+				c.pipelined = true // the next request came before this one was answered
+				c.stage = atHead
+			}
+		}
+		if c.stage == atIdle {
 			_, err := c.br.Peek(1)
+			if err == rawconn.ErrWouldBlock {
+				return true
+			}
 			c.idle.Store(false)
 			if err != nil {
-				return
+				return false
 			}
-		} else {
-			c.pipelined = true // the next request came before this one was answered
+			c.stage = atHead
 		}
-		first = false
-		h, n, v, err := c.readHead(maxHead)
+		c.first = false
+		h, n, v, err := c.readHead(c.maxHead)
+		if err == rawconn.ErrWouldBlock {
+			return true
+		}
+		c.stage = atNext
 		if err != nil {
-			return // a head cut short or too slow: nothing can be answered
+			return false // a head cut short or too slow: nothing can be answered
 		}
 		var u *url.URL
 		if v == fast {
@@ -190,15 +251,17 @@ func (c *conn) serve() {
 				c.write([]byte(badHTTP10Framing))
 				c.flush()
 				c.closeLinger = c.werr == nil // the client may still be sending its body
-				return
+				return false
 			}
-			c.handOff()
-			handedOff = true
-			return
+			c.handedOff = true
+			if c.raw == nil {
+				c.handOff()
+			}
+			return false // a Loop ends first, then serve hands off
 		}
 		c.br.Discard(n)
 		if !c.serveRequest(&h, u) {
-			return
+			return false
 		}
 	}
 }
@@ -256,8 +319,9 @@ func (c *conn) setReadDeadline(d time.Duration) {
 }
 
 // readHead reads until the buffer holds a whole head or something the fast path hands off.
+// In a Loop it returns rawconn.ErrWouldBlock when the rest has not arrived yet; the next call
+// goes on with the same wait (inHead, and the header deadline, stay as they are).
 func (c *conn) readHead(maxHead int) (head, int, verdict, error) {
-	waiting := false // for the rest of the head (inHead)
 	for {
 		buf, _ := c.br.Peek(c.br.Buffered())
 		h, n, v := parseHead(buf, c.reqHeader, c.reqValues[:])
@@ -265,13 +329,12 @@ func (c *conn) readHead(maxHead int) (head, int, verdict, error) {
 			h, n, v = head{}, 0, handOff
 		}
 		if v != incomplete {
-			if waiting {
+			if c.inHead.Load() {
 				c.inHead.Store(false)
 			}
 			return h, n, v, nil
 		}
-		if !waiting {
-			waiting = true
+		if !c.inHead.Load() {
 			c.setReadDeadline(c.srv.ReadHeaderTimeout)
 			// After the deadline, so that a Shutdown that sees inHead cuts this one; a
 			// Shutdown that began before is seen here.
@@ -281,7 +344,9 @@ func (c *conn) readHead(maxHead int) (head, int, verdict, error) {
 			}
 		}
 		if _, err := c.br.Peek(len(buf) + 1); err != nil {
-			c.inHead.Store(false)
+			if err != rawconn.ErrWouldBlock {
+				c.inHead.Store(false)
+			}
 			return head{}, 0, incomplete, err
 		}
 	}
@@ -431,12 +496,47 @@ func (c *conn) unwatch() {
 	c.ended = true
 	if c.reading {
 		c.abort.Store(true)
-		c.nc.SetReadDeadline(aLongTimeAgo)
+		c.watchReader().SetReadDeadline(aLongTimeAgo)
 	}
 	c.mu.Unlock()
 	c.watchWG.Wait()
 	c.abort.Store(false)
 	c.rdl = time.Time{} // the watch changed the read deadline (backgroundRead)
+}
+
+// deadlineReader is what a watch reads: the connection, or in a Loop its watchFile.
+type deadlineReader interface {
+	Read([]byte) (int, error)
+	SetReadDeadline(time.Time) error
+}
+
+// watchReader returns what the watch reads; c.mu held. In a Loop, which holds the
+// connection's read side while the handler runs, that is a duplicate of the socket, made at
+// the first watch; nil if it cannot be made.
+func (c *conn) watchReader() deadlineReader {
+	if !c.looping.Load() {
+		return c.nc
+	}
+	if c.watchFile == nil {
+		f, err := c.raw.DupFile()
+		if err != nil {
+			c.srv.logf("http1: watch for %v: %v", c.remote, err)
+			return nil
+		}
+		c.watchFile = f
+	}
+	return c.watchFile
+}
+
+// closeWatchFile closes the watch's duplicate of the socket, if one was made: once no watch
+// runs, before the connection is closed or handed off.
+func (c *conn) closeWatchFile() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.watchFile != nil {
+		c.watchFile.Close()
+		c.watchFile = nil
+	}
 }
 
 // backgroundRead reads while a handler runs long: a byte is a pipelined request, kept for
@@ -454,11 +554,16 @@ func (c *conn) backgroundRead() {
 		c.mu.Unlock()
 		return
 	}
+	rd := c.watchReader()
+	if rd == nil {
+		c.mu.Unlock()
+		return
+	}
 	cancel := c.cancel
 	c.reading = true
-	c.nc.SetReadDeadline(time.Time{}) // the idle deadline must not end a long answer's watch
+	rd.SetReadDeadline(time.Time{}) // the idle deadline must not end a long answer's watch
 	c.mu.Unlock()
-	n, err := c.nc.Read(c.cr.b[:])
+	n, err := rd.Read(c.cr.b[:])
 	c.mu.Lock()
 	c.reading = false
 	c.mu.Unlock()
@@ -480,11 +585,21 @@ func (c *conn) closeConn() {
 	if c.closed.Swap(true) {
 		return
 	}
-	c.nc.Close()
+	c.closeSocket()
 	c.srv.forget(c)
 	if c.srv.ConnState != nil {
 		c.srv.ConnState(c.nc, http.StateClosed)
 	}
+}
+
+// closeSocket closes the connection; while serve's Loop runs (a handler under it, when called
+// from another goroutine) it shuts the socket down instead, as Close would wait for the Loop:
+// the client sees the end at once, the Loop wakes to it, and serve closes the socket after.
+func (c *conn) closeSocket() {
+	if c.looping.Load() && c.raw.ShutdownBoth() == nil {
+		return
+	}
+	c.nc.Close()
 }
 
 // CloseWhenClientGone(true) asks that the connection be closed as soon as its client is seen

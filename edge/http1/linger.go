@@ -118,7 +118,7 @@ func (c *conn) shut() {
 		tc.NetConn().Close()
 		return
 	}
-	c.nc.Close()
+	c.closeSocket()
 }
 
 // closeWrite half-closes nc's TCP connection: its own CloseWrite (net.TCPConn's, rawconn's),

@@ -203,3 +203,68 @@ func (p *prober) do(fd uintptr) {
 		return
 	}
 }
+
+// looper is a Loop in progress; its callback is bound once, so a Loop allocates nothing.
+type looper struct {
+	step    func() bool
+	fd      uintptr
+	drained bool // a read since the last call of step emptied the socket (Loop)
+	empty   int  // reads that found the socket empty, for the tests
+	fn      func(fd uintptr) bool
+}
+
+func (l *looper) init() { l.fn = l.do }
+
+func (l *looper) loop(rc syscall.RawConn, step func() bool) error {
+	l.step = step
+	err := rc.Read(l.fn)
+	l.step, l.fd = nil, 0
+	return err
+}
+
+func (l *looper) do(fd uintptr) bool {
+	l.fd, l.drained = fd, false
+	return !l.step()
+}
+
+func (l *looper) read(p []byte) (int, error) {
+	if l.drained || l.step == nil {
+		return 0, ErrWouldBlock
+	}
+	for {
+		n, _, e := unix.RawSyscall(unix.SYS_READ, l.fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		switch e {
+		case 0:
+			if n == 0 {
+				return 0, io.EOF
+			}
+			// Short of p: the socket is empty now, and what comes next will be announced.
+			l.drained = int(n) < len(p)
+			return int(n), nil
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			l.drained = true
+			l.empty++
+			return 0, ErrWouldBlock
+		default:
+			return 0, os.NewSyscallError("read", e)
+		}
+	}
+}
+
+func shutdownBoth(fd uintptr) error {
+	if err := unix.Shutdown(int(fd), unix.SHUT_RDWR); err != nil {
+		return os.NewSyscallError("shutdown", err)
+	}
+	return nil
+}
+
+// dupFile returns a pollable *os.File on a duplicate of fd.
+func dupFile(fd uintptr) (*os.File, error) {
+	nfd, err := unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err)
+	}
+	return os.NewFile(uintptr(nfd), "tcp-dup"), nil
+}

@@ -465,3 +465,183 @@ func TestWriteReadDeadline(t *testing.T) {
 		}
 	})
 }
+
+// loopEcho serves lines on c inside one Loop: each whole line is answered "echo: LINE" at
+// once. It returns the Loop's error; onLine, if set, runs after each answer, inside the step.
+func loopEcho(c *Conn, onLine func(line string)) error {
+	var buf []byte
+	p := make([]byte, 256)
+	return c.Loop(func() bool {
+		for {
+			for {
+				i := bytes.IndexByte(buf, '\n')
+				if i < 0 {
+					break
+				}
+				line := string(buf[:i])
+				buf = buf[i+1:]
+				if _, err := c.Write([]byte("echo: " + line + "\n")); err != nil {
+					return false
+				}
+				if onLine != nil {
+					onLine(line)
+				}
+			}
+			n, err := c.LoopRead(p)
+			if err == ErrWouldBlock {
+				return true
+			}
+			if err != nil {
+				return false
+			}
+			buf = append(buf, p[:n]...)
+		}
+	})
+}
+
+// A client that sends its next line only once it has the answer to the last: the Loop reads
+// each line once and waits without the read that would find the socket empty (Read makes
+// one per line). A spurious wake-up may still cost one, rarely.
+func TestLoopReadsOnceAnswerToAnswer(t *testing.T) {
+	s, client := tcpPair(t)
+	c := New(s)
+	done := make(chan error, 1)
+	go func() { done <- loopEcho(c, nil) }()
+	const lines = 200
+	br := bufio.NewReader(client)
+	for i := range lines {
+		line := "line " + strconv.Itoa(i)
+		if _, err := client.Write([]byte(line + "\n")); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := br.ReadString('\n'); err != nil || got != "echo: "+line+"\n" {
+			t.Fatalf("answer %d = %q, %v", i, got, err)
+		}
+	}
+	client.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("Loop after the client's end: %v, want nil (the step saw io.EOF)", err)
+	}
+	if c.l.empty > lines/4 {
+		t.Errorf("the Loop read the empty socket %d times for %d lines, want few", c.l.empty, lines)
+	}
+}
+
+// Bytes that arrive while a step still runs, after its read emptied the socket, wake the
+// wait that follows: the line sent while the step holds on (a handler taking its time) gets
+// its answer, where a fresh RawConn.Read that skipped its first read would wait for ever.
+func TestLoopWakesForBytesDuringStep(t *testing.T) {
+	s, client := tcpPair(t)
+	c := New(s)
+	pr := NewProber(s)
+	sent := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- loopEcho(c, func(line string) {
+			if line != "first" {
+				return
+			}
+			<-sent
+			for end := time.Now().Add(5 * time.Second); pr.Quiet() && time.Now().Before(end); {
+				time.Sleep(time.Millisecond)
+			}
+			time.Sleep(20 * time.Millisecond) // the handler's time, in which the poller hears of it
+		})
+	}()
+	br := bufio.NewReader(client)
+	client.Write([]byte("first\n"))
+	if got, err := br.ReadString('\n'); err != nil || got != "echo: first\n" {
+		t.Fatalf("first answer = %q, %v", got, err)
+	}
+	client.Write([]byte("second\n"))
+	close(sent)
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if got, err := br.ReadString('\n'); err != nil || got != "echo: second\n" {
+		t.Fatalf("second answer = %q, %v; want it without waiting for more bytes", got, err)
+	}
+	client.Close()
+	<-done
+}
+
+// ShutdownBoth ends a Loop waiting to read (the step reads the end) without Close, which would
+// wait for the Loop; the peer reads the end of the stream. A deadline ends a Loop's wait too.
+func TestLoopShutdownAndDeadline(t *testing.T) {
+	s, client := tcpPair(t)
+	c := New(s)
+	done := make(chan error, 1)
+	go func() { done <- loopEcho(c, nil) }()
+	if err := c.ShutdownBoth(); err != nil {
+		t.Fatal(err)
+	}
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := client.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("the peer read %d bytes, %v; want io.EOF", n, err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Loop after ShutdownBoth: %v, want nil", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Loop still waits after ShutdownBoth")
+	}
+
+	s2, _ := tcpPair(t)
+	c2 := New(s2)
+	c2.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if err := loopEcho(c2, nil); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("Loop past its deadline: %v, want os.ErrDeadlineExceeded", err)
+	}
+	if n, err := c2.LoopRead(make([]byte, 1)); err != ErrWouldBlock {
+		t.Errorf("LoopRead outside a Loop = %d, %v; want ErrWouldBlock", n, err)
+	}
+}
+
+// DupFile reads the socket while a Loop holds the connection's read side, with its own
+// deadlines; the socket stays open until both are closed.
+func TestDupFileReadsDuringLoop(t *testing.T) {
+	s, client := tcpPair(t)
+	c := New(s)
+	got := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- c.Loop(func() bool {
+			f, err := c.DupFile()
+			if err != nil {
+				got <- err.Error()
+				return false
+			}
+			defer f.Close()
+			f.SetReadDeadline(time.Now().Add(5 * time.Second))
+			b := make([]byte, 5)
+			n, err := io.ReadFull(f, b)
+			got <- string(b[:n])
+			if err != nil {
+				return false
+			}
+			f.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+			if _, err := f.Read(b); !errors.Is(err, os.ErrDeadlineExceeded) {
+				got <- "second read: " + err.Error()
+			}
+			return false
+		})
+	}()
+	client.Write([]byte("hello"))
+	if g := <-got; g != "hello" {
+		t.Fatalf("the duplicate read %q, want hello", g)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case g := <-got:
+		t.Fatal(g)
+	default:
+	}
+	// The original still reads after the duplicate's close.
+	client.Write([]byte("x"))
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); n != 1 || err != nil {
+		t.Errorf("Read after the duplicate's close = %d, %v", n, err)
+	}
+}

@@ -4,6 +4,7 @@ package rawconn
 
 import (
 	"errors"
+	"os"
 	"syscall"
 )
 
@@ -33,3 +34,11 @@ type prober struct{}
 
 func (*prober) init()                         {}
 func (*prober) probe(rc syscall.RawConn) bool { return true }
+
+type looper struct{}
+
+func (*looper) init()                                   {}
+func (*looper) loop(syscall.RawConn, func() bool) error { return errUnsupported }
+func (*looper) read([]byte) (int, error)                { return 0, errUnsupported }
+func shutdownBoth(uintptr) error                        { return errUnsupported }
+func dupFile(uintptr) (*os.File, error)                 { return nil, errUnsupported }
