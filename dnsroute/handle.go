@@ -81,9 +81,11 @@ func newWorker() *worker {
 	return &worker{in: make([]byte, udpBufLen), out: make([]byte, 0, udpBufLen), key: make([]byte, 0, 320), netKey: make([]byte, 0, 320)}
 }
 
-func (s *Server) serveUDP(ctx context.Context, pc net.PacketConn) {
+// serveUDP answers queries on pc until ctx ends or pc is closed; own says no other worker
+// reads pc.
+func (s *Server) serveUDP(ctx context.Context, pc net.PacketConn, own bool) {
 	if uc, ok := pc.(*net.UDPConn); ok {
-		s.serveUDPBatch(ctx, uc)
+		s.serveUDPBatch(ctx, uc, own)
 		return
 	}
 	w := newWorker()

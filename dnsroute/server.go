@@ -341,7 +341,7 @@ func (s *Server) serve(ctx context.Context, udps []net.PacketConn, tcp net.Liste
 	}
 	for _, udp := range udps {
 		for range perSocket {
-			wg.Go(func() { s.serveUDP(ctx, udp) })
+			wg.Go(func() { s.serveUDP(ctx, udp, perSocket == 1) })
 		}
 	}
 	if !s.userClock {
