@@ -21,6 +21,21 @@ import (
 // defaultListen is Config.Listen's default: every address, the DNS port.
 const defaultListen = ":53"
 
+// maxAnswerCount bounds answer_count. gdnsd's weighted plugin stops at 64 addresses a set as
+// well. Clients use the first address, or a few to fall back on: 64 AAAA records (about 1.8
+// KB) already go over UDP only to EDNS buffers above the default 1232, and with no bound a
+// PoP of some 2,300 nodes would make an answer larger than a DNS message can be even over TCP.
+const maxAnswerCount = 64
+
+// Defaults of max_tcp_connections and of its bound per client address. RFC 7766 section
+// 6.2.2 asks a client for one connection to a server at a time; 32 leaves room for a resolver
+// farm behind one address, and takes 32 addresses to fill the 1000 (a tenth of a smaller
+// max_tcp_connections takes 10).
+const (
+	defaultMaxTCPConnections          = 1000
+	defaultMaxTCPConnectionsPerSource = 32
+)
+
 // Config is a DNS server's configuration: the YAML file (see docs/dns.md) plus the Go-only
 // fields at the end. The zero value of every field except Zone, NS and MMDB (or Geo) works.
 type Config struct {
@@ -45,7 +60,7 @@ type Config struct {
 	MMDBReload time.Duration `yaml:"mmdb_reload"`
 	// DefaultPoP is where clients of unknown location go (default: the first PoP by id).
 	DefaultPoP string `yaml:"default_pop"`
-	// AnswerCount is the most addresses in one answer (default 2).
+	// AnswerCount is the most addresses in one answer (default 2, at most maxAnswerCount).
 	AnswerCount int `yaml:"answer_count"`
 	// Rotation orders a PoP's node addresses: "roundrobin" (default) rotates them per query,
 	// "weighted" puts nodes first in proportion to their spare capacity.
@@ -81,6 +96,10 @@ type Config struct {
 	// MaxTCPConnections bounds the TCP connections served at once (default 1000); more wait
 	// in the kernel's accept queue until one ends.
 	MaxTCPConnections int `yaml:"max_tcp_connections"`
+	// MaxTCPConnectionsPerSource bounds the TCP connections of one client address (default
+	// a tenth of MaxTCPConnections, at most 32, at least 1), so that one address cannot take
+	// every connection and starve the rest; a connection beyond it is refused at accept.
+	MaxTCPConnectionsPerSource int `yaml:"max_tcp_connections_per_source"`
 
 	// NATS, if set, is the NATS URL of the fleet: PoPs, nodes, health, load and drains come
 	// from the registry (the fleet bucket) and the routing policy from the config bucket, and
@@ -267,8 +286,11 @@ func (c Config) validate() wire.FieldErrors {
 			errs.Add(d.field, "%v is not a whole number of seconds", d.v)
 		}
 	}
-	if c.AnswerCount < 0 {
+	switch {
+	case c.AnswerCount < 0:
 		errs.Add("answer_count", "is negative")
+	case c.AnswerCount > maxAnswerCount:
+		errs.Add("answer_count", "%d is more than %d, the most addresses an answer holds", c.AnswerCount, maxAnswerCount)
 	}
 	switch c.Rotation {
 	case "", "roundrobin", "weighted":
@@ -344,10 +366,14 @@ func (c Config) validate() wire.FieldErrors {
 		field string
 		v     int64
 	}{{"cache_entries", int64(c.CacheEntries)}, {"cache_bytes", c.CacheBytes}, {"udp_workers", int64(c.UDPWorkers)},
-		{"max_tcp_connections", int64(c.MaxTCPConnections)}} {
+		{"max_tcp_connections", int64(c.MaxTCPConnections)}, {"max_tcp_connections_per_source", int64(c.MaxTCPConnectionsPerSource)}} {
 		if n.v < 0 {
 			errs.Add(n.field, "is negative")
 		}
+	}
+	// More per source than in all would never apply: the operator meant something else.
+	if maxTCP := cmp.Or(c.MaxTCPConnections, defaultMaxTCPConnections); c.MaxTCPConnections >= 0 && c.MaxTCPConnectionsPerSource > maxTCP {
+		errs.Add("max_tcp_connections_per_source", "%d is more than max_tcp_connections (%d)", c.MaxTCPConnectionsPerSource, maxTCP)
 	}
 	for _, a := range []struct{ field, addr string }{{"listen", c.Listen}, {"admin_listen", c.AdminListen}} {
 		if a.addr != "" && !wire.ValidHostPort(a.addr) {
@@ -439,7 +465,10 @@ func (c Config) withDefaults() Config {
 		c.CacheBytes = 128 << 20
 	}
 	if c.MaxTCPConnections == 0 {
-		c.MaxTCPConnections = 1000
+		c.MaxTCPConnections = defaultMaxTCPConnections
+	}
+	if c.MaxTCPConnectionsPerSource == 0 {
+		c.MaxTCPConnectionsPerSource = min(defaultMaxTCPConnectionsPerSource, max(1, c.MaxTCPConnections/10))
 	}
 	if c.Clock == nil {
 		c.Clock = time.Now

@@ -102,6 +102,13 @@ var nextIP = struct {
 // serves it on a fresh 127.0.0.x address until the test ends.
 func startServer(t testing.TB, mutate func(*Config)) *testServer {
 	t.Helper()
+	return startServerWith(t, mutate, nil)
+}
+
+// startServerWith is startServer with the TCP listener wrapped by wrap (nil: as it is), for
+// tests that shape the server's sockets.
+func startServerWith(t testing.TB, mutate func(*Config), wrap func(net.Listener) net.Listener) *testServer {
+	t.Helper()
 	cfg := testConfig(t)
 	if mutate != nil {
 		mutate(&cfg)
@@ -114,7 +121,7 @@ func startServer(t testing.TB, mutate func(*Config)) *testServer {
 	nextIP.n++
 	ip := netip.AddrFrom4([4]byte{127, 0, 2, byte(nextIP.n)})
 	nextIP.Unlock()
-	ts, err := serveOn(t, s, netip.AddrPortFrom(ip, 0).String())
+	ts, err := serveOnWith(t, s, netip.AddrPortFrom(ip, 0).String(), wrap)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,11 +131,20 @@ func startServer(t testing.TB, mutate func(*Config)) *testServer {
 // serveOn serves s on addr (UDP and TCP) until the test ends.
 func serveOn(t testing.TB, s *Server, addr string) (*testServer, error) {
 	t.Helper()
+	return serveOnWith(t, s, addr, nil)
+}
+
+// serveOnWith is serveOn with the TCP listener wrapped by wrap (nil: as it is).
+func serveOnWith(t testing.TB, s *Server, addr string, wrap func(net.Listener) net.Listener) (*testServer, error) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	udp, tcp, err := listen(ctx, addr)
 	if err != nil {
 		cancel()
 		return nil, err
+	}
+	if wrap != nil {
+		tcp = wrap(tcp)
 	}
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx, udp, tcp) }()

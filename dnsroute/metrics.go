@@ -16,7 +16,7 @@ type metrics struct {
 	netHits   atomic.Uint64 // hits answered from the client's database network's answer
 	misses    atomic.Uint64
 	limited   *prometheus.CounterVec // by action: drop, slip
-	dropped   *prometheus.CounterVec // by reason
+	dropped   *prometheus.CounterVec // by reason: short, response, long, send, tcp_per_source
 	latency   prometheus.Histogram
 	failOpen  prometheus.Counter
 	reloadErr prometheus.Counter
@@ -39,7 +39,7 @@ func newMetrics() *metrics {
 			Name: "meridian_dns_rate_limited_total", Help: "Rate-limited queries, by action (drop or slip).",
 		}, []string{"action"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "meridian_dns_dropped_total", Help: "Packets dropped without an answer, by reason.",
+			Name: "meridian_dns_dropped_total", Help: "Packets dropped without an answer, and TCP connections refused at accept, by reason.",
 		}, []string{"reason"}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "meridian_dns_query_duration_seconds",

@@ -39,6 +39,8 @@ type Server struct {
 	m      *metrics
 	rr     atomic.Uint32 // rotation counter for uncached answers
 
+	tcpSources *sourceLimiter // TCP connections open per client address
+
 	// coarseNow is the wall clock in Unix nanoseconds, refreshed by Serve every
 	// coarseTick when Config.Clock is nil: reading the clock per query costs more than the
 	// rest of a cache hit on some virtual machines. Zero means read the clock.
@@ -63,7 +65,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("dns config: %w", err)
 	}
 	s := &Server{cfg: c, zone: newZone(c), geo: c.Geo, fleet: c.Fleet, m: newMetrics(), ready: make(chan struct{}), userClock: cfg.Clock != nil,
-		lat: newLatencyMap(0, 0)}
+		lat: newLatencyMap(0, 0), tcpSources: newSourceLimiter(c.MaxTCPConnectionsPerSource)}
 	if s.geo == nil {
 		if s.geo, err = geo.Open(c.MMDB); err != nil {
 			return nil, fmt.Errorf("dns config: mmdb: %w", err)
@@ -319,8 +321,12 @@ func (s *Server) serve(ctx context.Context, udps []net.PacketConn, tcp net.Liste
 		// Bounded (RFC 7766 section 10): each connection holds a file descriptor for up to
 		// 10 s idle, and at the process's limit miekg/dns retries a failing accept without
 		// a pause, while nothing else of the server can open a file or socket.
-		// Beyond the bound, connections wait in the kernel's accept queue.
-		limited := netutil.LimitListener(lingerListener{tcp}, s.cfg.MaxTCPConnections)
+		// Beyond the bound, connections wait in the kernel's accept queue. Inside it, one
+		// client address gets at most MaxTCPConnectionsPerSource of them, so that it cannot
+		// take them all; beyond that its connections are reset as they are accepted.
+		perSource := sourceListener{Listener: lingerListener{tcp}, lim: s.tcpSources,
+			refused: s.m.dropped.WithLabelValues("tcp_per_source")}
+		limited := netutil.LimitListener(perSource, s.cfg.MaxTCPConnections)
 		tcpSrv = &dns.Server{
 			Listener: limited, Handler: dns.HandlerFunc(s.serveTCP), DecorateReader: s.decorateTCP, MsgAcceptFunc: acceptTCP,
 			ReadTimeout: 5 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second },
@@ -421,6 +427,12 @@ type lingerConn struct{ *net.TCPConn }
 func (c lingerConn) Write(b []byte) (int, error) {
 	c.SetWriteDeadline(time.Now().Add(tcpWriteTimeout))
 	return c.TCPConn.Write(b)
+}
+
+// reset closes the connection at once with a TCP reset, without lingering.
+func (c lingerConn) reset() error {
+	c.SetLinger(0)
+	return c.TCPConn.Close()
 }
 
 // Close sends FIN after the answers written, discards what the client still sends until it

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"slices"
 	"testing"
@@ -38,21 +39,26 @@ func readAnswers(c net.Conn) (int, error) {
 // documented but unused), so the connection's goroutine waited in the write for good, and
 // the server's shutdown with it.
 func TestTCPClientThatDoesNotReadIsDropped(t *testing.T) {
-	ts := startServer(t, func(c *Config) {
-		// Answers of some 56 KB: a connection's worth of them (128) is more than loopback
-		// sockets buffer.
-		c.AnswerCount = 2000
-		for i := range 2000 {
+	// Answers of some 1.8 KB (answer_count's most, 64 AAAA records), and socket buffers of
+	// a few KB at both ends (loopback's grow to megabytes): a connection's worth of answers
+	// (128) is more than the sockets hold.
+	const buf = 4 << 10
+	ts := startServerWith(t, func(c *Config) {
+		c.AnswerCount = maxAnswerCount
+		for i := range maxAnswerCount {
 			c.PoPs[0].Nodes = append(c.PoPs[0].Nodes, NodeConfig{ID: fmt.Sprintf("lhr-big-%d", i), Capacity: 1000,
-				IPv6: fmt.Sprintf("2001:db8:ee::%x:%x", i/256, i%256)})
+				IPv6: fmt.Sprintf("2001:db8:ee::%x", i)})
 		}
-	})
+	}, func(ln net.Listener) net.Listener { return sendBufListener{ln, buf} })
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 1, 1, 60)}} // London: lhr
 	conn, err := d.Dial("tcp", ts.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
+	if err := conn.(*net.TCPConn).SetReadBuffer(buf); err != nil {
+		t.Fatal(err)
+	}
 	c := conn
 	var burst []byte
 	for i := range maxBadTCP {
@@ -74,6 +80,23 @@ func TestTCPClientThatDoesNotReadIsDropped(t *testing.T) {
 	if errors.Is(err, os.ErrDeadlineExceeded) || n >= maxBadTCP {
 		t.Errorf("read %d answers then %v; want fewer than %d, then the end of the connection", n, err, maxBadTCP)
 	}
+}
+
+// sendBufListener sets the send buffer of the connections it accepts to size bytes.
+type sendBufListener struct {
+	net.Listener
+	size int
+}
+
+func (l sendBufListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		if err := tc.SetWriteBuffer(l.size); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	return c, err
 }
 
 // TestTCPPartialMessages: a message must arrive whole within the read timeout (5 s for the
@@ -129,7 +152,8 @@ func TestTCPPartialMessages(t *testing.T) {
 // test here), while the admin listener, NATS and MMDB reloads could open nothing.
 func TestTCPConnectionsBounded(t *testing.T) {
 	const limit = 2
-	ts := startServer(t, func(c *Config) { c.MaxTCPConnections = limit })
+	// Every connection comes from one address: let it have them all.
+	ts := startServer(t, func(c *Config) { c.MaxTCPConnections, c.MaxTCPConnectionsPerSource = limit, limit })
 	q := new(dns.Msg)
 	q.SetQuestion("www.cdn.example.", dns.TypeA)
 	qb, err := q.Pack()
@@ -175,5 +199,73 @@ func TestTCPConnectionsBounded(t *testing.T) {
 	held[0].Close()
 	if err := read(extra, 5*time.Second); err != nil {
 		t.Errorf("after a connection closed, the waiting one: %v, want its answer", err)
+	}
+}
+
+// TestTCPConnectionsPerSource: one client address gets at most max_tcp_connections_per_source
+// TCP connections at once. One more from it is reset at accept, unanswered, and counted in
+// meridian_dns_dropped_total{reason="tcp_per_source"}; another address is answered all the
+// while; and once one of the first address's connections ends, it is answered again. Found in
+// review: only max_tcp_connections bounded connections, so one address could hold them all
+// and leave every other client waiting in the accept queue.
+func TestTCPConnectionsPerSource(t *testing.T) {
+	const perSource = 2
+	ts := startServer(t, func(c *Config) { c.MaxTCPConnectionsPerSource = perSource })
+	q := new(dns.Msg)
+	q.SetQuestion("www.cdn.example.", dns.TypeA)
+	qb, err := q.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	framed := append(binary.BigEndian.AppendUint16(nil, uint16(len(qb))), qb...)
+	dial := func(src netip.Addr) net.Conn {
+		t.Helper()
+		d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))}
+		c, err := d.Dial("tcp", ts.addr) // the kernel completes the handshake either way
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	// ask sends a query on c and reads one answer; a refused connection fails at once (a
+	// reset), never by the deadline.
+	ask := func(c net.Conn) error {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write(framed); err != nil {
+			return err
+		}
+		var l [2]byte
+		if _, err := io.ReadFull(c, l[:]); err != nil {
+			return err
+		}
+		_, err := io.ReadFull(c, make([]byte, binary.BigEndian.Uint16(l[:])))
+		return err
+	}
+	a, b := netip.MustParseAddr("127.1.1.70"), netip.MustParseAddr("127.1.1.71") // London
+	var held []net.Conn
+	for i := range perSource {
+		c := dial(a)
+		if err := ask(c); err != nil {
+			t.Fatalf("connection %d of %d from %v: %v", i+1, perSource, a, err)
+		}
+		held = append(held, c)
+	}
+	over := dial(a)
+	if err := ask(over); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("connection %d from %v while %d are open: %v, want it closed at once", perSource+1, a, perSource, err)
+	}
+	if got := metricValue(t, ts.Server, "meridian_dns_dropped_total", "tcp_per_source"); got != 1 {
+		t.Errorf(`meridian_dns_dropped_total{reason="tcp_per_source"} = %v, want 1`, got)
+	}
+	for i := range perSource {
+		if err := ask(dial(b)); err != nil {
+			t.Errorf("connection %d from %v while %v is at its limit: %v, want an answer", i+1, b, a, err)
+		}
+	}
+	held[0].Close()
+	wait.For(t, 5*time.Second, "the server to uncount the connection the client closed", func() bool { return ts.tcpSources.open(a) < perSource })
+	if err := ask(dial(a)); err != nil {
+		t.Errorf("a connection from %v after one of its own ended: %v, want an answer", a, err)
 	}
 }
