@@ -113,6 +113,51 @@ func TestNoInterimToHTTP10Client(t *testing.T) {
 	}
 }
 
+// TestHostileInformationalAndLargeHeads: an origin that floods 1xx interim answers (103 Early
+// Hints) or sends a head larger than the client's 64 KiB gets its client a 502, as any other
+// malformed answer, on a fill as on a pass-through; at most 10 of the 103s reach the client.
+// The flood went on for as long as the origin sent it, every 103 forwarded, and a head could
+// take 10 MiB. A 20 KiB Set-Cookie still passes.
+func TestHostileInformationalAndLargeHeads(t *testing.T) {
+	hint := "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+	final := "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nCache-Control: no-store\r\n"
+	cookie := "Set-Cookie: s=" + strings.Repeat("c", 20<<10) + "\r\n"
+	answers := map[string]string{
+		"/flood":  strings.Repeat(hint, 1000) + final + "\r\nok",
+		"/big":    "HTTP/1.1 200 OK\r\nX-Pad: " + strings.Repeat("p", 100<<10) + "\r\nContent-Length: 2\r\n\r\nok",
+		"/cookie": final + cookie + "\r\nok",
+	}
+	o := startScriptOrigin(t, "127.0.0.68", func(c net.Conn, r *http.Request, _ int) bool {
+		_, err := io.WriteString(c, answers[r.URL.Path])
+		return err != nil
+	})
+	n, _ := startEdge(t, listen(t, "127.0.0.69"), Config{PoP: "tst", Node: "e1", Logger: testLogger(t),
+		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + o}}})
+	for _, method := range []string{"GET", "POST"} {
+		for _, tt := range []struct{ path, status string }{
+			{"/flood", " 502 "},
+			{"/big", " 502 "},
+			{"/cookie", " 200 "},
+		} {
+			req := method + " " + tt.path + " HTTP/1.1\r\nHost: " + testHost + "\r\nConnection: close\r\n"
+			if method == "POST" {
+				req += "Content-Length: 1\r\n\r\nx"
+			} else {
+				req += "\r\n"
+			}
+			out := rawExchange(t, n.Addr(), req)
+			hints := strings.Count(out, " 103 Early Hints\r\n")
+			_, last, _ := strings.Cut(out[strings.LastIndex(out, "HTTP/1.1 "):], "HTTP/1.1")
+			if !strings.HasPrefix(last, tt.status) || hints > 10 {
+				t.Errorf("%s %s: %d 103s, then %.40q; want at most 10, then%s", method, tt.path, hints, last, tt.status)
+			}
+			if tt.path == "/cookie" && !strings.Contains(out, "\r\n"+cookie) {
+				t.Errorf("%s %s: the 20 KiB Set-Cookie did not reach the client", method, tt.path)
+			}
+		}
+	}
+}
+
 // TestRevalidationSetCookieNotShared: a 304 that sets a cookie (an origin that starts a
 // session on every answer) refreshes the copy for the client whose request revalidated it,
 // but the copy with that cookie is not stored: as for a 200 with Set-Cookie, one user's cookie

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"net/textproto"
 	"net/url"
 	"strings"
 	"sync"
@@ -31,6 +32,29 @@ var ErrBreakerOpen = errors.New("circuit breaker open")
 
 // errBodyTimeout is the cause of the exchange context's cancellation when BodyTimeout expires.
 var errBodyTimeout = errors.New("body timeout")
+
+const (
+	// maxHeadBytes bounds each response head, 1xx heads and the final one alike. Real heads
+	// are a few KiB (nginx reads them into proxy_buffer_size, 4-8 KiB; Varnish allows 32 KiB,
+	// http_resp_size); 64 KiB is the edge's own bound on a request head (max_header_bytes)
+	// and leaves room for large cookies and CSP fields. net/http's 10 MiB default let an
+	// origin make the edge hold 10 MiB per exchange.
+	maxHeadBytes = 64 << 10
+	// max1xx bounds the 1xx heads before the final one. None extends a deadline, but the
+	// edge forwards each to its client, and without a bound an origin could send them until
+	// its response header timeout. net/http's Transport allowed 5 (Go 1.11 to 1.23; quic-go's
+	// client still does), and now leaves the number to the Got1xxResponse hook that takes
+	// them: here the edge's. Origins send a 100 Continue, or a 103 Early Hints or two (Rails
+	// one per asset tag helper): twice Go's old bound leaves them room.
+	max1xx = 10
+)
+
+// errHeadTooLarge is an answer head longer than maxHeadBytes, and errTooMany1xx one after
+// more than max1xx interim heads: both are malformed answers, the exchange's failure.
+var (
+	errHeadTooLarge = fmt.Errorf("response header larger than %d bytes", maxHeadBytes)
+	errTooMany1xx   = fmt.Errorf("more than %d 1xx informational responses", max1xx)
+)
 
 // Config configures one upstream. The zero value works; every default is stated per field.
 type Config struct {
@@ -84,9 +108,10 @@ type Config struct {
 	// TLSConfig is used for https upstreams by the built transport. Nil means Go's defaults.
 	TLSConfig *tls.Config
 	// Transport, if set, replaces the built *http.Transport (the timeouts on dialing, TLS and
-	// response headers are then the injected transport's business). Nil means the built
-	// transport: plain-http requests without a body are exchanged on the caller's goroutine
-	// (h1.go), the rest go through a tuned *http.Transport, both from the fields above.
+	// response headers, and the bounds on response heads, are then the injected transport's
+	// business). Nil means the built transport: plain-http requests without a body are
+	// exchanged on the caller's goroutine (h1.go), the rest go through a tuned
+	// *http.Transport, both from the fields above.
 	Transport http.RoundTripper
 	// DialContext, if set, is used by the built transport to open connections (the simulator adds
 	// WAN delay this way); it should honour ctx. Nil means a net.Dialer with DialTimeout.
@@ -195,6 +220,8 @@ func (c Config) newTransport() *http.Transport {
 		ForceAttemptHTTP2: true,
 		// The edge stores and forwards bytes as the upstream sent them.
 		DisableCompression: true,
+		// Each head, 1xx included, as h1Transport bounds it (their number: exchangeTrace).
+		MaxResponseHeaderBytes: maxHeadBytes,
 		// A connection's read buffer holds a small object's whole answer, header and body,
 		// so it arrives in one read system call rather than several (the default buffer is
 		// 4 KiB): system calls are most of a miss's cost (issue 15). It is per connection,
@@ -402,10 +429,10 @@ func (u *Upstream) failureStatus(resp *http.Response) error {
 func (u *Upstream) roundTrip(ctx context.Context, req *http.Request) (*http.Response, error) {
 	// The built transport reports when it has a connection (dialed, and for https with its
 	// handshake done): a failure before that is one to reach the upstream.
-	var connected atomic.Bool
-	traced := u.cfg.Transport == nil
-	if traced {
-		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { connected.Store(true) }})
+	var x *exchangeTrace
+	if u.cfg.Transport == nil {
+		x = new(exchangeTrace)
+		ctx = x.trace(ctx)
 	}
 	r := req.WithContext(ctx)
 	if r.Header == nil {
@@ -413,13 +440,72 @@ func (u *Upstream) roundTrip(ctx context.Context, req *http.Request) (*http.Resp
 	}
 	resp, err := u.transport.RoundTrip(r)
 	if err != nil {
-		if traced && !connected.Load() {
+		switch {
+		case x != nil && x.interim.Load() > max1xx:
+			// The bound's own error: HTTP/2 gives it as the cause of a stream error, which
+			// does not unwrap.
+			err = fmt.Errorf("read response header: %w", errTooMany1xx)
+		case x != nil && !x.connected.Load():
 			err = &notReachedError{err}
 		}
 		return nil, &url.Error{Op: opName(req), URL: req.URL.Redacted(), Err: err}
 	}
 	dropInvalidFields(resp.Header)
 	return resp, nil
+}
+
+// exchangeTrace is what roundTrip learns of an exchange from the built *http.Transport.
+type exchangeTrace struct {
+	connected atomic.Bool  // GotConn came
+	interim   atomic.Int32 // 1xx heads read (by the Transport's goroutine)
+}
+
+// trace returns ctx with the client trace that tells x, and fails the exchange after max1xx
+// 1xx heads. The Transport bounds each head (MaxResponseHeaderBytes) but, since Go 1.24
+// (golang.org/issue/65035), not their number once a Got1xxResponse hook takes them, as the
+// edge's does to forward them. httptrace.WithClientTrace would call both that hook and this
+// one and keep only the caller's result, losing the bound's error: this trace takes the
+// place of a caller's that has a Got1xxResponse (withoutTrace hides it) and calls the
+// caller's hooks itself.
+func (x *exchangeTrace) trace(ctx context.Context) context.Context {
+	gotConn := func(httptrace.GotConnInfo) { x.connected.Store(true) }
+	bound := func(int, textproto.MIMEHeader) error {
+		if x.interim.Add(1) > max1xx {
+			return errTooMany1xx
+		}
+		return nil
+	}
+	old := httptrace.ContextClientTrace(ctx)
+	if old == nil || old.Got1xxResponse == nil {
+		return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: gotConn, Got1xxResponse: bound})
+	}
+	ct := *old
+	if callerConn := old.GotConn; callerConn != nil {
+		ct.GotConn = func(info httptrace.GotConnInfo) {
+			gotConn(info)
+			callerConn(info)
+		}
+	} else {
+		ct.GotConn = gotConn
+	}
+	ct.Got1xxResponse = func(code int, h textproto.MIMEHeader) error {
+		if err := bound(code, h); err != nil {
+			return err
+		}
+		return old.Got1xxResponse(code, h)
+	}
+	return httptrace.WithClientTrace(withoutTrace{ctx}, &ct)
+}
+
+// withoutTrace is a context without its parent's client trace, for one that takes its place.
+type withoutTrace struct{ context.Context }
+
+func (c withoutTrace) Value(key any) any {
+	v := c.Context.Value(key)
+	if _, ok := v.(*httptrace.ClientTrace); ok {
+		return nil
+	}
+	return v
 }
 
 // opName is the operation a *url.Error names for req, as http.Client words it: "Get", "Post".

@@ -45,9 +45,6 @@ type h1Transport struct {
 }
 
 const (
-	// h1MaxHeaderBytes bounds a response head (1xx heads included), as the Transport's
-	// default MaxResponseHeaderBytes does.
-	h1MaxHeaderBytes = 10 << 20
 	// h1ReadBuffer holds a small object's whole answer, head and body, so it arrives in one
 	// read system call; it is per connection and kept with it.
 	h1ReadBuffer = 32 << 10
@@ -406,7 +403,7 @@ type limitReader struct {
 
 func (r *limitReader) Read(p []byte) (int, error) {
 	if r.limit <= 0 {
-		return 0, fmt.Errorf("response header larger than %d bytes", h1MaxHeaderBytes)
+		return 0, errHeadTooLarge
 	}
 	if int64(len(p)) > r.limit {
 		p = p[:r.limit]
@@ -527,7 +524,7 @@ func (c *h1Conn) exchange(ctx context.Context, deadline time.Time, req *http.Req
 		// The context ended before the deadline was set, which may have undone its abort.
 		return nil, fail("send request to", ctx.Err(), false)
 	}
-	c.cr.limit = h1MaxHeaderBytes
+	c.cr.limit = maxHeadBytes
 	if _, err := c.br.Peek(1); err != nil {
 		return nil, fail("read response from", err, true)
 	}
@@ -537,8 +534,10 @@ func (c *h1Conn) exchange(ctx context.Context, deadline time.Time, req *http.Req
 	if trace != nil && trace.GotFirstResponseByte != nil {
 		trace.GotFirstResponseByte()
 	}
+	// Every 1xx head and the final one come within the read deadline set above (hd), which
+	// no 1xx extends: a 1xx flood ends at the response header timeout if not at max1xx.
 	resp, length, fast := readHead(c.br, req)
-	for !fast {
+	for n1xx := 0; !fast; {
 		if resp, err = http.ReadResponse(c.br, req); err != nil {
 			return nil, fail("read response header from", err, false)
 		}
@@ -550,13 +549,16 @@ func (c *h1Conn) exchange(ctx context.Context, deadline time.Time, req *http.Req
 		if code == http.StatusSwitchingProtocols {
 			return nil, fail("read response header from", errors.New("unexpected 101 Switching Protocols"), false)
 		}
+		if n1xx++; n1xx > max1xx {
+			return nil, fail("read response header from", errTooMany1xx, false)
+		}
 		if trace != nil && trace.Got1xxResponse != nil {
 			if err := trace.Got1xxResponse(code, textproto.MIMEHeader(resp.Header)); err != nil {
 				return nil, fail("handle 1xx response from", err, false)
 			}
-			// Whoever took the 1xx heads bounds their number; the next head gets the full limit.
-			c.cr.limit = h1MaxHeaderBytes
 		}
+		// The next head gets the whole limit, less what of it the buffer already holds.
+		c.cr.limit = maxHeadBytes - int64(c.br.Buffered())
 	}
 	c.cr.limit = math.MaxInt64
 	c.nc.SetReadDeadline(deadline)
