@@ -27,7 +27,7 @@ func newBatchConn(uc *net.UDPConn) batchConn {
 
 // serveUDPBatch is serveUDP for a *net.UDPConn on systems other than Linux (udp_linux.go):
 // batched reads and writes through x/net.
-func (s *Server) serveUDPBatch(ctx context.Context, uc *net.UDPConn, _ bool) {
+func (s *Server) serveUDPBatch(ctx context.Context, uc *net.UDPConn) {
 	bc := newBatchConn(uc)
 	w := newWorker()
 	in := make([]ipv4.Message, udpBatch)

@@ -81,11 +81,9 @@ func newWorker() *worker {
 	return &worker{in: make([]byte, udpBufLen), out: make([]byte, 0, udpBufLen), key: make([]byte, 0, 320), netKey: make([]byte, 0, 320)}
 }
 
-// serveUDP answers queries on pc until ctx ends or pc is closed; own says no other worker
-// reads pc.
-func (s *Server) serveUDP(ctx context.Context, pc net.PacketConn, own bool) {
+func (s *Server) serveUDP(ctx context.Context, pc net.PacketConn) {
 	if uc, ok := pc.(*net.UDPConn); ok {
-		s.serveUDPBatch(ctx, uc, own)
+		s.serveUDPBatch(ctx, uc)
 		return
 	}
 	w := newWorker()

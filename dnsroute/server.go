@@ -347,7 +347,7 @@ func (s *Server) serve(ctx context.Context, udps []net.PacketConn, tcp net.Liste
 	}
 	for _, udp := range udps {
 		for range perSocket {
-			wg.Go(func() { s.serveUDP(ctx, udp, perSocket == 1) })
+			wg.Go(func() { s.serveUDP(ctx, udp) })
 		}
 	}
 	if !s.userClock {

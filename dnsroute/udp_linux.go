@@ -52,14 +52,8 @@ func newUDPRing() *udpRing {
 }
 
 // serveUDPBatch answers queries on uc until ctx ends or uc is closed (serve sets a read
-// deadline to stop it). A worker that owns its socket (own: one socket per worker, as Run
-// opens them) reads, answers and writes inside one RawConn.Read, and after a batch that
-// emptied the socket waits for the next datagram without the recvmmsg that would find it
-// empty: inside one RawConn.Read only the wake-up clears the socket's readiness, so a datagram
-// that arrives after that batch is always announced (as rawconn.Conn.Loop does for the edge's
-// connections). Workers sharing a socket read one batch per RawConn.Read, which holds the
-// socket's read side, and answer outside it, so that they answer side by side.
-func (s *Server) serveUDPBatch(ctx context.Context, uc *net.UDPConn, own bool) {
+// deadline to stop it).
+func (s *Server) serveUDPBatch(ctx context.Context, uc *net.UDPConn) {
 	rc, err := uc.SyscallConn()
 	if err != nil {
 		s.cfg.Logger.Error("dns udp socket", "err", err)
@@ -67,8 +61,17 @@ func (s *Server) serveUDPBatch(ctx context.Context, uc *net.UDPConn, own bool) {
 	}
 	w := newWorker()
 	r := newUDPRing()
-	var n, k int
+	var n int
 	var errno syscall.Errno
+	recv := func(fd uintptr) bool {
+		for i := range r.in {
+			r.in[i].Hdr.Namelen = sockaddrLen
+			r.in[i].Hdr.Flags = 0
+		}
+		n, errno = recvmmsg(fd, r.in[:])
+		return errno != unix.EAGAIN && errno != unix.EINTR // false: wait in the poller
+	}
+	var k int
 	send := func(fd uintptr) bool {
 		for sent := 0; sent < k; {
 			// MSG_DONTWAIT: with the send buffer full (the interface's queue backed up),
@@ -91,37 +94,6 @@ func (s *Server) serveUDPBatch(ctx context.Context, uc *net.UDPConn, own bool) {
 		}
 		return true
 	}
-	recv := func(fd uintptr) bool {
-		for {
-			for i := range r.in {
-				r.in[i].Hdr.Namelen = sockaddrLen
-				r.in[i].Hdr.Flags = 0
-			}
-			n, errno = recvBatch(fd, r.in[:])
-			switch {
-			case errno == unix.EINTR:
-				continue
-			case errno == unix.EAGAIN:
-				return false // wait in the poller
-			case !own || errno != 0 || n <= 0:
-				return true
-			}
-			// The socket's own worker: answer here, with the socket in hand.
-			got := n
-			n = 0 // answered: nothing is left for the loop below
-			if k = s.answerBatch(w, r, got); k > 0 {
-				send(fd)
-			}
-			if ctx.Err() != nil {
-				return true
-			}
-			if got < len(r.in) {
-				// Short of a whole batch: recvmmsg stopped at an empty socket, and whatever
-				// comes next will be announced.
-				return false
-			}
-		}
-	}
 	for {
 		if err := rc.Read(recv); err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
@@ -129,13 +101,40 @@ func (s *Server) serveUDPBatch(ctx context.Context, uc *net.UDPConn, own bool) {
 			}
 			continue
 		}
-		if ctx.Err() != nil {
-			return
-		}
 		if errno != 0 || n <= 0 {
+			if ctx.Err() != nil {
+				return
+			}
 			continue
 		}
-		if k = s.answerBatch(w, r, n); k > 0 {
+		k = 0
+		for i := range n {
+			from, ok := sockaddrPort(r.names[i][:r.in[i].Hdr.Namelen])
+			if !ok || from.Port() == 0 {
+				continue // source port 0: no reply is wanted (RFC 768), nor can be sent
+			}
+			w.out = r.outs[k][:0]
+			p := r.bufs[i*udpBufLen : i*udpBufLen+min(int(r.in[i].Len), udpBufLen)]
+			var resp []byte
+			if r.in[i].Hdr.Flags&unix.MSG_TRUNC != 0 {
+				resp = s.tooLong(w, p)
+			} else {
+				resp = s.handleUDP(w, p, from)
+			}
+			if len(resp) == 0 {
+				continue
+			}
+			if cap(resp) > cap(r.outs[k]) {
+				r.outs[k] = resp[:0] // keep the grown buffer for next time
+			}
+			r.outIv[k].Base = &resp[0]
+			r.outIv[k].SetLen(len(resp))
+			r.out[k].Hdr.Name = &r.names[i][0]
+			r.out[k].Hdr.Namelen = r.in[i].Hdr.Namelen
+			k++
+		}
+		s.flushHits(w)
+		if k > 0 {
 			if err := rc.Write(send); err != nil && (ctx.Err() != nil || errors.Is(err, net.ErrClosed)) {
 				return
 			}
@@ -143,47 +142,11 @@ func (s *Server) serveUDPBatch(ctx context.Context, uc *net.UDPConn, own bool) {
 	}
 }
 
-// answerBatch answers the n datagrams r.in holds into r.out, and returns how many replies it
-// made ready.
-func (s *Server) answerBatch(w *worker, r *udpRing, n int) int {
-	k := 0
-	for i := range n {
-		from, ok := sockaddrPort(r.names[i][:r.in[i].Hdr.Namelen])
-		if !ok || from.Port() == 0 {
-			continue // source port 0: no reply is wanted (RFC 768), nor can be sent
-		}
-		w.out = r.outs[k][:0]
-		p := r.bufs[i*udpBufLen : i*udpBufLen+min(int(r.in[i].Len), udpBufLen)]
-		var resp []byte
-		if r.in[i].Hdr.Flags&unix.MSG_TRUNC != 0 {
-			resp = s.tooLong(w, p)
-		} else {
-			resp = s.handleUDP(w, p, from)
-		}
-		if len(resp) == 0 {
-			continue
-		}
-		if cap(resp) > cap(r.outs[k]) {
-			r.outs[k] = resp[:0] // keep the grown buffer for next time
-		}
-		r.outIv[k].Base = &resp[0]
-		r.outIv[k].SetLen(len(resp))
-		r.out[k].Hdr.Name = &r.names[i][0]
-		r.out[k].Hdr.Namelen = r.in[i].Hdr.Namelen
-		k++
-	}
-	s.flushHits(w)
-	return k
-}
-
 // recvmmsg reads up to len(ms) datagrams without blocking.
 func recvmmsg(fd uintptr, ms []unix.Mmsghdr) (int, syscall.Errno) {
 	n, _, errno := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&ms[0])), uintptr(len(ms)), unix.MSG_DONTWAIT, 0, 0)
 	return int(n), errno
 }
-
-// recvBatch is recvmmsg; tests count the calls that find the socket empty, and hold a batch.
-var recvBatch = recvmmsg
 
 // sendBatch is sendmmsg; tests make it refuse an address, as the kernel can.
 var sendBatch = sendmmsg

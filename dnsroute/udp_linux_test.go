@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -18,17 +17,8 @@ import (
 // TestUDPBatchAnswersEachClient: queries that arrive together are read and answered in
 // batches; every client gets its own reply (its ID, its question's case, routed by its own
 // address) and no other's.
-// Both ways a worker serves: alone on its socket (as Run opens one per worker), answering
-// inside its read, and sharing one socket with another worker.
 func TestUDPBatchAnswersEachClient(t *testing.T) {
-	for _, workers := range []int{1, 2} {
-		t.Run(fmt.Sprintf("workers=%d", workers), func(t *testing.T) {
-			testUDPBatchAnswersEachClient(t, startServer(t, func(c *Config) { c.UDPWorkers = workers }))
-		})
-	}
-}
-
-func testUDPBatchAnswersEachClient(t *testing.T, ts *testServer) {
+	ts := startServer(t, nil)
 	type client struct {
 		c    *net.UDPConn
 		id   uint16
@@ -194,108 +184,5 @@ func TestUDPRefusedReplyDropsOnlyItself(t *testing.T) {
 	}
 	if got := metricValue(t, ts.Server, "meridian_dns_dropped_total", "send"); got != 1 {
 		t.Errorf("replies dropped at send: %v, want 1", got)
-	}
-}
-
-// countEmptyRecvs makes recvBatch count the calls that find the socket empty, until the test
-// ends (after the server has stopped: cleanups run last first).
-func countEmptyRecvs(t *testing.T) *atomic.Int64 {
-	var empty atomic.Int64
-	recvBatch = func(fd uintptr, ms []unix.Mmsghdr) (int, syscall.Errno) {
-		n, errno := recvmmsg(fd, ms)
-		if errno == unix.EAGAIN {
-			empty.Add(1)
-		}
-		return n, errno
-	}
-	t.Cleanup(func() { recvBatch = recvmmsg })
-	return &empty
-}
-
-// A worker alone on its socket reads each query of a client that waits for every answer
-// once, and waits without the recvmmsg that would find the socket empty (a worker that
-// shares its socket makes one per query). A spurious wake-up may still cost one, rarely.
-func TestUDPOwnSocketReadsOncePerQuery(t *testing.T) {
-	empty := countEmptyRecvs(t)
-	ts := startServer(t, func(c *Config) { c.UDPWorkers = 1 })
-	c, err := net.Dial("udp", ts.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	const queries = 200
-	buf := make([]byte, 4096)
-	for i := range queries {
-		q := new(dns.Msg)
-		q.SetQuestion("www.cdn.example.", dns.TypeA)
-		q.Id = uint16(i)
-		b, _ := q.Pack()
-		if i == 0 {
-			empty.Store(0) // the server's first wait
-		}
-		c.Write(b)
-		c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		n, err := c.Read(buf)
-		var r dns.Msg
-		if err != nil || r.Unpack(buf[:n]) != nil || r.Id != uint16(i) {
-			t.Fatalf("query %d: %v, reply %x", i, err, buf[:n])
-		}
-	}
-	if got := empty.Load(); got > queries/4 {
-		t.Errorf("%d empty recvmmsg calls for %d queries, want few", got, queries)
-	}
-}
-
-// A query that arrives while a worker alone on its socket still answers the batch before
-// it, after the recvmmsg that emptied the socket, wakes the wait that follows: it is
-// answered at once, where a fresh RawConn.Read that skipped its first read would wait for
-// a datagram behind it. The worker is held after sending the first answer, long enough
-// for the poller to hear of everything that happened (the second query, the room the answer
-// left) before the wait.
-func TestUDPOwnSocketWakesForQueryDuringBatch(t *testing.T) {
-	firstRead := make(chan struct{})
-	secondSent := make(chan struct{})
-	var once sync.Once
-	sendBatch = func(fd uintptr, ms []unix.Mmsghdr) (int, syscall.Errno) {
-		n, errno := sendmmsg(fd, ms)
-		once.Do(func() {
-			close(firstRead)
-			<-secondSent
-			time.Sleep(20 * time.Millisecond)
-		})
-		return n, errno
-	}
-	t.Cleanup(func() { sendBatch = sendmmsg })
-	ts := startServer(t, func(c *Config) { c.UDPWorkers = 1 })
-	c, err := net.Dial("udp", ts.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	send := func(id uint16) {
-		q := new(dns.Msg)
-		q.SetQuestion("www.cdn.example.", dns.TypeA)
-		q.Id = id
-		b, _ := q.Pack()
-		if _, err := c.Write(b); err != nil {
-			t.Fatal(err)
-		}
-	}
-	send(1)
-	select {
-	case <-firstRead:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the first query was not read")
-	}
-	send(2)
-	close(secondSent)
-	buf := make([]byte, 4096)
-	for _, id := range []uint16{1, 2} {
-		c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		n, err := c.Read(buf)
-		var r dns.Msg
-		if err != nil || r.Unpack(buf[:n]) != nil || r.Id != id {
-			t.Fatalf("reply %d: %v, %x", id, err, buf[:n])
-		}
 	}
 }
