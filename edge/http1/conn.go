@@ -595,8 +595,12 @@ func (c *conn) closeConn() {
 // closeSocket closes the connection; while serve's Loop runs (a handler under it, when called
 // from another goroutine) it shuts the socket down instead, as Close would wait for the Loop:
 // the client sees the end at once, the Loop wakes to it, and serve closes the socket after.
+// Whatever shutdown(2) says: on a socket the client has reset it fails (ENOTCONN), and Close
+// would then wait for the handler, which may be waiting for this caller (a watch's
+// CloseWhenClientGone, in unwatch).
 func (c *conn) closeSocket() {
-	if c.looping.Load() && c.raw.ShutdownBoth() == nil {
+	if c.looping.Load() {
+		c.raw.ShutdownBoth()
 		return
 	}
 	c.nc.Close()

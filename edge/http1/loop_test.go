@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/meridian-cdn/meridian/internal/wait"
 )
 
 // Close, while a handler runs inside the connection's read loop (a plain TCP connection is
@@ -105,5 +107,55 @@ func TestAnswerToAnswerClients(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+// A client that resets its connection (RST, not FIN) while a handler runs: a close from
+// another goroutine does not wait for the handler. shutdown(2) fails with ENOTCONN on a reset
+// socket, and closing the socket instead waits for the read loop, which waits for the handler:
+// for the watch of a handler that asked CloseWhenClientGone, the handler's unwatch then waits
+// for the watch, for ever; Close waits for as long as the handler runs.
+func TestCloseAfterClientReset(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		closeGone bool // the handler asks CloseWhenClientGone: the watch closes the connection
+	}{
+		{"watch", true},
+		{"Server.Close", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			started, gone, release := make(chan struct{}), make(chan struct{}), make(chan struct{})
+			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.(interface{ CloseWhenClientGone(bool) }).CloseWhenClientGone(tc.closeGone)
+				close(started)
+				<-r.Context().Done() // the watch saw the reset
+				close(gone)
+				<-release // work that outlives the client
+			})
+			states := newConnStates()
+			s, addr := serveFast(t, h, func(s *Server) { s.ConnState = states.note })
+			defer close(release)
+			c := dialSend(t, addr, "GET /wait HTTP/1.1\r\nHost: a\r\n\r\n")
+			<-started
+			c.(*net.TCPConn).SetLinger(0) // Close sends RST
+			c.Close()
+			<-gone
+			closed := states.closed
+			if !tc.closeGone {
+				done := make(chan struct{})
+				go func() {
+					s.Close()
+					close(done)
+				}()
+				closed = done
+			}
+			select {
+			case <-closed:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the connection of a client that reset it was not closed while its handler ran")
+			}
+			release <- struct{}{}
+			wait.For(t, 5*time.Second, "the connection's goroutine to end", func() bool { return s.running.Load() == 0 })
+		})
 	}
 }

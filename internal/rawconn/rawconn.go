@@ -132,7 +132,12 @@ var ErrWouldBlock = errors.New("rawconn: nothing to read until the socket is rea
 // one RawConn.Read nothing clears it but the wake-up itself, so every byte that arrives after
 // a read that emptied the socket is announced to the wait that follows: LoopRead reads until
 // a read empties the socket, and from then on until the next wake-up says ErrWouldBlock
-// without a system call.
+// without a system call. A read empties it when the kernel says nothing is left after it
+// (TCP_INQ, Linux 4.18), not when it returns fewer bytes than asked for: such a read may have
+// taken the end of the stream along (the client's FIN behind its last bytes), which nothing
+// announces again. Without TCP_INQ only a read that finds the socket empty empties it. Still
+// unannounced: a reset that arrived behind the bytes of the read (the next write fails, or
+// the read deadline ends the wait).
 //
 // While Loop runs, the connection's read side is held: Read waits for Loop to end, and so
 // does Close (poll.FD.Close waits for the read in progress), from any goroutine. A step may

@@ -211,6 +211,15 @@ type looper struct {
 	drained bool // a read since the last call of step emptied the socket (Loop)
 	empty   int  // reads that found the socket empty, for the tests
 	fn      func(fd uintptr) bool
+
+	// Each read asks the kernel what is left after it (TCP_INQ): a read that returns fewer
+	// bytes than asked for may have taken the end of the stream along (the FIN behind the
+	// last bytes), which nothing announces again, so only the kernel's count says whether
+	// the socket is empty. inq says the socket gives the count; without it only EAGAIN does.
+	inqTried, inq bool
+	msg           unix.Msghdr
+	iov           unix.Iovec
+	cmsg          [8]uint64 // room for one TCP_CM_INQ message, aligned as a cmsghdr must be
 }
 
 func (l *looper) init() { l.fn = l.do }
@@ -231,26 +240,54 @@ func (l *looper) read(p []byte) (int, error) {
 	if l.drained || l.step == nil {
 		return 0, ErrWouldBlock
 	}
+	if !l.inqTried {
+		l.inqTried = true
+		l.inq = unix.SetsockoptInt(int(l.fd), unix.SOL_TCP, unix.TCP_INQ, 1) == nil
+	}
+	l.iov.Base = &p[0]
+	l.iov.SetLen(len(p))
+	l.msg.Iov = &l.iov
+	l.msg.SetIovlen(1)
+	var n uintptr
+	var e syscall.Errno
 	for {
-		n, _, e := unix.RawSyscall(unix.SYS_READ, l.fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-		switch e {
-		case 0:
-			if n == 0 {
-				return 0, io.EOF
-			}
-			// Short of p: the socket is empty now, and what comes next will be announced.
-			l.drained = int(n) < len(p)
-			return int(n), nil
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			l.drained = true
-			l.empty++
-			return 0, ErrWouldBlock
-		default:
-			return 0, os.NewSyscallError("read", e)
+		l.msg.Control = (*byte)(unsafe.Pointer(&l.cmsg[0]))
+		l.msg.SetControllen(int(unsafe.Sizeof(l.cmsg)))
+		n, _, e = unix.RawSyscall(unix.SYS_RECVMSG, l.fd, uintptr(unsafe.Pointer(&l.msg)), 0)
+		if e != unix.EINTR {
+			break
 		}
 	}
+	l.iov.Base = nil // keep no reference to the caller's buffer
+	switch e {
+	case 0:
+		if n == 0 {
+			return 0, io.EOF
+		}
+		// Nothing left, not even the end of the stream (which TCP_INQ counts as a byte):
+		// what comes next will be announced.
+		l.drained = l.inq && l.left() == 0
+		return int(n), nil
+	case unix.EAGAIN:
+		l.drained = true
+		l.empty++
+		return 0, ErrWouldBlock
+	default:
+		return 0, os.NewSyscallError("recvmsg", e)
+	}
+}
+
+// left returns what the kernel says is left to read after the last recvmsg (TCP_CM_INQ), or
+// -1 when it did not say.
+func (l *looper) left() int {
+	if int(l.msg.Controllen) < unix.CmsgLen(4) {
+		return -1
+	}
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&l.cmsg[0]))
+	if h.Level != unix.SOL_TCP || h.Type != unix.TCP_CM_INQ || int(h.Len) < unix.CmsgLen(4) {
+		return -1
+	}
+	return int(*(*int32)(unsafe.Add(unsafe.Pointer(&l.cmsg[0]), unix.CmsgLen(0))))
 }
 
 func shutdownBoth(fd uintptr) error {

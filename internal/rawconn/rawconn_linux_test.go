@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/meridian-cdn/meridian/internal/wait"
+	"golang.org/x/sys/unix"
 )
 
 // tcpPair returns the two ends of a real loopback TCP connection.
@@ -643,5 +644,58 @@ func TestDupFileReadsDuringLoop(t *testing.T) {
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if n, err := c.Read(make([]byte, 1)); n != 1 || err != nil {
 		t.Errorf("Read after the duplicate's close = %d, %v", n, err)
+	}
+}
+
+// closeWaiting reports whether the peer's end of the stream (FIN) has reached c's socket.
+func closeWaiting(t *testing.T, c *net.TCPConn) bool {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var state uint8
+	rc.Control(func(fd uintptr) {
+		if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+			state = info.State
+		}
+	})
+	return state == unix.BPF_TCP_CLOSE_WAIT
+}
+
+// The client's end of the stream, arrived behind its last bytes before the wake-up that reads
+// them, is read at once: a read that returns fewer bytes than asked for has taken the end
+// (FIN) along without a further announcement, so it must not count as emptying the socket.
+func TestLoopSeesEndBehindLastBytes(t *testing.T) {
+	s, client := tcpPair(t)
+	c := New(s)
+	sent := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- loopEcho(c, func(line string) {
+			if line == "first" {
+				<-sent // the second line and the end arrive while this step runs
+			}
+		})
+	}()
+	br := bufio.NewReader(client)
+	client.Write([]byte("first\n"))
+	if got, err := br.ReadString('\n'); err != nil || got != "echo: first\n" {
+		t.Fatalf("first answer = %q, %v", got, err)
+	}
+	client.Write([]byte("second\n"))
+	client.(*net.TCPConn).CloseWrite()
+	wait.For(t, 5*time.Second, "the client's end to reach the server", func() bool { return closeWaiting(t, s) })
+	close(sent)
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if got, err := br.ReadString('\n'); err != nil || got != "echo: second\n" {
+		t.Fatalf("second answer = %q, %v", got, err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Loop after the client's end: %v, want nil (the step saw io.EOF)", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the Loop still waits after reading the client's last bytes and end")
 	}
 }

@@ -1,0 +1,74 @@
+package http1
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/meridian-cdn/meridian/internal/wait"
+	"golang.org/x/sys/unix"
+)
+
+// closeWaiting reports whether the peer's end of the stream (FIN) has reached c's socket.
+func closeWaiting(t *testing.T, c net.Conn) bool {
+	rc, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var state uint8
+	rc.Control(func(fd uintptr) {
+		if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+			state = info.State
+		}
+	})
+	return state == unix.BPF_TCP_CLOSE_WAIT
+}
+
+// A client that sends its last request and half-closes while the one before is being answered
+// gets both answers and then the connection's end at once, as from net/http, not after the
+// idle timeout: the read that takes the last request takes the end of the stream along, and
+// nothing announces it again.
+func TestHalfClosedClientEndedAfterLastAnswer(t *testing.T) {
+	started, sent := make(chan struct{}), make(chan struct{})
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/first" {
+			close(started)
+			<-sent // the second request and the end arrive while this one is answered
+		}
+		io.WriteString(w, r.URL.Path)
+	})
+	conns := make(chan net.Conn, 1)
+	_, addr := serveFast(t, h, func(s *Server) {
+		s.IdleTimeout = time.Minute
+		s.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+			conns <- c
+			return ctx
+		}
+	})
+	c := dialSend(t, addr, "GET /first HTTP/1.1\r\nHost: a\r\n\r\n")
+	defer c.Close()
+	sc := <-conns
+	<-started
+	io.WriteString(c, "GET /second HTTP/1.1\r\nHost: a\r\n\r\n")
+	c.(*net.TCPConn).CloseWrite()
+	wait.For(t, 5*time.Second, "the client's end to reach the server", func() bool { return closeWaiting(t, sc) })
+	close(sent)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(c)
+	for _, want := range []string{"/first", "/second"} {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("answer for %s: %v", want, err)
+		}
+		if b, _ := io.ReadAll(resp.Body); string(b) != want {
+			t.Fatalf("answer %q, want %q", b, want)
+		}
+	}
+	if n, err := br.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("after the last answer the client read %d bytes, %v; want io.EOF at once", n, err)
+	}
+}
