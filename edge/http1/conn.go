@@ -84,7 +84,8 @@ type conn struct {
 	abort   atomic.Bool // the watch's read is being ended on purpose
 	// The watch's own reader of the socket in a Loop, which holds the connection's read side
 	// (rawconn.Conn.DupFile); made at the first watch, closed by serve.
-	watchFile *os.File
+	watchFile   *os.File
+	noWatchFile bool // making it failed: no watch on this connection
 
 	closed      atomic.Bool // closeConn ran
 	closeOnGone atomic.Bool // the request in progress asked for CloseWhenClientGone
@@ -512,21 +513,29 @@ type deadlineReader interface {
 
 // watchReader returns what the watch reads; c.mu held. In a Loop, which holds the
 // connection's read side while the handler runs, that is a duplicate of the socket, made at
-// the first watch; nil if it cannot be made.
+// the first watch; nil if it cannot be made (it is then not tried again on this connection:
+// out of file descriptors, every long request would try, and log).
 func (c *conn) watchReader() deadlineReader {
 	if !c.looping.Load() {
 		return c.nc
 	}
 	if c.watchFile == nil {
-		f, err := c.raw.DupFile()
+		if c.noWatchFile {
+			return nil
+		}
+		f, err := dupSocket(c.raw)
 		if err != nil {
-			c.srv.logf("http1: watch for %v: %v", c.remote, err)
+			c.noWatchFile = true
+			c.srv.logf("http1: no watch for a client going away on %v: %v", c.remote, err)
 			return nil
 		}
 		c.watchFile = f
 	}
 	return c.watchFile
 }
+
+// dupSocket is rawconn.Conn.DupFile; tests make it fail, as it does out of file descriptors.
+var dupSocket = (*rawconn.Conn).DupFile
 
 // closeWatchFile closes the watch's duplicate of the socket, if one was made: once no watch
 // runs, before the connection is closed or handed off.

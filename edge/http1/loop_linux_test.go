@@ -2,13 +2,20 @@ package http1
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"io"
+	"log"
 	"net"
 	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/meridian-cdn/meridian/internal/rawconn"
 	"github.com/meridian-cdn/meridian/internal/wait"
 	"golang.org/x/sys/unix"
 )
@@ -72,3 +79,42 @@ func TestHalfClosedClientEndedAfterLastAnswer(t *testing.T) {
 		t.Errorf("after the last answer the client read %d bytes, %v; want io.EOF at once", n, err)
 	}
 }
+
+// Where the watch's duplicate of the socket cannot be made (out of file descriptors), long
+// requests are still answered, unwatched, and the failure is logged once per connection, not
+// once per request.
+func TestNoWatchFileLoggedOnce(t *testing.T) {
+	dupSocket = func(*rawconn.Conn) (*os.File, error) { return nil, syscall.EMFILE }
+	t.Cleanup(func() { dupSocket = (*rawconn.Conn).DupFile })
+	var logged bytes.Buffer
+	var mu sync.Mutex
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(2 * watchDelay) // long enough for the watch to start
+		io.WriteString(w, "ok")
+	})
+	_, addr := serveFast(t, h, func(s *Server) {
+		s.ErrorLog = log.New(writerFunc(func(p []byte) (int, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			return logged.Write(p)
+		}), "", 0)
+	})
+	c := dialSend(t, addr, "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\nGET /3 HTTP/1.1\r\nHost: a\r\n\r\n")
+	br := bufio.NewReader(c)
+	for i := range 3 {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("answer %d: %v", i+1, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if n := strings.Count(logged.String(), "no watch"); n != 1 {
+		t.Errorf("logged %d times for three long requests, want once:\n%s", n, logged.String())
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
