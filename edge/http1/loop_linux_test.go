@@ -16,24 +16,9 @@ import (
 	"time"
 
 	"github.com/meridian-cdn/meridian/internal/rawconn"
+	"github.com/meridian-cdn/meridian/internal/tcptest"
 	"github.com/meridian-cdn/meridian/internal/wait"
-	"golang.org/x/sys/unix"
 )
-
-// closeWaiting reports whether the peer's end of the stream (FIN) has reached c's socket.
-func closeWaiting(t *testing.T, c net.Conn) bool {
-	rc, err := c.(*net.TCPConn).SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var state uint8
-	rc.Control(func(fd uintptr) {
-		if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
-			state = info.State
-		}
-	})
-	return state == unix.BPF_TCP_CLOSE_WAIT
-}
 
 // A client that sends its last request and half-closes while the one before is being answered
 // gets both answers and then the connection's end at once, as from net/http, not after the
@@ -62,7 +47,7 @@ func TestHalfClosedClientEndedAfterLastAnswer(t *testing.T) {
 	<-started
 	io.WriteString(c, "GET /second HTTP/1.1\r\nHost: a\r\n\r\n")
 	c.(*net.TCPConn).CloseWrite()
-	wait.For(t, 5*time.Second, "the client's end to reach the server", func() bool { return closeWaiting(t, sc) })
+	wait.For(t, 5*time.Second, "the client's end to reach the server", func() bool { return tcptest.CloseWaiting(t, sc.(*net.TCPConn)) })
 	close(sent)
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	br := bufio.NewReader(c)

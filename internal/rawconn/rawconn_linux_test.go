@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridian-cdn/meridian/internal/tcptest"
 	"github.com/meridian-cdn/meridian/internal/wait"
-	"golang.org/x/sys/unix"
 )
 
 // tcpPair returns the two ends of a real loopback TCP connection.
@@ -647,21 +647,6 @@ func TestDupFileReadsDuringLoop(t *testing.T) {
 	}
 }
 
-// closeWaiting reports whether the peer's end of the stream (FIN) has reached c's socket.
-func closeWaiting(t *testing.T, c *net.TCPConn) bool {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var state uint8
-	rc.Control(func(fd uintptr) {
-		if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
-			state = info.State
-		}
-	})
-	return state == unix.BPF_TCP_CLOSE_WAIT
-}
-
 // The client's end of the stream, arrived behind its last bytes before the wake-up that reads
 // them, is read at once: a read that returns fewer bytes than asked for has taken the end
 // (FIN) along without a further announcement, so it must not count as emptying the socket.
@@ -684,7 +669,7 @@ func TestLoopSeesEndBehindLastBytes(t *testing.T) {
 	}
 	client.Write([]byte("second\n"))
 	client.(*net.TCPConn).CloseWrite()
-	wait.For(t, 5*time.Second, "the client's end to reach the server", func() bool { return closeWaiting(t, s) })
+	wait.For(t, 5*time.Second, "the client's end to reach the server", func() bool { return tcptest.CloseWaiting(t, s) })
 	close(sent)
 	client.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if got, err := br.ReadString('\n'); err != nil || got != "echo: second\n" {
