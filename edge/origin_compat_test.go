@@ -2,6 +2,7 @@ package edge
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -155,6 +156,44 @@ func TestHostileInformationalAndLargeHeads(t *testing.T) {
 				t.Errorf("%s %s: the 20 KiB Set-Cookie did not reach the client", method, tt.path)
 			}
 		}
+	}
+}
+
+// TestPeerRelaysLargeHead: an origin head near the 64 KiB bound, which the owner of the key
+// takes, reaches the other nodes through it: a node's answer is the origin's head with what
+// the nodes on the way add (Via, Cache-Status, Age: a few hundred bytes a hop), and a peer's
+// client leaves room for that. Found in review: a peer's head had the origin's bound, so such
+// an answer failed at the asking node, counted against the healthy owner's breaker, and the
+// asking node fetched the origin itself (a fill per node rather than one).
+func TestPeerRelaysLargeHead(t *testing.T) {
+	pad := strings.Repeat("p", 65300) // the origin's whole head is some 65,380 bytes: within 64 KiB
+	o := startScriptOrigin(t, "127.0.0.70", func(c net.Conn, r *http.Request, _ int) bool {
+		_, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nCache-Control: max-age=600\r\nX-Pad: "+pad+"\r\n\r\nok")
+		return err != nil
+	})
+	lns := []net.Listener{listen(t, "127.0.9.10"), listen(t, "127.0.9.11")}
+	peers := []Peer{{ID: "n0", Addr: lns[0].Addr().String()}, {ID: "n1", Addr: lns[1].Addr().String()}}
+	var nodes []*Node
+	for i, ln := range lns {
+		n, _ := startEdge(t, ln, Config{PoP: "p0", Node: fmt.Sprintf("n%d", i), Logger: testLogger(t), Peers: peers,
+			PeerKey: testPeerKey, Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + o}}})
+		nodes = append(nodes, n)
+	}
+	path := "/k0"
+	for k := 1; rendezvous(nodes[0].tiers.Load().peers, nodes[0].key(path))[0].ID != "n1"; k++ {
+		path = fmt.Sprintf("/k%d", k) // a key n1 owns, which n0 fills through it
+	}
+	out := rawExchange(t, nodes[0].Addr(), "GET "+path+" HTTP/1.1\r\nHost: "+testHost+"\r\nConnection: close\r\n\r\n")
+	if !strings.HasPrefix(out, "HTTP/1.1 200 ") || !strings.Contains(out, "\r\nX-Pad: "+pad+"\r\n") {
+		t.Errorf("GET %s from n0: %.60q; want 200 with the origin's X-Pad", path, out)
+	}
+	for _, s := range nodes[0].upstreamStats() {
+		if s.Failures != 0 {
+			t.Errorf("n0's %s: %d failures, want none", s.Name, s.Failures)
+		}
+	}
+	if got := counterValue(t, nodes[0], "meridian_edge_origin_fetches_total"); got != 0 {
+		t.Errorf("n0 fetched the origin %v times; want none, the owner n1 filled it", got)
 	}
 }
 

@@ -17,10 +17,19 @@ func (f *filler) upstream(kind, id, addr string) *fetch.Upstream {
 			// A peer's or shield's answer waits for its own fill from the origin, which may
 			// take the origin's whole response_header_timeout: peer_timeout is longer.
 			fc.ResponseHeaderTimeout = f.n.cfg.PeerTimeout
+			// A node's answer is its origin's head, which took up to fetch's bound, with what
+			// the nodes on the way add (Via, Cache-Status, Age: a few hundred bytes a hop).
+			// Bounded as the origin's, a head the owner took failed here, against the
+			// owner's breaker, and this node went to the origin itself.
+			fc.MaxHeadBytes = fetch.DefaultMaxHeadBytes + peerHeadRoom
 		}
 		return fc
 	})
 }
+
+// peerHeadRoom is what a peer's or shield's answer head may take beyond an origin's: the
+// fields edges add to it, with room to spare.
+const peerHeadRoom = 16 << 10
 
 // passUpstream returns the client for the pass-through traffic of a host's origin: its own
 // bulkhead and breaker, so requests that are never stored (and may stream for long, up to

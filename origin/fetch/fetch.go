@@ -33,13 +33,14 @@ var ErrBreakerOpen = errors.New("circuit breaker open")
 // errBodyTimeout is the cause of the exchange context's cancellation when BodyTimeout expires.
 var errBodyTimeout = errors.New("body timeout")
 
+// DefaultMaxHeadBytes is Config.MaxHeadBytes's default, the bound on each response head, 1xx
+// heads and the final one alike. Real heads are a few KiB (nginx reads them into
+// proxy_buffer_size, 4-8 KiB; Varnish allows 32 KiB, http_resp_size); 64 KiB is the edge's
+// own bound on a request head (max_header_bytes) and leaves room for large cookies and CSP
+// fields. net/http's 10 MiB default let an origin make the edge hold 10 MiB per exchange.
+const DefaultMaxHeadBytes = 64 << 10
+
 const (
-	// maxHeadBytes bounds each response head, 1xx heads and the final one alike. Real heads
-	// are a few KiB (nginx reads them into proxy_buffer_size, 4-8 KiB; Varnish allows 32 KiB,
-	// http_resp_size); 64 KiB is the edge's own bound on a request head (max_header_bytes)
-	// and leaves room for large cookies and CSP fields. net/http's 10 MiB default let an
-	// origin make the edge hold 10 MiB per exchange.
-	maxHeadBytes = 64 << 10
 	// max1xx bounds the 1xx heads before the final one. None extends a deadline, but the
 	// edge forwards each to its client, and without a bound an origin could send them until
 	// its response header timeout. net/http's Transport allowed 5 (Go 1.11 to 1.23; quic-go's
@@ -49,12 +50,26 @@ const (
 	max1xx = 10
 )
 
-// errHeadTooLarge is an answer head longer than maxHeadBytes, and errTooMany1xx one after
-// more than max1xx interim heads: both are malformed answers, the exchange's failure.
+// errHeadTooLarge is an answer head longer than the default bound (errors.Is matches any
+// bound's), and errTooMany1xx one after more than max1xx interim heads: both are malformed
+// answers, the exchange's failure.
 var (
-	errHeadTooLarge = fmt.Errorf("response header larger than %d bytes", maxHeadBytes)
-	errTooMany1xx   = fmt.Errorf("more than %d 1xx informational responses", max1xx)
+	errHeadTooLarge error = headTooLargeError{DefaultMaxHeadBytes}
+	errTooMany1xx         = fmt.Errorf("more than %d 1xx informational responses", max1xx)
 )
+
+// headTooLargeError is an answer head longer than max bytes (Config.MaxHeadBytes).
+type headTooLargeError struct{ max int64 }
+
+func (e headTooLargeError) Error() string {
+	return fmt.Sprintf("response header larger than %d bytes", e.max)
+}
+
+// Is makes every headTooLargeError match errHeadTooLarge, whatever its bound.
+func (headTooLargeError) Is(target error) bool {
+	_, ok := target.(headTooLargeError)
+	return ok
+}
 
 // Config configures one upstream. The zero value works; every default is stated per field.
 type Config struct {
@@ -104,6 +119,12 @@ type Config struct {
 	// HalfOpenRequests is the number of probes let through when half-open; that many successes
 	// close the breaker, one failure opens it again. Default 1.
 	HalfOpenRequests uint32
+
+	// MaxHeadBytes bounds each response head, every 1xx head and the final one alike; past
+	// it the answer is malformed (see DefaultMaxHeadBytes). Default DefaultMaxHeadBytes (64
+	// KiB). A client of edge nodes allows more: a node's answer is its origin's head, which
+	// took up to the default, with the fields the nodes on the way add.
+	MaxHeadBytes int
 
 	// TLSConfig is used for https upstreams by the built transport. Nil means Go's defaults.
 	TLSConfig *tls.Config
@@ -164,6 +185,9 @@ func (c Config) withDefaults() Config {
 	if c.HalfOpenRequests == 0 {
 		c.HalfOpenRequests = 1
 	}
+	if c.MaxHeadBytes <= 0 {
+		c.MaxHeadBytes = DefaultMaxHeadBytes
+	}
 	if c.Clock == nil {
 		c.Clock = time.Now
 	}
@@ -221,7 +245,7 @@ func (c Config) newTransport() *http.Transport {
 		// The edge stores and forwards bytes as the upstream sent them.
 		DisableCompression: true,
 		// Each head, 1xx included, as h1Transport bounds it (their number: exchangeTrace).
-		MaxResponseHeaderBytes: maxHeadBytes,
+		MaxResponseHeaderBytes: int64(c.MaxHeadBytes),
 		// A connection's read buffer holds a small object's whole answer, header and body,
 		// so it arrives in one read system call rather than several (the default buffer is
 		// 4 KiB): system calls are most of a miss's cost (issue 15). It is per connection,

@@ -36,6 +36,7 @@ import (
 type h1Transport struct {
 	dial          func(ctx context.Context, network, addr string) (net.Conn, error)
 	headerTimeout time.Duration
+	maxHead       int64 // Config.MaxHeadBytes
 	idleTimeout   time.Duration
 	maxIdle       int
 	fallback      *http.Transport
@@ -63,6 +64,7 @@ func (c Config) newH1(fallback *http.Transport) *h1Transport {
 	return &h1Transport{
 		dial:          c.dialer(),
 		headerTimeout: c.ResponseHeaderTimeout,
+		maxHead:       int64(c.MaxHeadBytes),
 		idleTimeout:   c.IdleConnTimeout,
 		maxIdle:       c.MaxIdleConns,
 		fallback:      fallback,
@@ -366,7 +368,7 @@ func (p *h1Pool) dial(ctx context.Context) (*h1Conn, error) {
 		c.probe = rawconn.NewProber(nc)
 	}
 	c.nc = nc
-	c.cr.nc = nc
+	c.cr.nc, c.cr.maxHead = nc, p.t.maxHead
 	c.br = bufio.NewReaderSize(&c.cr, h1ReadBuffer)
 	c.cw.cr = &c.cr
 	c.bw = bufio.NewWriterSize(&c.cw, 4<<10)
@@ -399,11 +401,13 @@ type limitReader struct {
 	stale  bool          // unsent is all of a request on a kept-alive connection: one not quiet went bad idle
 	limit  int64
 	sawEOF bool
+	// maxHead is the bound limit starts from for each head, for the error past it.
+	maxHead int64
 }
 
 func (r *limitReader) Read(p []byte) (int, error) {
 	if r.limit <= 0 {
-		return 0, errHeadTooLarge
+		return 0, headTooLargeError{r.maxHead}
 	}
 	if int64(len(p)) > r.limit {
 		p = p[:r.limit]
@@ -524,7 +528,7 @@ func (c *h1Conn) exchange(ctx context.Context, deadline time.Time, req *http.Req
 		// The context ended before the deadline was set, which may have undone its abort.
 		return nil, fail("send request to", ctx.Err(), false)
 	}
-	c.cr.limit = maxHeadBytes
+	c.cr.limit = c.cr.maxHead
 	if _, err := c.br.Peek(1); err != nil {
 		return nil, fail("read response from", err, true)
 	}
@@ -557,8 +561,9 @@ func (c *h1Conn) exchange(ctx context.Context, deadline time.Time, req *http.Req
 				return nil, fail("handle 1xx response from", err, false)
 			}
 		}
-		// The next head gets the whole limit, less what of it the buffer already holds.
-		c.cr.limit = maxHeadBytes - int64(c.br.Buffered())
+		// The next head gets the whole limit, less what of it the buffer already holds (a
+		// bound under the buffer's size may go below zero: what is buffered is already more).
+		c.cr.limit = c.cr.maxHead - int64(c.br.Buffered())
 	}
 	c.cr.limit = math.MaxInt64
 	c.nc.SetReadDeadline(deadline)

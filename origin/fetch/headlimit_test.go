@@ -50,7 +50,7 @@ func doHostile(t *testing.T, u *Upstream, method, url string, hook bool) (resp *
 }
 
 // TestHostileHeads: an origin's answer may carry at most max1xx interim heads, and no head
-// (1xx or final) longer than maxHeadBytes; past either the exchange fails as a malformed
+// (1xx or final) longer than DefaultMaxHeadBytes; past either the exchange fails as a malformed
 // answer does (a breaker failure; a 502 at the edge). Without the bounds, a 1xx flood was
 // read for as long as the origin sent it (each 1xx reset the head limit when a hook took it,
 // as the edge's forwarding does), and a head could take 10 MiB. Real heads pass: a 20 KiB
@@ -104,8 +104,8 @@ func TestHostileHeads(t *testing.T) {
 					t.Fatalf("%s %s: %v, %v %q; want 200 ok", method, tt.path, err, resp, body)
 				case tt.want == errHeadTooLarge && method == http.MethodPost:
 					// net/http's Transport says it its own way.
-					if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("exceeded %d bytes", maxHeadBytes)) {
-						t.Fatalf("%s %s: %v; want net/http's response headers exceeded %d bytes", method, tt.path, err, maxHeadBytes)
+					if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("exceeded %d bytes", DefaultMaxHeadBytes)) {
+						t.Fatalf("%s %s: %v; want net/http's response headers exceeded %d bytes", method, tt.path, err, DefaultMaxHeadBytes)
 					}
 				case tt.want != nil && !errors.Is(err, tt.want):
 					t.Fatalf("%s %s: %v; want %v", method, tt.path, err, tt.want)
@@ -239,6 +239,56 @@ func TestHostileHeadsHTTP2(t *testing.T) {
 		resp, body, n1xx, err := doHostile(t, u, http.MethodGet, srv.URL+"/hints", hook)
 		if err != nil || resp.ProtoMajor != 2 || body != "ok" || hook && n1xx != max1xx {
 			t.Errorf("GET /hints over HTTP/2, hook %v: %v, %v %q after %d 1xx; want HTTP/2 ok after %d", hook, err, resp, body, n1xx, max1xx)
+		}
+	}
+}
+
+// TestMaxHeadBytes: Config.MaxHeadBytes sets the bound on each head for both clients (the edge
+// gives its peers more than its origins: their heads carry an origin's and the edge's fields),
+// and the error names the bound that was passed.
+func TestMaxHeadBytes(t *testing.T) {
+	pad := "X-Pad: " + strings.Repeat("p", 70<<10) + "\r\n" // a head of some 70 KiB
+	answers := map[string]string{
+		"/final": "HTTP/1.1 200 OK\r\n" + pad + "Content-Length: 2\r\n\r\nok",
+		"/1xx":   "HTTP/1.1 103 Early Hints\r\n" + pad + "\r\nHTTP/1.1 200 OK\r\n" + pad + "Content-Length: 2\r\n\r\nok",
+		"/over":  "HTTP/1.1 200 OK\r\n" + pad + pad + "Content-Length: 2\r\n\r\nok",
+	}
+	srv := startRaw(t, "127.0.0.115", func(_ int64, c net.Conn, br *bufio.Reader) {
+		for {
+			req, ok := readRequest(br)
+			if !ok {
+				return
+			}
+			io.Copy(io.Discard, req.Body)
+			if _, err := io.WriteString(c, answers[req.URL.Path]); err != nil {
+				return
+			}
+		}
+	})
+	for _, method := range []string{http.MethodGet, http.MethodPost} {
+		for _, tt := range []struct {
+			max  int
+			path string
+			want string // "" a 200 ok; else in the error
+		}{
+			{0, "/final", fmt.Sprintf("%d bytes", DefaultMaxHeadBytes)},
+			{80 << 10, "/final", ""},
+			{80 << 10, "/1xx", ""},
+			{80 << 10, "/over", fmt.Sprintf("%d bytes", 80<<10)},
+		} {
+			t.Run(fmt.Sprintf("%s%s/max=%d", method, tt.path, tt.max), func(t *testing.T) {
+				u := New(Config{Name: "big heads", MaxHeadBytes: tt.max})
+				t.Cleanup(u.Close)
+				resp, body, _, err := doHostile(t, u, method, "http://"+srv.addr+tt.path, true)
+				switch {
+				case tt.want == "" && (err != nil || resp.StatusCode != 200 || body != "ok"):
+					t.Errorf("%v, %v %q; want 200 ok", err, resp, body)
+				case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+					t.Errorf("%v; want an error naming %s", err, tt.want)
+				case tt.want != "" && method == http.MethodGet && !errors.Is(err, errHeadTooLarge):
+					t.Errorf("%v; want errHeadTooLarge", err)
+				}
+			})
 		}
 	}
 }
