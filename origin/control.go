@@ -77,25 +77,31 @@ func ParseFault(data []byte) (string, Fault, error) {
 }
 
 // SetFault injects f into answers for path, or for every path without a fault of its own if path
-// is "". A zero Fault removes the fault.
+// is "". A zero Fault removes the fault. Past Config.MaxPaths paths with faults, the least
+// recently set or used one is forgotten (the global fault never is).
 func (s *Server) SetFault(path string, f Fault) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if path == "" {
 		f.BumpAfter = 0
-	}
-	if f == (Fault{}) {
-		delete(s.faults, path)
+		s.globalFault = f
 		return
 	}
-	s.faults[path] = f
+	if f == (Fault{}) {
+		if e := s.faults.peek(path); e != nil {
+			s.faults.remove(e)
+		}
+		return
+	}
+	s.faults.add(path).val = f
 }
 
 // ClearFaults removes every fault.
 func (s *Server) ClearFaults() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	clear(s.faults)
+	s.faults.clear()
+	s.globalFault = Fault{}
 }
 
 // bumpRoom returns how many more body bytes of path may be sent before its BumpAfter fault
@@ -103,7 +109,10 @@ func (s *Server) ClearFaults() {
 func (s *Server) bumpRoom(path string) int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.faults[path].BumpAfter
+	if e := s.faults.find(path); e != nil {
+		return e.val.BumpAfter
+	}
+	return 0
 }
 
 // sent counts n body bytes sent for path and, if metered, takes them off path's BumpAfter fault.
@@ -118,20 +127,17 @@ func (s *Server) sent(path string, n int, metered bool) (bump bool) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	f, ok := s.faults[path]
-	if !ok || f.BumpAfter <= 0 {
+	e := s.faults.find(path)
+	if e == nil || e.val.BumpAfter <= 0 {
 		return false
 	}
-	f.BumpAfter -= int64(n)
-	if f.BumpAfter > 0 {
-		s.faults[path] = f
+	e.val.BumpAfter -= int64(n)
+	if e.val.BumpAfter > 0 {
 		return false
 	}
-	f.BumpAfter = 0
-	if f == (Fault{}) {
-		delete(s.faults, path)
-	} else {
-		s.faults[path] = f
+	e.val.BumpAfter = 0
+	if e.val == (Fault{}) {
+		s.faults.remove(e)
 	}
 	return true
 }
@@ -140,10 +146,10 @@ func (s *Server) sent(path string, n int, metered bool) (bump bool) {
 func (s *Server) fault(path string) Fault {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if f, ok := s.faults[path]; ok {
-		return f
+	if e := s.faults.find(path); e != nil {
+		return e.val
 	}
-	return s.faults[""]
+	return s.globalFault
 }
 
 func (s *Server) serveFault(w http.ResponseWriter, r *http.Request) {
@@ -166,10 +172,12 @@ func (s *Server) serveFault(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
 	case http.MethodGet, http.MethodHead:
 		s.mu.Lock()
-		list := make([]faultJSON, 0, len(s.faults))
-		for p, f := range s.faults {
-			list = append(list, faultJSON{Path: p, Status: f.Status, Delay: durString(f.Delay),
-				Stall: durString(f.Stall), Drop: f.Drop, Truncate: f.Truncate, BumpAfter: f.BumpAfter})
+		list := make([]faultJSON, 0, s.faults.len()+1)
+		if s.globalFault != (Fault{}) {
+			list = append(list, toFaultJSON("", s.globalFault))
+		}
+		for p, f := range s.faults.all() {
+			list = append(list, toFaultJSON(p, f))
 		}
 		s.mu.Unlock()
 		sort.Slice(list, func(i, j int) bool { return list[i].Path < list[j].Path })
@@ -178,6 +186,11 @@ func (s *Server) serveFault(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Allow", "GET, HEAD, POST, DELETE")
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 	}
+}
+
+func toFaultJSON(path string, f Fault) faultJSON {
+	return faultJSON{Path: path, Status: f.Status, Delay: durString(f.Delay), Stall: durString(f.Stall),
+		Drop: f.Drop, Truncate: f.Truncate, BumpAfter: f.BumpAfter}
 }
 
 func durString(d time.Duration) string {
@@ -215,25 +228,42 @@ type stats struct {
 	inFlight atomic.Int64
 	max      atomic.Int64 // highest inFlight seen since the last reset
 
-	mu    sync.Mutex // guards paths, last and bytes
-	paths map[string]int64
-	last  map[string]http.Header // the last request's headers per path
-	bytes map[string]int64       // body bytes sent per path
+	mu    sync.Mutex // guards paths
+	paths *lru[pathStats]
 
 	bytesTotal atomic.Int64
 }
 
-func (st *stats) init() {
-	st.paths = map[string]int64{}
-	st.last = map[string]http.Header{}
-	st.bytes = map[string]int64{}
+// pathStats is what stats keeps for one path. An entry may have bytes and no requests: it was
+// forgotten, or the stats reset, while a response for it was being sent.
+type pathStats struct {
+	requests int64
+	bytes    int64       // body bytes sent
+	last     http.Header // the last request's headers
+}
+
+func (st *stats) init(maxPaths int) {
+	st.paths = newLRU[pathStats](maxPaths, maxStateBytes)
 }
 
 func (st *stats) addBytes(path string, n int64) {
 	st.bytesTotal.Add(n)
 	st.mu.Lock()
-	st.bytes[path] += n
+	st.paths.add(path).val.bytes += n
 	st.mu.Unlock()
+}
+
+// headerCost estimates the memory h holds, for the stats' byte bound: its strings, and a
+// string and slice header per field and a string header per value.
+func headerCost(h http.Header) int {
+	n := 48 // the map's own header
+	for k, vs := range h {
+		n += len(k) + 40
+		for _, v := range vs {
+			n += len(v) + 16
+		}
+	}
+	return n
 }
 
 func (st *stats) begin(path string, h http.Header) {
@@ -246,28 +276,34 @@ func (st *stats) begin(path string, h http.Header) {
 		}
 	}
 	h = h.Clone()
+	cost := headerCost(h)
 	st.mu.Lock()
-	st.paths[path]++
-	st.last[path] = h
+	e := st.paths.add(path)
+	e.val.requests++
+	e.val.last = h
+	st.paths.setCost(e, cost)
 	st.mu.Unlock()
 }
 
 func (st *stats) end() { st.inFlight.Add(-1) }
 
-// Requests returns how many requests path has received since the last ResetStats.
-func (s *Server) Requests(path string) int64 {
+// pathStats returns what the stats keep for path, zero if nothing (see Config.MaxPaths).
+func (s *Server) pathStats(path string) pathStats {
 	s.stats.mu.Lock()
 	defer s.stats.mu.Unlock()
-	return s.stats.paths[path]
+	if e := s.stats.paths.peek(path); e != nil {
+		return e.val
+	}
+	return pathStats{}
 }
 
+// Requests returns how many requests path has received since the last ResetStats (0 once the
+// path is forgotten, see Config.MaxPaths).
+func (s *Server) Requests(path string) int64 { return s.pathStats(path).requests }
+
 // BytesSent returns how many body bytes of path (every status, ranges included; not headers)
-// the origin has written since the last ResetStats.
-func (s *Server) BytesSent(path string) int64 {
-	s.stats.mu.Lock()
-	defer s.stats.mu.Unlock()
-	return s.stats.bytes[path]
-}
+// the origin has written since the last ResetStats (0 once the path is forgotten).
+func (s *Server) BytesSent(path string) int64 { return s.pathStats(path).bytes }
 
 // TotalBytesSent returns how many object body bytes the origin has written since the last
 // ResetStats.
@@ -282,12 +318,9 @@ func (s *Server) InFlight() int64 { return s.stats.inFlight.Load() }
 // MaxConcurrent returns the most object requests served at once since the last ResetStats.
 func (s *Server) MaxConcurrent() int64 { return s.stats.max.Load() }
 
-// LastHeader returns the headers of the last request for path, or nil if none came.
-func (s *Server) LastHeader(path string) http.Header {
-	s.stats.mu.Lock()
-	defer s.stats.mu.Unlock()
-	return s.stats.last[path].Clone()
-}
+// LastHeader returns the headers of the last request for path, or nil if none came (or the
+// path is forgotten).
+func (s *Server) LastHeader(path string) http.Header { return s.pathStats(path).last.Clone() }
 
 // ResetStats zeroes the request counts and sets the concurrency high-water mark to the requests
 // in flight now. The Prometheus counters are not reset (counters only go up).
@@ -297,9 +330,7 @@ func (s *Server) ResetStats() {
 	s.stats.total.Store(0)
 	s.stats.bytesTotal.Store(0)
 	s.stats.max.Store(s.stats.inFlight.Load())
-	clear(s.stats.paths)
-	clear(s.stats.last)
-	clear(s.stats.bytes)
+	s.stats.paths.clear()
 }
 
 // StatsJSON is the body of GET /_stats.
@@ -321,17 +352,19 @@ func (s *Server) serveStats(w http.ResponseWriter, r *http.Request) {
 	s.stats.mu.Lock()
 	out := StatsJSON{
 		Total:         s.stats.total.Load(),
-		Paths:         make(map[string]int64, len(s.stats.paths)),
+		Paths:         make(map[string]int64, s.stats.paths.len()),
 		MaxConcurrent: s.stats.max.Load(),
 		InFlight:      s.stats.inFlight.Load(),
-		Bytes:         make(map[string]int64, len(s.stats.bytes)),
+		Bytes:         make(map[string]int64, s.stats.paths.len()),
 		BytesTotal:    s.stats.bytesTotal.Load(),
 	}
-	for p, n := range s.stats.paths {
-		out.Paths[p] = n
-	}
-	for p, n := range s.stats.bytes {
-		out.Bytes[p] = n
+	for p, ps := range s.stats.paths.all() {
+		if ps.requests > 0 {
+			out.Paths[p] = ps.requests
+		}
+		if ps.bytes > 0 {
+			out.Bytes[p] = ps.bytes
+		}
 	}
 	s.stats.mu.Unlock()
 	writeJSON(w, out)

@@ -66,7 +66,7 @@ func (s *Server) serveGet(w *statusRecorder, r *http.Request, p Params) {
 
 	now := s.now()
 	s.mu.Lock()
-	version, created := s.versionLocked(path)
+	version, created := s.versionLocked(s.versions.find(path)) // find: a request is a use
 	s.mu.Unlock()
 	bodyPath := VariantPath(path, p.Vary, r.Header)
 	// The body is read from a cached prefix block, so a large object is never held in memory.

@@ -36,7 +36,24 @@ type Config struct {
 	// the server closes it. Default 75s (nginx's keepalive_timeout); without one, every idle
 	// client held a connection and its goroutine for good.
 	IdleTimeout time.Duration
+	// MaxPaths bounds how many paths the origin keeps state for, in each of its three tables:
+	// request statistics (counts, body bytes, last request headers), versions of bumped paths,
+	// and per-path faults. Past it, the table forgets its least recently used path, which then
+	// gets what a path never seen gets. Each table also keeps at most 64 MiB of path names
+	// (and, for the statistics, of request headers). Default 100,000: five times the
+	// simulator's default catalogue, far more than any test uses, and at most a few hundred
+	// MiB with the 64 MiB bounds; without a bound, a client asking for ever new URLs grew the
+	// origin's memory for good. Negative is an error.
+	MaxPaths int
 }
+
+// defaultMaxPaths is Config.MaxPaths's default.
+const defaultMaxPaths = 100_000
+
+// maxStateBytes bounds the path names (and statistics' request headers) each per-path table
+// keeps: paths and headers may each be up to a megabyte (net/http's MaxHeaderBytes), so a
+// count alone would still allow gigabytes.
+const maxStateBytes = 64 << 20
 
 // Server is the reference origin. Its handler is safe for concurrent use.
 type Server struct {
@@ -46,11 +63,12 @@ type Server struct {
 	start  time.Time // creation time of every object's first version
 	bodies *bodyCache
 
-	mu         sync.Mutex // guards versions, globalBump, globalAt and faults
-	versions   map[string]*object
-	globalBump int       // bumps of every path (POST /_bump without path)
-	globalAt   time.Time // when globalBump last changed
-	faults     map[string]Fault
+	mu          sync.Mutex   // guards versions, globalBump, globalAt, faults and globalFault
+	versions    *lru[object] // paths bumped at least once
+	globalBump  int          // bumps of every path (POST /_bump without path)
+	globalAt    time.Time    // when globalBump last changed
+	faults      *lru[Fault]  // per-path faults
+	globalFault Fault        // the fault of paths without one of their own (path "")
 
 	stats stats
 
@@ -93,6 +111,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.BodyCacheBytes < 0 {
 		cfg.BodyCacheBytes = 0
 	}
+	if cfg.MaxPaths < 0 {
+		return nil, fmt.Errorf("new origin: max paths %d is negative", cfg.MaxPaths)
+	}
+	if cfg.MaxPaths == 0 {
+		cfg.MaxPaths = defaultMaxPaths
+	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
@@ -106,8 +130,8 @@ func New(cfg Config) (*Server, error) {
 		now:      cfg.Clock,
 		start:    cfg.Clock(),
 		bodies:   newBodyCache(cfg.BodyCacheBytes, min(cfg.BodyCacheBytes/4, 8<<20)),
-		versions: map[string]*object{},
-		faults:   map[string]Fault{},
+		versions: newLRU[object](cfg.MaxPaths, maxStateBytes),
+		faults:   newLRU[Fault](cfg.MaxPaths, maxStateBytes),
 		reg:      prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "origin_requests_total",
@@ -118,7 +142,7 @@ func New(cfg Config) (*Server, error) {
 			Help: "Object requests being served.",
 		}),
 	}
-	s.stats.init()
+	s.stats.init(cfg.MaxPaths)
 	s.reg.MustRegister(s.requests, s.inFlight)
 	mux := http.NewServeMux()
 	mux.HandleFunc("/_bump", s.serveBump)
@@ -234,24 +258,26 @@ func (t *tracker) wait() {
 	t.wg.Wait()
 }
 
-// Version returns the current version of path (1 until it is first bumped).
+// Version returns the current version of path (1 until it is first bumped, or once its bumps
+// are forgotten, see Config.MaxPaths).
 func (s *Server) Version(path string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	v, _ := s.versionLocked(path)
+	v, _ := s.versionLocked(s.versions.peek(path))
 	return v
 }
 
-// versionLocked returns path's version and when that version was created.
-func (s *Server) versionLocked(path string) (int, time.Time) {
+// versionLocked returns the version, and when it was created, of the path whose bumps are e
+// (nil for a path never bumped, or forgotten).
+func (s *Server) versionLocked(e *lruEntry[object]) (int, time.Time) {
 	v, at := 1+s.globalBump, s.start
 	if s.globalAt.After(at) {
 		at = s.globalAt
 	}
-	if o := s.versions[path]; o != nil {
-		v += o.bumps
-		if o.at.After(at) {
-			at = o.at
+	if e != nil {
+		v += e.val.bumps
+		if e.val.at.After(at) {
+			at = e.val.at
 		}
 	}
 	return v, at
@@ -266,16 +292,13 @@ func (s *Server) Bump(path string) int {
 	if path == "" {
 		s.globalBump++
 		s.globalAt = now
-	} else {
-		o := s.versions[path]
-		if o == nil {
-			o = &object{}
-			s.versions[path] = o
-		}
-		o.bumps++
-		o.at = now
+		v, _ := s.versionLocked(nil)
+		return v
 	}
-	v, _ := s.versionLocked(path)
+	e := s.versions.add(path)
+	e.val.bumps++
+	e.val.at = now
+	v, _ := s.versionLocked(e)
 	return v
 }
 

@@ -628,6 +628,7 @@ func TestNewValidates(t *testing.T) {
 		{"addr", Config{Addr: "127.0.0.1:0"}, false},
 		{"bad-addr", Config{Addr: "nohostport"}, true},
 		{"negative-shutdown", Config{ShutdownTimeout: -1}, true},
+		{"negative-max-paths", Config{MaxPaths: -1}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -684,6 +685,39 @@ func BenchmarkHandler(b *testing.B) {
 			h.ServeHTTP(discard{header: http.Header{}}, req)
 		}
 	})
+}
+
+// BenchmarkHandlerPaths: the per-request cost with the per-path state at its bound. "one" asks
+// for one path; "distinct" cycles over four times MaxPaths paths, so every request adds a path
+// and forgets the least recently used one, in all three tables (a GET and a bump per path).
+func BenchmarkHandlerPaths(b *testing.B) {
+	const maxPaths = 1024
+	for _, bc := range []struct {
+		name  string
+		paths int
+	}{{"one", 1}, {"distinct", 4 * maxPaths}} {
+		b.Run(bc.name, func(b *testing.B) {
+			s, err := New(Config{MaxPaths: maxPaths})
+			if err != nil {
+				b.Fatal(err)
+			}
+			h := s.Handler()
+			reqs := make([]*http.Request, bc.paths)
+			for i := range reqs {
+				reqs[i], _ = http.NewRequest("GET", fmt.Sprintf("/bench/%d?size=1024&cc=max-age%%3D60", i), nil)
+				reqs[i].Header.Set("User-Agent", "bench")
+				s.Bump(reqs[i].URL.Path)
+			}
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				h.ServeHTTP(discard{header: http.Header{}}, reqs[i])
+				if i++; i == len(reqs) {
+					i = 0
+				}
+			}
+		})
+	}
 }
 
 // discard is a minimal ResponseWriter for the handler benchmark.
