@@ -23,18 +23,24 @@ func (n *Node) serveH3(w http.ResponseWriter, r *http.Request) {
 			hc.running.Add(-1)
 		}()
 	}
+	serveSendTimeout(w, r, n.sendTimeout, n.ServeHTTP)
+}
+
+// serveSendTimeout serves r with serve, every write of its answer to the client under the
+// send timeout (h3Writer).
+func serveSendTimeout(w http.ResponseWriter, r *http.Request, timeout time.Duration, serve http.HandlerFunc) {
 	target, ok := w.(sendtimeout.Target)
 	if !ok {
-		n.ServeHTTP(w, r)
+		serve(w, r)
 		return
 	}
 	hw := &h3Writer{ResponseWriter: w}
-	hw.d.Init(target, n.sendTimeout)
-	n.ServeHTTP(hw, r)
+	hw.d.Init(target, timeout)
+	serve(hw, r)
 	// quic-go writes what the answer still holds once the handler has returned (its header
-	// and a short body): under the timeout too. After a write that timed out the deadline
-	// stays passed, and quic-go resets the stream it cannot finish.
-	if !hw.failed {
+	// and a short body): under the timeout too. After a write that failed the deadline stays
+	// as it was (passed, if it timed out), and quic-go resets the stream it cannot finish.
+	if hw.err == nil {
 		hw.d.Arm()
 	}
 }
@@ -48,40 +54,47 @@ func (n *Node) serveH3(w http.ResponseWriter, r *http.Request) {
 type h3Writer struct {
 	http.ResponseWriter // quic-go's
 	d                   sendtimeout.Deadline
-	failed              bool // a write failed: the stream is to be reset
+
+	// err is the first write's or flush's failure: the stream is to be reset. Every write and
+	// flush after it fails with it at once, as on a broken HTTP/1.1 connection: one that went
+	// to the stream waited for the client another whole timeout, holding the handler, and
+	// could finish the failed write's DATA frame with later bytes, a body with a hole in it.
+	err error
 }
 
 func (w *h3Writer) WriteHeader(code int) {
-	if code < 200 {
+	if code < 200 && w.err == nil {
 		w.d.Arm() // quic-go writes an interim answer at once
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *h3Writer) Write(p []byte) (int, error) {
-	n, err := w.d.Write(w, p, nil)
-	if err != nil {
-		w.failed = true
+	if w.err != nil {
+		return 0, w.err
 	}
+	n, err := w.d.Write(w, p, nil)
+	w.err = err
 	return n, err
 }
 
 // Writev is how Deadline writes (b is always empty).
 func (w *h3Writer) Writev(a, _ []byte) (int, error) { return w.ResponseWriter.Write(a) }
 
-func (w *h3Writer) Flush() {
-	if err := w.FlushError(); err != nil {
-		w.failed = true
-	}
-}
+func (w *h3Writer) Flush() { w.FlushError() }
 
 // FlushError sends what quic-go holds of the answer (a short body is held for its
 // Content-Length): at most a few KiB, bounded by the timeout as one write.
 func (w *h3Writer) FlushError() error {
+	if w.err != nil {
+		return w.err
+	}
 	if err := w.d.Arm(); err != nil {
+		w.err = err
 		return err
 	}
-	return http.NewResponseController(w.ResponseWriter).Flush()
+	w.err = http.NewResponseController(w.ResponseWriter).Flush()
+	return w.err
 }
 
 // SetWriteDeadline is http.ResponseController's: a deadline besides the send timeout.
