@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -168,22 +169,84 @@ func TestUpgradeRequestBodyBounded(t *testing.T) {
 // returns the requests the origin has had ("METHOD /path") since the last call, and forgets them.
 func recordingEdge(t *testing.T) (*Node, func() []string) {
 	t.Helper()
+	return recordingEdgeOn(t, listen(t, "127.0.0.21"))
+}
+
+// recordingEdgeOn is recordingEdge, serving HTTP on ln.
+func recordingEdgeOn(t *testing.T, ln net.Listener) (*Node, func() []string) {
+	t.Helper()
 	var mu sync.Mutex
 	var seen []string
-	n, _ := echoEdge(t, func(w http.ResponseWriter, r *http.Request) {
+	originAddr := startHTTP(t, "127.0.0.20", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		mu.Lock()
 		seen = append(seen, r.Method+" "+r.URL.Path)
 		mu.Unlock()
 		w.Header().Set("Cache-Control", "no-store")
 		io.WriteString(w, "done")
-	}, nil, nil)
+	}))
+	n, _ := startEdge(t, ln, Config{PoP: "tst", Node: "e1", Logger: testLogger(t),
+		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + originAddr}}})
 	return n, func() []string {
 		mu.Lock()
 		defer mu.Unlock()
 		s := seen
 		seen = nil
 		return s
+	}
+}
+
+// readCountingListener hands the test each connection it accepts, as a readCountingConn.
+type readCountingListener struct {
+	net.Listener
+	accepted chan *readCountingConn
+}
+
+func (l readCountingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	rc := &readCountingConn{Conn: c, more: make(chan struct{}, 1)}
+	select {
+	case l.accepted <- rc:
+	default: // never block the edge: a test that misses the connection fails waiting for it
+	}
+	return rc, nil
+}
+
+// readCountingConn is a connection to the edge that counts what the edge has read of it, so
+// that a test sending a request in pieces sends the next once the edge has read (and so
+// judged) the ones before. Not a *net.TCPConn: the fast path reads it through Read, without
+// raw I/O (internal/rawconn), and judges the same bytes the same way.
+type readCountingConn struct {
+	net.Conn
+	read atomic.Int64
+	more chan struct{} // a token after a read that returned bytes
+}
+
+func (c *readCountingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.read.Add(int64(n))
+		select {
+		case c.more <- struct{}{}:
+		default:
+		}
+	}
+	return n, err
+}
+
+// waitRead waits until the edge has read n bytes of c.
+func (c *readCountingConn) waitRead(t *testing.T, n int) {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for c.read.Load() < int64(n) {
+		select {
+		case <-c.more:
+		case <-timeout:
+			t.Fatalf("the edge read %d bytes of the request in 10 s, want %d", c.read.Load(), n)
+		}
 	}
 }
 
@@ -238,7 +301,8 @@ func TestHTTP10TransferEncodingRefused(t *testing.T) {
 // 4 KiB buffer at that moment; every case below gets past that check. What stops them is that
 // no HTTP/1.0 connection is kept (serve): nothing after an HTTP/1.0 request is ever read.
 func TestHTTP10TransferEncodingRefusedAnyHead(t *testing.T) {
-	n, seen := recordingEdge(t)
+	ln := readCountingListener{Listener: listen(t, "127.0.0.21"), accepted: make(chan *readCountingConn, 1)}
+	n, seen := recordingEdgeOn(t, ln)
 	// Framed by its Content-Length, the body "0\r\n\r\n" is the chunked body's end and what
 	// follows, inside the body for a reader of the chunked framing, the next request.
 	smuggled := "0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: " + testHost + "\r\n\r\n"
@@ -260,11 +324,18 @@ func TestHTTP10TransferEncodingRefusedAnyHead(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer c.Close()
-			for i, p := range tc.pieces {
-				if i > 0 {
-					time.Sleep(100 * time.Millisecond)
-				}
+			var ec *readCountingConn
+			select {
+			case ec = <-ln.accepted:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the edge has not accepted the connection")
+			}
+			sent := 0
+			for _, p := range tc.pieces {
+				// The edge has judged what came before: this piece was not there to be seen.
+				ec.waitRead(t, sent)
 				io.WriteString(c, p)
+				sent += len(p)
 			}
 			codes, _, closed := readAnswers(t, c)
 			if got := seen(); slices.Contains(got, "GET /smuggled") {
