@@ -54,6 +54,7 @@ var leaves = map[string][]string{
 	"internal/prefault":    {"golang.org/x/sys"},
 	"internal/proctest":    nil,
 	"internal/rawconn":     {"golang.org/x/sys"},
+	"internal/tcptest":     {"golang.org/x/sys"},
 	"internal/reuseport":   {"golang.org/x/sys"},
 	"internal/writegather": nil,
 	"internal/yamlconf":    {"go.yaml.in/yaml/v3"},
