@@ -144,6 +144,18 @@ func TestTCPPartialMessages(t *testing.T) {
 	}
 }
 
+// framedQuery is an A query for www.cdn.example. framed for TCP (its length first).
+func framedQuery(t *testing.T) []byte {
+	t.Helper()
+	q := new(dns.Msg)
+	q.SetQuestion("www.cdn.example.", dns.TypeA)
+	qb, err := q.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(binary.BigEndian.AppendUint16(nil, uint16(len(qb))), qb...)
+}
+
 // TestTCPConnectionsBounded: the server serves at most max_tcp_connections TCP connections at
 // once (RFC 7766 section 10); a connection beyond them waits in the kernel's accept queue,
 // its query unread, until one ends. Found in review: there was no bound, so idle connections
@@ -154,13 +166,7 @@ func TestTCPConnectionsBounded(t *testing.T) {
 	const limit = 2
 	// Every connection comes from one address: let it have them all.
 	ts := startServer(t, func(c *Config) { c.MaxTCPConnections, c.MaxTCPConnectionsPerSource = limit, limit })
-	q := new(dns.Msg)
-	q.SetQuestion("www.cdn.example.", dns.TypeA)
-	qb, err := q.Pack()
-	if err != nil {
-		t.Fatal(err)
-	}
-	framed := append(binary.BigEndian.AppendUint16(nil, uint16(len(qb))), qb...)
+	framed := framedQuery(t)
 	read := func(c net.Conn, wait time.Duration) error {
 		c.SetReadDeadline(time.Now().Add(wait))
 		var l [2]byte
@@ -211,13 +217,7 @@ func TestTCPConnectionsBounded(t *testing.T) {
 func TestTCPConnectionsPerSource(t *testing.T) {
 	const perSource = 2
 	ts := startServer(t, func(c *Config) { c.MaxTCPConnectionsPerSource = perSource })
-	q := new(dns.Msg)
-	q.SetQuestion("www.cdn.example.", dns.TypeA)
-	qb, err := q.Pack()
-	if err != nil {
-		t.Fatal(err)
-	}
-	framed := append(binary.BigEndian.AppendUint16(nil, uint16(len(qb))), qb...)
+	framed := framedQuery(t)
 	dial := func(src netip.Addr) net.Conn {
 		t.Helper()
 		d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))}

@@ -18,6 +18,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
+	"github.com/meridian-cdn/meridian/internal/tcptest"
 	"github.com/meridian-cdn/meridian/wire"
 )
 
@@ -217,18 +218,8 @@ func TestSlowSteadyReaderKeepsDownload(t *testing.T) {
 			n, lines, path := slowClientEdge(t, timeout, size, p.cfg)
 			start := time.Now()
 			resp := p.open(t, n, path)
-			buf := make([]byte, 16<<10)
-			got := 0
-			for {
-				k, err := io.ReadFull(resp.Body, buf)
-				got += k
-				if err != nil {
-					if err != io.EOF && err != io.ErrUnexpectedEOF || got != size {
-						t.Fatalf("read %d of %d bytes in %v, then %v", got, size, time.Since(start), err)
-					}
-					break
-				}
-				time.Sleep(5 * time.Millisecond) // a slow link: the reader's pace, not a wait for an event
+			if got, err := tcptest.ReadSlowly(resp.Body, 5*time.Millisecond); err != nil || got != size {
+				t.Fatalf("read %d of %d bytes in %v, then %v", got, size, time.Since(start), err)
 			}
 			if took := time.Since(start); took < 2*timeout {
 				t.Errorf("the download took %v: the test wants one longer than the %v timeout", took, timeout)

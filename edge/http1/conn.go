@@ -150,7 +150,6 @@ func (c *conn) serve() {
 		if c.timer != nil {
 			c.timer.Stop()
 		}
-		c.closeWatchFile()
 		if c.handedOff {
 			c.srv.forget(c)
 			return
@@ -172,14 +171,14 @@ func (c *conn) serve() {
 	c.first = true
 	if c.raw == nil {
 		c.step()
-		return
+	} else {
+		c.cr.loop = c.raw
+		c.looping.Store(true)
+		c.raw.Loop(c.step) // its error ends the connection, as a failed read does
+		c.looping.Store(false)
+		c.cr.loop = nil
+		c.closeWatchFile() // before a hand-off: the handed-off connection must own the socket alone
 	}
-	c.cr.loop = c.raw
-	c.looping.Store(true)
-	c.raw.Loop(c.step) // its error ends the connection, as a failed read does
-	c.looping.Store(false)
-	c.cr.loop = nil
-	c.closeWatchFile() // before a hand-off: the handed-off connection must own the socket alone
 	if c.handedOff {
 		c.handOff()
 	}
@@ -255,10 +254,7 @@ func (c *conn) step() (wait bool) {
 				return false
 			}
 			c.handedOff = true
-			if c.raw == nil {
-				c.handOff()
-			}
-			return false // a Loop ends first, then serve hands off
+			return false // serve hands off, once a Loop has ended
 		}
 		c.br.Discard(n)
 		if !c.serveRequest(&h, u) {

@@ -73,11 +73,17 @@ func TestNoWatchFileLoggedOnce(t *testing.T) {
 	t.Cleanup(func() { dupSocket = (*rawconn.Conn).DupFile })
 	var logged bytes.Buffer
 	var mu sync.Mutex
+	watched := make(chan struct{}, 1)
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		time.Sleep(2 * watchDelay) // long enough for the watch to start
+		select { // a long request: the watch starts, and ends at once without its reader
+		case <-watched:
+		case <-time.After(5 * time.Second):
+			t.Error("no watch started for a long request")
+		}
 		io.WriteString(w, "ok")
 	})
 	_, addr := serveFast(t, h, func(s *Server) {
+		s.watchEnded = func() { watched <- struct{}{} }
 		s.ErrorLog = log.New(writerFunc(func(p []byte) (int, error) {
 			mu.Lock()
 			defer mu.Unlock()

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/meridian-cdn/meridian/edge/sendtimeout"
+	"github.com/meridian-cdn/meridian/internal/tcptest"
 	"github.com/meridian-cdn/meridian/internal/wait"
 )
 
@@ -112,18 +113,8 @@ func TestSlowSteadyReader(t *testing.T) {
 			if err != nil {
 				t.Fatalf("head: %v", err)
 			}
-			buf := make([]byte, 16<<10)
-			got := 0
-			for {
-				n, err := io.ReadFull(resp.Body, buf)
-				got += n
-				if err != nil {
-					if err != io.EOF && err != io.ErrUnexpectedEOF || got != size {
-						t.Fatalf("read %d of %d bytes, then %v", got, size, err)
-					}
-					break
-				}
-				time.Sleep(10 * time.Millisecond) // a slow link: the reader's pace, not a wait for an event
+			if got, err := tcptest.ReadSlowly(resp.Body, 10*time.Millisecond); err != nil || got != size {
+				t.Fatalf("read %d of %d bytes, then %v", got, size, err)
 			}
 			if err := <-done; err != nil {
 				t.Errorf("the handler's Write: %v", err)
@@ -243,18 +234,8 @@ func TestSendTimeoutOverTLS(t *testing.T) {
 				if err != nil {
 					t.Fatalf("head: %v", err)
 				}
-				buf := make([]byte, 16<<10)
-				got := 0
-				for {
-					n, err := io.ReadFull(resp.Body, buf)
-					got += n
-					if err != nil {
-						if err != io.EOF && err != io.ErrUnexpectedEOF || got != size {
-							t.Fatalf("read %d of %d bytes in %v, then %v", got, size, time.Since(start), err)
-						}
-						break
-					}
-					time.Sleep(10 * time.Millisecond) // a slow link: the reader's pace, not a wait for an event
+				if got, err := tcptest.ReadSlowly(resp.Body, 10*time.Millisecond); err != nil || got != size {
+					t.Fatalf("read %d of %d bytes in %v, then %v", got, size, time.Since(start), err)
 				}
 				if err := <-done; err != nil {
 					t.Errorf("the handler's Write: %v", err)

@@ -216,15 +216,25 @@ type looper struct {
 	// bytes than asked for may have taken the end of the stream along (the FIN behind the
 	// last bytes), which nothing announces again, so only the kernel's count says whether
 	// the socket is empty. inq says the socket gives the count; without it only EAGAIN does.
-	inqTried, inq bool
-	msg           unix.Msghdr
-	iov           unix.Iovec
-	cmsg          [8]uint64 // room for one TCP_CM_INQ message, aligned as a cmsghdr must be
+	inq   bool
+	inqFn func(fd uintptr) // turns TCP_INQ on, at the start of each Loop
+	msg   unix.Msghdr
+	iov   unix.Iovec
+	cmsg  [8]uint64 // room for one TCP_CM_INQ message, aligned as a cmsghdr must be
 }
 
-func (l *looper) init() { l.fn = l.do }
+func (l *looper) init() {
+	l.fn = l.do
+	l.inqFn = func(fd uintptr) { l.inq = unix.SetsockoptInt(int(fd), unix.SOL_TCP, unix.TCP_INQ, 1) == nil }
+	l.msg.Iov = &l.iov
+	l.msg.SetIovlen(1)
+	l.msg.Control = (*byte)(unsafe.Pointer(&l.cmsg[0]))
+}
 
 func (l *looper) loop(rc syscall.RawConn, step func() bool) error {
+	if err := rc.Control(l.inqFn); err != nil {
+		return err
+	}
 	l.step = step
 	err := rc.Read(l.fn)
 	l.step, l.fd = nil, 0
@@ -240,19 +250,12 @@ func (l *looper) read(p []byte) (int, error) {
 	if l.drained || l.step == nil {
 		return 0, ErrWouldBlock
 	}
-	if !l.inqTried {
-		l.inqTried = true
-		l.inq = unix.SetsockoptInt(int(l.fd), unix.SOL_TCP, unix.TCP_INQ, 1) == nil
-	}
 	l.iov.Base = &p[0]
 	l.iov.SetLen(len(p))
-	l.msg.Iov = &l.iov
-	l.msg.SetIovlen(1)
 	var n uintptr
 	var e syscall.Errno
 	for {
-		l.msg.Control = (*byte)(unsafe.Pointer(&l.cmsg[0]))
-		l.msg.SetControllen(int(unsafe.Sizeof(l.cmsg)))
+		l.msg.SetControllen(int(unsafe.Sizeof(l.cmsg))) // the kernel sets it to what it wrote
 		n, _, e = unix.RawSyscall(unix.SYS_RECVMSG, l.fd, uintptr(unsafe.Pointer(&l.msg)), 0)
 		if e != unix.EINTR {
 			break

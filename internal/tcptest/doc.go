@@ -1,3 +1,3 @@
-// Package tcptest tells tests what state a real TCP socket is in, from the kernel (TCP_INFO on
-// Linux): what a test must wait for before it checks how a server reacts to a client's move.
+// Package tcptest holds what tests of TCP servers need from the client's side: the state of a
+// real socket, from the kernel (TCP_INFO, Linux), and a reader at a slow link's pace.
 package tcptest

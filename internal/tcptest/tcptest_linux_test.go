@@ -4,6 +4,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/meridian-cdn/meridian/internal/wait"
 )
 
 // CloseWaiting is false on a connection both ends keep open, and true once the peer has
@@ -28,10 +30,5 @@ func TestCloseWaiting(t *testing.T) {
 		t.Fatal("close-waiting before the peer half-closed")
 	}
 	client.(*net.TCPConn).CloseWrite()
-	for end := time.Now().Add(5 * time.Second); !CloseWaiting(t, s.(*net.TCPConn)); {
-		if time.Now().After(end) {
-			t.Fatal("not close-waiting 5 s after the peer half-closed")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	wait.For(t, 5*time.Second, "close-waiting after the peer half-closed", func() bool { return CloseWaiting(t, s.(*net.TCPConn)) })
 }
