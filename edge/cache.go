@@ -33,20 +33,25 @@ func (n *Node) serveCacheable(w *logWriter, req *request) {
 		n.deliverAnswer(w, req, fl.get(req, nil, fillOptions{direct: true}))
 		return
 	}
-	if req.needSeq > 0 && !n.caughtUp(r, req.needSeq) {
-		// A peer has applied purges this node has not: nothing in the cache may be trusted
-		// for it, so fetch from upstream (see purgeorder.go).
-		if cc.OnlyIfCached {
-			n.fail(w, req, http.StatusGatewayTimeout, "purges behind")
-			w.cacheStatus = "miss"
+	// Nothing since the request's start has waited, so a lookup is judged at that reading of
+	// the clock, microseconds old, rather than another (issue 15); but caughtUp may wait.
+	now, atStart := w.start, true
+	if req.needSeq > 0 {
+		if !n.caughtUp(r, req.needSeq) {
+			// A peer has applied purges this node has not: nothing in the cache may be
+			// trusted for it, so fetch from upstream (see purgeorder.go).
+			if cc.OnlyIfCached {
+				n.fail(w, req, http.StatusGatewayTimeout, "purges behind")
+				w.cacheStatus = "miss"
+				return
+			}
+			n.deliverAnswer(w, req, fl.get(req, nil, fillOptions{fwd: "request", behind: true}))
 			return
 		}
-		n.deliverAnswer(w, req, fl.get(req, nil, fillOptions{fwd: "request", behind: true}))
-		return
+		now, atStart = n.clock(), false
 	}
 	req.puts = n.store.Puts(req.key) // before the lookup: a Put after it changes the count
 	obj, verdict, vary := n.store.Lookup(req.key, r.Header)
-	now := n.clock()
 	if obj == nil {
 		req.looked = true
 		if cc.OnlyIfCached {
@@ -68,6 +73,7 @@ func (n *Node) serveCacheable(w *logWriter, req *request) {
 	tooOld := req.hasMaxAge && obj.Age(now) > req.maxAge
 	if !tooOld && freshHit(obj, verdict, ttl) {
 		w.cacheStatus = "hit"
+		req.ageAtStart = atStart
 		n.deliver(w, req, obj, httpcache.Status{Cache: n.name, Proto: req.proto, Hit: true, TTL: ttl, HasTTL: true}, "")
 		return
 	}
@@ -76,6 +82,7 @@ func (n *Node) serveCacheable(w *logWriter, req *request) {
 		// gets only fresh content.
 		if req.fromPeer {
 			w.cacheStatus = "stale"
+			req.ageAtStart = atStart
 			n.deliver(w, req, obj, httpcache.Status{Cache: n.name, Proto: req.proto, Hit: true, TTL: ttl, HasTTL: true, Detail: "only-if-cached"}, "")
 			return
 		}
@@ -90,6 +97,7 @@ func (n *Node) serveCacheable(w *logWriter, req *request) {
 	if !req.fromPeer && verdict != store.Doubtful && canServeStale(obj, verdict, staleFor, obj.Policy.StaleWhileRevalidate) {
 		w.cacheStatus = "stale"
 		fl.revalidate(req, obj)
+		req.ageAtStart = atStart
 		// A copy stale only by a soft purge or no-cache still has freshness by age; RFC 9211's
 		// ttl says it is stale: at most 0.
 		n.deliver(w, req, obj, httpcache.Status{Cache: n.name, Proto: req.proto, Hit: true, TTL: min(ttl, 0), HasTTL: true, Detail: "stale-while-revalidate"}, "")

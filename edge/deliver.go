@@ -148,7 +148,11 @@ func (n *Node) objectHeader(w *logWriter, req *request, obj *store.Object, cs ht
 
 // setPerAnswer sets the fields of a stored object's answer that change with each answer.
 func (n *Node) setPerAnswer(h http.Header, req *request, obj *store.Object, cs httpcache.Status, upstreamCS string) {
-	h["Age"] = req.field(0, req.keep(strconv.AppendInt(req.spare(), int64(obj.Age(n.clock())/time.Second), 10)))
+	now := req.lw.start
+	if !req.ageAtStart {
+		now = n.clock()
+	}
+	h["Age"] = req.field(0, req.keep(strconv.AppendInt(req.spare(), int64(obj.Age(now)/time.Second), 10)))
 	h["Cache-Status"] = req.field(1, req.keep(httpcache.AppendStatusTo(req.spare(), upstreamCS, cs)))
 }
 

@@ -58,11 +58,13 @@ type request struct {
 	// (looked true): a fill that finds it unchanged skips its own look (storedFresh).
 	puts   uint32
 	looked bool
-	coding string // content coding the edge serves this cacheable request, "" for identity (encoding.go)
-	trace  string // W3C traceparent passed upstream
-	start  time.Time
-	proto  string
-	lw     logWriter
+	// ageAtStart: the object answered was looked up at the request's start (no wait since),
+	// so its Age is taken at lw.start, not at another reading of the clock (issue 15).
+	ageAtStart bool
+	coding     string // content coding the edge serves this cacheable request, "" for identity (encoding.go)
+	trace      string // W3C traceparent passed upstream
+	proto      string
+	lw         logWriter
 	// fields backs the one-value slices of the fields a hit sets (Age, Cache-Status,
 	// Content-Length), so that they cost no allocation of their own; text backs their
 	// values (spare, keep), used up to used.
@@ -138,8 +140,8 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		req = new(request)
 	}
-	*req = request{r: r, start: start, proto: protoName(r)}
-	req.lw = logWriter{ResponseWriter: w, status: http.StatusOK, clock: n.clock, no1xx: !r.ProtoAtLeast(1, 1)}
+	*req = request{r: r, proto: protoName(r)}
+	req.lw = logWriter{ResponseWriter: w, status: http.StatusOK, start: start, since: n.since, no1xx: !r.ProtoAtLeast(1, 1)}
 	lw := &req.lw
 	req.w = lw
 	// Deferred: a stream cut short aborts the handler (http.ErrAbortHandler) and is logged too.
@@ -351,13 +353,17 @@ type logWriter struct {
 	// §15.2), and net/http would write them all the same. (Beside wroteHeader, in its padding:
 	// a request's size class is a miss's allocation.)
 	no1xx       bool
+	hitSet      bool   // hitTime is set
 	cacheStatus string // "hit", "miss", "stale", "pass", "error"
 	tier        string
 	note        string
-	// hitHeaderAt is when a hit's response header was written: its service time, for the
-	// saturation figure, ends there and leaves out how fast the client downloads the body.
-	hitHeaderAt time.Time
-	clock       func() time.Time
+	// start is when the request began (ServeHTTP), and since the node's clock's time from
+	// a reading (Node.since).
+	start time.Time
+	since func(time.Time) time.Duration
+	// hitTime is a hit's service time, from start to its response header being written:
+	// for the saturation figure, it leaves out how fast the client downloads the body.
+	hitTime time.Duration
 	// peer304 is the Last-Modified that a 304 gets back (keepFor304): http.ServeContent removes it.
 	peer304 []string
 }
@@ -391,15 +397,20 @@ func (w *logWriter) WriteHeader(code int) {
 		w.status = code
 		w.wroteHeader = code >= 200 // a 1xx may precede the final status
 		if w.wroteHeader && w.cacheStatus == "hit" {
-			w.hitHeaderAt = w.clock()
+			w.markHit()
 		}
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
+// markHit records a hit's service time as its header is written.
+func (w *logWriter) markHit() {
+	w.hitTime, w.hitSet = w.since(w.start), true
+}
+
 func (w *logWriter) Write(b []byte) (int, error) {
 	if !w.wroteHeader && w.cacheStatus == "hit" {
-		w.hitHeaderAt = w.clock()
+		w.markHit()
 	}
 	w.wroteHeader = true
 	n, err := w.ResponseWriter.Write(b)
@@ -438,8 +449,8 @@ func (n *Node) finish(w *logWriter, req *request) {
 		cs = "error"
 	}
 	n.metrics.observeRequest(req.proto, cs, w.status, w.bytes)
-	if cs == "hit" && !w.hitHeaderAt.IsZero() {
-		n.hitLat.record(w.hitHeaderAt.Sub(req.start), w.hitHeaderAt)
+	if cs == "hit" && w.hitSet {
+		n.hitLat.record(w.hitTime, w.start) // in the second it began: a hit's header is written within it, or nearly
 	}
 	n.rttFinished(req)
 	if n.cfg.AccessLog {
@@ -447,6 +458,6 @@ func (n *Node) finish(w *logWriter, req *request) {
 			"method", req.r.Method, "host", req.r.Host, "path", req.r.URL.RequestURI(),
 			"status", w.status, "bytes", w.bytes, "cache", cs, "tier", w.tier,
 			"proto", req.proto, "remote", req.r.RemoteAddr, "traceparent", req.traceID(),
-			"duration_ms", float64(n.clock().Sub(req.start).Microseconds())/1000, "note", w.note)
+			"duration_ms", float64(n.since(w.start).Microseconds())/1000, "note", w.note)
 	}
 }
