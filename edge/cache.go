@@ -27,7 +27,7 @@ func (n *Node) serveCacheable(w *logWriter, req *request) {
 		req.maxAge, req.hasMaxAge = cc.MaxAge, true
 	}
 	fl := n.fill
-	if r.Header.Get("Authorization") != "" {
+	if fieldValue(r.Header, "Authorization") != "" {
 		// Authenticated requests bypass the shared tiers; the response is stored only if it
 		// says it may be shared (RFC 9111 §3.5), which fill checks.
 		n.deliverAnswer(w, req, fl.get(req, nil, fillOptions{direct: true}))

@@ -236,7 +236,7 @@ func (d *decodedBody) Close() error {
 
 // isUpgrade reports an HTTP/1.1 protocol upgrade (WebSocket), which is passed through.
 func isUpgrade(r *http.Request) bool {
-	if r.ProtoMajor != 1 || r.Header.Get("Upgrade") == "" {
+	if r.ProtoMajor != 1 || fieldValue(r.Header, "Upgrade") == "" {
 		return false
 	}
 	for _, v := range r.Header.Values("Connection") {

@@ -245,7 +245,7 @@ func safeMethod(m string) bool {
 // trustedHop reports whether the request is a fill from a fleet node, proven by its hop
 // signature (hopauth.go). The fleet-only fields of any other request are removed.
 func (n *Node) trustedHop(r *http.Request) bool {
-	if r.Header.Get(hopHeader) == "" {
+	if fieldValue(r.Header, hopHeader) == "" {
 		stripFleetFields(r.Header)
 		return false
 	}
