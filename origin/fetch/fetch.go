@@ -93,7 +93,8 @@ type Config struct {
 	// response body is closed. Default 64; negative means unlimited.
 	MaxConcurrent int
 	// QueueWait is how long a request over MaxConcurrent waits for a slot before failing with
-	// ErrBulkheadFull. Default 50ms.
+	// ErrBulkheadFull. Only a request the breaker admits waits: one it refuses fails at once.
+	// Default 50ms.
 	QueueWait time.Duration
 
 	// ConsecutiveFailures opens the breaker after that many failures in a row of the kinds that
@@ -102,8 +103,12 @@ type Config struct {
 	// after the upstream was reached (a reset or a close before the answer, a timeout, a body
 	// cut short) says that of one request, not of the upstream: it counts in FailureRatio only,
 	// so that a few URLs whose handlers drop the connection do not shut every other URL out
-	// (nginx, with one upstream server, never marks it down at all). A success, or a change of
-	// the breaker's state, ends the run. Default 5.
+	// (nginx, with one upstream server, never marks it down at all). A success ends the run if
+	// its exchange was sent after the run's first failure came in: one sent before (a slow body
+	// that ends now, on a connection made while the upstream was fine) says nothing of whether
+	// it can be reached now, and an upstream that refuses every new connection would otherwise
+	// stay closed for as long as old exchanges keep completing. A change of the breaker's
+	// state ends the run too. Default 5.
 	ConsecutiveFailures uint32
 	// MinRequests is the number of requests that ended within Interval before FailureRatio is
 	// considered. Default 20.
@@ -206,11 +211,22 @@ type Upstream struct {
 	failures           atomic.Uint64
 	bulkheadRejections atomic.Uint64
 	breakerRejections  atomic.Uint64
-	// streak is the failures in a row that ConsecutiveFailures counts; a success or a change of
-	// the breaker's state ends it. Only the breaker's callbacks touch it, under its mutex and in
+	// streak is the failures in a row that ConsecutiveFailures counts; a success of an
+	// exchange sent after its first failure came in (see streaks), or a change of the
+	// breaker's state, ends it. Only the breaker's callbacks touch it, under its mutex and in
 	// the order it counts outcomes (a result from before its last change of state is not
 	// counted, by it or here).
 	streak uint32
+	// streaks counts the streaks begun (bumped by the failure that starts one, in the
+	// breaker's callbacks). An exchange notes it as it is sent (success.sent): a success that
+	// noted the current value was sent after the current streak's first failure came in, and
+	// ends it; one that noted less was sent before and does not. Outcomes come in the order
+	// exchanges end, not the order they were sent, and an exchange sent while the upstream
+	// was fine (a long body) may end well after fresh ones began to fail.
+	streaks atomic.Uint64
+	// states counts the breaker's changes of state (OnStateChange): Do sees from it whether
+	// the breaker changed state while a request it admitted waited for a bulkhead slot.
+	states atomic.Uint64
 	// window counts the outcomes FailureRatio weighs, by when they came: the ones of the
 	// current window of Interval, which starts with its first outcome and ends with the
 	// breaker's change of state. The breaker's own counts are by when a request was sent, in
@@ -302,21 +318,31 @@ func New(cfg Config) *Upstream {
 			return u.streak >= cfg.ConsecutiveFailures ||
 				w.ended >= cfg.MinRequests && float64(w.failed) >= cfg.FailureRatio*float64(w.ended)
 		},
-		// A caller that gives up says nothing about the upstream's health: nor is it counted
-		// in window.
-		IsExcluded: func(err error) bool { return errors.Is(err, errCallerCanceled) },
+		// A caller that gives up says nothing about the upstream's health, nor does a request
+		// that was never sent (it hands its admission back: a half-open breaker then admits
+		// another probe in its place): neither is counted in window.
+		IsExcluded: func(err error) bool {
+			return errors.Is(err, errCallerCanceled) || errors.Is(err, errNotSent)
+		},
 		IsSuccessful: func(err error) bool {
-			u.window.add(cfg.Clock(), cfg.Interval, err == nil)
+			s, ok := err.(success)
+			u.window.add(cfg.Clock(), cfg.Interval, ok)
 			switch {
-			case err == nil:
-				u.streak = 0
+			case ok:
+				if s.b.sent == u.streaks.Load() {
+					u.streak = 0 // sent after the streak's first failure came in (or no streak)
+				}
 				return true
 			case inARow(err):
+				if u.streak == 0 {
+					u.streaks.Add(1)
+				}
 				u.streak++
 			}
 			return false
 		},
 		OnStateChange: func(_ string, _, to gobreaker.State) {
+			u.states.Add(1)
 			u.streak = 0
 			u.window = outcomes{}
 			u.halfOpen.Store(to == gobreaker.StateHalfOpen)
@@ -345,8 +371,19 @@ func (o *outcomes) add(now time.Time, interval time.Duration, ok bool) {
 // errCallerCanceled marks an outcome the breaker ignores: the caller's context was canceled.
 var errCallerCanceled = errors.New("canceled by caller")
 
-// Do sends req; its context bounds everything. It waits at most QueueWait for a bulkhead slot,
-// asks the breaker, and sends. A transport error or a timeout counts as a breaker failure; an
+// errNotSent is the outcome of a request the breaker admitted that was then not sent (no
+// bulkhead slot, or the caller gave up waiting for one): excluded, it hands the admission back.
+var errNotSent = errors.New("not sent")
+
+// success is the outcome of the exchange b, which succeeded, as the breaker is told it: a nil
+// error would not say when it was sent (b.sent). A pointer, it is an error without allocating.
+type success struct{ b *body }
+
+func (success) Error() string { return "success" }
+
+// Do sends req; its context bounds everything. It asks the breaker, waits at most QueueWait for
+// a bulkhead slot, and sends: a request the breaker refuses fails at once, without waiting for
+// or taking a slot. A transport error or a timeout counts as a breaker failure; an
 // HTTP answer of any status is a success unless FailureStatus says otherwise (and is returned as
 // a response, not an error, either way); a body that fails or times out mid-read counts as a
 // failure when it is closed. The caller canceling its context counts as
@@ -365,23 +402,41 @@ func (u *Upstream) Do(req *http.Request) (*http.Response, error) {
 		closeBody(req)
 		return nil, fmt.Errorf("fetch %s from %s: not sent: %w", req.URL, u.cfg.Name, context.Cause(parent))
 	}
-	if err := u.acquire(parent); err != nil {
-		closeBody(req)
-		return nil, err
-	}
+	// The breaker before the bulkhead: when the upstream hangs, its exchanges hold every slot
+	// (for up to their timeouts) while the breaker is open, and a request asked the other way
+	// round waited all of QueueWait to fail with ErrBulkheadFull, reaching a stale copy or
+	// the next tier that much later, instead of failing at once with ErrBreakerOpen.
+	states := u.states.Load()
 	done, err := u.breaker.Allow()
 	if err != nil {
 		closeBody(req)
-		u.release()
-		u.breakerRejections.Add(1)
-		return nil, fmt.Errorf("fetch %s from %s: %w: %w", req.URL, u.cfg.Name, ErrBreakerOpen, err)
+		return nil, u.refused(req, err)
+	}
+	if err := u.acquire(parent); err != nil {
+		// Not sent: the admission goes back as neither success nor failure, so a half-open
+		// breaker admits another probe instead of waiting for ever for this one.
+		done(errNotSent)
+		closeBody(req)
+		return nil, err
+	}
+	if u.states.Load() != states {
+		// The breaker changed state since it admitted this request (while it waited for a
+		// slot): the admission was for the old state, whose outcomes the breaker no longer
+		// counts, and may let a request through to an upstream now known to be failing, or
+		// past a half-open breaker's probes. Hand it back and ask again.
+		done(errNotSent)
+		if done, err = u.breaker.Allow(); err != nil {
+			u.release()
+			closeBody(req)
+			return nil, u.refused(req, err)
+		}
 	}
 	u.requests.Add(1)
 	// A panic below (the caller's DialContext, FailureStatus or Transport) goes on to the
 	// caller, but not with the slot and the breaker's outcome: a server that recovers it would
 	// lose a slot per panic, and a half-open breaker would wait for this probe for ever.
 	settled := false
-	b := &body{u: u, parent: parent, done: done}
+	b := &body{u: u, parent: parent, done: done, sent: u.streaks.Load()}
 	var resp *http.Response
 	defer func() {
 		if !settled {
@@ -391,7 +446,7 @@ func (u *Upstream) Do(req *http.Request) (*http.Response, error) {
 			if b.cancel != nil {
 				b.cancel()
 			}
-			u.finish(done, errPanicked)
+			u.finish(done, b, errPanicked)
 		}
 	}()
 	if h1, ok := u.transport.(*h1Transport); ok && h1.handles(req) {
@@ -413,7 +468,7 @@ func (u *Upstream) Do(req *http.Request) (*http.Response, error) {
 			b.cancel()
 		}
 		settled = true
-		u.finish(done, err)
+		u.finish(done, b, err)
 		return nil, fmt.Errorf("fetch %s from %s: %w", req.URL, u.cfg.Name, err)
 	}
 	b.rc, b.status = resp.Body, u.failureStatus(resp)
@@ -423,10 +478,7 @@ func (u *Upstream) Do(req *http.Request) (*http.Response, error) {
 		// keep the breaker half-open, refusing every other request, for as long as the body
 		// streams: an event stream passed through, under pass_timeout, for up to an hour. (An
 		// exchange admitted before the breaker opened reports to an old generation: ignored.)
-		if b.status != nil {
-			u.failures.Add(1)
-		}
-		done(b.status)
+		u.report(done, b, b.status)
 		b.done, b.status = nil, nil
 	}
 	resp.Body = b
@@ -580,13 +632,27 @@ func pastDeadline(deadline time.Time) bool {
 // errFailureStatus marks an answer whose status FailureStatus counts as a failure.
 var errFailureStatus = errors.New("status")
 
+// refused is Do's error for a request the breaker refused (err is gobreaker's), counted.
+func (u *Upstream) refused(req *http.Request, err error) error {
+	u.breakerRejections.Add(1)
+	return fmt.Errorf("fetch %s from %s: %w: %w", req.URL, u.cfg.Name, ErrBreakerOpen, err)
+}
+
 // finish reports the outcome to the breaker and frees the bulkhead slot.
-func (u *Upstream) finish(done func(error), err error) {
-	if err != nil && !errors.Is(err, errCallerCanceled) {
+func (u *Upstream) finish(done func(error), b *body, err error) {
+	u.report(done, b, err)
+	u.release()
+}
+
+// report tells the breaker the outcome of the exchange b: err, or a success if nil.
+func (u *Upstream) report(done func(error), b *body, err error) {
+	switch {
+	case err == nil:
+		err = success{b}
+	case !errors.Is(err, errCallerCanceled):
 		u.failures.Add(1)
 	}
 	done(err)
-	u.release()
 }
 
 // notReachedError is a failure before a connection to the upstream was ready: its dial
@@ -701,6 +767,7 @@ type body struct {
 	cancel   context.CancelFunc
 	deadline time.Time   // when BodyTimeout expires, on the HTTP/1.1 path (the connection's read deadline)
 	done     func(error) // nil once reported (a half-open probe's, at its head)
+	sent     uint64      // Upstream.streaks when the exchange was sent
 	status   error       // non-nil for a status FailureStatus counts as a failure
 
 	mu      sync.Mutex // guards readErr and whole
@@ -759,7 +826,7 @@ func (b *body) Close() error {
 			b.u.release()
 			return
 		}
-		b.u.finish(b.done, outcome)
+		b.u.finish(b.done, b, outcome)
 	})
 	return err
 }
