@@ -127,7 +127,7 @@ type nodeCollector struct{ n *Node }
 var (
 	descItems     = prometheus.NewDesc("meridian_edge_store_objects", "URLs held in the store.", nil, nil)
 	descBytes     = prometheus.NewDesc("meridian_edge_store_bytes", "Bytes held in the store.", nil, nil)
-	descEvictions = prometheus.NewDesc("meridian_edge_store_evictions_total", "Objects evicted from the store.", nil, nil)
+	descEvictions = prometheus.NewDesc("meridian_edge_store_evictions_total", "Objects evicted from the store for room or expired.", nil, nil)
 	descSegments  = prometheus.NewDesc("meridian_edge_store_segments", "Segments holding the store's small objects (docs/edge.md, Memory).", nil, nil)
 	descMoves     = prometheus.NewDesc("meridian_edge_store_moves_total", "Small objects moved between segments to reclaim the bytes of evicted ones.", nil, nil)
 	descRecords   = prometheus.NewDesc("meridian_edge_purge_records", "Live read-time purge records.", nil, nil)

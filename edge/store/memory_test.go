@@ -177,8 +177,14 @@ func TestCostMatchesHeap(t *testing.T) {
 			t.Logf("%d objects in %d entries: heap %.0f B/entry, charged %.0f B/entry (%.3f); %d segments, %.1f MiB live",
 				n, st.Items, float64(real)/float64(st.Items), float64(charged)/float64(st.Items), float64(charged)/float64(real),
 				st.Segments, mib(st.Live))
-			if charged < real-noise || charged > real*110/100+noise {
-				t.Errorf("charged %d B for %d B of heap; want between 1 and 1.10 times the heap", charged, real)
+			// Objects without a header or body are all overhead, whose heap moves with the
+			// tables' load (entryOverhead): up to 1.15 times for them.
+			over := int64(110)
+			if tt.name == "bare" {
+				over = 115
+			}
+			if charged < real-noise || charged > real*over/100+noise {
+				t.Errorf("charged %d B for %d B of heap; want between 1 and %d.%02d times the heap", charged, real, over/100, over%100)
 			}
 			runtime.KeepAlive(s)
 		})

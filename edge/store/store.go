@@ -185,7 +185,9 @@ func (s *Store) exit(r ref) {
 	}
 	switch {
 	case r.e != nil:
-		r.e.gone.Store(true)
+		if !r.e.gone.Swap(true) {
+			s.items.Add(-1)
+		}
 		if r.e.variants != nil {
 			return // never shared
 		}
@@ -194,6 +196,7 @@ func (s *Store) exit(r ref) {
 		if !ok {
 			return // exited already
 		}
+		s.items.Add(-1)
 		if g, off, idx, ok := s.atRecord(loc, r.h); ok {
 			s.freeRecord(g, idx, off)
 		} // else reclaim let go of its segment, and freed it then
@@ -205,6 +208,14 @@ func (s *Store) exit(r ref) {
 		if v := set[i].Load(); v != nil && v.r == r {
 			set[i].CompareAndSwap(v, nil)
 		}
+	}
+}
+
+// evicted is Ristretto's OnEvict: an object evicted for room or expired (then its OnExit
+// follows); a victim whose key was deleted before has no value, and was no eviction.
+func (s *Store) evicted(it *ristretto.Item[ref]) {
+	if it.Value != (ref{}) {
+		s.evictions.Add(1)
 	}
 }
 
@@ -340,6 +351,9 @@ type Store struct {
 	hbytes  atomic.Int64 // the chunks' charge (hchunkCharge each)
 	minCost int64        // the least MaxCost the chunks' charge leaves Ristretto
 
+	items     atomic.Int64  // objects put and not exited yet (Stats)
+	evictions atomic.Uint64 // objects evicted for room or expired (Stats)
+
 	// exitHook, if set before the first Put, is called first in every exit: tests use it
 	// to hold Ristretto between taking a value out of its map and its OnExit.
 	exitHook func(ref)
@@ -371,11 +385,15 @@ func New(cfg Config) (*Store, error) {
 		s.freeSegs[i] = uint32(nseg - 1 - i) // the lowest index first
 	}
 	c, err := ristretto.NewCache(&ristretto.Config[string, ref]{
-		OnExit:             s.exit,
-		NumCounters:        counters(cfg.MaxBytes),
-		MaxCost:            max(cfg.MaxBytes-fixed, cfg.MaxBytes/4),
-		BufferItems:        64,
-		Metrics:            true,
+		OnExit:      s.exit,
+		OnEvict:     s.evicted,
+		NumCounters: counters(cfg.MaxBytes),
+		MaxCost:     max(cfg.MaxBytes-fixed, cfg.MaxBytes/4),
+		BufferItems: 64,
+		// No Metrics: the store counts what Stats reports itself (items, evictions; the bytes
+		// are Ristretto's policy's). Ristretto's cost a miss 2 % of its CPU: a map of the last
+		// 100,000 admissions with a clock reading each, and counters shared by every core on
+		// every Get (issue 15).
 		IgnoreInternalCost: true,
 	})
 	if err != nil {
@@ -525,6 +543,7 @@ func (s *Store) put(key string, slot uint16, o *Object, p packed) bool {
 		e.cost = entryBytes(e)
 		r, cost = ref{e: e, slot: slot}, e.cost
 	}
+	s.items.Add(1) // less one at its exit, whether Ristretto admits it or not
 	ok := s.cache.SetWithTTL(key, r, cost, ttl)
 	if !ok {
 		s.exit(r) // dropped: Ristretto never calls OnExit for it
@@ -628,9 +647,9 @@ func (s *Store) Delete(primary string) {
 
 // Stats are the store's counters.
 type Stats struct {
-	Items     int64 // objects (URLs, with all their variants) currently admitted
-	Bytes     int64 // heap held: objects with their bookkeeping, and the store's fixed structures
-	Evictions uint64
+	Items     int64  // objects (URLs, with all their variants) currently admitted
+	Bytes     int64  // heap held: objects with their bookkeeping, and the store's fixed structures
+	Evictions uint64 // objects evicted for room or expired (a purge or a replacement is no eviction)
 	Records   int    // live purge records
 	Retired   uint64 // purge records retired because there were too many (purgeSet.floors)
 	Segments  int64  // segments of records held (segment.go)
@@ -640,13 +659,11 @@ type Stats struct {
 
 // Stats reports the store's counters.
 func (s *Store) Stats() Stats {
-	m := s.cache.Metrics
-	added, evicted := m.KeysAdded(), m.KeysEvicted()
 	records, retired := s.purges.len()
 	return Stats{
-		Items:     int64(added) - int64(evicted),
-		Bytes:     int64(m.CostAdded()) - int64(m.CostEvicted()) + s.fixed + s.hbytes.Load(),
-		Evictions: evicted,
+		Items:     s.items.Load(),
+		Bytes:     s.cache.MaxCost() - s.cache.RemainingCost() + s.fixed + s.hbytes.Load(),
+		Evictions: s.evictions.Load(),
 		Records:   records,
 		Retired:   retired,
 		Segments:  s.nsegs.Load(),
