@@ -87,11 +87,17 @@ func (n *Node) deliver(w *logWriter, req *request, obj *store.Object, cs httpcac
 // through http.ServeContent: the Range checked first (rangeChecked), and a whole answer with
 // a Content-Encoding given its Content-Length, which ServeContent leaves out (encodedWriter).
 func serveContent(w *logWriter, r *http.Request, h http.Header, obj *store.Object, size int64, content io.ReadSeeker) {
+	serveChecked(w, rangeChecked(r, obj, size), h, obj.LastModified, size, content)
+}
+
+// serveChecked is serveContent for r, whose Range was checked already, and a representation
+// last modified at lastModified.
+func serveChecked(w *logWriter, r *http.Request, h http.Header, lastModified time.Time, size int64, content io.ReadSeeker) {
 	var sw http.ResponseWriter = w
 	if _, ok := h["Content-Encoding"]; ok {
 		sw = encodedWriter{w, size}
 	}
-	http.ServeContent(sw, rangeChecked(r, obj, size), "", obj.LastModified, content)
+	http.ServeContent(sw, r, "", lastModified, content)
 }
 
 // encodedWriter is the writer http.ServeContent answers an encoded object through: a 200 (the
@@ -195,7 +201,8 @@ func (n *Node) blockHeader(w *logWriter, req *request, obj *store.Object, cs htt
 
 // deliverBody writes a streaming miss to the client: the header at once, the body as the fill
 // receives it. A conditional or Range request waits for the whole body when it will be kept,
-// and is answered from it as from a stored object; a body too large to keep is sent whole.
+// and is answered from it as from a stored object; of a body too large to keep, a Range gets
+// its bytes cut out as they arrive (streamRange), and the body is otherwise sent whole.
 func (n *Node) deliverBody(w *logWriter, req *request, a answer) {
 	r := req.r
 	if coding := undoObjectCoding(req, a.obj); coding != "" {
@@ -235,6 +242,15 @@ func (n *Node) deliverBody(w *logWriter, req *request, a answer) {
 	noSniff(h)
 	delete(h, "Content-Length")
 	if writePrecondition(w, r, obj.Status, h) {
+		return
+	}
+	if rr, lm := streamRange(r, obj.Status, h, a.length); rr != nil {
+		flush := func() {
+			if w.wroteHeader { // a flush would send the header, which waits for the first bytes
+				w.Flush()
+			}
+		}
+		serveRange(w, rr, h, lm, newRangeSource(a.body.reader(r.Context(), flush), a.length, flush))
 		return
 	}
 	if a.length >= 0 {
@@ -405,7 +421,7 @@ func needsServeContent(h http.Header) bool {
 // as it streams, not through http.ServeContent (too large to keep, or not stored): the fill
 // did not carry them (docs/edge.md, "What reaches the origin"), so nobody else evaluates them.
 // It writes a 304 or a 412 with h, the answer's header, and reports whether it did; the
-// answer's body is then not sent. A Range is not: such an answer is always sent whole.
+// answer's body is then not sent. A Range is answered after it (streamRange).
 func writePrecondition(w http.ResponseWriter, r *http.Request, status int, h http.Header) bool {
 	if status != http.StatusOK {
 		return false // preconditions are ignored for any other answer (RFC 9110 §13.2.1)
@@ -511,15 +527,17 @@ func rangeChecked(r *http.Request, obj *store.Object, size int64) *http.Request 
 	if !ok {
 		return r
 	}
-	if len(v) == 1 && rangeServable(v[0], size) && !ifRangeDateOnWeak(r.Header, obj) {
-		fixed, changed := withoutEmptySuffixes(v[0], size)
-		if !changed {
-			return r
+	if len(v) == 1 {
+		if _, ok := rangeServable(v[0], size); ok && !ifRangeDateOnWeak(r.Header, obj) {
+			fixed, changed := withoutEmptySuffixes(v[0], size)
+			if !changed {
+				return r
+			}
+			c := *r
+			c.Header = r.Header.Clone()
+			c.Header["Range"] = []string{fixed}
+			return &c
 		}
-		c := *r
-		c.Header = r.Header.Clone()
-		c.Header["Range"] = []string{fixed}
-		return &c
 	}
 	c := *r
 	c.Header = r.Header.Clone()
@@ -562,20 +580,30 @@ func withoutEmptySuffixes(v string, size int64) (string, bool) {
 // §13.1.5), and the Range with it: http.ServeContent compares the date alone and would join a new
 // version's bytes to a client's old ones.
 func ifRangeDateOnWeak(h http.Header, obj *store.Object) bool {
+	return ifRangeDate(h) && weakLastModified(obj.HeaderValue("Date"), obj.LastModified)
+}
+
+// ifRangeDate reports whether h, a request's header, has an If-Range that is not an
+// entity-tag (which http.ServeContent compares strongly): a date, or anything else.
+func ifRangeDate(h http.Header) bool {
 	ir, ok := h["If-Range"]
-	if !ok || len(ir) == 1 && (strings.HasPrefix(ir[0], `"`) || strings.HasPrefix(ir[0], "W/")) {
-		return false // none, or an entity-tag: ServeContent compares it strongly
-	}
-	date, err := http.ParseTime(obj.HeaderValue("Date"))
-	return obj.LastModified.IsZero() || err != nil || date.Sub(obj.LastModified) < 60*time.Second
+	return ok && !(len(ir) == 1 && (strings.HasPrefix(ir[0], `"`) || strings.HasPrefix(ir[0], "W/")))
+}
+
+// weakLastModified reports whether lastModified, of an answer whose Date field is date, is a
+// weak validator (RFC 9110 §8.8.2.2): absent, or less than 60 seconds before date.
+func weakLastModified(date string, lastModified time.Time) bool {
+	d, err := http.ParseTime(date)
+	return lastModified.IsZero() || err != nil || d.Sub(lastModified) < 60*time.Second
 }
 
 // rangeServable reports whether v is a valid bytes ranges-specifier (RFC 9110 §14.1.2) of at
-// most maxRanges ranges whose satisfiable ones, for size bytes, ascend without overlapping.
-func rangeServable(v string, size int64) bool {
+// most maxRanges ranges whose satisfiable ones, for size bytes, ascend without overlapping,
+// and how many of its ranges are satisfiable.
+func rangeServable(v string, size int64) (satisfiable int, ok bool) {
 	set, ok := strings.CutPrefix(v, "bytes=")
 	if !ok {
-		return false
+		return 0, false
 	}
 	n := 0
 	next := int64(0) // the first byte a later satisfiable range may start at
@@ -585,37 +613,82 @@ func rangeServable(v string, size int64) bool {
 			continue // an empty list element (RFC 9110 §5.6.1)
 		}
 		if n++; n > maxRanges {
-			return false
+			return 0, false
 		}
 		a, b, ok := strings.Cut(spec, "-")
 		first, okA := rangeNumber(a)
 		last, okB := rangeNumber(b)
 		switch {
 		case !ok || a != "" && !okA || b != "" && !okB || a == "" && b == "":
-			return false
+			return 0, false
 		case a == "" && size == 0 && last > 0:
 			// Satisfiable (RFC 9110 §14.1.1), with no byte to send: no Content-Range can
 			// say so (ServeContent writes bytes 0--1/0); the empty 200 does.
-			return false
+			return 0, false
 		case a == "": // suffix range
 			first, last = max(size-last, 0), size-1
 		case b == "" || last >= size:
 			if b != "" && last < first {
-				return false
+				return 0, false
 			}
 			last = size - 1
 		case last < first:
-			return false
+			return 0, false
 		}
 		if first >= size || last < first {
 			continue // unsatisfiable: ServeContent skips it
 		}
 		if first < next {
-			return false
+			return 0, false
 		}
 		next = last + 1
+		satisfiable++
 	}
-	return n > 0
+	return satisfiable, n > 0
+}
+
+// streamRange returns the request that http.ServeContent answers r's Range with from an
+// answer passed on as it streams, not kept (deliverStream, deliverBody): a status with header
+// h (the client's) and a body of size bytes. As Varnish does on a streaming object, and
+// nginx's range filter on an upstream answer it streams, one satisfiable range is a 206 of
+// that range's bytes alone, cut out as they arrive (rangeSource), a range that starts past the
+// end is a 416, and an If-Range that does not match is the answer whole; If-Range is
+// honoured as on a stored object (rangeChecked). It returns nil, and the answer goes whole as
+// before, for a request without Range, a status other than 200, a length not declared, a
+// Range the stored path ignores too, and several ranges: their multipart answer would seek
+// back across a body read once, and nginx, on a stream, answers them whole too (single_range).
+// The request returned carries only Range and If-Range: the conditionals were answered before
+// it (writePrecondition). Its other result is h's Last-Modified, for ServeContent.
+func streamRange(r *http.Request, status int, h http.Header, size int64) (*http.Request, time.Time) {
+	v, ok := r.Header["Range"]
+	if !ok || len(v) != 1 || status != http.StatusOK || size < 0 || len(h["Content-Range"]) > 0 {
+		return nil, time.Time{}
+	}
+	n, ok := rangeServable(v[0], size)
+	lm, _ := httpcache.ParseDate(h.Get("Last-Modified"))
+	if !ok || n > 1 || ifRangeDate(r.Header) && weakLastModified(h.Get("Date"), lm) {
+		return nil, time.Time{}
+	}
+	fixed, _ := withoutEmptySuffixes(v[0], size)
+	c := *r
+	c.Header = http.Header{"Range": {fixed}}
+	if ir, ok := r.Header["If-Range"]; ok {
+		c.Header["If-Range"] = ir
+	}
+	return &c, lm
+}
+
+// serveRange answers r (streamRange) from src, an answer's body as it arrives, with header h:
+// by http.ServeContent, as a stored object's Range is answered (serveChecked). A body that
+// fails before the answer's last byte cuts the answer short.
+func serveRange(w *logWriter, r *http.Request, h http.Header, lastModified time.Time, src *rangeSource) {
+	delete(h, "Content-Length") // ServeContent's, or encodedWriter's
+	serveChecked(w, r, h, lastModified, src.size, src)
+	if err := src.failure(); err != nil {
+		w.note = "stream aborted: " + err.Error()
+		// The client must see the answer cut short, not a complete-looking one.
+		panic(http.ErrAbortHandler)
+	}
 }
 
 // rangeNumber parses a range's first-pos, last-pos or suffix-length: digits only.
@@ -634,7 +707,8 @@ func rangeNumber(s string) (int64, bool) {
 
 // deliverStream passes an answer that will not be stored to the client as it arrives. It is
 // flushed on every write when it is an event stream or has no declared length (a long poll,
-// a live stream), so nothing waits in a buffer.
+// a live stream), so nothing waits in a buffer. A Range gets its bytes cut out of the answer
+// as it arrives (streamRange).
 func (n *Node) deliverStream(w *logWriter, req *request, res *fillResult, cs httpcache.Status) {
 	resp := res.stream
 	if res.cancel != nil {
@@ -657,6 +731,15 @@ func (n *Node) deliverStream(w *logWriter, req *request, res *fillResult, cs htt
 		return
 	}
 	if writePrecondition(w, req.r, resp.StatusCode, h) {
+		return
+	}
+	// An event stream, flushed on every write, is sent as it comes.
+	if rr, lm := streamRange(req.r, resp.StatusCode, h, resp.ContentLength); rr != nil && !flush {
+		var body io.Reader = resp.Body
+		if len(res.head) > 0 {
+			body = io.MultiReader(bytes.NewReader(res.head), resp.Body)
+		}
+		serveRange(w, rr, h, lm, newRangeSource(body, resp.ContentLength, w.Flush))
 		return
 	}
 	w.WriteHeader(resp.StatusCode)

@@ -281,18 +281,10 @@ type bodyStream struct {
 func (s *bodyStream) Read(p []byte) (int, error) {
 	r, b := s.r, s.r.b
 	b.mu.Lock()
-	for r.pos >= b.base+int64(len(b.buf)) && !b.done {
-		ch := b.wake
-		b.mu.Unlock()
-		s.flush()
-		select {
-		case <-ch:
-		case <-s.ctx.Done():
-			return 0, context.Cause(s.ctx)
-		}
-		b.mu.Lock()
-	}
 	defer b.mu.Unlock()
+	if err := s.awaitLocked(); err != nil {
+		return 0, err
+	}
 	if r.pos >= b.base+int64(len(b.buf)) {
 		if b.err != nil {
 			return 0, b.err
@@ -306,6 +298,129 @@ func (s *bodyStream) Read(p []byte) (int, error) {
 	}
 	return n, nil
 }
+
+// skip moves the reader n bytes on as they arrive, without copying them (rangeSource).
+func (s *bodyStream) skip(n int64) error {
+	r, b := s.r, s.r.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for to := r.pos + n; r.pos < to; {
+		if err := s.awaitLocked(); err != nil {
+			return err
+		}
+		end := b.base + int64(len(b.buf))
+		if r.pos >= end {
+			if b.err != nil {
+				return b.err
+			}
+			return io.ErrUnexpectedEOF
+		}
+		r.pos = min(to, end)
+		if !b.keep {
+			b.notifyLocked() // the pump may be waiting for the slowest reader
+		}
+	}
+	return nil
+}
+
+// awaitLocked waits until the body has bytes past the reader's position, or is done, calling
+// flush before it blocks. b.mu is held, and released while it waits.
+func (s *bodyStream) awaitLocked() error {
+	r, b := s.r, s.r.b
+	for r.pos >= b.base+int64(len(b.buf)) && !b.done {
+		ch := b.wake
+		b.mu.Unlock()
+		s.flush()
+		select {
+		case <-ch:
+		case <-s.ctx.Done():
+			b.mu.Lock()
+			return context.Cause(s.ctx)
+		}
+		b.mu.Lock()
+	}
+	return nil
+}
+
+// rangeSource is an answer's body of size bytes, read once from its start as it arrives,
+// presented as the io.ReadSeeker that http.ServeContent answers a Range from (serveRange).
+// ServeContent seeks to the end to learn the size, back to the start, and then, for the one
+// range it is given, forward to the range's first byte: a seek only moves the position, and
+// the next Read skips the bytes up to it (bodyStream.skip, or read and dropped), so nothing
+// before the range is held or sent. A Read never reads past size: once the range's last byte
+// is read, nothing more is waited for. Seeking back before what was read fails.
+type rangeSource struct {
+	r     io.Reader
+	size  int64
+	flush func() // called before a skip: the client gets the header while the bytes before its range go by
+	pos   int64  // the position the next Read reads from
+	read  int64  // how much of r was read or skipped
+	err   error  // the first failure of r, which cuts the answer short
+}
+
+func newRangeSource(r io.Reader, size int64, flush func()) *rangeSource {
+	return &rangeSource{r: r, size: size, flush: flush}
+}
+
+// errSeekBack is a seek before what a rangeSource has read already.
+var errSeekBack = errors.New("seek back in a body read once")
+
+func (s *rangeSource) Seek(offset int64, whence int) (int64, error) {
+	switch whence {
+	case io.SeekStart:
+	case io.SeekCurrent:
+		offset += s.pos
+	case io.SeekEnd:
+		offset += s.size
+	default:
+		return 0, errors.New("seek: invalid whence")
+	}
+	if offset < s.read {
+		return 0, errSeekBack
+	}
+	s.pos = offset
+	return offset, nil
+}
+
+func (s *rangeSource) Read(p []byte) (int, error) {
+	if s.err != nil {
+		return 0, s.err
+	}
+	if s.pos >= s.size {
+		return 0, io.EOF
+	}
+	if gap := s.pos - s.read; gap > 0 {
+		s.flush()
+		var err error
+		if sk, ok := s.r.(interface{ skip(int64) error }); ok {
+			err = sk.skip(gap)
+		} else if _, err = io.CopyN(io.Discard, s.r, gap); err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		if err != nil {
+			s.err = fmt.Errorf("skip %d bytes to the range: %w", gap, err)
+			return 0, s.err
+		}
+		s.read = s.pos
+	}
+	if left := s.size - s.pos; int64(len(p)) > left {
+		p = p[:left]
+	}
+	n, err := s.r.Read(p)
+	s.pos += int64(n)
+	s.read = s.pos
+	switch {
+	case err == io.EOF && s.pos < s.size:
+		err = io.ErrUnexpectedEOF
+		fallthrough
+	case err != nil && err != io.EOF:
+		s.err = err
+	}
+	return n, err
+}
+
+// failure is the body's first failure, or nil.
+func (s *rangeSource) failure() error { return s.err }
 
 // pump reads resp's body into b under ctx and returns why it stopped (nil: complete). It
 // does not finish b: the caller stores the body first, so that a client that has read it all
