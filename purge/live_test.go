@@ -15,9 +15,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/meridian-cdn/meridian/fleet"
 	"github.com/meridian-cdn/meridian/internal/natsauth"
 	"github.com/meridian-cdn/meridian/internal/natstest"
 	"github.com/meridian-cdn/meridian/internal/wait"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 func TestLiveEncoding(t *testing.T) {
@@ -208,30 +210,110 @@ func TestSubscriberIgnoresStaleAndForeignAnnouncements(t *testing.T) {
 	}
 }
 
-// TestNodeCannotAnnouncePurges: an edge's credential may receive live purges but not publish
-// one (only control announces), checked against the embedded server's real permissions; a
-// node never applies what another node tried to announce.
+// forger is an edge node that tries to make other nodes apply a purge it made up.
+type forger struct {
+	ctl     *nats.Conn // control's connection, which also receives live purges
+	nc      *nats.Conn // the forger's
+	js      jetstream.JetStream
+	refused *natstest.Violations
+	// key is the forger's own registry key; subject is its subject in the fleet bucket's
+	// stream.
+	key, subject string
+}
+
+// putOwnKey writes value under the forger's own registry key, which its credential may.
+func (f *forger) putOwnKey(t *testing.T, ctx context.Context, value []byte) {
+	t.Helper()
+	kv, err := f.js.KeyValue(ctx, wire.Bucket("", wire.FleetBucket))
+	if err != nil {
+		t.Fatalf("the forger binds the fleet bucket: %v", err)
+	}
+	if _, err := kv.Put(ctx, f.key, value); err != nil {
+		t.Fatalf("the forger writes its own registry key: %v", err)
+	}
+}
+
+// TestNodeCannotAnnouncePurges: only control announces purges, against the embedded server's
+// real permissions. An edge's credential may receive live purges but may not publish one, nor
+// have the server answer a get of its own registry key (holding a forged announcement) on
+// the live subject: both refused. It may create a consumer on the fleet bucket that delivers
+// its key on the live subject (NATS does not check a deliver subject), but the delivery keeps
+// its stream subject and nodes drop it. A node never applies the forgery, and applies the real
+// purge that takes the sequence the forgery claimed.
 func TestNodeCannotAnnouncePurges(t *testing.T) {
-	ns := natstest.Start(t)
-	_, js := ns.Connect(t)
-	ctx := testContext(t)
-	if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
-		t.Fatal(err)
-	}
-	victim := startNode(t, ns, "ams", "n1")
-	refused := natstest.NewViolations()
-	evil, _ := natstest.ConnectURL(t, ns.URL(), append(ns.Options(natsauth.Edge("lon", "n9")), refused.Option())...)
-	last := victim.sub.LastApplied()
-	forged := appendLive(nil, last+1, []byte(`{"id":"evil","host":"www.example.com","kind":"all","issued_at":"2026-01-01T00:00:00Z"}`))
-	if err := evil.Publish(LiveSubject(""), forged); err != nil {
-		t.Fatal(err)
-	}
-	refused.Wait(t, "publish", LiveSubject(""))
-	// The legitimate next purge takes the sequence the forgery claimed: it is what is applied.
-	seqs := publishN(t, ctx, js, 1)
-	wait.For(t, 10*time.Second, "the real purge applied", func() bool { return victim.rec.count() == 1 })
-	if applied, _, _ := victim.rec.snapshot(); applied[0].ID == "evil" || applied[0].Seq != seqs[0] {
-		t.Errorf("applied %+v, want the published purge %d", applied[0], seqs[0])
+	for _, tc := range []struct {
+		name string
+		// forge tries to have announcement delivered on the live subject, and returns once
+		// the server refused it or delivered it to every live subscriber.
+		forge func(t *testing.T, ctx context.Context, f *forger, announcement []byte)
+	}{
+		{"publish", func(t *testing.T, _ context.Context, f *forger, announcement []byte) {
+			if err := f.nc.Publish(LiveSubject(""), announcement); err != nil {
+				t.Fatal(err)
+			}
+			f.refused.Wait(t, "publish", LiveSubject(""))
+		}},
+		{"direct get answered on the live subject", func(t *testing.T, ctx context.Context, f *forger, announcement []byte) {
+			f.putOwnKey(t, ctx, announcement)
+			// The stored value as it is, without the headers a direct get adds.
+			get := "$JS.API.DIRECT.GET.KV_" + wire.Bucket("", wire.FleetBucket) + "." + f.subject
+			if err := f.nc.PublishMsg(&nats.Msg{Subject: get, Reply: LiveSubject(""), Data: []byte(`{"no_hdr":true}`)}); err != nil {
+				t.Fatal(err)
+			}
+			f.refused.Wait(t, "publish", get)
+		}},
+		{"consumer delivering on the live subject", func(t *testing.T, ctx context.Context, f *forger, announcement []byte) {
+			watch, err := f.ctl.SubscribeSync(LiveSubject(""))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = watch.Unsubscribe() }()
+			if err := f.ctl.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			f.putOwnKey(t, ctx, announcement)
+			if _, err := f.js.CreatePushConsumer(ctx, "KV_"+wire.Bucket("", wire.FleetBucket), jetstream.ConsumerConfig{
+				Name: "forger", DeliverSubject: LiveSubject(""), FilterSubject: f.subject,
+				DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy, AckPolicy: jetstream.AckNonePolicy,
+			}); err != nil {
+				t.Fatalf("the forger creates a consumer on the fleet bucket: %v", err)
+			}
+			// The server hands one delivery to every subscriber at once: once control has it,
+			// it is queued to the victim ahead of any later announcement.
+			m, err := watch.NextMsg(5 * time.Second)
+			if err != nil || !bytes.Equal(m.Data, announcement) {
+				t.Fatalf("control's live subscription got %v, %v; want the forged delivery", m, err)
+			}
+			if m.Subject != f.subject {
+				t.Fatalf("the forged delivery came on %q, want its stream subject %q", m.Subject, f.subject)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := natstest.Start(t)
+			ctl, js := ns.Connect(t)
+			ctx := testContext(t)
+			if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
+				t.Fatal(err)
+			}
+			if err := fleet.EnsureBuckets(ctx, js, "", 0, 1); err != nil {
+				t.Fatal(err)
+			}
+			victim := startNode(t, ns, "ams", "n1")
+			f := &forger{ctl: ctl, refused: natstest.NewViolations(), key: wire.FleetKey("lon", "n9")}
+			f.subject = "$KV." + wire.Bucket("", wire.FleetBucket) + "." + f.key
+			f.nc, f.js = natstest.ConnectURL(t, ns.URL(), append(ns.Options(natsauth.Edge("lon", "n9")), f.refused.Option())...)
+			last := victim.sub.LastApplied()
+			tc.forge(t, ctx, f, appendLive(nil, last+1, []byte(`{"id":"evil","host":"www.example.com","kind":"all","issued_at":"2026-01-01T00:00:00Z"}`)))
+			seqs := publishN(t, ctx, js, 1)
+			if seqs[0] != last+1 {
+				t.Fatalf("the real purge has sequence %d, want %d (the forgery's)", seqs[0], last+1)
+			}
+			wait.For(t, 10*time.Second, "a purge applied", func() bool { return victim.rec.count() >= 1 })
+			if applied, _, _ := victim.rec.snapshot(); applied[0].ID == "evil" || applied[0].Seq != seqs[0] {
+				t.Errorf("applied %+v, want the published purge %d", applied[0], seqs[0])
+			}
+		})
 	}
 }
 

@@ -325,6 +325,13 @@ func (s *Subscriber) join(ctx context.Context) error {
 // subscriber must replay from the stream instead (a purge before it was missed, or the
 // announcement is unreadable: the stream's copy decides).
 func (s *Subscriber) handleLive(ctx context.Context, msg *nats.Msg) (replay bool) {
+	// Only control may publish on the live subject, but a consumer that any reader of a bucket
+	// creates may deliver there what it reads (another node's own registry key, say): NATS does
+	// not check a deliver subject. Such a delivery keeps the subject it has in its stream.
+	if msg.Subject != s.live {
+		s.log.Warn("dropping a live purge delivered from another subject", "subject", msg.Subject)
+		return false
+	}
 	seq, data, err := splitLive(msg.Data)
 	if err != nil {
 		s.log.Warn("unreadable live purge; replaying from the stream", "err", err)

@@ -14,8 +14,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/meridian-cdn/meridian/fleet"
+	"github.com/meridian-cdn/meridian/internal/natsauth"
 	"github.com/meridian-cdn/meridian/internal/natstest"
 	"github.com/meridian-cdn/meridian/internal/wait"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 // fakeClock is a settable clock for receipts' timestamps.
@@ -461,6 +464,47 @@ func TestTrackerDropsForgedAcks(t *testing.T) {
 	wait.For(t, 5*time.Second, "fra/n1's ack", func() bool {
 		r, _ := tr.Receipt("p1")
 		return len(r.Pending) == 1
+	})
+	if r, _ := tr.Receipt("p1"); r.Complete || len(r.Pending) != 1 || r.Pending[0] != (NodeRef{"fra", "n2"}) {
+		t.Fatalf("receipt after a forged ack for fra/n2: complete %v, pending %v; want fra/n2 pending", r.Complete, r.Pending)
+	}
+}
+
+// TestNodeCannotForgeAckThroughGet: a node may not have the server answer a get of its own
+// registry key, holding another node's ack, on that node's ack subject, where only that node
+// may publish (refused by the embedded server's real permissions): the forged ack never
+// reaches the tracker.
+func TestNodeCannotForgeAckThroughGet(t *testing.T) {
+	ns := natstest.Start(t)
+	nc, js := ns.Connect(t)
+	ctx := testContext(t)
+	if err := fleet.EnsureBuckets(ctx, js, "", 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	tr := newTracker(t, nc)
+	tr.Register(Message{ID: "p1", Host: "a.example", Kind: KindAll, IssuedAt: time.Now()}, []NodeRef{{"fra", "n1"}, {"fra", "n2"}})
+	refused := natstest.NewViolations()
+	evil, evilJS := natstest.ConnectURL(t, ns.URL(), append(ns.Options(natsauth.Edge("lon", "n9")), refused.Option())...)
+	kv, err := evilJS.KeyValue(ctx, wire.Bucket("", wire.FleetBucket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged, _ := json.Marshal(Ack{ID: "p1", Seq: 1, PoP: "fra", Node: "n2", AppliedAt: time.Now()})
+	if _, err := kv.Put(ctx, wire.FleetKey("lon", "n9"), forged); err != nil {
+		t.Fatalf("the forger writes its own registry key: %v", err)
+	}
+	get := "$JS.API.DIRECT.GET.KV_" + wire.Bucket("", wire.FleetBucket) + ".$KV." + wire.Bucket("", wire.FleetBucket) + "." + wire.FleetKey("lon", "n9")
+	if err := evil.PublishMsg(&nats.Msg{Subject: get, Reply: AckSubject("", "fra", "n2"), Data: []byte(`{"no_hdr":true}`)}); err != nil {
+		t.Fatal(err)
+	}
+	refused.Wait(t, "publish", get)
+	real, _ := json.Marshal(Ack{ID: "p1", Seq: 1, PoP: "fra", Node: "n1"})
+	if err := nc.Publish(AckSubject("", "fra", "n1"), real); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 5*time.Second, "fra/n1's ack", func() bool {
+		r, _ := tr.Receipt("p1")
+		return len(r.Pending) <= 1
 	})
 	if r, _ := tr.Receipt("p1"); r.Complete || len(r.Pending) != 1 || r.Pending[0] != (NodeRef{"fra", "n2"}) {
 		t.Fatalf("receipt after a forged ack for fra/n2: complete %v, pending %v; want fra/n2 pending", r.Complete, r.Pending)

@@ -59,22 +59,37 @@ const (
 	latencyBucket  = "latency"
 )
 
-// kvRead lets a client bind to bucket, get its keys and watch it. KV buckets live in the stream
-// "KV_<bucket>"; nats.go binds with STREAM.INFO, gets with DIRECT.GET (or STREAM.MSG.GET when
-// direct gets are off) and watches through an ordered consumer that it creates, deletes on
-// reset, and answers flow control for.
-func kvRead(bucket string) []string {
+// kvWatch lets a client bind to bucket and watch it. KV buckets live in the stream
+// "KV_<bucket>"; nats.go binds with STREAM.INFO and watches through an ordered consumer that it
+// creates, deletes on reset, and answers flow control for.
+func kvWatch(bucket string) []string {
 	s := "KV_" + bucket
 	return []string{
 		"$JS.API.STREAM.INFO." + s,
-		"$JS.API.STREAM.MSG.GET." + s,
-		"$JS.API.DIRECT.GET." + s,
-		"$JS.API.DIRECT.GET." + s + ".>",
 		"$JS.API.CONSUMER.CREATE." + s + ".>",
 		"$JS.API.CONSUMER.INFO." + s + ".>",
 		"$JS.API.CONSUMER.DELETE." + s + ".>",
 		"$JS.FC." + s + ".>",
 	}
+}
+
+// kvRead is kvWatch and getting keys: nats.go gets with DIRECT.GET (or STREAM.MSG.GET when
+// direct gets are off).
+//
+// Only for buckets that control alone writes. A get is answered on whatever reply subject the
+// request names (NATS checks the request's subject, not its reply), and a direct get answers
+// with the stored value as it is, headers off on request ("no_hdr"): a reader who may get a
+// value an edge wrote could have the server publish it on the live purge subject or on
+// another node's ack subject, where only control, or that node, may publish. A watch's
+// deliveries keep the subject they have in the bucket's stream, which the purge subscriber
+// and the ack tracker check.
+func kvRead(bucket string) []string {
+	s := "KV_" + bucket
+	return append(kvWatch(bucket),
+		"$JS.API.STREAM.MSG.GET."+s,
+		"$JS.API.DIRECT.GET."+s,
+		"$JS.API.DIRECT.GET."+s+".>",
+	)
 }
 
 // streamConsume lets a client read a stream through an ordered (pull) consumer it creates.
@@ -94,15 +109,16 @@ func streamConsume(stream string) []string {
 //   - control: everything;
 //   - edge (pop P, node N): publish its own registry key ($KV.<fleet>.P.N), its own purge
 //     acks (<prefix>.purge.ack.P.N) and its own latency records ($KV.<latency>.P.N.>, the
-//     beacons its clients reported); read and watch the fleet, config and peer key buckets;
-//     consume the purge stream and receive the live purge announcements (never publish them);
-//     receive only on its own inbox prefix;
-//   - dns: read and watch the fleet, config and latency buckets; receive only on its own inbox
-//     prefix;
+//     beacons its clients reported); watch the fleet bucket; read and watch the config and
+//     peer key buckets; consume the purge stream and receive the live purge announcements
+//     (never publish them); receive only on its own inbox prefix;
+//   - dns: watch the fleet and latency buckets; read and watch the config bucket; receive only
+//     on its own inbox prefix;
 //   - leaf (pop P): what P's edges may do together, from the PoP's leaf server to the cluster.
 //
 // Nobody but control may create or change streams and buckets, publish purge commands or live
-// purge announcements, write config or read acks. The edge's and DNS's reads are JetStream API requests whose answers
+// purge announcements, write config or read acks, or get keys from the buckets that edges
+// write (kvRead). The edge's and DNS's reads are JetStream API requests whose answers
 // come back on their inboxes, hence the inbox prefixes (see Identity.InboxPrefix).
 func Permissions(prefix string, id Identity) *server.Permissions {
 	n := Names{Prefix: prefix}
@@ -123,7 +139,7 @@ func Permissions(prefix string, id Identity) *server.Permissions {
 			n.AckSubject(id.PoP, node),
 			"$KV."+n.Bucket(latencyBucket)+"."+id.PoP+"."+node+".>",
 		)
-		pub = append(pub, kvRead(n.Bucket(fleetBucket))...)
+		pub = append(pub, kvWatch(n.Bucket(fleetBucket))...)
 		pub = append(pub, kvRead(n.Bucket(configBucket))...)
 		pub = append(pub, kvRead(n.Bucket(peerKeysBucket))...)
 		pub = append(pub, streamConsume(n.PurgeStream())...)
@@ -144,9 +160,9 @@ func Permissions(prefix string, id Identity) *server.Permissions {
 		}
 		sub = append(sub, n.PurgeLive())
 	case RoleDNS:
-		pub = append(pub, kvRead(n.Bucket(fleetBucket))...)
+		pub = append(pub, kvWatch(n.Bucket(fleetBucket))...)
 		pub = append(pub, kvRead(n.Bucket(configBucket))...)
-		pub = append(pub, kvRead(n.Bucket(latencyBucket))...)
+		pub = append(pub, kvWatch(n.Bucket(latencyBucket))...)
 		sub = []string{id.InboxPrefix() + ".>"}
 	default:
 		// An unknown role may do nothing.

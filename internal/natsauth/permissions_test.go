@@ -255,6 +255,13 @@ func TestEdgePermissions(t *testing.T) {
 		_, err := e.nc.SubscribeSync("_INBOX.>")
 		return err
 	})
+	// Getting keys of the fleet bucket, which edges write: a get is answered on the reply
+	// subject the request names (here the live purge subject), the value as it is.
+	for _, get := range []string{"$JS.API.DIRECT.GET.KV_meridian_fleet.$KV.meridian_fleet.lon.n1", "$JS.API.STREAM.MSG.GET.KV_meridian_fleet"} {
+		e.refused(t, "Publish", get, func(context.Context) error {
+			return e.nc.PublishMsg(&nats.Msg{Subject: get, Reply: names.PurgeLive(), Data: []byte(`{"last_by_subj":"$KV.meridian_fleet.lon.n1"}`)})
+		})
+	}
 	e.refused(t, "Publish", "$JS.API.STREAM.DELETE.KV_meridian_config", func(ctx context.Context) error {
 		return e.js.DeleteKeyValue(ctx, names.Bucket("config"))
 	})
@@ -344,6 +351,16 @@ func TestDNSPermissions(t *testing.T) {
 		_, err := d.nc.Request("$JS.API.DIRECT.GET.KV_meridian_peerkeys.$KV.meridian_peerkeys.keyring", nil, time.Second)
 		return err
 	})
+	// Getting keys of the buckets that edges write, which DNS only watches.
+	for _, get := range []string{
+		"$JS.API.DIRECT.GET.KV_meridian_fleet.$KV.meridian_fleet.lon.n1",
+		"$JS.API.DIRECT.GET.KV_meridian_latency.$KV.meridian_latency.lon.n1.100-64-3-0-24",
+		"$JS.API.STREAM.MSG.GET.KV_meridian_latency",
+	} {
+		d.refused(t, "Publish", get, func(context.Context) error {
+			return d.nc.PublishRequest(get, d.nc.NewInbox(), nil)
+		})
+	}
 	d.refused(t, "Publish", "$JS.API.CONSUMER.CREATE."+names.PurgeStream()+".x", func(ctx context.Context) error {
 		_, err := d.nc.Request("$JS.API.CONSUMER.CREATE."+names.PurgeStream()+".x", []byte(`{}`), time.Second)
 		return err
