@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -36,7 +37,7 @@ func EnsureBuckets(ctx context.Context, js jetstream.JetStream, prefix string, t
 	// "Nats-Rollup: all" would empty the registry (NATS checks a publish's subject, not its
 	// headers). Watchers learn of an expired node from View's staleness check instead, which
 	// drops a node whose last report is older than the TTL, as the key's expiry does.
-	if err := ensureFleetBucket(ctx, js, jetstream.KeyValueConfig{
+	if err := ensureNoRollupBucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      wire.Bucket(prefix, wire.FleetBucket),
 		Description: "Meridian fleet registry: one key per edge node, expiring without heartbeats",
 		History:     1,
@@ -56,8 +57,12 @@ func EnsureBuckets(ctx context.Context, js jetstream.JetStream, prefix string, t
 		return err
 	}
 	// Real-user latency records (edge beacons, read by DNS): bounded in bytes and per value,
-	// and expiring, so that the map forgets networks that stopped reporting.
-	if err := ensureBucket(ctx, js, jetstream.KeyValueConfig{
+	// and expiring, so that the map forgets networks that stopped reporting. Edges (and
+	// leaves) write records of their own, which NATS permits by subject; a write that carries
+	// "Nats-Rollup: all" would make the server delete every other record of the bucket,
+	// whatever the writer's permissions. Nothing here uses rollups (a KV Purge does; we
+	// delete, which leaves a marker), so the bucket refuses them, as the fleet bucket does.
+	if err := ensureNoRollupBucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket:       wire.Bucket(prefix, wire.LatencyBucket),
 		Description:  "Meridian latency map: RTTs clients measured to PoPs, per client network",
 		History:      1,
@@ -67,14 +72,6 @@ func EnsureBuckets(ctx context.Context, js jetstream.JetStream, prefix string, t
 		Storage:      jetstream.FileStorage,
 		Replicas:     replicas,
 	}); err != nil {
-		return err
-	}
-	// Edges (and leaves) write latency records of their own, which NATS permits by subject; a
-	// write that carries "Nats-Rollup: all" would make the server delete every other record of
-	// the bucket, whatever the writer's permissions. Nothing here uses rollups (a KV Purge
-	// does; we delete, which leaves a marker), so the bucket refuses them, as the fleet
-	// bucket does.
-	if err := denyRollup(ctx, js, wire.Bucket(prefix, wire.LatencyBucket)); err != nil {
 		return err
 	}
 	return ensurePeerKeys(ctx, js, prefix, replicas)
@@ -105,41 +102,61 @@ const (
 	LatencyMaxBytes = 64 << 20
 )
 
-// ensureFleetBucket creates or updates the fleet bucket and turns rollups off. A bucket made
-// by an earlier version has delete markers, which the server ties to rollups and to message
-// TTLs. It never turns message TTLs off again, so a KV update, which would, is refused: such
-// a stream is updated directly, now and at every later start, dropping the markers and
-// rollups and keeping the rest.
-func ensureFleetBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) error {
+// ensureNoRollupBucket creates or updates a bucket that edges write keys of, keeping rollups
+// off throughout. A KV create or update turns rollups on (denyRollup turns them off after), so
+// an existing bucket is updated as a stream instead: through the KV API, every control start
+// would open a moment in which an edge's write to its own key carrying "Nats-Rollup: all"
+// deleted every other key. Only a bucket that did not exist is made through the KV API, empty.
+//
+// A fleet bucket made by an earlier version has delete markers, which the server ties to
+// rollups and to message TTLs: the update drops the markers. The server never turns message
+// TTLs off again, which a KV update would, so it refused those; a stream update keeps them.
+func ensureNoRollupBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) error {
 	stream, err := js.Stream(ctx, "KV_"+cfg.Bucket)
-	switch {
-	case errors.Is(err, jetstream.ErrStreamNotFound):
-		if err := ensureBucket(ctx, js, cfg); err != nil {
-			return err
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		_, err = js.CreateKeyValue(ctx, cfg)
+		if err == nil {
+			return denyRollup(ctx, js, cfg.Bucket)
 		}
-	case err != nil:
-		return fmt.Errorf("look up the stream of kv bucket %s: %w", cfg.Bucket, err)
-	case stream.CachedInfo().Config.SubjectDeleteMarkerTTL > 0 || stream.CachedInfo().Config.AllowMsgTTL:
-		sc := stream.CachedInfo().Config
-		sc.SubjectDeleteMarkerTTL, sc.AllowRollup = 0, false
-		sc.MaxAge, sc.Replicas, sc.Description = cfg.TTL, cfg.Replicas, cfg.Description
-		// The duplicates window as a KV update sets it: at most the TTL, which the server
-		// requires (a lower TTL than the bucket was made with was refused, and control did
-		// not start).
-		sc.Duplicates = 2 * time.Minute
-		if cfg.TTL > 0 && cfg.TTL < sc.Duplicates {
-			sc.Duplicates = cfg.TTL
+		if !errors.Is(err, jetstream.ErrBucketExists) {
+			return fmt.Errorf("create kv bucket %s: %w", cfg.Bucket, err)
 		}
-		if _, err := js.UpdateStream(ctx, sc); err != nil {
-			return fmt.Errorf("drop delete markers and rollups on kv bucket %s: %w", cfg.Bucket, err)
-		}
-		return nil
-	default:
-		if err := ensureBucket(ctx, js, cfg); err != nil {
-			return err
-		}
+		// Another control made it meanwhile: update that one.
+		stream, err = js.Stream(ctx, "KV_"+cfg.Bucket)
 	}
-	return denyRollup(ctx, js, cfg.Bucket)
+	if err != nil {
+		return fmt.Errorf("look up the stream of kv bucket %s: %w", cfg.Bucket, err)
+	}
+	old := stream.CachedInfo().Config
+	sc := old
+	// What a KV update sets from cfg, as nats.go maps it, then no markers and no rollups.
+	sc.Description = cfg.Description
+	sc.MaxMsgsPerSubject = int64(max(cfg.History, 1))
+	sc.MaxAge = cfg.TTL
+	sc.MaxBytes = cfg.MaxBytes
+	if sc.MaxBytes == 0 {
+		sc.MaxBytes = -1
+	}
+	sc.MaxMsgSize = cfg.MaxValueSize
+	if sc.MaxMsgSize == 0 {
+		sc.MaxMsgSize = -1
+	}
+	sc.Replicas = max(cfg.Replicas, 1)
+	// The duplicates window as a KV update sets it: at most the TTL, which the server
+	// requires (a lower TTL than the bucket was made with was refused, and control did not
+	// start).
+	sc.Duplicates = 2 * time.Minute
+	if cfg.TTL > 0 && cfg.TTL < sc.Duplicates {
+		sc.Duplicates = cfg.TTL
+	}
+	sc.SubjectDeleteMarkerTTL, sc.AllowRollup = 0, false
+	if reflect.DeepEqual(sc, old) {
+		return nil
+	}
+	if _, err := js.UpdateStream(ctx, sc); err != nil {
+		return fmt.Errorf("update kv bucket %s: %w", cfg.Bucket, err)
+	}
+	return nil
 }
 
 func ensureBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) error {

@@ -553,9 +553,50 @@ func TestBucketsRefuseRollup(t *testing.T) {
 			t.Errorf("%s: after the edge's rollup write, %s is gone: %v", tc.bucket, tc.other, err)
 		}
 	}
-	// Ensuring the buckets again (every control start) keeps rollups off.
-	if err := fleet.EnsureBuckets(ctx, js, "", testTTL, 1); err != nil {
+	// Ensuring the buckets again (every control start, the same or another TTL) keeps rollups
+	// off, and never turns them on, not even between two updates: an edge's rollup write at
+	// that moment would empty the bucket. Control's own connection sees every request it makes
+	// to the JetStream API, configuration included.
+	ctl, _ := s.Connect(t)
+	var updates []string
+	for _, b := range []string{wire.FleetBucket, wire.LatencyBucket} {
+		updates = append(updates, "$JS.API.STREAM.CREATE.KV_"+wire.Bucket("", b), "$JS.API.STREAM.UPDATE.KV_"+wire.Bucket("", b))
+	}
+	requests := make(chan *nats.Msg, 64)
+	for _, subject := range updates {
+		sub, err := ctl.ChanSubscribe(subject, requests)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = sub.Unsubscribe() })
+	}
+	if err := ctl.Flush(); err != nil {
 		t.Fatal(err)
+	}
+	for _, ttl := range []time.Duration{testTTL, 2 * testTTL} {
+		if err := fleet.EnsureBuckets(ctx, js, "", ttl, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The requests reached the server before their answers: they are in before this round trip.
+	if err := ctl.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	n := len(requests)
+	for range n {
+		m := <-requests
+		var cfg struct {
+			AllowRollup bool `json:"allow_rollup_hdrs"`
+		}
+		if err := json.Unmarshal(m.Data, &cfg); err != nil {
+			t.Fatalf("%s: %v", m.Subject, err)
+		}
+		if cfg.AllowRollup {
+			t.Errorf("EnsureBuckets asked for rollups on: %s %s", m.Subject, m.Data)
+		}
+	}
+	if n == 0 {
+		t.Error("EnsureBuckets with another TTL changed no bucket")
 	}
 	for _, b := range []string{wire.FleetBucket, wire.LatencyBucket} {
 		st, err := js.Stream(ctx, "KV_"+wire.Bucket("", b))
