@@ -644,10 +644,12 @@ func TestHeaderBlockSameAnswer(t *testing.T) {
 						h[k] = v
 					}
 				case "/block":
-					w.(interface{ SetHeaderBlock([]byte) }).SetHeaderBlock(block)
+					w.(interface{ SetHeaderBlock(_, _ []byte) }).SetHeaderBlock(block, EndField([]byte("Age: 3"), len("Age: ")))
 				}
 				h["Content-Length"] = []string{strconv.Itoa(len(body))}
-				h["Age"] = []string{"3"}
+				if r.URL.Path != "/block" {
+					h["Age"] = []string{"3"}
+				}
 				io.WriteString(w, body)
 			}), nil)
 			for _, method := range []string{"GET", "HEAD"} {
@@ -774,6 +776,20 @@ func TestRequestContextPerRequest(t *testing.T) {
 	for i, w := range want {
 		if s := <-got; s != w {
 			t.Errorf("request %d saw %+v; want %+v", i+1, s, w)
+		}
+	}
+}
+
+// TestEndField: a field line ended by EndField cannot end early: CR and LF in its value are
+// spaces, as appendField writes a map's values.
+func TestEndField(t *testing.T) {
+	for _, tc := range []struct{ line, want string }{
+		{"Cache-Status: e1; hit", "Cache-Status: e1; hit\r\n"},
+		{"Cache-Status: e1; hit\r\nSet-Cookie: a=b", "Cache-Status: e1; hit  Set-Cookie: a=b\r\n"},
+		{"Age: \n5", "Age:  5\r\n"},
+	} {
+		if got := string(EndField([]byte(tc.line), strings.Index(tc.line, ": ")+2)); got != tc.want {
+			t.Errorf("EndField(%q) = %q, want %q", tc.line, got, tc.want)
 		}
 	}
 }

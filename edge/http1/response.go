@@ -36,6 +36,7 @@ type response struct {
 	handlerDone bool
 	pending     []byte // body bytes held before the header is committed
 	block       []byte // fields serialised ahead (SetHeaderBlock), written after the map's
+	fields      []byte // this answer's own fields, serialised (SetHeaderBlock), after block
 }
 
 func (w *response) Header() http.Header { return w.header }
@@ -46,14 +47,15 @@ func (w *response) Header() http.Header { return w.header }
 // connection's next request.
 func (w *response) ValueScratch() []string { return w.c.values[:] }
 
-// SetHeaderBlock adds fields serialised ahead of time, by HeaderBlock, to the answer: they are
-// written after the header map's, so a hit's stored fields need no map entries of their own
-// (edge: a stored object's fields, serialised once per reader view). The map must hold none
-// of the block's fields, and the status must allow a body. Call it before the header is
-// written; block must not change until the handler has returned.
-func (w *response) SetHeaderBlock(block []byte) {
+// SetHeaderBlock adds fields serialised ahead of time, by HeaderBlock, to the answer, and
+// fields, this answer's own, serialised as field lines (EndField): they are written after the header
+// map's, so a hit's fields need no map entries of their own (edge: a stored object's fields,
+// serialised once per reader view; Age and Cache-Status, per answer). The map must hold none
+// of their fields, and the status must allow a body. Call it before the header is written;
+// block and fields must not change until the handler has returned.
+func (w *response) SetHeaderBlock(block, fields []byte) {
 	if !w.committed {
-		w.block = block
+		w.block, w.fields = block, fields
 	}
 }
 
@@ -264,6 +266,7 @@ func (w *response) commit(first []byte) {
 		c.out = appendField(c.out, k, vv)
 	}
 	c.out = append(c.out, w.block...)
+	c.out = append(c.out, w.fields...)
 	if contentType != "" {
 		c.out = append(append(append(c.out, "Content-Type: "...), contentType...), "\r\n"...)
 	}
@@ -339,15 +342,22 @@ func appendField(out []byte, k string, vv []string) []byte {
 		out = append(out, k...)
 		out = append(out, ": "...)
 		start := len(out)
-		out = append(out, h1fields.TrimOWS(v)...)
-		for i := start; i < len(out); i++ {
-			if out[i] == '\r' || out[i] == '\n' {
-				out[i] = ' '
-			}
-		}
-		out = append(out, "\r\n"...)
+		out = EndField(append(out, h1fields.TrimOWS(v)...), start)
 	}
 	return out
+}
+
+// EndField ends a field line whose value was appended to out from start, as commit writes a
+// field of the header map, for SetHeaderBlock's fields: CR and LF in the value become spaces,
+// so that no value can end the field, and the line its CRLF. The value must have no leading or
+// trailing whitespace.
+func EndField(out []byte, start int) []byte {
+	for i := start; i < len(out); i++ {
+		if out[i] == '\r' || out[i] == '\n' {
+			out[i] = ' '
+		}
+	}
+	return append(out, "\r\n"...)
 }
 
 var statusLines [600]string
