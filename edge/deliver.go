@@ -71,12 +71,11 @@ func (n *Node) deliver(w *logWriter, req *request, obj *store.Object, cs httpcac
 		serveContent(w, r, h, obj, int64(len(obj.Body)), bytes.NewReader(obj.Body))
 		return
 	}
-	h := n.blockHeader(w, req, obj, cs, upstreamCS)
-	if h == nil {
-		h = n.objectHeader(w, req, obj, cs, upstreamCS)
+	if !n.blockHeader(w, req, obj, cs, upstreamCS) {
+		h := n.objectHeader(w, req, obj, cs, upstreamCS)
 		noSniff(h) // a block has a Content-Type (http1.HeaderBlock)
+		h["Content-Length"] = req.field(2, req.keep(strconv.AppendInt(req.spare(), int64(len(obj.Body)), 10)))
 	}
-	h["Content-Length"] = req.field(2, req.keep(strconv.AppendInt(req.spare(), int64(len(obj.Body)), 10)))
 	w.WriteHeader(obj.Status)
 	if r.Method != http.MethodHead && bodyAllowed(obj.Status) {
 		w.Write(obj.Body)
@@ -180,25 +179,21 @@ func (n *Node) appendPerAnswer(b []byte, req *request, obj *store.Object, cs htt
 // headerBlocker is a ResponseWriter that writes fields serialised ahead of time beside its
 // header map (edge/http1's).
 type headerBlocker interface {
-	SetHeaderBlock(block, fields []byte)
+	SetHeaderBlock(block, fields []byte, contentLength int64)
 }
 
 // blockHeader is objectHeader for a writer that takes a serialised header block: obj's fields
 // under the host's policy are serialised once per shared view of it (store.Object.Memo), Age
-// and Cache-Status per answer (appendPerAnswer), and only Content-Length goes in the map: a
-// dozen map entries fewer to set and write out per hit, 1-11 % of an HTTP/1.1 hit's CPU
-// (issue 15). It returns nil when the
-// answer needs objectHeader: another writer, a fleet node's request (its fields differ), a
-// status without a body, fields set before (the map's would then mix with the block's), or an
-// object without a memo or whose fields http1.HeaderBlock cannot serialise.
-func (n *Node) blockHeader(w *logWriter, req *request, obj *store.Object, cs httpcache.Status, upstreamCS string) http.Header {
+// and Cache-Status per answer (appendPerAnswer), and Content-Length declared beside them: no
+// map entry to set and write out per hit (a dozen were 1-11 % of an HTTP/1.1 hit's CPU, the
+// last three 2 %; issue 15). It reports false when the answer needs objectHeader: another
+// writer, a fleet node's request (its fields differ), a status without a body, fields set
+// before (the map's would then mix with the block's), or an object without a memo or whose
+// fields http1.HeaderBlock cannot serialise.
+func (n *Node) blockHeader(w *logWriter, req *request, obj *store.Object, cs httpcache.Status, upstreamCS string) bool {
 	bw, ok := w.ResponseWriter.(headerBlocker)
-	if !ok || req.fromPeer || !bodyAllowed(obj.Status) {
-		return nil
-	}
-	h := w.Header()
-	if len(h) != 0 {
-		return nil
+	if !ok || req.fromPeer || !bodyAllowed(obj.Status) || len(w.Header()) != 0 {
+		return false
 	}
 	block := obj.Memo(req.host, func() []byte {
 		f := clientPolicy(obj.HeaderMap(), req)
@@ -208,12 +203,12 @@ func (n *Node) blockHeader(w *logWriter, req *request, obj *store.Object, cs htt
 		return http1.HeaderBlock(f)
 	})
 	if block == nil {
-		return nil
+		return false
 	}
 	fields := n.appendPerAnswer(req.spare(), req, obj, cs, upstreamCS)
 	req.keep(fields)
-	bw.SetHeaderBlock(block, fields)
-	return h
+	bw.SetHeaderBlock(block, fields, int64(len(obj.Body)))
+	return true
 }
 
 // deliverBody writes a streaming miss to the client: the header at once, the body as the fill

@@ -48,14 +48,15 @@ func (w *response) Header() http.Header { return w.header }
 func (w *response) ValueScratch() []string { return w.c.values[:] }
 
 // SetHeaderBlock adds fields serialised ahead of time, by HeaderBlock, to the answer, and
-// fields, this answer's own, serialised as field lines (EndField): they are written after the header
-// map's, so a hit's fields need no map entries of their own (edge: a stored object's fields,
-// serialised once per reader view; Age and Cache-Status, per answer). The map must hold none
-// of their fields, and the status must allow a body. Call it before the header is written;
-// block and fields must not change until the handler has returned.
-func (w *response) SetHeaderBlock(block, fields []byte) {
-	if !w.committed {
-		w.block, w.fields = block, fields
+// fields, this answer's own, serialised as field lines (EndField), and declares the body's
+// length, contentLength bytes: they are written after the header map's fields, so a hit needs
+// no map entries at all (edge: a stored object's fields, serialised once per reader view; Age
+// and Cache-Status, per answer). The map must hold none of their fields, nor Content-Length,
+// and the status must allow a body. Call it before the header is written; block and fields
+// must not change until the handler has returned.
+func (w *response) SetHeaderBlock(block, fields []byte, contentLength int64) {
+	if !w.wroteHeader {
+		w.block, w.fields, w.cl = block, fields, contentLength
 	}
 }
 
@@ -289,7 +290,7 @@ func (w *response) commit(first []byte) {
 
 // HeaderBlock serialises h for SetHeaderBlock, each field as commit writes it from the header
 // map (appendField), so that an answer with the block is the answer with h in the map. It
-// leaves out Content-Length, which the map must then hold, and trailer declarations, which
+// leaves out Content-Length, which SetHeaderBlock declares, and trailer declarations, which
 // commit never writes. It returns nil, and the answer then needs the map, when h lacks Date
 // or Content-Type (commit would add a Date, or sniff a type) or holds a field commit frames
 // the answer by (Transfer-Encoding, Connection).
