@@ -21,8 +21,10 @@ type metrics struct {
 	// labels under the vector's lock on every request (2.7 % of a hit's CPU: issue 15). The
 	// vector's children are never deleted, so a cached one stays the one it exports.
 	requestsBy sync.Map
-	bytes      prometheus.Counter
-	fills      *prometheus.CounterVec // by tier
+	// ok200 holds the children of a 200 of each protocol and cache status (okIndex), the
+	// commonest labels, found without hashing them (issue 15).
+	ok200 [3][5]atomic.Pointer[counterChild]
+	fills *prometheus.CounterVec // by tier
 	// fillsBy and originLatency are children resolved once: WithLabelValues hashes the label
 	// under the vector's lock on every fill.
 	fillsBy       [len(fillTiers)]prometheus.Counter
@@ -50,8 +52,10 @@ func newMetrics(n *Node) *metrics {
 	f := func(c prometheus.Collector) { m.reg.MustRegister(c) }
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_edge_requests_total",
 		Help: "Requests answered, by protocol, cache status and status code."}, []string{"proto", "cache", "code"})
-	m.bytes = prometheus.NewCounter(prometheus.CounterOpts{Name: "meridian_edge_response_bytes_total",
-		Help: "Response body bytes sent to clients."})
+	// Read from nBytes at scrape time: a float counter of its own added every request with a
+	// compare-and-swap loop on a word every core writes (issue 15).
+	bytes := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meridian_edge_response_bytes_total",
+		Help: "Response body bytes sent to clients."}, func() float64 { return float64(m.nBytes.Load()) })
 	m.fills = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_edge_fills_total",
 		Help: "Upstream fills by tier (peer, shield, origin)."}, []string{"tier"})
 	m.tierSkips = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_edge_tier_skips_total",
@@ -77,7 +81,7 @@ func newMetrics(n *Node) *metrics {
 		m.fillsBy[i] = m.fills.WithLabelValues(t)
 	}
 	m.originLatency = m.fetchLatency.WithLabelValues("origin")
-	for _, c := range []prometheus.Collector{m.requests, m.bytes, m.fills, m.tierSkips, m.originFetches, m.fetchLatency, m.staleServed, m.purges, m.hopRefused, m.hopUnstored, m.latencySamples, m.clientRTT} {
+	for _, c := range []prometheus.Collector{m.requests, bytes, m.fills, m.tierSkips, m.originFetches, m.fetchLatency, m.staleServed, m.purges, m.hopRefused, m.hopUnstored, m.latencySamples, m.clientRTT} {
 		f(c)
 	}
 	f(collectors.NewGoCollector())
@@ -91,14 +95,58 @@ type reqLabels struct {
 	code         int
 }
 
-func (m *metrics) observeRequest(proto, cache string, code int, bytes int64) {
+// counterChild is a child of the requests vector (metrics.ok200).
+type counterChild struct{ prometheus.Counter }
+
+// okIndex is where ok200 keeps proto's and cache's child; false for labels it does not keep.
+func okIndex(proto, cache string) (p, c int, ok bool) {
+	switch proto {
+	case "http/1.1":
+	case "h2":
+		p = 1
+	case "h3":
+		p = 2
+	default:
+		return 0, 0, false
+	}
+	switch cache {
+	case "hit":
+	case "miss":
+		c = 1
+	case "stale":
+		c = 2
+	case "pass":
+		c = 3
+	case "error":
+		c = 4
+	default:
+		return 0, 0, false
+	}
+	return p, c, true
+}
+
+// child is the requests vector's child for the labels, made on first use.
+func (m *metrics) child(proto, cache string, code int) prometheus.Counter {
+	if code == http.StatusOK {
+		if p, c, ok := okIndex(proto, cache); ok {
+			if ch := m.ok200[p][c].Load(); ch != nil {
+				return ch.Counter
+			}
+			ch := &counterChild{m.requests.WithLabelValues(proto, cache, "200")}
+			m.ok200[p][c].Store(ch) // a lost race stores the same child
+			return ch.Counter
+		}
+	}
 	k := reqLabels{proto, cache, code}
 	c, ok := m.requestsBy.Load(k)
 	if !ok {
 		c, _ = m.requestsBy.LoadOrStore(k, m.requests.WithLabelValues(proto, cache, strconv.Itoa(code)))
 	}
-	c.(prometheus.Counter).Inc()
-	m.bytes.Add(float64(bytes))
+	return c.(prometheus.Counter)
+}
+
+func (m *metrics) observeRequest(proto, cache string, code int, bytes int64) {
+	m.child(proto, cache, code).Inc()
 	m.nRequests.Add(1)
 	m.nBytes.Add(bytes)
 	if cache == "hit" {
