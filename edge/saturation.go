@@ -136,19 +136,27 @@ func hitBucketFloor(i int) time.Duration {
 	return time.Duration((8+m)<<(e-3)) * time.Microsecond
 }
 
-// record counts one hit that took d, at now.
-func (w *hitWindow) record(d time.Duration, now time.Time) {
-	sec := now.Unix()
+// record counts one hit that took d, in the second of at. A hit is recorded as its answer ends,
+// in the second it began (Node.finish): a slow client's may come a window late or more, when
+// its slot holds a later second, which it must not erase; it is outside the window, and dropped.
+func (w *hitWindow) record(d time.Duration, at time.Time) {
+	sec := at.Unix()
 	s := &w.slots[uint64(sec)%hitWindowSlots]
-	if s.sec.Load() != sec {
+	if cur := s.sec.Load(); cur != sec {
+		if cur > sec {
+			return
+		}
 		w.mu.Lock()
-		if s.sec.Load() != sec {
+		if cur = s.sec.Load(); cur < sec {
 			for i := range s.counts {
 				s.counts[i].Store(0)
 			}
 			s.sec.Store(sec) // after the reset: a recorder that sees sec counts into clean buckets
 		}
 		w.mu.Unlock()
+		if cur > sec {
+			return
+		}
 	}
 	s.counts[hitBucket(d)].Add(1)
 }

@@ -152,6 +152,26 @@ func TestHitWindowP99(t *testing.T) {
 	}
 }
 
+// TestHitWindowLateRecord: a hit is recorded as its answer ends (Node.finish), in the second
+// it began. A large hit to a slow client ends a window or more after it began, when that
+// second's slot holds a later second's hits: the late one, outside the window, must not take
+// the slot and erase them (it did, and every such download emptied a second of the window).
+func TestHitWindowLateRecord(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	for _, late := range []time.Duration{hitWindowSlots * time.Second, 3 * hitWindowSlots * time.Second} {
+		t.Run(late.String(), func(t *testing.T) {
+			var w hitWindow
+			for range 2 * hitMinSamples {
+				w.record(50*time.Millisecond, t0)
+			}
+			w.record(time.Microsecond, t0.Add(-late)) // began late ago in the same slot, ends now
+			if got := w.p99(t0); got > 50*time.Millisecond || got < 45*time.Millisecond {
+				t.Errorf("p99 after a hit that began %v ago ended = %v, want the window's ~50ms", late, got)
+			}
+		})
+	}
+}
+
 // TestLoadReportHitLatency: real requests through the edge. A node with a handful of hits
 // reports 0 from the hit-latency term even against an absurd 1 µs target; once it has served
 // enough hits, their p99 against that target dominates the figure and the metric shows it.
