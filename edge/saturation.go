@@ -139,22 +139,26 @@ func hitBucketFloor(i int) time.Duration {
 // record counts one hit that took d, in the second of at. A hit is recorded as its answer ends,
 // in the second it began (Node.finish): a slow client's may come a window late or more, when
 // its slot holds a later second, which it must not erase; it is outside the window, and dropped.
-func (w *hitWindow) record(d time.Duration, at time.Time) {
+// But a later second that now (read only then) has not reached was recorded before the wall
+// clock went back: no window p99 reads holds it, and the hit takes its slot. Were it dropped,
+// so would every hit be, for as long as the clock went back (an NTP step of an hour: an hour).
+func (w *hitWindow) record(d time.Duration, at time.Time, now func() time.Time) {
 	sec := at.Unix()
 	s := &w.slots[uint64(sec)%hitWindowSlots]
 	if cur := s.sec.Load(); cur != sec {
-		if cur > sec {
+		if cur > sec && cur <= now().Unix() {
 			return
 		}
 		w.mu.Lock()
-		if cur = s.sec.Load(); cur < sec {
+		if cur = s.sec.Load(); cur < sec || cur > sec && cur > now().Unix() {
 			for i := range s.counts {
 				s.counts[i].Store(0)
 			}
 			s.sec.Store(sec) // after the reset: a recorder that sees sec counts into clean buckets
+			cur = sec
 		}
 		w.mu.Unlock()
-		if cur > sec {
+		if cur != sec {
 			return
 		}
 	}

@@ -124,7 +124,7 @@ func TestHitWindowP99(t *testing.T) {
 		if i%4 == 0 {
 			d = 80 * time.Millisecond
 		}
-		w.record(d, t0)
+		w.record(d, t0, clockAt(t0))
 	}
 	if got := w.p99(t0); !near(got, 100*time.Microsecond) {
 		t.Errorf("20 hits, 5 slow: p99 = %v, want the fast ones' ~100µs", got)
@@ -135,7 +135,8 @@ func TestHitWindowP99(t *testing.T) {
 		if i%51 == 0 {
 			d = 50 * time.Millisecond
 		}
-		w.record(d, t0.Add(time.Duration(i%5)*time.Second))
+		at := t0.Add(time.Duration(i%5) * time.Second)
+		w.record(d, at, clockAt(at))
 	}
 	if got := w.p99(t0.Add(5 * time.Second)); !near(got, 50*time.Millisecond) {
 		t.Errorf("2 %% of hits at 50 ms: p99 = %v, want ~50ms", got)
@@ -162,15 +163,45 @@ func TestHitWindowLateRecord(t *testing.T) {
 		t.Run(late.String(), func(t *testing.T) {
 			var w hitWindow
 			for range 2 * hitMinSamples {
-				w.record(50*time.Millisecond, t0)
+				w.record(50*time.Millisecond, t0, clockAt(t0))
 			}
-			w.record(time.Microsecond, t0.Add(-late)) // began late ago in the same slot, ends now
+			w.record(time.Microsecond, t0.Add(-late), clockAt(t0)) // began late ago in the same slot, ends now
 			if got := w.p99(t0); got > 50*time.Millisecond || got < 45*time.Millisecond {
 				t.Errorf("p99 after a hit that began %v ago ended = %v, want the window's ~50ms", late, got)
 			}
 		})
 	}
 }
+
+// TestHitWindowClockWentBack: when the wall clock goes back (an NTP step), the window's slots
+// hold seconds still to come. A hit recorded now takes its slot: it is not a late one (those
+// find a second that has passed), and dropping it left the p99 blind, every hit dropped, for
+// as long as the clock went back.
+func TestHitWindowClockWentBack(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	for _, back := range []time.Duration{hitWindowSlots * time.Second, 25 * time.Second, time.Hour} {
+		t.Run(back.String(), func(t *testing.T) {
+			var w hitWindow
+			// A busy node: every second of the window has hits.
+			for i := range hitWindowSlots {
+				at := t0.Add(time.Duration(i-hitWindowSlots+1) * time.Second)
+				for range hitMinSamples {
+					w.record(50*time.Millisecond, at, clockAt(at))
+				}
+			}
+			now := t0.Add(-back)
+			for range 2 * hitMinSamples {
+				w.record(5*time.Millisecond, now, clockAt(now))
+			}
+			if got := w.p99(now); got > 5*time.Millisecond || got < 4*time.Millisecond {
+				t.Errorf("p99 of the hits since the clock went back %v = %v, want ~5ms", back, got)
+			}
+		})
+	}
+}
+
+// clockAt is a clock that reads t.
+func clockAt(t time.Time) func() time.Time { return func() time.Time { return t } }
 
 // TestLoadReportHitLatency: real requests through the edge. A node with a handful of hits
 // reports 0 from the hit-latency term even against an absurd 1 µs target; once it has served

@@ -450,7 +450,7 @@ func (n *Node) finish(w *logWriter, req *request) {
 	}
 	n.metrics.observeRequest(req.proto, cs, w.status, w.bytes)
 	if cs == "hit" && w.hitSet {
-		n.hitLat.record(w.hitTime, w.start) // in the second it began: a hit's header is written within it, or nearly
+		n.hitLat.record(w.hitTime, w.start, n.clock) // in the second it began: a hit's header is written within it, or nearly
 	}
 	n.rttFinished(req)
 	if n.cfg.AccessLog {
