@@ -132,7 +132,17 @@ type CacheConfig struct {
 	// beyond 4 MiB each: within it a body is held from its start, so a client arriving late
 	// still reads along; past it only 4 MiB ahead of the slowest reader is held. Default 64 MiB.
 	InFlightBytes int64 `yaml:"in_flight_bytes"`
+	// DecodeWindowBytes bounds the memory that the windows of answers decoded for clients
+	// that do not accept their coding hold at once, node-wide: each decode is charged the
+	// window its stream declares (br up to 16 MiB, zstd up to 8 MiB, gzip 32 KiB) until it
+	// ends, and one past the budget is answered 503 with Retry-After. Default a quarter of
+	// MaxBytes, at least 16 MiB (one br stream of the largest window).
+	DecodeWindowBytes int64 `yaml:"decode_window_bytes"`
 }
+
+// minDecodeWindowBytes is the least default CacheConfig.DecodeWindowBytes: a br stream may
+// declare a window of 16 MiB (RFC 7932 §9.1), and one such decode fits whatever max_bytes.
+const minDecodeWindowBytes = 16 << 20
 
 // PurgeConfig bounds staleness under partition (purge rule 5, docs/purge.md).
 type PurgeConfig struct {
@@ -190,6 +200,11 @@ func (c *Config) setDefaults() {
 	}
 	if c.Cache.MaxObjectBytes == 0 {
 		c.Cache.MaxObjectBytes = 8 << 20
+	}
+	if c.Cache.DecodeWindowBytes == 0 {
+		// Within the headroom the memory limit leaves above a full store (0.3 x max_bytes,
+		// command.go), and scaled with the memory the operator gave the cache.
+		c.Cache.DecodeWindowBytes = max(c.Cache.MaxBytes/4, minDecodeWindowBytes)
 	}
 	if c.FleetStaleTimeout == 0 {
 		c.FleetStaleTimeout = 300 * time.Millisecond
@@ -275,6 +290,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Cache.InFlightBytes < 0 {
 		bad("cache.in_flight_bytes", "is negative")
+	}
+	if c.Cache.DecodeWindowBytes < 0 {
+		bad("cache.decode_window_bytes", "is negative")
 	}
 	if c.Purge.MaxLag < 0 {
 		bad("purge.max_lag", "is negative")

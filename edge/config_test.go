@@ -192,6 +192,7 @@ func TestLoadConfigDocumentedDefaults(t *testing.T) {
 		{"cache.max_bytes", c.Cache.MaxBytes, int64(256 << 20)},
 		{"cache.max_object_bytes", c.Cache.MaxObjectBytes, int64(8 << 20)},
 		{"cache.in_flight_bytes", c.Cache.InFlightBytes, int64(64 << 20)},
+		{"cache.decode_window_bytes", c.Cache.DecodeWindowBytes, int64(64 << 20)},
 		{"peer_timeout", c.PeerTimeout, 15 * time.Second}, // response_header_timeout (10s) + 5s
 		{"fleet_stale_timeout", c.FleetStaleTimeout, 300 * time.Millisecond},
 		{"max_request_body_bytes", c.MaxRequestBodyBytes, int64(10 << 20)},
@@ -215,6 +216,31 @@ func TestLoadConfigDocumentedDefaults(t *testing.T) {
 	}
 }
 
+// TestDecodeWindowBytesDefault: the decode budget defaults to a quarter of max_bytes, within
+// the headroom the memory limit leaves above a full store, and at least one br stream's
+// largest window (16 MiB); a value set is kept.
+func TestDecodeWindowBytesDefault(t *testing.T) {
+	const mib = 1 << 20
+	for _, tt := range []struct {
+		maxBytes, set, want int64
+	}{
+		{0, 0, 64 * mib}, // the default 256 MiB store
+		{1024 * mib, 0, 256 * mib},
+		{32 * mib, 0, 16 * mib},
+		{1024 * mib, 1 * mib, 1 * mib},
+	} {
+		var cfg Config
+		cfg.Cache.MaxBytes, cfg.Cache.DecodeWindowBytes = tt.maxBytes, tt.set
+		cfg.setDefaults()
+		if got := cfg.Cache.DecodeWindowBytes; got != tt.want {
+			t.Errorf("max_bytes %d MiB, decode_window_bytes %d: default %d MiB, want %d MiB", tt.maxBytes/mib, tt.set, got/mib, tt.want/mib)
+		}
+		if limit, _ := memoryLimit(cfg, ""); tt.set == 0 && cfg.Cache.MaxBytes+cfg.Cache.DecodeWindowBytes > limit {
+			t.Errorf("max_bytes %d MiB: a full store and a full decode budget exceed the memory limit %d MiB", cfg.Cache.MaxBytes/mib, limit/mib)
+		}
+	}
+}
+
 // saturationLimit is the in-flight limit saturationFigure uses for c.
 func saturationLimit(c SaturationConfig) int {
 	if c.MaxInFlight == 0 {
@@ -232,6 +258,7 @@ func TestLoadConfigRefusesNonsense(t *testing.T) {
 		{"fill_timeout: 5\n", "fill_timeout", "cannot unmarshal"},
 		{"cache:\n  max_bytes: 1GB\n", "cache.max_bytes", "cannot unmarshal"},
 		{"cache:\n  max_bytes: -1\n", "cache.max_bytes", "is negative"},
+		{"cache:\n  decode_window_bytes: -1\n", "cache.decode_window_bytes", "is negative"},
 		{"tls:\n  reload_interval: -1s\n", "tls.reload_interval", "is negative"},
 		{"lame_duck: -5s\n", "lame_duck", "is negative"},
 		{"max_request_body_bytes: -1\n", "max_request_body_bytes", "is negative"},

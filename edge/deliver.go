@@ -310,14 +310,18 @@ func (n *Node) deliverDecoded(w *logWriter, req *request, d decoded) {
 	src := &sourceReader{r: d.src}
 	buf := make([]byte, 32<<10)
 	var nr int
-	dec, err := compress.NewReader(src, d.coding)
+	dec, err := n.newDecoder(src, d.coding)
 	if err == nil {
-		defer dec.Close()
+		defer dec.Close() // gives its window back on every way out, a panic's too
 		nr, err = readFirst(dec, buf, d.flush)
 	}
 	if err != nil && err != io.EOF {
 		clear(h)
 		maps.Copy(h, d.preset)
+		if errors.Is(err, compress.ErrOverBudget) {
+			n.refuseDecode(w, req, err)
+			return
+		}
 		n.fail(w, req, http.StatusBadGateway, "upstream body not decodable")
 		w.note = n.decodeFailure(req, d.coding, src, err) // after fail, which notes its own
 		return

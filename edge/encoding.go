@@ -1,6 +1,8 @@
 package edge
 
 import (
+	"errors"
+	"io"
 	"net/http"
 	"slices"
 
@@ -180,6 +182,30 @@ func undoObjectCoding(req *request, obj *store.Object) string {
 		return ""
 	}
 	return undoCoding(req, obj.Status, obj.HeaderMap())
+}
+
+// newDecoder starts decoding src, an answer's body in coding, for a client that does not
+// accept it (compress.Budget.NewReader): the window the stream declares is charged to the
+// node's decode budget (cache.decode_window_bytes) until the decoder is closed. Past the
+// budget it fails with compress.ErrOverBudget, counted, and the caller answers refuseDecode:
+// without a bound, clients that each ask for an answer coded with a large window (br's 16 MiB)
+// would hold that much each, as many as they open.
+func (n *Node) newDecoder(src io.Reader, coding string) (io.ReadCloser, error) {
+	dec, err := n.decodes.NewReader(src, coding)
+	if errors.Is(err, compress.ErrOverBudget) {
+		n.metrics.decodeRefused.Inc()
+	}
+	return dec, err
+}
+
+// refuseDecode answers req, whose answer newDecoder refused (err) for the decode budget, 503
+// with Retry-After, as a full bulkhead is: the budget frees as decodes end. Nothing has been
+// sent. Cache-Status says why (detail=decode-budget-full), the access log notes err, and
+// nothing is logged besides: a flood of such requests must not flood the log.
+func (n *Node) refuseDecode(w *logWriter, req *request, err error) {
+	w.Header().Set("Retry-After", "1")
+	n.fail(w, req, http.StatusServiceUnavailable, "decode budget full")
+	w.note = err.Error() // after fail, which notes its own
 }
 
 // clientAccepts reports whether a client that sent ae, its Accept-Encoding field lines,

@@ -36,6 +36,7 @@ type metrics struct {
 	purges        *prometheus.CounterVec // by kind
 	hopRefused    prometheus.Counter     // fill requests whose signature did not verify
 	hopUnstored   prometheus.Counter     // peer or shield answers not stored: not given as to a verified node
+	decodeRefused prometheus.Counter     // answers not decoded for their clients: the decode budget was full
 	// latencySamples counts measurements for the latency map by source (beacon, edge) and
 	// result (taken, limited); clientRTT is the RTT of every client connection sampled.
 	latencySamples *prometheus.CounterVec
@@ -72,6 +73,8 @@ func newMetrics(n *Node) *metrics {
 		Help: "Fill requests from other nodes whose signature did not verify (answered as a client's)."})
 	m.hopUnstored = prometheus.NewCounter(prometheus.CounterOpts{Name: "meridian_edge_fill_untrusted_total",
 		Help: "Peer or shield answers not stored because the node did not verify our fill request."})
+	m.decodeRefused = prometheus.NewCounter(prometheus.CounterOpts{Name: "meridian_edge_decode_refused_total",
+		Help: "Answers in a coding their client does not accept refused (503) because decoding them would take the decode windows past cache.decode_window_bytes."})
 	m.latencySamples = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_edge_latency_samples_total",
 		Help: "Measurements for the latency map, by source (beacon: client reports; edge: the node's own RTT of a client connection) and result (taken, limited: over the network's rate)."}, []string{"source", "result"})
 	m.clientRTT = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "meridian_edge_client_rtt_seconds",
@@ -81,7 +84,7 @@ func newMetrics(n *Node) *metrics {
 		m.fillsBy[i] = m.fills.WithLabelValues(t)
 	}
 	m.originLatency = m.fetchLatency.WithLabelValues("origin")
-	for _, c := range []prometheus.Collector{m.requests, bytes, m.fills, m.tierSkips, m.originFetches, m.fetchLatency, m.staleServed, m.purges, m.hopRefused, m.hopUnstored, m.latencySamples, m.clientRTT} {
+	for _, c := range []prometheus.Collector{m.requests, bytes, m.fills, m.tierSkips, m.originFetches, m.fetchLatency, m.staleServed, m.purges, m.hopRefused, m.hopUnstored, m.decodeRefused, m.latencySamples, m.clientRTT} {
 		f(c)
 	}
 	f(collectors.NewGoCollector())
@@ -181,6 +184,7 @@ var (
 	descRecords   = prometheus.NewDesc("meridian_edge_purge_records", "Live read-time purge records.", nil, nil)
 	descRetired   = prometheus.NewDesc("meridian_edge_purge_records_retired_total", "Purge records retired because the store held its cap of them; what their host stored before them counts as purged (docs/edge.md, Purge).", nil, nil)
 	descBreaker   = prometheus.NewDesc("meridian_edge_upstream_breaker_open", "1 when the upstream's circuit breaker is open, 0.5 half-open, 0 closed.", []string{"upstream"}, nil)
+	descDecode    = prometheus.NewDesc("meridian_edge_decode_window_bytes", "Bytes of decoding windows held now by answers decoded for their clients (of cache.decode_window_bytes).", nil, nil)
 	descInFlight  = prometheus.NewDesc("meridian_edge_upstream_in_flight", "Requests in flight to the upstream.", []string{"upstream"}, nil)
 	descBulkhead  = prometheus.NewDesc("meridian_edge_upstream_bulkhead_rejections_total", "Requests refused because the upstream's bulkhead was full.", []string{"upstream"}, nil)
 	descBrkReject = prometheus.NewDesc("meridian_edge_upstream_breaker_rejections_total", "Requests refused because the upstream's breaker was open.", []string{"upstream"}, nil)
@@ -190,7 +194,7 @@ var (
 )
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descItems, descBytes, descEvictions, descSegments, descMoves, descRecords, descRetired, descReplays, descBreaker, descInFlight, descBulkhead, descBrkReject, descDraining, descHitP99} {
+	for _, d := range []*prometheus.Desc{descItems, descBytes, descEvictions, descSegments, descMoves, descRecords, descRetired, descReplays, descDecode, descBreaker, descInFlight, descBulkhead, descBrkReject, descDraining, descHitP99} {
 		ch <- d
 	}
 }
@@ -204,6 +208,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descMoves, prometheus.CounterValue, float64(s.Moved))
 	ch <- prometheus.MustNewConstMetric(descRecords, prometheus.GaugeValue, float64(s.Records))
 	ch <- prometheus.MustNewConstMetric(descRetired, prometheus.CounterValue, float64(s.Retired))
+	ch <- prometheus.MustNewConstMetric(descDecode, prometheus.GaugeValue, float64(c.n.decodes.Used()))
 	if sub := c.n.purgeSub.Load(); sub != nil {
 		ch <- prometheus.MustNewConstMetric(descReplays, prometheus.CounterValue, float64(sub.Replays()))
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
+	"github.com/meridian-cdn/meridian/edge/compress"
 	"github.com/meridian-cdn/meridian/edge/h2"
 	"github.com/meridian-cdn/meridian/edge/http1"
 	"github.com/meridian-cdn/meridian/edge/httpcache"
@@ -53,6 +54,9 @@ type Node struct {
 	invalidations invalidations
 	fill          *filler // owns every fill, the upstream clients and background revalidations
 	metrics       *metrics
+	// decodes bounds the windows of answers decoded for clients (cache.decode_window_bytes,
+	// encoding.go).
+	decodes *compress.Budget
 
 	draining  atomic.Bool
 	ready     chan struct{}
@@ -115,6 +119,7 @@ func New(cfg Config) (*Node, error) {
 		log:        cfg.Logger.With("pop", cfg.PoP, "node", cfg.Node),
 		clock:      cfg.Clock,
 		store:      st,
+		decodes:    compress.NewBudget(cfg.Cache.DecodeWindowBytes),
 		ready:      make(chan struct{}),
 		fleetReady: make(chan struct{}),
 	}

@@ -151,10 +151,13 @@ func (n *Node) pass(w *logWriter, req *request) {
 				compress.DecodeHeader(h)
 				if r.Method != http.MethodHead && bodyAllowed(resp.StatusCode) {
 					stream := isEventStream(h) || resp.ContentLength < 0
-					d, err := newDecodedBody(resp.Body, coding, stream)
+					d, err := n.newDecodedBody(resp.Body, coding, stream)
 					if err != nil {
-						// Nothing was sent: ErrorHandler answers 502 and notes err.
-						n.decodeFailure(req, coding, d.src, err)
+						// Nothing was sent: ErrorHandler answers 502 (503 past the decode
+						// budget) and notes err.
+						if !errors.Is(err, compress.ErrOverBudget) {
+							n.decodeFailure(req, coding, d.src, err)
+						}
 						return err
 					}
 					decoded, resp.Body, resp.ContentLength = d, d, -1
@@ -164,6 +167,10 @@ func (n *Node) pass(w *logWriter, req *request) {
 		},
 		ErrorHandler: func(_ http.ResponseWriter, _ *http.Request, err error) {
 			restore()
+			if errors.Is(err, compress.ErrOverBudget) {
+				n.refuseDecode(w, req, err)
+				return
+			}
 			status := upstreamErrorStatus(err)
 			if status == http.StatusServiceUnavailable {
 				w.Header().Set("Retry-After", "1")
@@ -193,12 +200,12 @@ type decodedBody struct {
 	err    error // the first error other than io.EOF
 }
 
-// newDecodedBody starts decoding body from coding (readFirst: stream for an event stream or a
-// body without a length). On an error, the returned body's src tells
+// newDecodedBody starts decoding body from coding (newDecoder; readFirst: stream for an event
+// stream or a body without a length). On an error, the returned body's src tells
 // whose it was (decodeFailure).
-func newDecodedBody(body io.ReadCloser, coding string, stream bool) (*decodedBody, error) {
+func (n *Node) newDecodedBody(body io.ReadCloser, coding string, stream bool) (*decodedBody, error) {
 	d := &decodedBody{coding: coding, body: body, src: &sourceReader{r: body}}
-	dec, err := compress.NewReader(d.src, coding)
+	dec, err := n.newDecoder(d.src, coding)
 	if err != nil {
 		return d, err
 	}
@@ -228,7 +235,7 @@ func (d *decodedBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Close releases the decoder and closes the answer's body.
+// Close releases the decoder, and its window, and closes the answer's body.
 func (d *decodedBody) Close() error {
 	d.dec.Close()
 	return d.body.Close()

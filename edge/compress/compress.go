@@ -5,8 +5,9 @@
 // httpcache.NormalizeAcceptEncoding chose for the client (br, zstd or gzip), and stores the
 // result as its own variant; Transform gives that variant's body and header. An answer in a
 // coding its client does not accept (an origin that ignores Accept-Encoding) is decoded on
-// delivery: Decodable, NewReader and DecodeHeader. The package keeps no state besides one
-// shared zstd encoder per speed (zstdEncoders).
+// delivery: Decodable, NewReader and DecodeHeader; a Budget bounds the windows that decoders
+// hold at once. The package keeps no state besides one shared zstd encoder per speed
+// (zstdEncoders).
 package compress
 
 import (
