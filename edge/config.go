@@ -133,10 +133,11 @@ type CacheConfig struct {
 	// still reads along; past it only 4 MiB ahead of the slowest reader is held. Default 64 MiB.
 	InFlightBytes int64 `yaml:"in_flight_bytes"`
 	// DecodeWindowBytes bounds the memory that the windows of answers decoded for clients
-	// that do not accept their coding hold at once, node-wide: each decode is charged the
-	// window its stream declares (br up to 16 MiB, zstd up to 8 MiB, gzip 32 KiB) until it
-	// ends, and one past the budget is answered 503 with Retry-After. Default a quarter of
-	// MaxBytes, at least 16 MiB (one br stream of the largest window).
+	// that do not accept their coding hold at once, node-wide: each decode is charged what
+	// its decoder allocates for the window its stream declares (br up to 16 MiB, zstd up to
+	// 8.25 MiB, gzip 32 KiB) until it ends, and one past the budget is answered 503 with
+	// Retry-After. Default a quarter of MaxBytes, at least 16 MiB (one br stream of the
+	// largest window).
 	DecodeWindowBytes int64 `yaml:"decode_window_bytes"`
 }
 

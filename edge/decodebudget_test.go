@@ -48,7 +48,9 @@ func newWindowStream(t *testing.T, coding string, plain []byte, first int) windo
 		if err != nil {
 			t.Fatal(err)
 		}
-		w, s.window = zw, 8<<20
+		// The decoder's ring: the window and two blocks of 128 KiB, 16 bytes more each
+		// (compress.zstdCharge).
+		w, s.window = zw, 8<<20+2*(128<<10+16)
 	default:
 		w, s.window = stdgzip.NewWriter(&b), 32<<10
 	}
@@ -339,34 +341,51 @@ func TestDecodeBudgetReleased(t *testing.T) {
 	}
 }
 
-// TestDecodeBudgetNotChargedUndecoded: answers that decode nothing (HEAD, a 304, a 412) are
-// never charged, so they are answered whatever the budget, even one that no window of
-// the answer fits in, where a GET, or a pass, gets 503; and a client that accepts the coding
-// gets the bytes as they came.
+// TestDecodeBudgetNotChargedUndecoded: answers that decode nothing (HEAD, a 304, a 412, an
+// empty br stream) are never charged, so they are answered whatever the budget, even one
+// that no window of the answer fits in, where a GET, or a pass, gets 503; and a client that
+// accepts the coding gets the bytes as they came. (An empty br stream, the one byte a br
+// encoder makes of an empty body, declares a window, 16 MiB here, but its decoder allocates
+// none; it was charged that window, and refused.)
 func TestDecodeBudgetNotChargedUndecoded(t *testing.T) {
 	plain := gzipPlain("300000", true)
 	s := newWindowStream(t, "br", plain, len(plain)/2)
-	n, _, c, _ := budgetEdge(t, map[string]windowStream{"/obj": s}, 1<<20) // less than the stream's 16 MiB window
+	var empty bytes.Buffer
+	if err := brotli.NewWriterOptions(&empty, brotli.WriterOptions{Quality: 5, LGWin: 24}).Close(); err != nil {
+		t.Fatal(err)
+	}
+	streams := map[string]windowStream{"/obj": s, "/empty": {coding: "br", coded: empty.Bytes()}}
+	n, _, c, _ := budgetEdge(t, streams, 1<<20) // less than the streams' 16 MiB window
 	for _, tt := range []struct {
 		name, method string
+		path         string // "/obj" if empty
 		hdr          []string
 		want         int
 	}{
-		{"GET accepting br, a miss", http.MethodGet, []string{"Accept-Encoding", "br"}, http.StatusOK},
-		{"GET accepting br, a hit", http.MethodGet, []string{"Accept-Encoding", "br"}, http.StatusOK},
-		{"HEAD", http.MethodHead, nil, http.StatusOK},
-		{"If-None-Match", http.MethodGet, []string{"If-None-Match", `W/"v1"`}, http.StatusNotModified},
-		{"If-Match", http.MethodGet, []string{"If-Match", `"v1"`}, http.StatusPreconditionFailed},
-		{"GET", http.MethodGet, nil, http.StatusServiceUnavailable},
-		{"POST, a pass", http.MethodPost, nil, http.StatusServiceUnavailable},
+		{"GET accepting br, a miss", http.MethodGet, "", []string{"Accept-Encoding", "br"}, http.StatusOK},
+		{"GET accepting br, a hit", http.MethodGet, "", []string{"Accept-Encoding", "br"}, http.StatusOK},
+		{"HEAD", http.MethodHead, "", nil, http.StatusOK},
+		{"If-None-Match", http.MethodGet, "", []string{"If-None-Match", `W/"v1"`}, http.StatusNotModified},
+		{"If-Match", http.MethodGet, "", []string{"If-Match", `"v1"`}, http.StatusPreconditionFailed},
+		{"GET", http.MethodGet, "", nil, http.StatusServiceUnavailable},
+		{"POST, a pass", http.MethodPost, "", nil, http.StatusServiceUnavailable},
+		{"GET an empty br stream", http.MethodGet, "/empty", nil, http.StatusOK},
+		{"POST, a pass, an empty br stream", http.MethodPost, "/empty", nil, http.StatusOK},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			r := do(t, c, tt.method, n.Addr(), testHost, "/obj", tt.hdr...)
+			path := cmpOrString(tt.path, "/obj")
+			r := do(t, c, tt.method, n.Addr(), testHost, path, tt.hdr...)
 			if r.status != tt.want {
 				t.Errorf("status %d, want %d (Cache-Status %q)", r.status, tt.want, r.header.Get("Cache-Status"))
 			}
-			if tt.want == http.StatusOK && tt.method == http.MethodGet && r.body != string(s.coded) {
-				t.Errorf("%d bytes, want the %d br bytes as they came", len(r.body), len(s.coded))
+			if tt.want == http.StatusOK && tt.method != http.MethodHead {
+				want := streams[path].coded
+				if r.header.Get("Content-Encoding") == "" {
+					want = streams[path].plain
+				}
+				if r.body != string(want) {
+					t.Errorf("%d bytes (Content-Encoding %q), want %d", len(r.body), r.header.Get("Content-Encoding"), len(want))
+				}
 			}
 			if tt.want == http.StatusServiceUnavailable {
 				if ra, cs := r.header.Get("Retry-After"), r.header.Get("Cache-Status"); ra != "1" || !strings.Contains(cs, "detail=decode-budget-full") {

@@ -11,13 +11,14 @@ import (
 )
 
 // Budget bounds the memory that decoders' windows hold at once, across every decoder made by
-// its NewReader: each is charged the window its stream declares (readHeader) until it is
-// closed, and one that would take the total past the budget is refused with ErrOverBudget. A
-// stream's window is what its decoder keeps, whatever the decoded size: gzip 32 KiB; br up to
-// 16 MiB and zstd up to 8 MiB, as the stream's header says, so that without a budget every
-// client of a stream that asks for a large window holds that much. The decoders' buffers
-// (tens of KiB, and zstd's blocks of up to 128 KiB) are not charged. A Budget is safe for
-// concurrent use.
+// its NewReader: each is charged what it allocates for the window its stream declares
+// (readHeader, windowCharge) until it is closed, and one that would take the total past the
+// budget is refused with ErrOverBudget. A stream's window is what its decoder keeps,
+// whatever the decoded size: gzip 32 KiB; br up to 16 MiB and zstd up to 8 MiB (and two
+// blocks), as the stream's header says, so that without a budget every client of a stream
+// that asks for a large window holds that much. The decoders' state and buffers (under 128
+// KiB each, and zstd's block buffers, up to twice its block size) are not charged. A Budget
+// is safe for concurrent use.
 type Budget struct {
 	max  int64
 	used atomic.Int64
@@ -72,22 +73,45 @@ func (b *Budget) give(n int64) {
 const (
 	gzipWindow = 32 << 10
 	brMinRing  = 1 << 10 // the smallest ring buffer the br decoder allocates
+	// zstdBlock is zstd's largest block (RFC 8878 §3.1.1.2.4), and zstdOverAlloc the bytes
+	// klauspost/compress's decoder adds to each block's room for its fast copies.
+	zstdBlock     = 128 << 10
+	zstdOverAlloc = 16
 )
 
+// zstdCharge is what the zstd decoder allocates for a frame of window w: with NewReader's
+// options (one goroutine, streaming) klauspost/compress keeps its history in a ring of the
+// window and room for two blocks, each of at most the window, so that it never moves history
+// (its history.ensureBlockRing): up to 3 times the window, which a charge of the window alone
+// would leave out.
+func zstdCharge(w int64) int64 {
+	return w + 2*(min(w, zstdBlock)+zstdOverAlloc)
+}
+
+// windowCharge is what Budget.NewReader charges a stream in coding whose header declares
+// window (readHeader): the memory its decoder allocates for that window.
+func windowCharge(coding string, window int64) int64 {
+	if coding == "zstd" {
+		return zstdCharge(window)
+	}
+	return window
+}
+
 // readHeader reads the rest of the header of a stream in coding whose first byte is first,
-// and returns the bytes read (first included) and the window the header declares: the memory
-// the stream's decoder keeps, what Budget.NewReader charges. Every byte it reads is one the
-// decoder needs before its first output, so it never waits for a byte the decoder would not
-// wait for (a stream sent in pieces is not held up). An error is r's, or says that the
+// and returns the bytes read (first included) and the window the header declares (for br,
+// the ring buffer the decoder sizes for it; windowCharge is what Budget.NewReader charges).
+// Every byte it reads is one the decoder needs before its first output, so it never waits
+// for a byte the decoder would not wait for (a stream sent in pieces is not held up). An error is r's, or says that the
 // stream does not start as the coding does: cut short, not the coding, or a window over the
 // coding's limit (br's large-window extension; zstd over 8 MiB, RFC 9659 §3).
 //
 // gzip: 32 KiB. br: 2^WBITS, or, for a stream of one meta-block (ISLAST: what one-shot
 // encoders make of a body up to 16 MiB), the power of two that holds its length (MLEN, at
 // least 1 KiB) if smaller, as the decoder sizes its ring buffer (RFC 7932 §9.2; brotli's
-// "canny" ring buffer allocation). zstd: the first frame's Window_Size, or for a
+// "canny" ring buffer allocation), and none for an empty stream (ISLASTEMPTY), for which the
+// decoder allocates none. zstd: the first frame's Window_Size, or for a
 // single-segment frame, which has none, its Frame_Content_Size (at least 1 KiB); a stream
-// that starts with a skippable frame is charged the 8 MiB limit, its first frame unread.
+// that starts with a skippable frame the 8 MiB limit, its first frame unread.
 func readHeader(r io.Reader, coding string, first byte) ([]byte, int64, error) {
 	head := []byte{first}
 	upTo := func(n int) error { // reads head up to n bytes
@@ -168,16 +192,22 @@ func zstdHeaderSize(fhd byte) int {
 	return n
 }
 
-// brHeader is what the first bits of a br stream say (RFC 7932 §9.1, §9.2): WBITS, and the
-// length of the first meta-block if it is the last one and holds data.
+// brHeader is what the first bits of a br stream say (RFC 7932 §9.1, §9.2): WBITS, the
+// length of the first meta-block if it is the last one and holds data, and whether the
+// stream is empty (its first meta-block is the last and empty).
 type brHeader struct {
 	wbits int
 	mlen  int
+	empty bool
 }
 
 // window is the ring buffer the br decoder allocates for the stream: the window, halved
-// while half of it still holds the stream's whole output when that is known (mlen).
+// while half of it still holds the stream's whole output when that is known (mlen); none for
+// an empty stream, whose decoder ends before it sizes one.
 func (h brHeader) window() int64 {
+	if h.empty {
+		return 0
+	}
 	ring := int64(1) << h.wbits
 	if h.mlen > 0 {
 		for ring>>1 >= max(int64(h.mlen), brMinRing) {
@@ -215,6 +245,7 @@ func parseBr(head []byte) (h brHeader, ok bool, err error) {
 	}
 	empty, ok := r.take(1)
 	if !ok || empty == 1 {
+		h.empty = ok
 		return h, ok, nil
 	}
 	nibbles, ok := r.take(2)

@@ -74,8 +74,9 @@ func newReader(r io.Reader, coding string, b *Budget) (io.ReadCloser, error) {
 		return nil, fmt.Errorf("decode %s: %w", coding, err)
 	}
 	r = io.MultiReader(bytes.NewReader(head), r)
-	if used, ok := b.take(window); !ok {
-		return nil, fmt.Errorf("decode %s: a window of %d KiB, with %d KiB of %d in use: %w", coding, window>>10,
+	cost := windowCharge(coding, window)
+	if used, ok := b.take(cost); !ok {
+		return nil, fmt.Errorf("decode %s: a window of %d KiB, with %d KiB of %d in use: %w", coding, cost>>10,
 			used>>10, b.max>>10, ErrOverBudget)
 	}
 	var rc io.ReadCloser
@@ -83,7 +84,7 @@ func newReader(r io.Reader, coding string, b *Budget) (io.ReadCloser, error) {
 	case "gzip":
 		zr, err := gzip.NewReader(r)
 		if err != nil {
-			b.give(window)
+			b.give(cost)
 			return nil, fmt.Errorf("decode gzip: %w", err)
 		}
 		rc = zr
@@ -98,12 +99,12 @@ func newReader(r io.Reader, coding string, b *Budget) (io.ReadCloser, error) {
 		d, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
 			zstd.WithDecoderMaxWindow(maxWindow))
 		if err != nil {
-			b.give(window)
+			b.give(cost)
 			return nil, fmt.Errorf("decode zstd: %w", err)
 		}
 		rc = d.IOReadCloser()
 	}
-	return &decoder{ReadCloser: rc, coding: coding, budget: b, charge: window}, nil
+	return &decoder{ReadCloser: rc, coding: coding, budget: b, charge: cost}, nil
 }
 
 // decoder is a NewReader: its errors say what was being done, and its Close gives its window
