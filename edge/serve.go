@@ -357,8 +357,8 @@ type logWriter struct {
 	cacheStatus string // "hit", "miss", "stale", "pass", "error"
 	tier        string
 	note        string
-	// start is when the request began (ServeHTTP), and since the node's clock's time from
-	// a reading (Node.since).
+	// start is when the request began (ServeHTTP); since measures time from a reading of
+	// the node's clock (Node.since).
 	start time.Time
 	since func(time.Time) time.Duration
 	// hitTime is a hit's service time, from start to its response header being written:

@@ -65,18 +65,7 @@ func TestHostileHeads(t *testing.T) {
 		"/cookie":   "HTTP/1.1 200 OK\r\n" + cookie + "Content-Length: 2\r\n\r\nok",
 		"/hint-sum": strings.Repeat("HTTP/1.1 103 Early Hints\r\nLink: <"+strings.Repeat("l", 30<<10)+">\r\n\r\n", 3) + "HTTP/1.1 200 OK\r\n" + cookie + "Content-Length: 2\r\n\r\nok",
 	}
-	srv := startRaw(t, "127.0.0.111", func(_ int64, c net.Conn, br *bufio.Reader) {
-		for {
-			req, ok := readRequest(br)
-			if !ok {
-				return
-			}
-			io.Copy(io.Discard, req.Body)
-			if _, err := io.WriteString(c, answers[req.URL.Path]); err != nil {
-				return // the client gave up on the flood
-			}
-		}
-	})
+	srv := answering(t, "127.0.0.111", answers)
 	for _, method := range []string{http.MethodGet, http.MethodPost} {
 		for _, tt := range []struct {
 			path string
@@ -253,18 +242,7 @@ func TestMaxHeadBytes(t *testing.T) {
 		"/1xx":   "HTTP/1.1 103 Early Hints\r\n" + pad + "\r\nHTTP/1.1 200 OK\r\n" + pad + "Content-Length: 2\r\n\r\nok",
 		"/over":  "HTTP/1.1 200 OK\r\n" + pad + pad + "Content-Length: 2\r\n\r\nok",
 	}
-	srv := startRaw(t, "127.0.0.115", func(_ int64, c net.Conn, br *bufio.Reader) {
-		for {
-			req, ok := readRequest(br)
-			if !ok {
-				return
-			}
-			io.Copy(io.Discard, req.Body)
-			if _, err := io.WriteString(c, answers[req.URL.Path]); err != nil {
-				return
-			}
-		}
-	})
+	srv := answering(t, "127.0.0.115", answers)
 	for _, method := range []string{http.MethodGet, http.MethodPost} {
 		for _, tt := range []struct {
 			max  int
@@ -291,4 +269,21 @@ func TestMaxHeadBytes(t *testing.T) {
 			})
 		}
 	}
+}
+
+// answering is a raw upstream on ip that answers each request, its body read, with the bytes
+// answers holds for its path, until a write fails (a client that gave up on a flood).
+func answering(t *testing.T, ip string, answers map[string]string) *rawServer {
+	return startRaw(t, ip, func(_ int64, c net.Conn, br *bufio.Reader) {
+		for {
+			req, ok := readRequest(br)
+			if !ok {
+				return
+			}
+			io.Copy(io.Discard, req.Body)
+			if _, err := io.WriteString(c, answers[req.URL.Path]); err != nil {
+				return
+			}
+		}
+	})
 }
