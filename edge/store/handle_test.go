@@ -104,7 +104,7 @@ func TestMoveLeavesRistretto(t *testing.T) {
 	const size = 1000
 	s := newStoreOf(t, 16<<20)
 	keys := putUntilSegments(t, s, "k", 3, size)
-	r, _ := s.cache.Get("h.test/" + keys[0])
+	r, _ := held(s, "h.test/"+keys[0])
 	g := segOfRef(s, r)
 	if g == nil || !g.full.Load() {
 		t.Fatal("k0's segment is not sealed")
@@ -129,7 +129,7 @@ func TestMoveLeavesRistretto(t *testing.T) {
 			t.Fatalf("%s not found after the moves", k)
 		}
 		checkKeyed(t, o, k, size)
-		if r, _ := s.cache.Get("h.test/" + k); segOfRef(s, r) == g {
+		if r, _ := held(s, "h.test/"+k); segOfRef(s, r) == g {
 			t.Errorf("%s still in the evacuated segment", k)
 		}
 	}
@@ -141,11 +141,11 @@ func TestMoveLeavesRistretto(t *testing.T) {
 func TestHandleReuse(t *testing.T) {
 	s := newStoreOf(t, 16<<20)
 	s.Put(keyed("a", 1, 500))
-	old, _ := s.cache.Get("h.test/a")
+	old, _ := held(s, "h.test/a")
 	s.Delete("h.test/a")
 	s.cache.Wait()
 	s.Put(keyed("b", 1, 500))
-	nb, _ := s.cache.Get("h.test/b")
+	nb, _ := held(s, "h.test/b")
 	if nb.h != old.h || nb.hgen == old.hgen {
 		t.Fatalf("b's handle %d gen %d, a's was %d gen %d: want the handle taken again", nb.h, nb.hgen, old.h, old.hgen)
 	}
@@ -292,7 +292,7 @@ func TestStaleLocAfterDrop(t *testing.T) {
 	if !s.Put(keyed("other", 1, 500)) {
 		t.Fatal("Put refused")
 	}
-	r2, _ := s.cache.Get("h.test/other")
+	r2, _ := held(s, "h.test/other")
 	g2, off2, idx2, ok := s.place(r2)
 	if !ok || g2.ix != g1.ix || off2 != 0 {
 		t.Fatalf("other at ix %d off %d, want ix %d off 0", g2.ix, off2, g1.ix)
@@ -316,7 +316,7 @@ func TestDropAfterHandleReuse(t *testing.T) {
 	if !s.Put(keyed("k", 2, 500)) {
 		t.Fatal("Put refused")
 	}
-	r2, _ := s.cache.Get("h.test/k")
+	r2, _ := held(s, "h.test/k")
 	t.Logf("r1 h %d gen %d, r2 h %d gen %d", r1.h, r1.hgen, r2.h, r2.hgen)
 	s.move(g, idx, int(off), recordLen(g.b, int(off)))
 	s.cache.Wait()

@@ -160,6 +160,7 @@ func TestCostMatchesHeap(t *testing.T) {
 					t.Fatal("Put refused an object with room to spare")
 				}
 			}
+			s.cache.Wait() // the last Puts' charges (pending.go)
 			full, _ := heapLive()
 			st := s.Stats()
 			real, charged := full-empty, st.Bytes-s.fixed

@@ -129,7 +129,7 @@ func TestLookupSharesView(t *testing.T) {
 	}
 	set := s.views[s.slotOf(key) : s.slotOf(key)+2]
 	holds := func(k string) bool { // one of the set's slots holds k's current view
-		r, _ := s.cache.Get(k)
+		r, _ := held(s, k)
 		for i := range set {
 			if v := set[i].Load(); v != nil && v.r == r {
 				return true
@@ -211,7 +211,7 @@ func TestVariantsRoundTrip(t *testing.T) {
 			t.Errorf("%s: Lookup = %+v, %v, %v", lang, o, v, got)
 		}
 	}
-	if r, _ := s.cache.Get("a.test/v"); r.e == nil || len(r.e.variants) != 3 {
+	if r, _ := held(s, "a.test/v"); r.e == nil || len(r.e.variants) != 3 {
 		t.Errorf("%+v stored, want an entry of 3 variants", r)
 	}
 }

@@ -328,6 +328,7 @@ func (s *Store) move(g *segment, idx uint16, off, n int) {
 	kh := s.hash(key)
 	mu := s.lockOf(kh)
 	mu.Lock()
+	s.settle(key) // drop asks Ristretto whether it holds the record
 	defer mu.Unlock()
 	if !g.isLive(idx) {
 		return

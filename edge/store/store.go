@@ -329,6 +329,17 @@ type Store struct {
 	// puts counts, per lock, the Puts that have completed (Puts).
 	puts [256]atomic.Uint32
 
+	// The keys whose Set Ristretto may not have applied yet (pending.go).
+	pending     pendSet
+	pendSeq     atomic.Uint64 // numbers the pending Sets
+	pendBytes   atomic.Int64  // their cost
+	pendMax     int64         // the most pendBytes may reach; beyond, a Put waits
+	confirmed   atomic.Uint64 // confirm's rounds
+	kick        chan struct{}
+	stopConfirm chan struct{}
+	confirmDone chan struct{}
+	closeOnce   sync.Once
+
 	// The segments (segment.go).
 	segSize    int
 	recMax     int                       // the largest record kept in a segment
@@ -379,7 +390,8 @@ func New(cfg Config) (*Store, error) {
 		segSize: segSizeFor(cfg.MaxBytes), segs: make([]atomic.Pointer[segment], nseg),
 		gens: make([]uint32, nseg), freeSegs: make([]uint32, nseg),
 		hmax: nh, hchunks: make([]atomic.Pointer[hchunk], hchunkCount(nh)),
-		minCost: cfg.MaxBytes / 4}
+		minCost: cfg.MaxBytes / 4, pendMax: maxPendBytes(cfg.MaxBytes),
+		kick: make(chan struct{}, 1), stopConfirm: make(chan struct{}), confirmDone: make(chan struct{})}
 	s.recMax = min(s.segSize/8, maxRecord)
 	for i := range s.freeSegs {
 		s.freeSegs[i] = uint32(nseg - 1 - i) // the lowest index first
@@ -400,11 +412,18 @@ func New(cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("create ristretto cache: %w", err)
 	}
 	s.cache = c
+	go s.confirm()
 	return s, nil
 }
 
-// Close releases the cache's goroutines.
-func (s *Store) Close() { s.cache.Close() }
+// Close releases the store's goroutines and the cache's.
+func (s *Store) Close() {
+	s.closeOnce.Do(func() {
+		close(s.stopConfirm)
+		<-s.confirmDone
+		s.cache.Close()
+	})
+}
 
 // Verdict is what the purge records say about an object.
 type Verdict int
@@ -429,7 +448,7 @@ const (
 // list the URL's responses use (nil if none is stored), so a caller can tell a vary-miss. The
 // object is shared with other readers (Store.shared): it must not be modified.
 func (s *Store) Lookup(primary string, reqHeader http.Header) (obj *Object, v Verdict, vary []string) {
-	r, ok := s.cache.Get(primary)
+	r, ok := s.get(primary)
 	if !ok {
 		return nil, Usable, nil
 	}
@@ -450,7 +469,7 @@ func (s *Store) Lookup(primary string, reqHeader http.Header) (obj *Object, v Ve
 		// segment reclaim then let go of: look at what the key holds now, a few times (a key
 		// replaced again and again may have moved on once more).
 		for try := 0; !ok && try < 3; try++ {
-			if r, ok = s.cache.Get(primary); !ok {
+			if r, ok = s.get(primary); !ok {
 				return nil, Usable, nil
 			}
 			if r.e != nil {
@@ -482,8 +501,8 @@ func (s *Store) LookupPart(primary, part string, reqHeader http.Header) (*Object
 
 // Put stores o, replacing the variant with the same Vary key. It returns false when the
 // object was not stored (too many variants, or refused by the cache's admission policy).
-// Put waits until the object is visible to Lookup, so that a request arriving after a fill
-// finished finds it.
+// Once Put returns, the object is visible to Lookup (and Delete), so that a request arriving
+// after a fill finished finds it, though Ristretto may not have applied it yet (pending.go).
 //
 // Put takes o: it replaces o's strings, header and body by compact copies of equal value
 // (compact; the header no longer in o.Header, see header.go), so o must not be read
@@ -498,9 +517,12 @@ func (s *Store) Put(o *Object) bool {
 	h := s.hash(key)
 	mu := s.lockOf(h)
 	mu.Lock()
-	ok := s.put(key, slotOfHash(h, len(s.views)), o, p)
+	ok, pended := s.put(key, slotOfHash(h, len(s.views)), o, p)
 	s.puts[h%uint64(len(s.puts))].Add(1) // after put: the object is visible to Lookup
 	mu.Unlock()
+	if pended {
+		s.kickConfirm()
+	}
 	s.reclaim()
 	// Fills retire purge records too (without a lock until one is due), so that after a purge
 	// storm they go even when no purge follows. The fetch's start stands for now: a little
@@ -509,8 +531,9 @@ func (s *Store) Put(o *Object) bool {
 	return ok
 }
 
-// put is Put under key's lock.
-func (s *Store) put(key string, slot uint16, o *Object, p packed) bool {
+// put is Put under key's lock; pended: its Set waits for confirm (pending.go).
+func (s *Store) put(key string, slot uint16, o *Object, p packed) (ok, pended bool) {
+	s.settle(key) // a second Set of a key Ristretto has not stored yet would be refused
 	var variants []packed
 	// Only an object with a Vary list keeps the key's other variants; one without replaces
 	// whatever the key held, so it needs no look at it (a Ristretto probe of a large table
@@ -518,7 +541,7 @@ func (s *Store) put(key string, slot uint16, o *Object, p packed) bool {
 	if len(o.Policy.Vary) > 0 || o.Variant != "" {
 		var ok bool
 		if variants, ok = s.keptVariants(key, o, p); !ok {
-			return false
+			return false, false
 		}
 	}
 	ttl := o.hold() + time.Minute // keep a little past the last use so Age math never sees a gap
@@ -544,12 +567,16 @@ func (s *Store) put(key string, slot uint16, o *Object, p packed) bool {
 		r, cost = ref{e: e, slot: slot}, e.cost
 	}
 	s.items.Add(1) // less one at its exit, whether Ristretto admits it or not
-	ok := s.cache.SetWithTTL(key, r, cost, ttl)
-	if !ok {
+	if !s.cache.SetWithTTL(key, r, cost, ttl) {
 		s.exit(r) // dropped: Ristretto never calls OnExit for it
+		return false, false
 	}
-	s.cache.Wait()
-	return ok
+	if s.pendBytes.Load()+cost > s.pendMax {
+		s.cache.Wait() // Ristretto's goroutine is behind: wait for it, as all Puts once did
+		return true, false
+	}
+	s.pend(key, r, cost)
+	return true, true
 }
 
 // keptVariants returns the variants key holds that o, stored as p, leaves in place, with p
@@ -635,10 +662,11 @@ func (s *Store) Delete(primary string) {
 	mu := s.lockOf(s.hash(primary))
 	mu.Lock()
 	defer mu.Unlock()
+	s.settle(primary)
 	// Del hands Ristretto's goroutine an item even for a key it does not hold, and a node is
 	// asked to purge mostly URLs it never stored: waking that goroutine on every node for
 	// nothing is in each purge's fan-out. Under the key's lock no Set of primary is pending
-	// (Put waits for its own; a move sets nothing).
+	// (settled above; a move sets nothing).
 	if _, ok := s.cache.GetTTL(primary); !ok {
 		return
 	}
