@@ -102,8 +102,8 @@ func writePurgeAnswer(w http.ResponseWriter, status int, resp purge.Response) {
 // DecodeJSON decodes the request body into v strictly: at most max bytes (max <= 0 means
 // DefaultMaxBodyBytes), exactly one JSON value, no unknown fields, every field named exactly
 // as its json tag and none twice in one object (at any depth), and a JSON content type if one
-// is given. On failure it has already written a 400 (415 for a wrong content type) error
-// naming the problem, and returns it.
+// is given. On failure it has already written an error naming the problem, and returns it: 400,
+// 413 for a body over max, 415 for a wrong content type.
 func DecodeJSON(w http.ResponseWriter, r *http.Request, max int64, v any) error {
 	if max <= 0 {
 		max = DefaultMaxBodyBytes
@@ -116,9 +116,17 @@ func DecodeJSON(w http.ResponseWriter, r *http.Request, max int64, v any) error 
 			return err
 		}
 	}
+	// A body over the limit gets 413, as nginx's client_max_body_size answers: before anything
+	// is read when Content-Length declares it (a client sending "Expect: 100-continue" never
+	// sends it), else once reading passes the limit (below).
+	if r.ContentLength > max {
+		err := errBodyTooLarge(max)
+		WriteError(w, http.StatusRequestEntityTooLarge, "", err)
+		return err
+	}
 	// The body is kept as it is read, for checkKeys once it decoded.
 	var body bytes.Buffer
-	if r.ContentLength > 0 && r.ContentLength <= max {
+	if r.ContentLength > 0 { // at most max, checked above
 		body.Grow(int(r.ContentLength))
 	}
 	dec := json.NewDecoder(io.TeeReader(http.MaxBytesReader(w, r.Body, max), &body))
@@ -140,9 +148,17 @@ func DecodeJSON(w http.ResponseWriter, r *http.Request, max int64, v any) error 
 		}
 		return err
 	}
+	status := http.StatusBadRequest
+	if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
+		status = http.StatusRequestEntityTooLarge
+	}
 	field, derr := describeDecodeError(err, max)
-	WriteError(w, http.StatusBadRequest, field, derr)
+	WriteError(w, status, field, derr)
 	return derr
+}
+
+func errBodyTooLarge(max int64) error {
+	return fmt.Errorf("request body is larger than %d bytes", max)
 }
 
 var errTrailing = errors.New("request body holds more than one JSON value")
@@ -161,7 +177,7 @@ func describeDecodeError(err error, max int64) (field string, _ error) {
 	)
 	switch {
 	case errors.As(err, &mbe):
-		return "", fmt.Errorf("request body is larger than %d bytes", max)
+		return "", errBodyTooLarge(max)
 	case errors.Is(err, io.EOF):
 		return "", errors.New("request body is empty; want a JSON object")
 	case errors.Is(err, io.ErrUnexpectedEOF):

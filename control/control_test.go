@@ -274,7 +274,7 @@ func TestBadRequests(t *testing.T) {
 	}{
 		{"invalid json", "/v1/hosts/www.example.com", `{"host":`, "", 400, "", "invalid JSON"},
 		{"syntax error", "/v1/hosts/www.example.com", `{"host" "x"}`, "", 400, "", "invalid JSON at byte"},
-		{"oversized", "/v1/hosts/www.example.com", big, "", 400, "", "larger than 512 bytes"},
+		{"oversized", "/v1/hosts/www.example.com", big, "", 413, "", "larger than 512 bytes"},
 		{"unknown field", "/v1/hosts/www.example.com", `{"origin":"http://o","colour":"red"}`, "", 400, "colour", `unknown field "colour"`},
 		{"unknown nested field", "/v1/hosts/www.example.com", `{"origin":"http://o","cache":{"ttl":5}}`, "", 400, "ttl", `unknown field "ttl"`},
 		{"wrong type", "/v1/hosts/www.example.com", `{"origin":42}`, "", 400, "origin", "want a string"},
@@ -313,6 +313,111 @@ func TestBadRequests(t *testing.T) {
 	if code, b := ts.do(t, "GET", "/v1/hosts/www.example.com", tokReader, nil); code != http.StatusNotFound {
 		t.Errorf("GET refused host = %d %s, want 404", code, b)
 	}
+}
+
+// TestOversizedBodyGets413: a body over --max-body-bytes gets 413 with a JSON error naming the
+// limit, as nginx's client_max_body_size answers, on every route that takes one (the purge API
+// first): declared by Content-Length, or sent chunked and found over the limit while reading.
+// Each body is valid JSON padded with whitespace, which the route would take under the limit;
+// nothing of a refused one is stored or published.
+func TestOversizedBodyGets413(t *testing.T) {
+	ts := startServer(t, Config{MaxBodyBytes: 512, PurgeRate: -1})
+	if err := fleet.PutHost(t.Context(), ts.JetStream(), "", wire.HostConfig{Host: "www.example.com", Origin: "http://127.0.0.1:9"}); err != nil {
+		t.Fatal(err)
+	}
+	pad := strings.Repeat(" ", 600)
+	routes := []struct{ method, path, body string }{
+		{"POST", "/v1/purge", `{"host":"www.example.com","urls":["/a"]` + pad + `}`},
+		{"PUT", "/v1/hosts/www.example.com", `{"origin":"http://127.0.0.1:8080"` + pad + `}`},
+		{"PUT", "/v1/routing", `{"policy":"least-loaded"` + pad + `}`},
+	}
+	for _, rt := range routes {
+		for _, chunked := range []bool{false, true} {
+			name := rt.method + " " + rt.path + " declared"
+			if chunked {
+				name = rt.method + " " + rt.path + " chunked"
+			}
+			t.Run(name, func(t *testing.T) {
+				req, err := http.NewRequestWithContext(t.Context(), rt.method, ts.base+rt.path, strings.NewReader(rt.body))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if chunked {
+					req.ContentLength, req.TransferEncoding = -1, []string{"chunked"}
+				}
+				req.Header.Set("Authorization", "Bearer "+tokAdmin)
+				req.Header.Set("Content-Type", "application/json")
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				var e APIError
+				if err := json.NewDecoder(resp.Body).Decode(&e); err != nil {
+					t.Fatalf("decode error body: %v", err)
+				}
+				if resp.StatusCode != http.StatusRequestEntityTooLarge || e.Error != "request body is larger than 512 bytes" {
+					t.Errorf("%s = %d {%q}, want 413 {request body is larger than 512 bytes}", name, resp.StatusCode, e.Error)
+				}
+			})
+		}
+	}
+	if code, b := ts.do(t, "GET", "/v1/routing", tokReader, nil); code != http.StatusOK || strings.Contains(string(b), "least-loaded") {
+		t.Errorf("GET /v1/routing = %d %s, want the routing policy unchanged", code, b)
+	}
+	stream, err := ts.JetStream().Stream(t.Context(), purge.StreamName(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := stream.CachedInfo().State.Msgs; n != 0 {
+		t.Errorf("the purge stream holds %d purges, want none published", n)
+	}
+}
+
+// TestDeclaredOversizedBodyIsNotRead: a body that Content-Length declares over the limit gets
+// its 413 before any of it is read, so a client that sent "Expect: 100-continue" never sends it
+// (a real server and client; DecodeJSON alone, as the spec check in front of the control API
+// reads every body).
+func TestDeclaredOversizedBodyIsNotRead(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var v map[string]any
+		_ = DecodeJSON(w, r, 512, &v)
+	}))
+	defer srv.Close()
+	payload := `{"a":"` + strings.Repeat("x", 600) + `"}`
+	body := &countingReader{r: strings.NewReader(payload)}
+	req, err := http.NewRequestWithContext(t.Context(), "POST", srv.URL, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.ContentLength = int64(len(payload))
+	req.Header.Set("Expect", "100-continue")
+	// The client waits for the server's 100 Continue (or its answer) before sending the body.
+	client := &http.Client{Transport: &http.Transport{ExpectContinueTimeout: time.Minute}}
+	defer client.CloseIdleConnections()
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("status = %d, want 413", resp.StatusCode)
+	}
+	if n := body.n.Load(); n != 0 {
+		t.Errorf("the client sent %d bytes of the body, want none", n)
+	}
+}
+
+// countingReader counts the bytes read from it.
+type countingReader struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 // TestAPIRefusesCaseVariantAndDuplicateFields: encoding/json matches field names

@@ -257,7 +257,7 @@ func TestPurgeAPI(t *testing.T) {
 			{"unknown field", "", []byte(`{"host":"www.example.com","all":true,"everything":true}`), 400, "everything"},
 			{"wrong type", "", []byte(`{"host":"www.example.com","urls":"/x"}`), 400, "urls"},
 			{"empty body", "", nil, 400, ""},
-			{"oversized body", "", big, 400, ""},
+			{"oversized body", "", big, 413, ""},
 			{"bad wait", "soon", []byte(`{"host":"www.example.com","all":true}`), 400, "wait"},
 			{"wait too long", "31s", []byte(`{"host":"www.example.com","all":true}`), 400, "wait"},
 			{"negative wait", "-1s", []byte(`{"host":"www.example.com","all":true}`), 400, "wait"},
