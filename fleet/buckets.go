@@ -15,13 +15,27 @@ import (
 // DefaultTTL is how long a node's key lives after its last heartbeat when no TTL is given.
 const DefaultTTL = 3 * time.Second
 
+// Bounds of a value in the buckets edges write. NATS lets an edge write its own keys, and
+// checks a write's subject, not its size: without a bound a compromised edge could write up to
+// the server's max payload (1 MiB) on every heartbeat, which every watcher of the bucket
+// (control, DNS, every edge) would receive and decode. The server refuses a larger value.
+const (
+	// MaxNodeBytes bounds one node's registration with its load report (wire.Node as JSON,
+	// about 450 bytes, 1.3 KB with every field at its longest; NewRegistrar refuses a
+	// registration that could outgrow it).
+	MaxNodeBytes = 4096
+	// MaxLatencyRecordBytes bounds one latency record (wire.LatencyRecord as JSON).
+	MaxLatencyRecordBytes = 2048
+)
+
 // EnsureBuckets creates the fleet and config buckets for prefix, idempotently: a bucket that
 // already exists with the same configuration is left untouched, one whose configuration
 // differs (another TTL, say) is updated in place, keeping its data.
 //
 // The fleet bucket keeps one value per key and expires keys ttl (default DefaultTTL) after
 // their last write, so a node that stops heartbeating disappears; its views drop it once its
-// last report is ttl old (View), and it refuses rollups. The config bucket keeps
+// last report is ttl old (View); it refuses rollups and values over MaxNodeBytes, as the
+// latency bucket does over MaxLatencyRecordBytes. The config bucket keeps
 // five revisions per key and never expires. The peer key bucket gets a first peer keyring if
 // it has none (see RotatePeerKey). All use file storage so that they survive a NATS
 // restart. replicas <= 0 means 1.
@@ -38,12 +52,13 @@ func EnsureBuckets(ctx context.Context, js jetstream.JetStream, prefix string, t
 	// headers). Watchers learn of an expired node from View's staleness check instead, which
 	// drops a node whose last report is older than the TTL, as the key's expiry does.
 	if err := ensureNoRollupBucket(ctx, js, jetstream.KeyValueConfig{
-		Bucket:      wire.Bucket(prefix, wire.FleetBucket),
-		Description: "Meridian fleet registry: one key per edge node, expiring without heartbeats",
-		History:     1,
-		TTL:         ttl,
-		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
+		Bucket:       wire.Bucket(prefix, wire.FleetBucket),
+		Description:  "Meridian fleet registry: one key per edge node, expiring without heartbeats",
+		History:      1,
+		TTL:          ttl,
+		MaxValueSize: MaxNodeBytes,
+		Storage:      jetstream.FileStorage,
+		Replicas:     replicas,
 	}); err != nil {
 		return err
 	}
@@ -68,7 +83,7 @@ func EnsureBuckets(ctx context.Context, js jetstream.JetStream, prefix string, t
 		History:      1,
 		TTL:          LatencyTTL,
 		MaxBytes:     LatencyMaxBytes,
-		MaxValueSize: 2048,
+		MaxValueSize: MaxLatencyRecordBytes,
 		Storage:      jetstream.FileStorage,
 		Replicas:     replicas,
 	}); err != nil {

@@ -1,8 +1,12 @@
 package fleet_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"math"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -606,6 +610,121 @@ func TestBucketsRefuseRollup(t *testing.T) {
 		if st.CachedInfo().Config.AllowRollup {
 			t.Errorf("%s allows rollups after EnsureBuckets ran again", b)
 		}
+	}
+}
+
+// TestBucketsRefuseOversizedValues: NATS lets an edge's credential write its own keys in the
+// fleet and latency buckets up to the server's max payload (1 MiB); the buckets take a value at
+// their bound (MaxNodeBytes, MaxLatencyRecordBytes) and refuse a larger one, whether this
+// version made them or an earlier one made them without a bound and EnsureBuckets (every
+// control start) updated them, rollups staying off.
+func TestBucketsRefuseOversizedValues(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		earlier bool
+	}{{"made now", false}, {"made by an earlier version", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := natstest.Start(t)
+			_, js := s.Connect(t)
+			ctx := t.Context()
+			if tc.earlier {
+				for _, b := range []string{wire.FleetBucket, wire.LatencyBucket} {
+					if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+						Bucket: wire.Bucket("", b), History: 1, TTL: time.Hour, Storage: jetstream.FileStorage,
+					}); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if err := fleet.EnsureBuckets(ctx, js, "", time.Hour, 1); err != nil {
+				t.Fatal(err)
+			}
+			_, edge := natstest.ConnectURL(t, s.URL(), s.Options(natsauth.Edge("lon", "n1"))...)
+			for _, b := range []struct {
+				bucket, key string
+				max         int
+			}{
+				{wire.FleetBucket, wire.FleetKey("lon", "n1"), fleet.MaxNodeBytes},
+				{wire.LatencyBucket, "lon.n1.net1", fleet.MaxLatencyRecordBytes},
+			} {
+				// Written as the edge writes: a publish to its own key's subject.
+				subject := "$KV." + wire.Bucket("", b.bucket) + "." + b.key
+				if _, err := edge.Publish(ctx, subject, bytes.Repeat([]byte("x"), b.max)); err != nil {
+					t.Errorf("%s: a value of %d bytes (the bound) was refused: %v", b.bucket, b.max, err)
+				}
+				_, err := edge.Publish(ctx, subject, bytes.Repeat([]byte("y"), b.max+1))
+				if !errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum) {
+					t.Errorf("%s: a value of %d bytes: %v, want refused as too large", b.bucket, b.max+1, err)
+				}
+				kv, err := js.KeyValue(ctx, wire.Bucket("", b.bucket))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if e, err := kv.Get(ctx, b.key); err != nil || len(e.Value()) != b.max {
+					size := -1
+					if err == nil {
+						size = len(e.Value())
+					}
+					t.Errorf("%s: the key holds %d bytes (%v), want the value of %d bytes", b.bucket, size, err, b.max)
+				}
+				st, err := js.Stream(ctx, "KV_"+wire.Bucket("", b.bucket))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if st.CachedInfo().Config.AllowRollup {
+					t.Errorf("%s allows rollups", b.bucket)
+				}
+			}
+		})
+	}
+}
+
+// TestRegistrarRefusesOversizedNode: a registration that could outgrow the fleet bucket's
+// bound is refused when the registrar is made, with the reason, rather than every heartbeat
+// failing; the longest one a node can have fits, and its heartbeat with the longest load
+// report lands.
+func TestRegistrarRefusesOversizedNode(t *testing.T) {
+	_, js := setup(t)
+	long := strings.Repeat("a", 63) // the longest PoP or node id: one DNS label
+	ip6 := "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+	addr := "[" + ip6 + "]:65535"
+	longest := wire.Node{
+		PoP: long, ID: long, Region: strings.Repeat("r", 64), City: strings.Repeat("c", 128),
+		IPv4: "255.255.255.255", IPv6: ip6, HTTPAddr: addr, HTTPSAddr: addr, AdminAddr: addr,
+		Version: strings.Repeat("v", 128),
+	}
+	r, err := fleet.NewRegistrar(fleet.RegistrarConfig{
+		JS: js, Node: longest, Interval: time.Hour,
+		Load: func() wire.LoadReport {
+			const f = -1.2345678901234567e-6 // the longest float64 in JSON
+			return wire.LoadReport{
+				At:             time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.FixedZone("", -(23*3600+59*60))),
+				RequestsPerSec: f, EgressBytesPerSec: f, OpenConns: math.MinInt, CPU: f,
+				MemoryBytes: math.MaxUint64, HitRatio: f, Healthy: true, Saturation: f,
+			}
+		},
+	})
+	if err != nil {
+		t.Fatalf("NewRegistrar with the longest registration: %v", err)
+	}
+	run(t, r.Run)
+	kv, err := js.KeyValue(t.Context(), wire.Bucket("", wire.FleetBucket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 5*time.Second, "the longest registration in the bucket", func() bool {
+		_, err := kv.Get(t.Context(), r.Key())
+		return err == nil
+	})
+	if err := r.Err(); err != nil {
+		t.Errorf("heartbeat: %v", err)
+	}
+
+	tooLong := longest
+	tooLong.City = strings.Repeat("c", fleet.MaxNodeBytes)
+	if _, err := fleet.NewRegistrar(fleet.RegistrarConfig{JS: js, Node: tooLong}); err == nil ||
+		!strings.Contains(err.Error(), "more than the fleet bucket's 4096") {
+		t.Errorf("NewRegistrar with a %d-byte city = %v, want refused for the bucket's bound", len(tooLong.City), err)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"time"
 
@@ -59,6 +60,9 @@ func NewRegistrar(cfg RegistrarConfig) (*Registrar, error) {
 	if err := wire.ValidatePoPID(cfg.Node.ID); err != nil {
 		return nil, fmt.Errorf("new registrar: node id: %w", err)
 	}
+	if err := checkNodeSize(cfg.Node); err != nil {
+		return nil, fmt.Errorf("new registrar: %w", err)
+	}
 	if cfg.Interval <= 0 {
 		cfg.Interval = time.Second
 	}
@@ -77,6 +81,27 @@ func NewRegistrar(cfg RegistrarConfig) (*Registrar, error) {
 		kick:     make(chan struct{}, 1),
 		draining: cfg.Node.Draining,
 	}, nil
+}
+
+// checkNodeSize refuses a registration that the fleet bucket could refuse: with the longest
+// load report a heartbeat can carry it must fit MaxNodeBytes, or a heartbeat would fail.
+func checkNodeSize(n wire.Node) error {
+	const long = -1.2345678901234567e-6 // as long as a float64 gets in JSON (25 bytes)
+	n.Lat, n.Lon, n.Capacity, n.Draining = long, long, long, true
+	n.Load = wire.LoadReport{
+		At:             time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.FixedZone("", -(23*3600+59*60))),
+		RequestsPerSec: long, EgressBytesPerSec: long, OpenConns: math.MinInt, CPU: long,
+		MemoryBytes: math.MaxUint64, HitRatio: long, Healthy: true, Saturation: long,
+	}
+	b, err := json.Marshal(n)
+	if err != nil {
+		return fmt.Errorf("encode node %s.%s: %w", n.PoP, n.ID, err)
+	}
+	if len(b) > MaxNodeBytes {
+		return fmt.Errorf("node %s.%s: its registration takes up to %d bytes, more than the fleet bucket's %d: shorten its region, city, addresses or version",
+			n.PoP, n.ID, len(b), MaxNodeBytes)
+	}
+	return nil
 }
 
 // Key is the node's key in the fleet bucket.
