@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"log/slog"
 	"math"
 	"strings"
 	"sync/atomic"
@@ -725,6 +727,58 @@ func TestRegistrarRefusesOversizedNode(t *testing.T) {
 	if _, err := fleet.NewRegistrar(fleet.RegistrarConfig{JS: js, Node: tooLong}); err == nil ||
 		!strings.Contains(err.Error(), "more than the fleet bucket's 4096") {
 		t.Errorf("NewRegistrar with a %d-byte city = %v, want refused for the bucket's bound", len(tooLong.City), err)
+	}
+}
+
+// TestViewLogsHostileEntriesOnce: an edge writes its own registry key as often as it likes,
+// and every view of it decodes each write: what a view cannot take there (not JSON, or a
+// record naming another node) is skipped and logged once per kind, not once per write, and the
+// edge's next good registration is taken.
+func TestViewLogsHostileEntriesOnce(t *testing.T) {
+	s, js := setup(t)
+	logs := &lines{}
+	v := fleet.NewView(fleet.ViewConfig{JS: js, TTL: time.Minute, Logger: slog.New(logs)})
+	run(t, v.Run)
+	<-v.Ready()
+	_, edge := natstest.ConnectURL(t, s.URL(), s.Options(natsauth.Edge("lon", "n1"))...)
+	subject := "$KV." + wire.Bucket("", wire.FleetBucket) + "." + wire.FleetKey("lon", "n1")
+	other, err := json.Marshal(node("par", "n7"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 20
+	for i := range n {
+		for _, value := range [][]byte{fmt.Appendf(nil, "not json %d", i), other} {
+			if _, err := edge.Publish(t.Context(), subject, value); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	good := node("lon", "n1")
+	good.Load.At = time.Now()
+	b, err := json.Marshal(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := edge.Publish(t.Context(), subject, b); err != nil {
+		t.Fatal(err)
+	}
+	// A watch applies the bucket's writes in order: the good one comes after the others.
+	wait.For(t, 10*time.Second, "lon.n1 in the view", func() bool {
+		_, ok := findNode(v, "lon", "n1")
+		return ok
+	})
+	count := map[string]int{}
+	for _, l := range logs.take() {
+		count[l["msg"].(string)]++
+	}
+	for _, msg := range []string{"skipping undecodable fleet entry", "skipping fleet entry whose key does not match its pop and id"} {
+		if count[msg] != 1 {
+			t.Errorf("%q logged %d times for %d writes, want once", msg, count[msg], n)
+		}
+	}
+	if _, ok := findNode(v, "par", "n7"); ok {
+		t.Error("the record naming par.n7 under lon.n1's key is in the view")
 	}
 }
 

@@ -45,6 +45,10 @@ type View struct {
 	members notifier // changes other than load figures: see MembersChanged
 	ready   chan struct{}
 
+	// Every node writes its own key as often as it likes: what it writes there is logged
+	// through these, rate limited.
+	undecodable, misnamed *RateLog
+
 	mu         sync.Mutex           // guards the fields below
 	nodes      map[string]wire.Node // by fleet key
 	drains     map[string]bool      // by PoP id
@@ -69,13 +73,15 @@ func NewView(cfg ViewConfig) *View {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &View{
-		cfg:     cfg,
-		log:     log,
-		ready:   make(chan struct{}),
-		nodes:   map[string]wire.Node{},
-		drains:  map[string]bool{},
-		stale:   map[string]bool{},
-		popsSet: make(chan struct{}),
+		cfg:         cfg,
+		log:         log,
+		undecodable: NewRateLog(log, "skipping undecodable fleet entry", 0, nil),
+		misnamed:    NewRateLog(log, "skipping fleet entry whose key does not match its pop and id", 0, nil),
+		ready:       make(chan struct{}),
+		nodes:       map[string]wire.Node{},
+		drains:      map[string]bool{},
+		stale:       map[string]bool{},
+		popsSet:     make(chan struct{}),
 	}
 }
 
@@ -312,11 +318,11 @@ func (v *View) setReady(flag *bool) {
 func (v *View) decodeNode(e jetstream.KeyValueEntry) (wire.Node, bool) {
 	var n wire.Node
 	if err := json.Unmarshal(e.Value(), &n); err != nil {
-		v.log.Warn("skipping undecodable fleet entry", "key", e.Key(), "err", err)
+		v.undecodable.Warn("key", e.Key(), "err", err)
 		return n, false
 	}
 	if wire.FleetKey(n.PoP, n.ID) != e.Key() {
-		v.log.Warn("skipping fleet entry whose key does not match its pop and id", "key", e.Key())
+		v.misnamed.Warn("key", e.Key())
 		return n, false
 	}
 	return n, true

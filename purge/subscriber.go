@@ -43,7 +43,8 @@ type SubscriberConfig struct {
 	RetryMin, RetryMax time.Duration
 	// ConfirmEvery is how often the subscriber asks the stream for its last sequence to confirm
 	// that it has applied everything published (see CaughtUpAt); it also asks at once after a
-	// reconnect. Zero means 1 s.
+	// reconnect. Messages on the live subject that are not announcements make it ask the
+	// stream at most this often too. Zero means 1 s.
 	ConfirmEvery time.Duration
 }
 
@@ -111,6 +112,11 @@ type Subscriber struct {
 	awaiting atomic.Uint64
 	// replays counts replays from the stream that had something to replay.
 	replays atomic.Uint64
+	// dropped counts the messages on the live subject that were not announcements (Dropped);
+	// foreign and unreadable log them, rate limited: anyone who may make a JetStream request
+	// can have its answer, or a consumer's deliveries, sent to the live subject.
+	dropped             atomic.Uint64
+	foreign, unreadable *fleet.RateLog
 	// replay asks Run's goroutine to replay from the stream up to a sequence (0: whatever the
 	// stream holds, unconditionally); capacity 1, sent without blocking by confirmLoop.
 	replay chan uint64
@@ -153,19 +159,22 @@ func NewSubscriber(cfg SubscriberConfig) (*Subscriber, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	log = log.With("pop", cfg.PoP, "node", cfg.Node)
 	return &Subscriber{
-		cfg:       cfg,
-		conn:      conn,
-		stream:    StreamName(cfg.Prefix),
-		ackSub:    AckSubject(cfg.Prefix, cfg.PoP, cfg.Node),
-		live:      LiveSubject(cfg.Prefix),
-		log:       log.With("pop", cfg.PoP, "node", cfg.Node),
-		ready:     make(chan struct{}),
-		confirmed: make(chan struct{}),
-		progress:  make(chan struct{}, 1),
-		replay:    make(chan uint64, 1),
-		resend:    make(chan struct{}, 1),
-		sameConn:  cfg.JS.Conn() == conn,
+		cfg:        cfg,
+		conn:       conn,
+		stream:     StreamName(cfg.Prefix),
+		ackSub:     AckSubject(cfg.Prefix, cfg.PoP, cfg.Node),
+		live:       LiveSubject(cfg.Prefix),
+		log:        log,
+		foreign:    fleet.NewRateLog(log, "dropping a live purge delivered from another subject", 0, nil),
+		unreadable: fleet.NewRateLog(log, "dropping an unreadable live purge", 0, nil),
+		ready:      make(chan struct{}),
+		confirmed:  make(chan struct{}),
+		progress:   make(chan struct{}, 1),
+		replay:     make(chan uint64, 1),
+		resend:     make(chan struct{}, 1),
+		sameConn:   cfg.JS.Conn() == conn,
 	}, nil
 }
 
@@ -177,6 +186,11 @@ func (s *Subscriber) Ready() <-chan struct{} { return s.ready }
 // Replays is how many times the subscriber replayed purges from the stream because it missed
 // their live announcements (a reconnect, a lost or late announcement).
 func (s *Subscriber) Replays() uint64 { return s.replays.Load() }
+
+// Dropped is how many messages came on the live subject that were not control's
+// announcements: another subject's deliveries, JetStream answers and status messages aimed
+// there by someone allowed to make JetStream requests (docs/security.md).
+func (s *Subscriber) Dropped() uint64 { return s.dropped.Load() }
 
 // LastApplied is the stream sequence of the last purge applied.
 func (s *Subscriber) LastApplied() uint64 { return s.lastApplied.Load() }
@@ -263,12 +277,28 @@ func (s *Subscriber) Run(ctx context.Context) error {
 	s.readyOnce.Do(func() { close(s.ready) })
 
 	needReplay := false
+	// A message on the live subject that is not an announcement makes the node ask the stream
+	// where it stands, but at most once per ConfirmEvery: anyone who may make a JetStream
+	// request can have the answer sent to the live subject, and must not make every node read
+	// the stream once per answer. One dropped within ConfirmEvery of the last read costs
+	// nothing: confirmLoop asks the stream that often anyway, and replays a purge it finds
+	// missing, announced garbled or not at all.
+	var readAt time.Time // when the node last read the stream for a replay
+	onLive := func(m *nats.Msg) {
+		switch s.handleLive(ctx, m) {
+		case liveReplay:
+			needReplay = true
+		case liveSuspect:
+			needReplay = needReplay || time.Since(readAt) >= s.cfg.ConfirmEvery
+		}
+	}
 	for {
 		// Under load the acks of the purges already waiting go out together, in one message.
 		if s.ackN > 0 && (len(live) == 0 || s.ackN >= maxAckBatch) {
 			s.flushAcks()
 		}
 		if needReplay {
+			readAt = time.Now()
 			if err := s.replayStream(ctx); err != nil {
 				if ctx.Err() != nil {
 					return nil
@@ -286,7 +316,7 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case m := <-live:
-			needReplay = s.handleLive(ctx, m)
+			onLive(m)
 		case <-reconnected:
 			// Announcements made while disconnected are lost, and so may be acks.
 			s.resendAcks()
@@ -296,7 +326,7 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		case upTo := <-s.replay:
 			// Announcements already here may be all that is missing.
 			for upTo != 0 && s.LastApplied() < upTo && len(live) > 0 && !needReplay {
-				needReplay = s.handleLive(ctx, <-live)
+				onLive(<-live)
 			}
 			needReplay = needReplay || upTo == 0 || s.LastApplied() < upTo
 		}
@@ -321,35 +351,50 @@ func (s *Subscriber) join(ctx context.Context) error {
 	return nil
 }
 
-// handleLive applies one announcement if it is the next purge; it reports whether the
-// subscriber must replay from the stream instead (a purge before it was missed, or the
-// announcement is unreadable: the stream's copy decides).
-func (s *Subscriber) handleLive(ctx context.Context, msg *nats.Msg) (replay bool) {
+// liveOutcome is what a message on the live subject asks of Run.
+type liveOutcome int
+
+const (
+	liveDone    liveOutcome = iota // applied, or nothing to do
+	liveReplay                     // replay from the stream now: a purge before it was missed
+	liveSuspect                    // not an announcement: ask the stream (at most once per ConfirmEvery)
+)
+
+// handleLive applies one announcement if it is the next purge, and says what Run must do
+// besides.
+func (s *Subscriber) handleLive(ctx context.Context, msg *nats.Msg) liveOutcome {
 	// Only control may publish on the live subject, but a consumer that any reader of a bucket
 	// creates may deliver there what it reads (another node's own registry key, say): NATS does
 	// not check a deliver subject. Such a delivery keeps the subject it has in its stream.
 	if msg.Subject != s.live {
-		s.log.Warn("dropping a live purge delivered from another subject", "subject", msg.Subject)
-		return false
+		s.dropped.Add(1)
+		s.foreign.Warn("subject", msg.Subject)
+		return liveDone
 	}
 	seq, data, err := splitLive(msg.Data)
 	if err != nil {
-		s.log.Warn("unreadable live purge; replaying from the stream", "err", err)
-		return true
+		// Not control's (a JetStream answer or status message aimed here: NATS checks a
+		// request's subject, not its reply), or an announcement garbled: the stream decides.
+		s.dropped.Add(1)
+		s.unreadable.Warn("err", err)
+		return liveSuspect
 	}
 	last := s.LastApplied()
 	switch {
 	case seq <= last:
-		return false // applied already, from the stream
+		return liveDone // applied already, from the stream
 	case seq > last+1:
-		return true
+		return liveReplay
 	}
 	m, err := decodeOwnedMessage(data) // msg.Data is this message's own
 	if err != nil {
-		return true
+		return liveReplay
 	}
 	m.Seq = seq
-	return s.applyAndAck(ctx, m) != nil
+	if s.applyAndAck(ctx, m) != nil {
+		return liveReplay
+	}
+	return liveDone
 }
 
 // replayStream applies, from the stream, everything after LastApplied() up to the stream's last

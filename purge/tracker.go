@@ -9,9 +9,12 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/meridian-cdn/meridian/fleet"
 )
 
 // NodeRef names one node of one PoP.
@@ -130,6 +133,11 @@ type Tracker struct {
 	retention time.Duration
 	// registered lists the nodes in the registry now; nil means every node is.
 	registered func() []NodeRef
+	// dropped counts the acks dropped (Dropped); undecodable and misnamed log them, rate
+	// limited: anyone who may make a JetStream request can have its answer sent to an ack
+	// subject, and a node may send anything on its own.
+	dropped               atomic.Uint64
+	undecodable, misnamed *fleet.RateLog
 
 	// mu guards entries and order, not what is in an entry: each purge has its own lock, so
 	// that the acks of one purge, the waits on another and new registrations do not queue
@@ -197,6 +205,8 @@ func NewTracker(nc *nats.Conn, prefix string, opts ...TrackerOption) (*Tracker, 
 	if t.log == nil {
 		t.log = slog.New(slog.DiscardHandler)
 	}
+	t.undecodable = fleet.NewRateLog(t.log, "drop undecodable purge ack", 0, nil)
+	t.misnamed = fleet.NewRateLog(t.log, "drop purge ack whose node differs from its subject", 0, nil)
 	if t.maxPurges <= 0 {
 		t.maxPurges = DefaultMaxPurges
 	}
@@ -219,6 +229,10 @@ func NewTracker(nc *nats.Conn, prefix string, opts ...TrackerOption) (*Tracker, 
 	t.sub = sub
 	return t, nil
 }
+
+// Dropped is how many acks the tracker dropped: undecodable ones, or ones naming another node
+// than their subject does (forged, or a JetStream answer aimed at an ack subject).
+func (t *Tracker) Dropped() uint64 { return t.dropped.Load() }
 
 // Run keeps the tracker subscribed until ctx ends, then closes it.
 func (t *Tracker) Run(ctx context.Context) error {
@@ -335,13 +349,15 @@ func (t *Tracker) onAck(msg *nats.Msg) {
 		}
 		a, err := decodeOwnedAck(line) // msg.Data is this message's own
 		if err != nil {
-			t.log.Warn("drop undecodable purge ack", "err", err)
+			t.dropped.Add(1)
+			t.undecodable.Warn("subject", msg.Subject, "err", err)
 			continue
 		}
 		// Only the node's own credential may publish on its ack subject: an ack whose body
 		// names another node is forged.
 		if msg.Sub != nil && !ackSubjectNames(msg.Subject, strings.TrimSuffix(msg.Sub.Subject, ">"), a) {
-			t.log.Warn("drop purge ack whose node differs from its subject", "subject", msg.Subject, "pop", a.PoP, "node", a.Node)
+			t.dropped.Add(1)
+			t.misnamed.Warn("subject", msg.Subject, "pop", a.PoP, "node", a.Node)
 			continue
 		}
 		t.record(a)

@@ -1,0 +1,222 @@
+package purge
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/meridian-cdn/meridian/fleet"
+	"github.com/meridian-cdn/meridian/internal/natsauth"
+	"github.com/meridian-cdn/meridian/internal/natstest"
+	"github.com/meridian-cdn/meridian/internal/wait"
+	"github.com/meridian-cdn/meridian/wire"
+)
+
+// warnings is a slog handler that keeps the messages of the warnings logged.
+type warnings struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (w *warnings) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+func (w *warnings) WithAttrs([]slog.Attr) slog.Handler           { return w }
+func (w *warnings) WithGroup(string) slog.Handler                { return w }
+func (w *warnings) Handle(_ context.Context, r slog.Record) error {
+	w.mu.Lock()
+	w.msgs = append(w.msgs, r.Message)
+	w.mu.Unlock()
+	return nil
+}
+
+// count is how many warnings mention s.
+func (w *warnings) count(s string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, m := range w.msgs {
+		if strings.Contains(m, s) {
+			n++
+		}
+	}
+	return n
+}
+
+// streamReads counts the JetStream requests for the purge stream's state (STREAM.INFO, what
+// a replay and a confirmation begin with) that one identity makes, as control's connection,
+// allowed to receive everything, sees them.
+type streamReads struct {
+	ch     chan *nats.Msg
+	nc     *nats.Conn
+	prefix string // the identity's inbox prefix, which its requests' replies carry
+	n      int
+}
+
+func countStreamReads(t *testing.T, ctl *nats.Conn, id natsauth.Identity) *streamReads {
+	t.Helper()
+	r := &streamReads{ch: make(chan *nats.Msg, 1<<16), nc: ctl, prefix: id.InboxPrefix() + "."}
+	sub, err := ctl.ChanSubscribe("$JS.API.STREAM.INFO."+StreamName(""), r.ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := ctl.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// total is how many reads the identity has made so far: its requests reached the server before
+// what it did after them, and a channel subscription has every message the server sent before
+// the answer to a flush.
+func (r *streamReads) total(t *testing.T) int {
+	t.Helper()
+	if err := r.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for len(r.ch) > 0 {
+		if m := <-r.ch; strings.HasPrefix(m.Reply, r.prefix) {
+			r.n++
+		}
+	}
+	return r.n
+}
+
+// TestHostileLiveMessagesAreCheap: an edge's credential can have messages that are not
+// announcements delivered on the live subject, and NATS can refuse none of them: JetStream
+// answers to requests whose reply it names (NATS checks a request's subject, not its reply),
+// the idle heartbeats of a push consumer it made to deliver there (nor a deliver subject),
+// which go on for as long as nodes listen, and that consumer's deliveries (another subject's:
+// they were always dropped). However many come, a node reads the stream for them once per
+// ConfirmEvery (here an hour: once), not once each, logs one line per kind, and goes on
+// applying purges from the live subject.
+func TestHostileLiveMessagesAreCheap(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		n    int
+		// flood has at least n messages delivered on the live subject; dropped is how many
+		// the node dropped so far.
+		flood func(t *testing.T, ctx context.Context, f *forger, n int, dropped func() uint64)
+		// logged is the warning the node logs for them, once.
+		logged string
+	}{
+		{"jetstream answers", 40, func(t *testing.T, _ context.Context, f *forger, n int, _ func() uint64) {
+			for range n {
+				if err := f.nc.PublishMsg(&nats.Msg{Subject: "$JS.API.STREAM.INFO." + StreamName(""), Reply: LiveSubject("")}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}, "unreadable live purge"},
+		// One every 100 ms (the least the server takes), to every node, for as long as
+		// nodes listen on the live subject: the consumer outlives the edge's connection.
+		{"consumer heartbeats", 10, func(t *testing.T, ctx context.Context, f *forger, _ int, _ func() uint64) {
+			if _, err := f.js.CreatePushConsumer(ctx, StreamName(""), jetstream.ConsumerConfig{
+				Name: "hostile", DeliverSubject: LiveSubject(""), IdleHeartbeat: 100 * time.Millisecond,
+				DeliverPolicy: jetstream.DeliverNewPolicy, AckPolicy: jetstream.AckNonePolicy,
+			}); err != nil {
+				t.Fatalf("the edge creates a push consumer on the purge stream: %v", err)
+			}
+		}, "unreadable live purge"},
+		{"consumer deliveries", 40, func(t *testing.T, ctx context.Context, f *forger, n int, dropped func() uint64) {
+			if _, err := f.js.CreatePushConsumer(ctx, "KV_"+wire.Bucket("", wire.FleetBucket), jetstream.ConsumerConfig{
+				Name: "hostile", DeliverSubject: LiveSubject(""), FilterSubject: f.subject,
+				DeliverPolicy: jetstream.DeliverNewPolicy, AckPolicy: jetstream.AckNonePolicy,
+			}); err != nil {
+				t.Fatalf("the edge creates a push consumer on the fleet bucket: %v", err)
+			}
+			// One at a time: the bucket keeps one value per key, and a consumer skips a value
+			// replaced before it was delivered.
+			for i := range n {
+				f.putOwnKey(t, ctx, fmt.Appendf(nil, `{"n":%d}`, i))
+				wait.For(t, 10*time.Second, "the delivery dropped", func() bool { return dropped() > uint64(i) })
+			}
+		}, "delivered from another subject"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := natstest.Start(t)
+			ctl, js := ns.Connect(t)
+			ctx := testContext(t)
+			if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
+				t.Fatal(err)
+			}
+			if err := fleet.EnsureBuckets(ctx, js, "", time.Minute, 1); err != nil {
+				t.Fatal(err)
+			}
+			reads := countStreamReads(t, ctl, natsauth.Edge("ams", "n1"))
+			logs := &warnings{}
+			victim := startNode(t, ns, "ams", "n1", func(c *SubscriberConfig) {
+				c.ConfirmEvery = time.Hour
+				c.Logger = slog.New(logs)
+			})
+			<-victim.sub.Confirmed() // its first question to the stream is answered
+			before := reads.total(t)
+
+			f := &forger{ctl: ctl, refused: natstest.NewViolations(), key: wire.FleetKey("lon", "n9")}
+			f.subject = "$KV." + wire.Bucket("", wire.FleetBucket) + "." + f.key
+			f.nc, f.js = natstest.ConnectURL(t, ns.URL(), append(ns.Options(natsauth.Edge("lon", "n9")), f.refused.Option())...)
+			tc.flood(t, ctx, f, tc.n, victim.sub.Dropped)
+			wait.For(t, 20*time.Second, fmt.Sprintf("%d hostile messages dropped", tc.n), func() bool { return victim.sub.Dropped() >= uint64(tc.n) })
+
+			if got := reads.total(t) - before; got > 1 {
+				t.Errorf("the node read the stream %d times for %d hostile messages, want once at most", got, victim.sub.Dropped())
+			}
+			if got := logs.count(tc.logged); got != 1 {
+				t.Errorf("%q logged %d times, want once", tc.logged, got)
+			}
+			seqs := publishN(t, ctx, js, 1)
+			wait.For(t, 10*time.Second, "the purge applied", func() bool { return victim.sub.LastApplied() == seqs[0] })
+			if r := victim.sub.Replays(); r != 0 {
+				t.Errorf("the node replayed %d times, want the purge taken live", r)
+			}
+		})
+	}
+}
+
+// TestHostileAcksAreLoggedOnce: what an edge's credential has delivered on ack subjects, its
+// own or another node's (a JetStream answer whose reply it names, lines that are no ack), is
+// dropped and logged once per kind, not once per message or line; the acks of real nodes still
+// count.
+func TestHostileAcksAreLoggedOnce(t *testing.T) {
+	ns := natstest.Start(t)
+	ctl, js := ns.Connect(t)
+	ctx := testContext(t)
+	if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	logs := &warnings{}
+	tr := newTracker(t, ctl, WithLogger(slog.New(logs)))
+	edge, _ := natstest.ConnectURL(t, ns.URL(), ns.Options(natsauth.Edge("lon", "n9"))...)
+	const n = 40
+	for range n {
+		// Answered on another node's ack subject: JSON, but no ack of that node.
+		if err := edge.PublishMsg(&nats.Msg{Subject: "$JS.API.STREAM.INFO." + StreamName(""), Reply: AckSubject("", "ams", "n1")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// On its own subject: n lines that are no ack, in one message.
+	if err := edge.Publish(AckSubject("", "lon", "n9"), []byte(strings.Repeat("x\n", n))); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 10*time.Second, fmt.Sprintf("%d acks dropped", 2*n), func() bool { return tr.Dropped() >= 2*n })
+	for _, msg := range []string{"drop undecodable purge ack", "drop purge ack whose node differs from its subject"} {
+		if got := logs.count(msg); got > 1 {
+			t.Errorf("%q logged %d times, want once at most", msg, got)
+		}
+	}
+	startNode(t, ns, "ams", "n1")
+	pub := &Publisher{JS: js, Tracker: tr}
+	m, err := pub.Publish(ctx, msg("www.example.com", KindURL, "/a"), []NodeRef{{PoP: "ams", Node: "n1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 10*time.Second, "the purge acked by ams.n1", func() bool {
+		r, ok := tr.Receipt(m.ID)
+		return ok && r.Complete
+	})
+}
