@@ -101,6 +101,7 @@ type conn struct {
 type connReader struct {
 	nc      net.Conn
 	loop    *rawconn.Conn // while serve's Loop runs: reads never wait (LoopRead)
+	more    bool          // readHead waits for the rest of a head: in a Loop, LoopReadMore
 	hasByte bool
 	b       [1]byte
 }
@@ -112,6 +113,9 @@ func (r *connReader) Read(p []byte) (int, error) {
 		return 1, nil
 	}
 	if r.loop != nil {
+		if r.more {
+			return r.loop.LoopReadMore(p)
+		}
 		return r.loop.LoopRead(p)
 	}
 	return r.nc.Read(p)
@@ -343,7 +347,13 @@ func (c *conn) readHead(maxHead int) (head, int, verdict, error) {
 				c.cutHead()
 			}
 		}
-		if _, err := c.br.Peek(len(buf) + 1); err != nil {
+		// The rest may never come: the read must not stop at the kernel's count, behind which
+		// a client's reset (its close with unread bytes, or SO_LINGER 0) is announced by
+		// nothing, which held the connection for the whole header timeout.
+		c.cr.more = true
+		_, err := c.br.Peek(len(buf) + 1)
+		c.cr.more = false
+		if err != nil {
 			if err != rawconn.ErrWouldBlock {
 				c.inHead.Store(false)
 			}

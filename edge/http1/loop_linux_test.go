@@ -18,6 +18,7 @@ import (
 	"github.com/meridian-cdn/meridian/internal/rawconn"
 	"github.com/meridian-cdn/meridian/internal/tcptest"
 	"github.com/meridian-cdn/meridian/internal/wait"
+	"golang.org/x/sys/unix"
 )
 
 // A client that sends its last request and half-closes while the one before is being answered
@@ -109,3 +110,109 @@ func TestNoWatchFileLoggedOnce(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// A client that goes away, closing (FIN) or resetting (RST) its connection, frees it at once,
+// as with nginx and net/http, not at the header or idle timeout (a minute here): halfway
+// through a request head, between keep-alive requests, and halfway through a request body
+// (whose connection net/http serves, handed over). Each case is run with the client gone
+// before the server's first read, and with the client going while the server waits for it.
+// A reset that the poller has heard of before the read that takes the bytes in front of it is
+// announced by nothing the server's loop then waits for, and the kernel counts nothing left
+// behind those bytes: it held half a head for the whole header timeout.
+func TestClientGoneFreesConnection(t *testing.T) {
+	const head, request = "GET / HTTP/1.1\r\nHost: a", "GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+	const body = "POST /body HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nabc" // handed over
+	for _, tc := range []struct {
+		name   string
+		send   string
+		before bool // gone before the server's first read; else once the server waits for it
+	}{
+		{"half head, before the first read", head, true},
+		{"half head, while waiting for the rest", head, false},
+		{"whole request, before the first read", request, true},
+		{"between requests", request, false},
+		{"half body, before the first read", body, true},
+		{"half body, while the handler reads it", body, false},
+	} {
+		for _, reset := range []bool{false, true} {
+			name := tc.name + ", FIN"
+			if reset {
+				name = tc.name + ", RST"
+			}
+			t.Run(name, func(t *testing.T) {
+				testClientGone(t, tc.send, tc.before, reset)
+			})
+		}
+	}
+}
+
+func testClientGone(t *testing.T, send string, before, reset bool) {
+	reading := make(chan struct{}, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			reading <- struct{}{}
+			io.Copy(io.Discard, r.Body) // fails once the client is gone
+		}
+		io.WriteString(w, "ok")
+	})
+	states := newConnStates()
+	waiting := make(chan struct{}, 1)
+	s, addr := serveFast(t, h, func(s *Server) {
+		s.ReadHeaderTimeout, s.IdleTimeout = time.Minute, time.Minute
+		s.Fallback.ReadHeaderTimeout, s.Fallback.IdleTimeout = time.Minute, time.Minute
+		s.ConnState = states.note
+		s.Fallback.ConnState = states.note // StateClosed of a handed-over connection
+		if before {
+			s.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+				awaitPeerGone(c.(*net.TCPConn), waiting)
+				return ctx
+			}
+		}
+	})
+	c := dialSend(t, addr, send)
+	defer c.Close()
+	switch {
+	case before:
+		<-waiting
+	case strings.HasPrefix(send, "POST"):
+		<-reading
+	case strings.HasSuffix(send, "\r\n\r\n"):
+		readAnswers(t, c, "ok") // the connection waits for the next request
+	default:
+		wait.For(t, 5*time.Second, "the server to wait for the rest of the head", func() bool { return inHead(s) })
+	}
+	if reset {
+		c.(*net.TCPConn).SetLinger(0) // Close sends RST
+	}
+	c.Close()
+	select {
+	case <-states.closed:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the connection was not closed 10 s after its client went (ConnState saw %v)", states.list())
+	}
+	wait.For(t, 5*time.Second, "the connection's goroutine to end", func() bool { return s.running.Load() == 0 })
+}
+
+// awaitPeerGone waits in the poller, before the server reads c, until the client's end (FIN)
+// or reset (RST) has reached c's socket, and sends on waiting once it waits. The poller's news
+// of it is taken by this wait, so that what the server reads next (the bytes in front of it)
+// is all it is told: as when the news comes before the server's loop begins. It reads nothing.
+func awaitPeerGone(c *net.TCPConn, waiting chan<- struct{}) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		panic(err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second)) // the server sets its own after
+	told := false
+	rc.Read(func(fd uintptr) bool {
+		info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+		if err != nil || info.State == unix.BPF_TCP_CLOSE_WAIT || info.State == unix.BPF_TCP_CLOSE {
+			return true
+		}
+		if !told {
+			told = true
+			waiting <- struct{}{} // the client goes now: its end is announced to this wait
+		}
+		return false
+	})
+}

@@ -136,8 +136,10 @@ var ErrWouldBlock = errors.New("rawconn: nothing to read until the socket is rea
 // (TCP_INQ, Linux 4.18), not when it returns fewer bytes than asked for: such a read may have
 // taken the end of the stream along (the client's FIN behind its last bytes), which nothing
 // announces again. Without TCP_INQ only a read that finds the socket empty empties it. Still
-// unannounced: a reset that arrived behind the bytes of the read (the next write fails, or
-// the read deadline ends the wait).
+// unannounced: a reset that arrived behind the bytes of the read (the kernel counts nothing
+// left, and gives the error only to a read). A step that writes next learns of it from the
+// write; one about to wait for the rest of what it has begun to read, with nothing to write
+// meanwhile, reads with LoopReadMore, which finds it.
 //
 // While Loop runs, the connection's read side is held: Read waits for Loop to end, and so
 // does Close (poll.FD.Close waits for the read in progress), from any goroutine. A step may
@@ -158,7 +160,25 @@ func (c *Conn) LoopRead(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	n, err := c.l.read(p)
+	n, err := c.l.read(p, false)
+	if err != nil && err != ErrWouldBlock {
+		err = c.opError("read", err)
+	}
+	return n, err
+}
+
+// LoopReadMore is LoopRead for a step about to wait for the rest of something it has begun to
+// read, with nothing to write meanwhile (half a request head): where the last read emptied the
+// socket by the kernel's count it reads once more rather than say ErrWouldBlock at once, so
+// that a reset that arrived behind that read's bytes, which nothing announces (see Loop), ends
+// the wait now and not at the read deadline. That costs a read that finds the socket empty,
+// once per wake-up; after it LoopReadMore says ErrWouldBlock without a system call, as
+// LoopRead does.
+func (c *Conn) LoopReadMore(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	n, err := c.l.read(p, true)
 	if err != nil && err != ErrWouldBlock {
 		err = c.opError("read", err)
 	}

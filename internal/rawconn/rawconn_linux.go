@@ -209,6 +209,7 @@ type looper struct {
 	step    func() bool
 	fd      uintptr
 	drained bool // a read since the last call of step emptied the socket (Loop)
+	counted bool // by the kernel's count after its bytes, not by finding it empty (LoopReadMore)
 	empty   int  // reads that found the socket empty, for the tests
 	fn      func(fd uintptr) bool
 
@@ -242,12 +243,14 @@ func (l *looper) loop(rc syscall.RawConn, step func() bool) error {
 }
 
 func (l *looper) do(fd uintptr) bool {
-	l.fd, l.drained = fd, false
+	l.fd, l.drained, l.counted = fd, false, false
 	return !l.step()
 }
 
-func (l *looper) read(p []byte) (int, error) {
-	if l.drained || l.step == nil {
+// read reads into p once, unless a read since the step was called emptied the socket; with
+// more, only a read that found it empty counts as having emptied it (LoopReadMore).
+func (l *looper) read(p []byte, more bool) (int, error) {
+	if l.drained && !(more && l.counted) || l.step == nil {
 		return 0, ErrWouldBlock
 	}
 	l.iov.Base = &p[0]
@@ -270,9 +273,10 @@ func (l *looper) read(p []byte) (int, error) {
 		// Nothing left, not even the end of the stream (which TCP_INQ counts as a byte):
 		// what comes next will be announced.
 		l.drained = l.inq && l.left() == 0
+		l.counted = l.drained
 		return int(n), nil
 	case unix.EAGAIN:
-		l.drained = true
+		l.drained, l.counted = true, false
 		l.empty++
 		return 0, ErrWouldBlock
 	default:

@@ -4,16 +4,21 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/meridian-cdn/meridian/internal/tcptest"
 	"github.com/meridian-cdn/meridian/internal/wait"
+	"golang.org/x/sys/unix"
 )
 
 // tcpPair returns the two ends of a real loopback TCP connection.
@@ -683,4 +688,88 @@ func TestLoopSeesEndBehindLastBytes(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the Loop still waits after reading the client's last bytes and end")
 	}
+}
+
+// A reset that arrived behind the client's last bytes before the wake-up that reads them is
+// announced by nothing, and the kernel counts nothing left after them: LoopRead then says
+// ErrWouldBlock, and a step that waited for the rest of what it read would wait until the
+// deadline. LoopReadMore reads once more and finds the reset; on a socket that is only empty
+// it says ErrWouldBlock after that one read, and without a read from then on, as LoopRead does.
+func TestLoopReadMoreSeesResetBehindLastBytes(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		reset     bool
+		wantMore  string // what LoopReadMore returns
+		wantEmpty int    // reads that found the socket empty
+	}{
+		{"reset", true, "connection reset", 0},
+		{"empty", false, ErrWouldBlock.Error(), 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, client := tcpPair(t)
+			c := New(s)
+			client.Write([]byte("half a"))
+			if tc.reset {
+				client.(*net.TCPConn).SetLinger(0) // Close sends RST
+				client.Close()
+				wait.For(t, 5*time.Second, "the reset to reach the server", func() bool { return tcpState(t, s) == unix.BPF_TCP_CLOSE })
+			} else {
+				wait.For(t, 5*time.Second, "the bytes to reach the server", func() bool { return !NewProber(s).Quiet() })
+			}
+			c.SetReadDeadline(time.Now().Add(5 * time.Second)) // a step that waits fails the test
+			p := make([]byte, 64)
+			var got []string
+			read := func(name string, r func([]byte) (int, error)) {
+				n, err := r(p)
+				switch {
+				case errors.Is(err, syscall.ECONNRESET):
+					got = append(got, fmt.Sprintf("%s %q connection reset", name, p[:n]))
+				default:
+					got = append(got, fmt.Sprintf("%s %q %v", name, p[:n], err))
+				}
+			}
+			err := c.Loop(func() bool {
+				read("LoopRead", c.LoopRead)
+				read("LoopRead", c.LoopRead)
+				read("LoopReadMore", c.LoopReadMore)
+				if !tc.reset {
+					read("LoopReadMore", c.LoopReadMore) // without a read
+				}
+				return false
+			})
+			if err != nil {
+				t.Fatalf("Loop: %v", err)
+			}
+			want := []string{
+				`LoopRead "half a" <nil>`,
+				`LoopRead "" ` + ErrWouldBlock.Error(),
+				`LoopReadMore "" ` + tc.wantMore,
+			}
+			if !tc.reset {
+				want = append(want, want[2])
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("reads:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+			if c.l.empty != tc.wantEmpty {
+				t.Errorf("reads that found the socket empty: %d, want %d", c.l.empty, tc.wantEmpty)
+			}
+		})
+	}
+}
+
+// tcpState returns c's TCP state (TCP_INFO).
+func tcpState(t *testing.T, c *net.TCPConn) uint8 {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var state uint8
+	rc.Control(func(fd uintptr) {
+		if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+			state = info.State
+		}
+	})
+	return state
 }

@@ -39,6 +39,6 @@ type looper struct{}
 
 func (*looper) init()                                   {}
 func (*looper) loop(syscall.RawConn, func() bool) error { return errUnsupported }
-func (*looper) read([]byte) (int, error)                { return 0, errUnsupported }
+func (*looper) read([]byte, bool) (int, error)          { return 0, errUnsupported }
 func shutdownBoth(uintptr) error                        { return errUnsupported }
 func dupFile(uintptr) (*os.File, error)                 { return nil, errUnsupported }
