@@ -33,8 +33,8 @@ var ErrBreakerOpen = errors.New("circuit breaker open")
 // errBodyTimeout is the cause of the exchange context's cancellation when BodyTimeout expires.
 var errBodyTimeout = errors.New("body timeout")
 
-// DefaultMaxHeadBytes is Config.MaxHeadBytes's default, the bound on each response head, 1xx
-// heads and the final one alike. Real heads are a few KiB (nginx reads them into
+// DefaultMaxHeadBytes is Config.MaxHeadBytes's default, the bound on an answer's heads, its 1xx
+// heads and the final one together. Real heads are a few KiB (nginx reads them into
 // proxy_buffer_size, 4-8 KiB; Varnish allows 32 KiB, http_resp_size); 64 KiB is the edge's
 // own bound on a request head (max_header_bytes) and leaves room for large cookies and CSP
 // fields. net/http's 10 MiB default let an origin make the edge hold 10 MiB per exchange.
@@ -125,10 +125,11 @@ type Config struct {
 	// close the breaker, one failure opens it again. Default 1.
 	HalfOpenRequests uint32
 
-	// MaxHeadBytes bounds each response head, every 1xx head and the final one alike; past
-	// it the answer is malformed (see DefaultMaxHeadBytes). Default DefaultMaxHeadBytes (64
-	// KiB). A client of edge nodes allows more: a node's answer is its origin's head, which
-	// took up to the default, with the fields the nodes on the way add.
+	// MaxHeadBytes bounds an answer's heads, every 1xx head and the final one together (over
+	// HTTP/2, each head); past it the answer is malformed (see DefaultMaxHeadBytes). Default
+	// DefaultMaxHeadBytes (64 KiB). A client of edge nodes allows more: a node's answer is
+	// its origin's heads, which took up to the default, with the fields the nodes on the way
+	// add.
 	MaxHeadBytes int
 
 	// TLSConfig is used for https upstreams by the built transport. Nil means Go's defaults.
@@ -245,9 +246,18 @@ type Upstream struct {
 // newTransport is the transport c describes (defaults applied): its dialer, TLS and timeouts,
 // keeping idle connections for reuse.
 func (c Config) newTransport() *http.Transport {
+	dial := c.dialer()
 	return &http.Transport{
-		Proxy:                 nil, // an edge never goes through an environment proxy
-		DialContext:           c.dialer(),
+		Proxy: nil, // an edge never goes through an environment proxy
+		// Each connection bounds an exchange's heads together (headConn), which the
+		// Transport does not once a Got1xxResponse hook takes the 1xx.
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			nc, err := dial(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return &headConn{Conn: nc}, nil
+		},
 		TLSClientConfig:       c.TLSConfig,
 		TLSHandshakeTimeout:   c.TLSHandshakeTimeout,
 		ResponseHeaderTimeout: c.ResponseHeaderTimeout,
@@ -260,13 +270,17 @@ func (c Config) newTransport() *http.Transport {
 		ForceAttemptHTTP2: true,
 		// The edge stores and forwards bytes as the upstream sent them.
 		DisableCompression: true,
-		// Each head, 1xx included, as h1Transport bounds it (their number: exchangeTrace).
-		MaxResponseHeaderBytes: int64(c.MaxHeadBytes),
+		// Over HTTP/1, one byte more than headConn's bound, which so always meets an overrun
+		// first and names it; over HTTP/2 the bound on each head (their number:
+		// exchangeTrace).
+		MaxResponseHeaderBytes: int64(c.MaxHeadBytes) + 1,
 		// A connection's read buffer holds a small object's whole answer, header and body,
 		// so it arrives in one read system call rather than several (the default buffer is
 		// 4 KiB): system calls are most of a miss's cost (issue 15). It is per connection,
-		// and connections are kept and reused (MaxIdleConns).
-		ReadBufferSize: 32 << 10,
+		// and connections are kept and reused (MaxIdleConns). No larger than the bound on
+		// heads: the read the Transport leaves waiting on an idle connection gets the next
+		// answer's first bytes before the exchange's bound is armed (headConn).
+		ReadBufferSize: min(32<<10, c.MaxHeadBytes),
 	}
 }
 
@@ -507,7 +521,7 @@ func (u *Upstream) roundTrip(ctx context.Context, req *http.Request) (*http.Resp
 	// handshake done): a failure before that is one to reach the upstream.
 	var x *exchangeTrace
 	if u.cfg.Transport == nil {
-		x = new(exchangeTrace)
+		x = &exchangeTrace{maxHead: int64(u.cfg.MaxHeadBytes)}
 		ctx = x.trace(ctx)
 	}
 	r := req.WithContext(ctx)
@@ -515,12 +529,19 @@ func (u *Upstream) roundTrip(ctx context.Context, req *http.Request) (*http.Resp
 		r.Header = http.Header{} // the transport refuses a nil header; r is our own copy
 	}
 	resp, err := u.transport.RoundTrip(r)
+	// The head is in (or the exchange failed): the body's reads are not bounded. A read past
+	// the bound that came after a head that fitted is the Transport's wait for the next
+	// answer on a connection it then closes, not this exchange's failure.
+	over := x != nil && x.disarm()
 	if err != nil {
 		switch {
 		case x != nil && x.interim.Load() > max1xx:
 			// The bound's own error: HTTP/2 gives it as the cause of a stream error, which
 			// does not unwrap.
 			err = fmt.Errorf("read response header: %w", errTooMany1xx)
+		case over:
+			// The Transport words it its own way, or not at all (a TLS record's error).
+			err = fmt.Errorf("read response header: %w", headTooLargeError{x.maxHead})
 		case x != nil && !x.connected.Load():
 			err = &notReachedError{err}
 		}
@@ -532,19 +553,33 @@ func (u *Upstream) roundTrip(ctx context.Context, req *http.Request) (*http.Resp
 
 // exchangeTrace is what roundTrip learns of an exchange from the built *http.Transport.
 type exchangeTrace struct {
-	connected atomic.Bool  // GotConn came
-	interim   atomic.Int32 // 1xx heads read (by the Transport's goroutine)
+	maxHead   int64                    // Config.MaxHeadBytes
+	connected atomic.Bool              // GotConn came
+	interim   atomic.Int32             // 1xx heads read (by the Transport's goroutine)
+	conn      atomic.Pointer[headConn] // the HTTP/1 connection whose heads are bounded, if any
+}
+
+// disarm ends the bound on the exchange's heads and reports whether a read went past it.
+func (x *exchangeTrace) disarm() bool {
+	hc := x.conn.Load()
+	return hc != nil && hc.disarm()
 }
 
 // trace returns ctx with the client trace that tells x, and fails the exchange after max1xx
-// 1xx heads. The Transport bounds each head (MaxResponseHeaderBytes) but, since Go 1.24
-// (golang.org/issue/65035), not their number once a Got1xxResponse hook takes them, as the
-// edge's does to forward them. httptrace.WithClientTrace would call both that hook and this
+// 1xx heads, and arms the bound on the heads' bytes (headConn). The Transport bounds each head
+// (MaxResponseHeaderBytes) but, since Go 1.24 (golang.org/issue/65035), neither their number
+// nor their sum once a Got1xxResponse hook takes them, as the edge's does to forward them. httptrace.WithClientTrace would call both that hook and this
 // one and keep only the caller's result, losing the bound's error: this trace takes the
 // place of a caller's that has a Got1xxResponse (withoutTrace hides it) and calls the
 // caller's hooks itself.
 func (x *exchangeTrace) trace(ctx context.Context) context.Context {
-	gotConn := func(httptrace.GotConnInfo) { x.connected.Store(true) }
+	gotConn := func(info httptrace.GotConnInfo) {
+		x.connected.Store(true)
+		if hc := headConnOf(info.Conn); hc != nil {
+			hc.arm(x.maxHead)
+			x.conn.Store(hc)
+		}
+	}
 	bound := func(int, textproto.MIMEHeader) error {
 		if x.interim.Add(1) > max1xx {
 			return errTooMany1xx

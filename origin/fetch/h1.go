@@ -401,7 +401,7 @@ type limitReader struct {
 	stale  bool          // unsent is all of a request on a kept-alive connection: one not quiet went bad idle
 	limit  int64
 	sawEOF bool
-	// maxHead is the bound limit starts from for each head, for the error past it.
+	// maxHead is the bound limit starts from for an answer's heads, for the error past it.
 	maxHead int64
 }
 
@@ -528,7 +528,7 @@ func (c *h1Conn) exchange(ctx context.Context, deadline time.Time, req *http.Req
 		// The context ended before the deadline was set, which may have undone its abort.
 		return nil, fail("send request to", ctx.Err(), false)
 	}
-	c.cr.limit = c.cr.maxHead
+	c.cr.limit = c.cr.maxHead // for every head of the answer, 1xx and final, together
 	if _, err := c.br.Peek(1); err != nil {
 		return nil, fail("read response from", err, true)
 	}
@@ -561,9 +561,6 @@ func (c *h1Conn) exchange(ctx context.Context, deadline time.Time, req *http.Req
 				return nil, fail("handle 1xx response from", err, false)
 			}
 		}
-		// The next head gets the whole limit, less what of it the buffer already holds (a
-		// bound under the buffer's size may go below zero: what is buffered is already more).
-		c.cr.limit = c.cr.maxHead - int64(c.br.Buffered())
 	}
 	c.cr.limit = math.MaxInt64
 	c.nc.SetReadDeadline(deadline)

@@ -3,6 +3,7 @@ package fetch
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -49,12 +50,13 @@ func doHostile(t *testing.T, u *Upstream, method, url string, hook bool) (resp *
 	return resp, string(b), int(seen.Load()), err
 }
 
-// TestHostileHeads: an origin's answer may carry at most max1xx interim heads, and no head
-// (1xx or final) longer than DefaultMaxHeadBytes; past either the exchange fails as a malformed
-// answer does (a breaker failure; a 502 at the edge). Without the bounds, a 1xx flood was
-// read for as long as the origin sent it (each 1xx reset the head limit when a hook took it,
-// as the edge's forwarding does), and a head could take 10 MiB. Real heads pass: a 20 KiB
-// Set-Cookie, max1xx hints. Both clients: h1.go for a GET, net/http's Transport for a POST.
+// TestHostileHeads: an origin's answer may carry at most max1xx interim heads, and heads (1xx
+// and final) of at most DefaultMaxHeadBytes together; past either the exchange fails as a
+// malformed answer does (a breaker failure; a 502 at the edge). Without the bounds, a 1xx
+// flood was read for as long as the origin sent it (each 1xx reset the head limit when a hook
+// took it, as the edge's forwarding does), and a head could take 10 MiB. Real heads pass: a
+// 20 KiB Set-Cookie, max1xx hints. Both clients: h1.go for a GET, net/http's Transport for a
+// POST.
 func TestHostileHeads(t *testing.T) {
 	cookie := "Set-Cookie: s=" + strings.Repeat("c", 20<<10) + "\r\n"
 	answers := map[string]string{
@@ -63,7 +65,7 @@ func TestHostileHeads(t *testing.T) {
 		"/big":      "HTTP/1.1 200 OK\r\nX-Pad: " + strings.Repeat("p", 100<<10) + "\r\nContent-Length: 2\r\n\r\nok",
 		"/big-1xx":  "HTTP/1.1 103 Early Hints\r\nLink: <" + strings.Repeat("l", 100<<10) + ">\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
 		"/cookie":   "HTTP/1.1 200 OK\r\n" + cookie + "Content-Length: 2\r\n\r\nok",
-		"/hint-sum": strings.Repeat("HTTP/1.1 103 Early Hints\r\nLink: <"+strings.Repeat("l", 30<<10)+">\r\n\r\n", 3) + "HTTP/1.1 200 OK\r\n" + cookie + "Content-Length: 2\r\n\r\nok",
+		"/hint-sum": strings.Repeat("HTTP/1.1 103 Early Hints\r\nLink: <"+strings.Repeat("l", 10<<10)+">\r\n\r\n", 3) + "HTTP/1.1 200 OK\r\n" + cookie + "Content-Length: 2\r\n\r\nok",
 	}
 	srv := answering(t, "127.0.0.111", answers)
 	for _, method := range []string{http.MethodGet, http.MethodPost} {
@@ -81,7 +83,7 @@ func TestHostileHeads(t *testing.T) {
 			{"/big-1xx", true, errHeadTooLarge, 0},
 			{"/big-1xx", false, errHeadTooLarge, 0},
 			{"/cookie", true, nil, 0},
-			{"/hint-sum", true, nil, 3},  // each head has the whole limit...
+			{"/hint-sum", true, nil, 3},  // 50 KiB of heads share the limit...
 			{"/hint-sum", false, nil, 0}, // ... whoever takes the 1xx
 		} {
 			t.Run(fmt.Sprintf("%s%s/hook=%v", method, tt.path, tt.hook), func(t *testing.T) {
@@ -91,11 +93,6 @@ func TestHostileHeads(t *testing.T) {
 				switch {
 				case tt.want == nil && (err != nil || resp.StatusCode != 200 || body != "ok"):
 					t.Fatalf("%s %s: %v, %v %q; want 200 ok", method, tt.path, err, resp, body)
-				case tt.want == errHeadTooLarge && method == http.MethodPost:
-					// net/http's Transport says it its own way.
-					if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("exceeded %d bytes", DefaultMaxHeadBytes)) {
-						t.Fatalf("%s %s: %v; want net/http's response headers exceeded %d bytes", method, tt.path, err, DefaultMaxHeadBytes)
-					}
 				case tt.want != nil && !errors.Is(err, tt.want):
 					t.Fatalf("%s %s: %v; want %v", method, tt.path, err, tt.want)
 				}
@@ -232,14 +229,14 @@ func TestHostileHeadsHTTP2(t *testing.T) {
 	}
 }
 
-// TestMaxHeadBytes: Config.MaxHeadBytes sets the bound on each head for both clients (the edge
-// gives its peers more than its origins: their heads carry an origin's and the edge's fields),
-// and the error names the bound that was passed.
+// TestMaxHeadBytes: Config.MaxHeadBytes sets the bound on an answer's heads for both clients
+// (the edge gives its peers more than its origins: their heads carry an origin's and the
+// edge's fields), and the error names the bound that was passed.
 func TestMaxHeadBytes(t *testing.T) {
 	pad := "X-Pad: " + strings.Repeat("p", 70<<10) + "\r\n" // a head of some 70 KiB
 	answers := map[string]string{
 		"/final": "HTTP/1.1 200 OK\r\n" + pad + "Content-Length: 2\r\n\r\nok",
-		"/1xx":   "HTTP/1.1 103 Early Hints\r\n" + pad + "\r\nHTTP/1.1 200 OK\r\n" + pad + "Content-Length: 2\r\n\r\nok",
+		"/1xx":   "HTTP/1.1 103 Early Hints\r\n" + pad[:30<<10] + "\r\n\r\nHTTP/1.1 200 OK\r\n" + pad[:40<<10] + "\r\nContent-Length: 2\r\n\r\nok",
 		"/over":  "HTTP/1.1 200 OK\r\n" + pad + pad + "Content-Length: 2\r\n\r\nok",
 	}
 	srv := answering(t, "127.0.0.115", answers)
@@ -251,6 +248,7 @@ func TestMaxHeadBytes(t *testing.T) {
 		}{
 			{0, "/final", fmt.Sprintf("%d bytes", DefaultMaxHeadBytes)},
 			{80 << 10, "/final", ""},
+			{0, "/1xx", fmt.Sprintf("%d bytes", DefaultMaxHeadBytes)}, // some 70 KiB together
 			{80 << 10, "/1xx", ""},
 			{80 << 10, "/over", fmt.Sprintf("%d bytes", 80<<10)},
 		} {
@@ -263,7 +261,7 @@ func TestMaxHeadBytes(t *testing.T) {
 					t.Errorf("%v, %v %q; want 200 ok", err, resp, body)
 				case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
 					t.Errorf("%v; want an error naming %s", err, tt.want)
-				case tt.want != "" && method == http.MethodGet && !errors.Is(err, errHeadTooLarge):
+				case tt.want != "" && !errors.Is(err, errHeadTooLarge):
 					t.Errorf("%v; want errHeadTooLarge", err)
 				}
 			})
@@ -286,4 +284,113 @@ func answering(t *testing.T, ip string, answers map[string]string) *rawServer {
 			}
 		}
 	})
+}
+
+// TestHeadsBoundTogether: MaxHeadBytes bounds an answer's heads together, every 1xx head and
+// the final one, on both clients and over TLS, as net/http bounds them when no hook takes the
+// 1xx. With the bound per head, an origin could make the edge read max1xx+1 heads of 64 KiB
+// each before the body; and net/http's Transport, which gives a head after a 1xx the whole
+// bound beyond what its read buffer already holds of it, let a final head of some 90 KiB
+// through. Past the bound the answer is malformed: an error that names it, a failure the
+// breaker counts, and a connection closed, not reused.
+func TestHeadsBoundTogether(t *testing.T) {
+	hints := func(n, size int) string {
+		return strings.Repeat("HTTP/1.1 103 Early Hints\r\nLink: <"+strings.Repeat("l", size)+">\r\n\r\n", n)
+	}
+	final := func(pad int) string {
+		return "HTTP/1.1 200 OK\r\nX-Pad: " + strings.Repeat("p", pad) + "\r\nContent-Length: 2\r\n\r\nok"
+	}
+	answers := map[string]string{
+		"/ok":        final(0),
+		"/hints":     hints(max1xx, 7<<10) + final(0),       // ten heads of 7 KiB: 70 KiB
+		"/after-1xx": hints(1, 10) + final(90<<10),          // a final head of 90 KiB after one 1xx
+		"/fits":      hints(max1xx-1, 6<<10) + final(8<<10), // 62 KiB in all
+	}
+	plain := answering(t, "127.0.0.116", answers)
+	tlsURL, tlsConns, tc := answeringTLS(t, "127.0.0.117", answers)
+	for _, c := range []struct {
+		name, method, url string
+		conns             *atomic.Int64
+		tls               *tls.Config
+	}{
+		{"h1", http.MethodGet, "http://" + plain.addr, &plain.accepted, nil},
+		{"transport", http.MethodPost, "http://" + plain.addr, &plain.accepted, nil},
+		{"transport-tls", http.MethodGet, tlsURL, tlsConns, tc},
+	} {
+		for _, tt := range []struct {
+			path string
+			ok   bool
+		}{
+			{"/hints", false},
+			{"/after-1xx", false},
+			{"/fits", true},
+		} {
+			t.Run(c.name+tt.path, func(t *testing.T) {
+				u := New(Config{Name: "heads", TLSConfig: c.tls})
+				t.Cleanup(u.Close)
+				if _, body, _, err := doHostile(t, u, c.method, c.url+"/ok", true); err != nil || body != "ok" {
+					t.Fatalf("%s /ok: %v, %q; want ok", c.method, err, body)
+				}
+				before := c.conns.Load()
+				resp, body, _, err := doHostile(t, u, c.method, c.url+tt.path, true)
+				switch {
+				case tt.ok && (err != nil || resp.StatusCode != 200 || body != "ok"):
+					t.Fatalf("%s %s: %v, %v %q; want 200 ok", c.method, tt.path, err, resp, body)
+				case !tt.ok && !errors.Is(err, errHeadTooLarge):
+					t.Fatalf("%s %s: %v; want %v", c.method, tt.path, err, errHeadTooLarge)
+				case !tt.ok && (u.Stats().Failures != 1 || inARow(err)):
+					t.Errorf("Stats() = %+v, in a row %v; want 1 failure, not in a row", u.Stats(), inARow(err))
+				}
+				// The exchange used the connection /ok left idle; a malformed answer must
+				// not leave it to the next request.
+				if _, body, _, err := doHostile(t, u, c.method, c.url+"/ok", true); err != nil || body != "ok" {
+					t.Fatalf("%s /ok after %s: %v, %q; want ok", c.method, tt.path, err, body)
+				}
+				if got, want := c.conns.Load()-before, map[bool]int64{true: 0, false: 1}[tt.ok]; got != want {
+					t.Errorf("%s /ok after %s opened %d connections, want %d", c.method, tt.path, got, want)
+				}
+			})
+		}
+	}
+}
+
+// answeringTLS is answering over TLS, HTTP/1.1 only: it returns the server's URL, a count of
+// the connections it accepted, and a client TLS config that trusts it.
+func answeringTLS(t *testing.T, ip string, answers map[string]string) (string, *atomic.Int64, *tls.Config) {
+	t.Helper()
+	ln, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		t.Fatalf("listen on %s: %v", ip, err)
+	}
+	conns := new(atomic.Int64)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body) // before the hijack, which leaves the body unread
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		for path := r.URL.Path; ; {
+			if _, err := io.WriteString(c, answers[path]); err != nil {
+				return
+			}
+			req, ok := readRequest(brw.Reader)
+			if !ok {
+				return
+			}
+			io.Copy(io.Discard, req.Body)
+			path = req.URL.Path
+		}
+	}))
+	srv.Listener = ln
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.StartTLS() // offers HTTP/1.1 only: EnableHTTP2 is not set
+	t.Cleanup(srv.Close)
+	tc := srv.Client().Transport.(*http.Transport).TLSClientConfig.Clone()
+	tc.ServerName = "example.com" // httptest's certificate names 127.0.0.1 and example.com
+	return srv.URL, conns, tc
 }
