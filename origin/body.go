@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -146,18 +147,17 @@ type bodyKey struct {
 }
 
 // bodyCache keeps generated bodies so hot objects are not regenerated per request. It is bounded
-// by total bytes; when full, arbitrary entries are evicted (map order), which is enough for a
-// test origin.
+// by total bytes and forgets the least recently used bodies first, so the hot ones stay.
 type bodyCache struct {
-	maxBytes, maxEntry int
+	maxEntry int
 
-	mu    sync.Mutex // guards m and bytes
-	m     map[bodyKey][]byte
-	bytes int
+	mu     sync.Mutex // guards bodies
+	bodies *lru[bodyKey, []byte]
 }
 
 func newBodyCache(maxBytes, maxEntry int) *bodyCache {
-	return &bodyCache{maxBytes: maxBytes, maxEntry: maxEntry, m: map[bodyKey][]byte{}}
+	// Bounded by bytes alone: an entry costs its body and its path (entryCost).
+	return &bodyCache{maxEntry: maxEntry, bodies: newLRU[bodyKey, []byte](math.MaxInt, maxBytes, bodyKeyCost)}
 }
 
 // get returns Body(path, version, size), from the cache when possible. Callers must not modify it.
@@ -165,33 +165,30 @@ func newBodyCache(maxBytes, maxEntry int) *bodyCache {
 // Vary variant, its header values), so counting bodies alone let many long paths with short
 // bodies (size=0 costs nothing) grow the cache without bound.
 func (c *bodyCache) get(path string, version, size int) []byte {
-	cost := entryCost(path, size)
-	if cost > c.maxEntry {
+	if entryCost(path, size) > c.maxEntry {
 		return Body(path, version, size)
 	}
 	k := bodyKey{path, version, size}
 	c.mu.Lock()
-	b, ok := c.m[k]
-	c.mu.Unlock()
-	if ok {
+	if e := c.bodies.find(k); e != nil { // a hit is a use
+		b := e.val
+		c.mu.Unlock()
 		return b
 	}
-	b = Body(path, version, size)
+	c.mu.Unlock()
+	b := Body(path, version, size)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for old := range c.m {
-		if c.bytes+cost <= c.maxBytes {
-			break
-		}
-		delete(c.m, old)
-		c.bytes -= entryCost(old.path, old.size)
-	}
-	if _, ok := c.m[k]; !ok {
-		c.m[k] = b
-		c.bytes += cost
+	if c.bodies.peek(k) == nil { // another request may have generated it meanwhile
+		e := c.bodies.add(k)
+		e.val = b
+		c.bodies.setCost(e, size)
 	}
 	return b
 }
 
 // entryCost is what a cached body counts against BodyCacheBytes: its bytes and its key's.
 func entryCost(path string, size int) int { return len(path) + size }
+
+// bodyKeyCost is what a body's key costs, the rest of entryCost being its size (setCost).
+func bodyKeyCost(k bodyKey) int { return len(k.path) }

@@ -229,7 +229,7 @@ type stats struct {
 	max      atomic.Int64 // highest inFlight seen since the last reset
 
 	mu    sync.Mutex // guards paths
-	paths *lru[pathStats]
+	paths *lru[string, pathStats]
 
 	bytesTotal atomic.Int64
 }
@@ -243,7 +243,7 @@ type pathStats struct {
 }
 
 func (st *stats) init(maxPaths int) {
-	st.paths = newLRU[pathStats](maxPaths, maxStateBytes)
+	st.paths = newLRU[string, pathStats](maxPaths, maxStateBytes, pathCost)
 }
 
 func (st *stats) addBytes(path string, n int64) {

@@ -50,10 +50,10 @@ func TestBodyCacheBoundCountsKeys(t *testing.T) {
 	}
 	s.bodies.mu.Lock()
 	held := 0
-	for k, b := range s.bodies.m {
+	for k, b := range s.bodies.bodies.all() {
 		held += len(k.path) + len(b)
 	}
-	n := len(s.bodies.m)
+	n := s.bodies.bodies.len()
 	s.bodies.mu.Unlock()
 	if held > budget {
 		t.Errorf("body cache holds %d bytes of keys and bodies in %d entries, want at most BodyCacheBytes %d", held, n, budget)

@@ -10,41 +10,41 @@ import (
 func TestLRU(t *testing.T) {
 	tests := []struct {
 		name   string
-		ops    func(c *lru[int])
+		ops    func(c *lru[string, int])
 		want   []string // kept, most recent first
 		wantSz int      // total cost
 	}{
-		{"under the bound", func(c *lru[int]) { c.add("/a"); c.add("/b") }, []string{"/b", "/a"}, 4},
-		{"count: least recent forgotten", func(c *lru[int]) {
+		{"under the bound", func(c *lru[string, int]) { c.add("/a"); c.add("/b") }, []string{"/b", "/a"}, 4},
+		{"count: least recent forgotten", func(c *lru[string, int]) {
 			c.add("/a")
 			c.add("/b")
 			c.add("/c")
 			c.add("/d")
 		}, []string{"/d", "/c", "/b"}, 6},
-		{"find is a use", func(c *lru[int]) {
+		{"find is a use", func(c *lru[string, int]) {
 			c.add("/a")
 			c.add("/b")
 			c.add("/c")
 			c.find("/a")
 			c.add("/d")
 		}, []string{"/d", "/a", "/c"}, 6},
-		{"peek is not a use", func(c *lru[int]) {
+		{"peek is not a use", func(c *lru[string, int]) {
 			c.add("/a")
 			c.add("/b")
 			c.add("/c")
 			c.peek("/a")
 			c.add("/d")
 		}, []string{"/d", "/c", "/b"}, 6},
-		{"cost: older forgotten", func(c *lru[int]) {
+		{"cost: older forgotten", func(c *lru[string, int]) {
 			c.add("/a")
 			c.add("/b")
 			c.setCost(c.add("/c"), 6) // 2 + 2 + 8 = 12 > 10
 		}, []string{"/c", "/b"}, 10},
-		{"cost: one entry over the bound stays alone", func(c *lru[int]) {
+		{"cost: one entry over the bound stays alone", func(c *lru[string, int]) {
 			c.add("/a")
 			c.setCost(c.add("/b"), 100)
 		}, []string{"/b"}, 102},
-		{"remove and clear", func(c *lru[int]) {
+		{"remove and clear", func(c *lru[string, int]) {
 			c.add("/a")
 			c.add("/b")
 			c.remove(c.peek("/a"))
@@ -54,7 +54,7 @@ func TestLRU(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := newLRU[int](3, 10)
+			c := newLRU[string, int](3, 10, pathCost)
 			tt.ops(c)
 			var got []string
 			for k := range c.all() {

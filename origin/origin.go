@@ -29,8 +29,8 @@ type Config struct {
 	// context ends, before closing their connections. Default 5s.
 	ShutdownTimeout time.Duration
 	// BodyCacheBytes bounds the memory kept for generated bodies (a body over 64 KiB is kept
-	// as its first 64 KiB plus one unit, from which the rest is streamed). Default 64 MiB;
-	// negative disables the cache.
+	// as its first 64 KiB plus one unit, from which the rest is streamed); past it the least
+	// recently used are forgotten. Default 64 MiB; negative disables the cache.
 	BodyCacheBytes int
 	// IdleTimeout is how long a keep-alive connection may wait for its next request before
 	// the server closes it. Default 75s (nginx's keepalive_timeout); without one, every idle
@@ -63,12 +63,12 @@ type Server struct {
 	start  time.Time // creation time of every object's first version
 	bodies *bodyCache
 
-	mu          sync.Mutex   // guards versions, globalBump, globalAt, faults and globalFault
-	versions    *lru[object] // paths bumped at least once
-	globalBump  int          // bumps of every path (POST /_bump without path)
-	globalAt    time.Time    // when globalBump last changed
-	faults      *lru[Fault]  // per-path faults
-	globalFault Fault        // the fault of paths without one of their own (path "")
+	mu          sync.Mutex           // guards versions, globalBump, globalAt, faults and globalFault
+	versions    *lru[string, object] // paths bumped at least once
+	globalBump  int                  // bumps of every path (POST /_bump without path)
+	globalAt    time.Time            // when globalBump last changed
+	faults      *lru[string, Fault]  // per-path faults
+	globalFault Fault                // the fault of paths without one of their own (path "")
 
 	stats stats
 
@@ -130,8 +130,8 @@ func New(cfg Config) (*Server, error) {
 		now:      cfg.Clock,
 		start:    cfg.Clock(),
 		bodies:   newBodyCache(cfg.BodyCacheBytes, min(cfg.BodyCacheBytes/4, 8<<20)),
-		versions: newLRU[object](cfg.MaxPaths, maxStateBytes),
-		faults:   newLRU[Fault](cfg.MaxPaths, maxStateBytes),
+		versions: newLRU[string, object](cfg.MaxPaths, maxStateBytes, pathCost),
+		faults:   newLRU[string, Fault](cfg.MaxPaths, maxStateBytes, pathCost),
 		reg:      prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "origin_requests_total",
@@ -269,7 +269,7 @@ func (s *Server) Version(path string) int {
 
 // versionLocked returns the version, and when it was created, of the path whose bumps are e
 // (nil for a path never bumped, or forgotten).
-func (s *Server) versionLocked(e *lruEntry[object]) (int, time.Time) {
+func (s *Server) versionLocked(e *lruEntry[string, object]) (int, time.Time) {
 	v, at := 1+s.globalBump, s.start
 	if s.globalAt.After(at) {
 		at = s.globalAt

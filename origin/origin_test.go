@@ -10,8 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -125,11 +127,43 @@ func TestBodyCacheBound(t *testing.T) {
 	c.get("/big", 1, 50) // over maxEntry: generated, not kept
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.bytes > 100 || len(c.m) > 3 {
-		t.Errorf("cache holds %d bytes in %d entries, want at most 100 bytes", c.bytes, len(c.m))
+	if c.bodies.bytes > 100 || c.bodies.len() > 3 {
+		t.Errorf("cache holds %d bytes in %d entries, want at most 100 bytes", c.bodies.bytes, c.bodies.len())
 	}
-	if _, ok := c.m[bodyKey{"/big", 1, 50}]; ok {
+	if c.bodies.peek(bodyKey{"/big", 1, 50}) != nil {
 		t.Errorf("cache kept a body larger than maxEntry")
+	}
+}
+
+// TestBodyCacheLRU: the body cache forgets its least recently used bodies first, as a model
+// LRU does over a run of gets of hot and cold paths. It forgot them in Go's map order, at
+// random, so a hot body could go while cold ones stayed, and which ones the origin
+// regenerated differed from run to run.
+func TestBodyCacheLRU(t *testing.T) {
+	const paths, room, size = 24, 16, 30
+	path := func(i int) string { return fmt.Sprintf("/p%02d", i) }
+	cost := entryCost(path(0), size)
+	c := newBodyCache(room*cost, cost)
+	var held []int          // what the cache should hold, most recent first
+	last := map[int]*byte{} // the body get last returned for each path
+	rnd := rand.New(rand.NewPCG(1, 2))
+	for step := range 400 {
+		i := min(rnd.IntN(paths), rnd.IntN(paths)) // low numbers hot, high ones cold
+		b := c.get(path(i), 1, size)
+		if !bytes.Equal(b, Body(path(i), 1, size)) {
+			t.Fatalf("step %d: get(%s) = %q, want %q", step, path(i), b, Body(path(i), 1, size))
+		}
+		at := slices.Index(held, i)
+		// A hit returns the body kept, the one returned before; a miss a new one.
+		if hit := &b[0] == last[i]; hit != (at >= 0) {
+			t.Fatalf("step %d: get(%s) hit = %v, want %v (held, most recent first: %v)", step, path(i), hit, at >= 0, held)
+		}
+		last[i] = &b[0]
+		if at >= 0 {
+			held = slices.Delete(held, at, at+1)
+		}
+		held = slices.Insert(held, 0, i)
+		held = held[:min(len(held), room)]
 	}
 }
 
