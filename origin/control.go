@@ -24,7 +24,8 @@ type Fault struct {
 	// BumpAfter, if positive, bumps the path's version once, after that many more body bytes
 	// of it have been sent (over every response, ranges included): the response in progress
 	// goes on with the old version, later ones get the new. It counts down as bytes are sent
-	// and is cleared when it fires. Ignored in the global fault (path "").
+	// and is cleared when it fires. Until then the fault is never forgotten (see SetFault).
+	// Ignored in the global fault (path "").
 	BumpAfter int64
 }
 
@@ -76,24 +77,44 @@ func ParseFault(data []byte) (string, Fault, error) {
 	return j.Path, f, nil
 }
 
+// errBumpsFull refuses a BumpAfter fault when as many as the bound are waiting to fire.
+var errBumpsFull = errors.New("too many bump_after faults waiting to fire")
+
 // SetFault injects f into answers for path, or for every path without a fault of its own if path
-// is "". A zero Fault removes the fault. Past Config.MaxPaths paths with faults, the least
-// recently set or used one is forgotten (the global fault never is).
-func (s *Server) SetFault(path string, f Fault) {
+// is "", replacing the path's fault. A zero Fault removes the fault. Past Config.MaxPaths paths
+// with faults, the least recently set or used one is forgotten (the global fault never is),
+// but not one whose BumpAfter is still to fire: a change promised mid-fill must come. Those
+// are at most MaxPaths (and 64 MiB of path names); past that a new one is refused with an
+// error, and the path keeps the fault it had.
+func (s *Server) SetFault(path string, f Fault) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	f.BumpAfter = max(f.BumpAfter, 0)
 	if path == "" {
 		f.BumpAfter = 0
 		s.globalFault = f
-		return
+		return nil
 	}
-	if f == (Fault{}) {
-		if e := s.faults.peek(path); e != nil {
-			s.faults.remove(e)
-		}
-		return
+	_, waiting := s.bumps[path]
+	if f.BumpAfter > 0 && !waiting && (len(s.bumps) >= s.cfg.MaxPaths || s.bumpBytes+len(path) > maxStateBytes) {
+		return fmt.Errorf("set fault for %s: %w (at most MaxPaths, %d, and %d bytes of paths)",
+			path, errBumpsFull, s.cfg.MaxPaths, maxStateBytes)
 	}
-	s.faults.add(path).val = f
+	if waiting {
+		delete(s.bumps, path)
+		s.bumpBytes -= len(path)
+	}
+	if e := s.faults.peek(path); e != nil {
+		s.faults.remove(e)
+	}
+	switch {
+	case f.BumpAfter > 0:
+		s.bumps[path] = f
+		s.bumpBytes += len(path)
+	case f != (Fault{}):
+		s.faults.add(path).val = f
+	}
+	return nil
 }
 
 // ClearFaults removes every fault.
@@ -101,6 +122,8 @@ func (s *Server) ClearFaults() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.faults.clear()
+	clear(s.bumps)
+	s.bumpBytes = 0
 	s.globalFault = Fault{}
 }
 
@@ -109,10 +132,7 @@ func (s *Server) ClearFaults() {
 func (s *Server) bumpRoom(path string) int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e := s.faults.find(path); e != nil {
-		return e.val.BumpAfter
-	}
-	return 0
+	return s.bumps[path].BumpAfter
 }
 
 // sent counts n body bytes sent for path and, if metered, takes them off path's BumpAfter fault.
@@ -127,17 +147,19 @@ func (s *Server) sent(path string, n int, metered bool) (bump bool) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := s.faults.find(path)
-	if e == nil || e.val.BumpAfter <= 0 {
+	f, ok := s.bumps[path]
+	if !ok {
 		return false
 	}
-	e.val.BumpAfter -= int64(n)
-	if e.val.BumpAfter > 0 {
+	if f.BumpAfter -= int64(n); f.BumpAfter > 0 {
+		s.bumps[path] = f
 		return false
 	}
-	e.val.BumpAfter = 0
-	if e.val == (Fault{}) {
-		s.faults.remove(e)
+	// Fired: what else the fault does goes on, and may be forgotten from now on.
+	delete(s.bumps, path)
+	s.bumpBytes -= len(path)
+	if f.BumpAfter = 0; f != (Fault{}) {
+		s.faults.add(path).val = f
 	}
 	return true
 }
@@ -146,6 +168,9 @@ func (s *Server) sent(path string, n int, metered bool) (bump bool) {
 func (s *Server) fault(path string) Fault {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if f, ok := s.bumps[path]; ok {
+		return f
+	}
 	if e := s.faults.find(path); e != nil {
 		return e.val
 	}
@@ -165,18 +190,26 @@ func (s *Server) serveFault(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		s.SetFault(path, f)
+		if err := s.SetFault(path, f); err != nil {
+			// The request is fine; the origin's state refuses it until a waiting bump_after
+			// fires or is cleared.
+			http.Error(w, err.Error(), http.StatusConflict)
+			return
+		}
 		w.WriteHeader(http.StatusNoContent)
 	case http.MethodDelete:
 		s.ClearFaults()
 		w.WriteHeader(http.StatusNoContent)
 	case http.MethodGet, http.MethodHead:
 		s.mu.Lock()
-		list := make([]faultJSON, 0, s.faults.len()+1)
+		list := make([]faultJSON, 0, s.faults.len()+len(s.bumps)+1)
 		if s.globalFault != (Fault{}) {
 			list = append(list, toFaultJSON("", s.globalFault))
 		}
 		for p, f := range s.faults.all() {
+			list = append(list, toFaultJSON(p, f))
+		}
+		for p, f := range s.bumps {
 			list = append(list, toFaultJSON(p, f))
 		}
 		s.mu.Unlock()

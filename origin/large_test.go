@@ -5,10 +5,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"runtime"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -188,6 +191,98 @@ func TestBumpAfter(t *testing.T) {
 	}
 	if _, _, err := ParseFault([]byte(`{"bump_after":10}`)); err == nil {
 		t.Errorf("ParseFault(bump_after without a path) succeeded, want an error")
+	}
+}
+
+// TestBumpAfterNotForgotten: a bump_after fault waiting for its bytes is not forgotten when the
+// faults table forgets its least recently used paths, by their number or by the bytes of
+// their names. It was forgotten like any fault: a test that armed one and then set faults on
+// MaxPaths other paths (or a few with long names) saw its object never change.
+func TestBumpAfterNotForgotten(t *testing.T) {
+	const bound = 4
+	long := strings.Repeat("l", 4<<10)
+	for _, tt := range []struct {
+		name     string
+		cfg      Config
+		maxBytes int                // the faults table's bound on path bytes; 0 keeps it
+		other    func(i int) string // the paths given faults after the bump_after
+	}{
+		{"paths", Config{MaxPaths: bound}, 0, func(i int) string { return fmt.Sprintf("/o/%d", i) }},
+		{"path bytes", Config{}, 16 << 10, func(i int) string { return fmt.Sprintf("/o/%d/%s", i, long) }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s, base := start(t, "127.0.0.45", tt.cfg)
+			if tt.maxBytes > 0 {
+				s.mu.Lock()
+				s.faults.maxBytes = tt.maxBytes
+				s.mu.Unlock()
+			}
+			c := client(t)
+			post := func(fault string) {
+				t.Helper()
+				if r := do(t, c, context.Background(), "POST", base+"/_fault", nil, fault); r.err != nil || r.status != http.StatusNoContent {
+					t.Fatalf("POST /_fault %.40s: %d, %v; want 204", fault, r.status, r.err)
+				}
+			}
+			post(`{"path":"/m","bump_after":100}`)
+			for i := range 2 * bound {
+				post(`{"path":"` + tt.other(i) + `","status":503}`)
+			}
+			s.mu.Lock()
+			kept := s.faults.len()
+			s.mu.Unlock()
+			if kept >= 2*bound {
+				t.Fatalf("the faults table holds %d paths: none was forgotten, so the test shows nothing", kept)
+			}
+			r := do(t, c, context.Background(), "GET", base+"/m?size=1000", nil, "")
+			if r.err != nil || r.status != 200 || !bytes.Equal(r.body, Body("/m", 1, 1000)) {
+				t.Fatalf("GET /m = %d, %v; want 200 and version 1's bytes (the response in progress keeps its version)", r.status, r.err)
+			}
+			if v := s.Version("/m"); v != 2 {
+				t.Errorf("Version(/m) after 1000 bytes with bump_after 100 = %d, want 2", v)
+			}
+		})
+	}
+}
+
+// TestBumpAfterBounded: at most MaxPaths bump_after faults wait at once; past that, setting
+// another is refused (409 Conflict; SetFault's error) rather than forgetting one, and one
+// that fires, is replaced or is cleared makes room.
+func TestBumpAfterBounded(t *testing.T) {
+	s, base := start(t, "127.0.0.46", Config{MaxPaths: 2})
+	c := client(t)
+	for _, tt := range []struct {
+		name, fault string
+		want        int
+	}{
+		{"first", `{"path":"/a","bump_after":100}`, http.StatusNoContent},
+		{"second", `{"path":"/b","bump_after":100}`, http.StatusNoContent},
+		{"one too many", `{"path":"/c","bump_after":100}`, http.StatusConflict},
+		{"another count for a waiting one", `{"path":"/a","bump_after":50}`, http.StatusNoContent},
+		{"another kind of fault", `{"path":"/c","status":503}`, http.StatusNoContent},
+	} {
+		if r := do(t, c, context.Background(), "POST", base+"/_fault", nil, tt.fault); r.err != nil || r.status != tt.want {
+			t.Errorf("%s: POST /_fault %s = %d %s, %v; want %d", tt.name, tt.fault, r.status, bytes.TrimSpace(r.body), r.err, tt.want)
+		}
+	}
+	if err := s.SetFault("/c", Fault{BumpAfter: 100}); !errors.Is(err, errBumpsFull) {
+		t.Errorf("SetFault(/c, bump_after) with two waiting = %v, want %v", err, errBumpsFull)
+	}
+	if r := do(t, c, context.Background(), "GET", base+"/c?size=10", nil, ""); r.status != 503 {
+		t.Errorf("GET /c = %d, want 503: a refused fault leaves the path's fault as it was", r.status)
+	}
+	do(t, c, context.Background(), "GET", base+"/a?size=100", nil, "") // /a's fires
+	if v := s.Version("/a"); v != 2 {
+		t.Fatalf("Version(/a) = %d, want 2", v)
+	}
+	if err := s.SetFault("/c", Fault{BumpAfter: 100}); err != nil {
+		t.Errorf("SetFault(/c, bump_after) once /a's fired = %v, want nil", err)
+	}
+	s.ClearFaults()
+	for _, p := range []string{"/d", "/e"} {
+		if err := s.SetFault(p, Fault{BumpAfter: 100}); err != nil {
+			t.Errorf("SetFault(%s, bump_after) after ClearFaults = %v, want nil", p, err)
+		}
 	}
 }
 

@@ -39,7 +39,8 @@ type Config struct {
 	// MaxPaths bounds how many paths the origin keeps state for, in each of its three tables:
 	// request statistics (counts, body bytes, last request headers), versions of bumped paths,
 	// and per-path faults. Past it, the table forgets its least recently used path, which then
-	// gets what a path never seen gets. Each table also keeps at most 64 MiB of path names
+	// gets what a path never seen gets; but a fault whose bump_after is still to fire is kept
+	// apart and never forgotten, and past MaxPaths of those, another is refused (SetFault). Each table also keeps at most 64 MiB of path names
 	// (and, for the statistics, of request headers). Default 100,000: five times the
 	// simulator's default catalogue, far more than any test uses, and at most a few hundred
 	// MiB with the 64 MiB bounds; without a bound, a client asking for ever new URLs grew the
@@ -63,11 +64,13 @@ type Server struct {
 	start  time.Time // creation time of every object's first version
 	bodies *bodyCache
 
-	mu          sync.Mutex           // guards versions, globalBump, globalAt, faults and globalFault
+	mu          sync.Mutex           // guards versions, globalBump, globalAt, faults, bumps, bumpBytes and globalFault
 	versions    *lru[string, object] // paths bumped at least once
 	globalBump  int                  // bumps of every path (POST /_bump without path)
 	globalAt    time.Time            // when globalBump last changed
-	faults      *lru[string, Fault]  // per-path faults
+	faults      *lru[string, Fault]  // per-path faults without a BumpAfter still to fire
+	bumps       map[string]Fault     // per-path faults with one, never forgotten (SetFault)
+	bumpBytes   int                  // the bytes of bumps' paths
 	globalFault Fault                // the fault of paths without one of their own (path "")
 
 	stats stats
@@ -132,6 +135,7 @@ func New(cfg Config) (*Server, error) {
 		bodies:   newBodyCache(cfg.BodyCacheBytes, min(cfg.BodyCacheBytes/4, 8<<20)),
 		versions: newLRU[string, object](cfg.MaxPaths, maxStateBytes, pathCost),
 		faults:   newLRU[string, Fault](cfg.MaxPaths, maxStateBytes, pathCost),
+		bumps:    map[string]Fault{},
 		reg:      prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "origin_requests_total",
