@@ -403,6 +403,9 @@ func parsePrefix(s string) (netip.Prefix, error) {
 
 // trustedProxy reports whether ip (a client's address) is a configured trusted proxy.
 func (c *Config) trustedProxy(ip string) bool {
+	if len(c.trusted) == 0 {
+		return false // the default: no address to parse on every upstream request
+	}
 	a, err := netip.ParseAddr(ip)
 	if err != nil {
 		return false
