@@ -84,6 +84,9 @@ func (s *Store) settle(key string) {
 	s.cache.Wait()
 	ps.mu.Lock()
 	if q, ok := ps.m[key]; ok && q.seq == p.seq { // else confirm forgot it meanwhile
+		// Counted as confirm counts its rounds: a Lookup that missed key in Ristretto
+		// before the Wait, and misses it here now, must look in Ristretto again (get).
+		s.confirmed.Add(1)
 		ps.forget(key, p.cost, &s.pendBytes)
 	}
 	ps.mu.Unlock()
@@ -101,12 +104,15 @@ func (ps *pendSet) forget(key string, cost int64, bytes *atomic.Int64) {
 
 // get is Ristretto's Get of key, or its pending value. A key confirmed (and forgotten here)
 // between the two looks is looked up in Ristretto again: confirm counts a round before it
-// forgets anything.
+// forgets anything, and settle counts one before it forgets its key.
 func (s *Store) get(key string) (ref, bool) {
 	for try := 0; ; try++ {
 		round := s.confirmed.Load()
 		if r, ok := s.cache.Get(key); ok {
 			return r, true
+		}
+		if s.missHook != nil {
+			s.missHook(key)
 		}
 		if r, ok := s.pendingRef(key); ok {
 			return r, true

@@ -60,19 +60,7 @@ func TestPendingReadYourWrites(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := newStoreOf(t, 16<<20)
-			// Hold Ristretto's goroutine in an exit: that of a value too large for the
-			// store, which that goroutine refuses (Del's exit runs on its caller's).
-			hold := &ref{e: &entry{}}
-			entered, release := make(chan struct{}), make(chan struct{})
-			s.exitHook = func(r ref) {
-				if r == *hold {
-					close(entered)
-					<-release
-				}
-			}
-			s.items.Add(1) // as put does: the exit takes one
-			s.cache.Set("hold", *hold, s.cache.MaxCost()+1)
-			<-entered
+			release := holdRistretto(t, s)
 			// The settles of "put twice" and "delete after put" wait for Ristretto's
 			// goroutine: release it once they ask (a Wait is a Set queued behind it).
 			var wg sync.WaitGroup
@@ -90,7 +78,7 @@ func TestPendingReadYourWrites(t *testing.T) {
 			if tt.name == "lookup after put" {
 				<-done
 			}
-			close(release)
+			release()
 			wg.Wait()
 			s.cache.Wait()
 			for i := range 20 {
@@ -148,4 +136,99 @@ func TestPendingLookupRacesConfirm(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// TestPendingLookupRacesSettle: a Lookup whose look in Ristretto missed a pending key (its Set
+// not applied yet), and whose look at the pending keys came after a settle had forgotten it,
+// must look in Ristretto again, as it does after a confirm round: the key was stored all along.
+// A settle forgets a key when a move takes its record, or when a second Put of it then pends
+// nothing (Ristretto behind: pendMax); both run here in the gap between the Lookup's two looks.
+// confirm is stopped, so that only the settle forgets.
+func TestPendingLookupRacesSettle(t *testing.T) {
+	const key, size = "k", 300
+	tests := []struct {
+		name string
+		// settle runs in the gap, with Ristretto's goroutine released.
+		settle func(t *testing.T, s *Store, pending ref)
+		want   int // the version the Lookup must read
+	}{
+		{"move", func(t *testing.T, s *Store, r ref) {
+			g, off, idx, ok := s.place(r)
+			if !ok {
+				t.Fatal("k's record not found")
+			}
+			s.move(g, idx, int(off), recordLen(g.b, int(off)))
+			if got := s.Stats().Moved; got != 1 {
+				t.Fatalf("Moved = %d, want 1", got)
+			}
+		}, 1},
+		{"put past pendMax", func(t *testing.T, s *Store, _ ref) {
+			s.pendMax = 0 // Ristretto behind: this Put waits for it, and pends nothing
+			if !s.Put(keyed(key, 2, size)) {
+				t.Fatal("the second Put refused")
+			}
+		}, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newStoreOf(t, 16<<20)
+			stopConfirming(s)
+			release := holdRistretto(t, s)
+			if !s.Put(keyed(key, 1, size)) {
+				t.Fatal("Put refused")
+			}
+			r, ok := s.pendingRef("h.test/" + key)
+			if !ok || r.h == 0 {
+				t.Fatalf("k pending as %+v, %v; want its record pending", r, ok)
+			}
+			fired := false
+			s.missHook = func(k string) {
+				if k != "h.test/"+key || fired {
+					return
+				}
+				fired = true
+				release() // Ristretto applies k's Set: the settle's Wait returns
+				tt.settle(t, s, r)
+			}
+			o, _, _ := s.Lookup("h.test/"+key, nil)
+			if !fired {
+				t.Fatal("the Lookup did not miss in Ristretto")
+			}
+			if o == nil {
+				t.Fatal("k not found: the settle forgot it between the Lookup's two looks")
+			}
+			if v := checkKeyed(t, o, key, size); v != tt.want {
+				t.Errorf("k read version %d, want %d", v, tt.want)
+			}
+		})
+	}
+}
+
+// holdRistretto holds Ristretto's goroutine in an exit until release is called (Cleanup calls
+// it too): the exit of a value too large for the store, which that goroutine refuses (Del's
+// exit runs on its caller's). Sets made meanwhile wait in its buffer, unapplied.
+func holdRistretto(t *testing.T, s *Store) (release func()) {
+	hold := &ref{e: &entry{}}
+	entered, released := make(chan struct{}), make(chan struct{})
+	s.exitHook = func(r ref) {
+		if r == *hold {
+			close(entered)
+			<-released
+		}
+	}
+	s.items.Add(1) // as put does: the exit takes one
+	s.cache.Set("hold", *hold, s.cache.MaxCost()+1)
+	<-entered
+	var once sync.Once
+	release = func() { once.Do(func() { close(released) }) }
+	t.Cleanup(release) // before the store's Close, registered earlier
+	return release
+}
+
+// stopConfirming stops s's confirm goroutine, so that only settle forgets pending keys. Close
+// still works.
+func stopConfirming(s *Store) {
+	close(s.stopConfirm)
+	<-s.confirmDone
+	s.stopConfirm = make(chan struct{}) // for Close to close
 }

@@ -334,7 +334,7 @@ type Store struct {
 	pendSeq     atomic.Uint64 // numbers the pending Sets
 	pendBytes   atomic.Int64  // their cost
 	pendMax     int64         // the most pendBytes may reach; beyond, a Put waits
-	confirmed   atomic.Uint64 // confirm's rounds
+	confirmed   atomic.Uint64 // confirm's rounds, and settles that forgot a key (get)
 	kick        chan struct{}
 	stopConfirm chan struct{}
 	confirmDone chan struct{}
@@ -368,6 +368,9 @@ type Store struct {
 	// exitHook, if set before the first Put, is called first in every exit: tests use it
 	// to hold Ristretto between taking a value out of its map and its OnExit.
 	exitHook func(ref)
+	// missHook, if set, is called by get between Ristretto's miss and the look at the
+	// pending keys: tests use it to act in that gap.
+	missHook func(key string)
 }
 
 // New builds a Store.
