@@ -14,9 +14,12 @@ import (
 // then forgets them: by then Ristretto has stored or refused each. Lookup, Delete and a move
 // look here when Ristretto does not hold the key.
 //
-// A replacement needs no entry: Ristretto updates a key it holds in place, at once. Put
-// settles a key still pending before it sets it again (Ristretto would refuse the second
-// Set of a key it had not stored yet), as Delete and drop do before they look at Ristretto.
+// A replacement needs no entry: Ristretto updates a key it holds in place, at once. Put still
+// records one, since it cannot tell a replacement from a new key without a look in Ristretto
+// (the probe a miss saves): get never reads it (Ristretto holds the value), and it costs its
+// share of pendMax and, within its round, a settle's Wait. Put settles a key still pending
+// before it sets it again (Ristretto would refuse the second Set of a key it had not stored
+// yet), as Delete and a move (for drop) do before they look at Ristretto.
 
 // pendSet is the pending keys. One map for the store, not one per lock: they are few at any
 // time (confirm forgets them within a round trip to Ristretto's goroutine), and a map never
