@@ -39,8 +39,8 @@ type pendEntry struct {
 
 // maxPendBytes bounds the bytes that may wait for their confirmation at once (beyond it, a
 // Put waits for Ristretto as before), so that a Ristretto goroutine that falls behind cannot
-// let the store hold more than it admitted by much.
-func maxPendBytes(maxBytes int64) int64 { return max(maxBytes/64, 1<<20) }
+// let the store hold more than it admitted by much: a sixty-fourth of it (at least 64 KiB).
+func maxPendBytes(maxBytes int64) int64 { return max(maxBytes/64, 64<<10) }
 
 // pend records key's new value r, set in Ristretto, under key's lock.
 func (s *Store) pend(key string, r ref, cost int64) {

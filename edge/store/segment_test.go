@@ -61,7 +61,10 @@ func TestReclaimBoundsSegments(t *testing.T) {
 	for i := range n {
 		s.Put(keyed("k"+strconv.Itoa(i), 1, size))
 	}
-	s.cache.Wait() // the last Puts' admissions and evictions (pending.go)
+	// The last Puts' admissions and evictions (pending.go), and the reclaim the next Put
+	// would run after them.
+	s.cache.Wait()
+	s.reclaim()
 	st := s.Stats()
 	seg := int64(s.segSize)
 	t.Logf("%d puts: %d items, %d evictions, %d segments of %d KiB, %.1f MiB live, %d moved (%.2f per put)",
