@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"maps"
 	"net/http"
@@ -78,7 +79,10 @@ func (n *Node) deliver(w *logWriter, req *request, obj *store.Object, cs httpcac
 	}
 	w.WriteHeader(obj.Status)
 	if r.Method != http.MethodHead && bodyAllowed(obj.Status) {
-		w.Write(obj.Body)
+		if _, err := w.Write(obj.Body); err != nil {
+			// Nothing follows the one write; the log says the client did not get it whole.
+			w.note = "stream aborted: " + err.Error()
+		}
 	}
 }
 
@@ -217,18 +221,17 @@ func (n *Node) blockHeader(w *logWriter, req *request, obj *store.Object, cs htt
 // its bytes cut out as they arrive (streamRange), and the body is otherwise sent whole.
 func (n *Node) deliverBody(w *logWriter, req *request, a answer) {
 	r := req.r
+	// A flush that fails ends the wait for the fill's next bytes (clientFlush); the fill
+	// itself goes on, for its other readers and the store.
+	fl := newClientFlush(w, r.Context())
+	defer fl.stop()
 	if coding := undoObjectCoding(req, a.obj); coding != "" {
 		// Decoded as it arrives: a Range is not served on decoded bytes, so nothing waits
 		// for the whole body.
 		preset := w.Header().Clone()
 		h := n.objectHeader(w, req, a.obj, a.cs, a.upstreamCS)
-		flush := func() {
-			if w.wroteHeader { // a flush would send the header, which waits for the first bytes
-				w.Flush()
-			}
-		}
 		n.deliverDecoded(w, req, decoded{status: a.obj.Status, h: h, preset: preset, coding: coding,
-			src: a.body.reader(r.Context(), flush)})
+			src: a.body.reader(fl.ctx, fl.flushSent)})
 		return
 	}
 	if !a.tooLarge && needsServeContent(r.Header) {
@@ -257,12 +260,9 @@ func (n *Node) deliverBody(w *logWriter, req *request, a answer) {
 		return
 	}
 	if rr, lm := streamRange(r, obj.Status, h, a.length); rr != nil {
-		flush := func() {
-			if w.wroteHeader { // a flush would send the header, which waits for the first bytes
-				w.Flush()
-			}
+		if err := serveRange(w, rr, h, lm, newRangeSource(a.body.reader(fl.ctx, fl.flushSent), a.length, fl.flushSent)); err != nil {
+			fl.abort(err)
 		}
-		serveRange(w, rr, h, lm, newRangeSource(a.body.reader(r.Context(), flush), a.length, flush))
 		return
 	}
 	if a.length >= 0 {
@@ -272,11 +272,74 @@ func (n *Node) deliverBody(w *logWriter, req *request, a answer) {
 	if r.Method == http.MethodHead || !bodyAllowed(obj.Status) {
 		return
 	}
-	if err := a.body.copyTo(r.Context(), w, w.Flush); err != nil {
-		w.note = "stream aborted: " + err.Error()
-		// The client must see the answer cut short, not a complete-looking one.
-		panic(http.ErrAbortHandler)
+	if err := a.body.copyTo(fl.ctx, w, fl.flush); err != nil {
+		fl.abort(err)
 	}
+}
+
+// clientFlush flushes an answer that streams to its client. Its first failed flush (the
+// client went away, or took nothing for the send timeout) ends ctx, so that what the answer
+// then waits for, a fill's next bytes or the upstream's, is waited for no longer: they could
+// not reach the client. Over HTTP/3 a failed write does not end the request's context, and a
+// client gone there held its handler until the upstream sent more (TestClientGoneMidBody).
+// Used by the handler's goroutine only.
+type clientFlush struct {
+	w   *logWriter
+	ctx context.Context // the request's, ended by the first failed flush
+	cut context.CancelCauseFunc
+	err error // the first failed flush
+}
+
+func newClientFlush(w *logWriter, parent context.Context) *clientFlush {
+	ctx, cut := context.WithCancelCause(parent)
+	return &clientFlush{w: w, ctx: ctx, cut: cut}
+}
+
+// flush sends what the server holds of the answer; after a failed flush it does nothing.
+func (f *clientFlush) flush() {
+	if f.err != nil {
+		return
+	}
+	if err := f.w.FlushError(); err != nil {
+		f.err = fmt.Errorf("flush to the client: %w", err)
+		f.cut(f.err)
+	}
+}
+
+// flushSent is flush once the header is written: before, a flush would send the header,
+// which waits for the first bytes.
+func (f *clientFlush) flushSent() {
+	if f.w.wroteHeader {
+		f.flush()
+	}
+}
+
+// abort ends the answer, cut short by err or by the failed flush that brought err about.
+func (f *clientFlush) abort(err error) {
+	if f.err != nil {
+		err = f.err
+	}
+	abortAnswer(f.w, err)
+}
+
+// stop releases the context once the answer is done.
+func (f *clientFlush) stop() { f.cut(nil) }
+
+// FlushError is Flush that says whether it reached the client (http.ResponseController's): a
+// failed flush is a failed write.
+func (w *logWriter) FlushError() error {
+	if f, ok := w.ResponseWriter.(interface{ FlushError() error }); ok {
+		return f.FlushError()
+	}
+	w.Flush()
+	return nil
+}
+
+// abortAnswer ends an answer cut short by err, the client's side or the upstream's: the log
+// says why, and the client sees the answer cut short, never a complete-looking one.
+func abortAnswer(w *logWriter, err error) {
+	w.note = "stream aborted: " + err.Error()
+	panic(http.ErrAbortHandler)
 }
 
 // decoded is an answer that deliverDecoded sends decoded.
@@ -330,11 +393,12 @@ func (n *Node) deliverDecoded(w *logWriter, req *request, d decoded) {
 	for {
 		if nr > 0 {
 			if _, werr := w.Write(buf[:nr]); werr != nil {
-				w.note = "stream aborted: " + werr.Error()
-				panic(http.ErrAbortHandler)
+				abortAnswer(w, werr)
 			}
 			if d.flush {
-				w.Flush()
+				if ferr := w.FlushError(); ferr != nil {
+					abortAnswer(w, fmt.Errorf("flush to the client: %w", ferr))
+				}
 			}
 		}
 		if err == io.EOF {
@@ -695,16 +759,12 @@ func streamRange(r *http.Request, status int, h http.Header, size int64) (*http.
 }
 
 // serveRange answers r (streamRange) from src, an answer's body as it arrives, with header h:
-// by http.ServeContent, as a stored object's Range is answered (serveChecked). A body that
-// fails before the answer's last byte cuts the answer short.
-func serveRange(w *logWriter, r *http.Request, h http.Header, lastModified time.Time, src *rangeSource) {
+// by http.ServeContent, as a stored object's Range is answered (serveChecked). It returns the
+// failure of a body that failed before the answer's last byte, which must cut the answer short.
+func serveRange(w *logWriter, r *http.Request, h http.Header, lastModified time.Time, src *rangeSource) error {
 	delete(h, "Content-Length") // ServeContent's, or encodedWriter's
 	serveChecked(w, r, h, lastModified, src.size, src)
-	if err := src.failure(); err != nil {
-		w.note = "stream aborted: " + err.Error()
-		// The client must see the answer cut short, not a complete-looking one.
-		panic(http.ErrAbortHandler)
-	}
+	return src.failure()
 }
 
 // rangeNumber parses a range's first-pos, last-pos or suffix-length: digits only.
@@ -727,9 +787,12 @@ func rangeNumber(s string) (int64, bool) {
 // as it arrives (streamRange).
 func (n *Node) deliverStream(w *logWriter, req *request, res *fillResult, cs httpcache.Status) {
 	resp := res.stream
+	fl := newClientFlush(w, req.r.Context())
+	defer fl.stop()
 	if res.cancel != nil {
-		// A stream is this client's alone: when the client goes, the upstream exchange ends.
-		stop := context.AfterFunc(req.r.Context(), res.cancel)
+		// A stream is this client's alone: when the client goes, or a flush to it fails, the
+		// upstream exchange ends.
+		stop := context.AfterFunc(fl.ctx, res.cancel)
 		defer stop()
 	}
 	coding := undoCoding(req, resp.StatusCode, resp.Header)
@@ -755,22 +818,27 @@ func (n *Node) deliverStream(w *logWriter, req *request, res *fillResult, cs htt
 		if len(res.head) > 0 {
 			body = io.MultiReader(bytes.NewReader(res.head), resp.Body)
 		}
-		serveRange(w, rr, h, lm, newRangeSource(body, resp.ContentLength, w.Flush))
+		if err := serveRange(w, rr, h, lm, newRangeSource(body, resp.ContentLength, fl.flush)); err != nil {
+			fl.abort(err)
+		}
 		return
 	}
 	w.WriteHeader(resp.StatusCode)
 	if req.r.Method == http.MethodHead || !bodyAllowed(resp.StatusCode) {
 		return
 	}
-	w.Write(res.head)
+	// What was read before the answer turned out too large to keep (up to max_object_bytes):
+	// a client gone by then must not have the upstream read on for it.
+	if _, err := w.Write(res.head); err != nil {
+		abortAnswer(w, err)
+	}
 	if err := copyFlushing(w, resp.Body, flush); err != nil {
-		w.note = "stream aborted: " + err.Error()
-		// The client must see the answer cut short, not a complete-looking one.
-		panic(http.ErrAbortHandler)
+		abortAnswer(w, err)
 	}
 }
 
-// copyFlushing copies src to w, flushing after each write if flush is set.
+// copyFlushing copies src to w, flushing after each write if flush is set. It stops at the
+// first write or flush that fails: the upstream is not read on for a client that is gone.
 func copyFlushing(w *logWriter, src io.Reader, flush bool) error {
 	if !flush {
 		_, err := io.Copy(w, src)
@@ -783,7 +851,9 @@ func copyFlushing(w *logWriter, src io.Reader, flush bool) error {
 			if _, err := w.Write(buf[:nr]); err != nil {
 				return err
 			}
-			w.Flush()
+			if err := w.FlushError(); err != nil {
+				return fmt.Errorf("flush to the client: %w", err)
+			}
 		}
 		if rerr == io.EOF {
 			return nil

@@ -22,13 +22,15 @@ import (
 	"github.com/meridian-cdn/meridian/wire"
 )
 
-// accessLines is a log handler that sends each access-log line's path and bytes on the
-// channel: the event of a request's handler having returned.
+// accessLines is a log handler that sends each access-log line's path, status, bytes and note
+// on the channel: the event of a request's handler having returned.
 type accessLines chan accessLine
 
 type accessLine struct {
-	path  string
-	bytes int64
+	path   string
+	status int64
+	bytes  int64
+	note   string
 }
 
 func (h accessLines) Enabled(context.Context, slog.Level) bool { return true }
@@ -43,8 +45,12 @@ func (h accessLines) Handle(_ context.Context, r slog.Record) error {
 		switch a.Key {
 		case "path":
 			l.path = a.Value.String()
+		case "status":
+			l.status = a.Value.Int64()
 		case "bytes":
 			l.bytes = a.Value.Int64()
+		case "note":
+			l.note = a.Value.String()
 		}
 		return true
 	})
@@ -193,6 +199,9 @@ func TestClientThatStopsReading(t *testing.T) {
 				}
 				if l.bytes >= size {
 					t.Errorf("the handler wrote all %d bytes to a client that reads nothing", l.bytes)
+				}
+				if !strings.HasPrefix(l.note, "stream aborted: ") {
+					t.Errorf("access log note %q, want the answer logged as aborted", l.note)
 				}
 			case <-time.After(15 * time.Second):
 				t.Fatal("the handler still writes to a client that reads nothing")
