@@ -2,7 +2,9 @@ package edge
 
 import (
 	"context"
+	"maps"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,14 +16,11 @@ import (
 )
 
 // serveH3 is the HTTP/3 server's handler: the node's, with a send timeout on every write to
-// the client (h3Writer), counted as a request in progress on its connection (h3Conns).
+// the client (h3Writer), counted as a request in flight on its connection (h3Conns).
 func (n *Node) serveH3(w http.ResponseWriter, r *http.Request) {
 	if hc, _ := r.Context().Value(h3ConnKey{}).(*h3Conn); hc != nil {
 		hc.running.Add(1)
-		defer func() {
-			hc.ended.Store(time.Now().UnixNano()) // before the count falls: closeIdle reads them in that order
-			hc.running.Add(-1)
-		}()
+		defer hc.handlerReturned(r.Context())
 	}
 	serveSendTimeout(w, r, n.sendTimeout, n.ServeHTTP)
 }
@@ -102,29 +101,56 @@ func (w *h3Writer) SetWriteDeadline(t time.Time) error { return w.d.SetWriteDead
 
 func (w *h3Writer) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// h3HeadGrace is how long after the drain began an HTTP/3 connection with no request in
-// progress is closed (h3Conns.closeIdle), as edge/http1's headGrace bounds a request head still
-// arriving over TCP.
-const h3HeadGrace = time.Second
-
 // h3Conns are the HTTP/3 connections being served, for the drain. quic-go's graceful shutdown
 // sends GOAWAY and waits for every connection to be closed, which a client does once its
-// answers are in; but a stream whose request head never arrives whole (a client that sent
-// half a HEADERS frame and then nothing) is read for ever, and held the node's shutdown for
-// the whole shutdown_timeout. quic-go shows no stream before its head is read, so the drain
-// closes, a grace after it began, every connection on which no request is in progress.
+// answers are in; but one that keeps its connection (or sent half a request head, which
+// quic-go reads without a time limit, and then nothing) held the node's shutdown for the whole
+// shutdown_timeout. So the drain closes every connection with no request in flight once it
+// has been quiet for its linger (closeIdle), and waits, up to shutdown_timeout, for those
+// with one, as the TCP servers wait for their active connections.
 type h3Conns struct {
 	mu    sync.Mutex // protects conns
 	conns map[*quic.Conn]*h3Conn
 }
 
-// h3Conn is one HTTP/3 connection's requests.
+// h3Conn is one HTTP/3 connection's requests in flight. A request is in flight from its
+// handler's start until quic-go is done with its stream, which is after the handler returned:
+// quic-go then writes what the answer still holds (its header and a body under 4 KiB, held
+// for their Content-Length), for a client slow to take them long after. The request's context
+// ends once it is done (the stream's end queued, or the stream reset, or the connection gone).
 type h3Conn struct {
 	running atomic.Int32 // request handlers running
-	ended   atomic.Int64 // when the last handler returned (Unix ns), 0 before
+
+	mu sync.Mutex // protects finishing
+	// finishing are the contexts of requests whose handler returned, until seen ended: a
+	// list, and not a context.AfterFunc per request, which cost every HTTP/3 request a
+	// goroutine and half a KiB.
+	finishing []context.Context
 }
 
 type h3ConnKey struct{}
+
+// handlerReturned moves the request whose context is ctx from running to finishing.
+func (hc *h3Conn) handlerReturned(ctx context.Context) {
+	hc.mu.Lock()
+	hc.finishing = slices.DeleteFunc(hc.finishing, contextEnded) // those finished meanwhile: a few at most
+	hc.finishing = append(hc.finishing, ctx)
+	hc.mu.Unlock()
+	hc.running.Add(-1) // after: inFlight reads running first
+}
+
+// inFlight reports whether a request is in flight on the connection.
+func (hc *h3Conn) inFlight() bool {
+	if hc.running.Load() > 0 {
+		return true
+	}
+	hc.mu.Lock()
+	defer hc.mu.Unlock()
+	hc.finishing = slices.DeleteFunc(hc.finishing, contextEnded)
+	return len(hc.finishing) > 0
+}
+
+func contextEnded(ctx context.Context) bool { return ctx.Err() != nil }
 
 // connContext registers qc for as long as it is open and makes it known to its requests.
 func (c *h3Conns) connContext(ctx context.Context, qc *quic.Conn) context.Context {
@@ -143,12 +169,41 @@ func (c *h3Conns) connContext(ctx context.Context, qc *quic.Conn) context.Contex
 	return context.WithValue(ctx, h3ConnKey{}, hc)
 }
 
-// closeIdle closes, from grace on and until ctx ends, every connection on which no handler
-// runs or returned within grace: its requests are answered, and what it may still be sending
-// is no request (a head that did not arrive within the grace). A handler that returned less
-// than grace ago may still have its answer's end on the way.
-func (c *h3Conns) closeIdle(ctx context.Context, grace time.Duration) {
-	t := time.NewTimer(grace)
+// h3Linger is how long a connection with no request in flight is left open in the drain
+// while its client sends nothing: three probe timeouts of its path (RFC 9002 §6.2.1), as long
+// as RFC 9000 §10.2 keeps a closing connection. Within it arrives a request head that its
+// client sent before our GOAWAY reached it, and the client acknowledges the end of its last
+// answer (or it is sent again); a client that has all its answers closes the connection
+// itself on the GOAWAY. It scales with the path: tens of milliseconds on a LAN, not the fixed
+// second it was, which a drain with nothing in flight waited out for every client that kept
+// its connection.
+func h3Linger(st quic.ConnectionStats) time.Duration {
+	srtt, rttvar := st.SmoothedRTT, st.MeanDeviation
+	if srtt == 0 { // no sample yet: RFC 9002's initial RTT
+		srtt, rttvar = 333*time.Millisecond, 333*time.Millisecond/2
+	}
+	const maxAckDelay = 25 * time.Millisecond // the client's, by default (RFC 9000 §18.2)
+	return 3 * (srtt + max(4*rttvar, time.Millisecond) + maxAckDelay)
+}
+
+// h3DrainPoll is the longest the drain goes without looking at the connections: a request
+// that ended is noticed within it.
+const h3DrainPoll = 50 * time.Millisecond
+
+// closeIdle closes, until ctx ends, every connection that has had no request in flight and
+// received nothing from its client for its linger (h3Linger), counted from the drain's start
+// at the earliest. Every packet from the client starts the linger again: a request head
+// still arriving, acknowledgements of an answer's end still on its way. A client that sent
+// half a head and then nothing is closed a linger into the drain.
+func (c *h3Conns) closeIdle(ctx context.Context) {
+	type quiet struct {
+		packets uint64    // received from the client, when last looked at
+		busy    bool      // a request was in flight then
+		since   time.Time // the start of the quiet
+	}
+	seen := map[*quic.Conn]*quiet{}
+	start := time.Now()
+	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
 		select {
@@ -156,18 +211,37 @@ func (c *h3Conns) closeIdle(ctx context.Context, grace time.Duration) {
 			return
 		case <-t.C:
 		}
-		now := time.Now().UnixNano()
-		var idle []*quic.Conn
+		now := time.Now()
 		c.mu.Lock()
-		for qc, hc := range c.conns {
-			if hc.running.Load() == 0 && now-hc.ended.Load() >= int64(grace) {
-				idle = append(idle, qc)
-			}
-		}
+		conns := maps.Clone(c.conns)
 		c.mu.Unlock()
-		for _, qc := range idle {
+		next := h3DrainPoll
+		for qc, hc := range conns {
+			if qc.Context().Err() != nil {
+				continue // closed, and about to leave conns
+			}
+			st := qc.ConnectionStats()
+			q := seen[qc]
+			if q == nil {
+				q = &quiet{packets: st.PacketsReceived, since: start}
+				seen[qc] = q
+			}
+			busy := hc.inFlight()
+			if busy || q.busy || st.PacketsReceived != q.packets {
+				q.packets, q.since = st.PacketsReceived, now
+			}
+			q.busy = busy
+			if left := q.since.Add(h3Linger(st)).Sub(now); left > 0 {
+				next = min(next, max(left, time.Millisecond))
+				continue
+			}
 			qc.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeNoError), "")
 		}
-		t.Reset(grace / 10)
+		for qc := range seen {
+			if _, ok := conns[qc]; !ok {
+				delete(seen, qc)
+			}
+		}
+		t.Reset(next)
 	}
 }

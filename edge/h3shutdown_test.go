@@ -4,12 +4,14 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
+	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/wire"
 )
 
@@ -88,6 +90,75 @@ func TestHTTP3DrainsWithTheOthers(t *testing.T) {
 		t.Errorf("the HTTP/1.1 request in flight: %v", err)
 	}
 	if err := <-done; err != nil {
+		t.Errorf("serve: %v", err)
+	}
+}
+
+// TestHTTP3DrainWithNothingInFlight: a connection with no request in flight, whose client
+// keeps it open after the GOAWAY, is closed a few round trips into the drain (h3Linger), not
+// after the fixed second the drain used to give every connection with nothing in flight.
+func TestHTTP3DrainWithNothingInFlight(t *testing.T) {
+	_, n, stop := tlsEdgeWith(t, TLSConfig{Dev: true}, nil)
+	tlsConf := insecure(testHost)
+	tlsConf.NextProtos = []string{http3.NextProtoH3}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	// A client that never reads what the server sends on its control stream: the GOAWAY goes
+	// unread, and the connection stays open (quic-go's HTTP/3 client closes it at once).
+	idle, err := quic.DialAddr(ctx, n.HTTPSAddr(), tlsConf, &quic.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.CloseWithError(0, "")
+	if _, err := idle.AcceptUniStream(ctx); err != nil { // the server's control stream: it serves the connection
+		t.Fatal(err)
+	}
+
+	start := time.Now()
+	stopped := make(chan error, 1)
+	go func() { stopped <- stop() }()
+	select {
+	case <-idle.Context().Done():
+	case <-ctx.Done():
+		t.Fatal("the idle connection is still open")
+	}
+	if took := time.Since(start); took >= time.Second {
+		t.Errorf("the idle connection was closed %v into the drain, want a few round trips", took)
+	}
+	if err := <-stopped; err != nil {
+		t.Errorf("serve: %v", err)
+	}
+}
+
+// TestHTTP3DrainWaitsForAnswerInFlight: an answer that quic-go still writes after its handler
+// returned is in flight, and the drain leaves its connection open while the client takes its
+// time (up to shutdown_timeout), as the TCP servers do; it used to close it a second in. An
+// answer under 4 KiB is written whole after the handler (quic-go holds it for its
+// Content-Length), and a client with a 1 KiB stream window that reads nothing holds it back.
+func TestHTTP3DrainWaitsForAnswerInFlight(t *testing.T) {
+	const size = 3000
+	_, n, stop := tlsEdgeWith(t, TLSConfig{Dev: true}, nil)
+	path := "/small?cc=max-age%3D600&size=" + strconv.Itoa(size)
+	c := &http.Client{Transport: &http.Transport{}}
+	defer c.CloseIdleConnections()
+	if r := do(t, c, http.MethodGet, n.Addr(), testHost, path); r.status != http.StatusOK || len(r.body) != size {
+		t.Fatalf("filling the cache: %d with %d bytes", r.status, len(r.body))
+	}
+	// Its header comes with the answer's first bytes, once the handler returned.
+	conn, resp := h3Get(t, n, path, &quic.Config{InitialStreamReceiveWindow: 1 << 10, MaxStreamReceiveWindow: 1 << 10})
+
+	stopped := make(chan error, 1)
+	go func() { stopped <- stop() }()
+	wait.For(t, 5*time.Second, "the drain", n.Draining)
+	select {
+	case <-conn.Context().Done():
+		t.Fatal("the drain closed the connection of an answer in flight")
+	case <-time.After(1500 * time.Millisecond): // past the second after which it was closed
+	}
+	if b, err := io.ReadAll(resp.Body); err != nil || len(b) != size {
+		t.Fatalf("read %d of %d bytes, then %v", len(b), size, err)
+	}
+	if err := <-stopped; err != nil {
 		t.Errorf("serve: %v", err)
 	}
 }

@@ -413,10 +413,10 @@ func (n *Node) ServeListeners(ctx context.Context, ls Listeners) error {
 			n.altSvc.Store(&alt)
 			shutdownH3 := func(ctx context.Context) error {
 				// quic-go waits for every connection to close: those with no request in
-				// progress are closed a second into the drain (h3Conns).
+				// flight are closed once quiet for a few round trips (h3Conns).
 				idleCtx, stopIdle := context.WithCancel(ctx)
 				var closer sync.WaitGroup
-				closer.Go(func() { n.h3Conns.closeIdle(idleCtx, h3HeadGrace) })
+				closer.Go(func() { n.h3Conns.closeIdle(idleCtx) })
 				defer closer.Wait()
 				defer stopIdle()
 				return h3.Shutdown(ctx)
