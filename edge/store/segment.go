@@ -368,6 +368,7 @@ func (s *Store) drop(key string, h uint32, g *segment, idx uint16, off uint32) {
 		gen := sl.gen.Load()
 		if r, ok := s.cache.Get(key); ok && r.h == h && r.hgen == gen && sl.loc.Load() == here {
 			s.cache.Del(key)
+			s.evictions.Add(1) // expired, or no room for it: as Ristretto's own would be (OnEvict)
 		}
 		sl.loc.CompareAndSwap(here, deadLoc)
 	}

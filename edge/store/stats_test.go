@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/binary"
 	"strconv"
 	"testing"
 	"time"
@@ -52,5 +53,47 @@ func TestStatsCountsItemsAndEvictions(t *testing.T) {
 	}
 	if st.Evictions == 0 || st.Evictions > uint64(n+2-held) {
 		t.Errorf("%d evictions with %d of %d objects held; want some, at most the ones gone", st.Evictions, held, n+2)
+	}
+}
+
+// TestCloseIsNoEviction: closing a store drops what it holds (Ristretto's Clear goes through
+// OnEvict), which is no eviction: the count a scrape during a shutdown reads stays as it was.
+func TestCloseIsNoEviction(t *testing.T) {
+	s := newStoreOf(t, 4<<20)
+	now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	for i := range 100 {
+		s.Put(&Object{Primary: "k" + strconv.Itoa(i), StoredAt: now, Body: make([]byte, 100),
+			Policy: httpcache.Policy{Storable: true, Lifetime: time.Hour}})
+	}
+	s.cache.Wait()
+	before := s.Stats().Evictions
+	s.Close()
+	if after := s.Stats().Evictions; after != before {
+		t.Errorf("evictions %d before Close, %d after", before, after)
+	}
+}
+
+// TestReclaimDropIsEviction: a record that reclaim finds expired leaves the store as an
+// eviction, as it would had Ristretto's own expiry taken it.
+func TestReclaimDropIsEviction(t *testing.T) {
+	s := newStoreOf(t, 16<<20)
+	keys := putUntilSegments(t, s, "k", 2, 1000)
+	s.cache.Wait()
+	r, _ := held(s, "h.test/"+keys[0])
+	g, off, _, ok := s.place(r)
+	if !ok || !g.full.Load() {
+		t.Fatal("k0 is not a record in a sealed segment")
+	}
+	binary.LittleEndian.PutUint64(g.b[off+rExpiry:], 1) // expired long ago
+	before := s.Stats()
+	s.evacuate(g)
+	s.cache.Wait()
+	after := s.Stats()
+	if o, _, _ := s.Lookup("h.test/"+keys[0], nil); o != nil {
+		t.Fatal("the expired record is still found")
+	}
+	if after.Evictions != before.Evictions+1 || after.Items != before.Items-1 {
+		t.Errorf("evictions %d -> %d, items %d -> %d; want one more eviction, one item fewer",
+			before.Evictions, after.Evictions, before.Items, after.Items)
 	}
 }

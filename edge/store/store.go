@@ -214,7 +214,7 @@ func (s *Store) exit(r ref) {
 // evicted is Ristretto's OnEvict: an object evicted for room or expired (then its OnExit
 // follows); a victim whose key was deleted before has no value, and was no eviction.
 func (s *Store) evicted(it *ristretto.Item[ref]) {
-	if it.Value != (ref{}) {
+	if it.Value != (ref{}) && !s.closing.Load() { // Close clears Ristretto through OnEvict
 		s.evictions.Add(1)
 	}
 }
@@ -339,6 +339,7 @@ type Store struct {
 	stopConfirm chan struct{}
 	confirmDone chan struct{}
 	closeOnce   sync.Once
+	closing     atomic.Bool // Close has begun: what Ristretto drops is no eviction
 
 	// The segments (segment.go).
 	segSize    int
@@ -422,6 +423,7 @@ func New(cfg Config) (*Store, error) {
 // Close releases the store's goroutines and the cache's.
 func (s *Store) Close() {
 	s.closeOnce.Do(func() {
+		s.closing.Store(true)
 		close(s.stopConfirm)
 		<-s.confirmDone
 		s.cache.Close()
