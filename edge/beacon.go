@@ -35,6 +35,12 @@ const (
 	beaconBurst    = 5       // ...with this burst
 	beaconNetworks = 1 << 16 // networks tracked (limiter and averages) before the oldest go
 	beaconAlpha    = 0.3     // weight of a new report in the moving average
+	// beaconRecordPoPs is how many PoPs a network's record keeps, its fastest: reports name
+	// at most wire.MaxBeaconPoPs each but different ones, and the latency bucket refuses a
+	// value over fleet.MaxLatencyRecordBytes, so a record naming every PoP of a large fleet
+	// would stop reaching DNS for good. 16 of the longest ids fit (TestLatencyRecordBound), and
+	// a network's best PoP is among its fastest.
+	beaconRecordPoPs = 16
 )
 
 // rum is a node's beacon state. The zero value is ready; it publishes once the node joined a
@@ -223,8 +229,18 @@ func (st *rumNet) foldLocked(pop string, ms float64) {
 	st.rec.RTTMs[pop] = ms
 }
 
-// tookLocked counts one measurement taken at now and returns a copy of the record to publish.
+// tookLocked counts one measurement taken at now and returns a copy of the record to publish,
+// down to its beaconRecordPoPs fastest PoPs.
 func (st *rumNet) tookLocked(now time.Time, edge bool) wire.LatencyRecord {
+	for len(st.rec.RTTMs) > beaconRecordPoPs {
+		slowest, worst := "", -1.0
+		for pop, ms := range st.rec.RTTMs {
+			if ms > worst {
+				slowest, worst = pop, ms
+			}
+		}
+		delete(st.rec.RTTMs, slowest)
+	}
 	st.rec.Samples++
 	if edge {
 		st.rec.EdgeSamples++

@@ -3,12 +3,18 @@ package edge
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"math"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/meridian-cdn/meridian/fleet"
+	"github.com/meridian-cdn/meridian/internal/natsauth"
+	"github.com/meridian-cdn/meridian/internal/natstest"
 	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/wire"
 )
@@ -177,5 +183,97 @@ func TestEdgeSamplesFold(t *testing.T) {
 	other := netip.MustParsePrefix("2001:db8:1::/48")
 	if rec, ok := m.addEdge(other, "lhr", 7.5, now); !ok || rec.RTTMs["lhr"] != 7.5 || rec.Samples != 1 || rec.EdgeSamples != 1 || rec.Network != other {
 		t.Errorf("edge-only record = %+v, want lhr 7.5 from %v, 1 edge sample", rec, other)
+	}
+}
+
+// TestLatencyRecordKeepsFastestPoPs: clients of one network that measure different PoPs of a
+// large fleet (120 here, 8 per report) do not grow the node's record past what the latency
+// bucket takes (fleet.MaxLatencyRecordBytes): it keeps the network's beaconRecordPoPs fastest
+// PoPs, and every new record reaches the bucket, published as the edge publishes (its own
+// credential, fire and forget).
+func TestLatencyRecordKeepsFastestPoPs(t *testing.T) {
+	url, js, _ := startNATS(t)
+	srv, _ := natsServers.Load(url)
+	nc, _ := srv.(*natstest.Server).ConnectAs(t, natsauth.Edge("p000", "n1"))
+	n := &Node{}
+	n.rum.sink.Store(&rumSink{nc: nc, bucket: wire.Bucket("", wire.LatencyBucket), pop: "p000", node: "n1"})
+
+	const pops = 120
+	network := netip.MustParsePrefix("100.64.3.0/24")
+	now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	var last wire.LatencyRecord
+	// Twice round the fleet, so that the figures are moving averages (17 digits, as a
+	// browser's timings are too); PoP i's RTT grows with i.
+	for round := range 2 {
+		for first := 0; first < pops; first += wire.MaxBeaconPoPs {
+			rep := wire.BeaconReport{RTTMs: map[string]float64{}}
+			for i := first; i < min(first+wire.MaxBeaconPoPs, pops); i++ {
+				rep.RTTMs[fmt.Sprintf("p%03d", i)] = 10 + 1.37*float64(i) + 0.71*float64(round)
+			}
+			now = now.Add(time.Second) // within the network's rate
+			rec, ok := n.rum.add(network, rep, now)
+			if !ok {
+				t.Fatalf("report %v refused by the rate limiter", rep.RTTMs)
+			}
+			n.publishLatency(rec)
+			last = rec
+		}
+	}
+	// A record of another network, published after the others on the same connection: once
+	// the bucket holds it, the stream has taken or refused every earlier one.
+	marker := netip.MustParsePrefix("100.64.4.0/24")
+	rec, _ := n.rum.add(marker, wire.BeaconReport{RTTMs: map[string]float64{"p000": 10}}, now)
+	n.publishLatency(rec)
+	kv, err := js.KeyValue(t.Context(), wire.Bucket("", wire.LatencyBucket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 10*time.Second, "the marker record in the latency bucket", func() bool {
+		_, err := kv.Get(t.Context(), wire.LatencyKey("p000", "n1", marker))
+		return err == nil
+	})
+
+	var got wire.LatencyRecord
+	if e, err := kv.Get(t.Context(), wire.LatencyKey("p000", "n1", network)); err != nil {
+		t.Fatalf("the network's record: %v", err)
+	} else if err := json.Unmarshal(e.Value(), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Samples != last.Samples {
+		b, _ := json.Marshal(last)
+		t.Fatalf("the bucket holds the record of sample %d, want the last one (%d, %d bytes)", got.Samples, last.Samples, len(b))
+	}
+	var kept []string
+	for pop := range got.RTTMs {
+		kept = append(kept, pop)
+	}
+	slices.Sort(kept)
+	var want []string
+	for i := range beaconRecordPoPs {
+		want = append(want, fmt.Sprintf("p%03d", i))
+	}
+	if !slices.Equal(kept, want) {
+		t.Errorf("the record keeps %v, want the %d fastest %v", kept, beaconRecordPoPs, want)
+	}
+}
+
+// TestLatencyRecordBound: a record of beaconRecordPoPs PoPs fits the latency bucket's bound
+// with everything at its longest: 63-character PoP ids, the longest figures JSON writes, the
+// longest /48, counts and time.
+func TestLatencyRecordBound(t *testing.T) {
+	rec := wire.LatencyRecord{
+		Network: netip.MustParsePrefix("ffff:ffff:ffff::/48"), RTTMs: map[string]float64{},
+		Samples: math.MaxInt, EdgeSamples: math.MaxInt,
+		At: time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.FixedZone("", -(23*3600+59*60))),
+	}
+	for i := range beaconRecordPoPs {
+		rec.RTTMs[fmt.Sprintf("%02d", i)+strings.Repeat("a", 61)] = 0.0000012345678901234567 // 24 bytes in JSON
+	}
+	b, err := json.Marshal(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) > fleet.MaxLatencyRecordBytes {
+		t.Errorf("the longest record of %d PoPs takes %d bytes, more than the bucket's %d", beaconRecordPoPs, len(b), fleet.MaxLatencyRecordBytes)
 	}
 }
