@@ -328,6 +328,15 @@ func (s *Server) initMetrics() {
 			}
 			return float64(n)
 		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "meridian_control_purge_acks_dropped_total",
+			Help: "Messages on the purge ack subjects dropped as no node's ack: undecodable, or naming another node than their subject (docs/security.md).",
+		}, func() float64 {
+			if t := s.Tracker(); t != nil {
+				return float64(t.Dropped())
+			}
+			return 0
+		}),
 		gauge("meridian_control_nats_connected", "1 while the control plane is connected to NATS.", func() float64 {
 			if c := s.Conn(); c != nil && c.IsConnected() {
 				return 1

@@ -703,3 +703,32 @@ func TestPurgeReceiptReportsUnreachable(t *testing.T) {
 		t.Errorf("GET after both declared gone: complete = false, want true")
 	}
 }
+
+// TestAcksDroppedMetric: a message on a node's ack subject that is no ack (here one that is not
+// JSON, as a JetStream status message aimed there would be) is dropped and counted in
+// meridian_control_purge_acks_dropped_total.
+func TestAcksDroppedMetric(t *testing.T) {
+	ts := startServer(t, Config{})
+	<-ts.Ready()
+	nc, _ := connectAs(t, ts.NATSURL(), natsauth.Edge("ams", "n1"))
+	for range 2 {
+		if err := nc.Publish(purge.AckSubject("", "ams", "n1"), []byte("not an ack")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 10*time.Second, "two dropped acks counted", func() bool {
+		mfs, err := ts.reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "meridian_control_purge_acks_dropped_total" {
+				return mf.GetMetric()[0].GetCounter().GetValue() == 2
+			}
+		}
+		return false
+	})
+}

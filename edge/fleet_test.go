@@ -497,3 +497,31 @@ func TestJoinerAsksPeersForPurgedSeq(t *testing.T) {
 	cut.Restore()
 	wait.For(t, 10*time.Second, "the owner to apply the purge", func() bool { return owner.purgeSeq.Load() >= seq })
 }
+
+// TestLiveDroppedMetric: what comes on the live purge subject that is not control's
+// announcement (here a JetStream-style JSON answer) is dropped and counted in
+// meridian_edge_purge_live_dropped_total, and the node still applies the next real purge.
+func TestLiveDroppedMetric(t *testing.T) {
+	url, js, nc := startNATS(t)
+	s, nodes := fleetEdges(t, []string{url}, true)
+	p := newPurger(t, js, nc)
+	waitSubscribed(t, p, nodes)
+	if got := metricValues(t, nodes[0])["meridian_edge_purge_live_dropped_total"]; got != 0 {
+		t.Fatalf("meridian_edge_purge_live_dropped_total = %v before anything was aimed at the live subject", got)
+	}
+	for range 3 {
+		if err := nc.Publish(purge.LiveSubject(""), []byte(`{"type":"io.nats.jetstream.api.v1.stream_info_response"}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 5*time.Second, "three dropped messages counted", func() bool {
+		return metricValues(t, nodes[0])["meridian_edge_purge_live_dropped_total"] == 3
+	})
+	a := obj("/a", "cc", "max-age=600")
+	do(t, s.client, http.MethodGet, nodes[0].Addr(), testHost, a)
+	p.wait(p.publish(purge.KindURL, false, nodes, a), 10*time.Second)
+	wantCacheStatus(t, do(t, s.client, http.MethodGet, nodes[0].Addr(), testHost, a), "fwd=miss")
+}

@@ -190,11 +190,12 @@ var (
 	descBrkReject = prometheus.NewDesc("meridian_edge_upstream_breaker_rejections_total", "Requests refused because the upstream's breaker was open.", []string{"upstream"}, nil)
 	descDraining  = prometheus.NewDesc("meridian_edge_draining", "1 while the node is draining.", nil, nil)
 	descReplays   = prometheus.NewDesc("meridian_edge_purge_replays_total", "Replays of purges from the stream: the live subject missed one, or the node reconnected (docs/purge.md). Absent outside a fleet.", nil, nil)
+	descDropped   = prometheus.NewDesc("meridian_edge_purge_live_dropped_total", "Messages on the live purge subject that were not control's announcements: JetStream answers or deliveries aimed there (docs/security.md). Absent outside a fleet.", nil, nil)
 	descHitP99    = prometheus.NewDesc("meridian_edge_hit_latency_p99_seconds", "p99 of cache hits' time to response header over the last 10 s, as the saturation figure counts it (quiet nodes: see docs/dns.md).", nil, nil)
 )
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descItems, descBytes, descEvictions, descSegments, descMoves, descRecords, descRetired, descReplays, descDecode, descBreaker, descInFlight, descBulkhead, descBrkReject, descDraining, descHitP99} {
+	for _, d := range []*prometheus.Desc{descItems, descBytes, descEvictions, descSegments, descMoves, descRecords, descRetired, descReplays, descDropped, descDecode, descBreaker, descInFlight, descBulkhead, descBrkReject, descDraining, descHitP99} {
 		ch <- d
 	}
 }
@@ -211,6 +212,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descDecode, prometheus.GaugeValue, float64(c.n.decodes.Used()))
 	if sub := c.n.purgeSub.Load(); sub != nil {
 		ch <- prometheus.MustNewConstMetric(descReplays, prometheus.CounterValue, float64(sub.Replays()))
+		ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(sub.Dropped()))
 	}
 	d := 0.0
 	if c.n.Draining() {
