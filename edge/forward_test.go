@@ -708,6 +708,52 @@ func TestWebSocketEcho(t *testing.T) {
 	}
 }
 
+// TestUpgradeHalfClose: a client that ends its side of an upgraded connection (shutdown of
+// its writes) still gets what the origin sends after it has seen that end, as across a TCP
+// tunnel: the end goes on to the origin as its own half-close, not as the close of both ways.
+// The origin's connection, wrapped by the upstream client's bound on answer heads
+// (fetch.headConn), hid its CloseWrite: ReverseProxy then tore the tunnel down at the
+// client's end, and what the origin sent after it was lost.
+func TestUpgradeHalfClose(t *testing.T) {
+	n, _ := echoEdge(t, func(w http.ResponseWriter, r *http.Request) {
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: test\r\nConnection: Upgrade\r\n\r\n")
+		brw.Flush()
+		got, err := io.ReadAll(brw) // to the client's end, passed on by the edge
+		if err != nil {
+			return
+		}
+		fmt.Fprintf(conn, "got %q, bye", got)
+	}, nil, nil)
+	conn, err := net.Dial("tcp", n.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(conn, "GET /up HTTP/1.1\r\nHost: %s\r\nUpgrade: test\r\nConnection: Upgrade\r\n\r\n", testHost)
+	br := bufio.NewReader(conn)
+	r, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade answered %d, want 101", r.StatusCode)
+	}
+	io.WriteString(conn, "hello")
+	if err := conn.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	rest, err := io.ReadAll(br)
+	if want := `got "hello", bye`; string(rest) != want {
+		t.Errorf("after the client's half-close the origin sent %q (%v), want %q", rest, err, want)
+	}
+}
+
 // TestEarlyHintsForwarded: a 103 from the origin reaches the client before the final answer,
 // and is not part of what is stored.
 func TestEarlyHintsForwarded(t *testing.T) {

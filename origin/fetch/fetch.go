@@ -126,6 +126,7 @@ type Config struct {
 	HalfOpenRequests uint32
 
 	// MaxHeadBytes bounds an answer's heads, every 1xx head and the final one together (over
+	// TLS, counted as the records read for them, with a record's room more: tlsRoom; over
 	// HTTP/2, each head); past it the answer is malformed (see DefaultMaxHeadBytes). Default
 	// DefaultMaxHeadBytes (64 KiB). A client of edge nodes allows more: a node's answer is
 	// its origin's heads, which took up to the default, with the fields the nodes on the way
@@ -271,8 +272,9 @@ func (c Config) newTransport() *http.Transport {
 		// The edge stores and forwards bytes as the upstream sent them.
 		DisableCompression: true,
 		// Over HTTP/1, one byte more than headConn's bound, which so always meets an overrun
-		// first and names it; over HTTP/2 the bound on each head (their number:
-		// exchangeTrace).
+		// first and names it; over TLS, where headConn counts records and has more
+		// (tlsRoom), each head's own bound in plaintext; over HTTP/2 the bound on each head
+		// (their number: exchangeTrace).
 		MaxResponseHeaderBytes: int64(c.MaxHeadBytes) + 1,
 		// A connection's read buffer holds a small object's whole answer, header and body,
 		// so it arrives in one read system call rather than several (the default buffer is
@@ -539,8 +541,10 @@ func (u *Upstream) roundTrip(ctx context.Context, req *http.Request) (*http.Resp
 			// The bound's own error: HTTP/2 gives it as the cause of a stream error, which
 			// does not unwrap.
 			err = fmt.Errorf("read response header: %w", errTooMany1xx)
-		case over:
+		case over || x != nil && strings.Contains(err.Error(), transportHeadLimit):
 			// The Transport words it its own way, or not at all (a TLS record's error).
+			// Beneath TLS, where headConn has tlsRoom more, the Transport's own bound on
+			// each head may come first, naming MaxResponseHeaderBytes, one byte more.
 			err = fmt.Errorf("read response header: %w", headTooLargeError{x.maxHead})
 		case x != nil && !x.connected.Load():
 			err = &notReachedError{err}
@@ -551,18 +555,29 @@ func (u *Upstream) roundTrip(ctx context.Context, req *http.Request) (*http.Resp
 	return resp, nil
 }
 
+// transportHeadLimit is in the error of net/http's Transport for a head past its
+// MaxResponseHeaderBytes ("net/http: server response headers exceeded N bytes; aborted"),
+// which it makes with fmt.Errorf: nothing else tells it.
+const transportHeadLimit = "server response headers exceeded"
+
 // exchangeTrace is what roundTrip learns of an exchange from the built *http.Transport.
 type exchangeTrace struct {
-	maxHead   int64                    // Config.MaxHeadBytes
-	connected atomic.Bool              // GotConn came
-	interim   atomic.Int32             // 1xx heads read (by the Transport's goroutine)
-	conn      atomic.Pointer[headConn] // the HTTP/1 connection whose heads are bounded, if any
+	maxHead   int64                  // Config.MaxHeadBytes
+	connected atomic.Bool            // GotConn came
+	interim   atomic.Int32           // 1xx heads read (by the Transport's goroutine)
+	armed     atomic.Pointer[arming] // the HTTP/1 connection whose heads are bounded, if any
+}
+
+// arming is an exchange's bound on the heads read from a connection (headConn.arm).
+type arming struct {
+	conn *headConn
+	gen  uint64
 }
 
 // disarm ends the bound on the exchange's heads and reports whether a read went past it.
 func (x *exchangeTrace) disarm() bool {
-	hc := x.conn.Load()
-	return hc != nil && hc.disarm()
+	a := x.armed.Load()
+	return a != nil && a.conn.disarm(a.gen)
 }
 
 // trace returns ctx with the client trace that tells x, and fails the exchange after max1xx
@@ -575,9 +590,8 @@ func (x *exchangeTrace) disarm() bool {
 func (x *exchangeTrace) trace(ctx context.Context) context.Context {
 	gotConn := func(info httptrace.GotConnInfo) {
 		x.connected.Store(true)
-		if hc := headConnOf(info.Conn); hc != nil {
-			hc.arm(x.maxHead)
-			x.conn.Store(hc)
+		if hc, overTLS := headConnOf(info.Conn); hc != nil {
+			x.armed.Store(&arming{hc, hc.arm(armBound(x.maxHead, overTLS), x.maxHead)})
 		}
 	}
 	bound := func(int, textproto.MIMEHeader) error {
