@@ -126,8 +126,11 @@ func TestSlowSteadyReader(t *testing.T) {
 	}
 }
 
-// inHead reports whether a connection of s waits for the rest of a request head.
+// inHead reports whether a connection of s waits for the rest of a request head. It may run
+// before Serve's goroutine has readied s (a test that dials and polls at once), so it readies s
+// itself, as watching does: else its read of s.conns raced with init's write of it.
 func inHead(s *Server) bool {
+	s.init()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.conns {
