@@ -712,7 +712,7 @@ func TestLoopReadMoreSeesResetBehindLastBytes(t *testing.T) {
 			if tc.reset {
 				client.(*net.TCPConn).SetLinger(0) // Close sends RST
 				client.Close()
-				wait.For(t, 5*time.Second, "the reset to reach the server", func() bool { return tcpState(t, s) == unix.BPF_TCP_CLOSE })
+				wait.For(t, 5*time.Second, "the reset to reach the server", func() bool { return tcptest.State(t, s) == unix.BPF_TCP_CLOSE })
 			} else {
 				wait.For(t, 5*time.Second, "the bytes to reach the server", func() bool { return !NewProber(s).Quiet() })
 			}
@@ -756,20 +756,4 @@ func TestLoopReadMoreSeesResetBehindLastBytes(t *testing.T) {
 			}
 		})
 	}
-}
-
-// tcpState returns c's TCP state (TCP_INFO).
-func tcpState(t *testing.T, c *net.TCPConn) uint8 {
-	t.Helper()
-	rc, err := c.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var state uint8
-	rc.Control(func(fd uintptr) {
-		if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
-			state = info.State
-		}
-	})
-	return state
 }

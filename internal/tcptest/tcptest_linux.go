@@ -11,6 +11,12 @@ import (
 // c has not closed its own side yet (TCP state CLOSE_WAIT).
 func CloseWaiting(t testing.TB, c *net.TCPConn) bool {
 	t.Helper()
+	return State(t, c) == unix.BPF_TCP_CLOSE_WAIT
+}
+
+// State returns c's TCP state (TCP_INFO: unix.BPF_TCP_*), 0 if it cannot be read.
+func State(t testing.TB, c *net.TCPConn) uint8 {
+	t.Helper()
 	rc, err := c.SyscallConn()
 	if err != nil {
 		t.Fatal(err)
@@ -21,5 +27,5 @@ func CloseWaiting(t testing.TB, c *net.TCPConn) bool {
 			state = info.State
 		}
 	})
-	return state == unix.BPF_TCP_CLOSE_WAIT
+	return state
 }
