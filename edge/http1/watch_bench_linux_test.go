@@ -69,17 +69,7 @@ func BenchmarkServeAfterWatch(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				c := <-conns
 				defer func() { conns <- c }() // the next round's (b.N grows)
-				buf := make([]byte, n)
-				for pb.Next() {
-					if _, err := c.Write(hit); err != nil {
-						b.Error(err)
-						return
-					}
-					if _, err := io.ReadFull(c, buf); err != nil {
-						b.Error(err)
-						return
-					}
-				}
+				exchanges(b, pb, c, hit, n)
 			})
 			b.ReportMetric(float64((benchCPU(b)-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
 		})
@@ -100,19 +90,24 @@ func BenchmarkWatched(b *testing.B) {
 			return
 		}
 		defer c.Close()
-		buf := make([]byte, n)
-		for pb.Next() {
-			if _, err := c.Write(slow); err != nil {
-				b.Error(err)
-				return
-			}
-			if _, err := io.ReadFull(c, buf); err != nil {
-				b.Error(err)
-				return
-			}
-		}
+		exchanges(b, pb, c, slow, n)
 	})
 	b.ReportMetric(float64((benchCPU(b)-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
+}
+
+// exchanges sends req on c and reads its answer of n bytes, for each of pb's iterations.
+func exchanges(b *testing.B, pb *testing.PB, c net.Conn, req []byte, n int) {
+	buf := make([]byte, n)
+	for pb.Next() {
+		if _, err := c.Write(req); err != nil {
+			b.Error(err)
+			return
+		}
+		if _, err := io.ReadFull(c, buf); err != nil {
+			b.Error(err)
+			return
+		}
+	}
 }
 
 // slowOrHit answers /slow after 10 ms (twice watchDelay: a miss from a slow upstream, which is
