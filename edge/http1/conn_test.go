@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -369,21 +370,56 @@ func readAnswers(t *testing.T, c net.Conn, want ...string) {
 	}
 }
 
-// watching reports whether a watch of one of s's connections is reading. It may run before
-// Serve's goroutine has readied s, so it readies s itself (init is once-only).
+// watching reports whether a watch of one of s's connections is reading.
 func watching(s *Server) bool {
+	return anyConn(s, func(c *conn) bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.reading
+	})
+}
+
+// anyConn reports whether f holds for one of s's connections, s.mu held. A test polls with it
+// from the moment Serve's goroutine is started, maybe before that goroutine has readied s
+// (init makes s.conns), so it readies s itself, as Shutdown and Close do: the Once orders
+// init's writes before the read, which the race detector otherwise reports (CI, and once
+// TestShutdownCutsHalfHead, whose inHead read s.conns unreadied).
+func anyConn(s *Server, f func(*conn) bool) bool {
 	s.init()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.conns {
-		c.mu.Lock()
-		reading := c.reading
-		c.mu.Unlock()
-		if reading {
+		if f(c) {
 			return true
 		}
 	}
 	return false
+}
+
+// TestConnPollsBeforeServe: a test's poll of a server's connections may come before Serve's
+// goroutine has readied the server, and must not race its init (-race; inHead did, once, in
+// TestShutdownCutsHalfHead on a loaded machine). With one P, Serve's goroutine runs only once
+// the test's blocks, so the poll comes first every time; the answer then makes Serve ready the
+// server itself, before the test's cleanup (Close) could.
+func TestConnPollsBeforeServe(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		poll func(*Server) bool
+	}{
+		{"watching", watching},
+		{"inHead", inHead},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+			s, addr := serveFast(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }), nil)
+			if tc.poll(s) {
+				t.Errorf("%s = true before any connection", tc.name)
+			}
+			c := dialSend(t, addr, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+			defer c.Close()
+			readAnswers(t, c, "ok")
+		})
+	}
 }
 
 // Shutdown closes idle connections at once and lets a request in flight finish, telling its

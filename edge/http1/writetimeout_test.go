@@ -127,18 +127,10 @@ func TestSlowSteadyReader(t *testing.T) {
 }
 
 // inHead reports whether a connection of s waits for the rest of a request head. It may run
-// before Serve's goroutine has readied s (a test that dials and polls at once), so it readies s
-// itself, as watching does: else its read of s.conns raced with init's write of it.
+// before Serve's goroutine has readied s (a test that dials and polls at once): anyConn readies
+// s itself.
 func inHead(s *Server) bool {
-	s.init()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for c := range s.conns {
-		if c.inHead.Load() {
-			return true
-		}
-	}
-	return false
+	return anyConn(s, func(c *conn) bool { return c.inHead.Load() })
 }
 
 // TestShutdownCutsHalfHead: a connection that sent half a request head and then nothing does
