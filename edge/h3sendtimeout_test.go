@@ -75,7 +75,7 @@ func TestHTTP3WriteAfterTimeoutFails(t *testing.T) {
 		InitialStreamReceiveWindow: 64 << 10, MaxStreamReceiveWindow: 64 << 10,
 		InitialConnectionReceiveWindow: 128 << 10, MaxConnectionReceiveWindow: 128 << 10}}
 	t.Cleanup(func() { tr.Close() })
-	resp := roundTrip(t, tr, "https://"+udp.LocalAddr().String()+"/")
+	resp := roundTrip(t, tr, "https://"+udp.LocalAddr().String()+"/", "")
 
 	select {
 	case err := <-failed:

@@ -415,6 +415,11 @@ func (w *logWriter) Write(b []byte) (int, error) {
 	w.wroteHeader = true
 	n, err := w.ResponseWriter.Write(b)
 	w.bytes += int64(n)
+	if err != nil && w.note == "" {
+		// Here, and not at each write: http.ServeContent (a Range, a sliced object) and
+		// ReverseProxy return at a failed write without a word.
+		w.note = "stream aborted: " + err.Error()
+	}
 	return n, err
 }
 
