@@ -300,8 +300,12 @@ func (s *Server) initMetrics() {
 		Name: "meridian_control_purges_incomplete_total",
 		Help: "Purges not acked by every expected node within 30 s.",
 	})
+	s.consumersDeleted = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "meridian_control_hostile_consumers_deleted_total",
+		Help: "Push consumers on the fleet's streams deleted for delivering outside the fleet's inboxes (docs/security.md).",
+	})
 	s.reg.MustRegister(
-		s.purgeDur, s.purgeLate,
+		s.purgeDur, s.purgeLate, s.consumersDeleted,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		s.reqs,

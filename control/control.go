@@ -126,6 +126,11 @@ type Server struct {
 	purgeDur  prometheus.Histogram
 	purgeLate prometheus.Counter
 	endWaits  context.CancelFunc
+	// consumersDeleted counts the hostile push consumers the sweeper deleted.
+	consumersDeleted prometheus.Counter
+	// sweepEvery is how often the consumers of the fleet's streams are listed; zero means
+	// consumerSweepEvery. Tests set it before Serve.
+	sweepEvery time.Duration
 
 	// natsMu serialises changes of the embedded NATS server's users.
 	natsMu sync.Mutex
@@ -143,6 +148,7 @@ type Server struct {
 	js        jetstream.JetStream
 	view      *fleet.View
 	config    *fleet.ConfigView
+	sweeper   *consumerSweeper
 
 	// reloadUsers sets the embedded NATS server's users to the users file's records and
 	// returns how many there are; nil without an embedded server.
@@ -372,7 +378,7 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 // Serve starts NATS (embedded, unless Config.NATSURL is set), creates the buckets and the purge
-// stream, starts the purge tracker, and serves
+// stream, starts the purge tracker and the sweeper of hostile consumers, and serves
 // the API on ln until ctx ends. Then it answers 503 on /healthz, lets in-flight requests finish
 // (up to ShutdownTimeout), stops its watchers, closes NATS, and returns once everything it
 // started has exited. It closes ln.
@@ -475,8 +481,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) (err error) {
 	}
 	view := fleet.NewView(fleet.ViewConfig{JS: js, Prefix: s.cfg.Prefix, TTL: s.cfg.HeartbeatTTL, Logger: s.log})
 	cview := fleet.NewConfigView(fleet.ConfigViewConfig{JS: js, Prefix: s.cfg.Prefix, Logger: s.log})
+	sweeper := newConsumerSweeper(js, s.cfg.Prefix, s.sweepEvery, s.consumersDeleted, s.log)
 	s.mu.Lock()
-	s.natsURL, s.nc, s.js, s.view, s.config = url, nc, js, view, cview
+	s.natsURL, s.nc, s.js, s.view, s.config, s.sweeper = url, nc, js, view, cview, sweeper
 	s.mu.Unlock()
 
 	wctx, stopWatch := context.WithCancel(context.Background())
@@ -485,6 +492,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) (err error) {
 	defer stopWatch()
 	wg.Go(func() { _ = view.Run(wctx) })
 	wg.Go(func() { _ = cview.Run(wctx) })
+	sweeper.subscribe()
+	wg.Go(func() { sweeper.run(wctx) })
 	if err := s.startPurge(wctx, &wg); err != nil {
 		return err
 	}

@@ -1,0 +1,263 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/meridian-cdn/meridian/edge"
+	"github.com/meridian-cdn/meridian/fleet"
+	"github.com/meridian-cdn/meridian/internal/metricstest"
+	"github.com/meridian-cdn/meridian/internal/natsauth"
+	"github.com/meridian-cdn/meridian/internal/wait"
+	"github.com/meridian-cdn/meridian/purge"
+	"github.com/meridian-cdn/meridian/wire"
+)
+
+func TestInboxDeliverSubject(t *testing.T) {
+	const nuid = "Xk3dP0qLm2nB7vR9sT1uWy" // what nats.Conn.NewInbox appends
+	for _, tt := range []struct {
+		subj string
+		want bool
+	}{
+		{"_INBOX." + nuid, true},                // control's, or a client's of a NATS without credentials
+		{"_INBOX.edge.lon.n1." + nuid, true},    // an edge's KV watch
+		{"_INBOX.dns.ns1." + nuid, true},        // a DNS server's
+		{"_INBOX.edge.lon-2.n_1." + nuid, true}, // any identity's names
+		{"$JS.M.a1B2c3D4", true},                // the server's own mirror of the stream
+		{"$JS.S.a1B2c3D4", true},                // and source
+		{purge.LiveSubject(""), false},
+		{purge.AckSubject("", "lon", "n1"), false},
+		{"$KV.meridian_fleet.lon.n1", false},
+		{"_INBOX.edge.lon.n1." + nuid + ".1", false}, // n1's request multiplexer answers there
+		{"_INBOX.edge.lon.n1", false},
+		{"_INBOX.dns.ns1", false},
+		{"_INBOX.leaf.lon." + nuid, false}, // a leaf link's prefix is its edges'
+		{"_INBOX.control." + nuid, false},  // control's prefix is _INBOX
+		{"_INBOX.edge.lon." + nuid, false},
+		{"_INBOX.nobody.x." + nuid, false},
+		{"_INBOX.", false},
+		{"_INBOX", false},
+		{"_INBOX.edge.lon.n1.", false},
+		{"$JS.M.a.b", false},
+		{"$JS.M.", false},
+		{"_inbox." + nuid, false},
+	} {
+		if got := inboxDeliverSubject(tt.subj); got != tt.want {
+			t.Errorf("inboxDeliverSubject(%q) = %v, want %v", tt.subj, got, tt.want)
+		}
+	}
+}
+
+// hostileConsumer is a push consumer that a leaked edge or DNS credential can create (NATS
+// checks the create request's subject, never its deliver subject), aimed where nodes or
+// control listen.
+type hostileConsumer struct {
+	name    string
+	id      natsauth.Identity
+	stream  string
+	deliver string
+}
+
+func hostileConsumers() []hostileConsumer {
+	kv := func(b string) string { return "KV_" + wire.Bucket("", b) }
+	thief := natsauth.Edge("lon", "n9")
+	return []hostileConsumer{
+		{"purge stream to the live subject", thief, purge.StreamName(""), purge.LiveSubject("")},
+		{"fleet bucket to another node's acks", thief, kv(wire.FleetBucket), purge.AckSubject("", "lon", "n1")},
+		{"config bucket under another node's inbox, not a watch's", thief, kv(wire.ConfigBucket), "_INBOX.edge.lon.n1.Xk3dP0qLm2nB7vR9sT1uWy.1"},
+		{"peer keys to the live subject", thief, kv(wire.PeerKeyBucket), purge.LiveSubject("")},
+		{"latency bucket by a DNS credential to the live subject", natsauth.DNS("ns9"), kv(wire.LatencyBucket), purge.LiveSubject("")},
+	}
+}
+
+// create makes the consumer with h's credential on the NATS server at url and returns its name.
+// It is durable (the server would delete an ephemeral one some seconds after nobody listens
+// to it) and sends idle heartbeats, as one made to annoy would.
+func (h hostileConsumer) create(t *testing.T, url string) string {
+	t.Helper()
+	_, js := connectAs(t, url, h.id)
+	c, err := js.CreatePushConsumer(t.Context(), h.stream, jetstream.ConsumerConfig{
+		Durable: "hostile", DeliverSubject: h.deliver, IdleHeartbeat: 100 * time.Millisecond,
+		DeliverPolicy: jetstream.DeliverAllPolicy, AckPolicy: jetstream.AckNonePolicy,
+	})
+	if err != nil {
+		t.Fatalf("%s creates a push consumer on %s delivering to %s: %v", h.id, h.stream, h.deliver, err)
+	}
+	return c.CachedInfo().Name
+}
+
+// consumerExists reports whether stream has the consumer, as control sees it.
+func consumerExists(t *testing.T, js jetstream.JetStream, stream, name string) bool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	_, err := js.PushConsumer(ctx, stream, name)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return false
+	}
+	if err != nil {
+		t.Fatalf("look up consumer %s of %s: %v", name, stream, err)
+	}
+	return true
+}
+
+// sweeps is how many sweeps ts's sweeper has completed.
+func (ts *testServer) sweeps() uint64 {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	return ts.sweeper.sweeps.Load()
+}
+
+// waitSweep waits until a whole sweep ran after the call: the one under way, if any, may
+// have listed a stream before what the caller just did.
+func (ts *testServer) waitSweep(t *testing.T) {
+	t.Helper()
+	n := ts.sweeps()
+	wait.For(t, 20*time.Second, "a whole sweep of the consumers", func() bool { return ts.sweeps() >= n+2 })
+}
+
+func hostileDeleted(t *testing.T, ts *testServer) float64 {
+	t.Helper()
+	return metricstest.Values(t, ts.reg)["meridian_control_hostile_consumers_deleted_total"]
+}
+
+// legitimateClients is a real edge (KV watches of the fleet, config and peer key buckets, the
+// purge subscription) and a DNS credential's watch of the config bucket, joined to ts.
+type legitimateClients struct {
+	node *edge.Node
+	dns  *fleet.ConfigView
+	addr string // the origin's
+}
+
+func startLegitimateClients(t *testing.T, ts *testServer, natsURL, ip string) *legitimateClients {
+	t.Helper()
+	_, addr := startOrigin(t, ip+"10")
+	c := &legitimateClients{addr: addr, node: startEdge(t, ip+"20", "lon", "n1", natsURL)}
+	_, djs := connectAs(t, natsURL, natsauth.DNS("ns1"))
+	c.dns = fleet.NewConfigView(fleet.ConfigViewConfig{JS: djs})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = c.dns.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-c.dns.Ready():
+	case <-time.After(20 * time.Second):
+		t.Fatal("the DNS credential's config view did not load")
+	}
+	wait.For(t, 10*time.Second, "lon/n1 in the control's fleet view", func() bool { return len(ts.Fleet().Nodes()) == 1 })
+	return c
+}
+
+// check fails unless the edge and the DNS watch still follow the config bucket (host is
+// new to them) and the edge still applies and acks purges.
+func (c *legitimateClients) check(t *testing.T, ts *testServer, host string) {
+	t.Helper()
+	putHosts(t, ts, c.addr, []*edge.Node{c.node}, host)
+	wait.For(t, 10*time.Second, "the DNS credential's watch sees "+host, func() bool {
+		_, ok := c.dns.Host(host)
+		return ok
+	})
+	code, resp, body := postPurge(t, ts, tokPurger, "5s", []byte(`{"host":"`+host+`","all":true}`))
+	if acked, _ := ackedNodes(resp); code != http.StatusOK || !resp.Complete || !acked["lon/n1"] {
+		t.Fatalf("purge = %d %s, want complete and acked by lon/n1", code, body)
+	}
+}
+
+// TestHostileConsumerDeletedWhenCreated: a push consumer that a leaked credential creates on
+// the fleet's streams, delivering on a subject where nodes or control listen (the live purge
+// subject, an ack subject, another node's request inbox), is deleted as soon as the server
+// announces its creation, with no sweep in between; the real edge's and the DNS credential's
+// consumers, created the same way, are not, and they keep working.
+func TestHostileConsumerDeletedWhenCreated(t *testing.T) {
+	ts := startServer(t, Config{PurgeRate: -1}, func(s *Server) { s.sweepEvery = time.Hour })
+	wait.For(t, 20*time.Second, "the sweep at start", func() bool { return ts.sweeps() >= 1 })
+	clients := startLegitimateClients(t, ts, ts.NATSURL(), "127.0.11.")
+	js := ts.JetStream()
+	cases := hostileConsumers()
+	for _, h := range cases {
+		t.Run(h.name, func(t *testing.T) {
+			name := h.create(t, ts.NATSURL())
+			wait.For(t, 10*time.Second, "the hostile consumer deleted", func() bool {
+				return !consumerExists(t, js, h.stream, name)
+			})
+		})
+	}
+	// Counted just after the deletion's answer, which the polls above may beat.
+	wait.For(t, 10*time.Second, "the deletions counted", func() bool { return hostileDeleted(t, ts) >= float64(len(cases)) })
+	clients.check(t, ts, hostA)
+	if got, want := hostileDeleted(t, ts), float64(len(cases)); got != want {
+		t.Errorf("hostile consumers deleted = %v, want %v: only the hostile ones", got, want)
+	}
+}
+
+// TestConsumerSweep: hostile push consumers made while control was away are deleted by the
+// sweep at its start, and one whose deliver subject an update moved onto the live subject
+// (which the server announces to nobody) by the next sweep. Sweeps running back to back
+// leave the real edge's and the DNS credential's consumers alone: the edge follows the config
+// and acks purges, the DNS watch follows the config.
+func TestConsumerSweep(t *testing.T) {
+	ns := startNATS(t)
+	_, cjs := connect(t, ns.URL())
+	if err := fleet.EnsureBuckets(t.Context(), cjs, "", time.Second, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := purge.EnsureStream(t.Context(), cjs, "", 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	cases := hostileConsumers()
+	names := make([]string, len(cases))
+	for i, h := range cases {
+		names[i] = h.create(t, ns.URL())
+	}
+
+	ts := startServer(t, Config{NATSURL: ns.URL(), PurgeRate: -1}, func(s *Server) { s.sweepEvery = 20 * time.Millisecond })
+	wait.For(t, 20*time.Second, "the sweep at start", func() bool { return ts.sweeps() >= 1 })
+	for i, h := range cases {
+		if consumerExists(t, cjs, h.stream, names[i]) {
+			t.Errorf("%s: consumer %s still there after the first sweep", h.name, names[i])
+		}
+	}
+	if got, want := hostileDeleted(t, ts), float64(len(cases)); got != want {
+		t.Errorf("hostile consumers deleted = %v, want %v", got, want)
+	}
+
+	clients := startLegitimateClients(t, ts, ns.URL(), "127.0.11.1")
+
+	// A consumer parked on an inbox nobody listens on delivers nothing, and its deliver
+	// subject may then be changed: NATS refuses the change only while the old one has a
+	// listener.
+	_, ejs := connectAs(t, ns.URL(), natsauth.Edge("lon", "n9"))
+	cfg := jetstream.ConsumerConfig{
+		Durable: "parked", DeliverSubject: "_INBOX.edge.lon.n9.parked", IdleHeartbeat: 100 * time.Millisecond,
+		DeliverPolicy: jetstream.DeliverNewPolicy, AckPolicy: jetstream.AckNonePolicy,
+	}
+	stream := purge.StreamName("")
+	if _, err := ejs.CreatePushConsumer(t.Context(), stream, cfg); err != nil {
+		t.Fatal(err)
+	}
+	ts.waitSweep(t)
+	if !consumerExists(t, cjs, stream, "parked") {
+		t.Fatal("a consumer delivering to its maker's inbox was deleted")
+	}
+	cfg.DeliverSubject = purge.LiveSubject("")
+	if _, err := ejs.UpdatePushConsumer(t.Context(), stream, cfg); err != nil {
+		t.Fatalf("move the consumer onto the live subject: %v", err)
+	}
+	ts.waitSweep(t)
+	if consumerExists(t, cjs, stream, "parked") {
+		t.Error("the consumer moved onto the live subject is still there after a sweep")
+	}
+
+	// Several sweeps ran while the edge and the DNS watch were up; more run while they work.
+	clients.check(t, ts, hostA)
+	ts.waitSweep(t)
+	clients.check(t, ts, hostB)
+	if got, want := hostileDeleted(t, ts), float64(len(cases)+1); got != want {
+		t.Errorf("hostile consumers deleted = %v, want %v: only the hostile ones", got, want)
+	}
+}
