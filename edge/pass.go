@@ -2,6 +2,7 @@ package edge
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/meridian-cdn/meridian/edge/compress"
@@ -71,7 +73,11 @@ func (n *Node) pass(w *logWriter, req *request) {
 		return
 	}
 	defer body.Close()
-	r = r.WithContext(r.Context()) // a shallow copy, whose body is the buffer
+	// The exchange's context, which a failed flush to the client ends (passWriter).
+	ctx, cut := context.WithCancelCause(r.Context())
+	defer cut(nil)
+	pw := &passWriter{logWriter: w, cut: cut}
+	r = r.WithContext(ctx) // a shallow copy, whose body is the buffer
 	r.Body, r.ContentLength, r.TransferEncoding = body, size, nil
 	// ReverseProxy clears the client's header map after each 1xx it forwards: what the edge
 	// set before the exchange (Connection: close after a chunked request, Alt-Svc) is set again
@@ -90,12 +96,24 @@ func (n *Node) pass(w *logWriter, req *request) {
 		fwd = "bypass" // cookies passed, or an event stream
 	}
 	// The answer's body decoded for a client that does not accept its coding (undoCoding), if
-	// it is. ReverseProxy reads it on this goroutine; a read error aborts the answer (as
-	// ReverseProxy does itself only under net/http's servers), and the log says why.
+	// it is; and the body as ReverseProxy copies it (decoded or not), whose first read error
+	// it keeps. ReverseProxy reads both on this goroutine. A read error aborts the answer,
+	// which ReverseProxy does itself only under net/http's servers (http.ServerContextKey):
+	// over HTTP/3 an answer the upstream cut short, or whose exchange ended with its client,
+	// ended cleanly, complete-looking. The log says why.
 	var decoded *decodedBody
+	var copied *sourceReader
 	defer func() {
-		if decoded != nil && decoded.err != nil {
+		// Also when ReverseProxy panics (http.ErrAbortHandler), as it does under net/http's
+		// servers at a failed copy.
+		switch ferr := pw.flushErr(); {
+		case ferr != nil:
+			// The body's read failed too, if it did, because the flush ended the exchange.
+			w.note = "stream aborted: " + ferr.Error()
+		case decoded != nil && decoded.err != nil:
 			w.note = n.decodeFailure(req, decoded.coding, decoded.src, decoded.err)
+		case copied != nil && copied.err != nil:
+			w.note = "stream aborted: " + copied.err.Error()
 		}
 	}()
 	rp := &httputil.ReverseProxy{
@@ -163,6 +181,13 @@ func (n *Node) pass(w *logWriter, req *request) {
 					decoded, resp.Body, resp.ContentLength = d, d, -1
 				}
 			}
+			if resp.StatusCode != http.StatusSwitchingProtocols { // an upgrade's body is the connection
+				copied = &sourceReader{r: resp.Body}
+				resp.Body = struct {
+					io.Reader
+					io.Closer
+				}{copied, resp.Body}
+			}
 			return nil
 		},
 		ErrorHandler: func(_ http.ResponseWriter, _ *http.Request, err error) {
@@ -180,12 +205,55 @@ func (n *Node) pass(w *logWriter, req *request) {
 		},
 		ErrorLog: log.New(io.Discard, "", 0), // errors reach the access log through ErrorHandler
 	}
-	rp.ServeHTTP(w, r)
-	if decoded != nil && decoded.err != nil {
+	rp.ServeHTTP(pw, r)
+	if pw.flushErr() != nil || copied != nil && copied.err != nil {
 		// The client must see the answer cut short, not a complete-looking one.
 		panic(http.ErrAbortHandler)
 	}
 }
+
+// passWriter is the client's writer as a pass's ReverseProxy sees it. ReverseProxy flushes an
+// event stream, or a body without a length, after every write and ignores the flush's error;
+// it then waited for the upstream's next bytes, holding the exchange (and its bulkhead slot)
+// open for a client already gone, as long as the upstream stayed quiet: for an event stream,
+// up to pass_timeout. Over HTTP/3 nothing else notices (a failed write or flush does not end
+// the request's context there). So a failed flush ends the exchange's context, which ends the
+// upstream exchange and ReverseProxy's read of it.
+type passWriter struct {
+	*logWriter
+	cut context.CancelCauseFunc // ends the exchange's context
+
+	mu  sync.Mutex // protects err: ReverseProxy also flushes from a timer's goroutine
+	err error      // the first failed flush
+}
+
+// FlushError is what http.ResponseController, and so ReverseProxy, calls.
+func (w *passWriter) FlushError() error {
+	err := w.logWriter.FlushError()
+	if err == nil {
+		return nil
+	}
+	w.mu.Lock()
+	if w.err == nil {
+		w.err = fmt.Errorf("flush to the client: %w", err)
+	}
+	cause := w.err
+	w.mu.Unlock()
+	w.cut(cause)
+	return err
+}
+
+func (w *passWriter) Flush() { w.FlushError() }
+
+// flushErr is the first failed flush's error, or nil.
+func (w *passWriter) flushErr() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
+}
+
+// Unwrap gives http.ResponseController the logWriter (a hijack for an upgrade, deadlines).
+func (w *passWriter) Unwrap() http.ResponseWriter { return w.logWriter }
 
 // decodedBody is a pass's answer body, decoded for a client that does not accept its coding:
 // first the bytes decoded before the header went out (as deliverDecoded, so that a body not in
