@@ -635,32 +635,35 @@ func (c *conn) closeSocket() {
 func (w *response) CloseWhenClientGone(on bool) { w.c.closeOnGone.Store(on) }
 
 // write appends p to the output, writing it beside what is already there when it does not
-// fit (one writev).
-func (c *conn) write(p []byte) {
+// fit (one writev). It returns how many bytes of p the output took or the connection was
+// given: all of them unless the write failed, and then those that went out before the
+// failure, which the client may have received (the access log counts them).
+func (c *conn) write(p []byte) int {
 	if c.werr != nil {
-		return
+		return 0
 	}
 	if len(c.out)+len(p) <= cap(c.out) {
 		c.out = append(c.out, p...)
-		return
+		return len(p)
 	}
-	err := c.writeOut(c.out, p)
+	n, err := c.writeOut(c.out, p)
+	sent := min(max(n-len(c.out), 0), len(p)) // the output's bytes went first
 	c.out = c.out[:0]
 	c.writeFailed(err)
+	return sent
 }
 
-// writeOut writes a and then b, with one writev when both have bytes, under the send timeout.
-func (c *conn) writeOut(a, b []byte) error {
+// writeOut writes a and then b, with one writev when both have bytes, under the send timeout,
+// and returns how many bytes of the two it wrote, also when it fails.
+func (c *conn) writeOut(a, b []byte) (int, error) {
 	var w sendtimeout.Writev = c
 	if c.raw != nil {
 		w = c.raw
 	}
 	if !c.timed {
-		_, err := w.Writev(a, b)
-		return err
+		return w.Writev(a, b)
 	}
-	_, err := c.send.Write(w, a, b)
-	return err
+	return c.send.Write(w, a, b)
 }
 
 // setWriteDeadline sets a write deadline besides the send timeout (a handler's, through
@@ -694,7 +697,7 @@ func (c *conn) flush() {
 		c.out = c.out[:0]
 		return
 	}
-	err := c.writeOut(c.out, nil)
+	_, err := c.writeOut(c.out, nil)
 	c.out = c.out[:0]
 	c.writeFailed(err)
 }

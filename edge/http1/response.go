@@ -131,9 +131,11 @@ func (w *response) Write(p []byte) (int, error) {
 	if w.head {
 		return len(p), nil
 	}
-	w.writeBody(p)
+	n := w.writeBody(p)
 	if w.c.werr != nil {
-		return 0, w.c.werr
+		// As io.Writer's contract asks, the bytes of p that went out before the failure: the
+		// access log counts what the client may have received from Write's count.
+		return n, w.c.werr
 	}
 	return len(p), nil
 }
@@ -193,20 +195,21 @@ func (w *response) finish() {
 	w.c.flush()
 }
 
-// writeBody writes body bytes after the header, framed if chunked.
-func (w *response) writeBody(p []byte) {
+// writeBody writes body bytes after the header, framed if chunked, and returns how many of
+// them went out or into the output (conn.write).
+func (w *response) writeBody(p []byte) int {
 	if w.head || len(p) == 0 {
-		return
+		return 0
 	}
 	c := w.c
 	if w.chunked {
 		c.out = strconv.AppendInt(c.out, int64(len(p)), 16)
 		c.out = append(c.out, "\r\n"...)
-		c.write(p)
+		n := c.write(p)
 		c.out = append(c.out, "\r\n"...)
-		return
+		return n
 	}
-	c.write(p)
+	return c.write(p)
 }
 
 // commit puts the status line and header in the output. first is the body's first bytes, for
