@@ -47,9 +47,11 @@ type consumerSweeper struct {
 	deleted prometheus.Counter // hostile consumers deleted
 	logDel  *fleet.RateLog     // a deletion: a hostile peer can cause one at will
 	logFail *fleet.RateLog     // a failed check, list or delete
+	logDrop *fleet.RateLog     // announcements dropped from a full queue
 
-	// advisories receives the subscriptions' messages; set by subscribe, read by run.
-	advisories chan *nats.Msg
+	// advisories queues the subjects of the creation advisories for run to check; set by
+	// subscribe, read by run.
+	advisories chan string
 	subs       []*nats.Subscription
 
 	sweeps atomic.Uint64 // sweeps completed, for tests
@@ -79,6 +81,7 @@ func newConsumerSweeper(js jetstream.JetStream, prefix string, every time.Durati
 		deleted: deleted,
 		logDel:  fleet.NewRateLog(log, "deleted a push consumer delivering outside the fleet's inboxes (docs/security.md)", 0, nil),
 		logFail: fleet.NewRateLog(log, "checking the consumers of the fleet's streams failed", 0, nil),
+		logDrop: fleet.NewRateLog(log, "consumers were created faster than control checks them; the next sweep checks the rest", 0, nil),
 	}
 }
 
@@ -120,16 +123,16 @@ func singleToken(s string) bool {
 	return s != "" && !strings.ContainsAny(s, ". \t\r\n*>")
 }
 
+// advisoryQueue is how many announced consumers wait to be checked at most.
+const advisoryQueue = 256
+
 // subscribe starts receiving the creation advisories of the fleet's streams, for run to
 // check. Serve calls it before the control plane is ready, so that no consumer created once
 // it is goes unchecked until the next sweep.
 func (w *consumerSweeper) subscribe() {
-	// Advisories come in faster than they are checked only if someone creates consumers in
-	// bulk: the channel bounds what waits, the client drops the rest (a slow consumer), and
-	// the next sweep finds whatever was dropped.
-	w.advisories = make(chan *nats.Msg, 256)
+	w.advisories = make(chan string, advisoryQueue)
 	for _, st := range w.streams {
-		sub, err := w.nc.ChanSubscribe(consumerAdvisory+"."+st+".*", w.advisories)
+		sub, err := w.nc.Subscribe(consumerAdvisory+"."+st+".*", w.enqueue)
 		if err != nil {
 			// Only a closed connection refuses: the sweeps still run.
 			w.logFail.Warn("err", fmt.Errorf("subscribe to consumer advisories of %s: %w", st, err))
@@ -139,6 +142,20 @@ func (w *consumerSweeper) subscribe() {
 	}
 	if err := w.nc.Flush(); err != nil {
 		w.logFail.Warn("err", fmt.Errorf("subscribe to consumer advisories: %w", err))
+	}
+}
+
+// enqueue queues an advisory for run, or drops it when the queue is full. Advisories come in
+// faster than they are checked only when consumers are created in bulk (every watch of the
+// fleet made again after a NATS restart, or a peer making them at will); the next sweep finds
+// whatever was dropped. Dropped here, not by nats.go as a slow consumer (a channel
+// subscription): it reports each burst to the connection's error handler, unthrottled (on
+// stderr by default), which while the queue stays full is nearly a line per consumer made.
+func (w *consumerSweeper) enqueue(m *nats.Msg) {
+	select {
+	case w.advisories <- m.Subject:
+	default:
+		w.logDrop.Warn("queue", cap(w.advisories))
 	}
 }
 
@@ -159,9 +176,9 @@ func (w *consumerSweeper) run(ctx context.Context) {
 			return
 		case <-tick.C:
 			w.sweep(ctx)
-		case m := <-w.advisories:
+		case subj := <-w.advisories:
 			// "$JS.EVENT.ADVISORY.CONSUMER.CREATED.<stream>.<consumer>"
-			t := strings.Split(m.Subject, ".")
+			t := strings.Split(subj, ".")
 			if len(t) != 7 {
 				continue
 			}

@@ -3,16 +3,24 @@ package control
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meridian-cdn/meridian/edge"
 	"github.com/meridian-cdn/meridian/fleet"
 	"github.com/meridian-cdn/meridian/internal/metricstest"
 	"github.com/meridian-cdn/meridian/internal/natsauth"
+	"github.com/meridian-cdn/meridian/internal/natstest"
 	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/purge"
 	"github.com/meridian-cdn/meridian/wire"
@@ -259,5 +267,163 @@ func TestConsumerSweep(t *testing.T) {
 	clients.check(t, ts, hostB)
 	if got, want := hostileDeleted(t, ts), float64(len(cases)+1); got != want {
 		t.Errorf("hostile consumers deleted = %v, want %v: only the hostile ones", got, want)
+	}
+}
+
+// warnings is a slog handler that keeps the messages of the warnings logged.
+type warnings struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (w *warnings) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+func (w *warnings) WithAttrs([]slog.Attr) slog.Handler           { return w }
+func (w *warnings) WithGroup(string) slog.Handler                { return w }
+func (w *warnings) Handle(_ context.Context, r slog.Record) error {
+	w.mu.Lock()
+	w.msgs = append(w.msgs, r.Message)
+	w.mu.Unlock()
+	return nil
+}
+
+// count is how many warnings mention s.
+func (w *warnings) count(s string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, m := range w.msgs {
+		if strings.Contains(m, s) {
+			n++
+		}
+	}
+	return n
+}
+
+// TestConsumerAdvisoriesOverflowQuietly: consumers created faster than control checks them
+// (every watch of the fleet made again after a NATS restart, or a peer creating them in bulk)
+// overflow the queue of announced creations. What overflows is left to the next sweep and
+// logged at most once a minute, never reported as a slow consumer on control's connection:
+// nats.go reports one for every burst, unthrottled (on stderr, by default), so a peer
+// could have control write as many lines as it makes consumers. The sweep still deletes the
+// hostile consumer hidden in the burst, and only that one.
+func TestConsumerAdvisoriesOverflowQuietly(t *testing.T) {
+	ns := startNATS(t)
+	nc, js := natstest.ConnectURL(t, ns.URL(), natsOptions(t, ns.URL(), natsauth.Control())...)
+	if err := purge.EnsureStream(t.Context(), js, "", 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	stream := purge.StreamName("")
+	logs := &warnings{}
+	deleted := prometheus.NewCounter(prometheus.CounterOpts{Name: "deleted"})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(deleted)
+	w := newConsumerSweeper(js, "", time.Hour, deleted, slog.New(logs))
+	w.subscribe() // announcements queue up: nothing checks them until run starts
+
+	// Every announcement, counted on the same connection: once this has them all and a
+	// flush came back, the sweeper's subscriptions have had them too.
+	var announced atomic.Int64
+	count, err := nc.Subscribe(consumerAdvisory+"."+stream+".*", func(*nats.Msg) { announced.Add(1) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = count.Unsubscribe() })
+
+	burst := cap(w.advisories) + 40
+	_, ejs := connectAs(t, ns.URL(), natsauth.Edge("lon", "n9"))
+	for i := range burst {
+		name := fmt.Sprintf("c%d", i)
+		if _, err := ejs.CreatePushConsumer(t.Context(), stream, jetstream.ConsumerConfig{
+			Durable: name, DeliverSubject: "_INBOX.edge.lon.n9." + name, AckPolicy: jetstream.AckNonePolicy,
+		}); err != nil {
+			t.Fatalf("create consumer %d of %d: %v", i, burst, err)
+		}
+	}
+	h := hostileConsumer{"last of the burst, to the live subject", natsauth.Edge("lon", "n9"), stream, purge.LiveSubject("")}
+	hostile := h.create(t, ns.URL())
+	wait.For(t, 20*time.Second, "every creation announced", func() bool { return announced.Load() == int64(burst+1) })
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.LastError(); err != nil {
+		t.Errorf("control's connection after %d consumers created at once: LastError = %v, want none", burst+1, err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); w.run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	wait.For(t, 20*time.Second, "the hostile consumer deleted", func() bool { return !consumerExists(t, js, stream, hostile) })
+	wait.For(t, 10*time.Second, "the overflow logged", func() bool { return logs.count("faster than") > 0 })
+	if got := logs.count("faster than"); got != 1 {
+		t.Errorf("the overflow was logged %d times, want once (a minute at most)", got)
+	}
+	// The sweep at start, then what was queued: checked, and left alone.
+	wait.For(t, 20*time.Second, "the sweep at start and the queue checked", func() bool {
+		return w.sweeps.Load() >= 1 && len(w.advisories) == 0
+	})
+	cancel()
+	<-done
+	if got := metricstest.Values(t, reg)["deleted"]; got != 1 {
+		t.Errorf("consumers deleted = %v, want 1: only the hostile one", got)
+	}
+}
+
+// TestConsumerSweepKeepsToItsFleet: control looks only at its own prefix's streams. Push
+// consumers that deliver outside every fleet inbox, on another fleet's streams in the same
+// account (the default prefix's) or on another application's stream, are left alone, made
+// before control starts or after; the one on its own purge stream is deleted.
+func TestConsumerSweepKeepsToItsFleet(t *testing.T) {
+	ns := startNATS(t)
+	_, cjs := connect(t, ns.URL())
+	const prefix = "acme.cdn"
+	for _, p := range []string{"", prefix} {
+		if err := fleet.EnsureBuckets(t.Context(), cjs, p, time.Second, 1); err != nil {
+			t.Fatal(err)
+		}
+		if err := purge.EnsureStream(t.Context(), cjs, p, 0, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := cjs.CreateStream(t.Context(), jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"orders.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	consumers := []struct {
+		stream, deliver string
+		keep            bool
+	}{
+		{purge.StreamName(""), purge.LiveSubject(""), true},
+		{"KV_" + wire.Bucket("", wire.ConfigBucket), "audit.config", true},
+		{"ORDERS", "workers.orders", true},
+		{purge.StreamName(prefix), purge.LiveSubject(prefix), false},
+	}
+	create := func(name string) {
+		t.Helper()
+		for _, c := range consumers {
+			if _, err := cjs.CreatePushConsumer(t.Context(), c.stream, jetstream.ConsumerConfig{
+				Durable: name, DeliverSubject: c.deliver, AckPolicy: jetstream.AckNonePolicy,
+			}); err != nil {
+				t.Fatalf("create consumer %s on %s: %v", name, c.stream, err)
+			}
+		}
+	}
+	check := func(name string) {
+		t.Helper()
+		for _, c := range consumers {
+			if got := consumerExists(t, cjs, c.stream, name); got != c.keep {
+				t.Errorf("consumer %s of %s delivering to %s exists = %v, want %v", name, c.stream, c.deliver, got, c.keep)
+			}
+		}
+	}
+
+	create("before")
+	ts := startServer(t, Config{NATSURL: ns.URL(), Prefix: prefix, PurgeRate: -1}, func(s *Server) { s.sweepEvery = 20 * time.Millisecond })
+	wait.For(t, 20*time.Second, "the sweep at start", func() bool { return ts.sweeps() >= 1 })
+	check("before")
+	create("after")
+	ts.waitSweep(t)
+	check("after")
+	if got := hostileDeleted(t, ts); got != 2 {
+		t.Errorf("hostile consumers deleted = %v, want 2", got)
 	}
 }
