@@ -108,8 +108,13 @@ func (n *Node) pass(w *logWriter, req *request) {
 		// servers at a failed copy.
 		switch ferr := pw.flushErr(); {
 		case ferr != nil:
-			// The body's read failed too, if it did, because the flush ended the exchange.
-			w.note = "stream aborted: " + ferr.Error()
+			// The body's read failed too, if it did, because the flush ended the exchange. A
+			// write that failed first noted its own error (logWriter.Write), which is kept:
+			// ReverseProxy flushes after a failed write too, and that flush's error says less
+			// (HTTP/2's: the stream closed, the edge having reset it at the send timeout).
+			if w.note == "" {
+				w.note = "stream aborted: " + ferr.Error()
+			}
 		case decoded != nil && decoded.err != nil:
 			w.note = n.decodeFailure(req, decoded.coding, decoded.src, decoded.err)
 		case copied != nil && copied.err != nil:

@@ -227,3 +227,53 @@ func TestPassUpstreamCutShort(t *testing.T) {
 		}
 	}
 }
+
+// TestPassClientStopsReading: a client that stops reading a pass-through event stream while
+// a write to it is under way fails that write at the send timeout, and the access log notes
+// that write's failure, as for any answer (docs/edge.md, "A client that goes away
+// mid-answer"): ReverseProxy flushes after the failed write too, and the flush's failure,
+// which the log noted instead, says less or something else (over HTTP/2, that the stream
+// closed: the edge had reset it, not the client).
+func TestPassClientStopsReading(t *testing.T) {
+	const first = 4 << 20 // the origin's bytes at once: more than the sockets and windows hold
+	origin := &pausingOrigin{}
+	originAddr := startHTTP(t, "127.0.0.42", origin)
+	for pi, p := range slowClientProtocols {
+		t.Run(p.name, func(t *testing.T) {
+			lines := make(accessLines, 16)
+			_, n, _ := tlsEdgeWith(t, TLSConfig{Dev: true}, func(n *Node, ls *Listeners) {
+				n.sendTimeout = 200 * time.Millisecond
+				ls.HTTP = smallSendBuffers{ls.HTTP}
+				ls.HTTPS = smallSendBuffers{ls.HTTPS}
+			}, func(c *Config) {
+				c.Hosts = []wire.HostConfig{{Host: testHost, Origin: "http://" + originAddr}}
+				c.AccessLog = true
+				c.Logger = slog.New(lines)
+				if p.cfg != nil {
+					p.cfg(c)
+				}
+			})
+			path := fmt.Sprintf("/passstops/%d", pi)
+			a := &pausedAnswer{header: http.Header{"Content-Type": {"text/event-stream"}}, first: first, total: first + 1,
+				release: make(chan struct{}), ended: make(chan struct{})}
+			origin.answers.Store(path, a)
+			defer close(a.release) // the origin's handler returns at the test's end, whatever happened
+
+			if resp := p.open(t, n, path, "Accept: text/event-stream\r\n"); resp.StatusCode != http.StatusOK {
+				t.Fatalf("status %d, want 200", resp.StatusCode)
+			} // and its body is never read
+			select {
+			case <-a.ended:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the origin's exchange goes on after its client stopped reading")
+			}
+			l := lineFor(t, lines, path)
+			write, _ := strings.CutPrefix(l.note, "stream aborted: ")
+			if l.status != http.StatusOK || l.bytes >= first || write == l.note ||
+				strings.HasPrefix(write, "flush to the client") || !strings.Contains(write, "timeout") && !strings.Contains(write, "deadline") {
+				t.Errorf("access log: status %d, %d bytes, note %q; want 200, fewer than %d bytes, "+
+					"stream aborted with the write's failure at the send timeout", l.status, l.bytes, l.note, first)
+			}
+		})
+	}
+}

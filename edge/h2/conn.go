@@ -870,8 +870,10 @@ func (c *conn) writeHeaderBlockLocked(st *stream, block []byte, endStream bool) 
 }
 
 // writeDataLocked sends p on st as DATA frames within the flow-control windows, waiting for
-// the client's WINDOW_UPDATE when they are spent; end sets END_STREAM on the last frame.
-func (c *conn) writeDataLocked(st *stream, p []byte, end bool) error {
+// the client's WINDOW_UPDATE when they are spent; end sets END_STREAM on the last frame. It
+// returns how many bytes of p it framed, also when it fails: those the client's window took,
+// which went out (it flushes before each wait for more), and which the access log counts.
+func (c *conn) writeDataLocked(st *stream, p []byte, end bool) (int, error) {
 	var waitUntil time.Time   // while waiting for window: when the client's time is up
 	var waitTimer *time.Timer // wakes the wait then
 	defer func() {
@@ -879,17 +881,18 @@ func (c *conn) writeDataLocked(st *stream, p []byte, end bool) error {
 			waitTimer.Stop()
 		}
 	}()
+	sent := 0
 	for {
 		if st.reset || c.closing {
-			return errStreamClosed
+			return sent, errStreamClosed
 		}
 		if c.werr != nil {
-			return c.werr
+			return sent, c.werr
 		}
 		if len(p) == 0 {
 			// END_STREAM alone costs no window (and the window may be negative).
 			c.writeDataFrameLocked(st.id, nil, end)
-			return nil
+			return sent, nil
 		}
 		n := int64(len(p))
 		n = min(n, int64(c.peerMaxFrame), c.sendWindow, st.sendWindow)
@@ -910,7 +913,7 @@ func (c *conn) writeDataLocked(st *stream, p []byte, end bool) error {
 				}
 			} else if now.After(waitUntil) {
 				c.resetLocked(st.id, http2.ErrCodeCancel)
-				return errWindowTimeout
+				return sent, errWindowTimeout
 			}
 			c.handoffLocked(st)
 			c.flushLocked()
@@ -924,8 +927,9 @@ func (c *conn) writeDataLocked(st *stream, p []byte, end bool) error {
 		c.writeDataFrameLocked(st.id, chunk, last)
 		c.sendWindow -= n
 		st.sendWindow -= n
+		sent += int(n)
 		if len(p) == 0 {
-			return nil
+			return sent, nil
 		}
 		if c.bw.Buffered() == 0 {
 			// A large body: let the reader in between frames.

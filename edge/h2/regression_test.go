@@ -328,19 +328,28 @@ func TestReadDeadline(t *testing.T) {
 }
 
 // TestWindowTimeout: a stream the client grants no window for WriteTimeout is reset, and the
-// handler's write fails.
+// handler's write fails, returning the bytes of it that went out (the initial window's), as
+// io.Writer asks: the edge's access log counts them. It returned 0.
 func TestWindowTimeout(t *testing.T) {
-	writeErr := make(chan error, 1)
+	type result struct {
+		n   int
+		err error
+	}
+	wrote := make(chan result, 1)
 	ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, err := w.Write(make([]byte, 100<<10)) // past the 64 KiB initial window
-		writeErr <- err
+		n, err := w.Write(make([]byte, 100<<10)) // past the 64 KiB initial window
+		wrote <- result{n, err}
 	}))
 	ts.H2.WriteTimeout = 200 * time.Millisecond
 	c := dialRaw(t, ts)
 	c.headers(1, true, "/")
 	c.wantReset(1, http2.ErrCodeCancel, false)
-	if err := <-writeErr; err == nil {
+	got := <-wrote
+	if got.err == nil {
 		t.Fatal("write succeeded without window")
+	}
+	if got.n != initialWindow {
+		t.Errorf("Write = %d, %v; want the %d bytes of the initial window", got.n, got.err, initialWindow)
 	}
 }
 

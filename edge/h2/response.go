@@ -158,8 +158,10 @@ func (w *responseWriter) write(p []byte, s string) (int, error) {
 			return 0, err
 		}
 	}
-	if err := c.writeDataLocked(w.st, p, end); err != nil {
-		return 0, err
+	if sent, err := c.writeDataLocked(w.st, p, end); err != nil {
+		// As io.Writer asks, the bytes of p that went out before the failure: the access
+		// log counts what the client may have received from Write's count.
+		return sent, err
 	}
 	w.written += int64(n)
 	if end {
@@ -249,7 +251,7 @@ func (w *responseWriter) finish() {
 		if w.sendHeaderLocked(nil, false, cl, false) != nil {
 			return
 		}
-		if c.writeDataLocked(w.st, w.pending, !trailers) != nil {
+		if _, err := c.writeDataLocked(w.st, w.pending, !trailers); err != nil {
 			return
 		}
 		w.pending = nil
@@ -258,7 +260,7 @@ func (w *responseWriter) finish() {
 		c.resetLocked(w.st.id, http2.ErrCodeInternal)
 		return
 	case !trailers:
-		if err := c.writeDataLocked(w.st, nil, true); err != nil {
+		if _, err := c.writeDataLocked(w.st, nil, true); err != nil {
 			return
 		}
 	}
@@ -320,7 +322,7 @@ func (w *responseWriter) sendHeaderLocked(next []byte, endStream bool, cl string
 		return nil
 	}
 	if sendHeld && len(w.pending) > 0 && !w.head {
-		if err := c.writeDataLocked(w.st, w.pending, false); err != nil {
+		if _, err := c.writeDataLocked(w.st, w.pending, false); err != nil {
 			return err
 		}
 		w.pending = nil
