@@ -456,8 +456,18 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) (err error) {
 			return fmt.Errorf("control: %w", err)
 		}
 	}
+	// Asynchronous errors (a subscription that fell behind, say) go to the log, once a minute at
+	// most: nats.go's default writes each to stderr.
+	natsErr := fleet.NewRateLog(s.log, "nats error", 0, nil)
 	nc, err := nats.Connect(url, append(auth, nats.Name("meridian-control"), nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			if sub != nil {
+				natsErr.Warn("subject", sub.Subject, "err", err)
+				return
+			}
+			natsErr.Warn("err", err)
+		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { s.log.Warn("nats disconnected", "err", err) }),
 		nats.ReconnectHandler(func(c *nats.Conn) { s.log.Info("nats reconnected", "url", fleet.RedactURL(c.ConnectedUrl())) }))...)
 	if err != nil {

@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -996,5 +998,41 @@ func TestNewRefusesNegativeFlags(t *testing.T) {
 		if _, err := New(tt.cfg); err == nil || !strings.Contains(err.Error(), tt.flag) {
 			t.Errorf("New with bad %s: error %v, want one naming %s", tt.flag, err, tt.flag)
 		}
+	}
+}
+
+// TestNATSErrorsLogged: an asynchronous error on control's own NATS connection (here a
+// subscription that fell behind) reaches control's log, and once, however often it recurs within
+// the minute, rather than nats.go's default line on stderr.
+func TestNATSErrorsLogged(t *testing.T) {
+	logs := &warnings{}
+	ts := startServer(t, Config{Logger: slog.New(logs)})
+	<-ts.Ready()
+	nc := ts.Conn()
+	for i := range 3 {
+		subject := "test.slow." + strconv.Itoa(i)
+		sub, err := nc.SubscribeSync(subject)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sub.SetPendingLimits(1, -1); err != nil {
+			t.Fatal(err)
+		}
+		for range 10 {
+			if err := nc.Publish(subject, []byte("x")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if dropped, err := sub.Dropped(); err != nil || dropped == 0 {
+			t.Fatalf("subscription %d dropped %d (%v), want some", i, dropped, err)
+		}
+	}
+	wait.For(t, 5*time.Second, "the slow consumer logged", func() bool { return logs.count("nats error") == 1 })
+	// The other two fell behind within the minute: counted, not logged.
+	if got := logs.count("nats error"); got != 1 {
+		t.Errorf("%d nats error lines, want 1", got)
 	}
 }
