@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,6 +16,7 @@ import (
 
 	"github.com/meridian-cdn/meridian/edge"
 	"github.com/meridian-cdn/meridian/fleet"
+	"github.com/meridian-cdn/meridian/internal/logtest"
 	"github.com/meridian-cdn/meridian/internal/metricstest"
 	"github.com/meridian-cdn/meridian/internal/natsauth"
 	"github.com/meridian-cdn/meridian/internal/natstest"
@@ -270,35 +269,6 @@ func TestConsumerSweep(t *testing.T) {
 	}
 }
 
-// warnings is a slog handler that keeps the messages of the warnings logged.
-type warnings struct {
-	mu   sync.Mutex
-	msgs []string
-}
-
-func (w *warnings) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
-func (w *warnings) WithAttrs([]slog.Attr) slog.Handler           { return w }
-func (w *warnings) WithGroup(string) slog.Handler                { return w }
-func (w *warnings) Handle(_ context.Context, r slog.Record) error {
-	w.mu.Lock()
-	w.msgs = append(w.msgs, r.Message)
-	w.mu.Unlock()
-	return nil
-}
-
-// count is how many warnings mention s.
-func (w *warnings) count(s string) int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	n := 0
-	for _, m := range w.msgs {
-		if strings.Contains(m, s) {
-			n++
-		}
-	}
-	return n
-}
-
 // TestConsumerAdvisoriesOverflowQuietly: consumers created faster than control checks them
 // (every watch of the fleet made again after a NATS restart, or a peer creating them in bulk)
 // overflow the queue of announced creations. What overflows is left to the next sweep and
@@ -313,7 +283,7 @@ func TestConsumerAdvisoriesOverflowQuietly(t *testing.T) {
 		t.Fatal(err)
 	}
 	stream := purge.StreamName("")
-	logs := &warnings{}
+	logs := &logtest.Warnings{}
 	deleted := prometheus.NewCounter(prometheus.CounterOpts{Name: "deleted"})
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(deleted)
@@ -354,8 +324,8 @@ func TestConsumerAdvisoriesOverflowQuietly(t *testing.T) {
 	go func() { defer close(done); w.run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 	wait.For(t, 20*time.Second, "the hostile consumer deleted", func() bool { return !consumerExists(t, js, stream, hostile) })
-	wait.For(t, 10*time.Second, "the overflow logged", func() bool { return logs.count("faster than") > 0 })
-	if got := logs.count("faster than"); got != 1 {
+	wait.For(t, 10*time.Second, "the overflow logged", func() bool { return logs.Count("faster than") > 0 })
+	if got := logs.Count("faster than"); got != 1 {
 		t.Errorf("the overflow was logged %d times, want once (a minute at most)", got)
 	}
 	// The sweep at start, then what was queued: checked, and left alone.

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/meridian-cdn/meridian/fleet"
+	"github.com/meridian-cdn/meridian/internal/logtest"
 	"github.com/meridian-cdn/meridian/internal/natsauth"
 	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/purge"
@@ -1005,7 +1006,7 @@ func TestNewRefusesNegativeFlags(t *testing.T) {
 // subscription that fell behind) reaches control's log, and once, however often it recurs within
 // the minute, rather than nats.go's default line on stderr.
 func TestNATSErrorsLogged(t *testing.T) {
-	logs := &warnings{}
+	logs := &logtest.Warnings{}
 	ts := startServer(t, Config{Logger: slog.New(logs)})
 	<-ts.Ready()
 	nc := ts.Conn()
@@ -1030,9 +1031,9 @@ func TestNATSErrorsLogged(t *testing.T) {
 			t.Fatalf("subscription %d dropped %d (%v), want some", i, dropped, err)
 		}
 	}
-	wait.For(t, 5*time.Second, "the slow consumer logged", func() bool { return logs.count("nats error") == 1 })
+	wait.For(t, 5*time.Second, "the slow consumer logged", func() bool { return logs.Count("nats error") == 1 })
 	// The other two fell behind within the minute: counted, not logged.
-	if got := logs.count("nats error"); got != 1 {
+	if got := logs.Count("nats error"); got != 1 {
 		t.Errorf("%d nats error lines, want 1", got)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,40 +12,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/meridian-cdn/meridian/fleet"
+	"github.com/meridian-cdn/meridian/internal/logtest"
 	"github.com/meridian-cdn/meridian/internal/natsauth"
 	"github.com/meridian-cdn/meridian/internal/natstest"
 	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/wire"
 )
-
-// warnings is a slog handler that keeps the messages of the warnings logged.
-type warnings struct {
-	mu   sync.Mutex
-	msgs []string
-}
-
-func (w *warnings) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
-func (w *warnings) WithAttrs([]slog.Attr) slog.Handler           { return w }
-func (w *warnings) WithGroup(string) slog.Handler                { return w }
-func (w *warnings) Handle(_ context.Context, r slog.Record) error {
-	w.mu.Lock()
-	w.msgs = append(w.msgs, r.Message)
-	w.mu.Unlock()
-	return nil
-}
-
-// count is how many warnings mention s.
-func (w *warnings) count(s string) int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	n := 0
-	for _, m := range w.msgs {
-		if strings.Contains(m, s) {
-			n++
-		}
-	}
-	return n
-}
 
 // streamReads counts the JetStream requests for the purge stream's state (STREAM.INFO, what
 // a replay and a confirmation begin with) that one identity makes, as control's connection,
@@ -156,7 +127,7 @@ func TestHostileLiveMessagesAreCheap(t *testing.T) {
 				t.Fatal(err)
 			}
 			reads := countStreamReads(t, ctl, natsauth.Edge("ams", "n1"))
-			logs := &warnings{}
+			logs := &logtest.Warnings{}
 			victim := startNode(t, ns, "ams", "n1", func(c *SubscriberConfig) {
 				c.ConfirmEvery = time.Hour
 				c.Logger = slog.New(logs)
@@ -177,7 +148,7 @@ func TestHostileLiveMessagesAreCheap(t *testing.T) {
 			if got := reads.total(t, victim.nc) - before; got > 1 {
 				t.Errorf("the node read the stream %d times for %d hostile messages, want once at most", got, victim.sub.Dropped())
 			}
-			if got := logs.count(tc.logged); got != 1 {
+			if got := logs.Count(tc.logged); got != 1 {
 				t.Errorf("%q logged %d times, want once", tc.logged, got)
 			}
 			seqs := publishN(t, ctx, js, 1)
@@ -200,7 +171,7 @@ func TestHostileAcksAreLoggedOnce(t *testing.T) {
 	if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
 		t.Fatal(err)
 	}
-	logs := &warnings{}
+	logs := &logtest.Warnings{}
 	tr := newTracker(t, ctl, WithLogger(slog.New(logs)))
 	edge, _ := natstest.ConnectURL(t, ns.URL(), ns.Options(natsauth.Edge("lon", "n9"))...)
 	const n = 40
@@ -216,7 +187,7 @@ func TestHostileAcksAreLoggedOnce(t *testing.T) {
 	}
 	wait.For(t, 10*time.Second, fmt.Sprintf("%d acks dropped", 2*n), func() bool { return tr.Dropped() >= 2*n })
 	for _, msg := range []string{"drop undecodable purge ack", "drop purge ack whose node differs from its subject"} {
-		if got := logs.count(msg); got > 1 {
+		if got := logs.Count(msg); got > 1 {
 			t.Errorf("%q logged %d times, want once at most", msg, got)
 		}
 	}

@@ -1,0 +1,47 @@
+// Package logtest is a slog handler for tests that assert what a component logged: how many
+// warnings said a thing (a warning that must be written once, not once per message, say).
+package logtest
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+)
+
+// Warnings keeps the messages of the warnings (and worse) logged through it. Its zero value is
+// ready; use it as slog.New(w).
+type Warnings struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+// Enabled reports whether l is a warning or worse.
+func (w *Warnings) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+
+// WithAttrs returns w: attributes are not kept.
+func (w *Warnings) WithAttrs([]slog.Attr) slog.Handler { return w }
+
+// WithGroup returns w.
+func (w *Warnings) WithGroup(string) slog.Handler { return w }
+
+// Handle keeps r's message.
+func (w *Warnings) Handle(_ context.Context, r slog.Record) error {
+	w.mu.Lock()
+	w.msgs = append(w.msgs, r.Message)
+	w.mu.Unlock()
+	return nil
+}
+
+// Count is how many warnings mention s.
+func (w *Warnings) Count(s string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, m := range w.msgs {
+		if strings.Contains(m, s) {
+			n++
+		}
+	}
+	return n
+}
