@@ -18,6 +18,7 @@ import (
 	"github.com/meridian-cdn/meridian/fleet"
 	"github.com/meridian-cdn/meridian/internal/natsauth"
 	"github.com/meridian-cdn/meridian/internal/natstest"
+	"github.com/meridian-cdn/meridian/internal/tcplink"
 	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/purge"
 	"github.com/meridian-cdn/meridian/wire"
@@ -58,6 +59,21 @@ func natsCutter(t *testing.T, ip, url string) *natstest.Cutter {
 	s, _ := natsServers.Load(url)
 	natsServers.Store(cut.URL(), s)
 	return cut
+}
+
+// natsLink is natsCutter over a link that delays every byte by delay each way: a node far from
+// its NATS server, whose writes are still on the way when the link is cut.
+func natsLink(t *testing.T, ip, url string, delay time.Duration) (l *tcplink.Link, linkURL string) {
+	t.Helper()
+	l, err := tcplink.Listen(ip+":0", strings.TrimPrefix(url, "nats://"), delay)
+	if err != nil {
+		t.Fatalf("nats link: %v", err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	linkURL = "nats://" + l.Addr().String()
+	s, _ := natsServers.Load(url)
+	natsServers.Store(linkURL, s)
+	return l, linkURL
 }
 
 // edgeCreds writes the credentials file of edge pop/node on the NATS server at url.
@@ -449,7 +465,15 @@ func TestPrefixPurgeMatchesEverySpelling(t *testing.T) {
 // keep as fresh (it fetches the new one instead).
 func TestJoinerAsksPeersForPurgedSeq(t *testing.T) {
 	url, js, nc := startNATS(t)
-	cut := natsCutter(t, "127.0.0.51", url)
+	// The joiner finds the cut-off owner in the registry only: keep its key there as long as
+	// the nodes' views keep it (their TTL below), not the 3 s startNATS gives the fleet bucket,
+	// which would leave the joiner 3 s from the cut to start and read the registry.
+	if err := fleet.EnsureBuckets(context.Background(), js, "", time.Minute, 1); err != nil {
+		t.Fatal(err)
+	}
+	// The owner's writes reach NATS late, as on a loaded machine: cut off right after
+	// FleetReady, it would stay registered as joining, never a peer (see below).
+	cut, ownerURL := natsLink(t, "127.0.0.51", url, 50*time.Millisecond)
 	s := &single{}
 	s.origin, s.originAddr = startOrigin(t, "127.0.0.10", nil)
 	s.client = &http.Client{}
@@ -460,9 +484,13 @@ func TestJoinerAsksPeersForPurgedSeq(t *testing.T) {
 			Fleet: FleetConfig{NATS: u, Creds: edgeCreds(t, u, "f1", name), Heartbeat: 100 * time.Millisecond, TTL: time.Minute},
 			Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + s.originAddr}}}
 	}
-	owner, _ := startEdge(t, listen(t, "127.0.3.21"), mk(1, cut.URL()))
+	registered := registryUpdates(t, js, "f1", "n1")
+	owner, _ := startEdge(t, listen(t, "127.0.3.21"), mk(1, ownerURL))
 	p := newPurger(t, js, nc)
-	<-owner.FleetReady()
+	// The owner tells the fleet it is ready in a heartbeat sent after FleetReady: wait until
+	// the registry holds that before cutting it off.
+	for !nextUpdate(t, registered, "the owner registered as usable").Usable() {
+	}
 	var paths []string
 	for k := range 24 {
 		path := obj(fmt.Sprintf("/join%d", k), "cc", "max-age=600")
