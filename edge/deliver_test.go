@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
-	"github.com/quic-go/quic-go/http3"
 
 	"github.com/meridian-cdn/meridian/wire"
 )
@@ -138,17 +137,7 @@ func TestClientGoneMidBody(t *testing.T) {
 			return func() {}
 		}},
 	}
-	origin := &pausingOrigin{}
-	originAddr := startHTTP(t, "127.0.0.41", origin)
-	lines := make(accessLines, 64)
-	_, n, _ := tlsEdgeWith(t, TLSConfig{Dev: true}, func(n *Node, _ *Listeners) {
-		n.sendTimeout = 200 * time.Millisecond
-	}, func(c *Config) {
-		c.Hosts = []wire.HostConfig{{Host: testHost, Origin: "http://" + originAddr}}
-		c.Cache.MaxObjectBytes = maxObject
-		c.AccessLog = true
-		c.Logger = slog.New(lines)
-	})
+	origin, n, lines := pausedEdge(t, "127.0.0.41", func(c *Config) { c.Cache.MaxObjectBytes = maxObject })
 	c := &http.Client{Transport: &http.Transport{}}
 	t.Cleanup(c.CloseIdleConnections)
 	for ci, cl := range clients {
@@ -234,22 +223,28 @@ func readAlong(c *http.Client, addr, path string, n int, along chan<- struct{}) 
 // connection and the answer, its body unread, once its header is in. The test closes both.
 func h3Get(t *testing.T, n *Node, path string, qc *quic.Config) (*quic.Conn, *http.Response) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	t.Cleanup(cancel)
-	tlsConf := insecure(testHost)
-	tlsConf.NextProtos = []string{http3.NextProtoH3}
-	conn, err := quic.DialAddr(ctx, n.HTTPSAddr(), tlsConf, qc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.CloseWithError(0, "") })
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+testHost+path, nil)
-	resp, err := (&http3.Transport{DisableCompression: true}).NewClientConn(conn).RoundTrip(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { resp.Body.Close() })
-	return conn, resp
+	return h3Do(t, n, http.MethodGet, path, nil, qc)
+}
+
+// pausedEdge starts a pausingOrigin on ip and an edge (HTTPS and HTTP/3 too) in front of it
+// with its access log in lines and a send timeout of 200 ms, for tests of clients that go away
+// mid-answer; configure, if not nil, changes the edge's config further.
+func pausedEdge(t *testing.T, ip string, configure func(*Config)) (*pausingOrigin, *Node, accessLines) {
+	t.Helper()
+	origin := &pausingOrigin{}
+	originAddr := startHTTP(t, ip, origin)
+	lines := make(accessLines, 64)
+	_, n, _ := tlsEdgeWith(t, TLSConfig{Dev: true}, func(n *Node, _ *Listeners) {
+		n.sendTimeout = 200 * time.Millisecond
+	}, func(c *Config) {
+		c.Hosts = []wire.HostConfig{{Host: testHost, Origin: "http://" + originAddr}}
+		c.AccessLog = true
+		c.Logger = slog.New(lines)
+		if configure != nil {
+			configure(c)
+		}
+	})
+	return origin, n, lines
 }
 
 // lineFor returns the next access-log line for path, skipping others, or fails the test after

@@ -80,16 +80,7 @@ func TestPassClientGone(t *testing.T) {
 			return func() {}
 		}},
 	}
-	origin := &pausingOrigin{}
-	originAddr := startHTTP(t, "127.0.0.42", origin)
-	lines := make(accessLines, 64)
-	_, n, _ := tlsEdgeWith(t, TLSConfig{Dev: true}, func(n *Node, _ *Listeners) {
-		n.sendTimeout = 200 * time.Millisecond
-	}, func(c *Config) {
-		c.Hosts = []wire.HostConfig{{Host: testHost, Origin: "http://" + originAddr}}
-		c.AccessLog = true
-		c.Logger = slog.New(lines)
-	})
+	origin, n, lines := pausedEdge(t, "127.0.0.42", nil)
 	for ci, cl := range clients {
 		for ai, an := range answers {
 			t.Run(cl.name+"/"+an.name, func(t *testing.T) {

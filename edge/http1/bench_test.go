@@ -54,19 +54,24 @@ func BenchmarkServe(b *testing.B) {
 						return
 					}
 					defer c.Close()
-					buf := make([]byte, n)
-					for pb.Next() {
-						if _, err := c.Write(req); err != nil {
-							b.Error(err)
-							return
-						}
-						if _, err := io.ReadFull(c, buf); err != nil {
-							b.Error(err)
-							return
-						}
-					}
+					exchanges(b, pb, c, req, n)
 				})
 			})
+		}
+	}
+}
+
+// exchanges sends req on c and reads its answer of n bytes, for each of pb's iterations.
+func exchanges(b *testing.B, pb *testing.PB, c net.Conn, req []byte, n int) {
+	buf := make([]byte, n)
+	for pb.Next() {
+		if _, err := c.Write(req); err != nil {
+			b.Error(err)
+			return
+		}
+		if _, err := io.ReadFull(c, buf); err != nil {
+			b.Error(err)
+			return
 		}
 	}
 }

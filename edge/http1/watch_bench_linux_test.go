@@ -95,21 +95,6 @@ func BenchmarkWatched(b *testing.B) {
 	b.ReportMetric(float64((benchCPU(b)-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
 }
 
-// exchanges sends req on c and reads its answer of n bytes, for each of pb's iterations.
-func exchanges(b *testing.B, pb *testing.PB, c net.Conn, req []byte, n int) {
-	buf := make([]byte, n)
-	for pb.Next() {
-		if _, err := c.Write(req); err != nil {
-			b.Error(err)
-			return
-		}
-		if _, err := io.ReadFull(c, buf); err != nil {
-			b.Error(err)
-			return
-		}
-	}
-}
-
 // slowOrHit answers /slow after 10 ms (twice watchDelay: a miss from a slow upstream, which is
 // watched) and anything else at once with body, as a hit.
 func slowOrHit(body []byte) http.Handler {
