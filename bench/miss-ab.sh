@@ -14,7 +14,8 @@
 # With FLOOR=1 a fourth server runs beside them: bench/missfloor, the least a Go caching proxy
 # does on a miss (no RFC 9111, no headers of its own), built from the work tree: what Go and
 # this machine charge for a miss without the edge's work. nginx's CPU is its master's and
-# workers'.
+# workers'. Every line also gives the origin's CPU per request behind that server (its
+# master's and workers'), which is not the same behind every cache (docs/benchmarks.md).
 #
 # Usage: bench/miss-ab.sh BASE [HEAD]   (git revisions; HEAD defaults to the work tree)
 # DUR (seconds per run, default 6), ROUNDS (default 3) and FILES (default "1k 16k") pick the cases. PREFILL (seconds,
@@ -116,10 +117,12 @@ for v in $SERVERS; do
   }
 done
 
-cpu_of() { # cpu_of V: the server's CPU ticks so far (nginx: its master's and workers')
+cpu_of() { # cpu_of V: the server's CPU ticks so far (nginx and the origin: master's and workers')
   local p t=0
-  if [ "$1" = nginx ]; then
-    for p in $(cat "$W/nginx.pid") $(pgrep -P "$(cat "$W/nginx.pid")"); do t=$((t + $(ab_cpu "$p"))); done
+  if [ "$1" = nginx ] || [ "$1" = origin ]; then
+    local pidf=$W/nginx.pid
+    [ "$1" = nginx ] || pidf=$W/nginx-static.pid
+    for p in $(cat "$pidf") $(pgrep -P "$(cat "$pidf")"); do t=$((t + $(ab_cpu "$p"))); done
     echo "$t"
   else
     ab_cpu "${PID[$1]}"
@@ -127,15 +130,17 @@ cpu_of() { # cpu_of V: the server's CPU ticks so far (nginx: its master's and wo
 }
 gcs() { grep -c '^gc ' "$W/edge-$1.log" || true; } # collections so far, with gctrace on
 run() { # run V FILE: one load run and its line
-  local v=$1 file=$2 out rps n c0 c1 cpu errs mem="" g0=0
+  local v=$1 file=$2 out rps n c0 c1 o0 o1 cpu errs mem="" g0=0
   [ "$v" = base ] || [ "$v" = head ] && g0=$(gcs "$v")
   c0=$(cpu_of "$v")
+  o0=$(cpu_of origin)
   out=$(wrk -t1 -c64 -d"${DUR}s" -s "$W/unique.lua" "http://${ADDR[$v]}/" -- "$v-$file-$round-$RANDOM$RANDOM" "$file" 2>&1)
   c1=$(cpu_of "$v")
+  o1=$(cpu_of origin)
   rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
   n=$(awk '/requests in/ {print $1}' <<<"$out")
   errs=$(awk '/Non-2xx|Socket errors/' <<<"$out" | tr -s ' \n' ' ')
-  cpu="CPU $(ab_us_per $((c1 - c0)) "$n") us/req"
+  cpu="CPU $(ab_us_per $((c1 - c0)) "$n") us/req, origin $(ab_us_per $((o1 - o0)) "$n")"
   if [ "$v" = base ] || [ "$v" = head ]; then
     mem="RSS $(awk '/VmRSS/ {print int($2/1024)}' "/proc/${PID[$v]}/status") MiB"
     [[ ${EDGE_ENV:-} != *gctrace=1* ]] || mem+=", $(($(gcs "$v") - g0)) GCs"
