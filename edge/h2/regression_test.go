@@ -448,7 +448,9 @@ func TestSlowSteadyReader(t *testing.T) {
 	ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Write(body) // one Write, as the edge writes a cached object
 	}))
-	ts.H2.WriteTimeout = 300 * time.Millisecond
+	// A second, and a transfer of 1.2 s (12 grants at 100 ms): a reader held off the CPU for a
+	// few hundred milliseconds by a loaded machine must not look stopped.
+	ts.H2.WriteTimeout = time.Second
 	c := dialRawSettings(t, ts, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 16 << 10})
 	c.fr.WriteWindowUpdate(0, 1<<20)
 	c.headers(1, true, "/")
@@ -461,14 +463,14 @@ func TestSlowSteadyReader(t *testing.T) {
 		case *http2.DataFrame:
 			got += len(f.Data())
 			if len(f.Data()) > 0 && !f.StreamEnded() && got%(16<<10) == 0 {
-				time.Sleep(50 * time.Millisecond) // a slow reader
+				time.Sleep(100 * time.Millisecond) // a slow reader
 				c.fr.WriteWindowUpdate(1, 16<<10)
 			}
 			return f.StreamEnded()
 		}
 		return false
 	})
-	if got != len(body) || time.Since(start) < 300*time.Millisecond {
+	if got != len(body) || time.Since(start) < ts.H2.WriteTimeout {
 		t.Fatalf("%d bytes in %v: the test wants a transfer longer than the write timeout", got, time.Since(start))
 	}
 }

@@ -98,7 +98,10 @@ func TestClientThatStopsReading(t *testing.T) {
 // progress, not the download.
 func TestSlowSteadyReader(t *testing.T) {
 	const size = 2 << 20
-	const timeout = 300 * time.Millisecond
+	// A second: a reader held off the CPU for 300 ms by a loaded machine's parallel race
+	// tests once looked like a client that stopped reading. 128 reads of 16 KiB at 16 ms
+	// make the download 2 s.
+	const timeout = time.Second
 	for _, rq := range writeTimeoutRequests {
 		t.Run(rq.name, func(t *testing.T) {
 			done := make(chan error, 1)
@@ -113,7 +116,7 @@ func TestSlowSteadyReader(t *testing.T) {
 			if err != nil {
 				t.Fatalf("head: %v", err)
 			}
-			if got, err := tcptest.ReadSlowly(resp.Body, 10*time.Millisecond); err != nil || got != size {
+			if got, err := tcptest.ReadSlowly(resp.Body, 16*time.Millisecond); err != nil || got != size {
 				t.Fatalf("read %d of %d bytes, then %v", got, size, err)
 			}
 			if err := <-done; err != nil {

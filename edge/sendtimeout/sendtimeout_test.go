@@ -99,7 +99,7 @@ func TestClientThatStopsReading(t *testing.T) {
 
 // readSlowly reads r to its end, 16 KiB at a time with a pause between reads, and returns how
 // many bytes it read.
-func readSlowly(r io.Reader) (int, error) {
+func readSlowly(r io.Reader, pace time.Duration) (int, error) {
 	buf := make([]byte, 16<<10)
 	total := 0
 	for {
@@ -111,7 +111,7 @@ func readSlowly(r io.Reader) (int, error) {
 		if err != nil {
 			return total, err
 		}
-		time.Sleep(10 * time.Millisecond) // a slow link: the reader's pace, not a wait for an event
+		time.Sleep(pace) // a slow link: the reader's pace, not a wait for an event
 	}
 }
 
@@ -119,7 +119,10 @@ func readSlowly(r io.Reader) (int, error) {
 // client that reads slowly but all the time: the timeout bounds a wait for progress, not the
 // write (as net/http's WriteTimeout would).
 func TestSlowSteadyReader(t *testing.T) {
-	const timeout = 300 * time.Millisecond
+	// A second, and a write of over 2 s (128 reads of 16 KiB at 20 ms, less what the socket
+	// buffers hold at the end): a reader held off the CPU for a few hundred milliseconds by a
+	// loaded machine must not look stopped.
+	const timeout = time.Second
 	const size = 2 << 20
 	for _, st := range stacks {
 		t.Run(st.name, func(t *testing.T) {
@@ -127,7 +130,7 @@ func TestSlowSteadyReader(t *testing.T) {
 			server, client := st.wrap(t, sc, cc)
 			read := make(chan int, 1)
 			go func() {
-				n, _ := readSlowly(client)
+				n, _ := readSlowly(client, 20*time.Millisecond)
 				read <- n
 			}()
 			start := time.Now()
@@ -149,7 +152,7 @@ func TestSlowSteadyReader(t *testing.T) {
 // not; cleared, it leaves the writes to the send timeout.
 func TestUserDeadline(t *testing.T) {
 	sc, cc := pair(t, 10*time.Second)
-	go readSlowly(cc)
+	go readSlowly(cc, 10*time.Millisecond)
 	sc.SetWriteDeadline(time.Now().Add(150 * time.Millisecond))
 	start := time.Now()
 	if _, err := sc.Write(make([]byte, 4<<20)); !errors.Is(err, os.ErrDeadlineExceeded) {
@@ -159,7 +162,7 @@ func TestUserDeadline(t *testing.T) {
 		t.Errorf("the user's deadline ended the write after %v", took)
 	}
 	sc2, cc2 := pair(t, 10*time.Second)
-	go readSlowly(cc2)
+	go readSlowly(cc2, 10*time.Millisecond)
 	sc2.SetWriteDeadline(time.Now().Add(-time.Second))
 	if _, err := sc2.Write([]byte("x")); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("Write after the user's deadline: %v, want a timeout", err)
