@@ -56,57 +56,85 @@ var protocolFields = []string{"Accept", "Accept-Encoding", "Accept-Language", "A
 // for the connection's next request, and an upstream request can outlive its handler (a
 // transport still writing it, a fleet ask still running). extra is how many fields the
 // caller adds to it afterwards.
+//
+// Each client field is tested once and copied only if it goes (upstreamKeeps), rather than
+// copied and then deleted by each rule in turn: a delete from a map hashes its key even when
+// the key is absent, and the rules made about thirty of them per miss (issue 15).
 func (n *Node) upstreamHeader(req *request, kind upstreamKind, extra int) http.Header {
 	in := req.r.Header
-	vals := fieldValues{a: make([]string, 0, ownFields+len(in))}
 	pol := req.host.cfg.RequestHeaders
-	all := pol.Forward.All()
-	// Room for the client's fields, the ones set here (ownFields) and the caller's: a map of
-	// up to 8 fields is one group of slots, more take a table of 16 or more, twice the bytes.
-	// A map sized too small would grow, and be copied, while it is built.
-	out := make(http.Header, len(in)+ownFields+len(pol.Set)+extra)
-	for k, v := range in {
-		if all || slices.Contains(protocolFields, k) || namesField(pol.Forward, k) {
+	ip, trusted := n.forwardedFor(req)
+	k := upstreamKeeps{all: pol.Forward.All(), forward: pol.Forward, kind: kind, trusted: trusted}
+	k.hop.Init(in["Connection"])
+	var keptBuf [24]string
+	kept := keptBuf[:0]
+	values := 0
+	for f, v := range in {
+		if k.keeps(f) {
+			kept = append(kept, f)
 			if len(v) == 1 {
-				out[k] = vals.one(v[0])
-			} else {
-				out[k] = slices.Clone(v)
+				values++
 			}
 		}
 	}
-	httpcache.RemoveHopByHop(out)
-	stripFleetFields(out)
-	if kind != passThrough {
-		if len(out["Accept-Encoding"]) == 0 {
-			// A fill asks for the coding it serves (normalizeAcceptEncoding left none for
-			// identity); an upstream sent no field may choose any (RFC 9110 §12.5.3).
-			out["Accept-Encoding"] = identityField
-		}
-		for _, k := range fillOwn {
-			delete(out, k)
-		}
-		if kind == sharedFill {
-			delete(out, "Authorization")
-		}
-		for _, k := range fillDeny {
-			if all || !namesField(pol.Forward, k) {
-				delete(out, k)
-			}
+	vals := fieldValues{a: make([]string, 0, ownFields+values)}
+	// Room for the client's fields that go, the ones set here (ownFields) and the caller's: a
+	// map of up to 8 fields is one group of slots, more take a table of 16 or more, twice the
+	// bytes. A map sized too small would grow, and be copied, while it is built.
+	out := make(http.Header, len(kept)+ownFields+len(pol.Set)+extra)
+	for _, f := range kept {
+		if v := in[f]; len(v) == 1 {
+			out[f] = vals.one(v[0])
+		} else {
+			out[f] = slices.Clone(v)
 		}
 	}
-	n.setForwarded(out, req, kind, &vals)
-	for _, k := range pol.Deny {
-		out.Del(k)
+	if kind != passThrough && len(out["Accept-Encoding"]) == 0 {
+		// A fill asks for the coding it serves (normalizeAcceptEncoding left none for
+		// identity); an upstream sent no field may choose any (RFC 9110 §12.5.3).
+		out["Accept-Encoding"] = identityField
+	}
+	n.setForwarded(out, req, kind, &vals, ip)
+	for _, f := range pol.Deny {
+		out.Del(f)
 	}
 	out["Via"] = vals.one(n.via(strings.Join(in["Via"], ", "), req.r.ProtoMajor, req.r.ProtoMinor))
 	out["Traceparent"] = vals.one(req.traceID())
 	if _, ok := out["User-Agent"]; !ok {
 		out["User-Agent"] = vals.one("") // net/http would send its own
 	}
-	for k, v := range pol.Set {
-		out.Set(k, v)
+	for f, v := range pol.Set {
+		out.Set(f, v)
 	}
 	return out
+}
+
+// upstreamKeeps decides which of a client's fields go upstream (upstreamHeader): those the
+// host forwards (or every field protocolFields names), less the hop-by-hop ones, the fleet's
+// own, on a fill those it sets itself (fillOwn), Authorization on a shared fill and fillDeny
+// unless the host forwards them by name, and Forwarded and X-Forwarded-* from a client the
+// edge does not trust (setForwarded).
+type upstreamKeeps struct {
+	all     bool
+	forward wire.HeaderNames
+	kind    upstreamKind
+	trusted bool
+	hop     httpcache.HopByHop
+}
+
+// keeps reports whether the client's field f (canonical) goes upstream.
+func (k *upstreamKeeps) keeps(f string) bool {
+	if !k.all && !slices.Contains(protocolFields, f) && !namesField(k.forward, f) ||
+		k.hop.Drops(f) || isFleetField(f) {
+		return false
+	}
+	if k.kind != passThrough {
+		if slices.Contains(fillOwn, f) || k.kind == sharedFill && f == "Authorization" ||
+			slices.Contains(fillDeny, f) && (k.all || !namesField(k.forward, f)) {
+			return false
+		}
+	}
+	return k.trusted || f != "Forwarded" && !strings.HasPrefix(f, "X-Forwarded-")
 }
 
 // ownFields is how many fields upstreamHeader sets itself: Accept-Encoding, Via, Traceparent,
@@ -144,27 +172,25 @@ func namesField(l wire.HeaderNames, k string) bool {
 	return false
 }
 
-// setForwarded sets Forwarded (RFC 7239), X-Forwarded-For, X-Forwarded-Proto and
-// X-Forwarded-Host to the edge's view of the client. From a trusted proxy or a verified fleet
-// node their values are kept and appended to; anyone else's are dropped, with every other
-// X-Forwarded-* field (X-Forwarded-Scheme, -Port, -Prefix, ...), so a client can never make
-// the origin believe another host, scheme or address. On a shared fill X-Forwarded-Host is
-// always the edge's: it is part of the key.
-func (n *Node) setForwarded(h http.Header, req *request, kind upstreamKind, vals *fieldValues) {
-	r := req.r
-	ip, _, err := net.SplitHostPort(r.RemoteAddr)
+// forwardedFor is the client's address as the edge forwards it ("" if its RemoteAddr has
+// none), and whether the edge trusts the Forwarded and X-Forwarded-* fields it sent: those of
+// a trusted proxy or a verified fleet node.
+func (n *Node) forwardedFor(req *request) (ip string, trusted bool) {
+	ip, _, err := net.SplitHostPort(req.r.RemoteAddr)
 	if err != nil {
 		ip = ""
 	}
-	trusted := req.fromPeer || n.cfg.trustedProxy(ip)
-	if !trusted {
-		delete(h, "Forwarded")
-		for k := range h {
-			if strings.HasPrefix(k, "X-Forwarded-") {
-				delete(h, k)
-			}
-		}
-	}
+	return ip, req.fromPeer || n.cfg.trustedProxy(ip)
+}
+
+// setForwarded sets Forwarded (RFC 7239), X-Forwarded-For, X-Forwarded-Proto and
+// X-Forwarded-Host to the edge's view of the client at ip. From a trusted proxy or a verified
+// fleet node their values were kept and are appended to; anyone else's, with every other
+// X-Forwarded-* field (X-Forwarded-Scheme, -Port, -Prefix, ...), were never copied into h
+// (upstreamKeeps), so a client can never make the origin believe another host, scheme or
+// address. On a shared fill X-Forwarded-Host is always the edge's: it is part of the key.
+func (n *Node) setForwarded(h http.Header, req *request, kind upstreamKind, vals *fieldValues, ip string) {
+	r := req.r
 	proto := "http"
 	if r.TLS != nil {
 		proto = "https"
@@ -172,7 +198,7 @@ func (n *Node) setForwarded(h http.Header, req *request, kind upstreamKind, vals
 	host := req.host.cfg.Host
 	if ip != "" {
 		xff := ip
-		if prior := h.Values("X-Forwarded-For"); len(prior) > 0 {
+		if prior := h["X-Forwarded-For"]; len(prior) > 0 {
 			xff = strings.Join(prior, ", ") + ", " + ip
 		}
 		h["X-Forwarded-For"] = vals.one(xff)
@@ -191,7 +217,7 @@ func (n *Node) setForwarded(h http.Header, req *request, kind upstreamKind, vals
 		node = "unknown"
 	}
 	fwd := "for=" + node + ";host=" + quoteForwarded(host) + ";proto=" + proto
-	if prior := h.Values("Forwarded"); len(prior) > 0 {
+	if prior := h["Forwarded"]; len(prior) > 0 {
 		fwd = strings.Join(prior, ", ") + ", " + fwd
 	}
 	h["Forwarded"] = vals.one(fwd)

@@ -78,3 +78,36 @@ func TestUpstreamHeaderSized(t *testing.T) {
 	}
 	t.Logf("allocations: %v for %d fields, %v with room for one more", bareAllocs, len(bare), roomy)
 }
+
+// BenchmarkUpstreamHeader: the header of a shared fill, for a request without fields (as a
+// load generator sends) and for a browser's.
+func BenchmarkUpstreamHeader(b *testing.B) {
+	s := newSingleB(b)
+	hs := (*s.edge.hosts.Load())[testHost]
+	browser := http.Header{
+		"User-Agent":                {"Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"},
+		"Accept":                    {"text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"},
+		"Accept-Language":           {"en-US,en;q=0.5"},
+		"Accept-Encoding":           {"gzip"},
+		"Connection":                {"keep-alive"},
+		"Upgrade-Insecure-Requests": {"1"},
+		"Sec-Fetch-Dest":            {"document"},
+		"Sec-Fetch-Mode":            {"navigate"},
+		"Referer":                   {"https://example.com/"},
+		"Cookie":                    {"session=abc"},
+	}
+	for _, c := range []struct {
+		name string
+		h    http.Header
+	}{{"bare", http.Header{}}, {"browser", browser}} {
+		b.Run(c.name, func(b *testing.B) {
+			r := httptest.NewRequest(http.MethodGet, "http://"+testHost+"/a", nil)
+			r.Header = c.h
+			req := &request{r: r, host: hs, target: "/a", path: "/a"}
+			b.ReportAllocs()
+			for b.Loop() {
+				s.edge.upstreamHeader(req, sharedFill, 0)
+			}
+		})
+	}
+}

@@ -151,3 +151,8 @@ func stripFleetFields(h http.Header) {
 	delete(h, hopAuthHeader)
 	delete(h, purgeSeqHeader)
 }
+
+// isFleetField reports whether f (canonical) is one of the fields stripFleetFields removes.
+func isFleetField(f string) bool {
+	return f == hopHeader || f == hopAuthHeader || f == purgeSeqHeader
+}

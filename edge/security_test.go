@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/meridian-cdn/meridian/origin"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 // raw sends bytes on a fresh connection and reads every response until the server closes the
@@ -156,14 +157,33 @@ func TestForwardingHeadersAndTrace(t *testing.T) {
 	}
 }
 
+// TestHopByHopRemoved: the hop-by-hop fields, and those the client's Connection names, do not
+// go upstream (RFC 9110 §7.6.1), also a field the edge would otherwise forward (Accept-Language,
+// Authorization on a fill for one client). With a forward list that does not name Connection,
+// the fields it named used to go: they were looked for only among the fields forwarded.
 func TestHopByHopRemoved(t *testing.T) {
-	s := newSingle(t, nil)
-	s.get(t, obj("/hop", "cc", "max-age=60"), "Connection", "X-Secret", "X-Secret", "1", "Proxy-Authorization", "Basic x", "Te", "trailers")
-	h := s.origin.LastHeader("/hop")
-	for _, k := range []string{"X-Secret", "Proxy-Authorization", "Te"} {
-		if h.Get(k) != "" {
-			t.Errorf("origin received hop-by-hop %s", k)
-		}
+	for _, tt := range []struct {
+		name    string
+		forward wire.HeaderNames
+	}{{"every field forwarded", nil}, {"a forward list", wire.HeaderNames{"X-Custom"}}} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newSingle(t, func(c *Config) { c.Hosts[0].RequestHeaders.Forward = tt.forward })
+			s.get(t, obj("/hop", "cc", "max-age=60"), "Connection", "X-Secret, accept-language", "X-Secret", "1",
+				"Proxy-Authorization", "Basic x", "Te", "trailers", "Accept-Language", "de", "Accept", "text/plain")
+			h := s.origin.LastHeader("/hop")
+			for _, k := range []string{"X-Secret", "Proxy-Authorization", "Te", "Accept-Language", "Connection"} {
+				if h.Get(k) != "" {
+					t.Errorf("origin received hop-by-hop %s", k)
+				}
+			}
+			if h.Get("Accept") != "text/plain" {
+				t.Errorf("origin received Accept %q, want the client's: only the fields Connection names go", h.Get("Accept"))
+			}
+			s.get(t, obj("/hop-auth", "cc", "public, max-age=60"), "Connection", "Authorization", "Authorization", "Bearer x")
+			if got := s.origin.LastHeader("/hop-auth").Get("Authorization"); got != "" {
+				t.Errorf("origin received Authorization %q, which the client's Connection named", got)
+			}
+		})
 	}
 }
 
