@@ -187,6 +187,35 @@ func TestHopByHopRemoved(t *testing.T) {
 	}
 }
 
+// TestConnectionNamedVaryFieldNotPoisoning: a field the client's Connection names does not go
+// upstream, so the answer is the one for a request without it, and must not be stored as the
+// variant for the field's value: a German client naming Accept-Language in Connection would
+// otherwise have every other client that sends the same Accept-Language served the origin's
+// answer for none (a variant poisoned by one request).
+func TestConnectionNamedVaryFieldNotPoisoning(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		forward wire.HeaderNames
+	}{{"every field forwarded", nil}, {"a forward list", wire.HeaderNames{"X-Custom"}}} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newSingle(t, func(c *Config) { c.Hosts[0].RequestHeaders.Forward = tt.forward })
+			path := "/hop-vary"
+			target := obj(path, "size", "100", "cc", "max-age=600", "vary", "Accept-Language")
+			body := func(lang ...string) string {
+				return string(origin.Body(origin.VariantPath(path, []string{"Accept-Language"},
+					http.Header{"Accept-Language": lang}), 1, 100))
+			}
+			if r := s.get(t, target, "Accept-Language", "de", "Connection", "accept-language"); r.body != body() {
+				t.Errorf("the client naming Accept-Language in Connection got the variant for %q, want the one for none",
+					s.origin.LastHeader(path).Get("Accept-Language"))
+			}
+			if r := s.get(t, target, "Accept-Language", "de"); r.body != body("de") {
+				t.Errorf("a client sending Accept-Language: de got another variant (Cache-Status %q)", r.header.Get("Cache-Status"))
+			}
+		})
+	}
+}
+
 func TestTruncatedOriginResponseNotStored(t *testing.T) {
 	s := newSingle(t, nil)
 	p := obj("/trunc", "cc", "max-age=60", "size", "10000")

@@ -197,6 +197,11 @@ func (n *Node) serve(w *logWriter, req *request) {
 	// What goes upstream is the key's own path and query, so a parameter the key ignores
 	// can never change what is stored. The key's host part never holds a '/'.
 	req.target = req.key[strings.IndexByte(req.key, '/'):]
+	// The fields the client's Connection names are for this hop: they never go upstream
+	// (upstreamHeader), so nothing here may act on them either. Kept, they would select the
+	// Vary variant a shared fill's answer (for a request without them) is stored as, and one
+	// client could have every other that sends the same value served that answer.
+	httpcache.RemoveConnectionOptions(r.Header)
 	if n.trustedHop(r) {
 		req.fromPeer = true
 		req.needSeq = requiredPurgeSeq(r)

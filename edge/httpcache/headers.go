@@ -18,16 +18,27 @@ var hopByHop = []string{
 // names, Keep-Alive, Proxy-Connection, Proxy-Authenticate, Proxy-Authorization, TE, Trailer,
 // Transfer-Encoding, Upgrade.
 func RemoveHopByHop(h http.Header) {
+	RemoveConnectionOptions(h)
+	for _, k := range hopByHop {
+		delete(h, k)
+	}
+}
+
+// RemoveConnectionOptions deletes from h the fields its Connection names (RFC 9110 §7.6.1),
+// but not the hop-by-hop fields themselves, which the recipient may still need (an upgrade's
+// Connection and Upgrade). A proxy removes them from a request as it arrives: one that kept
+// them while leaving them out of what it forwards would key on, and select a stored variant
+// by, a field the origin never saw.
+func RemoveConnectionOptions(h http.Header) {
 	var f HopByHop
 	f.Init(h["Connection"])
 	if f.close {
 		delete(h, "Close")
 	}
 	for _, k := range f.named {
-		delete(h, k)
-	}
-	for _, k := range hopByHop {
-		delete(h, k)
+		if !slices.Contains(hopByHop, k) {
+			delete(h, k)
+		}
 	}
 }
 

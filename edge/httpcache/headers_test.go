@@ -63,6 +63,38 @@ func TestRemoveHopByHop(t *testing.T) {
 	}
 }
 
+// TestRemoveConnectionOptions: the fields Connection names go, the hop-by-hop fields (named or
+// not) stay for the recipient: an upgrade needs its Connection and Upgrade.
+func TestRemoveConnectionOptions(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		in, want http.Header
+	}{
+		{"named fields", hdr("Connection", "X-Trace, accept-language", "Connection", " X-Other ", "X-Trace", "1",
+			"Accept-Language", "de", "X-Other", "3", "Accept", "text/plain"),
+			hdr("Connection", "X-Trace, accept-language", "Connection", " X-Other ", "Accept", "text/plain")},
+		{"an upgrade", hdr("Connection", "Upgrade, X-Trace", "Upgrade", "websocket", "X-Trace", "1", "Te", "trailers"),
+			hdr("Connection", "Upgrade, X-Trace", "Upgrade", "websocket", "Te", "trailers")},
+		{"close and keep-alive", hdr("Connection", "CLOSE, Keep-Alive", "Close", "x", "Keep-Alive", "timeout=5"),
+			hdr("Connection", "CLOSE, Keep-Alive", "Keep-Alive", "timeout=5")},
+		{"non-ASCII options", hdr("Connection", "clo\u017fe", "Close", "x"), hdr("Connection", "clo\u017fe", "Close", "x")},
+		{"no Connection", hdr("X-Trace", "1"), hdr("X-Trace", "1")},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := tt.in.Clone()
+			RemoveConnectionOptions(h)
+			if !reflect.DeepEqual(h, tt.want) {
+				t.Errorf("RemoveConnectionOptions(%v) = %v, want %v", tt.in, h, tt.want)
+			}
+		})
+	}
+	// Every request through the edge pays for it (issue 15).
+	h := hdr("Connection", "keep-alive", "Accept", "*/*")
+	if n := testing.AllocsPerRun(100, func() { RemoveConnectionOptions(h) }); n != 0 {
+		t.Errorf("RemoveConnectionOptions of Connection: keep-alive: %v allocations, want 0", n)
+	}
+}
+
 func TestRefresh(t *testing.T) {
 	tests := []struct {
 		name       string
