@@ -25,6 +25,7 @@ type Fault struct {
 	// of it have been sent (over every response, ranges included): the response in progress
 	// goes on with the old version, later ones get the new. It counts down as bytes are sent
 	// and is cleared when it fires. Until then the fault is never forgotten (see SetFault).
+	// Alone, it is not a fault of the path's own: the path gets the global fault with it.
 	// Ignored in the global fault (path "").
 	BumpAfter int64
 }
@@ -164,12 +165,19 @@ func (s *Server) sent(path string, n int, metered bool) (bump bool) {
 	return true
 }
 
-// fault returns the fault for path: its own, else the global one, else none.
+// fault returns the fault for path: its own, else the global one, else none. A BumpAfter still
+// to fire is not a fault of its own: alone, it goes with the global fault, which the path gets
+// anyway once the bump fires.
 func (s *Server) fault(path string) Fault {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if f, ok := s.bumps[path]; ok {
-		return f
+		if f != (Fault{BumpAfter: f.BumpAfter}) {
+			return f
+		}
+		g := s.globalFault
+		g.BumpAfter = f.BumpAfter
+		return g
 	}
 	if e := s.faults.find(path); e != nil {
 		return e.val

@@ -286,6 +286,47 @@ func TestBumpAfterBounded(t *testing.T) {
 	}
 }
 
+// TestBumpAfterWithGlobalFault: a path whose only fault is a bump_after still to fire gets the
+// global fault, as a path without a fault of its own does, and its bytes still count towards
+// the bump; a path with a fault of its own besides bump_after keeps it. The waiting bump_after
+// hid the global fault until it fired: a global 502 left such a path answering 200.
+func TestBumpAfterWithGlobalFault(t *testing.T) {
+	const size = 1000
+	for _, tt := range []struct {
+		name        string
+		global, own Fault
+		wantStatus  int // 0: no response (dropped)
+		wantBytes   int // body bytes received
+		wantVersion int // the path's version after the GET
+	}{
+		{"global status", Fault{Status: 502}, Fault{BumpAfter: 100}, 502, size, 2},
+		{"global truncate", Fault{Truncate: true}, Fault{BumpAfter: 100}, 200, size / 2, 2},
+		{"global drop, nothing sent to count", Fault{Drop: true}, Fault{BumpAfter: 100}, 0, 0, 1},
+		{"own fault wins", Fault{Status: 502}, Fault{Status: 503, BumpAfter: 100}, 503, size, 2},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s, base := start(t, "127.0.0.49", Config{})
+			c := client(t)
+			if err := s.SetFault("", tt.global); err != nil {
+				t.Fatalf("SetFault(global): %v", err)
+			}
+			if err := s.SetFault("/m", tt.own); err != nil {
+				t.Fatalf("SetFault(/m): %v", err)
+			}
+			r := do(t, c, context.Background(), "GET", base+"/m?size="+strconv.Itoa(size), nil, "")
+			if r.status != tt.wantStatus || len(r.body) != tt.wantBytes {
+				t.Errorf("GET /m = %d with %d body bytes (%v), want %d with %d", r.status, len(r.body), r.err, tt.wantStatus, tt.wantBytes)
+			}
+			if !bytes.Equal(r.body, Body("/m", 1, size)[:len(r.body)]) {
+				t.Errorf("GET /m body is not version 1's bytes (the response in progress keeps its version)")
+			}
+			if v := s.Version("/m"); v != tt.wantVersion {
+				t.Errorf("Version(/m) after the GET = %d, want %d", v, tt.wantVersion)
+			}
+		})
+	}
+}
+
 func TestBytesSent(t *testing.T) {
 	s, base := start(t, "127.0.0.44", Config{})
 	c := client(t)
