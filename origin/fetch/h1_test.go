@@ -38,7 +38,7 @@ type rawServer struct {
 
 // startRaw serves on ip until the test ends, running handle for each connection (n counts
 // from 1). The connection is closed when handle returns.
-func startRaw(t *testing.T, ip string, handle func(n int64, c net.Conn, br *bufio.Reader)) *rawServer {
+func startRaw(t testing.TB, ip string, handle func(n int64, c net.Conn, br *bufio.Reader)) *rawServer {
 	t.Helper()
 	ln, err := net.Listen("tcp", ip+":0")
 	if err != nil {

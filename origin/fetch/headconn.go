@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 )
 
 // headConn is a connection of the built *http.Transport that bounds the bytes read for an
@@ -29,12 +30,18 @@ import (
 type headConn struct {
 	net.Conn
 
-	mu    sync.Mutex // guards the fields below; reads come from the Transport's goroutines
-	armed bool       // an exchange's heads are being read
-	max   int64      // Config.MaxHeadBytes, which the error names
-	left  int64      // what the heads may still take
-	over  bool       // a read was asked for past the bound
-	gen   uint64     // arms so far: which exchange armed it last
+	// armed is set while an exchange's heads are being read. It changes under mu but is read
+	// without it first: past its heads (a body, an upgraded connection's whole life) a read
+	// costs two atomic loads, not two rounds of the mutex.
+	armed atomic.Bool
+
+	// mu guards the fields below and armed's changes; reads come from the Transport's
+	// goroutines.
+	mu   sync.Mutex
+	max  int64  // Config.MaxHeadBytes, which the error names
+	left int64  // what the heads may still take
+	over bool   // a read was asked for past the bound
+	gen  uint64 // arms so far: which exchange armed it last
 }
 
 // headConnOf returns the headConn under a connection GotConn reports, or nil if there is none
@@ -79,7 +86,8 @@ func (c *headConn) arm(bound, max int64) (gen uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gen++
-	c.armed, c.max, c.left, c.over = true, max, bound, false
+	c.max, c.left, c.over = max, bound, false
+	c.armed.Store(true)
 	return c.gen
 }
 
@@ -91,28 +99,35 @@ func (c *headConn) disarm(gen uint64) (over bool) {
 	if gen != c.gen {
 		return false
 	}
-	c.armed = false
+	c.armed.Store(false)
 	return c.over
 }
 
 func (c *headConn) Read(p []byte) (int, error) {
-	c.mu.Lock()
-	if c.armed {
-		if c.left <= 0 {
-			c.over = true
-			err := headTooLargeError{c.max}
-			c.mu.Unlock()
-			return 0, err
+	if c.armed.Load() {
+		c.mu.Lock()
+		// Checked again: disarmed since, the read is not cut to a bound that ended.
+		if c.armed.Load() {
+			if c.left <= 0 {
+				c.over = true
+				err := headTooLargeError{c.max}
+				c.mu.Unlock()
+				return 0, err
+			}
+			p = p[:min(int64(len(p)), c.left)]
 		}
-		p = p[:min(int64(len(p)), c.left)]
+		c.mu.Unlock()
 	}
-	c.mu.Unlock()
 	n, err := c.Conn.Read(p)
-	c.mu.Lock()
-	if c.armed {
-		c.left -= int64(n)
+	// Looked at again after the read: one that began disarmed and was armed while it waited
+	// (the Transport's on an idle connection) read the exchange's heads too.
+	if n > 0 && c.armed.Load() {
+		c.mu.Lock()
+		if c.armed.Load() {
+			c.left -= int64(n)
+		}
+		c.mu.Unlock()
 	}
-	c.mu.Unlock()
 	return n, err
 }
 

@@ -15,6 +15,7 @@ import (
 	"net/textproto"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -446,3 +447,120 @@ func TestHeadsBoundOnHandedConnection(t *testing.T) {
 		t.Errorf("the second exchange's disarm says no read went past its bound")
 	}
 }
+
+// TestHeadsBoundCountsWaitingRead: a read already waiting when an exchange arms the bound (the
+// Transport's on an idle connection, which gets the next answer's first bytes) is not cut to
+// it, but its bytes count: the reads after it get only what the bound has left. headConn reads
+// a disarmed connection without its mutex, and must still look, after the read, whether it
+// was armed meanwhile. enteredConn only tells when that read has begun, on a real connection.
+func TestHeadsBoundCountsWaitingRead(t *testing.T) {
+	const heads = 90 << 10
+	srv := startRaw(t, "127.0.0.126", func(_ int64, c net.Conn, br *bufio.Reader) {
+		if _, err := br.ReadByte(); err != nil { // the client's word that the bound is armed
+			return
+		}
+		c.Write(bytes.Repeat([]byte("h"), heads))
+	})
+	nc, err := net.Dial("tcp", srv.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entered := make(chan struct{})
+	hc := &headConn{Conn: &enteredConn{Conn: nc, entered: entered}}
+	t.Cleanup(func() { hc.Close() })
+	hc.SetReadDeadline(time.Now().Add(10 * time.Second)) // the server sends all it will at once
+	type result struct {
+		n   int
+		err error
+	}
+	waiting := make(chan result, 1)
+	go func() {
+		n, err := hc.Read(make([]byte, 32<<10))
+		waiting <- result{n, err}
+	}()
+	<-entered
+	gen := hc.arm(DefaultMaxHeadBytes, DefaultMaxHeadBytes)
+	if _, err := nc.Write([]byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	first := <-waiting
+	if first.err != nil || first.n == 0 {
+		t.Fatalf("the waiting read: %d bytes, %v; want some bytes", first.n, first.err)
+	}
+	n, err := io.Copy(io.Discard, hc)
+	if got := int64(first.n) + n; !errors.Is(err, errHeadTooLarge) || got != DefaultMaxHeadBytes {
+		t.Errorf("read %d bytes of heads (%d by the waiting read): %v; want %d, then %v", got, first.n, err, DefaultMaxHeadBytes, errHeadTooLarge)
+	}
+	if !hc.disarm(gen) {
+		t.Errorf("disarm says no read went past the bound")
+	}
+}
+
+// enteredConn closes entered when its first read begins.
+type enteredConn struct {
+	net.Conn
+	entered chan struct{}
+	once    sync.Once
+}
+
+func (c *enteredConn) Read(p []byte) (int, error) {
+	c.once.Do(func() { close(c.entered) })
+	return c.Conn.Read(p)
+}
+
+// BenchmarkUpgradedRead reads an upgraded connection of UpgradeTransport, as ReverseProxy's
+// copy does for a WebSocket's whole life, in reads of a frame's size and of the copy's buffer.
+// Every read goes through the connection's headConn, whose bound is long disarmed.
+func BenchmarkUpgradedRead(b *testing.B) {
+	chunk := bytes.Repeat([]byte("w"), 64<<10)
+	srv := startRaw(b, "127.0.0.119", func(_ int64, c net.Conn, br *bufio.Reader) {
+		if _, ok := readRequest(br); !ok {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: test\r\nConnection: Upgrade\r\n\r\n")
+		for {
+			if _, err := c.Write(chunk); err != nil {
+				return // the benchmark closed the connection
+			}
+		}
+	})
+	for _, size := range []int{512, 32 << 10} {
+		b.Run(strconv.Itoa(size), func(b *testing.B) {
+			tr := Config{}.UpgradeTransport()
+			req, _ := http.NewRequest(http.MethodGet, "http://"+srv.addr+"/ws", nil)
+			req.Header.Set("Upgrade", "test")
+			req.Header.Set("Connection", "Upgrade")
+			resp, err := tr.RoundTrip(req)
+			if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+				b.Fatalf("upgrade: %v, %v; want 101", err, resp)
+			}
+			conn := resp.Body.(io.ReadWriteCloser)
+			defer conn.Close()
+			buf := make([]byte, size)
+			b.SetBytes(int64(size))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := io.ReadFull(conn, buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkHeadConnRead is what headConn adds to each read past an exchange's heads, over a
+// connection whose reads cost nothing: on a socket, the system call (some 0.5 µs on loopback,
+// BenchmarkUpgradedRead) hides it.
+func BenchmarkHeadConnRead(b *testing.B) {
+	hc := &headConn{Conn: freeConn{}}
+	hc.disarm(hc.arm(DefaultMaxHeadBytes, DefaultMaxHeadBytes)) // an exchange's heads, done
+	buf := make([]byte, 512)
+	for b.Loop() {
+		hc.Read(buf)
+	}
+}
+
+// freeConn is a connection whose reads fill the buffer at once.
+type freeConn struct{ net.Conn }
+
+func (freeConn) Read(p []byte) (int, error) { return len(p), nil }
