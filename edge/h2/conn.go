@@ -42,6 +42,10 @@ const (
 	// what the client had already sent before it closes: closing with unread bytes would
 	// reset the connection and could lose the last answers on their way.
 	lingerTimeout = time.Second
+	// maxResetOpen bounds the streams a connection remembers as reset while their client
+	// could still be sending (conn.resetOpen): a client's default 250 concurrent streams fit,
+	// and RFC 9113 (section 5.1) lets an endpoint bound how long it ignores their frames.
+	maxResetOpen = 256
 	// initialWindow is the protocol's default window before SETTINGS say otherwise.
 	initialWindow = 65535
 	maxWindow     = 1<<31 - 1
@@ -104,6 +108,12 @@ type conn struct {
 	shutdownAsked bool    // Shutdown came before the SETTINGS went out
 	writeRefresh  time.Time
 	lowerCache    map[string]string
+	// resetOpen are the last streams (up to maxResetOpen, oldest overwritten first from
+	// resetOpenNext) that the server reset while their client could still be sending: what
+	// the client sent before it saw the RST_STREAM arrives after it and is ignored (RFC 9113,
+	// section 5.1), not answered with another reset or, for trailers, a connection error.
+	resetOpen     []uint32
+	resetOpenNext int
 	// freeHeaders are response header maps of handlers that returned, cleared, for the next
 	// streams: a map grown to a cached object's dozen fields is several allocations, which at
 	// a full store cost more in collections than in the allocating (issue 15).
@@ -446,6 +456,7 @@ func (c *conn) onReset(f *http2.RSTStreamFrame) action {
 		if f.StreamID > c.maxClientID {
 			return c.connErrorLocked(http2.ErrCodeProtocol)
 		}
+		c.lateFrameLocked(f.StreamID, true) // the client is done with it too
 		return keepReading
 	}
 	c.closeStreamLocked(st, errStreamClosed)
@@ -473,6 +484,9 @@ func (c *conn) onData(f *http2.DataFrame) action {
 		c.consumedLocked(nil, n) // nobody will read it: the connection's window comes back
 		if st == nil && id > c.maxClientID {
 			return c.connErrorLocked(http2.ErrCodeProtocol) // an idle stream
+		}
+		if st == nil && c.lateFrameLocked(id, f.StreamEnded()) {
+			return keepReading
 		}
 		c.resetLocked(id, http2.ErrCodeStreamClosed)
 		return keepReading
@@ -583,6 +597,9 @@ func (c *conn) openLocked(f *http2.MetaHeadersFrame) (*stream, action) {
 			c.cond.Broadcast()
 		}
 		return nil, keepReading
+	}
+	if id <= c.maxClientID && c.lateFrameLocked(id, f.StreamEnded()) {
+		return nil, keepReading // trailers (already decoded: HPACK's state is kept)
 	}
 	if id%2 == 0 || id <= c.maxClientID {
 		return nil, c.connErrorLocked(http2.ErrCodeProtocol)
@@ -716,7 +733,11 @@ func (c *conn) remoteEndLocked(st *stream) {
 }
 
 // localEndLocked notes that st's response has ended. A request still being sent is cut
-// short with RST_STREAM NO_ERROR: the client may stop sending (RFC 9113, section 8.1).
+// short with RST_STREAM NO_ERROR: the client may stop sending (RFC 9113, section 8.1). Its
+// END_STREAM may be on its way already, also that of a request with nothing left to send but
+// it (content-length: 0 and an empty DATA frame to end it, which the reader had not read when
+// the handler answered): resetLocked remembers the stream, so that what comes after is
+// ignored.
 func (c *conn) localEndLocked(st *stream) {
 	st.localDone = true
 	if !st.remoteDone {
@@ -729,12 +750,17 @@ func (c *conn) localEndLocked(st *stream) {
 	delete(c.streams, st.id)
 }
 
-// closeStreamLocked ends st at once: its context is cancelled, its body and writer fail.
+// closeStreamLocked ends st at once: its context is cancelled, its body and writer fail. A
+// stream whose answer is whole (reset by localEndLocked) keeps its context until its handler
+// returns, as it would had the client's END_STREAM been read first: nothing failed, and a
+// handler still at work after its last write must not take the reset for a client gone.
 func (c *conn) closeStreamLocked(st *stream, err error) {
+	if !st.localDone {
+		st.cancel()
+	}
 	st.reset = true
 	st.remoteDone, st.localDone = true, true
 	delete(c.streams, st.id)
-	st.cancel()
 	if st.body != nil {
 		st.body.abortLocked(err)
 	}
@@ -743,9 +769,12 @@ func (c *conn) closeStreamLocked(st *stream, err error) {
 	c.checkIdleLocked()
 }
 
-// resetLocked sends RST_STREAM for id and closes the stream if it is open.
+// resetLocked sends RST_STREAM for id and closes the stream if it is open. A stream whose
+// client could still be sending is remembered (resetOpen).
 func (c *conn) resetLocked(id uint32, code http2.ErrCode) {
-	if st := c.streams[id]; st != nil {
+	st := c.streams[id]
+	sending := st != nil && !st.remoteDone
+	if st != nil {
 		c.closeStreamLocked(st, errStreamClosed)
 	}
 	if c.closing {
@@ -753,6 +782,30 @@ func (c *conn) resetLocked(id uint32, code http2.ErrCode) {
 	}
 	c.fr.WriteRSTStream(id, code)
 	c.dirty = true
+	if !sending {
+		return
+	}
+	if len(c.resetOpen) < maxResetOpen {
+		c.resetOpen = append(c.resetOpen, id)
+		return
+	}
+	c.resetOpen[c.resetOpenNext] = id
+	c.resetOpenNext = (c.resetOpenNext + 1) % maxResetOpen
+}
+
+// lateFrameLocked reports whether a frame on stream id, which has no state, is one its
+// client sent before it saw the server's RST_STREAM. end (the frame ends or resets the
+// client's side) forgets the stream: nothing more may come on it.
+func (c *conn) lateFrameLocked(id uint32, end bool) bool {
+	for i, v := range c.resetOpen {
+		if v == id {
+			if end {
+				c.resetOpen[i] = 0 // no client stream has id 0
+			}
+			return true
+		}
+	}
+	return false
 }
 
 // connError ends the connection with a GOAWAY carrying code.

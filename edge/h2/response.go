@@ -206,12 +206,13 @@ func (w *responseWriter) SetReadDeadline(t time.Time) error {
 }
 
 // FlushError is Flush that says whether the stream is still there (http.ResponseController).
+// A whole answer is not failed by the RST_STREAM NO_ERROR that followed it (localEndLocked).
 func (w *responseWriter) FlushError() error {
 	w.Flush()
 	c := w.st.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if w.st.reset || c.closing {
+	if w.st.reset && !w.endSent || c.closing {
 		return errStreamClosed
 	}
 	return nil

@@ -1,0 +1,359 @@
+package h2
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// answerOK answers "ok" with a Content-Length, so the answer's END_STREAM goes out with its
+// last Write, without reading the request body; /hold waits for hold first.
+func answerOK(hold <-chan struct{}) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hold" {
+			<-hold
+		}
+		w.Header().Set("Content-Length", "2")
+		io.WriteString(w, "ok")
+	})
+}
+
+// TestLateEndOfRequest: a request whose answer is whole before the client's END_STREAM is
+// read (a content-length: 0 request whose END_STREAM comes in an empty DATA frame or in
+// trailers, or an upload cut short by an early answer) is ended with RST_STREAM NO_ERROR
+// (RFC 9113, section 8.1). What the client sent on it before it saw that reset arrives after
+// it and is ignored (section 5.1): neither another RST_STREAM nor a GOAWAY, the connection's
+// window is given back for its bytes, and the stream's slot is free while
+// MaxConcurrentStreams still holds. The client holds its END_STREAM back until it has the
+// answer: the server reads it only after the answer, as when the handler wins the race.
+func TestLateEndOfRequest(t *testing.T) {
+	chunk := make([]byte, 16384)
+	for _, tt := range []struct {
+		name    string
+		fields  []string                 // the request's, besides the pseudo-fields
+		late    func(c *rawClient) error // what the client sent before it saw the reset
+		minConn uint32                   // the connection's window the server must give back
+	}{
+		{"content-length 0, empty DATA", []string{"content-length", "0"}, func(c *rawClient) error {
+			return c.fr.WriteData(1, true, nil)
+		}, 0},
+		{"content-length 0, trailers", []string{"content-length", "0"}, func(c *rawClient) error {
+			c.buf.Reset()
+			c.enc.WriteField(hpack.HeaderField{Name: "x-trailer", Value: "t"})
+			return c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: c.buf.Bytes(), EndStream: true, EndHeaders: true})
+		}, 0},
+		{"upload cut short", nil, func(c *rawClient) error {
+			for range 16 { // 256 KiB: the quarter window after which the server gives it back
+				if err := c.fr.WriteData(1, false, chunk); err != nil {
+					return err
+				}
+			}
+			return c.fr.WriteData(1, true, nil)
+		}, recvConnWindow / 4},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			hold := make(chan struct{})
+			ts := newTestServer(t, answerOK(hold))
+			ts.H2.MaxConcurrentStreams = 1
+			c := dialRaw(t, ts)
+			c.headers(1, false, "/", tt.fields...)
+			c.until("the answer", streamEnded(1))
+			if err := tt.late(c); err != nil {
+				t.Fatal(err)
+			}
+			c.fr.WritePing(false, [8]byte{1})
+			var resets []http2.ErrCode
+			var given uint32
+			c.until("the PING's ACK, after the late frames", func(f http2.Frame) bool {
+				switch f := f.(type) {
+				case *http2.RSTStreamFrame:
+					resets = append(resets, f.ErrCode)
+				case *http2.GoAwayFrame:
+					t.Fatalf("GOAWAY %v after the late end of a request", f.ErrCode)
+				case *http2.WindowUpdateFrame:
+					if f.StreamID == 0 {
+						given += f.Increment
+					}
+				case *http2.PingFrame:
+					return f.IsAck()
+				}
+				return false
+			})
+			if len(resets) != 1 || resets[0] != http2.ErrCodeNo {
+				t.Errorf("stream 1 reset with %v, want [NO_ERROR]", resets)
+			}
+			if given < tt.minConn {
+				t.Errorf("the connection's window got %d bytes back, want at least %d", given, tt.minConn)
+			}
+
+			// Stream 1's slot is free: 3 is served; 5 is one too many.
+			c.headers(3, true, "/hold")
+			c.headers(5, true, "/")
+			c.until("stream 5 refused", func(f http2.Frame) bool {
+				if f.Header().StreamID == 3 {
+					t.Fatalf("stream 3 got %T before stream 5 was refused", f)
+				}
+				rst, ok := f.(*http2.RSTStreamFrame)
+				if ok && (rst.StreamID != 5 || rst.ErrCode != http2.ErrCodeRefusedStream) {
+					t.Fatalf("stream %d reset with %v, want stream 5 REFUSED_STREAM", rst.StreamID, rst.ErrCode)
+				}
+				return ok
+			})
+			close(hold)
+			c.until("stream 3's answer", streamEnded(3))
+		})
+	}
+}
+
+// TestAnswerWholeBeforeRequestEnds: a handler that finished its answer before the client's
+// END_STREAM was read is not told the client went away: its flush succeeds and its context
+// lasts until it returns, as when the END_STREAM is read first. A handler that takes a
+// failed flush for a client gone aborts (as the edge's pass does, like ReverseProxy), and
+// the stream of a whole answer was then reset with INTERNAL_ERROR.
+func TestAnswerWholeBeforeRequestEnds(t *testing.T) {
+	type seen struct{ flush, ctx error }
+	got := make(chan seen, 1)
+	ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "2")
+		io.WriteString(w, "ok") // the answer's END_STREAM goes out with it
+		err := http.NewResponseController(w).Flush()
+		got <- seen{err, r.Context().Err()}
+		if err != nil {
+			panic(http.ErrAbortHandler)
+		}
+	}))
+	c := dialRaw(t, ts)
+	c.headers(1, false, "/", "content-length", "0")
+	c.until("the answer", streamEnded(1))
+	if s := <-got; s.flush != nil || s.ctx != nil {
+		t.Errorf("after a whole answer: flush %v, context %v; want nil, nil", s.flush, s.ctx)
+	}
+	c.fr.WriteData(1, true, nil)
+	c.fr.WritePing(false, [8]byte{2})
+	c.until("the PING's ACK", func(f http2.Frame) bool {
+		if rst, ok := f.(*http2.RSTStreamFrame); ok && rst.ErrCode != http2.ErrCodeNo {
+			t.Errorf("stream %d of a whole answer reset with %v", rst.StreamID, rst.ErrCode)
+		}
+		p, ok := f.(*http2.PingFrame)
+		return ok && p.IsAck()
+	})
+}
+
+// heldConn is a client's connection that holds back what the client writes from the first
+// frame hold matches until release: the network delaying a frame, which a real client cannot
+// be made to do on cue. heldNow is closed once that frame is held. It notes the RST_STREAM
+// and GOAWAY frames the server sends.
+type heldConn struct {
+	net.Conn
+	hold    func(http2.FrameHeader) bool
+	heldNow chan struct{}
+
+	wmu     sync.Mutex // guards the client's side; held across writes, so they stay in order
+	out     []byte     // the client's bytes not yet a whole frame
+	held    []byte     // whole frames held back
+	holding bool
+	preface bool // the client preface is past
+
+	rmu sync.Mutex // guards the server's side
+	in  []byte     // the server's bytes not yet a whole frame
+	got []string   // "RST_STREAM 1 NO_ERROR", "GOAWAY PROTOCOL_ERROR"
+}
+
+func (c *heldConn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.out = append(c.out, p...)
+	var send []byte
+	if !c.preface {
+		if len(c.out) < len(clientPreface) {
+			return len(p), nil
+		}
+		send = append(send, c.out[:len(clientPreface)]...)
+		c.out = c.out[len(clientPreface):]
+		c.preface = true
+	}
+	for len(c.out) >= 9 {
+		h, _ := http2.ReadFrameHeader(bytes.NewReader(c.out))
+		n := 9 + int(h.Length)
+		if len(c.out) < n {
+			break
+		}
+		if c.hold != nil && c.hold(h) {
+			c.holding, c.hold = true, nil
+			close(c.heldNow)
+		}
+		if c.holding {
+			c.held = append(c.held, c.out[:n]...)
+		} else {
+			send = append(send, c.out[:n]...)
+		}
+		c.out = c.out[n:]
+	}
+	if len(send) > 0 {
+		if _, err := c.Conn.Write(send); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+// release sends what was held, and lets the client's writes through from then on.
+func (c *heldConn) release() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if !c.holding {
+		return errors.New("no frame was held: the client ended its request in its HEADERS")
+	}
+	c.holding = false
+	_, err := c.Conn.Write(c.held)
+	c.held = nil
+	return err
+}
+
+func (c *heldConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	c.in = append(c.in, p[:n]...)
+	for len(c.in) >= 9 {
+		h, _ := http2.ReadFrameHeader(bytes.NewReader(c.in))
+		end := 9 + int(h.Length)
+		if len(c.in) < end {
+			break
+		}
+		payload := c.in[9:end]
+		switch {
+		case h.Type == http2.FrameRSTStream && len(payload) == 4:
+			c.got = append(c.got, fmt.Sprintf("RST_STREAM %d %v", h.StreamID, http2.ErrCode(binary.BigEndian.Uint32(payload))))
+		case h.Type == http2.FrameGoAway && len(payload) >= 8:
+			c.got = append(c.got, fmt.Sprintf("GOAWAY %v", http2.ErrCode(binary.BigEndian.Uint32(payload[4:8]))))
+		}
+		c.in = c.in[end:]
+	}
+	return n, err
+}
+
+func (c *heldConn) frames() []string {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	return append([]string(nil), c.got...)
+}
+
+// serveH2C serves h over cleartext HTTP/2 (prior knowledge) on 127.0.0.1 through
+// Server.ServeConn, the path TLS connections take after their handshake, and returns the
+// address.
+func serveH2C(t *testing.T, h http.Handler) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{}
+	var mu sync.Mutex
+	var conns []net.Conn
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, nc)
+			mu.Unlock()
+			wg.Go(func() { s.ServeConn(context.Background(), nc, nil, h) })
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, nc := range conns {
+			nc.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
+
+// TestLateEndOfRequestGoClient: TestLateEndOfRequest with net/http's HTTP/2 client, which
+// ends a request whose body it cannot see is empty (a reader, not http.NoBody) in a frame
+// after its HEADERS: an empty DATA frame, or trailers. The handler answers once the client
+// has sent that frame, which is held on the wire until the client has read its whole
+// answer; the connection then serves the next request, and the server sends no reset of
+// stream 1 but the NO_ERROR one. (With trailers the connection was closed with GOAWAY
+// PROTOCOL_ERROR, and the next request failed.)
+func TestLateEndOfRequestGoClient(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		trailer http.Header
+	}{
+		{"empty DATA", nil},
+		{"trailers", http.Header{"X-Trailer": {"t"}}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			heldNow := make(chan struct{})
+			addr := serveH2C(t, answerOK(heldNow))
+			var hc *heldConn
+			p := new(http.Protocols)
+			p.SetUnencryptedHTTP2(true)
+			tr := &http.Transport{Protocols: p, DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				nc, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+				if err != nil {
+					return nil, err
+				}
+				hc = &heldConn{Conn: nc, heldNow: heldNow, hold: func(h http2.FrameHeader) bool {
+					return h.StreamID == 1 && h.Flags.Has(http2.FlagDataEndStream) &&
+						(h.Type == http2.FrameData || h.Type == http2.FrameHeaders)
+				}}
+				return hc, nil
+			}}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			cc, err := tr.NewClientConn(ctx, "http", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cc.Close()
+			do := func(method, path string, body io.Reader, trailer http.Header) error {
+				req, _ := http.NewRequestWithContext(ctx, method, "http://"+addr+path, body)
+				req.Trailer = trailer
+				resp, err := cc.RoundTrip(req)
+				if err != nil {
+					return err
+				}
+				defer resp.Body.Close()
+				b, err := io.ReadAll(resp.Body)
+				if err == nil && (resp.StatusCode != 200 || string(b) != "ok") {
+					err = fmt.Errorf("answer %d %q, want 200 \"ok\"", resp.StatusCode, b)
+				}
+				return err
+			}
+			if err := do("POST", "/hold", io.NopCloser(strings.NewReader("")), tt.trailer); err != nil {
+				t.Fatalf("request whose END_STREAM is held: %v", err)
+			}
+			if err := hc.release(); err != nil {
+				t.Fatal(err)
+			}
+			// Its HEADERS follow the late frame, which the server reads first.
+			if err := do("GET", "/", nil, nil); err != nil {
+				t.Fatalf("next request on the connection: %v (server sent %v)", err, hc.frames())
+			}
+			if got := hc.frames(); len(got) != 1 || got[0] != "RST_STREAM 1 NO_ERROR" {
+				t.Errorf("server sent %v, want [RST_STREAM 1 NO_ERROR]", got)
+			}
+		})
+	}
+}
