@@ -279,16 +279,18 @@ func New(cfg Config) (*Server, error) {
 }
 
 // Handle registers h for pattern (net/http syntax, "METHOD /path") behind the API's bearer
-// auth: requests need a token with scope (empty scope: no token needed). Errors written by the
-// auth use the API's JSON error format. Handle must be called before Run or Serve, and panics
-// otherwise or on a conflicting pattern, like http.ServeMux.
+// auth: requests need a token with scope (empty scope: no token needed). Once past the auth, a
+// request body over MaxBodyBytes gets 413 before h runs, whether h reads a body or not (see
+// limitBody). Errors written by the auth use the API's JSON error format. Handle must be
+// called before Run or Serve, and panics otherwise or on a conflicting pattern, like
+// http.ServeMux.
 func (s *Server) Handle(pattern, scope string, h http.Handler) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.started {
 		panic("control: Handle called after Run")
 	}
-	s.mux.Handle(pattern, s.instrument(pattern, s.authorize(scope, h)))
+	s.mux.Handle(pattern, s.instrument(pattern, s.authorize(scope, s.limitBody(h))))
 	s.routes = append(s.routes, Route{Pattern: pattern, Scope: scope})
 }
 
@@ -399,6 +401,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) (err error) {
 	// JetStream is not ready), /healthz says "starting" with a 503 and every other route a 503,
 	// rather than a probe timing out on a port that accepts and never answers.
 	var api atomic.Pointer[http.Handler]
+	startingHealth := s.limitBody(http.HandlerFunc(s.healthz)) // as the route will be
 	hs := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if h := api.Load(); h != nil {
@@ -406,7 +409,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) (err error) {
 				return
 			}
 			if r.URL.Path == "/healthz" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
-				s.healthz(w, r)
+				startingHealth.ServeHTTP(w, r)
 				return
 			}
 			WriteError(w, http.StatusServiceUnavailable, "", errors.New("the control plane is starting"))

@@ -411,6 +411,150 @@ func TestDeclaredOversizedBodyIsNotRead(t *testing.T) {
 	}
 }
 
+// TestEveryRouteLimitsItsBody: every route holds a request body to --max-body-bytes as the
+// routes that decode one do, those that ignore their body too (a drain, a GET): 413 with the
+// JSON error naming the limit, before any of a body that Content-Length declares too large is
+// read (a client that sent "Expect: 100-continue" never sends it), and once reading a chunked
+// one passes the limit; nothing such a request asks is done. The auth still comes first: a
+// wrong token gets its 401, not a 413 that tells it the limit, and nothing of its body is read.
+// A body under the limit changes nothing on a route that ignores it.
+func TestEveryRouteLimitsItsBody(t *testing.T) {
+	const limit = 512
+	cfg := Config{MaxBodyBytes: limit}
+	checked := startServer(t, cfg)
+	// The spec check in front of checked reads every body before the API does: plain has
+	// none, so that what a client sends shows.
+	plain := startServer(t, cfg, func(s *Server) { s.wrapAPI = nil })
+	keyrings := map[*testServer]uint64{}
+	for _, ts := range []*testServer{checked, plain} {
+		if err := fleet.PutHost(t.Context(), ts.JetStream(), "", wire.HostConfig{Host: "www.example.com", Origin: "http://127.0.0.1:9"}); err != nil {
+			t.Fatal(err)
+		}
+		keyrings[ts] = peerKeyringRevision(t, ts)
+	}
+	client := &http.Client{Transport: &http.Transport{ExpectContinueTimeout: time.Minute}}
+	defer client.CloseIdleConnections()
+	params := strings.NewReplacer("{pop}", "par", "{host}", "www.example.com", "{id}", "no-such-purge")
+
+	for _, tc := range []struct {
+		name    string
+		ts      *testServer
+		token   string
+		chunked bool
+		want    int // on an authenticated route; a route without auth answers 413
+	}{
+		{"declared", plain, tokAdmin, false, http.StatusRequestEntityTooLarge},
+		{"chunked", checked, tokAdmin, true, http.StatusRequestEntityTooLarge},
+		{"declared wrong token", plain, "wrong-token-0123456789", false, http.StatusUnauthorized},
+		{"chunked wrong token", checked, "wrong-token-0123456789", true, http.StatusUnauthorized},
+	} {
+		for _, rt := range tc.ts.Routes() {
+			method, path, _ := strings.Cut(rt.Pattern, " ")
+			path = params.Replace(path)
+			t.Run(tc.name+" "+rt.Pattern, func(t *testing.T) {
+				want, token := tc.want, tc.token
+				if rt.Scope == "" {
+					want, token = http.StatusRequestEntityTooLarge, ""
+				}
+				code, msg, sent := sendBody(t, client, tc.ts.base, method, path, token, limit+100, tc.chunked)
+				if code != want {
+					t.Errorf("%s %s with %d bytes = %d %q, want %d", method, path, limit+100, code, msg, want)
+				}
+				if want == http.StatusRequestEntityTooLarge && msg != "request body is larger than 512 bytes" {
+					t.Errorf("413 error = %q, want %q", msg, "request body is larger than 512 bytes")
+				}
+				if !tc.chunked && sent != 0 {
+					t.Errorf("the client sent %d bytes of a body declared too large, want none", sent)
+				}
+			})
+		}
+	}
+
+	for _, rt := range checked.Routes() {
+		method, path, _ := strings.Cut(rt.Pattern, " ")
+		if method != http.MethodGet {
+			continue // a change of state; the drain answers the same with or without a body
+		}
+		path = params.Replace(path)
+		for _, chunked := range []bool{false, true} {
+			t.Run(fmt.Sprintf("under the limit chunked=%v %s", chunked, rt.Pattern), func(t *testing.T) {
+				token := tokAdmin
+				if rt.Scope == "" {
+					token = ""
+				}
+				want, _ := checked.do(t, method, path, token, nil)
+				if code, msg, _ := sendBody(t, client, checked.base, method, path, token, limit, chunked); code != want {
+					t.Errorf("%s %s with %d bytes = %d %q, want %d as without a body", method, path, limit, code, msg, want)
+				}
+			})
+		}
+	}
+	// The drain under the limit: acts as without a body.
+	if code, msg, _ := sendBody(t, client, checked.base, "POST", "/v1/pops/ams/drain", tokAdmin, limit, true); code != http.StatusOK {
+		t.Errorf("POST /v1/pops/ams/drain with %d bytes chunked = %d %q, want 200", limit, code, msg)
+	}
+
+	// Nothing a refused request asked for was done.
+	for name, ts := range map[string]*testServer{"checked": checked, "plain": plain} {
+		for _, p := range ts.fleet(t).PoPs {
+			if p.ID == "par" && p.OperatorDrained {
+				t.Errorf("%s: PoP par drained by a refused request", name)
+			}
+		}
+		if _, err := fleet.GetHost(t.Context(), ts.JetStream(), "", "www.example.com"); err != nil {
+			t.Errorf("%s: host www.example.com: %v, want it kept", name, err)
+		}
+		if got := peerKeyringRevision(t, ts); got != keyrings[ts] {
+			t.Errorf("%s: peer keyring at revision %d, want %d: rotated by a refused request", name, got, keyrings[ts])
+		}
+	}
+}
+
+// sendBody sends method path with a body of n bytes, declared by Content-Length with "Expect:
+// 100-continue" or sent chunked, and returns the answer's status and error message and how
+// many bytes of the body the client sent.
+func sendBody(t *testing.T, client *http.Client, base, method, path, token string, n int, chunked bool) (code int, msg string, sent int64) {
+	t.Helper()
+	body := &countingReader{r: strings.NewReader("{" + strings.Repeat(" ", n-2) + "}")}
+	req, err := http.NewRequestWithContext(t.Context(), method, base+path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if chunked {
+		req.ContentLength, req.TransferEncoding = -1, []string{"chunked"}
+	} else {
+		req.ContentLength = int64(n)
+		req.Header.Set("Expect", "100-continue")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	var e APIError
+	b, _ := io.ReadAll(resp.Body)
+	_ = json.Unmarshal(b, &e)
+	return resp.StatusCode, e.Error, body.n.Load()
+}
+
+// peerKeyringRevision is the revision of the fleet's peer keyring: each rotation writes it.
+func peerKeyringRevision(t *testing.T, ts *testServer) uint64 {
+	t.Helper()
+	kv, err := ts.JetStream().KeyValue(t.Context(), wire.Bucket("", wire.PeerKeyBucket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := kv.Get(t.Context(), wire.PeerKeyringKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e.Revision()
+}
+
 // countingReader counts the bytes read from it.
 type countingReader struct {
 	r io.Reader
