@@ -79,9 +79,9 @@ func newConsumerSweeper(js jetstream.JetStream, prefix string, every time.Durati
 		streams: fleetStreams(prefix),
 		every:   every,
 		deleted: deleted,
-		logDel:  fleet.NewRateLog(log, "deleted a push consumer delivering outside the fleet's inboxes (docs/security.md)", 0, nil),
-		logFail: fleet.NewRateLog(log, "checking the consumers of the fleet's streams failed", 0, nil),
-		logDrop: fleet.NewRateLog(log, "consumers were created faster than control checks them; the next sweep checks the rest", 0, nil),
+		logDel:  fleet.NewRateLog(log, "deleted a push consumer delivering outside the fleet's inboxes (docs/security.md)", 0),
+		logFail: fleet.NewRateLog(log, "checking the consumers of the fleet's streams failed", 0),
+		logDrop: fleet.NewRateLog(log, "consumers were created faster than control checks them; the next sweep checks the rest", 0),
 	}
 }
 
@@ -160,12 +160,16 @@ func (w *consumerSweeper) enqueue(m *nats.Msg) {
 }
 
 // run sweeps at once and every interval, and checks each consumer whose creation is
-// announced, until ctx ends; then it unsubscribes.
+// announced, until ctx ends; then it unsubscribes and writes the warnings it held back.
 func (w *consumerSweeper) run(ctx context.Context) {
 	defer func() {
 		for _, sub := range w.subs {
 			_ = sub.Unsubscribe()
 		}
+		// What is held back is written now, and no timer of theirs outlives run.
+		w.logDel.Stop()
+		w.logFail.Stop()
+		w.logDrop.Stop()
 	}()
 	tick := time.NewTicker(w.every)
 	defer tick.Stop()

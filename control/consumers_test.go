@@ -339,6 +339,30 @@ func TestConsumerAdvisoriesOverflowQuietly(t *testing.T) {
 	}
 }
 
+// TestConsumerSweeperWritesHeldBackWarnings: what the sweeper's warnings held back is written
+// when run returns, though no warning follows: the latest of each, with the count of the
+// others.
+func TestConsumerSweeperWritesHeldBackWarnings(t *testing.T) {
+	ns := startNATS(t)
+	_, js := natstest.ConnectURL(t, ns.URL(), natsOptions(t, ns.URL(), natsauth.Control())...)
+	logs := &logtest.Warnings{}
+	w := newConsumerSweeper(js, "", time.Hour, prometheus.NewCounter(prometheus.CounterOpts{Name: "deleted"}), slog.New(logs))
+	warnings := map[string]*fleet.RateLog{"deleted a push consumer": w.logDel, "checking the consumers": w.logFail, "faster than": w.logDrop}
+	for _, rl := range warnings {
+		rl.Warn()
+		rl.Warn() // held back
+	}
+	w.subscribe()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // run returns at once
+	w.run(ctx)
+	for msg := range warnings {
+		if got := logs.Count(msg); got != 2 {
+			t.Errorf("%q logged %d times once run returned, want twice: the first and the held back", msg, got)
+		}
+	}
+}
+
 // TestConsumerSweepKeepsToItsFleet: control looks only at its own prefix's streams. Push
 // consumers that deliver outside every fleet inbox, on another fleet's streams in the same
 // account (the default prefix's) or on another application's stream, are left alone, made

@@ -461,7 +461,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) (err error) {
 	}
 	// Asynchronous errors (a subscription that fell behind, say) go to the log, once a minute at
 	// most: nats.go's default writes each to stderr.
-	natsErr := fleet.NewRateLog(s.log, "nats error", 0, nil)
+	natsErr := fleet.NewRateLog(s.log, "nats error", 0)
+	defer natsErr.Stop() // after the connection's close (deferred below)
 	nc, err := nats.Connect(url, append(auth, nats.Name("meridian-control"), nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {

@@ -782,6 +782,71 @@ func TestViewLogsHostileEntriesOnce(t *testing.T) {
 	}
 }
 
+// TestViewWritesHeldBackWarnings: once Run returned, what the view's warnings held back is
+// written, though no entry follows: the latest of each kind, with the count of the others.
+// Each entry has a key of its own (control's credential writes any), so that the watch sees
+// every one: an edge rewriting its one key may have a value replaced before it is delivered.
+func TestViewWritesHeldBackWarnings(t *testing.T) {
+	_, js := setup(t)
+	logs := &lines{}
+	v := fleet.NewView(fleet.ViewConfig{JS: js, TTL: time.Minute, Logger: slog.New(logs)})
+	stop := run(t, v.Run)
+	<-v.Ready()
+	kv, err := js.KeyValue(t.Context(), wire.Bucket("", wire.FleetBucket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := json.Marshal(node("par", "n7"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := node("lon", "n9")
+	good.Load.At = time.Now()
+	b, err := json.Marshal(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const each = 3
+	for i := range each {
+		for key, value := range map[string][]byte{fmt.Sprintf("lon.u%d", i): []byte("not json"), fmt.Sprintf("lon.m%d", i): other} {
+			if _, err := kv.Put(t.Context(), key, value); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := kv.Put(t.Context(), wire.FleetKey("lon", "n9"), b); err != nil {
+		t.Fatal(err)
+	}
+	// A watch applies the bucket's writes in order: the good one comes after the others.
+	wait.For(t, 10*time.Second, "lon.n9 in the view", func() bool {
+		_, ok := findNode(v, "lon", "n9")
+		return ok
+	})
+	for _, step := range []struct {
+		when       string
+		suppressed any // on each line; nil: no such attribute
+	}{
+		{"while running", nil}, // the first of each kind
+		{"once stopped", int64(each - 2)},
+	} {
+		if step.when == "once stopped" {
+			stop()
+		}
+		count := map[string]int{}
+		for _, l := range logs.take() {
+			count[l["msg"].(string)]++
+			if l["suppressed"] != step.suppressed {
+				t.Errorf("%s: wrote %v, want suppressed %v", step.when, l, step.suppressed)
+			}
+		}
+		for _, msg := range []string{"skipping undecodable fleet entry", "skipping fleet entry whose key does not match its pop and id"} {
+			if count[msg] != 1 {
+				t.Errorf("%s: %q logged %d times for %d entries, want once", step.when, msg, count[msg], each)
+			}
+		}
+	}
+}
+
 // TestFleetBucketFromEarlierVersion: a fleet bucket made with delete markers, which tie
 // rollups and message TTLs on, loses its markers and rollups and keeps its keys when
 // EnsureBuckets runs (a control upgrade), and every later start accepts the result.

@@ -75,8 +75,8 @@ func NewView(cfg ViewConfig) *View {
 	return &View{
 		cfg:         cfg,
 		log:         log,
-		undecodable: NewRateLog(log, "skipping undecodable fleet entry", 0, nil),
-		misnamed:    NewRateLog(log, "skipping fleet entry whose key does not match its pop and id", 0, nil),
+		undecodable: NewRateLog(log, "skipping undecodable fleet entry", 0),
+		misnamed:    NewRateLog(log, "skipping fleet entry whose key does not match its pop and id", 0),
 		ready:       make(chan struct{}),
 		nodes:       map[string]wire.Node{},
 		drains:      map[string]bool{},
@@ -153,9 +153,10 @@ func (v *View) watchNodes(ctx context.Context) {
 	}
 }
 
-// Run watches the buckets until ctx ends and returns nil once its goroutines have exited. It
-// re-watches after errors and NATS reconnects, keeping the last picture meanwhile (stale nodes
-// still drop out as their reports age).
+// Run watches the buckets until ctx ends and returns nil once its goroutines have exited and
+// the warnings it held back are written (see RateLog). It re-watches after errors and NATS
+// reconnects, keeping the last picture meanwhile (stale nodes still drop out as their reports
+// age).
 func (v *View) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { v.watchNodes(ctx) })
@@ -164,6 +165,10 @@ func (v *View) Run(ctx context.Context) error {
 	})
 	wg.Go(func() { v.expireLoop(ctx) })
 	wg.Wait()
+	// The watches that warn have stopped: what is held back is written now, and no timer of
+	// theirs outlives Run.
+	v.undecodable.Stop()
+	v.misnamed.Stop()
 	return nil
 }
 

@@ -156,6 +156,12 @@ func TestHostileLiveMessagesAreCheap(t *testing.T) {
 			if r := victim.sub.Replays(); r != 0 {
 				t.Errorf("the node replayed %d times, want the purge taken live", r)
 			}
+			// Once the node stopped, those held back are logged too, though none follows.
+			logged := logs.Count(tc.logged)
+			victim.stop()
+			if got := logs.Count(tc.logged); got != logged+1 {
+				t.Errorf("%q logged %d times once the node stopped, want %d: the held back too", tc.logged, got, logged+1)
+			}
 		})
 	}
 }
@@ -186,9 +192,10 @@ func TestHostileAcksAreLoggedOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	wait.For(t, 10*time.Second, fmt.Sprintf("%d acks dropped", 2*n), func() bool { return tr.Dropped() >= 2*n })
+	logged := map[string]int{}
 	for _, msg := range []string{"drop undecodable purge ack", "drop purge ack whose node differs from its subject"} {
-		if got := logs.Count(msg); got > 1 {
-			t.Errorf("%q logged %d times, want once at most", msg, got)
+		if logged[msg] = logs.Count(msg); logged[msg] > 1 {
+			t.Errorf("%q logged %d times, want once at most", msg, logged[msg])
 		}
 	}
 	startNode(t, ns, "ams", "n1")
@@ -201,4 +208,14 @@ func TestHostileAcksAreLoggedOnce(t *testing.T) {
 		r, ok := tr.Receipt(m.ID)
 		return ok && r.Complete
 	})
+	// Closing the tracker logs each kind's held back (n or more of each kind logged), though
+	// none follows.
+	if err := tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for msg, n := range logged {
+		if got := logs.Count(msg); got != 2*n {
+			t.Errorf("%q logged %d times once the tracker closed, want %d: the held back too", msg, got, 2*n)
+		}
+	}
 }

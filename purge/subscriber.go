@@ -167,8 +167,8 @@ func NewSubscriber(cfg SubscriberConfig) (*Subscriber, error) {
 		ackSub:     AckSubject(cfg.Prefix, cfg.PoP, cfg.Node),
 		live:       LiveSubject(cfg.Prefix),
 		log:        log,
-		foreign:    fleet.NewRateLog(log, "dropping a live purge delivered from another subject", 0, nil),
-		unreadable: fleet.NewRateLog(log, "dropping an unreadable live purge", 0, nil),
+		foreign:    fleet.NewRateLog(log, "dropping a live purge delivered from another subject", 0),
+		unreadable: fleet.NewRateLog(log, "dropping an unreadable live purge", 0),
 		ready:      make(chan struct{}),
 		confirmed:  make(chan struct{}),
 		progress:   make(chan struct{}, 1),
@@ -234,6 +234,10 @@ func (s *Subscriber) Run(ctx context.Context) error {
 	if !s.running.CompareAndSwap(false, true) {
 		return errors.New("purge subscriber: Run called twice")
 	}
+	// Last, once nothing on the live subject reaches handleLive: what they hold back is
+	// written now, and no timer of theirs outlives Run.
+	defer s.unreadable.Stop()
+	defer s.foreign.Stop()
 	reconnected := s.conn.StatusChanged(nats.CONNECTED)
 	defer s.conn.RemoveStatusListener(reconnected)
 	retry := fleet.Backoff(s.cfg.RetryMin, s.cfg.RetryMax)

@@ -205,8 +205,8 @@ func NewTracker(nc *nats.Conn, prefix string, opts ...TrackerOption) (*Tracker, 
 	if t.log == nil {
 		t.log = slog.New(slog.DiscardHandler)
 	}
-	t.undecodable = fleet.NewRateLog(t.log, "drop undecodable purge ack", 0, nil)
-	t.misnamed = fleet.NewRateLog(t.log, "drop purge ack whose node differs from its subject", 0, nil)
+	t.undecodable = fleet.NewRateLog(t.log, "drop undecodable purge ack", 0)
+	t.misnamed = fleet.NewRateLog(t.log, "drop purge ack whose node differs from its subject", 0)
 	if t.maxPurges <= 0 {
 		t.maxPurges = DefaultMaxPurges
 	}
@@ -240,9 +240,14 @@ func (t *Tracker) Run(ctx context.Context) error {
 	return t.Close()
 }
 
-// Close stops listening for acks; receipts stay readable. It may be called more than once.
+// Close stops listening for acks, and writes the dropped acks' warnings held back; receipts
+// stay readable. It may be called more than once.
 func (t *Tracker) Close() error {
-	if err := t.sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrBadSubscription) && !errors.Is(err, nats.ErrConnectionClosed) {
+	err := t.sub.Unsubscribe()
+	// Whatever the unsubscribe did: no timer of theirs may outlive the tracker.
+	t.undecodable.Stop()
+	t.misnamed.Stop()
+	if err != nil && !errors.Is(err, nats.ErrBadSubscription) && !errors.Is(err, nats.ErrConnectionClosed) {
 		return fmt.Errorf("unsubscribe from purge acks: %w", err)
 	}
 	return nil
