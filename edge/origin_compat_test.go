@@ -2,10 +2,13 @@ package edge
 
 import (
 	"bufio"
+	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -156,6 +159,102 @@ func TestHostileInformationalAndLargeHeads(t *testing.T) {
 				t.Errorf("%s %s: the 20 KiB Set-Cookie did not reach the client", method, tt.path)
 			}
 		}
+	}
+}
+
+// TestHostileUpgradeHeads: the answer to a WebSocket upgrade is bounded as every other answer
+// of an origin: at most 10 1xx heads, and its heads (1xx and 101) 64 KiB together. Past either
+// the client gets the 1xx that fitted, then a 502, and the origin's connection is closed. The
+// upgrade's transport had no bound on them once ReverseProxy's hook relayed the 1xx: an origin
+// sent 200 Early Hints of 9 KiB (1.8 MiB) before its 101, and the edge relayed them all, then
+// the 101. Within the bounds the upgrade works: the 103 and the 101 reach the client, frames go
+// both ways, and the client's half-close reaches the origin.
+func TestHostileUpgradeHeads(t *testing.T) {
+	hints := func(n, size int) string {
+		return strings.Repeat("HTTP/1.1 103 Early Hints\r\nLink: <"+strings.Repeat("l", size)+">\r\n\r\n", n)
+	}
+	const switched = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+	pad := func(size int) string { return "X-Pad: " + strings.Repeat("p", size) + "\r\n" }
+	answers := map[string]string{
+		"/flood":     hints(200, 10) + switched + "\r\n",
+		"/big-hints": hints(200, 9<<10) + switched + "\r\n", // 1.8 MiB of 1xx heads
+		"/big-101":   switched + pad(70<<10) + "\r\n",       // one head of 70 KiB
+		"/split":     hints(1, 40<<10) + switched + pad(40<<10) + "\r\n",
+		"/ws":        hints(1, 10) + switched + "\r\n",
+	}
+	// How each path's connection ended for the origin: nil or a reset once the edge closed it
+	// or ended its writes, a timeout if it kept it.
+	closed := map[string]chan error{}
+	for path := range answers {
+		closed[path] = make(chan error, 1)
+	}
+	o := startScriptOrigin(t, "127.0.0.81", func(c net.Conn, r *http.Request, _ int) bool {
+		c.SetDeadline(time.Now().Add(10 * time.Second)) // an edge that keeps it does not hold the test
+		io.WriteString(c, answers[r.URL.Path])          // fails once an edge that gave up closes
+		// Upgraded: an echo (the edge sends nothing before its client has the 101, so the
+		// request's reader holds nothing more).
+		_, err := io.Copy(c, c)
+		closed[r.URL.Path] <- err
+		return true
+	})
+	n, _ := startEdge(t, listen(t, "127.0.0.82"), Config{PoP: "tst", Node: "e1", Logger: testLogger(t),
+		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + o}}})
+	for _, tt := range []struct {
+		path   string
+		status int // what the client gets after the 1xx
+		hints  int // at most this many 103s before it
+	}{
+		{"/flood", http.StatusBadGateway, 10},
+		{"/big-hints", http.StatusBadGateway, 64 / 9}, // the heads of 9 KiB that fit in 64 KiB
+		{"/big-101", http.StatusBadGateway, 0},
+		{"/split", http.StatusBadGateway, 1},
+		{"/ws", http.StatusSwitchingProtocols, 1},
+	} {
+		t.Run(tt.path[1:], func(t *testing.T) {
+			c, err := net.Dial("tcp", n.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+				"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", tt.path, testHost)
+			br := bufio.NewReader(c)
+			hints := 0
+			var resp *http.Response
+			for {
+				if resp, err = http.ReadResponse(br, nil); err != nil {
+					t.Fatalf("after %d 103s: %v", hints, err)
+				}
+				if resp.StatusCode != http.StatusEarlyHints {
+					break
+				}
+				hints++
+			}
+			if resp.StatusCode != tt.status || hints > tt.hints || tt.status == http.StatusSwitchingProtocols && hints != tt.hints {
+				t.Fatalf("%d 103s, then %s; want at most %d, then %d", hints, resp.Status, tt.hints, tt.status)
+			}
+			if tt.status == http.StatusSwitchingProtocols {
+				// A masked text frame "hello" (RFC 6455 §5.2), echoed, then the client's end.
+				frame := []byte{0x81, 0x85, 1, 2, 3, 4}
+				for i, b := range []byte("hello") {
+					frame = append(frame, b^byte(i%4+1))
+				}
+				c.Write(frame)
+				back := make([]byte, len(frame))
+				if _, err := io.ReadFull(br, back); err != nil || !bytes.Equal(back, frame) {
+					t.Errorf("echo = %x, %v; want %x", back, err, frame)
+				}
+				c.(*net.TCPConn).CloseWrite()
+				if rest, err := io.ReadAll(br); len(rest) != 0 || err != nil {
+					t.Errorf("after the client's half-close: %q, %v; want the origin's end", rest, err)
+				}
+			}
+			if err := <-closed[tt.path]; errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Errorf("the origin's connection was kept open: %v", err)
+			}
+		})
 	}
 }
 

@@ -334,10 +334,10 @@ type roundTripper struct{ u *fetch.Upstream }
 
 func (t roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return t.u.Do(r) }
 
-// upgradeTransport returns a transport for one protocol upgrade: the node's upstream settings,
-// a connection never reused (it is the client's until either side closes it) and no bulkhead
-// slot.
-func (n *Node) upgradeTransport() *http.Transport { return n.fill.baseConfig().UpgradeTransport() }
+// upgradeTransport returns a transport for one protocol upgrade: the node's upstream settings
+// (its answer's heads, 1xx and 101, bounded as any pass's), a connection never reused (it is
+// the client's until either side closes it) and no bulkhead slot.
+func (n *Node) upgradeTransport() http.RoundTripper { return n.fill.baseConfig().UpgradeTransport() }
 
 // bufferBody reads r's whole body, at most MaxRequestBodyBytes within RequestBodyTimeout: the
 // first RequestBufferBytes in memory, the rest in a temporary file (removed on Close). A

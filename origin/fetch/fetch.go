@@ -302,14 +302,36 @@ func (c Config) dialer() func(ctx context.Context, network, addr string) (net.Co
 }
 
 // UpgradeTransport returns a transport for one protocol upgrade (WebSocket) to this kind of
-// upstream: the same dialer, TLS and timeouts as New's, but HTTP/1.1 only and never reusing a
-// connection, since an upgraded connection is the client's until either side closes it. It
-// has no bulkhead or breaker: an upgrade holds no slot.
-func (c Config) UpgradeTransport() *http.Transport {
-	t := c.withDefaults().newTransport()
+// upstream: the same dialer, TLS, timeouts and bounds on an answer's heads as New's (at most
+// max1xx 1xx heads, and MaxHeadBytes for them and the final one together, whatever
+// Got1xxResponse hook takes the 1xx), but HTTP/1.1 only and never reusing a connection, since
+// an upgraded connection is the client's until either side closes it. It has no bulkhead or
+// breaker: an upgrade holds no slot.
+func (c Config) UpgradeTransport() http.RoundTripper {
+	c = c.withDefaults()
+	t := c.newTransport()
 	t.DisableKeepAlives = true
 	t.ForceAttemptHTTP2 = false
-	return t
+	return &upgradeTransport{t: t, maxHead: int64(c.MaxHeadBytes)}
+}
+
+// upgradeTransport is UpgradeTransport's: the built *http.Transport, whose exchanges it
+// bounds as Upstream.roundTrip does. ReverseProxy relays an upgrade's 1xx to its client with a
+// Got1xxResponse hook, which switches net/http's bound on the heads' sum off; bare, the
+// Transport let an origin send 1xx heads for as long as ResponseHeaderTimeout allowed.
+type upgradeTransport struct {
+	t       *http.Transport
+	maxHead int64 // Config.MaxHeadBytes
+}
+
+func (t *upgradeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	x := &exchangeTrace{maxHead: t.maxHead}
+	resp, err := t.t.RoundTrip(req.WithContext(x.trace(req.Context())))
+	// A 101's body is the connection, read unbounded from here on: its heads are in.
+	if err = x.end(err); err != nil {
+		return nil, &url.Error{Op: opName(req), URL: req.URL.Redacted(), Err: err}
+	}
+	return resp, nil
 }
 
 // New returns the client for one upstream. It starts no goroutines.
@@ -531,24 +553,7 @@ func (u *Upstream) roundTrip(ctx context.Context, req *http.Request) (*http.Resp
 		r.Header = http.Header{} // the transport refuses a nil header; r is our own copy
 	}
 	resp, err := u.transport.RoundTrip(r)
-	// The head is in (or the exchange failed): the body's reads are not bounded. A read past
-	// the bound that came after a head that fitted is the Transport's wait for the next
-	// answer on a connection it then closes, not this exchange's failure.
-	over := x != nil && x.disarm()
-	if err != nil {
-		switch {
-		case x != nil && x.interim.Load() > max1xx:
-			// The bound's own error: HTTP/2 gives it as the cause of a stream error, which
-			// does not unwrap.
-			err = fmt.Errorf("read response header: %w", errTooMany1xx)
-		case over || x != nil && strings.Contains(err.Error(), transportHeadLimit):
-			// The Transport words it its own way, or not at all (a TLS record's error).
-			// Beneath TLS, where headConn has tlsRoom more, the Transport's own bound on
-			// each head may come first, naming MaxResponseHeaderBytes, one byte more.
-			err = fmt.Errorf("read response header: %w", headTooLargeError{x.maxHead})
-		case x != nil && !x.connected.Load():
-			err = &notReachedError{err}
-		}
+	if err = x.end(err); err != nil {
 		return nil, &url.Error{Op: opName(req), URL: req.URL.Redacted(), Err: err}
 	}
 	dropInvalidFields(resp.Header)
@@ -578,6 +583,34 @@ type arming struct {
 func (x *exchangeTrace) disarm() bool {
 	a := x.armed.Load()
 	return a != nil && a.conn.disarm(a.gen)
+}
+
+// end is called once the Transport's RoundTrip returned err: it disarms the bound and
+// returns err as the bounds name it, or as notReachedError before a connection. x may be nil
+// (an injected Transport's exchange): err is returned as it is.
+func (x *exchangeTrace) end(err error) error {
+	if x == nil {
+		return err
+	}
+	// The head is in (or the exchange failed): the body's reads are not bounded. A read past
+	// the bound that came after a head that fitted is the Transport's wait for the next
+	// answer on a connection it then closes, not this exchange's failure.
+	over := x.disarm()
+	switch {
+	case err == nil:
+	case x.interim.Load() > max1xx:
+		// The bound's own error: HTTP/2 gives it as the cause of a stream error, which does
+		// not unwrap.
+		err = fmt.Errorf("read response header: %w", errTooMany1xx)
+	case over || strings.Contains(err.Error(), transportHeadLimit):
+		// The Transport words it its own way, or not at all (a TLS record's error). Beneath
+		// TLS, where headConn has tlsRoom more, the Transport's own bound on each head may
+		// come first, naming MaxResponseHeaderBytes, one byte more.
+		err = fmt.Errorf("read response header: %w", headTooLargeError{x.maxHead})
+	case !x.connected.Load():
+		err = &notReachedError{err}
+	}
+	return err
 }
 
 // trace returns ctx with the client trace that tells x, and fails the exchange after max1xx

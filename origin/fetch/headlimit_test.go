@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"net/http/httptrace"
 	"net/textproto"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -506,6 +507,109 @@ type enteredConn struct {
 func (c *enteredConn) Read(p []byte) (int, error) {
 	c.once.Do(func() { close(c.entered) })
 	return c.Conn.Read(p)
+}
+
+// TestUpgradeHeadsBound: an upgrade's exchange (UpgradeTransport, which the edge hands to
+// ReverseProxy) bounds its answer's heads as Do does: at most max1xx 1xx heads, and the 1xx
+// heads and the 101 together MaxHeadBytes; past either it fails with the bound's error and the
+// connection is closed. ReverseProxy's Got1xxResponse hook, which relays each 1xx to its
+// client, switches net/http's bound on their sum off, and nothing armed the connection's
+// (headConn) or counted them: an origin sent 200 heads of 9 KiB before its 101, and all were
+// read. Within the bounds the upgraded connection carries bytes both ways, unbounded, and a
+// half-close goes through.
+func TestUpgradeHeadsBound(t *testing.T) {
+	hints := func(n, size int) string {
+		return strings.Repeat("HTTP/1.1 103 Early Hints\r\nLink: <"+strings.Repeat("l", size)+">\r\n\r\n", n)
+	}
+	switched := func(pad int) string {
+		return "HTTP/1.1 101 Switching Protocols\r\nUpgrade: test\r\nConnection: Upgrade\r\nX-Pad: " + strings.Repeat("p", pad) + "\r\n\r\n"
+	}
+	answers := map[string]string{
+		"/flood":     hints(200, 10) + switched(0),
+		"/big-hints": hints(200, 9<<10) + switched(0),     // 1.8 MiB of 1xx heads
+		"/big-101":   switched(70 << 10),                  // one head of 70 KiB
+		"/split":     hints(1, 40<<10) + switched(40<<10), // two heads of 40 KiB, each within the bound
+		"/ok":        hints(max1xx, 10) + switched(8<<10),
+	}
+	// How each path's connection ended for the origin: nil or a reset once the client closed
+	// it, a timeout if it kept it.
+	closed := map[string]chan error{}
+	for path := range answers {
+		closed[path] = make(chan error, 4)
+	}
+	srv := startRaw(t, "127.0.0.127", func(_ int64, c net.Conn, br *bufio.Reader) {
+		req, ok := readRequest(br)
+		if !ok {
+			return
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second)) // a client that keeps it does not hold the test
+		io.WriteString(c, answers[req.URL.Path])        // fails once a client that gave up closes
+		_, err := io.Copy(c, br)                        // upgraded: an echo, to the client's end
+		closed[req.URL.Path] <- err
+	})
+	for _, tt := range []struct {
+		path string
+		hook bool  // a Got1xxResponse hook takes the 1xx, as ReverseProxy's does
+		want error // nil: a 101, then an echo
+		n1xx int   // at most this many 1xx heads reach the hook
+	}{
+		{"/flood", true, errTooMany1xx, max1xx},
+		{"/flood", false, errTooMany1xx, 0},
+		{"/big-hints", true, errHeadTooLarge, DefaultMaxHeadBytes / (9 << 10)},
+		{"/big-hints", false, errHeadTooLarge, 0},
+		{"/big-101", true, errHeadTooLarge, 0},
+		{"/split", true, errHeadTooLarge, 1},
+		{"/ok", true, nil, max1xx},
+		{"/ok", false, nil, 0},
+	} {
+		t.Run(fmt.Sprintf("%s/hook=%v", tt.path[1:], tt.hook), func(t *testing.T) {
+			ctx := context.Background()
+			var seen atomic.Int64
+			if tt.hook {
+				ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{Got1xxResponse: func(int, textproto.MIMEHeader) error {
+					seen.Add(1)
+					return nil
+				}})
+			}
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+srv.addr+tt.path, nil)
+			req.Header.Set("Upgrade", "test")
+			req.Header.Set("Connection", "Upgrade")
+			resp, err := Config{Name: "upgrade", ResponseHeaderTimeout: 5 * time.Second}.UpgradeTransport().RoundTrip(req)
+			status := "no answer"
+			if err == nil {
+				status = resp.Status
+			}
+			if tt.want != nil {
+				if err == nil {
+					resp.Body.Close()
+				}
+				if !errors.Is(err, tt.want) {
+					t.Fatalf("upgrade %s: %s, %v; want %v", tt.path, status, err, tt.want)
+				}
+			} else {
+				if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+					t.Fatalf("upgrade %s: %s, %v; want 101", tt.path, status, err)
+				}
+				conn := resp.Body.(io.ReadWriteCloser)
+				defer conn.Close()
+				msg := strings.Repeat("w", 2*DefaultMaxHeadBytes) // past the bound: the heads' bound is off
+				go func() {
+					io.WriteString(conn, msg)
+					conn.(interface{ CloseWrite() error }).CloseWrite()
+				}()
+				if back, err := io.ReadAll(conn); err != nil || string(back) != msg {
+					t.Errorf("echoed %d bytes of %d: %v", len(back), len(msg), err)
+				}
+			}
+			if n := seen.Load(); n > int64(tt.n1xx) || tt.want == nil && n != int64(tt.n1xx) {
+				t.Errorf("the hook saw %d 1xx heads, want at most %d", n, tt.n1xx)
+			}
+			// The client closed the connection (the echo saw its end), or ended its writes.
+			if err := <-closed[tt.path]; errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Errorf("the origin's connection for %s was kept open: %v", tt.path, err)
+			}
+		})
+	}
 }
 
 // BenchmarkUpgradedRead reads an upgraded connection of UpgradeTransport, as ReverseProxy's
