@@ -239,11 +239,13 @@ func (c *conn) readLoop() bool {
 			c.beforeBlocking()
 		}
 		f, err := c.fr.ReadFrame()
+		sending := false // a HEADERS frame after which its client may send more on its stream
 		if hf, ok := f.(*http2.HeadersFrame); ok && err == nil {
+			sending = !hf.StreamEnded()
 			f, err = c.hb.read(c.fr, hf)
 		}
 		if err != nil {
-			if c.readError(err) {
+			if c.readError(err, sending) {
 				continue
 			}
 			c.teardown()
@@ -310,8 +312,9 @@ func (c *conn) checkIdleLocked() {
 	}
 }
 
-// readError handles an error from ReadFrame; it reports whether reading goes on.
-func (c *conn) readError(err error) bool {
+// readError handles an error from ReadFrame; it reports whether reading goes on. sending
+// says the frame was a HEADERS without END_STREAM.
+func (c *conn) readError(err error, sending bool) bool {
 	var se http2.StreamError
 	var ce http2.ConnectionError
 	switch {
@@ -319,8 +322,10 @@ func (c *conn) readError(err error) bool {
 		c.mu.Lock()
 		if se.StreamID > c.maxClientID && se.StreamID%2 == 1 {
 			c.maxClientID = se.StreamID // a malformed HEADERS still opened (and closed) its stream
+			c.refuseLocked(se.StreamID, se.Code, sending)
+		} else {
+			c.resetLocked(se.StreamID, se.Code)
 		}
-		c.resetLocked(se.StreamID, se.Code)
 		c.mu.Unlock()
 		return true
 	case errors.As(err, &ce):
@@ -609,23 +614,24 @@ func (c *conn) openLocked(f *http2.MetaHeadersFrame) (*stream, action) {
 	case c.goAwaySent || c.closing:
 		return nil, keepReading // after a GOAWAY, new streams are ignored
 	case f.HasPriority() && f.Priority.StreamDep == id:
-		c.resetLocked(id, http2.ErrCodeProtocol)
+		c.refuseLocked(id, http2.ErrCodeProtocol, !f.StreamEnded())
 		return nil, keepReading
 	case uint32(len(c.streams)) >= c.maxStreams:
-		c.resetLocked(id, http2.ErrCodeRefusedStream)
+		c.refuseLocked(id, http2.ErrCodeRefusedStream, !f.StreamEnded())
 		return nil, keepReading
 	}
 	st := c.newStream(id, f)
 	if st == nil {
-		c.resetLocked(id, http2.ErrCodeProtocol)
+		c.refuseLocked(id, http2.ErrCodeProtocol, !f.StreamEnded())
 		return nil, keepReading
 	}
 	c.streams[id] = st
 	if f.Truncated {
 		// A header list over the limit: 431, as net/http answers it. No handler will end
-		// the stream: its context, registered with the connection's, is released here.
+		// the stream: its context, registered with the connection's, is released here. A
+		// request with more to come is then reset with NO_ERROR (localEndLocked), as any
+		// answer given before its request's end.
 		st.cancel()
-		st.remoteDone = true
 		c.writeHeaderBlockLocked(st, c.encodeStatusOnly(http.StatusRequestHeaderFieldsTooLarge), true)
 		c.localEndLocked(st)
 		return nil, keepReading
@@ -782,9 +788,23 @@ func (c *conn) resetLocked(id uint32, code http2.ErrCode) {
 	}
 	c.fr.WriteRSTStream(id, code)
 	c.dirty = true
-	if !sending {
-		return
+	if sending {
+		c.rememberLocked(id)
 	}
+}
+
+// refuseLocked resets stream id, which its HEADERS opened but which never got a stream
+// (refused, malformed); if sending (the HEADERS had no END_STREAM), the rest of the request,
+// already on its way, is ignored as for any stream reset while its client was sending.
+func (c *conn) refuseLocked(id uint32, code http2.ErrCode, sending bool) {
+	c.resetLocked(id, code)
+	if sending && !c.closing {
+		c.rememberLocked(id)
+	}
+}
+
+// rememberLocked notes id in resetOpen, overwriting the oldest when it is full.
+func (c *conn) rememberLocked(id uint32) {
 	if len(c.resetOpen) < maxResetOpen {
 		c.resetOpen = append(c.resetOpen, id)
 		return
@@ -794,9 +814,15 @@ func (c *conn) resetLocked(id uint32, code http2.ErrCode) {
 }
 
 // lateFrameLocked reports whether a frame on stream id, which has no state, is one its
-// client sent before it saw the server's RST_STREAM. end (the frame ends or resets the
-// client's side) forgets the stream: nothing more may come on it.
+// client sent before it saw the server's RST_STREAM, or on a stream opened after the
+// server's GOAWAY, whose frames are all ignored (RFC 9113, section 6.8): such a request
+// must not end the connection with a PROTOCOL_ERROR, nor the streams it is finishing. end
+// (the frame ends or resets the client's side) forgets the stream: nothing more may come on
+// it.
 func (c *conn) lateFrameLocked(id uint32, end bool) bool {
+	if c.goAwaySent && id > c.goAwayLast && id%2 == 1 {
+		return true
+	}
 	for i, v := range c.resetOpen {
 		if v == id {
 			if end {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -354,6 +355,103 @@ func TestLateEndOfRequestGoClient(t *testing.T) {
 			if got := hc.frames(); len(got) != 1 || got[0] != "RST_STREAM 1 NO_ERROR" {
 				t.Errorf("server sent %v, want [RST_STREAM 1 NO_ERROR]", got)
 			}
+		})
+	}
+}
+
+// TestLateEndOfRequestNeverServed: TestLateEndOfRequest for a request whose stream the server
+// gave up on at its HEADERS (refused, malformed, a 431) or ignored (opened after the server's
+// GOAWAY, RFC 9113 section 6.8). The rest of the request, which the client sent before it
+// saw that, is ignored too: its trailers ended the connection with GOAWAY PROTOCOL_ERROR,
+// and the answer of the stream in flight beside it with it.
+func TestLateEndOfRequestNeverServed(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		setup    func(s *Server)
+		goAway   bool     // the server's GOAWAY comes first
+		fields   []string // besides the pseudo-fields
+		selfPrio bool     // the HEADERS depend on their own stream
+		want     []string // what stream 3 gets
+	}{
+		{name: "refused", setup: func(s *Server) { s.MaxConcurrentStreams = 1 },
+			want: []string{"RST_STREAM REFUSED_STREAM"}},
+		{name: "connection-specific field", fields: []string{"connection", "close"},
+			want: []string{"RST_STREAM PROTOCOL_ERROR"}},
+		{name: "upper-case field name", fields: []string{"X-Upper", "1"},
+			want: []string{"RST_STREAM PROTOCOL_ERROR"}},
+		{name: "depends on itself", selfPrio: true,
+			want: []string{"RST_STREAM PROTOCOL_ERROR"}},
+		{name: "header list too large", setup: func(s *Server) { s.MaxHeaderBytes = 256 },
+			fields: []string{"x-big", strings.Repeat("a", 200), "x-big2", strings.Repeat("b", 200)},
+			want:   []string{"HEADERS 431", "RST_STREAM NO_ERROR"}},
+		{name: "after GOAWAY", goAway: true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			hold := make(chan struct{})
+			release := sync.OnceFunc(func() { close(hold) })
+			defer release() // also when the test fails: the server's shutdown waits for it
+			started := make(chan struct{})
+			ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				close(started)
+				<-hold
+				io.WriteString(w, "ok")
+			}))
+			if tt.setup != nil {
+				tt.setup(ts.H2)
+			}
+			c := dialRaw(t, ts)
+			c.headers(1, true, "/hold")
+			<-started
+			if tt.goAway {
+				go ts.H2.shutdown()
+				c.until("the GOAWAY", func(f http2.Frame) bool {
+					g, ok := f.(*http2.GoAwayFrame)
+					if ok && (g.ErrCode != http2.ErrCodeNo || g.LastStreamID != 1) {
+						t.Fatalf("GOAWAY %v naming stream %d, want NO_ERROR naming 1", g.ErrCode, g.LastStreamID)
+					}
+					return ok
+				})
+			}
+			// HEADERS, DATA and trailers of stream 3 leave together, as from a client that
+			// has not yet read what the server says of the stream.
+			c.buf.Reset()
+			fields := append([]string{":method", "POST", ":scheme", "https", ":authority", "a", ":path", "/", "content-length", "3"}, tt.fields...)
+			for i := 0; i < len(fields); i += 2 {
+				c.enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
+			}
+			hp := http2.HeadersFrameParam{StreamID: 3, BlockFragment: c.buf.Bytes(), EndHeaders: true}
+			if tt.selfPrio {
+				hp.Priority = http2.PriorityParam{StreamDep: 3, Weight: 15}
+			}
+			c.fr.WriteHeaders(hp)
+			c.fr.WriteData(3, false, []byte("abc"))
+			c.buf.Reset()
+			c.enc.WriteField(hpack.HeaderField{Name: "x-trailer", Value: "t"})
+			c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, BlockFragment: c.buf.Bytes(), EndStream: true, EndHeaders: true})
+			c.fr.WritePing(false, [8]byte{3})
+			var got []string
+			c.until("the PING's ACK, after the late frames", func(f http2.Frame) bool {
+				switch f := f.(type) {
+				case *http2.GoAwayFrame:
+					t.Fatalf("GOAWAY %v after the late end of a request (stream 3 got %v)", f.ErrCode, got)
+				case *http2.RSTStreamFrame:
+					if f.StreamID == 3 {
+						got = append(got, "RST_STREAM "+f.ErrCode.String())
+					}
+				case *http2.MetaHeadersFrame:
+					if f.StreamID == 3 {
+						got = append(got, "HEADERS "+f.PseudoValue("status"))
+					}
+				case *http2.PingFrame:
+					return f.IsAck()
+				}
+				return false
+			})
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("stream 3 got %v, want %v", got, tt.want)
+			}
+			release()
+			c.until("stream 1's answer", streamEnded(1))
 		})
 	}
 }
