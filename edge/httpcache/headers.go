@@ -30,31 +30,33 @@ func RemoveHopByHop(h http.Header) {
 // them while leaving them out of what it forwards would key on, and select a stored variant
 // by, a field the origin never saw.
 func RemoveConnectionOptions(h http.Header) {
-	var f HopByHop
+	var f connOptions
 	f.Init(h["Connection"])
 	if f.close {
 		delete(h, "Close")
 	}
 	for _, k := range f.named {
-		if !slices.Contains(hopByHop, k) {
+		if !IsHopByHop(k) {
 			delete(h, k)
 		}
 	}
 }
 
-// HopByHop tells the hop-by-hop fields of a message apart one at a time, as RemoveHopByHop
-// deletes them, for a copy of its header that leaves them out rather than deleting them after:
-// a delete from a map hashes its key even when absent, and a request's copy for its upstream
-// paid for about thirty of them (issue 15). The zero value is for a message without a
-// Connection field.
-type HopByHop struct {
+// IsHopByHop reports whether the field k (canonical) is one of the hop-by-hop fields
+// themselves (RemoveHopByHop's fixed list), not one that a Connection names: a copy of a header
+// whose Connection options were removed already (RemoveConnectionOptions) tests only these.
+func IsHopByHop(k string) bool { return slices.Contains(hopByHop, k) }
+
+// connOptions are the options of a message's Connection field. The zero value is for a
+// message without one.
+type connOptions struct {
 	close bool     // Connection lists "close": a field named Close goes too
 	named []string // the other fields Connection lists, canonical, beyond keep-alive
 }
 
 // Init readies f for a message whose Connection field has the values conn.
-func (f *HopByHop) Init(conn []string) {
-	*f = HopByHop{}
+func (f *connOptions) Init(conn []string) {
+	*f = connOptions{}
 	for _, v := range conn {
 		for o := range strings.SplitSeq(v, ",") {
 			// The options almost every message names are not canonicalised into a new
@@ -71,11 +73,6 @@ func (f *HopByHop) Init(conn []string) {
 			}
 		}
 	}
-}
-
-// Drops reports whether the field k (canonical) is hop-by-hop in the message.
-func (f *HopByHop) Drops(k string) bool {
-	return slices.Contains(hopByHop, k) || f.close && k == "Close" || slices.Contains(f.named, k)
 }
 
 // notRefreshed are the fields a 304 never changes in the stored header (RFC 9111 §3.2):

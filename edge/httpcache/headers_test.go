@@ -43,23 +43,24 @@ func TestRemoveHopByHop(t *testing.T) {
 			if !reflect.DeepEqual(h, tt.want) {
 				t.Errorf("RemoveHopByHop(%v) = %v, want %v", tt.in, h, tt.want)
 			}
-			// HopByHop keeps what RemoveHopByHop leaves, field by field.
-			var f HopByHop
-			f.Init(tt.in["Connection"])
+			// RemoveConnectionOptions, then IsHopByHop field by field, keep what
+			// RemoveHopByHop leaves.
+			h = tt.in.Clone()
+			RemoveConnectionOptions(h)
 			kept := http.Header{}
-			for k, v := range tt.in {
-				if !f.Drops(k) {
+			for k, v := range h {
+				if !IsHopByHop(k) {
 					kept[k] = v
 				}
 			}
 			if !reflect.DeepEqual(kept, tt.want) {
-				t.Errorf("the fields HopByHop keeps of %v: %v, want %v", tt.in, kept, tt.want)
+				t.Errorf("the fields IsHopByHop keeps of %v without its Connection options: %v, want %v", tt.in, kept, tt.want)
 			}
 		})
 	}
-	var f HopByHop
+	var f connOptions
 	if n := testing.AllocsPerRun(100, func() { f.Init([]string{"keep-alive"}) }); n != 0 {
-		t.Errorf("HopByHop.Init of Connection: keep-alive: %v allocations, want 0", n)
+		t.Errorf("connOptions.Init of Connection: keep-alive: %v allocations, want 0", n)
 	}
 }
 
