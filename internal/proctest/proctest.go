@@ -44,10 +44,14 @@ func StartWithin(t testing.TB, timeout time.Duration, bin, ready string, args ..
 		t.Fatalf("start %v: %v", args, err)
 	}
 	up := make(chan struct{})
+	tail := &lastLines{done: make(chan struct{})}
+	tails.Store(cmd, tail)
 	go func() {
+		defer close(tail.done)
 		sc := bufio.NewScanner(stderr)
 		var once sync.Once
 		for sc.Scan() {
+			tail.add(sc.Text())
 			if strings.Contains(sc.Text(), ready) {
 				once.Do(func() { close(up) })
 			}
@@ -96,9 +100,53 @@ func Stop(t testing.TB, cmd *exec.Cmd) {
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Wait(); err != nil {
-		t.Errorf("%v exited with %v after SIGTERM, want a clean exit", cmd.Args[1:], err)
+	tail := tailOf(cmd)
+	if tail != nil {
+		<-tail.done // Wait closes the pipe: the last lines are read first
+		tails.Delete(cmd)
 	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("%v exited with %v after SIGTERM, want a clean exit; its last lines:\n%s", cmd.Args[1:], err, tail)
+	}
+}
+
+// tails holds the last lines each process StartWithin started wrote to stderr, for Stop to
+// show when the process did not stop cleanly.
+var tails sync.Map // *exec.Cmd -> *lastLines
+
+// lastLines keeps the last lines written to it; done closes when the process's stderr ends.
+type lastLines struct {
+	mu    sync.Mutex
+	lines []string
+	done  chan struct{}
+}
+
+func (l *lastLines) add(line string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.lines) == 20 {
+		l.lines = append(l.lines[:0], l.lines[1:]...)
+	}
+	l.lines = append(l.lines, line)
+}
+
+// tailOf returns the last lines of cmd's stderr, or nil if StartWithin did not start it.
+func tailOf(cmd *exec.Cmd) *lastLines {
+	v, ok := tails.Load(cmd)
+	if !ok {
+		return nil
+	}
+	return v.(*lastLines)
+}
+
+// String is the lines kept, one per line.
+func (l *lastLines) String() string {
+	if l == nil {
+		return ""
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.lines, "\n")
 }
 
 // Load is work run by concurrent workers until its context ends.
