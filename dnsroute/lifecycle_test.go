@@ -1,6 +1,7 @@
 package dnsroute
 
 import (
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -85,4 +86,26 @@ func binaryConfig(t *testing.T, dir, listen, extra string) string {
 		t.Fatal(err)
 	}
 	return config
+}
+
+// TestStopBeforeTCPStarted: a server stopped before its TCP server has started (a SIGTERM
+// right after "dns serving" on a loaded machine) stops cleanly. It closed the TCP listener
+// under the starting server, which returned "use of closed network connection" as the serve's
+// error, and `meridian dns` exited 1 (TestRestartWithAdminListener failed so under load).
+func TestStopBeforeTCPStarted(t *testing.T) {
+	s, err := New(testConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		udps, tcp, err := listenN(context.Background(), "127.0.7.6:0", 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel() // stopped before serve's goroutines ran
+		if err := s.serve(ctx, udps, tcp); err != nil {
+			t.Fatalf("serve stopped before it started, run %d: %v", i, err)
+		}
+	}
 }

@@ -333,7 +333,10 @@ func (s *Server) serve(ctx context.Context, udps []net.PacketConn, tcp net.Liste
 			NotifyStartedFunc: func() { close(tcpUp) },
 		}
 		wg.Go(func() {
-			if err := tcpSrv.ActivateAndServe(); err != nil {
+			// Once the server is stopping, an error is the stop's: a stop that came before
+			// the TCP server started closes its listener under it (below), and it returns
+			// the closed listener's error, which made `meridian dns` exit 1 on SIGTERM.
+			if err := tcpSrv.ActivateAndServe(); err != nil && ctx.Err() == nil {
 				errc <- fmt.Errorf("serve dns tcp: %w", err)
 				cancel()
 			}
