@@ -163,16 +163,22 @@ func DecodeJSON(w http.ResponseWriter, r *http.Request, max int64, v any) error 
 // net/http would then read up to 256 KiB of it to keep the connection. A body that
 // Content-Length declares larger gets 413 before any of it is read (a client that sent
 // "Expect: 100-continue" never sends it); one of unknown length (chunked) is read ahead and
-// cut with 413 once it passes the limit (the connection is then closed after the answer).
-// Handle puts it behind the auth, so a client without a valid token learns nothing of the
-// limit: it gets its 401 as before, nothing of the body read.
-func (s *Server) limitBody(h http.Handler) http.Handler {
+// cut with 413 once it passes the limit. Handle puts it behind the auth, so a client without
+// a valid token learns nothing of the limit: it gets its 401 as before.
+//
+// authed says a token was checked before it. A chunked body no token vouches for (/healthz)
+// is not read ahead, or anyone could have control read and hold the limit's bytes per
+// request: it is cut at the limit as the route reads it, and of one the route ignores
+// net/http reads at most 256 KiB after the answer, kept nowhere, as after a 401.
+func (s *Server) limitBody(h http.Handler, authed bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		max := s.cfg.MaxBodyBytes
 		switch {
 		case r.ContentLength > max:
 			WriteError(w, http.StatusRequestEntityTooLarge, "", errBodyTooLarge(max))
 			return
+		case r.ContentLength < 0 && r.Body != nil && r.Body != http.NoBody && !authed:
+			r.Body = http.MaxBytesReader(w, r.Body, max)
 		case r.ContentLength < 0 && r.Body != nil && r.Body != http.NoBody:
 			body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
 			if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {

@@ -290,7 +290,7 @@ func (s *Server) Handle(pattern, scope string, h http.Handler) {
 	if s.started {
 		panic("control: Handle called after Run")
 	}
-	s.mux.Handle(pattern, s.instrument(pattern, s.authorize(scope, s.limitBody(h))))
+	s.mux.Handle(pattern, s.instrument(pattern, s.authorize(scope, s.limitBody(h, scope != ""))))
 	s.routes = append(s.routes, Route{Pattern: pattern, Scope: scope})
 }
 
@@ -401,7 +401,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) (err error) {
 	// JetStream is not ready), /healthz says "starting" with a 503 and every other route a 503,
 	// rather than a probe timing out on a port that accepts and never answers.
 	var api atomic.Pointer[http.Handler]
-	startingHealth := s.limitBody(http.HandlerFunc(s.healthz)) // as the route will be
+	startingHealth := s.limitBody(http.HandlerFunc(s.healthz), false) // as the route will be
 	hs := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if h := api.Load(); h != nil {

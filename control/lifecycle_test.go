@@ -1,7 +1,9 @@
 package control
 
 import (
+	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -113,5 +115,70 @@ func TestAPIAnswersWhileStarting(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Serve did not return within 10 s of its context's end")
+	}
+}
+
+// TestUnauthenticatedBodyIsNotReadAhead: a chunked body sent to /healthz, which needs no
+// token, is not read ahead, while control starts or once it runs: /healthz answers with 300
+// KiB of a chunk of 1 MiB - 1 sent (under --max-body-bytes) and the rest still to come, and
+// net/http reads at most 256 KiB of it, kept nowhere, before the answer closes the
+// connection, as after a 401. Read ahead, anyone could have control read and hold up to
+// --max-body-bytes per request (and /healthz waited here for the rest of the chunk).
+func TestUnauthenticatedBodyIsNotReadAhead(t *testing.T) {
+	ns := natsWithoutJetStream(t, "127.0.7.9")
+	s, err := New(Config{NATSURL: ns.ClientURL(), TokensFile: "testdata/tokens.yaml", StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.7.9:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(t.Context())
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ctx, ln) }()
+	healthzWithBodyComing(t, "starting", ln.Addr().String(), http.StatusServiceUnavailable)
+	stop()
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Errorf("Serve stopped while starting = %v, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return within 10 s of its context's end")
+	}
+
+	// The spec check in front of the API reads every body: without it, what control reads shows.
+	ts := startServer(t, Config{}, func(s *Server) { s.wrapAPI = nil })
+	healthzWithBodyComing(t, "running", strings.TrimPrefix(ts.base, "http://"), http.StatusOK)
+}
+
+// healthzWithBodyComing sends GET /healthz to addr with a chunk of 1 MiB - 1 announced and
+// 300 KiB of it sent, and checks that the answer is want and closes the connection.
+func healthzWithBodyComing(t *testing.T, when, addr string, want int) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		// Fails once control closed the connection with some of it unread.
+		fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: control\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s",
+			DefaultMaxBodyBytes-1, strings.Repeat("x", 300<<10))
+	}()
+	defer func() {
+		c.Close()
+		<-sent
+	}()
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("%s: GET /healthz with a chunked body still coming: %v; want an answer without the rest", when, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != want || !resp.Close {
+		t.Errorf("%s: GET /healthz with a chunked body still coming = %s (close %v), want %d closing the connection", when, resp.Status, resp.Close, want)
 	}
 }
