@@ -258,6 +258,54 @@ func TestHostileUpgradeHeads(t *testing.T) {
 	}
 }
 
+// TestUnexpectedSwitchRefused: an origin's 101 to another protocol than the client's upgrade
+// asked, or to a pass that asked none (a POST), gets the client a 502, and the origin's
+// connection is closed and the pass's bulkhead slot freed. ReverseProxy refused both with its
+// ErrorHandler but left the answer's body, the connection, open: for as long as the origin
+// kept it, and the POST's slot for good.
+func TestUnexpectedSwitchRefused(t *testing.T) {
+	closed := make(chan error, 2)
+	o := startScriptOrigin(t, "127.0.4.10", func(c net.Conn, _ *http.Request, _ int) bool {
+		c.SetDeadline(time.Now().Add(10 * time.Second)) // an edge that keeps it does not hold the test
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n")
+		_, err := io.Copy(io.Discard, c) // to the edge's end
+		closed <- err
+		return true
+	})
+	n, _ := startEdge(t, listen(t, "127.0.4.11"), Config{PoP: "tst", Node: "e1", Logger: testLogger(t),
+		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + o}}})
+	for _, tt := range []struct{ name, request string }{
+		{"websocket", "GET /ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"},
+		{"post", "POST /p HTTP/1.1\r\nHost: %s\r\nContent-Length: 2\r\n\r\nhi"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", n.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			fmt.Fprintf(c, tt.request, testHost)
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != http.StatusBadGateway {
+				t.Errorf("answered %s, want 502", resp.Status)
+			}
+			for _, st := range n.fill.upstreamStats() {
+				if st.InFlight != 0 {
+					t.Errorf("upstream %s: %d bulkhead slots taken once the client had its answer, want 0", st.Name, st.InFlight)
+				}
+			}
+			if err := <-closed; errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Errorf("the origin's connection was kept open: %v", err)
+			}
+		})
+	}
+}
+
 // TestPeerRelaysLargeHead: an origin head near the 64 KiB bound, which the owner of the key
 // takes, reaches the other nodes through it: a node's answer is the origin's head with what
 // the nodes on the way add (Via, Cache-Status, Age: a few hundred bytes a hop), and a peer's

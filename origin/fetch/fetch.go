@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/sony/gobreaker/v2"
+	"golang.org/x/net/http/httpguts"
 )
 
 // ErrBulkheadFull is returned when no concurrency slot freed up within QueueWait; callers map it
@@ -57,6 +58,10 @@ var (
 	errHeadTooLarge error = headTooLargeError{DefaultMaxHeadBytes}
 	errTooMany1xx         = fmt.Errorf("more than %d 1xx informational responses", max1xx)
 )
+
+// errUnexpectedSwitch is a 101 Switching Protocols to a request that did not ask for that
+// switch: Do never asks for one (upgrades go through UpgradeTransport).
+var errUnexpectedSwitch = errors.New("unexpected 101 Switching Protocols")
 
 // headTooLargeError is an answer head longer than max bytes (Config.MaxHeadBytes).
 type headTooLargeError struct{ max int64 }
@@ -305,8 +310,9 @@ func (c Config) dialer() func(ctx context.Context, network, addr string) (net.Co
 // upstream: the same dialer, TLS, timeouts and bounds on an answer's heads as New's (at most
 // max1xx 1xx heads, and MaxHeadBytes for them and the final one together, whatever
 // Got1xxResponse hook takes the 1xx), but HTTP/1.1 only and never reusing a connection, since
-// an upgraded connection is the client's until either side closes it. It has no bulkhead or
-// breaker: an upgrade holds no slot.
+// an upgraded connection is the client's until either side closes it; a 101 to another
+// protocol than the request's Upgrade names fails, the connection closed. It has no bulkhead
+// or breaker: an upgrade holds no slot.
 func (c Config) UpgradeTransport() http.RoundTripper {
 	c = c.withDefaults()
 	t := c.newTransport()
@@ -331,7 +337,40 @@ func (t *upgradeTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	if err = x.end(err); err != nil {
 		return nil, &url.Error{Op: opName(req), URL: req.URL.Redacted(), Err: err}
 	}
+	if resp.StatusCode == http.StatusSwitchingProtocols && !switchAsked(req.Header, resp.Header) {
+		// ReverseProxy refuses a switch to another protocol than the one asked with its
+		// ErrorHandler, but does not close the answer's body, the connection: it stayed open
+		// for as long as the origin kept it.
+		resp.Body.Close()
+		err = fmt.Errorf("read response header: %w to %q, asked %q", errUnexpectedSwitch, upgradeType(resp.Header), upgradeType(req.Header))
+		return nil, &url.Error{Op: opName(req), URL: req.URL.Redacted(), Err: err}
+	}
 	return resp, nil
+}
+
+// switchAsked reports whether a 101 with header resp switches to the protocol that a request
+// with header req asked for, as ReverseProxy checks it: the same printable name, in any case.
+func switchAsked(req, resp http.Header) bool {
+	asked, got := upgradeType(req), upgradeType(resp)
+	return got != "" && printable(asked) && printable(got) && strings.EqualFold(asked, got)
+}
+
+// upgradeType is the protocol header h asks or switches to (ReverseProxy's rule), or "".
+func upgradeType(h http.Header) string {
+	if !httpguts.HeaderValuesContainsToken(h["Connection"], "Upgrade") {
+		return ""
+	}
+	return h.Get("Upgrade")
+}
+
+// printable reports whether s is printable ASCII: strings.EqualFold then folds as ASCII does.
+func printable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
 }
 
 // New returns the client for one upstream. It starts no goroutines.
@@ -555,6 +594,14 @@ func (u *Upstream) roundTrip(ctx context.Context, req *http.Request) (*http.Resp
 	resp, err := u.transport.RoundTrip(r)
 	if err = x.end(err); err != nil {
 		return nil, &url.Error{Op: opName(req), URL: req.URL.Redacted(), Err: err}
+	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		// Do asks for no switch (an upgrade goes through UpgradeTransport), as the h1 path
+		// refuses it. Its body, the connection, wrapped in Do's, is no upgraded connection:
+		// ReverseProxy refused it without closing it, and the bulkhead slot and the
+		// connection stayed taken.
+		resp.Body.Close()
+		return nil, &url.Error{Op: opName(req), URL: req.URL.Redacted(), Err: fmt.Errorf("read response header: %w", errUnexpectedSwitch)}
 	}
 	dropInvalidFields(resp.Header)
 	return resp, nil

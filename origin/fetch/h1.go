@@ -551,7 +551,7 @@ func (c *h1Conn) exchange(ctx context.Context, deadline time.Time, req *http.Req
 			break
 		}
 		if code == http.StatusSwitchingProtocols {
-			return nil, fail("read response header from", errors.New("unexpected 101 Switching Protocols"), false)
+			return nil, fail("read response header from", errUnexpectedSwitch, false)
 		}
 		if n1xx++; n1xx > max1xx {
 			return nil, fail("read response header from", errTooMany1xx, false)

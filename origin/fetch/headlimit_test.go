@@ -612,6 +612,69 @@ func TestUpgradeHeadsBound(t *testing.T) {
 	}
 }
 
+// TestSwitchOnlyAsAsked: a 101 is taken only as the switch its request asked for, or the
+// exchange fails and the connection is closed. Do asks for none (an upgrade goes through
+// UpgradeTransport): a 101 to a request with a body, which takes the *http.Transport rather
+// than the h1 path, fails as the h1 path's does, its bulkhead slot freed. UpgradeTransport
+// takes a 101 to the protocol asked only. ReverseProxy refuses either with its ErrorHandler
+// but does not close the answer's body, which is the connection: the origin's connection
+// stayed open and, through Do, the slot stayed taken for good.
+func TestSwitchOnlyAsAsked(t *testing.T) {
+	closed := make(chan error, 4)
+	srv := startRaw(t, "127.0.0.128", func(_ int64, c net.Conn, br *bufio.Reader) {
+		req, ok := readRequest(br)
+		if !ok {
+			return
+		}
+		io.Copy(io.Discard, req.Body)
+		c.SetDeadline(time.Now().Add(10 * time.Second)) // a client that keeps it does not hold the test
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n")
+		_, err := io.Copy(io.Discard, br) // to the client's end
+		closed <- err
+	})
+	keptOpen := func(t *testing.T) {
+		t.Helper()
+		if err := <-closed; errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("the origin's connection was kept open: %v", err)
+		}
+	}
+
+	t.Run("Do", func(t *testing.T) {
+		u := New(Config{Name: "switch", MaxConcurrent: 1})
+		req, _ := http.NewRequest(http.MethodPost, "http://"+srv.addr+"/p", strings.NewReader("hi"))
+		resp, err := u.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			t.Fatalf("POST answered by a 101: %s, want an error", resp.Status)
+		}
+		if !errors.Is(err, errUnexpectedSwitch) {
+			t.Errorf("POST answered by a 101: %v, want %v", err, errUnexpectedSwitch)
+		}
+		if n := u.Stats().InFlight; n != 0 {
+			t.Errorf("%d bulkhead slots taken once Do returned, want 0", n)
+		}
+		keptOpen(t)
+	})
+	for _, asked := range []string{"websocket", ""} {
+		t.Run("UpgradeTransport asked "+asked, func(t *testing.T) {
+			req, _ := http.NewRequest(http.MethodGet, "http://"+srv.addr+"/ws", nil)
+			if asked != "" {
+				req.Header.Set("Upgrade", asked)
+				req.Header.Set("Connection", "Upgrade")
+			}
+			resp, err := Config{Name: "upgrade"}.UpgradeTransport().RoundTrip(req)
+			if err == nil {
+				resp.Body.Close()
+				t.Fatalf("upgrade to %q answered by a 101 to h2c: %s, want an error", asked, resp.Status)
+			}
+			if !errors.Is(err, errUnexpectedSwitch) {
+				t.Errorf("upgrade to %q answered by a 101 to h2c: %v, want %v", asked, err, errUnexpectedSwitch)
+			}
+			keptOpen(t)
+		})
+	}
+}
+
 // BenchmarkUpgradedRead reads an upgraded connection of UpgradeTransport, as ReverseProxy's
 // copy does for a WebSocket's whole life, in reads of a frame's size and of the copy's buffer.
 // Every read goes through the connection's headConn, whose bound is long disarmed.
