@@ -78,25 +78,14 @@ func TestStopWhileWaitingForJetStream(t *testing.T) {
 // It accepted connections and answered nothing until ready, so a load balancer's probe timed
 // out instead of reading "starting".
 func TestAPIAnswersWhileStarting(t *testing.T) {
-	ns := natsWithoutJetStream(t, "127.0.7.8")
-	s, err := New(Config{NATSURL: ns.ClientURL(), TokensFile: "testdata/tokens.yaml", StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.7.8:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, stop := context.WithCancel(t.Context())
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(ctx, ln) }()
+	addr, stop := serveStarting(t, "127.0.7.8")
 	client := &http.Client{Timeout: 3 * time.Second}
 	defer client.CloseIdleConnections()
 	for _, tc := range []struct{ path, want string }{
 		{"/healthz", `"starting"`},
 		{"/v1/pops", "starting"},
 	} {
-		res, err := client.Get("http://" + ln.Addr().String() + tc.path)
+		res, err := client.Get("http://" + addr + tc.path)
 		if err != nil {
 			t.Errorf("GET %s while starting: %v", tc.path, err)
 			continue
@@ -108,13 +97,35 @@ func TestAPIAnswersWhileStarting(t *testing.T) {
 		}
 	}
 	stop()
-	select {
-	case err := <-served:
-		if err != nil {
-			t.Errorf("Serve stopped while starting = %v, want nil", err)
+}
+
+// serveStarting serves a control whose NATS server (on ip) has no JetStream, so that it stays
+// starting, on ip; stop ends it and checks that Serve returns nil within 10 s.
+func serveStarting(t *testing.T, ip string) (addr string, stop func()) {
+	t.Helper()
+	ns := natsWithoutJetStream(t, ip)
+	s, err := New(Config{NATSURL: ns.ClientURL(), TokensFile: "testdata/tokens.yaml", StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ctx, ln) }()
+	return ln.Addr().String(), func() {
+		t.Helper()
+		cancel()
+		select {
+		case err := <-served:
+			if err != nil {
+				t.Errorf("Serve stopped while starting = %v, want nil", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("Serve did not return within 10 s of its context's end")
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Serve did not return within 10 s of its context's end")
 	}
 }
 
@@ -125,28 +136,9 @@ func TestAPIAnswersWhileStarting(t *testing.T) {
 // connection, as after a 401. Read ahead, anyone could have control read and hold up to
 // --max-body-bytes per request (and /healthz waited here for the rest of the chunk).
 func TestUnauthenticatedBodyIsNotReadAhead(t *testing.T) {
-	ns := natsWithoutJetStream(t, "127.0.7.9")
-	s, err := New(Config{NATSURL: ns.ClientURL(), TokensFile: "testdata/tokens.yaml", StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.7.9:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, stop := context.WithCancel(t.Context())
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(ctx, ln) }()
-	healthzWithBodyComing(t, "starting", ln.Addr().String(), http.StatusServiceUnavailable)
+	addr, stop := serveStarting(t, "127.0.7.9")
+	healthzWithBodyComing(t, "starting", addr, http.StatusServiceUnavailable)
 	stop()
-	select {
-	case err := <-served:
-		if err != nil {
-			t.Errorf("Serve stopped while starting = %v, want nil", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Serve did not return within 10 s of its context's end")
-	}
 
 	// The spec check in front of the API reads every body: without it, what control reads shows.
 	ts := startServer(t, Config{}, func(s *Server) { s.wrapAPI = nil })

@@ -157,15 +157,19 @@ func TestForwardingHeadersAndTrace(t *testing.T) {
 	}
 }
 
+// forwardPolicies are the two kinds of request_headers.forward list: every field (the default)
+// and one that names some, which Connection is not among.
+var forwardPolicies = []struct {
+	name    string
+	forward wire.HeaderNames
+}{{"every field forwarded", nil}, {"a forward list", wire.HeaderNames{"X-Custom"}}}
+
 // TestHopByHopRemoved: the hop-by-hop fields, and those the client's Connection names, do not
 // go upstream (RFC 9110 §7.6.1), also a field the edge would otherwise forward (Accept-Language,
 // Authorization on a fill for one client). With a forward list that does not name Connection,
 // the fields it named used to go: they were looked for only among the fields forwarded.
 func TestHopByHopRemoved(t *testing.T) {
-	for _, tt := range []struct {
-		name    string
-		forward wire.HeaderNames
-	}{{"every field forwarded", nil}, {"a forward list", wire.HeaderNames{"X-Custom"}}} {
+	for _, tt := range forwardPolicies {
 		t.Run(tt.name, func(t *testing.T) {
 			s := newSingle(t, func(c *Config) { c.Hosts[0].RequestHeaders.Forward = tt.forward })
 			s.get(t, obj("/hop", "cc", "max-age=60"), "Connection", "X-Secret, accept-language", "X-Secret", "1",
@@ -193,10 +197,7 @@ func TestHopByHopRemoved(t *testing.T) {
 // otherwise have every other client that sends the same Accept-Language served the origin's
 // answer for none (a variant poisoned by one request).
 func TestConnectionNamedVaryFieldNotPoisoning(t *testing.T) {
-	for _, tt := range []struct {
-		name    string
-		forward wire.HeaderNames
-	}{{"every field forwarded", nil}, {"a forward list", wire.HeaderNames{"X-Custom"}}} {
+	for _, tt := range forwardPolicies {
 		t.Run(tt.name, func(t *testing.T) {
 			s := newSingle(t, func(c *Config) { c.Hosts[0].RequestHeaders.Forward = tt.forward })
 			path := "/hop-vary"
