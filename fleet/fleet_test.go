@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/meridian-cdn/meridian/fleet"
+	"github.com/meridian-cdn/meridian/internal/logtest"
 	"github.com/meridian-cdn/meridian/internal/natsauth"
 	"github.com/meridian-cdn/meridian/internal/natstest"
 	"github.com/meridian-cdn/meridian/internal/wait"
@@ -180,6 +181,30 @@ func TestRegistrarJoinsAndLeaves(t *testing.T) {
 		_, ok := findNode(v, "par", "n1")
 		return !ok
 	})
+}
+
+// TestRegistrarStoppedBeforeFirstHeartbeat: a registrar stopped before its first heartbeat was
+// written (an edge in a fleet stopped right after "edge serving") stops cleanly. The heartbeat
+// the stop cut short failed with "context canceled", which was logged as "fleet heartbeat
+// failing" and kept as Err, a warning on a clean stop.
+func TestRegistrarStoppedBeforeFirstHeartbeat(t *testing.T) {
+	_, js := setup(t)
+	var w logtest.Warnings
+	r, err := fleet.NewRegistrar(fleet.RegistrarConfig{JS: js, Node: node("par", "n1"), Logger: slog.New(&w)})
+	if err != nil {
+		t.Fatalf("NewRegistrar: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // stopped before Run's first heartbeat
+	if err := r.Run(ctx); err != nil {
+		t.Fatalf("Run = %v, want nil", err)
+	}
+	if n := w.Count(""); n != 0 {
+		t.Errorf("%d warnings logged (%d of a failing heartbeat), want none", n, w.Count("fleet heartbeat failing"))
+	}
+	if err := r.Err(); err != nil {
+		t.Errorf("Err() = %v, want nil", err)
+	}
 }
 
 func TestSilentNodeExpires(t *testing.T) {

@@ -157,17 +157,24 @@ func (r *Registrar) beat(ctx context.Context, kv jetstream.KeyValue) jetstream.K
 	// A heartbeat older than one interval is worthless, so don't wait longer for it.
 	bctx, cancel := context.WithTimeout(ctx, max(r.cfg.Interval, 500*time.Millisecond))
 	defer cancel()
+	fail := func(err error) {
+		// A heartbeat the stop cut short (a node stopped before its first one was written)
+		// is no failure: Run leaves the fleet next.
+		if ctx.Err() == nil {
+			r.setErr(err)
+		}
+	}
 	if nc := r.cfg.JS.Conn(); nc != nil && !nc.IsConnected() {
 		// The client would buffer the write and send it after reconnecting, a report of how
 		// the node was before: skip it, the next tick sends a current one.
-		r.setErr(fmt.Errorf("heartbeat %s: nats not connected", r.key))
+		fail(fmt.Errorf("heartbeat %s: nats not connected", r.key))
 		return kv
 	}
 	var err error
 	if kv == nil {
 		kv, err = r.cfg.JS.KeyValue(bctx, r.bucket)
 		if err != nil {
-			r.setErr(fmt.Errorf("bind fleet bucket %s: %w", r.bucket, err))
+			fail(fmt.Errorf("bind fleet bucket %s: %w", r.bucket, err))
 			return nil
 		}
 	}
@@ -181,11 +188,11 @@ func (r *Registrar) beat(ctx context.Context, kv jetstream.KeyValue) jetstream.K
 	r.mu.Unlock()
 	b, err := json.Marshal(n)
 	if err != nil {
-		r.setErr(fmt.Errorf("encode node %s: %w", r.key, err))
+		fail(fmt.Errorf("encode node %s: %w", r.key, err))
 		return kv
 	}
 	if _, err := kv.Put(bctx, r.key, b); err != nil {
-		r.setErr(fmt.Errorf("heartbeat %s: %w", r.key, err))
+		fail(fmt.Errorf("heartbeat %s: %w", r.key, err))
 		return kv
 	}
 	r.setErr(nil)
