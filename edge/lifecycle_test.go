@@ -1,7 +1,9 @@
 package edge
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -11,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridian-cdn/meridian/internal/logtest"
 	"github.com/meridian-cdn/meridian/internal/proctest"
 )
 
@@ -94,5 +97,45 @@ func TestShutdownTimeoutSaysSo(t *testing.T) {
 	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.HasPrefix(last, "meridian: ") ||
 		!strings.Contains(last, "shutdown_timeout") {
 		t.Errorf("exit %d (%v), last line of stderr %q; want 1 and a line naming shutdown_timeout", code, err, last)
+	}
+}
+
+// TestStopBeforeServing: a fleet node stopped before its servers started (a SIGTERM right after
+// "edge serving" on a loaded machine) stops cleanly: no error, no warning, and every TCP
+// listener closed. The registrar's first heartbeat, cut short by the stop, was logged as
+// "fleet heartbeat failing ... context canceled"; and the HTTP/1.1 fast path's Serve, run after
+// its Shutdown, returned without closing its listener, which stayed bound and queued
+// connections nobody would accept.
+func TestStopBeforeServing(t *testing.T) {
+	url, _, _ := startNATS(t)
+	creds := edgeCreds(t, url, "s1", "n1")
+	for i := range 10 {
+		var w logtest.Warnings
+		n, err := New(Config{PoP: "s1", Node: "n1", TLS: TLSConfig{Dev: true}, Logger: slog.New(&w),
+			Fleet: FleetConfig{NATS: url, Creds: creds}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		https, quicConn, err := listenHTTPS(context.Background(), "127.0.7.11:0", true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls := Listeners{HTTP: listen(t, "127.0.7.11"), HTTPS: https, QUIC: quicConn, Admin: listen(t, "127.0.7.11")}
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel() // stopped before the serving goroutines ran
+		if err := n.ServeListeners(ctx, ls); err != nil {
+			t.Fatalf("run %d: stopped before serving: %v", i, err)
+		}
+		if c := w.Count(""); c != 0 {
+			t.Errorf("run %d: %d warnings logged (%d of a failing heartbeat), want none", i, c, w.Count("fleet heartbeat failing"))
+		}
+		for name, ln := range map[string]net.Listener{"http": ls.HTTP, "https": ls.HTTPS, "admin": ls.Admin} {
+			if c, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second); err == nil {
+				c.Close()
+				ln.Close()
+				t.Errorf("run %d: %s listener still accepts connections after the stop", i, name)
+			}
+		}
+		quicConn.Close() // the caller's: ServeListeners does not close it
 	}
 }

@@ -3,6 +3,7 @@ package http1
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -550,19 +551,22 @@ func TestH2CPriorKnowledgeHandedOver(t *testing.T) {
 }
 
 // Shutdown may come before Serve has run (a node stopped as it starts): Serve then returns
-// at once.
+// at once, and closes its listener. It left it open, bound and queueing connections nobody
+// would accept (an edge stopped right after "edge serving" kept its HTTP port).
 func TestShutdownBeforeServe(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.63:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
 	s := &Server{Handler: http.NotFoundHandler(), Fallback: &http.Server{}}
 	if err := s.Shutdown(context.Background()); err != nil {
 		t.Fatalf("Shutdown: %v", err)
 	}
 	if err := s.Serve(ln); err != http.ErrServerClosed {
 		t.Fatalf("Serve after Shutdown = %v, want ErrServerClosed", err)
+	}
+	if err := ln.Close(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("closing the listener after Serve = %v, want net.ErrClosed (Serve closed it)", err)
 	}
 }
 

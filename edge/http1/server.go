@@ -95,9 +95,12 @@ func (s *Server) init() {
 }
 
 // Serve accepts connections on ln until ln fails or Shutdown is called; it then returns
-// http.ErrServerClosed.
+// http.ErrServerClosed. It closes ln, as net/http's Serve does.
 func (s *Server) Serve(ln net.Listener) error {
 	s.init()
+	// Shutdown closes only the listeners it finds: one whose Serve came after it (a node
+	// stopped as it starts) stayed open, its connections queued for nobody.
+	defer ln.Close()
 	s.handoff.addr.CompareAndSwap(nil, &addrOf{ln.Addr()})
 	s.mu.Lock()
 	if s.shutting.Load() {
