@@ -472,7 +472,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) (err error) {
 			}
 			natsErr.Warn("err", err)
 		}),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { s.log.Warn("nats disconnected", "err", err) }),
+		fleet.LogDisconnects(s.log),
 		nats.ReconnectHandler(func(c *nats.Conn) { s.log.Info("nats reconnected", "url", fleet.RedactURL(c.ConnectedUrl())) }))...)
 	if err != nil {
 		if s.cfg.NATSURL == "" {

@@ -54,7 +54,7 @@ func newLiveFleet(cfg Config) (*liveFleet, error) {
 	opts := append(auth, nats.Name("meridian-dns"), nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond), nats.RetryOnFailedConnect(true), nats.IgnoreAuthErrorAbort(),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("nats error", "err", err) }),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("nats disconnected", "err", err) }))
+		fleet.LogDisconnects(log))
 	// With RetryOnFailedConnect a first connection that fails is retried in the background:
 	// say which server cannot be reached and why, and when it finally answers.
 	nc, err := nats.Connect(cfg.NATS, append(opts, fleet.ConnectLogging(log, cfg.NATS)...)...)

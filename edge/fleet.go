@@ -84,9 +84,7 @@ func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
 			nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 				n.log.Warn("nats error", "err", err)
 			}),
-			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-				n.log.Warn("nats disconnected", "err", err)
-			}))
+			fleet.LogDisconnects(n.log))
 		// With RetryOnFailedConnect a first connection that fails is retried in the background:
 		// say which server cannot be reached and why, and when it finally answers.
 		nc, err = nats.Connect(fc.NATS, append(opts, fleet.ConnectLogging(n.log, fc.NATS)...)...)

@@ -31,6 +31,18 @@ func ConnectLogging(log *slog.Logger, urls string) []nats.Option {
 	}
 }
 
+// LogDisconnects returns the option that logs a NATS connection's disconnects as warnings,
+// except the one of its own Close: nats.go reports that too, with a nil error, and every clean
+// stop of a process logged "nats disconnected" as if it had lost NATS.
+func LogDisconnects(log *slog.Logger) nats.Option {
+	return nats.DisconnectErrHandler(func(c *nats.Conn, err error) {
+		if err == nil && c.IsClosed() {
+			return
+		}
+		log.Warn("nats disconnected", "err", err)
+	})
+}
+
 // natsRetries logs failed connection attempts: an attempt is logged when its error differs
 // from the previous one's since the last connection.
 type natsRetries struct {

@@ -12,6 +12,10 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/meridian-cdn/meridian/fleet"
+	"github.com/meridian-cdn/meridian/internal/logtest"
+	"github.com/meridian-cdn/meridian/internal/natsauth"
+	"github.com/meridian-cdn/meridian/internal/natstest"
+	"github.com/meridian-cdn/meridian/internal/wait"
 )
 
 // A URL that does not parse makes nats.Connect fail with url.Parse's error, which quotes the
@@ -140,4 +144,32 @@ func connectLoggingHidesToken(t *testing.T, token string) {
 			}
 		})
 	}
+}
+
+// TestLogDisconnectsNotOwnClose: a connection's own Close is not logged as a disconnect. nats.go
+// reports it too, with a nil error, and every clean stop of control, an edge or a DNS server
+// warned "nats disconnected". Losing the server still is logged.
+func TestLogDisconnectsNotOwnClose(t *testing.T) {
+	s := natstest.Start(t)
+	var w logtest.Warnings
+	closed := make(chan struct{})
+	nc, err := nats.Connect(s.URL(), append(s.Options(natsauth.Control()), fleet.LogDisconnects(slog.New(&w)),
+		nats.ClosedHandler(func(*nats.Conn) { close(closed) }))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.Close()
+	select {
+	case <-closed: // nats.go runs the callbacks in turn: the disconnect's came before
+	case <-time.After(10 * time.Second):
+		t.Fatal("closed handler not called within 10 s of Close")
+	}
+	if n := w.Count("nats disconnected"); n != 0 {
+		t.Errorf("own Close logged %d disconnects, want none", n)
+	}
+
+	var lost logtest.Warnings
+	natstest.ConnectURL(t, s.URL(), append(s.Options(natsauth.Control()), fleet.LogDisconnects(slog.New(&lost)))...)
+	s.Stop()
+	wait.For(t, 10*time.Second, "the lost server's disconnect logged", func() bool { return lost.Count("nats disconnected") == 1 })
 }
