@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -228,29 +229,18 @@ func (n *Node) Addr() string {
 func (n *Node) Run(ctx context.Context) error {
 	var ls Listeners
 	var err error
-	closeAll := func() {
-		if ls.HTTP != nil {
-			ls.HTTP.Close()
-		}
-		if ls.HTTPS != nil {
-			ls.HTTPS.Close()
-		}
-		if ls.QUIC != nil {
-			ls.QUIC.Close()
-		}
-	}
 	if ls.HTTP, err = reuseport.Listen(ctx, n.cfg.Listen); err != nil {
 		return fmt.Errorf("edge listen on %s: %w", n.cfg.Listen, err)
 	}
 	if n.cfg.HTTPSListen != "" {
 		if ls.HTTPS, ls.QUIC, err = listenHTTPS(ctx, n.cfg.HTTPSListen, !n.cfg.TLS.DisableHTTP3); err != nil {
-			closeAll()
+			ls.close()
 			return err
 		}
 	}
 	if n.cfg.AdminListen != "off" {
 		if ls.Admin, err = reuseport.Listen(ctx, n.cfg.AdminListen); err != nil {
-			closeAll()
+			ls.close()
 			return fmt.Errorf("edge admin listen on %s: %w", n.cfg.AdminListen, err)
 		}
 	}
@@ -290,12 +280,22 @@ func listenHTTPS(ctx context.Context, addr string, quic bool) (net.Listener, net
 	}
 }
 
-// Listeners are the sockets a node serves on; nil ones are not served.
+// Listeners are the sockets a node serves on; nil ones are not served. ServeListeners takes
+// them over: it closes every one before it returns.
 type Listeners struct {
 	HTTP  net.Listener   // plain HTTP/1.1 (and h2c if configured)
 	HTTPS net.Listener   // TLS: HTTP/1.1 and HTTP/2
-	QUIC  net.PacketConn // HTTP/3; needs HTTPS's certificates
+	QUIC  net.PacketConn // HTTP/3; needs HTTPS's certificates (without HTTPS, only closed)
 	Admin net.Listener   // /healthz and /metrics
+}
+
+// close closes every listener in ls.
+func (ls Listeners) close() {
+	for _, c := range []io.Closer{ls.HTTP, ls.HTTPS, ls.QUIC, ls.Admin} {
+		if c != nil {
+			c.Close()
+		}
+	}
 }
 
 // Serve serves plain HTTP on ln and, if admin is not nil, /healthz and /metrics on admin,
@@ -307,8 +307,16 @@ func (n *Node) Serve(ctx context.Context, ln, admin net.Listener) error {
 // ServeListeners serves on every listener in ls until ctx ends. Then it drains: it reports
 // itself draining (health 503, the registry says so, so DNS stops sending clients), keeps
 // serving for LameDuck, stops accepting, lets requests in flight finish (up to ShutdownTimeout),
-// stops background work, and returns once everything it started has exited.
+// stops background work, and returns once everything it started has exited. It owns the
+// listeners in ls, as http.Server.Serve owns its listener: each is closed once, whatever it
+// returns.
 func (n *Node) ServeListeners(ctx context.Context, ls Listeners) error {
+	// Each server closes its listener at its shutdown (HTTP/3's socket is closed by its
+	// drain, shutdownH3: quic-go leaves a PacketConn it was given open); those no server was
+	// started on are closed here.
+	unserved := ls
+	defer func() { unserved.close() }()
+	h3Served := false
 	if n.closed.Load() || ls.HTTP == nil {
 		return errors.New("edge serve: already served, or no HTTP listener")
 	}
@@ -412,6 +420,10 @@ func (n *Node) ServeListeners(ctx context.Context, ls Listeners) error {
 			alt := fmt.Sprintf(`h3=":%s"; ma=86400`, port)
 			n.altSvc.Store(&alt)
 			shutdownH3 := func(ctx context.Context) error {
+				// Closed as soon as HTTP/3 has shut down, not when the process exits: bound
+				// with SO_REUSEPORT beside a restarted node's socket, it would get a share of
+				// the new node's QUIC packets meanwhile, and drop them.
+				defer ls.QUIC.Close()
 				// quic-go waits for every connection to close: those with no request in
 				// flight are closed once quiet for a few round trips (h3Conns).
 				idleCtx, stopIdle := context.WithCancel(ctx)
@@ -422,6 +434,7 @@ func (n *Node) ServeListeners(ctx context.Context, ls Listeners) error {
 				return h3.Shutdown(ctx)
 			}
 			all = append(all, served{shutdownH3, func() error { return h3.Serve(ls.QUIC) }})
+			h3Served = true
 		}
 	}
 	if ls.Admin != nil {
@@ -448,6 +461,10 @@ func (n *Node) ServeListeners(ctx context.Context, ls Listeners) error {
 			return fmt.Errorf("edge join fleet: %w", err)
 		}
 		waitFleet = w
+	}
+	unserved = Listeners{} // the servers' now: every shutdown below runs
+	if !h3Served {
+		unserved.QUIC = ls.QUIC
 	}
 	errc := make(chan error, len(all))
 	for _, s := range all {
