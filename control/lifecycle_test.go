@@ -7,11 +7,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/meridian-cdn/meridian/internal/proctest"
 )
@@ -97,6 +99,56 @@ func TestAPIAnswersWhileStarting(t *testing.T) {
 		}
 	}
 	stop()
+}
+
+// TestEveryRouteAnswers503WhileStarting: every route answers 503 while control starts, and the
+// API spec lists 503 for every operation (four of them lacked it).
+func TestEveryRouteAnswers503WhileStarting(t *testing.T) {
+	spec, err := os.ReadFile(specPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Paths map[string]map[string]yaml.Node `yaml:"paths"` // operations, and parameters
+	}
+	if err := yaml.Unmarshal(spec, &doc); err != nil {
+		t.Fatal(err)
+	}
+	addr, stop := serveStarting(t, "127.0.7.10")
+	defer stop()
+	routes, err := New(Config{TokensFile: "testdata/tokens.yaml"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Timeout: 3 * time.Second}
+	defer client.CloseIdleConnections()
+	for _, r := range routes.Routes() {
+		method, path, _ := strings.Cut(r.Pattern, " ")
+		var op struct {
+			Responses map[string]yaml.Node `yaml:"responses"`
+		}
+		node := doc.Paths[path][strings.ToLower(method)]
+		if err := node.Decode(&op); err != nil {
+			t.Fatalf("the spec's %s: %v", r.Pattern, err)
+		}
+		if _, ok := op.Responses["503"]; !ok {
+			t.Errorf("the spec lists no 503 for %s", r.Pattern)
+		}
+		req, err := http.NewRequest(method, "http://"+addr+strings.NewReplacer("{", "", "}", "").Replace(path), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+tokAdmin)
+		res, err := client.Do(req)
+		if err != nil {
+			t.Errorf("%s while starting: %v", r.Pattern, err)
+			continue
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusServiceUnavailable {
+			t.Errorf("%s while starting = %d, want 503", r.Pattern, res.StatusCode)
+		}
+	}
 }
 
 // serveStarting serves a control whose NATS server (on ip) has no JetStream, so that it stays
