@@ -19,15 +19,7 @@ import (
 // with SO_REUSEPORT, beside a restarted node's socket, it got a share of the new node's QUIC
 // packets and dropped them.
 func TestHTTP3SocketClosedAfterItsDrain(t *testing.T) {
-	arrived, release := make(chan struct{}, 1), make(chan struct{})
-	originAddr := startHTTP(t, "127.0.0.20", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/slow" {
-			arrived <- struct{}{}
-			<-release
-		}
-		w.Header().Set("Cache-Control", "max-age=60")
-		io.WriteString(w, "ok")
-	}))
+	originAddr, arrived, release := holdingOrigin(t)
 	var quicConn net.PacketConn
 	_, n, stop := tlsEdgeWith(t, TLSConfig{Dev: true}, func(_ *Node, ls *Listeners) { quicConn = ls.QUIC }, func(c *Config) {
 		c.Hosts = []wire.HostConfig{{Host: testHost, Origin: "http://" + originAddr}}
@@ -38,13 +30,7 @@ func TestHTTP3SocketClosedAfterItsDrain(t *testing.T) {
 	}
 
 	// An HTTP/1.1 request that the origin holds keeps the TCP servers draining.
-	slow := make(chan error, 1)
-	c := &http.Client{Transport: &http.Transport{}}
-	defer c.CloseIdleConnections()
-	go func() {
-		_, err := tryDo(c, http.MethodGet, n.Addr(), testHost, "/slow")
-		slow <- err
-	}()
+	slow := getInBackground(t, n, "/slow")
 	<-arrived
 	stopped := make(chan error, 1)
 	go func() { stopped <- stop() }()

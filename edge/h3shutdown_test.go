@@ -20,15 +20,7 @@ import (
 // request was still in flight, HTTP/3 clients got no GOAWAY and the edge went on taking their
 // new requests and connections, up to shutdown_timeout, when they were cut off.
 func TestHTTP3DrainsWithTheOthers(t *testing.T) {
-	arrived, release := make(chan struct{}, 1), make(chan struct{})
-	originAddr := startHTTP(t, "127.0.0.20", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/slow" {
-			arrived <- struct{}{}
-			<-release
-		}
-		w.Header().Set("Cache-Control", "max-age=60")
-		io.WriteString(w, "ok")
-	}))
+	originAddr, arrived, release := holdingOrigin(t)
 	cert := writeCert(t, t.TempDir(), "drain", testHost)
 	n, err := New(Config{PoP: "tst", Node: "e1", TLS: TLSConfig{Certs: []CertFiles{cert}}, HTTPSListen: "127.0.0.12:0",
 		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + originAddr}}, Logger: testLogger(t)})
@@ -70,13 +62,7 @@ func TestHTTP3DrainsWithTheOthers(t *testing.T) {
 	}
 
 	// An HTTP/1.1 request that the origin holds while the node shuts down.
-	slow := make(chan error, 1)
-	c := &http.Client{Transport: &http.Transport{}}
-	defer c.CloseIdleConnections()
-	go func() {
-		_, err := tryDo(c, http.MethodGet, n.Addr(), testHost, "/slow")
-		slow <- err
-	}()
+	slow := getInBackground(t, n, "/slow")
 	<-arrived
 	cancel()
 	// The HTTP/3 server's GOAWAY makes the idle client close its connection (quic-go's does).
@@ -161,4 +147,32 @@ func TestHTTP3DrainWaitsForAnswerInFlight(t *testing.T) {
 	if err := <-stopped; err != nil {
 		t.Errorf("serve: %v", err)
 	}
+}
+
+// holdingOrigin starts an origin on 127.0.0.20 that answers "ok" (cacheable for a minute), and
+// holds a request for /slow: it says so on arrived and answers once release is closed.
+func holdingOrigin(t *testing.T) (addr string, arrived <-chan struct{}, release chan struct{}) {
+	got, release := make(chan struct{}, 1), make(chan struct{})
+	addr = startHTTP(t, "127.0.0.20", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			got <- struct{}{}
+			<-release
+		}
+		w.Header().Set("Cache-Control", "max-age=60")
+		io.WriteString(w, "ok")
+	}))
+	return addr, got, release
+}
+
+// getInBackground GETs path from n over HTTP/1.1 on a goroutine of its own, and sends the
+// request's error on the channel it returns.
+func getInBackground(t *testing.T, n *Node, path string) <-chan error {
+	c := &http.Client{Transport: &http.Transport{}}
+	t.Cleanup(c.CloseIdleConnections)
+	done := make(chan error, 1)
+	go func() {
+		_, err := tryDo(c, http.MethodGet, n.Addr(), testHost, path)
+		done <- err
+	}()
+	return done
 }

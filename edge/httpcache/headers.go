@@ -30,34 +30,7 @@ func RemoveHopByHop(h http.Header) {
 // them while leaving them out of what it forwards would key on, and select a stored variant
 // by, a field the origin never saw.
 func RemoveConnectionOptions(h http.Header) {
-	var f connOptions
-	f.Init(h["Connection"])
-	if f.close {
-		delete(h, "Close")
-	}
-	for _, k := range f.named {
-		if !IsHopByHop(k) {
-			delete(h, k)
-		}
-	}
-}
-
-// IsHopByHop reports whether the field k (canonical) is one of the hop-by-hop fields
-// themselves (RemoveHopByHop's fixed list), not one that a Connection names: a copy of a header
-// whose Connection options were removed already (RemoveConnectionOptions) tests only these.
-func IsHopByHop(k string) bool { return slices.Contains(hopByHop, k) }
-
-// connOptions are the options of a message's Connection field. The zero value is for a
-// message without one.
-type connOptions struct {
-	close bool     // Connection lists "close": a field named Close goes too
-	named []string // the other fields Connection lists, canonical, beyond keep-alive
-}
-
-// Init readies f for a message whose Connection field has the values conn.
-func (f *connOptions) Init(conn []string) {
-	*f = connOptions{}
-	for _, v := range conn {
+	for _, v := range h["Connection"] {
 		for o := range strings.SplitSeq(v, ",") {
 			// The options almost every message names are not canonicalised into a new
 			// string. Equal lengths keep the comparison to ASCII, as CanonicalHeaderKey's
@@ -67,13 +40,20 @@ func (f *connOptions) Init(conn []string) {
 			case len(o) == len("keep-alive") && strings.EqualFold(o, "keep-alive"):
 				// Keep-Alive is in hopByHop.
 			case len(o) == len("close") && strings.EqualFold(o, "close"):
-				f.close = true
+				delete(h, "Close")
 			default:
-				f.named = append(f.named, http.CanonicalHeaderKey(o))
+				if k := http.CanonicalHeaderKey(o); !IsHopByHop(k) {
+					delete(h, k)
+				}
 			}
 		}
 	}
 }
+
+// IsHopByHop reports whether the field k (canonical) is one of the hop-by-hop fields
+// themselves (RemoveHopByHop's fixed list), not one that a Connection names: a copy of a header
+// whose Connection options were removed already (RemoveConnectionOptions) tests only these.
+func IsHopByHop(k string) bool { return slices.Contains(hopByHop, k) }
 
 // notRefreshed are the fields a 304 never changes in the stored header (RFC 9111 §3.2):
 // Content-Length (MUST NOT), Content-Encoding (it describes the stored bytes, which the 304 does

@@ -58,10 +58,6 @@ func TestRemoveHopByHop(t *testing.T) {
 			}
 		})
 	}
-	var f connOptions
-	if n := testing.AllocsPerRun(100, func() { f.Init([]string{"keep-alive"}) }); n != 0 {
-		t.Errorf("connOptions.Init of Connection: keep-alive: %v allocations, want 0", n)
-	}
 }
 
 // TestRemoveConnectionOptions: the fields Connection names go, the hop-by-hop fields (named or
