@@ -35,6 +35,10 @@ func TestBadValuesNameTheirField(t *testing.T) {
 		// would expire between two heartbeats and the node drop in and out of the fleet.
 		{"heartbeat ttl under the heartbeat", "replicas: 3", "replicas: 3\n  heartbeat_ttl: 500ms", "control.heartbeat_ttl", "heartbeat"},
 		{"ipv4-mapped ipv6", "ipv6: 2001:db8:100::101", "ipv6: ::ffff:198.51.100.99", "pops[0].nodes[0].ipv6", "not an IPv6 address"},
+		// One address in two spellings is one host: DNS would answer with both VMs' records
+		// for a single machine, and only one of them has it.
+		{"ipv6 of another vm in another spelling", "ipv6: 2001:db8:100::101", "ipv6: '2001:DB8:100:0::11'", "pops[0].nodes[0].ipv6", "is also control.nodes[0].ipv6"},
+		{"ipv6 of another vm, zeros written out", "ipv6: 2001:db8:100::102", "ipv6: '2001:db8:100:0:0:0:0:101'", "pops[0].nodes[1].ipv6", "is also pops[0].nodes[0].ipv6"},
 		// The tmpfiles.d config gives the tokens, the API key and the NATS TLS key to their
 		// service alone, one line each: systemd-tmpfiles reads '%' as a specifier (a missing
 		// one fails the line) and "*?[{" as a pattern that gives other files to the service

@@ -31,15 +31,15 @@ var (
 type checker struct {
 	f    *Fleet
 	errs wire.FieldErrors
-	vms  map[string]string // VM name -> the field that named it first
-	ips  map[string]string // address -> the field that gave it first
-	pops map[string]bool   // PoP ids listed
+	vms  map[string]string     // VM name -> the field that named it first
+	ips  map[netip.Addr]string // address -> the field that gave it first
+	pops map[string]bool       // PoP ids listed
 }
 
 // validate returns one problem per mistake, in file order as far as possible. f has its
 // defaults (setDefaults).
 func (f *Fleet) validate() wire.FieldErrors {
-	c := &checker{f: f, vms: map[string]string{}, ips: map[string]string{}, pops: map[string]bool{}}
+	c := &checker{f: f, vms: map[string]string{}, ips: map[netip.Addr]string{}, pops: map[string]bool{}}
 	c.identity()
 	c.release()
 	c.ports()
@@ -436,10 +436,10 @@ func (c *checker) ip(field, a string, want6, required bool) {
 	case p.IsUnspecified() || p.IsMulticast():
 		// DNS would hand it to clients and routes and leaf links would dial it.
 		c.bad(field, "%s cannot be a host's address", a)
-	case c.ips[a] != "":
-		c.bad(field, "%s is also %s", a, c.ips[a])
+	case c.ips[p] != "":
+		c.bad(field, "%s is also %s", a, c.ips[p])
 	default:
-		c.ips[a] = field
+		c.ips[p] = field // by value: IPv6 has many spellings of one address
 	}
 }
 
