@@ -68,6 +68,8 @@ ab_edge() {
 
 # ab_cpu PID: the process's CPU ticks so far (user + system).
 ab_cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
+# ab_sys PID: the part of it spent in the kernel (system time).
+ab_sys() { awk '{print $15}' "/proc/$1/stat"; }
 CLK=$(getconf CLK_TCK)
 
 # ab_us_per TICKS REQUESTS: CPU microseconds per request.

@@ -6,9 +6,9 @@
 # bench/http.sh, its directory in the work directory as there (NGINX_CACHE_DIR=/dev/shm puts
 # it, in a directory of its own, on tmpfs, so that the disk cannot slow nginx's misses). For each round and size the three
 # servers run in turn, the two edges' order swapped every other round (wrk -t1 -c64, every
-# request a URL never asked before); each line gives requests/s and, for the edges, CPU
-# microseconds per request (/proc/PID/stat). The edges are restarted, empty, at the start of
-# every round.
+# request a URL never asked before); each line gives requests/s and CPU
+# microseconds per request (/proc/PID/stat), with the part of it spent in the kernel. The
+# edges are restarted, empty, at the start of every round.
 # It installs wrk, nginx and curl from Debian if missing.
 #
 # With FLOOR=1 a fourth server runs beside them: bench/missfloor, the least a Go caching proxy
@@ -117,30 +117,32 @@ for v in $SERVERS; do
   }
 done
 
-cpu_of() { # cpu_of V: the server's CPU ticks so far (nginx and the origin: master's and workers')
-  local p t=0
+cpu_of() { # cpu_of V [ab_sys]: the server's CPU ticks so far, or its system ticks (nginx and the origin: master's and workers')
+  local p t=0 of=${2:-ab_cpu}
   if [ "$1" = nginx ] || [ "$1" = origin ]; then
     local pidf=$W/nginx.pid
     [ "$1" = nginx ] || pidf=$W/nginx-static.pid
-    for p in $(cat "$pidf") $(pgrep -P "$(cat "$pidf")"); do t=$((t + $(ab_cpu "$p"))); done
+    for p in $(cat "$pidf") $(pgrep -P "$(cat "$pidf")"); do t=$((t + $($of "$p"))); done
     echo "$t"
   else
-    ab_cpu "${PID[$1]}"
+    $of "${PID[$1]}"
   fi
 }
 gcs() { grep -c '^gc ' "$W/edge-$1.log" || true; } # collections so far, with gctrace on
 run() { # run V FILE: one load run and its line
-  local v=$1 file=$2 out rps n c0 c1 o0 o1 cpu errs mem="" g0=0
+  local v=$1 file=$2 out rps n c0 c1 s0 s1 o0 o1 cpu errs mem="" g0=0
   [ "$v" = base ] || [ "$v" = head ] && g0=$(gcs "$v")
   c0=$(cpu_of "$v")
+  s0=$(cpu_of "$v" ab_sys)
   o0=$(cpu_of origin)
   out=$(wrk -t1 -c64 -d"${DUR}s" -s "$W/unique.lua" "http://${ADDR[$v]}/" -- "$v-$file-$round-$RANDOM$RANDOM" "$file" 2>&1)
   c1=$(cpu_of "$v")
+  s1=$(cpu_of "$v" ab_sys)
   o1=$(cpu_of origin)
   rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
   n=$(awk '/requests in/ {print $1}' <<<"$out")
   errs=$(awk '/Non-2xx|Socket errors/' <<<"$out" | tr -s ' \n' ' ')
-  cpu="CPU $(ab_us_per $((c1 - c0)) "$n") us/req, origin $(ab_us_per $((o1 - o0)) "$n")"
+  cpu="CPU $(ab_us_per $((c1 - c0)) "$n") us/req (kernel $(ab_us_per $((s1 - s0)) "$n")), origin $(ab_us_per $((o1 - o0)) "$n")"
   if [ "$v" = base ] || [ "$v" = head ]; then
     mem="RSS $(awk '/VmRSS/ {print int($2/1024)}' "/proc/${PID[$v]}/status") MiB"
     [[ ${EDGE_ENV:-} != *gctrace=1* ]] || mem+=", $(($(gcs "$v") - g0)) GCs"
