@@ -484,7 +484,7 @@ func TestQualifiedFieldsOnlyForTheirRequest(t *testing.T) {
 			n, _ := startEdge(t, listen(t, "127.0.0.11"), cfg)
 			c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients}}
 			t.Cleanup(c.CloseIdleConnections)
-			got := collapsedClients(t, c, n, "/q", clients, &requests, release)
+			got := collapsedClients(t, c, n, "/q", clients, &requests, release, nil)
 			withFields := 0
 			for i, r := range got {
 				foo, bar := r.header.Get("X-Foo"), r.header.Get("X-Bar")
@@ -555,7 +555,7 @@ func TestCollapsedPersonal5xx(t *testing.T) {
 				Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + addr}}})
 			c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients}}
 			t.Cleanup(c.CloseIdleConnections)
-			got := collapsedClients(t, c, n, "/down", clients, &requests, release)
+			got := collapsedClients(t, c, n, "/down", clients, &requests, release, nil)
 			for i, r := range got {
 				v := r.header.Get(tc.header[0])
 				if r.status != http.StatusServiceUnavailable {
@@ -577,16 +577,21 @@ func TestCollapsedPersonal5xx(t *testing.T) {
 }
 
 // collapsedClients sends clients GETs of path to n at once, each with its own X-Client (its
-// index), waits until the origin holds the first (requests is 1) and every client waits in a
-// collapse, then closes release and returns the answers in client order.
-func collapsedClients(t *testing.T, c *http.Client, n *Node, path string, clients int, requests *atomic.Int32, release chan struct{}) []resp {
+// index) and the header pairs more(index) if more is not nil, waits until the origin holds the
+// first (requests is 1) and every client waits in a collapse, then closes release and returns
+// the answers in client order.
+func collapsedClients(t *testing.T, c *http.Client, n *Node, path string, clients int, requests *atomic.Int32, release chan struct{}, more func(i int) []string) []resp {
 	t.Helper()
 	got := make([]resp, clients)
 	errs := make(chan error, clients)
 	for i := range clients {
 		go func() {
+			hdr := []string{"X-Client", fmt.Sprint(i)}
+			if more != nil {
+				hdr = append(hdr, more(i)...)
+			}
 			var err error
-			got[i], err = tryDo(c, http.MethodGet, n.Addr(), testHost, path, "X-Client", fmt.Sprint(i))
+			got[i], err = tryDo(c, http.MethodGet, n.Addr(), testHost, path, hdr...)
 			errs <- err
 		}()
 	}
