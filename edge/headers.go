@@ -17,7 +17,8 @@ import (
 //
 //   - a shared fill carries the leader's fields; its answer is given to another client only if
 //     that client's fields match it on every field the answer's Vary names, so an origin whose
-//     answer depends on a field must say so in Vary (then that field is part of the key);
+//     answer depends on a field must say so in Vary (then that field is part of the key; a
+//     hop-by-hop one, which no fill carries, counts as absent: httpcache.VaryKey);
 //   - the fields known to make origins build a different answer without saying so are never
 //     sent on a shared fill (fillDeny), unless the host names them in request_headers.forward;
 //   - Forwarded and X-Forwarded-* are the edge's own view of the client, kept from the client

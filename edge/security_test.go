@@ -2,10 +2,12 @@ package edge
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -215,6 +217,117 @@ func TestConnectionNamedVaryFieldNotPoisoning(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestHopByHopVaryFieldNotKeyed: the hop-by-hop fields never go upstream (TestHopByHopRemoved),
+// so an answer whose Vary names one is the answer for a request without it, whatever value the
+// client sent. It is stored as that variant and every client shares it, fresh or revalidated
+// once stale; keyed on the client's value, each value cost a fill of its own and a variant
+// (MaxVariants of them and the URL's real variants were stored no more). The Vary's other
+// field is keyed as ever.
+func TestHopByHopVaryFieldNotKeyed(t *testing.T) {
+	for _, tt := range []struct {
+		field   string
+		a, b, c string // three clients' values
+	}{
+		{"Te", "trailers", "trailers, deflate;q=0.5", "gzip"},
+		{"Keep-Alive", "timeout=5", "timeout=9, max=100", "x"},
+		{"Upgrade", "foo/1", "bar/2", "baz"}, // without Connection: upgrade, a GET like any
+	} {
+		t.Run(tt.field, func(t *testing.T) {
+			s := newSingle(t, nil)
+			path := "/hop-vary"
+			vary := []string{tt.field, "Accept-Language"}
+			target := obj(path, "size", "100", "cc", "max-age=60", "vary", strings.Join(vary, ", "))
+			body := func(lang string) string {
+				return string(origin.Body(origin.VariantPath(path, vary, http.Header{"Accept-Language": {lang}}), 1, 100))
+			}
+			first := s.get(t, target, tt.field, tt.a, "Accept-Language", "de")
+			wantCacheStatus(t, first, "fwd=miss", "stored")
+			if got := s.origin.LastHeader(path).Get(tt.field); got != "" {
+				t.Fatalf("origin received %s: %q", tt.field, got)
+			}
+			for _, hdr := range [][]string{{tt.field, tt.b}, nil} {
+				r := s.get(t, target, append(hdr, "Accept-Language", "de")...)
+				wantCacheStatus(t, r, "hit")
+				if r.body != first.body || r.body != body("de") {
+					t.Errorf("a client sending %q got another body than the first", hdr)
+				}
+			}
+			if got := s.origin.Requests(path); got != 1 {
+				t.Errorf("origin requests = %d, want 1: one stored object for every value of %s", got, tt.field)
+			}
+			fr := s.get(t, target, tt.field, tt.a, "Accept-Language", "fr")
+			wantCacheStatus(t, fr, "fwd=vary-miss")
+			if fr.body != body("fr") {
+				t.Errorf("Accept-Language: fr got another variant's body")
+			}
+			// Stale, the one copy is revalidated for a client with yet another value.
+			s.clock.Advance(61 * time.Second)
+			wantCacheStatus(t, s.get(t, target, tt.field, tt.c, "Accept-Language", "de"), "fwd=stale", "fwd-status=304")
+			if got := s.origin.LastHeader(path).Get("If-None-Match"); got == "" {
+				t.Errorf("the stale copy's fill sent no If-None-Match: it was not revalidated")
+			}
+		})
+	}
+}
+
+// TestHopByHopVaryFieldPeerFill: a fill from a peer carries no hop-by-hop field either, so the
+// owner stores the answer for none, and the node that asked must key it the same way: a client
+// with another value is a hit there, not a vary-miss filled again from the owner.
+func TestHopByHopVaryFieldPeerFill(t *testing.T) {
+	f := newFleet(t, []int{2}, noShield, nil)
+	asker := f.nodes[0]
+	var target string
+	for i := 0; ; i++ { // a path n1 owns, which n0 fills from it
+		target = obj(fmt.Sprintf("/hop-peer%d", i), "cc", "max-age=60", "vary", "Te")
+		if rendezvous(asker.tiers.Load().peers, asker.key(target))[0].ID == "n1" {
+			break
+		}
+	}
+	wantCacheStatus(t, do(t, f.client, http.MethodGet, asker.Addr(), testHost, target, "Te", "trailers"), "fwd=miss", "stored", "detail=peer")
+	for _, hdr := range [][]string{{"Te", "gzip"}, nil} {
+		wantCacheStatus(t, do(t, f.client, http.MethodGet, asker.Addr(), testHost, target, hdr...), "p0-n0; hit")
+	}
+	if got := f.origin.Total(); got != 1 {
+		t.Errorf("origin requests = %d, want 1", got)
+	}
+}
+
+// TestHopByHopVaryFieldCollapsed: clients that ask at once with different values of a
+// hop-by-hop field the answer's Vary names share one fill: its answer is theirs, whichever of
+// them led it, and no follower fills its "own" variant again.
+func TestHopByHopVaryFieldCollapsed(t *testing.T) {
+	var requests atomic.Int32
+	release := make(chan struct{})
+	addr := startHTTP(t, "127.0.0.10", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if requests.Add(1) == 1 {
+			<-release // the others join this fill meanwhile
+		}
+		w.Header().Set("Cache-Control", "max-age=600")
+		w.Header().Set("Vary", "TE")
+		fmt.Fprintf(w, "te=%s", r.Header.Get("Te"))
+	}))
+	n, _ := startEdge(t, listen(t, "127.0.0.11"), Config{PoP: "tst", Node: "e1",
+		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + addr}}})
+	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 3}}
+	t.Cleanup(c.CloseIdleConnections)
+	te := []string{"trailers", "gzip", ""}
+	got := collapsedClients(t, c, n, "/hop-collapse", len(te), &requests, release, func(i int) []string {
+		if te[i] == "" {
+			return nil
+		}
+		return []string{"Te", te[i]}
+	})
+	for i, r := range got {
+		if r.status != http.StatusOK || r.body != "te=" {
+			t.Errorf("client with TE %q: %d %q, want 200 te=", te[i], r.status, r.body)
+		}
+	}
+	if got := requests.Load(); got != 1 {
+		t.Errorf("origin requests = %d, want 1", got)
+	}
+	wantCacheStatus(t, do(t, c, http.MethodGet, n.Addr(), testHost, "/hop-collapse", "Te", "deflate"), "hit")
 }
 
 func TestTruncatedOriginResponseNotStored(t *testing.T) {

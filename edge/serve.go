@@ -200,7 +200,8 @@ func (n *Node) serve(w *logWriter, req *request) {
 	// The fields the client's Connection names are for this hop: they never go upstream
 	// (upstreamHeader), so nothing here may act on them either. Kept, they would select the
 	// Vary variant a shared fill's answer (for a request without them) is stored as, and one
-	// client could have every other that sends the same value served that answer.
+	// client could have every other that sends the same value served that answer. The
+	// hop-by-hop fields themselves stay (an upgrade needs them); VaryKey keys them as absent.
 	httpcache.RemoveConnectionOptions(r.Header)
 	if n.trustedHop(r) {
 		req.fromPeer = true

@@ -26,9 +26,9 @@ func RemoveHopByHop(h http.Header) {
 
 // RemoveConnectionOptions deletes from h the fields its Connection names (RFC 9110 §7.6.1),
 // but not the hop-by-hop fields themselves, which the recipient may still need (an upgrade's
-// Connection and Upgrade). A proxy removes them from a request as it arrives: one that kept
-// them while leaving them out of what it forwards would key on, and select a stored variant
-// by, a field the origin never saw.
+// Connection and Upgrade; VaryKey keys them as absent). A proxy removes them from a request as
+// it arrives: one that kept them while leaving them out of what it forwards would key on, and
+// select a stored variant by, a field the origin never saw.
 func RemoveConnectionOptions(h http.Header) {
 	for _, v := range h["Connection"] {
 		for o := range strings.SplitSeq(v, ",") {
@@ -54,6 +54,35 @@ func RemoveConnectionOptions(h http.Header) {
 // themselves (RemoveHopByHop's fixed list), not one that a Connection names: a copy of a header
 // whose Connection options were removed already (RemoveConnectionOptions) tests only these.
 func IsHopByHop(k string) bool { return slices.Contains(hopByHop, k) }
+
+// hopByHopLens has bit n set when a field of hopByHop is n bytes long.
+var hopByHopLens = func() (m uint64) {
+	for _, k := range hopByHop {
+		m |= 1 << len(k)
+	}
+	return m
+}()
+
+// hopByHopName is IsHopByHop for a field name in any case (a Vary's are lower-cased). It is on
+// every hit of a URL with a Vary (VaryKey): the usual names (Accept-Encoding, ...) fail at the
+// length test, inlined.
+func hopByHopName(name string) bool {
+	return len(name) < 64 && hopByHopLens&(1<<len(name)) != 0 && hopByHopFold(name)
+}
+
+// hopByHopFold compares name with each of hopByHop, ignoring case. Equal lengths keep the
+// comparison to ASCII, as in RemoveConnectionOptions. Kept out of line, so that hopByHopName
+// is inlined.
+//
+//go:noinline
+func hopByHopFold(name string) bool {
+	for _, k := range hopByHop {
+		if len(k) == len(name) && strings.EqualFold(k, name) {
+			return true
+		}
+	}
+	return false
+}
 
 // notRefreshed are the fields a 304 never changes in the stored header (RFC 9111 §3.2):
 // Content-Length (MUST NOT), Content-Encoding (it describes the stored bytes, which the 304 does

@@ -347,6 +347,11 @@ func plainASCII(s string) bool {
 // boundary; an absent field is its bare name, so absent and empty differ. Fields are joined
 // with "; ". It returns "" when vary is empty.
 //
+// A hop-by-hop field (RemoveHopByHop's list: TE, Upgrade, Keep-Alive, ...) counts as absent
+// whatever the request holds: a proxy never forwards one, so the answer is the one for a
+// request without it. Keyed on the client's value, each value would fill a variant of its own
+// (up to the store's bound on variants, past which the URL's real ones are not stored).
+//
 // The fields whose syntax is a list (RFC 9110 §5.6.1: Accept, Accept-Charset, Accept-Language,
 // and the client hints Sec-CH-UA and Sec-CH-UA-Full-Version-List, structured-field lists) are
 // read as one, so that spellings a cache must treat alike (RFC 9111 §4.1: whitespace where the
@@ -373,6 +378,9 @@ func VaryKey(vary []string, reqHeader http.Header) string {
 			buf = append(buf, "; "...)
 		}
 		buf = append(buf, name...)
+		if hopByHopName(name) {
+			continue
+		}
 		values := headerValues(reqHeader, name)
 		if len(values) == 0 {
 			continue

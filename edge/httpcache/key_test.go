@@ -199,6 +199,58 @@ func TestVaryKey(t *testing.T) {
 	}
 }
 
+// TestVaryKeyHopByHopAbsent: the hop-by-hop fields (RemoveHopByHop's) never reach the origin, so
+// a Vary that names one is keyed as if the request had none, whatever it sent: the answer is the
+// one for none, and a client's value must neither select nor split it. The other fields of the
+// Vary are keyed as ever.
+func TestVaryKeyHopByHopAbsent(t *testing.T) {
+	tests := []struct {
+		name  string
+		field string // as Vary names it
+		value string
+	}{
+		{"TE", "te", "trailers"},
+		{"Keep-Alive", "keep-alive", "timeout=5"},
+		{"Upgrade", "upgrade", "foo/1"},
+		{"Connection", "connection", "keep-alive"},
+		{"Proxy-Connection", "proxy-connection", "keep-alive"},
+		{"Proxy-Authorization", "proxy-authorization", "Basic eDp5"},
+		{"Proxy-Authenticate", "proxy-authenticate", "Basic"},
+		{"Trailer", "trailer", "X-Sum"},
+		{"Transfer-Encoding", "transfer-encoding", "chunked"},
+		{"any case", "Keep-ALIVE", "timeout=5"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			vary := []string{"accept-language", tt.field}
+			want := `accept-language="de"; ` + tt.field
+			for _, values := range [][]string{nil, {tt.value}, {""}, {tt.value, "x"}} {
+				h := hdr("Accept-Language", "de")
+				if values != nil {
+					h[http.CanonicalHeaderKey(tt.field)] = values
+				}
+				if got := VaryKey(vary, h); got != want {
+					t.Errorf("VaryKey(%q) with %s: %q = %q, want %q (as without it)", vary, tt.field, values, got, want)
+				}
+			}
+		})
+	}
+	// Each field the list holds is covered above, and no other is absent: User-Agent is as
+	// long as Connection and Keep-Alive.
+	for _, f := range hopByHop {
+		covered := false
+		for _, tt := range tests {
+			covered = covered || strings.EqualFold(tt.field, f)
+		}
+		if !covered {
+			t.Errorf("hop-by-hop field %s has no case", f)
+		}
+	}
+	if got, want := VaryKey([]string{"user-agent"}, hdr("User-Agent", "x")), `user-agent="x"`; got != want {
+		t.Errorf("VaryKey(user-agent) = %q, want %q", got, want)
+	}
+}
+
 func FuzzVaryKey(f *testing.F) {
 	f.Add("gzip", "br", true, true, "accept-encoding")
 	f.Add("", "", false, true, "X-FOO-bar")
@@ -384,6 +436,7 @@ func TestVaryKeyAllocs(t *testing.T) {
 		{"accept-encoding", "gzip, deflate, br, zstd"},          // canonical
 		{"accept", "text/html,application/xhtml+xml,*/*;q=0.8"}, // 41 bytes, as they are
 		{"accept", " text/html ,*/*;q=0.8"},
+		{"te", "trailers"}, // absent
 	} {
 		h := hdr(http.CanonicalHeaderKey(c.field), c.value)
 		if n := testing.AllocsPerRun(100, func() { VaryKey([]string{c.field}, h) }); n > 1 {
