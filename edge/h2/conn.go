@@ -238,14 +238,19 @@ func (c *conn) readLoop() bool {
 		if c.mayBlock() {
 			c.beforeBlocking()
 		}
-		f, err := c.fr.ReadFrame()
+		// ReadFrame in its two steps: a frame that fails to parse still has its type.
+		var f http2.Frame
+		fh, err := c.fr.ReadFrameHeader()
+		if err == nil {
+			f, err = c.fr.ReadFrameForHeader(fh)
+		}
 		sending := false // a HEADERS frame after which its client may send more on its stream
 		if hf, ok := f.(*http2.HeadersFrame); ok && err == nil {
 			sending = !hf.StreamEnded()
 			f, err = c.hb.read(c.fr, hf)
 		}
 		if err != nil {
-			if c.readError(err, sending) {
+			if c.readError(err, fh.Type == http2.FrameHeaders, sending) {
 				continue
 			}
 			c.teardown()
@@ -312,21 +317,28 @@ func (c *conn) checkIdleLocked() {
 	}
 }
 
-// readError handles an error from ReadFrame; it reports whether reading goes on. sending
-// says the frame was a HEADERS without END_STREAM.
-func (c *conn) readError(err error, sending bool) bool {
+// readError handles an error from ReadFrame; it reports whether reading goes on. headers
+// says the frame was a HEADERS, sending that it had no END_STREAM.
+func (c *conn) readError(err error, headers, sending bool) bool {
 	var se http2.StreamError
 	var ce http2.ConnectionError
 	switch {
 	case errors.As(err, &se):
 		c.mu.Lock()
-		if se.StreamID > c.maxClientID && se.StreamID%2 == 1 {
+		defer c.mu.Unlock()
+		switch {
+		case c.idleLocked(se.StreamID) && (!headers || se.StreamID%2 == 0):
+			// Only a client's HEADERS on an odd id opens a stream: another frame on an idle
+			// stream (a WINDOW_UPDATE of 0), or a HEADERS on an even one, is a connection
+			// error (RFC 9113, sections 5.1 and 5.1.1).
+			c.connErrorLocked(http2.ErrCodeProtocol)
+			return false
+		case c.idleLocked(se.StreamID):
 			c.maxClientID = se.StreamID // a malformed HEADERS still opened (and closed) its stream
 			c.refuseLocked(se.StreamID, se.Code, sending)
-		} else {
+		default:
 			c.resetLocked(se.StreamID, se.Code)
 		}
-		c.mu.Unlock()
 		return true
 	case errors.As(err, &ce):
 		c.connError(http2.ErrCode(ce))
@@ -439,7 +451,7 @@ func (c *conn) onWindowUpdate(f *http2.WindowUpdateFrame) action {
 	}
 	st := c.streams[f.StreamID]
 	if st == nil {
-		if f.StreamID > c.maxClientID {
+		if c.idleLocked(f.StreamID) {
 			return c.connErrorLocked(http2.ErrCodeProtocol) // an idle stream
 		}
 		return keepReading // a closed one: the update crossed our END_STREAM
@@ -458,7 +470,7 @@ func (c *conn) onReset(f *http2.RSTStreamFrame) action {
 	defer c.mu.Unlock()
 	st := c.streams[f.StreamID]
 	if st == nil {
-		if f.StreamID > c.maxClientID {
+		if c.idleLocked(f.StreamID) {
 			return c.connErrorLocked(http2.ErrCodeProtocol)
 		}
 		c.lateFrameLocked(f.StreamID, true) // the client is done with it too
@@ -487,7 +499,7 @@ func (c *conn) onData(f *http2.DataFrame) action {
 	st := c.streams[id]
 	if st == nil || st.remoteDone {
 		c.consumedLocked(nil, n) // nobody will read it: the connection's window comes back
-		if st == nil && id > c.maxClientID {
+		if st == nil && c.idleLocked(id) {
 			return c.connErrorLocked(http2.ErrCodeProtocol) // an idle stream
 		}
 		if st == nil && c.lateFrameLocked(id, f.StreamEnded()) {
@@ -801,6 +813,14 @@ func (c *conn) refuseLocked(id uint32, code http2.ErrCode, sending bool) {
 	if sending && !c.closing {
 		c.rememberLocked(id)
 	}
+}
+
+// idleLocked reports whether stream id is idle: no HEADERS of the client opened it, nor one
+// with a higher id. Even ids are the server's, which opens none (it does not push). A frame
+// other than HEADERS or PRIORITY on an idle stream is a connection error PROTOCOL_ERROR (RFC
+// 9113, section 5.1).
+func (c *conn) idleLocked(id uint32) bool {
+	return id%2 == 0 || id > c.maxClientID
 }
 
 // rememberLocked notes id in resetOpen, overwriting the oldest when it is full.
