@@ -112,7 +112,8 @@ type conn struct {
 	// resetOpenNext) that the server reset while their client could still be sending: what
 	// the client sent before it saw the RST_STREAM arrives after it and is ignored (RFC 9113,
 	// section 5.1), not answered with another reset or, for trailers, a connection error.
-	resetOpen     []uint32
+	// Its DATA is ignored only up to the stream's window at the reset (lateStream).
+	resetOpen     []lateStream
 	resetOpenNext int
 	// freeHeaders are response header maps of handlers that returned, cleared, for the next
 	// streams: a map grown to a cached object's dozen fields is several allocations, which at
@@ -498,14 +499,20 @@ func (c *conn) onData(f *http2.DataFrame) action {
 	c.recvWindow -= n
 	st := c.streams[id]
 	if st == nil || st.remoteDone {
+		late := false
+		if st == nil {
+			if c.idleLocked(id) {
+				return c.connErrorLocked(http2.ErrCodeProtocol) // an idle stream
+			}
+			var over bool
+			if late, over = c.lateDataLocked(id, n, f.StreamEnded()); over {
+				return c.connErrorLocked(http2.ErrCodeFlowControl)
+			}
+		}
 		c.consumedLocked(nil, n) // nobody will read it: the connection's window comes back
-		if st == nil && c.idleLocked(id) {
-			return c.connErrorLocked(http2.ErrCodeProtocol) // an idle stream
+		if !late {
+			c.resetLocked(id, http2.ErrCodeStreamClosed)
 		}
-		if st == nil && c.lateFrameLocked(id, f.StreamEnded()) {
-			return keepReading
-		}
-		c.resetLocked(id, http2.ErrCodeStreamClosed)
 		return keepReading
 	}
 	if n > st.recvWindow {
@@ -801,7 +808,7 @@ func (c *conn) resetLocked(id uint32, code http2.ErrCode) {
 	c.fr.WriteRSTStream(id, code)
 	c.dirty = true
 	if sending {
-		c.rememberLocked(id)
+		c.rememberLocked(id, st.recvWindow)
 	}
 }
 
@@ -811,7 +818,9 @@ func (c *conn) resetLocked(id uint32, code http2.ErrCode) {
 func (c *conn) refuseLocked(id uint32, code http2.ErrCode, sending bool) {
 	c.resetLocked(id, code)
 	if sending && !c.closing {
-		c.rememberLocked(id)
+		// A new stream's window: that of the server's SETTINGS (or the smaller default, if
+		// the client has not read them yet).
+		c.rememberLocked(id, recvStreamWindow)
 	}
 }
 
@@ -823,13 +832,24 @@ func (c *conn) idleLocked(id uint32) bool {
 	return id%2 == 0 || id > c.maxClientID
 }
 
-// rememberLocked notes id in resetOpen, overwriting the oldest when it is full.
-func (c *conn) rememberLocked(id uint32) {
+// lateStream is a stream in resetOpen.
+type lateStream struct {
+	id uint32 // 0 once the stream is forgotten: no client stream has id 0
+	// window is the stream's flow-control window when the server reset it: the most DATA
+	// (padding included) the client can have sent on it that had not yet arrived, and so all
+	// of its late DATA that is ignored.
+	window int64
+}
+
+// rememberLocked notes id in resetOpen with the stream's window, overwriting the oldest when
+// it is full.
+func (c *conn) rememberLocked(id uint32, window int64) {
+	e := lateStream{id: id, window: window}
 	if len(c.resetOpen) < maxResetOpen {
-		c.resetOpen = append(c.resetOpen, id)
+		c.resetOpen = append(c.resetOpen, e)
 		return
 	}
-	c.resetOpen[c.resetOpenNext] = id
+	c.resetOpen[c.resetOpenNext] = e
 	c.resetOpenNext = (c.resetOpenNext + 1) % maxResetOpen
 }
 
@@ -840,18 +860,33 @@ func (c *conn) rememberLocked(id uint32) {
 // (the frame ends or resets the client's side) forgets the stream: nothing more may come on
 // it.
 func (c *conn) lateFrameLocked(id uint32, end bool) bool {
+	late, _ := c.lateDataLocked(id, 0, end)
+	return late
+}
+
+// lateDataLocked is lateFrameLocked for a DATA frame of n bytes, padding included, which are
+// charged against the window of a stream in resetOpen: over reports a frame past it, more
+// than the client may have sent (a connection error FLOW_CONTROL_ERROR, RFC 9113 section
+// 6.9). A client could otherwise make the server read for ever on a stream the server reset.
+func (c *conn) lateDataLocked(id uint32, n int64, end bool) (late, over bool) {
 	if c.goAwaySent && id > c.goAwayLast && id%2 == 1 {
-		return true
+		return true, false
 	}
-	for i, v := range c.resetOpen {
-		if v == id {
-			if end {
-				c.resetOpen[i] = 0 // no client stream has id 0
-			}
-			return true
+	for i := range c.resetOpen {
+		e := &c.resetOpen[i]
+		if e.id != id {
+			continue
 		}
+		if n > e.window {
+			return true, true
+		}
+		e.window -= n
+		if end {
+			e.id = 0
+		}
+		return true, false
 	}
-	return false
+	return false, false
 }
 
 // connError ends the connection with a GOAWAY carrying code.

@@ -455,3 +455,132 @@ func TestLateEndOfRequestNeverServed(t *testing.T) {
 		})
 	}
 }
+
+// TestLateDataBounded: the DATA a client sends on a stream after the server reset it while the
+// client was still sending is ignored only up to the stream's flow-control window at the reset
+// (for a stream refused at its HEADERS, the initial window of the server's SETTINGS), padding
+// included: that is all the client can have had in flight. One byte past it is a connection
+// error FLOW_CONTROL_ERROR (RFC 9113, section 6.9). It was ignored without end, and its
+// connection window given back, so that a client could make the server read for ever. The
+// connection's window still comes back for the DATA ignored within the bound.
+func TestLateDataBounded(t *testing.T) {
+	const read = 100 << 10 // what the "read part" handler reads before it answers
+	for _, tt := range []struct {
+		name   string
+		refuse bool  // MaxConcurrentStreams 1, and stream 1 held: stream 3 is refused
+		read   int   // the request body bytes the client sends first, and the handler reads
+		padded bool  // the late DATA frames are padded
+		window int64 // the stream's window at the reset
+	}{
+		{name: "answered early", window: recvStreamWindow},
+		{name: "answered early, padded", padded: true, window: recvStreamWindow},
+		{name: "read part", read: read, window: recvStreamWindow - read},
+		{name: "refused", refuse: true, window: recvStreamWindow},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			hold := make(chan struct{})
+			release := sync.OnceFunc(func() { close(hold) })
+			defer release() // the server's shutdown waits for the held handler
+			ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/hold" {
+					<-hold
+				}
+				if _, err := io.ReadFull(r.Body, make([]byte, tt.read)); err != nil {
+					t.Errorf("reading the body: %v", err)
+				}
+				w.Header().Set("Content-Length", "2")
+				io.WriteString(w, "ok")
+			}))
+			if tt.refuse {
+				ts.H2.MaxConcurrentStreams = 1
+			}
+			c := dialRaw(t, ts)
+			id, code := uint32(1), http2.ErrCodeNo
+			if tt.refuse {
+				c.headers(1, true, "/hold")
+				id, code = 3, http2.ErrCodeRefusedStream
+			}
+			c.headers(id, false, "/", "content-type", "text/plain")
+			// The connection's window the client has: the protocol's initial one, then the
+			// server's WINDOW_UPDATE frames.
+			connWindow := int64(initialWindow)
+			watch := func(f http2.Frame) {
+				switch f := f.(type) {
+				case *http2.WindowUpdateFrame:
+					if f.StreamID == 0 {
+						connWindow += int64(f.Increment)
+					}
+				case *http2.GoAwayFrame:
+					t.Fatalf("GOAWAY %v within the stream's window", f.ErrCode)
+				case *http2.RSTStreamFrame:
+					if f.StreamID != id || f.ErrCode != code {
+						t.Fatalf("stream %d reset with %v, want stream %d %v", f.StreamID, f.ErrCode, id, code)
+					}
+				}
+			}
+			// send sends n bytes of DATA on the stream, padding included, in full frames.
+			send := func(n int64) {
+				data := make([]byte, maxReadFrameSize)
+				for n > 0 {
+					l := min(n, maxReadFrameSize)
+					var err error
+					if tt.padded && l > 1 {
+						pad := min(l-1, 255)
+						err = c.fr.WriteDataPadded(id, false, data[:l-1-pad], make([]byte, pad))
+					} else {
+						err = c.fr.WriteData(id, false, data[:l])
+					}
+					if err != nil {
+						t.Fatal(err)
+					}
+					n -= l
+					connWindow -= l
+				}
+			}
+			send(int64(tt.read))
+			c.until("the stream's reset", func(f http2.Frame) bool {
+				watch(f)
+				rst, ok := f.(*http2.RSTStreamFrame)
+				return ok && rst.StreamID == id
+			})
+
+			send(tt.window)
+			c.fr.WritePing(false, [8]byte{1})
+			c.until("the PING's ACK, after the late DATA", func(f http2.Frame) bool {
+				watch(f)
+				p, ok := f.(*http2.PingFrame)
+				return ok && p.IsAck()
+			})
+			if connWindow < 1 {
+				t.Fatalf("the connection's window did not come back for the ignored DATA: %d left", connWindow)
+			}
+
+			// One byte more, and a PING, in one write that the server reads at once: it
+			// closes with nothing unread, which would reset the connection and could lose
+			// the GOAWAY.
+			var out bytes.Buffer
+			fr := http2.NewFramer(&out, nil)
+			fr.WriteData(id, false, []byte("x"))
+			fr.WritePing(false, [8]byte{2})
+			if _, err := c.nc.Write(out.Bytes()); err != nil {
+				t.Fatal(err)
+			}
+			c.until("the GOAWAY", func(f http2.Frame) bool {
+				switch f := f.(type) {
+				case *http2.GoAwayFrame:
+					if f.ErrCode != http2.ErrCodeFlowControl {
+						t.Fatalf("GOAWAY %v, want FLOW_CONTROL_ERROR", f.ErrCode)
+					}
+					return true
+				case *http2.PingFrame:
+					if f.IsAck() {
+						t.Fatalf("DATA past the stream's window of %d bytes at its reset ignored: the connection went on", tt.window)
+					}
+				case *http2.RSTStreamFrame:
+					t.Fatalf("stream %d reset with %v, want GOAWAY FLOW_CONTROL_ERROR", f.StreamID, f.ErrCode)
+				}
+				return false
+			})
+		})
+	}
+}
