@@ -2,12 +2,16 @@ package h2
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
 	"testing"
+
+	"golang.org/x/net/http2"
 )
 
 // BenchmarkServe compares this server with net/http's HTTP/2 server over TLS on loopback:
@@ -70,4 +74,64 @@ func BenchmarkServe(b *testing.B) {
 			})
 		}
 	}
+}
+
+// newBareConn is a connection that is not served: its frames are handed to process by the
+// caller, on the caller's goroutine. Its client is nc's other end, which reads nothing.
+func newBareConn(tb testing.TB) *conn {
+	nc, peer := net.Pipe()
+	c := newConn(&Server{}, context.Background(), nc, nil, http.NotFoundHandler())
+	tb.Cleanup(func() {
+		c.cancel()
+		nc.Close()
+		peer.Close()
+	})
+	return c
+}
+
+// BenchmarkLateFrame is the cost of one frame on a closed stream while resetOpen is full (the
+// server reset maxResetOpen streams while their clients were sending): a flood of RST_STREAM
+// on streams it no longer remembers, trailers on the most recently remembered one, and the
+// remembering of one more stream, which overwrites the oldest.
+func BenchmarkLateFrame(b *testing.B) {
+	full := func(b *testing.B) *conn {
+		c := newBareConn(b)
+		for i := range maxResetOpen {
+			c.rememberLocked(uint32(2*i+1), recvStreamWindow)
+		}
+		c.maxClientID = 2*maxResetOpen + 1 // a stream the server does not remember
+		return c
+	}
+	b.Run("RST_STREAM/forgotten", func(b *testing.B) {
+		c := full(b)
+		f := &http2.RSTStreamFrame{FrameHeader: http2.FrameHeader{Type: http2.FrameRSTStream, StreamID: c.maxClientID}, ErrCode: http2.ErrCodeCancel}
+		b.ReportAllocs()
+		for b.Loop() {
+			if c.process(f) != keepReading {
+				b.Fatal("the connection ended")
+			}
+		}
+	})
+	b.Run("HEADERS/remembered", func(b *testing.B) {
+		c := full(b)
+		newest := uint32(2*maxResetOpen - 1)
+		f := &http2.MetaHeadersFrame{HeadersFrame: &http2.HeadersFrame{FrameHeader: http2.FrameHeader{Type: http2.FrameHeaders, StreamID: newest}}}
+		b.ReportAllocs()
+		for b.Loop() {
+			if c.process(f) != keepReading {
+				b.Fatal("the connection ended")
+			}
+		}
+	})
+	b.Run("remember", func(b *testing.B) {
+		c := full(b)
+		id := c.maxClientID
+		b.ReportAllocs()
+		for b.Loop() {
+			id += 2
+			c.mu.Lock()
+			c.rememberLocked(id, recvStreamWindow)
+			c.mu.Unlock()
+		}
+	})
 }

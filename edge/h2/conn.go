@@ -115,6 +115,9 @@ type conn struct {
 	// Its DATA is ignored only up to the stream's window at the reset (lateStream).
 	resetOpen     []lateStream
 	resetOpenNext int
+	// resetOpenSlot is the index in resetOpen of each stream it remembers: a frame on a
+	// closed stream (a flood of RST_STREAM) costs one lookup, not a scan of resetOpen.
+	resetOpenSlot map[uint32]int
 	// freeHeaders are response header maps of handlers that returned, cleared, for the next
 	// streams: a map grown to a cached object's dozen fields is several allocations, which at
 	// a full store cost more in collections than in the allocating (issue 15).
@@ -844,13 +847,20 @@ type lateStream struct {
 // rememberLocked notes id in resetOpen with the stream's window, overwriting the oldest when
 // it is full.
 func (c *conn) rememberLocked(id uint32, window int64) {
-	e := lateStream{id: id, window: window}
-	if len(c.resetOpen) < maxResetOpen {
-		c.resetOpen = append(c.resetOpen, e)
-		return
+	if c.resetOpenSlot == nil {
+		c.resetOpenSlot = map[uint32]int{} // grown as needed: most connections reset few streams
 	}
-	c.resetOpen[c.resetOpenNext] = e
-	c.resetOpenNext = (c.resetOpenNext + 1) % maxResetOpen
+	e := lateStream{id: id, window: window}
+	i := len(c.resetOpen)
+	if i < maxResetOpen {
+		c.resetOpen = append(c.resetOpen, e)
+	} else {
+		i = c.resetOpenNext
+		delete(c.resetOpenSlot, c.resetOpen[i].id) // 0, of a forgotten stream, is in no slot
+		c.resetOpen[i] = e
+		c.resetOpenNext = (i + 1) % maxResetOpen
+	}
+	c.resetOpenSlot[id] = i
 }
 
 // lateFrameLocked reports whether a frame on stream id, which has no state, is one its
@@ -872,21 +882,20 @@ func (c *conn) lateDataLocked(id uint32, n int64, end bool) (late, over bool) {
 	if c.goAwaySent && id > c.goAwayLast && id%2 == 1 {
 		return true, false
 	}
-	for i := range c.resetOpen {
-		e := &c.resetOpen[i]
-		if e.id != id {
-			continue
-		}
-		if n > e.window {
-			return true, true
-		}
-		e.window -= n
-		if end {
-			e.id = 0
-		}
-		return true, false
+	i, ok := c.resetOpenSlot[id]
+	if !ok {
+		return false, false
 	}
-	return false, false
+	e := &c.resetOpen[i]
+	if n > e.window {
+		return true, true
+	}
+	e.window -= n
+	if end {
+		e.id = 0
+		delete(c.resetOpenSlot, id)
+	}
+	return true, false
 }
 
 // connError ends the connection with a GOAWAY carrying code.

@@ -584,3 +584,71 @@ func TestLateDataBounded(t *testing.T) {
 		})
 	}
 }
+
+// TestResetOpenRing: resetOpen remembers the last maxResetOpen streams, the oldest overwritten
+// first; a stream whose client ended its side is forgotten at once, and the later overwrite of
+// its slot forgets no other stream. resetOpenSlot, the lookup beside the ring, agrees with it
+// throughout, and once the ring is full, remembering and looking up allocate nothing.
+func TestResetOpenRing(t *testing.T) {
+	c := newBareConn(t)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	id := func(i int) uint32 { return uint32(2*i + 1) }
+	check := func(what string, from, to int, forgotten ...uint32) {
+		t.Helper()
+		for i := range to + 8 {
+			want := i >= from && i < to && !slices.Contains(forgotten, id(i))
+			if got := c.lateFrameLocked(id(i), false); got != want {
+				t.Errorf("%s: stream %d remembered %v, want %v", what, id(i), got, want)
+			}
+		}
+		n := 0
+		for i, e := range c.resetOpen {
+			if e.id == 0 {
+				continue
+			}
+			n++
+			if slot, ok := c.resetOpenSlot[e.id]; !ok || slot != i {
+				t.Errorf("%s: stream %d in slot %d, looked up in %d (%v)", what, e.id, i, slot, ok)
+			}
+		}
+		if len(c.resetOpen) > maxResetOpen || len(c.resetOpenSlot) != n {
+			t.Errorf("%s: %d slots, %d streams in them, %d looked up", what, len(c.resetOpen), n, len(c.resetOpenSlot))
+		}
+	}
+
+	const over = 10
+	for i := range maxResetOpen + over {
+		c.rememberLocked(id(i), 100)
+	}
+	check("past full", over, maxResetOpen+over)
+
+	ended := id(over + 5)
+	c.lateFrameLocked(ended, true)
+	check("one ended", over, maxResetOpen+over, ended)
+	for i := range 6 { // the oldest six slots, the ended stream's last
+		c.rememberLocked(id(maxResetOpen+over+i), 100)
+	}
+	check("its slot reused", over+6, maxResetOpen+over+6)
+
+	late, overrun := c.lateDataLocked(id(over+6), 100, false)
+	if !late || overrun {
+		t.Errorf("DATA of the window's 100 bytes: late %v, over %v; want true, false", late, overrun)
+	}
+	if late, overrun = c.lateDataLocked(id(over+6), 1, true); !late || !overrun {
+		t.Errorf("a byte past the window: late %v, over %v; want true, true", late, overrun)
+	}
+
+	next := maxResetOpen + over + 6
+	if a := testing.AllocsPerRun(1, func() {
+		for range 10 * maxResetOpen {
+			c.rememberLocked(id(next), 100)
+			c.lateFrameLocked(id(next), false)
+			c.lateFrameLocked(id(next-maxResetOpen/2), true)
+			c.lateFrameLocked(id(next-2*maxResetOpen), false)
+			next++
+		}
+	}); a != 0 {
+		t.Errorf("%v allocations remembering and looking up %d streams with a full ring", a, 10*maxResetOpen)
+	}
+}
