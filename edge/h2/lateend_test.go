@@ -257,6 +257,12 @@ func (c *heldConn) frames() []string {
 // address.
 func serveH2C(t *testing.T, h http.Handler) string {
 	t.Helper()
+	return serveH2CWrapped(t, h, nil)
+}
+
+// serveH2CWrapped is serveH2C whose server sees each connection through wrap, if not nil.
+func serveH2CWrapped(t *testing.T, h http.Handler, wrap func(net.Conn) net.Conn) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -274,6 +280,9 @@ func serveH2C(t *testing.T, h http.Handler) string {
 			mu.Lock()
 			conns = append(conns, nc)
 			mu.Unlock()
+			if wrap != nil {
+				nc = wrap(nc)
+			}
 			wg.Go(func() { s.ServeConn(context.Background(), nc, nil, h) })
 		}
 	})

@@ -3,6 +3,7 @@ package h2
 import (
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -472,5 +473,81 @@ func TestSlowSteadyReader(t *testing.T) {
 	})
 	if got != len(body) || time.Since(start) < ts.H2.WriteTimeout {
 		t.Fatalf("%d bytes in %v: the test wants a transfer longer than the write timeout", got, time.Since(start))
+	}
+}
+
+// lateReadConn is a server's connection whose reader learns of a failed read (its client
+// gone) only once release is closed: a connection's reader may be late to see what its
+// handlers' writes already found (it may be running a handler itself, or be off the CPU).
+type lateReadConn struct {
+	net.Conn
+	release chan struct{}
+}
+
+func (c *lateReadConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil {
+		<-c.release
+	}
+	return n, err
+}
+
+// TestFlushErrorAfterFailedWrite: once a write to the client failed (it went away), a
+// handler's Flush through http.ResponseController fails with that write's error, so that a
+// handler streaming a long answer stops at once. It returned nil until the connection's
+// reader had seen the client gone and torn the connection down.
+func TestFlushErrorAfterFailedWrite(t *testing.T) {
+	type result struct {
+		flushes         int
+		write, flushErr error
+	}
+	flushed := make(chan struct{}) // the first chunk went out
+	gone := make(chan struct{})    // the client closed its connection
+	done := make(chan result, 1)
+	release := make(chan struct{})
+	defer close(release) // the server's reader then sees the client gone, and tears down
+	addr := serveH2CWrapped(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		chunk := make([]byte, 16<<10)
+		for i := 0; ; i++ {
+			_, werr := w.Write(chunk)
+			ferr := rc.Flush()
+			if werr != nil || ferr != nil {
+				done <- result{i, werr, ferr}
+				return
+			}
+			if i == 0 {
+				close(flushed)
+				<-gone
+			}
+		}
+	}), func(nc net.Conn) net.Conn { return &lateReadConn{nc, release} })
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	c := newRawClient(t, nc)
+	// Windows that never stop the handler's writes.
+	c.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: maxWindow})
+	c.fr.WriteWindowUpdate(0, maxWindow-initialWindow)
+	c.headers(1, true, "/")
+	<-flushed
+	nc.(*net.TCPConn).SetLinger(0) // a reset: the server's next write fails
+	nc.Close()
+	close(gone)
+
+	var got result
+	select {
+	case got = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler still writes 10 s after its client went away")
+	}
+	if got.write != nil {
+		t.Fatalf("Write failed with %v after %d flushes that returned nil", got.write, got.flushes)
+	}
+	var oe *net.OpError
+	if !errors.As(got.flushErr, &oe) || oe.Op != "write" {
+		t.Fatalf("Flush returned %v after %d flushes, want the connection's write error", got.flushErr, got.flushes)
 	}
 }

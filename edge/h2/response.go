@@ -207,11 +207,16 @@ func (w *responseWriter) SetReadDeadline(t time.Time) error {
 
 // FlushError is Flush that says whether the stream is still there (http.ResponseController).
 // A whole answer is not failed by the RST_STREAM NO_ERROR that followed it (localEndLocked).
+// A failed write to the client fails it at once, not only once the reader has seen the
+// connection end: a handler streaming a long answer stops there.
 func (w *responseWriter) FlushError() error {
 	w.Flush()
 	c := w.st.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.werr != nil {
+		return c.werr
+	}
 	if w.st.reset && !w.endSent || c.closing {
 		return errStreamClosed
 	}

@@ -305,7 +305,7 @@ func TestShutdownWaitsForStreams(t *testing.T) {
 // rawClient speaks HTTP/2 frame by frame, for what a well-behaved client never sends.
 type rawClient struct {
 	t   testing.TB
-	nc  *tls.Conn
+	nc  net.Conn
 	fr  *http2.Framer
 	enc *hpack.Encoder
 	buf bytes.Buffer
@@ -327,7 +327,12 @@ func dialTLS(t testing.TB, ts *testServer) *tls.Conn {
 
 func dialRaw(t testing.TB, ts *testServer) *rawClient {
 	t.Helper()
-	nc := dialTLS(t, ts)
+	return newRawClient(t, dialTLS(t, ts))
+}
+
+// newRawClient starts HTTP/2 on nc, a connection to the server: the preface and SETTINGS.
+func newRawClient(t testing.TB, nc net.Conn) *rawClient {
+	t.Helper()
 	nc.SetDeadline(time.Now().Add(10 * time.Second))
 	c := &rawClient{t: t, nc: nc, fr: http2.NewFramer(nc, nc)}
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
