@@ -331,6 +331,13 @@ func (c *conn) readError(err error, headers, sending bool) bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		switch {
+		case headers && se.Cause == nil:
+			// The Framer refused the frame before decoding its header block (padding past its
+			// end, a connection error anyway: RFC 9113, section 6.2): the block's changes to
+			// the dynamic table are lost, and the next block would be read against the wrong one.
+			// Those it refuses after decoding (invalid fields, pseudo-headers) carry a cause.
+			c.connErrorLocked(http2.ErrCodeProtocol)
+			return false
 		case c.idleLocked(se.StreamID) && (!headers || se.StreamID%2 == 0):
 			// Only a client's HEADERS on an odd id opens a stream: another frame on an idle
 			// stream (a WINDOW_UPDATE of 0), or a HEADERS on an even one, is a connection

@@ -49,6 +49,14 @@ func TestFramesOnIdleStreams(t *testing.T) {
 		return c.fr.WriteRawFrame(http2.FrameGoAway, 0, id, make([]byte, 8))
 	}
 	unknown := func(c *rawClient, id uint32) error { return c.fr.WriteRawFrame(0xfa, 0, id, []byte("ext")) }
+	// Padding longer than the frame: x/net's Framer reports a stream error without decoding the
+	// header block, whose dynamic-table changes the connection's decoder then never saw.
+	overPadded := func(c *rawClient, id uint32) error {
+		c.buf.Reset()
+		c.enc.WriteField(hpack.HeaderField{Name: ":method", Value: "GET"})
+		return c.fr.WriteRawFrame(http2.FrameHeaders, http2.FlagHeadersPadded|http2.FlagHeadersEndHeaders|http2.FlagHeadersEndStream,
+			id, append([]byte{200}, c.buf.Bytes()...))
+	}
 
 	// Streams 1 and 3 are answered first: the client's last stream is 3.
 	for _, tt := range []struct {
@@ -60,6 +68,8 @@ func TestFramesOnIdleStreams(t *testing.T) {
 	}{
 		{name: "odd/HEADERS", id: 5, send: headers, next: 7},
 		{name: "odd/malformed HEADERS", id: 5, send: malformed, reset: []http2.ErrCode{http2.ErrCodeProtocol}, next: 7},
+		{name: "odd/HEADERS padded past its end", id: 5, send: overPadded},
+		{name: "closed/HEADERS padded past its end", id: 3, send: overPadded},
 		{name: "odd/PRIORITY", id: 5, send: priority, next: 5},
 		{name: "odd/PRIORITY on itself", id: 5, send: selfPriority, reset: []http2.ErrCode{http2.ErrCodeProtocol}, next: 7},
 		{name: "odd/unknown type", id: 5, send: unknown, next: 5},
