@@ -248,6 +248,37 @@ func TestFillTimeout(t *testing.T) {
 	}
 }
 
+// TestResponseHeaderTimeoutIs504: an origin that sends no head within
+// upstream.response_header_timeout gets its client a 504, as a pass did and nginx does, on
+// every way a request reaches it. A GET or HEAD miss got 502: the upstream client's own
+// HTTP/1.1 path wrapped its header timeout so that it no longer read as a timeout.
+func TestResponseHeaderTimeoutIs504(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	n, client := echoEdge(t, func(w http.ResponseWriter, r *http.Request) {
+		select { // no head until the test ends
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}, nil, func(c *Config) { c.Upstream.ResponseHeaderTimeout = 200 * time.Millisecond })
+	for _, tt := range []struct {
+		name, method, path string
+		hdr                []string
+	}{
+		{"GET miss", http.MethodGet, "/get", nil},
+		{"HEAD miss", http.MethodHead, "/head", nil},
+		{"GET with Authorization", http.MethodGet, "/auth", []string{"Authorization", "Bearer x"}},
+		{"POST pass", http.MethodPost, "/post", nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := do(t, client, tt.method, n.Addr(), testHost, tt.path, tt.hdr...)
+			if r.status != http.StatusGatewayTimeout {
+				t.Errorf("%s %s, origin silent past response_header_timeout = %d %q, want 504", tt.method, tt.path, r.status, r.body)
+			}
+		})
+	}
+}
+
 // TestFillTimeoutMidBody: a collapsed fill whose origin sends its header and part of a large
 // body and then stalls ends at Config.FillTimeout (the pump's read is aborted through the
 // fill context's AfterFunc), the client's answer is cut, and the next request fills anew.

@@ -468,6 +468,20 @@ type staleConnError struct{ err error }
 func (e *staleConnError) Error() string { return e.err.Error() }
 func (e *staleConnError) Unwrap() error { return e.err }
 
+// exchangeError is an exchange's failure, naming what was being done on which connection. Its
+// Timeout is its cause's, as notReachedError's: url.Error.Timeout asks its Err directly, not
+// through Unwrap, so a header timeout wrapped by fmt.Errorf read as no timeout through Do, and
+// the edge answered a fill whose origin sent no head in time with 502 instead of 504.
+type exchangeError struct{ err error }
+
+func (e *exchangeError) Error() string { return e.err.Error() }
+func (e *exchangeError) Unwrap() error { return e.err }
+
+func (e *exchangeError) Timeout() bool {
+	var t interface{ Timeout() bool }
+	return errors.As(e.err, &t) && t.Timeout()
+}
+
 // errHeaderTimeout is ResponseHeaderTimeout expiring; like the Transport's, it is a net.Error
 // whose Timeout is true.
 var errHeaderTimeout error = headerTimeoutError{}
@@ -500,7 +514,7 @@ func (c *h1Conn) exchange(ctx context.Context, deadline time.Time, req *http.Req
 		case beforeAnswer && c.reused:
 			return &staleConnError{fmt.Errorf("%s %s, a kept-alive connection: %w", what, c.pool.addr, err)}
 		}
-		return fmt.Errorf("%s %s: %w", what, c.pool.addr, err)
+		return &exchangeError{fmt.Errorf("%s %s: %w", what, c.pool.addr, err)}
 	}
 	_, bounded := ctx.Deadline()
 	bounded = bounded || deadline.IsZero()
