@@ -45,6 +45,12 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 	initialAge := httpcache.InitialAge(h, began, respTime)
 	h.Del("Age")
 	h.Set("Via", n.via(strings.Join(h["Via"], ", "), resp.ProtoMajor, resp.ProtoMinor))
+	if _, ok := h["Date"]; !ok {
+		// RFC 9110 §6.6.1: a recipient that caches an answer without Date MUST add one. Added
+		// only as it went out, a hit's Date was the time it was served, and beside its Age a
+		// client reading Expires - Date counted the copy's age twice.
+		h["Date"] = []string{respTime.UTC().Format(http.TimeFormat)}
+	}
 
 	if resp.StatusCode == http.StatusNotModified && stale != nil {
 		resp.Body.Close()

@@ -163,3 +163,35 @@ func TestUpstreamRequestSameURL(t *testing.T) {
 		t.Errorf("upstreamRequest: %v allocations, want 2", n)
 	}
 }
+
+// TestAnswerWithoutDateStoredWithOne: an origin answer without Date is stored with the time
+// it came as its Date (RFC 9110 §6.6.1: a recipient that caches it MUST add one), so a hit
+// says when the copy was made. It went out with the time it was served, and beside its Age
+// a client reading Expires - Date counted the copy's age twice: one 30 s old with 30 s left
+// read as already stale.
+func TestAnswerWithoutDateStoredWithOne(t *testing.T) {
+	clock := newFakeClock()
+	filled := clock.Now()
+	n, client := echoEdge(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header()["Date"] = nil // net/http's server adds none then, as some origins send none
+		w.Header().Set("Expires", filled.Add(time.Minute).Format(http.TimeFormat))
+		w.Write([]byte("no date"))
+	}, nil, func(c *Config) { c.Clock = clock.Now })
+	want := filled.Format(http.TimeFormat)
+	for _, tt := range []struct {
+		name, method string
+		advance      time.Duration
+		age          string
+	}{
+		{"miss", http.MethodGet, 0, "0"},
+		{"hit", http.MethodGet, 30 * time.Second, "30"},
+		{"HEAD hit", http.MethodHead, 0, "30"},
+	} {
+		clock.Advance(tt.advance)
+		r := do(t, client, tt.method, n.Addr(), testHost, "/nodate")
+		if r.status != http.StatusOK || r.header.Get("Date") != want || r.header.Get("Age") != tt.age {
+			t.Errorf("%s: %d, Date %q, Age %q (Cache-Status %q); want 200, Date %q (the fill's), Age %s",
+				tt.name, r.status, r.header.Get("Date"), r.header.Get("Age"), r.header.Get("Cache-Status"), want, tt.age)
+		}
+	}
+}
