@@ -5,12 +5,14 @@ import (
 	"bytes"
 	"encoding/json"
 	"log/slog"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/meridian-cdn/meridian/internal/wait"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 // lockedBuffer is a bytes.Buffer the node's goroutines may write while the test reads.
@@ -82,4 +84,67 @@ func TestAccessLogJSON(t *testing.T) {
 	if lines[0]["tier"] != "origin" {
 		t.Errorf("miss line: tier = %v, want origin", lines[0]["tier"])
 	}
+}
+
+// TestAccessLogNotesFillFailure: a miss whose fill fails is logged with the failure's cause,
+// as a failed pass is. The note was the status text alone ("Bad Gateway"): the cause was
+// noted, then overwritten with it, so the log never said why.
+func TestAccessLogNotesFillFailure(t *testing.T) {
+	var out lockedBuffer
+	release := make(chan struct{})
+	defer close(release)
+	silent := startHTTP(t, "127.0.0.20", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select { // no head until the test ends
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	gone := freeAddr(t, "127.0.0.22") // nothing listens: connections are refused
+	cfg := Config{PoP: "tst", Node: "e1", AccessLog: true, Logger: slog.New(slog.NewJSONHandler(&out, nil)),
+		Hosts: []wire.HostConfig{
+			{Host: "silent.example.com", Origin: "http://" + silent},
+			{Host: "gone.example.com", Origin: "http://" + gone},
+		}}
+	cfg.Upstream.ResponseHeaderTimeout = 200 * time.Millisecond
+	n, _ := startEdge(t, listen(t, "127.0.0.21"), cfg)
+	client := &http.Client{}
+	defer client.CloseIdleConnections()
+	for _, tt := range []struct {
+		host, method, path, want string
+	}{
+		{"silent.example.com", http.MethodGet, "/get", "timeout awaiting response headers"},
+		{"silent.example.com", http.MethodPost, "/post", "timeout awaiting response headers"},
+		{"gone.example.com", http.MethodGet, "/get", "connection refused"},
+		{"gone.example.com", http.MethodHead, "/head", "connection refused"},
+	} {
+		r := do(t, client, tt.method, n.Addr(), tt.host, tt.path)
+		if r.status < 500 {
+			t.Fatalf("%s %s%s = %d, want an error", tt.method, tt.host, tt.path, r.status)
+		}
+		note := ""
+		wait.For(t, 5*time.Second, "the failed request's access log line", func() bool {
+			note = accessNote(t, out.String(), tt.method, tt.host, tt.path)
+			return note != ""
+		})
+		if !strings.Contains(note, tt.want) {
+			t.Errorf("%s %s%s (%d) logged with note %q, want the cause, %q", tt.method, tt.host, tt.path, r.status, note, tt.want)
+		}
+	}
+}
+
+// accessNote is the note of the access log line in log for method, host and path, or "".
+func accessNote(t *testing.T, log, method, host, path string) string {
+	t.Helper()
+	sc := bufio.NewScanner(strings.NewReader(log))
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatalf("log line %q is not JSON: %v", sc.Text(), err)
+		}
+		if m["msg"] == "request" && m["method"] == method && m["host"] == host && m["path"] == path {
+			note, _ := m["note"].(string)
+			return note
+		}
+	}
+	return ""
 }

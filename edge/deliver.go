@@ -23,11 +23,11 @@ func (n *Node) deliverAnswer(w *logWriter, req *request, a answer) {
 	w.tier = a.tier
 	switch {
 	case a.fail != 0:
-		w.note = a.note
 		if a.fail == http.StatusServiceUnavailable {
 			w.Header().Set("Retry-After", "1")
 		}
 		n.fail(w, req, a.fail, http.StatusText(a.fail))
+		w.note = a.note // fail noted the status text; the log wants the cause, as a pass's
 		w.cacheStatus = "error"
 	case a.stream != nil:
 		defer a.stream.closeStream()
