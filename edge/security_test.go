@@ -89,6 +89,37 @@ func TestBadRequests(t *testing.T) {
 	}
 }
 
+// TestAbsoluteFormWithoutPath: an absolute-form target with an empty path (GET
+// http://host HTTP/1.1) is for "/" (RFC 9110 §4.2.3: an empty path is equivalent to "/"), as
+// nginx and the reference origin read it. The edge answered 400 "bad request target".
+func TestAbsoluteFormWithoutPath(t *testing.T) {
+	s := newSingle(t, nil)
+	for _, tt := range []struct {
+		method, target string
+		want           int
+	}{
+		{"GET", "http://" + testHost, http.StatusOK},
+		{"GET", "http://" + testHost + "?v=2", http.StatusOK},
+		{"HEAD", "http://" + testHost + ":80?v=3", http.StatusOK},
+		{"POST", "http://" + testHost, http.StatusNoContent},
+	} {
+		t.Run(tt.method+" "+tt.target, func(t *testing.T) {
+			before := s.origin.Requests("/")
+			rs := raw(t, s.edge.Addr(), tt.method+" "+tt.target+" HTTP/1.1\r\nHost: "+testHost+"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+			if len(rs) != 1 || rs[0].StatusCode != tt.want {
+				var got []int
+				for _, r := range rs {
+					got = append(got, r.StatusCode)
+				}
+				t.Fatalf("%s %s: statuses %v, want one %d", tt.method, tt.target, got, tt.want)
+			}
+			if got := s.origin.Requests("/") - before; got != 1 {
+				t.Errorf("%s %s: the origin saw %d requests for /, want 1", tt.method, tt.target, got)
+			}
+		})
+	}
+}
+
 // TestUnkeyedHeadersDoNotPoison: the fields that make an origin build an answer for another
 // host, URL or method never reach a shared fill from a client (docs/edge.md), so the answer a
 // clean client gets from cache is the clean one.

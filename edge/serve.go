@@ -188,6 +188,11 @@ func (n *Node) serve(w *logWriter, req *request) {
 		return
 	}
 	path := r.URL.EscapedPath()
+	if path == "" && r.URL.Host != "" {
+		// An absolute-form target without a path (GET http://host) is for "/" (RFC 9110
+		// §4.2.3), as nginx reads it.
+		path = "/"
+	}
 	if !strings.HasPrefix(path, "/") || hasDotSegment(r.URL.Path) || strings.ContainsAny(r.URL.Path, "\x00") {
 		n.fail(w, req, http.StatusBadRequest, "bad request target")
 		return
