@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"crypto/sha256"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -445,5 +446,48 @@ func TestFirstSliceWholeContentLength(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestFirstSliceKeepsAcceptRanges: the 200 a first-slice 206 stands for says the object is
+// served by ranges, as the origin's own 200 does. nginx sends Accept-Ranges in its 200s but
+// not in its 206s, and the edge, which asked it for a range, stored and sent its objects
+// without the field, a plain request through the edge seeing less than one to nginx.
+func TestFirstSliceKeepsAcceptRanges(t *testing.T) {
+	for _, size := range []int{1 << 10, 3 << 20, 10 << 20} { // one part, two joined, slices
+		t.Run(strconv.Itoa(size), func(t *testing.T) {
+			body := bytes.Repeat([]byte("0123456789abcdef"), size/16)
+			addr := startHTTP(t, "127.0.0.10", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				h := w.Header()
+				h.Set("ETag", `"ng"`)
+				h.Set("Cache-Control", "max-age=600")
+				h.Set("Content-Type", "application/octet-stream")
+				var first, last int
+				if _, err := fmt.Sscanf(r.Header.Get("Range"), "bytes=%d-%d", &first, &last); err != nil || first >= len(body) {
+					h.Set("Accept-Ranges", "bytes") // as nginx: in its 200s only
+					h.Set("Content-Length", strconv.Itoa(len(body)))
+					w.Write(body)
+					return
+				}
+				last = min(last, len(body)-1)
+				h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", first, last, len(body)))
+				h.Set("Content-Length", strconv.Itoa(last-first+1))
+				w.WriteHeader(http.StatusPartialContent)
+				w.Write(body[first : last+1])
+			}))
+			e, _ := startEdge(t, listen(t, "127.0.0.11"), Config{PoP: "tst", Node: "e1",
+				Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + addr}}})
+			c := &http.Client{}
+			defer c.CloseIdleConnections()
+			for _, want := range []string{"fwd=miss", "hit"} {
+				r := do(t, c, http.MethodGet, e.Addr(), testHost, "/ranged.bin")
+				if r.status != http.StatusOK || r.body != string(body) || !strings.Contains(r.header.Get("Cache-Status"), want) {
+					t.Fatalf("GET: %d, %d bytes, Cache-Status %q; want 200 of %d bytes, %s", r.status, len(r.body), r.header.Get("Cache-Status"), len(body), want)
+				}
+				if got := r.header.Get("Accept-Ranges"); got != "bytes" {
+					t.Errorf("%s: Accept-Ranges %q, want the origin's 200's bytes", want, got)
+				}
+			}
+		})
 	}
 }

@@ -203,6 +203,11 @@ func (f *filler) firstSlice(req *request, stale *store.Object, opts fillOptions,
 	}
 	h := resp.Header
 	delete(h, "Content-Range")
+	if _, ok := h["Accept-Ranges"]; !ok {
+		// The 200 this stands for serves ranges, and says so as the origin's own 200 would:
+		// nginx sends the field in its 200s but not in its 206s.
+		h["Accept-Ranges"] = []string{"bytes"}
+	}
 	// A part that is the whole object already says its length, as the field would: no new one.
 	var nb [20]byte
 	if cl, want := h["Content-Length"], strconv.AppendInt(nb[:0], total, 10); len(cl) != 1 || cl[0] != string(want) {
