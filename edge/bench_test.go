@@ -3,6 +3,7 @@ package edge
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/meridian-cdn/meridian/edge/store"
@@ -55,5 +56,36 @@ func BenchmarkHit(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// BenchmarkHitVary measures a hit on an answer with a Vary: on Accept-Encoding, a field
+// forwarded as the client sent it (its key is read from the client's request), and on
+// X-Forwarded-Proto, which the edge sets upstream itself.
+func BenchmarkHitVary(b *testing.B) {
+	for _, vary := range []string{"Accept-Encoding", "X-Forwarded-Proto"} {
+		b.Run("vary="+vary, func(b *testing.B) {
+			s := newSingleB(b)
+			p := obj("/bench", "cc", "max-age=3600", "size", "1024", "vary", vary)
+			ae := []string{"gzip, deflate, br"}
+			warm := do(b, s.client, http.MethodGet, s.edge.Addr(), testHost, p, "Accept-Encoding", ae[0])
+			if warm.status != 200 {
+				b.Fatalf("warm-up = %d", warm.status)
+			}
+			req, _ := http.NewRequest(http.MethodGet, p, nil)
+			req.Host = testHost
+			req.RemoteAddr = "127.0.0.1:1234"
+			w := &discardWriter{h: http.Header{}}
+			b.ReportAllocs()
+			b.SetBytes(1024)
+			for b.Loop() {
+				clear(w.h)
+				req.Header["Accept-Encoding"] = ae // the edge rewrites it as the request arrives
+				s.edge.ServeHTTP(w, req)
+				if cs := w.h["Cache-Status"]; w.status != 200 || len(cs) != 1 || !strings.Contains(cs[0], "hit") {
+					b.Fatalf("status %d, Cache-Status %q", w.status, cs)
+				}
+			}
+		})
 	}
 }
