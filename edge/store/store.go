@@ -448,18 +448,38 @@ const (
 	Purged
 )
 
+// A VaryHeader gives the request header that selects a stored variant (httpcache.VaryKey) of a
+// URL whose answers vary by vary (lower-case, as httpcache.Policy.Vary). A proxy whose fills
+// send the origin other values of those fields than its client's keys on what it sends: the
+// answer stored is the answer to that (edge: request.VaryHeader). Object.Variant is to be
+// keyed the same way.
+type VaryHeader interface {
+	VaryHeader(vary []string) http.Header
+}
+
+// ClientHeader is a VaryHeader that is the request's header whatever the Vary.
+type ClientHeader http.Header
+
+// VaryHeader returns h.
+func (h ClientHeader) VaryHeader([]string) http.Header { return http.Header(h) }
+
 // Lookup returns the variant of primary that matches the request header, or nil. A hard-purged
 // object is never returned; a soft-purged one is returned with SoftPurged. vary is the Vary field
 // list the URL's responses use (nil if none is stored), so a caller can tell a vary-miss. The
 // object is shared with other readers (Store.shared): it must not be modified.
 func (s *Store) Lookup(primary string, reqHeader http.Header) (obj *Object, v Verdict, vary []string) {
+	return s.LookupVary(primary, ClientHeader(reqHeader))
+}
+
+// LookupVary is Lookup with the variant selected by req's header for the URL's Vary.
+func (s *Store) LookupVary(primary string, req VaryHeader) (obj *Object, v Verdict, vary []string) {
 	r, ok := s.get(primary)
 	if !ok {
 		return nil, Usable, nil
 	}
 	var o *Object
 	if e := r.e; e != nil {
-		p, ok := e.variant(httpcache.VaryKey(e.vary, reqHeader))
+		p, ok := e.variant(varyKey(e.vary, req))
 		if !ok {
 			return nil, Usable, e.vary
 		}
@@ -478,7 +498,7 @@ func (s *Store) Lookup(primary string, reqHeader http.Header) (obj *Object, v Ve
 				return nil, Usable, nil
 			}
 			if r.e != nil {
-				return s.Lookup(primary, reqHeader) // replaced by an entry meanwhile
+				return s.LookupVary(primary, req) // replaced by an entry meanwhile
 			}
 			g, off, idx, ok = s.place(r)
 		}
@@ -486,7 +506,7 @@ func (s *Store) Lookup(primary string, reqHeader http.Header) (obj *Object, v Ve
 			return nil, Usable, nil
 		}
 		o = s.shared(r, g, off, idx)
-		if o.Variant != httpcache.VaryKey(o.Policy.Vary, reqHeader) {
+		if o.Variant != varyKey(o.Policy.Vary, req) {
 			return nil, Usable, o.Policy.Vary
 		}
 	}
@@ -498,9 +518,22 @@ func (s *Store) Lookup(primary string, reqHeader http.Header) (obj *Object, v Ve
 	}
 }
 
+// varyKey is req's Vary key for vary: "" without a Vary, req not asked.
+func varyKey(vary []string, req VaryHeader) string {
+	if len(vary) == 0 {
+		return ""
+	}
+	return httpcache.VaryKey(vary, req.VaryHeader(vary))
+}
+
 // LookupPart is Lookup for one part of primary's object (Object.Part).
 func (s *Store) LookupPart(primary, part string, reqHeader http.Header) (*Object, Verdict) {
-	o, v, _ := s.Lookup(primary+part, reqHeader)
+	return s.LookupPartVary(primary, part, ClientHeader(reqHeader))
+}
+
+// LookupPartVary is LookupVary for one part of primary's object (Object.Part).
+func (s *Store) LookupPartVary(primary, part string, req VaryHeader) (*Object, Verdict) {
+	o, v, _ := s.LookupVary(primary+part, req)
 	return o, v
 }
 
