@@ -51,7 +51,7 @@ func (n *Node) serveCacheable(w *logWriter, req *request) {
 		now, atStart = n.clock(), false
 	}
 	req.puts = n.store.Puts(req.key) // before the lookup: a Put after it changes the count
-	obj, verdict, vary := n.store.Lookup(req.key, r.Header)
+	obj, verdict, vary := n.store.LookupVary(req.key, req)
 	if obj == nil {
 		req.looked = true
 		if cc.OnlyIfCached {
@@ -119,7 +119,7 @@ func (n *Node) storedFresh(req *request) *store.Object {
 	if req.looked && n.store.Puts(req.key) == req.puts {
 		return nil
 	}
-	obj, verdict, _ := n.store.Lookup(req.key, req.r.Header)
+	obj, verdict, _ := n.store.LookupVary(req.key, req)
 	if obj == nil {
 		return nil
 	}

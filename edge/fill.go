@@ -76,7 +76,7 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 		o.Policy = fillPolicy(req, stale.Status, hdr, respTime)
 		// A 304 may bring another Vary (RFC 9111 §4.3.4 updates every stored field): the
 		// copy is then this request's variant under it, or Lookup would never select it.
-		o.Variant = httpcache.VaryKey(o.Policy.Vary, req.r.Header)
+		o.Variant = n.fillVariant(req, o.Policy.Vary, fillKind(opts))
 		stripFields(hdr, o.Policy)
 		// A 304 may bring another Last-Modified, which conditional requests are then compared
 		// with; read after stripFields, as newObject does, so one the copy must not keep is not.
@@ -117,7 +117,7 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 		// Compressible answers are read whole instead, to be compressed once, and small ones
 		// too: they arrive at once, and their clients then find them stored.
 		keep := resp.ContentLength <= maxObj
-		res.obj = newObject(req, resp.StatusCode, h, nil, policy, began, respTime, initialAge)
+		res.obj = newObject(req, resp.StatusCode, h, nil, policy, n.fillVariant(req, policy.Vary, fillKind(opts)), began, respTime, initialAge)
 		res.obj.EdgeCoded = fleetCoded
 		res.shareable, res.stored, res.tooLarge = true, keep, !keep
 		res.body, res.pumpResp, res.length = newInflight(keep, resp.ContentLength, maxObj, f.budget), resp, resp.ContentLength
@@ -153,7 +153,7 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 		compressible = compress.ShouldCompress(resp.StatusCode, h, int64(len(body)), cc.CompressMinBytes, cc.CompressTypes)
 	}
 	h, body, coded := n.compressAnswer(req, h, body, &policy, compressible)
-	o := newObject(req, resp.StatusCode, h, body, policy, began, respTime, initialAge)
+	o := newObject(req, resp.StatusCode, h, body, policy, n.fillVariant(req, policy.Vary, fillKind(opts)), began, respTime, initialAge)
 	o.EdgeCoded = coded || fleetCoded
 	res.obj = o
 	if resp.StatusCode >= 500 {
@@ -196,6 +196,15 @@ func readBody(resp *http.Response, limit int64) ([]byte, error) {
 	}
 }
 
+// fillKind is what a fill with opts sends upstream (originRequest; a fleet node is only
+// asked by a shared fill).
+func fillKind(opts fillOptions) upstreamKind {
+	if opts.direct {
+		return directFill
+	}
+	return sharedFill
+}
+
 // fillPolicy is what RFC 9111 and the edge's own rules say of storing a fill's answer.
 func fillPolicy(req *request, status int, h http.Header, respTime time.Time) httpcache.Policy {
 	policy := httpcache.ResponsePolicy(http.MethodGet, req.r.Header, status, h, respTime)
@@ -213,16 +222,17 @@ func fillPolicy(req *request, status int, h http.Header, respTime time.Time) htt
 	return policy
 }
 
-// newObject is an upstream answer for req as a store object. Its stored-at time is when the
-// fetch began, so a purge applied while it was in flight still matches it (purge rule 2).
-func newObject(req *request, status int, h http.Header, body []byte, policy httpcache.Policy, began, respTime time.Time, initialAge time.Duration) *store.Object {
+// newObject is an upstream answer for req as a store object, of Vary key variant
+// (Node.fillVariant). Its stored-at time is when the fetch began, so a purge applied while it
+// was in flight still matches it (purge rule 2).
+func newObject(req *request, status int, h http.Header, body []byte, policy httpcache.Policy, variant string, began, respTime time.Time, initialAge time.Duration) *store.Object {
 	lm, _ := httpcache.ParseDate(h.Get("Last-Modified"))
 	// The key's path, not the client's spelling of it: a prefix purge matches what the key
 	// stores, whichever way a client that filled it spelt it (%70re/a is /pre/a).
 	path, _, _ := strings.Cut(req.target, "?")
 	return &store.Object{
 		Primary:      req.key,
-		Variant:      httpcache.VaryKey(policy.Vary, req.r.Header),
+		Variant:      variant,
 		Host:         req.host.cfg.Host,
 		Path:         path,
 		Status:       status,
@@ -654,7 +664,7 @@ func (f *filler) staleCopy(req *request, resp *http.Response) *fillResult {
 	if err != nil || int64(len(body)) > req.host.maxObject || !policy.Storable {
 		return nil
 	}
-	o := newObject(req, resp.StatusCode, h, body, policy, now, now, initialAge)
+	o := newObject(req, resp.StatusCode, h, body, policy, f.n.fillVariant(req, policy.Vary, sharedFill), now, now, initialAge)
 	o.EdgeCoded = coded
 	if !canServeStale(o, store.Usable, -o.TTL(now), policy.StaleIfError) {
 		return nil

@@ -322,9 +322,12 @@ func (f *filler) collapse(flightKey string, req *request, stale *store.Object, o
 			return f.direct(req, stale, opts)
 		}
 		return f.collapse(flightKey+purgedFlight, req, stale, opts)
-	case len(res.obj.Policy.Vary) > 0 && httpcache.VaryKey(res.obj.Policy.Vary, req.r.Header) != res.obj.Variant:
-		// The leader's variant is not ours: fill ours, collapsed with others of the same variant.
-		return f.collapse(flightKey+"\x00"+httpcache.VaryKey(res.obj.Policy.Vary, req.r.Header), req, stale, opts)
+	case len(res.obj.Policy.Vary) > 0:
+		// The leader's variant is not ours (keyed as our fill would send its fields, as the
+		// leader's was as it sent them): fill ours, collapsed with others of the same variant.
+		if v := req.varyKey(res.obj.Policy.Vary); v != res.obj.Variant {
+			return f.collapse(flightKey+"\x00"+v, req, stale, opts)
+		}
 	}
 	return res
 }

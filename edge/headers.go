@@ -16,9 +16,10 @@ import (
 // collapsed and stored, so other clients are served its answer):
 //
 //   - a shared fill carries the leader's fields; its answer is given to another client only if
-//     that client's fields match it on every field the answer's Vary names, so an origin whose
-//     answer depends on a field must say so in Vary (then that field is part of the key; a
-//     hop-by-hop one, which no fill carries, counts as absent: httpcache.VaryKey);
+//     that client's fields match it on every field the answer's Vary names, as each one's fill
+//     sends them (request.VaryHeader, below), so an origin whose answer depends on a field must
+//     say so in Vary (then that field is part of the key; a hop-by-hop one, which no fill
+//     carries, counts as absent: httpcache.VaryKey);
 //   - the fields known to make origins build a different answer without saying so are never
 //     sent on a shared fill (fillDeny), unless the host names them in request_headers.forward;
 //   - Forwarded and X-Forwarded-* are the edge's own view of the client, kept from the client
@@ -272,4 +273,136 @@ func wantsEventStream(r *http.Request) bool {
 // cookiePass reports whether req must go to the origin with its cookies, unserved from cache.
 func cookiePass(req *request) bool {
 	return req.host.cfg.Cookies == wire.CookiesPass && req.r.Header.Get("Cookie") != ""
+}
+
+// The Vary key. An answer is the origin's answer to the request it got, so the variant it is
+// stored as, and the one a request selects, are keyed on the fields its Vary names as the
+// request's fill sends them upstream (upstreamHeader), not as the client sent them: a field
+// the edge sets (X-Forwarded-Proto from the client's connection, X-Forwarded-For, Via, a
+// host's request_headers.set) is keyed on the edge's value, and one it drops (Cookie, If-*,
+// a host's deny list, a field a forward list does not name) as absent. Keyed on the client's
+// value, the answer for http was served to https clients (a redirect loop), one client's
+// answer by address to every client, and each value of a dropped field filled a variant of its
+// own. The hop-by-hop fields, which stay in the client's request, are keyed as absent by
+// httpcache.VaryKey itself.
+//
+// Building the upstream header costs a hit allocations: it is built only for a Vary that names
+// a field the edge sets or drops for the host (upstreamSets), once per request. Any other
+// field (Accept-Encoding, Accept-Language, Accept, User-Agent, Origin, ...) goes upstream as
+// the request holds it, and its key is read from the request itself.
+
+// fillSetFields are the fields, lower-case as a Vary names them, that no fill sends as the
+// client sent them, whatever the host: the ones it drops (fillOwn, fillDeny unless a forward
+// list names them, Authorization on a shared fill, the fleet's own) or sets itself (Forwarded,
+// Via, Traceparent; X-Forwarded-* are matched by prefix). Cookie is not among them: a cacheable
+// request has none by the time it is looked up or filled (serveCacheable), so its key is the
+// origin's already, and a Vary: Cookie (common) costs a hit nothing more. A field the edge
+// only adds when the client sent none keeps its key too: Accept-Encoding (identity) is keyed
+// alike on the lookup and the store, and an empty User-Agent is not sent.
+var fillSetFields = func() map[string]bool {
+	m := map[string]bool{}
+	for _, l := range [][]string{fillOwn, fillDeny, {"Authorization", "Forwarded", "Via", "Traceparent",
+		hopHeader, hopAuthHeader, purgeSeqHeader}} {
+		for _, f := range l {
+			m[strings.ToLower(f)] = true
+		}
+	}
+	delete(m, "cookie")
+	return m
+}()
+
+// fillSetLens has bit n set when a name of fillSetFields is n bytes long: most names a Vary
+// holds (accept-encoding, accept-language, user-agent) fail this test, on every hit, without
+// a map lookup.
+var fillSetLens = func() (m uint64) {
+	for f := range fillSetFields {
+		m |= 1 << len(f)
+	}
+	return m
+}()
+
+// protocolNames is protocolFields lower-case, for a host with a forward list.
+var protocolNames = func() map[string]bool {
+	m := map[string]bool{}
+	for _, f := range protocolFields {
+		m[strings.ToLower(f)] = true
+	}
+	return m
+}()
+
+// upstreamSets reports whether a shared fill for the host may send one of the fields vary
+// (lower-case, as httpcache.Policy.Vary) names otherwise than the client sent it.
+func (hs *hostState) upstreamSets(vary []string) bool {
+	for _, name := range vary {
+		if hs.setsField(name) {
+			return true
+		}
+	}
+	return false
+}
+
+// setsField is upstreamSets for one field name, lower-case (upstreamKeeps and upstreamHeader
+// as they treat it, on a shared fill from any client).
+func (hs *hostState) setsField(name string) bool {
+	all := hs.cfg.RequestHeaders.Forward.All()
+	if len(name) < 64 && fillSetLens&(1<<len(name)) != 0 && fillSetFields[name] || strings.HasPrefix(name, "x-forwarded-") {
+		// A forward list that names one of fillDeny forwards it as sent.
+		return all || !namesField(fillDeny, name) || !namesField(hs.cfg.RequestHeaders.Forward, name)
+	}
+	if slices.Contains(hs.upstreamNamed, name) {
+		return true
+	}
+	return !all && !protocolNames[name] && !namesField(hs.cfg.RequestHeaders.Forward, name)
+}
+
+// upstreamNames is the host's request_headers deny and set field names, lower-case (setsField).
+func upstreamNames(p wire.RequestHeaders) []string {
+	var l []string
+	for _, f := range p.Deny {
+		l = append(l, strings.ToLower(f))
+	}
+	for f := range p.Set {
+		l = append(l, strings.ToLower(f))
+	}
+	return l
+}
+
+// VaryHeader is the header whose fields select req's variant of a URL whose answers vary by
+// vary (store.VaryHeader): req's own, unless the Vary names a field the host's shared fill sets
+// or drops (upstreamSets), when it is the header req's shared fill sends (as upstreamHeader
+// builds it, without the fill's validators or range), built once per request. A request with
+// Authorization looks nothing up: it is filled for its client alone (serveCacheable).
+func (req *request) VaryHeader(vary []string) http.Header {
+	if !req.host.upstreamSets(vary) {
+		return req.r.Header
+	}
+	if req.upstreamView == nil {
+		req.upstreamView = req.host.node.upstreamHeader(req, sharedFill, 0)
+	}
+	return req.upstreamView
+}
+
+// varyKey is req's Vary key for vary: VaryKey over VaryHeader.
+func (req *request) varyKey(vary []string) string {
+	if len(vary) == 0 {
+		return ""
+	}
+	return httpcache.VaryKey(vary, req.VaryHeader(vary))
+}
+
+// fillVariant is the Vary key an answer to req's fill of kind is stored as: its fields as
+// that fill sent them. A fill for one client sends its Authorization, which a shared fill
+// never does: a public answer whose Vary names it is the variant for those credentials, which
+// no lookup (a shared fill's view, without them) selects. It builds that header (a miss's
+// cost) rather than keep it, as a fleet ask's request is read by several goroutines at once.
+func (n *Node) fillVariant(req *request, vary []string, kind upstreamKind) string {
+	switch {
+	case len(vary) == 0:
+		return ""
+	case !req.host.upstreamSets(vary):
+		return httpcache.VaryKey(vary, req.r.Header)
+	case kind == sharedFill && req.upstreamView != nil:
+		return httpcache.VaryKey(vary, req.upstreamView)
+	}
+	return httpcache.VaryKey(vary, n.upstreamHeader(req, kind, 0))
 }

@@ -101,6 +101,10 @@ type hostState struct {
 	// firstRange is the Range of a fill's first-slice request (slices.go), built once here
 	// rather than formatted on every miss.
 	firstRange string
+	// upstreamNamed are the request_headers deny and set names, lower-case, and node the node
+	// serving the host: a lookup keyed on the upstream header builds it (request.VaryHeader).
+	upstreamNamed []string
+	node          *Node
 }
 
 // New validates cfg and builds a node. It starts nothing.
@@ -179,7 +183,9 @@ func (n *Node) SetHosts(hosts []wire.HostConfig) error {
 				KeepParams:  h.Cache.KeepParams,
 				SortQuery:   h.Cache.SortQuery,
 			},
-			maxObject: maxObj,
+			maxObject:     maxObj,
+			upstreamNamed: upstreamNames(h.RequestHeaders),
+			node:          n,
 		}
 		hs.firstRange = "bytes=0-" + strconv.FormatInt(hs.sliceBytes()-1, 10)
 		table[h.Host] = hs

@@ -75,6 +75,9 @@ type request struct {
 	// clientAE is the client's Accept-Encoding as sent, which normalizeAcceptEncoding replaces:
 	// what it accepts when an answer comes in another coding (undoCoding).
 	clientAE []string
+	// upstreamView is the header this request's shared fill sends, built when a lookup's Vary
+	// needs it (VaryHeader), nil until then.
+	upstreamView http.Header
 }
 
 // valueScratcher is a ResponseWriter with storage of its own, reused from one response to the

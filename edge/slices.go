@@ -471,7 +471,7 @@ func (f *filler) slice(req *request, obj *store.Object, i, sliceSize int64) ([]b
 // this one goes away.
 func (f *filler) sliceFlight(req *request, obj *store.Object, i, sliceSize int64) ([]byte, <-chan singleflight.Result) {
 	part := slicePart(i, sliceSize, objectValidator(obj))
-	if o, _ := f.n.store.LookupPart(obj.Primary, part, req.r.Header); o != nil {
+	if o, _ := f.n.store.LookupPartVary(obj.Primary, part, req); o != nil {
 		return o.Body, nil
 	}
 	lead := req.detached(context.Background())
@@ -482,7 +482,7 @@ func (f *filler) sliceFlight(req *request, obj *store.Object, i, sliceSize int64
 		defer f.wg.Done()
 		// Looked up again: a fetch of this slice that ended between the lookup above and
 		// this flight's start has stored it.
-		if o, _ := f.n.store.LookupPart(obj.Primary, part, lead.r.Header); o != nil {
+		if o, _ := f.n.store.LookupPartVary(obj.Primary, part, &lead); o != nil {
 			return o.Body, nil
 		}
 		ctx, cancel := context.WithTimeout(f.ctx, f.n.cfg.FillTimeout)
