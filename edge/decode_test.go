@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -32,16 +33,13 @@ import (
 // checksum (the last member's trailer), which a decoder sees only at the end.
 func gzipOrigin(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	plain := gzipPlain(q.Get("size"), q.Get("rand") == "1")
 	ce := cmp.Or(q.Get("ce"), "gzip")
-	coded := gzipOf(plain)
-	if ce != "gzip" {
-		coded, _ = compress.Encode(ce, plain, 0)
-	}
+	plain, coded := originBodies(q.Get("size"), q.Get("rand") == "1", ce)
 	switch q.Get("corrupt") {
 	case "all":
 		coded = plain
 	case "crc":
+		coded = bytes.Clone(coded)
 		coded[len(coded)-8] ^= 0xff
 	}
 	h := w.Header()
@@ -69,6 +67,37 @@ func gzipOrigin(w http.ResponseWriter, r *http.Request) {
 		h.Set("Content-Length", strconv.Itoa(len(coded)))
 	}
 	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(coded))
+}
+
+// originBody is a body gzipOrigin has made, kept for the next request that asks for it.
+type originBody struct {
+	once         sync.Once
+	plain, coded []byte
+}
+
+var originBodyMemo sync.Map // originBodyKey -> *originBody
+
+type originBodyKey struct {
+	size   string
+	random bool
+	ce     string
+}
+
+// originBodies is gzipPlain(size, random) and its coding in ce, made once per process: coding
+// megabytes again for every request (under -race, on a loaded machine) took the origin past
+// the edge's response_header_timeout. The slices are shared; callers must not change them.
+func originBodies(size string, random bool, ce string) (plain, coded []byte) {
+	v, _ := originBodyMemo.LoadOrStore(originBodyKey{size, random, ce}, new(originBody))
+	b := v.(*originBody)
+	b.once.Do(func() {
+		b.plain = gzipPlain(size, random)
+		if ce == "gzip" {
+			b.coded = gzipOf(b.plain)
+		} else {
+			b.coded, _ = compress.Encode(ce, b.plain, 0)
+		}
+	})
+	return b.plain, b.coded
 }
 
 // gzipPlain is gzipOrigin's body before coding: ?size= bytes (default 5000) of text that

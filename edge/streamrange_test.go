@@ -292,8 +292,8 @@ func TestStreamedRangeEndsAtItsLastByte(t *testing.T) {
 // before it decoded), as before.
 func TestStreamedRangeContentCoding(t *testing.T) {
 	const size = "4000000" // hex of random bytes: about 2 MiB of gzip, over max_object_bytes
-	plain := gzipPlain(size, true)
-	coded := gzipOf(plain)
+
+	plain, coded := originBodies(size, true, "gzip") // the origin's own bytes, coded once
 	n, c, _ := gzipEdge(t, func(h *wire.HostConfig) {
 		h.Cache.DisableSlices = true // the ETag is strong
 		h.Cache.MaxObjectBytes = 1 << 20
