@@ -254,7 +254,7 @@ func (c *conn) readLoop() bool {
 			f, err = c.hb.read(c.fr, hf)
 		}
 		if err != nil {
-			if c.readError(err, fh.Type == http2.FrameHeaders, sending) {
+			if c.readError(err, fh, sending) {
 				continue
 			}
 			c.teardown()
@@ -321,9 +321,10 @@ func (c *conn) checkIdleLocked() {
 	}
 }
 
-// readError handles an error from ReadFrame; it reports whether reading goes on. headers
-// says the frame was a HEADERS, sending that it had no END_STREAM.
-func (c *conn) readError(err error, headers, sending bool) bool {
+// readError handles an error from ReadFrame; it reports whether reading goes on. fh is the
+// frame's header (zero if reading it failed), sending says a HEADERS had no END_STREAM.
+func (c *conn) readError(err error, fh http2.FrameHeader, sending bool) bool {
+	headers := fh.Type == http2.FrameHeaders
 	var se http2.StreamError
 	var ce http2.ConnectionError
 	switch {
@@ -355,6 +356,12 @@ func (c *conn) readError(err error, headers, sending bool) bool {
 		c.connError(http2.ErrCode(ce))
 	case errors.Is(err, http2.ErrFrameTooLarge):
 		c.connError(http2.ErrCodeFrameSize)
+	case errors.Is(err, io.ErrUnexpectedEOF) && tooShort(fh):
+		// A payload too short for the fields its flags announce, which the Framer reports as
+		// it does a connection cut mid-frame: a frame size error (RFC 9113, section 4.2), of
+		// the connection for a HEADERS, whose block the HPACK decoder never saw (and, more
+		// simply than a stream error, for a DATA).
+		c.connError(http2.ErrCodeFrameSize)
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		c.mu.Lock()
 		lingering := c.lingering
@@ -370,6 +377,26 @@ func (c *conn) readError(err error, headers, sending bool) bool {
 		}
 	}
 	return false
+}
+
+// tooShort reports whether fh's payload cannot hold the fields its flags announce: a pad
+// length (DATA, HEADERS), a HEADERS frame's priority.
+func tooShort(fh http2.FrameHeader) bool {
+	var need uint32
+	switch fh.Type {
+	case http2.FrameData:
+		if fh.Flags.Has(http2.FlagDataPadded) {
+			need = 1
+		}
+	case http2.FrameHeaders:
+		if fh.Flags.Has(http2.FlagHeadersPadded) {
+			need = 1
+		}
+		if fh.Flags.Has(http2.FlagHeadersPriority) {
+			need += 5
+		}
+	}
+	return fh.Length < need
 }
 
 // process handles one frame.

@@ -169,3 +169,59 @@ func TestFramesOnIdleStreams(t *testing.T) {
 		})
 	}
 }
+
+// TestFramesTooShortForTheirFlags: a DATA or HEADERS frame whose payload cannot hold the
+// fields its flags announce (the pad length, a HEADERS frame's priority) is a connection
+// error FRAME_SIZE_ERROR (RFC 9113, section 4.2: a frame too small for its mandatory data;
+// one carrying a field block alters the whole connection). x/net's Framer reports it as
+// io.ErrUnexpectedEOF, the error of a connection cut mid-frame, and the server hung up
+// without a GOAWAY, so that the client could not tell which of its requests were served.
+func TestFramesTooShortForTheirFlags(t *testing.T) {
+	headers := func(flags http2.Flags, payload ...byte) func(fr *http2.Framer, id uint32) error {
+		return func(fr *http2.Framer, id uint32) error {
+			return fr.WriteRawFrame(http2.FrameHeaders, flags|http2.FlagHeadersEndHeaders|http2.FlagHeadersEndStream, id, payload)
+		}
+	}
+	for _, tt := range []struct {
+		name string
+		id   uint32
+		send func(fr *http2.Framer, id uint32) error
+	}{
+		{name: "HEADERS/PRIORITY in 4 bytes", id: 5, send: headers(http2.FlagHeadersPriority, 0, 0, 0, 1)},
+		{name: "HEADERS/PADDED without its length", id: 5, send: headers(http2.FlagHeadersPadded)},
+		{name: "HEADERS/PADDED and PRIORITY in 5 bytes", id: 5, send: headers(http2.FlagHeadersPadded|http2.FlagHeadersPriority, 0, 0, 0, 0, 1)},
+		{name: "trailers/PRIORITY in 4 bytes", id: 3, send: headers(http2.FlagHeadersPriority, 0, 0, 0, 1)},
+		{name: "DATA/PADDED without its length", id: 3, send: func(fr *http2.Framer, id uint32) error {
+			return fr.WriteRawFrame(http2.FrameData, http2.FlagDataPadded, id, nil)
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.Copy(io.Discard, r.Body)
+				io.WriteString(w, "ok")
+			}))
+			c := dialRaw(t, ts)
+			c.headers(1, true, "/")
+			c.until("an answer", streamEnded(1))
+			c.headers(3, false, "/") // still sending: its DATA and trailers are welcome
+			// The frame and a PING in one write, which the server reads at once (see
+			// TestFramesOnIdleStreams).
+			var out bytes.Buffer
+			fr := http2.NewFramer(&out, nil)
+			if err := tt.send(fr, tt.id); err != nil {
+				t.Fatal(err)
+			}
+			fr.WritePing(false, [8]byte{5})
+			if _, err := c.nc.Write(out.Bytes()); err != nil {
+				t.Fatal(err)
+			}
+			g := c.goAwayOrClose(tt.id)
+			if g == nil {
+				t.Fatal("the connection closed without a GOAWAY")
+			}
+			if g.ErrCode != http2.ErrCodeFrameSize || g.LastStreamID != 3 {
+				t.Fatalf("GOAWAY %v naming stream %d, want FRAME_SIZE_ERROR naming stream 3", g.ErrCode, g.LastStreamID)
+			}
+		})
+	}
+}
