@@ -286,6 +286,13 @@ func cookiePass(req *request) bool {
 // own. The hop-by-hop fields, which stay in the client's request, are keyed as absent by
 // httpcache.VaryKey itself.
 //
+// Accept-Encoding is the exception: it is always keyed on the client's (normalised) field,
+// whatever the host's request_headers do to it upstream (varyView). The edge codes a
+// compressible answer in its client's coding and stores it as that coding's variant
+// (compressAnswer), and decodes an upstream's coding for a client that does not accept it
+// (undoCoding); keyed on what a deny or set list sends the origin, every client shared the
+// first one's coding, and a client that accepts none was served br.
+//
 // Building the upstream header costs a hit allocations: it is built only for a Vary that names
 // a field the edge sets or drops for the host (upstreamSets), once per request. Any other
 // field (Accept-Encoding, Accept-Language, Accept, User-Agent, Origin, ...) goes upstream as
@@ -344,6 +351,9 @@ func (hs *hostState) upstreamSets(vary []string) bool {
 // setsField is upstreamSets for one field name, lower-case (upstreamKeeps and upstreamHeader
 // as they treat it, on a shared fill from any client).
 func (hs *hostState) setsField(name string) bool {
+	if name == "accept-encoding" {
+		return false // keyed on the client's coding (varyView)
+	}
 	all := hs.cfg.RequestHeaders.Forward.All()
 	if len(name) < 64 && fillSetLens&(1<<len(name)) != 0 && fillSetFields[name] || strings.HasPrefix(name, "x-forwarded-") {
 		// A forward list that names one of fillDeny forwards it as sent.
@@ -377,9 +387,24 @@ func (req *request) VaryHeader(vary []string) http.Header {
 		return req.r.Header
 	}
 	if req.upstreamView == nil {
-		req.upstreamView = req.host.node.upstreamHeader(req, sharedFill, 0)
+		req.upstreamView = req.host.node.varyView(req, sharedFill)
 	}
 	return req.upstreamView
+}
+
+// varyView is the header a Vary key of req reads when its fill of kind sends some field
+// otherwise than the client did: that fill's upstream header, but with the client's
+// Accept-Encoding as normalizeAcceptEncoding left it (none for identity), the coding the
+// edge stores the answer in. Its value slice is one of the edge's own (normalizeAcceptEncoding
+// replaced the client's), so the view may outlive the client's request.
+func (n *Node) varyView(req *request, kind upstreamKind) http.Header {
+	h := n.upstreamHeader(req, kind, 0)
+	if ae, ok := req.r.Header["Accept-Encoding"]; ok {
+		h["Accept-Encoding"] = ae
+	} else {
+		delete(h, "Accept-Encoding")
+	}
+	return h
 }
 
 // varyKey is req's Vary key for vary: VaryKey over VaryHeader.
@@ -404,5 +429,5 @@ func (n *Node) fillVariant(req *request, vary []string, kind upstreamKind) strin
 	case kind == sharedFill && req.upstreamView != nil:
 		return httpcache.VaryKey(vary, req.upstreamView)
 	}
-	return httpcache.VaryKey(vary, n.upstreamHeader(req, kind, 0))
+	return httpcache.VaryKey(vary, n.varyView(req, kind))
 }

@@ -409,3 +409,54 @@ func TestVaryHitAllocations(t *testing.T) {
 		})
 	}
 }
+
+// TestVaryOnCodingNotForwarded: the edge codes a compressible answer in the coding its client
+// asked for and adds Vary: Accept-Encoding, a variant per coding, even on a host whose
+// request_headers deny or set Accept-Encoding (the origin then gets none, or the host's): the
+// stored coding is the client's, so the key is too. Keyed on what the origin got, every client
+// shared the first one's variant, and a client that accepts no coding was served br.
+func TestVaryOnCodingNotForwarded(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		rh   wire.RequestHeaders
+		vary string // the origin's own Vary, beside the edge's Accept-Encoding
+	}{
+		{"deny", wire.RequestHeaders{Deny: []string{"Accept-Encoding"}}, ""},
+		{"set", wire.RequestHeaders{Set: map[string]string{"accept-encoding": "identity"}}, ""},
+		{"deny, with an edge-set field", wire.RequestHeaders{Deny: []string{"accept-encoding"}}, "X-Forwarded-Proto"},
+		{"default, with an edge-set field", wire.RequestHeaders{}, "X-Forwarded-Proto"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newSingle(t, func(c *Config) { c.Hosts[0].RequestHeaders = tt.rh })
+			path := "/coded"
+			params := []string{"size", "20000", "ct", "text/plain", "cc", "max-age=60"}
+			if tt.vary != "" {
+				params = append(params, "vary", tt.vary)
+			}
+			target := obj(path, params...)
+			want := origin.Body(path, 1, 20000)
+			if tt.vary != "" {
+				want = origin.Body(origin.VariantPath(path, []string{tt.vary}, http.Header{tt.vary: {"http"}}), 1, 20000)
+			}
+			for _, c := range []struct{ ae, coding, cs string }{
+				{"br", "br", "fwd=miss"},
+				{"identity", "", "fwd=vary-miss"},
+				{"gzip", "gzip", "fwd=vary-miss"},
+				{"br", "br", "hit"},
+				{"identity", "", "hit"},
+			} {
+				r := s.get(t, target, "Accept-Encoding", c.ae)
+				wantCacheStatus(t, r, c.cs)
+				if got := r.header.Get("Content-Encoding"); got != c.coding {
+					t.Fatalf("a client accepting %s got Content-Encoding %q, want %q", c.ae, got, c.coding)
+				}
+				if got := decodeBody(t, c.coding, []byte(r.body)); string(got) != string(want) {
+					t.Fatalf("a client accepting %s: decoded body differs from the origin's", c.ae)
+				}
+			}
+			if got := s.origin.Requests(path); got != 3 {
+				t.Errorf("origin requests = %d, want 3: one per coding", got)
+			}
+		})
+	}
+}
