@@ -354,13 +354,13 @@ func (hs *hostState) setsField(name string) bool {
 	if name == "accept-encoding" {
 		return false // keyed on the client's coding (varyView)
 	}
+	if slices.Contains(hs.upstreamNamed, name) {
+		return true // denied or set, whatever a forward list says
+	}
 	all := hs.cfg.RequestHeaders.Forward.All()
 	if len(name) < 64 && fillSetLens&(1<<len(name)) != 0 && fillSetFields[name] || strings.HasPrefix(name, "x-forwarded-") {
 		// A forward list that names one of fillDeny forwards it as sent.
 		return all || !namesField(fillDeny, name) || !namesField(hs.cfg.RequestHeaders.Forward, name)
-	}
-	if slices.Contains(hs.upstreamNamed, name) {
-		return true
 	}
 	return !all && !protocolNames[name] && !namesField(hs.cfg.RequestHeaders.Forward, name)
 }

@@ -189,6 +189,15 @@ var notForwarded = []struct {
 	{"set", "X-Foo", func(h *wire.HostConfig) { h.RequestHeaders.Set = map[string]string{"X-Foo": "edge"} }, "edge"},
 	{"shared-fill deny list", "X-Original-Url", nil, ""},
 	{"a fill's own field", "Pragma", nil, ""},
+	// A forward list that names a field of fillDeny sends it, unless deny or set say otherwise.
+	{"forwarded shared-fill deny field, set", "X-Original-Url", func(h *wire.HostConfig) {
+		h.RequestHeaders.Forward = wire.HeaderNames{"X-Original-URL"}
+		h.RequestHeaders.Set = map[string]string{"x-original-url": "edge"}
+	}, "edge"},
+	{"forwarded shared-fill deny field, denied", "X-Original-Url", func(h *wire.HostConfig) {
+		h.RequestHeaders.Forward = wire.HeaderNames{"X-Original-URL"}
+		h.RequestHeaders.Deny = []string{"X-Original-URL"}
+	}, ""},
 }
 
 // TestVaryOnFieldNotForwarded: an answer whose Vary names a field the edge does not send as
