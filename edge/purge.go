@@ -25,7 +25,9 @@ func (n *Node) ApplyPurge(_ context.Context, m purge.Message) (hits int, err err
 		for _, v := range m.Values {
 			path, query, _ := strings.Cut(v, "?")
 			key := httpcache.Key(host, path, query, opts)
-			if o, _, _ := n.store.Lookup(key, nil); o != nil {
+			// Any variant counts: a vary-miss (vary set) is a URL the store holds, whose
+			// variants are keyed on fields no purge request has (request.VaryHeader).
+			if o, v, vary := n.store.Lookup(key, nil); o != nil || vary != nil && v != store.Purged {
 				hits++
 			}
 			n.store.Purge(store.Record{Kind: store.URL, Host: host, Value: key, Soft: m.Soft})

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"maps"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/meridian-cdn/meridian/edge/httpcache"
 	"github.com/meridian-cdn/meridian/origin"
+	"github.com/meridian-cdn/meridian/purge"
 	"github.com/meridian-cdn/meridian/wire"
 )
 
@@ -467,5 +469,31 @@ func TestVaryOnCodingNotForwarded(t *testing.T) {
 				t.Errorf("origin requests = %d, want 3: one per coding", got)
 			}
 		})
+	}
+}
+
+// TestURLPurgeHitsVaryingURL: a URL purge counts a URL the store holds whatever variants it
+// holds. Looked up as a request without fields, a URL whose variants are keyed on a field the
+// edge always sets (X-Forwarded-Proto), or on one its clients all sent, counted as not cached.
+func TestURLPurgeHitsVaryingURL(t *testing.T) {
+	s := newSingle(t, nil)
+	for _, tt := range []struct {
+		vary string
+		hdr  []string
+	}{
+		{"X-Forwarded-Proto", nil},
+		{"Accept-Language", []string{"Accept-Language", "de"}},
+		{"", nil},
+	} {
+		path := "/purged-" + strings.ToLower(tt.vary)
+		target := obj(path, "size", "100", "cc", "max-age=60", "vary", tt.vary)
+		wantCacheStatus(t, s.get(t, target, tt.hdr...), "stored")
+		url := strings.TrimPrefix(s.edge.key(target), testHost)
+		m := purge.Message{ID: "p", Host: testHost, Kind: purge.KindURL, Values: []string{url}}
+		for _, want := range []int{1, 0} { // then purged: gone
+			if hits, err := s.edge.ApplyPurge(context.Background(), m); err != nil || hits != want {
+				t.Errorf("Vary %q: URL purge of %s: %d hits, %v; want %d", tt.vary, url, hits, err, want)
+			}
+		}
 	}
 }
