@@ -27,7 +27,7 @@ func (n *Node) ApplyPurge(_ context.Context, m purge.Message) (hits int, err err
 			key := httpcache.Key(host, path, query, opts)
 			// Any variant counts: a vary-miss (vary set) is a URL the store holds, whose
 			// variants are keyed on fields no purge request has (request.VaryHeader).
-			if o, v, vary := n.store.Lookup(key, nil); o != nil || vary != nil && v != store.Purged {
+			if o, verdict, vary := n.store.Lookup(key, nil); o != nil || vary != nil && verdict != store.Purged {
 				hits++
 			}
 			n.store.Purge(store.Record{Kind: store.URL, Host: host, Value: key, Soft: m.Soft})
