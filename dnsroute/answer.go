@@ -110,6 +110,13 @@ func (z *zone) kind(n string) nameKind {
 	return kindNX
 }
 
+// routes says whether the lower-case FQDN n is routed: a routed name, or the apex when
+// hostnames lists it ("@").
+func (z *zone) routes(n string) bool {
+	k := z.kind(n)
+	return k == kindRouted || k == kindApex && z.routed[n]
+}
+
 // negSOA is the SOA for the authority section of negative answers, with the TTL capped at the
 // negative-caching TTL (RFC 2308 section 3).
 func (z *zone) negSOA() dns.RR {
@@ -195,6 +202,11 @@ func (s *Server) answer(st *state, req request) reply {
 					m.Extra = append(m.Extra, addrRR(ns.Ns, a, ns.Hdr.Ttl))
 				}
 			}
+		case dns.TypeA, dns.TypeAAAA:
+			if !z.routes(name) {
+				return nodata()
+			}
+			return s.routed(st, req, m, q.Name)
 		default:
 			return nodata()
 		}
@@ -221,7 +233,7 @@ func (s *Server) answer(st *state, req request) reply {
 	case kindCNAME:
 		target := z.cnames[name]
 		m.Answer = []dns.RR{&dns.CNAME{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeCNAME, Class: dns.ClassINET, Ttl: z.ttl}, Target: target}}
-		if (q.Qtype == dns.TypeA || q.Qtype == dns.TypeAAAA) && z.kind(target) == kindRouted {
+		if (q.Qtype == dns.TypeA || q.Qtype == dns.TypeAAAA) && z.routes(target) {
 			return s.routed(st, req, m, target)
 		}
 		return reply{variants: []*dns.Msg{m}, cacheable: true}

@@ -78,7 +78,7 @@ func (s *Server) Explain(addr netip.Addr, name string, qtype uint16) (Explanatio
 	if t, ok := s.zone.cnames[name]; ok {
 		name = t
 	}
-	if s.zone.kind(name) != kindRouted {
+	if !s.zone.routes(name) {
 		return Explanation{}, fmt.Errorf("explain: %s is not a routed name of zone %s", name, s.cfg.Zone)
 	}
 	st := s.current(s.cfg.Clock())

@@ -659,3 +659,74 @@ func TestSlipKeepsEDNS(t *testing.T) {
 		})
 	}
 }
+
+// TestApexRouted: the zone's apex, listed in hostnames ("@" or the zone's own name), is routed
+// like any other hostname: A and AAAA get the nearest PoP's addresses, over UDP (cached or
+// not) and TCP, whatever the case of the question; its SOA, NS and ANY (the SOA, RFC 8482)
+// answers stay what they are, and a type it has nothing of is still NODATA with the SOA.
+// The config took the apex and the server never routed it: every A query got NODATA.
+func TestApexRouted(t *testing.T) {
+	for _, h := range []string{"@", "cdn.example."} {
+		t.Run(h, func(t *testing.T) {
+			ts := startServer(t, func(c *Config) {
+				c.Hostnames = append(c.Hostnames, h)
+				c.CNAMEs = map[string]string{"alias": "www", "top": "@"}
+			})
+			o := qopt{ecs: cityPrefix(t, "London", 9)}
+			for _, name := range []string{"cdn.example.", "CdN.eXaMpLe."} {
+				for _, network := range []string{"udp", "tcp"} {
+					o.net = network
+					for range 2 { // the second UDP query is answered from the cache
+						for _, qt := range []uint16{dns.TypeA, dns.TypeAAAA} {
+							r := ts.ask(t, name, qt, o)
+							if r.Rcode != dns.RcodeSuccess || !r.Authoritative || len(r.Answer) != 2 || len(r.Ns) != 0 {
+								t.Fatalf("%s %s over %s: want 2 routed answers, got %v", name, dns.TypeToString[qt], network, r)
+							}
+							if pop := ts.popOf(t, r); pop != "lhr" {
+								t.Errorf("%s %s over %s: PoP %s, want lhr", name, dns.TypeToString[qt], network, pop)
+							}
+							if r.Answer[0].Header().Name != name {
+								t.Errorf("%s %s over %s: owner %q", name, dns.TypeToString[qt], network, r.Answer[0].Header().Name)
+							}
+							if e := ecsOf(r); e == nil || e.SourceScope == 0 {
+								t.Errorf("%s %s over %s: ECS %v, want a non-zero scope", name, dns.TypeToString[qt], network, e)
+							}
+						}
+						for _, tt := range []struct {
+							qtype, want uint16
+							n           int
+						}{{dns.TypeSOA, dns.TypeSOA, 1}, {dns.TypeNS, dns.TypeNS, 2}, {dns.TypeANY, dns.TypeSOA, 1}, {dns.TypeTXT, 0, 0}} {
+							r := ts.ask(t, name, tt.qtype, o)
+							if r.Rcode != dns.RcodeSuccess || len(r.Answer) != tt.n {
+								t.Fatalf("%s %s over %s: got %v", name, dns.TypeToString[tt.qtype], network, r)
+							}
+							for _, rr := range r.Answer {
+								if rr.Header().Rrtype != tt.want {
+									t.Errorf("%s %s over %s: answer %v", name, dns.TypeToString[tt.qtype], network, rr)
+								}
+							}
+							if hasSOA := len(r.Ns) == 1 && r.Ns[0].Header().Rrtype == dns.TypeSOA; hasSOA != (tt.n == 0) {
+								t.Errorf("%s %s over %s: authority %v", name, dns.TypeToString[tt.qtype], network, r.Ns)
+							}
+						}
+					}
+				}
+			}
+			// A CNAME to the apex is followed to its addresses, as one to any routed name.
+			if r := ts.ask(t, "top.cdn.example.", dns.TypeA, o); len(r.Answer) != 3 || r.Answer[0].Header().Rrtype != dns.TypeCNAME || ts.popOf(t, r) != "lhr" {
+				t.Errorf("CNAME to the apex: got %v, want the CNAME and lhr's addresses", r)
+			}
+			if ex, err := ts.Explain(o.ecs.Addr(), "cdn.example.", dns.TypeA); err != nil || ex.PoP != "lhr" {
+				t.Errorf("Explain(apex) = %+v, %v; want lhr", ex, err)
+			}
+		})
+	}
+	// Not listed, the apex is not routed: NODATA, and explain says so.
+	ts := startServer(t, nil)
+	if r := ts.ask(t, "cdn.example.", dns.TypeA, qopt{}); r.Rcode != dns.RcodeSuccess || len(r.Answer) != 0 || len(r.Ns) != 1 {
+		t.Errorf("apex A, not in hostnames: got %v, want NODATA", r)
+	}
+	if _, err := ts.Explain(netip.MustParseAddr("100.64.1.1"), "cdn.example.", dns.TypeA); err == nil {
+		t.Error("Explain(apex), not in hostnames: nil error, want not routed")
+	}
+}
