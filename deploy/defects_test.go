@@ -146,6 +146,9 @@ func TestRenderedConfigsLoad(t *testing.T) {
 		{"cname outside the zone", `hostnames: ["*"]`, `hostnames: ["*"]` + "\n  cnames: {\"www.example.org.\": \"www.cdn.example.com.\"}"},
 		{"cname at the apex", `hostnames: ["*"]`, `hostnames: ["*"]` + "\n  cnames: {\"cdn.example.com.\": \"www.cdn.example.com.\"}"},
 		{"cname inside the zone", `hostnames: ["*"]`, `hostnames: ["*"]` + "\n  cnames: {\"img.cdn.example.com.\": \"www.cdn.example.com.\"}"},
+		{"cname on a routed hostname", `hostnames: ["*"]`, `hostnames: ["www"]` + "\n  cnames: {\"www\": \"img.cdn.example.com.\"}"},
+		{"cname on a name server", `hostnames: ["*"]`, `hostnames: ["*"]` + "\n  cnames: {\"ns1\": \"www.cdn.example.com.\"}"},
+		{"routed name server", `hostnames: ["*"]`, `hostnames: ["ns1.cdn.example.com."]`},
 		{"city with quotes and a newline", "city: Frankfurt", `city: "Frank\"furt\n: am Main # x"`},
 		{"heartbeat ttl", "replicas: 3", "replicas: 3\n  heartbeat_ttl: 5s"},
 	}

@@ -276,6 +276,25 @@ func (c *checker) dns() {
 			c.bad(fmt.Sprintf("dns.hostnames[%d]", i), "%s is outside the zone %s", zoneName(d.Zone, h), d.Zone)
 		}
 	}
+	// dnsroute refuses a name with two meanings (RFC 2181 sections 10.1 and 10.3): a CNAME
+	// beside a routed hostname or a name server's name, or a routed name server.
+	nsNames, routed := map[string]bool{}, map[string]bool{}
+	for _, cn := range c.f.Control.Nodes {
+		nsNames[c.f.nsName(cn)] = true
+	}
+	for i, h := range d.Hostnames {
+		if name := zoneName(d.Zone, h); h != "*" {
+			routed[name] = true
+			if nsNames[name] {
+				c.bad(fmt.Sprintf("dns.hostnames[%d]", i), "%s is a control VM's name server name, answered with its address", name)
+			}
+		}
+	}
+	for from := range d.CNAMEs {
+		if name := zoneName(d.Zone, from); nsNames[name] || routed[name] {
+			c.bad("dns.cnames."+from, "%s is also a name server's name or a routed hostname; a CNAME has no other data beside it", name)
+		}
+	}
 	for from, to := range d.CNAMEs {
 		switch name := zoneName(d.Zone, from); {
 		case !validDomain(strings.TrimSuffix(from, ".")+".") || !validDomain(strings.TrimSuffix(to, ".")+"."):

@@ -322,9 +322,31 @@ func (c Config) validate() wire.FieldErrors {
 			errs.Add(f, "%s is outside the zone %s", name, zone)
 		}
 	}
+	// A name has one meaning: a CNAME has no other data beside it (RFC 2181 section 10.1)
+	// and a name server's name is no alias (section 10.3); a name server's addresses are its
+	// glue, not routed. The server would answer with one of them and ignore the other.
+	nsNames := map[string]bool{}
+	for _, ns := range c.NS {
+		if n := absName(zone, ns.Name); zone != "" && dns.IsSubDomain(zone, n) {
+			nsNames[n] = true
+		}
+	}
+	routed := map[string]bool{}
+	for i, h := range c.Hostnames {
+		if n := absName(zone, h); h != "*" && zone != "" {
+			routed[n] = true
+			if nsNames[n] {
+				errs.Add(fmt.Sprintf("hostnames[%d]", i), "%s is a name server's name (ns), answered with its glue", n)
+			}
+		}
+	}
 	for from, to := range c.CNAMEs {
-		if f := absName(zone, from); zone != "" && (!dns.IsSubDomain(zone, f) || f == zone) {
+		f := absName(zone, from)
+		if zone != "" && (!dns.IsSubDomain(zone, f) || f == zone) {
 			errs.Add("cnames."+from, "must be a name below the zone")
+		}
+		if zone != "" && (nsNames[f] || routed[f]) {
+			errs.Add("cnames."+from, "%s is also a name server's name or a routed hostname; a CNAME has no other data beside it", f)
 		}
 		if _, ok := dns.IsDomainName(to); !ok {
 			errs.Add("cnames."+from, "%q is not a domain name", to)

@@ -55,6 +55,13 @@ func TestConfigErrors(t *testing.T) {
 		{"bad node address", func(s string) string { return strings.Replace(s, "ipv4: 192.0.2.11", "ipv4: 300.0.2.11", 1) }, "ipv4"},
 		{"unknown default", func(s string) string { return strings.Replace(s, "default_pop: iad", "default_pop: xyz", 1) }, "default_pop"},
 		{"hostname outside", func(s string) string { return strings.Replace(s, "[www,", "[www.example.org.,", 1) }, "hostnames"},
+		// A name with two meanings (RFC 2181 sections 10.1 and 10.3) was taken, and the
+		// server answered with one of them.
+		{"CNAME on a routed hostname", func(s string) string { return strings.Replace(s, "  alias: www\n", "  alias: www\n  static: www\n", 1) }, "cnames.static: static.cdn.example. is also"},
+		{"CNAME on a name server", func(s string) string {
+			return strings.Replace(s, "  alias: www\n", "  alias: www\n  NS2.cdn.example.: www\n", 1)
+		}, "cnames.NS2.cdn.example.: ns2.cdn.example. is also"},
+		{"routed name server", func(s string) string { return strings.Replace(s, "[www,", "[ns1, www,", 1) }, "hostnames[0]: ns1.cdn.example. is a name server's name"},
 		{"glue missing", func(s string) string { return strings.Replace(s, "    ipv4: [127.0.0.53]\n", "", 1) }, "glue"},
 		{"negative ttl", func(s string) string { return strings.Replace(s, "ttl: 30s", "ttl: -1s", 1) }, "ttl"},
 		{"low watermark above the default high", func(s string) string {
