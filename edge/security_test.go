@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -329,36 +328,7 @@ func TestHopByHopVaryFieldPeerFill(t *testing.T) {
 // hop-by-hop field the answer's Vary names share one fill: its answer is theirs, whichever of
 // them led it, and no follower fills its "own" variant again.
 func TestHopByHopVaryFieldCollapsed(t *testing.T) {
-	var requests atomic.Int32
-	release := make(chan struct{})
-	addr := startHTTP(t, "127.0.0.10", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if requests.Add(1) == 1 {
-			<-release // the others join this fill meanwhile
-		}
-		w.Header().Set("Cache-Control", "max-age=600")
-		w.Header().Set("Vary", "TE")
-		fmt.Fprintf(w, "te=%s", r.Header.Get("Te"))
-	}))
-	n, _ := startEdge(t, listen(t, "127.0.0.11"), Config{PoP: "tst", Node: "e1",
-		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + addr}}})
-	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 3}}
-	t.Cleanup(c.CloseIdleConnections)
-	te := []string{"trailers", "gzip", ""}
-	got := collapsedClients(t, c, n, "/hop-collapse", len(te), &requests, release, func(i int) []string {
-		if te[i] == "" {
-			return nil
-		}
-		return []string{"Te", te[i]}
-	})
-	for i, r := range got {
-		if r.status != http.StatusOK || r.body != "te=" {
-			t.Errorf("client with TE %q: %d %q, want 200 te=", te[i], r.status, r.body)
-		}
-	}
-	if got := requests.Load(); got != 1 {
-		t.Errorf("origin requests = %d, want 1", got)
-	}
-	wantCacheStatus(t, do(t, c, http.MethodGet, n.Addr(), testHost, "/hop-collapse", "Te", "deflate"), "hit")
+	checkUnsentVaryFieldCollapsed(t, "Te", []string{"trailers", "gzip", "", "deflate"}, wire.RequestHeaders{})
 }
 
 func TestTruncatedOriginResponseNotStored(t *testing.T) {

@@ -244,6 +244,15 @@ func TestVaryOnFieldNotForwarded(t *testing.T) {
 // field the host does not forward share one fill, whichever of them leads it: a follower does
 // not fill its "own" variant again.
 func TestVaryOnFieldNotForwardedCollapsed(t *testing.T) {
+	checkUnsentVaryFieldCollapsed(t, "X-Foo", []string{"a", "b", "", "c"},
+		wire.RequestHeaders{Forward: wire.HeaderNames{"X-Custom"}})
+}
+
+// checkUnsentVaryFieldCollapsed: clients asking at once with values[:len-1] of field (""
+// for none), which the fill never sends upstream, share one fill of an answer whose Vary names
+// field; a later client with the last value is a hit.
+func checkUnsentVaryFieldCollapsed(t *testing.T, field string, values []string, rh wire.RequestHeaders) {
+	t.Helper()
 	var requests atomic.Int32
 	release := make(chan struct{})
 	addr := startHTTP(t, "127.0.0.10", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -251,30 +260,30 @@ func TestVaryOnFieldNotForwardedCollapsed(t *testing.T) {
 			<-release // the others join this fill meanwhile
 		}
 		w.Header().Set("Cache-Control", "max-age=600")
-		w.Header().Set("Vary", "X-Foo")
-		fmt.Fprintf(w, "x-foo=%s", r.Header.Get("X-Foo"))
+		w.Header().Set("Vary", field)
+		fmt.Fprintf(w, "%s=%s", field, r.Header.Get(field))
 	}))
 	n, _ := startEdge(t, listen(t, "127.0.0.11"), Config{PoP: "tst", Node: "e1",
-		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + addr,
-			RequestHeaders: wire.RequestHeaders{Forward: wire.HeaderNames{"X-Custom"}}}}})
-	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 3}}
+		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + addr, RequestHeaders: rh}}})
+	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: len(values)}}
 	t.Cleanup(c.CloseIdleConnections)
-	foo := []string{"a", "b", ""}
-	got := collapsedClients(t, c, n, "/collapse-not-forwarded", len(foo), &requests, release, func(i int) []string {
-		if foo[i] == "" {
+	path := "/collapse-unsent-" + field
+	asking := values[:len(values)-1]
+	got := collapsedClients(t, c, n, path, len(asking), &requests, release, func(i int) []string {
+		if asking[i] == "" {
 			return nil
 		}
-		return []string{"X-Foo", foo[i]}
+		return []string{field, asking[i]}
 	})
 	for i, r := range got {
-		if r.status != http.StatusOK || r.body != "x-foo=" {
-			t.Errorf("client with X-Foo %q: %d %q, want 200 x-foo=", foo[i], r.status, r.body)
+		if r.status != http.StatusOK || r.body != field+"=" {
+			t.Errorf("client with %s %q: %d %q, want 200 %s=", field, asking[i], r.status, r.body, field)
 		}
 	}
 	if got := requests.Load(); got != 1 {
 		t.Errorf("origin requests = %d, want 1", got)
 	}
-	wantCacheStatus(t, do(t, c, http.MethodGet, n.Addr(), testHost, "/collapse-not-forwarded", "X-Foo", "c"), "hit")
+	wantCacheStatus(t, do(t, c, http.MethodGet, n.Addr(), testHost, path, field, values[len(values)-1]), "hit")
 }
 
 // TestVaryOnAuthorizationDirectFill: a request with Authorization is filled for its client alone,
