@@ -119,6 +119,40 @@ func TestAbsoluteFormWithoutPath(t *testing.T) {
 	}
 }
 
+// TestAbsoluteFormOptionsWithoutPath: OPTIONS with an absolute-form target that has neither
+// path nor query (OPTIONS http://host) is the server-wide OPTIONS *, not one for "/" (RFC 9112
+// §3.2.4: the last proxy forwards it as "*"). The edge does not forward an asterisk-form
+// target, and refuses one that reaches its handler (bad request target), so this one too: it
+// went to the origin as OPTIONS /, a question about another resource. With a query, the
+// target's path is "/" like any other method's.
+func TestAbsoluteFormOptionsWithoutPath(t *testing.T) {
+	s := newSingle(t, nil)
+	for _, tt := range []struct {
+		target     string
+		want       int
+		originSees int64 // requests for /
+	}{
+		{"http://" + testHost, http.StatusBadRequest, 0},
+		{"http://" + testHost + ":80", http.StatusBadRequest, 0},
+		{"http://" + testHost + "?v=1", 0, 1},
+	} {
+		t.Run(tt.target, func(t *testing.T) {
+			before, total := s.origin.Requests("/"), s.origin.Total()
+			rs := raw(t, s.edge.Addr(), "OPTIONS "+tt.target+" HTTP/1.1\r\nHost: "+testHost+"\r\nConnection: close\r\n\r\n")
+			if len(rs) != 1 || tt.want != 0 && rs[0].StatusCode != tt.want {
+				var got []int
+				for _, r := range rs {
+					got = append(got, r.StatusCode)
+				}
+				t.Fatalf("OPTIONS %s: statuses %v, want one %d", tt.target, got, tt.want)
+			}
+			if got := s.origin.Requests("/") - before; got != tt.originSees {
+				t.Errorf("OPTIONS %s: the origin saw %d requests for / (%d in all), want %d", tt.target, got, s.origin.Total()-total, tt.originSees)
+			}
+		})
+	}
+}
+
 // TestUnkeyedHeadersDoNotPoison: the fields that make an origin build an answer for another
 // host, URL or method never reach a shared fill from a client (docs/edge.md), so the answer a
 // clean client gets from cache is the clean one.

@@ -191,7 +191,7 @@ func (n *Node) serve(w *logWriter, req *request) {
 		return
 	}
 	path := r.URL.EscapedPath()
-	if path == "" && r.URL.Host != "" {
+	if path == "" && r.URL.Host != "" && !serverWideOptions(r) {
 		// An absolute-form target without a path (GET http://host) is for "/" (RFC 9110
 		// §4.2.3), as nginx reads it.
 		path = "/"
@@ -270,6 +270,14 @@ func (n *Node) trustedHop(r *http.Request) bool {
 		return false
 	}
 	return true
+}
+
+// serverWideOptions reports an OPTIONS whose absolute-form target has neither path nor query
+// (OPTIONS http://host): RFC 9112 §3.2.4 makes it the asterisk-form OPTIONS *, for the server
+// as a whole, which the last proxy forwards as "*", not as a request for "/". The edge
+// forwards no asterisk-form target; the path check refuses it like "*" itself.
+func serverWideOptions(r *http.Request) bool {
+	return r.Method == http.MethodOptions && r.URL.Scheme != "" && r.URL.RawQuery == "" && !r.URL.ForceQuery
 }
 
 // hasDotSegment reports a "." or ".." path segment, which could address something other
