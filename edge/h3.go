@@ -36,6 +36,7 @@ func serveSendTimeout(w http.ResponseWriter, r *http.Request, timeout time.Durat
 	hw := &h3Writer{ResponseWriter: w}
 	hw.d.Init(target, timeout)
 	serve(hw, r)
+	dropConnectionFields(w.Header()) // quic-go writes a header not yet sent once serve returns
 	// quic-go writes what the answer still holds once the handler has returned (its header
 	// and a short body): under the timeout too. After a write that failed the deadline stays
 	// as it was (passed, if it timed out), and quic-go resets the stream it cannot finish.
@@ -61,7 +62,22 @@ type h3Writer struct {
 	err error
 }
 
+// connectionFields are the connection-specific fields, malformed in an HTTP/3 message (RFC
+// 9114, section 4.2).
+var connectionFields = [...]string{"Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Upgrade"}
+
+// dropConnectionFields removes the connection-specific fields from an answer's header before
+// quic-go sends it, which it does as the header is: a client refuses an answer with one as
+// malformed (quic-go's: "invalid header field name"). The pipeline sets Connection: close for
+// HTTP/1.1's sake (a request body it did not read); edge/h2 leaves these fields out too.
+func dropConnectionFields(h http.Header) {
+	for _, k := range connectionFields {
+		delete(h, k)
+	}
+}
+
 func (w *h3Writer) WriteHeader(code int) {
+	dropConnectionFields(w.Header())
 	if code < 200 && w.err == nil {
 		w.d.Arm() // quic-go writes an interim answer at once
 	}
@@ -72,6 +88,7 @@ func (w *h3Writer) Write(p []byte) (int, error) {
 	if w.err != nil {
 		return 0, w.err
 	}
+	dropConnectionFields(w.Header()) // a Write without WriteHeader sends a 200
 	n, err := w.d.Write(w, p, nil)
 	w.err = err
 	return n, err
@@ -88,6 +105,7 @@ func (w *h3Writer) FlushError() error {
 	if w.err != nil {
 		return w.err
 	}
+	dropConnectionFields(w.Header())
 	if err := w.d.Arm(); err != nil {
 		w.err = err
 		return err

@@ -164,3 +164,57 @@ func TestNoContentLengthOn204(t *testing.T) {
 		}
 	}
 }
+
+// unsizedBody is a request body of n bytes whose length the client does not know, so that
+// it goes out chunked over HTTP/1.1 and without Content-Length over HTTP/2 and HTTP/3.
+type unsizedBody struct{ n int }
+
+func (b *unsizedBody) Read(p []byte) (int, error) {
+	if b.n <= 0 {
+		return 0, io.EOF
+	}
+	k := min(len(p), b.n)
+	for i := range p[:k] {
+		p[i] = 'x'
+	}
+	b.n -= k
+	return k, nil
+}
+
+// TestNoConnectionFieldsOverHTTP3: an answer over HTTP/3 carries no connection-specific
+// field (RFC 9114, section 4.2: a client treats an answer with one as malformed), as HTTP/2's
+// leave them out. A body without Content-Length over max_request_body_bytes got its 413 with
+// "Connection: close" (for HTTP/1.1's sake), which quic-go sent as it was: the HTTP/3 client
+// refused the answer ("invalid header field name"), where HTTP/1.1 and HTTP/2 clients got 413.
+func TestNoConnectionFieldsOverHTTP3(t *testing.T) {
+	s, n := tlsEdge(t, TLSConfig{Dev: true}, func(c *Config) { c.MaxRequestBodyBytes = 4096 })
+	h1tls := insecure(testHost)
+	h1tls.NextProtos = []string{"http/1.1"}
+	h3t := &http3.Transport{TLSClientConfig: insecure(testHost)}
+	defer h3t.Close()
+	for _, c := range []struct {
+		name, url string
+		rt        http.RoundTripper
+	}{
+		{"http/1.1", "http://" + n.Addr(), &http.Transport{}},
+		{"https http/1.1", "https://" + n.HTTPSAddr(), &http.Transport{TLSClientConfig: h1tls}},
+		{"http/2", "https://" + n.HTTPSAddr(), &http.Transport{TLSClientConfig: insecure(testHost), ForceAttemptHTTP2: true}},
+		{"http/3", "https://" + n.HTTPSAddr(), h3t},
+	} {
+		req, _ := http.NewRequest(http.MethodPost, c.url+"/api", io.MultiReader(&unsizedBody{10000}))
+		req.Host = testHost
+		r, err := (&http.Client{Transport: c.rt}).Do(req)
+		if err != nil {
+			t.Errorf("%s: %v, want 413", c.name, err)
+			continue
+		}
+		b, _ := io.ReadAll(r.Body)
+		r.Body.Close()
+		if r.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(r.Header.Get("Cache-Status"), "detail=request-body-too-large") {
+			t.Errorf("%s: %d %q %q, want 413 request-body-too-large", c.name, r.StatusCode, r.Header.Get("Cache-Status"), b)
+		}
+	}
+	if got := s.origin.Requests("/api"); got != 0 {
+		t.Errorf("origin saw %d requests with bodies over the limit", got)
+	}
+}
