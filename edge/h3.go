@@ -2,9 +2,11 @@ package edge
 
 import (
 	"context"
+	"io"
 	"maps"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,6 +37,9 @@ func serveSendTimeout(w http.ResponseWriter, r *http.Request, timeout time.Durat
 	}
 	hw := &h3Writer{ResponseWriter: w}
 	hw.d.Init(target, timeout)
+	if r.Body != nil && r.ContentLength != 0 && strings.EqualFold(fieldValue(r.Header, "Expect"), "100-continue") {
+		r.Body = &expectContinue{ReadCloser: r.Body, w: hw}
+	}
 	serve(hw, r)
 	dropConnectionFields(w.Header()) // quic-go writes a header not yet sent once serve returns
 	// quic-go writes what the answer still holds once the handler has returned (its header
@@ -54,6 +59,9 @@ func serveSendTimeout(w http.ResponseWriter, r *http.Request, timeout time.Durat
 type h3Writer struct {
 	http.ResponseWriter // quic-go's
 	d                   sendtimeout.Deadline
+
+	// final: the answer's final status is given (or a body written, which gives it).
+	final bool
 
 	// err is the first write's or flush's failure: the stream is to be reset. Every write and
 	// flush after it fails with it at once, as on a broken HTTP/1.1 connection: one that went
@@ -78,6 +86,9 @@ func dropConnectionFields(h http.Header) {
 
 func (w *h3Writer) WriteHeader(code int) {
 	dropConnectionFields(w.Header())
+	if code >= 200 {
+		w.final = true
+	}
 	if code < 200 && w.err == nil {
 		w.d.Arm() // quic-go writes an interim answer at once
 	}
@@ -89,6 +100,7 @@ func (w *h3Writer) Write(p []byte) (int, error) {
 		return 0, w.err
 	}
 	dropConnectionFields(w.Header()) // a Write without WriteHeader sends a 200
+	w.final = true
 	n, err := w.d.Write(w, p, nil)
 	w.err = err
 	return n, err
@@ -118,6 +130,31 @@ func (w *h3Writer) FlushError() error {
 func (w *h3Writer) SetWriteDeadline(t time.Time) error { return w.d.SetWriteDeadline(t) }
 
 func (w *h3Writer) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// expectContinue is the body of a request that expects 100-continue (RFC 9110, section
+// 10.1.1): its first read sends 100 Continue, unless the final answer has begun, as net/http
+// and edge/h2 do. quic-go's server never sends it, and a client that waits for it before
+// sending its body waited for its own timeout.
+type expectContinue struct {
+	io.ReadCloser
+	w    *h3Writer
+	sent bool
+}
+
+func (b *expectContinue) Read(p []byte) (int, error) {
+	if !b.sent {
+		b.sent = true
+		if !b.w.final && b.w.err == nil {
+			// A status alone: quic-go sends an interim answer with every field set so far.
+			h := b.w.Header()
+			set := maps.Clone(h)
+			clear(h)
+			b.w.WriteHeader(http.StatusContinue)
+			maps.Copy(h, set)
+		}
+	}
+	return b.ReadCloser.Read(p)
+}
 
 // h3Conns are the HTTP/3 connections being served, for the drain. quic-go's graceful shutdown
 // sends GOAWAY and waits for every connection to be closed, which a client does once its
