@@ -278,3 +278,40 @@ func TestContinueOverEveryProtocol(t *testing.T) {
 		t.Errorf("origin saw %d requests, want 3", got)
 	}
 }
+
+// TestOptionsAsteriskOverEveryProtocol: "OPTIONS *" (a request about the server, not a
+// resource: RFC 9110, section 9.3.7) gets net/http's answer over HTTP/3 too, 200 with an
+// empty body, as over HTTP/1.1 and HTTP/2 (edge/h2 serves through net/http's handler, which
+// answers it). quic-go handed it to the pipeline, which answered 400 "bad request target".
+func TestOptionsAsteriskOverEveryProtocol(t *testing.T) {
+	s, n := tlsEdge(t, TLSConfig{Dev: true})
+	h1tls := insecure(testHost)
+	h1tls.NextProtos = []string{"http/1.1"}
+	h3t := &http3.Transport{TLSClientConfig: insecure(testHost)}
+	defer h3t.Close()
+	for _, c := range []struct {
+		name, url string
+		rt        http.RoundTripper
+	}{
+		{"http/1.1", "http://" + n.Addr(), &http.Transport{}},
+		{"https http/1.1", "https://" + n.HTTPSAddr(), &http.Transport{TLSClientConfig: h1tls}},
+		{"http/2", "https://" + n.HTTPSAddr(), &http.Transport{TLSClientConfig: insecure(testHost), ForceAttemptHTTP2: true}},
+		{"http/3", "https://" + n.HTTPSAddr(), h3t},
+	} {
+		req, _ := http.NewRequest(http.MethodOptions, c.url, nil)
+		req.URL.Opaque = "*"
+		req.Host = testHost
+		r, err := (&http.Client{Transport: c.rt}).Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		b, _ := io.ReadAll(r.Body)
+		r.Body.Close()
+		if r.StatusCode != http.StatusOK || len(b) != 0 || r.Header.Get("Content-Length") != "0" {
+			t.Errorf("%s: %d %q %q, want 200 with an empty body", c.name, r.StatusCode, r.Header.Get("Cache-Status"), b)
+		}
+	}
+	if got := s.origin.Requests("*"); got != 0 {
+		t.Errorf("origin saw %d OPTIONS * requests", got)
+	}
+}
