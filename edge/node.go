@@ -90,6 +90,9 @@ type Node struct {
 	// takes nothing of for this long ends its connection or stream (0: sendtimeout.Default,
 	// nginx's send_timeout). Tests shorten it before serving.
 	sendTimeout time.Duration
+	// idleTimeout closes a client connection that has had no request for this long, over
+	// each protocol (0: 120 s). Tests shorten it before serving.
+	idleTimeout time.Duration
 }
 
 // hostState is one configured hostname, ready for the hot path.
@@ -329,6 +332,10 @@ func (n *Node) ServeListeners(ctx context.Context, ls Listeners) error {
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(n.cfg.H2C)
+	idleTimeout := n.idleTimeout
+	if idleTimeout == 0 {
+		idleTimeout = 120 * time.Second
+	}
 	newServer := func(h http.Handler) *http.Server {
 		return &http.Server{
 			Handler:           h,
@@ -336,7 +343,7 @@ func (n *Node) ServeListeners(ctx context.Context, ls Listeners) error {
 			ConnContext:       n.rttConnContext,
 			MaxHeaderBytes:    n.cfg.MaxHeaderBytes,
 			ReadHeaderTimeout: 10 * time.Second,
-			IdleTimeout:       120 * time.Second,
+			IdleTimeout:       idleTimeout,
 			ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
 			Protocols:         protocols,
 		}
@@ -414,7 +421,10 @@ func (n *Node) ServeListeners(ctx context.Context, ls Listeners) error {
 				TLSConfig:      http3.ConfigureTLSConfig(certs.tlsConfig()),
 				QUICConfig:     &quic.Config{Allow0RTT: n.cfg.TLS.Allow0RTT},
 				MaxHeaderBytes: n.cfg.MaxHeaderBytes,
-				Logger:         n.log,
+				// Without it only QUIC's idle timeout applies, which a client's PINGs reset: a
+				// connection with no request was kept for as long as its client pinged.
+				IdleTimeout: tlsSrv.IdleTimeout,
+				Logger:      n.log,
 			}
 			h3.ConnContext = func(ctx context.Context, qc *quic.Conn) context.Context {
 				if !n.cfg.RTT.Disable {
