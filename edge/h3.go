@@ -141,7 +141,8 @@ func (w *h3Writer) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // expectContinue is the body of a request that expects 100-continue (RFC 9110, section
 // 10.1.1): its first read sends 100 Continue, unless the final answer has begun, as net/http
 // and edge/h2 do. quic-go's server never sends it, and a client that waits for it before
-// sending its body waited for its own timeout.
+// sending its body waited for its own timeout. Its first read is the handler's (the pass's
+// bufferBody, the beacon's decoder), so it shares the writer with no other goroutine.
 type expectContinue struct {
 	io.ReadCloser
 	w    *h3Writer

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go/http3"
+
+	"github.com/meridian-cdn/meridian/wire"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -313,5 +315,35 @@ func TestOptionsAsteriskOverEveryProtocol(t *testing.T) {
 	}
 	if got := s.origin.Requests("*"); got != 0 {
 		t.Errorf("origin saw %d OPTIONS * requests", got)
+	}
+}
+
+// TestContinueRefusedEarlyOverHTTP3: an upload over HTTP/3 that expects 100-continue, larger
+// than the part of a body a pass buffers, refused by its origin from its head alone while the
+// rest is still on its way: the client gets the origin's 401 with its fields, never the
+// 100's (its first read, which sent the 100, is the handler's own, in bufferBody, so the
+// 100 and the answer do not race: go test -race).
+func TestContinueRefusedEarlyOverHTTP3(t *testing.T) {
+	addr := startHTTP(t, "127.0.0.10", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("WWW-Authenticate", `Basic realm="x"`)
+		w.WriteHeader(http.StatusUnauthorized)
+	}))
+	_, n := tlsEdge(t, TLSConfig{Dev: true}, func(c *Config) {
+		c.Hosts = []wire.HostConfig{{Host: testHost, Origin: "http://" + addr}}
+	})
+	h3t := &http3.Transport{TLSClientConfig: insecure(testHost)}
+	defer h3t.Close()
+	for i := range 5 {
+		req, _ := http.NewRequest(http.MethodPost, "https://"+n.HTTPSAddr()+"/upload", bytes.NewReader(make([]byte, 4<<20)))
+		req.Host = testHost
+		req.Header.Set("Expect", "100-continue")
+		r, err := (&http.Client{Transport: h3t}).Do(req)
+		if err != nil {
+			t.Fatalf("upload %d: %v", i, err)
+		}
+		r.Body.Close()
+		if r.StatusCode != http.StatusUnauthorized || r.Header.Get("WWW-Authenticate") == "" {
+			t.Errorf("upload %d: status %d, WWW-Authenticate %q; want the origin's 401", i, r.StatusCode, r.Header.Get("WWW-Authenticate"))
+		}
 	}
 }
