@@ -28,7 +28,7 @@ func (n *Node) serveH3(w http.ResponseWriter, r *http.Request) {
 		// A request about the server, not a resource (RFC 9110, section 9.3.7): net/http
 		// answers it itself over HTTP/1.1 and HTTP/2, with 200 and an empty body, and the
 		// pipeline, which quic-go handed it to, answered 400 (a target that is no path).
-		w.Header().Set("Content-Length", "0")
+		answerServerOptions(w)
 		return
 	}
 	serveSendTimeout(w, r, n.sendTimeout, n.ServeHTTP)

@@ -191,7 +191,11 @@ func (n *Node) serve(w *logWriter, req *request) {
 		return
 	}
 	path := r.URL.EscapedPath()
-	if path == "" && r.URL.Host != "" && !serverWideOptions(r) {
+	if path == "" && r.URL.Host != "" {
+		if serverWideOptions(r) {
+			answerServerOptions(w)
+			return
+		}
 		// An absolute-form target without a path (GET http://host) is for "/" (RFC 9110
 		// §4.2.3), as nginx reads it.
 		path = "/"
@@ -275,9 +279,16 @@ func (n *Node) trustedHop(r *http.Request) bool {
 // serverWideOptions reports an OPTIONS whose absolute-form target has neither path nor query
 // (OPTIONS http://host): RFC 9112 §3.2.4 makes it the asterisk-form OPTIONS *, for the server
 // as a whole, which the last proxy forwards as "*", not as a request for "/". The edge
-// forwards no asterisk-form target; the path check refuses it like "*" itself.
+// forwards no asterisk-form target: it answers it itself (answerServerOptions).
 func serverWideOptions(r *http.Request) bool {
 	return r.Method == http.MethodOptions && r.URL.Scheme != "" && r.URL.RawQuery == "" && !r.URL.ForceQuery
+}
+
+// answerServerOptions answers OPTIONS * (RFC 9110 §9.3.7: about the server, not a resource)
+// as net/http does before any handler over HTTP/1.1 and HTTP/2: 200 with an empty body.
+func answerServerOptions(w http.ResponseWriter) {
+	w.Header().Set("Content-Length", "0")
+	w.WriteHeader(http.StatusOK)
 }
 
 // hasDotSegment reports a "." or ".." path segment, which could address something other
