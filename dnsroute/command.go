@@ -73,7 +73,7 @@ func NewCommand() *cobra.Command {
 			return ex.Write(cmd.OutOrStdout())
 		},
 	}
-	explain.Flags().StringVar(&name, "name", "", "routed name to ask for (default: the first routed hostname)")
+	explain.Flags().StringVar(&name, "name", "", "routed name to ask for, \"@\" for the apex (default: the first routed hostname)")
 	explain.Flags().BoolVar(&v6, "aaaa", false, "ask for AAAA instead of A")
 
 	gen := &cobra.Command{

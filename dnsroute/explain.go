@@ -53,8 +53,8 @@ type CandidateExplanation struct {
 	RTTMs       float64 // RTT measured by the client's network; 0 when none
 }
 
-// Explain routes a client at addr asking for name (relative or absolute; "" means the first
-// routed hostname) with qtype A or AAAA, without sending anything.
+// Explain routes a client at addr asking for name (relative or absolute, "@" for the apex;
+// "" means the first routed hostname) with qtype A or AAAA, without sending anything.
 func (s *Server) Explain(addr netip.Addr, name string, qtype uint16) (Explanation, error) {
 	if qtype != dns.TypeA && qtype != dns.TypeAAAA {
 		return Explanation{}, fmt.Errorf("explain: type %s is not A or AAAA", dns.TypeToString[qtype])
@@ -69,6 +69,9 @@ func (s *Server) Explain(addr netip.Addr, name string, qtype uint16) (Explanatio
 		}
 	}
 	name = strings.ToLower(name)
+	if name == "@" { // the apex, as hostnames and cnames spell it
+		name = s.cfg.Zone
+	}
 	if !dns.IsFqdn(name) {
 		name = dns.Fqdn(name)
 		if !dns.IsSubDomain(s.cfg.Zone, name) {

@@ -555,3 +555,30 @@ func TestConfigRefusesNonsense(t *testing.T) {
 		}
 	}
 }
+
+// TestExplainApexAt: explain --name takes the apex as hostnames and cnames spell it ("@"),
+// as well as by the zone's name. It read "@" as a relative name, @.cdn.example., and said
+// the apex, routed, was not.
+func TestExplainApexAt(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Hostnames = append(cfg.Hostnames, "@")
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	london, _ := geodata.Lookup("London")
+	for _, name := range []string{"@", "cdn.example.", "CDN.Example."} {
+		ex, err := s.Explain(london.V4.Addr().Next(), name, dns.TypeA)
+		if err != nil || ex.Name != "cdn.example." || ex.PoP != "lhr" {
+			t.Errorf("Explain(%q) = %q %q, %v; want cdn.example. to lhr", name, ex.Name, ex.PoP, err)
+		}
+	}
+	// Not routed, the apex is refused however it is spelt.
+	s, err = New(testConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Explain(london.V4.Addr(), "@", dns.TypeA); err == nil || !strings.HasPrefix(err.Error(), "explain: cdn.example. is not a routed name") {
+		t.Errorf("Explain(@), apex not routed: %v, want explain: cdn.example. is not a routed name", err)
+	}
+}
