@@ -327,6 +327,9 @@ func (c Config) validate() wire.FieldErrors {
 	// glue, not routed. The server would answer with one of them and ignore the other.
 	nsNames := map[string]bool{}
 	for _, ns := range c.NS {
+		if _, ok := dns.IsDomainName(ns.Name); !ok || ns.Name == "" {
+			continue // refused above; "" would read as the apex
+		}
 		if n := absName(zone, ns.Name); zone != "" && dns.IsSubDomain(zone, n) {
 			nsNames[n] = true
 		}

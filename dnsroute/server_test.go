@@ -582,3 +582,20 @@ func TestExplainApexAt(t *testing.T) {
 		t.Errorf("Explain(@), apex not routed: %v, want explain: cdn.example. is not a routed name", err)
 	}
 }
+
+// TestNameClashNotWithAnUnnamedServer: a name server without a name is refused for that
+// alone. Its empty name read as the apex (as "" does in hostnames), so that a routed apex
+// was also refused as "a name server's name", a second, false problem.
+func TestNameClashNotWithAnUnnamedServer(t *testing.T) {
+	base, err := os.ReadFile("testdata/dns.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Replace(string(base), "  - name: ns1            # relative names are under the zone\n", "  - ipv4: [127.0.0.55]\n  - name: ns1\n", 1)
+	text = strings.Replace(text, "[www,", `["@", www,`, 1)
+	_, err = ParseConfig([]byte(text))
+	var errs wire.FieldErrors
+	if !errors.As(err, &errs) || len(errs) != 1 || errs[0].Field != "ns[0].name" {
+		t.Errorf("ParseConfig = %v, want one problem, ns[0].name", err)
+	}
+}
