@@ -88,9 +88,14 @@ func TestReadyBeforeRegistered(t *testing.T) {
 		name string
 		// holdBack removes what the node needs before it starts; release restores it.
 		holdBack, release func(t *testing.T, js jetstream.JetStream, h wire.HostConfig)
+		// loadsEmpty: release makes the bucket, then puts the host in it. A node that loads
+		// the bucket between the two has loaded all its config (none) and is rightly usable
+		// without the host; such registrations are passed over until it serves the host.
+		loadsEmpty bool
 	}{
 		{
-			name: "config bucket",
+			name:       "config bucket",
+			loadsEmpty: true,
 			holdBack: func(t *testing.T, js jetstream.JetStream, _ wire.HostConfig) {
 				if err := js.DeleteKeyValue(context.Background(), wire.Bucket("", wire.ConfigBucket)); err != nil {
 					t.Fatal(err)
@@ -148,8 +153,12 @@ func TestReadyBeforeRegistered(t *testing.T) {
 				if !u.Usable() {
 					continue
 				}
+				got := served()
+				if got == http.StatusMisdirectedRequest && tt.loadsEmpty && usable == 0 {
+					continue // loaded the empty bucket; once it serves the host, it must go on
+				}
 				usable++
-				if got := served(); got != http.StatusOK {
+				if got != http.StatusOK {
 					t.Fatalf("registered usable but answered %d for a host from the config bucket, want 200", got)
 				}
 				if n.purgeSub.Load().CaughtUpAt().IsZero() {
