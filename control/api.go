@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"mime"
 	"net/http"
+	"net/url"
 	"reflect"
 	"slices"
 	"sort"
@@ -193,6 +195,38 @@ func (s *Server) limitBody(h http.Handler, authed bool) http.Handler {
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// checkQuery refuses (400, naming it) a query parameter the route does not take, one of once
+// given more than once, and a query that does not parse (net/http's parser drops a pair it
+// cannot read, one with a ';' say): ignored, a misspelt "?nodes=" for "?node=" would have the
+// request done as if it had not been given, every unreachable node declared gone. once are the
+// parameters the route takes once, many those it takes any number of times.
+func checkQuery(w http.ResponseWriter, r *http.Request, once, many []string) (url.Values, bool) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		WriteError(w, http.StatusBadRequest, "", fmt.Errorf("invalid query %q: %w", r.URL.RawQuery, err))
+		return nil, false
+	}
+	names := slices.Sorted(maps.Keys(q))
+	for _, name := range names {
+		switch {
+		case slices.Contains(many, name):
+		case slices.Contains(once, name):
+			if len(q[name]) > 1 {
+				WriteError(w, http.StatusBadRequest, name, fmt.Errorf("query parameter %q is given %d times, want it once", name, len(q[name])))
+				return nil, false
+			}
+		default:
+			want := "none"
+			if all := append(slices.Clone(once), many...); len(all) > 0 {
+				want = strings.Join(all, ", ")
+			}
+			WriteError(w, http.StatusBadRequest, name, fmt.Errorf("unknown query parameter %q (%s %s takes %s)", name, r.Method, r.Pattern[strings.IndexByte(r.Pattern, ' ')+1:], want))
+			return nil, false
+		}
+	}
+	return q, true
 }
 
 func errBodyTooLarge(max int64) error {
@@ -636,8 +670,12 @@ func (s *Server) getRouting(w http.ResponseWriter, r *http.Request) {
 // has learnt it before anyone depends on it; keys older than one that has been signing for
 // the grace are dropped.
 func (s *Server) rotatePeerKey(w http.ResponseWriter, r *http.Request) {
+	q, ok := checkQuery(w, r, []string{"grace"}, nil)
+	if !ok {
+		return
+	}
 	grace := fleet.DefaultPeerKeyGrace
-	if g := r.URL.Query().Get("grace"); g != "" {
+	if g := q.Get("grace"); g != "" {
 		d, err := time.ParseDuration(g)
 		if err != nil || d < time.Second || d > time.Hour {
 			WriteError(w, http.StatusBadRequest, "grace", fmt.Errorf("want a duration from 1s to 1h, got %q", g))

@@ -78,7 +78,11 @@ func (s *Server) postPurge(w http.ResponseWriter, r *http.Request) {
 	if !s.limiter.allow(w, TokenName(r.Context())) {
 		return
 	}
-	wait, err := parseWait(r.URL.Query().Get("wait"))
+	q, ok := checkQuery(w, r, []string{"wait"}, nil)
+	if !ok {
+		return
+	}
+	wait, err := parseWait(q.Get("wait"))
 	if err != nil {
 		WriteError(w, http.StatusBadRequest, "wait", err)
 		return
@@ -311,8 +315,12 @@ func (s *Server) getPurge(w http.ResponseWriter, r *http.Request) {
 // ack. The answer is the updated receipt.
 func (s *Server) declareGone(w http.ResponseWriter, r *http.Request) {
 	id := purge.RequestID(r.PathValue("id"))
+	q, ok := checkQuery(w, r, nil, []string{"node"})
+	if !ok {
+		return
+	}
 	var nodes []purge.NodeRef
-	for _, v := range r.URL.Query()["node"] {
+	for _, v := range q["node"] {
 		pop, node, ok := strings.Cut(v, "/")
 		if !ok || wire.ValidatePoPID(pop) != nil || node == "" {
 			WriteError(w, http.StatusBadRequest, "node", fmt.Errorf("node %q is not pop/node", v))

@@ -732,3 +732,62 @@ func TestAcksDroppedMetric(t *testing.T) {
 		return false
 	})
 }
+
+// TestMisspeltQueryParametersAreRefused: a query parameter a route does not take, one it takes
+// once given twice, or a query that does not parse (a ';' between pairs, which net/http's
+// parser drops with the pair) is 400 naming it, and nothing is done. Ignoring it did the request
+// as if it had not been given: DELETE .../unreachable?nodes=ams/n2 (for ?node=) declared every
+// unreachable node gone, and POST /v1/purge?Wait=5s answered at once.
+func TestMisspeltQueryParametersAreRefused(t *testing.T) {
+	ts := startServer(t, Config{PurgeRate: -1})
+	if err := fleet.PutHost(t.Context(), ts.JetStream(), "", wire.HostConfig{Host: hostA, Origin: "http://127.0.0.1:8080"}); err != nil {
+		t.Fatalf("PutHost: %v", err)
+	}
+	stopAms := startRegistrar(t, ts.NATSURL(), wire.Node{PoP: "ams", ID: "n1"})
+	stopFra := startRegistrar(t, ts.NATSURL(), wire.Node{PoP: "fra", ID: "n1"})
+	wait.For(t, 10*time.Second, "two nodes in the control's fleet view", func() bool {
+		return len(ts.Fleet().Nodes()) == 2
+	})
+	body, _ := json.Marshal(purge.Request{Host: hostA, URLs: []string{"/a"}})
+	code, resp, b := postPurge(t, ts, tokPurger, "", body)
+	if code != http.StatusAccepted {
+		t.Fatalf("purge = %d %s, want 202", code, b)
+	}
+	stopAms()
+	stopFra()
+	wait.For(t, 10*time.Second, "both nodes unreachable in the receipt", func() bool {
+		_, b := ts.do(t, "GET", "/v1/purges/"+resp.ID, tokPurger, nil)
+		var r purge.Response
+		return json.Unmarshal(b, &r) == nil && maps.Equal(nodeStatuses(r),
+			map[string]string{"ams/n1": purge.NodeUnreachable, "fra/n1": purge.NodeUnreachable})
+	})
+
+	refused := []struct{ method, path, field string }{
+		{"DELETE", "/v1/purges/" + resp.ID + "/unreachable?nodes=ams/n1", "nodes"},
+		{"DELETE", "/v1/purges/" + resp.ID + "/unreachable?Node=ams/n1", "Node"},
+		{"DELETE", "/v1/purges/" + resp.ID + "/unreachable?node=ams/n1;node=fra/n1", ""},
+		{"POST", "/v1/purge?Wait=5s", "Wait"},
+		{"POST", "/v1/purge?wait=0s&wait=5s", "wait"},
+		{"POST", "/v1/peer-keys/rotate?grace_period=1h", "grace_period"},
+		{"POST", "/v1/peer-keys/rotate?grace=1h&grace=1s", "grace"},
+	}
+	for _, tt := range refused {
+		var req []byte
+		if tt.method == "POST" && strings.HasPrefix(tt.path, "/v1/purge?") {
+			req = body
+		}
+		code, b := ts.do(t, tt.method, tt.path, tokAdmin, req)
+		var e APIError
+		if code != http.StatusBadRequest || json.Unmarshal(b, &e) != nil || e.Field != tt.field {
+			t.Errorf("%s %s = %d %s, want 400 with field %q", tt.method, tt.path, code, b, tt.field)
+		}
+	}
+	_, b = ts.do(t, "GET", "/v1/purges/"+resp.ID, tokPurger, nil)
+	var r purge.Response
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := nodeStatuses(r), map[string]string{"ams/n1": purge.NodeUnreachable, "fra/n1": purge.NodeUnreachable}; !maps.Equal(got, want) {
+		t.Errorf("after the refused requests: statuses %v, want %v (no node declared gone)", got, want)
+	}
+}
