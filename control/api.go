@@ -10,6 +10,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"path"
 	"reflect"
 	"slices"
 	"sort"
@@ -272,6 +273,13 @@ func describeDecodeError(err error, max int64) (field string, _ error) {
 
 // ServeHTTP routes a request. Unknown paths and methods get the API's JSON errors too.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// A path with an empty or dot segment ("/v1//purge", from a base URL with a trailing slash)
+	// is no route of the API: the mux would redirect it, with an HTML body (or none), which a
+	// script not following redirects took for the answer.
+	if c := canonicalPath(r.URL.Path); r.Method != http.MethodConnect && c != r.URL.Path {
+		WriteError(w, http.StatusNotFound, "", fmt.Errorf("no route for %s %s (the path is not in canonical form: did you mean %s?)", r.Method, r.URL.Path, c))
+		return
+	}
 	h, pattern := s.mux.Handler(r)
 	if pattern != "" {
 		// Through the mux again: Handler does not set the request's path values.
@@ -289,6 +297,22 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		WriteError(w, cw.status, "", nil)
 	}
+}
+
+// canonicalPath is p as http.ServeMux wants it (it redirects any other form): rooted, without
+// empty or dot segments, a trailing slash kept.
+func canonicalPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	if p[0] != '/' {
+		p = "/" + p
+	}
+	c := path.Clean(p)
+	if p[len(p)-1] == '/' && c != "/" {
+		c += "/"
+	}
+	return c
 }
 
 // captureWriter records the status the mux's fallback handler chose and drops its body.

@@ -750,6 +750,54 @@ func TestUnknownRoutesAnswerJSON(t *testing.T) {
 	}
 }
 
+// TestNonCanonicalPathsAnswerJSON: a path with an empty or dot segment (an API base URL with a
+// trailing slash makes "/v1//purge") gets the API's JSON 404 naming the canonical path, as
+// every path the spec does not hold does, not net/http's redirect with an HTML body, which a
+// script without -L took for an answer: nothing is done.
+func TestNonCanonicalPathsAnswerJSON(t *testing.T) {
+	ts := startServer(t, Config{PurgeRate: -1})
+	if code, b := ts.do(t, "PUT", "/v1/hosts/www.example.com", tokAdmin, hostBody); code != http.StatusOK {
+		t.Fatalf("PUT host = %d %s", code, b)
+	}
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	defer noFollow.CloseIdleConnections()
+	for _, tt := range []struct{ method, path, canonical string }{
+		{"GET", "/v1//pops", "/v1/pops"},
+		{"GET", "/v1/./routing", "/v1/routing"},
+		{"GET", "/v1/hosts/x/../www.example.com", "/v1/hosts/www.example.com"},
+		{"POST", "//v1/purge", "/v1/purge"},
+		{"POST", "/v1/pops/par/../fra/drain", "/v1/pops/fra/drain"},
+	} {
+		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
+			var body io.Reader
+			if tt.method == "POST" {
+				body = strings.NewReader(`{"host":"www.example.com","all":true}`)
+			}
+			req, err := http.NewRequestWithContext(t.Context(), tt.method, ts.base+tt.path, body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Authorization", "Bearer "+tokAdmin)
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := noFollow.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			var e APIError
+			if resp.StatusCode != http.StatusNotFound || resp.Header.Get("Content-Type") != "application/json" ||
+				json.Unmarshal(b, &e) != nil || !strings.Contains(e.Error, tt.canonical) {
+				t.Errorf("%s %s = %d %q %s, want a JSON 404 naming %s", tt.method, tt.path, resp.StatusCode,
+					resp.Header.Get("Content-Type"), b, tt.canonical)
+			}
+		})
+	}
+	if f := ts.fleet(t); len(f.PoPs) != 0 {
+		t.Errorf("PoPs after the refused drain: %+v, want none", f.PoPs)
+	}
+}
+
 func TestRegistrationExpiryAndDrain(t *testing.T) {
 	ts := startServer(t, Config{})
 	runRegistrar(t, ts.NATSURL(), wire.Node{PoP: "par", ID: "n1", City: "Paris", Capacity: 100}, 200*time.Millisecond)
