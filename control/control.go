@@ -341,8 +341,13 @@ func (s *Server) Fleet() *fleet.View {
 	return s.view
 }
 
-// Prefix is the NATS name prefix in use.
-func (s *Server) Prefix() string { return s.cfg.Prefix }
+// Prefix is the NATS name prefix in use: wire.DefaultPrefix when Config.Prefix is empty.
+func (s *Server) Prefix() string {
+	if s.cfg.Prefix == "" {
+		return wire.DefaultPrefix
+	}
+	return s.cfg.Prefix
+}
 
 // ensureStreams creates the buckets and the purge stream, retrying: right after a cluster forms
 // (or several controls start at once) a JetStream request can go unanswered, and one lost reply
@@ -528,7 +533,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) (err error) {
 	}
 	if ctx.Err() == nil {
 		close(s.ready)
-		s.log.Info("control plane ready", "api", ln.Addr().String(), "nats", fleet.RedactURL(nc.ConnectedUrl()), "prefix", s.cfg.Prefix)
+		s.log.Info("control plane ready", "api", ln.Addr().String(), "nats", fleet.RedactURL(nc.ConnectedUrl()), "prefix", s.Prefix())
 	}
 
 	select {

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -1232,5 +1233,45 @@ func TestNATSErrorsLogged(t *testing.T) {
 	// The other two fell behind within the minute: counted, not logged.
 	if got := logs.Count("nats error"); got != 1 {
 		t.Errorf("%d nats error lines, want 1", got)
+	}
+}
+
+// lockedBuffer is a bytes.Buffer that a logger may write from several goroutines.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestReadyLogNamesPrefixInUse: with the default --prefix the ready line and Prefix name the
+// prefix in use, "meridian", not the empty flag value (prefix="" read as no prefix at all).
+func TestReadyLogNamesPrefixInUse(t *testing.T) {
+	logs := &lockedBuffer{}
+	ts := startServer(t, Config{Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if got := ts.Prefix(); got != wire.DefaultPrefix {
+		t.Errorf("Prefix() = %q, want %q", got, wire.DefaultPrefix)
+	}
+	var ready string
+	wait.For(t, 5*time.Second, "the ready line", func() bool { // logged just after Ready closes
+		for _, line := range strings.Split(logs.String(), "\n") {
+			if strings.Contains(line, `msg="control plane ready"`) {
+				ready = line
+			}
+		}
+		return ready != ""
+	})
+	if !strings.Contains(ready, " prefix="+wire.DefaultPrefix) {
+		t.Errorf("ready line %q, want prefix=%s", ready, wire.DefaultPrefix)
 	}
 }
