@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -143,6 +144,16 @@ func DecodeJSON(w http.ResponseWriter, r *http.Request, max int64, v any) error 
 			}
 		}
 	}
+	// JSON is UTF-8 (RFC 8259): encoding/json reads each invalid byte as U+FFFD, so a config
+	// would be stored, or a field named, other than the one sent. Checked over what was read
+	// (all of it once decoded), and ahead of other errors but the size's, which says the most.
+	if mbe := (*http.MaxBytesError)(nil); !errors.As(err, &mbe) {
+		if at := invalidUTF8(body.Bytes(), err == nil); at >= 0 {
+			err = fmt.Errorf("request body is not valid UTF-8 at byte %d", at+1)
+			WriteError(w, http.StatusBadRequest, "", err)
+			return err
+		}
+	}
 	if err == nil {
 		// DisallowUnknownFields lets through a field named in another case, or named twice.
 		err = checkKeys(body.Bytes(), reflect.TypeOf(v))
@@ -228,6 +239,26 @@ func checkQuery(w http.ResponseWriter, r *http.Request, once, many []string) (ur
 		}
 	}
 	return q, true
+}
+
+// invalidUTF8 is the index of the first byte of b that is not valid UTF-8, or -1. Unless
+// complete, b may end in the middle of a character (a read stopped there), which is not counted.
+func invalidUTF8(b []byte, complete bool) int {
+	for i := 0; i < len(b); {
+		if b[i] < utf8.RuneSelf {
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && n <= 1 {
+			if !complete && !utf8.FullRune(b[i:]) {
+				return -1
+			}
+			return i
+		}
+		i += n
+	}
+	return -1
 }
 
 func errBodyTooLarge(max int64) error {

@@ -290,6 +290,10 @@ func TestBadRequests(t *testing.T) {
 		{"host mismatch", "/v1/hosts/www.example.com", `{"host":"other.example.com","origin":"http://o"}`, "", 400, "host", "does not match"},
 		{"bad path host", "/v1/hosts/bad_host", `{"origin":"http://o"}`, "", 400, "host", "not a valid hostname"},
 		{"bad routing policy", "/v1/routing", `{"policy":"random"}`, "", 400, "policy", "not nearest"},
+		// JSON is UTF-8 (RFC 8259): encoding/json would store U+FFFD for each invalid byte, a
+		// config other than the one sent.
+		{"invalid UTF-8 in a value", "/v1/hosts/www.example.com", "{\"origin\":\"http://o/p\xffx\"}", "", 400, "", "not valid UTF-8 at byte 22"},
+		{"invalid UTF-8 in a key", "/v1/hosts/www.example.com", "{\"origin\":\"http://o\",\"\xc3\":1}", "", 400, "", "not valid UTF-8 at byte 23"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
