@@ -107,7 +107,7 @@ func writePurgeAnswer(w http.ResponseWriter, status int, resp purge.Response) {
 // DefaultMaxBodyBytes), exactly one JSON value, no unknown fields, every field named exactly
 // as its json tag and none twice in one object (at any depth), and a JSON content type if one
 // is given. On failure it has already written an error naming the problem, and returns it: 400,
-// 413 for a body over max, 415 for a wrong content type.
+// 413 for a body over max, 415 for a wrong content type or any content coding.
 func DecodeJSON(w http.ResponseWriter, r *http.Request, max int64, v any) error {
 	if max <= 0 {
 		max = DefaultMaxBodyBytes
@@ -119,6 +119,13 @@ func DecodeJSON(w http.ResponseWriter, r *http.Request, max int64, v any) error 
 			WriteError(w, http.StatusUnsupportedMediaType, "", err)
 			return err
 		}
+	}
+	// No content coding is decoded: a gzip body would read as invalid JSON (RFC 9110 15.5.16).
+	if ce := r.Header.Values("Content-Encoding"); len(ce) > 0 && !(len(ce) == 1 && strings.EqualFold(strings.TrimSpace(ce[0]), "identity")) {
+		err := fmt.Errorf("content coding %q is not supported: send the body uncompressed", strings.Join(ce, ", "))
+		w.Header().Set("Accept-Encoding", "identity")
+		WriteError(w, http.StatusUnsupportedMediaType, "", err)
+		return err
 	}
 	// A body over the limit gets 413, as nginx's client_max_body_size answers: before anything
 	// is read when Content-Length declares it (a client sending "Expect: 100-continue" never

@@ -2,6 +2,7 @@ package control
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -318,6 +319,35 @@ func TestBadRequests(t *testing.T) {
 		})
 	}
 	// None of the refused configs reached the bucket.
+	if code, b := ts.do(t, "GET", "/v1/hosts/www.example.com", tokReader, nil); code != http.StatusNotFound {
+		t.Errorf("GET refused host = %d %s, want 404", code, b)
+	}
+}
+
+// TestContentCodingRefused: a body with a Content-Encoding (gzip, say) is 415 naming the
+// coding, as RFC 9110 15.5.16 has it, with Accept-Encoding: identity, rather than a 400 about
+// the gzip magic being invalid JSON; nothing is stored.
+func TestContentCodingRefused(t *testing.T) {
+	ts := startServer(t, Config{})
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	_, _ = zw.Write(hostBody)
+	_ = zw.Close()
+	req, _ := http.NewRequestWithContext(t.Context(), "PUT", ts.base+"/v1/hosts/www.example.com", bytes.NewReader(gz.Bytes()))
+	req.Header.Set("Authorization", "Bearer "+tokAdmin)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Content-Encoding", "gzip")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var e APIError
+	if err := json.NewDecoder(resp.Body).Decode(&e); err != nil || resp.StatusCode != http.StatusUnsupportedMediaType ||
+		!strings.Contains(e.Error, "gzip") || resp.Header.Get("Accept-Encoding") != "identity" {
+		t.Errorf("PUT with Content-Encoding: gzip = %d %q (Accept-Encoding %q), want 415 naming gzip with Accept-Encoding: identity",
+			resp.StatusCode, e.Error, resp.Header.Get("Accept-Encoding"))
+	}
 	if code, b := ts.do(t, "GET", "/v1/hosts/www.example.com", tokReader, nil); code != http.StatusNotFound {
 		t.Errorf("GET refused host = %d %s, want 404", code, b)
 	}
