@@ -138,19 +138,7 @@ func TestInvalidMethodNotPassed(t *testing.T) {
 // the stored object's "0".
 func TestNoContentLengthOn204(t *testing.T) {
 	_, n := tlsEdge(t, TLSConfig{Dev: true})
-	h1tls := insecure(testHost)
-	h1tls.NextProtos = []string{"http/1.1"}
-	h3t := &http3.Transport{TLSClientConfig: insecure(testHost)}
-	defer h3t.Close()
-	for _, c := range []struct {
-		name, url string
-		rt        http.RoundTripper
-	}{
-		{"http/1.1", "http://" + n.Addr(), &http.Transport{}},
-		{"https http/1.1", "https://" + n.HTTPSAddr(), &http.Transport{TLSClientConfig: h1tls}},
-		{"http/2", "https://" + n.HTTPSAddr(), &http.Transport{TLSClientConfig: insecure(testHost), ForceAttemptHTTP2: true}},
-		{"http/3", "https://" + n.HTTPSAddr(), h3t},
-	} {
+	for _, c := range everyProtocol(t, n) {
 		for _, want := range []string{"miss", "hit"} {
 			req, _ := http.NewRequest(http.MethodGet, c.url+"/nc?status=204&cc=max-age%3D600&p="+strings.ReplaceAll(c.name, " ", "-"), nil)
 			req.Host = testHost
@@ -193,19 +181,7 @@ func (b *unsizedBody) Read(p []byte) (int, error) {
 // refused the answer ("invalid header field name"), where HTTP/1.1 and HTTP/2 clients got 413.
 func TestNoConnectionFieldsOverHTTP3(t *testing.T) {
 	s, n := tlsEdge(t, TLSConfig{Dev: true}, func(c *Config) { c.MaxRequestBodyBytes = 4096 })
-	h1tls := insecure(testHost)
-	h1tls.NextProtos = []string{"http/1.1"}
-	h3t := &http3.Transport{TLSClientConfig: insecure(testHost)}
-	defer h3t.Close()
-	for _, c := range []struct {
-		name, url string
-		rt        http.RoundTripper
-	}{
-		{"http/1.1", "http://" + n.Addr(), &http.Transport{}},
-		{"https http/1.1", "https://" + n.HTTPSAddr(), &http.Transport{TLSClientConfig: h1tls}},
-		{"http/2", "https://" + n.HTTPSAddr(), &http.Transport{TLSClientConfig: insecure(testHost), ForceAttemptHTTP2: true}},
-		{"http/3", "https://" + n.HTTPSAddr(), h3t},
-	} {
+	for _, c := range everyProtocol(t, n) {
 		req, _ := http.NewRequest(http.MethodPost, c.url+"/api", io.MultiReader(&unsizedBody{10000}))
 		req.Host = testHost
 		r, err := (&http.Client{Transport: c.rt}).Do(req)
@@ -287,19 +263,7 @@ func TestContinueOverEveryProtocol(t *testing.T) {
 // answers it). quic-go handed it to the pipeline, which answered 400 "bad request target".
 func TestOptionsAsteriskOverEveryProtocol(t *testing.T) {
 	s, n := tlsEdge(t, TLSConfig{Dev: true})
-	h1tls := insecure(testHost)
-	h1tls.NextProtos = []string{"http/1.1"}
-	h3t := &http3.Transport{TLSClientConfig: insecure(testHost)}
-	defer h3t.Close()
-	for _, c := range []struct {
-		name, url string
-		rt        http.RoundTripper
-	}{
-		{"http/1.1", "http://" + n.Addr(), &http.Transport{}},
-		{"https http/1.1", "https://" + n.HTTPSAddr(), &http.Transport{TLSClientConfig: h1tls}},
-		{"http/2", "https://" + n.HTTPSAddr(), &http.Transport{TLSClientConfig: insecure(testHost), ForceAttemptHTTP2: true}},
-		{"http/3", "https://" + n.HTTPSAddr(), h3t},
-	} {
+	for _, c := range everyProtocol(t, n) {
 		req, _ := http.NewRequest(http.MethodOptions, c.url, nil)
 		req.URL.Opaque = "*"
 		req.Host = testHost
@@ -345,5 +309,28 @@ func TestContinueRefusedEarlyOverHTTP3(t *testing.T) {
 		if r.StatusCode != http.StatusUnauthorized || r.Header.Get("WWW-Authenticate") == "" {
 			t.Errorf("upload %d: status %d, WWW-Authenticate %q; want the origin's 401", i, r.StatusCode, r.Header.Get("WWW-Authenticate"))
 		}
+	}
+}
+
+// protoClient is a client of the edge over one protocol: name, the edge's base URL for it and
+// a transport that speaks it.
+type protoClient struct {
+	name, url string
+	rt        http.RoundTripper
+}
+
+// everyProtocol is a client of n (a tlsEdge) for each way it serves: HTTP/1.1 in plain and
+// over TLS, HTTP/2 and HTTP/3.
+func everyProtocol(t *testing.T, n *Node) []protoClient {
+	t.Helper()
+	h1tls := insecure(testHost)
+	h1tls.NextProtos = []string{"http/1.1"}
+	h3t := &http3.Transport{TLSClientConfig: insecure(testHost)}
+	t.Cleanup(func() { h3t.Close() })
+	return []protoClient{
+		{"http/1.1", "http://" + n.Addr(), &http.Transport{}},
+		{"https http/1.1", "https://" + n.HTTPSAddr(), &http.Transport{TLSClientConfig: h1tls}},
+		{"http/2", "https://" + n.HTTPSAddr(), &http.Transport{TLSClientConfig: insecure(testHost), ForceAttemptHTTP2: true}},
+		{"http/3", "https://" + n.HTTPSAddr(), h3t},
 	}
 }
