@@ -121,7 +121,8 @@ func DecodeJSON(w http.ResponseWriter, r *http.Request, max int64, v any) error 
 		}
 	}
 	// No content coding is decoded: a gzip body would read as invalid JSON (RFC 9110 15.5.16).
-	if ce := r.Header.Values("Content-Encoding"); len(ce) > 0 && !(len(ce) == 1 && strings.EqualFold(strings.TrimSpace(ce[0]), "identity")) {
+	// A header naming none (empty, or only identity) is an uncompressed body.
+	if ce := r.Header.Values("Content-Encoding"); contentCoded(ce) {
 		err := fmt.Errorf("content coding %q is not supported: send the body uncompressed", strings.Join(ce, ", "))
 		w.Header().Set("Accept-Encoding", "identity")
 		WriteError(w, http.StatusUnsupportedMediaType, "", err)
@@ -246,6 +247,19 @@ func checkQuery(w http.ResponseWriter, r *http.Request, once, many []string) (ur
 		}
 	}
 	return q, true
+}
+
+// contentCoded reports whether the Content-Encoding field values name a coding other than
+// identity; empty list elements are ignored (RFC 9110 5.6.1).
+func contentCoded(values []string) bool {
+	for _, v := range values {
+		for c := range strings.SplitSeq(v, ",") {
+			if c = strings.TrimSpace(c); c != "" && !strings.EqualFold(c, "identity") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // invalidUTF8 is the index of the first byte of b that is not valid UTF-8, or -1. Unless

@@ -353,6 +353,29 @@ func TestContentCodingRefused(t *testing.T) {
 	}
 }
 
+// TestNoContentCodingAccepted: a Content-Encoding header that names no coding, empty (a
+// script's -H "Content-Encoding: $ENC" with ENC unset, or a list of empty elements, which RFC
+// 9110 5.6.1 has a recipient ignore) or only identity, is an uncompressed body: the host is
+// stored, not refused with 415.
+func TestNoContentCodingAccepted(t *testing.T) {
+	ts := startServer(t, Config{})
+	for _, ce := range []string{"", " ", ",", "identity", "Identity, ", "identity,identity"} {
+		req, _ := http.NewRequestWithContext(t.Context(), "PUT", ts.base+"/v1/hosts/www.example.com", bytes.NewReader(hostBody))
+		req.Header.Set("Authorization", "Bearer "+tokAdmin)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Content-Encoding", ce)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("PUT with Content-Encoding %q = %d %s, want 200", ce, resp.StatusCode, b)
+		}
+	}
+}
+
 // TestOversizedBodyGets413: a body over --max-body-bytes gets 413 with a JSON error naming the
 // limit, as nginx's client_max_body_size answers, on every route that takes one (the purge API
 // first): declared by Content-Length, or sent chunked and found over the limit while reading.
