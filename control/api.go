@@ -327,9 +327,10 @@ func describeDecodeError(err error, max int64) (field string, _ error) {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// A path with an empty or dot segment ("/v1//purge", from a base URL with a trailing slash)
 	// is no route of the API: the mux would redirect it, with an HTML body (or none), which a
-	// script not following redirects took for the answer.
-	if c := canonicalPath(r.URL.Path); r.Method != http.MethodConnect && c != r.URL.Path {
-		WriteError(w, http.StatusNotFound, "", fmt.Errorf("no route for %s %s (the path is not in canonical form: did you mean %s?)", r.Method, r.URL.Path, c))
+	// script not following redirects took for the answer. The escaped path, as the mux reads it:
+	// "%2e" or "%2F" is part of a segment, not a dot segment or a separator.
+	if p := r.URL.EscapedPath(); r.Method != http.MethodConnect && canonicalPath(p) != p {
+		WriteError(w, http.StatusNotFound, "", fmt.Errorf("no route for %s %s (the path is not in canonical form: did you mean %s?)", r.Method, p, canonicalPath(p)))
 		return
 	}
 	h, pattern := s.mux.Handler(r)

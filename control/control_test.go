@@ -856,6 +856,28 @@ func TestNonCanonicalPathsAnswerJSON(t *testing.T) {
 	}
 }
 
+// TestEncodedDotsAreNotPathSegments: a percent-encoded dot or slash is part of a segment, not
+// a separator or a dot segment (RFC 3986 2.2), and ServeMux routes it as such; the
+// canonical-path check does the same, so "/v1/hosts/%2e%2e" is the host "..", refused as an
+// invalid hostname, not a 404 asking whether the client meant "/v1" (and
+// ".../x%2F..%2Fwww.example.com" is not taken for another host's path).
+func TestEncodedDotsAreNotPathSegments(t *testing.T) {
+	ts := startServer(t, Config{})
+	if code, b := ts.do(t, "PUT", "/v1/hosts/www.example.com", tokAdmin, hostBody); code != http.StatusOK {
+		t.Fatalf("PUT host = %d %s", code, b)
+	}
+	for _, p := range []string{"/v1/hosts/%2e", "/v1/hosts/%2e%2e", "/v1/hosts/%2E%2E"} {
+		code, b := ts.do(t, "DELETE", p, tokAdmin, nil)
+		var e APIError
+		if code != http.StatusBadRequest || json.Unmarshal(b, &e) != nil || e.Field != "host" {
+			t.Errorf("DELETE %s = %d %s, want 400 naming host", p, code, b)
+		}
+	}
+	if code, b := ts.do(t, "GET", "/v1/hosts/www.example.com", tokReader, nil); code != http.StatusOK {
+		t.Errorf("GET host = %d %s, want 200", code, b)
+	}
+}
+
 func TestRegistrationExpiryAndDrain(t *testing.T) {
 	ts := startServer(t, Config{})
 	runRegistrar(t, ts.NATSURL(), wire.Node{PoP: "par", ID: "n1", City: "Paris", Capacity: 100}, 200*time.Millisecond)
