@@ -325,7 +325,7 @@ func (f *filler) collapse(flightKey string, req *request, stale *store.Object, o
 	case len(res.obj.Policy.Vary) > 0:
 		// The leader's variant is not ours (keyed as our fill would send its fields, as the
 		// leader's was as it sent them): fill ours, collapsed with others of the same variant.
-		if v := req.varyKey(res.obj.Policy.Vary); v != res.obj.Variant {
+		if v := store.VariantKey(res.obj.Policy.Vary, req); v != res.obj.Variant {
 			return f.collapse(flightKey+"\x00"+v, req, stale, opts)
 		}
 	}

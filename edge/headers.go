@@ -407,14 +407,6 @@ func (n *Node) varyView(req *request, kind upstreamKind) http.Header {
 	return h
 }
 
-// varyKey is req's Vary key for vary: VaryKey over VaryHeader.
-func (req *request) varyKey(vary []string) string {
-	if len(vary) == 0 {
-		return ""
-	}
-	return httpcache.VaryKey(vary, req.VaryHeader(vary))
-}
-
 // fillVariant is the Vary key an answer to req's fill of kind is stored as: its fields as
 // that fill sent them. A fill for one client sends its Authorization, which a shared fill
 // never does: a public answer whose Vary names it is the variant for those credentials, which

@@ -479,7 +479,7 @@ func (s *Store) LookupVary(primary string, req VaryHeader) (obj *Object, v Verdi
 	}
 	var o *Object
 	if e := r.e; e != nil {
-		p, ok := e.variant(varyKey(e.vary, req))
+		p, ok := e.variant(VariantKey(e.vary, req))
 		if !ok {
 			return nil, Usable, e.vary
 		}
@@ -506,7 +506,7 @@ func (s *Store) LookupVary(primary string, req VaryHeader) (obj *Object, v Verdi
 			return nil, Usable, nil
 		}
 		o = s.shared(r, g, off, idx)
-		if o.Variant != varyKey(o.Policy.Vary, req) {
+		if o.Variant != VariantKey(o.Policy.Vary, req) {
 			return nil, Usable, o.Policy.Vary
 		}
 	}
@@ -518,8 +518,9 @@ func (s *Store) LookupVary(primary string, req VaryHeader) (obj *Object, v Verdi
 	}
 }
 
-// varyKey is req's Vary key for vary: "" without a Vary, req not asked.
-func varyKey(vary []string, req VaryHeader) string {
+// VariantKey is req's Vary key for vary (the Object.Variant it selects): "" without a Vary,
+// req not asked.
+func VariantKey(vary []string, req VaryHeader) string {
 	if len(vary) == 0 {
 		return ""
 	}
