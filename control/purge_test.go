@@ -614,19 +614,27 @@ func nodeStatuses(resp purge.Response) map[string]string {
 	return out
 }
 
+// twoNodeFleet is a control without a purge rate limit, serving hostA, with two nodes (ams/n1
+// and fra/n1) registered in its fleet view; stopAms and stopFra stop each one's registrar.
+func twoNodeFleet(t *testing.T) (ts *testServer, stopAms, stopFra func()) {
+	t.Helper()
+	ts = startServer(t, Config{PurgeRate: -1})
+	if err := fleet.PutHost(t.Context(), ts.JetStream(), "", wire.HostConfig{Host: hostA, Origin: "http://127.0.0.1:8080"}); err != nil {
+		t.Fatalf("PutHost: %v", err)
+	}
+	stopAms = startRegistrar(t, ts.NATSURL(), wire.Node{PoP: "ams", ID: "n1"})
+	stopFra = startRegistrar(t, ts.NATSURL(), wire.Node{PoP: "fra", ID: "n1"})
+	wait.For(t, 10*time.Second, "two nodes in the control's fleet view", func() bool {
+		return len(ts.Fleet().Nodes()) == 2
+	})
+	return ts, stopAms, stopFra
+}
+
 // TestPurgeReceiptReportsUnreachable: every node registered when a purge was issued stays in its
 // receipt; one that left the registry without acking reads unreachable and keeps the purge
 // incomplete until an operator declares it gone (DELETE /v1/purges/{id}/unreachable).
 func TestPurgeReceiptReportsUnreachable(t *testing.T) {
-	ts := startServer(t, Config{PurgeRate: -1})
-	if err := fleet.PutHost(t.Context(), ts.JetStream(), "", wire.HostConfig{Host: hostA, Origin: "http://127.0.0.1:8080"}); err != nil {
-		t.Fatalf("PutHost: %v", err)
-	}
-	stopAms := startRegistrar(t, ts.NATSURL(), wire.Node{PoP: "ams", ID: "n1"})
-	stopFra := startRegistrar(t, ts.NATSURL(), wire.Node{PoP: "fra", ID: "n1"})
-	wait.For(t, 10*time.Second, "two nodes in the control's fleet view", func() bool {
-		return len(ts.Fleet().Nodes()) == 2
-	})
+	ts, stopAms, stopFra := twoNodeFleet(t)
 	body, _ := json.Marshal(purge.Request{Host: hostA, URLs: []string{"/a"}, Keys: []string{"k"}})
 	code, resp, b := postPurge(t, ts, tokPurger, "50ms", body)
 	if code != http.StatusAccepted || resp.Complete {
@@ -739,15 +747,7 @@ func TestAcksDroppedMetric(t *testing.T) {
 // as if it had not been given: DELETE .../unreachable?nodes=ams/n2 (for ?node=) declared every
 // unreachable node gone, and POST /v1/purge?Wait=5s answered at once.
 func TestMisspeltQueryParametersAreRefused(t *testing.T) {
-	ts := startServer(t, Config{PurgeRate: -1})
-	if err := fleet.PutHost(t.Context(), ts.JetStream(), "", wire.HostConfig{Host: hostA, Origin: "http://127.0.0.1:8080"}); err != nil {
-		t.Fatalf("PutHost: %v", err)
-	}
-	stopAms := startRegistrar(t, ts.NATSURL(), wire.Node{PoP: "ams", ID: "n1"})
-	stopFra := startRegistrar(t, ts.NATSURL(), wire.Node{PoP: "fra", ID: "n1"})
-	wait.For(t, 10*time.Second, "two nodes in the control's fleet view", func() bool {
-		return len(ts.Fleet().Nodes()) == 2
-	})
+	ts, stopAms, stopFra := twoNodeFleet(t)
 	body, _ := json.Marshal(purge.Request{Host: hostA, URLs: []string{"/a"}})
 	code, resp, b := postPurge(t, ts, tokPurger, "", body)
 	if code != http.StatusAccepted {
