@@ -161,6 +161,12 @@ func DecodeJSON(w http.ResponseWriter, r *http.Request, max int64, v any) error 
 			WriteError(w, http.StatusBadRequest, "", err)
 			return err
 		}
+		// So is an escape of half a surrogate pair ("\ud800"), which it reads as U+FFFD too.
+		if at := loneSurrogate(body.Bytes(), err == nil); at >= 0 {
+			err = fmt.Errorf("request body has a lone surrogate %s at byte %d: not a character", body.Bytes()[at:at+6], at+1)
+			WriteError(w, http.StatusBadRequest, "", err)
+			return err
+		}
 	}
 	if err == nil {
 		// DisallowUnknownFields lets through a field named in another case, or named twice.
@@ -280,6 +286,65 @@ func invalidUTF8(b []byte, complete bool) int {
 		i += n
 	}
 	return -1
+}
+
+// loneSurrogate is the index of the first \u escape in b that is half of a UTF-16 surrogate
+// pair without its other half (RFC 8259 §8.2), or -1. A backslash is valid JSON only in a
+// string, so b is scanned as a whole. Unless complete, b may end in the middle of a pair (a
+// read stopped there), which is not counted.
+func loneSurrogate(b []byte, complete bool) int {
+	for i := 0; i < len(b); i++ {
+		if b[i] != '\\' || i+1 >= len(b) {
+			continue
+		}
+		if b[i+1] != 'u' {
+			i++ // a two-byte escape: its second byte may be a backslash
+			continue
+		}
+		r, ok := hex4(b[i+2:])
+		switch {
+		case !ok, r < 0xd800, r > 0xdfff:
+		case r >= 0xdc00: // a low half first
+			return i
+		default: // a high half: the next escape must be a low one
+			next := b[i+6:]
+			if len(next) > 0 && next[0] != '\\' || len(next) > 1 && next[1] != 'u' {
+				return i
+			}
+			if len(next) < 6 {
+				if !complete {
+					return -1
+				}
+				return i
+			}
+			if lo, ok := hex4(next[2:]); !ok || lo < 0xdc00 || lo > 0xdfff {
+				return i
+			}
+			i += 6
+		}
+	}
+	return -1
+}
+
+// hex4 reads the four hex digits at b's start.
+func hex4(b []byte) (rune, bool) {
+	if len(b) < 4 {
+		return 0, false
+	}
+	var r rune
+	for _, c := range b[:4] {
+		switch {
+		case '0' <= c && c <= '9':
+			r = r<<4 | rune(c-'0')
+		case 'a' <= c && c <= 'f':
+			r = r<<4 | rune(c-'a'+10)
+		case 'A' <= c && c <= 'F':
+			r = r<<4 | rune(c-'A'+10)
+		default:
+			return 0, false
+		}
+	}
+	return r, true
 }
 
 func errBodyTooLarge(max int64) error {

@@ -295,6 +295,12 @@ func TestBadRequests(t *testing.T) {
 		// config other than the one sent.
 		{"invalid UTF-8 in a value", "/v1/hosts/www.example.com", "{\"origin\":\"http://o/p\xffx\"}", "", 400, "", "not valid UTF-8 at byte 22"},
 		{"invalid UTF-8 in a key", "/v1/hosts/www.example.com", "{\"origin\":\"http://o\",\"\xc3\":1}", "", 400, "", "not valid UTF-8 at byte 23"},
+		// A \u escape of half a surrogate pair is no character: encoding/json would store U+FFFD.
+		{"lone high surrogate", "/v1/hosts/www.example.com", `{"origin":"http://o/p\ud800x"}`, "", 400, "", `lone surrogate \ud800 at byte 22`},
+		{"lone low surrogate", "/v1/hosts/www.example.com", `{"origin":"http://o/p\uDC00"}`, "", 400, "", `lone surrogate \uDC00 at byte 22`},
+		{"high surrogate then another escape", "/v1/hosts/www.example.com", `{"origin":"http://o/p\ud800\u0041"}`, "", 400, "", `lone surrogate \ud800 at byte 22`},
+		{"two high surrogates", "/v1/hosts/www.example.com", `{"origin":"http://o/p\ud800\ud800\udc00"}`, "", 400, "", `lone surrogate \ud800 at byte 22`},
+		{"surrogate in a key", "/v1/hosts/www.example.com", `{"origin":"http://o","\udfff":1}`, "", 400, "", `lone surrogate \udfff at byte 23`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -321,6 +327,35 @@ func TestBadRequests(t *testing.T) {
 	// None of the refused configs reached the bucket.
 	if code, b := ts.do(t, "GET", "/v1/hosts/www.example.com", tokReader, nil); code != http.StatusNotFound {
 		t.Errorf("GET refused host = %d %s, want 404", code, b)
+	}
+}
+
+// TestLoneSurrogate: loneSurrogate finds half a surrogate pair escaped alone, and nothing in a
+// whole pair, an escaped backslash before "ud800", or a pair cut off at the end of a read.
+func TestLoneSurrogate(t *testing.T) {
+	tests := []struct {
+		body     string
+		complete bool
+		want     int
+	}{
+		{`"\ud83d\ude00"`, true, -1},
+		{`"\uD83D\uDE00"`, true, -1},
+		{`"\\ud800"`, true, -1}, // a backslash, then the text ud800
+		{`"\\\ud800"`, true, 3},
+		{`"\u00e9\n\t"`, true, -1},
+		{`"\ud800"`, true, 1},
+		{`"\ud800`, false, -1}, // the read stopped there: its pair may follow
+		{`"\ud800\u`, false, -1},
+		{`"\ud800\ud8`, false, -1},
+		{`"\ud800x"`, false, 1},
+		{`"\ude00\ud83d"`, true, 1},
+		{`"\uzzzz\udc00"`, true, 7},
+		{`"\ud800\uzzzz"`, true, 1},
+	}
+	for _, tt := range tests {
+		if got := loneSurrogate([]byte(tt.body), tt.complete); got != tt.want {
+			t.Errorf("loneSurrogate(%s, complete %v) = %d, want %d", tt.body, tt.complete, got, tt.want)
+		}
 	}
 }
 
