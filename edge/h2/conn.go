@@ -100,6 +100,7 @@ type conn struct {
 	queue         []*stream
 	goAwaySent    bool
 	goAwayLast    uint32 // the last stream id the first GOAWAY named; later ones name no more
+	goAwayWindow  int64  // the connection's window at the GOAWAY: all the streams opened after it may get (lateDataLocked)
 	closing       bool
 	inline        *stream // the stream whose handler runs on the reader's goroutine
 	idleSet       bool    // an idle read deadline is set
@@ -832,7 +833,7 @@ func (c *conn) closeStreamLocked(st *stream, err error) {
 }
 
 // resetLocked sends RST_STREAM for id and closes the stream if it is open. A stream whose
-// client could still be sending is remembered (resetOpen).
+// client could still be sending is remembered (resetOpen) with its window.
 func (c *conn) resetLocked(id uint32, code http2.ErrCode) {
 	st := c.streams[id]
 	sending := st != nil && !st.remoteDone
@@ -872,19 +873,23 @@ func (c *conn) idleLocked(id uint32) bool {
 // lateStream is a stream in resetOpen.
 type lateStream struct {
 	id uint32 // 0 once the stream is forgotten: no client stream has id 0
-	// window is the stream's flow-control window when the server reset it: the most DATA
-	// (padding included) the client can have sent on it that had not yet arrived, and so all
-	// of its late DATA that is ignored.
+	// window is the stream's flow-control window when the server reset it, or the
+	// connection's if smaller: the most DATA (padding included) the client can have sent on
+	// it that had not yet arrived, and so all of its late DATA that is ignored.
 	window int64
 }
 
 // rememberLocked notes id in resetOpen with the stream's window, overwriting the oldest when
-// it is full.
+// it is full. The window it keeps is no more than the connection's: the DATA that the client
+// sent before it saw the RST_STREAM took the connection's window too, and whatever window the
+// server gives back after the RST_STREAM (for the ignored DATA itself) reaches the client
+// after it. A refused stream is thus allowed what the connection had left, not a stream's
+// whole window each.
 func (c *conn) rememberLocked(id uint32, window int64) {
 	if c.resetOpenSlot == nil {
 		c.resetOpenSlot = map[uint32]int{} // grown as needed: most connections reset few streams
 	}
-	e := lateStream{id: id, window: window}
+	e := lateStream{id: id, window: min(window, c.recvWindow)}
 	i := len(c.resetOpen)
 	if i < maxResetOpen {
 		c.resetOpen = append(c.resetOpen, e)
@@ -909,11 +914,18 @@ func (c *conn) lateFrameLocked(id uint32, end bool) bool {
 }
 
 // lateDataLocked is lateFrameLocked for a DATA frame of n bytes, padding included, which are
-// charged against the window of a stream in resetOpen: over reports a frame past it, more
-// than the client may have sent (a connection error FLOW_CONTROL_ERROR, RFC 9113 section
-// 6.9). A client could otherwise make the server read for ever on a stream the server reset.
+// charged against the window of a stream in resetOpen, or against goAwayWindow for a stream
+// opened after the GOAWAY: over reports a frame past it, more than the client may have sent
+// before it saw the reset or the GOAWAY (a connection error FLOW_CONTROL_ERROR, RFC 9113
+// section 6.9). A client could otherwise make the server read, and give the connection's
+// window back, for ever: on a stream the server reset, or, while a stream before the GOAWAY
+// is still served, on streams opened after it.
 func (c *conn) lateDataLocked(id uint32, n int64, end bool) (late, over bool) {
 	if c.goAwaySent && id > c.goAwayLast && id%2 == 1 {
+		if n > c.goAwayWindow {
+			return true, true
+		}
+		c.goAwayWindow -= n
 		return true, false
 	}
 	i, ok := c.resetOpenSlot[id]
@@ -959,6 +971,7 @@ func (c *conn) goAwayLocked() {
 	}
 	c.goAwaySent = true
 	c.goAwayLast = c.maxClientID
+	c.goAwayWindow = c.recvWindow
 	c.fr.WriteGoAway(c.maxClientID, http2.ErrCodeNo, nil)
 	c.dirty = true
 	c.flushLocked()

@@ -466,17 +466,25 @@ func TestLateEndOfRequestNeverServed(t *testing.T) {
 }
 
 // TestLateDataBounded: the DATA a client sends on a stream after the server reset it while the
-// client was still sending is ignored only up to the stream's flow-control window at the reset
-// (for a stream refused at its HEADERS, the initial window of the server's SETTINGS), padding
-// included: that is all the client can have had in flight. One byte past it is a connection
-// error FLOW_CONTROL_ERROR (RFC 9113, section 6.9). It was ignored without end, and its
-// connection window given back, so that a client could make the server read for ever. The
+// client was still sending is ignored only up to what the client can have had in flight:
+// the stream's flow-control window at the reset (for a stream refused at its HEADERS, the
+// initial window of the server's SETTINGS), and no more than the connection's window then,
+// padding included. One byte past it is a connection error FLOW_CONTROL_ERROR (RFC 9113,
+// section 6.9). It was ignored without end, and its connection window given back, so that a
+// client could make the server read for ever; a refused stream was then allowed a whole
+// stream window even when the connection's was nearly spent, the client using the window the
+// server gave back after the reset. The same holds for all the DATA of the streams opened
+// after the server's GOAWAY, which it ignores (section 6.8): up to the connection's window at
+// the GOAWAY in all; they were ignored, and their window given back, without end. The
 // connection's window still comes back for the DATA ignored within the bound.
 func TestLateDataBounded(t *testing.T) {
 	const read = 100 << 10 // what the "read part" handler reads before it answers
+	const held = 768 << 10 // the body of the held stream 1 that its handler has not read
 	for _, tt := range []struct {
 		name   string
 		refuse bool  // MaxConcurrentStreams 1, and stream 1 held: stream 3 is refused
+		held   int   // stream 1 sends this much of a body first (refuse), unread
+		goAway bool  // stream 1 held, the server's GOAWAY, then stream 3, which is ignored
 		read   int   // the request body bytes the client sends first, and the handler reads
 		padded bool  // the late DATA frames are padded
 		window int64 // the stream's window at the reset
@@ -485,13 +493,18 @@ func TestLateDataBounded(t *testing.T) {
 		{name: "answered early, padded", padded: true, window: recvStreamWindow},
 		{name: "read part", read: read, window: recvStreamWindow - read},
 		{name: "refused", refuse: true, window: recvStreamWindow},
+		{name: "refused, connection window short", refuse: true, held: held, window: recvConnWindow - held},
+		{name: "after GOAWAY", goAway: true, window: recvConnWindow},
+		{name: "after GOAWAY, padded", goAway: true, padded: true, window: recvConnWindow},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			hold := make(chan struct{})
 			release := sync.OnceFunc(func() { close(hold) })
 			defer release() // the server's shutdown waits for the held handler
+			started := make(chan struct{})
 			ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				if r.URL.Path == "/hold" {
+					close(started)
 					<-hold
 				}
 				if _, err := io.ReadFull(r.Body, make([]byte, tt.read)); err != nil {
@@ -505,9 +518,27 @@ func TestLateDataBounded(t *testing.T) {
 			}
 			c := dialRaw(t, ts)
 			id, code := uint32(1), http2.ErrCodeNo
-			if tt.refuse {
-				c.headers(1, true, "/hold")
+			switch {
+			case tt.refuse:
+				c.headers(1, tt.held == 0, "/hold")
+				for sent := 0; sent < tt.held; sent += maxReadFrameSize {
+					if err := c.fr.WriteData(1, false, make([]byte, maxReadFrameSize)); err != nil {
+						t.Fatal(err)
+					}
+				}
 				id, code = 3, http2.ErrCodeRefusedStream
+			case tt.goAway:
+				c.headers(1, true, "/hold")
+				<-started // the GOAWAY names stream 1
+				go ts.H2.shutdown()
+				c.until("the GOAWAY", func(f http2.Frame) bool {
+					g, ok := f.(*http2.GoAwayFrame)
+					if ok && (g.ErrCode != http2.ErrCodeNo || g.LastStreamID != 1) {
+						t.Fatalf("GOAWAY %v naming stream %d, want NO_ERROR naming 1", g.ErrCode, g.LastStreamID)
+					}
+					return ok
+				})
+				id = 3
 			}
 			c.headers(id, false, "/", "content-type", "text/plain")
 			// The connection's window the client has: the protocol's initial one, then the
@@ -546,12 +577,15 @@ func TestLateDataBounded(t *testing.T) {
 					connWindow -= l
 				}
 			}
+			connWindow -= int64(tt.held)
 			send(int64(tt.read))
-			c.until("the stream's reset", func(f http2.Frame) bool {
-				watch(f)
-				rst, ok := f.(*http2.RSTStreamFrame)
-				return ok && rst.StreamID == id
-			})
+			if !tt.goAway { // a stream opened after the GOAWAY is ignored, not reset
+				c.until("the stream's reset", func(f http2.Frame) bool {
+					watch(f)
+					rst, ok := f.(*http2.RSTStreamFrame)
+					return ok && rst.StreamID == id
+				})
+			}
 
 			send(tt.window)
 			c.fr.WritePing(false, [8]byte{1})
@@ -583,7 +617,7 @@ func TestLateDataBounded(t *testing.T) {
 					return true
 				case *http2.PingFrame:
 					if f.IsAck() {
-						t.Fatalf("DATA past the stream's window of %d bytes at its reset ignored: the connection went on", tt.window)
+						t.Fatalf("DATA past the %d bytes the client can have had in flight ignored: the connection went on", tt.window)
 					}
 				case *http2.RSTStreamFrame:
 					t.Fatalf("stream %d reset with %v, want GOAWAY FLOW_CONTROL_ERROR", f.StreamID, f.ErrCode)
