@@ -668,8 +668,13 @@ func (c *conn) openLocked(f *http2.MetaHeadersFrame) (*stream, action) {
 	}
 	c.maxClientID = id
 	switch {
+	case c.goAwaySent && uint64(id-c.goAwayLast+1)/2 > 2*uint64(c.maxStreams):
+		// A client that has not yet seen the GOAWAY has at most maxStreams streams open,
+		// the ignored ones among them: twice that many is a client going on regardless,
+		// which a stream before the GOAWAY still served would let go on without end.
+		return nil, c.connErrorLocked(http2.ErrCodeEnhanceYourCalm)
 	case c.goAwaySent || c.closing:
-		return nil, keepReading // after a GOAWAY, new streams are ignored
+		return nil, keepReading // after a GOAWAY, new streams are ignored (RFC 9113, section 6.8)
 	case f.HasPriority() && f.Priority.StreamDep == id:
 		c.refuseLocked(id, http2.ErrCodeProtocol, !f.StreamEnded())
 		return nil, keepReading

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 
 	"golang.org/x/net/http2"
@@ -163,6 +164,72 @@ func TestMalformedRequests(t *testing.T) {
 			}
 			c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: c.buf.Bytes(), EndStream: true, EndHeaders: true})
 			c.wantReset(1, http2.ErrCodeProtocol, true)
+		})
+	}
+}
+
+// TestStreamsAfterGoAwayBounded: the streams a client opens after the server's GOAWAY are
+// ignored (RFC 9113, section 6.8), but not without end while a stream before it is still
+// served: a client that has not yet seen the GOAWAY can have opened no more than its
+// concurrent-stream limit, and twice that ends the connection with ENHANCE_YOUR_CALM. They
+// were ignored for as long as the held stream lasted.
+func TestStreamsAfterGoAwayBounded(t *testing.T) {
+	const maxStreams = 4
+	for _, tt := range []struct {
+		name    string
+		streams int // opened after the GOAWAY
+		calm    bool
+	}{
+		{name: "within the bound", streams: 2 * maxStreams},
+		{name: "past the bound", streams: 2*maxStreams + 1, calm: true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			hold := make(chan struct{})
+			release := sync.OnceFunc(func() { close(hold) })
+			defer release() // the server's shutdown waits for the held handler
+			started := make(chan struct{})
+			ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				close(started) // only stream 1 is served
+				<-hold
+				io.WriteString(w, "ok")
+			}))
+			ts.H2.MaxConcurrentStreams = maxStreams
+			c := dialRaw(t, ts)
+			c.headers(1, true, "/hold")
+			<-started // the GOAWAY names stream 1
+			go ts.H2.shutdown()
+			c.until("the GOAWAY", func(f http2.Frame) bool {
+				_, ok := f.(*http2.GoAwayFrame)
+				return ok
+			})
+			for i := range tt.streams {
+				if err := c.tryHeaders(uint32(3+2*i), true, "/"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c.fr.WritePing(false, [8]byte{1})
+			c.until("the PING's ACK or a GOAWAY", func(f http2.Frame) bool {
+				switch f := f.(type) {
+				case *http2.GoAwayFrame:
+					if !tt.calm {
+						t.Fatalf("GOAWAY %v after %d streams ignored, within the bound", f.ErrCode, tt.streams)
+					}
+					if f.ErrCode != http2.ErrCodeEnhanceYourCalm || f.LastStreamID != 1 {
+						t.Fatalf("GOAWAY %v naming stream %d, want ENHANCE_YOUR_CALM naming 1", f.ErrCode, f.LastStreamID)
+					}
+					return true
+				case *http2.PingFrame:
+					if tt.calm && f.IsAck() {
+						t.Fatalf("%d streams opened after the GOAWAY ignored: the connection went on", tt.streams)
+					}
+					return f.IsAck()
+				case *http2.MetaHeadersFrame, *http2.RSTStreamFrame:
+					if id := f.Header().StreamID; id > 1 {
+						t.Fatalf("stream %d, opened after the GOAWAY, answered", id)
+					}
+				}
+				return false
+			})
 		})
 	}
 }

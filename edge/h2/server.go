@@ -32,7 +32,8 @@ import (
 type Server struct {
 	// MaxConcurrentStreams is advertised to clients (default 250). Streams a client resets
 	// while their handlers still run count against it too, up to a queue; past that the
-	// connection is closed with ENHANCE_YOUR_CALM (the rapid-reset attack).
+	// connection is closed with ENHANCE_YOUR_CALM (the rapid-reset attack), as it is when
+	// the client opens more than twice as many after the server's GOAWAY.
 	MaxConcurrentStreams uint32
 	// MaxHeaderBytes bounds a request's header list (SETTINGS_MAX_HEADER_LIST_SIZE); a larger
 	// one is answered 431. Default http.DefaultMaxHeaderBytes.
