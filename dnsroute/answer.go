@@ -3,6 +3,7 @@ package dnsroute
 import (
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/miekg/dns"
@@ -117,6 +118,31 @@ func (z *zone) routes(n string) bool {
 	return k == kindRouted || k == kindApex && z.routed[n]
 }
 
+// maxCNAMEChain is the most CNAMEs an answer follows: a longer chain is cut there, and the
+// resolver asks for the rest (RFC 1034 section 3.6.2 wants chains followed but loops caught).
+const maxCNAMEChain = 8
+
+// chain follows the CNAMEs from the lower-case FQDN n (none when n is no alias) and returns
+// their targets in order. follow says whether the last name is to be answered: false when the
+// chain loops, after each CNAME of the loop once, or is cut at maxCNAMEChain.
+func (z *zone) chain(n string) (targets []string, follow bool) {
+	start := n
+	for {
+		t, ok := z.cnames[n]
+		if !ok {
+			return targets, true
+		}
+		if len(targets) == maxCNAMEChain {
+			return targets, false
+		}
+		targets = append(targets, t)
+		if t == start || slices.Contains(targets[:len(targets)-1], t) {
+			return targets, false
+		}
+		n = t
+	}
+}
+
 // negSOA is the SOA for the authority section of negative answers, with the TTL capped at the
 // negative-caching TTL (RFC 2308 section 3).
 func (z *zone) negSOA() dns.RR {
@@ -176,6 +202,26 @@ func (s *Server) answer(st *state, req request) reply {
 		m.Authoritative = kind != kindOutside
 		return reply{variants: []*dns.Msg{m}}
 	}
+	// owner is the name answered: the question, in the querier's spelling, or where its
+	// CNAMEs lead.
+	owner := q.Name
+	if kind == kindCNAME {
+		// Inside its own zone the server follows the chain, and the reply is the one the last
+		// name gets (RFC 1034 section 4.3.2 step 3a; RFC 6604 section 2.1: NXDOMAIN when it
+		// does not exist). A CNAME or ANY question matches the CNAME itself.
+		targets, follow := []string{z.cnames[name]}, false
+		if q.Qtype != dns.TypeCNAME && q.Qtype != dns.TypeANY {
+			targets, follow = z.chain(name)
+		}
+		for _, t := range targets {
+			m.Answer = append(m.Answer, &dns.CNAME{Hdr: dns.RR_Header{Name: owner, Rrtype: dns.TypeCNAME, Class: dns.ClassINET, Ttl: z.ttl}, Target: t})
+			owner = t
+		}
+		if name, kind = owner, z.kind(owner); !follow || kind == kindOutside {
+			// A loop, a cut chain or another zone's name: the resolver goes on from there.
+			return reply{variants: []*dns.Msg{m}, cacheable: true}
+		}
+	}
 	nodata := func() reply {
 		m.Ns = []dns.RR{z.negSOA()}
 		return reply{variants: []*dns.Msg{m}, cacheable: true}
@@ -191,12 +237,12 @@ func (s *Server) answer(st *state, req request) reply {
 		switch q.Qtype {
 		case dns.TypeSOA, dns.TypeANY: // ANY gets one RRset (RFC 8482)
 			soa := *z.soa
-			soa.Hdr.Name = q.Name
-			m.Answer = []dns.RR{&soa}
+			soa.Hdr.Name = owner
+			m.Answer = append(m.Answer, &soa)
 		case dns.TypeNS:
 			for _, rr := range z.ns {
 				ns := *rr.(*dns.NS)
-				ns.Hdr.Name = q.Name
+				ns.Hdr.Name = owner
 				m.Answer = append(m.Answer, &ns)
 				for _, a := range z.glue[ns.Ns] {
 					m.Extra = append(m.Extra, addrRR(ns.Ns, a, ns.Hdr.Ttl))
@@ -206,7 +252,7 @@ func (s *Server) answer(st *state, req request) reply {
 			if !z.routes(name) {
 				return nodata()
 			}
-			return s.routed(st, req, m, q.Name)
+			return s.routed(st, req, m, owner)
 		default:
 			return nodata()
 		}
@@ -221,30 +267,24 @@ func (s *Server) answer(st *state, req request) reply {
 				}
 			}
 		}
+		n := len(m.Answer) // the CNAMEs that led here
 		for _, a := range z.glue[name] {
 			if want == dns.TypeA && a.Is4() || want == dns.TypeAAAA && a.Is6() {
-				m.Answer = append(m.Answer, addrRR(q.Name, a, z.soa.Hdr.Ttl))
+				m.Answer = append(m.Answer, addrRR(owner, a, z.soa.Hdr.Ttl))
 			}
 		}
-		if len(m.Answer) == 0 {
+		if len(m.Answer) == n {
 			return nodata()
-		}
-		return reply{variants: []*dns.Msg{m}, cacheable: true}
-	case kindCNAME:
-		target := z.cnames[name]
-		m.Answer = []dns.RR{&dns.CNAME{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeCNAME, Class: dns.ClassINET, Ttl: z.ttl}, Target: target}}
-		if (q.Qtype == dns.TypeA || q.Qtype == dns.TypeAAAA) && z.routes(target) {
-			return s.routed(st, req, m, target)
 		}
 		return reply{variants: []*dns.Msg{m}, cacheable: true}
 	}
 	// A routed name.
 	switch q.Qtype {
 	case dns.TypeA, dns.TypeAAAA:
-		return s.routed(st, req, m, q.Name)
+		return s.routed(st, req, m, owner)
 	case dns.TypeANY:
 		// RFC 8482 lets ANY be answered with one RRset: the A answer.
-		return s.routed(st, req, m, q.Name)
+		return s.routed(st, req, m, owner)
 	}
 	return nodata()
 }

@@ -78,8 +78,9 @@ func (s *Server) Explain(addr netip.Addr, name string, qtype uint16) (Explanatio
 			name = strings.TrimSuffix(name, ".") + "." + s.cfg.Zone
 		}
 	}
-	if t, ok := s.zone.cnames[name]; ok {
-		name = t
+	// As answers do: a chain that loops or is cut ends on a CNAME, which is not routed.
+	if targets, _ := s.zone.chain(name); len(targets) > 0 {
+		name = targets[len(targets)-1]
 	}
 	if !s.zone.routes(name) {
 		return Explanation{}, fmt.Errorf("explain: %s is not a routed name of zone %s", name, s.cfg.Zone)

@@ -518,6 +518,7 @@ func TestCachedAnswerNamesAsUncached(t *testing.T) {
 	}{
 		{"NOERROR A", "www.cdn.example.", dns.TypeA, dns.RcodeSuccess, true},
 		{"CNAME to a routed name", "alias.cdn.example.", dns.TypeA, dns.RcodeSuccess, true},
+		{"CNAME to NODATA", "alias.cdn.example.", dns.TypeTXT, dns.RcodeSuccess, true},
 		{"NODATA TXT", "www.cdn.example.", dns.TypeTXT, dns.RcodeSuccess, true},
 		{"NODATA MX", "static.cdn.example.", dns.TypeMX, dns.RcodeSuccess, true},
 		{"NODATA empty non-terminal", "assets.cdn.example.", dns.TypeA, dns.RcodeSuccess, true},
@@ -728,5 +729,96 @@ func TestApexRouted(t *testing.T) {
 	}
 	if _, err := ts.Explain(netip.MustParseAddr("100.64.1.1"), "cdn.example.", dns.TypeA); err == nil {
 		t.Error("Explain(apex), not in hostnames: nil error, want not routed")
+	}
+}
+
+// TestCNAMEChain: a CNAME whose target is in the zone is followed there, and the reply is
+// the one the last name of the chain gets (RFC 1034 section 4.3.2, RFC 6604 section 2.1):
+// NXDOMAIN with the SOA when that name does not exist, NODATA with the SOA when it has
+// nothing of the asked type, its records when it has them. A CNAME or ANY question gets the
+// CNAME alone; a target outside the zone ends the chain with NOERROR and no SOA. A loop is
+// answered with each CNAME of it once, NOERROR, as BIND and Knot do, and a long chain is cut
+// after maxCNAMEChain CNAMEs: the resolver follows the rest. The server answered every
+// CNAME to a name it does not route with the CNAME alone, NOERROR and no SOA.
+func TestCNAMEChain(t *testing.T) {
+	ts := startServer(t, func(c *Config) {
+		c.CNAMEs = map[string]string{
+			"alias": "www", "gone": "nothere", "gone2": "gone", "two": "alias", "ent": "assets",
+			"glue": "ns1", "top": "@", "out": "www.example.org.", "self": "self", "loopa": "loopb",
+			"loopb": "loopa", "c0": "c1", "c1": "c2", "c2": "c3", "c3": "c4", "c4": "c5", "c5": "c6",
+			"c6": "c7", "c7": "c8", "c8": "c9", "c9": "www",
+		}
+	})
+	const (
+		cn   = dns.TypeCNAME
+		a    = dns.TypeA
+		aaaa = dns.TypeAAAA
+	)
+	tests := []struct {
+		name      string
+		qname     string
+		qtype     uint16
+		rcode     int
+		answers   []uint16 // types in the answer section
+		authority bool     // SOA in authority
+	}{
+		{"to a routed name", "alias", a, dns.RcodeSuccess, []uint16{cn, a, a}, false},
+		{"to a routed name, type it has not", "alias", dns.TypeTXT, dns.RcodeSuccess, []uint16{cn}, true},
+		{"to no name", "gone", a, dns.RcodeNameError, []uint16{cn}, true},
+		{"to no name, AAAA", "gone", aaaa, dns.RcodeNameError, []uint16{cn}, true},
+		{"to no name, TXT", "gone", dns.TypeTXT, dns.RcodeNameError, []uint16{cn}, true},
+		{"to no name, CNAME question", "gone", cn, dns.RcodeSuccess, []uint16{cn}, false},
+		{"to no name, ANY question", "gone", dns.TypeANY, dns.RcodeSuccess, []uint16{cn}, false},
+		{"chain to no name", "gone2", a, dns.RcodeNameError, []uint16{cn, cn}, true},
+		{"chain to a routed name", "two", aaaa, dns.RcodeSuccess, []uint16{cn, cn, aaaa, aaaa}, false},
+		{"to an empty non-terminal", "ent", a, dns.RcodeSuccess, []uint16{cn}, true},
+		{"to a name server, its glue", "glue", a, dns.RcodeSuccess, []uint16{cn, a}, false},
+		{"to a name server, no glue of the type", "glue", aaaa, dns.RcodeSuccess, []uint16{cn}, true},
+		{"to the apex, not routed", "top", a, dns.RcodeSuccess, []uint16{cn}, true},
+		{"to the apex, SOA", "top", dns.TypeSOA, dns.RcodeSuccess, []uint16{cn, dns.TypeSOA}, false},
+		{"outside the zone", "out", a, dns.RcodeSuccess, []uint16{cn}, false},
+		{"to itself", "self", a, dns.RcodeSuccess, []uint16{cn}, false},
+		{"loop of two", "loopa", a, dns.RcodeSuccess, []uint16{cn, cn}, false},
+		{"loop of two, TXT", "loopb", dns.TypeTXT, dns.RcodeSuccess, []uint16{cn, cn}, false},
+		{"longer than the bound", "c0", a, dns.RcodeSuccess, slices.Repeat([]uint16{cn}, maxCNAMEChain), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			qname := tt.qname + ".cdn.example."
+			for _, network := range []string{"udp", "tcp"} {
+				for range 2 { // the second UDP query is answered from the cache when cacheable
+					r := ts.ask(t, qname, tt.qtype, qopt{net: network, edns: true})
+					if r.Rcode != tt.rcode || !r.Authoritative {
+						t.Errorf("%s: rcode = %s AA = %v, want %s AA", network, dns.RcodeToString[r.Rcode], r.Authoritative, dns.RcodeToString[tt.rcode])
+					}
+					var got []uint16
+					owner := qname
+					for i, rr := range r.Answer {
+						got = append(got, rr.Header().Rrtype)
+						if !strings.EqualFold(rr.Header().Name, owner) {
+							t.Errorf("%s: answer[%d] owner = %s, want %s", network, i, rr.Header().Name, owner)
+						}
+						if c, ok := rr.(*dns.CNAME); ok {
+							owner = c.Target // the chain goes on from the target
+						}
+					}
+					if !slices.Equal(got, tt.answers) {
+						t.Errorf("%s: answer types = %v, want %v (%v)", network, got, tt.answers, r.Answer)
+					}
+					hasSOA := len(r.Ns) == 1 && r.Ns[0].Header().Rrtype == dns.TypeSOA
+					if hasSOA != tt.authority {
+						t.Errorf("%s: SOA in authority = %v, want %v (%v)", network, hasSOA, tt.authority, r.Ns)
+					}
+				}
+			}
+		})
+	}
+	// explain follows the chain as answers do, and a loop leads to no routed name.
+	london := netip.MustParseAddr("127.1.1.1")
+	if ex, err := ts.Explain(london, "two", dns.TypeA); err != nil || ex.Name != "www.cdn.example." {
+		t.Errorf("Explain(two) = %+v, %v; want www.cdn.example.", ex, err)
+	}
+	if _, err := ts.Explain(london, "loopa", dns.TypeA); err == nil {
+		t.Error("Explain(loopa) = nil error, want not routed")
 	}
 }
