@@ -162,26 +162,67 @@ func TestRenderedConfigsLoad(t *testing.T) {
 				t.Logf("refused by the fleet checks: %v", err)
 				return
 			}
-			files, err := Render(f, RenderOptions{})
+			renderedConfigsLoad(t, f)
+		})
+	}
+}
+
+// renderedConfigsLoad renders f and loads every VM's server config with its server's loader.
+func renderedConfigsLoad(t *testing.T, f *Fleet) {
+	t.Helper()
+	files, err := Render(f, RenderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := WriteTree(dir, files); err != nil {
+		t.Fatal(err)
+	}
+	for _, vm := range f.VMs() {
+		p := filepath.Join(dir, vm.Name) + EtcDir
+		if vm.Role == RoleControl {
+			if _, err := dnsroute.LoadConfig(p + "/dns.yaml"); err != nil {
+				t.Errorf("fleet accepted, but %s's dns.yaml is refused: %v", vm.Name, err)
+			}
+			continue
+		}
+		if _, err := edge.LoadConfig(p + "/edge.yaml"); err != nil {
+			t.Errorf("fleet accepted, but %s's edge.yaml is refused: %v", vm.Name, err)
+		}
+	}
+}
+
+// TestFleetTakesWhatDNSTakes: the other way round from TestRenderedConfigsLoad, names the DNS
+// server takes in hostnames and cnames the fleet checks take too, and render a dns.yaml that
+// loads. "@", the apex as dns.yaml spells it, was refused as "not a domain name", though
+// dnsroute routes the apex for it.
+func TestFleetTakesWhatDNSTakes(t *testing.T) {
+	example, err := os.ReadFile(filepath.Join("testdata", "fleet.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const old = `hostnames: ["*"]`
+	tests := []struct{ name, dns string }{
+		{"apex as @", `hostnames: ["@"]`},
+		{"apex as @ beside other names", `hostnames: ["www", "@"]`},
+		{"apex by its name", `hostnames: ["cdn.example.com."]`},
+		{"cname to the apex as @", `hostnames: ["@"]` + "\n  cnames: {\"top\": \"@\"}"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// The premise: dnsroute takes these names in a config of its own.
+			own := "zone: cdn.example.com.\nns: [{name: ns1, ipv4: [192.0.2.53]}]\nmmdb: city.mmdb\n" + strings.ReplaceAll(tt.dns, "\n  ", "\n")
+			if _, err := dnsroute.ParseConfig([]byte(own)); err != nil {
+				t.Fatalf("dnsroute refuses %q: %v", tt.dns, err)
+			}
+			if !strings.Contains(string(example), old) {
+				t.Fatalf("example has no %q", old)
+			}
+			f, err := Parse([]byte(strings.Replace(string(example), old, tt.dns, 1)))
 			if err != nil {
-				t.Fatal(err)
+				t.Fatalf("fleet checks refuse what dnsroute takes: %v", err)
 			}
-			dir := t.TempDir()
-			if err := WriteTree(dir, files); err != nil {
-				t.Fatal(err)
-			}
-			for _, vm := range f.VMs() {
-				p := filepath.Join(dir, vm.Name) + EtcDir
-				if vm.Role == RoleControl {
-					if _, err := dnsroute.LoadConfig(p + "/dns.yaml"); err != nil {
-						t.Errorf("fleet accepted, but %s's dns.yaml is refused: %v", vm.Name, err)
-					}
-					continue
-				}
-				if _, err := edge.LoadConfig(p + "/edge.yaml"); err != nil {
-					t.Errorf("fleet accepted, but %s's edge.yaml is refused: %v", vm.Name, err)
-				}
-			}
+			renderedConfigsLoad(t, f)
 		})
 	}
 }

@@ -58,6 +58,8 @@ func TestBadValuesNameTheirField(t *testing.T) {
 			"control.tls_key", "is also nats.tls.key_file, which meridian-nats reads"},
 		{"api certificate is the nats key", "tls_cert: /etc/meridian/api.crt", "tls_cert: /etc/meridian/tls/nats.key",
 			"control.tls_cert", "is also nats.tls.key_file, which is given to meridian-nats alone"},
+		// "@" is the apex, a name, but a CNAME there would have the SOA and NS beside it.
+		{"cname on the apex as @", `hostnames: ["*"]`, `hostnames: ["*"]` + "\n  cnames: {\"@\": www}", "dns.cnames.@", "cdn.example.com. must be a name below the zone"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -270,7 +270,7 @@ func (c *checker) dns() {
 	for i, h := range d.Hostnames {
 		switch {
 		case h == "*":
-		case !validDomain(strings.TrimSuffix(h, ".") + "."):
+		case !zoneNameOK(h):
 			c.bad(fmt.Sprintf("dns.hostnames[%d]", i), "%q is not a domain name", h)
 		case zoneOK && !inZone(d.Zone, zoneName(d.Zone, h)):
 			c.bad(fmt.Sprintf("dns.hostnames[%d]", i), "%s is outside the zone %s", zoneName(d.Zone, h), d.Zone)
@@ -297,7 +297,7 @@ func (c *checker) dns() {
 	}
 	for from, to := range d.CNAMEs {
 		switch name := zoneName(d.Zone, from); {
-		case !validDomain(strings.TrimSuffix(from, ".")+".") || !validDomain(strings.TrimSuffix(to, ".")+"."):
+		case !zoneNameOK(from) || !zoneNameOK(to):
 			c.bad("dns.cnames."+from, "%q -> %q: both must be domain names", from, to)
 		case zoneOK && (name == d.Zone || !inZone(d.Zone, name)):
 			c.bad("dns.cnames."+from, "%s must be a name below the zone %s", name, d.Zone)
@@ -523,14 +523,22 @@ func validDomain(fqdn string) bool {
 	return len(fqdn) <= 254
 }
 
-// zoneName is n as the DNS server reads it: absolute with a final dot, else relative to zone.
+// zoneName is n as the DNS server reads it: absolute with a final dot, "@" for the zone
+// itself, else relative to zone.
 func zoneName(zone, n string) string {
 	n = strings.ToLower(n)
-	if strings.HasSuffix(n, ".") {
+	switch {
+	case strings.HasSuffix(n, "."):
 		return n
+	case n == "@":
+		return zone
 	}
 	return n + "." + zone
 }
+
+// zoneNameOK says whether n, relative or absolute, is a domain name or "@", which the DNS
+// server reads as the apex (dnsroute routes it when hostnames lists it).
+func zoneNameOK(n string) bool { return n == "@" || validDomain(strings.TrimSuffix(n, ".")+".") }
 
 // inZone says whether the absolute name is zone or below it.
 func inZone(zone, name string) bool { return name == zone || strings.HasSuffix(name, "."+zone) }
