@@ -325,21 +325,26 @@ func (c Config) validate() wire.FieldErrors {
 	// A name has one meaning: a CNAME has no other data beside it (RFC 2181 section 10.1)
 	// and a name server's name is no alias (section 10.3); a name server's addresses are its
 	// glue, not routed. The server would answer with one of them and ignore the other.
-	nsNames := map[string]bool{}
-	for _, ns := range c.NS {
+	// The errors name both meanings and where each is, so that the operator sees which to drop.
+	nsNames := map[string]int{} // name -> the first ns entry with it
+	for i, ns := range c.NS {
 		if _, ok := dns.IsDomainName(ns.Name); !ok || ns.Name == "" {
 			continue // refused above; "" would read as the apex
 		}
 		if n := absName(zone, ns.Name); zone != "" && dns.IsSubDomain(zone, n) {
-			nsNames[n] = true
+			if _, ok := nsNames[n]; !ok {
+				nsNames[n] = i
+			}
 		}
 	}
-	routed := map[string]bool{}
+	routed := map[string]int{} // name -> the first hostnames entry with it
 	for i, h := range c.Hostnames {
 		if n := absName(zone, h); h != "*" && zone != "" {
-			routed[n] = true
-			if nsNames[n] {
-				errs.Add(fmt.Sprintf("hostnames[%d]", i), "%s is a name server's name (ns), answered with its glue", n)
+			if _, ok := routed[n]; !ok {
+				routed[n] = i
+			}
+			if j, ok := nsNames[n]; ok {
+				errs.Add(fmt.Sprintf("hostnames[%d]", i), "%s is both a routed hostname and the name of name server ns[%d], whose glue answers for it", n, j)
 			}
 		}
 	}
@@ -348,8 +353,15 @@ func (c Config) validate() wire.FieldErrors {
 		if zone != "" && (!dns.IsSubDomain(zone, f) || f == zone) {
 			errs.Add("cnames."+from, "must be a name below the zone")
 		}
-		if zone != "" && (nsNames[f] || routed[f]) {
-			errs.Add("cnames."+from, "%s is also a name server's name or a routed hostname; a CNAME has no other data beside it", f)
+		var also []string
+		if i, ok := routed[f]; ok {
+			also = append(also, fmt.Sprintf("a routed hostname (hostnames[%d])", i))
+		}
+		if i, ok := nsNames[f]; ok {
+			also = append(also, fmt.Sprintf("the name of name server ns[%d]", i))
+		}
+		if len(also) > 0 {
+			errs.Add("cnames."+from, "%s is both a CNAME (to %s) and %s; a CNAME has no other data beside it", f, absName(zone, to), strings.Join(also, " and "))
 		}
 		if _, ok := dns.IsDomainName(to); !ok {
 			errs.Add("cnames."+from, "%q is not a domain name", to)

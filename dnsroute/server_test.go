@@ -56,12 +56,17 @@ func TestConfigErrors(t *testing.T) {
 		{"unknown default", func(s string) string { return strings.Replace(s, "default_pop: iad", "default_pop: xyz", 1) }, "default_pop"},
 		{"hostname outside", func(s string) string { return strings.Replace(s, "[www,", "[www.example.org.,", 1) }, "hostnames"},
 		// A name with two meanings (RFC 2181 sections 10.1 and 10.3) was taken, and the
-		// server answered with one of them.
-		{"CNAME on a routed hostname", func(s string) string { return strings.Replace(s, "  alias: www\n", "  alias: www\n  static: www\n", 1) }, "cnames.static: static.cdn.example. is also"},
+		// server answered with one of them. The error names both, and where they are.
+		{"CNAME on a routed hostname", func(s string) string { return strings.Replace(s, "  alias: www\n", "  alias: www\n  static: www\n", 1) },
+			"cnames.static: static.cdn.example. is both a CNAME (to www.cdn.example.) and a routed hostname (hostnames[1]); a CNAME has no other data beside it"},
 		{"CNAME on a name server", func(s string) string {
 			return strings.Replace(s, "  alias: www\n", "  alias: www\n  NS2.cdn.example.: www\n", 1)
-		}, "cnames.NS2.cdn.example.: ns2.cdn.example. is also"},
-		{"routed name server", func(s string) string { return strings.Replace(s, "[www,", "[ns1, www,", 1) }, "hostnames[0]: ns1.cdn.example. is a name server's name"},
+		}, "cnames.NS2.cdn.example.: ns2.cdn.example. is both a CNAME (to www.cdn.example.) and the name of name server ns[1]; a CNAME has no other data beside it"},
+		{"CNAME on a routed name server", func(s string) string {
+			return strings.Replace(strings.Replace(s, "  alias: www\n", "  alias: www\n  ns1: www\n", 1), "[www,", "[www, ns1,", 1)
+		}, "cnames.ns1: ns1.cdn.example. is both a CNAME (to www.cdn.example.) and a routed hostname (hostnames[1]) and the name of name server ns[0]; a CNAME has no other data beside it"},
+		{"routed name server", func(s string) string { return strings.Replace(s, "[www,", "[ns1, www,", 1) },
+			"hostnames[0]: ns1.cdn.example. is both a routed hostname and the name of name server ns[0], whose glue answers for it"},
 		{"glue missing", func(s string) string { return strings.Replace(s, "    ipv4: [127.0.0.53]\n", "", 1) }, "glue"},
 		{"negative ttl", func(s string) string { return strings.Replace(s, "ttl: 30s", "ttl: -1s", 1) }, "ttl"},
 		{"low watermark above the default high", func(s string) string {
