@@ -58,6 +58,13 @@ func TestBadValuesNameTheirField(t *testing.T) {
 			"control.tls_key", "is also nats.tls.key_file, which meridian-nats reads"},
 		{"api certificate is the nats key", "tls_cert: /etc/meridian/api.crt", "tls_cert: /etc/meridian/tls/nats.key",
 			"control.tls_cert", "is also nats.tls.key_file, which is given to meridian-nats alone"},
+		// A name with two meanings: the error names both, and where they are.
+		{"cname on a routed hostname", `hostnames: ["*"]`, `hostnames: ["www"]` + "\n  cnames: {www: img}", "dns.cnames.www",
+			"www.cdn.example.com. is both a CNAME (to img.cdn.example.com.) and a routed hostname (dns.hostnames[0]); a CNAME has no other data beside it"},
+		{"cname on a name server", `hostnames: ["*"]`, `hostnames: ["*"]` + "\n  cnames: {ns2: www}", "dns.cnames.ns2",
+			"ns2.cdn.example.com. is both a CNAME (to www.cdn.example.com.) and control.nodes[1]'s name server name (ns); a CNAME has no other data beside it"},
+		{"routed name server", `hostnames: ["*"]`, `hostnames: ["www", "ns3.cdn.example.com."]`, "dns.hostnames[1]",
+			"ns3.cdn.example.com. is both a routed hostname and control.nodes[2]'s name server name (ns), whose address answers for it"},
 		// "@" is the apex, a name, but a CNAME there would have the SOA and NS beside it.
 		{"cname on the apex as @", `hostnames: ["*"]`, `hostnames: ["*"]` + "\n  cnames: {\"@\": www}", "dns.cnames.@", "cdn.example.com. must be a name below the zone"},
 	}

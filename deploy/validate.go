@@ -278,21 +278,34 @@ func (c *checker) dns() {
 	}
 	// dnsroute refuses a name with two meanings (RFC 2181 sections 10.1 and 10.3): a CNAME
 	// beside a routed hostname or a name server's name, or a routed name server.
-	nsNames, routed := map[string]bool{}, map[string]bool{}
-	for _, cn := range c.f.Control.Nodes {
-		nsNames[c.f.nsName(cn)] = true
+	// The errors name both meanings and where each is, so that the operator sees which to drop.
+	nsNames, routed := map[string]int{}, map[string]int{} // name -> the first entry with it
+	for i, cn := range c.f.Control.Nodes {
+		if _, ok := nsNames[c.f.nsName(cn)]; !ok {
+			nsNames[c.f.nsName(cn)] = i
+		}
 	}
 	for i, h := range d.Hostnames {
 		if name := zoneName(d.Zone, h); h != "*" {
-			routed[name] = true
-			if nsNames[name] {
-				c.bad(fmt.Sprintf("dns.hostnames[%d]", i), "%s is a control VM's name server name, answered with its address", name)
+			if _, ok := routed[name]; !ok {
+				routed[name] = i
+			}
+			if j, ok := nsNames[name]; ok {
+				c.bad(fmt.Sprintf("dns.hostnames[%d]", i), "%s is both a routed hostname and control.nodes[%d]'s name server name (ns), whose address answers for it", name, j)
 			}
 		}
 	}
-	for from := range d.CNAMEs {
-		if name := zoneName(d.Zone, from); nsNames[name] || routed[name] {
-			c.bad("dns.cnames."+from, "%s is also a name server's name or a routed hostname; a CNAME has no other data beside it", name)
+	for from, to := range d.CNAMEs {
+		name := zoneName(d.Zone, from)
+		var also []string
+		if i, ok := routed[name]; ok {
+			also = append(also, fmt.Sprintf("a routed hostname (dns.hostnames[%d])", i))
+		}
+		if i, ok := nsNames[name]; ok {
+			also = append(also, fmt.Sprintf("control.nodes[%d]'s name server name (ns)", i))
+		}
+		if len(also) > 0 {
+			c.bad("dns.cnames."+from, "%s is both a CNAME (to %s) and %s; a CNAME has no other data beside it", name, zoneName(d.Zone, to), strings.Join(also, " and "))
 		}
 	}
 	for from, to := range d.CNAMEs {
