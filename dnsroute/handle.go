@@ -497,6 +497,13 @@ func (s *Server) resolve(st *state, req *dns.Msg, src netip.Addr, loc *geo.Locat
 			ecs = sub
 		}
 	}
+	tsig, ok := queryTSIG(req)
+	if !ok {
+		return nil, reply{}, dns.RcodeFormatError
+	}
+	if tsig != nil {
+		return []*dns.Msg{s.badKey(req, opt, tsig)}, reply{}, dns.RcodeNotAuth
+	}
 	if opt != nil && opt.Version() != 0 {
 		m := new(dns.Msg)
 		m.SetRcode(req, dns.RcodeBadVers)
@@ -534,6 +541,51 @@ func (s *Server) resolve(st *state, req *dns.Msg, src netip.Addr, loc *geo.Locat
 		m.Extra = append(m.Extra, o)
 	}
 	return r.variants, r, r.variants[0].Rcode
+}
+
+// queryTSIG returns req's TSIG record, nil if it has none; ok is false if it has one anywhere
+// but as the last additional record, or more than one (RFC 8945 section 5.1: FORMERR).
+func queryTSIG(req *dns.Msg) (tsig *dns.TSIG, ok bool) {
+	for _, rrs := range [][]dns.RR{req.Answer, req.Ns} {
+		for _, rr := range rrs {
+			if rr.Header().Rrtype == dns.TypeTSIG {
+				return nil, false
+			}
+		}
+	}
+	for i, rr := range req.Extra {
+		if rr.Header().Rrtype != dns.TypeTSIG {
+			continue
+		}
+		t, isTSIG := rr.(*dns.TSIG)
+		if !isTSIG || i != len(req.Extra)-1 {
+			return nil, false
+		}
+		tsig = t
+	}
+	return tsig, true
+}
+
+// badKey is the reply to a query signed with TSIG: the server holds no keys, so the key is
+// unknown whatever it is, which is NOTAUTH with a TSIG of error BADKEY, unsigned (no MAC), as
+// the last record (RFC 8945 sections 5.2.1 and 5.3.2). Answered as if unsigned, the reply
+// would be thrown away by a client that signs to make sure of it, with no word of why.
+func (s *Server) badKey(req *dns.Msg, opt *dns.OPT, t *dns.TSIG) *dns.Msg {
+	m := new(dns.Msg)
+	m.SetRcode(req, dns.RcodeNotAuth)
+	m.Compress = true
+	if opt != nil {
+		o := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
+		o.SetUDPSize(uint16(s.cfg.MaxUDPSize))
+		o.SetDo(opt.Do())
+		m.Extra = append(m.Extra, o)
+	}
+	m.Extra = append(m.Extra, &dns.TSIG{
+		Hdr:       dns.RR_Header{Name: t.Hdr.Name, Rrtype: dns.TypeTSIG, Class: dns.ClassANY},
+		Algorithm: t.Algorithm, TimeSigned: t.TimeSigned, Fudge: t.Fudge,
+		OrigId: req.Id, Error: dns.RcodeBadKey,
+	})
+	return m
 }
 
 // validECS checks an ECS option as RFC 7871 section 6 asks.
