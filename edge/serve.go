@@ -163,6 +163,13 @@ func (n *Node) serve(w *logWriter, req *request) {
 		// an HTTP/1.0 connection is never kept: its next "request" may be a chunked body.
 		w.Header().Set("Connection", "close")
 	}
+	if !wellFormedAuthority(r.Host) {
+		// Refused before anything reads the host (RFC 9112 §3.2), as net/http and edge/h2
+		// refuse an invalid character. quic-go checks no more than the userinfo, and none of
+		// the servers the port: read past it, "host:abc" was served as the host.
+		n.fail(w, req, http.StatusBadRequest, "bad host")
+		return
+	}
 	if n.front(w, req) {
 		return
 	}
@@ -274,6 +281,28 @@ func (n *Node) trustedHop(r *http.Request) bool {
 		return false
 	}
 	return true
+}
+
+// wellFormedAuthority reports whether a request's host (Host, :authority) is a URI authority
+// without userinfo (RFC 3986 §3.2): a reg-name, or an IP literal in brackets, then an optional
+// port of digits. Empty is well-formed: no host, which no configured host matches.
+func wellFormedAuthority(a string) bool {
+	if !httpguts.ValidHostHeader(a) || strings.IndexByte(a, '@') >= 0 {
+		return false
+	}
+	host := a
+	if i := strings.LastIndexByte(a, ':'); i > strings.LastIndexByte(a, ']') {
+		host = a[:i]
+		for _, c := range []byte(a[i+1:]) {
+			if c < '0' || c > '9' {
+				return false
+			}
+		}
+	}
+	if strings.HasPrefix(host, "[") {
+		return strings.IndexByte(host, ']') == len(host)-1 && strings.IndexByte(host[1:], '[') < 0
+	}
+	return !strings.ContainsAny(host, "[]:")
 }
 
 // serverWideOptions reports an OPTIONS whose absolute-form target has neither path nor query
