@@ -69,3 +69,41 @@ func TestMalformedAuthorityOverEveryProtocol(t *testing.T) {
 		})
 	}
 }
+
+// TestHostFieldBesideAuthority: a Host field sent beside :authority is refused when it names
+// another host (RFC 9113 section 8.3.1, RFC 9114 section 4.3.1: malformed), over HTTP/2 and
+// HTTP/3 alike, and when it is the same it leaves the header for r.Host, as edge/h2 and
+// net/http take it out: quic-go left it in, so that an answer with "Vary: Host" stored for a
+// request over HTTP/1.1 or HTTP/2 (no Host in its header) was another variant than the same
+// request's over HTTP/3 with a Host field, a miss and a second copy.
+func TestHostFieldBesideAuthority(t *testing.T) {
+	s, n := tlsEdge(t, TLSConfig{Dev: true})
+	const path = "/vh?vary=Host&cc=max-age%3D600"
+	if r := getWith(t, &http.Client{}, "http://"+n.Addr()+path); r.status != http.StatusOK {
+		t.Fatalf("first request over HTTP/1.1: %d", r.status)
+	}
+	h2 := dialH2Raw(t, n.HTTPSAddr())
+	h3 := dialH3Raw(t, n.HTTPSAddr())
+	for i, host := range []string{testHost, "other.example"} {
+		status, code := h2.request(uint32(2*i+1), ":method", "GET", ":scheme", "https", ":authority", testHost, ":path", path, "host", host)
+		a := h3.request(":method", "GET", ":scheme", "https", ":authority", testHost, ":path", path, "host", host)
+		if host != testHost {
+			if status != 0 || code != http2.ErrCodeProtocol {
+				t.Errorf("http/2: Host %q beside :authority %q: %d (reset %v), want a PROTOCOL_ERROR reset", host, testHost, status, code)
+			}
+			if !a.reset || a.code != http3.ErrCodeMessageError {
+				t.Errorf("http/3: Host %q beside :authority %q: %d (reset %v %v), want an H3_MESSAGE_ERROR reset", host, testHost, a.status, a.reset, a.code)
+			}
+			continue
+		}
+		if status != http.StatusOK {
+			t.Errorf("http/2: Host %q beside the same :authority: %d (reset %v), want 200", host, status, code)
+		}
+		if cs := a.header.Get("Cache-Status"); a.status != http.StatusOK || !strings.Contains(cs, "hit") {
+			t.Errorf("http/3: Host %q beside the same :authority: %d %q, want a 200 hit (one variant for every protocol)", host, a.status, cs)
+		}
+	}
+	if got := s.origin.Requests("/vh"); got != 1 {
+		t.Errorf("origin saw %d requests for /vh, want 1", got)
+	}
+}

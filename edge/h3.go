@@ -24,6 +24,10 @@ func (n *Node) serveH3(w http.ResponseWriter, r *http.Request) {
 		hc.running.Add(1)
 		defer hc.handlerReturned(r.Context())
 	}
+	// quic-go refused a Host that differs from :authority, and took it for r.Host where there
+	// is none; it leaves it in the header, where edge/h2 and net/http take it out: kept, it
+	// made an answer's "Vary: Host" another variant over HTTP/3 than over the others.
+	delete(r.Header, "Host")
 	if r.Method == http.MethodOptions && r.RequestURI == "*" {
 		// A request about the server, not a resource (RFC 9110, section 9.3.7): net/http
 		// answers it itself over HTTP/1.1 and HTTP/2, with 200 and an empty body, and the
