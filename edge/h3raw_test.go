@@ -23,12 +23,10 @@ type h3Raw struct {
 	conn *quic.Conn
 }
 
-// HTTP/3 frame and setting types (RFC 9114, sections 7.2 and 7.2.4.1).
+// HTTP/3 frame types (RFC 9114, section 7.2).
 const (
-	h3FrameData              = 0x0
-	h3FrameHeaders           = 0x1
-	h3FrameSettings          = 0x4
-	h3SettingMaxFieldSection = 0x6
+	h3FrameHeaders  = 0x1
+	h3FrameSettings = 0x4
 )
 
 // dialH3Raw connects to addr and sends a SETTINGS frame holding settings (id, value pairs).
