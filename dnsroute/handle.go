@@ -544,7 +544,10 @@ func (s *Server) resolve(st *state, req *dns.Msg, src netip.Addr, loc *geo.Locat
 }
 
 // queryTSIG returns req's TSIG record, nil if it has none; ok is false if it has one anywhere
-// but as the last additional record, or more than one (RFC 8945 section 5.1: FORMERR).
+// but as the last additional record, or more than one (RFC 8945 section 5.1: FORMERR), or one
+// that cannot be interpreted (section 5.2: FORMERR): without RDATA, which miekg/dns reads as a
+// TSIG with every field empty (answered BADKEY, its algorithm would be echoed as no name at
+// all, a reply that does not parse), or of a class other than ANY (section 4.2).
 func queryTSIG(req *dns.Msg) (tsig *dns.TSIG, ok bool) {
 	for _, rrs := range [][]dns.RR{req.Answer, req.Ns} {
 		for _, rr := range rrs {
@@ -558,7 +561,7 @@ func queryTSIG(req *dns.Msg) (tsig *dns.TSIG, ok bool) {
 			continue
 		}
 		t, isTSIG := rr.(*dns.TSIG)
-		if !isTSIG || i != len(req.Extra)-1 {
+		if !isTSIG || i != len(req.Extra)-1 || t.Hdr.Rdlength == 0 || t.Hdr.Class != dns.ClassANY {
 			return nil, false
 		}
 		tsig = t

@@ -90,3 +90,56 @@ func TestTSIGQuery(t *testing.T) {
 		t.Errorf("unsigned query after = %s with %d answers, want NOERROR with some", dns.RcodeToString[r.Rcode], len(r.Answer))
 	}
 }
+
+// TestTSIGMalformed: a TSIG record that cannot be interpreted makes the message corrupt,
+// FORMERR (RFC 8945 section 5.2), over UDP and TCP: one without RDATA (miekg/dns reads it as
+// a TSIG with every field empty) or of a class other than ANY (section 4.2). The server
+// answered the first NOTAUTH with a TSIG of no algorithm name, a reply that does not parse,
+// and the second as if it were signed.
+func TestTSIGMalformed(t *testing.T) {
+	ts := startServer(t, nil)
+	q := new(dns.Msg)
+	q.SetQuestion("www.cdn.example.", dns.TypeA)
+	base, err := q.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	base[11] = 1 // ARCOUNT: the TSIG appended below
+	// A well-formed TSIG's RDATA: algorithm hmac-sha256., time, fudge 300, no MAC, original
+	// id, no error, no other data.
+	rdata := []byte{11, 'h', 'm', 'a', 'c', '-', 's', 'h', 'a', '2', '5', '6', 0, 0, 0, 0x6a, 0, 0, 0, 1, 44, 0, 0, byte(q.Id >> 8), byte(q.Id), 0, 0, 0, 0}
+	tsig := func(class uint16, rdata []byte) []byte {
+		b := append([]byte{}, base...)
+		b = append(b, 1, 'k', 0, 0, byte(dns.TypeTSIG), byte(class>>8), byte(class), 0, 0, 0, 0, byte(len(rdata)>>8), byte(len(rdata)))
+		return append(b, rdata...)
+	}
+	tests := []struct {
+		name string
+		pkt  []byte
+	}{
+		{"no RDATA", tsig(dns.ClassANY, nil)},
+		{"class IN", tsig(dns.ClassINET, rdata)},
+	}
+	for _, tt := range tests {
+		for _, network := range []string{"udp", "tcp"} {
+			send := rawExchange
+			if network == "tcp" {
+				send = rawTCPExchange
+			}
+			r := new(dns.Msg)
+			if err := r.Unpack(send(t, ts.addr, tt.pkt)); err != nil {
+				t.Errorf("%s %s: the reply does not parse: %v", network, tt.name, err)
+				continue
+			}
+			if r.Id != q.Id || r.Rcode != dns.RcodeFormatError || len(r.Extra) != 0 {
+				t.Errorf("%s %s: reply id %d %s with %d additional records, want id %d FORMERR with none", network, tt.name,
+					r.Id, dns.RcodeToString[r.Rcode], len(r.Extra), q.Id)
+			}
+		}
+	}
+	// The well-formed record, class ANY, is a signed query: the premise of the cases above.
+	r := new(dns.Msg)
+	if err := r.Unpack(rawExchange(t, ts.addr, tsig(dns.ClassANY, rdata))); err != nil || r.Rcode != dns.RcodeNotAuth {
+		t.Errorf("well-formed TSIG: %v, %v; want NOTAUTH", r, err)
+	}
+}
