@@ -253,6 +253,13 @@ func TestPurgeAPI(t *testing.T) {
 			{"nothing to purge", "", []byte(`{"host":"www.example.com"}`), 400, "urls"},
 			{"all with values", "", []byte(`{"host":"www.example.com","all":true,"keys":["k"]}`), 400, "all"},
 			{"bad prefix", "", []byte(`{"host":"www.example.com","prefixes":["a/b"]}`), 400, "prefixes[0]"},
+			// The edge answers 400 to a path with a dot segment and stores none: acked, such a
+			// purge would match nothing, while the operator meant the path it resolves to.
+			{"url with a dot segment", "", []byte(`{"host":"www.example.com","urls":["/ok","/a/./b"]}`), 400, "urls[1]"},
+			{"url with a dot-dot segment", "", []byte(`{"host":"www.example.com","urls":["/a/../b"]}`), 400, "urls[0]"},
+			{"url with an encoded dot-dot segment", "", []byte(`{"host":"www.example.com","urls":["/a/%2e%2E/b?x"]}`), 400, "urls[0]"},
+			{"absolute url with a dot segment", "", []byte(`{"host":"www.example.com","urls":["https://www.example.com/a/."]}`), 400, "urls[0]"},
+			{"prefix with a dot-dot segment", "", []byte(`{"host":"www.example.com","prefixes":["/static/.."]}`), 400, "prefixes[0]"},
 			{"malformed json", "", []byte(`{"host":"www.example.com",`), 400, ""},
 			{"unknown field", "", []byte(`{"host":"www.example.com","all":true,"everything":true}`), 400, "everything"},
 			{"wrong type", "", []byte(`{"host":"www.example.com","urls":"/x"}`), 400, "urls"},
