@@ -148,8 +148,8 @@ func NormalizeURL(host, raw string) (string, error) {
 }
 
 // plainURL reports whether raw is a path that normalizeURLParsed returns unchanged: "/" (not
-// "//"), then only unreserved characters and "/", then optionally "?" and a query of unreserved
-// characters and "=&+/" (FuzzNormalizeURLPlain holds the two equal).
+// "//"), then only unreserved characters and "/" without a dot segment, then optionally "?" and
+// a query of unreserved characters and "=&+/" (FuzzNormalizeURLPlain holds the two equal).
 func plainURL(raw string) bool {
 	if raw == "" || raw[0] != '/' || (len(raw) > 1 && raw[1] == '/') {
 		return false
@@ -157,6 +157,8 @@ func plainURL(raw string) bool {
 	query := false
 	for i := 1; i < len(raw); i++ {
 		switch c := raw[i]; {
+		case c == '.' && !query && dotSegmentAt(raw, i):
+			return false // refused by normalizeURLParsed
 		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '.', c == '_', c == '~', c == '/':
 		case c == '?' && !query:
 			query = true
@@ -202,6 +204,9 @@ func normalizeURLParsed(host, raw string) (string, error) {
 	if strings.HasPrefix(p, "//") {
 		// Read back, "//x" would name host x: refuse rather than guess.
 		return "", fmt.Errorf("%.80q has a path starting with //", raw)
+	}
+	if hasDotSegment(u.Path) {
+		return "", errDotSegment(raw)
 	}
 	if u.RawQuery != "" || u.ForceQuery {
 		p += "?" + escapeNonASCII(u.RawQuery)
@@ -251,6 +256,9 @@ func NormalizePrefix(p string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("%.80q is not a path", p)
 	}
+	if hasDotSegment(u.Path) {
+		return "", errDotSegment(p)
+	}
 	out := u.EscapedPath()
 	for len(out) > 1 && strings.HasSuffix(out, "/") {
 		out = out[:len(out)-1]
@@ -259,6 +267,39 @@ func NormalizePrefix(p string) (string, error) {
 		return "", fmt.Errorf("%.80q is not a path", p)
 	}
 	return out, nil
+}
+
+// hasDotSegment reports whether the decoded path p has a "." or ".." segment. The edge answers
+// 400 to such a request target (edge.hasDotSegment, on the decoded path too) and so stores
+// nothing under it: a purge naming one would be acked and match nothing, while the operator
+// meant the path it resolves to.
+func hasDotSegment(p string) bool {
+	for p != "" {
+		seg, rest, _ := strings.Cut(p, "/")
+		if seg == "." || seg == ".." {
+			return true
+		}
+		p = rest
+	}
+	return false
+}
+
+// dotSegmentAt reports whether the '.' at s[i] begins a "." or ".." segment of the path s
+// (plainURL: no escapes, no query before i).
+func dotSegmentAt(s string, i int) bool {
+	if s[i-1] != '/' {
+		return false
+	}
+	end := strings.IndexAny(s[i:], "/?")
+	if end < 0 {
+		end = len(s) - i
+	}
+	seg := s[i : i+end]
+	return seg == "." || seg == ".."
+}
+
+func errDotSegment(raw string) error {
+	return fmt.Errorf("%.80q has a . or .. segment, which the edge never serves; give the path it resolves to", raw)
 }
 
 func checkKey(k string) error {
