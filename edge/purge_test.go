@@ -182,3 +182,72 @@ func TestPurgeSeqFollowsRecreatedStream(t *testing.T) {
 	}
 	wait.For(t, 20*time.Second, "the node's purge sequence to follow the new stream", func() bool { return n.purgeSeq.Load() == 1 })
 }
+
+// TestEncodedSlashBesideRawByte: a path with a percent-encoded '/' and a byte a URL must escape
+// sent raw ("/a%2Fb|c", as browsers send '|') is the resource "/a%2Fb%7Cc", not "/a/b|c":
+// net/url's EscapedPath re-escapes such a path from its decoded form and loses the "%2F",
+// so the edge asked the origin for "/a/b%7Cc", stored the answer under that URL's key, and a
+// purge of "/a%2Fb%7Cc" (the same URL, escaped) left the copy served.
+func TestEncodedSlashBesideRawByte(t *testing.T) {
+	var mu sync.Mutex
+	got := map[string]int{} // the origin's requests by request target as received
+	addr := startHTTP(t, "127.0.0.10", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got[r.RequestURI]++
+		n := got[r.RequestURI]
+		mu.Unlock()
+		w.Header().Set("Cache-Control", "max-age=600")
+		fmt.Fprintf(w, "%s v%d", r.RequestURI, n)
+	}))
+	n, _ := startEdge(t, listen(t, "127.0.0.11"), Config{PoP: "tst", Node: "e1",
+		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + addr}}})
+	get := func(target string) string { // sent as it is, not as net/http would escape it
+		t.Helper()
+		a := rawExchange(t, n.Addr(), "GET "+target+" HTTP/1.1\r\nHost: "+testHost+"\r\nConnection: close\r\n\r\n")
+		if !strings.HasPrefix(a, "HTTP/1.1 200 ") {
+			t.Fatalf("GET %s: %q", target, a)
+		}
+		_, body, _ := strings.Cut(a, "\r\n\r\n")
+		return body
+	}
+	// purgeAs applies a purge as a node's subscriber does: normalised first.
+	purgeAs := func(kind purge.Kind, v string) {
+		t.Helper()
+		m, err := purge.Message{ID: "p", Host: testHost, Kind: kind, Values: []string{v}}.Normalize()
+		if err != nil {
+			t.Fatalf("normalise purge of %s: %v", v, err)
+		}
+		if _, err := n.ApplyPurge(context.Background(), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	for _, tc := range []struct {
+		name, target, want string
+	}{
+		{"encoded slash, raw bar", "/a%2Fb|c", "/a%2Fb%7Cc v1"},
+		{"its escaped spelling", "/a%2Fb%7Cc", "/a%2Fb%7Cc v1"},
+		{"the decoded slash is another URL", "/a/b|c", "/a/b%7Cc v1"},
+		{"encoded slash, raw quote", `/q%2Fr"s?x=1`, "/q%2Fr%22s?x=1 v1"},
+	} {
+		if b := get(tc.target); b != tc.want {
+			t.Errorf("%s: GET %s = %q, want %q", tc.name, tc.target, b, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		kind        purge.Kind
+		value, want string
+	}{
+		{purge.KindURL, "/a%2Fb%7Cc", "/a%2Fb%7Cc v2"},
+		{purge.KindURL, "/a%2Fb|c", "/a%2Fb%7Cc v3"},
+		{purge.KindPrefix, "/a%2Fb|c", "/a%2Fb%7Cc v4"},
+	} {
+		purgeAs(tc.kind, tc.value)
+		if b := get("/a%2Fb|c"); b != tc.want {
+			t.Errorf("GET /a%%2Fb|c after a %s purge of %s: %q, want %q", tc.kind, tc.value, b, tc.want)
+		}
+	}
+	if b := get("/a/b|c"); b != "/a/b%7Cc v1" {
+		t.Errorf("GET /a/b|c after purges of /a%%2Fb|c: %q, want its own copy, still v1", b)
+	}
+}

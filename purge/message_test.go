@@ -94,6 +94,8 @@ func TestNormalizeURL(t *testing.T) {
 		{"/a/b?c=1", "/a/b?c=1"},
 		{"/a/b#frag", "/a/b"},
 		{"/a%2Fb", "/a%2Fb"},
+		{"/a%2Fb|c", "/a%2Fb%7Cc"}, // not "/a/b%7Cc", net/url's EscapedPath of it
+		{`https://www.example.com/a%2fb"c{}?d|e`, "/a%2fb%22c%7B%7D?d|e"},
 		{"/caf\u00e9", "/caf%C3%A9"},
 		{"/s?q=caf\u00e9&r=%c3%a9", "/s?q=caf%C3%A9&r=%c3%a9"}, // as clients send it; the edge's key folds the hex case
 		{"/x?", "/x?"},
@@ -122,6 +124,7 @@ func TestNormalizePrefix(t *testing.T) {
 		{"/", "/", false},
 		{"/caf\u00e9/", "/caf%C3%A9", false},
 		{"/a%2Fb", "/a%2Fb", false},
+		{"/a%2Fb|c/", "/a%2Fb%7Cc", false},
 		{"a", "", true},
 		{"//a", "", true},
 		{"/a?x", "", true},
