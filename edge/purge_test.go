@@ -250,4 +250,16 @@ func TestEncodedSlashBesideRawByte(t *testing.T) {
 	if b := get("/a/b|c"); b != "/a/b%7Cc v1" {
 		t.Errorf("GET /a/b|c after purges of /a%%2Fb|c: %q, want its own copy, still v1", b)
 	}
+	// Passed through, a POST goes to the same resource, and invalidates its copy (RFC 9111
+	// §4.4), not /a/b|c's.
+	a := rawExchange(t, n.Addr(), "POST /a%2Fb|c HTTP/1.1\r\nHost: "+testHost+"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+	if _, body, _ := strings.Cut(a, "\r\n\r\n"); !strings.HasPrefix(a, "HTTP/1.1 200 ") || body != "/a%2Fb%7Cc v5" {
+		t.Errorf("POST /a%%2Fb|c: %q, want the origin's 200 for /a%%2Fb%%7Cc, v5", a)
+	}
+	if b := get("/a%2Fb|c"); b != "/a%2Fb%7Cc v6" {
+		t.Errorf("GET /a%%2Fb|c after a POST to it: %q, want a new fetch, v6", b)
+	}
+	if b := get("/a/b|c"); b != "/a/b%7Cc v1" {
+		t.Errorf("GET /a/b|c after a POST to /a%%2Fb|c: %q, want its own copy, still v1", b)
+	}
 }
