@@ -864,7 +864,10 @@ func copyFlushing(w *logWriter, src io.Reader, flush bool) error {
 // invalidate applies RFC 9111 §4.4 and RFC 9875 invalidation after a successful unsafe request.
 func (n *Node) invalidate(req *request, r *http.Request, resp *http.Response) {
 	host := req.host.cfg.Host
-	for _, target := range httpcache.InvalidationTargets(r.Method, r.URL, host, resp.StatusCode, resp.Header) {
+	// The request's path as keyed (wire.EscapedPath), which r.URL's own escaping may not be.
+	u := *r.URL
+	u.RawPath = req.path
+	for _, target := range httpcache.InvalidationTargets(r.Method, &u, host, resp.StatusCode, resp.Header) {
 		path, query, _ := strings.Cut(target, "?")
 		key := httpcache.Key(host, path, query, req.host.keyOpts)
 		at := n.store.Purge(store.Record{Kind: store.URL, Host: host, Value: key})

@@ -503,7 +503,10 @@ func upstreamRequest(ctx context.Context, req *request, scheme, host, base strin
 	// What NewRequestWithContext makes of a URL without a body, but for the header map it
 	// would make for the caller to replace and the parse of a URL built here anyway.
 	up := http.Request{Method: http.MethodGet, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Host: host,
-		URL: &url.URL{Scheme: scheme, Host: host, Path: req.r.URL.Path, RawPath: req.r.URL.RawPath,
+		// RawPath is the path as keyed (wire.EscapedPath), not the client's: from a raw path
+		// holding a byte that must be escaped, url would write the request line from Path,
+		// where "%2F" is "/".
+		URL: &url.URL{Scheme: scheme, Host: host, Path: req.r.URL.Path, RawPath: path,
 			RawQuery: query, ForceQuery: hasQuery && query == ""}}
 	return up.WithContext(ctx), nil
 }

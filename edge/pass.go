@@ -37,7 +37,12 @@ func (n *Node) pass(w *logWriter, req *request) {
 		return
 	}
 	o := req.host.origin
-	target, err := url.Parse(o.Scheme + "://" + o.Host + o.Path + r.URL.RequestURI())
+	// req.path, not r.URL.RequestURI(): its path may turn a "%2F" into "/" (wire.EscapedPath).
+	uri := req.path
+	if r.URL.RawQuery != "" || r.URL.ForceQuery {
+		uri += "?" + r.URL.RawQuery
+	}
+	target, err := url.Parse(o.Scheme + "://" + o.Host + o.Path + uri)
 	if err != nil {
 		n.fail(w, req, http.StatusBadRequest, "bad request target")
 		return

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/meridian-cdn/meridian/edge/httpcache"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 // hopHeader marks a fill request between edge nodes and lists the tiers it has crossed
@@ -197,7 +198,8 @@ func (n *Node) serve(w *logWriter, req *request) {
 		n.fail(w, req, http.StatusMisdirectedRequest, "absolute-form target for another host")
 		return
 	}
-	path := r.URL.EscapedPath()
+	// As the client spelt it: url.URL.EscapedPath may turn a "%2F" into "/" (wire.EscapedPath).
+	path := wire.EscapedPath(r.URL)
 	if path == "" && r.URL.Host != "" {
 		if serverWideOptions(r) {
 			answerServerOptions(w)

@@ -197,7 +197,8 @@ func normalizeURLParsed(host, raw string) (string, error) {
 	if u.Opaque != "" {
 		return "", fmt.Errorf("%.80q is not a hierarchical URL", raw)
 	}
-	p := u.EscapedPath()
+	// As spelt, as the edge keys a request's path: u.EscapedPath may turn "%2F" into "/".
+	p := wire.EscapedPath(u)
 	if p == "" {
 		p = "/"
 	}
@@ -259,7 +260,7 @@ func NormalizePrefix(p string) (string, error) {
 	if hasDotSegment(u.Path) {
 		return "", errDotSegment(p)
 	}
-	out := u.EscapedPath()
+	out := wire.EscapedPath(u)
 	for len(out) > 1 && strings.HasSuffix(out, "/") {
 		out = out[:len(out)-1]
 	}
