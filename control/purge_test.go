@@ -57,6 +57,13 @@ func TestPurgeAPI(t *testing.T) {
 			kept:   []object{{hostB, objPath("/u/abs", "cc", long), nil}},
 		},
 		{
+			// Fully qualified: the edge serves www.example.com. as www.example.com.
+			name:   "absolute url, host with a trailing dot",
+			req:    purge.Request{Host: hostA, URLs: []string{"https://www.example.com.:443" + objPath("/u/fqdn", "cc", long)}},
+			purged: []object{{hostA, objPath("/u/fqdn", "cc", long), nil}},
+			kept:   []object{{hostB, objPath("/u/fqdn", "cc", long), nil}},
+		},
+		{
 			// As typed (or copied from an address bar): clients send the query's UTF-8
 			// percent-encoded, as they do the path's.
 			name:   "url with a non-ASCII query",

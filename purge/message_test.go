@@ -102,6 +102,7 @@ func TestNormalizeURL(t *testing.T) {
 		{"https://www.example.com", "/"},
 		{"https://WWW.Example.com/a?b=2", "/a?b=2"},
 		{"http://www.example.com:8080/p/q?r", "/p/q?r"},
+		{"https://WWW.example.com.:443/t?d", "/t?d"}, // the edge serves the FQDN's requests as the host's
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
