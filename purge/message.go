@@ -191,7 +191,7 @@ func normalizeURLParsed(host, raw string) (string, error) {
 		return "", fmt.Errorf("%.80q is not an http or https URL", raw)
 	case u.User != nil:
 		return "", fmt.Errorf("%.80q carries user information", raw)
-	case !strings.EqualFold(u.Hostname(), host):
+	case !strings.EqualFold(strings.TrimSuffix(u.Hostname(), "."), host): // the edge drops the dot too
 		return "", fmt.Errorf("%.80q does not belong to host %s", raw, host)
 	}
 	if u.Opaque != "" {
