@@ -234,3 +234,80 @@ func TestPurgeByKeyMatchesEveryDeclaredKey(t *testing.T) {
 		})
 	}
 }
+
+// TestPurgeByKeyWhenFieldNotStored: an origin may say that a shared cache must not store its
+// Surrogate-Key or Cache-Tag field (no-cache="..." or private="..." naming it, RFC 9111
+// §5.2.2.4, §5.2.2.7), but the keys it declares still name the object for purges: a purge by
+// one of them makes the copy gone, also after a 304 revalidated it. The edge took the keys
+// from the header after it had dropped those fields, and a purge by key was acked while the
+// copy stayed a hit.
+func TestPurgeByKeyWhenFieldNotStored(t *testing.T) {
+	for _, tc := range []struct {
+		name, cc, field string
+		revalidate      bool
+	}{
+		{"no-cache names Surrogate-Key", `max-age=600, no-cache="Surrogate-Key"`, "Surrogate-Key", false},
+		{"private names Cache-Tag", `max-age=600, private="cache-tag"`, "Cache-Tag", false},
+		{"after a 304", `max-age=10, no-cache="Surrogate-Key"`, "Surrogate-Key", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o, n, c := newScripted(t, tc.cc, http.Header{tc.field: {"k1"}}, nil)
+			o.etag.Store(`"e1"`)
+			if r := do(t, c, http.MethodGet, n.Addr(), testHost, "/x"); r.body != "/x v1" {
+				t.Fatalf("first GET: %q", r.body)
+			}
+			if tc.revalidate {
+				o.clock.Advance(11 * time.Second) // stale: revalidated, the 304 refreshes it
+				if r := do(t, c, http.MethodGet, n.Addr(), testHost, "/x"); r.body != "/x v1" {
+					t.Fatalf("GET after the revalidation: %q", r.body)
+				}
+			}
+			if r := do(t, c, http.MethodGet, n.Addr(), testHost, "/x"); !strings.Contains(r.header.Get("Cache-Status"), "hit") {
+				t.Fatalf("GET before the purge: Cache-Status %q, want a hit", r.header.Get("Cache-Status"))
+			}
+			o.version.Store(2)
+			o.etag.Store(`"e2"`)
+			o.clock.Advance(time.Second)
+			applyPurge(t, n, purge.KindKey, false, "k1")
+			o.clock.Advance(time.Second)
+			if r := do(t, c, http.MethodGet, n.Addr(), testHost, "/x"); r.body != "/x v2" {
+				t.Errorf("GET after a purge of key k1: %q (Cache-Status %q), want /x v2", r.body, r.header.Get("Cache-Status"))
+			}
+		})
+	}
+}
+
+// TestPurgeByKeyWhenFieldNotStoredFromPeer: the node that fills from its PoP's owner of the URL
+// stores the copy under the same surrogate keys as the owner, though the owner does not store
+// the Surrogate-Key field (no-cache="Surrogate-Key"): its answer to a verified fleet node
+// carries the keys it holds the object by. Without them the other node stored its copy keyed
+// on nothing, and a purge by key left that copy a hit.
+func TestPurgeByKeyWhenFieldNotStoredFromPeer(t *testing.T) {
+	f := newFleet(t, []int{2}, noShield, nil)
+	p := obj("/nk", "cc", `max-age=600, no-cache="Surrogate-Key"`, "sk", "k1 k2")
+	get := func(n *Node) resp {
+		t.Helper()
+		r := do(t, f.client, http.MethodGet, n.Addr(), testHost, p)
+		if r.status != http.StatusOK {
+			t.Fatalf("GET %s from %s: %d", p, n.Name(), r.status)
+		}
+		return r
+	}
+	for _, n := range f.nodes { // one fills from the origin, the other from it
+		get(n)
+		if r := get(n); !strings.Contains(r.header.Get("Cache-Status"), n.Name()+"; hit") {
+			t.Fatalf("%s: second GET not a hit: %q", n.Name(), r.header.Get("Cache-Status"))
+		}
+	}
+	f.origin.Bump("/nk")
+	for _, n := range f.nodes {
+		if _, err := n.ApplyPurge(context.Background(), purge.Message{ID: "p", Host: testHost, Kind: purge.KindKey, Values: []string{"k2"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range f.nodes {
+		if r := get(n); !strings.HasPrefix(r.body, "/nk@v2:") {
+			t.Errorf("%s after a purge of key k2: %.20q (Cache-Status %q), want version 2", n.Name(), r.body, r.header.Get("Cache-Status"))
+		}
+	}
+}
