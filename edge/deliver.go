@@ -148,6 +148,7 @@ func (n *Node) objectHeader(w *logWriter, req *request, obj *store.Object, cs ht
 	obj.SetHeader(h, scratch) // without, one allocation for the values
 	clientPolicy(h, req)
 	markEdgeCoded(h, req, obj)
+	markFleetKeys(h, req, obj)
 	n.setPerAnswer(h, req, obj, cs, upstreamCS)
 	return h
 }

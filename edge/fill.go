@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/meridian-cdn/meridian/edge/compress"
 	"github.com/meridian-cdn/meridian/edge/httpcache"
@@ -38,6 +39,7 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 	res := fillResult{status: resp.StatusCode, tier: tier, upstreamCS: h.Get("Cache-Status"), untrusted: untrusted}
 	// Whether a fleet node's answer is in a coding an edge applied: only that node can say.
 	fleetCoded := takeEdgeCoded(h, tier != "origin" && !untrusted)
+	fleetKeys, hasFleetKeys := takeFleetKeys(h, tier != "origin" && !untrusted)
 	httpcache.RemoveHopByHop(h)
 	h.Del("Cache-Status")
 	h.Del(hopHeader)
@@ -67,6 +69,16 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 		}
 		hdr := httpcache.Refresh(stale.HeaderMap(), h)
 		keepEdgeCoding(stale, hdr, h, tier == "origin")
+		// The keys are taken before stripFields drops a field that declares them: they still
+		// name the object for purges. A 304 that declares none leaves the copy's (whose
+		// fields may not be stored).
+		keys := stale.SurrogateKeys()
+		if len(h["Surrogate-Key"])+len(h["Cache-Tag"])+len(h["Cache-Groups"]) > 0 {
+			keys = httpcache.SurrogateKeys(hdr)
+		}
+		if hasFleetKeys {
+			keys = fleetKeys
+		}
 		o := *stale
 		o.Header = hdr // the object's header from now on, in place of stale's (store.Object.Header)
 		o.StoredAt = began
@@ -81,7 +93,7 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 		// A 304 may bring another Last-Modified, which conditional requests are then compared
 		// with; read after stripFields, as newObject does, so one the copy must not keep is not.
 		o.LastModified, _ = httpcache.ParseDate(hdr.Get("Last-Modified"))
-		o.Keys = httpcache.SurrogateKeys(hdr)
+		o.Keys = keys
 		if untrusted {
 			n.refuseUntrusted(&o.Policy, req)
 		}
@@ -103,6 +115,16 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 	if untrusted {
 		n.refuseUntrusted(&policy, req)
 	}
+	// The keys the object is purged by: taken before takeFields drops a field that declares
+	// them (the origin said not to store it, not that the copy has no keys), or as the fleet
+	// node that this answer is from holds its copy (fleetKeysHeader).
+	var keys []string
+	switch {
+	case hasFleetKeys:
+		keys = fleetKeys
+	case stripsSurrogateField(policy.StripFields):
+		keys = httpcache.SurrogateKeys(h)
+	}
 	if policy.Storable {
 		// Kept out of the object, for the client whose request this fill is only (res.own).
 		res.own = takeFields(h, policy)
@@ -119,6 +141,9 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 		keep := resp.ContentLength <= maxObj
 		res.obj = newObject(req, resp.StatusCode, h, nil, policy, n.fillVariant(req, policy.Vary, fillKind(opts)), began, respTime, initialAge)
 		res.obj.EdgeCoded = fleetCoded
+		if keys != nil {
+			res.obj.Keys = keys
+		}
 		res.shareable, res.stored, res.tooLarge = true, keep, !keep
 		res.body, res.pumpResp, res.length = newInflight(keep, resp.ContentLength, maxObj, f.budget), resp, resp.ContentLength
 		if !keep && f.sliced(req.host, resp.StatusCode, h, resp.ContentLength) {
@@ -155,6 +180,9 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 	h, body, coded := n.compressAnswer(req, h, body, &policy, compressible)
 	o := newObject(req, resp.StatusCode, h, body, policy, n.fillVariant(req, policy.Vary, fillKind(opts)), began, respTime, initialAge)
 	o.EdgeCoded = coded || fleetCoded
+	if keys != nil {
+		o.Keys = keys
+	}
 	res.obj = o
 	if resp.StatusCode >= 500 {
 		res.err = &statusError{status: resp.StatusCode, tier: tier}
@@ -401,6 +429,59 @@ func takeEdgeCoded(h http.Header, trusted bool) bool {
 	}
 	delete(h, edgeCodedHeader)
 	return trusted && len(v) == 1 && v[0] != "" && v[0] == h.Get("Content-Encoding")
+}
+
+// fleetKeysHeader is a fleet-only field of a node's answer to a verified fill request: the
+// surrogate keys the object is stored under, space-separated, when its stored header lacks a
+// field that declared them (the origin's no-cache="..." or private="..." named it, so it is not
+// stored, store.Object.Keys). The node filled from it stores its copy under them, or a purge
+// by one of them would miss that copy. Like the surrogate fields, it is believed only on an
+// answer marked trusted (hopTrustedValue).
+const fleetKeysHeader = "Meridian-Surrogate-Keys"
+
+// takeFleetKeys removes the fleet keys field from an upstream answer's header h and returns
+// the keys it lists if a trusted fleet node's answer (trusted) carries it.
+func takeFleetKeys(h http.Header, trusted bool) (keys []string, ok bool) {
+	v, has := h[fleetKeysHeader]
+	if !has {
+		return nil, false
+	}
+	delete(h, fleetKeysHeader)
+	if !trusted || len(v) != 1 {
+		return nil, false
+	}
+	return strings.Fields(v[0]), true
+}
+
+// markFleetKeys tells a verified fleet node (req) the surrogate keys of obj, which h answers
+// with, when h may not declare them all: the origin said not to store a field that does
+// (fleetKeysHeader). Keys with white space are left out: no purge can name one.
+func markFleetKeys(h http.Header, req *request, obj *store.Object) {
+	if !req.fromPeer || !stripsSurrogateField(obj.Policy.StripFields) {
+		return
+	}
+	var b strings.Builder
+	for _, k := range obj.SurrogateKeys() {
+		if strings.ContainsFunc(k, unicode.IsSpace) {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(k)
+	}
+	h[fleetKeysHeader] = []string{b.String()}
+}
+
+// stripsSurrogateField reports whether fields (a Policy.StripFields) names a field that
+// declares surrogate keys.
+func stripsSurrogateField(fields []string) bool {
+	for _, f := range fields {
+		if strings.EqualFold(f, "Surrogate-Key") || strings.EqualFold(f, "Cache-Tag") || strings.EqualFold(f, "Cache-Groups") {
+			return true
+		}
+	}
+	return false
 }
 
 // markEdgeCoded tells a verified fleet node (req) that obj, which h answers with, is in a
@@ -658,6 +739,7 @@ func (f *filler) staleCopy(req *request, resp *http.Response) *fillResult {
 	h := resp.Header
 	upCS := h.Get("Cache-Status")
 	coded := takeEdgeCoded(h, h.Get(hopHeader) == hopTrustedValue)
+	takeFleetKeys(h, false) // served, not stored: the keys do not matter, the field must not reach the client
 	httpcache.RemoveHopByHop(h)
 	h.Del("Cache-Status")
 	initialAge := httpcache.InitialAge(h, now, now)

@@ -161,6 +161,7 @@ func (n *Node) pass(w *logWriter, req *request) {
 			// The fleet's fields, from an origin: no client may take them for the fleet's.
 			delete(h, hopHeader)
 			delete(h, edgeCodedHeader)
+			delete(h, fleetKeysHeader)
 			delete(h, "Alt-Svc") // the origin's endpoints are not ours (as on a fill)
 			if !req.host.cfg.Cache.KeepSurrogateHeaders {
 				httpcache.StripSurrogateHeaders(h)

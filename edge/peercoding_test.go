@@ -137,12 +137,14 @@ func TestPeerCopyEdgeCoded(t *testing.T) {
 	}
 }
 
-// TestOriginEdgeCodedNeverReachesClients: the fleet's edge-coded field is the fleet's alone. An
-// origin that sends it (by mistake or to be believed) has it dropped from every answer a
-// client gets: stored, streamed uncached and passed through, as its Meridian-Fill is.
+// TestOriginEdgeCodedNeverReachesClients: the fleet's edge-coded and keys fields are the
+// fleet's alone. An origin that sends them (by mistake or to be believed) has them dropped from
+// every answer a client gets: stored, streamed uncached and passed through, as its
+// Meridian-Fill is.
 func TestOriginEdgeCodedNeverReachesClients(t *testing.T) {
 	n, c := echoEdge(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set(edgeCodedHeader, "gzip")
+		w.Header().Set(fleetKeysHeader, "k1")
 		w.Header().Set(hopHeader, hopTrustedValue)
 		w.Header().Set("Cache-Control", r.URL.Query().Get("cc"))
 		io.WriteString(w, "body")
@@ -159,7 +161,7 @@ func TestOriginEdgeCodedNeverReachesClients(t *testing.T) {
 			if r.status != http.StatusOK || r.body != "body" {
 				t.Fatalf("%s %s: %d %q", tc.method, tc.path, r.status, r.body)
 			}
-			for _, k := range []string{edgeCodedHeader, hopHeader} {
+			for _, k := range []string{edgeCodedHeader, fleetKeysHeader, hopHeader} {
 				if v := r.header.Get(k); v != "" {
 					t.Errorf("%s %s: the client got the origin's fleet-only field %s: %q", tc.method, tc.path, k, v)
 				}
