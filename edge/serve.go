@@ -209,7 +209,7 @@ func (n *Node) serve(w *logWriter, req *request) {
 		// §4.2.3), as nginx reads it.
 		path = "/"
 	}
-	if !strings.HasPrefix(path, "/") || hasDotSegment(r.URL.Path) || strings.ContainsAny(r.URL.Path, "\x00") {
+	if !strings.HasPrefix(path, "/") || wire.HasDotSegment(r.URL.Path) || strings.ContainsAny(r.URL.Path, "\x00") {
 		n.fail(w, req, http.StatusBadRequest, "bad request target")
 		return
 	}
@@ -320,19 +320,6 @@ func serverWideOptions(r *http.Request) bool {
 func answerServerOptions(w http.ResponseWriter) {
 	w.Header().Set("Content-Length", "0")
 	w.WriteHeader(http.StatusOK)
-}
-
-// hasDotSegment reports a "." or ".." path segment, which could address something other
-// than what the cache key says.
-func hasDotSegment(p string) bool {
-	for p != "" {
-		seg, rest, _ := strings.Cut(p, "/")
-		if seg == ".." || seg == "." {
-			return true
-		}
-		p = rest
-	}
-	return false
 }
 
 func viaHas(via []string, name string) bool {

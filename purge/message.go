@@ -206,7 +206,7 @@ func normalizeURLParsed(host, raw string) (string, error) {
 		// Read back, "//x" would name host x: refuse rather than guess.
 		return "", fmt.Errorf("%.80q has a path starting with //", raw)
 	}
-	if hasDotSegment(u.Path) {
+	if wire.HasDotSegment(u.Path) {
 		return "", errDotSegment(raw)
 	}
 	if u.RawQuery != "" || u.ForceQuery {
@@ -257,7 +257,7 @@ func NormalizePrefix(p string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("%.80q is not a path", p)
 	}
-	if hasDotSegment(u.Path) {
+	if wire.HasDotSegment(u.Path) {
 		return "", errDotSegment(p)
 	}
 	out := wire.EscapedPath(u)
@@ -268,21 +268,6 @@ func NormalizePrefix(p string) (string, error) {
 		return "", fmt.Errorf("%.80q is not a path", p)
 	}
 	return out, nil
-}
-
-// hasDotSegment reports whether the decoded path p has a "." or ".." segment. The edge answers
-// 400 to such a request target (edge.hasDotSegment, on the decoded path too) and so stores
-// nothing under it: a purge naming one would be acked and match nothing, while the operator
-// meant the path it resolves to.
-func hasDotSegment(p string) bool {
-	for p != "" {
-		seg, rest, _ := strings.Cut(p, "/")
-		if seg == "." || seg == ".." {
-			return true
-		}
-		p = rest
-	}
-	return false
 }
 
 // dotSegmentAt reports whether the '.' at s[i] begins a "." or ".." segment of the path s

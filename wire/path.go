@@ -55,3 +55,18 @@ func mustEscapeInPath(c byte) bool {
 	}
 	return !strings.ContainsRune("-._~!$&'()*+,;=:@/%[]", rune(c))
 }
+
+// HasDotSegment reports whether the decoded path p has a "." or ".." segment. The edge answers
+// 400 to such a request target, which could address something other than what its cache key
+// says, and so stores nothing under it; a purge naming one is refused, since it would be acked
+// and match nothing, while the operator meant the path it resolves to.
+func HasDotSegment(p string) bool {
+	for p != "" {
+		seg, rest, _ := strings.Cut(p, "/")
+		if seg == "." || seg == ".." {
+			return true
+		}
+		p = rest
+	}
+	return false
+}
