@@ -334,3 +334,27 @@ func everyProtocol(t *testing.T, n *Node) []protoClient {
 		{"http/3", "https://" + n.HTTPSAddr(), h3t},
 	}
 }
+
+// do sends one request through c to the edge for testHost, with extra header pairs (a name
+// given twice is sent as two field lines).
+func (c protoClient) do(t *testing.T, method, path string, hdr ...string) resp {
+	t.Helper()
+	req, err := http.NewRequest(method, c.url+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = testHost
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Add(hdr[i], hdr[i+1])
+	}
+	r, err := (&http.Client{Transport: c.rt}).Do(req)
+	if err != nil {
+		t.Fatalf("%s: %s %s: %v", c.name, method, path, err)
+	}
+	defer r.Body.Close()
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		t.Fatalf("%s: read %s: %v", c.name, path, err)
+	}
+	return resp{status: r.StatusCode, header: r.Header, body: string(b)}
+}

@@ -1,0 +1,88 @@
+package edge
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meridian-cdn/meridian/origin"
+)
+
+// answerKinds are the ways an answer to a GET reaches its client, each a target for one
+// request: "stored" (a fresh hit), "miss" (the request that fills the cache, answered from
+// the body as it is kept), "stale" (a copy served stale while it is revalidated), "sliced"
+// (an object over max_object_bytes, kept in slices) and "streamed" (an answer not stored,
+// passed on as it arrives). prepare makes the next request for the target one of that
+// kind; size is the object's.
+type answerKind struct {
+	name    string
+	size    int
+	cc      string
+	prepare func(t *testing.T, s *single, c protoClient, target string)
+}
+
+func answerKinds() []answerKind {
+	warm := func(t *testing.T, s *single, c protoClient, target string) {
+		t.Helper()
+		if r := c.do(t, http.MethodGet, target); r.status != http.StatusOK {
+			t.Fatalf("%s: warming %s: status %d", c.name, target, r.status)
+		}
+	}
+	return []answerKind{
+		{"stored", 1000, "max-age=600", warm},
+		{"miss", 1000, "max-age=600", func(*testing.T, *single, protoClient, string) {}},
+		{"stale", 1000, "max-age=1, stale-while-revalidate=600", func(t *testing.T, s *single, c protoClient, target string) {
+			warm(t, s, c, target)
+			s.clock.Advance(10 * time.Second)
+		}},
+		{"sliced", 9<<20 + 5, "max-age=600", warm},
+		{"streamed", 1000, "no-store", func(*testing.T, *single, protoClient, string) {}},
+	}
+}
+
+// TestConditionalFieldLines: an If-Match or If-None-Match sent as several field lines is one
+// list (RFC 9110 §5.3, §13.1.1, §13.1.2), over every protocol and on every way an answer
+// takes. From a kept object (http.ServeContent, which reads the first line alone) a list whose
+// second line named the object got a 412 to If-Match and the whole 200 to If-None-Match; an
+// answer passed on as it streams read both lines.
+func TestConditionalFieldLines(t *testing.T) {
+	s, n := tlsEdge(t, TLSConfig{Dev: true})
+	tests := []struct {
+		name   string
+		method string
+		hdr    []string // ETAG stands for the object's entity-tag
+		want   int
+	}{
+		{"if-none-match second line", http.MethodGet, []string{"If-None-Match", `"x"`, "If-None-Match", "ETAG"}, http.StatusNotModified},
+		{"if-none-match second line head", http.MethodHead, []string{"If-None-Match", `"x"`, "If-None-Match", "ETAG"}, http.StatusNotModified},
+		{"if-none-match no line", http.MethodGet, []string{"If-None-Match", `"x"`, "If-None-Match", `"y"`}, http.StatusOK},
+		{"if-match second line", http.MethodGet, []string{"If-Match", `"x"`, "If-Match", "ETAG"}, http.StatusOK},
+		{"if-match no line", http.MethodGet, []string{"If-Match", `"x"`, "If-Match", `"y"`}, http.StatusPreconditionFailed},
+	}
+	for pi, c := range everyProtocol(t, n) {
+		for _, kind := range answerKinds() {
+			for i, tt := range tests {
+				path := fmt.Sprintf("/lines-%d-%s-%d", pi, kind.name, i)
+				target := obj(path, "size", strconv.Itoa(kind.size), "cc", kind.cc)
+				kind.prepare(t, s, c, target)
+				etag := origin.ETag(path, 1, kind.size)
+				hdr := append([]string(nil), tt.hdr...)
+				for j := range hdr {
+					hdr[j] = strings.ReplaceAll(hdr[j], "ETAG", etag)
+				}
+				r := c.do(t, tt.method, target, hdr...)
+				if kind.name == "stale" && !strings.Contains(r.header.Get("Cache-Status"), "detail=stale-while-revalidate") {
+					t.Errorf("%s %s %s: Cache-Status %q, want a stale copy", c.name, kind.name, tt.name, r.header.Get("Cache-Status"))
+				}
+				if r.status != tt.want {
+					t.Errorf("%s %s %s: status %d, want %d", c.name, kind.name, tt.name, r.status, tt.want)
+				} else if tt.want == http.StatusOK && tt.method == http.MethodGet && len(r.body) != kind.size {
+					t.Errorf("%s %s %s: 200 with %d bytes, want %d", c.name, kind.name, tt.name, len(r.body), kind.size)
+				}
+			}
+		}
+	}
+}
