@@ -87,7 +87,26 @@ func (n *Node) deliver(w *logWriter, req *request, obj *store.Object, cs httpcac
 // through http.ServeContent: the Range checked first (rangeChecked), and a whole answer with
 // a Content-Encoding given its Content-Length, which ServeContent leaves out (encodedWriter).
 func serveContent(w *logWriter, r *http.Request, h http.Header, obj *store.Object, size int64, content io.ReadSeeker) {
-	serveChecked(w, rangeChecked(r, obj, size), h, obj.LastModified, size, content)
+	serveChecked(w, rangeChecked(listsJoined(r), obj, size), h, obj.LastModified, size, content)
+}
+
+// listsJoined returns r, or a copy whose If-Match and If-None-Match are one field line each:
+// a list sent as several lines is one list (RFC 9110 §5.3), but http.ServeContent reads the
+// first line alone, and answered 412 to an If-Match whose second line named the object, and
+// the whole object to such an If-None-Match. r is never modified.
+func listsJoined(r *http.Request) *http.Request {
+	c := r
+	for _, k := range [...]string{"If-Match", "If-None-Match"} {
+		if v := r.Header[k]; len(v) > 1 {
+			if c == r {
+				cp := *r
+				cp.Header = r.Header.Clone()
+				c = &cp
+			}
+			c.Header[k] = []string{strings.Join(v, ", ")}
+		}
+	}
+	return c
 }
 
 // serveChecked is serveContent for r, whose Range was checked already, and a representation
