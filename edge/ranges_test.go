@@ -227,3 +227,26 @@ func TestZeroLengthSuffixRange(t *testing.T) {
 		}
 	})
 }
+
+// TestRangeOnHeadIgnored: GET is the only method range handling is defined for, and a server
+// must ignore a Range on any other (RFC 9110 §14.2): a HEAD with a Range gets the header of
+// the whole 200, as from Varnish and Apache httpd, over every protocol and on every way an
+// answer takes. It got the 206's header (http.ServeContent's), and a Range past the end a
+// 416.
+func TestRangeOnHeadIgnored(t *testing.T) {
+	s, n := tlsEdge(t, TLSConfig{Dev: true})
+	for pi, c := range everyProtocol(t, n) {
+		for _, kind := range answerKinds() {
+			for i, rng := range []string{"bytes=0-9", "bytes=5-", "bytes=-3", "bytes=0-1,5-6", fmt.Sprintf("bytes=%d-", kind.size)} {
+				path := fmt.Sprintf("/head-range-%d-%s-%d", pi, kind.name, i)
+				target := obj(path, "size", strconv.Itoa(kind.size), "cc", kind.cc)
+				kind.prepare(t, s, c, target)
+				r := c.do(t, http.MethodHead, target, "Range", rng)
+				if r.status != http.StatusOK || r.header.Get("Content-Length") != strconv.Itoa(kind.size) || r.header.Get("Content-Range") != "" {
+					t.Errorf("%s %s: HEAD with Range %q: status %d, Content-Length %q, Content-Range %q; want 200, %d, none",
+						c.name, kind.name, rng, r.status, r.header.Get("Content-Length"), r.header.Get("Content-Range"), kind.size)
+				}
+			}
+		}
+	}
+}
