@@ -612,7 +612,9 @@ func etagListMatch(list, etag string, weak bool) bool {
 const maxRanges = 64
 
 // rangeChecked returns r, or a copy without its Range when http.ServeContent must not answer
-// that Range from obj, a representation of size bytes: a unit other than bytes, which must be
+// that Range from obj, a representation of size bytes: a Range on another method than GET,
+// the only one range handling is defined for (RFC 9110 §14.2: it must be ignored, where
+// ServeContent answers a HEAD with the 206's header), a unit other than bytes, which must be
 // ignored (RFC 9110 §14.2; ServeContent answers 416), a ranges-specifier that is invalid
 // (bytes=5-2, bytes=abc: ignored, as RFC 9110 §14.2 allows, where ServeContent answers 416
 // without a Content-Range), too many or overlapping ranges (maxRanges), or an If-Range date
@@ -624,7 +626,7 @@ func rangeChecked(r *http.Request, obj *store.Object, size int64) *http.Request 
 	if !ok {
 		return r
 	}
-	if len(v) == 1 {
+	if len(v) == 1 && r.Method == http.MethodGet {
 		if _, ok := rangeServable(v[0], size); ok && !ifRangeDateOnWeak(r.Header, obj) {
 			fixed, changed := withoutEmptySuffixes(v[0], size)
 			if !changed {
@@ -751,14 +753,15 @@ func rangeServable(v string, size int64) (satisfiable int, ok bool) {
 // that range's bytes alone, cut out as they arrive (rangeSource), a range that starts past the
 // end is a 416, and an If-Range that does not match is the answer whole; If-Range is
 // honoured as on a stored object (rangeChecked). It returns nil, and the answer goes whole as
-// before, for a request without Range, a status other than 200, a length not declared, a
-// Range the stored path ignores too, and several ranges: their multipart answer would seek
-// back across a body read once, and nginx, on a stream, answers them whole too (single_range).
+// before, for a request without Range or not a GET, a status other than 200, a length not
+// declared, a Range the stored path ignores too, and several ranges: their multipart answer
+// would seek back across a body read once, and nginx, on a stream, answers them whole too
+// (single_range).
 // The request returned carries only Range and If-Range: the conditionals were answered before
 // it (writePrecondition). Its other result is h's Last-Modified, for ServeContent.
 func streamRange(r *http.Request, status int, h http.Header, size int64) (*http.Request, time.Time) {
 	v, ok := r.Header["Range"]
-	if !ok || len(v) != 1 || status != http.StatusOK || size < 0 || len(h["Content-Range"]) > 0 {
+	if !ok || len(v) != 1 || r.Method != http.MethodGet || status != http.StatusOK || size < 0 || len(h["Content-Range"]) > 0 {
 		return nil, time.Time{}
 	}
 	n, ok := rangeServable(v[0], size)
