@@ -250,3 +250,31 @@ func TestRangeOnHeadIgnored(t *testing.T) {
 		}
 	}
 }
+
+// TestAcceptRangesOnStoredAnswers: a stored 200 is served in ranges whatever its origin does
+// (rangeChecked), and every 200 of it says so with Accept-Ranges: bytes (RFC 9110 §14.3), as
+// nginx's and Varnish's cached answers do, over every protocol, on a hit, a miss and a stale
+// copy alike. From an origin that sends none (norange=1), a plain GET's 200 said nothing,
+// while a conditional one's, answered by http.ServeContent, said bytes.
+func TestAcceptRangesOnStoredAnswers(t *testing.T) {
+	s, n := tlsEdge(t, TLSConfig{Dev: true})
+	for pi, c := range everyProtocol(t, n) {
+		for _, kind := range answerKinds() {
+			if kind.name == "sliced" || kind.name == "streamed" {
+				continue // sliced: TestFirstSliceKeepsAcceptRanges; streamed: the origin's answer
+			}
+			path := fmt.Sprintf("/accept-ranges-%d-%s", pi, kind.name)
+			target := obj(path, "size", strconv.Itoa(kind.size), "cc", kind.cc, "norange", "1")
+			kind.prepare(t, s, c, target)
+			for _, hdr := range [][]string{nil, {"If-None-Match", `"other"`}} {
+				r := c.do(t, http.MethodGet, target, hdr...)
+				if r.status != http.StatusOK || r.header.Get("Accept-Ranges") != "bytes" {
+					t.Errorf("%s %s %q: status %d, Accept-Ranges %q; want 200, bytes", c.name, kind.name, hdr, r.status, r.header.Get("Accept-Ranges"))
+				}
+			}
+			if r := c.do(t, http.MethodGet, target, "Range", "bytes=0-9"); r.status != http.StatusPartialContent || len(r.body) != 10 {
+				t.Errorf("%s %s: Range bytes=0-9: status %d, %d bytes; want 206, 10", c.name, kind.name, r.status, len(r.body))
+			}
+		}
+	}
+}
