@@ -115,6 +115,12 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 	if untrusted {
 		n.refuseUntrusted(&policy, req)
 	}
+	if resp.StatusCode == http.StatusOK && policy.Storable {
+		// Kept, it is served in ranges whatever the upstream does (rangeChecked), and every
+		// 200 of it says so, as nginx's and Varnish's cached answers do: from an upstream that
+		// said nothing (or none), a plain hit said nothing and a conditional one bytes.
+		h["Accept-Ranges"] = []string{"bytes"}
+	}
 	// The keys the object is purged by: taken before takeFields drops a field that declares
 	// them (the origin said not to store it, not that the copy has no keys), or as the fleet
 	// node that this answer is from holds its copy (fleetKeysHeader).
