@@ -86,3 +86,58 @@ func TestConditionalFieldLines(t *testing.T) {
 		}
 	}
 }
+
+// TestConditionalDates: If-Modified-Since and If-Unmodified-Since are read as RFC 9110
+// §13.1.3 and §13.1.4 have them read, over every protocol and on every way an answer takes.
+// A field sent as several lines is a list of dates and is ignored (http.ServeContent read
+// the first line: a 304 or 412), and an If-Modified-Since later than the edge's clock is
+// ignored, as by Varnish (RFC 2616's "a date later than the server's current time is
+// invalid"): no Last-Modified the edge holds is later, so a client whose clock runs ahead got
+// a 304 for whatever version it held, also one older than the object.
+func TestConditionalDates(t *testing.T) {
+	s, n := tlsEdge(t, TLSConfig{Dev: true})
+	tests := []struct {
+		name string
+		hdr  []string // LM is the object's Last-Modified, EARLIER an hour before, FUTURE an hour after the clock
+		want int
+	}{
+		{"if-modified-since last-modified", []string{"If-Modified-Since", "LM"}, http.StatusNotModified},
+		{"if-modified-since earlier", []string{"If-Modified-Since", "EARLIER"}, http.StatusOK},
+		{"if-modified-since future", []string{"If-Modified-Since", "FUTURE"}, http.StatusOK},
+		{"if-modified-since two lines", []string{"If-Modified-Since", "LM", "If-Modified-Since", "LM"}, http.StatusOK},
+		{"if-modified-since invalid", []string{"If-Modified-Since", "yesterday"}, http.StatusOK},
+		{"if-unmodified-since earlier", []string{"If-Unmodified-Since", "EARLIER"}, http.StatusPreconditionFailed},
+		{"if-unmodified-since two lines", []string{"If-Unmodified-Since", "EARLIER", "If-Unmodified-Since", "EARLIER"}, http.StatusOK},
+	}
+	for pi, c := range everyProtocol(t, n) {
+		for _, kind := range answerKinds() {
+			for i, tt := range tests {
+				path := fmt.Sprintf("/dates-%d-%s-%d", pi, kind.name, i)
+				target := obj(path, "size", strconv.Itoa(kind.size), "cc", kind.cc, "lm", "3600")
+				kind.prepare(t, s, c, target)
+				now := s.clock.Now()
+				lm := now.Add(-time.Hour)
+				if kind.name == "stale" {
+					lm = lm.Add(-10 * time.Second) // the clock moved on after the fill
+				}
+				hdr := append([]string(nil), tt.hdr...)
+				for j, v := range hdr {
+					switch v {
+					case "LM":
+						hdr[j] = lm.Format(http.TimeFormat)
+					case "EARLIER":
+						hdr[j] = lm.Add(-time.Hour).Format(http.TimeFormat)
+					case "FUTURE":
+						hdr[j] = now.Add(time.Hour).Format(http.TimeFormat)
+					}
+				}
+				r := c.do(t, http.MethodGet, target, hdr...)
+				if r.status != tt.want {
+					t.Errorf("%s %s %s: status %d, want %d", c.name, kind.name, tt.name, r.status, tt.want)
+				} else if tt.want == http.StatusOK && len(r.body) != kind.size {
+					t.Errorf("%s %s %s: 200 with %d bytes, want %d", c.name, kind.name, tt.name, len(r.body), kind.size)
+				}
+			}
+		}
+	}
+}
