@@ -69,7 +69,7 @@ func (n *Node) deliver(w *logWriter, req *request, obj *store.Object, cs httpcac
 		}
 		delete(h, "Content-Length")
 		w.keepFor304(req, h)
-		serveContent(w, r, h, obj, int64(len(obj.Body)), bytes.NewReader(obj.Body))
+		serveContent(w, r, req.lw.start, h, obj, int64(len(obj.Body)), bytes.NewReader(obj.Body))
 		return
 	}
 	if !n.blockHeader(w, req, obj, cs, upstreamCS) {
@@ -84,29 +84,59 @@ func (n *Node) deliver(w *logWriter, req *request, obj *store.Object, cs httpcac
 }
 
 // serveContent answers r with content, obj's representation of size bytes (header h),
-// through http.ServeContent: the Range checked first (rangeChecked), and a whole answer with
-// a Content-Encoding given its Content-Length, which ServeContent leaves out (encodedWriter).
-func serveContent(w *logWriter, r *http.Request, h http.Header, obj *store.Object, size int64, content io.ReadSeeker) {
-	serveChecked(w, rangeChecked(listsJoined(r), obj, size), h, obj.LastModified, size, content)
+// through http.ServeContent: the conditionals read as RFC 9110 reads them first
+// (conditionalsRead, with now the request's time), the Range checked (rangeChecked), and a
+// whole answer with a Content-Encoding given its Content-Length, which ServeContent leaves
+// out (encodedWriter).
+func serveContent(w *logWriter, r *http.Request, now time.Time, h http.Header, obj *store.Object, size int64, content io.ReadSeeker) {
+	serveChecked(w, rangeChecked(conditionalsRead(r, now), obj, size), h, obj.LastModified, size, content)
 }
 
-// listsJoined returns r, or a copy whose If-Match and If-None-Match are one field line each:
-// a list sent as several lines is one list (RFC 9110 §5.3), but http.ServeContent reads the
-// first line alone, and answered 412 to an If-Match whose second line named the object, and
-// the whole object to such an If-None-Match. r is never modified.
-func listsJoined(r *http.Request) *http.Request {
+// conditionalsRead returns r, or a copy of it whose conditionals http.ServeContent reads as
+// RFC 9110 §13.1 has them read at now, as preconditionStatus does. ServeContent reads a
+// field's first line alone: an If-Match or If-None-Match sent as several lines, one list (RFC
+// 9110 §5.3), is joined into one (a 412 to an If-Match whose second line named the object,
+// the whole object to such an If-None-Match), and an If-Modified-Since or If-Unmodified-Since
+// sent as several, a list of dates, is left out (§13.1.3, §13.1.4: ignored). An
+// If-Modified-Since later than now is left out too (ignoredModifiedSince). r is never
+// modified.
+func conditionalsRead(r *http.Request, now time.Time) *http.Request {
 	c := r
+	own := func() {
+		if c == r {
+			cp := *r
+			cp.Header = r.Header.Clone()
+			c = &cp
+		}
+	}
 	for _, k := range [...]string{"If-Match", "If-None-Match"} {
 		if v := r.Header[k]; len(v) > 1 {
-			if c == r {
-				cp := *r
-				cp.Header = r.Header.Clone()
-				c = &cp
-			}
+			own()
 			c.Header[k] = []string{strings.Join(v, ", ")}
 		}
 	}
+	if v := r.Header["If-Unmodified-Since"]; len(v) > 1 {
+		own()
+		delete(c.Header, "If-Unmodified-Since")
+	}
+	if v, ok := r.Header["If-Modified-Since"]; ok && ignoredModifiedSince(v, now) {
+		own()
+		delete(c.Header, "If-Modified-Since")
+	}
 	return c
+}
+
+// ignoredModifiedSince reports whether an If-Modified-Since of field lines v is ignored at
+// now: sent as several lines, a list of dates (RFC 9110 §13.1.3), or a date later than now, as
+// Varnish ignores it (RFC 2616 §14.25 called it invalid). No Last-Modified the edge holds is
+// later than now, so a client whose clock runs ahead would get a 304 whatever version it
+// holds, also one older than the object.
+func ignoredModifiedSince(v []string, now time.Time) bool {
+	if len(v) != 1 {
+		return true
+	}
+	t, err := http.ParseTime(v[0])
+	return err == nil && t.After(now)
 }
 
 // serveChecked is serveContent for r, whose Range was checked already, and a representation
@@ -273,7 +303,7 @@ func (n *Node) deliverBody(w *logWriter, req *request, a answer) {
 	h := n.objectHeader(w, req, obj, a.cs, a.upstreamCS)
 	noSniff(h)
 	delete(h, "Content-Length")
-	if writePrecondition(w, r, obj.Status, h) {
+	if writePrecondition(w, r, req.lw.start, obj.Status, h) {
 		return
 	}
 	if rr, lm := streamRange(r, obj.Status, h, a.length); rr != nil {
@@ -380,7 +410,7 @@ func (n *Node) deliverDecoded(w *logWriter, req *request, d decoded) {
 	h := d.h
 	compress.DecodeHeader(h)
 	noSniff(h)
-	if writePrecondition(w, r, d.status, h) {
+	if writePrecondition(w, r, req.lw.start, d.status, h) {
 		return
 	}
 	if r.Method == http.MethodHead || !bodyAllowed(d.status) {
@@ -519,11 +549,11 @@ func needsServeContent(h http.Header) bool {
 // did not carry them (docs/edge.md, "What reaches the origin"), so nobody else evaluates them.
 // It writes a 304 or a 412 with h, the answer's header, and reports whether it did; the
 // answer's body is then not sent. A Range is answered after it (streamRange).
-func writePrecondition(w http.ResponseWriter, r *http.Request, status int, h http.Header) bool {
+func writePrecondition(w http.ResponseWriter, r *http.Request, now time.Time, status int, h http.Header) bool {
 	if status != http.StatusOK {
 		return false // preconditions are ignored for any other answer (RFC 9110 §13.2.1)
 	}
-	code := preconditionStatus(r, h)
+	code := preconditionStatus(r, now, h)
 	if code == 0 {
 		return false
 	}
@@ -535,9 +565,11 @@ func writePrecondition(w http.ResponseWriter, r *http.Request, status int, h htt
 }
 
 // preconditionStatus evaluates r's If-Match, If-Unmodified-Since, If-None-Match and
-// If-Modified-Since against a 200 answer's header h in RFC 9110 §13.2.2's order: 412, 304, or
-// 0 to send the answer.
-func preconditionStatus(r *http.Request, h http.Header) int {
+// If-Modified-Since against a 200 answer's header h in RFC 9110 §13.2.2's order, at now: 412,
+// 304, or 0 to send the answer. A date field sent as several lines is ignored, and so is an
+// If-Modified-Since later than now (ignoredModifiedSince), as on a kept object
+// (conditionalsRead).
+func preconditionStatus(r *http.Request, now time.Time, h http.Header) int {
 	rh := r.Header
 	etag := h.Get("Etag")
 	lastModified, lmErr := http.ParseTime(h.Get("Last-Modified"))
@@ -545,7 +577,7 @@ func preconditionStatus(r *http.Request, h http.Header) int {
 		if !etagListMatch(strings.Join(im, ","), etag, false) {
 			return http.StatusPreconditionFailed
 		}
-	} else if ius, ok := rh["If-Unmodified-Since"]; ok && lmErr == nil {
+	} else if ius, ok := rh["If-Unmodified-Since"]; ok && len(ius) == 1 && lmErr == nil {
 		if t, err := http.ParseTime(ius[0]); err == nil && lastModified.After(t) {
 			return http.StatusPreconditionFailed
 		}
@@ -558,7 +590,7 @@ func preconditionStatus(r *http.Request, h http.Header) int {
 			}
 			return http.StatusPreconditionFailed
 		}
-	} else if ims, ok := rh["If-Modified-Since"]; ok && get && lmErr == nil {
+	} else if ims, ok := rh["If-Modified-Since"]; ok && get && lmErr == nil && !ignoredModifiedSince(ims, now) {
 		if t, err := http.ParseTime(ims[0]); err == nil && !lastModified.After(t) {
 			return http.StatusNotModified
 		}
@@ -829,7 +861,7 @@ func (n *Node) deliverStream(w *logWriter, req *request, res *fillResult, cs htt
 			src: io.MultiReader(bytes.NewReader(res.head), resp.Body), flush: flush})
 		return
 	}
-	if writePrecondition(w, req.r, resp.StatusCode, h) {
+	if writePrecondition(w, req.r, req.lw.start, resp.StatusCode, h) {
 		return
 	}
 	// An event stream, flushed on every write, is sent as it comes.

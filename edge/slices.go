@@ -319,7 +319,7 @@ func (n *Node) deliverSliced(w *logWriter, req *request, obj *store.Object, cs h
 	delete(h, "Content-Length")
 	sr := n.newSliceReader(req, obj)
 	w.keepFor304(req, h)
-	serveContent(w, req.r, h, obj, obj.Size, sr)
+	serveContent(w, req.r, req.lw.start, h, obj, obj.Size, sr)
 	if err := sr.failure(); err != nil {
 		w.note = "sliced answer aborted: " + err.Error()
 		// The client must see the answer cut short, never bytes of two versions.
