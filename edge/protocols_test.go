@@ -336,7 +336,7 @@ func everyProtocol(t *testing.T, n *Node) []protoClient {
 }
 
 // do sends one request through c to the edge for testHost, with extra header pairs (a name
-// given twice is sent as two field lines).
+// given twice is sent as two field lines). A redirect is the answer, not followed.
 func (c protoClient) do(t *testing.T, method, path string, hdr ...string) resp {
 	t.Helper()
 	req, err := http.NewRequest(method, c.url+path, nil)
@@ -347,7 +347,8 @@ func (c protoClient) do(t *testing.T, method, path string, hdr ...string) resp {
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Add(hdr[i], hdr[i+1])
 	}
-	r, err := (&http.Client{Transport: c.rt}).Do(req)
+	client := &http.Client{Transport: c.rt, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	r, err := client.Do(req)
 	if err != nil {
 		t.Fatalf("%s: %s %s: %v", c.name, method, path, err)
 	}
