@@ -197,11 +197,7 @@ func TestStreamsAfterGoAwayBounded(t *testing.T) {
 			c := dialRaw(t, ts)
 			c.headers(1, true, "/hold")
 			<-started // the GOAWAY names stream 1
-			go ts.H2.shutdown()
-			c.until("the GOAWAY", func(f http2.Frame) bool {
-				_, ok := f.(*http2.GoAwayFrame)
-				return ok
-			})
+			c.shutdownUntilGoAway(ts, 1)
 			for i := range tt.streams {
 				if err := c.tryHeaders(uint32(3+2*i), true, "/"); err != nil {
 					t.Fatal(err)

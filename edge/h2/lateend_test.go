@@ -412,14 +412,7 @@ func TestLateEndOfRequestNeverServed(t *testing.T) {
 			c.headers(1, true, "/hold")
 			<-started
 			if tt.goAway {
-				go ts.H2.shutdown()
-				c.until("the GOAWAY", func(f http2.Frame) bool {
-					g, ok := f.(*http2.GoAwayFrame)
-					if ok && (g.ErrCode != http2.ErrCodeNo || g.LastStreamID != 1) {
-						t.Fatalf("GOAWAY %v naming stream %d, want NO_ERROR naming 1", g.ErrCode, g.LastStreamID)
-					}
-					return ok
-				})
+				c.shutdownUntilGoAway(ts, 1)
 			}
 			// HEADERS, DATA and trailers of stream 3 leave together, as from a client that
 			// has not yet read what the server says of the stream.
@@ -530,14 +523,7 @@ func TestLateDataBounded(t *testing.T) {
 			case tt.goAway:
 				c.headers(1, true, "/hold")
 				<-started // the GOAWAY names stream 1
-				go ts.H2.shutdown()
-				c.until("the GOAWAY", func(f http2.Frame) bool {
-					g, ok := f.(*http2.GoAwayFrame)
-					if ok && (g.ErrCode != http2.ErrCodeNo || g.LastStreamID != 1) {
-						t.Fatalf("GOAWAY %v naming stream %d, want NO_ERROR naming 1", g.ErrCode, g.LastStreamID)
-					}
-					return ok
-				})
+				c.shutdownUntilGoAway(ts, 1)
 				id = 3
 			}
 			c.headers(id, false, "/", "content-type", "text/plain")

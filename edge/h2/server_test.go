@@ -359,6 +359,21 @@ func (c *rawClient) tryHeaders(id uint32, endStream bool, path string, extra ...
 	return c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: c.buf.Bytes(), EndStream: endStream, EndHeaders: true})
 }
 
+// shutdownUntilGoAway starts ts's graceful shutdown (the server's GOAWAY goes out while a
+// held stream keeps it from ending) and reads frames until its GOAWAY, which must be NO_ERROR
+// naming last.
+func (c *rawClient) shutdownUntilGoAway(ts *testServer, last uint32) {
+	c.t.Helper()
+	go ts.H2.shutdown() // returns once the held stream is released, as the test ends
+	c.until("the GOAWAY", func(f http2.Frame) bool {
+		g, ok := f.(*http2.GoAwayFrame)
+		if ok && (g.ErrCode != http2.ErrCodeNo || g.LastStreamID != last) {
+			c.t.Fatalf("GOAWAY %v naming stream %d, want NO_ERROR naming %d", g.ErrCode, g.LastStreamID, last)
+		}
+		return ok
+	})
+}
+
 // until reads frames until match returns true, and fails on a read error.
 func (c *rawClient) until(what string, match func(http2.Frame) bool) {
 	c.t.Helper()
