@@ -197,6 +197,14 @@ func TestEncodedSlashBesideRawByte(t *testing.T) {
 		n := got[r.RequestURI]
 		mu.Unlock()
 		w.Header().Set("Cache-Control", "max-age=600")
+		if r.Method == http.MethodPost {
+			// The resource a POST names in its answer, sent raw as the test gives it.
+			for _, f := range []string{"Location", "Content-Location"} {
+				if v := r.Header.Get("X-" + f); v != "" {
+					w.Header()[f] = []string{v}
+				}
+			}
+		}
 		fmt.Fprintf(w, "%s v%d", r.RequestURI, n)
 	}))
 	n, _ := startEdge(t, listen(t, "127.0.0.11"), Config{PoP: "tst", Node: "e1",
@@ -261,5 +269,21 @@ func TestEncodedSlashBesideRawByte(t *testing.T) {
 	}
 	if b := get("/a/b|c"); b != "/a/b%7Cc v1" {
 		t.Errorf("GET /a/b|c after a POST to /a%%2Fb|c: %q, want its own copy, still v1", b)
+	}
+	// A Location or Content-Location that names it, spelt so, invalidates the same copy: the
+	// target is read as the edge keys a request's path (wire.EscapedPath), not as net/url
+	// resolves it (its EscapedPath gave "/a/b%7Cc").
+	for i, f := range []string{"Location", "Content-Location"} {
+		a := rawExchange(t, n.Addr(), "POST /new HTTP/1.1\r\nHost: "+testHost+"\r\nX-"+f+": /a%2Fb|c\r\n"+
+			"Content-Length: 0\r\nConnection: close\r\n\r\n")
+		if !strings.HasPrefix(a, "HTTP/1.1 200 ") {
+			t.Fatalf("POST /new answered with %s /a%%2Fb|c: %q", f, a)
+		}
+		if b, want := get("/a%2Fb|c"), fmt.Sprintf("/a%%2Fb%%7Cc v%d", 7+i); b != want {
+			t.Errorf("GET /a%%2Fb|c after a POST answered with %s: /a%%2Fb|c: %q, want a new fetch, %q", f, b, want)
+		}
+	}
+	if b := get("/a/b|c"); b != "/a/b%7Cc v1" {
+		t.Errorf("GET /a/b|c after POSTs naming /a%%2Fb|c: %q, want its own copy, still v1", b)
 	}
 }
