@@ -2,6 +2,7 @@ package edge
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/meridian-cdn/meridian/origin"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 // TestRangesIgnoredOrServed checks the answer to each kind of Range (RFC 9110 §14) from a
@@ -276,5 +278,49 @@ func TestAcceptRangesOnStoredAnswers(t *testing.T) {
 				t.Errorf("%s %s: Range bytes=0-9: status %d, %d bytes; want 206, 10", c.name, kind.name, r.status, len(r.body))
 			}
 		}
+	}
+}
+
+// TestAcceptRangesAfterNotModified: a 304 that refreshes a stored 200 leaves it saying
+// Accept-Ranges: bytes, as it is served (rangeChecked), even when the 304 says none, as its
+// origin's 200 did: the field is the edge's, not the origin's, for a kept copy. Refreshed
+// with the 304's, the copy said none while every Range got a 206.
+func TestAcceptRangesAfterNotModified(t *testing.T) {
+	addr := startHTTP(t, "127.0.0.10", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Accept-Ranges", "none")
+		w.Header().Set("Cache-Control", "max-age=0")
+		w.Header().Set("ETag", `"v1"`)
+		if r.Header.Get("If-None-Match") == `"v1"` {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		w.Write([]byte("0123456789abcdef"))
+	}))
+	n, _ := startEdge(t, listen(t, "127.0.0.11"), Config{PoP: "tst", Node: "e1",
+		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + addr}}})
+	get := func(hdr ...string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, "http://"+n.Addr()+"/ar", nil)
+		req.Host = testHost
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	for i, want := range []string{"miss", "revalidated", "revalidated again"} {
+		r := get()
+		if r.StatusCode != http.StatusOK || r.Header.Get("Accept-Ranges") != "bytes" {
+			t.Errorf("GET %d (%s): status %d, Accept-Ranges %q, Cache-Status %q; want 200, bytes",
+				i, want, r.StatusCode, r.Header.Get("Accept-Ranges"), r.Header.Get("Cache-Status"))
+		}
+	}
+	if r := get("Range", "bytes=0-3"); r.StatusCode != http.StatusPartialContent {
+		t.Errorf("GET with Range bytes=0-3: status %d, want 206", r.StatusCode)
 	}
 }
