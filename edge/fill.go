@@ -97,6 +97,11 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 		if untrusted {
 			n.refuseUntrusted(&o.Policy, req)
 		}
+		if o.Status == http.StatusOK && o.Policy.Storable {
+			// As on a 200 kept (below): the copy is still served in ranges, whatever
+			// Accept-Ranges the 304 brought.
+			hdr["Accept-Ranges"] = []string{"bytes"}
+		}
 		res.obj, res.revalidated, res.shareable = &o, true, o.Policy.Storable
 		if o.Policy.Storable {
 			res.stored = n.store.Put(&o)
