@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -49,20 +50,39 @@ func TestRelayedAnswerTrust(t *testing.T) {
 		{"shield unverified, too large for the owner", otherKey, 512, []string{"size", "4096"}, false},
 		{"shield unverified, Surrogate-Control no-store", otherKey, 0, []string{"sc", "no-store"}, false},
 		{"verified, too large for the owner", testPeerKey, 512, []string{"size", "4096"}, true},
+		// The shield keeps the keys though not the field (no-cache="Surrogate-Key"), and its
+		// hit tells them in Meridian-Surrogate-Keys, which the owner must pass on as it relays.
+		{"verified, too large for the owner, keys field not stored", testPeerKey, 512,
+			[]string{"size", "4096", "cc", `max-age=600, no-cache="Surrogate-Key"`, "warm", "shield"}, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			f, asker, owner, shield := relayFleet(t, tc.shieldKey, tc.ownerMax)
-			p := ownedBy(asker, owner.cfg.Node, "/relay/", append([]string{"cc", "max-age=600", "sk", "red blue"}, tc.params...)...)
+			params := append([]string{"sk", "red blue"}, tc.params...)
+			if !slices.Contains(params, "cc") {
+				params = append(params, "cc", "max-age=600")
+			}
+			p := ownedBy(asker, owner.cfg.Node, "/relay/", params...)
 			path, _, _ := strings.Cut(p, "?")
+			if slices.Contains(params, "warm") {
+				// The shield answers from its copy, not from the fill of this very request.
+				wantCacheStatus(t, do(t, f.client, http.MethodGet, shield.Addr(), testHost, p), "p1-n0; fwd=miss", "stored")
+			}
 			r := do(t, f.client, http.MethodGet, asker.Addr(), testHost, p)
 			if r.status != http.StatusOK || !strings.HasPrefix(r.body, path+"@v1:") {
 				t.Fatalf("GET = %d %.40q", r.status, r.body)
 			}
 			// The owner did not store it: it relayed the shield's answer.
-			wantCacheStatus(t, r, "p1-n0; fwd=miss", "p0-n1; fwd=miss", "p0-n0; fwd=miss", "detail=peer")
+			shieldCS := "p1-n0; fwd=miss"
+			if slices.Contains(params, "warm") {
+				shieldCS = "p1-n0; hit"
+			}
+			wantCacheStatus(t, r, shieldCS, "p0-n1; fwd=miss", "p0-n0; fwd=miss", "detail=peer")
 			if cs := r.header.Get("Cache-Status"); strings.Contains(cs[strings.Index(cs, "p0-n1;"):strings.Index(cs, "p0-n0;")], "stored") {
 				t.Fatalf("the owner stored the answer (Cache-Status %q): nothing relayed to test", cs)
+			}
+			if v := r.header.Get(fleetKeysHeader); v != "" {
+				t.Errorf("a client got the fleet-only field %s: %q", fleetKeysHeader, v)
 			}
 			cs := r.header.Get("Cache-Status")
 			if stored := strings.Contains(cs[strings.Index(cs, "p0-n0;"):], "stored"); stored != tc.wantStore {
