@@ -169,6 +169,7 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 		res.stream, res.tooLarge = resp, resp.ContentLength > maxObj
 		res.ownStream()
 		relayEdgeCoded(h, req, fleetCoded)
+		relayFleetKeys(h, req, fleetKeys, hasFleetKeys)
 		return res
 	}
 	body, err := readBody(resp, maxObj)
@@ -181,6 +182,7 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 		res.stream, res.head, res.tooLarge = resp, body, true
 		res.ownStream()
 		relayEdgeCoded(h, req, fleetCoded)
+		relayFleetKeys(h, req, fleetKeys, hasFleetKeys)
 		return res
 	}
 	resp.Body.Close()
@@ -513,6 +515,16 @@ func markEdgeCoded(h http.Header, req *request, obj *store.Object) {
 func relayEdgeCoded(h http.Header, req *request, coded bool) {
 	if coded && req.fromPeer {
 		h[edgeCodedHeader] = []string{h.Get("Content-Encoding")}
+	}
+}
+
+// relayFleetKeys tells a verified fleet node (req) the surrogate keys of the answer h, which
+// this node passes on as it streams without storing it, when the trusted fleet answer it
+// relays listed them (keys and listed, from takeFleetKeys): as for relayEdgeCoded, the node
+// may store what this one did not, and without them it stored its copy under no keys.
+func relayFleetKeys(h http.Header, req *request, keys []string, listed bool) {
+	if listed && req.fromPeer {
+		h[fleetKeysHeader] = []string{strings.Join(keys, " ")}
 	}
 }
 
