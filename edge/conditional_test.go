@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/meridian-cdn/meridian/origin"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 // answerKinds are the ways an answer to a GET reaches its client, each a target for one
@@ -136,6 +137,54 @@ func TestConditionalDates(t *testing.T) {
 					t.Errorf("%s %s %s: status %d, want %d", c.name, kind.name, tt.name, r.status, tt.want)
 				} else if tt.want == http.StatusOK && len(r.body) != kind.size {
 					t.Errorf("%s %s %s: 200 with %d bytes, want %d", c.name, kind.name, tt.name, len(r.body), kind.size)
+				}
+			}
+		}
+	}
+}
+
+// TestModifiedSinceTheObjectsDate: an If-Modified-Since later than the edge's clock is ignored
+// only when it is later than the object's Last-Modified too. An origin whose clock runs ahead
+// of the edge's gives a Last-Modified in the edge's future (RFC 9110 §8.8.2.1 bounds it by the
+// origin's own Date only), and a client, or a fleet node revalidating its copy, that sends it
+// back holds exactly that version: ignored, it got the whole object again instead of a 304.
+func TestModifiedSinceTheObjectsDate(t *testing.T) {
+	lm := time.Now().Add(time.Hour).Truncate(time.Second) // the origin's clock is an hour ahead
+	addr := startHTTP(t, "127.0.0.10", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Last-Modified", lm.Format(http.TimeFormat))
+		w.Header().Set("Cache-Control", r.URL.Query().Get("cc"))
+		w.Write([]byte("0123456789"))
+	}))
+	n, _ := startEdge(t, listen(t, "127.0.0.11"), Config{PoP: "tst", Node: "e1",
+		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + addr}}})
+	do := func(method, target string, hdr ...string) int {
+		t.Helper()
+		req, _ := http.NewRequest(method, "http://"+n.Addr()+target, nil)
+		req.Host = testHost
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, kind := range []struct{ name, cc string }{{"stored", "max-age=600"}, {"streamed", "no-store"}} {
+		target := "/future-lm?cc=" + kind.cc
+		do(http.MethodGet, target) // stored, if it is to be
+		for _, tt := range []struct {
+			name string
+			ims  time.Time
+			want int
+		}{
+			{"its own Last-Modified", lm, http.StatusNotModified},
+			{"later than it and than the clock", lm.Add(time.Second), http.StatusOK},
+		} {
+			for _, method := range []string{http.MethodGet, http.MethodHead} {
+				if got := do(method, target, "If-Modified-Since", tt.ims.Format(http.TimeFormat)); got != tt.want {
+					t.Errorf("%s %s, If-Modified-Since %s: status %d, want %d", kind.name, method, tt.name, got, tt.want)
 				}
 			}
 		}
