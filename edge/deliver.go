@@ -91,7 +91,7 @@ func (n *Node) deliver(w *logWriter, req *request, obj *store.Object, cs httpcac
 // whole answer with a Content-Encoding given its Content-Length, which ServeContent leaves
 // out (encodedWriter).
 func serveContent(w *logWriter, r *http.Request, now time.Time, h http.Header, obj *store.Object, size int64, content io.ReadSeeker) {
-	serveChecked(w, rangeChecked(conditionalsRead(r, now), obj, size), h, obj.LastModified, size, content)
+	serveChecked(w, rangeChecked(conditionalsRead(r, now, obj.LastModified), obj, size), h, obj.LastModified, size, content)
 }
 
 // conditionalsRead returns r, or a copy of it whose conditionals http.ServeContent reads as
@@ -100,9 +100,9 @@ func serveContent(w *logWriter, r *http.Request, now time.Time, h http.Header, o
 // 9110 §5.3), is joined into one (a 412 to an If-Match whose second line named the object,
 // the whole object to such an If-None-Match), and an If-Modified-Since or If-Unmodified-Since
 // sent as several, a list of dates, is left out (§13.1.3, §13.1.4: ignored). An
-// If-Modified-Since later than now is left out too (ignoredModifiedSince). r is never
-// modified.
-func conditionalsRead(r *http.Request, now time.Time) *http.Request {
+// If-Modified-Since later than now and than lastModified, the object's, is left out too
+// (ignoredModifiedSince). r is never modified.
+func conditionalsRead(r *http.Request, now, lastModified time.Time) *http.Request {
 	c := r
 	own := func() {
 		if c == r {
@@ -121,7 +121,7 @@ func conditionalsRead(r *http.Request, now time.Time) *http.Request {
 		own()
 		delete(c.Header, "If-Unmodified-Since")
 	}
-	if v, ok := r.Header["If-Modified-Since"]; ok && ignoredModifiedSince(v, now) {
+	if v, ok := r.Header["If-Modified-Since"]; ok && ignoredModifiedSince(v, now, lastModified) {
 		own()
 		delete(c.Header, "If-Modified-Since")
 	}
@@ -129,16 +129,18 @@ func conditionalsRead(r *http.Request, now time.Time) *http.Request {
 }
 
 // ignoredModifiedSince reports whether an If-Modified-Since of field lines v is ignored at
-// now: sent as several lines, a list of dates (RFC 9110 §13.1.3), or a date later than now, as
-// Varnish ignores it (RFC 2616 §14.25 called it invalid). No Last-Modified the edge holds is
-// later than now, so a client whose clock runs ahead would get a 304 whatever version it
-// holds, also one older than the object.
-func ignoredModifiedSince(v []string, now time.Time) bool {
+// now for an object last modified at lastModified: sent as several lines, a list of dates (RFC
+// 9110 §13.1.3), or a date later than now, as Varnish ignores it (RFC 2616 §14.25 called it
+// invalid): a client whose clock runs ahead would get a 304 whatever version it holds, also
+// one older than the object. A date no later than lastModified is read, though: from an
+// origin whose clock runs ahead of the edge's, a Last-Modified is in the edge's future, and
+// the client (or fleet node) that sends it back holds that very version.
+func ignoredModifiedSince(v []string, now, lastModified time.Time) bool {
 	if len(v) != 1 {
 		return true
 	}
 	t, err := http.ParseTime(v[0])
-	return err == nil && t.After(now)
+	return err == nil && t.After(now) && t.After(lastModified)
 }
 
 // serveChecked is serveContent for r, whose Range was checked already, and a representation
@@ -592,7 +594,7 @@ func preconditionStatus(r *http.Request, now time.Time, h http.Header) int {
 			}
 			return http.StatusPreconditionFailed
 		}
-	} else if ims, ok := rh["If-Modified-Since"]; ok && get && lmErr == nil && !ignoredModifiedSince(ims, now) {
+	} else if ims, ok := rh["If-Modified-Since"]; ok && get && lmErr == nil && !ignoredModifiedSince(ims, now, lastModified) {
 		if t, err := http.ParseTime(ims[0]); err == nil && !lastModified.After(t) {
 			return http.StatusNotModified
 		}
