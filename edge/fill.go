@@ -444,6 +444,20 @@ func takeEdgeCoded(h http.Header, trusted bool) bool {
 	return trusted && len(v) == 1 && v[0] != "" && v[0] == h.Get("Content-Encoding")
 }
 
+// fleetField reports whether the canonical field name k is one the fleet's nodes send each
+// other (hopHeader, edgeCodedHeader, fleetKeysHeader), which no client may get: from an
+// origin, it would be taken for the fleet's.
+func fleetField(k string) bool {
+	return k == hopHeader || k == edgeCodedHeader || k == fleetKeysHeader
+}
+
+// deleteFleetFields removes the fleet's own fields (fleetField) from h.
+func deleteFleetFields(h http.Header) {
+	delete(h, hopHeader)
+	delete(h, edgeCodedHeader)
+	delete(h, fleetKeysHeader)
+}
+
 // fleetKeysHeader is a fleet-only field of a node's answer to a verified fill request: the
 // surrogate keys the object is stored under, space-separated, when its stored header lacks a
 // field that declared them (the origin's no-cache="..." or private="..." named it, so it is not

@@ -678,7 +678,7 @@ func (i *interim) got1xx(code int, h textproto.MIMEHeader) error {
 	wh := i.w.Header()
 	saved := make(map[string][]string, len(h))
 	for k, v := range h {
-		if k == hopHeader || k == "Cache-Status" {
+		if k == "Cache-Status" || fleetField(k) {
 			continue
 		}
 		saved[k] = wh[k]

@@ -755,21 +755,35 @@ func TestUpgradeHalfClose(t *testing.T) {
 }
 
 // TestEarlyHintsForwarded: a 103 from the origin reaches the client before the final answer,
-// and is not part of what is stored.
+// and is not part of what is stored; the fleet's own fields in it, from an origin, do not
+// reach the client.
 func TestEarlyHintsForwarded(t *testing.T) {
+	fleetFields := []string{hopHeader, edgeCodedHeader, fleetKeysHeader}
 	n, c := echoEdge(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Link", "</style.css>; rel=preload")
+		for _, k := range fleetFields {
+			w.Header().Set(k, "from-origin")
+		}
 		w.WriteHeader(http.StatusEarlyHints)
 		w.Header().Del("Link")
+		for _, k := range fleetFields {
+			w.Header().Del(k)
+		}
 		w.Header().Set("Cache-Control", "max-age=60")
 		io.WriteString(w, "page")
 	}, nil, nil)
 	for _, method := range []string{http.MethodPost, http.MethodGet} {
 		var codes []int
 		var link string
+		var leaked []string
 		trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
 			codes = append(codes, code)
 			link = h.Get("Link")
+			for _, k := range fleetFields {
+				if _, ok := h[k]; ok {
+					leaked = append(leaked, k)
+				}
+			}
 			return nil
 		}}
 		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), method, "http://"+n.Addr()+"/hints", nil)
@@ -784,6 +798,9 @@ func TestEarlyHintsForwarded(t *testing.T) {
 		}
 		if got := r.Header.Get("Link"); got != "" {
 			t.Errorf("%s: final answer carries the 103's Link %q", method, got)
+		}
+		if len(leaked) > 0 {
+			t.Errorf("%s: the 103 reached the client with the fleet's fields %q", method, leaked)
 		}
 	}
 	// The stored answer has no interim response.

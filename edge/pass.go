@@ -159,9 +159,7 @@ func (n *Node) pass(w *logWriter, req *request) {
 			// Accept-Encoding, as a stored answer is (the fill adds the field).
 			varies := coding == "" && decodableFor(req, resp.StatusCode, h) != ""
 			// The fleet's fields, from an origin: no client may take them for the fleet's.
-			delete(h, hopHeader)
-			delete(h, edgeCodedHeader)
-			delete(h, fleetKeysHeader)
+			deleteFleetFields(h)
 			delete(h, "Alt-Svc") // the origin's endpoints are not ours (as on a fill)
 			if !req.host.cfg.Cache.KeepSurrogateHeaders {
 				httpcache.StripSurrogateHeaders(h)
@@ -255,6 +253,16 @@ func (w *passWriter) FlushError() error {
 }
 
 func (w *passWriter) Flush() { w.FlushError() }
+
+// WriteHeader writes the answer's head. ReverseProxy forwards the origin's 1xx (103 Early
+// Hints) through it with the origin's fields, before ModifyResponse sees the final answer:
+// the fleet's own fields are taken out of those here, as on a fill's (interim.got1xx).
+func (w *passWriter) WriteHeader(code int) {
+	if code >= 100 && code < 200 {
+		deleteFleetFields(w.Header())
+	}
+	w.logWriter.WriteHeader(code)
+}
 
 // flushErr is the first failed flush's error, or nil.
 func (w *passWriter) flushErr() error {
