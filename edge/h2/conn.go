@@ -101,6 +101,7 @@ type conn struct {
 	goAwaySent    bool
 	goAwayLast    uint32 // the last stream id the first GOAWAY named; later ones name no more
 	goAwayWindow  int64  // the connection's window at the GOAWAY: all the streams opened after it may get (lateDataLocked)
+	goAwayHeaders uint32 // HEADERS frames ignored on streams opened after the GOAWAY, past their first (lateHeadersLocked)
 	closing       bool
 	inline        *stream // the stream whose handler runs on the reader's goroutine
 	idleSet       bool    // an idle read deadline is set
@@ -660,8 +661,10 @@ func (c *conn) openLocked(f *http2.MetaHeadersFrame) (*stream, action) {
 		}
 		return nil, keepReading
 	}
-	if id <= c.maxClientID && c.lateFrameLocked(id, f.StreamEnded()) {
-		return nil, keepReading // trailers (already decoded: HPACK's state is kept)
+	if id <= c.maxClientID {
+		if late, act := c.lateHeadersLocked(id); late {
+			return nil, act // trailers (already decoded: HPACK's state is kept)
+		}
 	}
 	if id%2 == 0 || id <= c.maxClientID {
 		return nil, c.connErrorLocked(http2.ErrCodeProtocol)
@@ -916,6 +919,25 @@ func (c *conn) rememberLocked(id uint32, window int64) {
 func (c *conn) lateFrameLocked(id uint32, end bool) bool {
 	late, _ := c.lateDataLocked(id, 0, end)
 	return late
+}
+
+// lateHeadersLocked is lateFrameLocked for a HEADERS frame, each of which the server
+// decodes and ignores: a stream has one more HEADERS to send at most, its trailers (a
+// HEADERS without END_STREAM after the request's is malformed, RFC 9113 section 8.1), so the
+// stream is forgotten after it, and the streams opened after the GOAWAY get no more of them
+// than there are such streams. Empty ones could otherwise come for ever, unanswered
+// (CVE-2019-9518). act is what the reader does next.
+func (c *conn) lateHeadersLocked(id uint32) (late bool, act action) {
+	if !c.lateFrameLocked(id, true) {
+		return false, keepReading
+	}
+	if c.goAwaySent && id > c.goAwayLast {
+		c.goAwayHeaders++
+		if c.goAwayHeaders > (c.maxClientID-c.goAwayLast+1)/2 { // the ignored streams (goAwayLast may be 0)
+			return true, c.connErrorLocked(http2.ErrCodeEnhanceYourCalm)
+		}
+	}
+	return true, keepReading
 }
 
 // lateDataLocked is lateFrameLocked for a DATA frame of n bytes, padding included, which are

@@ -229,3 +229,84 @@ func TestStreamsAfterGoAwayBounded(t *testing.T) {
 		})
 	}
 }
+
+// TestIgnoredHeadersBounded: HEADERS frames on a stream whose frames the server ignores (one
+// it reset while its client was sending, or one opened after its GOAWAY) cost a decoding each
+// and get no answer, so they must not come without end (CVE-2019-9518: here with empty
+// header blocks). Such a stream has one HEADERS left to send at most, its trailers: the next
+// one on a reset stream is a HEADERS on a closed stream (PROTOCOL_ERROR), and after the
+// GOAWAY the connection takes no more of them than the streams it ignores.
+func TestIgnoredHeadersBounded(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		goAway    bool // the stream is opened after the server's GOAWAY; else reset while sending
+		held      bool // the GOAWAY names a stream still served (else none, and the server lingers)
+		frames    int  // empty HEADERS frames sent on it
+		endStream bool
+		want      http2.ErrCode // the GOAWAY's; ErrCodeNo: the connection goes on
+	}{
+		{name: "reset/trailers", frames: 1, endStream: true},
+		{name: "reset/flood", frames: 10 * maxEmptyData, want: http2.ErrCodeProtocol},
+		{name: "goaway/trailers", goAway: true, held: true, frames: 1, endStream: true},
+		{name: "goaway/flood", goAway: true, held: true, frames: 10 * maxEmptyData, endStream: true, want: http2.ErrCodeEnhanceYourCalm},
+		{name: "goaway first/trailers", goAway: true, frames: 1, endStream: true},
+		{name: "goaway first/flood", goAway: true, frames: 10 * maxEmptyData, endStream: true, want: http2.ErrCodeEnhanceYourCalm},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			hold := make(chan struct{})
+			release := sync.OnceFunc(func() { close(hold) })
+			defer release() // the server's shutdown waits for the held handler
+			started := make(chan struct{}, 1)
+			ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/hold" {
+					started <- struct{}{}
+					<-hold
+				}
+				io.WriteString(w, "ok") // without reading the body: the stream is reset
+			}))
+			c := dialRaw(t, ts)
+			id := uint32(1)
+			switch {
+			case tt.goAway && tt.held:
+				c.headers(1, true, "/hold")
+				<-started
+				c.shutdownUntilGoAway(ts, 1)
+				id = 3
+				c.headers(id, false, "/") // ignored, its trailers too
+			case tt.goAway:
+				c.shutdownUntilGoAway(ts, 0)
+				c.headers(id, false, "/")
+			default:
+				c.headers(id, false, "/")
+				c.wantReset(id, http2.ErrCodeNo, false)
+			}
+			go func() {
+				for range tt.frames {
+					if c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, EndHeaders: true, EndStream: tt.endStream}) != nil {
+						return
+					}
+				}
+				c.fr.WritePing(false, [8]byte{1})
+			}()
+			c.until("the PING's ACK or a GOAWAY", func(f http2.Frame) bool {
+				switch f := f.(type) {
+				case *http2.GoAwayFrame:
+					if f.ErrCode != tt.want {
+						t.Fatalf("GOAWAY %v after %d HEADERS on stream %d, want %v", f.ErrCode, tt.frames, id, tt.want)
+					}
+					return true
+				case *http2.PingFrame:
+					if f.IsAck() && tt.want != http2.ErrCodeNo {
+						t.Fatalf("%d HEADERS ignored on stream %d: the connection went on", tt.frames, id)
+					}
+					return f.IsAck()
+				case *http2.MetaHeadersFrame, *http2.RSTStreamFrame:
+					if f.Header().StreamID == id {
+						t.Fatalf("stream %d answered with %T", id, f)
+					}
+				}
+				return false
+			})
+		})
+	}
+}
