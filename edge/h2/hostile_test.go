@@ -1,13 +1,16 @@
 package h2
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net/http"
 	"reflect"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -307,6 +310,55 @@ func TestIgnoredHeadersBounded(t *testing.T) {
 				}
 				return false
 			})
+		})
+	}
+}
+
+// TestControlFloodNotQueued: the answers to a flood of frames (PING and SETTINGS ACKs,
+// RST_STREAM for frames on closed streams: CVE-2019-9512, 9515 and 9514) from a client that
+// reads none of them are not queued without bound, as x/net's server queues up to 10000
+// before it hangs up: they are written to the connection's buffer and from it to the
+// socket, under the connection's lock, so once the socket is full the reader stops reading,
+// the client's writes stop (TCP's buffers hold the flood, not the server's heap) until the
+// write timeout ends the connection (TestClientThatStopsReading).
+func TestControlFloodNotQueued(t *testing.T) {
+	const maxFrames = 1 << 21 // ~35 MB of frames: far past the socket buffers of loopback
+	for _, tt := range []struct {
+		name  string
+		flood func(c *rawClient) error
+	}{
+		{name: "PING", flood: func(c *rawClient) error { return c.fr.WritePing(false, [8]byte{}) }},
+		{name: "SETTINGS", flood: func(c *rawClient) error { return c.fr.WriteSettings() }},
+		{name: "RST_STREAM/DATA on a closed stream", flood: func(c *rawClient) error { return c.fr.WriteData(1, false, []byte("x")) }},
+		{name: "RST_STREAM/PRIORITY on itself", flood: func(c *rawClient) error {
+			return c.fr.WritePriority(3, http2.PriorityParam{StreamDep: 3})
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+			c := dialRaw(t, ts)
+			c.headers(1, true, "/") // ended: DATA on it is answered with RST_STREAM
+			// Closed beneath TLS, whose close would wait 5 s to send its alert into the
+			// full socket.
+			defer c.nc.(*tls.Conn).NetConn().Close()
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			frames := 0
+			var err error
+			for ; frames < maxFrames && err == nil; frames++ {
+				// A write that waits this long means the server stopped reading.
+				c.nc.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+				err = tt.flood(c)
+			}
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			if err == nil {
+				t.Fatalf("the server read %d frames from a client that reads nothing", frames)
+			}
+			if grown := int64(after.HeapAlloc) - int64(before.HeapAlloc); grown > 4<<20 {
+				t.Errorf("heap grew by %d bytes over %d frames, want the answers left in the socket", grown, frames)
+			}
 		})
 	}
 }
