@@ -112,25 +112,41 @@ func TestRapidResetBounded(t *testing.T) {
 
 // TestEmptyDataFlood: DATA frames that carry nothing end the connection (CVE-2019-9518).
 func TestEmptyDataFlood(t *testing.T) {
-	ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
-	}))
-	c := dialRaw(t, ts)
-	c.headers(1, false, "/")
-	go func() {
-		for range 2 * maxEmptyData {
-			if c.fr.WriteData(1, false, nil) != nil {
-				return
+	for _, tt := range []struct {
+		name    string
+		streams int // the empty frames are spread over them: the bound is the connection's
+	}{
+		{name: "one stream", streams: 1},
+		{name: "many streams", streams: 100},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.Copy(io.Discard, r.Body)
+			}))
+			c := dialRaw(t, ts)
+			for i := range tt.streams {
+				c.headers(uint32(2*i+1), false, "/")
 			}
-		}
-	}()
-	c.until("GOAWAY", func(f http2.Frame) bool {
-		g, ok := f.(*http2.GoAwayFrame)
-		if ok && g.ErrCode != http2.ErrCodeEnhanceYourCalm {
-			t.Fatalf("GOAWAY %v", g.ErrCode)
-		}
-		return ok
-	})
+			go func() {
+				for i := range 2 * maxEmptyData {
+					if c.fr.WriteData(uint32(2*(i%tt.streams)+1), false, nil) != nil {
+						return
+					}
+				}
+				c.fr.WritePing(false, [8]byte{1})
+			}()
+			c.until("GOAWAY", func(f http2.Frame) bool {
+				if p, ok := f.(*http2.PingFrame); ok && p.IsAck() {
+					t.Fatalf("%d empty DATA frames over %d streams: the connection went on", 2*maxEmptyData, tt.streams)
+				}
+				g, ok := f.(*http2.GoAwayFrame)
+				if ok && g.ErrCode != http2.ErrCodeEnhanceYourCalm {
+					t.Fatalf("GOAWAY %v", g.ErrCode)
+				}
+				return ok
+			})
+		})
+	}
 }
 
 // TestHandlerPanicResetsStream: a panicking handler resets its stream; the connection and
