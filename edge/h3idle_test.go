@@ -1,14 +1,12 @@
 package edge
 
 import (
-	"context"
 	"io"
 	"net/http"
 	"testing"
 	"time"
 
 	"github.com/quic-go/quic-go"
-	"github.com/quic-go/quic-go/http3"
 )
 
 // TestIdleConnectionClosedOverHTTP3: an HTTP/3 connection that has had no request for the idle
@@ -18,21 +16,7 @@ import (
 // that pinged held its connection, and the node's memory for it, for ever.
 func TestIdleConnectionClosedOverHTTP3(t *testing.T) {
 	_, n, _ := tlsEdgeWith(t, TLSConfig{Dev: true}, func(n *Node, _ *Listeners) { n.idleTimeout = 300 * time.Millisecond })
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	tlsConf := insecure(testHost)
-	tlsConf.NextProtos = []string{http3.NextProtoH3}
-	conn, err := quic.DialAddr(ctx, n.HTTPSAddr(), tlsConf, &quic.Config{KeepAlivePeriod: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.CloseWithError(0, "")
-	cc := (&http3.Transport{}).NewClientConn(conn)
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+testHost+"/idle", nil)
-	r, err := cc.RoundTrip(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn, r := h3Do(t, n, http.MethodGet, "/idle", nil, &quic.Config{KeepAlivePeriod: 50 * time.Millisecond})
 	io.Copy(io.Discard, r.Body)
 	r.Body.Close()
 	if r.StatusCode != http.StatusOK {

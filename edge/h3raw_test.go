@@ -34,12 +34,7 @@ func dialH3Raw(t *testing.T, addr string, settings ...uint64) *h3Raw {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	tlsConf := insecure(testHost)
-	tlsConf.NextProtos = []string{http3.NextProtoH3}
-	conn, err := quic.DialAddr(ctx, addr, tlsConf, &quic.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := dialQUIC(ctx, t, addr, &quic.Config{})
 	t.Cleanup(func() { conn.CloseWithError(0, "") })
 	ctrl, err := conn.OpenUniStream()
 	if err != nil {

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
-	"github.com/quic-go/quic-go/http3"
 
 	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/wire"
@@ -40,21 +39,7 @@ func TestHTTP3DrainsWithTheOthers(t *testing.T) {
 	<-n.Ready()
 
 	// An HTTP/3 connection, idle after one request.
-	tlsConf := insecure(testHost)
-	tlsConf.NextProtos = []string{http3.NextProtoH3}
-	dctx, dcancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer dcancel()
-	conn, err := quic.DialAddr(dctx, n.HTTPSAddr(), tlsConf, &quic.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.CloseWithError(0, "")
-	cc := (&http3.Transport{}).NewClientConn(conn)
-	req, _ := http.NewRequestWithContext(dctx, http.MethodGet, "https://"+testHost+"/fast", nil)
-	r, err := cc.RoundTrip(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn, r := h3Do(t, n, http.MethodGet, "/fast", nil, &quic.Config{})
 	io.Copy(io.Discard, r.Body)
 	r.Body.Close()
 	if r.StatusCode != http.StatusOK {
@@ -85,16 +70,11 @@ func TestHTTP3DrainsWithTheOthers(t *testing.T) {
 // after the fixed second the drain used to give every connection with nothing in flight.
 func TestHTTP3DrainWithNothingInFlight(t *testing.T) {
 	_, n, stop := tlsEdgeWith(t, TLSConfig{Dev: true}, nil)
-	tlsConf := insecure(testHost)
-	tlsConf.NextProtos = []string{http3.NextProtoH3}
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	// A client that never reads what the server sends on its control stream: the GOAWAY goes
 	// unread, and the connection stays open (quic-go's HTTP/3 client closes it at once).
-	idle, err := quic.DialAddr(ctx, n.HTTPSAddr(), tlsConf, &quic.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	idle := dialQUIC(ctx, t, n.HTTPSAddr(), &quic.Config{})
 	defer idle.CloseWithError(0, "")
 	if _, err := idle.AcceptUniStream(ctx); err != nil { // the server's control stream: it serves the connection
 		t.Fatal(err)

@@ -110,6 +110,19 @@ func TestPassClientGone(t *testing.T) {
 	}
 }
 
+// dialQUIC opens a QUIC connection for HTTP/3 to addr with config qc, the edge's test
+// certificate trusted; the caller closes it.
+func dialQUIC(ctx context.Context, t *testing.T, addr string, qc *quic.Config) *quic.Conn {
+	t.Helper()
+	tlsConf := insecure(testHost)
+	tlsConf.NextProtos = []string{http3.NextProtoH3}
+	conn, err := quic.DialAddr(ctx, addr, tlsConf, qc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
 // h3Do sends a request of method for path, with the header fields h, to n over a new HTTP/3
 // connection with config qc, and returns the connection and the answer, its body unread, once
 // its header is in. The test closes both.
@@ -117,12 +130,7 @@ func h3Do(t *testing.T, n *Node, method, path string, h http.Header, qc *quic.Co
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
-	tlsConf := insecure(testHost)
-	tlsConf.NextProtos = []string{http3.NextProtoH3}
-	conn, err := quic.DialAddr(ctx, n.HTTPSAddr(), tlsConf, qc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := dialQUIC(ctx, t, n.HTTPSAddr(), qc)
 	t.Cleanup(func() { conn.CloseWithError(0, "") })
 	req, _ := http.NewRequestWithContext(ctx, method, "https://"+testHost+path, nil)
 	req.Header = h.Clone()

@@ -321,14 +321,9 @@ func TestShutdownWithHalfHeadHTTP3(t *testing.T) {
 	_, n, stop := tlsEdgeWith(t, TLSConfig{Dev: true}, nil, func(c *Config) {
 		c.Hosts = []wire.HostConfig{{Host: testHost, Origin: "http://" + originAddr}}
 	})
-	tlsConf := insecure(testHost)
-	tlsConf.NextProtos = []string{http3.NextProtoH3}
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
-	half, err := quic.DialAddr(ctx, n.HTTPSAddr(), tlsConf, &quic.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	half := dialQUIC(ctx, t, n.HTTPSAddr(), &quic.Config{})
 	defer half.CloseWithError(0, "")
 	str, err := half.OpenStream()
 	if err != nil {
