@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -1350,28 +1349,10 @@ func TestNATSErrorsLogged(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer that a logger may write from several goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // TestReadyLogNamesPrefixInUse: with the default --prefix the ready line and Prefix name the
 // prefix in use, "meridian", not the empty flag value (prefix="" read as no prefix at all).
 func TestReadyLogNamesPrefixInUse(t *testing.T) {
-	logs := &lockedBuffer{}
+	logs := &logtest.Buffer{}
 	ts := startServer(t, Config{Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if got := ts.Prefix(); got != wire.DefaultPrefix {
 		t.Errorf("Prefix() = %q, want %q", got, wire.DefaultPrefix)

@@ -2,41 +2,22 @@ package edge
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/meridian-cdn/meridian/internal/logtest"
 	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/wire"
 )
 
-// lockedBuffer is a bytes.Buffer the node's goroutines may write while the test reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestAccessLogJSON: with access_log on, each request is one JSON line (the handler the
 // command installs) whose fields say what happened.
 func TestAccessLogJSON(t *testing.T) {
-	var out lockedBuffer
+	var out logtest.Buffer
 	s := newSingle(t, func(c *Config) {
 		c.AccessLog = true
 		c.Logger = slog.New(slog.NewJSONHandler(&out, nil))
@@ -90,7 +71,7 @@ func TestAccessLogJSON(t *testing.T) {
 // as a failed pass is. The note was the status text alone ("Bad Gateway"): the cause was
 // noted, then overwritten with it, so the log never said why.
 func TestAccessLogNotesFillFailure(t *testing.T) {
-	var out lockedBuffer
+	var out logtest.Buffer
 	release := make(chan struct{})
 	defer close(release)
 	silent := startHTTP(t, "127.0.0.20", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -21,6 +21,7 @@ import (
 	"github.com/quic-go/quic-go/http3"
 
 	"github.com/meridian-cdn/meridian/edge/compress"
+	"github.com/meridian-cdn/meridian/internal/logtest"
 	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/wire"
 )
@@ -128,9 +129,9 @@ func gzipOf(b []byte) []byte {
 
 // gzipEdge is an edge in front of gzipOrigin, with a client that neither asks for a coding by
 // itself nor decodes one, and the node's log (access log on).
-func gzipEdge(t *testing.T, host func(*wire.HostConfig)) (*Node, *http.Client, *lockedBuffer) {
+func gzipEdge(t *testing.T, host func(*wire.HostConfig)) (*Node, *http.Client, *logtest.Buffer) {
 	t.Helper()
-	var log lockedBuffer
+	var log logtest.Buffer
 	n, _ := echoEdge(t, gzipOrigin, host, func(c *Config) {
 		c.AccessLog = true
 		c.Logger = slog.New(slog.NewJSONHandler(&log, nil))
@@ -430,7 +431,7 @@ func TestGzipOriginCorrupt(t *testing.T) {
 }
 
 // logNote returns the attribute attr of the last log line with message msg for path.
-func logNote(t *testing.T, log *lockedBuffer, msg, path, attr string) string {
+func logNote(t *testing.T, log *logtest.Buffer, msg, path, attr string) string {
 	t.Helper()
 	v := ""
 	sc := bufio.NewScanner(strings.NewReader(log.String()))

@@ -17,6 +17,7 @@ import (
 	"github.com/andybalholm/brotli"
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/meridian-cdn/meridian/internal/logtest"
 	"github.com/meridian-cdn/meridian/internal/wait"
 )
 
@@ -128,10 +129,10 @@ func cmpOrString(s, or string) string {
 
 // budgetEdge is an edge with a decode budget of budget bytes in front of a heldOrigin of
 // streams, its access log, and a client that neither asks for a coding nor decodes one.
-func budgetEdge(t *testing.T, streams map[string]windowStream, budget int64) (*Node, *heldOrigin, *http.Client, *lockedBuffer) {
+func budgetEdge(t *testing.T, streams map[string]windowStream, budget int64) (*Node, *heldOrigin, *http.Client, *logtest.Buffer) {
 	t.Helper()
 	o := &heldOrigin{streams: streams, release: make(chan struct{})}
-	var log lockedBuffer
+	var log logtest.Buffer
 	n, _ := echoEdge(t, o.ServeHTTP, nil, func(c *Config) {
 		c.Cache.DecodeWindowBytes = budget
 		c.AccessLog = true

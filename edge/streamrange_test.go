@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridian-cdn/meridian/internal/logtest"
 	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/wire"
 )
@@ -203,7 +204,7 @@ func TestStreamedRangeEndsAtItsLastByte(t *testing.T) {
 				}
 			}))
 			t.Cleanup(releaseOrigin) // before the origin stops: cleanups run last in, first out
-			var log lockedBuffer
+			var log logtest.Buffer
 			cfg := Config{PoP: "tst", Node: "e1", AccessLog: true, Logger: slog.New(slog.NewJSONHandler(&log, nil)),
 				Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + addr}}}
 			cfg.Cache.MaxObjectBytes = 1 << 20

@@ -9,26 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridian-cdn/meridian/internal/logtest"
 	"github.com/meridian-cdn/meridian/sim/report"
 )
-
-// syncBuffer is a bytes.Buffer safe to read while Progress writes to it.
-type syncBuffer struct {
-	mu  sync.Mutex // guards buf
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 func waitFor(t *testing.T, timeout time.Duration, cond func() bool) {
 	t.Helper()
@@ -81,7 +64,7 @@ func (c *fakeClock) Now() time.Time {
 }
 
 func TestProgressPlainLines(t *testing.T) {
-	var out syncBuffer
+	var out logtest.Buffer
 	var mu sync.Mutex // guards live
 	live := report.Live{}
 	clock := &fakeClock{now: time.Unix(0, 0)}
@@ -112,7 +95,7 @@ func TestProgressPlainLines(t *testing.T) {
 }
 
 func TestProgressTerminalRedraws(t *testing.T) {
-	var out syncBuffer
+	var out logtest.Buffer
 	p := &Progress{Out: &out, Terminal: true, Interval: time.Millisecond, Live: func() report.Live { return report.Live{Requests: 5} }}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

@@ -1,13 +1,35 @@
 // Package logtest is a slog handler for tests that assert what a component logged: how many
-// warnings said a thing (a warning that must be written once, not once per message, say).
+// warnings said a thing (a warning that must be written once, not once per message, say), and
+// a buffer a logger may write to from several goroutines while the test reads it.
 package logtest
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"strings"
 	"sync"
 )
+
+// Buffer is a bytes.Buffer that a logger (or any writer) may write to from several goroutines
+// while the test reads it. Its zero value is ready.
+type Buffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// String is what was written so far.
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
 
 // Warnings keeps the messages of the warnings (and worse) logged through it. Its zero value is
 // ready; use it as slog.New(w).
