@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -73,7 +74,7 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 		// name the object for purges. A 304 that declares none leaves the copy's (whose
 		// fields may not be stored).
 		keys := stale.SurrogateKeys()
-		if len(h["Surrogate-Key"])+len(h["Cache-Tag"])+len(h["Cache-Groups"]) > 0 {
+		if httpcache.DeclaresSurrogateKeys(h) {
 			keys = httpcache.SurrogateKeys(hdr)
 		}
 		if hasFleetKeys {
@@ -503,12 +504,7 @@ func markFleetKeys(h http.Header, req *request, obj *store.Object) {
 // stripsSurrogateField reports whether fields (a Policy.StripFields) names a field that
 // declares surrogate keys.
 func stripsSurrogateField(fields []string) bool {
-	for _, f := range fields {
-		if strings.EqualFold(f, "Surrogate-Key") || strings.EqualFold(f, "Cache-Tag") || strings.EqualFold(f, "Cache-Groups") {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(fields, httpcache.SurrogateKeyField)
 }
 
 // markEdgeCoded tells a verified fleet node (req) that obj, which h answers with, is in a

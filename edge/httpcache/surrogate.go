@@ -23,13 +23,22 @@ const (
 // MaxSurrogateKeyLen bytes each are returned. Nil when there are none.
 func SurrogateKeys(h http.Header) []string { return surrogateKeySet(h).keys }
 
+// DeclaresSurrogateKeys reports whether h has a field that declares purge keys (SurrogateKeys
+// reads them), with keys or empty.
+func DeclaresSurrogateKeys(h http.Header) bool {
+	return len(h["Surrogate-Key"])+len(h["Cache-Tag"])+len(h["Cache-Groups"]) > 0
+}
+
+// SurrogateKeyField reports whether the field name (in any case) is one that declares purge
+// keys: Surrogate-Key, Cache-Tag or Cache-Groups.
+func SurrogateKeyField(name string) bool {
+	return strings.EqualFold(name, "Surrogate-Key") || strings.EqualFold(name, "Cache-Tag") || strings.EqualFold(name, "Cache-Groups")
+}
+
 // TooManySurrogateKeys reports whether h declares more distinct keys than SurrogateKeys keeps
 // (MaxSurrogateKeys).
 func TooManySurrogateKeys(h http.Header) bool {
-	if len(h["Surrogate-Key"])+len(h["Cache-Tag"])+len(h["Cache-Groups"]) == 0 {
-		return false
-	}
-	return surrogateKeySet(h).over
+	return DeclaresSurrogateKeys(h) && surrogateKeySet(h).over
 }
 
 // surrogateKeySet collects the keys h declares, as SurrogateKeys describes.

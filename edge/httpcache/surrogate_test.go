@@ -212,3 +212,23 @@ func TestTooManySurrogateKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestSurrogateKeyFields: the three fields that declare purge keys, in any case, and no other.
+func TestSurrogateKeyFields(t *testing.T) {
+	for _, name := range []string{"Surrogate-Key", "cache-tag", "CACHE-GROUPS"} {
+		if !SurrogateKeyField(name) {
+			t.Errorf("SurrogateKeyField(%q) = false", name)
+		}
+		if h := (http.Header{http.CanonicalHeaderKey(name): {""}}); !DeclaresSurrogateKeys(h) {
+			t.Errorf("DeclaresSurrogateKeys with %s = false", name)
+		}
+	}
+	for _, name := range []string{"Cache-Group-Invalidation", "Surrogate-Control", "Set-Cookie"} {
+		if SurrogateKeyField(name) {
+			t.Errorf("SurrogateKeyField(%q) = true", name)
+		}
+		if h := (http.Header{name: {"a"}}); DeclaresSurrogateKeys(h) {
+			t.Errorf("DeclaresSurrogateKeys with %s = true", name)
+		}
+	}
+}
