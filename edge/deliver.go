@@ -8,7 +8,6 @@ import (
 	"io"
 	"maps"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -923,10 +922,8 @@ func copyFlushing(w *logWriter, src io.Reader, flush bool) error {
 // invalidate applies RFC 9111 §4.4 and RFC 9875 invalidation after a successful unsafe request.
 func (n *Node) invalidate(req *request, r *http.Request, resp *http.Response) {
 	host := req.host.cfg.Host
-	// The request's path as keyed (wire.EscapedPath), which r.URL's own escaping may not be.
-	u := *r.URL
-	u.RawPath = req.path
-	for _, target := range httpcache.InvalidationTargets(r.Method, &u, host, resp.StatusCode, keyedLocations(resp.Header)) {
+	// Paths spelt as keyed (wire.EscapedPath), which r.URL's own escaping may not be.
+	for _, target := range httpcache.InvalidationTargets(r.Method, r.URL, host, resp.StatusCode, resp.Header, wire.EscapedPath) {
 		path, query, _ := strings.Cut(target, "?")
 		key := httpcache.Key(host, path, query, req.host.keyOpts)
 		at := n.store.Purge(store.Record{Kind: store.URL, Host: host, Value: key})
@@ -935,31 +932,4 @@ func (n *Node) invalidate(req *request, r *http.Request, resp *http.Response) {
 	for _, g := range httpcache.CacheGroupInvalidation(resp.Header) {
 		n.store.Purge(store.Record{Kind: store.Key, Host: host, Value: g})
 	}
-}
-
-// keyedLocations returns h, or a copy of it whose Location and Content-Location spell their
-// path as the edge keys a request's (wire.EscapedPath): resolved by net/url, "/a%2Fb|c" named
-// "/a/b%7Cc", another resource, and the copy it names stayed served.
-func keyedLocations(h http.Header) http.Header {
-	out, cloned := h, false
-	for _, f := range [...]string{"Location", "Content-Location"} {
-		v := h[f]
-		if len(v) == 0 {
-			continue
-		}
-		ref, err := url.Parse(strings.TrimSpace(v[0]))
-		if err != nil || ref.RawPath == "" {
-			continue // no spelling of its own for net/url to lose
-		}
-		p := wire.EscapedPath(ref)
-		if p == ref.EscapedPath() {
-			continue
-		}
-		ref.RawPath = p
-		if !cloned {
-			out, cloned = h.Clone(), true // the answer's own header goes to the client as sent
-		}
-		out[f] = []string{ref.String()}
-	}
-	return out
 }

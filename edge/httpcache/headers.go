@@ -187,8 +187,11 @@ func StripSurrogateHeaders(h http.Header) {
 // OPTIONS and TRACE) answered with a non-error status (2xx or 3xx), the request-targets
 // (path, plus "?query" if any) to purge: the request's own, then those of Location and
 // Content-Location when they resolve (against reqURL) to the same host as host, compared
-// case-insensitively without port. Duplicates are removed. Nil otherwise.
-func InvalidationTargets(method string, reqURL *url.URL, host string, status int, respHeader http.Header) []string {
+// case-insensitively without port. Duplicates are removed. Nil otherwise. Each path is
+// spelt by escapedPath, as the caller keys a request's: net/url's own escaping turns a
+// "%2F" into "/" when the path also holds a byte it must escape ("/a%2Fb|c" would name
+// "/a/b%7Cc", another resource), so the caller's spelling is taken before references resolve.
+func InvalidationTargets(method string, reqURL *url.URL, host string, status int, respHeader http.Header, escapedPath func(*url.URL) string) []string {
 	switch method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
 		return nil
@@ -196,9 +199,19 @@ func InvalidationTargets(method string, reqURL *url.URL, host string, status int
 	if status < 200 || status > 399 {
 		return nil
 	}
-	base := reqURL
-	if base == nil {
-		base = &url.URL{Path: "/"}
+	// spelt is u with its path as escapedPath spells it, which resolving keeps (url takes a
+	// RawPath it would write itself as it is).
+	spelt := func(u *url.URL) *url.URL {
+		if u.RawPath == "" {
+			return u // no spelling of its own: escapedPath has nothing to keep
+		}
+		c := *u
+		c.RawPath = escapedPath(u)
+		return &c
+	}
+	base := &url.URL{Path: "/"}
+	if reqURL != nil {
+		base = spelt(reqURL)
 	}
 	var out []string
 	add := func(u *url.URL) {
@@ -211,7 +224,7 @@ func InvalidationTargets(method string, reqURL *url.URL, host string, status int
 		out = append(out, t)
 	}
 	if reqURL != nil {
-		add(reqURL)
+		add(base)
 	}
 	want := strings.ToLower(stripPort(host))
 	for _, name := range []string{"Location", "Content-Location"} {
@@ -227,7 +240,7 @@ func InvalidationTargets(method string, reqURL *url.URL, host string, status int
 		if (ref.Scheme != "" || ref.Host != "") && !strings.EqualFold(stripPort(ref.Host), want) {
 			continue
 		}
-		add(base.ResolveReference(ref))
+		add(base.ResolveReference(spelt(ref)))
 	}
 	return out
 }

@@ -217,7 +217,7 @@ func TestInvalidationTargets(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := InvalidationTargets(tt.method, tt.req, "example.com", tt.status, tt.resp)
+			got := InvalidationTargets(tt.method, tt.req, "example.com", tt.status, tt.resp, (*url.URL).EscapedPath)
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("InvalidationTargets(%s %v, %d, %v) = %q, want %q", tt.method, tt.req, tt.status, tt.resp, got, tt.want)
 			}
