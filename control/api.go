@@ -2,6 +2,7 @@ package control
 
 import (
 	"bytes"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +19,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf16"
 	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -303,7 +306,7 @@ func loneSurrogate(b []byte, complete bool) int {
 		}
 		r, ok := hex4(b[i+2:])
 		switch {
-		case !ok, r < 0xd800, r > 0xdfff:
+		case !ok, !utf16.IsSurrogate(r):
 		case r >= 0xdc00: // a low half first
 			return i
 		default: // a high half: the next escape must be a low one
@@ -317,7 +320,7 @@ func loneSurrogate(b []byte, complete bool) int {
 				}
 				return i
 			}
-			if lo, ok := hex4(next[2:]); !ok || lo < 0xdc00 || lo > 0xdfff {
+			if lo, ok := hex4(next[2:]); !ok || utf16.DecodeRune(r, lo) == unicode.ReplacementChar {
 				return i
 			}
 			i += 6
@@ -328,23 +331,14 @@ func loneSurrogate(b []byte, complete bool) int {
 
 // hex4 reads the four hex digits at b's start.
 func hex4(b []byte) (rune, bool) {
+	var v [2]byte
 	if len(b) < 4 {
 		return 0, false
 	}
-	var r rune
-	for _, c := range b[:4] {
-		switch {
-		case '0' <= c && c <= '9':
-			r = r<<4 | rune(c-'0')
-		case 'a' <= c && c <= 'f':
-			r = r<<4 | rune(c-'a'+10)
-		case 'A' <= c && c <= 'F':
-			r = r<<4 | rune(c-'A'+10)
-		default:
-			return 0, false
-		}
+	if _, err := hex.Decode(v[:], b[:4]); err != nil {
+		return 0, false
 	}
-	return r, true
+	return rune(v[0])<<8 | rune(v[1]), true
 }
 
 func errBodyTooLarge(max int64) error {
