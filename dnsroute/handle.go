@@ -525,9 +525,7 @@ func (s *Server) resolve(st *state, req *dns.Msg, src netip.Addr, loc *geo.Locat
 		if opt == nil {
 			continue
 		}
-		o := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
-		o.SetUDPSize(uint16(s.cfg.MaxUDPSize))
-		o.SetDo(opt.Do())
+		o := s.replyOPT(opt)
 		if ecs != nil {
 			scope := uint8(0)
 			if ecs.SourceNetmask > 0 {
@@ -578,10 +576,7 @@ func (s *Server) badKey(req *dns.Msg, opt *dns.OPT, t *dns.TSIG) *dns.Msg {
 	m.SetRcode(req, dns.RcodeNotAuth)
 	m.Compress = true
 	if opt != nil {
-		o := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
-		o.SetUDPSize(uint16(s.cfg.MaxUDPSize))
-		o.SetDo(opt.Do())
-		m.Extra = append(m.Extra, o)
+		m.Extra = append(m.Extra, s.replyOPT(opt))
 	}
 	m.Extra = append(m.Extra, &dns.TSIG{
 		Hdr:       dns.RR_Header{Name: t.Hdr.Name, Rrtype: dns.TypeTSIG, Class: dns.ClassANY},
@@ -589,6 +584,15 @@ func (s *Server) badKey(req *dns.Msg, opt *dns.OPT, t *dns.TSIG) *dns.Msg {
 		OrigId: req.Id, Error: dns.RcodeBadKey,
 	})
 	return m
+}
+
+// replyOPT is the OPT record of a reply to a query with the OPT record opt: the server's UDP
+// size and the query's DO bit.
+func (s *Server) replyOPT(opt *dns.OPT) *dns.OPT {
+	o := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
+	o.SetUDPSize(uint16(s.cfg.MaxUDPSize))
+	o.SetDo(opt.Do())
+	return o
 }
 
 // validECS checks an ECS option as RFC 7871 section 6 asks.
