@@ -570,8 +570,8 @@ func writePrecondition(w http.ResponseWriter, r *http.Request, now time.Time, st
 // preconditionStatus evaluates r's If-Match, If-Unmodified-Since, If-None-Match and
 // If-Modified-Since against a 200 answer's header h in RFC 9110 §13.2.2's order, at now: 412,
 // 304, or 0 to send the answer. A date field sent as several lines is ignored, and so is an
-// If-Modified-Since later than now (ignoredModifiedSince), as on a kept object
-// (conditionalsRead).
+// If-Modified-Since later than now and than the answer's Last-Modified (ignoredModifiedSince),
+// as on a kept object (conditionalsRead).
 func preconditionStatus(r *http.Request, now time.Time, h http.Header) int {
 	rh := r.Header
 	etag := h.Get("Etag")
