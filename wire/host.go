@@ -492,7 +492,7 @@ func ValidateHostname(h string) error {
 	if h != strings.ToLower(h) {
 		return fmt.Errorf("%q is not lower case", h)
 	}
-	for _, label := range strings.Split(h, ".") {
+	for label := range strings.SplitSeq(h, ".") { // every edge checks every purge's: no slice
 		if !validLabel(label) {
 			return fmt.Errorf("%q is not a valid hostname", h)
 		}
