@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/meridian-cdn/meridian/purge"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -34,9 +35,11 @@ type metrics struct {
 	fetchLatency  *prometheus.HistogramVec
 	staleServed   *prometheus.CounterVec // by reason
 	purges        *prometheus.CounterVec // by kind
-	hopRefused    prometheus.Counter     // fill requests whose signature did not verify
-	hopUnstored   prometheus.Counter     // peer or shield answers not stored: not given as to a verified node
-	decodeRefused prometheus.Counter     // answers not decoded for their clients: the decode budget was full
+	// purgesBy are its children, resolved once: every node applies every purge of the fleet.
+	purgesBy      [len(purgeKinds)]prometheus.Counter
+	hopRefused    prometheus.Counter // fill requests whose signature did not verify
+	hopUnstored   prometheus.Counter // peer or shield answers not stored: not given as to a verified node
+	decodeRefused prometheus.Counter // answers not decoded for their clients: the decode budget was full
 	// latencySamples counts measurements for the latency map by source (beacon, edge) and
 	// result (taken, limited); clientRTT is the RTT of every client connection sampled.
 	latencySamples *prometheus.CounterVec
@@ -80,6 +83,9 @@ func newMetrics(n *Node) *metrics {
 	m.clientRTT = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "meridian_edge_client_rtt_seconds",
 		Help:    "Smoothed RTT of sampled client connections (one sample per connection), by transport (tcp, quic).",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 13)}, []string{"transport"})
+	for i, k := range purgeKinds {
+		m.purgesBy[i] = m.purges.WithLabelValues(string(k))
+	}
 	for i, t := range fillTiers {
 		m.fillsBy[i] = m.fills.WithLabelValues(t)
 	}
@@ -155,6 +161,20 @@ func (m *metrics) observeRequest(proto, cache string, code int, bytes int64) {
 	if cache == "hit" {
 		m.nHits.Add(1)
 	}
+}
+
+// purgeKinds are the kinds a purge has, in purgesBy's order.
+var purgeKinds = [...]purge.Kind{purge.KindURL, purge.KindPrefix, purge.KindKey, purge.KindAll}
+
+// purged counts a purge of kind k applied.
+func (m *metrics) purged(k purge.Kind) {
+	for i, kk := range purgeKinds {
+		if kk == k {
+			m.purgesBy[i].Inc()
+			return
+		}
+	}
+	m.purges.WithLabelValues(string(k)).Inc()
 }
 
 // fillTiers are the tiers a fill comes from, in fillsBy's order.

@@ -47,7 +47,7 @@ func (n *Node) ApplyPurge(_ context.Context, m purge.Message) (hits int, err err
 	default:
 		return 0, fmt.Errorf("apply purge %s: unknown kind %q", m.ID, m.Kind)
 	}
-	n.metrics.purges.WithLabelValues(string(m.Kind)).Inc()
+	n.metrics.purged(m.Kind)
 	n.advancePurgeSeq(m.Seq)
 	return hits, nil
 }
