@@ -1,6 +1,7 @@
 package dnsroute
 
 import (
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -124,7 +125,8 @@ const maxCNAMEChain = 8
 
 // chain follows the CNAMEs from the lower-case FQDN n (none when n is no alias) and returns
 // their targets in order. follow says whether the last name is to be answered: false when the
-// chain loops, after each CNAME of the loop once, or is cut at maxCNAMEChain.
+// chain is cut at maxCNAMEChain, or loops (after each CNAME of the loop once: a config with a
+// loop is refused at load, and this keeps an answer bounded whatever the zone holds).
 func (z *zone) chain(n string) (targets []string, follow bool) {
 	start := n
 	for {
@@ -141,6 +143,30 @@ func (z *zone) chain(n string) (targets []string, follow bool) {
 		}
 		n = t
 	}
+}
+
+// longChains returns the CNAME chains longer than an answer follows (maxCNAMEChain), each
+// from a name no CNAME points to, as its names to the last target, ordered by the first.
+func (z *zone) longChains() [][]string {
+	targets := map[string]bool{}
+	for _, t := range z.cnames {
+		targets[t] = true
+	}
+	var long [][]string
+	for _, n := range slices.Sorted(maps.Keys(z.cnames)) {
+		if targets[n] {
+			continue // inside a chain: its first name reports it
+		}
+		names := []string{n}
+		// Bounded by the number of CNAMEs: no chain is longer without a loop.
+		for t, ok := z.cnames[n]; ok && len(names) <= len(z.cnames); t, ok = z.cnames[t] {
+			names = append(names, t)
+		}
+		if len(names)-1 > maxCNAMEChain {
+			long = append(long, names)
+		}
+	}
+	return long
 }
 
 // negSOA is the SOA for the authority section of negative answers, with the TTL capped at the

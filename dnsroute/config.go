@@ -367,6 +367,25 @@ func (c Config) validate() wire.FieldErrors {
 			errs.Add("cnames."+from, "%q is not a domain name", to)
 		}
 	}
+	// A CNAME loop is an error (RFC 1034 section 3.6.2): no name on it resolves, and the
+	// server would answer each of them with the loop's CNAMEs alone. Refused here, it stops a
+	// start or a restart with the names to fix, rather than showing only in queries.
+	if zone != "" {
+		abs, key := map[string]string{}, map[string]string{} // key: the spelling in the file
+		for from, to := range c.CNAMEs {
+			if _, ok := dns.IsDomainName(to); !ok {
+				continue // refused above
+			}
+			f := absName(zone, from)
+			abs[f] = absName(zone, to)
+			if k, ok := key[f]; !ok || from < k {
+				key[f] = from
+			}
+		}
+		for _, loop := range wire.CNAMELoops(abs) {
+			errs.Add("cnames."+key[loop[0]], "CNAME loop %s: no name on it resolves", strings.Join(loop, " -> "))
+		}
+	}
 	seen := map[string]bool{}
 	for i, p := range c.PoPs {
 		f := fmt.Sprintf("pops[%d]", i)

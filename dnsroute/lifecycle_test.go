@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
+
 	"github.com/meridian-cdn/meridian/internal/proctest"
 )
 
@@ -108,4 +110,50 @@ func TestStopBeforeTCPStarted(t *testing.T) {
 			t.Fatalf("serve stopped before it started, run %d: %v", i, err)
 		}
 	}
+}
+
+// TestRestartWithCNAMELoopKeepsServing: dns.yaml is read at start only (no reload: a changed
+// file takes a new process, see TestRestartUnderLoad), so a CNAME loop put into it is met by
+// the new process of a restart. It exits 1 with the loop named and without binding, and the
+// old process, started on the same address with SO_REUSEPORT, keeps answering from the
+// config it has, over real DNS. The loop was taken, and the new process served it.
+func TestRestartWithCNAMELoopKeepsServing(t *testing.T) {
+	bin := proctest.Build(t)
+	probe, err := net.ListenPacket("udp", "127.0.7.7:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := probe.LocalAddr().String()
+	probe.Close()
+	good := binaryConfig(t, t.TempDir(), addr, "")
+	old := proctest.Start(t, bin, "dns serving", "dns", "--config", good)
+
+	bad := binaryConfig(t, t.TempDir(), addr, "")
+	b, err := os.ReadFile(bad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	looped := strings.Replace(string(b), "  alias: www\n", "  alias: www2\n  www2: alias\n", 1)
+	if looped == string(b) {
+		t.Fatal("testdata/dns.yaml has no cname alias: www")
+	}
+	if err := os.WriteFile(bad, []byte(looped), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res := proctest.Run(t, 10*time.Second, bin, "dns", "--config", bad)
+	want := "cnames.alias: CNAME loop alias.cdn.example. -> www2.cdn.example. -> alias.cdn.example."
+	if res.Code != 1 || !strings.Contains(res.Stderr, want) || strings.Contains(res.Stderr, "dns serving") {
+		t.Errorf("meridian dns with a CNAME loop: exit %d, stderr:\n%s\nwant exit 1 before serving, saying %s", res.Code, res.Stderr, want)
+	}
+
+	m := new(dns.Msg)
+	m.SetQuestion("alias.cdn.example.", dns.TypeA)
+	r, err := dns.Exchange(m, addr)
+	if err != nil {
+		t.Fatalf("old process after the refused restart: %v", err)
+	}
+	if r.Rcode != dns.RcodeSuccess || len(r.Answer) < 2 || r.Answer[0].Header().Rrtype != dns.TypeCNAME || r.Answer[1].Header().Rrtype != dns.TypeA {
+		t.Errorf("alias A from the old process = %s %v, want its CNAME to www and www's addresses", dns.RcodeToString[r.Rcode], r.Answer)
+	}
+	proctest.Stop(t, old)
 }

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -192,6 +193,13 @@ func (s *Server) AdminAddr() net.Addr {
 // Run listens on Config.Listen (UDP and TCP) and Config.AdminListen, and serves until ctx
 // ends; it returns after everything it started has stopped.
 func (s *Server) Run(ctx context.Context) error {
+	// Legal, and resolved (the resolver asks for the rest of the chain), but resolvers bound
+	// how far they follow one (PowerDNS Recursor: 10 CNAMEs by default): the operator may
+	// not know the chain is this long.
+	for _, c := range s.zone.longChains() {
+		s.cfg.Logger.Warn("dns CNAME chain longer than an answer follows; resolvers ask for the rest",
+			"cnames", len(c)-1, "followed", maxCNAMEChain, "chain", strings.Join(c, " -> "))
+	}
 	udps, tcp, err := listenN(ctx, s.cfg.Listen, s.workers())
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/netip"
 	"os"
@@ -19,6 +20,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/meridian-cdn/meridian/dnsroute/geo/geodata"
+	"github.com/meridian-cdn/meridian/internal/logtest"
 	"github.com/meridian-cdn/meridian/internal/metricstest"
 	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/wire"
@@ -602,5 +604,120 @@ func TestNameClashNotWithAnUnnamedServer(t *testing.T) {
 	var errs wire.FieldErrors
 	if !errors.As(err, &errs) || len(errs) != 1 || errs[0].Field != "ns[0].name" {
 		t.Errorf("ParseConfig = %v, want one problem, ns[0].name", err)
+	}
+}
+
+// TestConfigCNAMELoops: CNAMEs that loop (RFC 1034 section 3.6.2: loops are an error) are
+// refused when the config is loaded, one problem a loop, on the line of its least name,
+// naming every name on it. They were taken, and each query for a name on the loop got the
+// loop's CNAMEs and no address. A chain longer than the server follows, a CNAME to a name
+// outside the zone or to the apex is no loop and is taken.
+func TestConfigCNAMELoops(t *testing.T) {
+	base := "zone: cdn.example.\nns:\n  - {name: ns1, ipv4: [192.0.2.53]}\nmmdb: city.mmdb\nhostnames: [www]\ncnames:\n"
+	var long strings.Builder // c0 -> c1 -> ... -> c9 -> www: ten CNAMEs
+	for i := range 10 {
+		fmt.Fprintf(&long, "  c%d: c%d\n", i, i+1)
+	}
+	longer := strings.Replace(long.String(), "c9: c10", "c9: www", 1)
+	type problem struct{ key, msg string } // the cnames key the problem is on
+	tests := []struct {
+		name   string
+		cnames string // the cnames block, "  from: to" a line
+		want   []problem
+	}{
+		{"to itself", "  a: a\n", []problem{{"a", "CNAME loop a.cdn.example. -> a.cdn.example.: no name on it resolves"}}},
+		{"to itself, spelt absolute", "  A.cdn.example.: a\n", []problem{{"A.cdn.example.", "CNAME loop a.cdn.example. -> a.cdn.example.: no name on it resolves"}}},
+		{"two", "  a: b\n  b: a\n", []problem{{"a", "CNAME loop a.cdn.example. -> b.cdn.example. -> a.cdn.example.: no name on it resolves"}}},
+		{"three, from its least name", "  z: x\n  x: Y.cdn.example.\n  y: z\n",
+			[]problem{{"x", "CNAME loop x.cdn.example. -> y.cdn.example. -> z.cdn.example. -> x.cdn.example.: no name on it resolves"}}},
+		// The name that leads into the loop is fixed with it: the loop is the problem.
+		{"a chain into a loop", "  t: a\n  a: b\n  b: a\n", []problem{{"a", "CNAME loop a.cdn.example. -> b.cdn.example. -> a.cdn.example.: no name on it resolves"}}},
+		{"two loops", "  a: a\n  c: b\n  b: c\n", []problem{
+			{"a", "CNAME loop a.cdn.example. -> a.cdn.example.: no name on it resolves"},
+			{"b", "CNAME loop b.cdn.example. -> c.cdn.example. -> b.cdn.example.: no name on it resolves"},
+		}},
+		{"a chain to a routed name", "  a: b\n  b: www\n", nil},
+		// Legal (RFC 1034 section 3.6.2), and resolved: the server answers the first 8 and the
+		// resolver asks for the rest. Run warns about it (TestLongCNAMEChainWarned).
+		{"longer than the server follows", longer, nil},
+		{"to a name outside the zone", "  a: a.example.org.\n", nil},
+		{"outside, spelt like a name of the zone", "  a: a.cdn.example.org.\n", nil},
+		{"to the apex", "  a: \"@\"\n", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			text := base + tt.cnames
+			p := filepath.Join(t.TempDir(), "dns.yaml")
+			if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := LoadConfig(p)
+			if tt.want == nil {
+				if err != nil {
+					t.Fatalf("LoadConfig = %v, want nil", err)
+				}
+				return
+			}
+			var fes wire.FieldErrors
+			if !errors.As(err, &fes) {
+				t.Fatalf("LoadConfig = %v, want a CNAME loop", err)
+			}
+			var got []problem
+			for _, fe := range fes {
+				got = append(got, problem{strings.TrimPrefix(fe.Field, "cnames."), fe.Err.Error()})
+				if line := strings.Count(text[:strings.Index(text, "\n  "+strings.TrimPrefix(fe.Field, "cnames.")+":")+1], "\n") + 1; fe.Line != line {
+					t.Errorf("%s: line %d, want %d", fe.Field, fe.Line, line)
+				}
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("problems = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestLongCNAMEChainWarned: a chain of more CNAMEs than an answer follows (maxCNAMEChain) is
+// legal and resolves, the resolver asking for the rest, so it is taken; Run warns once for it,
+// naming the chain from its first name, as resolvers bound how far they follow one. A chain
+// of exactly maxCNAMEChain, or the tail of a long one, is not warned about.
+func TestLongCNAMEChainWarned(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Listen = "127.0.3.2:0"
+	var logs logtest.Buffer
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	cfg.CNAMEs = map[string]string{"alias": "www"}
+	var chain []string
+	for i := range maxCNAMEChain + 2 { // c0 -> c1 -> ... -> c9 -> www
+		cfg.CNAMEs[fmt.Sprintf("c%d", i)] = fmt.Sprintf("c%d", i+1)
+		cfg.CNAMEs[fmt.Sprintf("d%d", i)] = fmt.Sprintf("d%d", i+1)
+		chain = append(chain, fmt.Sprintf("c%d.cdn.example.", i))
+	}
+	cfg.CNAMEs[fmt.Sprintf("c%d", maxCNAMEChain+1)] = "www"
+	cfg.CNAMEs[fmt.Sprintf("d%d", maxCNAMEChain-1)] = "www" // d0 -> ... -> d7 -> www: 8
+	for i := maxCNAMEChain; i < maxCNAMEChain+2; i++ {
+		delete(cfg.CNAMEs, fmt.Sprintf("d%d", i))
+	}
+	chain = append(chain, "www.cdn.example.")
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	select {
+	case <-s.Ready():
+	case err := <-done:
+		t.Fatalf("Run: %v", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run = %v", err)
+	}
+	out := logs.String()
+	want := fmt.Sprintf("level=WARN msg=\"dns CNAME chain longer than an answer follows; resolvers ask for the rest\" cnames=%d followed=%d chain=\"%s\"",
+		maxCNAMEChain+2, maxCNAMEChain, strings.Join(chain, " -> "))
+	if strings.Count(out, "CNAME chain") != 1 || !strings.Contains(out, want) {
+		t.Errorf("log:\n%s\nwant one CNAME chain warning: %s", out, want)
 	}
 }

@@ -736,16 +736,15 @@ func TestApexRouted(t *testing.T) {
 // the one the last name of the chain gets (RFC 1034 section 4.3.2, RFC 6604 section 2.1):
 // NXDOMAIN with the SOA when that name does not exist, NODATA with the SOA when it has
 // nothing of the asked type, its records when it has them. A CNAME or ANY question gets the
-// CNAME alone; a target outside the zone ends the chain with NOERROR and no SOA. A loop is
-// answered with each CNAME of it once, NOERROR, as BIND and Knot do, and a long chain is cut
-// after maxCNAMEChain CNAMEs: the resolver follows the rest. The server answered every
-// CNAME to a name it does not route with the CNAME alone, NOERROR and no SOA.
+// CNAME alone; a target outside the zone ends the chain with NOERROR and no SOA. A long
+// chain is cut after maxCNAMEChain CNAMEs: the resolver follows the rest. (A loop is refused
+// with the config: TestConfigCNAMELoops.) The server answered every CNAME to a name it does
+// not route with the CNAME alone, NOERROR and no SOA.
 func TestCNAMEChain(t *testing.T) {
 	ts := startServer(t, func(c *Config) {
 		c.CNAMEs = map[string]string{
 			"alias": "www", "gone": "nothere", "gone2": "gone", "two": "alias", "ent": "assets",
-			"glue": "ns1", "top": "@", "out": "www.example.org.", "self": "self", "loopa": "loopb",
-			"loopb": "loopa", "c0": "c1", "c1": "c2", "c2": "c3", "c3": "c4", "c4": "c5", "c5": "c6",
+			"glue": "ns1", "top": "@", "out": "www.example.org.", "c0": "c1", "c1": "c2", "c2": "c3", "c3": "c4", "c4": "c5", "c5": "c6",
 			"c6": "c7", "c7": "c8", "c8": "c9", "c9": "www",
 		}
 	})
@@ -777,9 +776,6 @@ func TestCNAMEChain(t *testing.T) {
 		{"to the apex, not routed", "top", a, dns.RcodeSuccess, []uint16{cn}, true},
 		{"to the apex, SOA", "top", dns.TypeSOA, dns.RcodeSuccess, []uint16{cn, dns.TypeSOA}, false},
 		{"outside the zone", "out", a, dns.RcodeSuccess, []uint16{cn}, false},
-		{"to itself", "self", a, dns.RcodeSuccess, []uint16{cn}, false},
-		{"loop of two", "loopa", a, dns.RcodeSuccess, []uint16{cn, cn}, false},
-		{"loop of two, TXT", "loopb", dns.TypeTXT, dns.RcodeSuccess, []uint16{cn, cn}, false},
 		{"longer than the bound", "c0", a, dns.RcodeSuccess, slices.Repeat([]uint16{cn}, maxCNAMEChain), false},
 	}
 	for _, tt := range tests {
@@ -813,12 +809,12 @@ func TestCNAMEChain(t *testing.T) {
 			}
 		})
 	}
-	// explain follows the chain as answers do, and a loop leads to no routed name.
+	// explain follows the chain as answers do, and a cut one leads to no routed name.
 	london := netip.MustParseAddr("127.1.1.1")
 	if ex, err := ts.Explain(london, "two", dns.TypeA); err != nil || ex.Name != "www.cdn.example." {
 		t.Errorf("Explain(two) = %+v, %v; want www.cdn.example.", ex, err)
 	}
-	if _, err := ts.Explain(london, "loopa", dns.TypeA); err == nil {
-		t.Error("Explain(loopa) = nil error, want not routed")
+	if _, err := ts.Explain(london, "c0", dns.TypeA); err == nil {
+		t.Error("Explain(c0) = nil error, want not routed")
 	}
 }
