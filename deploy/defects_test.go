@@ -149,6 +149,8 @@ func TestRenderedConfigsLoad(t *testing.T) {
 		{"cname on a routed hostname", `hostnames: ["*"]`, `hostnames: ["www"]` + "\n  cnames: {\"www\": \"img.cdn.example.com.\"}"},
 		{"cname on a name server", `hostnames: ["*"]`, `hostnames: ["*"]` + "\n  cnames: {\"ns1\": \"www.cdn.example.com.\"}"},
 		{"routed name server", `hostnames: ["*"]`, `hostnames: ["ns1.cdn.example.com."]`},
+		{"cname loop", `hostnames: ["*"]`, `hostnames: ["*"]` + "\n  cnames: {a: b, b: a}"},
+		{"cname to itself", `hostnames: ["*"]`, `hostnames: ["*"]` + "\n  cnames: {a: a.cdn.example.com.}"},
 		{"city with quotes and a newline", "city: Frankfurt", `city: "Frank\"furt\n: am Main # x"`},
 		{"heartbeat ttl", "replicas: 3", "replicas: 3\n  heartbeat_ttl: 5s"},
 	}
@@ -207,6 +209,8 @@ func TestFleetTakesWhatDNSTakes(t *testing.T) {
 		{"apex as @ beside other names", `hostnames: ["www", "@"]`},
 		{"apex by its name", `hostnames: ["cdn.example.com."]`},
 		{"cname to the apex as @", `hostnames: ["@"]` + "\n  cnames: {\"top\": \"@\"}"},
+		{"cname chain out of the zone", `hostnames: ["*"]` + "\n  cnames: {a: b, b: www.example.org.}"},
+		{"cname chain longer than an answer follows", `hostnames: ["*"]` + "\n  cnames: {c0: c1, c1: c2, c2: c3, c3: c4, c4: c5, c5: c6, c6: c7, c7: c8, c8: c9, c9: www}"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -67,6 +67,12 @@ func TestBadValuesNameTheirField(t *testing.T) {
 			"ns3.cdn.example.com. is both a routed hostname and control.nodes[2]'s name server name (ns), whose address answers for it"},
 		// "@" is the apex, a name, but a CNAME there would have the SOA and NS beside it.
 		{"cname on the apex as @", `hostnames: ["*"]`, `hostnames: ["*"]` + "\n  cnames: {\"@\": www}", "dns.cnames.@", "cdn.example.com. must be a name below the zone"},
+		// dnsroute refuses a CNAME loop (RFC 1034 section 3.6.2): every DNS server would stay
+		// down. The error names the names on the loop, from its least one.
+		{"cname to itself", `hostnames: ["*"]`, `hostnames: ["*"]` + "\n  cnames: {img: IMG.cdn.example.com.}", "dns.cnames.img",
+			"CNAME loop img.cdn.example.com. -> img.cdn.example.com.: no name on it resolves"},
+		{"cname loop", `hostnames: ["*"]`, `hostnames: ["*"]` + "\n  cnames: {b: c, c: a, a: b, x: a}", "dns.cnames.a",
+			"CNAME loop a.cdn.example.com. -> b.cdn.example.com. -> c.cdn.example.com. -> a.cdn.example.com.: no name on it resolves"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -316,6 +316,24 @@ func (c *checker) dns() {
 			c.bad("dns.cnames."+from, "%s must be a name below the zone %s", name, d.Zone)
 		}
 	}
+	// dnsroute refuses a CNAME loop (RFC 1034 section 3.6.2), which no name on it resolves.
+	if zoneOK {
+		zone := strings.ToLower(d.Zone)
+		abs, key := map[string]string{}, map[string]string{} // key: the spelling in the file
+		for from, to := range d.CNAMEs {
+			if !zoneNameOK(from) || !zoneNameOK(to) {
+				continue // refused above
+			}
+			name := zoneName(zone, from)
+			abs[name] = zoneName(zone, to)
+			if k, ok := key[name]; !ok || from < k {
+				key[name] = from
+			}
+		}
+		for _, loop := range wire.CNAMELoops(abs) {
+			c.bad("dns.cnames."+key[loop[0]], "CNAME loop %s: no name on it resolves", strings.Join(loop, " -> "))
+		}
+	}
 	if err := d.Policy.Validate(); err != nil {
 		c.nested("dns.policy", err)
 	}
