@@ -151,6 +151,7 @@ func TestRenderedConfigsLoad(t *testing.T) {
 		{"routed name server", `hostnames: ["*"]`, `hostnames: ["ns1.cdn.example.com."]`},
 		{"cname loop", `hostnames: ["*"]`, `hostnames: ["*"]` + "\n  cnames: {a: b, b: a}"},
 		{"cname to itself", `hostnames: ["*"]`, `hostnames: ["*"]` + "\n  cnames: {a: a.cdn.example.com.}"},
+		{"one cname name spelt twice", `hostnames: ["*"]`, `hostnames: ["*"]` + "\n  cnames: {a: www, \"a.cdn.example.com.\": img}"},
 		{"city with quotes and a newline", "city: Frankfurt", `city: "Frank\"furt\n: am Main # x"`},
 		{"heartbeat ttl", "replicas: 3", "replicas: 3\n  heartbeat_ttl: 5s"},
 	}

@@ -73,6 +73,9 @@ func TestBadValuesNameTheirField(t *testing.T) {
 			"CNAME loop img.cdn.example.com. -> img.cdn.example.com.: no name on it resolves"},
 		{"cname loop", `hostnames: ["*"]`, `hostnames: ["*"]` + "\n  cnames: {b: c, c: a, a: b, x: a}", "dns.cnames.a",
 			"CNAME loop a.cdn.example.com. -> b.cdn.example.com. -> c.cdn.example.com. -> a.cdn.example.com.: no name on it resolves"},
+		// Two CNAMEs for one name (RFC 2181 section 10.1): dnsroute refuses them.
+		{"one cname name spelt twice", `hostnames: ["*"]`, `hostnames: ["*"]` + "\n  cnames: {a: www, \"A.cdn.example.com.\": img}", "dns.cnames.a",
+			"a.cdn.example.com. is also dns.cnames.A.cdn.example.com. (to img.cdn.example.com.); a name has one CNAME at most"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -3,11 +3,13 @@ package deploy
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"net/url"
 	"path"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -293,6 +295,16 @@ func (c *checker) dns() {
 			if j, ok := nsNames[name]; ok {
 				c.bad(fmt.Sprintf("dns.hostnames[%d]", i), "%s is both a routed hostname and control.nodes[%d]'s name server name (ns), whose address answers for it", name, j)
 			}
+		}
+	}
+	owners := map[string]string{} // name -> its first spelling in cnames, in sorted order
+	for _, from := range slices.Sorted(maps.Keys(d.CNAMEs)) {
+		name := zoneName(d.Zone, from)
+		// Two CNAMEs for one name (RFC 2181 section 10.1): dnsroute refuses them.
+		if first, ok := owners[name]; ok {
+			c.bad("dns.cnames."+from, "%s is also dns.cnames.%s (to %s); a name has one CNAME at most", name, first, zoneName(d.Zone, d.CNAMEs[first]))
+		} else {
+			owners[name] = from
 		}
 	}
 	for from, to := range d.CNAMEs {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
 	"slices"
@@ -346,6 +347,16 @@ func (c Config) validate() wire.FieldErrors {
 			if j, ok := nsNames[n]; ok {
 				errs.Add(fmt.Sprintf("hostnames[%d]", i), "%s is both a routed hostname and the name of name server ns[%d], whose glue answers for it", n, j)
 			}
+		}
+	}
+	owners := map[string]string{} // name -> its first spelling in cnames, in sorted order
+	for _, from := range slices.Sorted(maps.Keys(c.CNAMEs)) {
+		f := absName(zone, from)
+		// Two CNAMEs for one name (RFC 2181 section 10.1): Go's map order would pick the answer.
+		if first, ok := owners[f]; ok {
+			errs.Add("cnames."+from, "%s is also cnames.%s (to %s); a name has one CNAME at most", f, first, absName(zone, c.CNAMEs[first]))
+		} else {
+			owners[f] = from
 		}
 	}
 	for from, to := range c.CNAMEs {

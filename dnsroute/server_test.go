@@ -643,6 +643,11 @@ func TestConfigCNAMELoops(t *testing.T) {
 		{"to a name outside the zone", "  a: a.example.org.\n", nil},
 		{"outside, spelt like a name of the zone", "  a: a.cdn.example.org.\n", nil},
 		{"to the apex", "  a: \"@\"\n", nil},
+		// Two CNAMEs for one name (RFC 2181 section 10.1): which one answered would be Go's
+		// map order. Reported on the later spelling, naming the first.
+		{"one name spelt twice", "  alias: www\n  Alias.cdn.example.: static.example.org.\n", []problem{
+			{"alias", "alias.cdn.example. is also cnames.Alias.cdn.example. (to static.example.org.); a name has one CNAME at most"},
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
