@@ -69,6 +69,13 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 			return f.fetchAndStore(req, nil, opts)
 		}
 		hdr := httpcache.Refresh(stale.HeaderMap(), h)
+		if edgeCoding(stale) != "" && compress.NoTransform(hdr) {
+			// The 304 brings a no-transform (RFC 9110 §7.7, RFC 9111 §5.2.2.6) that forbids
+			// what the edge did to the copy's content: refreshed, the edge's coding went out
+			// under it. Fetched whole, once, as above; that answer is stored as it comes.
+			n.log.Debug("304 forbids the edge's coding of the stale copy; fetching it whole", "key", req.key, "tier", tier)
+			return f.fetchAndStore(req, nil, opts)
+		}
 		keepEdgeCoding(stale, hdr, h, tier == "origin")
 		// The keys are taken before stripFields drops a field that declares them: they still
 		// name the object for purges. A 304 that declares none leaves the copy's (whose

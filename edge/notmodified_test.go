@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -181,6 +182,57 @@ func TestNotModifiedEdgeCodedKeepsWeakTag(t *testing.T) {
 					t.Errorf("%s: ETag %s, X-From-304 %q (Cache-Status %q); want %s, refreshed by the 304", what,
 						r.header.Get("ETag"), r.header.Get("X-From-304"), r.header.Get("Cache-Status"), tc.want)
 				}
+			}
+		})
+	}
+}
+
+// TestNotModifiedNoTransformEdgeCoded: a copy the edge compressed is not refreshed by a 304
+// that brings Cache-Control: no-transform (or in CDN-Cache-Control): the origin now forbids
+// what the edge did to its content (RFC 9110 §7.7, RFC 9111 §5.2.2.6), and the refreshed copy
+// went on being served gzipped under the origin's no-transform. The edge fetches the object
+// whole instead, once, and stores it as it comes; the other variants follow it.
+func TestNotModifiedNoTransformEdgeCoded(t *testing.T) {
+	for _, tc := range []struct{ field, cc, cdn string }{
+		{"Cache-Control", "max-age=10, no-transform", ""},
+		{"CDN-Cache-Control", "max-age=10", "max-age=10, no-transform"},
+	} {
+		t.Run(tc.field, func(t *testing.T) {
+			clock := newFakeClock()
+			body := strings.Repeat("compressible text ", 200)
+			o := &notModifiedOrigin{clock: clock, cc: "max-age=10", body: body, etag: `"e1"`}
+			var cdn atomic.Value // the CDN-Cache-Control the origin sends, "" for none
+			cdn.Store("")
+			n, c := echoEdge(t, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/plain")
+				if v := cdn.Load().(string); v != "" {
+					w.Header().Set("CDN-Cache-Control", v)
+				}
+				o.ServeHTTP(w, r)
+			}, nil, func(c *Config) { c.Clock = clock.Now })
+			c.Transport.(*http.Transport).DisableCompression = true
+			r := do(t, c, http.MethodGet, n.Addr(), testHost, "/nt", "Accept-Encoding", "gzip")
+			if r.header.Get("Content-Encoding") != "gzip" {
+				t.Fatalf("first GET: Content-Encoding %q, want the edge's gzip", r.header.Get("Content-Encoding"))
+			}
+			o.counts()
+			o.mu.Lock()
+			o.cc = tc.cc
+			o.mu.Unlock()
+			cdn.Store(tc.cdn)
+			clock.Advance(11 * time.Second) // stale
+			for _, what := range []string{"revalidating GET", "next GET"} {
+				r := do(t, c, http.MethodGet, n.Addr(), testHost, "/nt", "Accept-Encoding", "gzip")
+				if !strings.Contains(r.header.Get(tc.field), "no-transform") {
+					t.Fatalf("%s: %s = %q, want the origin's no-transform", what, tc.field, r.header.Get(tc.field))
+				}
+				if ce := r.header.Get("Content-Encoding"); ce != "" || r.body != body || r.header.Get("ETag") != `"e1"` {
+					t.Errorf("%s: Content-Encoding %q, ETag %s, %d bytes; want the origin's answer untransformed",
+						what, ce, r.header.Get("ETag"), len(r.body))
+				}
+			}
+			if cond, uncond := o.counts(); cond != 1 || uncond != 1 {
+				t.Errorf("origin asked %d times conditionally, %d not; want 1 and 1 (the 304, then the whole object)", cond, uncond)
 			}
 		})
 	}
