@@ -110,7 +110,8 @@ func edgeCoding(obj *store.Object) string {
 }
 
 // keepEdgeCoding carries what the edge added to stale's header across a 304 (notModified) into
-// the refreshed header h: the coding and Accept-Encoding in Vary, and the coding's ETag suffix.
+// the refreshed header h: the coding and Accept-Encoding in Vary, and the coding's ETag suffix;
+// and what it removed: a digest the 304 carries is of the origin's bytes, not the edge's.
 // An origin's 304 names the origin's own tag, which gets the suffix whatever it ends with
 // ("x-gzip" is the identity answer's tag if the origin sent it so, never the variant's); a
 // fleet node's names the variant's tag, suffixed already by the node that encoded it.
@@ -131,6 +132,7 @@ func keepEdgeCoding(stale *store.Object, h, notModified http.Header, fromOrigin 
 			}
 		}
 		h.Set("Content-Encoding", c)
+		compress.DropDigests(h)
 	}
 	if slices.Contains(stale.Policy.Vary, "accept-encoding") {
 		h.Set("Vary", compress.MergeVary(h.Values("Vary"), "Accept-Encoding"))

@@ -237,3 +237,48 @@ func TestNotModifiedNoTransformEdgeCoded(t *testing.T) {
 		})
 	}
 }
+
+// TestNotModifiedDigestsEdgeCoded: a digest a 304 carries (RFC 9530's Content-Digest and
+// Repr-Digest, RFC 3230's Digest, Content-MD5) is of the origin's bytes, not of the bytes the
+// edge compressed them into: a copy the edge compressed does not take it, as compressing it
+// dropped the 200's (compress.Transform). A copy the edge did not code takes it. Before, the
+// refreshed gzip copy went out with the digest of the uncoded body.
+func TestNotModifiedDigestsEdgeCoded(t *testing.T) {
+	digests := []string{"Content-Digest", "Repr-Digest", "Digest", "Content-MD5"}
+	clock := newFakeClock()
+	body := strings.Repeat("compressible text ", 200)
+	o := &notModifiedOrigin{clock: clock, cc: "max-age=10", body: body, etag: `"e1"`}
+	n, c := echoEdge(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		if r.Header.Get("If-None-Match") != "" { // on the 304 only
+			for _, k := range digests {
+				w.Header().Set(k, "sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:")
+			}
+		}
+		o.ServeHTTP(w, r)
+	}, nil, func(c *Config) { c.Clock = clock.Now })
+	c.Transport.(*http.Transport).DisableCompression = true
+	for _, ae := range []string{"gzip", "identity"} {
+		if r := do(t, c, http.MethodGet, n.Addr(), testHost, "/digest", "Accept-Encoding", ae); r.status != http.StatusOK {
+			t.Fatalf("first GET for %s: status %d", ae, r.status)
+		}
+	}
+	clock.Advance(11 * time.Second) // both stale
+	for _, ae := range []string{"gzip", "identity"} {
+		for _, what := range []string{"revalidating GET", "next GET"} {
+			r := do(t, c, http.MethodGet, n.Addr(), testHost, "/digest", "Accept-Encoding", ae)
+			if r.header.Get("X-From-304") == "" {
+				t.Fatalf("%s for %s: not refreshed by the 304 (Cache-Status %q)", what, ae, r.header.Get("Cache-Status"))
+			}
+			coded := r.header.Get("Content-Encoding") != ""
+			if coded != (ae == "gzip") {
+				t.Fatalf("%s for %s: Content-Encoding %q", what, ae, r.header.Get("Content-Encoding"))
+			}
+			for _, k := range digests {
+				if got := r.header.Get(k) != ""; got == coded {
+					t.Errorf("%s for %s: %s = %q, want it only on the uncoded copy", what, ae, k, r.header.Get(k))
+				}
+			}
+		}
+	}
+}

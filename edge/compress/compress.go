@@ -252,6 +252,14 @@ func Encode(coding string, body []byte, level int) ([]byte, error) {
 // representationDigests describe the bytes as sent, which compression changes: dropped.
 var representationDigests = []string{"Content-Digest", "Repr-Digest", "Digest", "Content-MD5"}
 
+// DropDigests removes from h the digests of a response's bytes (Content-Digest, Repr-Digest,
+// Digest, Content-MD5), which do not describe them once their coding changed.
+func DropDigests(h http.Header) {
+	for _, k := range representationDigests {
+		h.Del(k)
+	}
+}
+
 // Transform compresses an uncompressed response body in coding at level (0: the coding's
 // default) and returns the encoded body with a copy of h describing it (h is not modified):
 //
@@ -285,9 +293,7 @@ func Transform(h http.Header, body []byte, coding string, level int) (http.Heade
 			h.Del("ETag")
 		}
 	}
-	for _, k := range representationDigests {
-		h.Del(k)
-	}
+	DropDigests(h)
 	return h, out, nil
 }
 

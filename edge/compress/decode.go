@@ -158,9 +158,7 @@ func DecodeHeader(h http.Header) {
 	for _, k := range []string{"Content-Encoding", "Content-Length", "Accept-Ranges"} {
 		delete(h, k)
 	}
-	for _, k := range representationDigests {
-		h.Del(k)
-	}
+	DropDigests(h)
 	if etag := h.Get("ETag"); etag != "" {
 		if _, opaque, ok := splitETag(etag); ok {
 			h.Set("ETag", `W/"`+opaque+`"`)
