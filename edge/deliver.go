@@ -154,15 +154,22 @@ func serveChecked(w *logWriter, r *http.Request, h http.Header, lastModified tim
 
 // encodedWriter is the writer http.ServeContent answers an encoded object through: a 200 (the
 // whole object) gets the object's Content-Length, which ServeContent sets for a range but not
-// for a whole answer with a Content-Encoding. Its other answers set their own framing.
+// for a whole answer with a Content-Encoding; a 412 loses the Content-Encoding, which
+// ServeContent leaves on it: it has no content, and an empty body is not in the coding (as
+// writePrecondition's 412; a 304 and a 416 lose it in ServeContent). Its other answers set
+// their own framing.
 type encodedWriter struct {
 	*logWriter
 	length int64
 }
 
 func (w encodedWriter) WriteHeader(code int) {
-	if h := w.Header(); code == http.StatusOK && len(h["Content-Length"]) == 0 {
+	h := w.Header()
+	switch {
+	case code == http.StatusOK && len(h["Content-Length"]) == 0:
 		h["Content-Length"] = []string{strconv.FormatInt(w.length, 10)}
+	case code == http.StatusPreconditionFailed:
+		delete(h, "Content-Encoding")
 	}
 	w.logWriter.WriteHeader(code)
 }

@@ -481,3 +481,33 @@ func TestOriginCodedAnswerVaries(t *testing.T) {
 		})
 	}
 }
+
+// TestCodedVariantPreconditionFailed: a 412 to a conditional request for a coded variant (the
+// edge's gzip, or the origin's) has no content, so no Content-Encoding either, GET and HEAD
+// alike, as an answer passed on as it streams (writePrecondition) and a 304 have none: an empty
+// body is no gzip stream. http.ServeContent left the variant's field on its 412.
+func TestCodedVariantPreconditionFailed(t *testing.T) {
+	n, c, _, _ := codingEdge(t)
+	for _, tt := range []struct{ name, target string }{
+		{"edge-coded", "/pf?etag=%22v1%22"},
+		{"origin-coded", "/pf?gz=1&etag=%22v1%22"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if r := do(t, c, http.MethodGet, n.Addr(), testHost, tt.target, "Accept-Encoding", "gzip"); r.header.Get("Content-Encoding") != "gzip" {
+				t.Fatalf("GET: Content-Encoding %q, want gzip", r.header.Get("Content-Encoding"))
+			}
+			for _, method := range []string{http.MethodGet, http.MethodHead} {
+				r := do(t, c, method, n.Addr(), testHost, tt.target, "Accept-Encoding", "gzip", "If-Match", `"other"`)
+				if r.status != http.StatusPreconditionFailed || r.body != "" {
+					t.Fatalf("%s with a failing If-Match: status %d, %d bytes; want 412 without a body", method, r.status, len(r.body))
+				}
+				if ce := r.header.Get("Content-Encoding"); ce != "" {
+					t.Errorf("%s with a failing If-Match: Content-Encoding = %q, want none", method, ce)
+				}
+				if !strings.Contains(r.header.Get("Vary"), "Accept-Encoding") {
+					t.Errorf("%s with a failing If-Match: Vary = %q, want Accept-Encoding in it", method, r.header.Get("Vary"))
+				}
+			}
+		})
+	}
+}
