@@ -48,6 +48,7 @@ var leaves = map[string][]string{
 	"internal/durhist":     {"github.com/HdrHistogram/hdrhistogram-go"},
 	"internal/h1fields":    {"golang.org/x/net"},
 	"internal/httpdate":    nil,
+	"internal/idnhost":     {"golang.org/x/net"},
 	"internal/metricstest": {"github.com/prometheus/client_golang"},
 	"internal/natsauth":    {"github.com/nats-io/nats-server/v2", "github.com/nats-io/nats.go", "github.com/nats-io/nkeys"},
 	"internal/natstest":    {"github.com/nats-io/nats-server/v2", "github.com/nats-io/nats.go"},

@@ -27,6 +27,8 @@ const (
 	hostA = "www.example.com"
 	hostB = "other.example.com"
 	hostC = "third.example.com"
+	// hostIDN is bücher.example as clients send it (an A-label); purges may name it either way.
+	hostIDN = "xn--bcher-kva.example"
 )
 
 // listenOn listens on ip, port 0.
@@ -222,7 +224,7 @@ func startPurgeFleet(t *testing.T) *purgeFleet {
 	wait.For(t, 10*time.Second, "three nodes in the control's fleet view", func() bool {
 		return len(ts.Fleet().Nodes()) == 3
 	})
-	putHosts(t, ts, addr, f.nodes, hostA, hostB, hostC)
+	putHosts(t, ts, addr, f.nodes, hostA, hostB, hostC, hostIDN)
 	return f
 }
 

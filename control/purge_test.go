@@ -95,6 +95,37 @@ func TestPurgeAPI(t *testing.T) {
 				{hostB, objPath("/k/sk", "cc", long, "sk", "red blue"), nil},
 			},
 		},
+		// An internationalised host named in Unicode purges what clients fetched under its
+		// ASCII form, the only one they send in Host.
+		{
+			name:   "absolute url with a unicode host",
+			req:    purge.Request{Host: "bücher.example", URLs: []string{"https://bücher.example" + objPath("/u/idn", "cc", long)}},
+			purged: []object{{hostIDN, objPath("/u/idn", "cc", long), nil}},
+			kept:   []object{{hostA, objPath("/u/idn", "cc", long), nil}},
+		},
+		{
+			name:   "absolute url with a unicode host, ascii host field",
+			req:    purge.Request{Host: hostIDN, URLs: []string{"https://BÜCHER.example:8443" + objPath("/u/idn2", "cc", long)}},
+			purged: []object{{hostIDN, objPath("/u/idn2", "cc", long), nil}},
+		},
+		{
+			name:   "prefix of a unicode host",
+			req:    purge.Request{Host: "Bücher.Example.", Prefixes: []string{"/p"}},
+			purged: []object{{hostIDN, objPath("/p/1", "cc", long), nil}},
+			kept:   []object{{hostIDN, objPath("/q/1", "cc", long), nil}, {hostA, objPath("/p/1", "cc", long), nil}},
+		},
+		{
+			name:   "keys of a unicode host",
+			req:    purge.Request{Host: "bücher.example", Keys: []string{"idn"}},
+			purged: []object{{hostIDN, objPath("/k/idn", "cc", long, "sk", "idn"), nil}},
+			kept:   []object{{hostA, objPath("/k/idn", "cc", long, "sk", "idn"), nil}},
+		},
+		{
+			name:   "all of a unicode host",
+			req:    purge.Request{Host: "bücher.example", All: true},
+			purged: []object{{hostIDN, objPath("/all/idn", "cc", long), nil}},
+			kept:   []object{{hostA, objPath("/all/idn", "cc", long), nil}},
+		},
 		{
 			name:   "all of one host",
 			req:    purge.Request{Host: hostC, All: true},
@@ -285,6 +316,24 @@ func TestPurgeAPI(t *testing.T) {
 				}
 				if code != tt.wantCode || e.Field != tt.wantField {
 					t.Errorf("POST = %d field %q (%s), want %d field %q", code, e.Field, e.Error, tt.wantCode, tt.wantField)
+				}
+			})
+		}
+		// Names IDNA (UTS #46) refuses, each named in the error: a code point no hostname may
+		// hold, a label mixing left-to-right and right-to-left letters (the bidi rule).
+		for _, tt := range []struct {
+			name, body, wantField, wantMsg string
+		}{
+			{"disallowed code point in a unicode host", `{"host":"b\u2028ücher.example","all":true}`, "host", `"b\u2028ücher.example" is not a valid internationalised hostname`},
+			{"bidi rule broken in a unicode host", `{"host":"aא.example","all":true}`, "host", `"aא.example" is not a valid internationalised hostname`},
+			{"url with an invalid unicode host", `{"host":"xn--bcher-kva.example","urls":["https://aא.example/x"]}`, "urls[0]", `"aא.example" is not a valid internationalised hostname`},
+			{"url of another unicode host", `{"host":"bücher.example","urls":["https://bucher.example/x"]}`, "urls[0]", "does not belong to host xn--bcher-kva.example"},
+		} {
+			t.Run(tt.name, func(t *testing.T) {
+				code, _, b := postPurge(t, ts, tokPurger, "", []byte(tt.body))
+				var e APIError
+				if json.Unmarshal(b, &e) != nil || code != http.StatusBadRequest || e.Field != tt.wantField || !strings.Contains(e.Error, tt.wantMsg) {
+					t.Errorf("POST %s = %d %s, want 400 field %q with %q", tt.body, code, b, tt.wantField, tt.wantMsg)
 				}
 			})
 		}

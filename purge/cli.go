@@ -126,7 +126,7 @@ func NewCommand() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&req.Host, "host", "", "hostname to purge (required)")
+	f.StringVar(&req.Host, "host", "", "hostname to purge, in ASCII or Unicode (required)")
 	f.StringArrayVar(&req.URLs, "url", nil, "exact URL to purge, as /path?query or http(s)://host/path (repeatable)")
 	f.StringArrayVar(&req.Prefixes, "prefix", nil, "path prefix to purge, whole segments: /a purges /a and /a/b, not /ab (repeatable)")
 	f.StringArrayVar(&req.Keys, "key", nil, "surrogate key to purge (repeatable)")

@@ -191,8 +191,16 @@ func normalizeURLParsed(host, raw string) (string, error) {
 		return "", fmt.Errorf("%.80q is not an http or https URL", raw)
 	case u.User != nil:
 		return "", fmt.Errorf("%.80q carries user information", raw)
-	case !strings.EqualFold(strings.TrimSuffix(u.Hostname(), "."), host): // the edge drops the dot too
-		return "", fmt.Errorf("%.80q does not belong to host %s", raw, host)
+	default:
+		// The edge drops a trailing dot too. A Unicode name is compared in ASCII, the form
+		// clients send and host is in.
+		h, err := Hostname(u.Hostname())
+		if err != nil && u.Hostname() != "" {
+			return "", fmt.Errorf("%.80q has an invalid host: %w", raw, err)
+		}
+		if err != nil || h != host {
+			return "", fmt.Errorf("%.80q does not belong to host %s", raw, host)
+		}
 	}
 	if u.Opaque != "" {
 		return "", fmt.Errorf("%.80q is not a hierarchical URL", raw)

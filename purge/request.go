@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meridian-cdn/meridian/internal/idnhost"
 	"github.com/meridian-cdn/meridian/wire"
 )
 
@@ -20,12 +21,13 @@ type Request struct {
 }
 
 // Messages validates r and turns it into one message per kind present (urls, prefixes, keys,
-// all), stamped with issuer and now. The messages share one new id with the kind as suffix
+// all), stamped with issuer and now. The host may be given in Unicode (Hostname): messages
+// carry its ASCII form, which edges key on. The messages share one new id with the kind as suffix
 // ("<id>-url", "<id>-key"), so RequestID recovers the request. Errors are *wire.FieldError
 // naming the JSON field ("urls[3]", "host"); whether the host is configured is for the caller.
 func (r Request) Messages(issuer string, now time.Time) ([]Message, error) {
-	host := strings.ToLower(strings.TrimSuffix(r.Host, "."))
-	if err := wire.ValidateHostname(host); err != nil {
+	host, err := Hostname(r.Host)
+	if err != nil {
 		return nil, &wire.FieldError{Field: "host", Err: err}
 	}
 	total := len(r.URLs) + len(r.Prefixes) + len(r.Keys)
@@ -69,6 +71,25 @@ func (r Request) Messages(issuer string, now time.Time) ([]Message, error) {
 		}
 	}
 	return out, nil
+}
+
+// Hostname returns the host a purge names in the form messages carry and edges key on: lower
+// case, without the trailing dot of a fully qualified name, and with Unicode labels converted
+// to their ASCII (xn--) form, as clients send them in Host ("bücher.example" ->
+// "xn--bcher-kva.example"; idnhost.ToASCII). It refuses what is not a valid hostname then.
+func Hostname(h string) (string, error) {
+	a, err := idnhost.ToASCII(h)
+	if err != nil {
+		return "", err
+	}
+	a = strings.TrimSuffix(a, ".")
+	if err := wire.ValidateHostname(a); err != nil {
+		if a != strings.ToLower(strings.TrimSuffix(h, ".")) {
+			return "", fmt.Errorf("%q (%q in ASCII) is not a valid hostname", h, a)
+		}
+		return "", err
+	}
+	return a, nil
 }
 
 // fieldOver names the field at which the request crossed MaxValues.

@@ -119,3 +119,58 @@ func TestNewResponse(t *testing.T) {
 		})
 	}
 }
+
+// A host named in Unicode (U-labels) is purged under its ASCII form (A-labels), which is what
+// clients send in Host and what edges key on; a name IDNA refuses is a field error naming it.
+func TestRequestMessagesInternationalisedHost(t *testing.T) {
+	const aLabel = "xn--bcher-kva.example"
+	tests := []struct {
+		name      string
+		req       Request
+		wantHost  string
+		wantURLs  []string
+		wantField string
+		wantIn    string // the error names the host as given (quoted, as %q spells it)
+	}{
+		{"u-label host", Request{Host: "bücher.example", All: true}, aLabel, nil, "", ""},
+		{"upper case, trailing dot", Request{Host: "BÜCHER.Example.", All: true}, aLabel, nil, "", ""},
+		{"fullwidth dot", Request{Host: "bücher\uff0eexample", All: true}, aLabel, nil, "", ""},
+		{"a-label host", Request{Host: aLabel, All: true}, aLabel, nil, "", ""},
+		{"u-label url, u-label host", Request{Host: "bücher.example", URLs: []string{"https://bücher.example/a?b"}}, aLabel, []string{"/a?b"}, "", ""},
+		{"u-label url, a-label host", Request{Host: aLabel, URLs: []string{"https://BÜCHER.example:8443/a"}}, aLabel, []string{"/a"}, "", ""},
+		{"escaped u-label url", Request{Host: aLabel, URLs: []string{"https://b%C3%BCcher.example./a"}}, aLabel, []string{"/a"}, "", ""},
+		{"a-label url, u-label host", Request{Host: "bücher.example", URLs: []string{"http://xn--bcher-kva.example/a"}}, aLabel, []string{"/a"}, "", ""},
+		{"u-label prefix and keys", Request{Host: "bücher.example", Prefixes: []string{"/p"}, Keys: []string{"k"}}, aLabel, nil, "", ""},
+		{"other u-label url", Request{Host: "bücher.example", URLs: []string{"https://bucher.example/a"}}, "", nil, "urls[0]", "bucher.example"},
+		{"disallowed code point", Request{Host: "b\u2028ücher.example", All: true}, "", nil, "host", `"b\u2028ücher.example"`},
+		{"bidi rule", Request{Host: "a\u05d0.example", All: true}, "", nil, "host", "a\u05d0.example"},
+		{"joiner", Request{Host: "a\u200db.example", All: true}, "", nil, "host", `"a\u200db.example"`},
+		{"invalid url host", Request{Host: aLabel, URLs: []string{"https://a\u05d0.example/a"}}, "", nil, "urls[0]", "a\u05d0.example"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			msgs, err := tt.req.Messages("alice", time.Now())
+			if tt.wantField != "" {
+				var fe *wire.FieldError
+				if !errors.As(err, &fe) || fe.Field != tt.wantField || !strings.Contains(err.Error(), tt.wantIn) {
+					t.Fatalf("Messages() error = %v, want a field error on %q naming %q", err, tt.wantField, tt.wantIn)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Messages() error = %v, want nil", err)
+			}
+			for _, m := range msgs {
+				if m.Host != tt.wantHost {
+					t.Errorf("message %s host = %q, want %q", m.Kind, m.Host, tt.wantHost)
+				}
+				if m.Kind == KindURL && !slices.Equal(m.Values, tt.wantURLs) {
+					t.Errorf("message url values = %q, want %q", m.Values, tt.wantURLs)
+				}
+				if err := m.Validate(); err != nil {
+					t.Errorf("message %s Validate() = %v, want nil", m.Kind, err)
+				}
+			}
+		})
+	}
+}

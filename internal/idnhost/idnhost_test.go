@@ -1,0 +1,45 @@
+package idnhost
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
+
+func TestToASCII(t *testing.T) {
+	tests := []struct {
+		in, want string
+		wantErr  bool
+	}{
+		{"www.example.com", "www.example.com", false},
+		{"WWW.Example.COM", "www.example.com", false},
+		{"a_b.example", "a_b.example", false},                    // ASCII: left to the caller's check
+		{"xn--zz.example", "xn--zz.example", false},              // ASCII: not decoded
+		{"bücher.example", "xn--bcher-kva.example", false},       // U-label
+		{"BÜCHER.Example", "xn--bcher-kva.example", false},       // mapped to lower case
+		{"bücher.example.", "xn--bcher-kva.example.", false},     // the root label stays
+		{"ｂücher。example", "xn--bcher-kva.example", false},       // fullwidth letter, ideographic full stop
+		{"bu\u0308cher.example", "xn--bcher-kva.example", false}, // NFC
+		{"faß.de", "xn--fa-hia.de", false},                       // nontransitional: ß stays ß
+		{"bücher.xn--bcher-kva.example", "xn--bcher-kva.xn--bcher-kva.example", false},
+		{"b\u2028ücher.example", "", true}, // disallowed code point
+		{"a\u05d0.example", "", true},      // bidi rule: LTR and RTL in one label
+		{"a\u200db.example", "", true},     // joiner rule: ZWJ not after a virama
+		{"-bücher.example", "", true},      // hyphen rule
+		{"bücher.example:80", "", true},    // STD3: no port
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := ToASCII(tt.in)
+			if tt.wantErr {
+				if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%q", tt.in)) {
+					t.Fatalf("ToASCII(%q) = %q, %v; want an error naming it", tt.in, got, err)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Errorf("ToASCII(%q) = %q, %v; want %q, nil", tt.in, got, err, tt.want)
+			}
+		})
+	}
+}
