@@ -8,9 +8,11 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/meridian-cdn/meridian/internal/idnhost"
 	"github.com/meridian-cdn/meridian/internal/yamlconf"
 	"github.com/meridian-cdn/meridian/wire"
 )
@@ -270,6 +272,12 @@ func (c *Config) Validate() error {
 	bad := errs.Add
 	seen := map[string]bool{}
 	for i, h := range c.Hosts {
+		name, err := configHost(h.Host)
+		if err != nil {
+			bad(fmt.Sprintf("hosts[%d].host", i), "%w", err)
+			continue
+		}
+		h.Host = name
 		if err := h.Validate(); err != nil {
 			var fe *wire.FieldError
 			if errors.As(err, &fe) {
@@ -419,6 +427,26 @@ func (c *Config) trustedProxy(ip string) bool {
 	return false
 }
 
+// configHost is a configured hostname in the form the edge serves and keys on, the one clients
+// send in Host: lower case, with Unicode labels as their A-labels ("bücher.example" ->
+// "xn--bcher-kva.example", idnhost.ToASCII). Only configured names are converted: a request's
+// Host is taken as sent, so a client must send the A-label, as browsers and HTTP clients do.
+func configHost(h string) (string, error) {
+	return idnhost.ToASCII(h)
+}
+
+// configHosts returns a copy of hosts with every name converted by configHost; a name it
+// refuses is left as it is, for Validate to report.
+func configHosts(hosts []wire.HostConfig) []wire.HostConfig {
+	out := slices.Clone(hosts)
+	for i := range out {
+		if name, err := configHost(out[i].Host); err == nil {
+			out[i].Host = name
+		}
+	}
+	return out
+}
+
 // LoadConfig reads a YAML config file and checks it, reporting every problem at once as
 // wire.FieldErrors with the file, line and column. Unknown fields are errors, so a typo never
 // silently falls back to a default.
@@ -429,9 +457,7 @@ func LoadConfig(path string) (Config, error) {
 	}
 	var c Config
 	doc, probs := yamlconf.Decode(data, &c)
-	for i := range c.Hosts {
-		c.Hosts[i].Host = strings.ToLower(c.Hosts[i].Host)
-	}
+	c.Hosts = configHosts(c.Hosts)
 	errs := wire.DocumentErrors(path, probs, doc.Position, func() wire.FieldErrors {
 		// What New would refuse, found here where the file's positions are known.
 		check := c

@@ -117,6 +117,8 @@ func New(cfg Config) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid edge config: %w", err)
 	}
+	// Served, merged with the config bucket's and purged under the names clients send.
+	cfg.Hosts = configHosts(cfg.Hosts)
 	st, err := store.New(store.Config{MaxBytes: cfg.Cache.MaxBytes, Clock: cfg.Clock})
 	if err != nil {
 		return nil, fmt.Errorf("create edge store: %w", err)
@@ -167,7 +169,12 @@ func (n *Node) SetHosts(hosts []wire.HostConfig) error {
 	table := make(map[string]*hostState, len(hosts))
 	var errs []error
 	for i, h := range hosts {
-		h.Host = strings.ToLower(h.Host)
+		name, err := configHost(h.Host)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("hosts[%d].%w", i, &wire.FieldError{Field: "host", Err: err}))
+			continue
+		}
+		h.Host = name
 		if err := h.Validate(); err != nil {
 			errs = append(errs, fmt.Errorf("hosts[%d].%w", i, err))
 			continue
