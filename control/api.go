@@ -28,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/meridian-cdn/meridian/fleet"
+	"github.com/meridian-cdn/meridian/internal/idnhost"
 	"github.com/meridian-cdn/meridian/purge"
 	"github.com/meridian-cdn/meridian/wire"
 )
@@ -717,10 +718,27 @@ func (s *Server) listHosts(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// hostName returns a host config's name in the form edges serve and clients send in Host:
+// lower case, Unicode labels converted to A-labels ("bücher.example" ->
+// "xn--bcher-kva.example", idnhost.ToASCII), and a valid hostname.
+func hostName(h string) (string, error) {
+	a, err := idnhost.ToASCII(h)
+	if err != nil {
+		return "", err
+	}
+	if err := wire.ValidateHostname(a); err != nil {
+		if a != strings.ToLower(h) {
+			return "", fmt.Errorf("%q (%q in ASCII) is not a valid hostname", h, a)
+		}
+		return "", err
+	}
+	return a, nil
+}
+
 // pathHost reads and validates the {host} path value, and checks it against the token's hosts.
 func pathHost(w http.ResponseWriter, r *http.Request) (string, bool) {
-	host := strings.ToLower(r.PathValue("host"))
-	if err := wire.ValidateHostname(host); err != nil {
+	host, err := hostName(r.PathValue("host"))
+	if err != nil {
 		WriteError(w, http.StatusBadRequest, "host", err)
 		return "", false
 	}
@@ -758,6 +776,11 @@ func (s *Server) putHost(w http.ResponseWriter, r *http.Request) {
 	}
 	if hc.Host == "" {
 		hc.Host = host
+	} else if name, err := hostName(hc.Host); err != nil {
+		WriteError(w, http.StatusBadRequest, "host", err)
+		return
+	} else {
+		hc.Host = name
 	}
 	if hc.Host != host {
 		WriteError(w, http.StatusBadRequest, "host", fmt.Errorf("host %q does not match the path's %q", hc.Host, host))

@@ -21,6 +21,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/meridian-cdn/meridian/internal/idnhost"
 	"github.com/meridian-cdn/meridian/internal/yamlconf"
 	"github.com/meridian-cdn/meridian/wire"
 )
@@ -140,6 +141,11 @@ func hostPatternProblems(hosts []string) wire.FieldErrors {
 	}
 	for i, h := range hosts {
 		field := fmt.Sprintf("hosts[%d]", i)
+		h, err := hostPattern(h)
+		if err != nil {
+			errs.Add(field, "%w", err)
+			continue
+		}
 		if _, err := path.Match(h, ""); err != nil || h == "" {
 			errs.Add(field, "%q is not a valid pattern", h)
 			continue
@@ -158,6 +164,30 @@ func hostPatternProblems(hosts []string) wire.FieldErrors {
 		}
 	}
 	return errs
+}
+
+// hostPattern returns a token's host pattern with its Unicode labels converted to A-labels
+// (idnhost.ToASCII), the form in which every host a token acts on is named by then (pathHost,
+// purge.Hostname): "*.bücher.example" -> "*.xn--bcher-kva.example". Labels are converted one
+// by one, as a wildcard label is no name IDNA takes. An ASCII label is kept as written, upper
+// case and all, for hostPatternProblems to judge as before. A label holding both a wildcard
+// and non-ASCII characters has no A-label to convert to: refused.
+func hostPattern(p string) (string, error) {
+	labels := strings.Split(p, ".")
+	for i, l := range labels {
+		if !strings.ContainsFunc(l, func(r rune) bool { return r >= 0x80 }) {
+			continue
+		}
+		if strings.ContainsAny(l, `*?[]\`) {
+			return "", fmt.Errorf("%q has a wildcard in a label that is not ASCII: write that label in its xn-- form", p)
+		}
+		a, err := idnhost.ToASCII(l)
+		if err != nil {
+			return "", fmt.Errorf("host pattern %q: %w", p, err)
+		}
+		labels[i] = a
+	}
+	return strings.Join(labels, "."), nil
 }
 
 // TokenFileModeMask are the permission bits a tokens file must not have: it holds secrets (or
@@ -267,7 +297,10 @@ func newAuthenticator(toks []Token) (*authenticator, error) {
 		_, h, _ := t.hashField() // checked above
 		var hosts []string
 		if t.Hosts != nil {
-			hosts = slices.Clone(t.Hosts)
+			hosts = make([]string, len(t.Hosts))
+			for i, p := range t.Hosts {
+				hosts[i], _ = hostPattern(p) // checked above
+			}
 		}
 		a.tokens = append(a.tokens, authToken{name: t.Name, hash: h, scopes: t.Scopes, hosts: hosts})
 	}

@@ -1,0 +1,95 @@
+package control
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/meridian-cdn/meridian/wire"
+)
+
+// TestHostConfigInternationalisedName: PUT, GET and DELETE /v1/hosts/{host} take a host named
+// in Unicode, in the path or the body, and store and answer its ASCII form (A-labels), the
+// one edges serve and clients send; a name IDNA refuses is 400 naming it.
+func TestHostConfigInternationalisedName(t *testing.T) {
+	const aLabel = "xn--bcher-kva.example"
+	ts := startServer(t, Config{})
+	for _, tt := range []struct {
+		name, method, path, body string
+		wantCode                 int
+		wantHost                 string // the config answered
+		wantField, wantMsg       string // the error answered
+	}{
+		{"put by u-label", "PUT", "/v1/hosts/bücher.example", `{"origin":"http://127.0.0.1:8080"}`, 200, aLabel, "", ""},
+		{"get by a-label", "GET", "/v1/hosts/" + aLabel, "", 200, aLabel, "", ""},
+		{"get by u-label, upper case", "GET", "/v1/hosts/BÜCHER.example", "", 200, aLabel, "", ""},
+		{"put, u-label in the body", "PUT", "/v1/hosts/" + aLabel, `{"host":"Bücher.example","origin":"http://127.0.0.1:8081"}`, 200, aLabel, "", ""},
+		{"put, a-label in the body", "PUT", "/v1/hosts/bücher.example", `{"host":"` + aLabel + `","origin":"http://127.0.0.1:8081"}`, 200, aLabel, "", ""},
+		{"put, another host in the body", "PUT", "/v1/hosts/bücher.example", `{"host":"bucher.example","origin":"http://o"}`, 400, "", "host", "does not match"},
+		{"put, invalid u-label in the body", "PUT", "/v1/hosts/" + aLabel, `{"host":"aא.example","origin":"http://o"}`, 400, "", "host", `"aא.example" is not a valid internationalised hostname`},
+		{"bidi rule in the path", "PUT", "/v1/hosts/aא.example", `{"origin":"http://o"}`, 400, "", "host", `"aא.example" is not a valid internationalised hostname`},
+		{"disallowed code point in the path", "GET", "/v1/hosts/b%E2%80%A8ücher.example", "", 400, "", "host", `"b\u2028ücher.example" is not a valid internationalised hostname`},
+		{"delete by u-label", "DELETE", "/v1/hosts/bücher.example", "", 204, "", "", ""},
+		{"gone by either name", "GET", "/v1/hosts/" + aLabel, "", 404, "", "host", "host " + aLabel + " is not configured"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var body []byte
+			if tt.body != "" {
+				body = []byte(tt.body)
+			}
+			code, b := ts.do(t, tt.method, tt.path, tokAdmin, body)
+			if code != tt.wantCode {
+				t.Fatalf("%s %s = %d %s, want %d", tt.method, tt.path, code, b, tt.wantCode)
+			}
+			if tt.wantHost != "" {
+				var hc wire.HostConfig
+				if err := json.Unmarshal(b, &hc); err != nil || hc.Host != tt.wantHost {
+					t.Errorf("%s %s answered host %q (%v), want %q", tt.method, tt.path, hc.Host, err, tt.wantHost)
+				}
+			}
+			if tt.wantField != "" {
+				var e APIError
+				if err := json.Unmarshal(b, &e); err != nil || e.Field != tt.wantField || !strings.Contains(e.Error, tt.wantMsg) {
+					t.Errorf("%s %s answered %s, want field %q with %q", tt.method, tt.path, b, tt.wantField, tt.wantMsg)
+				}
+			}
+		})
+	}
+}
+
+// TestTokenHostsInternationalised: a token's hosts may name an internationalised host in
+// Unicode; it is matched in ASCII, the form every purge and host config is checked in. A label
+// holding a wildcard cannot be converted and must be written in ASCII.
+func TestTokenHostsInternationalised(t *testing.T) {
+	tests := []struct {
+		name    string
+		hosts   []string
+		host    string // checked against the token
+		want    bool
+		wantErr string
+	}{
+		{"u-label", []string{"bücher.example"}, "xn--bcher-kva.example", true, ""},
+		{"u-label, other host", []string{"bücher.example"}, "bucher.example", false, ""},
+		{"wildcard beside a u-label", []string{"*.bücher.example"}, "img.xn--bcher-kva.example", true, ""},
+		{"a-label", []string{"*.xn--bcher-kva.example"}, "img.xn--bcher-kva.example", true, ""},
+		{"wildcard in a u-label", []string{"b*ücher.example"}, "", false, "wildcard in a label that is not ASCII"},
+		{"bidi rule", []string{"aא.example"}, "", false, `host pattern "aא.example": "aא" is not a valid internationalised hostname`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, err := newAuthenticator([]Token{{Name: "a", Token: "aaaaaaaaaaaaaaaa", Scopes: []string{ScopePurge}, Hosts: tt.hosts}})
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("newAuthenticator(hosts %q) = %v, want an error containing %q", tt.hosts, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("newAuthenticator(hosts %q) = %v", tt.hosts, err)
+			}
+			if got := a.tokens[0].allowsHost(tt.host); got != tt.want {
+				t.Errorf("token with hosts %q allowsHost(%q) = %v, want %v", tt.hosts, tt.host, got, tt.want)
+			}
+		})
+	}
+}
