@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meridian-cdn/meridian/internal/idnhost"
 	"github.com/meridian-cdn/meridian/wire"
 )
 
@@ -37,6 +38,13 @@ const (
 // before validate, which then sees the values the fleet will be rendered with.
 func (f *Fleet) setDefaults() {
 	orDefault(&f.Prefix, wire.DefaultPrefix)
+	// Hosts are rendered (edge configs, host configs to PUT) under the names clients send:
+	// lower case, Unicode labels as A-labels. One IDNA refuses is left for validate to name.
+	for i := range f.Hosts {
+		if name, err := idnhost.ToASCII(f.Hosts[i].Host); err == nil {
+			f.Hosts[i].Host = name
+		}
+	}
 	f.NATS.setDefaults()
 	f.Control.setDefaults()
 	f.DNS.setDefaults()

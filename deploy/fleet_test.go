@@ -209,3 +209,36 @@ func TestLoadReportsEveryProblemWithPosition(t *testing.T) {
 		t.Errorf("Load error reads\n%v\nwant a line %q", err, line)
 	}
 }
+
+// TestParseInternationalisedHost: a host named in Unicode is rendered under its A-label, the
+// form clients send and edges serve: in the edge configs and as the host config to PUT.
+func TestParseInternationalisedHost(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("testdata", "fleet.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data = append(data, "  - host: Bücher.example\n    origin: https://origin.example.com\n"...)
+	f, err := Parse(data)
+	if err != nil {
+		t.Fatalf("Parse = %v", err)
+	}
+	if got := f.Hosts[len(f.Hosts)-1].Host; got != "xn--bcher-kva.example" {
+		t.Errorf("host = %q, want xn--bcher-kva.example", got)
+	}
+	sec, err := NewSecrets()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := Render(f, RenderOptions{Secrets: sec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := out["hosts/xn--bcher-kva.example.json"]; !ok {
+		t.Errorf("rendered no hosts/xn--bcher-kva.example.json")
+	}
+	for p, b := range out {
+		if strings.Contains(string(b), "ücher") {
+			t.Errorf("%s names the host in Unicode", p)
+		}
+	}
+}

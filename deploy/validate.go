@@ -15,6 +15,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/meridian-cdn/meridian/internal/idnhost"
 	"github.com/meridian-cdn/meridian/wire"
 )
 
@@ -446,6 +447,10 @@ func (c *checker) hosts() {
 	seen := map[string]bool{}
 	for i, h := range c.f.Hosts {
 		hf := fmt.Sprintf("hosts[%d]", i)
+		if _, err := idnhost.ToASCII(h.Host); err != nil {
+			c.bad(hf+".host", "%w", err)
+			continue
+		}
 		if err := h.Validate(); err != nil {
 			c.nested(hf, err)
 			continue
