@@ -727,9 +727,6 @@ func hostName(h string) (string, error) {
 		return "", err
 	}
 	if err := wire.ValidateHostname(a); err != nil {
-		if a != strings.ToLower(h) {
-			return "", fmt.Errorf("%q (%q in ASCII) is not a valid hostname", h, a)
-		}
 		return "", err
 	}
 	return a, nil

@@ -36,7 +36,7 @@ func TestLoadConfigInternationalisedHosts(t *testing.T) {
 		{"both forms", []string{"bücher.example", "xn--bcher-kva.example"}, nil, "hosts[1].host", `"xn--bcher-kva.example" is listed twice`},
 		{"disallowed code point", []string{`"b\u2028ücher.example"`}, nil, "hosts[0].host", `"b\u2028ücher.example" is not a valid internationalised hostname`},
 		{"bidi rule", []string{"aא.example"}, nil, "hosts[0].host", `"aא.example" is not a valid internationalised hostname`},
-		{"maps to an empty label", []string{`"\u00ad.example"`}, nil, "hosts[0].host", `is not a valid hostname`},
+		{"maps to an empty label", []string{`"\u00ad.example"`}, nil, "hosts[0].host", `"\u00ad.example" is not a valid internationalised hostname`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -84,9 +84,6 @@ func Hostname(h string) (string, error) {
 	}
 	a = strings.TrimSuffix(a, ".")
 	if err := wire.ValidateHostname(a); err != nil {
-		if a != strings.ToLower(strings.TrimSuffix(h, ".")) {
-			return "", fmt.Errorf("%q (%q in ASCII) is not a valid hostname", h, a)
-		}
 		return "", err
 	}
 	return a, nil

@@ -145,6 +145,7 @@ func TestRequestMessagesInternationalisedHost(t *testing.T) {
 		{"disallowed code point", Request{Host: "b\u2028ücher.example", All: true}, "", nil, "host", `"b\u2028ücher.example"`},
 		{"bidi rule", Request{Host: "a\u05d0.example", All: true}, "", nil, "host", "a\u05d0.example"},
 		{"joiner", Request{Host: "a\u200db.example", All: true}, "", nil, "host", `"a\u200db.example"`},
+		{"maps to an empty label", Request{Host: "\u00ad.example", All: true}, "", nil, "host", `"\u00ad.example" is not a valid internationalised hostname`},
 		{"invalid url host", Request{Host: aLabel, URLs: []string{"https://a\u05d0.example/a"}}, "", nil, "urls[0]", "a\u05d0.example"},
 	}
 	for _, tt := range tests {

@@ -13,8 +13,9 @@ import (
 // ToASCII returns name with every Unicode label (U-label) converted to its ASCII form
 // (A-label), in lower case. A name that is ASCII already is only lower-cased, so that names
 // configured before keep their exact form and are checked by the caller's hostname rules as
-// before (an xn-- label is not decoded). The result still needs the caller's hostname check:
-// ToASCII does not verify DNS lengths, and a label may map to nothing ("\u00ad").
+// before (an xn-- label is not decoded); so does the trailing dot of a fully qualified name.
+// A converted name is one a hostname check passes: letters, digits and hyphens (STD3 rules),
+// no empty label, labels of at most 63 bytes, 253 in all.
 //
 // The conversion is UTS #46 ToASCII with the Lookup profile (nontransitional, STD3 rules,
 // hyphen, joiner and bidi checks): it maps what a client maps before it sends a name (capitals,
@@ -30,6 +31,18 @@ func ToASCII(name string) (string, error) {
 	a, err := idna.Lookup.ToASCII(name)
 	if err != nil {
 		return "", fmt.Errorf("%q is not a valid internationalised hostname: %w", name, err)
+	}
+	// Lookup does not verify DNS lengths (Registration would, but maps nothing): a label
+	// that maps to nothing ("\u00ad") or grows past 63 bytes is refused here, naming name as
+	// given rather than its ASCII form.
+	root := strings.TrimSuffix(a, ".")
+	if len(root) > 253 {
+		return "", fmt.Errorf("%q is not a valid internationalised hostname: its ASCII form is longer than 253 bytes", name)
+	}
+	for _, l := range strings.Split(root, ".") {
+		if l == "" || len(l) > 63 {
+			return "", fmt.Errorf("%q is not a valid internationalised hostname: its ASCII form %q has an empty label or one longer than 63 bytes", name, a)
+		}
 	}
 	return a, nil
 }

@@ -22,11 +22,15 @@ func TestToASCII(t *testing.T) {
 		{"bu\u0308cher.example", "xn--bcher-kva.example", false}, // NFC
 		{"faß.de", "xn--fa-hia.de", false},                       // nontransitional: ß stays ß
 		{"bücher.xn--bcher-kva.example", "xn--bcher-kva.xn--bcher-kva.example", false},
-		{"b\u2028ücher.example", "", true}, // disallowed code point
-		{"a\u05d0.example", "", true},      // bidi rule: LTR and RTL in one label
-		{"a\u200db.example", "", true},     // joiner rule: ZWJ not after a virama
-		{"-bücher.example", "", true},      // hyphen rule
-		{"bücher.example:80", "", true},    // STD3: no port
+		{"b\u2028ücher.example", "", true},                     // disallowed code point
+		{"a\u05d0.example", "", true},                          // bidi rule: LTR and RTL in one label
+		{"a\u200db.example", "", true},                         // joiner rule: ZWJ not after a virama
+		{"-bücher.example", "", true},                          // hyphen rule
+		{"bücher.example:80", "", true},                        // STD3: no port
+		{"\u00ad.example", "", true},                           // a label that maps to nothing
+		{"bücher..example", "", true},                          // an empty label
+		{"ü" + strings.Repeat("a", 60) + ".example", "", true}, // a label of 64 bytes once converted
+		{strings.Repeat("ü.", 84) + "example", "", true},       // 259 bytes once converted
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
