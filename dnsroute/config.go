@@ -382,19 +382,16 @@ func (c Config) validate() wire.FieldErrors {
 	// server would answer each of them with the loop's CNAMEs alone. Refused here, it stops a
 	// start or a restart with the names to fix, rather than showing only in queries.
 	if zone != "" {
-		abs, key := map[string]string{}, map[string]string{} // key: the spelling in the file
-		for from, to := range c.CNAMEs {
-			if _, ok := dns.IsDomainName(to); !ok {
-				continue // refused above
-			}
-			f := absName(zone, from)
-			abs[f] = absName(zone, to)
-			if k, ok := key[f]; !ok || from < k {
-				key[f] = from
+		// A name's CNAME is its first spelling's, the one its duplicate problem names: map
+		// order must not pick which entry a loop goes through, nor the line it is shown on.
+		abs := map[string]string{}
+		for f, from := range owners {
+			if _, ok := dns.IsDomainName(c.CNAMEs[from]); ok { // else refused above
+				abs[f] = absName(zone, c.CNAMEs[from])
 			}
 		}
 		for _, loop := range wire.CNAMELoops(abs) {
-			errs.Add("cnames."+key[loop[0]], "CNAME loop %s: no name on it resolves", strings.Join(loop, " -> "))
+			errs.Add("cnames."+owners[loop[0]], "CNAME loop %s: no name on it resolves", strings.Join(loop, " -> "))
 		}
 	}
 	seen := map[string]bool{}

@@ -726,3 +726,50 @@ func TestLongCNAMEChainWarned(t *testing.T) {
 		t.Errorf("log:\n%s\nwant one CNAME chain warning: %s", out, want)
 	}
 }
+
+// TestConfigCNAMELoopOfASpelling: when a name has two cnames entries (refused), a loop is
+// looked for through its first spelling, the one its duplicate problem names: the same
+// problems on every load, each on the line it is about. The loop check took whichever
+// spelling Go's map order gave last, so a load now and then reported a loop, on the line of
+// the entry that was not on it.
+func TestConfigCNAMELoopOfASpelling(t *testing.T) {
+	base := "zone: cdn.example.\nns:\n  - {name: ns1, ipv4: [192.0.2.53]}\nmmdb: city.mmdb\nhostnames: [www]\ncnames:\n"
+	tests := []struct {
+		name   string
+		cnames string
+		want   []string // "field: problem"
+	}{
+		{"the later spelling loops", "  A: www\n  a: b\n  b: a\n", []string{
+			"cnames.a: a.cdn.example. is also cnames.A (to www.cdn.example.); a name has one CNAME at most"}},
+		{"the first spelling loops", "  A: b\n  a: www\n  b: a\n", []string{
+			"cnames.a: a.cdn.example. is also cnames.A (to b.cdn.example.); a name has one CNAME at most",
+			"cnames.A: CNAME loop a.cdn.example. -> b.cdn.example. -> a.cdn.example.: no name on it resolves"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			text := base + tt.cnames
+			p := filepath.Join(t.TempDir(), "dns.yaml")
+			if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			for range 20 { // map order differs from one load to the next
+				_, err := LoadConfig(p)
+				var fes wire.FieldErrors
+				if !errors.As(err, &fes) {
+					t.Fatalf("LoadConfig = %v, want field errors", err)
+				}
+				var got []string
+				for _, fe := range fes {
+					got = append(got, fe.Field+": "+fe.Err.Error())
+					key := strings.TrimPrefix(fe.Field, "cnames.")
+					if line := strings.Count(text[:strings.Index(text, "\n  "+key+":")+1], "\n") + 1; fe.Line != line {
+						t.Errorf("%s: line %d, want %d", fe.Field, fe.Line, line)
+					}
+				}
+				if !slices.Equal(got, tt.want) {
+					t.Fatalf("problems = %q, want %q", got, tt.want)
+				}
+			}
+		})
+	}
+}
