@@ -180,3 +180,50 @@ func TestRenderedTreeKeepsSecretsOutOfGit(t *testing.T) {
 		}
 	}
 }
+
+// TestCNAMELoopOfASpelling: as dnsroute (TestConfigCNAMELoopOfASpelling), a name with two
+// dns.cnames entries is looked at for loops through its first, the one the duplicate error
+// names: the same errors on every parse. The check took whichever spelling map order gave
+// last, and now and then reported a loop on the entry that was not on it.
+func TestCNAMELoopOfASpelling(t *testing.T) {
+	example, err := os.ReadFile(filepath.Join("testdata", "fleet.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const old = `hostnames: ["*"]`
+	if !strings.Contains(string(example), old) {
+		t.Fatalf("example has no %q", old)
+	}
+	tests := []struct {
+		name, cnames string
+		want         []string
+	}{
+		{"the later spelling loops", `{"A.cdn.example.com.": www, a: b, b: a}`, []string{
+			"dns.cnames.a: a.cdn.example.com. is also dns.cnames.A.cdn.example.com. (to www.cdn.example.com.); a name has one CNAME at most"}},
+		{"the first spelling loops", `{"A.cdn.example.com.": b, a: www, b: a}`, []string{ // in the file's order
+			"dns.cnames.A.cdn.example.com.: CNAME loop a.cdn.example.com. -> b.cdn.example.com. -> a.cdn.example.com.: no name on it resolves",
+			"dns.cnames.a: a.cdn.example.com. is also dns.cnames.A.cdn.example.com. (to b.cdn.example.com.); a name has one CNAME at most"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			data := []byte(strings.Replace(string(example), old, old+"\n  cnames: "+tt.cnames, 1))
+			for range 20 { // map order differs from one parse to the next
+				_, err := Parse(data)
+				if err == nil {
+					t.Fatal("accepted")
+				}
+				var got []string
+				for _, e := range splitErrors(err) {
+					msg := e.Error()
+					if strings.HasPrefix(msg, "line ") {
+						_, msg, _ = strings.Cut(msg, ": ") // "line 48:12: "
+					}
+					got = append(got, msg)
+				}
+				if !slices.Equal(got, tt.want) {
+					t.Fatalf("errors = %q, want %q", got, tt.want)
+				}
+			}
+		})
+	}
+}

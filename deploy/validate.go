@@ -331,20 +331,16 @@ func (c *checker) dns() {
 	}
 	// dnsroute refuses a CNAME loop (RFC 1034 section 3.6.2), which no name on it resolves.
 	if zoneOK {
-		zone := strings.ToLower(d.Zone)
-		abs, key := map[string]string{}, map[string]string{} // key: the spelling in the file
-		for from, to := range d.CNAMEs {
-			if !zoneNameOK(from) || !zoneNameOK(to) {
-				continue // refused above
-			}
-			name := zoneName(zone, from)
-			abs[name] = zoneName(zone, to)
-			if k, ok := key[name]; !ok || from < k {
-				key[name] = from
+		// A name's CNAME is its first entry's, the one a duplicate error names: map order
+		// must not pick which entry a loop goes through, nor the entry it is reported on.
+		abs := map[string]string{}
+		for name, from := range owners {
+			if to := d.CNAMEs[from]; zoneNameOK(from) && zoneNameOK(to) { // else refused above
+				abs[name] = zoneName(d.Zone, to)
 			}
 		}
 		for _, loop := range wire.CNAMELoops(abs) {
-			c.bad("dns.cnames."+key[loop[0]], "CNAME loop %s: no name on it resolves", strings.Join(loop, " -> "))
+			c.bad("dns.cnames."+owners[loop[0]], "CNAME loop %s: no name on it resolves", strings.Join(loop, " -> "))
 		}
 	}
 	if err := d.Policy.Validate(); err != nil {
