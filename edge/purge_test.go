@@ -287,3 +287,37 @@ func TestEncodedSlashBesideRawByte(t *testing.T) {
 		t.Errorf("GET /a/b|c after POSTs naming /a%%2Fb|c: %q, want its own copy, still v1", b)
 	}
 }
+
+// TestPurgeCounterByKind: meridian_edge_purges_total counts each purge applied under its kind,
+// every kind's series there from the start (at 0), so a rate over it needs no first purge.
+func TestPurgeCounterByKind(t *testing.T) {
+	addr := startHTTP(t, "127.0.0.10", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	n, _ := startEdge(t, listen(t, "127.0.0.11"), Config{PoP: "tst", Node: "e1",
+		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + addr}}})
+	series := func(k purge.Kind) string { return fmt.Sprintf(`meridian_edge_purges_total{kind="%s"}`, k) }
+	kinds := []purge.Kind{purge.KindURL, purge.KindPrefix, purge.KindKey, purge.KindAll}
+	for _, k := range kinds {
+		if !strings.Contains(scrape(t, n), series(k)+" 0\n") {
+			t.Errorf("before any purge: no %s 0", series(k))
+		}
+	}
+	for i, k := range kinds {
+		m := purge.Message{ID: fmt.Sprintf("p%d", i), Host: testHost, Kind: k, Values: []string{"/a"}}
+		if k == purge.KindKey {
+			m.Values = []string{"k"}
+		}
+		if k == purge.KindAll {
+			m.Values = nil
+		}
+		for range i + 1 { // kind i applied i+1 times
+			if _, err := n.ApplyPurge(context.Background(), m); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for i, k := range kinds {
+		if got := counterValue(t, n, series(k)); got != float64(i+1) {
+			t.Errorf("%s = %v, want %d", series(k), got, i+1)
+		}
+	}
+}
