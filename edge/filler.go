@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -48,6 +49,11 @@ type filler struct {
 	fillTimerAt        time.Time
 
 	flight singleflight.Group // one fill per key in flight
+
+	// uncacheable holds the keys filled without collapsing for a while, because their last
+	// fill's answer could not be shared (uncacheable.go).
+	uncacheable uncacheable
+	ownFlights  atomic.Uint64 // numbers the flights of one client each (ownFlight)
 
 	upMu      sync.Mutex // protects upstreams
 	upstreams map[string]*fetch.Upstream
@@ -207,8 +213,14 @@ func (f *filler) get(req *request, stale *store.Object, opts fillOptions) answer
 		// A fill already in flight may be answered from a tier that also lags; collapse only
 		// with other lagging requests for the same sequence (purgeorder.go).
 		res = f.collapse(req.key+"\x00seq="+strconv.FormatUint(req.needSeq, 10), req, stale, opts)
+	case f.uncacheable.has(req.key, n.clock()):
+		// Its last answer could not be shared: clients that waited for this fill would only
+		// fetch their own after it (hit-for-miss). A fill as any other, in a flight of its own.
+		res = f.collapse(req.key+ownFlight+strconv.FormatUint(f.ownFlights.Add(1), 10), req, stale, opts)
+		f.uncacheable.note(req.key, &res, n.clock())
 	default:
 		res = f.collapse(req.key, req, stale, opts)
+		f.uncacheable.note(req.key, &res, n.clock())
 	}
 	fwd := opts.fwd
 	if fwd == "" {

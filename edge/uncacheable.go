@@ -1,0 +1,88 @@
+package edge
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ownFlight marks the flight key of a fill for one client of a key marked uncacheable, which
+// nobody joins (it is followed by a number of its own).
+const ownFlight = "\x00own="
+
+// uncacheableFor is how long a key whose fill brought an answer no other client may be given
+// is filled without collapsing (uncacheable); Varnish's built-in VCL keeps its hit-for-miss
+// objects as long.
+const uncacheableFor = 2 * time.Minute
+
+// uncacheableCap is how many such keys a node remembers; past it, one is forgotten (its next
+// misses collapse again, as before the first).
+const uncacheableCap = 4096
+
+// uncacheable remembers the keys whose last fill brought an answer other clients could not be
+// given (private, no-store, Set-Cookie, Vary: *, one user's 5xx): clients that waited for it
+// each had to fetch their own afterwards, one origin round trip behind the other. Misses of
+// such a key are filled each for its own client, at once, as Varnish's hit-for-miss does; such
+// a fill still stores what may be stored, and an answer that may be shared ends the mark.
+type uncacheable struct {
+	n     atomic.Int32 // len(until): the miss path reads it without the lock
+	mu    sync.Mutex   // protects until
+	until map[string]time.Time
+}
+
+// has reports whether key is marked at now.
+func (u *uncacheable) has(key string, now time.Time) bool {
+	if u.n.Load() == 0 {
+		return false
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	t, ok := u.until[key]
+	if ok && !now.Before(t) {
+		delete(u.until, key)
+		u.n.Store(int32(len(u.until)))
+		return false
+	}
+	return ok
+}
+
+// note records what a fill of key brought: res marks key, or ends its mark.
+func (u *uncacheable) note(key string, res *fillResult, now time.Time) {
+	switch {
+	case res.err == nil && res.shareable:
+		if u.n.Load() == 0 {
+			return
+		}
+		u.mu.Lock()
+		delete(u.until, key)
+		u.n.Store(int32(len(u.until)))
+		u.mu.Unlock()
+	case res.err == nil || res.personal:
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		if u.until == nil {
+			u.until = map[string]time.Time{}
+		}
+		if _, ok := u.until[key]; !ok && len(u.until) >= uncacheableCap {
+			u.evictLocked(now)
+		}
+		u.until[key] = now.Add(uncacheableFor)
+		u.n.Store(int32(len(u.until)))
+	}
+}
+
+// evictLocked makes room for one key: the expired ones go, else any one.
+func (u *uncacheable) evictLocked(now time.Time) {
+	for k, t := range u.until {
+		if !now.Before(t) {
+			delete(u.until, k)
+		}
+	}
+	if len(u.until) < uncacheableCap {
+		return
+	}
+	for k := range u.until {
+		delete(u.until, k)
+		return
+	}
+}

@@ -1,0 +1,146 @@
+package edge
+
+import (
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/meridian-cdn/meridian/internal/wait"
+	"github.com/meridian-cdn/meridian/wire"
+)
+
+// TestUncacheableNotCollapsedAgain: clients collapsed on a fill whose answer turns out not
+// storable each get an answer of their own (a fetch each, never the first client's); and once
+// the edge has seen the key answered so, later requests for it are not queued behind one
+// another's fill (Varnish's hit-for-miss): each goes upstream at once, and the first answer
+// that may be stored is. Before, every request
+// that arrived during a fill of such a key waited for that fill's head and only then asked
+// the origin itself, so each wave of clients took two origin round trips, one after the other.
+func TestUncacheableNotCollapsedAgain(t *testing.T) {
+	const clients = 3
+	for _, tc := range []struct {
+		name   string
+		header [2]string
+	}{
+		{"private", [2]string{"Cache-Control", "private, max-age=60"}},
+		{"no-store", [2]string{"Cache-Control", "no-store, max-age=60"}},
+		{"set-cookie", [2]string{"Set-Cookie", "sid=1"}},
+		{"vary star", [2]string{"Vary", "*"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var requests atomic.Int32
+			var cacheable atomic.Bool // the origin's answers may be stored from now on
+			// The origin holds the first request (the others collapse on it meanwhile) and the
+			// first of the second wave, until each gate is closed.
+			first, second := make(chan struct{}), make(chan struct{})
+			gates := map[int32]chan struct{}{1: first, clients + 1: second}
+			addr := startHTTP(t, "127.0.0.10", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if g, ok := gates[requests.Add(1)]; ok {
+					<-g
+				}
+				w.Header().Set("Cache-Control", "max-age=60")
+				if !cacheable.Load() {
+					w.Header()[tc.header[0]] = []string{tc.header[1]}
+				}
+				fmt.Fprintf(w, "for %s", r.Header.Get("X-Client"))
+			}))
+			var openSecond sync.Once
+			t.Cleanup(func() { openSecond.Do(func() { close(second) }) }) // before the origin stops
+			n, _ := startEdge(t, listen(t, "127.0.0.11"), Config{PoP: "tst", Node: "e1",
+				Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + addr}}})
+			c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients}}
+			t.Cleanup(c.CloseIdleConnections)
+
+			for i, r := range collapsedClients(t, c, n, "/u", clients, &requests, first, nil) {
+				if want := fmt.Sprint("for ", i); r.status != http.StatusOK || r.body != want {
+					t.Errorf("collapsed client %d: %d %q, want 200 %q (its own answer)", i, r.status, r.body, want)
+				}
+			}
+			if got := requests.Load(); got != clients {
+				t.Fatalf("origin requests for %d collapsed clients = %d, want %d (one each)", clients, got, clients)
+			}
+
+			// The second wave: one client's fill is held at the origin; another's must reach
+			// the origin meanwhile, not wait for it.
+			errs := make(chan error, 2)
+			got := make([]resp, 2)
+			for i := range got {
+				go func() {
+					var err error
+					got[i], err = tryDo(c, http.MethodGet, n.Addr(), testHost, "/u", "X-Client", fmt.Sprint("w", i))
+					errs <- err
+				}()
+				if i == 0 {
+					wait.For(t, 5*time.Second, "the held request at the origin", func() bool { return requests.Load() == clients+1 })
+				}
+			}
+			wait.For(t, 5*time.Second, "the second request at the origin while the first is held", func() bool {
+				return requests.Load() == clients+2
+			})
+			openSecond.Do(func() { close(second) })
+			for range got {
+				if err := <-errs; err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i, r := range got {
+				if want := fmt.Sprint("for w", i); r.status != http.StatusOK || r.body != want {
+					t.Errorf("second wave client %d: %d %q, want 200 %q", i, r.status, r.body, want)
+				}
+			}
+
+			// Hit-for-miss, not hit-for-pass: once the answer may be stored, it is, and served.
+			cacheable.Store(true)
+			do(t, c, http.MethodGet, n.Addr(), testHost, "/u", "X-Client", "s")
+			r := do(t, c, http.MethodGet, n.Addr(), testHost, "/u", "X-Client", "h")
+			wantCacheStatus(t, r, "; hit")
+			if r.body != "for s" {
+				t.Errorf("after the origin's answer became cacheable: body %q, want the stored %q", r.body, "for s")
+			}
+		})
+	}
+}
+
+// TestUncacheableMarks: a mark lasts uncacheableFor, ends with an answer that may be shared,
+// is not set by a failure the clients of a fill share, and at most uncacheableCap are kept.
+func TestUncacheableMarks(t *testing.T) {
+	now := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	for _, tt := range []struct {
+		name  string
+		res   fillResult
+		after time.Duration
+		want  bool
+	}{
+		{"not shareable", fillResult{}, 0, true},
+		{"not shareable, expired", fillResult{}, uncacheableFor, false},
+		{"one user's 5xx", fillResult{err: &statusError{status: 503}, personal: true}, 0, true},
+		{"shared 5xx", fillResult{err: &statusError{status: 503}}, 0, false},
+		{"shareable", fillResult{shareable: true}, 0, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var u uncacheable
+			u.note("k", &tt.res, now)
+			if got := u.has("k", now.Add(tt.after)); got != tt.want {
+				t.Errorf("has after %v = %v, want %v", tt.after, got, tt.want)
+			}
+		})
+	}
+	var u uncacheable
+	u.note("k", &fillResult{}, now)
+	u.note("k", &fillResult{shareable: true}, now)
+	if u.has("k", now) {
+		t.Error("a shareable answer did not end the mark")
+	}
+	for i := range uncacheableCap + 10 {
+		u.note(fmt.Sprint(i), &fillResult{}, now)
+	}
+	if got := len(u.until); got != uncacheableCap {
+		t.Errorf("marks kept = %d, want %d", got, uncacheableCap)
+	}
+	if !u.has(fmt.Sprint(uncacheableCap+9), now) {
+		t.Error("the newest mark was not kept")
+	}
+}
