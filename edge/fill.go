@@ -721,6 +721,22 @@ func upstreamErrorStatus(err error) int {
 	}
 }
 
+// staleIfErrorApplies reports whether a fill that failed with err is an error a stale copy may
+// stand in for (stale-if-error): any failure to get an answer, and of the upstream's 5xx
+// answers the four RFC 5861 §4 names. Another (501 Not Implemented, 505, 507) is the upstream's
+// answer to this request, as nginx's proxy_cache_use_stale reads them.
+func staleIfErrorApplies(err error) bool {
+	var se *statusError
+	if !errors.As(err, &se) {
+		return true
+	}
+	switch se.status {
+	case http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return true
+	}
+	return false
+}
+
 // fleetStale asks every other node of the PoP and the shield PoP, in parallel and for at most
 // FleetStaleTimeout, for any copy they hold (only-if-cached). The first copy still within its
 // stale-if-error window wins.

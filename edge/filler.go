@@ -237,8 +237,11 @@ func (f *filler) get(req *request, stale *store.Object, opts fillOptions) answer
 		// only by a purge (soft, or Doubtful after a stream gap) would be served there as a
 		// hit. It gets the error; its own stale-if-error asks the fleet (fleetStale), whose
 		// copies are served, not stored.
+		// An upstream's answer that is no error RFC 5861 names (a 501) is passed on: neither
+		// our stale copy nor the fleet's stands in for it.
+		failed := staleIfErrorApplies(res.err)
 		servable := false
-		if stale != nil {
+		if stale != nil && failed {
 			v := max(opts.verdict, n.store.Verdict(stale))
 			servable = !(req.fromPeer && v != store.Usable) && canServeStale(stale, v, -stale.TTL(now), stale.Policy.StaleIfError)
 		}
@@ -248,7 +251,11 @@ func (f *filler) get(req *request, stale *store.Object, opts fillOptions) answer
 			return answer{obj: stale, cacheStatus: "stale", tier: res.tier, cs: httpcache.Status{Cache: n.name, Proto: req.proto,
 				Fwd: "stale", FwdStatus: status, TTL: stale.TTL(now), HasTTL: true, Detail: "stale-if-error"}}
 		}
-		if fs := f.fleetStale(req); fs != nil {
+		var fs *fillResult
+		if failed {
+			fs = f.fleetStale(req)
+		}
+		if fs != nil {
 			n.metrics.staleServed.WithLabelValues("fleet-stale").Inc()
 			return answer{obj: fs.obj, cacheStatus: "stale", tier: "fleet", upstreamCS: fs.upstreamCS, cs: httpcache.Status{
 				Cache: n.name, Proto: req.proto, Fwd: fwd, FwdStatus: status, TTL: fs.obj.TTL(now), HasTTL: true,
