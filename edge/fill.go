@@ -102,8 +102,13 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 		// with; read after stripFields, as newObject does, so one the copy must not keep is not.
 		o.LastModified, _ = httpcache.ParseDate(hdr.Get("Last-Modified"))
 		o.Keys = keys
-		if untrusted {
+		switch {
+		case untrusted:
 			n.refuseUntrusted(&o.Policy, req)
+		case !o.Policy.Storable:
+			// The upstream's refreshed header says the copy may not be kept (private,
+			// no-store): as after a full answer that may not be stored, below, it goes.
+			n.store.Delete(stale.Primary)
 		}
 		if o.Status == http.StatusOK && o.Policy.Storable {
 			// As on a 200 kept (below): the copy is still served in ranges, whatever
@@ -125,6 +130,14 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 
 	policy := fillPolicy(req, resp.StatusCode, h, respTime)
 	varyOnUpstreamCoding(h, &policy)
+	if stale != nil && resp.StatusCode < 500 && resp.StatusCode != http.StatusTooManyRequests && !policy.Storable && !untrusted {
+		// A full answer to a revalidation: the copy is not the upstream's representation any
+		// more (RFC 9111 §4.3.3), and this one may not be kept in its place. Left in the
+		// store, it was served again under stale-while-revalidate (with another background
+		// fetch each time) and stale-if-error, for as long as their windows ran. A 5xx is a
+		// failure, which the copy may stand in for; a 429 says nothing of the representation.
+		n.store.Delete(stale.Primary)
+	}
 	if untrusted {
 		n.refuseUntrusted(&policy, req)
 	}

@@ -1,0 +1,96 @@
+package edge
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/meridian-cdn/meridian/edge/httpcache"
+	"github.com/meridian-cdn/meridian/internal/wait"
+	"github.com/meridian-cdn/meridian/wire"
+)
+
+// TestRevalidationAnswerNotStorableDropsCopy: a revalidation that the upstream answers in full
+// with an answer that may not be stored (private, no-store, Set-Cookie, a 404 without
+// freshness) says the stored copy is not the upstream's representation any more (RFC 9111
+// §4.3.3): the copy is dropped, so neither stale-while-revalidate nor stale-if-error serves it
+// again. Before, it stayed, and every request within its stale-while-revalidate window got the
+// old shared copy (and started another background fetch), however long the window.
+func TestRevalidationAnswerNotStorableDropsCopy(t *testing.T) {
+	for _, tt := range []revalidationAnswer{
+		{"private", 200, []string{"Cache-Control", "private, max-age=60"}},
+		{"no-store", 200, []string{"Cache-Control", "no-store"}},
+		{"set-cookie", 200, []string{"Cache-Control", "max-age=60", "Set-Cookie", "sid=1"}},
+		{"404 without freshness", 404, nil},
+		// A 304 updates the copy's header (RFC 9111 §4.3.4), to one that may not be stored.
+		{"304 private", http.StatusNotModified, []string{"Cache-Control", "private, max-age=60"}},
+		{"304 no-store", http.StatusNotModified, []string{"Cache-Control", "no-store"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			clock := newFakeClock()
+			var replaced atomic.Bool
+			var requests atomic.Int32
+			addr := startHTTP(t, "127.0.0.10", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				k := requests.Add(1)
+				w.Header().Set("Date", clock.Now().Format(http.TimeFormat))
+				if !replaced.Load() {
+					w.Header().Set("Cache-Control", "max-age=10, stale-while-revalidate=600, stale-if-error=600")
+					w.Header().Set("ETag", `"v1"`)
+					fmt.Fprint(w, "old")
+					return
+				}
+				for i := 0; i+1 < len(tt.header); i += 2 {
+					w.Header().Set(tt.header[i], tt.header[i+1])
+				}
+				if tt.status == http.StatusNotModified && r.Header.Get("If-None-Match") == `"v1"` {
+					w.WriteHeader(http.StatusNotModified)
+					return
+				}
+				w.WriteHeader(tt.want())
+				fmt.Fprintf(w, "new %d", k)
+			}))
+			n, _ := startEdge(t, listen(t, "127.0.0.11"), Config{PoP: "tst", Node: "e1", Clock: clock.Now,
+				Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + addr}}})
+			c := &http.Client{}
+			t.Cleanup(c.CloseIdleConnections)
+			if r := do(t, c, http.MethodGet, n.Addr(), testHost, "/p"); r.body != "old" {
+				t.Fatalf("first GET: %d %q", r.status, r.body)
+			}
+			replaced.Store(true)
+			clock.Advance(20 * time.Second)
+			r := do(t, c, http.MethodGet, n.Addr(), testHost, "/p")
+			wantCacheStatus(t, r, "detail=stale-while-revalidate")
+			hs := (*n.hosts.Load())[testHost]
+			key := httpcache.Key(testHost, "/p", "", hs.keyOpts)
+			wait.For(t, 5*time.Second, "the background revalidation to drop the copy", func() bool {
+				o, _, _ := n.store.Lookup(key, http.Header{})
+				return o == nil
+			})
+			for i := range 2 {
+				r := do(t, c, http.MethodGet, n.Addr(), testHost, "/p")
+				if r.status != tt.want() || !strings.HasPrefix(r.body, "new ") {
+					t.Errorf("GET %d after the revalidation: %d %q (Cache-Status %q), want the origin's new %d",
+						i, r.status, r.body, r.header.Get("Cache-Status"), tt.want())
+				}
+			}
+		})
+	}
+}
+
+// revalidationAnswer is how the origin answers a revalidation once the copy is replaced.
+type revalidationAnswer struct {
+	name   string
+	status int // a 304 to a conditional request; an unconditional one gets a 200
+	header []string
+}
+
+// want is the status of the origin's answer to an unconditional request.
+func (a revalidationAnswer) want() int {
+	if a.status == http.StatusNotModified {
+		return http.StatusOK
+	}
+	return a.status
+}
