@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"hash/maphash"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,10 +25,23 @@ const uncacheableCap = 4096
 // each had to fetch their own afterwards, one origin round trip behind the other. Misses of
 // such a key are filled each for its own client, at once, as Varnish's hit-for-miss does; such
 // a fill still stores what may be stored, and an answer that may be shared ends the mark.
+//
+// A mark is kept by its key's hash, not the key: keys are the clients' URLs, and an origin that
+// sets a cookie on every answer lets any client mark uncacheableCap of its choosing. Two keys
+// with one hash share a mark: the other's misses go unshared for a while, no answer is wrong.
 type uncacheable struct {
 	n     atomic.Int32 // len(until): the miss path reads it without the lock
-	mu    sync.Mutex   // protects until
-	until map[string]time.Time
+	mu    sync.Mutex   // protects until and seed
+	seed  maphash.Seed
+	until map[uint64]time.Time // by maphash of the key
+}
+
+// hashLocked is key's hash under u's seed.
+func (u *uncacheable) hashLocked(key string) uint64 {
+	if u.until == nil {
+		u.seed, u.until = maphash.MakeSeed(), map[uint64]time.Time{}
+	}
+	return maphash.String(u.seed, key)
 }
 
 // has reports whether key is marked at now.
@@ -37,9 +51,10 @@ func (u *uncacheable) has(key string, now time.Time) bool {
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	t, ok := u.until[key]
+	h := u.hashLocked(key)
+	t, ok := u.until[h]
 	if ok && !now.Before(t) {
-		delete(u.until, key)
+		delete(u.until, h)
 		u.n.Store(int32(len(u.until)))
 		return false
 	}
@@ -54,19 +69,17 @@ func (u *uncacheable) note(key string, res *fillResult, now time.Time) {
 			return
 		}
 		u.mu.Lock()
-		delete(u.until, key)
+		delete(u.until, u.hashLocked(key))
 		u.n.Store(int32(len(u.until)))
 		u.mu.Unlock()
 	case res.err == nil || res.personal:
 		u.mu.Lock()
 		defer u.mu.Unlock()
-		if u.until == nil {
-			u.until = map[string]time.Time{}
-		}
-		if _, ok := u.until[key]; !ok && len(u.until) >= uncacheableCap {
+		h := u.hashLocked(key)
+		if _, ok := u.until[h]; !ok && len(u.until) >= uncacheableCap {
 			u.evictLocked(now)
 		}
-		u.until[key] = now.Add(uncacheableFor)
+		u.until[h] = now.Add(uncacheableFor)
 		u.n.Store(int32(len(u.until)))
 	}
 }

@@ -3,6 +3,9 @@ package edge
 import (
 	"fmt"
 	"net/http"
+	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -142,5 +145,29 @@ func TestUncacheableMarks(t *testing.T) {
 	}
 	if !u.has(fmt.Sprint(uncacheableCap+9), now) {
 		t.Error("the newest mark was not kept")
+	}
+}
+
+// TestUncacheableMarksHoldNoKeys: a mark keeps a hash of its key, not the key: the URLs are
+// the clients' (up to the request head's bound), and a host whose origin sets a cookie on
+// every answer lets any client mark as many as it likes, up to uncacheableCap. Holding the
+// keys, 4,096 marks of 16 KiB URLs kept 64 MiB beyond the store's bound.
+func TestUncacheableMarksHoldNoKeys(t *testing.T) {
+	now := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	var u uncacheable
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	long := strings.Repeat("/x", 8<<10)
+	for i := range uncacheableCap {
+		u.note(long+strconv.Itoa(i), &fillResult{}, now)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 16<<20 {
+		t.Errorf("%d marks of 16 KiB keys hold %d MiB of heap, want well under 64", uncacheableCap, grew>>20)
+	}
+	if !u.has(long+"0", now) || u.has(long, now) {
+		t.Error("a mark is not found by its key, or is found by another")
 	}
 }
