@@ -88,7 +88,10 @@ func TestAckLostInLeafCutIsSentAgain(t *testing.T) {
 	}
 	<-started
 	release <- struct{}{}
-	wait.For(t, 10*time.Second, "the first ack", func() bool { return len(acks.snapshot()) == 1 })
+	// At least one: a stream question that times out on a loaded machine, then is answered,
+	// sends the unconfirmed acks again (confirmLoop), and both copies may be in by the first
+	// look (exactly one never came, and the test timed out, in a CI run beside other tests).
+	wait.For(t, 10*time.Second, "the first ack", func() bool { return len(acks.snapshot()) >= 1 })
 
 	m := msg("www.example.com", KindURL, "/cut")
 	if _, err := Publish(ctx, js, "", m); err != nil {

@@ -96,6 +96,16 @@ func (l *ackListener) snapshot() []Ack {
 	return append([]Ack(nil), l.acks...)
 }
 
+// ackIDs is the set of purge ids l has seen acked (by pop, node and id): a node may send an
+// ack again (confirmLoop's resend), which counts once here.
+func ackIDs(l *ackListener) map[string]bool {
+	ids := map[string]bool{}
+	for _, a := range l.snapshot() {
+		ids[a.PoP+"/"+a.Node+"/"+a.ID] = true
+	}
+	return ids
+}
+
 func publishN(t *testing.T, ctx context.Context, js jetstream.JetStream, n int) []uint64 {
 	t.Helper()
 	var seqs []uint64
