@@ -217,10 +217,10 @@ func (f *filler) get(req *request, stale *store.Object, opts fillOptions) answer
 		// Its last answer could not be shared: clients that waited for this fill would only
 		// fetch their own after it (hit-for-miss). A fill as any other, in a flight of its own.
 		res = f.collapse(req.key+ownFlight+strconv.FormatUint(f.ownFlights.Add(1), 10), req, stale, opts)
-		f.uncacheable.note(req.key, &res, n.clock())
+		f.noteUncacheable(req, &res)
 	default:
 		res = f.collapse(req.key, req, stale, opts)
-		f.uncacheable.note(req.key, &res, n.clock())
+		f.noteUncacheable(req, &res)
 	}
 	fwd := opts.fwd
 	if fwd == "" {
@@ -299,6 +299,14 @@ func (f *filler) get(req *request, stale *store.Object, opts fillOptions) answer
 		a.cs.TTL, a.cs.HasTTL = res.obj.TTL(n.clock()), true
 	}
 	return a
+}
+
+// noteUncacheable records in f.uncacheable what req's fill brought, unless req's client went
+// away first: its error then says nothing of the upstream, and must not end a mark.
+func (f *filler) noteUncacheable(req *request, res *fillResult) {
+	if req.r.Context().Err() == nil {
+		f.uncacheable.note(req.key, res, f.n.clock())
+	}
 }
 
 // collapse waits for the fill of flightKey, starting it if none is in flight. A caller whose

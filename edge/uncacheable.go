@@ -24,7 +24,8 @@ const uncacheableCap = 4096
 // given (private, no-store, Set-Cookie, Vary: *, one user's 5xx): clients that waited for it
 // each had to fetch their own afterwards, one origin round trip behind the other. Misses of
 // such a key are filled each for its own client, at once, as Varnish's hit-for-miss does; such
-// a fill still stores what may be stored, and an answer that may be shared ends the mark.
+// a fill still stores what may be stored, and an answer or a failure that may be shared ends
+// the mark.
 //
 // A mark is kept by its key's hash, not the key: keys are the clients' URLs, and an origin that
 // sets a cookie on every answer lets any client mark uncacheableCap of its choosing. Two keys
@@ -61,10 +62,13 @@ func (u *uncacheable) has(key string, now time.Time) bool {
 	return ok
 }
 
-// note records what a fill of key brought: res marks key, or ends its mark.
+// note records what a fill of key brought: res marks key, or ends its mark. A failure the
+// clients of a fill share (any but one user's 5xx) ends it too: during an origin outage the
+// key's misses collapse again onto one fill and share its error, rather than each going to the
+// failing origin at once for as long as the mark lasts.
 func (u *uncacheable) note(key string, res *fillResult, now time.Time) {
 	switch {
-	case res.err == nil && res.shareable:
+	case res.err == nil && res.shareable, res.err != nil && !res.personal:
 		if u.n.Load() == 0 {
 			return
 		}

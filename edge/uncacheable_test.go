@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"runtime"
@@ -137,6 +138,16 @@ func TestUncacheableMarks(t *testing.T) {
 	if u.has("k", now) {
 		t.Error("a shareable answer did not end the mark")
 	}
+	for _, shared := range []fillResult{
+		{err: &statusError{status: 503}},
+		{err: errors.New("dial tcp: connection refused")},
+	} {
+		u.note("k", &fillResult{}, now)
+		u.note("k", &shared, now)
+		if u.has("k", now) {
+			t.Errorf("a failure the clients share (%v) did not end the mark", shared.err)
+		}
+	}
 	for i := range uncacheableCap + 10 {
 		u.note(fmt.Sprint(i), &fillResult{}, now)
 	}
@@ -169,5 +180,65 @@ func TestUncacheableMarksHoldNoKeys(t *testing.T) {
 	}
 	if !u.has(long+"0", now) || u.has(long, now) {
 		t.Error("a mark is not found by its key, or is found by another")
+	}
+}
+
+// TestUncacheableMarkEndsWithSharedError: an upstream failure that the clients of a fill
+// share (a 5xx that is no one user's, a connection failure) ends a key's hit-for-miss mark, so
+// that during an origin outage the key's misses collapse again onto one fill and share its
+// error, as those of an unmarked key do. Before, a key marked by one answer that could not be
+// shared (a Set-Cookie, or one user's 5xx) kept its mark through the outage: for 2 minutes
+// every client went upstream in a flight of its own, each to the failing origin at once.
+func TestUncacheableMarkEndsWithSharedError(t *testing.T) {
+	const clients = 3
+	for _, tc := range []struct {
+		name   string
+		status int // the answer that marks the key, with a cookie
+	}{
+		{"set-cookie 200", http.StatusOK},
+		{"one user's 503", http.StatusServiceUnavailable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var outage atomic.Bool   // the origin answers a plain 503 from now on
+			var wave atomic.Int32    // requests of the last wave
+			var counting atomic.Bool // the last wave has begun
+			gate, done := make(chan struct{}), make(chan struct{})
+			addr := startHTTP(t, "127.0.0.12", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if !outage.Load() {
+					w.Header().Set("Set-Cookie", "sid=1")
+					w.WriteHeader(tc.status)
+					return
+				}
+				if counting.Load() && wave.Add(1) == 1 {
+					select { // held until the others have joined its fill
+					case <-gate:
+					case <-done:
+					}
+				}
+				w.WriteHeader(http.StatusServiceUnavailable)
+			}))
+			t.Cleanup(func() { close(done) }) // before the origin stops
+			n, _ := startEdge(t, listen(t, "127.0.0.13"), Config{PoP: "tst", Node: "e1",
+				Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + addr}}})
+			c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients}}
+			t.Cleanup(c.CloseIdleConnections)
+
+			if r := do(t, c, http.MethodGet, n.Addr(), testHost, "/u"); r.status != tc.status {
+				t.Fatalf("marking answer: %d, want %d", r.status, tc.status)
+			}
+			outage.Store(true)
+			if r := do(t, c, http.MethodGet, n.Addr(), testHost, "/u"); r.status != http.StatusServiceUnavailable {
+				t.Fatalf("first answer of the outage: %d, want 503", r.status)
+			}
+			counting.Store(true)
+			for i, r := range collapsedClients(t, c, n, "/u", clients, &wave, gate, nil) {
+				if r.status != http.StatusServiceUnavailable {
+					t.Errorf("client %d: %d, want the shared 503", i, r.status)
+				}
+			}
+			if got := wave.Load(); got != 1 {
+				t.Errorf("origin requests for %d clients of a failing key = %d, want 1 (collapsed)", clients, got)
+			}
+		})
 	}
 }
