@@ -130,12 +130,11 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 
 	policy := fillPolicy(req, resp.StatusCode, h, respTime)
 	varyOnUpstreamCoding(h, &policy)
-	if stale != nil && resp.StatusCode < 500 && resp.StatusCode != http.StatusTooManyRequests && !policy.Storable && !untrusted {
+	if stale != nil && supersedes(resp.StatusCode) && !policy.Storable && !untrusted {
 		// A full answer to a revalidation: the copy is not the upstream's representation any
 		// more (RFC 9111 §4.3.3), and this one may not be kept in its place. Left in the
 		// store, it was served again under stale-while-revalidate (with another background
-		// fetch each time) and stale-if-error, for as long as their windows ran. A 5xx is a
-		// failure, which the copy may stand in for; a 429 says nothing of the representation.
+		// fetch each time) and stale-if-error, for as long as their windows ran.
 		n.store.Delete(stale.Primary)
 	}
 	if untrusted {
@@ -732,6 +731,16 @@ func upstreamErrorStatus(err error) int {
 	default:
 		return http.StatusBadGateway
 	}
+}
+
+// supersedes reports whether a full answer of status to a revalidation speaks of the resource,
+// so that one that may not be stored drops the stale copy: a 2xx or 3xx, or a 404 or 410 (it is
+// gone). A 5xx is a failure, which the copy may stand in for; any other 4xx answers the request
+// (one client's malformed or oversized header, a firewall's verdict on its address, a 429), and
+// must not drop the copy every other client is served (RFC 9111 §4.4 likewise lets only a
+// non-error status invalidate).
+func supersedes(status int) bool {
+	return status < 400 || status == http.StatusNotFound || status == http.StatusGone
 }
 
 // staleIfErrorApplies reports whether a fill that failed with err is an error a stale copy may

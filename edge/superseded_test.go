@@ -94,3 +94,51 @@ func (a revalidationAnswer) want() int {
 	}
 	return a.status
 }
+
+// TestRevalidationRequestErrorKeepsCopy: a revalidation the upstream refuses with a client
+// error that answers the request, not the resource (400, 403, 431: one client's malformed or
+// oversized header, a firewall's verdict on its address or User-Agent), leaves the shared copy,
+// as a 429 and a 5xx do; only a 404 or 410 says the resource is gone (RFC 9111 §4.4 likewise
+// lets only a non-error status invalidate). Before, the one client's refusal dropped the copy
+// for every other, and marked the key so that their next misses each went upstream.
+func TestRevalidationRequestErrorKeepsCopy(t *testing.T) {
+	for _, status := range []int{http.StatusBadRequest, http.StatusForbidden, http.StatusRequestHeaderFieldsTooLarge} {
+		t.Run(fmt.Sprint(status), func(t *testing.T) {
+			clock := newFakeClock()
+			addr := startHTTP(t, "127.0.0.14", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Date", clock.Now().Format(http.TimeFormat))
+				if r.Header.Get("X-Client") == "refused" {
+					w.WriteHeader(status)
+					return
+				}
+				w.Header().Set("Cache-Control", "max-age=10")
+				w.Header().Set("ETag", `"v1"`)
+				if r.Header.Get("If-None-Match") == `"v1"` {
+					w.WriteHeader(http.StatusNotModified)
+					return
+				}
+				fmt.Fprint(w, "shared")
+			}))
+			n, _ := startEdge(t, listen(t, "127.0.0.15"), Config{PoP: "tst", Node: "e1", Clock: clock.Now,
+				Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + addr}}})
+			c := &http.Client{}
+			t.Cleanup(c.CloseIdleConnections)
+			if r := do(t, c, http.MethodGet, n.Addr(), testHost, "/p"); r.body != "shared" {
+				t.Fatalf("first GET: %d %q", r.status, r.body)
+			}
+			clock.Advance(20 * time.Second)
+			if r := do(t, c, http.MethodGet, n.Addr(), testHost, "/p", "X-Client", "refused"); r.status != status {
+				t.Fatalf("refused client's GET: %d, want the origin's %d", r.status, status)
+			}
+			hs := (*n.hosts.Load())[testHost]
+			if o, _, _ := n.store.Lookup(httpcache.Key(testHost, "/p", "", hs.keyOpts), http.Header{}); o == nil {
+				t.Fatalf("one client's %d to a revalidation dropped the shared copy", status)
+			}
+			r := do(t, c, http.MethodGet, n.Addr(), testHost, "/p")
+			wantCacheStatus(t, r, "fwd=stale", "fwd-status=304")
+			if r.body != "shared" {
+				t.Errorf("next client: %d %q, want the copy revalidated", r.status, r.body)
+			}
+		})
+	}
+}
