@@ -272,7 +272,8 @@ func (c *Config) Validate() error {
 	bad := errs.Add
 	seen := map[string]bool{}
 	for i, h := range c.Hosts {
-		name, err := configHost(h.Host)
+		written := h.Host
+		name, err := configHost(written)
 		if err != nil {
 			bad(fmt.Sprintf("hosts[%d].host", i), "%w", err)
 			continue
@@ -280,14 +281,17 @@ func (c *Config) Validate() error {
 		h.Host = name
 		if err := h.Validate(); err != nil {
 			var fe *wire.FieldError
-			if errors.As(err, &fe) {
+			switch {
+			case errors.As(err, &fe) && fe.Field == "host":
+				bad(fmt.Sprintf("hosts[%d].host", i), "%w", idnhost.Wrap(written, fe.Err))
+			case fe != nil:
 				bad(fmt.Sprintf("hosts[%d].%s", i, fe.Field), "%w", fe.Err)
-			} else {
+			default:
 				bad(fmt.Sprintf("hosts[%d]", i), "%w", err)
 			}
 		}
 		if seen[h.Host] {
-			bad(fmt.Sprintf("hosts[%d].host", i), "%q is listed twice", h.Host)
+			bad(fmt.Sprintf("hosts[%d].host", i), "%s is listed twice", idnhost.Quote(written, h.Host))
 		}
 		seen[h.Host] = true
 	}
@@ -457,7 +461,6 @@ func LoadConfig(path string) (Config, error) {
 	}
 	var c Config
 	doc, probs := yamlconf.Decode(data, &c)
-	c.Hosts = configHosts(c.Hosts)
 	errs := wire.DocumentErrors(path, probs, doc.Position, func() wire.FieldErrors {
 		// What New would refuse, found here where the file's positions are known.
 		check := c
@@ -469,5 +472,7 @@ func LoadConfig(path string) (Config, error) {
 	if err := errs.Err(); err != nil {
 		return Config{}, fmt.Errorf("edge config:\n%w", err)
 	}
+	// Converted once checked: Validate converts on its own, and names a name as written.
+	c.Hosts = configHosts(c.Hosts)
 	return c, nil
 }

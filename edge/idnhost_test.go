@@ -34,6 +34,10 @@ func TestLoadConfigInternationalisedHosts(t *testing.T) {
 		{"a-label", []string{"xn--bcher-kva.example"}, []string{"xn--bcher-kva.example"}, "", ""},
 		{"ascii, upper case", []string{"WWW.Example.com"}, []string{"www.example.com"}, "", ""},
 		{"both forms", []string{"bücher.example", "xn--bcher-kva.example"}, nil, "hosts[1].host", `"xn--bcher-kva.example" is listed twice`},
+		// A problem found in the ASCII form names the name as written too: that is what the
+		// operator looks for in the file.
+		{"both forms, u-label second", []string{"xn--bcher-kva.example", "Bücher.example"}, nil, "hosts[1].host", `"Bücher.example" (xn--bcher-kva.example) is listed twice`},
+		{"u-label, trailing dot", []string{"bücher.example."}, nil, "hosts[0].host", `"bücher.example.": "xn--bcher-kva.example." is not a valid hostname`},
 		{"disallowed code point", []string{`"b\u2028ücher.example"`}, nil, "hosts[0].host", `"b\u2028ücher.example" is not a valid internationalised hostname`},
 		{"bidi rule", []string{"aא.example"}, nil, "hosts[0].host", `"aא.example" is not a valid internationalised hostname`},
 		{"maps to an empty label", []string{`"\u00ad.example"`}, nil, "hosts[0].host", `"\u00ad.example" is not a valid internationalised hostname`},
@@ -108,5 +112,23 @@ func TestInternationalisedHostServedAndPurged(t *testing.T) {
 	// 400: not a valid Host field value (RFC 3986's reg-name is ASCII); never served.
 	if !slices.Equal(codes, []int{http.StatusBadRequest}) {
 		t.Errorf("GET with Host bücher.example (UTF-8) answered %v, want [400]: clients send A-labels", codes)
+	}
+}
+
+// TestSetHostsInternationalised: hosts set at run time (the config bucket's, merged with the
+// file's) are converted as the file's are: a U-label is served under its A-label, and a name
+// refused once converted is named as it was given.
+func TestSetHostsInternationalised(t *testing.T) {
+	const aLabel = "xn--bcher-kva.example"
+	s := newSingle(t, nil)
+	if err := s.edge.SetHosts([]wire.HostConfig{{Host: "Bücher.example", Origin: "http://" + s.originAddr}}); err != nil {
+		t.Fatalf("SetHosts(Bücher.example) = %v", err)
+	}
+	if r := do(t, s.client, http.MethodGet, s.edge.Addr(), aLabel, "/a"); r.status != http.StatusOK {
+		t.Errorf("GET %s/a = %d %q, want 200", aLabel, r.status, r.body)
+	}
+	err := s.edge.SetHosts([]wire.HostConfig{{Host: "bücher.example.", Origin: "http://" + s.originAddr}})
+	if want := `"bücher.example.": "xn--bcher-kva.example." is not a valid hostname`; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("SetHosts(bücher.example.) = %v, want an error containing %s", err, want)
 	}
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/meridian-cdn/meridian/edge/sendtimeout"
 	"github.com/meridian-cdn/meridian/edge/store"
 	"github.com/meridian-cdn/meridian/fleet"
+	"github.com/meridian-cdn/meridian/internal/idnhost"
 	"github.com/meridian-cdn/meridian/internal/reuseport"
 	"github.com/meridian-cdn/meridian/internal/writegather"
 	"github.com/meridian-cdn/meridian/origin/fetch"
@@ -174,8 +175,13 @@ func (n *Node) SetHosts(hosts []wire.HostConfig) error {
 			errs = append(errs, fmt.Errorf("hosts[%d].%w", i, &wire.FieldError{Field: "host", Err: err}))
 			continue
 		}
+		written := h.Host
 		h.Host = name
 		if err := h.Validate(); err != nil {
+			var fe *wire.FieldError
+			if errors.As(err, &fe) && fe.Field == "host" {
+				err = &wire.FieldError{Field: "host", Err: idnhost.Wrap(written, fe.Err)}
+			}
 			errs = append(errs, fmt.Errorf("hosts[%d].%w", i, err))
 			continue
 		}

@@ -5,6 +5,7 @@ package idnhost
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	"golang.org/x/net/idna"
@@ -45,6 +46,27 @@ func ToASCII(name string) (string, error) {
 		}
 	}
 	return a, nil
+}
+
+// Quote names, for an error, a host written as written and used as ascii (ToASCII's result):
+// quoted like %q, and for a name written in Unicode followed by its ASCII form, so that the
+// operator finds the name they wrote ("\"bücher.example\" (xn--bcher-kva.example)"). An ASCII
+// name is named as used: it differs from what was written in case at most, as before.
+func Quote(written, ascii string) string {
+	if isASCII(written) {
+		return strconv.Quote(ascii)
+	}
+	return fmt.Sprintf("%q (%s)", written, ascii)
+}
+
+// Wrap returns err, a problem found with the ASCII form of a host written as written, naming
+// the name as written first when that was Unicode: the ASCII form err names alone is not what
+// the operator looks for. err is returned as it is for a name written in ASCII.
+func Wrap(written string, err error) error {
+	if err == nil || isASCII(written) {
+		return err
+	}
+	return fmt.Errorf("%q: %w", written, err)
 }
 
 func isASCII(s string) bool {

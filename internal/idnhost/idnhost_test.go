@@ -1,6 +1,7 @@
 package idnhost
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -45,5 +46,31 @@ func TestToASCII(t *testing.T) {
 				t.Errorf("ToASCII(%q) = %q, %v; want %q, nil", tt.in, got, err, tt.want)
 			}
 		})
+	}
+}
+
+func TestQuoteAndWrap(t *testing.T) {
+	errBad := errors.New(`"xn--bcher-kva.example." is not a valid hostname`)
+	tests := []struct {
+		written, ascii string
+		wantQuote      string
+		wantWrap       string
+	}{
+		{"bücher.example.", "xn--bcher-kva.example.", `"bücher.example." (xn--bcher-kva.example.)`, `"bücher.example.": ` + errBad.Error()},
+		{"WWW.Example.com", "www.example.com", `"www.example.com"`, errBad.Error()}, // ASCII: named as used, as before
+	}
+	for _, tt := range tests {
+		t.Run(tt.written, func(t *testing.T) {
+			if got := Quote(tt.written, tt.ascii); got != tt.wantQuote {
+				t.Errorf("Quote(%q, %q) = %s, want %s", tt.written, tt.ascii, got, tt.wantQuote)
+			}
+			got := Wrap(tt.written, errBad)
+			if got.Error() != tt.wantWrap || !errors.Is(got, errBad) {
+				t.Errorf("Wrap(%q, err) = %v, want %s wrapping err", tt.written, got, tt.wantWrap)
+			}
+		})
+	}
+	if err := Wrap("bücher.example", nil); err != nil {
+		t.Errorf("Wrap(bücher.example, nil) = %v, want nil", err)
 	}
 }
