@@ -727,7 +727,7 @@ func hostName(h string) (string, error) {
 		return "", err
 	}
 	if err := wire.ValidateHostname(a); err != nil {
-		return "", err
+		return "", idnhost.Wrap(h, err)
 	}
 	return a, nil
 }
@@ -771,6 +771,7 @@ func (s *Server) putHost(w http.ResponseWriter, r *http.Request) {
 	if DecodeJSON(w, r, s.cfg.MaxBodyBytes, &hc) != nil {
 		return
 	}
+	written := hc.Host
 	if hc.Host == "" {
 		hc.Host = host
 	} else if name, err := hostName(hc.Host); err != nil {
@@ -780,7 +781,8 @@ func (s *Server) putHost(w http.ResponseWriter, r *http.Request) {
 		hc.Host = name
 	}
 	if hc.Host != host {
-		WriteError(w, http.StatusBadRequest, "host", fmt.Errorf("host %q does not match the path's %q", hc.Host, host))
+		WriteError(w, http.StatusBadRequest, "host", fmt.Errorf("host %s does not match the path's %s",
+			idnhost.Quote(written, hc.Host), idnhost.Quote(r.PathValue("host"), host)))
 		return
 	}
 	if err := hc.ValidateNew(); err != nil {

@@ -139,15 +139,16 @@ func hostPatternProblems(hosts []string) wire.FieldErrors {
 	if hosts != nil && len(hosts) == 0 {
 		errs.Add("hosts", "is empty: omit it to allow every host")
 	}
-	for i, h := range hosts {
+	for i, written := range hosts {
 		field := fmt.Sprintf("hosts[%d]", i)
-		h, err := hostPattern(h)
+		h, err := hostPattern(written)
 		if err != nil {
 			errs.Add(field, "%w", err)
 			continue
 		}
+		// Problems are named as written: the ASCII form the checks see is not in the file.
 		if _, err := path.Match(h, ""); err != nil || h == "" {
-			errs.Add(field, "%q is not a valid pattern", h)
+			errs.Add(field, "%q is not a valid pattern", written)
 			continue
 		}
 		// With the wildcards replaced by a letter, what remains must be a hostname.
@@ -160,7 +161,7 @@ func hostPatternProblems(hosts []string) wire.FieldErrors {
 			plain = plain[:open] + "x" + plain[end+1:]
 		}
 		if err := wire.ValidateHostname(plain); err != nil {
-			errs.Add(field, "%q is not a hostname pattern: %w", h, err)
+			errs.Add(field, "%q is not a hostname pattern: %w", written, err)
 		}
 	}
 	return errs

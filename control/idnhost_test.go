@@ -29,6 +29,12 @@ func TestHostConfigInternationalisedName(t *testing.T) {
 		{"put, invalid u-label in the body", "PUT", "/v1/hosts/" + aLabel, `{"host":"aא.example","origin":"http://o"}`, 400, "", "host", `"aא.example" is not a valid internationalised hostname`},
 		{"bidi rule in the path", "PUT", "/v1/hosts/aא.example", `{"origin":"http://o"}`, 400, "", "host", `"aא.example" is not a valid internationalised hostname`},
 		{"disallowed code point in the path", "GET", "/v1/hosts/b%E2%80%A8ücher.example", "", 400, "", "host", `"b\u2028ücher.example" is not a valid internationalised hostname`},
+		// A problem found in the ASCII form names the name as written: the ASCII form alone is
+		// not what the client sent.
+		{"trailing dot in the path", "GET", "/v1/hosts/bücher.example.", "", 400, "", "host", `"bücher.example.": "xn--bcher-kva.example." is not a valid hostname`},
+		{"trailing dot in the body", "PUT", "/v1/hosts/" + aLabel, `{"host":"bücher.example.","origin":"http://o"}`, 400, "", "host", `"bücher.example.": "xn--bcher-kva.example." is not a valid hostname`},
+		{"put, u-label body, other path", "PUT", "/v1/hosts/bucher.example", `{"host":"Bücher.example","origin":"http://o"}`, 400, "", "host", `host "Bücher.example" (xn--bcher-kva.example) does not match the path's "bucher.example"`},
+		{"put, u-label path, other body", "PUT", "/v1/hosts/bücher.example", `{"host":"bucher.example","origin":"http://o"}`, 400, "", "host", `host "bucher.example" does not match the path's "bücher.example" (xn--bcher-kva.example)`},
 		{"delete by u-label", "DELETE", "/v1/hosts/bücher.example", "", 204, "", "", ""},
 		{"gone by either name", "GET", "/v1/hosts/" + aLabel, "", 404, "", "host", "host " + aLabel + " is not configured"},
 	} {
@@ -74,6 +80,7 @@ func TestTokenHostsInternationalised(t *testing.T) {
 		{"a-label", []string{"*.xn--bcher-kva.example"}, "img.xn--bcher-kva.example", true, ""},
 		{"wildcard in a u-label", []string{"b*ücher.example"}, "", false, "wildcard in a label that is not ASCII"},
 		{"bidi rule", []string{"aא.example"}, "", false, `host pattern "aא.example": "aא" is not a valid internationalised hostname`},
+		{"u-label, trailing fullwidth dot", []string{"bücher.example\uff0e"}, "", false, `"bücher.example．" is not a hostname pattern: "xn--bcher-kva.example." is not a valid hostname`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
