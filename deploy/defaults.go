@@ -40,7 +40,9 @@ func (f *Fleet) setDefaults() {
 	orDefault(&f.Prefix, wire.DefaultPrefix)
 	// Hosts are rendered (edge configs, host configs to PUT) under the names clients send:
 	// lower case, Unicode labels as A-labels. One IDNA refuses is left for validate to name.
+	f.hostsWritten = make([]string, len(f.Hosts))
 	for i := range f.Hosts {
+		f.hostsWritten[i] = f.Hosts[i].Host
 		if name, err := idnhost.ToASCII(f.Hosts[i].Host); err == nil {
 			f.Hosts[i].Host = name
 		}

@@ -34,6 +34,10 @@ type Fleet struct {
 	// Hosts are the hostnames served, their origins and shields; rendered into every edge's
 	// config (the control API can change them later without a re-render).
 	Hosts []wire.HostConfig `yaml:"hosts"`
+
+	// hostsWritten are Hosts' names as the file wrote them, before setDefaults converted them,
+	// for validate to name a problem found in the ASCII form as the operator wrote it.
+	hostsWritten []string
 }
 
 // Release says where each VM gets its binaries.

@@ -447,12 +447,20 @@ func (c *checker) hosts() {
 			c.bad(hf+".host", "%w", err)
 			continue
 		}
+		written := h.Host // a Fleet built in Go, without setDefaults
+		if i < len(c.f.hostsWritten) {
+			written = c.f.hostsWritten[i]
+		}
 		if err := h.Validate(); err != nil {
+			var fe *wire.FieldError
+			if errors.As(err, &fe) && fe.Field == "host" {
+				err = &wire.FieldError{Field: "host", Err: idnhost.Wrap(written, fe.Err)}
+			}
 			c.nested(hf, err)
 			continue
 		}
 		if seen[h.Host] {
-			c.bad(hf+".host", "%q is listed twice", h.Host)
+			c.bad(hf+".host", "%s is listed twice", idnhost.Quote(written, h.Host))
 		}
 		seen[h.Host] = true
 		if h.Shield != "" && !c.pops[h.Shield] {
