@@ -167,6 +167,11 @@ func hostPatternProblems(hosts []string) wire.FieldErrors {
 	return errs
 }
 
+// labelDots replaces the full stops UTS #46 maps to "." (ideographic, fullwidth, halfwidth
+// ideographic): they separate labels in a host name, so they do in a pattern, and "*。example"
+// is "*.example" rather than one label holding a wildcard and a non-ASCII character.
+var labelDots = strings.NewReplacer("\u3002", ".", "\uff0e", ".", "\uff61", ".")
+
 // hostPattern returns a token's host pattern with its Unicode labels converted to A-labels
 // (idnhost.ToASCII), the form in which every host a token acts on is named by then (pathHost,
 // purge.Hostname): "*.bücher.example" -> "*.xn--bcher-kva.example". Labels are converted one
@@ -174,7 +179,7 @@ func hostPatternProblems(hosts []string) wire.FieldErrors {
 // case and all, for hostPatternProblems to judge as before. A label holding both a wildcard
 // and non-ASCII characters has no A-label to convert to: refused.
 func hostPattern(p string) (string, error) {
-	labels := strings.Split(p, ".")
+	labels := strings.Split(labelDots.Replace(p), ".")
 	for i, l := range labels {
 		if !strings.ContainsFunc(l, func(r rune) bool { return r >= 0x80 }) {
 			continue

@@ -78,6 +78,11 @@ func TestTokenHostsInternationalised(t *testing.T) {
 		{"u-label, other host", []string{"bücher.example"}, "bucher.example", false, ""},
 		{"wildcard beside a u-label", []string{"*.bücher.example"}, "img.xn--bcher-kva.example", true, ""},
 		{"a-label", []string{"*.xn--bcher-kva.example"}, "img.xn--bcher-kva.example", true, ""},
+		// The full stops UTS #46 maps to "." separate labels in a pattern as in a host name, so
+		// the wildcard stays in a label of its own.
+		{"wildcard, ideographic full stops", []string{"*\u3002bücher\u3002example"}, "img.xn--bcher-kva.example", true, ""},
+		{"wildcard, fullwidth full stop", []string{"*\uff0eexample"}, "xn--bcher-kva.example", true, ""},
+		{"wildcard, halfwidth ideographic full stop", []string{"*\uff61example"}, "example", false, ""},
 		{"wildcard in a u-label", []string{"b*ücher.example"}, "", false, "wildcard in a label that is not ASCII"},
 		{"bidi rule", []string{"aא.example"}, "", false, `host pattern "aא.example": "aא" is not a valid internationalised hostname`},
 		{"u-label, trailing fullwidth dot", []string{"bücher.example\uff0e"}, "", false, `"bücher.example．" is not a hostname pattern: "xn--bcher-kva.example." is not a valid hostname`},
