@@ -2,6 +2,7 @@ package control
 
 import (
 	"encoding/json"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -101,6 +102,51 @@ func TestTokenHostsInternationalised(t *testing.T) {
 			}
 			if got := a.tokens[0].allowsHost(tt.host); got != tt.want {
 				t.Errorf("token with hosts %q allowsHost(%q) = %v, want %v", tt.hosts, tt.host, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestHostScopeUnicodeSpellings: a host-scoped token is held to its hosts however a request
+// spells a host: the scope is checked on the ASCII form the action then uses, so a spelling
+// that IDNA maps onto another host (fullwidth letters, ideographic full stops) reaches that
+// host's scope, not the token's, and a token scoped in Unicode acts on its host in any spelling.
+func TestHostScopeUnicodeSpellings(t *testing.T) {
+	const (
+		tokBuecher = "buecher-secret-0123456789"
+		tokOther   = "other-secret-0123456789"
+	)
+	all := []string{ScopeRead, ScopePurge, ScopeConfig}
+	ts := startServer(t, Config{PurgeRate: -1, Tokens: []Token{
+		{Name: "buecher", Token: tokBuecher, Scopes: all, Hosts: []string{"bücher.example"}},
+		{Name: "other", Token: tokOther, Scopes: all, Hosts: []string{"*.example.net"}},
+	}})
+	for _, h := range []string{"www.example.com", "xn--bcher-kva.example"} {
+		if code, b := ts.do(t, "PUT", "/v1/hosts/"+h, tokAdmin, []byte(`{"origin":"http://127.0.0.1:8080"}`)); code != http.StatusOK {
+			t.Fatalf("PUT /v1/hosts/%s = %d %s", h, code, b)
+		}
+	}
+	for _, tt := range []struct {
+		name, token, method, path, body string
+		want                            int
+	}{
+		{"own host, u-label", tokBuecher, "GET", "/v1/hosts/BÜCHER.example", "", 200},
+		{"own host, a-label", tokBuecher, "GET", "/v1/hosts/xn--bcher-kva.example", "", 200},
+		{"own host purged, u-label", tokBuecher, "POST", "/v1/purge", `{"host":"Bücher。example","all":true}`, 202},
+		{"fullwidth spelling of another host", tokBuecher, "GET", "/v1/hosts/ｗｗｗ.example.com", "", 403},
+		{"fullwidth spelling of another host, put", tokBuecher, "PUT", "/v1/hosts/ｗｗｗ．ｅｘａｍｐｌｅ．ｃｏｍ", `{"origin":"http://127.0.0.1:8081"}`, 403},
+		{"ideographic full stops, another host, purge", tokBuecher, "POST", "/v1/purge", `{"host":"www。example。com","all":true}`, 403},
+		{"url of another host in unicode", tokBuecher, "POST", "/v1/purge", `{"host":"bücher.example","urls":["https://ｗｗｗ.example.com/a"]}`, 400},
+		{"u-label host outside the scope", tokOther, "POST", "/v1/purge", `{"host":"bücher.example","all":true}`, 403},
+		{"u-label host outside the scope, delete", tokOther, "DELETE", "/v1/hosts/bücher.example", "", 403},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var body []byte
+			if tt.body != "" {
+				body = []byte(tt.body)
+			}
+			if code, b := ts.do(t, tt.method, tt.path, tt.token, body); code != tt.want {
+				t.Errorf("%s %s %s = %d %s, want %d", tt.method, tt.path, tt.body, code, b, tt.want)
 			}
 		})
 	}
