@@ -928,6 +928,12 @@ func copyFlushing(w *logWriter, src io.Reader, flush bool) error {
 
 // invalidate applies RFC 9111 §4.4 and RFC 9875 invalidation after a successful unsafe request.
 func (n *Node) invalidate(req *request, r *http.Request, resp *http.Response) {
+	if safeMethod(r.Method) {
+		// A safe method's answer invalidates nothing (RFC 9111 §4.4), and its
+		// Cache-Group-Invalidation is ignored (RFC 9875 §3): passes carry GET and HEAD with a
+		// cookie, and OPTIONS, whose answers emptied the groups they named.
+		return
+	}
 	host := req.host.cfg.Host
 	// Paths spelt as keyed (wire.EscapedPath), which r.URL's own escaping may not be.
 	for _, target := range httpcache.InvalidationTargets(r.Method, r.URL, host, resp.StatusCode, resp.Header, wire.EscapedPath) {

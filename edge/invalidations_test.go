@@ -132,3 +132,56 @@ func TestJoinAfterPurgeRefills(t *testing.T) {
 		})
 	}
 }
+
+// TestGroupInvalidationUnsafeOnly: Cache-Group-Invalidation acts on the answer to an unsafe
+// request that succeeded (2xx or 3xx), as the URLs of RFC 9111 §4.4 do, and is ignored on
+// the answer to a safe method that was passed (a GET or HEAD with a cookie under cookies:
+// pass, an OPTIONS), as RFC 9875 §3 requires. Such an answer emptied the groups it named:
+// any URL whose answer carried the field, fetched with a cookie, purged them.
+func TestGroupInvalidationUnsafeOnly(t *testing.T) {
+	n, c := echoEdge(t, func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		if r.URL.Path == "/item" {
+			w.Header().Set("Cache-Control", "max-age=600")
+			w.Header().Set("Cache-Groups", fmt.Sprintf("%q", q.Get("g")))
+			return
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("Cache-Group-Invalidation", fmt.Sprintf("%q", q.Get("g")))
+		if q.Get("s") == "403" {
+			w.WriteHeader(http.StatusForbidden)
+		}
+	}, func(h *wire.HostConfig) { h.Cookies = wire.CookiesPass }, nil)
+	for i, tt := range []struct {
+		method, status string
+		cookie         bool
+		invalidates    bool
+	}{
+		{http.MethodGet, "200", true, false},
+		{http.MethodHead, "200", true, false},
+		{http.MethodOptions, "200", false, false},
+		{http.MethodPost, "403", false, false},
+		{http.MethodPost, "200", false, true},
+		{http.MethodDelete, "200", false, true},
+		{"LINK", "200", false, true}, // a method whose safety the edge does not know
+	} {
+		t.Run(fmt.Sprintf("%s %s", tt.method, tt.status), func(t *testing.T) {
+			item := fmt.Sprintf("/item?g=g%d", i)
+			do(t, c, http.MethodGet, n.Addr(), testHost, item)
+			wantCacheStatus(t, do(t, c, http.MethodGet, n.Addr(), testHost, item), "hit")
+			var hdr []string
+			if tt.cookie {
+				hdr = []string{"Cookie", "session=1"}
+			}
+			r := do(t, c, tt.method, n.Addr(), testHost, fmt.Sprintf("/api?g=g%d&s=%s", i, tt.status), hdr...)
+			if fmt.Sprint(r.status) != tt.status {
+				t.Fatalf("%s = %d, want %s", tt.method, r.status, tt.status)
+			}
+			want := "hit"
+			if tt.invalidates {
+				want = "fwd=miss"
+			}
+			wantCacheStatus(t, do(t, c, http.MethodGet, n.Addr(), testHost, item), want)
+		})
+	}
+}
