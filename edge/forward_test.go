@@ -481,6 +481,63 @@ func TestSlowBodiesDoNotStarveFills(t *testing.T) {
 	}
 }
 
+// TestPassUploadToStalledOrigin: an upload to an origin that stops reading it (here one that
+// never reads at all, once the sockets' buffers are full) gets a 504 once
+// response_header_timeout passes without the body going out, and frees its slot of the pass
+// bulkhead. It waited for pass_timeout (an hour by default), holding that slot.
+func TestPassUploadToStalledOrigin(t *testing.T) {
+	ln := listen(t, "127.0.0.22")
+	var held sync.WaitGroup
+	held.Go(func() {
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c) // kept open, never read
+		}
+	})
+	t.Cleanup(func() { ln.Close(); held.Wait() })
+	n, _ := startEdge(t, listen(t, "127.0.0.23"), Config{PoP: "tst", Node: "e1", Logger: testLogger(t),
+		Hosts:               []wire.HostConfig{{Host: testHost, Origin: "http://" + ln.Addr().String()}},
+		MaxRequestBodyBytes: 64 << 20,
+		Upstream:            UpstreamConfig{ResponseHeaderTimeout: 300 * time.Millisecond},
+	})
+	c := &http.Client{Transport: &http.Transport{}}
+	defer c.CloseIdleConnections()
+	req, _ := http.NewRequest(http.MethodPost, "http://"+n.Addr()+"/upload", strings.NewReader(strings.Repeat("x", 32<<20)))
+	req.Host = testHost
+	done := make(chan int, 1)
+	go func() {
+		r, err := c.Do(req)
+		if err != nil {
+			done <- 0
+			return
+		}
+		r.Body.Close()
+		done <- r.StatusCode
+	}()
+	select {
+	case got := <-done:
+		if got != http.StatusGatewayTimeout {
+			t.Errorf("upload to an origin that stopped reading it = %d, want 504", got)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("an upload to an origin that stopped reading it got no answer in 20 s")
+	}
+	for _, st := range n.upstreamStats() {
+		if st.InFlight != 0 {
+			t.Errorf("%s: %d in flight, want 0", st.Name, st.InFlight)
+		}
+	}
+}
+
 // TestPassBulkheadSeparate: pass-through requests held by a slow origin fill their own
 // bulkhead; a GET miss still gets an origin slot.
 func TestPassBulkheadSeparate(t *testing.T) {

@@ -85,7 +85,9 @@ type Config struct {
 	// TLSHandshakeTimeout bounds the TLS handshake. Default 3s.
 	TLSHandshakeTimeout time.Duration
 	// ResponseHeaderTimeout bounds the time from the request being written to the response
-	// header arriving. Default 10s. Enforced by the built transport only (not an injected one).
+	// header arriving, and while a request body is being written, the time the upstream may
+	// take nothing of it. Default 10s. Enforced by the built transport only (not an injected
+	// one).
 	ResponseHeaderTimeout time.Duration
 	// BodyTimeout bounds the whole exchange, including reading the body; it is enforced even if
 	// the caller reads slowly. Default 30s.
@@ -587,11 +589,30 @@ func (u *Upstream) roundTrip(ctx context.Context, req *http.Request) (*http.Resp
 		x = &exchangeTrace{maxHead: int64(u.cfg.MaxHeadBytes)}
 		ctx = x.trace(ctx)
 	}
+	var sw *sendWatch
+	if u.cfg.Transport == nil && req.Body != nil && req.Body != http.NoBody {
+		ctx, sw = watchSend(ctx, u.cfg.ResponseHeaderTimeout)
+	}
 	r := req.WithContext(ctx)
 	if r.Header == nil {
 		r.Header = http.Header{} // the transport refuses a nil header; r is our own copy
 	}
+	if sw != nil {
+		r.Body = sw.watch(req.Body)
+		if get := req.GetBody; get != nil {
+			r.GetBody = func() (io.ReadCloser, error) {
+				b, err := get()
+				if err != nil {
+					return nil, err
+				}
+				return sw.watch(b), nil
+			}
+		}
+	}
 	resp, err := u.transport.RoundTrip(r)
+	if sw != nil && sw.stop() && err != nil {
+		err = sendStalledError{u.cfg.ResponseHeaderTimeout}
+	}
 	if err = x.end(err); err != nil {
 		return nil, &url.Error{Op: opName(req), URL: req.URL.Redacted(), Err: err}
 	}
@@ -605,6 +626,114 @@ func (u *Upstream) roundTrip(ctx context.Context, req *http.Request) (*http.Resp
 	}
 	dropInvalidFields(resp.Header)
 	return resp, nil
+}
+
+// sendStalledError ends an exchange whose request body the upstream took nothing of for
+// after (ResponseHeaderTimeout): a timeout, as a silent upstream's answer is.
+type sendStalledError struct{ after time.Duration }
+
+func (e sendStalledError) Error() string {
+	return fmt.Sprintf("write request body: upstream took nothing of it for %v", e.after)
+}
+
+func (sendStalledError) Timeout() bool   { return true }
+func (sendStalledError) Temporary() bool { return true }
+
+// sendWatch ends an exchange whose request body stops going out. ResponseHeaderTimeout starts
+// only once the body is written, and an upstream that stops reading it (hung, its socket's
+// buffers full) held the exchange, and its bulkhead slot, until BodyTimeout: a pass's is
+// pass_timeout, an hour. The transport reads the body as it sends it (over HTTP/2 as
+// flow control lets it), so a read that does not follow the last within the timeout means
+// that what the last returned did not go out meanwhile (nginx's proxy_send_timeout). The time
+// a read itself takes is the caller's body's, not the upstream's, and is not counted.
+type sendWatch struct {
+	cancel  context.CancelCauseFunc // ends the exchange
+	timeout time.Duration
+
+	mu      sync.Mutex // guards timer and stopped
+	timer   *time.Timer
+	stopped bool // the head came or the exchange failed: nothing more to watch
+	fired   bool
+}
+
+// watchSend returns ctx, which the returned watch cancels when a body it watches stalls.
+func watchSend(ctx context.Context, timeout time.Duration) (context.Context, *sendWatch) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	return ctx, &sendWatch{cancel: cancel, timeout: timeout}
+}
+
+// watch returns body, each of whose reads restarts the timeout.
+func (w *sendWatch) watch(body io.ReadCloser) io.ReadCloser {
+	return &watchedBody{ReadCloser: body, w: w}
+}
+
+// pause stops the timeout while the transport reads the body.
+func (w *sendWatch) pause() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+}
+
+// sending starts the timeout for the write of what a read returned.
+func (w *sendWatch) sending() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopped || w.fired {
+		return
+	}
+	if w.timer == nil {
+		w.timer = time.AfterFunc(w.timeout, w.fire)
+		return
+	}
+	w.timer.Reset(w.timeout)
+}
+
+func (w *sendWatch) fire() {
+	w.mu.Lock()
+	if w.stopped {
+		w.mu.Unlock()
+		return
+	}
+	w.fired = true
+	w.mu.Unlock()
+	w.cancel(sendStalledError{w.timeout})
+}
+
+// stop ends the watch once the transport returned, and reports whether it had ended the
+// exchange. The answer's body reads on under the exchange's context, which it leaves alone.
+func (w *sendWatch) stop() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.stopped = true
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+	return w.fired
+}
+
+// watchedBody is a request body whose reads tell its sendWatch. Read and Close only: a
+// WriterTo would let the transport copy it in one write, unwatched.
+type watchedBody struct {
+	io.ReadCloser
+	w *sendWatch
+}
+
+func (b *watchedBody) Read(p []byte) (int, error) {
+	b.w.pause()
+	n, err := b.ReadCloser.Read(p)
+	if err == nil {
+		b.w.sending() // at the end of the body (an error), nothing more to watch
+	}
+	return n, err
+}
+
+// Close stops the timeout: the transport closes the body once it has sent it (what is left
+// is its buffer's flush, and the wait for the answer, which ResponseHeaderTimeout bounds).
+func (b *watchedBody) Close() error {
+	b.w.pause()
+	return b.ReadCloser.Close()
 }
 
 // transportHeadLimit is in the error of net/http's Transport for a head past its

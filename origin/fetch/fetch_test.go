@@ -219,6 +219,72 @@ func TestRequestWriteBounded(t *testing.T) {
 	}
 }
 
+// TestRequestBodyStalls: an upstream that stops taking a request's body (its socket's buffers
+// full) ends the exchange once ResponseHeaderTimeout passes without progress, as a timeout
+// and a breaker failure, not at BodyTimeout: a pass's is pass_timeout, an hour, for which an
+// origin that hung while reading uploads held every slot of the pass bulkhead. One that takes
+// the body slowly but steadily gets it whole, however long it takes.
+func TestRequestBodyStalls(t *testing.T) {
+	body := strings.Repeat("a", 32<<20) // more than the sockets' buffers hold
+	steady := serve(t, "127.0.0.27", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := 0
+		buf := make([]byte, 1<<20)
+		for {
+			m, err := r.Body.Read(buf)
+			n += m
+			if err != nil {
+				break
+			}
+			time.Sleep(10 * time.Millisecond) // an upstream that reads slowly, not a synchronisation
+		}
+		fmt.Fprint(w, n)
+	}))
+	for _, tt := range []struct {
+		name, addr string
+		stalls     bool
+	}{
+		{"mute", muteListener(t, "127.0.0.26"), true},
+		{"steady", steady.Listener.Addr().String(), false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			u := New(Config{Name: "origin", BodyTimeout: time.Hour, ResponseHeaderTimeout: 300 * time.Millisecond})
+			defer u.Close()
+			req, _ := http.NewRequest(http.MethodPost, "http://"+tt.addr+"/up", nil)
+			// As a pass sends it: a buffered body, which a retry could not read again.
+			req.Body, req.ContentLength = io.NopCloser(strings.NewReader(body)), int64(len(body))
+			done := make(chan error, 1)
+			var got []byte
+			go func() {
+				resp, err := u.Do(req)
+				if err == nil {
+					got, err = io.ReadAll(resp.Body)
+					resp.Body.Close()
+				}
+				done <- err
+			}()
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(20 * time.Second):
+				t.Fatal("a request body the upstream stopped taking did not end the exchange")
+			}
+			if !tt.stalls {
+				if err != nil || string(got) != strconv.Itoa(len(body)) {
+					t.Errorf("Do = %q, %v; want the whole body taken", got, err)
+				}
+				return
+			}
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() || !strings.Contains(err.Error(), "request body") {
+				t.Fatalf("Do error = %v, want a timeout that names the request body", err)
+			}
+			if st := u.Stats(); st.Failures != 1 || st.InFlight != 0 {
+				t.Errorf("Stats() = %+v, want 1 failure, 0 in flight", st)
+			}
+		})
+	}
+}
+
 // TestBodyTimeoutSlowReader checks that the body timer runs even while the caller holds the body
 // without reading, and that closing it afterwards counts a failure.
 func TestBodyTimeoutSlowReader(t *testing.T) {
