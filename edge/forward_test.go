@@ -960,6 +960,55 @@ func TestLargeBodyBufferedToFile(t *testing.T) {
 	}
 }
 
+// TestBodyBufferFailureIs500: a body the edge cannot buffer for a fault of its own (its
+// request_buffer_dir gone, or full) gets a 500, as from nginx, and never reaches the origin.
+// It got 400 Bad Request, which tells the client its request was malformed; a body that is
+// one (cut short) still gets 400.
+func TestBodyBufferFailureIs500(t *testing.T) {
+	dir := t.TempDir()
+	var posts atomic.Int64
+	n, c := echoEdge(t, func(w http.ResponseWriter, r *http.Request) { posts.Add(1) }, nil, func(c *Config) {
+		c.RequestBufferBytes = 1024
+		c.RequestBufferDir = dir
+	})
+	if err := os.Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodPost, "http://"+n.Addr()+"/up", strings.NewReader(strings.Repeat("x", 64<<10)))
+	req.Host = testHost
+	r, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	if r.StatusCode != http.StatusInternalServerError {
+		t.Errorf("POST whose body the edge cannot buffer = %d, want 500", r.StatusCode)
+	}
+	// A body shorter than its Content-Length is the client's fault, also past what is kept in
+	// memory (its read fails as the file is written).
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("tcp", n.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /up HTTP/1.1\r\nHost: %s\r\nContent-Length: 4096\r\n\r\n%s", testHost, strings.Repeat("x", 2000))
+	conn.(*net.TCPConn).CloseWrite()
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("POST cut short = %d, want 400", resp.StatusCode)
+	}
+	if got := posts.Load(); got != 0 {
+		t.Errorf("origin saw %d POSTs, want none", got)
+	}
+}
+
 // TestFillOwnedByNode: a fill whose only client went away keeps running under the node's
 // context, and the node's shutdown ends it and waits for it.
 func TestFillOwnedByNode(t *testing.T) {

@@ -71,6 +71,9 @@ func (n *Node) pass(w *logWriter, req *request) {
 			status, msg = http.StatusRequestEntityTooLarge, "request body too large"
 		case errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
 			status, msg = http.StatusRequestTimeout, "request body too slow"
+		case errors.Is(err, errBufferStorage):
+			// The edge's fault, not the request's (a 400 told the client it was malformed).
+			status, msg = http.StatusInternalServerError, "request body not buffered"
 		}
 		w.Header().Set("Connection", "close")
 		n.fail(w, req, status, msg)
@@ -380,19 +383,27 @@ func (n *Node) bufferBody(w http.ResponseWriter, r *http.Request) (io.ReadCloser
 	}
 	f, err := os.CreateTemp(n.cfg.RequestBufferDir, "meridian-body-")
 	if err != nil {
-		return nil, 0, fmt.Errorf("buffer request body: %w", err)
+		return nil, 0, fmt.Errorf("buffer request body: %w: %w", errBufferStorage, err)
 	}
 	tb := &tempBody{f}
-	size, err := io.Copy(f, io.MultiReader(&mem, body))
+	src := &sourceReader{r: io.MultiReader(&mem, body)}
+	size, err := io.Copy(f, src)
 	if err == nil {
 		_, err = f.Seek(0, io.SeekStart)
 	}
 	if err != nil {
 		tb.Close()
-		return nil, 0, fmt.Errorf("buffer request body: %w", err)
+		if src.err != nil {
+			return nil, 0, fmt.Errorf("read request body: %w", err)
+		}
+		return nil, 0, fmt.Errorf("buffer request body: %w: %w", errBufferStorage, err)
 	}
 	return tb, size, nil
 }
+
+// errBufferStorage marks a body that could not be buffered for a fault of the edge's own: its
+// temporary file could not be created, written or read back (request_buffer_dir gone, full).
+var errBufferStorage = errors.New("request buffer storage")
 
 // tempBody is a request body buffered in a temporary file, removed when closed.
 type tempBody struct{ *os.File }
