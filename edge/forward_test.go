@@ -538,6 +538,54 @@ func TestPassUploadToStalledOrigin(t *testing.T) {
 	}
 }
 
+// TestOptionsMaxForwards: an OPTIONS with Max-Forwards is forwarded with the value one less,
+// and one with Max-Forwards: 0 is answered by the edge as its final recipient, never reaching
+// the origin (RFC 9110 §7.6.2, a MUST for every intermediary). The edge forwarded the field
+// as it came: a client could not ask the edge itself. Other methods carry it unchanged.
+func TestOptionsMaxForwards(t *testing.T) {
+	got := make(chan string, 1)
+	n, c := echoEdge(t, func(w http.ResponseWriter, r *http.Request) {
+		v, ok := r.Header["Max-Forwards"]
+		got <- fmt.Sprint(ok, v)
+		w.Header().Set("Allow", "GET, OPTIONS")
+	}, nil, nil)
+	for _, tt := range []struct {
+		method, sent string
+		want         string // what the origin got; "" for nothing forwarded
+	}{
+		{http.MethodOptions, "0", ""},
+		{http.MethodOptions, "1", "true [0]"},
+		{http.MethodOptions, "10", "true [9]"},
+		{http.MethodOptions, "", "false []"},
+		{http.MethodPost, "0", "true [0]"},
+	} {
+		t.Run(tt.method+" "+tt.sent, func(t *testing.T) {
+			var hdr []string
+			if tt.sent != "" {
+				hdr = []string{"Max-Forwards", tt.sent}
+			}
+			r := do(t, c, tt.method, n.Addr(), testHost, "/api", hdr...)
+			if r.status != http.StatusOK {
+				t.Fatalf("%s with Max-Forwards %q = %d", tt.method, tt.sent, r.status)
+			}
+			if tt.want == "" {
+				if allow := r.header.Get("Allow"); !strings.Contains(allow, "POST") || strings.Contains(allow, "TRACE") {
+					t.Errorf("the edge's answer has Allow %q, want its own methods", allow)
+				}
+				select {
+				case g := <-got:
+					t.Errorf("origin got the request (Max-Forwards %s), want the edge to answer it", g)
+				default:
+				}
+				return
+			}
+			if g := <-got; g != tt.want {
+				t.Errorf("origin got Max-Forwards %s, want %s", g, tt.want)
+			}
+		})
+	}
+}
+
 // TestPassBulkheadSeparate: pass-through requests held by a slow origin fill their own
 // bulkhead; a GET miss still gets an origin slot.
 func TestPassBulkheadSeparate(t *testing.T) {

@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -34,6 +36,18 @@ func (n *Node) pass(w *logWriter, req *request) {
 	switch r.Method {
 	case http.MethodConnect, http.MethodTrace:
 		n.fail(w, req, http.StatusMethodNotAllowed, "method not allowed")
+		return
+	}
+	mf, hasMF := maxForwards(r)
+	if hasMF && mf == 0 {
+		// RFC 9110 §7.6.2: an intermediary forwards no OPTIONS whose Max-Forwards is 0, and
+		// answers it as its final recipient.
+		w.tier = "edge"
+		h := w.Header()
+		h.Set("Allow", "GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE")
+		h.Set("Content-Length", "0")
+		h.Set("Cache-Status", httpcache.Status{Cache: n.name, Proto: req.proto, Detail: "max-forwards"}.String())
+		w.WriteHeader(http.StatusOK)
 		return
 	}
 	o := req.host.origin
@@ -139,6 +153,9 @@ func (n *Node) pass(w *logWriter, req *request) {
 				}
 			}
 			delete(h, "Expect") // the body is already here
+			if _, sent := h["Max-Forwards"]; sent && hasMF {
+				h.Set("Max-Forwards", strconv.FormatInt(mf-1, 10)) // RFC 9110 §7.6.2
+			}
 			pr.Out.Header = h
 			pr.Out.URL = target
 			pr.Out.RequestURI = "" // fetch sends it with an http.Client
@@ -329,6 +346,24 @@ func (d *decodedBody) Read(p []byte) (int, error) {
 func (d *decodedBody) Close() error {
 	d.dec.Close()
 	return d.body.Close()
+}
+
+// maxForwards is the Max-Forwards of an OPTIONS request, which every intermediary decrements
+// (RFC 9110 §7.6.2; TRACE, the other method it is for, is refused). One that is not a number
+// is left as it is, as on other methods.
+func maxForwards(r *http.Request) (int64, bool) {
+	if r.Method != http.MethodOptions {
+		return 0, false
+	}
+	v := strings.TrimSpace(fieldValue(r.Header, "Max-Forwards"))
+	if v == "" || strings.Trim(v, "0123456789") != "" {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		n = math.MaxInt64 // more digits than an int64 holds: as good as no limit
+	}
+	return n, true
 }
 
 // isUpgrade reports an HTTP/1.1 protocol upgrade (WebSocket), which is passed through.
