@@ -86,8 +86,8 @@ type Config struct {
 	TLSHandshakeTimeout time.Duration
 	// ResponseHeaderTimeout bounds the time from the request being written to the response
 	// header arriving, and while a request body is being written, the time the upstream may
-	// take nothing of it. Default 10s. Enforced by the built transport only (not an injected
-	// one).
+	// spend taking each 32 KiB of it. Default 10s. Enforced by the built transport only (not
+	// an injected one).
 	ResponseHeaderTimeout time.Duration
 	// BodyTimeout bounds the whole exchange, including reading the body; it is enforced even if
 	// the caller reads slowly. Default 30s.
@@ -720,7 +720,17 @@ type watchedBody struct {
 	w *sendWatch
 }
 
+// maxWatchedRead bounds each read of a watched body, and so what the upstream must take
+// within the timeout. Over HTTP/2 the transport reads up to 512 KiB at once (against a peer
+// allowing large frames, as Go's servers do) and sends it as the flow-control window opens: an
+// upstream taking less than that per timeout was cut though it read steadily. 32 KiB is what
+// HTTP/1's copy reads already.
+const maxWatchedRead = 32 << 10
+
 func (b *watchedBody) Read(p []byte) (int, error) {
+	if len(p) > maxWatchedRead {
+		p = p[:maxWatchedRead]
+	}
 	b.w.pause()
 	n, err := b.ReadCloser.Read(p)
 	if err == nil {

@@ -285,6 +285,57 @@ func TestRequestBodyStalls(t *testing.T) {
 	}
 }
 
+// TestRequestBodySteadyOverHTTP2: an HTTP/2 upstream that takes a body slowly but steadily
+// gets it whole. On a connection whose peer allows large frames (Go's servers allow 1 MiB),
+// the HTTP/2 transport reads a request body up to 512 KiB at a time and sends each read as the
+// flow-control window opens: watched read by read, an upstream that took less than 512 KiB per
+// ResponseHeaderTimeout (52 KB/s at the default 10 s) had its upload cut as stalled.
+func TestRequestBodySteadyOverHTTP2(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.29:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := 0
+		buf := make([]byte, 8<<10)
+		for {
+			m, err := io.ReadFull(r.Body, buf)
+			n += m
+			if err != nil {
+				break
+			}
+			time.Sleep(10 * time.Millisecond) // an upstream that reads slowly, not a synchronisation
+		}
+		fmt.Fprint(w, r.Proto, " ", n)
+	}))
+	srv.Listener = ln
+	srv.EnableHTTP2 = true
+	// Large frames, as Go's servers allow by default; small windows, so that what the upstream
+	// holds unread once the body is sent is read well within ResponseHeaderTimeout.
+	srv.Config.HTTP2 = &http.HTTP2Config{MaxReadFrameSize: 1 << 20,
+		MaxReceiveBufferPerConnection: 64 << 10, MaxReceiveBufferPerStream: 64 << 10}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	tc := srv.Client().Transport.(*http.Transport).TLSClientConfig.Clone()
+	tc.ServerName = "example.com" // httptest's certificate names 127.0.0.1 and example.com
+	u := New(Config{Name: "origin", TLSConfig: tc, BodyTimeout: time.Minute, ResponseHeaderTimeout: 300 * time.Millisecond})
+	defer u.Close()
+	for _, size := range []int{0, 1 << 20} { // the first opens the connection and learns its settings
+		body := strings.Repeat("a", size)
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/up", nil)
+		req.Body, req.ContentLength = io.NopCloser(strings.NewReader(body)), int64(len(body))
+		resp, err := u.Do(req)
+		if err != nil {
+			t.Fatalf("Do(%d bytes) = %v; want the whole body taken by an upstream reading 8 KiB every 10 ms", size, err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if want := "HTTP/2.0 " + strconv.Itoa(size); err != nil || string(got) != want {
+			t.Errorf("answer = %q, %v; want %q", got, err, want)
+		}
+	}
+}
+
 // TestBodyTimeoutSlowReader checks that the body timer runs even while the caller holds the body
 // without reading, and that closing it afterwards counts a failure.
 func TestBodyTimeoutSlowReader(t *testing.T) {
