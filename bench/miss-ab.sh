@@ -37,7 +37,7 @@ ab_need wrk wrk nginx nginx curl curl
 source bench/nginx-lib.sh
 AB_CLEANUP+=('[ -f "$W/nginx.pid" ] && kill "$(cat "$W/nginx.pid")" 2>/dev/null || true'
   '[ -f "$W/nginx-static.pid" ] && kill "$(cat "$W/nginx-static.pid")" 2>/dev/null || true'
-  'rm -rf "${NGINX_CACHE_DIR:-}"')
+  'rm -rf "${NGINX_CACHE:-}"') # the fresh directory only: never the one named, which may be /dev/shm
 ab_build "$BASE" base
 ab_build "$HEAD" head
 
@@ -46,11 +46,11 @@ NGINX=127.0.0.83:18080
 nginx_static_origin "$W" "$STATIC"
 
 # A fresh directory of its own, inside the one named, so that the exit removes only that.
-NGINX_CACHE_DIR=$(mktemp -d -p "${NGINX_CACHE_DIR:-$W}" nginx-cache.XXXXXX)
-chmod 777 "$NGINX_CACHE_DIR"
+NGINX_CACHE=$(mktemp -d -p "${NGINX_CACHE_DIR:-$W}" nginx-cache.XXXXXX)
+chmod 777 "$NGINX_CACHE"
 cat >"$W/nginx.conf" <<NGINX
 $(nginx_head "$W" nginx)
-  proxy_cache_path $NGINX_CACHE_DIR levels=1:2 keys_zone=bench:64m max_size=1g inactive=1h use_temp_path=off;
+  proxy_cache_path $NGINX_CACHE levels=1:2 keys_zone=bench:64m max_size=1g inactive=1h use_temp_path=off;
   upstream static { server $STATIC; keepalive 64; }
   server {
     listen $NGINX;
