@@ -451,7 +451,9 @@ func (c *checker) hosts() {
 		if i < len(c.f.hostsWritten) {
 			written = c.f.hostsWritten[i]
 		}
-		if err := h.Validate(); err != nil {
+		// ValidateNew: the rendered host configs are PUT to control's API, which holds a config
+		// written now to every rule; one it refuses must stop the render, not the upload.
+		if err := h.ValidateNew(); err != nil {
 			var fe *wire.FieldError
 			if errors.As(err, &fe) && fe.Field == "host" {
 				err = &wire.FieldError{Field: "host", Err: idnhost.Wrap(written, fe.Err)}
