@@ -273,20 +273,17 @@ func (c *Config) Validate() error {
 	seen := map[string]bool{}
 	for i, h := range c.Hosts {
 		written := h.Host
-		name, err := configHost(written)
+		name, err := idnhost.ToASCII(written)
 		if err != nil {
 			bad(fmt.Sprintf("hosts[%d].host", i), "%w", err)
 			continue
 		}
 		h.Host = name
-		if err := h.Validate(); err != nil {
+		if err := validateHost(h, written); err != nil {
 			var fe *wire.FieldError
-			switch {
-			case errors.As(err, &fe) && fe.Field == "host":
-				bad(fmt.Sprintf("hosts[%d].host", i), "%w", idnhost.Wrap(written, fe.Err))
-			case fe != nil:
+			if errors.As(err, &fe) {
 				bad(fmt.Sprintf("hosts[%d].%s", i, fe.Field), "%w", fe.Err)
-			default:
+			} else {
 				bad(fmt.Sprintf("hosts[%d]", i), "%w", err)
 			}
 		}
@@ -431,24 +428,30 @@ func (c *Config) trustedProxy(ip string) bool {
 	return false
 }
 
-// configHost is a configured hostname in the form the edge serves and keys on, the one clients
-// send in Host: lower case, with Unicode labels as their A-labels ("bücher.example" ->
-// "xn--bcher-kva.example", idnhost.ToASCII). Only configured names are converted: a request's
-// Host is taken as sent, so a client must send the A-label, as browsers and HTTP clients do.
-func configHost(h string) (string, error) {
-	return idnhost.ToASCII(h)
-}
-
-// configHosts returns a copy of hosts with every name converted by configHost; a name it
-// refuses is left as it is, for Validate to report.
+// configHosts returns a copy of hosts with every name in the form the edge serves and keys on,
+// the one clients send in Host: lower case, with Unicode labels as their A-labels
+// ("bücher.example" -> "xn--bcher-kva.example", idnhost.ToASCII). Only configured names are
+// converted: a request's Host is taken as sent, so a client must send the A-label, as browsers
+// and HTTP clients do. A name ToASCII refuses is left as it is, for Validate to report.
 func configHosts(hosts []wire.HostConfig) []wire.HostConfig {
 	out := slices.Clone(hosts)
 	for i := range out {
-		if name, err := configHost(out[i].Host); err == nil {
+		if name, err := idnhost.ToASCII(out[i].Host); err == nil {
 			out[i].Host = name
 		}
 	}
 	return out
+}
+
+// validateHost is h.Validate for a host whose name was converted from written (configHosts): a
+// problem found in the ASCII form names the name as written too (idnhost.Wrap).
+func validateHost(h wire.HostConfig, written string) error {
+	err := h.Validate()
+	var fe *wire.FieldError
+	if errors.As(err, &fe) && fe.Field == "host" {
+		return &wire.FieldError{Field: "host", Err: idnhost.Wrap(written, fe.Err)}
+	}
+	return err
 }
 
 // LoadConfig reads a YAML config file and checks it, reporting every problem at once as

@@ -170,18 +170,14 @@ func (n *Node) SetHosts(hosts []wire.HostConfig) error {
 	table := make(map[string]*hostState, len(hosts))
 	var errs []error
 	for i, h := range hosts {
-		name, err := configHost(h.Host)
+		name, err := idnhost.ToASCII(h.Host)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("hosts[%d].%w", i, &wire.FieldError{Field: "host", Err: err}))
 			continue
 		}
 		written := h.Host
 		h.Host = name
-		if err := h.Validate(); err != nil {
-			var fe *wire.FieldError
-			if errors.As(err, &fe) && fe.Field == "host" {
-				err = &wire.FieldError{Field: "host", Err: idnhost.Wrap(written, fe.Err)}
-			}
+		if err := validateHost(h, written); err != nil {
 			errs = append(errs, fmt.Errorf("hosts[%d].%w", i, err))
 			continue
 		}
