@@ -76,7 +76,7 @@ func (u *uncacheable) note(key string, res *fillResult, now time.Time) {
 		delete(u.until, u.hashLocked(key))
 		u.n.Store(int32(len(u.until)))
 		u.mu.Unlock()
-	case res.err == nil || res.personal:
+	default: // an answer that may not be shared, or one user's 5xx
 		u.mu.Lock()
 		defer u.mu.Unlock()
 		h := u.hashLocked(key)

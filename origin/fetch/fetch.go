@@ -650,7 +650,7 @@ type sendWatch struct {
 	cancel  context.CancelCauseFunc // ends the exchange
 	timeout time.Duration
 
-	mu      sync.Mutex // guards timer and stopped
+	mu      sync.Mutex // guards timer, stopped and fired
 	timer   *time.Timer
 	stopped bool // the head came or the exchange failed: nothing more to watch
 	fired   bool
