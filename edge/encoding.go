@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strings"
 
 	"github.com/meridian-cdn/meridian/edge/compress"
 	"github.com/meridian-cdn/meridian/edge/httpcache"
@@ -114,13 +115,23 @@ func edgeCoding(obj *store.Object) string {
 // and what it removed: a digest the 304 carries is of the origin's bytes, not the edge's.
 // An origin's 304 names the origin's own tag, which gets the suffix whatever it ends with
 // ("x-gzip" is the identity answer's tag if the origin sent it so, never the variant's); a
-// fleet node's names the variant's tag, suffixed already by the node that encoded it.
+// fleet node's names the variant's tag, suffixed already by the node that encoded it. The
+// suffix is the stored tag's, with the mark of the encoder that made the stored bytes (perhaps
+// another node's); a copy stored without one gets this node's suffix made weak, since whose
+// encoder made its bytes is unknown.
 func keepEdgeCoding(stale *store.Object, h, notModified http.Header, fromOrigin bool) {
 	if c := edgeCoding(stale); c != "" {
 		if etag := notModified.Get("ETag"); etag != "" {
 			if _, suffixed := compress.UnsuffixETag(etag, c); fromOrigin || !suffixed {
-				if tag, ok := compress.SuffixETag(etag, c); ok {
-					if old := stale.HeaderValue("ETag"); old == "W/"+tag {
+				old := stale.HeaderValue("ETag")
+				tag, ok := compress.ResuffixETag(etag, old, c)
+				if !ok {
+					if tag, ok = compress.SuffixETag(etag, c); ok && !strings.HasPrefix(tag, "W/") {
+						tag = "W/" + tag
+					}
+				}
+				if ok {
+					if old == "W/"+tag {
 						// As Refresh: the strong form of the copy's weak tag (nginx's 304)
 						// does not make the tag of the edge's bytes strong.
 						tag = old

@@ -96,8 +96,8 @@ func TestPeerCopyEdgeCoded(t *testing.T) {
 		wantETag string // what the client gets, filled and revalidated
 		wantINM  string // what the asker sends the origin
 	}{
-		{"owner gzipped", []string{"etag", `"v1"`}, `"v1-gzip"`, `"v1"`},
-		{"owner gzipped a tag ending in -gzip", []string{"etag", `"v1-gzip"`}, `"v1-gzip-gzip"`, `"v1-gzip"`},
+		{"owner gzipped", []string{"etag", `"v1"`}, edgeTag(`"v1"`, "gzip"), `"v1"`},
+		{"owner gzipped a tag ending in -gzip", []string{"etag", `"v1-gzip"`}, edgeTag(`"v1-gzip"`, "gzip"), `"v1-gzip"`},
 		{"origin gzipped, tagged -gzip", []string{"gz", "1", "etag", `"v1-gzip"`}, `"v1-gzip"`, `"v1-gzip"`},
 		{"origin gzipped, claiming the edge did", []string{"gz", "1", "claim", "1", "etag", `"v1-gzip"`}, `"v1-gzip"`, `"v1-gzip"`},
 	}

@@ -13,8 +13,11 @@ package compress
 import (
 	"bytes"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"net/http"
+	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -321,34 +324,106 @@ func MergeVary(lines []string, field string) string {
 	return strings.Join(names, ", ")
 }
 
-// SuffixETag gives the entity tag of a coding's variant: the coding appended inside the quotes
-// after a '-', weakness kept (`"abc"` -> `"abc-br"`, `W/"abc"` -> `W/"abc-br"`). ok is false
-// when etag is not an RFC 9110 §8.8.3 entity tag.
+// SuffixETag gives the entity tag of a coding's variant as this build encodes it: the coding
+// and the encoder's mark appended inside the quotes, weakness kept (`"abc"` -> `"abc-br.1x2y3z"`,
+// `W/"abc"` -> `W/"abc-br.1x2y3z"`). ok is false when etag is not an RFC 9110 §8.8.3 entity tag.
 //
 // A suffix rather than a weak tag: the issue asks for Range on compressed variants, and If-Range
 // needs a strong validator (RFC 9110 §13.1.5), which must differ between different bytes, so each
-// coding gets its own strong tag; the origin's weakness, if any, is kept. UnsuffixETag gives the
-// origin's tag back for conditional requests sent upstream.
+// coding gets its own strong tag; the origin's weakness, if any, is kept. The mark (Mark) names
+// the encoder that made the bytes: nodes of one fleet built with other compressor versions make
+// other bytes of one body, and a range resumed on such a node must not be spliced onto the
+// first's. UnsuffixETag gives the origin's tag back for conditional requests sent upstream.
 func SuffixETag(etag, coding string) (string, bool) {
 	weak, opaque, ok := splitETag(etag)
 	if !ok {
 		return "", false
 	}
-	return weak + `"` + opaque + "-" + coding + `"`, true
+	return weak + `"` + opaque + "-" + coding + "." + mark + `"`, true
 }
 
-// UnsuffixETag undoes SuffixETag: for a tag of coding's variant it returns the origin's tag and
-// true; for any other tag, the tag unchanged and false.
+// ResuffixETag gives the entity tag of a coding's variant stored under the tag stored when its
+// origin now names it etag (a 304's): etag's opaque part and weakness, with stored's suffix, the
+// mark of whichever node's encoder made the stored bytes. ok is false when stored has no suffix
+// of coding or either is not an entity tag.
+func ResuffixETag(etag, stored, coding string) (string, bool) {
+	weak, opaque, ok := splitETag(etag)
+	if !ok {
+		return "", false
+	}
+	_, storedOpaque, ok := splitETag(stored)
+	if !ok {
+		return "", false
+	}
+	_, suffix, ok := cutCoding(storedOpaque, coding)
+	if !ok {
+		return "", false
+	}
+	return weak + `"` + opaque + suffix + `"`, true
+}
+
+// UnsuffixETag undoes SuffixETag, for any node's mark or none (the suffix of versions before the
+// mark): for a tag of coding's variant it returns the origin's tag and true; for any other tag,
+// the tag unchanged and false.
 func UnsuffixETag(etag, coding string) (string, bool) {
 	weak, opaque, ok := splitETag(etag)
 	if !ok {
 		return etag, false
 	}
-	base, found := strings.CutSuffix(opaque, "-"+coding)
+	base, _, found := cutCoding(opaque, coding)
 	if !found {
 		return etag, false
 	}
 	return weak + `"` + base + `"`, true
+}
+
+// cutCoding splits an opaque tag of coding's variant into the origin's part and the suffix:
+// "-" and coding, then "." and a mark of base-36 digits, or nothing.
+func cutCoding(opaque, coding string) (base, suffix string, ok bool) {
+	i := strings.LastIndex(opaque, "-"+coding)
+	if i < 0 {
+		return "", "", false
+	}
+	if m, has := strings.CutPrefix(opaque[i+1+len(coding):], "."); has {
+		if m == "" || strings.Trim(m, "0123456789abcdefghijklmnopqrstuvwxyz") != "" {
+			return "", "", false
+		}
+	} else if i+1+len(coding) != len(opaque) {
+		return "", "", false
+	}
+	return opaque[:i], opaque[i:], true
+}
+
+// mark names this build's encoders (see Mark).
+var mark = markOf(buildDeps())
+
+// Mark is the mark SuffixETag gives a variant's tag: a hash of what decides the bytes an
+// encoder makes of a body (the compression libraries' versions, the levels, the zstd window,
+// the architecture), so that two builds share it only if they encode alike.
+func Mark() string { return mark }
+
+// buildDeps lists the modules the binary was built with (none in a test binary).
+func buildDeps() []*debug.Module {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		return bi.Deps
+	}
+	return nil
+}
+
+// markOf hashes the encoder settings and the versions of the compression libraries in deps.
+func markOf(deps []*debug.Module) string {
+	h := fnv.New32a()
+	fmt.Fprintf(h, "%s br%d zstd%d w%d gzip%d", runtime.GOARCH, DefaultBrotliLevel, DefaultZstdLevel, zstdWindow, DefaultGzipLevel)
+	for _, d := range deps {
+		switch d.Path {
+		case "github.com/klauspost/compress", "github.com/andybalholm/brotli":
+			if d.Replace != nil {
+				d = d.Replace // a fork or a local copy: its own version, or its path
+			}
+			fmt.Fprintf(h, " %s@%s %s", d.Path, d.Version, d.Sum)
+		}
+	}
+	return strconv.FormatUint(uint64(h.Sum32()), 36)
 }
 
 // splitETag splits an entity tag into its weakness prefix ("" or "W/") and opaque-tag contents.

@@ -7,6 +7,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"runtime/debug"
+	"slices"
 	"strings"
 	"testing"
 
@@ -209,8 +211,8 @@ func TestTransform(t *testing.T) {
 		wantVary string
 		wantETag string
 	}{
-		{"plain", hdr("Content-Type", "text/html", "ETag", `"abc"`), "Accept-Encoding", `"abc-br"`},
-		{"weak etag", hdr("ETag", `W/"abc"`, "Vary", "Origin"), "Origin, Accept-Encoding", `W/"abc-br"`},
+		{"plain", hdr("Content-Type", "text/html", "ETag", `"abc"`), "Accept-Encoding", `"abc-br.` + Mark() + `"`},
+		{"weak etag", hdr("ETag", `W/"abc"`, "Vary", "Origin"), "Origin, Accept-Encoding", `W/"abc-br.` + Mark() + `"`},
 		{"vary has it", hdr("Vary", "origin, accept-encoding"), "origin, accept-encoding", ""},
 		{"vary lines", hdr("Vary", "Origin", "Vary", " ,Accept-Language"), "Origin, Accept-Language, Accept-Encoding", ""},
 		{"vary star", hdr("Vary", "*"), "*", ""},
@@ -251,10 +253,12 @@ func TestTransform(t *testing.T) {
 }
 
 func TestETagSuffix(t *testing.T) {
+	m := Mark()
 	for _, tt := range []struct{ in, coding, want string }{
-		{`"abc"`, "gzip", `"abc-gzip"`},
-		{`W/"abc"`, "zstd", `W/"abc-zstd"`},
-		{`""`, "br", `"-br"`},
+		{`"abc"`, "gzip", `"abc-gzip.` + m + `"`},
+		{`W/"abc"`, "zstd", `W/"abc-zstd.` + m + `"`},
+		{`""`, "br", `"-br.` + m + `"`},
+		{`"abc-gzip"`, "gzip", `"abc-gzip-gzip.` + m + `"`},
 	} {
 		got, ok := SuffixETag(tt.in, tt.coding)
 		if !ok || got != tt.want {
@@ -270,7 +274,76 @@ func TestETagSuffix(t *testing.T) {
 			t.Errorf("SuffixETag(%q) = %q, true; want false", bad, got)
 		}
 	}
-	if got, ok := UnsuffixETag(`"abc-gzip"`, "br"); ok || got != `"abc-gzip"` {
-		t.Errorf(`UnsuffixETag("abc-gzip", br) = %q, %v, want it unchanged, false`, got, ok)
+	for _, tt := range []struct {
+		in, coding, want string
+		ok               bool
+	}{
+		{`"abc-gzip"`, "gzip", `"abc"`, true},     // a node of a version before the mark
+		{`"abc-gzip.zz9"`, "gzip", `"abc"`, true}, // another node's mark
+		{`W/"abc-br.1"`, "br", `W/"abc"`, true},
+		{`"abc-gzip"`, "br", `"abc-gzip"`, false},
+		{`"abc-gzip."`, "gzip", `"abc-gzip."`, false},
+		{`"abc-gzip.X1"`, "gzip", `"abc-gzip.X1"`, false},
+		{`"abc-gzipped"`, "gzip", `"abc-gzipped"`, false},
+		{`"abc-gzip.1.2"`, "gzip", `"abc-gzip.1.2"`, false},
+	} {
+		if got, ok := UnsuffixETag(tt.in, tt.coding); ok != tt.ok || got != tt.want {
+			t.Errorf("UnsuffixETag(%q, %q) = %q, %v, want %q, %v", tt.in, tt.coding, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
+// TestResuffixETag: a 304's tag for a stored variant keeps the stored bytes' mark, whichever
+// node encoded them, not this node's.
+func TestResuffixETag(t *testing.T) {
+	for _, tt := range []struct {
+		etag, stored, coding, want string
+		ok                         bool
+	}{
+		{`"v2"`, `"v1-gzip.zz9"`, "gzip", `"v2-gzip.zz9"`, true},
+		{`W/"v2"`, `"v1-br.1"`, "br", `W/"v2-br.1"`, true},
+		{`"v2"`, `"v1-gzip"`, "gzip", `"v2-gzip"`, true},
+		{`"v2"`, `"v1"`, "gzip", "", false},
+		{`"v2"`, `"v1-br.1"`, "gzip", "", false},
+		{`v2`, `"v1-gzip.1"`, "gzip", "", false},
+		{`"v2"`, ``, "gzip", "", false},
+	} {
+		if got, ok := ResuffixETag(tt.etag, tt.stored, tt.coding); ok != tt.ok || got != tt.want {
+			t.Errorf("ResuffixETag(%q, %q, %q) = %q, %v, want %q, %v", tt.etag, tt.stored, tt.coding, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
+// TestMarkNamesTheEncoders: builds with other compression library versions, or replaced ones,
+// mark their tags apart; other modules do not matter.
+func TestMarkNamesTheEncoders(t *testing.T) {
+	mod := func(path, version string) *debug.Module { return &debug.Module{Path: path, Version: version} }
+	base := []*debug.Module{mod("github.com/klauspost/compress", "v1.20.3"), mod("github.com/andybalholm/brotli", "v1.3.0"), mod("github.com/nats-io/nats.go", "v1.0.0")}
+	m := markOf(base)
+	if m != markOf(slices.Clone(base)) {
+		t.Fatal("markOf is not a function of its input")
+	}
+	if strings.Trim(m, "0123456789abcdefghijklmnopqrstuvwxyz") != "" || m == "" {
+		t.Errorf("mark %q is not base-36 digits", m)
+	}
+	other := func(i int, d *debug.Module) []*debug.Module {
+		c := slices.Clone(base)
+		c[i] = d
+		return c
+	}
+	replaced := mod("github.com/klauspost/compress", "v1.20.3")
+	replaced.Replace = mod("example.com/fork", "v1.20.3-fork")
+	for name, deps := range map[string][]*debug.Module{
+		"klauspost/compress bumped": other(0, mod("github.com/klauspost/compress", "v1.20.4")),
+		"brotli bumped":             other(1, mod("github.com/andybalholm/brotli", "v1.3.1")),
+		"klauspost/compress forked": other(0, replaced),
+		"no build info":             nil,
+	} {
+		if markOf(deps) == m {
+			t.Errorf("%s: mark unchanged (%s)", name, m)
+		}
+	}
+	if markOf(other(2, mod("github.com/nats-io/nats.go", "v2.0.0"))) != m {
+		t.Error("another module's version changed the mark")
 	}
 }

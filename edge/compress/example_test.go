@@ -20,7 +20,9 @@ func ExampleTransform() {
 		if err != nil {
 			panic(err)
 		}
-		fmt.Println(out.Get("Content-Encoding"), out.Get("ETag"), out.Get("Vary"), len(enc) < len(body)/10)
+		// The tag ends in this build's encoder mark, which depends on the libraries' versions.
+		tag := strings.TrimSuffix(out.Get("ETag"), compress.Mark()+`"`)
+		fmt.Println(out.Get("Content-Encoding"), tag, out.Get("Vary"), len(enc) < len(body)/10)
 	}
-	// Output: gzip "v1-gzip" Origin, Accept-Encoding true
+	// Output: gzip "v1-gzip. Origin, Accept-Encoding true
 }
