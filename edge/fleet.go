@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/meridian-cdn/meridian/fleet"
+	"github.com/meridian-cdn/meridian/internal/idnhost"
 	"github.com/meridian-cdn/meridian/internal/natsauth"
 	"github.com/meridian-cdn/meridian/purge"
 	"github.com/meridian-cdn/meridian/wire"
@@ -350,20 +351,30 @@ func toPeers(nodes []wire.Node) []Peer {
 }
 
 // mergeHosts is the file's hosts overlaid with the config bucket's (the bucket wins for a name
-// in both). SetHosts refuses an invalid result, and the current hosts keep serving.
+// in both, however the file spells it). SetHosts refuses an invalid result, and the current
+// hosts keep serving.
 func mergeHosts(file []wire.HostConfig, bucket map[string]wire.HostConfig) []wire.HostConfig {
 	merged := map[string]wire.HostConfig{}
 	for _, h := range file {
-		merged[strings.ToLower(h.Host)] = h
+		merged[mergeKey(h.Host)] = h
 	}
 	for name, h := range bucket {
-		merged[name] = h
+		merged[mergeKey(name)] = h
 	}
 	hosts := make([]wire.HostConfig, 0, len(merged))
 	for _, h := range merged {
 		hosts = append(hosts, h)
 	}
 	return hosts
+}
+
+// mergeKey is the name mergeHosts merges a host under: the one SetHosts serves it under (its
+// A-label), or, for a name SetHosts will refuse, the name in lower case.
+func mergeKey(host string) string {
+	if name, err := idnhost.ToASCII(host); err == nil {
+		return name
+	}
+	return strings.ToLower(host)
 }
 
 // TakeLoadReport measures the node since the previous call and starts the next interval: it

@@ -178,6 +178,28 @@ func TestFleetHostsFromConfigBucket(t *testing.T) {
 	})
 }
 
+// TestMergeHostsControlWins: a host in the control plane's bucket replaces the node file's
+// entry for the same name however the file spells it (capitals, Unicode): before, a file host
+// written in Unicode was kept beside the bucket's A-label entry, and SetHosts let whichever came
+// last in Go's map order win.
+func TestMergeHostsControlWins(t *testing.T) {
+	for _, written := range []string{"bücher.example", "BÜCHER.example", "XN--BCHER-KVA.example", "xn--bcher-kva.example"} {
+		t.Run(written, func(t *testing.T) {
+			file := []wire.HostConfig{{Host: written, Origin: "http://file.test"}, {Host: "other.example", Origin: "http://other.test"}}
+			bucket := map[string]wire.HostConfig{"xn--bcher-kva.example": {Host: "xn--bcher-kva.example", Origin: "http://control.test"}}
+			got := mergeHosts(file, bucket)
+			if len(got) != 2 {
+				t.Fatalf("merged %d hosts (%v), want 2", len(got), got)
+			}
+			for _, h := range got {
+				if h.Host != "other.example" && h.Origin != "http://control.test" {
+					t.Errorf("kept the file's %s (%s) beside the bucket's entry", h.Host, h.Origin)
+				}
+			}
+		})
+	}
+}
+
 // beatOther writes a fresh report of node x1 of pop to the fleet bucket, as a node of another
 // PoP heartbeats (the bucket's keys expire: tests call it again while they wait).
 func beatOther(t *testing.T, kv jetstream.KeyValue, pop string) {

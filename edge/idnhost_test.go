@@ -131,4 +131,12 @@ func TestSetHostsInternationalised(t *testing.T) {
 	if want := `"bücher.example.": "xn--bcher-kva.example." is not a valid hostname`; err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("SetHosts(bücher.example.) = %v, want an error containing %s", err, want)
 	}
+	// One name twice (as Config.Validate refuses it): before, the later entry won silently.
+	err = s.edge.SetHosts([]wire.HostConfig{{Host: aLabel, Origin: "http://" + s.originAddr}, {Host: "BÜCHER.example", Origin: "http://127.0.0.1:1"}})
+	if want := `hosts[1].host: "BÜCHER.example" (xn--bcher-kva.example) is listed twice`; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("SetHosts with one name twice = %v, want an error containing %s", err, want)
+	}
+	if r := do(t, s.client, http.MethodGet, s.edge.Addr(), aLabel, "/a"); r.status != http.StatusOK {
+		t.Errorf("after a refused SetHosts, GET %s/a = %d %q, want 200 from the hosts before", aLabel, r.status, r.body)
+	}
 }

@@ -164,8 +164,8 @@ func New(cfg Config) (*Node, error) {
 // Name is the node's cache name, "<pop>-<node>".
 func (n *Node) Name() string { return n.name }
 
-// SetHosts validates hosts and swaps them in atomically. An invalid set is refused whole and
-// the current one keeps serving.
+// SetHosts validates hosts and swaps them in atomically. An invalid set (one name twice among
+// them, however spelt, included) is refused whole and the current one keeps serving.
 func (n *Node) SetHosts(hosts []wire.HostConfig) error {
 	table := make(map[string]*hostState, len(hosts))
 	var errs []error
@@ -179,6 +179,10 @@ func (n *Node) SetHosts(hosts []wire.HostConfig) error {
 		h.Host = name
 		if err := validateHost(h, written); err != nil {
 			errs = append(errs, fmt.Errorf("hosts[%d].%w", i, err))
+			continue
+		}
+		if table[h.Host] != nil { // as Validate: which of two entries to serve is not ours to pick
+			errs = append(errs, fmt.Errorf("hosts[%d].%w", i, &wire.FieldError{Field: "host", Err: fmt.Errorf("%s is listed twice", idnhost.Quote(written, h.Host))}))
 			continue
 		}
 		u, _ := url.Parse(h.Origin) // Validate parsed it already
