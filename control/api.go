@@ -467,7 +467,7 @@ func (s *Server) authorize(scope string, h http.Handler) http.Handler {
 		return h
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		client, now := clientKey(r), time.Now()
+		client, now := clientKey(clientAddr(r, s.trusted)), time.Now()
 		if wait := s.authFails.retryAfter(client, now); wait > 0 {
 			s.authFails.refuse(w, wait)
 			return

@@ -354,9 +354,9 @@ const (
 // authThrottle throttles clients that keep failing authentication: each 401 takes a token from
 // the client's bucket, and a client with an empty bucket gets 429 with Retry-After before its
 // token is even checked (so that guessing on cannot tell a right guess from a wrong one).
-// Clients are keyed by IP address, IPv6 by /64. Only failing clients are remembered, at most
-// maxAuthFailureClients: when full, clients whose buckets refilled are forgotten first, then
-// arbitrary ones.
+// Clients are keyed by address (clientAddr: the TCP peer, or the client a trusted proxy names),
+// IPv6 by /64. Only failing clients are remembered, at most maxAuthFailureClients: when full,
+// clients whose buckets refilled are forgotten first, then arbitrary ones.
 type authThrottle struct {
 	limit rate.Limit
 	burst int
@@ -374,20 +374,103 @@ func newAuthThrottle(perSec float64, burst int) *authThrottle {
 	return &authThrottle{limit: rate.Limit(perSec), burst: burst, max: maxAuthFailureClients, clients: map[netip.Prefix]*rate.Limiter{}}
 }
 
-// clientKey is the throttle's key for a request: its peer's address (not a forwarded header,
-// which a client could vary at will), IPv6 by /64.
-func clientKey(r *http.Request) netip.Prefix {
-	ap, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil {
-		return netip.Prefix{}
-	}
-	ip := ap.Addr().Unmap().WithZone("")
+// clientKey is the throttle's key for a client address (clientAddr): IPv6 by /64, since one
+// host commonly holds a whole /64.
+func clientKey(ip netip.Addr) netip.Prefix {
 	bits := 32
 	if ip.Is6() {
 		bits = 64
 	}
-	p, _ := ip.Prefix(bits)
+	p, _ := ip.Prefix(bits) // the zero Prefix for the zero Addr
 	return p
+}
+
+// parseTrustedProxies reads Config.TrustedProxies: CIDRs or single IP addresses.
+func parseTrustedProxies(list []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for i, s := range list {
+		var p netip.Prefix
+		a, err := netip.ParseAddr(s)
+		if err == nil {
+			a = a.Unmap()
+			p = netip.PrefixFrom(a, a.BitLen())
+		} else if p, err = netip.ParsePrefix(s); err == nil {
+			if p.Addr().Is4In6() && p.Bits() >= 96 { // client addresses are unmapped
+				p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+			}
+			p = p.Masked()
+		}
+		if err != nil || a.Zone() != "" {
+			return nil, fmt.Errorf("--trusted-proxies[%d]: %q is not a CIDR or IP address", i, s)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// clientAddr is the address of the client that sent r. It is r's TCP peer, unless the peer is
+// one of trusted (a proxy in front of the API): then it is the rightmost X-Forwarded-For
+// address that is not itself a trusted proxy, or the leftmost if all are (nginx's realip
+// module with real_ip_recursive on). Several header lines are one list, in order. The header
+// is read from the right and no further than that address, since what lies left of it is the
+// client's own to write: a malformed element reached on the way makes the client the peer,
+// while one a client put before its own address changes nothing. The header of any other peer
+// is ignored, as a client could vary it at will.
+func clientAddr(r *http.Request, trusted []netip.Prefix) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	peer := ap.Addr().Unmap().WithZone("")
+	if !inPrefixes(trusted, peer) {
+		return peer
+	}
+	client := peer
+	xff := r.Header.Values("X-Forwarded-For")
+	for i := len(xff) - 1; i >= 0; i-- {
+		for rest := xff[i]; rest != ""; {
+			elem := rest
+			if j := strings.LastIndexByte(rest, ','); j >= 0 {
+				rest, elem = rest[:j], rest[j+1:]
+			} else {
+				rest = ""
+			}
+			if elem = strings.Trim(elem, " \t"); elem == "" {
+				continue // an empty list element (RFC 9110 5.6.1)
+			}
+			a, ok := forwardedAddr(elem)
+			if !ok {
+				return peer
+			}
+			if client = a; !inPrefixes(trusted, a) {
+				return a
+			}
+		}
+	}
+	return client
+}
+
+// forwardedAddr reads one X-Forwarded-For element: an IP address, or one with a port as some
+// proxies write it ("192.0.2.1:4711", "[2001:db8::1]:4711").
+func forwardedAddr(s string) (netip.Addr, bool) {
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		ap, perr := netip.ParseAddrPort(s)
+		if perr != nil {
+			return netip.Addr{}, false
+		}
+		a = ap.Addr()
+	}
+	return a.Unmap().WithZone(""), true
+}
+
+func inPrefixes(ps []netip.Prefix, a netip.Addr) bool {
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // retryAfter is how long client must wait before its next authentication attempt counts; zero

@@ -3,8 +3,10 @@ package control
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -602,5 +604,165 @@ func TestTokensFileReportsEveryProblem(t *testing.T) {
 	}
 	if !strings.HasPrefix(err.Error(), file+":") {
 		t.Errorf("error %q does not start with file:line:column", err)
+	}
+}
+
+// requestFrom sends GET /v1/pops to ts from source address src (a loopback address of its own)
+// with token and, if not empty, the X-Forwarded-For values xff, and returns the status.
+func requestFrom(t *testing.T, ts *testServer, src, token string, xff ...string) int {
+	t.Helper()
+	tr := &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}).DialContext}
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequestWithContext(t.Context(), "GET", ts.base+"/v1/pops", nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for _, v := range xff {
+		req.Header.Add("X-Forwarded-For", v)
+	}
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		t.Fatalf("GET /v1/pops from %s: %v", src, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestAuthThrottleBehindTrustedProxy: behind a proxy in TrustedProxies, the throttle keys each
+// client by the address the proxy appended to X-Forwarded-For, so a guesser behind the proxy
+// gets 429 while another client behind it still authenticates. A client cannot escape its
+// throttle with a forged X-Forwarded-For: not when it connects directly (the header of a peer
+// that is not a trusted proxy is ignored), nor behind the proxy (the rightmost untrusted
+// address is the one the proxy saw). A malformed header from the proxy counts against the
+// proxy's own address.
+func TestAuthThrottleBehindTrustedProxy(t *testing.T) {
+	const (
+		proxy  = "127.0.9.1" // trusted
+		direct = "127.0.9.2" // not trusted: connects to the API itself
+		other  = "127.0.9.3" // not trusted
+		bad    = "wrong-token-0123456789"
+	)
+	ts := startServer(t, Config{AuthFailureBurst: 3, AuthFailureRate: 0.01, TrustedProxies: []string{proxy, "10.1.0.0/16"}})
+	for i := range 3 {
+		if code := requestFrom(t, ts, proxy, bad, "198.51.100.7"); code != http.StatusUnauthorized {
+			t.Fatalf("guess #%d behind the proxy = %d, want 401", i+1, code)
+		}
+	}
+	tests := []struct {
+		name     string
+		src, tok string
+		xff      []string
+		want     int
+	}{
+		{"guesser behind the proxy, right token", proxy, tokReader, []string{"198.51.100.7"}, http.StatusTooManyRequests},
+		{"guesser forging an address left of its own", proxy, tokReader, []string{"198.51.100.99, 198.51.100.7"}, http.StatusTooManyRequests},
+		{"guesser forging a second header line", proxy, tokReader, []string{"198.51.100.99", "198.51.100.7"}, http.StatusTooManyRequests},
+		{"guesser behind a second trusted proxy", proxy, tokReader, []string{"198.51.100.7, 10.1.2.3"}, http.StatusTooManyRequests},
+		{"guesser with a port", proxy, tokReader, []string{"198.51.100.7:51000"}, http.StatusTooManyRequests},
+		{"another client behind the proxy", proxy, tokReader, []string{"198.51.100.8"}, http.StatusOK},
+		{"another client forging the guesser's address left of its own", proxy, tokReader, []string{"198.51.100.7, 198.51.100.8"}, http.StatusOK},
+		{"garbage left of the client's address", proxy, tokReader, []string{"not-an-address, 198.51.100.8"}, http.StatusOK},
+		{"the proxy's own request", proxy, tokReader, nil, http.StatusOK},
+		{"untrusted peer naming the guesser", other, tokReader, []string{"198.51.100.7"}, http.StatusOK},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if code := requestFrom(t, ts, tt.src, tt.tok, tt.xff...); code != tt.want {
+				t.Errorf("GET from %s, X-Forwarded-For %q = %d, want %d", tt.src, tt.xff, code, tt.want)
+			}
+		})
+	}
+
+	t.Run("spoofing untrusted peer stays throttled", func(t *testing.T) {
+		for i := range 3 {
+			if code := requestFrom(t, ts, direct, bad, fmt.Sprintf("203.0.113.%d", i)); code != http.StatusUnauthorized {
+				t.Fatalf("guess #%d = %d, want 401", i+1, code)
+			}
+		}
+		if code := requestFrom(t, ts, direct, tokReader, "203.0.113.200"); code != http.StatusTooManyRequests {
+			t.Errorf("after 3 failures with a new X-Forwarded-For each = %d, want 429 (the header of an untrusted peer is ignored)", code)
+		}
+	})
+
+	// Last: these throttle the proxy's own address.
+	t.Run("malformed header counts against the proxy", func(t *testing.T) {
+		malformed := []string{"not-an-address", "198.51.100.9, 300.1.2.3", "198.51.100.9 198.51.100.10"}
+		for _, xff := range malformed {
+			if code := requestFrom(t, ts, proxy, bad, xff); code != http.StatusUnauthorized {
+				t.Fatalf("guess with X-Forwarded-For %q = %d, want 401", xff, code)
+			}
+		}
+		if code := requestFrom(t, ts, proxy, tokReader); code != http.StatusTooManyRequests {
+			t.Errorf("the proxy's own request after 3 failures with malformed headers = %d, want 429 (they fell back to the peer)", code)
+		}
+		if code := requestFrom(t, ts, proxy, tokReader, "198.51.100.8"); code != http.StatusOK {
+			t.Errorf("a well-formed client behind the proxy = %d, want 200", code)
+		}
+	})
+}
+
+// TestClientAddr holds clientAddr to nginx's realip rules with real_ip_recursive on: the
+// rightmost X-Forwarded-For address that is not a trusted proxy, from a trusted peer only, and
+// the peer when the header is malformed up to that address.
+func TestClientAddr(t *testing.T) {
+	trusted, err := parseTrustedProxies([]string{"127.0.9.1", "10.0.0.0/8", "2001:db8:f::/48", "::ffff:192.0.2.0/120"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		remote string
+		xff    []string
+		want   string
+	}{
+		{"untrusted peer, header ignored", "127.0.9.2:1000", []string{"198.51.100.1"}, "127.0.9.2"},
+		{"trusted peer, no header", "127.0.9.1:1000", nil, "127.0.9.1"},
+		{"trusted peer, one address", "127.0.9.1:1000", []string{"198.51.100.1"}, "198.51.100.1"},
+		{"rightmost untrusted", "127.0.9.1:1000", []string{"198.51.100.9, 198.51.100.1"}, "198.51.100.1"},
+		{"trusted proxies skipped", "127.0.9.1:1000", []string{"198.51.100.9,198.51.100.1 , 10.2.3.4,\t10.0.0.1"}, "198.51.100.1"},
+		{"all trusted: the leftmost", "127.0.9.1:1000", []string{"10.0.0.3, 10.0.0.2"}, "10.0.0.3"},
+		{"header lines are one list", "127.0.9.1:1000", []string{"198.51.100.9", "198.51.100.1, 10.0.0.1"}, "198.51.100.1"},
+		{"empty elements skipped", "127.0.9.1:1000", []string{", 198.51.100.1, ,", ""}, "198.51.100.1"},
+		{"empty header", "127.0.9.1:1000", []string{""}, "127.0.9.1"},
+		{"malformed", "127.0.9.1:1000", []string{"unknown"}, "127.0.9.1"},
+		{"malformed rightmost", "127.0.9.1:1000", []string{"198.51.100.1, 198.51.100.300"}, "127.0.9.1"},
+		{"malformed after a trusted proxy", "127.0.9.1:1000", []string{"garbage, 10.0.0.1"}, "127.0.9.1"},
+		{"malformed left of the client: not read", "127.0.9.1:1000", []string{"garbage, 198.51.100.1"}, "198.51.100.1"},
+		{"obfuscated (nginx's unknown or _hidden)", "127.0.9.1:1000", []string{"_hidden"}, "127.0.9.1"},
+		{"address with port", "127.0.9.1:1000", []string{"198.51.100.1:4711"}, "198.51.100.1"},
+		{"IPv6", "127.0.9.1:1000", []string{"2001:db8:1::5"}, "2001:db8:1::5"},
+		{"IPv6 with port", "127.0.9.1:1000", []string{"[2001:db8:1::5]:4711"}, "2001:db8:1::5"},
+		{"IPv6 trusted proxy skipped", "[2001:db8:f::1]:1000", []string{"2001:db8:1::5, 2001:db8:f::2"}, "2001:db8:1::5"},
+		{"IPv4-mapped client", "127.0.9.1:1000", []string{"::ffff:198.51.100.1"}, "198.51.100.1"},
+		{"IPv4-mapped peer", "[::ffff:127.0.9.1]:1000", []string{"198.51.100.1"}, "198.51.100.1"},
+		{"trusted range written IPv4-mapped", "192.0.2.7:1000", []string{"198.51.100.1"}, "198.51.100.1"},
+		{"zone dropped", "127.0.9.1:1000", []string{"fe80::1%eth0"}, "fe80::1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest("GET", "/v1/pops", nil)
+			r.RemoteAddr = tt.remote
+			for _, v := range tt.xff {
+				r.Header.Add("X-Forwarded-For", v)
+			}
+			if got := clientAddr(r, trusted); got.String() != tt.want {
+				t.Errorf("clientAddr(%s, X-Forwarded-For %q) = %v, want %s", tt.remote, tt.xff, got, tt.want)
+			}
+			// Without trusted proxies the client is the peer whatever the header says.
+			if got, want := clientAddr(r, nil), netip.MustParseAddrPort(tt.remote).Addr().Unmap(); got != want {
+				t.Errorf("clientAddr(%s) without trusted proxies = %v, want %v", tt.remote, got, want)
+			}
+		})
+	}
+}
+
+// TestTrustedProxiesRefused: an entry of Config.TrustedProxies that is no CIDR or IP address
+// is refused at New, naming it.
+func TestTrustedProxiesRefused(t *testing.T) {
+	for _, bad := range []string{"", "10.0.0.0/33", "proxy.example.net", "fe80::1%eth0", "10.0.0.1:80"} {
+		_, err := New(Config{TokensFile: "testdata/tokens.yaml", TrustedProxies: []string{"10.0.0.1", bad}})
+		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("--trusted-proxies[1]: %q", bad)) {
+			t.Errorf("New with TrustedProxies [10.0.0.1 %q] = %v, want an error naming --trusted-proxies[1]", bad, err)
+		}
 	}
 }

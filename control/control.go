@@ -10,6 +10,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strconv"
 	"sync"
@@ -89,6 +90,13 @@ type Config struct {
 	TLSCert, TLSKey string
 	// InsecureHTTP allows plain HTTP on a non-loopback Listen, for a TLS proxy in front.
 	InsecureHTTP bool
+	// TrustedProxies are the addresses (CIDRs, or single IPs) of proxies in front of the API,
+	// such as the TLS-terminating one InsecureHTTP is for. For a request from one of them the
+	// client is the rightmost X-Forwarded-For address that is not itself a trusted proxy
+	// (nginx's realip module with real_ip_recursive on); from any other peer the header is
+	// ignored. The client address keys the failed-authentication throttle. Empty means none:
+	// the client is always the TCP peer.
+	TrustedProxies []string
 	// InsecureNATS allows the embedded NATS server (which has no TLS) on a non-loopback
 	// NATSListen, for a private network that is itself encrypted (a container network on one
 	// host, a VPN). Without it such an address is refused: credentials would cross in clear.
@@ -116,6 +124,8 @@ type Server struct {
 	limiter *purgeLimiter
 	// authFails throttles clients that keep failing authentication; nil when turned off.
 	authFails *authThrottle
+	// trusted are Config.TrustedProxies, parsed.
+	trusted []netip.Prefix
 	// certs serves the API's TLS certificate; nil for plain HTTP.
 	certs *certReloader
 	// waits is cancelled when the server starts stopping, to end POST /v1/purge?wait early.
@@ -255,6 +265,10 @@ func New(cfg Config) (*Server, error) {
 	if cfg.AuthFailureRate == 0 {
 		cfg.AuthFailureRate = DefaultAuthFailureRate
 	}
+	trusted, err := parseTrustedProxies(cfg.TrustedProxies)
+	if err != nil {
+		return nil, fmt.Errorf("new control: %w", err)
+	}
 	certs, err := setupTLS(cfg, log)
 	if err != nil {
 		return nil, fmt.Errorf("new control: %w", err)
@@ -269,6 +283,7 @@ func New(cfg Config) (*Server, error) {
 		limiter: newPurgeLimiter(cfg.PurgeRate, cfg.PurgeBurst),
 
 		authFails: newAuthThrottle(cfg.AuthFailureRate, cfg.AuthFailureBurst),
+		trusted:   trusted,
 		certs:     certs,
 	}
 	s.waits, s.endWaits = context.WithCancel(context.Background())

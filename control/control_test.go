@@ -1265,6 +1265,7 @@ func TestDocumentedFlagDefaults(t *testing.T) {
 		{"tls-cert", "", s.cfg.TLSCert, ""},
 		{"tls-key", "", s.cfg.TLSKey, ""},
 		{"insecure-http", "false", s.cfg.InsecureHTTP, false},
+		{"trusted-proxies", "[]", len(s.cfg.TrustedProxies), 0},
 		{"nats", "", s.cfg.NATSURL, ""},
 		{"nats-creds", "", s.cfg.NATSCreds, ""},
 		{"nats-listen", "127.0.0.1:4222", s.cfg.NATSListen, "127.0.0.1:4222"},

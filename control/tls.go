@@ -118,8 +118,15 @@ func (s *Server) apiListener(ln net.Listener) (net.Listener, error) {
 	if s.certs != nil {
 		return tls.NewListener(ln, s.certs.tlsConfig()), nil
 	}
-	if err := CheckPlaintextListen(ln.Addr().String(), false, s.cfg.InsecureHTTP); err != nil {
+	addr := ln.Addr().String()
+	if err := CheckPlaintextListen(addr, false, s.cfg.InsecureHTTP); err != nil {
 		return nil, fmt.Errorf("control: %w", err)
+	}
+	// Behind the proxy --insecure-http is for, every client has the proxy's address unless the
+	// proxy is trusted to name them: one client failing authentication would throttle them all.
+	if host, _, err := net.SplitHostPort(addr); err == nil && !wire.LoopbackHost(host) && len(s.trusted) == 0 {
+		s.log.Warn("plain HTTP API for a proxy in front (--insecure-http) without --trusted-proxies: every client has the proxy's address, so one that keeps failing authentication gets 429s for all; give the proxy's address in --trusted-proxies",
+			"listen", addr)
 	}
 	return ln, nil
 }

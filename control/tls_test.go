@@ -8,14 +8,18 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meridian-cdn/meridian/internal/logtest"
 )
 
 // testCA is a certificate authority made for one test.
@@ -263,5 +267,53 @@ func TestAPIOverTLSReloads(t *testing.T) {
 		if got := served(t); got != st.wantSerial {
 			t.Errorf("%s: certificate serial = %d, want %d", st.name, got, st.wantSerial)
 		}
+	}
+}
+
+// addrListener is a listener that reports another address than the one it listens on: the
+// address checks of apiListener, without binding a non-loopback address in a test.
+type addrListener struct {
+	net.Listener
+	addr net.Addr
+}
+
+func (l addrListener) Addr() net.Addr { return l.addr }
+
+// TestInsecureHTTPWithoutTrustedProxiesWarns: plain HTTP on an address other hosts reach
+// (--insecure-http, for a TLS proxy in front) without --trusted-proxies logs a warning naming
+// the flag, since every client then shares the proxy's address in the failed-authentication
+// throttle. With a trusted proxy, or on loopback, nothing is logged.
+func TestInsecureHTTPWithoutTrustedProxiesWarns(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	tests := []struct {
+		name    string
+		addr    string
+		trusted []string
+		want    int
+	}{
+		{"every address, no trusted proxy", "0.0.0.0:7070", nil, 1},
+		{"a private address, no trusted proxy", "10.0.0.5:7070", nil, 1},
+		{"every address, a trusted proxy", "0.0.0.0:7070", []string{"10.0.0.1"}, 0},
+		{"loopback", "127.0.0.1:7070", nil, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			logs := &logtest.Warnings{}
+			s, err := New(Config{TokensFile: "testdata/tokens.yaml", Listen: tt.addr, InsecureHTTP: true,
+				TrustedProxies: tt.trusted, Logger: slog.New(logs)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.apiListener(addrListener{ln, net.TCPAddrFromAddrPort(netip.MustParseAddrPort(tt.addr))}); err != nil {
+				t.Fatal(err)
+			}
+			if got := logs.Count("--trusted-proxies"); got != tt.want {
+				t.Errorf("warnings naming --trusted-proxies on %s with trusted %q = %d, want %d", tt.addr, tt.trusted, got, tt.want)
+			}
+		})
 	}
 }
