@@ -52,7 +52,7 @@ from --tokens or $` + TokensFileEnv + ` (a file only its owner may read).`,
 	f.DurationVar(&cfg.HeartbeatTTL, "heartbeat-ttl", 0, "how long a node stays in the fleet after its last heartbeat (default 3s)")
 	f.IntVar(&cfg.Replicas, "replicas", 1, "JetStream replicas for the buckets (3 on a three-node cluster)")
 	f.DurationVar(&cfg.PurgeRetention, "purge-retention", purge.DefaultRetention, "how long the purge stream keeps purges for nodes to replay, and receipts")
-	f.Float64Var(&cfg.PurgeRate, "purge-rate", DefaultPurgeRate, "purge requests per second per token (negative: unlimited)")
+	f.Float64Var(&cfg.PurgeRate, "purge-rate", DefaultPurgeRate, "purges per second per token; a refused request spends none (negative: unlimited)")
 	f.IntVar(&cfg.PurgeBurst, "purge-burst", DefaultPurgeBurst, "purge requests a token may make at once")
 	f.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", DefaultMaxBodyBytes, "request body size limit")
 	f.BoolVarP(&verbose, "verbose", "v", false, "log at debug level")

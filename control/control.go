@@ -75,8 +75,9 @@ type Config struct {
 	// PurgeRetention is how long the purge stream keeps purges for nodes that were away to
 	// replay, and how long receipts are kept; zero means purge.DefaultRetention (24 h).
 	PurgeRetention time.Duration
-	// PurgeRate is how many POST /v1/purge requests per second each token may make; zero means
-	// DefaultPurgeRate (50), negative means unlimited.
+	// PurgeRate is how many POST /v1/purge requests per second each token may make (a request
+	// refused before it is published spends nothing); zero means DefaultPurgeRate (50),
+	// negative means unlimited.
 	PurgeRate float64
 	// PurgeBurst is how many purge requests a token may make at once before PurgeRate applies;
 	// zero means DefaultPurgeBurst (100).

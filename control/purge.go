@@ -75,7 +75,10 @@ func (s *Server) Tracker() *purge.Tracker {
 }
 
 func (s *Server) postPurge(w http.ResponseWriter, r *http.Request) {
-	if !s.limiter.allow(w, TokenName(r.Context())) {
+	// The limit bounds the purges the fleet carries: a request is refused at once when the
+	// token has none left, but spends one only once it passed every check, just before it is
+	// published, so a client fixing a refused request is not held back by its refusals.
+	if !s.limiter.check(w, TokenName(r.Context())) {
 		return
 	}
 	q, ok := checkQuery(w, r, []string{"wait"}, nil)
@@ -119,6 +122,9 @@ func (s *Server) postPurge(w http.ResponseWriter, r *http.Request) {
 		// Until the fleet view is loaded, the expected nodes would be incomplete (rule 4).
 		WriteError(w, http.StatusServiceUnavailable, "", errors.New("the control plane is starting: the fleet view is not loaded yet"))
 		return
+	}
+	if !s.limiter.take(w, TokenName(r.Context())) {
+		return // another request of the token's took the last one since check
 	}
 	s.mu.Lock()
 	pub, tr, exp := s.publisher, s.tracker, s.expected
@@ -371,20 +377,45 @@ type purgeLimiter struct {
 	buckets map[string]*rate.Limiter // by token name; tokens are configured, so this is bounded
 }
 
+// newPurgeLimiter returns a limiter of perSec requests per second per token; +Inf is no limit.
 func newPurgeLimiter(perSec float64, burst int) *purgeLimiter {
-	return &purgeLimiter{limit: rate.Limit(perSec), burst: burst, buckets: map[string]*rate.Limiter{}}
+	limit := rate.Limit(perSec)
+	if math.IsInf(perSec, 1) {
+		// rate.Inf is a finite sentinel: a bucket of rate +Inf counts NaN tokens after two
+		// requests within a nanosecond, which check would read as none left.
+		limit = rate.Inf
+	}
+	return &purgeLimiter{limit: limit, burst: burst, buckets: map[string]*rate.Limiter{}}
 }
 
-// allow takes one request from name's bucket, or writes a 429 with Retry-After and returns false.
-func (l *purgeLimiter) allow(w http.ResponseWriter, name string) bool {
+func (l *purgeLimiter) bucket(name string) *rate.Limiter {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	b, ok := l.buckets[name]
 	if !ok {
 		b = rate.NewLimiter(l.limit, l.burst)
 		l.buckets[name] = b
 	}
-	l.mu.Unlock()
-	res := b.Reserve()
+	return b
+}
+
+// check writes a 429 with Retry-After and returns false when name's bucket holds no request
+// now. It takes nothing from the bucket: take does, once the request is to be done.
+func (l *purgeLimiter) check(w http.ResponseWriter, name string) bool {
+	if l.limit == rate.Inf {
+		return true
+	}
+	tokens := l.bucket(name).Tokens()
+	if tokens >= 1 {
+		return true
+	}
+	l.refuse(w, name, time.Duration((1-tokens)/float64(l.limit)*float64(time.Second)))
+	return false
+}
+
+// take takes one request from name's bucket, or writes a 429 with Retry-After and returns false.
+func (l *purgeLimiter) take(w http.ResponseWriter, name string) bool {
+	res := l.bucket(name).Reserve()
 	if !res.OK() {
 		w.Header().Set("Retry-After", "1")
 		WriteError(w, http.StatusTooManyRequests, "", fmt.Errorf("purge rate limit of token %q exceeded", name))
@@ -395,11 +426,16 @@ func (l *purgeLimiter) allow(w http.ResponseWriter, name string) bool {
 		return true
 	}
 	res.Cancel() // the request is refused, so it must not use up a later slot
+	l.refuse(w, name, delay)
+	return false
+}
+
+// refuse writes the 429 for a token that may purge again in delay.
+func (l *purgeLimiter) refuse(w http.ResponseWriter, name string, delay time.Duration) {
 	secs := max(1, int(math.Ceil(delay.Seconds())))
 	w.Header().Set("Retry-After", strconv.Itoa(secs))
 	WriteError(w, http.StatusTooManyRequests, "", fmt.Errorf("purge rate limit of token %q exceeded (%s/s, burst %d): retry in %s",
 		name, strings.TrimSuffix(strconv.FormatFloat(float64(l.limit), 'f', 2, 64), ".00"), l.burst, delay.Round(time.Millisecond)))
-	return false
 }
 
 // observePurge times one purge to its last expected ack for the metrics, in the background, for

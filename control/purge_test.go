@@ -9,11 +9,14 @@ import (
 	"maps"
 	"math"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/meridian-cdn/meridian/edge"
 	"github.com/meridian-cdn/meridian/fleet"
@@ -852,5 +855,81 @@ func TestMisspeltQueryParametersAreRefused(t *testing.T) {
 	}
 	if got, want := nodeStatuses(r), map[string]string{"ams/n1": purge.NodeUnreachable, "fra/n1": purge.NodeUnreachable}; !maps.Equal(got, want) {
 		t.Errorf("after the refused requests: statuses %v, want %v (no node declared gone)", got, want)
+	}
+}
+
+// TestRefusedPurgesSpendNoRateLimit: a purge refused before anything is published (bad JSON, a
+// bad URL, a bad query, a host outside the token's or not configured, a wrong content type)
+// takes nothing from the token's purge bucket: a client fixing its request is not then held
+// back by the limit. The burst of published purges is still all the token gets.
+func TestRefusedPurgesSpendNoRateLimit(t *testing.T) {
+	const shop = "shop-purger-secret-0123456789"
+	ts := startServer(t, Config{PurgeRate: 0.01, PurgeBurst: 2, Tokens: []Token{
+		{Name: "shop-purger", Token: shop, Scopes: []string{ScopePurge}, Hosts: []string{hostA, "*.unconfigured.example"}},
+	}})
+	if err := fleet.PutHost(t.Context(), ts.JetStream(), "", wire.HostConfig{Host: hostA, Origin: "http://127.0.0.1:8080"}); err != nil {
+		t.Fatal(err)
+	}
+	good := `{"host":"www.example.com","keys":["k"]}`
+	refused := []struct {
+		name, query, contentType, body string
+		want                           int
+	}{
+		{"invalid JSON", "", "application/json", `{"host":`, http.StatusBadRequest},
+		{"unknown field", "", "application/json", `{"host":"www.example.com","keys":["k"],"ttl":1}`, http.StatusBadRequest},
+		{"bad URL", "", "application/json", `{"host":"www.example.com","urls":["no-slash"]}`, http.StatusBadRequest},
+		{"nothing to purge", "", "application/json", `{"host":"www.example.com"}`, http.StatusBadRequest},
+		{"bad wait", "?wait=forever", "application/json", good, http.StatusBadRequest},
+		{"unknown query parameter", "?Wait=2s", "application/json", good, http.StatusBadRequest},
+		{"query that does not parse", "?wait=1s;x", "application/json", good, http.StatusBadRequest},
+		{"host not configured", "", "application/json", `{"host":"a.unconfigured.example","all":true}`, http.StatusBadRequest},
+		{"host outside the token's", "", "application/json", `{"host":"other.example.com","all":true}`, http.StatusForbidden},
+		{"not JSON", "", "text/plain", good, http.StatusUnsupportedMediaType},
+	}
+	for round := range 2 { // more refusals than the burst
+		for _, tt := range refused {
+			req, err := http.NewRequestWithContext(t.Context(), "POST", ts.base+"/v1/purge"+tt.query, strings.NewReader(tt.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Authorization", "Bearer "+shop)
+			req.Header.Set("Content-Type", tt.contentType)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tt.want {
+				t.Errorf("round %d, %s: %d %s, want %d", round, tt.name, resp.StatusCode, b, tt.want)
+			}
+		}
+	}
+	for i := range 2 {
+		if code, _, b := postPurge(t, ts, shop, "", []byte(good)); code != http.StatusAccepted {
+			t.Errorf("purge %d of the burst after %d refused ones = %d %s, want 202", i+1, 2*len(refused), code, b)
+		}
+	}
+	if code, _, b := postPurge(t, ts, shop, "", []byte(good)); code != http.StatusTooManyRequests {
+		t.Errorf("purge beyond the burst = %d %s, want 429", code, b)
+	}
+	// An empty bucket refuses before the request is read: no 400 tells a throttled client more.
+	if code, _, b := postPurge(t, ts, shop, "", []byte(`{"host":`)); code != http.StatusTooManyRequests {
+		t.Errorf("invalid purge with an empty bucket = %d %s, want 429", code, b)
+	}
+}
+
+// TestPurgeLimiterUnlimited: a negative --purge-rate (New makes it +Inf) never refuses, check
+// and take alike, however close together the requests come.
+func TestPurgeLimiterUnlimited(t *testing.T) {
+	l := newPurgeLimiter(math.Inf(1), DefaultPurgeBurst)
+	if l.limit != rate.Inf {
+		t.Errorf("newPurgeLimiter(+Inf).limit = %v, want rate.Inf", l.limit)
+	}
+	for i := range 10 * DefaultPurgeBurst {
+		w := httptest.NewRecorder()
+		if !l.check(w, "t") || !l.take(w, "t") {
+			t.Fatalf("request %d refused: %d %s", i+1, w.Code, w.Body)
+		}
 	}
 }
