@@ -259,6 +259,21 @@ func checkQuery(w http.ResponseWriter, r *http.Request, once, many []string) (ur
 	return q, true
 }
 
+// noQuery refuses, with checkQuery's 400, any query parameter: for the GET routes, which take
+// none. An operator's "?host=" (believed to filter) or "?hsot=" would otherwise be answered
+// with everything, as if it had not been given. GET /healthz is left out: probes and load
+// balancers may add a query, and a 400 there would read as control being down.
+func noQuery(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.RawQuery != "" {
+			if _, ok := checkQuery(w, r, nil, nil); !ok {
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
 // contentCoded reports whether the Content-Encoding field values name a coding other than
 // identity; empty list elements are ignored (RFC 9110 5.6.1).
 func contentCoded(values []string) bool {
@@ -566,15 +581,15 @@ func (s *Server) instrument(pattern string, h http.Handler) http.Handler {
 // routesAPI registers the built-in routes.
 func (s *Server) routesAPI() {
 	s.Handle("GET /healthz", "", http.HandlerFunc(s.healthz))
-	s.Handle("GET /metrics", ScopeRead, promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
-	s.Handle("GET /v1/pops", ScopeRead, http.HandlerFunc(s.getPoPs))
+	s.Handle("GET /metrics", ScopeRead, noQuery(promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{})))
+	s.Handle("GET /v1/pops", ScopeRead, noQuery(http.HandlerFunc(s.getPoPs)))
 	s.Handle("POST /v1/pops/{pop}/drain", ScopeConfig, s.drainHandler(true))
 	s.Handle("POST /v1/pops/{pop}/undrain", ScopeConfig, s.drainHandler(false))
-	s.Handle("GET /v1/hosts", ScopeRead, http.HandlerFunc(s.listHosts))
-	s.Handle("GET /v1/hosts/{host}", ScopeRead, http.HandlerFunc(s.getHost))
+	s.Handle("GET /v1/hosts", ScopeRead, noQuery(http.HandlerFunc(s.listHosts)))
+	s.Handle("GET /v1/hosts/{host}", ScopeRead, noQuery(http.HandlerFunc(s.getHost)))
 	s.Handle("PUT /v1/hosts/{host}", ScopeConfig, http.HandlerFunc(s.putHost))
 	s.Handle("DELETE /v1/hosts/{host}", ScopeConfig, http.HandlerFunc(s.deleteHost))
-	s.Handle("GET /v1/routing", ScopeRead, http.HandlerFunc(s.getRouting))
+	s.Handle("GET /v1/routing", ScopeRead, noQuery(http.HandlerFunc(s.getRouting)))
 	s.Handle("PUT /v1/routing", ScopeConfig, http.HandlerFunc(s.putRouting))
 	s.Handle("POST /v1/peer-keys/rotate", ScopeConfig, http.HandlerFunc(s.rotatePeerKey))
 }

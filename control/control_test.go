@@ -1371,3 +1371,65 @@ func TestReadyLogNamesPrefixInUse(t *testing.T) {
 		t.Errorf("ready line %q, want prefix=%s", ready, wire.DefaultPrefix)
 	}
 }
+
+// TestGETRoutesRefuseUnknownQueryParameters: the API's GET routes take no query parameter, so
+// one given is an operator's mistake (GET /v1/hosts?hsot=a.example, or ?host= believed to
+// filter) that would otherwise silently answer with everything: 400 naming it, as the routes
+// that take parameters answer a misspelt one. Each route still answers without one. /healthz
+// is the exception: probes and load balancers may add a query, and nothing it answers
+// depends on one.
+func TestGETRoutesRefuseUnknownQueryParameters(t *testing.T) {
+	ts := startServer(t, Config{})
+	if err := fleet.PutHost(t.Context(), ts.JetStream(), "", wire.HostConfig{Host: "www.example.com", Origin: "http://127.0.0.1:8080"}); err != nil {
+		t.Fatal(err)
+	}
+	code, b := ts.do(t, "POST", "/v1/purge", tokPurger, []byte(`{"host":"www.example.com","all":true}`))
+	var pr purge.Response
+	if code != http.StatusAccepted || json.Unmarshal(b, &pr) != nil {
+		t.Fatalf("purge = %d %s, want 202", code, b)
+	}
+	routes := []struct {
+		path  string
+		token string
+	}{
+		{"/metrics", tokReader},
+		{"/v1/pops", tokReader},
+		{"/v1/hosts", tokReader},
+		{"/v1/hosts/www.example.com", tokReader},
+		{"/v1/routing", tokReader},
+		{"/v1/purges/" + pr.ID, tokPurger},
+	}
+	queries := []struct {
+		name, query string
+		field       string // "" for a query that does not parse
+	}{
+		{"misspelt filter", "?hsot=www.example.com", "hsot"},
+		{"filter the route does not have", "?host=www.example.com", "host"},
+		{"empty value", "?verbose", "verbose"},
+		{"second of two", "?a=1&b=2", "a"},
+		{"does not parse", "?host=a;b", ""},
+	}
+	for _, rt := range routes {
+		t.Run(strings.TrimPrefix(rt.path, "/"), func(t *testing.T) {
+			for _, q := range []string{"", "?"} {
+				if code, b := ts.do(t, "GET", rt.path+q, rt.token, nil); code != http.StatusOK {
+					t.Errorf("GET %s%s = %d %.200s, want 200", rt.path, q, code, b)
+				}
+			}
+			for _, tt := range queries {
+				code, b := ts.do(t, "GET", rt.path+tt.query, rt.token, nil)
+				var e APIError
+				if code != http.StatusBadRequest || json.Unmarshal(b, &e) != nil || e.Field != tt.field {
+					t.Errorf("%s: GET %s%s = %d %.200s, want 400 with field %q", tt.name, rt.path, tt.query, code, b, tt.field)
+				}
+			}
+			// The token is checked first: without one, the query is not looked at.
+			if code, b := ts.do(t, "GET", rt.path+"?hsot=x", "", nil); code != http.StatusUnauthorized {
+				t.Errorf("GET %s?hsot=x without a token = %d %.200s, want 401", rt.path, code, b)
+			}
+		})
+	}
+	if code, b := ts.do(t, "GET", "/healthz?probe=lb&_=1", "", nil); code != http.StatusOK {
+		t.Errorf("GET /healthz with a query = %d %s, want 200", code, b)
+	}
+}

@@ -37,7 +37,7 @@ var purgeKinds = []purge.Kind{purge.KindURL, purge.KindPrefix, purge.KindKey, pu
 // follow up on their purge, and a CI job holding only a purge token should not need read.
 func (s *Server) routesPurge() {
 	s.Handle("POST /v1/purge", ScopePurge, http.HandlerFunc(s.postPurge))
-	s.Handle("GET /v1/purges/{id}", ScopePurge, http.HandlerFunc(s.getPurge))
+	s.Handle("GET /v1/purges/{id}", ScopePurge, noQuery(http.HandlerFunc(s.getPurge)))
 	s.Handle("DELETE /v1/purges/{id}/unreachable", ScopePurge, http.HandlerFunc(s.declareGone))
 }
 
