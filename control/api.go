@@ -259,14 +259,15 @@ func checkQuery(w http.ResponseWriter, r *http.Request, once, many []string) (ur
 	return q, true
 }
 
-// noQuery refuses, with checkQuery's 400, any query parameter: for the GET routes, which take
-// none. An operator's "?host=" (believed to filter) or "?hsot=" would otherwise be answered
-// with everything, as if it had not been given. GET /healthz is left out: probes and load
+// noQuery refuses, with checkQuery's 400, any query parameter but those named in many (each
+// may repeat): for the GET routes, which take none (or, /metrics, promhttp's "name[]" filter).
+// An operator's "?host=" (believed to filter) or "?hsot=" would otherwise be answered with
+// everything, as if it had not been given. GET /healthz is left out: probes and load
 // balancers may add a query, and a 400 there would read as control being down.
-func noQuery(h http.Handler) http.Handler {
+func noQuery(h http.Handler, many ...string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.RawQuery != "" {
-			if _, ok := checkQuery(w, r, nil, nil); !ok {
+			if _, ok := checkQuery(w, r, nil, many); !ok {
 				return
 			}
 		}
@@ -581,7 +582,7 @@ func (s *Server) instrument(pattern string, h http.Handler) http.Handler {
 // routesAPI registers the built-in routes.
 func (s *Server) routesAPI() {
 	s.Handle("GET /healthz", "", http.HandlerFunc(s.healthz))
-	s.Handle("GET /metrics", ScopeRead, noQuery(promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{})))
+	s.Handle("GET /metrics", ScopeRead, noQuery(promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}), "name[]"))
 	s.Handle("GET /v1/pops", ScopeRead, noQuery(http.HandlerFunc(s.getPoPs)))
 	s.Handle("POST /v1/pops/{pop}/drain", ScopeConfig, s.drainHandler(true))
 	s.Handle("POST /v1/pops/{pop}/undrain", ScopeConfig, s.drainHandler(false))

@@ -1429,6 +1429,11 @@ func TestGETRoutesRefuseUnknownQueryParameters(t *testing.T) {
 			}
 		})
 	}
+	// /metrics keeps promhttp's own filter: only the families named.
+	code, b = ts.do(t, "GET", "/metrics?name[]=meridian_purges_total&name%5B%5D=go_goroutines", tokReader, nil)
+	if code != http.StatusOK || !strings.Contains(string(b), "go_goroutines ") || strings.Contains(string(b), "go_threads") {
+		t.Errorf("GET /metrics?name[]=... = %d %.300s, want 200 with go_goroutines and without go_threads", code, b)
+	}
 	if code, b := ts.do(t, "GET", "/healthz?probe=lb&_=1", "", nil); code != http.StatusOK {
 		t.Errorf("GET /healthz with a query = %d %s, want 200", code, b)
 	}
