@@ -67,6 +67,12 @@ func TestBadValuesNameTheirField(t *testing.T) {
 			"ns3.cdn.example.com. is both a routed hostname and control.nodes[2]'s name server name (ns), whose address answers for it"},
 		// "@" is the apex, a name, but a CNAME there would have the SOA and NS beside it.
 		{"cname on the apex as @", `hostnames: ["*"]`, `hostnames: ["*"]` + "\n  cnames: {\"@\": www}", "dns.cnames.@", "cdn.example.com. must be a name below the zone"},
+		// A name refused for being outside the zone (or the apex) is on no loop: one mistake,
+		// one error. The loop through it was reported as well.
+		{"cname outside the zone, on a loop", `hostnames: ["*"]`, `hostnames: ["*"]` + "\n  cnames: {a.example.org.: b, b: a.example.org.}", "dns.cnames.a.example.org.",
+			"a.example.org. must be a name below the zone cdn.example.com."},
+		{"cname on the apex, on a loop", `hostnames: ["*"]`, `hostnames: ["*"]` + "\n  cnames: {\"@\": b, b: \"@\"}", "dns.cnames.@",
+			"cdn.example.com. must be a name below the zone cdn.example.com."},
 		// dnsroute refuses a CNAME loop (RFC 1034 section 3.6.2): every DNS server would stay
 		// down. The error names the names on the loop, from its least one.
 		{"cname to itself", `hostnames: ["*"]`, `hostnames: ["*"]` + "\n  cnames: {img: IMG.cdn.example.com.}", "dns.cnames.img",

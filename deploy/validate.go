@@ -334,8 +334,10 @@ func (c *checker) dns() {
 		// A name's CNAME is its first entry's, the one a duplicate error names: map order
 		// must not pick which entry a loop goes through, nor the entry it is reported on.
 		abs := map[string]string{}
+		// A name refused above for being outside the zone or its apex is on no loop: dnsroute
+		// serves it as no alias, and its one mistake is one error.
 		for name, from := range owners {
-			if to := d.CNAMEs[from]; zoneNameOK(from) && zoneNameOK(to) { // else refused above
+			if to := d.CNAMEs[from]; zoneNameOK(from) && zoneNameOK(to) && name != d.Zone && inZone(d.Zone, name) { // else refused above
 				abs[name] = zoneName(d.Zone, to)
 			}
 		}

@@ -239,6 +239,10 @@ func absName(zone, n string) string {
 	return n + "." + zone
 }
 
+// belowZone says whether the lower-case FQDN n is a name below zone, as the owner of a CNAME
+// must be (at the apex it would have the SOA and NS beside it).
+func belowZone(zone, n string) bool { return n != zone && dns.IsSubDomain(zone, n) }
+
 // validate reports every problem with c as written (before defaults), each naming its field
 // as it is spelt in the YAML file.
 func (c Config) validate() wire.FieldErrors {
@@ -361,8 +365,8 @@ func (c Config) validate() wire.FieldErrors {
 	}
 	for from, to := range c.CNAMEs {
 		f := absName(zone, from)
-		if zone != "" && (!dns.IsSubDomain(zone, f) || f == zone) {
-			errs.Add("cnames."+from, "must be a name below the zone")
+		if zone != "" && !belowZone(zone, f) {
+			errs.Add("cnames."+from, "%s must be a name below the zone %s", f, zone)
 		}
 		var also []string
 		if i, ok := routed[f]; ok {
@@ -384,9 +388,11 @@ func (c Config) validate() wire.FieldErrors {
 	if zone != "" {
 		// A name's CNAME is its first spelling's, the one its duplicate problem names: map
 		// order must not pick which entry a loop goes through, nor the line it is shown on.
+		// A name refused above for being outside the zone or its apex is served as no alias:
+		// it is on no loop, and its one mistake is one problem.
 		abs := map[string]string{}
 		for f, from := range owners {
-			if _, ok := dns.IsDomainName(c.CNAMEs[from]); ok { // else refused above
+			if _, ok := dns.IsDomainName(c.CNAMEs[from]); ok && belowZone(zone, f) { // else refused above
 				abs[f] = absName(zone, c.CNAMEs[from])
 			}
 		}

@@ -643,6 +643,14 @@ func TestConfigCNAMELoops(t *testing.T) {
 		{"to a name outside the zone", "  a: a.example.org.\n", nil},
 		{"outside, spelt like a name of the zone", "  a: a.cdn.example.org.\n", nil},
 		{"to the apex", "  a: \"@\"\n", nil},
+		// A name refused for being outside the zone (or the apex) is not served as an alias,
+		// so it is on no loop: one mistake, one problem. The loop was reported as well.
+		{"outside the zone, on a loop", "  a.example.org.: b\n  b: a.example.org.\n", []problem{
+			{"a.example.org.", "a.example.org. must be a name below the zone cdn.example."},
+		}},
+		{"the apex, on a loop", "  cdn.example.: b\n  b: \"@\"\n", []problem{
+			{"cdn.example.", "cdn.example. must be a name below the zone cdn.example."},
+		}},
 		// Two CNAMEs for one name (RFC 2181 section 10.1): which one answered would be Go's
 		// map order. Reported on the later spelling, naming the first.
 		{"one name spelt twice", "  alias: www\n  Alias.cdn.example.: static.example.org.\n", []problem{
