@@ -11,10 +11,12 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/miekg/dns"
 
 	"github.com/meridian-cdn/meridian/dnsroute/geo"
+	"github.com/meridian-cdn/meridian/internal/idnhost"
 	"github.com/meridian-cdn/meridian/internal/yamlconf"
 	"github.com/meridian-cdn/meridian/wire"
 )
@@ -239,6 +241,42 @@ func absName(zone, n string) string {
 	return n + "." + zone
 }
 
+// asciiName is the name n as the server holds and answers it: its Unicode labels as A-labels
+// ("bücher" -> "xn--bcher-kva"), in lower case (idnhost.ToASCII: UTS #46 Lookup, as edge,
+// control and deploy convert hosts), since resolvers ask for the A-labels, never for UTF-8.
+// A name IDNA refuses is returned lower-cased; validate reports it.
+func asciiName(n string) string {
+	if a, err := idnhost.ToASCII(n); err == nil {
+		return a
+	}
+	return strings.ToLower(n)
+}
+
+// asciiMailbox is soa.rname converted as asciiName converts a name, but for its first label:
+// that is a mailbox's local part ("hostmaster" in hostmaster.cdn.example.), no host label, and
+// its A-label would name another mailbox. A local part in Unicode has no DNS form (RFC 6530
+// addresses are not IDNA) and is refused; errors name rname as written.
+func asciiMailbox(rname string) (string, error) {
+	end := len(rname) // the end of the local part: its first unescaped dot, if any
+	if idx := dns.Split(rname); len(idx) > 1 {
+		end = idx[1] - 1
+	} else if dns.IsFqdn(rname) {
+		end = len(rname) - 1
+	}
+	local, domain := rname[:end], rname[end:] // domain holds the dot, if any
+	if strings.IndexFunc(local, func(r rune) bool { return r >= utf8.RuneSelf }) >= 0 {
+		return "", fmt.Errorf("%q: the mailbox %q is not ASCII, and DNS has no form for a Unicode mailbox", rname, local)
+	}
+	if len(domain) > 1 {
+		a, err := idnhost.ToASCII(domain[1:])
+		if err != nil {
+			return "", fmt.Errorf("%q: %w", rname, err)
+		}
+		domain = "." + a
+	}
+	return strings.ToLower(local) + domain, nil
+}
+
 // belowZone says whether the lower-case FQDN n is a name below zone, as the owner of a CNAME
 // must be (at the apex it would have the SOA and NS beside it).
 func belowZone(zone, n string) bool { return n != zone && dns.IsSubDomain(zone, n) }
@@ -247,23 +285,37 @@ func belowZone(zone, n string) bool { return n != zone && dns.IsSubDomain(zone, 
 // as it is spelt in the YAML file.
 func (c Config) validate() wire.FieldErrors {
 	var errs wire.FieldErrors
+	// Names are checked as the server holds them (asciiName): a name written in Unicode as
+	// its A-labels, so that two spellings of one name are one name. A problem found in that
+	// form names the name as written too (idnhost.Wrap); one IDNA refuses is a problem of its
+	// own, and the name is left out of the checks that follow.
 	zone := ""
 	if c.Zone == "" {
 		errs.Add("zone", "is required")
-	} else if _, ok := dns.IsDomainName(c.Zone); !ok {
+	} else if a, err := idnhost.ToASCII(c.Zone); err != nil {
+		errs.Add("zone", "%w", err)
+	} else if _, ok := dns.IsDomainName(a); !ok {
 		errs.Add("zone", "%q is not a domain name", c.Zone)
 	} else {
-		zone = strings.ToLower(dns.Fqdn(c.Zone))
+		zone = dns.Fqdn(a)
 	}
 	if len(c.NS) == 0 {
 		errs.Add("ns", "needs at least one name server")
 	}
+	nsNames := map[string]int{} // name -> the first ns entry with it, inside the zone
 	for i, ns := range c.NS {
 		f := fmt.Sprintf("ns[%d]", i)
-		if _, ok := dns.IsDomainName(ns.Name); !ok || ns.Name == "" {
+		if a, err := idnhost.ToASCII(ns.Name); err != nil {
+			errs.Add(f+".name", "%w", err)
+		} else if _, ok := dns.IsDomainName(a); !ok || ns.Name == "" { // "" would read as the apex
 			errs.Add(f+".name", "%q is not a domain name", ns.Name)
-		} else if name := absName(zone, ns.Name); zone != "" && dns.IsSubDomain(zone, name) && len(ns.IPv4)+len(ns.IPv6) == 0 {
-			errs.Add(f, "%s is inside the zone and needs glue addresses", name)
+		} else if name := absName(zone, a); zone != "" && dns.IsSubDomain(zone, name) {
+			if len(ns.IPv4)+len(ns.IPv6) == 0 {
+				errs.Add(f, "%w", idnhost.Wrap(ns.Name, fmt.Errorf("%s is inside the zone and needs glue addresses", name)))
+			}
+			if _, ok := nsNames[name]; !ok {
+				nsNames[name] = i
+			}
 		}
 		for _, a := range ns.IPv4 {
 			if ip, err := netip.ParseAddr(a); err != nil || !ip.Is4() {
@@ -275,6 +327,16 @@ func (c Config) validate() wire.FieldErrors {
 				errs.Add(f+".ipv6", "%q is not an IPv6 address", a)
 			}
 		}
+	}
+	if a, err := idnhost.ToASCII(c.SOA.MName); err != nil {
+		errs.Add("soa.mname", "%w", err)
+	} else if _, ok := dns.IsDomainName(a); !ok && c.SOA.MName != "" {
+		errs.Add("soa.mname", "%q is not a domain name", c.SOA.MName)
+	}
+	if a, err := asciiMailbox(c.SOA.RName); err != nil {
+		errs.Add("soa.rname", "%w", err)
+	} else if _, ok := dns.IsDomainName(a); !ok && c.SOA.RName != "" {
+		errs.Add("soa.rname", "%q is not a domain name", c.SOA.RName)
 	}
 	for _, d := range []struct {
 		v     time.Duration
@@ -316,57 +378,76 @@ func (c Config) validate() wire.FieldErrors {
 			errs.Add("policy", "%w", err)
 		}
 	}
+	hosts := make([]string, len(c.Hostnames)) // each name, absolute; "" for "*" or one refused
 	for i, h := range c.Hostnames {
 		f := fmt.Sprintf("hostnames[%d]", i)
 		if h == "*" {
 			continue
 		}
-		if _, ok := dns.IsDomainName(h); !ok {
+		a, err := idnhost.ToASCII(h)
+		if err != nil {
+			errs.Add(f, "%w", err)
+			continue
+		}
+		if _, ok := dns.IsDomainName(a); !ok {
 			errs.Add(f, "%q is not a domain name", h)
-		} else if name := absName(zone, h); zone != "" && !dns.IsSubDomain(zone, name) {
-			errs.Add(f, "%s is outside the zone %s", name, zone)
+			continue
+		}
+		hosts[i] = absName(zone, a)
+		if zone != "" && !dns.IsSubDomain(zone, hosts[i]) {
+			errs.Add(f, "%w", idnhost.Wrap(h, fmt.Errorf("%s is outside the zone %s", hosts[i], zone)))
 		}
 	}
 	// A name has one meaning: a CNAME has no other data beside it (RFC 2181 section 10.1)
 	// and a name server's name is no alias (section 10.3); a name server's addresses are its
 	// glue, not routed. The server would answer with one of them and ignore the other.
 	// The errors name both meanings and where each is, so that the operator sees which to drop.
-	nsNames := map[string]int{} // name -> the first ns entry with it
-	for i, ns := range c.NS {
-		if _, ok := dns.IsDomainName(ns.Name); !ok || ns.Name == "" {
-			continue // refused above; "" would read as the apex
-		}
-		if n := absName(zone, ns.Name); zone != "" && dns.IsSubDomain(zone, n) {
-			if _, ok := nsNames[n]; !ok {
-				nsNames[n] = i
-			}
-		}
-	}
 	routed := map[string]int{} // name -> the first hostnames entry with it
-	for i, h := range c.Hostnames {
-		if n := absName(zone, h); h != "*" && zone != "" {
+	for i, n := range hosts {
+		if n != "" && zone != "" {
 			if _, ok := routed[n]; !ok {
 				routed[n] = i
 			}
 			if j, ok := nsNames[n]; ok {
-				errs.Add(fmt.Sprintf("hostnames[%d]", i), "%s is both a routed hostname and the name of name server ns[%d], whose glue answers for it", n, j)
+				errs.Add(fmt.Sprintf("hostnames[%d]", i), "%w", idnhost.Wrap(c.Hostnames[i],
+					fmt.Errorf("%s is both a routed hostname and the name of name server ns[%d], whose glue answers for it", n, j)))
 			}
 		}
 	}
+	// Each cnames entry's name and target, absolute, for the entries whose name and target
+	// are domain names.
+	names, targets := map[string]string{}, map[string]string{}
+	for from, to := range c.CNAMEs {
+		f := "cnames." + from
+		if a, err := idnhost.ToASCII(from); err != nil {
+			errs.Add(f, "%w", err)
+		} else if _, ok := dns.IsDomainName(a); !ok {
+			errs.Add(f, "%q is not a domain name", from)
+		} else {
+			names[from] = absName(zone, a)
+		}
+		if a, err := idnhost.ToASCII(to); err != nil {
+			errs.Add(f, "%w", err)
+		} else if _, ok := dns.IsDomainName(a); !ok {
+			errs.Add(f, "%q is not a domain name", to)
+		} else {
+			targets[from] = absName(zone, a)
+		}
+	}
 	owners := map[string]string{} // name -> its first spelling in cnames, in sorted order
-	for _, from := range slices.Sorted(maps.Keys(c.CNAMEs)) {
-		f := absName(zone, from)
+	for _, from := range slices.Sorted(maps.Keys(names)) {
+		f := names[from]
 		// Two CNAMEs for one name (RFC 2181 section 10.1): Go's map order would pick the answer.
 		if first, ok := owners[f]; ok {
-			errs.Add("cnames."+from, "%s is also cnames.%s (to %s); a name has one CNAME at most", f, first, absName(zone, c.CNAMEs[first]))
+			errs.Add("cnames."+from, "%w", idnhost.Wrap(from,
+				fmt.Errorf("%s is also cnames.%s (to %s); a name has one CNAME at most", f, first, cmp.Or(targets[first], c.CNAMEs[first]))))
 		} else {
 			owners[f] = from
 		}
 	}
-	for from, to := range c.CNAMEs {
-		f := absName(zone, from)
+	for from, f := range names {
 		if zone != "" && !belowZone(zone, f) {
-			errs.Add("cnames."+from, "%s must be a name below the zone %s", f, zone)
+			errs.Add("cnames."+from, "%w", idnhost.Wrap(from, fmt.Errorf("%s must be a name below the zone %s", f, zone)))
 		}
 		var also []string
 		if i, ok := routed[f]; ok {
@@ -376,10 +457,8 @@ func (c Config) validate() wire.FieldErrors {
 			also = append(also, fmt.Sprintf("the name of name server ns[%d]", i))
 		}
 		if len(also) > 0 {
-			errs.Add("cnames."+from, "%s is both a CNAME (to %s) and %s; a CNAME has no other data beside it", f, absName(zone, to), strings.Join(also, " and "))
-		}
-		if _, ok := dns.IsDomainName(to); !ok {
-			errs.Add("cnames."+from, "%q is not a domain name", to)
+			errs.Add("cnames."+from, "%w", idnhost.Wrap(from, fmt.Errorf("%s is both a CNAME (to %s) and %s; a CNAME has no other data beside it",
+				f, cmp.Or(targets[from], c.CNAMEs[from]), strings.Join(also, " and "))))
 		}
 	}
 	// A CNAME loop is an error (RFC 1034 section 3.6.2): no name on it resolves, and the
@@ -392,8 +471,8 @@ func (c Config) validate() wire.FieldErrors {
 		// it is on no loop, and its one mistake is one problem.
 		abs := map[string]string{}
 		for f, from := range owners {
-			if _, ok := dns.IsDomainName(c.CNAMEs[from]); ok && belowZone(zone, f) { // else refused above
-				abs[f] = absName(zone, c.CNAMEs[from])
+			if to, ok := targets[from]; ok && belowZone(zone, f) { // else refused above
+				abs[f] = to
 			}
 		}
 		for _, loop := range wire.CNAMELoops(abs) {
@@ -467,17 +546,20 @@ func (c Config) validate() wire.FieldErrors {
 // withDefaults fills in every default of a valid c and makes its names absolute and lower
 // case; it leaves the caller's slices and maps alone.
 func (c Config) withDefaults() Config {
-	c.Zone = strings.ToLower(dns.Fqdn(c.Zone))
+	c.Zone = dns.Fqdn(asciiName(c.Zone))
 	c.NS = slices.Clone(c.NS)
 	for i := range c.NS {
-		c.NS[i].Name = absName(c.Zone, c.NS[i].Name)
+		c.NS[i].Name = absName(c.Zone, asciiName(c.NS[i].Name))
 	}
 	if c.SOA.MName == "" {
 		c.SOA.MName = c.NS[0].Name
 	}
-	c.SOA.MName = absName(c.Zone, c.SOA.MName)
+	c.SOA.MName = absName(c.Zone, asciiName(c.SOA.MName))
 	if c.SOA.RName == "" {
 		c.SOA.RName = "hostmaster." + c.Zone
+	}
+	if a, err := asciiMailbox(c.SOA.RName); err == nil {
+		c.SOA.RName = a
 	}
 	c.SOA.RName = absName(c.Zone, c.SOA.RName)
 	for _, d := range []struct {
@@ -517,12 +599,12 @@ func (c Config) withDefaults() Config {
 	c.Hostnames = slices.Clone(c.Hostnames)
 	for i, h := range c.Hostnames {
 		if h != "*" {
-			c.Hostnames[i] = absName(c.Zone, h)
+			c.Hostnames[i] = absName(c.Zone, asciiName(h))
 		}
 	}
 	cn := make(map[string]string, len(c.CNAMEs))
 	for from, to := range c.CNAMEs {
-		cn[absName(c.Zone, from)] = absName(c.Zone, to)
+		cn[absName(c.Zone, asciiName(from))] = absName(c.Zone, asciiName(to))
 	}
 	c.CNAMEs = cn
 	if c.MaxUDPSize == 0 {

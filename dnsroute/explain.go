@@ -10,6 +10,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/meridian-cdn/meridian/internal/idnhost"
 	"github.com/meridian-cdn/meridian/wire"
 )
 
@@ -68,7 +69,11 @@ func (s *Server) Explain(addr netip.Addr, name string, qtype uint16) (Explanatio
 			}
 		}
 	}
-	name = strings.ToLower(name)
+	// The name as the zone holds it: Unicode labels as their A-labels, as the config's are.
+	name, err := idnhost.ToASCII(name)
+	if err != nil {
+		return Explanation{}, fmt.Errorf("explain: %w", err)
+	}
 	if name == "@" { // the apex, as hostnames and cnames spell it
 		name = s.cfg.Zone
 	}
