@@ -75,10 +75,13 @@ func (d *DNS) setDefaults() {
 	orDefault(&d.AdminPort, DefaultDNSAdminPort)
 	orDefault(&d.MMDB, DefaultMMDB)
 	orDefault(&d.TTL, DefaultDNSTTL)
+	if idnaProblem(d.Zone) != nil {
+		return // left as written, for validate to name
+	}
+	d.Zone = dnsName(d.Zone)
 	if d.Zone != "" && !strings.HasSuffix(d.Zone, ".") {
 		d.Zone += "."
 	}
-	d.Zone = strings.ToLower(d.Zone)
 }
 
 func (e *Edge) setDefaults(dnsTTL time.Duration) {

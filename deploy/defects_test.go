@@ -212,6 +212,10 @@ func TestFleetTakesWhatDNSTakes(t *testing.T) {
 		{"cname to the apex as @", `hostnames: ["@"]` + "\n  cnames: {\"top\": \"@\"}"},
 		{"cname chain out of the zone", `hostnames: ["*"]` + "\n  cnames: {a: b, b: www.example.org.}"},
 		{"cname chain longer than an answer follows", `hostnames: ["*"]` + "\n  cnames: {c0: c1, c1: c2, c2: c3, c3: c4, c4: c5, c5: c6, c6: c7, c7: c8, c8: c9, c9: www}"},
+		// dnsroute holds a name written in Unicode as its A-labels: the fleet checks took no
+		// Unicode name at all ("not a domain name").
+		{"hostnames in unicode", `hostnames: ["bücher", "www.Straße.cdn.example.com."]`},
+		{"cnames in unicode", `hostnames: ["www"]` + "\n  cnames: {ñ: www, alias: ñ, x: bücher.example.}"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

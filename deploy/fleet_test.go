@@ -242,3 +242,52 @@ func TestParseInternationalisedHost(t *testing.T) {
 		}
 	}
 }
+
+// TestParseInternationalisedDNSNames: the DNS zone, the name servers' names, hostnames and
+// cnames may be written in Unicode, as dnsroute takes them; every rendered dns.yaml names them
+// by their A-labels, the form resolvers ask for, and loads. The fleet checks refused them.
+func TestParseInternationalisedDNSNames(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("testdata", "fleet.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(data)
+	for _, r := range [][2]string{
+		{"zone: cdn.example.com.", "zone: cdn.Bücher.example"},
+		{"private_ipv4: 10.1.0.10", "private_ipv4: 10.1.0.10\n      ns: nß"},
+		{`hostnames: ["*"]`, `hostnames: [straße]` + "\n  cnames: {ñ: straße}"},
+	} {
+		if !strings.Contains(text, r[0]) {
+			t.Fatalf("example has no %q", r[0])
+		}
+		text = strings.Replace(text, r[0], r[1], 1)
+	}
+	f, err := Parse([]byte(text))
+	if err != nil {
+		t.Fatalf("Parse = %v", err)
+	}
+	renderedConfigsLoad(t, f)
+	out, err := Render(f, RenderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const zone = "cdn.xn--bcher-kva.example."
+	n := 0
+	for p, b := range out {
+		if !strings.HasSuffix(p, "/dns.yaml") {
+			continue
+		}
+		n++
+		for _, want := range []string{"zone: " + zone, "name: xn--n-qfa." + zone, "- xn--strae-oqa", "xn--ida: xn--strae-oqa"} {
+			if !strings.Contains(string(b), want) {
+				t.Errorf("%s holds no %q:\n%s", p, want, b)
+			}
+		}
+		if strings.ContainsAny(string(b), "üßñ") {
+			t.Errorf("%s names a DNS name in Unicode:\n%s", p, b)
+		}
+	}
+	if n == 0 {
+		t.Error("rendered no dns.yaml")
+	}
+}

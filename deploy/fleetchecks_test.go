@@ -79,6 +79,18 @@ func TestBadValuesNameTheirField(t *testing.T) {
 			"CNAME loop img.cdn.example.com. -> img.cdn.example.com.: no name on it resolves"},
 		{"cname loop", `hostnames: ["*"]`, `hostnames: ["*"]` + "\n  cnames: {b: c, c: a, a: b, x: a}", "dns.cnames.a",
 			"CNAME loop a.cdn.example.com. -> b.cdn.example.com. -> c.cdn.example.com. -> a.cdn.example.com.: no name on it resolves"},
+		// Names in Unicode are checked as dnsroute holds them, as A-labels: one IDNA refuses is
+		// named as written, and two spellings of one name are one name.
+		{"zone not a valid idn", "zone: cdn.example.com.", "zone: \"a\u05d0.example.\"", "dns.zone", `"a` + "\u05d0" + `.example." is not a valid internationalised hostname`},
+		{"ns not a valid idn", "private_ipv4: 10.1.0.10", "private_ipv4: 10.1.0.10\n      ns: \"-nü\"", "control.nodes[0].ns", `"-nü" is not a valid internationalised hostname`},
+		{"hostname not a valid idn", `hostnames: ["*"]`, `hostnames: ["a\u200db"]`, "dns.hostnames[0]", `"a\u200db" is not a valid internationalised hostname`},
+		{"cname not a valid idn", `hostnames: ["*"]`, `hostnames: ["*"]` + "\n  cnames: {a: \"b\\u2028ü\"}", "dns.cnames.a", `"b\u2028ü" is not a valid internationalised hostname`},
+		{"hostname in unicode outside the zone", `hostnames: ["*"]`, `hostnames: ["bücher.example."]`, "dns.hostnames[0]",
+			`"bücher.example.": xn--bcher-kva.example. is outside the zone cdn.example.com.`},
+		{"one cname name as u-label and a-label", `hostnames: ["*"]`, `hostnames: ["*"]` + "\n  cnames: {bücher: www, xn--bcher-kva: img}", "dns.cnames.xn--bcher-kva",
+			"xn--bcher-kva.cdn.example.com. is also dns.cnames.bücher (to www.cdn.example.com.); a name has one CNAME at most"},
+		{"cname in unicode on a routed a-label", `hostnames: ["*"]`, `hostnames: ["xn--bcher-kva"]` + "\n  cnames: {Bücher: www}", "dns.cnames.Bücher",
+			`"Bücher": xn--bcher-kva.cdn.example.com. is both a CNAME (to www.cdn.example.com.) and a routed hostname (dns.hostnames[0])`},
 		// Two CNAMEs for one name (RFC 2181 section 10.1): dnsroute refuses them.
 		{"one cname name spelt twice", `hostnames: ["*"]`, `hostnames: ["*"]` + "\n  cnames: {a: www, \"A.cdn.example.com.\": img}", "dns.cnames.a",
 			"a.cdn.example.com. is also dns.cnames.A.cdn.example.com. (to img.cdn.example.com.); a name has one CNAME at most"},

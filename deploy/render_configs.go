@@ -147,9 +147,20 @@ func (r *renderer) dnsConfig(vm string) ([]byte, error) {
 	d := dnsYAML{
 		Zone: f.DNS.Zone, TTL: f.DNS.TTL.String(),
 		Listen: r.public(vm, f.DNS.Port), AdminListen: r.admin(vm, r.controlNode(vm).PrivateIPv4, f.DNS.AdminPort),
-		MMDB: f.DNS.MMDB, DefaultPoP: f.DNS.DefaultPoP, Hostnames: f.DNS.Hostnames, CNAMEs: f.DNS.CNAMEs,
+		MMDB: f.DNS.MMDB, DefaultPoP: f.DNS.DefaultPoP,
 		NATS: "nats://" + r.local(vm, f.NATS.ClientPort), Creds: CredsDir + "/dns.creds", Prefix: f.Prefix,
 		RateLimit: renderedDNSRateLimit,
+	}
+	// Names as the DNS server holds them, A-labels for Unicode ones (validate refused two
+	// spellings of one CNAME name, which would collide here).
+	for _, h := range f.DNS.Hostnames {
+		d.Hostnames = append(d.Hostnames, dnsName(h))
+	}
+	if len(f.DNS.CNAMEs) > 0 {
+		d.CNAMEs = map[string]string{}
+		for from, to := range f.DNS.CNAMEs {
+			d.CNAMEs[dnsName(from)] = dnsName(to)
+		}
 	}
 	if f.DNS.Policy.Policy != "" || f.DNS.Policy.RadiusKm != 0 || len(f.DNS.Policy.Weights) > 0 ||
 		f.DNS.Policy.LowWatermark != 0 || f.DNS.Policy.HighWatermark != 0 {

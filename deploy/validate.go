@@ -241,9 +241,15 @@ func (c *checker) controlNodes() {
 		ns := c.f.nsName(cn)
 		// The name goes into every DNS server's NS records and the parent zone's delegation:
 		// dnsroute takes any name miekg/dns does ("ns 1"), and refuses one over 253 bytes.
-		if !validDomain(ns) {
+		// A name relative to a zone that is refused is not checked: the zone's one problem
+		// is the problem.
+		switch zone := c.f.DNS.Zone; {
+		case idnaProblem(cn.NS) != nil:
+			c.bad(p+".ns", "%w", idnaProblem(cn.NS))
+		case !strings.HasSuffix(dnsName(cn.NS), ".") && (zone == "" || idnaProblem(zone) != nil || !validDomain(zone)):
+		case !validDomain(ns):
 			c.bad(p+".ns", "%q is not a domain name", ns)
-		} else if nsNames[ns] {
+		case nsNames[ns]:
 			c.bad(p+".ns", "%s is also another control VM's name server", ns)
 		}
 		nsNames[ns] = true
@@ -256,6 +262,8 @@ func (c *checker) dns() {
 	switch {
 	case d.Zone == "":
 		c.bad("dns.zone", "is required (e.g. cdn.example.com.)")
+	case idnaProblem(d.Zone) != nil:
+		c.bad("dns.zone", "%w", idnaProblem(d.Zone))
 	case !validDomain(d.Zone):
 		c.bad("dns.zone", "%q is not a domain name", d.Zone)
 	}
@@ -269,14 +277,18 @@ func (c *checker) dns() {
 	c.file("dns.mmdb", d.MMDB, false)
 	// The DNS server reads a name without a final dot relative to the zone, and routes or
 	// aliases only names in it (below it, for a CNAME): it refuses a dns.yaml with any other.
+	// It holds a name written in Unicode as its A-labels, and checks it in that form
+	// (zoneName): a problem found there names the name as written too, as dnsroute's does.
 	zoneOK := d.Zone != "" && validDomain(d.Zone)
 	for i, h := range d.Hostnames {
 		switch {
 		case h == "*":
+		case idnaProblem(h) != nil:
+			c.bad(fmt.Sprintf("dns.hostnames[%d]", i), "%w", idnaProblem(h))
 		case !zoneNameOK(h):
 			c.bad(fmt.Sprintf("dns.hostnames[%d]", i), "%q is not a domain name", h)
 		case zoneOK && !inZone(d.Zone, zoneName(d.Zone, h)):
-			c.bad(fmt.Sprintf("dns.hostnames[%d]", i), "%s is outside the zone %s", zoneName(d.Zone, h), d.Zone)
+			c.bad(fmt.Sprintf("dns.hostnames[%d]", i), "%w", idnhost.Wrap(h, fmt.Errorf("%s is outside the zone %s", zoneName(d.Zone, h), d.Zone)))
 		}
 	}
 	// dnsroute refuses a name with two meanings (RFC 2181 sections 10.1 and 10.3): a CNAME
@@ -289,26 +301,34 @@ func (c *checker) dns() {
 		}
 	}
 	for i, h := range d.Hostnames {
-		if name := zoneName(d.Zone, h); h != "*" {
+		if name := zoneName(d.Zone, h); h != "*" && idnaProblem(h) == nil {
 			if _, ok := routed[name]; !ok {
 				routed[name] = i
 			}
 			if j, ok := nsNames[name]; ok {
-				c.bad(fmt.Sprintf("dns.hostnames[%d]", i), "%s is both a routed hostname and control.nodes[%d]'s name server name (ns), whose address answers for it", name, j)
+				c.bad(fmt.Sprintf("dns.hostnames[%d]", i), "%w", idnhost.Wrap(h,
+					fmt.Errorf("%s is both a routed hostname and control.nodes[%d]'s name server name (ns), whose address answers for it", name, j)))
 			}
 		}
 	}
 	owners := map[string]string{} // name -> its first spelling in cnames, in sorted order
 	for _, from := range slices.Sorted(maps.Keys(d.CNAMEs)) {
+		if idnaProblem(from) != nil {
+			continue // refused below
+		}
 		name := zoneName(d.Zone, from)
 		// Two CNAMEs for one name (RFC 2181 section 10.1): dnsroute refuses them.
 		if first, ok := owners[name]; ok {
-			c.bad("dns.cnames."+from, "%s is also dns.cnames.%s (to %s); a name has one CNAME at most", name, first, zoneName(d.Zone, d.CNAMEs[first]))
+			c.bad("dns.cnames."+from, "%w", idnhost.Wrap(from,
+				fmt.Errorf("%s is also dns.cnames.%s (to %s); a name has one CNAME at most", name, first, zoneName(d.Zone, d.CNAMEs[first]))))
 		} else {
 			owners[name] = from
 		}
 	}
 	for from, to := range d.CNAMEs {
+		if idnaProblem(from) != nil {
+			continue // refused below
+		}
 		name := zoneName(d.Zone, from)
 		var also []string
 		if i, ok := routed[name]; ok {
@@ -318,15 +338,20 @@ func (c *checker) dns() {
 			also = append(also, fmt.Sprintf("control.nodes[%d]'s name server name (ns)", i))
 		}
 		if len(also) > 0 {
-			c.bad("dns.cnames."+from, "%s is both a CNAME (to %s) and %s; a CNAME has no other data beside it", name, zoneName(d.Zone, to), strings.Join(also, " and "))
+			c.bad("dns.cnames."+from, "%w", idnhost.Wrap(from,
+				fmt.Errorf("%s is both a CNAME (to %s) and %s; a CNAME has no other data beside it", name, zoneName(d.Zone, to), strings.Join(also, " and "))))
 		}
 	}
 	for from, to := range d.CNAMEs {
 		switch name := zoneName(d.Zone, from); {
+		case idnaProblem(from) != nil:
+			c.bad("dns.cnames."+from, "%w", idnaProblem(from))
+		case idnaProblem(to) != nil:
+			c.bad("dns.cnames."+from, "%w", idnaProblem(to))
 		case !zoneNameOK(from) || !zoneNameOK(to):
 			c.bad("dns.cnames."+from, "%q -> %q: both must be domain names", from, to)
 		case zoneOK && (name == d.Zone || !inZone(d.Zone, name)):
-			c.bad("dns.cnames."+from, "%s must be a name below the zone %s", name, d.Zone)
+			c.bad("dns.cnames."+from, "%w", idnhost.Wrap(from, fmt.Errorf("%s must be a name below the zone %s", name, d.Zone)))
 		}
 	}
 	// dnsroute refuses a CNAME loop (RFC 1034 section 3.6.2), which no name on it resolves.
@@ -580,9 +605,9 @@ func validDomain(fqdn string) bool {
 }
 
 // zoneName is n as the DNS server reads it: absolute with a final dot, "@" for the zone
-// itself, else relative to zone.
+// itself, else relative to zone; in lower case, Unicode labels as their A-labels (dnsName).
 func zoneName(zone, n string) string {
-	n = strings.ToLower(n)
+	n = dnsName(n)
 	switch {
 	case strings.HasSuffix(n, "."):
 		return n
@@ -592,16 +617,36 @@ func zoneName(zone, n string) string {
 	return n + "." + zone
 }
 
-// zoneNameOK says whether n, relative or absolute, is a domain name or "@", which the DNS
-// server reads as the apex (dnsroute routes it when hostnames lists it).
-func zoneNameOK(n string) bool { return n == "@" || validDomain(strings.TrimSuffix(n, ".")+".") }
+// zoneNameOK says whether n, relative or absolute, is a domain name (in its A-labels) or "@",
+// which the DNS server reads as the apex (dnsroute routes it when hostnames lists it).
+func zoneNameOK(n string) bool {
+	return n == "@" || idnaProblem(n) == nil && validDomain(strings.TrimSuffix(dnsName(n), ".")+".")
+}
+
+// dnsName is a DNS name of the fleet (the zone, a name server's, a hostname or a CNAME's) as
+// the DNS server holds it and as it is rendered: its Unicode labels as their A-labels
+// ("bücher" -> "xn--bcher-kva"), in lower case (idnhost.ToASCII, as dnsroute converts them).
+// One IDNA refuses is only lower-cased: idnaProblem reports it.
+func dnsName(n string) string {
+	if a, err := idnhost.ToASCII(n); err == nil {
+		return a
+	}
+	return strings.ToLower(n)
+}
+
+// idnaProblem is what IDNA finds wrong with a name written in Unicode, naming it as written,
+// as dnsroute reports it; nil for a name it converts and for every ASCII name.
+func idnaProblem(n string) error {
+	_, err := idnhost.ToASCII(n)
+	return err
+}
 
 // inZone says whether the absolute name is zone or below it.
 func inZone(zone, name string) bool { return name == zone || strings.HasSuffix(name, "."+zone) }
 
 // nsName is the absolute name server name of a control VM.
 func (f *Fleet) nsName(c ControlNode) string {
-	n := strings.ToLower(c.NS)
+	n := dnsName(c.NS)
 	if strings.HasSuffix(n, ".") {
 		return n
 	}
