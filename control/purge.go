@@ -409,25 +409,25 @@ func (l *purgeLimiter) check(w http.ResponseWriter, name string) bool {
 	if tokens >= 1 {
 		return true
 	}
-	l.refuse(w, name, time.Duration((1-tokens)/float64(l.limit)*float64(time.Second)))
+	l.refuse(w, name, l.delay(tokens))
 	return false
 }
 
 // take takes one request from name's bucket, or writes a 429 with Retry-After and returns false.
+// A refused take leaves the bucket alone (Allow): a reservation cancelled after another of the
+// token's was made gives back less than it took, so concurrent refusals would spend tokens.
 func (l *purgeLimiter) take(w http.ResponseWriter, name string) bool {
-	res := l.bucket(name).Reserve()
-	if !res.OK() {
-		w.Header().Set("Retry-After", "1")
-		WriteError(w, http.StatusTooManyRequests, "", fmt.Errorf("purge rate limit of token %q exceeded", name))
-		return false
-	}
-	delay := res.Delay()
-	if delay == 0 {
+	b, now := l.bucket(name), time.Now()
+	if b.AllowN(now, 1) {
 		return true
 	}
-	res.Cancel() // the request is refused, so it must not use up a later slot
-	l.refuse(w, name, delay)
+	l.refuse(w, name, l.delay(b.TokensAt(now)))
 	return false
+}
+
+// delay is how long a bucket holding tokens takes to hold one request.
+func (l *purgeLimiter) delay(tokens float64) time.Duration {
+	return time.Duration((1 - tokens) / float64(l.limit) * float64(time.Second))
 }
 
 // refuse writes the 429 for a token that may purge again in delay.

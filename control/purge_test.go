@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -930,6 +931,43 @@ func TestPurgeLimiterUnlimited(t *testing.T) {
 		w := httptest.NewRecorder()
 		if !l.check(w, "t") || !l.take(w, "t") {
 			t.Fatalf("request %d refused: %d %s", i+1, w.Code, w.Body)
+		}
+	}
+}
+
+// TestPurgeLimiterConcurrentRefusalsSpendNothing: many requests of one token that all passed
+// check race to take its last token: one gets it, the others get 429, and the refused ones
+// leave the bucket as they found it. (Reserve then Cancel, in the order the reservations
+// were made, restores only the last one's token: the bucket went into debt by the others.)
+func TestPurgeLimiterConcurrentRefusalsSpendNothing(t *testing.T) {
+	const requests = 64
+	for round := range 20 {
+		l := newPurgeLimiter(0.001, 1) // refills nothing while the test runs
+		start := make(chan struct{})
+		results := make(chan int, requests)
+		var wg sync.WaitGroup
+		for range requests {
+			wg.Go(func() {
+				<-start
+				w := httptest.NewRecorder()
+				l.take(w, "t")
+				results <- w.Code
+			})
+		}
+		close(start)
+		wg.Wait()
+		close(results)
+		taken := 0
+		for code := range results {
+			if code == http.StatusOK {
+				taken++
+			}
+		}
+		if taken != 1 {
+			t.Fatalf("round %d: %d of %d concurrent takes of a 1-token bucket succeeded, want 1", round, taken, requests)
+		}
+		if got := l.bucket("t").Tokens(); got < -0.01 {
+			t.Fatalf("round %d: after 1 take and %d refusals the bucket holds %.2f tokens, want 0: the refusals spent some", round, requests-1, got)
 		}
 	}
 }
