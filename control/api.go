@@ -260,10 +260,11 @@ func checkQuery(w http.ResponseWriter, r *http.Request, once, many []string) (ur
 }
 
 // noQuery refuses, with checkQuery's 400, any query parameter but those named in many (each
-// may repeat): for the GET routes, which take none (or, /metrics, promhttp's "name[]" filter).
-// An operator's "?host=" (believed to filter) or "?hsot=" would otherwise be answered with
-// everything, as if it had not been given. GET /healthz is left out: probes and load
-// balancers may add a query, and a 400 there would read as control being down.
+// may repeat): for the routes that take none (or, /metrics, promhttp's "name[]" filter). An
+// operator's "?host=" (believed to filter) or "?hsot=" would otherwise be answered with
+// everything, as if it had not been given, and a "?dry_run=1" on a route that changes
+// something would have it done. GET /healthz is left out: probes and load balancers may add a
+// query, and a 400 there would read as control being down.
 func noQuery(h http.Handler, many ...string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.RawQuery != "" {
@@ -584,14 +585,14 @@ func (s *Server) routesAPI() {
 	s.Handle("GET /healthz", "", http.HandlerFunc(s.healthz))
 	s.Handle("GET /metrics", ScopeRead, noQuery(promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}), "name[]"))
 	s.Handle("GET /v1/pops", ScopeRead, noQuery(http.HandlerFunc(s.getPoPs)))
-	s.Handle("POST /v1/pops/{pop}/drain", ScopeConfig, s.drainHandler(true))
-	s.Handle("POST /v1/pops/{pop}/undrain", ScopeConfig, s.drainHandler(false))
+	s.Handle("POST /v1/pops/{pop}/drain", ScopeConfig, noQuery(s.drainHandler(true)))
+	s.Handle("POST /v1/pops/{pop}/undrain", ScopeConfig, noQuery(s.drainHandler(false)))
 	s.Handle("GET /v1/hosts", ScopeRead, noQuery(http.HandlerFunc(s.listHosts)))
 	s.Handle("GET /v1/hosts/{host}", ScopeRead, noQuery(http.HandlerFunc(s.getHost)))
-	s.Handle("PUT /v1/hosts/{host}", ScopeConfig, http.HandlerFunc(s.putHost))
-	s.Handle("DELETE /v1/hosts/{host}", ScopeConfig, http.HandlerFunc(s.deleteHost))
+	s.Handle("PUT /v1/hosts/{host}", ScopeConfig, noQuery(http.HandlerFunc(s.putHost)))
+	s.Handle("DELETE /v1/hosts/{host}", ScopeConfig, noQuery(http.HandlerFunc(s.deleteHost)))
 	s.Handle("GET /v1/routing", ScopeRead, noQuery(http.HandlerFunc(s.getRouting)))
-	s.Handle("PUT /v1/routing", ScopeConfig, http.HandlerFunc(s.putRouting))
+	s.Handle("PUT /v1/routing", ScopeConfig, noQuery(http.HandlerFunc(s.putRouting)))
 	s.Handle("POST /v1/peer-keys/rotate", ScopeConfig, http.HandlerFunc(s.rotatePeerKey))
 }
 

@@ -1438,3 +1438,55 @@ func TestGETRoutesRefuseUnknownQueryParameters(t *testing.T) {
 		t.Errorf("GET /healthz with a query = %d %s, want 200", code, b)
 	}
 }
+
+// TestEveryRouteRefusesUnknownQueryParameters: no built-in route but /healthz answers a query
+// parameter it does not take as if it had not been given, the routes that change something
+// least of all: DELETE /v1/hosts/{host}?dry_run=1 would delete the host. Each is 400 naming
+// the parameter, and nothing is done.
+func TestEveryRouteRefusesUnknownQueryParameters(t *testing.T) {
+	ts := startServer(t, Config{})
+	const host = "www.example.com"
+	if err := fleet.PutHost(t.Context(), ts.JetStream(), "", wire.HostConfig{Host: host, Origin: "http://127.0.0.1:8080"}); err != nil {
+		t.Fatal(err)
+	}
+	code, b := ts.do(t, "POST", "/v1/purge", tokAdmin, []byte(`{"host":"`+host+`","all":true}`))
+	var pr purge.Response
+	if code != http.StatusAccepted || json.Unmarshal(b, &pr) != nil {
+		t.Fatalf("purge = %d %s, want 202", code, b)
+	}
+	_, routingBefore := ts.do(t, "GET", "/v1/routing", tokAdmin, nil)
+	bodies := map[string]string{
+		"POST /v1/purge":            `{"host":"` + host + `","all":true}`,
+		"PUT /v1/hosts/{host}":      `{"host":"new.example.com","origin":"http://127.0.0.1:8080"}`,
+		"PUT /v1/routing":           `{"policy":"least-loaded"}`,
+		"POST /v1/peer-keys/rotate": ``,
+	}
+	paths := strings.NewReplacer("{pop}", "par", "{host}", host, "{id}", pr.ID)
+	for _, rt := range ts.Routes() {
+		if rt.Pattern == "GET /healthz" {
+			continue
+		}
+		method, path, _ := strings.Cut(rt.Pattern, " ")
+		path = paths.Replace(path)
+		if rt.Pattern == "PUT /v1/hosts/{host}" {
+			path = "/v1/hosts/new.example.com"
+		}
+		t.Run(rt.Pattern, func(t *testing.T) {
+			code, b := ts.do(t, method, path+"?dry_run=1", tokAdmin, []byte(bodies[rt.Pattern]))
+			var e APIError
+			if code != http.StatusBadRequest || json.Unmarshal(b, &e) != nil || e.Field != "dry_run" {
+				t.Errorf("%s %s?dry_run=1 = %d %.200s, want 400 with field \"dry_run\"", method, path, code, b)
+			}
+		})
+	}
+	// Nothing was done.
+	if code, b := ts.do(t, "GET", "/v1/hosts/"+host, tokAdmin, nil); code != http.StatusOK {
+		t.Errorf("GET /v1/hosts/%s after DELETE ?dry_run=1 = %d %s, want 200 (not deleted)", host, code, b)
+	}
+	if code, b := ts.do(t, "GET", "/v1/hosts/new.example.com", tokAdmin, nil); code != http.StatusNotFound {
+		t.Errorf("GET /v1/hosts/new.example.com after PUT ?dry_run=1 = %d %s, want 404 (not stored)", code, b)
+	}
+	if _, b := ts.do(t, "GET", "/v1/routing", tokAdmin, nil); !bytes.Equal(b, routingBefore) {
+		t.Errorf("GET /v1/routing after PUT ?dry_run=1 = %s, want %s (unchanged)", b, routingBefore)
+	}
+}
