@@ -451,10 +451,14 @@ func clientAddr(r *http.Request, trusted []netip.Prefix) netip.Addr {
 }
 
 // forwardedAddr reads one X-Forwarded-For element: an IP address, or one with a port as some
-// proxies write it ("192.0.2.1:4711", "[2001:db8::1]:4711").
+// proxies write it ("192.0.2.1:4711", "[2001:db8::1]:4711"), or an IPv6 address in brackets
+// without one ("[2001:db8::1]", RFC 3986's form, which nginx's realip reads too).
 func forwardedAddr(s string) (netip.Addr, bool) {
 	a, err := netip.ParseAddr(s)
 	if err != nil {
+		if v6, ok := strings.CutPrefix(s, "["); ok && strings.HasSuffix(v6, "]") {
+			s += ":0" // brackets are IPv6's alone: ParseAddrPort checks it
+		}
 		ap, perr := netip.ParseAddrPort(s)
 		if perr != nil {
 			return netip.Addr{}, false

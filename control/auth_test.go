@@ -732,6 +732,8 @@ func TestClientAddr(t *testing.T) {
 		{"address with port", "127.0.9.1:1000", []string{"198.51.100.1:4711"}, "198.51.100.1"},
 		{"IPv6", "127.0.9.1:1000", []string{"2001:db8:1::5"}, "2001:db8:1::5"},
 		{"IPv6 with port", "127.0.9.1:1000", []string{"[2001:db8:1::5]:4711"}, "2001:db8:1::5"},
+		{"IPv6 in brackets, no port", "127.0.9.1:1000", []string{"[2001:db8:1::5]"}, "2001:db8:1::5"},
+		{"IPv4 in brackets: malformed", "127.0.9.1:1000", []string{"[198.51.100.1]"}, "127.0.9.1"},
 		{"IPv6 trusted proxy skipped", "[2001:db8:f::1]:1000", []string{"2001:db8:1::5, 2001:db8:f::2"}, "2001:db8:1::5"},
 		{"IPv4-mapped client", "127.0.9.1:1000", []string{"::ffff:198.51.100.1"}, "198.51.100.1"},
 		{"IPv4-mapped peer", "[::ffff:127.0.9.1]:1000", []string{"198.51.100.1"}, "198.51.100.1"},
