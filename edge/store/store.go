@@ -605,6 +605,12 @@ func (s *Store) put(key string, slot uint16, o *Object, p packed) (ok, pended bo
 		e.cost = entryBytes(e)
 		r, cost = ref{e: e, slot: slot}, e.cost
 	}
+	return s.set(key, r, cost, ttl)
+}
+
+// set gives key the value r in Ristretto, under key's lock; pended: its Set waits for
+// confirm (pending.go).
+func (s *Store) set(key string, r ref, cost int64, ttl time.Duration) (ok, pended bool) {
 	s.items.Add(1) // less one at its exit, whether Ristretto admits it or not
 	if !s.cache.SetWithTTL(key, r, cost, ttl) {
 		s.exit(r) // dropped: Ristretto never calls OnExit for it
@@ -710,6 +716,62 @@ func (s *Store) Delete(primary string) {
 		return
 	}
 	s.cache.Del(primary)
+}
+
+// DeleteVariant drops the variant of primary whose Vary key is variant (Object.Variant) and
+// leaves its others, as they were: one answer that may not be stored in a variant's place
+// says nothing of the others. Dropping the last, or the copy of a URL without Vary (variant
+// ""), drops the key as Delete does.
+func (s *Store) DeleteVariant(primary, variant string) {
+	h := s.hash(primary)
+	mu := s.lockOf(h)
+	mu.Lock()
+	pended := s.deleteVariant(primary, slotOfHash(h, len(s.views)), variant)
+	mu.Unlock()
+	if pended {
+		s.kickConfirm()
+	}
+}
+
+// deleteVariant is DeleteVariant under primary's lock; pended: the key's new value waits for
+// confirm (pending.go).
+func (s *Store) deleteVariant(primary string, slot uint16, variant string) (pended bool) {
+	s.settle(primary)
+	ttl, ok := s.cache.GetTTL(primary) // as Delete: no Get (an access) for a key not held
+	if !ok {
+		return false
+	}
+	r, ok := s.cache.Get(primary)
+	if !ok {
+		return false
+	}
+	vary, held := s.variantsOf(r)
+	i := slices.IndexFunc(held, func(p packed) bool { return p.variant() == variant })
+	switch {
+	case held == nil: // a record whose segment is gone: nothing left to drop
+		return false
+	case i < 0:
+		return false
+	case len(held) == 1:
+		s.cache.Del(primary)
+		return false
+	}
+	// Several variants are an entry's (a record holds one), whose packed copies keep no
+	// segment alive: the new entry shares them, and the old one's Vary list, all immutable.
+	rest := slices.Delete(slices.Clone(held), i, i+1)
+	e := &entry{vary: vary, one: rest[0]}
+	if len(rest) > 1 {
+		e.variants = rest
+	}
+	e.cost = entryBytes(e)
+	// The key keeps the time to live it had: its variants were kept for that long.
+	ok, pended = s.set(primary, ref{e: e, slot: slot}, e.cost, ttl)
+	if !ok {
+		// Refused: the old entry, with the variant, may still be held; better every variant
+		// gone than that one served.
+		s.cache.Del(primary)
+	}
+	return pended
 }
 
 // Stats are the store's counters.
