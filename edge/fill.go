@@ -108,7 +108,7 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 		case !o.Policy.Storable:
 			// The upstream's refreshed header says the copy may not be kept (private,
 			// no-store): as after a full answer that may not be stored, below, it goes.
-			n.store.Delete(stale.Primary)
+			n.store.DeleteVariant(stale.Primary, stale.Variant)
 		}
 		if o.Status == http.StatusOK && o.Policy.Storable {
 			// As on a 200 kept (below): the copy is still served in ranges, whatever
@@ -134,8 +134,9 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 		// A full answer to a revalidation: the copy is not the upstream's representation any
 		// more (RFC 9111 §4.3.3), and this one may not be kept in its place. Left in the
 		// store, it was served again under stale-while-revalidate (with another background
-		// fetch each time) and stale-if-error, for as long as their windows ran.
-		n.store.Delete(stale.Primary)
+		// fetch each time) and stale-if-error, for as long as their windows ran. Only this
+		// variant: the URL's others are other answers, which this one says nothing of.
+		n.store.DeleteVariant(stale.Primary, stale.Variant)
 	}
 	if untrusted {
 		n.refuseUntrusted(&policy, req)

@@ -142,3 +142,70 @@ func TestRevalidationRequestErrorKeepsCopy(t *testing.T) {
 		})
 	}
 }
+
+// TestRevalidationAnswerNotStorableDropsOnlyItsVariant: the copy that a revalidation's answer
+// that may not be stored drops is the revalidated variant; the URL's other variants are other
+// answers, which that one says nothing of (Vary: Accept-Language, one language's answer turned
+// private). Before, the drop took every variant of the URL: the others' next requests were
+// misses, each a fetch from the origin.
+func TestRevalidationAnswerNotStorableDropsOnlyItsVariant(t *testing.T) {
+	for _, tt := range []revalidationAnswer{
+		{"200 private", 200, []string{"Cache-Control", "private, max-age=60"}},
+		{"304 private", http.StatusNotModified, []string{"Cache-Control", "private, max-age=60"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			clock := newFakeClock()
+			var replaced atomic.Bool // the de variant is answered with tt from now on
+			var requests atomic.Int32
+			addr := startHTTP(t, "127.0.0.83", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				requests.Add(1)
+				lang := r.Header.Get("Accept-Language")
+				w.Header().Set("Date", clock.Now().Format(http.TimeFormat))
+				w.Header().Set("Vary", "Accept-Language")
+				w.Header().Set("ETag", `"`+lang+`"`)
+				if lang == "de" && replaced.Load() {
+					for i := 0; i+1 < len(tt.header); i += 2 {
+						w.Header().Set(tt.header[i], tt.header[i+1])
+					}
+					if tt.status == http.StatusNotModified && r.Header.Get("If-None-Match") == `"de"` {
+						w.WriteHeader(http.StatusNotModified)
+						return
+					}
+					fmt.Fprint(w, "new de")
+					return
+				}
+				if lang == "de" { // stale before en is
+					w.Header().Set("Cache-Control", "max-age=10")
+				} else {
+					w.Header().Set("Cache-Control", "max-age=600")
+				}
+				fmt.Fprint(w, "old ", lang)
+			}))
+			n, _ := startEdge(t, listen(t, "127.0.0.84"), Config{PoP: "tst", Node: "e1", Clock: clock.Now,
+				Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + addr}}})
+			c := &http.Client{}
+			t.Cleanup(c.CloseIdleConnections)
+			for _, lang := range []string{"en", "de"} {
+				if r := do(t, c, http.MethodGet, n.Addr(), testHost, "/p", "Accept-Language", lang); r.body != "old "+lang {
+					t.Fatalf("first GET of %s: %d %q", lang, r.status, r.body)
+				}
+			}
+			replaced.Store(true)
+			clock.Advance(20 * time.Second)
+			r := do(t, c, http.MethodGet, n.Addr(), testHost, "/p", "Accept-Language", "de")
+			wantCacheStatus(t, r, "fwd=stale")
+			hs := (*n.hosts.Load())[testHost]
+			key := httpcache.Key(testHost, "/p", "", hs.keyOpts)
+			if o, _, _ := n.store.Lookup(key, http.Header{"Accept-Language": {"de"}}); o != nil {
+				t.Errorf("the revalidated de variant is still stored: %q", o.Body)
+			}
+			before := requests.Load()
+			r = do(t, c, http.MethodGet, n.Addr(), testHost, "/p", "Accept-Language", "en")
+			wantCacheStatus(t, r, "; hit")
+			if r.body != "old en" || requests.Load() != before {
+				t.Errorf("en after de's revalidation: %q, %d origin requests; want the stored en copy, none",
+					r.body, requests.Load()-before)
+			}
+		})
+	}
+}
