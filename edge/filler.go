@@ -150,6 +150,30 @@ type fillResult struct {
 	// own holds the fields a qualified private="..." or no-cache="..." keeps out of obj: they
 	// go to the client whose request this fill is, never to others (collapse drops them).
 	own http.Header
+
+	// An answer that may not be shared (or one user's 5xx) is one variant's: vary is its Vary
+	// field names as its header gives them (its Policy has none), varyAll a Vary: *, every
+	// request a variant of its own (keyUnshared). The hit-for-miss mark is the variant's
+	// (uncacheable).
+	vary    []string
+	varyAll bool
+}
+
+// keyUnshared sets r's vary and varyAll when it may not be shared.
+func (r *fillResult) keyUnshared() {
+	if r.err == nil && r.shareable || r.err != nil && !r.personal {
+		return
+	}
+	var values []string
+	switch {
+	case r.stream != nil:
+		values = r.stream.Header["Vary"]
+	case r.obj != nil:
+		values = r.obj.HeaderValues("Vary")
+	default:
+		return
+	}
+	r.vary, r.varyAll = httpcache.ParseVary(values)
 }
 
 // ownStream puts the fields kept out of the object back into a stream, which is this fill's
@@ -213,9 +237,9 @@ func (f *filler) get(req *request, stale *store.Object, opts fillOptions) answer
 		// A fill already in flight may be answered from a tier that also lags; collapse only
 		// with other lagging requests for the same sequence (purgeorder.go).
 		res = f.collapse(req.key+"\x00seq="+strconv.FormatUint(req.needSeq, 10), req, stale, opts)
-	case f.uncacheable.has(req.key, n.clock()):
-		// Its last answer could not be shared: clients that waited for this fill would only
-		// fetch their own after it (hit-for-miss). A fill as any other, in a flight of its own.
+	case f.uncacheable.has(req.key, req, n.clock()):
+		// Its variant's last answer could not be shared: clients that waited for this fill
+		// would only fetch their own after it (hit-for-miss). A fill as any other, in a flight of its own.
 		res = f.collapse(req.key+ownFlight+strconv.FormatUint(f.ownFlights.Add(1), 10), req, stale, opts)
 		f.noteUncacheable(req, &res)
 	default:
@@ -305,7 +329,7 @@ func (f *filler) get(req *request, stale *store.Object, opts fillOptions) answer
 // away first: its error then says nothing of the upstream, and must not end a mark.
 func (f *filler) noteUncacheable(req *request, res *fillResult) {
 	if req.r.Context().Err() == nil {
-		f.uncacheable.note(req.key, res, f.n.clock())
+		f.uncacheable.note(req.key, req, res, f.n.clock())
 	}
 }
 
@@ -539,6 +563,7 @@ func (f *filler) run(flightKey string, req *request, stale *store.Object, opts f
 	opts.stream = true
 	res := &fs.res
 	*res = f.fetchAndStore(req, stale, opts)
+	res.keyUnshared()
 	switch { // fc.cancel as a value only where it outlives run: it is an allocation
 	case res.body != nil:
 		f.startPump(fc, fc.cancel, flightKey, req.target, res)
@@ -630,6 +655,7 @@ func (f *filler) direct(req *request, stale *store.Object, opts fillOptions) fil
 	own := *req
 	own.r = req.r.WithContext(im.trace(ctx))
 	res := f.fetchAndStore(&own, stale, opts)
+	res.keyUnshared()
 	res.cancel = cancel
 	if res.stream == nil {
 		cancel()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridian-cdn/meridian/edge/store"
 	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/wire"
 )
@@ -126,36 +128,99 @@ func TestUncacheableMarks(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var u uncacheable
-			u.note("k", &tt.res, now)
-			if got := u.has("k", now.Add(tt.after)); got != tt.want {
+			u.note("k", none, &tt.res, now)
+			if got := u.has("k", none, now.Add(tt.after)); got != tt.want {
 				t.Errorf("has after %v = %v, want %v", tt.after, got, tt.want)
 			}
 		})
 	}
 	var u uncacheable
-	u.note("k", &fillResult{}, now)
-	u.note("k", &fillResult{shareable: true}, now)
-	if u.has("k", now) {
+	u.note("k", none, &fillResult{}, now)
+	u.note("k", none, &fillResult{shareable: true}, now)
+	if u.has("k", none, now) {
 		t.Error("a shareable answer did not end the mark")
 	}
 	for _, shared := range []fillResult{
 		{err: &statusError{status: 503}},
 		{err: errors.New("dial tcp: connection refused")},
 	} {
-		u.note("k", &fillResult{}, now)
-		u.note("k", &shared, now)
-		if u.has("k", now) {
+		u.note("k", none, &fillResult{}, now)
+		u.note("k", none, &shared, now)
+		if u.has("k", none, now) {
 			t.Errorf("a failure the clients share (%v) did not end the mark", shared.err)
 		}
 	}
 	for i := range uncacheableCap + 10 {
-		u.note(fmt.Sprint(i), &fillResult{}, now)
+		u.note(fmt.Sprint(i), none, &fillResult{}, now)
 	}
-	if got := len(u.until); got != uncacheableCap {
+	if got := u.n.Load(); got != uncacheableCap {
 		t.Errorf("marks kept = %d, want %d", got, uncacheableCap)
 	}
-	if !u.has(fmt.Sprint(uncacheableCap+9), now) {
+	if !u.has(fmt.Sprint(uncacheableCap+9), none, now) {
 		t.Error("the newest mark was not kept")
+	}
+}
+
+// none is a request without header fields: every Vary selects its one variant.
+var none = store.ClientHeader(nil)
+
+// TestUncacheableMarksByVariant: a mark is the variant's whose answer could not be shared,
+// under that answer's Vary; an answer without Vary or with Vary: * marks every variant; an
+// answer that may be shared ends its own variant's mark only, a failure the clients share
+// every mark of the key; a key keeps at most store.MaxVariants marks.
+func TestUncacheableMarksByVariant(t *testing.T) {
+	now := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	lang := func(l string) store.VaryHeader { return store.ClientHeader{"Accept-Language": {l}} }
+	byLang := []string{"accept-language"}
+	type noted struct {
+		lang string
+		res  fillResult
+	}
+	for _, tt := range []struct {
+		name   string
+		notes  []noted
+		marked []string // of en, de, fr
+	}{
+		{"private de", []noted{{"de", fillResult{vary: byLang}}}, []string{"de"}},
+		{"private de, fr", []noted{{"de", fillResult{vary: byLang}}, {"fr", fillResult{vary: byLang}}}, []string{"de", "fr"}},
+		{"without vary", []noted{{"de", fillResult{}}}, []string{"en", "de", "fr"}},
+		{"vary star", []noted{{"de", fillResult{varyAll: true}}}, []string{"en", "de", "fr"}},
+		{"vary too long", []noted{{"de", fillResult{vary: []string{strings.Repeat("x", maxMarkVary+1)}}}}, []string{"en", "de", "fr"}},
+		{"one user's 5xx", []noted{{"de", fillResult{vary: byLang, err: &statusError{status: 503}, personal: true}}}, []string{"de"}},
+		{"shared en leaves de", []noted{{"de", fillResult{vary: byLang}}, {"en", fillResult{shareable: true}}}, []string{"de"}},
+		{"shared de ends de", []noted{{"de", fillResult{vary: byLang}}, {"fr", fillResult{vary: byLang}}, {"de", fillResult{shareable: true}}}, []string{"fr"}},
+		{"shared failure ends all", []noted{{"de", fillResult{vary: byLang}}, {"fr", fillResult{vary: byLang}}, {"en", fillResult{err: &statusError{status: 503}}}}, nil},
+		{"another vary replaces", []noted{{"de", fillResult{vary: byLang}}, {"fr", fillResult{vary: []string{"accept-encoding"}}}}, []string{"en", "de", "fr"}},
+		{"without vary, then by language", []noted{{"de", fillResult{}}, {"fr", fillResult{vary: byLang}}}, []string{"fr"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var u uncacheable
+			for _, n := range tt.notes {
+				u.note("k", lang(n.lang), &n.res, now)
+			}
+			for _, l := range []string{"en", "de", "fr"} {
+				if got, want := u.has("k", lang(l), now), slices.Contains(tt.marked, l); got != want {
+					t.Errorf("has(%s) = %v, want %v", l, got, want)
+				}
+			}
+			want := int32(len(tt.marked))
+			if want == 3 {
+				want = 1 // the key's, for every variant
+			}
+			if got := u.n.Load(); got != want {
+				t.Errorf("marks counted = %d, want %d", got, want)
+			}
+		})
+	}
+	var u uncacheable
+	for i := range store.MaxVariants + 5 {
+		u.note("k", lang(strconv.Itoa(i)), &fillResult{vary: byLang}, now.Add(time.Duration(i)*time.Second))
+	}
+	if got := u.n.Load(); got != store.MaxVariants {
+		t.Errorf("marks of one key = %d, want %d", got, store.MaxVariants)
+	}
+	if u.has("k", lang("0"), now) || !u.has("k", lang(strconv.Itoa(store.MaxVariants+4)), now) {
+		t.Error("a key's mark that ends first did not make room for its newest")
 	}
 }
 
@@ -171,14 +236,14 @@ func TestUncacheableMarksHoldNoKeys(t *testing.T) {
 	runtime.ReadMemStats(&before)
 	long := strings.Repeat("/x", 8<<10)
 	for i := range uncacheableCap {
-		u.note(long+strconv.Itoa(i), &fillResult{}, now)
+		u.note(long+strconv.Itoa(i), none, &fillResult{}, now)
 	}
 	runtime.GC()
 	runtime.ReadMemStats(&after)
 	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 16<<20 {
 		t.Errorf("%d marks of 16 KiB keys hold %d MiB of heap, want well under 64", uncacheableCap, grew>>20)
 	}
-	if !u.has(long+"0", now) || u.has(long, now) {
+	if !u.has(long+"0", none, now) || u.has(long, none, now) {
 		t.Error("a mark is not found by its key, or is found by another")
 	}
 }
@@ -239,6 +304,73 @@ func TestUncacheableMarkEndsWithSharedError(t *testing.T) {
 			if got := wave.Load(); got != 1 {
 				t.Errorf("origin requests for %d clients of a failing key = %d, want 1 (collapsed)", clients, got)
 			}
+		})
+	}
+}
+
+// TestUncacheableMarkIsPerVariant: a hit-for-miss mark is the variant's whose answer could not
+// be shared, as Varnish's hit-for-miss object carries its Vary: the URL's other variants'
+// misses still collapse onto one fill (one language's answer sets a cookie or is private, the
+// br variant is private; the others are public). Before, the mark was the URL's: one
+// variant's private answer sent every variant's misses to the origin each in a flight of its
+// own, until an answer was stored.
+func TestUncacheableMarkIsPerVariant(t *testing.T) {
+	const clients = 3
+	for _, tc := range []struct {
+		name            string
+		field           string // the Vary
+		private, shared string // its values
+		status          int    // the private variant's answer, with header
+		header          []string
+	}{
+		{"private", "Accept-Language", "de", "en", http.StatusOK, []string{"Cache-Control", "private, max-age=60"}},
+		{"set-cookie", "Accept-Language", "de", "en", http.StatusOK, []string{"Cache-Control", "max-age=60", "Set-Cookie", "sid=1"}},
+		{"one user's 503", "Accept-Language", "de", "en", http.StatusServiceUnavailable, []string{"Set-Cookie", "sid=1"}},
+		{"br private", "Accept-Encoding", "br", "gzip", http.StatusOK, []string{"Cache-Control", "private, max-age=60", "Content-Encoding", "br"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var shared atomic.Int32 // origin requests for the shared variant
+			gate, done := make(chan struct{}), make(chan struct{})
+			addr := startHTTP(t, "127.0.0.85", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Vary", tc.field)
+				w.Header().Set("Content-Type", "application/octet-stream") // not compressed by the edge
+				if r.Header.Get(tc.field) == tc.private {
+					for i := 0; i+1 < len(tc.header); i += 2 {
+						w.Header().Set(tc.header[i], tc.header[i+1])
+					}
+					w.WriteHeader(tc.status)
+					fmt.Fprint(w, "own")
+					return
+				}
+				if shared.Add(1) == 1 {
+					select { // held until the others have joined its fill
+					case <-gate:
+					case <-done:
+					}
+				}
+				w.Header().Set("Cache-Control", "max-age=60")
+				fmt.Fprint(w, "shared")
+			}))
+			t.Cleanup(func() { close(done) }) // before the origin stops
+			n, _ := startEdge(t, listen(t, "127.0.0.86"), Config{PoP: "tst", Node: "e1",
+				Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + addr}}})
+			c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients, DisableCompression: true}}
+			t.Cleanup(c.CloseIdleConnections)
+
+			if r := do(t, c, http.MethodGet, n.Addr(), testHost, "/u", tc.field, tc.private); r.status != tc.status || r.body != "own" {
+				t.Fatalf("the %s variant: %d %q, want %d %q", tc.private, r.status, r.body, tc.status, "own")
+			}
+			more := func(int) []string { return []string{tc.field, tc.shared} }
+			for i, r := range collapsedClients(t, c, n, "/u", clients, &shared, gate, more) {
+				if r.status != http.StatusOK || r.body != "shared" {
+					t.Errorf("client %d of the %s variant: %d %q, want 200 %q", i, tc.shared, r.status, r.body, "shared")
+				}
+			}
+			if got := shared.Load(); got != 1 {
+				t.Errorf("origin requests for %d clients of the %s variant = %d, want 1 (collapsed)", clients, tc.shared, got)
+			}
+			r := do(t, c, http.MethodGet, n.Addr(), testHost, "/u", tc.field, tc.shared)
+			wantCacheStatus(t, r, "; hit")
 		})
 	}
 }

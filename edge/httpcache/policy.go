@@ -137,7 +137,7 @@ func ResponsePolicy(method string, reqHeader http.Header, status int, respHeader
 	if _, ok := reqHeader[hdrAuthorization]; ok && !d.Public && !d.HasSMaxAge && !d.MustRevalidate {
 		return Policy{Reason: "authorization", Target: target}
 	}
-	vary, star := parseVary(respHeader[hdrVary])
+	vary, star := ParseVary(respHeader[hdrVary])
 	if star {
 		return Policy{Reason: "vary *", Target: target}
 	}
@@ -221,9 +221,9 @@ func heuristicStatus(status int) bool {
 	return false
 }
 
-// parseVary returns the lower-cased, sorted, de-duplicated field names of Vary, and whether it
-// holds "*".
-func parseVary(values []string) ([]string, bool) {
+// ParseVary returns the lower-cased, sorted, de-duplicated field names of Vary's lines (as
+// Policy.Vary lists them), and whether they hold "*".
+func ParseVary(values []string) ([]string, bool) {
 	var out []string
 	for _, v := range values {
 		for f := range strings.SplitSeq(v, ",") {
