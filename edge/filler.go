@@ -152,15 +152,18 @@ type fillResult struct {
 	own http.Header
 
 	// An answer that may not be shared (or one user's 5xx) is one variant's: vary is its Vary
-	// field names as its header gives them (its Policy has none), varyAll a Vary: *, every
-	// request a variant of its own (keyUnshared). The hit-for-miss mark is the variant's
-	// (uncacheable).
+	// field names as its header gives them (its Policy has none), variant the fill's request's
+	// Vary key of them (store.VariantKey), varyAll a Vary: *, every request a variant of its
+	// own (keyUnshared). A waiter of another variant fills its own collapsed (collapse), and
+	// the hit-for-miss mark is the variant's (uncacheable).
 	vary    []string
+	variant string
 	varyAll bool
 }
 
-// keyUnshared sets r's vary and varyAll when it may not be shared.
-func (r *fillResult) keyUnshared() {
+// keyUnshared sets r's vary, variant and varyAll when it may not be shared, as req's fill's
+// answer.
+func (r *fillResult) keyUnshared(req *request) {
 	if r.err == nil && r.shareable || r.err != nil && !r.personal {
 		return
 	}
@@ -174,6 +177,7 @@ func (r *fillResult) keyUnshared() {
 		return
 	}
 	r.vary, r.varyAll = httpcache.ParseVary(values)
+	r.variant = store.VariantKey(r.vary, req)
 }
 
 // ownStream puts the fields kept out of the object back into a stream, which is this fill's
@@ -348,6 +352,14 @@ func (f *filler) collapse(flightKey string, req *request, stale *store.Object, o
 	}
 	res.collapsed = r.Shared
 	res.stream, res.head, res.cancel, res.own = nil, nil, nil, nil
+	if len(res.vary) > 0 && !res.varyAll {
+		// One variant's answer that may not be shared (keyUnshared): if not ours, it says
+		// nothing of ours, which may be shared. Fill ours, collapsed with others of it, as
+		// below for an answer that may be shared.
+		if v := store.VariantKey(res.vary, req); v != res.variant {
+			return f.collapse(flightKey+"\x00"+v, req, stale, opts)
+		}
+	}
 	switch {
 	case res.err != nil && res.personal:
 		return f.direct(req, stale, opts)
@@ -563,7 +575,7 @@ func (f *filler) run(flightKey string, req *request, stale *store.Object, opts f
 	opts.stream = true
 	res := &fs.res
 	*res = f.fetchAndStore(req, stale, opts)
-	res.keyUnshared()
+	res.keyUnshared(req)
 	switch { // fc.cancel as a value only where it outlives run: it is an allocation
 	case res.body != nil:
 		f.startPump(fc, fc.cancel, flightKey, req.target, res)
@@ -655,7 +667,7 @@ func (f *filler) direct(req *request, stale *store.Object, opts fillOptions) fil
 	own := *req
 	own.r = req.r.WithContext(im.trace(ctx))
 	res := f.fetchAndStore(&own, stale, opts)
-	res.keyUnshared()
+	res.keyUnshared(&own)
 	res.cancel = cancel
 	if res.stream == nil {
 		cancel()

@@ -374,3 +374,80 @@ func TestUncacheableMarkIsPerVariant(t *testing.T) {
 		})
 	}
 }
+
+// TestUnsharedAnswerOfAnotherVariantRecollapses: the clients that waited for a fill whose
+// answer may not be shared, and is of another Vary variant than theirs (one language's private
+// answer), fill their own variant collapsed, as they do when the answer may be shared: one
+// origin request for all of them. Before, each fetched its own, as if the answer were theirs.
+func TestUnsharedAnswerOfAnotherVariantRecollapses(t *testing.T) {
+	const clients = 3
+	var de, en atomic.Int32 // origin requests per variant
+	deGate, enGate, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	hold := func(g chan struct{}) {
+		select {
+		case <-g:
+		case <-done:
+		}
+	}
+	addr := startHTTP(t, "127.0.0.87", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Vary", "Accept-Language")
+		if r.Header.Get("Accept-Language") == "de" {
+			if de.Add(1) == 1 {
+				hold(deGate)
+			}
+			w.Header().Set("Cache-Control", "private, max-age=60")
+			fmt.Fprint(w, "own de")
+			return
+		}
+		if en.Add(1) == 1 {
+			hold(enGate)
+		}
+		w.Header().Set("Cache-Control", "max-age=60")
+		fmt.Fprint(w, "shared en")
+	}))
+	t.Cleanup(func() { close(done) }) // before the origin stops
+	n, _ := startEdge(t, listen(t, "127.0.0.88"), Config{PoP: "tst", Node: "e1",
+		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + addr}}})
+	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients + 1}}
+	t.Cleanup(c.CloseIdleConnections)
+	collapsing := func() int {
+		buf := make([]byte, 1<<20)
+		return strings.Count(string(buf[:runtime.Stack(buf, true)]), "(*filler).collapse(")
+	}
+
+	errs := make(chan error, clients+1)
+	got := make([]resp, clients+1) // the de client's, then the en clients'
+	get := func(i int, lang string) {
+		var err error
+		got[i], err = tryDo(c, http.MethodGet, n.Addr(), testHost, "/u", "Accept-Language", lang)
+		errs <- err
+	}
+	go get(0, "de")
+	wait.For(t, 5*time.Second, "the de fill at the origin", func() bool { return de.Load() == 1 })
+	for i := 1; i <= clients; i++ {
+		go get(i, "en")
+	}
+	wait.For(t, 5*time.Second, "the en clients to wait for the de fill", func() bool { return collapsing() >= clients+1 })
+	close(deGate)
+	// Each en client waits for its variant's fill, in a collapse within the first.
+	wait.For(t, 5*time.Second, "one en fill at the origin, every en client waiting for it", func() bool {
+		return en.Load() == 1 && collapsing() >= 2*clients
+	})
+	close(enGate)
+	for range got {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got[0].body != "own de" {
+		t.Errorf("de client: %d %q, want %q", got[0].status, got[0].body, "own de")
+	}
+	for i, r := range got[1:] {
+		if r.status != http.StatusOK || r.body != "shared en" {
+			t.Errorf("en client %d: %d %q, want 200 %q", i, r.status, r.body, "shared en")
+		}
+	}
+	if got := en.Load(); got != 1 {
+		t.Errorf("origin requests for %d en clients = %d, want 1", clients, got)
+	}
+}
