@@ -111,6 +111,10 @@ type fillOptions struct {
 	direct  bool          // one client's own fill (Authorization): no collapsing, no peer or shield
 	behind  bool          // this node lags the requester's purges: do not share a fill begun for others
 	stream  bool          // a collapsed fill: a storable body is handed on as it arrives (stream.go)
+	// readAlong is the flight key under which others read along a streaming body (stream.go),
+	// if not the fill's own: a marked key's fill in a flight of its own (uncacheable) is read
+	// along under the key's, which its answer, one that may be stored, unmarks.
+	readAlong string
 }
 
 // fillResult is what one upstream exchange produced. Collapsed callers share it read-only.
@@ -244,7 +248,9 @@ func (f *filler) get(req *request, stale *store.Object, opts fillOptions) answer
 	case f.uncacheable.has(req.key, req, n.clock()):
 		// Its variant's last answer could not be shared: clients that waited for this fill
 		// would only fetch their own after it (hit-for-miss). A fill as any other, in a flight of its own.
-		res = f.collapse(req.key+ownFlight+strconv.FormatUint(f.ownFlights.Add(1), 10), req, stale, opts)
+		own := opts
+		own.readAlong = req.key
+		res = f.collapse(req.key+ownFlight+strconv.FormatUint(f.ownFlights.Add(1), 10), req, stale, own)
 		f.noteUncacheable(req, &res)
 	default:
 		res = f.collapse(req.key, req, stale, opts)
@@ -578,6 +584,9 @@ func (f *filler) run(flightKey string, req *request, stale *store.Object, opts f
 	res.keyUnshared(req)
 	switch { // fc.cancel as a value only where it outlives run: it is an allocation
 	case res.body != nil:
+		if opts.readAlong != "" {
+			flightKey = opts.readAlong
+		}
 		f.startPump(fc, fc.cancel, flightKey, req.target, res)
 	case res.stream != nil:
 		res.cancel = fc.cancel

@@ -3,6 +3,7 @@ package edge
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"runtime"
 	"slices"
@@ -449,5 +450,66 @@ func TestUnsharedAnswerOfAnotherVariantRecollapses(t *testing.T) {
 	}
 	if got := en.Load(); got != 1 {
 		t.Errorf("origin requests for %d en clients = %d, want 1", clients, got)
+	}
+}
+
+// TestMarkedKeyStreamReadAlong: a client that asks for a key marked uncacheable while the
+// first answer that may be stored still streams its body (from the fill of one client, in a
+// flight of its own) reads along that body, as it would that of any fill of the key: the
+// answer ended the mark as its header came. Before, the body was readable only under the
+// fill's own flight, which no one joins: the client started one more fetch.
+func TestMarkedKeyStreamReadAlong(t *testing.T) {
+	o := newReadAlongOrigin()
+	var openGates sync.Once
+	release := func() { // every fill held at the origin, v1's and any other's
+		openGates.Do(func() {
+			for _, g := range o.gates {
+				close(g)
+			}
+		})
+	}
+	defer release()
+	var cacheable atomic.Bool // the origin's answers may be stored from now on
+	addr := startHTTP(t, "127.0.0.89", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !cacheable.Load() {
+			w.Header().Set("Cache-Control", "max-age=600")
+			w.Header().Set("Set-Cookie", "sid=1")
+			fmt.Fprint(w, "own")
+			return
+		}
+		o.ServeHTTP(w, r)
+	}))
+	n, _ := startEdge(t, listen(t, "127.0.0.90"), Config{PoP: "tst", Node: "e1",
+		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + addr}}})
+	c := &http.Client{Transport: &http.Transport{}}
+	t.Cleanup(c.CloseIdleConnections)
+
+	if r := do(t, c, http.MethodGet, n.Addr(), testHost, "/m"); r.body != "own" {
+		t.Fatalf("marking GET: %d %q", r.status, r.body)
+	}
+	cacheable.Store(true)
+	first, head := openStream(t, c, n.Addr(), "/m") // v1 streams, held at the origin
+	if head != "v1" {
+		t.Fatalf("first GET once the answer may be stored: %q, want v1", head)
+	}
+	second, secondHead := openStream(t, c, n.Addr(), "/m")
+	if secondHead != "v1" {
+		t.Errorf("GET while v1 streams: %q (Cache-Status %q), want v1 read along", secondHead, second.Header.Get("Cache-Status"))
+	}
+	release()
+	for i, r := range []struct {
+		resp *http.Response
+		head string
+	}{{first, head}, {second, secondHead}} {
+		rest, err := io.ReadAll(r.resp.Body)
+		if err != nil {
+			t.Fatalf("GET %d: %v", i+1, err)
+		}
+		if r.head+string(rest) != readAlongBody(1) {
+			t.Errorf("GET %d: body of %d bytes is not v1's", i+1, len(rest)+2)
+		}
+	}
+	if got := o.count.Load(); got != 1 {
+		t.Errorf("origin requests once the answer may be stored = %d, want 1", got)
 	}
 }
