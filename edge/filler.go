@@ -111,10 +111,10 @@ type fillOptions struct {
 	direct  bool          // one client's own fill (Authorization): no collapsing, no peer or shield
 	behind  bool          // this node lags the requester's purges: do not share a fill begun for others
 	stream  bool          // a collapsed fill: a storable body is handed on as it arrives (stream.go)
-	// readAlong is the flight key under which others read along a streaming body (stream.go),
-	// if not the fill's own: a marked key's fill in a flight of its own (uncacheable) is read
-	// along under the key's, which its answer, one that may be stored, unmarks.
-	readAlong string
+	// own: a fill of a marked key in a flight of its own (uncacheable), whose streaming body
+	// (stream.go) others read along under the key's flight: its answer, one that may be
+	// stored, ends the mark.
+	own bool
 }
 
 // fillResult is what one upstream exchange produced. Collapsed callers share it read-only.
@@ -155,18 +155,22 @@ type fillResult struct {
 	// go to the client whose request this fill is, never to others (collapse drops them).
 	own http.Header
 
-	// An answer that may not be shared (or one user's 5xx) is one variant's: vary is its Vary
-	// field names as its header gives them (its Policy has none), variant the fill's request's
-	// Vary key of them (store.VariantKey), varyAll a Vary: *, every request a variant of its
-	// own (keyUnshared). A waiter of another variant fills its own collapsed (collapse), and
-	// the hit-for-miss mark is the variant's (uncacheable).
-	vary    []string
-	variant string
-	varyAll bool
+	// unshared is set on an answer that may not be shared (or one user's 5xx): it is one
+	// variant's (keyUnshared). A waiter of another variant fills its own collapsed (collapse),
+	// and the hit-for-miss mark is the variant's (uncacheable).
+	unshared *unsharedVariant
 }
 
-// keyUnshared sets r's vary, variant and varyAll when it may not be shared, as req's fill's
-// answer.
+// unsharedVariant is the variant an answer that may not be shared is: vary is its Vary field
+// names as its header gives them (its Policy has none), variant the Vary key of them of the
+// request it answers (store.VariantKey), all a Vary: *, every request a variant of its own.
+type unsharedVariant struct {
+	vary    []string
+	variant string
+	all     bool
+}
+
+// keyUnshared sets r.unshared when it may not be shared, as req's fill's answer.
 func (r *fillResult) keyUnshared(req *request) {
 	if r.err == nil && r.shareable || r.err != nil && !r.personal {
 		return
@@ -180,8 +184,10 @@ func (r *fillResult) keyUnshared(req *request) {
 	default:
 		return
 	}
-	r.vary, r.varyAll = httpcache.ParseVary(values)
-	r.variant = store.VariantKey(r.vary, req)
+	u := &unsharedVariant{}
+	u.vary, u.all = httpcache.ParseVary(values)
+	u.variant = store.VariantKey(u.vary, req)
+	r.unshared = u
 }
 
 // ownStream puts the fields kept out of the object back into a stream, which is this fill's
@@ -247,9 +253,10 @@ func (f *filler) get(req *request, stale *store.Object, opts fillOptions) answer
 		res = f.collapse(req.key+"\x00seq="+strconv.FormatUint(req.needSeq, 10), req, stale, opts)
 	case f.uncacheable.has(req.key, req, n.clock()):
 		// Its variant's last answer could not be shared: clients that waited for this fill
-		// would only fetch their own after it (hit-for-miss). A fill as any other, in a flight of its own.
+		// would only fetch their own after it (hit-for-miss). A fill as any other, in a
+		// flight of its own; a body that may be stored is read along under the key's.
 		own := opts
-		own.readAlong = req.key
+		own.own = true
 		res = f.collapse(req.key+ownFlight+strconv.FormatUint(f.ownFlights.Add(1), 10), req, stale, own)
 		f.noteUncacheable(req, &res)
 	default:
@@ -358,11 +365,11 @@ func (f *filler) collapse(flightKey string, req *request, stale *store.Object, o
 	}
 	res.collapsed = r.Shared
 	res.stream, res.head, res.cancel, res.own = nil, nil, nil, nil
-	if len(res.vary) > 0 && !res.varyAll {
+	if u := res.unshared; u != nil && len(u.vary) > 0 && !u.all {
 		// One variant's answer that may not be shared (keyUnshared): if not ours, it says
 		// nothing of ours, which may be shared. Fill ours, collapsed with others of it, as
 		// below for an answer that may be shared.
-		if v := store.VariantKey(res.vary, req); v != res.variant {
+		if v := store.VariantKey(u.vary, req); v != u.variant {
 			return f.collapse(flightKey+"\x00"+v, req, stale, opts)
 		}
 	}
@@ -584,8 +591,8 @@ func (f *filler) run(flightKey string, req *request, stale *store.Object, opts f
 	res.keyUnshared(req)
 	switch { // fc.cancel as a value only where it outlives run: it is an allocation
 	case res.body != nil:
-		if opts.readAlong != "" {
-			flightKey = opts.readAlong
+		if opts.own {
+			flightKey = req.key
 		}
 		f.startPump(fc, fc.cancel, flightKey, req.target, res)
 	case res.stream != nil:

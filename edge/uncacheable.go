@@ -130,13 +130,13 @@ func (u *uncacheable) note(key string, req store.VaryHeader, res *fillResult, no
 			u.forgetLocked(h, m)
 		}
 	default: // an answer that may not be shared, or one user's 5xx
-		vary := res.vary
-		if res.varyAll || varyBytes(vary) > maxMarkVary {
-			vary = nil
+		var vary []string
+		if u := res.unshared; u != nil && !u.all && varyBytes(u.vary) <= maxMarkVary {
+			vary = u.vary
 		}
 		u.mu.Lock()
 		defer u.mu.Unlock()
-		h := u.hashLocked(key)
+		h, vh := u.hashLocked(key), u.hashLocked(store.VariantKey(vary, req))
 		m := u.keys[h]
 		if m != nil && !slices.Equal(m.vary, vary) {
 			// Marks under another Vary: their variants are not this answer's to compare.
@@ -144,7 +144,7 @@ func (u *uncacheable) note(key string, req store.VaryHeader, res *fillResult, no
 			m = nil
 		}
 		if m != nil {
-			if i := u.variantLocked(m, req); i >= 0 {
+			if i := slices.IndexFunc(m.marks, func(v variantMark) bool { return v.h == vh }); i >= 0 {
 				m.marks[i].until = now.Add(uncacheableFor)
 				return
 			}
@@ -168,7 +168,7 @@ func (u *uncacheable) note(key string, req store.VaryHeader, res *fillResult, no
 			m.marks = slices.Delete(m.marks, first, first+1)
 			u.n.Add(-1)
 		}
-		m.marks = append(m.marks, variantMark{h: u.hashLocked(store.VariantKey(m.vary, req)), until: now.Add(uncacheableFor)})
+		m.marks = append(m.marks, variantMark{h: vh, until: now.Add(uncacheableFor)})
 		u.n.Add(1)
 	}
 }

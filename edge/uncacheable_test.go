@@ -173,6 +173,8 @@ func TestUncacheableMarksByVariant(t *testing.T) {
 	now := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 	lang := func(l string) store.VaryHeader { return store.ClientHeader{"Accept-Language": {l}} }
 	byLang := []string{"accept-language"}
+	// unshared is an answer that may not be shared, of Vary vary.
+	unshared := func(vary []string) fillResult { return fillResult{unshared: &unsharedVariant{vary: vary}} }
 	type noted struct {
 		lang string
 		res  fillResult
@@ -182,17 +184,17 @@ func TestUncacheableMarksByVariant(t *testing.T) {
 		notes  []noted
 		marked []string // of en, de, fr
 	}{
-		{"private de", []noted{{"de", fillResult{vary: byLang}}}, []string{"de"}},
-		{"private de, fr", []noted{{"de", fillResult{vary: byLang}}, {"fr", fillResult{vary: byLang}}}, []string{"de", "fr"}},
+		{"private de", []noted{{"de", unshared(byLang)}}, []string{"de"}},
+		{"private de, fr", []noted{{"de", unshared(byLang)}, {"fr", unshared(byLang)}}, []string{"de", "fr"}},
 		{"without vary", []noted{{"de", fillResult{}}}, []string{"en", "de", "fr"}},
-		{"vary star", []noted{{"de", fillResult{varyAll: true}}}, []string{"en", "de", "fr"}},
-		{"vary too long", []noted{{"de", fillResult{vary: []string{strings.Repeat("x", maxMarkVary+1)}}}}, []string{"en", "de", "fr"}},
-		{"one user's 5xx", []noted{{"de", fillResult{vary: byLang, err: &statusError{status: 503}, personal: true}}}, []string{"de"}},
-		{"shared en leaves de", []noted{{"de", fillResult{vary: byLang}}, {"en", fillResult{shareable: true}}}, []string{"de"}},
-		{"shared de ends de", []noted{{"de", fillResult{vary: byLang}}, {"fr", fillResult{vary: byLang}}, {"de", fillResult{shareable: true}}}, []string{"fr"}},
-		{"shared failure ends all", []noted{{"de", fillResult{vary: byLang}}, {"fr", fillResult{vary: byLang}}, {"en", fillResult{err: &statusError{status: 503}}}}, nil},
-		{"another vary replaces", []noted{{"de", fillResult{vary: byLang}}, {"fr", fillResult{vary: []string{"accept-encoding"}}}}, []string{"en", "de", "fr"}},
-		{"without vary, then by language", []noted{{"de", fillResult{}}, {"fr", fillResult{vary: byLang}}}, []string{"fr"}},
+		{"vary star", []noted{{"de", fillResult{unshared: &unsharedVariant{all: true}}}}, []string{"en", "de", "fr"}},
+		{"vary too long", []noted{{"de", unshared([]string{strings.Repeat("x", maxMarkVary+1)})}}, []string{"en", "de", "fr"}},
+		{"one user's 5xx", []noted{{"de", fillResult{unshared: &unsharedVariant{vary: byLang}, err: &statusError{status: 503}, personal: true}}}, []string{"de"}},
+		{"shared en leaves de", []noted{{"de", unshared(byLang)}, {"en", fillResult{shareable: true}}}, []string{"de"}},
+		{"shared de ends de", []noted{{"de", unshared(byLang)}, {"fr", unshared(byLang)}, {"de", fillResult{shareable: true}}}, []string{"fr"}},
+		{"shared failure ends all", []noted{{"de", unshared(byLang)}, {"fr", unshared(byLang)}, {"en", fillResult{err: &statusError{status: 503}}}}, nil},
+		{"another vary replaces", []noted{{"de", unshared(byLang)}, {"fr", unshared([]string{"accept-encoding"})}}, []string{"en", "de", "fr"}},
+		{"without vary, then by language", []noted{{"de", fillResult{}}, {"fr", unshared(byLang)}}, []string{"fr"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var u uncacheable
@@ -214,8 +216,9 @@ func TestUncacheableMarksByVariant(t *testing.T) {
 		})
 	}
 	var u uncacheable
+	private := unshared(byLang)
 	for i := range store.MaxVariants + 5 {
-		u.note("k", lang(strconv.Itoa(i)), &fillResult{vary: byLang}, now.Add(time.Duration(i)*time.Second))
+		u.note("k", lang(strconv.Itoa(i)), &private, now.Add(time.Duration(i)*time.Second))
 	}
 	if got := u.n.Load(); got != store.MaxVariants {
 		t.Errorf("marks of one key = %d, want %d", got, store.MaxVariants)
