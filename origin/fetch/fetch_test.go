@@ -336,6 +336,119 @@ func TestRequestBodySteadyOverHTTP2(t *testing.T) {
 	}
 }
 
+// headOnly starts an upstream on ip that reads each request's head, byte by byte so that none
+// of the body is taken with it, reports its request line on heads, and then reads nothing more.
+func headOnly(t *testing.T, ip string) (addr string, heads <-chan string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		t.Fatalf("listen on %s: %v", ip, err)
+	}
+	got := make(chan string, 8)
+	var wg sync.WaitGroup
+	var mu sync.Mutex // guards conns
+	var conns []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var head []byte
+				b := make([]byte, 1)
+				for !strings.HasSuffix(string(head), "\r\n\r\n") {
+					if _, err := c.Read(b); err != nil {
+						return
+					}
+					head = append(head, b[0])
+				}
+				line, _, _ := strings.Cut(string(head), "\r\n")
+				got <- line
+			}()
+		}
+	}()
+	return ln.Addr().String(), got
+}
+
+// TestRequestBodyUntaken: an HTTP/1 upstream that reads a request's head and none of its body
+// has the exchange ended, as a timeout, within about ResponseHeaderTimeout, whatever the body's
+// size. A body larger than the sockets' buffers stops going out mid-way, which the watch on its
+// reads sees. One that fits in them is written whole (the Transport flushes the head first,
+// and then hands each read of a body of known length to the connection: nothing waits in its
+// write buffer), and the wait for the answer is ResponseHeaderTimeout's.
+func TestRequestBodyUntaken(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	for _, tt := range []struct {
+		name, ip  string
+		size      int
+		wantInErr string
+	}{
+		{"larger than the buffers", "127.0.0.140", 32 << 20, "request body"},
+		{"within the buffers", "127.0.0.141", 1 << 10, "awaiting response headers"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			addr, heads := headOnly(t, tt.ip)
+			u := New(Config{Name: "origin", BodyTimeout: time.Hour, ResponseHeaderTimeout: timeout})
+			defer u.Close()
+			body := strings.Repeat("a", tt.size)
+			req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/up", nil)
+			req.Body, req.ContentLength = io.NopCloser(strings.NewReader(body)), int64(len(body))
+			done := make(chan error, 1)
+			start := time.Now()
+			go func() {
+				resp, err := u.Do(req)
+				if err == nil {
+					resp.Body.Close()
+				}
+				done <- err
+			}()
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(20 * time.Second):
+				t.Fatal("a request body the upstream took none of did not end the exchange")
+			}
+			took := time.Since(start)
+			select {
+			case line := <-heads:
+				if line != "POST /up HTTP/1.1" {
+					t.Errorf("upstream read request line %q, want POST /up HTTP/1.1", line)
+				}
+			default:
+				t.Error("the upstream never read the request's head")
+			}
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() || !strings.Contains(err.Error(), tt.wantInErr) {
+				t.Fatalf("Do error = %v, want a timeout naming %q", err, tt.wantInErr)
+			}
+			// About the timeout, far from BodyTimeout, with room for a loaded machine.
+			if took > 10*timeout {
+				t.Errorf("the exchange ended after %v, want about %v", took, timeout)
+			}
+			if st := u.Stats(); st.Failures != 1 || st.InFlight != 0 {
+				t.Errorf("Stats() = %+v, want 1 failure, 0 in flight", st)
+			}
+		})
+	}
+}
+
 // TestBodyTimeoutSlowReader checks that the body timer runs even while the caller holds the body
 // without reading, and that closing it afterwards counts a failure.
 func TestBodyTimeoutSlowReader(t *testing.T) {
