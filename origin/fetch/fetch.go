@@ -86,8 +86,8 @@ type Config struct {
 	TLSHandshakeTimeout time.Duration
 	// ResponseHeaderTimeout bounds the time from the request being written to the response
 	// header arriving, and while a request body is being written, the time the upstream may
-	// spend taking each 32 KiB of it. Default 10s. Enforced by the built transport only (not
-	// an injected one).
+	// spend taking each 32 KiB of it, its last included. Default 10s. Enforced by the built
+	// transport only (not an injected one).
 	ResponseHeaderTimeout time.Duration
 	// BodyTimeout bounds the whole exchange, including reading the body; it is enforced even if
 	// the caller reads slowly. Default 30s.
@@ -592,6 +592,10 @@ func (u *Upstream) roundTrip(ctx context.Context, req *http.Request) (*http.Resp
 	var sw *sendWatch
 	if u.cfg.Transport == nil && req.Body != nil && req.Body != http.NoBody {
 		ctx, sw = watchSend(ctx, u.cfg.ResponseHeaderTimeout)
+		// Written, the request is ResponseHeaderTimeout's.
+		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+			WroteRequest: func(httptrace.WroteRequestInfo) { sw.pause() },
+		})
 	}
 	r := req.WithContext(ctx)
 	if r.Header == nil {
@@ -645,7 +649,13 @@ func (sendStalledError) Temporary() bool { return true }
 // pass_timeout, an hour. The transport reads the body as it sends it (over HTTP/2 as
 // flow control lets it), so a read that does not follow the last within the timeout means
 // that what the last returned did not go out meanwhile (nginx's proxy_send_timeout). The time
-// a read itself takes is the caller's body's, not the upstream's, and is not counted.
+// a read itself takes is the caller's body's, not the upstream's, and is not counted. After
+// the body's end, the transport's write of the request ends the watch (httptrace's
+// WroteRequest): over HTTP/2 the body's last read and its end come before its last bytes are
+// sent, as the upstream's flow-control window opens for them. Over HTTP/1 the Transport
+// flushes the head before a body it does not know to be in memory (this one), and then writes
+// each read of a body of known length straight to the connection: its last write is watched
+// too (only a chunked body's terminator, which Do's callers never send, waits in its buffer).
 type sendWatch struct {
 	cancel  context.CancelCauseFunc // ends the exchange
 	timeout time.Duration
@@ -733,14 +743,17 @@ func (b *watchedBody) Read(p []byte) (int, error) {
 	}
 	b.w.pause()
 	n, err := b.ReadCloser.Read(p)
-	if err == nil {
-		b.w.sending() // at the end of the body (an error), nothing more to watch
+	if err == nil || err == io.EOF {
+		// At the end too: what was read may not be sent yet (HTTP/2's last bytes), until the
+		// request is written (WroteRequest). A failed read ends the exchange.
+		b.w.sending()
 	}
 	return n, err
 }
 
-// Close stops the timeout: the transport closes the body once it has sent it (what is left
-// is its buffer's flush, and the wait for the answer, which ResponseHeaderTimeout bounds).
+// Close stops the timeout: the transport closes the body once it has sent it (over HTTP/1;
+// what is left is the wait for the answer, which ResponseHeaderTimeout bounds), or when it
+// stops sending it, the answer come (over HTTP/2).
 func (b *watchedBody) Close() error {
 	b.w.pause()
 	return b.ReadCloser.Close()

@@ -449,6 +449,74 @@ func TestRequestBodyUntaken(t *testing.T) {
 	}
 }
 
+// TestRequestBodyTailOverHTTP2: an HTTP/2 upstream whose stream window closes before the last
+// read of a body of known length has the exchange ended within about ResponseHeaderTimeout.
+// The transport reads a body's last bytes and then its end before sending them, so the wait for
+// the window to open for them followed the body's last read: watched by nothing, it held the
+// exchange until BodyTimeout. (WriteByteTimeout, HTTP2Config's, would not see it: nothing waits
+// to be written to the connection, only for the upstream's WINDOW_UPDATE.)
+func TestRequestBodyTailOverHTTP2(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.143:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > 0 {
+			<-r.Context().Done() // takes none of it: the window is never opened again
+			return
+		}
+		fmt.Fprint(w, r.Proto)
+	}))
+	srv.Listener = ln
+	srv.EnableHTTP2 = true
+	const window = 64 << 10 // the stream's and the connection's
+	srv.Config.HTTP2 = &http.HTTP2Config{MaxReceiveBufferPerConnection: window, MaxReceiveBufferPerStream: window}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	tc := srv.Client().Transport.(*http.Transport).TLSClientConfig.Clone()
+	tc.ServerName = "example.com" // httptest's certificate names 127.0.0.1 and example.com
+	const timeout = 300 * time.Millisecond
+	u := New(Config{Name: "origin", TLSConfig: tc, BodyTimeout: time.Hour, ResponseHeaderTimeout: timeout})
+	defer u.Close()
+	// The first opens the connection and learns its settings (the window).
+	resp, err := u.Do(get(t, context.Background(), srv.URL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || string(got) != "HTTP/2.0" {
+		t.Fatalf("first answer = %q, %v; want HTTP/2.0", got, err)
+	}
+	// The window takes the first two reads of 32 KiB; the third, the last, waits for it.
+	body := strings.Repeat("a", window+16<<10)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel) // before srv.Close, which waits for the handler, which waits for this
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/up", nil)
+	req.Body, req.ContentLength = io.NopCloser(strings.NewReader(body)), int64(len(body))
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		resp, err := u.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err = <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("a request body whose last bytes the upstream's window kept out did not end the exchange")
+	}
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() || !strings.Contains(err.Error(), "request body") {
+		t.Fatalf("Do error = %v, want a timeout that names the request body", err)
+	}
+	if took := time.Since(start); took > 10*timeout {
+		t.Errorf("the exchange ended after %v, want about %v", took, timeout)
+	}
+}
+
 // TestBodyTimeoutSlowReader checks that the body timer runs even while the caller holds the body
 // without reading, and that closing it afterwards counts a failure.
 func TestBodyTimeoutSlowReader(t *testing.T) {
