@@ -614,7 +614,16 @@ func (u *Upstream) roundTrip(ctx context.Context, req *http.Request) (*http.Resp
 		}
 	}
 	resp, err := u.transport.RoundTrip(r)
-	if sw != nil && sw.stop() && err != nil {
+	if sw != nil && testHookRoundTripped != nil {
+		testHookRoundTripped(sw)
+	}
+	if sw != nil && sw.stop() {
+		// An answer that came as the watch fired is read under the context it canceled: its
+		// body failed part-way, after the edge had relayed its head. The exchange stalled.
+		if resp != nil {
+			resp.Body.Close()
+			resp = nil
+		}
 		err = sendStalledError{u.cfg.ResponseHeaderTimeout}
 	}
 	if err = x.end(err); err != nil {
@@ -631,6 +640,10 @@ func (u *Upstream) roundTrip(ctx context.Context, req *http.Request) (*http.Resp
 	dropInvalidFields(resp.Header)
 	return resp, nil
 }
+
+// testHookRoundTripped, if set, runs after the transport's RoundTrip of a request with a body
+// returned and before its send watch stops: a test fires the watch there, as its timer may.
+var testHookRoundTripped func(*sendWatch)
 
 // sendStalledError ends an exchange whose request body the upstream took nothing of for
 // after (ResponseHeaderTimeout): a timeout, as a silent upstream's answer is.
@@ -712,7 +725,8 @@ func (w *sendWatch) fire() {
 }
 
 // stop ends the watch once the transport returned, and reports whether it had ended the
-// exchange. The answer's body reads on under the exchange's context, which it leaves alone.
+// exchange (then even if an answer came meanwhile). The answer's body reads on under the
+// exchange's context, which a stopped watch leaves alone.
 func (w *sendWatch) stop() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()

@@ -517,6 +517,40 @@ func TestRequestBodyTailOverHTTP2(t *testing.T) {
 	}
 }
 
+// TestSendStallAsAnswerComes: a send watch whose timer fires as the answer's head comes in,
+// after the transport has it and before the watch is stopped, ends the exchange as a stall.
+// It cancels the exchange's context, under which the answer's body is read: the answer came
+// back and its body failed at its first read that had to wait for the upstream, after the
+// edge had relayed its head.
+func TestSendStallAsAnswerComes(t *testing.T) {
+	srv := serve(t, "127.0.0.144", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Length", "2")
+		w.Write([]byte("a"))
+		w.(http.Flusher).Flush()
+		<-r.Context().Done() // the second byte is for a read that waits for the upstream
+	}))
+	testHookRoundTripped = func(w *sendWatch) { w.fire() } // the timer, in the microseconds between
+	t.Cleanup(func() { testHookRoundTripped = nil })
+	u := New(Config{Name: "origin"})
+	defer u.Close()
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/up", nil)
+	req.Body, req.ContentLength = io.NopCloser(strings.NewReader("hello")), 5
+	resp, err := u.Do(req)
+	if err == nil {
+		got, rerr := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		t.Fatalf("Do returned an answer, whose body read %q, %v; want the stall's timeout", got, rerr)
+	}
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() || !strings.Contains(err.Error(), "request body") {
+		t.Fatalf("Do error = %v, want the stall's timeout", err)
+	}
+	if st := u.Stats(); st.Failures != 1 || st.InFlight != 0 {
+		t.Errorf("Stats() = %+v, want 1 failure, 0 in flight", st)
+	}
+}
+
 // TestBodyTimeoutSlowReader checks that the body timer runs even while the caller holds the body
 // without reading, and that closing it afterwards counts a failure.
 func TestBodyTimeoutSlowReader(t *testing.T) {
