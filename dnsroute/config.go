@@ -242,14 +242,78 @@ func absName(zone, n string) string {
 }
 
 // asciiName is the name n as the server holds and answers it: its Unicode labels as A-labels
-// ("bücher" -> "xn--bcher-kva"), in lower case (idnhost.ToASCII: UTS #46 Lookup, as edge,
-// control and deploy convert hosts), since resolvers ask for the A-labels, never for UTF-8.
-// A name IDNA refuses is returned lower-cased; validate reports it.
+// ("bücher" -> "xn--bcher-kva"), in lower case (toASCII), since resolvers ask for the
+// A-labels, never for UTF-8. A name IDNA refuses is returned lower-cased; validate reports it.
 func asciiName(n string) string {
-	if a, err := idnhost.ToASCII(n); err == nil {
+	if a, err := toASCII(n); err == nil {
 		return a
 	}
 	return strings.ToLower(n)
+}
+
+// toASCII is idnhost.ToASCII (UTS #46 Lookup, as edge, control and deploy convert hosts) for a
+// DNS name in presentation format, which may hold labels no host name has: "_acme-challenge",
+// "*", escapes ("a\.b", "\065"). UTS #46 refuses those (STD3 rules), and would refuse a whole
+// name with one of them beside a U-label, though the same name spelt with its A-labels loads.
+// Such a label is ASCII already: it is kept as written, in lower case, and the rest is
+// converted. Errors name n as written.
+func toASCII(n string) (string, error) {
+	a, err := idnhost.ToASCII(n)
+	if err == nil {
+		return a, nil
+	}
+	labels := splitLabels(n)
+	probe := slices.Clone(labels) // n with each such label as "a", for the rules across labels
+	kept := false
+	for i, l := range labels {
+		if l != "" && isASCII(l) && strings.ContainsFunc(l, func(r rune) bool { return !isLDH(r) }) {
+			probe[i], kept = "a", true
+		}
+	}
+	if !kept {
+		return "", err
+	}
+	// Each U-label alone first, for an error that names it; then the name without the kept
+	// labels, for the rules that look across labels (the bidi rule, RFC 5893).
+	out := make([]string, len(labels))
+	for i, l := range labels {
+		if isASCII(l) {
+			out[i] = strings.ToLower(l)
+			continue
+		}
+		if out[i], err = idnhost.ToASCII(l); err != nil {
+			return "", fmt.Errorf("%q: %w", n, err)
+		}
+	}
+	if _, err := idnhost.ToASCII(strings.Join(probe, ".")); err != nil {
+		return "", fmt.Errorf("%q is not a valid internationalised hostname: %w", n, cmp.Or(errors.Unwrap(err), err))
+	}
+	return strings.Join(out, "."), nil
+}
+
+// splitLabels splits n at its dots but for escaped ones ("a\.b" is one label); a final dot
+// leaves a final "".
+func splitLabels(n string) []string {
+	var labels []string
+	start := 0
+	for i := 0; i < len(n); i++ {
+		switch n[i] {
+		case '\\':
+			i++ // the escaped byte; "\DDD" has digits only after it
+		case '.':
+			labels = append(labels, n[start:i])
+			start = i + 1
+		}
+	}
+	return append(labels, n[start:])
+}
+
+func isLDH(r rune) bool {
+	return r == '-' || '0' <= r && r <= '9' || 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z'
+}
+
+func isASCII(s string) bool {
+	return !strings.ContainsFunc(s, func(r rune) bool { return r >= utf8.RuneSelf })
 }
 
 // asciiMailbox is soa.rname converted as asciiName converts a name, but for its first label:
@@ -264,11 +328,11 @@ func asciiMailbox(rname string) (string, error) {
 		end = len(rname) - 1
 	}
 	local, domain := rname[:end], rname[end:] // domain holds the dot, if any
-	if strings.IndexFunc(local, func(r rune) bool { return r >= utf8.RuneSelf }) >= 0 {
+	if !isASCII(local) {
 		return "", fmt.Errorf("%q: the mailbox %q is not ASCII, and DNS has no form for a Unicode mailbox", rname, local)
 	}
 	if len(domain) > 1 {
-		a, err := idnhost.ToASCII(domain[1:])
+		a, err := toASCII(domain[1:])
 		if err != nil {
 			return "", fmt.Errorf("%q: %w", rname, err)
 		}
@@ -292,7 +356,7 @@ func (c Config) validate() wire.FieldErrors {
 	zone := ""
 	if c.Zone == "" {
 		errs.Add("zone", "is required")
-	} else if a, err := idnhost.ToASCII(c.Zone); err != nil {
+	} else if a, err := toASCII(c.Zone); err != nil {
 		errs.Add("zone", "%w", err)
 	} else if _, ok := dns.IsDomainName(a); !ok {
 		errs.Add("zone", "%q is not a domain name", c.Zone)
@@ -305,7 +369,7 @@ func (c Config) validate() wire.FieldErrors {
 	nsNames := map[string]int{} // name -> the first ns entry with it, inside the zone
 	for i, ns := range c.NS {
 		f := fmt.Sprintf("ns[%d]", i)
-		if a, err := idnhost.ToASCII(ns.Name); err != nil {
+		if a, err := toASCII(ns.Name); err != nil {
 			errs.Add(f+".name", "%w", err)
 		} else if _, ok := dns.IsDomainName(a); !ok || ns.Name == "" { // "" would read as the apex
 			errs.Add(f+".name", "%q is not a domain name", ns.Name)
@@ -328,7 +392,7 @@ func (c Config) validate() wire.FieldErrors {
 			}
 		}
 	}
-	if a, err := idnhost.ToASCII(c.SOA.MName); err != nil {
+	if a, err := toASCII(c.SOA.MName); err != nil {
 		errs.Add("soa.mname", "%w", err)
 	} else if _, ok := dns.IsDomainName(a); !ok && c.SOA.MName != "" {
 		errs.Add("soa.mname", "%q is not a domain name", c.SOA.MName)
@@ -384,7 +448,7 @@ func (c Config) validate() wire.FieldErrors {
 		if h == "*" {
 			continue
 		}
-		a, err := idnhost.ToASCII(h)
+		a, err := toASCII(h)
 		if err != nil {
 			errs.Add(f, "%w", err)
 			continue
@@ -419,14 +483,14 @@ func (c Config) validate() wire.FieldErrors {
 	names, targets := map[string]string{}, map[string]string{}
 	for from, to := range c.CNAMEs {
 		f := "cnames." + from
-		if a, err := idnhost.ToASCII(from); err != nil {
+		if a, err := toASCII(from); err != nil {
 			errs.Add(f, "%w", err)
 		} else if _, ok := dns.IsDomainName(a); !ok {
 			errs.Add(f, "%q is not a domain name", from)
 		} else {
 			names[from] = absName(zone, a)
 		}
-		if a, err := idnhost.ToASCII(to); err != nil {
+		if a, err := toASCII(to); err != nil {
 			errs.Add(f, "%w", err)
 		} else if _, ok := dns.IsDomainName(a); !ok {
 			errs.Add(f, "%q is not a domain name", to)

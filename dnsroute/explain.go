@@ -10,7 +10,6 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/meridian-cdn/meridian/internal/idnhost"
 	"github.com/meridian-cdn/meridian/wire"
 )
 
@@ -70,7 +69,7 @@ func (s *Server) Explain(addr netip.Addr, name string, qtype uint16) (Explanatio
 		}
 	}
 	// The name as the zone holds it: Unicode labels as their A-labels, as the config's are.
-	name, err := idnhost.ToASCII(name)
+	name, err := toASCII(name)
 	if err != nil {
 		return Explanation{}, fmt.Errorf("explain: %w", err)
 	}

@@ -67,6 +67,28 @@ func TestConfigInternationalisedNames(t *testing.T) {
 			field: "cnames.Bücher", msg: `"Bücher": xn--bcher-kva.cdn.example. is both a CNAME (to static.example.org.) and a routed hostname (hostnames[0])`},
 		{name: "a u-label outside the zone", yaml: "zone: cdn.example.\nhostnames: [bücher.example.org.]\n",
 			field: "hostnames[0]", msg: `"bücher.example.org.": xn--bcher-kva.example.org. is outside the zone cdn.example.`},
+		// A DNS name may hold labels no host name has ("_acme-challenge", "*", an escaped
+		// dot), which UTS #46 refuses: beside a U-label they are kept as written, as they are
+		// in a name spelt with its A-labels, and only the U-labels are converted. The whole
+		// name was refused ("disallowed rune U+005F").
+		{name: "labels no host name has beside u-labels",
+			yaml: "zone: Bücher.example.\nsoa: {rname: 'Host\\.Master.bücher.example.'}\n" +
+				"hostnames: [\"*.Sub.bücher.example.\", 'a\\.b.bücher.example.', '\\065\\.x.straße']\n" +
+				"cnames: {_acme-challenge.Bücher.example.: _acme-challenge.acme.example.org., _dmarc: _dmarc.bücher.example.org.}\n",
+			zone: "xn--bcher-kva.example.", mname: "ns1.xn--bcher-kva.example.", rname: "host\\.master.xn--bcher-kva.example.",
+			ns:        []string{"ns1.xn--bcher-kva.example."},
+			hostnames: []string{"*.sub.xn--bcher-kva.example.", "a\\.b.xn--bcher-kva.example.", "\\065\\.x.xn--strae-oqa.xn--bcher-kva.example."},
+			cnames: map[string]string{
+				"_acme-challenge.xn--bcher-kva.example.": "_acme-challenge.acme.example.org.",
+				"_dmarc.xn--bcher-kva.example.":          "_dmarc.xn--bcher-kva.example.org.",
+			}},
+		// Beside such a label, a U-label IDNA refuses is still refused, named as written...
+		{name: "invalid u-label beside an underscore label", yaml: "zone: cdn.example.\nhostnames: [\"_x.b\\u2028ü\"]\n",
+			field: "hostnames[0]", msg: `"_x.b\u2028ü": "b\u2028ü" is not a valid internationalised hostname`},
+		// ...and so is a name the bidi rule refuses across its labels (RFC 5893: a label
+		// starting with a digit in a name with a right-to-left label).
+		{name: "bidi rule across labels beside an underscore label", yaml: "zone: cdn.example.\nhostnames: [\"_x.1a.\\u05d0\\u05d1\"]\n",
+			field: "hostnames[0]", msg: `"_x.1a.` + "\u05d0\u05d1" + `" is not a valid internationalised hostname`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -112,7 +134,8 @@ func TestInternationalisedNamesServed(t *testing.T) {
 		c.NS = []NameServer{{Name: "nß", IPv4: []string{"127.0.0.53"}}}
 		c.SOA.RName = ""
 		c.Hostnames = []string{"www", "straße"}
-		c.CNAMEs = map[string]string{"ñ": "straße"}
+		// "_svc" is no host label, so IDNA alone would refuse the whole name.
+		c.CNAMEs = map[string]string{"ñ": "straße", "_svc.Bücher.example.": "straße"}
 	})
 	const (
 		zone   = "xn--bcher-kva.example."
@@ -129,6 +152,7 @@ func TestInternationalisedNamesServed(t *testing.T) {
 		{"routed name in the zone", "www." + zone, dns.TypeA, []string{"www." + zone + " A", "www." + zone + " A"}},
 		{"routed u-label", routed, dns.TypeA, []string{routed + " A", routed + " A"}},
 		{"u-label cname", alias, dns.TypeA, []string{alias + " CNAME " + routed, routed + " A", routed + " A"}},
+		{"cname beside an underscore label", "_svc." + zone, dns.TypeA, []string{"_svc." + zone + " CNAME " + routed, routed + " A", routed + " A"}},
 		{"name server", zone, dns.TypeNS, []string{zone + " NS " + ns}},
 		{"soa", zone, dns.TypeSOA, []string{zone + " SOA " + ns + " hostmaster." + zone}},
 		{"glue", ns, dns.TypeA, []string{ns + " A 127.0.0.53"}},
@@ -164,5 +188,8 @@ func TestInternationalisedNamesServed(t *testing.T) {
 	// explain takes a name as the operator writes it, too.
 	if ex, err := ts.Explain(netip.MustParseAddr("127.1.1.1"), "ñ", dns.TypeA); err != nil || ex.Name != routed {
 		t.Errorf("Explain(ñ) = %+v, %v; want %s", ex, err, routed)
+	}
+	if ex, err := ts.Explain(netip.MustParseAddr("127.1.1.1"), "_svc.Bücher.example.", dns.TypeA); err != nil || ex.Name != routed {
+		t.Errorf("Explain(_svc.Bücher.example.) = %+v, %v; want %s", ex, err, routed)
 	}
 }
