@@ -341,6 +341,44 @@ func asciiMailbox(rname string) (string, error) {
 	return strings.ToLower(local) + domain, nil
 }
 
+// tooLong is the problem with a name written as written, a domain name as ascii (its
+// A-labels), that is longer than 255 octets once made absolute in zone (RFC 1035 section
+// 2.3.4): checked as written, a relative name passed, but a record holding it is malformed
+// and no query can ask for it. dns.IsDomainName is no check of that: it takes up to 257.
+// nil when zone is unknown (refused itself).
+func tooLong(zone, written, ascii string) error {
+	if zone == "" {
+		return nil
+	}
+	abs := absName(zone, ascii)
+	if n := wireLen(abs); n > 255 {
+		return fmt.Errorf("%q is longer than 255 octets as the absolute name %s (%d)", written, abs, n)
+	}
+	return nil
+}
+
+// wireLen is the length on the wire of the FQDN n in presentation format: a length octet and
+// the label's octets ("\DDD" and "\X" are one each) per label, and the root's octet.
+func wireLen(n string) int {
+	w := 1
+	for _, l := range dns.SplitDomainName(n) {
+		w++
+		for i := 0; i < len(l); i++ {
+			if l[i] == '\\' {
+				if i+3 < len(l) && isDigits(l[i+1:i+4]) {
+					i += 3
+				} else {
+					i++
+				}
+			}
+			w++
+		}
+	}
+	return w
+}
+
+func isDigits(s string) bool { return strings.Trim(s, "0123456789") == "" }
+
 // belowZone says whether the lower-case FQDN n is a name below zone, as the owner of a CNAME
 // must be (at the apex it would have the SOA and NS beside it).
 func belowZone(zone, n string) bool { return n != zone && dns.IsSubDomain(zone, n) }
@@ -360,6 +398,8 @@ func (c Config) validate() wire.FieldErrors {
 		errs.Add("zone", "%w", err)
 	} else if _, ok := dns.IsDomainName(a); !ok {
 		errs.Add("zone", "%q is not a domain name", c.Zone)
+	} else if n := wireLen(dns.Fqdn(a)); n > 255 {
+		errs.Add("zone", "%q is longer than 255 octets (%d)", c.Zone, n)
 	} else {
 		zone = dns.Fqdn(a)
 	}
@@ -373,6 +413,8 @@ func (c Config) validate() wire.FieldErrors {
 			errs.Add(f+".name", "%w", err)
 		} else if _, ok := dns.IsDomainName(a); !ok || ns.Name == "" { // "" would read as the apex
 			errs.Add(f+".name", "%q is not a domain name", ns.Name)
+		} else if err := tooLong(zone, ns.Name, a); err != nil {
+			errs.Add(f+".name", "%w", err)
 		} else if name := absName(zone, a); zone != "" && dns.IsSubDomain(zone, name) {
 			if len(ns.IPv4)+len(ns.IPv6) == 0 {
 				errs.Add(f, "%w", idnhost.Wrap(ns.Name, fmt.Errorf("%s is inside the zone and needs glue addresses", name)))
@@ -396,11 +438,15 @@ func (c Config) validate() wire.FieldErrors {
 		errs.Add("soa.mname", "%w", err)
 	} else if _, ok := dns.IsDomainName(a); !ok && c.SOA.MName != "" {
 		errs.Add("soa.mname", "%q is not a domain name", c.SOA.MName)
+	} else if err := tooLong(zone, c.SOA.MName, a); err != nil {
+		errs.Add("soa.mname", "%w", err)
 	}
 	if a, err := asciiMailbox(c.SOA.RName); err != nil {
 		errs.Add("soa.rname", "%w", err)
 	} else if _, ok := dns.IsDomainName(a); !ok && c.SOA.RName != "" {
 		errs.Add("soa.rname", "%q is not a domain name", c.SOA.RName)
+	} else if err := tooLong(zone, c.SOA.RName, a); err != nil {
+		errs.Add("soa.rname", "%w", err)
 	}
 	for _, d := range []struct {
 		v     time.Duration
@@ -457,6 +503,10 @@ func (c Config) validate() wire.FieldErrors {
 			errs.Add(f, "%q is not a domain name", h)
 			continue
 		}
+		if err := tooLong(zone, h, a); err != nil {
+			errs.Add(f, "%w", err)
+			continue
+		}
 		hosts[i] = absName(zone, a)
 		if zone != "" && !dns.IsSubDomain(zone, hosts[i]) {
 			errs.Add(f, "%w", idnhost.Wrap(h, fmt.Errorf("%s is outside the zone %s", hosts[i], zone)))
@@ -487,6 +537,8 @@ func (c Config) validate() wire.FieldErrors {
 			errs.Add(f, "%w", err)
 		} else if _, ok := dns.IsDomainName(a); !ok {
 			errs.Add(f, "%q is not a domain name", from)
+		} else if err := tooLong(zone, from, a); err != nil {
+			errs.Add(f, "%w", err)
 		} else {
 			names[from] = absName(zone, a)
 		}
@@ -494,6 +546,8 @@ func (c Config) validate() wire.FieldErrors {
 			errs.Add(f, "%w", err)
 		} else if _, ok := dns.IsDomainName(a); !ok {
 			errs.Add(f, "%q is not a domain name", to)
+		} else if err := tooLong(zone, to, a); err != nil {
+			errs.Add(f, "%w", err)
 		} else {
 			targets[from] = absName(zone, a)
 		}

@@ -1,12 +1,14 @@
 package dnsroute
 
 import (
+	"cmp"
 	"errors"
 	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -191,5 +193,59 @@ func TestInternationalisedNamesServed(t *testing.T) {
 	}
 	if ex, err := ts.Explain(netip.MustParseAddr("127.1.1.1"), "_svc.Bücher.example.", dns.TypeA); err != nil || ex.Name != routed {
 		t.Errorf("Explain(_svc.Bücher.example.) = %+v, %v; want %s", ex, err, routed)
+	}
+}
+
+// TestConfigNamesTooLongOnceAbsolute: a relative name is held with the zone after it, and a
+// domain name is at most 255 octets (RFC 1035 section 2.3.4). Each name field was checked
+// as written, relative, so a name that only grows past the limit with the zone (or with its
+// A-labels: "ü" x 55 is a label of 61 bytes) was taken: an NS or SOA record holding it
+// cannot be packed, and a hostname or CNAME holding it can never be asked for.
+func TestConfigNamesTooLongOnceAbsolute(t *testing.T) {
+	l60 := strings.Repeat("a", 60)
+	long := strings.Join([]string{l60, l60, l60, l60}, ".") // 243 bytes; 257 with "cdn.example."
+	u55 := strings.Repeat("ü", 55)
+	ulong := strings.Join([]string{u55, u55, u55, u55}, ".") // 247 bytes as A-labels
+	esc := strings.Repeat(`\065`, 60)
+	l256 := strings.Join([]string{l60, l60, l60, l60[:59]}, ".") // 256 octets with cdn.example.
+	tests := []struct {
+		name, yaml     string
+		field, written string // the problem expected, "" for none
+		zone           string // "" for cdn.example.
+	}{
+		{"hostname", "hostnames: [" + long + "]\n", "hostnames[0]", long, ""},
+		{"hostname in unicode", "hostnames: [" + ulong + "]\n", "hostnames[0]", ulong, ""},
+		{"ns name", "", "ns[1].name", long, ""},
+		{"cname name", "cnames: {" + long + ": www}\n", "cnames." + long, long, ""},
+		{"cname target", "cnames: {a: " + ulong + "}\n", "cnames.a", ulong, ""},
+		{"soa mname", "soa: {mname: " + long + "}\n", "soa.mname", long, ""},
+		{"soa rname", "soa: {rname: " + long + "}\n", "soa.rname", long, ""},
+		// An escape is one octet: 60 of them a label of 60 octets, and the name fits.
+		{"escapes", "hostnames: ['" + strings.Join([]string{esc, esc, l60, "a"}, ".") + "']\n", "", "", ""},
+		// The longest name: 255 octets (3 x 61, 59, and 13 for cdn.example.); one more is one
+		// too many, though dns.IsDomainName takes it.
+		{"255 octets", "hostnames: [" + strings.Join([]string{l60, l60, l60, l60[:58]}, ".") + "]\n", "", "", ""},
+		{"256 octets", "hostnames: [" + l256 + "]\n", "hostnames[0]", l256, ""},
+		{"zone", "", "zone", l256 + ".cdn.example.", l256 + ".cdn.example."},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ns := "ns:\n  - {name: ns1, ipv4: [192.0.2.53]}\n"
+			if tt.field == "ns[1].name" {
+				ns += "  - {name: " + long + ", ipv4: [192.0.2.54]}\n"
+			}
+			_, err := ParseConfig([]byte("zone: " + cmp.Or(tt.zone, "cdn.example.") + "\nmmdb: city.mmdb\n" + ns + tt.yaml))
+			if tt.field == "" {
+				if err != nil {
+					t.Fatalf("ParseConfig = %v, want nil", err)
+				}
+				return
+			}
+			var fes wire.FieldErrors
+			if !errors.As(err, &fes) || len(fes) != 1 || fes[0].Field != tt.field ||
+				!strings.Contains(fes[0].Error(), strconv.Quote(tt.written)) || !strings.Contains(fes[0].Error(), "longer than 255 octets") {
+				t.Fatalf("ParseConfig = %v; want one problem, %s naming %q as longer than 255 octets", err, tt.field, tt.written)
+			}
+		})
 	}
 }
