@@ -216,6 +216,8 @@ func TestFleetTakesWhatDNSTakes(t *testing.T) {
 		// Unicode name at all ("not a domain name").
 		{"hostnames in unicode", `hostnames: ["bücher", "www.Straße.cdn.example.com."]`},
 		{"cnames in unicode", `hostnames: ["www"]` + "\n  cnames: {ñ: www, alias: ñ, x: bücher.example.}"},
+		// The longest name, 255 octets with the zone after it.
+		{"longest hostname", `hostnames: ["` + strings.Repeat(strings.Repeat("a", 60)+".", 3) + strings.Repeat("a", 54) + `"]`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

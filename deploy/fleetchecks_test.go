@@ -19,6 +19,9 @@ func TestBadValuesNameTheirField(t *testing.T) {
 		t.Fatal(err)
 	}
 	label := strings.Repeat("a", 63)
+	l60, u55 := strings.Repeat("a", 60), strings.Repeat("ü", 55)
+	long := strings.Join([]string{l60, l60, l60, l60}, ".")  // 243 bytes, 260 with the zone
+	ulong := strings.Join([]string{u55, u55, u55, u55}, ".") // 247 bytes as A-labels
 	tests := []struct{ name, old, new, field, want string }{
 		// DNS counts TTLs in whole seconds; dnsroute refuses "1.5s".
 		{"sub-second dns ttl", "ttl: 30s", "ttl: 1500ms", "dns.ttl", "whole number of seconds"},
@@ -92,6 +95,14 @@ func TestBadValuesNameTheirField(t *testing.T) {
 		{"cname in unicode on a routed a-label", `hostnames: ["*"]`, `hostnames: ["xn--bcher-kva"]` + "\n  cnames: {Bücher: www}", "dns.cnames.Bücher",
 			`"Bücher": xn--bcher-kva.cdn.example.com. is both a CNAME (to www.cdn.example.com.) and a routed hostname (dns.hostnames[0])`},
 		// Two CNAMEs for one name (RFC 2181 section 10.1): dnsroute refuses them.
+		// dnsroute holds a relative name with the zone after it, and refuses one longer than
+		// 255 octets so (RFC 1035 section 2.3.4), Unicode labels as their A-labels: the fleet
+		// checks took the name as written, relative, and rendered a dns.yaml that is refused.
+		{"hostname too long once absolute", `hostnames: ["*"]`, `hostnames: [` + long + `]`, "dns.hostnames[0]",
+			`"` + long + `" is longer than 255 octets as the absolute name ` + long + ".cdn.example.com."},
+		{"unicode hostname too long once absolute", `hostnames: ["*"]`, `hostnames: [` + ulong + `]`, "dns.hostnames[0]", `"` + ulong + `" is longer than 255 octets`},
+		{"cname name too long once absolute", `hostnames: ["*"]`, `hostnames: ["*"]` + "\n  cnames: {" + long + ": www}", "dns.cnames." + long, `"` + long + `" is longer than 255 octets`},
+		{"cname target too long once absolute", `hostnames: ["*"]`, `hostnames: ["*"]` + "\n  cnames: {a: " + ulong + "}", "dns.cnames.a", `"` + ulong + `" is longer than 255 octets`},
 		{"one cname name spelt twice", `hostnames: ["*"]`, `hostnames: ["*"]` + "\n  cnames: {a: www, \"A.cdn.example.com.\": img}", "dns.cnames.a",
 			"a.cdn.example.com. is also dns.cnames.A.cdn.example.com. (to img.cdn.example.com.); a name has one CNAME at most"},
 	}
@@ -109,6 +120,23 @@ func TestBadValuesNameTheirField(t *testing.T) {
 				t.Errorf("error = %v; want one error on %s saying %q", err, tt.field, tt.want)
 			}
 		})
+	}
+}
+
+// TestTooLongNameOnNoLoop: a CNAME name too long once absolute is served by dnsroute as no
+// alias, so it is on no loop: the two entries naming it are refused for its length, as
+// dnsroute refuses them, and not also as a loop.
+func TestTooLongNameOnNoLoop(t *testing.T) {
+	example, err := os.ReadFile(filepath.Join("testdata", "fleet.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l60 := strings.Repeat("a", 60)
+	long := strings.Join([]string{l60, l60, l60, l60}, ".")
+	_, err = Parse([]byte(strings.Replace(string(example), `hostnames: ["*"]`, `hostnames: ["*"]`+"\n  cnames: {"+long+": b, b: "+long+"}", 1)))
+	if errs := splitErrors(err); len(errs) != 2 || strings.Contains(err.Error(), "CNAME loop") ||
+		!strings.Contains(err.Error(), "dns.cnames."+long+": ") || !strings.Contains(err.Error(), "dns.cnames.b: ") {
+		t.Errorf("error = %v; want two, on dns.cnames.%s and dns.cnames.b, for its length alone", err, long)
 	}
 }
 

@@ -287,6 +287,8 @@ func (c *checker) dns() {
 			c.bad(fmt.Sprintf("dns.hostnames[%d]", i), "%w", idnaProblem(h))
 		case !zoneNameOK(h):
 			c.bad(fmt.Sprintf("dns.hostnames[%d]", i), "%q is not a domain name", h)
+		case zoneOK && !validDomain(zoneName(d.Zone, h)):
+			c.bad(fmt.Sprintf("dns.hostnames[%d]", i), "%w", tooLong(h, zoneName(d.Zone, h)))
 		case zoneOK && !inZone(d.Zone, zoneName(d.Zone, h)):
 			c.bad(fmt.Sprintf("dns.hostnames[%d]", i), "%w", idnhost.Wrap(h, fmt.Errorf("%s is outside the zone %s", zoneName(d.Zone, h), d.Zone)))
 		}
@@ -350,6 +352,10 @@ func (c *checker) dns() {
 			c.bad("dns.cnames."+from, "%w", idnaProblem(to))
 		case !zoneNameOK(from) || !zoneNameOK(to):
 			c.bad("dns.cnames."+from, "%q -> %q: both must be domain names", from, to)
+		case zoneOK && !validDomain(name):
+			c.bad("dns.cnames."+from, "%w", tooLong(from, name))
+		case zoneOK && !validDomain(zoneName(d.Zone, to)):
+			c.bad("dns.cnames."+from, "%w", tooLong(to, zoneName(d.Zone, to)))
 		case zoneOK && (name == d.Zone || !inZone(d.Zone, name)):
 			c.bad("dns.cnames."+from, "%w", idnhost.Wrap(from, fmt.Errorf("%s must be a name below the zone %s", name, d.Zone)))
 		}
@@ -362,7 +368,8 @@ func (c *checker) dns() {
 		// A name refused above for being outside the zone or its apex is on no loop: dnsroute
 		// serves it as no alias, and its one mistake is one error.
 		for name, from := range owners {
-			if to := d.CNAMEs[from]; zoneNameOK(from) && zoneNameOK(to) && name != d.Zone && inZone(d.Zone, name) { // else refused above
+			if to := d.CNAMEs[from]; zoneNameOK(from) && zoneNameOK(to) && name != d.Zone && inZone(d.Zone, name) &&
+				validDomain(name) && validDomain(zoneName(d.Zone, to)) { // else refused above
 				abs[name] = zoneName(d.Zone, to)
 			}
 		}
@@ -639,6 +646,13 @@ func dnsName(n string) string {
 func idnaProblem(n string) error {
 	_, err := idnhost.ToASCII(n)
 	return err
+}
+
+// tooLong is the problem with a name written as written, a domain name relative to the zone,
+// whose absolute name abs is longer than 255 octets (RFC 1035 section 2.3.4), as dnsroute
+// words it: dnsroute holds the name absolute, with its A-labels, and refuses it.
+func tooLong(written, abs string) error {
+	return fmt.Errorf("%q is longer than 255 octets as the absolute name %s (%d)", written, abs, len(abs)+1)
 }
 
 // inZone says whether the absolute name is zone or below it.
