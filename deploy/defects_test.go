@@ -329,3 +329,29 @@ func TestTerraformKeepsVMsWhenUserDataChanges(t *testing.T) {
 		t.Errorf("aws_instance does not ignore changes of user_data_base64: Terraform would update every VM whose rendered files changed")
 	}
 }
+
+// TestTrustedProxiesRendered: control.trusted_proxies reaches meridian control as the one
+// --trusted-proxies list its flags parse back to the fleet file's entries.
+func TestTrustedProxiesRendered(t *testing.T) {
+	f := loadExample(t)
+	f.Control.TrustedProxies = []string{"10.0.0.5", "2001:db8:f::/48"}
+	files, err := Render(f, RenderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	if err := WriteTree(root, files); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range f.Control.Nodes {
+		env := envFile(t, filepath.Join(root, c.Name)+EtcDir+"/control.env")
+		cmd := control.NewCommand()
+		if err := cmd.ParseFlags(strings.Fields(env["MERIDIAN_CONTROL_ARGS"])); err != nil {
+			t.Fatalf("%s: meridian control refuses its flags: %v", c.Name, err)
+		}
+		got, err := cmd.Flags().GetStringSlice("trusted-proxies")
+		if err != nil || !slices.Equal(got, f.Control.TrustedProxies) {
+			t.Errorf("%s: --trusted-proxies %q (%v), want %q", c.Name, got, err, f.Control.TrustedProxies)
+		}
+	}
+}

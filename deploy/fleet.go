@@ -101,6 +101,11 @@ type Control struct {
 	TLSKey  string `yaml:"tls_key"`
 	// InsecureHTTP serves the API in plain HTTP on the public address (a TLS proxy in front).
 	InsecureHTTP bool `yaml:"insecure_http"`
+	// TrustedProxies are the addresses (IPs or CIDRs) of the proxies in front of the API, whose
+	// X-Forwarded-For names the client (control's --trusted-proxies): without them every client
+	// behind a proxy has its address, and one that keeps failing authentication is throttled
+	// for all. List the proxies, not their network: a trusted address can name any client.
+	TrustedProxies []string `yaml:"trusted_proxies"`
 	// Replicas is the JetStream replica count of buckets and streams. Default 3; at most the
 	// number of control VMs.
 	Replicas int `yaml:"replicas"`

@@ -36,6 +36,9 @@ func TestBadValuesNameTheirField(t *testing.T) {
 		{"unspecified ipv6", "ipv6: 2001:db8:100::101", "ipv6: '::'", "pops[0].nodes[0].ipv6", "cannot be a host's address"},
 		// Edges re-register every second (edge.yaml sets no fleet.heartbeat): a node's key
 		// would expire between two heartbeats and the node drop in and out of the fleet.
+		// control parses --trusted-proxies at start: a host name there stops it on every VM.
+		{"trusted proxy not an address", "replicas: 3", "replicas: 3\n  trusted_proxies: [10.0.0.1, proxy.example, 10.2.0.0/16]", "control.trusted_proxies[1]", `"proxy.example" is not an IP address or a CIDR`},
+		{"trusted proxy with a zone", "replicas: 3", "replicas: 3\n  trusted_proxies: ['fe80::1%eth0']", "control.trusted_proxies[0]", "not an IP address or a CIDR"},
 		{"heartbeat ttl under the heartbeat", "replicas: 3", "replicas: 3\n  heartbeat_ttl: 500ms", "control.heartbeat_ttl", "heartbeat"},
 		{"ipv4-mapped ipv6", "ipv6: 2001:db8:100::101", "ipv6: ::ffff:198.51.100.99", "pops[0].nodes[0].ipv6", "not an IPv6 address"},
 		// One address in two spellings is one host: DNS would answer with both VMs' records

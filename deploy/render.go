@@ -309,6 +309,9 @@ func (r *renderer) control(c ControlNode) error {
 	case f.Control.InsecureHTTP:
 		args = append(args, "--insecure-http")
 	}
+	if len(f.Control.TrustedProxies) > 0 {
+		args = append(args, "--trusted-proxies", strings.Join(f.Control.TrustedProxies, ","))
+	}
 	if f.Control.HeartbeatTTL > 0 {
 		args = append(args, "--heartbeat-ttl", f.Control.HeartbeatTTL.String())
 	}

@@ -201,6 +201,16 @@ func (c *checker) controlAPI() {
 		c.file("control.tls_cert", ct.TLSCert, true)
 		c.file("control.tls_key", ct.TLSKey, true)
 	}
+	for i, p := range ct.TrustedProxies {
+		// As control parses --trusted-proxies; a comma would split one entry into two there.
+		if _, err := netip.ParseAddr(p); err == nil && !strings.Contains(p, "%") {
+			continue
+		}
+		if _, err := netip.ParsePrefix(p); err == nil {
+			continue
+		}
+		c.bad(fmt.Sprintf("control.trusted_proxies[%d]", i), "%q is not an IP address or a CIDR", p)
+	}
 	switch {
 	case ct.HeartbeatTTL < 0:
 		c.bad("control.heartbeat_ttl", "is negative")
