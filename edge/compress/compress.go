@@ -395,11 +395,11 @@ func cutCoding(opaque, coding string) (base, suffix string, ok bool) {
 }
 
 // mark names this build's encoders (see Mark).
-var mark = markOf(buildDeps())
+var mark = markOf(runtime.Version(), buildDeps())
 
 // Mark is the mark SuffixETag gives a variant's tag: a hash of what decides the bytes an
 // encoder makes of a body (the compression libraries' versions, the levels, the zstd window,
-// the architecture), so that two builds share it only if they encode alike.
+// the architecture, the Go toolchain), so that two builds share it only if they encode alike.
 func Mark() string { return mark }
 
 // buildDeps lists the modules the binary was built with (none in a test binary).
@@ -410,10 +410,13 @@ func buildDeps() []*debug.Module {
 	return nil
 }
 
-// markOf hashes the encoder settings and the versions of the compression libraries in deps.
-func markOf(deps []*debug.Module) string {
+// markOf hashes the encoder settings, the Go toolchain that compiled the encoders (goVersion)
+// and the versions of the compression libraries in deps.
+func markOf(goVersion string, deps []*debug.Module) string {
 	h := fnv.New32a()
-	fmt.Fprintf(h, "%s br%d zstd%d w%d gzip%d", runtime.GOARCH, DefaultBrotliLevel, DefaultZstdLevel, zstdWindow, DefaultGzipLevel)
+	// The toolchain too: brotli's cost model is floating point, and whether a multiply-add is
+	// fused (arm64 fuses them) or math.Log2 rounds alike is not fixed across Go versions.
+	fmt.Fprintf(h, "%s %s br%d zstd%d w%d gzip%d", goVersion, runtime.GOARCH, DefaultBrotliLevel, DefaultZstdLevel, zstdWindow, DefaultGzipLevel)
 	for _, d := range deps {
 		switch d.Path {
 		case "github.com/klauspost/compress", "github.com/andybalholm/brotli":
