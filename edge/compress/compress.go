@@ -269,8 +269,9 @@ func DropDigests(h http.Header) {
 //   - Content-Encoding is coding; Content-Length is the encoded length;
 //   - Vary gains Accept-Encoding once, merged into one line with the fields already there
 //     (unless it lists Accept-Encoding or "*" already);
-//   - ETag gets a coding suffix inside the quotes: `"x"` becomes `"x-br"`, `W/"x"` becomes
-//     `W/"x-br"` (see SuffixETag); an ETag that is not a valid entity tag is dropped;
+//   - ETag gets the coding and this build's encoder mark inside the quotes: `"x"` becomes
+//     `"x-br.<mark>"`, `W/"x"` becomes `W/"x-br.<mark>"` (see SuffixETag, Mark); an ETag that
+//     is not a valid entity tag is dropped;
 //   - digests of the old bytes (Content-Digest, Repr-Digest, Digest, Content-MD5) are dropped.
 //
 // Last-Modified and Accept-Ranges stay: ranges of a compressed variant are ranges of its encoded
