@@ -403,19 +403,32 @@ func (c Config) validate() wire.FieldErrors {
 	} else {
 		zone = dns.Fqdn(a)
 	}
+	// absChecked is the name written in field converted (conv: toASCII, or asciiMailbox) and
+	// absolute, or false once errs says why the server cannot hold it.
+	absChecked := func(field, written string, conv func(string) (string, error)) (string, bool) {
+		a, err := conv(written)
+		if err == nil {
+			if _, ok := dns.IsDomainName(a); !ok {
+				err = fmt.Errorf("%q is not a domain name", written)
+			} else {
+				err = tooLong(zone, written, a)
+			}
+		}
+		if err != nil {
+			errs.Add(field, "%w", err)
+			return "", false
+		}
+		return absName(zone, a), true
+	}
 	if len(c.NS) == 0 {
 		errs.Add("ns", "needs at least one name server")
 	}
 	nsNames := map[string]int{} // name -> the first ns entry with it, inside the zone
 	for i, ns := range c.NS {
 		f := fmt.Sprintf("ns[%d]", i)
-		if a, err := toASCII(ns.Name); err != nil {
-			errs.Add(f+".name", "%w", err)
-		} else if _, ok := dns.IsDomainName(a); !ok || ns.Name == "" { // "" would read as the apex
+		if ns.Name == "" { // it would read as the apex
 			errs.Add(f+".name", "%q is not a domain name", ns.Name)
-		} else if err := tooLong(zone, ns.Name, a); err != nil {
-			errs.Add(f+".name", "%w", err)
-		} else if name := absName(zone, a); zone != "" && dns.IsSubDomain(zone, name) {
+		} else if name, ok := absChecked(f+".name", ns.Name, toASCII); ok && zone != "" && dns.IsSubDomain(zone, name) {
 			if len(ns.IPv4)+len(ns.IPv6) == 0 {
 				errs.Add(f, "%w", idnhost.Wrap(ns.Name, fmt.Errorf("%s is inside the zone and needs glue addresses", name)))
 			}
@@ -434,19 +447,11 @@ func (c Config) validate() wire.FieldErrors {
 			}
 		}
 	}
-	if a, err := toASCII(c.SOA.MName); err != nil {
-		errs.Add("soa.mname", "%w", err)
-	} else if _, ok := dns.IsDomainName(a); !ok && c.SOA.MName != "" {
-		errs.Add("soa.mname", "%q is not a domain name", c.SOA.MName)
-	} else if err := tooLong(zone, c.SOA.MName, a); err != nil {
-		errs.Add("soa.mname", "%w", err)
+	if c.SOA.MName != "" { // else the first name server's
+		absChecked("soa.mname", c.SOA.MName, toASCII)
 	}
-	if a, err := asciiMailbox(c.SOA.RName); err != nil {
-		errs.Add("soa.rname", "%w", err)
-	} else if _, ok := dns.IsDomainName(a); !ok && c.SOA.RName != "" {
-		errs.Add("soa.rname", "%q is not a domain name", c.SOA.RName)
-	} else if err := tooLong(zone, c.SOA.RName, a); err != nil {
-		errs.Add("soa.rname", "%w", err)
+	if c.SOA.RName != "" { // else hostmaster at the zone
+		absChecked("soa.rname", c.SOA.RName, asciiMailbox)
 	}
 	for _, d := range []struct {
 		v     time.Duration
@@ -494,20 +499,11 @@ func (c Config) validate() wire.FieldErrors {
 		if h == "*" {
 			continue
 		}
-		a, err := toASCII(h)
-		if err != nil {
-			errs.Add(f, "%w", err)
+		name, ok := absChecked(f, h, toASCII)
+		if !ok {
 			continue
 		}
-		if _, ok := dns.IsDomainName(a); !ok {
-			errs.Add(f, "%q is not a domain name", h)
-			continue
-		}
-		if err := tooLong(zone, h, a); err != nil {
-			errs.Add(f, "%w", err)
-			continue
-		}
-		hosts[i] = absName(zone, a)
+		hosts[i] = name
 		if zone != "" && !dns.IsSubDomain(zone, hosts[i]) {
 			errs.Add(f, "%w", idnhost.Wrap(h, fmt.Errorf("%s is outside the zone %s", hosts[i], zone)))
 		}
@@ -533,23 +529,11 @@ func (c Config) validate() wire.FieldErrors {
 	names, targets := map[string]string{}, map[string]string{}
 	for from, to := range c.CNAMEs {
 		f := "cnames." + from
-		if a, err := toASCII(from); err != nil {
-			errs.Add(f, "%w", err)
-		} else if _, ok := dns.IsDomainName(a); !ok {
-			errs.Add(f, "%q is not a domain name", from)
-		} else if err := tooLong(zone, from, a); err != nil {
-			errs.Add(f, "%w", err)
-		} else {
-			names[from] = absName(zone, a)
+		if name, ok := absChecked(f, from, toASCII); ok {
+			names[from] = name
 		}
-		if a, err := toASCII(to); err != nil {
-			errs.Add(f, "%w", err)
-		} else if _, ok := dns.IsDomainName(a); !ok {
-			errs.Add(f, "%q is not a domain name", to)
-		} else if err := tooLong(zone, to, a); err != nil {
-			errs.Add(f, "%w", err)
-		} else {
-			targets[from] = absName(zone, a)
+		if target, ok := absChecked(f, to, toASCII); ok {
+			targets[from] = target
 		}
 	}
 	owners := map[string]string{} // name -> its first spelling in cnames, in sorted order
