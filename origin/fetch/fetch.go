@@ -617,9 +617,11 @@ func (u *Upstream) roundTrip(ctx context.Context, req *http.Request) (*http.Resp
 	if sw != nil && testHookRoundTripped != nil {
 		testHookRoundTripped(sw)
 	}
-	if sw != nil && sw.stop() {
+	if sw != nil && sw.stop() && (resp == nil || resp.Body != http.NoBody) {
 		// An answer that came as the watch fired is read under the context it canceled: its
-		// body failed part-way, after the edge had relayed its head. The exchange stalled.
+		// body failed part-way, after the edge had relayed its head. The exchange stalled. One
+		// with no body (an HTTP/1 Content-Length: 0) is whole: nothing of it is left to read,
+		// and it is the upstream's answer, relayed.
 		if resp != nil {
 			resp.Body.Close()
 			resp = nil
@@ -725,8 +727,8 @@ func (w *sendWatch) fire() {
 }
 
 // stop ends the watch once the transport returned, and reports whether it had ended the
-// exchange (then even if an answer came meanwhile). The answer's body reads on under the
-// exchange's context, which a stopped watch leaves alone.
+// exchange (then even if an answer came meanwhile: roundTrip keeps only one with no body).
+// The answer's body reads on under the exchange's context, which a stopped watch leaves alone.
 func (w *sendWatch) stop() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()

@@ -102,3 +102,39 @@ func TestEarlyAnswerRelayed(t *testing.T) {
 	}
 }
 
+// TestSendStallAfterWholeAnswer: a send watch that fires after the transport has a whole
+// answer, one with no body (an HTTP/1 401 or 413 of Content-Length 0, a 204), before the watch
+// is stopped, leaves that answer to the caller: nothing of it is read under the context the
+// watch canceled, and the upstream did answer. Over HTTP/1 this window is not only the
+// microseconds between the transport's return and the watch's stop: the Transport holds a
+// bodiless answer that came while the body was still going out for up to 50 ms, waiting for
+// the write to end, before it hands it over (persistConn.wroteRequest). An answer with a body
+// is ended as a stall (TestSendStallAsAnswerComes).
+func TestSendStallAfterWholeAnswer(t *testing.T) {
+	for _, status := range []int{http.StatusUnauthorized, http.StatusRequestEntityTooLarge, http.StatusNoContent} {
+		t.Run(http.StatusText(status), func(t *testing.T) {
+			srv := serve(t, "127.0.0.147", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Length", "0")
+				w.WriteHeader(status)
+			}))
+			testHookRoundTripped = func(w *sendWatch) { w.fire() } // the timer, in the window
+			t.Cleanup(func() { testHookRoundTripped = nil })
+			u := New(Config{Name: "origin"})
+			defer u.Close()
+			req, _ := http.NewRequest(http.MethodPost, srv.URL+"/up", nil)
+			req.Body, req.ContentLength = io.NopCloser(strings.NewReader("hello")), 5
+			resp, err := u.Do(req)
+			if err != nil {
+				t.Fatalf("Do = %v, want the upstream's %d", err, status)
+			}
+			got, rerr := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != status || len(got) != 0 || rerr != nil {
+				t.Fatalf("answer %d %q, %v; want %d, no body", resp.StatusCode, got, rerr, status)
+			}
+			if st := u.Stats(); st.Failures != 0 || st.InFlight != 0 {
+				t.Errorf("Stats() = %+v, want no failure, 0 in flight", st)
+			}
+		})
+	}
+}
