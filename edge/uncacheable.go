@@ -93,12 +93,17 @@ func (u *uncacheable) has(key string, req store.VaryHeader, now time.Time) bool 
 	if m == nil {
 		return false
 	}
-	i := u.variantLocked(m, req)
-	if i >= 0 && !now.Before(m.marks[i].until) {
-		u.dropLocked(h, m, i)
-		return false
+	// Every mark of the key that ended goes, not only req's variant's: one left while only
+	// other variants are asked keeps n above 0, and every miss of the node in this lock.
+	for i := len(m.marks) - 1; i >= 0; i-- {
+		if !now.Before(m.marks[i].until) {
+			u.dropLocked(h, m, i)
+		}
 	}
-	return i >= 0
+	if len(m.marks) == 0 {
+		return false // the key's entry went with its last mark
+	}
+	return u.variantLocked(m, req) >= 0
 }
 
 // note records what a fill of req's variant of key brought: res marks the variant, or ends

@@ -516,3 +516,26 @@ func TestMarkedKeyStreamReadAlong(t *testing.T) {
 		t.Errorf("origin requests once the answer may be stored = %d, want 1", got)
 	}
 }
+
+// TestUncacheableExpiredMarksOfOtherVariantsGo: a key's marks that have run out go when the
+// key's misses look at its marks, whichever variant asks, and the count the miss path reads
+// without the lock returns to 0. Before, one language's ended mark stayed counted while only
+// other languages were asked (the key's mark as a whole went at the first look after its end):
+// every miss of every key on the node took the marks' lock until the cap's eviction.
+func TestUncacheableExpiredMarksOfOtherVariantsGo(t *testing.T) {
+	now := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	lang := func(l string) store.VaryHeader { return store.ClientHeader{"Accept-Language": {l}} }
+	private := fillResult{unshared: &unsharedVariant{vary: []string{"accept-language"}}}
+	var u uncacheable
+	u.note("k", lang("de"), &private, now)
+	u.note("k", lang("fr"), &private, now.Add(time.Minute))
+	if u.has("k", lang("en"), now.Add(uncacheableFor)) {
+		t.Fatal("has(en) = true, want false: en was never marked")
+	}
+	if got := u.n.Load(); got != 1 {
+		t.Errorf("marks counted once de's ended = %d, want 1 (fr's)", got)
+	}
+	if u.has("k", lang("en"), now.Add(time.Minute+uncacheableFor)); u.n.Load() != 0 {
+		t.Errorf("marks counted once every one ended = %d, want 0", u.n.Load())
+	}
+}
