@@ -607,7 +607,12 @@ func (f *filler) run(flightKey string, req *request, stale *store.Object, opts f
 // object once it is complete. Until then a fill of flightKey reads along.
 func (f *filler) startPump(ctx context.Context, cancel context.CancelFunc, flightKey, what string, res *fillResult) {
 	f.streamMu.Lock()
-	f.streaming[flightKey] = res
+	// A marked key's fill in a flight of its own reads along under the key's flight (run),
+	// where another fill's body may still be readable from its start: that one stays, as
+	// its clients' variant may not be this one's.
+	if old := f.streaming[flightKey]; old == nil || !old.body.fromStart() {
+		f.streaming[flightKey] = res
+	}
 	f.streamMu.Unlock()
 	forget := func() {
 		f.streamMu.Lock()
@@ -663,12 +668,7 @@ func (f *filler) streamingFill(flightKey string) *fillResult {
 	f.streamMu.Lock()
 	defer f.streamMu.Unlock()
 	res := f.streaming[flightKey]
-	if res == nil {
-		return nil
-	}
-	res.body.mu.Lock()
-	defer res.body.mu.Unlock()
-	if res.body.base > 0 {
+	if res == nil || !res.body.fromStart() {
 		return nil
 	}
 	return res

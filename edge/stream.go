@@ -163,6 +163,13 @@ func (b *inflight) kept() (body []byte, ok bool) {
 	return b.buf, true
 }
 
+// fromStart reports whether a client can still read the body from its start (attach).
+func (b *inflight) fromStart() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.base == 0
+}
+
 // attach returns a reader from the start of the body, or nil when the start was released.
 func (b *inflight) attach() *bodyReader {
 	b.mu.Lock()

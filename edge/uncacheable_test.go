@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -537,5 +538,84 @@ func TestUncacheableExpiredMarksOfOtherVariantsGo(t *testing.T) {
 	}
 	if u.has("k", lang("en"), now.Add(time.Minute+uncacheableFor)); u.n.Load() != 0 {
 		t.Errorf("marks counted once every one ended = %d, want 0", u.n.Load())
+	}
+}
+
+// TestMarkedVariantStreamLeavesAnothersReadAlong: the fill of a marked variant, in a flight
+// of its own, whose answer may be stored is read along under the key's flight only if no
+// other fill's body is readable there already: a client of another variant that asks while
+// its own variant's body still streams reads along that one. Before, the marked variant's
+// fill took the key's place from the stream already there, and such a client found the other
+// variant's body there and fetched its own again.
+func TestMarkedVariantStreamLeavesAnothersReadAlong(t *testing.T) {
+	var cacheable atomic.Bool // de's answers may be stored from now on
+	var fetches sync.Map      // origin requests per language: *atomic.Int32
+	done := make(chan struct{})
+	addr := startHTTP(t, "127.0.0.91", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		l := r.Header.Get("Accept-Language")
+		c, _ := fetches.LoadOrStore(l, new(atomic.Int32))
+		c.(*atomic.Int32).Add(1)
+		w.Header().Set("Vary", "Accept-Language")
+		w.Header().Set("Content-Type", "application/octet-stream") // not compressed by the edge
+		if l == "de" && !cacheable.Load() {
+			w.Header().Set("Cache-Control", "private, max-age=600")
+			fmt.Fprint(w, "own")
+			return
+		}
+		w.Header().Set("Cache-Control", "max-age=600")
+		fmt.Fprintf(w, "%s:%s", l, strings.Repeat("a", 1<<10))
+		w.(http.Flusher).Flush()
+		select { // the rest once the test has seen what it needs
+		case <-done:
+		case <-r.Context().Done():
+			return
+		}
+		w.Write(bytes.Repeat([]byte("b"), 255<<10))
+	}))
+	var closeOnce sync.Once
+	release := func() { closeOnce.Do(func() { close(done) }) }
+	t.Cleanup(release) // before the origin stops
+	n, _ := startEdge(t, listen(t, "127.0.0.92"), Config{PoP: "tst", Node: "e1",
+		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + addr}}})
+	c := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+	t.Cleanup(c.CloseIdleConnections)
+	open := func(lang string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, "http://"+n.Addr()+"/v", nil)
+		req.Host = testHost
+		req.Header.Set("Accept-Language", lang)
+		r, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Body.Close() })
+		head := make([]byte, 3)
+		if _, err := io.ReadFull(r.Body, head); err != nil || string(head) != lang+":" {
+			t.Fatalf("GET of %s: first bytes %q, %v; want %q", lang, head, err, lang+":")
+		}
+		return r
+	}
+	count := func(lang string) int32 {
+		if c, ok := fetches.Load(lang); ok {
+			return c.(*atomic.Int32).Load()
+		}
+		return 0
+	}
+
+	if r := do(t, c, http.MethodGet, n.Addr(), testHost, "/v", "Accept-Language", "de"); r.body != "own" {
+		t.Fatalf("marking GET of de: %d %q", r.status, r.body)
+	}
+	cacheable.Store(true)
+	first := open("en") // en's body streams, held at the origin
+	de := open("de")    // de's too, from a fill of its own: de is marked
+	second := open("en")
+	if got := count("en"); got != 1 {
+		t.Errorf("origin requests for en while its body streams = %d, want 1 (read along)", got)
+	}
+	release()
+	for i, r := range []*http.Response{first, de, second} {
+		if _, err := io.Copy(io.Discard, r.Body); err != nil {
+			t.Errorf("GET %d: %v", i+1, err)
+		}
 	}
 }
