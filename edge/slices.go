@@ -555,8 +555,9 @@ func (f *filler) fetchSlice(req *request, obj *store.Object, i, sliceSize int64)
 	resp, tier, err := f.sliceTiers(req, fmt.Sprintf("bytes=%d-%d", first, last))
 	if errors.Is(err, errOriginIgnoresRange) {
 		// A manifest stored before the origin was seen ignoring Range: the next request
-		// streams the object through instead.
-		return nil, f.changed(obj, fmt.Errorf("fetch slice %d of %s: %w", i, req.target, err))
+		// streams the object through instead. Every variant's: each would find the same.
+		n.store.Delete(obj.Primary)
+		return nil, fmt.Errorf("fetch slice %d of %s: %w", i, req.target, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("fetch slice %d from %s: %w", i, tier, err)
@@ -602,8 +603,9 @@ func (f *filler) fetchSlice(req *request, obj *store.Object, i, sliceSize int64)
 }
 
 // changed forgets obj's manifest, whose slices no longer match the origin's object, and
-// returns err.
+// returns err. Only obj's variant: the URL's others are other objects, with validators of
+// their own, which their own slice fetches check.
 func (f *filler) changed(obj *store.Object, err error) error {
-	f.n.store.Delete(obj.Primary)
+	f.n.store.DeleteVariant(obj.Primary, obj.Variant)
 	return err
 }

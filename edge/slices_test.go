@@ -491,3 +491,59 @@ func TestSlicedEncodedContentLength(t *testing.T) {
 		}
 	}
 }
+
+// TestSlicedVariantChangedLeavesOthers: a slice fetch that finds its object changed (another
+// validator) drops that variant's manifest only: the URL's other Vary variants are other
+// objects, each with its own validator, which their own slice fetches check. Before, every
+// variant's manifest went, and each variant's next request fetched its first slice again.
+func TestSlicedVariantChangedLeavesOthers(t *testing.T) {
+	const sliceSize, size = 64 << 10, 1<<20 + 3
+	var deVersion atomic.Int32
+	deVersion.Store(1)
+	var enFetches atomic.Int32
+	addr := startHTTP(t, "127.0.0.93", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		l := r.Header.Get("Accept-Language")
+		if l == "en" {
+			enFetches.Add(1)
+		} else {
+			l = fmt.Sprintf("de-%d", deVersion.Load())
+		}
+		w.Header().Set("Vary", "Accept-Language")
+		w.Header().Set("Cache-Control", "max-age=600")
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("ETag", strconv.Quote(l))
+		http.ServeContent(w, r, "", time.Time{}, strings.NewReader(strings.Repeat(l[:1], size)))
+	}))
+	cfg := Config{PoP: "tst", Node: "e1", Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + addr,
+		Cache: wire.CacheOptions{SliceBytes: sliceSize}}}}
+	cfg.Cache.MaxObjectBytes = 4 * sliceSize
+	n, _ := startEdge(t, listen(t, "127.0.0.94"), cfg)
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, DisableCompression: true}}
+	get := func(lang, rng string) resp {
+		t.Helper()
+		r, err := tryDo(c, http.MethodGet, n.Addr(), testHost, "/obj", "Accept-Language", lang, "Range", rng)
+		if err != nil {
+			t.Fatalf("GET %s %s: %v", lang, rng, err)
+		}
+		return r
+	}
+	for _, lang := range []string{"en", "de"} {
+		if r := get(lang, "bytes=0-9"); r.status != http.StatusPartialContent || r.body != strings.Repeat(lang[:1], 10) {
+			t.Fatalf("first range of %s: %d %.20q", lang, r.status, r.body)
+		}
+	}
+	if r := get("en", "bytes=0-9"); !strings.Contains(r.header.Get("Cache-Status"), "; hit") {
+		t.Fatalf("en again before de changed: Cache-Status %q, want a hit", r.header.Get("Cache-Status"))
+	}
+	deVersion.Store(2)
+	// A slice of de not stored yet: its fetch finds de changed (another ETag).
+	if r, err := tryDo(c, http.MethodGet, n.Addr(), testHost, "/obj", "Accept-Language", "de", "Range", "bytes=400000-400009"); err == nil &&
+		r.status == http.StatusPartialContent && r.body != "dddddddddd" {
+		t.Fatalf("range of de across its change: %d %.20q", r.status, r.body)
+	}
+	before := enFetches.Load()
+	r := get("en", "bytes=0-9")
+	if cs := r.header.Get("Cache-Status"); !strings.Contains(cs, "; hit") || enFetches.Load() != before {
+		t.Errorf("en after de changed: Cache-Status %q, %d origin requests more; want a hit, none", cs, enFetches.Load()-before)
+	}
+}
