@@ -86,8 +86,10 @@ type Config struct {
 	TLSHandshakeTimeout time.Duration
 	// ResponseHeaderTimeout bounds the time from the request being written to the response
 	// header arriving, and while a request body is being written, the time the upstream may
-	// spend taking each 32 KiB of it, its last included. Default 10s. Enforced by the built
-	// transport only (not an injected one).
+	// spend taking each 32 KiB of it, its last included. Over HTTP/2 it is also how long a
+	// connection may bring no frame before it is PINGed, how long the PING's answer may take,
+	// and how long a write may take nothing, before the connection is closed as dead. Default
+	// 10s. Enforced by the built transport only (not an injected one).
 	ResponseHeaderTimeout time.Duration
 	// BodyTimeout bounds the whole exchange, including reading the body; it is enforced even if
 	// the caller reads slowly. Default 30s.
@@ -276,6 +278,23 @@ func (c Config) newTransport() *http.Transport {
 		// Custom dialers and TLS configs turn HTTP/2 off unless asked for; https upstreams
 		// should multiplex.
 		ForceAttemptHTTP2: true,
+		// Every request to the upstream goes onto one HTTP/2 connection, so one that went
+		// silent without a FIN or RST (a NAT or firewall that dropped its state, a partition,
+		// a host that lost power) failed each of them at ResponseHeaderTimeout, until a whole
+		// MaxConcurrentStreams of them had (the transport holds a failed stream's slot until
+		// a PING comes back) or the kernel gave up on the socket (some 15 minutes): the
+		// breaker's probes failed on it too. A connection that brings no frame for
+		// ResponseHeaderTimeout is PINGed, and closed if the answer takes as long. One whose
+		// writes take nothing for as long (the upstream stopped reading, while it still sends)
+		// is closed too: its writer was held for good, and every request sent on it after
+		// waited to write its head, with no timeout of the transport's started. An answer is
+		// a frame, so a busy connection sends no PING; an idle one sends one of 17 bytes per
+		// ResponseHeaderTimeout until IdleConnTimeout closes it. HTTP/1 is unaffected.
+		HTTP2: &http.HTTP2Config{
+			SendPingTimeout:  c.ResponseHeaderTimeout,
+			PingTimeout:      c.ResponseHeaderTimeout,
+			WriteByteTimeout: c.ResponseHeaderTimeout,
+		},
 		// The edge stores and forwards bytes as the upstream sent them.
 		DisableCompression: true,
 		// Over HTTP/1, one byte more than headConn's bound, which so always meets an overrun
