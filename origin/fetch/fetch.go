@@ -99,8 +99,17 @@ type Config struct {
 	// MaxIdleConns is the number of idle connections kept per host. Default 256.
 	MaxIdleConns int
 	// MaxConcurrent is the bulkhead: requests in flight at once, counted from sending until the
-	// response body is closed. Default 64; negative means unlimited.
+	// response body is closed (with ReleaseAtHead, until the response head is in). Default 64;
+	// negative means unlimited.
 	MaxConcurrent int
+	// ReleaseAtHead frees an exchange's bulkhead slot once its answer's head is in, not when
+	// its body is closed: MaxConcurrent then bounds the requests the upstream has yet to
+	// answer, and an answer that streams for long (an event stream, a large download, passed
+	// through to a client at its own pace) holds none. The breaker still gets the exchange's
+	// outcome when its body is closed, a body cut short counted as a failure. Default false:
+	// the slot is held until the body is closed, which bounds the answers read from the
+	// upstream at once, bodies included (an edge's cache fills).
+	ReleaseAtHead bool
 	// QueueWait is how long a request over MaxConcurrent waits for a slot before failing with
 	// ErrBulkheadFull. Only a request the breaker admits waits: one it refuses fails at once.
 	// Default 50ms.
@@ -218,6 +227,7 @@ type Upstream struct {
 	slots     chan struct{} // bulkhead semaphore; nil when unlimited
 
 	inFlight           atomic.Int64
+	streaming          atomic.Int64 // bodies open whose slot was freed at their head (ReleaseAtHead)
 	requests           atomic.Uint64
 	failures           atomic.Uint64
 	bulkheadRejections atomic.Uint64
@@ -487,8 +497,8 @@ func (success) Error() string { return "success" }
 // failure when it is closed. The caller canceling its context counts as
 // neither success nor failure; its deadline expiring counts as a timeout (never as a failure
 // to reach the upstream); a context that has already ended is not sent, and counts nowhere.
-// The bulkhead slot and the breaker outcome are released when the response body is closed
-// (or at once on error), so the caller must close it. Errors wrap with %w and name the
+// The bulkhead slot (unless ReleaseAtHead freed it at the head) and the breaker outcome are
+// released when the response body is closed (or at once on error), so the caller must close it. Errors wrap with %w and name the
 // upstream.
 func (u *Upstream) Do(req *http.Request) (*http.Response, error) {
 	parent := req.Context()
@@ -580,6 +590,12 @@ func (u *Upstream) Do(req *http.Request) (*http.Response, error) {
 		b.done, b.status = nil, nil
 	}
 	resp.Body = b
+	if u.cfg.ReleaseAtHead {
+		// The upstream has answered: what is left is its body, read at the caller's pace.
+		u.streaming.Add(1)
+		u.release()
+		b.freed = true
+	}
 	settled = true // the body's Close reports it
 	return resp, nil
 }
@@ -1046,8 +1062,12 @@ func (u *Upstream) release() {
 type Stats struct {
 	Name  string
 	State string // "closed", "open" or "half-open"
-	// InFlight is the number of requests holding a bulkhead slot (response body not yet closed).
+	// InFlight is the number of requests holding a bulkhead slot: sent, and their response
+	// body not yet closed, or with ReleaseAtHead their response head not yet in.
 	InFlight int
+	// Streaming is the number of answers whose slot ReleaseAtHead freed at their head and
+	// whose body is not yet closed (always 0 without ReleaseAtHead).
+	Streaming int
 	// Requests counts requests sent (admitted by bulkhead and breaker); Failures counts those the
 	// breaker saw fail; the rejections count requests refused before sending.
 	Requests, Failures, BulkheadRejections, BreakerRejections uint64
@@ -1059,6 +1079,7 @@ func (u *Upstream) Stats() Stats {
 		Name:               u.cfg.Name,
 		State:              u.breaker.State().String(),
 		InFlight:           int(u.inFlight.Load()),
+		Streaming:          int(u.streaming.Load()),
 		Requests:           u.requests.Load(),
 		Failures:           u.failures.Load(),
 		BulkheadRejections: u.bulkheadRejections.Load(),
@@ -1074,7 +1095,8 @@ func (u *Upstream) Close() {
 }
 
 // body wraps a response body so that closing it reports the outcome to the breaker, releases the
-// bulkhead slot and stops the body timer (the exchange context's, off the HTTP/1.1 path).
+// bulkhead slot (unless freed at the head) and stops the body timer (the exchange context's, off
+// the HTTP/1.1 path).
 type body struct {
 	rc       io.ReadCloser
 	u        *Upstream
@@ -1085,6 +1107,7 @@ type body struct {
 	done     func(error) // nil once reported (a half-open probe's, at its head)
 	sent     uint64      // Upstream.streaks when the exchange was sent
 	status   error       // non-nil for a status FailureStatus counts as a failure
+	freed    bool        // the slot was freed at the head (ReleaseAtHead): Close frees none
 
 	mu      sync.Mutex // guards readErr and whole
 	readErr error      // first read error other than io.EOF
@@ -1138,11 +1161,14 @@ func (b *body) Close() error {
 		if b.cancel != nil {
 			b.cancel()
 		}
-		if b.done == nil {
-			b.u.release()
+		if b.done != nil {
+			b.u.report(b.done, b, outcome)
+		}
+		if b.freed {
+			b.u.streaming.Add(-1)
 			return
 		}
-		b.u.finish(b.done, b, outcome)
+		b.u.release()
 	})
 	return err
 }
