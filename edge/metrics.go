@@ -205,7 +205,8 @@ var (
 	descRetired   = prometheus.NewDesc("meridian_edge_purge_records_retired_total", "Purge records retired because the store held its cap of them; what their host stored before them counts as purged (docs/edge.md, Purge).", nil, nil)
 	descBreaker   = prometheus.NewDesc("meridian_edge_upstream_breaker_open", "1 when the upstream's circuit breaker is open, 0.5 half-open, 0 closed.", []string{"upstream"}, nil)
 	descDecode    = prometheus.NewDesc("meridian_edge_decode_window_bytes", "Bytes of decoding windows held now by answers decoded for their clients (of cache.decode_window_bytes).", nil, nil)
-	descInFlight  = prometheus.NewDesc("meridian_edge_upstream_in_flight", "Requests in flight to the upstream.", []string{"upstream"}, nil)
+	descInFlight  = prometheus.NewDesc("meridian_edge_upstream_in_flight", "Requests holding a slot of the upstream's bulkhead: sent, and their answer's body not yet closed (a pass client's: their answer's head not yet in).", []string{"upstream"}, nil)
+	descStreaming = prometheus.NewDesc("meridian_edge_upstream_streaming", "Answers of a pass client whose head came (their slot freed) and whose body still streams: open event streams, downloads passed through.", []string{"upstream"}, nil)
 	descBulkhead  = prometheus.NewDesc("meridian_edge_upstream_bulkhead_rejections_total", "Requests refused because the upstream's bulkhead was full.", []string{"upstream"}, nil)
 	descBrkReject = prometheus.NewDesc("meridian_edge_upstream_breaker_rejections_total", "Requests refused because the upstream's breaker was open.", []string{"upstream"}, nil)
 	descDraining  = prometheus.NewDesc("meridian_edge_draining", "1 while the node is draining.", nil, nil)
@@ -215,7 +216,7 @@ var (
 )
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descItems, descBytes, descEvictions, descSegments, descMoves, descRecords, descRetired, descReplays, descDropped, descDecode, descBreaker, descInFlight, descBulkhead, descBrkReject, descDraining, descHitP99} {
+	for _, d := range []*prometheus.Desc{descItems, descBytes, descEvictions, descSegments, descMoves, descRecords, descRetired, descReplays, descDropped, descDecode, descBreaker, descInFlight, descStreaming, descBulkhead, descBrkReject, descDraining, descHitP99} {
 		ch <- d
 	}
 }
@@ -250,6 +251,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(descBreaker, prometheus.GaugeValue, state, u.Name)
 		ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue, float64(u.InFlight), u.Name)
+		ch <- prometheus.MustNewConstMetric(descStreaming, prometheus.GaugeValue, float64(u.Streaming), u.Name)
 		ch <- prometheus.MustNewConstMetric(descBulkhead, prometheus.CounterValue, float64(u.BulkheadRejections), u.Name)
 		ch <- prometheus.MustNewConstMetric(descBrkReject, prometheus.CounterValue, float64(u.BreakerRejections), u.Name)
 	}

@@ -31,14 +31,20 @@ func (f *filler) upstream(kind, id, addr string) *fetch.Upstream {
 // fields edges add to it, with room to spare.
 const peerHeadRoom = 16 << 10
 
-// passUpstream returns the client for the pass-through traffic of a host's origin: its own
-// bulkhead and breaker, so requests that are never stored (and may stream for long, up to
-// PassTimeout) cannot starve cache fills of origin slots.
+// passUpstream returns the client for the pass-through traffic of a host's origin (and the
+// direct fills of requests with Authorization): its own bulkhead and breaker, so requests that
+// are never stored (and may stream for long, up to PassTimeout) cannot starve cache fills of
+// origin slots. Its slot is freed once the origin's answer head is in (ReleaseAtHead): the
+// bulkhead bounds what the origin has yet to answer, not the answers streaming to clients at
+// their pace. Held until the body's end, an event stream kept its slot for as long as it
+// lasted, and max_concurrent viewers of one left every other pass to the origin (a login, a
+// form) a 503; nginx's proxy_pass and Varnish's pass bound neither.
 func (f *filler) passUpstream(hs *hostState) *fetch.Upstream {
 	return f.client("pass "+hs.origin.Host, func() fetch.Config {
 		fc := f.baseConfig()
 		fc.Name = "pass origin " + hs.cfg.Host + " " + hs.origin.Host // one per address, as upstream's
 		fc.BodyTimeout = f.n.cfg.PassTimeout
+		fc.ReleaseAtHead = true
 		return fc
 	})
 }
