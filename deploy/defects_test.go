@@ -216,6 +216,9 @@ func TestFleetTakesWhatDNSTakes(t *testing.T) {
 		// Unicode name at all ("not a domain name").
 		{"hostnames in unicode", `hostnames: ["bücher", "www.Straße.cdn.example.com."]`},
 		{"cnames in unicode", `hostnames: ["www"]` + "\n  cnames: {ñ: www, alias: ñ, x: bücher.example.}"},
+		// An ACME DNS-01 challenge delegated to an acme-dns server, and other service labels
+		// (RFC 8552): the fleet checks took host labels only ("both must be domain names").
+		{"cnames of service labels", `hostnames: ["www"]` + "\n  cnames: {_acme-challenge.www: 3f2a.auth.acme-dns.example.org., _dmarc: _dmarc.mail.example.org., _443._tcp.www: _acme-challenge.www}"},
 		// The longest name, 255 octets with the zone after it.
 		{"longest hostname", `hostnames: ["` + strings.Repeat(strings.Repeat("a", 60)+".", 3) + strings.Repeat("a", 54) + `"]`},
 	}

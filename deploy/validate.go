@@ -20,9 +20,11 @@ import (
 )
 
 var (
-	labelRE  = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-	prefixRE = regexp.MustCompile(`^[a-zA-Z0-9_-]+(\.[a-zA-Z0-9_-]+)*$`)
-	sha256RE = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	labelRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	// serviceLabelRE is a service label (RFC 8552's underscored names): "_acme-challenge".
+	serviceLabelRE = regexp.MustCompile(`^_[a-z0-9]([a-z0-9_-]{0,60}[a-z0-9])?$`)
+	prefixRE       = regexp.MustCompile(`^[a-zA-Z0-9_-]+(\.[a-zA-Z0-9_-]+)*$`)
+	sha256RE       = regexp.MustCompile(`^[0-9a-f]{64}$`)
 	// natsReleaseRE finds the version in the name of a nats-server release archive
 	// (nats-server-v2.11.4-linux-amd64.tar.gz).
 	natsReleaseRE = regexp.MustCompile(`nats-server-v(\d+)\.(\d+)\.(\d+)[^/]*$`)
@@ -360,11 +362,11 @@ func (c *checker) dns() {
 			c.bad("dns.cnames."+from, "%w", idnaProblem(from))
 		case idnaProblem(to) != nil:
 			c.bad("dns.cnames."+from, "%w", idnaProblem(to))
-		case !zoneNameOK(from) || !zoneNameOK(to):
+		case !aliasNameOK(from) || !aliasNameOK(to):
 			c.bad("dns.cnames."+from, "%q -> %q: both must be domain names", from, to)
-		case zoneOK && !validDomain(name):
+		case zoneOK && !validName(name, true):
 			c.bad("dns.cnames."+from, "%w", tooLong(from, name))
-		case zoneOK && !validDomain(zoneName(d.Zone, to)):
+		case zoneOK && !validName(zoneName(d.Zone, to), true):
 			c.bad("dns.cnames."+from, "%w", tooLong(to, zoneName(d.Zone, to)))
 		case zoneOK && (name == d.Zone || !inZone(d.Zone, name)):
 			c.bad("dns.cnames."+from, "%w", idnhost.Wrap(from, fmt.Errorf("%s must be a name below the zone %s", name, d.Zone)))
@@ -378,8 +380,8 @@ func (c *checker) dns() {
 		// A name refused above for being outside the zone or its apex is on no loop: dnsroute
 		// serves it as no alias, and its one mistake is one error.
 		for name, from := range owners {
-			if to := d.CNAMEs[from]; zoneNameOK(from) && zoneNameOK(to) && name != d.Zone && inZone(d.Zone, name) &&
-				validDomain(name) && validDomain(zoneName(d.Zone, to)) { // else refused above
+			if to := d.CNAMEs[from]; aliasNameOK(from) && aliasNameOK(to) && name != d.Zone && inZone(d.Zone, name) &&
+				validName(name, true) && validName(zoneName(d.Zone, to), true) { // else refused above
 				abs[name] = zoneName(d.Zone, to)
 			}
 		}
@@ -609,12 +611,19 @@ func (c *checker) secretFiles() {
 	}
 }
 
-func validDomain(fqdn string) bool {
+func validDomain(fqdn string) bool { return validName(fqdn, false) }
+
+// validName says whether fqdn is a domain name of host labels (letters, digits, hyphens),
+// or, with service, also of service labels ("_acme-challenge", "_dmarc", "_443._tcp"): an
+// alias of one delegates a service's records elsewhere (an ACME DNS-01 challenge to an
+// acme-dns server), and dnsroute serves it.
+func validName(fqdn string, service bool) bool {
 	if fqdn == "." {
 		return false
 	}
 	for _, l := range strings.Split(strings.TrimSuffix(fqdn, "."), ".") {
-		if !labelRE.MatchString(strings.ToLower(l)) && l != "_" {
+		l = strings.ToLower(l)
+		if !labelRE.MatchString(l) && l != "_" && !(service && serviceLabelRE.MatchString(l)) {
 			return false
 		}
 	}
@@ -638,6 +647,12 @@ func zoneName(zone, n string) string {
 // which the DNS server reads as the apex (dnsroute routes it when hostnames lists it).
 func zoneNameOK(n string) bool {
 	return n == "@" || idnaProblem(n) == nil && validDomain(strings.TrimSuffix(dnsName(n), ".")+".")
+}
+
+// aliasNameOK is zoneNameOK for a CNAME's name or target, which may hold service labels
+// (validName).
+func aliasNameOK(n string) bool {
+	return n == "@" || idnaProblem(n) == nil && validName(strings.TrimSuffix(dnsName(n), ".")+".", true)
 }
 
 // dnsName is a DNS name of the fleet (the zone, a name server's, a hostname or a CNAME's) as
