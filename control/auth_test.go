@@ -758,6 +758,48 @@ func TestClientAddr(t *testing.T) {
 	}
 }
 
+// FuzzClientAddr: for any X-Forwarded-For lines from a trusted peer, the client is the peer or
+// an address the header names, never one it does not; from an untrusted peer always the peer;
+// never a panic.
+func FuzzClientAddr(f *testing.F) {
+	trusted, err := parseTrustedProxies([]string{"127.0.9.1", "10.0.0.0/8", "2001:db8:f::/48"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add("127.0.9.1:1000", "198.51.100.9, 198.51.100.1", "10.0.0.1")
+	f.Add("127.0.9.1:1000", "[2001:db8:1::5]:4711", "")
+	f.Add("127.0.9.1:1000", "garbage, 10.0.0.1", "10.0.0.2")
+	f.Add("[2001:db8:f::1]:1000", "::ffff:198.51.100.1,,fe80::1%eth0", "_hidden")
+	f.Add("127.0.9.2:1000", "198.51.100.1", "")
+	f.Fuzz(func(t *testing.T, remote, xff1, xff2 string) {
+		peer, err := netip.ParseAddrPort(remote)
+		if err != nil {
+			return
+		}
+		r := httptest.NewRequest("GET", "/v1/pops", nil)
+		r.RemoteAddr = remote
+		r.Header.Add("X-Forwarded-For", xff1)
+		r.Header.Add("X-Forwarded-For", xff2)
+		got := clientAddr(r, trusted)
+		p := peer.Addr().Unmap().WithZone("")
+		if got == p {
+			return
+		}
+		if !inPrefixes(trusted, p) {
+			t.Fatalf("untrusted peer %s: client %v, want the peer", remote, got)
+		}
+		named := false
+		for elem := range strings.SplitSeq(xff1+","+xff2, ",") {
+			if a, ok := forwardedAddr(strings.Trim(elem, " \t")); ok && a == got {
+				named = true
+			}
+		}
+		if !named {
+			t.Fatalf("client %v is neither the peer %s nor named in X-Forwarded-For %q, %q", got, p, xff1, xff2)
+		}
+	})
+}
+
 // TestTrustedProxiesRefused: an entry of Config.TrustedProxies that is no CIDR or IP address
 // is refused at New, naming it.
 func TestTrustedProxiesRefused(t *testing.T) {
