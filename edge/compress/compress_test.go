@@ -354,3 +354,42 @@ func TestMarkNamesTheEncoders(t *testing.T) {
 		t.Error("another module's version changed the mark")
 	}
 }
+
+// FuzzETagSuffix: a tag SuffixETag makes is undone by UnsuffixETag to the tag it was made of,
+// and ResuffixETag moves its suffix onto another tag; any other input leaves them without a
+// panic, UnsuffixETag returning a tag it does not recognise unchanged.
+func FuzzETagSuffix(f *testing.F) {
+	for _, s := range []string{`"abc"`, `W/"abc"`, `""`, `"v1-gzip"`, `"v1-gzip.zz9"`, `"a-br.1-br"`, `abc`, `"a"b"`} {
+		f.Add(s, `"v2"`, uint8(0))
+	}
+	codings := []string{"gzip", "br", "zstd"}
+	f.Fuzz(func(t *testing.T, etag, other string, c uint8) {
+		coding := codings[int(c)%len(codings)]
+		if back, ok := UnsuffixETag(etag, coding); !ok && back != etag {
+			t.Fatalf("UnsuffixETag(%q, %s) = %q, false: want the tag unchanged", etag, coding, back)
+		}
+		// A tag as the functions write it: the field value's surrounding white space dropped.
+		canon := func(etag string) (string, bool) {
+			weak, opaque, ok := splitETag(etag)
+			return weak + `"` + opaque + `"`, ok
+		}
+		tag, ok := SuffixETag(etag, coding)
+		if !ok {
+			return
+		}
+		back, ok := UnsuffixETag(tag, coding)
+		if want, _ := canon(etag); !ok || back != want {
+			t.Fatalf("UnsuffixETag(SuffixETag(%q, %s) = %q) = %q, %v; want %q", etag, coding, tag, back, ok, want)
+		}
+		re, ok := ResuffixETag(other, tag, coding)
+		want, valid := canon(other)
+		if ok != valid {
+			t.Fatalf("ResuffixETag(%q, %q, %s) ok = %v, want %v", other, tag, coding, ok, valid)
+		}
+		if ok {
+			if back, ok := UnsuffixETag(re, coding); !ok || back != want {
+				t.Fatalf("UnsuffixETag(ResuffixETag(%q, %q) = %q) = %q, %v; want %q", other, tag, re, back, ok, want)
+			}
+		}
+	})
+}
