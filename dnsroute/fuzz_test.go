@@ -1,8 +1,12 @@
 package dnsroute
 
 import (
+	"maps"
 	"net"
 	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -128,6 +132,37 @@ func FuzzParseQuery(f *testing.F) {
 			if want, got := netip.PrefixFrom(a, int(sub.SourceNetmask)), ecsPrefix(q.ecsFamily, q.ecsSource, q.ecsAddr); sub.Family != q.ecsFamily || got != want {
 				t.Fatalf("ECS %v family %d, fast path %v family %d", want, sub.Family, got, q.ecsFamily)
 			}
+		}
+	})
+}
+
+// FuzzConfigNames: any name in a config's hostnames and cnames is refused with an error or
+// held as the server answers it: ASCII (a resolver asks for A-labels, never UTF-8), in lower
+// case, and for a name written in ASCII, the name as written in lower case; never a panic.
+func FuzzConfigNames(f *testing.F) {
+	for _, n := range []string{"www", "Bücher", "_acme-challenge.Straße", `a\.b`, `\065bc`, "*.sub", "xn--bcher-kva", "a..b", "ß.", "_x.1a.אב"} {
+		f.Add(n)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		if strings.ContainsAny(name, "\"\n\r") {
+			return // not a YAML scalar in double quotes this test can write
+		}
+		q := strconv.Quote(name)
+		c, err := ParseConfig([]byte("zone: cdn.example.\nns: [{name: ns1, ipv4: [192.0.2.53]}]\nmmdb: city.mmdb\nhostnames: [" + q + "]\ncnames: {" + q + "x: www}\n"))
+		if err != nil {
+			return
+		}
+		held := c.withDefaults()
+		for _, h := range append(slices.Collect(maps.Keys(held.CNAMEs)), held.Hostnames...) {
+			if h == "*" {
+				continue
+			}
+			if !isASCII(h) || h != strings.ToLower(h) {
+				t.Fatalf("%q is held as %q: not lower-case ASCII", name, h)
+			}
+		}
+		if isASCII(name) && held.Hostnames[0] != absName(held.Zone, strings.ToLower(name)) && name != "*" {
+			t.Fatalf("ASCII %q is held as %q, not as written", name, held.Hostnames[0])
 		}
 	})
 }
