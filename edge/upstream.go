@@ -31,8 +31,9 @@ func (f *filler) upstream(kind, id, addr string) *fetch.Upstream {
 // fields edges add to it, with room to spare.
 const peerHeadRoom = 16 << 10
 
-// passUpstream returns the client for the pass-through traffic of a host's origin (and the
-// direct fills of requests with Authorization): its own bulkhead and breaker, so requests that
+// passUpstream returns the client for the pass-through traffic of a host's origin (and a
+// client's own fills: a request with Authorization, a body too large to keep refetched, which
+// free their slot at the head too): its own bulkhead and breaker, so requests that
 // are never stored (and may stream for long, up to PassTimeout) cannot starve cache fills of
 // origin slots. Its slot is freed once the origin's answer head is in (ReleaseAtHead): the
 // bulkhead bounds what the origin has yet to answer, not the answers streaming to clients at
