@@ -106,7 +106,8 @@ type Config struct {
 	// its body is closed: MaxConcurrent then bounds the requests the upstream has yet to
 	// answer, and an answer that streams for long (an event stream, a large download, passed
 	// through to a client at its own pace) holds none. The breaker still gets the exchange's
-	// outcome when its body is closed, a body cut short counted as a failure. Default false:
+	// outcome when its body is closed, a body cut short counted as a failure, one BodyTimeout
+	// ended not (the caller's own limit, reached by streams opened together). Default false:
 	// the slot is held until the body is closed, which bounds the answers read from the
 	// upstream at once, bodies included (an edge's cache fills).
 	ReleaseAtHead bool
@@ -430,7 +431,7 @@ func New(cfg Config) *Upstream {
 		// that was never sent (it hands its admission back: a half-open breaker then admits
 		// another probe in its place): neither is counted in window.
 		IsExcluded: func(err error) bool {
-			return errors.Is(err, errCallerCanceled) || errors.Is(err, errNotSent)
+			return errors.Is(err, errCallerCanceled) || errors.Is(err, errNotSent) || errors.Is(err, errOwnLimit)
 		},
 		IsSuccessful: func(err error) bool {
 			s, ok := err.(success)
@@ -478,6 +479,12 @@ func (o *outcomes) add(now time.Time, interval time.Duration, ok bool) {
 
 // errCallerCanceled marks an outcome the breaker ignores: the caller's context was canceled.
 var errCallerCanceled = errors.New("canceled by caller")
+
+// errOwnLimit marks an outcome the breaker ignores: with ReleaseAtHead, BodyTimeout ended an
+// answer whose head had come (the edge's pass_timeout on an event stream, a long download):
+// the caller's own limit, which says nothing of the upstream's health. Streams opened
+// together reach it together, and as failures they opened the breaker.
+var errOwnLimit = errors.New("the caller's own limit")
 
 // errNotSent is the outcome of a request the breaker admitted that was then not sent (no
 // bulkhead slot, or the caller gave up waiting for one): excluded, it hands the admission back.
@@ -981,7 +988,7 @@ func (u *Upstream) report(done func(error), b *body, err error) {
 	switch {
 	case err == nil:
 		err = success{b}
-	case !errors.Is(err, errCallerCanceled):
+	case !errors.Is(err, errCallerCanceled) && !errors.Is(err, errOwnLimit):
 		u.failures.Add(1)
 	}
 	done(err)
@@ -1157,6 +1164,8 @@ func (b *body) Close() error {
 		}
 		if outcome == nil {
 			outcome = b.status
+		} else if b.freed && errors.Is(outcome, errBodyTimeout) {
+			outcome = fmt.Errorf("%w: %w", errOwnLimit, outcome)
 		}
 		if b.cancel != nil {
 			b.cancel()

@@ -91,3 +91,42 @@ func TestReleaseAtHead(t *testing.T) {
 		}
 	}
 }
+
+// TestReleaseAtHeadBodyTimeoutNotAFailure: with ReleaseAtHead (the edge's pass client, whose
+// BodyTimeout is pass_timeout), an answer whose head came and whose body was still streaming
+// when BodyTimeout ended it is the caller's own limit, not a failure of the upstream: viewers
+// of an event stream who connected within seconds of each other (a reconnect wave) reached
+// pass_timeout together, and their expiries opened the breaker, every pass to the origin
+// refused for open_timeout. Without ReleaseAtHead (a fill's 30 s), the expiry stays a failure.
+func TestReleaseAtHeadBodyTimeoutNotAFailure(t *testing.T) {
+	srv := serve(t, "127.0.0.36", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "data: one\n\n")
+		http.NewResponseController(w).Flush()
+		<-r.Context().Done()
+	}))
+	for _, release := range []bool{true, false} {
+		t.Run(map[bool]string{true: "release at head", false: "hold"}[release], func(t *testing.T) {
+			u := New(Config{ReleaseAtHead: release, BodyTimeout: 100 * time.Millisecond, MinRequests: 3})
+			defer u.Close()
+			for i := range 3 {
+				resp, err := u.Do(get(t, context.Background(), srv.URL+"/live"))
+				if err != nil {
+					t.Fatalf("stream %d: Do: %v", i, err)
+				}
+				_, err = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if !errors.Is(err, errBodyTimeout) {
+					t.Fatalf("stream %d: read to %v, want the body timeout", i, err)
+				}
+			}
+			st := u.Stats()
+			if release && (st.Failures != 0 || st.State != "closed") {
+				t.Errorf("after 3 streams ended by BodyTimeout: %+v, want no failure, breaker closed", st)
+			}
+			if !release && (st.Failures != 3 || st.State != "open") {
+				t.Errorf("without ReleaseAtHead, after 3 body timeouts: %+v, want 3 failures, breaker open", st)
+			}
+		})
+	}
+}
