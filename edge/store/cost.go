@@ -110,10 +110,13 @@ func (o *Object) compact() packed {
 	for _, k := range keys {
 		n += 3 + len(o.Host) + len(k)
 	}
-	coded := false
+	coded, urls := false, false
 	for k, vs := range o.HeaderFields() {
-		if k == "Content-Encoding" {
+		switch k {
+		case "Content-Encoding":
 			coded = codedField(vs)
+		case "Location", "Content-Location", "Refresh":
+			urls = true
 		}
 		fields = append(fields, field{k, vs})
 		n += fieldHeadLen(len(vs), k)
@@ -184,7 +187,7 @@ func (o *Object) compact() packed {
 			off += len(v)
 		}
 	}
-	l := layout{ix: ix, nm: nm, nk: len(keys), coded: coded}
+	l := layout{ix: ix, nm: nm, nk: len(keys), coded: coded, urls: urls}
 	l.str[strPath] = span{lu + lh + lh, len(o.Path)}
 	l.str[strVariant] = span{variant, len(o.Variant)}
 	l.str[strPart] = span{variant + len(o.Variant), len(o.Part)}

@@ -197,6 +197,17 @@ func (o *Object) Coded() bool {
 	return o.coded
 }
 
+// HasURLFields reports whether the object's header has a field that names a URL a client
+// follows or resolves: Location, Content-Location or Refresh. A stored object answers from a
+// flag compact set, without a search of its header: every hit asks (the edge rewrites the
+// origin's own URLs in them per client).
+func (o *Object) HasURLFields() bool {
+	if o.Header != nil {
+		return o.Header["Location"] != nil || o.Header["Content-Location"] != nil || o.Header["Refresh"] != nil
+	}
+	return o.urls
+}
+
 // codedField reports whether Content-Encoding values vs name a coding other than identity.
 func codedField(vs []string) bool {
 	for _, v := range vs {

@@ -48,6 +48,7 @@ type layout struct {
 	str        [nstr]span
 	nstrip     int  // how many fields strStrip joins
 	coded      bool // Object.coded
+	urls       bool // Object.urls
 }
 
 // The fixed fields, little-endian, at these offsets of meta.
@@ -71,6 +72,7 @@ const (
 	flagTimeMono  = flagTimeZero << 3  // << i for time i: kept as its monotonic offset from monoBase
 	flagEdgeCoded = flagTimeMono << 3  // Object.EdgeCoded
 	flagCoded     = flagEdgeCoded << 1 // Object.coded
+	flagURLs      = flagCoded << 1     // Object.urls
 )
 
 // monoBase is the origin of the stored times that have a monotonic reading (time.Now's: a
@@ -107,6 +109,9 @@ func (o *Object) putFixed(b []byte, l *layout) {
 	}
 	if l.coded {
 		flags |= flagCoded
+	}
+	if l.urls {
+		flags |= flagURLs
 	}
 	le.PutUint32(b[fStatus:], uint32(o.Status))
 	le.PutUint32(b[fFlags:], flags)
@@ -173,6 +178,7 @@ func (p packed) into(o *Object, vary []string) {
 		Size:         int64(u64(m, fInts+8)),
 		EdgeCoded:    flags&flagEdgeCoded != 0,
 		coded:        flags&flagCoded != 0,
+		urls:         flags&flagURLs != 0,
 		Policy: httpcache.Policy{
 			Storable:             flags&flagStorable != 0,
 			Heuristic:            flags&flagHeuristic != 0,

@@ -344,3 +344,40 @@ func TestCoded(t *testing.T) {
 		}
 	}
 }
+
+// TestHasURLFields: HasURLFields tells a header with Location, Content-Location or Refresh
+// from one without, for an object with its Header map and, from the flag compact sets, for a
+// stored one and its detached copy.
+func TestHasURLFields(t *testing.T) {
+	s, c := newStore(t)
+	for i, tt := range []struct {
+		field string
+		want  bool
+	}{
+		{"", false},
+		{"Location", true},
+		{"Content-Location", true},
+		{"Refresh", true},
+		{"Link", false},
+	} {
+		o := object("a.test", fmt.Sprintf("/urls%d", i), c.t)
+		if tt.field != "" {
+			o.Header[tt.field] = []string{"http://a.test/x"}
+		}
+		if got := o.HasURLFields(); got != tt.want {
+			t.Errorf("%q, not stored: HasURLFields() = %v, want %v", tt.field, got, tt.want)
+		}
+		if !s.Put(o) {
+			t.Fatal("Put refused")
+		}
+		got, _, _ := s.Lookup(o.Primary, nil)
+		if got == nil {
+			t.Fatal("stored object not found")
+		}
+		for name, o := range map[string]*Object{"stored": got, "detached": got.Detached()} {
+			if u := o.HasURLFields(); u != tt.want {
+				t.Errorf("%q, %s: HasURLFields() = %v, want %v", tt.field, name, u, tt.want)
+			}
+		}
+	}
+}

@@ -68,6 +68,8 @@ type Object struct {
 	EdgeCoded bool
 	// coded is what Coded answers for a stored object, read from its header by compact.
 	coded bool
+	// urls is what HasURLFields answers for a stored object, read from its header by compact.
+	urls bool
 
 	// arena holds every string of a stored object (compact; the part of its packed meta after
 	// the fixed fields), then from ix on an index of some of them (entryAt): first the nm
