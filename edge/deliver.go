@@ -175,13 +175,18 @@ func (w encodedWriter) WriteHeader(code int) {
 }
 
 // clientHeader copies an answer's fields into the response header: the fleet-only ones only
-// for a verified fleet node, and under the host's response policy for anyone else.
+// for a verified fleet node, and under the host's response policy, with the origin's own URLs
+// made the host's (clientURLs), for anyone else.
 func clientHeader(w *logWriter, req *request, src http.Header) http.Header {
 	h := w.Header()
 	for k, v := range src {
 		h[k] = v
 	}
-	return clientPolicy(h, req)
+	clientPolicy(h, req)
+	if !req.fromPeer {
+		clientURLs(h, req)
+	}
+	return h
 }
 
 // clientPolicy applies to h, an answer's fields, what clientHeader does once they are copied.
@@ -206,6 +211,9 @@ func (n *Node) objectHeader(w *logWriter, req *request, obj *store.Object, cs ht
 	}
 	obj.SetHeader(h, scratch) // without, one allocation for the values
 	clientPolicy(h, req)
+	if !req.fromPeer && obj.HasURLFields() { // a flag: an answer without such fields pays nothing
+		clientURLs(h, req)
+	}
 	markEdgeCoded(h, req, obj)
 	markFleetKeys(h, req, obj)
 	n.setPerAnswer(h, req, obj, cs, upstreamCS)
@@ -249,8 +257,9 @@ type headerBlocker interface {
 // map entry to set and write out per hit (a dozen were 1-11 % of an HTTP/1.1 hit's CPU, the
 // last three 2 %; issue 15). It reports false when the answer needs objectHeader: another
 // writer, a fleet node's request (its fields differ), a status without a body, fields set
-// before (the map's would then mix with the block's), or an object without a memo or whose
-// fields http1.HeaderBlock cannot serialise.
+// before (the map's would then mix with the block's), an object without a memo or whose
+// fields http1.HeaderBlock cannot serialise, or one whose URL fields name the origin (each
+// client gets its own: clientURLs).
 func (n *Node) blockHeader(w *logWriter, req *request, obj *store.Object, cs httpcache.Status, upstreamCS string) bool {
 	bw, ok := w.ResponseWriter.(headerBlocker)
 	if !ok || req.fromPeer || !bodyAllowed(obj.Status) || len(w.Header()) != 0 {
@@ -258,6 +267,9 @@ func (n *Node) blockHeader(w *logWriter, req *request, obj *store.Object, cs htt
 	}
 	block := obj.Memo(req.host, func() []byte {
 		f := clientPolicy(obj.HeaderMap(), req)
+		if obj.HasURLFields() && req.host.namesOrigin(f) {
+			return nil // its URLs are each client's own (clientURLs): objectHeader's way
+		}
 		// setPerAnswer's fields replace any the policy set, as on objectHeader's way.
 		delete(f, "Age")
 		delete(f, "Cache-Status")

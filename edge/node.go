@@ -98,10 +98,13 @@ type Node struct {
 
 // hostState is one configured hostname, ready for the hot path.
 type hostState struct {
-	cfg       wire.HostConfig
-	origin    *url.URL
-	keyOpts   httpcache.KeyOptions
-	maxObject int64
+	cfg    wire.HostConfig
+	origin *url.URL
+	// originNames are the authorities by which the origin may name itself in an answer's
+	// URLs, which its clients get as the host's own (redirect.go).
+	originNames []originName
+	keyOpts     httpcache.KeyOptions
+	maxObject   int64
 	// firstRange is the Range of a fill's first-slice request (slices.go), built once here
 	// rather than formatted on every miss.
 	firstRange string
@@ -192,8 +195,9 @@ func (n *Node) SetHosts(hosts []wire.HostConfig) error {
 			maxObj = h.Cache.MaxObjectBytes
 		}
 		hs := &hostState{
-			cfg:    h,
-			origin: u,
+			cfg:         h,
+			origin:      u,
+			originNames: originNames(u, h.OriginHost),
 			keyOpts: httpcache.KeyOptions{
 				IgnoreQuery: h.Cache.IgnoreQuery,
 				KeepParams:  h.Cache.KeepParams,

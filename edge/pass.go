@@ -167,6 +167,10 @@ func (n *Node) pass(w *logWriter, req *request) {
 		Transport: transport,
 		ModifyResponse: func(resp *http.Response) error {
 			restore()
+			// The origin's own URLs are the host's, for the client and for invalidation.
+			if !req.fromPeer {
+				clientURLs(resp.Header, req)
+			}
 			if resp.StatusCode >= 200 && resp.StatusCode < 400 {
 				n.invalidate(req, r, resp)
 			}

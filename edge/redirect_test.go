@@ -1,0 +1,253 @@
+package edge
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go/http3"
+
+	"github.com/meridian-cdn/meridian/wire"
+)
+
+// urlOrigin is an origin that answers with the status and fields its request's query names
+// ("?s=301&Location=http://{self}/to"), "{self}" read as its own address and "{host}" as the
+// Host it was sent: an origin that builds absolute URLs from its own name or address, or
+// from the name an origin_host gives it. An answer has Date from clock and, unless the query
+// names Cache-Control or Last-Modified, "Cache-Control: max-age=60".
+type urlOrigin struct {
+	addr string
+	mu   sync.Mutex
+	reqs map[string]int // protected by mu; requests per path
+}
+
+func startURLOrigin(t *testing.T, ip string, clock func() time.Time) *urlOrigin {
+	t.Helper()
+	o := &urlOrigin{reqs: map[string]int{}}
+	ln := listen(t, ip)
+	o.addr = ln.Addr().String()
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		o.mu.Lock()
+		o.reqs[r.URL.Path]++
+		o.mu.Unlock()
+		status := http.StatusOK
+		h := w.Header()
+		h.Set("Date", clock().UTC().Format(http.TimeFormat))
+		q := r.URL.Query()
+		if !q.Has("Last-Modified") {
+			h.Set("Cache-Control", "max-age=60")
+		}
+		for k, vs := range q {
+			if k == "s" {
+				status, _ = strconv.Atoi(vs[0])
+				continue
+			}
+			v := strings.NewReplacer("{self}", o.addr, "{host}", r.Host).Replace(vs[0])
+			h.Set(k, v)
+		}
+		w.WriteHeader(status)
+		w.Write([]byte("moved"))
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	return o
+}
+
+func (o *urlOrigin) requests(path string) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.reqs[path]
+}
+
+// schemeClients are an HTTP/1.1 client over plain HTTP and HTTPS, HTTP/2 and HTTP/3 clients,
+// then the plain HTTP one again, each with the edge's URL for its scheme.
+func schemeClients(t *testing.T, n *Node) []struct {
+	name, base string
+	c          *http.Client
+} {
+	h1tls := insecure(testHost)
+	h1tls.NextProtos = []string{"http/1.1"}
+	h3t := &http3.Transport{TLSClientConfig: insecure(testHost)}
+	t.Cleanup(func() { h3t.Close() })
+	cs := []struct {
+		name, base string
+		c          *http.Client
+	}{
+		{"http", "http://" + n.Addr(), &http.Client{}},
+		{"https", "https://" + n.HTTPSAddr(), &http.Client{Transport: &http.Transport{TLSClientConfig: h1tls}}},
+		{"h2", "https://" + n.HTTPSAddr(), &http.Client{Transport: &http.Transport{TLSClientConfig: insecure(testHost), ForceAttemptHTTP2: true}}},
+		{"h3", "https://" + n.HTTPSAddr(), &http.Client{Transport: h3t}},
+	}
+	cs = append(cs, cs[0]) // again, from cache: the HTTP/1.1 server's own way for a hit
+	for _, c := range cs {
+		c.c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+		t.Cleanup(c.c.CloseIdleConnections)
+	}
+	return cs
+}
+
+// query encodes "k=v&k=v" (values unescaped, with no '&' of their own) as a URL's query.
+func query(kv string) string {
+	q := url.Values{}
+	for p := range strings.SplitSeq(kv, "&") {
+		k, v, _ := strings.Cut(p, "=")
+		q.Add(k, v)
+	}
+	return q.Encode()
+}
+
+// getHost is getURL with Host host and the client's redirects not followed.
+func getHost(t *testing.T, c *http.Client, url, host string) resp {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = host
+	r, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer r.Body.Close()
+	return resp{status: r.StatusCode, header: r.Header}
+}
+
+// TestOriginLocationRewritten: an answer's Location, Content-Location and Refresh URL that
+// name the origin itself (its URL's authority, or the origin_host it is sent) are given to
+// each client as the host's own URL in the client's scheme, as nginx's default
+// proxy_redirect does; relative URLs, other hosts, another port and URLs with userinfo are
+// left as they are. The stored answer keeps the origin's URL: a client of the other scheme,
+// served from cache over HTTP/1.1, HTTP/2 or HTTP/3, gets its own scheme, not the first
+// client's. An origin's own change of scheme (http to https) is kept.
+func TestOriginLocationRewritten(t *testing.T) {
+	clock := newFakeClock()
+	o := startURLOrigin(t, "127.0.0.13", clock.Now)
+	const named = "named.example" // sent to the origin as origin_host "Bucket.Internal:8080"
+	const based = "based.example" // its origin's URL has the path /site
+	_, n := tlsEdge(t, TLSConfig{Dev: true}, func(c *Config) {
+		c.Clock = clock.Now
+		c.Hosts = []wire.HostConfig{
+			{Host: testHost, Origin: "http://" + o.addr},
+			{Host: named, Origin: "http://" + o.addr, OriginHost: "Bucket.Internal:8080"},
+			{Host: based, Origin: "http://" + o.addr + "/site/"},
+		}
+	})
+	clients := schemeClients(t, n)
+	for _, tt := range []struct {
+		name, host, query string
+		field             string
+		// want is the field's value for a client of scheme "<s>" ("http" or "https").
+		want string
+	}{
+		{"own address", testHost, "s=301&Location=http://{self}/to?q=1%2F#f", "Location", "<s>://www.example.com/to?q=1%2F#f"},
+		{"scheme and host in capitals", testHost, "s=302&Location=HTTP://{self}/to", "Location", "<s>://www.example.com/to"},
+		{"no path", testHost, "s=308&Location=http://{self}", "Location", "<s>://www.example.com"},
+		{"created", testHost, "s=201&Location=http://{self}/new", "Location", "<s>://www.example.com/new"},
+		{"content location", testHost, "Content-Location=http://{self}/a.en", "Content-Location", "<s>://www.example.com/a.en"},
+		{"refresh", testHost, "Refresh=0; url=http://{self}/to", "Refresh", "0; url=<s>://www.example.com/to"},
+		{"refresh quoted", testHost, "Refresh=5;URL='http://{self}/to'", "Refresh", "5;URL='<s>://www.example.com/to'"},
+		{"client's host", testHost, "s=301&Location=http://{host}/to", "Location", "http://www.example.com/to"},
+		{"relative", testHost, "s=301&Location=/to", "Location", "/to"},
+		{"another host", testHost, "s=301&Location=http://elsewhere.example/to", "Location", "http://elsewhere.example/to"},
+		{"another port", testHost, "s=301&Location=http://127.0.0.13:1/to", "Location", "http://127.0.0.13:1/to"},
+		{"userinfo", testHost, "s=301&Location=http://u@{self}/to", "Location", "http://u@{self}/to"},
+		{"origin_host", named, "s=301&Location=http://{host}/to", "Location", "<s>://named.example/to"},
+		{"origin_host in capitals", named, "s=301&Location=http://BUCKET.internal:8080/to", "Location", "<s>://named.example/to"},
+		{"origin_host, another port", named, "s=301&Location=http://bucket.internal/to", "Location", "http://bucket.internal/to"},
+		{"origin's own upgrade kept", named, "s=301&Location=https://bucket.internal:8080/to", "Location", "https://named.example/to"},
+		{"origin path", based, "s=301&Location=http://{self}/site/to", "Location", "<s>://based.example/to"},
+		{"origin path alone", based, "s=301&Location=http://{self}/site?a", "Location", "<s>://based.example?a"},
+		{"outside the origin path", based, "s=301&Location=http://{self}/sitemap", "Location", "http://{self}/sitemap"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			path := "/" + strings.ReplaceAll(tt.name, " ", "-")
+			for i, c := range clients {
+				r := getHost(t, c.c, c.base+path+"?"+query(tt.query), tt.host)
+				if i == 0 {
+					wantCacheStatus(t, r, "fwd=miss", "stored")
+				} else {
+					wantCacheStatus(t, r, "hit")
+				}
+				scheme := "http"
+				if c.name != "http" {
+					scheme = "https"
+				}
+				want := strings.NewReplacer("<s>", scheme, "{self}", o.addr).Replace(tt.want)
+				if got := r.header.Get(tt.field); got != want {
+					t.Errorf("%s client: %s = %q, want %q", c.name, tt.field, got, want)
+				}
+			}
+			if tt.host == based {
+				path = "/site" + path
+			}
+			if got := o.requests(path); got != 1 {
+				t.Errorf("origin requests = %d, want 1: the stored answer served every client", got)
+			}
+		})
+	}
+}
+
+// TestPassLocationRewritten: a pass's answer (an unsafe method's, never stored) has the
+// origin's own URLs rewritten as a stored answer's are, before RFC 9111 §4.4 invalidation
+// reads them, so a POST redirected to the origin's URL of a cached object invalidates it as
+// it would if the origin had named the host.
+func TestPassLocationRewritten(t *testing.T) {
+	clock := newFakeClock()
+	o := startURLOrigin(t, "127.0.0.13", clock.Now)
+	n, _ := startEdge(t, listen(t, "127.0.0.11"), Config{PoP: "tst", Node: "e1", Clock: clock.Now,
+		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + o.addr}}})
+	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	t.Cleanup(c.CloseIdleConnections)
+	do(t, c, http.MethodGet, n.Addr(), testHost, "/cached")
+	wantCacheStatus(t, do(t, c, http.MethodGet, n.Addr(), testHost, "/cached"), "hit")
+	r := do(t, c, http.MethodPost, n.Addr(), testHost, "/form?"+query("s=303&Location=http://{self}/cached"))
+	if got, want := r.header.Get("Location"), "http://www.example.com/cached"; got != want {
+		t.Errorf("POST: Location = %q, want %q", got, want)
+	}
+	wantCacheStatus(t, do(t, c, http.MethodGet, n.Addr(), testHost, "/cached"), "fwd=miss")
+}
+
+// TestFleetLocationRewrittenPerNode: a shield gives the node that fills from it the origin's
+// URL unchanged, and each node rewrites it for its own clients: the shield's client gets the
+// host's URL, and so does each client of the other PoP's node, in its own scheme (here an
+// https client behind a trusted proxy, served from that node's copy). Rewritten by the
+// shield for its http "client", the node's copy named the host over http for every client.
+func TestFleetLocationRewrittenPerNode(t *testing.T) {
+	clock := newFakeClock()
+	o := startURLOrigin(t, "127.0.0.13", clock.Now)
+	f := newFleet(t, []int{1, 1}, func(string) string { return "p0" }, func(c *Config) {
+		c.Clock = clock.Now
+		c.Hosts[0].Origin = "http://" + o.addr
+		c.TrustedProxies = []string{"127.0.0.1/32"} // the test's client
+	})
+	shield, node := f.nodes[0], f.nodes[1]
+	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	t.Cleanup(c.CloseIdleConnections)
+	path := "/moved?" + query("s=301&Location=http://{self}/to")
+	for _, tt := range []struct {
+		name   string
+		n      *Node
+		hdr    []string
+		status string
+		want   string
+	}{
+		{"other PoP, filled through the shield", node, nil, "fwd=miss", "http://www.example.com/to"},
+		{"other PoP, https behind a proxy", node, []string{"X-Forwarded-Proto", "https"}, "hit", "https://www.example.com/to"},
+		{"shield", shield, nil, "hit", "http://www.example.com/to"},
+		{"shield, https behind a proxy", shield, []string{"X-Forwarded-Proto", "https"}, "hit", "https://www.example.com/to"},
+	} {
+		r := do(t, c, http.MethodGet, tt.n.Addr(), testHost, path, tt.hdr...)
+		wantCacheStatus(t, r, tt.status)
+		if got := r.header.Get("Location"); got != tt.want {
+			t.Errorf("%s: Location = %q, want %q", tt.name, got, tt.want)
+		}
+	}
+	if got := o.requests("/moved"); got != 1 {
+		t.Errorf("origin requests = %d, want 1", got)
+	}
+}
