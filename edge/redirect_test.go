@@ -192,6 +192,63 @@ func TestOriginLocationRewritten(t *testing.T) {
 	}
 }
 
+// TestRedirectFreshness: a redirect is stored as RFC 9111 has it: 301 and 308 are
+// heuristically cacheable (RFC 9110 §15.1), so a Last-Modified alone lets them be stored;
+// 302, 303 and 307 only with explicit freshness (or public). A stored redirect whose Location
+// names the host itself is served as the origin wrote it, to clients of either scheme.
+func TestRedirectFreshness(t *testing.T) {
+	clock := newFakeClock()
+	o := startURLOrigin(t, "127.0.0.13", clock.Now)
+	_, n := tlsEdge(t, TLSConfig{Dev: true}, func(c *Config) {
+		c.Clock = clock.Now
+		c.Hosts = []wire.HostConfig{{Host: testHost, Origin: "http://" + o.addr}}
+	})
+	clients := schemeClients(t, n)
+	lastModified := clock.Now().Add(-10 * 24 * time.Hour).Format(http.TimeFormat)
+	for i, tt := range []struct {
+		status int
+		fields string // besides Location; Last-Modified leaves out the origin's Cache-Control
+		stored bool
+	}{
+		{301, "Last-Modified=" + lastModified, true},
+		{308, "Last-Modified=" + lastModified, true},
+		{302, "Last-Modified=" + lastModified, false},
+		{303, "Last-Modified=" + lastModified, false},
+		{307, "Last-Modified=" + lastModified, false},
+		{302, "Cache-Control=max-age=60", true},
+		{303, "Expires=" + clock.Now().Add(time.Minute).Format(http.TimeFormat), true},
+		{307, "Cache-Control=public&Last-Modified=" + lastModified, true},
+		{301, "Cache-Control=no-store", false},
+		{308, "Cache-Control=private, max-age=60", false},
+	} {
+		name := strconv.Itoa(tt.status) + " " + tt.fields
+		t.Run(name, func(t *testing.T) {
+			path := "/r" + strconv.Itoa(i)
+			loc := "https://www.example.com/to"
+			q := "s=" + strconv.Itoa(tt.status) + "&Location=" + loc + "&" + tt.fields
+			for i, c := range clients {
+				r := getHost(t, c.c, c.base+path+"?"+query(q), testHost)
+				if r.status != tt.status {
+					t.Fatalf("%s client: status %d, want %d", c.name, r.status, tt.status)
+				}
+				if got := r.header.Get("Location"); got != loc {
+					t.Errorf("%s client: Location = %q, want %q", c.name, got, loc)
+				}
+				if i > 0 && tt.stored {
+					wantCacheStatus(t, r, "hit")
+				}
+			}
+			want := len(clients)
+			if tt.stored {
+				want = 1
+			}
+			if got := o.requests(path); got != want {
+				t.Errorf("origin requests = %d, want %d (stored: %v)", got, want, tt.stored)
+			}
+		})
+	}
+}
+
 // TestPassLocationRewritten: a pass's answer (an unsafe method's, never stored) has the
 // origin's own URLs rewritten as a stored answer's are, before RFC 9111 §4.4 invalidation
 // reads them, so a POST redirected to the origin's URL of a cached object invalidates it as
