@@ -129,12 +129,16 @@ func TestOriginLocationRewritten(t *testing.T) {
 	o := startURLOrigin(t, "127.0.0.13", clock.Now)
 	const named = "named.example" // sent to the origin as origin_host "Bucket.Internal:8080"
 	const based = "based.example" // its origin's URL has the path /site
+	// An internationalised name, configured in Unicode and asked for in its ASCII form (as
+	// clients send it), with an origin_host in Unicode (sent in its ASCII form).
+	const idn, idnASCII = "bücher.example", "xn--bcher-kva.example"
 	_, n := tlsEdge(t, TLSConfig{Dev: true}, func(c *Config) {
 		c.Clock = clock.Now
 		c.Hosts = []wire.HostConfig{
 			{Host: testHost, Origin: "http://" + o.addr},
 			{Host: named, Origin: "http://" + o.addr, OriginHost: "Bucket.Internal:8080"},
 			{Host: based, Origin: "http://" + o.addr + "/site/"},
+			{Host: idn, Origin: "http://" + o.addr, OriginHost: "Bücher-Origin.example"},
 		}
 	})
 	clients := schemeClients(t, n)
@@ -162,6 +166,8 @@ func TestOriginLocationRewritten(t *testing.T) {
 		{"origin's own upgrade kept", named, "s=301&Location=https://bucket.internal:8080/to", "Location", "https://named.example/to"},
 		{"origin path", based, "s=301&Location=http://{self}/site/to", "Location", "<s>://based.example/to"},
 		{"origin path alone", based, "s=301&Location=http://{self}/site?a", "Location", "<s>://based.example?a"},
+		{"origin_host internationalised", idnASCII, "s=301&Location=http://{host}/to", "Location", "<s>://xn--bcher-kva.example/to"},
+		{"origin_host in Unicode", idnASCII, "s=301&Location=http://BÜCHER-origin.example/to", "Location", "<s>://xn--bcher-kva.example/to"},
 		{"outside the origin path", based, "s=301&Location=http://{self}/sitemap", "Location", "http://{self}/sitemap"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
