@@ -165,9 +165,10 @@ func fieldURL(k, v string) string {
 
 // clientURLs gives req's client the URL fields of h that name the host's origin as the host's
 // own URL: the host's name (as an origin is sent it by default, origin_host unset) in the
-// client's scheme, or in the URL's own where it differs from the origin's (an origin's
-// redirect from http to https stays one, or it would loop). Value slices are replaced, never
-// written: they may be a stored object's.
+// client's scheme for an http URL of an http origin, else in the URL's own. An https URL is
+// never made http: an origin's redirect to https (from http, or by the X-Forwarded-Proto it
+// was sent, under its own scheme) stays one, or it would loop. Value slices are replaced,
+// never written: they may be a stored object's.
 func clientURLs(h http.Header, req *request) {
 	hs := req.host
 	for _, k := range urlFields {
@@ -179,7 +180,7 @@ func clientURLs(h http.Header, req *request) {
 			if !ok {
 				continue
 			}
-			if scheme == hs.origin.Scheme {
+			if scheme == "http" && hs.origin.Scheme == "http" {
 				scheme = clientScheme(req)
 			}
 			if out == nil {

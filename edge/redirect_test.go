@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"crypto/tls"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -312,5 +313,38 @@ func TestFleetLocationRewrittenPerNode(t *testing.T) {
 	}
 	if got := o.requests("/moved"); got != 1 {
 		t.Errorf("origin requests = %d, want 1", got)
+	}
+}
+
+// TestOriginURLNeverDowngraded: an https URL that names an https origin reaches a plain-HTTP
+// client as https. An origin behind the edge that sends http clients to https by the
+// X-Forwarded-Proto it is given ("Location: https://<its name>/x", its own scheme and name
+// when the host and its origin share one) was given http://, and the client came back over
+// http to be redirected again, for ever. nginx's default proxy_redirect loops so too.
+func TestOriginURLNeverDowngraded(t *testing.T) {
+	n := newSingle(t, nil).edge
+	for _, tt := range []struct {
+		origin, location, proto, want string
+	}{
+		{"https://www.example.com", "https://www.example.com/x", "http", "https://www.example.com/x"},
+		{"https://origin.example.net", "https://origin.example.net/x", "http", "https://www.example.com/x"},
+		{"https://origin.example.net", "https://origin.example.net/x", "https", "https://www.example.com/x"},
+		{"http://origin.example.net", "http://origin.example.net/x", "https", "https://www.example.com/x"},
+		{"http://origin.example.net", "http://origin.example.net/x", "http", "http://www.example.com/x"},
+	} {
+		u, err := url.Parse(tt.origin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs := &hostState{cfg: wire.HostConfig{Host: testHost, Origin: tt.origin}, origin: u, originNames: originNames(u, ""), node: n}
+		r, _ := http.NewRequest(http.MethodGet, tt.proto+"://"+testHost+"/", nil)
+		if tt.proto == "https" {
+			r.TLS = &tls.ConnectionState{}
+		}
+		h := http.Header{"Location": {tt.location}}
+		clientURLs(h, &request{r: r, host: hs})
+		if got := h.Get("Location"); got != tt.want {
+			t.Errorf("origin %s, Location %s, %s client: got %s, want %s", tt.origin, tt.location, tt.proto, got, tt.want)
+		}
 	}
 }
