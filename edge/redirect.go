@@ -53,12 +53,13 @@ func defaultPort(scheme string) string {
 	return "80"
 }
 
-// originRef reports whether u starts with an absolute http or https URL that names the
-// host's origin (originNames; scheme and host in any case, no userinfo) under the path of its
-// URL, if it has one ("http://10.0.0.5/site" and "/site/a", not "/sitemap": the edge sends
-// "/a" there as "/site/a"), and returns its scheme, lower-case, and what follows that path
-// (the rest of the path, query, fragment, and anything after the URL, such as a closing
-// quote).
+// originRef reports whether u is an absolute http or https URL that names the host's origin
+// (originNames; scheme and host in any case, no userinfo) under the path of its URL, if it
+// has one ("http://10.0.0.5/site" and "/site/a", not "/sitemap": the edge sends "/a" there as
+// "/site/a"), and returns its scheme, lower-case, and what follows that path (the rest of the
+// path, query, fragment). Its authority ends at "/", "?", "#" or u's end (RFC 3986 §3.2), so
+// anything else in it (a tab, which a client drops to read what follows as authority too; a
+// quote; a backslash) makes it another authority, left alone.
 func (hs *hostState) originRef(u string) (scheme, rest string, ok bool) {
 	i := strings.Index(u, "://")
 	if i < 0 {
@@ -73,7 +74,7 @@ func (hs *hostState) originRef(u string) (scheme, rest string, ok bool) {
 		return "", "", false
 	}
 	auth := u[i+3:]
-	if end := strings.IndexAny(auth, "/?#'\" \t"); end >= 0 {
+	if end := strings.IndexAny(auth, "/?#"); end >= 0 {
 		auth, rest = auth[:end], auth[end:]
 	}
 	if strings.Contains(auth, "@") {
@@ -109,7 +110,7 @@ func underBase(rest, base string) (string, bool) {
 		return "", false
 	}
 	rest = rest[len(base):]
-	if base != "" && rest != "" && !strings.ContainsRune("/?#'\" \t", rune(rest[0])) {
+	if base != "" && rest != "" && !strings.ContainsRune("/?#", rune(rest[0])) {
 		return "", false // "/sitemap" is not under "/site"
 	}
 	return rest, true
@@ -135,7 +136,8 @@ var urlFields = [...]string{"Location", "Content-Location", "Refresh"}
 func (hs *hostState) namesOrigin(h http.Header) bool {
 	for _, k := range urlFields {
 		for _, v := range h[k] {
-			if _, _, ok := hs.originRef(fieldURL(k, v)); ok {
+			_, u, _ := fieldURL(k, v)
+			if _, _, ok := hs.originRef(u); ok {
 				return true
 			}
 		}
@@ -143,25 +145,63 @@ func (hs *hostState) namesOrigin(h http.Header) bool {
 	return false
 }
 
-// fieldURL is the part of field k's value v that starts with its URL: all of a Location or
-// Content-Location, what follows "url=" in a Refresh ("5; url=http://a/b", as nginx reads it;
-// an opening quote skipped), "" if it has none.
-func fieldURL(k, v string) string {
-	v = strings.TrimLeft(v, " \t")
+// fieldURL splits field k's value v into the URL it names and what comes before and after
+// it (v == pre+u+post): all of a Location or Content-Location but leading whitespace; for a
+// Refresh, the URL as HTML's declarative refresh reads it ("5; url=http://a/b", "5;
+// URL='http://a/b'", "5, http://a/b": "url=" is optional, a quote is taken off both ends),
+// u "" if it has none. A "url=" elsewhere, in another URL's query, is not the field's.
+func fieldURL(k, v string) (pre, u, post string) {
+	i := skipSpace(v, 0)
 	if k != "Refresh" {
-		return v
+		return v[:i], v[i:], ""
 	}
-	for i := 0; i+4 <= len(v); i++ {
-		if strings.EqualFold(v[i:i+4], "url=") {
-			v = strings.TrimLeft(v[i+4:], " \t")
-			if v != "" && (v[0] == '\'' || v[0] == '"') {
-				v = v[1:]
-			}
-			return v
+	// The time: digits, then digits and dots; then a separator.
+	j := i
+	for j < len(v) && '0' <= v[j] && v[j] <= '9' {
+		j++
+	}
+	if j == i && (j == len(v) || v[j] != '.') {
+		return v, "", "" // no time: a browser ignores the field
+	}
+	for j < len(v) && ('0' <= v[j] && v[j] <= '9' || v[j] == '.') {
+		j++
+	}
+	if j == len(v) || !(v[j] == ';' || v[j] == ',' || isSpace(v[j])) {
+		return v, "", ""
+	}
+	j = skipSpace(v, j)
+	if j < len(v) && (v[j] == ';' || v[j] == ',') {
+		j++
+	}
+	j = skipSpace(v, j)
+	quoted := true
+	if j+3 <= len(v) && strings.EqualFold(v[j:j+3], "url") {
+		if e := skipSpace(v, j+3); e < len(v) && v[e] == '=' {
+			j = skipSpace(v, e+1)
+		} else {
+			quoted = false // "url" not followed by "=" starts the URL itself
 		}
 	}
-	return ""
+	end := len(v)
+	if quoted && j < len(v) && (v[j] == '\'' || v[j] == '"') {
+		q := v[j]
+		j++
+		if e := strings.IndexByte(v[j:], q); e >= 0 {
+			end = j + e
+		}
+	}
+	return v[:j], v[j:end], v[end:]
 }
+
+// skipSpace is the index of the first byte of v from i on that is not ASCII whitespace.
+func skipSpace(v string, i int) int {
+	for i < len(v) && isSpace(v[i]) {
+		i++
+	}
+	return i
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\f' || c == '\r' }
 
 // clientURLs gives req's client the URL fields of h that name the host's origin as the host's
 // own URL: the host's name (as an origin is sent it by default, origin_host unset) in the
@@ -175,7 +215,7 @@ func clientURLs(h http.Header, req *request) {
 		vs := h[k]
 		var out []string
 		for i, v := range vs {
-			u := fieldURL(k, v)
+			pre, u, post := fieldURL(k, v)
 			scheme, rest, ok := hs.originRef(u)
 			if !ok {
 				continue
@@ -186,7 +226,7 @@ func clientURLs(h http.Header, req *request) {
 			if out == nil {
 				out = append([]string(nil), vs...)
 			}
-			out[i] = v[:len(v)-len(u)] + scheme + "://" + hs.cfg.Host + rest
+			out[i] = pre + scheme + "://" + hs.cfg.Host + rest + post
 		}
 		if out != nil {
 			h[k] = out

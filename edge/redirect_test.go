@@ -156,6 +156,14 @@ func TestOriginLocationRewritten(t *testing.T) {
 		{"content location", testHost, "Content-Location=http://{self}/a.en", "Content-Location", "<s>://www.example.com/a.en"},
 		{"refresh", testHost, "Refresh=0; url=http://{self}/to", "Refresh", "0; url=<s>://www.example.com/to"},
 		{"refresh quoted", testHost, "Refresh=5;URL='http://{self}/to'", "Refresh", "5;URL='<s>://www.example.com/to'"},
+		// HTML's declarative refresh: "url=" is optional, the URL follows the time.
+		{"refresh without url=", testHost, "Refresh=0; http://{self}/to", "Refresh", "0; <s>://www.example.com/to"},
+		{"refresh, url= in another URL's query", testHost, "Refresh=0; http://elsewhere.example/?url=http://{self}/to", "Refresh", "0; http://elsewhere.example/?url=http://{self}/to"},
+		{"refresh, spaces around =", testHost, "Refresh=1.5 , URL = \"http://{self}/to\"", "Refresh", "1.5 , URL = \"<s>://www.example.com/to\""},
+		{"refresh with no time", testHost, "Refresh=url=http://{self}/to", "Refresh", "url=http://{self}/to"},
+		// A client (WHATWG URL) drops tabs and reads what follows as the authority's.
+		{"tab in the authority", testHost, "s=201&Location=http://{self}\t.elsewhere.example/to", "Location", "http://{self}\t.elsewhere.example/to"},
+		{"quote in the authority", testHost, "s=301&Location=http://{self}'@elsewhere.example/to", "Location", "http://{self}'@elsewhere.example/to"},
 		{"client's host", testHost, "s=301&Location=http://{host}/to", "Location", "http://www.example.com/to"},
 		{"relative", testHost, "s=301&Location=/to", "Location", "/to"},
 		{"another host", testHost, "s=301&Location=http://elsewhere.example/to", "Location", "http://elsewhere.example/to"},
@@ -347,4 +355,19 @@ func TestOriginURLNeverDowngraded(t *testing.T) {
 			t.Errorf("origin %s, Location %s, %s client: got %s, want %s", tt.origin, tt.location, tt.proto, got, tt.want)
 		}
 	}
+}
+
+// FuzzFieldURL: fieldURL splits any value into parts that make it up again.
+func FuzzFieldURL(f *testing.F) {
+	for _, v := range []string{"0; url=http://a/b", "5;URL='http://a/b'", "0, http://a/b", "url=http://a/", " http://a/b", "1.5 url = \"x"} {
+		f.Add(v)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		for _, k := range urlFields {
+			pre, u, post := fieldURL(k, v)
+			if pre+u+post != v {
+				t.Fatalf("fieldURL(%q, %q) = %q, %q, %q: not the value", k, v, pre, u, post)
+			}
+		}
+	})
 }
