@@ -25,13 +25,13 @@ type originName struct{ host, port string }
 // originNames are the authorities of the origin u (its URL's, with its scheme's default port
 // if none) and of originHost (the Host it is sent, if set).
 func originNames(u *url.URL, originHost string) []originName {
-	names := []originName{{host: asciiHost(u.Hostname()), port: u.Port()}}
+	names := []originName{{host: asciiHost(u.Hostname()), port: portNumber(u.Port())}}
 	if names[0].port == "" {
 		names[0].port = defaultPort(u.Scheme)
 	}
 	if originHost != "" {
 		if h, err := url.Parse("http://" + originHost); err == nil { // validated: a host[:port]
-			names = append(names, originName{host: asciiHost(h.Hostname()), port: h.Port()})
+			names = append(names, originName{host: asciiHost(h.Hostname()), port: portNumber(h.Port())})
 		}
 	}
 	return names
@@ -44,6 +44,15 @@ func asciiHost(host string) string {
 		host = a
 	}
 	return strings.ToLower(strings.TrimSuffix(host, "."))
+}
+
+// portNumber is port, a URL's digits, without leading zeros: a port is a number, and a
+// client reads "080" as 80 (WHATWG URL; Go dials it so). "" stays "".
+func portNumber(port string) string {
+	for len(port) > 1 && port[0] == '0' {
+		port = port[1:]
+	}
+	return port
 }
 
 func defaultPort(scheme string) string {
@@ -85,7 +94,7 @@ func (hs *hostState) originRef(u string) (scheme, rest string, ok bool) {
 		host, port = auth[:j], auth[j+1:]
 	}
 	host = strings.TrimSuffix(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]"), ".")
-	if port == "" {
+	if port = portNumber(port); port == "" {
 		port = defaultPort(scheme)
 	}
 	for _, o := range hs.originNames {

@@ -3,6 +3,7 @@ package edge
 import (
 	"context"
 	"crypto/tls"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -17,8 +18,8 @@ import (
 )
 
 // urlOrigin is an origin that answers with the status and fields its request's query names
-// ("?s=301&Location=http://{self}/to"), "{self}" read as its own address and "{host}" as the
-// Host it was sent: an origin that builds absolute URLs from its own name or address, or
+// ("?s=301&Location=http://{self}/to"), "{self}" read as its own address, "{port}" as its
+// port and "{host}" as the Host it was sent: an origin that builds absolute URLs from its own name or address, or
 // from the name an origin_host gives it. An answer has Date from clock and, unless the query
 // names Cache-Control or Last-Modified, "Cache-Control: max-age=60".
 type urlOrigin struct {
@@ -48,7 +49,7 @@ func startURLOrigin(t *testing.T, ip string, clock func() time.Time) *urlOrigin 
 				status, _ = strconv.Atoi(vs[0])
 				continue
 			}
-			v := strings.NewReplacer("{self}", o.addr, "{host}", r.Host).Replace(vs[0])
+			v := strings.NewReplacer("{self}", o.addr, "{port}", o.port(), "{host}", r.Host).Replace(vs[0])
 			h.Set(k, v)
 		}
 		w.WriteHeader(status)
@@ -57,6 +58,11 @@ func startURLOrigin(t *testing.T, ip string, clock func() time.Time) *urlOrigin 
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Shutdown(context.Background()) })
 	return o
+}
+
+func (o *urlOrigin) port() string {
+	_, p, _ := net.SplitHostPort(o.addr)
+	return p
 }
 
 func (o *urlOrigin) requests(path string) int {
@@ -167,6 +173,9 @@ func TestOriginLocationRewritten(t *testing.T) {
 		{"client's host", testHost, "s=301&Location=http://{host}/to", "Location", "http://www.example.com/to"},
 		{"relative", testHost, "s=301&Location=/to", "Location", "/to"},
 		{"another host", testHost, "s=301&Location=http://elsewhere.example/to", "Location", "http://elsewhere.example/to"},
+		// A port is a number: a client reads 080 as 80 (WHATWG URL; Go dials it so).
+		{"port with leading zeros", testHost, "s=301&Location=http://127.0.0.13:00{port}/to", "Location", "<s>://www.example.com/to"},
+		{"origin_host's port with a leading zero", named, "s=301&Location=http://bucket.internal:08080/to", "Location", "<s>://named.example/to"},
 		{"another port", testHost, "s=301&Location=http://127.0.0.13:1/to", "Location", "http://127.0.0.13:1/to"},
 		{"userinfo", testHost, "s=301&Location=http://u@{self}/to", "Location", "http://u@{self}/to"},
 		{"origin_host", named, "s=301&Location=http://{host}/to", "Location", "<s>://named.example/to"},
@@ -192,7 +201,7 @@ func TestOriginLocationRewritten(t *testing.T) {
 				if c.name != "http" {
 					scheme = "https"
 				}
-				want := strings.NewReplacer("<s>", scheme, "{self}", o.addr).Replace(tt.want)
+				want := strings.NewReplacer("<s>", scheme, "{self}", o.addr, "{port}", o.port()).Replace(tt.want)
 				if got := r.header.Get(tt.field); got != want {
 					t.Errorf("%s client: %s = %q, want %q", c.name, tt.field, got, want)
 				}
