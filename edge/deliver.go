@@ -3,6 +3,7 @@ package edge
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -255,32 +256,51 @@ type headerBlocker interface {
 // under the host's policy are serialised once per shared view of it (store.Object.Memo), Age
 // and Cache-Status per answer (appendPerAnswer), and Content-Length declared beside them: no
 // map entry to set and write out per hit (a dozen were 1-11 % of an HTTP/1.1 hit's CPU, the
-// last three 2 %; issue 15). It reports false when the answer needs objectHeader: another
-// writer, a fleet node's request (its fields differ), a status without a body, fields set
-// before (the map's would then mix with the block's), an object without a memo or whose
-// fields http1.HeaderBlock cannot serialise, or one whose URL fields name the origin (each
-// client gets its own: clientURLs).
+// last three 2 %; issue 15). URL fields that name the origin are each client's own
+// (clientURLs): serialised ahead of the block in the memo, they are rewritten per answer into
+// its own fields (appendClientURLs). It reports false when the answer needs objectHeader:
+// another writer, a fleet node's request (its fields differ), a status without a body, fields
+// set before (the map's would then mix with the block's), or an object without a memo or
+// whose fields http1.HeaderBlock cannot serialise.
 func (n *Node) blockHeader(w *logWriter, req *request, obj *store.Object, cs httpcache.Status, upstreamCS string) bool {
 	bw, ok := w.ResponseWriter.(headerBlocker)
 	if !ok || req.fromPeer || !bodyAllowed(obj.Status) || len(w.Header()) != 0 {
 		return false
 	}
-	block := obj.Memo(req.host, func() []byte {
+	memo := obj.Memo(req.host, func() []byte {
 		f := clientPolicy(obj.HeaderMap(), req)
-		if obj.HasURLFields() && req.host.namesOrigin(f) {
-			return nil // its URLs are each client's own (clientURLs): objectHeader's way
-		}
 		// setPerAnswer's fields replace any the policy set, as on objectHeader's way.
 		delete(f, "Age")
 		delete(f, "Cache-Status")
-		return http1.HeaderBlock(f)
+		var urls []byte
+		if obj.HasURLFields() && req.host.namesOrigin(f) {
+			for _, k := range urlFields {
+				urls = http1.AppendField(urls, k, f[k])
+				delete(f, k)
+			}
+		}
+		block := http1.HeaderBlock(f)
+		if block == nil {
+			return nil
+		}
+		// The memo: the URL fields' length, the URL fields, the block.
+		m := binary.LittleEndian.AppendUint32(make([]byte, 0, 4+len(urls)+len(block)), uint32(len(urls)))
+		return append(append(m, urls...), block...)
 	})
-	if block == nil {
+	if memo == nil {
 		return false
 	}
-	fields := n.appendPerAnswer(req.spare(), req, obj, cs, upstreamCS)
+	urls := binary.LittleEndian.Uint32(memo)
+	fields := req.spare()
+	if urls > 0 {
+		// More than the request's own bytes hold: one allocation, sized for a few rewritten
+		// lines and the per-answer fields, rather than one per append that outgrows it.
+		fields = make([]byte, 0, int(urls)+4*len(req.host.cfg.Host)+128)
+		fields = appendClientURLs(fields, req, memo[4:4+urls])
+	}
+	fields = n.appendPerAnswer(fields, req, obj, cs, upstreamCS)
 	req.keep(fields)
-	bw.SetHeaderBlock(block, fields, int64(len(obj.Body)))
+	bw.SetHeaderBlock(memo[4+urls:], fields, int64(len(obj.Body)))
 	return true
 }
 

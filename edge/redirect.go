@@ -1,9 +1,11 @@
 package edge
 
 import (
+	"bytes"
 	"net/http"
 	"net/url"
 	"strings"
+	"unsafe"
 
 	"github.com/meridian-cdn/meridian/internal/idnhost"
 )
@@ -213,34 +215,67 @@ func skipSpace(v string, i int) int {
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\f' || c == '\r' }
 
 // clientURLs gives req's client the URL fields of h that name the host's origin as the host's
-// own URL: the host's name (as an origin is sent it by default, origin_host unset) in the
-// client's scheme for an http URL of an http origin, else in the URL's own. An https URL is
-// never made http: an origin's redirect to https (from http, or by the X-Forwarded-Proto it
-// was sent, under its own scheme) stays one, or it would loop. Value slices are replaced,
-// never written: they may be a stored object's.
+// own URL (clientURL). Value slices are replaced, never written: they may be a stored
+// object's.
 func clientURLs(h http.Header, req *request) {
-	hs := req.host
 	for _, k := range urlFields {
 		vs := h[k]
 		var out []string
 		for i, v := range vs {
-			pre, u, post := fieldURL(k, v)
-			scheme, rest, ok := hs.originRef(u)
+			pre, scheme, rest, post, ok := clientURL(req, k, v)
 			if !ok {
 				continue
-			}
-			if scheme == "http" && hs.origin.Scheme == "http" {
-				scheme = clientScheme(req)
 			}
 			if out == nil {
 				out = append([]string(nil), vs...)
 			}
-			out[i] = pre + scheme + "://" + hs.cfg.Host + rest + post
+			out[i] = pre + scheme + "://" + req.host.cfg.Host + rest + post
 		}
 		if out != nil {
 			h[k] = out
 		}
 	}
+}
+
+// appendClientURLs appends to b the field lines of lines, URL fields serialised as
+// http1.AppendField does, each as req's client gets it (clientURL): a hit's header block
+// holds every other field of an answer whose URL fields name the origin (blockHeader).
+func appendClientURLs(b []byte, req *request, lines []byte) []byte {
+	for len(lines) > 0 {
+		line, more, _ := bytes.Cut(lines, []byte("\r\n"))
+		lines = more
+		// The memo's bytes never change once built: its strings need no copy.
+		k, v, _ := strings.Cut(unsafe.String(unsafe.SliceData(line), len(line)), ": ")
+		pre, scheme, rest, post, ok := clientURL(req, k, v)
+		if !ok {
+			b = append(append(b, line...), "\r\n"...)
+			continue
+		}
+		b = append(append(b, k...), ": "...)
+		b = append(append(append(b, pre...), scheme...), "://"...)
+		b = append(append(append(b, req.host.cfg.Host...), rest...), post...)
+		b = append(b, "\r\n"...)
+	}
+	return b
+}
+
+// clientURL reports whether field k's value v names the host's origin, and returns it as
+// req's client gets it, pre+scheme+"://"+host+rest+post: the host's name (as an origin is sent
+// it by default, origin_host unset) in the client's scheme for an http URL of an http origin,
+// else in the URL's own. An https URL is never made http: an origin's redirect to https (from
+// http, or by the X-Forwarded-Proto it was sent, under its own scheme) stays one, or it would
+// loop.
+func clientURL(req *request, k, v string) (pre, scheme, rest, post string, ok bool) {
+	hs := req.host
+	pre, u, post := fieldURL(k, v)
+	scheme, rest, ok = hs.originRef(u)
+	if !ok {
+		return "", "", "", "", false
+	}
+	if scheme == "http" && hs.origin.Scheme == "http" {
+		scheme = clientScheme(req)
+	}
+	return pre, scheme, rest, post, true
 }
 
 // clientScheme is the scheme of req's client as the edge tells the origin

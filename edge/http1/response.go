@@ -339,6 +339,10 @@ func hasToken(v, token string) bool {
 	return false
 }
 
+// AppendField appends field k with values vv to out as HeaderBlock serialises it, a field
+// line per value.
+func AppendField(out []byte, k string, vv []string) []byte { return appendField(out, k, vv) }
+
 // appendField writes a field line per value. A CR or LF in a value becomes a space and the
 // value is trimmed, as net/http writes it: no value can start a field or a response of its own.
 func appendField(out []byte, k string, vv []string) []byte {
