@@ -441,3 +441,57 @@ func TestOriginURLHitKeepsHeaderBlock(t *testing.T) {
 		t.Errorf("a hit naming the origin: %v allocations, want at most %v, one more than for one naming another host", a, b+1)
 	}
 }
+
+// TestOriginURLOnEveryAnswer: the origin's URL in Content-Location is the host's in every
+// answer a client gets from a stored 200, over HTTP/1.1, 2 and 3: a 304 to a conditional
+// request (which carries the Content-Location a 200 would, RFC 9110 §15.4.5), a HEAD and a
+// range's 206.
+func TestOriginURLOnEveryAnswer(t *testing.T) {
+	clock := newFakeClock()
+	o := startURLOrigin(t, "127.0.0.13", clock.Now)
+	_, n := tlsEdge(t, TLSConfig{Dev: true}, func(c *Config) {
+		c.Clock = clock.Now
+		c.Hosts = []wire.HostConfig{{Host: testHost, Origin: "http://" + o.addr}}
+	})
+	clients := schemeClients(t, n)
+	path := "/every?" + query(`ETag="v1"&Content-Location=http://{self}/every.en`)
+	for _, tt := range []struct {
+		name, method string
+		hdr          []string
+		status       int
+	}{
+		{"fill", http.MethodGet, nil, http.StatusOK},
+		{"conditional", http.MethodGet, []string{"If-None-Match", `"v1"`}, http.StatusNotModified},
+		{"head", http.MethodHead, nil, http.StatusOK},
+		{"range", http.MethodGet, []string{"Range", "bytes=1-2"}, http.StatusPartialContent},
+	} {
+		for _, c := range clients {
+			req, err := http.NewRequest(tt.method, c.base+path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Host = testHost
+			for i := 0; i+1 < len(tt.hdr); i += 2 {
+				req.Header.Set(tt.hdr[i], tt.hdr[i+1])
+			}
+			r, err := c.c.Do(req)
+			if err != nil {
+				t.Fatalf("%s, %s client: %v", tt.name, c.name, err)
+			}
+			r.Body.Close()
+			scheme := "https"
+			if c.name == "http" {
+				scheme = "http"
+			}
+			if r.StatusCode != tt.status {
+				t.Errorf("%s, %s client: status %d, want %d", tt.name, c.name, r.StatusCode, tt.status)
+			}
+			if got, want := r.Header.Get("Content-Location"), scheme+"://www.example.com/every.en"; got != want {
+				t.Errorf("%s, %s client: Content-Location = %q, want %q", tt.name, c.name, got, want)
+			}
+		}
+	}
+	if got := o.requests("/every"); got != 1 {
+		t.Errorf("origin requests = %d, want 1", got)
+	}
+}
