@@ -77,8 +77,12 @@ func (u *uncacheable) hashLocked(s string) uint64 {
 // variantLocked is the index in m.marks of req's variant's mark, or -1. req's Vary key is
 // built under the lock: only while some key is marked, and from a few fields.
 func (u *uncacheable) variantLocked(m *keyMarks, req store.VaryHeader) int {
-	h := u.hashLocked(store.VariantKey(m.vary, req))
-	return slices.IndexFunc(m.marks, func(v variantMark) bool { return v.h == h })
+	return m.index(u.hashLocked(store.VariantKey(m.vary, req)))
+}
+
+// index is the index in m.marks of the mark of the variant whose Vary key has hash vh, or -1.
+func (m *keyMarks) index(vh uint64) int {
+	return slices.IndexFunc(m.marks, func(v variantMark) bool { return v.h == vh })
 }
 
 // has reports whether req's variant of key is marked at now.
@@ -111,71 +115,65 @@ func (u *uncacheable) has(key string, req store.VaryHeader, now time.Time) bool 
 // the key: during an origin outage its misses collapse again onto one fill and share its
 // error, rather than each going to the failing origin at once for as long as the mark lasts.
 func (u *uncacheable) note(key string, req store.VaryHeader, res *fillResult, now time.Time) {
-	switch {
-	case res.err == nil && res.shareable:
+	if res.err == nil && res.shareable || res.err != nil && !res.personal {
 		if u.n.Load() == 0 {
 			return
 		}
 		u.mu.Lock()
 		defer u.mu.Unlock()
 		h := u.hashLocked(key)
-		if m := u.keys[h]; m != nil {
+		switch m := u.keys[h]; {
+		case m == nil:
+		case res.err != nil: // a shared failure: every mark of the key
+			u.forgetLocked(h, m)
+		default: // an answer that may be shared: its variant's
 			if i := u.variantLocked(m, req); i >= 0 {
 				u.dropLocked(h, m, i)
 			}
 		}
-	case res.err != nil && !res.personal:
-		if u.n.Load() == 0 {
+		return
+	}
+	// An answer that may not be shared, or one user's 5xx: its variant is marked.
+	var vary []string
+	if uv := res.unshared; uv != nil && !uv.all && varyBytes(uv.vary) <= maxMarkVary {
+		vary = uv.vary
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	h, vh := u.hashLocked(key), u.hashLocked(store.VariantKey(vary, req))
+	m := u.keys[h]
+	if m != nil && !slices.Equal(m.vary, vary) {
+		// Marks under another Vary: their variants are not this answer's to compare.
+		u.forgetLocked(h, m)
+		m = nil
+	}
+	if m != nil {
+		if i := m.index(vh); i >= 0 {
+			m.marks[i].until = now.Add(uncacheableFor)
 			return
 		}
-		u.mu.Lock()
-		defer u.mu.Unlock()
-		h := u.hashLocked(key)
-		if m := u.keys[h]; m != nil {
-			u.forgetLocked(h, m)
-		}
-	default: // an answer that may not be shared, or one user's 5xx
-		var vary []string
-		if u := res.unshared; u != nil && !u.all && varyBytes(u.vary) <= maxMarkVary {
-			vary = u.vary
-		}
-		u.mu.Lock()
-		defer u.mu.Unlock()
-		h, vh := u.hashLocked(key), u.hashLocked(store.VariantKey(vary, req))
-		m := u.keys[h]
-		if m != nil && !slices.Equal(m.vary, vary) {
-			// Marks under another Vary: their variants are not this answer's to compare.
-			u.forgetLocked(h, m)
-			m = nil
-		}
-		if m != nil {
-			if i := slices.IndexFunc(m.marks, func(v variantMark) bool { return v.h == vh }); i >= 0 {
-				m.marks[i].until = now.Add(uncacheableFor)
-				return
-			}
-		}
-		if u.n.Load() >= uncacheableCap {
-			u.evictLocked(now)
-			m = u.keys[h]
-		}
-		if m == nil {
-			m = &keyMarks{vary: cloneVary(vary)}
-			u.keys[h] = m
-		}
-		if len(m.marks) >= store.MaxVariants {
-			// The mark that ends first makes room.
-			first := 0
-			for i, v := range m.marks {
-				if v.until.Before(m.marks[first].until) {
-					first = i
-				}
-			}
-			m.marks = slices.Delete(m.marks, first, first+1)
-			u.n.Add(-1)
-		}
-		m.marks = append(m.marks, variantMark{h: vh, until: now.Add(uncacheableFor)})
-		u.n.Add(1)
 	}
+	if u.n.Load() >= uncacheableCap {
+		u.evictLocked(now)
+		m = u.keys[h]
+	}
+	if m == nil {
+		m = &keyMarks{vary: cloneVary(vary)}
+		u.keys[h] = m
+	}
+	if len(m.marks) >= store.MaxVariants {
+		// The mark that ends first makes room.
+		first := 0
+		for i, v := range m.marks {
+			if v.until.Before(m.marks[first].until) {
+				first = i
+			}
+		}
+		m.marks = slices.Delete(m.marks, first, first+1)
+		u.n.Add(-1)
+	}
+	m.marks = append(m.marks, variantMark{h: vh, until: now.Add(uncacheableFor)})
+	u.n.Add(1)
 }
 
 // dropLocked drops the mark m.marks[i] of the key of hash h, and the key's entry with its last.
