@@ -431,7 +431,7 @@ func New(cfg Config) *Upstream {
 		// that was never sent (it hands its admission back: a half-open breaker then admits
 		// another probe in its place): neither is counted in window.
 		IsExcluded: func(err error) bool {
-			return errors.Is(err, errCallerCanceled) || errors.Is(err, errNotSent) || errors.Is(err, errOwnLimit)
+			return ignoredOutcome(err)
 		},
 		IsSuccessful: func(err error) bool {
 			s, ok := err.(success)
@@ -485,6 +485,12 @@ var errCallerCanceled = errors.New("canceled by caller")
 // the caller's own limit, which says nothing of the upstream's health. Streams opened
 // together reach it together, and as failures they opened the breaker.
 var errOwnLimit = errors.New("the caller's own limit")
+
+// ignoredOutcome reports whether the breaker ignores err, and Stats counts no failure: the
+// caller's cancellation or own limit, or a request not sent.
+func ignoredOutcome(err error) bool {
+	return errors.Is(err, errCallerCanceled) || errors.Is(err, errNotSent) || errors.Is(err, errOwnLimit)
+}
 
 // errNotSent is the outcome of a request the breaker admitted that was then not sent (no
 // bulkhead slot, or the caller gave up waiting for one): excluded, it hands the admission back.
@@ -988,7 +994,7 @@ func (u *Upstream) report(done func(error), b *body, err error) {
 	switch {
 	case err == nil:
 		err = success{b}
-	case !errors.Is(err, errCallerCanceled) && !errors.Is(err, errOwnLimit):
+	case !ignoredOutcome(err):
 		u.failures.Add(1)
 	}
 	done(err)
