@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/miekg/dns"
 
@@ -266,7 +265,7 @@ func toASCII(n string) (string, error) {
 	probe := slices.Clone(labels) // n with each such label as "a", for the rules across labels
 	kept := false
 	for i, l := range labels {
-		if l != "" && isASCII(l) && strings.ContainsFunc(l, func(r rune) bool { return !isLDH(r) }) {
+		if l != "" && idnhost.IsASCII(l) && strings.ContainsFunc(l, func(r rune) bool { return !isLDH(r) }) {
 			probe[i], kept = "a", true
 		}
 	}
@@ -277,7 +276,7 @@ func toASCII(n string) (string, error) {
 	// labels, for the rules that look across labels (the bidi rule, RFC 5893).
 	out := make([]string, len(labels))
 	for i, l := range labels {
-		if isASCII(l) {
+		if idnhost.IsASCII(l) {
 			out[i] = strings.ToLower(l)
 			continue
 		}
@@ -312,10 +311,6 @@ func isLDH(r rune) bool {
 	return r == '-' || '0' <= r && r <= '9' || 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z'
 }
 
-func isASCII(s string) bool {
-	return !strings.ContainsFunc(s, func(r rune) bool { return r >= utf8.RuneSelf })
-}
-
 // asciiMailbox is soa.rname converted as asciiName converts a name, but for its first label:
 // that is a mailbox's local part ("hostmaster" in hostmaster.cdn.example.), no host label, and
 // its A-label would name another mailbox. A local part in Unicode has no DNS form (RFC 6530
@@ -328,7 +323,7 @@ func asciiMailbox(rname string) (string, error) {
 		end = len(rname) - 1
 	}
 	local, domain := rname[:end], rname[end:] // domain holds the dot, if any
-	if !isASCII(local) {
+	if !idnhost.IsASCII(local) {
 		return "", fmt.Errorf("%q: the mailbox %q is not ASCII, and DNS has no form for a Unicode mailbox", rname, local)
 	}
 	if len(domain) > 1 {

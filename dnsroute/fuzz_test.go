@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/meridian-cdn/meridian/internal/idnhost"
 	"github.com/miekg/dns"
 )
 
@@ -157,11 +158,11 @@ func FuzzConfigNames(f *testing.F) {
 			if h == "*" {
 				continue
 			}
-			if !isASCII(h) || h != strings.ToLower(h) {
+			if !idnhost.IsASCII(h) || h != strings.ToLower(h) {
 				t.Fatalf("%q is held as %q: not lower-case ASCII", name, h)
 			}
 		}
-		if isASCII(name) && held.Hostnames[0] != absName(held.Zone, strings.ToLower(name)) && name != "*" {
+		if idnhost.IsASCII(name) && held.Hostnames[0] != absName(held.Zone, strings.ToLower(name)) && name != "*" {
 			t.Fatalf("ASCII %q is held as %q, not as written", name, held.Hostnames[0])
 		}
 	})

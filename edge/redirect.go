@@ -132,12 +132,8 @@ func sameHost(host, name string) bool {
 	if strings.EqualFold(host, name) {
 		return true
 	}
-	for i := 0; i < len(host); i++ {
-		if host[i] >= 0x80 { // a Unicode name: compare its ASCII form
-			return asciiHost(host) == name
-		}
-	}
-	return false
+	// A Unicode name: compare its ASCII form.
+	return !idnhost.IsASCII(host) && asciiHost(host) == name
 }
 
 // urlFields are the answer fields whose URL the edge gives a client as its own (above).

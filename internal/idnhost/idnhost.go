@@ -26,7 +26,7 @@ import (
 // ASCII name either way. Disallowed code points and bidi or joiner rule violations are errors
 // naming name.
 func ToASCII(name string) (string, error) {
-	if isASCII(name) {
+	if IsASCII(name) {
 		return strings.ToLower(name), nil
 	}
 	a, err := idna.Lookup.ToASCII(name)
@@ -53,7 +53,7 @@ func ToASCII(name string) (string, error) {
 // operator finds the name they wrote ("\"bücher.example\" (xn--bcher-kva.example)"). An ASCII
 // name is named as used: it differs from what was written in case at most, as before.
 func Quote(written, ascii string) string {
-	if isASCII(written) {
+	if IsASCII(written) {
 		return strconv.Quote(ascii)
 	}
 	return fmt.Sprintf("%q (%s)", written, ascii)
@@ -63,13 +63,14 @@ func Quote(written, ascii string) string {
 // the name as written first when that was Unicode: the ASCII form err names alone is not what
 // the operator looks for. err is returned as it is for a name written in ASCII.
 func Wrap(written string, err error) error {
-	if err == nil || isASCII(written) {
+	if err == nil || IsASCII(written) {
 		return err
 	}
 	return fmt.Errorf("%q: %w", written, err)
 }
 
-func isASCII(s string) bool {
+// IsASCII reports whether s holds no byte above 0x7f: a name that needs no conversion.
+func IsASCII(s string) bool {
 	for i := 0; i < len(s); i++ {
 		if s[i] >= 0x80 {
 			return false
