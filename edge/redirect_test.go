@@ -72,20 +72,21 @@ func (o *urlOrigin) requests(path string) int {
 	return o.reqs[path]
 }
 
-// schemeClients are an HTTP/1.1 client over plain HTTP and HTTPS, HTTP/2 and HTTP/3 clients,
-// then the plain HTTP one again, each with the edge's URL for its scheme.
-func schemeClients(t *testing.T, n *Node) []struct {
+// schemeClient is a client of the edge, named for its protocol, with the edge's URL for its
+// scheme.
+type schemeClient struct {
 	name, base string
 	c          *http.Client
-} {
+}
+
+// schemeClients are an HTTP/1.1 client over plain HTTP and HTTPS, HTTP/2 and HTTP/3 clients,
+// then the plain HTTP one again.
+func schemeClients(t *testing.T, n *Node) []schemeClient {
 	h1tls := insecure(testHost)
 	h1tls.NextProtos = []string{"http/1.1"}
 	h3t := &http3.Transport{TLSClientConfig: insecure(testHost)}
 	t.Cleanup(func() { h3t.Close() })
-	cs := []struct {
-		name, base string
-		c          *http.Client
-	}{
+	cs := []schemeClient{
 		{"http", "http://" + n.Addr(), &http.Client{}},
 		{"https", "https://" + n.HTTPSAddr(), &http.Client{Transport: &http.Transport{TLSClientConfig: h1tls}}},
 		{"h2", "https://" + n.HTTPSAddr(), &http.Client{Transport: &http.Transport{TLSClientConfig: insecure(testHost), ForceAttemptHTTP2: true}}},
@@ -97,6 +98,18 @@ func schemeClients(t *testing.T, n *Node) []struct {
 		t.Cleanup(c.c.CloseIdleConnections)
 	}
 	return cs
+}
+
+// urlOriginEdge is an edge with TLS serving testHost from a urlOrigin, both on clock, and
+// its schemeClients.
+func urlOriginEdge(t *testing.T) (*fakeClock, *urlOrigin, []schemeClient) {
+	clock := newFakeClock()
+	o := startURLOrigin(t, "127.0.0.13", clock.Now)
+	_, n := tlsEdge(t, TLSConfig{Dev: true}, func(c *Config) {
+		c.Clock = clock.Now
+		c.Hosts = []wire.HostConfig{{Host: testHost, Origin: "http://" + o.addr}}
+	})
+	return clock, o, schemeClients(t, n)
 }
 
 // query encodes "k=v&k=v" (values unescaped, with no '&' of their own) as a URL's query.
@@ -222,13 +235,7 @@ func TestOriginLocationRewritten(t *testing.T) {
 // 302, 303 and 307 only with explicit freshness (or public). A stored redirect whose Location
 // names the host itself is served as the origin wrote it, to clients of either scheme.
 func TestRedirectFreshness(t *testing.T) {
-	clock := newFakeClock()
-	o := startURLOrigin(t, "127.0.0.13", clock.Now)
-	_, n := tlsEdge(t, TLSConfig{Dev: true}, func(c *Config) {
-		c.Clock = clock.Now
-		c.Hosts = []wire.HostConfig{{Host: testHost, Origin: "http://" + o.addr}}
-	})
-	clients := schemeClients(t, n)
+	clock, o, clients := urlOriginEdge(t)
 	lastModified := clock.Now().Add(-10 * 24 * time.Hour).Format(http.TimeFormat)
 	for i, tt := range []struct {
 		status int
@@ -447,13 +454,7 @@ func TestOriginURLHitKeepsHeaderBlock(t *testing.T) {
 // request (which carries the Content-Location a 200 would, RFC 9110 §15.4.5), a HEAD and a
 // range's 206.
 func TestOriginURLOnEveryAnswer(t *testing.T) {
-	clock := newFakeClock()
-	o := startURLOrigin(t, "127.0.0.13", clock.Now)
-	_, n := tlsEdge(t, TLSConfig{Dev: true}, func(c *Config) {
-		c.Clock = clock.Now
-		c.Hosts = []wire.HostConfig{{Host: testHost, Origin: "http://" + o.addr}}
-	})
-	clients := schemeClients(t, n)
+	_, o, clients := urlOriginEdge(t)
 	path := "/every?" + query(`ETag="v1"&Content-Location=http://{self}/every.en`)
 	for _, tt := range []struct {
 		name, method string
