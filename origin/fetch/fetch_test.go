@@ -252,32 +252,14 @@ func TestRequestBodyStalls(t *testing.T) {
 			req, _ := http.NewRequest(http.MethodPost, "http://"+tt.addr+"/up", nil)
 			// As a pass sends it: a buffered body, which a retry could not read again.
 			req.Body, req.ContentLength = io.NopCloser(strings.NewReader(body)), int64(len(body))
-			done := make(chan error, 1)
-			var got []byte
-			go func() {
-				resp, err := u.Do(req)
-				if err == nil {
-					got, err = io.ReadAll(resp.Body)
-					resp.Body.Close()
-				}
-				done <- err
-			}()
-			var err error
-			select {
-			case err = <-done:
-			case <-time.After(20 * time.Second):
-				t.Fatal("a request body the upstream stopped taking did not end the exchange")
-			}
+			got, err := doWithin(t, u, req, "a request body the upstream stopped taking")
 			if !tt.stalls {
 				if err != nil || string(got) != strconv.Itoa(len(body)) {
 					t.Errorf("Do = %q, %v; want the whole body taken", got, err)
 				}
 				return
 			}
-			var ne net.Error
-			if !errors.As(err, &ne) || !ne.Timeout() || !strings.Contains(err.Error(), "request body") {
-				t.Fatalf("Do error = %v, want a timeout that names the request body", err)
-			}
+			wantTimeoutNaming(t, err, "request body")
 			if st := u.Stats(); st.Failures != 1 || st.InFlight != 0 {
 				t.Errorf("Stats() = %+v, want 1 failure, 0 in flight", st)
 			}
@@ -410,21 +392,8 @@ func TestRequestBodyUntaken(t *testing.T) {
 			body := strings.Repeat("a", tt.size)
 			req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/up", nil)
 			req.Body, req.ContentLength = io.NopCloser(strings.NewReader(body)), int64(len(body))
-			done := make(chan error, 1)
 			start := time.Now()
-			go func() {
-				resp, err := u.Do(req)
-				if err == nil {
-					resp.Body.Close()
-				}
-				done <- err
-			}()
-			var err error
-			select {
-			case err = <-done:
-			case <-time.After(20 * time.Second):
-				t.Fatal("a request body the upstream took none of did not end the exchange")
-			}
+			_, err := doWithin(t, u, req, "a request body the upstream took none of")
 			took := time.Since(start)
 			select {
 			case line := <-heads:
@@ -434,10 +403,7 @@ func TestRequestBodyUntaken(t *testing.T) {
 			default:
 				t.Error("the upstream never read the request's head")
 			}
-			var ne net.Error
-			if !errors.As(err, &ne) || !ne.Timeout() || !strings.Contains(err.Error(), tt.wantInErr) {
-				t.Fatalf("Do error = %v, want a timeout naming %q", err, tt.wantInErr)
-			}
+			wantTimeoutNaming(t, err, tt.wantInErr)
 			// About the timeout, far from BodyTimeout, with room for a loaded machine.
 			if took > 10*timeout {
 				t.Errorf("the exchange ended after %v, want about %v", took, timeout)
@@ -494,24 +460,9 @@ func TestRequestBodyTailOverHTTP2(t *testing.T) {
 	t.Cleanup(cancel) // before srv.Close, which waits for the handler, which waits for this
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/up", nil)
 	req.Body, req.ContentLength = io.NopCloser(strings.NewReader(body)), int64(len(body))
-	done := make(chan error, 1)
 	start := time.Now()
-	go func() {
-		resp, err := u.Do(req)
-		if err == nil {
-			resp.Body.Close()
-		}
-		done <- err
-	}()
-	select {
-	case err = <-done:
-	case <-time.After(20 * time.Second):
-		t.Fatal("a request body whose last bytes the upstream's window kept out did not end the exchange")
-	}
-	var ne net.Error
-	if !errors.As(err, &ne) || !ne.Timeout() || !strings.Contains(err.Error(), "request body") {
-		t.Fatalf("Do error = %v, want a timeout that names the request body", err)
-	}
+	_, err = doWithin(t, u, req, "a request body whose last bytes the upstream's window kept out")
+	wantTimeoutNaming(t, err, "request body")
 	if took := time.Since(start); took > 10*timeout {
 		t.Errorf("the exchange ended after %v, want about %v", took, timeout)
 	}
@@ -1168,4 +1119,40 @@ func deadAddr(t *testing.T, ip string) string {
 	addr := ln.Addr().String()
 	ln.Close()
 	return addr
+}
+
+// doWithin is u.Do(req) with the answer's body read whole: the body, and Do's or the read's
+// error. An exchange that has not ended in 20 s fails the test, what naming its request.
+func doWithin(t *testing.T, u *Upstream, req *http.Request, what string) ([]byte, error) {
+	t.Helper()
+	type result struct {
+		body []byte
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		resp, err := u.Do(req)
+		var body []byte
+		if err == nil {
+			body, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}
+		done <- result{body, err}
+	}()
+	select {
+	case r := <-done:
+		return r.body, r.err
+	case <-time.After(20 * time.Second):
+		t.Fatalf("%s did not end the exchange", what)
+		return nil, nil
+	}
+}
+
+// wantTimeoutNaming fails the test unless err is a timeout whose text holds part.
+func wantTimeoutNaming(t *testing.T, err error, part string) {
+	t.Helper()
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() || !strings.Contains(err.Error(), part) {
+		t.Fatalf("Do error = %v, want a timeout naming %q", err, part)
+	}
 }
