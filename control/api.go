@@ -484,14 +484,18 @@ func (s *Server) authorize(scope string, h http.Handler) http.Handler {
 		return h
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		client, now := clientKey(clientAddr(r, s.trusted)), time.Now()
+		addr, now := clientAddr(r, s.trusted), time.Now()
+		client := clientKey(addr)
 		if wait := s.authFails.retryAfter(client, now); wait > 0 {
 			s.authFails.refuse(w, wait)
 			return
 		}
 		tok, ok := s.auth.check(r)
 		if !ok {
-			s.authFails.fail(client, now)
+			if s.authFails.fail(client, now) {
+				s.log.Warn("control api: client throttled after failed authentications: its requests get 429 until its failures age out",
+					"client", addr, "peer", r.RemoteAddr, "retry_after", s.authFails.retryAfter(client, now).Round(time.Second).String())
+			}
 			w.Header().Set("WWW-Authenticate", `Bearer realm="meridian"`)
 			WriteError(w, http.StatusUnauthorized, "", errors.New("missing or invalid bearer token"))
 			return

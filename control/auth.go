@@ -385,10 +385,12 @@ func clientKey(ip netip.Addr) netip.Prefix {
 	return p
 }
 
-// parseTrustedProxies reads Config.TrustedProxies: CIDRs or single IP addresses.
+// parseTrustedProxies reads Config.TrustedProxies: CIDRs or single IP addresses, white space
+// around each taken off (the flag's "a, b" splits into "a" and " b").
 func parseTrustedProxies(list []string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	for i, s := range list {
+		s = strings.TrimSpace(s)
 		var p netip.Prefix
 		a, err := netip.ParseAddr(s)
 		if err == nil {
@@ -496,10 +498,11 @@ func (a *authThrottle) retryAfter(client netip.Prefix, now time.Time) time.Durat
 	return time.Duration((1 - tokens) / float64(a.limit) * float64(time.Second))
 }
 
-// fail records a failed authentication by client.
-func (a *authThrottle) fail(client netip.Prefix, now time.Time) {
+// fail records a failed authentication by client, and reports whether it was the one that
+// throttled client (took its last token), so that each throttling is logged once.
+func (a *authThrottle) fail(client netip.Prefix, now time.Time) (throttled bool) {
 	if a == nil {
-		return
+		return false
 	}
 	a.mu.Lock()
 	l := a.clients[client]
@@ -511,7 +514,7 @@ func (a *authThrottle) fail(client netip.Prefix, now time.Time) {
 		a.clients[client] = l
 	}
 	a.mu.Unlock()
-	l.AllowN(now, 1)
+	return l.AllowN(now, 1) && l.TokensAt(now) < 1
 }
 
 // pruneLocked forgets clients whose buckets are full again, then, if that is not enough,

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridian-cdn/meridian/internal/logtest"
 	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/purge"
 	"github.com/meridian-cdn/meridian/wire"
@@ -808,5 +810,50 @@ func TestTrustedProxiesRefused(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("--trusted-proxies[1]: %q", bad)) {
 			t.Errorf("New with TrustedProxies [10.0.0.1 %q] = %v, want an error naming --trusted-proxies[1]", bad, err)
 		}
+	}
+}
+
+// TestParseTrustedProxiesSpaces: "--trusted-proxies '10.0.0.1, 10.2.0.0/16'" (a list written
+// as people write lists) is the two entries, as the flag's comma-separated form promises; an
+// entry that is only white space is still refused.
+func TestParseTrustedProxiesSpaces(t *testing.T) {
+	got, err := parseTrustedProxies([]string{"10.0.0.1", " 10.2.0.0/16 ", "\t2001:db8::1"})
+	if err != nil {
+		t.Fatalf("parseTrustedProxies with spaces around entries: %v", err)
+	}
+	want := []netip.Prefix{netip.MustParsePrefix("10.0.0.1/32"), netip.MustParsePrefix("10.2.0.0/16"), netip.MustParsePrefix("2001:db8::1/128")}
+	if !slices.Equal(got, want) {
+		t.Errorf("parseTrustedProxies = %v, want %v", got, want)
+	}
+	if _, err := parseTrustedProxies([]string{"10.0.0.1", " "}); err == nil {
+		t.Errorf("parseTrustedProxies with a blank entry: no error, want one")
+	}
+}
+
+// TestAuthThrottleLogged: the failure that throttles a client is logged once, naming the
+// client, so an operator sees who is guessing (and can block it upstream); the 429s that follow,
+// and the failures of clients not yet throttled, log nothing.
+func TestAuthThrottleLogged(t *testing.T) {
+	logs := &logtest.Warnings{}
+	ts := startServer(t, Config{AuthFailureBurst: 3, AuthFailureRate: 0.01, Logger: slog.New(logs)})
+	const bad = "wrong-token-0123456789"
+	for i := range 2 {
+		if code := requestFrom(t, ts, "127.0.9.5", bad); code != http.StatusUnauthorized {
+			t.Fatalf("guess #%d = %d, want 401", i+1, code)
+		}
+	}
+	if n := logs.Count("throttled"); n != 0 {
+		t.Fatalf("after 2 of 3 allowed failures: %d warnings about throttling, want 0", n)
+	}
+	if code := requestFrom(t, ts, "127.0.9.5", bad); code != http.StatusUnauthorized {
+		t.Fatalf("guess #3 = %d, want 401", code)
+	}
+	for range 3 {
+		if code := requestFrom(t, ts, "127.0.9.5", bad); code != http.StatusTooManyRequests {
+			t.Fatalf("guess after the third failure = %d, want 429", code)
+		}
+	}
+	if n := logs.Count("throttled"); n != 1 {
+		t.Errorf("warnings about throttling 127.0.9.5 = %d, want 1 (at the failure that emptied its bucket)", n)
 	}
 }
