@@ -194,10 +194,14 @@ func (n *Node) SetHosts(hosts []wire.HostConfig) error {
 		if h.Cache.MaxObjectBytes > 0 {
 			maxObj = h.Cache.MaxObjectBytes
 		}
+		var names []originName // none: every URL is kept as the origin wrote it
+		if h.ResponseHeaders.OriginURLs != wire.OriginURLsKeep {
+			names = originNames(u, h.OriginHost)
+		}
 		hs := &hostState{
 			cfg:         h,
 			origin:      u,
-			originNames: originNames(u, h.OriginHost),
+			originNames: names,
 			keyOpts: httpcache.KeyOptions{
 				IgnoreQuery: h.Cache.IgnoreQuery,
 				KeepParams:  h.Cache.KeepParams,

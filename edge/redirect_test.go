@@ -153,6 +153,7 @@ func TestOriginLocationRewritten(t *testing.T) {
 	// An internationalised name, configured in Unicode and asked for in its ASCII form (as
 	// clients send it), with an origin_host in Unicode (sent in its ASCII form).
 	const idn, idnASCII = "bücher.example", "xn--bcher-kva.example"
+	const kept = "kept.example" // response_headers.origin_urls: keep
 	_, n := tlsEdge(t, TLSConfig{Dev: true}, func(c *Config) {
 		c.Clock = clock.Now
 		c.Hosts = []wire.HostConfig{
@@ -160,6 +161,8 @@ func TestOriginLocationRewritten(t *testing.T) {
 			{Host: named, Origin: "http://" + o.addr, OriginHost: "Bucket.Internal:8080"},
 			{Host: based, Origin: "http://" + o.addr + "/site/"},
 			{Host: idn, Origin: "http://" + o.addr, OriginHost: "Bücher-Origin.example"},
+			{Host: kept, Origin: "http://" + o.addr, OriginHost: "bucket.internal",
+				ResponseHeaders: wire.ResponseHeaders{OriginURLs: wire.OriginURLsKeep}},
 		}
 	})
 	clients := schemeClients(t, n)
@@ -201,6 +204,9 @@ func TestOriginLocationRewritten(t *testing.T) {
 		{"origin_host internationalised", idnASCII, "s=301&Location=http://{host}/to", "Location", "<s>://xn--bcher-kva.example/to"},
 		{"origin_host in Unicode", idnASCII, "s=301&Location=http://BÜCHER-origin.example/to", "Location", "<s>://xn--bcher-kva.example/to"},
 		{"outside the origin path", based, "s=301&Location=http://{self}/sitemap", "Location", "http://{self}/sitemap"},
+		{"origin_urls keep", kept, "s=301&Location=http://{self}/to", "Location", "http://{self}/to"},
+		{"origin_urls keep, origin_host", kept, "s=302&Cache-Control=max-age=60&Location=http://bucket.internal/to", "Location", "http://bucket.internal/to"},
+		{"origin_urls keep, refresh", kept, "Refresh=0; url=http://{self}/to", "Refresh", "0; url=http://{self}/to"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			path := "/" + strings.ReplaceAll(tt.name, " ", "-")

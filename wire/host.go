@@ -61,7 +61,18 @@ type ResponseHeaders struct {
 	Deny []string `json:"deny,omitempty" yaml:"deny,omitempty"`
 	// Set sets fields on every answer to a client.
 	Set map[string]string `json:"set,omitempty" yaml:"set,omitempty"`
+	// OriginURLs says what becomes of a Location, Content-Location or Refresh URL that names
+	// the origin: "rewrite" (the default, as nginx's proxy_redirect default) gives it to the
+	// client as the host's own; "keep" passes it on as the origin wrote it (proxy_redirect
+	// off; Varnish's behaviour), for an origin that sends clients to itself on purpose.
+	OriginURLs string `json:"origin_urls,omitempty" yaml:"origin_urls,omitempty"`
 }
+
+// Modes of ResponseHeaders.OriginURLs.
+const (
+	OriginURLsRewrite = "rewrite"
+	OriginURLsKeep    = "keep"
+)
 
 // HeaderNames is a list of field names; in JSON and YAML it is a list or the string "*".
 type HeaderNames []string
@@ -193,6 +204,11 @@ func (p RequestHeaders) validate() error {
 }
 
 func (p ResponseHeaders) validate() error {
+	switch p.OriginURLs {
+	case "", OriginURLsRewrite, OriginURLsKeep:
+	default:
+		return &FieldError{Field: "response_headers.origin_urls", Err: fmt.Errorf("%q is not rewrite or keep", p.OriginURLs)}
+	}
 	if err := checkFields("response_headers.deny", p.Deny, fixedResponseFields); err != nil {
 		return err
 	}

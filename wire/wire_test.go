@@ -126,6 +126,9 @@ func TestHostConfigValidateHeaderPolicy(t *testing.T) {
 		{"response set", func(h *HostConfig) {
 			h.ResponseHeaders.Set = map[string]string{"Strict-Transport-Security": "max-age=60"}
 		}, ""},
+		{"origin urls keep", func(h *HostConfig) { h.ResponseHeaders.OriginURLs = OriginURLsKeep }, ""},
+		{"origin urls rewrite", func(h *HostConfig) { h.ResponseHeaders.OriginURLs = OriginURLsRewrite }, ""},
+		{"origin urls unknown", func(h *HostConfig) { h.ResponseHeaders.OriginURLs = "off" }, "response_headers.origin_urls"},
 		{"response set bad name", func(h *HostConfig) { h.ResponseHeaders.Set = map[string]string{"A:B": "1"} }, "response_headers.set.A:B"},
 	}
 	for _, tt := range tests {
