@@ -21,7 +21,10 @@
 # DUR (seconds per run, default 6), ROUNDS (default 3) and FILES (default "1k 16k") pick the cases. PREFILL (seconds,
 # default 0) first fills each restarted edge with unique 1 KiB misses for that long (14 s puts
 # about 165,000 objects in), so that the rounds meet a store that fills and churns, a cache's
-# steady state, rather than an empty one. Each edge's line also gives its RSS after the run, and,
+# steady state, rather than an empty one. PREFILL_FILE (default 1k) is the file the fill asks
+# for: 16k with PREFILL=30 passes the default 1 GiB, so the rounds meet a full store that
+# evicts, whose memory the process already has. With PREFILL_ALL=1 nginx and the floor are
+# filled the same way before every round too (nginx's cache is not emptied between rounds). Each edge's line also gives its RSS after the run, and,
 # with EDGE_ENV=GODEBUG=gctrace=1 (the edges' environment), the collections during it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +34,8 @@ DUR=${DUR:-6}
 ROUNDS=${ROUNDS:-3}
 FILES=${FILES:-1k 16k}
 PREFILL=${PREFILL:-0}
+PREFILL_FILE=${PREFILL_FILE:-1k}
+PREFILL_ALL=${PREFILL_ALL:-}
 FLOOR=${FLOOR:-}
 source bench/ab-lib.sh
 ab_need wrk wrk nginx nginx curl curl
@@ -152,8 +157,10 @@ run() { # run V FILE: one load run and its line
 prefill() {
   local v
   ((PREFILL > 0)) || return 0
-  for v in base head; do
-    wrk -t1 -c64 -d"${PREFILL}s" -s "$W/unique.lua" "http://${ADDR[$v]}/" -- "fill-$v-$RANDOM$RANDOM" 1k >/dev/null
+  local who="base head"
+  [ -z "$PREFILL_ALL" ] || who="base head nginx ${FLOOR:+floor}"
+  for v in $who; do
+    wrk -t1 -c64 -d"${PREFILL}s" -s "$W/unique.lua" "http://${ADDR[$v]}/" -- "fill-$v-$RANDOM$RANDOM" "$PREFILL_FILE" >/dev/null
   done
 }
 for round in $(seq "$ROUNDS"); do
