@@ -101,6 +101,93 @@ func TestComposeParses(t *testing.T) {
 	}
 }
 
+// TestComposeCredentialsAreEachTheirs: every compose service that runs with a NATS credential
+// can read its own and no other. The creds-* services issue each credential into a volume; a
+// service mounting a volume that holds another's credential could connect as that node (write
+// its registry key, ack purges for it) or as DNS.
+func TestComposeCredentialsAreEachTheirs(t *testing.T) {
+	b, err := os.ReadFile("compose.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c struct {
+		Services map[string]struct {
+			Command []string `yaml:"command"`
+			Volumes []string `yaml:"volumes"`
+		} `yaml:"services"`
+	}
+	if err := yaml.Unmarshal(b, &c); err != nil {
+		t.Fatalf("compose.yaml: %v", err)
+	}
+	// written[volume] are the credential files the issuing services write into it, as paths
+	// relative to the volume's root.
+	written := map[string][]string{}
+	issuers := map[string]bool{}
+	for name, s := range c.Services {
+		if len(s.Command) < 2 || s.Command[0] != "control" || s.Command[1] != "creds" {
+			continue
+		}
+		issuers[name] = true
+		out := ""
+		for i, a := range s.Command {
+			if (a == "-o" || a == "--out") && i+1 < len(s.Command) {
+				out = s.Command[i+1]
+			}
+		}
+		if out == "" {
+			t.Errorf("service %s issues a credential to stdout, want -o FILE on a volume", name)
+			continue
+		}
+		found := false
+		for _, v := range s.Volumes {
+			src, target, _ := strings.Cut(v, ":")
+			target, _, _ = strings.Cut(target, ":")
+			if rel, ok := strings.CutPrefix(out, target+"/"); ok {
+				written[src] = append(written[src], rel)
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("service %s writes %s on no volume", name, out)
+		}
+	}
+	if len(issuers) != 4 {
+		t.Fatalf("compose.yaml has %d creds-issuing services, want 4 (three edges, DNS)", len(issuers))
+	}
+	for name, s := range c.Services {
+		if issuers[name] {
+			continue
+		}
+		var reach []string // credential files the service can read
+		own := ""          // the credential its config names
+		for _, v := range s.Volumes {
+			src, target, _ := strings.Cut(v, ":")
+			target, _, _ = strings.Cut(target, ":")
+			for _, rel := range written[src] {
+				reach = append(reach, target+"/"+rel)
+			}
+			if strings.HasPrefix(src, "./") && strings.HasSuffix(src, ".yaml") {
+				var cfg struct {
+					Creds string `yaml:"creds"`
+					Fleet struct {
+						Creds string `yaml:"creds"`
+					} `yaml:"fleet"`
+				}
+				if b, err := os.ReadFile(src); err == nil && yaml.Unmarshal(b, &cfg) == nil {
+					own = cfg.Creds + cfg.Fleet.Creds
+				}
+			}
+		}
+		sort.Strings(reach)
+		switch {
+		case own == "" && len(reach) > 0:
+			t.Errorf("service %s uses no NATS credential but can read %v", name, reach)
+		case own != "" && (len(reach) != 1 || reach[0] != own):
+			t.Errorf("service %s can read the credentials %v, want only its own %s", name, reach, own)
+		}
+	}
+}
+
 func TestDockerfileIsStaticScratch(t *testing.T) {
 	b, err := os.ReadFile("Dockerfile")
 	if err != nil {
