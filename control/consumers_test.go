@@ -134,11 +134,12 @@ func hostileDeleted(t *testing.T, ts *testServer) float64 {
 }
 
 // legitimateClients is a real edge (KV watches of the fleet, config and peer key buckets, the
-// purge subscription) and a DNS credential's watch of the config bucket, joined to ts.
+// purge subscription) and a DNS credential's watch of the routing policy, joined to ts.
 type legitimateClients struct {
-	node *edge.Node
-	dns  *fleet.ConfigView
-	addr string // the origin's
+	node   *edge.Node
+	dns    *fleet.ConfigView
+	addr   string // the origin's
+	checks int    // how many checks ran: each writes its own routing weight
 }
 
 func startLegitimateClients(t *testing.T, ts *testServer, natsURL, ip string) *legitimateClients {
@@ -146,7 +147,7 @@ func startLegitimateClients(t *testing.T, ts *testServer, natsURL, ip string) *l
 	_, addr := startOrigin(t, ip+"10")
 	c := &legitimateClients{addr: addr, node: startEdge(t, ip+"20", "lon", "n1", natsURL)}
 	_, djs := connectAs(t, natsURL, natsauth.DNS("ns1"))
-	c.dns = fleet.NewConfigView(fleet.ConfigViewConfig{JS: djs})
+	c.dns = fleet.NewConfigView(fleet.ConfigViewConfig{JS: djs, Keys: wire.RoutingKey})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = c.dns.Run(ctx) }()
@@ -161,13 +162,17 @@ func startLegitimateClients(t *testing.T, ts *testServer, natsURL, ip string) *l
 }
 
 // check fails unless the edge and the DNS watch still follow the config bucket (host is
-// new to them) and the edge still applies and acks purges.
+// new to the edge, the routing weight to DNS) and the edge still applies and acks purges.
 func (c *legitimateClients) check(t *testing.T, ts *testServer, host string) {
 	t.Helper()
 	putHosts(t, ts, c.addr, []*edge.Node{c.node}, host)
-	wait.For(t, 10*time.Second, "the DNS credential's watch sees "+host, func() bool {
-		_, ok := c.dns.Host(host)
-		return ok
+	c.checks++
+	weight := float64(c.checks)
+	if err := fleet.PutRouting(t.Context(), ts.JetStream(), "", wire.RoutingPolicy{Policy: "weighted", Weights: map[string]float64{"lon": weight}}); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 10*time.Second, fmt.Sprintf("the DNS credential's watch sees lon's routing weight %v", weight), func() bool {
+		return c.dns.Routing().Weights["lon"] == weight
 	})
 	code, resp, body := postPurge(t, ts, tokPurger, "5s", []byte(`{"host":"`+host+`","all":true}`))
 	if acked, _ := ackedNodes(resp); code != http.StatusOK || !resp.Complete || !acked["lon/n1"] {

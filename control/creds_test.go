@@ -51,6 +51,9 @@ func TestNATSNamesAgree(t *testing.T) {
 			t.Errorf("natsauth AckSubject(%q) = %q, want %q", prefix, got, want)
 		}
 	}
+	if natsauth.RoutingKey != wire.RoutingKey || natsauth.DrainKeys != wire.DrainPrefix+">" {
+		t.Errorf("natsauth config keys %q, %q; want %q, %q", natsauth.RoutingKey, natsauth.DrainKeys, wire.RoutingKey, wire.DrainPrefix+">")
+	}
 }
 
 // TestEmbeddedNATSNeedsCredentials: control's embedded NATS refuses anonymous clients, creates

@@ -72,8 +72,10 @@ func newLiveFleet(cfg Config) (*liveFleet, error) {
 		prefix:   cfg.Prefix,
 		latReady: make(chan struct{}),
 		view:     fleet.NewView(fleet.ViewConfig{JS: js, Prefix: cfg.Prefix, TTL: cfg.HeartbeatTTL, Clock: cfg.Clock, Logger: log}),
-		cfgView:  fleet.NewConfigView(fleet.ConfigViewConfig{JS: js, Prefix: cfg.Prefix, Logger: log}),
-		log:      log,
+		// The routing policy alone: the DNS credential may not read host configs, and the
+		// view above follows the drains.
+		cfgView: fleet.NewConfigView(fleet.ConfigViewConfig{JS: js, Prefix: cfg.Prefix, Logger: log, Keys: wire.RoutingKey}),
+		log:     log,
 	}, nil
 }
 
@@ -105,8 +107,7 @@ func (l *liveFleet) run(ctx context.Context, s *Server) {
 			changed := l.cfgView.Changed()
 			// The bucket's policy whatever it holds: one that leaves policy empty is nearest
 			// with its own fields. None (never set, or deleted) is the config file's. Applied
-			// only when it differs: every change of the bucket (hosts, drains) comes here, and
-			// SetPolicy drops the answer cache.
+			// only when it differs: SetPolicy drops the answer cache.
 			p := l.cfgView.Routing()
 			if reflect.DeepEqual(p, wire.RoutingPolicy{}) {
 				p = s.cfg.Policy

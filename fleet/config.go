@@ -28,6 +28,9 @@ type ConfigViewConfig struct {
 	Prefix string
 	// Logger receives watch failures and invalid values; nil discards.
 	Logger *slog.Logger
+	// Keys is the one key pattern watched ("routing", "host.>"); empty means every key. A
+	// reader whose credential may watch only some keys (DNS: the routing policy) names them.
+	Keys string
 }
 
 // ConfigView is a live, read-only picture of the config bucket: host configs, the routing
@@ -63,7 +66,11 @@ func NewConfigView(cfg ConfigViewConfig) *ConfigView {
 
 // Run watches the config bucket until ctx ends and returns nil once it has stopped.
 func (c *ConfigView) Run(ctx context.Context) error {
-	Watch(ctx, c.cfg.JS, wire.Bucket(c.cfg.Prefix, wire.ConfigBucket), ">", c.log, configHandler{c})
+	keys := c.cfg.Keys
+	if keys == "" {
+		keys = ">"
+	}
+	Watch(ctx, c.cfg.JS, wire.Bucket(c.cfg.Prefix, wire.ConfigBucket), keys, c.log, configHandler{c})
 	return nil
 }
 

@@ -59,6 +59,13 @@ const (
 	latencyBucket  = "latency"
 )
 
+// Keys of the config bucket that DNS watches, as wire names them (wire.RoutingKey, and
+// wire.DrainPrefix followed by a PoP id).
+const (
+	RoutingKey = "routing"
+	DrainKeys  = "drain.>"
+)
+
 // kvWatch lets a client bind to bucket and watch it. KV buckets live in the stream
 // "KV_<bucket>"; nats.go binds with STREAM.INFO and watches through an ordered consumer that it
 // creates, deletes on reset, and answers flow control for.
@@ -92,6 +99,23 @@ func kvRead(bucket string) []string {
 	)
 }
 
+// kvWatchKeys lets a client bind to bucket and watch the keys matching each of keys, one
+// consumer per key pattern: a consumer with one filter is created on a subject that ends with
+// it ($JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>), and the server refuses one whose
+// config names another filter. No gets: a get names its key in the request's body.
+func kvWatchKeys(bucket string, keys ...string) []string {
+	s := "KV_" + bucket
+	out := []string{"$JS.API.STREAM.INFO." + s}
+	for _, k := range keys {
+		out = append(out, "$JS.API.CONSUMER.CREATE."+s+".*.$KV."+bucket+"."+k)
+	}
+	return append(out,
+		"$JS.API.CONSUMER.INFO."+s+".>",
+		"$JS.API.CONSUMER.DELETE."+s+".>",
+		"$JS.FC."+s+".>",
+	)
+}
+
 // streamConsume lets a client read a stream through an ordered (pull) consumer it creates.
 func streamConsume(stream string) []string {
 	return []string{
@@ -112,8 +136,8 @@ func streamConsume(stream string) []string {
 //     beacons its clients reported); watch the fleet bucket; read and watch the config and
 //     peer key buckets; consume the purge stream and receive the live purge announcements
 //     (never publish them); receive only on its own inbox prefix;
-//   - dns: watch the fleet and latency buckets; read and watch the config bucket; receive only
-//     on its own inbox prefix;
+//   - dns: watch the fleet and latency buckets, and the routing policy and drains of the config
+//     bucket (not its host configs); receive only on its own inbox prefix;
 //   - leaf (pop P): what P's edges may do together, from the PoP's leaf server to the cluster.
 //
 // Nobody but control may create or change streams and buckets, publish purge commands or live
@@ -161,7 +185,9 @@ func Permissions(prefix string, id Identity) *server.Permissions {
 		sub = append(sub, n.PurgeLive())
 	case RoleDNS:
 		pub = append(pub, kvWatch(n.Bucket(fleetBucket))...)
-		pub = append(pub, kvRead(n.Bucket(configBucket))...)
+		// Of the config bucket, the routing policy and the drains: host configs hold origins
+		// and the fields set on origin requests, which the DNS server has no use for.
+		pub = append(pub, kvWatchKeys(n.Bucket(configBucket), RoutingKey, DrainKeys)...)
 		pub = append(pub, kvWatch(n.Bucket(latencyBucket))...)
 		sub = []string{id.InboxPrefix() + ".>"}
 	default:

@@ -307,19 +307,49 @@ func TestDNSPermissions(t *testing.T) {
 	ctx := b.ctx
 
 	b.put(t, b.js, "latency", "lon.n1.100-64-3-0-24", `{"samples":1}`)
-	for bucket, key := range map[string]string{"fleet": "lon.n1", "config": "host.www_example_com", "latency": "lon.n1.100-64-3-0-24"} {
-		kv, err := d.js.KeyValue(ctx, names.Bucket(bucket))
+	b.put(t, b.js, "config", "routing", `{"mode":"latency"}`)
+	b.put(t, b.js, "config", "drain.lon", `{"by":"ops"}`)
+	// DNS watches the whole fleet and latency buckets, and of the config bucket the routing
+	// policy and the drains, each through a consumer whose filter is in its create subject.
+	for _, tt := range []struct{ bucket, keys, key string }{
+		{"fleet", ">", "lon.n1"},
+		{"latency", ">", "lon.n1.100-64-3-0-24"},
+		{"config", "routing", "routing"},
+		{"config", "drain.>", "drain.lon"},
+	} {
+		kv, err := d.js.KeyValue(ctx, names.Bucket(tt.bucket))
 		if err != nil {
-			t.Fatalf("dns binds %s: %v", bucket, err)
+			t.Fatalf("dns binds %s: %v", tt.bucket, err)
 		}
-		w, err := kv.WatchAll(ctx)
+		w, err := kv.Watch(ctx, tt.keys)
 		if err != nil {
-			t.Fatalf("dns watches %s: %v", bucket, err)
+			t.Fatalf("dns watches %s %s: %v", tt.bucket, tt.keys, err)
 		}
-		if u := <-w.Updates(); u == nil || u.Key() != key {
-			t.Fatalf("dns's %s watch: first update %v, want %s", bucket, u, key)
+		if u := <-w.Updates(); u == nil || u.Key() != tt.key {
+			t.Fatalf("dns's %s %s watch: first update %v, want %s", tt.bucket, tt.keys, u, tt.key)
 		}
 		_ = w.Stop()
+	}
+	// Host configs are not DNS's: they hold origins (addresses the CDN hides) and the fields
+	// set on origin requests (often a secret the origin checks). No consumer on other keys
+	// (nor one with several filters, which are in its body), no get.
+	for _, sub := range []string{
+		"$JS.API.CONSUMER.CREATE.KV_meridian_config.x.$KV.meridian_config.>",
+		"$JS.API.CONSUMER.CREATE.KV_meridian_config.x.$KV.meridian_config.host.www_example_com",
+		"$JS.API.CONSUMER.CREATE.KV_meridian_config.x",
+		"$JS.API.DIRECT.GET.KV_meridian_config",
+		"$JS.API.DIRECT.GET.KV_meridian_config.$KV.meridian_config.host.www_example_com",
+		"$JS.API.STREAM.MSG.GET.KV_meridian_config",
+	} {
+		d.refused(t, "Publish", sub, func(context.Context) error {
+			return d.nc.PublishRequest(sub, d.nc.NewInbox(), []byte(`{"stream_name":"KV_meridian_config","config":{"name":"x","filter_subjects":["$KV.meridian_config.>"]},"last_by_subj":"$KV.meridian_config.host.www_example_com"}`))
+		})
+	}
+	// The subject's filter is the consumer's: the server refuses a body that names another.
+	m, err := d.nc.Request("$JS.API.CONSUMER.CREATE.KV_meridian_config.x.$KV.meridian_config.routing",
+		[]byte(`{"stream_name":"KV_meridian_config","config":{"name":"x","filter_subject":"$KV.meridian_config.>","ack_policy":"none"}}`), 5*time.Second)
+	if err != nil || !strings.Contains(string(m.Data), `"error"`) {
+		t.Errorf("dns creates a routing consumer whose body filters every key: %v, %v; want the server's refusal", m, err)
 	}
 
 	fleet, err := d.js.KeyValue(ctx, names.Bucket("fleet"))
