@@ -197,7 +197,8 @@ func TestLiveSaturationSheds(t *testing.T) {
 }
 
 // TestLiveCacheKeptUntilOutcomeChanges: heartbeats whose load does not change any answer keep
-// the answer cache (the next query is a hit); one that crosses the low watermark drops it.
+// the answer cache (the next query is a hit), also a shedding PoP's load moving while its
+// share stays; one that crosses the low watermark drops it.
 func TestLiveCacheKeptUntilOutcomeChanges(t *testing.T) {
 	fx := startLive(t, nil)
 	q := qopt{ecs: cityPrefix(t, "London", 7)}
@@ -220,6 +221,15 @@ func TestLiveCacheKeptUntilOutcomeChanges(t *testing.T) {
 		{"below the low watermark", "lhr", 0.62, true},
 		{"crosses the low watermark", "lhr", 0.9, false},
 		{"same shed share", "lhr", 0.901, true},
+		// A shedding PoP's load hovering across a step while its share stays changes no
+		// answer: its load decides only where a client goes that every usable PoP sheds.
+		{"shedding PoP's load falls a step, same share", "lhr", 0.86, true},
+		{"and rises back", "lhr", 0.9, true},
+		{"overloaded", "lhr", 1.2, false},
+		{"overloaded more, same share", "lhr", 1.3, true},
+		// Once every usable PoP sheds, the least loaded takes whom all of them shed.
+		{"fra sheds too", "fra", 0.9, false},
+		{"both shed; lhr now the less loaded", "lhr", 0.85, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -45,8 +45,9 @@ type state struct {
 type popState struct {
 	pop wire.PoP
 	// util is the PoP's quantised utilisation; routeUtil is the same figure where the policy
-	// compares it (least-loaded, or a PoP that sheds, for the everyone-sheds fallback) and 0
-	// elsewhere, so that load that decides nothing is no part of the outcome.
+	// compares it (least-loaded, or while every usable PoP of a family sheds, for the
+	// everyone-sheds fallback) and 0 elsewhere, so that load that decides nothing is no part
+	// of the outcome.
 	util, routeUtil float64
 	shed            float64
 	// usable4/6 are the healthy, fresh, non-draining nodes with an address of the family;
@@ -145,11 +146,17 @@ func (s *Server) buildState(now time.Time) *state {
 			// The shedder sees the exact figure (its hysteresis needs it); answers see steps.
 			ps.shed = quantise(s.shed.Update(p.ID, p.Utilisation(), st.policy.Low, st.policy.High), shedQuantum)
 		}
-		if st.policy.Name == geo.LeastLoaded || ps.shed > 0 {
-			ps.routeUtil = ps.util
-		}
 		st.byID[p.ID] = len(st.pops)
 		st.pops = append(st.pops, ps)
+	}
+	// Utilisation decides an answer under least-loaded, and under the other policies only
+	// where every usable PoP of a family sheds (the least utilised of them keeps whom all
+	// shed: geo.Choose). Elsewhere a shedding PoP's load moving a step while its share stays
+	// would drop the cache at every heartbeat and change no answer.
+	if st.policy.Name == geo.LeastLoaded || st.everyUsableSheds(false) || st.everyUsableSheds(true) {
+		for i := range st.pops {
+			st.pops[i].routeUtil = st.pops[i].util
+		}
 	}
 	st.defaultID = s.cfg.DefaultPoP
 	if _, ok := st.byID[st.defaultID]; !ok && len(st.pops) > 0 {
@@ -162,6 +169,26 @@ func (s *Server) buildState(now time.Time) *state {
 	}
 	st.outcome = st.outcomeKey(pol)
 	return st
+}
+
+// everyUsableSheds reports whether some PoP has usable nodes of the family (v6) and every
+// such PoP sheds a share of its clients.
+func (st *state) everyUsableSheds(v6 bool) bool {
+	some := false
+	for _, p := range st.pops {
+		usable := p.usable4
+		if v6 {
+			usable = p.usable6
+		}
+		if len(usable) == 0 {
+			continue
+		}
+		if p.shed == 0 {
+			return false
+		}
+		some = true
+	}
+	return some
 }
 
 // outcomeKey encodes everything an answer of st depends on: the policy, the default PoP and,
