@@ -31,6 +31,9 @@ type liveFleet struct {
 	// latReady is closed once the latency bucket's initial values are in the map.
 	latReady     chan struct{}
 	latReadyOnce sync.Once
+	// policyReady is closed once the config bucket's routing policy (or, when it holds none,
+	// the file's) is the server's: until then the server routes by the file's.
+	policyReady chan struct{}
 }
 
 func newLiveFleet(cfg Config) (*liveFleet, error) {
@@ -67,11 +70,12 @@ func newLiveFleet(cfg Config) (*liveFleet, error) {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	return &liveFleet{
-		nc:       nc,
-		js:       js,
-		prefix:   cfg.Prefix,
-		latReady: make(chan struct{}),
-		view:     fleet.NewView(fleet.ViewConfig{JS: js, Prefix: cfg.Prefix, TTL: cfg.HeartbeatTTL, Clock: cfg.Clock, Logger: log}),
+		nc:          nc,
+		js:          js,
+		prefix:      cfg.Prefix,
+		latReady:    make(chan struct{}),
+		policyReady: make(chan struct{}),
+		view:        fleet.NewView(fleet.ViewConfig{JS: js, Prefix: cfg.Prefix, TTL: cfg.HeartbeatTTL, Clock: cfg.Clock, Logger: log}),
 		// The routing policy alone: the DNS credential may not read host configs, and the
 		// view above follows the drains.
 		cfgView: fleet.NewConfigView(fleet.ConfigViewConfig{JS: js, Prefix: cfg.Prefix, Logger: log, Keys: wire.RoutingKey}),
@@ -103,6 +107,7 @@ func (l *liveFleet) run(ctx context.Context, s *Server) {
 		case <-ctx.Done():
 			return
 		}
+		policySet := false
 		for {
 			changed := l.cfgView.Changed()
 			// The bucket's policy whatever it holds: one that leaves policy empty is nearest
@@ -116,6 +121,10 @@ func (l *liveFleet) run(ctx context.Context, s *Server) {
 				if err := s.SetPolicy(p); err != nil {
 					l.log.Error("refused routing policy from the config bucket", "err", err)
 				}
+			}
+			if !policySet {
+				policySet = true
+				close(l.policyReady)
 			}
 			select {
 			case <-changed:
@@ -253,7 +262,8 @@ func ExplainLive(ctx context.Context, cfg Config, addr netip.Addr, name string, 
 	defer l.start(s)()
 	timeout := time.NewTimer(wait)
 	defer timeout.Stop()
-	for _, ready := range []<-chan struct{}{l.view.Ready(), l.latReady} {
+	// The policy too: a new process routes by the file's until the bucket's is applied.
+	for _, ready := range []<-chan struct{}{l.view.Ready(), l.latReady, l.policyReady} {
 		select {
 		case <-ready:
 		case <-timeout.C:
@@ -279,12 +289,20 @@ func RunLive(ctx context.Context, cfg Config, wait time.Duration) error {
 		return err
 	}
 	defer l.start(s)()
-	select {
-	case <-l.view.Ready():
-	case <-time.After(wait):
-		l.log.Warn("fleet registry not loaded yet; answering from what arrives", "waited", wait)
-	case <-ctx.Done():
-		return nil
+	// The routing policy too: answers given under the file's policy before the bucket's is
+	// applied would stay in resolvers' caches for a TTL.
+	timeout := time.NewTimer(wait)
+	defer timeout.Stop()
+loading:
+	for _, ready := range []<-chan struct{}{l.view.Ready(), l.policyReady} {
+		select {
+		case <-ready:
+		case <-timeout.C:
+			l.log.Warn("fleet registry or routing policy not loaded yet; answering from what arrives", "waited", wait)
+			break loading
+		case <-ctx.Done():
+			return nil
+		}
 	}
 	return s.Run(ctx)
 }

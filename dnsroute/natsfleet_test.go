@@ -124,3 +124,32 @@ func TestLivePolicyFromConfigBucket(t *testing.T) {
 		wait.For(t, 10*time.Second, "lhr over the bucket policy's high watermark shedding London", func() bool { return moved() > 0.8 })
 	})
 }
+
+// TestExplainLiveFollowsBucketPolicy: `meridian dns explain` against a live fleet explains
+// under the routing policy the config bucket holds, as the running server routes, not the
+// file's policy it starts with before the bucket is read.
+func TestExplainLiveFollowsBucketPolicy(t *testing.T) {
+	fx := startLive(t, nil)
+	_, js := fx.ns.Connect(t)
+	ctx := context.Background()
+	if err := fleet.PutRouting(ctx, js, "", wire.RoutingPolicy{Policy: "weighted", Weights: map[string]float64{"fra": 1}}); err != nil {
+		t.Fatal(err)
+	}
+	london := cityPrefix(t, "London", 3)
+	wait.For(t, 10*time.Second, "the server sending London to fra by the weights", func() bool {
+		return fx.popOf(t, fx.ask(t, "www.cdn.example.", dns.TypeA, qopt{ecs: london})) == "fra"
+	})
+	cfg := testConfig(t)
+	cfg.NATS, cfg.PoPs = fx.ns.URL(), nil
+	cfg.Creds = fx.ns.CredsFile(t, natsauth.DNS("ns1"))
+	// Each run is a new process's race between the bucket and the explanation: several.
+	for i := range 10 {
+		ex, err := ExplainLive(ctx, cfg, london.Addr(), "www", dns.TypeA, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ex.Policy != "weighted" || ex.PoP != "fra" {
+			t.Fatalf("explain %d: policy %s, PoP %s; the server routes London by the bucket's weighted policy to fra", i, ex.Policy, ex.PoP)
+		}
+	}
+}
