@@ -338,8 +338,11 @@ func (s *Server) routed(st *state, req request, m *dns.Msg, owner string) reply 
 			m.Answer = nil
 			return reply{variants: []*dns.Msg{m}, failOpen: true}
 		}
-		// No PoP has an address of this family: NODATA.
-		m.Ns = []dns.RR{s.zone.negSOA()}
+		// No PoP has a usable address of this family: NODATA. It depends on the fleet, so it
+		// is cached by resolvers (RFC 2308 section 5: the SOA's TTL) no longer than an answer.
+		soa := s.zone.negSOA()
+		soa.Header().Ttl = min(soa.Header().Ttl, s.zone.ttl)
+		m.Ns = []dns.RR{soa}
 		r.variants = []*dns.Msg{m}
 		return r
 	}

@@ -740,3 +740,49 @@ func TestTCPPipelinedPastLimitKeepsAnswers(t *testing.T) {
 		})
 	}
 }
+
+// TestNoFailOpenWhileTheOtherFamilyServes: in a mixed-family fleet whose only usable PoP has
+// addresses of one family, a query for the other family gets NODATA (the client uses the
+// family that works; a DNS64 resolver synthesises from the A records), not the addresses of
+// nodes reported unhealthy: failing open is for when no PoP is usable at all. That NODATA
+// depends on the fleet, so resolvers may cache it for no longer than an answer (ttl).
+func TestNoFailOpenWhileTheOtherFamilyServes(t *testing.T) {
+	tests := []struct {
+		name   string
+		strip  func(*wire.Node) // what lhr lacks
+		works  uint16           // the family lhr serves
+		nodata uint16
+	}{
+		{"lhr IPv4 only", func(n *wire.Node) { n.IPv6 = "" }, dns.TypeA, dns.TypeAAAA},
+		{"lhr IPv6 only", func(n *wire.Node) { n.IPv4 = "" }, dns.TypeAAAA, dns.TypeA},
+	}
+	for _, tt := range tests {
+		for _, closed := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s, fail_closed %v", tt.name, closed), func(t *testing.T) {
+				ts := startServer(t, func(c *Config) { c.FailClosed = closed })
+				f := ts.StaticFleet()
+				for _, p := range f.PoPs() {
+					if p.ID == "lhr" {
+						setPoP(f, p.ID, tt.strip)
+					} else {
+						setPoP(f, p.ID, func(n *wire.Node) { n.Load.Healthy = false })
+					}
+				}
+				london := qopt{ecs: cityPrefix(t, "London", 5)}
+				if pop := ts.popOf(t, ts.ask(t, "www.cdn.example.", tt.works, london)); pop != "lhr" {
+					t.Errorf("%s: %s, want lhr", dns.TypeToString[tt.works], pop)
+				}
+				r := ts.ask(t, "www.cdn.example.", tt.nodata, london)
+				if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 0 || len(r.Ns) != 1 {
+					t.Fatalf("%s: rcode %s, answer %v, authority %v; want NODATA with the SOA", dns.TypeToString[tt.nodata], dns.RcodeToString[r.Rcode], r.Answer, r.Ns)
+				}
+				if ttl := r.Ns[0].Header().Ttl; ttl > 30 {
+					t.Errorf("%s: NODATA's SOA TTL %d, want at most the answer TTL 30", dns.TypeToString[tt.nodata], ttl)
+				}
+				if got := metricValue(t, ts.Server, "meridian_dns_fail_open_total", ""); got != 0 {
+					t.Errorf("fail-open answers = %v, want 0: a PoP was usable", got)
+				}
+			})
+		}
+	}
+}

@@ -35,6 +35,8 @@ type state struct {
 	at time.Time
 	// outcome is everything the answers depend on (see outcomeKey).
 	outcome string
+	// usable4/6: some PoP has a usable node with an address of the family.
+	usable4, usable6 bool
 	// cache holds the answers by client prefix and, under network keys (see netKey), the
 	// answers that hold for every client of a database network (not per client): a client
 	// prefix not yet in cache finds its answer there after one MMDB lookup, without
@@ -146,6 +148,8 @@ func (s *Server) buildState(now time.Time) *state {
 			// The shedder sees the exact figure (its hysteresis needs it); answers see steps.
 			ps.shed = quantise(s.shed.Update(p.ID, p.Utilisation(), st.policy.Low, st.policy.High), shedQuantum)
 		}
+		st.usable4 = st.usable4 || len(ps.usable4) > 0
+		st.usable6 = st.usable6 || len(ps.usable6) > 0
 		st.byID[p.ID] = len(st.pops)
 		st.pops = append(st.pops, ps)
 	}
@@ -288,6 +292,15 @@ func (st *state) route(loc geo.Location, client netip.Prefix, v6 bool) decision 
 		if v6 {
 			d.rot = d.pop.rot6
 		}
+		return d
+	}
+	// Nodes are healthy or not whatever the family: while some PoP serves the other one, this
+	// family's nodes are known to be down, and NODATA sends the client to the family that
+	// works (a DNS64 resolver synthesises AAAA from the A records) where failing open would
+	// send it to a dead node first. Failing open is for when nothing is usable, which is as
+	// likely the fleet's reports being wrong (cut off from NATS) as the fleet being down.
+	if st.usable4 || st.usable6 {
+		d.choice.Reason = "no usable PoP has an address of this family; some serve the other (NODATA)"
 		return d
 	}
 	// No usable PoP: fail open to the nearest PoP that has any address of the family.
