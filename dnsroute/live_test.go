@@ -2,6 +2,7 @@ package dnsroute
 
 import (
 	"context"
+	"encoding/json"
 	"math"
 	"net/netip"
 	"sync"
@@ -290,4 +291,39 @@ func TestLiveFailsOpenWhenEveryReportIsStale(t *testing.T) {
 	if got := metricValue(t, fx.Server, "meridian_dns_fail_open_total", ""); got != 1 {
 		t.Errorf("fail-open answers = %v, want 1", got)
 	}
+}
+
+// TestLiveNodeAheadOfTimeLeavesWhenSilent: a node whose clock runs an hour ahead of DNS's
+// (its reports' At in DNS's future) leaves the answers a heartbeat TTL after its last report
+// arrives, as any node does, not an hour later: a crashed node must not be answered for as
+// long as its clock is wrong.
+func TestLiveNodeAheadOfTimeLeavesWhenSilent(t *testing.T) {
+	fx := startLive(t, func(c *Config) { c.HeartbeatTTL = time.Second })
+	n2 := wire.Node{PoP: "lhr", ID: "n2", Lat: 51.5074, Lon: -0.1278, IPv4: "192.0.2.12",
+		Load: wire.LoadReport{Healthy: true, At: time.Now().Add(time.Hour)}}
+	_, js := fx.ns.ConnectAs(t, natsauth.Edge(n2.PoP, n2.ID))
+	ctx := context.Background()
+	kv, err := js.KeyValue(ctx, wire.Bucket("", wire.FleetBucket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(n2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One report, then silence: the node crashed.
+	if _, err := kv.Put(ctx, wire.FleetKey(n2.PoP, n2.ID), b); err != nil {
+		t.Fatal(err)
+	}
+	london := qopt{ecs: cityPrefix(t, "London", 3)}
+	named := func() bool {
+		for _, rr := range fx.ask(t, "www.cdn.example.", dns.TypeA, london).Answer {
+			if a, ok := rr.(*dns.A); ok && a.A.String() == n2.IPv4 {
+				return true
+			}
+		}
+		return false
+	}
+	wait.For(t, 10*time.Second, "London answered with lhr's second node", named)
+	wait.For(t, 10*time.Second, "the silent node gone from London's answers", func() bool { return !named() })
 }

@@ -320,6 +320,8 @@ func (v *View) setReady(flag *bool) {
 	}
 }
 
+// decodeNode reads a node's report; false (logged) for one that does not decode or whose key
+// is not its own.
 func (v *View) decodeNode(e jetstream.KeyValueEntry) (wire.Node, bool) {
 	var n wire.Node
 	if err := json.Unmarshal(e.Value(), &n); err != nil {
@@ -329,6 +331,12 @@ func (v *View) decodeNode(e jetstream.KeyValueEntry) (wire.Node, bool) {
 	if wire.FleetKey(n.PoP, n.ID) != e.Key() {
 		v.misnamed.Warn("key", e.Key())
 		return n, false
+	}
+	// A report is judged fresh by its At, the node's clock. One from our future (the node's
+	// clock runs ahead) counts as made when it arrives: else a node that stopped reporting
+	// would stay fresh, and be routed to, for as long as its clock is ahead.
+	if now := v.cfg.Clock(); n.Load.At.After(now) {
+		n.Load.At = now
 	}
 	return n, true
 }
