@@ -13,6 +13,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/meridian-cdn/meridian/dnsroute/geo"
 	"github.com/meridian-cdn/meridian/dnsroute/geo/geodata"
 	"github.com/meridian-cdn/meridian/wire"
 )
@@ -784,5 +785,53 @@ func TestNoFailOpenWhileTheOtherFamilyServes(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestPoPLoadIsItsUsableNodes: a PoP's utilisation, which shedding follows, is that of the
+// nodes that take its clients. A node drained, unhealthy or silent serves none of them: its
+// capacity is not room for them, and its last load says nothing of the PoP's.
+func TestPoPLoadIsItsUsableNodes(t *testing.T) {
+	tests := []struct {
+		name string
+		out  func(n *wire.Node, now time.Time)
+	}{
+		{"draining", func(n *wire.Node, _ time.Time) { n.Draining = true }},
+		{"unhealthy", func(n *wire.Node, _ time.Time) { n.Load.Healthy = false }},
+		{"heartbeat stale", func(n *wire.Node, now time.Time) { n.Load.At = now.Add(-time.Hour) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clock := newFakeClock()
+			ts := startServer(t, func(c *Config) { c.Clock = clock.Now })
+			f := ts.StaticFleet()
+			n1, _ := f.Node("lhr", "lhr-1")
+			tt.out(&n1, clock.Now())
+			f.SetNode(n1)
+			// The node left serving lhr's clients is half as loaded again as it can take.
+			n2, _ := f.Node("lhr", "lhr-2")
+			n2.Load.RequestsPerSec = 1.5 * n2.Capacity
+			f.SetNode(n2)
+			moved := 0
+			const n = 100
+			for i := range n {
+				r := ts.ask(t, "www.cdn.example.", dns.TypeA, qopt{ecs: cityPrefix(t, "London", byte(i))})
+				if ts.popOf(t, r) != "lhr" {
+					moved++
+				}
+			}
+			if share := float64(moved) / n; share < 0.8 {
+				t.Errorf("lhr's only serving node at 150%%: %.2f of London moved away, want about %.2f", share, geo.MaxShed)
+			}
+			ex, err := ts.Explain(cityPrefix(t, "London", 1).Addr(), "www", dns.TypeA)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range ex.Candidates {
+				if c.PoP == "lhr" && math.Abs(c.Utilisation-1.5) > 0.01 {
+					t.Errorf("explain: lhr's load %.2f, want 1.5 (its serving node's)", c.Utilisation)
+				}
+			}
+		})
 	}
 }

@@ -107,7 +107,11 @@ func (s *Server) buildState(now time.Time) *state {
 	// Spare capacity orders only weighted rotations; elsewhere it is left out of the outcome.
 	weightedRotation := s.cfg.Rotation == "weighted"
 	for _, p := range pops {
-		ps := popState{pop: p, util: quantise(p.Utilisation(), utilQuantum)}
+		ps := popState{pop: p}
+		// The PoP's load is that of the nodes that take its clients: a drained, unhealthy or
+		// silent node serves none, its capacity is no room for them and its last report says
+		// nothing of the others' load (a stale one stays in a live fleet to fail open to).
+		serving := wire.PoP{}
 		for _, n := range p.Nodes {
 			fresh := n.Load.At.IsZero() || now.Sub(n.Load.At) <= ttl
 			if fresh && !n.Load.At.IsZero() && n.Load.At.Add(ttl).Before(st.validUntil) {
@@ -118,6 +122,9 @@ func (s *Server) buildState(now time.Time) *state {
 				spare = math.Round(max(0, 1-n.Utilisation())/spareQuantum) * spareQuantum
 			}
 			usable := fresh && n.Usable()
+			if usable {
+				serving.Nodes = append(serving.Nodes, n)
+			}
 			if a, err := netip.ParseAddr(n.IPv4); err == nil && a.Is4() {
 				na := nodeAddr{n.ID, a, spare}
 				ps.all4 = append(ps.all4, na)
@@ -144,9 +151,15 @@ func (s *Server) buildState(now time.Time) *state {
 		if len(ps.all6) != len(ps.usable6) {
 			ps.allRot6 = newRotation(ps.all6, s.cfg.AnswerCount, weightedRotation)
 		}
+		// A PoP nothing serves shows its nodes' last figures (explain); it routes no client.
+		util := p.Utilisation()
+		if len(serving.Nodes) > 0 {
+			util = serving.Utilisation()
+		}
+		ps.util = quantise(util, utilQuantum)
 		if len(ps.usable4)+len(ps.usable6) > 0 {
 			// The shedder sees the exact figure (its hysteresis needs it); answers see steps.
-			ps.shed = quantise(s.shed.Update(p.ID, p.Utilisation(), st.policy.Low, st.policy.High), shedQuantum)
+			ps.shed = quantise(s.shed.Update(p.ID, util, st.policy.Low, st.policy.High), shedQuantum)
 		}
 		st.usable4 = st.usable4 || len(ps.usable4) > 0
 		st.usable6 = st.usable6 || len(ps.usable6) > 0
@@ -158,8 +171,10 @@ func (s *Server) buildState(now time.Time) *state {
 	// shed: geo.Choose). Elsewhere a shedding PoP's load moving a step while its share stays
 	// would drop the cache at every heartbeat and change no answer.
 	if st.policy.Name == geo.LeastLoaded || st.everyUsableSheds(false) || st.everyUsableSheds(true) {
-		for i := range st.pops {
-			st.pops[i].routeUtil = st.pops[i].util
+		for i, p := range st.pops {
+			if len(p.usable4)+len(p.usable6) > 0 { // only usable PoPs are compared
+				st.pops[i].routeUtil = p.util
+			}
 		}
 	}
 	st.defaultID = s.cfg.DefaultPoP
