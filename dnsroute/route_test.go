@@ -835,3 +835,33 @@ func TestPoPLoadIsItsUsableNodes(t *testing.T) {
 		})
 	}
 }
+
+// TestLoneOverloadedPoPKeepsCache: with one PoP usable, overloaded and shedding, every client
+// gets it whatever its load: a step of that load changes no answer, so it keeps the answer
+// cache (the operator's worst hour is no time to empty it at every heartbeat).
+func TestLoneOverloadedPoPKeepsCache(t *testing.T) {
+	ts := startServer(t, nil)
+	f := ts.StaticFleet()
+	for _, p := range f.PoPs() {
+		if p.ID != "lhr" {
+			setPoP(f, p.ID, func(n *wire.Node) { n.Load.Healthy = false })
+		}
+	}
+	load := func(u float64) { setPoP(f, "lhr", func(n *wire.Node) { n.Load.RequestsPerSec = u * n.Capacity }) }
+	tokyo := qopt{ecs: cityPrefix(t, "Tokyo", 4)}
+	load(1.2)
+	for _, u := range []float64{1.2, 1.3, 1.5} {
+		load(u)
+		ts.ask(t, "www.cdn.example.", dns.TypeA, tokyo) // fills the cache, if it was emptied
+		hits := metricValue(t, ts.Server, "meridian_dns_cache_hits_total", "")
+		if pop := ts.popOf(t, ts.ask(t, "www.cdn.example.", dns.TypeA, tokyo)); pop != "lhr" {
+			t.Fatalf("load %.1f: Tokyo got %s, want lhr, the only usable PoP", u, pop)
+		}
+		if metricValue(t, ts.Server, "meridian_dns_cache_hits_total", "") != hits+1 {
+			t.Fatalf("load %.1f: second query not a cache hit", u)
+		}
+	}
+	if got := metricValue(t, ts.Server, "meridian_dns_state_rebuilds_total", "dropped"); got > 1 {
+		t.Errorf("%v rebuilds dropped the cache while only lhr's load moved, want at most 1 (the first overload)", got)
+	}
+}

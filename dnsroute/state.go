@@ -167,8 +167,8 @@ func (s *Server) buildState(now time.Time) *state {
 		st.pops = append(st.pops, ps)
 	}
 	// Utilisation decides an answer under least-loaded, and under the other policies only
-	// where every usable PoP of a family sheds (the least utilised of them keeps whom all
-	// shed: geo.Choose). Elsewhere a shedding PoP's load moving a step while its share stays
+	// where every usable PoP of a family sheds, two or more (the least utilised of them keeps
+	// whom all shed: geo.Choose). Elsewhere a shedding PoP's load moving a step while its share stays
 	// would drop the cache at every heartbeat and change no answer.
 	if st.policy.Name == geo.LeastLoaded || st.everyUsableSheds(false) || st.everyUsableSheds(true) {
 		for i, p := range st.pops {
@@ -190,10 +190,11 @@ func (s *Server) buildState(now time.Time) *state {
 	return st
 }
 
-// everyUsableSheds reports whether some PoP has usable nodes of the family (v6) and every
-// such PoP sheds a share of its clients.
+// everyUsableSheds reports whether two or more PoPs have usable nodes of the family (v6) and
+// every such PoP sheds a share of its clients. A lone usable PoP gets every client whatever
+// its load.
 func (st *state) everyUsableSheds(v6 bool) bool {
-	some := false
+	n := 0
 	for _, p := range st.pops {
 		usable := p.usable4
 		if v6 {
@@ -205,9 +206,9 @@ func (st *state) everyUsableSheds(v6 bool) bool {
 		if p.shed == 0 {
 			return false
 		}
-		some = true
+		n++
 	}
-	return some
+	return n > 1
 }
 
 // outcomeKey encodes everything an answer of st depends on: the policy, the default PoP and,
