@@ -556,8 +556,12 @@ func (c *h1Conn) exchange(ctx context.Context, deadline time.Time, req *http.Req
 	// no 1xx extends: a 1xx flood ends at the response header timeout if not at max1xx.
 	resp, length, fast := readHead(c.br, req)
 	for n1xx := 0; !fast; {
+		coded := codedHead(c.br)
 		if resp, err = http.ReadResponse(c.br, req); err != nil {
 			return nil, fail("read response header from", err, false)
+		}
+		if coded && !resp.ProtoAtLeast(1, 1) {
+			return nil, fail("read response header from", errCodedHTTP10, false)
 		}
 		dropInvalidFields(resp.Header)
 		code := resp.StatusCode

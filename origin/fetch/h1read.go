@@ -3,6 +3,7 @@ package fetch
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
@@ -165,3 +166,62 @@ func (b *lengthBody) Read(p []byte) (int, error) {
 
 // Close does nothing: the h1Body around it gives the connection back or closes it.
 func (b *lengthBody) Close() error { return nil }
+
+// errCodedHTTP10 is an HTTP/1.0 answer with Transfer-Encoding: its framing is faulty (RFC 9112
+// §6.1), as a proxy answers a response framed faultily with 502 (§6.3).
+var errCodedHTTP10 = errors.New("HTTP/1.0 answer with Transfer-Encoding (faulty framing, RFC 9112 §6.1)")
+
+// codedHead says whether the answer head at the front of br, if not in HTTP/1.1, has a
+// Transfer-Encoding field, reading into br's buffer until the head is whole there (as
+// http.ReadResponse would read it next) and consuming nothing. http.ReadResponse drops that
+// field from an HTTP/1.0 answer and frames its body by Content-Length or the connection's end
+// (golang.org/issue/12785), so chunk sizes and all were read as the body, and stored. A head
+// larger than br's buffer is not looked at (false), nor one cut short, whose error
+// http.ReadResponse reports.
+func codedHead(br *bufio.Reader) bool {
+	if b, err := br.Peek(len("HTTP/1.1")); err != nil || string(b) == "HTTP/1.1" {
+		return false
+	}
+	for {
+		buf, _ := br.Peek(br.Buffered())
+		if end := headEnd(buf); end >= 0 {
+			return hasTransferEncoding(buf[:end])
+		}
+		if len(buf) == br.Size() {
+			return false
+		}
+		if _, err := br.Peek(len(buf) + 1); err != nil {
+			return false
+		}
+	}
+}
+
+// headEnd is the index of the blank line ending the head in b (CRLF or bare LF line ends, as
+// http.ReadResponse reads them), -1 if b holds no whole head.
+func headEnd(b []byte) int {
+	for i := 0; ; {
+		j := bytes.IndexByte(b[i:], '\n')
+		if j < 0 {
+			return -1
+		}
+		i += j + 1
+		if rest := b[i:]; len(rest) > 0 && rest[0] == '\n' || len(rest) > 1 && rest[0] == '\r' && rest[1] == '\n' {
+			return i
+		}
+	}
+}
+
+// hasTransferEncoding says whether a field line of head (past its status line) is named
+// Transfer-Encoding; a continuation line (obs-fold) names no field.
+func hasTransferEncoding(head []byte) bool {
+	_, fields, _ := bytes.Cut(head, []byte("\n"))
+	for len(fields) > 0 {
+		var line []byte
+		line, fields, _ = bytes.Cut(fields, []byte("\n"))
+		if name, _, ok := bytes.Cut(line, []byte(":")); ok && len(name) > 0 && name[0] != ' ' && name[0] != '\t' &&
+			h1fields.EqualFold(string(name), "Transfer-Encoding") {
+			return true
+		}
+	}
+	return false
+}

@@ -3,13 +3,16 @@ package fetch
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 // readHeadAsNetHTTP reads b with readHead and, if it accepts the head, checks that
@@ -239,5 +242,80 @@ func TestReadHeadAllocs(t *testing.T) {
 	})
 	if allocs > 5 {
 		t.Errorf("readHead allocated %.0f times; want at most 5", allocs)
+	}
+}
+
+// TestH1HTTP10TransferEncoding: an HTTP/1.0 answer with Transfer-Encoding is framed faultily
+// (RFC 9112 §6.1) and is an error, whether its body would be read to the connection's end or
+// by a Content-Length, also after a 1xx: net/http ignores the field on HTTP/1.0 and returned
+// the chunk framing as the body, which the edge stored as the object. The same bodies in
+// HTTP/1.1, or HTTP/1.0 without the field (an obs-fold line names none), are read as before.
+func TestH1HTTP10TransferEncoding(t *testing.T) {
+	const chunked = "5\r\nhello\r\n0\r\n\r\n"
+	answers := map[string]string{
+		"/close":    "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked,
+		"/length":   "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 15\r\ntransfer-encoding: chunked\r\n\r\n" + chunked,
+		"/bare-lf":  "HTTP/1.0 200 OK\nX-A: 1\nTransfer-Encoding: chunked\n\n" + chunked,
+		"/after1xx": "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked,
+		"/http11":   "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + chunked,
+		"/http10":   "HTTP/1.0 200 OK\r\nX-Transfer-Encoding: chunked\r\n\r\nhello",
+		"/folded":   "HTTP/1.0 200 OK\r\nX-A: 1\r\n Transfer-Encoding: chunked\r\n\r\nhello",
+	}
+	srv := startRaw(t, "127.0.0.160", func(_ int64, c net.Conn, br *bufio.Reader) {
+		req, ok := readRequest(br)
+		if !ok {
+			return
+		}
+		io.WriteString(c, answers[req.URL.Path])
+	})
+	tr := newH1(t, Config{})
+	for _, tt := range []struct {
+		path string
+		body string // "" for an error
+	}{
+		{"/close", ""},
+		{"/length", ""},
+		{"/bare-lf", ""},
+		{"/after1xx", ""},
+		{"/http11", "hello"},
+		{"/http10", "hello"},
+		{"/folded", "hello"},
+	} {
+		_, body, err := roundTrip(t, tr, context.Background(), http.MethodGet, "http://"+srv.addr+tt.path, nil)
+		switch {
+		case tt.body == "" && err == nil:
+			t.Errorf("%s: body %q, no error; want an error (faulty framing)", tt.path, body)
+		case tt.body != "" && (err != nil || string(body) != tt.body):
+			t.Errorf("%s: %q, %v; want %q", tt.path, body, err, tt.body)
+		}
+	}
+}
+
+// TestCodedHead: codedHead finds a Transfer-Encoding field in a head not in HTTP/1.1 however
+// the head comes, a byte per read here, and leaves every byte for http.ReadResponse.
+func TestCodedHead(t *testing.T) {
+	for _, tt := range []struct {
+		head string
+		want bool
+	}{
+		{"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nbody", true},
+		{"HTTP/1.0 200 OK\r\nX-A: 1\r\ntransfer-encoding:chunked\r\n\r\n", true},
+		{"HTTP/1.0 200 OK\nX-A: 1\nTRANSFER-ENCODING: x\n\n", true},
+		{"HTTP/1.0 200 OK\r\n\r\nTransfer-Encoding: chunked\r\n\r\n", false},         // in the body
+		{"HTTP/1.0 200 OK\r\nX-A: 1\r\n\tTransfer-Encoding: chunked\r\n\r\n", false}, // obs-fold
+		{"HTTP/1.0 200 OK\r\nX-Transfer-Encoding: chunked\r\n\r\n", false},
+		{"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", false}, // net/http frames it
+		{"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked", false},         // cut short: ReadResponse says so
+		{"HTTP/", false},
+		// A head larger than the buffer (h1ReadBuffer in use) is not looked at.
+		{"HTTP/1.0 200 OK\r\nX-Long: " + strings.Repeat("a", 64) + "\r\nTransfer-Encoding: chunked\r\n\r\n", false},
+	} {
+		br := bufio.NewReaderSize(iotest.OneByteReader(strings.NewReader(tt.head)), 64)
+		if got := codedHead(br); got != tt.want {
+			t.Errorf("codedHead(%q) = %v, want %v", tt.head, got, tt.want)
+		}
+		if rest, _ := io.ReadAll(br); string(rest) != tt.head {
+			t.Errorf("codedHead(%q) left %q", tt.head, rest)
+		}
 	}
 }
