@@ -91,6 +91,9 @@ func TestFreshnessEndToEnd(t *testing.T) {
 		{"heuristic from Last-Modified", []string{"lm", "1000"}, nil, 50 * time.Second, 1, "hit"},
 		{"heuristic expires at 10 percent", []string{"lm", "1000"}, nil, 101 * time.Second, 2, "fwd=stale"},
 		{"zero heuristic lifetime revalidates", []string{"lm", "0"}, nil, 0, 3, "fwd-status=304"},
+		// Invalid freshness is stale (RFC 9111 §4.2.1), not absent: no heuristic lifetime either.
+		{"negative max-age not heuristic", []string{"cc", "max-age=-1", "lm", "1000"}, nil, 0, 3, "fwd=miss"},
+		{"invalid s-maxage not heuristic", []string{"cc", "s-maxage=10m", "lm", "1000"}, nil, 0, 3, "fwd=miss"},
 		{"404 with max-age cached", []string{"cc", "max-age=60", "status", "404"}, nil, 0, 1, "hit"},
 		{"unknown status with max-age cached", []string{"cc", "max-age=60", "status", "299"}, nil, 0, 1, "hit"},
 		{"unknown status with must-understand not stored", []string{"cc", "max-age=60, must-understand", "status", "299"}, nil, 0, 3, "fwd=miss"},

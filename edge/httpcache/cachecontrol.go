@@ -24,14 +24,19 @@ type Directives struct {
 	NoTransform, MustUnderstand                                                                 bool
 
 	NoCacheFields, PrivateFields []string // qualified forms: no-cache="Set-Cookie"
+
+	// InvalidMaxAge: a max-age or s-maxage came without delta-seconds (max-age=-1, s-maxage=10m,
+	// a bare max-age). Such a response has invalid freshness information, which RFC 9111 §4.2.1
+	// encourages caches to read as stale: ResponsePolicy gives it no heuristic lifetime.
+	InvalidMaxAge bool
 }
 
 // ParseCacheControl parses all field lines of one header (values as in http.Header[...]).
 //
 // It is lenient, as RFC 9111 §4.2.1 and §5.2 ask: directive names are case-insensitive, unknown
 // directives are ignored, arguments may be tokens or quoted-strings, a delta-seconds argument
-// that is not a non-negative integer is ignored (as if the directive were absent), and one that
-// overflows reads as MaxDelta. For a directive given more than once, the first valid
+// that is not a non-negative integer is ignored (as if the directive were absent, but for
+// InvalidMaxAge), and one that overflows reads as MaxDelta. For a directive given more than once, the first valid
 // delta-seconds wins (§4.2.1) and a flag counts if it appears anywhere (the more restrictive
 // reading); the unqualified and qualified forms of no-cache and private combine. An unvalued
 // max-stale means any staleness and reads as MaxDelta. It never panics and, unless a qualified
@@ -150,9 +155,9 @@ func (d *Directives) apply(name, arg string, hasArg bool) {
 	}
 	switch string(buf[:len(name)]) {
 	case "max-age":
-		setDelta(&d.MaxAge, &d.HasMaxAge, arg, hasArg)
+		d.InvalidMaxAge = !setDelta(&d.MaxAge, &d.HasMaxAge, arg, hasArg) || d.InvalidMaxAge
 	case "s-maxage":
-		setDelta(&d.SMaxAge, &d.HasSMaxAge, arg, hasArg)
+		d.InvalidMaxAge = !setDelta(&d.SMaxAge, &d.HasSMaxAge, arg, hasArg) || d.InvalidMaxAge
 	case "stale-while-revalidate":
 		setDelta(&d.StaleWhileRevalidate, &d.HasStaleWhileRevalidate, arg, hasArg)
 	case "stale-if-error":
@@ -198,14 +203,17 @@ func (d *Directives) apply(name, arg string, hasArg bool) {
 	}
 }
 
-// setDelta stores the first valid delta-seconds argument of a directive.
-func setDelta(dst *time.Duration, has *bool, arg string, hasArg bool) {
-	if *has || !hasArg {
-		return
+// setDelta stores the first valid delta-seconds argument of a directive, and says whether this
+// one is valid.
+func setDelta(dst *time.Duration, has *bool, arg string, hasArg bool) (valid bool) {
+	if !hasArg {
+		return false
 	}
-	if v, ok := parseDelta(arg); ok {
+	v, ok := parseDelta(arg)
+	if ok && !*has {
 		*dst, *has = v, true
 	}
+	return ok
 }
 
 // parseDelta reads delta-seconds (1*DIGIT), clamping at MaxDelta.

@@ -114,7 +114,10 @@ func nonEmpty(values []string) bool {
 // expired (RFC 9111 §5.3): the response is stored with Lifetime 0, so it is revalidated before
 // use, and no heuristic applies since an expiration time was given. A valid max-age or s-maxage
 // still takes precedence over any Expires, valid or not. Of several Expires lines the first is
-// used (§4.2).
+// used (§4.2). An invalid max-age or s-maxage (max-age=-1; Directives.InvalidMaxAge) without a
+// valid one leaves a valid Expires to apply, but never a heuristic: RFC 9111 §4.2.1 encourages
+// reading invalid freshness as stale, and the origin did not mean the copy to be kept for a
+// tenth of its age (up to a day), as before; nginx does not store such a response.
 func ResponsePolicy(method string, reqHeader http.Header, status int, respHeader http.Header, now time.Time) Policy {
 	if method != http.MethodGet && method != http.MethodHead {
 		return Policy{Reason: "method"}
@@ -174,7 +177,7 @@ func ResponsePolicy(method string, reqHeader http.Header, status int, respHeader
 			lm, err = ParseDate(v[0])
 		}
 		switch {
-		case len(respHeader[hdrLastModified]) > 0 && err == nil:
+		case len(respHeader[hdrLastModified]) > 0 && err == nil && !d.InvalidMaxAge:
 			p.Heuristic = true
 			p.Lifetime = min(clampLifetime(time.Duration(float64(date.Sub(lm))*HeuristicFraction)), HeuristicCap)
 		case d.NoCache:

@@ -36,7 +36,7 @@ func TestParseTargetedCacheControl(t *testing.T) {
 		// Valid Dictionaries with values of the wrong type: not consumed, or failing safe.
 		{"string delta not consumed", []string{`max-age="60"`}, Directives{}, true},
 		{"decimal delta not consumed", []string{"max-age=60.5"}, Directives{}, true},
-		{"negative delta not consumed", []string{"max-age=-1"}, Directives{}, true},
+		{"negative delta not consumed", []string{"max-age=-1"}, Directives{InvalidMaxAge: true}, true},
 		{"token delta not consumed", []string{"max-age=sixty"}, Directives{}, true},
 		{"inner list delta not consumed", []string{"max-age=(60)"}, Directives{}, true},
 		{"public with a value not consumed", []string{"public=1"}, Directives{}, true},
