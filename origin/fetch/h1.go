@@ -555,14 +555,16 @@ func (c *h1Conn) exchange(ctx context.Context, deadline time.Time, req *http.Req
 	// Every 1xx head and the final one come within the read deadline set above (hd), which
 	// no 1xx extends: a 1xx flood ends at the response header timeout if not at max1xx.
 	resp, length, fast := readHead(c.br, req)
+	split := false // the final head has both Transfer-Encoding and Content-Length
 	for n1xx := 0; !fast; {
-		coded := codedHead(c.br)
+		te, cl := framingFields(c.br)
 		if resp, err = http.ReadResponse(c.br, req); err != nil {
 			return nil, fail("read response header from", err, false)
 		}
-		if coded && !resp.ProtoAtLeast(1, 1) {
+		if te && !resp.ProtoAtLeast(1, 1) {
 			return nil, fail("read response header from", errCodedHTTP10, false)
 		}
+		split = te && cl
 		dropInvalidFields(resp.Header)
 		code := resp.StatusCode
 		if code >= 200 {
@@ -585,7 +587,9 @@ func (c *h1Conn) exchange(ctx context.Context, deadline time.Time, req *http.Req
 	if ctx.Err() != nil {
 		return nil, fail("read response header from", ctx.Err(), false)
 	}
-	keep := !resp.Close && !req.Close && !httpguts.HeaderValuesContainsToken(req.Header["Connection"], "close")
+	// An answer framed two ways is read by its chunks (RFC 9112 §6.3), but what its upstream
+	// meant by the other could be read as the next request's answer: its connection is closed.
+	keep := !resp.Close && !split && !req.Close && !httpguts.HeaderValuesContainsToken(req.Header["Connection"], "close")
 	if resp.Body == http.NoBody {
 		c.release(stop, keep)
 		return resp, nil

@@ -171,27 +171,25 @@ func (b *lengthBody) Close() error { return nil }
 // §6.1), as a proxy answers a response framed faultily with 502 (§6.3).
 var errCodedHTTP10 = errors.New("HTTP/1.0 answer with Transfer-Encoding (faulty framing, RFC 9112 §6.1)")
 
-// codedHead says whether the answer head at the front of br, if not in HTTP/1.1, has a
-// Transfer-Encoding field, reading into br's buffer until the head is whole there (as
-// http.ReadResponse would read it next) and consuming nothing. http.ReadResponse drops that
-// field from an HTTP/1.0 answer and frames its body by Content-Length or the connection's end
-// (golang.org/issue/12785), so chunk sizes and all were read as the body, and stored. A head
-// larger than br's buffer is not looked at (false), nor one cut short, whose error
-// http.ReadResponse reports.
-func codedHead(br *bufio.Reader) bool {
-	if b, err := br.Peek(len("HTTP/1.1")); err != nil || string(b) == "HTTP/1.1" {
-		return false
-	}
+// framingFields says whether the answer head at the front of br has a Transfer-Encoding field
+// and a Content-Length field, reading into br's buffer until the head is whole there (as
+// http.ReadResponse would read it next) and consuming nothing. http.ReadResponse hides both
+// cases that matter: it drops Transfer-Encoding from an HTTP/1.0 answer and frames the body
+// by Content-Length or the connection's end (golang.org/issue/12785), so chunk sizes and all
+// were read as the body, and stored; and it drops Content-Length beside Transfer-Encoding.
+// A head larger than br's buffer is not looked at, nor one cut short, whose error
+// http.ReadResponse reports. Only heads readHead leaves to http.ReadResponse come here.
+func framingFields(br *bufio.Reader) (te, cl bool) {
 	for {
 		buf, _ := br.Peek(br.Buffered())
 		if end := headEnd(buf); end >= 0 {
-			return hasTransferEncoding(buf[:end])
+			return scanFraming(buf[:end])
 		}
 		if len(buf) == br.Size() {
-			return false
+			return false, false
 		}
 		if _, err := br.Peek(len(buf) + 1); err != nil {
-			return false
+			return false, false
 		}
 	}
 }
@@ -211,17 +209,24 @@ func headEnd(b []byte) int {
 	}
 }
 
-// hasTransferEncoding says whether a field line of head (past its status line) is named
-// Transfer-Encoding; a continuation line (obs-fold) names no field.
-func hasTransferEncoding(head []byte) bool {
+// scanFraming says whether a field line of head (past its status line) is named
+// Transfer-Encoding, and whether one is named Content-Length; a continuation line (obs-fold)
+// names no field.
+func scanFraming(head []byte) (te, cl bool) {
 	_, fields, _ := bytes.Cut(head, []byte("\n"))
 	for len(fields) > 0 {
 		var line []byte
 		line, fields, _ = bytes.Cut(fields, []byte("\n"))
-		if name, _, ok := bytes.Cut(line, []byte(":")); ok && len(name) > 0 && name[0] != ' ' && name[0] != '\t' &&
-			h1fields.EqualFold(string(name), "Transfer-Encoding") {
-			return true
+		name, _, ok := bytes.Cut(line, []byte(":"))
+		if !ok || len(name) == 0 || name[0] == ' ' || name[0] == '\t' {
+			continue
+		}
+		switch len(name) {
+		case len("Transfer-Encoding"):
+			te = te || h1fields.EqualFold(string(name), "Transfer-Encoding")
+		case len("Content-Length"):
+			cl = cl || h1fields.EqualFold(string(name), "Content-Length")
 		}
 	}
-	return false
+	return te, cl
 }

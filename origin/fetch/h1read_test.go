@@ -291,31 +291,68 @@ func TestH1HTTP10TransferEncoding(t *testing.T) {
 	}
 }
 
-// TestCodedHead: codedHead finds a Transfer-Encoding field in a head not in HTTP/1.1 however
-// the head comes, a byte per read here, and leaves every byte for http.ReadResponse.
-func TestCodedHead(t *testing.T) {
+// TestFramingFields: framingFields finds the Transfer-Encoding and Content-Length fields of a
+// head however it comes, a byte per read here, and leaves every byte for http.ReadResponse.
+func TestFramingFields(t *testing.T) {
 	for _, tt := range []struct {
-		head string
-		want bool
+		head   string
+		te, cl bool
 	}{
-		{"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nbody", true},
-		{"HTTP/1.0 200 OK\r\nX-A: 1\r\ntransfer-encoding:chunked\r\n\r\n", true},
-		{"HTTP/1.0 200 OK\nX-A: 1\nTRANSFER-ENCODING: x\n\n", true},
-		{"HTTP/1.0 200 OK\r\n\r\nTransfer-Encoding: chunked\r\n\r\n", false},         // in the body
-		{"HTTP/1.0 200 OK\r\nX-A: 1\r\n\tTransfer-Encoding: chunked\r\n\r\n", false}, // obs-fold
-		{"HTTP/1.0 200 OK\r\nX-Transfer-Encoding: chunked\r\n\r\n", false},
-		{"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", false}, // net/http frames it
-		{"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked", false},         // cut short: ReadResponse says so
-		{"HTTP/", false},
+		{"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nbody", true, false},
+		{"HTTP/1.0 200 OK\r\nX-A: 1\r\ntransfer-encoding:chunked\r\ncontent-length: 5\r\n\r\n", true, true},
+		{"HTTP/1.1 200 OK\nX-A: 1\nTRANSFER-ENCODING: x\n\n", true, false},
+		{"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nTransfer-Encoding: chunked\r\n\r\n", false, true}, // in the body
+		{"HTTP/1.0 200 OK\r\nX-A: 1\r\n\tTransfer-Encoding: chunked\r\n\r\n", false, false},             // obs-fold
+		{"HTTP/1.0 200 OK\r\nX-Transfer-Encoding: chunked\r\nContent-Length-X: 1\r\n\r\n", false, false},
+		{"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked", false, false}, // cut short: ReadResponse says so
+		{"HTTP/", false, false},
 		// A head larger than the buffer (h1ReadBuffer in use) is not looked at.
-		{"HTTP/1.0 200 OK\r\nX-Long: " + strings.Repeat("a", 64) + "\r\nTransfer-Encoding: chunked\r\n\r\n", false},
+		{"HTTP/1.0 200 OK\r\nX-Long: " + strings.Repeat("a", 128) + "\r\nTransfer-Encoding: chunked\r\n\r\n", false, false},
 	} {
-		br := bufio.NewReaderSize(iotest.OneByteReader(strings.NewReader(tt.head)), 64)
-		if got := codedHead(br); got != tt.want {
-			t.Errorf("codedHead(%q) = %v, want %v", tt.head, got, tt.want)
+		br := bufio.NewReaderSize(iotest.OneByteReader(strings.NewReader(tt.head)), 128)
+		br.Peek(1) // as exchange does
+		if te, cl := framingFields(br); te != tt.te || cl != tt.cl {
+			t.Errorf("framingFields(%q) = %v, %v; want %v, %v", tt.head, te, cl, tt.te, tt.cl)
 		}
 		if rest, _ := io.ReadAll(br); string(rest) != tt.head {
-			t.Errorf("codedHead(%q) left %q", tt.head, rest)
+			t.Errorf("framingFields(%q) left %q", tt.head, rest)
 		}
+	}
+}
+
+// TestH1TransferEncodingWithLengthNotReused: an answer with both Transfer-Encoding and
+// Content-Length is read by its chunks (RFC 9112 §6.3), but its connection is not used again:
+// the two framings disagree, and whatever the upstream meant by the other one could be read as
+// the next request's answer (response splitting, §11.1). HAProxy closes such a connection too;
+// nginx refuses the answer. One chunked answer alone keeps its connection.
+func TestH1TransferEncodingWithLengthNotReused(t *testing.T) {
+	for _, tt := range []struct {
+		name, head string
+		conns      int64
+	}{
+		{"both", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", 2},
+		{"both, after a 1xx", "HTTP/1.1 103 Early Hints\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n", 2},
+		{"chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", 1},
+		{"1xx with a length, then chunked", "HTTP/1.1 103 Early Hints\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := startRaw(t, "127.0.0.161", func(_ int64, c net.Conn, br *bufio.Reader) {
+				for {
+					if _, ok := readRequest(br); !ok {
+						return
+					}
+					io.WriteString(c, tt.head+"5\r\nhello\r\n0\r\n\r\n")
+				}
+			})
+			tr := newH1(t, Config{})
+			for i := range 2 {
+				if _, body, err := roundTrip(t, tr, context.Background(), http.MethodGet, "http://"+srv.addr+"/", nil); err != nil || string(body) != "hello" {
+					t.Fatalf("GET #%d: %q, %v; want hello", i, body, err)
+				}
+			}
+			if n := srv.accepted.Load(); n != tt.conns {
+				t.Errorf("2 GETs used %d connections, want %d", n, tt.conns)
+			}
+		})
 	}
 }
