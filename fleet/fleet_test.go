@@ -942,3 +942,43 @@ func TestFreshFleetBucketTTLLowered(t *testing.T) {
 		t.Fatalf("EnsureBuckets with a lower TTL: %v", err)
 	}
 }
+
+// TestViewReplayedReportFromTheFutureAgesFromItsArrival: a report whose At is in the view's
+// future (the node's clock runs ahead) counts as made when the NATS server stored it, not
+// when this view happens to read it: a view started later (a restart, or a re-watch after a
+// reconnect or an edge's scope change) replays the report, and must not count it fresh again
+// from then, routing to a node that may have crashed since.
+func TestViewReplayedReportFromTheFutureAgesFromItsArrival(t *testing.T) {
+	s := natstest.Start(t)
+	_, js := s.Connect(t)
+	// The bucket keeps the key for an hour: only the view's TTL ages the report.
+	if err := fleet.EnsureBuckets(t.Context(), js, "", time.Hour, 1); err != nil {
+		t.Fatalf("EnsureBuckets: %v", err)
+	}
+	kv, err := js.KeyValue(t.Context(), wire.Bucket("", wire.FleetBucket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := node("fra", "n1")
+	n.Load = wire.LoadReport{At: time.Now().Add(time.Hour), Healthy: true}
+	b, _ := json.Marshal(n)
+	put := time.Now()
+	if _, err := kv.Put(t.Context(), wire.FleetKey("fra", "n1"), b); err != nil {
+		t.Fatalf("put: %v", err)
+	}
+	// The view starts half a TTL after the report was stored, and then time moves on to
+	// past a TTL after it: the node's one report is stale.
+	const ttl = time.Minute
+	var now atomic.Int64
+	now.Store(put.Add(ttl / 2).UnixNano())
+	v := fleet.NewView(fleet.ViewConfig{JS: js, TTL: ttl, Clock: func() time.Time { return time.Unix(0, now.Load()) }})
+	run(t, v.Run)
+	<-v.Ready()
+	if _, ok := findNode(v, "fra", "n1"); !ok {
+		t.Fatal("node fra.n1 not in the view half a TTL after its report")
+	}
+	now.Store(put.Add(ttl + 10*time.Second).UnixNano())
+	if got, ok := findNode(v, "fra", "n1"); ok {
+		t.Errorf("node fra.n1 still fresh a TTL after its only report was stored (At %v)", got.Load.At)
+	}
+}

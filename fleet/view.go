@@ -320,9 +320,9 @@ func (v *View) setReady(flag *bool) {
 	}
 }
 
-// decodeNode reads a node's report; false (logged) for one that does not decode or whose key
-// is not its own.
-func (v *View) decodeNode(e jetstream.KeyValueEntry) (wire.Node, bool) {
+// decodeNode reads a node's report, replayed by a snapshot or else arriving now; false
+// (logged) for one that does not decode or whose key is not its own.
+func (v *View) decodeNode(e jetstream.KeyValueEntry, replay bool) (wire.Node, bool) {
 	var n wire.Node
 	if err := json.Unmarshal(e.Value(), &n); err != nil {
 		v.undecodable.Warn("key", e.Key(), "err", err)
@@ -334,9 +334,15 @@ func (v *View) decodeNode(e jetstream.KeyValueEntry) (wire.Node, bool) {
 	}
 	// A report is judged fresh by its At, the node's clock. One from our future (the node's
 	// clock runs ahead) counts as made when it arrives: else a node that stopped reporting
-	// would stay fresh, and be routed to, for as long as its clock is ahead.
+	// would stay fresh, and be routed to, for as long as its clock is ahead. A snapshot's
+	// reports arrived before this view read them (a restarted view, a re-watch after a
+	// reconnect or a scope change): when the NATS server stored them, else each re-watch
+	// would make a crashed node's last report fresh again.
 	if now := v.cfg.Clock(); n.Load.At.After(now) {
 		n.Load.At = now
+		if c := e.Created(); replay && !c.IsZero() && c.Before(now) {
+			n.Load.At = c
+		}
 	}
 	return n, true
 }
@@ -351,7 +357,7 @@ type nodeHandler struct {
 func (h nodeHandler) Snapshot(entries []jetstream.KeyValueEntry) {
 	nodes := make(map[string]wire.Node, len(entries))
 	for _, e := range entries {
-		if n, ok := h.v.decodeNode(e); ok {
+		if n, ok := h.v.decodeNode(e, true); ok {
 			nodes[e.Key()] = n
 		}
 	}
@@ -374,7 +380,7 @@ func (h nodeHandler) Update(e jetstream.KeyValueEntry) {
 	members := true
 	h.v.mu.Lock()
 	if e.Operation() == jetstream.KeyValuePut {
-		n, ok := h.v.decodeNode(e)
+		n, ok := h.v.decodeNode(e, false)
 		if !ok {
 			h.v.mu.Unlock()
 			return
