@@ -865,3 +865,51 @@ func TestLoneOverloadedPoPKeepsCache(t *testing.T) {
 		t.Errorf("%v rebuilds dropped the cache while only lhr's load moved, want at most 1 (the first overload)", got)
 	}
 }
+
+// TestLoadMovesServedAnswers: a load change that moves clients changes the answers served,
+// cached ones included: a PoP crossing the high watermark sheds its clients to the next
+// nearest, and while every usable PoP sheds, whom all of them shed follows the less loaded.
+func TestLoadMovesServedAnswers(t *testing.T) {
+	ts := startServer(t, nil)
+	f := ts.StaticFleet()
+	for _, p := range f.PoPs() {
+		if p.ID != "lhr" && p.ID != "fra" {
+			setPoP(f, p.ID, func(n *wire.Node) { n.Load.Healthy = false })
+		}
+	}
+	load := func(pop string, u float64) {
+		setPoP(f, pop, func(n *wire.Node) { n.Load.RequestsPerSec = u * n.Capacity })
+	}
+	tests := []struct {
+		name           string
+		lhr, fra       float64
+		lhrMin, lhrMax float64 // London's share at lhr
+	}{
+		{"both below the low watermark", 0.3, 0.3, 0.99, 1},
+		{"lhr over the high watermark", 1.5, 0.3, 0, 0.2},
+		{"both shed; fra the less loaded", 1.5, 1.2, 0, 0.2},
+		{"both shed; lhr now the less loaded", 1.1, 1.2, 0.8, 1},
+		{"both shed; fra the less loaded again", 1.3, 1.2, 0, 0.2},
+	}
+	const n = 100
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			load("lhr", tt.lhr)
+			load("fra", tt.fra)
+			// Twice: the first pass may be served from the cache of the step before, the
+			// second from this step's.
+			for pass := range 2 {
+				at := 0
+				for i := range n {
+					r := ts.ask(t, "www.cdn.example.", dns.TypeA, qopt{ecs: cityPrefix(t, "London", byte(i))})
+					if ts.popOf(t, r) == "lhr" {
+						at++
+					}
+				}
+				if share := float64(at) / n; share < tt.lhrMin || share > tt.lhrMax {
+					t.Errorf("pass %d: %.2f of London at lhr, want %.2f to %.2f", pass, share, tt.lhrMin, tt.lhrMax)
+				}
+			}
+		})
+	}
+}
