@@ -153,3 +153,49 @@ func TestExplainLiveFollowsBucketPolicy(t *testing.T) {
 		}
 	}
 }
+
+// TestExplainLiveWithoutBucketPolicy: with no routing policy in the config bucket (never set,
+// or deleted) explain does not wait out its timeout for one: the file's policy is the
+// server's at once.
+func TestExplainLiveWithoutBucketPolicy(t *testing.T) {
+	tests := []struct {
+		name   string
+		delete bool
+	}{
+		{"never set", false},
+		{"deleted", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fx := startLive(t, nil)
+			_, js := fx.ns.Connect(t)
+			ctx := context.Background()
+			if tt.delete {
+				if err := fleet.PutRouting(ctx, js, "", wire.RoutingPolicy{Policy: "weighted", Weights: map[string]float64{"fra": 1}}); err != nil {
+					t.Fatal(err)
+				}
+				kv, err := js.KeyValue(ctx, wire.Bucket("", wire.ConfigBucket))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := kv.Delete(ctx, wire.RoutingKey); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cfg := testConfig(t)
+			cfg.NATS, cfg.PoPs = fx.ns.URL(), nil
+			cfg.Creds = fx.ns.CredsFile(t, natsauth.DNS("ns1"))
+			start := time.Now()
+			ex, err := ExplainLive(ctx, cfg, cityPrefix(t, "London", 3).Addr(), "www", dns.TypeA, 10*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if took := time.Since(start); took > 5*time.Second {
+				t.Errorf("explain took %v: it waited for a policy the bucket does not hold", took)
+			}
+			if ex.Policy != "nearest" {
+				t.Errorf("policy %s, want the file's nearest", ex.Policy)
+			}
+		})
+	}
+}
