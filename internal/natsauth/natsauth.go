@@ -24,7 +24,8 @@ const (
 	// RoleEdge is one edge node: it writes its own registry key and its own purge acks, reads
 	// the fleet, config and peer key buckets and consumes the purge stream.
 	RoleEdge Role = "edge"
-	// RoleDNS is a DNS server: it reads the fleet and config buckets, nothing else.
+	// RoleDNS is a DNS server: it watches the fleet and latency buckets and the routing policy
+	// and drains of the config bucket, nothing else.
 	RoleDNS Role = "dns"
 	// RoleLeaf is the leaf link of one PoP's NATS server to the cluster: at most what the PoP's
 	// edges may do together.
