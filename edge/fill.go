@@ -417,7 +417,7 @@ func (f *filler) fetchNode(req *request, p Peer, h hops, stale *store.Object, ca
 	up.Header = n.upstreamHeader(req, sharedFill, 7)
 	setValidators(up.Header, stale, false)
 	up.Header.Set(hopHeader, h.String())
-	up.Header.Set(purgeSeqHeader, strconv.FormatUint(max(n.purgeSeq.Load(), req.needSeq), 10))
+	up.Header.Set(purgeSeqHeader, strconv.FormatUint(n.fillPurgeSeq(req), 10))
 	if cacheControl != "" {
 		up.Header.Set("Cache-Control", cacheControl)
 	}

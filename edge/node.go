@@ -75,9 +75,16 @@ type Node struct {
 
 	// purgeSeq is the stream sequence of the last purge applied; purgeWake, made by the first
 	// fill that waits for a sequence, is closed when it advances (see purgeorder.go).
-	purgeSeq  atomic.Uint64
-	purgeMu   sync.Mutex // protects purgeWake
-	purgeWake chan struct{}
+	purgeSeq atomic.Uint64
+	// purgeSeqAsked is at least purgeSeq, and raised to a purge's sequence before its records go
+	// into the store: what fills ask fleet nodes for (purgeorder.go).
+	purgeSeqAsked atomic.Uint64
+	purgeMu       sync.Mutex // protects purgeWake
+	purgeWake     chan struct{}
+	// appliedHook, if set before any purge is applied, is called by ApplyPurge once the purge's
+	// records are in the store, before purgeSeq says so (tests).
+	appliedHook func()
+
 	openConns atomic.Int64
 	sat       saturation // in-flight requests, for the load report's saturation (saturation.go)
 	rum       rum        // beacon reports from clients and the node's own RTT samples (beacon.go, rtt.go)

@@ -20,6 +20,10 @@ func (n *Node) ApplyPurge(_ context.Context, m purge.Message) (hits int, err err
 	if hs := (*n.hosts.Load())[host]; hs != nil {
 		opts = hs.keyOpts
 	}
+	// A fill that begins once the first record below is in stores its copy as fetched after
+	// this purge: it must ask fleet nodes for a copy with the purge applied, though purgeSeq
+	// says so only once every record is in.
+	n.askPurgeSeq(m.Seq)
 	switch m.Kind {
 	case purge.KindURL:
 		for _, v := range m.Values {
@@ -48,6 +52,9 @@ func (n *Node) ApplyPurge(_ context.Context, m purge.Message) (hits int, err err
 		return 0, fmt.Errorf("apply purge %s: unknown kind %q", m.ID, m.Kind)
 	}
 	n.metrics.purged(m.Kind)
+	if n.appliedHook != nil {
+		n.appliedHook()
+	}
 	n.advancePurgeSeq(m.Seq)
 	return hits, nil
 }
@@ -77,5 +84,6 @@ func (n *Node) purgeGap(last, next uint64) {
 	n.MarkAllStale()
 	n.purgeMu.Lock()
 	n.purgeSeq.Store(max(next, 1) - 1)
+	n.purgeSeqAsked.Store(max(next, 1) - 1)
 	n.purgeMu.Unlock()
 }

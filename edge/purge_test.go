@@ -321,3 +321,46 @@ func TestPurgeCounterByKind(t *testing.T) {
 		}
 	}
 }
+
+// TestFillDuringApplyAsksPeerForPurge: a fill that begins while a purge is being applied, after
+// its records are in the store, stores its copy as fetched after the purge, so the peer it
+// fills from must have applied that purge too: the fill asks for its sequence. Here the owner
+// peer never hears of the purge and holds the old copy. Found by a bug-hunt helper: the fill
+// asked for the sequence applied before the purge, the owner handed over its old copy, and
+// the asker served it as a fresh hit after acknowledging the purge.
+func TestFillDuringApplyAsksPeerForPurge(t *testing.T) {
+	f := newFleet(t, []int{2}, noShield, nil)
+	asker, owner := f.nodes[0], f.nodes[1]
+	var path string
+	for i := 0; path == ""; i++ {
+		if p := obj(fmt.Sprintf("/during%d", i), "cc", "max-age=600"); rendezvous(asker.tiers.Load().peers, asker.key(p))[0].ID == owner.cfg.Node {
+			path = p
+		}
+	}
+	wantCacheStatus(t, do(t, f.client, http.MethodGet, owner.Addr(), testHost, path), "fwd=miss")
+	f.origin.Bump(strings.SplitN(path, "?", 2)[0])
+	f.clock.Advance(time.Second)
+
+	held, release := make(chan struct{}), make(chan struct{})
+	asker.appliedHook = func() {
+		f.clock.Advance(time.Second) // the fill below begins after the purge's records
+		close(held)
+		<-release
+	}
+	applied := make(chan error, 1)
+	go func() {
+		_, err := asker.ApplyPurge(context.Background(), purge.Message{ID: "p1", Seq: 1, Host: testHost, Kind: purge.KindURL, Values: []string{path}})
+		applied <- err
+	}()
+	<-held
+	during := do(t, f.client, http.MethodGet, asker.Addr(), testHost, path) // before the ack: either version will do
+	close(release)
+	if err := <-applied; err != nil {
+		t.Fatal(err)
+	}
+	// Acknowledged from here on.
+	if r := do(t, f.client, http.MethodGet, asker.Addr(), testHost, path); !strings.Contains(r.body, "@v2:") {
+		t.Errorf("after the purge was applied the asker served %.12q (Cache-Status %q; the fill during the purge got %.12q via %q): the owner's old copy",
+			r.body, r.header.Get("Cache-Status"), during.body, during.header.Get("Cache-Status"))
+	}
+}

@@ -30,11 +30,36 @@ func (n *Node) advancePurgeSeq(seq uint64) {
 	if seq <= n.purgeSeq.Load() {
 		return
 	}
+	n.askPurgeSeqLocked(seq)
 	n.purgeSeq.Store(seq)
 	if n.purgeWake != nil {
 		close(n.purgeWake)
 		n.purgeWake = nil
 	}
+}
+
+// askPurgeSeq raises the purge sequence fills ask fleet nodes for to seq (fillPurgeSeq). A fill
+// stores its copy as fetched when it began: if that was after a purge's first record went into
+// the store, the copy must not be an older one that a node without the purge hands over
+// (found by a bug-hunt helper: asking for purgeSeq, raised only once every record was in, let
+// a fill begun in between bring the purged copy back, fresh, from a lagging owner peer).
+func (n *Node) askPurgeSeq(seq uint64) {
+	n.purgeMu.Lock()
+	n.askPurgeSeqLocked(seq)
+	n.purgeMu.Unlock()
+}
+
+func (n *Node) askPurgeSeqLocked(seq uint64) {
+	if seq > n.purgeSeqAsked.Load() {
+		n.purgeSeqAsked.Store(seq)
+	}
+}
+
+// fillPurgeSeq is the purge sequence a fill for req asks another fleet node for: every purge
+// whose records may be in the store (read after the fill's start, so any purge recorded before
+// that start is included) and whatever the fill's own asker needs.
+func (n *Node) fillPurgeSeq(req *request) uint64 {
+	return max(n.purgeSeqAsked.Load(), req.needSeq)
 }
 
 // caughtUp reports whether the node has applied every purge up to seq, waiting at most
