@@ -168,15 +168,18 @@ func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
 			}
 			if i == 0 {
 				// The subscription starts after the purges already in the stream, which this
-				// node's copies (none yet) need not apply; but a peer's copy of the same key
-				// must have them applied before it is handed over: fills ask peers for
+				// node's copies need not apply if it has none; but a peer's copy of the same
+				// key must have them applied before it is handed over: fills ask peers for
 				// nothing older than this sequence (purgeorder.go), not for sequence 0.
 				n.advancePurgeSeq(sub.LastApplied())
+				// The node serves from the start, so it may have copies: whatever it stored
+				// so far (its fill began before the line above) may be purged by one of them
+				// and must be revalidated before it is served again. Until then the node
+				// counts as lagging (purgeLagging), however soon the subscriber confirms.
+				n.store.MarkAllStale()
+				n.purgeBase.Store(true)
 			}
 		}
-		// Purges published before the subscription started were never seen: whatever was
-		// stored meanwhile must be revalidated before it is served again.
-		n.store.MarkAllStale()
 		close(n.fleetReady)
 		reg.Beat() // tell DNS and peers now, not at the next tick
 		return nil

@@ -72,6 +72,9 @@ type Node struct {
 	// purgeSub is the fleet's purge subscriber, set before serving starts when the node joins
 	// a fleet; its CaughtUpAt bounds how stale the cache may be (purgeorder.go).
 	purgeSub atomic.Pointer[purge.Subscriber]
+	// purgeBase is set once what the node stored before its purge subscription started is
+	// marked stale (joinFleet): the purges already in the stream then were never applied here.
+	purgeBase atomic.Bool
 
 	// purgeSeq is the stream sequence of the last purge applied; purgeWake, made by the first
 	// fill that waits for a sequence, is closed when it advances (see purgeorder.go).

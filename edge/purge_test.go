@@ -364,3 +364,40 @@ func TestFillDuringApplyAsksPeerForPurge(t *testing.T) {
 			r.body, r.header.Get("Cache-Status"), during.body, during.header.Get("Cache-Status"))
 	}
 }
+
+// TestStoredBeforeSubscribedIsRevalidated: a node serves its configured hosts before it has
+// joined the fleet (a restart hands it the listening port at once), but it takes the purges
+// already in the stream when its subscription starts as applied. What it stored before then may
+// have been purged since: once the subscriber confirms it is caught up, that copy must not be a
+// fresh hit, even while the node still waits for the rest of the fleet's state (here the
+// config bucket, held back). Found by a bug-hunt helper: the copies were marked stale only once
+// everything was ready, so between the confirmation (purge.max_lag no longer applies) and
+// then, the purged copy was served as a fresh hit.
+func TestStoredBeforeSubscribedIsRevalidated(t *testing.T) {
+	url, js, nc := startNATS(t)
+	if err := js.DeleteKeyValue(context.Background(), wire.Bucket("", wire.ConfigBucket)); err != nil {
+		t.Fatal(err)
+	}
+	cut := natsCutter(t, "127.0.0.50", url)
+	cut.Cut()
+	s, nodes := fleetEdges(t, []string{cut.URL()}, true)
+	n := nodes[0]
+	path := obj("/early", "cc", "max-age=600")
+	if r := do(t, s.client, http.MethodGet, n.Addr(), testHost, path); !strings.Contains(r.body, "@v1:") {
+		t.Fatalf("first GET: %d %.12q", r.status, r.body)
+	}
+	s.origin.Bump("/early")
+	m := purge.Message{ID: purge.NewID(), Host: testHost, Kind: purge.KindURL, Values: []string{path}, IssuedAt: time.Now()}
+	if _, err := purge.Publish(context.Background(), js, "", m); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	cut.Restore()
+	wait.For(t, 10*time.Second, "the subscriber to confirm it is caught up", func() bool { return !n.purgeLagging() })
+	if r := do(t, s.client, http.MethodGet, n.Addr(), testHost, path); !strings.Contains(r.body, "@v2:") {
+		t.Errorf("after the subscriber confirmed, the copy stored before it subscribed was served: %.12q (Cache-Status %q)",
+			r.body, r.header.Get("Cache-Status"))
+	}
+}

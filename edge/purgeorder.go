@@ -101,7 +101,8 @@ func requiredPurgeSeq(r *http.Request) uint64 {
 
 // purgeLagging reports whether the node, joined to a fleet, has gone longer than purge.max_lag
 // without confirming that it applied every purge published (purge rule 5): cut off from NATS,
-// or not caught up yet after joining or rejoining. Anything in its cache may then have been
+// or not caught up yet after joining or rejoining, or it has not yet marked stale what it
+// stored before its subscription started (joinFleet). Anything in its cache may then have been
 // purged meanwhile. A standalone node never lags.
 func (n *Node) purgeLagging() bool {
 	sub := n.purgeSub.Load()
@@ -109,7 +110,7 @@ func (n *Node) purgeLagging() bool {
 		return false
 	}
 	at := sub.CaughtUpAt()
-	return at.IsZero() || n.clock().Sub(at) > n.cfg.Purge.MaxLag
+	return !n.purgeBase.Load() || at.IsZero() || n.clock().Sub(at) > n.cfg.Purge.MaxLag
 }
 
 // revalidateWhileLagging returns obj, or, while purgeLagging, a copy that lookup must revalidate
