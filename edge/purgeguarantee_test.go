@@ -19,15 +19,16 @@ import (
 // scriptedOrigin is an origin whose answers a test changes as it goes: the body's version,
 // the ETag, an error status, extra fields, and a request held until released.
 type scriptedOrigin struct {
-	clock   *fakeClock
-	version atomic.Int64
-	etag    atomic.Value // string; "" for none
-	status  atomic.Int64 // 0: 200, or 304 to a matching If-None-Match
-	cc      string
-	extra   http.Header // set before the first request
-	mu      sync.Mutex
-	hold    chan struct{} // when set, the next request signals held and waits for it to close
-	held    chan struct{}
+	clock    *fakeClock
+	version  atomic.Int64
+	etag     atomic.Value // string; "" for none
+	status   atomic.Int64 // 0: 200, or 304 to a matching If-None-Match
+	cc       string
+	extra    http.Header // set before the first request
+	extra304 http.Header // if set (before the first request), a 304's fields in extra's place
+	mu       sync.Mutex
+	hold     chan struct{} // when set, the next request signals held and waits for it to close
+	held     chan struct{}
 }
 
 func (o *scriptedOrigin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -41,20 +42,29 @@ func (o *scriptedOrigin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Date", o.clock.Now().UTC().Format(http.TimeFormat))
 	w.Header().Set("Cache-Control", o.cc)
-	for k, vs := range o.extra {
+	etag, _ := o.etag.Load().(string)
+	status := int(o.status.Load())
+	if status == 0 && etag != "" && r.Header.Get("If-None-Match") == etag {
+		status = http.StatusNotModified
+	}
+	extra := o.extra
+	if status == http.StatusNotModified && o.extra304 != nil {
+		extra = o.extra304
+	}
+	for k, vs := range extra {
 		w.Header()[k] = vs
 	}
-	etag, _ := o.etag.Load().(string)
 	if etag != "" {
 		w.Header().Set("ETag", etag)
 	}
-	if s := o.status.Load(); s != 0 {
-		w.WriteHeader(int(s))
-		fmt.Fprintf(w, "error %d", s)
+	switch status {
+	case 0:
+	case http.StatusNotModified:
+		w.WriteHeader(status)
 		return
-	}
-	if etag != "" && r.Header.Get("If-None-Match") == etag {
-		w.WriteHeader(http.StatusNotModified)
+	default:
+		w.WriteHeader(status)
+		fmt.Fprintf(w, "error %d", status)
 		return
 	}
 	fmt.Fprintf(w, "%s v%d", r.URL.RequestURI(), o.version.Load())
@@ -73,8 +83,15 @@ func (o *scriptedOrigin) holdNext() (release func()) {
 // edge in front of it (prep as for startEdgeWith), both on one fake clock.
 func newScripted(t *testing.T, cc string, extra http.Header, prep func(*Node)) (*scriptedOrigin, *Node, *http.Client) {
 	t.Helper()
+	return newScriptedWith(t, cc, extra, nil, prep)
+}
+
+// newScriptedWith is newScripted whose origin's 304s carry the fields extra304 (if not nil)
+// in place of extra.
+func newScriptedWith(t *testing.T, cc string, extra, extra304 http.Header, prep func(*Node)) (*scriptedOrigin, *Node, *http.Client) {
+	t.Helper()
 	clock := newFakeClock()
-	o := &scriptedOrigin{clock: clock, cc: cc, extra: extra, held: make(chan struct{}, 1)}
+	o := &scriptedOrigin{clock: clock, cc: cc, extra: extra, extra304: extra304, held: make(chan struct{}, 1)}
 	o.version.Store(1)
 	addr := startHTTP(t, "127.0.0.10", o)
 	n, _ := startEdgeWith(t, listen(t, "127.0.0.11"), Config{PoP: "tst", Node: "e1", Clock: clock.Now,
@@ -245,13 +262,25 @@ func TestPurgeByKeyWhenFieldNotStored(t *testing.T) {
 	for _, tc := range []struct {
 		name, cc, field string
 		revalidate      bool
+		// other is a field that declares another key on the 200 and the 304 alike; the 304
+		// does not repeat field.
+		other string
 	}{
-		{"no-cache names Surrogate-Key", `max-age=600, no-cache="Surrogate-Key"`, "Surrogate-Key", false},
-		{"private names Cache-Tag", `max-age=600, private="cache-tag"`, "Cache-Tag", false},
-		{"after a 304", `max-age=10, no-cache="Surrogate-Key"`, "Surrogate-Key", true},
+		{"no-cache names Surrogate-Key", `max-age=600, no-cache="Surrogate-Key"`, "Surrogate-Key", false, ""},
+		{"private names Cache-Tag", `max-age=600, private="cache-tag"`, "Cache-Tag", false, ""},
+		{"after a 304", `max-age=10, no-cache="Surrogate-Key"`, "Surrogate-Key", true, ""},
+		// Found by a bug-hunt helper: the 304's Cache-Tag made the copy's keys those of the
+		// refreshed header, which has no Surrogate-Key field (it was not stored): k1 was lost.
+		{"after a 304 declaring other keys", `max-age=10, no-cache="Surrogate-Key"`, "Surrogate-Key", true, "Cache-Tag"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			o, n, c := newScripted(t, tc.cc, http.Header{tc.field: {"k1"}}, nil)
+			extra := http.Header{tc.field: {"k1"}}
+			var extra304 http.Header
+			if tc.other != "" {
+				extra.Set(tc.other, "t1")
+				extra304 = http.Header{tc.other: {"t1"}}
+			}
+			o, n, c := newScriptedWith(t, tc.cc, extra, extra304, nil)
 			o.etag.Store(`"e1"`)
 			if r := do(t, c, http.MethodGet, n.Addr(), testHost, "/x"); r.body != "/x v1" {
 				t.Fatalf("first GET: %q", r.body)
