@@ -2,6 +2,7 @@ package fetch
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -383,7 +384,8 @@ type h1Conn struct {
 	probe  *rawconn.Prober // nc's socket, for take's peek; nil with raw I/O (WriteRead checks) or none to peek at
 	cr     limitReader
 	br     *bufio.Reader
-	cw     sendWriter // what bw flushes to
+	aside  *bufio.Reader // what the answer is read through after a head too long for br, or nil
+	cw     sendWriter    // what bw flushes to
 	bw     *bufio.Writer
 	abort  func() // unblocks the connection's reads and writes: run when the context ends
 	reused bool   // it served an exchange before
@@ -556,9 +558,21 @@ func (c *h1Conn) exchange(ctx context.Context, deadline time.Time, req *http.Req
 	// no 1xx extends: a 1xx flood ends at the response header timeout if not at max1xx.
 	resp, length, fast := readHead(c.br, req)
 	split := false // the final head has both Transfer-Encoding and Content-Length
+	// A head longer than c.br's buffer is read aside, for framingFields to see it whole, and
+	// what follows it read through hr (c.aside, which release also looks in). After a second
+	// such head, what the first one's reader holds is seen by neither: c is not reused.
+	hr, nested := c.br, false
+	c.aside = nil
 	for n1xx := 0; !fast; {
-		te, cl := framingFields(c.br)
-		if resp, err = http.ReadResponse(c.br, req); err != nil {
+		te, cl, long := framingFields(hr)
+		if long {
+			head := readLongHead(hr)
+			te, cl = scanFraming(head)
+			nested = hr != c.br
+			hr = bufio.NewReader(io.MultiReader(bytes.NewReader(head), hr))
+			c.aside = hr
+		}
+		if resp, err = http.ReadResponse(hr, req); err != nil {
 			return nil, fail("read response header from", err, false)
 		}
 		if te && !resp.ProtoAtLeast(1, 1) {
@@ -589,7 +603,7 @@ func (c *h1Conn) exchange(ctx context.Context, deadline time.Time, req *http.Req
 	}
 	// An answer framed two ways is read by its chunks (RFC 9112 §6.3), but what its upstream
 	// meant by the other could be read as the next request's answer: its connection is closed.
-	keep := !resp.Close && !split && !req.Close && !httpguts.HeaderValuesContainsToken(req.Header["Connection"], "close")
+	keep := !resp.Close && !split && !nested && !req.Close && !httpguts.HeaderValuesContainsToken(req.Header["Connection"], "close")
 	if resp.Body == http.NoBody {
 		c.release(stop, keep)
 		return resp, nil
@@ -608,7 +622,8 @@ func (c *h1Conn) exchange(ctx context.Context, deadline time.Time, req *http.Req
 func (c *h1Conn) release(stop func() bool, keep bool) {
 	// stop fails once the context ended: its abort ran, or is about to run, on c. Bytes
 	// already buffered past the answer are not the next request's answer: c is not kept.
-	if stop() && keep && !c.cr.sawEOF && c.br.Buffered() == 0 {
+	if stop() && keep && !c.cr.sawEOF && c.br.Buffered() == 0 && (c.aside == nil || c.aside.Buffered() == 0) {
+		c.aside = nil
 		c.pool.put(c)
 		return
 	}

@@ -177,19 +177,42 @@ var errCodedHTTP10 = errors.New("HTTP/1.0 answer with Transfer-Encoding (faulty 
 // cases that matter: it drops Transfer-Encoding from an HTTP/1.0 answer and frames the body
 // by Content-Length or the connection's end (golang.org/issue/12785), so chunk sizes and all
 // were read as the body, and stored; and it drops Content-Length beside Transfer-Encoding.
-// A head larger than br's buffer is not looked at, nor one cut short, whose error
-// http.ReadResponse reports. Only heads readHead leaves to http.ReadResponse come here.
-func framingFields(br *bufio.Reader) (te, cl bool) {
+// long is a head larger than br's buffer, which is not looked at (readLongHead reads it); one
+// cut short is not either: http.ReadResponse reports its error. Only heads readHead leaves to
+// http.ReadResponse come here.
+func framingFields(br *bufio.Reader) (te, cl, long bool) {
 	for {
 		buf, _ := br.Peek(br.Buffered())
 		if end := headEnd(buf); end >= 0 {
-			return scanFraming(buf[:end])
+			te, cl = scanFraming(buf[:end])
+			return te, cl, false
 		}
 		if len(buf) == br.Size() {
-			return false, false
+			return false, false, true
 		}
 		if _, err := br.Peek(len(buf) + 1); err != nil {
-			return false, false
+			return false, false, false
+		}
+	}
+}
+
+// readLongHead reads a head longer than br's buffer, through its blank line (as headEnd finds
+// it), or as much as came before an error (the connection's end, MaxHeadBytes), which
+// http.ReadResponse reports when it reads the head from what is returned.
+func readLongHead(br *bufio.Reader) []byte {
+	var head []byte
+	first, start := true, true // in the status line; at the start of a line
+	for {
+		line, err := br.ReadSlice('\n')
+		if start && !first && (string(line) == "\n" || string(line) == "\r\n") {
+			return append(head, line...)
+		}
+		head = append(head, line...)
+		if err != nil && err != bufio.ErrBufferFull {
+			return head
+		}
+		if start = err == nil; start {
+			first = false
 		}
 	}
 }

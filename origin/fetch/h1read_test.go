@@ -292,30 +292,49 @@ func TestH1HTTP10TransferEncoding(t *testing.T) {
 }
 
 // TestFramingFields: framingFields finds the Transfer-Encoding and Content-Length fields of a
-// head however it comes, a byte per read here, and leaves every byte for http.ReadResponse.
+// head however it comes, a byte per read here, and leaves every byte for http.ReadResponse; a
+// head larger than the buffer it says is long, and readLongHead reads it through its blank line
+// (and no further), for scanFraming to find them there.
 func TestFramingFields(t *testing.T) {
+	long := "HTTP/1.0 200 OK\r\nX-Long: " + strings.Repeat("a", 128) + "\r\n"
 	for _, tt := range []struct {
-		head   string
-		te, cl bool
+		head, body   string
+		te, cl, long bool
 	}{
-		{"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nbody", true, false},
-		{"HTTP/1.0 200 OK\r\nX-A: 1\r\ntransfer-encoding:chunked\r\ncontent-length: 5\r\n\r\n", true, true},
-		{"HTTP/1.1 200 OK\nX-A: 1\nTRANSFER-ENCODING: x\n\n", true, false},
-		{"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nTransfer-Encoding: chunked\r\n\r\n", false, true}, // in the body
-		{"HTTP/1.0 200 OK\r\nX-A: 1\r\n\tTransfer-Encoding: chunked\r\n\r\n", false, false},             // obs-fold
-		{"HTTP/1.0 200 OK\r\nX-Transfer-Encoding: chunked\r\nContent-Length-X: 1\r\n\r\n", false, false},
-		{"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked", false, false}, // cut short: ReadResponse says so
-		{"HTTP/", false, false},
-		// A head larger than the buffer (h1ReadBuffer in use) is not looked at.
-		{"HTTP/1.0 200 OK\r\nX-Long: " + strings.Repeat("a", 128) + "\r\nTransfer-Encoding: chunked\r\n\r\n", false, false},
+		{"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", "body", true, false, false},
+		{"HTTP/1.0 200 OK\r\nX-A: 1\r\ntransfer-encoding:chunked\r\ncontent-length: 5\r\n\r\n", "", true, true, false},
+		{"HTTP/1.1 200 OK\nX-A: 1\nTRANSFER-ENCODING: x\n\n", "", true, false, false},
+		{"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", "Transfer-Encoding: chunked\r\n\r\n", false, true, false}, // in the body
+		{"HTTP/1.0 200 OK\r\nX-A: 1\r\n\tTransfer-Encoding: chunked\r\n\r\n", "", false, false, false},             // obs-fold
+		{"HTTP/1.0 200 OK\r\nX-Transfer-Encoding: chunked\r\nContent-Length-X: 1\r\n\r\n", "", false, false, false},
+		{"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked", "", false, false, false}, // cut short: ReadResponse says so
+		{"HTTP/", "", false, false, false},
+		// Heads larger than the buffer (h1ReadBuffer in use), the field before or after the
+		// buffer's worth, in a line longer than the buffer, or cut short.
+		{long + "Transfer-Encoding: chunked\r\n\r\n", "5\r\nhello\r\n", true, false, true},
+		{"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n" + long[17:] + "transfer-encoding: chunked\n\n", "\r\n\r\n", true, true, true},
+		{"HTTP/1.0 200 OK\r\nX-A: " + strings.Repeat("a", 300) + "\r\nTransfer-Encoding: x\r\n\r\n", "", true, false, true},
+		{long + "X-B: 1\r\n\tTransfer-Encoding: x\r\n\r\n", "", false, false, true},
+		{long + "Transfer-Encoding: chunked\r\n", "", true, false, true},
 	} {
-		br := bufio.NewReaderSize(iotest.OneByteReader(strings.NewReader(tt.head)), 128)
+		in := tt.head + tt.body
+		br := bufio.NewReaderSize(iotest.OneByteReader(strings.NewReader(in)), 128)
 		br.Peek(1) // as exchange does
-		if te, cl := framingFields(br); te != tt.te || cl != tt.cl {
-			t.Errorf("framingFields(%q) = %v, %v; want %v, %v", tt.head, te, cl, tt.te, tt.cl)
+		te, cl, long := framingFields(br)
+		if long {
+			head := readLongHead(br)
+			if string(head) != tt.head {
+				t.Errorf("readLongHead(%q) = %q", in, head)
+			}
+			te, cl = scanFraming(head)
+			if rest, _ := io.ReadAll(br); string(rest) != tt.body {
+				t.Errorf("readLongHead(%q) left %q", in, rest)
+			}
+		} else if rest, _ := io.ReadAll(br); string(rest) != in {
+			t.Errorf("framingFields(%q) left %q", in, rest)
 		}
-		if rest, _ := io.ReadAll(br); string(rest) != tt.head {
-			t.Errorf("framingFields(%q) left %q", tt.head, rest)
+		if te != tt.te || cl != tt.cl || long != tt.long {
+			t.Errorf("framingFields(%q) = %v, %v, %v; want %v, %v, %v", in, te, cl, long, tt.te, tt.cl, tt.long)
 		}
 	}
 }
@@ -348,6 +367,59 @@ func TestH1TransferEncodingWithLengthNotReused(t *testing.T) {
 			for i := range 2 {
 				if _, body, err := roundTrip(t, tr, context.Background(), http.MethodGet, "http://"+srv.addr+"/", nil); err != nil || string(body) != "hello" {
 					t.Fatalf("GET #%d: %q, %v; want hello", i, body, err)
+				}
+			}
+			if n := srv.accepted.Load(); n != tt.conns {
+				t.Errorf("2 GETs used %d connections, want %d", n, tt.conns)
+			}
+		})
+	}
+}
+
+// TestH1LongHeadFraming: a head longer than the connection's read buffer (32 KiB, under the
+// 64 KiB MaxHeadBytes) is looked at as a shorter one is: an HTTP/1.0 answer with
+// Transfer-Encoding is an error wherever the field comes, and an answer with both framings is
+// read by its chunks but leaves its connection unused. The peek saw only the buffer's worth of
+// such a head, so the chunk sizes were read as the body and a split answer's connection kept.
+// A long head read aside still leaves its connection to the next request.
+func TestH1LongHeadFraming(t *testing.T) {
+	pad := "X-Pad: " + strings.Repeat("p", 40<<10) + "\r\n"
+	const chunked = "5\r\nhello\r\n0\r\n\r\n"
+	for _, tt := range []struct {
+		name, answer string
+		body         string // "" for an error
+		conns        int64  // for two requests
+	}{
+		{"HTTP/1.0, field first", "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n" + pad + "\r\n" + chunked, "", 2},
+		{"HTTP/1.0, field last", "HTTP/1.0 200 OK\r\n" + pad + "Transfer-Encoding: chunked\r\n\r\n" + chunked, "", 2},
+		{"HTTP/1.0, after a long 1xx", "HTTP/1.1 103 Early Hints\r\n" + pad + "\r\nHTTP/1.0 200 OK\r\n" + pad[:100] + "\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked, "", 2},
+		{"both framings", "HTTP/1.1 200 OK\r\n" + pad + "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked, "hello", 2},
+		{"HTTP/1.0 by its end", "HTTP/1.0 200 OK\r\n" + pad + "\r\nhello", "hello", 2},
+		{"chunked", "HTTP/1.1 200 OK\r\n" + pad + "Transfer-Encoding: chunked\r\n\r\n" + chunked, "hello", 1},
+		// Two heads too long for their readers: the second reader's cannot tell what the
+		// first one's holds past the answer.
+		{"chunked after a long 1xx", "HTTP/1.1 103 Early Hints\r\n" + pad + "\r\nHTTP/1.1 200 OK\r\n" + pad[:5000] + "\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked, "hello", 2},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := startRaw(t, "127.0.0.162", func(_ int64, c net.Conn, br *bufio.Reader) {
+				for {
+					if _, ok := readRequest(br); !ok {
+						return
+					}
+					// An HTTP/1.0 answer's connection ends with it.
+					if _, err := io.WriteString(c, tt.answer); err != nil || strings.Contains(tt.answer, "HTTP/1.0") {
+						return
+					}
+				}
+			})
+			tr := newH1(t, Config{})
+			for i := range 2 {
+				_, body, err := roundTrip(t, tr, context.Background(), http.MethodGet, "http://"+srv.addr+"/", nil)
+				switch {
+				case tt.body == "" && err == nil:
+					t.Fatalf("GET #%d: body of %d bytes, no error; want an error (faulty framing)", i, len(body))
+				case tt.body != "" && (err != nil || string(body) != tt.body):
+					t.Fatalf("GET #%d: %.20q, %v; want %q", i, body, err, tt.body)
 				}
 			}
 			if n := srv.accepted.Load(); n != tt.conns {
