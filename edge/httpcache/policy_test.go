@@ -75,6 +75,8 @@ func TestResponsePolicy(t *testing.T) {
 			stored(Policy{NoCache: true, Target: cc})},
 		{"invalid then valid max-age", "GET", nil, 200, hdr("Cache-Control", "max-age=x, max-age=60", "Date", date, "Last-Modified", httpDate(now.Add(-100*time.Hour))),
 			stored(Policy{Lifetime: time.Minute, Target: cc})},
+		{"invalid CDN-Cache-Control max-age, no heuristic", "GET", nil, 200, hdr("CDN-Cache-Control", "max-age=60.5", "Date", date, "Last-Modified", httpDate(now.Add(-100*time.Hour))),
+			Policy{Reason: "no freshness", Target: "CDN-Cache-Control"}},
 		{"invalid max-age leaves Expires", "GET", nil, 200, hdr("Cache-Control", "max-age=soon", "Expires", httpDate(now.Add(time.Hour)), "Date", date),
 			stored(Policy{Lifetime: time.Hour, Target: cc})},
 		// What time.Parse accepts and the HTTP-date grammar does not (the http-tests cache-tests

@@ -26,7 +26,8 @@ const maxTargetedMembers = 32
 // ?1) is set and ?0 leaves it unset; delta-seconds directives take a non-negative Integer
 // (clamped at MaxDelta); no-cache and private take a String of field names for their qualified
 // forms. Other values are not consumed ("SHOULD NOT consume values that violate these inferred
-// constraints"), except by restrictive directives, which fail safe (see applyTargeted).
+// constraints"), except by restrictive directives, which fail safe (see applyTargeted); a
+// max-age or s-maxage not consumed sets InvalidMaxAge, as an invalid one in Cache-Control does.
 // Parameters are ignored. For a key given twice the last member wins, as for any Dictionary. At
 // most maxTargetedMembers distinct keys are read.
 func ParseTargetedCacheControl(values []string) (d Directives, ok bool) {
@@ -132,7 +133,15 @@ func (d *Directives) applyTargeted(name string, kind sfKind, val string) {
 		return
 	}
 	switch name {
-	case "max-age", "s-maxage", "stale-while-revalidate", "stale-if-error", "min-fresh":
+	case "max-age", "s-maxage":
+		if kind == sfInteger {
+			d.apply(name, val, true)
+		} else {
+			// Not consumed, but invalid freshness, as max-age="60" or 1.5 is in Cache-Control
+			// (and -1 here, which apply reads): no heuristic lifetime either.
+			d.InvalidMaxAge = true
+		}
+	case "stale-while-revalidate", "stale-if-error", "min-fresh":
 		if kind == sfInteger {
 			d.apply(name, val, true)
 		}

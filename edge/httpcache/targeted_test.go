@@ -34,11 +34,16 @@ func TestParseTargetedCacheControl(t *testing.T) {
 		{"semicolon makes a parameter", []string{"max-age=60; s-maxage=30"}, minute, true},
 
 		// Valid Dictionaries with values of the wrong type: not consumed, or failing safe.
-		{"string delta not consumed", []string{`max-age="60"`}, Directives{}, true},
-		{"decimal delta not consumed", []string{"max-age=60.5"}, Directives{}, true},
+		// A max-age or s-maxage not consumed is invalid freshness whatever its type, as in
+		// Cache-Control (InvalidMaxAge); other delta directives are just not consumed.
+		{"string delta not consumed", []string{`max-age="60"`}, Directives{InvalidMaxAge: true}, true},
+		{"decimal delta not consumed", []string{"max-age=60.5"}, Directives{InvalidMaxAge: true}, true},
 		{"negative delta not consumed", []string{"max-age=-1"}, Directives{InvalidMaxAge: true}, true},
-		{"token delta not consumed", []string{"max-age=sixty"}, Directives{}, true},
-		{"inner list delta not consumed", []string{"max-age=(60)"}, Directives{}, true},
+		{"token delta not consumed", []string{"max-age=sixty"}, Directives{InvalidMaxAge: true}, true},
+		{"inner list delta not consumed", []string{"max-age=(60)"}, Directives{InvalidMaxAge: true}, true},
+		{"unvalued s-maxage not consumed", []string{"s-maxage, public"}, Directives{Public: true, InvalidMaxAge: true}, true},
+		{"decimal stale-if-error not consumed", []string{"stale-if-error=1.5, min-fresh=x"}, Directives{}, true},
+		{"false max-age absent", []string{"max-age=?0"}, Directives{}, true},
 		{"public with a value not consumed", []string{"public=1"}, Directives{}, true},
 		{"no-store with a value fails safe", []string{"no-store=1"}, Directives{NoStore: true}, true},
 		{"private token fails safe", []string{"private=set-cookie"}, Directives{Private: true}, true},
