@@ -578,6 +578,12 @@ func (c *h1Conn) exchange(ctx context.Context, deadline time.Time, req *http.Req
 		if te && !resp.ProtoAtLeast(1, 1) {
 			return nil, fail("read response header from", errCodedHTTP10, false)
 		}
+		// A Transfer-Encoding net/http did not see: the body, read to the connection's end,
+		// would hold the chunk sizes. With a Content-Length it is framed by that, as a field
+		// of another name; its connection is not reused (split, below).
+		if te && resp.TransferEncoding == nil && resp.ContentLength < 0 {
+			return nil, fail("read response header from", errHiddenCoding, false)
+		}
 		split = te && cl
 		dropInvalidFields(resp.Header)
 		code := resp.StatusCode

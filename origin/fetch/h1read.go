@@ -171,6 +171,12 @@ func (b *lengthBody) Close() error { return nil }
 // §6.1), as a proxy answers a response framed faultily with 502 (§6.3).
 var errCodedHTTP10 = errors.New("HTTP/1.0 answer with Transfer-Encoding (faulty framing, RFC 9112 §6.1)")
 
+// errHiddenCoding is a Transfer-Encoding field that net/http did not read as one, having
+// whitespace before its colon (RFC 9112 §5.1), in an answer without a Content-Length: it read
+// the body to the connection's end, chunk sizes and all. nginx (since 1.21.1) refuses such a
+// field from an upstream.
+var errHiddenCoding = errors.New("a Transfer-Encoding field with whitespace before its colon (faulty framing, RFC 9112 §5.1)")
+
 // framingFields says whether the answer head at the front of br has a Transfer-Encoding field
 // and a Content-Length field, reading into br's buffer until the head is whole there (as
 // http.ReadResponse would read it next) and consuming nothing. http.ReadResponse hides both
@@ -234,7 +240,8 @@ func headEnd(b []byte) int {
 
 // scanFraming says whether a field line of head (past its status line) is named
 // Transfer-Encoding, and whether one is named Content-Length; a continuation line (obs-fold)
-// names no field.
+// names no field. Whitespace before the colon, which net/http keeps in the name (so that it
+// ignores such a Transfer-Encoding), does not hide it: RFC 9112 §5.1 has a proxy remove it.
 func scanFraming(head []byte) (te, cl bool) {
 	_, fields, _ := bytes.Cut(head, []byte("\n"))
 	for len(fields) > 0 {
@@ -244,6 +251,7 @@ func scanFraming(head []byte) (te, cl bool) {
 		if !ok || len(name) == 0 || name[0] == ' ' || name[0] == '\t' {
 			continue
 		}
+		name = bytes.TrimRight(name, " \t")
 		switch len(name) {
 		case len("Transfer-Encoding"):
 			te = te || h1fields.EqualFold(string(name), "Transfer-Encoding")

@@ -260,6 +260,11 @@ func TestH1HTTP10TransferEncoding(t *testing.T) {
 		"/http11":   "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + chunked,
 		"/http10":   "HTTP/1.0 200 OK\r\nX-Transfer-Encoding: chunked\r\n\r\nhello",
 		"/folded":   "HTTP/1.0 200 OK\r\nX-A: 1\r\n Transfer-Encoding: chunked\r\n\r\nhello",
+		// Whitespace before the colon (RFC 9112 §5.1: a proxy removes it) still names
+		// Transfer-Encoding, which net/http does not see: it read the chunks as the body, to
+		// the connection's end (with a Content-Length, that frames it: TestOriginFieldNameWithSpaceNotForwarded).
+		"/spaced":    "HTTP/1.1 200 OK\r\nTransfer-Encoding : chunked\r\nConnection: close\r\n\r\n" + chunked,
+		"/spaced-10": "HTTP/1.0 200 OK\r\nTransfer-Encoding\t\t: chunked\r\n\r\n" + chunked,
 	}
 	srv := startRaw(t, "127.0.0.160", func(_ int64, c net.Conn, br *bufio.Reader) {
 		req, ok := readRequest(br)
@@ -280,6 +285,8 @@ func TestH1HTTP10TransferEncoding(t *testing.T) {
 		{"/http11", "hello"},
 		{"/http10", "hello"},
 		{"/folded", "hello"},
+		{"/spaced", ""},
+		{"/spaced-10", ""},
 	} {
 		_, body, err := roundTrip(t, tr, context.Background(), http.MethodGet, "http://"+srv.addr+tt.path, nil)
 		switch {
@@ -307,6 +314,7 @@ func TestFramingFields(t *testing.T) {
 		{"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", "Transfer-Encoding: chunked\r\n\r\n", false, true, false}, // in the body
 		{"HTTP/1.0 200 OK\r\nX-A: 1\r\n\tTransfer-Encoding: chunked\r\n\r\n", "", false, false, false},             // obs-fold
 		{"HTTP/1.0 200 OK\r\nX-Transfer-Encoding: chunked\r\nContent-Length-X: 1\r\n\r\n", "", false, false, false},
+		{"HTTP/1.1 200 OK\r\nTransfer-Encoding : chunked\r\nContent-Length\t: 1\r\n\r\n", "", true, true, false},
 		{"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked", "", false, false, false}, // cut short: ReadResponse says so
 		{"HTTP/", "", false, false, false},
 		// Heads larger than the buffer (h1ReadBuffer in use), the field before or after the
