@@ -187,9 +187,12 @@ var errHiddenCoding = errors.New("a Transfer-Encoding field with whitespace befo
 // cut short is not either: http.ReadResponse reports its error. Only heads readHead leaves to
 // http.ReadResponse come here.
 func framingFields(br *bufio.Reader) (te, cl, long bool) {
+	from := 0 // where the search for the head's end goes on: what came before is no blank line
 	for {
 		buf, _ := br.Peek(br.Buffered())
-		if end := headEnd(buf); end >= 0 {
+		end, next := headEnd(buf, from)
+		from = next
+		if end >= 0 {
 			te, cl = scanFraming(buf[:end])
 			return te, cl, false
 		}
@@ -224,16 +227,22 @@ func readLongHead(br *bufio.Reader) []byte {
 }
 
 // headEnd is the index of the blank line ending the head in b (CRLF or bare LF line ends, as
-// http.ReadResponse reads them), -1 if b holds no whole head.
-func headEnd(b []byte) int {
-	for i := 0; ; {
+// http.ReadResponse reads them), -1 if b holds no whole head, searched for from b[from:], and
+// where a search of a longer b (b and what followed it) goes on: each byte of a head that
+// trickles in is looked at a bounded number of times, not once per read.
+func headEnd(b []byte, from int) (end, next int) {
+	for i := from; ; {
 		j := bytes.IndexByte(b[i:], '\n')
 		if j < 0 {
-			return -1
+			return -1, len(b) // no LF in b[i:]: none of it ends a line
 		}
 		i += j + 1
-		if rest := b[i:]; len(rest) > 0 && rest[0] == '\n' || len(rest) > 1 && rest[0] == '\r' && rest[1] == '\n' {
-			return i
+		rest := b[i:]
+		if len(rest) > 0 && rest[0] == '\n' || len(rest) > 1 && rest[0] == '\r' && rest[1] == '\n' {
+			return i, i
+		}
+		if len(rest) < 2 { // the line after this LF may yet be blank: look again from the LF
+			return -1, i - 1
 		}
 	}
 }

@@ -436,3 +436,37 @@ func TestH1LongHeadFraming(t *testing.T) {
 		})
 	}
 }
+
+// TestHeadEndResumes: headEnd searching a growing buffer from where its last search stopped
+// finds the end a search of the whole finds, at every length the head arrives in, and looks at
+// each byte a bounded number of times (an origin trickling a 32 KiB head a byte per read cost
+// a scan of the whole buffer per byte, quadratic).
+func TestHeadEndResumes(t *testing.T) {
+	for _, head := range []string{
+		"HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\n\r\nbody",
+		"HTTP/1.1 200 OK\nA: 1\n\nbody",
+		"HTTP/1.1 200 OK\nA: 1\n\r\nbody",
+		"HTTP/1.1 200 OK\r\nA: 1\r\n\tfolded\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nA: " + strings.Repeat("x", 1000) + "\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nA: 1\r\n", // no end yet
+	} {
+		want, _ := headEnd([]byte(head), 0)
+		from, looked := 0, 0
+		got := -1
+		for n := 1; n <= len(head) && got < 0; n++ {
+			looked += n - from
+			var next int
+			got, next = headEnd([]byte(head[:n]), from)
+			if next < from || next > n {
+				t.Fatalf("headEnd(%q, %d) resumes at %d", head[:n], from, next)
+			}
+			from = next
+		}
+		if got != want {
+			t.Errorf("headEnd of %q a byte at a time = %d, want %d", head, got, want)
+		}
+		if looked > 3*len(head) {
+			t.Errorf("headEnd of %q a byte at a time looked at %d bytes, want at most %d", head, looked, 3*len(head))
+		}
+	}
+}
