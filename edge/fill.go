@@ -79,9 +79,15 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 		keepEdgeCoding(stale, hdr, h, tier == "origin")
 		// The keys are taken before stripFields drops a field that declares them: they still
 		// name the object for purges.
-		keys := refreshedKeys(stale, h, hdr)
+		keys, known := refreshedKeys(stale, h, hdr)
 		if hasFleetKeys {
 			keys = fleetKeys
+		} else if !known {
+			// The 304 dropped a key of a stored field while the copy keeps keys of a field it
+			// does not store: whether that field declares the key too is not known here.
+			// Fetched whole, once, as above, so that the copy is named by what is declared.
+			n.log.Debug("304 drops a purge key of a copy whose key field is not stored; fetching it whole", "key", req.key, "tier", tier)
+			return f.fetchAndStore(req, nil, opts)
 		}
 		o := *stale
 		o.Header = hdr // the object's header from now on, in place of stale's (store.Object.Header)
@@ -94,6 +100,10 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 		// copy is then this request's variant under it, or Lookup would never select it.
 		o.Variant = n.fillVariant(req, o.Policy.Vary, fillKind(opts))
 		stripFields(hdr, o.Policy)
+		if len(keys) > httpcache.MaxSurrogateKeys {
+			// The copy's keys beside the 304's: more than are kept, as for a 200 declaring them.
+			o.Policy.Storable, o.Policy.Reason = false, "too-many-surrogate-keys"
+		}
 		// A 304 may bring another Last-Modified, which conditional requests are then compared
 		// with; read after stripFields, as newObject does, so one the copy must not keep is not.
 		o.LastModified, _ = httpcache.ParseDate(hdr.Get("Last-Modified"))
@@ -523,30 +533,39 @@ func stripsSurrogateField(fields []string) bool {
 	return slices.ContainsFunc(fields, httpcache.SurrogateKeyField)
 }
 
-// refreshedKeys returns the purge keys of stale once the 304 h refreshed its header into hdr.
-// A 304 that declares none leaves the copy's (whose fields may not be stored); one that
-// declares some gives hdr's. But hdr lacks a declaring field the copy did not store (its policy
-// strips it): unless the 304 sends that field again, the copy keeps its keys beside hdr's,
-// which can only make a purge match it more often. Found by a bug-hunt helper: a 304 with a
-// Cache-Tag dropped the keys of a Surrogate-Key under no-cache="Surrogate-Key", and a purge by
-// one of them left the copy a fresh hit.
-func refreshedKeys(stale *store.Object, h, hdr http.Header) []string {
-	keys := stale.SurrogateKeys()
+// refreshedKeys returns the purge keys of stale once the 304 h refreshed its header into hdr,
+// and whether they are known. A 304 that declares none leaves the copy's (whose fields may not
+// be stored); one that declares some gives hdr's. But hdr lacks a declaring field the copy did
+// not store (its policy strips it): unless the 304 sends that field again, the copy keeps that
+// field's keys beside hdr's (found by a bug-hunt helper: a 304 with a Cache-Tag dropped the
+// keys of a Surrogate-Key under no-cache="Surrogate-Key", and a purge by one of them left the
+// copy a fresh hit). Those are the copy's keys beyond what its stored fields declared, plus
+// perhaps some of the latter; so when the 304 drops a key the stored fields declared, the
+// keys are not known (false). Keeping every old key instead let a key the origin dropped name
+// the copy on, and one Cache-Tag per answer grew its keys by one per revalidation (found by a
+// review helper).
+func refreshedKeys(stale *store.Object, h, hdr http.Header) (keys []string, known bool) {
+	keys = stale.SurrogateKeys()
 	if !httpcache.DeclaresSurrogateKeys(h) {
-		return keys
+		return keys, true
 	}
 	fresh := httpcache.SurrogateKeys(hdr)
 	if !slices.ContainsFunc(stale.Policy.StripFields, func(f string) bool {
 		return httpcache.SurrogateKeyField(f) && len(h[http.CanonicalHeaderKey(f)]) == 0
 	}) {
-		return fresh
+		return fresh, true
+	}
+	for _, k := range httpcache.SurrogateKeys(stale.HeaderMap()) {
+		if !slices.Contains(fresh, k) {
+			return nil, false
+		}
 	}
 	for _, k := range keys {
 		if !slices.Contains(fresh, k) {
 			fresh = append(fresh, k)
 		}
 	}
-	return fresh
+	return fresh, true
 }
 
 // markEdgeCoded tells a verified fleet node (req) that obj, which h answers with, is in a

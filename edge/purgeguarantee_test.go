@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -301,6 +302,84 @@ func TestPurgeByKeyWhenFieldNotStored(t *testing.T) {
 			o.clock.Advance(time.Second)
 			if r := do(t, c, http.MethodGet, n.Addr(), testHost, "/x"); r.body != "/x v2" {
 				t.Errorf("GET after a purge of key k1: %q (Cache-Status %q), want /x v2", r.body, r.header.Get("Cache-Status"))
+			}
+		})
+	}
+}
+
+// TestRefreshedKeysStayTheDeclared: a copy whose Surrogate-Key field is not stored
+// (no-cache="Surrogate-Key") keeps that field's keys across 304s that send only a Cache-Tag, but
+// only the keys the origin still declares: a Cache-Tag the origin dropped no longer names the
+// copy, and a copy whose keys together exceed MaxSurrogateKeys is not kept (as a 200 declaring
+// them all is not). Found by a review helper: every 304 added its tags to all the copy's
+// keys, the dropped ones too, so an origin that changes a tag per answer grew the copy's
+// index entries by one per revalidation, without bound.
+func TestRefreshedKeysStayTheDeclared(t *testing.T) {
+	many := func(prefix string, n int) string {
+		keys := make([]string, n)
+		for i := range keys {
+			keys[i] = fmt.Sprintf("%s%d", prefix, i)
+		}
+		return strings.Join(keys, " ")
+	}
+	for _, tc := range []struct {
+		name string
+		sk   string
+		tags []string // the origin's Cache-Tag, one per answer after the first (on its 304s too)
+		want []string // the copy's keys at the end; nil: no copy kept
+	}{
+		{"a dropped tag goes", "k1", []string{"t0", "t1", "t2", "t3"}, []string{"k1", "t3"}},
+		{"an added tag joins", "k1", []string{"", "t1"}, []string{"k1", "t1"}},
+		{"more keys than kept", many("s", 200), []string{"", strings.ReplaceAll(many("c", 100), " ", ", ")}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := newFakeClock()
+			var mu sync.Mutex
+			tag := tc.tags[0]
+			addr := startHTTP(t, "127.0.0.10", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				ct := tag
+				mu.Unlock()
+				w.Header().Set("Date", clock.Now().UTC().Format(http.TimeFormat))
+				w.Header().Set("Cache-Control", `max-age=10, no-cache="Surrogate-Key"`)
+				w.Header().Set("ETag", `"e1"`)
+				if ct != "" {
+					w.Header().Set("Cache-Tag", ct)
+				}
+				if r.Header.Get("If-None-Match") == `"e1"` {
+					w.WriteHeader(http.StatusNotModified) // the 304 does not resend Surrogate-Key
+					return
+				}
+				w.Header().Set("Surrogate-Key", tc.sk)
+				fmt.Fprint(w, "body")
+			}))
+			n, _ := startEdgeWith(t, listen(t, "127.0.0.11"), Config{PoP: "tst", Node: "e1", Clock: clock.Now,
+				Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + addr}}}, nil)
+			c := &http.Client{}
+			t.Cleanup(c.CloseIdleConnections)
+			for i, ct := range tc.tags {
+				if i > 0 {
+					mu.Lock()
+					tag = ct
+					mu.Unlock()
+					clock.Advance(11 * time.Second) // stale: revalidated
+				}
+				if r := do(t, c, http.MethodGet, n.Addr(), testHost, "/x"); r.body != "body" {
+					t.Fatalf("GET %d: %d %q", i, r.status, r.body)
+				}
+			}
+			obj, _, _ := n.store.Lookup(n.key("/x"), nil)
+			switch {
+			case tc.want == nil && obj != nil:
+				t.Errorf("a copy with %d keys is kept, more than %d", len(obj.SurrogateKeys()), httpcache.MaxSurrogateKeys)
+			case tc.want == nil:
+			case obj == nil:
+				t.Errorf("no copy kept, want one with keys %q", tc.want)
+			default:
+				got := slices.Sorted(slices.Values(obj.SurrogateKeys()))
+				if !slices.Equal(got, tc.want) {
+					t.Errorf("the copy's keys are %.80q (%d), want %q", got, len(got), tc.want)
+				}
 			}
 		})
 	}
