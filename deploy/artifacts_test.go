@@ -64,21 +64,30 @@ func TestTerraformReadsRenderedVMs(t *testing.T) {
 	}
 }
 
-func TestComposeParses(t *testing.T) {
+// composeFile is what the tests read of compose.yaml.
+type composeFile struct {
+	Services map[string]struct {
+		Command []string `yaml:"command"`
+		Volumes []string `yaml:"volumes"`
+		Ports   []string `yaml:"ports"`
+	} `yaml:"services"`
+}
+
+func readCompose(t *testing.T) composeFile {
+	t.Helper()
 	b, err := os.ReadFile("compose.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var c struct {
-		Services map[string]struct {
-			Command []string `yaml:"command"`
-			Volumes []string `yaml:"volumes"`
-			Ports   []string `yaml:"ports"`
-		} `yaml:"services"`
-	}
+	var c composeFile
 	if err := yaml.Unmarshal(b, &c); err != nil {
 		t.Fatalf("compose.yaml: %v", err)
 	}
+	return c
+}
+
+func TestComposeParses(t *testing.T) {
+	c := readCompose(t)
 	var edges int
 	for name, s := range c.Services {
 		if strings.HasPrefix(name, "edge-") {
@@ -106,19 +115,7 @@ func TestComposeParses(t *testing.T) {
 // service mounting a volume that holds another's credential could connect as that node (write
 // its registry key, ack purges for it) or as DNS.
 func TestComposeCredentialsAreEachTheirs(t *testing.T) {
-	b, err := os.ReadFile("compose.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var c struct {
-		Services map[string]struct {
-			Command []string `yaml:"command"`
-			Volumes []string `yaml:"volumes"`
-		} `yaml:"services"`
-	}
-	if err := yaml.Unmarshal(b, &c); err != nil {
-		t.Fatalf("compose.yaml: %v", err)
-	}
+	c := readCompose(t)
 	// written[volume] are the credential files the issuing services write into it, as paths
 	// relative to the volume's root.
 	written := map[string][]string{}
