@@ -330,19 +330,26 @@ func TestCoded(t *testing.T) {
 		if got := o.Coded(); got != tt.want {
 			t.Errorf("Content-Encoding %q, not stored: Coded() = %v, want %v", tt.ce, got, tt.want)
 		}
-		if !s.Put(o) {
-			t.Fatal("Put refused")
-		}
-		got, _, _ := s.Lookup(o.Primary, nil)
-		if got == nil {
-			t.Fatal("stored object not found")
-		}
-		for name, o := range map[string]*Object{"stored": got, "detached": got.Detached()} {
+		for name, o := range storedCopies(t, s, o) {
 			if c := o.Coded(); c != tt.want {
 				t.Errorf("Content-Encoding %q, %s: Coded() = %v, want %v", tt.ce, name, c, tt.want)
 			}
 		}
 	}
+}
+
+// storedCopies puts o in s and returns what Lookup finds of it, and its detached copy: the two
+// forms whose flags compact set, by name.
+func storedCopies(t *testing.T, s *Store, o *Object) map[string]*Object {
+	t.Helper()
+	if !s.Put(o) {
+		t.Fatal("Put refused")
+	}
+	got, _, _ := s.Lookup(o.Primary, nil)
+	if got == nil {
+		t.Fatal("stored object not found")
+	}
+	return map[string]*Object{"stored": got, "detached": got.Detached()}
 }
 
 // TestHasURLFields: HasURLFields tells a header with Location, Content-Location or Refresh
@@ -367,14 +374,7 @@ func TestHasURLFields(t *testing.T) {
 		if got := o.HasURLFields(); got != tt.want {
 			t.Errorf("%q, not stored: HasURLFields() = %v, want %v", tt.field, got, tt.want)
 		}
-		if !s.Put(o) {
-			t.Fatal("Put refused")
-		}
-		got, _, _ := s.Lookup(o.Primary, nil)
-		if got == nil {
-			t.Fatal("stored object not found")
-		}
-		for name, o := range map[string]*Object{"stored": got, "detached": got.Detached()} {
+		for name, o := range storedCopies(t, s, o) {
 			if u := o.HasURLFields(); u != tt.want {
 				t.Errorf("%q, %s: HasURLFields() = %v, want %v", tt.field, name, u, tt.want)
 			}
