@@ -267,7 +267,7 @@ func ExplainLive(ctx context.Context, cfg Config, addr netip.Addr, name string, 
 		select {
 		case <-ready:
 		case <-timeout.C:
-			return Explanation{}, fmt.Errorf("explain: fleet or latency map not loaded from %s within %v", fleet.RedactURLs(cfg.NATS), wait)
+			return Explanation{}, fmt.Errorf("explain: fleet, latency map or routing policy not loaded from %s within %v", fleet.RedactURLs(cfg.NATS), wait)
 		case <-ctx.Done():
 			return Explanation{}, ctx.Err()
 		}
