@@ -728,6 +728,17 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// loadHysteresis is the policy's load hysteresis with its default filled in.
+func loadHysteresis(r wire.RoutingPolicy) float64 {
+	switch {
+	case r.LoadHysteresis == 0:
+		return wire.DefaultLoadHysteresis
+	case r.LoadHysteresis > 0:
+		return r.LoadHysteresis
+	}
+	return 0
+}
+
 // policy converts the wire policy into the ranking's, filling its defaults.
 func rankPolicy(r wire.RoutingPolicy) geo.Policy {
 	p := geo.Policy{Name: r.Policy, RadiusKm: r.RadiusKm, Low: r.LowWatermark, High: r.HighWatermark}

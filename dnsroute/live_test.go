@@ -327,3 +327,47 @@ func TestLiveNodeAheadOfTimeLeavesWhenSilent(t *testing.T) {
 	wait.For(t, 10*time.Second, "London answered with lhr's second node", named)
 	wait.For(t, 10*time.Second, "the silent node gone from London's answers", func() bool { return !named() })
 }
+
+// TestLiveLeastLoadedHysteresis: under least-loaded, two PoPs whose loads are close keep the
+// answer (and the answer cache) while one's load jitters across a quantisation step; only a
+// move larger than the hysteresis band changes the answer, and then it does not come back
+// on a jitter either.
+func TestLiveLeastLoadedHysteresis(t *testing.T) {
+	fx := startLive(t, func(c *Config) { c.Policy = wire.RoutingPolicy{Policy: "least-loaded"} })
+	q := qopt{ecs: cityPrefix(t, "London", 7)}
+	fx.waitSaturation(t, "fra", 0.42)
+	fx.waitSaturation(t, "lhr", 0.42)
+	if pop := fx.popOf(t, fx.ask(t, "www.cdn.example.", dns.TypeA, q)); pop != "lhr" {
+		t.Fatalf("London with equal loads: %s, want lhr (the nearer)", pop)
+	}
+	tests := []struct {
+		name    string
+		sat     float64 // lhr's; fra stays at 0.42
+		wantPoP string
+		wantHit bool
+	}{
+		{"lhr a hair over fra, across a step", 0.43, "lhr", true},
+		{"and back", 0.42, "lhr", true},
+		{"over again", 0.43, "lhr", true},
+		{"lhr clearly more loaded", 0.60, "fra", false},
+		{"lhr falls to a hair over fra", 0.43, "fra", false},
+		{"lhr a hair under that, across a step", 0.42, "fra", true},
+		{"lhr clearly less loaded", 0.30, "lhr", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			hits := metricValue(t, fx.Server, "meridian_dns_cache_hits_total", "")
+			dropped := metricValue(t, fx.Server, "meridian_dns_state_rebuilds_total", "dropped")
+			fx.waitSaturation(t, "lhr", tt.sat)
+			if pop := fx.popOf(t, fx.ask(t, "www.cdn.example.", dns.TypeA, q)); pop != tt.wantPoP {
+				t.Errorf("lhr at %.2f, fra at 0.42: London at %s, want %s", tt.sat, pop, tt.wantPoP)
+			}
+			if hit := metricValue(t, fx.Server, "meridian_dns_cache_hits_total", "") == hits+1; hit != tt.wantHit {
+				t.Errorf("lhr at %.2f: cache hit = %v, want %v", tt.sat, hit, tt.wantHit)
+			}
+			if got := metricValue(t, fx.Server, "meridian_dns_state_rebuilds_total", "dropped") - dropped; (got == 0) != tt.wantHit {
+				t.Errorf("lhr at %.2f: %v rebuilds dropped the cache, want %s", tt.sat, got, map[bool]string{true: "none", false: "some"}[tt.wantHit])
+			}
+		})
+	}
+}

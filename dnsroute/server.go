@@ -49,7 +49,10 @@ type Server struct {
 	userClock bool
 
 	st   atomic.Pointer[state]
-	stMu sync.Mutex // serialises state rebuilds
+	stMu sync.Mutex // serialises state rebuilds; guards loadLevel
+	// loadLevel is each PoP's utilisation as routing compares it (see buildState), kept from
+	// one state to the next for its hysteresis.
+	loadLevel map[string]float64
 
 	ready     chan struct{}
 	readyOnce sync.Once

@@ -46,12 +46,12 @@ type state struct {
 
 type popState struct {
 	pop wire.PoP
-	// util is the PoP's quantised utilisation; routeUtil is the same figure where the policy
-	// compares it (least-loaded, or while every usable PoP of a family sheds, for the
-	// everyone-sheds fallback) and 0 elsewhere, so that load that decides nothing is no part
-	// of the outcome.
-	util, routeUtil float64
-	shed            float64
+	// util is the PoP's quantised utilisation; level the same with the policy's load
+	// hysteresis (see buildState); routeUtil is level where the policy compares it
+	// (least-loaded, or while every usable PoP of a family sheds, for the everyone-sheds
+	// fallback) and 0 elsewhere, so that load that decides nothing is no part of the outcome.
+	util, level, routeUtil float64
+	shed                   float64
 	// usable4/6 are the healthy, fresh, non-draining nodes with an address of the family;
 	// all4/6 every node with one (for failing open).
 	usable4, usable6, all4, all6 []nodeAddr
@@ -104,6 +104,8 @@ func (s *Server) buildState(now time.Time) *state {
 		cache:      newAnswerCache(s.cfg.CacheEntries, s.cfg.CacheBytes),
 	}
 	ttl := s.cfg.HeartbeatTTL
+	band := loadHysteresis(*pol)
+	levels := make(map[string]float64, len(pops))
 	// Spare capacity orders only weighted rotations; elsewhere it is left out of the outcome.
 	weightedRotation := s.cfg.Rotation == "weighted"
 	for _, p := range pops {
@@ -157,6 +159,16 @@ func (s *Server) buildState(now time.Time) *state {
 			util = serving.Utilisation()
 		}
 		ps.util = quantise(util, utilQuantum)
+		// Compared loads follow a PoP's load only once it leaves the figure in use by more
+		// than the band: two PoPs of close loads would otherwise swap their clients (and
+		// drop the cache) whenever one's load jitters across a step.
+		level, ok := s.loadLevel[p.ID]
+		if len(serving.Nodes) > 0 && (!ok || !(math.Abs(util-level) <= band)) {
+			level, ok = ps.util, true
+		}
+		if ok {
+			ps.level, levels[p.ID] = level, level
+		}
 		if len(ps.usable4)+len(ps.usable6) > 0 {
 			// The shedder sees the exact figure (its hysteresis needs it); answers see steps.
 			ps.shed = quantise(s.shed.Update(p.ID, util, st.policy.Low, st.policy.High), shedQuantum)
@@ -173,10 +185,11 @@ func (s *Server) buildState(now time.Time) *state {
 	if st.policy.Name == geo.LeastLoaded || st.everyUsableSheds(false) || st.everyUsableSheds(true) {
 		for i, p := range st.pops {
 			if len(p.usable4)+len(p.usable6) > 0 { // only usable PoPs are compared
-				st.pops[i].routeUtil = p.util
+				st.pops[i].routeUtil = p.level
 			}
 		}
 	}
+	s.loadLevel = levels
 	st.defaultID = s.cfg.DefaultPoP
 	if _, ok := st.byID[st.defaultID]; !ok && len(st.pops) > 0 {
 		ids := make([]string, 0, len(st.pops))

@@ -78,3 +78,28 @@ func TestRoutingPolicyWeights(t *testing.T) {
 		})
 	}
 }
+
+// TestRoutingPolicyLoadHysteresis: load_hysteresis is at most 0.5 and a number (NaN would
+// hold every compared load for good); negative turns it off and is accepted.
+func TestRoutingPolicyLoadHysteresis(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		h      float64
+		wantOK bool
+	}{
+		{"default", 0, true},
+		{"set", 0.1, true},
+		{"off", -1, true},
+		{"at most", 0.5, true},
+		{"too wide", 0.6, false},
+		{"NaN", math.NaN(), false},
+		{"+Inf", math.Inf(1), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := RoutingPolicy{Policy: "least-loaded", LoadHysteresis: tc.h}
+			if err := p.Validate(); (err == nil) != tc.wantOK {
+				t.Errorf("Validate(load_hysteresis %g) = %v, want accepted %v", tc.h, err, tc.wantOK)
+			}
+		})
+	}
+}

@@ -183,6 +183,10 @@ type RoutingPolicy struct {
 	Explore float64 `json:"explore,omitempty" yaml:"explore,omitempty"`
 	// RadiusKm bounds least-loaded to PoPs within this distance of the nearest (default 1500).
 	RadiusKm float64 `json:"radius_km,omitempty" yaml:"radius_km,omitempty"`
+	// LoadHysteresis is how far a PoP's utilisation must move from the figure least-loaded
+	// compares before that figure follows it, so that two PoPs of close loads do not swap
+	// at every heartbeat: 0 means DefaultLoadHysteresis, negative means none; at most 0.5.
+	LoadHysteresis float64 `json:"load_hysteresis,omitempty" yaml:"load_hysteresis,omitempty"`
 	// LowWatermark and HighWatermark are utilisations between which nearest sheds load to
 	// the next PoP in proportion (defaults DefaultLowWatermark, at most the high one, and
 	// DefaultHighWatermark).
@@ -198,6 +202,10 @@ const (
 	DefaultHighWatermark = 1.0
 )
 
+// DefaultLoadHysteresis is the LoadHysteresis of a RoutingPolicy that leaves it 0: one step
+// of the 5 % in which DNS compares loads.
+const DefaultLoadHysteresis = 0.05
+
 // Validate reports the first problem with the policy, naming the field.
 func (r RoutingPolicy) Validate() error {
 	switch r.Policy {
@@ -210,6 +218,9 @@ func (r RoutingPolicy) Validate() error {
 	}
 	if r.RadiusKm < 0 {
 		return &FieldError{Field: "radius_km", Err: errors.New("is negative")}
+	}
+	if !(r.LoadHysteresis <= 0.5) { // NaN too: it would hold every figure for good
+		return &FieldError{Field: "load_hysteresis", Err: fmt.Errorf("%g is not a number at most 0.5", r.LoadHysteresis)}
 	}
 	if r.LowWatermark < 0 {
 		return &FieldError{Field: "low_watermark", Err: errors.New("is negative")}
