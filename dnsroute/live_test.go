@@ -371,3 +371,84 @@ func TestLiveLeastLoadedHysteresis(t *testing.T) {
 		})
 	}
 }
+
+// waitDraining marks pop's node draining (or not) and waits until the registry shows it.
+func (fx *liveFixture) waitDraining(t *testing.T, pop string, d bool) {
+	t.Helper()
+	fx.nodes[pop].reg.SetDraining(d)
+	wait.For(t, 10*time.Second, "the PoP's drain in the view", func() bool {
+		for _, p := range fx.view.PoPs() {
+			if p.ID == pop && len(p.Nodes) == 1 && p.Nodes[0].Draining == d {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// TestLiveLoneShedderKeepsCache: while a PoP is the only usable one, every client gets it
+// whatever share it sheds (whom it sheds, nobody else takes), so a change of that share
+// changes no answer and keeps the cache; only whether it sheds at all changes the answers
+// (their ECS scope). Once another PoP takes the shed clients, a share change moves clients
+// and drops the cache.
+func TestLiveLoneShedderKeepsCache(t *testing.T) {
+	fx := startLive(t, nil)
+	q := qopt{ecs: cityPrefix(t, "London", 7)}
+	fx.waitDraining(t, "fra", true)
+	fx.waitSaturation(t, "lhr", 0.30)
+	fx.ask(t, "www.cdn.example.", dns.TypeA, q) // fills the cache
+	tests := []struct {
+		name    string
+		step    func(t *testing.T)
+		wantPoP string // "" when either PoP may answer
+		wantHit bool
+	}{
+		{"lone lhr starts shedding", func(t *testing.T) { fx.waitSaturation(t, "lhr", 0.85) }, "lhr", false},
+		{"lone lhr sheds more", func(t *testing.T) { fx.waitSaturation(t, "lhr", 0.9) }, "lhr", true},
+		{"lone lhr sheds three quarters", func(t *testing.T) { fx.waitSaturation(t, "lhr", 0.95) }, "lhr", true},
+		{"fra back", func(t *testing.T) { fx.waitDraining(t, "fra", false) }, "", false},
+		{"lhr sheds more to fra", func(t *testing.T) { fx.waitSaturation(t, "lhr", 1.2) }, "", false},
+		{"fra drained again", func(t *testing.T) { fx.waitDraining(t, "fra", true) }, "lhr", false},
+		{"lone lhr's share unchanged", func(t *testing.T) { fx.waitSaturation(t, "lhr", 1.3) }, "lhr", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			hits := metricValue(t, fx.Server, "meridian_dns_cache_hits_total", "")
+			dropped := metricValue(t, fx.Server, "meridian_dns_state_rebuilds_total", "dropped")
+			tt.step(t)
+			r := fx.ask(t, "www.cdn.example.", dns.TypeA, q)
+			if pop := fx.popOf(t, r); tt.wantPoP != "" && pop != tt.wantPoP {
+				t.Errorf("London at %s, want %s", pop, tt.wantPoP)
+			}
+			if hit := metricValue(t, fx.Server, "meridian_dns_cache_hits_total", "") == hits+1; hit != tt.wantHit {
+				t.Errorf("cache hit = %v, want %v (lhr sheds %.2f)", hit, tt.wantHit, fx.ShedShare("lhr"))
+			}
+			if got := metricValue(t, fx.Server, "meridian_dns_state_rebuilds_total", "dropped") - dropped; (got == 0) != tt.wantHit {
+				t.Errorf("%v rebuilds dropped the cache, want %s", got, map[bool]string{true: "none", false: "some"}[tt.wantHit])
+			}
+		})
+	}
+}
+
+// TestLiveWeightedKeepsCacheWhileShedding: weighted routing sends clients by their hash and
+// the weights, never by shed shares or loads, so PoPs between the watermarks whose shares
+// and loads move keep the cache.
+func TestLiveWeightedKeepsCacheWhileShedding(t *testing.T) {
+	fx := startLive(t, func(c *Config) {
+		c.Policy = wire.RoutingPolicy{Policy: "weighted", Weights: map[string]float64{"lhr": 1, "fra": 1}}
+	})
+	q := qopt{ecs: cityPrefix(t, "London", 7)}
+	fx.waitSaturation(t, "fra", 0.85)
+	fx.waitSaturation(t, "lhr", 0.85)
+	want := fx.popOf(t, fx.ask(t, "www.cdn.example.", dns.TypeA, q)) // fills the cache
+	for _, sat := range []float64{0.9, 0.95, 0.85, 1.2} {
+		hits := metricValue(t, fx.Server, "meridian_dns_cache_hits_total", "")
+		fx.waitSaturation(t, "lhr", sat)
+		if pop := fx.popOf(t, fx.ask(t, "www.cdn.example.", dns.TypeA, q)); pop != want {
+			t.Errorf("lhr at %.2f: London at %s, want %s (by weight, as before)", sat, pop, want)
+		}
+		if metricValue(t, fx.Server, "meridian_dns_cache_hits_total", "") != hits+1 {
+			t.Errorf("lhr at %.2f (sheds %.2f): not a cache hit", sat, fx.ShedShare("lhr"))
+		}
+	}
+}

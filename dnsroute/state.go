@@ -51,7 +51,10 @@ type popState struct {
 	// (least-loaded, or while every usable PoP of a family sheds, for the everyone-sheds
 	// fallback) and 0 elsewhere, so that load that decides nothing is no part of the outcome.
 	util, level, routeUtil float64
-	shed                   float64
+	// shed is the share of its clients the PoP sheds (quantised); routeShed is what of it
+	// answers depend on (see buildState), so that a share that decides nothing is no part of
+	// the outcome.
+	shed, routeShed float64
 	// usable4/6 are the healthy, fresh, non-draining nodes with an address of the family;
 	// all4/6 every node with one (for failing open).
 	usable4, usable6, all4, all6 []nodeAddr
@@ -178,11 +181,32 @@ func (s *Server) buildState(now time.Time) *state {
 		st.byID[p.ID] = len(st.pops)
 		st.pops = append(st.pops, ps)
 	}
-	// Utilisation decides an answer under least-loaded, and under the other policies only
-	// where every usable PoP of a family sheds, two or more (the least utilised of them keeps
-	// whom all shed: geo.Choose). Elsewhere a shedding PoP's load moving a step while its share stays
+	// Only nearest (and latency, and nearest following measurements) sheds: least-loaded and
+	// weighted choose without the shares. Under nearest a PoP's share decides where the
+	// clients it sheds go only when another usable PoP of the family can take them; when it
+	// is the only one, every client gets it whatever its share (geo.Choose keeps the least
+	// utilised of those that shed a client), and only whether it sheds at all shows, in the
+	// answers' ECS scope (per client). A share changing above zero would otherwise drop the
+	// cache at every heartbeat of a lone PoP between the watermarks and change no answer.
+	sheds := st.policy.Name == geo.Nearest || st.policy.Name == geo.Latency
+	if sheds {
+		n4, n6 := 0, 0
+		for _, p := range st.pops {
+			n4 += min(len(p.usable4), 1)
+			n6 += min(len(p.usable6), 1)
+		}
+		for i, p := range st.pops {
+			st.pops[i].routeShed = p.shed
+			if p.shed > 0 && (len(p.usable4) == 0 || n4 == 1) && (len(p.usable6) == 0 || n6 == 1) {
+				st.pops[i].routeShed = shedQuantum // sheds, to nobody
+			}
+		}
+	}
+	// Utilisation decides an answer under least-loaded, and under nearest only where every
+	// usable PoP of a family sheds, two or more (the least utilised of them keeps whom all
+	// shed: geo.Choose). Elsewhere a shedding PoP's load moving a step while its share stays
 	// would drop the cache at every heartbeat and change no answer.
-	if st.policy.Name == geo.LeastLoaded || st.everyUsableSheds(false) || st.everyUsableSheds(true) {
+	if st.policy.Name == geo.LeastLoaded || sheds && (st.everyUsableSheds(false) || st.everyUsableSheds(true)) {
 		for i, p := range st.pops {
 			if len(p.usable4)+len(p.usable6) > 0 { // only usable PoPs are compared
 				st.pops[i].routeUtil = p.level
@@ -225,7 +249,7 @@ func (st *state) everyUsableSheds(v6 bool) bool {
 }
 
 // outcomeKey encodes everything an answer of st depends on: the policy, the default PoP and,
-// per PoP, its location, quantised utilisation and shed share, and the ids, addresses and
+// per PoP, its location, its utilisation and shed share where answers depend on them, and the ids, addresses and
 // quantised spare capacity of its usable and all nodes. Load reports, heartbeats and health
 // flips that change none of these leave the key, and so the answers, as they were.
 func (st *state) outcomeKey(pol *wire.RoutingPolicy) string {
@@ -238,7 +262,7 @@ func (st *state) outcomeKey(pol *wire.RoutingPolicy) string {
 	sort.Strings(ws)
 	b.WriteString(strings.Join(ws, ","))
 	for _, p := range st.pops {
-		fmt.Fprintf(&b, "\n%s %g %g u%g s%g", p.pop.ID, p.pop.Lat, p.pop.Lon, p.routeUtil, p.shed)
+		fmt.Fprintf(&b, "\n%s %g %g u%g s%g", p.pop.ID, p.pop.Lat, p.pop.Lon, p.routeUtil, p.routeShed)
 		for _, set := range [][]nodeAddr{p.usable4, p.usable6, p.all4, p.all6} {
 			b.WriteString(" [")
 			for _, n := range set {
