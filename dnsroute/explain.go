@@ -38,6 +38,9 @@ type Explanation struct {
 	EdgeSamples     int
 	// Explored is true when the client is one of the share sent to the second-best PoP.
 	Explored bool
+	// History states what the explanation assumes of a running server's history that it
+	// cannot know ("": nothing; see ExplainLive).
+	History string
 }
 
 // CandidateExplanation is one PoP as the ranking saw it.
@@ -179,6 +182,9 @@ func (ex Explanation) Write(w io.Writer) error {
 	tw.Flush()
 	fmt.Fprintf(&b, "\nanswer:   %s -> %s (ECS scope /%d)\n", ex.PoP, strings.Join(ex.Answer, ", "), ex.Scope)
 	fmt.Fprintf(&b, "why:      %s\n", ex.Reason)
+	if ex.History != "" {
+		fmt.Fprintf(&b, "history:  %s\n", ex.History)
+	}
 	_, err := io.WriteString(w, b.String())
 	return err
 }

@@ -82,6 +82,32 @@ func newMetrics() *metrics {
 	return m
 }
 
+// popCollector exports each PoP's routing figures as the last state built holds them (the
+// state of the last answer routed): what answers use, history included, which a new
+// process such as `meridian dns explain` cannot know.
+type popCollector struct {
+	s          *Server
+	shed, load *prometheus.Desc
+}
+
+func newPopCollector(s *Server) popCollector {
+	return popCollector{s: s,
+		shed: prometheus.NewDesc("meridian_dns_pop_shed_ratio",
+			"Share of its clients a PoP sheds to the next (nearest and latency policies), in 5 % steps, as answers use it.", []string{"pop"}, nil),
+		load: prometheus.NewDesc("meridian_dns_pop_load_ratio",
+			"A PoP's utilisation as least-loaded (and the everyone-sheds fallback) compares it: 5 % steps, with the policy's load_hysteresis.", []string{"pop"}, nil),
+	}
+}
+
+func (c popCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.shed; ch <- c.load }
+
+func (c popCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, p := range c.s.st.Load().pops {
+		ch <- prometheus.MustNewConstMetric(c.shed, prometheus.GaugeValue, p.shed, p.pop.ID)
+		ch <- prometheus.MustNewConstMetric(c.load, prometheus.GaugeValue, p.level, p.pop.ID)
+	}
+}
+
 // qtypeLabel bounds the qtype label to the types the zone serves.
 func qtypeLabel(t uint16) string {
 	switch t {

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/meridian-cdn/meridian/dnsroute/geo"
 	"github.com/meridian-cdn/meridian/fleet"
 	"github.com/meridian-cdn/meridian/internal/natsauth"
 	"github.com/meridian-cdn/meridian/wire"
@@ -272,7 +273,25 @@ func ExplainLive(ctx context.Context, cfg Config, addr netip.Addr, name string, 
 			return Explanation{}, ctx.Err()
 		}
 	}
-	return s.Explain(addr, name, qtype)
+	ex, err := s.Explain(addr, name, qtype)
+	if err != nil {
+		return ex, err
+	}
+	// This process has just started: the shares and compared loads it derives from the loads
+	// now are a running server's only where that server's history (the shedder's and the
+	// load hysteresis) left no mark, which no load report shows. Say so, and where to look.
+	switch ex.Policy {
+	case geo.Nearest, geo.Latency:
+		ex.History = "SHED is what the loads now give a server that just started; a running server holds a share " +
+			"for at least an answer TTL after a rise, and after a fall neither raises it between the watermarks nor stops " +
+			"while its clients' demand stays high (the load then may read below the low watermark), so its share can " +
+			"differ either way: its shares in use are meridian_dns_pop_shed_ratio on its admin listener"
+	case geo.LeastLoaded:
+		ex.History = "SCORE is the loads now in 5% steps, as a server that just started compares them; a running server's " +
+			"figures follow a load only once it moved more than load_hysteresis, so it may choose another PoP of close load: " +
+			"its figures in use are meridian_dns_pop_load_ratio on its admin listener"
+	}
+	return ex, nil
 }
 
 // RunLive runs a server whose fleet comes from NATS (cfg.NATS): it waits for the registry to

@@ -3,6 +3,7 @@ package dnsroute
 import (
 	"context"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -195,6 +196,94 @@ func TestExplainLiveWithoutBucketPolicy(t *testing.T) {
 			}
 			if ex.Policy != "nearest" {
 				t.Errorf("policy %s, want the file's nearest", ex.Policy)
+			}
+		})
+	}
+}
+
+// gaugeValue reads a gauge of the server's registry whose pop label is pop.
+func gaugeValue(t *testing.T, s *Server, name, pop string) (float64, bool) {
+	t.Helper()
+	mfs, err := s.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "pop" && l.GetValue() == pop {
+					return m.GetGauge().GetValue(), true
+				}
+			}
+		}
+	}
+	return 0, false
+}
+
+// TestExplainLiveStatesShedHistory: explain is a new process and knows no running server's
+// shedding history: after lhr's share fell (hysteresis) the server still sheds half of
+// London while lhr's load, read now, says shed nothing. The explanation says that it assumes
+// no history and names the server's metric that holds the share in use, which the running
+// server exports; under least-loaded it says the same of the compared loads, and under
+// weighted, which keeps no history, nothing.
+func TestExplainLiveStatesShedHistory(t *testing.T) {
+	var clock skewClock
+	fx := startLive(t, func(c *Config) { c.Clock, c.TTL, c.HeartbeatTTL = clock.Now, time.Second, time.Hour })
+	london := cityPrefix(t, "London", 3)
+	fx.waitSaturation(t, "lhr", 1.3)
+	fx.ask(t, "www.cdn.example.", dns.TypeA, qopt{ecs: london}) // the server sheds 95 %
+	clock.Advance(1100 * time.Millisecond)                      // a TTL later a fall may come
+	fx.waitSaturation(t, "lhr", 0.09)                           // what the kept 5 % load
+	fx.ask(t, "www.cdn.example.", dns.TypeA, qopt{ecs: london})
+	if got := fx.ShedShare("lhr"); got < 0.3 || got > 0.7 {
+		t.Fatalf("running server: lhr sheds %.2f after the fall, want about 0.5", got)
+	}
+	if got, ok := gaugeValue(t, fx.Server, "meridian_dns_pop_shed_ratio", "lhr"); !ok || got < 0.3 || got > 0.7 {
+		t.Errorf("meridian_dns_pop_shed_ratio{pop=lhr} = %v (exported %v), want about 0.5 as the server sheds", got, ok)
+	}
+	if got, ok := gaugeValue(t, fx.Server, "meridian_dns_pop_load_ratio", "lhr"); !ok || got != 0.1 {
+		t.Errorf("meridian_dns_pop_load_ratio{pop=lhr} = %v (exported %v), want 0.1 (0.09 in 5 %% steps)", got, ok)
+	}
+	tests := []struct {
+		policy      string
+		wantHistory string // in the explanation; "" for none
+	}{
+		{"nearest", "meridian_dns_pop_shed_ratio"},
+		{"least-loaded", "meridian_dns_pop_load_ratio"},
+		{"weighted", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.policy, func(t *testing.T) {
+			cfg := testConfig(t)
+			cfg.NATS, cfg.PoPs = fx.ns.URL(), nil
+			cfg.Creds = fx.ns.CredsFile(t, natsauth.DNS("ns1"))
+			cfg.Policy = wire.RoutingPolicy{Policy: tt.policy}
+			ex, err := ExplainLive(context.Background(), cfg, london.Addr(), "www", dns.TypeA, 10*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out strings.Builder
+			if err := ex.Write(&out); err != nil {
+				t.Fatal(err)
+			}
+			if tt.wantHistory == "" {
+				if strings.Contains(out.String(), "history:") {
+					t.Errorf("explain under %s states a history assumption, want none:\n%s", tt.policy, out.String())
+				}
+				return
+			}
+			if !strings.Contains(out.String(), "history:") || !strings.Contains(ex.History, tt.wantHistory) {
+				t.Errorf("explain under %s: history %q, want a statement naming %s:\n%s", tt.policy, ex.History, tt.wantHistory, out.String())
+			}
+			if tt.policy == "nearest" {
+				for _, c := range ex.Candidates {
+					if c.PoP == "lhr" && c.ShedPercent != 0 {
+						t.Errorf("explain: lhr sheds %.0f%%; a new process reads 0.09 as no shedding", c.ShedPercent)
+					}
+				}
 			}
 		})
 	}

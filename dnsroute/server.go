@@ -89,6 +89,7 @@ func New(cfg Config) (*Server, error) {
 	pol := c.Policy
 	s.policy.Store(&pol)
 	s.st.Store(s.buildState(c.Clock()))
+	s.m.reg.MustRegister(newPopCollector(s))
 	return s, nil
 }
 
