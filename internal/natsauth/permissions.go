@@ -132,7 +132,7 @@ func streamConsume(stream string) []string {
 //
 //   - control: everything;
 //   - edge (pop P, node N): publish its own registry key ($KV.<fleet>.P.N), its own purge
-//     acks (<prefix>.purge.ack.P.N) and its own latency records ($KV.<latency>.P.N.>, the
+//     acks (<prefix>.purge.ack.P.N) and its own latency records ($KV.<latency>.P.N.<network>, the
 //     beacons its clients reported); watch the fleet bucket; read and watch the config and
 //     peer key buckets; consume the purge stream and receive the live purge announcements
 //     (never publish them); receive only on its own inbox prefix;
@@ -161,7 +161,8 @@ func Permissions(prefix string, id Identity) *server.Permissions {
 		pub = append(pub,
 			"$KV."+n.Bucket(fleetBucket)+"."+id.PoP+"."+node,
 			n.AckSubject(id.PoP, node),
-			"$KV."+n.Bucket(latencyBucket)+"."+id.PoP+"."+node+".>",
+			// One token after the node: the client network (wire.LatencyKey).
+			"$KV."+n.Bucket(latencyBucket)+"."+id.PoP+"."+node+".*",
 		)
 		pub = append(pub, kvWatch(n.Bucket(fleetBucket))...)
 		pub = append(pub, kvRead(n.Bucket(configBucket))...)
