@@ -706,6 +706,80 @@ func TestBucketsRefuseOversizedValues(t *testing.T) {
 	}
 }
 
+// TestLatencyBucketFill: NATS lets an edge's credential write as many records under its own
+// PoP and node as it likes, and nothing in NATS bounds one writer's share of a stream, so one
+// edge can fill the latency bucket (LatencyMaxBytes). What the bucket bounds: the filler is
+// refused at LatencyMaxBytes, not at the disk's size, and another node's records already in
+// the bucket keep being updated (one revision per key: an update replaces, it does not add),
+// so DNS keeps the measurements it has. Only new networks of the other nodes are refused until
+// the filler's records go (docs/security.md, "Latency bucket").
+func TestLatencyBucketFill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes 64 MiB")
+	}
+	s, js := setup(t)
+	ctx := t.Context()
+	_, filler := natstest.ConnectURL(t, s.URL(), s.Options(natsauth.Edge("lon", "n1"))...)
+	_, other := natstest.ConnectURL(t, s.URL(), s.Options(natsauth.Edge("par", "n7"))...)
+	subject := func(pop, node, network string) string {
+		return "$KV." + wire.Bucket("", wire.LatencyBucket) + "." + pop + "." + node + "." + network
+	}
+	record := bytes.Repeat([]byte("r"), 200) // a record of a few PoPs
+	if _, err := other.Publish(ctx, subject("par", "n7", "net0"), record); err != nil {
+		t.Fatalf("the other edge writes its record: %v", err)
+	}
+	// The filler writes records at the bound's size, as fast as the server takes them, until
+	// the bucket refuses one.
+	value := bytes.Repeat([]byte("f"), fleet.MaxLatencyRecordBytes)
+	var refused error
+	for i := 0; refused == nil && i < 2*fleet.LatencyMaxBytes/fleet.MaxLatencyRecordBytes; i += 256 {
+		var acks []jetstream.PubAckFuture
+		for j := i; j < i+256; j++ {
+			f, err := filler.PublishAsync(subject("lon", "n1", fmt.Sprintf("net%d", j)), value)
+			if err != nil {
+				t.Fatal(err)
+			}
+			acks = append(acks, f)
+		}
+		for _, f := range acks {
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				refused = err
+			case <-ctx.Done():
+				t.Fatal(ctx.Err())
+			}
+		}
+	}
+	// The server's "maximum bytes exceeded" (JSStreamStoreFailedF, 10077).
+	var apiErr *jetstream.APIError
+	if !errors.As(refused, &apiErr) || apiErr.ErrorCode != 10077 {
+		t.Fatalf("filling the latency bucket: %v, want refused at maximum bytes", refused)
+	}
+	st, err := js.Stream(ctx, "KV_"+wire.Bucket("", wire.LatencyBucket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := st.CachedInfo().State.Bytes; got > fleet.LatencyMaxBytes {
+		t.Errorf("the latency bucket holds %d bytes, want at most %d", got, fleet.LatencyMaxBytes)
+	}
+	kv, err := js.KeyValue(ctx, wire.Bucket("", wire.LatencyBucket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	updated := bytes.Repeat([]byte("u"), len(record))
+	if _, err := other.Publish(ctx, subject("par", "n7", "net0"), updated); err != nil {
+		t.Errorf("the other edge updates its record in the full bucket: %v", err)
+	}
+	if e, err := kv.Get(ctx, "par.n7.net0"); err != nil || !bytes.Equal(e.Value(), updated) {
+		t.Errorf("the other edge's record after its update in the full bucket: %v, want the update", err)
+	}
+	// The gap: a new network of another node is refused while the filler holds the bucket.
+	if _, err := other.Publish(ctx, subject("par", "n7", "net1"), record); err == nil {
+		t.Errorf("a new record of another node was taken by the full bucket; docs/security.md says it is refused: update it")
+	}
+}
+
 // TestRegistrarRefusesOversizedNode: a registration that could outgrow the fleet bucket's
 // bound is refused when the registrar is made, with the reason, rather than every heartbeat
 // failing; the longest one a node can have fits, and its heartbeat with the longest load
