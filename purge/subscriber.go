@@ -401,6 +401,10 @@ func (s *Subscriber) handleLive(ctx context.Context, msg *nats.Msg) liveOutcome 
 	return liveDone
 }
 
+// ReplayInactiveThreshold is how long the server keeps a replay's consumer after its last
+// use, unless the stream's consumer limit is shorter.
+const ReplayInactiveThreshold = 30 * time.Second
+
 // replayStream applies, from the stream, everything after LastApplied() up to the stream's last
 // sequence, reporting purges that cannot be replayed to OnGap first.
 func (s *Subscriber) replayStream(ctx context.Context) error {
@@ -431,13 +435,18 @@ func (s *Subscriber) replayStream(ctx context.Context) error {
 		return nil
 	}
 	s.replays.Add(1)
+	// Replays are short: the server forgets the consumer soon after it stopped, at once if
+	// the stream's limit is shorter (the server refuses a consumer asking more than it).
+	inactive := ReplayInactiveThreshold
+	if l := info.Config.ConsumerLimits.InactiveThreshold; l > 0 && l < inactive {
+		inactive = l
+	}
 	cons, err := s.cfg.JS.OrderedConsumer(rctx, s.stream, jetstream.OrderedConsumerConfig{
 		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:   s.LastApplied() + 1,
 		// Give up after a few internal resets; the next replay re-checks the stream for gaps.
-		MaxResetAttempts: 3,
-		// Replays are short: the server forgets the consumer soon after it stopped.
-		InactiveThreshold: 30 * time.Second,
+		MaxResetAttempts:  3,
+		InactiveThreshold: inactive,
 	})
 	if err != nil {
 		return fmt.Errorf("create consumer on %s at %d: %w", s.stream, s.LastApplied()+1, err)

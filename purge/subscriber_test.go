@@ -260,11 +260,21 @@ func TestSubscriberReplaysAfterDisconnect(t *testing.T) {
 		name string
 		// cutOff disconnects the node; publishing happens between cutOff and reconnect.
 		cutOff, reconnect func(t *testing.T, ns *natstest.Server, n *node)
+		// consumerLimit is the stream's inactivity limit for consumers (control sets one);
+		// zero means none.
+		consumerLimit time.Duration
 	}{
 		{
 			name:      "connection cut",
 			cutOff:    func(t *testing.T, _ *natstest.Server, n *node) { n.cut.Cut() },
 			reconnect: func(t *testing.T, _ *natstest.Server, n *node) { n.cut.Restore() },
+		},
+		{
+			// The server refuses a consumer asking for a longer threshold than the limit.
+			name:          "connection cut, stream's consumer inactivity limit below the replay's",
+			cutOff:        func(t *testing.T, _ *natstest.Server, n *node) { n.cut.Cut() },
+			reconnect:     func(t *testing.T, _ *natstest.Server, n *node) { n.cut.Restore() },
+			consumerLimit: ReplayInactiveThreshold / 10,
 		},
 		{
 			name: "server restarted",
@@ -283,6 +293,17 @@ func TestSubscriberReplaysAfterDisconnect(t *testing.T) {
 			_, js := ns.Connect(t)
 			if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
 				t.Fatal(err)
+			}
+			if tt.consumerLimit > 0 {
+				st, err := js.Stream(ctx, StreamName(""))
+				if err != nil {
+					t.Fatal(err)
+				}
+				cfg := st.CachedInfo().Config
+				cfg.ConsumerLimits.InactiveThreshold = tt.consumerLimit
+				if _, err := js.UpdateStream(ctx, cfg); err != nil {
+					t.Fatal(err)
+				}
 			}
 			n := startNode(t, ns, "ams", "n1")
 			before := publishN(t, ctx, js, 5)
