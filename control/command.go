@@ -51,6 +51,7 @@ from --tokens or $` + TokensFileEnv + ` (a file only its owner may read).`,
 	f.StringVar(&cfg.Prefix, "prefix", "", "NATS bucket and subject prefix (default \"meridian\")")
 	f.DurationVar(&cfg.HeartbeatTTL, "heartbeat-ttl", 0, "how long a node stays in the fleet after its last heartbeat (default 3s)")
 	f.IntVar(&cfg.Replicas, "replicas", 1, "JetStream replicas for the buckets (3 on a three-node cluster)")
+	f.IntVar(&cfg.MaxConsumers, "max-consumers", DefaultMaxConsumers, "consumers each of the fleet's streams may have, whoever made them (at least 4 per process of the fleet)")
 	f.DurationVar(&cfg.PurgeRetention, "purge-retention", purge.DefaultRetention, "how long the purge stream keeps purges for nodes to replay, and receipts")
 	f.Float64Var(&cfg.PurgeRate, "purge-rate", DefaultPurgeRate, "purges per second per token; a refused request spends none (negative: unlimited)")
 	f.IntVar(&cfg.PurgeBurst, "purge-burst", DefaultPurgeBurst, "purge requests a token may make at once")

@@ -66,6 +66,15 @@ type Config struct {
 	// Replicas is the JetStream replica count of the buckets; zero means 1 (use 3 on a
 	// three-node cluster).
 	Replicas int
+	// MaxConsumers bounds the consumers of each of the fleet's streams (the purge stream and
+	// the buckets), whoever made them; zero means DefaultMaxConsumers (1,000, nats-server's
+	// own default). Size it for the fleet: every process watches some of them
+	// (docs/security.md, "Consumers").
+	MaxConsumers int
+	// ConsumerInactiveLimit is how long a consumer of the fleet's streams may go unused before
+	// the server deletes it, at most: one asking for longer is refused, a durable one that asks
+	// for nothing gets it. Zero means DefaultConsumerInactiveLimit (30 s).
+	ConsumerInactiveLimit time.Duration
 	// TokensFile is the API tokens file (see ParseTokens); empty means $MERIDIAN_TOKENS_FILE.
 	TokensFile string
 	// Tokens are API tokens given in code, in addition to the file's.
@@ -190,7 +199,8 @@ func New(cfg Config) (*Server, error) {
 	}{
 		{"--heartbeat-ttl", int64(cfg.HeartbeatTTL)}, {"--replicas", int64(cfg.Replicas)},
 		{"--max-body-bytes", cfg.MaxBodyBytes}, {"--purge-retention", int64(cfg.PurgeRetention)},
-		{"--purge-burst", int64(cfg.PurgeBurst)},
+		{"--purge-burst", int64(cfg.PurgeBurst)}, {"--max-consumers", int64(cfg.MaxConsumers)},
+		{"ConsumerInactiveLimit", int64(cfg.ConsumerInactiveLimit)},
 	} {
 		if n.v < 0 {
 			return nil, fmt.Errorf("new control: %s is negative", n.flag)
@@ -210,6 +220,12 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Replicas <= 0 {
 		cfg.Replicas = 1
+	}
+	if cfg.MaxConsumers == 0 {
+		cfg.MaxConsumers = DefaultMaxConsumers
+	}
+	if cfg.ConsumerInactiveLimit == 0 {
+		cfg.ConsumerInactiveLimit = DefaultConsumerInactiveLimit
 	}
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
@@ -365,7 +381,7 @@ func (s *Server) Prefix() string {
 	return s.cfg.Prefix
 }
 
-// ensureStreams creates the buckets and the purge stream, retrying: right after a cluster forms
+// ensureStreams creates the buckets and the purge stream and bounds their consumers, retrying: right after a cluster forms
 // (or several controls start at once) a JetStream request can go unanswered, and one lost reply
 // must not take the control plane down. It gives up after a minute or when ctx ends.
 func (s *Server) ensureStreams(ctx context.Context, js jetstream.JetStream) error {
@@ -376,6 +392,13 @@ func (s *Server) ensureStreams(ctx context.Context, js jetstream.JetStream) erro
 		err := fleet.EnsureBuckets(actx, js, s.cfg.Prefix, s.cfg.HeartbeatTTL, s.cfg.Replicas)
 		if err == nil {
 			err = purge.EnsureStream(actx, js, s.cfg.Prefix, s.cfg.PurgeRetention, s.cfg.Replicas)
+		}
+		// After both: a KV update at every start clears a bucket's consumer bounds.
+		for _, st := range fleetStreams(s.cfg.Prefix) {
+			if err != nil {
+				break
+			}
+			err = boundConsumers(actx, js, st, s.cfg.MaxConsumers, s.cfg.ConsumerInactiveLimit, s.consumersDeleted, s.log)
 		}
 		cancel()
 		if err == nil || ctx.Err() != nil || time.Now().After(deadline) {
