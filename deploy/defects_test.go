@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -355,6 +356,52 @@ func TestTrustedProxiesRendered(t *testing.T) {
 		got, err := cmd.Flags().GetStringSlice("trusted-proxies")
 		if err != nil || !slices.Equal(got, f.Control.TrustedProxies) {
 			t.Errorf("%s: --trusted-proxies %q (%v), want %q", c.Name, got, err, f.Control.TrustedProxies)
+		}
+	}
+}
+
+// TestMaxConsumersRendered: every process of the fleet watches some of the fleet's streams,
+// and control bounds how many consumers each stream has (docs/security.md, "Consumers"). The
+// rendered --max-consumers leaves each process room for its watches and as many left behind
+// by a crash or reconnect, and is never below control's default.
+func TestMaxConsumersRendered(t *testing.T) {
+	f := loadExample(t)
+	big := loadExample(t)
+	for i := range 400 {
+		big.PoPs[0].Nodes = append(big.PoPs[0].Nodes, EdgeNode{ID: fmt.Sprintf("x%d", i)})
+	}
+	processes := 2 * len(big.Control.Nodes) // control and DNS on each control VM
+	for _, p := range big.PoPs {
+		processes += len(p.Nodes)
+	}
+	for _, tc := range []struct {
+		name string
+		f    *Fleet
+		want int
+	}{
+		{"example", f, control.DefaultMaxConsumers},
+		{"400 more edges", big, 4 * processes},
+	} {
+		if got := maxConsumers(tc.f); got != tc.want {
+			t.Errorf("%s: maxConsumers = %d, want %d", tc.name, got, tc.want)
+		}
+	}
+	files, err := Render(f, RenderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	if err := WriteTree(root, files); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range f.Control.Nodes {
+		env := envFile(t, filepath.Join(root, c.Name)+EtcDir+"/control.env")
+		cmd := control.NewCommand()
+		if err := cmd.ParseFlags(strings.Fields(env["MERIDIAN_CONTROL_ARGS"])); err != nil {
+			t.Fatalf("%s: meridian control refuses its flags: %v", c.Name, err)
+		}
+		if got, err := cmd.Flags().GetInt("max-consumers"); err != nil || got != maxConsumers(f) {
+			t.Errorf("%s: --max-consumers %d (%v), want %d", c.Name, got, err, maxConsumers(f))
 		}
 	}
 }

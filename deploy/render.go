@@ -287,6 +287,20 @@ func (r *renderer) header(vm, what string) string {
 		"# Do not edit on the VM: change the fleet file and render again.\n", what, vm, r.f.Name)
 }
 
+// defaultMaxConsumers is meridian control's --max-consumers default (control.DefaultMaxConsumers).
+const defaultMaxConsumers = 1000
+
+// maxConsumers is the bound on each of the fleet's streams' consumers for f: room for four
+// per process (each watches at most two of a stream, and leaves them behind for a while when it
+// crashes or reconnects), at least control's default.
+func maxConsumers(f *Fleet) int {
+	processes := 2 * len(f.Control.Nodes) // control and DNS on each control VM
+	for _, p := range f.PoPs {
+		processes += len(p.Nodes)
+	}
+	return max(defaultMaxConsumers, 4*processes)
+}
+
 func (r *renderer) control(c ControlNode) error {
 	f := r.f
 	vm := c.Name
@@ -315,6 +329,7 @@ func (r *renderer) control(c ControlNode) error {
 	if f.Control.HeartbeatTTL > 0 {
 		args = append(args, "--heartbeat-ttl", f.Control.HeartbeatTTL.String())
 	}
+	args = append(args, "--max-consumers", strconv.Itoa(maxConsumers(f)))
 	files[EtcDir+"/control.env"] = []byte(r.header(vm, "meridian control flags") +
 		"MERIDIAN_CONTROL_ARGS=" + strings.Join(args, " ") + "\n" +
 		"# ExecStartPre waits for this: JetStream answers only once the cluster has a meta leader.\n" +
