@@ -362,8 +362,17 @@ type authThrottle struct {
 	burst int
 	max   int
 
-	mu      sync.Mutex                     // guards clients
-	clients map[netip.Prefix]*rate.Limiter // by client address
+	mu      sync.Mutex                   // guards clients and their buckets' reported
+	clients map[netip.Prefix]*failBucket // by client address
+}
+
+// failBucket is a failing client's bucket of failures.
+type failBucket struct {
+	lim *rate.Limiter
+	// reported: fail reported the bucket's emptying, and it has not been full since. A guesser
+	// that spends each token it earns back empties it again and again: one throttling, logged
+	// once, not once per 1/rate for as long as it guesses.
+	reported bool
 }
 
 // newAuthThrottle returns a throttle; perSec < 0 disables it.
@@ -371,7 +380,7 @@ func newAuthThrottle(perSec float64, burst int) *authThrottle {
 	if perSec < 0 {
 		return nil
 	}
-	return &authThrottle{limit: rate.Limit(perSec), burst: burst, max: maxAuthFailureClients, clients: map[netip.Prefix]*rate.Limiter{}}
+	return &authThrottle{limit: rate.Limit(perSec), burst: burst, max: maxAuthFailureClients, clients: map[netip.Prefix]*failBucket{}}
 }
 
 // clientKey is the throttle's key for a client address (clientAddr): IPv6 by /64, since one
@@ -486,42 +495,52 @@ func (a *authThrottle) retryAfter(client netip.Prefix, now time.Time) time.Durat
 		return 0
 	}
 	a.mu.Lock()
-	l := a.clients[client]
+	b := a.clients[client]
 	a.mu.Unlock()
-	if l == nil {
+	if b == nil {
 		return 0
 	}
-	tokens := l.TokensAt(now)
+	tokens := b.lim.TokensAt(now)
 	if tokens >= 1 {
 		return 0
 	}
 	return time.Duration((1 - tokens) / float64(a.limit) * float64(time.Second))
 }
 
-// fail records a failed authentication by client, and reports whether it was the one that
-// throttled client (took its last token), so that each throttling is logged once.
+// fail records a failed authentication by client, and reports whether it throttled client
+// anew (took its last token, and the bucket was full since the last throttling reported), so
+// that each throttling is logged once.
 func (a *authThrottle) fail(client netip.Prefix, now time.Time) (throttled bool) {
 	if a == nil {
 		return false
 	}
+	// Under the lock throughout: two failures taking a bucket's last tokens together report
+	// one throttling.
 	a.mu.Lock()
-	l := a.clients[client]
-	if l == nil {
+	defer a.mu.Unlock()
+	b := a.clients[client]
+	if b == nil {
 		if len(a.clients) >= a.max {
 			a.pruneLocked(now)
 		}
-		l = rate.NewLimiter(a.limit, a.burst)
-		a.clients[client] = l
+		b = &failBucket{lim: rate.NewLimiter(a.limit, a.burst)}
+		a.clients[client] = b
 	}
-	a.mu.Unlock()
-	return l.AllowN(now, 1) && l.TokensAt(now) < 1
+	if b.lim.TokensAt(now) >= float64(a.burst) {
+		b.reported = false // refilled: the client stopped guessing for a while
+	}
+	if !b.lim.AllowN(now, 1) || b.lim.TokensAt(now) >= 1 || b.reported {
+		return false
+	}
+	b.reported = true
+	return true
 }
 
 // pruneLocked forgets clients whose buckets are full again, then, if that is not enough,
 // arbitrary clients, down to 7/8 of max.
 func (a *authThrottle) pruneLocked(now time.Time) {
-	for k, l := range a.clients {
-		if l.TokensAt(now) >= float64(a.burst) {
+	for k, b := range a.clients {
+		if b.lim.TokensAt(now) >= float64(a.burst) {
 			delete(a.clients, k)
 		}
 	}

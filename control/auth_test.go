@@ -857,3 +857,33 @@ func TestAuthThrottleLogged(t *testing.T) {
 		t.Errorf("warnings about throttling 127.0.9.5 = %d, want 1 (at the failure that emptied its bucket)", n)
 	}
 }
+
+// TestAuthThrottleLogsOncePerThrottling: a client that guesses on while throttled gets a token
+// back each 1/rate and spends it on its next guess, emptying its bucket again: that is the
+// same throttling, not a new one to log (a guesser at one try a second logged a warning a
+// second for as long as it kept on). Only a client whose bucket filled again is throttled
+// anew, and logged again.
+func TestAuthThrottleLogsOncePerThrottling(t *testing.T) {
+	a := newAuthThrottle(1, 3)
+	client := clientKey(netip.MustParseAddr("192.0.2.7"))
+	t0 := time.Unix(1_700_000_000, 0)
+	type guess struct {
+		at   time.Duration // after t0
+		logs bool
+	}
+	guesses := []guess{{0, false}, {0, false}, {0, true}} // the third empties the bucket
+	for s := 1; s <= 30; s++ {                            // a token back each second, spent at once
+		guesses = append(guesses, guess{time.Duration(s) * time.Second, false})
+	}
+	// Idle until the bucket is full again (3 s), then throttled anew.
+	guesses = append(guesses, guess{34 * time.Second, false}, guess{34 * time.Second, false}, guess{34 * time.Second, true})
+	for i, g := range guesses {
+		now := t0.Add(g.at)
+		if wait := a.retryAfter(client, now); wait > 0 {
+			t.Fatalf("guess #%d at %v: throttled for %v, want it let through", i+1, g.at, wait)
+		}
+		if got := a.fail(client, now); got != g.logs {
+			t.Errorf("guess #%d at %v: fail reports a new throttling = %v, want %v", i+1, g.at, got, g.logs)
+		}
+	}
+}
