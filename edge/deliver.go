@@ -958,8 +958,9 @@ func copyFlushing(w *logWriter, src io.Reader, flush bool) error {
 	}
 }
 
-// invalidate applies RFC 9111 §4.4 and RFC 9875 invalidation after a successful unsafe request.
-func (n *Node) invalidate(req *request, r *http.Request, resp *http.Response) {
+// invalidate applies RFC 9111 §4.4 and RFC 9875 invalidation after a successful unsafe request
+// answered with status and the fields h.
+func (n *Node) invalidate(req *request, r *http.Request, status int, h http.Header) {
 	if safeMethod(r.Method) {
 		// A safe method's answer invalidates nothing (RFC 9111 §4.4), and its
 		// Cache-Group-Invalidation is ignored (RFC 9875 §3): passes carry GET and HEAD with a
@@ -968,13 +969,13 @@ func (n *Node) invalidate(req *request, r *http.Request, resp *http.Response) {
 	}
 	host := req.host.cfg.Host
 	// Paths spelt as keyed (wire.EscapedPath), which r.URL's own escaping may not be.
-	for _, target := range httpcache.InvalidationTargets(r.Method, r.URL, host, resp.StatusCode, resp.Header, wire.EscapedPath) {
+	for _, target := range httpcache.InvalidationTargets(r.Method, r.URL, host, status, h, wire.EscapedPath) {
 		path, query, _ := strings.Cut(target, "?")
 		key := httpcache.Key(host, path, query, req.host.keyOpts)
 		at := n.store.Purge(store.Record{Kind: store.URL, Host: host, Value: key})
 		n.invalidations.add(key, at)
 	}
-	for _, g := range httpcache.CacheGroupInvalidation(resp.Header) {
+	for _, g := range httpcache.CacheGroupInvalidation(h) {
 		n.store.Purge(store.Record{Kind: store.Key, Host: host, Value: g})
 	}
 }

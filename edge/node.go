@@ -111,10 +111,13 @@ type hostState struct {
 	cfg    wire.HostConfig
 	origin *url.URL
 	// originNames are the authorities by which the origin may name itself in an answer's
-	// URLs, which its clients get as the host's own (redirect.go).
+	// URLs, which its clients get as the host's own (redirect.go) unless keepURLs.
 	originNames []originName
-	keyOpts     httpcache.KeyOptions
-	maxObject   int64
+	// keepURLs: response_headers.origin_urls is keep, clients get those URLs as the origin
+	// wrote them. Invalidation still reads them as the host's (pass.go).
+	keepURLs  bool
+	keyOpts   httpcache.KeyOptions
+	maxObject int64
 	// firstRange is the Range of a fill's first-slice request (slices.go), built once here
 	// rather than formatted on every miss.
 	firstRange string
@@ -204,14 +207,11 @@ func (n *Node) SetHosts(hosts []wire.HostConfig) error {
 		if h.Cache.MaxObjectBytes > 0 {
 			maxObj = h.Cache.MaxObjectBytes
 		}
-		var names []originName // none: every URL is kept as the origin wrote it
-		if h.ResponseHeaders.OriginURLs != wire.OriginURLsKeep {
-			names = originNames(u, h.OriginHost)
-		}
 		hs := &hostState{
 			cfg:         h,
 			origin:      u,
-			originNames: names,
+			originNames: originNames(u, h.OriginHost),
+			keepURLs:    h.ResponseHeaders.OriginURLs == wire.OriginURLsKeep,
 			keyOpts: httpcache.KeyOptions{
 				IgnoreQuery: h.Cache.IgnoreQuery,
 				KeepParams:  h.Cache.KeepParams,

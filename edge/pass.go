@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"maps"
 	"math"
 	"net"
 	"net/http"
@@ -172,7 +173,14 @@ func (n *Node) pass(w *logWriter, req *request) {
 				clientURLs(resp.Header, req)
 			}
 			if resp.StatusCode >= 200 && resp.StatusCode < 400 {
-				n.invalidate(req, r, resp)
+				inv := resp.Header
+				if req.host.keepURLs && !req.fromPeer {
+					// The client is told the origin's URL, but the copy it names is the
+					// host's all the same: a shallow copy, since hostURLs replaces values.
+					inv = maps.Clone(inv)
+					hostURLs(inv, req)
+				}
+				n.invalidate(req, r, resp.StatusCode, inv)
 			}
 			h := resp.Header
 			// Whether the client gets the answer decoded: decided on the origin's answer, whose

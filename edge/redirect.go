@@ -139,8 +139,12 @@ func sameHost(host, name string) bool {
 // urlFields are the answer fields whose URL the edge gives a client as its own (above).
 var urlFields = [...]string{"Location", "Content-Location", "Refresh"}
 
-// namesOrigin reports whether a URL field of h names the host's origin.
+// namesOrigin reports whether a URL field of h names the host's origin, to be rewritten for
+// each client: never when the host keeps them.
 func (hs *hostState) namesOrigin(h http.Header) bool {
+	if hs.keepURLs {
+		return false
+	}
 	for _, k := range urlFields {
 		for _, v := range h[k] {
 			_, u, _ := fieldURL(k, v)
@@ -211,9 +215,16 @@ func skipSpace(v string, i int) int {
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\f' || c == '\r' }
 
 // clientURLs gives req's client the URL fields of h that name the host's origin as the host's
-// own URL (clientURL). Value slices are replaced, never written: they may be a stored
-// object's.
+// own URL (clientURL), unless the host keeps them (response_headers.origin_urls: keep). Value
+// slices are replaced, never written: they may be a stored object's.
 func clientURLs(h http.Header, req *request) {
+	if !req.host.keepURLs {
+		hostURLs(h, req)
+	}
+}
+
+// hostURLs is clientURLs whatever the host's origin_urls: also what invalidation reads.
+func hostURLs(h http.Header, req *request) {
 	for _, k := range urlFields {
 		vs := h[k]
 		var out []string

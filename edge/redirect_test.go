@@ -290,21 +290,70 @@ func TestRedirectFreshness(t *testing.T) {
 // TestPassLocationRewritten: a pass's answer (an unsafe method's, never stored) has the
 // origin's own URLs rewritten as a stored answer's are, before RFC 9111 §4.4 invalidation
 // reads them, so a POST redirected to the origin's URL of a cached object invalidates it as
-// it would if the origin had named the host.
+// it would if the origin had named the host. Under response_headers.origin_urls: keep the
+// client gets the origin's URL, and the object it names is invalidated all the same: keep
+// is about what clients are told, and that URL is still the host's copy's (it was kept fresh
+// after the POST changed it).
 func TestPassLocationRewritten(t *testing.T) {
+	for _, tt := range []struct {
+		mode string // response_headers.origin_urls
+		want string // the POST's Location; {self} the origin's address
+	}{
+		{"", "http://www.example.com/cached"},
+		{wire.OriginURLsKeep, "http://{self}/cached"},
+	} {
+		t.Run("origin_urls="+tt.mode, func(t *testing.T) {
+			clock := newFakeClock()
+			o := startURLOrigin(t, "127.0.0.13", clock.Now)
+			n, _ := startEdge(t, listen(t, "127.0.0.11"), Config{PoP: "tst", Node: "e1", Clock: clock.Now,
+				Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + o.addr,
+					ResponseHeaders: wire.ResponseHeaders{OriginURLs: tt.mode}}}})
+			c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+			t.Cleanup(c.CloseIdleConnections)
+			do(t, c, http.MethodGet, n.Addr(), testHost, "/cached")
+			wantCacheStatus(t, do(t, c, http.MethodGet, n.Addr(), testHost, "/cached"), "hit")
+			r := do(t, c, http.MethodPost, n.Addr(), testHost, "/form?"+query("s=303&Location=http://{self}/cached"))
+			if got, want := r.header.Get("Location"), strings.ReplaceAll(tt.want, "{self}", o.addr); got != want {
+				t.Errorf("POST: Location = %q, want %q", got, want)
+			}
+			wantCacheStatus(t, do(t, c, http.MethodGet, n.Addr(), testHost, "/cached"), "fwd=miss")
+		})
+	}
+}
+
+// TestOriginURLsReloaded: response_headers.origin_urls takes effect at delivery, so a stored
+// answer's Location follows the host config as it is reloaded, both ways, on the HTTP/1.1
+// server's serialised header block (kept per host config) as on the first answer.
+func TestOriginURLsReloaded(t *testing.T) {
 	clock := newFakeClock()
 	o := startURLOrigin(t, "127.0.0.13", clock.Now)
-	n, _ := startEdge(t, listen(t, "127.0.0.11"), Config{PoP: "tst", Node: "e1", Clock: clock.Now,
-		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + o.addr}}})
+	host := func(mode string) []wire.HostConfig {
+		return []wire.HostConfig{{Host: testHost, Origin: "http://" + o.addr,
+			ResponseHeaders: wire.ResponseHeaders{OriginURLs: mode}}}
+	}
+	n, _ := startEdge(t, listen(t, "127.0.0.11"), Config{PoP: "tst", Node: "e1", Clock: clock.Now, Hosts: host(wire.OriginURLsKeep)})
 	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	t.Cleanup(c.CloseIdleConnections)
-	do(t, c, http.MethodGet, n.Addr(), testHost, "/cached")
-	wantCacheStatus(t, do(t, c, http.MethodGet, n.Addr(), testHost, "/cached"), "hit")
-	r := do(t, c, http.MethodPost, n.Addr(), testHost, "/form?"+query("s=303&Location=http://{self}/cached"))
-	if got, want := r.header.Get("Location"), "http://www.example.com/cached"; got != want {
-		t.Errorf("POST: Location = %q, want %q", got, want)
+	path := "/moved?" + query("s=301&Location=http://{self}/to")
+	kept, rewritten := "http://"+o.addr+"/to", "http://"+testHost+"/to"
+	for i, tt := range []struct {
+		mode, status, want string
+	}{
+		{wire.OriginURLsKeep, "fwd=miss", kept},
+		{wire.OriginURLsKeep, "hit", kept},
+		{wire.OriginURLsRewrite, "hit", rewritten},
+		{"", "hit", rewritten},
+		{wire.OriginURLsKeep, "hit", kept},
+	} {
+		if err := n.SetHosts(host(tt.mode)); err != nil {
+			t.Fatalf("SetHosts(origin_urls %q): %v", tt.mode, err)
+		}
+		r := do(t, c, http.MethodGet, n.Addr(), testHost, path)
+		wantCacheStatus(t, r, tt.status)
+		if got := r.header.Get("Location"); got != tt.want {
+			t.Errorf("answer #%d, origin_urls %q: Location = %q, want %q", i+1, tt.mode, got, tt.want)
+		}
 	}
-	wantCacheStatus(t, do(t, c, http.MethodGet, n.Addr(), testHost, "/cached"), "fwd=miss")
 }
 
 // TestFleetLocationRewrittenPerNode: a shield gives the node that fills from it the origin's
