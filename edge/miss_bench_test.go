@@ -77,10 +77,12 @@ func BenchmarkMiss(b *testing.B) {
 }
 
 // BenchmarkMissFullStore is BenchmarkMiss's parallel case at a store already past its
-// max_bytes with 16 KiB objects before the timer starts, so every miss stores into a store
-// that evicts, and the heap is at its steady size: a cache's usual state, which an empty
-// store's misses (paying the first touch of each new page) do not show (docs/benchmarks.md,
-// forty-sixth pass). The 1 GiB store is the binary's default; filling it takes a while.
+// max_bytes with 16 KiB objects before the timer starts, so every miss meets a full store,
+// and the heap is at its steady size: a cache's usual state, which an empty store's misses
+// (paying the first touch of each new page) do not show (docs/benchmarks.md, forty-sixth
+// pass). Not every miss is stored: the admission policy refuses some (stored/op, about 0.3-0.7
+// at 64 MiB and 0.9 at 1 GiB), and each it admits evicts. The 1 GiB store is the binary's
+// default; filling it takes a while.
 func BenchmarkMissFullStore(b *testing.B) {
 	for _, c := range []struct {
 		name     string
@@ -179,7 +181,7 @@ func benchMisses(b *testing.B, n *Node, size int, parallel bool) {
 	b.ResetTimer() // a full store's fill is not the misses' time or allocations
 	b.ReportAllocs()
 	b.SetBytes(int64(size))
-	cpu0 := benchCPU(b)
+	cpu0, st0 := benchCPU(b), n.store.Stats()
 	if !parallel {
 		w := &discardWriter{h: http.Header{}}
 		for b.Loop() {
@@ -197,7 +199,14 @@ func benchMisses(b *testing.B, n *Node, size int, parallel bool) {
 	// CPU per miss is steadier than ns/op on a shared machine: it is this process's (edge and
 	// origin together), whatever else runs.
 	b.ReportMetric(float64((benchCPU(b)-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
-	if got := n.store.Stats().Items; got == 0 {
-		b.Fatal("nothing was stored")
+	// The misses the store admitted: each is an object more, or one more that left for it (an
+	// eviction). A full store's admission policy refuses most (Ristretto's TinyLFU: a new key
+	// seen once against a sample of old ones), which a count of what it holds cannot tell from
+	// all; a run of a few (the first, b.N 1) may store none.
+	st := n.store.Stats()
+	stored := st.Items - st0.Items + int64(st.Evictions-st0.Evictions)
+	b.ReportMetric(float64(stored)/float64(b.N), "stored/op")
+	if stored <= 0 && b.N >= 100 {
+		b.Fatalf("none of %d misses was stored (objects %d then %d, evictions %d then %d)", b.N, st0.Items, st.Items, st0.Evictions, st.Evictions)
 	}
 }
