@@ -46,7 +46,7 @@ from --tokens or $` + TokensFileEnv + ` (a file only its owner may read).`,
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "API TLS certificate file (PEM), reloaded when it changes")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "API TLS key file (PEM), reloaded when it changes")
 	f.BoolVar(&cfg.InsecureHTTP, "insecure-http", false, "allow plain HTTP on a non-loopback --listen (behind a TLS proxy)")
-	f.StringSliceVar(&cfg.TrustedProxies, "trusted-proxies", nil, "CIDRs or IPs of proxies in front of the API whose X-Forwarded-For names the client (comma-separated or repeated)")
+	f.StringSliceVar(&cfg.TrustedProxies, "trusted-proxies", nil, "CIDRs or IPs of proxies in front of the API whose X-Forwarded-For names the client (comma-separated, spaces after commas allowed, or repeated)")
 	f.BoolVar(&cfg.InsecureNATS, "insecure-nats", false, "allow the embedded NATS server (no TLS) on a non-loopback --nats-listen (an encrypted private network)")
 	f.StringVar(&cfg.Prefix, "prefix", "", "NATS bucket and subject prefix (default \"meridian\")")
 	f.DurationVar(&cfg.HeartbeatTTL, "heartbeat-ttl", 0, "how long a node stays in the fleet after its last heartbeat (default 3s)")
