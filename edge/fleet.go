@@ -124,8 +124,11 @@ func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
 		OnChange: n.SetPeerKeyring})
 	sub, err := purge.NewSubscriber(purge.SubscriberConfig{
 		JS: js, Conn: nc, Prefix: fc.Prefix, PoP: n.cfg.PoP, Node: n.cfg.Node,
-		Apply:  n.ApplyPurge,
-		OnGap:  func(_ context.Context, last, next uint64) { n.purgeGap(last, next) },
+		Apply: n.ApplyPurge,
+		OnGap: func(_ context.Context, last, next uint64) { n.purgeGap(last, next) },
+		// Before the subscriber acks the purges up to its join (its join ack), they must be
+		// in effect here.
+		OnJoin: func(_ context.Context, seq uint64) { n.purgeJoined(seq) },
 		Logger: n.log, Clock: n.clock,
 		// Confirm well within max_lag, so that a connected node never seems to lag.
 		ConfirmEvery: min(max(n.cfg.Purge.MaxLag/5, 20*time.Millisecond), time.Second),
@@ -160,24 +163,11 @@ func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
 	run("follow", func(ctx context.Context) error { return n.follow(ctx, nc, view, cfgView, applied) })
 	// The node registers at once but reports itself healthy only from here on (see ready).
 	run("ready", func(ctx context.Context) error {
-		for i, c := range []<-chan struct{}{sub.Ready(), applied, keys.Ready(), sub.Confirmed()} {
+		for _, c := range []<-chan struct{}{sub.Ready(), applied, keys.Ready(), sub.Confirmed()} {
 			select {
 			case <-c:
 			case <-ctx.Done():
 				return nil
-			}
-			if i == 0 {
-				// The subscription starts after the purges already in the stream, which this
-				// node's copies need not apply if it has none; but a peer's copy of the same
-				// key must have them applied before it is handed over: fills ask peers for
-				// nothing older than this sequence (purgeorder.go), not for sequence 0.
-				n.advancePurgeSeq(sub.LastApplied())
-				// The node serves from the start, so it may have copies: whatever it stored
-				// so far (its fill began before the line above) may be purged by one of them
-				// and must be revalidated before it is served again. Until then the node
-				// counts as lagging (purgeLagging), however soon the subscriber confirms.
-				n.store.MarkAllStale()
-				n.purgeBase.Store(true)
 			}
 		}
 		close(n.fleetReady)
@@ -190,6 +180,23 @@ func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
 			nc.Close()
 		}
 	}, nil
+}
+
+// purgeJoined is the purge subscriber's OnJoin: it joined the stream at seq, and every purge up
+// to seq must be in effect here before the subscriber acks them (a node restarted under the
+// same id owes those acks: purge.Ack.Through).
+func (n *Node) purgeJoined(seq uint64) {
+	// The subscription starts after the purges already in the stream, which this node's copies
+	// need not apply if it has none; but a peer's copy of the same key must have them applied
+	// before it is handed over: fills ask peers for nothing older than this sequence
+	// (purgeorder.go), not for sequence 0.
+	n.advancePurgeSeq(seq)
+	// The node serves from the start, so it may have copies: whatever it stored so far (its
+	// fill began before the line above) may be purged by one of them and must be revalidated
+	// before it is served again. Until then the node counts as lagging (purgeLagging), however
+	// soon the subscriber confirms.
+	n.store.MarkAllStale()
+	n.purgeBase.Store(true)
 }
 
 // FleetReady is closed once the node, joined to a fleet, has applied its hosts and peers from

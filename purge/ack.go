@@ -19,6 +19,11 @@ type Ack struct {
 	AppliedAt time.Time `json:"applied_at"`
 	// Hits is how many stored objects the purge matched, as far as the node could tell.
 	Hits int `json:"hits"`
+	// Through, when not 0, makes this a join ack (ID empty): a node process that joined the
+	// stream at sequence Through, holding nothing older, says every purge up to it is in
+	// effect there though it applied none of them. It is how a node restarted under the same
+	// id acks the purges published while it was down (Subscriber.Run, Tracker).
+	Through uint64 `json:"through,omitempty"`
 }
 
 // decodeAck decodes an ack. The tracker decodes every node's ack of every purge on one
@@ -82,7 +87,7 @@ func encodeAck(a Ack) ([]byte, error) { return appendAck(nil, a) }
 // (every node encodes an ack per purge, and the build machine has two cores for twenty nodes),
 // through encoding/json otherwise. The Subscriber reuses b from ack to ack.
 func appendAck(b []byte, a Ack) ([]byte, error) {
-	if !plainJSON(a.ID) || !plainJSON(a.PoP) || !plainJSON(a.Node) || !plainTime(a.AppliedAt) {
+	if a.Through != 0 || !plainJSON(a.ID) || !plainJSON(a.PoP) || !plainJSON(a.Node) || !plainTime(a.AppliedAt) {
 		data, err := json.Marshal(a)
 		return append(b, data...), err
 	}

@@ -175,6 +175,9 @@ func (e *respEncoder) node(n NodeAck) {
 	if n.Unexpected {
 		e.raw(`,"unexpected":true`)
 	}
+	if n.Joined {
+		e.raw(`,"joined":true`)
+	}
 	e.raw(`}`)
 }
 

@@ -85,7 +85,7 @@ func randResponse(r *rand.Rand) Response {
 			}
 			for k := range p.Nodes {
 				n := NodeAck{Node: str(), Acked: r.IntN(2) == 0, Status: str(), AckedAt: ptm(), AppliedAt: ptm(),
-					Hits: r.IntN(1000) - 10, Unexpected: r.IntN(4) == 0}
+					Hits: r.IntN(1000) - 10, Unexpected: r.IntN(4) == 0, Joined: r.IntN(4) == 0}
 				if r.IntN(2) == 0 {
 					n.LatencyMs = flt()
 				}

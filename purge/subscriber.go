@@ -34,6 +34,14 @@ type SubscriberConfig struct {
 	// stream was purged or recreated, or one could not be decoded. The node must then treat
 	// everything it stored before as stale.
 	OnGap func(ctx context.Context, lastApplied, next uint64)
+	// OnJoin, if not nil, is called once on Run's goroutine when the subscriber has joined the
+	// stream at sequence seq (its end then), before Ready and before anything is applied. From
+	// its return every purge up to seq must be in effect on the node: the edge marks stale
+	// whatever it stored before. nil means the node holds nothing yet (a new node's cache is
+	// empty). The subscriber then acks everything up to seq with one join ack (Ack.Through):
+	// a node restarted under the same id owes the receipts of the purges published while it
+	// was down, which its new process never applies.
+	OnJoin func(ctx context.Context, seq uint64)
 	// Logger receives retries, gaps and lost acks; nil means discard.
 	Logger *slog.Logger
 	// Clock stamps AppliedAt in acks; nil means time.Now.
@@ -270,6 +278,7 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		}
 	}
 	retry.Reset()
+	s.joined(ctx)
 
 	cctx, stopConfirm := context.WithCancel(ctx)
 	var confirmer sync.WaitGroup
@@ -353,6 +362,21 @@ func (s *Subscriber) join(ctx context.Context) error {
 	s.lastApplied.Store(info.State.LastSeq)
 	s.created.Store(info.Created.UnixNano())
 	return nil
+}
+
+// joined calls OnJoin and queues the join ack: every purge up to the join's sequence is in
+// effect on this node, none of them applied by this process. It goes out, and again after a
+// cut, as the other acks do. A stream without purges needs none.
+func (s *Subscriber) joined(ctx context.Context) {
+	seq := s.LastApplied()
+	if s.cfg.OnJoin != nil {
+		s.cfg.OnJoin(ctx, seq)
+	}
+	if seq == 0 {
+		return
+	}
+	s.queueAck(Ack{PoP: s.cfg.PoP, Node: s.cfg.Node, AppliedAt: s.cfg.Clock(), Through: seq})
+	s.flushAcks()
 }
 
 // liveOutcome is what a message on the live subject asks of Run.
@@ -535,23 +559,27 @@ func (s *Subscriber) applyAndAck(ctx context.Context, m Message) error {
 	}
 	s.lastApplied.Store(m.Seq)
 	s.wakeConfirm()
-	ack := Ack{ID: m.ID, Seq: m.Seq, PoP: s.cfg.PoP, Node: s.cfg.Node, AppliedAt: s.cfg.Clock(), Hits: hits}
+	s.queueAck(Ack{ID: m.ID, Seq: m.Seq, PoP: s.cfg.PoP, Node: s.cfg.Node, AppliedAt: s.cfg.Clock(), Hits: hits})
+	return nil
+}
+
+// queueAck adds a to the acks flushAcks sends.
+func (s *Subscriber) queueAck(a Ack) {
 	buf := s.ackBuf
 	if s.ackN > 0 {
 		buf = append(buf, '\n')
 	}
-	data, err := appendAck(buf, ack)
+	data, err := appendAck(buf, a)
 	if err != nil {
 		// The purge is applied; only the receipt is lost, and the tracker reports the node pending.
-		s.log.Warn("encode purge ack", "id", m.ID, "seq", m.Seq, "err", err)
-		return nil
+		s.log.Warn("encode purge ack", "id", a.ID, "seq", a.Seq, "through", a.Through, "err", err)
+		return
 	}
 	s.ackBuf = data
 	if s.ackN == 0 {
 		s.ackAt = time.Now()
 	}
 	s.ackN++
-	return nil
 }
 
 // flushAcks sends the queued acks in one message, one ack per line (Tracker splits them).

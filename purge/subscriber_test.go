@@ -56,9 +56,10 @@ func startNode(t *testing.T, ns *natstest.Server, pop, name string, opts ...node
 
 // ackListener collects acks seen on the ack subject.
 type ackListener struct {
-	mu   sync.Mutex // guards acks and msgs
-	acks []Ack
-	msgs int // messages, each one ack or several
+	mu    sync.Mutex // guards acks, joins and msgs
+	acks  []Ack
+	joins []Ack // join acks (Ack.Through), kept apart: they ack no one purge
+	msgs  int   // messages, each one ack or several
 }
 
 func listenAcks(t *testing.T, nc *nats.Conn) *ackListener {
@@ -76,7 +77,11 @@ func listenAcks(t *testing.T, nc *nats.Conn) *ackListener {
 				return
 			}
 			l.mu.Lock()
-			l.acks = append(l.acks, a)
+			if a.Through != 0 {
+				l.joins = append(l.joins, a)
+			} else {
+				l.acks = append(l.acks, a)
+			}
 			l.mu.Unlock()
 		}
 	})
@@ -94,6 +99,12 @@ func (l *ackListener) snapshot() []Ack {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return append([]Ack(nil), l.acks...)
+}
+
+func (l *ackListener) joinAcks() []Ack {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]Ack(nil), l.joins...)
 }
 
 // ackIDs is the set of purge ids l has seen acked (by pop, node and id): a node may send an
@@ -179,6 +190,10 @@ func TestSubscriberAppliesInOrderAndAcks(t *testing.T) {
 	}
 	if got := n.sub.LastApplied(); got != seqs[19] {
 		t.Errorf("LastApplied() = %d, want %d", got, seqs[19])
+	}
+	// The purges before the join are acked with one join ack, sent before the first ack.
+	if got := acks.joinAcks(); len(got) != 1 || got[0].Through != old[2] || got[0].ID != "" || got[0].PoP != "ams" || got[0].Node != "n1" {
+		t.Errorf("join acks = %+v, want one from ams/n1 through %d", got, old[2])
 	}
 }
 

@@ -31,7 +31,8 @@ const (
 	NodePending = "pending"
 	// NodeUnreachable: the node was registered when the purge was issued, has not acked, and is
 	// no longer in the fleet registry. The purge stays incomplete: the node replays the purge
-	// stream when it comes back, and acks then, unless an operator declares it gone.
+	// stream when it comes back, and acks then (a new process under the same id with its join
+	// ack, Ack.Through), unless an operator declares it gone.
 	NodeUnreachable = "unreachable"
 	// NodeGone: an operator declared the unreachable node gone (Tracker.DeclareGone); the
 	// purge no longer waits for it. If it comes back and acks after all, it reads acked.
@@ -95,6 +96,10 @@ type NodeAck struct {
 	LatencyMs float64    `json:"latency_ms,omitempty"`
 	// Unexpected marks a node that acked without being in the expected list (it joined late).
 	Unexpected bool `json:"unexpected,omitempty"`
+	// Joined marks an ack of a process that joined the stream after the purge (the node was
+	// restarted): it holds nothing older than its join, so the purge is in effect there
+	// without its having applied it (Ack.Through).
+	Joined bool `json:"joined,omitempty"`
 }
 
 // Tracker defaults.
@@ -145,7 +150,23 @@ type Tracker struct {
 	mu      sync.RWMutex
 	entries map[string]*entry // by purge id
 	order   []string          // ids of entries in registration order, oldest first, for eviction
+	// joins are the join acks (Ack.Through) of the last joinMemory, for the purges whose
+	// sequence the tracker learns after one came (SetSeq, or a node's ack): replaced, never
+	// changed in place, under mu; nil when there are none, so an ack costs one load.
+	joins atomic.Pointer[[]joinAck]
 }
+
+// joinAck is a node process's join: every purge up to through is in effect there.
+type joinAck struct {
+	ref       NodeRef
+	through   uint64
+	at        time.Time // received
+	appliedAt time.Time // the node's clock
+}
+
+// joinMemory is how long a join ack is kept for purges whose sequence is not known yet: a
+// publish learns it from the PubAck, or from the first node's ack, within seconds.
+const joinMemory = time.Minute
 
 // entry is one tracked purge; its fields are guarded by its mu except done, which is closed
 // once (under mu) when the purge is complete.
@@ -172,6 +193,7 @@ type nodeState struct {
 	// from the ack
 	appliedAt time.Time
 	hits      int
+	joined    bool // acked by a join ack: in effect without having been applied (a restart)
 }
 
 func cmpRefs(a, b NodeRef) int {
@@ -323,8 +345,10 @@ func (t *Tracker) evictLocked(now time.Time) {
 // SetSeq records the stream sequence of a registered purge once it is published.
 func (t *Tracker) SetSeq(id string, seq uint64) {
 	if e := t.lookup(id); e != nil {
+		joins := t.joins.Load()
 		e.mu.Lock()
 		e.msg.Seq = seq
+		e.coverLocked(joins, t.now())
 		e.mu.Unlock()
 	}
 }
@@ -365,6 +389,10 @@ func (t *Tracker) onAck(msg *nats.Msg) {
 			t.misnamed.Warn("subject", msg.Subject, "pop", a.PoP, "node", a.Node)
 			continue
 		}
+		if a.Through != 0 {
+			t.recordJoin(a)
+			continue
+		}
 		t.record(a)
 	}
 }
@@ -385,6 +413,7 @@ func (t *Tracker) record(a Ack) {
 	}
 	now := t.now()
 	ref := NodeRef{PoP: a.PoP, Node: a.Node}
+	joins := t.joins.Load()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	n := e.node(ref)
@@ -402,13 +431,71 @@ func (t *Tracker) record(a Ack) {
 		return // a duplicate
 	}
 	n.acked, n.at, n.appliedAt, n.hits = true, now, a.AppliedAt, a.Hits
-	if e.msg.Seq == 0 {
-		e.msg.Seq = a.Seq
-	}
 	switch {
 	case n.gone:
 		n.gone = false // back after all: no longer awaited, now acked
 	case expected:
+		e.settleLocked(now)
+	}
+	if e.msg.Seq == 0 && a.Seq != 0 {
+		e.msg.Seq = a.Seq
+		e.coverLocked(joins, now)
+	}
+}
+
+// recordJoin records a node process's join ack: every expected node of that id that has not
+// acked a purge stored at or before the join's sequence reads acked (joined). Only expected
+// nodes: a process that joined after a purge it was not expected for owes it nothing.
+func (t *Tracker) recordJoin(a Ack) {
+	now := t.now()
+	j := joinAck{ref: NodeRef{PoP: strings.Clone(a.PoP), Node: strings.Clone(a.Node)}, through: a.Through,
+		at: now, appliedAt: a.AppliedAt}
+	t.mu.Lock()
+	// Kept for the purges whose sequence is learnt later; a new slice each time, as SetSeq and
+	// record read the old one without the lock.
+	var kept []joinAck
+	if old := t.joins.Load(); old != nil {
+		for _, o := range *old {
+			if now.Sub(o.at) < joinMemory {
+				kept = append(kept, o)
+			}
+		}
+	}
+	kept = append(kept, j)
+	t.joins.Store(&kept)
+	entries := make([]*entry, 0, len(t.entries))
+	for _, e := range t.entries {
+		entries = append(entries, e)
+	}
+	t.mu.Unlock()
+	one := []joinAck{j}
+	for _, e := range entries {
+		e.mu.Lock()
+		e.coverLocked(&one, now)
+		e.mu.Unlock()
+	}
+}
+
+// coverLocked acks, for e, the expected nodes not acked yet whose process joined the stream
+// at or after e's sequence (a join ack of joins, if any). A purge whose sequence is not known
+// yet is left: it may be stored after the join.
+func (e *entry) coverLocked(joins *[]joinAck, now time.Time) {
+	if joins == nil || e.msg.Seq == 0 {
+		return
+	}
+	for _, j := range *joins {
+		if e.msg.Seq > j.through || now.Sub(j.at) >= joinMemory {
+			continue
+		}
+		n := e.node(j.ref)
+		if n == nil || n.acked {
+			continue
+		}
+		n.acked, n.joined, n.at, n.appliedAt, n.hits = true, true, now, j.appliedAt, 0
+		if n.gone {
+			n.gone = false // back after all: no longer awaited, now acked
+			continue
+		}
 		e.settleLocked(now)
 	}
 }
@@ -580,7 +667,7 @@ func (e *entry) receiptLocked(live map[NodeRef]bool) Receipt {
 			nodes = append(nodes, NodeAck{
 				Node: ref.Node, Acked: true, Status: NodeAcked, AckedAt: &times[len(times)-2],
 				AppliedAt: &times[len(times)-1], Hits: n.hits,
-				LatencyMs: ms(n.at.Sub(m.IssuedAt)), Unexpected: !expected,
+				LatencyMs: ms(n.at.Sub(m.IssuedAt)), Unexpected: !expected, Joined: n.joined,
 			})
 			if n.at.After(last) {
 				last = n.at
