@@ -24,6 +24,9 @@ type Ack struct {
 	// effect there though it applied none of them. It is how a node restarted under the same
 	// id acks the purges published while it was down (Subscriber.Run, Tracker).
 	Through uint64 `json:"through,omitempty"`
+	// Asked marks a Through ack that answers the tracker's question (Tracker.Run): the node
+	// applied every purge up to Through, and its acks of some may have been lost on the way.
+	Asked bool `json:"asked,omitempty"`
 }
 
 // decodeAck decodes an ack. The tracker decodes every node's ack of every purge on one

@@ -38,26 +38,7 @@ func startNS(t *testing.T, opts *server.Options) *server.Server {
 // "confirms" the lost ack. It is never sent again, and the purge stays pending for that node.
 func TestAckLostInLeafCutIsSentAgain(t *testing.T) {
 	ctx := testContext(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	leafPort := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	hub := startNS(t, &server.Options{ServerName: "hub", Host: "127.0.0.1", Port: -1, JetStream: true,
-		JetStreamDomain: "fleet", StoreDir: t.TempDir(),
-		LeafNode: server.LeafNodeOpts{Host: "127.0.0.1", Port: leafPort}})
-	link, err := tcplink.Listen("127.0.0.1:0", fmt.Sprintf("127.0.0.1:%d", leafPort), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = link.Close() })
-	u, _ := url.Parse("nats-leaf://" + link.Addr().String())
-	leaf := startNS(t, &server.Options{ServerName: "leaf", Host: "127.0.0.1", Port: -1,
-		JsAccDefaultDomain: map[string]string{"$G": "fleet"},
-		LeafNode: server.LeafNodeOpts{ReconnectInterval: 50 * time.Millisecond,
-			Remotes: []*server.RemoteLeafOpts{{URLs: []*url.URL{u}}}}})
-	wait.For(t, 10*time.Second, "the leaf link", func() bool { return hub.NumLeafNodes() == 1 })
+	hub, leaf, link := startLeafPoP(t)
 
 	ctl, js := natstest.ConnectURL(t, hub.ClientURL())
 	if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
@@ -119,4 +100,85 @@ func TestAckLostInLeafCutIsSentAgain(t *testing.T) {
 	})
 }
 
+// startLeafPoP is the production topology (deploy/render_nats.go): a hub with JetStream, and a
+// leaf node (a PoP's VM) linked to it through link, which a test can cut.
+func startLeafPoP(t *testing.T) (hub, leaf *server.Server, link *tcplink.Link) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leafPort := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	hub = startNS(t, &server.Options{ServerName: "hub", Host: "127.0.0.1", Port: -1, JetStream: true,
+		JetStreamDomain: "fleet", StoreDir: t.TempDir(),
+		LeafNode: server.LeafNodeOpts{Host: "127.0.0.1", Port: leafPort}})
+	link, err = tcplink.Listen("127.0.0.1:0", fmt.Sprintf("127.0.0.1:%d", leafPort), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = link.Close() })
+	u, _ := url.Parse("nats-leaf://" + link.Addr().String())
+	leaf = startNS(t, &server.Options{ServerName: "leaf", Host: "127.0.0.1", Port: -1,
+		JsAccDefaultDomain: map[string]string{"$G": "fleet"},
+		LeafNode: server.LeafNodeOpts{ReconnectInterval: 50 * time.Millisecond,
+			Remotes: []*server.RemoteLeafOpts{{URLs: []*url.URL{u}}}}})
+	wait.For(t, 10*time.Second, "the leaf link", func() bool { return hub.NumLeafNodes() == 1 })
+	return hub, leaf, link
+}
+
 var _ = nats.ErrTimeout
+
+// TestAckLostInShortLeafCutIsAskedFor: a leaf link cut shorter than the node's confirmation
+// round (here the round is an hour): no question of the node's fails, so it never learns that
+// its ack was dropped by the leaf node. The tracker asks the nodes pending in a receipt older
+// than AskEvery where they are, and the node's answer acks the purge. Before, the receipt kept
+// the node pending for good (a gap docs/purge.md documented).
+func TestAckLostInShortLeafCutIsAskedFor(t *testing.T) {
+	ctx := testContext(t)
+	hub, leaf, link := startLeafPoP(t)
+	ctl, js := natstest.ConnectURL(t, hub.ClientURL())
+	if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	tr := newTracker(t, ctl, WithAskEvery(50*time.Millisecond))
+	tctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = tr.Run(tctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	_, njs := natstest.ConnectURL(t, leaf.ClientURL())
+	started := make(chan string, 4)
+	release := make(chan struct{})
+	s, err := NewSubscriber(SubscriberConfig{JS: njs, PoP: "lon", Node: "n1",
+		Apply: func(ctx context.Context, m Message) (int, error) {
+			started <- m.ID
+			return held(ctx, release, 1)
+		},
+		OnGap:        func(context.Context, uint64, uint64) {},
+		ConfirmEvery: time.Hour,
+		RetryMin:     10 * time.Millisecond, RetryMax: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := runSubscriber(t, s)
+	defer stop()
+
+	pub := &Publisher{JS: js, Tracker: tr}
+	m, err := pub.Publish(ctx, msg("www.example.com", KindURL, "/short-cut"), []NodeRef{{"lon", "n1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	link.Cut()
+	wait.For(t, 5*time.Second, "the leaf link gone", func() bool { return hub.NumLeafNodes() == 0 && leaf.NumLeafNodes() == 0 })
+	close(release) // applied while the PoP is cut off; the leaf node drops the ack
+	wait.For(t, 5*time.Second, "the purge applied", func() bool { return s.LastApplied() == 1 })
+	link.Restore()
+	r := waitReceipt(t, tr, m.ID)
+	if !r.Complete {
+		t.Fatalf("receipt after a leaf cut shorter than a confirmation round: pending %v, want complete", r.Pending)
+	}
+	if a := acksByNode(r)[NodeRef{"lon", "n1"}]; !a.Acked || a.Joined {
+		t.Errorf("lon/n1 = %+v, want acked (not joined)", a)
+	}
+}

@@ -41,6 +41,42 @@ func splitLive(data []byte) (uint64, []byte, error) {
 	return seq, data[i+1:], nil
 }
 
+// askPrefix starts the tracker's question on the live subject: the nodes it names, one
+// "<pop>.<node>" a line after it, answer with an ack through the last purge they applied. It
+// is no announcement (no sequence line), and only control may publish there.
+const askPrefix = "acks?\n"
+
+// appendAsk appends the question for nodes to dst.
+func appendAsk(dst []byte, nodes []NodeRef) []byte {
+	dst = append(dst, askPrefix...)
+	for i, n := range nodes {
+		if i > 0 {
+			dst = append(dst, '\n')
+		}
+		dst = append(dst, n.PoP...)
+		dst = append(dst, '.')
+		dst = append(dst, n.Node...)
+	}
+	return dst
+}
+
+// asks reports whether the question names (after askPrefix) pop.node.
+func asks(names []byte, pop, node string) bool {
+	for len(names) > 0 {
+		line := names
+		if i := bytes.IndexByte(names, '\n'); i >= 0 {
+			line, names = names[:i], names[i+1:]
+		} else {
+			names = nil
+		}
+		if len(line) == len(pop)+1+len(node) && string(line[:len(pop)]) == pop && line[len(pop)] == '.' &&
+			string(line[len(pop)+1:]) == node {
+			return true
+		}
+	}
+	return false
+}
+
 // announce publishes a stored message on the live subject; a failure only costs the nodes a
 // replay from the stream, so it is not reported.
 func announce(nc *nats.Conn, prefix string, seq uint64, stored []byte) {

@@ -145,7 +145,8 @@ func acksByNode(r Receipt) map[NodeRef]NodeAck {
 
 // TestTrackerJoinAckCoversBySequence: a join ack acks its node for the purges stored at or
 // before its sequence, including one whose sequence the tracker learns only after the join ack
-// came (its PubAck, or another node's ack, was still on its way), and no purge after it.
+// came (its PubAck, or another node's ack, was still on its way), and no purge after it. So
+// does a node's answer to the tracker's question (Asked), which does not read joined.
 func TestTrackerJoinAckCoversBySequence(t *testing.T) {
 	n1, n2 := NodeRef{"lon", "n1"}, NodeRef{"lon", "n2"}
 	join := Ack{PoP: "lon", Node: "n1", AppliedAt: time.Now(), Through: 5}
@@ -182,6 +183,14 @@ func TestTrackerJoinAckCoversBySequence(t *testing.T) {
 		{"another node's join", func(tr *Tracker, id string) {
 			tr.SetSeq(id, 3)
 			tr.recordJoin(Ack{PoP: "lon", Node: "n3", AppliedAt: time.Now(), Through: 5})
+		}, map[string]string{"lon/n1": NodePending, "lon/n2": NodePending}, false},
+		{"a node's answer through it", func(tr *Tracker, id string) {
+			tr.SetSeq(id, 3)
+			tr.recordJoin(Ack{PoP: "lon", Node: "n1", AppliedAt: time.Now(), Through: 3, Asked: true})
+		}, map[string]string{"lon/n1": NodeAcked, "lon/n2": NodePending}, false},
+		{"a node's answer through the purge before", func(tr *Tracker, id string) {
+			tr.SetSeq(id, 3)
+			tr.recordJoin(Ack{PoP: "lon", Node: "n1", AppliedAt: time.Now(), Through: 2, Asked: true})
 		}, map[string]string{"lon/n1": NodePending, "lon/n2": NodePending}, false},
 		{"acked before the join", func(tr *Tracker, id string) {
 			tr.record(Ack{ID: id, Seq: 3, PoP: "lon", Node: "n1", AppliedAt: time.Now(), Hits: 2})

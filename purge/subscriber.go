@@ -1,6 +1,7 @@
 package purge
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -397,6 +398,14 @@ func (s *Subscriber) handleLive(ctx context.Context, msg *nats.Msg) liveOutcome 
 	if msg.Subject != s.live {
 		s.dropped.Add(1)
 		s.foreign.Warn("subject", msg.Subject)
+		return liveDone
+	}
+	if names, ok := bytes.CutPrefix(msg.Data, []byte(askPrefix)); ok {
+		// The tracker's question: an ack may have been lost beyond what this node can see (a
+		// leaf link cut shorter than a confirmation round, control's own connection cut).
+		if last := s.LastApplied(); last != 0 && asks(names, s.cfg.PoP, s.cfg.Node) {
+			s.queueAck(Ack{PoP: s.cfg.PoP, Node: s.cfg.Node, AppliedAt: s.cfg.Clock(), Through: last, Asked: true})
+		}
 		return liveDone
 	}
 	seq, data, err := splitLive(msg.Data)

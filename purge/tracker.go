@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -105,6 +106,8 @@ type NodeAck struct {
 // Tracker defaults.
 const (
 	DefaultMaxPurges = 10000
+	// DefaultAskEvery is how often Run asks nodes pending for no visible reason where they are.
+	DefaultAskEvery = 5 * time.Second
 )
 
 // TrackerOption changes a Tracker default.
@@ -119,6 +122,11 @@ func WithRetention(d time.Duration) TrackerOption { return func(t *Tracker) { t.
 // WithLogger sets where dropped acks are reported (default: discarded).
 func WithLogger(l *slog.Logger) TrackerOption { return func(t *Tracker) { t.log = l } }
 
+// WithAskEvery sets how often the tracker asks the nodes still pending in a receipt older
+// than that for their position (Run; default DefaultAskEvery). It also asks at once after its
+// connection reconnects.
+func WithAskEvery(d time.Duration) TrackerOption { return func(t *Tracker) { t.askEvery = d } }
+
 // WithClock sets the clock that stamps received acks (default time.Now).
 func WithClock(now func() time.Time) TrackerOption { return func(t *Tracker) { t.now = now } }
 
@@ -131,11 +139,14 @@ func WithRegistry(registered func() []NodeRef) TrackerOption {
 
 // Tracker is the control side of purges: it listens for acks and keeps a receipt per purge.
 type Tracker struct {
+	nc        *nats.Conn
+	live      string // the live subject, where Run asks pending nodes for their position
 	sub       *nats.Subscription
 	log       *slog.Logger
 	now       func() time.Time
 	maxPurges int
 	retention time.Duration
+	askEvery  time.Duration
 	// registered lists the nodes in the registry now; nil means every node is.
 	registered func() []NodeRef
 	// dropped counts the acks dropped (Dropped); undecodable and misnamed log them, rate
@@ -160,6 +171,7 @@ type Tracker struct {
 type joinAck struct {
 	ref       NodeRef
 	through   uint64
+	asked     bool      // an answer to the tracker's question, not a join: the node applied them
 	at        time.Time // received
 	appliedAt time.Time // the node's clock
 }
@@ -217,8 +229,11 @@ func (e *entry) node(ref NodeRef) *nodeState {
 func NewTracker(nc *nats.Conn, prefix string, opts ...TrackerOption) (*Tracker, error) {
 	t := &Tracker{
 		now:       time.Now,
+		nc:        nc,
+		live:      LiveSubject(prefix),
 		maxPurges: DefaultMaxPurges,
 		retention: DefaultRetention,
+		askEvery:  DefaultAskEvery,
 		entries:   map[string]*entry{},
 	}
 	for _, o := range opts {
@@ -234,6 +249,9 @@ func NewTracker(nc *nats.Conn, prefix string, opts ...TrackerOption) (*Tracker, 
 	}
 	if t.retention <= 0 {
 		t.retention = DefaultRetention
+	}
+	if t.askEvery <= 0 {
+		t.askEvery = DefaultAskEvery
 	}
 	if nc == nil {
 		return nil, errors.New("new purge tracker: nil connection")
@@ -256,10 +274,77 @@ func NewTracker(nc *nats.Conn, prefix string, opts ...TrackerOption) (*Tracker, 
 // than their subject does (forged, or a JetStream answer aimed at an ack subject).
 func (t *Tracker) Dropped() uint64 { return t.dropped.Load() }
 
-// Run keeps the tracker subscribed until ctx ends, then closes it.
+// Run keeps the tracker subscribed until ctx ends, then closes it. Meanwhile, every AskEvery
+// and at once after its connection reconnects, it asks the registered nodes still pending in
+// a receipt where they are (askPending): an ack lost where neither side sees a cut (control's
+// own connection, a leaf link cut shorter than a node's confirmation round) is then answered.
 func (t *Tracker) Run(ctx context.Context) error {
-	<-ctx.Done()
-	return t.Close()
+	reconnected := t.nc.StatusChanged(nats.CONNECTED)
+	defer t.nc.RemoveStatusListener(reconnected)
+	tick := time.NewTicker(t.askEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return t.Close()
+		case <-tick.C:
+			t.askPending(t.askEvery)
+		case <-reconnected:
+			// Acks sent while the connection was down had no one to go to.
+			t.askPending(0)
+		}
+	}
+}
+
+// maxAsk bounds the question's size (NATS's max_payload is 1 MiB by default); nodes left out
+// are asked the next time.
+const maxAsk = 256 << 10
+
+// askPending asks, on the live subject, the registered nodes pending in a receipt registered
+// at least minAge ago (with a known sequence) to answer with an ack through the last purge
+// they applied (Ack.Asked). A node that left the registry is not asked: it answers when it
+// comes back (a replay, or its join ack).
+func (t *Tracker) askPending(minAge time.Duration) {
+	live := t.registeredSet()
+	now := t.now()
+	t.mu.RLock()
+	entries := make([]*entry, 0, len(t.order))
+	for _, id := range t.order {
+		if e := t.entries[id]; e != nil && now.Sub(e.registered) >= minAge {
+			entries = append(entries, e)
+		}
+	}
+	t.mu.RUnlock()
+	ask := map[NodeRef]bool{}
+	for _, e := range entries {
+		e.mu.Lock()
+		if e.pending > 0 && e.msg.Seq != 0 {
+			for i := range e.nodes {
+				n := &e.nodes[i]
+				if !n.acked && !n.gone && (live == nil || live[n.ref]) {
+					ask[n.ref] = true
+				}
+			}
+		}
+		e.mu.Unlock()
+	}
+	if len(ask) == 0 {
+		return
+	}
+	nodes := slices.SortedFunc(maps.Keys(ask), cmpRefs)
+	var b []byte
+	for len(nodes) > 0 {
+		n := 1
+		for size := len(nodes[0].PoP) + len(nodes[0].Node); n < len(nodes) && size < maxAsk; n++ {
+			size += len(nodes[n].PoP) + len(nodes[n].Node) + 2
+		}
+		b = appendAsk(b[:0], nodes[:n])
+		if err := t.nc.Publish(t.live, b); err != nil {
+			t.log.Debug("ask pending nodes for their purge position", "nodes", n, "err", err)
+			return
+		}
+		nodes = nodes[n:]
+	}
 }
 
 // Close stops listening for acks, and writes the dropped acks' warnings held back; receipts
@@ -348,7 +433,9 @@ func (t *Tracker) SetSeq(id string, seq uint64) {
 		joins := t.joins.Load()
 		e.mu.Lock()
 		e.msg.Seq = seq
-		e.coverLocked(joins, t.now())
+		if joins != nil {
+			e.coverLocked(joins, t.now())
+		}
 		e.mu.Unlock()
 	}
 }
@@ -449,7 +536,7 @@ func (t *Tracker) record(a Ack) {
 func (t *Tracker) recordJoin(a Ack) {
 	now := t.now()
 	j := joinAck{ref: NodeRef{PoP: strings.Clone(a.PoP), Node: strings.Clone(a.Node)}, through: a.Through,
-		at: now, appliedAt: a.AppliedAt}
+		asked: a.Asked, at: now, appliedAt: a.AppliedAt}
 	t.mu.Lock()
 	// Kept for the purges whose sequence is learnt later; a new slice each time, as SetSeq and
 	// record read the old one without the lock.
@@ -491,7 +578,7 @@ func (e *entry) coverLocked(joins *[]joinAck, now time.Time) {
 		if n == nil || n.acked {
 			continue
 		}
-		n.acked, n.joined, n.at, n.appliedAt, n.hits = true, true, now, j.appliedAt, 0
+		n.acked, n.joined, n.at, n.appliedAt, n.hits = true, !j.asked, now, j.appliedAt, 0
 		if n.gone {
 			n.gone = false // back after all: no longer awaited, now acked
 			continue
