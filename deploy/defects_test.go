@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -403,5 +404,54 @@ func TestMaxConsumersRendered(t *testing.T) {
 		if got, err := cmd.Flags().GetInt("max-consumers"); err != nil || got != maxConsumers(f) {
 			t.Errorf("%s: --max-consumers %d (%v), want %d", c.Name, got, err, maxConsumers(f))
 		}
+	}
+}
+
+// TestRenderedDNSPolicyKeepsEveryField: the fleet file's dns.policy reaches every control
+// VM's dns.yaml whole, whichever of its fields alone is set. A policy whose only fields were
+// explore or load_hysteresis rendered no policy at all, and DNS ran on the defaults.
+func TestRenderedDNSPolicyKeepsEveryField(t *testing.T) {
+	tests := []struct {
+		name string
+		pol  wire.RoutingPolicy
+	}{
+		{"policy", wire.RoutingPolicy{Policy: "least-loaded"}},
+		{"radius_km", wire.RoutingPolicy{RadiusKm: 900}},
+		{"explore", wire.RoutingPolicy{Explore: 0.2}},
+		{"explore off", wire.RoutingPolicy{Explore: -1}},
+		{"load_hysteresis", wire.RoutingPolicy{LoadHysteresis: 0.1}},
+		{"load_hysteresis off", wire.RoutingPolicy{LoadHysteresis: -1}},
+		{"low_watermark", wire.RoutingPolicy{LowWatermark: 0.7}},
+		{"high_watermark", wire.RoutingPolicy{HighWatermark: 1.2}},
+		{"weights", wire.RoutingPolicy{Weights: map[string]float64{"fra": 2}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := loadExample(t)
+			f.DNS.Policy = tt.pol
+			if errs := f.validate(); len(errs) > 0 {
+				t.Fatalf("fleet checks refuse the policy: %v", errs.Err())
+			}
+			files, err := Render(f, RenderOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			dir := t.TempDir()
+			if err := WriteTree(dir, files); err != nil {
+				t.Fatal(err)
+			}
+			for _, vm := range f.VMs() {
+				if vm.Role != RoleControl {
+					continue
+				}
+				cfg, err := dnsroute.LoadConfig(filepath.Join(dir, vm.Name) + EtcDir + "/dns.yaml")
+				if err != nil {
+					t.Fatalf("%s's dns.yaml: %v", vm.Name, err)
+				}
+				if !reflect.DeepEqual(cfg.Policy, tt.pol) {
+					t.Errorf("%s's dns.yaml has policy %+v, want %+v (the fleet file's)", vm.Name, cfg.Policy, tt.pol)
+				}
+			}
+		})
 	}
 }

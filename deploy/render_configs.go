@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"net"
+	"reflect"
 	"strconv"
 
 	"github.com/meridian-cdn/meridian/wire"
@@ -162,8 +163,9 @@ func (r *renderer) dnsConfig(vm string) ([]byte, error) {
 			d.CNAMEs[dnsName(from)] = dnsName(to)
 		}
 	}
-	if f.DNS.Policy.Policy != "" || f.DNS.Policy.RadiusKm != 0 || len(f.DNS.Policy.Weights) > 0 ||
-		f.DNS.Policy.LowWatermark != 0 || f.DNS.Policy.HighWatermark != 0 {
+	// Any field set renders the policy: one listed by hand missed those added later (explore,
+	// load_hysteresis), and DNS ran on its defaults.
+	if !reflect.DeepEqual(f.DNS.Policy, wire.RoutingPolicy{}) {
 		pol := f.DNS.Policy
 		d.Policy = &pol
 	}
