@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"errors"
 	"math"
 	"testing"
 )
@@ -99,6 +100,33 @@ func TestRoutingPolicyLoadHysteresis(t *testing.T) {
 			p := RoutingPolicy{Policy: "least-loaded", LoadHysteresis: tc.h}
 			if err := p.Validate(); (err == nil) != tc.wantOK {
 				t.Errorf("Validate(load_hysteresis %g) = %v, want accepted %v", tc.h, err, tc.wantOK)
+			}
+		})
+	}
+}
+
+// TestRoutingPolicyNaN: every number of a policy is refused as NaN, which a YAML file can write
+// (.nan) and every comparison of a bound passes. A NaN low_watermark let an overloaded PoP
+// shed 95 % for good (no fall is ever judged due), a NaN high_watermark turned shedding off,
+// a NaN explore read as none. No policy stored in the config bucket holds one: JSON has no
+// NaN.
+func TestRoutingPolicyNaN(t *testing.T) {
+	nan := math.NaN()
+	for _, tc := range []struct {
+		field string
+		p     RoutingPolicy
+	}{
+		{"explore", RoutingPolicy{Policy: "latency", Explore: nan}},
+		{"radius_km", RoutingPolicy{Policy: "least-loaded", RadiusKm: nan}},
+		{"load_hysteresis", RoutingPolicy{Policy: "least-loaded", LoadHysteresis: nan}},
+		{"low_watermark", RoutingPolicy{LowWatermark: nan}},
+		{"high_watermark", RoutingPolicy{HighWatermark: nan}},
+	} {
+		t.Run(tc.field, func(t *testing.T) {
+			err := tc.p.Validate()
+			var fe *FieldError
+			if !errors.As(err, &fe) || fe.Field != tc.field {
+				t.Errorf("Validate(%s NaN) = %v, want a FieldError on %s", tc.field, err, tc.field)
 			}
 		})
 	}

@@ -213,20 +213,27 @@ func (r RoutingPolicy) Validate() error {
 	default:
 		return &FieldError{Field: "policy", Err: fmt.Errorf("%q is not nearest, least-loaded, weighted or latency", r.Policy)}
 	}
+	// NaN, which a YAML file can write (.nan), passes every comparison of a bound: each
+	// number is checked as one that holds only for a number in range.
+	if math.IsNaN(r.Explore) {
+		return &FieldError{Field: "explore", Err: errors.New("is not a number")}
+	}
 	if r.Explore > 0.5 {
 		return &FieldError{Field: "explore", Err: errors.New("is more than 0.5")}
 	}
-	if r.RadiusKm < 0 {
-		return &FieldError{Field: "radius_km", Err: errors.New("is negative")}
+	if !(r.RadiusKm >= 0) {
+		return &FieldError{Field: "radius_km", Err: fmt.Errorf("%g is not a number at least 0", r.RadiusKm)}
 	}
 	if !(r.LoadHysteresis <= 0.5) { // NaN too: it would hold every figure for good
 		return &FieldError{Field: "load_hysteresis", Err: fmt.Errorf("%g is not a number at most 0.5", r.LoadHysteresis)}
 	}
-	if r.LowWatermark < 0 {
-		return &FieldError{Field: "low_watermark", Err: errors.New("is negative")}
+	// A NaN low watermark would hold an overloaded PoP's 95 % for good (no fall is ever
+	// judged due); a NaN high one would turn shedding off.
+	if !(r.LowWatermark >= 0) {
+		return &FieldError{Field: "low_watermark", Err: fmt.Errorf("%g is not a number at least 0", r.LowWatermark)}
 	}
-	if r.HighWatermark < 0 {
-		return &FieldError{Field: "high_watermark", Err: errors.New("is negative")}
+	if !(r.HighWatermark >= 0) {
+		return &FieldError{Field: "high_watermark", Err: fmt.Errorf("%g is not a number at least 0", r.HighWatermark)}
 	}
 	// Against the high watermark in effect: one left unset is the default, which a low
 	// watermark alone must not pass either.
