@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net/http"
 	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -19,6 +20,8 @@ import (
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/legacy"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 const specPath = "../docs/api/openapi.yaml"
@@ -296,5 +299,61 @@ func TestSpecCheckCatchesMismatches(t *testing.T) {
 				t.Errorf("problems %q, want one mentioning %q", problems, tt.wantProblem)
 			}
 		})
+	}
+}
+
+// TestOpenAPIRoutingPolicyFields: every policy and every field wire.RoutingPolicy takes is a
+// PUT /v1/routing the spec accepts, and its GET an answer the spec accepts (specChecked fails
+// the test on either). The spec's RoutingPolicy lacked explore and the latency policy, so a
+// valid policy the server stored was one the spec refused.
+func TestOpenAPIRoutingPolicyFields(t *testing.T) {
+	ts := startServer(t, Config{})
+	tests := []struct{ name, body string }{
+		{"nearest", `{"policy":"nearest","low_watermark":0.7,"high_watermark":1.2}`},
+		{"least-loaded", `{"policy":"least-loaded","radius_km":900,"load_hysteresis":0.1}`},
+		{"load_hysteresis off", `{"policy":"least-loaded","load_hysteresis":-1}`},
+		{"weighted", `{"policy":"weighted","weights":{"lhr":2,"fra":1}}`},
+		{"latency", `{"policy":"latency","explore":0.1}`},
+		{"latency without exploring", `{"policy":"latency","explore":-1}`},
+		{"nearest following measurements", `{"policy":"","explore":0.5}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if code, b := ts.do(t, "PUT", "/v1/routing", tokConfigurer, []byte(tt.body)); code != http.StatusOK {
+				t.Fatalf("PUT /v1/routing %s = %d %s, want 200", tt.body, code, b)
+			}
+			code, b := ts.do(t, "GET", "/v1/routing", tokReader, nil)
+			var got, want wire.RoutingPolicy
+			if err := json.Unmarshal([]byte(tt.body), &want); err != nil {
+				t.Fatal(err)
+			}
+			if code != http.StatusOK || json.Unmarshal(b, &got) != nil || !reflect.DeepEqual(got, want) {
+				t.Errorf("GET /v1/routing = %d %s, want 200 with %s", code, b, tt.body)
+			}
+		})
+	}
+	// The spec's bounds are the server's: what it refuses, the spec refuses too.
+	router, err := loadSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, body := range []string{`{"policy":"latency","explore":0.6}`, `{"policy":"least-loaded","load_hysteresis":0.6}`, `{"policy":"random"}`} {
+		if code, b := ts.do(t, "PUT", "/v1/routing", tokConfigurer, []byte(body)); code != http.StatusBadRequest {
+			t.Errorf("PUT /v1/routing %s = %d %s, want 400", body, code, b)
+		}
+		r, err := http.NewRequest("PUT", "http://127.0.0.1:7070/v1/routing", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Header.Set("Content-Type", "application/json")
+		route, params, err := router.FindRoute(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in := &openapi3filter.RequestValidationInput{Request: r, PathParams: params, Route: route,
+			Options: &openapi3filter.Options{AuthenticationFunc: openapi3filter.NoopAuthenticationFunc}}
+		if openapi3filter.ValidateRequest(context.Background(), in) == nil {
+			t.Errorf("the spec accepts PUT /v1/routing %s, which the server refuses", body)
+		}
 	}
 }
