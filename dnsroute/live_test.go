@@ -53,6 +53,15 @@ type liveFixture struct {
 // starts a DNS server fed by the registry.
 func startLive(t *testing.T, mutate func(*Config)) *liveFixture {
 	t.Helper()
+	return startLiveNodes(t, []wire.Node{
+		{PoP: "lhr", ID: "n1", Lat: 51.5074, Lon: -0.1278, IPv4: "192.0.2.11"},
+		{PoP: "fra", ID: "n1", Lat: 50.1109, Lon: 8.6821, IPv4: "192.0.2.21"},
+	}, mutate)
+}
+
+// startLiveNodes is startLive with the given nodes, one per PoP.
+func startLiveNodes(t *testing.T, nodes []wire.Node, mutate func(*Config)) *liveFixture {
+	t.Helper()
 	ns := natstest.Start(t)
 	_, js := ns.Connect(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -65,10 +74,7 @@ func startLive(t *testing.T, mutate func(*Config)) *liveFixture {
 		t.Fatal(err)
 	}
 	fx := &liveFixture{nodes: map[string]*liveNode{}}
-	for _, n := range []wire.Node{
-		{PoP: "lhr", ID: "n1", Lat: 51.5074, Lon: -0.1278, IPv4: "192.0.2.11"},
-		{PoP: "fra", ID: "n1", Lat: 50.1109, Lon: 8.6821, IPv4: "192.0.2.21"},
-	} {
+	for _, n := range nodes {
 		_, js := ns.ConnectAs(t, natsauth.Edge(n.PoP, n.ID))
 		ln := &liveNode{}
 		r, err := fleet.NewRegistrar(fleet.RegistrarConfig{JS: js, Node: n, Interval: 100 * time.Millisecond,
@@ -127,8 +133,9 @@ func startLive(t *testing.T, mutate func(*Config)) *liveFixture {
 	}()
 	<-s.Ready()
 	fx.testServer = &testServer{Server: s, addr: udp.LocalAddr().String()}
-	fx.waitSaturation(t, "lhr", 0)
-	fx.waitSaturation(t, "fra", 0)
+	for _, n := range nodes {
+		fx.waitSaturation(t, n.PoP, 0)
+	}
 	return fx
 }
 
@@ -450,5 +457,112 @@ func TestLiveWeightedKeepsCacheWhileShedding(t *testing.T) {
 		if metricValue(t, fx.Server, "meridian_dns_cache_hits_total", "") != hits+1 {
 			t.Errorf("lhr at %.2f (sheds %.2f): not a cache hit", sat, fx.ShedShare("lhr"))
 		}
+	}
+}
+
+// fresh is where the server's current state routes a client of prefix ecs for family v6,
+// computed now without the answer cache, and the answer's ECS scope ("" for no answer).
+func (fx *liveFixture) fresh(t *testing.T, ecs netip.Prefix, v6 bool) (pop string, scope int) {
+	t.Helper()
+	s := fx.Server
+	st := s.current(s.cfg.Clock())
+	client := clientPrefix(netip.Addr{}, ecs)
+	loc, err := s.geo.Lookup(client.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := st.route(loc, client, v6)
+	if d.pop == nil {
+		return "", 0
+	}
+	return d.pop.pop.ID, d.scope(client)
+}
+
+// served is where the server's answer sends a client of prefix ecs, and its ECS scope ("" for
+// an answer without addresses).
+func (fx *liveFixture) served(t *testing.T, ecs netip.Prefix, qtype uint16) (pop string, scope int) {
+	t.Helper()
+	r := fx.ask(t, "www.cdn.example.", qtype, qopt{ecs: ecs})
+	if len(r.Answer) == 0 {
+		return "", 0
+	}
+	e := ecsOf(r)
+	if e == nil {
+		t.Fatalf("answer without ECS to a query with it:\n%v", r)
+	}
+	return fx.popOf(t, r), int(e.SourceScope)
+}
+
+// TestLiveCachedAnswersMatchFresh: whatever the fleet does (loads between and past the
+// watermarks, a PoP left alone in one family or both as the others drain, every PoP
+// shedding), under every policy an answer served, from the cache or not, is the one the
+// current state gives when routed afresh: a cache kept across a rebuild whose outcome key
+// missed something an answer depends on would serve the old answer. The fleet mixes families:
+// lhr is dual-stack, fra IPv4 only, ams IPv6 only.
+func TestLiveCachedAnswersMatchFresh(t *testing.T) {
+	nodes := []wire.Node{
+		{PoP: "lhr", ID: "n1", Lat: 51.5074, Lon: -0.1278, IPv4: "192.0.2.11", IPv6: "2001:db8:ff::11"},
+		{PoP: "fra", ID: "n1", Lat: 50.1109, Lon: 8.6821, IPv4: "192.0.2.21"},
+		{PoP: "ams", ID: "n1", Lat: 52.3676, Lon: 4.9041, IPv6: "2001:db8:ff::31"},
+	}
+	type step struct {
+		pop   string
+		sat   float64
+		drain int // 1 drains the PoP, -1 ends its drain; 0 sets sat
+	}
+	steps := []step{
+		{"lhr", 0.3, 0}, {"lhr", 0.86, 0}, {"lhr", 0.9, 0}, {"lhr", 0.95, 0},
+		{"fra", 0, 1}, // lhr alone in IPv4, not in IPv6
+		{"lhr", 0.9, 0}, {"lhr", 0.97, 0},
+		{"ams", 0, 1}, // lhr alone in both
+		{"lhr", 0.85, 0}, {"lhr", 0.95, 0}, {"lhr", 1.2, 0},
+		{"fra", 0, -1}, // lhr alone in IPv6 only
+		{"lhr", 1.3, 0}, {"fra", 0.9, 0}, {"fra", 0.95, 0},
+		{"ams", 0, -1}, {"ams", 0.9, 0}, {"ams", 0.85, 0}, // every PoP sheds in both families
+		{"fra", 0.2, 0}, {"lhr", 0.5, 0},
+	}
+	var clients []netip.Prefix
+	for _, city := range []string{"London", "Amsterdam", "Frankfurt"} {
+		for i := range 8 {
+			clients = append(clients, cityPrefix(t, city, byte(i*31)))
+		}
+	}
+	for _, policy := range []wire.RoutingPolicy{
+		{Policy: "nearest"}, {Policy: "latency"}, {Policy: "least-loaded"},
+		{Policy: "weighted", Weights: map[string]float64{"lhr": 1, "fra": 1, "ams": 1}},
+	} {
+		t.Run(policy.Policy, func(t *testing.T) {
+			fx := startLiveNodes(t, nodes, func(c *Config) { c.Policy = policy })
+			hits := metricValue(t, fx.Server, "meridian_dns_cache_hits_total", "")
+			for i, st := range steps {
+				switch st.drain {
+				case 0:
+					fx.waitSaturation(t, st.pop, st.sat)
+				default:
+					fx.waitDraining(t, st.pop, st.drain > 0)
+				}
+				for _, c := range clients {
+					for _, qt := range []uint16{dns.TypeA, dns.TypeAAAA} {
+						// Twice: the first may come from the cache of an earlier state, the
+						// second surely from this one's.
+						for range 2 {
+							wantPoP, wantScope := fx.fresh(t, c, qt == dns.TypeAAAA)
+							pop, scope := fx.served(t, c, qt)
+							againPoP, againScope := fx.fresh(t, c, qt == dns.TypeAAAA)
+							if againPoP != wantPoP || againScope != wantScope {
+								continue // the state moved under the query: nothing to compare
+							}
+							if pop != wantPoP || scope != wantScope {
+								t.Errorf("step %d (%s %+v): %s %s served %q scope /%d, routed afresh %q scope /%d",
+									i, st.pop, st, c, dns.TypeToString[qt], pop, scope, wantPoP, wantScope)
+							}
+						}
+					}
+				}
+			}
+			if got := metricValue(t, fx.Server, "meridian_dns_cache_hits_total", "") - hits; got == 0 {
+				t.Error("no answer came from the cache: the test compared nothing cached")
+			}
+		})
 	}
 }
