@@ -5,6 +5,8 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meridian-cdn/meridian/dnsroute/geo"
 )
 
 // metrics are one server's Prometheus metrics, on its own registry.
@@ -102,8 +104,16 @@ func newPopCollector(s *Server) popCollector {
 func (c popCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.shed; ch <- c.load }
 
 func (c popCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, p := range c.s.st.Load().pops {
-		ch <- prometheus.MustNewConstMetric(c.shed, prometheus.GaugeValue, p.shed, p.pop.ID)
+	st := c.s.st.Load()
+	// The shedder follows every PoP's load under any policy (so that a switch to nearest
+	// starts from its history), but only nearest and latency answers shed.
+	sheds := st.policy.Name == geo.Nearest || st.policy.Name == geo.Latency
+	for _, p := range st.pops {
+		shed := p.shed
+		if !sheds {
+			shed = 0
+		}
+		ch <- prometheus.MustNewConstMetric(c.shed, prometheus.GaugeValue, shed, p.pop.ID)
 		ch <- prometheus.MustNewConstMetric(c.load, prometheus.GaugeValue, p.level, p.pop.ID)
 	}
 }

@@ -288,3 +288,33 @@ func TestExplainLiveStatesShedHistory(t *testing.T) {
 		})
 	}
 }
+
+// TestPopShedGaugeOnlyWhereAnswersShed: meridian_dns_pop_shed_ratio is the share answers use,
+// so under least-loaded and weighted, which never shed, it is 0 whatever the shedder holds
+// for a loaded PoP: an alert on it would otherwise fire for clients nobody moves.
+func TestPopShedGaugeOnlyWhereAnswersShed(t *testing.T) {
+	fx := startLive(t, nil)
+	fx.waitSaturation(t, "lhr", 0.9)
+	fx.ask(t, "www.cdn.example.", dns.TypeA, qopt{ecs: cityPrefix(t, "London", 3)}) // the state sees it
+	tests := []struct {
+		name   string
+		policy wire.RoutingPolicy
+		want   float64
+	}{
+		{"least-loaded", wire.RoutingPolicy{Policy: "least-loaded"}, 0},
+		{"weighted", wire.RoutingPolicy{Policy: "weighted", Weights: map[string]float64{"lhr": 1, "fra": 1}}, 0},
+		{"nearest", wire.RoutingPolicy{Policy: "nearest"}, 0.5},
+		{"latency", wire.RoutingPolicy{Policy: "latency"}, 0.5},
+		{"weighted without weights", wire.RoutingPolicy{Policy: "weighted"}, 0}, // nearest without shedding
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := fx.SetPolicy(tt.policy); err != nil {
+				t.Fatal(err)
+			}
+			if got, ok := gaugeValue(t, fx.Server, "meridian_dns_pop_shed_ratio", "lhr"); !ok || got != tt.want {
+				t.Errorf("under %+v: meridian_dns_pop_shed_ratio{pop=lhr} = %v (exported %v), want %v", tt.policy, got, ok, tt.want)
+			}
+		})
+	}
+}
