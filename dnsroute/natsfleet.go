@@ -285,7 +285,9 @@ func ExplainLive(ctx context.Context, cfg Config, addr netip.Addr, name string, 
 		ex.History = "SHED is what the loads now give a server that just started; a running server holds a share " +
 			"for at least an answer TTL after a rise, and after a fall neither raises it between the watermarks nor stops " +
 			"while its clients' demand stays high (the load then may read below the low watermark), so its share can " +
-			"differ either way: its shares in use are meridian_dns_pop_shed_ratio on its admin listener"
+			"differ either way: its shares in use are meridian_dns_pop_shed_ratio on its admin listener; where every usable " +
+			"PoP sheds, the least utilised keeps whom all shed, by figures that follow a load only once it moved more than " +
+			"load_hysteresis: meridian_dns_pop_load_ratio"
 	case geo.LeastLoaded:
 		ex.History = "SCORE is the loads now in 5% steps, as a server that just started compares them; a running server's " +
 			"figures follow a load only once it moved more than load_hysteresis, so it may choose another PoP of close load: " +
