@@ -566,3 +566,57 @@ func TestLiveCachedAnswersMatchFresh(t *testing.T) {
 		})
 	}
 }
+
+// TestLiveLoadHysteresisFollowsPolicyAndDrains: the kept figures are judged against the band
+// in force at each rebuild, so a policy change that narrows load_hysteresis (from the config
+// bucket: SetPolicy) moves a figure left behind by the wider band at once, with no reset
+// needed; a PoP drained and back is compared by its load then, not by the one before it left.
+func TestLiveLoadHysteresisFollowsPolicyAndDrains(t *testing.T) {
+	wide := wire.RoutingPolicy{Policy: "least-loaded", LoadHysteresis: 0.5}
+	fx := startLive(t, func(c *Config) { c.Policy = wide })
+	q := qopt{ecs: cityPrefix(t, "London", 7)}
+	fx.waitSaturation(t, "fra", 0.42)
+	fx.waitSaturation(t, "lhr", 0.42)
+	fx.ask(t, "www.cdn.example.", dns.TypeA, q) // the figures: both 0.40
+	tests := []struct {
+		name    string
+		step    func(t *testing.T)
+		wantPoP string
+	}{
+		{"lhr loaded, inside the wide band", func(t *testing.T) { fx.waitSaturation(t, "lhr", 0.8) }, "lhr"},
+		{"band narrowed to the default", func(t *testing.T) {
+			if err := fx.SetPolicy(wire.RoutingPolicy{Policy: "least-loaded"}); err != nil {
+				t.Fatal(err)
+			}
+		}, "fra"},
+		{"lhr drained", func(t *testing.T) { fx.waitDraining(t, "lhr", true) }, "fra"},
+		{"lhr back, idle", func(t *testing.T) {
+			fx.waitSaturation(t, "lhr", 0.1)
+			fx.waitDraining(t, "lhr", false)
+		}, "lhr"},
+		{"fra a step lower, inside the band; lhr up to its figure", func(t *testing.T) {
+			fx.waitSaturation(t, "fra", 0.36) // fra's figure stays 0.40
+			fx.waitSaturation(t, "lhr", 0.38) // lhr's follows to 0.40: a tie, the nearer
+		}, "lhr"},
+		{"band off", func(t *testing.T) {
+			if err := fx.SetPolicy(wire.RoutingPolicy{Policy: "least-loaded", LoadHysteresis: -1}); err != nil {
+				t.Fatal(err)
+			}
+		}, "fra"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.step(t)
+			if pop := fx.popOf(t, fx.ask(t, "www.cdn.example.", dns.TypeA, q)); pop != tt.wantPoP {
+				t.Errorf("London at %s, want %s (load_ratio lhr %v, fra %v)", pop, tt.wantPoP,
+					gaugeOf(t, fx.Server, "lhr"), gaugeOf(t, fx.Server, "fra"))
+			}
+		})
+	}
+}
+
+// gaugeOf is meridian_dns_pop_load_ratio of pop, for messages.
+func gaugeOf(t *testing.T, s *Server, pop string) float64 {
+	v, _ := gaugeValue(t, s, "meridian_dns_pop_load_ratio", pop)
+	return v
+}
