@@ -424,6 +424,19 @@ func (w *logWriter) FlushError() error {
 	return nil
 }
 
+// sendHeld sends what the client was written of an answer whose upstream cut it short, before
+// the abort: the servers hold a small answer's head and first bytes back (edge/http1 and
+// net/http's until 4 KiB or the handler's end, HTTP/3's until a flush) and dropped them at the
+// abort, so the client got a bare close (HTTP/1.1) or reset and nothing else. Sent, it gets the
+// head and the bytes that came, then the cut, which its framing shows (fewer bytes than
+// Content-Length, no last chunk), as nginx and Varnish relay such an answer. Not for a client
+// that failed: its flush could only wait for it.
+func (w *logWriter) sendHeld() {
+	if w.wroteHeader {
+		w.FlushError()
+	}
+}
+
 // abortAnswer ends an answer cut short by err, the client's side or the upstream's: the log
 // says why, and the client sees the answer cut short, never a complete-looking one.
 func abortAnswer(w *logWriter, err error) {
@@ -926,7 +939,11 @@ func (n *Node) deliverStream(w *logWriter, req *request, res *fillResult, cs htt
 	if _, err := w.Write(res.head); err != nil {
 		abortAnswer(w, err)
 	}
-	if err := copyFlushing(w, resp.Body, flush); err != nil {
+	src := &sourceReader{r: resp.Body}
+	if err := copyFlushing(w, src, flush); err != nil {
+		if src.err != nil {
+			w.sendHeld()
+		}
 		abortAnswer(w, err)
 	}
 }

@@ -142,6 +142,7 @@ func (n *Node) pass(w *logWriter, req *request) {
 			w.note = n.decodeFailure(req, decoded.coding, decoded.src, decoded.err)
 		case copied != nil && copied.err != nil:
 			w.note = "stream aborted: " + copied.err.Error()
+			w.sendHeld() // the upstream cut it: the client sees the head, then the cut
 		}
 	}()
 	rp := &httputil.ReverseProxy{
