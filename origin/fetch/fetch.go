@@ -272,15 +272,17 @@ func (c Config) newTransport() *http.Transport {
 		Proxy: nil, // an edge never goes through an environment proxy
 		// Each connection bounds an exchange's heads together (headConn), which the
 		// Transport does not once a Got1xxResponse hook takes the 1xx.
+		// Each HTTP/1 connection's heads are looked at as h1Transport looks at them
+		// (framingConn): over TLS only once the handshake chose HTTP/1.1, so the TLS dial is
+		// made here, as the Transport would make it.
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			nc, err := dial(ctx, network, addr)
 			if err != nil {
 				return nil, err
 			}
-			return &headConn{Conn: nc}, nil
+			return &framingConn{Conn: &headConn{Conn: nc}, maxHead: c.MaxHeadBytes}, nil
 		},
-		TLSClientConfig:       c.TLSConfig,
-		TLSHandshakeTimeout:   c.TLSHandshakeTimeout,
+		DialTLSContext:        c.dialTLS(dial, true),
 		ResponseHeaderTimeout: c.ResponseHeaderTimeout,
 		IdleConnTimeout:       c.IdleConnTimeout,
 		MaxIdleConns:          0, // no global cap; the per-host cap below is what matters
@@ -350,6 +352,7 @@ func (c Config) UpgradeTransport() http.RoundTripper {
 	t := c.newTransport()
 	t.DisableKeepAlives = true
 	t.ForceAttemptHTTP2 = false
+	t.DialTLSContext = c.dialTLS(c.dialer(), false)
 	return &upgradeTransport{t: t, maxHead: int64(c.MaxHeadBytes)}
 }
 
@@ -886,6 +889,9 @@ func (x *exchangeTrace) end(err error) error {
 func (x *exchangeTrace) trace(ctx context.Context) context.Context {
 	gotConn := func(info httptrace.GotConnInfo) {
 		x.connected.Store(true)
+		if fc, ok := info.Conn.(*framingConn); ok {
+			fc.arm()
+		}
 		if hc, overTLS := headConnOf(info.Conn); hc != nil {
 			x.armed.Store(&arming{hc, hc.arm(armBound(x.maxHead, overTLS), x.maxHead)})
 		}

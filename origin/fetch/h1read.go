@@ -252,6 +252,13 @@ func headEnd(b []byte, from int) (end, next int) {
 // names no field. Whitespace before the colon, which net/http keeps in the name (so that it
 // ignores such a Transfer-Encoding), does not hide it: RFC 9112 §5.1 has a proxy remove it.
 func scanFraming(head []byte) (te, cl bool) {
+	te, cl, _ = framingOf(head)
+	return te, cl
+}
+
+// framingOf is scanFraming that also says whether a Transfer-Encoding field is named so
+// exactly, without whitespace before its colon: one net/http sees (framingConn).
+func framingOf(head []byte) (te, cl, named bool) {
 	_, fields, _ := bytes.Cut(head, []byte("\n"))
 	for len(fields) > 0 {
 		var line []byte
@@ -260,13 +267,16 @@ func scanFraming(head []byte) (te, cl bool) {
 		if !ok || len(name) == 0 || name[0] == ' ' || name[0] == '\t' {
 			continue
 		}
-		name = bytes.TrimRight(name, " \t")
-		switch len(name) {
+		trimmed := bytes.TrimRight(name, " \t")
+		switch len(trimmed) {
 		case len("Transfer-Encoding"):
-			te = te || h1fields.EqualFold(string(name), "Transfer-Encoding")
+			if h1fields.EqualFold(string(trimmed), "Transfer-Encoding") {
+				te = true
+				named = named || len(trimmed) == len(name)
+			}
 		case len("Content-Length"):
-			cl = cl || h1fields.EqualFold(string(name), "Content-Length")
+			cl = cl || h1fields.EqualFold(string(trimmed), "Content-Length")
 		}
 	}
-	return te, cl
+	return te, cl, named
 }

@@ -48,6 +48,9 @@ type headConn struct {
 // or the connection speaks HTTP/2, whose heads the Transport bounds each as HTTP/2 counts them;
 // overTLS says it lies beneath TLS.
 func headConnOf(c net.Conn) (hc *headConn, overTLS bool) {
+	if fc, ok := c.(*framingConn); ok {
+		c = fc.Conn
+	}
 	if tc, ok := c.(*tls.Conn); ok {
 		if tc.ConnectionState().NegotiatedProtocol == "h2" {
 			return nil, false
