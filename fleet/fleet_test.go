@@ -1056,3 +1056,140 @@ func TestViewReplayedReportFromTheFutureAgesFromItsArrival(t *testing.T) {
 		t.Errorf("node fra.n1 still fresh a TTL after its only report was stored (At %v)", got.Load.At)
 	}
 }
+
+// fleetKeyWatch watches pop.id's fleet key from now on and returns its updates.
+func fleetKeyWatch(t *testing.T, js jetstream.JetStream, pop, id string) <-chan jetstream.KeyValueEntry {
+	t.Helper()
+	kv, err := js.KeyValue(t.Context(), wire.Bucket("", wire.FleetBucket))
+	if err != nil {
+		t.Fatalf("bind fleet bucket: %v", err)
+	}
+	w, err := kv.Watch(t.Context(), wire.FleetKey(pop, id), jetstream.UpdatesOnly())
+	if err != nil {
+		t.Fatalf("watch: %v", err)
+	}
+	t.Cleanup(func() { _ = w.Stop() })
+	return w.Updates()
+}
+
+// nextWrite is the next update of a fleet key: the writer's requests/s (each registrar of a
+// test reports its own) and whether it was a delete.
+func nextWrite(t *testing.T, updates <-chan jetstream.KeyValueEntry) (rps float64, deleted bool) {
+	t.Helper()
+	select {
+	case e := <-updates:
+		if e == nil {
+			t.Fatal("watch ended")
+		}
+		if e.Operation() != jetstream.KeyValuePut {
+			return 0, true
+		}
+		var n wire.Node
+		if err := json.Unmarshal(e.Value(), &n); err != nil {
+			t.Fatalf("decode registration: %v", err)
+		}
+		return n.Load.RequestsPerSec, false
+	case <-time.After(10 * time.Second):
+		t.Fatal("no write of the fleet key within 10s")
+	}
+	return 0, false
+}
+
+// TestRegistrarRestartOverlap: a restarted node's new process registers while the old one
+// still drains (the edge's restart without dropped requests). Both wrote the key on every
+// heartbeat, so the registry flipped between draining and serving for the whole lame duck, and
+// the old process's leave deleted the new one's registration. The old process, draining, now
+// leaves the key to the new one and deletes nothing. Real edge credentials: nothing is read.
+func TestRegistrarRestartOverlap(t *testing.T) {
+	s, js := setup(t)
+	updates := fleetKeyWatch(t, js, "lon", "n1")
+	start := func(rps float64) (*fleet.Registrar, func()) {
+		_, ejs := natstest.ConnectURL(t, s.URL(), s.Options(natsauth.Edge("lon", "n1"))...)
+		r, err := fleet.NewRegistrar(fleet.RegistrarConfig{JS: ejs, Node: node("lon", "n1"), Interval: 20 * time.Millisecond,
+			Load: func() wire.LoadReport { return wire.LoadReport{RequestsPerSec: rps, Healthy: true} }})
+		if err != nil {
+			t.Fatalf("NewRegistrar: %v", err)
+		}
+		return r, run(t, r.Run)
+	}
+	old, stopOld := start(1)
+	for rps, _ := nextWrite(t, updates); rps != 1; rps, _ = nextWrite(t, updates) {
+	}
+	_, stopNew := start(2)
+	for rps, _ := nextWrite(t, updates); rps != 2; rps, _ = nextWrite(t, updates) {
+	}
+	old.SetDraining(true) // SIGTERM to the old process
+	// The old process may write once more (draining) if the new one did not write since its
+	// last heartbeat; the new one then takes the key back, and the old one yields.
+	olds := 0
+	for i := range 40 {
+		rps, deleted := nextWrite(t, updates)
+		if deleted {
+			t.Fatalf("write %d after the old process drained is a delete", i)
+		}
+		if rps == 1 && i >= 4 {
+			olds++
+		}
+	}
+	if olds > 0 {
+		t.Errorf("the draining old process wrote the key %d times in 36 heartbeats of the new one, want none", olds)
+	}
+	stopOld()
+	for i := range 10 {
+		rps, deleted := nextWrite(t, updates)
+		if deleted || rps != 2 {
+			t.Fatalf("write %d after the old process stopped: deleted %v, requests/s %v; want the new process's registration", i, deleted, rps)
+		}
+	}
+	if err := old.Err(); err != nil {
+		t.Errorf("old registrar's Err() = %v, want nil", err)
+	}
+	stopNew()
+	for {
+		if _, deleted := nextWrite(t, updates); deleted {
+			break // the new process leaves as any node does
+		}
+	}
+}
+
+// TestRegistrarDrainingRegistersAgainOnceKeyExpires: a draining node whose key another writer
+// took (here a foreign write) stops heartbeating, but writes again once that key has expired:
+// a node whose key expired in a long cut, or whose newer process crashed, is not left out of
+// the registry for the rest of its drain.
+func TestRegistrarDrainingRegistersAgainOnceKeyExpires(t *testing.T) {
+	s, js := setup(t)
+	updates := fleetKeyWatch(t, js, "lon", "n1")
+	_, ejs := natstest.ConnectURL(t, s.URL(), s.Options(natsauth.Edge("lon", "n1"))...)
+	r, err := fleet.NewRegistrar(fleet.RegistrarConfig{JS: ejs, Node: node("lon", "n1"), Interval: 50 * time.Millisecond,
+		Load: func() wire.LoadReport { return wire.LoadReport{RequestsPerSec: 1, Healthy: true} }})
+	if err != nil {
+		t.Fatalf("NewRegistrar: %v", err)
+	}
+	run(t, r.Run)
+	for rps, _ := nextWrite(t, updates); rps != 1; rps, _ = nextWrite(t, updates) {
+	}
+	r.SetDraining(true)
+	kv, _ := js.KeyValue(t.Context(), wire.Bucket("", wire.FleetBucket))
+	other := node("lon", "n1")
+	other.Load = wire.LoadReport{RequestsPerSec: 9, Healthy: true, At: time.Now()}
+	b, _ := json.Marshal(other)
+	if _, err := kv.Put(t.Context(), wire.FleetKey("lon", "n1"), b); err != nil {
+		t.Fatalf("put: %v", err)
+	}
+	for rps, _ := nextWrite(t, updates); rps != 9; rps, _ = nextWrite(t, updates) {
+	}
+	// Now only the registrar writes, once the foreign entry expired (testTTL).
+	deadline := time.Now().Add(5 * testTTL)
+	for {
+		rps, deleted := nextWrite(t, updates)
+		if !deleted && rps == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the draining registrar did not write its key again within %v of the foreign write", 5*testTTL)
+		}
+	}
+	if err := r.Err(); err != nil {
+		t.Errorf("Err() = %v, want nil", err)
+	}
+}

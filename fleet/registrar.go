@@ -37,12 +37,25 @@ type RegistrarConfig struct {
 // Registrar keeps one node's key in the fleet bucket alive: it writes the registration on
 // start, rewrites it with a fresh load report every Interval, and deletes it when stopped, so a
 // clean stop leaves the fleet at once and a crash leaves it within the bucket's TTL.
+//
+// While two processes register the same node (a restart whose new process starts before the
+// old one has drained and left), the one serving owns the key: each heartbeat after the first
+// is written only over this process's own last write, and a draining process that finds
+// another write there stops writing (until the key expires) and does not delete the key when it
+// stops, so the registry neither flips between the two (draining, not draining) nor loses the
+// node when the old process leaves. Nothing is read: a credential that could get a key an edge
+// wrote could have the server publish it anywhere (internal/natsauth).
 type Registrar struct {
 	cfg    RegistrarConfig
 	key    string
 	bucket string
 	log    *slog.Logger
 	kick   chan struct{} // asks Run for an immediate heartbeat
+
+	// Run's own: the revision of this process's last write to its key (0: none yet), and
+	// whether it left the key to another process of the node.
+	rev     uint64
+	yielded bool
 
 	mu       sync.Mutex // guards draining and lastErr
 	draining bool
@@ -154,8 +167,13 @@ func (r *Registrar) Run(ctx context.Context) error {
 // beat writes one heartbeat, binding the bucket first if needed, and returns the bucket
 // handle to reuse (nil when it could not be bound).
 func (r *Registrar) beat(ctx context.Context, kv jetstream.KeyValue) jetstream.KeyValue {
-	// A heartbeat older than one interval is worthless, so don't wait longer for it.
-	bctx, cancel := context.WithTimeout(ctx, max(r.cfg.Interval, 500*time.Millisecond))
+	if ctx.Err() != nil {
+		return kv // stopped: Run leaves the fleet next
+	}
+	// A heartbeat older than one interval is worthless, so don't wait longer for it. A stop
+	// does not cut one short: one the server took while its answer was cut off would leave this
+	// process without its revision, and leave would not delete the key.
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(r.cfg.Interval, 500*time.Millisecond))
 	defer cancel()
 	fail := func(err error) {
 		// A heartbeat the stop cut short (a node stopped before its first one was written)
@@ -191,12 +209,52 @@ func (r *Registrar) beat(ctx context.Context, kv jetstream.KeyValue) jetstream.K
 		fail(fmt.Errorf("encode node %s: %w", r.key, err))
 		return kv
 	}
-	if _, err := kv.Put(bctx, r.key, b); err != nil {
+	rev, err := r.write(bctx, kv, b, n.Draining)
+	switch {
+	case err != nil:
 		fail(fmt.Errorf("heartbeat %s: %w", r.key, err))
 		return kv
+	case rev == 0: // left to another process of the node
+		r.setErr(nil)
+		return kv
 	}
+	r.rev = rev
 	r.setErr(nil)
 	return kv
+}
+
+// write writes registration b to the node's key: the first time whatever is there, after that
+// only over this process's own last write. Another write between (another process of the node,
+// or the key expired in a cut longer than the TTL) is overwritten by a process that serves; a
+// draining one leaves the key to the other, returning 0, and writes again only once the key has
+// expired.
+func (r *Registrar) write(ctx context.Context, kv jetstream.KeyValue, b []byte, draining bool) (uint64, error) {
+	switch {
+	case r.yielded:
+		// Revision 0: only a key with no entry at all, which its expiry leaves (kv.Create
+		// would read the key to see a delete, which an edge may not).
+		rev, err := kv.Update(ctx, r.key, b, 0)
+		if wrongLastRevision(err) {
+			return 0, nil // still the other process's
+		}
+		if err == nil {
+			r.yielded = false
+			r.log.Info("fleet key free again: heartbeats resume", "key", r.key)
+		}
+		return rev, err
+	case r.rev == 0:
+		return kv.Put(ctx, r.key, b)
+	}
+	rev, err := kv.Update(ctx, r.key, b, r.rev)
+	if !wrongLastRevision(err) {
+		return rev, err
+	}
+	if draining {
+		r.yielded = true
+		r.log.Info("fleet key written by another process of this node while this one drains: left to it", "key", r.key)
+		return 0, nil
+	}
+	return kv.Put(ctx, r.key, b)
 }
 
 func (r *Registrar) setErr(err error) {
@@ -223,7 +281,21 @@ func (r *Registrar) leave(kv jetstream.KeyValue) {
 			return
 		}
 	}
-	if err := kv.Delete(ctx, r.key); err != nil {
+	if r.yielded || r.rev == 0 {
+		return // the key is another process's, or this one never wrote it
+	}
+	// Only over this process's own last write: another process of the node that wrote since
+	// keeps its registration.
+	err = kv.Delete(ctx, r.key, jetstream.LastRevision(r.rev))
+	if err != nil && !wrongLastRevision(err) {
 		r.log.Warn("fleet leave: delete key", "key", r.key, "err", err)
 	}
+}
+
+// wrongLastRevision reports whether err is JetStream refusing a write made over a revision the
+// key is no longer at (replicated streams give the second code).
+func wrongLastRevision(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
