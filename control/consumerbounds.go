@@ -33,10 +33,12 @@ const (
 // asks for none the limit, where before it lived for ever).
 //
 // A consumer that would outlive the limit (no threshold, or a longer one) was made while the
-// stream had none: before this version, or in the moment a KV update at a control start
-// cleared it. It is deleted, whoever made it (no fleet process makes one); the server would
-// refuse the limit while it is there. One that is also a hostile push consumer (see
-// consumerSweeper) counts in hostile, as the sweeper would have counted it.
+// stream had none (before this version) or a longer one. It is deleted, whoever made it (no
+// fleet process makes one): the server applies a limit only to consumers made after it, and
+// refuses one below a consumer's threshold. Making sure of the streams at a start keeps the
+// bounds (fleet.EnsureBuckets, purge.EnsureStream), so no consumer is made without them
+// meanwhile. One that is also a hostile push consumer (see consumerSweeper) counts in
+// hostile, as the sweeper would have counted it.
 func boundConsumers(ctx context.Context, js jetstream.JetStream, stream string, maxConsumers int, inactive time.Duration, hostile prometheus.Counter, log *slog.Logger) error {
 	st, err := js.Stream(ctx, stream)
 	if err != nil {

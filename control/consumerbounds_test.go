@@ -138,3 +138,36 @@ func watch(t *testing.T, js jetstream.JetStream) {
 		}
 	}
 }
+
+// TestConsumerBoundsSurviveAnotherStart: every control start makes sure of the buckets and the
+// purge stream before it bounds their consumers, and control VMs start at any time. That step
+// must keep the bounds another control set: lifted, if only until the same start sets them
+// again, a consumer made meanwhile could ask to outlive the limit, or get no threshold at
+// all and live for ever, and a large fleet's stream would fall back to nats-server's default
+// of 1,000 consumers.
+func TestConsumerBoundsSurviveAnotherStart(t *testing.T) {
+	const maxConsumers, inactive = 2500, 7 * time.Second
+	ns := startNATS(t)
+	_, cjs := connect(t, ns.URL())
+	startServer(t, Config{NATSURL: ns.URL(), PurgeRate: -1, MaxConsumers: maxConsumers, ConsumerInactiveLimit: inactive})
+
+	// What another control's start does before it bounds the consumers.
+	ctx := t.Context()
+	if err := fleet.EnsureBuckets(ctx, cjs, "", time.Second, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := purge.EnsureStream(ctx, cjs, "", 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range fleetStreams("") {
+		st, err := cjs.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := st.CachedInfo().Config
+		if cfg.MaxConsumers != maxConsumers || cfg.ConsumerLimits.InactiveThreshold != inactive {
+			t.Errorf("stream %s after another start made sure of it: max consumers %d, inactive threshold limit %v; want %d, %v",
+				name, cfg.MaxConsumers, cfg.ConsumerLimits.InactiveThreshold, maxConsumers, inactive)
+		}
+	}
+}

@@ -393,7 +393,7 @@ func (s *Server) ensureStreams(ctx context.Context, js jetstream.JetStream) erro
 		if err == nil {
 			err = purge.EnsureStream(actx, js, s.cfg.Prefix, s.cfg.PurgeRetention, s.cfg.Replicas)
 		}
-		// After both: a KV update at every start clears a bucket's consumer bounds.
+		// After both: a stream just made has no bounds yet (both keep those set before).
 		for _, st := range fleetStreams(s.cfg.Prefix) {
 			if err != nil {
 				break

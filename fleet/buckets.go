@@ -142,9 +142,17 @@ func ensureNoRollupBucket(ctx context.Context, js jetstream.JetStream, cfg jetst
 	if err != nil {
 		return fmt.Errorf("look up the stream of kv bucket %s: %w", cfg.Bucket, err)
 	}
+	return updateBucket(ctx, js, stream, cfg, true)
+}
+
+// updateBucket updates an existing bucket's stream with what a KV update sets from cfg (and,
+// if noRollup, no markers and no rollups), keeping everything else: a KV update would also
+// reset the stream's consumer bounds (max_consumers, consumer_limits), which control sets
+// after it (control's boundConsumers), so every control start would lift them for a moment.
+func updateBucket(ctx context.Context, js jetstream.JetStream, stream jetstream.Stream, cfg jetstream.KeyValueConfig, noRollup bool) error {
 	old := stream.CachedInfo().Config
 	sc := old
-	// What a KV update sets from cfg, as nats.go maps it, then no markers and no rollups.
+	// What a KV update sets from cfg, as nats.go maps it.
 	sc.Description = cfg.Description
 	sc.MaxMsgsPerSubject = int64(max(cfg.History, 1))
 	sc.MaxAge = cfg.TTL
@@ -164,7 +172,9 @@ func ensureNoRollupBucket(ctx context.Context, js jetstream.JetStream, cfg jetst
 	if cfg.TTL > 0 && cfg.TTL < sc.Duplicates {
 		sc.Duplicates = cfg.TTL
 	}
-	sc.SubjectDeleteMarkerTTL, sc.AllowRollup = 0, false
+	if noRollup {
+		sc.SubjectDeleteMarkerTTL, sc.AllowRollup = 0, false
+	}
 	if reflect.DeepEqual(sc, old) {
 		return nil
 	}
@@ -176,14 +186,14 @@ func ensureNoRollupBucket(ctx context.Context, js jetstream.JetStream, cfg jetst
 
 func ensureBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) error {
 	// The server treats a create with an identical configuration as a no-op and refuses one
-	// that differs; only then do we update.
+	// that differs (a bucket whose consumers control bounded differs); only then do we update.
 	_, err := js.CreateKeyValue(ctx, cfg)
 	if errors.Is(err, jetstream.ErrBucketExists) {
-		_, err = js.UpdateKeyValue(ctx, cfg)
+		stream, err := js.Stream(ctx, "KV_"+cfg.Bucket)
 		if err != nil {
-			return fmt.Errorf("update kv bucket %s: %w", cfg.Bucket, err)
+			return fmt.Errorf("look up the stream of kv bucket %s: %w", cfg.Bucket, err)
 		}
-		return nil
+		return updateBucket(ctx, js, stream, cfg, false)
 	}
 	if err != nil {
 		return fmt.Errorf("create kv bucket %s: %w", cfg.Bucket, err)

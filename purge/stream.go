@@ -79,6 +79,16 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, prefix string, re
 		Replicas:    replicas,
 		Duplicates:  min(maxDuplicateWindow, retention),
 	}
+	// Keep the consumer bounds control set after an earlier start (control's boundConsumers):
+	// an update without them would lift them until this start sets them again.
+	st, err := js.Stream(ctx, cfg.Name)
+	switch {
+	case err == nil:
+		old := st.CachedInfo().Config
+		cfg.MaxConsumers, cfg.ConsumerLimits = old.MaxConsumers, old.ConsumerLimits
+	case !errors.Is(err, jetstream.ErrStreamNotFound):
+		return fmt.Errorf("look up stream %s: %w", cfg.Name, err)
+	}
 	if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
 		return fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
 	}
