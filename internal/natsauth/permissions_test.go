@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"github.com/meridian-cdn/meridian/internal/natsauth"
 	"github.com/meridian-cdn/meridian/internal/natstest"
 	"github.com/meridian-cdn/meridian/internal/wait"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 var names = natsauth.Names{}
@@ -200,14 +202,18 @@ func TestEdgePermissions(t *testing.T) {
 		t.Fatalf("control receives the edge's ack: %v, %v", m, err)
 	}
 
-	// Its own latency records, published without binding the bucket (as the edge does).
-	if err := e.nc.Publish("$KV.meridian_latency.lon.n1.100-64-3-0-24", []byte(`{"samples":1}`)); err != nil {
-		t.Fatal(err)
+	// Its own latency records, published without binding the bucket (as the edge does), under
+	// the keys the edge makes: an IPv6 network is one token too (wire.LatencyKey).
+	for _, network := range []string{"100.64.3.0/24", "2001:db8:1::/48"} {
+		key := wire.LatencyKey("lon", "n1", netip.MustParsePrefix(network))
+		if err := e.nc.Publish("$KV.meridian_latency."+key, []byte(`{"samples":1}`)); err != nil {
+			t.Fatal(err)
+		}
+		wait.For(t, 5*time.Second, "the edge's own latency record "+key, func() bool {
+			_, err := b.kvGet("latency", key)
+			return err == nil
+		})
 	}
-	wait.For(t, 5*time.Second, "the edge's own latency record", func() bool {
-		_, err := b.kvGet("latency", "lon.n1.100-64-3-0-24")
-		return err == nil
-	})
 
 	// Refused: another node's records, and keys of its own with more tokens than a network
 	// (wire.LatencyKey is three tokens), which no reader takes.
