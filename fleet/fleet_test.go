@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -777,6 +778,63 @@ func TestLatencyBucketFill(t *testing.T) {
 	// The gap: a new network of another node is refused while the filler holds the bucket.
 	if _, err := other.Publish(ctx, subject("par", "n7", "net1"), record); err == nil {
 		t.Errorf("a new record of another node was taken by the full bucket; docs/security.md says it is refused: update it")
+	}
+}
+
+// TestLatencyRecordCost: what one edge's record of one network costs the latency bucket
+// (stream bytes, key and overhead included), which says how many records LatencyMaxBytes
+// holds fleet-wide (docs/security.md, "Latency bucket"; docs/dns.md): about 200 bytes with the
+// node's own PoP only, which every client connection gives, about 500 with the 16 PoPs a
+// record keeps at most.
+func TestLatencyRecordCost(t *testing.T) {
+	const records = 2000
+	for _, tt := range []struct {
+		name     string
+		pops     int
+		min, max int64 // bytes per record
+	}{
+		{"own PoP only", 1, 170, 230},
+		{"16 PoPs", 16, 440, 560},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, js := setup(t)
+			for i := range records {
+				network := netip.PrefixFrom(netip.AddrFrom4([4]byte{100, byte(64 + i>>8), byte(i), 0}), 24)
+				if i%2 == 1 {
+					network = netip.PrefixFrom(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, byte(i >> 8), byte(i)}), 48)
+				}
+				rec := wire.LatencyRecord{Network: network, RTTMs: map[string]float64{},
+					Samples: 1234, EdgeSamples: 1000, At: time.Now()}
+				for p := range tt.pops {
+					// A smoothed RTT prints with all its digits.
+					rec.RTTMs[fmt.Sprintf("p%02d", p)] = 20 + float64(p)/3
+				}
+				b, err := json.Marshal(rec)
+				if err != nil {
+					t.Fatal(err)
+				}
+				subject := "$KV." + wire.Bucket("", wire.LatencyBucket) + "." + wire.LatencyKey("fra", "n12", network)
+				if _, err := js.PublishAsync(subject, b); err != nil {
+					t.Fatal(err)
+				}
+			}
+			select {
+			case <-js.PublishAsyncComplete():
+			case <-t.Context().Done():
+				t.Fatal(t.Context().Err())
+			}
+			st, err := js.Stream(t.Context(), "KV_"+wire.Bucket("", wire.LatencyBucket))
+			if err != nil {
+				t.Fatal(err)
+			}
+			state := st.CachedInfo().State
+			if state.Msgs != records {
+				t.Fatalf("the bucket holds %d records, want %d", state.Msgs, records)
+			}
+			if per := int64(state.Bytes / state.Msgs); per < tt.min || per > tt.max {
+				t.Errorf("a record costs the bucket %d bytes, want %d-%d (the documented figures)", per, tt.min, tt.max)
+			}
+		})
 	}
 }
 
