@@ -192,10 +192,13 @@ func (n *Node) purgeJoined(seq uint64) {
 	// (purgeorder.go), not for sequence 0.
 	n.advancePurgeSeq(seq)
 	// The node serves from the start, so it may have copies: whatever it stored so far (its
-	// fill began before the line above) may be purged by one of them and must be revalidated
-	// before it is served again. Until then the node counts as lagging (purgeLagging), however
-	// soon the subscriber confirms.
-	n.store.MarkAllStale()
+	// fill began before the line above) may be purged by one of them. They go, as a hard purge
+	// of everything: the join ack says those purges are in effect here, and a copy only made
+	// Doubtful (MarkAllStale) would still be served under stale-if-error, and handed to a peer
+	// asking for a stale copy, though one of them hard-purged it. They are the fills of this
+	// process's first moments (seconds, unless NATS was out of reach since it started). Until
+	// then the node counts as lagging (purgeLagging), however soon the subscriber confirms.
+	n.store.DropAll()
 	n.purgeBase.Store(true)
 }
 

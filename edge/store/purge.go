@@ -75,6 +75,20 @@ func (s *Store) MarkAllStale() time.Time {
 	return now
 }
 
+// DropAll makes every object stored before now (fetch begun) gone, as a hard purge of
+// everything would: for a node that says the purges it never applied are in effect (its join
+// ack), where a Doubtful copy (MarkAllStale) could still be served under stale-if-error though
+// one of them hard-purged it.
+func (s *Store) DropAll() time.Time {
+	now := s.clock()
+	s.purges.mu.Lock()
+	s.purges.gone = stamp(now)
+	s.purges.any.Store(true)
+	s.purges.setDue()
+	s.purges.mu.Unlock()
+	return now
+}
+
 // expireRecords drops the purge records that no object of use at now can match any more.
 func (s *Store) expireRecords(now time.Time) {
 	s.purges.expire(now.Add(-max(time.Duration(s.maxHold.Load()), minRecordLife)))
@@ -114,6 +128,7 @@ type purgeSet struct {
 	// queued again with its newest stamp when it comes out of the queue purged again.
 	queue ring
 	all   int64 // MarkAllStale: everything stored before it is stale
+	gone  int64 // DropAll: everything stored before it is gone
 	// floors are, by host hash, the stamp of the newest record of the host retired because
 	// there were more than max: everything of the host stored before it is gone, as if that
 	// record and every older one matched it. A host under a purge storm (or a flood of unsafe
@@ -153,7 +168,7 @@ func (p *purgeSet) setDue() {
 		due = min(due, p.floorSwept+int64(time.Second))
 	}
 	if p.any.Load() && len(p.records) == 0 && len(p.floors) == 0 {
-		due = min(due, p.all+1) // any is cleared once all is behind
+		due = min(due, max(p.all, p.gone)+1) // any is cleared once all and gone are behind
 	}
 	p.due.Store(due)
 }
@@ -266,6 +281,9 @@ func (p *purgeSet) check(o *Object) Verdict {
 	if len(p.floors) > 0 && covers(p.floors[maphash.String(p.seed, o.Host)], st) {
 		return Purged
 	}
+	if covers(p.gone, st) {
+		return Purged
+	}
 	if covers(p.all, st) {
 		v = Doubtful
 	}
@@ -325,7 +343,7 @@ func (p *purgeSet) expire(horizon time.Time) {
 			}
 		}
 	}
-	if len(p.records) == 0 && p.all < hz && len(p.floors) == 0 {
+	if len(p.records) == 0 && p.all < hz && p.gone < hz && len(p.floors) == 0 {
 		p.any.Store(false)
 	}
 }

@@ -582,3 +582,25 @@ func BenchmarkPurgeStorm(b *testing.B) {
 	b.ReportMetric(float64(longest.Microseconds()), "max-us")
 	b.ReportMetric(float64(s.Stats().Records), "records")
 }
+
+// TestDropAll: everything whose fetch began before DropAll is gone (a hard purge of
+// everything), also a copy stored after it from a fetch begun before; later ones are usable.
+func TestDropAll(t *testing.T) {
+	s, c := newStore(t)
+	before := object("h", "/a", c.t)
+	s.Put(before)
+	inFlight := object("h", "/b", c.t) // its fetch began before DropAll, stored after
+	c.t = c.t.Add(time.Millisecond)
+	s.DropAll()
+	s.Put(inFlight)
+	after := object("h", "/c", c.t.Add(time.Millisecond))
+	s.Put(after)
+	for _, tt := range []struct {
+		o    *Object
+		want Verdict
+	}{{before, Purged}, {inFlight, Purged}, {after, Usable}} {
+		if got := s.purges.check(tt.o); got != tt.want {
+			t.Errorf("%s: Verdict = %v, want %v", tt.o.Path, got, tt.want)
+		}
+	}
+}

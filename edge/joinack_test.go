@@ -1,0 +1,75 @@
+package edge
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/meridian-cdn/meridian/origin"
+	"github.com/meridian-cdn/meridian/purge"
+	"github.com/meridian-cdn/meridian/wire"
+)
+
+// TestJoinAckedHardPurgeNotServedStale: a node started while NATS is out of reach serves its
+// file's hosts from the start, so it stores a copy before its purge subscriber joins; a hard
+// purge of that copy is stored meanwhile. The subscriber then joins after the purge and sends
+// its join ack: the purge is in effect here, the receipt says (joined). A hard-purged copy
+// must then never be served again, also not as the stale-if-error answer when the origin
+// fails. Before, the join only made the copy Doubtful, which stale-if-error still served: the
+// node acked a hard purge whose object it went on serving.
+func TestJoinAckedHardPurgeNotServedStale(t *testing.T) {
+	url, js, nc := startNATS(t)
+	if err := js.DeleteKeyValue(context.Background(), wire.Bucket("", wire.ConfigBucket)); err != nil {
+		t.Fatal(err)
+	}
+	joins := make(chan purge.Ack, 4)
+	if _, err := nc.Subscribe(purge.AckSubjects(""), func(m *nats.Msg) {
+		for _, line := range strings.Split(string(m.Data), "\n") {
+			var a purge.Ack
+			if json.Unmarshal([]byte(line), &a) == nil && a.Through != 0 {
+				joins <- a
+			}
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	cut := natsCutter(t, "127.0.0.54", url)
+	cut.Cut()
+	s, nodes := fleetEdges(t, []string{cut.URL()}, true)
+	n := nodes[0]
+	path := obj("/joined", "cc", "max-age=600, stale-if-error=600")
+	first := do(t, s.client, http.MethodGet, n.Addr(), testHost, path)
+	if !strings.Contains(first.body, "@v1:") {
+		t.Fatalf("first GET: %d %.12q", first.status, first.body)
+	}
+	m := purge.Message{ID: purge.NewID(), Host: testHost, Kind: purge.KindURL, Values: []string{path}, IssuedAt: time.Now()}
+	seq, err := purge.Publish(context.Background(), js, "", m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut.Restore()
+	select {
+	case a := <-joins:
+		if a.Through < seq {
+			t.Fatalf("join ack through %d, want at least the purge's %d", a.Through, seq)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no join ack within 20s")
+	}
+	// The hard purge is acked (by the join): the origin failing must not bring the copy back.
+	if err := s.origin.SetFault("", origin.Fault{Status: http.StatusServiceUnavailable}); err != nil {
+		t.Fatal(err)
+	}
+	if r := do(t, s.client, http.MethodGet, n.Addr(), testHost, path); r.status == http.StatusOK && r.body == first.body {
+		t.Errorf("after the join ack of its hard purge, the copy stored before the join was served (Cache-Status %q)",
+			r.header.Get("Cache-Status"))
+	}
+}
