@@ -27,6 +27,10 @@ type Ack struct {
 	// Asked marks a Through ack that answers the tracker's question (Tracker.Run): the node
 	// applied every purge up to Through, and its acks of some may have been lost on the way.
 	Asked bool `json:"asked,omitempty"`
+	// After, in an answer (Asked), is the last purge the node gave up on (a gap: expired, an
+	// undecodable one, a recreated stream): it applied those up to After never, so the answer
+	// covers only the purges above it. 0: none since it joined.
+	After uint64 `json:"after,omitempty"`
 }
 
 // decodeAck decodes an ack. The tracker decodes every node's ack of every purge on one

@@ -100,3 +100,67 @@ func TestAskNamesNodes(t *testing.T) {
 		t.Errorf("splitLive(%q) read a question as an announcement", q)
 	}
 }
+
+// TestAskedAnswerLeavesUndecodablePurgePending: a purge in the stream that the node cannot
+// decode (a newer control's kind, say) is a gap there: the node marks what it stored stale
+// and moves past it, having applied nothing. Its answer to the tracker's question runs
+// through the last sequence it reached, past that purge, but must not ack it: the receipt
+// keeps the node pending for it, as before the question existed. Before, the answer acked
+// every purge at or below its sequence, the skipped one too.
+func TestAskedAnswerLeavesUndecodablePurgePending(t *testing.T) {
+	ns := natstest.Start(t)
+	ctx := testContext(t)
+	nc, js := ns.Connect(t)
+	if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	seen := listenAcks(t, nc)
+	tr := newTracker(t, nc, WithAskEvery(20*time.Millisecond))
+	tctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = tr.Run(tctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	n := startNode(t, ns, "lon", "n1")
+	<-n.sub.Ready()
+	n1 := NodeRef{"lon", "n1"}
+
+	bad := msg("www.example.com", KindURL, "/bad")
+	tr.Register(bad, []NodeRef{n1})
+	stored, err := js.Publish(ctx, CommandSubject("", bad.Host), []byte(`{"id":"`+bad.ID+`","kind":"regex"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.SetSeq(bad.ID, stored.Sequence)
+	pub := &Publisher{JS: js, Tracker: tr}
+	good, err := pub.Publish(ctx, msg("www.example.com", KindURL, "/good"), []NodeRef{n1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := waitReceipt(t, tr, good.ID); !r.Complete {
+		t.Fatalf("the purge after the undecodable one: pending %v, want complete", r.Pending)
+	}
+	if _, gaps, _ := n.rec.snapshot(); len(gaps) != 1 {
+		t.Fatalf("OnGap calls = %v, want one for the undecodable purge", gaps)
+	}
+	wait.For(t, 10*time.Second, "the node's answer to the question, past the undecodable purge", func() bool {
+		for _, a := range seen.joinAcks() {
+			if a.Asked && a.Through >= stored.Sequence {
+				return true
+			}
+		}
+		return false
+	})
+	// The node's ack of a later purge comes after its answer on its ack subject: once the
+	// tracker has it, it has read the answer.
+	later, err := pub.Publish(ctx, msg("www.example.com", KindURL, "/later"), []NodeRef{n1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := waitReceipt(t, tr, later.ID); !r.Complete {
+		t.Fatalf("the later purge: pending %v, want complete", r.Pending)
+	}
+	r, _ := tr.Receipt(bad.ID)
+	if a := acksByNode(r)[n1]; a.Acked || r.Complete {
+		t.Errorf("undecodable purge: lon/n1 = %+v (complete %v), want pending: the node never applied it", a, r.Complete)
+	}
+}

@@ -119,6 +119,9 @@ type Subscriber struct {
 	// (capacity 1, never closed).
 	progress chan struct{}
 	awaiting atomic.Uint64
+	// gapEnd is the last sequence given up on through OnGap (0: none since the join): the
+	// purges up to it were not applied here, whatever LastApplied says; Run's goroutine only.
+	gapEnd uint64
 	// replays counts replays from the stream that had something to replay.
 	replays atomic.Uint64
 	// dropped counts the messages on the live subject that were not announcements (Dropped);
@@ -403,8 +406,11 @@ func (s *Subscriber) handleLive(ctx context.Context, msg *nats.Msg) liveOutcome 
 	if names, ok := bytes.CutPrefix(msg.Data, []byte(askPrefix)); ok {
 		// The tracker's question: an ack may have been lost beyond what this node can see (a
 		// leaf link cut shorter than a confirmation round, control's own connection cut).
-		if last := s.LastApplied(); last != 0 && asks(names, s.cfg.PoP, s.cfg.Node) {
-			s.queueAck(Ack{PoP: s.cfg.PoP, Node: s.cfg.Node, AppliedAt: s.cfg.Clock(), Through: last, Asked: true})
+		// The answer covers what was applied since the last gap only: a purge skipped in a gap
+		// (an undecodable one, say) is below LastApplied and not in effect.
+		if last := s.LastApplied(); last > s.gapEnd && asks(names, s.cfg.PoP, s.cfg.Node) {
+			s.queueAck(Ack{PoP: s.cfg.PoP, Node: s.cfg.Node, AppliedAt: s.cfg.Clock(), Through: last, Asked: true,
+				After: s.gapEnd})
 		}
 		return liveDone
 	}
@@ -702,6 +708,7 @@ func (s *Subscriber) resendAcks() {
 func (s *Subscriber) gap(ctx context.Context, last, next uint64) {
 	s.log.Warn("purges lost beyond replay; cache treated as stale", "last_applied", last, "next", next)
 	s.cfg.OnGap(ctx, last, next)
+	s.gapEnd = next - 1
 	s.lastApplied.Store(next - 1)
 	s.wakeConfirm()
 }

@@ -172,6 +172,7 @@ type joinAck struct {
 	ref       NodeRef
 	through   uint64
 	asked     bool      // an answer to the tracker's question, not a join: the node applied them
+	after     uint64    // an answer covers only the purges above this (Ack.After: its last gap)
 	at        time.Time // received
 	appliedAt time.Time // the node's clock
 }
@@ -536,7 +537,7 @@ func (t *Tracker) record(a Ack) {
 func (t *Tracker) recordJoin(a Ack) {
 	now := t.now()
 	j := joinAck{ref: NodeRef{PoP: strings.Clone(a.PoP), Node: strings.Clone(a.Node)}, through: a.Through,
-		asked: a.Asked, at: now, appliedAt: a.AppliedAt}
+		asked: a.Asked, after: a.After, at: now, appliedAt: a.AppliedAt}
 	t.mu.Lock()
 	// Kept for the purges whose sequence is learnt later; a new slice each time, as SetSeq and
 	// record read the old one without the lock.
@@ -571,7 +572,7 @@ func (e *entry) coverLocked(joins *[]joinAck, now time.Time) {
 		return
 	}
 	for _, j := range *joins {
-		if e.msg.Seq > j.through || now.Sub(j.at) >= joinMemory {
+		if e.msg.Seq > j.through || e.msg.Seq <= j.after || now.Sub(j.at) >= joinMemory {
 			continue
 		}
 		n := e.node(j.ref)
