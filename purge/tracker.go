@@ -539,18 +539,23 @@ func (t *Tracker) recordJoin(a Ack) {
 	j := joinAck{ref: NodeRef{PoP: strings.Clone(a.PoP), Node: strings.Clone(a.Node)}, through: a.Through,
 		asked: a.Asked, after: a.After, at: now, appliedAt: a.AppliedAt}
 	t.mu.Lock()
-	// Kept for the purges whose sequence is learnt later; a new slice each time, as SetSeq and
-	// record read the old one without the lock.
-	var kept []joinAck
-	if old := t.joins.Load(); old != nil {
-		for _, o := range *old {
-			if now.Sub(o.at) < joinMemory {
-				kept = append(kept, o)
+	// A join is kept for the purges whose sequence is learnt later; a new slice each time, as
+	// SetSeq and record read the old one without the lock. An answer is not: only purges with
+	// a sequence are asked about, and one learnt later is asked about then. Kept, the answers
+	// of every node pending for good, each round, made every answer copy all of the last
+	// minute's (500 such nodes over 10,000 receipts: 15 s of CPU and 7 GB allocated a minute).
+	if !j.asked {
+		var kept []joinAck
+		if old := t.joins.Load(); old != nil {
+			for _, o := range *old {
+				if now.Sub(o.at) < joinMemory {
+					kept = append(kept, o)
+				}
 			}
 		}
+		kept = append(kept, j)
+		t.joins.Store(&kept)
 	}
-	kept = append(kept, j)
-	t.joins.Store(&kept)
 	entries := make([]*entry, 0, len(t.entries))
 	for _, e := range t.entries {
 		entries = append(entries, e)
