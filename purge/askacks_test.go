@@ -3,6 +3,7 @@ package purge
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
@@ -199,4 +200,55 @@ func TestAskedAnswersNotKept(t *testing.T) {
 		}
 		t.Errorf("%d acks kept after a join ack, want the one join", kept)
 	}
+}
+
+// TestEdgeCannotForgeJoinOrAnswer: with a real edge credential, fra/n1 may neither ack for
+// fra/n2 with a join ack or an answer on its own ack subject (the tracker drops an ack whose
+// body names another node than its subject, the Through kinds too), nor ask the nodes
+// itself: the live subject, where the question goes, is control's alone.
+func TestEdgeCannotForgeJoinOrAnswer(t *testing.T) {
+	ns := natstest.Start(t)
+	nc, _ := ns.Connect(t)
+	tr := newTracker(t, nc)
+	n1, n2 := NodeRef{"fra", "n1"}, NodeRef{"fra", "n2"}
+	m := msg("a.example", KindAll)
+	tr.Register(m, []NodeRef{n1, n2})
+	tr.SetSeq(m.ID, 1)
+	refused := natstest.NewViolations()
+	edge, _ := natstest.ConnectURL(t, ns.URL(), append(ns.Options(natsauth.Edge("fra", "n1")), refused.Option())...)
+	live := LiveSubject("")
+	if err := edge.Publish(live, appendAsk(nil, []NodeRef{n2})); err != nil {
+		t.Fatal(err)
+	}
+	refused.Wait(t, "publish", live)
+	for _, forged := range []Ack{
+		{PoP: "fra", Node: "n2", Through: 5, AppliedAt: time.Now()},
+		{PoP: "fra", Node: "n2", Through: 5, Asked: true, AppliedAt: time.Now()},
+	} {
+		data, _ := json.Marshal(forged)
+		if err := edge.Publish(AckSubject("", "fra", "n1"), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Acks on one connection reach the tracker in order: once n1's own is in, so are those.
+	real, _ := json.Marshal(Ack{ID: m.ID, Seq: 1, PoP: "fra", Node: "n1", AppliedAt: time.Now()})
+	if err := edge.Publish(AckSubject("", "fra", "n1"), real); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 5*time.Second, "fra/n1's own ack", func() bool { return acksByNode(mustReceipt(t, tr, m.ID))[n1].Acked })
+	if r := mustReceipt(t, tr, m.ID); r.Complete || acksByNode(r)[n2].Acked {
+		t.Errorf("after fra/n1 forged a join ack and an answer for fra/n2: complete %v, fra/n2 %+v; want it pending", r.Complete, acksByNode(r)[n2])
+	}
+	if got := tr.Dropped(); got != 2 {
+		t.Errorf("Dropped() = %d, want the 2 forged acks", got)
+	}
+}
+
+func mustReceipt(t *testing.T, tr *Tracker, id string) Receipt {
+	t.Helper()
+	r, ok := tr.Receipt(id)
+	if !ok {
+		t.Fatalf("no receipt for %s", id)
+	}
+	return r
 }
