@@ -1251,3 +1251,49 @@ func TestRegistrarDrainingRegistersAgainOnceKeyExpires(t *testing.T) {
 		t.Errorf("Err() = %v, want nil", err)
 	}
 }
+
+// TestRegistrarUndrainedTakesKeyBack: a draining process that left its key to another writer
+// serves again once undrained (SetDraining(false)), and a process that serves owns its key: it
+// writes it at once, not only once the other's write has expired (the TTL here is a minute).
+func TestRegistrarUndrainedTakesKeyBack(t *testing.T) {
+	s := natstest.Start(t)
+	_, js := s.Connect(t)
+	if err := fleet.EnsureBuckets(t.Context(), js, "", time.Minute, 1); err != nil {
+		t.Fatalf("EnsureBuckets: %v", err)
+	}
+	updates := fleetKeyWatch(t, js, "lon", "n1")
+	_, ejs := natstest.ConnectURL(t, s.URL(), s.Options(natsauth.Edge("lon", "n1"))...)
+	var logs logtest.Buffer
+	r, err := fleet.NewRegistrar(fleet.RegistrarConfig{JS: ejs, Node: node("lon", "n1"), Interval: 50 * time.Millisecond,
+		Load:   func() wire.LoadReport { return wire.LoadReport{RequestsPerSec: 1, Healthy: true} },
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatalf("NewRegistrar: %v", err)
+	}
+	run(t, r.Run)
+	for rps, _ := nextWrite(t, updates); rps != 1; rps, _ = nextWrite(t, updates) {
+	}
+	r.SetDraining(true)
+	kv, err := js.KeyValue(t.Context(), wire.Bucket("", wire.FleetBucket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := node("lon", "n1")
+	other.Load = wire.LoadReport{RequestsPerSec: 9, Healthy: true, At: time.Now()}
+	b, _ := json.Marshal(other)
+	if _, err := kv.Put(t.Context(), wire.FleetKey("lon", "n1"), b); err != nil {
+		t.Fatalf("put: %v", err)
+	}
+	for rps, _ := nextWrite(t, updates); rps != 9; rps, _ = nextWrite(t, updates) {
+	}
+	wait.For(t, 10*time.Second, "the registrar to leave its key to the other writer", func() bool {
+		return strings.Contains(logs.String(), "left to it")
+	})
+	r.SetDraining(false)
+	for {
+		rps, deleted := nextWrite(t, updates) // fails after 10 s without a write
+		if !deleted && rps == 1 {
+			break
+		}
+	}
+}

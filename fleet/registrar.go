@@ -41,10 +41,10 @@ type RegistrarConfig struct {
 // While two processes register the same node (a restart whose new process starts before the
 // old one has drained and left), the one serving owns the key: each heartbeat after the first
 // is written only over this process's own last write, and a draining process that finds
-// another write there stops writing (until the key expires) and does not delete the key when it
-// stops, so the registry neither flips between the two (draining, not draining) nor loses the
-// node when the old process leaves. Nothing is read: a credential that could get a key an edge
-// wrote could have the server publish it anywhere (internal/natsauth).
+// another write there stops writing (until the key expires, or it is undrained) and does not
+// delete the key when it stops, so the registry neither flips between the two (draining, not
+// draining) nor loses the node when the old process leaves. Nothing is read: a credential that
+// could get a key an edge wrote could have the server publish it anywhere (internal/natsauth).
 type Registrar struct {
 	cfg    RegistrarConfig
 	key    string
@@ -218,7 +218,7 @@ func (r *Registrar) beat(ctx context.Context, kv jetstream.KeyValue) jetstream.K
 		r.setErr(nil)
 		return kv
 	}
-	r.rev = rev
+	r.rev, r.yielded = rev, false
 	r.setErr(nil)
 	return kv
 }
@@ -227,10 +227,10 @@ func (r *Registrar) beat(ctx context.Context, kv jetstream.KeyValue) jetstream.K
 // only over this process's own last write. Another write between (another process of the node,
 // or the key expired in a cut longer than the TTL) is overwritten by a process that serves; a
 // draining one leaves the key to the other, returning 0, and writes again only once the key has
-// expired.
+// expired or it is undrained.
 func (r *Registrar) write(ctx context.Context, kv jetstream.KeyValue, b []byte, draining bool) (uint64, error) {
 	switch {
-	case r.yielded:
+	case r.yielded && draining:
 		// Revision 0: only a key with no entry at all, which its expiry leaves (kv.Create
 		// would read the key to see a delete, which an edge may not).
 		rev, err := kv.Update(ctx, r.key, b, 0)
@@ -242,7 +242,7 @@ func (r *Registrar) write(ctx context.Context, kv jetstream.KeyValue, b []byte, 
 			r.log.Info("fleet key free again: heartbeats resume", "key", r.key)
 		}
 		return rev, err
-	case r.rev == 0:
+	case r.rev == 0 || r.yielded: // yielded, undrained: it serves again
 		return kv.Put(ctx, r.key, b)
 	}
 	rev, err := kv.Update(ctx, r.key, b, r.rev)
