@@ -1297,3 +1297,26 @@ func TestRegistrarUndrainedTakesKeyBack(t *testing.T) {
 		}
 	}
 }
+
+// TestRegistrarNeverRegisteredStopsAtOnce: a node whose NATS was unreachable from its start
+// (an edge connects with RetryOnFailedConnect) never wrote its key, so its stop has nothing to
+// delete. It bound the bucket anyway, waiting out the leave's 2 s on a request that could not
+// be sent, which every such edge's shutdown took on top of its drain.
+func TestRegistrarNeverRegisteredStopsAtOnce(t *testing.T) {
+	s, _ := setup(t)
+	c := natstest.NewCutter(t, "127.0.0.1", s.URL())
+	nc, ejs := natstest.ConnectURL(t, c.URL(), s.Options(natsauth.Edge("lon", "n1"))...)
+	c.Cut()
+	wait.For(t, 5*time.Second, "the connection to drop", func() bool { return !nc.IsConnected() })
+	r, err := fleet.NewRegistrar(fleet.RegistrarConfig{JS: ejs, Node: node("lon", "n1"), Interval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("NewRegistrar: %v", err)
+	}
+	stop := run(t, r.Run)
+	wait.For(t, 5*time.Second, "a failed heartbeat", func() bool { return r.Err() != nil })
+	start := time.Now()
+	stop()
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("Run returned %v after its stop, want well under the leave's 2 s: there is no key to delete", d)
+	}
+}

@@ -272,21 +272,16 @@ func (r *Registrar) setErr(err error) {
 
 // leave deletes the node's key so that the fleet forgets it at once.
 func (r *Registrar) leave(kv jetstream.KeyValue) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	var err error
-	if kv == nil {
-		if kv, err = r.cfg.JS.KeyValue(ctx, r.bucket); err != nil {
-			r.log.Warn("fleet leave: bind bucket", "key", r.key, "err", err)
-			return
-		}
-	}
-	if r.yielded || r.rev == 0 {
+	// Asked before anything is sent: with NATS unreachable since the start (no bucket bound,
+	// so nothing written), binding the bucket only waited out the timeout below.
+	if kv == nil || r.yielded || r.rev == 0 {
 		return // the key is another process's, or this one never wrote it
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
 	// Only over this process's own last write: another process of the node that wrote since
 	// keeps its registration.
-	err = kv.Delete(ctx, r.key, jetstream.LastRevision(r.rev))
+	err := kv.Delete(ctx, r.key, jetstream.LastRevision(r.rev))
 	if err != nil && !wrongLastRevision(err) {
 		r.log.Warn("fleet leave: delete key", "key", r.key, "err", err)
 	}
