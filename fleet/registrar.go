@@ -250,6 +250,10 @@ func (r *Registrar) write(ctx context.Context, kv jetstream.KeyValue, b []byte, 
 		return rev, err
 	}
 	if draining {
+		// Also when the write there is this process's own, stored while its answer was lost
+		// in a cut: then the key goes unwritten until it expires (and stays after the stop
+		// until then), which costs nothing for a draining node. Writing over it instead
+		// would, in a restart, mark the new process draining until its next heartbeat.
 		r.yielded = true
 		r.log.Info("fleet key written by another process of this node while this one drains: left to it", "key", r.key)
 		return 0, nil
