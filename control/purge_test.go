@@ -332,6 +332,8 @@ func TestPurgeAPI(t *testing.T) {
 			{"bidi rule broken in a unicode host", `{"host":"aא.example","all":true}`, "host", `"aא.example" is not a valid internationalised hostname`},
 			{"url with an invalid unicode host", `{"host":"xn--bcher-kva.example","urls":["https://aא.example/x"]}`, "urls[0]", `"aא.example" is not a valid internationalised hostname`},
 			{"url of another unicode host", `{"host":"bücher.example","urls":["https://bucher.example/x"]}`, "urls[0]", "does not belong to host xn--bcher-kva.example"},
+			// "//…" is a path, but this one also reads as a URL of the host: the operator says which.
+			{"scheme-relative url of the host", `{"host":"www.example.com","urls":["//WWW.example.com/x"]}`, "urls[0]", "is ambiguous"},
 		} {
 			t.Run(tt.name, func(t *testing.T) {
 				code, _, b := postPurge(t, ts, tokPurger, "", []byte(tt.body))

@@ -178,7 +178,7 @@ func normalizeURLParsed(host, raw string) (string, error) {
 	if strings.ContainsFunc(raw, badURLRune) {
 		return "", fmt.Errorf("%.80q contains white space or control characters", raw)
 	}
-	u, err := url.Parse(raw)
+	u, err := parsePurgeURL(raw)
 	if err != nil {
 		return "", fmt.Errorf("%.80q is not a URL", raw)
 	}
@@ -210,10 +210,6 @@ func normalizeURLParsed(host, raw string) (string, error) {
 	if p == "" {
 		p = "/"
 	}
-	if strings.HasPrefix(p, "//") {
-		// Read back, "//x" would name host x: refuse rather than guess.
-		return "", fmt.Errorf("%.80q has a path starting with //", raw)
-	}
 	if wire.HasDotSegment(u.Path) {
 		return "", errDotSegment(raw)
 	}
@@ -221,6 +217,37 @@ func normalizeURLParsed(host, raw string) (string, error) {
 		p += "?" + escapeNonASCII(u.RawQuery)
 	}
 	return p, nil
+}
+
+// parsePurgeURL parses a purge URL or prefix. One starting with "/" is origin-form, a request
+// target's path and query (RFC 9112 §3.2.1), read as the edge reads the targets it keys: "//a"
+// is the path "//a", whose first segment is empty, not a scheme-relative URL naming host "a"
+// (url.Parse's reading, which refused it or, for "//?q", purged "/?q" instead). The fragment,
+// which no request target carries, is dropped.
+func parsePurgeURL(raw string) (*url.URL, error) {
+	if !strings.HasPrefix(raw, "/") {
+		return url.Parse(raw)
+	}
+	target, _, _ := strings.Cut(raw, "#")
+	return url.ParseRequestURI(target)
+}
+
+// checkSchemeRelative refuses a purge URL as a request names it that is also a scheme-relative
+// URL of host ("//www.example.com/a"): the operator may mean that URL or the path, and the
+// absolute form says which. Only requests are checked: a message's path-form "//…" value is
+// the path (it may come from "https://www.example.com//www.example.com/a").
+func checkSchemeRelative(host, raw string) error {
+	if !strings.HasPrefix(raw, "//") {
+		return nil
+	}
+	r, err := url.Parse(raw)
+	if err != nil || r.Host == "" {
+		return nil
+	}
+	if h, err := Hostname(r.Hostname()); err != nil || h != host {
+		return nil
+	}
+	return fmt.Errorf("%.80q is ambiguous, a path starting with // or a scheme-relative URL of %s: give an absolute URL (https://%s//… for the path)", raw, host, host)
 }
 
 // escapeNonASCII percent-encodes the bytes of s above 0x7f. Clients send a query's UTF-8
@@ -254,14 +281,12 @@ func NormalizePrefix(p string) (string, error) {
 		return "", errors.New("is empty")
 	case !strings.HasPrefix(p, "/"):
 		return "", fmt.Errorf("%.80q does not start with /", p)
-	case strings.HasPrefix(p, "//"):
-		return "", fmt.Errorf("%.80q starts with //", p)
 	case strings.ContainsAny(p, "?#"):
 		return "", fmt.Errorf("%.80q has a query or fragment; a prefix is a path", p)
 	case strings.ContainsFunc(p, badURLRune):
 		return "", fmt.Errorf("%.80q contains white space or control characters", p)
 	}
-	u, err := url.Parse(p)
+	u, err := parsePurgeURL(p)
 	if err != nil {
 		return "", fmt.Errorf("%.80q is not a path", p)
 	}
@@ -272,7 +297,7 @@ func NormalizePrefix(p string) (string, error) {
 	for len(out) > 1 && strings.HasSuffix(out, "/") {
 		out = out[:len(out)-1]
 	}
-	if strings.HasPrefix(out, "//") || out == "" {
+	if out == "" {
 		return "", fmt.Errorf("%.80q is not a path", p)
 	}
 	return out, nil

@@ -33,9 +33,11 @@ func TestMessageValidate(t *testing.T) {
 		{"url absolute same host with port", base(KindURL, "http://www.example.com:8080/a"), ""},
 		{"url foreign host", base(KindURL, "/ok", "https://evil.example.net/a"), "values[1]"},
 		{"url relative", base(KindURL, "a/b"), "values[0]"},
-		{"url scheme relative", base(KindURL, "//www.example.com/a"), "values[0]"},
-		{"url triple slash", base(KindURL, "///"), "values[0]"},
-		{"url absolute with // path", base(KindURL, "https://www.example.com//a"), "values[0]"},
+		// A message's "//…" is a path (origin-form, as the edge reads request targets); a
+		// request refuses one that is also a scheme-relative URL of its host (TestRequestMessages).
+		{"url path starting with //", base(KindURL, "//www.example.com/a"), ""},
+		{"url triple slash", base(KindURL, "///"), ""},
+		{"url absolute with // path", base(KindURL, "https://www.example.com//a"), ""},
 		{"url ftp", base(KindURL, "ftp://www.example.com/a"), "values[0]"},
 		{"url with space", base(KindURL, "/a b"), "values[0]"},
 		{"url userinfo", base(KindURL, "http://u:p@www.example.com/a"), "values[0]"},
@@ -43,7 +45,7 @@ func TestMessageValidate(t *testing.T) {
 		{"prefix", base(KindPrefix, "/static/"), ""},
 		{"prefix with query", base(KindPrefix, "/static?v=1"), "values[0]"},
 		{"prefix without slash", base(KindPrefix, "static"), "values[0]"},
-		{"prefix double slash", base(KindPrefix, "//x"), "values[0]"},
+		{"prefix double slash", base(KindPrefix, "//x"), ""},
 		{"url dot segment", base(KindURL, "/a/./b"), "values[0]"},
 		{"url dot-dot segment", base(KindURL, "/a/b/.."), "values[0]"},
 		{"url encoded dot-dot segment", base(KindURL, "/a/.%2E/b"), "values[0]"},
@@ -100,6 +102,13 @@ func TestNormalizeURL(t *testing.T) {
 		{"/s?q=caf\u00e9&r=%c3%a9", "/s?q=caf%C3%A9&r=%c3%a9"}, // as clients send it; the edge's key folds the hex case
 		{"/x?", "/x?"},
 		{"https://www.example.com", "/"},
+		// Origin-form: "//a" is a path, never host a (url.Parse read "//?q" as "/?q").
+		{"//a", "//a"},
+		{"//?q", "//?q"},
+		{"///", "///"},
+		{"//a%2fb#f", "//a%2fb"},
+		{"https://www.example.com//a/b?c", "//a/b?c"},
+		{"https://www.example.com//", "//"},
 		{"https://WWW.Example.com/a?b=2", "/a?b=2"},
 		{"http://www.example.com:8080/p/q?r", "/p/q?r"},
 		{"https://WWW.example.com.:443/t?d", "/t?d"}, // the edge serves the FQDN's requests as the host's
@@ -127,7 +136,9 @@ func TestNormalizePrefix(t *testing.T) {
 		{"/a%2Fb", "/a%2Fb", false},
 		{"/a%2Fb|c/", "/a%2Fb%7Cc", false},
 		{"a", "", true},
-		{"//a", "", true},
+		{"//a", "//a", false},
+		{"//a/", "//a", false},
+		{"//", "/", false}, // trailing slashes go, as from "/a//"
 		{"/a?x", "", true},
 		{"/a#x", "", true},
 		{"/a b", "", true},

@@ -41,6 +41,11 @@ func (r Request) Messages(issuer string, now time.Time) ([]Message, error) {
 	}
 	id := NewID()
 	var out []Message
+	for i, v := range r.URLs {
+		if err := checkSchemeRelative(host, v); err != nil {
+			return nil, &wire.FieldError{Field: fmt.Sprintf("urls[%d]", i), Err: err}
+		}
+	}
 	add := func(kind Kind, field string, values []string) error {
 		v, err := normalizeValues(host, kind, values, field)
 		if err != nil {

@@ -43,6 +43,10 @@ func TestRequestMessages(t *testing.T) {
 		{"no host", Request{URLs: []string{"/a"}}, nil, "host"},
 		{"bad host", Request{Host: "a_b.example", All: true}, nil, "host"},
 		{"foreign url", Request{Host: "a.example", URLs: []string{"/ok", "https://b.example/x"}}, nil, "urls[1]"},
+		// "//a" is a path; one that is also a scheme-relative URL of the host is ambiguous.
+		{"urls starting with //", Request{Host: "a.example", URLs: []string{"//b.example/x", "//?q", "https://a.example//a.example/x"}},
+			[]want{{KindURL, []string{"//b.example/x", "//?q", "//a.example/x"}}}, ""},
+		{"scheme-relative url of the host", Request{Host: "a.example", URLs: []string{"/ok", "//A.example:8443/x"}}, nil, "urls[1]"},
 		{"bad prefix", Request{Host: "a.example", Prefixes: []string{"static"}}, nil, "prefixes[0]"},
 		{"bad key", Request{Host: "a.example", Keys: []string{"a key"}}, nil, "keys[0]"},
 		{"long value", Request{Host: "a.example", Keys: []string{strings.Repeat("x", 2049)}}, nil, "keys[0]"},
