@@ -206,17 +206,18 @@ func ackedNodes(resp purge.Response) (acked, listed map[string]bool) {
 // purgeFleet is one control plane with three real edges in two PoPs, one origin and three
 // configured hosts, shared by the tests that do not change the fleet.
 type purgeFleet struct {
-	ts     *testServer
-	origin *origin.Server
-	nodes  []*edge.Node
-	names  []string // "pop/node" of nodes
+	ts         *testServer
+	origin     *origin.Server
+	originAddr string
+	nodes      []*edge.Node
+	names      []string // "pop/node" of nodes
 }
 
 func startPurgeFleet(t *testing.T) *purgeFleet {
 	t.Helper()
 	ts := startServer(t, Config{PurgeRate: -1})
 	o, addr := startOrigin(t, "127.0.5.10")
-	f := &purgeFleet{ts: ts, origin: o}
+	f := &purgeFleet{ts: ts, origin: o, originAddr: addr}
 	for i, pn := range [][2]string{{"ams", "n1"}, {"ams", "n2"}, {"fra", "n1"}} {
 		f.nodes = append(f.nodes, startEdge(t, fmt.Sprintf("127.0.5.%d", 20+i), pn[0], pn[1], ts.NATSURL()))
 		f.names = append(f.names, pn[0]+"/"+pn[1])

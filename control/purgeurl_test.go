@@ -3,11 +3,16 @@ package control
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/url"
+	"reflect"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/purge"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 // TestPurgeURLSpellings: a URL purge reaches the copy of every spelling of the URL that the
@@ -106,6 +111,61 @@ func TestPurgeURLSpellings(t *testing.T) {
 					if r := get(t, n, hostA, p); !isHit(r.cs) {
 						t.Errorf("%s %s after the purge of %q: Cache-Status %q, want a hit", n.Name(), p, tt.urls, r.cs)
 					}
+				}
+			}
+		})
+	}
+}
+
+// TestPurgeURLAcrossKeyOptionChanges: a host's key options (sort_query, keep_params,
+// ignore_query) changed and changed back within a copy's TTL. A URL purge made in between
+// names its URL under the options then in effect; the copies filled before the change are keyed
+// under the others, and reachable again once the options come back. Each must be purged.
+func TestPurgeURLAcrossKeyOptionChanges(t *testing.T) {
+	f := startPurgeFleet(t)
+	const cc = "cc=max-age%3D600"
+	for _, tt := range []struct {
+		name        string
+		host        string
+		first, then wire.CacheOptions
+		path        string // what clients fetch and the purge names
+	}{
+		{"sort_query off, on, off", "sort.example.com", wire.CacheOptions{}, wire.CacheOptions{SortQuery: true}, "/o/s?b=2&a=1&" + cc},
+		{"sort_query on, off, on", "sort2.example.com", wire.CacheOptions{SortQuery: true}, wire.CacheOptions{}, "/o/s?b=2&a=1&" + cc},
+		{"keep_params set, cleared, set", "keep.example.com", wire.CacheOptions{KeepParams: []string{"a", "cc"}}, wire.CacheOptions{}, "/o/k?z=9&a=1&" + cc},
+		{"keep_params widened and back", "keep2.example.com", wire.CacheOptions{KeepParams: []string{"a", "cc"}}, wire.CacheOptions{KeepParams: []string{"a", "cc", "z"}}, "/o/k?z=9&a=1&" + cc},
+		// (On first, the origin would get no cc parameter and answer without freshness.)
+		{"ignore_query off, on, off", "ignore.example.com", wire.CacheOptions{}, wire.CacheOptions{IgnoreQuery: true}, "/o/i?" + cc},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			setCache := func(c wire.CacheOptions) {
+				t.Helper()
+				body, _ := json.Marshal(wire.HostConfig{Host: tt.host, Origin: "http://" + f.originAddr, Cache: c})
+				if code, b := f.ts.do(t, "PUT", "/v1/hosts/"+tt.host, tokConfigurer, body); code != http.StatusOK {
+					t.Fatalf("PUT host %s = %d %s", tt.host, code, b)
+				}
+				for _, n := range f.nodes {
+					wait.For(t, 10*time.Second, n.Name()+" applies the cache options of "+tt.host, func() bool {
+						for _, h := range n.Hosts() {
+							if h.Host == tt.host {
+								return reflect.DeepEqual(h.Cache, c)
+							}
+						}
+						return false
+					})
+				}
+			}
+			setCache(tt.first)
+			warm(t, f.nodes, tt.host, tt.path)
+			want := fmt.Sprintf("@v%d:", f.origin.Bump(strings.SplitN(tt.path, "?", 2)[0]))
+			setCache(tt.then)
+			body, _ := json.Marshal(purge.Request{Host: tt.host, URLs: []string{tt.path}})
+			code, resp, b := postPurge(t, f.ts, tokPurger, "10s", body)
+			f.checkComplete(t, code, resp, b)
+			setCache(tt.first)
+			for _, n := range f.nodes {
+				if r := get(t, n, tt.host, tt.path); !strings.Contains(r.body, want) {
+					t.Errorf("%s %s%s after the purge: body %.40q (Cache-Status %q), want version %q", n.Name(), tt.host, tt.path, r.body, r.cs, want)
 				}
 			}
 		})

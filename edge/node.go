@@ -46,8 +46,10 @@ type Node struct {
 	clock func() time.Time
 	since func(time.Time) time.Duration // the time since a reading of clock
 
-	hosts atomic.Pointer[map[string]*hostState]
-	tiers atomic.Pointer[tierSet]
+	hosts atomic.Pointer[map[string]*hostState] // swapped by swapHosts only
+	// keyEras are the hosts' past key options, which URL purges name copies under too.
+	keyEras keyEras
+	tiers   atomic.Pointer[tierSet]
 	// peerKeys signs and verifies fill requests between nodes (hopauth.go); nil means none.
 	peerKeys atomic.Pointer[wire.PeerKeyring]
 
@@ -227,7 +229,7 @@ func (n *Node) SetHosts(hosts []wire.HostConfig) error {
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("refuse host config: %w", err)
 	}
-	n.hosts.Store(&table)
+	n.swapHosts(table)
 	return nil
 }
 

@@ -3,6 +3,7 @@ package edge
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/meridian-cdn/meridian/edge/httpcache"
@@ -16,9 +17,11 @@ import (
 // whole-host purges matching happens at read time and hits is 0.
 func (n *Node) ApplyPurge(_ context.Context, m purge.Message) (hits int, err error) {
 	host := strings.ToLower(m.Host)
-	var opts httpcache.KeyOptions
-	if hs := (*n.hosts.Load())[host]; hs != nil {
-		opts = hs.keyOpts
+	var opts []httpcache.KeyOptions
+	if m.Kind == purge.KindURL {
+		n.keyEras.mu.Lock()
+		opts = n.keyOptionsLocked(host)
+		n.keyEras.mu.Unlock()
 	}
 	// A fill that begins once the first record below is in stores its copy as fetched after
 	// this purge: it must ask fleet nodes for a copy with the purge applied, though purgeSeq
@@ -26,15 +29,30 @@ func (n *Node) ApplyPurge(_ context.Context, m purge.Message) (hits int, err err
 	n.askPurgeSeq(m.Seq)
 	switch m.Kind {
 	case purge.KindURL:
+		var stack [4]string
+		keys := stack[:0]
 		for _, v := range m.Values {
 			path, query, _ := strings.Cut(v, "?")
-			key := httpcache.Key(host, path, query, opts)
-			// Any variant counts: a vary-miss (vary set) is a URL the store holds, whose
-			// variants are keyed on fields no purge request has (request.VaryHeader).
-			if o, verdict, vary := n.store.Lookup(key, nil); o != nil || vary != nil && verdict != store.Purged {
+			// The URL under the host's key options and under each it had while a copy now
+			// stored was filled (keyeras.go): options changed back make those copies its again.
+			keys = keys[:0]
+			hit := false
+			for _, o := range opts {
+				key := httpcache.Key(host, path, query, o)
+				if slices.Contains(keys, key) {
+					continue
+				}
+				keys = append(keys, key)
+				// Any variant counts: a vary-miss (vary set) is a URL the store holds, whose
+				// variants are keyed on fields no purge request has (request.VaryHeader).
+				if o, verdict, vary := n.store.Lookup(key, nil); o != nil || vary != nil && verdict != store.Purged {
+					hit = true
+				}
+				n.store.Purge(store.Record{Kind: store.URL, Host: host, Value: key, Soft: m.Soft})
+			}
+			if hit {
 				hits++
 			}
-			n.store.Purge(store.Record{Kind: store.URL, Host: host, Value: key, Soft: m.Soft})
 		}
 	case purge.KindPrefix:
 		for _, v := range m.Values {

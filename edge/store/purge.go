@@ -91,7 +91,13 @@ func (s *Store) DropAll() time.Time {
 
 // expireRecords drops the purge records that no object of use at now can match any more.
 func (s *Store) expireRecords(now time.Time) {
-	s.purges.expire(now.Add(-max(time.Duration(s.maxHold.Load()), minRecordLife)))
+	s.purges.expire(now.Add(-s.RecordLife()))
+}
+
+// RecordLife is how long a purge record is kept: as long as any object stored before it may
+// still be of use (the longest hold seen), and at least longer than any fetch may take.
+func (s *Store) RecordLife() time.Duration {
+	return max(time.Duration(s.maxHold.Load()), minRecordLife)
 }
 
 // minRecordLife keeps every record at least this long, longer than any fetch may take, so that

@@ -1,0 +1,93 @@
+package edge
+
+import (
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/meridian-cdn/meridian/edge/httpcache"
+	"github.com/meridian-cdn/meridian/edge/store"
+)
+
+// maxKeyEras bounds the past key options kept per host. Past it, the oldest is forgotten and
+// everything of the host stored so far is purged, since a URL purge could no longer name the
+// copies keyed under it.
+const maxKeyEras = 8
+
+// keyEra is a set of key options a host had until a moment: copies filled under it are keyed
+// by it, and become reachable again if the host gets those options back.
+type keyEra struct {
+	opts  httpcache.KeyOptions
+	until time.Time
+}
+
+// keyEras remembers, per host, the key options (ignore_query, keep_params, sort_query) the
+// node keyed copies under before its current ones, for as long as such a copy may be in the
+// store, so that a URL purge names the URL under each (ApplyPurge). Without them, options
+// changed and changed back within a copy's TTL left a URL purge made in between unable to
+// reach the older copies, acked while they came back as fresh hits.
+type keyEras struct {
+	mu   sync.Mutex // protects past, and orders Node.hosts swaps with the reads of both
+	past map[string][]keyEra
+}
+
+// swapHosts stores table as the node's hosts, remembering the key options of every host whose
+// options it changes or that it drops.
+func (n *Node) swapHosts(table map[string]*hostState) {
+	e := &n.keyEras
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := n.clock()
+	if old := n.hosts.Load(); old != nil {
+		for name, hs := range *old {
+			if nw := table[name]; nw != nil && sameKeyOptions(nw.keyOpts, hs.keyOpts) {
+				continue
+			}
+			if e.past == nil {
+				e.past = map[string][]keyEra{}
+			}
+			eras := slices.DeleteFunc(e.past[name], func(k keyEra) bool { return sameKeyOptions(k.opts, hs.keyOpts) })
+			eras = append(eras, keyEra{opts: hs.keyOpts, until: now})
+			if len(eras) > maxKeyEras {
+				eras = eras[1:]
+				n.store.Purge(store.Record{Kind: store.Host, Host: name})
+				n.log.Warn("key options of a host changed too often to purge URLs under each; purged the host", "host", name)
+			}
+			e.past[name] = eras
+		}
+	}
+	n.hosts.Store(&table)
+}
+
+// keyOptionsLocked returns host's current key options (the zero value if the node does not
+// serve it), then those of its past eras whose copies may still be stored, dropping the
+// others; the caller holds keyEras.mu.
+func (n *Node) keyOptionsLocked(host string) []httpcache.KeyOptions {
+	var opts httpcache.KeyOptions
+	if hs := (*n.hosts.Load())[host]; hs != nil {
+		opts = hs.keyOpts
+	}
+	out := []httpcache.KeyOptions{opts}
+	eras := n.keyEras.past[host]
+	if len(eras) == 0 {
+		return out
+	}
+	// A copy keyed under an era's options was fetched at most a little after it ended (a
+	// request may read the options just before the change); twice the life of a purge record
+	// covers that and its hold.
+	horizon := n.clock().Add(-2 * n.store.RecordLife())
+	eras = slices.DeleteFunc(eras, func(k keyEra) bool { return k.until.Before(horizon) })
+	if len(eras) == 0 {
+		delete(n.keyEras.past, host)
+		return out
+	}
+	n.keyEras.past[host] = eras
+	for _, k := range eras {
+		out = append(out, k.opts)
+	}
+	return out
+}
+
+func sameKeyOptions(a, b httpcache.KeyOptions) bool {
+	return a.IgnoreQuery == b.IgnoreQuery && a.SortQuery == b.SortQuery && slices.Equal(a.KeepParams, b.KeepParams)
+}

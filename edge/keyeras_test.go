@@ -1,0 +1,88 @@
+package edge
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meridian-cdn/meridian/purge"
+	"github.com/meridian-cdn/meridian/wire"
+)
+
+// TestKeyErasPurgeAndBounds: a URL purge names the URL under the host's past key options too
+// (control's TestPurgeURLAcrossKeyOptionChanges runs it through the API); past maxKeyEras
+// distinct ones the host's copies are purged, since a purge could not name them all; and an
+// era is forgotten once no copy keyed under it can be stored any more.
+func TestKeyErasPurgeAndBounds(t *testing.T) {
+	s := newSingle(t, nil)
+	setCache := func(c wire.CacheOptions) {
+		t.Helper()
+		if err := s.edge.SetHosts([]wire.HostConfig{{Host: testHost, Origin: "http://" + s.originAddr, Cache: c}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	status := func(path string) string {
+		t.Helper()
+		r := s.get(t, path)
+		if r.status != http.StatusOK {
+			t.Fatalf("GET %s = %d, want 200", path, r.status)
+		}
+		return r.header.Get("Cache-Status")
+	}
+	fill := func(path string) {
+		t.Helper()
+		status(path)
+		if cs := status(path); !strings.Contains(cs, "; hit") {
+			t.Fatalf("GET %s after a fill: Cache-Status %q, want a hit", path, cs)
+		}
+	}
+	purgeURL := func(path string) int {
+		t.Helper()
+		hits, err := s.edge.ApplyPurge(context.Background(), purge.Message{ID: "p", Host: testHost, Kind: purge.KindURL, Values: []string{path}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return hits
+	}
+
+	// Changed and changed back: the purge in between reaches the copy, and counts it once.
+	const a = "/e/a?b=2&a=1&cc=max-age%3D600"
+	fill(a)
+	setCache(wire.CacheOptions{SortQuery: true})
+	if hits := purgeURL(a); hits != 1 {
+		t.Errorf("purge of %s under sort_query = %d hits, want 1 (the copy keyed before)", a, hits)
+	}
+	setCache(wire.CacheOptions{})
+	if cs := status(a); !strings.Contains(cs, "fwd=miss") {
+		t.Errorf("GET %s with the options back, after the purge: Cache-Status %q, want a miss", a, cs)
+	}
+
+	// More distinct options than can be kept: the oldest's copies are purged.
+	const b = "/e/b?b=2&a=1&cc=max-age%3D600"
+	fill(b)
+	for i := range maxKeyEras + 1 {
+		setCache(wire.CacheOptions{KeepParams: []string{"a", "b", "cc", fmt.Sprint("x", i)}})
+	}
+	setCache(wire.CacheOptions{})
+	if cs := status(b); !strings.Contains(cs, "fwd=miss") {
+		t.Errorf("GET %s after %d other key options and back: Cache-Status %q, want a miss (host purged)", b, maxKeyEras+1, cs)
+	}
+
+	// Eras end: once no copy keyed under one may be stored, a purge names only the current key.
+	n := s.edge
+	count := func() int {
+		n.keyEras.mu.Lock()
+		defer n.keyEras.mu.Unlock()
+		return len(n.keyOptionsLocked(testHost))
+	}
+	if got := count(); got != maxKeyEras+1 {
+		t.Errorf("key options of %s = %d, want %d (current and every era kept)", testHost, got, maxKeyEras+1)
+	}
+	s.clock.Advance(2*n.store.RecordLife() + time.Second)
+	if got := count(); got != 1 {
+		t.Errorf("key options of %s after 2 record lives = %d, want 1 (the current)", testHost, got)
+	}
+}
