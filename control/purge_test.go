@@ -272,11 +272,11 @@ func TestPurgeAPI(t *testing.T) {
 			many[i] = fmt.Sprintf("/v%d", i)
 		}
 		manyBody, _ := json.Marshal(purge.Request{Host: hostA, URLs: many})
-		// 700 URLs of 1,400 bytes fit the 1 MiB body but not one 1 MiB NATS message once
-		// escaped ("é" becomes "%C3%A9").
+		// 700 URLs of 680 bytes fit the 1 MiB body but not one 1 MiB NATS message once
+		// escaped ("é" becomes "%C3%A9"), each within the bound of 2,048 bytes even so.
 		long := make([]string, 700)
 		for i := range long {
-			long[i] = fmt.Sprintf("/%d/%s", i, strings.Repeat("é", 700))
+			long[i] = fmt.Sprintf("/%d/%s", i, strings.Repeat("é", 339))
 		}
 		longBody, _ := json.Marshal(purge.Request{Host: hostA, URLs: long})
 		big := []byte(`{"host":"www.example.com","keys":["` + strings.Repeat("k", DefaultMaxBodyBytes) + `"]}`)
@@ -332,6 +332,11 @@ func TestPurgeAPI(t *testing.T) {
 			{"bidi rule broken in a unicode host", `{"host":"aא.example","all":true}`, "host", `"aא.example" is not a valid internationalised hostname`},
 			{"url with an invalid unicode host", `{"host":"xn--bcher-kva.example","urls":["https://aא.example/x"]}`, "urls[0]", `"aא.example" is not a valid internationalised hostname`},
 			{"url of another unicode host", `{"host":"bücher.example","urls":["https://bucher.example/x"]}`, "urls[0]", "does not belong to host xn--bcher-kva.example"},
+			// Within the bound as given, over it as nodes get it (each "é" is "%C3%A9"): before,
+			// 503 from the publish, naming "values[0]", after the request's other kinds were
+			// published.
+			{"url too long once percent-encoded", `{"host":"www.example.com","urls":["/` + strings.Repeat("é", 1000) + `"]}`, "urls[0]", "6001 bytes percent-encoded"},
+			{"prefix too long once percent-encoded", `{"host":"www.example.com","urls":["/ok"],"prefixes":["/` + strings.Repeat("é", 1000) + `"]}`, "prefixes[0]", "6001 bytes percent-encoded"},
 			// "//…" is a path, but this one also reads as a URL of the host: the operator says which.
 			{"scheme-relative url of the host", `{"host":"www.example.com","urls":["//WWW.example.com/x"]}`, "urls[0]", "is ambiguous"},
 		} {

@@ -126,6 +126,11 @@ func normalizeValues(host string, kind Kind, values []string, field string) ([]s
 		if err != nil {
 			return nil, &wire.FieldError{Field: f(), Err: err}
 		}
+		if len(v) > MaxValueBytes {
+			// Bound as nodes get it, or they would refuse the message (control's publish
+			// did, with a 503 after the request's other kinds were published).
+			return nil, &wire.FieldError{Field: f(), Err: fmt.Errorf("is %d bytes percent-encoded as edges key it, at most %d are allowed; purge a prefix", len(v), MaxValueBytes)}
+		}
 		if v != out[i] {
 			if &out[0] == &values[0] {
 				out = slices.Clone(values)
