@@ -23,11 +23,12 @@ import (
 //
 // An exchange arms it when it gets the connection (GotConn, before the request is written).
 // Each head of the answer is then gathered whole before it is handed on: a 1xx as soon as it
-// is, the final one once judged. A faulty final head fails the read, and so the exchange; one
-// framed two ways is handed on with a "Connection: close" line added, so that the Transport
-// closes the connection after it. A read already waiting when the exchange was armed (the
-// Transport's, on an idle connection) has its bytes gathered too. Past maxHead bytes without
-// the head's end, the bytes go on as they came, for the Transport's bound to fail them.
+// is, the final one once judged. A faulty final head fails the read past its status line, and
+// so the exchange (refuse); one framed two ways is handed on with a "Connection: close" line
+// added, so that the Transport closes the connection after it. A read already waiting when the
+// exchange was armed (the Transport's, on an idle connection) has its bytes gathered too. Past
+// maxHead bytes without the head's end, the bytes go on as they came, for the Transport's
+// bound to fail them.
 type framingConn struct {
 	net.Conn
 	maxHead int
@@ -51,11 +52,6 @@ func (c *framingConn) arm() {
 func (c *framingConn) Read(p []byte) (int, error) {
 	c.mu.Lock()
 	for {
-		if c.err != nil {
-			err := c.err
-			c.mu.Unlock()
-			return 0, err
-		}
 		if c.off < c.ready {
 			n := copy(p, c.buf[c.off:c.ready])
 			c.off += n
@@ -64,6 +60,11 @@ func (c *framingConn) Read(p []byte) (int, error) {
 			}
 			c.mu.Unlock()
 			return n, nil
+		}
+		if c.err != nil {
+			err := c.err
+			c.mu.Unlock()
+			return 0, err
 		}
 		if c.ready < len(c.buf) {
 			if !c.armed {
@@ -133,14 +134,23 @@ func (c *framingConn) look() bool {
 	te, cl, named := framingOf(b[:end])
 	switch {
 	case te && bytes.HasPrefix(line, []byte("HTTP/1.0")):
-		c.err = fmt.Errorf("read response header: %w", errCodedHTTP10)
+		c.refuse(errCodedHTTP10, len(line)+1)
 	case te && !named && !cl:
-		c.err = fmt.Errorf("read response header: %w", errHiddenCoding)
+		c.refuse(errHiddenCoding, len(line)+1)
 	case te && cl:
 		at := c.ready + end
 		c.buf = append(c.buf[:at], append([]byte("Connection: close\r\n"), c.buf[at:]...)...)
 	}
 	return true
+}
+
+// refuse fails the head at buf[ready:] with err past its status line, of n bytes: a failed
+// first read of an answer is one the Transport takes for a connection the upstream closed
+// while idle, and it sends a GET again on a fresh one (the upstream was asked twice); a read
+// of the fields that fails ends the exchange with err. c.mu is held.
+func (c *framingConn) refuse(err error, n int) {
+	c.err = fmt.Errorf("read response header: %w", err)
+	c.ready += n
 }
 
 // interim reports whether line is the status line of a 1xx answer other than 101, which ends

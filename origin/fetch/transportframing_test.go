@@ -3,11 +3,13 @@ package fetch
 import (
 	"bufio"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -161,5 +163,57 @@ func TestUpgradeOverTLSOffersHTTP11Only(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		t.Errorf("upgrade = %d %s, want 101", resp.StatusCode, resp.Proto)
+	}
+}
+
+// TestFaultyFramingAskedOnce: an answer framingConn refuses, on a connection an earlier answer
+// kept, is not asked for again. The Transport retries a GET on a fresh connection when the
+// first read of a reused one fails, and the verdict was that first read: every such request
+// reached the origin twice, where the own client (a plain GET) sends it once.
+func TestFaultyFramingAskedOnce(t *testing.T) {
+	faulty := map[string]struct {
+		answer string
+		err    error
+	}{
+		"/http10-te": {"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", errCodedHTTP10},
+		"/spaced":    {"HTTP/1.1 200 OK\r\nTransfer-Encoding : chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", errHiddenCoding},
+	}
+	var mu sync.Mutex
+	asked := map[string]int{}
+	srv, tc := startRawTLS(t, "127.0.0.166", func(_ int64, c net.Conn, br *bufio.Reader) {
+		for {
+			req, ok := readRequest(br)
+			if !ok {
+				return
+			}
+			mu.Lock()
+			asked[req.URL.Path]++
+			mu.Unlock()
+			if a, ok := faulty[req.URL.Path]; ok {
+				io.WriteString(c, a.answer)
+				return
+			}
+			if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"); err != nil {
+				return
+			}
+		}
+	})
+	for path, f := range faulty {
+		t.Run(path, func(t *testing.T) {
+			u := New(Config{TLSConfig: tc})
+			t.Cleanup(u.Close)
+			if _, body, _, err := doHostile(t, u, http.MethodGet, "https://"+srv.addr+"/ok", false); err != nil || body != "hello" {
+				t.Fatalf("GET /ok = %q, %v; want %q", body, err, "hello")
+			}
+			if _, body, _, err := doHostile(t, u, http.MethodGet, "https://"+srv.addr+path, false); !errors.Is(err, f.err) {
+				t.Fatalf("GET %s = %q, %v; want %v", path, body, err, f.err)
+			}
+			mu.Lock()
+			n := asked[path]
+			mu.Unlock()
+			if n != 1 {
+				t.Errorf("the origin was asked for %s %d times, want 1", path, n)
+			}
+		})
 	}
 }
