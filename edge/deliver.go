@@ -926,6 +926,9 @@ func (n *Node) deliverStream(w *logWriter, req *request, res *fillResult, cs htt
 			body = io.MultiReader(bytes.NewReader(res.head), resp.Body)
 		}
 		if err := serveRange(w, rr, h, lm, newRangeSource(body, resp.ContentLength, fl.flush)); err != nil {
+			// The upstream cut it (failure is the body's): as below, the client sees the head
+			// the server holds, then the cut.
+			w.sendHeld()
 			fl.abort(err)
 		}
 		return
