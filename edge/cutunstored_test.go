@@ -81,7 +81,13 @@ func TestUnstoredAnswerCutShortShowsItsHead(t *testing.T) {
 				}
 				got, err := io.ReadAll(r.Body)
 				r.Body.Close()
-				if r.StatusCode != tt.status || r.Header.Get("X-Origin") != "yes" || err == nil || !bytes.Equal(got, []byte("hello")) {
+				want := []byte("hello")
+				if pc.name == "http/3" && bytes.HasPrefix(want, got) {
+					// The reset may drop the bytes sent after the head as well (under -race, one
+					// run in a few did): never the cut.
+					want = got
+				}
+				if r.StatusCode != tt.status || r.Header.Get("X-Origin") != "yes" || err == nil || !bytes.Equal(got, want) {
 					t.Errorf("%s %s = %d (X-Origin %q), body %q, read error %v; want %d from the origin, %q, then an error",
 						method, path, r.StatusCode, r.Header.Get("X-Origin"), got, err, tt.status, "hello")
 				}
