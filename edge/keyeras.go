@@ -38,6 +38,17 @@ func (n *Node) swapHosts(table map[string]*hostState) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	now := n.clock()
+	// Forget what no stored copy can be keyed under any more, of every host: else a host
+	// dropped from the config, which no purge may name again, were kept for ever, and past
+	// options that ended long ago counted towards maxKeyEras, purging the host for nothing.
+	horizon := n.keyEraHorizon()
+	for name, eras := range e.past {
+		if eras = slices.DeleteFunc(eras, func(k keyEra) bool { return k.until.Before(horizon) }); len(eras) == 0 {
+			delete(e.past, name)
+		} else {
+			e.past[name] = eras
+		}
+	}
 	if old := n.hosts.Load(); old != nil {
 		for name, hs := range *old {
 			if nw := table[name]; nw != nil && sameKeyOptions(nw.keyOpts, hs.keyOpts) {
@@ -72,10 +83,7 @@ func (n *Node) keyOptionsLocked(host string) []httpcache.KeyOptions {
 	if len(eras) == 0 {
 		return out
 	}
-	// A copy keyed under an era's options was fetched at most a little after it ended (a
-	// request may read the options just before the change); twice the life of a purge record
-	// covers that and its hold.
-	horizon := n.clock().Add(-2 * n.store.RecordLife())
+	horizon := n.keyEraHorizon()
 	eras = slices.DeleteFunc(eras, func(k keyEra) bool { return k.until.Before(horizon) })
 	if len(eras) == 0 {
 		delete(n.keyEras.past, host)
@@ -86,6 +94,13 @@ func (n *Node) keyOptionsLocked(host string) []httpcache.KeyOptions {
 		out = append(out, k.opts)
 	}
 	return out
+}
+
+// keyEraHorizon is the moment before which an era's end leaves no stored copy keyed under it. Such
+// a copy was fetched at most a little after the era ended (a request may read the options just
+// before the change); twice the life of a purge record covers that and its hold.
+func (n *Node) keyEraHorizon() time.Time {
+	return n.clock().Add(-2 * n.store.RecordLife())
 }
 
 func sameKeyOptions(a, b httpcache.KeyOptions) bool {

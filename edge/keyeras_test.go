@@ -86,3 +86,95 @@ func TestKeyErasPurgeAndBounds(t *testing.T) {
 		t.Errorf("key options of %s after 2 record lives = %d, want 1 (the current)", testHost, got)
 	}
 }
+
+// TestKeyErasBoundCountsLiveDistinctPastOptions: only past options a stored copy may still be
+// keyed under count towards maxKeyEras. Neither options that ended longer ago than any copy
+// lives nor the options a host changes back to (they are its current ones, which every URL
+// purge names) may make a change of options purge the whole host.
+func TestKeyErasBoundCountsLiveDistinctPastOptions(t *testing.T) {
+	keep := func(i int) wire.CacheOptions {
+		return wire.CacheOptions{KeepParams: []string{"cc", fmt.Sprint("x", i)}}
+	}
+	tests := []struct {
+		name string
+		// before are the options set, in order, before the copy is filled; after, after it.
+		before, after []wire.CacheOptions
+		// wait is how long the clock moves on after each change before the fill.
+		wait bool
+	}{
+		{
+			name: "expired past options",
+			before: func() (o []wire.CacheOptions) {
+				for i := range maxKeyEras + 1 {
+					o = append(o, keep(i))
+				}
+				return o
+			}(),
+			after: []wire.CacheOptions{keep(100)},
+			wait:  true,
+		},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newSingle(t, nil)
+			setCache := func(c wire.CacheOptions) {
+				t.Helper()
+				if err := s.edge.SetHosts([]wire.HostConfig{{Host: testHost, Origin: "http://" + s.originAddr, Cache: c}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, c := range tt.before {
+				setCache(c)
+				if tt.wait {
+					s.clock.Advance(2*s.edge.store.RecordLife() + time.Second)
+				}
+			}
+			path := fmt.Sprintf("/e/bound%d?cc=max-age%%3D600", i)
+			s.get(t, path)
+			if cs := s.get(t, path).header.Get("Cache-Status"); !strings.Contains(cs, "; hit") {
+				t.Fatalf("GET %s after a fill: Cache-Status %q, want a hit", path, cs)
+			}
+			for _, c := range tt.after {
+				setCache(c)
+			}
+			if cs := s.get(t, path).header.Get("Cache-Status"); !strings.Contains(cs, "; hit") {
+				t.Errorf("GET %s after the changes: Cache-Status %q, want a hit (no more than %d live past options, the host must not be purged)", path, cs, maxKeyEras)
+			}
+		})
+	}
+}
+
+// TestKeyErasForgetDroppedHosts: the past options of hosts a node no longer serves are
+// forgotten once no copy keyed under them may be stored, without a URL purge of each such host
+// (none may ever come): a fleet whose hosts come and go must not keep them all.
+func TestKeyErasForgetDroppedHosts(t *testing.T) {
+	s := newSingle(t, nil)
+	n := s.edge
+	base := wire.HostConfig{Host: testHost, Origin: "http://" + s.originAddr}
+	many := []wire.HostConfig{base}
+	for i := range 100 {
+		many = append(many, wire.HostConfig{Host: fmt.Sprintf("h%d.example", i), Origin: base.Origin})
+	}
+	past := func() int {
+		n.keyEras.mu.Lock()
+		defer n.keyEras.mu.Unlock()
+		return len(n.keyEras.past)
+	}
+	if err := n.SetHosts(many); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.SetHosts([]wire.HostConfig{base}); err != nil {
+		t.Fatal(err)
+	}
+	if got := past(); got != 100 {
+		t.Fatalf("hosts with past options after dropping 100 = %d, want 100", got)
+	}
+	s.clock.Advance(2*n.store.RecordLife() + time.Second)
+	// Any later change of the hosts, here one more host, is when the node looks.
+	if err := n.SetHosts(append([]wire.HostConfig{base}, wire.HostConfig{Host: "other.example", Origin: base.Origin})); err != nil {
+		t.Fatal(err)
+	}
+	if got := past(); got != 0 {
+		t.Errorf("hosts with past options 2 record lives after they were dropped = %d, want 0", got)
+	}
+}
