@@ -41,9 +41,15 @@ func (n *Node) swapHosts(table map[string]*hostState) {
 	// Forget what no stored copy can be keyed under any more, of every host: else a host
 	// dropped from the config, which no purge may name again, were kept for ever, and past
 	// options that ended long ago counted towards maxKeyEras, purging the host for nothing.
+	// Options a host gets back are its current ones again, which every URL purge names: kept
+	// as past too, they took a place of the bound (the ninth set, back to the first, purged
+	// the host with only eight others past).
 	horizon := n.keyEraHorizon()
 	for name, eras := range e.past {
-		if eras = slices.DeleteFunc(eras, func(k keyEra) bool { return k.until.Before(horizon) }); len(eras) == 0 {
+		cur := table[name]
+		if eras = slices.DeleteFunc(eras, func(k keyEra) bool {
+			return k.until.Before(horizon) || cur != nil && sameKeyOptions(k.opts, cur.keyOpts)
+		}); len(eras) == 0 {
 			delete(e.past, name)
 		} else {
 			e.past[name] = eras

@@ -113,6 +113,15 @@ func TestKeyErasBoundCountsLiveDistinctPastOptions(t *testing.T) {
 			after: []wire.CacheOptions{keep(100)},
 			wait:  true,
 		},
+		{
+			name: "back to the first of nine",
+			after: func() (o []wire.CacheOptions) {
+				for i := range maxKeyEras {
+					o = append(o, keep(i))
+				}
+				return append(o, wire.CacheOptions{}) // the options the copy was filled under
+			}(),
+		},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
