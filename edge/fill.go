@@ -134,6 +134,21 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 		return res
 	}
 
+	if resp.StatusCode >= 500 {
+		se := &statusError{status: resp.StatusCode, tier: tier}
+		if staleIfErrorApplies(se) && n.staleIfErrorServable(req, stale, opts.verdict, respTime) {
+			// The stale copy stands in for this failure (stale-if-error, filler.get), judged on
+			// the head alone: a body past max_object_bytes was streamed to the client as an
+			// answer too large to keep, and a trickling one waited for. The body is not read;
+			// closing it keeps the connection only if the rest has already arrived
+			// (origin/fetch), else closes it rather than drain a large body.
+			resp.Body.Close()
+			res.err, res.dropped = se, true
+			d, _ := httpcache.TargetDirectives(h)
+			res.personal = d.Private || len(h["Set-Cookie"]) > 0
+			return res
+		}
+	}
 	policy := fillPolicy(req, resp.StatusCode, h, respTime)
 	varyOnUpstreamCoding(h, &policy)
 	if stale != nil && supersedes(resp.StatusCode) && !policy.Storable && !untrusted {

@@ -123,6 +123,7 @@ type fillResult struct {
 	stored      bool
 	shareable   bool // obj may be given to collapsed followers (it is storable)
 	personal    bool // an upstream 5xx (err) that is one user's: followers fetch their own
+	dropped     bool // an upstream 5xx (err) left unread, as the stale copy stands in for it
 	revalidated bool
 	status      int    // upstream status, for fwd-status
 	tier        string // "peer", "shield" or "origin"
@@ -281,12 +282,7 @@ func (f *filler) get(req *request, stale *store.Object, opts fillOptions) answer
 		// An upstream's answer that is no error RFC 5861 names (a 501) is passed on: neither
 		// our stale copy nor the fleet's stands in for it.
 		failed := staleIfErrorApplies(res.err)
-		servable := false
-		if stale != nil && failed {
-			v := max(opts.verdict, n.store.Verdict(stale))
-			servable = !(req.fromPeer && v != store.Usable) && canServeStale(stale, v, -stale.TTL(now), stale.Policy.StaleIfError)
-		}
-		if servable {
+		if failed && n.staleIfErrorServable(req, stale, opts.verdict, now) {
 			req.untrustedAnswer = false // our own copy, stored from a verified chain
 			n.metrics.staleServed.WithLabelValues("stale-if-error").Inc()
 			return answer{obj: stale, cacheStatus: "stale", tier: res.tier, cs: httpcache.Status{Cache: n.name, Proto: req.proto,
@@ -342,6 +338,17 @@ func (f *filler) get(req *request, stale *store.Object, opts fillOptions) answer
 	return a
 }
 
+// staleIfErrorServable reports whether stale (nil if none) may be served to req at now in place
+// of an upstream failure (stale-if-error), verdict being what the lookup found of it. A fleet
+// node is never served a copy stale only by a purge: it would store it as fresh (filler.get).
+func (n *Node) staleIfErrorServable(req *request, stale *store.Object, verdict store.Verdict, now time.Time) bool {
+	if stale == nil {
+		return false
+	}
+	v := max(verdict, n.store.Verdict(stale))
+	return !(req.fromPeer && v != store.Usable) && canServeStale(stale, v, -stale.TTL(now), stale.Policy.StaleIfError)
+}
+
 // noteUncacheable records in f.uncacheable what req's fill brought, unless req's client went
 // away first: its error then says nothing of the upstream, and must not end a mark.
 func (f *filler) noteUncacheable(req *request, res *fillResult) {
@@ -375,6 +382,10 @@ func (f *filler) collapse(flightKey string, req *request, stale *store.Object, o
 	}
 	switch {
 	case res.err != nil && res.personal:
+		return f.direct(req, stale, opts)
+	case res.dropped && !f.n.staleIfErrorServable(req, stale, opts.verdict, f.n.clock()):
+		// The leader's copy stood in for a 5xx whose body was never read: a follower without
+		// such a copy of its own gets the upstream's answer from a fill of its own.
 		return f.direct(req, stale, opts)
 	case res.err != nil:
 		return res

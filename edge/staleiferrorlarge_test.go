@@ -1,0 +1,238 @@
+package edge
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/meridian-cdn/meridian/wire"
+)
+
+// failingOrigin answers a path's first request with a copy the edge stores (stale-if-error=600)
+// and every later one with the failure the path's first segment names (failAnswer). It notes
+// whether each failing request was conditional.
+type failingOrigin struct {
+	now     func() time.Time
+	release chan struct{} // closed at the test's end: a trickling body then ends
+
+	mu          sync.Mutex          // protects seen and conditional
+	seen        map[string]int      // requests per path
+	conditional map[string][]string // per path, each failing request's If-None-Match
+}
+
+func (o *failingOrigin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	o.mu.Lock()
+	o.seen[r.URL.Path]++
+	first := o.seen[r.URL.Path] == 1
+	if !first {
+		o.conditional[r.URL.Path] = append(o.conditional[r.URL.Path], r.Header.Get("If-None-Match"))
+	}
+	o.mu.Unlock()
+	h := w.Header()
+	h.Set("Date", o.now().UTC().Format(http.TimeFormat))
+	if first {
+		h.Set("Cache-Control", "max-age=10, stale-if-error=600")
+		if strings.Contains(r.URL.Path, "/nowindow") {
+			h.Set("Cache-Control", "max-age=10")
+		}
+		if strings.Contains(r.URL.Path, "/etag") {
+			h.Set("ETag", `"v1"`)
+		}
+		io.WriteString(w, "stored copy of "+r.URL.Path)
+		return
+	}
+	mode, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+	failAnswer(w, r, mode, o.release)
+}
+
+// failAnswer writes the failure mode names: a 5xx whose body is larger than the edge keeps
+// (max_object_bytes, 8 MiB by default) with or without a Content-Length, one of a size kept in
+// memory but past what streams as small, or one whose body trickles and never ends.
+func failAnswer(w http.ResponseWriter, r *http.Request, mode string, release chan struct{}) {
+	const maxObject = 8 << 20
+	h := w.Header()
+	h.Set("Content-Type", "text/plain")
+	body := func(n int) { io.Copy(w, io.LimitReader(zeros{}, int64(n))) }
+	switch mode {
+	case "large-length":
+		h.Set("Content-Length", strconv.Itoa(maxObject+1))
+		w.WriteHeader(http.StatusServiceUnavailable)
+		body(maxObject + 1)
+	case "large-chunked":
+		w.WriteHeader(http.StatusServiceUnavailable)
+		body(maxObject + 1)
+	case "moderate":
+		h.Set("Content-Length", strconv.Itoa(smallBody+1))
+		w.WriteHeader(http.StatusInternalServerError)
+		body(smallBody + 1)
+	case "trickle":
+		h.Set("Content-Length", "1000")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		body(10)
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+// TestStaleIfErrorLargeFailure: a stored copy within its stale-if-error window stands in for
+// an origin's 500/503 whatever the failure's body: larger than max_object_bytes (declared, or
+// chunked and found so while reading), of a size kept in memory, or trickling. The body of a
+// 5xx that the copy stands in for is not waited for. Before, a 5xx declared (or found) larger
+// than max_object_bytes was streamed to the client as an answer too large to keep, and one
+// whose body trickled was read to its end (or to body_timeout) first. With and without
+// validators on the copy: a revalidation's 5xx the same as a plain fill's.
+func TestStaleIfErrorLargeFailure(t *testing.T) {
+	clock := newFakeClock()
+	o, addr := startFailingOrigin(t, "127.0.0.13", clock.Now)
+	_, n := tlsEdge(t, TLSConfig{Dev: true}, func(c *Config) {
+		c.Clock = clock.Now
+		c.Hosts = []wire.HostConfig{{Host: testHost, Origin: "http://" + addr}}
+	})
+	type stored struct {
+		pc   protoClient
+		path string
+	}
+	var copies []stored
+	for _, pc := range everyProtocol(t, n) {
+		for _, mode := range []string{"large-length", "large-chunked", "moderate", "trickle"} {
+			for _, validators := range []string{"etag", "plain"} {
+				p := "/" + mode + "/" + validators + "/" + strings.ReplaceAll(pc.name, " ", "-")
+				if r := pc.do(t, http.MethodGet, p); r.status != http.StatusOK {
+					t.Fatalf("%s: store %s: got %d, want 200", pc.name, p, r.status)
+				}
+				copies = append(copies, stored{pc, p})
+			}
+		}
+	}
+	clock.Advance(20 * time.Second) // every copy stale, within stale-if-error
+
+	for _, c := range copies {
+		t.Run(strings.TrimPrefix(c.path, "/"), func(t *testing.T) {
+			// Bounded well below body_timeout: a trickling body waited for fails here.
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.pc.url+c.path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Host = testHost
+			got, err := (&http.Client{Transport: c.pc.rt}).Do(req)
+			if err != nil {
+				t.Fatalf("GET: %v; want the stale copy", err)
+			}
+			defer got.Body.Close()
+			b, err := io.ReadAll(io.LimitReader(got.Body, 1<<10))
+			if err != nil {
+				t.Fatalf("read: %v", err)
+			}
+			want := "stored copy of " + c.path
+			if got.StatusCode != http.StatusOK || string(b) != want {
+				t.Fatalf("got %d %q (Cache-Status %q), want 200 %q (stale-if-error)", got.StatusCode, trunc(b), got.Header.Get("Cache-Status"), want)
+			}
+			wantCacheStatus(t, resp{status: got.StatusCode, header: got.Header}, "fwd=stale", "detail=stale-if-error")
+			o.mu.Lock()
+			inm := o.conditional[c.path]
+			o.mu.Unlock()
+			wantINM := ""
+			if strings.Contains(c.path, "/etag/") {
+				wantINM = `"v1"`
+			}
+			if len(inm) != 1 || inm[0] != wantINM {
+				t.Errorf("failing requests' If-None-Match = %q, want one, %q", inm, wantINM)
+			}
+		})
+	}
+}
+
+// TestLargeFailureWithoutStaleIfError: with no stale-if-error window on the stored copy, an
+// origin's 503 larger than max_object_bytes is its answer, streamed whole to the client as
+// before (the body is dropped only when a copy stands in for it).
+func TestLargeFailureWithoutStaleIfError(t *testing.T) {
+	clock := newFakeClock()
+	_, addr := startFailingOrigin(t, "127.0.0.13", clock.Now)
+	s := newSingle(t, func(c *Config) {
+		c.Clock = clock.Now
+		c.Hosts = []wire.HostConfig{{Host: testHost, Origin: "http://" + addr}}
+	})
+	for _, mode := range []string{"large-length", "large-chunked"} {
+		t.Run(mode, func(t *testing.T) {
+			p := "/" + mode + "/etag/nowindow"
+			if r := s.get(t, p); r.status != http.StatusOK {
+				t.Fatalf("store: got %d, want 200", r.status)
+			}
+			clock.Advance(20 * time.Second)
+			r := s.get(t, p)
+			if r.status != http.StatusServiceUnavailable || len(r.body) != 8<<20+1 {
+				t.Fatalf("got %d with %d bytes (Cache-Status %q), want the origin's 503 with its %d", r.status, len(r.body), r.header.Get("Cache-Status"), 8<<20+1)
+			}
+			wantCacheStatus(t, r, "fwd-status=503", "detail=too-large")
+		})
+	}
+}
+
+func trunc(b []byte) string {
+	if len(b) > 40 {
+		return string(b[:40]) + "..."
+	}
+	return string(b)
+}
+
+// startFailingOrigin runs a failingOrigin on ip until the test ends and returns it and its
+// address.
+func startFailingOrigin(t *testing.T, ip string, now func() time.Time) (*failingOrigin, string) {
+	t.Helper()
+	o := &failingOrigin{now: now, release: make(chan struct{}), seen: map[string]int{}, conditional: map[string][]string{}}
+	srv := &http.Server{Handler: o}
+	ln := listen(t, ip)
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	t.Cleanup(func() { close(o.release) }) // before the server closes: cleanups run last first
+	return o, ln.Addr().String()
+}
+
+// TestStaleIfErrorLargeFailureThroughTiers: a 503 larger than max_object_bytes, on the
+// fleet's ways. Through a shield: the shield's stale copy stands in for it, and the node
+// filled from the shield serves that. Before, the 503 was streamed to the client.
+func TestStaleIfErrorLargeFailureThroughTiers(t *testing.T) {
+	// withFailingOrigin points every node of a fleet at one failingOrigin, on its clock.
+	withFailingOrigin := func(t *testing.T, mod func(*Config)) func(*Config) {
+		var addr string
+		return func(c *Config) {
+			if addr == "" {
+				_, addr = startFailingOrigin(t, "127.0.0.13", c.Clock)
+			}
+			c.Hosts[0].Origin = "http://" + addr
+			if mod != nil {
+				mod(c)
+			}
+		}
+	}
+	t.Run("shield", func(t *testing.T) {
+		f := newFleet(t, []int{1, 1}, func(string) string { return "p0" }, withFailingOrigin(t, nil))
+		edge := f.nodes[1] // p1's, filled from the shield p0
+		const p = "/large-length/etag/shield"
+		if r := do(t, f.client, http.MethodGet, edge.Addr(), testHost, p); r.status != http.StatusOK {
+			t.Fatalf("store: got %d, want 200", r.status)
+		}
+		f.clock.Advance(20 * time.Second) // both copies stale, within stale-if-error
+		r := do(t, f.client, http.MethodGet, edge.Addr(), testHost, p)
+		if want := "stored copy of " + p; r.status != http.StatusOK || r.body != want {
+			t.Fatalf("got %d %q (Cache-Status %q), want 200 %q", r.status, trunc([]byte(r.body)), r.header.Get("Cache-Status"), want)
+		}
+	})
+}
