@@ -293,10 +293,7 @@ func (f *filler) get(req *request, stale *store.Object, opts fillOptions) answer
 			fs = f.fleetStale(req)
 		}
 		if fs != nil {
-			n.metrics.staleServed.WithLabelValues("fleet-stale").Inc()
-			return answer{obj: fs.obj, cacheStatus: "stale", tier: "fleet", upstreamCS: fs.upstreamCS, cs: httpcache.Status{
-				Cache: n.name, Proto: req.proto, Fwd: fwd, FwdStatus: status, TTL: fs.obj.TTL(now), HasTTL: true,
-				Detail: "fleet-stale-if-error"}}
+			return n.fleetStaleAnswer(req, fs, fwd, status)
 		}
 		if res.obj != nil { // the upstream's own 5xx answer
 			a.obj, a.cacheStatus = res.ownObject(), "miss"
@@ -308,6 +305,15 @@ func (f *filler) get(req *request, stale *store.Object, opts fillOptions) answer
 	}
 	if res.revalidated {
 		fwd = "stale"
+	}
+	if res.stream != nil && res.status >= 500 && staleIfErrorApplies(&statusError{status: res.status}) {
+		// A 5xx too large to keep, which streams as the upstream's answer: as for one read
+		// whole (above), a copy elsewhere in the fleet stands in for it. (Our own copy did in
+		// the fill, before its body was read: fetchAndStore.)
+		if fs := f.fleetStale(req); fs != nil {
+			res.closeStream()
+			return n.fleetStaleAnswer(req, fs, fwd, res.status)
+		}
 	}
 	if res.stream != nil {
 		a.stream, a.cacheStatus = &res, "miss"
@@ -336,6 +342,15 @@ func (f *filler) get(req *request, stale *store.Object, opts fillOptions) answer
 		a.cs.TTL, a.cs.HasTTL = res.obj.TTL(n.clock()), true
 	}
 	return a
+}
+
+// fleetStaleAnswer is fs, a copy another node of the fleet holds (fleetStale), as the answer
+// to req in place of an upstream failure of status.
+func (n *Node) fleetStaleAnswer(req *request, fs *fillResult, fwd string, status int) answer {
+	n.metrics.staleServed.WithLabelValues("fleet-stale").Inc()
+	return answer{obj: fs.obj, cacheStatus: "stale", tier: "fleet", upstreamCS: fs.upstreamCS, cs: httpcache.Status{
+		Cache: n.name, Proto: req.proto, Fwd: fwd, FwdStatus: status, TTL: fs.obj.TTL(n.clock()), HasTTL: true,
+		Detail: "fleet-stale-if-error"}}
 }
 
 // staleIfErrorServable reports whether stale (nil if none) may be served to req at now in place

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -207,7 +208,9 @@ func startFailingOrigin(t *testing.T, ip string, now func() time.Time) (*failing
 
 // TestStaleIfErrorLargeFailureThroughTiers: a 503 larger than max_object_bytes, on the
 // fleet's ways. Through a shield: the shield's stale copy stands in for it, and the node
-// filled from the shield serves that. Before, the 503 was streamed to the client.
+// filled from the shield serves that. With no copy on the key's owner but one on another node
+// of its PoP: the owner serves that node's copy (fleet-stale-if-error), as for a small 503.
+// Before, the 503 was streamed to the client either way.
 func TestStaleIfErrorLargeFailureThroughTiers(t *testing.T) {
 	// withFailingOrigin points every node of a fleet at one failingOrigin, on its clock.
 	withFailingOrigin := func(t *testing.T, mod func(*Config)) func(*Config) {
@@ -234,5 +237,31 @@ func TestStaleIfErrorLargeFailureThroughTiers(t *testing.T) {
 		if want := "stored copy of " + p; r.status != http.StatusOK || r.body != want {
 			t.Fatalf("got %d %q (Cache-Status %q), want 200 %q", r.status, trunc([]byte(r.body)), r.header.Get("Cache-Status"), want)
 		}
+	})
+	t.Run("fleet-stale", func(t *testing.T) {
+		// n1 does not know n0, so it fetches from the origin itself and keeps the only copy.
+		f := newFleet(t, []int{2}, noShield, withFailingOrigin(t, func(c *Config) {
+			if c.Node == "n1" {
+				c.Peers = c.Peers[1:]
+			}
+			c.FleetStaleTimeout = 5 * time.Second // the default 300 ms is not what this tests
+		}))
+		owner, holder := f.nodes[0], f.nodes[1]
+		p := ""
+		for i := 0; p == ""; i++ {
+			c := fmt.Sprintf("/large-length/plain/fleet%d", i)
+			if rendezvous(owner.tiers.Load().peers, owner.key(c))[0].ID == owner.cfg.Node {
+				p = c
+			}
+		}
+		if r := do(t, f.client, http.MethodGet, holder.Addr(), testHost, p); r.status != http.StatusOK {
+			t.Fatalf("store on the holder: got %d, want 200", r.status)
+		}
+		f.clock.Advance(20 * time.Second) // the holder's copy is stale, within stale-if-error
+		r := do(t, f.client, http.MethodGet, owner.Addr(), testHost, p)
+		if want := "stored copy of " + p; r.status != http.StatusOK || r.body != want {
+			t.Fatalf("got %d %q (Cache-Status %q), want 200 %q", r.status, trunc([]byte(r.body)), r.header.Get("Cache-Status"), want)
+		}
+		wantCacheStatus(t, r, "detail=fleet-stale-if-error")
 	})
 }
