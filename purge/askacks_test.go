@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -251,4 +252,124 @@ func mustReceipt(t *testing.T, tr *Tracker, id string) Receipt {
 		t.Fatalf("no receipt for %s", id)
 	}
 	return r
+}
+
+// TestAskedAnswerAfterRecreatedStream: a stream deleted and created again starts its
+// sequences over, and the node reports a gap (its copies are only made stale). A purge of the
+// old stream the node never applied (it was cut off, or could not decode it) stays pending in
+// its receipt under its old sequence; the node's answers to the tracker's question count the
+// new stream's sequences and must not ack it once they pass that number. Before, the gap of the
+// recreation set After to the new stream's first sequence less one (0), lower than every
+// purge the node lost with the old stream, and the answer acked the lost purge.
+func TestAskedAnswerAfterRecreatedStream(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		cut  bool // the node is cut off while the lost purge is published, else it is undecodable
+	}{
+		{name: "cut off", cut: true},
+		{name: "undecodable", cut: false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ns := natstest.Start(t)
+			ctx := testContext(t)
+			nc, js := ns.Connect(t)
+			if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
+				t.Fatal(err)
+			}
+			var questions atomic.Int64 // naming lon.n1, seen on the live subject
+			qsub, err := nc.Subscribe(LiveSubject(""), func(m *nats.Msg) {
+				if names, ok := bytes.CutPrefix(m.Data, []byte(askPrefix)); ok && asks(names, "lon", "n1") {
+					questions.Add(1)
+				}
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = qsub.Unsubscribe() })
+			tr := newTracker(t, nc, WithAskEvery(20*time.Millisecond))
+			tctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { _ = tr.Run(tctx); close(done) }()
+			t.Cleanup(func() { cancel(); <-done })
+			n := startNode(t, ns, "lon", "n1", func(c *SubscriberConfig) { c.ConfirmEvery = 50 * time.Millisecond })
+			<-n.sub.Ready()
+			n1 := []NodeRef{{"lon", "n1"}}
+			pub := &Publisher{JS: js, Tracker: tr}
+			for i := range 2 {
+				m, err := pub.Publish(ctx, msg("www.example.com", KindURL, fmt.Sprintf("/old/%d", i)), n1)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r := waitReceipt(t, tr, m.ID); !r.Complete {
+					t.Fatalf("old purge %d: pending %v, want complete", i, r.Pending)
+				}
+			}
+			lost := msg("www.example.com", KindURL, "/lost")
+			if tt.cut {
+				n.cut.Cut()
+				wait.For(t, 10*time.Second, "disconnected", func() bool { return !n.nc.IsConnected() })
+				if _, err := pub.Publish(ctx, lost, n1); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				tr.Register(lost, n1)
+				stored, err := js.Publish(ctx, CommandSubject("", lost.Host), []byte(`{"id":"`+lost.ID+`","kind":"regex"}`))
+				if err != nil {
+					t.Fatal(err)
+				}
+				tr.SetSeq(lost.ID, stored.Sequence)
+				wait.For(t, 10*time.Second, "the gap at the undecodable purge", func() bool {
+					_, gaps, _ := n.rec.snapshot()
+					return len(gaps) == 1
+				})
+			}
+			r, _ := tr.Receipt(lost.ID)
+			if r.Seq != 3 {
+				t.Fatalf("lost purge at %d, want 3", r.Seq)
+			}
+			if err := js.DeleteStream(ctx, StreamName("")); err != nil {
+				t.Fatal(err)
+			}
+			wait.For(t, 10*time.Second, "the stream created again", func() bool {
+				return EnsureStream(ctx, js, "", 0, 1) == nil
+			})
+			if tt.cut {
+				n.cut.Restore()
+			}
+			// The new stream's purges, past the lost one's sequence: each applied and acked.
+			for i := range 4 {
+				m, err := pub.Publish(ctx, msg("www.example.com", KindURL, fmt.Sprintf("/new/%d", i)), n1)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r := waitReceipt(t, tr, m.ID); !r.Complete {
+					t.Fatalf("new purge %d: pending %v, want complete", i, r.Pending)
+				}
+			}
+			// Two questions asked since (the node has had the first before the purge below), or
+			// the lost purge acked by an answer.
+			asked := questions.Load()
+			wait.For(t, 10*time.Second, "two questions, or an answer acking the lost purge", func() bool {
+				r, _ := tr.Receipt(lost.ID)
+				return questions.Load() >= asked+2 || acksByNode(r)[n1[0]].Acked
+			})
+			later, err := pub.Publish(ctx, msg("www.example.com", KindURL, "/later"), n1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r := waitReceipt(t, tr, later.ID); !r.Complete {
+				t.Fatalf("the later purge: pending %v, want complete", r.Pending)
+			}
+			applied, _, _ := n.rec.snapshot()
+			for _, m := range applied {
+				if m.ID == lost.ID {
+					t.Fatalf("the lost purge was applied at %d: the test lost nothing", m.Seq)
+				}
+			}
+			r, _ = tr.Receipt(lost.ID)
+			if a := acksByNode(r)[n1[0]]; a.Acked || r.Complete {
+				t.Errorf("purge lost with the old stream: lon/n1 = %+v (complete %v), want pending: the node never applied it", a, r.Complete)
+			}
+		})
+	}
 }

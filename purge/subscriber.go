@@ -122,6 +122,11 @@ type Subscriber struct {
 	// gapEnd is the last sequence given up on through OnGap (0: none since the join): the
 	// purges up to it were not applied here, whatever LastApplied says; Run's goroutine only.
 	gapEnd uint64
+	// recreated: the stream was deleted and created again since the join (Run's goroutine
+	// only). The purges lost with the old one were not applied here, and their receipts keep
+	// their old sequences, which the new stream's count past: the node answers no question
+	// any more (handleLive), as no After in the new stream's sequences can leave them out.
+	recreated bool
 	// replays counts replays from the stream that had something to replay.
 	replays atomic.Uint64
 	// dropped counts the messages on the live subject that were not announcements (Dropped);
@@ -408,7 +413,8 @@ func (s *Subscriber) handleLive(ctx context.Context, msg *nats.Msg) liveOutcome 
 		// leaf link cut shorter than a confirmation round, control's own connection cut).
 		// The answer covers what was applied since the last gap only: a purge skipped in a gap
 		// (an undecodable one, say) is below LastApplied and not in effect.
-		if last := s.LastApplied(); last > s.gapEnd && asks(names, s.cfg.PoP, s.cfg.Node) {
+		// After a recreated stream it answers nothing (recreated).
+		if last := s.LastApplied(); last > s.gapEnd && !s.recreated && asks(names, s.cfg.PoP, s.cfg.Node) {
 			s.queueAck(Ack{PoP: s.cfg.PoP, Node: s.cfg.Node, AppliedAt: s.cfg.Clock(), Through: last, Asked: true,
 				After: s.gapEnd})
 		}
@@ -466,6 +472,7 @@ func (s *Subscriber) replayStream(ctx context.Context) error {
 		// and whatever it lost is lost. Everything it holds is replayed.
 		s.gap(ctx, last, first)
 		s.created.Store(info.Created.UnixNano())
+		s.recreated = true
 	case first > last+1:
 		s.gap(ctx, last, first)
 	}
