@@ -198,7 +198,14 @@ func (n *Node) purgeJoined(seq uint64) {
 	// asking for a stale copy, though one of them hard-purged it. They are the fills of this
 	// process's first moments (seconds, unless NATS was out of reach since it started). Until
 	// then the node counts as lagging (purgeLagging), however soon the subscriber confirms.
+	// Said when there was something to drop: for a node that served long cut off from NATS it
+	// is its whole cache (its hit ratio falls, its origins' load rises), while the store's
+	// gauges go on counting the copies until they are evicted or replaced.
+	held := n.store.Stats().Items
 	n.store.DropAll()
+	if held > 0 {
+		n.log.Warn("purge subscription joined: every object cached before it is dropped", "objects", held, "seq", seq)
+	}
 	n.purgeBase.Store(true)
 }
 

@@ -3,6 +3,8 @@ package edge
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/meridian-cdn/meridian/internal/logtest"
 	"github.com/meridian-cdn/meridian/origin"
 	"github.com/meridian-cdn/meridian/purge"
 	"github.com/meridian-cdn/meridian/wire"
@@ -71,5 +74,56 @@ func TestJoinAckedHardPurgeNotServedStale(t *testing.T) {
 	if r := do(t, s.client, http.MethodGet, n.Addr(), testHost, path); r.status == http.StatusOK && r.body == first.body {
 		t.Errorf("after the join ack of its hard purge, the copy stored before the join was served (Cache-Status %q)",
 			r.header.Get("Cache-Status"))
+	}
+}
+
+// TestJoinDropIsLogged: the join drops every copy stored before it, the whole cache of a node
+// that served long while NATS was out of reach, and the store's gauges go on counting the
+// copies until they are evicted or replaced: the node says what it dropped, once, as it says
+// when a gap makes its copies stale. A node that stored nothing before its join (the usual
+// start) says nothing.
+func TestJoinDropIsLogged(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		stored int // copies stored while NATS is cut off, before the join
+	}{
+		{name: "copies stored before the join", stored: 2},
+		{name: "nothing stored", stored: 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			url, _, _ := startNATS(t)
+			cut := natsCutter(t, "127.0.0.55", url)
+			cut.Cut()
+			var out logtest.Buffer
+			s, nodes := fleetEdgesWith(t, []string{cut.URL()}, true, time.Second, func(c *Config) {
+				c.Logger = slog.New(slog.NewJSONHandler(&out, nil))
+			})
+			n := nodes[0]
+			for i := range tt.stored {
+				path := obj(fmt.Sprintf("/before-join/%d", i), "cc", "max-age=600")
+				if r := do(t, s.client, http.MethodGet, n.Addr(), testHost, path); r.status != http.StatusOK {
+					t.Fatalf("GET %s: %d", path, r.status)
+				}
+			}
+			cut.Restore()
+			select {
+			case <-n.FleetReady():
+			case <-time.After(20 * time.Second):
+				t.Fatal("not fleet-ready within 20s")
+			}
+			var lines []map[string]any
+			for line := range strings.SplitSeq(out.String(), "\n") {
+				var l map[string]any
+				if json.Unmarshal([]byte(line), &l) == nil && strings.Contains(fmt.Sprint(l["msg"]), "dropped") {
+					lines = append(lines, l)
+				}
+			}
+			switch {
+			case tt.stored == 0 && len(lines) != 0:
+				t.Errorf("join of an empty store logged %v, want nothing", lines)
+			case tt.stored > 0 && (len(lines) != 1 || lines[0]["level"] != "WARN" || lines[0]["objects"] != float64(tt.stored)):
+				t.Errorf("join dropping %d copies logged %v, want one warning with objects=%d", tt.stored, lines, tt.stored)
+			}
+		})
 	}
 }
