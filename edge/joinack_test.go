@@ -127,3 +127,45 @@ func TestJoinDropIsLogged(t *testing.T) {
 		})
 	}
 }
+
+// TestPeerHandsOutNoCopyDroppedAtJoin: a fleet node whose origin fails asks the fleet for a
+// stale copy (fleet stale-if-error), and a peer hands out the copy it holds, stale or Doubtful
+// (a gap). A copy the peer dropped at its purge subscription's join (purgeJoined) is gone: the
+// join ack said the purges before it are in effect there, so the peer must not hand it out.
+// The gap's Doubtful copy shows the peer is asked. No change: checked and held.
+func TestPeerHandsOutNoCopyDroppedAtJoin(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		mark   func(n *Node)
+		served bool
+	}{
+		{"doubtful after a gap", func(n *Node) { n.MarkAllStale() }, true},
+		{"dropped at the join", func(n *Node) { n.purgeJoined(7) }, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFleet(t, []int{2}, noShield, func(c *Config) { c.FleetStaleTimeout = 5 * time.Second })
+			owner, other := f.nodes[0], f.nodes[1]
+			p := ""
+			for i := 0; p == ""; i++ {
+				c := obj(fmt.Sprintf("/joined%d", i), "cc", "max-age=600, stale-if-error=3600")
+				if rendezvous(owner.tiers.Load().peers, owner.key(c))[0].ID == owner.cfg.Node {
+					p = c
+				}
+			}
+			warm := do(t, f.client, http.MethodGet, owner.Addr(), testHost, p)
+			if warm.status != http.StatusOK {
+				t.Fatalf("warming the owner = %d", warm.status)
+			}
+			tt.mark(owner)
+			f.clock.Advance(time.Second)
+			if err := f.origin.SetFault("", origin.Fault{Status: http.StatusServiceUnavailable}); err != nil {
+				t.Fatal(err)
+			}
+			r := do(t, f.client, http.MethodGet, other.Addr(), testHost, p)
+			if served := r.status == http.StatusOK && r.body == warm.body; served != tt.served {
+				t.Errorf("during the outage, the other node served the owner's copy = %v (%d, Cache-Status %q), want %v",
+					served, r.status, r.header.Get("Cache-Status"), tt.served)
+			}
+		})
+	}
+}
