@@ -24,22 +24,6 @@ import (
 	"github.com/meridian-cdn/meridian/wire"
 )
 
-// startEmbedded starts a NATS server for opts and stops it when the test ends.
-func startEmbedded(t *testing.T, opts *server.Options) *server.Server {
-	t.Helper()
-	opts.NoLog, opts.NoSigs = true, true
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server not ready")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	return ns
-}
-
 // watchRecorder is a fleet.WatchHandler that keeps the last value of each key.
 type watchRecorder struct {
 	mu   sync.Mutex // guards vals
@@ -97,7 +81,7 @@ func TestFleetOutlivesConsumerInactivityLimit(t *testing.T) {
 			edgeURL: func(t *testing.T, hub *server.Server, leafPort int) (string, *tcplink.Link) {
 				link := listenLink(t, fmt.Sprintf("127.0.0.1:%d", leafPort))
 				u, _ := url.Parse("nats-leaf://" + link.Addr().String())
-				leaf := startEmbedded(t, &server.Options{ServerName: "leaf", Host: "127.0.0.1", Port: -1,
+				leaf := natstest.StartOptions(t, &server.Options{ServerName: "leaf", Host: "127.0.0.1", Port: -1,
 					JsAccDefaultDomain: map[string]string{"$G": "fleet"},
 					LeafNode: server.LeafNodeOpts{ReconnectInterval: 50 * time.Millisecond,
 						Remotes: []*server.RemoteLeafOpts{{URLs: []*url.URL{u}}}}})
@@ -114,7 +98,7 @@ func TestFleetOutlivesConsumerInactivityLimit(t *testing.T) {
 			}
 			leafPort := ln.Addr().(*net.TCPAddr).Port
 			ln.Close()
-			hub := startEmbedded(t, &server.Options{ServerName: "hub", Host: "127.0.0.1", Port: -1,
+			hub := natstest.StartOptions(t, &server.Options{ServerName: "hub", Host: "127.0.0.1", Port: -1,
 				JetStream: true, JetStreamDomain: "fleet", StoreDir: t.TempDir(),
 				// Not advertised: the leaf node would learn the hub's own address and reconnect
 				// around the link.

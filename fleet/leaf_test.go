@@ -22,29 +22,16 @@ import (
 // in domain "fleet" and a leaf node, without JetStream, that edges connect to.
 func startLeafPoP(t *testing.T) (hub, leaf *server.Server) {
 	t.Helper()
-	start := func(opts *server.Options) *server.Server {
-		opts.NoLog, opts.NoSigs = true, true
-		ns, err := server.NewServer(opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		go ns.Start()
-		if !ns.ReadyForConnections(10 * time.Second) {
-			t.Fatal("nats server not ready")
-		}
-		t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-		return ns
-	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	leafPort := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
-	hub = start(&server.Options{ServerName: "hub", Host: "127.0.0.1", Port: -1, JetStream: true,
+	hub = natstest.StartOptions(t, &server.Options{ServerName: "hub", Host: "127.0.0.1", Port: -1, JetStream: true,
 		JetStreamDomain: "fleet", StoreDir: t.TempDir(), LeafNode: server.LeafNodeOpts{Host: "127.0.0.1", Port: leafPort}})
 	u, _ := url.Parse(fmt.Sprintf("nats-leaf://127.0.0.1:%d", leafPort))
-	leaf = start(&server.Options{ServerName: "leaf", Host: "127.0.0.1", Port: -1,
+	leaf = natstest.StartOptions(t, &server.Options{ServerName: "leaf", Host: "127.0.0.1", Port: -1,
 		JsAccDefaultDomain: map[string]string{"$G": "fleet"},
 		LeafNode:           server.LeafNodeOpts{ReconnectInterval: 50 * time.Millisecond, Remotes: []*server.RemoteLeafOpts{{URLs: []*url.URL{u}}}}})
 	wait.For(t, 10*time.Second, "the leaf link", func() bool { return hub.NumLeafNodes() == 1 })

@@ -16,21 +16,6 @@ import (
 	"github.com/meridian-cdn/meridian/internal/wait"
 )
 
-func startNS(t *testing.T, opts *server.Options) *server.Server {
-	t.Helper()
-	opts.NoLog, opts.NoSigs = true, true
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server not ready")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	return ns
-}
-
 // TestAckLostInLeafCutIsSentAgain: the production topology (deploy/render_nats.go): the edge
 // connects to the leaf node on its own VM, and the cut is between that leaf node and the
 // cluster. An ack published while the leaf link is down is dropped by the leaf node; the
@@ -110,7 +95,7 @@ func startLeafPoP(t *testing.T) (hub, leaf *server.Server, link *tcplink.Link) {
 	}
 	leafPort := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
-	hub = startNS(t, &server.Options{ServerName: "hub", Host: "127.0.0.1", Port: -1, JetStream: true,
+	hub = natstest.StartOptions(t, &server.Options{ServerName: "hub", Host: "127.0.0.1", Port: -1, JetStream: true,
 		JetStreamDomain: "fleet", StoreDir: t.TempDir(),
 		LeafNode: server.LeafNodeOpts{Host: "127.0.0.1", Port: leafPort}})
 	link, err = tcplink.Listen("127.0.0.1:0", fmt.Sprintf("127.0.0.1:%d", leafPort), 0)
@@ -119,7 +104,7 @@ func startLeafPoP(t *testing.T) (hub, leaf *server.Server, link *tcplink.Link) {
 	}
 	t.Cleanup(func() { _ = link.Close() })
 	u, _ := url.Parse("nats-leaf://" + link.Addr().String())
-	leaf = startNS(t, &server.Options{ServerName: "leaf", Host: "127.0.0.1", Port: -1,
+	leaf = natstest.StartOptions(t, &server.Options{ServerName: "leaf", Host: "127.0.0.1", Port: -1,
 		JsAccDefaultDomain: map[string]string{"$G": "fleet"},
 		LeafNode: server.LeafNodeOpts{ReconnectInterval: 50 * time.Millisecond,
 			Remotes: []*server.RemoteLeafOpts{{URLs: []*url.URL{u}}}}})

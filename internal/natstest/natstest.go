@@ -48,6 +48,24 @@ func Start(t testing.TB) *Server {
 	return s
 }
 
+// StartOptions runs a NATS server of opts (quiet, no signal handlers), waits until it takes
+// connections and shuts it down when the test ends: for the topologies Start does not make
+// (a hub and its leaf nodes).
+func StartOptions(t testing.TB, opts *server.Options) *server.Server {
+	t.Helper()
+	opts.NoLog, opts.NoSigs = true, true
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatalf("new nats server %s: %v", opts.ServerName, err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatalf("nats server %s not ready", opts.ServerName)
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	return ns
+}
+
 // usersLocked are the users issued so far.
 func (s *Server) usersLocked() []natsauth.User {
 	users := make([]natsauth.User, 0, len(s.creds))
