@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/meridian-cdn/meridian/control"
@@ -340,6 +341,18 @@ func TestTerraformKeepsVMsWhenUserDataChanges(t *testing.T) {
 func TestTrustedProxiesRendered(t *testing.T) {
 	f := loadExample(t)
 	f.Control.TrustedProxies = []string{"10.0.0.5", "2001:db8:f::/48"}
+	for name, cmd := range renderedControlCommands(t, f) {
+		got, err := cmd.Flags().GetStringSlice("trusted-proxies")
+		if err != nil || !slices.Equal(got, f.Control.TrustedProxies) {
+			t.Errorf("%s: --trusted-proxies %q (%v), want %q", name, got, err, f.Control.TrustedProxies)
+		}
+	}
+}
+
+// renderedControlCommands renders f and parses each control VM's rendered control.env
+// arguments as `meridian control` does, by VM name.
+func renderedControlCommands(t *testing.T, f *Fleet) map[string]*cobra.Command {
+	t.Helper()
 	files, err := Render(f, RenderOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -348,17 +361,16 @@ func TestTrustedProxiesRendered(t *testing.T) {
 	if err := WriteTree(root, files); err != nil {
 		t.Fatal(err)
 	}
+	cmds := map[string]*cobra.Command{}
 	for _, c := range f.Control.Nodes {
 		env := envFile(t, filepath.Join(root, c.Name)+EtcDir+"/control.env")
 		cmd := control.NewCommand()
 		if err := cmd.ParseFlags(strings.Fields(env["MERIDIAN_CONTROL_ARGS"])); err != nil {
 			t.Fatalf("%s: meridian control refuses its flags: %v", c.Name, err)
 		}
-		got, err := cmd.Flags().GetStringSlice("trusted-proxies")
-		if err != nil || !slices.Equal(got, f.Control.TrustedProxies) {
-			t.Errorf("%s: --trusted-proxies %q (%v), want %q", c.Name, got, err, f.Control.TrustedProxies)
-		}
+		cmds[c.Name] = cmd
 	}
+	return cmds
 }
 
 // TestMaxConsumersRendered: every process of the fleet watches some of the fleet's streams,
@@ -387,22 +399,9 @@ func TestMaxConsumersRendered(t *testing.T) {
 			t.Errorf("%s: maxConsumers = %d, want %d", tc.name, got, tc.want)
 		}
 	}
-	files, err := Render(f, RenderOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	root := t.TempDir()
-	if err := WriteTree(root, files); err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range f.Control.Nodes {
-		env := envFile(t, filepath.Join(root, c.Name)+EtcDir+"/control.env")
-		cmd := control.NewCommand()
-		if err := cmd.ParseFlags(strings.Fields(env["MERIDIAN_CONTROL_ARGS"])); err != nil {
-			t.Fatalf("%s: meridian control refuses its flags: %v", c.Name, err)
-		}
+	for name, cmd := range renderedControlCommands(t, f) {
 		if got, err := cmd.Flags().GetInt("max-consumers"); err != nil || got != maxConsumers(f) {
-			t.Errorf("%s: --max-consumers %d (%v), want %d", c.Name, got, err, maxConsumers(f))
+			t.Errorf("%s: --max-consumers %d (%v), want %d", name, got, err, maxConsumers(f))
 		}
 	}
 }
