@@ -51,17 +51,7 @@ func TestConsumerBounds(t *testing.T) {
 	if consumerExists(t, cjs, stream, "forever") {
 		t.Error("a durable consumer without an inactivity limit survived control's start")
 	}
-	for _, name := range fleetStreams("") {
-		st, err := cjs.Stream(ctx, name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg := st.CachedInfo().Config
-		if cfg.MaxConsumers != maxConsumers || cfg.ConsumerLimits.InactiveThreshold != inactive {
-			t.Errorf("stream %s: max consumers %d, inactive threshold limit %v; want %d, %v",
-				name, cfg.MaxConsumers, cfg.ConsumerLimits.InactiveThreshold, maxConsumers, inactive)
-		}
-	}
+	checkStreamBounds(t, cjs, "", maxConsumers, inactive)
 	if _, err := ejs.CreateConsumer(ctx, stream, jetstream.ConsumerConfig{Durable: "long", InactiveThreshold: time.Hour}); err == nil {
 		t.Error("a consumer with an inactivity threshold of an hour was created")
 	}
@@ -159,15 +149,22 @@ func TestConsumerBoundsSurviveAnotherStart(t *testing.T) {
 	if err := purge.EnsureStream(ctx, cjs, "", 0, 1); err != nil {
 		t.Fatal(err)
 	}
+	checkStreamBounds(t, cjs, "after another start made sure of it", maxConsumers, inactive)
+}
+
+// checkStreamBounds checks that every stream of the fleet has control's consumer bounds; when
+// names the moment for the error.
+func checkStreamBounds(t *testing.T, js jetstream.JetStream, when string, maxConsumers int, inactive time.Duration) {
+	t.Helper()
 	for _, name := range fleetStreams("") {
-		st, err := cjs.Stream(ctx, name)
+		st, err := js.Stream(t.Context(), name)
 		if err != nil {
 			t.Fatal(err)
 		}
 		cfg := st.CachedInfo().Config
 		if cfg.MaxConsumers != maxConsumers || cfg.ConsumerLimits.InactiveThreshold != inactive {
-			t.Errorf("stream %s after another start made sure of it: max consumers %d, inactive threshold limit %v; want %d, %v",
-				name, cfg.MaxConsumers, cfg.ConsumerLimits.InactiveThreshold, maxConsumers, inactive)
+			t.Errorf("stream %s %s: max consumers %d, inactive threshold limit %v; want %d, %v",
+				name, when, cfg.MaxConsumers, cfg.ConsumerLimits.InactiveThreshold, maxConsumers, inactive)
 		}
 	}
 }
