@@ -187,3 +187,58 @@ func TestKeyErasForgetDroppedHosts(t *testing.T) {
 		t.Errorf("hosts with past options 2 record lives after they were dropped = %d, want 0", got)
 	}
 }
+
+// TestKeyOptionsChangeDuringPurgeAsksPeerForPurge: a URL purge names the URL under the key
+// options the host has when the purge reads them. A fill under options the host changes to
+// just after (SetHosts) is keyed under none of those, so no record of the purge reaches its
+// copy: it must ask its peer for a copy with the purge applied. It asked for the sequence
+// before the purge's, raised only after the options were read, and brought the peer's old copy
+// back, fresh after the ack.
+func TestKeyOptionsChangeDuringPurgeAsksPeerForPurge(t *testing.T) {
+	f := newFleet(t, []int{2}, noShield, nil)
+	asker, owner := f.nodes[0], f.nodes[1]
+	sorted := wire.CacheOptions{SortQuery: true}
+	setCache := func(n *Node, c wire.CacheOptions) {
+		t.Helper()
+		h := n.Hosts()[0]
+		h.Cache = c
+		if err := n.SetHosts([]wire.HostConfig{h}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The owner keys the URL sorted already, and holds its copy under that key.
+	setCache(owner, sorted)
+	var path string
+	for i := 0; path == ""; i++ {
+		// Its query unsorted: the asker's key for it changes with sort_query.
+		if p := fmt.Sprintf("/swap%d?z=1&cc=max-age%%3D600", i); rendezvous(asker.tiers.Load().peers, owner.key(p))[0].ID == owner.cfg.Node {
+			path = p
+		}
+	}
+	wantCacheStatus(t, do(t, f.client, http.MethodGet, owner.Addr(), testHost, path), "fwd=miss")
+	f.origin.Bump(strings.SplitN(path, "?", 2)[0])
+	f.clock.Advance(time.Second)
+
+	held, release := make(chan struct{}), make(chan struct{})
+	asker.keyOptsHook = func() {
+		close(held)
+		<-release
+	}
+	applied := make(chan error, 1)
+	go func() {
+		_, err := asker.ApplyPurge(context.Background(), purge.Message{ID: "p1", Seq: 1, Host: testHost, Kind: purge.KindURL, Values: []string{path}})
+		applied <- err
+	}()
+	<-held
+	setCache(asker, sorted)
+	during := do(t, f.client, http.MethodGet, asker.Addr(), testHost, path) // before the ack: either version will do
+	close(release)
+	if err := <-applied; err != nil {
+		t.Fatal(err)
+	}
+	// Acknowledged from here on.
+	if r := do(t, f.client, http.MethodGet, asker.Addr(), testHost, path); !strings.Contains(r.body, "@v2:") {
+		t.Errorf("after the purge was applied the asker served %.12q (Cache-Status %q; the fill during the purge got %.12q via %q): the owner's old copy",
+			r.body, r.header.Get("Cache-Status"), during.body, during.header.Get("Cache-Status"))
+	}
+}

@@ -89,6 +89,9 @@ type Node struct {
 	// appliedHook, if set before any purge is applied, is called by ApplyPurge once the purge's
 	// records are in the store, before purgeSeq says so (tests).
 	appliedHook func()
+	// keyOptsHook, if set before any purge is applied, is called by ApplyPurge of a URL purge
+	// once it has read the host's key options (tests).
+	keyOptsHook func()
 
 	openConns atomic.Int64
 	sat       saturation // in-flight requests, for the load report's saturation (saturation.go)

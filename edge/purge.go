@@ -17,16 +17,21 @@ import (
 // whole-host purges matching happens at read time and hits is 0.
 func (n *Node) ApplyPurge(_ context.Context, m purge.Message) (hits int, err error) {
 	host := strings.ToLower(m.Host)
+	// A fill that begins once the first record below is in stores its copy as fetched after
+	// this purge: it must ask fleet nodes for a copy with the purge applied, though purgeSeq
+	// says so only once every record is in. Asked for before the host's key options are read:
+	// a fill under options the host changes to after that read is keyed under none the
+	// records name, and only its ask keeps a peer's old copy out.
+	n.askPurgeSeq(m.Seq)
 	var opts []httpcache.KeyOptions
 	if m.Kind == purge.KindURL {
 		n.keyEras.mu.Lock()
 		opts = n.keyOptionsLocked(host)
 		n.keyEras.mu.Unlock()
+		if n.keyOptsHook != nil {
+			n.keyOptsHook()
+		}
 	}
-	// A fill that begins once the first record below is in stores its copy as fetched after
-	// this purge: it must ask fleet nodes for a copy with the purge applied, though purgeSeq
-	// says so only once every record is in.
-	n.askPurgeSeq(m.Seq)
 	switch m.Kind {
 	case purge.KindURL:
 		var stack [4]string
