@@ -400,8 +400,14 @@ func (f *filler) collapse(flightKey string, req *request, stale *store.Object, o
 		return f.direct(req, stale, opts)
 	case res.dropped && !f.n.staleIfErrorServable(req, stale, opts.verdict, f.n.clock()):
 		// The leader's copy stood in for a 5xx whose body was never read: a follower without
-		// such a copy of its own gets the upstream's answer from a fill of its own.
-		return f.direct(req, stale, opts)
+		// such a copy of its own gets the upstream's answer from one more fill, collapsed with
+		// the others without one, so that a failing upstream is asked once more, not once per
+		// waiting client. Once only: a follower of that fill that finds it dropped as well
+		// (its leader's copy stood in after all) fetches its own.
+		if strings.Contains(flightKey, droppedFlight) {
+			return f.direct(req, stale, opts)
+		}
+		return f.collapse(flightKey+droppedFlight, req, stale, opts)
 	case res.err != nil:
 		return res
 	case res.obj == nil || !res.shareable:
@@ -433,6 +439,11 @@ func (f *filler) collapse(flightKey string, req *request, stale *store.Object, o
 	}
 	return res
 }
+
+// droppedFlight marks the flight key of a fill again for requests that joined a fill whose
+// 5xx their leader's stale copy stood in for, unread, and that have no copy of their own to
+// serve in its place (filler.collapse).
+const droppedFlight = "\x00dropped"
 
 // clientGoneCloser is a ResponseWriter whose connection can be closed as soon as its client
 // goes away, while the handler still runs (edge/http1's).
