@@ -395,10 +395,15 @@ func (f *filler) collapse(flightKey string, req *request, stale *store.Object, o
 			return f.collapse(flightKey+"\x00"+v, req, stale, opts)
 		}
 	}
+	if res.dropped && f.n.staleIfErrorServable(req, stale, opts.verdict, f.n.clock()) {
+		// The leader's copy stood in for a 5xx whose body was never read, and this follower's
+		// stands in too (filler.get), whoever's the 5xx was: it never sees that answer.
+		return res
+	}
 	switch {
 	case res.err != nil && res.personal:
 		return f.direct(req, stale, opts)
-	case res.dropped && !f.n.staleIfErrorServable(req, stale, opts.verdict, f.n.clock()):
+	case res.dropped:
 		// The leader's copy stood in for a 5xx whose body was never read: a follower without
 		// such a copy of its own gets the upstream's answer from one more fill, collapsed with
 		// the others without one, so that a failing upstream is asked once more, not once per

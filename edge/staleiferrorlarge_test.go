@@ -270,80 +270,107 @@ func TestStaleIfErrorLargeFailureThroughTiers(t *testing.T) {
 }
 
 // TestStaleIfErrorDroppedFailureFollowers: clients that joined a fill whose 503 the leader's
-// stale copy stood in for (its body dropped unread), but that have no copy of their own (here
-// another variant), get the origin's 503 from one more fill, shared among them: a failing
-// origin is not asked again by each. Before, each such follower fetched its own, one request
-// to the failing origin per waiting client, where a 503 read whole had been shared.
+// stale copy stood in for (its body dropped unread) ask the failing origin as little as they
+// can. Those without a copy of their own (here another variant) get the origin's 503 from one
+// more fill, shared among them; before, each fetched its own, one request to the failing origin
+// per waiting client, where a 503 read whole had been shared. Those with a copy serve it, even
+// when the 503 was one user's (Set-Cookie): they never see that answer, so there is nothing of
+// another's to keep from them; before, each fetched its own 503 only to serve its copy in its
+// place.
 func TestStaleIfErrorDroppedFailureFollowers(t *testing.T) {
 	const followers = 4
-	clock := newFakeClock()
-	var requests atomic.Int32
-	failing := atomic.Bool{}
-	release, release2 := make(chan struct{}), make(chan struct{})
-	addr := startHTTP(t, "127.0.0.10", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Date", clock.Now().UTC().Format(http.TimeFormat))
-		w.Header().Set("Vary", "X-Variant")
-		if !failing.Load() {
-			w.Header().Set("Cache-Control", "max-age=10, stale-if-error=600")
-			io.WriteString(w, "stored copy for "+r.Header.Get("X-Variant"))
-			return
-		}
-		if requests.Add(1) == 1 {
-			<-release // the followers join this fill meanwhile
-		} else {
-			<-release2 // the other followers join the second fill meanwhile
-		}
-		w.WriteHeader(http.StatusServiceUnavailable)
-		io.WriteString(w, "down")
-	}))
-	n, _ := startEdge(t, listen(t, "127.0.0.11"), Config{PoP: "tst", Node: "e1", Clock: clock.Now,
-		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + addr}}})
-	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: followers + 1}}
-	t.Cleanup(c.CloseIdleConnections)
-	if r := do(t, c, http.MethodGet, n.Addr(), testHost, "/v", "X-Variant", "a"); r.status != http.StatusOK {
-		t.Fatalf("store variant a: got %d, want 200", r.status)
-	}
-	clock.Advance(20 * time.Second) // a's copy stale, within stale-if-error; b has none
-	failing.Store(true)
+	for _, tc := range []struct {
+		name      string
+		variant   string // the followers'; the leader's is "a", the one stored
+		setCookie bool   // on the 503
+		requests  int32  // to the failing origin, in all
+		status    int    // each follower's
+		body      string
+	}{
+		{"other variant", "b", false, 2, http.StatusServiceUnavailable, "down"},
+		{"other variant, one user's 503", "b", true, 1 + followers, http.StatusServiceUnavailable, "down"},
+		{"same variant", "a", false, 1, http.StatusOK, "stored copy for a"},
+		{"same variant, one user's 503", "a", true, 1, http.StatusOK, "stored copy for a"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := newFakeClock()
+			var requests atomic.Int32
+			failing := atomic.Bool{}
+			release, release2 := make(chan struct{}), make(chan struct{})
+			if tc.requests != 2 {
+				close(release2) // no second fill to join: the followers' own fetches are counted
+			}
+			addr := startHTTP(t, "127.0.0.10", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Date", clock.Now().UTC().Format(http.TimeFormat))
+				w.Header().Set("Vary", "X-Variant")
+				if !failing.Load() {
+					w.Header().Set("Cache-Control", "max-age=10, stale-if-error=600")
+					io.WriteString(w, "stored copy for "+r.Header.Get("X-Variant"))
+					return
+				}
+				if requests.Add(1) == 1 {
+					<-release // the followers join this fill meanwhile
+				} else {
+					<-release2 // the other followers join the second fill meanwhile
+				}
+				if tc.setCookie {
+					w.Header().Set("Set-Cookie", "sid=1")
+				}
+				w.WriteHeader(http.StatusServiceUnavailable)
+				io.WriteString(w, "down")
+			}))
+			n, _ := startEdge(t, listen(t, "127.0.0.11"), Config{PoP: "tst", Node: "e1", Clock: clock.Now,
+				Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + addr}}})
+			c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: followers + 1}}
+			t.Cleanup(c.CloseIdleConnections)
+			if r := do(t, c, http.MethodGet, n.Addr(), testHost, "/v", "X-Variant", "a"); r.status != http.StatusOK {
+				t.Fatalf("store variant a: got %d, want 200", r.status)
+			}
+			clock.Advance(20 * time.Second) // a's copy stale, within stale-if-error; b has none
+			failing.Store(true)
 
-	type result struct {
-		r   resp
-		err error
-	}
-	leader := make(chan result, 1)
-	go func() {
-		r, err := tryDo(c, http.MethodGet, n.Addr(), testHost, "/v", "X-Variant", "a")
-		leader <- result{r, err}
-	}()
-	wait.For(t, 5*time.Second, "the origin to hold the leader's fill", func() bool { return requests.Load() == 1 })
-	rest := make(chan result, followers)
-	for range followers {
-		go func() {
-			r, err := tryDo(c, http.MethodGet, n.Addr(), testHost, "/v", "X-Variant", "b")
-			rest <- result{r, err}
-		}()
-	}
-	wait.For(t, 5*time.Second, "every client to wait for the leader's fill", func() bool {
-		buf := make([]byte, 1<<20)
-		return strings.Count(string(buf[:runtime.Stack(buf, true)]), "(*filler).collapse(") >= followers+1
-	})
-	close(release)
-	// Then each follower waits for one more fill (a nested collapse), or fetches its own.
-	wait.For(t, 5*time.Second, "the followers to ask the origin again", func() bool {
-		buf := make([]byte, 1<<20)
-		return requests.Load() > 2 || requests.Load() == 2 && strings.Count(string(buf[:runtime.Stack(buf, true)]), "(*filler).collapse(") >= 2*followers
-	})
-	close(release2)
-	if l := <-leader; l.err != nil || l.r.status != http.StatusOK || l.r.body != "stored copy for a" {
-		t.Fatalf("leader: %d %q, %v; want 200, a's stale copy", l.r.status, l.r.body, l.err)
-	}
-	for i := range followers {
-		f := <-rest
-		if f.err != nil || f.r.status != http.StatusServiceUnavailable || f.r.body != "down" {
-			t.Errorf("follower %d: %d %q, %v; want the origin's 503", i, f.r.status, f.r.body, f.err)
-		}
-	}
-	if got := requests.Load(); got != 2 {
-		t.Errorf("requests to the failing origin = %d, want 2 (the leader's, then one for the followers)", got)
+			type result struct {
+				r   resp
+				err error
+			}
+			leader := make(chan result, 1)
+			go func() {
+				r, err := tryDo(c, http.MethodGet, n.Addr(), testHost, "/v", "X-Variant", "a")
+				leader <- result{r, err}
+			}()
+			wait.For(t, 5*time.Second, "the origin to hold the leader's fill", func() bool { return requests.Load() == 1 })
+			rest := make(chan result, followers)
+			for range followers {
+				go func() {
+					r, err := tryDo(c, http.MethodGet, n.Addr(), testHost, "/v", "X-Variant", tc.variant)
+					rest <- result{r, err}
+				}()
+			}
+			wait.For(t, 5*time.Second, "every client to wait for the leader's fill", func() bool {
+				buf := make([]byte, 1<<20)
+				return strings.Count(string(buf[:runtime.Stack(buf, true)]), "(*filler).collapse(") >= followers+1
+			})
+			close(release)
+			if tc.requests == 2 {
+				// Then each follower waits for one more fill (a nested collapse), or fetches its own.
+				wait.For(t, 5*time.Second, "the followers to ask the origin again", func() bool {
+					buf := make([]byte, 1<<20)
+					return requests.Load() > 2 || requests.Load() == 2 && strings.Count(string(buf[:runtime.Stack(buf, true)]), "(*filler).collapse(") >= 2*followers
+				})
+				close(release2)
+			}
+			if l := <-leader; l.err != nil || l.r.status != http.StatusOK || l.r.body != "stored copy for a" {
+				t.Fatalf("leader: %d %q, %v; want 200, a's stale copy", l.r.status, l.r.body, l.err)
+			}
+			for i := range followers {
+				f := <-rest
+				if f.err != nil || f.r.status != tc.status || f.r.body != tc.body {
+					t.Errorf("follower %d: %d %q, %v; want %d %q", i, f.r.status, f.r.body, f.err, tc.status, tc.body)
+				}
+			}
+			if got := requests.Load(); got != tc.requests {
+				t.Errorf("requests to the failing origin = %d, want %d", got, tc.requests)
+			}
+		})
 	}
 }
