@@ -361,6 +361,9 @@ func TestStaleIfErrorDroppedFailureFollowers(t *testing.T) {
 			}
 			if l := <-leader; l.err != nil || l.r.status != http.StatusOK || l.r.body != "stored copy for a" {
 				t.Fatalf("leader: %d %q, %v; want 200, a's stale copy", l.r.status, l.r.body, l.err)
+			} else {
+				// The dropped 503 is still what the fill got: Cache-Status says so.
+				wantCacheStatus(t, l.r, "fwd=stale", "fwd-status=503", "detail=stale-if-error")
 			}
 			for i := range followers {
 				f := <-rest
