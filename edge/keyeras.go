@@ -78,13 +78,14 @@ func (n *Node) swapHosts(table map[string]*hostState) {
 
 // keyOptionsLocked returns host's current key options (the zero value if the node does not
 // serve it), then those of its past eras whose copies may still be stored, dropping the
-// others; the caller holds keyEras.mu.
-func (n *Node) keyOptionsLocked(host string) []httpcache.KeyOptions {
+// others, appended to buf (a caller's array keeps a purge without eras from allocating); the
+// caller holds keyEras.mu.
+func (n *Node) keyOptionsLocked(host string, buf []httpcache.KeyOptions) []httpcache.KeyOptions {
 	var opts httpcache.KeyOptions
 	if hs := (*n.hosts.Load())[host]; hs != nil {
 		opts = hs.keyOpts
 	}
-	out := []httpcache.KeyOptions{opts}
+	out := append(buf, opts)
 	eras := n.keyEras.past[host]
 	if len(eras) == 0 {
 		return out

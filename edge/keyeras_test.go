@@ -76,7 +76,7 @@ func TestKeyErasPurgeAndBounds(t *testing.T) {
 	count := func() int {
 		n.keyEras.mu.Lock()
 		defer n.keyEras.mu.Unlock()
-		return len(n.keyOptionsLocked(testHost))
+		return len(n.keyOptionsLocked(testHost, nil))
 	}
 	if got := count(); got != maxKeyEras+1 {
 		t.Errorf("key options of %s = %d, want %d (current and every era kept)", testHost, got, maxKeyEras+1)

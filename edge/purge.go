@@ -25,8 +25,9 @@ func (n *Node) ApplyPurge(_ context.Context, m purge.Message) (hits int, err err
 	n.askPurgeSeq(m.Seq)
 	var opts []httpcache.KeyOptions
 	if m.Kind == purge.KindURL {
+		var buf [2]httpcache.KeyOptions
 		n.keyEras.mu.Lock()
-		opts = n.keyOptionsLocked(host)
+		opts = n.keyOptionsLocked(host, buf[:0])
 		n.keyEras.mu.Unlock()
 		if n.keyOptsHook != nil {
 			n.keyOptsHook()
