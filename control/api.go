@@ -534,6 +534,8 @@ func (s *Server) initMetrics() {
 		Name: "meridian_control_hostile_consumers_deleted_total",
 		Help: "Push consumers on the fleet's streams deleted for delivering outside the fleet's inboxes (docs/security.md).",
 	})
+	s.streamUsage = newStreamUsage()
+	s.reg.MustRegister(s.streamUsage.collectors()...)
 	s.reg.MustRegister(
 		s.purgeDur, s.purgeLate, s.consumersDeleted,
 		collectors.NewGoCollector(),

@@ -55,6 +55,41 @@ type consumerSweeper struct {
 	subs       []*nats.Subscription
 
 	sweeps atomic.Uint64 // sweeps completed, for tests
+
+	// usage, when set, takes each stream's size and consumer count as a sweep looks it up.
+	usage *streamUsage
+}
+
+// streamUsage is what each of the fleet's streams holds against its bounds, as of the last
+// sweep: an operator alerts on a bucket near full (the latency bucket fills on a busy fleet,
+// docs/security.md) or a stream near its consumer bound without reaching the NATS monitoring
+// port.
+type streamUsage struct {
+	bytes, maxBytes, consumers, maxConsumers *prometheus.GaugeVec
+}
+
+func newStreamUsage() *streamUsage {
+	vec := func(name, help string) *prometheus.GaugeVec {
+		return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, []string{"stream"})
+	}
+	return &streamUsage{
+		bytes:        vec("meridian_control_stream_bytes", "Bytes each of the fleet's JetStream streams holds, as of control's last consumer sweep (every minute)."),
+		maxBytes:     vec("meridian_control_stream_max_bytes", "Each of the fleet's streams' byte bound (0: none)."),
+		consumers:    vec("meridian_control_stream_consumers", "Consumers of each of the fleet's streams, as of control's last consumer sweep."),
+		maxConsumers: vec("meridian_control_stream_max_consumers", "Each of the fleet's streams' consumer bound (0: none)."),
+	}
+}
+
+func (u *streamUsage) collectors() []prometheus.Collector {
+	return []prometheus.Collector{u.bytes, u.maxBytes, u.consumers, u.maxConsumers}
+}
+
+// observe records info of stream name.
+func (u *streamUsage) observe(name string, info *jetstream.StreamInfo) {
+	u.bytes.WithLabelValues(name).Set(float64(info.State.Bytes))
+	u.maxBytes.WithLabelValues(name).Set(float64(max(info.Config.MaxBytes, 0)))
+	u.consumers.WithLabelValues(name).Set(float64(info.State.Consumers))
+	u.maxConsumers.WithLabelValues(name).Set(float64(max(info.Config.MaxConsumers, 0)))
 }
 
 // fleetStreams are the streams a fleet credential may create consumers on (natsauth's
@@ -213,6 +248,9 @@ func (w *consumerSweeper) sweepStream(ctx context.Context, name string) error {
 	}
 	if err != nil {
 		return fmt.Errorf("look up stream %s: %w", name, err)
+	}
+	if w.usage != nil {
+		w.usage.observe(name, st.CachedInfo())
 	}
 	// Listed first, deleted after: deleting while the list pages by offset would skip some.
 	var hostile []*jetstream.ConsumerInfo

@@ -1,11 +1,13 @@
 package control
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -424,5 +426,38 @@ func TestConsumerSweepKeepsToItsFleet(t *testing.T) {
 	check("after")
 	if got := hostileDeleted(t, ts); got != 2 {
 		t.Errorf("hostile consumers deleted = %v, want 2", got)
+	}
+}
+
+// TestStreamUsageExported: control's metrics say how full each of the fleet's streams is
+// against its bounds, so an operator can alert on the latency bucket filling (honest edges
+// fill it on a busy fleet, docs/security.md) or a stream near its consumer bound without the
+// NATS monitoring port. Before, only `nats stream info` said so.
+func TestStreamUsageExported(t *testing.T) {
+	ns := startNATS(t)
+	ts := startServer(t, Config{NATSURL: ns.URL(), PurgeRate: -1, MaxConsumers: 1234}, func(s *Server) { s.sweepEvery = 20 * time.Millisecond })
+	// As an edge writes a record (edge/beacon.go), with its own credential.
+	_, ejs := connectAs(t, ns.URL(), natsauth.Edge("lon", "n1"))
+	record := bytes.Repeat([]byte("x"), 1000)
+	subject := "$KV." + wire.Bucket("", wire.LatencyBucket) + "." + wire.LatencyKey("lon", "n1", netip.MustParsePrefix("192.0.2.0/24"))
+	if _, err := ejs.Publish(t.Context(), subject, record); err != nil {
+		t.Fatal(err)
+	}
+	ts.waitSweep(t)
+	latency := "KV_" + wire.Bucket("", wire.LatencyBucket)
+	got := metricstest.Values(t, ts.reg)
+	for _, c := range []struct {
+		series string
+		ok     func(float64) bool
+		want   string
+	}{
+		{"meridian_control_stream_bytes,stream=" + latency, func(v float64) bool { return v >= float64(len(record)) }, "at least the record's 1000 bytes"},
+		{"meridian_control_stream_max_bytes,stream=" + latency, func(v float64) bool { return v == fleet.LatencyMaxBytes }, "the bucket's 64 MiB"},
+		{"meridian_control_stream_max_consumers,stream=" + purge.StreamName(""), func(v float64) bool { return v == 1234 }, "--max-consumers"},
+		{"meridian_control_stream_consumers,stream=" + purge.StreamName(""), func(v float64) bool { return v >= 0 }, "present"},
+	} {
+		if v, present := got[c.series]; !present || !c.ok(v) {
+			t.Errorf("%s = %v (present %v), want %s", c.series, v, present, c.want)
+		}
 	}
 }

@@ -148,6 +148,7 @@ type Server struct {
 	endWaits  context.CancelFunc
 	// consumersDeleted counts the hostile push consumers the sweeper deleted.
 	consumersDeleted prometheus.Counter
+	streamUsage      *streamUsage // the fleet's streams against their bounds, as the consumer sweeps see them
 	// sweepEvery is how often the consumers of the fleet's streams are listed; zero means
 	// consumerSweepEvery. Tests set it before Serve.
 	sweepEvery time.Duration
@@ -540,6 +541,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) (err error) {
 	view := fleet.NewView(fleet.ViewConfig{JS: js, Prefix: s.cfg.Prefix, TTL: s.cfg.HeartbeatTTL, Logger: s.log})
 	cview := fleet.NewConfigView(fleet.ConfigViewConfig{JS: js, Prefix: s.cfg.Prefix, Logger: s.log})
 	sweeper := newConsumerSweeper(js, s.cfg.Prefix, s.sweepEvery, s.consumersDeleted, s.log)
+	sweeper.usage = s.streamUsage
 	s.mu.Lock()
 	s.natsURL, s.nc, s.js, s.view, s.config, s.sweeper = url, nc, js, view, cview, sweeper
 	s.mu.Unlock()
