@@ -106,14 +106,7 @@ func loopbackFleet(t *testing.T) *Fleet {
 // refuses a plain-HTTP API on every address (it would not start).
 func TestLoopbackFleetStaysOnLoopback(t *testing.T) {
 	f := loopbackFleet(t)
-	files, err := Render(f, RenderOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	root := t.TempDir()
-	if err := WriteTree(root, files); err != nil {
-		t.Fatal(err)
-	}
+	root := renderTree(t, f)
 	for _, c := range f.Control.Nodes {
 		env := envFile(t, filepath.Join(root, c.Name)+EtcDir+"/control.env")
 		args := strings.Fields(env["MERIDIAN_CONTROL_ARGS"])
@@ -173,8 +166,8 @@ func TestRenderedConfigsLoad(t *testing.T) {
 	}
 }
 
-// renderedConfigsLoad renders f and loads every VM's server config with its server's loader.
-func renderedConfigsLoad(t *testing.T, f *Fleet) {
+// renderTree renders f into a new temporary directory and returns it.
+func renderTree(t *testing.T, f *Fleet) string {
 	t.Helper()
 	files, err := Render(f, RenderOptions{})
 	if err != nil {
@@ -184,6 +177,13 @@ func renderedConfigsLoad(t *testing.T, f *Fleet) {
 	if err := WriteTree(dir, files); err != nil {
 		t.Fatal(err)
 	}
+	return dir
+}
+
+// renderedConfigsLoad renders f and loads every VM's server config with its server's loader.
+func renderedConfigsLoad(t *testing.T, f *Fleet) {
+	t.Helper()
+	dir := renderTree(t, f)
 	for _, vm := range f.VMs() {
 		p := filepath.Join(dir, vm.Name) + EtcDir
 		if vm.Role == RoleControl {
@@ -353,14 +353,7 @@ func TestTrustedProxiesRendered(t *testing.T) {
 // arguments as `meridian control` does, by VM name.
 func renderedControlCommands(t *testing.T, f *Fleet) map[string]*cobra.Command {
 	t.Helper()
-	files, err := Render(f, RenderOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	root := t.TempDir()
-	if err := WriteTree(root, files); err != nil {
-		t.Fatal(err)
-	}
+	root := renderTree(t, f)
 	cmds := map[string]*cobra.Command{}
 	for _, c := range f.Control.Nodes {
 		env := envFile(t, filepath.Join(root, c.Name)+EtcDir+"/control.env")
@@ -431,14 +424,7 @@ func TestRenderedDNSPolicyKeepsEveryField(t *testing.T) {
 			if errs := f.validate(); len(errs) > 0 {
 				t.Fatalf("fleet checks refuse the policy: %v", errs.Err())
 			}
-			files, err := Render(f, RenderOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			dir := t.TempDir()
-			if err := WriteTree(dir, files); err != nil {
-				t.Fatal(err)
-			}
+			dir := renderTree(t, f)
 			for _, vm := range f.VMs() {
 				if vm.Role != RoleControl {
 					continue

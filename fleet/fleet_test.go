@@ -30,9 +30,15 @@ const testTTL = time.Second
 // setup starts NATS, creates the buckets and returns a JetStream context.
 func setup(t *testing.T) (*natstest.Server, jetstream.JetStream) {
 	t.Helper()
+	return setupTTL(t, testTTL)
+}
+
+// setupTTL is setup with a fleet bucket whose keys live ttl.
+func setupTTL(t *testing.T, ttl time.Duration) (*natstest.Server, jetstream.JetStream) {
+	t.Helper()
 	s := natstest.Start(t)
 	_, js := s.Connect(t)
-	if err := fleet.EnsureBuckets(t.Context(), js, "", testTTL, 1); err != nil {
+	if err := fleet.EnsureBuckets(t.Context(), js, "", ttl, 1); err != nil {
 		t.Fatalf("EnsureBuckets: %v", err)
 	}
 	return s, js
@@ -1081,12 +1087,8 @@ func TestFreshFleetBucketTTLLowered(t *testing.T) {
 // reconnect or an edge's scope change) replays the report, and must not count it fresh again
 // from then, routing to a node that may have crashed since.
 func TestViewReplayedReportFromTheFutureAgesFromItsArrival(t *testing.T) {
-	s := natstest.Start(t)
-	_, js := s.Connect(t)
 	// The bucket keeps the key for an hour: only the view's TTL ages the report.
-	if err := fleet.EnsureBuckets(t.Context(), js, "", time.Hour, 1); err != nil {
-		t.Fatalf("EnsureBuckets: %v", err)
-	}
+	_, js := setupTTL(t, time.Hour)
 	kv, err := js.KeyValue(t.Context(), wire.Bucket("", wire.FleetBucket))
 	if err != nil {
 		t.Fatal(err)
@@ -1256,11 +1258,7 @@ func TestRegistrarDrainingRegistersAgainOnceKeyExpires(t *testing.T) {
 // serves again once undrained (SetDraining(false)), and a process that serves owns its key: it
 // writes it at once, not only once the other's write has expired (the TTL here is a minute).
 func TestRegistrarUndrainedTakesKeyBack(t *testing.T) {
-	s := natstest.Start(t)
-	_, js := s.Connect(t)
-	if err := fleet.EnsureBuckets(t.Context(), js, "", time.Minute, 1); err != nil {
-		t.Fatalf("EnsureBuckets: %v", err)
-	}
+	s, js := setupTTL(t, time.Minute)
 	updates := fleetKeyWatch(t, js, "lon", "n1")
 	_, ejs := natstest.ConnectURL(t, s.URL(), s.Options(natsauth.Edge("lon", "n1"))...)
 	var logs logtest.Buffer

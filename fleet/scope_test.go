@@ -9,7 +9,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/meridian-cdn/meridian/fleet"
-	"github.com/meridian-cdn/meridian/internal/natstest"
 	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/wire"
 )
@@ -37,11 +36,7 @@ func popsOf(v *fleet.View) []string {
 // another PoP's heartbeats never wake it, and a new scope's snapshot replaces the nodes.
 func TestScopedView(t *testing.T) {
 	// Keys that outlive the test: what is in the view follows the scope alone.
-	s := natstest.Start(t)
-	_, js := s.Connect(t)
-	if err := fleet.EnsureBuckets(t.Context(), js, "", time.Minute, 1); err != nil {
-		t.Fatalf("EnsureBuckets: %v", err)
-	}
+	_, js := setupTTL(t, time.Minute)
 	kv, err := js.KeyValue(t.Context(), wire.Bucket("", wire.FleetBucket))
 	if err != nil {
 		t.Fatalf("bind fleet bucket: %v", err)

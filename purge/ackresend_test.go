@@ -1,7 +1,6 @@
 package purge
 
 import (
-	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -30,19 +29,7 @@ func TestAckLostInCutIsSentAgain(t *testing.T) {
 	cut := natstest.NewCutter(t, "127.0.0.1", ns.URL())
 	nc, njs := natstest.ConnectURL(t, cut.URL(), append(ns.Options(natsauth.Edge("lon", "n1")),
 		nats.ReconnectWait(20*time.Millisecond), nats.ReconnectBufSize(-1))...)
-	started := make(chan string, 4)
-	release := make(chan struct{})
-	s, err := NewSubscriber(SubscriberConfig{JS: njs, PoP: "lon", Node: "n1",
-		Apply: func(ctx context.Context, m Message) (int, error) {
-			started <- m.ID
-			return held(ctx, release, 1)
-		},
-		OnGap:    func(context.Context, uint64, uint64) {},
-		RetryMin: 10 * time.Millisecond, RetryMax: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop := runSubscriber(t, s)
+	s, started, release, stop := runHeldSubscriber(t, njs, 0)
 	defer stop()
 
 	m := msg("www.example.com", KindURL, "/cut")

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 func testContext(t *testing.T) context.Context {
@@ -93,4 +95,24 @@ func held(ctx context.Context, release <-chan struct{}, hits int) (int, error) {
 	case <-ctx.Done():
 		return 0, ctx.Err()
 	}
+}
+
+// runHeldSubscriber runs lon/n1's subscriber on js until the returned stop: its Apply sends
+// each purge's id on started and then waits for release (held). confirm is its ConfirmEvery
+// (zero: the default).
+func runHeldSubscriber(t *testing.T, js jetstream.JetStream, confirm time.Duration) (s *Subscriber, started chan string, release chan struct{}, stop func()) {
+	t.Helper()
+	started, release = make(chan string, 4), make(chan struct{})
+	s, err := NewSubscriber(SubscriberConfig{JS: js, PoP: "lon", Node: "n1",
+		Apply: func(ctx context.Context, m Message) (int, error) {
+			started <- m.ID
+			return held(ctx, release, 1)
+		},
+		OnGap:        func(context.Context, uint64, uint64) {},
+		ConfirmEvery: confirm,
+		RetryMin:     10 * time.Millisecond, RetryMax: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, started, release, runSubscriber(t, s)
 }

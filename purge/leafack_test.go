@@ -31,20 +31,7 @@ func TestAckLostInLeafCutIsSentAgain(t *testing.T) {
 	}
 	acks := listenAcks(t, ctl)
 	_, njs := natstest.ConnectURL(t, leaf.ClientURL())
-	started := make(chan string, 4)
-	release := make(chan struct{})
-	s, err := NewSubscriber(SubscriberConfig{JS: njs, PoP: "lon", Node: "n1",
-		Apply: func(ctx context.Context, m Message) (int, error) {
-			started <- m.ID
-			return held(ctx, release, 1)
-		},
-		OnGap:        func(context.Context, uint64, uint64) {},
-		ConfirmEvery: 20 * time.Millisecond,
-		RetryMin:     10 * time.Millisecond, RetryMax: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop := runSubscriber(t, s)
+	s, started, release, stop := runHeldSubscriber(t, njs, 20*time.Millisecond)
 	defer stop()
 
 	// The topology works: a purge without a cut is acked through the leaf node.
@@ -132,20 +119,7 @@ func TestAckLostInShortLeafCutIsAskedFor(t *testing.T) {
 	go func() { _ = tr.Run(tctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 	_, njs := natstest.ConnectURL(t, leaf.ClientURL())
-	started := make(chan string, 4)
-	release := make(chan struct{})
-	s, err := NewSubscriber(SubscriberConfig{JS: njs, PoP: "lon", Node: "n1",
-		Apply: func(ctx context.Context, m Message) (int, error) {
-			started <- m.ID
-			return held(ctx, release, 1)
-		},
-		OnGap:        func(context.Context, uint64, uint64) {},
-		ConfirmEvery: time.Hour,
-		RetryMin:     10 * time.Millisecond, RetryMax: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop := runSubscriber(t, s)
+	s, started, release, stop := runHeldSubscriber(t, njs, time.Hour)
 	defer stop()
 
 	pub := &Publisher{JS: js, Tracker: tr}

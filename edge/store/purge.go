@@ -65,24 +65,19 @@ func (s *Store) Purge(r Record) time.Time {
 
 // MarkAllStale makes every object stored before now Doubtful (stale, and not to be served
 // under stale-while-revalidate), for a node that could not replay the purges it missed.
-func (s *Store) MarkAllStale() time.Time {
-	now := s.clock()
-	s.purges.mu.Lock()
-	s.purges.all = stamp(now)
-	s.purges.any.Store(true)
-	s.purges.setDue()
-	s.purges.mu.Unlock()
-	return now
-}
+func (s *Store) MarkAllStale() time.Time { return s.markAll(&s.purges.all) }
 
 // DropAll makes every object stored before now (fetch begun) gone, as a hard purge of
 // everything would: for a node that says the purges it never applied are in effect (its join
 // ack), where a Doubtful copy (MarkAllStale) could still be served under stale-if-error though
 // one of them hard-purged it.
-func (s *Store) DropAll() time.Time {
+func (s *Store) DropAll() time.Time { return s.markAll(&s.purges.gone) }
+
+// markAll sets mark (purges.all or purges.gone, which purges.mu guards) to now and returns now.
+func (s *Store) markAll(mark *int64) time.Time {
 	now := s.clock()
 	s.purges.mu.Lock()
-	s.purges.gone = stamp(now)
+	*mark = stamp(now)
 	s.purges.any.Store(true)
 	s.purges.setDue()
 	s.purges.mu.Unlock()
