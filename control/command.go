@@ -52,6 +52,7 @@ from --tokens or $` + TokensFileEnv + ` (a file only its owner may read).`,
 	f.DurationVar(&cfg.HeartbeatTTL, "heartbeat-ttl", 0, "how long a node stays in the fleet after its last heartbeat (default 3s)")
 	f.IntVar(&cfg.Replicas, "replicas", 1, "JetStream replicas for the buckets (3 on a three-node cluster)")
 	f.IntVar(&cfg.MaxConsumers, "max-consumers", DefaultMaxConsumers, "consumers each of the fleet's streams may have, whoever made them (at least 4 per process of the fleet)")
+	f.Int64Var(&cfg.LatencyMaxBytes, "latency-max-bytes", 0, "bytes the latency bucket may hold, applied at every start; 0 keeps the bucket's bound (64 MiB for a new one)")
 	f.DurationVar(&cfg.PurgeRetention, "purge-retention", purge.DefaultRetention, "how long the purge stream keeps purges for nodes to replay, and receipts")
 	f.Float64Var(&cfg.PurgeRate, "purge-rate", DefaultPurgeRate, "purges per second per token; a refused request spends none (negative: unlimited)")
 	f.IntVar(&cfg.PurgeBurst, "purge-burst", DefaultPurgeBurst, "purge requests a token may make at once")

@@ -75,6 +75,11 @@ type Config struct {
 	// the server deletes it, at most: one asking for longer is refused, a durable one that asks
 	// for nothing gets it. Zero means DefaultConsumerInactiveLimit (30 s).
 	ConsumerInactiveLimit time.Duration
+	// LatencyMaxBytes bounds the latency bucket's bytes (the records edges write for DNS):
+	// applied to the bucket at every start, raised or lowered. Zero keeps the bucket's bound,
+	// fleet.LatencyMaxBytes (64 MiB) for a bucket this start creates. Size it for the fleet:
+	// honest edges fill 64 MiB on a busy one (docs/deploy.md, "latency bucket").
+	LatencyMaxBytes int64
 	// TokensFile is the API tokens file (see ParseTokens); empty means $MERIDIAN_TOKENS_FILE.
 	TokensFile string
 	// Tokens are API tokens given in code, in addition to the file's.
@@ -202,6 +207,7 @@ func New(cfg Config) (*Server, error) {
 		{"--max-body-bytes", cfg.MaxBodyBytes}, {"--purge-retention", int64(cfg.PurgeRetention)},
 		{"--purge-burst", int64(cfg.PurgeBurst)}, {"--max-consumers", int64(cfg.MaxConsumers)},
 		{"ConsumerInactiveLimit", int64(cfg.ConsumerInactiveLimit)},
+		{"--latency-max-bytes", cfg.LatencyMaxBytes},
 	} {
 		if n.v < 0 {
 			return nil, fmt.Errorf("new control: %s is negative", n.flag)
@@ -391,6 +397,10 @@ func (s *Server) ensureStreams(ctx context.Context, js jetstream.JetStream) erro
 	for {
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := fleet.EnsureBuckets(actx, js, s.cfg.Prefix, s.cfg.HeartbeatTTL, s.cfg.Replicas)
+		if err == nil {
+			// Applied at every start that gives it; EnsureBuckets kept the bound meanwhile.
+			err = fleet.SetLatencyMaxBytes(actx, js, s.cfg.Prefix, s.cfg.LatencyMaxBytes)
+		}
 		if err == nil {
 			err = purge.EnsureStream(actx, js, s.cfg.Prefix, s.cfg.PurgeRetention, s.cfg.Replicas)
 		}

@@ -35,7 +35,9 @@ const (
 // The fleet bucket keeps one value per key and expires keys ttl (default DefaultTTL) after
 // their last write, so a node that stops heartbeating disappears; its views drop it once its
 // last report is ttl old (View); it refuses rollups and values over MaxNodeBytes, as the
-// latency bucket does over MaxLatencyRecordBytes. The config bucket keeps
+// latency bucket does over MaxLatencyRecordBytes. The latency bucket is made with
+// LatencyMaxBytes; an existing one keeps its byte bound, which control sets
+// (SetLatencyMaxBytes). The config bucket keeps
 // five revisions per key and never expires. The peer key bucket gets a first peer keyring if
 // it has none (see RotatePeerKey). All use file storage so that they survive a NATS
 // restart. replicas <= 0 means 1.
@@ -111,11 +113,36 @@ func denyRollup(ctx context.Context, js jetstream.JetStream, bucket string) erro
 }
 
 // Bounds of the latency bucket: a record lives LatencyTTL after its last write, and the
-// bucket holds at most LatencyMaxBytes (further writes are refused until records expire).
+// bucket holds at most LatencyMaxBytes unless control set another bound (SetLatencyMaxBytes);
+// further writes of new keys are refused until records expire.
 const (
 	LatencyTTL      = 15 * time.Minute
 	LatencyMaxBytes = 64 << 20
 )
+
+// SetLatencyMaxBytes bounds the latency bucket of prefix to maxBytes, raised or lowered;
+// maxBytes <= 0 leaves the bound as it is. The bucket must exist (EnsureBuckets). A lower
+// bound than the bucket holds deletes nothing: the bucket discards new writes, not old
+// records, so it refuses new keys until enough records expire.
+func SetLatencyMaxBytes(ctx context.Context, js jetstream.JetStream, prefix string, maxBytes int64) error {
+	if maxBytes <= 0 {
+		return nil
+	}
+	bucket := wire.Bucket(prefix, wire.LatencyBucket)
+	stream, err := js.Stream(ctx, "KV_"+bucket)
+	if err != nil {
+		return fmt.Errorf("look up the stream of kv bucket %s: %w", bucket, err)
+	}
+	cfg := stream.CachedInfo().Config
+	if cfg.MaxBytes == maxBytes {
+		return nil
+	}
+	cfg.MaxBytes = maxBytes
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("bound kv bucket %s to %d bytes: %w", bucket, maxBytes, err)
+	}
+	return nil
+}
 
 // ensureNoRollupBucket creates or updates a bucket that edges write keys of, keeping rollups
 // off throughout. A KV create or update turns rollups on (denyRollup turns them off after), so
@@ -149,6 +176,9 @@ func ensureNoRollupBucket(ctx context.Context, js jetstream.JetStream, cfg jetst
 // if noRollup, no markers and no rollups), keeping everything else: a KV update would also
 // reset the stream's consumer bounds (max_consumers, consumer_limits), which control sets
 // after it (control's boundConsumers), so every control start would lift them for a moment.
+// A byte bound the bucket already has is kept too: control sizes the latency bucket for the
+// fleet (SetLatencyMaxBytes), and a start that makes sure of the buckets (another control's,
+// or one without the bound) must not shrink it back to cfg's default meanwhile.
 func updateBucket(ctx context.Context, js jetstream.JetStream, stream jetstream.Stream, cfg jetstream.KeyValueConfig, noRollup bool) error {
 	old := stream.CachedInfo().Config
 	sc := old
@@ -159,6 +189,9 @@ func updateBucket(ctx context.Context, js jetstream.JetStream, stream jetstream.
 	sc.MaxBytes = cfg.MaxBytes
 	if sc.MaxBytes == 0 {
 		sc.MaxBytes = -1
+	}
+	if cfg.MaxBytes > 0 && old.MaxBytes > 0 {
+		sc.MaxBytes = old.MaxBytes
 	}
 	sc.MaxMsgSize = cfg.MaxValueSize
 	if sc.MaxMsgSize == 0 {

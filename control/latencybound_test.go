@@ -1,0 +1,72 @@
+package control
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meridian-cdn/meridian/fleet"
+	"github.com/meridian-cdn/meridian/wire"
+)
+
+// TestLatencyMaxBytes: honest edges fill a 64 MiB latency bucket on a busy fleet
+// (docs/security.md, "Latency bucket"), so control sizes it with --latency-max-bytes. The
+// bound is applied to the existing bucket at every start that gives the flag, raised or
+// lowered; a start without it keeps what the bucket has (a control started by hand does not
+// shrink a large fleet's bucket); and making sure of the buckets, as every control start does
+// first, never puts it back to 64 MiB meanwhile. The bucket lives in the embedded NATS's store
+// across the starts.
+func TestLatencyMaxBytes(t *testing.T) {
+	dir := t.TempDir() // one store: the cases are successive starts, in order
+	for _, tt := range []struct {
+		name  string
+		flags string // control's flags, as given on its command line
+		want  int64
+	}{
+		{"first start, without the flag", "", fleet.LatencyMaxBytes},
+		{"with the flag", "--latency-max-bytes 268435456", 256 << 20},
+		{"again without the flag", "", 256 << 20},
+		{"with a lower bound", "--latency-max-bytes 100663296", 96 << 20},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := NewCommand()
+			if err := cmd.ParseFlags(strings.Fields(tt.flags)); err != nil {
+				t.Fatalf("meridian control %s: %v", tt.flags, err)
+			}
+			bound, err := cmd.Flags().GetInt64("latency-max-bytes")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ts := startServer(t, Config{StoreDir: dir, PurgeRate: -1, LatencyMaxBytes: bound})
+			defer ts.stop()
+			if got := latencyMaxBytes(t, ts); got != tt.want {
+				t.Errorf("the latency bucket's max bytes after a start with %q = %d, want %d", tt.flags, got, tt.want)
+			}
+			// What another control's start does before it applies its own bound.
+			if err := fleet.EnsureBuckets(t.Context(), ts.JetStream(), "", time.Second, 1); err != nil {
+				t.Fatal(err)
+			}
+			if got := latencyMaxBytes(t, ts); got != tt.want {
+				t.Errorf("the latency bucket's max bytes after another start made sure of the buckets = %d, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+// latencyMaxBytes reads the latency bucket's byte bound from JetStream.
+func latencyMaxBytes(t *testing.T, ts *testServer) int64 {
+	t.Helper()
+	st, err := ts.JetStream().Stream(t.Context(), "KV_"+wire.Bucket("", wire.LatencyBucket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.CachedInfo().Config.MaxBytes
+}
+
+// TestLatencyMaxBytesNegative: a negative bound is refused, not taken for "keep".
+func TestLatencyMaxBytesNegative(t *testing.T) {
+	_, err := New(Config{TokensFile: "testdata/tokens.yaml", LatencyMaxBytes: -1})
+	if err == nil || !strings.Contains(err.Error(), "--latency-max-bytes") {
+		t.Errorf("New with LatencyMaxBytes -1 = %v, want an error naming --latency-max-bytes", err)
+	}
+}
