@@ -440,3 +440,62 @@ func TestRenderedDNSPolicyKeepsEveryField(t *testing.T) {
 		})
 	}
 }
+
+// TestLatencyMaxBytesRendered: honest edges fill control's default 64 MiB latency bucket on a
+// busy fleet (docs/security.md, "Latency bucket"), so render sizes it for the fleet it renders
+// (docs/deploy.md, "Latency bucket size"): edges × 10,000 networks × 512 bytes, at least the
+// default, at most 1 GiB. Each control VM's flags carry it, and meridian control takes them.
+func TestLatencyMaxBytesRendered(t *testing.T) {
+	small := loadExample(t)
+	edges := func(f *Fleet) (n int) {
+		for _, p := range f.PoPs {
+			n += len(p.Nodes)
+		}
+		return n
+	}
+	// The review's busy fleet: 40 edges over the example's PoPs, addresses of their own.
+	busy := loadExample(t)
+	for i := 0; edges(busy) < 40; i++ {
+		p := &busy.PoPs[i%len(busy.PoPs)]
+		n := p.Nodes[0]
+		n.ID = fmt.Sprintf("busy-%d", i)
+		n.IPv4 = fmt.Sprintf("198.51.101.%d", i+1)
+		n.IPv6 = fmt.Sprintf("2001:db8:f00::%x", i+1)
+		n.PrivateIPv4 = fmt.Sprintf("10.9.0.%d", i+1)
+		p.Nodes = append(p.Nodes, n)
+	}
+	huge := loadExample(t)
+	for i := range 300 {
+		huge.PoPs[0].Nodes = append(huge.PoPs[0].Nodes, EdgeNode{ID: fmt.Sprintf("x%d", i)})
+	}
+	for _, tc := range []struct {
+		name   string
+		f      *Fleet
+		render bool
+		want   int64
+	}{
+		{fmt.Sprintf("the example's %d edges", edges(small)), small, true, 64 << 20},
+		{"40 edges", busy, true, 40 * 10_000 * 512},
+		{"300 more edges", huge, false, 1 << 30},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := latencyMaxBytes(tc.f); got != tc.want {
+				t.Errorf("latencyMaxBytes of %d edges = %d, want %d", edges(tc.f), got, tc.want)
+			}
+			if !tc.render {
+				return
+			}
+			root := renderTree(t, tc.f)
+			for _, c := range tc.f.Control.Nodes {
+				env := envFile(t, filepath.Join(root, c.Name)+EtcDir+"/control.env")
+				cmd := control.NewCommand()
+				if err := cmd.ParseFlags(strings.Fields(env["MERIDIAN_CONTROL_ARGS"])); err != nil {
+					t.Fatalf("%s: meridian control refuses its flags: %v", c.Name, err)
+				}
+				if got, err := cmd.Flags().GetInt64("latency-max-bytes"); err != nil || got != tc.want {
+					t.Errorf("%s: --latency-max-bytes %d (%v), want %d", c.Name, got, err, tc.want)
+				}
+			}
+		})
+	}
+}

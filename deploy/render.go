@@ -14,6 +14,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/meridian-cdn/meridian/fleet"
 	"github.com/meridian-cdn/meridian/internal/natsauth"
 )
 
@@ -301,6 +302,33 @@ func maxConsumers(f *Fleet) int {
 	return max(defaultMaxConsumers, 4*processes)
 }
 
+// The latency bucket's size for a fleet (docs/deploy.md, "Latency bucket size"): each edge
+// writes one record per client network it saw within the bucket's 15-minute TTL.
+const (
+	// latencyNetworksPerEdge is the client networks an edge is taken to see in 15 minutes:
+	// above the 3,400-8,500 each edge of a busy 20-PoP fleet of 40 saw.
+	latencyNetworksPerEdge = 10_000
+	// latencyRecordBytes is what a record costs the bucket with the 16 PoPs it keeps at most
+	// (440-560 bytes measured by fleet's TestLatencyRecordCost; 200 with its own PoP only).
+	latencyRecordBytes = 512
+	// latencyCapBytes caps the bound (reached at 210 edges): every control VM keeps a replica
+	// on its disk and nats-server keeps per-key state in memory, for 2-5 million records at
+	// 1 GiB; and past DNS's map of 200,000 records (some 100 MB at 16 PoPs a record) a larger
+	// bucket only keeps edges' writes from being refused (docs/dns.md, "Latency map").
+	latencyCapBytes = 1 << 30
+)
+
+// latencyMaxBytes is the latency bucket's bound for f: edges × latencyNetworksPerEdge ×
+// latencyRecordBytes, from control's default (fleet.LatencyMaxBytes, 64 MiB: a fleet of up
+// to 13 edges keeps it) to latencyCapBytes.
+func latencyMaxBytes(f *Fleet) int64 {
+	var edges int64
+	for _, p := range f.PoPs {
+		edges += int64(len(p.Nodes))
+	}
+	return min(max(edges*latencyNetworksPerEdge*latencyRecordBytes, fleet.LatencyMaxBytes), latencyCapBytes)
+}
+
 func (r *renderer) control(c ControlNode) error {
 	f := r.f
 	vm := c.Name
@@ -329,7 +357,8 @@ func (r *renderer) control(c ControlNode) error {
 	if f.Control.HeartbeatTTL > 0 {
 		args = append(args, "--heartbeat-ttl", f.Control.HeartbeatTTL.String())
 	}
-	args = append(args, "--max-consumers", strconv.Itoa(maxConsumers(f)))
+	args = append(args, "--max-consumers", strconv.Itoa(maxConsumers(f)),
+		"--latency-max-bytes", strconv.FormatInt(latencyMaxBytes(f), 10))
 	files[EtcDir+"/control.env"] = []byte(r.header(vm, "meridian control flags") +
 		"MERIDIAN_CONTROL_ARGS=" + strings.Join(args, " ") + "\n" +
 		"# ExecStartPre waits for this: JetStream answers only once the cluster has a meta leader.\n" +
