@@ -92,6 +92,16 @@ func (u *streamUsage) observe(name string, info *jetstream.StreamInfo) {
 	u.maxConsumers.WithLabelValues(name).Set(float64(max(info.Config.MaxConsumers, 0)))
 }
 
+// forget drops the series of stream name, which no longer exists: its last values would say
+// it is still there, as full as it was. A zero would too (an empty stream without bounds),
+// and the alerts' "max > 0" would leave it out without a word; with no series, `absent()`
+// says it is gone (docs/operations.md, "Monitor").
+func (u *streamUsage) forget(name string) {
+	for _, v := range []*prometheus.GaugeVec{u.bytes, u.maxBytes, u.consumers, u.maxConsumers} {
+		v.DeleteLabelValues(name)
+	}
+}
+
 // fleetStreams are the streams a fleet credential may create consumers on (natsauth's
 // permissions): the purge stream and the KV buckets' streams, for prefix.
 func fleetStreams(prefix string) []string {
@@ -244,6 +254,10 @@ func (w *consumerSweeper) sweepStream(ctx context.Context, name string) error {
 	defer cancel()
 	st, err := w.js.Stream(rctx, name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		// Deleted by hand: control makes it again only at its next start.
+		if w.usage != nil {
+			w.usage.forget(name)
+		}
 		return nil
 	}
 	if err != nil {

@@ -429,6 +429,40 @@ func TestConsumerSweepKeepsToItsFleet(t *testing.T) {
 	}
 }
 
+// TestStreamUsageOfDeletedStream: a stream deleted by hand (`nats stream rm`, `nats kv del`)
+// loses its series at the next sweep, rather than keeping the last values it had: those would
+// say the bucket is still there, as full as it was, and hide the loss from the alerts on it.
+// The other streams keep theirs.
+func TestStreamUsageOfDeletedStream(t *testing.T) {
+	ns := startNATS(t)
+	ts := startServer(t, Config{NATSURL: ns.URL(), PurgeRate: -1}, func(s *Server) { s.sweepEvery = 20 * time.Millisecond })
+	_, cjs := connect(t, ns.URL())
+	subject := "$KV." + wire.Bucket("", wire.LatencyBucket) + "." + wire.LatencyKey("lon", "n1", netip.MustParsePrefix("192.0.2.0/24"))
+	if _, err := cjs.Publish(t.Context(), subject, bytes.Repeat([]byte("x"), 1000)); err != nil {
+		t.Fatal(err)
+	}
+	ts.waitSweep(t)
+	latency := "KV_" + wire.Bucket("", wire.LatencyBucket)
+	series := func(name, stream string) string { return "meridian_control_stream_" + name + ",stream=" + stream }
+	got := metricstest.Values(t, ts.reg)
+	if v := got[series("bytes", latency)]; v < 1000 {
+		t.Fatalf("%s = %v before the deletion, want at least the record's 1000 bytes", series("bytes", latency), v)
+	}
+	if err := cjs.DeleteStream(t.Context(), latency); err != nil {
+		t.Fatal(err)
+	}
+	ts.waitSweep(t)
+	got = metricstest.Values(t, ts.reg)
+	for _, name := range []string{"bytes", "max_bytes", "consumers", "max_consumers"} {
+		if v, present := got[series(name, latency)]; present {
+			t.Errorf("%s = %v after the stream was deleted, want no series", series(name, latency), v)
+		}
+		if _, present := got[series(name, purge.StreamName(""))]; !present {
+			t.Errorf("%s is gone, want it kept (its stream still exists)", series(name, purge.StreamName("")))
+		}
+	}
+}
+
 // TestStreamUsageExported: control's metrics say how full each of the fleet's streams is
 // against its bounds, so an operator can alert on the latency bucket filling (honest edges
 // fill it on a busy fleet, docs/security.md) or a stream near its consumer bound without the
