@@ -909,13 +909,26 @@ func TestViewLogsHostileEntriesOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const n = 20
-	for i := range n {
-		for _, value := range [][]byte{fmt.Appendf(nil, "not json %d", i), other} {
-			if _, err := edge.Publish(t.Context(), subject, value); err != nil {
-				t.Fatal(err)
-			}
+	const (
+		undecodable = "skipping undecodable fleet entry"
+		mismatched  = "skipping fleet entry whose key does not match its pop and id"
+	)
+	publish := func(value []byte) {
+		t.Helper()
+		if _, err := edge.Publish(t.Context(), subject, value); err != nil {
+			t.Fatal(err)
 		}
+	}
+	// The bucket keeps one value per key, so a watch running behind skips values replaced
+	// before it reached them: the first of each kind is awaited, so that one is certainly seen.
+	publish([]byte("not json 0"))
+	wait.For(t, 10*time.Second, "the first undecodable entry logged", func() bool { return logs.count(undecodable) > 0 })
+	publish(other)
+	wait.For(t, 10*time.Second, "the first mismatched entry logged", func() bool { return logs.count(mismatched) > 0 })
+	const n = 20
+	for i := 1; i < n; i++ {
+		publish(fmt.Appendf(nil, "not json %d", i))
+		publish(other)
 	}
 	good := node("lon", "n1")
 	good.Load.At = time.Now()
@@ -935,7 +948,7 @@ func TestViewLogsHostileEntriesOnce(t *testing.T) {
 	for _, l := range logs.take() {
 		count[l["msg"].(string)]++
 	}
-	for _, msg := range []string{"skipping undecodable fleet entry", "skipping fleet entry whose key does not match its pop and id"} {
+	for _, msg := range []string{undecodable, mismatched} {
 		if count[msg] != 1 {
 			t.Errorf("%q logged %d times for %d writes, want once", msg, count[msg], n)
 		}

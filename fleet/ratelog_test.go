@@ -33,6 +33,19 @@ func (l *lines) Handle(_ context.Context, r slog.Record) error {
 	return nil
 }
 
+// count is how many lines so far have the message msg.
+func (l *lines) count(msg string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, m := range l.got {
+		if m["msg"] == msg {
+			n++
+		}
+	}
+	return n
+}
+
 func (l *lines) take() []map[string]any {
 	l.mu.Lock()
 	defer l.mu.Unlock()
