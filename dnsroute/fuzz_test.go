@@ -42,7 +42,9 @@ func seedQueries() [][]byte {
 // FuzzHandle feeds raw packets to the UDP handler: it must never panic, never answer a
 // response or a packet shorter than a header, and never reply with more than the client can
 // take (512 bytes, or its EDNS buffer size) or, for a packet that is not a well-formed query,
-// with more bytes than it sent.
+// with more bytes than it sent. A malformed ECS option gets FORMERR with the question and an
+// OPT record (RFC 6891 section 7), or a bare header when the query has no one question to
+// copy, never longer than the query.
 func FuzzHandle(f *testing.F) {
 	for _, s := range seedQueries() {
 		f.Add(s)
@@ -76,12 +78,16 @@ func FuzzHandle(f *testing.F) {
 		if !wellFormed && len(r) > len(p) {
 			t.Fatalf("reply of %d bytes to a %d byte malformed packet", len(r), len(p))
 		}
-		if badECS(p) && (len(r) != headerLen || int(r[3]&0xF) != dns.RcodeFormatError) {
-			t.Fatalf("reply of %d bytes, rcode %d to a malformed ECS option, want a FORMERR header", len(r), r[3]&0xF)
+		bad := badECS(p)
+		if bad && (len(r) > len(p) || int(r[3]&0xF) != dns.RcodeFormatError) {
+			t.Fatalf("reply of %d bytes, rcode %d to a malformed ECS option of %d bytes, want FORMERR no longer", len(r), r[3]&0xF, len(p))
 		}
 		var m dns.Msg
 		if err := m.Unpack(r); err != nil {
 			t.Fatalf("reply does not parse: %v", err)
+		}
+		if o := m.IsEdns0(); bad && len(r) > headerLen && (len(m.Question) != 1 || len(m.Answer)+len(m.Ns) != 0 || len(m.Extra) != 1 || o == nil || len(o.Option) != 0) {
+			t.Fatalf("FORMERR to a malformed ECS option is %v, want the question and an OPT without options", &m)
 		}
 		if !m.Response || m.RecursionAvailable {
 			t.Fatalf("reply flags QR=%v RA=%v, want QR set, RA clear", m.Response, m.RecursionAvailable)

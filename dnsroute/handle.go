@@ -198,8 +198,12 @@ func (s *Server) handleUDP(w *worker, p []byte, src netip.AddrPort) []byte {
 		s.m.queries.WithLabelValues("other", rcodeLabel(dns.RcodeNotImplemented)).Inc()
 		return headerReply(w.out[:0], p, dns.RcodeNotImplemented)
 	}
+	if !parsed && badECS(p) {
+		s.m.queries.WithLabelValues("other", rcodeLabel(dns.RcodeFormatError)).Inc()
+		return optionFormErr(w.out[:0], p, s.cfg.MaxUDPSize)
+	}
 	req := new(dns.Msg)
-	if err := req.Unpack(p); err != nil || !parsed && badECS(p) {
+	if err := req.Unpack(p); err != nil {
 		s.m.queries.WithLabelValues("other", rcodeLabel(dns.RcodeFormatError)).Inc()
 		return headerReply(w.out[:0], p, dns.RcodeFormatError)
 	}
@@ -390,12 +394,13 @@ func (s *Server) writeTCP(w dns.ResponseWriter, m *dns.Msg) {
 	}
 }
 
-// tcpReader reads TCP queries for miekg/dns's server and answers with a bare header itself,
-// byte for byte as UDP does (headerReply), those that get one: another opcode (NOTIMP), a
-// message that does not parse or has other than one question, a malformed ECS option
-// (badECS: that server's parser would accept it with the address padded or cut) (FORMERR).
-// miekg/dns's own rejection echoes the query's TC, AD and CD bits and answers a NOTIFY
-// without a question as a QUERY. It then reads the next query.
+// tcpReader reads TCP queries for miekg/dns's server and answers itself, byte for byte as
+// UDP does, those that it rejects (tcpReject): another opcode (NOTIMP) and a message that does
+// not parse or has other than one question (FORMERR) with a bare header (headerReply), a
+// malformed ECS option (badECS: that server's parser would accept it with the address padded
+// or cut) with FORMERR and an OPT (optionFormErr). miekg/dns's own rejection echoes the
+// query's TC, AD and CD bits and answers a NOTIFY without a question as a QUERY. It then
+// reads the next query.
 type tcpReader struct {
 	dns.Reader
 	s *Server
@@ -410,8 +415,8 @@ func (r tcpReader) ReadTCP(conn net.Conn, timeout time.Duration) ([]byte, error)
 		if err != nil {
 			return m, err
 		}
-		rcode, bare := bareRcode(m)
-		if !bare {
+		reply, rcode := r.s.tcpReject(m)
+		if reply == nil {
 			return m, nil
 		}
 		if bad == maxBadTCP {
@@ -421,8 +426,7 @@ func (r tcpReader) ReadTCP(conn net.Conn, timeout time.Duration) ([]byte, error)
 		}
 		r.s.m.misses.Add(1)
 		r.s.m.queries.WithLabelValues("other", rcodeLabel(rcode)).Inc()
-		b := headerReply(make([]byte, 2, 2+headerLen), m, rcode)
-		binary.BigEndian.PutUint16(b, headerLen)
+		b := append(binary.BigEndian.AppendUint16(make([]byte, 0, 2+len(reply)), uint16(len(reply))), reply...)
 		// Bounded, so that a client that does not read cannot hold the connection's
 		// goroutine; cleared after, as miekg/dns sets no write deadline of its own.
 		conn.SetWriteDeadline(time.Now().Add(timeout))
@@ -434,21 +438,25 @@ func (r tcpReader) ReadTCP(conn net.Conn, timeout time.Duration) ([]byte, error)
 	}
 }
 
-// bareRcode says whether a TCP query gets only a header, and with which rcode. Shorter than a
-// header or a response: no, miekg/dns drops those, as UDP does. The full parse here is a second
-// one for the queries that pass; TCP carries few.
-func bareRcode(m []byte) (int, bool) {
+// tcpReject returns the reply to a TCP query that is rejected before miekg/dns's server sees
+// it, and its rcode; nil for a query that goes on. Shorter than a header or a response: on,
+// miekg/dns drops those, as UDP does. The full parse here is a second one for the queries
+// that pass; TCP carries few.
+func (s *Server) tcpReject(m []byte) ([]byte, int) {
 	if len(m) < headerLen || m[2]&0x80 != 0 {
-		return 0, false
+		return nil, 0
 	}
 	if m[2]&0x78 != 0 {
-		return dns.RcodeNotImplemented, true
+		return headerReply(nil, m, dns.RcodeNotImplemented), dns.RcodeNotImplemented
+	}
+	if badECS(m) {
+		return optionFormErr(nil, m, s.cfg.MaxUDPSize), dns.RcodeFormatError
 	}
 	var req dns.Msg
-	if badECS(m) || req.Unpack(m) != nil || len(req.Question) != 1 {
-		return dns.RcodeFormatError, true
+	if req.Unpack(m) != nil || len(req.Question) != 1 {
+		return headerReply(nil, m, dns.RcodeFormatError), dns.RcodeFormatError
 	}
-	return 0, false
+	return nil, 0
 }
 
 // acceptTCP is the TCP server's MsgAcceptFunc: every query goes on to the handler, which
@@ -492,7 +500,7 @@ func (s *Server) resolve(st *state, req *dns.Msg, src netip.Addr, loc *geo.Locat
 				continue
 			}
 			if ecs != nil || !validECS(sub) {
-				return nil, reply{}, dns.RcodeFormatError
+				return []*dns.Msg{s.formErrOPT(req, o)}, reply{}, dns.RcodeFormatError
 			}
 			ecs = sub
 		}
@@ -583,6 +591,16 @@ func (s *Server) badKey(req *dns.Msg, opt *dns.OPT, t *dns.TSIG) *dns.Msg {
 		Algorithm: t.Algorithm, TimeSigned: t.TimeSigned, Fudge: t.Fudge,
 		OrigId: req.Id, Error: dns.RcodeBadKey,
 	})
+	return m
+}
+
+// formErrOPT is the FORMERR reply to req, whose OPT record opt is malformed: the question
+// as asked and an OPT record without options (RFC 6891 section 7), as optionFormErr writes
+// it for a query miekg/dns does not read.
+func (s *Server) formErrOPT(req *dns.Msg, opt *dns.OPT) *dns.Msg {
+	m := new(dns.Msg)
+	m.SetRcode(req, dns.RcodeFormatError)
+	m.Extra = []dns.RR{s.replyOPT(opt)}
 	return m
 }
 

@@ -182,6 +182,57 @@ func badECS(p []byte) bool {
 	return false
 }
 
+// optionFormErr appends to dst the FORMERR to p, a query of opcode QUERY whose ECS option is
+// malformed (badECS): the header, the question as asked and an OPT record with no option,
+// the query's DO bit and maxUDP as its size. RFC 6891 section 7 wants the OPT: a FORMERR
+// without one is what a server without EDNS answers, and a resolver would take the server
+// for one and query it without EDNS, and so without ECS, from then on. Written from the wire,
+// as miekg/dns refuses some such options (a bad family) with the whole message. Never longer
+// than p, whose OPT holds the option at least; a bare header when p has not one question
+// with an uncompressed name.
+func optionFormErr(dst, p []byte, maxUDP int) []byte {
+	be := binary.BigEndian
+	qEnd, do, ok := -1, false, be.Uint16(p[4:]) == 1
+	off := headerLen
+	for ok {
+		if off >= len(p) || p[off] > 63 {
+			ok = false
+			break
+		}
+		if p[off] == 0 {
+			qEnd = off + 5
+			break
+		}
+		off += 1 + int(p[off])
+	}
+	if ok = ok && qEnd <= len(p); ok {
+		ok = false
+		off = qEnd
+		for i := range int(be.Uint16(p[6:])) + int(be.Uint16(p[8:])) + int(be.Uint16(p[10:])) {
+			if off = skipName(p, off); off < 0 || off+10 > len(p) {
+				break
+			}
+			if i >= int(be.Uint16(p[6:]))+int(be.Uint16(p[8:])) && be.Uint16(p[off:]) == typeOPT {
+				ok, do = true, p[off+6]&0x80 != 0
+				break
+			}
+			off += 10 + int(be.Uint16(p[off+8:]))
+		}
+	}
+	dst = headerReply(dst, p, dns.RcodeFormatError)
+	if !ok {
+		return dst
+	}
+	h := len(dst) - headerLen
+	dst[h+5], dst[h+11] = 1, 1 // QDCOUNT, ARCOUNT
+	dst = append(dst, p[headerLen:qEnd]...)
+	var flags byte
+	if do {
+		flags = 0x80
+	}
+	return append(dst, 0, 0, typeOPT, byte(maxUDP>>8), byte(maxUDP), 0, 0, flags, 0, 0, 0)
+}
+
 // addrOffsets returns where the RDATA of the last count answer records of the packed reply b
 // start, at and every step bytes on; they must be addresses of size bytes (A: 4, AAAA: 16)
 // with owner names of one length (as compression makes them). ok is false when they are not.

@@ -467,15 +467,19 @@ func ecsBody(family uint16, source, scope uint8, addr ...byte) []byte {
 	return append([]byte{byte(family >> 8), byte(family), source, scope}, addr...)
 }
 
-// ecsQuery packs an A query for www with id and the raw ECS option body ecs. With slow, a
-// record follows the OPT in the additional section: a shape the fast path leaves to
-// miekg/dns.
+// ecsQueryName is the question of ecsQuery, spelt in mixed case as a resolver using DNS 0x20
+// spells it.
+const ecsQueryName = "wWw.cdn.EXAMPLE."
+
+// ecsQuery packs an A query for ecsQueryName with id, the DO bit and the raw ECS option body
+// ecs. With slow, a record follows the OPT in the additional section: a shape the fast path
+// leaves to miekg/dns.
 func ecsQuery(t *testing.T, id uint16, ecs []byte, slow bool) []byte {
 	t.Helper()
 	m := new(dns.Msg)
-	m.SetQuestion("www.cdn.example.", dns.TypeA)
+	m.SetQuestion(ecsQueryName, dns.TypeA)
 	m.Id = id
-	m.SetEdns0(1232, false)
+	m.SetEdns0(1232, true)
 	o := m.IsEdns0()
 	// EDNS0_LOCAL packs its data as it is; EDNS0_SUBNET would pad or cut the address.
 	o.Option = append(o.Option, &dns.EDNS0_LOCAL{Code: dns.EDNS0SUBNET, Data: ecs})
@@ -509,6 +513,12 @@ func rawAsk(t *testing.T, c *dns.Conn, pkt []byte) *dns.Msg {
 // leaves to miekg/dns, and a well-formed one is answered. Found in review: miekg/dns pads or
 // cuts the address to its family's length when it unpacks the option, so the full parser's
 // path accepted a /24 sent with 2 or 4 octets.
+//
+// The FORMERR carries the question as asked and an OPT record with the query's DO bit and no
+// option, and is no longer than the query (RFC 6891 section 7: a format error within EDNS
+// is answered with an OPT, so that the client can tell it from a server without EDNS). Found
+// hunting: it was a bare header, which is what a server without EDNS answers, so a resolver
+// would take the server for one and query it without EDNS, and so without ECS, from then on.
 func TestECSMalformedIsFormErr(t *testing.T) {
 	ts := startServer(t, nil)
 	l := cityPrefix(t, "London", 9).Addr().As4()
@@ -557,8 +567,17 @@ func TestECSMalformedIsFormErr(t *testing.T) {
 							t.Fatalf("reply id %#x response %v", r.Id, r.Response)
 						}
 						if !tt.ok {
-							if r.Rcode != dns.RcodeFormatError || len(r.Question)+len(r.Answer)+len(r.Ns)+len(r.Extra) != 0 {
-								t.Errorf("rcode %s with %d questions and %d records, want FORMERR, a bare header", dns.RcodeToString[r.Rcode], len(r.Question), len(r.Answer)+len(r.Ns)+len(r.Extra))
+							if r.Rcode != dns.RcodeFormatError || len(r.Answer)+len(r.Ns) != 0 {
+								t.Errorf("rcode %s with %d answer and authority records, want FORMERR with none", dns.RcodeToString[r.Rcode], len(r.Answer)+len(r.Ns))
+							}
+							if want := (dns.Question{Name: ecsQueryName, Qtype: dns.TypeA, Qclass: dns.ClassINET}); len(r.Question) != 1 || r.Question[0] != want {
+								t.Errorf("question %v, want %v as asked", r.Question, want)
+							}
+							if o := r.IsEdns0(); len(r.Extra) != 1 || o == nil || o.Version() != 0 || !o.Do() || len(o.Option) != 0 {
+								t.Errorf("additional section %v, want one OPT of version 0 with DO and no option", r.Extra)
+							}
+							if b, _ := r.Pack(); len(b) > len(pkt) {
+								t.Errorf("FORMERR of %d bytes to a %d byte query", len(b), len(pkt))
 							}
 							continue
 						}
