@@ -484,26 +484,15 @@ func (s *Server) resolve(st *state, req *dns.Msg, src netip.Addr, loc *geo.Locat
 		return nil, reply{}, dns.RcodeFormatError
 	}
 	var opt *dns.OPT
-	var ecs *dns.EDNS0_SUBNET
 	for _, rr := range req.Extra {
 		o, ok := rr.(*dns.OPT)
 		if !ok {
 			continue
 		}
 		if opt != nil {
-			return nil, reply{}, dns.RcodeFormatError // RFC 6891 section 6.1.1
+			return []*dns.Msg{s.formErrOPT(req, opt)}, reply{}, dns.RcodeFormatError // RFC 6891 section 6.1.1
 		}
 		opt = o
-		for _, op := range o.Option {
-			sub, ok := op.(*dns.EDNS0_SUBNET)
-			if !ok {
-				continue
-			}
-			if ecs != nil || !validECS(sub) {
-				return []*dns.Msg{s.formErrOPT(req, o)}, reply{}, dns.RcodeFormatError
-			}
-			ecs = sub
-		}
 	}
 	tsig, ok := queryTSIG(req)
 	if !ok {
@@ -513,10 +502,25 @@ func (s *Server) resolve(st *state, req *dns.Msg, src netip.Addr, loc *geo.Locat
 		return []*dns.Msg{s.badKey(req, opt, tsig)}, reply{}, dns.RcodeNotAuth
 	}
 	if opt != nil && opt.Version() != 0 {
+		// Before the options: they are defined per version (RFC 6891 section 6.1.3), so one
+		// that version 0 refuses is no error of this one.
 		m := new(dns.Msg)
 		m.SetRcode(req, dns.RcodeBadVers)
-		m.SetEdns0(uint16(s.cfg.MaxUDPSize), false)
+		m.Extra = []dns.RR{s.replyOPT(opt)}
 		return []*dns.Msg{m}, reply{}, dns.RcodeBadVers
+	}
+	var ecs *dns.EDNS0_SUBNET
+	if opt != nil {
+		for _, op := range opt.Option {
+			sub, ok := op.(*dns.EDNS0_SUBNET)
+			if !ok {
+				continue
+			}
+			if ecs != nil || !validECS(sub) {
+				return []*dns.Msg{s.formErrOPT(req, opt)}, reply{}, dns.RcodeFormatError
+			}
+			ecs = sub
+		}
 	}
 	var ecsPfx netip.Prefix
 	if ecs != nil {
@@ -594,9 +598,9 @@ func (s *Server) badKey(req *dns.Msg, opt *dns.OPT, t *dns.TSIG) *dns.Msg {
 	return m
 }
 
-// formErrOPT is the FORMERR reply to req, whose OPT record opt is malformed: the question
-// as asked and an OPT record without options (RFC 6891 section 7), as optionFormErr writes
-// it for a query miekg/dns does not read.
+// formErrOPT is the FORMERR reply to req, whose OPT record opt is malformed (or not the only
+// one): the question as asked and an OPT record without options (RFC 6891 section 7), as
+// optionFormErr writes it for a query miekg/dns does not read.
 func (s *Server) formErrOPT(req *dns.Msg, opt *dns.OPT) *dns.Msg {
 	m := new(dns.Msg)
 	m.SetRcode(req, dns.RcodeFormatError)
@@ -604,8 +608,9 @@ func (s *Server) formErrOPT(req *dns.Msg, opt *dns.OPT) *dns.Msg {
 	return m
 }
 
-// replyOPT is the OPT record of a reply to a query with the OPT record opt: the server's UDP
-// size and the query's DO bit.
+// replyOPT is the OPT record of a reply to a query with the OPT record opt: version 0, the
+// server's UDP size and the query's DO bit, which every reply copies (RFC 3225 section 3),
+// BADVERS and FORMERR too.
 func (s *Server) replyOPT(opt *dns.OPT) *dns.OPT {
 	o := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
 	o.SetUDPSize(uint16(s.cfg.MaxUDPSize))

@@ -138,7 +138,8 @@ func parseECS(p []byte, off, n int, q *query) bool {
 }
 
 // badECS reports whether p, a query of opcode QUERY, carries an ECS option that RFC 7871
-// section 6 rejects (as parseECS reads it), or two. miekg/dns, which parses what the fast
+// section 6 rejects (as parseECS reads it), or two, in an OPT record of version 0: another
+// version's options are its own (RFC 6891 section 6.1.3), and the query gets BADVERS. miekg/dns, which parses what the fast
 // path does not take, pads or cuts the ADDRESS to its family's length as it unpacks the
 // option, so too few or too many octets show only in the wire form. A message that does
 // not parse as far as its options reports false: the full parser rejects it.
@@ -160,12 +161,12 @@ func badECS(p []byte) bool {
 		if off = skipName(p, off); off < 0 || off+10 > len(p) {
 			return false
 		}
-		typ, rdlen := be.Uint16(p[off:]), int(be.Uint16(p[off+8:]))
+		typ, version, rdlen := be.Uint16(p[off:]), p[off+5], int(be.Uint16(p[off+8:]))
 		off += 10
 		if off+rdlen > len(p) {
 			return false
 		}
-		if i >= an+ns && typ == typeOPT {
+		if i >= an+ns && typ == typeOPT && version == 0 {
 			for o, end := off, off+rdlen; o+4 <= end; {
 				code, olen := be.Uint16(p[o:]), int(be.Uint16(p[o+2:]))
 				if o+4+olen > end {

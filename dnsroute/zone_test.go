@@ -238,7 +238,8 @@ func TestBadPacketsNeverAmplify(t *testing.T) {
 // and its RD and CD only for a QUERY (RFC 1035 defines them for no other opcode; ISC's
 // genreport flags a NOTIMP that echoes RD). miekg/dns's own rejection, which TCP used, echoed
 // TC, AD and CD and answered a NOTIFY without a question as a QUERY. A query that UDP answers
-// (two answer records, which miekg/dns's default refused) is answered over TCP too.
+// (two answer records, which miekg/dns's default refused) is answered over TCP too. (Two OPT
+// records get FORMERR with the question and an OPT: TestEDNSErrorsKeepOPT.)
 func TestBareRepliesAlike(t *testing.T) {
 	ts := startServer(t, nil)
 	const (
@@ -275,7 +276,6 @@ func TestBareRepliesAlike(t *testing.T) {
 		{"QUERY, header only", pkt(dns.OpcodeQuery, 0, nil, 0, 0), dns.RcodeFormatError},
 		{"QUERY, two questions", pkt(dns.OpcodeQuery, 2, nil, 0, 0), dns.RcodeFormatError},
 		{"QUERY, question cut short", pkt(dns.OpcodeQuery, 1, nil, 0, 0)[:headerLen+5], dns.RcodeFormatError},
-		{"QUERY, two OPT records", pkt(dns.OpcodeQuery, 1, append(slices.Clone(optRR), optRR...), 0, 2), dns.RcodeFormatError},
 		{"QUERY, additional records counted but absent (read as none)", pkt(dns.OpcodeQuery, 1, nil, 0, 3), -1},
 		{"QUERY with two answer records", pkt(dns.OpcodeQuery, 1, append(slices.Clone(aRR), aRR...), 2, 0), -1},
 	}
@@ -562,6 +562,55 @@ func TestCachedAnswerNamesAsUncached(t *testing.T) {
 				})
 			}
 		})
+	}
+}
+
+// TestEDNSErrorsKeepOPT: a query of an EDNS version other than 0 gets BADVERS whatever its
+// options (RFC 6891 section 6.1.3: options are defined per version, so one that version 0
+// would refuse is no format error of version 1), and a query with two OPT records FORMERR
+// (section 6.1.1); each with the question as asked and one OPT record of version 0 that
+// copies the query's DO bit (RFC 3225 section 3) and echoes no option, over UDP (twice) and
+// TCP. Found hunting: BADVERS cleared DO, a version 1 query with such an ECS option got
+// FORMERR, and two OPT records got a bare header.
+func TestEDNSErrorsKeepOPT(t *testing.T) {
+	ts := startServer(t, nil)
+	const do = 0x8000
+	short := ednsOption(optionECS, ecsBody(familyIPv4, 24, 0, 100, 64)) // a /24 in 2 octets
+	tests := []struct {
+		name  string
+		extra [][]byte
+		rcode int
+		do    bool
+	}{
+		{"version 1", [][]byte{optRR(1232, 0, 1, 0)}, dns.RcodeBadVers, false},
+		{"version 1 with DO", [][]byte{optRR(1232, 0, 1, do)}, dns.RcodeBadVers, true},
+		{"version 1 with an ECS version 0 refuses", [][]byte{optRR(1232, 0, 1, do, short)}, dns.RcodeBadVers, true},
+		{"version 255 with DO", [][]byte{optRR(512, 0, 255, do)}, dns.RcodeBadVers, true},
+		{"two OPT records", [][]byte{optRR(1232, 0, 0, do), optRR(1232, 0, 0, 0)}, dns.RcodeFormatError, true},
+	}
+	for _, tt := range tests {
+		pkt := rawMsg{name: wireName("wWw"), extra: tt.extra}.pack(0x2345)
+		for _, network := range []string{"udp", "tcp"} {
+			t.Run(tt.name+"/"+network, func(t *testing.T) {
+				c, err := dns.Dial(network, ts.addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				for range 2 {
+					r := rawAsk(t, c, pkt)
+					if r.Id != 0x2345 || r.Rcode != tt.rcode || len(r.Answer)+len(r.Ns) != 0 {
+						t.Errorf("id %#x rcode %s with %d records, want id 0x2345 rcode %s with none", r.Id, dns.RcodeToString[r.Rcode], len(r.Answer)+len(r.Ns), dns.RcodeToString[tt.rcode])
+					}
+					if want := (dns.Question{Name: "wWw.cdn.example.", Qtype: dns.TypeA, Qclass: dns.ClassINET}); len(r.Question) != 1 || r.Question[0] != want {
+						t.Errorf("question %v, want %v as asked", r.Question, want)
+					}
+					if o := r.IsEdns0(); len(r.Extra) != 1 || o == nil || o.Version() != 0 || o.Do() != tt.do || len(o.Option) != 0 {
+						t.Errorf("additional section %v, want one OPT of version 0, DO %v, no option", r.Extra, tt.do)
+					}
+				}
+			})
+		}
 	}
 }
 
