@@ -93,11 +93,30 @@ func benchHits(b *testing.B, s *Server, pkt []byte, src netip.AddrPort) {
 
 // BenchmarkServeUDP measures whole round trips over loopback with the miekg/dns client.
 func BenchmarkServeUDP(b *testing.B) {
-	ts := startServer(b, nil)
+	benchServeUDP(b, startServer(b, nil).addr)
+}
+
+// BenchmarkServeUDPWildcard is BenchmarkServeUDP against a server bound to every address
+// (listen's default), whose replies carry the address each query was sent to as their
+// source (IP_PKTINFO).
+func BenchmarkServeUDPWildcard(b *testing.B) {
+	s, err := New(testConfig(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ts, err := serveOn(b, s, "0.0.0.0:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(ts.addr)
+	benchServeUDP(b, net.JoinHostPort("127.0.0.1", port))
+}
+
+func benchServeUDP(b *testing.B, addr string) {
 	pkt := benchQuery(b, true, 1)
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
-		c, err := net.Dial("udp", ts.addr)
+		c, err := net.Dial("udp", addr)
 		if err != nil {
 			b.Fatal(err)
 		}

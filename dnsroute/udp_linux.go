@@ -14,6 +14,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"syscall"
@@ -25,6 +26,10 @@ import (
 // sockaddrLen is the room for a source address: sockaddr_in6 holds sockaddr_in too.
 const sockaddrLen = unix.SizeofSockaddrInet6
 
+// ctrlWords is the room for a datagram's control messages, in 8-byte words (aligned, as the
+// kernel's cmsghdr is): an IPV6_PKTINFO's takes 40 bytes, an IP_PKTINFO's 32.
+const ctrlWords = 8
+
 // udpRing is one worker's message headers and buffers, allocated once.
 type udpRing struct {
 	in    [udpBatch]unix.Mmsghdr
@@ -34,6 +39,12 @@ type udpRing struct {
 	outIv [udpBatch]unix.Iovec
 	bufs  []byte   // udpBatch datagrams of udpBufLen
 	outs  [][]byte // reply buffers
+
+	// On a socket bound to every address (pktinfo set), the address each datagram was sent
+	// to (IP_PKTINFO, IPV6_PKTINFO) and the one each reply is sent from.
+	pktinfo bool
+	ctrl    [udpBatch][ctrlWords]uint64
+	outCtrl [udpBatch][ctrlWords]uint64
 }
 
 func newUDPRing() *udpRing {
@@ -61,12 +72,28 @@ func (s *Server) serveUDPBatch(ctx context.Context, uc *net.UDPConn) {
 	}
 	w := newWorker()
 	r := newUDPRing()
+	if la, ok := uc.LocalAddr().(*net.UDPAddr); ok && la.IP.IsUnspecified() {
+		// Bound to every address: a reply must leave from the address its query was sent
+		// to, which the kernel does not pick (it picks the one of the route to the client),
+		// or the client, which checks, never sees it. miekg/dns's UDP server does the same.
+		if err := recvPktinfo(rc); err != nil {
+			s.cfg.Logger.Warn("dns udp socket: replies to queries sent to another of the host's addresses than the route's leave from the wrong one", "err", err)
+		} else {
+			r.pktinfo = true
+			for i := range r.in {
+				r.in[i].Hdr.Control = (*byte)(unsafe.Pointer(&r.ctrl[i][0]))
+			}
+		}
+	}
 	var n int
 	var errno syscall.Errno
 	recv := func(fd uintptr) bool {
 		for i := range r.in {
 			r.in[i].Hdr.Namelen = sockaddrLen
 			r.in[i].Hdr.Flags = 0
+			if r.pktinfo {
+				r.in[i].Hdr.SetControllen(ctrlWords * 8)
+			}
 		}
 		n, errno = recvmmsg(fd, r.in[:])
 		return errno != unix.EAGAIN && errno != unix.EINTR // false: wait in the poller
@@ -131,6 +158,9 @@ func (s *Server) serveUDPBatch(ctx context.Context, uc *net.UDPConn) {
 			r.outIv[k].SetLen(len(resp))
 			r.out[k].Hdr.Name = &r.names[i][0]
 			r.out[k].Hdr.Namelen = r.in[i].Hdr.Namelen
+			if r.pktinfo {
+				r.replySource(i, k)
+			}
 			k++
 		}
 		s.flushHits(w)
@@ -140,6 +170,77 @@ func (s *Server) serveUDPBatch(ctx context.Context, uc *net.UDPConn) {
 			}
 		}
 	}
+}
+
+// recvPktinfo asks the kernel to say, with each datagram read from rc, which address it was
+// sent to (IP_PKTINFO on an IPv4 socket, IPV6_RECVPKTINFO on an IPv6 one, which says it of
+// IPv4 datagrams too, as IPv4-mapped addresses).
+func recvPktinfo(rc syscall.RawConn) error {
+	var serr error
+	err := rc.Control(func(fd uintptr) {
+		var domain int
+		if domain, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DOMAIN); serr != nil {
+			return
+		}
+		if domain == unix.AF_INET6 {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1)
+		} else {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_PKTINFO, 1)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("pktinfo: %w", err)
+	}
+	if serr != nil {
+		return fmt.Errorf("pktinfo: %w", serr)
+	}
+	return nil
+}
+
+// replySource sets reply k of r to leave from the address datagram i was sent to: the
+// IP_PKTINFO or IPV6_PKTINFO that came with it, given back as the reply's. The interface is
+// left to routing (index 0), as miekg/dns leaves it, except for an IPv6 link-local address,
+// which means something on its own interface only. No such message: the kernel chooses.
+func (r *udpRing) replySource(i, k int) {
+	out := &r.out[k].Hdr
+	out.Control = nil
+	out.SetControllen(0)
+	ctrl := unsafe.Slice((*byte)(unsafe.Pointer(&r.ctrl[i][0])), ctrlWords*8)[:r.in[i].Hdr.Controllen]
+	dst := unsafe.Slice((*byte)(unsafe.Pointer(&r.outCtrl[k][0])), ctrlWords*8)
+	for off := 0; off+unix.SizeofCmsghdr <= len(ctrl); {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&ctrl[off]))
+		l := int(h.Len)
+		if l < unix.CmsgLen(0) || off+l > len(ctrl) {
+			return
+		}
+		data := ctrl[off+unix.CmsgLen(0) : off+l]
+		switch {
+		case h.Level == unix.IPPROTO_IP && h.Type == unix.IP_PKTINFO && len(data) >= unix.SizeofInet4Pktinfo:
+			in := (*unix.Inet4Pktinfo)(unsafe.Pointer(&data[0]))
+			*(*unix.Inet4Pktinfo)(unsafe.Pointer(&dst[unix.CmsgLen(0)])) = unix.Inet4Pktinfo{Spec_dst: in.Addr}
+			setCmsg(out, dst, unix.IPPROTO_IP, unix.IP_PKTINFO, unix.SizeofInet4Pktinfo)
+			return
+		case h.Level == unix.IPPROTO_IPV6 && h.Type == unix.IPV6_PKTINFO && len(data) >= unix.SizeofInet6Pktinfo:
+			pi := *(*unix.Inet6Pktinfo)(unsafe.Pointer(&data[0]))
+			if !netip.AddrFrom16(pi.Addr).IsLinkLocalUnicast() {
+				pi.Ifindex = 0
+			}
+			*(*unix.Inet6Pktinfo)(unsafe.Pointer(&dst[unix.CmsgLen(0)])) = pi
+			setCmsg(out, dst, unix.IPPROTO_IPV6, unix.IPV6_PKTINFO, unix.SizeofInet6Pktinfo)
+			return
+		}
+		off += unix.CmsgSpace(l - unix.CmsgLen(0))
+	}
+}
+
+// setCmsg makes dst, whose data is written, the one control message of h: level, typ, and
+// n bytes of data.
+func setCmsg(h *unix.Msghdr, dst []byte, level, typ int32, n int) {
+	c := (*unix.Cmsghdr)(unsafe.Pointer(&dst[0]))
+	c.Level, c.Type = level, typ
+	c.SetLen(unix.CmsgLen(n))
+	h.Control = &dst[0]
+	h.SetControllen(unix.CmsgSpace(n))
 }
 
 // recvmmsg reads up to len(ms) datagrams without blocking.

@@ -1,6 +1,7 @@
 package dnsroute
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/netip"
@@ -184,5 +185,65 @@ func TestUDPRefusedReplyDropsOnlyItself(t *testing.T) {
 	}
 	if got := metricValue(t, ts.Server, "meridian_dns_dropped_total", "send"); got != 1 {
 		t.Errorf("replies dropped at send: %v, want 1", got)
+	}
+}
+
+// TestUDPWildcardRepliesFromQueriedAddress: a server listening on every address (listen's
+// default, ":53") answers a UDP query from the address the query was sent to, whichever of
+// the host's addresses that is, on a dual-stack socket, an IPv4 one and an IPv6 one. Found
+// hunting: the replies left from the address the kernel picks for the client's route
+// (127.0.0.1 for a loopback client), so a client that asked another address, as every
+// resolver checks, never saw an answer (`dig @127.0.0.77` timed out; RFC 8906: no answer is
+// a defect). miekg/dns's own UDP server sets the source per reply (IP_PKTINFO); the batch
+// loop did not.
+func TestUDPWildcardRepliesFromQueriedAddress(t *testing.T) {
+	nextIP.Lock()
+	nextIP.n++
+	v4 := netip.AddrFrom4([4]byte{127, 0, 3, byte(nextIP.n)})
+	nextIP.Unlock()
+	tests := []struct {
+		name, network, listen string
+		ask                   []netip.Addr
+	}{
+		{"dual-stack [::]", "udp", "0.0.0.0:0", []netip.Addr{v4, netip.MustParseAddr("127.0.0.1")}},
+		{"IPv4 0.0.0.0", "udp4", "0.0.0.0:0", []netip.Addr{v4}},
+		{"IPv6 [::]", "udp6", "[::]:0", []netip.Addr{netip.IPv6Loopback()}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pc, err := net.ListenPacket(tt.network, tt.listen)
+			if err != nil {
+				t.Skipf("no %s socket here: %v", tt.network, err)
+			}
+			s, err := New(testConfig(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- s.Serve(ctx, pc, nil) }()
+			t.Cleanup(func() {
+				cancel()
+				if err := <-done; err != nil {
+					t.Errorf("Serve: %v", err)
+				}
+			})
+			<-s.Ready()
+			port := pc.LocalAddr().(*net.UDPAddr).AddrPort().Port()
+			for _, a := range tt.ask {
+				// dns.Client's UDP socket is connected: it takes replies from the address
+				// it asked only, as a resolver does.
+				c := &dns.Client{Net: "udp", Timeout: 2 * time.Second}
+				m := new(dns.Msg)
+				m.SetQuestion("wWw.cdn.example.", dns.TypeA)
+				r, _, err := c.Exchange(m, netip.AddrPortFrom(a, port).String())
+				if err != nil {
+					t.Fatalf("ask %s: %v", a, err)
+				}
+				if r.Rcode != dns.RcodeSuccess || len(r.Answer) == 0 || r.Question[0].Name != m.Question[0].Name {
+					t.Errorf("ask %s: %v, want the answer to %s", a, r, m.Question[0].Name)
+				}
+			}
+		})
 	}
 }
