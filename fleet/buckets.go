@@ -114,7 +114,9 @@ func denyRollup(ctx context.Context, js jetstream.JetStream, bucket string) erro
 
 // Bounds of the latency bucket: a record lives LatencyTTL after its last write, and the
 // bucket holds at most LatencyMaxBytes unless control set another bound (SetLatencyMaxBytes);
-// further writes of new keys are refused until records expire.
+// further writes that do not fit are refused until records expire: new keys, and on a cluster
+// updates of existing keys too (a single server takes an update no larger than the record it
+// replaces; TestLatencyBucketFill, TestLatencyBucketFullOnCluster).
 const (
 	LatencyTTL      = 15 * time.Minute
 	LatencyMaxBytes = 64 << 20
@@ -123,7 +125,8 @@ const (
 // SetLatencyMaxBytes bounds the latency bucket of prefix to maxBytes, raised or lowered;
 // maxBytes <= 0 leaves the bound as it is. The bucket must exist (EnsureBuckets). A lower
 // bound than the bucket holds deletes nothing: the bucket discards new writes, not old
-// records, so it refuses new keys until enough records expire.
+// records, so until enough records expire to bring it under the bound it refuses new keys,
+// and on a cluster every write, updates of existing keys too (TestLatencyBucketFullOnCluster).
 func SetLatencyMaxBytes(ctx context.Context, js jetstream.JetStream, prefix string, maxBytes int64) error {
 	if maxBytes <= 0 {
 		return nil
