@@ -394,12 +394,13 @@ func (s *Server) Prefix() string {
 func (s *Server) ensureStreams(ctx context.Context, js jetstream.JetStream) error {
 	deadline := time.Now().Add(time.Minute)
 	retry := fleet.Backoff(250*time.Millisecond, 5*time.Second)
+	var held uint64 // the latency bucket's bytes
 	for {
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := fleet.EnsureBuckets(actx, js, s.cfg.Prefix, s.cfg.HeartbeatTTL, s.cfg.Replicas)
 		if err == nil {
 			// Applied at every start that gives it; EnsureBuckets kept the bound meanwhile.
-			err = fleet.SetLatencyMaxBytes(actx, js, s.cfg.Prefix, s.cfg.LatencyMaxBytes)
+			held, err = fleet.SetLatencyMaxBytes(actx, js, s.cfg.Prefix, s.cfg.LatencyMaxBytes)
 		}
 		if err == nil {
 			err = purge.EnsureStream(actx, js, s.cfg.Prefix, s.cfg.PurgeRetention, s.cfg.Replicas)
@@ -412,6 +413,12 @@ func (s *Server) ensureStreams(ctx context.Context, js jetstream.JetStream) erro
 			err = boundConsumers(actx, js, st, s.cfg.MaxConsumers, s.cfg.ConsumerInactiveLimit, s.consumersDeleted, s.log)
 		}
 		cancel()
+		if err == nil && s.cfg.LatencyMaxBytes > 0 && held > uint64(s.cfg.LatencyMaxBytes) {
+			// Nothing is deleted: edges' writes are refused (on a cluster their updates too)
+			// until records expire, and DNS's latency map ages meanwhile.
+			s.log.Warn("the latency bucket holds more than --latency-max-bytes: it refuses new records, and on a cluster every update, until enough expire (docs/deploy.md, \"Latency bucket size\")",
+				"bytes", held, "max_bytes", s.cfg.LatencyMaxBytes)
+		}
 		if err == nil || ctx.Err() != nil || time.Now().After(deadline) {
 			return err
 		}

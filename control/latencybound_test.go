@@ -1,11 +1,15 @@
 package control
 
 import (
+	"bytes"
+	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/meridian-cdn/meridian/fleet"
+	"github.com/meridian-cdn/meridian/internal/logtest"
 	"github.com/meridian-cdn/meridian/wire"
 )
 
@@ -48,6 +52,43 @@ func TestLatencyMaxBytes(t *testing.T) {
 			}
 			if got := latencyMaxBytes(t, ts); got != tt.want {
 				t.Errorf("the latency bucket's max bytes after another start made sure of the buckets = %d, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestLatencyMaxBytesBelowHeld: a start that lowers the latency bucket's bound below what the
+// bucket holds deletes nothing, and the bucket refuses every write that does not fit (on a
+// cluster updates too) until enough records expire, so DNS may get no latency updates for up
+// to 15 minutes: control says so once, with both figures, rather than leave the operator to
+// find out from DNS. A bound above what it holds says nothing. The cases are successive
+// starts on one store.
+func TestLatencyMaxBytesBelowHeld(t *testing.T) {
+	dir := t.TempDir()
+	ts := startServer(t, Config{StoreDir: dir, PurgeRate: -1})
+	for i := range 40 {
+		subject := "$KV." + wire.Bucket("", wire.LatencyBucket) + ".lon.n1." + fmt.Sprintf("net%d", i)
+		if _, err := ts.JetStream().Publish(t.Context(), subject, bytes.Repeat([]byte("r"), 500)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ts.stop()
+	const warning = "the latency bucket holds more than --latency-max-bytes"
+	for _, tt := range []struct {
+		name  string
+		bound int64
+		warns int
+	}{
+		{"above what it holds", 1 << 20, 0},
+		{"below what it holds", 10_000, 1},
+		{"kept (0)", 0, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			logs := &logtest.Warnings{}
+			ts := startServer(t, Config{StoreDir: dir, PurgeRate: -1, LatencyMaxBytes: tt.bound, Logger: slog.New(logs)})
+			ts.stop() // the start is what warns; stopped, it warns no more
+			if got := logs.Count(warning); got != tt.warns {
+				t.Errorf("a start with --latency-max-bytes %d logged %d warnings %q, want %d", tt.bound, got, warning, tt.warns)
 			}
 		})
 	}

@@ -122,29 +122,31 @@ const (
 	LatencyMaxBytes = 64 << 20
 )
 
-// SetLatencyMaxBytes bounds the latency bucket of prefix to maxBytes, raised or lowered;
-// maxBytes <= 0 leaves the bound as it is. The bucket must exist (EnsureBuckets). A lower
+// SetLatencyMaxBytes bounds the latency bucket of prefix to maxBytes, raised or lowered, and
+// returns the bytes the bucket holds; maxBytes <= 0 leaves the bound as it is (and returns
+// 0). The bucket must exist (EnsureBuckets). A lower
 // bound than the bucket holds deletes nothing: the bucket discards new writes, not old
 // records, so until enough records expire to bring it under the bound it refuses new keys,
 // and on a cluster every write, updates of existing keys too (TestLatencyBucketFullOnCluster).
-func SetLatencyMaxBytes(ctx context.Context, js jetstream.JetStream, prefix string, maxBytes int64) error {
+func SetLatencyMaxBytes(ctx context.Context, js jetstream.JetStream, prefix string, maxBytes int64) (held uint64, err error) {
 	if maxBytes <= 0 {
-		return nil
+		return 0, nil
 	}
 	bucket := wire.Bucket(prefix, wire.LatencyBucket)
 	stream, err := js.Stream(ctx, "KV_"+bucket)
 	if err != nil {
-		return fmt.Errorf("look up the stream of kv bucket %s: %w", bucket, err)
+		return 0, fmt.Errorf("look up the stream of kv bucket %s: %w", bucket, err)
 	}
-	cfg := stream.CachedInfo().Config
+	info := stream.CachedInfo()
+	cfg := info.Config
 	if cfg.MaxBytes == maxBytes {
-		return nil
+		return info.State.Bytes, nil
 	}
 	cfg.MaxBytes = maxBytes
 	if _, err := js.UpdateStream(ctx, cfg); err != nil {
-		return fmt.Errorf("bound kv bucket %s to %d bytes: %w", bucket, maxBytes, err)
+		return 0, fmt.Errorf("bound kv bucket %s to %d bytes: %w", bucket, maxBytes, err)
 	}
-	return nil
+	return info.State.Bytes, nil
 }
 
 // ensureNoRollupBucket creates or updates a bucket that edges write keys of, keeping rollups

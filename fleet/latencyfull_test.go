@@ -62,7 +62,7 @@ func TestLatencyBucketFullOnCluster(t *testing.T) {
 		{"bound below what it holds: a smaller update", held / 2, "net2", size / 2, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			if err := fleet.SetLatencyMaxBytes(ctx, js, "", tt.bound); err != nil {
+			if _, err := fleet.SetLatencyMaxBytes(ctx, js, "", tt.bound); err != nil {
 				t.Fatal(err)
 			}
 			_, err := js.Publish(ctx, subject(tt.network), bytes.Repeat([]byte("u"), tt.size))
