@@ -305,8 +305,9 @@ func maxConsumers(f *Fleet) int {
 // The latency bucket's size for a fleet (docs/deploy.md, "Latency bucket size"): each edge
 // writes one record per client network it saw within the bucket's 15-minute TTL.
 const (
-	// latencyNetworksPerEdge is the client networks an edge is taken to see in 15 minutes:
-	// above the 3,400-8,500 each edge of a busy 20-PoP fleet of 40 saw.
+	// latencyNetworksPerEdge is the client networks an edge is taken to see in 15 minutes, an
+	// estimate: above the 3,400-8,500 per edge at which 40 edges fill 64 MiB (docs/security.md),
+	// below the 65,536 an edge may keep.
 	latencyNetworksPerEdge = 10_000
 	// latencyRecordBytes is what a record costs the bucket with the 16 PoPs it keeps at most
 	// (440-560 bytes measured by fleet's TestLatencyRecordCost; 200 with its own PoP only).
