@@ -77,8 +77,9 @@ type Config struct {
 	ConsumerInactiveLimit time.Duration
 	// LatencyMaxBytes bounds the latency bucket's bytes (the records edges write for DNS):
 	// applied to the bucket at every start, raised or lowered. Zero keeps the bucket's bound,
-	// fleet.LatencyMaxBytes (64 MiB) for a bucket this start creates. Size it for the fleet:
-	// honest edges fill 64 MiB on a busy one (docs/deploy.md, "Latency bucket size").
+	// fleet.LatencyMaxBytes (64 MiB) for a bucket this start creates or one without a bound.
+	// Size it for the fleet: honest edges fill 64 MiB on a busy one (docs/deploy.md, "Latency
+	// bucket size").
 	LatencyMaxBytes int64
 	// TokensFile is the API tokens file (see ParseTokens); empty means $MERIDIAN_TOKENS_FILE.
 	TokensFile string

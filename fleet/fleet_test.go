@@ -138,6 +138,47 @@ func TestEnsureBucketsIdempotent(t *testing.T) {
 	}
 }
 
+// TestEnsureBucketsByteBounds: EnsureBuckets keeps the latency bucket's byte bound (control
+// sizes it: SetLatencyMaxBytes) but gives one without a bound LatencyMaxBytes again, and
+// leaves the other buckets without one, as before it kept any: a bound set by hand on those
+// goes at the next start.
+func TestEnsureBucketsByteBounds(t *testing.T) {
+	_, js := setup(t)
+	ctx := t.Context()
+	for _, tt := range []struct {
+		bucket       string
+		byHand, want int64
+	}{
+		{wire.LatencyBucket, 200 << 20, 200 << 20},
+		{wire.LatencyBucket, -1, fleet.LatencyMaxBytes},
+		{wire.FleetBucket, 1 << 20, -1},
+		{wire.ConfigBucket, 1 << 20, -1},
+		{wire.PeerKeyBucket, 1 << 20, -1},
+	} {
+		t.Run(fmt.Sprintf("%s %d", tt.bucket, tt.byHand), func(t *testing.T) {
+			name := "KV_" + wire.Bucket("", tt.bucket)
+			st, err := js.Stream(ctx, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := st.CachedInfo().Config
+			cfg.MaxBytes = tt.byHand
+			if _, err := js.UpdateStream(ctx, cfg); err != nil {
+				t.Fatal(err)
+			}
+			if err := fleet.EnsureBuckets(ctx, js, "", testTTL, 1); err != nil {
+				t.Fatal(err)
+			}
+			if st, err = js.Stream(ctx, name); err != nil {
+				t.Fatal(err)
+			}
+			if got := st.CachedInfo().Config.MaxBytes; got != tt.want {
+				t.Errorf("%s's max bytes set to %d by hand, after EnsureBuckets = %d, want %d", name, tt.byHand, got, tt.want)
+			}
+		})
+	}
+}
+
 func TestRegistrarJoinsAndLeaves(t *testing.T) {
 	_, js := setup(t)
 	v := startView(t, js, nil)
