@@ -9,6 +9,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -989,11 +990,28 @@ func (n *Node) invalidate(req *request, r *http.Request, status int, h http.Head
 	}
 	host := req.host.cfg.Host
 	// Paths spelt as keyed (wire.EscapedPath), which r.URL's own escaping may not be.
-	for _, target := range httpcache.InvalidationTargets(r.Method, r.URL, host, status, h, wire.EscapedPath) {
+	targets := httpcache.InvalidationTargets(r.Method, r.URL, host, status, h, wire.EscapedPath)
+	var opts []httpcache.KeyOptions
+	if len(targets) > 0 {
+		// Named under each key option set a copy of the URL may be stored under, as a URL
+		// purge names it (keyeras.go): options changed back make those copies its again.
+		var buf [2]httpcache.KeyOptions
+		opts = n.invalidationKeyOptions(host, req.host.keyOpts, buf[:0])
+	}
+	for _, target := range targets {
 		path, query, _ := strings.Cut(target, "?")
-		key := httpcache.Key(host, path, query, req.host.keyOpts)
-		at := n.store.Purge(store.Record{Kind: store.URL, Host: host, Value: key})
-		n.invalidations.add(key, at)
+		var stack [4]string
+		keys := stack[:0]
+		for _, o := range opts {
+			key := httpcache.Key(host, path, query, o)
+			if slices.Contains(keys, key) {
+				continue
+			}
+			keys = append(keys, key)
+			at := n.store.Purge(store.Record{Kind: store.URL, Host: host, Value: key})
+			// A fill under any of them asks the tiers above for nothing older (fillCacheControl).
+			n.invalidations.add(key, at)
+		}
 	}
 	for _, g := range httpcache.CacheGroupInvalidation(h) {
 		n.store.Purge(store.Record{Kind: store.Key, Host: host, Value: g})

@@ -3,6 +3,7 @@ package edge
 import (
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meridian-cdn/meridian/edge/httpcache"
@@ -23,12 +24,16 @@ type keyEra struct {
 
 // keyEras remembers, per host, the key options (ignore_query, keep_params, sort_query) the
 // node keyed copies under before its current ones, for as long as such a copy may be in the
-// store, so that a URL purge names the URL under each (ApplyPurge). Without them, options
-// changed and changed back within a copy's TTL left a URL purge made in between unable to
-// reach the older copies, acked while they came back as fresh hits.
+// store, so that a URL purge, and an unsafe request's invalidation, names the URL under each
+// (ApplyPurge, Node.invalidate). Without them, options changed and changed back within a
+// copy's TTL left a URL purge or a write made in between unable to reach the older copies,
+// which came back as fresh hits.
 type keyEras struct {
 	mu   sync.Mutex // protects past, and orders Node.hosts swaps with the reads of both
 	past map[string][]keyEra
+	// hosts is len(past), stored with the lock held: invalidations read it without the lock,
+	// which they need only when some host has past options.
+	hosts atomic.Int32
 }
 
 // swapHosts stores table as the node's hosts, remembering the key options of every host whose
@@ -73,7 +78,22 @@ func (n *Node) swapHosts(table map[string]*hostState) {
 			e.past[name] = eras
 		}
 	}
+	e.hosts.Store(int32(len(e.past)))
 	n.hosts.Store(&table)
+}
+
+// invalidationKeyOptions returns the key options an unsafe request's invalidation names a URL
+// of host under (Node.invalidate), appended to buf: cur, those the request was served under,
+// then the host's current ones and past ones (keyOptionsLocked) if any host has past ones.
+// Duplicates are the caller's to skip.
+func (n *Node) invalidationKeyOptions(host string, cur httpcache.KeyOptions, buf []httpcache.KeyOptions) []httpcache.KeyOptions {
+	buf = append(buf, cur)
+	if n.keyEras.hosts.Load() == 0 {
+		return buf // the usual case, without the lock every URL purge takes
+	}
+	n.keyEras.mu.Lock()
+	defer n.keyEras.mu.Unlock()
+	return n.keyOptionsLocked(host, buf)
 }
 
 // keyOptionsLocked returns host's current key options (the zero value if the node does not
@@ -94,6 +114,7 @@ func (n *Node) keyOptionsLocked(host string, buf []httpcache.KeyOptions) []httpc
 	eras = slices.DeleteFunc(eras, func(k keyEra) bool { return k.until.Before(horizon) })
 	if len(eras) == 0 {
 		delete(n.keyEras.past, host)
+		n.keyEras.hosts.Store(int32(len(n.keyEras.past)))
 		return out
 	}
 	n.keyEras.past[host] = eras

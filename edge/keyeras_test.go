@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -240,5 +241,83 @@ func TestKeyOptionsChangeDuringPurgeAsksPeerForPurge(t *testing.T) {
 	if r := do(t, f.client, http.MethodGet, asker.Addr(), testHost, path); !strings.Contains(r.body, "@v2:") {
 		t.Errorf("after the purge was applied the asker served %.12q (Cache-Status %q; the fill during the purge got %.12q via %q): the owner's old copy",
 			r.body, r.header.Get("Cache-Status"), during.body, during.header.Get("Cache-Status"))
+	}
+}
+
+// TestUnsafeInvalidationAcrossKeyOptionChanges: an unsafe request's invalidation (RFC 9111
+// §4.4) names its URLs (the request's own, its answer's Location and Content-Location) under
+// the host's past key options too, as a URL purge does: options changed and changed back
+// made the copies keyed under the first ones the URL's again. Before, it named the URL under
+// the options it was served under only, and the copy filled before the change was a fresh
+// hit once they were back, as if the write had never passed through the node; the fill that
+// replaces it asks the tiers above for nothing older than the write (fillCacheControl) too.
+func TestUnsafeInvalidationAcrossKeyOptionChanges(t *testing.T) {
+	var version atomic.Int64
+	addr := startHTTP(t, "127.0.0.10", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet {
+			// The resources the write names in its answer, as the test asks.
+			for _, f := range []string{"Location", "Content-Location"} {
+				if v := r.Header.Get("X-" + f); v != "" {
+					w.Header().Set(f, v)
+				}
+			}
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		w.Header().Set("Cache-Control", "max-age=600")
+		fmt.Fprintf(w, "%s v%d", r.URL.RequestURI(), version.Add(1))
+	}))
+	n, _ := startEdge(t, listen(t, "127.0.0.11"), Config{PoP: "tst", Node: "e1",
+		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + addr}}})
+	c := &http.Client{}
+	t.Cleanup(c.CloseIdleConnections)
+	setCache := func(t *testing.T, o wire.CacheOptions) {
+		t.Helper()
+		if err := n.SetHosts([]wire.HostConfig{{Host: testHost, Origin: "http://" + addr, Cache: o}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, opt := range []struct {
+		name string
+		o    wire.CacheOptions
+	}{
+		{"sort_query", wire.CacheOptions{SortQuery: true}},
+		{"keep_params", wire.CacheOptions{KeepParams: []string{"a"}}},
+		{"ignore_query", wire.CacheOptions{IgnoreQuery: true}},
+	} {
+		for _, w := range []struct {
+			name, method string
+			// field, if set, names the URL in the answer; the request goes to /w then.
+			field string
+		}{
+			{"POST", http.MethodPost, ""},
+			{"PUT", http.MethodPut, ""},
+			{"DELETE", http.MethodDelete, ""},
+			{"Location", http.MethodPost, "Location"},
+			{"Content-Location", http.MethodPost, "Content-Location"},
+		} {
+			t.Run(opt.name+"/"+w.name, func(t *testing.T) {
+				u := "/r/" + opt.name + "/" + w.name + "?b=2&a=1" // keyed otherwise under each option
+				first := do(t, c, http.MethodGet, n.Addr(), testHost, u)
+				if r := do(t, c, http.MethodGet, n.Addr(), testHost, u); r.body != first.body || !strings.Contains(r.header.Get("Cache-Status"), "; hit") {
+					t.Fatalf("GET %s after a fill: %q (Cache-Status %q), want a hit of %q", u, r.body, r.header.Get("Cache-Status"), first.body)
+				}
+				setCache(t, opt.o)
+				target, hdr := u, []string(nil)
+				if w.field != "" {
+					target, hdr = "/w/"+opt.name+"/"+w.name, []string{"X-" + w.field, u}
+				}
+				if r := do(t, c, w.method, n.Addr(), testHost, target, hdr...); r.status != http.StatusNoContent {
+					t.Fatalf("%s %s under %s: %d, want 204", w.method, target, opt.name, r.status)
+				}
+				setCache(t, wire.CacheOptions{})
+				if cc := n.fillCacheControl(&request{key: n.key(u)}); cc == "" {
+					t.Errorf("fill of %s with the options back asks the tiers above for any copy, want nothing older than the %s", u, w.method)
+				}
+				if r := do(t, c, http.MethodGet, n.Addr(), testHost, u); r.body == first.body {
+					t.Errorf("GET %s after a %s under %s and the options back: %q (Cache-Status %q), want a new fetch", u, w.method, opt.name, r.body, r.header.Get("Cache-Status"))
+				}
+			})
+		}
 	}
 }
