@@ -134,16 +134,21 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 		return res
 	}
 
-	if resp.StatusCode >= 500 {
-		se := &statusError{status: resp.StatusCode, tier: tier}
-		if staleIfErrorApplies(se) && n.staleIfErrorServable(req, stale, opts.verdict, respTime) {
-			// The stale copy stands in for this failure (stale-if-error, filler.get), judged on
-			// the head alone: a body past max_object_bytes was streamed to the client as an
-			// answer too large to keep, and a trickling one waited for. The body is not read;
-			// closing it keeps the connection only if the rest has already arrived
-			// (origin/fetch), else closes it rather than drain a large body.
+	if failureStatus(resp.StatusCode) {
+		// The stale copy stands in for this failure (stale-if-error, filler.get), judged on
+		// the head alone: a body past max_object_bytes was streamed to the client as an
+		// answer too large to keep, and a trickling one waited for. Without one of ours, one
+		// elsewhere in the fleet may, asked for now, on the head too: asked once the body was
+		// read, a small 5xx that trickled held the client up to body_timeout first. The body
+		// is not read; closing it keeps the connection only if the rest has already arrived
+		// (origin/fetch), else closes it rather than drain a large body.
+		own := n.staleIfErrorServable(req, stale, opts.verdict, respTime)
+		if !own {
+			res.fleet, res.fleetAsked = f.fleetStale(req), true
+		}
+		if own || res.fleet != nil {
 			resp.Body.Close()
-			res.err, res.dropped = se, true
+			res.err, res.dropped = &statusError{status: resp.StatusCode, tier: tier}, true
 			d, _ := httpcache.TargetDirectives(h)
 			res.personal = d.Private || len(h["Set-Cookie"]) > 0
 			return res
@@ -806,10 +811,13 @@ func supersedes(status int) bool {
 // answer to this request, as nginx's proxy_cache_use_stale reads them.
 func staleIfErrorApplies(err error) bool {
 	var se *statusError
-	if !errors.As(err, &se) {
-		return true
-	}
-	switch se.status {
+	return !errors.As(err, &se) || failureStatus(se.status)
+}
+
+// failureStatus reports whether an upstream's answer with status is a failure a stale copy may
+// stand in for (staleIfErrorApplies).
+func failureStatus(status int) bool {
+	switch status {
 	case http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 		return true
 	}

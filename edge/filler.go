@@ -123,11 +123,15 @@ type fillResult struct {
 	stored      bool
 	shareable   bool // obj may be given to collapsed followers (it is storable)
 	personal    bool // an upstream 5xx (err) that is one user's: followers fetch their own
-	dropped     bool // an upstream 5xx (err) left unread, as the stale copy stands in for it
+	dropped     bool // an upstream 5xx (err) left unread, as the stale copy or fleet stands in for it
+	fleetAsked  bool // the fleet was asked for a copy to stand in for the 5xx (fleet has it, if any)
 	revalidated bool
 	status      int    // upstream status, for fwd-status
 	tier        string // "peer", "shield" or "origin"
 	upstreamCS  string // the upstream's Cache-Status, which ours is appended to
+	// fleet is a copy another node of the fleet holds (fleetStale), asked for when the upstream
+	// answered a 5xx that no stale copy of ours stood in for: it stands in for the 5xx.
+	fleet *fillResult
 	// untrusted: a peer or shield gave the answer without marking it trusted (it did not
 	// verify our request, or relays an answer no verified chain gave it), so it may lack the
 	// object's surrogate keys. It is never stored here, and a fleet node that this node passes
@@ -288,8 +292,8 @@ func (f *filler) get(req *request, stale *store.Object, opts fillOptions) answer
 			return answer{obj: stale, cacheStatus: "stale", tier: res.tier, cs: httpcache.Status{Cache: n.name, Proto: req.proto,
 				Fwd: "stale", FwdStatus: status, TTL: stale.TTL(now), HasTTL: true, Detail: "stale-if-error"}}
 		}
-		var fs *fillResult
-		if failed {
+		fs := res.fleet
+		if failed && !res.fleetAsked {
 			fs = f.fleetStale(req)
 		}
 		if fs != nil {
@@ -306,15 +310,8 @@ func (f *filler) get(req *request, stale *store.Object, opts fillOptions) answer
 	if res.revalidated {
 		fwd = "stale"
 	}
-	if res.stream != nil && res.status >= 500 && staleIfErrorApplies(&statusError{status: res.status}) {
-		// A 5xx too large to keep, which streams as the upstream's answer: as for one read
-		// whole (above), a copy elsewhere in the fleet stands in for it. (Our own copy did in
-		// the fill, before its body was read: fetchAndStore.)
-		if fs := f.fleetStale(req); fs != nil {
-			res.closeStream()
-			return n.fleetStaleAnswer(req, fs, fwd, res.status)
-		}
-	}
+	// A 5xx that streams (too large to keep) is the upstream's answer: the fleet, asked on its
+	// head, had no copy to stand in for it (fetchAndStore).
 	if res.stream != nil {
 		a.stream, a.cacheStatus = &res, "miss"
 		a.cs = httpcache.Status{Cache: n.name, Proto: req.proto, Fwd: fwd, FwdStatus: res.status, Detail: res.tier}
@@ -400,6 +397,12 @@ func (f *filler) collapse(flightKey string, req *request, stale *store.Object, o
 		// stands in too (filler.get), whoever's the 5xx was: it never sees that answer.
 		return res
 	}
+	if res.fleet != nil && res.fleet.fleetCopyFor(req) {
+		// The fleet's copy stood in for it, and is this follower's variant: so for it too.
+		return res
+	}
+	// The fleet was asked for the leader's variant: this follower asks for its own (get).
+	res.fleet, res.fleetAsked = nil, false
 	switch {
 	case res.err != nil && res.personal:
 		return f.direct(req, stale, opts)
@@ -443,6 +446,13 @@ func (f *filler) collapse(flightKey string, req *request, stale *store.Object, o
 		}
 	}
 	return res
+}
+
+// fleetCopyFor reports whether r, a copy of the fleet's that stood in for a fill's 5xx (fleetStale),
+// may stand in for req's too: req's variant, and not a fleet node's (fleetStale asks none for it).
+func (r *fillResult) fleetCopyFor(req *request) bool {
+	o := r.obj
+	return !req.fromPeer && (len(o.Policy.Vary) == 0 || store.VariantKey(o.Policy.Vary, req) == o.Variant)
 }
 
 // droppedFlight marks the flight key of a fill again for requests that joined a fill whose

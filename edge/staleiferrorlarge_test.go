@@ -23,6 +23,11 @@ import (
 type failingOrigin struct {
 	now     func() time.Time
 	release chan struct{} // closed at the test's end: a trickling body then ends
+	// trickling gets the path of each failing answer that has sent its head and first bytes
+	// and holds the rest of its body (trickle modes), if the test reads it.
+	trickling chan string
+	// hold, if not nil, holds each failing answer until it is closed.
+	hold chan struct{}
 
 	mu          sync.Mutex          // protects seen and conditional
 	seen        map[string]int      // requests per path
@@ -50,14 +55,18 @@ func (o *failingOrigin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "stored copy of "+r.URL.Path)
 		return
 	}
+	if o.hold != nil {
+		<-o.hold
+	}
 	mode, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
-	failAnswer(w, r, mode, o.release)
+	failAnswer(w, r, mode, o.release, o.trickling)
 }
 
 // failAnswer writes the failure mode names: a 5xx whose body is larger than the edge keeps
 // (max_object_bytes, 8 MiB by default) with or without a Content-Length, one of a size kept in
-// memory but past what streams as small, or one whose body trickles and never ends.
-func failAnswer(w http.ResponseWriter, r *http.Request, mode string, release chan struct{}) {
+// memory but past what streams as small, or one whose body trickles and never ends (with a
+// Content-Length of a size kept in memory, or chunked), said on trickling if it is not nil.
+func failAnswer(w http.ResponseWriter, r *http.Request, mode string, release chan struct{}, trickling chan<- string) {
 	const maxObject = 8 << 20
 	h := w.Header()
 	h.Set("Content-Type", "text/plain")
@@ -74,11 +83,16 @@ func failAnswer(w http.ResponseWriter, r *http.Request, mode string, release cha
 		h.Set("Content-Length", strconv.Itoa(smallBody+1))
 		w.WriteHeader(http.StatusInternalServerError)
 		body(smallBody + 1)
-	case "trickle":
-		h.Set("Content-Length", "1000")
+	case "trickle", "trickle-chunked":
+		if mode == "trickle" {
+			h.Set("Content-Length", "1000")
+		}
 		w.WriteHeader(http.StatusServiceUnavailable)
 		body(10)
 		w.(http.Flusher).Flush()
+		if trickling != nil {
+			trickling <- r.URL.Path
+		}
 		select {
 		case <-release:
 		case <-r.Context().Done():
@@ -215,21 +229,8 @@ func startFailingOrigin(t *testing.T, ip string, now func() time.Time) (*failing
 // of its PoP: the owner serves that node's copy (fleet-stale-if-error), as for a small 503.
 // Before, the 503 was streamed to the client either way.
 func TestStaleIfErrorLargeFailureThroughTiers(t *testing.T) {
-	// withFailingOrigin points every node of a fleet at one failingOrigin, on its clock.
-	withFailingOrigin := func(t *testing.T, mod func(*Config)) func(*Config) {
-		var addr string
-		return func(c *Config) {
-			if addr == "" {
-				_, addr = startFailingOrigin(t, "127.0.0.13", c.Clock)
-			}
-			c.Hosts[0].Origin = "http://" + addr
-			if mod != nil {
-				mod(c)
-			}
-		}
-	}
 	t.Run("shield", func(t *testing.T) {
-		f := newFleet(t, []int{1, 1}, func(string) string { return "p0" }, withFailingOrigin(t, nil))
+		f := newFleet(t, []int{1, 1}, func(string) string { return "p0" }, withFailingOrigin(t, nil, nil))
 		edge := f.nodes[1] // p1's, filled from the shield p0
 		const p = "/large-length/etag/shield"
 		if r := do(t, f.client, http.MethodGet, edge.Addr(), testHost, p); r.status != http.StatusOK {
@@ -248,15 +249,9 @@ func TestStaleIfErrorLargeFailureThroughTiers(t *testing.T) {
 				c.Peers = c.Peers[1:]
 			}
 			c.FleetStaleTimeout = 5 * time.Second // the default 300 ms is not what this tests
-		}))
+		}, nil))
 		owner, holder := f.nodes[0], f.nodes[1]
-		p := ""
-		for i := 0; p == ""; i++ {
-			c := fmt.Sprintf("/large-length/plain/fleet%d", i)
-			if rendezvous(owner.tiers.Load().peers, owner.key(c))[0].ID == owner.cfg.Node {
-				p = c
-			}
-		}
+		p := ownedPath(owner, "/large-length/plain/fleet%d")
 		if r := do(t, f.client, http.MethodGet, holder.Addr(), testHost, p); r.status != http.StatusOK {
 			t.Fatalf("store on the holder: got %d, want 200", r.status)
 		}
@@ -267,6 +262,149 @@ func TestStaleIfErrorLargeFailureThroughTiers(t *testing.T) {
 		}
 		wantCacheStatus(t, r, "detail=fleet-stale-if-error")
 	})
+}
+
+// withFailingOrigin points every node of a fleet at one failingOrigin, on its clock, and
+// stores it in *o if o is not nil.
+func withFailingOrigin(t *testing.T, mod func(*Config), o **failingOrigin) func(*Config) {
+	var addr string
+	return func(c *Config) {
+		if addr == "" {
+			var fo *failingOrigin
+			fo, addr = startFailingOrigin(t, "127.0.0.13", c.Clock)
+			if o != nil {
+				*o = fo
+			}
+		}
+		c.Hosts[0].Origin = "http://" + addr
+		if mod != nil {
+			mod(c)
+		}
+	}
+}
+
+// ownedPath is the first path format gives (with 0, 1, ...) whose key owner is in the PoP.
+func ownedPath(owner *Node, format string) string {
+	for i := 0; ; i++ {
+		p := fmt.Sprintf(format, i)
+		if rendezvous(owner.tiers.Load().peers, owner.key(p))[0].ID == owner.cfg.Node {
+			return p
+		}
+	}
+}
+
+// TestStaleIfErrorTricklingFailureFleetCopy: a 503 of a size kept in memory whose body trickles
+// (with a Content-Length or chunked), to a node with no copy that may stand in for it while
+// another node of its PoP holds one: the client gets that node's copy while the origin still
+// holds the 503's body, which is judged on its head, as a large one is. Before, the node read
+// the body first and asked the fleet only then: the client waited up to body_timeout (30 s by
+// default) for a body it never sees. Clients that waited for the same fill get the same copy,
+// the origin asked once. With no copy in the fleet either, the 5xx is the answer, read whole
+// as before.
+func TestStaleIfErrorTricklingFailureFleetCopy(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		format    string // the path, of failingOrigin's mode
+		held      bool   // the other node holds a copy; else the owner holds one without stale-if-error
+		followers int    // clients that join the first one's fill
+	}{
+		{"trickle with length", "/trickle/plain/fleet%d", true, 0},
+		{"trickle chunked", "/trickle-chunked/plain/fleet%d", true, 0},
+		{"trickle, followers", "/trickle/plain/fleet%d", true, 3},
+		{"no copy in the fleet", "/moderate/plain/fleet%d/nowindow", false, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var o *failingOrigin
+			// n1 does not know n0, so it fetches from the origin itself and keeps the only copy.
+			f := newFleet(t, []int{2}, noShield, withFailingOrigin(t, func(c *Config) {
+				if c.Node == "n1" {
+					c.Peers = c.Peers[1:]
+				}
+				c.FleetStaleTimeout = 5 * time.Second // the default 300 ms is not what this tests
+			}, &o))
+			trickling := make(chan string, 1)
+			o.trickling = trickling
+			if tc.followers > 0 {
+				o.hold = make(chan struct{})
+			}
+			owner, holder := f.nodes[0], f.nodes[1]
+			p := ownedPath(owner, tc.format)
+			first := holder
+			if !tc.held {
+				first = owner
+			}
+			if r := do(t, f.client, http.MethodGet, first.Addr(), testHost, p); r.status != http.StatusOK {
+				t.Fatalf("store: got %d, want 200", r.status)
+			}
+			f.clock.Advance(20 * time.Second) // the copy is stale, within stale-if-error if it has one
+
+			clients := 1 + tc.followers
+			got := make(chan resp, clients)
+			failed := make(chan error, clients)
+			get := func() {
+				go func() {
+					r, err := tryDo(f.client, http.MethodGet, owner.Addr(), testHost, p)
+					if err != nil {
+						failed <- err
+						return
+					}
+					got <- r
+				}()
+			}
+			get()
+			if tc.followers > 0 {
+				wait.For(t, 5*time.Second, "the origin to hold the fill", func() bool {
+					o.mu.Lock()
+					defer o.mu.Unlock()
+					return o.seen[p] == 2
+				})
+				for range tc.followers {
+					get()
+				}
+				wait.For(t, 5*time.Second, "every client to wait for the fill", func() bool {
+					buf := make([]byte, 1<<20)
+					return strings.Count(string(buf[:runtime.Stack(buf, true)]), "(*filler).collapse(") >= clients
+				})
+				close(o.hold)
+			}
+			if !tc.held {
+				var r resp
+				select {
+				case r = <-got:
+				case err := <-failed:
+					t.Fatalf("GET %s: %v; want the origin's 500", p, err)
+				}
+				if r.status != http.StatusInternalServerError || len(r.body) != smallBody+1 {
+					t.Fatalf("got %d with %d bytes (Cache-Status %q), want the origin's 500 with its %d", r.status, len(r.body), r.header.Get("Cache-Status"), smallBody+1)
+				}
+				return
+			}
+			if held := <-trickling; held != p {
+				t.Fatalf("the origin holds the body of %s, want %s", held, p)
+			}
+			// The origin holds the rest of the 503's body until the test ends: the answers
+			// come before it, or only at body_timeout. Bounded well below that.
+			bound := time.After(10 * time.Second)
+			for i := range clients {
+				select {
+				case r := <-got:
+					if want := "stored copy of " + p; r.status != http.StatusOK || r.body != want {
+						t.Fatalf("client %d got %d %q (Cache-Status %q), want 200 %q", i, r.status, trunc([]byte(r.body)), r.header.Get("Cache-Status"), want)
+					}
+					wantCacheStatus(t, r, "fwd-status=503", "detail=fleet-stale-if-error")
+				case err := <-failed:
+					t.Fatalf("GET %s: %v; want the other node's copy", p, err)
+				case <-bound:
+					t.Fatalf("%d of %d clients had no answer to GET %s in 10 s while the origin held its 503's body: the node waits for the body (body_timeout 30 s) before it asks the fleet", clients-i, clients, p)
+				}
+			}
+			o.mu.Lock()
+			defer o.mu.Unlock()
+			if n := o.seen[p]; n != 2 {
+				t.Errorf("requests to the origin for %s = %d, want 2 (the copy, one failing fill)", p, n)
+			}
+		})
+	}
 }
 
 // TestStaleIfErrorDroppedFailureFollowers: clients that joined a fill whose 503 the leader's
