@@ -143,7 +143,7 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 		// is not read; closing it keeps the connection only if the rest has already arrived
 		// (origin/fetch), else closes it rather than drain a large body.
 		own := n.staleIfErrorServable(req, stale, opts.verdict, respTime)
-		if !own {
+		if !own && !opts.background {
 			res.fleet, res.fleetAsked = f.fleetStale(req), true
 		}
 		if own || res.fleet != nil {

@@ -111,6 +111,9 @@ type fillOptions struct {
 	direct  bool          // one client's own fill (Authorization): no collapsing, no peer or shield
 	behind  bool          // this node lags the requester's purges: do not share a fill begun for others
 	stream  bool          // a collapsed fill: a storable body is handed on as it arrives (stream.go)
+	// background: a revalidation no client waits for (revalidate), which asks the fleet for
+	// no copy to stand in for a 5xx; the clients that join it ask for their own (get).
+	background bool
 	// own: a fill of a marked key in a flight of its own (uncacheable), whose streaming body
 	// (stream.go) others read along under the key's flight: its answer, one that may be
 	// stored, ends the mark.
@@ -746,7 +749,7 @@ func (f *filler) direct(req *request, stale *store.Object, opts fillOptions) fil
 // revalidate refreshes obj once (collapsed with any other fill of the key) without holding
 // up the client.
 func (f *filler) revalidate(req *request, obj *store.Object) {
-	ch, leader := f.launch(req.key, req, obj, fillOptions{}, nil)
+	ch, leader := f.launch(req.key, req, obj, fillOptions{background: true}, nil)
 	key := req.key // req is the client's, which edge/http1 reuses once the handler returns
 	wait := func() {
 		r := <-ch

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"runtime"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/meridian-cdn/meridian/internal/wait"
+	"github.com/meridian-cdn/meridian/origin"
 	"github.com/meridian-cdn/meridian/wire"
 )
 
@@ -251,7 +253,7 @@ func TestStaleIfErrorLargeFailureThroughTiers(t *testing.T) {
 			c.FleetStaleTimeout = 5 * time.Second // the default 300 ms is not what this tests
 		}, nil))
 		owner, holder := f.nodes[0], f.nodes[1]
-		p := ownedPath(owner, "/large-length/plain/fleet%d")
+		p := ownedPath(owner, "/large-length/plain/fleet%d", "")
 		if r := do(t, f.client, http.MethodGet, holder.Addr(), testHost, p); r.status != http.StatusOK {
 			t.Fatalf("store on the holder: got %d, want 200", r.status)
 		}
@@ -283,10 +285,11 @@ func withFailingOrigin(t *testing.T, mod func(*Config), o **failingOrigin) func(
 	}
 }
 
-// ownedPath is the first path format gives (with 0, 1, ...) whose key owner is in the PoP.
-func ownedPath(owner *Node, format string) string {
+// ownedPath is the first path format gives (with 0, 1, ...) whose key owner is in the PoP,
+// followed by query.
+func ownedPath(owner *Node, format, query string) string {
 	for i := 0; ; i++ {
-		p := fmt.Sprintf(format, i)
+		p := fmt.Sprintf(format, i) + query
 		if rendezvous(owner.tiers.Load().peers, owner.key(p))[0].ID == owner.cfg.Node {
 			return p
 		}
@@ -328,7 +331,7 @@ func TestStaleIfErrorTricklingFailureFleetCopy(t *testing.T) {
 				o.hold = make(chan struct{})
 			}
 			owner, holder := f.nodes[0], f.nodes[1]
-			p := ownedPath(owner, tc.format)
+			p := ownedPath(owner, tc.format, "")
 			first := holder
 			if !tc.held {
 				first = owner
@@ -404,6 +407,44 @@ func TestStaleIfErrorTricklingFailureFleetCopy(t *testing.T) {
 				t.Errorf("requests to the origin for %s = %d, want 2 (the copy, one failing fill)", p, n)
 			}
 		})
+	}
+}
+
+// TestBackgroundRevalidationAsksNoFleet: a background revalidation (stale-while-revalidate)
+// that the origin answers with a 503, of a copy without stale-if-error, does not ask the
+// fleet for a copy to stand in for the 503: it has no client to serve one to. Asked on the
+// 503's head in the fill, it asked every peer and the shield, once per revalidation, for as
+// long as the origin failed.
+func TestBackgroundRevalidationAsksNoFleet(t *testing.T) {
+	f := newFleet(t, []int{2}, noShield, nil)
+	owner, holder := f.nodes[0], f.nodes[1]
+	p := ownedPath(owner, "/bg%d", "?"+url.Values{"cc": {"max-age=10, stale-while-revalidate=600"}}.Encode())
+	path, _, _ := strings.Cut(p, "?")
+	if r := do(t, f.client, http.MethodGet, owner.Addr(), testHost, p); r.status != http.StatusOK {
+		t.Fatalf("store: got %d, want 200", r.status)
+	}
+	holderRequests := func() (n float64) {
+		for _, line := range strings.Split(scrape(t, holder), "\n") {
+			if v, ok := strings.CutPrefix(line, "meridian_edge_requests_total{"); ok {
+				var c float64
+				_, c0, _ := strings.Cut(v, "} ")
+				fmt.Sscan(c0, &c)
+				n += c
+			}
+		}
+		return n
+	}
+	before := holderRequests()
+	f.clock.Advance(20 * time.Second)
+	f.origin.SetFault(path, origin.Fault{Status: http.StatusServiceUnavailable})
+	r := do(t, f.client, http.MethodGet, owner.Addr(), testHost, p)
+	wantCacheStatus(t, r, "detail=stale-while-revalidate")
+	wait.For(t, 5*time.Second, "the background revalidation to end", func() bool {
+		buf := make([]byte, 1<<20)
+		return f.origin.Requests(path) >= 2 && !strings.Contains(string(buf[:runtime.Stack(buf, true)]), "(*filler).revalidate")
+	})
+	if got := holderRequests() - before; got != 0 {
+		t.Errorf("requests to the other node during the revalidation = %v, want 0", got)
 	}
 }
 
