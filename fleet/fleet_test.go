@@ -1217,19 +1217,30 @@ func nextWrite(t *testing.T, updates <-chan jetstream.KeyValueEntry) (rps float6
 func TestRegistrarRestartOverlap(t *testing.T) {
 	s, js := setup(t)
 	updates := fleetKeyWatch(t, js, "lon", "n1")
-	start := func(rps float64) (*fleet.Registrar, func()) {
+	// What each process's OnWrite said: its first write's shared, and whether any was.
+	type written struct {
+		first           atomic.Pointer[bool]
+		sharedAfterward atomic.Bool
+	}
+	start := func(rps float64, w *written) (*fleet.Registrar, func()) {
 		_, ejs := natstest.ConnectURL(t, s.URL(), s.Options(natsauth.Edge("lon", "n1"))...)
 		r, err := fleet.NewRegistrar(fleet.RegistrarConfig{JS: ejs, Node: node("lon", "n1"), Interval: 20 * time.Millisecond,
-			Load: func() wire.LoadReport { return wire.LoadReport{RequestsPerSec: rps, Healthy: true} }})
+			Load: func() wire.LoadReport { return wire.LoadReport{RequestsPerSec: rps, Healthy: true} },
+			OnWrite: func(_ time.Time, shared bool) {
+				if !w.first.CompareAndSwap(nil, &shared) && shared {
+					w.sharedAfterward.Store(true)
+				}
+			}})
 		if err != nil {
 			t.Fatalf("NewRegistrar: %v", err)
 		}
 		return r, run(t, r.Run)
 	}
-	old, stopOld := start(1)
+	var oldW, newW written
+	old, stopOld := start(1, &oldW)
 	for rps, _ := nextWrite(t, updates); rps != 1; rps, _ = nextWrite(t, updates) {
 	}
-	_, stopNew := start(2)
+	_, stopNew := start(2, &newW)
 	for rps, _ := nextWrite(t, updates); rps != 2; rps, _ = nextWrite(t, updates) {
 	}
 	old.SetDraining(true) // SIGTERM to the old process
@@ -1257,6 +1268,14 @@ func TestRegistrarRestartOverlap(t *testing.T) {
 	}
 	if err := old.Err(); err != nil {
 		t.Errorf("old registrar's Err() = %v, want nil", err)
+	}
+	// Each process learns of the other (the edge holds its purge acks meanwhile): the new
+	// one at its first write, the old one at a later one; the first to register, alone, not.
+	if f := oldW.first.Load(); f == nil || *f || !oldW.sharedAfterward.Load() {
+		t.Errorf("old process's OnWrite: first shared %v, shared afterwards %v; want false, then true", f, oldW.sharedAfterward.Load())
+	}
+	if f := newW.first.Load(); f == nil || !*f {
+		t.Errorf("new process's first OnWrite shared = %v, want true (the old process's key was there)", f)
 	}
 	stopNew()
 	for {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -32,6 +33,14 @@ type RegistrarConfig struct {
 	Load func() wire.LoadReport
 	// Logger receives failed heartbeats; nil discards.
 	Logger *slog.Logger
+	// OnWrite, if not nil, is called on Run's goroutine after each heartbeat the server
+	// answered; sent is when it was sent (time.Now), so the key lives at least the bucket's
+	// TTL from then. shared reports that the key held another write than this process's last one:
+	// another process of the node (a restart's overlap), or what a process before this one
+	// left (a crashed one's registration, or the delete of a clean stop, until the bucket's
+	// TTL removes it). A node's acks stand for every process under its id (the edge holds
+	// them back meanwhile, docs/purge.md).
+	OnWrite func(sent time.Time, shared bool)
 }
 
 // Registrar keeps one node's key in the fleet bucket alive: it writes the registration on
@@ -56,6 +65,10 @@ type Registrar struct {
 	// whether it left the key to another process of the node.
 	rev     uint64
 	yielded bool
+	// shared: the last write found another write on the key (OnWrite); set by write.
+	shared bool
+
+	ttl atomic.Int64 // the bucket's TTL (BucketTTL); 0 until read
 
 	mu       sync.Mutex // guards draining and lastErr
 	draining bool
@@ -116,6 +129,11 @@ func checkNodeSize(n wire.Node) error {
 	}
 	return nil
 }
+
+// BucketTTL is how long the fleet bucket keeps a key after its last write (0: never expires,
+// or not read yet): the longest a process of the node that stopped writing (cut off from NATS)
+// stays there for another process to find.
+func (r *Registrar) BucketTTL() time.Duration { return time.Duration(r.ttl.Load()) }
 
 // Key is the node's key in the fleet bucket.
 func (r *Registrar) Key() string { return r.key }
@@ -195,6 +213,11 @@ func (r *Registrar) beat(ctx context.Context, kv jetstream.KeyValue) jetstream.K
 			fail(fmt.Errorf("bind fleet bucket %s: %w", r.bucket, err))
 			return nil
 		}
+		// How long a key outlives its last write (BucketTTL); the bind read it already, but
+		// the handle does not keep it. Asked again at the next bind if this fails.
+		if st, err := kv.Status(bctx); err == nil {
+			r.ttl.Store(int64(st.TTL()))
+		}
 	}
 	n := r.cfg.Node
 	n.Load = r.cfg.Load()
@@ -209,7 +232,12 @@ func (r *Registrar) beat(ctx context.Context, kv jetstream.KeyValue) jetstream.K
 		fail(fmt.Errorf("encode node %s: %w", r.key, err))
 		return kv
 	}
+	r.shared = false
+	sent := time.Now()
 	rev, err := r.write(bctx, kv, b, n.Draining)
+	if err == nil && r.cfg.OnWrite != nil {
+		r.cfg.OnWrite(sent, r.shared)
+	}
 	switch {
 	case err != nil:
 		fail(fmt.Errorf("heartbeat %s: %w", r.key, err))
@@ -223,8 +251,8 @@ func (r *Registrar) beat(ctx context.Context, kv jetstream.KeyValue) jetstream.K
 	return kv
 }
 
-// write writes registration b to the node's key: the first time whatever is there, after that
-// only over this process's own last write. Another write between (another process of the node,
+// write writes registration b to the node's key: the first time whatever is there (noting in
+// shared whether there was anything), after that only over this process's own last write. Another write between (another process of the node,
 // or the key expired in a cut longer than the TTL) is overwritten by a process that serves; a
 // draining one leaves the key to the other, returning 0, and writes again only once the key has
 // expired or it is undrained.
@@ -235,6 +263,7 @@ func (r *Registrar) write(ctx context.Context, kv jetstream.KeyValue, b []byte, 
 		// would read the key to see a delete, which an edge may not).
 		rev, err := kv.Update(ctx, r.key, b, 0)
 		if wrongLastRevision(err) {
+			r.shared = true
 			return 0, nil // still the other process's
 		}
 		if err == nil {
@@ -242,12 +271,19 @@ func (r *Registrar) write(ctx context.Context, kv jetstream.KeyValue, b []byte, 
 			r.log.Info("fleet key free again: heartbeats resume", "key", r.key)
 		}
 		return rev, err
-	case r.rev == 0 || r.yielded: // yielded, undrained: it serves again
+	case r.yielded: // yielded, undrained: it serves again
+		r.shared = true // over the other's write
 		return kv.Put(ctx, r.key, b)
 	}
+	// The first write goes over whatever is there, but says whether anything was: another
+	// process of the node may still serve (OnWrite).
 	rev, err := kv.Update(ctx, r.key, b, r.rev)
 	if !wrongLastRevision(err) {
 		return rev, err
+	}
+	r.shared = true
+	if r.rev == 0 {
+		return kv.Put(ctx, r.key, b)
 	}
 	if draining {
 		// Also when the write there is this process's own, stored while its answer was lost
