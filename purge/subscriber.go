@@ -55,6 +55,13 @@ type SubscriberConfig struct {
 	// reconnect. Messages on the live subject that are not announcements make it ask the
 	// stream at most this often too. Zero means 1 s.
 	ConfirmEvery time.Duration
+	// AckHold, if not nil, is how long an ack queued now (a purge's, the join ack, an answer
+	// to the tracker's question) is held before it is sent; 0 sends it as usual. Called on
+	// Run's goroutine as each ack is queued. An ack stands for every process under the node's
+	// id: the edge holds its acks for purge.max_lag while another process of the node may
+	// still serve its own cache (a restart's overlap), which by then has either applied the
+	// purge or counts as lagging (docs/purge.md, "Restart overlap").
+	AckHold func() time.Duration
 }
 
 // Subscriber is the node side of purges: it applies each purge once, in stream order, from
@@ -87,6 +94,9 @@ type Subscriber struct {
 	ackBuf []byte
 	ackN   int
 	ackAt  time.Time // when the oldest queued ack was queued (a replay bounds its wait)
+	// held are the acks AckHold holds back, in the order queued (their due times never fall);
+	// Run's goroutine only.
+	held []heldAck
 	// unconfirmed holds the ack messages sent and not yet known to have reached the server,
 	// oldest first, unconfirmedBytes of them, and spare the buffers of confirmed ones; Run's
 	// goroutine only. A connection cut loses what it was carrying, and a publish while
@@ -299,6 +309,10 @@ func (s *Subscriber) Run(ctx context.Context) error {
 	s.readyOnce.Do(func() { close(s.ready) })
 
 	needReplay := false
+	// Fires when the first held ack is due (AckHold); armed only while one is held.
+	holdTimer := time.NewTimer(time.Hour)
+	holdTimer.Stop()
+	defer holdTimer.Stop()
 	// A message on the live subject that is not an announcement makes the node ask the stream
 	// where it stands, but at most once per ConfirmEvery: anyone who may make a JetStream
 	// request can have the answer sent to the live subject, and must not make every node read
@@ -334,11 +348,18 @@ func (s *Subscriber) Run(ctx context.Context) error {
 			needReplay = false
 			retry.Reset()
 		}
+		var heldDue <-chan time.Time
+		if len(s.held) > 0 {
+			holdTimer.Reset(time.Until(s.held[0].due))
+			heldDue = holdTimer.C
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case m := <-live:
 			onLive(m)
+		case now := <-heldDue:
+			s.releaseHeld(now)
 		case <-reconnected:
 			// Announcements made while disconnected are lost, and so may be acks.
 			s.resendAcks()
@@ -585,8 +606,29 @@ func (s *Subscriber) applyAndAck(ctx context.Context, m Message) error {
 	return nil
 }
 
-// queueAck adds a to the acks flushAcks sends.
+// heldAck is one encoded ack that AckHold holds back until due.
+type heldAck struct {
+	data []byte
+	due  time.Time
+}
+
+// queueAck adds a to the acks flushAcks sends, or, if AckHold says so, to those held back.
 func (s *Subscriber) queueAck(a Ack) {
+	if s.cfg.AckHold != nil {
+		if d := s.cfg.AckHold(); d > 0 {
+			data, err := appendAck(nil, a)
+			if err != nil {
+				s.log.Warn("encode purge ack", "id", a.ID, "seq", a.Seq, "through", a.Through, "err", err)
+				return
+			}
+			due := time.Now().Add(d)
+			if n := len(s.held); n > 0 && due.Before(s.held[n-1].due) {
+				due = s.held[n-1].due
+			}
+			s.held = append(s.held, heldAck{data: data, due: due})
+			return
+		}
+	}
 	buf := s.ackBuf
 	if s.ackN > 0 {
 		buf = append(buf, '\n')
@@ -602,6 +644,25 @@ func (s *Subscriber) queueAck(a Ack) {
 		s.ackAt = time.Now()
 	}
 	s.ackN++
+}
+
+// releaseHeld queues the held acks due by now, for flushAcks.
+func (s *Subscriber) releaseHeld(now time.Time) {
+	i := 0
+	for ; i < len(s.held) && !s.held[i].due.After(now); i++ {
+		if s.ackN > 0 {
+			s.ackBuf = append(s.ackBuf, '\n')
+		} else {
+			s.ackAt = now
+		}
+		s.ackBuf = append(s.ackBuf, s.held[i].data...)
+		s.ackN++
+	}
+	if i > 0 {
+		n := copy(s.held, s.held[i:])
+		clear(s.held[n:])
+		s.held = s.held[:n]
+	}
 }
 
 // flushAcks sends the queued acks in one message, one ack per line (Tracker splits them).

@@ -1,0 +1,66 @@
+package purge
+
+import (
+	"testing"
+	"time"
+
+	"github.com/meridian-cdn/meridian/internal/natstest"
+)
+
+// TestAckHoldHoldsEveryAck: with AckHold (the edge's, while another process of the node may
+// still serve its cache), the join ack and a purge's ack go out no sooner than the hold after
+// they were queued; without it at once. The receipts complete either way.
+func TestAckHoldHoldsEveryAck(t *testing.T) {
+	ref := NodeRef{"lon", "n1"}
+	for _, tt := range []struct {
+		name string
+		hold time.Duration
+	}{
+		{name: "no hold"},
+		{name: "held", hold: 300 * time.Millisecond},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ns := natstest.Start(t)
+			ctx := testContext(t)
+			ctl, js := ns.Connect(t)
+			if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
+				t.Fatal(err)
+			}
+			tr := newTracker(t, ctl)
+			pub := &Publisher{JS: js, Tracker: tr}
+			// Published before the node joins: its join ack acks it.
+			before, err := pub.Publish(ctx, msg("www.example.com", KindURL, "/before"), []NodeRef{ref})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := &recorder{}
+			s, err := NewSubscriber(SubscriberConfig{JS: js, PoP: ref.PoP, Node: ref.Node, Apply: rec.apply, OnGap: rec.onGap,
+				AckHold: func() time.Duration { return tt.hold }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			runSubscriber(t, s)
+			if r := waitReceipt(t, tr, before.ID); !r.Complete {
+				t.Fatalf("purge before the join: pending %v, want complete", r.Pending)
+			}
+			if took := time.Since(start); took < tt.hold {
+				t.Errorf("join ack acked the purge %v after the node started, want no sooner than the hold %v", took, tt.hold)
+			}
+			published := time.Now()
+			m, err := pub.Publish(ctx, msg("www.example.com", KindURL, "/after"), []NodeRef{ref})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r := waitReceipt(t, tr, m.ID); !r.Complete {
+				t.Fatalf("purge after the join: pending %v, want complete", r.Pending)
+			}
+			if took := time.Since(published); took < tt.hold {
+				t.Errorf("purge acked %v after it was published, want no sooner than the hold %v", took, tt.hold)
+			}
+			if rec.count() != 1 {
+				t.Errorf("applied %d purges, want 1 (the one after the join)", rec.count())
+			}
+		})
+	}
+}
