@@ -111,7 +111,7 @@ func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
 		Version: wire.Version(),
 	}
 	reg, err := fleet.NewRegistrar(fleet.RegistrarConfig{JS: js, Prefix: fc.Prefix, Node: self, Interval: hb,
-		Load: n.TakeLoadReport, Logger: n.log})
+		Load: n.TakeLoadReport, Logger: n.log, OnWrite: n.registered})
 	if err != nil {
 		return nil, err
 	}
@@ -132,6 +132,8 @@ func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
 		Logger: n.log, Clock: n.clock,
 		// Confirm well within max_lag, so that a connected node never seems to lag.
 		ConfirmEvery: min(max(n.cfg.Purge.MaxLag/5, 20*time.Millisecond), time.Second),
+		// Its acks stand for every process under the node's id (a restart's overlap).
+		AckHold: func() time.Duration { return n.ackHold(hb) },
 	})
 	if err != nil {
 		return nil, err
@@ -180,6 +182,57 @@ func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
 			nc.Close()
 		}
 	}, nil
+}
+
+// registered is the registrar's OnWrite: a heartbeat sent then was answered, and found another
+// process's write on the node's key if shared. Real time, as the bucket's TTL runs in it.
+func (n *Node) registered(sent time.Time, shared bool) {
+	if shared {
+		n.sharedAt.Store(time.Now().UnixNano())
+	}
+	n.writtenAt.Store(sent.UnixNano())
+}
+
+// ackHold is how long the purge subscriber holds an ack queued now: purge.max_lag while another
+// process under this node's id may still serve its cache (a restart's overlap), else 0. An ack
+// stands for the node, every process of it; one that has not applied the purge serves its
+// copies fresh for at most max_lag after the purge was stored (rule 5: by then it applied it or
+// counts as lagging and revalidates), and the ack is queued after that. Another process may
+// serve:
+//   - until this one's first heartbeat is answered: whether the key is another's is not known;
+//   - after a heartbeat found another's write on the key (a restart's other process, or what a
+//     process before this one left there), for as long as that one may go on serving once it
+//     stops writing: its lame duck and shutdown, plus max_lag for a cut during them, plus two
+//     heartbeats. Its writes stop when it yields the key to this one (draining) or loses NATS.
+//
+// One that left no key to find lost NATS over the bucket's TTL ago, and lags (registrationLapsed).
+// The purges of those seconds complete up to max_lag later; nothing goes to the origin.
+func (n *Node) ackHold(hb time.Duration) time.Duration {
+	maxLag := n.cfg.Purge.MaxLag
+	if n.writtenAt.Load() == 0 {
+		return maxLag
+	}
+	if at := n.sharedAt.Load(); at != 0 &&
+		time.Since(time.Unix(0, at)) < n.cfg.LameDuck+n.cfg.ShutdownTimeout+maxLag+2*hb {
+		return maxLag
+	}
+	return 0
+}
+
+// registrationLapsed reports whether the node's registration may have expired from the fleet
+// bucket: it was written, and no heartbeat sent since the bucket's TTL ago (control's
+// heartbeat_ttl, default 3 s, which the registrar reads) was answered. A process started
+// under the node's id then finds no key, holds none of its acks (ackHold), and they stand for
+// this process too: it must not treat its cache as fresh (purgeLagging). Real time, as the
+// TTL runs; a bucket whose keys never expire (TTL 0) never lapses.
+func (n *Node) registrationLapsed() bool {
+	at := n.writtenAt.Load()
+	if at == 0 {
+		return false
+	}
+	r := n.registrar.Load()
+	ttl := r.BucketTTL()
+	return ttl > 0 && time.Since(time.Unix(0, at)) > ttl
 }
 
 // purgeJoined is the purge subscriber's OnJoin: it joined the stream at seq, and every purge up

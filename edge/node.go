@@ -77,6 +77,11 @@ type Node struct {
 	// purgeBase is set once what the node stored before its purge subscription started is
 	// marked stale (joinFleet): the purges already in the stream then were never applied here.
 	purgeBase atomic.Bool
+	// The restart overlap (ackHold, registrationLapsed; fleet.go): when the registrar's last
+	// answered heartbeat was sent and when one last found another process's write on the
+	// node's key (Unix nanoseconds, real time; 0: never).
+	writtenAt atomic.Int64
+	sharedAt  atomic.Int64
 
 	// purgeSeq is the stream sequence of the last purge applied; purgeWake, made by the first
 	// fill that waits for a sequence, is closed when it advances (see purgeorder.go).

@@ -103,14 +103,18 @@ func requiredPurgeSeq(r *http.Request) uint64 {
 // without confirming that it applied every purge published (purge rule 5): cut off from NATS,
 // or not caught up yet after joining or rejoining, or it has not yet marked stale what it
 // stored before its subscription started (joinFleet). Anything in its cache may then have been
-// purged meanwhile. A standalone node never lags.
+// purged meanwhile. So may it once its registration lapsed (registrationLapsed): another process
+// of the node may ack for it. A standalone node never lags.
 func (n *Node) purgeLagging() bool {
 	sub := n.purgeSub.Load()
 	if sub == nil {
 		return false
 	}
 	at := sub.CaughtUpAt()
-	return !n.purgeBase.Load() || at.IsZero() || n.clock().Sub(at) > n.cfg.Purge.MaxLag
+	if !n.purgeBase.Load() || at.IsZero() {
+		return true
+	}
+	return n.clock().Sub(at) > n.cfg.Purge.MaxLag || n.registrationLapsed()
 }
 
 // revalidateWhileLagging returns obj, or, while purgeLagging, a copy that lookup must revalidate
