@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -369,6 +370,109 @@ func TestAskedAnswerAfterRecreatedStream(t *testing.T) {
 			r, _ = tr.Receipt(lost.ID)
 			if a := acksByNode(r)[n1[0]]; a.Acked || r.Complete {
 				t.Errorf("purge lost with the old stream: lon/n1 = %+v (complete %v), want pending: the node never applied it", a, r.Complete)
+			}
+		})
+	}
+}
+
+// TestPendingIndexCoversWhatAScanDoes: a join ack or an answer finds the receipts it can
+// affect through the index askPending built (pendingIndex), not by scanning every receipt. It
+// must ack exactly what the scan did: receipts indexed with their sequence, receipts whose
+// sequence came after the index, receipts registered after it, a node declared gone since,
+// a receipt complete because its node was declared gone before (a join acks it then), and,
+// with a receipt's sequence changed since (registered and published again), without
+// the index. Each case runs on two trackers, one that built the index and one that never did.
+func TestPendingIndexCoversWhatAScanDoes(t *testing.T) {
+	a, b, c := NodeRef{"lon", "a"}, NodeRef{"lon", "b"}, NodeRef{"par", "c"}
+	for _, tt := range []struct {
+		name      string
+		changeSeq bool
+	}{
+		{name: "index used"},
+		{name: "sequence changed since the index", changeSeq: true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ns := natstest.Start(t)
+			nc, _ := ns.Connect(t)
+			var got [2]map[string]map[NodeRef]NodeAck
+			for i, indexed := range []bool{false, true} {
+				// c is out of the registry, so it can be declared gone.
+				tr := newTracker(t, nc, WithRegistry(func() []NodeRef { return []NodeRef{a, b} }))
+				ms := map[string]Message{}
+				reg := func(name string, seq uint64, nodes ...NodeRef) {
+					m, ok := ms[name]
+					if !ok {
+						m = msg("www.example.com", KindURL, "/"+name)
+						ms[name] = m
+					}
+					tr.Register(m, nodes)
+					if seq != 0 {
+						tr.SetSeq(m.ID, seq)
+					}
+				}
+				reg("p1", 5, a, b)
+				reg("p2", 0, a, b) // its sequence comes after the index
+				reg("p3", 7, a, c)
+				reg("p4", 9, a)
+				reg("p6", 4, c) // complete before the index: c declared gone
+				if _, err := tr.DeclareGone(ms["p6"].ID, c); err != nil {
+					t.Fatal(err)
+				}
+				tr.record(Ack{ID: ms["p1"].ID, Seq: 5, PoP: b.PoP, Node: b.Node, AppliedAt: time.Now()})
+				if indexed {
+					tr.askPending(0)
+				}
+				tr.SetSeq(ms["p2"].ID, 6)
+				reg("p5", 8, a, b) // after the index
+				if tt.changeSeq {
+					reg("p4", 3, a)
+				}
+				if _, err := tr.DeclareGone(ms["p3"].ID, c); err != nil {
+					t.Fatal(err)
+				}
+				for _, j := range []Ack{
+					{PoP: a.PoP, Node: a.Node, Through: 8, After: 5, Asked: true},
+					{PoP: b.PoP, Node: b.Node, Through: 6, Asked: true},
+					{PoP: c.PoP, Node: c.Node, Through: 7},
+				} {
+					j.AppliedAt = time.Now()
+					tr.recordJoin(j)
+				}
+				if indexed {
+					tr.mu.RLock()
+					used := tr.pending != nil && tr.pending.seqChanges == tr.seqChanges.Load()
+					tr.mu.RUnlock()
+					if used == tt.changeSeq {
+						t.Errorf("index used = %v, want %v", used, !tt.changeSeq)
+					}
+				}
+				got[i] = map[string]map[NodeRef]NodeAck{}
+				for name, m := range ms {
+					acks := acksByNode(mustReceipt(t, tr, m.ID))
+					for ref, n := range acks {
+						acks[ref] = NodeAck{Status: n.Status, Joined: n.Joined}
+					}
+					got[i][name] = acks
+				}
+			}
+			if !reflect.DeepEqual(got[0], got[1]) {
+				t.Errorf("receipts without the index %v, with it %v", got[0], got[1])
+			}
+			// And what that is: a's answer covers (5, 8], b's up to 6, c's join p3.
+			if n := got[1]["p2"][a]; n.Status != NodeAcked {
+				t.Errorf("p2's a = %+v, want acked by its answer (sequence learnt after the index)", n)
+			}
+			if n := got[1]["p5"][a]; n.Status != NodeAcked {
+				t.Errorf("p5's a = %+v, want acked by its answer (registered after the index)", n)
+			}
+			if n := got[1]["p3"][c]; n.Status != NodeAcked || !n.Joined {
+				t.Errorf("p3's c = %+v, want acked by its join (declared gone before)", n)
+			}
+			if n := got[1]["p6"][c]; n.Status != NodeAcked || !n.Joined {
+				t.Errorf("p6's c = %+v, want acked by its join (declared gone before the index)", n)
+			}
+			if n := got[1]["p1"][a]; n.Status != NodePending {
+				t.Errorf("p1's a = %+v, want pending (at or below the answer's After)", n)
 			}
 		})
 	}
