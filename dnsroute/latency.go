@@ -1,6 +1,7 @@
 package dnsroute
 
 import (
+	"container/heap"
 	"hash/maphash"
 	"net/netip"
 	"slices"
@@ -15,7 +16,8 @@ import (
 
 // Defaults of the latency map.
 const (
-	// DefaultLatencyRecords bounds the records held (one per reporting node and network).
+	// DefaultLatencyRecords bounds the records held (one per reporting node and network):
+	// Config.LatencyRecords's default.
 	DefaultLatencyRecords = 200_000
 	// DefaultLatencyMaxAge is how long a record counts after its last report (the latency
 	// bucket's TTL).
@@ -24,7 +26,11 @@ const (
 
 // latencyMap is what DNS knows of real-user measurements: per client network (/24, /48), the
 // RTT clients measured to each PoP, merged over the edge nodes that received their reports.
-// It holds at most max records and ignores (and sweeps) those older than maxAge.
+// It holds at most max records, the most recently measured, and ignores (and sweeps) those
+// older than maxAge. The records are kept in a heap by age too, so that a full map drops its
+// oldest record, and a sweep its expired ones, in O(log n) each: DNS queries that miss the
+// answer cache look the map up under its lock, and a sort of every record under it (as the
+// map once did to drop its oldest eighth) held them for a second at 2 million records.
 //
 // An answer depends on the map only through the RTT order of its client's own network's PoPs,
 // so the map counts changes per network: when a network's order changes, the generation of
@@ -45,7 +51,8 @@ type latencyMap struct {
 	followed atomic.Bool
 
 	mu    sync.Mutex                // guards the fields below
-	recs  map[string]latencyRec     // by KV key (reporting node and network)
+	recs  map[string]*latencyRec    // by KV key (reporting node and network)
+	byAge ageHeap                   // the same records, the oldest measured first
 	nets  map[netip.Prefix][]string // network -> keys of its records
 	order map[netip.Prefix]string   // network -> its PoPs in RTT order, for change detection
 }
@@ -67,7 +74,35 @@ func (m *latencyMap) gen(slot uint32) uint32 { return m.gens[slot].Load() }
 
 type latencyRec struct {
 	wire.LatencyRecord
-	key string
+	key string // never changes: Replace reads it without the lock
+	idx int    // position in latencyMap.byAge
+}
+
+// ageHeap is a min-heap of records by measurement time (container/heap), ties by key.
+type ageHeap []*latencyRec
+
+func (h ageHeap) Len() int { return len(h) }
+func (h ageHeap) Less(i, j int) bool {
+	if !h[i].At.Equal(h[j].At) {
+		return h[i].At.Before(h[j].At)
+	}
+	return h[i].key < h[j].key
+}
+func (h ageHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].idx, h[j].idx = i, j
+}
+func (h *ageHeap) Push(x any) {
+	r := x.(*latencyRec)
+	r.idx = len(*h)
+	*h = append(*h, r)
+}
+func (h *ageHeap) Pop() any {
+	old := *h
+	r := old[len(old)-1]
+	old[len(old)-1] = nil // no longer held by the heap's array
+	*h = old[:len(old)-1]
+	return r
 }
 
 func newLatencyMap(max int, maxAge time.Duration) *latencyMap {
@@ -77,7 +112,7 @@ func newLatencyMap(max int, maxAge time.Duration) *latencyMap {
 	if maxAge <= 0 {
 		maxAge = DefaultLatencyMaxAge
 	}
-	return &latencyMap{max: max, maxAge: maxAge, recs: map[string]latencyRec{},
+	return &latencyMap{max: max, maxAge: maxAge, recs: map[string]*latencyRec{},
 		nets: map[netip.Prefix][]string{}, order: map[netip.Prefix]string{}}
 }
 
@@ -89,7 +124,9 @@ func (m *latencyMap) Len() int {
 }
 
 // Put stores a node's record under its KV key; a record too old at now, or without a valid
-// network, is dropped (and removes what the key held).
+// network, is dropped (and removes what the key held). A new key in a full map takes the
+// place of the oldest measured record, unless it is no newer: then it is the one dropped, so
+// that the map holds the most recent records whatever order they come in (a snapshot's).
 func (m *latencyMap) Put(key string, r wire.LatencyRecord, now time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -97,32 +134,60 @@ func (m *latencyMap) Put(key string, r wire.LatencyRecord, now time.Time) {
 		m.deleteLocked(key, now)
 		return
 	}
-	if old, ok := m.recs[key]; ok && old.Network != r.Network {
+	old, ok := m.recs[key]
+	if ok && old.Network != r.Network {
 		m.deleteLocked(key, now)
+		ok = false
 	}
-	if _, ok := m.recs[key]; !ok {
-		if len(m.recs) >= m.max {
-			m.sweepLocked(now)
-		}
-		if len(m.recs) >= m.max {
-			m.evictOldestLocked(now)
-		}
-		m.nets[r.Network] = append(m.nets[r.Network], key)
+	if ok {
+		old.LatencyRecord = r
+		heap.Fix(&m.byAge, old.idx)
+		m.reorderLocked(r.Network, now)
+		return
 	}
-	m.recs[key] = latencyRec{LatencyRecord: r, key: key}
+	rec := &latencyRec{LatencyRecord: r, key: key}
+	if len(m.recs) >= m.max {
+		m.sweepLocked(now)
+	}
+	if len(m.recs) >= m.max {
+		if !rec.newer(m.byAge[0]) {
+			return
+		}
+		m.deleteLocked(m.byAge[0].key, now)
+	}
+	m.recs[key] = rec
+	heap.Push(&m.byAge, rec)
+	m.nets[r.Network] = append(m.nets[r.Network], key)
 	m.reorderLocked(r.Network, now)
 }
 
+// newer reports whether r comes after o in the map's age order.
+func (r *latencyRec) newer(o *latencyRec) bool { return ageHeap{o, r}.Less(0, 1) }
+
+// replaceStep is how many records Replace deletes per hold of the map's lock.
+const replaceStep = 1024
+
 // Replace makes recs (by KV key) the whole content of the map, as after a fresh watch of the
-// bucket: keys it lacks are deleted, the others put.
+// bucket: keys it lacks are deleted, the others put. It holds the map's lock for a copy of
+// the records' pointers, then for replaceStep deletes or one Put at a time, never for the
+// whole snapshot: DNS queries that miss the answer cache wait for the lock.
 func (m *latencyMap) Replace(recs map[string]wire.LatencyRecord, now time.Time) {
 	m.mu.Lock()
-	for k := range m.recs {
-		if _, ok := recs[k]; !ok {
-			m.deleteLocked(k, now)
+	held := slices.Clone(m.byAge)
+	m.mu.Unlock()
+	var gone []string
+	for _, r := range held {
+		if _, ok := recs[r.key]; !ok {
+			gone = append(gone, r.key)
 		}
 	}
-	m.mu.Unlock()
+	for chunk := range slices.Chunk(gone, replaceStep) {
+		m.mu.Lock()
+		for _, k := range chunk {
+			m.deleteLocked(k, now)
+		}
+		m.mu.Unlock()
+	}
 	for k, r := range recs {
 		m.Put(k, r, now)
 	}
@@ -194,6 +259,7 @@ func (m *latencyMap) deleteLocked(key string, now time.Time) {
 		return
 	}
 	delete(m.recs, key)
+	heap.Remove(&m.byAge, r.idx)
 	keys := slices.DeleteFunc(m.nets[r.Network], func(k string) bool { return k == key })
 	if len(keys) == 0 {
 		delete(m.nets, r.Network)
@@ -203,24 +269,11 @@ func (m *latencyMap) deleteLocked(key string, now time.Time) {
 	m.reorderLocked(r.Network, now)
 }
 
+// sweepLocked drops the records older than maxAge at now: the oldest first, so it stops at
+// the first fresh one.
 func (m *latencyMap) sweepLocked(now time.Time) {
-	for k, r := range m.recs {
-		if now.Sub(r.At) > m.maxAge {
-			m.deleteLocked(k, now)
-		}
-	}
-}
-
-// evictOldestLocked drops the oldest eighth of the records, so that a full map costs one
-// sort per max/8 new records rather than one scan per record.
-func (m *latencyMap) evictOldestLocked(now time.Time) {
-	all := make([]latencyRec, 0, len(m.recs))
-	for _, r := range m.recs {
-		all = append(all, r)
-	}
-	sort.Slice(all, func(i, j int) bool { return all[i].At.Before(all[j].At) })
-	for _, r := range all[:max(1, len(all)/8)] {
-		m.deleteLocked(r.key, now)
+	for len(m.byAge) > 0 && now.Sub(m.byAge[0].At) > m.maxAge {
+		m.deleteLocked(m.byAge[0].key, now)
 	}
 }
 

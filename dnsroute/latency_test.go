@@ -365,3 +365,86 @@ func TestScopeFloorWhileFollowingLatency(t *testing.T) {
 		}
 	}
 }
+
+// TestLatencyMapEvictsOldest: a full map drops its oldest measured record for a newer one,
+// and only that one: the generation of no other network moves. A record older than all a full
+// map holds is not taken, a rewritten record counts as new, and a snapshot twice the bound
+// leaves the bound's newest records whatever order it is put in. The map once dropped an
+// eighth at a time (sorting every record under its lock) and kept whichever records of a
+// snapshot came last in map order.
+func TestLatencyMapEvictsOldest(t *testing.T) {
+	const bound = 8
+	now := time.Now()
+	base := now.Add(-time.Minute)
+	rec := func(i int, at time.Duration) (string, wire.LatencyRecord) {
+		return latencyEntry(t, i, 2, base.Add(at))
+	}
+	m := newLatencyMap(bound, 0)
+	put := func(i int, at time.Duration) {
+		k, r := rec(i, at)
+		m.Put(k, r, now)
+	}
+	for _, i := range rand.Perm(bound) { // record i measured at base + i s
+		put(i, time.Duration(i)*time.Second)
+	}
+	held := func() (nets []int) {
+		for i := range 4 * bound {
+			if m.Has(latencyNetwork(i)) {
+				nets = append(nets, i)
+			}
+		}
+		return nets
+	}
+	gens := func() (g []uint32) {
+		for i := range 4 * bound {
+			g = append(g, m.gen(genSlot(latencyNetwork(i))))
+		}
+		return g
+	}
+	// moved lists the networks whose slot moved, but for those sharing a slot with one of
+	// want (the seed is per process).
+	moved := func(before []uint32, want ...int) (got []int) {
+		for i, g := range gens() {
+			shares := slices.ContainsFunc(want, func(w int) bool { return genSlot(latencyNetwork(w)) == genSlot(latencyNetwork(i)) })
+			if g != before[i] && (!shares || slices.Contains(want, i)) {
+				got = append(got, i)
+			}
+		}
+		return got
+	}
+	steps := []struct {
+		name      string
+		put       func()
+		held      []int
+		wantMoved []int
+	}{
+		{"a newer record", func() { put(8, 8*time.Second) }, []int{1, 2, 3, 4, 5, 6, 7, 8}, []int{0, 8}},
+		{"a record older than all held", func() { put(9, -time.Second) }, []int{1, 2, 3, 4, 5, 6, 7, 8}, nil},
+		{"a rewrite makes a record new", func() { put(1, 9*time.Second) }, []int{1, 2, 3, 4, 5, 6, 7, 8}, nil},
+		{"then the oldest is the next", func() { put(10, 10*time.Second) }, []int{1, 3, 4, 5, 6, 7, 8, 10}, []int{2, 10}},
+	}
+	for _, st := range steps {
+		before := gens()
+		st.put()
+		if got := held(); !slices.Equal(got, st.held) {
+			t.Errorf("%s: networks held %v, want %v", st.name, got, st.held)
+		}
+		if got := moved(before, st.wantMoved...); !slices.Equal(got, st.wantMoved) {
+			t.Errorf("%s: generations of networks %v moved, want %v", st.name, got, st.wantMoved)
+		}
+		if n := m.Len(); n != bound {
+			t.Errorf("%s: %d records held, want %d", st.name, n, bound)
+		}
+	}
+	snap := map[string]wire.LatencyRecord{}
+	for i := 2 * bound; i < 4*bound; i++ {
+		k, r := rec(i, time.Duration(i)*time.Second)
+		snap[k] = r
+	}
+	for range 5 { // map order differs each time
+		m.Replace(snap, now)
+		if got, want := held(), []int{24, 25, 26, 27, 28, 29, 30, 31}; !slices.Equal(got, want) {
+			t.Errorf("after a snapshot of %d records: networks held %v, want the newest %v", len(snap), got, want)
+		}
+	}
+}
