@@ -93,6 +93,12 @@ type Config struct {
 	// about 200,000 typical answers): an answer for a long name in a PoP of many nodes holds
 	// tens of times a typical one's.
 	CacheBytes int64 `yaml:"cache_bytes"`
+	// LatencyRecords bounds the latency map: the most records of the latency bucket (one per
+	// reporting edge node and client network) the server holds, the most recently measured
+	// (default DefaultLatencyRecords, 200,000). Each costs the process about 630 bytes of heap
+	// with its node's own PoP, 1,470 with 16 PoPs (docs/dns.md, "Latency map"); `meridian
+	// deploy render` sets it from the fleet's edges.
+	LatencyRecords int `yaml:"latency_records"`
 	// UDPWorkers is the number of goroutines reading the UDP socket (default GOMAXPROCS).
 	UDPWorkers int `yaml:"udp_workers"`
 	// MaxTCPConnections bounds the TCP connections served at once (default 1000); more wait
@@ -611,7 +617,7 @@ func (c Config) validate() wire.FieldErrors {
 	for _, n := range []struct {
 		field string
 		v     int64
-	}{{"cache_entries", int64(c.CacheEntries)}, {"cache_bytes", c.CacheBytes}, {"udp_workers", int64(c.UDPWorkers)},
+	}{{"cache_entries", int64(c.CacheEntries)}, {"cache_bytes", c.CacheBytes}, {"latency_records", int64(c.LatencyRecords)}, {"udp_workers", int64(c.UDPWorkers)},
 		{"max_tcp_connections", int64(c.MaxTCPConnections)}, {"max_tcp_connections_per_source", int64(c.MaxTCPConnectionsPerSource)}} {
 		if n.v < 0 {
 			errs.Add(n.field, "is negative")
@@ -712,6 +718,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.CacheBytes <= 0 {
 		c.CacheBytes = 128 << 20
+	}
+	if c.LatencyRecords == 0 {
+		c.LatencyRecords = DefaultLatencyRecords
 	}
 	if c.MaxTCPConnections == 0 {
 		c.MaxTCPConnections = defaultMaxTCPConnections

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -366,6 +369,63 @@ func TestScopeFloorWhileFollowingLatency(t *testing.T) {
 	}
 }
 
+// TestConfigLatencyRecords: latency_records in a `meridian dns` config file bounds the
+// server's latency map (default 200,000), and a negative bound is refused from Go as from a
+// file. It was a constant, so a fleet whose bucket held more records than 200,000 routed no
+// more networks by RTT however large deploy made the bucket.
+func TestConfigLatencyRecords(t *testing.T) {
+	base, err := os.ReadFile("testdata/dns.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mmdb := testMMDB(t, t.TempDir())
+	for _, tt := range []struct {
+		name, yaml string
+		want       int
+	}{
+		{"default", "", DefaultLatencyRecords},
+		{"small", "latency_records: 1000\n", 1000},
+		{"fleet of 40 edges", "latency_records: 400000\n", 400_000},
+		{"written as a float", "latency_records: 2.5e5\n", 250_000},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			text := strings.Replace(string(base), "mmdb: test-city.mmdb", "mmdb: "+mmdb, 1) + tt.yaml
+			p := filepath.Join(t.TempDir(), "dns.yaml")
+			if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := LoadConfig(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.lat.max != tt.want {
+				t.Fatalf("latency map bound = %d, want %d", s.lat.max, tt.want)
+			}
+			if tt.want > 1000 {
+				return // the bound's effect, below, at a size a test fills quickly
+			}
+			now := time.Now()
+			fillLatency(t, s.lat, 0, tt.want, 1, now.Add(-time.Minute), now)
+			if n := s.lat.Len(); n != tt.want {
+				t.Errorf("after %d records the map holds %d, want all of them", tt.want, n)
+			}
+			fillLatency(t, s.lat, tt.want, tt.want+10, 1, now.Add(-time.Minute), now)
+			if n := s.lat.Len(); n > tt.want {
+				t.Errorf("after %d records the map holds %d, more than its bound %d", tt.want+10, n, tt.want)
+			}
+		})
+	}
+	cfg := testConfig(t)
+	cfg.LatencyRecords = -1
+	if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), "latency_records: is negative") {
+		t.Errorf("New with LatencyRecords -1: %v, want latency_records: is negative", err)
+	}
+}
+
 // TestLatencyMapEvictsOldest: a full map drops its oldest measured record for a newer one,
 // and only that one: the generation of no other network moves. A record older than all a full
 // map holds is not taken, a rewritten record counts as new, and a snapshot twice the bound
@@ -446,5 +506,47 @@ func TestLatencyMapEvictsOldest(t *testing.T) {
 		if got, want := held(), []int{24, 25, 26, 27, 28, 29, 30, 31}; !slices.Equal(got, want) {
 			t.Errorf("after a snapshot of %d records: networks held %v, want the newest %v", len(snap), got, want)
 		}
+	}
+}
+
+// TestLatencyRecordMemory: what one record costs the DNS process's heap in a full map (its
+// key, the record decoded from the bucket's JSON with its RTT map, and the map's indexes),
+// which says what latency_records costs in RAM (docs/dns.md, "Latency map"): about 630
+// bytes with the node's own PoP only, about 1,470 with the 16 PoPs a record keeps at most.
+func TestLatencyRecordMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fills maps of 50,000 records")
+	}
+	const records = 20_000
+	for _, tt := range []struct {
+		name     string
+		pops     int
+		min, max uint64 // bytes per record, as docs/dns.md says
+	}{
+		{"own PoP only", 1, 500, 800},
+		{"16 PoPs", 16, 1300, 1700},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			now := time.Now()
+			heapInUse := func() uint64 {
+				runtime.GC()
+				var ms runtime.MemStats
+				runtime.ReadMemStats(&ms)
+				return ms.HeapAlloc
+			}
+			before := heapInUse()
+			m := newLatencyMap(records, 0)
+			fillLatency(t, m, 0, records, tt.pops, now.Add(-time.Minute), now)
+			after := heapInUse()
+			if m.Len() != records {
+				t.Fatalf("%d records held, want %d", m.Len(), records)
+			}
+			runtime.KeepAlive(m)
+			per := (after - min(after, before)) / records
+			t.Logf("%d records of %d PoPs: %d bytes each", records, tt.pops, per)
+			if per < tt.min || per > tt.max {
+				t.Errorf("a record costs the heap %d bytes, want %d-%d (the documented figures)", per, tt.min, tt.max)
+			}
+		})
 	}
 }

@@ -69,7 +69,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("dns config: %w", err)
 	}
 	s := &Server{cfg: c, zone: newZone(c), geo: c.Geo, fleet: c.Fleet, m: newMetrics(), ready: make(chan struct{}), userClock: cfg.Clock != nil,
-		lat: newLatencyMap(0, 0), tcpSources: newSourceLimiter(c.MaxTCPConnectionsPerSource)}
+		lat: newLatencyMap(c.LatencyRecords, 0), tcpSources: newSourceLimiter(c.MaxTCPConnectionsPerSource)}
 	if s.geo == nil {
 		if s.geo, err = geo.Open(c.MMDB); err != nil {
 			return nil, fmt.Errorf("dns config: mmdb: %w", err)

@@ -438,6 +438,7 @@ func TestConfigDocumentedDefaults(t *testing.T) {
 		{"max_udp_size", c.MaxUDPSize, 1232},
 		{"cache_entries", c.CacheEntries, 100000},
 		{"cache_bytes", c.CacheBytes, int64(134217728)},
+		{"latency_records", c.LatencyRecords, 200000},
 		{"max_tcp_connections", c.MaxTCPConnections, 1000},
 		{"max_tcp_connections_per_source", c.MaxTCPConnectionsPerSource, 32},
 		{"udp_workers", c.UDPWorkers, 0}, // 0 is GOMAXPROCS (Server.workers)
@@ -540,6 +541,8 @@ func TestConfigRefusesNonsense(t *testing.T) {
 		{"max_udp_size: 100\n", "max_udp_size", "not between"},
 		{"ttl: 500ms\n", "ttl", "not a whole number of seconds"},
 		{"zone_ttl: 1m30.5s\n", "zone_ttl", "not a whole number of seconds"},
+		{"latency_records: -1\n", "latency_records", "is negative"},
+		{"latency_records: .nan\n", "latency_records", "cannot unmarshal"},
 	} {
 		p := filepath.Join(t.TempDir(), "dns.yaml")
 		if err := os.WriteFile(p, []byte(base+tt.yaml), 0o600); err != nil {
