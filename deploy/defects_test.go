@@ -445,6 +445,10 @@ func TestRenderedDNSPolicyKeepsEveryField(t *testing.T) {
 // busy fleet (docs/security.md, "Latency bucket"), so render sizes it for the fleet it renders
 // (docs/deploy.md, "Latency bucket size"): edges × 10,000 networks × 512 bytes, at least the
 // default, at most 1 GiB. Each control VM's flags carry it, and meridian control takes them.
+// DNS's latency map follows from the same estimate (edges × 10,000 records, at least
+// dnsroute's default 200,000, at most the 2,097,152 records of 512 bytes that 1 GiB holds):
+// each control VM's dns.yaml carries it as latency_records, and dnsroute's loader takes it.
+// It was a constant in DNS, so past 20 edges a larger bucket routed no more networks by RTT.
 func TestLatencyMaxBytesRendered(t *testing.T) {
 	small := loadExample(t)
 	edges := func(f *Fleet) (n int) {
@@ -469,18 +473,22 @@ func TestLatencyMaxBytesRendered(t *testing.T) {
 		huge.PoPs[0].Nodes = append(huge.PoPs[0].Nodes, EdgeNode{ID: fmt.Sprintf("x%d", i)})
 	}
 	for _, tc := range []struct {
-		name   string
-		f      *Fleet
-		render bool
-		want   int64
+		name    string
+		f       *Fleet
+		render  bool
+		want    int64
+		records int
 	}{
-		{fmt.Sprintf("the example's %d edges", edges(small)), small, true, 64 << 20},
-		{"40 edges", busy, true, 40 * 10_000 * 512},
-		{"300 more edges", huge, false, 1 << 30},
+		{fmt.Sprintf("the example's %d edges", edges(small)), small, true, 64 << 20, dnsroute.DefaultLatencyRecords},
+		{"40 edges", busy, true, 40 * 10_000 * 512, 400_000},
+		{"300 more edges", huge, false, 1 << 30, (1 << 30) / 512},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := latencyMaxBytes(tc.f); got != tc.want {
 				t.Errorf("latencyMaxBytes of %d edges = %d, want %d", edges(tc.f), got, tc.want)
+			}
+			if got := latencyRecords(tc.f); got != tc.records {
+				t.Errorf("latencyRecords of %d edges = %d, want %d", edges(tc.f), got, tc.records)
 			}
 			if !tc.render {
 				return
@@ -494,6 +502,13 @@ func TestLatencyMaxBytesRendered(t *testing.T) {
 				}
 				if got, err := cmd.Flags().GetInt64("latency-max-bytes"); err != nil || got != tc.want {
 					t.Errorf("%s: --latency-max-bytes %d (%v), want %d", c.Name, got, err, tc.want)
+				}
+				cfg, err := dnsroute.LoadConfig(filepath.Join(root, c.Name) + EtcDir + "/dns.yaml")
+				if err != nil {
+					t.Fatalf("%s: dnsroute refuses its dns.yaml: %v", c.Name, err)
+				}
+				if cfg.LatencyRecords != tc.records {
+					t.Errorf("%s: dns.yaml latency_records %d, want %d", c.Name, cfg.LatencyRecords, tc.records)
 				}
 			}
 		})

@@ -314,8 +314,7 @@ const (
 	latencyRecordBytes = 512
 	// latencyCapBytes caps the bound (reached at 210 edges): every control VM keeps a replica
 	// on its disk and nats-server keeps per-key state in memory, for 2-5 million records at
-	// 1 GiB; and past DNS's map of 200,000 records (some 100 MB at 16 PoPs a record) a larger
-	// bucket only keeps edges' writes from being refused (docs/dns.md, "Latency map").
+	// 1 GiB; DNS's map follows it (latencyRecords) at some 630-1,470 bytes of heap a record.
 	latencyCapBytes = 1 << 30
 )
 
@@ -328,6 +327,23 @@ func latencyMaxBytes(f *Fleet) int64 {
 		edges += int64(len(p.Nodes))
 	}
 	return min(max(edges*latencyNetworksPerEdge*latencyRecordBytes, fleet.LatencyMaxBytes), latencyCapBytes)
+}
+
+// defaultLatencyRecords is meridian dns's latency_records default
+// (dnsroute.DefaultLatencyRecords).
+const defaultLatencyRecords = 200_000
+
+// latencyRecords is the bound of DNS's latency map for f, from the estimate latencyMaxBytes
+// makes: a record per network each edge sees (edges × latencyNetworksPerEdge), from DNS's
+// default to the records the bucket's cap holds (latencyCapBytes / latencyRecordBytes,
+// 2,097,152). A smaller map routes no more networks by RTT than it holds, however large the
+// bucket; one past the bucket only costs memory (docs/dns.md, "Latency map").
+func latencyRecords(f *Fleet) int {
+	edges := 0
+	for _, p := range f.PoPs {
+		edges += len(p.Nodes)
+	}
+	return min(max(edges*latencyNetworksPerEdge, defaultLatencyRecords), latencyCapBytes/latencyRecordBytes)
 }
 
 func (r *renderer) control(c ControlNode) error {

@@ -119,9 +119,11 @@ type dnsYAML struct {
 	CNAMEs       map[string]string   `yaml:"cnames,omitempty"`
 	HeartbeatTTL string              `yaml:"heartbeat_ttl,omitempty"`
 	RateLimit    dnsRateLimit        `yaml:"rate_limit"`
-	NATS         string              `yaml:"nats"`
-	Creds        string              `yaml:"creds"`
-	Prefix       string              `yaml:"prefix"`
+	// LatencyRecords follows the latency bucket's size (latencyRecords).
+	LatencyRecords int    `yaml:"latency_records"`
+	NATS           string `yaml:"nats"`
+	Creds          string `yaml:"creds"`
+	Prefix         string `yaml:"prefix"`
 }
 
 // dnsRateLimit is dnsroute.RateLimit as rendered.
@@ -150,7 +152,7 @@ func (r *renderer) dnsConfig(vm string) ([]byte, error) {
 		Listen: r.public(vm, f.DNS.Port), AdminListen: r.admin(vm, r.controlNode(vm).PrivateIPv4, f.DNS.AdminPort),
 		MMDB: f.DNS.MMDB, DefaultPoP: f.DNS.DefaultPoP,
 		NATS: "nats://" + r.local(vm, f.NATS.ClientPort), Creds: CredsDir + "/dns.creds", Prefix: f.Prefix,
-		RateLimit: renderedDNSRateLimit,
+		RateLimit: renderedDNSRateLimit, LatencyRecords: latencyRecords(f),
 	}
 	// Names as the DNS server holds them, A-labels for Unicode ones (validate refused two
 	// spellings of one CNAME name, which would collide here).
