@@ -128,6 +128,11 @@ func (m *latencyMap) Len() int {
 // place of the oldest measured record, unless it is no newer: then it is the one dropped, so
 // that the map holds the most recent records whatever order they come in (a snapshot's).
 func (m *latencyMap) Put(key string, r wire.LatencyRecord, now time.Time) {
+	if r.At.After(now) {
+		// Measured in the future by the writer's clock: it counts from its arrival, or
+		// records dated ahead would outrank every honest one in a full map and outlive maxAge.
+		r.At = now
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !r.Network.IsValid() || r.Network != wire.ClientNetwork(r.Network.Addr()) || now.Sub(r.At) > m.maxAge {

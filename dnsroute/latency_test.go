@@ -550,3 +550,34 @@ func TestLatencyRecordMemory(t *testing.T) {
 		})
 	}
 }
+
+// TestLatencyMapFutureRecordsAgeFromArrival: a record can claim any measurement time (an
+// edge's clock, or a hostile edge), and a full map keeps its newest records, so records
+// dated in the future would have held the map against every honest one, and never been
+// swept, until the bucket's TTL deleted them. A record counts from its arrival at the latest.
+func TestLatencyMapFutureRecordsAgeFromArrival(t *testing.T) {
+	const bound = 4
+	now := time.Now()
+	m := newLatencyMap(bound, time.Minute)
+	for i := range bound {
+		k, r := latencyEntry(t, i, 2, now.Add(time.Hour))
+		m.Put(k, r, now)
+	}
+	k, r := latencyEntry(t, bound, 2, now.Add(500*time.Millisecond))
+	m.Put(k, r, now.Add(time.Second))
+	if !m.Has(latencyNetwork(bound)) {
+		t.Error("an honest record refused by a full map of records dated an hour ahead")
+	}
+	if got := m.Len(); got != bound {
+		t.Errorf("%d records held, want the bound %d", got, bound)
+	}
+	m.Sweep(now.Add(time.Minute + 200*time.Millisecond))
+	for i := range bound {
+		if m.Has(latencyNetwork(i)) {
+			t.Errorf("network %d, dated an hour ahead, still held a minute (maxAge) after it came", i)
+		}
+	}
+	if !m.Has(latencyNetwork(bound)) {
+		t.Error("the honest record, measured within maxAge, was swept")
+	}
+}
