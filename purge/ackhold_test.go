@@ -1,10 +1,13 @@
 package purge
 
 import (
+	"context"
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/meridian-cdn/meridian/internal/natstest"
+	"github.com/meridian-cdn/meridian/internal/wait"
 )
 
 // TestAckHoldHoldsEveryAck: with AckHold (the edge's, while another process of the node may
@@ -62,5 +65,34 @@ func TestAckHoldHoldsEveryAck(t *testing.T) {
 				t.Errorf("applied %d purges, want 1 (the one after the join)", rec.count())
 			}
 		})
+	}
+}
+
+// TestAckHoldReleasedWhileApplyFails: an ack held for a purge applied goes out once due, also
+// while the next purge's Apply keeps failing (Run's loop is inside apply's retries then). Before,
+// it stayed held until that Apply succeeded: the receipt of a purge in effect waited, for good if
+// the store never recovered.
+func TestAckHoldReleasedWhileApplyFails(t *testing.T) {
+	ns := natstest.Start(t)
+	nc, js := ns.Connect(t)
+	ctx := testContext(t)
+	if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	acks := listenAcks(t, nc)
+	rec := &recorder{}
+	startNode(t, ns, "ams", "n1", func(c *SubscriberConfig) {
+		c.AckHold = func() time.Duration { return 100 * time.Millisecond }
+		c.Apply = func(ctx context.Context, m Message) (int, error) {
+			if m.Values[0] == "/p/1" {
+				return 0, errors.New("store broken") // the fault under test: never recovers
+			}
+			return rec.apply(ctx, m)
+		}
+	})
+	seqs := publishN(t, ctx, js, 2)
+	wait.For(t, 10*time.Second, "the ack of the purge applied", func() bool { return len(acks.snapshot()) == 1 })
+	if got := acks.snapshot()[0].Seq; got != seqs[0] {
+		t.Errorf("acked seq %d, want %d (the purge applied)", got, seqs[0])
 	}
 }

@@ -538,6 +538,7 @@ func (s *Subscriber) replayStream(ctx context.Context) error {
 		if err := s.handle(ctx, msg); err != nil {
 			return err
 		}
+		s.releaseDue() // Run's loop cannot while the replay lasts
 		// The next purges of a replay are usually here already (the consumer fetches ahead),
 		// so the batch also ends when its oldest ack has waited replayAckWait.
 		if s.ackN >= maxAckBatch || time.Since(s.ackAt) >= replayAckWait {
@@ -662,6 +663,16 @@ func (s *Subscriber) releaseHeld(now time.Time) {
 		n := copy(s.held, s.held[i:])
 		clear(s.held[n:])
 		s.held = s.held[:n]
+	}
+}
+
+// releaseDue queues the held acks due by now, if any, where Run's loop cannot (a replay, an
+// Apply retried): the purges they are of are applied.
+func (s *Subscriber) releaseDue() {
+	if len(s.held) > 0 {
+		if now := time.Now(); !s.held[0].due.After(now) {
+			s.releaseHeld(now)
+		}
 	}
 }
 
@@ -942,7 +953,10 @@ func (s *Subscriber) apply(ctx context.Context, m Message) (int, error) {
 		if retry == nil {
 			retry = fleet.Backoff(s.cfg.RetryMin, s.cfg.RetryMax)
 		}
-		s.flushAcks() // the purges before this one are applied: do not hold their acks
+		// The purges before this one are applied: do not hold their acks, nor those held that
+		// came due (AckHold), which go out at the next attempt (RetryMax at the latest).
+		s.releaseDue()
+		s.flushAcks()
 		s.log.Error("apply purge failed; retrying", "id", m.ID, "seq", m.Seq, "attempt", attempt, "err", err)
 		if !fleet.Wait(ctx, retry) {
 			return 0, fmt.Errorf("apply purge %s: %w", m.ID, ctx.Err())
