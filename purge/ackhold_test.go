@@ -1,10 +1,15 @@
 package purge
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"slices"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/meridian-cdn/meridian/internal/natstest"
 	"github.com/meridian-cdn/meridian/internal/wait"
@@ -94,5 +99,53 @@ func TestAckHoldReleasedWhileApplyFails(t *testing.T) {
 	wait.For(t, 10*time.Second, "the ack of the purge applied", func() bool { return len(acks.snapshot()) == 1 })
 	if got := acks.snapshot()[0].Seq; got != seqs[0] {
 		t.Errorf("acked seq %d, want %d (the purge applied)", got, seqs[0])
+	}
+}
+
+// TestAckHoldReleasesInBatches: acks held that come due together (a hold that ends at one
+// time, or a loop busy in a replay while they came due) go out maxAckBatch to a message at
+// most, as others do. Before, releaseHeld put every due ack into one message: 5,000 purges
+// a second held for max_lag make a message beyond NATS's max_payload.
+func TestAckHoldReleasesInBatches(t *testing.T) {
+	const purges = 3 * maxAckBatch
+	ns := natstest.Start(t)
+	nc, js := ns.Connect(t)
+	ctx := testContext(t)
+	if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var perMsg []int
+	sub, err := nc.Subscribe(AckSubjects(""), func(m *nats.Msg) {
+		mu.Lock()
+		defer mu.Unlock()
+		perMsg = append(perMsg, bytes.Count(m.Data, []byte("\n"))+1)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// Every ack queued before the deadline is due at it.
+	deadline := time.Now().Add(3 * time.Second)
+	startNode(t, ns, "ams", "n1", func(c *SubscriberConfig) {
+		c.AckHold = func() time.Duration { return time.Until(deadline) }
+	})
+	publishN(t, ctx, js, purges)
+	wait.For(t, 20*time.Second, "every purge acked", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, c := range perMsg {
+			n += c
+		}
+		return n >= purges
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if m := slices.Max(perMsg); m > maxAckBatch {
+		t.Errorf("an ack message held %d acks (messages %v), want at most maxAckBatch = %d", m, perMsg, maxAckBatch)
 	}
 }

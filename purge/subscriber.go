@@ -647,7 +647,9 @@ func (s *Subscriber) queueAck(a Ack) {
 	s.ackN++
 }
 
-// releaseHeld queues the held acks due by now, for flushAcks.
+// releaseHeld queues the held acks due by now, sending them maxAckBatch to a message: many
+// come due at once after a loop busy in a replay (a purge storm held for max_lag is thousands,
+// beyond NATS's max_payload in one message).
 func (s *Subscriber) releaseHeld(now time.Time) {
 	i := 0
 	for ; i < len(s.held) && !s.held[i].due.After(now); i++ {
@@ -658,11 +660,16 @@ func (s *Subscriber) releaseHeld(now time.Time) {
 		}
 		s.ackBuf = append(s.ackBuf, s.held[i].data...)
 		s.ackN++
+		s.held[i].data = nil // for the collector: the slice's array outlives the ack
+		if s.ackN >= maxAckBatch {
+			s.flushAcks()
+		}
 	}
-	if i > 0 {
-		n := copy(s.held, s.held[i:])
-		clear(s.held[n:])
-		s.held = s.held[:n]
+	// Resliced, not copied down: a storm holds tens of thousands, released a few at a time,
+	// and append moves the rest to a new array when it needs room.
+	s.held = s.held[i:]
+	if len(s.held) == 0 {
+		s.held = nil
 	}
 }
 
