@@ -477,3 +477,130 @@ func TestPendingIndexCoversWhatAScanDoes(t *testing.T) {
 		})
 	}
 }
+
+// TestPendingIndexFollowsReceiptsThatChange: what TestPendingIndexCoversWhatAScanDoes checks,
+// over a longer run with the index built twice: receipts evicted (maxPurges) and forgotten and
+// registered again under their id (a new receipt where the index has the old one), a
+// retried registration, a sequence learnt from another node's ack, nodes declared gone, and
+// the index rebuilt between the answers of one round. After each step the tracker that built
+// the index shows exactly the receipts of one that never did.
+func TestPendingIndexFollowsReceiptsThatChange(t *testing.T) {
+	a, b, c := NodeRef{"lon", "a"}, NodeRef{"lon", "b"}, NodeRef{"par", "c"}
+	ns := natstest.Start(t)
+	nc, _ := ns.Connect(t)
+	type tracked struct {
+		tr *Tracker
+		ms map[string]Message
+	}
+	var trs [2]tracked // [0] never indexes, [1] does
+	for i := range trs {
+		// c is out of the registry, so it can be declared gone.
+		trs[i] = tracked{tr: newTracker(t, nc, WithMaxPurges(7), WithRegistry(func() []NodeRef { return []NodeRef{a, b} })),
+			ms: map[string]Message{}}
+	}
+	reg := func(x tracked, name string, seq uint64, nodes ...NodeRef) {
+		m, ok := x.ms[name]
+		if !ok {
+			m = msg("www.example.com", KindURL, "/"+name)
+			x.ms[name] = m
+		}
+		x.tr.Register(m, nodes)
+		if seq != 0 {
+			x.tr.SetSeq(m.ID, seq)
+		}
+	}
+	gone := func(x tracked, name string, ref NodeRef) {
+		if _, err := x.tr.DeclareGone(x.ms[name].ID, ref); err != nil {
+			t.Fatal(err)
+		}
+	}
+	answer := func(x tracked, ref NodeRef, after, through uint64, asked bool) {
+		x.tr.recordJoin(Ack{PoP: ref.PoP, Node: ref.Node, Through: through, After: after, Asked: asked, AppliedAt: time.Now()})
+	}
+	index := func(x tracked, indexed bool) {
+		if indexed {
+			x.tr.askPending(0)
+		}
+	}
+	steps := []struct {
+		name string
+		do   func(x tracked, indexed bool)
+	}{
+		{"receipts before the index", func(x tracked, indexed bool) {
+			reg(x, "p1", 5, a, b)
+			reg(x, "p2", 0, a, b)
+			reg(x, "p3", 7, a, c)
+			reg(x, "p4", 9, a)
+			reg(x, "p6", 4, c)
+			gone(x, "p6", c)
+			reg(x, "p7", 0, a, b)
+			index(x, indexed)
+		}},
+		{"evicted, sequences learnt, forgotten and registered again", func(x tracked, _ bool) {
+			reg(x, "p8", 13, a)
+			reg(x, "p9", 14, b) // the eighth: p1 is evicted, indexed
+			x.tr.record(Ack{ID: x.ms["p7"].ID, Seq: 10, PoP: b.PoP, Node: b.Node, AppliedAt: time.Now()})
+			x.tr.SetSeq(x.ms["p2"].ID, 6)
+			reg(x, "p4", 9, a) // a retried publish
+			x.tr.Forget(x.ms["p6"].ID)
+			reg(x, "p6", 11, c, a) // a new receipt under the id the index has
+			gone(x, "p3", c)
+		}},
+		{"a's answer", func(x tracked, _ bool) { answer(x, a, 5, 8, true) }},
+		{"index rebuilt mid-round", func(x tracked, indexed bool) { index(x, indexed) }},
+		{"b's answer, c's join", func(x tracked, _ bool) {
+			answer(x, b, 0, 6, true)
+			answer(x, c, 0, 11, false)
+		}},
+		{"after the rebuild", func(x tracked, _ bool) {
+			reg(x, "p10", 12, a) // p2 is evicted, indexed again
+			answer(x, a, 8, 13, true)
+			answer(x, b, 6, 14, true)
+		}},
+	}
+	state := func(x tracked) map[string]map[NodeRef]NodeAck {
+		out := map[string]map[NodeRef]NodeAck{}
+		for name, m := range x.ms {
+			r, ok := x.tr.Receipt(m.ID)
+			if !ok {
+				continue // evicted
+			}
+			acks := acksByNode(r)
+			for ref, n := range acks {
+				acks[ref] = NodeAck{Status: n.Status, Joined: n.Joined}
+			}
+			out[name] = acks
+		}
+		return out
+	}
+	for _, st := range steps {
+		for i, x := range trs {
+			st.do(x, i == 1)
+		}
+		if got, want := state(trs[1]), state(trs[0]); !reflect.DeepEqual(got, want) {
+			t.Fatalf("after %s: receipts with the index %v, scanning %v", st.name, got, want)
+		}
+	}
+	trs[1].tr.mu.RLock()
+	used := trs[1].tr.pending != nil && trs[1].tr.pending.seqChanges == trs[1].tr.seqChanges.Load()
+	trs[1].tr.mu.RUnlock()
+	if !used {
+		t.Errorf("the indexed tracker scanned every receipt: the index was not used")
+	}
+	final := state(trs[1])
+	for _, w := range []struct {
+		name string
+		ref  NodeRef
+	}{
+		{"p7", a}, {"p3", c}, {"p6", c}, {"p6", a}, {"p10", a}, {"p8", a}, {"p9", b}, {"p4", a},
+	} {
+		if n := final[w.name][w.ref]; n.Status != NodeAcked {
+			t.Errorf("%s's %s/%s = %+v, want acked", w.name, w.ref.PoP, w.ref.Node, n)
+		}
+	}
+	for _, name := range []string{"p1", "p2"} {
+		if _, ok := final[name]; ok {
+			t.Errorf("%s still has a receipt, want it evicted (the test's eviction did not happen)", name)
+		}
+	}
+}
