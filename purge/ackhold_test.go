@@ -149,3 +149,36 @@ func TestAckHoldReleasesInBatches(t *testing.T) {
 		t.Errorf("an ack message held %d acks (messages %v), want at most maxAckBatch = %d", m, perMsg, maxAckBatch)
 	}
 }
+
+// TestAckHeldAtStopCoveredByNextJoin: an ack still held when its process stops is not sent
+// (it stands for the node, and the hold is for another process of it), and its receipt waits
+// only until the next process under the node's id joins: its join ack covers the purge.
+func TestAckHeldAtStopCoveredByNextJoin(t *testing.T) {
+	ref := NodeRef{"lon", "n1"}
+	ns := natstest.Start(t)
+	ctx := testContext(t)
+	ctl, js := ns.Connect(t)
+	if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	tr := newTracker(t, ctl)
+	pub := &Publisher{JS: js, Tracker: tr}
+	old := startNode(t, ns, ref.PoP, ref.Node, func(c *SubscriberConfig) {
+		c.AckHold = func() time.Duration { return time.Hour }
+	})
+	<-old.sub.Ready()
+	m, err := pub.Publish(ctx, msg("www.example.com", KindURL, "/held"), []NodeRef{ref})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 10*time.Second, "the old process to apply the purge", func() bool { return old.rec.count() == 1 })
+	old.stop()
+	if r := mustReceipt(t, tr, m.ID); r.Complete {
+		t.Fatalf("receipt complete with the ack held at the stop, want pending")
+	}
+	startNode(t, ns, ref.PoP, ref.Node)
+	r := waitReceipt(t, tr, m.ID)
+	if n := acksByNode(r)[ref]; n.Status != NodeAcked || !n.Joined {
+		t.Errorf("after the next process joined: %+v, want acked by its join ack", n)
+	}
+}
