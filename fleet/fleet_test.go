@@ -1391,3 +1391,24 @@ func TestRegistrarNeverRegisteredStopsAtOnce(t *testing.T) {
 		t.Errorf("Run returned %v after its stop, want well under the leave's 2 s: there is no key to delete", d)
 	}
 }
+
+// TestRegistrarBucketTTLFollowsControl: BucketTTL follows the bucket's TTL when control lowers
+// it (a restart with a shorter heartbeat_ttl updates the bucket), within ttlRereadBeats
+// heartbeats. The edge counts itself lagging once no heartbeat answered in the last TTL
+// (edge registrationLapsed): read once at the bind, as before, a lowered TTL left the edge
+// thinking its key lived longer than it did, and another process of the node could find no
+// key and ack for it while it served.
+func TestRegistrarBucketTTLFollowsControl(t *testing.T) {
+	s, js := setupTTL(t, 10*time.Second)
+	_, ejs := natstest.ConnectURL(t, s.URL(), s.Options(natsauth.Edge("lon", "n1"))...)
+	r, err := fleet.NewRegistrar(fleet.RegistrarConfig{JS: ejs, Node: node("lon", "n1"), Interval: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("NewRegistrar: %v", err)
+	}
+	run(t, r.Run)
+	wait.For(t, 10*time.Second, "the bucket's TTL read", func() bool { return r.BucketTTL() == 10*time.Second })
+	if err := fleet.EnsureBuckets(t.Context(), js, "", 3*time.Second, 1); err != nil {
+		t.Fatalf("EnsureBuckets with a lower TTL: %v", err)
+	}
+	wait.For(t, 10*time.Second, "BucketTTL to follow the lowered TTL", func() bool { return r.BucketTTL() == 3*time.Second })
+}

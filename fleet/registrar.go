@@ -69,6 +69,9 @@ type Registrar struct {
 	shared bool
 
 	ttl atomic.Int64 // the bucket's TTL (BucketTTL); 0 until read
+	// ttlBeats counts the heartbeats since the TTL was last read (ttlRereadBeats); Run's
+	// goroutine only.
+	ttlBeats int
 
 	mu       sync.Mutex // guards draining and lastErr
 	draining bool
@@ -129,6 +132,10 @@ func checkNodeSize(n wire.Node) error {
 	}
 	return nil
 }
+
+// ttlRereadBeats is how many heartbeats BucketTTL is read again after: one stream info
+// request a minute per node at the default interval.
+const ttlRereadBeats = 60
 
 // BucketTTL is how long the fleet bucket keeps a key after its last write (0: never expires,
 // or not read yet): the longest a process of the node that stopped writing (cut off from NATS)
@@ -213,10 +220,16 @@ func (r *Registrar) beat(ctx context.Context, kv jetstream.KeyValue) jetstream.K
 			fail(fmt.Errorf("bind fleet bucket %s: %w", r.bucket, err))
 			return nil
 		}
-		// How long a key outlives its last write (BucketTTL); the bind read it already, but
-		// the handle does not keep it. Asked again at the next bind if this fails.
+		r.ttlBeats = ttlRereadBeats // read it now
+	}
+	// How long a key outlives its last write (BucketTTL); the bind read it already, but the
+	// handle does not keep it. Read again every ttlRereadBeats heartbeats, as control may
+	// lower it (a restart with a shorter heartbeat_ttl), and at the next heartbeat if a read
+	// fails: a TTL longer than the bucket's would have the edge think its key still there.
+	if r.ttlBeats++; r.ttlBeats >= ttlRereadBeats {
 		if st, err := kv.Status(bctx); err == nil {
 			r.ttl.Store(int64(st.TTL()))
+			r.ttlBeats = 0
 		}
 	}
 	n := r.cfg.Node
