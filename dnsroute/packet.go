@@ -190,7 +190,7 @@ func badECS(p []byte) bool {
 // for one and query it without EDNS, and so without ECS, from then on. Written from the wire,
 // as miekg/dns refuses some such options (a bad family) with the whole message. Never longer
 // than p, whose OPT holds the option at least; a bare header when p has not one question
-// with an uncompressed name.
+// with an uncompressed name of at most 255 octets.
 func optionFormErr(dst, p []byte, maxUDP int) []byte {
 	be := binary.BigEndian
 	qEnd, do, ok := -1, false, be.Uint16(p[4:]) == 1
@@ -206,7 +206,9 @@ func optionFormErr(dst, p []byte, maxUDP int) []byte {
 		}
 		off += 1 + int(p[off])
 	}
-	if ok = ok && qEnd <= len(p); ok {
+	// A longer name is no name (RFC 1035 section 3.1): copied, it would make a reply that
+	// does not parse, and one longer than 512 bytes; the full parser refuses it bare.
+	if ok = ok && qEnd <= len(p) && qEnd-4-headerLen <= maxQueryName; ok {
 		ok = false
 		off = qEnd
 		for i := range int(be.Uint16(p[6:])) + int(be.Uint16(p[8:])) + int(be.Uint16(p[10:])) {

@@ -8,6 +8,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -587,6 +588,67 @@ func TestECSMalformedIsFormErr(t *testing.T) {
 					}
 				})
 			}
+		}
+	}
+}
+
+// TestECSMalformedLongNameIsBare: a malformed ECS option in a query whose question name is
+// longer than a name can be (255 octets, RFC 1035 section 3.1) gets a bare FORMERR header
+// over UDP and TCP, as the full parser answers the name alone; a name of 255 octets is
+// copied. Copying a longer one, as optionFormErr did, sent a reply no client parses (its
+// question is no name), longer than 512 bytes when the name is. Found in review.
+func TestECSMalformedLongNameIsBare(t *testing.T) {
+	ts := startServer(t, nil)
+	tests := []struct {
+		name   string
+		labels []int // lengths of the labels before cdn.example.
+		bare   bool
+	}{
+		{"255 octets", []int{63, 63, 63, 49}, false}, // 3*64+50+13
+		{"256 octets", []int{63, 63, 63, 50}, true},
+		{"845 octets", []int{63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63}, true}, // a reply over 512 bytes
+	}
+	for _, tt := range tests {
+		var labels []string
+		for _, n := range tt.labels {
+			labels = append(labels, strings.Repeat("a", n))
+		}
+		name := wireName(labels...)
+		bad := ednsOption(optionECS, ecsBody(familyIPv4, 24, 0, 100, 64)) // a /24 in 2 octets
+		pkt := rawMsg{name: name, extra: [][]byte{optRR(4096, 0, 0, 0x8000, bad)}}.pack(0x4321)
+		if !badECS(pkt) {
+			t.Fatal("badECS does not see the option")
+		}
+		for _, network := range []string{"udp", "tcp"} {
+			t.Run(tt.name+"/"+network, func(t *testing.T) {
+				c, err := dns.Dial(network, ts.addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				c.UDPSize = 4096 // a reply over 512 bytes is read whole, to be seen
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				if _, err := c.Write(pkt); err != nil {
+					t.Fatal(err)
+				}
+				b, err := c.ReadMsgHeader(nil)
+				if err != nil {
+					t.Fatalf("no reply: %v", err)
+				}
+				var r dns.Msg
+				if err := r.Unpack(b); err != nil {
+					t.Fatalf("reply of %d bytes does not parse: %v", len(b), err)
+				}
+				if r.Id != 0x4321 || r.Rcode != dns.RcodeFormatError || len(r.Answer)+len(r.Ns) != 0 {
+					t.Errorf("id %#x rcode %s with %d records, want 0x4321 FORMERR with none", r.Id, dns.RcodeToString[r.Rcode], len(r.Answer)+len(r.Ns))
+				}
+				if got := len(b) == headerLen; got != tt.bare {
+					t.Errorf("reply of %d bytes: bare header %v, want %v", len(b), got, tt.bare)
+				}
+				if !tt.bare && (len(r.Question) != 1 || len(r.Extra) != 1 || r.IsEdns0() == nil) {
+					t.Errorf("reply %v, want the question and an OPT", &r)
+				}
+			})
 		}
 	}
 }
