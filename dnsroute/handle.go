@@ -204,8 +204,13 @@ func (s *Server) handleUDP(w *worker, p []byte, src netip.AddrPort) []byte {
 	}
 	req := new(dns.Msg)
 	if err := req.Unpack(p); err != nil {
-		s.m.queries.WithLabelValues("other", rcodeLabel(dns.RcodeFormatError)).Inc()
-		return headerReply(w.out[:0], p, dns.RcodeFormatError)
+		// Options of another EDNS version than 0 are not read (BADVERS): the query again
+		// without them. Never a query the fast path took, whose OPT is of version 0.
+		b := otherVersionPadded(p)
+		if req = new(dns.Msg); len(b) == 0 || &b[0] == &p[0] || req.Unpack(b) != nil {
+			s.m.queries.WithLabelValues("other", rcodeLabel(dns.RcodeFormatError)).Inc()
+			return headerReply(w.out[:0], p, dns.RcodeFormatError)
+		}
 	}
 	if parsed {
 		// The reply is built for the question spelt in upper case and then given the
@@ -415,6 +420,9 @@ func (r tcpReader) ReadTCP(conn net.Conn, timeout time.Duration) ([]byte, error)
 		if err != nil {
 			return m, err
 		}
+		// Read as UDP reads it (handleUDP): the options of another EDNS version than 0 are
+		// not read, so miekg/dns, which would refuse the message for one, does not see them.
+		m = otherVersionPadded(m)
 		reply, rcode := r.s.tcpReject(m)
 		if reply == nil {
 			return m, nil

@@ -1,6 +1,7 @@
 package dnsroute
 
 import (
+	"bytes"
 	"encoding/binary"
 	"net/netip"
 
@@ -13,6 +14,7 @@ const (
 	typeOPT      = 41
 	classIN      = 1
 	optionECS    = 8
+	optionPad    = 12 // RFC 7830
 	familyIPv4   = 1
 	familyIPv6   = 2
 	v4CacheBits  = 24
@@ -181,6 +183,52 @@ func badECS(p []byte) bool {
 		off += rdlen
 	}
 	return false
+}
+
+// otherVersionPadded returns the query p with the options of each OPT record of a version
+// other than 0 covered by one padding option of the same length, in a copy; p itself when it
+// has none with options, or does not walk as far. Options are defined per version (RFC 6891
+// section 6.1.3), and such a query is owed BADVERS whatever they hold; miekg/dns reads them
+// as version 0's and refuses the whole message for one version 0 refuses (an ECS of an
+// unknown family, a short LLQ). Offsets are kept, so names compressed past the OPT still
+// read. Left as they are: 1 to 3 bytes, which hold no padding option.
+func otherVersionPadded(p []byte) []byte {
+	if len(p) < headerLen {
+		return p
+	}
+	be := binary.BigEndian
+	qd, an, ns, ar := int(be.Uint16(p[4:])), int(be.Uint16(p[6:])), int(be.Uint16(p[8:])), int(be.Uint16(p[10:]))
+	off := headerLen
+	for range qd {
+		if off = skipName(p, off); off < 0 || off+4 > len(p) {
+			return p
+		}
+		off += 4
+	}
+	var out []byte
+	for i := range an + ns + ar {
+		if off = skipName(p, off); off < 0 || off+10 > len(p) {
+			return p
+		}
+		typ, version, rdlen := be.Uint16(p[off:]), p[off+5], int(be.Uint16(p[off+8:]))
+		off += 10
+		if off+rdlen > len(p) {
+			return p
+		}
+		if i >= an+ns && typ == typeOPT && version != 0 && rdlen >= 4 {
+			if out == nil {
+				out = bytes.Clone(p)
+			}
+			be.PutUint16(out[off:], optionPad)
+			be.PutUint16(out[off+2:], uint16(rdlen-4))
+			clear(out[off+4 : off+rdlen])
+		}
+		off += rdlen
+	}
+	if out == nil {
+		return p
+	}
+	return out
 }
 
 // optionFormErr appends to dst the FORMERR to p, a query of opcode QUERY whose ECS option is

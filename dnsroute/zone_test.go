@@ -571,7 +571,9 @@ func TestCachedAnswerNamesAsUncached(t *testing.T) {
 // (section 6.1.1); each with the question as asked and one OPT record of version 0 that
 // copies the query's DO bit (RFC 3225 section 3) and echoes no option, over UDP (twice) and
 // TCP. Found hunting: BADVERS cleared DO, a version 1 query with such an ECS option got
-// FORMERR, and two OPT records got a bare header.
+// FORMERR, and two OPT records got a bare header. Found in review: an option miekg/dns
+// refuses as it unpacks (an ECS of an unknown family or a prefix over 32, a short LLQ) still
+// got a bare FORMERR in a version 1 OPT, miekg/dns reading it as version 0's.
 func TestEDNSErrorsKeepOPT(t *testing.T) {
 	ts := startServer(t, nil)
 	const do = 0x8000
@@ -585,6 +587,9 @@ func TestEDNSErrorsKeepOPT(t *testing.T) {
 		{"version 1", [][]byte{optRR(1232, 0, 1, 0)}, dns.RcodeBadVers, false},
 		{"version 1 with DO", [][]byte{optRR(1232, 0, 1, do)}, dns.RcodeBadVers, true},
 		{"version 1 with an ECS version 0 refuses", [][]byte{optRR(1232, 0, 1, do, short)}, dns.RcodeBadVers, true},
+		{"version 1 with an ECS of a family miekg/dns refuses", [][]byte{optRR(1232, 0, 1, do, ednsOption(optionECS, ecsBody(3, 24, 0, 100, 64, 1)))}, dns.RcodeBadVers, true},
+		{"version 1 with an ECS prefix miekg/dns refuses", [][]byte{optRR(1232, 0, 1, 0, ednsOption(optionECS, ecsBody(familyIPv4, 33, 0, 100, 64, 1, 0, 0)))}, dns.RcodeBadVers, false},
+		{"version 1 with an LLQ miekg/dns refuses", [][]byte{optRR(1232, 0, 1, do, ednsOption(1, []byte{0, 1}))}, dns.RcodeBadVers, true},
 		{"version 255 with DO", [][]byte{optRR(512, 0, 255, do)}, dns.RcodeBadVers, true},
 		{"two OPT records", [][]byte{optRR(1232, 0, 0, do), optRR(1232, 0, 0, 0)}, dns.RcodeFormatError, true},
 	}
