@@ -135,6 +135,10 @@ func (m *latencyMap) Put(key string, r wire.LatencyRecord, now time.Time) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	// Aged-out records go first, so that their networks' orders and generations move now:
+	// lookups already route without them, and a record that brings a stored order back would
+	// otherwise leave answers routed meanwhile cached. The heap makes this O(log n) a record.
+	m.sweepLocked(now)
 	if !r.Network.IsValid() || r.Network != wire.ClientNetwork(r.Network.Addr()) || now.Sub(r.At) > m.maxAge {
 		m.deleteLocked(key, now)
 		return
@@ -151,9 +155,6 @@ func (m *latencyMap) Put(key string, r wire.LatencyRecord, now time.Time) {
 		return
 	}
 	rec := &latencyRec{LatencyRecord: r, key: key}
-	if len(m.recs) >= m.max {
-		m.sweepLocked(now)
-	}
 	if len(m.recs) >= m.max {
 		if !rec.newer(m.byAge[0]) {
 			return
@@ -188,6 +189,7 @@ func (m *latencyMap) Replace(recs map[string]wire.LatencyRecord, now time.Time) 
 	}
 	for chunk := range slices.Chunk(gone, replaceStep) {
 		m.mu.Lock()
+		m.sweepLocked(now) // as Put does
 		for _, k := range chunk {
 			m.deleteLocked(k, now)
 		}
@@ -202,6 +204,7 @@ func (m *latencyMap) Replace(recs map[string]wire.LatencyRecord, now time.Time) 
 func (m *latencyMap) Delete(key string, now time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.sweepLocked(now) // as Put does
 	m.deleteLocked(key, now)
 }
 

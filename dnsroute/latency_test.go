@@ -1,9 +1,11 @@
 package dnsroute
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -579,5 +581,191 @@ func TestLatencyMapFutureRecordsAgeFromArrival(t *testing.T) {
 	}
 	if !m.Has(latencyNetwork(bound)) {
 		t.Error("the honest record, measured within maxAge, was swept")
+	}
+}
+
+// TestLatencyMapHeapConsistent is a property test of the age heap's bookkeeping: under any
+// sequence of puts (a key moving to another network, records dated ahead, records too old),
+// deletes (of keys held or not), snapshots and sweeps, the heap holds exactly the map's
+// records, each at the index it records, in heap order; the network index lists exactly the
+// keys of each network; a network whose RTT order changed has its generation moved; and a
+// snapshot leaves its newest records up to the bound.
+func TestLatencyMapHeapConsistent(t *testing.T) {
+	for seed := range uint64(30) {
+		t.Run(fmt.Sprintf("seed %d", seed), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(seed, 1024))
+			const bound, maxAge, networks = 16, time.Minute, 12
+			m := newLatencyMap(bound, maxAge)
+			now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+			network := func() netip.Prefix {
+				return netip.PrefixFrom(netip.AddrFrom4([4]byte{100, 64, byte(rng.IntN(networks)), 0}), 24)
+			}
+			// Keys are node and slot, so that one key holds records of different networks.
+			key := func() string { return fmt.Sprintf("lhr.n%d.%d", rng.IntN(3), rng.IntN(12)) }
+			record := func() wire.LatencyRecord {
+				r := wire.LatencyRecord{Network: network(), Samples: 1 + rng.IntN(5),
+					At: now.Add(time.Duration(rng.IntN(100)-80) * time.Second), RTTMs: map[string]float64{}}
+				for _, pop := range []string{"lhr", "fra", "nrt"} {
+					if rng.IntN(2) == 0 {
+						r.RTTMs[pop] = float64(1 + rng.IntN(5))
+					}
+				}
+				return r
+			}
+			orders := func() (o []string) {
+				for i := range networks {
+					rtt, _, _ := m.Lookup(netip.PrefixFrom(netip.AddrFrom4([4]byte{100, 64, byte(i), 0}), 24), now)
+					pops := slices.Collect(maps.Keys(rtt))
+					slices.SortFunc(pops, func(a, b string) int {
+						if c := cmp.Compare(rtt[a], rtt[b]); c != 0 {
+							return c
+						}
+						return strings.Compare(a, b)
+					})
+					o = append(o, strings.Join(pops, ","))
+				}
+				return o
+			}
+			gens := func() (g []uint32) {
+				for i := range networks {
+					g = append(g, m.gen(genSlot(netip.PrefixFrom(netip.AddrFrom4([4]byte{100, 64, byte(i), 0}), 24))))
+				}
+				return g
+			}
+			for step := range 3000 {
+				beforeOrder, beforeGen := orders(), gens()
+				var op string
+				var snap map[string]wire.LatencyRecord
+				switch n := rng.IntN(20); {
+				case n < 12:
+					op = "put"
+					m.Put(key(), record(), now)
+				case n < 15:
+					op = "delete"
+					m.Delete(key(), now)
+				case n < 16:
+					op = "replace"
+					snap = map[string]wire.LatencyRecord{}
+					for range rng.IntN(3 * bound) {
+						// The bucket's latest value under a key is measured no earlier than
+						// the one the map holds.
+						k, r := key(), record()
+						m.mu.Lock()
+						if h := m.recs[k]; h != nil && h.At.After(r.At) {
+							r.At = h.At
+						}
+						m.mu.Unlock()
+						snap[k] = r
+					}
+					m.Replace(snap, now)
+				case n < 17:
+					op = "sweep"
+					m.Sweep(now)
+				default:
+					op = "clock"
+					now = now.Add(time.Duration(rng.IntN(10)) * time.Second)
+					beforeOrder = orders() // records may age out of the order without a change
+				}
+				m.mu.Lock()
+				if len(m.byAge) != len(m.recs) || len(m.recs) > bound {
+					t.Fatalf("step %d (%s): heap %d, map %d records, bound %d", step, op, len(m.byAge), len(m.recs), bound)
+				}
+				for i, r := range m.byAge {
+					if r.idx != i || m.recs[r.key] != r {
+						t.Fatalf("step %d (%s): heap[%d] = %s with idx %d, map holds it: %v", step, op, i, r.key, r.idx, m.recs[r.key] == r)
+					}
+					if i > 0 && m.byAge.Less(i, (i-1)/2) {
+						t.Fatalf("step %d (%s): heap[%d] older than its parent", step, op, i)
+					}
+				}
+				keys := 0
+				for n, ks := range m.nets {
+					for _, k := range ks {
+						if r := m.recs[k]; r == nil || r.Network != n {
+							t.Fatalf("step %d (%s): network %s lists %s, not its record", step, op, n, k)
+						}
+					}
+					keys += len(ks)
+				}
+				if keys != len(m.recs) {
+					t.Fatalf("step %d (%s): networks list %d keys, map holds %d", step, op, keys, len(m.recs))
+				}
+				if snap != nil {
+					var want []*latencyRec
+					for k, r := range snap {
+						if r.At.After(now) {
+							r.At = now
+						}
+						if now.Sub(r.At) <= maxAge {
+							want = append(want, &latencyRec{LatencyRecord: r, key: k})
+						}
+					}
+					slices.SortFunc(want, func(a, b *latencyRec) int {
+						if b.newer(a) {
+							return 1
+						}
+						return -1
+					})
+					want = want[:min(len(want), bound)]
+					var got []string
+					for _, r := range m.byAge {
+						got = append(got, r.key)
+					}
+					if len(got) != len(want) || slices.ContainsFunc(want, func(r *latencyRec) bool { return m.recs[r.key] == nil || !m.recs[r.key].At.Equal(r.At) }) {
+						t.Fatalf("step %d: after a snapshot the map holds %v, want the newest %d of it", step, got, len(want))
+					}
+				}
+				m.mu.Unlock()
+				afterOrder, afterGen := orders(), gens()
+				for i := range networks {
+					if afterOrder[i] != beforeOrder[i] && afterGen[i] == beforeGen[i] {
+						t.Fatalf("step %d (%s): network %d's order %q -> %q, its generation stayed %d", step, op, i, beforeOrder[i], afterOrder[i], afterGen[i])
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestLatencyMapExpiryMovesGeneration: a network whose records aged out is routed without
+// them (by geography) until the next sweep, and that answer is cached under the network's
+// generation then; a new record that brings the old order back must move the generation, or
+// the cached answer outlives it. The map compared the new order with the one it stored
+// before the records aged out, found it the same, and kept the generation.
+func TestLatencyMapExpiryMovesGeneration(t *testing.T) {
+	const maxAge = time.Minute
+	now := time.Now()
+	network := netip.MustParsePrefix("100.64.7.0/24")
+	slot := genSlot(network)
+	for _, tt := range []struct {
+		name  string
+		write func(m *latencyMap, at time.Time)
+	}{
+		{"the same key", func(m *latencyMap, at time.Time) {
+			m.Put(wire.LatencyKey("lhr", "n1", network), wire.LatencyRecord{Network: network, Samples: 1, At: at, RTTMs: map[string]float64{"fra": 10, "lhr": 20}}, at)
+		}},
+		{"another node's key", func(m *latencyMap, at time.Time) {
+			m.Put(wire.LatencyKey("fra", "n2", network), wire.LatencyRecord{Network: network, Samples: 1, At: at, RTTMs: map[string]float64{"fra": 10, "lhr": 20}}, at)
+		}},
+		{"a snapshot", func(m *latencyMap, at time.Time) {
+			m.Replace(map[string]wire.LatencyRecord{wire.LatencyKey("fra", "n2", network): {Network: network, Samples: 1, At: at, RTTMs: map[string]float64{"fra": 10, "lhr": 20}}}, at)
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			m := newLatencyMap(0, maxAge)
+			m.Put(wire.LatencyKey("lhr", "n1", network), wire.LatencyRecord{Network: network, Samples: 1, At: now, RTTMs: map[string]float64{"fra": 10, "lhr": 20}}, now)
+			later := now.Add(maxAge + time.Second)
+			if rtt, _, _ := m.Lookup(network, later); rtt != nil {
+				t.Fatalf("an aged-out record still counts: %v", rtt)
+			}
+			cached := m.gen(slot) // an answer routed by geography now is cached under it
+			tt.write(m, later)
+			if rtt, _, _ := m.Lookup(network, later); rtt == nil {
+				t.Fatal("the new record does not count")
+			}
+			if m.gen(slot) == cached {
+				t.Errorf("measurements came back to a network routed without them, and its generation stayed %d: the answer routed by geography stays cached", cached)
+			}
+		})
 	}
 }
