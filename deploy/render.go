@@ -314,7 +314,7 @@ const (
 	latencyRecordBytes = 512
 	// latencyCapBytes caps the bound (reached at 210 edges): every control VM keeps a replica
 	// on its disk and nats-server keeps per-key state in memory, for 2-5 million records at
-	// 1 GiB; DNS's map follows it (latencyRecords) at some 630-1,470 bytes of heap a record.
+	// 1 GiB; DNS's map follows it (latencyRecords) at some 680-1,520 bytes of heap a record.
 	latencyCapBytes = 1 << 30
 )
 

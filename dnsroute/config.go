@@ -95,8 +95,8 @@ type Config struct {
 	CacheBytes int64 `yaml:"cache_bytes"`
 	// LatencyRecords bounds the latency map: the most records of the latency bucket (one per
 	// reporting edge node and client network) the server holds, the most recently measured
-	// (default DefaultLatencyRecords, 200,000). Each costs the process about 630 bytes of heap
-	// with its node's own PoP, 1,470 with 16 PoPs (docs/dns.md, "Latency map"); `meridian
+	// (default DefaultLatencyRecords, 200,000). Each costs the process about 680 bytes of heap
+	// with its node's own PoP, 1,520 with 16 PoPs (docs/dns.md, "Latency map"); `meridian
 	// deploy render` sets it from the fleet's edges.
 	LatencyRecords int `yaml:"latency_records"`
 	// UDPWorkers is the number of goroutines reading the UDP socket (default GOMAXPROCS).

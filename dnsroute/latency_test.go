@@ -513,11 +513,11 @@ func TestLatencyMapEvictsOldest(t *testing.T) {
 
 // TestLatencyRecordMemory: what one record costs the DNS process's heap in a full map (its
 // key, the record decoded from the bucket's JSON with its RTT map, and the map's indexes),
-// which says what latency_records costs in RAM (docs/dns.md, "Latency map"): about 630
-// bytes with the node's own PoP only, about 1,470 with the 16 PoPs a record keeps at most.
+// which says what latency_records costs in RAM (docs/dns.md, "Latency map"): about 680
+// bytes with the node's own PoP only, about 1,520 with the 16 PoPs a record keeps at most.
 func TestLatencyRecordMemory(t *testing.T) {
 	if testing.Short() {
-		t.Skip("fills maps of 50,000 records")
+		t.Skip("fills maps of 20,000 records")
 	}
 	const records = 20_000
 	for _, tt := range []struct {
