@@ -1128,9 +1128,13 @@ type body struct {
 	status   error       // non-nil for a status FailureStatus counts as a failure
 	freed    bool        // the slot was freed at the head (ReleaseAtHead): Close frees none
 
-	mu      sync.Mutex // guards readErr and whole
-	readErr error      // first read error other than io.EOF
+	mu      sync.Mutex // guards readErr, whole and closing
+	readErr error      // first read error other than io.EOF, before Close
 	whole   bool       // the body was read to its end (or had none): the exchange succeeded
+	// closing: Close was called. A Read it ended (one blocked while the caller dropped the
+	// body) fails by the caller's doing, which says nothing of the upstream: its error is not
+	// the outcome. Recorded, it raced Close's report and mostly won, counted as a failure.
+	closing bool
 
 	closeOnce sync.Once
 }
@@ -1154,7 +1158,7 @@ func (b *body) Read(p []byte) (int, error) {
 	if err != nil && !errors.Is(err, io.EOF) {
 		err = b.u.classify(b.parent, b.timedOut(), err)
 		b.mu.Lock()
-		if b.readErr == nil {
+		if b.readErr == nil && !b.closing {
 			b.readErr = err
 		}
 		b.mu.Unlock()
@@ -1164,6 +1168,9 @@ func (b *body) Read(p []byte) (int, error) {
 }
 
 func (b *body) Close() error {
+	b.mu.Lock()
+	b.closing = true
+	b.mu.Unlock()
 	err := b.rc.Close()
 	b.closeOnce.Do(func() {
 		b.mu.Lock()

@@ -1278,3 +1278,47 @@ func TestInvalidFieldNamesDropped(t *testing.T) {
 		}
 	}
 }
+
+// TestCloseDuringReadIsNoFailure: a body closed by its caller while a Read of it is blocked
+// (the edge drops a trickling 5xx once another copy stands in for it) tells the breaker the
+// answer's outcome, not a failure: the Read's error is the caller's own doing. Before, the
+// Read ended by the Close could record its error first, and Close reported it as a failure,
+// some of the time.
+func TestCloseDuringReadIsNoFailure(t *testing.T) {
+	srv := startRaw(t, "127.0.0.167", func(n int64, c net.Conn, br *bufio.Reader) {
+		for {
+			if _, ok := readRequest(br); !ok {
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 1000\r\n\r\nten bytes.")
+		}
+	})
+	u := New(Config{})
+	defer u.Close()
+	const rounds = 200
+	for i := range rounds {
+		resp, err := u.Do(get(t, context.Background(), "http://"+srv.addr+"/"))
+		if err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+		if _, err := io.ReadFull(resp.Body, make([]byte, 10)); err != nil {
+			t.Fatalf("round %d: read the body's start: %v", i, err)
+		}
+		read := make(chan struct{})
+		go func() {
+			defer close(read)
+			resp.Body.Read(make([]byte, 10)) // blocks: the rest never comes
+		}()
+		h := resp.Body.(*body).rc.(*h1Body)
+		wait.For(t, 5*time.Second, "the Read to block", func() bool {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			return h.reading
+		})
+		resp.Body.Close()
+		<-read
+	}
+	if st := u.Stats(); st.Failures != 0 || st.Requests != rounds {
+		t.Errorf("after %d bodies closed during a Read: %d failures of %d requests, want none of %d", rounds, st.Failures, st.Requests, rounds)
+	}
+}
