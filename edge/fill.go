@@ -134,17 +134,20 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 		return res
 	}
 
+	var early *earlyBody
 	if failureStatus(resp.StatusCode) {
 		// The stale copy stands in for this failure (stale-if-error, filler.get), judged on
 		// the head alone: a body past max_object_bytes was streamed to the client as an
 		// answer too large to keep, and a trickling one waited for. Without one of ours, one
 		// elsewhere in the fleet may, asked for now, on the head too: asked once the body was
-		// read, a small 5xx that trickled held the client up to body_timeout first. The body
-		// is not read; closing it keeps the connection only if the rest has already arrived
-		// (origin/fetch), else closes it rather than drain a large body.
+		// read, a small 5xx that trickled held the client up to body_timeout first; it is read
+		// while the fleet is asked (fleetStaleReading). Ours stands in unread: closing the body
+		// keeps the connection only if the rest has already arrived (origin/fetch), else
+		// closes it rather than drain a large body.
 		own := n.staleIfErrorServable(req, stale, opts.verdict, respTime)
 		if !own && !opts.background {
-			res.fleet, res.fleetAsked = f.fleetStale(req), true
+			res.fleet, early = f.fleetStaleReading(req, resp)
+			res.fleetAsked = true
 		}
 		if own || res.fleet != nil {
 			resp.Body.Close()
@@ -219,7 +222,12 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 		relayFleetKeys(h, req, fleetKeys, hasFleetKeys)
 		return res
 	}
-	body, err := readBody(resp, maxObj)
+	var body []byte
+	if early != nil {
+		body, err = early.body, early.err
+	} else {
+		body, err = readBody(resp, maxObj)
+	}
 	if err != nil {
 		resp.Body.Close()
 		res.err = fmt.Errorf("read body of %s from %s: %w", req.target, tier, err)
@@ -869,6 +877,47 @@ func (f *filler) fleetStale(req *request) *fillResult {
 		}
 	}
 	return nil
+}
+
+// earlyBody is a 5xx's body read while the fleet was asked for a copy to stand in for it
+// (fleetStaleReading), as readBody returned it.
+type earlyBody struct {
+	body []byte
+	err  error
+}
+
+// fleetStaleReading asks the fleet for a copy to stand in for resp, an upstream's 5xx
+// (fleetStale), while it reads resp's body, if one that may be kept (max_object_bytes): the
+// body's exchange is closed as soon as it has all arrived, giving its slot of the upstream's
+// bulkhead (max_concurrent) and its connection back, rather than held unread for as long as
+// the fleet takes to answer (fleet_stale_timeout); and a body that trickles is closed as
+// soon as a copy is found, not waited for. The body is nil if not read here (the fleet asked
+// alone, or not at all as the node closes). Before the body was read on the 5xx's head, a
+// small failure held its slot while the fleet was asked, and other fills of that upstream
+// were refused with the bulkhead full.
+func (f *filler) fleetStaleReading(req *request, resp *http.Response) (*fillResult, *earlyBody) {
+	maxObj := req.host.maxObject
+	if resp.ContentLength > maxObj {
+		// Streamed to the client if nothing stands in for it: not read here.
+		return f.fleetStale(req), nil
+	}
+	found := make(chan *fillResult, 1)
+	if !f.goTracked(func() {
+		fs := f.fleetStale(req)
+		if fs != nil {
+			// Ends a read still waiting for the body, which nobody will see: the copy stands in.
+			resp.Body.Close()
+		}
+		found <- fs
+	}) {
+		return nil, nil // the node is closing: no asks
+	}
+	body, err := readBody(resp, maxObj)
+	if err == nil && int64(len(body)) <= maxObj {
+		resp.Body.Close() // all of it is here: the exchange is over
+	}
+	// req is the ask's until it answers: nothing here touches it before.
+	return <-found, &earlyBody{body: body, err: err}
 }
 
 // staleCopy turns a peer's only-if-cached answer into a result if it may be served under

@@ -406,6 +406,10 @@ func TestStaleIfErrorTricklingFailureFleetCopy(t *testing.T) {
 			if n := o.seen[p]; n != 2 {
 				t.Errorf("requests to the origin for %s = %d, want 2 (the copy, one failing fill)", p, n)
 			}
+			// The 503's body, dropped mid-read once the copy was found, is no failure.
+			if st, _ := originStats(owner); st.Failures != 0 {
+				t.Errorf("origin breaker failures = %d, want 0: the 503 was an answer", st.Failures)
+			}
 		})
 	}
 }
@@ -554,5 +558,59 @@ func TestStaleIfErrorDroppedFailureFollowers(t *testing.T) {
 				t.Errorf("requests to the failing origin = %d, want %d", got, tc.requests)
 			}
 		})
+	}
+}
+
+// TestFailureFleetAskHoldsNoOriginSlot: while the fleet is asked for a copy to stand in for a
+// small 503 (no copy here, a peer slow to answer), the 503's body, which has all arrived, is
+// read and its origin slot freed: another path of the same origin is fetched meanwhile, and
+// the client gets the 503 once the ask ends. Before, the ask came on the 503's head with the
+// body left unread, holding the slot (max_concurrent) up to fleet_stale_timeout: the other
+// path was refused with the bulkhead full and asked the same slow fleet in its turn.
+func TestFailureFleetAskHoldsNoOriginSlot(t *testing.T) {
+	asked, release := make(chan string, 4), make(chan struct{})
+	slow := startHTTP(t, "127.0.0.12", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked <- r.URL.Path
+		select { // holds the only-if-cached ask until the test is done with it
+		case <-release:
+		case <-r.Context().Done():
+		}
+		w.WriteHeader(http.StatusGatewayTimeout)
+	}))
+	defer close(release)
+	s := newSingle(t, func(c *Config) {
+		c.Peers = []Peer{{ID: c.Node, Addr: "127.0.0.11:1"}, {ID: "slow", Addr: slow}}
+		c.PeerKey = testPeerKey
+		c.FleetStaleTimeout = 20 * time.Second // bounded by the test's release instead
+		c.Upstream.MaxConcurrent = 1
+	})
+	failing := ownedPath(s.edge, "/failing%d", "")
+	other := ownedPath(s.edge, "/other%d", "?"+url.Values{"cc": {"max-age=600"}}.Encode())
+	s.origin.SetFault(failing, origin.Fault{Status: http.StatusServiceUnavailable})
+	first := make(chan resp, 1)
+	go func() {
+		r, err := tryDo(s.client, http.MethodGet, s.edge.Addr(), testHost, failing)
+		if err != nil {
+			r.body = err.Error()
+		}
+		first <- r
+	}()
+	if p := <-asked; p != failing {
+		t.Fatalf("the fleet was asked for %s, want %s", p, failing)
+	}
+	// The ask is held: the 503's fill leaves the origin's one slot once its body is read.
+	wait.For(t, 5*time.Second, "the 503's exchange to leave its origin slot", func() bool {
+		st, _ := originStats(s.edge)
+		return st.InFlight == 0
+	})
+	if r := s.get(t, other); r.status != http.StatusOK || r.header.Get("Cache-Status") == "" || strings.Contains(r.header.Get("Cache-Status"), "fleet") {
+		t.Errorf("GET %s while the fleet is asked for %s: %d %q (Cache-Status %q), want 200 from the origin", other, failing, r.status, trunc([]byte(r.body)), r.header.Get("Cache-Status"))
+	}
+	if n := s.origin.Requests(strings.Split(other, "?")[0]); n != 1 {
+		t.Errorf("origin requests for %s while the fleet is asked = %d, want 1", other, n)
+	}
+	release <- struct{}{}
+	if r := <-first; r.status != http.StatusServiceUnavailable {
+		t.Errorf("GET %s: %d %q, want the origin's 503", failing, r.status, trunc([]byte(r.body)))
 	}
 }
