@@ -111,6 +111,13 @@ func (r *renderer) cloudInit(vm, role string, paths []string, files map[string][
 			` set release.nats_server_url (docs/deploy.md)" >&2; exit 1; }`, MinNATSServerVersion))
 	}
 	if role == RoleControl {
+		// The drop-in turns resolved's stub listener off for meridian dns, but stub-resolv.conf
+		// (and resolved's static resolv.conf) name 127.0.0.53 regardless: where resolv.conf links
+		// to either, every lookup on the VM would reach the zone's authoritative server, which
+		// refuses other names. Resolved's list of upstream servers replaces it; a resolv.conf of
+		// any other kind is the image's or the operator's and stays.
+		sh(fmt.Sprintf(`case "$(readlink %[1]s)" in */systemd/resolve/stub-resolv.conf|*/lib/systemd/resolv.conf)`+
+			` ln -sf %[2]s/resolv.conf %[1]s;; esac`, ResolvConf, resolvedDir))
 		cc.RunCmd = append(cc.RunCmd, []string{"systemctl", "try-restart", "systemd-resolved.service"})
 	}
 	// The credentials directory, now that its users exist: the operator only copies the files in.

@@ -34,6 +34,11 @@ const (
 	// pool_size came in 2.10.0, a leaf remote's nkey in 2.10.8 (2.9.10 refuses the first,
 	// 2.10.7 the second; TestNATSServerVersionFloor).
 	MinNATSServerVersion = "2.10.8"
+	// ResolvConf is the resolver's configuration, which a control VM's cloud-init repoints
+	// from systemd-resolved's stub to its upstream servers.
+	ResolvConf = "/etc/resolv.conf"
+	// resolvedDir holds the resolv.conf files systemd-resolved writes.
+	resolvedDir = "/run/systemd/resolve"
 )
 
 // Roles a VM can have.
