@@ -81,6 +81,11 @@ func (r *renderer) natsCluster(vm string) []byte {
 	fmt.Fprintf(&b, "  include %q\n}\n\n", "creds/nats-cluster.conf")
 	fmt.Fprintf(&b, "# Every PoP's leaf node connects here; purges fan out from the cluster to them.\n")
 	fmt.Fprintf(&b, "leafnodes {\n  listen: %q\n", r.natsPublic(vm, f.NATS.LeafPort))
+	// The leaf nodes put the addresses the listener advertises first in their reconnect list;
+	// bound to every address it would advertise the interfaces', which on a cloud VM are
+	// private (another region's cannot be reached, and no certificate names them).
+	b.WriteString("  # Leaf nodes fail over to what is advertised: this VM's public address, as they dial it.\n")
+	fmt.Fprintf(&b, "  advertise: %q\n", net.JoinHostPort(r.controlIPv4(vm), strconv.Itoa(f.NATS.LeafPort)))
 	r.natsTLS(&b, "  ")
 	b.WriteString("}\n")
 	return []byte(b.String())
@@ -128,6 +133,16 @@ func (r *renderer) natsLeaf(vm string, p PoP, n EdgeNode) []byte {
 	fmt.Fprintf(&b, "      include %q\n", "creds/nats-leaf.conf")
 	b.WriteString("    }\n  ]\n}\n")
 	return []byte(b.String())
+}
+
+// controlIPv4 is control VM vm's public IPv4 address, the one routes and leaf remotes dial.
+func (r *renderer) controlIPv4(vm string) string {
+	for _, c := range r.f.Control.Nodes {
+		if c.Name == vm {
+			return c.IPv4
+		}
+	}
+	return ""
 }
 
 func (r *renderer) natsTLS(b *strings.Builder, indent string) {
