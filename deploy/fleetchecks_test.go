@@ -106,6 +106,15 @@ func TestBadValuesNameTheirField(t *testing.T) {
 		{"unicode hostname too long once absolute", `hostnames: ["*"]`, `hostnames: [` + ulong + `]`, "dns.hostnames[0]", `"` + ulong + `" is longer than 255 octets`},
 		{"cname name too long once absolute", `hostnames: ["*"]`, `hostnames: ["*"]` + "\n  cnames: {" + long + ": www}", "dns.cnames." + long, `"` + long + `" is longer than 255 octets`},
 		{"cname target too long once absolute", `hostnames: ["*"]`, `hostnames: ["*"]` + "\n  cnames: {a: " + ulong + "}", "dns.cnames.a", `"` + ulong + `" is longer than 255 octets`},
+		// A fleet host is rendered into every edge's edge.yaml, which the user data carries: what
+		// any process on the VM, and anyone who may describe the instance, reads. A credential
+		// field set on the origin requests would be published so.
+		{"origin authorization in a fleet host", "origin: https://static-origin.example.com",
+			"origin: https://static-origin.example.com\n    request_headers: {set: {Authorization: 'Bearer s3cret'}}",
+			"hosts[1].request_headers.set.Authorization", "is a credential"},
+		{"origin cookie in a fleet host", "origin: https://static-origin.example.com",
+			"origin: https://static-origin.example.com\n    request_headers: {set: {x-from-cdn: '1', cookie: 'sid=s3cret'}}",
+			"hosts[1].request_headers.set.cookie", "is a credential"},
 		{"one cname name spelt twice", `hostnames: ["*"]`, `hostnames: ["*"]` + "\n  cnames: {a: www, \"A.cdn.example.com.\": img}", "dns.cnames.a",
 			"a.cdn.example.com. is also dns.cnames.A.cdn.example.com. (to img.cdn.example.com.); a name has one CNAME at most"},
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/http"
 	"net/netip"
 	"net/url"
 	"path"
@@ -514,8 +515,20 @@ func (c *checker) hosts() {
 		if h.Shield != "" && !c.pops[h.Shield] {
 			c.bad(hf+".shield", "%q is not a PoP of this fleet", h.Shield)
 		}
+		// Every edge's edge.yaml carries the fleet's hosts, and the user data carries edge.yaml:
+		// what any process on the VM, and anyone allowed to describe the instance, can read.
+		for _, k := range slices.Sorted(maps.Keys(h.RequestHeaders.Set)) {
+			if credentialFields[http.CanonicalHeaderKey(k)] {
+				c.bad(hf+".request_headers.set."+k, "is a credential, and the fleet's hosts go into every edge's user data and edge.yaml, "+
+					"which every process on the VM can read: leave it out here and PUT the host with it through control's API (docs/deploy.md)")
+			}
+		}
 	}
 }
+
+// credentialFields are the request fields that carry credentials (RFC 9110 section 11.6.2,
+// RFC 6265 section 5.4); Proxy-Authorization is hop-by-hop, refused by ValidateNew.
+var credentialFields = map[string]bool{"Authorization": true, "Cookie": true}
 
 func (c *checker) region(field, r string) {
 	switch {
