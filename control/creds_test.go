@@ -373,7 +373,7 @@ func TestRotateEdgeCredentialWhileServing(t *testing.T) {
 		return false
 	})
 	// The new process found the old one's write on the node's key, so for the overlap's bound
-	// (lame_duck + shutdown_timeout + max_lag + two heartbeats) it holds each ack max_lag (5 s)
+	// (lame_duck + max_lag + two heartbeats) it holds each ack max_lag (5 s)
 	// before sending it (docs/purge.md, "Restart overlap"): the wait covers that.
 	code, resp, body := postPurge(t, ts, tokPurger, "20s", []byte(`{"host":"`+hostA+`","all":true}`))
 	if acked, _ := ackedNodes(resp); code != http.StatusOK || !acked["rot/n1"] {

@@ -201,9 +201,10 @@ func (n *Node) registered(sent time.Time, shared bool) {
 // serve:
 //   - until this one's first heartbeat is answered: whether the key is another's is not known;
 //   - after a heartbeat found another's write on the key (a restart's other process, or what a
-//     process before this one left there), for as long as that one may go on serving once it
-//     stops writing: its lame duck and shutdown, plus max_lag for a cut during them, plus two
-//     heartbeats. Its writes stop when it yields the key to this one (draining) or loses NATS.
+//     process before this one left there), for as long as that one may go on serving fresh
+//     hits once it stops writing: its lame duck (past it, the requests it still finishes
+//     revalidate: pastLameDuck), plus max_lag for a cut during it, plus two heartbeats. Its
+//     writes stop when it yields the key to this one (draining) or loses NATS.
 //
 // One that left no key to find lost NATS over the bucket's TTL ago, and lags (registrationLapsed).
 // The purges of those seconds complete up to max_lag later; nothing goes to the origin.
@@ -213,7 +214,7 @@ func (n *Node) ackHold(hb time.Duration) time.Duration {
 		return maxLag
 	}
 	if at := n.sharedAt.Load(); at != 0 &&
-		time.Since(time.Unix(0, at)) < n.cfg.LameDuck+n.cfg.ShutdownTimeout+maxLag+2*hb {
+		time.Since(time.Unix(0, at)) < n.cfg.LameDuck+maxLag+2*hb {
 		return maxLag
 	}
 	return 0

@@ -62,12 +62,17 @@ type Node struct {
 	// encoding.go).
 	decodes *compress.Budget
 
-	draining  atomic.Bool
-	ready     chan struct{}
-	addr      atomic.Pointer[string]
-	httpsAddr atomic.Pointer[string]
-	altSvc    atomic.Pointer[string] // Alt-Svc value advertising HTTP/3, when it is served
-	adminAddr string                 // set before the fleet is joined
+	draining atomic.Bool
+	// pastLameDuck is set once a stop's lame duck is over: the node takes no new requests then
+	// but those whose heads were arriving, and treats its cache as lagging (purgeLagging), so
+	// that a restart's new process holds its acks only for the lame duck (ackHold), not for
+	// the whole shutdown_timeout its requests in flight may take.
+	pastLameDuck atomic.Bool
+	ready        chan struct{}
+	addr         atomic.Pointer[string]
+	httpsAddr    atomic.Pointer[string]
+	altSvc       atomic.Pointer[string] // Alt-Svc value advertising HTTP/3, when it is served
+	adminAddr    string                 // set before the fleet is joined
 
 	registrar  atomic.Pointer[fleet.Registrar] // set while the node is in a fleet
 	fleetReady chan struct{}
@@ -548,6 +553,7 @@ func (n *Node) ServeListeners(ctx context.Context, ls Listeners) error {
 			<-t.C
 		}
 	}
+	n.pastLameDuck.Store(true)
 	sctx, cancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
 	defer cancel()
 	// The client listeners drain together: one after another, HTTP/3 clients got their GOAWAY

@@ -104,14 +104,15 @@ func requiredPurgeSeq(r *http.Request) uint64 {
 // or not caught up yet after joining or rejoining, or it has not yet marked stale what it
 // stored before its subscription started (joinFleet). Anything in its cache may then have been
 // purged meanwhile. So may it once its registration lapsed (registrationLapsed): another process
-// of the node may ack for it. A standalone node never lags.
+// of the node may ack for it; and so it does past a stop's lame duck (pastLameDuck), when a
+// restart's new process no longer holds its acks for this one. A standalone node never lags.
 func (n *Node) purgeLagging() bool {
 	sub := n.purgeSub.Load()
 	if sub == nil {
 		return false
 	}
 	at := sub.CaughtUpAt()
-	if !n.purgeBase.Load() || at.IsZero() {
+	if !n.purgeBase.Load() || at.IsZero() || n.pastLameDuck.Load() {
 		return true
 	}
 	return n.clock().Sub(at) > n.cfg.Purge.MaxLag || n.registrationLapsed()

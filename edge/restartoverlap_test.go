@@ -1,8 +1,11 @@
 package edge
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -80,4 +83,52 @@ func TestRestartOverlapAckWaitsForOldProcess(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPastLameDuckRevalidates: once a stop's lame duck is over, a restart's new process holds
+// its acks no longer (ackHold), so the old process must not serve its cache as fresh for the
+// shutdown_timeout its requests in flight may still take: a request whose head was still
+// arriving when the drain began (the server lets it finish) is revalidated, not a fresh hit.
+func TestPastLameDuckRevalidates(t *testing.T) {
+	url, js, nc := startNATS(t)
+	s, nodes := fleetEdgesWith(t, []string{url}, true, time.Second, nil)
+	cfg := nodes[0].cfg
+	cfg.Node = "n9"
+	cfg.Fleet.Creds = edgeCreds(t, url, cfg.PoP, cfg.Node)
+	cfg.Logger = testLogger(t)
+	// The lame duck gives the server time to take the head's first bytes, so that it lets the
+	// request finish once the drain begins (edge/http1's head grace).
+	cfg.LameDuck = 2 * time.Second
+	n, stop := startEdge(t, listen(t, "127.0.3.31"), cfg)
+	p := newPurger(t, js, nc)
+	waitSubscribed(t, p, []*Node{n})
+	path := obj("/pastlameduck", "cc", "max-age=600")
+	do(t, s.client, http.MethodGet, n.Addr(), testHost, path)
+	wantCacheStatus(t, do(t, s.client, http.MethodGet, n.Addr(), testHost, path), "hit")
+	s.client.CloseIdleConnections()
+
+	conn, err := net.Dial("tcp", n.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	stopped := make(chan struct{})
+	go func() { defer close(stopped); stop() }()
+	wait.For(t, 10*time.Second, "the node draining", n.Draining)
+	if _, err := io.WriteString(conn, "GET "+path+" HTTP/1.1\r\nHost: "+testHost+"\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 10*time.Second, "the lame duck over", n.pastLameDuck.Load)
+	if _, err := io.WriteString(conn, "\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("the request whose head came in the drain's grace: %v", err)
+	}
+	resp.Body.Close()
+	if cs := resp.Header.Get("Cache-Status"); !strings.Contains(cs, "fwd=") {
+		t.Errorf("past its lame duck the node served %q, want a revalidation (fwd=...)", cs)
+	}
+	<-stopped
 }
