@@ -189,6 +189,9 @@ func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
 func (n *Node) registered(sent time.Time, shared bool) {
 	if shared {
 		n.sharedAt.Store(time.Now().UnixNano())
+		if n.Draining() {
+			n.yieldedDraining.Store(true)
+		}
 	}
 	n.writtenAt.Store(sent.UnixNano())
 }
@@ -204,7 +207,9 @@ func (n *Node) registered(sent time.Time, shared bool) {
 //     process before this one left there), for as long as that one may go on serving fresh
 //     hits once it stops writing: its lame duck (past it, the requests it still finishes
 //     revalidate: pastLameDuck), plus max_lag for a cut during it, plus two heartbeats. Its
-//     writes stop when it yields the key to this one (draining) or loses NATS.
+//     writes stop when it yields the key to this one (draining) or loses NATS. The lame duck
+//     counted is this process's lame_duck; the other's may be longer (a restart that lowers
+//     it), so once it has yielded the key draining it revalidates too (yieldedDraining).
 //
 // One that left no key to find lost NATS over the bucket's TTL ago, and lags (registrationLapsed).
 // The purges of those seconds complete up to max_lag later; nothing goes to the origin.

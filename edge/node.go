@@ -87,6 +87,10 @@ type Node struct {
 	// node's key (Unix nanoseconds, real time; 0: never).
 	writtenAt atomic.Int64
 	sharedAt  atomic.Int64
+	// yieldedDraining is set when a heartbeat sent while draining found another process's
+	// write on the node's key: the registrar left the key to it (a restart's new process),
+	// whose ack hold counts this one's lame duck by its own lame_duck, which may be shorter.
+	yieldedDraining atomic.Bool
 
 	// purgeSeq is the stream sequence of the last purge applied; purgeWake, made by the first
 	// fill that waits for a sequence, is closed when it advances (see purgeorder.go).

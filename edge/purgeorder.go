@@ -105,14 +105,17 @@ func requiredPurgeSeq(r *http.Request) uint64 {
 // stored before its subscription started (joinFleet). Anything in its cache may then have been
 // purged meanwhile. So may it once its registration lapsed (registrationLapsed): another process
 // of the node may ack for it; and so it does past a stop's lame duck (pastLameDuck), when a
-// restart's new process no longer holds its acks for this one. A standalone node never lags.
+// restart's new process no longer holds its acks for this one; and once, draining, it left its
+// key to another process of the node (yieldedDraining): that one's hold ends lame_duck by its
+// own config after, and a restart may have lowered lame_duck. A standalone node never lags.
 func (n *Node) purgeLagging() bool {
 	sub := n.purgeSub.Load()
 	if sub == nil {
 		return false
 	}
 	at := sub.CaughtUpAt()
-	if !n.purgeBase.Load() || at.IsZero() || n.pastLameDuck.Load() {
+	if !n.purgeBase.Load() || at.IsZero() || n.pastLameDuck.Load() ||
+		n.yieldedDraining.Load() && n.Draining() {
 		return true
 	}
 	return n.clock().Sub(at) > n.cfg.Purge.MaxLag || n.registrationLapsed()

@@ -132,3 +132,55 @@ func TestPastLameDuckRevalidates(t *testing.T) {
 	}
 	<-stopped
 }
+
+// TestRestartOverlapOldLameDuckLonger: the new process's hold counts the old process's lame
+// duck by its own lame_duck, so a restart that lowers lame_duck (8 s to 0 here) ends the hold
+// while the old process still serves fresh hits in its lame duck: cut off from NATS just
+// before a purge, it served the purged copy fresh after the receipt said the node acked.
+func TestRestartOverlapOldLameDuckLonger(t *testing.T) {
+	url, js, nc := startNATS(t)
+	cut := natsCutter(t, "127.0.0.58", url)
+	const maxLag = 2 * time.Second
+	s, nodes := fleetEdgesWith(t, []string{url}, true, time.Second, func(c *Config) { c.Purge.MaxLag = maxLag })
+	cfg := nodes[0].cfg
+	cfg.Node = "n9"
+	cfg.Fleet.NATS, cfg.Fleet.Creds = cut.URL(), edgeCreds(t, url, cfg.PoP, "n9")
+	cfg.Logger = testLogger(t)
+	cfg.LameDuck = 8 * time.Second
+	old, stopOld := startEdge(t, listen(t, "127.0.3.34"), cfg)
+	p := newPurger(t, js, nc)
+	waitSubscribed(t, p, []*Node{old})
+	path := obj("/oldlameduck", "cc", "max-age=600")
+	do(t, s.client, http.MethodGet, old.Addr(), testHost, path)
+	wantCacheStatus(t, do(t, s.client, http.MethodGet, old.Addr(), testHost, path), "hit")
+
+	cfg.Fleet.NATS = url
+	cfg.LameDuck = 0
+	restarted, _ := startEdge(t, listen(t, "127.0.3.35"), cfg)
+	waitSubscribed(t, p, []*Node{restarted})
+	stopped := make(chan struct{})
+	go func() { defer close(stopped); stopOld() }()
+	defer func() { <-stopped }()
+	wait.For(t, 10*time.Second, "the old process draining", old.Draining)
+	// The old process yields the key at its first heartbeat draining; the new one then finds
+	// no other write. Waited out: max_lag and more than two heartbeats after the last finding.
+	hb := restarted.cfg.Fleet.Heartbeat
+	wait.For(t, 10*time.Second, "max_lag and three heartbeats since the old process yielded", func() bool {
+		at := restarted.sharedAt.Load()
+		return at != 0 && time.Since(time.Unix(0, at)) > maxLag+3*hb
+	})
+	if old.pastLameDuck.Load() {
+		t.Fatal("the old process's lame duck ended before the new process's hold: nothing to show")
+	}
+	cut.Cut()
+	s.origin.Bump("/oldlameduck")
+	m := p.publish(purge.KindURL, false, []*Node{old}, path)
+	r := p.wait(m, 3*maxLag)
+	if st := r.PoPs[0].Nodes[0].Status; st != purge.NodeAcked {
+		t.Fatalf("receipt's node status %q, want %q", st, purge.NodeAcked)
+	}
+	got := do(t, s.client, http.MethodGet, old.Addr(), testHost, path)
+	if cs := got.header.Get("Cache-Status"); !strings.Contains(got.body, "@v2:") && !strings.Contains(cs, "fwd=") {
+		t.Errorf("after the receipt said the node acked, its old process (in its lame duck) served the purged copy as a fresh hit (Cache-Status %q)", cs)
+	}
+}
