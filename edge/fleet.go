@@ -165,7 +165,7 @@ func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
 	run("follow", func(ctx context.Context) error { return n.follow(ctx, nc, view, cfgView, applied) })
 	// The node registers at once but reports itself healthy only from here on (see ready).
 	run("ready", func(ctx context.Context) error {
-		for _, c := range []<-chan struct{}{sub.Ready(), applied, keys.Ready(), sub.Confirmed()} {
+		for _, c := range []<-chan struct{}{sub.Ready(), applied, keys.Ready(), sub.Confirmed(), n.registeredCh} {
 			select {
 			case <-c:
 			case <-ctx.Done():
@@ -194,6 +194,7 @@ func (n *Node) registered(sent time.Time, shared bool) {
 		}
 	}
 	n.writtenAt.Store(sent.UnixNano())
+	n.registeredOnce.Do(func() { close(n.registeredCh) })
 }
 
 // ackHold is how long the purge subscriber holds an ack queued now: purge.max_lag while another
@@ -211,7 +212,8 @@ func (n *Node) registered(sent time.Time, shared bool) {
 //     counted is this process's lame_duck; the other's may be longer (a restart that lowers
 //     it), so once it has yielded the key draining it revalidates too (yieldedDraining).
 //
-// One that left no key to find lost NATS over the bucket's TTL ago, and lags (registrationLapsed).
+// One that left no key to find lost NATS over the bucket's TTL ago, or never had a heartbeat
+// answered, and lags (registrationLapsed).
 // The purges of those seconds complete up to max_lag later; nothing goes to the origin.
 func (n *Node) ackHold(hb time.Duration) time.Duration {
 	maxLag := n.cfg.Purge.MaxLag
@@ -225,18 +227,23 @@ func (n *Node) ackHold(hb time.Duration) time.Duration {
 	return 0
 }
 
-// registrationLapsed reports whether the node's registration may have expired from the fleet
-// bucket: it was written, and no heartbeat sent since the bucket's TTL ago (control's
-// heartbeat_ttl, default 3 s, which the registrar reads) was answered. A process started
-// under the node's id then finds no key, holds none of its acks (ackHold), and they stand for
-// this process too: it must not treat its cache as fresh (purgeLagging). Real time, as the
-// TTL runs; a bucket whose keys never expire (TTL 0) never lapses.
+// registrationLapsed reports whether the node's registration may be missing from the fleet
+// bucket: no heartbeat was answered yet, or none sent since the bucket's TTL ago (control's
+// heartbeat_ttl, default 3 s, which the registrar reads). A process started under the node's
+// id then finds no key, holds none of its acks (ackHold), and they stand for this process too:
+// it must not treat its cache as fresh (purgeLagging). So too before the first answer: a
+// process whose heartbeats fail (or are slower than its purge subscription) serves but has
+// written nothing for another to find. Real time, as the TTL runs; a bucket whose keys never
+// expire (TTL 0) never lapses once written.
 func (n *Node) registrationLapsed() bool {
-	at := n.writtenAt.Load()
-	if at == 0 {
+	r := n.registrar.Load()
+	if r == nil {
 		return false
 	}
-	r := n.registrar.Load()
+	at := n.writtenAt.Load()
+	if at == 0 {
+		return true
+	}
 	ttl := r.BucketTTL()
 	return ttl > 0 && time.Since(time.Unix(0, at)) > ttl
 }
@@ -269,8 +276,9 @@ func (n *Node) purgeJoined(seq uint64) {
 }
 
 // FleetReady is closed once the node, joined to a fleet, has applied its hosts and peers from
-// the config bucket and the registry, has the fleet's peer keys, and consumes purges caught up
-// with the stream. It never closes for a standalone node.
+// the config bucket and the registry, has the fleet's peer keys, consumes purges caught up
+// with the stream, and has had a heartbeat answered (before, it lags: registrationLapsed). It
+// never closes for a standalone node.
 func (n *Node) FleetReady() <-chan struct{} { return n.fleetReady }
 
 // notReady says why the node should get no clients, "" when it may. A standalone node is

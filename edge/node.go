@@ -87,6 +87,10 @@ type Node struct {
 	// node's key (Unix nanoseconds, real time; 0: never).
 	writtenAt atomic.Int64
 	sharedAt  atomic.Int64
+	// registeredOnce closes registeredCh at the first answered heartbeat: FleetReady waits
+	// for it (a process no heartbeat registered lags: registrationLapsed).
+	registeredOnce sync.Once
+	registeredCh   chan struct{}
 	// yieldedDraining is set when a heartbeat sent while draining found another process's
 	// write on the node's key: the registrar left the key to it (a restart's new process),
 	// whose ack hold counts this one's lame duck by its own lame_duck, which may be shorter.
@@ -168,6 +172,8 @@ func New(cfg Config) (*Node, error) {
 		decodes:    compress.NewBudget(cfg.Cache.DecodeWindowBytes),
 		ready:      make(chan struct{}),
 		fleetReady: make(chan struct{}),
+
+		registeredCh: make(chan struct{}),
 	}
 	n.since = func(t time.Time) time.Duration { return n.clock().Sub(t) }
 	if realClock {

@@ -58,10 +58,7 @@ func TestRestartOverlapAckWaitsForOldProcess(t *testing.T) {
 				})
 			}
 			// The new process of the same node, beside the old one.
-			cfg := old.cfg
-			cfg.Fleet.NATS, cfg.Fleet.Creds = url, edgeCreds(t, url, old.cfg.PoP, old.cfg.Node)
-			cfg.Logger = testLogger(t)
-			restarted, _ := startEdge(t, listen(t, "127.0.3.30"), cfg)
+			restarted, _ := startEdge(t, listen(t, "127.0.3.30"), processConfig(t, old, old.cfg.Node, url, url))
 			waitSubscribed(t, p, []*Node{restarted})
 
 			// The old process loses NATS before the purge: it may serve its cache fresh for
@@ -74,7 +71,7 @@ func TestRestartOverlapAckWaitsForOldProcess(t *testing.T) {
 				t.Fatalf("receipt's node status %q, want %q", st, purge.NodeAcked)
 			}
 			got := do(t, s.client, http.MethodGet, old.Addr(), testHost, path)
-			if cs := got.header.Get("Cache-Status"); !strings.Contains(got.body, "@v2:") && !strings.Contains(cs, "fwd=") {
+			if cs := got.header.Get("Cache-Status"); servedPurgedFresh(got) {
 				t.Errorf("after the receipt said %s/%s acked, its old process served the purged copy as a fresh hit (Cache-Status %q)",
 					old.cfg.PoP, old.cfg.Node, cs)
 			}
@@ -92,10 +89,7 @@ func TestRestartOverlapAckWaitsForOldProcess(t *testing.T) {
 func TestPastLameDuckRevalidates(t *testing.T) {
 	url, js, nc := startNATS(t)
 	s, nodes := fleetEdgesWith(t, []string{url}, true, time.Second, nil)
-	cfg := nodes[0].cfg
-	cfg.Node = "n9"
-	cfg.Fleet.Creds = edgeCreds(t, url, cfg.PoP, cfg.Node)
-	cfg.Logger = testLogger(t)
+	cfg := processConfig(t, nodes[0], "n9", url, url)
 	// The lame duck gives the server time to take the head's first bytes, so that it lets the
 	// request finish once the drain begins (edge/http1's head grace).
 	cfg.LameDuck = 2 * time.Second
@@ -142,10 +136,7 @@ func TestRestartOverlapOldLameDuckLonger(t *testing.T) {
 	cut := natsCutter(t, "127.0.0.58", url)
 	const maxLag = 2 * time.Second
 	s, nodes := fleetEdgesWith(t, []string{url}, true, time.Second, func(c *Config) { c.Purge.MaxLag = maxLag })
-	cfg := nodes[0].cfg
-	cfg.Node = "n9"
-	cfg.Fleet.NATS, cfg.Fleet.Creds = cut.URL(), edgeCreds(t, url, cfg.PoP, "n9")
-	cfg.Logger = testLogger(t)
+	cfg := processConfig(t, nodes[0], "n9", cut.URL(), url)
 	cfg.LameDuck = 8 * time.Second
 	old, stopOld := startEdge(t, listen(t, "127.0.3.34"), cfg)
 	p := newPurger(t, js, nc)
@@ -180,7 +171,107 @@ func TestRestartOverlapOldLameDuckLonger(t *testing.T) {
 		t.Fatalf("receipt's node status %q, want %q", st, purge.NodeAcked)
 	}
 	got := do(t, s.client, http.MethodGet, old.Addr(), testHost, path)
-	if cs := got.header.Get("Cache-Status"); !strings.Contains(got.body, "@v2:") && !strings.Contains(cs, "fwd=") {
+	if cs := got.header.Get("Cache-Status"); servedPurgedFresh(got) {
 		t.Errorf("after the receipt said the node acked, its old process (in its lame duck) served the purged copy as a fresh hit (Cache-Status %q)", cs)
+	}
+}
+
+// TestRestartOverlapOldNeverRegistered: a process whose heartbeats all failed (here the fleet
+// bucket refuses its registration as too large) but whose purge subscription works serves, and
+// leaves no key for a restart's new process to find: that one holds no acks. Before, the old
+// process counted as registered until a first heartbeat lapsed, so, cut off before a purge,
+// it served the purged copy as a fresh hit after the receipt said the node acked.
+func TestRestartOverlapOldNeverRegistered(t *testing.T) {
+	url, js, nc := startNATS(t)
+	cut := natsCutter(t, "127.0.0.59", url)
+	const maxLag = 8 * time.Second
+	s, nodes := fleetEdgesWith(t, []string{url}, true, time.Second, func(c *Config) { c.Purge.MaxLag = maxLag })
+	p := newPurger(t, js, nc)
+	waitSubscribed(t, p, nodes)
+	restore := setFleetMaxValueSize(t, js, 16)
+	cfg := processConfig(t, nodes[0], "n9", cut.URL(), url)
+	old, _ := startEdge(t, listen(t, "127.0.3.36"), cfg)
+	wait.For(t, 10*time.Second, "the old process's purge subscription confirmed", func() bool {
+		sub := old.purgeSub.Load()
+		if sub == nil {
+			return false
+		}
+		select {
+		case <-sub.Confirmed():
+			return old.purgeBase.Load()
+		default:
+			return false
+		}
+	})
+	if why := old.notReady(); why != "joining the fleet" {
+		t.Errorf("a process no heartbeat registered reports %q, want not ready (joining the fleet)", why)
+	}
+	path := obj("/neverregistered", "cc", "max-age=600")
+	do(t, s.client, http.MethodGet, old.Addr(), testHost, path)
+	if cs := do(t, s.client, http.MethodGet, old.Addr(), testHost, path).header.Get("Cache-Status"); !strings.Contains(cs, "fwd=") {
+		t.Errorf("a process no heartbeat registered served %q, want a revalidation (fwd=...)", cs)
+	}
+	if old.writtenAt.Load() != 0 {
+		t.Fatal("the old process's heartbeat was answered: nothing to show")
+	}
+
+	// Cut off before the bucket takes registrations again, it never writes its key.
+	cut.Cut()
+	restore()
+	cfg.Fleet.NATS = url
+	restarted, _ := startEdge(t, listen(t, "127.0.3.37"), cfg)
+	waitSubscribed(t, p, []*Node{restarted})
+	if restarted.sharedAt.Load() != 0 {
+		t.Fatal("the new process found another write on the key: nothing to show")
+	}
+	s.origin.Bump("/neverregistered")
+	m := p.publish(purge.KindURL, false, []*Node{old}, path)
+	r := p.wait(m, 3*maxLag)
+	if st := r.PoPs[0].Nodes[0].Status; st != purge.NodeAcked {
+		t.Fatalf("receipt's node status %q, want %q", st, purge.NodeAcked)
+	}
+	got := do(t, s.client, http.MethodGet, old.Addr(), testHost, path)
+	if cs := got.header.Get("Cache-Status"); servedPurgedFresh(got) {
+		t.Errorf("after the receipt said the node acked, its old process (never registered) served the purged copy as a fresh hit (Cache-Status %q)", cs)
+	}
+}
+
+// processConfig is the config of a process of node (of from's PoP and hosts) reaching NATS at
+// natsURL, with a credential issued by the server at serverURL.
+func processConfig(t *testing.T, from *Node, node, natsURL, serverURL string) Config {
+	t.Helper()
+	cfg := from.cfg
+	cfg.Node = node
+	cfg.Fleet.NATS, cfg.Fleet.Creds = natsURL, edgeCreds(t, serverURL, cfg.PoP, node)
+	cfg.Logger = testLogger(t)
+	return cfg
+}
+
+// servedPurgedFresh reports whether got is the copy a purge named (the origin's first version)
+// served as a fresh hit, not revalidated.
+func servedPurgedFresh(got resp) bool {
+	return !strings.Contains(got.body, "@v2:") && !strings.Contains(got.header.Get("Cache-Status"), "fwd=")
+}
+
+// setFleetMaxValueSize sets the fleet bucket's largest value, and returns what restores it.
+func setFleetMaxValueSize(t *testing.T, js jetstream.JetStream, size int32) (restore func()) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := js.Stream(ctx, "KV_"+wire.Bucket("", wire.FleetBucket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := st.CachedInfo().Config
+	was := c.MaxMsgSize
+	c.MaxMsgSize = size
+	if _, err := js.UpdateStream(ctx, c); err != nil {
+		t.Fatalf("fleet bucket max value size: %v", err)
+	}
+	return func() {
+		t.Helper()
+		c.MaxMsgSize = was
+		if _, err := js.UpdateStream(ctx, c); err != nil {
+			t.Fatalf("fleet bucket max value size: %v", err)
+		}
 	}
 }
