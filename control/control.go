@@ -193,6 +193,10 @@ type Route struct {
 	Scope   string
 }
 
+// MinLatencyMaxBytes is the smallest non-zero LatencyMaxBytes accepted (1 MiB, about 2,000
+// records): a smaller one is a slip of unit.
+const MinLatencyMaxBytes = 1 << 20
+
 // New validates cfg, loads the tokens and registers the API routes; it starts nothing.
 func New(cfg Config) (*Server, error) {
 	if cfg.Listen == "" {
@@ -213,6 +217,15 @@ func New(cfg Config) (*Server, error) {
 		if n.v < 0 {
 			return nil, fmt.Errorf("new control: %s is negative", n.flag)
 		}
+	}
+	if b := cfg.LatencyMaxBytes; b > 0 && b < MinLatencyMaxBytes {
+		// A bound this small holds a few thousand records at most: a slip of unit, which would
+		// leave the bucket refusing every edge's records (and DNS routing by geography alone).
+		hint := ""
+		if b <= 1<<13 {
+			hint = fmt.Sprintf("; did you mean %d MiB (%d)?", b, b<<20)
+		}
+		return nil, fmt.Errorf("new control: --latency-max-bytes %d is below 1 MiB (%d): it counts bytes%s", b, MinLatencyMaxBytes, hint)
 	}
 	if _, _, err := splitHostPort(cfg.Listen); err != nil {
 		return nil, fmt.Errorf("new control: --listen %q: %w", cfg.Listen, err)

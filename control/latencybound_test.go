@@ -66,11 +66,18 @@ func TestLatencyMaxBytes(t *testing.T) {
 func TestLatencyMaxBytesBelowHeld(t *testing.T) {
 	dir := t.TempDir()
 	ts := startServer(t, Config{StoreDir: dir, PurgeRate: -1})
-	for i := range 40 {
+	// About 1.2 MB: more than the smallest bound control accepts (MinLatencyMaxBytes).
+	const records = 2400
+	for i := range records {
 		subject := "$KV." + wire.Bucket("", wire.LatencyBucket) + ".lon.n1." + fmt.Sprintf("net%d", i)
-		if _, err := ts.JetStream().Publish(t.Context(), subject, bytes.Repeat([]byte("r"), 500)); err != nil {
+		if _, err := ts.JetStream().PublishAsync(subject, bytes.Repeat([]byte("r"), 500)); err != nil {
 			t.Fatal(err)
 		}
+	}
+	select {
+	case <-ts.JetStream().PublishAsyncComplete():
+	case <-time.After(30 * time.Second):
+		t.Fatal("the records were not all stored in 30 s")
 	}
 	ts.stop()
 	const warning = "the latency bucket holds more than --latency-max-bytes"
@@ -79,8 +86,8 @@ func TestLatencyMaxBytesBelowHeld(t *testing.T) {
 		bound int64
 		warns int
 	}{
-		{"above what it holds", 1 << 20, 0},
-		{"below what it holds", 10_000, 1},
+		{"above what it holds", 2 << 20, 0},
+		{"below what it holds", MinLatencyMaxBytes, 1},
 		{"kept (0)", 0, 0},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -104,10 +111,26 @@ func latencyMaxBytes(t *testing.T, ts *testServer) int64 {
 	return st.CachedInfo().Config.MaxBytes
 }
 
-// TestLatencyMaxBytesNegative: a negative bound is refused, not taken for "keep".
-func TestLatencyMaxBytesNegative(t *testing.T) {
-	_, err := New(Config{TokensFile: "testdata/tokens.yaml", LatencyMaxBytes: -1})
-	if err == nil || !strings.Contains(err.Error(), "--latency-max-bytes") {
-		t.Errorf("New with LatencyMaxBytes -1 = %v, want an error naming --latency-max-bytes", err)
+// TestLatencyMaxBytesRefused: a negative bound is refused, not taken for "keep"; so is one too
+// small to hold a fleet's records, which is a unit slip ("256" meant as MiB): before, the
+// bucket was bounded to 256 bytes and refused every edge's records.
+func TestLatencyMaxBytesRefused(t *testing.T) {
+	for _, tt := range []struct {
+		v    int64
+		want string // in the error; "" for none
+	}{
+		{-1, "negative"},
+		{256, "did you mean 256 MiB (268435456)"},
+		{MinLatencyMaxBytes - 1, "below 1 MiB"},
+		{MinLatencyMaxBytes, ""},
+		{0, ""},
+	} {
+		_, err := New(Config{TokensFile: "testdata/tokens.yaml", LatencyMaxBytes: tt.v})
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("New with LatencyMaxBytes %d: %v, want no error", tt.v, err)
+		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), "--latency-max-bytes") || !strings.Contains(err.Error(), tt.want)):
+			t.Errorf("New with LatencyMaxBytes %d = %v, want an error naming --latency-max-bytes and saying %q", tt.v, err, tt.want)
+		}
 	}
 }
