@@ -8,9 +8,11 @@ package yamlconf
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"io"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -33,7 +35,8 @@ const (
 	Syntax Kind = iota
 	// Unknown: a field the value has no place for; the rest decoded.
 	Unknown
-	// Type: a value of the wrong type; its field holds nothing, the rest decoded.
+	// Type: a value of the wrong type, or a float that is not exactly a value of its integer
+	// field; the field holds nothing (or the float cut to an integer), the rest decoded.
 	Type
 )
 
@@ -59,9 +62,11 @@ var (
 	unknownRE = regexp.MustCompile(`^field (\S+) not found in type \S+$`)
 )
 
-// Decode parses b into v, refusing fields v has no place for. It returns every problem found
-// (a syntax error is one problem and leaves v untouched; type errors and unknown fields are
-// reported together, and v holds what did decode). An empty document decodes to nothing.
+// Decode parses b into v, refusing fields v has no place for and floats an integer cannot
+// hold exactly (1.5, or -1.0 into a uint; 2.0 and 1e3 are integers). It returns every problem
+// found, in file order (a syntax error is one problem and leaves v untouched; type errors and
+// unknown fields are reported together, and v holds what did decode). An empty document
+// decodes to nothing.
 func Decode(b []byte, v any) (*Doc, []Problem) {
 	d := &Doc{}
 	var root yaml.Node
@@ -76,6 +81,7 @@ func Decode(b []byte, v any) (*Doc, []Problem) {
 	dec.KnownFields(true)
 	err := dec.Decode(v)
 	if err == nil || errors.Is(err, io.EOF) {
+		probs := lossyFloats(d.root, v)
 		// One document only: a second one (after "---") would be silently left unread.
 		var next yaml.Node
 		switch err := dec.Decode(&next); {
@@ -88,10 +94,10 @@ func Decode(b []byte, v any) (*Doc, []Problem) {
 				if c.Kind == yaml.ScalarNode && c.Value == "" && c.ShortTag() == "!!null" {
 					break // an empty one
 				}
-				return d, []Problem{{Line: c.Line, Column: c.Column, Msg: "a second document (only one is read)", Kind: Unknown}}
+				probs = append(probs, Problem{Line: c.Line, Column: c.Column, Msg: "a second document (only one is read)", Kind: Unknown})
 			}
 		}
-		return d, nil
+		return d, probs
 	}
 	var te *yaml.TypeError
 	if !errors.As(err, &te) {
@@ -156,6 +162,21 @@ func Decode(b []byte, v any) (*Doc, []Problem) {
 		}
 		probs = append(probs, p)
 	}
+	// A float yaml.v3 refused itself (1e30 into an int) is not reported again.
+	reported := map[Problem]int{}
+	for _, p := range probs {
+		reported[Problem{Line: p.Line, Msg: p.Msg}]++
+	}
+	for _, p := range lossyFloats(d.root, v) {
+		if k := (Problem{Line: p.Line, Msg: p.Msg}); reported[k] > 0 {
+			reported[k]--
+			continue
+		}
+		probs = append(probs, p)
+	}
+	slices.SortStableFunc(probs, func(a, b Problem) int {
+		return cmp.Or(cmp.Compare(a.Line, b.Line), cmp.Compare(a.Column, b.Column))
+	})
 	return d, probs
 }
 

@@ -1,7 +1,14 @@
 package yamlconf
 
 import (
+	"math"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 type host struct {
@@ -87,7 +94,9 @@ func FuzzDecode(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var c conf
 		d, probs := Decode(b, &c)
-		for _, p := range probs {
+		var n nums // every integer kind
+		_, more := Decode(b, &n)
+		for _, p := range append(probs, more...) {
 			if p.Msg == "" {
 				t.Fatalf("problem without a message: %+v", p)
 			}
@@ -147,5 +156,162 @@ func TestDecodeRefusesASecondDocument(t *testing.T) {
 	}
 	if c.Listen != "a" {
 		t.Errorf("the first document did not decode: %+v", c)
+	}
+}
+
+// count is an integer kind of its own, decoded by yaml.v3 as an int.
+type count int
+
+// size parses its own value (as a size "1.5" might be 1.5 units of something): a float is its
+// business, not Decode's.
+type size int64
+
+func (s *size) UnmarshalYAML(n *yaml.Node) error {
+	f, err := strconv.ParseFloat(n.Value, 64)
+	*s = size(f * 10)
+	return err
+}
+
+// tenths is a TextUnmarshaler over an integer kind.
+type tenths int
+
+func (t *tenths) UnmarshalText(b []byte) error {
+	f, err := strconv.ParseFloat(string(b), 64)
+	*t = tenths(f * 10)
+	return err
+}
+
+// old uses yaml.v3's older unmarshaler form (as wire.HeaderNames does).
+type old int
+
+func (o *old) UnmarshalYAML(unmarshal func(any) error) error {
+	var f float64
+	err := unmarshal(&f)
+	*o = old(f * 10)
+	return err
+}
+
+type numInner struct {
+	N int `yaml:"n"`
+}
+
+type numInline struct {
+	In int `yaml:"in"`
+}
+
+type nums struct {
+	I         int            `yaml:"i"`
+	I8        int8           `yaml:"i8"`
+	I64       int64          `yaml:"i64"`
+	U         uint           `yaml:"u"`
+	U16       uint16         `yaml:"u16"`
+	U64       uint64         `yaml:"u64"`
+	P         *int           `yaml:"p"`
+	List      []int          `yaml:"list"`
+	Arr       [2]uint8       `yaml:"arr"`
+	M         map[string]int `yaml:"m"`
+	Keys      map[int]string `yaml:"keys"`
+	Inner     numInner       `yaml:"inner"`
+	Deep      []map[string]*numInner
+	numInline `yaml:",inline"`
+	C         count         `yaml:"c"`
+	Size      size          `yaml:"size"`
+	Text      tenths        `yaml:"text"`
+	Old       old           `yaml:"old"`
+	D         time.Duration `yaml:"d"`
+	F         float64       `yaml:"f"`
+	S         string        `yaml:"s"`
+	A         any           `yaml:"a"`
+	Skip      int           `yaml:"-"`
+}
+
+// yaml.v3 truncates a float into an integer field (1.5 decodes as 1, -1.0 into a uint as
+// 18446744073709551615, -1e30 into an int64 as -9223372036854775808) without an error: the
+// operator's value would silently be replaced by another.
+func TestDecodeRefusesLossyFloatIntoInteger(t *testing.T) {
+	type prob struct {
+		line, col int
+		field     string
+		msg       string
+	}
+	for _, tt := range []struct {
+		name string
+		in   string
+		want []prob
+		ok   func(n nums) bool // the value decoded, when there is no problem
+	}{
+		{"fraction", "i: 1.5", []prob{{1, 4, "i", "cannot unmarshal !!float `1.5` into int"}}, nil},
+		{"negative fraction", "i: -2.7", []prob{{1, 4, "i", "cannot unmarshal !!float `-2.7` into int"}}, nil},
+		{"underscores", "i: 1_000.5", []prob{{1, 4, "i", "cannot unmarshal !!float `1_000.5` into int"}}, nil},
+		{"tagged", "i: !!float 1.5", []prob{{1, 4, "i", "cannot unmarshal !!float `1.5` into int"}}, nil},
+		{"integral", "i: 2.0", nil, func(n nums) bool { return n.I == 2 }},
+		{"exponent", "i: 1e3", nil, func(n nums) bool { return n.I == 1000 }},
+		{"tagged integral", "i: !!float 3", nil, func(n nums) bool { return n.I == 3 }},
+		{"integer", "i: -7", nil, func(n nums) bool { return n.I == -7 }},
+		{"below int64", "i64: -1e30", []prob{{1, 6, "i64", "cannot unmarshal !!float `-1e30` into int64"}}, nil},
+		{"minus infinity", "i: -.inf", []prob{{1, 4, "i", "cannot unmarshal !!float `-.inf` into int"}}, nil},
+		{"two to the 63", "i64: 9223372036854775808.0", []prob{{1, 6, "i64", "cannot unmarshal !!float `9223372...` into int64"}}, nil},
+		{"smallest int64", "i64: -9223372036854775808.0", nil, func(n nums) bool { return n.I64 == math.MinInt64 }},
+		// yaml.v3 refuses these itself: reported once.
+		{"above int64", "i: 1e30", []prob{{1, 4, "i", "cannot unmarshal !!float `1e30` into int"}}, nil},
+		{"nan", "i: .nan", []prob{{1, 4, "i", "cannot unmarshal !!float `.nan` into int"}}, nil},
+		{"above int8", "i8: 300.0", []prob{{1, 5, "i8", "cannot unmarshal !!float `300.0` into int8"}}, nil},
+		{"string", "i: '1.5'", []prob{{1, 4, "i", "cannot unmarshal !!str `1.5` into int"}}, nil},
+		{"fraction in int8", "i8: 127.9", []prob{{1, 5, "i8", "cannot unmarshal !!float `127.9` into int8"}}, nil},
+		{"negative into uint", "u: -1.0", []prob{{1, 4, "u", "cannot unmarshal !!float `-1.0` into uint"}}, nil},
+		{"small negative into uint", "u: -0.5", []prob{{1, 4, "u", "cannot unmarshal !!float `-0.5` into uint"}}, nil},
+		{"negative into uint16", "u16: -1.0", []prob{{1, 6, "u16", "cannot unmarshal !!float `-1.0` into uint16"}}, nil},
+		{"two to the 64", "u64: 18446744073709551616.0", []prob{{1, 6, "u64", "cannot unmarshal !!float `1844674...` into uint64"}}, nil},
+		{"uint integral", "u16: 65535.0", nil, func(n nums) bool { return n.U16 == 65535 }},
+		{"pointer", "p: 1.5", []prob{{1, 4, "p", "cannot unmarshal !!float `1.5` into int"}}, nil},
+		{"slice", "list: [1, 2.5, 3.5]", []prob{{1, 11, "list[1]", "cannot unmarshal !!float `2.5` into int"}, {1, 16, "list[2]", "cannot unmarshal !!float `3.5` into int"}}, nil},
+		{"array", "arr: [1, 2.5]", []prob{{1, 10, "arr[1]", "cannot unmarshal !!float `2.5` into uint8"}}, nil},
+		{"map value", "m:\n  a: 1\n  b.c: 1.5\n", []prob{{3, 8, "m.b.c", "cannot unmarshal !!float `1.5` into int"}}, nil},
+		{"map key", "keys: {1.5: x}", []prob{{1, 8, "keys.1.5", "cannot unmarshal !!float `1.5` into int"}}, nil},
+		{"nested", "inner:\n  n: 4.5\n", []prob{{2, 6, "inner.n", "cannot unmarshal !!float `4.5` into int"}}, nil},
+		{"deep", "deep:\n  - a: {n: 1}\n  - b: {n: 1.5}\n", []prob{{3, 12, "deep[1].b.n", "cannot unmarshal !!float `1.5` into int"}}, nil},
+		{"inline", "in: 1.5", []prob{{1, 5, "in", "cannot unmarshal !!float `1.5` into int"}}, nil},
+		{"named integer", "c: 1.5", []prob{{1, 4, "c", "cannot unmarshal !!float `1.5` into yamlconf.count"}}, nil},
+		{"merge", "inner: {<<: {n: 1.5}}", []prob{{1, 17, "inner.n", "cannot unmarshal !!float `1.5` into int"}}, nil},
+		{"merge overridden", "inner: {n: 1, <<: {n: 1.5}}", nil, func(n nums) bool { return n.Inner.N == 1 }},
+		{"merged twice", "inner: {<<: [{n: 2}, {n: 1.5}]}", nil, func(n nums) bool { return n.Inner.N == 2 }},
+		{"alias", "list: [&x 1.5, *x]", []prob{{1, 8, "list[0]", "cannot unmarshal !!float `1.5` into int"}}, nil},
+		{"with another problem", "bogus: 1\ni: 1.5\nu: -1\n", []prob{
+			{1, 1, "bogus", `unknown field "bogus"`},
+			{2, 4, "i", "cannot unmarshal !!float `1.5` into int"},
+			{3, 4, "u", "cannot unmarshal !!int `-1` into uint"},
+		}, nil},
+		{"with a second document", "i: 1.5\n---\ni: 1\n", []prob{
+			{1, 4, "i", "cannot unmarshal !!float `1.5` into int"},
+			{3, 1, "", "a second document (only one is read)"},
+		}, nil},
+		// A type that decodes itself, and what is not an integer, takes a float.
+		{"unmarshaler", "size: 1.5", nil, func(n nums) bool { return n.Size == 15 }},
+		{"text unmarshaler", "text: 1.5", nil, func(n nums) bool { return n.Text == 15 }},
+		{"old unmarshaler", "old: 1.5", nil, func(n nums) bool { return n.Old == 15 }},
+		{"float", "f: 1.5", nil, func(n nums) bool { return n.F == 1.5 }},
+		{"string field", "s: 1.5", nil, func(n nums) bool { return n.S == "1.5" }},
+		{"any", "a: 1.5", nil, func(n nums) bool { return n.A == 1.5 }},
+		{"duration", "d: 1.5", []prob{{1, 4, "d", "cannot unmarshal !!float `1.5` into time.Duration"}}, nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var n nums
+			_, probs := Decode([]byte(tt.in), &n)
+			var got []prob
+			for _, p := range probs {
+				got = append(got, prob{p.Line, p.Column, p.Field, p.Msg})
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("Decode(%q) problems = %+v, want %+v", tt.in, got, tt.want)
+			}
+			for _, p := range probs {
+				if strings.HasPrefix(p.Msg, "cannot unmarshal") && !p.Undecoded() {
+					t.Errorf("Decode(%q): %+v is not Undecoded", tt.in, p)
+				}
+			}
+			if tt.ok != nil && !tt.ok(n) {
+				t.Errorf("Decode(%q) = %+v", tt.in, n)
+			}
+		})
 	}
 }
