@@ -301,3 +301,38 @@ func TestLoadConfigRefusesNonsense(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadConfigRefusesFractionalIntegers: yaml.v3 cut a float into an integer field without
+// a word (max_concurrent: 1.5 ran with 1, a host's max_object_bytes: 1048576.5 with 1048576);
+// the operator gets the value back as a problem at its place, once (-1.0 into a uint32 was
+// refused already). An integral float is that integer.
+func TestLoadConfigRefusesFractionalIntegers(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "edge.yaml")
+	bad := `upstream:
+  max_concurrent: 1.5
+  consecutive_failures: -1.0
+hosts:
+  - host: www.example.com
+    origin: http://127.0.0.1:9000
+    cache: {max_object_bytes: 1048576.5}
+`
+	if err := os.WriteFile(p, []byte(bad), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := LoadConfig(p)
+	want := "edge config:\n" +
+		p + ":2:19: upstream.max_concurrent: cannot unmarshal !!float `1.5` into int\n" +
+		p + ":3:25: upstream.consecutive_failures: cannot unmarshal !!float `-1.0` into uint32\n" +
+		p + ":7:31: hosts[0].cache.max_object_bytes: cannot unmarshal !!float `1048576.5` into int64"
+	if err == nil || err.Error() != want {
+		t.Errorf("LoadConfig error:\n%v\nwant:\n%s", err, want)
+	}
+
+	if err := os.WriteFile(p, []byte("upstream:\n  max_concurrent: 2.0\ncache:\n  max_bytes: 1e9\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := LoadConfig(p)
+	if err != nil || c.Upstream.MaxConcurrent != 2 || c.Cache.MaxBytes != 1e9 {
+		t.Errorf("LoadConfig = max_concurrent %d, max_bytes %d, %v; want 2, 1e9", c.Upstream.MaxConcurrent, c.Cache.MaxBytes, err)
+	}
+}
