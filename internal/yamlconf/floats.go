@@ -208,15 +208,16 @@ func (c *floatCheck) fields(t reflect.Type) fields {
 	fs, ok := c.structs[t]
 	if !ok {
 		fs = fields{byName: map[string]reflect.Type{}}
-		addFields(t, &fs)
+		addFields(t, &fs, false)
 		c.structs[t] = fs
 	}
 	return fs
 }
 
 // addFields follows yaml.v3's getStructInfo: the tag's name, else the field's in lower case;
-// "-" skipped; ",inline" structs' fields as the struct's own, unless they decode themselves.
-func addFields(t reflect.Type, fs *fields) {
+// "-" skipped; ",inline" structs' fields as the struct's own, unless they decode themselves,
+// but not their ",inline" map (inlined): a key no field has is unknown there.
+func addFields(t reflect.Type, fs *fields, inlined bool) {
 	for i := range t.NumField() {
 		sf := t.Field(i)
 		if !sf.IsExported() && !sf.Anonymous {
@@ -233,14 +234,16 @@ func addFields(t reflect.Type, fs *fields) {
 		if slices.Contains(strings.Split(flags, ","), "inline") {
 			ft := sf.Type
 			if ft.Kind() == reflect.Map {
-				fs.rest = ft.Elem()
+				if !inlined {
+					fs.rest = ft.Elem()
+				}
 				continue
 			}
 			for ft.Kind() == reflect.Pointer {
 				ft = ft.Elem()
 			}
 			if ft.Kind() == reflect.Struct && !reflect.PointerTo(ft).Implements(unmarshalerType) {
-				addFields(ft, fs)
+				addFields(ft, fs, true)
 			}
 			continue
 		}

@@ -315,3 +315,52 @@ func TestDecodeRefusesLossyFloatIntoInteger(t *testing.T) {
 		})
 	}
 }
+
+// restInner has an ",inline" map, which yaml.v3 does not carry into a struct that inlines
+// restInner: there a key no field has is unknown.
+type restInner struct {
+	Rest map[string]int `yaml:",inline"`
+}
+
+type withInlinedRest struct {
+	N         int `yaml:"n"`
+	restInner `yaml:",inline"`
+}
+
+type withRest struct {
+	N    int            `yaml:"n"`
+	Rest map[string]int `yaml:",inline"`
+}
+
+// The walk places a key where yaml.v3 puts its value, so that a float is reported exactly
+// when yaml.v3 stored it cut, and once.
+func TestDecodeLossyFloatPlacedAsYAMLv3Places(t *testing.T) {
+	type prob struct {
+		line, col int
+		field     string
+		msg       string
+	}
+	for _, tt := range []struct {
+		name string
+		in   string
+		v    func() any
+		want []prob
+	}{
+		// The inlined struct's own inline map is not the outer struct's: x is unknown, once.
+		{"inline map of an inlined struct", "n: 1\nx: 1.5\n", func() any { return &withInlinedRest{} },
+			[]prob{{2, 1, "x", `unknown field "x"`}}},
+		{"inline map", "n: 1\nx: 1.5\n", func() any { return &withRest{} },
+			[]prob{{2, 4, "x", "cannot unmarshal !!float `1.5` into int"}}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, probs := Decode([]byte(tt.in), tt.v())
+			var got []prob
+			for _, p := range probs {
+				got = append(got, prob{p.Line, p.Column, p.Field, p.Msg})
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("Decode(%q) problems = %+v, want %+v", tt.in, got, tt.want)
+			}
+		})
+	}
+}
