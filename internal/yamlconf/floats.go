@@ -140,6 +140,9 @@ func (c *floatCheck) scalar(n *yaml.Node, t reflect.Type, path string) {
 // mapping walks n's pairs as yaml.v3 decodes them into t (a map or a struct), merge keys
 // ("<<") last, whose keys are skipped when done (the keys already set) has them.
 func (c *floatCheck) mapping(n *yaml.Node, t reflect.Type, path string, done map[string]bool) {
+	if duplicateKey(n) {
+		return // yaml.v3 decodes none of it, and reports the key
+	}
 	var merge *yaml.Node
 	var fs fields
 	if t.Kind() == reflect.Struct {
@@ -182,6 +185,34 @@ func (c *floatCheck) mapping(n *yaml.Node, t reflect.Type, path string, done map
 		}
 	}
 	c.merge(merge, t, path, done)
+}
+
+// duplicateKey reports whether two of n's keys are alike as yaml.v3 compares them (kind and
+// text), pair by pair in a small mapping.
+func duplicateKey(n *yaml.Node) bool {
+	if len(n.Content) <= 32 {
+		for i := 0; i < len(n.Content); i += 2 {
+			for j := i + 2; j < len(n.Content); j += 2 {
+				if n.Content[i].Kind == n.Content[j].Kind && n.Content[i].Value == n.Content[j].Value {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	type key struct {
+		kind  yaml.Kind
+		value string
+	}
+	keys := make(map[key]bool, len(n.Content)/2)
+	for i := 0; i < len(n.Content); i += 2 {
+		k := key{n.Content[i].Kind, n.Content[i].Value}
+		if keys[k] {
+			return true
+		}
+		keys[k] = true
+	}
+	return false
 }
 
 func (c *floatCheck) merge(m *yaml.Node, t reflect.Type, path string, done map[string]bool) {

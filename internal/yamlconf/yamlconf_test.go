@@ -340,6 +340,11 @@ func TestDecodeLossyFloatPlacedAsYAMLv3Places(t *testing.T) {
 		field     string
 		msg       string
 	}
+	large := "m:\n" // more keys than are compared pair by pair
+	for i := range 20 {
+		large += "  k" + strconv.Itoa(i) + ": 1\n"
+	}
+	large += "  k0: 2.5\n"
 	for _, tt := range []struct {
 		name string
 		in   string
@@ -351,6 +356,16 @@ func TestDecodeLossyFloatPlacedAsYAMLv3Places(t *testing.T) {
 			[]prob{{2, 1, "x", `unknown field "x"`}}},
 		{"inline map", "n: 1\nx: 1.5\n", func() any { return &withRest{} },
 			[]prob{{2, 4, "x", "cannot unmarshal !!float `1.5` into int"}}},
+		// yaml.v3 decodes nothing of a mapping with a duplicate key: the duplicate is its
+		// problem, not the floats it never stored.
+		{"duplicate key", "i: 1.5\ni: 2.5\n", func() any { return &nums{} },
+			[]prob{{2, 4, "i", `mapping key "i" already defined at line 1`}}},
+		{"duplicate key inside", "inner: {n: 1.5, n: 2}\ni: 1.5\n", func() any { return &nums{} }, []prob{
+			{1, 20, "inner.n", `mapping key "n" already defined at line 1`},
+			{2, 4, "i", "cannot unmarshal !!float `1.5` into int"},
+		}},
+		{"duplicate key in a large mapping", large, func() any { return &nums{} },
+			[]prob{{22, 7, "m.k0", `mapping key "k0" already defined at line 2`}}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, probs := Decode([]byte(tt.in), tt.v())
