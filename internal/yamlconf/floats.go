@@ -25,6 +25,8 @@ var (
 	obsoleteType        = reflect.TypeFor[interface{ UnmarshalYAML(func(any) error) error }]()
 	textUnmarshalerType = reflect.TypeFor[encoding.TextUnmarshaler]()
 	nodeType            = reflect.TypeFor[yaml.Node]()
+	stringType          = reflect.TypeFor[string]()
+	anyType             = reflect.TypeFor[any]()
 )
 
 type floatCheck struct {
@@ -139,14 +141,17 @@ func (c *floatCheck) scalar(n *yaml.Node, t reflect.Type, path string) {
 
 // mapping walks n's pairs as yaml.v3 decodes them into t (a map or a struct), merge keys
 // ("<<") last, whose keys are skipped when done (the keys already set) has them.
-func (c *floatCheck) mapping(n *yaml.Node, t reflect.Type, path string, done map[string]bool) {
+func (c *floatCheck) mapping(n *yaml.Node, t reflect.Type, path string, done map[any]bool) {
 	if duplicateKey(n) {
 		return // yaml.v3 decodes none of it, and reports the key
 	}
 	var merge *yaml.Node
 	var fs fields
+	kt := stringType // a struct's key is a field name
 	if t.Kind() == reflect.Struct {
 		fs = c.fields(t)
+	} else {
+		kt = t.Key()
 	}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
@@ -154,22 +159,27 @@ func (c *floatCheck) mapping(n *yaml.Node, t reflect.Type, path string, done map
 			merge = v
 			continue
 		}
+		// The key as yaml.v3 reads it (through an alias, !!binary decoded), which is what
+		// places the value, not the key's text.
+		key, ok := decodeKey(k, kt)
+		if !ok {
+			continue // yaml.v3 skips the pair
+		}
 		if done != nil {
-			if done[k.Value] {
+			if done[key] {
 				continue
 			}
-			done[k.Value] = true
+			done[key] = true
 		}
-		p := join(path, k.Value)
 		if t.Kind() == reflect.Map {
+			p := join(path, unalias(k).Value)
 			c.walk(k, t.Key(), p)
 			c.walk(v, t.Elem(), p)
 			continue
 		}
-		if k.Kind != yaml.ScalarNode {
-			continue
-		}
-		if ft, ok := fs.byName[k.Value]; ok {
+		name := key.(string)
+		p := join(path, name)
+		if ft, ok := fs.byName[name]; ok {
 			c.walk(v, ft, p)
 		} else if fs.rest != nil {
 			c.walk(v, fs.rest, p)
@@ -179,12 +189,49 @@ func (c *floatCheck) mapping(n *yaml.Node, t reflect.Type, path string, done map
 		return
 	}
 	if done == nil {
-		done = map[string]bool{}
+		// yaml.v3 compares a merged key with the mapping's own keys decoded as any: the int 1
+		// there is not a map[string]'s "1", which the merge then sets.
+		done = map[any]bool{}
 		for i := 0; i+1 < len(n.Content); i += 2 {
-			done[n.Content[i].Value] = true
+			if key, ok := decodeKey(n.Content[i], anyType); ok {
+				done[key] = true
+			}
 		}
 	}
 	c.merge(merge, t, path, done)
+}
+
+func unalias(n *yaml.Node) *yaml.Node {
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		return n.Alias
+	}
+	return n
+}
+
+// decodeKey returns k decoded as yaml.v3 decodes a key into a value of type t, and false when
+// yaml.v3 skips the pair (a key it cannot decode, a null one where t has no nil) or the key
+// cannot be compared (yaml.v3 fails on it when merging).
+func decodeKey(k *yaml.Node, t reflect.Type) (any, bool) {
+	k = unalias(k)
+	if k.Kind == yaml.ScalarNode && k.ShortTag() == "!!str" && (t == stringType || t == anyType) {
+		return k.Value, true // nearly every key, without a decoder
+	}
+	if k.ShortTag() == "!!null" {
+		switch t.Kind() {
+		case reflect.Interface, reflect.Pointer, reflect.Map, reflect.Slice:
+			return reflect.Zero(t).Interface(), true
+		}
+		return nil, false
+	}
+	v := reflect.New(t)
+	if err := k.Decode(v.Interface()); err != nil {
+		return nil, false
+	}
+	key := v.Elem().Interface()
+	if key != nil && !reflect.ValueOf(key).Comparable() {
+		return nil, false
+	}
+	return key, true
 }
 
 // duplicateKey reports whether two of n's keys are alike as yaml.v3 compares them (kind and
@@ -215,7 +262,7 @@ func duplicateKey(n *yaml.Node) bool {
 	return false
 }
 
-func (c *floatCheck) merge(m *yaml.Node, t reflect.Type, path string, done map[string]bool) {
+func (c *floatCheck) merge(m *yaml.Node, t reflect.Type, path string, done map[any]bool) {
 	if m == nil || c.merging[m] {
 		return
 	}

@@ -351,6 +351,19 @@ func TestDecodeLossyFloatPlacedAsYAMLv3Places(t *testing.T) {
 		v    func() any
 		want []prob
 	}{
+		// yaml.v3 decodes a key through its alias: *k is the field "i", which held 1.
+		{"alias key", "s: &k i\n*k : 1.5\n", func() any { return &nums{} },
+			[]prob{{2, 6, "i", "cannot unmarshal !!float `1.5` into int"}}},
+		// A !!binary key is the field its bytes name ("aQ==" is "i").
+		{"binary key", "!!binary aQ==: 1.5\n", func() any { return &nums{} },
+			[]prob{{1, 16, "i", "cannot unmarshal !!float `1.5` into int"}}},
+		// yaml.v3 skips a null key in a struct without a word; it reaches no field.
+		{"null key", "~: 1.5\nn: 1\n", func() any { return &withRest{} }, nil},
+		// A merged key yaml.v3 does not find among the mapping's own (the int 1 is not the
+		// string "1") is merged over it: m["1"] held 2.
+		{"merged over a number key", "m: {1: 5, <<: {1: 2.5}}", func() any { return &nums{} },
+			[]prob{{1, 19, "m.1", "cannot unmarshal !!float `2.5` into int"}}},
+		{"merged under a string key", "m: {a: 5, <<: {a: 2.5}}", func() any { return &nums{} }, nil},
 		// The inlined struct's own inline map is not the outer struct's: x is unknown, once.
 		{"inline map of an inlined struct", "n: 1\nx: 1.5\n", func() any { return &withInlinedRest{} },
 			[]prob{{2, 1, "x", `unknown field "x"`}}},
