@@ -13,7 +13,7 @@ import (
 )
 
 // yaml.v3 decodes a float into an integer by Go conversion, without an error when the result
-// fits: 1.5 becomes 1, -1.0 into a uint becomes its largest value, -1e30 into an int64 its
+// fits: 1.5 becomes 1, -1.0 into a uint becomes its largest value (on amd64; 0 on arm64), -1e30 into an int64 its
 // smallest (go.yaml.in/yaml/v4 refuses these; v3 will not change). lossyFloats walks the
 // document beside the type it decoded into and reports each float scalar that went into an
 // integer (int*, uint*, or a type over one) and is not exactly a value of it. An integral
