@@ -44,7 +44,7 @@ func seedQueries() [][]byte {
 // take (512 bytes, or its EDNS buffer size) or, for a packet that is not a well-formed query,
 // with more bytes than it sent. A malformed ECS option gets FORMERR with the question and an
 // OPT record (RFC 6891 section 7), or a bare header when the query has no one question to
-// copy, never longer than the query.
+// copy, never longer than the query; a NOTIMP to a query with an OPT record has one.
 func FuzzHandle(f *testing.F) {
 	for _, s := range seedQueries() {
 		f.Add(s)
@@ -88,6 +88,9 @@ func FuzzHandle(f *testing.F) {
 		}
 		if o := m.IsEdns0(); bad && len(r) > headerLen && (len(m.Question) != 1 || len(m.Answer)+len(m.Ns) != 0 || len(m.Extra) != 1 || o == nil || len(o.Option) != 0) {
 			t.Fatalf("FORMERR to a malformed ECS option is %v, want the question and an OPT without options", &m)
+		}
+		if p[2]&0x78 != 0 && queryOPT(p) >= 0 && m.IsEdns0() == nil {
+			t.Fatalf("NOTIMP to a query with an OPT record has none: %v", &m)
 		}
 		if !m.Response || m.RecursionAvailable {
 			t.Fatalf("reply flags QR=%v RA=%v, want QR set, RA clear", m.Response, m.RecursionAvailable)

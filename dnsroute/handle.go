@@ -193,10 +193,10 @@ func (s *Server) handleUDP(w *worker, p []byte, src netip.AddrPort) []byte {
 		start = time.Now()
 	}
 	if p[2]&0x78 != 0 {
-		// Another opcode: NOTIMP before any parse, as over TCP (bareRcode), whether the rest
+		// Another opcode: NOTIMP before any parse, as over TCP (tcpReject), whether the rest
 		// of the message reads or not.
 		s.m.queries.WithLabelValues("other", rcodeLabel(dns.RcodeNotImplemented)).Inc()
-		return headerReply(w.out[:0], p, dns.RcodeNotImplemented)
+		return notImp(w.out[:0], p, s.cfg.MaxUDPSize)
 	}
 	if !parsed && badECS(p) {
 		s.m.queries.WithLabelValues("other", rcodeLabel(dns.RcodeFormatError)).Inc()
@@ -400,8 +400,9 @@ func (s *Server) writeTCP(w dns.ResponseWriter, m *dns.Msg) {
 }
 
 // tcpReader reads TCP queries for miekg/dns's server and answers itself, byte for byte as
-// UDP does, those that it rejects (tcpReject): another opcode (NOTIMP) and a message that does
-// not parse or has other than one question (FORMERR) with a bare header (headerReply), a
+// UDP does, those that it rejects (tcpReject): another opcode (NOTIMP, with an OPT when the
+// query has one: notImp) and a message that does not parse or has other than one question
+// (FORMERR) with a bare header (headerReply), a
 // malformed ECS option (badECS: that server's parser would accept it with the address padded
 // or cut) with FORMERR and an OPT (optionFormErr). miekg/dns's own rejection echoes the
 // query's TC, AD and CD bits and answers a NOTIFY without a question as a QUERY. It then
@@ -455,7 +456,7 @@ func (s *Server) tcpReject(m []byte) ([]byte, int) {
 		return nil, 0
 	}
 	if m[2]&0x78 != 0 {
-		return headerReply(nil, m, dns.RcodeNotImplemented), dns.RcodeNotImplemented
+		return notImp(nil, m, s.cfg.MaxUDPSize), dns.RcodeNotImplemented
 	}
 	if badECS(m) {
 		return optionFormErr(nil, m, s.cfg.MaxUDPSize), dns.RcodeFormatError

@@ -277,11 +277,60 @@ func optionFormErr(dst, p []byte, maxUDP int) []byte {
 	h := len(dst) - headerLen
 	dst[h+5], dst[h+11] = 1, 1 // QDCOUNT, ARCOUNT
 	dst = append(dst, p[headerLen:qEnd]...)
+	return appendOPT(dst, do, maxUDP)
+}
+
+// appendOPT appends to dst the OPT record of a reply written from the wire: version 0, no
+// option, the query's DO bit (RFC 3225 section 3) and maxUDP as its size.
+func appendOPT(dst []byte, do bool, maxUDP int) []byte {
 	var flags byte
 	if do {
 		flags = 0x80
 	}
 	return append(dst, 0, 0, typeOPT, byte(maxUDP>>8), byte(maxUDP), 0, 0, flags, 0, 0, 0)
+}
+
+// notImp appends to dst the NOTIMP to p, a query of another opcode than QUERY: the bare
+// header (headerReply) and, when p has an OPT record, an OPT (appendOPT). RFC 6891 section 7
+// wants it whatever the rcode: without it the querier takes the server for one without EDNS.
+// The OPT is found by walking the records as they are counted, whatever the opcode makes of
+// them; a message that does not walk as far gets the bare header. Never longer than p, which
+// holds a header and an OPT record at least.
+func notImp(dst, p []byte, maxUDP int) []byte {
+	dst = headerReply(dst, p, dns.RcodeNotImplemented)
+	off := queryOPT(p)
+	if off < 0 {
+		return dst
+	}
+	dst[len(dst)-1] = 1 // ARCOUNT
+	return appendOPT(dst, p[off+6]&0x80 != 0, maxUDP)
+}
+
+// queryOPT returns the offset of the TYPE of the first OPT record in the additional section
+// of message p, or -1 when it has none or its sections do not walk as far.
+func queryOPT(p []byte) int {
+	if len(p) < headerLen {
+		return -1
+	}
+	be := binary.BigEndian
+	qd, an, ns, ar := int(be.Uint16(p[4:])), int(be.Uint16(p[6:])), int(be.Uint16(p[8:])), int(be.Uint16(p[10:]))
+	off := headerLen
+	for range qd {
+		if off = skipName(p, off); off < 0 || off+4 > len(p) {
+			return -1
+		}
+		off += 4
+	}
+	for i := range an + ns + ar {
+		if off = skipName(p, off); off < 0 || off+10 > len(p) {
+			return -1
+		}
+		if i >= an+ns && be.Uint16(p[off:]) == typeOPT {
+			return off
+		}
+		off += 10 + int(be.Uint16(p[off+8:]))
+	}
+	return -1
 }
 
 // addrOffsets returns where the RDATA of the last count answer records of the packed reply b

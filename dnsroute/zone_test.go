@@ -311,6 +311,77 @@ func TestBareRepliesAlike(t *testing.T) {
 	}
 }
 
+// TestNotImpKeepsOPT: a query of another opcode that carries an OPT record gets NOTIMP with
+// an OPT record of version 0, the server's UDP size and the query's DO bit, and no option
+// (RFC 6891 section 7: a responder that supports EDNS includes one in its responses to a
+// request with one, whatever the rcode; without it the querier takes the server for one
+// without EDNS), the same bytes over UDP and TCP and no longer than the query; one without
+// EDNS, or whose records do not read as far as an OPT, gets the bare header. Found in
+// review: NOTIMP, written before any parse, never had an OPT.
+func TestNotImpKeepsOPT(t *testing.T) {
+	ts := startServer(t, nil)
+	const rd, do = 0x01, 0x8000
+	q := new(dns.Msg)
+	q.SetQuestion("www.cdn.example.", dns.TypeSOA)
+	qb, _ := q.Pack()
+	question := qb[headerLen:]
+	aRR := []byte{0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1}
+	// pkt is a query with id 0x4242, opcode op and RD, the question qd times, then the records
+	// of each section (answer, authority, additional).
+	pkt := func(op byte, qd int, an, ns, ar [][]byte) []byte {
+		b := []byte{0x42, 0x42, op<<3 | rd, 0, 0, byte(qd), 0, byte(len(an)), 0, byte(len(ns)), 0, byte(len(ar))}
+		for range qd {
+			b = append(b, question...)
+		}
+		for _, sec := range [][][]byte{an, ns, ar} {
+			for _, rr := range sec {
+				b = append(b, rr...)
+			}
+		}
+		return b
+	}
+	cookie := ednsOption(10, make([]byte, 8))
+	tests := []struct {
+		name string
+		pkt  []byte
+		opt  bool
+		do   bool
+	}{
+		{"NOTIFY with EDNS", pkt(dns.OpcodeNotify, 1, nil, nil, [][]byte{optRR(4096, 0, 0, 0)}), true, false},
+		{"NOTIFY with EDNS, DO and a cookie", pkt(dns.OpcodeNotify, 1, nil, nil, [][]byte{optRR(1400, 0, 0, do, cookie)}), true, true},
+		{"UPDATE with records and EDNS", pkt(dns.OpcodeUpdate, 1, [][]byte{aRR}, [][]byte{aRR}, [][]byte{aRR, optRR(1232, 0, 0, do)}), true, true},
+		{"STATUS with EDNS of version 1", pkt(dns.OpcodeStatus, 1, nil, nil, [][]byte{optRR(512, 0, 1, do)}), true, true},
+		{"opcode 15, no question, EDNS", pkt(15, 0, nil, nil, [][]byte{optRR(512, 0, 0, 0)}), true, false},
+		{"NOTIFY without EDNS", pkt(dns.OpcodeNotify, 1, nil, nil, nil), false, false},
+		{"NOTIFY, OPT cut short", pkt(dns.OpcodeNotify, 1, nil, nil, [][]byte{optRR(512, 0, 0, do)[:9]}), false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			op := tt.pkt[2] & 0x78
+			want := []byte{0x42, 0x42, 0x80 | op, dns.RcodeNotImplemented, 0, 0, 0, 0, 0, 0, 0, 0}
+			if tt.opt {
+				want[11] = 1
+				var flags byte
+				if tt.do {
+					flags = 0x80
+				}
+				want = append(want, 0, 0, typeOPT, 1232>>8, 1232&0xFF, 0, 0, flags, 0, 0, 0)
+			}
+			for _, r := range []struct {
+				net string
+				b   []byte
+			}{{"udp", rawUDPReply(t, ts.addr, tt.pkt)}, {"tcp", rawTCPExchange(t, ts.addr, tt.pkt)}} {
+				if !bytes.Equal(r.b, want) {
+					t.Errorf("%s reply %x, want %x", r.net, r.b, want)
+				}
+				if len(r.b) > len(tt.pkt) {
+					t.Errorf("%s reply of %d bytes to a query of %d", r.net, len(r.b), len(tt.pkt))
+				}
+			}
+		})
+	}
+}
+
 // sendUDP sends pkt from a new UDP socket connected to addr, which it returns with a 5 s
 // deadline.
 func sendUDP(t *testing.T, addr string, pkt []byte) net.Conn {
