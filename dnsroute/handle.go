@@ -531,6 +531,14 @@ func (s *Server) resolve(st *state, req *dns.Msg, src netip.Addr, loc *geo.Locat
 			ecs = sub
 		}
 	}
+	if rcode := metaRcode(req.Question[0].Qtype); rcode != 0 {
+		m := new(dns.Msg)
+		m.SetRcode(req, rcode)
+		if opt != nil {
+			m.Extra = []dns.RR{s.replyOPT(opt)}
+		}
+		return []*dns.Msg{m}, reply{}, rcode
+	}
 	var ecsPfx netip.Prefix
 	if ecs != nil {
 		a, _ := netip.AddrFromSlice(ecs.Address)

@@ -68,7 +68,7 @@ func parseQuery(p []byte, q *query) bool {
 		return false
 	}
 	*q = query{nameEnd: off, qtype: binary.BigEndian.Uint16(p[off:])}
-	if binary.BigEndian.Uint16(p[off+2:]) != classIN {
+	if binary.BigEndian.Uint16(p[off+2:]) != classIN || metaRcode(q.qtype) != 0 {
 		return false
 	}
 	off += 4
@@ -115,6 +115,23 @@ func parseQuery(p []byte, q *query) bool {
 		off += 4 + olen
 	}
 	return true
+}
+
+// metaRcode is the rcode of a question for type qtype that the server answers whatever its
+// name, 0 for the rest: a meta-TYPE or Q-TYPE (RFC 6895 section 3.1: 41 and 128 to 255) it
+// does not serve, answered as BIND answers it. MAILB and MAILA (RFC 1035 QTYPEs) and TKEY
+// (RFC 2930 key agreement: the server holds no keys) are NOTIMP; OPT and TSIG, records of one
+// message that no question can ask for, and the unassigned types 128 to 248 are FORMERR.
+// AXFR and IXFR (REFUSED, answer) and ANY are served. Never an entry of the answer cache: the
+// fast path leaves these questions to the full parser, which caches no error.
+func metaRcode(qtype uint16) int {
+	switch {
+	case qtype == dns.TypeMAILA || qtype == dns.TypeMAILB || qtype == dns.TypeTKEY:
+		return dns.RcodeNotImplemented
+	case qtype == typeOPT || qtype == dns.TypeTSIG || qtype >= 128 && qtype < dns.TypeTKEY:
+		return dns.RcodeFormatError
+	}
+	return 0
 }
 
 // parseECS reads an ECS option body of length n at p[off:].

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -944,5 +945,74 @@ func TestCNAMEChain(t *testing.T) {
 	}
 	if _, err := ts.Explain(london, "gone2", dns.TypeA); err == nil {
 		t.Error("Explain(gone2) = nil error, want not routed")
+	}
+}
+
+// TestMetaTypesInQuestion: a question for a meta-TYPE or Q-TYPE (RFC 6895 section 3.1: 41
+// and 128 to 255) the server does not serve is answered as BIND answers it, over UDP (twice:
+// the second would be a cache hit) and TCP, with the question as asked, no records and, for a
+// query with EDNS, an OPT: MAILB, MAILA (RFC 1035 QTYPEs) and TKEY (RFC 2930, key agreement)
+// NOTIMP, types that are no question (OPT, TSIG: records of one message) and the unassigned
+// rest of 128 to 248 FORMERR, whatever the name; AXFR and IXFR stay REFUSED, ANY is answered.
+// Found in review: all but AXFR and IXFR got NODATA, cached and served from the cache.
+func TestMetaTypesInQuestion(t *testing.T) {
+	ts := startServer(t, nil)
+	const do = 0x8000
+	outside := []byte("\x07example\x03org\x00")
+	tests := []struct {
+		name  string
+		qname []byte
+		qtype uint16
+		rcode int
+	}{
+		{"OPT", nil, dns.TypeOPT, dns.RcodeFormatError},
+		{"TSIG", nil, dns.TypeTSIG, dns.RcodeFormatError},
+		{"TSIG outside the zone", outside, dns.TypeTSIG, dns.RcodeFormatError},
+		{"TKEY", nil, dns.TypeTKEY, dns.RcodeNotImplemented},
+		{"MAILB", nil, dns.TypeMAILB, dns.RcodeNotImplemented},
+		{"MAILA at the apex", []byte("\x03cdn\x07example\x00"), dns.TypeMAILA, dns.RcodeNotImplemented},
+		{"type 128", nil, 128, dns.RcodeFormatError},
+		{"type 248", nil, 248, dns.RcodeFormatError},
+		{"AXFR", nil, dns.TypeAXFR, dns.RcodeRefused},
+		{"IXFR", nil, dns.TypeIXFR, dns.RcodeRefused},
+		{"ANY", nil, dns.TypeANY, dns.RcodeSuccess},
+		{"type 256 (URI), a data type", nil, dns.TypeURI, dns.RcodeSuccess},
+	}
+	for _, tt := range tests {
+		for _, edns := range []bool{false, true} {
+			m := rawMsg{name: tt.qname, qtype: tt.qtype}
+			if edns {
+				m.extra = [][]byte{optRR(4096, 0, 0, do)}
+			}
+			pkt := m.pack(0x7777)
+			t.Run(tt.name+"/edns="+strconv.FormatBool(edns), func(t *testing.T) {
+				var q query
+				// The fast path takes no question it would answer otherwise than the full parser.
+				if got, want := parseQuery(pkt, &q), tt.rcode == dns.RcodeSuccess || tt.rcode == dns.RcodeRefused; got != want {
+					t.Errorf("parseQuery = %v, want %v", got, want)
+				}
+				for _, r := range []struct {
+					net string
+					b   []byte
+				}{{"udp", rawUDPReply(t, ts.addr, pkt)}, {"udp again", rawUDPReply(t, ts.addr, pkt)}, {"tcp", rawTCPExchange(t, ts.addr, pkt)}} {
+					var got dns.Msg
+					if err := got.Unpack(r.b); err != nil {
+						t.Fatalf("%s: reply does not parse: %v", r.net, err)
+					}
+					if got.Id != 0x7777 || got.Rcode != tt.rcode {
+						t.Errorf("%s: id %#x rcode %s, want 0x7777 %s", r.net, got.Id, dns.RcodeToString[got.Rcode], dns.RcodeToString[tt.rcode])
+					}
+					if len(got.Question) != 1 || got.Question[0].Qtype != tt.qtype {
+						t.Errorf("%s: question %v, want the one asked", r.net, got.Question)
+					}
+					if o := got.IsEdns0(); (o != nil) != edns || o != nil && (!o.Do() || o.Version() != 0) {
+						t.Errorf("%s: OPT %v, want one of version 0 with DO = %v", r.net, o, edns)
+					}
+					if tt.rcode != dns.RcodeSuccess && len(got.Answer)+len(got.Ns) != 0 {
+						t.Errorf("%s: %d answer and authority records, want none", r.net, len(got.Answer)+len(got.Ns))
+					}
+				}
+			})
+		}
 	}
 }
