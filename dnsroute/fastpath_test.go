@@ -201,7 +201,8 @@ func TestCacheHitAnswersAsResolve(t *testing.T) {
 		{name: "cookie", probe: rawMsg{extra: [][]byte{optRR(1232, 0, 0, 0, ednsOption(10, []byte("8 octets")))}}, fill: &rawMsg{extra: [][]byte{edns}}, hit: true, shared: true},
 		{name: "NSID and padding", probe: rawMsg{extra: [][]byte{optRR(1232, 0, 0, 0, ednsOption(3, nil), ednsOption(12, make([]byte, 9)))}}, fill: &rawMsg{extra: [][]byte{edns}}, hit: true, shared: true},
 		{name: "unknown option", probe: rawMsg{extra: [][]byte{optRR(1232, 0, 0, 0, ednsOption(65001, []byte{1, 2, 3}))}}, fill: &rawMsg{extra: [][]byte{edns}}, hit: true, shared: true},
-		{name: "TCP keepalive over UDP", probe: rawMsg{extra: [][]byte{optRR(1232, 0, 0, 0, ednsOption(11, nil))}}, fill: &rawMsg{extra: [][]byte{edns}}},
+		{name: "TCP keepalive over UDP", probe: rawMsg{extra: [][]byte{optRR(1232, 0, 0, 0, ednsOption(11, nil))}}, fill: &rawMsg{extra: [][]byte{edns}}, hit: true, shared: true},
+		{name: "a short LLQ, which the server does not implement", probe: rawMsg{extra: [][]byte{optRR(1232, 0, 0, 0, ednsOption(1, []byte{0, 1}))}}, fill: &rawMsg{extra: [][]byte{edns}}, hit: true, shared: true},
 		// ECS.
 		{name: "ECS /24", probe: rawMsg{extra: [][]byte{optRR(1232, 0, 0, 0, ecsOption(familyIPv4, 24, lon))}}, hit: true},
 		{name: "ECS /24 with DO and a cookie", probe: rawMsg{extra: [][]byte{optRR(1232, 0, 0, do, ednsOption(10, []byte("8 octets")), ecsOption(familyIPv4, 24, lon))}}, hit: true},

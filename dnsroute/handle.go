@@ -204,9 +204,9 @@ func (s *Server) handleUDP(w *worker, p []byte, src netip.AddrPort) []byte {
 	}
 	req := new(dns.Msg)
 	if err := req.Unpack(p); err != nil {
-		// Options of another EDNS version than 0 are not read (BADVERS): the query again
-		// without them. Never a query the fast path took, whose OPT is of version 0.
-		b := otherVersionPadded(p)
+		// Options the server does not read (unreadOptionsPadded), which miekg/dns may refuse
+		// the message for: the query again without them.
+		b := unreadOptionsPadded(p)
 		if req = new(dns.Msg); len(b) == 0 || &b[0] == &p[0] || req.Unpack(b) != nil {
 			s.m.queries.WithLabelValues("other", rcodeLabel(dns.RcodeFormatError)).Inc()
 			return headerReply(w.out[:0], p, dns.RcodeFormatError)
@@ -421,10 +421,7 @@ func (r tcpReader) ReadTCP(conn net.Conn, timeout time.Duration) ([]byte, error)
 		if err != nil {
 			return m, err
 		}
-		// Read as UDP reads it (handleUDP): the options of another EDNS version than 0 are
-		// not read, so miekg/dns, which would refuse the message for one, does not see them.
-		m = otherVersionPadded(m)
-		reply, rcode := r.s.tcpReject(m)
+		m, reply, rcode := r.s.tcpReject(m)
 		if reply == nil {
 			return m, nil
 		}
@@ -447,25 +444,34 @@ func (r tcpReader) ReadTCP(conn net.Conn, timeout time.Duration) ([]byte, error)
 	}
 }
 
-// tcpReject returns the reply to a TCP query that is rejected before miekg/dns's server sees
-// it, and its rcode; nil for a query that goes on. Shorter than a header or a response: on,
-// miekg/dns drops those, as UDP does. The full parse here is a second one for the queries
-// that pass; TCP carries few.
-func (s *Server) tcpReject(m []byte) ([]byte, int) {
+// tcpReject returns the reply to a TCP query m that is rejected before miekg/dns's server sees
+// it, and its rcode; for a query that goes on, no reply and the message that miekg/dns is to
+// read: m, or, as UDP reads it (handleUDP), m without the options the server does not read
+// when miekg/dns would refuse it for one (unreadOptionsPadded). Shorter than a header or a
+// response: on, miekg/dns drops those, as UDP does. The full parse here is a second one for
+// the queries that pass; TCP carries few.
+func (s *Server) tcpReject(m []byte) (next, reply []byte, rcode int) {
 	if len(m) < headerLen || m[2]&0x80 != 0 {
-		return nil, 0
+		return m, nil, 0
 	}
 	if m[2]&0x78 != 0 {
-		return notImp(nil, m, s.cfg.MaxUDPSize), dns.RcodeNotImplemented
+		return nil, notImp(nil, m, s.cfg.MaxUDPSize), dns.RcodeNotImplemented
 	}
 	if badECS(m) {
-		return optionFormErr(nil, m, s.cfg.MaxUDPSize), dns.RcodeFormatError
+		return nil, optionFormErr(nil, m, s.cfg.MaxUDPSize), dns.RcodeFormatError
 	}
 	var req dns.Msg
-	if req.Unpack(m) != nil || len(req.Question) != 1 {
-		return headerReply(nil, m, dns.RcodeFormatError), dns.RcodeFormatError
+	if req.Unpack(m) != nil {
+		m = unreadOptionsPadded(m)
+		req = dns.Msg{}
+		if req.Unpack(m) != nil {
+			return nil, headerReply(nil, m, dns.RcodeFormatError), dns.RcodeFormatError
+		}
 	}
-	return nil, 0
+	if len(req.Question) != 1 {
+		return nil, headerReply(nil, m, dns.RcodeFormatError), dns.RcodeFormatError
+	}
+	return m, nil, 0
 }
 
 // acceptTCP is the TCP server's MsgAcceptFunc: every query goes on to the handler, which

@@ -91,7 +91,8 @@ func parseQuery(p []byte, q *query) bool {
 		return false
 	}
 	// Options: ECS at most once; others (cookies, padding, ...) are ignored, as a server that
-	// does not implement them must (RFC 6891 section 6.1.2).
+	// does not implement them must (RFC 6891 section 6.1.2), malformed or not, as the full
+	// parser ignores them (unreadOptionsPadded).
 	for end := off + rdlen; off < end; {
 		if off+4 > end {
 			return false
@@ -100,16 +101,7 @@ func parseQuery(p []byte, q *query) bool {
 		if off+4+olen > end {
 			return false
 		}
-		switch code {
-		case optionECS:
-			if q.ecs || !parseECS(p, off+4, olen, q) {
-				return false
-			}
-		case 1, 2, 9, 11, 15, 18, 19:
-			// LLQ, UL, EXPIRE, TCP keepalive, EDE, Report-Channel, ZONEVERSION: options whose
-			// body miekg/dns checks as it unpacks, refusing a malformed one (FORMERR). Left to
-			// that path, so that such a query gets the same answer whether or not the cache
-			// holds one for its question (found by FuzzParseQuery).
+		if code == optionECS && (q.ecs || !parseECS(p, off+4, olen, q)) {
 			return false
 		}
 		off += 4 + olen
@@ -202,14 +194,19 @@ func badECS(p []byte) bool {
 	return false
 }
 
-// otherVersionPadded returns the query p with the options of each OPT record of a version
-// other than 0 covered by one padding option of the same length, in a copy; p itself when it
-// has none with options, or does not walk as far. Options are defined per version (RFC 6891
-// section 6.1.3), and such a query is owed BADVERS whatever they hold; miekg/dns reads them
-// as version 0's and refuses the whole message for one version 0 refuses (an ECS of an
-// unknown family, a short LLQ). Offsets are kept, so names compressed past the OPT still
-// read. Left as they are: 1 to 3 bytes, which hold no padding option.
-func otherVersionPadded(p []byte) []byte {
+// unreadOptionsPadded returns the query p with the EDNS options the server does not read
+// covered by padding options (RFC 7830) of the same length, in a copy; p itself when it has
+// none, or does not walk as far. Not read: every option of an OPT record of another version
+// than 0, covered by one padding option (options are defined per version, RFC 6891 section
+// 6.1.3, and such a query is owed BADVERS whatever they hold), and every option but ECS of
+// one of version 0 (section 6.1.2: an option the server does not implement is ignored, however
+// malformed; BIND too checks the bodies of the options it implements only). miekg/dns reads
+// each option it knows as it unpacks and refuses the whole message for one it finds
+// malformed (an ECS of an unknown family, a short LLQ or UL). Offsets are kept, so names
+// compressed past the OPT still read. Left as they are: 1 to 3 bytes of another version's
+// options, which hold no padding option, and an option that runs past its record, which
+// makes the message malformed.
+func unreadOptionsPadded(p []byte) []byte {
 	if len(p) < headerLen {
 		return p
 	}
@@ -223,6 +220,14 @@ func otherVersionPadded(p []byte) []byte {
 		off += 4
 	}
 	var out []byte
+	pad := func(at, n int) { // covers the n bytes of options at p[at:]
+		if out == nil {
+			out = bytes.Clone(p)
+		}
+		be.PutUint16(out[at:], optionPad)
+		be.PutUint16(out[at+2:], uint16(n-4))
+		clear(out[at+4 : at+n])
+	}
 	for i := range an + ns + ar {
 		if off = skipName(p, off); off < 0 || off+10 > len(p) {
 			return p
@@ -232,13 +237,20 @@ func otherVersionPadded(p []byte) []byte {
 		if off+rdlen > len(p) {
 			return p
 		}
-		if i >= an+ns && typ == typeOPT && version != 0 && rdlen >= 4 {
-			if out == nil {
-				out = bytes.Clone(p)
+		if i >= an+ns && typ == typeOPT {
+			if version != 0 && rdlen >= 4 {
+				pad(off, rdlen)
 			}
-			be.PutUint16(out[off:], optionPad)
-			be.PutUint16(out[off+2:], uint16(rdlen-4))
-			clear(out[off+4 : off+rdlen])
+			for o, end := off, off+rdlen; version == 0 && o+4 <= end; {
+				code, n := be.Uint16(p[o:]), 4+int(be.Uint16(p[o+2:]))
+				if o+n > end {
+					break
+				}
+				if code != optionECS && code != optionPad {
+					pad(o, n)
+				}
+				o += n
+			}
 		}
 		off += rdlen
 	}
