@@ -203,7 +203,8 @@ func badECS(p []byte) bool {
 // malformed; BIND too checks the bodies of the options it implements only). miekg/dns reads
 // each option it knows as it unpacks and refuses the whole message for one it finds
 // malformed (an ECS of an unknown family, a short LLQ or UL). Offsets are kept, so names
-// compressed past the OPT still read. Left as they are: 1 to 3 bytes of another version's
+// compressed past the OPT still read; p itself when a question name reads through what
+// would be padded (sameQuestions). Left as they are: 1 to 3 bytes of another version's
 // options, which hold no padding option, and an option that runs past its record, which
 // makes the message malformed.
 func unreadOptionsPadded(p []byte) []byte {
@@ -254,10 +255,29 @@ func unreadOptionsPadded(p []byte) []byte {
 		}
 		off += rdlen
 	}
-	if out == nil {
+	if out == nil || !sameQuestions(p, out, qd) {
 		return p
 	}
 	return out
+}
+
+// sameQuestions reports whether the qd question names of messages p and out, which differ
+// only past their questions, read alike. A name compressed into the options that
+// unreadOptionsPadded pads over would not: its padding would end the name there, and the
+// server would answer a question nobody asked.
+func sameQuestions(p, out []byte, qd int) bool {
+	off := headerLen
+	for range qd {
+		a, next, err := dns.UnpackDomainName(p, off)
+		if err != nil {
+			return false
+		}
+		if b, _, err := dns.UnpackDomainName(out, off); err != nil || a != b {
+			return false
+		}
+		off = next + 4
+	}
+	return true
 }
 
 // optionFormErr appends to dst the FORMERR to p, a query of opcode QUERY whose ECS option is

@@ -1,6 +1,7 @@
 package dnsroute
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -724,6 +725,48 @@ func TestEDNSOptionCheckedAlike(t *testing.T) {
 					}
 				})
 			}
+		}
+	}
+}
+
+// TestPaddedOptionsKeepQuestion: the options the server pads over before miekg/dns reads a
+// query (unreadOptionsPadded) are not what a compressed question name reads through: such a
+// query gets FORMERR with a bare header, over UDP and TCP, as the whole query did before
+// options were padded, and never the answer to the question the padding leaves (here
+// www.cdn.example. for one asking about www.cdn.example.evil.). Found in review: the
+// padding's zeros ended the name early, and the server answered the shorter name.
+func TestPaddedOptionsKeepQuestion(t *testing.T) {
+	ts := startServer(t, nil)
+	evil := []byte("\x04evil\x00")
+	// The question name's last label points past the question and the OPT record's fixed
+	// part to the body of the first option: 12 + 18 + 4 + 11 + 4.
+	name := append([]byte("\x03www\x03cdn\x07example"), 0xc0, 49)
+	tests := []struct {
+		name    string
+		version byte
+		opts    [][]byte
+	}{
+		{"through an NSID, beside a UL of 6 octets", 0, [][]byte{ednsOption(3, evil), ednsOption(2, make([]byte, 6))}},
+		{"through a UL of 6 octets", 0, [][]byte{ednsOption(2, evil)}},
+		{"through an option of EDNS version 1", 1, [][]byte{ednsOption(3, evil), ednsOption(1, []byte{0, 1})}},
+	}
+	for _, tt := range tests {
+		pkt := rawMsg{name: name, extra: [][]byte{optRR(1232, 0, tt.version, 0x8000, tt.opts...)}}.pack(0x5151)
+		if got, _, err := dns.UnpackDomainName(pkt, headerLen); err != nil || got != "www.cdn.example.evil." {
+			t.Fatalf("%s: the query asks for %q (%v), want www.cdn.example.evil.", tt.name, got, err)
+		}
+		for _, r := range []struct {
+			net string
+			b   func() []byte
+		}{{"udp", func() []byte { return rawUDPReply(t, ts.addr, pkt) }}, {"tcp", func() []byte { return rawTCPExchange(t, ts.addr, pkt) }}} {
+			t.Run(tt.name+"/"+r.net, func(t *testing.T) {
+				want := []byte{0x51, 0x51, 0x80, dns.RcodeFormatError, 0, 0, 0, 0, 0, 0, 0, 0}
+				if got := r.b(); !bytes.Equal(got, want) {
+					var m dns.Msg
+					m.Unpack(got)
+					t.Errorf("reply %x (%v), want %x: a bare FORMERR", got, &m, want)
+				}
+			})
 		}
 	}
 }
