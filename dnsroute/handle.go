@@ -241,6 +241,12 @@ func (s *Server) handleUDP(w *worker, p []byte, src netip.AddrPort) []byte {
 		packed[i] = b
 	}
 	qt := req.Question[0].Qtype
+	if (rcode == dns.RcodeFormatError || rcode == dns.RcodeNotImplemented) && len(packed[0]) > len(p) {
+		// Garbage never amplifies: the question copied whole grows when the query compressed
+		// it into its own header (a meta-type's FORMERR or NOTIMP, or two OPT records).
+		s.m.queries.WithLabelValues(qtypeLabel(qt), rcodeLabel(rcode)).Inc()
+		return headerReply(w.out[:0], p, rcode)
+	}
 	e := &entry{variants: packed, slot: slot, gen: gen, queries: s.m.queries.WithLabelValues(qtypeLabel(qt), rcodeLabel(rcode))}
 	// A new entry's turns start where the server's are, not at 0: most client networks ask a
 	// few times before their entry leaves the cache, and each one starting at 0 would have the
