@@ -42,9 +42,11 @@ func seedQueries() [][]byte {
 // FuzzHandle feeds raw packets to the UDP handler: it must never panic, never answer a
 // response or a packet shorter than a header, and never reply with more than the client can
 // take (512 bytes, or its EDNS buffer size) or, for a packet that is not a well-formed query,
-// with more bytes than it sent. A malformed ECS option gets FORMERR with the question and an
-// OPT record (RFC 6891 section 7), or a bare header when the query has no one question to
-// copy, never longer than the query; a NOTIMP to a query with an OPT record has one.
+// with more bytes than it sent, nor with a FORMERR or NOTIMP longer than the query. A
+// malformed ECS option gets FORMERR with the question and an OPT record (RFC 6891 section 7),
+// or a bare header when the query has no one question to copy, never longer than the query;
+// a NOTIMP to a query with an OPT record has one. A reply with a question has the one asked,
+// as the query's bytes spell it.
 func FuzzHandle(f *testing.F) {
 	for _, s := range seedQueries() {
 		f.Add(s)
@@ -79,6 +81,9 @@ func FuzzHandle(f *testing.F) {
 		if !wellFormed && len(r) > len(p) {
 			t.Fatalf("reply of %d bytes to a %d byte malformed packet", len(r), len(p))
 		}
+		if rc := int(r[3] & 0xF); (rc == dns.RcodeFormatError || rc == dns.RcodeNotImplemented) && len(r) > len(p) {
+			t.Fatalf("%s of %d bytes to a %d byte query", dns.RcodeToString[rc], len(r), len(p))
+		}
 		bad := badECS(p)
 		if bad && (len(r) > len(p) || int(r[3]&0xF) != dns.RcodeFormatError) {
 			t.Fatalf("reply of %d bytes, rcode %d to a malformed ECS option of %d bytes, want FORMERR no longer", len(r), r[3]&0xF, len(p))
@@ -89,6 +94,9 @@ func FuzzHandle(f *testing.F) {
 		}
 		if o := m.IsEdns0(); bad && len(r) > headerLen && (len(m.Question) != 1 || len(m.Answer)+len(m.Ns) != 0 || len(m.Extra) != 1 || o == nil || len(o.Option) != 0) {
 			t.Fatalf("FORMERR to a malformed ECS option is %v, want the question and an OPT without options", &m)
+		}
+		if asked, _, err := dns.UnpackDomainName(p, headerLen); len(m.Question) > 0 && (err != nil || m.Question[0].Name != asked) {
+			t.Fatalf("reply's question %v, the query asks for %q (%v)", m.Question[0], asked, err)
 		}
 		if p[2]&0x78 != 0 && queryOPT(p) >= 0 && m.IsEdns0() == nil {
 			t.Fatalf("NOTIMP to a query with an OPT record has none: %v", &m)
