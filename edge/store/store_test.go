@@ -1,11 +1,13 @@
 package store
 
 import (
+	"bufio"
 	"fmt"
 	"hash/maphash"
 	"math"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -603,4 +605,73 @@ func TestDropAll(t *testing.T) {
 			t.Errorf("%s: Verdict = %v, want %v", tt.o.Path, got, tt.want)
 		}
 	}
+}
+
+// BenchmarkPutMiss is a unique-URL miss's Put (issue 15): a fresh Object for a URL the store
+// has not seen, a 1 KiB body of exact capacity and an origin's usual header (nginx's for a
+// static file, with Cache-Control), as the edge's fill hands them over (edge/fill.go,
+// newObject), StoredAt and ResponseTime from time.Now. store=filling is the edge's default
+// 1 GiB store while it fills (a new one, off the clock, every fillPuts Puts: its segments'
+// fresh pages are part of the cost, as in a growing edge); store=full is a 64 MiB store
+// filled past its size first, so that every Put evicts, and reclaim moves records.
+func BenchmarkPutMiss(b *testing.B) {
+	head := "HTTP/1.1 200 OK\r\nServer: nginx/1.24.0\r\nDate: Mon, 07 Dec 2026 05:00:00 GMT\r\n" +
+		"Content-Type: application/octet-stream\r\nContent-Length: 1024\r\n" +
+		"Last-Modified: Mon, 30 Nov 2026 10:00:00 GMT\r\nETag: \"6763a1b0-400\"\r\n" +
+		"Cache-Control: public, max-age=3600\r\nAccept-Ranges: bytes\r\n\r\n"
+	resp, err := http.ReadResponse(bufio.NewReader(strings.NewReader(head)), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	resp.Body.Close()
+	const host = "bench.test"
+	// The keys, made before the clock starts (the edge makes its key before the fill); Path
+	// is a substring of Primary, so that a key is one allocation (Put copies both).
+	keys := make([]string, 1<<18)
+	for i := range keys {
+		keys[i] = host + "/1k/" + strconv.Itoa(i) + ".bin"
+	}
+	body := make([]byte, 1024)
+	pol := httpcache.Policy{Storable: true, Lifetime: time.Hour, Target: "Cache-Control"}
+	put := func(s *Store, i int) {
+		now := time.Now()
+		k := keys[i%len(keys)]
+		s.Put(&Object{Primary: k, Host: host, Path: k[len(host):], Status: 200, Header: resp.Header,
+			Body: body[:len(body):len(body)], StoredAt: now, ResponseTime: now, Policy: pol})
+	}
+	b.Run("store=filling", func(b *testing.B) {
+		const fillPuts = 1 << 17 // about 200 MiB of records: a 1 GiB store evicts nothing
+		var s *Store
+		defer func() { s.Close() }()
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			if i%fillPuts == 0 {
+				b.StopTimer()
+				if s != nil {
+					s.Close()
+				}
+				if s, err = New(Config{MaxBytes: 1 << 30}); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+			put(s, i)
+		}
+	})
+	b.Run("store=full", func(b *testing.B) {
+		s := newStoreOf(b, 64<<20)
+		const prefill = 60_000 // each record is charged about 1.8 KiB: past 64 MiB
+		for i := range prefill {
+			put(s, i)
+		}
+		if st := s.Stats(); st.Evictions == 0 {
+			b.Fatalf("prefill evicted nothing: %+v", st)
+		}
+		m0 := s.Stats().Moved
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			put(s, prefill+i)
+		}
+		b.ReportMetric(float64(s.Stats().Moved-m0)/float64(b.N), "moves/op")
+	})
 }
