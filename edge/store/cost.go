@@ -79,9 +79,10 @@ func next2(n int64) int64 { return 1 << bits.Len64(uint64(n-1)) }
 // cache keeps of them (surrogate keys, paths) pin whole buffers; each small allocation left
 // behind among freed ones also keeps its heap span in use; and at a full store the collector
 // marks every stored object about once a second, at a cost that grows with the pointers and
-// heap objects each holds (BenchmarkCollection). So compact copies, once per Put, every string
-// and every field of o into one allocation without pointers (packed.go), and locates the
-// strings with offsets, not strings (entryAt):
+// heap objects each holds (BenchmarkCollection). So compact copies every string and every
+// field of o into one allocation without pointers (packed.go; Put lays a record's out in a
+// scratch buffer instead, which the record copies: layOut), and locates the strings with
+// offsets, not strings (entryAt):
 //   - the purge matchers, with Primary and Path as substrings of them (prefix matchers are
 //     prefixes of one another), the surrogate keys inside their matchers (SurrogateKeys),
 //     then Variant and Part;
@@ -96,6 +97,25 @@ func next2(n int64) int64 { return 1 << bits.Len64(uint64(n-1)) }
 // The header is o's as HeaderFields gives it: the Header map if set, else the compact form
 // of a stored object o was copied from.
 func (o *Object) compact() packed {
+	p := packed{meta: o.layOut(nil), body: exactBody(o.Body)}
+	p.into(o, o.Policy.Vary)
+	return p
+}
+
+// exactBody is body in an allocation of its size: body itself, or a copy if it has spare
+// capacity (io.ReadAll, append), which would be retained, and charged, for the object's
+// whole life.
+func exactBody(body []byte) []byte {
+	if allocSize(cap(body)) > allocSize(len(body))*17/16 {
+		return slices.Clone(body)
+	}
+	return body
+}
+
+// layOut returns o's packed meta (compact): in scratch if it fits, else in a new allocation
+// of exactly its size. o is only read. Put lays out in scratch what a segment's record then
+// copies (issue 15: an allocation per miss that lived only until the copy).
+func (o *Object) layOut(scratch []byte) string {
 	var pstack [8]string // most paths have fewer segments: no allocation
 	prefixes := appendPathPrefixes(pstack[:0], o.Path)
 	keys := o.SurrogateKeys()
@@ -127,7 +147,14 @@ func (o *Object) compact() packed {
 	}
 	n += len(o.Policy.Reason) + len(o.Policy.Target) + len(strip)
 	// The arena follows the fixed fields; offsets in it are from its start.
-	b := make([]byte, fixedLen, fixedLen+n+8*(2+len(prefixes)+len(keys)+nv))
+	size := fixedLen + n + 8*(2+len(prefixes)+len(keys)+nv)
+	var b []byte
+	if cap(scratch) >= size {
+		b = scratch[:fixedLen]
+		clear(b) // putFixed leaves some bytes as they are (a zero time's, padding)
+	} else {
+		b = make([]byte, fixedLen, size)
+	}
 	b = append(b, "u\x00"...)
 	b = append(b, o.Primary...)
 	b = append(b, "h\x00"...)
@@ -199,19 +226,15 @@ func (o *Object) compact() packed {
 	l.nstrip = len(o.Policy.StripFields)
 	o.putFixed(b[:fixedLen], &l)
 
-	body := o.Body
-	if allocSize(cap(body)) > allocSize(len(body))*17/16 {
-		// Spare capacity would be retained, and charged, for the object's whole life.
-		body = slices.Clone(body)
-	}
-	if cap(b) != len(b) {
+	if cap(b) != len(b) && !inBuf(b, scratch) {
 		// The estimate above was short: keep (and charge) an allocation of the exact size.
 		b = append(make([]byte, 0, len(b)), b...)
 	}
-	p := packed{meta: unsafe.String(unsafe.SliceData(b), len(b)), body: body}
-	p.into(o, o.Policy.Vary)
-	return p
+	return unsafe.String(unsafe.SliceData(b), len(b))
 }
+
+// inBuf reports whether b starts where buf does (b was laid out in buf).
+func inBuf(b, buf []byte) bool { return cap(buf) > 0 && unsafe.SliceData(b) == unsafe.SliceData(buf) }
 
 // entryBytes is what e costs, with its objects.
 func entryBytes(e *entry) int64 {

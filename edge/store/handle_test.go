@@ -17,7 +17,7 @@ func TestExitRacingMove(t *testing.T) {
 	slot := s.slotOf("h.test/k")
 	for i := range 30_000 { // the race was lost within about 3,000 rounds under -race before the fix
 		s.reclaim() // lets go of the segments the last rounds emptied
-		r, ok := s.appendRecord(nil, p, time.Time{}, slot)
+		r, _, ok := s.appendRecord(nil, p, time.Time{}, slot)
 		if !ok {
 			t.Fatal("appendRecord refused")
 		}
@@ -42,7 +42,7 @@ func TestExitRacingMove(t *testing.T) {
 // does before it gives Ristretto the ref, and returns the ref and the record's place.
 func unpublished(t *testing.T, s *Store, exp time.Time) (r ref, g *segment, off uint32, idx uint16) {
 	t.Helper()
-	r, ok := s.appendRecord(nil, keyed("k", 1, 500).compact(), exp, s.slotOf("h.test/k"))
+	r, _, ok := s.appendRecord(nil, keyed("k", 1, 500).compact(), exp, s.slotOf("h.test/k"))
 	if !ok {
 		t.Fatal("appendRecord refused")
 	}

@@ -144,23 +144,24 @@ func segReserve(maxBytes int64) int64 {
 // plus the two in hand; a few more for reclaim's lag.
 func maxSegments(maxBytes int64) int { return int(maxBytes/int64(segSizeFor(maxBytes))) + 4 }
 
-// appendRecord copies the entry of vary and p into the head segment, and returns its ref, or
-// false if the record does not fit a segment, the table has no free slot or no handle is free.
-func (s *Store) appendRecord(vary []string, p packed, expiry time.Time, slot uint16) (ref, bool) {
+// appendRecord copies the entry of vary and p into the head segment, and returns its ref and
+// its variant as the segment holds it, or false if the record does not fit a segment, the
+// table has no free slot or no handle is free.
+func (s *Store) appendRecord(vary []string, p packed, expiry time.Time, slot uint16) (ref, packed, bool) {
 	n := recordSize(vary, p)
 	if n > s.recMax {
-		return ref{}, false
+		return ref{}, packed{}, false
 	}
 	h, hgen, ok := s.newHandle()
 	if !ok {
-		return ref{}, false
+		return ref{}, packed{}, false
 	}
 	s.segMu.Lock()
 	defer s.segMu.Unlock()
 	g, ok := s.headFor(n)
 	if !ok {
 		s.release(h, hgen)
-		return ref{}, false
+		return ref{}, packed{}, false
 	}
 	off := g.used
 	b := g.b[off : off+n : off+n]
@@ -182,13 +183,15 @@ func (s *Store) appendRecord(vary []string, p packed, expiry time.Time, slot uin
 	}
 	le.PutUint32(b[rVary:], uint32(len(w)-rHeadLen))
 	le.PutUint32(b[rNVary:], uint32(len(vary)))
+	m := len(w)
 	w = append(w, p.meta...)
 	w = append(w, p.body...)
 	if len(w) > n || unsafe.SliceData(w) != unsafe.SliceData(b) {
 		panic("store: record size miscomputed") // the padding is the new segment's zeros
 	}
 	s.slot(h).loc.Store(packLoc(g, uint32(off), s.appended(g, off, n)))
-	return ref{h: h, hgen: hgen, slot: slot}, true
+	stored := packed{meta: unsafe.String(&w[m], len(p.meta)), body: w[m+len(p.meta) : len(w) : len(w)]}
+	return ref{h: h, hgen: hgen, slot: slot}, stored, true
 }
 
 // appendRaw copies a record as it is (a move) into the head segment, and returns its place.

@@ -259,7 +259,7 @@ func TestMoveInEvictionGap(t *testing.T) {
 	h := s.hash("h.test/" + key)
 	mu := s.lockOf(h)
 	mu.Lock()
-	r2, ok := s.appendRecord(nil, p2, time.Now().Add(time.Hour), slotOfHash(h, len(s.views)))
+	r2, _, ok := s.appendRecord(nil, p2, time.Now().Add(time.Hour), slotOfHash(h, len(s.views)))
 	if !ok || !s.cache.SetWithTTL("h.test/"+key, r2, recordCost(recordSize(nil, p2)), time.Hour) {
 		t.Fatal("version 2 not queued")
 	}

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/dgraph-io/ristretto/v2"
 
@@ -320,6 +321,7 @@ type Store struct {
 	fixed   int64                  // heap of the empty store, its views' and segments' reserve, counted in Stats.Bytes
 	views   []atomic.Pointer[view] // shared views (Store.shared), a power of two of them
 	seed    maphash.Seed
+	scratch sync.Pool     // *[]byte of scratchSize, where Put lays out an object's meta
 	turn    atomic.Uint32 // picks which of two taken slots a new view replaces
 	purges  *purgeSet
 	clock   func() time.Time
@@ -399,6 +401,7 @@ func New(cfg Config) (*Store, error) {
 		minCost: cfg.MaxBytes / 4, pendMax: maxPendBytes(cfg.MaxBytes),
 		kick: make(chan struct{}, 1), stopConfirm: make(chan struct{}), confirmDone: make(chan struct{})}
 	s.recMax = min(s.segSize/8, maxRecord)
+	s.scratch.New = func() any { b := make([]byte, scratchSize); return &b }
 	for i := range s.freeSegs {
 		s.freeSegs[i] = uint32(nseg - 1 - i) // the lowest index first
 	}
@@ -547,20 +550,35 @@ func (s *Store) LookupPartVary(primary, part string, req VaryHeader) (*Object, V
 //
 // Put takes o: it replaces o's strings, header and body by compact copies of equal value
 // (compact; the header no longer in o.Header, see header.go), so o must not be read
-// concurrently with Put. The maps and arrays o referred to are only read, never modified, so
-// other objects may still share them.
+// concurrently with Put. For an object kept as a record those are the record's bytes in its
+// segment, as for an Object from Lookup (Detached says what that keeps alive). The maps and
+// arrays o referred to are only read, never modified, so other objects may still share them.
 func (s *Store) Put(o *Object) bool {
-	p := o.compact()
 	if h := int64(o.hold()); h > s.maxHold.Load() {
 		s.maxHold.Store(h) // a lost race only shortens record life by one object's margin
 	}
+	// The caller's strings: o's own are the stored ones once put returns.
 	key := o.Primary + o.Part
+	// Most objects are records (segment.go), which copy their meta into a segment: it is
+	// laid out in a scratch buffer (the store's, reused), and o then reads the record, as
+	// a lookup's Object does. One whose body alone is too large for a record is laid out
+	// as compact does.
+	var sc *[]byte
+	var scratch []byte
+	if len(o.Body) < s.recMax {
+		sc = s.scratch.Get().(*[]byte)
+		scratch = *sc
+	}
+	p := packed{meta: o.layOut(scratch), body: o.Body}
 	h := s.hash(key)
 	mu := s.lockOf(h)
 	mu.Lock()
-	ok, pended := s.put(key, slotOfHash(h, len(s.views)), o, p)
+	ok, pended := s.put(key, slotOfHash(h, len(s.views)), o, p, scratch)
 	s.puts[h%uint64(len(s.puts))].Add(1) // after put: the object is visible to Lookup
 	mu.Unlock()
+	if sc != nil {
+		s.scratch.Put(sc) // nothing points into it: put gave o, and what it stored, bytes of their own
+	}
 	if pended {
 		s.kickConfirm()
 	}
@@ -572,42 +590,56 @@ func (s *Store) Put(o *Object) bool {
 	return ok
 }
 
-// put is Put under key's lock; pended: its Set waits for confirm (pending.go).
-func (s *Store) put(key string, slot uint16, o *Object, p packed) (ok, pended bool) {
+// scratchSize is the meta a Put lays out in its scratch buffer (Store.scratch); a larger one
+// (a header of some KiB) gets an allocation of its own, as compact's.
+const scratchSize = 4 << 10
+
+// put is Put under key's lock; pended: its Set waits for confirm (pending.go). p is o laid
+// out, with its meta maybe in scratch; put points o at the bytes it stores (o.compact's,
+// or a record's), never at scratch, whether it stores o or not.
+func (s *Store) put(key string, slot uint16, o *Object, p packed, scratch []byte) (ok, pended bool) {
 	s.settle(key) // a second Set of a key Ristretto has not stored yet would be refused
 	var variants []packed
 	// Only an object with a Vary list keeps the key's other variants; one without replaces
 	// whatever the key held, so it needs no look at it (a Ristretto probe of a large table
 	// costs about a microsecond on a miss, docs/benchmarks.md "Twenty-eighth pass").
 	if len(o.Policy.Vary) > 0 || o.Variant != "" {
-		var ok bool
 		if variants, ok = s.keptVariants(key, o, p); !ok {
+			own(o, p, scratch)
 			return false, false
 		}
 	}
 	ttl := o.hold() + time.Minute // keep a little past the last use so Age math never sees a gap
-	var r ref
-	var cost int64
 	if variants == nil {
-		if rec, ok := s.appendRecord(o.Policy.Vary, p, time.Now().Add(ttl), slot); ok {
-			r, cost = rec, recordCost(recordSize(o.Policy.Vary, p))
+		if r, stored, ok := s.appendRecord(o.Policy.Vary, p, time.Now().Add(ttl), slot); ok {
+			stored.into(o, o.Policy.Vary)
+			return s.set(key, r, recordCost(recordSize(o.Policy.Vary, p)), ttl)
 		}
 	}
-	if r.h == 0 {
-		if len(p.body) <= s.recMax {
-			// A small body may be a stored object's, in a segment (a revalidated copy): an
-			// entry must not keep the segment alive.
-			p.body = slices.Clone(p.body)
-			if variants != nil {
-				variants[0] = p
-			}
-		}
-		// The Vary names too: those of a stored object's copy point into its segment.
-		e := &entry{vary: cloneStrings(o.Policy.Vary), one: p, variants: variants}
-		e.cost = entryBytes(e)
-		r, cost = ref{e: e, slot: slot}, e.cost
+	p = own(o, p, scratch)
+	if len(p.body) <= s.recMax {
+		// A small body may be a stored object's, in a segment (a revalidated copy): an
+		// entry must not keep the segment alive.
+		p.body = slices.Clone(p.body)
 	}
-	return s.set(key, r, cost, ttl)
+	if variants != nil {
+		variants[0] = p
+	}
+	// The Vary names too: those of a stored object's copy point into its segment.
+	e := &entry{vary: cloneStrings(o.Policy.Vary), one: p, variants: variants}
+	e.cost = entryBytes(e)
+	return s.set(key, ref{e: e, slot: slot}, e.cost, ttl)
+}
+
+// own returns p as compact would have made it: its meta out of scratch, its body of exact
+// capacity; and points o at it.
+func own(o *Object, p packed, scratch []byte) packed {
+	if inBuf(unsafe.Slice(unsafe.StringData(p.meta), len(p.meta)), scratch) {
+		p.meta = strings.Clone(p.meta)
+	}
+	p.body = exactBody(p.body)
+	p.into(o, o.Policy.Vary)
+	return p
 }
 
 // set gives key the value r in Ristretto, under key's lock; pended: its Set waits for

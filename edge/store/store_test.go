@@ -8,8 +8,10 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/meridian-cdn/meridian/edge/httpcache"
 )
@@ -674,4 +676,113 @@ func BenchmarkPutMiss(b *testing.B) {
 		}
 		b.ReportMetric(float64(s.Stats().Moved-m0)/float64(b.N), "moves/op")
 	})
+}
+
+// TestPutScratch: Put lays an object out in a scratch buffer that the next Put reuses
+// (Store.scratch). Whichever way an object goes (a record, an entry, a record too large for
+// a segment, a header too long for the buffer, refused as one variant too many), neither the
+// object Put was given nor what the store keeps may read the buffer: after other Puts have
+// laid out other bytes in it, both still read as put.
+func TestPutScratch(t *testing.T) {
+	const accept = "accept-language"
+	variant := func(o *Object, lang string) *Object {
+		o.Policy.Vary = []string{accept}
+		o.Variant = httpcache.VaryKey(o.Policy.Vary, http.Header{"Accept-Language": {lang}})
+		return o
+	}
+	tests := []struct {
+		name string
+		// before fills the store before o is put; o is then put, expected stored or not.
+		before func(s *Store)
+		o      func() *Object
+		stored bool
+		record bool
+	}{
+		{"record", nil, func() *Object { return keyed("rec", 1, 1000) }, true, true},
+		{"header longer than scratch", nil, func() *Object {
+			o := keyed("long", 1, 100)
+			o.Header.Set("X-Long", strings.Repeat("l", scratchSize))
+			return o
+		}, true, true},
+		{"record too large for a segment", nil, func() *Object {
+			o := keyed("big", 1, 7<<10)
+			o.Header.Set("X-Long", strings.Repeat("b", 2<<10))
+			return o
+		}, true, false},
+		{"second variant, an entry", func(s *Store) { s.Put(variant(keyed("var", 1, 100), "en")) },
+			func() *Object { return variant(keyed("var", 1, 100), "fr") }, true, false},
+		{"one variant too many", func(s *Store) {
+			for i := range MaxVariants {
+				s.Put(variant(keyed("full", 1, 100), strconv.Itoa(i)))
+			}
+		}, func() *Object { return variant(keyed("full", 1, 100), "more") }, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, _ := newStore(t)
+			var mu sync.Mutex
+			var bufs [][]byte // every scratch buffer the store made
+			s.scratch.New = func() any {
+				b := make([]byte, scratchSize)
+				mu.Lock()
+				bufs = append(bufs, b)
+				mu.Unlock()
+				return &b
+			}
+			inScratch := func(x *Object) bool {
+				mu.Lock()
+				defer mu.Unlock()
+				for _, p := range []unsafe.Pointer{unsafe.Pointer(unsafe.StringData(x.Primary)), unsafe.Pointer(unsafe.StringData(x.arena))} {
+					for _, b := range bufs {
+						if a, lo := uintptr(p), uintptr(unsafe.Pointer(&b[0])); a >= lo && a < lo+uintptr(len(b)) {
+							return true
+						}
+					}
+				}
+				return false
+			}
+			if tt.before != nil {
+				tt.before(s)
+				s.cache.Wait()
+			}
+			o := tt.o()
+			w := *o // the same values, never put (Put only reads o's header map and body)
+			want := &w
+			key := o.Primary
+			if got := s.Put(o); got != tt.stored {
+				t.Fatalf("Put = %v, want %v", got, tt.stored)
+			}
+			if got := inSegment(s, unsafe.Pointer(unsafe.StringData(o.Primary))); got != tt.record {
+				t.Errorf("o reads a segment: %v, want %v (a record's)", got, tt.record)
+			}
+			if inScratch(o) {
+				t.Error("o reads a scratch buffer")
+			}
+			for i := range 20 { // other layouts in the scratch buffer
+				other := keyed(fmt.Sprintf("other%d", i), 9, 500)
+				other.Header.Set("X-Fill", strings.Repeat("z", 64*i))
+				s.Put(other)
+			}
+			reads := func(x *Object) string {
+				return fmt.Sprint(x.Primary, x.Host, x.Path, x.Variant, x.Status, x.HeaderMap(), x.SurrogateKeys(),
+					x.StoredAt.Equal(want.StoredAt), x.Policy.Lifetime, len(x.Body), string(x.Body) == string(want.Body))
+			}
+			if reads(o) != reads(want) {
+				t.Errorf("the object put reads\n%s, want\n%s", reads(o), reads(want))
+			}
+			if !tt.stored {
+				return
+			}
+			got, _, _ := s.Lookup(key, http.Header{"Accept-Language": {"fr"}}) // the second variant's
+			if got == nil {
+				t.Fatal("Lookup found nothing")
+			}
+			if inScratch(got) {
+				t.Error("the stored object reads a scratch buffer")
+			}
+			if reads(got) != reads(want) {
+				t.Errorf("the stored object reads\n%s, want\n%s", reads(got), reads(want))
+			}
+		})
+	}
 }
