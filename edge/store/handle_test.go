@@ -27,7 +27,7 @@ func TestExitRacingMove(t *testing.T) {
 		var wg sync.WaitGroup
 		wg.Add(2)
 		go func() { defer wg.Done(); <-start; s.exit(r) }()
-		go func() { defer wg.Done(); <-start; s.move(g, idx, int(off), n) }()
+		go func() { defer wg.Done(); <-start; s.move(g, idx, int(off), n, time.Now().UnixNano()) }()
 		close(start)
 		wg.Wait()
 		if live := s.live.Load(); live != 0 {
@@ -62,7 +62,7 @@ func TestExitAcrossMove(t *testing.T) {
 	if !ok {
 		t.Fatal("handle not released")
 	}
-	s.move(g, idx, int(off), recordLen(g.b, int(off)))
+	s.move(g, idx, int(off), recordLen(g.b, int(off)), time.Now().UnixNano())
 	if g2, off2, idx2, ok := s.at(loc); ok { // the exit's second
 		s.freeRecord(g2, idx2, off2)
 	}
@@ -84,7 +84,7 @@ func TestDropLeavesNewerPut(t *testing.T) {
 	if !s.Put(keyed("k", 2, 500)) {
 		t.Fatal("Put refused")
 	}
-	s.move(g, idx, int(off), recordLen(g.b, int(off)))
+	s.move(g, idx, int(off), recordLen(g.b, int(off)), time.Now().UnixNano())
 	s.cache.Wait()
 	if g.isLive(idx) {
 		t.Error("the expired record is still live after its move")
@@ -279,7 +279,7 @@ func TestStaleLocAfterDrop(t *testing.T) {
 	}
 	s.reclaiming.Lock()
 	// the move: expired, Ristretto does not return it (not there / expired): drop frees the bit.
-	s.move(g1, idx, int(off), recordLen(g1.b, int(off)))
+	s.move(g1, idx, int(off), recordLen(g1.b, int(off)), time.Now().UnixNano())
 	// let go of g1, as reclaim does, and let its index come back 4096 generations on.
 	s.segMu.Lock()
 	s.head = nil
@@ -318,7 +318,7 @@ func TestDropAfterHandleReuse(t *testing.T) {
 	}
 	r2, _ := held(s, "h.test/k")
 	t.Logf("r1 h %d gen %d, r2 h %d gen %d", r1.h, r1.hgen, r2.h, r2.hgen)
-	s.move(g, idx, int(off), recordLen(g.b, int(off)))
+	s.move(g, idx, int(off), recordLen(g.b, int(off)), time.Now().UnixNano())
 	s.cache.Wait()
 	if o, _, _ := s.Lookup("h.test/k", nil); o == nil {
 		t.Error("k's version 2 is gone: the move (drop) of the expired version 1 deleted it")

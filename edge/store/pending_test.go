@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 )
 
 // TestPendingReadYourWrites: Put no longer waits for Ristretto's goroutine (pending.go), yet
@@ -157,7 +158,7 @@ func TestPendingLookupRacesSettle(t *testing.T) {
 			if !ok {
 				t.Fatal("k's record not found")
 			}
-			s.move(g, idx, int(off), recordLen(g.b, int(off)))
+			s.move(g, idx, int(off), recordLen(g.b, int(off)), time.Now().UnixNano())
 			if got := s.Stats().Moved; got != 1 {
 				t.Fatalf("Moved = %d, want 1", got)
 			}

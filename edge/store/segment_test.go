@@ -251,7 +251,7 @@ func TestMoveInEvictionGap(t *testing.T) {
 	if !ok {
 		t.Fatal("K's record not found while its exit is held")
 	}
-	s.move(g, idx, int(off), recordLen(g.b, int(off)))
+	s.move(g, idx, int(off), recordLen(g.b, int(off)), time.Now().UnixNano())
 	// Version 2 is put as Put puts it, but queued here rather than in a Put that would then
 	// wait for Ristretto.
 	o2 := keyed(key, 2, 500)
