@@ -1190,23 +1190,30 @@ func fleetKeyWatch(t *testing.T, js jetstream.JetStream, pop, id string) <-chan 
 // test reports its own) and whether it was a delete.
 func nextWrite(t *testing.T, updates <-chan jetstream.KeyValueEntry) (rps float64, deleted bool) {
 	t.Helper()
+	rps, deleted, _ = nextWriteRev(t, updates)
+	return rps, deleted
+}
+
+// nextWriteRev is nextWrite with the update's revision.
+func nextWriteRev(t *testing.T, updates <-chan jetstream.KeyValueEntry) (rps float64, deleted bool, rev uint64) {
+	t.Helper()
 	select {
 	case e := <-updates:
 		if e == nil {
 			t.Fatal("watch ended")
 		}
 		if e.Operation() != jetstream.KeyValuePut {
-			return 0, true
+			return 0, true, e.Revision()
 		}
 		var n wire.Node
 		if err := json.Unmarshal(e.Value(), &n); err != nil {
 			t.Fatalf("decode registration: %v", err)
 		}
-		return n.Load.RequestsPerSec, false
+		return n.Load.RequestsPerSec, false, e.Revision()
 	case <-time.After(10 * time.Second):
 		t.Fatal("no write of the fleet key within 10s")
 	}
-	return 0, false
+	return 0, false, 0
 }
 
 // TestRegistrarRestartOverlap: a restarted node's new process registers while the old one

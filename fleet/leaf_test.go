@@ -71,8 +71,19 @@ func TestRegistrarRestartOverlapThroughLeaf(t *testing.T) {
 	wait.For(t, 10*time.Second, "the old process to leave the key to the new one", func() bool {
 		return strings.Contains(logs.String(), "left to it")
 	})
-	// Writes the old process made before it yielded may still be queued on the watch.
-	for rps, _ := nextWrite(t, updates); rps != 2; rps, _ = nextWrite(t, updates) {
+	// Writes the old process made before it yielded may still be queued on the watch, after
+	// some of the new one's: the old one's last write (draining, if the new one had not written
+	// since its last heartbeat) was stored before the write that found the new one's, so by the
+	// key's revision now. Skip through it.
+	kv, err := js.KeyValue(t.Context(), wire.Bucket("", wire.FleetBucket))
+	if err != nil {
+		t.Fatalf("bind fleet bucket: %v", err)
+	}
+	last, err := kv.Get(t.Context(), wire.FleetKey("lon", "n1"))
+	if err != nil {
+		t.Fatalf("read the fleet key: %v", err)
+	}
+	for _, _, rev := nextWriteRev(t, updates); rev < last.Revision(); _, _, rev = nextWriteRev(t, updates) {
 	}
 	stopOld()
 	for i := range 10 {
