@@ -151,7 +151,8 @@ const minDecodeWindowBytes = 16 << 20
 type PurgeConfig struct {
 	// MaxLag is how long a node joined to a fleet may go without confirming that it applied
 	// every purge published. Past it the node treats nothing in its cache as fresh (it
-	// revalidates before serving) and reports itself not ready. Default 5s.
+	// revalidates before serving) and reports itself not ready. Default 5s, at most 10m
+	// (wire.MaxPurgeMaxLag).
 	MaxLag time.Duration `yaml:"max_lag"`
 }
 
@@ -306,6 +307,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Purge.MaxLag < 0 {
 		bad("purge.max_lag", "is negative")
+	}
+	if c.Purge.MaxLag > wire.MaxPurgeMaxLag {
+		// A restart's new process holds its acks for the largest max_lag registered on the
+		// node's key, up to this (fleet.go, ackHold).
+		bad("purge.max_lag", "%v is more than %v", c.Purge.MaxLag, wire.MaxPurgeMaxLag)
 	}
 	for _, d := range []struct {
 		field string

@@ -261,6 +261,7 @@ func TestLoadConfigRefusesNonsense(t *testing.T) {
 		{"cache:\n  decode_window_bytes: -1\n", "cache.decode_window_bytes", "is negative"},
 		{"tls:\n  reload_interval: -1s\n", "tls.reload_interval", "is negative"},
 		{"lame_duck: -5s\n", "lame_duck", "is negative"},
+		{"purge:\n  max_lag: 11m\n", "purge.max_lag", "11m0s is more than 10m0s"},
 		{"max_request_body_bytes: -1\n", "max_request_body_bytes", "is negative"},
 		{"max_header_bytes: -1\n", "max_header_bytes", "is negative"},
 		{"upstream:\n  dial_timeout: -2s\n", "upstream.dial_timeout", "is negative"},

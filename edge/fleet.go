@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"net"
@@ -108,7 +109,7 @@ func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
 		PoP: n.cfg.PoP, ID: n.cfg.Node, Region: fc.Region, City: fc.City, Lat: fc.Lat, Lon: fc.Lon,
 		IPv4: fc.IPv4, IPv6: fc.IPv6, HTTPAddr: advertised(n.Addr(), fc), AdminAddr: advertised(n.adminAddr, fc),
 		HTTPSAddr: advertised(n.HTTPSAddr(), fc), Capacity: fc.Capacity,
-		Version: wire.Version(),
+		Version: wire.Version(), PurgeMaxLag: n.cfg.Purge.MaxLag,
 	}
 	reg, err := fleet.NewRegistrar(fleet.RegistrarConfig{JS: js, Prefix: fc.Prefix, Node: self, Interval: hb,
 		Load: n.TakeLoadReport, Logger: n.log, OnWrite: n.registered})
@@ -156,7 +157,23 @@ func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
 			}
 		}()
 	}
-	run("registrar", reg.Run)
+	// What is on the node's key before this process writes it: a restart's old process, cut
+	// off, may have written there last and write no more (keyMaxLag). So the first heartbeat
+	// waits for the watch's first snapshot; a node that cannot watch the fleet bucket cannot
+	// load its peers either, and never becomes ready.
+	own := &ownKeyWatch{n: n, loaded: make(chan struct{})}
+	run("own key", func(ctx context.Context) error {
+		fleet.WatchKeys(ctx, js, wire.Bucket(fc.Prefix, wire.FleetBucket), []string{reg.Key()}, n.log, own)
+		return nil
+	})
+	run("registrar", func(ctx context.Context) error {
+		select {
+		case <-own.loaded:
+		case <-ctx.Done():
+			return nil // nothing written: nothing to leave
+		}
+		return reg.Run(ctx)
+	})
 	run("view", view.Run)
 	run("pops", pops.Run)
 	run("config", cfgView.Run)
@@ -197,11 +214,59 @@ func (n *Node) registered(sent time.Time, shared bool) {
 	n.registeredOnce.Do(func() { close(n.registeredCh) })
 }
 
-// ackHold is how long the purge subscriber holds an ack queued now: purge.max_lag while another
-// process under this node's id may still serve its cache (a restart's overlap), else 0. An ack
-// stands for the node, every process of it; one that has not applied the purge serves its
-// copies fresh for at most max_lag after the purge was stored (rule 5: by then it applied it or
-// counts as lagging and revalidates), and the ack is queued after that. Another process may
+// ownKeyWatch is the watch of the node's own key in the fleet bucket: it learns the purge.max_lag
+// of every process that writes there (keyMaxLag). The registrar cannot read the key (an edge may
+// not get keys, internal/natsauth), but an edge may watch the fleet bucket.
+type ownKeyWatch struct {
+	n      *Node
+	once   sync.Once
+	loaded chan struct{} // closed after the first snapshot
+}
+
+func (w *ownKeyWatch) Snapshot(entries []jetstream.KeyValueEntry) {
+	for _, e := range entries {
+		w.see(e)
+	}
+	w.once.Do(func() { close(w.loaded) })
+}
+
+func (w *ownKeyWatch) Update(e jetstream.KeyValueEntry) {
+	if e.Operation() == jetstream.KeyValuePut {
+		w.see(e)
+	}
+}
+
+func (w *ownKeyWatch) see(e jetstream.KeyValueEntry) {
+	var reg struct {
+		PurgeMaxLag time.Duration `json:"purge_max_lag"`
+	}
+	if json.Unmarshal(e.Value(), &reg) != nil {
+		return
+	}
+	w.n.learnMaxLag(reg.PurgeMaxLag)
+}
+
+// learnMaxLag raises keyMaxLag to d, a purge.max_lag a registration on the node's key carried,
+// taken as at most wire.MaxPurgeMaxLag: any write on the key (one of a buggy process, or of
+// someone with the node's credential) holds acks no longer than an edge's config could.
+func (n *Node) learnMaxLag(d time.Duration) {
+	d = min(d, wire.MaxPurgeMaxLag)
+	for {
+		cur := n.keyMaxLag.Load()
+		if int64(d) <= cur || n.keyMaxLag.CompareAndSwap(cur, int64(d)) {
+			return
+		}
+	}
+}
+
+// ackHold is how long the purge subscriber holds an ack queued now: the largest purge.max_lag
+// of this process and those that wrote the node's key (keyMaxLag) while another process under
+// this node's id may still serve its cache (a restart's overlap), else 0. An ack stands for the
+// node, every process of it; one that has not applied the purge serves its copies fresh for at
+// most its own max_lag after the purge was stored (rule 5: by then it applied it or counts as
+// lagging and revalidates), and the ack is queued after that. A restart may have lowered
+// max_lag, so this process's own would end the hold early. A process of a version before the
+// registration carried its max_lag is counted by this one's (as before). Another process may
 // serve:
 //   - until this one's first heartbeat is answered: whether the key is another's is not known;
 //   - after a heartbeat found another's write on the key (a restart's other process, or what a
@@ -210,13 +275,15 @@ func (n *Node) registered(sent time.Time, shared bool) {
 //     revalidate: pastLameDuck), plus max_lag for a cut during it, plus two heartbeats. Its
 //     writes stop when it yields the key to this one (draining) or loses NATS. The lame duck
 //     counted is this process's lame_duck; the other's may be longer (a restart that lowers
-//     it), so once it has yielded the key draining it revalidates too (yieldedDraining).
+//     it), so once it has yielded the key draining it revalidates too (yieldedDraining). The
+//     registration does not carry lame_duck: every version that would carry it revalidates
+//     after yielding, and counting it here would only lengthen the hold.
 //
 // One that left no key to find lost NATS over the bucket's TTL ago, or never had a heartbeat
 // answered, and lags (registrationLapsed).
 // The purges of those seconds complete up to max_lag later; nothing goes to the origin.
 func (n *Node) ackHold(hb time.Duration) time.Duration {
-	maxLag := n.cfg.Purge.MaxLag
+	maxLag := max(n.cfg.Purge.MaxLag, time.Duration(n.keyMaxLag.Load()))
 	if n.writtenAt.Load() == 0 {
 		return maxLag
 	}

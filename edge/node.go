@@ -87,6 +87,10 @@ type Node struct {
 	// node's key (Unix nanoseconds, real time; 0: never).
 	writtenAt atomic.Int64
 	sharedAt  atomic.Int64
+	// keyMaxLag is the largest purge.max_lag a registration on the node's key carried since
+	// this process started (this one's, or another process's of the node), at most
+	// wire.MaxPurgeMaxLag: how long another process may serve fresh hits unconfirmed (ackHold).
+	keyMaxLag atomic.Int64
 	// registeredOnce closes registeredCh at the first answered heartbeat: FleetReady waits
 	// for it (a process no heartbeat registered lags: registrationLapsed).
 	registeredOnce sync.Once

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -173,6 +174,93 @@ func TestRestartOverlapOldLameDuckLonger(t *testing.T) {
 	got := do(t, s.client, http.MethodGet, old.Addr(), testHost, path)
 	if cs := got.header.Get("Cache-Status"); servedPurgedFresh(got) {
 		t.Errorf("after the receipt said the node acked, its old process (in its lame duck) served the purged copy as a fresh hit (Cache-Status %q)", cs)
+	}
+}
+
+// TestRestartOverlapOldMaxLagLonger: the new process's hold counts the old process's max_lag
+// by its own purge.max_lag, so a restart that lowers it (6 s to 2 s here) ends the hold while
+// the old process, cut off from NATS before a purge, still serves its copies fresh: it served
+// the purged copy as a fresh hit after the receipt said the node acked. The old process is cut
+// off with the new one beside it, or before the new one starts (its key still there).
+func TestRestartOverlapOldMaxLagLonger(t *testing.T) {
+	for i, tt := range []struct {
+		name string
+		// cutFirst: the old process loses NATS before the new one starts, so the new one
+		// finds only its last write on the key.
+		cutFirst bool
+	}{
+		{name: "old process cut off just before the purge"},
+		{name: "old process cut off before the new one started", cutFirst: true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			url, js, nc := startNATS(t)
+			cut := natsCutter(t, fmt.Sprintf("127.0.4.%d", 20+i), url)
+			const oldMaxLag, newMaxLag = 6 * time.Second, 2 * time.Second
+			s, nodes := fleetEdgesWith(t, []string{url}, true, time.Second, func(c *Config) { c.Purge.MaxLag = newMaxLag })
+			cfg := processConfig(t, nodes[0], "n9", cut.URL(), url)
+			cfg.Purge.MaxLag = oldMaxLag
+			old, _ := startEdge(t, listen(t, fmt.Sprintf("127.0.4.%d", 30+2*i)), cfg)
+			p := newPurger(t, js, nc)
+			waitSubscribed(t, p, []*Node{old})
+			path := obj("/oldmaxlag", "cc", "max-age=600")
+			do(t, s.client, http.MethodGet, old.Addr(), testHost, path)
+			wantCacheStatus(t, do(t, s.client, http.MethodGet, old.Addr(), testHost, path), "hit")
+
+			if tt.cutFirst {
+				cut.Cut()
+			}
+			cfg.Fleet.NATS = url
+			cfg.Purge.MaxLag = newMaxLag
+			restarted, _ := startEdge(t, listen(t, fmt.Sprintf("127.0.4.%d", 31+2*i)), cfg)
+			waitSubscribed(t, p, []*Node{restarted})
+			if restarted.sharedAt.Load() == 0 {
+				t.Fatal("the new process found no other write on the key: nothing to show")
+			}
+			cut.Cut()
+			s.origin.Bump("/oldmaxlag")
+			m := p.publish(purge.KindURL, false, []*Node{old}, path)
+			r := p.wait(m, 3*oldMaxLag)
+			if st := r.PoPs[0].Nodes[0].Status; st != purge.NodeAcked {
+				t.Fatalf("receipt's node status %q, want %q", st, purge.NodeAcked)
+			}
+			got := do(t, s.client, http.MethodGet, old.Addr(), testHost, path)
+			if cs := got.header.Get("Cache-Status"); servedPurgedFresh(got) {
+				t.Errorf("after the receipt said the node acked, its old process (max_lag %v) served the purged copy as a fresh hit (Cache-Status %q)", oldMaxLag, cs)
+			}
+			if old.purgeSeq.Load() >= r.Seq {
+				t.Fatalf("old process applied purge %d while cut off: the cut did not hold", r.Seq)
+			}
+		})
+	}
+}
+
+// TestAckHoldCountsKeyMaxLag: while another process may serve, the hold is the largest max_lag
+// registered on the node's key; a registration without one (a version before it) leaves this
+// process's own, and one that claims more than any config accepts holds no longer than that.
+func TestAckHoldCountsKeyMaxLag(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		written []time.Duration // the purge_max_lag of each registration seen on the key
+		want    time.Duration
+	}{
+		{name: "no field (an older version)", written: []time.Duration{0}, want: 2 * time.Second},
+		{name: "shorter", written: []time.Duration{time.Second}, want: 2 * time.Second},
+		{name: "longer", written: []time.Duration{20 * time.Second, 5 * time.Second}, want: 20 * time.Second},
+		{name: "past what a config accepts", written: []time.Duration{time.Hour}, want: wire.MaxPurgeMaxLag},
+		{name: "negative", written: []time.Duration{-time.Hour}, want: 2 * time.Second},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			n := &Node{cfg: Config{Purge: PurgeConfig{MaxLag: 2 * time.Second}}}
+			now := time.Now().UnixNano()
+			n.writtenAt.Store(now)
+			n.sharedAt.Store(now)
+			for _, d := range tt.written {
+				n.learnMaxLag(d)
+			}
+			if got := n.ackHold(time.Second); got != tt.want {
+				t.Errorf("ackHold after registrations with purge_max_lag %v = %v, want %v", tt.written, got, tt.want)
+			}
+		})
 	}
 }
 

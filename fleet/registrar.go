@@ -116,7 +116,7 @@ func NewRegistrar(cfg RegistrarConfig) (*Registrar, error) {
 // load report a heartbeat can carry it must fit MaxNodeBytes, or a heartbeat would fail.
 func checkNodeSize(n wire.Node) error {
 	const long = -1.2345678901234567e-6 // as long as a float64 gets in JSON (25 bytes)
-	n.Lat, n.Lon, n.Capacity, n.Draining = long, long, long, true
+	n.Lat, n.Lon, n.Capacity, n.Draining, n.PurgeMaxLag = long, long, long, true, math.MinInt64
 	n.Load = wire.LoadReport{
 		At:             time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.FixedZone("", -(23*3600+59*60))),
 		RequestsPerSec: long, EgressBytesPerSec: long, OpenConns: math.MinInt, CPU: long,

@@ -44,6 +44,11 @@ func FleetKey(pop, node string) string { return pop + "." + node }
 // HostKey is the key of one hostname's config in the config bucket: "host.<hostname>".
 func HostKey(host string) string { return "host." + strings.ToLower(host) }
 
+// MaxPurgeMaxLag is the longest purge.max_lag an edge accepts, and so the longest a
+// registration's PurgeMaxLag can hold another process's purge acks: a write on the node's key,
+// hostile or buggy, holds them no longer.
+const MaxPurgeMaxLag = 10 * time.Minute
+
 // Node is one edge node's registration and its latest load report. It is the value stored
 // under FleetKey in the fleet bucket and rewritten on every heartbeat.
 type Node struct {
@@ -63,6 +68,11 @@ type Node struct {
 	// Capacity is the request rate (requests/s) the node is sized for; 0 means unknown.
 	Capacity float64 `json:"capacity,omitempty"`
 	Version  string  `json:"version,omitempty"`
+	// PurgeMaxLag is the process's purge.max_lag: how long it may serve its cache as fresh
+	// after it last confirmed that it has every purge. A restart's new process, which acks
+	// purges for the node while this one may still serve, holds its acks that long (at most
+	// MaxPurgeMaxLag; docs/purge.md, "Restart overlap"). 0 (absent) from a version before it.
+	PurgeMaxLag time.Duration `json:"purge_max_lag,omitempty"`
 	// Draining is true when the node is shutting down or was drained by an operator: it still
 	// serves what arrives but must not be handed new clients or used as a peer.
 	Draining bool       `json:"draining"`
