@@ -350,9 +350,9 @@ func (n *Node) FleetReady() <-chan struct{} { return n.fleetReady }
 
 // notReady says why the node should get no clients, "" when it may. A standalone node is
 // always ready. A fleet node is not until FleetReady, nor while it cannot confirm that it has
-// every purge (purge.max_lag), nor after a NATS reconnect until it has replayed the purges
-// published while it was away. The heartbeat's Healthy and /healthz follow it, so DNS sends
-// clients only to ready nodes.
+// every purge (purge.max_lag) or its registration may have lapsed (registrationLapsed), nor
+// after a NATS reconnect until it has replayed the purges published while it was away. The
+// heartbeat's Healthy and /healthz follow it, so DNS sends clients only to ready nodes.
 func (n *Node) notReady() string {
 	sub := n.purgeSub.Load()
 	if sub == nil {
@@ -361,15 +361,37 @@ func (n *Node) notReady() string {
 	select {
 	case <-n.fleetReady:
 	default:
+		if n.writtenAt.Load() == 0 {
+			if err := n.heartbeatErr(); err != nil {
+				// It may never become ready: a full or missing fleet bucket, a permission.
+				return "joining the fleet: heartbeat failing: " + err.Error()
+			}
+		}
 		return "joining the fleet"
 	}
 	if n.purgeLagging() {
+		if n.registrationLapsed() {
+			// Said apart from the purges: the cause is in the fleet bucket or the link to it.
+			why := "no heartbeat answered within the fleet bucket's TTL"
+			if err := n.heartbeatErr(); err != nil {
+				why += ": " + err.Error()
+			}
+			return why
+		}
 		return "purges not confirmed within purge.max_lag"
 	}
 	if !sub.ConfirmedSinceReconnect() {
 		return "replaying purges after a reconnect"
 	}
 	return ""
+}
+
+// heartbeatErr is the error of the registrar's last heartbeat (nil: written, or no registrar).
+func (n *Node) heartbeatErr() error {
+	if r := n.registrar.Load(); r != nil {
+		return r.Err()
+	}
+	return nil
 }
 
 // advertised is the address peers and operators reach a listener at: the listen address, or,

@@ -3,6 +3,7 @@ package edge
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -243,4 +244,42 @@ func TestPurgeBoundedStalenessUnderPartition(t *testing.T) {
 		t.Errorf("after rejoining served %q via %q, want the new version", r.body[:min(len(r.body), 16)], r.header.Get("Cache-Status"))
 	}
 	wantCacheStatus(t, do(t, s.client, http.MethodGet, n.Addr(), testHost, kept), "hit")
+}
+
+// TestHealthzSaysHeartbeatFailing: a node whose heartbeats the fleet bucket refuses is not
+// ready (it counts as lagging: registrationLapsed), before its first heartbeat or once its
+// registration may have expired. /healthz must say that the heartbeat fails, not "joining the
+// fleet" or "purges not confirmed", which sent an operator to the purge stream for a full or
+// missing fleet bucket or a permission error.
+func TestHealthzSaysHeartbeatFailing(t *testing.T) {
+	for i, tt := range []struct {
+		name string
+		// registered: the bucket refuses heartbeats only once the node is ready.
+		registered bool
+	}{
+		{name: "never registered"},
+		{name: "registration lapsed", registered: true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			url, js, _ := startNATS(t)
+			_, nodes := fleetEdgesWith(t, []string{url}, true, time.Second, nil)
+			cfg := processConfig(t, nodes[0], "n9", url, url)
+			var restore func()
+			if !tt.registered {
+				restore = setFleetMaxValueSize(t, js, 16)
+			}
+			n, _ := startEdge(t, listen(t, fmt.Sprintf("127.0.4.%d", 40+i)), cfg)
+			if tt.registered {
+				<-n.FleetReady()
+				restore = setFleetMaxValueSize(t, js, 16)
+			}
+			defer restore()
+			wait.For(t, 10*time.Second, "a heartbeat refused", func() bool { return n.registrar.Load().Err() != nil })
+			wait.For(t, 10*time.Second, "the node lagging", n.purgeLagging)
+			code, body := healthz(n)
+			if code != http.StatusServiceUnavailable || !strings.Contains(body, "heartbeat") {
+				t.Errorf("/healthz = %d %q while the fleet bucket refuses heartbeats, want 503 naming the heartbeat", code, body)
+			}
+		})
+	}
 }
