@@ -158,10 +158,10 @@ func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
 		}()
 	}
 	// What is on the node's key before this process writes it: a restart's old process, cut
-	// off, may have written there last and write no more (keyMaxLag). So the first heartbeat
+	// off, may have written there last and write no more (keyLags). So the first heartbeat
 	// waits for the watch's first snapshot; a node that cannot watch the fleet bucket cannot
 	// load its peers either, and never becomes ready.
-	own := &ownKeyWatch{n: n, loaded: make(chan struct{})}
+	own := &ownKeyWatch{n: n, hb: hb, loaded: make(chan struct{})}
 	run("own key", func(ctx context.Context) error {
 		fleet.WatchKeys(ctx, js, wire.Bucket(fc.Prefix, wire.FleetBucket), []string{reg.Key()}, n.log, own)
 		return nil
@@ -215,15 +215,23 @@ func (n *Node) registered(sent time.Time, shared bool) {
 }
 
 // ownKeyWatch is the watch of the node's own key in the fleet bucket: it learns the purge.max_lag
-// of every process that writes there (keyMaxLag). The registrar cannot read the key (an edge may
+// of every process that writes there (keyLags). The registrar cannot read the key (an edge may
 // not get keys, internal/natsauth), but an edge may watch the fleet bucket.
 type ownKeyWatch struct {
 	n      *Node
+	hb     time.Duration
 	once   sync.Once
 	loaded chan struct{} // closed after the first snapshot
+	// lastDelivery is when the watch last delivered (its goroutine only). This process's own
+	// heartbeats are delivered every hb while the watch works.
+	lastDelivery time.Time
 }
 
 func (w *ownKeyWatch) Snapshot(entries []jetstream.KeyValueEntry) {
+	if !w.lastDelivery.IsZero() {
+		w.n.keyLagsRewatched(w.lastDelivery, w.hb)
+	}
+	w.lastDelivery = time.Now()
 	for _, e := range entries {
 		w.see(e)
 	}
@@ -231,6 +239,7 @@ func (w *ownKeyWatch) Snapshot(entries []jetstream.KeyValueEntry) {
 }
 
 func (w *ownKeyWatch) Update(e jetstream.KeyValueEntry) {
+	w.lastDelivery = time.Now()
 	if e.Operation() == jetstream.KeyValuePut {
 		w.see(e)
 	}
@@ -246,21 +255,74 @@ func (w *ownKeyWatch) see(e jetstream.KeyValueEntry) {
 	w.n.learnMaxLag(reg.PurgeMaxLag)
 }
 
-// learnMaxLag raises keyMaxLag to d, a purge.max_lag a registration on the node's key carried,
+// keyLag is a purge.max_lag seen on the node's key, and when it was last seen there.
+type keyLag struct {
+	maxLag time.Duration
+	seen   time.Time
+}
+
+// maxKeyLags bounds Node.keyLags: past it two are merged into one that counts at least as long
+// as either (a key written with ever shorter max_lags, by a buggy or hostile writer).
+const maxKeyLags = 16
+
+// learnMaxLag notes d, a purge.max_lag a registration on the node's key carried, seen now,
 // taken as at most wire.MaxPurgeMaxLag: any write on the key (one of a buggy process, or of
 // someone with the node's credential) holds acks no longer than an edge's config could.
 func (n *Node) learnMaxLag(d time.Duration) {
 	d = min(d, wire.MaxPurgeMaxLag)
-	for {
-		cur := n.keyMaxLag.Load()
-		if int64(d) <= cur || n.keyMaxLag.CompareAndSwap(cur, int64(d)) {
+	if d <= 0 {
+		return
+	}
+	now := time.Now()
+	n.keyLagsMu.Lock()
+	defer n.keyLagsMu.Unlock()
+	// One no longer seen earlier counts no longer: it goes.
+	kept := slices.DeleteFunc(n.keyLags, func(l keyLag) bool { return l.maxLag <= d })
+	kept = append(kept, keyLag{maxLag: d, seen: now})
+	if len(kept) > maxKeyLags {
+		// The two shortest become one as long as the longer, seen when the later was.
+		last := len(kept) - 1
+		kept[last-1].seen = kept[last].seen
+		kept = kept[:last]
+	}
+	n.keyLags = kept
+}
+
+// keyMaxLag is the longest max_lag seen on the node's key whose writer may still serve fresh
+// hits: for its lame duck, its max_lag and two heartbeats after its last write seen (as
+// ackHold counts the window after a shared heartbeat). The lame duck counted is this
+// process's (see ackHold).
+func (n *Node) keyMaxLag(hb time.Duration) time.Duration {
+	n.keyLagsMu.Lock()
+	defer n.keyLagsMu.Unlock()
+	for _, l := range n.keyLags { // longest first
+		if time.Since(l.seen) < n.cfg.LameDuck+l.maxLag+2*hb {
+			return l.maxLag
+		}
+	}
+	return 0
+}
+
+// keyLagsRewatched is the own key watch's new snapshot after it lost its watch (a NATS
+// reconnect): writes on the key after its last delivery were not seen, and a writer whose
+// max_lag still counted then may have written meanwhile: it counts as seen now.
+func (n *Node) keyLagsRewatched(lastDelivery time.Time, hb time.Duration) {
+	n.keyLagsMu.Lock()
+	defer n.keyLagsMu.Unlock()
+	for i, l := range n.keyLags { // longest first
+		if lastDelivery.Sub(l.seen) < n.cfg.LameDuck+l.maxLag+2*hb {
+			n.keyLags[i].seen = time.Now()
+			// Those after it are shorter and now seen earlier: they would never count.
+			n.keyLags = n.keyLags[:i+1]
 			return
 		}
 	}
 }
 
 // ackHold is how long the purge subscriber holds an ack queued now: the largest purge.max_lag
-// of this process and those that wrote the node's key (keyMaxLag) while another process under
+// of this process and those that wrote the node's key (keyMaxLag: each while its writer may
+// still serve, so that an old process's longer one, once it is gone, holds no later overlap's
+// acks, TestAckHoldForgetsKeyMaxLag) while another process under
 // this node's id may still serve its cache (a restart's overlap), else 0. An ack stands for the
 // node, every process of it; one that has not applied the purge serves its copies fresh for at
 // most its own max_lag after the purge was stored (rule 5: by then it applied it or counts as
@@ -283,7 +345,7 @@ func (n *Node) learnMaxLag(d time.Duration) {
 // answered, and lags (registrationLapsed).
 // The purges of those seconds complete up to max_lag later; nothing goes to the origin.
 func (n *Node) ackHold(hb time.Duration) time.Duration {
-	maxLag := max(n.cfg.Purge.MaxLag, time.Duration(n.keyMaxLag.Load()))
+	maxLag := max(n.cfg.Purge.MaxLag, n.keyMaxLag(hb))
 	if n.writtenAt.Load() == 0 {
 		return maxLag
 	}

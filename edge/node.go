@@ -87,10 +87,13 @@ type Node struct {
 	// node's key (Unix nanoseconds, real time; 0: never).
 	writtenAt atomic.Int64
 	sharedAt  atomic.Int64
-	// keyMaxLag is the largest purge.max_lag a registration on the node's key carried since
-	// this process started (this one's, or another process's of the node), at most
-	// wire.MaxPurgeMaxLag: how long another process may serve fresh hits unconfirmed (ackHold).
-	keyMaxLag atomic.Int64
+	// keyLags are the purge.max_lag values registrations on the node's key carried (this
+	// process's, or another's of the node), each at most wire.MaxPurgeMaxLag, with when it was
+	// last seen: how long another process may serve fresh hits unconfirmed (ackHold), for as
+	// long as it may still serve. Sorted by max_lag, longest first; none is shorter and seen
+	// later than another (it would never count).
+	keyLagsMu sync.Mutex
+	keyLags   []keyLag
 	// registeredOnce closes registeredCh at the first answered heartbeat: FleetReady waits
 	// for it (a process no heartbeat registered lags: registrationLapsed).
 	registeredOnce sync.Once

@@ -264,6 +264,53 @@ func TestAckHoldCountsKeyMaxLag(t *testing.T) {
 	}
 }
 
+// TestAckHoldForgetsKeyMaxLag: a max_lag learned from another process's registration counts
+// only while that process may still serve (its lame duck, its max_lag, two heartbeats after
+// its last write seen). Before, the largest ever seen counted for the life of the process: a
+// restart that lowered max_lag (50 ms to 1 ms here) held every ack of a later overlap, or of a
+// heartbeat whose answer a cut lost, for the old process's max_lag, long after it was gone.
+func TestAckHoldForgetsKeyMaxLag(t *testing.T) {
+	const own, old, hb = time.Millisecond, 50 * time.Millisecond, time.Millisecond
+	n := &Node{cfg: Config{Purge: PurgeConfig{MaxLag: own}}}
+	now := time.Now().UnixNano()
+	n.writtenAt.Store(now)
+	n.sharedAt.Store(now)
+	n.learnMaxLag(old) // the old process's last write, seen as this process started
+	if got := n.ackHold(hb); got != old {
+		t.Fatalf("ackHold beside the old process = %v, want its max_lag %v", got, old)
+	}
+	wait.For(t, 10*time.Second, "the overlap's hold to end", func() bool { return n.ackHold(hb) == 0 })
+	// Later another process writes the key (a later restart's, with this process's max_lag,
+	// or this process's own write whose answer was lost): the old one is long gone.
+	n.sharedAt.Store(time.Now().UnixNano())
+	n.learnMaxLag(own)
+	if got := n.ackHold(hb); got != own {
+		t.Errorf("ackHold in a later overlap = %v, want %v: the old process's max_lag (%v) counted after it could serve no more", got, own, old)
+	}
+}
+
+// TestKeyLagsRewatched: after the own key watch lost its watch, a max_lag that still counted
+// at its last delivery counts as seen at the new snapshot (its writer may have written while
+// the watch saw nothing), and a key written with ever shorter max_lags keeps a bounded list
+// whose longest still counts.
+func TestKeyLagsRewatched(t *testing.T) {
+	const old, hb = 50 * time.Millisecond, time.Millisecond
+	n := &Node{}
+	n.learnMaxLag(old)
+	lastDelivery := time.Now()
+	wait.For(t, 10*time.Second, "the old max_lag to lapse", func() bool { return n.keyMaxLag(hb) == 0 })
+	n.keyLagsRewatched(lastDelivery, hb)
+	if got := n.keyMaxLag(hb); got != old {
+		t.Errorf("keyMaxLag after a re-watch = %v, want %v: the writer may have written unseen", got, old)
+	}
+	for d := time.Minute; d > time.Minute-100*time.Millisecond; d -= time.Millisecond {
+		n.learnMaxLag(d)
+	}
+	if len(n.keyLags) > maxKeyLags || n.keyMaxLag(hb) != time.Minute {
+		t.Errorf("after 100 ever shorter max_lags: %d kept (at most %d), keyMaxLag %v (want 1m)", len(n.keyLags), maxKeyLags, n.keyMaxLag(hb))
+	}
+}
+
 // TestRestartOverlapOldNeverRegistered: a process whose heartbeats all failed (here the fleet
 // bucket refuses its registration as too large) but whose purge subscription works serves, and
 // leaves no key for a restart's new process to find: that one holds no acks. Before, the old
