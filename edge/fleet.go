@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -162,6 +163,7 @@ func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
 	// waits for the watch's first snapshot; a node that cannot watch the fleet bucket cannot
 	// load its peers either, and never becomes ready.
 	own := &ownKeyWatch{n: n, hb: hb, loaded: make(chan struct{})}
+	n.ownKey.Store(own)
 	run("own key", func(ctx context.Context) error {
 		fleet.WatchKeys(ctx, js, wire.Bucket(fc.Prefix, wire.FleetBucket), []string{reg.Key()}, n.log, own)
 		return nil
@@ -225,6 +227,25 @@ type ownKeyWatch struct {
 	// lastDelivery is when the watch last delivered (its goroutine only). This process's own
 	// heartbeats are delivered every hb while the watch works.
 	lastDelivery time.Time
+	// failed is why the last watch failed (*error; nil: none yet): until the first snapshot
+	// no heartbeat is sent, and /healthz says why (notReady).
+	failed atomic.Pointer[error]
+}
+
+func (w *ownKeyWatch) WatchFailed(err error) { w.failed.Store(&err) }
+
+// waiting returns why heartbeats still wait for the watch's first snapshot ("" when they do
+// not, or when no watch failed yet).
+func (w *ownKeyWatch) waiting() string {
+	select {
+	case <-w.loaded:
+		return ""
+	default:
+	}
+	if err := w.failed.Load(); err != nil {
+		return "cannot watch the node's fleet key, heartbeats wait for it: " + (*err).Error()
+	}
+	return ""
 }
 
 func (w *ownKeyWatch) Snapshot(entries []jetstream.KeyValueEntry) {
@@ -423,6 +444,12 @@ func (n *Node) notReady() string {
 	select {
 	case <-n.fleetReady:
 	default:
+		if w := n.ownKey.Load(); w != nil {
+			if why := w.waiting(); why != "" {
+				// Never registered: the registry does not list it either.
+				return "joining the fleet: " + why
+			}
+		}
 		if n.writtenAt.Load() == 0 {
 			if err := n.heartbeatErr(); err != nil {
 				// It may never become ready: a full or missing fleet bucket, a permission.

@@ -94,6 +94,8 @@ type Node struct {
 	// later than another (it would never count).
 	keyLagsMu sync.Mutex
 	keyLags   []keyLag
+	// ownKey is the watch of the node's key (nil: standalone, or not joined yet).
+	ownKey atomic.Pointer[ownKeyWatch]
 	// registeredOnce closes registeredCh at the first answered heartbeat: FleetReady waits
 	// for it (a process no heartbeat registered lags: registrationLapsed).
 	registeredOnce sync.Once

@@ -283,3 +283,25 @@ func TestHealthzSaysHeartbeatFailing(t *testing.T) {
 		})
 	}
 }
+
+// TestHealthzSaysOwnKeyWatchFailing: a process's first heartbeat waits for the watch of its
+// own fleet key (a restart's old process may have registered a longer max_lag there). When the
+// fleet bucket refuses that watch (here it is missing; its consumer bound full does the same)
+// the node never registers and never becomes ready, and /healthz said only "joining the
+// fleet": no heartbeat was sent, so none failed to name.
+func TestHealthzSaysOwnKeyWatchFailing(t *testing.T) {
+	url, js, _ := startNATS(t)
+	_, nodes := fleetEdgesWith(t, []string{url}, true, time.Second, nil)
+	cfg := processConfig(t, nodes[0], "n9", url, url)
+	if err := js.DeleteKeyValue(context.Background(), wire.Bucket("", wire.FleetBucket)); err != nil {
+		t.Fatal(err)
+	}
+	n, _ := startEdge(t, listen(t, "127.0.4.50"), cfg)
+	wait.For(t, 10*time.Second, "/healthz naming the own key watch", func() bool {
+		_, body := healthz(n)
+		return strings.Contains(body, "fleet key")
+	})
+	if code, body := healthz(n); code != http.StatusServiceUnavailable || !strings.Contains(body, "not found") {
+		t.Errorf("/healthz = %d %q, want 503 with the watch's error", code, body)
+	}
+}

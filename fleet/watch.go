@@ -22,6 +22,13 @@ type WatchHandler interface {
 	Update(e jetstream.KeyValueEntry)
 }
 
+// WatchFailedHandler is a WatchHandler that also hears why a watch failed, before it is
+// retried: one whose snapshot something waits for can tell what it waits on.
+type WatchFailedHandler interface {
+	WatchHandler
+	WatchFailed(err error)
+}
+
 // errRewatch ends one watch so that the loop starts a fresh one.
 var errRewatch = errors.New("nats reconnected")
 
@@ -44,6 +51,9 @@ func WatchKeys(ctx context.Context, js jetstream.JetStream, bucket string, filte
 		}
 		if !errors.Is(err, errRewatch) {
 			log.Warn("kv watch interrupted; keeping last state", "bucket", bucket, "err", err)
+			if f, ok := h.(WatchFailedHandler); ok {
+				f.WatchFailed(err)
+			}
 		}
 		if time.Since(start) > 10*time.Second {
 			retry.Reset() // the watch ran a while: this is a new failure, not the same one
