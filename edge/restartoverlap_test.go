@@ -65,13 +65,7 @@ func TestRestartOverlapAckWaitsForOldProcess(t *testing.T) {
 			// The old process loses NATS before the purge: it may serve its cache fresh for
 			// max_lag after its last confirmation, and never applies the purge.
 			cut.Cut()
-			s.origin.Bump("/overlap")
-			m := p.publish(purge.KindURL, false, []*Node{old}, path)
-			r := p.wait(m, 3*tt.maxLag)
-			if st := r.PoPs[0].Nodes[0].Status; st != purge.NodeAcked {
-				t.Fatalf("receipt's node status %q, want %q", st, purge.NodeAcked)
-			}
-			got := do(t, s.client, http.MethodGet, old.Addr(), testHost, path)
+			got, r := purgeAcked(t, s, p, old, "/overlap", path, 3*tt.maxLag)
 			if cs := got.header.Get("Cache-Status"); servedPurgedFresh(got) {
 				t.Errorf("after the receipt said %s/%s acked, its old process served the purged copy as a fresh hit (Cache-Status %q)",
 					old.cfg.PoP, old.cfg.Node, cs)
@@ -165,13 +159,7 @@ func TestRestartOverlapOldLameDuckLonger(t *testing.T) {
 		t.Fatal("the old process's lame duck ended before the new process's hold: nothing to show")
 	}
 	cut.Cut()
-	s.origin.Bump("/oldlameduck")
-	m := p.publish(purge.KindURL, false, []*Node{old}, path)
-	r := p.wait(m, 3*maxLag)
-	if st := r.PoPs[0].Nodes[0].Status; st != purge.NodeAcked {
-		t.Fatalf("receipt's node status %q, want %q", st, purge.NodeAcked)
-	}
-	got := do(t, s.client, http.MethodGet, old.Addr(), testHost, path)
+	got, _ := purgeAcked(t, s, p, old, "/oldlameduck", path, 3*maxLag)
 	if cs := got.header.Get("Cache-Status"); servedPurgedFresh(got) {
 		t.Errorf("after the receipt said the node acked, its old process (in its lame duck) served the purged copy as a fresh hit (Cache-Status %q)", cs)
 	}
@@ -217,13 +205,7 @@ func TestRestartOverlapOldMaxLagLonger(t *testing.T) {
 				t.Fatal("the new process found no other write on the key: nothing to show")
 			}
 			cut.Cut()
-			s.origin.Bump("/oldmaxlag")
-			m := p.publish(purge.KindURL, false, []*Node{old}, path)
-			r := p.wait(m, 3*oldMaxLag)
-			if st := r.PoPs[0].Nodes[0].Status; st != purge.NodeAcked {
-				t.Fatalf("receipt's node status %q, want %q", st, purge.NodeAcked)
-			}
-			got := do(t, s.client, http.MethodGet, old.Addr(), testHost, path)
+			got, r := purgeAcked(t, s, p, old, "/oldmaxlag", path, 3*oldMaxLag)
 			if cs := got.header.Get("Cache-Status"); servedPurgedFresh(got) {
 				t.Errorf("after the receipt said the node acked, its old process (max_lag %v) served the purged copy as a fresh hit (Cache-Status %q)", oldMaxLag, cs)
 			}
@@ -359,13 +341,7 @@ func TestRestartOverlapOldNeverRegistered(t *testing.T) {
 	if restarted.sharedAt.Load() != 0 {
 		t.Fatal("the new process found another write on the key: nothing to show")
 	}
-	s.origin.Bump("/neverregistered")
-	m := p.publish(purge.KindURL, false, []*Node{old}, path)
-	r := p.wait(m, 3*maxLag)
-	if st := r.PoPs[0].Nodes[0].Status; st != purge.NodeAcked {
-		t.Fatalf("receipt's node status %q, want %q", st, purge.NodeAcked)
-	}
-	got := do(t, s.client, http.MethodGet, old.Addr(), testHost, path)
+	got, _ := purgeAcked(t, s, p, old, "/neverregistered", path, 3*maxLag)
 	if cs := got.header.Get("Cache-Status"); servedPurgedFresh(got) {
 		t.Errorf("after the receipt said the node acked, its old process (never registered) served the purged copy as a fresh hit (Cache-Status %q)", cs)
 	}
@@ -386,6 +362,19 @@ func processConfig(t *testing.T, from *Node, node, natsURL, serverURL string) Co
 // served as a fresh hit, not revalidated.
 func servedPurgedFresh(got resp) bool {
 	return !strings.Contains(got.body, "@v2:") && !strings.Contains(got.header.Get("Cache-Status"), "fwd=")
+}
+
+// purgeAcked changes what the origin serves at bump, purges path on old's node, requires the
+// receipt to say the node acked, and returns what old then serves for path, and the receipt.
+func purgeAcked(t *testing.T, s *single, p *purger, old *Node, bump, path string, timeout time.Duration) (resp, purge.Receipt) {
+	t.Helper()
+	s.origin.Bump(bump)
+	m := p.publish(purge.KindURL, false, []*Node{old}, path)
+	r := p.wait(m, timeout)
+	if st := r.PoPs[0].Nodes[0].Status; st != purge.NodeAcked {
+		t.Fatalf("receipt's node status %q, want %q", st, purge.NodeAcked)
+	}
+	return do(t, s.client, http.MethodGet, old.Addr(), testHost, path), r
 }
 
 // setFleetMaxValueSize sets the fleet bucket's largest value, and returns what restores it.
