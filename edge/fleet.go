@@ -204,15 +204,17 @@ func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
 }
 
 // registered is the registrar's OnWrite: a heartbeat sent then was answered, and found another
-// process's write on the node's key if shared. Real time, as the bucket's TTL runs in it.
+// process's write on the node's key if shared. Real time, as the bucket's TTL runs in it (on
+// the monotonic clock: sent is time.Now's).
 func (n *Node) registered(sent time.Time, shared bool) {
 	if shared {
-		n.sharedAt.Store(time.Now().UnixNano())
+		now := time.Now()
+		n.sharedAt.Store(&now)
 		if n.Draining() {
 			n.yieldedDraining.Store(true)
 		}
 	}
-	n.writtenAt.Store(sent.UnixNano())
+	n.writtenAt.Store(&sent)
 	n.registeredOnce.Do(func() { close(n.registeredCh) })
 }
 
@@ -367,11 +369,11 @@ func (n *Node) keyLagsRewatched(lastDelivery time.Time, hb time.Duration) {
 // The purges of those seconds complete up to max_lag later; nothing goes to the origin.
 func (n *Node) ackHold(hb time.Duration) time.Duration {
 	maxLag := max(n.cfg.Purge.MaxLag, n.keyMaxLag(hb))
-	if n.writtenAt.Load() == 0 {
+	if n.writtenAt.Load() == nil {
 		return maxLag
 	}
-	if at := n.sharedAt.Load(); at != 0 &&
-		time.Since(time.Unix(0, at)) < n.cfg.LameDuck+maxLag+2*hb {
+	if at := n.sharedAt.Load(); at != nil &&
+		time.Since(*at) < n.cfg.LameDuck+maxLag+2*hb {
 		return maxLag
 	}
 	return 0
@@ -391,11 +393,11 @@ func (n *Node) registrationLapsed() bool {
 		return false
 	}
 	at := n.writtenAt.Load()
-	if at == 0 {
+	if at == nil {
 		return true
 	}
 	ttl := r.BucketTTL()
-	return ttl > 0 && time.Since(time.Unix(0, at)) > ttl
+	return ttl > 0 && time.Since(*at) > ttl
 }
 
 // purgeJoined is the purge subscriber's OnJoin: it joined the stream at seq, and every purge up
@@ -450,7 +452,7 @@ func (n *Node) notReady() string {
 				return "joining the fleet: " + why
 			}
 		}
-		if n.writtenAt.Load() == 0 {
+		if n.writtenAt.Load() == nil {
 			if err := n.heartbeatErr(); err != nil {
 				// It may never become ready: a full or missing fleet bucket, a permission.
 				return "joining the fleet: heartbeat failing: " + err.Error()

@@ -84,9 +84,10 @@ type Node struct {
 	purgeBase atomic.Bool
 	// The restart overlap (ackHold, registrationLapsed; fleet.go): when the registrar's last
 	// answered heartbeat was sent and when one last found another process's write on the
-	// node's key (Unix nanoseconds, real time; 0: never).
-	writtenAt atomic.Int64
-	sharedAt  atomic.Int64
+	// node's key (nil: never). Readings of time.Now, so their monotonic clock: a step of the
+	// wall clock (NTP, an operator) neither ends a hold early nor keeps a lapse from showing.
+	writtenAt atomic.Pointer[time.Time]
+	sharedAt  atomic.Pointer[time.Time]
 	// keyLags are the purge.max_lag values registrations on the node's key carried (this
 	// process's, or another's of the node), each at most wire.MaxPurgeMaxLag, with when it was
 	// last seen: how long another process may serve fresh hits unconfirmed (ackHold), for as

@@ -153,7 +153,7 @@ func TestRestartOverlapOldLameDuckLonger(t *testing.T) {
 	hb := restarted.cfg.Fleet.Heartbeat
 	wait.For(t, 10*time.Second, "max_lag and three heartbeats since the old process yielded", func() bool {
 		at := restarted.sharedAt.Load()
-		return at != 0 && time.Since(time.Unix(0, at)) > maxLag+3*hb
+		return at != nil && time.Since(*at) > maxLag+3*hb
 	})
 	if old.pastLameDuck.Load() {
 		t.Fatal("the old process's lame duck ended before the new process's hold: nothing to show")
@@ -201,7 +201,7 @@ func TestRestartOverlapOldMaxLagLonger(t *testing.T) {
 			cfg.Purge.MaxLag = newMaxLag
 			restarted, _ := startEdge(t, listen(t, fmt.Sprintf("127.0.4.%d", 31+2*i)), cfg)
 			waitSubscribed(t, p, []*Node{restarted})
-			if restarted.sharedAt.Load() == 0 {
+			if restarted.sharedAt.Load() == nil {
 				t.Fatal("the new process found no other write on the key: nothing to show")
 			}
 			cut.Cut()
@@ -233,9 +233,9 @@ func TestAckHoldCountsKeyMaxLag(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			n := &Node{cfg: Config{Purge: PurgeConfig{MaxLag: 2 * time.Second}}}
-			now := time.Now().UnixNano()
-			n.writtenAt.Store(now)
-			n.sharedAt.Store(now)
+			now := time.Now()
+			n.writtenAt.Store(&now)
+			n.sharedAt.Store(&now)
 			for _, d := range tt.written {
 				n.learnMaxLag(d)
 			}
@@ -254,9 +254,9 @@ func TestAckHoldCountsKeyMaxLag(t *testing.T) {
 func TestAckHoldForgetsKeyMaxLag(t *testing.T) {
 	const own, old, hb = time.Millisecond, 50 * time.Millisecond, time.Millisecond
 	n := &Node{cfg: Config{Purge: PurgeConfig{MaxLag: own}}}
-	now := time.Now().UnixNano()
-	n.writtenAt.Store(now)
-	n.sharedAt.Store(now)
+	now := time.Now()
+	n.writtenAt.Store(&now)
+	n.sharedAt.Store(&now)
 	n.learnMaxLag(old) // the old process's last write, seen as this process started
 	if got := n.ackHold(hb); got != old {
 		t.Fatalf("ackHold beside the old process = %v, want its max_lag %v", got, old)
@@ -264,7 +264,8 @@ func TestAckHoldForgetsKeyMaxLag(t *testing.T) {
 	wait.For(t, 10*time.Second, "the overlap's hold to end", func() bool { return n.ackHold(hb) == 0 })
 	// Later another process writes the key (a later restart's, with this process's max_lag,
 	// or this process's own write whose answer was lost): the old one is long gone.
-	n.sharedAt.Store(time.Now().UnixNano())
+	later := time.Now()
+	n.sharedAt.Store(&later)
 	n.learnMaxLag(own)
 	if got := n.ackHold(hb); got != own {
 		t.Errorf("ackHold in a later overlap = %v, want %v: the old process's max_lag (%v) counted after it could serve no more", got, own, old)
@@ -328,7 +329,7 @@ func TestRestartOverlapOldNeverRegistered(t *testing.T) {
 	if cs := do(t, s.client, http.MethodGet, old.Addr(), testHost, path).header.Get("Cache-Status"); !strings.Contains(cs, "fwd=") {
 		t.Errorf("a process no heartbeat registered served %q, want a revalidation (fwd=...)", cs)
 	}
-	if old.writtenAt.Load() != 0 {
+	if old.writtenAt.Load() != nil {
 		t.Fatal("the old process's heartbeat was answered: nothing to show")
 	}
 
@@ -338,8 +339,13 @@ func TestRestartOverlapOldNeverRegistered(t *testing.T) {
 	cfg.Fleet.NATS = url
 	restarted, _ := startEdge(t, listen(t, "127.0.3.37"), cfg)
 	waitSubscribed(t, p, []*Node{restarted})
-	if restarted.sharedAt.Load() != 0 {
+	if restarted.sharedAt.Load() != nil {
 		t.Fatal("the new process found another write on the key: nothing to show")
+	}
+	// The hold and the lapse are timed on the monotonic clock, which a wall clock step does
+	// not move: the times kept must carry its reading (" m=" in their String).
+	if at := restarted.writtenAt.Load(); at == nil || !strings.Contains(at.String(), " m=") {
+		t.Errorf("the registration's time %v has no monotonic clock reading", at)
 	}
 	got, _ := purgeAcked(t, s, p, old, "/neverregistered", path, 3*maxLag)
 	if cs := got.header.Get("Cache-Status"); servedPurgedFresh(got) {
