@@ -210,13 +210,15 @@ var (
 	descBulkhead  = prometheus.NewDesc("meridian_edge_upstream_bulkhead_rejections_total", "Requests refused because the upstream's bulkhead was full.", []string{"upstream"}, nil)
 	descBrkReject = prometheus.NewDesc("meridian_edge_upstream_breaker_rejections_total", "Requests refused because the upstream's breaker was open.", []string{"upstream"}, nil)
 	descDraining  = prometheus.NewDesc("meridian_edge_draining", "1 while the node is draining.", nil, nil)
+	descReady     = prometheus.NewDesc("meridian_edge_ready", "1 while the node is ready (/healthz answers 200), 0 while it says why not.", nil, nil)
+	descHBFailing = prometheus.NewDesc("meridian_edge_fleet_heartbeat_failing", "1 while the node's last heartbeat to the fleet bucket failed (/healthz names the error). Absent outside a fleet.", nil, nil)
 	descReplays   = prometheus.NewDesc("meridian_edge_purge_replays_total", "Replays of purges from the stream: the live subject missed one, or the node reconnected (docs/purge.md). Absent outside a fleet.", nil, nil)
 	descDropped   = prometheus.NewDesc("meridian_edge_purge_live_dropped_total", "Messages on the live purge subject that were not control's announcements: JetStream answers or deliveries aimed there (docs/security.md). Absent outside a fleet.", nil, nil)
 	descHitP99    = prometheus.NewDesc("meridian_edge_hit_latency_p99_seconds", "p99 of cache hits' time to response header over the last 10 s, as the saturation figure counts it (quiet nodes: see docs/dns.md).", nil, nil)
 )
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descItems, descBytes, descEvictions, descSegments, descMoves, descRecords, descRetired, descReplays, descDropped, descDecode, descBreaker, descInFlight, descStreaming, descBulkhead, descBrkReject, descDraining, descHitP99} {
+	for _, d := range []*prometheus.Desc{descItems, descBytes, descEvictions, descSegments, descMoves, descRecords, descRetired, descReplays, descDropped, descDecode, descBreaker, descInFlight, descStreaming, descBulkhead, descBrkReject, descDraining, descReady, descHBFailing, descHitP99} {
 		ch <- d
 	}
 }
@@ -240,6 +242,18 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		d = 1
 	}
 	ch <- prometheus.MustNewConstMetric(descDraining, prometheus.GaugeValue, d)
+	ready := 0.0
+	if c.n.notReady() == "" {
+		ready = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, ready)
+	if c.n.registrar.Load() != nil {
+		failing := 0.0
+		if c.n.heartbeatErr() != nil {
+			failing = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descHBFailing, prometheus.GaugeValue, failing)
+	}
 	ch <- prometheus.MustNewConstMetric(descHitP99, prometheus.GaugeValue, c.n.hitLat.p99(c.n.clock()).Seconds())
 	for _, u := range c.n.upstreamStats() {
 		state := 0.0

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/meridian-cdn/meridian/fleet"
+	"github.com/meridian-cdn/meridian/internal/metricstest"
 	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/purge"
 	"github.com/meridian-cdn/meridian/wire"
@@ -271,6 +272,10 @@ func TestHealthzSaysHeartbeatFailing(t *testing.T) {
 			n, _ := startEdge(t, listen(t, fmt.Sprintf("127.0.4.%d", 40+i)), cfg)
 			if tt.registered {
 				<-n.FleetReady()
+				if v := metricstest.Values(t, n.Registry()); v["meridian_edge_ready"] != 1 || v["meridian_edge_fleet_heartbeat_failing"] != 0 {
+					t.Errorf("a ready node's meridian_edge_ready %v, meridian_edge_fleet_heartbeat_failing %v; want 1 and 0",
+						v["meridian_edge_ready"], v["meridian_edge_fleet_heartbeat_failing"])
+				}
 				restore = setFleetMaxValueSize(t, js, 16)
 			}
 			defer restore()
@@ -279,6 +284,12 @@ func TestHealthzSaysHeartbeatFailing(t *testing.T) {
 			code, body := healthz(n)
 			if code != http.StatusServiceUnavailable || !strings.Contains(body, "heartbeat") {
 				t.Errorf("/healthz = %d %q while the fleet bucket refuses heartbeats, want 503 naming the heartbeat", code, body)
+			}
+			// An operator's alert reads the same from the metrics.
+			v := metricstest.Values(t, n.Registry())
+			if v["meridian_edge_ready"] != 0 || v["meridian_edge_fleet_heartbeat_failing"] != 1 {
+				t.Errorf("meridian_edge_ready %v, meridian_edge_fleet_heartbeat_failing %v while heartbeats fail; want 0 and 1",
+					v["meridian_edge_ready"], v["meridian_edge_fleet_heartbeat_failing"])
 			}
 		})
 	}
