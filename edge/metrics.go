@@ -243,7 +243,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descDraining, prometheus.GaugeValue, d)
 	ready := 0.0
-	if c.n.notReady() == "" {
+	if !c.n.Draining() && c.n.notReady() == "" { // as /healthz and the heartbeat's Healthy
 		ready = 1
 	}
 	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, ready)

@@ -316,3 +316,22 @@ func TestHealthzSaysOwnKeyWatchFailing(t *testing.T) {
 		t.Errorf("/healthz = %d %q, want 503 with the watch's error", code, body)
 	}
 }
+
+// TestReadyGaugeFollowsHealthz: meridian_edge_ready is 1 exactly while /healthz answers 200;
+// a draining node answers 503 ("draining"), and the first version of the gauge read 1 there.
+func TestReadyGaugeFollowsHealthz(t *testing.T) {
+	_, originAddr := startOrigin(t, "127.0.4.60", nil)
+	n, stop := startEdge(t, listen(t, "127.0.4.61"), Config{LameDuck: 5 * time.Second,
+		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + originAddr}}})
+	ready := func() float64 { return metricstest.Values(t, n.Registry())["meridian_edge_ready"] }
+	if code, _ := healthz(n); code != http.StatusOK || ready() != 1 {
+		t.Fatalf("a serving node: /healthz %d, meridian_edge_ready %v; want 200 and 1", code, ready())
+	}
+	stopped := make(chan struct{})
+	go func() { defer close(stopped); stop() }()
+	defer func() { <-stopped }()
+	wait.For(t, 10*time.Second, "the node draining", n.Draining)
+	if code, _ := healthz(n); code != http.StatusServiceUnavailable || ready() != 0 {
+		t.Errorf("a draining node: /healthz %d, meridian_edge_ready %v; want 503 and 0", code, ready())
+	}
+}
