@@ -197,6 +197,9 @@ func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
 	})
 	return func() {
 		wg.Wait()
+		if n.lapseTimer != nil { // the registrar, which arms it, has stopped
+			n.lapseTimer.Stop()
+		}
 		if fc.Conn == nil {
 			nc.Close()
 		}
@@ -215,6 +218,7 @@ func (n *Node) registered(sent time.Time, shared bool) {
 		}
 	}
 	n.writtenAt.Store(&sent)
+	n.armLapse(sent)
 	n.registeredOnce.Do(func() { close(n.registeredCh) })
 }
 
@@ -392,12 +396,24 @@ func (n *Node) registrationLapsed() bool {
 	if r == nil {
 		return false
 	}
-	at := n.writtenAt.Load()
-	if at == nil {
-		return true
+	return n.lapse.Load() == 0
+}
+
+// armLapse notes a heartbeat sent at sent and answered: the registration stands until the
+// bucket's TTL after sent (for ever with TTL 0), and registrationLapsed says so without reading
+// a clock. Called on the registrar's goroutine (OnWrite) only.
+func (n *Node) armLapse(sent time.Time) {
+	n.lapseGen++
+	gen := n.lapseGen
+	n.lapse.Store(gen)
+	if n.lapseTimer != nil {
+		n.lapseTimer.Stop()
+		n.lapseTimer = nil
 	}
-	ttl := r.BucketTTL()
-	return ttl > 0 && time.Since(*at) > ttl
+	if ttl := n.registrar.Load().BucketTTL(); ttl > 0 {
+		// A timer of an earlier heartbeat that fires late finds another generation: no effect.
+		n.lapseTimer = time.AfterFunc(ttl-time.Since(sent), func() { n.lapse.CompareAndSwap(gen, 0) })
+	}
 }
 
 // purgeJoined is the purge subscriber's OnJoin: it joined the stream at seq, and every purge up

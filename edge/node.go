@@ -101,6 +101,14 @@ type Node struct {
 	// for it (a process no heartbeat registered lags: registrationLapsed).
 	registeredOnce sync.Once
 	registeredCh   chan struct{}
+	// lapse is the generation of the last answered heartbeat while the registration stands,
+	// 0 once it may have lapsed (or before the first): registrationLapsed reads it on every
+	// hit, where a clock reading per hit is what issue 15 took out. lapseTimer (lapseGen's)
+	// sets it to 0 the bucket's TTL after that heartbeat was sent; the registrar's goroutine
+	// alone arms it (armLapse), the fleet's stop stops it.
+	lapse      atomic.Uint64
+	lapseGen   uint64
+	lapseTimer *time.Timer
 	// yieldedDraining is set when a heartbeat sent while draining found another process's
 	// write on the node's key: the registrar left the key to it (a restart's new process),
 	// whose ack hold counts this one's lame duck by its own lame_duck, which may be shorter.
