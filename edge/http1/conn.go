@@ -74,7 +74,8 @@ type conn struct {
 	resp      response
 	state     any // HandlerState's
 
-	// The watch for a client going away while a handler runs long (backgroundRead).
+	// The watch for a client going away while a handler runs long: in a Loop, the server's
+	// read watch (armReadWatch, readReady); else a read of the connection (backgroundRead).
 	mu      sync.Mutex
 	timer   *time.Timer
 	cancel  *reqCtx // the request in progress
@@ -82,10 +83,9 @@ type conn struct {
 	reading bool    // a watch is reading
 	watchWG sync.WaitGroup
 	abort   atomic.Bool // the watch's read is being ended on purpose
-	// The watch's own reader of the socket in a Loop, which holds the connection's read side
-	// (rawconn.Conn.DupFile); made at the first watch, closed by serve.
-	watchFile   *os.File
-	noWatchFile bool // making it failed: no watch on this connection
+	polled  *readWatch  // the read watch the request in progress is in, under pollID
+	pollID  uint64
+	noWatch bool // the read watch refused this connection: not tried again (armReadWatch)
 
 	closed      atomic.Bool // closeConn ran
 	closeOnGone atomic.Bool // the request in progress asked for CloseWhenClientGone
@@ -181,7 +181,6 @@ func (c *conn) serve() {
 		c.raw.Loop(c.step) // its error ends the connection, as a failed read does
 		c.looping.Store(false)
 		c.cr.loop = nil
-		c.closeWatchFile() // before a hand-off: the handed-off connection must own the socket alone
 	}
 	if c.handedOff {
 		c.handOff()
@@ -490,7 +489,7 @@ func (c *conn) watch(ctx *reqCtx) {
 	c.mu.Unlock()
 	c.watchWG.Add(1)
 	if c.timer == nil {
-		c.timer = time.AfterFunc(watchDelay, c.backgroundRead)
+		c.timer = time.AfterFunc(watchDelay, c.watchNow)
 	} else {
 		c.timer.Reset(watchDelay)
 	}
@@ -504,84 +503,123 @@ func (c *conn) unwatch() {
 	}
 	c.mu.Lock()
 	c.ended = true
-	if c.reading {
+	read := c.reading
+	if read {
 		c.abort.Store(true)
-		c.watchReader().SetReadDeadline(aLongTimeAgo)
+		c.nc.SetReadDeadline(aLongTimeAgo)
+	}
+	if c.polled != nil {
+		c.polled.remove(c, c.pollID)
+		c.polled = nil
 	}
 	c.mu.Unlock()
 	c.watchWG.Wait()
-	c.abort.Store(false)
-	c.rdl = time.Time{} // the watch changed the read deadline (backgroundRead)
-}
-
-// deadlineReader is what a watch reads: the connection, or in a Loop its watchFile.
-type deadlineReader interface {
-	Read([]byte) (int, error)
-	SetReadDeadline(time.Time) error
-}
-
-// watchReader returns what the watch reads; c.mu held. In a Loop, which holds the
-// connection's read side while the handler runs, that is a duplicate of the socket, made at
-// the first watch; nil if it cannot be made (it is then not tried again on this connection:
-// out of file descriptors, every long request would try, and log).
-func (c *conn) watchReader() deadlineReader {
-	if !c.looping.Load() {
-		return c.nc
+	if read || !c.looping.Load() {
+		c.abort.Store(false)
+		c.rdl = time.Time{} // the watch changed the read deadline (backgroundRead)
 	}
-	if c.watchFile == nil {
-		if c.noWatchFile {
-			return nil
-		}
-		f, err := dupSocket(c.raw)
-		if err != nil {
-			c.noWatchFile = true
-			c.srv.logf("http1: no watch for a client going away on %v: %v", c.remote, err)
-			return nil
-		}
-		c.watchFile = f
-	}
-	return c.watchFile
 }
 
-// dupSocket is rawconn.Conn.DupFile; tests make it fail, as it does out of file descriptors.
-var dupSocket = (*rawconn.Conn).DupFile
+// watchNow starts the watch of the request in progress, once it has run watchDelay.
+func (c *conn) watchNow() {
+	if c.looping.Load() {
+		c.armReadWatch()
+	} else {
+		c.backgroundRead()
+	}
+}
 
-// closeWatchFile closes the watch's duplicate of the socket, if one was made: once no watch
-// runs, before the connection is closed or handed off.
-func (c *conn) closeWatchFile() {
+// armReadWatch puts a connection in a Loop, which holds its read side while the handler runs,
+// in the server's read watch (readReady hears what it sees). A connection the watch refuses
+// (epoll's limit on watched descriptors, say) is not tried again, as every long request would
+// try, and log.
+func (c *conn) armReadWatch() {
+	defer c.watchWG.Done()
+	w := c.srv.readWatch() // before c.mu: the server's lock comes first (anyConn)
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.watchFile != nil {
-		c.watchFile.Close()
-		c.watchFile = nil
+	if c.ended || c.noWatch || w == nil {
+		c.mu.Unlock()
+		c.watchEnded()
+		return
+	}
+	id, err := w.add(c)
+	if err != nil {
+		if !errors.Is(err, os.ErrClosed) { // not the watch ended meanwhile
+			c.noWatch = true
+			c.srv.logf("http1: no watch for a client going away on %v: %v", c.remote, err)
+		}
+		c.mu.Unlock()
+		c.watchEnded()
+		return
+	}
+	c.polled, c.pollID = w, id
+	c.mu.Unlock()
+}
+
+// readReady is the read watch finding something to read on the connection watched under id:
+// bytes are a pipelined request, left in the socket for the Loop (the watch ends, as
+// net/http's background read ends with a byte); the end of the stream or an error means the
+// client is gone, and the request's context is cancelled.
+func (c *conn) readReady(w *readWatch, id uint64) {
+	c.mu.Lock()
+	if c.polled != w || c.pollID != id { // its request has ended (unwatch)
+		c.mu.Unlock()
+		return
+	}
+	switch c.raw.Peek() {
+	case rawconn.PeekQuiet: // woken for nothing: watch on
+		if w.rw.Rearm(c.raw, id) == nil {
+			c.mu.Unlock()
+			return
+		}
+	case rawconn.PeekData:
+		c.pipelined = true
+	default:
+		cancel := c.cancel
+		w.remove(c, id)
+		c.polled = nil
+		c.watchWG.Add(1) // unwatch waits for the cancel and the close: the request context is reused
+		c.mu.Unlock()
+		cancel.cancel()
+		if c.closeOnGone.Load() { // after cancel: a handler that asked after it sees the context ended
+			c.closeConn()
+		}
+		c.watchEnded()
+		c.watchWG.Done()
+		return
+	}
+	w.remove(c, id)
+	c.polled = nil
+	c.mu.Unlock()
+	c.watchEnded()
+}
+
+// watchEnded tells a test that a watch has ended.
+func (c *conn) watchEnded() {
+	if c.srv.watchEnded != nil {
+		c.srv.watchEnded()
 	}
 }
 
-// backgroundRead reads while a handler runs long: a byte is a pipelined request, kept for
-// later; an end or error means the client is gone, and the request's context is cancelled.
-// It does not read while a byte is kept (an earlier watch's, not consumed yet because the
-// request after it was already buffered): the byte it read would take the kept one's place.
-// net/http's background read does the same.
+// backgroundRead reads while a handler runs long, on a connection outside a Loop (over TLS,
+// or without raw I/O): a byte is a pipelined request, kept for later; an end or error means
+// the client is gone, and the request's context is cancelled. It does not read while a byte
+// is kept (an earlier watch's, not consumed yet because the request after it was already
+// buffered): the byte it read would take the kept one's place. net/http's background read
+// does the same.
 func (c *conn) backgroundRead() {
 	defer c.watchWG.Done()
-	if c.srv.watchEnded != nil {
-		defer c.srv.watchEnded()
-	}
+	defer c.watchEnded()
 	c.mu.Lock()
 	if c.ended || c.cr.hasByte {
 		c.mu.Unlock()
 		return
 	}
-	rd := c.watchReader()
-	if rd == nil {
-		c.mu.Unlock()
-		return
-	}
 	cancel := c.cancel
 	c.reading = true
-	rd.SetReadDeadline(time.Time{}) // the idle deadline must not end a long answer's watch
+	c.nc.SetReadDeadline(time.Time{}) // the idle deadline must not end a long answer's watch
 	c.mu.Unlock()
-	n, err := rd.Read(c.cr.b[:])
+	n, err := c.nc.Read(c.cr.b[:])
 	c.mu.Lock()
 	c.reading = false
 	c.mu.Unlock()

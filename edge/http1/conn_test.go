@@ -49,7 +49,9 @@ func serveFastOn(t *testing.T, ln net.Listener, h http.Handler, tweak func(*Serv
 
 // A client that goes away while its handler waits cancels the request's context, as with
 // net/http, even though the fast path starts watching only once a handler runs long.
-func TestClientGoneCancelsContext(t *testing.T) {
+func TestClientGoneCancelsContext(t *testing.T) { forWatchModes(t, testClientGoneCancelsContext) }
+
+func testClientGoneCancelsContext(t *testing.T, serve serveFunc) {
 	started := make(chan struct{})
 	cancelled := make(chan error, 1)
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -61,7 +63,7 @@ func TestClientGoneCancelsContext(t *testing.T) {
 			cancelled <- nil
 		}
 	})
-	_, addr := serveFast(t, h, nil)
+	_, addr := serve(t, h, nil)
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -77,7 +79,9 @@ func TestClientGoneCancelsContext(t *testing.T) {
 // A handler that asks CloseWhenClientGone loses its connection as soon as its client goes,
 // while it still runs: the connection is closed and no longer counted (ConnState hears
 // StateClosed, Shutdown does not wait for it), and what the handler writes later goes nowhere.
-func TestCloseWhenClientGone(t *testing.T) {
+func TestCloseWhenClientGone(t *testing.T) { forWatchModes(t, testCloseWhenClientGone) }
+
+func testCloseWhenClientGone(t *testing.T, serve serveFunc) {
 	started := make(chan struct{})
 	release := make(chan struct{})
 	returned := make(chan error, 1)
@@ -90,7 +94,7 @@ func TestCloseWhenClientGone(t *testing.T) {
 		returned <- r.Context().Err()
 	})
 	states := newConnStates()
-	s, addr := serveFast(t, h, func(s *Server) { s.ConnState = states.note })
+	s, addr := serve(t, h, func(s *Server) { s.ConnState = states.note })
 	c := dialSend(t, addr, "GET /wait HTTP/1.1\r\nHost: a\r\n\r\n")
 	<-started
 	c.Close()
@@ -113,6 +117,10 @@ func TestCloseWhenClientGone(t *testing.T) {
 // A connection closed under its handler (CloseWhenClientGone) reads no further request, not
 // even one already buffered: it is no longer counted, so nothing may run on it.
 func TestClosedUnderHandlerServesNoMore(t *testing.T) {
+	forWatchModes(t, testClosedUnderHandlerServesNoMore)
+}
+
+func testClosedUnderHandlerServesNoMore(t *testing.T, serve serveFunc) {
 	states := newConnStates()
 	var next atomic.Int32
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -126,7 +134,7 @@ func TestClosedUnderHandlerServesNoMore(t *testing.T) {
 		w.(http.Flusher).Flush()
 		<-states.closed // the client read the answer and left
 	})
-	s, addr := serveFast(t, h, func(s *Server) { s.ConnState = states.note })
+	s, addr := serve(t, h, func(s *Server) { s.ConnState = states.note })
 	c := dialSend(t, addr, "GET /first HTTP/1.1\r\nHost: a\r\n\r\nGET /next HTTP/1.1\r\nHost: a\r\n\r\n")
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
@@ -185,7 +193,9 @@ func dialSend(t *testing.T, addr, raw string) net.Conn {
 // A client that half-closes still gets its answer, as from net/http, though its going cancels
 // the request's context: from a handler that never asked CloseWhenClientGone, and from one
 // that withdrew the ask once the wait it asked for was over.
-func TestHalfCloseStillAnswered(t *testing.T) {
+func TestHalfCloseStillAnswered(t *testing.T) { forWatchModes(t, testHalfCloseStillAnswered) }
+
+func testHalfCloseStillAnswered(t *testing.T, serve serveFunc) {
 	for _, tc := range []struct {
 		name string
 		ask  bool
@@ -200,7 +210,7 @@ func TestHalfCloseStillAnswered(t *testing.T) {
 				<-r.Context().Done() // the watch saw the end of the client's stream
 				io.WriteString(w, "answer")
 			})
-			_, addr := serveFast(t, h, nil)
+			_, addr := serve(t, h, nil)
 			c := dialSend(t, addr, "GET /wait HTTP/1.1\r\nHost: a\r\n\r\n")
 			defer c.Close()
 			c.SetDeadline(time.Now().Add(10 * time.Second))
@@ -217,8 +227,11 @@ func TestHalfCloseStillAnswered(t *testing.T) {
 }
 
 // A request pipelined behind a long one is not mistaken for the client going away: the
-// watch reads its first byte, keeps it, and the request is answered next.
-func TestPipelinedBehindLongRequest(t *testing.T) {
+// watch sees its first byte (a read watch leaves it in the socket; a background read keeps
+// it), and the request is answered next.
+func TestPipelinedBehindLongRequest(t *testing.T) { forWatchModes(t, testPipelinedBehindLongRequest) }
+
+func testPipelinedBehindLongRequest(t *testing.T, serve serveFunc) {
 	release := make(chan struct{})
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
@@ -231,7 +244,7 @@ func TestPipelinedBehindLongRequest(t *testing.T) {
 		}
 		io.WriteString(w, r.URL.Path)
 	})
-	s, addr := serveFast(t, h, nil)
+	s, addr := serve(t, h, nil)
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -250,6 +263,10 @@ func TestPipelinedBehindLongRequest(t *testing.T) {
 // the next byte into the same place, which lost the kept one (the third request then read as
 // "ET /third"; found in review).
 func TestTwoLongRequestsKeepPipelinedByte(t *testing.T) {
+	forWatchModes(t, testTwoLongRequestsKeepPipelinedByte)
+}
+
+func testTwoLongRequestsKeepPipelinedByte(t *testing.T, serve serveFunc) {
 	release := map[string]chan struct{}{"/slow1": make(chan struct{}), "/slow2": make(chan struct{})}
 	started := make(chan string, 3)
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -260,7 +277,7 @@ func TestTwoLongRequestsKeepPipelinedByte(t *testing.T) {
 		io.WriteString(w, r.Method+" "+r.URL.Path)
 	})
 	watched := make(chan struct{}, 4)
-	s, addr := serveFast(t, h, func(s *Server) { s.watchEnded = func() { watched <- struct{}{} } })
+	s, addr := serve(t, h, func(s *Server) { s.watchEnded = func() { watched <- struct{}{} } })
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -286,7 +303,9 @@ func TestTwoLongRequestsKeepPipelinedByte(t *testing.T) {
 // A request handed to net/http behind a long one whose watch kept the byte after the buffered
 // ones: net/http gets that byte too, in its place (it lost it: the POST's body read "elloG"
 // and the next request "ET /after"; found in review).
-func TestHandOffKeepsWatchedByte(t *testing.T) {
+func TestHandOffKeepsWatchedByte(t *testing.T) { forWatchModes(t, testHandOffKeepsWatchedByte) }
+
+func testHandOffKeepsWatchedByte(t *testing.T, serve serveFunc) {
 	release := make(chan struct{})
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
@@ -295,7 +314,7 @@ func TestHandOffKeepsWatchedByte(t *testing.T) {
 		b, _ := io.ReadAll(r.Body)
 		io.WriteString(w, r.Method+" "+r.URL.Path+" body="+string(b))
 	})
-	s, addr := serveFast(t, h, nil)
+	s, addr := serve(t, h, nil)
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -355,6 +374,48 @@ func TestHandedOffConnHalfCloses(t *testing.T) {
 	}
 }
 
+// serveFunc serves h as serveFast does.
+type serveFunc func(t *testing.T, h http.Handler, tweak func(*Server)) (*Server, string)
+
+// forWatchModes runs test with a plain TCP connection's watch (in a Loop: the server's read
+// watch) and with that of a connection without raw I/O (TLS, say: a background read, which
+// keeps the byte it reads).
+func forWatchModes(t *testing.T, test func(*testing.T, serveFunc)) {
+	for _, m := range []struct {
+		name  string
+		serve serveFunc
+	}{
+		{"read watch", serveFast},
+		{"background read", serveFastUnraw},
+	} {
+		t.Run(m.name, func(t *testing.T) { test(t, m.serve) })
+	}
+}
+
+// serveFastUnraw is serveFast on connections without raw I/O: the server sees no TCP
+// connection in them.
+func serveFastUnraw(t *testing.T, h http.Handler, tweak func(*Server)) (*Server, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.63:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return serveFastOn(t, unrawListener{ln}, h, tweak)
+}
+
+type unrawListener struct{ net.Listener }
+
+func (l unrawListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return unrawConn{c}, nil
+}
+
+// unrawConn hides its TCP connection, as a TLS connection does.
+type unrawConn struct{ net.Conn }
+
 // readAnswers reads one answer per body in want from c, each a 200 with that body.
 func readAnswers(t *testing.T, c net.Conn, want ...string) {
 	t.Helper()
@@ -371,12 +432,12 @@ func readAnswers(t *testing.T, c net.Conn, want ...string) {
 	}
 }
 
-// watching reports whether a watch of one of s's connections is reading.
+// watching reports whether a watch of one of s's connections is reading, or in the read watch.
 func watching(s *Server) bool {
 	return anyConn(s, func(c *conn) bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		return c.reading
+		return c.reading || c.polled != nil
 	})
 }
 

@@ -8,7 +8,7 @@ import (
 	"log"
 	"net"
 	"net/http"
-	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -66,12 +66,11 @@ func TestHalfClosedClientEndedAfterLastAnswer(t *testing.T) {
 	}
 }
 
-// Where the watch's duplicate of the socket cannot be made (out of file descriptors), long
-// requests are still answered, unwatched, and the failure is logged once per connection, not
-// once per request.
-func TestNoWatchFileLoggedOnce(t *testing.T) {
-	dupSocket = func(*rawconn.Conn) (*os.File, error) { return nil, syscall.EMFILE }
-	t.Cleanup(func() { dupSocket = (*rawconn.Conn).DupFile })
+// Where the server's read watch cannot be made (out of file descriptors), long requests are
+// still answered, unwatched, and the failure is logged once per server, not once per request.
+func TestNoReadWatchLoggedOnce(t *testing.T) {
+	newReadWatch = func() (*rawconn.ReadWatch, error) { return nil, syscall.EMFILE }
+	t.Cleanup(func() { newReadWatch = rawconn.NewReadWatch })
 	var logged bytes.Buffer
 	var mu sync.Mutex
 	watched := make(chan struct{}, 1)
@@ -91,19 +90,22 @@ func TestNoWatchFileLoggedOnce(t *testing.T) {
 			return logged.Write(p)
 		}), "", 0)
 	})
-	c := dialSend(t, addr, "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\nGET /3 HTTP/1.1\r\nHost: a\r\n\r\n")
-	br := bufio.NewReader(c)
-	for i := range 3 {
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatalf("answer %d: %v", i+1, err)
+	for range 2 { // two connections
+		c := dialSend(t, addr, "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\nGET /3 HTTP/1.1\r\nHost: a\r\n\r\n")
+		br := bufio.NewReader(c)
+		for i := range 3 {
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("answer %d: %v", i+1, err)
+			}
+			io.Copy(io.Discard, resp.Body)
 		}
-		io.Copy(io.Discard, resp.Body)
+		c.Close()
 	}
 	mu.Lock()
 	defer mu.Unlock()
 	if n := strings.Count(logged.String(), "no watch"); n != 1 {
-		t.Errorf("logged %d times for three long requests, want once:\n%s", n, logged.String())
+		t.Errorf("logged %d times for six long requests on two connections, want once:\n%s", n, logged.String())
 	}
 }
 
@@ -215,4 +217,71 @@ func awaitPeerGone(c *net.TCPConn, waiting chan<- struct{}) {
 		}
 		return false
 	})
+}
+
+// One read watch serves every long request of the server: clients that go away while their
+// handlers wait, on many connections at once, each cancel their own request and no other,
+// and a request that ends has its connection leave the watch. The watch's goroutine ends
+// once the server is closed and its last connection gone.
+func TestReadWatchServesManyAndEndsWithServer(t *testing.T) {
+	const n = 16
+	started := make(chan string, n)
+	ended := make(chan string, n)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		started <- r.URL.Path
+		select {
+		case <-r.Context().Done():
+			ended <- r.URL.Path
+		case <-time.After(10 * time.Second):
+			ended <- "not cancelled: " + r.URL.Path
+		}
+	})
+	s, addr := serveFast(t, h, nil)
+	var conns []net.Conn
+	for i := range n {
+		conns = append(conns, dialSend(t, addr, "GET /"+strconv.Itoa(i)+" HTTP/1.1\r\nHost: a\r\n\r\n"))
+		<-started
+	}
+	wait.For(t, 5*time.Second, "every request in the read watch", func() bool {
+		s.mu.Lock()
+		w := s.rw
+		s.mu.Unlock()
+		if w == nil {
+			return false
+		}
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return len(w.conns) == n
+	})
+	// The odd clients go, one by one; each cancels its own request only.
+	for i := 1; i < n; i += 2 {
+		conns[i].Close()
+		if got := <-ended; got != "/"+strconv.Itoa(i) {
+			t.Fatalf("client %d went; ended %q", i, got)
+		}
+	}
+	s.mu.Lock()
+	w, done := s.rw, s.rwDone
+	s.mu.Unlock()
+	w.mu.Lock()
+	left := len(w.conns)
+	w.mu.Unlock()
+	if left != n/2 {
+		t.Errorf("%d connections in the read watch after half the clients went, want %d", left, n/2)
+	}
+	// Close shuts the rest down: their handlers still hear it through the watch.
+	s.Close()
+	for range n / 2 {
+		if got := <-ended; strings.HasPrefix(got, "not") {
+			t.Error(got)
+		}
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the read watch's goroutine still runs after Close and the last connection's end")
+	}
+	for _, c := range conns {
+		c.Close()
+	}
 }

@@ -9,8 +9,9 @@
 // Content-Length, is answered 400 here and the connection closed (RFC 9112 §6.1).
 //
 // What it leaves out of net/http's work on the fast path: a goroutine and a read per request
-// to notice a client going away (here started only when a handler runs long), sorting the
-// response header, and a second write for a body beside its header (writev instead).
+// to notice a client going away (here only for a handler that runs long, and then, on a plain
+// TCP connection, an entry in one epoll instance for the whole server), sorting the response
+// header, and a second write for a body beside its header (writev instead).
 package http1
 
 import (
@@ -71,10 +72,14 @@ type Server struct {
 	mu           sync.Mutex
 	listeners    map[net.Listener]struct{}
 	conns        map[*conn]struct{}
-	running      atomic.Int64 // connection goroutines (conn.serve) running, for the tests
-	watchEnded   func()       // tests: called as each watch's backgroundRead returns
-	lingering    func()       // tests: called when a connection has half-closed to linger
-	headCut      func()       // tests: called when a head still arriving at Shutdown gets headGrace
+	running      atomic.Int64  // connection goroutines (conn.serve) running, for the tests
+	rw           *readWatch    // s.mu; see readWatch
+	rwDone       chan struct{} // closed when the read watch's goroutine has returned (tests)
+	rwStop       bool          // s.mu: the server has stopped; the read watch ends with its last connection
+	noReadWatch  bool          // s.mu: none can be made, or it has ended
+	watchEnded   func()        // tests: called as each watch ends (but those unwatch ends)
+	lingering    func()        // tests: called when a connection has half-closed to linger
+	headCut      func()        // tests: called when a head still arriving at Shutdown gets headGrace
 }
 
 // readBufferSize is a connection's read buffer, as net/http's.
@@ -162,6 +167,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		ln.Close()
 	}
 	s.mu.Unlock()
+	defer s.stopReadWatch()
 	fallbackErr := make(chan error, 1)
 	go func() { fallbackErr <- s.Fallback.Shutdown(ctx) }()
 	s.cutHeads()
@@ -193,6 +199,7 @@ func (s *Server) Close() error {
 		c.shut()
 	}
 	s.mu.Unlock()
+	s.stopReadWatch()
 	s.Fallback.Close()
 	<-s.fallbackDone
 	return nil
@@ -227,6 +234,7 @@ func (s *Server) shuttingDown() bool { return s.shutting.Load() }
 func (s *Server) forget(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
+	s.endReadWatch()
 	s.mu.Unlock()
 }
 

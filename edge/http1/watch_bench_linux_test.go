@@ -20,10 +20,9 @@ import (
 // which each is watched): what a watch costs the requests after it on its connection, and
 // what it costs itself. cpu-ns/op is the process's CPU time per request, server and clients.
 //
-// Closing the watch's duplicate socket when each watch ends (rather than with the connection)
-// was measured with them and not kept (2026-12-06, eight alternating pairs each): hits after a
-// watch -237 ns/op (8 of 8 pairs; CPU -30 ns, within the noise), every watched request +4.4 µs
-// of CPU and 5 allocations (a dup, its registration in the poller, its close).
+// (Before the server's read watch, a watch read a duplicate of the socket; closing it when
+// each watch ended, rather than with the connection, was measured and not kept on 2026-12-06:
+// every watched request +4.4 µs of CPU and 5 allocations.)
 func BenchmarkServeAfterWatch(b *testing.B) {
 	body := bytes.Repeat([]byte("x"), 1<<10)
 	h := slowOrHit(body)

@@ -44,6 +44,8 @@ type Conn struct {
 	w   writer
 	x   exchanger // WriteRead's; under both rmu and wmu
 	l   looper    // Loop's; under rmu
+	pk  prober    // Peek's
+	wc  watchCtl  // a ReadWatch's Add, Rearm and Remove of it; one at a time
 }
 
 // New returns c with raw I/O, or nil when c is not a TCP connection (or a TCPer) or the
@@ -68,6 +70,8 @@ func New(c net.Conn) *Conn {
 	rw.w.init()
 	rw.x.init(&rw.r)
 	rw.l.init()
+	rw.pk.init()
+	rw.wc.init()
 	return rw
 }
 
@@ -196,17 +200,114 @@ func (c *Conn) ShutdownBoth() error {
 	return err
 }
 
-// DupFile returns a duplicate of the connection's socket as a pollable *os.File: a second
-// reader that does not wait for a Loop in progress (a server's watch for its client going away
-// while a step runs a handler). The socket stays open until both are closed.
-func (c *Conn) DupFile() (*os.File, error) {
-	var f *os.File
-	var err error
-	if cerr := c.rc.Control(func(fd uintptr) { f, err = dupFile(fd) }); cerr != nil {
-		return nil, cerr
+// Peek says what a read of the socket would find now, without reading it and without
+// waiting (one system call, whatever the deadlines): nothing yet (PeekQuiet), bytes
+// (PeekData), or the end of the stream or an error (PeekGone). It may run while a Loop holds
+// the read side. One Peek at a time.
+func (c *Conn) Peek() PeekResult {
+	if c.rc.Control(c.pk.fn) != nil {
+		return PeekGone // closed
 	}
-	return f, err
+	return c.pk.got
 }
+
+// PeekResult is what Peek found.
+type PeekResult int
+
+const (
+	PeekQuiet PeekResult = iota // nothing to read, and the peer has not closed its side
+	PeekData                    // at least one byte to read
+	PeekGone                    // the end of the stream, or an error (a reset)
+)
+
+// A ReadWatch waits, on one goroutine parked in Go's poller, for any of many connections to
+// have something to read (bytes, the end of the stream, an error) without reading it: a
+// server's watch for clients going away while their handlers run, at the cost of two system
+// calls a watched connection (Add, Remove) rather than a goroutine parked in a read of its
+// own. Linux only (epoll); NewReadWatch fails elsewhere.
+type ReadWatch struct {
+	f  *os.File // the epoll instance, made pollable: Wait parks in the runtime's poller on it
+	rc syscall.RawConn
+	w  readWatch // Wait's
+}
+
+// NewReadWatch returns an empty ReadWatch.
+func NewReadWatch() (*ReadWatch, error) {
+	f, err := newReadWatchFile()
+	if err != nil {
+		return nil, err
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	w := &ReadWatch{f: f, rc: rc}
+	w.w.init()
+	return w, nil
+}
+
+// Add watches c once, under id: the first time c has something to read, Wait reports id,
+// and c is then not reported again until Rearm. c stays in the watch until Remove (or until
+// its socket is closed, which ends it in the kernel): a connection may be in it once. Add,
+// Rearm and Remove of one connection must not run at the same time.
+func (w *ReadWatch) Add(c *Conn, id uint64) error { return w.ctl(c, watchAdd, id) }
+
+// Rearm watches c, already added, once more under id.
+func (w *ReadWatch) Rearm(c *Conn, id uint64) error { return w.ctl(c, watchRearm, id) }
+
+// Remove ends the watch of c.
+func (w *ReadWatch) Remove(c *Conn) error { return w.ctl(c, watchRemove, 0) }
+
+// ctl runs op for c under c's watchCtl, whose callbacks are bound once, so that a watch
+// allocates nothing.
+func (w *ReadWatch) ctl(c *Conn, op watchOp, id uint64) error {
+	x := &c.wc
+	x.w, x.op, x.id, x.err = w, op, id, nil
+	if err := c.rc.Control(x.onConn); err != nil {
+		x.w = nil
+		return err
+	}
+	x.w = nil
+	return x.err
+}
+
+// watchCtl is a connection's Add, Rearm or Remove in progress: c's socket, then the watch's
+// epoll instance, each held open under Control while epoll_ctl runs.
+type watchCtl struct {
+	w      *ReadWatch
+	op     watchOp
+	id     uint64
+	fd     uintptr
+	err    error
+	onConn func(fd uintptr)
+	onW    func(epfd uintptr)
+}
+
+func (x *watchCtl) init() {
+	x.onConn = func(fd uintptr) {
+		x.fd = fd
+		if err := x.w.rc.Control(x.onW); err != nil {
+			x.err = err
+		}
+	}
+	x.onW = func(epfd uintptr) { x.err = watchOpOn(epfd, x.op, x.fd, x.id) }
+}
+
+// Wait calls ready with the id of each watched connection that has something to read, on the
+// calling goroutine, until Close; it then returns the error that ended it. ready must not call
+// Wait; it may call Add, Rearm and Remove.
+func (w *ReadWatch) Wait(ready func(id uint64)) error {
+	w.w.ready = ready
+	w.w.err = nil
+	if err := w.rc.Read(w.w.fn); err != nil {
+		return err
+	}
+	return w.w.err
+}
+
+// Close ends Wait (once ready returns) and the watch.
+func (w *ReadWatch) Close() error { return w.f.Close() }
 
 // ErrNotQuiet is WriteRead finding something to read before it sent anything: bytes, the end
 // of the stream or an error. Nothing of out was sent and nothing was read.

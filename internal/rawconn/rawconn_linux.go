@@ -176,6 +176,7 @@ func (x *exchanger) do(fd uintptr) bool {
 type prober struct {
 	b     [1]byte
 	quiet bool
+	got   PeekResult
 	fn    func(fd uintptr)
 }
 
@@ -191,17 +192,95 @@ func (p *prober) probe(rc syscall.RawConn) bool {
 
 func (p *prober) do(fd uintptr) {
 	for {
-		_, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&p.b[0])), 1,
+		n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&p.b[0])), 1,
 			unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
-		switch e {
-		case unix.EINTR:
+		switch {
+		case e == unix.EINTR:
 			continue
-		case unix.EAGAIN:
+		case e == unix.EAGAIN:
 			p.quiet = true // nothing to read, and the peer has not closed its side
+			p.got = PeekQuiet
+		case e == 0 && n > 0:
+			p.got = PeekData
+		default:
+			p.got = PeekGone // the end of the stream (0 bytes), or an error
 		}
-		// Anything else: a byte to read, the end of the stream (0 bytes), or an error.
 		return
 	}
+}
+
+// readWatch is a ReadWatch's Wait in progress; its callback is bound once.
+type readWatch struct {
+	events [64]unix.EpollEvent
+	ready  func(id uint64)
+	err    error
+	fn     func(fd uintptr) bool
+}
+
+func (r *readWatch) init() { r.fn = r.do }
+
+// do reports every connection the epoll instance has ready; false (wait in the poller) once
+// it has none left.
+func (r *readWatch) do(epfd uintptr) bool {
+	for {
+		n, err := unix.EpollWait(int(epfd), r.events[:], 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			r.err = os.NewSyscallError("epoll_wait", err)
+			return true
+		}
+		for i := range r.events[:n] {
+			r.ready(*(*uint64)(unsafe.Pointer(&r.events[i].Fd)))
+		}
+		if n < len(r.events) {
+			return false
+		}
+	}
+}
+
+type watchOp int
+
+const (
+	watchAdd watchOp = iota
+	watchRearm
+	watchRemove
+)
+
+// watchOpOn adds, rearms or removes fd in the epoll instance epfd; an added or rearmed fd is
+// reported once (EPOLLONESHOT) with id, when readable or at its end or an error.
+func watchOpOn(epfd uintptr, op watchOp, fd uintptr, id uint64) error {
+	var ev unix.EpollEvent
+	ev.Events = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT
+	// Fd and Pad are the kernel's 64-bit data, which carries the id.
+	*(*uint64)(unsafe.Pointer(&ev.Fd)) = id
+	ctl := unix.EPOLL_CTL_ADD
+	switch op {
+	case watchRearm:
+		ctl = unix.EPOLL_CTL_MOD
+	case watchRemove:
+		ctl = unix.EPOLL_CTL_DEL
+	}
+	if err := unix.EpollCtl(int(epfd), ctl, int(fd), &ev); err != nil {
+		return os.NewSyscallError("epoll_ctl", err)
+	}
+	return nil
+}
+
+// newReadWatchFile returns a new epoll instance as a pollable *os.File (non-blocking, so that
+// os.NewFile puts it in the runtime's poller: an epoll instance is readable while it has a
+// ready entry).
+func newReadWatchFile() (*os.File, error) {
+	fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, os.NewSyscallError("epoll_create1", err)
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, os.NewSyscallError("fcntl O_NONBLOCK", err)
+	}
+	return os.NewFile(uintptr(fd), "epoll"), nil
 }
 
 // looper is a Loop in progress; its callback is bound once, so a Loop allocates nothing.
@@ -302,13 +381,4 @@ func shutdownBoth(fd uintptr) error {
 		return os.NewSyscallError("shutdown", err)
 	}
 	return nil
-}
-
-// dupFile returns a pollable *os.File on a duplicate of fd.
-func dupFile(fd uintptr) (*os.File, error) {
-	nfd, err := unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		return nil, os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err)
-	}
-	return os.NewFile(uintptr(nfd), "tcp-dup"), nil
 }

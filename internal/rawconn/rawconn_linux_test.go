@@ -603,52 +603,133 @@ func TestLoopShutdownAndDeadline(t *testing.T) {
 	}
 }
 
-// DupFile reads the socket while a Loop holds the connection's read side, with its own
-// deadlines; the socket stays open until both are closed.
-func TestDupFileReadsDuringLoop(t *testing.T) {
-	s, client := tcpPair(t)
-	c := New(s)
-	got := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- c.Loop(func() bool {
-			f, err := c.DupFile()
-			if err != nil {
-				got <- err.Error()
-				return false
-			}
-			defer f.Close()
-			f.SetReadDeadline(time.Now().Add(5 * time.Second))
-			b := make([]byte, 5)
-			n, err := io.ReadFull(f, b)
-			got <- string(b[:n])
-			if err != nil {
-				return false
-			}
-			f.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
-			if _, err := f.Read(b); !errors.Is(err, os.ErrDeadlineExceeded) {
-				got <- "second read: " + err.Error()
-			}
-			return false
-		})
-	}()
-	client.Write([]byte("hello"))
-	if g := <-got; g != "hello" {
-		t.Fatalf("the duplicate read %q, want hello", g)
-	}
-	if err := <-done; err != nil {
+// A ReadWatch reports, while a Loop holds each connection's read side, the connections that
+// have something to read (bytes, their end, a reset), each once until rearmed, and nothing
+// for a quiet one or one removed; Peek tells them apart without taking anything, so the Loop
+// still reads the bytes. Close ends Wait.
+func TestReadWatchDuringLoop(t *testing.T) {
+	w, err := NewReadWatch()
+	if err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case g := <-got:
-		t.Fatal(g)
-	default:
+	reported := make(chan uint64, 16)
+	waited := make(chan error, 1)
+	go func() { waited <- w.Wait(func(id uint64) { reported <- id }) }()
+	next := func(what string) uint64 {
+		t.Helper()
+		select {
+		case id := <-reported:
+			return id
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no report for %s", what)
+			return 0
+		}
 	}
-	// The original still reads after the duplicate's close.
-	client.Write([]byte("x"))
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if n, err := c.Read(make([]byte, 1)); n != 1 || err != nil {
-		t.Errorf("Read after the duplicate's close = %d, %v", n, err)
+	none := func(what string) {
+		t.Helper()
+		select {
+		case id := <-reported:
+			t.Fatalf("%s: reported %#x", what, id)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+
+	type pair struct {
+		c      *Conn
+		client net.Conn
+		loop   chan error
+		held   chan struct{}
+	}
+	var ps []*pair
+	for range 4 {
+		s, client := tcpPair(t)
+		p := &pair{c: New(s), client: client, loop: make(chan error, 1), held: make(chan struct{})}
+		go func() {
+			// The step holds the read side, as a handler running in the HTTP server's Loop.
+			p.loop <- p.c.Loop(func() bool { <-p.held; return false })
+		}()
+		ps = append(ps, p)
+	}
+	// High bits too: the id is the kernel's whole 64-bit data.
+	ids := []uint64{1, 1 << 40, 3, 0xfedcba9876543210}
+	for i, p := range ps {
+		if err := w.Add(p.c, ids[i]); err != nil {
+			t.Fatalf("Add: %v", err)
+		}
+		if got := p.c.Peek(); got != PeekQuiet {
+			t.Fatalf("Peek of a quiet connection = %v", got)
+		}
+	}
+	none("quiet connections")
+
+	ps[0].client.Write([]byte("GET"))
+	if id := next("bytes"); id != ids[0] {
+		t.Fatalf("reported %#x for bytes on %#x", id, ids[0])
+	}
+	if got := ps[0].c.Peek(); got != PeekData {
+		t.Errorf("Peek with bytes = %v, want PeekData", got)
+	}
+	ps[0].client.Write([]byte(" /"))
+	none("more bytes before Rearm")
+	if err := w.Rearm(ps[0].c, 7); err != nil {
+		t.Fatal(err)
+	}
+	if id := next("bytes still unread after Rearm"); id != 7 {
+		t.Fatalf("reported %#x after Rearm, want 7", id)
+	}
+
+	ps[1].client.(*net.TCPConn).CloseWrite()
+	if id := next("the end"); id != ids[1] {
+		t.Fatalf("reported %#x for the end on %#x", id, ids[1])
+	}
+	if got := ps[1].c.Peek(); got != PeekGone {
+		t.Errorf("Peek at the end = %v, want PeekGone", got)
+	}
+
+	ps[2].client.(*net.TCPConn).SetLinger(0)
+	ps[2].client.Close() // a reset
+	if id := next("a reset"); id != ids[2] {
+		t.Fatalf("reported %#x for a reset on %#x", id, ids[2])
+	}
+	if got := ps[2].c.Peek(); got != PeekGone {
+		t.Errorf("Peek after a reset = %v, want PeekGone", got)
+	}
+
+	if err := w.Remove(ps[3].c); err != nil {
+		t.Fatal(err)
+	}
+	ps[3].client.Write([]byte("x"))
+	none("a removed connection")
+	if err := w.Add(ps[3].c, 9); err != nil { // removed, it may be added again
+		t.Fatalf("Add after Remove: %v", err)
+	}
+	if id := next("bytes on a connection added again"); id != 9 {
+		t.Fatalf("reported %#x, want 9", id)
+	}
+
+	// The Loop still reads what Peek and the watch left in place.
+	close(ps[0].held)
+	if err := <-ps[0].loop; err != nil {
+		t.Fatal(err)
+	}
+	ps[0].c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b := make([]byte, 5)
+	if n, err := io.ReadFull(ps[0].c, b); err != nil || string(b[:n]) != "GET /" {
+		t.Errorf("read %q, %v after the watch; want GET /", b[:n], err)
+	}
+	for _, p := range ps[1:] {
+		close(p.held)
+		<-p.loop
+	}
+
+	w.Close()
+	select {
+	case err := <-waited:
+		if err == nil {
+			t.Error("Wait returned nil after Close")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Wait still runs after Close")
 	}
 }
 

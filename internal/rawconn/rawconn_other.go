@@ -30,10 +30,32 @@ func (*exchanger) exchange(syscall.RawConn, []byte, []byte) (int, int, error) {
 	return 0, 0, errUnsupported
 }
 
-type prober struct{}
+type prober struct {
+	got PeekResult
+	fn  func(uintptr)
+}
 
 func (*prober) init()                         {}
 func (*prober) probe(rc syscall.RawConn) bool { return true }
+
+type readWatch struct {
+	ready func(uint64)
+	err   error
+	fn    func(uintptr) bool
+}
+
+func (*readWatch) init() {}
+
+type watchOp int
+
+const (
+	watchAdd watchOp = iota
+	watchRearm
+	watchRemove
+)
+
+func watchOpOn(uintptr, watchOp, uintptr, uint64) error { return errUnsupported }
+func newReadWatchFile() (*os.File, error)               { return nil, errUnsupported }
 
 type looper struct{}
 
@@ -41,4 +63,3 @@ func (*looper) init()                                   {}
 func (*looper) loop(syscall.RawConn, func() bool) error { return errUnsupported }
 func (*looper) read([]byte, bool) (int, error)          { return 0, errUnsupported }
 func shutdownBoth(uintptr) error                        { return errUnsupported }
-func dupFile(uintptr) (*os.File, error)                 { return nil, errUnsupported }
