@@ -10,8 +10,10 @@
 // 15,849 requests; docs/benchmarks.md, issue 15). A non-blocking socket call never blocks, so holding the P through it costs
 // nothing. DNS's UDP loop does the same (dnsroute/udp_linux.go).
 //
-// It also peeks at a socket without reading or waiting (Prober), for a pool of kept-alive
-// client connections that must not send on one the peer has written to or closed.
+// It also peeks at a socket without reading or waiting (Prober, Conn.Peek), for a pool of
+// kept-alive client connections that must not send on one the peer has written to or closed,
+// and watches many sockets for something to read on one goroutine (ReadWatch), for a server
+// that must hear a client go away while its handler runs.
 package rawconn
 
 import (
