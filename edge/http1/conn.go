@@ -75,17 +75,18 @@ type conn struct {
 	state     any // HandlerState's
 
 	// The watch for a client going away while a handler runs long: in a Loop, the server's
-	// read watch (armReadWatch, readReady); else a read of the connection (backgroundRead).
+	// hangup watch (joinHangupWatch, hungUp); else a read of the connection (backgroundRead).
 	mu      sync.Mutex
 	timer   *time.Timer
+	armed   bool    // serve's: the timer is set for the request in progress
 	cancel  *reqCtx // the request in progress
 	ended   bool    // the request in progress has ended: no watch may start
 	reading bool    // a watch is reading
 	watchWG sync.WaitGroup
-	abort   atomic.Bool // the watch's read is being ended on purpose
-	polled  *readWatch  // the read watch the request in progress is in, under pollID
-	pollID  uint64
-	noWatch bool // the read watch refused this connection: not tried again (armReadWatch)
+	abort   atomic.Bool  // the watch's read is being ended on purpose
+	joined  *hangupWatch // the hangup watch the connection is in, under joinID
+	joinID  uint64
+	noWatch bool // the hangup watch refused this connection: not tried again
 
 	closed      atomic.Bool // closeConn ran
 	closeOnGone atomic.Bool // the request in progress asked for CloseWhenClientGone
@@ -154,6 +155,7 @@ func (c *conn) serve() {
 		if c.timer != nil {
 			c.timer.Stop()
 		}
+		c.leaveHangupWatch(false) // its socket is closed below, which ends the kernel's entry
 		if c.handedOff {
 			c.srv.forget(c)
 			return
@@ -183,6 +185,7 @@ func (c *conn) serve() {
 		c.cr.loop = nil
 	}
 	if c.handedOff {
+		c.leaveHangupWatch(true) // before Fallback owns the socket
 		c.handOff()
 	}
 }
@@ -482,11 +485,18 @@ func (c *conn) runHandler(w *response, r *http.Request) (ok bool) {
 	return true
 }
 
-// watch arms the watch for the request whose context is ctx.
+// watch arms the watch for the request whose context is ctx: on a connection in the server's
+// hangup watch nothing more is needed; else a timer starts a watch once the request has run
+// watchDelay.
 func (c *conn) watch(ctx *reqCtx) {
 	c.mu.Lock()
 	c.cancel, c.ended = ctx, false
+	joined := c.joined != nil
 	c.mu.Unlock()
+	if joined {
+		return
+	}
+	c.armed = true
 	c.watchWG.Add(1)
 	if c.timer == nil {
 		c.timer = time.AfterFunc(watchDelay, c.watchNow)
@@ -497,9 +507,12 @@ func (c *conn) watch(ctx *reqCtx) {
 
 // unwatch disarms the watch, ending its read if it started one.
 func (c *conn) unwatch() {
-	if c.timer.Stop() {
-		c.watchWG.Done() // it never ran
-		return
+	if c.armed {
+		c.armed = false
+		if c.timer.Stop() {
+			c.watchWG.Done() // it never ran
+			return
+		}
 	}
 	c.mu.Lock()
 	c.ended = true
@@ -508,12 +521,8 @@ func (c *conn) unwatch() {
 		c.abort.Store(true)
 		c.nc.SetReadDeadline(aLongTimeAgo)
 	}
-	if c.polled != nil {
-		c.polled.remove(c, c.pollID)
-		c.polled = nil
-	}
 	c.mu.Unlock()
-	c.watchWG.Wait()
+	c.watchWG.Wait() // a watch's cancel must not reach the next request: its context is reused
 	if read || !c.looping.Load() {
 		c.abort.Store(false)
 		c.rdl = time.Time{} // the watch changed the read deadline (backgroundRead)
@@ -523,78 +532,70 @@ func (c *conn) unwatch() {
 // watchNow starts the watch of the request in progress, once it has run watchDelay.
 func (c *conn) watchNow() {
 	if c.looping.Load() {
-		c.armReadWatch()
+		c.joinHangupWatch()
 	} else {
 		c.backgroundRead()
 	}
 }
 
-// armReadWatch puts a connection in a Loop, which holds its read side while the handler runs,
-// in the server's read watch (readReady hears what it sees). A connection the watch refuses
-// (epoll's limit on watched descriptors, say) is not tried again, as every long request would
-// try, and log.
-func (c *conn) armReadWatch() {
+// joinHangupWatch puts a connection in a Loop, which holds its read side while the handler
+// runs, in the server's hangup watch for the rest of its life (hungUp hears its client go). A
+// connection the watch refuses (epoll's limit on watched descriptors, say) is not tried again,
+// as every long request would try, and log.
+func (c *conn) joinHangupWatch() {
 	defer c.watchWG.Done()
-	w := c.srv.readWatch() // before c.mu: the server's lock comes first (anyConn)
+	defer c.watchEnded()
+	w := c.srv.hangupWatch() // before c.mu: the server's lock comes first (anyConn)
 	c.mu.Lock()
-	if c.ended || c.noWatch || w == nil {
-		c.mu.Unlock()
-		c.watchEnded()
+	defer c.mu.Unlock()
+	if c.joined != nil || c.noWatch || w == nil {
 		return
 	}
-	id, err := w.add(c)
+	id, err := w.join(c)
 	if err != nil {
-		if !errors.Is(err, os.ErrClosed) { // not the watch ended meanwhile
-			c.noWatch = true
+		c.noWatch = true
+		if !c.srv.shuttingDown() { // else the watch may have ended meanwhile
 			c.srv.logf("http1: no watch for a client going away on %v: %v", c.remote, err)
 		}
-		c.mu.Unlock()
-		c.watchEnded()
 		return
 	}
-	c.polled, c.pollID = w, id
-	c.mu.Unlock()
+	c.joined, c.joinID = w, id
 }
 
-// readReady is the read watch finding something to read on the connection watched under id:
-// bytes are a pipelined request, left in the socket for the Loop (the watch ends, as
-// net/http's background read ends with a byte); the end of the stream or an error means the
-// client is gone, and the request's context is cancelled.
-func (c *conn) readReady(w *readWatch, id uint64) {
+// leaveHangupWatch takes the connection out of the hangup watch, if it joined; remove also
+// takes its socket out of the epoll instance, for a socket that lives on.
+func (c *conn) leaveHangupWatch(remove bool) {
 	c.mu.Lock()
-	if c.polled != w || c.pollID != id { // its request has ended (unwatch)
+	defer c.mu.Unlock()
+	if c.joined != nil {
+		c.joined.leave(c, c.joinID, remove)
+		c.joined = nil
+	}
+}
+
+// hungUp is the hangup watch hearing the client of the connection joined under id end it:
+// while a request runs, the request's context is cancelled, unless bytes wait in front of the
+// end (a request pipelined behind, whose answer a half-closed client still reads, as from
+// net/http, whose background read stops at such a byte; the Loop finds the end behind it).
+// Between requests the Loop finds the end itself.
+func (c *conn) hungUp(w *hangupWatch, id uint64) {
+	c.mu.Lock()
+	if c.joined != w || c.joinID != id || c.ended || c.cancel == nil || c.raw.Peek() != rawconn.PeekGone {
 		c.mu.Unlock()
 		return
 	}
-	switch c.raw.Peek() {
-	case rawconn.PeekQuiet: // woken for nothing: watch on
-		if w.rw.Rearm(c.raw, id) == nil {
-			c.mu.Unlock()
-			return
-		}
-	case rawconn.PeekData:
-		c.pipelined = true
-	default:
-		cancel := c.cancel
-		w.remove(c, id)
-		c.polled = nil
-		c.watchWG.Add(1) // unwatch waits for the cancel and the close: the request context is reused
-		c.mu.Unlock()
-		cancel.cancel()
-		if c.closeOnGone.Load() { // after cancel: a handler that asked after it sees the context ended
-			c.closeConn()
-		}
-		c.watchEnded()
-		c.watchWG.Done()
-		return
-	}
-	w.remove(c, id)
-	c.polled = nil
+	cancel := c.cancel
+	c.watchWG.Add(1) // unwatch waits for the cancel and the close
 	c.mu.Unlock()
+	defer c.watchWG.Done()
+	cancel.cancel()
+	if c.closeOnGone.Load() { // after cancel: a handler that asked after it sees the context ended
+		c.closeConn()
+	}
 	c.watchEnded()
 }
 
-// watchEnded tells a test that a watch has ended.
+// watchEnded tells a test that a watch has ended (joinHangupWatch: has joined or not).
 func (c *conn) watchEnded() {
 	if c.srv.watchEnded != nil {
 		c.srv.watchEnded()

@@ -158,7 +158,7 @@ func TestLingerKeepsAnswerEnd(t *testing.T) {
 			// (over TLS, its whole record), and the rest stays unread in the socket.
 			wait.For(t, 5*time.Second, "the watch to read", func() bool { return watching(s) })
 			io.WriteString(c, "GET /next HTTP/1.1\r\n")
-			wait.For(t, 5*time.Second, "the watch to take the byte", func() bool { return !watching(s) })
+			wait.For(t, 5*time.Second, "the watch to take the byte", func() bool { return !watchReading(s) })
 			io.WriteString(c, "Host: a\r\n\r\n")
 			release()
 			readToEnd(t, br, body)
@@ -312,7 +312,7 @@ func TestShutdownKeepsInFlightAnswer(t *testing.T) {
 	io.WriteString(c, "GET /big HTTP/1.1\r\nHost: a\r\n\r\n") // keep-alive
 	wait.For(t, 5*time.Second, "the watch to read", func() bool { return watching(s) })
 	io.WriteString(c, "GET /next HTTP/1.1\r\n")
-	wait.For(t, 5*time.Second, "the watch to take the byte", func() bool { return !watching(s) })
+	wait.For(t, 5*time.Second, "the watch to take the byte", func() bool { return !watchReading(s) })
 	io.WriteString(c, "Host: a\r\n\r\n") // unread in the socket
 	shut := make(chan error, 1)
 	go func() {

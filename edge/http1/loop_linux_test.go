@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -66,11 +67,11 @@ func TestHalfClosedClientEndedAfterLastAnswer(t *testing.T) {
 	}
 }
 
-// Where the server's read watch cannot be made (out of file descriptors), long requests are
+// Where the server's hangup watch cannot be made (out of file descriptors), long requests are
 // still answered, unwatched, and the failure is logged once per server, not once per request.
-func TestNoReadWatchLoggedOnce(t *testing.T) {
-	newReadWatch = func() (*rawconn.ReadWatch, error) { return nil, syscall.EMFILE }
-	t.Cleanup(func() { newReadWatch = rawconn.NewReadWatch })
+func TestNoHangupWatchLoggedOnce(t *testing.T) {
+	newHangupWatch = func() (*rawconn.HangupWatch, error) { return nil, syscall.EMFILE }
+	t.Cleanup(func() { newHangupWatch = rawconn.NewHangupWatch })
 	var logged bytes.Buffer
 	var mu sync.Mutex
 	watched := make(chan struct{}, 1)
@@ -219,16 +220,25 @@ func awaitPeerGone(c *net.TCPConn, waiting chan<- struct{}) {
 	})
 }
 
-// One read watch serves every long request of the server: clients that go away while their
-// handlers wait, on many connections at once, each cancel their own request and no other,
-// and a request that ends has its connection leave the watch. The watch's goroutine ends
-// once the server is closed and its last connection gone.
-func TestReadWatchServesManyAndEndsWithServer(t *testing.T) {
+// One hangup watch serves every connection of the server whose request ran long: a
+// connection stays in it from one request to the next, without a timer of its own; clients
+// that go away while their handlers wait, on many connections at once, each cancel their own
+// request and no other, and a connection that ends leaves the watch. The watch's goroutine
+// ends once the server is closed and its last connection gone.
+func TestHangupWatchServesManyAndEndsWithServer(t *testing.T) {
 	const n = 16
-	started := make(chan string, n)
-	ended := make(chan string, n)
+	started := make(chan string, 2*n)
+	ended := make(chan string, 2*n)
+	release := make(chan struct{})
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		started <- r.URL.Path
+		switch r.URL.Path {
+		case "/quick":
+			return
+		case "/released":
+			<-release
+			return
+		}
 		select {
 		case <-r.Context().Done():
 			ended <- r.URL.Path
@@ -236,39 +246,61 @@ func TestReadWatchServesManyAndEndsWithServer(t *testing.T) {
 			ended <- "not cancelled: " + r.URL.Path
 		}
 	})
-	s, addr := serveFast(t, h, nil)
-	var conns []net.Conn
-	for i := range n {
-		conns = append(conns, dialSend(t, addr, "GET /"+strconv.Itoa(i)+" HTTP/1.1\r\nHost: a\r\n\r\n"))
-		<-started
-	}
-	wait.For(t, 5*time.Second, "every request in the read watch", func() bool {
+	var watches atomic.Int32
+	s, addr := serveFast(t, h, func(s *Server) { s.watchEnded = func() { watches.Add(1) } })
+	inWatch := func() int {
 		s.mu.Lock()
-		w := s.rw
+		w := s.hw
 		s.mu.Unlock()
 		if w == nil {
-			return false
+			return 0
 		}
 		w.mu.Lock()
 		defer w.mu.Unlock()
-		return len(w.conns) == n
-	})
+		return len(w.conns)
+	}
+	// A long request joins its connection to the watch; after a quick one, a long one is
+	// watched with no timer of its own (a timer's watch would be a second watchEnded before
+	// the one for the client's going).
+	c := dialSend(t, addr, "GET /released HTTP/1.1\r\nHost: a\r\n\r\n")
+	<-started
+	wait.For(t, 5*time.Second, "the connection in the watch", func() bool { return inWatch() == 1 })
+	close(release)
+	io.WriteString(c, "GET /quick HTTP/1.1\r\nHost: a\r\n\r\nGET /long HTTP/1.1\r\nHost: a\r\n\r\n")
+	for range 2 {
+		<-started
+	}
+	time.Sleep(4 * watchDelay) // what a timer would wait before it watched /long
+	if got := watches.Load(); got != 1 {
+		t.Errorf("%d watches began or ended, want 1: the joining", got)
+	}
+	c.Close()
+	if got := <-ended; got != "/long" {
+		t.Fatalf("the client went; ended %q", got)
+	}
+	if got := watches.Load(); got != 2 {
+		t.Errorf("%d watches began or ended, want 2: the joining and the going", got)
+	}
+	wait.For(t, 5*time.Second, "the connection gone to leave the watch", func() bool { return inWatch() == 0 })
+
+	var conns []net.Conn
+	for i := range n {
+		c := dialSend(t, addr, "GET /long"+strconv.Itoa(i)+" HTTP/1.1\r\nHost: a\r\n\r\n")
+		conns = append(conns, c)
+		<-started
+	}
+	wait.For(t, 5*time.Second, "every connection in the watch", func() bool { return inWatch() == n })
 	// The odd clients go, one by one; each cancels its own request only.
 	for i := 1; i < n; i += 2 {
 		conns[i].Close()
-		if got := <-ended; got != "/"+strconv.Itoa(i) {
+		if got := <-ended; got != "/long"+strconv.Itoa(i) {
 			t.Fatalf("client %d went; ended %q", i, got)
 		}
 	}
+	wait.For(t, 5*time.Second, "the connections gone to leave the watch", func() bool { return inWatch() == n/2 })
 	s.mu.Lock()
-	w, done := s.rw, s.rwDone
+	done := s.hwDone
 	s.mu.Unlock()
-	w.mu.Lock()
-	left := len(w.conns)
-	w.mu.Unlock()
-	if left != n/2 {
-		t.Errorf("%d connections in the read watch after half the clients went, want %d", left, n/2)
-	}
 	// Close shuts the rest down: their handlers still hear it through the watch.
 	s.Close()
 	for range n / 2 {
@@ -279,7 +311,7 @@ func TestReadWatchServesManyAndEndsWithServer(t *testing.T) {
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):
-		t.Fatal("the read watch's goroutine still runs after Close and the last connection's end")
+		t.Fatal("the hangup watch's goroutine still runs after Close and the last connection's end")
 	}
 	for _, c := range conns {
 		c.Close()

@@ -9,9 +9,10 @@
 // Content-Length, is answered 400 here and the connection closed (RFC 9112 §6.1).
 //
 // What it leaves out of net/http's work on the fast path: a goroutine and a read per request
-// to notice a client going away (here only for a handler that runs long, and then, on a plain
-// TCP connection, an entry in one epoll instance for the whole server), sorting the response
-// header, and a second write for a body beside its header (writev instead).
+// to notice a client going away (here only once a handler runs long, and then, on a plain TCP
+// connection, an entry in one epoll instance for the whole server, kept for the connection's
+// life), sorting the response header, and a second write for a body beside its header (writev
+// instead).
 package http1
 
 import (
@@ -65,21 +66,21 @@ type Server struct {
 	LingerTimeout time.Duration
 	LingerTime    time.Duration
 
-	initOnce     sync.Once
-	handoff      *handoffListener
-	fallbackDone chan struct{}
-	shutting     atomic.Bool
-	mu           sync.Mutex
-	listeners    map[net.Listener]struct{}
-	conns        map[*conn]struct{}
-	running      atomic.Int64  // connection goroutines (conn.serve) running, for the tests
-	rw           *readWatch    // s.mu; see readWatch
-	rwDone       chan struct{} // closed when the read watch's goroutine has returned (tests)
-	rwStop       bool          // s.mu: the server has stopped; the read watch ends with its last connection
-	noReadWatch  bool          // s.mu: none can be made, or it has ended
-	watchEnded   func()        // tests: called as each watch ends (but those unwatch ends)
-	lingering    func()        // tests: called when a connection has half-closed to linger
-	headCut      func()        // tests: called when a head still arriving at Shutdown gets headGrace
+	initOnce      sync.Once
+	handoff       *handoffListener
+	fallbackDone  chan struct{}
+	shutting      atomic.Bool
+	mu            sync.Mutex
+	listeners     map[net.Listener]struct{}
+	conns         map[*conn]struct{}
+	running       atomic.Int64  // connection goroutines (conn.serve) running, for the tests
+	hw            *hangupWatch  // s.mu; see hangupWatch
+	hwDone        chan struct{} // closed when the hangup watch's goroutine has returned (tests)
+	hwStop        bool          // s.mu: the server has stopped; the hangup watch ends with its last connection
+	noHangupWatch bool          // s.mu: none can be made, or it has ended
+	watchEnded    func()        // tests: called as each watch ends (but those unwatch ends)
+	lingering     func()        // tests: called when a connection has half-closed to linger
+	headCut       func()        // tests: called when a head still arriving at Shutdown gets headGrace
 }
 
 // readBufferSize is a connection's read buffer, as net/http's.
@@ -167,7 +168,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		ln.Close()
 	}
 	s.mu.Unlock()
-	defer s.stopReadWatch()
+	defer s.stopHangupWatch()
 	fallbackErr := make(chan error, 1)
 	go func() { fallbackErr <- s.Fallback.Shutdown(ctx) }()
 	s.cutHeads()
@@ -199,7 +200,7 @@ func (s *Server) Close() error {
 		c.shut()
 	}
 	s.mu.Unlock()
-	s.stopReadWatch()
+	s.stopHangupWatch()
 	s.Fallback.Close()
 	<-s.fallbackDone
 	return nil
@@ -234,7 +235,7 @@ func (s *Server) shuttingDown() bool { return s.shutting.Load() }
 func (s *Server) forget(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
-	s.endReadWatch()
+	s.endHangupWatch()
 	s.mu.Unlock()
 }
 

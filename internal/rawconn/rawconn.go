@@ -12,8 +12,8 @@
 //
 // It also peeks at a socket without reading or waiting (Prober, Conn.Peek), for a pool of
 // kept-alive client connections that must not send on one the peer has written to or closed,
-// and watches many sockets for something to read on one goroutine (ReadWatch), for a server
-// that must hear a client go away while its handler runs.
+// and watches many sockets for their peers ending them on one goroutine (HangupWatch), for a
+// server that must hear a client go away while its handler runs.
 package rawconn
 
 import (
@@ -47,7 +47,7 @@ type Conn struct {
 	x   exchanger // WriteRead's; under both rmu and wmu
 	l   looper    // Loop's; under rmu
 	pk  prober    // Peek's
-	wc  watchCtl  // a ReadWatch's Add, Rearm and Remove of it; one at a time
+	wc  watchCtl  // a HangupWatch's Add and Remove of it; one at a time
 }
 
 // New returns c with raw I/O, or nil when c is not a TCP connection (or a TCPer) or the
@@ -222,20 +222,21 @@ const (
 	PeekGone                    // the end of the stream, or an error (a reset)
 )
 
-// A ReadWatch waits, on one goroutine parked in Go's poller, for any of many connections to
-// have something to read (bytes, the end of the stream, an error) without reading it: a
-// server's watch for clients going away while their handlers run, at the cost of two system
-// calls a watched connection (Add, Remove) rather than a goroutine parked in a read of its
-// own. Linux only (epoll); NewReadWatch fails elsewhere.
-type ReadWatch struct {
+// A HangupWatch waits, on one goroutine parked in Go's poller, for the peers of many
+// connections to end them (their end of the stream, a reset, or the connection failing),
+// reading nothing: a server's watch for clients going away while their handlers run, at the
+// cost of one system call per connection (Add) rather than a goroutine parked in a read per
+// watched request. Bytes arriving are not reported. Linux only (epoll); NewHangupWatch fails
+// elsewhere.
+type HangupWatch struct {
 	f  *os.File // the epoll instance, made pollable: Wait parks in the runtime's poller on it
 	rc syscall.RawConn
-	w  readWatch // Wait's
+	w  hangupWait // Wait's
 }
 
-// NewReadWatch returns an empty ReadWatch.
-func NewReadWatch() (*ReadWatch, error) {
-	f, err := newReadWatchFile()
+// NewHangupWatch returns an empty HangupWatch.
+func NewHangupWatch() (*HangupWatch, error) {
+	f, err := newHangupWatchFile()
 	if err != nil {
 		return nil, err
 	}
@@ -244,26 +245,39 @@ func NewReadWatch() (*ReadWatch, error) {
 		f.Close()
 		return nil, err
 	}
-	w := &ReadWatch{f: f, rc: rc}
+	w := &HangupWatch{f: f, rc: rc}
 	w.w.init()
 	return w, nil
 }
 
-// Add watches c once, under id: the first time c has something to read, Wait reports id,
-// and c is then not reported again until Rearm. c stays in the watch until Remove (or until
-// its socket is closed, which ends it in the kernel): a connection may be in it once. Add,
-// Rearm and Remove of one connection must not run at the same time.
-func (w *ReadWatch) Add(c *Conn, id uint64) error { return w.ctl(c, watchAdd, id) }
-
-// Rearm watches c, already added, once more under id.
-func (w *ReadWatch) Rearm(c *Conn, id uint64) error { return w.ctl(c, watchRearm, id) }
+// Add watches c under id: Wait reports id each time c's peer ends its side or the connection
+// fails (edge-triggered: once for each such change; at once if it has already happened). c
+// stays in the watch until Remove, or until its socket is closed, which ends it in the kernel.
+// A connection may be in it once; Add and Remove of one connection must not run at the same
+// time.
+func (w *HangupWatch) Add(c *Conn, id uint64) error { return w.ctl(c, watchAdd, id) }
 
 // Remove ends the watch of c.
-func (w *ReadWatch) Remove(c *Conn) error { return w.ctl(c, watchRemove, 0) }
+func (w *HangupWatch) Remove(c *Conn) error { return w.ctl(c, watchRemove, 0) }
+
+// Wait calls hungUp with the id of each watched connection whose peer has ended it, on the
+// calling goroutine, until Close; it then returns the error that ended it. hungUp must not
+// call Wait; it may call Add and Remove.
+func (w *HangupWatch) Wait(hungUp func(id uint64)) error {
+	w.w.report = hungUp
+	w.w.err = nil
+	if err := w.rc.Read(w.w.fn); err != nil {
+		return err
+	}
+	return w.w.err
+}
+
+// Close ends Wait (once hungUp returns) and the watch.
+func (w *HangupWatch) Close() error { return w.f.Close() }
 
 // ctl runs op for c under c's watchCtl, whose callbacks are bound once, so that a watch
 // allocates nothing.
-func (w *ReadWatch) ctl(c *Conn, op watchOp, id uint64) error {
+func (w *HangupWatch) ctl(c *Conn, op watchOp, id uint64) error {
 	x := &c.wc
 	x.w, x.op, x.id, x.err = w, op, id, nil
 	if err := c.rc.Control(x.onConn); err != nil {
@@ -274,10 +288,10 @@ func (w *ReadWatch) ctl(c *Conn, op watchOp, id uint64) error {
 	return x.err
 }
 
-// watchCtl is a connection's Add, Rearm or Remove in progress: c's socket, then the watch's
+// watchCtl is a connection's Add or Remove in progress: c's socket, then the watch's
 // epoll instance, each held open under Control while epoll_ctl runs.
 type watchCtl struct {
-	w      *ReadWatch
+	w      *HangupWatch
 	op     watchOp
 	id     uint64
 	fd     uintptr
@@ -295,21 +309,6 @@ func (x *watchCtl) init() {
 	}
 	x.onW = func(epfd uintptr) { x.err = watchOpOn(epfd, x.op, x.fd, x.id) }
 }
-
-// Wait calls ready with the id of each watched connection that has something to read, on the
-// calling goroutine, until Close; it then returns the error that ended it. ready must not call
-// Wait; it may call Add, Rearm and Remove.
-func (w *ReadWatch) Wait(ready func(id uint64)) error {
-	w.w.ready = ready
-	w.w.err = nil
-	if err := w.rc.Read(w.w.fn); err != nil {
-		return err
-	}
-	return w.w.err
-}
-
-// Close ends Wait (once ready returns) and the watch.
-func (w *ReadWatch) Close() error { return w.f.Close() }
 
 // ErrNotQuiet is WriteRead finding something to read before it sent anything: bytes, the end
 // of the stream or an error. Nothing of out was sent and nothing was read.

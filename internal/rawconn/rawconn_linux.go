@@ -209,32 +209,32 @@ func (p *prober) do(fd uintptr) {
 	}
 }
 
-// readWatch is a ReadWatch's Wait in progress; its callback is bound once.
-type readWatch struct {
+// hangupWait is a HangupWatch's Wait in progress; its callback is bound once.
+type hangupWait struct {
 	events [64]unix.EpollEvent
-	ready  func(id uint64)
+	report func(id uint64)
 	err    error
 	fn     func(fd uintptr) bool
 }
 
-func (r *readWatch) init() { r.fn = r.do }
+func (h *hangupWait) init() { h.fn = h.do }
 
 // do reports every connection the epoll instance has ready; false (wait in the poller) once
 // it has none left.
-func (r *readWatch) do(epfd uintptr) bool {
+func (h *hangupWait) do(epfd uintptr) bool {
 	for {
-		n, err := unix.EpollWait(int(epfd), r.events[:], 0)
+		n, err := unix.EpollWait(int(epfd), h.events[:], 0)
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
-			r.err = os.NewSyscallError("epoll_wait", err)
+			h.err = os.NewSyscallError("epoll_wait", err)
 			return true
 		}
-		for i := range r.events[:n] {
-			r.ready(*(*uint64)(unsafe.Pointer(&r.events[i].Fd)))
+		for i := range h.events[:n] {
+			h.report(*(*uint64)(unsafe.Pointer(&h.events[i].Fd)))
 		}
-		if n < len(r.events) {
+		if n < len(h.events) {
 			return false
 		}
 	}
@@ -244,22 +244,19 @@ type watchOp int
 
 const (
 	watchAdd watchOp = iota
-	watchRearm
 	watchRemove
 )
 
-// watchOpOn adds, rearms or removes fd in the epoll instance epfd; an added or rearmed fd is
-// reported once (EPOLLONESHOT) with id, when readable or at its end or an error.
+// watchOpOn adds fd to the epoll instance epfd under id, or removes it. An added fd is reported,
+// edge-triggered, when its peer ends its side (EPOLLRDHUP) or it hangs up or fails (EPOLLHUP
+// and EPOLLERR, which epoll always reports); not for bytes arriving.
 func watchOpOn(epfd uintptr, op watchOp, fd uintptr, id uint64) error {
 	var ev unix.EpollEvent
-	ev.Events = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT
+	ev.Events = unix.EPOLLRDHUP | unix.EPOLLET
 	// Fd and Pad are the kernel's 64-bit data, which carries the id.
 	*(*uint64)(unsafe.Pointer(&ev.Fd)) = id
 	ctl := unix.EPOLL_CTL_ADD
-	switch op {
-	case watchRearm:
-		ctl = unix.EPOLL_CTL_MOD
-	case watchRemove:
+	if op == watchRemove {
 		ctl = unix.EPOLL_CTL_DEL
 	}
 	if err := unix.EpollCtl(int(epfd), ctl, int(fd), &ev); err != nil {
@@ -268,10 +265,10 @@ func watchOpOn(epfd uintptr, op watchOp, fd uintptr, id uint64) error {
 	return nil
 }
 
-// newReadWatchFile returns a new epoll instance as a pollable *os.File (non-blocking, so that
+// newHangupWatchFile returns a new epoll instance as a pollable *os.File (non-blocking, so that
 // os.NewFile puts it in the runtime's poller: an epoll instance is readable while it has a
 // ready entry).
-func newReadWatchFile() (*os.File, error) {
+func newHangupWatchFile() (*os.File, error) {
 	fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, os.NewSyscallError("epoll_create1", err)

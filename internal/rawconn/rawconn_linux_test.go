@@ -603,12 +603,12 @@ func TestLoopShutdownAndDeadline(t *testing.T) {
 	}
 }
 
-// A ReadWatch reports, while a Loop holds each connection's read side, the connections that
-// have something to read (bytes, their end, a reset), each once until rearmed, and nothing
-// for a quiet one or one removed; Peek tells them apart without taking anything, so the Loop
-// still reads the bytes. Close ends Wait.
-func TestReadWatchDuringLoop(t *testing.T) {
-	w, err := NewReadWatch()
+// A HangupWatch reports, while a Loop holds each connection's read side, the connections
+// whose peers end them (their end of the stream, a reset), each once, and nothing for bytes
+// arriving or for a connection removed; Peek tells an end from bytes in front of it without
+// taking anything, so the Loop still reads the bytes. Close ends Wait.
+func TestHangupWatchDuringLoop(t *testing.T) {
+	w, err := NewHangupWatch()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -641,7 +641,7 @@ func TestReadWatchDuringLoop(t *testing.T) {
 		held   chan struct{}
 	}
 	var ps []*pair
-	for range 4 {
+	for range 5 {
 		s, client := tcpPair(t)
 		p := &pair{c: New(s), client: client, loop: make(chan error, 1), held: make(chan struct{})}
 		go func() {
@@ -651,32 +651,35 @@ func TestReadWatchDuringLoop(t *testing.T) {
 		ps = append(ps, p)
 	}
 	// High bits too: the id is the kernel's whole 64-bit data.
-	ids := []uint64{1, 1 << 40, 3, 0xfedcba9876543210}
+	ids := []uint64{1, 1 << 40, 3, 0xfedcba9876543210, 5}
+	ps[4].client.(*net.TCPConn).CloseWrite() // ended before it is added
+	wait.For(t, 5*time.Second, "the end to arrive", func() bool { return ps[4].c.Peek() == PeekGone })
 	for i, p := range ps {
 		if err := w.Add(p.c, ids[i]); err != nil {
 			t.Fatalf("Add: %v", err)
 		}
-		if got := p.c.Peek(); got != PeekQuiet {
+	}
+	if id := next("a connection ended before it was added"); id != ids[4] {
+		t.Fatalf("reported %#x for a connection ended before it was added, want %#x", id, ids[4])
+	}
+	for i := range 4 {
+		if got := ps[i].c.Peek(); got != PeekQuiet {
 			t.Fatalf("Peek of a quiet connection = %v", got)
 		}
 	}
 	none("quiet connections")
 
-	ps[0].client.Write([]byte("GET"))
-	if id := next("bytes"); id != ids[0] {
-		t.Fatalf("reported %#x for bytes on %#x", id, ids[0])
+	ps[0].client.Write([]byte("GET /"))
+	wait.For(t, 5*time.Second, "the bytes to arrive", func() bool { return ps[0].c.Peek() == PeekData })
+	none("bytes")
+	ps[0].client.(*net.TCPConn).CloseWrite()
+	if id := next("an end behind bytes"); id != ids[0] {
+		t.Fatalf("reported %#x for an end on %#x", id, ids[0])
 	}
 	if got := ps[0].c.Peek(); got != PeekData {
-		t.Errorf("Peek with bytes = %v, want PeekData", got)
+		t.Errorf("Peek at an end behind bytes = %v, want PeekData", got)
 	}
-	ps[0].client.Write([]byte(" /"))
-	none("more bytes before Rearm")
-	if err := w.Rearm(ps[0].c, 7); err != nil {
-		t.Fatal(err)
-	}
-	if id := next("bytes still unread after Rearm"); id != 7 {
-		t.Fatalf("reported %#x after Rearm, want 7", id)
-	}
+	none("the same end again")
 
 	ps[1].client.(*net.TCPConn).CloseWrite()
 	if id := next("the end"); id != ids[1] {
@@ -698,12 +701,12 @@ func TestReadWatchDuringLoop(t *testing.T) {
 	if err := w.Remove(ps[3].c); err != nil {
 		t.Fatal(err)
 	}
-	ps[3].client.Write([]byte("x"))
+	ps[3].client.(*net.TCPConn).CloseWrite()
 	none("a removed connection")
 	if err := w.Add(ps[3].c, 9); err != nil { // removed, it may be added again
 		t.Fatalf("Add after Remove: %v", err)
 	}
-	if id := next("bytes on a connection added again"); id != 9 {
+	if id := next("an end on a connection added again"); id != 9 {
 		t.Fatalf("reported %#x, want 9", id)
 	}
 
@@ -713,9 +716,9 @@ func TestReadWatchDuringLoop(t *testing.T) {
 		t.Fatal(err)
 	}
 	ps[0].c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	b := make([]byte, 5)
-	if n, err := io.ReadFull(ps[0].c, b); err != nil || string(b[:n]) != "GET /" {
-		t.Errorf("read %q, %v after the watch; want GET /", b[:n], err)
+	b, err := io.ReadAll(ps[0].c)
+	if err != nil || string(b) != "GET /" {
+		t.Errorf("read %q, %v after the watch; want GET / and the end", b, err)
 	}
 	for _, p := range ps[1:] {
 		close(p.held)

@@ -38,24 +38,23 @@ type prober struct {
 func (*prober) init()                         {}
 func (*prober) probe(rc syscall.RawConn) bool { return true }
 
-type readWatch struct {
-	ready func(uint64)
-	err   error
-	fn    func(uintptr) bool
+type hangupWait struct {
+	report func(uint64)
+	err    error
+	fn     func(uintptr) bool
 }
 
-func (*readWatch) init() {}
+func (*hangupWait) init() {}
 
 type watchOp int
 
 const (
 	watchAdd watchOp = iota
-	watchRearm
 	watchRemove
 )
 
 func watchOpOn(uintptr, watchOp, uintptr, uint64) error { return errUnsupported }
-func newReadWatchFile() (*os.File, error)               { return nil, errUnsupported }
+func newHangupWatchFile() (*os.File, error)             { return nil, errUnsupported }
 
 type looper struct{}
 
