@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -695,13 +694,14 @@ type loadMark struct {
 	satCPU            time.Duration // SaturationConfig.CPUTime's reading, when it is set
 }
 
-// processCPU is the CPU time the process has used (user + system).
+// processCPU is the CPU time the process has used (user + system), or 0 when the system
+// does not say (cpu_unix.go, cpu_windows.go).
 func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+	d, err := processCPUTime()
+	if err != nil {
 		return 0
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return d
 }
 
 // trackConn counts open client connections for the load report.

@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -53,11 +52,11 @@ func staticOrigin(tb testing.TB, ip string, size int) string {
 
 // benchCPU is the user and system CPU time this process has used.
 func benchCPU(tb testing.TB) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		tb.Fatalf("getrusage: %v", err)
+	d, err := processCPUTime()
+	if err != nil {
+		tb.Fatal(err)
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return d
 }
 
 // BenchmarkMiss measures unique-URL misses (issue 15): every request is for a URL never
