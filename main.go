@@ -42,8 +42,11 @@ func main() {
 		// and a shell still reports 128+n.
 		s := sig.(syscall.Signal)
 		signal.Reset(s)
-		syscall.Kill(os.Getpid(), s)
-		time.Sleep(5 * time.Second) // the signal arrives on another thread meanwhile
+		// On Windows Signal only kills (TerminateProcess, exit status 1) and fails for SIGINT
+		// and SIGTERM: the process exits 128+n at once instead of dying of the signal.
+		if self, err := os.FindProcess(os.Getpid()); err == nil && self.Signal(s) == nil {
+			time.Sleep(5 * time.Second) // the signal arrives on another thread meanwhile
+		}
 		os.Exit(128 + int(s))
 	}()
 	root := &cobra.Command{
