@@ -2,7 +2,6 @@ package sim
 
 import (
 	"context"
-	"syscall"
 	"testing"
 	"time"
 
@@ -49,12 +48,4 @@ func BenchmarkRun(b *testing.B) {
 			}
 		})
 	}
-}
-
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

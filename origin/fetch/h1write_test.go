@@ -10,9 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 )
 
 // TestH1SameAsTransport sends the same requests through h1Transport and net/http's Transport
@@ -193,15 +191,6 @@ func BenchmarkTransport(b *testing.B) {
 			})
 		}
 	}
-}
-
-// cpuTime is the user and system CPU time this process has used.
-func cpuTime(tb testing.TB) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		tb.Fatalf("getrusage: %v", err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // TestWriteRequestSameBytes: writeRequest writes what Request.Write writes, for the requests it
