@@ -1099,6 +1099,56 @@ func TestFillOwnedByNode(t *testing.T) {
 	}
 }
 
+// TestClientGoneOnKeptConnection: on a kept-alive HTTP/1.1 connection whose first request ran
+// long (so that the connection joined edge/http1's hangup watch, and its later requests start
+// no watch of their own), a client that goes away during a later miss is heard at once: its
+// connection closes while the fill, under the node's context, finishes and stores the answer.
+func TestClientGoneOnKeptConnection(t *testing.T) {
+	arrived := make(chan string, 2)
+	release := make(chan struct{})
+	originAddr := startHTTP(t, "127.0.0.20", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- r.URL.Path
+		if r.URL.Path == "/second" {
+			<-release
+		} else {
+			time.Sleep(20 * time.Millisecond) // past edge/http1's 5 ms: the connection joins the watch
+		}
+		w.Header().Set("Cache-Control", "max-age=60")
+		io.WriteString(w, "body of "+r.URL.Path)
+	}))
+	cfg := Config{PoP: "tst", Node: "e1", Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + originAddr}}}
+	n, _ := startEdge(t, listen(t, "127.0.0.21"), cfg)
+	c, err := net.Dial("tcp", n.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	br := bufio.NewReader(c)
+	fmt.Fprintf(c, "GET /first HTTP/1.1\r\nHost: %s\r\n\r\n", testHost)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	<-arrived
+	fmt.Fprintf(c, "GET /second HTTP/1.1\r\nHost: %s\r\n\r\n", testHost)
+	<-arrived
+	c.Close()
+	wait.For(t, 5*time.Second, "the edge to see the client leave", func() bool { return n.openConns.Load() == 0 })
+	close(release)
+	hc := &http.Client{Timeout: 10 * time.Second}
+	wait.For(t, 5*time.Second, "the fill to store /second", func() bool {
+		r := do(t, hc, http.MethodGet, n.Addr(), testHost, "/second")
+		return strings.Contains(r.header.Get("Cache-Status"), "hit") && r.body == "body of /second"
+	})
+	select {
+	case p := <-arrived:
+		t.Errorf("the origin was asked for %s again", p)
+	default:
+	}
+}
+
 // TestResponseViaKept: an answer that came through proxies keeps every Via line they added,
 // in order, with this node's hop after them, when served fresh and from cache.
 func TestResponseViaKept(t *testing.T) {
