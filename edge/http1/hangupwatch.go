@@ -63,14 +63,17 @@ func (s *Server) stopHangupWatch() {
 }
 
 // endHangupWatch ends the hangup watch if the server has stopped and has no connection left;
-// s.mu held. Its goroutine returns once the watch's Close has woken it.
+// s.mu held. Its goroutine returns once the watch's Close has woken it. The Close runs on a
+// goroutine of its own, which ends with it: it waits for the watch's goroutine to leave
+// hungUp, and that goroutine may be the caller (its closeConn of the server's last
+// connection, CloseWhenClientGone), or wait in hungUp for s.mu (another closeConn's forget).
 func (s *Server) endHangupWatch() {
 	if !s.hwStop || len(s.conns) > 0 {
 		return
 	}
 	s.noHangupWatch = true // none is made after this
 	if s.hw != nil {
-		s.hw.hw.Close()
+		go s.hw.hw.Close()
 		s.hw = nil
 	}
 }

@@ -317,3 +317,59 @@ func TestHangupWatchServesManyAndEndsWithServer(t *testing.T) {
 		c.Close()
 	}
 }
+
+// The last connection of a stopped server may be closed by the hangup watch itself: a client
+// that goes away while its handler, having asked CloseWhenClientGone, waits after a Shutdown
+// that ran out of time. The watch then ends on its own goroutine, whose Close of the epoll
+// instance waited for that very goroutine to return (poll.FD.Close waits for the Wait in
+// progress), holding the server's lock: the watch, the connection's goroutine (in unwatch)
+// and every later Close hung for ever (found in review).
+func TestHangupWatchEndsFromItsOwnGoroutine(t *testing.T) {
+	started := make(chan struct{})
+	returned := make(chan error, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.(interface{ CloseWhenClientGone(bool) }).CloseWhenClientGone(true)
+		close(started)
+		<-r.Context().Done()
+		returned <- r.Context().Err()
+	})
+	ln, err := net.Listen("tcp", "127.0.0.63:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Not serveFast: its cleanup's Close would hang on the lock the hung watch holds.
+	s := &Server{Handler: h, Fallback: &http.Server{Handler: h}, ReadHeaderTimeout: 2 * time.Second, IdleTimeout: 5 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ln) }()
+	c := dialSend(t, ln.Addr().String(), "GET /wait HTTP/1.1\r\nHost: a\r\n\r\n")
+	defer c.Close()
+	<-started
+	wait.For(t, 5*time.Second, "the connection in the watch", func() bool { return watching(s) })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := s.Shutdown(ctx); err == nil {
+		t.Fatal("Shutdown returned nil with a request in flight")
+	}
+	s.mu.Lock()
+	done := s.hwDone
+	s.mu.Unlock()
+	c.Close() // the client goes: the watch closes the connection, the server's last
+	select {
+	case err := <-returned:
+		if err == nil {
+			t.Fatal("the handler returned with its context not done")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the client's going did not end the request")
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the hangup watch's goroutine still runs after the server's last connection ended (hung in its own Close?)")
+	}
+	wait.For(t, 5*time.Second, "the connection's goroutine to end", func() bool { return s.running.Load() == 0 })
+	s.Close()
+	if err := <-served; err != http.ErrServerClosed {
+		t.Errorf("Serve returned %v, want ErrServerClosed", err)
+	}
+}

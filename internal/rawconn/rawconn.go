@@ -272,7 +272,8 @@ func (w *HangupWatch) Wait(hungUp func(id uint64)) error {
 	return w.w.err
 }
 
-// Close ends Wait (once hungUp returns) and the watch.
+// Close ends Wait and the watch. It waits for a hungUp in progress to return, so hungUp must
+// not call it, nor wait for its caller.
 func (w *HangupWatch) Close() error { return w.f.Close() }
 
 // ctl runs op for c under c's watchCtl, whose callbacks are bound once, so that a watch
