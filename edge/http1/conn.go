@@ -87,6 +87,9 @@ type conn struct {
 	joined  *hangupWatch // the hangup watch the connection is in, under joinID
 	joinID  uint64
 	noWatch bool // the hangup watch refused this connection: not tried again
+	// The hangup watch heard the client's end. It hears it once (edge-triggered), so the
+	// requests after (pipelined ahead of the end) are each checked by their timer (checkGone).
+	endHeard bool
 
 	closed      atomic.Bool // closeConn ran
 	closeOnGone atomic.Bool // the request in progress asked for CloseWhenClientGone
@@ -486,12 +489,12 @@ func (c *conn) runHandler(w *response, r *http.Request) (ok bool) {
 }
 
 // watch arms the watch for the request whose context is ctx: on a connection in the server's
-// hangup watch nothing more is needed; else a timer starts a watch once the request has run
-// watchDelay.
+// hangup watch nothing more is needed, until the watch has heard the client's end; else a
+// timer starts a watch once the request has run watchDelay.
 func (c *conn) watch(ctx *reqCtx) {
 	c.mu.Lock()
 	c.cancel, c.ended = ctx, false
-	joined := c.joined != nil
+	joined := c.joined != nil && !c.endHeard
 	c.mu.Unlock()
 	if joined {
 		return
@@ -545,6 +548,13 @@ func (c *conn) watchNow() {
 func (c *conn) joinHangupWatch() {
 	defer c.watchWG.Done()
 	defer c.watchEnded()
+	c.mu.Lock()
+	joined := c.joined != nil
+	c.mu.Unlock()
+	if joined { // the watch has heard the client's end (watch): it will not again
+		c.checkGone()
+		return
+	}
 	w := c.srv.hangupWatch() // before c.mu: the server's lock comes first (anyConn)
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -577,12 +587,29 @@ func (c *conn) leaveHangupWatch(remove bool) {
 // while a request runs, the request's context is cancelled, unless bytes wait in front of the
 // end (a request pipelined behind, whose answer a half-closed client still reads, as from
 // net/http, whose background read stops at such a byte; the Loop finds the end behind it).
-// Between requests the Loop finds the end itself.
+// Between requests the Loop finds the end itself. The watch hears an end once: every request
+// after it on the connection (pipelined in front of it, or read just before it was heard) is
+// checked by its own timer once it runs watchDelay, as a background read would find the end.
 func (c *conn) hungUp(w *hangupWatch, id uint64) {
 	c.mu.Lock()
-	if c.joined != w || c.joinID != id || c.ended || c.cancel == nil || c.raw.Peek() != rawconn.PeekGone {
+	mine := c.joined == w && c.joinID == id
+	if mine {
+		c.endHeard = true
+	}
+	c.mu.Unlock()
+	if mine && c.checkGone() {
+		c.watchEnded()
+	}
+}
+
+// checkGone cancels the request in progress, and closes the connection if it asked, when a
+// read would find the end of the stream or an error with no bytes in front; it reports
+// whether it did.
+func (c *conn) checkGone() bool {
+	c.mu.Lock()
+	if c.ended || c.cancel == nil || c.raw.Peek() != rawconn.PeekGone {
 		c.mu.Unlock()
-		return
+		return false
 	}
 	cancel := c.cancel
 	c.watchWG.Add(1) // unwatch waits for the cancel and the close
@@ -592,7 +619,7 @@ func (c *conn) hungUp(w *hangupWatch, id uint64) {
 	if c.closeOnGone.Load() { // after cancel: a handler that asked after it sees the context ended
 		c.closeConn()
 	}
-	c.watchEnded()
+	return true
 }
 
 // watchEnded tells a test that a watch has ended (joinHangupWatch: has joined or not).

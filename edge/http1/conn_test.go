@@ -226,6 +226,32 @@ func testHalfCloseStillAnswered(t *testing.T, serve serveFunc) {
 	}
 }
 
+// A client that pipelines two requests and half-closes gets both answers, and each request's
+// context ends once it runs long, as a single request's does (TestHalfCloseStillAnswered),
+// and as net/http's background read ends each: the end does not go unheard for the second.
+// The hangup watch hears an end once (edge-triggered), during the first request here, and the
+// second waited for its handler's whole bound (found in review).
+func TestHalfCloseAfterPipelinedEndsEach(t *testing.T) {
+	forWatchModes(t, testHalfCloseAfterPipelinedEndsEach)
+}
+
+func testHalfCloseAfterPipelinedEndsEach(t *testing.T, serve serveFunc) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+			io.WriteString(w, r.URL.Path+" ended")
+		case <-time.After(5 * time.Second):
+			io.WriteString(w, r.URL.Path+" not ended")
+		}
+	})
+	_, addr := serve(t, h, nil)
+	c := dialSend(t, addr, "GET /first HTTP/1.1\r\nHost: a\r\n\r\nGET /second HTTP/1.1\r\nHost: a\r\n\r\n")
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(15 * time.Second))
+	c.(*net.TCPConn).CloseWrite()
+	readAnswers(t, c, "/first ended", "/second ended")
+}
+
 // A request pipelined behind a long one is not mistaken for the client going away (a
 // background read keeps its first byte; the hangup watch does not hear bytes), and is
 // answered next.
