@@ -2,6 +2,7 @@ package http1
 
 import (
 	"sync"
+	"time"
 
 	"github.com/meridian-cdn/meridian/internal/rawconn"
 )
@@ -28,18 +29,29 @@ type hangupWatch struct {
 // descriptors.
 var newHangupWatch = rawconn.NewHangupWatch
 
+// hangupWatchRetry is how long after a failure to make the hangup watch the next long request
+// tries again: a moment out of file descriptors must not leave the server's connections
+// unwatched for its life. A var for the tests.
+var hangupWatchRetry = time.Second
+
 // hangupWatch returns the server's hangup watch, making it at the first call; nil when it
-// cannot be made (logged once: no connection in a Loop is watched then) or has ended.
+// cannot be made (logged once; tried again at a call hangupWatchRetry later, and until then no
+// request joins) or has ended.
 func (s *Server) hangupWatch() *hangupWatch {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.hw != nil || s.noHangupWatch {
 		return s.hw
 	}
+	if s.hwFailed && time.Now().Before(s.hwRetry) {
+		return nil
+	}
 	hw, err := newHangupWatch()
 	if err != nil {
-		s.noHangupWatch = true
-		s.logf("http1: no watch for clients going away while their requests run: %v", err)
+		if !s.hwFailed {
+			s.logf("http1: no watch for clients going away while their requests run: %v", err)
+		}
+		s.hwFailed, s.hwRetry = true, time.Now().Add(hangupWatchRetry)
 		return nil
 	}
 	w := &hangupWatch{hw: hw, conns: map[uint64]*conn{}}

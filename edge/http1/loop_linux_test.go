@@ -110,6 +110,53 @@ func TestNoHangupWatchLoggedOnce(t *testing.T) {
 	}
 }
 
+// A hangup watch that could not be made (out of file descriptors for a moment) is tried again
+// at a later long request, so that one failure does not leave every connection of the server
+// unwatched for the rest of its life: the second connection's client going cancels its
+// request (it waited for its handler's whole bound; found in review).
+func TestHangupWatchMadeAfterFailure(t *testing.T) {
+	var calls atomic.Int32
+	newHangupWatch = func() (*rawconn.HangupWatch, error) {
+		if calls.Add(1) == 1 {
+			return nil, syscall.EMFILE
+		}
+		return rawconn.NewHangupWatch()
+	}
+	hangupWatchRetry = 0
+	t.Cleanup(func() { newHangupWatch, hangupWatchRetry = rawconn.NewHangupWatch, time.Second })
+	watched := make(chan struct{}, 4)
+	started := make(chan struct{}, 1)
+	ended := make(chan string, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/unwatched" {
+			<-watched // the watch's attempt, which failed
+			return
+		}
+		started <- struct{}{}
+		select {
+		case <-r.Context().Done():
+			ended <- "ended"
+		case <-time.After(5 * time.Second):
+			ended <- "not ended"
+		}
+	})
+	s, addr := serveFast(t, h, func(s *Server) {
+		s.watchEnded = func() { watched <- struct{}{} }
+		s.ErrorLog = log.New(io.Discard, "", 0)
+	})
+	c := dialSend(t, addr, "GET /unwatched HTTP/1.1\r\nHost: a\r\n\r\n")
+	readAnswers(t, c, "")
+	c.Close()
+	c = dialSend(t, addr, "GET /long HTTP/1.1\r\nHost: a\r\n\r\n")
+	defer c.Close()
+	<-started
+	wait.For(t, 5*time.Second, "the connection in the watch", func() bool { return watching(s) })
+	c.Close()
+	if got := <-ended; got != "ended" {
+		t.Errorf("the client went; its request %s", got)
+	}
+}
+
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

@@ -77,10 +77,12 @@ type Server struct {
 	hw            *hangupWatch  // s.mu; see hangupWatch
 	hwDone        chan struct{} // closed when the hangup watch's goroutine has returned (tests)
 	hwStop        bool          // s.mu: the server has stopped; the hangup watch ends with its last connection
-	noHangupWatch bool          // s.mu: none can be made, or it has ended
-	watchEnded    func()        // tests: called as each watch ends (but those unwatch ends)
-	lingering     func()        // tests: called when a connection has half-closed to linger
-	headCut       func()        // tests: called when a head still arriving at Shutdown gets headGrace
+	noHangupWatch bool          // s.mu: the hangup watch has ended: none is made again
+	hwFailed      bool          // s.mu: making it failed (logged), and is tried again at hwRetry
+	hwRetry       time.Time
+	watchEnded    func() // tests: called as each watch ends (but those unwatch ends)
+	lingering     func() // tests: called when a connection has half-closed to linger
+	headCut       func() // tests: called when a head still arriving at Shutdown gets headGrace
 }
 
 // readBufferSize is a connection's read buffer, as net/http's.
