@@ -58,7 +58,14 @@ func (s *Server) hangupWatch() *hangupWatch {
 	s.hwDone = make(chan struct{})
 	go func(done chan struct{}) {
 		defer close(done)
-		hw.Wait(w.hungUp)
+		err := hw.Wait(w.hungUp)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.hw == w { // not ended by endHangupWatch: epoll_wait failed; a later watch is a new one
+			s.logf("http1: the watch for clients going away stopped: %v", err)
+			s.hw = nil
+			hw.Close()
+		}
 	}(s.hwDone)
 	s.hw = w
 	s.endHangupWatch() // stopped already, and the connection gone since
