@@ -1,4 +1,4 @@
-# bench/ab-lib.sh: what the A/B scripts (http2-ab.sh, fullstore-ab.sh, miss-ab.sh) share,
+# bench/ab-lib.sh: what the A/B scripts (http2-ab.sh, fullstore-ab.sh, miss-ab.sh, far-ab.sh) share,
 # sourced by them: tools from Debian, a work directory cleaned up on exit, the binaries of two
 # revisions, a reference origin, edges each on its own loopback address in front of it, and
 # the CPU ticks of a process.
