@@ -193,10 +193,11 @@ func (s *Server) handleUDP(w *worker, p []byte, src netip.AddrPort) []byte {
 		start = time.Now()
 	}
 	if p[2]&0x78 != 0 {
-		// Another opcode: NOTIMP before any parse, as over TCP (tcpReject), whether the rest
-		// of the message reads or not.
-		s.m.queries.WithLabelValues("other", rcodeLabel(dns.RcodeNotImplemented)).Inc()
-		return notImp(w.out[:0], p, s.cfg.MaxUDPSize)
+		// Another opcode: NOTIMP (BADVERS for another EDNS version) before any parse, as
+		// over TCP (tcpReject), whether the rest of the message reads or not.
+		out, rcode := notImp(w.out[:0], p, s.cfg.MaxUDPSize)
+		s.m.queries.WithLabelValues("other", rcodeLabel(rcode)).Inc()
+		return out
 	}
 	if !parsed && badECS(p) {
 		s.m.queries.WithLabelValues("other", rcodeLabel(dns.RcodeFormatError)).Inc()
@@ -461,7 +462,8 @@ func (s *Server) tcpReject(m []byte) (next, reply []byte, rcode int) {
 		return m, nil, 0
 	}
 	if m[2]&0x78 != 0 {
-		return nil, notImp(nil, m, s.cfg.MaxUDPSize), dns.RcodeNotImplemented
+		reply, rcode := notImp(nil, m, s.cfg.MaxUDPSize)
+		return nil, reply, rcode
 	}
 	if badECS(m) {
 		return nil, optionFormErr(nil, m, s.cfg.MaxUDPSize), dns.RcodeFormatError

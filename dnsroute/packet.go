@@ -344,15 +344,24 @@ func appendOPT(dst []byte, do bool, maxUDP int) []byte {
 // wants it whatever the rcode: without it the querier takes the server for one without EDNS.
 // The OPT is found by walking the records as they are counted, whatever the opcode makes of
 // them; a message that does not walk as far gets the bare header. Never longer than p, which
-// holds a header and an OPT record at least.
-func notImp(dst, p []byte, maxUDP int) []byte {
+// holds a header and an OPT record at least. An OPT of a version other than 0 gets BADVERS
+// instead, whatever the opcode (RFC 6891 section 6.1.3; BIND reads EDNS before the opcode):
+// it returns the rcode it answered.
+func notImp(dst, p []byte, maxUDP int) ([]byte, int) {
 	dst = headerReply(dst, p, dns.RcodeNotImplemented)
 	off := queryOPT(p)
 	if off < 0 {
-		return dst
+		return dst, dns.RcodeNotImplemented
 	}
 	dst[len(dst)-1] = 1 // ARCOUNT
-	return appendOPT(dst, p[off+6]&0x80 != 0, maxUDP)
+	dst = appendOPT(dst, p[off+6]&0x80 != 0, maxUDP)
+	if p[off+5] != 0 { // the OPT's VERSION
+		// BADVERS (16): 0 in the header's four bits, 1 in the OPT's extended RCODE.
+		dst[3] &^= 0x0F
+		dst[len(dst)-6] = dns.RcodeBadVers >> 4
+		return dst, dns.RcodeBadVers
+	}
+	return dst, dns.RcodeNotImplemented
 }
 
 // queryOPT returns the offset of the TYPE of the first OPT record in the additional section

@@ -343,18 +343,20 @@ func TestNotImpKeepsOPT(t *testing.T) {
 	}
 	cookie := ednsOption(10, make([]byte, 8))
 	tests := []struct {
-		name string
-		pkt  []byte
-		opt  bool
-		do   bool
+		name    string
+		pkt     []byte
+		opt     bool
+		do      bool
+		badVers bool // another EDNS version: BADVERS, whatever the opcode (RFC 6891 section 6.1.3)
 	}{
-		{"NOTIFY with EDNS", pkt(dns.OpcodeNotify, 1, nil, nil, [][]byte{optRR(4096, 0, 0, 0)}), true, false},
-		{"NOTIFY with EDNS, DO and a cookie", pkt(dns.OpcodeNotify, 1, nil, nil, [][]byte{optRR(1400, 0, 0, do, cookie)}), true, true},
-		{"UPDATE with records and EDNS", pkt(dns.OpcodeUpdate, 1, [][]byte{aRR}, [][]byte{aRR}, [][]byte{aRR, optRR(1232, 0, 0, do)}), true, true},
-		{"STATUS with EDNS of version 1", pkt(dns.OpcodeStatus, 1, nil, nil, [][]byte{optRR(512, 0, 1, do)}), true, true},
-		{"opcode 15, no question, EDNS", pkt(15, 0, nil, nil, [][]byte{optRR(512, 0, 0, 0)}), true, false},
-		{"NOTIFY without EDNS", pkt(dns.OpcodeNotify, 1, nil, nil, nil), false, false},
-		{"NOTIFY, OPT cut short", pkt(dns.OpcodeNotify, 1, nil, nil, [][]byte{optRR(512, 0, 0, do)[:9]}), false, false},
+		{"NOTIFY with EDNS", pkt(dns.OpcodeNotify, 1, nil, nil, [][]byte{optRR(4096, 0, 0, 0)}), true, false, false},
+		{"NOTIFY with EDNS, DO and a cookie", pkt(dns.OpcodeNotify, 1, nil, nil, [][]byte{optRR(1400, 0, 0, do, cookie)}), true, true, false},
+		{"UPDATE with records and EDNS", pkt(dns.OpcodeUpdate, 1, [][]byte{aRR}, [][]byte{aRR}, [][]byte{aRR, optRR(1232, 0, 0, do)}), true, true, false},
+		{"STATUS with EDNS of version 1", pkt(dns.OpcodeStatus, 1, nil, nil, [][]byte{optRR(512, 0, 1, do)}), true, true, true},
+		{"NOTIFY with EDNS of version 255", pkt(dns.OpcodeNotify, 1, nil, nil, [][]byte{optRR(1232, 0, 255, 0)}), true, false, true},
+		{"opcode 15, no question, EDNS", pkt(15, 0, nil, nil, [][]byte{optRR(512, 0, 0, 0)}), true, false, false},
+		{"NOTIFY without EDNS", pkt(dns.OpcodeNotify, 1, nil, nil, nil), false, false, false},
+		{"NOTIFY, OPT cut short", pkt(dns.OpcodeNotify, 1, nil, nil, [][]byte{optRR(512, 0, 0, do)[:9]}), false, false, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -362,11 +364,14 @@ func TestNotImpKeepsOPT(t *testing.T) {
 			want := []byte{0x42, 0x42, 0x80 | op, dns.RcodeNotImplemented, 0, 0, 0, 0, 0, 0, 0, 0}
 			if tt.opt {
 				want[11] = 1
-				var flags byte
+				var flags, ext byte
 				if tt.do {
 					flags = 0x80
 				}
-				want = append(want, 0, 0, typeOPT, 1232>>8, 1232&0xFF, 0, 0, flags, 0, 0, 0)
+				if tt.badVers {
+					want[3], ext = 0, dns.RcodeBadVers>>4
+				}
+				want = append(want, 0, 0, typeOPT, 1232>>8, 1232&0xFF, ext, 0, flags, 0, 0, 0)
 			}
 			for _, r := range []struct {
 				net string
