@@ -494,7 +494,7 @@ func (c *conn) runHandler(w *response, r *http.Request) (ok bool) {
 func (c *conn) watch(ctx *reqCtx) {
 	c.mu.Lock()
 	c.cancel, c.ended = ctx, false
-	joined := c.joined != nil && !c.endHeard
+	joined := c.joined != nil && !c.endHeard && !c.joined.dead.Load()
 	c.mu.Unlock()
 	if joined {
 		return
@@ -549,6 +549,9 @@ func (c *conn) joinHangupWatch() {
 	defer c.watchWG.Done()
 	defer c.watchEnded()
 	c.mu.Lock()
+	if c.joined != nil && c.joined.dead.Load() {
+		c.joined = nil // its watch ended (epoll_wait failed): join the next
+	}
 	joined := c.joined != nil
 	c.mu.Unlock()
 	if joined { // the watch has heard the client's end (watch): it will not again

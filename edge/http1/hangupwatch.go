@@ -2,6 +2,7 @@ package http1
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meridian-cdn/meridian/internal/rawconn"
@@ -18,7 +19,8 @@ import (
 // such watch; it ends once the server has stopped (Shutdown, Close) and has no connection
 // left, so that a handler still running at Close still hears its connection shut down.
 type hangupWatch struct {
-	hw *rawconn.HangupWatch
+	hw   *rawconn.HangupWatch
+	dead atomic.Bool // it has ended: a connection joined to it joins the next one (watch)
 
 	mu    sync.Mutex
 	conns map[uint64]*conn // by the id they joined under
@@ -61,6 +63,7 @@ func (s *Server) hangupWatch() *hangupWatch {
 		err := hw.Wait(w.hungUp)
 		s.mu.Lock()
 		defer s.mu.Unlock()
+		w.dead.Store(true)
 		if s.hw == w { // not ended by endHangupWatch: epoll_wait failed; a later watch is a new one
 			s.logf("http1: the watch for clients going away stopped: %v", err)
 			s.hw = nil

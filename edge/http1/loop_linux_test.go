@@ -157,6 +157,68 @@ func TestHangupWatchMadeAfterFailure(t *testing.T) {
 	}
 }
 
+// A hangup watch that stops (its epoll_wait failed: here its epoll instance is closed under
+// it) is dropped and logged; a connection that had joined it joins the next one at its next
+// long request, whose client's going is then heard (it kept pointing at the dead watch and set
+// no timer: its later requests went unwatched for the connection's life; found in the note's
+// fact-check).
+func TestHangupWatchStoppedIsReplaced(t *testing.T) {
+	var logged bytes.Buffer
+	var mu sync.Mutex
+	started := make(chan string, 2)
+	ended := make(chan string, 1)
+	release := make(chan struct{})
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		started <- r.URL.Path
+		if r.URL.Path == "/first" {
+			<-release
+			return
+		}
+		select {
+		case <-r.Context().Done():
+			ended <- "ended"
+		case <-time.After(5 * time.Second):
+			ended <- "not ended"
+		}
+	})
+	s, addr := serveFast(t, h, func(s *Server) {
+		s.ErrorLog = log.New(writerFunc(func(p []byte) (int, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			return logged.Write(p)
+		}), "", 0)
+	})
+	current := func() *hangupWatch {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.hw
+	}
+	c := dialSend(t, addr, "GET /first HTTP/1.1\r\nHost: a\r\n\r\n")
+	defer c.Close()
+	<-started
+	wait.For(t, 5*time.Second, "the connection in the watch", func() bool { return watching(s) })
+	old := current()
+	close(release)
+	readAnswers(t, c, "")
+	old.hw.Close() // as a failed epoll_wait ends the watch's goroutine
+	wait.For(t, 5*time.Second, "the stopped watch dropped", func() bool { return current() == nil })
+	io.WriteString(c, "GET /second HTTP/1.1\r\nHost: a\r\n\r\n")
+	<-started
+	wait.For(t, 5*time.Second, "the connection in a new watch", func() bool {
+		w := current()
+		return w != nil && w != old && watching(s)
+	})
+	c.Close()
+	if got := <-ended; got != "ended" {
+		t.Errorf("the client went; its request %s", got)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(logged.String(), "the watch for clients going away stopped") {
+		t.Errorf("nothing logged when the watch stopped:\n%s", logged.String())
+	}
+}
+
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
