@@ -128,6 +128,11 @@ func qtypeLabel(t uint16) string {
 }
 
 func rcodeLabel(r int) string {
+	if r == dns.RcodeBadVers {
+		// miekg/dns names 16 BADSIG (TSIG's error of that number); in a header and an OPT's
+		// extended RCODE, the only places the server puts it, it is BADVERS (RFC 6891).
+		return "BADVERS"
+	}
 	if s, ok := dns.RcodeToString[r]; ok {
 		return s
 	}
