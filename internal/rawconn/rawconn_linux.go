@@ -148,8 +148,7 @@ func (x *exchanger) do(fd uintptr) bool {
 		return x.r.do(fd)
 	}
 	// The first call (each later one reads: only a call that sent everything returns false).
-	x.p.quiet = false
-	if x.p.do(fd); !x.p.quiet {
+	if x.p.do(fd); x.p.got != PeekQuiet {
 		x.err = ErrNotQuiet
 		return true
 	}
@@ -174,20 +173,18 @@ func (x *exchanger) do(fd uintptr) bool {
 // nothing. It runs under Control, not Read, so that a deadline in the past (a pooled
 // connection keeps its last exchange's) does not refuse it.
 type prober struct {
-	b     [1]byte
-	quiet bool
-	got   PeekResult
-	fn    func(fd uintptr)
+	b   [1]byte
+	got PeekResult
+	fn  func(fd uintptr)
 }
 
 func (p *prober) init() { p.fn = p.do }
 
 func (p *prober) probe(rc syscall.RawConn) bool {
-	p.quiet = false
 	if rc.Control(p.fn) != nil {
 		return false // closed
 	}
-	return p.quiet
+	return p.got == PeekQuiet
 }
 
 func (p *prober) do(fd uintptr) {
@@ -198,8 +195,7 @@ func (p *prober) do(fd uintptr) {
 		case e == unix.EINTR:
 			continue
 		case e == unix.EAGAIN:
-			p.quiet = true // nothing to read, and the peer has not closed its side
-			p.got = PeekQuiet
+			p.got = PeekQuiet // nothing to read, and the peer has not closed its side
 		case e == 0 && n > 0:
 			p.got = PeekData
 		default:
