@@ -72,8 +72,7 @@ func TestHalfClosedClientEndedAfterLastAnswer(t *testing.T) {
 func TestNoHangupWatchLoggedOnce(t *testing.T) {
 	newHangupWatch = func() (*rawconn.HangupWatch, error) { return nil, syscall.EMFILE }
 	t.Cleanup(func() { newHangupWatch = rawconn.NewHangupWatch })
-	var logged bytes.Buffer
-	var mu sync.Mutex
+	var logged syncLog
 	watched := make(chan struct{}, 1)
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select { // a long request: the watch starts, and ends at once without its reader
@@ -85,11 +84,7 @@ func TestNoHangupWatchLoggedOnce(t *testing.T) {
 	})
 	_, addr := serveFast(t, h, func(s *Server) {
 		s.watchEnded = func() { watched <- struct{}{} }
-		s.ErrorLog = log.New(writerFunc(func(p []byte) (int, error) {
-			mu.Lock()
-			defer mu.Unlock()
-			return logged.Write(p)
-		}), "", 0)
+		s.ErrorLog = log.New(&logged, "", 0)
 	})
 	for range 2 { // two connections
 		c := dialSend(t, addr, "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\nGET /3 HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -103,8 +98,6 @@ func TestNoHangupWatchLoggedOnce(t *testing.T) {
 		}
 		c.Close()
 	}
-	mu.Lock()
-	defer mu.Unlock()
 	if n := strings.Count(logged.String(), "no watch"); n != 1 {
 		t.Errorf("logged %d times for six long requests on two connections, want once:\n%s", n, logged.String())
 	}
@@ -133,12 +126,7 @@ func TestHangupWatchMadeAfterFailure(t *testing.T) {
 			return
 		}
 		started <- struct{}{}
-		select {
-		case <-r.Context().Done():
-			ended <- "ended"
-		case <-time.After(5 * time.Second):
-			ended <- "not ended"
-		}
+		ended <- contextEnded(r)
 	})
 	s, addr := serveFast(t, h, func(s *Server) {
 		s.watchEnded = func() { watched <- struct{}{} }
@@ -163,8 +151,7 @@ func TestHangupWatchMadeAfterFailure(t *testing.T) {
 // no timer: its later requests went unwatched for the connection's life; found in the note's
 // fact-check).
 func TestHangupWatchStoppedIsReplaced(t *testing.T) {
-	var logged bytes.Buffer
-	var mu sync.Mutex
+	var logged syncLog
 	started := make(chan string, 2)
 	ended := make(chan string, 1)
 	release := make(chan struct{})
@@ -174,20 +161,9 @@ func TestHangupWatchStoppedIsReplaced(t *testing.T) {
 			<-release
 			return
 		}
-		select {
-		case <-r.Context().Done():
-			ended <- "ended"
-		case <-time.After(5 * time.Second):
-			ended <- "not ended"
-		}
+		ended <- contextEnded(r)
 	})
-	s, addr := serveFast(t, h, func(s *Server) {
-		s.ErrorLog = log.New(writerFunc(func(p []byte) (int, error) {
-			mu.Lock()
-			defer mu.Unlock()
-			return logged.Write(p)
-		}), "", 0)
-	})
+	s, addr := serveFast(t, h, func(s *Server) { s.ErrorLog = log.New(&logged, "", 0) })
 	current := func() *hangupWatch {
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -212,16 +188,38 @@ func TestHangupWatchStoppedIsReplaced(t *testing.T) {
 	if got := <-ended; got != "ended" {
 		t.Errorf("the client went; its request %s", got)
 	}
-	mu.Lock()
-	defer mu.Unlock()
 	if !strings.Contains(logged.String(), "the watch for clients going away stopped") {
 		t.Errorf("nothing logged when the watch stopped:\n%s", logged.String())
 	}
 }
 
-type writerFunc func([]byte) (int, error)
+// syncLog is a server's ErrorLog that the test reads while the server may write it.
+type syncLog struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
 
-func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// contextEnded waits for r's context to end, at most 5 s: "ended", or "not ended".
+func contextEnded(r *http.Request) string {
+	select {
+	case <-r.Context().Done():
+		return "ended"
+	case <-time.After(5 * time.Second):
+		return "not ended"
+	}
+}
 
 // A client that goes away, closing (FIN) or resetting (RST) its connection, frees it at once,
 // as with nginx and net/http, not at the header or idle timeout (a minute here): halfway
