@@ -242,11 +242,13 @@ func (s *Server) handleUDP(w *worker, p []byte, src netip.AddrPort) []byte {
 		packed[i] = b
 	}
 	qt := req.Question[0].Qtype
-	if (rcode == dns.RcodeFormatError || rcode == dns.RcodeNotImplemented) && len(packed[0]) > len(p) {
+	if rcode != dns.RcodeSuccess && rcode != dns.RcodeNameError && len(packed[0]) > len(p) {
 		// Garbage never amplifies: the question copied whole grows when the query compressed
-		// it into its own header (a meta-type's FORMERR or NOTIMP, or two OPT records).
+		// it into its own header (a meta-type's FORMERR or NOTIMP, two OPT records, a name in
+		// no zone, another EDNS version). An error needs no question: the rcode, with an OPT
+		// for a query with one.
 		s.m.queries.WithLabelValues(qtypeLabel(qt), rcodeLabel(rcode)).Inc()
-		return headerReply(w.out[:0], p, rcode)
+		return rcodeReply(w.out[:0], p, rcode, s.cfg.MaxUDPSize)
 	}
 	e := &entry{variants: packed, slot: slot, gen: gen, queries: s.m.queries.WithLabelValues(qtypeLabel(qt), rcodeLabel(rcode))}
 	// A new entry's turns start where the server's are, not at 0: most client networks ask a

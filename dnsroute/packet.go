@@ -339,29 +339,34 @@ func appendOPT(dst []byte, do bool, maxUDP int) []byte {
 	return append(dst, 0, 0, typeOPT, byte(maxUDP>>8), byte(maxUDP), 0, 0, flags, 0, 0, 0)
 }
 
-// notImp appends to dst the NOTIMP to p, a query of another opcode than QUERY: the bare
-// header (headerReply) and, when p has an OPT record, an OPT (appendOPT). RFC 6891 section 7
-// wants it whatever the rcode: without it the querier takes the server for one without EDNS.
-// The OPT is found by walking the records as they are counted, whatever the opcode makes of
-// them; a message that does not walk as far gets the bare header. Never longer than p, which
-// holds a header and an OPT record at least. An OPT of a version other than 0 gets BADVERS
-// instead, whatever the opcode (RFC 6891 section 6.1.3; BIND reads EDNS before the opcode):
-// it returns the rcode it answered.
+// notImp appends to dst the NOTIMP to p, a query of another opcode than QUERY (rcodeReply):
+// the OPT is found by walking the records as they are counted, whatever the opcode makes of
+// them. An OPT of a version other than 0 gets BADVERS instead, whatever the opcode (RFC 6891
+// section 6.1.3; BIND reads EDNS before the opcode): it returns the rcode it answered.
 func notImp(dst, p []byte, maxUDP int) ([]byte, int) {
-	dst = headerReply(dst, p, dns.RcodeNotImplemented)
+	rcode := dns.RcodeNotImplemented
+	if off := queryOPT(p); off >= 0 && p[off+5] != 0 { // the OPT's VERSION
+		rcode = dns.RcodeBadVers
+	}
+	return rcodeReply(dst, p, rcode, maxUDP), rcode
+}
+
+// rcodeReply appends to dst a reply to p that says rcode alone: the bare header (headerReply)
+// and, when p has an OPT record, an OPT (appendOPT) holding the rcode's upper bits (BADVERS:
+// 0 in the header's four, 1 in the OPT's extended RCODE). RFC 6891 section 7 wants the OPT
+// whatever the rcode: without it the querier takes the server for one without EDNS. A
+// message whose records do not walk as far as an OPT gets the bare header (with a BADVERS's
+// lower bits, 0). Never longer than p, which holds a header and an OPT record at least.
+func rcodeReply(dst, p []byte, rcode, maxUDP int) []byte {
+	dst = headerReply(dst, p, rcode)
 	off := queryOPT(p)
 	if off < 0 {
-		return dst, dns.RcodeNotImplemented
+		return dst
 	}
 	dst[len(dst)-1] = 1 // ARCOUNT
 	dst = appendOPT(dst, p[off+6]&0x80 != 0, maxUDP)
-	if p[off+5] != 0 { // the OPT's VERSION
-		// BADVERS (16): 0 in the header's four bits, 1 in the OPT's extended RCODE.
-		dst[3] &^= 0x0F
-		dst[len(dst)-6] = dns.RcodeBadVers >> 4
-		return dst, dns.RcodeBadVers
-	}
-	return dst, dns.RcodeNotImplemented
+	dst[len(dst)-6] = byte(rcode >> 4) // the OPT's extended RCODE
+	return dst
 }
 
 // queryOPT returns the offset of the TYPE of the first OPT record in the additional section

@@ -1022,43 +1022,59 @@ func TestMetaTypesInQuestion(t *testing.T) {
 	}
 }
 
-// TestMetaTypeErrorNoLonger: the FORMERR or NOTIMP to a meta-type question (or to two OPT
-// records) is never longer than the query over UDP, whose source address nobody checked: a
+// TestMetaTypeErrorNoLonger: an error reply (the FORMERR or NOTIMP to a meta-type question
+// or to two OPT records, the REFUSED to a name outside the zones, the BADVERS to another EDNS
+// version) is never longer than the query over UDP, whose source address nobody checked: a
 // question name compressed into the header (a pointer to offset 0 reads the ID's first byte
-// as a label length) grows when the reply copies it whole, so such a query gets the bare
-// header with the rcode, as a malformed ECS option's FORMERR does for a question it cannot
-// copy as it is. Found in review: 18 bytes earned 28, 29 with EDNS earned 41.
+// as a label length) grows when the reply copies it whole, so such a query gets the header
+// with the rcode and no question, and an OPT when it had one (RFC 6891 section 7; BADVERS's
+// upper bits are the OPT's), as a malformed ECS option's FORMERR does for a question it cannot
+// copy as it is. Found in review: 18 bytes earned 28, 29 with EDNS earned 41; REFUSED and
+// BADVERS earned as much until the fifty-first pass.
 func TestMetaTypeErrorNoLonger(t *testing.T) {
 	ts := startServer(t, nil)
 	opt := optRR(1232, 0, 0, 0)
 	tests := []struct {
 		name  string
 		qtype uint16
-		opts  int // OPT records
+		opts  [][]byte // OPT records
 		rcode int
 	}{
-		{"TSIG", dns.TypeTSIG, 0, dns.RcodeFormatError},
-		{"TSIG with EDNS", dns.TypeTSIG, 1, dns.RcodeFormatError},
-		{"type 128", 128, 0, dns.RcodeFormatError},
-		{"type 128 with EDNS", 128, 1, dns.RcodeFormatError},
-		{"MAILA", dns.TypeMAILA, 0, dns.RcodeNotImplemented},
-		{"MAILA with EDNS", dns.TypeMAILA, 1, dns.RcodeNotImplemented},
-		{"TKEY with EDNS", dns.TypeTKEY, 1, dns.RcodeNotImplemented},
-		{"A with two OPT records", dns.TypeA, 2, dns.RcodeFormatError},
+		{"TSIG", dns.TypeTSIG, nil, dns.RcodeFormatError},
+		{"TSIG with EDNS", dns.TypeTSIG, [][]byte{opt}, dns.RcodeFormatError},
+		{"type 128", 128, nil, dns.RcodeFormatError},
+		{"type 128 with EDNS", 128, [][]byte{opt}, dns.RcodeFormatError},
+		{"MAILA", dns.TypeMAILA, nil, dns.RcodeNotImplemented},
+		{"MAILA with EDNS", dns.TypeMAILA, [][]byte{opt}, dns.RcodeNotImplemented},
+		{"TKEY with EDNS", dns.TypeTKEY, [][]byte{opt}, dns.RcodeNotImplemented},
+		{"A with two OPT records", dns.TypeA, [][]byte{opt, opt}, dns.RcodeFormatError},
+		// The name the header spells is in no zone.
+		{"A", dns.TypeA, nil, dns.RcodeRefused},
+		{"A with EDNS", dns.TypeA, [][]byte{opt}, dns.RcodeRefused},
+		{"A with EDNS version 1", dns.TypeA, [][]byte{optRR(1232, 0, 1, 0x8000)}, dns.RcodeBadVers},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			m := rawMsg{name: []byte{0xc0, 0}, qtype: tt.qtype}
-			for range tt.opts {
-				m.extra = append(m.extra, opt)
-			}
+			m := rawMsg{name: []byte{0xc0, 0}, qtype: tt.qtype, extra: tt.opts}
 			pkt := m.pack(0x0a00) // the ID's first byte, 10, is the length of a label
 			r := rawUDPReply(t, ts.addr, pkt)
 			if len(r) > len(pkt) {
 				t.Errorf("reply of %d bytes to a query of %d", len(r), len(pkt))
 			}
-			if len(r) < headerLen || int(r[3]&0xF) != tt.rcode {
-				t.Errorf("reply %x, want rcode %s", r, dns.RcodeToString[tt.rcode])
+			if len(r) < headerLen || int(r[3]&0xF) != tt.rcode&0xF {
+				t.Fatalf("reply %x, want rcode %s", r, dns.RcodeToString[tt.rcode])
+			}
+			got := new(dns.Msg)
+			if err := got.Unpack(r); err != nil {
+				t.Fatalf("reply %x does not parse: %v", r, err)
+			}
+			if got.Rcode != tt.rcode {
+				t.Errorf("rcode %s, want %s", dns.RcodeToString[got.Rcode], dns.RcodeToString[tt.rcode])
+			}
+			if o := got.IsEdns0(); (o != nil) != (len(tt.opts) > 0) {
+				t.Errorf("reply OPT %v to a query with %d OPT records", o, len(tt.opts))
+			} else if o != nil && (o.Version() != 0 || o.Do() != (tt.opts[0][7]&0x80 != 0)) {
+				t.Errorf("reply OPT version %d, DO %v; want version 0, the query's DO", o.Version(), o.Do())
 			}
 		})
 	}
