@@ -246,8 +246,9 @@ func (s *Server) handleUDP(w *worker, p []byte, src netip.AddrPort) []byte {
 		// Garbage never amplifies: the question copied whole grows when the query compressed
 		// it into its own header (a meta-type's FORMERR or NOTIMP, two OPT records, a name in
 		// no zone, another EDNS version). An error needs no question: the rcode, with an OPT
-		// for a query with one.
-		s.m.queries.WithLabelValues(qtypeLabel(qt), rcodeLabel(rcode)).Inc()
+		// for a query with one. Counted as the reply it stands for (account): a fail-closed
+		// SERVFAIL is a fail-open answer too.
+		s.account(&entry{queries: s.m.queries.WithLabelValues(qtypeLabel(qt), rcodeLabel(rcode))}, r)
 		return rcodeReply(w.out[:0], p, rcode, s.cfg.MaxUDPSize)
 	}
 	e := &entry{variants: packed, slot: slot, gen: gen, queries: s.m.queries.WithLabelValues(qtypeLabel(qt), rcodeLabel(rcode))}

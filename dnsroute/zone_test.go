@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 func TestZoneAnswers(t *testing.T) {
@@ -1077,5 +1079,43 @@ func TestMetaTypeErrorNoLonger(t *testing.T) {
 				t.Errorf("reply OPT version %d, DO %v; want version 0, the query's DO", o.Version(), o.Do())
 			}
 		})
+	}
+}
+
+// TestCutServFailCountsFailOpen: a fail-closed SERVFAIL cut to its header because the query's
+// question name, compressed into the header, would make it longer than the query is still an
+// answer given while no PoP was usable (meridian_dns_fail_open_total), as the same SERVFAIL
+// to a well-formed query is. Under a wildcard (the default hostnames) such a name is routed.
+func TestCutServFailCountsFailOpen(t *testing.T) {
+	ts := startServer(t, func(c *Config) {
+		c.FailClosed = true
+		c.Hostnames = []string{"*"}
+	})
+	for _, p := range ts.StaticFleet().PoPs() {
+		setPoP(ts.StaticFleet(), p.ID, func(n *wire.Node) { n.Load.Healthy = false })
+	}
+	// The question name points at offset 0, where the ID's first byte, 16, starts a label
+	// over the rest of the header, the pointer and the question's type and first class byte;
+	// the class's second, 1, starts one over the additional record's first byte, and the
+	// name ends in cdn.example. with the bytes that record's owner, one label of 12, covers.
+	pkt := []byte{
+		0x10, 0x00, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1, // ID, RD, one question, one additional
+		0xc0, 0x00, 0, 1, 0, 1, // the question: A IN
+		12, 3, 'c', 'd', 'n', 7, 'e', 'x', 'a', 'm', 'p', 'l', 'e', 0, // an owner name
+		0, 1, 0, 1, 0, 0, 0, 0, 0, 4, 192, 0, 2, 1, // A IN, TTL 0, an address
+	}
+	var q dns.Msg
+	if err := q.Unpack(pkt); err != nil || len(q.Question) != 1 || !dns.IsSubDomain("cdn.example.", q.Question[0].Name) {
+		t.Fatalf("query %v (%v), want one question under cdn.example.", &q, err)
+	}
+	r := rawUDPReply(t, ts.addr, pkt)
+	if len(r) > len(pkt) {
+		t.Errorf("reply of %d bytes to a query of %d", len(r), len(pkt))
+	}
+	if len(r) < headerLen || int(r[3]&0xF) != dns.RcodeServerFailure {
+		t.Fatalf("reply %x, want SERVFAIL", r)
+	}
+	if got := metricValue(t, ts.Server, "meridian_dns_fail_open_total", ""); got != 1 {
+		t.Errorf("fail-open answers = %v, want 1", got)
 	}
 }
