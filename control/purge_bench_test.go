@@ -117,12 +117,14 @@ func msOf(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e6 }
 
 // warmPurges is how many URL purges BenchmarkPurgeAPI sends before it measures, so that it
 // measures a fleet that has run rather than one whose memory is new: a fresh edge's first
-// lookups of distinct keys set bits all over Ristretto's doorkeeper, a bloom filter of 4 MiB at
-// the default max_bytes, about seven of its pages faulted in per new key until every page has
-// been touched (some thousand keys), and the 20 edges reach Ristretto's batches of 64 accesses
-// at the same purge. An edge that serves traffic has touched them long before; measured from a
-// fresh fleet the first thousand purges took 15-20 page faults each and the ack p99 was 2.4-3.1
-// ms, after these 3.6-7 and 1.6-1.7 ms (docs/benchmarks.md, fifty-first pass).
+// lookups of distinct keys set bits all over Ristretto's doorkeeper, a bloom filter of 1 MiB at
+// the default max_bytes (256 pages), about seven of its pages faulted in per new key until every
+// page has been touched (a few hundred keys), and the 20 edges reach Ristretto's batches of 64
+// accesses at the same purge; the heap, the edges' purge records and the tracker's grow into
+// new pages too, for longer. An edge that serves traffic has touched them long before; measured
+// from a fresh fleet the first thousand purges took 15-20 page faults each (the doorkeepers
+// about 5 of them) and the ack p99 was 2.4-3.1 ms, after these 3.6-7 and 1.6-1.7 ms
+// (docs/benchmarks.md, fifty-first pass).
 const warmPurges = 1000
 
 // BenchmarkPurgeAPI measures, per purge, the time from the POST /v1/purge?wait call to the
