@@ -229,8 +229,10 @@ func (s *Server) handleUDP(w *worker, p []byte, src netip.AddrPort) []byte {
 	// as a hit writes its own.
 	out, r, rcode := s.resolve(st, req, src.Addr(), loc, false, 0)
 	if out == nil {
+		// Malformed but parsed (no question or two, a misplaced TSIG): the rcode, and an OPT
+		// for a query with one.
 		s.m.queries.WithLabelValues("other", rcodeLabel(rcode)).Inc()
-		return headerReply(w.out[:0], p, rcode)
+		return rcodeReply(w.out[:0], p, rcode, s.cfg.MaxUDPSize)
 	}
 	packed := make([][]byte, len(out))
 	for i, m := range out {
@@ -387,6 +389,9 @@ func (s *Server) serveTCP(w dns.ResponseWriter, req *dns.Msg) {
 		m := new(dns.Msg)
 		m.SetRcode(req, rcode)
 		m.Question = nil
+		if o := req.IsEdns0(); o != nil {
+			m.Extra = []dns.RR{s.replyOPT(o)} // RFC 6891 section 7, as over UDP (rcodeReply)
+		}
 		s.m.queries.WithLabelValues("other", rcodeLabel(rcode)).Inc()
 		s.writeTCP(w, m)
 		return
@@ -480,7 +485,7 @@ func (s *Server) tcpReject(m []byte) (next, reply []byte, rcode int) {
 		}
 	}
 	if len(req.Question) != 1 {
-		return nil, headerReply(nil, m, dns.RcodeFormatError), dns.RcodeFormatError
+		return nil, rcodeReply(nil, m, dns.RcodeFormatError, s.cfg.MaxUDPSize), dns.RcodeFormatError
 	}
 	return m, nil, 0
 }

@@ -1119,3 +1119,49 @@ func TestCutServFailCountsFailOpen(t *testing.T) {
 		t.Errorf("fail-open answers = %v, want 1", got)
 	}
 }
+
+// TestQuestionCountFormErrKeepsOPT: a query that parses but asks no question or two, or has a
+// TSIG record that is not last, gets FORMERR with no question over UDP and TCP, and with an
+// OPT (version 0, the query's DO bit) when it has one: RFC 6891 section 7, else the querier
+// takes the server for one without EDNS. Only a message the parser rejects gets the bare
+// header whatever it carries. A review found these bare (fifty-first pass).
+func TestQuestionCountFormErrKeepsOPT(t *testing.T) {
+	ts := startServer(t, nil)
+	doOPT := optRR(1232, 0, 0, 0x8000)
+	tsig := append(wireName("key"), 0, 250, 0, 255, 0, 0, 0, 0, 0, 0) // TSIG, class ANY, no RDATA
+	tests := []struct {
+		name string
+		m    rawMsg
+		opt  bool
+	}{
+		{"no question", rawMsg{qd: -1}, false},
+		{"no question, EDNS", rawMsg{qd: -1, extra: [][]byte{doOPT}}, true},
+		{"two questions, EDNS", rawMsg{qd: 2, extra: [][]byte{doOPT}}, true},
+		{"a TSIG before the OPT", rawMsg{extra: [][]byte{tsig, doOPT}}, true},
+	}
+	for _, tt := range tests {
+		pkt := tt.m.pack(0x4242)
+		for _, tr := range []struct {
+			name  string
+			reply func() []byte
+		}{{"udp", func() []byte { return rawUDPReply(t, ts.addr, pkt) }}, {"tcp", func() []byte { return rawTCPExchange(t, ts.addr, pkt) }}} {
+			t.Run(tt.name+"/"+tr.name, func(t *testing.T) {
+				r := tr.reply()
+				got := new(dns.Msg)
+				if err := got.Unpack(r); err != nil {
+					t.Fatalf("reply %x does not parse: %v", r, err)
+				}
+				if got.Rcode != dns.RcodeFormatError || len(got.Question)+len(got.Answer)+len(got.Ns) != 0 {
+					t.Errorf("reply %v, want FORMERR and no question or records", got)
+				}
+				o := got.IsEdns0()
+				if (o != nil) != tt.opt || len(got.Extra) > 1 {
+					t.Fatalf("reply's additional records %v, want an OPT: %v", got.Extra, tt.opt)
+				}
+				if o != nil && (o.Version() != 0 || !o.Do() || len(o.Option) != 0) {
+					t.Errorf("reply OPT %v, want version 0, DO, no option", o)
+				}
+			})
+		}
+	}
+}
