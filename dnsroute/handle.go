@@ -416,8 +416,9 @@ func (s *Server) writeTCP(w dns.ResponseWriter, m *dns.Msg) {
 
 // tcpReader reads TCP queries for miekg/dns's server and answers itself, byte for byte as
 // UDP does, those that it rejects (tcpReject): another opcode (NOTIMP, with an OPT when the
-// query has one: notImp) and a message that does not parse or has other than one question
-// (FORMERR) with a bare header (headerReply), a
+// query has one: notImp), a message that does not parse (FORMERR with a bare header:
+// headerReply) or has other than one question (FORMERR, with an OPT when the query has one:
+// rcodeReply), a
 // malformed ECS option (badECS: that server's parser would accept it with the address padded
 // or cut) with FORMERR and an OPT (optionFormErr). miekg/dns's own rejection echoes the
 // query's TC, AD and CD bits and answers a NOTIFY without a question as a QUERY. It then
@@ -505,8 +506,9 @@ func acceptTCP(dh dns.Header) dns.MsgAcceptAction {
 const maxBadTCP = 128
 
 // resolve answers a parsed query; a routed answer over TCP holds rotation turn turn (see
-// routed). A nil result means reply with only a header and rcode (malformed or unsupported
-// queries), so that garbage never earns more bytes than it sent.
+// routed). A nil result means reply with only a header and rcode, and an OPT when the query
+// has one (malformed or unsupported queries), so that garbage never earns more bytes than it
+// sent.
 func (s *Server) resolve(st *state, req *dns.Msg, src netip.Addr, loc *geo.Location, tcp bool, turn uint32) ([]*dns.Msg, reply, int) {
 	if req.Opcode != dns.OpcodeQuery {
 		return nil, reply{}, dns.RcodeNotImplemented
