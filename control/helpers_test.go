@@ -12,6 +12,7 @@ import (
 
 	"github.com/meridian-cdn/meridian/internal/natsauth"
 	"github.com/meridian-cdn/meridian/internal/natstest"
+	"github.com/meridian-cdn/meridian/internal/rusage"
 )
 
 // issuers maps each NATS URL a test started (a control's embedded server, a natstest server, a
@@ -84,4 +85,19 @@ func connect(t testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
 func connectAs(t testing.TB, url string, id natsauth.Identity) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
 	return natstest.ConnectURL(t, url, append(natsOptions(t, url, id), nats.ReconnectWait(50*time.Millisecond))...)
+}
+
+// processCPU is the CPU time (user and system) the whole test process has used: control, its
+// embedded NATS server, the edges and the benchmark's clients; 0 where the system does not
+// say (the benchmarks then report 0 CPU per purge).
+func processCPU() time.Duration {
+	d, _ := rusage.CPU()
+	return d
+}
+
+// processMinorFaults is how many pages the test process has touched for the first time; 0
+// where the system does not say (the benchmark then reports 0 faults per purge).
+func processMinorFaults() int64 {
+	n, _ := rusage.MinorFaults()
+	return n
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/meridian-cdn/meridian/fleet"
 	"github.com/meridian-cdn/meridian/internal/idnhost"
 	"github.com/meridian-cdn/meridian/internal/natsauth"
+	"github.com/meridian-cdn/meridian/internal/rusage"
 	"github.com/meridian-cdn/meridian/purge"
 	"github.com/meridian-cdn/meridian/wire"
 )
@@ -695,9 +696,9 @@ type loadMark struct {
 }
 
 // processCPU is the CPU time the process has used (user + system), or 0 when the system
-// does not say (cpu_unix.go, cpu_windows.go).
+// does not say.
 func processCPU() time.Duration {
-	d, err := processCPUTime()
+	d, err := rusage.CPU()
 	if err != nil {
 		return 0
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/meridian-cdn/meridian/internal/gcheadroom"
 	"github.com/meridian-cdn/meridian/internal/prefault"
+	"github.com/meridian-cdn/meridian/internal/rusage"
 	"github.com/meridian-cdn/meridian/wire"
 )
 
@@ -52,7 +53,7 @@ func staticOrigin(tb testing.TB, ip string, size int) string {
 
 // benchCPU is the user and system CPU time this process has used.
 func benchCPU(tb testing.TB) time.Duration {
-	d, err := processCPUTime()
+	d, err := rusage.CPU()
 	if err != nil {
 		tb.Fatal(err)
 	}

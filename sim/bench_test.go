@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridian-cdn/meridian/internal/rusage"
 	"github.com/meridian-cdn/meridian/sim/scenario"
 )
 
@@ -48,4 +49,11 @@ func BenchmarkRun(b *testing.B) {
 			}
 		})
 	}
+}
+
+// cpuTime is the user and system CPU time this process has used, 0 where the system does not
+// say (BenchmarkRun then reports 0 cores).
+func cpuTime() time.Duration {
+	d, _ := rusage.CPU()
+	return d
 }

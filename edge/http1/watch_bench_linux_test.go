@@ -9,9 +9,10 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/meridian-cdn/meridian/internal/rusage"
 )
 
 // BenchmarkServeAfterWatch measures 1 KiB hits on keep-alive connections whose first request
@@ -125,9 +126,9 @@ func serveBench(b *testing.B, h http.Handler) string {
 
 // benchCPU returns the process's CPU time so far, user and system.
 func benchCPU(tb testing.TB) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		tb.Fatalf("getrusage: %v", err)
+	d, err := rusage.CPU()
+	if err != nil {
+		tb.Fatal(err)
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return d
 }
