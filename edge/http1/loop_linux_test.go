@@ -2,7 +2,6 @@ package http1
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"io"
 	"log"
@@ -10,12 +9,12 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/meridian-cdn/meridian/internal/logtest"
 	"github.com/meridian-cdn/meridian/internal/rawconn"
 	"github.com/meridian-cdn/meridian/internal/tcptest"
 	"github.com/meridian-cdn/meridian/internal/wait"
@@ -72,7 +71,7 @@ func TestHalfClosedClientEndedAfterLastAnswer(t *testing.T) {
 func TestNoHangupWatchLoggedOnce(t *testing.T) {
 	newHangupWatch = func() (*rawconn.HangupWatch, error) { return nil, syscall.EMFILE }
 	t.Cleanup(func() { newHangupWatch = rawconn.NewHangupWatch })
-	var logged syncLog
+	var logged logtest.Buffer
 	watched := make(chan struct{}, 1)
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select { // a long request: the watch starts, and ends at once without its reader
@@ -151,7 +150,7 @@ func TestHangupWatchMadeAfterFailure(t *testing.T) {
 // no timer: its later requests went unwatched for the connection's life; found in the note's
 // fact-check).
 func TestHangupWatchStoppedIsReplaced(t *testing.T) {
-	var logged syncLog
+	var logged logtest.Buffer
 	started := make(chan string, 2)
 	ended := make(chan string, 1)
 	release := make(chan struct{})
@@ -191,24 +190,6 @@ func TestHangupWatchStoppedIsReplaced(t *testing.T) {
 	if !strings.Contains(logged.String(), "the watch for clients going away stopped") {
 		t.Errorf("nothing logged when the watch stopped:\n%s", logged.String())
 	}
-}
-
-// syncLog is a server's ErrorLog that the test reads while the server may write it.
-type syncLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *syncLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *syncLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }
 
 // contextEnded waits for r's context to end, at most 5 s: "ended", or "not ended".
