@@ -127,7 +127,11 @@ func (r *renderer) cloudInit(vm, role string, paths []string, files map[string][
 	// Restart, not start: the Debian package nats-server starts its own nats-server.service
 	// (anonymous, /etc/nats-server.conf) when installed, and starting a running unit whose file
 	// changed keeps the old process. A restart runs every unit from the files written above.
-	cc.RunCmd = append(cc.RunCmd, append([]string{"systemctl", "restart"}, unitNames...))
+	// --no-block: systemctl would otherwise wait for the jobs, and meridian-control's waits in
+	// ExecStartPre (up to TimeoutStartSec) for a JetStream cluster that cannot form before the
+	// credentials are copied in, holding cloud-init's final stage and then failing it. The units
+	// retry on their own.
+	cc.RunCmd = append(cc.RunCmd, append([]string{"systemctl", "restart", "--no-block"}, unitNames...))
 	b, err := marshalYAML(cc)
 	if err != nil {
 		return nil, fmt.Errorf("render cloud-init for %s: %w", vm, err)

@@ -87,6 +87,38 @@ func TestCloudInitRestartsUnits(t *testing.T) {
 	}
 }
 
+// TestCloudInitDoesNotWaitForUnits: systemctl waits for a start or restart job to finish unless
+// given --no-block (systemctl(1)), and meridian-control's job finishes only once its
+// ExecStartPre has seen the JetStream cluster healthy, for up to TimeoutStartSec (300 s). On a
+// first boot that cannot happen (the NATS credentials are copied in after boot, and the cluster
+// needs a second control VM), so a blocking restart holds cloud-init's final stage for five
+// minutes and then fails it ("Job for meridian-control.service failed"), leaving
+// `cloud-init status` at error on every control VM. The units retry on their own: cloud-init
+// only has to queue them.
+func TestCloudInitDoesNotWaitForUnits(t *testing.T) {
+	f := loadExample(t)
+	for _, vm := range []string{"ctl-1", "fra-edge-1"} {
+		cc := userData(t, f, vm)
+		started := 0
+		for _, c := range cc.RunCmd {
+			if len(c) < 2 || c[0] != "systemctl" {
+				continue
+			}
+			verb := c[1]
+			if verb != "start" && verb != "restart" && !(verb == "enable" && slices.Contains(c, "--now")) {
+				continue
+			}
+			started++
+			if !slices.Contains(c, "--no-block") {
+				t.Errorf("%s: runcmd %q waits for the units to start: want --no-block", vm, c)
+			}
+		}
+		if started == 0 {
+			t.Errorf("%s: runcmd %q starts no unit", vm, cc.RunCmd)
+		}
+	}
+}
+
 // loopbackFleet is the example fleet on loopback addresses without any TLS: valid (a fleet tried
 // on one machine), rendered for real VMs (no BindHost).
 func loopbackFleet(t *testing.T) *Fleet {
