@@ -213,6 +213,10 @@ func (s *Server) handleUDP(w *worker, p []byte, src netip.AddrPort) []byte {
 			return headerReply(w.out[:0], p, dns.RcodeFormatError)
 		}
 	}
+	if !questionsWhole(p, len(req.Question)) {
+		s.m.queries.WithLabelValues("other", rcodeLabel(dns.RcodeFormatError)).Inc()
+		return headerReply(w.out[:0], p, dns.RcodeFormatError)
+	}
 	if parsed {
 		// The reply is built for the question spelt in upper case and then given the
 		// querier's spelling (patch), as a cache hit is: the zone's names are lower case
@@ -417,7 +421,8 @@ func (s *Server) writeTCP(w dns.ResponseWriter, m *dns.Msg) {
 // tcpReader reads TCP queries for miekg/dns's server and answers itself, byte for byte as
 // UDP does, those that it rejects (tcpReject): another opcode (NOTIMP, with an OPT when the
 // query has one: notImp), a message that does not parse (FORMERR with a bare header:
-// headerReply) or has other than one question (FORMERR, with an OPT when the query has one:
+// headerReply; as is one whose question ends before its type or class: questionsWhole) or has
+// other than one question (FORMERR, with an OPT when the query has one:
 // rcodeReply), a
 // malformed ECS option (badECS: that server's parser would accept it with the address padded
 // or cut) with FORMERR and an OPT (optionFormErr). miekg/dns's own rejection echoes the
@@ -484,6 +489,9 @@ func (s *Server) tcpReject(m []byte) (next, reply []byte, rcode int) {
 		if req.Unpack(m) != nil {
 			return nil, headerReply(nil, m, dns.RcodeFormatError), dns.RcodeFormatError
 		}
+	}
+	if !questionsWhole(m, len(req.Question)) {
+		return nil, headerReply(nil, m, dns.RcodeFormatError), dns.RcodeFormatError
 	}
 	if len(req.Question) != 1 {
 		return nil, rcodeReply(nil, m, dns.RcodeFormatError, s.cfg.MaxUDPSize), dns.RcodeFormatError

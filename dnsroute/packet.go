@@ -369,6 +369,22 @@ func rcodeReply(dst, p []byte, rcode, maxUDP int) []byte {
 	return dst
 }
 
+// questionsWhole reports whether each of the first n questions of message p has its type and
+// class (RFC 1035 section 4.1.2). miekg/dns reads a question that the message ends after its
+// name or its type as one of type or class 0: answered, the reply's question would hold
+// fields the query never sent (REFUSED to class 0). The server answers such a message as one
+// the parser rejects: FORMERR, a bare header.
+func questionsWhole(p []byte, n int) bool {
+	off := headerLen
+	for range n {
+		if off = skipName(p, off); off < 0 || off+4 > len(p) {
+			return false
+		}
+		off += 4
+	}
+	return true
+}
+
 // queryOPT returns the offset of the TYPE of the first OPT record in the additional section
 // of message p, or -1 when it has none or its sections do not walk as far.
 func queryOPT(p []byte) int {

@@ -279,6 +279,12 @@ func TestBareRepliesAlike(t *testing.T) {
 		{"QUERY, header only", pkt(dns.OpcodeQuery, 0, nil, 0, 0), dns.RcodeFormatError},
 		{"QUERY, two questions", pkt(dns.OpcodeQuery, 2, nil, 0, 0), dns.RcodeFormatError},
 		{"QUERY, question cut short", pkt(dns.OpcodeQuery, 1, nil, 0, 0)[:headerLen+5], dns.RcodeFormatError},
+		// miekg/dns reads a question that ends after its name or its type as one of type or
+		// class 0 (REFUSED, and over TCP with a question longer than the one sent).
+		{"QUERY, question without its class", pkt(dns.OpcodeQuery, 1, nil, 0, 0)[:headerLen+len(question)-2], dns.RcodeFormatError},
+		{"QUERY, question without type and class", pkt(dns.OpcodeQuery, 1, nil, 0, 0)[:headerLen+len(question)-4], dns.RcodeFormatError},
+		{"QUERY, question cut inside its class", pkt(dns.OpcodeQuery, 1, nil, 0, 0)[:headerLen+len(question)-1], dns.RcodeFormatError},
+		{"QUERY, second question without its class", pkt(dns.OpcodeQuery, 2, nil, 0, 0)[:headerLen+2*len(question)-2], dns.RcodeFormatError},
 		{"QUERY, additional records counted but absent (read as none)", pkt(dns.OpcodeQuery, 1, nil, 0, 3), -1},
 		{"QUERY with two answer records", pkt(dns.OpcodeQuery, 1, append(slices.Clone(aRR), aRR...), 2, 0), -1},
 	}
