@@ -370,19 +370,54 @@ func rcodeReply(dst, p []byte, rcode, maxUDP int) []byte {
 }
 
 // questionsWhole reports whether each of the first n questions of message p has its type and
-// class (RFC 1035 section 4.1.2). miekg/dns reads a question that the message ends after its
-// name or its type as one of type or class 0: answered, the reply's question would hold
-// fields the query never sent (REFUSED to class 0). The server answers such a message as one
-// the parser rejects: FORMERR, a bare header.
+// class (RFC 1035 section 4.1.2) and a name whose pointers each point before it (priorName).
+// miekg/dns reads a question that the message ends after its name or its type as one of type
+// or class 0, and follows a pointer forward: answered, the reply's question would hold fields
+// the query never sent (REFUSED to class 0), or a name the query holds nowhere before it. The
+// server answers such a message as one the parser rejects: FORMERR, a bare header.
 func questionsWhole(p []byte, n int) bool {
 	off := headerLen
 	for range n {
-		if off = skipName(p, off); off < 0 || off+4 > len(p) {
+		if off = priorName(p, off); off < 0 || off+4 > len(p) {
 			return false
 		}
 		off += 4
 	}
 	return true
+}
+
+// priorName returns the offset just past the (possibly compressed) name at p[off:], as
+// skipName does, or -1 when it is no name or one of its pointers does not point before the
+// labels it ends: RFC 1035 section 4.1.4 allows a pointer to a prior occurrence of a name
+// only. BIND and NSD refuse the message otherwise (FORMERR), and this rules out loops too.
+func priorName(p []byte, off int) int {
+	end, start := -1, off
+	for off < len(p) {
+		switch l := p[off]; {
+		case l == 0:
+			if end < 0 {
+				end = off + 1
+			}
+			return end
+		case l&0xC0 == 0xC0:
+			if off+2 > len(p) {
+				return -1
+			}
+			if end < 0 {
+				end = off + 2
+			}
+			t := int(binary.BigEndian.Uint16(p[off:]) & 0x3FFF)
+			if t >= start {
+				return -1
+			}
+			off, start = t, t
+		case l&0xC0 != 0:
+			return -1
+		default:
+			off += 1 + int(l)
+		}
+	}
+	return -1
 }
 
 // queryOPT returns the offset of the TYPE of the first OPT record in the additional section

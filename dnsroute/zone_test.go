@@ -262,6 +262,8 @@ func TestBareRepliesAlike(t *testing.T) {
 		}
 		return append(b, rest...)
 	}
+	// oneQuestion sets QDCOUNT to 1 in b, whose question pkt did not write.
+	oneQuestion := func(b []byte) []byte { b[5] = 1; return b }
 	optRR := []byte{0, 0, 41, 4, 0xd0, 0, 0, 0, 0, 0, 0} // ".", OPT, 1232, no options
 	aRR := []byte{0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1}
 	tests := []struct {
@@ -285,6 +287,10 @@ func TestBareRepliesAlike(t *testing.T) {
 		{"QUERY, question without type and class", pkt(dns.OpcodeQuery, 1, nil, 0, 0)[:headerLen+len(question)-4], dns.RcodeFormatError},
 		{"QUERY, question cut inside its class", pkt(dns.OpcodeQuery, 1, nil, 0, 0)[:headerLen+len(question)-1], dns.RcodeFormatError},
 		{"QUERY, second question without its class", pkt(dns.OpcodeQuery, 2, nil, 0, 0)[:headerLen+2*len(question)-2], dns.RcodeFormatError},
+		// RFC 1035 section 4.1.4: a pointer is to a prior occurrence of a name. miekg/dns
+		// follows one forward too (here past the question, to bytes counted in no section).
+		{"QUERY, question name a pointer forward", oneQuestion(append(pkt(dns.OpcodeQuery, 0, []byte{0xc0, headerLen + 6, 0, 1, 0, 1}, 0, 0), question[:len(question)-4]...)), dns.RcodeFormatError},
+		{"QUERY, question name a pointer to itself", oneQuestion(pkt(dns.OpcodeQuery, 0, []byte{0xc0, headerLen, 0, 1, 0, 1}, 0, 0)), dns.RcodeFormatError},
 		{"QUERY, additional records counted but absent (read as none)", pkt(dns.OpcodeQuery, 1, nil, 0, 3), -1},
 		{"QUERY with two answer records", pkt(dns.OpcodeQuery, 1, append(slices.Clone(aRR), aRR...), 2, 0), -1},
 	}
