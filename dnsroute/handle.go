@@ -302,9 +302,9 @@ func (s *Server) handleUDP(w *worker, p []byte, src netip.AddrPort) []byte {
 }
 
 // truncatedHit answers from the cached variant v of e, too long for the client: the next turn
-// for this query, cut to limit bytes with TC set as the resolving path cuts a reply
-// (dns.Msg.Truncate); nil if it does not unpack or pack. Only clients without EDNS (or with a
-// small buffer) asking for a long answer come here.
+// for this query, cut to limit bytes as the resolving path cuts a reply (truncate); nil if it
+// does not unpack or pack. Only clients without EDNS (or with a small buffer) asking for a
+// long answer come here.
 func (s *Server) truncatedHit(w *worker, p []byte, q *query, e *entry, v []byte, limit int) []byte {
 	b := append(w.out[:0], v...)
 	patch(b, p, q, e)
@@ -318,15 +318,20 @@ func (s *Server) truncatedHit(w *worker, p []byte, q *query, e *entry, v []byte,
 	return out
 }
 
-// truncate cuts the packed reply b to limit bytes with TC set (dns.Msg.Truncate); nil if it
-// does not unpack or pack.
+// truncate cuts the packed reply b to limit bytes (dns.Msg.Truncate), with TC set when an
+// answer or authority record is left out; nil if it does not unpack or pack. Additional
+// records that do not fit (an NS answer's glue) are left out without TC: RFC 2181 section 9
+// sets it only when the reply lacks records it needs, not extra information, as BIND and
+// NSD answer (miekg/dns sets it for any record it drops).
 func truncate(b []byte, limit int) []byte {
 	var m dns.Msg
 	if m.Unpack(b) != nil {
 		return nil
 	}
 	m.Compress = true
+	an, ns := len(m.Answer), len(m.Ns)
 	m.Truncate(limit)
+	m.Truncated = len(m.Answer) < an || len(m.Ns) < ns
 	out, err := m.Pack()
 	if err != nil {
 		return nil

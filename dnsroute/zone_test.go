@@ -2,6 +2,7 @@ package dnsroute
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -158,6 +159,48 @@ func TestTruncationAndTCP(t *testing.T) {
 					if r := ts.ask(t, "www.cdn.example.", dns.TypeAAAA, o); r.Truncated || len(r.Answer) != 42 {
 						t.Errorf("TCP retry: TC=%v answers=%d, want full 42", r.Truncated, len(r.Answer))
 					}
+				}
+			}
+		})
+	}
+}
+
+// TestGlueLeftOutWithoutTC: an apex NS answer whose glue does not all fit in a UDP reply
+// keeps the whole NS RRset and the glue that fits, without TC: RFC 2181 section 9 sets TC
+// only when records the answer needs are left out, not extra information (the server gives
+// no referrals, whose glue RFC 9471 requires). BIND 9.18 and NSD 4.6 answer so. Found by a
+// differential run: the reply had TC set (miekg/dns's Truncate sets it for any record it
+// drops), and a resolver asked again over TCP for nothing.
+func TestGlueLeftOutWithoutTC(t *testing.T) {
+	ts := startServer(t, func(c *Config) {
+		c.NS = nil
+		for i := range 10 {
+			c.NS = append(c.NS, NameServer{
+				Name: fmt.Sprintf("ns%d.cdn.example.", i+1),
+				IPv4: []string{fmt.Sprintf("127.0.1.%d", i+1)},
+				IPv6: []string{fmt.Sprintf("2001:db8:ffff::%d", i+1)},
+			})
+		}
+	})
+	for name, o := range map[string]qopt{"no EDNS": {}, "EDNS 512": {bufsize: 512}} {
+		t.Run(name, func(t *testing.T) {
+			for _, pass := range []string{"resolved", "from the cache"} {
+				r := ts.ask(t, "cdn.example.", dns.TypeNS, o)
+				if r.Truncated || r.Rcode != dns.RcodeSuccess || len(r.Answer) != 10 {
+					t.Errorf("%s: TC=%v rcode %s, %d NS records; want no TC, NOERROR, all 10", pass, r.Truncated, dns.RcodeToString[r.Rcode], len(r.Answer))
+				}
+				glue := 0
+				for _, rr := range r.Extra {
+					if rr.Header().Rrtype == dns.TypeA || rr.Header().Rrtype == dns.TypeAAAA {
+						glue++
+					}
+				}
+				if glue == 0 || glue == 20 {
+					t.Errorf("%s: %d glue records, want some of the 20 (not all fit)", pass, glue)
+				}
+				r.Compress = true
+				if b, _ := r.Pack(); len(b) > 512 {
+					t.Errorf("%s: reply is %d bytes, want <= 512", pass, len(b))
 				}
 			}
 		})
