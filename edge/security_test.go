@@ -469,3 +469,49 @@ func TestSurrogateHeadersStripped(t *testing.T) {
 		}
 	}
 }
+
+// TestOversizedTargetIs414: a request line longer than max_header_bytes is answered 414 URI Too
+// Long (RFC 9112 §3: a server that receives a request-target longer than it wishes to parse MUST
+// answer 414), as nginx answers it, on the plain-HTTP fast path, whether it is a connection's
+// first request or comes after one the fast path served. It got net/http's 431 Request Header
+// Fields Too Large, which sends whoever debugs it looking for a large header. A large header
+// field is still a 431, and so is an oversized target under `http1: std` (and over TLS), which
+// net/http answers before any edge code sees the request.
+func TestOversizedTargetIs414(t *testing.T) {
+	big := strings.Repeat("a", 80<<10)
+	get := func(target string) string {
+		return "GET " + target + " HTTP/1.1\r\nHost: " + testHost + "\r\n\r\n"
+	}
+	for _, tt := range []struct {
+		name    string
+		http1   string
+		payload string
+		want    []int
+	}{
+		{"long target", HTTP1Fast, get("/x?" + big), []int{414}},
+		{"long target after a served request", HTTP1Fast, get("/x") + get("/x?"+big), []int{200, 414}},
+		{"long header", HTTP1Fast, "GET /x HTTP/1.1\r\nHost: " + testHost + "\r\nX-Big: " + big + "\r\n\r\n", []int{431}},
+		{"long header after a served request", HTTP1Fast, get("/x") + "GET /x HTTP/1.1\r\nHost: " + testHost + "\r\nX-Big: " + big + "\r\n\r\n", []int{200, 431}},
+		{"long target, http1 std", HTTP1Std, get("/x?" + big), []int{431}},
+		// net/http serves a connection from its request with a body on; its own 431 stands.
+		{"long target after a request net/http served", HTTP1Fast, "POST /x HTTP/1.1\r\nHost: " + testHost + "\r\nContent-Length: 1\r\n\r\nx" + get("/x?"+big), []int{204, 431}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newSingle(t, func(c *Config) { c.HTTP1 = tt.http1 })
+			rs := raw(t, s.edge.Addr(), tt.payload)
+			var got []int
+			for _, r := range rs {
+				got = append(got, r.StatusCode)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tt.want) {
+				t.Fatalf("statuses = %v, want %v", got, tt.want)
+			}
+			if last := rs[len(rs)-1]; !last.Close {
+				t.Errorf("the %d did not close the connection", last.StatusCode)
+			}
+			if n := s.origin.Requests("/x?" + big); n != 0 {
+				t.Errorf("origin saw the oversized request %d times", n)
+			}
+		})
+	}
+}

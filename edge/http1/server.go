@@ -16,8 +16,10 @@
 package http1
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"log"
 	"net"
 	"net/http"
@@ -291,18 +293,54 @@ func (l *handoffListener) give(c net.Conn) bool {
 }
 
 // prefixConn is a handed-off connection: the bytes the fast path had buffered come first.
+//
+// It also gives a request line too long to parse its status. Fallback (net/http) answers any
+// head over its limit with "431 Request Header Fields Too Large", written straight to the
+// connection before a handler sees the request, also when it is the request line that did not
+// end within the limit; RFC 9112 §3 asks for 414 URI Too Long there, which nginx answers. A
+// handed-off connection starts at its request's first byte (the fast path hands over a head it
+// could not take whole), so until Fallback has written anything, no line end read means the
+// first request's line is still going on: a 431 written then is that line's, and becomes a
+// 414. A head whose first line ended, and anything after Fallback's first write, is left as
+// net/http answers it.
 type prefixConn struct {
 	net.Conn
 	prefix []byte
+	// lineEnded: a line end was read, or Fallback wrote: the 431 rewrite is off. Reads (net/http's
+	// background read too) and writes happen on different goroutines.
+	lineEnded atomic.Bool
 }
 
 func (c *prefixConn) Read(p []byte) (int, error) {
+	var n int
+	var err error
 	if len(c.prefix) > 0 {
-		n := copy(p, c.prefix)
+		n = copy(p, c.prefix)
 		c.prefix = c.prefix[n:]
-		return n, nil
+	} else {
+		n, err = c.Conn.Read(p)
 	}
-	return c.Conn.Read(p)
+	if n > 0 && !c.lineEnded.Load() && bytes.IndexByte(p[:n], '\n') >= 0 {
+		c.lineEnded.Store(true)
+	}
+	return n, err
+}
+
+// headTooLarge starts net/http's answer to a head over its limit (net/http's server.go, "431
+// Request Header Fields Too Large"); uriTooLong is that answer for a request line, in the same
+// form, the connection closed after it as net/http closes it.
+var headTooLarge = []byte("HTTP/1.1 431 ")
+
+const uriTooLong = "HTTP/1.1 414 URI Too Long\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n414 URI Too Long"
+
+func (c *prefixConn) Write(p []byte) (int, error) {
+	if !c.lineEnded.Swap(true) && bytes.HasPrefix(p, headTooLarge) {
+		if _, err := io.WriteString(c.Conn, uriTooLong); err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
 }
 
 // NetConn returns the connection beneath, as tls.Conn's does.
