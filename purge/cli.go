@@ -60,8 +60,10 @@ func NewCommand() *cobra.Command {
 		SilenceUsage:  true, // a refused purge is not a usage mistake
 		SilenceErrors: true, // main prints the error once
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if token == "" {
-				token = os.Getenv(TokenEnv)
+			// The API reads a bearer token without surrounding white space (and refuses secrets
+			// that have some): a blank one is none.
+			if token = strings.TrimSpace(token); token == "" {
+				token = strings.TrimSpace(os.Getenv(TokenEnv))
 			}
 			if caFile == "" {
 				caFile = os.Getenv(CAEnv)
@@ -194,6 +196,11 @@ func post(ctx context.Context, client *http.Client, api, token string, wait time
 	}
 	if err := checkAPI(u); err != nil {
 		return nil, 0, err
+	}
+	// Without a token the API answers 401, and each 401 spends one of the client address's
+	// failed-authentication allowance (docs/security.md, "Guessing"): say so here instead.
+	if token == "" {
+		return nil, 0, fmt.Errorf("no API token: give --token or set $%s (a token with scope purge)", TokenEnv)
 	}
 	if wait > 0 {
 		u.RawQuery = url.Values{"wait": {wait.String()}}.Encode()

@@ -134,7 +134,7 @@ func TestCommand(t *testing.T) {
 
 	t.Run("server refusal", func(t *testing.T) {
 		_, url := startAPI(t, http.StatusBadRequest, []byte(`{"error":"host is not configured","field":"host"}`))
-		_, err := runCommand(t, "--api", url, "--host", "nope.example", "--all")
+		_, err := runCommand(t, "--api", url, "--token", "s3cret", "--host", "nope.example", "--all")
 		if err == nil || !strings.Contains(err.Error(), "(400): host: host is not configured") {
 			t.Errorf("error = %v, want the API's field and message", err)
 		}
@@ -142,7 +142,7 @@ func TestCommand(t *testing.T) {
 
 	t.Run("non-json refusal", func(t *testing.T) {
 		_, url := startAPI(t, http.StatusTooManyRequests, []byte("slow down\n"))
-		_, err := runCommand(t, "--api", url, "--host", "a.example", "--all")
+		_, err := runCommand(t, "--api", url, "--token", "s3cret", "--host", "a.example", "--all")
 		if err == nil || !strings.Contains(err.Error(), "Too Many Requests: slow down") {
 			t.Errorf("error = %v, want the status and body", err)
 		}
@@ -264,7 +264,7 @@ func TestCommandPrintsUnreachable(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, url := startAPI(t, http.StatusAccepted, body)
-	out, err := runCommand(t, "--api", url, "--host", "a.example", "--all", "--wait", "1s")
+	out, err := runCommand(t, "--api", url, "--token", "s3cret", "--host", "a.example", "--all", "--wait", "1s")
 	for _, row := range []string{"n1    unreachable", "n2    gone", "n3    pending"} {
 		if !strings.Contains(out, row) {
 			t.Errorf("output lacks %q:\n%s", row, out)
@@ -293,6 +293,41 @@ func TestCommandRefusesNegativeWait(t *testing.T) {
 			defer api.mu.Unlock()
 			if len(api.requests) != 0 {
 				t.Errorf("--wait %s: the API got %d requests, want none", w, len(api.requests))
+			}
+		})
+	}
+}
+
+// TestCommandRefusesMissingToken: without a token (no --token, $MERIDIAN_TOKEN unset or
+// blank) the command says where a token goes and sends nothing; before, it posted the purge
+// without Authorization and printed the API's 401, spending one of the client address's
+// failed-authentication allowance.
+func TestCommandRefusesMissingToken(t *testing.T) {
+	complete, err := json.Marshal(Response{ID: "r1", Complete: true, Purges: []Receipt{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, env string
+		args      []string
+	}{
+		{"none", "", nil},
+		{"blank flag", "", []string{"--token", "  "}},
+		{"blank env", " \t", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv(TokenEnv, tt.env)
+			api, url := startAPI(t, http.StatusOK, complete)
+			args := append([]string{"--api", url, "--host", "www.example.com", "--all"}, tt.args...)
+			_, err := runCommand(t, args...)
+			if err == nil || !strings.Contains(err.Error(), "no API token") || !strings.Contains(err.Error(), "$"+TokenEnv) {
+				t.Errorf("error = %v, want one saying there is no API token and naming $%s", err, TokenEnv)
+			}
+			api.mu.Lock()
+			defer api.mu.Unlock()
+			if len(api.requests) != 0 {
+				t.Errorf("the API got %d requests, want none", len(api.requests))
 			}
 		})
 	}
