@@ -738,6 +738,79 @@ func TestAPIRefusesCaseVariantAndDuplicateFields(t *testing.T) {
 	}
 }
 
+// TestAPIRefusesNull: no schema of the API's is nullable, so a JSON null, for the whole body or
+// for a field, is refused with the field it stands for, and nothing is done. encoding/json reads
+// a null as "leave the value alone": PUT /v1/routing with the body null answered 200 and reset
+// the fleet's routing policy to the defaults, and `"cache": null` replaced a host's cache
+// policy with the zero one.
+func TestAPIRefusesNull(t *testing.T) {
+	ts := startServer(t, Config{PurgeRate: -1})
+	if err := fleet.PutHost(t.Context(), ts.JetStream(), "", wire.HostConfig{Host: "www.example.com", Origin: "http://127.0.0.1:9"}); err != nil {
+		t.Fatal(err)
+	}
+	const (
+		purgePath = "/v1/purge"
+		hostPath  = "/v1/hosts/www.example.com"
+		routePath = "/v1/routing"
+	)
+	tests := []struct {
+		name, method, path, body string
+		wantCode                 int
+		wantField, wantMsg       string
+	}{
+		// Accepted first: a null wrongly accepted later would show in what is stored.
+		{"purge", "POST", purgePath, `{"host":"www.example.com","urls":["/a"]}`, 202, "", ""},
+		{"host config", "PUT", hostPath, `{"origin":"http://127.0.0.1:9","cache":{"keep_params":["a"]}}`, 200, "", ""},
+		{"routing", "PUT", routePath, `{"policy":"weighted","weights":{"par":1,"lon":2}}`, 200, "", ""},
+
+		{"purge, null body", "POST", purgePath, `null`, 400, "", "request body is null"},
+		{"purge, null host", "POST", purgePath, `{"host":null,"all":true}`, 400, "host", "is null"},
+		{"purge, null urls", "POST", purgePath, `{"host":"www.example.com","all":true,"urls":null}`, 400, "urls", "is null"},
+		{"purge, null in urls", "POST", purgePath, `{"host":"www.example.com","urls":["/b",null]}`, 400, "urls[1]", "is null"},
+		{"purge, null soft", "POST", purgePath, `{"host":"www.example.com","all":true,"soft":null}`, 400, "soft", "is null"},
+		{"host config, null body", "PUT", hostPath, `null`, 400, "", "request body is null"},
+		{"host config, null cache", "PUT", hostPath, `{"origin":"http://127.0.0.1:9","cache":null}`, 400, "cache", "is null"},
+		{"host config, null in a list", "PUT", hostPath, `{"origin":"http://127.0.0.1:9","cache":{"keep_params":[null]}}`, 400, "cache.keep_params[0]", "is null"},
+		{"host config, null header", "PUT", hostPath, `{"origin":"http://127.0.0.1:9","request_headers":{"set":{"X-A":null}}}`, 400, "request_headers.set.X-A", "is null"},
+		{"routing, null body", "PUT", routePath, `null`, 400, "", "request body is null"},
+		{"routing, null weights", "PUT", routePath, `{"policy":"weighted","weights":null}`, 400, "weights", "is null"},
+		{"routing, null weight", "PUT", routePath, `{"policy":"weighted","weights":{"par":null}}`, 400, "weights.par", "is null"},
+		{"routing, null policy", "PUT", routePath, `{"policy":null}`, 400, "policy", "is null"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, b := ts.do(t, tt.method, tt.path, tokAdmin, []byte(tt.body))
+			if tt.wantCode != http.StatusBadRequest {
+				if code != tt.wantCode {
+					t.Fatalf("%s %s %s = %d %s, want %d", tt.method, tt.path, tt.body, code, b, tt.wantCode)
+				}
+				return
+			}
+			var e APIError
+			if err := json.Unmarshal(b, &e); err != nil {
+				t.Fatalf("answer %s is not a JSON error: %v", b, err)
+			}
+			if code != tt.wantCode || e.Field != tt.wantField || !strings.Contains(e.Error, tt.wantMsg) {
+				t.Errorf("%s %s %s = %d {%q, field %q}, want %d {…%q…, field %q}",
+					tt.method, tt.path, tt.body, code, e.Error, e.Field, tt.wantCode, tt.wantMsg, tt.wantField)
+			}
+		})
+	}
+	st, err := ts.JetStream().Stream(t.Context(), purge.StreamName(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := st.CachedInfo().State.Msgs; n != 1 {
+		t.Errorf("the purge stream holds %d messages, want 1 (the accepted purge's)", n)
+	}
+	if hc, err := fleet.GetHost(t.Context(), ts.JetStream(), "", "www.example.com"); err != nil || hc.Origin != "http://127.0.0.1:9" || !slices.Equal(hc.Cache.KeepParams, []string{"a"}) {
+		t.Errorf("stored host config = %+v, %v; want the accepted one", hc, err)
+	}
+	if rp, err := fleet.GetRouting(t.Context(), ts.JetStream(), ""); err != nil || rp.Policy != "weighted" || len(rp.Weights) != 2 {
+		t.Errorf("stored routing policy = %+v, %v; want the accepted one", rp, err)
+	}
+}
+
 // TestDecodeJSONFieldNamesByType: the exact-name and duplicate checks follow the decoded type
 // through pointers, slices, embedded structs (their fields are promoted) and maps, and leave a
 // value that decodes itself or goes into an interface to its own rules, duplicates aside.
@@ -776,6 +849,14 @@ func TestDecodeJSONFieldNamesByType(t *testing.T) {
 		// Past 16 keys an object's keys are kept in a map: a duplicate is still found.
 		{`{"nums":{` + manyKeys(40) + `,"k7":["again"]}}`, "nums.k7"},
 		{`{"nums":{` + manyKeys(40) + `}}`, ""},
+		// A null goes only where the type says it may be absent: a pointer, an interface, a
+		// type that decodes itself.
+		{`{"items":[null],"any":null,"raw":null,"when":null}`, ""},
+		{`{"deep":null}`, "deep"},
+		{`{"by_key":{"k":null}}`, "by_key.k"},
+		{`{"nums":null}`, "nums"},
+		{`{"nums":{"a":[null]}}`, "nums.a[0]"},
+		{`{"items":[{"name":null}]}`, "items[0].name"},
 		// A key goes back no longer than 80 bytes.
 		{`{"` + strings.Repeat("Q", 500) + `":1}`, strings.Repeat("Q", 77) + "..."},
 		{`{"nums":{"` + strings.Repeat("Q", 500) + `":[],"` + strings.Repeat("Q", 500) + `":[]}}`, "nums." + strings.Repeat("Q", 77) + "..."},

@@ -16,14 +16,52 @@ import (
 )
 
 // checkKeys refuses, in data (a JSON value that decoded into a value of type t without error),
-// any object key that names a struct field other than by its exact JSON name, and any key that
-// appears twice in one object. encoding/json matches names case-insensitively and keeps the
-// last of duplicates, so `{"urls":["/a"],"Urls":["/b"]}` would purge /b only, silently.
-// Errors are *wire.FieldError naming the key's path ("cache.Keep_Params", "weights.par").
+// any object key that names a struct field other than by its exact JSON name, any key that
+// appears twice in one object, and a null where the type does not say a value may be absent.
+// encoding/json matches names case-insensitively and keeps the last of duplicates, so
+// `{"urls":["/a"],"Urls":["/b"]}` would purge /b only, silently; and it reads a null as "leave
+// the value alone", so the body null would store the zero routing policy. A null is taken only
+// by a pointer, an interface or a type that decodes itself (t itself is the pointer decoding
+// writes through: the body null is refused for a *T). Errors are *wire.FieldError naming the
+// key's path ("cache.Keep_Params", "weights.par"), but for a null body.
 func checkKeys(data []byte, t reflect.Type) error {
 	k := keyWalker{dec: json.NewDecoder(bytes.NewReader(data))}
 	k.dec.UseNumber() // numbers are skipped, not parsed
+	if t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
 	return k.walk(t)
+}
+
+// takesNull reports whether a JSON null is a value for t: encoding/json sets a pointer or an
+// interface to nil, and leaves it to a type that decodes itself; into anything else a null
+// decodes as if the value were absent, which no API schema allows.
+func takesNull(t reflect.Type) bool {
+	return t == nil || t.Kind() == reflect.Pointer || t.Kind() == reflect.Interface ||
+		reflect.PointerTo(t).Implements(jsonUnmarshaler)
+}
+
+// failNull is the error for a null where a value of type t is wanted.
+func (k *keyWalker) failNull(t reflect.Type) error {
+	if len(k.path) == 0 {
+		return fmt.Errorf("request body is null; want a JSON %s", jsonKind(t))
+	}
+	return k.fail(errors.New("is null: give a value, or leave it out"))
+}
+
+// jsonKind names the JSON type a value of t decodes from.
+func jsonKind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Struct, reflect.Map:
+		return "object"
+	case reflect.Slice, reflect.Array:
+		return "array"
+	case reflect.String:
+		return "string"
+	case reflect.Bool:
+		return "boolean"
+	}
+	return "number"
 }
 
 var (
@@ -64,6 +102,7 @@ func (k *keyWalker) fail(err error) error {
 // shape the type does not say (an interface, or a type that decodes itself), in which only
 // duplicate keys are looked for.
 func (k *keyWalker) walk(t reflect.Type) error {
+	nullable := takesNull(t)
 	for t != nil && t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
@@ -73,11 +112,23 @@ func (k *keyWalker) walk(t reflect.Type) error {
 	if t != nil && !holdsObjects(t, 0) {
 		// The value decoded into t, so it holds no object: skip it whole (a token per element
 		// costs a decode each).
-		return k.dec.Decode(&k.raw)
+		if err := k.dec.Decode(&k.raw); err != nil {
+			return err
+		}
+		if !nullable && string(k.raw) == "null" {
+			return k.failNull(t)
+		}
+		if bytes.Contains(k.raw, []byte("null")) {
+			return k.nullInArray(k.raw, t)
+		}
+		return nil
 	}
 	tok, err := k.dec.Token()
 	if err != nil {
 		return err
+	}
+	if tok == nil && !nullable {
+		return k.failNull(t)
 	}
 	switch tok {
 	case json.Delim('['):
@@ -146,6 +197,33 @@ func (k *keyWalker) walk(t reflect.Type) error {
 	}
 	_, err = k.dec.Token() // the closing ']' or '}'
 	return err
+}
+
+// nullInArray refuses a null element, at any depth, of raw, a JSON array of scalars that
+// decoded into t (a slice or array type), where the element type takes no null.
+func (k *keyWalker) nullInArray(raw json.RawMessage, t reflect.Type) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	raw = bytes.TrimSpace(raw)
+	if (t.Kind() != reflect.Slice && t.Kind() != reflect.Array) || len(raw) == 0 || raw[0] != '[' {
+		return nil
+	}
+	var elems []json.RawMessage
+	if err := json.Unmarshal(raw, &elems); err != nil {
+		return err
+	}
+	for i, e := range elems {
+		k.path = append(k.path, pathStep{index: i})
+		if string(e) == "null" && !takesNull(t.Elem()) {
+			return k.failNull(t.Elem())
+		}
+		if err := k.nullInArray(e, t.Elem()); err != nil {
+			return err
+		}
+		k.path = k.path[:len(k.path)-1]
+	}
+	return nil
 }
 
 // shortKey is key as an error shows it: a key may be as long as the body, and the error goes
