@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/meridian-cdn/meridian/internal/natsauth"
+	"github.com/meridian-cdn/meridian/wire"
 )
 
 // The embedded NATS server's credentials live in <StoreDir>/nats-auth (mode 0700): control's
@@ -137,6 +138,9 @@ func IssueCredential(storeDir string, id natsauth.Identity) (natsauth.Credential
 // cannot be written) is never accepted, a key whose seed nobody holds; undo takes a delivered
 // credential back when accepting it fails.
 func issueCredential(storeDir string, id natsauth.Identity, deliver func(natsauth.Credential) error, undo func()) (natsauth.Credential, error) {
+	if err := validateEdgeIDs(id); err != nil {
+		return natsauth.Credential{}, fmt.Errorf("issue a credential for %s: %w", id, err)
+	}
 	unlock, err := lockCreds(storeDir)
 	if err != nil {
 		return natsauth.Credential{}, err
@@ -237,4 +241,21 @@ func (s *Server) watchUsers(ctx context.Context, reload func() (int, error)) {
 		last = b
 		s.log.Info("nats users reloaded", "users", n)
 	}
+}
+
+// validateEdgeIDs refuses an edge identity whose PoP or node id is not what a node may
+// register under (one lower-case DNS label: fleet.NewRegistrar refuses any other). natsauth
+// checks only that they are subject tokens, which `LON` or `n_1` are: a credential for them
+// would be one no edge can use.
+func validateEdgeIDs(id natsauth.Identity) error {
+	if id.Role != natsauth.RoleEdge {
+		return nil
+	}
+	if err := wire.ValidatePoPID(id.PoP); err != nil {
+		return err
+	}
+	if wire.ValidatePoPID(id.Node) != nil {
+		return fmt.Errorf("%q is not a valid node id (one lower-case DNS label)", id.Node)
+	}
+	return nil
 }

@@ -551,3 +551,48 @@ func TestCredsOutputFailedIssueKeepsPreviousFile(t *testing.T) {
 		t.Errorf("%s left behind by a failed issue: %v", out2, err)
 	}
 }
+
+// TestCredsEdgeRefusesInvalidIDs: an edge's PoP and node ids are lower-case DNS labels (the
+// registrar refuses any other, so no edge could join with it); the command issued a credential
+// for any subject token (`--pop LON`, `--node n_1`), which no edge could use and which
+// `creds list` then showed as an identity of the fleet. Refused now, with nothing issued or
+// written.
+func TestCredsEdgeRefusesInvalidIDs(t *testing.T) {
+	tests := []struct{ pop, node, want string }{
+		{"LON", "n1", `"LON" is not a valid PoP id`},
+		{"lon", "N1", `"N1" is not a valid node id`},
+		{"lon", "n_1", `"n_1" is not a valid node id`},
+		{"lon_1", "n1", `"lon_1" is not a valid PoP id`},
+		{"-lon", "n1", `"-lon" is not a valid PoP id`},
+		{"lon", "n1-", `"n1-" is not a valid node id`},
+	}
+	dir := t.TempDir()
+	for _, tt := range tests {
+		t.Run(tt.pop+"."+tt.node, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "n.creds")
+			cmd := NewCommand()
+			cmd.SetArgs([]string{"creds", "edge", "--pop", tt.pop, "--node", tt.node, "--store-dir", dir, "-o", out})
+			var stdout bytes.Buffer
+			cmd.SetOut(&stdout)
+			cmd.SetErr(&stdout)
+			if err := cmd.Execute(); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("creds edge --pop %s --node %s = %v, want an error containing %q", tt.pop, tt.node, err, tt.want)
+			}
+			if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("creds edge -o %s wrote the file (%v)", out, err)
+			}
+			if _, err := IssueCredential(dir, natsauth.Edge(tt.pop, tt.node)); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("IssueCredential(edge.%s.%s) = %v, want an error containing %q", tt.pop, tt.node, err, tt.want)
+			}
+		})
+	}
+	recs, err := ListCredentials(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		if r.Identity != natsauth.Control().String() {
+			t.Errorf("users.json accepts %s (%s), want only control's", r.Identity, r.NKey)
+		}
+	}
+}
