@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -68,6 +69,11 @@ old one is revoked (rotation without downtime, see docs/security.md).`,
 		Short: "List the credentials the server accepts",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// As revoke: an empty table would read as "the fleet accepts no credential", where
+			// a store always holds control's own; --store-dir is wrong or missing.
+			if _, err := os.Stat(filepath.Join(credsDir(storeDir), usersFileName)); errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("list: no credentials in %s (not the store directory of a control: --store-dir)", storeDir)
+			}
 			recs, err := ListCredentials(storeDir)
 			if err != nil {
 				return err

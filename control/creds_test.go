@@ -596,3 +596,40 @@ func TestCredsEdgeRefusesInvalidIDs(t *testing.T) {
 		}
 	}
 }
+
+// TestCredsListWithoutStore: `creds list` on a directory that holds no credentials (a
+// --store-dir forgotten or mistyped) says so and fails, as revoke does; it printed an empty
+// table and exited 0, which read as "this fleet accepts no credential". A store always holds
+// control's own.
+func TestCredsListWithoutStore(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "not-a-store")
+	cmd := NewCommand()
+	cmd.SetArgs([]string{"creds", "list", "--store-dir", dir})
+	var stdout bytes.Buffer
+	cmd.SetOut(&stdout)
+	cmd.SetErr(&stdout)
+	if err := cmd.Execute(); err == nil || !strings.Contains(err.Error(), "no credentials in "+dir) {
+		t.Errorf("creds list --store-dir %s = %v (%q), want an error saying there are no credentials there", dir, err, stdout.String())
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("creds list created %s (%v)", dir, err)
+	}
+
+	// A store lists control's credential and the ones issued.
+	store := t.TempDir()
+	if _, err := IssueCredential(store, natsauth.Edge("lon", "n1")); err != nil {
+		t.Fatal(err)
+	}
+	cmd = NewCommand()
+	cmd.SetArgs([]string{"creds", "list", "--store-dir", store})
+	stdout.Reset()
+	cmd.SetOut(&stdout)
+	if err := cmd.Execute(); err != nil {
+		t.Fatalf("creds list: %v", err)
+	}
+	for _, id := range []string{"control", "edge.lon.n1"} {
+		if !strings.Contains(stdout.String(), "\n"+id+" ") {
+			t.Errorf("creds list printed %q, want a line for %s", stdout.String(), id)
+		}
+	}
+}
