@@ -23,6 +23,7 @@ import (
 	"unicode/utf16"
 	"unicode/utf8"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -813,11 +814,22 @@ func (s *Server) putHost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := fleet.PutHost(r.Context(), s.JetStream(), s.cfg.Prefix, hc); err != nil {
-		WriteError(w, http.StatusServiceUnavailable, "", fmt.Errorf("store host config: %w", err))
+		s.writeStoreError(w, "store host config", err)
 		return
 	}
 	s.log.Info("host config stored", "host", host, "origin", hc.Origin, "by", tokenName(r.Context()))
 	writeJSON(w, http.StatusOK, hc)
+}
+
+// writeStoreError answers a config write the bucket refused: 503, as NATS may take it once
+// it is back, but 413 for a value larger than one NATS message carries (max_payload), which
+// a body under a raised --max-body-bytes can be and no retry will store.
+func (s *Server) writeStoreError(w http.ResponseWriter, what string, err error) {
+	if errors.Is(err, nats.ErrMaxPayload) {
+		WriteError(w, http.StatusRequestEntityTooLarge, "", fmt.Errorf("%s: its JSON is larger than the %d bytes NATS carries in one message (max_payload): make it smaller", what, s.Conn().MaxPayload()))
+		return
+	}
+	WriteError(w, http.StatusServiceUnavailable, "", fmt.Errorf("%s: %w", what, err))
 }
 
 func (s *Server) deleteHost(w http.ResponseWriter, r *http.Request) {
@@ -888,7 +900,7 @@ func (s *Server) putRouting(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := fleet.PutRouting(r.Context(), s.JetStream(), s.cfg.Prefix, rp); err != nil {
-		WriteError(w, http.StatusServiceUnavailable, "", fmt.Errorf("store routing policy: %w", err))
+		s.writeStoreError(w, "store routing policy", err)
 		return
 	}
 	s.log.Info("routing policy stored", "policy", rp.Policy, "by", tokenName(r.Context()))

@@ -1571,3 +1571,56 @@ func TestEveryRouteRefusesUnknownQueryParameters(t *testing.T) {
 		t.Errorf("GET /v1/routing after PUT ?dry_run=1 = %s, want %s (unchanged)", b, routingBefore)
 	}
 }
+
+// TestConfigOverNATSPayloadIs413: with --max-body-bytes above what one NATS message carries
+// (max_payload, 1 MiB by default), a host config or routing policy the body limit lets through
+// may still be too large to store. That was a 503 ("nats: maximum payload exceeded"), which
+// tells a client to retry what can never succeed; it is a 413 naming the bound, and nothing is
+// stored.
+func TestConfigOverNATSPayloadIs413(t *testing.T) {
+	ts := startServer(t, Config{MaxBodyBytes: 4 << 20})
+	headers := make(map[string]string, 2000)
+	for i := range 2000 {
+		headers[fmt.Sprintf("X-H%d", i)] = strings.Repeat("v", 1000)
+	}
+	host, err := json.Marshal(wire.HostConfig{Origin: "http://127.0.0.1:9", RequestHeaders: wire.RequestHeaders{Set: headers}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	weights := make(map[string]float64, 100000)
+	for i := range 100000 {
+		weights[fmt.Sprintf("pop-%d", i)] = 1
+	}
+	routing, err := json.Marshal(wire.RoutingPolicy{Policy: "weighted", Weights: weights})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, path string
+		body       []byte
+	}{
+		{"host config", "/v1/hosts/www.example.com", host},
+		{"routing policy", "/v1/routing", routing},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if len(tt.body) <= 1<<20 || len(tt.body) > 4<<20 {
+				t.Fatalf("body of %d bytes, want one between NATS's 1 MiB and the 4 MiB body limit", len(tt.body))
+			}
+			code, b := ts.do(t, "PUT", tt.path, tokAdmin, tt.body)
+			var e APIError
+			if err := json.Unmarshal(b, &e); err != nil {
+				t.Fatalf("PUT %s = %d %.200s, not a JSON error: %v", tt.path, code, b, err)
+			}
+			if code != http.StatusRequestEntityTooLarge || !strings.Contains(e.Error, "bytes NATS carries") {
+				t.Errorf("PUT %s (%d bytes) = %d %q, want 413 naming the bytes NATS carries", tt.path, len(tt.body), code, e.Error)
+			}
+		})
+	}
+	if code, b := ts.do(t, "GET", "/v1/hosts/www.example.com", tokReader, nil); code != http.StatusNotFound {
+		t.Errorf("GET the refused host = %d %.200s, want 404", code, b)
+	}
+	if rp, err := fleet.GetRouting(t.Context(), ts.JetStream(), ""); err != nil || rp.Policy != "" {
+		t.Errorf("stored routing policy = %+v, %v; want none", rp.Policy, err)
+	}
+}
