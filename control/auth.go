@@ -330,8 +330,15 @@ func (a *authenticator) check(r *http.Request) (*authToken, bool) {
 	return found, found != nil
 }
 
+// bearer reads r's bearer token. Authorization is a singleton field (RFC 9110 11.6.2): a
+// request with two carries no token, rather than whichever came first, so that a credential a
+// proxy adds cannot be overridden (or overridden back) by the order of the fields.
 func bearer(r *http.Request) (string, bool) {
-	h := r.Header.Get("Authorization")
+	hs := r.Header.Values("Authorization")
+	if len(hs) != 1 {
+		return "", false
+	}
+	h := hs[0]
 	const p = "bearer "
 	if len(h) <= len(p) || !strings.EqualFold(h[:len(p)], p) {
 		return "", false

@@ -1,9 +1,11 @@
 package control
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -17,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridian-cdn/meridian/fleet"
 	"github.com/meridian-cdn/meridian/internal/logtest"
 	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/purge"
@@ -885,5 +888,51 @@ func TestAuthThrottleLogsOncePerThrottling(t *testing.T) {
 		if got := a.fail(client, now); got != g.logs {
 			t.Errorf("guess #%d at %v: fail reports a new throttling = %v, want %v", i+1, g.at, got, g.logs)
 		}
+	}
+}
+
+// TestTwoAuthorizationFieldsRefused: Authorization is a singleton field (RFC 9110 11.6.2). With
+// two, the first was used and the second ignored, so which credential a request carried
+// depended on the order in which a client, or a proxy that adds its own, wrote them: a
+// request with a config token before a read token changed the routing policy. Either order is
+// now refused as no valid token, and nothing is done.
+func TestTwoAuthorizationFieldsRefused(t *testing.T) {
+	ts := startServer(t, Config{})
+	body := []byte(`{"policy":"least-loaded"}`)
+	tests := []struct {
+		name    string
+		headers []string
+		want    int
+	}{
+		{"config then read", []string{"Bearer " + tokAdmin, "Bearer " + tokReader}, http.StatusUnauthorized},
+		{"read then config", []string{"Bearer " + tokReader, "Bearer " + tokAdmin}, http.StatusUnauthorized},
+		{"the same twice", []string{"Bearer " + tokAdmin, "Bearer " + tokAdmin}, http.StatusUnauthorized},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, err := http.NewRequestWithContext(t.Context(), "PUT", ts.base+"/v1/routing", bytes.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header["Authorization"] = tt.headers
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tt.want || resp.Header.Get("WWW-Authenticate") == "" {
+				t.Errorf("PUT /v1/routing with Authorization %q = %d %s (WWW-Authenticate %q), want %d with a challenge",
+					tt.headers, resp.StatusCode, b, resp.Header.Get("WWW-Authenticate"), tt.want)
+			}
+		})
+	}
+	if rp, err := fleet.GetRouting(t.Context(), ts.JetStream(), ""); err != nil || rp.Policy != "" {
+		t.Errorf("routing policy = %q, %v; want none stored", rp.Policy, err)
+	}
+	// One field still works.
+	if code, b := ts.do(t, "PUT", "/v1/routing", tokAdmin, body); code != http.StatusOK {
+		t.Errorf("PUT /v1/routing with one Authorization = %d %s, want 200", code, b)
 	}
 }
