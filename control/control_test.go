@@ -1624,3 +1624,30 @@ func TestConfigOverNATSPayloadIs413(t *testing.T) {
 		t.Errorf("stored routing policy = %+v, %v; want none", rp.Policy, err)
 	}
 }
+
+// TestGetHostRefusesMismatchedKey: a host config whose host is not the one its key names
+// (written behind the API's back) is one the config view skips, so no edge started since
+// serves it and GET /v1/hosts does not list it; GET /v1/hosts/{host} answered 200 with it, a
+// config for another host than the one asked for. It answers 503 naming the mismatch, as for
+// a value that does not decode; a purge of the key's host is still taken (edges running since
+// before the write keep its last good config).
+func TestGetHostRefusesMismatchedKey(t *testing.T) {
+	ts := startServer(t, Config{PurgeRate: -1})
+	kv, err := ts.JetStream().KeyValue(t.Context(), wire.Bucket("", wire.ConfigBucket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(t.Context(), wire.HostKey("other.example.com"), []byte(`{"host":"evil.example.com","origin":"http://127.0.0.1:1"}`)); err != nil {
+		t.Fatal(err)
+	}
+	code, b := ts.do(t, "GET", "/v1/hosts/other.example.com", tokReader, nil)
+	if code != http.StatusServiceUnavailable || !strings.Contains(string(b), "does not match") {
+		t.Errorf("GET /v1/hosts/other.example.com = %d %s, want 503 naming the mismatch", code, b)
+	}
+	if code, b := ts.do(t, "GET", "/v1/hosts", tokReader, nil); code != http.StatusOK || strings.Contains(string(b), "example.com") {
+		t.Errorf("GET /v1/hosts = %d %s, want 200 listing neither host", code, b)
+	}
+	if code, b := ts.do(t, "POST", "/v1/purge?wait=0", tokAdmin, []byte(`{"host":"other.example.com","all":true}`)); code != http.StatusAccepted {
+		t.Errorf("purge of other.example.com = %d %s, want 202", code, b)
+	}
+}
