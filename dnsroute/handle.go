@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -322,7 +323,9 @@ func (s *Server) truncatedHit(w *worker, p []byte, q *query, e *entry, v []byte,
 // answer or authority record is left out; nil if it does not unpack or pack. Additional
 // records that do not fit (an NS answer's glue) are left out without TC: RFC 2181 section 9
 // sets it only when the reply lacks records it needs, not extra information, as BIND and
-// NSD answer (miekg/dns sets it for any record it drops).
+// NSD answer (miekg/dns sets it for any record it drops). They are left out by whole RRsets
+// (section 9: "the entire RRSet that will not fit"): miekg/dns keeps the records that fit,
+// which may be part of one, and a resolver takes an RRset in a reply without TC as whole.
 func truncate(b []byte, limit int) []byte {
 	var m dns.Msg
 	if m.Unpack(b) != nil {
@@ -330,11 +333,35 @@ func truncate(b []byte, limit int) []byte {
 	}
 	m.Compress = true
 	an, ns := len(m.Answer), len(m.Ns)
+	extra := slices.Clone(m.Extra)
 	m.Truncate(limit)
 	m.Truncated = len(m.Answer) < an || len(m.Ns) < ns
+	if !m.Truncated {
+		m.Extra = wholeRRsets(m.Extra, extra)
+	}
 	out, err := m.Pack()
 	if err != nil {
 		return nil
+	}
+	return out
+}
+
+// wholeRRsets returns kept, the additional records dns.Msg.Truncate kept of all (in their
+// order, the OPT record apart), without those of an RRset that all has more records of.
+func wholeRRsets(kept, all []dns.RR) []dns.RR {
+	count := func(rrs []dns.RR, h *dns.RR_Header) (n int) {
+		for _, rr := range rrs {
+			if g := rr.Header(); g.Rrtype == h.Rrtype && g.Class == h.Class && strings.EqualFold(g.Name, h.Name) {
+				n++
+			}
+		}
+		return n
+	}
+	var out []dns.RR
+	for _, rr := range kept {
+		if h := rr.Header(); h.Rrtype == dns.TypeOPT || count(kept, h) == count(all, h) {
+			out = append(out, rr)
+		}
 	}
 	return out
 }
