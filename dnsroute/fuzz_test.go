@@ -1,6 +1,7 @@
 package dnsroute
 
 import (
+	"encoding/binary"
 	"maps"
 	"net"
 	"net/netip"
@@ -55,6 +56,10 @@ func FuzzHandle(f *testing.F) {
 	f.Add([]byte("\x00\x01\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\xc0\x0c\x00\x01\x00\x01"))
 	// A question name compressed into the header: its REFUSED and BADVERS would copy it whole.
 	f.Add([]byte("\x0a\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x01\xc0\x00\x00\x01\x00\x01\x00\x00\x29\x04\xd0\x00\x01\x80\x00\x00\x00"))
+	// A question cut after its type, and one whose name is a pointer forward (miekg/dns reads
+	// both; TestBareRepliesAlike).
+	f.Add([]byte("\x00\x02\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x03www\x03cdn\x07example\x00\x00\x01"))
+	f.Add([]byte("\x00\x03\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\xc0\x12\x00\x01\x00\x01\x03www\x03cdn\x07example\x00"))
 	cfg := testConfig(f)
 	s, err := New(cfg)
 	if err != nil {
@@ -101,6 +106,25 @@ func FuzzHandle(f *testing.F) {
 		}
 		if asked, _, err := dns.UnpackDomainName(p, headerLen); len(m.Question) > 0 && (err != nil || m.Question[0].Name != asked) {
 			t.Fatalf("reply's question %v, the query asks for %q (%v)", m.Question[0], asked, err)
+		}
+		// The question echoed is one the query holds whole (RFC 1035 section 4.1.2): a name
+		// whose pointers each point before the labels they end (section 4.1.4, BIND's rule:
+		// priorName; the labels found there may run on past the pointer, as BIND reads them),
+		// then the type and class as the query spells them.
+		if _, end, err := dns.UnpackDomainName(p, headerLen); err == nil && p[2]&0x78 == 0 && binary.BigEndian.Uint16(p[4:]) > 0 && end+4 > len(p) && m.Rcode != dns.RcodeFormatError {
+			t.Fatalf("%s to a query whose question ends after %d of its 4 bytes of type and class, want FORMERR", rcodeLabel(m.Rcode), len(p)-end)
+		}
+		if len(m.Question) > 0 {
+			_, end, _ := dns.UnpackDomainName(p, headerLen)
+			if end+4 > len(p) {
+				t.Fatalf("reply's question %v, the query's ends after %d of its 4 bytes of type and class", m.Question[0], len(p)-end)
+			}
+			if priorName(p, headerLen) != end {
+				t.Fatalf("reply's question %v, whose name the query spells with a pointer that is not to before it", m.Question[0])
+			}
+			if q := m.Question[0]; q.Qtype != binary.BigEndian.Uint16(p[end:]) || q.Qclass != binary.BigEndian.Uint16(p[end+2:]) {
+				t.Fatalf("reply's question %v, the query's type and class are % x", q, p[end:end+4])
+			}
 		}
 		if p[2]&0x78 != 0 && queryOPT(p) >= 0 && m.IsEdns0() == nil {
 			t.Fatalf("NOTIMP to a query with an OPT record has none: %v", &m)
