@@ -45,7 +45,8 @@ type Release struct {
 	// BinaryURL is an https URL of the linux meridian binary that cloud-init downloads to
 	// /usr/local/bin/meridian. One of BinaryURL or BinaryPath is required.
 	BinaryURL string `yaml:"binary_url"`
-	// BinarySHA256 is the binary's hex SHA-256; when set, cloud-init refuses a mismatch.
+	// BinarySHA256 is the binary's hex SHA-256 (required with BinaryURL); cloud-init refuses a
+	// mismatch.
 	BinarySHA256 string `yaml:"binary_sha256"`
 	// BinaryPath is where the binary already is on the VM image (baked or copied by Terraform);
 	// cloud-init links it to /usr/local/bin/meridian.
