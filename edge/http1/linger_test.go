@@ -394,21 +394,7 @@ func TestLingerReadTimeout(t *testing.T) {
 
 // mayHaveUnread sees each of nginx's signs, and no sign on a quiet connection.
 func TestMayHaveUnread(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.65:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	nc, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc, client := tcpPair(t, "127.0.0.65:0")
 	if rawconn.NewProber(nc) == nil {
 		t.Skip("no peeking at sockets here")
 	}
@@ -544,4 +530,26 @@ func (c *stallConn) SetDeadline(t time.Time) error {
 func (c *stallConn) Close() error {
 	c.closeOnce.Do(func() { close(c.closed) })
 	return c.TCPConn.Close()
+}
+
+// tcpPair returns the two ends of a TCP connection over addr, the accepted one first; both
+// are closed when the test ends.
+func tcpPair(t *testing.T, addr string) (server, client net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	server, err = ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { server.Close() })
+	return server, client
 }

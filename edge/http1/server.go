@@ -309,6 +309,10 @@ type prefixConn struct {
 	// lineEnded: a line end was read, or Fallback wrote: the 431 rewrite is off. Reads (net/http's
 	// background read too) and writes happen on different goroutines.
 	lineEnded atomic.Bool
+	// rewriting: the 414 is being written, wrote bytes of it so far (writes only): a write a
+	// send deadline cut short goes on with the rest of the 414, not of the 431.
+	rewriting bool
+	wrote     int
 }
 
 func (c *prefixConn) Read(p []byte) (int, error) {
@@ -334,13 +338,28 @@ var headTooLarge = []byte("HTTP/1.1 431 ")
 const uriTooLong = "HTTP/1.1 414 URI Too Long\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n414 URI Too Long"
 
 func (c *prefixConn) Write(p []byte) (int, error) {
-	if !c.lineEnded.Swap(true) && bytes.HasPrefix(p, headTooLarge) {
-		if _, err := io.WriteString(c.Conn, uriTooLong); err != nil {
-			return 0, err
-		}
-		return len(p), nil
+	if c.rewriting {
+		return c.writeTooLong(p)
+	}
+	if !c.lineEnded.Load() && !c.lineEnded.Swap(true) && bytes.HasPrefix(p, headTooLarge) && len(p) >= len(uriTooLong) {
+		c.rewriting = true
+		return c.writeTooLong(p)
 	}
 	return c.Conn.Write(p)
+}
+
+// writeTooLong writes the rest of uriTooLong in place of p, the rest of net/http's 431. The
+// bytes of the 414 written count as bytes of p (the longer), p whole once the 414 is: a caller
+// that goes on with p[n:] after an error (sendtimeout, after a send deadline cut the write
+// short) gets the rest of the 414 written, not the 431 spliced after a part of it.
+func (c *prefixConn) writeTooLong(p []byte) (int, error) {
+	n, err := io.WriteString(c.Conn, uriTooLong[c.wrote:])
+	c.wrote += n
+	if err != nil {
+		return min(n, len(p)), err
+	}
+	c.rewriting = false
+	return len(p), nil
 }
 
 // NetConn returns the connection beneath, as tls.Conn's does.
