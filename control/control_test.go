@@ -670,20 +670,7 @@ func (c *countingReader) Read(p []byte) (int, error) {
 // that is not exactly its field's, and a name given twice in one object, at any depth, with a
 // 400 naming it; nothing of a refused request is stored or published.
 func TestAPIRefusesCaseVariantAndDuplicateFields(t *testing.T) {
-	ts := startServer(t, Config{PurgeRate: -1})
-	if err := fleet.PutHost(t.Context(), ts.JetStream(), "", wire.HostConfig{Host: "www.example.com", Origin: "http://127.0.0.1:9"}); err != nil {
-		t.Fatal(err)
-	}
-	const (
-		purgePath = "/v1/purge"
-		hostPath  = "/v1/hosts/www.example.com"
-		routePath = "/v1/routing"
-	)
-	tests := []struct {
-		name, method, path, body string
-		wantCode                 int
-		wantField, wantMsg       string
-	}{
+	testRefusedBodies(t, []bodyCase{
 		// Accepted first: a refused body wrongly accepted later would show in what is stored.
 		{"purge, exact names", "POST", purgePath, `{"host":"www.example.com","urls":["/a"],"soft":true}`, 202, "", ""},
 		{"host config, nested and map keys", "PUT", hostPath,
@@ -703,39 +690,7 @@ func TestAPIRefusesCaseVariantAndDuplicateFields(t *testing.T) {
 		{"host config, duplicate map key", "PUT", hostPath, `{"origin":"http://127.0.0.1:8","request_headers":{"set":{"X-A":"1","X-A":"2"}}}`, 400, "request_headers.set.X-A", "more than once"},
 		{"routing, Policy", "PUT", routePath, `{"Policy":"nearest"}`, 400, "Policy", `did you mean "policy"`},
 		{"routing, duplicate weight", "PUT", routePath, `{"policy":"nearest","weights":{"par":1,"par":2}}`, 400, "weights.par", "more than once"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			code, b := ts.do(t, tt.method, tt.path, tokAdmin, []byte(tt.body))
-			if tt.wantCode != http.StatusBadRequest {
-				if code != tt.wantCode {
-					t.Fatalf("%s %s %s = %d %s, want %d", tt.method, tt.path, tt.body, code, b, tt.wantCode)
-				}
-				return
-			}
-			var e APIError
-			if err := json.Unmarshal(b, &e); err != nil {
-				t.Fatalf("answer %s is not a JSON error: %v", b, err)
-			}
-			if code != tt.wantCode || e.Field != tt.wantField || !strings.Contains(e.Error, tt.wantMsg) {
-				t.Errorf("%s %s %s = %d {%q, field %q}, want %d {…%q…, field %q}",
-					tt.method, tt.path, tt.body, code, e.Error, e.Field, tt.wantCode, tt.wantMsg, tt.wantField)
-			}
-		})
-	}
-	st, err := ts.JetStream().Stream(t.Context(), purge.StreamName(""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n := st.CachedInfo().State.Msgs; n != 1 {
-		t.Errorf("the purge stream holds %d messages, want 1 (the accepted purge's)", n)
-	}
-	if hc, err := fleet.GetHost(t.Context(), ts.JetStream(), "", "www.example.com"); err != nil || hc.Origin != "http://127.0.0.1:9" || !slices.Equal(hc.Cache.KeepParams, []string{"a"}) {
-		t.Errorf("stored host config = %+v, %v; want the accepted one", hc, err)
-	}
-	if rp, err := fleet.GetRouting(t.Context(), ts.JetStream(), ""); err != nil || rp.Policy != "weighted" || len(rp.Weights) != 2 {
-		t.Errorf("stored routing policy = %+v, %v; want the accepted one", rp, err)
-	}
+	})
 }
 
 // TestAPIRefusesNull: no schema of the API's is nullable, so a JSON null, for the whole body or
@@ -744,20 +699,7 @@ func TestAPIRefusesCaseVariantAndDuplicateFields(t *testing.T) {
 // the fleet's routing policy to the defaults, and `"cache": null` replaced a host's cache
 // policy with the zero one.
 func TestAPIRefusesNull(t *testing.T) {
-	ts := startServer(t, Config{PurgeRate: -1})
-	if err := fleet.PutHost(t.Context(), ts.JetStream(), "", wire.HostConfig{Host: "www.example.com", Origin: "http://127.0.0.1:9"}); err != nil {
-		t.Fatal(err)
-	}
-	const (
-		purgePath = "/v1/purge"
-		hostPath  = "/v1/hosts/www.example.com"
-		routePath = "/v1/routing"
-	)
-	tests := []struct {
-		name, method, path, body string
-		wantCode                 int
-		wantField, wantMsg       string
-	}{
+	testRefusedBodies(t, []bodyCase{
 		// Accepted first: a null wrongly accepted later would show in what is stored.
 		{"purge", "POST", purgePath, `{"host":"www.example.com","urls":["/a"]}`, 202, "", ""},
 		{"host config", "PUT", hostPath, `{"origin":"http://127.0.0.1:9","cache":{"keep_params":["a"]}}`, 200, "", ""},
@@ -776,6 +718,33 @@ func TestAPIRefusesNull(t *testing.T) {
 		{"routing, null weights", "PUT", routePath, `{"policy":"weighted","weights":null}`, 400, "weights", "is null"},
 		{"routing, null weight", "PUT", routePath, `{"policy":"weighted","weights":{"par":null}}`, 400, "weights.par", "is null"},
 		{"routing, null policy", "PUT", routePath, `{"policy":null}`, 400, "policy", "is null"},
+	})
+}
+
+// Routes of testRefusedBodies's cases.
+const (
+	purgePath = "/v1/purge"
+	hostPath  = "/v1/hosts/www.example.com"
+	routePath = "/v1/routing"
+)
+
+// bodyCase is a request body sent to a route, and the answer it must get: for a 400, the
+// field it names and a part of its message.
+type bodyCase struct {
+	name, method, path, body string
+	wantCode                 int
+	wantField, wantMsg       string
+}
+
+// testRefusedBodies sends tests, in order, to a control whose www.example.com is configured:
+// those that are accepted first, then those that are refused, and checks that what is stored
+// and published is what the accepted ones made (a purge of /a; keep_params ["a"]; a weighted
+// policy of two weights).
+func testRefusedBodies(t *testing.T, tests []bodyCase) {
+	t.Helper()
+	ts := startServer(t, Config{PurgeRate: -1})
+	if err := fleet.PutHost(t.Context(), ts.JetStream(), "", wire.HostConfig{Host: "www.example.com", Origin: "http://127.0.0.1:9"}); err != nil {
+		t.Fatal(err)
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
