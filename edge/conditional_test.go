@@ -190,3 +190,90 @@ func TestModifiedSinceTheObjectsDate(t *testing.T) {
 		}
 	}
 }
+
+// TestOwnErrorsNotStorable: a 412 or a 416 the edge makes itself about an object (a
+// precondition that fails against it, a range past its end) is no representation of it, and
+// must not carry its freshness (Cache-Control, Expires, CDN-Cache-Control), with which RFC 9111
+// §3 lets any cache store a 412 or 416 and serve it to the URL's other clients, nor the fields
+// of content it does not have (a 412's Content-Type, Content-Encoding). It says Cache-Control:
+// no-store, as the edge's other own errors. A 412 keeps the validators it failed against
+// (ETag, Last-Modified), and a 304 all the object's fields (RFC 9110 §15.4.5). Over every
+// protocol and on every way an answer takes, with "too large" an answer kept neither whole nor
+// in slices (no ETag). The 412 carried the object's freshness and (kept) its Content-Type, the
+// 416 its Expires and CDN-Cache-Control.
+func TestOwnErrorsNotStorable(t *testing.T) {
+	s, n := tlsEdge(t, TLSConfig{Dev: true})
+	tests := []struct {
+		name   string
+		method string
+		hdr    []string // EARLIER stands for an hour before the object's Last-Modified, END for its size
+		want   int
+	}{
+		{"if-match", http.MethodGet, []string{"If-Match", `"nope"`}, http.StatusPreconditionFailed},
+		{"if-match head", http.MethodHead, []string{"If-Match", `"nope"`}, http.StatusPreconditionFailed},
+		{"if-unmodified-since", http.MethodGet, []string{"If-Unmodified-Since", "EARLIER"}, http.StatusPreconditionFailed},
+		{"if-match with range", http.MethodGet, []string{"If-Match", `"nope"`, "Range", "bytes=0-9"}, http.StatusPreconditionFailed},
+		{"range past the end", http.MethodGet, []string{"Range", "bytes=END-"}, http.StatusRequestedRangeNotSatisfiable},
+		{"not modified", http.MethodGet, []string{"If-None-Match", "*"}, http.StatusNotModified},
+	}
+	kinds := append(answerKinds(), answerKind{"too large", 9<<20 + 5, "max-age=600", func(*testing.T, *single, protoClient, string) {}})
+	for pi, c := range everyProtocol(t, n) {
+		for _, kind := range kinds {
+			for i, tt := range tests {
+				path := fmt.Sprintf("/own-%d-%s-%d", pi, strings.ReplaceAll(kind.name, " ", "-"), i)
+				params := []string{"size", strconv.Itoa(kind.size), "cc", kind.cc, "cdncc", kind.cc, "lm", "3600", "expires", "600"}
+				if kind.name == "too large" {
+					params = append(params, "etag", "0")
+				}
+				target := obj(path, params...)
+				kind.prepare(t, s, c, target)
+				lm := s.clock.Now().Add(-time.Hour)
+				if kind.name == "stale" {
+					lm = lm.Add(-10 * time.Second) // the clock moved on after the fill
+				}
+				hdr := append([]string(nil), tt.hdr...)
+				for j, v := range hdr {
+					v = strings.ReplaceAll(v, "EARLIER", lm.Add(-time.Hour).Format(http.TimeFormat))
+					hdr[j] = strings.ReplaceAll(v, "END", strconv.Itoa(kind.size))
+				}
+				r := c.do(t, tt.method, target, hdr...)
+				at := fmt.Sprintf("%s %s %s", c.name, kind.name, tt.name)
+				if r.status != tt.want {
+					t.Errorf("%s: status %d, want %d", at, r.status, tt.want)
+					continue
+				}
+				if tt.want == http.StatusNotModified {
+					if got := r.header.Values("Cache-Control"); len(got) != 1 || got[0] != kind.cc || r.header.Get("Expires") == "" || r.header.Get("Cdn-Cache-Control") != kind.cc {
+						t.Errorf("%s: 304 with Cache-Control %q, Expires %q, CDN-Cache-Control %q; want the object's", at, got, r.header.Get("Expires"), r.header.Get("Cdn-Cache-Control"))
+					}
+					continue
+				}
+				if got := r.header.Values("Cache-Control"); len(got) != 1 || got[0] != "no-store" {
+					t.Errorf("%s: Cache-Control %q, want no-store", at, got)
+				}
+				for _, k := range []string{"Expires", "Cdn-Cache-Control", "Content-Encoding"} {
+					if v, ok := r.header[k]; ok {
+						t.Errorf("%s: %s %q, want none", at, k, v)
+					}
+				}
+				switch tt.want {
+				case http.StatusPreconditionFailed:
+					if v, ok := r.header["Content-Type"]; ok || r.body != "" {
+						t.Errorf("%s: Content-Type %q and %d body bytes, want none", at, v, len(r.body))
+					}
+					etag := origin.ETag(path, 1, kind.size)
+					if kind.name == "too large" {
+						etag = ""
+					}
+					if r.header.Get("Etag") != etag || r.header.Get("Last-Modified") == "" {
+						t.Errorf("%s: ETag %q, Last-Modified %q; want the object's %q and its date", at, r.header.Get("Etag"), r.header.Get("Last-Modified"), etag)
+					}
+				case http.StatusRequestedRangeNotSatisfiable:
+					if got, want := r.header.Get("Content-Range"), fmt.Sprintf("bytes */%d", kind.size); got != want {
+						t.Errorf("%s: Content-Range %q, want %q", at, got, want)
+					}
+				}
+			}
+		}
+	}
+}

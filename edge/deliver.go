@@ -90,7 +90,7 @@ func (n *Node) deliver(w *logWriter, req *request, obj *store.Object, cs httpcac
 // through http.ServeContent: the conditionals read as RFC 9110 reads them first
 // (conditionalsRead, with now the request's time), the Range checked (rangeChecked), and a
 // whole answer with a Content-Encoding given its Content-Length, which ServeContent leaves
-// out (encodedWriter).
+// out (contentWriter); a 412 or a 416 is the header ownErrorHeader makes.
 func serveContent(w *logWriter, r *http.Request, now time.Time, h http.Header, obj *store.Object, size int64, content io.ReadSeeker) {
 	serveChecked(w, rangeChecked(conditionalsRead(r, now, obj.LastModified), obj, size), h, obj.LastModified, size, content)
 }
@@ -147,33 +147,57 @@ func ignoredModifiedSince(v []string, now, lastModified time.Time) bool {
 // serveChecked is serveContent for r, whose Range was checked already, and a representation
 // last modified at lastModified.
 func serveChecked(w *logWriter, r *http.Request, h http.Header, lastModified time.Time, size int64, content io.ReadSeeker) {
-	var sw http.ResponseWriter = w
+	cw := contentWriter{w, -1}
 	if _, ok := h["Content-Encoding"]; ok {
-		sw = encodedWriter{w, size}
+		cw.length = size
 	}
-	http.ServeContent(sw, r, "", lastModified, content)
+	http.ServeContent(cw, r, "", lastModified, content)
 }
 
-// encodedWriter is the writer http.ServeContent answers an encoded object through: a 200 (the
-// whole object) gets the object's Content-Length, which ServeContent sets for a range but not
-// for a whole answer with a Content-Encoding; a 412 loses the Content-Encoding, which
-// ServeContent leaves on it: it has no content, and an empty body is not in the coding (as
-// writePrecondition's 412; a 304 and a 416 lose it in ServeContent). Its other answers set
-// their own framing.
-type encodedWriter struct {
+// contentWriter is the writer http.ServeContent answers through: a 200 (the whole object) of
+// an encoded representation, length >= 0, gets the object's Content-Length, which ServeContent
+// sets for a range but not for a whole answer with a Content-Encoding; a 412 or a 416, the
+// edge's own errors about the object, get ownErrorHeader's fields. Its other answers set their
+// own framing.
+type contentWriter struct {
 	*logWriter
-	length int64
+	length int64 // the encoded representation's, or -1
 }
 
-func (w encodedWriter) WriteHeader(code int) {
+func (w contentWriter) WriteHeader(code int) {
 	h := w.Header()
 	switch {
-	case code == http.StatusOK && len(h["Content-Length"]) == 0:
+	case code == http.StatusOK && w.length >= 0 && len(h["Content-Length"]) == 0:
 		h["Content-Length"] = []string{strconv.FormatInt(w.length, 10)}
-	case code == http.StatusPreconditionFailed:
-		delete(h, "Content-Encoding")
+	case code == http.StatusPreconditionFailed || code == http.StatusRequestedRangeNotSatisfiable:
+		ownErrorHeader(h, code)
 	}
 	w.logWriter.WriteHeader(code)
+}
+
+// ownErrorHeader makes h, an object's answer's fields, the header of code, a 412 or a 416 that
+// the edge answers about the object itself (a precondition failed against it, a range past its
+// end: writePrecondition, contentWriter). Such an error is no representation of the object,
+// and does not carry its freshness (Cache-Control, Expires, and the targeted CDN-Cache-Control
+// and Surrogate-Control), with which RFC 9111 §3 lets any cache downstream store the error (any
+// final status with explicit expiration may be) and serve it to every client of the URL, nor
+// the fields of content it does not have (Content-Encoding, a 412's Content-Type and length).
+// It says Cache-Control: no-store instead, as the edge's other own errors do (Node.fail): also
+// a downstream cache set to keep any status for a time of its own (nginx's proxy_cache_valid
+// any) keeps none of them. A 412 keeps the object's ETag and Last-Modified, the validators
+// its precondition failed against; a 416 has none (http.ServeContent's serveError drops them),
+// and keeps the Content-Type of its text (http.Error's) and its Content-Range. A 304 is
+// another matter: it carries the object's fields (RFC 9110 §15.4.5).
+func ownErrorHeader(h http.Header, code int) {
+	for _, k := range [...]string{"Expires", "Cdn-Cache-Control", "Surrogate-Control", "Content-Encoding"} {
+		delete(h, k)
+	}
+	if code == http.StatusPreconditionFailed {
+		for _, k := range [...]string{"Content-Type", "Content-Length", "Content-Range"} {
+			delete(h, k)
+		}
+	}
+	h["Cache-Control"] = []string{"no-store"}
 }
 
 // clientHeader copies an answer's fields into the response header: the fleet-only ones only
@@ -603,8 +627,8 @@ func needsServeContent(h http.Header) bool {
 // writePrecondition answers r's conditionals (RFC 9110 §13.2.2) for an answer that is passed on
 // as it streams, not through http.ServeContent (too large to keep, or not stored): the fill
 // did not carry them (docs/edge.md, "What reaches the origin"), so nobody else evaluates them.
-// It writes a 304 or a 412 with h, the answer's header, and reports whether it did; the
-// answer's body is then not sent. A Range is answered after it (streamRange).
+// It writes a 304 with h, the answer's header, or a 412 with ownErrorHeader's, and reports
+// whether it did; the answer's body is then not sent. A Range is answered after it (streamRange).
 func writePrecondition(w http.ResponseWriter, r *http.Request, now time.Time, status int, h http.Header) bool {
 	if status != http.StatusOK {
 		return false // preconditions are ignored for any other answer (RFC 9110 §13.2.1)
@@ -613,8 +637,12 @@ func writePrecondition(w http.ResponseWriter, r *http.Request, now time.Time, st
 	if code == 0 {
 		return false
 	}
-	for _, k := range []string{"Content-Length", "Content-Type", "Content-Encoding", "Content-Range"} {
-		delete(h, k)
+	if code == http.StatusPreconditionFailed {
+		ownErrorHeader(h, code)
+	} else {
+		for _, k := range []string{"Content-Length", "Content-Type", "Content-Encoding", "Content-Range"} {
+			delete(h, k)
+		}
 	}
 	w.WriteHeader(code)
 	return true
@@ -870,7 +898,7 @@ func streamRange(r *http.Request, status int, h http.Header, size int64) (*http.
 // by http.ServeContent, as a stored object's Range is answered (serveChecked). It returns the
 // failure of a body that failed before the answer's last byte, which must cut the answer short.
 func serveRange(w *logWriter, r *http.Request, h http.Header, lastModified time.Time, src *rangeSource) error {
-	delete(h, "Content-Length") // ServeContent's, or encodedWriter's
+	delete(h, "Content-Length") // ServeContent's, or contentWriter's
 	serveChecked(w, r, h, lastModified, src.size, src)
 	return src.failure()
 }
