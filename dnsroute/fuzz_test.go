@@ -60,6 +60,13 @@ func FuzzHandle(f *testing.F) {
 	// both; TestBareRepliesAlike).
 	f.Add([]byte("\x00\x02\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x03www\x03cdn\x07example\x00\x00\x01"))
 	f.Add([]byte("\x00\x03\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\xc0\x12\x00\x01\x00\x01\x03www\x03cdn\x07example\x00"))
+	// Counts of more than the message holds: three additional records and none; an answer
+	// and an additional record, and only an OPT (read as the answer). An OPT in the
+	// authority section, and one owned by the question's name (TestMisplacedOPTIsFormErr).
+	f.Add([]byte("\x00\x04\x00\x00\x00\x01\x00\x00\x00\x00\x00\x03\x03www\x03cdn\x07example\x00\x00\x01\x00\x01"))
+	f.Add([]byte("\x00\x05\x00\x00\x00\x01\x00\x01\x00\x00\x00\x01\x03www\x03cdn\x07example\x00\x00\x01\x00\x01\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00"))
+	f.Add([]byte("\x00\x06\x00\x00\x00\x01\x00\x00\x00\x01\x00\x00\x03www\x03cdn\x07example\x00\x00\x01\x00\x01\x00\x00\x29\x04\xd0\x00\x00\x80\x00\x00\x00"))
+	f.Add([]byte("\x00\x07\x00\x00\x00\x01\x00\x00\x00\x00\x00\x01\x03www\x03cdn\x07example\x00\x00\x01\x00\x01\xc0\x0c\x00\x29\x04\xd0\x00\x00\x80\x00\x00\x00"))
 	cfg := testConfig(f)
 	s, err := New(cfg)
 	if err != nil {
@@ -124,6 +131,21 @@ func FuzzHandle(f *testing.F) {
 			}
 			if q := m.Question[0]; q.Qtype != binary.BigEndian.Uint16(p[end:]) || q.Qclass != binary.BigEndian.Uint16(p[end+2:]) {
 				t.Fatalf("reply's question %v, the query's type and class are % x", q, p[end:end+4])
+			}
+		}
+		// A QUERY gets anything but FORMERR only when it holds every entry its header counts
+		// (RFC 1035 section 4.1.1; miekg/dns reads the ones there as all there are) and its
+		// OPT records only in the additional section, owned by the root (RFC 6891 section
+		// 6.1.1).
+		if q := new(dns.Msg); p[2]&0x78 == 0 && m.Rcode != dns.RcodeFormatError && q.Unpack(unreadOptionsPadded(p)) == nil {
+			be := binary.BigEndian
+			if got := [4]int{len(q.Question), len(q.Answer), len(q.Ns), len(q.Extra)}; got != [4]int{int(be.Uint16(p[4:])), int(be.Uint16(p[6:])), int(be.Uint16(p[8:])), int(be.Uint16(p[10:]))} {
+				t.Fatalf("%s to a query that holds %v of the entries its header counts", rcodeLabel(m.Rcode), got)
+			}
+			for i, rr := range slices.Concat(q.Answer, q.Ns, q.Extra) {
+				if h := rr.Header(); h.Rrtype == dns.TypeOPT && (i < len(q.Answer)+len(q.Ns) || h.Name != ".") {
+					t.Fatalf("%s to a query with an OPT record %d of its records, owned by %q", rcodeLabel(m.Rcode), i, h.Name)
+				}
 			}
 		}
 		if p[2]&0x78 != 0 && queryOPT(p) >= 0 && m.IsEdns0() == nil {

@@ -214,7 +214,8 @@ func (s *Server) handleUDP(w *worker, p []byte, src netip.AddrPort) []byte {
 			return headerReply(w.out[:0], p, dns.RcodeFormatError)
 		}
 	}
-	if !questionsWhole(p, len(req.Question)) {
+	// A query the fast path took holds what it counts (parseQuery): only the rest is walked.
+	if !questionsWhole(p, len(req.Question)) || !parsed && !countsHeld(p) {
 		s.m.queries.WithLabelValues("other", rcodeLabel(dns.RcodeFormatError)).Inc()
 		return headerReply(w.out[:0], p, dns.RcodeFormatError)
 	}
@@ -453,7 +454,8 @@ func (s *Server) writeTCP(w dns.ResponseWriter, m *dns.Msg) {
 // tcpReader reads TCP queries for miekg/dns's server and answers itself, byte for byte as
 // UDP does, those that it rejects (tcpReject): another opcode (NOTIMP, with an OPT when the
 // query has one: notImp), a message that does not parse (FORMERR with a bare header:
-// headerReply; as is one whose question ends before its type or class: questionsWhole) or has
+// headerReply; as is one whose question ends before its type or class: questionsWhole, or
+// that holds fewer questions or records than it counts: countsHeld) or has
 // other than one question (FORMERR, with an OPT when the query has one:
 // rcodeReply), a
 // malformed ECS option (badECS: that server's parser would accept it with the address padded
@@ -522,7 +524,7 @@ func (s *Server) tcpReject(m []byte) (next, reply []byte, rcode int) {
 			return nil, headerReply(nil, m, dns.RcodeFormatError), dns.RcodeFormatError
 		}
 	}
-	if !questionsWhole(m, len(req.Question)) {
+	if !questionsWhole(m, len(req.Question)) || !countsHeld(m) {
 		return nil, headerReply(nil, m, dns.RcodeFormatError), dns.RcodeFormatError
 	}
 	if len(req.Question) != 1 {
@@ -566,6 +568,9 @@ func (s *Server) resolve(st *state, req *dns.Msg, src netip.Addr, loc *geo.Locat
 			return []*dns.Msg{s.formErrOPT(req, opt)}, reply{}, dns.RcodeFormatError // RFC 6891 section 6.1.1
 		}
 		opt = o
+	}
+	if misplacedOPT(req, opt) {
+		return []*dns.Msg{s.formErrOPT(req, opt)}, reply{}, dns.RcodeFormatError
 	}
 	tsig, ok := queryTSIG(req)
 	if !ok {
@@ -679,13 +684,36 @@ func (s *Server) badKey(req *dns.Msg, opt *dns.OPT, t *dns.TSIG) *dns.Msg {
 	return m
 }
 
+// misplacedOPT reports whether req has an OPT record where RFC 6891 section 6.1.1 allows
+// none: in the answer or authority section (the OPT is a pseudo-RR of the additional data
+// section, one per message), or, as opt, the additional section's, with an owner other than
+// the root (it MUST be 0). BIND and NSD answer such a query FORMERR; miekg/dns reads it, and
+// it was answered, an OPT in the answer section as if the query had no EDNS. The fast path
+// (parseQuery) takes neither shape.
+func misplacedOPT(req *dns.Msg, opt *dns.OPT) bool {
+	if opt != nil && opt.Hdr.Name != "." {
+		return true
+	}
+	for _, rrs := range [][]dns.RR{req.Answer, req.Ns} {
+		for _, rr := range rrs {
+			if rr.Header().Rrtype == dns.TypeOPT {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // formErrOPT is the FORMERR reply to req, whose OPT record opt is malformed (or not the only
-// one): the question as asked and an OPT record without options (RFC 6891 section 7), as
-// optionFormErr writes it for a query miekg/dns does not read.
+// one, or misplaced: misplacedOPT): the question as asked and an OPT record without options
+// (RFC 6891 section 7), as optionFormErr writes it for a query miekg/dns does not read; no
+// OPT when opt is nil (the query's only OPT is outside the additional section).
 func (s *Server) formErrOPT(req *dns.Msg, opt *dns.OPT) *dns.Msg {
 	m := new(dns.Msg)
 	m.SetRcode(req, dns.RcodeFormatError)
-	m.Extra = []dns.RR{s.replyOPT(opt)}
+	if opt != nil {
+		m.Extra = []dns.RR{s.replyOPT(opt)}
+	}
 	return m
 }
 

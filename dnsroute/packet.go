@@ -386,6 +386,35 @@ func questionsWhole(p []byte, n int) bool {
 	return true
 }
 
+// countsHeld reports whether message p holds every question and record its header counts
+// (RFC 1035 section 4.1.1: QDCOUNT, ANCOUNT, NSCOUNT and ARCOUNT count the entries of their
+// sections). miekg/dns reads a message that ends before them as one that has no more, and
+// an OPT record under ANCOUNT 1 as an answer; BIND, NSD and Knot answer FORMERR. Bytes after
+// the last record counted are not looked at here.
+func countsHeld(p []byte) bool {
+	if len(p) < headerLen {
+		return false
+	}
+	be := binary.BigEndian
+	qd, an, ns, ar := int(be.Uint16(p[4:])), int(be.Uint16(p[6:])), int(be.Uint16(p[8:])), int(be.Uint16(p[10:]))
+	off := headerLen
+	for range qd {
+		if off = skipName(p, off); off < 0 || off+4 > len(p) {
+			return false
+		}
+		off += 4
+	}
+	for range an + ns + ar {
+		if off = skipName(p, off); off < 0 || off+10 > len(p) {
+			return false
+		}
+		if off += 10 + int(be.Uint16(p[off+8:])); off > len(p) {
+			return false
+		}
+	}
+	return true
+}
+
 // priorName returns the offset just past the (possibly compressed) name at p[off:], as
 // skipName does, or -1 when it is no name or one of its pointers does not point before the
 // labels it ends: RFC 1035 section 4.1.4 allows a pointer to a prior occurrence of a name

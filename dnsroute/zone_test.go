@@ -351,6 +351,9 @@ func TestBareRepliesAlike(t *testing.T) {
 	}
 	// oneQuestion sets QDCOUNT to 1 in b, whose question pkt did not write.
 	oneQuestion := func(b []byte) []byte { b[5] = 1; return b }
+	// counts sets the low byte of the header's count at (4: questions, 6: answers, 8:
+	// authority, 10: additional) to n in b.
+	counts := func(b []byte, at int, n byte) []byte { b[at+1] = n; return b }
 	optRR := []byte{0, 0, 41, 4, 0xd0, 0, 0, 0, 0, 0, 0} // ".", OPT, 1232, no options
 	aRR := []byte{0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1}
 	tests := []struct {
@@ -378,7 +381,17 @@ func TestBareRepliesAlike(t *testing.T) {
 		// follows one forward too (here past the question, to bytes counted in no section).
 		{"QUERY, question name a pointer forward", oneQuestion(append(pkt(dns.OpcodeQuery, 0, []byte{0xc0, headerLen + 6, 0, 1, 0, 1}, 0, 0), question[:len(question)-4]...)), dns.RcodeFormatError},
 		{"QUERY, question name a pointer to itself", oneQuestion(pkt(dns.OpcodeQuery, 0, []byte{0xc0, headerLen, 0, 1, 0, 1}, 0, 0)), dns.RcodeFormatError},
-		{"QUERY, additional records counted but absent (read as none)", pkt(dns.OpcodeQuery, 1, nil, 0, 3), -1},
+		// Counts of more than the message holds (RFC 1035 section 4.1.1: each counts the
+		// entries of its section): miekg/dns reads what is there as all there is, and the
+		// query was answered, an OPT under ANCOUNT 1 as an answer record; BIND, NSD and Knot
+		// answer FORMERR.
+		{"QUERY, additional records counted but absent", pkt(dns.OpcodeQuery, 1, nil, 0, 3), dns.RcodeFormatError},
+		{"QUERY, an OPT and one more additional record counted", pkt(dns.OpcodeQuery, 1, optRR, 0, 2), dns.RcodeFormatError},
+		{"QUERY, an answer counted: the OPT read as it, the additional record absent", pkt(dns.OpcodeQuery, 1, optRR, 1, 1), dns.RcodeFormatError},
+		{"QUERY, an authority record counted but absent", counts(pkt(dns.OpcodeQuery, 1, nil, 0, 0), 8, 1), dns.RcodeFormatError},
+		{"QUERY, a second question counted but absent", counts(pkt(dns.OpcodeQuery, 1, nil, 0, 0), 4, 2), dns.RcodeFormatError},
+		// More additional records than miekg/dns's default MsgAcceptFunc takes over TCP (2).
+		{"QUERY with three additional records", pkt(dns.OpcodeQuery, 1, slices.Concat(aRR, aRR, optRR), 0, 3), -1},
 		{"QUERY with two answer records", pkt(dns.OpcodeQuery, 1, append(slices.Clone(aRR), aRR...), 2, 0), -1},
 	}
 	for _, tt := range tests {
@@ -791,6 +804,57 @@ func TestEDNSErrorsKeepOPT(t *testing.T) {
 					if o := r.IsEdns0(); len(r.Extra) != 1 || o == nil || o.Version() != 0 || o.Do() != tt.do || len(o.Option) != 0 {
 						t.Errorf("additional section %v, want one OPT of version 0, DO %v, no option", r.Extra, tt.do)
 					}
+				}
+			})
+		}
+	}
+}
+
+// TestMisplacedOPTIsFormErr: an OPT record in the answer or authority section, or one whose
+// owner is not the root, is FORMERR (RFC 6891 section 6.1.1: the OPT's owner MUST be 0, the
+// root; it is a pseudo-RR of the additional data section, one per message), over UDP and
+// TCP, with the question as asked and, when the additional section holds an OPT, an OPT of
+// version 0 with its DO bit and no option (section 7); BIND and NSD answer FORMERR. Found in a
+// differential run: such a query was answered, an OPT in the answer section as if the query
+// had no EDNS.
+func TestMisplacedOPTIsFormErr(t *testing.T) {
+	ts := startServer(t, nil)
+	const do = 0x8000
+	nonRoot := func(opt []byte) []byte { return append([]byte{0xc0, headerLen}, opt[1:]...) } // owned by the question's name
+	tests := []struct {
+		name       string
+		msg        rawMsg
+		opt, optDO bool // the reply's OPT and its DO bit
+	}{
+		{"OPT in the answer section", rawMsg{an: [][]byte{optRR(1232, 0, 0, do)}}, false, false},
+		{"OPT in the authority section", rawMsg{ns: [][]byte{optRR(1232, 0, 0, 0)}}, false, false},
+		{"OPT in the answer and the additional section", rawMsg{an: [][]byte{optRR(1232, 0, 0, 0)}, extra: [][]byte{optRR(1232, 0, 0, do)}}, true, true},
+		{"OPT owned by the question's name", rawMsg{extra: [][]byte{nonRoot(optRR(1232, 0, 0, do))}}, true, true},
+		{"OPT owned by a name, without DO", rawMsg{extra: [][]byte{nonRoot(optRR(4096, 0, 0, 0))}}, true, false},
+	}
+	for _, tt := range tests {
+		tt.msg.name = wireName("wWw")
+		pkt := tt.msg.pack(0x3456)
+		for _, network := range []string{"udp", "tcp"} {
+			t.Run(tt.name+"/"+network, func(t *testing.T) {
+				c, err := dns.Dial(network, ts.addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				r := rawAsk(t, c, pkt)
+				if r.Id != 0x3456 || r.Rcode != dns.RcodeFormatError || len(r.Answer)+len(r.Ns) != 0 {
+					t.Errorf("id %#x rcode %s with %d records, want id 0x3456 FORMERR with none", r.Id, dns.RcodeToString[r.Rcode], len(r.Answer)+len(r.Ns))
+				}
+				if want := (dns.Question{Name: "wWw.cdn.example.", Qtype: dns.TypeA, Qclass: dns.ClassINET}); len(r.Question) != 1 || r.Question[0] != want {
+					t.Errorf("question %v, want %v as asked", r.Question, want)
+				}
+				o := r.IsEdns0()
+				switch {
+				case !tt.opt && len(r.Extra) != 0:
+					t.Errorf("additional section %v, want none (the query has no OPT there)", r.Extra)
+				case tt.opt && (len(r.Extra) != 1 || o == nil || o.Hdr.Name != "." || o.Version() != 0 || o.Do() != tt.optDO || len(o.Option) != 0):
+					t.Errorf("additional section %v, want one OPT of version 0, DO %v, no option", r.Extra, tt.optDO)
 				}
 			})
 		}
