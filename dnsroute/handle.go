@@ -461,7 +461,8 @@ func (s *Server) writeTCP(w dns.ResponseWriter, m *dns.Msg) {
 // malformed ECS option (badECS: that server's parser would accept it with the address padded
 // or cut) with FORMERR and an OPT (optionFormErr). miekg/dns's own rejection echoes the
 // query's TC, AD and CD bits and answers a NOTIFY without a question as a QUERY. It then
-// reads the next query.
+// reads the next query, waiting for it the idle timeout (tcpIdleTimeout), as miekg/dns
+// waits after a query it answered.
 type tcpReader struct {
 	dns.Reader
 	s *Server
@@ -490,12 +491,16 @@ func (r tcpReader) ReadTCP(conn net.Conn, timeout time.Duration) ([]byte, error)
 		b := append(binary.BigEndian.AppendUint16(make([]byte, 0, 2+len(reply)), uint16(len(reply))), reply...)
 		// Bounded, so that a client that does not read cannot hold the connection's
 		// goroutine; cleared after, as miekg/dns sets no write deadline of its own.
-		conn.SetWriteDeadline(time.Now().Add(timeout))
+		conn.SetWriteDeadline(time.Now().Add(tcpWriteTimeout))
 		_, err = conn.Write(b)
 		conn.SetWriteDeadline(time.Time{})
 		if err != nil {
 			return nil, fmt.Errorf("write bare reply: %w", err)
 		}
+		// A query answered: the next one is waited for as miekg/dns waits after one it
+		// answers (it passes the first read timeout, tcpReadTimeout, for a connection's
+		// first query only).
+		timeout = tcpIdleTimeout
 	}
 }
 

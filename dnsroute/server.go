@@ -341,7 +341,7 @@ func (s *Server) serve(ctx context.Context, udps []net.PacketConn, tcp net.Liste
 		limited := netutil.LimitListener(perSource, s.cfg.MaxTCPConnections)
 		tcpSrv = &dns.Server{
 			Listener: limited, Handler: dns.HandlerFunc(s.serveTCP), DecorateReader: s.decorateTCP, MsgAcceptFunc: acceptTCP,
-			ReadTimeout: 5 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second },
+			ReadTimeout: tcpReadTimeout, IdleTimeout: func() time.Duration { return tcpIdleTimeout },
 			NotifyStartedFunc: func() { close(tcpUp) },
 		}
 		wg.Go(func() {
@@ -416,6 +416,14 @@ func (s *Server) serve(ctx context.Context, udps []net.PacketConn, tcp net.Liste
 
 // tcpWriteTimeout bounds how long one TCP answer may wait for the client to take it.
 const tcpWriteTimeout = 5 * time.Second
+
+// tcpReadTimeout bounds the wait for a connection's first query, and tcpIdleTimeout the wait
+// for each later one (dns.Server's ReadTimeout and IdleTimeout); each query must arrive whole
+// within it.
+const (
+	tcpReadTimeout = 5 * time.Second
+	tcpIdleTimeout = 10 * time.Second
+)
 
 // lingerListener's connections close gracefully. miekg/dns closes a connection after
 // MaxTCPQueries queries (and tcpReader after maxBadTCP malformed ones); a client that

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -142,6 +143,104 @@ func TestTCPPartialMessages(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestTCPIdleAfterRejectedQuery: once a connection's first query is answered, the next is
+// waited for the idle timeout (10 s), as docs/dns.md says ("5 s without a first query or
+// 10 s idle after one"), also when that answer is a NOTIMP or FORMERR that tcpReader writes
+// itself. Found in a differential run: tcpReader's loop read on with the timeout miekg/dns
+// gave it for the first query (5 s). The read timeouts are taken from the deadlines the
+// server sets on the connection.
+func TestTCPIdleAfterRejectedQuery(t *testing.T) {
+	l := &deadlineListener{}
+	ts := startServerWith(t, nil, func(in net.Listener) net.Listener { l.Listener = in; return l })
+	notify := new(dns.Msg)
+	notify.SetNotify("cdn.example.")
+	for _, tt := range []struct {
+		name  string
+		first *dns.Msg
+		rcode int
+	}{
+		{"NOTIMP", notify, dns.RcodeNotImplemented},
+		{"FORMERR", &dns.Msg{MsgHdr: dns.MsgHdr{Id: 9}}, dns.RcodeFormatError}, // no question
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := dns.Dial("tcp", ts.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			if err := c.WriteMsg(tt.first); err != nil {
+				t.Fatal(err)
+			}
+			if r, err := c.ReadMsg(); err != nil || r.Rcode != tt.rcode {
+				t.Fatalf("first query: %v (%v), want %s", r, err, dns.RcodeToString[tt.rcode])
+			}
+			q := new(dns.Msg)
+			q.SetQuestion("www.cdn.example.", dns.TypeA)
+			if err := c.WriteMsg(q); err != nil {
+				t.Fatal(err)
+			}
+			if r, err := c.ReadMsg(); err != nil || len(r.Answer) == 0 {
+				t.Fatalf("second query: %v (%v), want an answer", r, err)
+			}
+			got := l.take(c.LocalAddr())
+			if len(got) < 2 {
+				t.Fatalf("read timeouts set %v, want two at least", got)
+			}
+			// Each timeout is measured after the server computed its deadline: a little short.
+			near := func(d, want time.Duration) bool { return d > want-time.Second && d <= want }
+			if !near(got[0], tcpReadTimeout) {
+				t.Errorf("first read's timeout %v, want %v", got[0], tcpReadTimeout)
+			}
+			if !near(got[1], tcpIdleTimeout) {
+				t.Errorf("read after the %s's timeout %v, want the idle timeout %v", tt.name, got[1], tcpIdleTimeout)
+			}
+		})
+	}
+}
+
+// deadlineListener records, by client address, the read timeouts set on the connections it
+// accepts: from each SetReadDeadline call to the deadline it sets. Its connections are not
+// *net.TCPConn, so the server does not linger on closing them (lingerListener).
+type deadlineListener struct {
+	net.Listener
+	mu       sync.Mutex
+	timeouts map[string][]time.Duration
+}
+
+func (l *deadlineListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return c, err
+	}
+	return deadlineConn{Conn: c, l: l}, nil
+}
+
+// take returns the timeouts recorded so far for the connection from client.
+func (l *deadlineListener) take(client net.Addr) []time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.timeouts[client.String()])
+}
+
+type deadlineConn struct {
+	net.Conn
+	l *deadlineListener
+}
+
+func (c deadlineConn) SetReadDeadline(d time.Time) error {
+	if !d.IsZero() {
+		c.l.mu.Lock()
+		if c.l.timeouts == nil {
+			c.l.timeouts = make(map[string][]time.Duration)
+		}
+		k := c.RemoteAddr().String()
+		c.l.timeouts[k] = append(c.l.timeouts[k], time.Until(d))
+		c.l.mu.Unlock()
+	}
+	return c.Conn.SetReadDeadline(d)
 }
 
 // framedQuery is an A query for www.cdn.example. framed for TCP (its length first).
