@@ -462,7 +462,7 @@ func (s *Server) writeTCP(w dns.ResponseWriter, m *dns.Msg) {
 // or cut) with FORMERR and an OPT (optionFormErr). miekg/dns's own rejection echoes the
 // query's TC, AD and CD bits and answers a NOTIFY without a question as a QUERY. It then
 // reads the next query, waiting for it the idle timeout (tcpIdleTimeout), as miekg/dns
-// waits after a query it answered.
+// waits after a query it answered. A message of length 0 ends the connection.
 type tcpReader struct {
 	dns.Reader
 	s *Server
@@ -476,6 +476,13 @@ func (r tcpReader) ReadTCP(conn net.Conn, timeout time.Duration) ([]byte, error)
 		m, err := r.Reader.ReadTCP(conn, timeout)
 		if err != nil {
 			return m, err
+		}
+		if len(m) == 0 {
+			// A length prefix of 0 frames no DNS message (RFC 1035 sections 4.1.1 and
+			// 4.2.2: every one has a 12-octet header), nor an ID to answer: the client
+			// does not speak DNS over TCP. The connection ends, gracefully (lingerConn), as
+			// BIND, NSD and Knot end it; miekg/dns would read on.
+			return nil, errors.New("read tcp query: message of length 0")
 		}
 		m, reply, rcode := r.s.tcpReject(m)
 		if reply == nil {
