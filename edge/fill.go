@@ -45,7 +45,7 @@ func (f *filler) fetchAndStore(req *request, stale *store.Object, opts fillOptio
 	h.Del("Cache-Status")
 	h.Del(hopHeader)
 	h.Del("Alt-Svc") // the upstream's endpoints are not ours
-	initialAge := httpcache.InitialAge(h, !resp.ProtoAtLeast(1, 1), began, respTime)
+	initialAge := httpcache.InitialAge(h, began, respTime)
 	h.Del("Age")
 	h.Set("Via", n.via(strings.Join(h["Via"], ", "), resp.ProtoMajor, resp.ProtoMinor))
 	if _, ok := h["Date"]; !ok {
@@ -934,7 +934,7 @@ func (f *filler) staleCopy(req *request, resp *http.Response) *fillResult {
 	takeFleetKeys(h, false) // served, not stored: the keys do not matter, the field must not reach the client
 	httpcache.RemoveHopByHop(h)
 	h.Del("Cache-Status")
-	initialAge := httpcache.InitialAge(h, !resp.ProtoAtLeast(1, 1), now, now)
+	initialAge := httpcache.InitialAge(h, now, now)
 	h.Del("Age")
 	policy := httpcache.ResponsePolicy(http.MethodGet, req.r.Header, resp.StatusCode, h, now)
 	body, err := io.ReadAll(io.LimitReader(resp.Body, req.host.maxObject+1))

@@ -245,26 +245,17 @@ func ParseVary(values []string) ([]string, bool) {
 }
 
 // InitialAge is RFC 9111 §4.2.3 corrected_initial_age from the Age and Date fields:
-// corrected_age_value, Age + response_delay, where response_delay = max(0, responseTime -
-// requestTime), which §4.2.3 allows as the corrected_initial_age. The conservative form,
-// max(apparent_age, corrected_age_value) with apparent_age = max(0, responseTime - Date), is
-// for paths with "very old cache implementations that might not correctly insert Age": it
-// applies only to an answer that came in HTTP/1.0 (http10) or whose Via names an HTTP/1.0 hop.
-// Elsewhere apparent_age measures the origin's clock against ours, not the copy's age (§4.2.3
-// counts it only "if the implementation's clock is reasonably well synchronized to the origin
-// server's clock"): an origin an hour behind made every answer with a shorter lifetime stale on
-// arrival. Varnish and nginx do not read Date for the age either. Age is read as RFC 9111 §5.1
-// says: of a list-based value ("5, 10", or several field lines) only the first member counts;
-// that member must be delta-seconds (digits only: no sign, no fraction, no units), else the
-// field is invalid and ignored, counting as 0 like a missing Age; a value beyond 2^31 seconds
-// reads as MaxDelta. A missing or invalid Date gives apparent_age 0, and a Date ahead of our
-// clock (skew) cannot make the age negative.
-func InitialAge(respHeader http.Header, http10 bool, requestTime, responseTime time.Time) time.Duration {
+// max(apparent_age, Age + response_delay), where apparent_age = max(0, responseTime - Date) and
+// response_delay = max(0, responseTime - requestTime). Age is read as RFC 9111 §5.1 says: of a
+// list-based value ("5, 10", or several field lines) only the first member counts; that member
+// must be delta-seconds (digits only: no sign, no fraction, no units), else the field is invalid
+// and ignored, counting as 0 like a missing Age; a value beyond 2^31 seconds reads as MaxDelta.
+// A missing or invalid Date gives apparent_age 0, and a Date ahead of our clock (skew) cannot
+// make the age negative.
+func InitialAge(respHeader http.Header, requestTime, responseTime time.Time) time.Duration {
 	var apparent time.Duration
-	if http10 || viaHTTP10(respHeader) {
-		if date := headerTime(respHeader, hdrDate, time.Time{}); !date.IsZero() {
-			apparent = max(0, responseTime.Sub(date))
-		}
+	if date := headerTime(respHeader, hdrDate, time.Time{}); !date.IsZero() {
+		apparent = max(0, responseTime.Sub(date))
 	}
 	var age time.Duration
 	if v := respHeader[hdrAge]; len(v) > 0 {
@@ -275,25 +266,6 @@ func InitialAge(respHeader http.Header, http10 bool, requestTime, responseTime t
 	}
 	delay := max(0, responseTime.Sub(requestTime))
 	return clampLifetime(max(apparent, age+delay))
-}
-
-// viaHTTP10 reports whether a Via field (RFC 9110 §7.6.3, every line, every member) names a
-// hop that received the message in HTTP/1.0 or earlier: "1.0 name" or "HTTP/1.0 name". Members
-// of another protocol ("SHTTP/1.0 x") do not count.
-func viaHTTP10(h http.Header) bool {
-	for _, line := range h["Via"] {
-		for member := range strings.SplitSeq(line, ",") {
-			proto, _, _ := strings.Cut(trimOWS(member), " ")
-			name, version, named := strings.Cut(proto, "/")
-			if !named {
-				name, version = "HTTP", proto
-			}
-			if strings.EqualFold(name, "HTTP") && (version == "1.0" || version == "0.9") {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // CurrentAge = initialAge + (now - responseTime), never negative. A clock that stepped back

@@ -278,46 +278,38 @@ func TestInitialAge(t *testing.T) {
 	tests := []struct {
 		name     string
 		resp     http.Header
-		http10   bool
 		reqTime  time.Time
 		respTime time.Time
 		want     time.Duration
 	}{
-		{"nothing", hdr(), false, now, now, 0},
-		{"response delay only", hdr(), false, req, now, 2 * time.Second},
-		{"Age plus delay", hdr("Age", "30"), false, req, now, 32 * time.Second},
-		{"Age without delay", hdr("Age", "30"), false, now, now, 30 * time.Second},
-		// Date is the origin's clock: it counts only on a path that may hold a hop that did not add Age.
-		{"Date behind ours is not age", hdr("Date", httpDate(now.Add(-10*time.Second))), false, now, now, 0},
-		{"Date an hour behind is not age", hdr("Date", httpDate(now.Add(-time.Hour)), "Age", "3"), false, req, now, 5 * time.Second},
-		{"apparent age in an HTTP/1.0 answer", hdr("Date", httpDate(now.Add(-10*time.Second))), true, now, now, 10 * time.Second},
-		{"apparent age behind an HTTP/1.0 hop", hdr("Date", httpDate(now.Add(-10*time.Second)), "Via", "1.1 a, 1.0 b"), false, now, now, 10 * time.Second},
-		{"apparent age behind a named HTTP/1.0 hop", hdr("Date", httpDate(now.Add(-10*time.Second)), "Via", "1.1 a", "Via", "http/1.0 b (Old/1)"), false, now, now, 10 * time.Second},
-		{"HTTP/1.1 hops only", hdr("Date", httpDate(now.Add(-10*time.Second)), "Via", "1.1 a, HTTP/1.1 b, 2 c, HTTP/3 d"), false, now, now, 0},
-		{"another protocol's 1.0 hop", hdr("Date", httpDate(now.Add(-10*time.Second)), "Via", "SHTTP/1.0 a"), false, now, now, 0},
-		{"larger of apparent and corrected", hdr("Date", httpDate(now.Add(-10*time.Second)), "Age", "3"), true, req, now, 10 * time.Second},
-		{"Age larger than apparent", hdr("Date", httpDate(now.Add(-10*time.Second)), "Age", "100"), true, req, now, 102 * time.Second},
-		{"Date ahead of our clock", hdr("Date", httpDate(now.Add(time.Minute)), "Age", "5"), true, now, now, 5 * time.Second},
-		{"Date ahead, no Age", hdr("Date", httpDate(now.Add(time.Hour))), false, now, now, 0},
-		{"invalid Age ignored", hdr("Age", "-5", "Date", httpDate(now.Add(-4*time.Second))), true, now, now, 4 * time.Second},
-		{"signed Age ignored", hdr("Age", "+5"), false, now, now, 0},
-		{"fractional Age ignored", hdr("Age", "5.0"), false, now, now, 0},
-		{"Age with units ignored", hdr("Age", "5s"), false, now, now, 0},
-		{"Age with inner space ignored", hdr("Age", "5 0"), false, now, now, 0},
-		{"hex Age ignored", hdr("Age", "0x10"), false, now, now, 0},
-		{"empty Age ignored", hdr("Age", ""), false, now, now, 0},
-		{"Age with spaces around", hdr("Age", " 7 "), false, now, now, 7 * time.Second},
-		{"list-based Age uses the first member", hdr("Age", "5, 10"), false, now, now, 5 * time.Second},
-		{"list-based Age with invalid first member ignored", hdr("Age", "x, 10"), false, now, now, 0},
-		{"several Age lines use the first", hdr("Age", "3", "Age", "9"), false, now, now, 3 * time.Second},
-		{"Age 2^31 exactly", hdr("Age", "2147483648"), false, now, now, MaxDelta},
-		{"invalid Date ignored", hdr("Date", "soon", "Age", "7"), false, now, now, 7 * time.Second},
-		{"Age overflow clamps", hdr("Age", "99999999999999999999"), false, now, now, MaxDelta},
-		{"response before request", hdr(), false, now, now.Add(-time.Second), 0},
+		{"nothing", hdr(), now, now, 0},
+		{"response delay only", hdr(), req, now, 2 * time.Second},
+		{"Age plus delay", hdr("Age", "30"), req, now, 32 * time.Second},
+		{"Age without delay", hdr("Age", "30"), now, now, 30 * time.Second},
+		{"apparent age from Date", hdr("Date", httpDate(now.Add(-10*time.Second))), now, now, 10 * time.Second},
+		{"larger of apparent and corrected", hdr("Date", httpDate(now.Add(-10*time.Second)), "Age", "3"), req, now, 10 * time.Second},
+		{"Age larger than apparent", hdr("Date", httpDate(now.Add(-10*time.Second)), "Age", "100"), req, now, 102 * time.Second},
+		{"Date ahead of our clock", hdr("Date", httpDate(now.Add(time.Minute)), "Age", "5"), now, now, 5 * time.Second},
+		{"Date ahead, no Age", hdr("Date", httpDate(now.Add(time.Hour))), now, now, 0},
+		{"invalid Age ignored", hdr("Age", "-5", "Date", httpDate(now.Add(-4*time.Second))), now, now, 4 * time.Second},
+		{"signed Age ignored", hdr("Age", "+5"), now, now, 0},
+		{"fractional Age ignored", hdr("Age", "5.0"), now, now, 0},
+		{"Age with units ignored", hdr("Age", "5s"), now, now, 0},
+		{"Age with inner space ignored", hdr("Age", "5 0"), now, now, 0},
+		{"hex Age ignored", hdr("Age", "0x10"), now, now, 0},
+		{"empty Age ignored", hdr("Age", ""), now, now, 0},
+		{"Age with spaces around", hdr("Age", " 7 "), now, now, 7 * time.Second},
+		{"list-based Age uses the first member", hdr("Age", "5, 10"), now, now, 5 * time.Second},
+		{"list-based Age with invalid first member ignored", hdr("Age", "x, 10"), now, now, 0},
+		{"several Age lines use the first", hdr("Age", "3", "Age", "9"), now, now, 3 * time.Second},
+		{"Age 2^31 exactly", hdr("Age", "2147483648"), now, now, MaxDelta},
+		{"invalid Date ignored", hdr("Date", "soon", "Age", "7"), now, now, 7 * time.Second},
+		{"Age overflow clamps", hdr("Age", "99999999999999999999"), now, now, MaxDelta},
+		{"response before request", hdr(), now, now.Add(-time.Second), 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := InitialAge(tt.resp, tt.http10, tt.reqTime, tt.respTime); got != tt.want {
+			if got := InitialAge(tt.resp, tt.reqTime, tt.respTime); got != tt.want {
 				t.Errorf("InitialAge(%v) = %v, want %v", tt.resp, got, tt.want)
 			}
 		})
