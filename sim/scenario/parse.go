@@ -245,6 +245,11 @@ func (p *validator) validateEvent(s *Scenario, f string, e Event, pops map[strin
 		if e.Duration == 0 {
 			p.fieldf(f+".duration", "required for %s", e.Kind)
 		}
+	case EventDrain, EventUndrain, EventPurgeStorm:
+		// Silently ignored, a drain's duration would leave the PoP drained to the end.
+		if e.Duration != 0 {
+			p.fieldf(f+".duration", "%s does not take a duration (only kill, origin-fail, origin-slow, cut-nats and flash-crowd do)", e.Kind)
+		}
 	}
 	if e.Kind == EventOriginSlow && e.Delay <= 0 {
 		p.fieldf(f+".delay", "required for %s and must be positive", e.Kind)
