@@ -80,7 +80,7 @@ func NewCommand() *cobra.Command {
 			fmt.Fprintf(cmd.ErrOrStderr(), "sim: scenario %q, %d PoPs, %v after %v warm-up, seed %d\n",
 				s.Name, len(s.PoPs), s.Duration, s.Warmup, s.Seed)
 			rep, err := Run(cmd.Context(), s, Options{Out: out, Stdout: cmd.OutOrStdout(), Progress: cmd.ErrOrStderr(), Logger: log})
-			if rep != nil && out != "" {
+			if rep != nil && out != "" && !errors.Is(err, errNotWritten) {
 				abs, _ := filepath.Abs(out)
 				fmt.Fprintf(cmd.OutOrStdout(), "\nreport: %s\n", filepath.Join(abs, "report.html"))
 			}

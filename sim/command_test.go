@@ -42,6 +42,39 @@ func TestCommandRefusesBadInput(t *testing.T) {
 	}
 }
 
+// TestCommandChecksOutFirst: an --out that cannot be written is refused before the fleet
+// starts (a world run takes over a minute), and no "report:" line names a file that is not
+// there.
+func TestCommandChecksOutFirst(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct{ name, out string }{
+		{"parent is a file", filepath.Join(file, "out")},
+		{"out is a file", file},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := NewCommand()
+			var stdout, stderr bytes.Buffer
+			cmd.SetOut(&stdout)
+			cmd.SetErr(&stderr)
+			cmd.SetArgs([]string{"--scenario", filepath.Join("testdata", "tiny.yaml"), "--out", tt.out})
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			err := cmd.ExecuteContext(ctx)
+			if err == nil || !strings.Contains(err.Error(), "output directory") {
+				t.Errorf("sim --out %s = %v, want an error about the output directory", tt.out, err)
+			}
+			// The summary is written only after a run: none means nothing ran.
+			if stdout.Len() != 0 {
+				t.Errorf("sim --out %s ran the scenario before refusing the directory; stdout:\n%s", tt.out, stdout.String())
+			}
+		})
+	}
+}
+
 func TestCommandFlags(t *testing.T) {
 	cmd := NewCommand()
 	for flag, def := range map[string]string{"scenario": "", "duration": "0s", "seed": "0", "out": "sim-out", "check": "false"} {

@@ -24,7 +24,7 @@ import (
 // Options says where a run's output goes. Its zero value runs silently and writes no files.
 type Options struct {
 	// Out is the directory report.json and report.html are written to (created if missing).
-	// Default "": no files.
+	// Run checks that it can write there before it starts anything. Default "": no files.
 	Out string
 	// Stdout receives the summary table at the end. Default nil: discarded.
 	Stdout io.Writer
@@ -48,6 +48,10 @@ func Run(ctx context.Context, s *scenario.Scenario, opts Options) (*report.Repor
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	// A directory the report cannot go to is refused now, not after the whole run.
+	if err := checkOut(opts.Out); err != nil {
+		return nil, err
 	}
 	dir := opts.Dir
 	if dir == "" {
@@ -368,6 +372,29 @@ func (r *runner) stale(obj, v int, pop string, sent time.Time, markedStale bool)
 	return true
 }
 
+// errNotWritten marks the errors of a run whose report.json or report.html was not written.
+var errNotWritten = errors.New("report not written")
+
+// checkOut creates the output directory out (if not "") and checks that a file can be created
+// in it.
+func checkOut(out string) error {
+	if out == "" {
+		return nil
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return fmt.Errorf("sim: output directory: %w", err)
+	}
+	fh, err := os.CreateTemp(out, ".meridian-sim-check-*")
+	if err != nil {
+		return fmt.Errorf("sim: output directory %s is not writable: %w", out, err)
+	}
+	fh.Close()
+	if err := os.Remove(fh.Name()); err != nil {
+		return fmt.Errorf("sim: output directory: remove %s: %w", fh.Name(), err)
+	}
+	return nil
+}
+
 // writeOutputs writes report.json, report.html and the summary where opts say.
 func writeOutputs(rep *report.Report, opts Options) error {
 	if opts.Stdout != nil {
@@ -379,20 +406,20 @@ func writeOutputs(rep *report.Report, opts Options) error {
 		return nil
 	}
 	if err := os.MkdirAll(opts.Out, 0o755); err != nil {
-		return fmt.Errorf("sim: output directory: %w", err)
+		return fmt.Errorf("sim: output directory: %w (%w)", err, errNotWritten)
 	}
 	for name, write := range map[string]func(io.Writer) error{"report.json": rep.WriteJSON, "report.html": rep.WriteHTML} {
 		path := filepath.Join(opts.Out, name)
 		fh, err := os.Create(path)
 		if err != nil {
-			return fmt.Errorf("sim: write %s: %w", name, err)
+			return fmt.Errorf("sim: write %s: %w (%w)", name, err, errNotWritten)
 		}
 		err = write(fh)
 		if cerr := fh.Close(); err == nil {
 			err = cerr
 		}
 		if err != nil {
-			return fmt.Errorf("sim: write %s: %w", path, err)
+			return fmt.Errorf("sim: write %s: %w (%w)", path, err, errNotWritten)
 		}
 	}
 	return nil
