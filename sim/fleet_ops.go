@@ -102,10 +102,15 @@ func (f *Fleet) Kill(pop string) error {
 }
 
 // Restart starts a killed PoP's nodes again, with empty caches, and waits until they joined.
+// A PoP that was not killed is refused.
 func (f *Fleet) Restart(ctx context.Context, pop string) error {
 	pr, err := f.pop(pop)
 	if err != nil {
 		return fmt.Errorf("restart: %w", err)
+	}
+	if !f.Killed(pop) {
+		// Its nodes run: new ones would join beside them under the same names.
+		return fmt.Errorf("restart pop %s: it is not killed", pop)
 	}
 	if err := f.startNodes(pr); err != nil {
 		return fmt.Errorf("restart pop %s: %w", pop, err)

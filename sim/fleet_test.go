@@ -145,6 +145,57 @@ func TestActionsOrder(t *testing.T) {
 	}
 }
 
+// TestActionsCombineOverlaps: kills of one PoP that overlap, and cuts of one PoP's NATS link
+// that overlap, combine like the origin's faults: the PoP is down (or cut off) from the first
+// start to the last end. Played one by one, the shorter event's restart would bring the PoP
+// back while the longer kill lasts, and the longer one's restart would start a second set of
+// nodes beside the running ones.
+func TestActionsCombineOverlaps(t *testing.T) {
+	ev := func(at, d time.Duration, kind, pop string) scenario.Event {
+		return scenario.Event{At: at * time.Second, Duration: d * time.Second, Kind: kind, PoP: pop}
+	}
+	tests := []struct {
+		name   string
+		events []scenario.Event
+		want   []string
+	}{
+		{"kill inside a kill",
+			[]scenario.Event{ev(1, 5, scenario.EventKill, "lhr"), ev(2, 1, scenario.EventKill, "lhr")},
+			[]string{"1s kill lhr", "6s restart lhr"}},
+		{"kills that overlap at the end",
+			[]scenario.Event{ev(1, 3, scenario.EventKill, "lhr"), ev(3, 4, scenario.EventKill, "lhr")},
+			[]string{"1s kill lhr", "7s restart lhr"}},
+		{"a kill for good inside a timed one",
+			[]scenario.Event{ev(1, 5, scenario.EventKill, "lhr"), ev(2, 0, scenario.EventKill, "lhr")},
+			[]string{"1s kill lhr"}},
+		{"kills that follow each other stay apart",
+			[]scenario.Event{ev(1, 1, scenario.EventKill, "lhr"), ev(4, 1, scenario.EventKill, "lhr")},
+			[]string{"1s kill lhr", "2s restart lhr", "4s kill lhr", "5s restart lhr"}},
+		{"kills of two PoPs do not combine",
+			[]scenario.Event{ev(1, 5, scenario.EventKill, "lhr"), ev(2, 1, scenario.EventKill, "sin")},
+			[]string{"1s kill lhr", "2s kill sin", "3s restart sin", "6s restart lhr"}},
+		{"cut inside a cut",
+			[]scenario.Event{ev(1, 5, scenario.EventCutNATS, "sin"), ev(2, 1, scenario.EventCutNATS, "sin")},
+			[]string{"1s cut-nats sin", "6s rejoin sin"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := scenario.Small()
+			s.Events = tt.events
+			if err := s.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			var names []string
+			for _, a := range (&runner{s: s}).actions() {
+				names = append(names, a.at.String()+" "+a.name)
+			}
+			if strings.Join(names, "; ") != strings.Join(tt.want, "; ") {
+				t.Errorf("actions = %q, want %q", names, tt.want)
+			}
+		})
+	}
+}
+
 // TestFleetEvents starts a two-PoP fleet and applies the events that act on it directly:
 // drain and undrain through the API, kill and restart, an origin fault.
 func TestFleetEvents(t *testing.T) {
@@ -185,6 +236,10 @@ func TestFleetEvents(t *testing.T) {
 	waitFor(t, 10*time.Second, func() bool { _, d := popState("lhr"); return !d })
 
 	lhr := nodeIP(1, 0)
+	// Restarting a PoP that runs would start a second set of nodes beside its own.
+	if err := f.Restart(ctx, "lhr"); err == nil {
+		t.Errorf("Restart of a running PoP = nil, want an error")
+	}
 	if err := f.Kill("lhr"); err != nil {
 		t.Fatal(err)
 	}

@@ -230,7 +230,12 @@ func (r *runner) actions() []action {
 		}
 		f.SetOriginFault(status, delay)
 	}
-	for _, e := range r.s.SortedEvents() {
+	// Kills of one PoP that overlap, and cuts of one PoP's link, combine the same way: the first
+	// opens the window, the last end closes it.
+	sorted := r.s.SortedEvents()
+	kills := mergeWindows(sorted, scenario.EventKill)
+	cuts := mergeWindows(sorted, scenario.EventCutNATS)
+	for i, e := range sorted {
 		name := e.Kind
 		if e.PoP != "" {
 			name += " " + e.PoP
@@ -242,9 +247,13 @@ func (r *runner) actions() []action {
 				return nil, f.Drain(ctx, e.PoP, drain)
 			}})
 		case scenario.EventKill:
+			end, opens := kills[i]
+			if !opens {
+				continue
+			}
 			out = append(out, action{e.At, name, func(context.Context) ([]string, error) { return nil, f.Kill(e.PoP) }})
-			if e.Duration > 0 {
-				out = append(out, action{e.End(), "restart " + e.PoP, func(ctx context.Context) ([]string, error) {
+			if end >= 0 {
+				out = append(out, action{end, "restart " + e.PoP, func(ctx context.Context) ([]string, error) {
 					return nil, f.Restart(ctx, e.PoP)
 				}})
 			}
@@ -268,8 +277,12 @@ func (r *runner) actions() []action {
 				return nil, nil
 			}})
 		case scenario.EventCutNATS:
+			end, opens := cuts[i]
+			if !opens {
+				continue
+			}
 			out = append(out, action{e.At, name, func(context.Context) ([]string, error) { return nil, f.CutNATS(e.PoP, true) }})
-			out = append(out, action{e.End(), "rejoin " + e.PoP, func(context.Context) ([]string, error) { return nil, f.CutNATS(e.PoP, false) }})
+			out = append(out, action{end, "rejoin " + e.PoP, func(context.Context) ([]string, error) { return nil, f.CutNATS(e.PoP, false) }})
 		case scenario.EventPurgeStorm:
 			out = append(out, action{e.At, fmt.Sprintf("%s x%d", name, e.Count), func(ctx context.Context) ([]string, error) {
 				return r.purgeStorm(ctx, e.Count)
@@ -281,6 +294,32 @@ func (r *runner) actions() []action {
 		}
 	}
 	sortActions(out)
+	return out
+}
+
+// mergeWindows merges the windows of the events of kind (sorted by time) that overlap or touch
+// on the same PoP. It returns, by index in sorted of the event that opens each merged window,
+// when that window ends: -1 for never (a kill without a duration).
+func mergeWindows(sorted []scenario.Event, kind string) map[int]time.Duration {
+	out := map[int]time.Duration{}
+	open := map[string]int{} // PoP -> index of the event that opened its latest window
+	for i, e := range sorted {
+		if e.Kind != kind {
+			continue
+		}
+		end := time.Duration(-1)
+		if e.Duration > 0 {
+			end = e.End()
+		}
+		if j, ok := open[e.PoP]; ok && (out[j] < 0 || e.At <= out[j]) {
+			if out[j] >= 0 && (end < 0 || end > out[j]) {
+				out[j] = end
+			}
+			continue
+		}
+		open[e.PoP] = i
+		out[i] = end
+	}
 	return out
 }
 
