@@ -219,3 +219,29 @@ func TestPurgeStats(t *testing.T) {
 		t.Errorf("purgeStats(nil) = %+v, want an empty list and zero times", ps)
 	}
 }
+
+// TestPurgePercentilesNotAboveMax: the histogram's percentiles may round up by 1 %, the
+// maximum is exact; the summary must not read "p99 68.6 ms, max 68.2 ms" (the first case: the
+// slowest acks of a run of sim/testdata/tiny.yaml).
+func TestPurgePercentilesNotAboveMax(t *testing.T) {
+	tests := []struct {
+		name  string
+		worst []float64
+	}{
+		{"tiny, seed 3", []float64{64.673, 68.156, 66.943, 65.747, 65.493}},
+		{"acks near 65 ms", []float64{64.9, 65.8, 65.1, 64.7, 65.4}},
+		{"one purge", []float64{68.156}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var purges []PurgeResult
+			for i, ms := range tt.worst {
+				purges = append(purges, PurgeResult{ID: fmt.Sprint(i), Complete: true, AckMs: map[string]float64{"iad": 1, "lhr": ms}})
+			}
+			ps := purgeStats(purges)
+			if ps.P50Ms > ps.MaxMs || ps.P99Ms > ps.MaxMs {
+				t.Errorf("purgeStats: p50 %v ms, p99 %v ms, max %v ms; want no percentile above the maximum", ps.P50Ms, ps.P99Ms, ps.MaxMs)
+			}
+		})
+	}
+}
