@@ -306,14 +306,14 @@ func (r *Report) Summary(w io.Writer) error {
 	}
 	if len(r.Invariants) > 0 {
 		fmt.Fprintln(tw)
-		fmt.Fprintln(tw, "invariant\tresult\tvalue\tlimit")
+		fmt.Fprintln(tw, "invariant\tresult\tvalue\tlimit\twhat")
 		for _, name := range sortedKeys(r.Invariants) {
 			inv := r.Invariants[name]
 			res := "PASS"
 			if !inv.Pass {
 				res = "FAIL"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%g\t%g\n", name, res, inv.Value, inv.Limit)
+			fmt.Fprintf(tw, "%s\t%s\t%g\t%g\t%s\n", name, res, inv.Value, inv.Limit, inv.Detail)
 		}
 	}
 	if err := tw.Flush(); err != nil {

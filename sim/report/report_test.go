@@ -186,6 +186,34 @@ func TestSummary(t *testing.T) {
 	}
 }
 
+// TestSummarySaysWhatEachInvariantChecked: a PASS or FAIL in the terminal says what was
+// measured (the invariant's detail), on the invariant's own line, as report.html does.
+func TestSummarySaysWhatEachInvariantChecked(t *testing.T) {
+	r := &Report{Scenario: "x", Invariants: map[string]Invariant{
+		InvOutageErrors:    {Pass: false, Value: 210, Limit: 0, Detail: "client errors for already-served objects during origin outages"},
+		InvOriginPerObject: {Pass: true, Value: 1, Limit: 1.05, Detail: "100 origin fetches for 100 distinct objects per freshness lifetime"},
+	}}
+	var buf bytes.Buffer
+	if err := r.Summary(&buf); err != nil {
+		t.Fatalf("Summary: %v", err)
+	}
+	lines := strings.Split(buf.String(), "\n")
+	for name, inv := range r.Invariants {
+		found := false
+		for _, l := range lines {
+			if strings.HasPrefix(l, name+" ") {
+				found = true
+				if !strings.Contains(l, inv.Detail) {
+					t.Errorf("summary line %q lacks what %s checked, %q", l, name, inv.Detail)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("summary has no line for %s:\n%s", name, buf.String())
+		}
+	}
+}
+
 func BenchmarkWriteHTML(b *testing.B) {
 	s, r := syntheticRun(b)
 	rep := r.Report(s)
