@@ -292,7 +292,7 @@ func (r *Report) Summary(w io.Writer) error {
 	fmt.Fprintf(tw, "purges\t%d (%d complete), p50 %.1f ms, p99 %.1f ms, max %.1f ms (floor %.1f ms), stale after purge %d\n",
 		r.Purge.Count, r.Purge.Complete, r.Purge.P50Ms, r.Purge.P99Ms, r.Purge.MaxMs, r.Purge.FloorMaxMs, r.Purge.StaleAfterPurge)
 	fmt.Fprintln(tw)
-	fmt.Fprintln(tw, "latency (ms)\trequests\tp50\tp90\tp99\tfloor p50\tfloor p99")
+	fmt.Fprintln(tw, "latency (ms)\tanswered\tp50\tp90\tp99\tfloor p50\tfloor p99")
 	row := func(name string, s LatencyStats) {
 		fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\n", name, s.Count, s.P50, s.P90, s.P99, s.FloorP50, s.FloorP99)
 	}

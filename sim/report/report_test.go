@@ -214,6 +214,27 @@ func TestSummarySaysWhatEachInvariantChecked(t *testing.T) {
 	}
 }
 
+// TestSummaryLatencyCountsAnswered: the latency table counts the requests that were answered
+// (a failed request has no latency); its column must not be called "requests" beside the
+// line above that counts every request, failed ones too.
+func TestSummaryLatencyCountsAnswered(t *testing.T) {
+	r := &Report{Scenario: "x", Requests: 100, Errors: map[string]int64{"5xx": 10},
+		LatencyMs: Latency{LatencyStats: LatencyStats{Count: 90}}}
+	var buf bytes.Buffer
+	if err := r.Summary(&buf); err != nil {
+		t.Fatalf("Summary: %v", err)
+	}
+	for _, l := range strings.Split(buf.String(), "\n") {
+		if strings.HasPrefix(l, "latency (ms)") {
+			if f := strings.Fields(l); len(f) < 3 || f[2] != "answered" {
+				t.Errorf("latency table header %q, want its count column called answered", l)
+			}
+			return
+		}
+	}
+	t.Errorf("summary has no latency table:\n%s", buf.String())
+}
+
 func BenchmarkWriteHTML(b *testing.B) {
 	s, r := syntheticRun(b)
 	rep := r.Report(s)
