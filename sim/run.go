@@ -77,9 +77,13 @@ func Run(ctx context.Context, s *scenario.Scenario, opts Options) (*report.Repor
 	}
 	r.f, r.receipt = f, f.Receipt
 	evErr := r.run(ctx, opts)
+	stoppedAt := time.Since(r.t0.Add(-s.Warmup))
 	f.Close()
 	if ctx.Err() != nil {
-		return nil, fmt.Errorf("sim: run interrupted: %w", ctx.Err())
+		// Say how far it got: an interrupted run writes nothing (a partial report's invariants
+		// would judge events that never played).
+		return nil, fmt.Errorf("sim: interrupted %v into the run (of %v: %v warm-up and %v), %d requests recorded; fleet stopped, no report written: %w",
+			stoppedAt.Round(100*time.Millisecond), s.Warmup+s.Duration, s.Warmup, s.Duration, r.rec.Live().Requests, ctx.Err())
 	}
 	rep := r.rec.Report(s)
 	if err := writeOutputs(rep, opts); err != nil {

@@ -3,9 +3,12 @@ package sim
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -155,5 +158,47 @@ func TestRunSmallHTML(t *testing.T) {
 		if paths < 5 {
 			t.Errorf("#%s draws %d SVG paths, want the run's data drawn", id, paths)
 		}
+	}
+}
+
+// cancelOnWrite cancels a run when the progress line is first written.
+type cancelOnWrite struct {
+	once   sync.Once
+	cancel context.CancelFunc
+}
+
+func (c *cancelOnWrite) Write(p []byte) (int, error) {
+	c.once.Do(c.cancel)
+	return len(p), nil
+}
+
+// TestRunInterrupted: a run cancelled midway (Ctrl+C) stops everything and says what it did:
+// how far it got, that the fleet stopped and that no report was written.
+func TestRunInterrupted(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a fleet")
+	}
+	s, err := scenario.Load(filepath.Join("testdata", "tiny.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Duration = time.Minute
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	run, interrupt := context.WithCancel(ctx)
+	defer interrupt()
+	out := filepath.Join(t.TempDir(), "out")
+	// The first plain progress line comes after 5 s of the minute.
+	rep, err := Run(run, s, Options{Out: out, Progress: &cancelOnWrite{cancel: interrupt}, Logger: testLogger(t)})
+	if rep != nil || !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run cancelled = %v, %v; want no report and context.Canceled", rep, err)
+	}
+	for _, want := range []string{"interrupted", "of 1m0s", "requests", "fleet stopped", "no report written"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Run cancelled: %q does not say %q", err, want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(out, "report.json")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("report.json after an interrupted run: %v, want none", err)
 	}
 }
