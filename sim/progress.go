@@ -22,6 +22,9 @@ type Progress struct {
 	Live func() report.Live
 	// Total is the run's length, shown as elapsed/total. Default 0: elapsed only.
 	Total time.Duration
+	// Warmup is the start of Total during which nothing is recorded: the final line's average
+	// rate is over the time after it. Default 0.
+	Warmup time.Duration
 	// Terminal redraws one line in place; set it with IsTerminal(Out). Default false.
 	Terminal bool
 	// Interval between draws. Default 250ms on a terminal, 5s otherwise.
@@ -67,7 +70,7 @@ func (p *Progress) Run(ctx context.Context) {
 			rate = float64(cur.Requests-last.Requests) / dt
 		}
 		if final {
-			if total := at.Sub(start).Seconds(); total > 0 {
+			if total := (at.Sub(start) - p.Warmup).Seconds(); total > 0 {
 				rate = float64(cur.Requests) / total
 			}
 		}

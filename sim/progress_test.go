@@ -94,6 +94,34 @@ func TestProgressPlainLines(t *testing.T) {
 	}
 }
 
+// TestProgressFinalRateAfterWarmup: requests are recorded only after the warm-up, so the final
+// line's average is over the time after it, the summary's requests/s, not over the warm-up too
+// (the world run's last line said 621 req/s beside a summary of 673/s).
+func TestProgressFinalRateAfterWarmup(t *testing.T) {
+	t0 := time.Unix(0, 0)
+	var mu sync.Mutex // guards calls
+	calls := 0
+	// The first reading starts the line; every later one is the end of the run, 65 s on.
+	now := func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		if calls == 1 {
+			return t0
+		}
+		return t0.Add(65 * time.Second)
+	}
+	var out logtest.Buffer
+	p := &Progress{Out: &out, Total: 65 * time.Second, Warmup: 5 * time.Second, Interval: time.Hour, Now: now,
+		Live: func() report.Live { return report.Live{Requests: 600} }}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	p.Run(ctx)
+	if !strings.Contains(out.String(), "  10 req/s") {
+		t.Errorf("final line %q, want 600 requests over the 60 s after the warm-up: 10 req/s", out.String())
+	}
+}
+
 func TestProgressTerminalRedraws(t *testing.T) {
 	var out logtest.Buffer
 	p := &Progress{Out: &out, Terminal: true, Interval: time.Millisecond, Live: func() report.Live { return report.Live{Requests: 5} }}

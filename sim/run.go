@@ -160,7 +160,7 @@ func (r *runner) run(ctx context.Context, opts Options) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	if opts.Progress != nil {
-		p := &Progress{Out: opts.Progress, Live: r.rec.Live, Total: end, Terminal: IsTerminal(opts.Progress)}
+		p := &Progress{Out: opts.Progress, Live: r.rec.Live, Total: end, Warmup: s.Warmup, Terminal: IsTerminal(opts.Progress)}
 		wg.Go(func() { p.Run(runCtx) })
 	}
 	transports := r.transports()
