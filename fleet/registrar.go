@@ -38,8 +38,9 @@ type RegistrarConfig struct {
 	// TTL from then. shared reports that the key held another write than this process's last one:
 	// another process of the node (a restart's overlap), or what a process before this one
 	// left (a crashed one's registration, or the delete of a clean stop, until the bucket's
-	// TTL removes it). A node's acks stand for every process under its id (the edge holds
-	// them back meanwhile, docs/purge.md).
+	// TTL removes it). A key with no entry at all (none yet, or the TTL removed it while this
+	// process's heartbeats failed) is not shared. A node's acks stand for every process under
+	// its id (the edge holds them back meanwhile, docs/purge.md).
 	OnWrite func(sent time.Time, shared bool)
 }
 
@@ -265,8 +266,9 @@ func (r *Registrar) beat(ctx context.Context, kv jetstream.KeyValue) jetstream.K
 }
 
 // write writes registration b to the node's key: the first time whatever is there (noting in
-// shared whether there was anything), after that only over this process's own last write. Another write between (another process of the node,
-// or the key expired in a cut longer than the TTL) is overwritten by a process that serves; a
+// shared whether there was anything), after that only over this process's own last write or
+// over no entry (the key expired in a cut longer than the TTL: not shared). Another write
+// between (another process of the node, a delete) is overwritten by a process that serves; a
 // draining one leaves the key to the other, returning 0, and writes again only once the key has
 // expired or it is undrained.
 func (r *Registrar) write(ctx context.Context, kv jetstream.KeyValue, b []byte, draining bool) (uint64, error) {
@@ -293,6 +295,19 @@ func (r *Registrar) write(ctx context.Context, kv jetstream.KeyValue, b []byte, 
 	rev, err := kv.Update(ctx, r.key, b, r.rev)
 	if !wrongLastRevision(err) {
 		return rev, err
+	}
+	if r.rev != 0 {
+		// Not over this process's last write: is there any entry at all? None (revision 0)
+		// is a key the bucket's TTL removed while this process's heartbeats failed (a NATS
+		// outage, a restart of control with its embedded NATS), as a first write finds none:
+		// every process that wrote it last did so over the TTL ago, and counts as lagging
+		// since (its registration lapsed), or wrote nothing yet. Not shared, as for a first
+		// write over no entry: before, the edge held its acks for max_lag after every such
+		// outage (TestAckNotHeldAfterControlRestart, control).
+		rev, err = kv.Update(ctx, r.key, b, 0)
+		if !wrongLastRevision(err) {
+			return rev, err
+		}
 	}
 	r.shared = true
 	if r.rev == 0 {
