@@ -217,6 +217,15 @@ func (n *Node) registered(sent time.Time, shared bool) {
 			n.yieldedDraining.Store(true)
 		}
 	}
+	if prev := n.writtenAt.Load(); prev != nil && (n.registrationLapsed() || n.lapsedSince(*prev)) {
+		// The registration lapsed (its key may have expired): meanwhile another process of the
+		// node may have found the key empty and acked at once, purges this one, cut off, has
+		// not applied. Revalidating while lapsed is not enough: it lags until its purge
+		// subscription confirms after this answer, not just until this answer
+		// (TestRestartOverlapLapsedOldRegistersAgain).
+		now := n.clock()
+		n.rejoinedAt.Store(&now)
+	}
 	n.writtenAt.Store(&sent)
 	n.armLapse(sent)
 	n.registeredOnce.Do(func() { close(n.registeredCh) })
@@ -397,6 +406,13 @@ func (n *Node) registrationLapsed() bool {
 		return false
 	}
 	return n.lapse.Load() == 0
+}
+
+// lapsedSince reports whether the bucket's TTL has passed since a heartbeat sent at sent: its
+// key may have expired, whether or not the lapse timer has fired yet.
+func (n *Node) lapsedSince(sent time.Time) bool {
+	ttl := n.registrar.Load().BucketTTL()
+	return ttl > 0 && time.Since(sent) >= ttl
 }
 
 // armLapse notes a heartbeat sent at sent and answered: the registration stands until the

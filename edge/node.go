@@ -113,6 +113,10 @@ type Node struct {
 	// write on the node's key: the registrar left the key to it (a restart's new process),
 	// whose ack hold counts this one's lame duck by its own lame_duck, which may be shorter.
 	yieldedDraining atomic.Bool
+	// rejoinedAt is when (n.clock) a heartbeat answered after the registration had lapsed:
+	// the node lags until its purge subscription confirms after it (purgeLagging; nil: no
+	// such heartbeat, or confirmed since).
+	rejoinedAt atomic.Pointer[time.Time]
 
 	// purgeSeq is the stream sequence of the last purge applied; purgeWake, made by the first
 	// fill that waits for a sequence, is closed when it advances (see purgeorder.go).

@@ -104,7 +104,8 @@ func requiredPurgeSeq(r *http.Request) uint64 {
 // or not caught up yet after joining or rejoining, or it has not yet marked stale what it
 // stored before its subscription started (joinFleet). Anything in its cache may then have been
 // purged meanwhile. So may it once its registration lapsed (registrationLapsed): another process
-// of the node may ack for it; and so it does past a stop's lame duck (pastLameDuck), when a
+// of the node may ack for it, and it lags until its subscription confirms after a heartbeat is
+// answered again (rejoinedAt); and so it does past a stop's lame duck (pastLameDuck), when a
 // restart's new process no longer holds its acks for this one; and once, draining, it left its
 // key to another process of the node (yieldedDraining): that one's hold ends lame_duck by its
 // own config after, and a restart may have lowered lame_duck. A standalone node never lags.
@@ -117,6 +118,12 @@ func (n *Node) purgeLagging() bool {
 	if !n.purgeBase.Load() || at.IsZero() || n.pastLameDuck.Load() ||
 		n.yieldedDraining.Load() && n.Draining() {
 		return true
+	}
+	if r := n.rejoinedAt.Load(); r != nil {
+		if at.Before(*r) {
+			return true // registered again after a lapse, not confirmed since (registered)
+		}
+		n.rejoinedAt.CompareAndSwap(r, nil)
 	}
 	return n.clock().Sub(at) > n.cfg.Purge.MaxLag || n.registrationLapsed()
 }

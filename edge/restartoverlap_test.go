@@ -405,3 +405,88 @@ func setFleetMaxValueSize(t *testing.T, js jetstream.JetStream, size int32) (res
 		}
 	}
 }
+
+// TestRestartOverlapLapsedOldRegistersAgain: a process whose registration lapsed (cut off from
+// NATS past the bucket's TTL) revalidates while lapsed, and another process of the node that
+// finds the key empty acks at once (no other process's write there). When the lapsed one's
+// link comes back, its heartbeat is answered before its purge subscription has replayed what it
+// missed (a replay is a consumer, a stream read and every Apply; a heartbeat one write), and
+// its last confirmation is still within max_lag: it must go on revalidating until the
+// subscription confirms after it registered again. Before, it served the copy the other
+// process had acked the purge of as a fresh hit from its next heartbeat on.
+func TestRestartOverlapLapsedOldRegistersAgain(t *testing.T) {
+	url, js, nc := startNATS(t)
+	cut := natsCutter(t, "127.0.0.60", url)
+	const maxLag = 30 * time.Second // well over the cut: the old process's confirmation stays within it
+	s, nodes := fleetEdgesWith(t, []string{cut.URL()}, true, time.Second, func(c *Config) { c.Purge.MaxLag = maxLag })
+	old := nodes[0]
+	p := newPurger(t, js, nc)
+	waitSubscribed(t, p, nodes)
+	path := obj("/lapsedagain", "cc", "max-age=600")
+	do(t, s.client, http.MethodGet, old.Addr(), testHost, path)
+	wantCacheStatus(t, do(t, s.client, http.MethodGet, old.Addr(), testHost, path), "hit")
+
+	cut.Cut()
+	kv, err := js.KeyValue(context.Background(), wire.Bucket("", wire.FleetBucket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 10*time.Second, "the old process's key to expire", func() bool {
+		_, err := kv.Get(context.Background(), wire.FleetKey(old.cfg.PoP, old.cfg.Node))
+		return errors.Is(err, jetstream.ErrKeyNotFound)
+	})
+	wait.For(t, 10*time.Second, "the old process's registration lapsed", old.registrationLapsed)
+	restarted, _ := startEdge(t, listen(t, "127.0.3.38"), processConfig(t, old, old.cfg.Node, url, url))
+	waitSubscribed(t, p, []*Node{restarted})
+	// Acked by the new process at once; the old one is asked for nothing meanwhile (a
+	// request would revalidate, and refresh, its copy).
+	s.origin.Bump("/lapsedagain")
+	r := p.wait(p.publish(purge.KindURL, false, []*Node{old}, path), 3*maxLag)
+	if st := r.PoPs[0].Nodes[0].Status; st != purge.NodeAcked {
+		t.Fatalf("receipt's node status %q, want %q", st, purge.NodeAcked)
+	}
+
+	// The old process's replay cannot start (no consumer may be made on the purge stream), so
+	// it has not applied the purge when its heartbeat is answered again.
+	blockPurgeReplays(t, js)
+	written := old.writtenAt.Load()
+	cut.Restore()
+	wait.For(t, 20*time.Second, "the old process registered again", func() bool {
+		at := old.writtenAt.Load()
+		return at != written && !old.registrationLapsed()
+	})
+	if old.purgeSeq.Load() >= r.Seq {
+		t.Fatalf("old process applied purge %d: the blocked replay did not hold", r.Seq)
+	}
+	got := do(t, s.client, http.MethodGet, old.Addr(), testHost, path)
+	if servedPurgedFresh(got) {
+		t.Errorf("after the receipt said the node acked, its old process, registered again but not caught up, served the purged copy as a fresh hit (Cache-Status %q)",
+			got.header.Get("Cache-Status"))
+	}
+}
+
+// blockPurgeReplays lets no further consumer be made on the purge stream: one placeholder, and
+// the stream bounded to the consumers it has.
+func blockPurgeReplays(t *testing.T, js jetstream.JetStream) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := js.Stream(ctx, purge.StreamName(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "placeholder", AckPolicy: jetstream.AckNonePolicy}); err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := info.Config
+	cfg.MaxConsumers = info.State.Consumers
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatalf("bound the purge stream's consumers: %v", err)
+	}
+	if _, err := st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "probe", AckPolicy: jetstream.AckNonePolicy}); err == nil {
+		t.Fatal("a consumer was made on the bounded purge stream: replays are not blocked")
+	}
+}
