@@ -366,6 +366,8 @@ func TestHangupWatchServesManyAndEndsWithServer(t *testing.T) {
 	if got := <-ended; got != "/long" {
 		t.Fatalf("the client went; ended %q", got)
 	}
+	// hungUp counts the going after the cancel that ended the handler: wait for it.
+	wait.For(t, 5*time.Second, "the going counted", func() bool { return watches.Load() >= 2 })
 	if got := watches.Load(); got != 2 {
 		t.Errorf("%d watches began or ended, want 2: the joining and the going", got)
 	}
