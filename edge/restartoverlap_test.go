@@ -49,14 +49,7 @@ func TestRestartOverlapAckWaitsForOldProcess(t *testing.T) {
 
 			if tt.expired {
 				cut.Cut()
-				kv, err := js.KeyValue(context.Background(), wire.Bucket("", wire.FleetBucket))
-				if err != nil {
-					t.Fatal(err)
-				}
-				wait.For(t, 10*time.Second, "the old process's key to expire", func() bool {
-					_, err := kv.Get(context.Background(), wire.FleetKey(old.cfg.PoP, old.cfg.Node))
-					return errors.Is(err, jetstream.ErrKeyNotFound)
-				})
+				waitKeyExpired(t, js, old)
 			}
 			// The new process of the same node, beside the old one.
 			restarted, _ := startEdge(t, listen(t, "127.0.3.30"), processConfig(t, old, old.cfg.Node, url, url))
@@ -427,14 +420,7 @@ func TestRestartOverlapLapsedOldRegistersAgain(t *testing.T) {
 	wantCacheStatus(t, do(t, s.client, http.MethodGet, old.Addr(), testHost, path), "hit")
 
 	cut.Cut()
-	kv, err := js.KeyValue(context.Background(), wire.Bucket("", wire.FleetBucket))
-	if err != nil {
-		t.Fatal(err)
-	}
-	wait.For(t, 10*time.Second, "the old process's key to expire", func() bool {
-		_, err := kv.Get(context.Background(), wire.FleetKey(old.cfg.PoP, old.cfg.Node))
-		return errors.Is(err, jetstream.ErrKeyNotFound)
-	})
+	waitKeyExpired(t, js, old)
 	wait.For(t, 10*time.Second, "the old process's registration lapsed", old.registrationLapsed)
 	restarted, _ := startEdge(t, listen(t, "127.0.3.38"), processConfig(t, old, old.cfg.Node, url, url))
 	waitSubscribed(t, p, []*Node{restarted})
@@ -489,4 +475,17 @@ func blockPurgeReplays(t *testing.T, js jetstream.JetStream) {
 	if _, err := st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "probe", AckPolicy: jetstream.AckNonePolicy}); err == nil {
 		t.Fatal("a consumer was made on the bounded purge stream: replays are not blocked")
 	}
+}
+
+// waitKeyExpired waits for the fleet bucket's TTL to remove n's key (n cut off from NATS).
+func waitKeyExpired(t *testing.T, js jetstream.JetStream, n *Node) {
+	t.Helper()
+	kv, err := js.KeyValue(context.Background(), wire.Bucket("", wire.FleetBucket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 10*time.Second, "the old process's key to expire", func() bool {
+		_, err := kv.Get(context.Background(), wire.FleetKey(n.cfg.PoP, n.cfg.Node))
+		return errors.Is(err, jetstream.ErrKeyNotFound)
+	})
 }
