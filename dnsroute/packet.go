@@ -159,16 +159,12 @@ func badECS(p []byte) bool {
 		return false
 	}
 	be := binary.BigEndian
-	qd, an, ns, ar := int(be.Uint16(p[4:])), int(be.Uint16(p[6:])), int(be.Uint16(p[8:])), int(be.Uint16(p[10:]))
-	off := headerLen
-	for range qd {
-		if off = skipName(p, off); off < 0 || off+4 > len(p) {
-			return false
-		}
-		off += 4
+	off, anns, n := recordsStart(p)
+	if off < 0 {
+		return false
 	}
 	var q query
-	for i := range an + ns + ar {
+	for i := range n {
 		if off = skipName(p, off); off < 0 || off+10 > len(p) {
 			return false
 		}
@@ -177,7 +173,7 @@ func badECS(p []byte) bool {
 		if off+rdlen > len(p) {
 			return false
 		}
-		if i >= an+ns && typ == typeOPT && version == 0 {
+		if i >= anns && typ == typeOPT && version == 0 {
 			for o, end := off, off+rdlen; o+4 <= end; {
 				code, olen := be.Uint16(p[o:]), int(be.Uint16(p[o+2:]))
 				if o+4+olen > end {
@@ -208,17 +204,10 @@ func badECS(p []byte) bool {
 // options, which hold no padding option, and an option that runs past its record, which
 // makes the message malformed.
 func unreadOptionsPadded(p []byte) []byte {
-	if len(p) < headerLen {
-		return p
-	}
 	be := binary.BigEndian
-	qd, an, ns, ar := int(be.Uint16(p[4:])), int(be.Uint16(p[6:])), int(be.Uint16(p[8:])), int(be.Uint16(p[10:]))
-	off := headerLen
-	for range qd {
-		if off = skipName(p, off); off < 0 || off+4 > len(p) {
-			return p
-		}
-		off += 4
+	off, anns, records := recordsStart(p)
+	if off < 0 {
+		return p
 	}
 	var out []byte
 	pad := func(at, n int) { // covers the n bytes of options at p[at:]
@@ -229,7 +218,7 @@ func unreadOptionsPadded(p []byte) []byte {
 		be.PutUint16(out[at+2:], uint16(n-4))
 		clear(out[at+4 : at+n])
 	}
-	for i := range an + ns + ar {
+	for i := range records {
 		if off = skipName(p, off); off < 0 || off+10 > len(p) {
 			return p
 		}
@@ -238,7 +227,7 @@ func unreadOptionsPadded(p []byte) []byte {
 		if off+rdlen > len(p) {
 			return p
 		}
-		if i >= an+ns && typ == typeOPT {
+		if i >= anns && typ == typeOPT {
 			if version != 0 && rdlen >= 4 {
 				pad(off, rdlen)
 			}
@@ -255,7 +244,7 @@ func unreadOptionsPadded(p []byte) []byte {
 		}
 		off += rdlen
 	}
-	if out == nil || !sameQuestions(p, out, qd) {
+	if out == nil || !sameQuestions(p, out, int(be.Uint16(p[4:]))) {
 		return p
 	}
 	return out
@@ -386,25 +375,37 @@ func questionsWhole(p []byte, n int) bool {
 	return true
 }
 
+// recordsStart returns where the first record of message p starts, past its questions, with
+// how many records its header counts (n) and how many of them come before the additional
+// section (anns); off is -1 when p is shorter than a header or its questions do not walk.
+func recordsStart(p []byte) (off, anns, n int) {
+	if len(p) < headerLen {
+		return -1, 0, 0
+	}
+	be := binary.BigEndian
+	qd, an, ns, ar := int(be.Uint16(p[4:])), int(be.Uint16(p[6:])), int(be.Uint16(p[8:])), int(be.Uint16(p[10:]))
+	off = headerLen
+	for range qd {
+		if off = skipName(p, off); off < 0 || off+4 > len(p) {
+			return -1, 0, 0
+		}
+		off += 4
+	}
+	return off, an + ns, an + ns + ar
+}
+
 // countsHeld reports whether message p holds every question and record its header counts
 // (RFC 1035 section 4.1.1: QDCOUNT, ANCOUNT, NSCOUNT and ARCOUNT count the entries of their
 // sections). miekg/dns reads a message that ends before them as one that has no more, and
 // an OPT record under ANCOUNT 1 as an answer; BIND, NSD and Knot answer FORMERR. Bytes after
 // the last record counted are not looked at here.
 func countsHeld(p []byte) bool {
-	if len(p) < headerLen {
+	be := binary.BigEndian
+	off, _, n := recordsStart(p)
+	if off < 0 {
 		return false
 	}
-	be := binary.BigEndian
-	qd, an, ns, ar := int(be.Uint16(p[4:])), int(be.Uint16(p[6:])), int(be.Uint16(p[8:])), int(be.Uint16(p[10:]))
-	off := headerLen
-	for range qd {
-		if off = skipName(p, off); off < 0 || off+4 > len(p) {
-			return false
-		}
-		off += 4
-	}
-	for range an + ns + ar {
+	for range n {
 		if off = skipName(p, off); off < 0 || off+10 > len(p) {
 			return false
 		}
@@ -452,23 +453,16 @@ func priorName(p []byte, off int) int {
 // queryOPT returns the offset of the TYPE of the first OPT record in the additional section
 // of message p, or -1 when it has none or its sections do not walk as far.
 func queryOPT(p []byte) int {
-	if len(p) < headerLen {
+	be := binary.BigEndian
+	off, anns, n := recordsStart(p)
+	if off < 0 {
 		return -1
 	}
-	be := binary.BigEndian
-	qd, an, ns, ar := int(be.Uint16(p[4:])), int(be.Uint16(p[6:])), int(be.Uint16(p[8:])), int(be.Uint16(p[10:]))
-	off := headerLen
-	for range qd {
-		if off = skipName(p, off); off < 0 || off+4 > len(p) {
-			return -1
-		}
-		off += 4
-	}
-	for i := range an + ns + ar {
+	for i := range n {
 		if off = skipName(p, off); off < 0 || off+10 > len(p) {
 			return -1
 		}
-		if i >= an+ns && be.Uint16(p[off:]) == typeOPT {
+		if i >= anns && be.Uint16(p[off:]) == typeOPT {
 			return off
 		}
 		off += 10 + int(be.Uint16(p[off+8:]))
