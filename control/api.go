@@ -186,6 +186,12 @@ func DecodeJSON(w http.ResponseWriter, r *http.Request, max int64, v any) error 
 		status = http.StatusRequestEntityTooLarge
 	}
 	field, derr := describeDecodeError(err, max)
+	if derr == nil {
+		// An error of a type that decodes itself, which encoding/json returns unnamed.
+		if derr = selfDecodeError(body.Bytes(), reflect.TypeOf(v)); derr == nil {
+			derr = fmt.Errorf("invalid value: %w", err)
+		}
+	}
 	WriteError(w, status, field, derr)
 	return derr
 }
@@ -371,7 +377,9 @@ func isSyntax(err error) bool {
 	return errors.As(err, &se)
 }
 
-// describeDecodeError turns encoding/json's errors into messages for API clients.
+// describeDecodeError turns encoding/json's errors into messages for API clients; it returns a
+// nil error for an error of none of encoding/json's kinds, which a type that decodes itself
+// returned (DecodeJSON names its field).
 func describeDecodeError(err error, max int64) (field string, _ error) {
 	var (
 		se  *json.SyntaxError
@@ -398,7 +406,7 @@ func describeDecodeError(err error, max int64) (field string, _ error) {
 	case errors.Is(err, errTrailing):
 		return "", err
 	}
-	return "", fmt.Errorf("invalid JSON: %w", err)
+	return "", nil // none of encoding/json's own: a type that decodes itself refused its value
 }
 
 // ServeHTTP routes a request. Unknown paths and methods get the API's JSON errors too.

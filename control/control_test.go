@@ -714,6 +714,10 @@ func TestAPIRefusesNull(t *testing.T) {
 		{"host config, null cache", "PUT", hostPath, `{"origin":"http://127.0.0.1:9","cache":null}`, 400, "cache", "is null"},
 		{"host config, null in a list", "PUT", hostPath, `{"origin":"http://127.0.0.1:9","cache":{"keep_params":[null]}}`, 400, "cache.keep_params[0]", "is null"},
 		{"host config, null header", "PUT", hostPath, `{"origin":"http://127.0.0.1:9","request_headers":{"set":{"X-A":null}}}`, 400, "request_headers.set.X-A", "is null"},
+		// forward decodes itself (a list or "*"): its errors are named too.
+		{"host config, null forward", "PUT", hostPath, `{"origin":"http://127.0.0.1:9","request_headers":{"forward":null}}`, 400, "request_headers.forward", "is null"},
+		{"host config, forward neither list nor star", "PUT", hostPath, `{"origin":"http://127.0.0.1:9","request_headers":{"forward":"all"}}`, 400, "request_headers.forward", `"all" is neither "*" nor a list`},
+		{"host config, forward of numbers", "PUT", hostPath, `{"origin":"http://127.0.0.1:9","request_headers":{"forward":[1]}}`, 400, "request_headers.forward", "is a JSON number, want a string"},
 		{"routing, null body", "PUT", routePath, `null`, 400, "", "request body is null"},
 		{"routing, null weights", "PUT", routePath, `{"policy":"weighted","weights":null}`, 400, "weights", "is null"},
 		{"routing, null weight", "PUT", routePath, `{"policy":"weighted","weights":{"par":null}}`, 400, "weights.par", "is null"},

@@ -33,6 +33,25 @@ func checkKeys(data []byte, t reflect.Type) error {
 	return k.walk(t)
 }
 
+// selfDecodeError finds, in data (a whole JSON value that failed to decode into a value of
+// type t with an error of no kind encoding/json names a field for), the value of a type that
+// decodes itself whose decoding fails, and returns that error as a *wire.FieldError naming the
+// value's path; nil when it finds none. encoding/json returns such an error as the type wrote
+// it, without the field: `"forward": null` got 400 "\"\" is neither \"*\" nor a list of field
+// names", naming nothing. A null there is refused as every other null is.
+func selfDecodeError(data []byte, t reflect.Type) error {
+	k := keyWalker{dec: json.NewDecoder(bytes.NewReader(data)), decodeSelf: true}
+	k.dec.UseNumber()
+	if t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	var fe *wire.FieldError
+	if err := k.walk(t); errors.As(err, &fe) {
+		return err
+	}
+	return nil
+}
+
 // takesNull reports whether a JSON null is a value for t: encoding/json sets a pointer or an
 // interface to nil, and leaves it to a type that decodes itself; into anything else a null
 // decodes as if the value were absent, which no API schema allows.
@@ -74,6 +93,9 @@ type keyWalker struct {
 	dec  *json.Decoder
 	raw  json.RawMessage // reused by every skip
 	path []pathStep      // where the walk is; made a string only for an error
+	// decodeSelf has a value of a type that decodes itself decoded on its own, its error
+	// named (selfDecodeError), instead of its keys walked.
+	decodeSelf bool
 }
 
 // pathStep is an object key, or an array index when key is "".
@@ -105,6 +127,9 @@ func (k *keyWalker) walk(t reflect.Type) error {
 	nullable := takesNull(t)
 	for t != nil && t.Kind() == reflect.Pointer {
 		t = t.Elem()
+	}
+	if t != nil && k.decodeSelf && reflect.PointerTo(t).Implements(jsonUnmarshaler) {
+		return k.decodeItself(t)
 	}
 	if t != nil && (reflect.PointerTo(t).Implements(jsonUnmarshaler) || t.Kind() == reflect.Interface) {
 		t = nil
@@ -197,6 +222,26 @@ func (k *keyWalker) walk(t reflect.Type) error {
 	}
 	_, err = k.dec.Token() // the closing ']' or '}'
 	return err
+}
+
+// decodeItself reads the next value and decodes it into a new t, a type that decodes itself,
+// returning its error as a *wire.FieldError naming the current path: a refused null as any
+// other null, a type error as DecodeJSON describes one.
+func (k *keyWalker) decodeItself(t reflect.Type) error {
+	if err := k.dec.Decode(&k.raw); err != nil {
+		return err
+	}
+	err := reflect.New(t).Interface().(json.Unmarshaler).UnmarshalJSON(k.raw)
+	if err == nil {
+		return nil
+	}
+	if string(k.raw) == "null" {
+		return k.failNull(t)
+	}
+	if te := (*json.UnmarshalTypeError)(nil); errors.As(err, &te) {
+		return k.fail(fmt.Errorf("is a JSON %s, want a %s", te.Value, te.Type))
+	}
+	return k.fail(err)
 }
 
 // nullInArray refuses a null element, at any depth, of raw, a JSON array of scalars that
