@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -645,12 +646,17 @@ func (s *Server) startNATS() (*server.Server, natsauth.Credential, func(), error
 	if err != nil {
 		return nil, none, nil, fmt.Errorf("control: %w", err)
 	}
+	// The file as it was before the users in force were read from it: a change in between
+	// is applied at the first sync.
+	users := &usersSync{path: filepath.Join(credsDir(s.cfg.StoreDir), usersFileName), log: s.log}
+	users.last, _ = os.ReadFile(users.path)
 	recs, err := ListCredentials(s.cfg.StoreDir)
 	if err != nil {
 		return nil, none, nil, fmt.Errorf("control: %w", err)
 	}
 	// Users change while the server runs without reloading its options (see Authenticator).
 	auth := natsauth.NewAuthenticator(s.cfg.Prefix, natsUsers(recs))
+	auth.SetRefresh(users.sync)
 	opts := &server.Options{
 		ServerName: "meridian-control",
 		Host:       host,
@@ -690,6 +696,7 @@ func (s *Server) startNATS() (*server.Server, natsauth.Credential, func(), error
 		}
 		return len(recs), nil
 	}
+	users.reload = reload
 	s.mu.Lock()
 	s.reloadUsers = reload
 	s.mu.Unlock()
@@ -697,7 +704,7 @@ func (s *Server) startNATS() (*server.Server, natsauth.Credential, func(), error
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		s.watchUsers(ctx, reload)
+		users.watch(ctx)
 	}()
 	s.log.Info("embedded nats started", "url", ns.ClientURL(), "store_dir", s.cfg.StoreDir, "users", len(recs))
 	return ns, cred, func() {

@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/meridian-cdn/meridian/internal/natsauth"
@@ -126,8 +128,8 @@ func writeUsers(storeDir string, recs []CredentialRecord) error {
 }
 
 // IssueCredential creates a credential for id in storeDir's users file and returns it (with its
-// secret seed, which is not kept). A control running on storeDir accepts it within a second,
-// without a restart. Issuing again for the same identity adds a second credential beside the
+// secret seed, which is not kept). A control running on storeDir accepts it from its next
+// connection attempt on, without a restart. Issuing again for the same identity adds a second credential beside the
 // first: both work until one is revoked (rotation without downtime).
 func IssueCredential(storeDir string, id natsauth.Identity) (natsauth.Credential, error) {
 	return issueCredential(storeDir, id, nil, nil)
@@ -168,8 +170,8 @@ func issueCredential(storeDir string, id natsauth.Identity, deliver func(natsaut
 }
 
 // RevokeCredential removes the credential with public key nkey (or every credential of the
-// identity named nkey, e.g. "edge.lon.n1") from storeDir's users file; a running control drops
-// its connections within a second. Control's own credential cannot be revoked. It returns how
+// identity named nkey, e.g. "edge.lon.n1") from storeDir's users file; a running control refuses
+// it from its next connection attempt on and drops its connections within a second. Control's own credential cannot be revoked. It returns how
 // many credentials were removed.
 func RevokeCredential(storeDir, nkey string) (int, error) {
 	unlock, err := lockCreds(storeDir)
@@ -213,14 +215,46 @@ func natsUsers(recs []CredentialRecord) []natsauth.User {
 }
 
 // usersPollInterval is how often a control with embedded NATS looks for new or revoked
-// credentials in its users file.
+// credentials in its users file when no client connects: every connection attempt looks too
+// (usersSync.sync), so a new credential connects at once, and the poll closes the connections
+// of revoked ones.
 const usersPollInterval = 500 * time.Millisecond
 
-// watchUsers reloads the embedded server's users whenever the users file changes, until ctx
-// ends; reload reads the file itself.
-func (s *Server) watchUsers(ctx context.Context, reload func() (int, error)) {
-	path := filepath.Join(credsDir(s.cfg.StoreDir), usersFileName)
-	last, _ := os.ReadFile(path)
+// usersSync applies the embedded server's users file to its users when the file changed since
+// it last did, whether a client's connection attempt or the poll asks: `meridian control
+// creds` is another process, which changes only the file.
+type usersSync struct {
+	path   string
+	reload func() (int, error) // reads the file itself and sets the users
+	log    *slog.Logger
+
+	mu     sync.Mutex
+	last   []byte // the file as last applied
+	failed []byte // the file as last refused, logged once
+}
+
+// sync reloads the users if the file changed since the last reload (or refusal). Reading a
+// small file is what every connection attempt costs when nothing changed.
+func (u *usersSync) sync() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	b, err := os.ReadFile(u.path)
+	if err != nil || bytes.Equal(b, u.last) || u.failed != nil && bytes.Equal(b, u.failed) {
+		return
+	}
+	n, err := u.reload()
+	if err != nil {
+		u.failed = b
+		u.log.Error("nats users file unreadable; keeping the users in force", "err", err)
+		return
+	}
+	u.last, u.failed = b, nil
+	u.log.Info("nats users reloaded", "users", n)
+}
+
+// watch syncs the users every usersPollInterval until ctx ends, for the revoked credentials'
+// connections to close when no client connects.
+func (u *usersSync) watch(ctx context.Context) {
 	t := time.NewTicker(usersPollInterval)
 	defer t.Stop()
 	for {
@@ -228,18 +262,8 @@ func (s *Server) watchUsers(ctx context.Context, reload func() (int, error)) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			u.sync()
 		}
-		b, err := os.ReadFile(path)
-		if err != nil || bytes.Equal(b, last) {
-			continue
-		}
-		n, err := reload()
-		if err != nil {
-			s.log.Error("nats users file unreadable; keeping the users in force", "err", err)
-			continue
-		}
-		last = b
-		s.log.Info("nats users reloaded", "users", n)
 	}
 }
 

@@ -22,8 +22,8 @@ func newCredsCommand() *cobra.Command {
 		Long: `Issue, list and revoke the NATS credentials that the embedded NATS server of
 'meridian control' accepts (kept in --store-dir/nats-auth). A credential is printed once, when
 issued; give it to the process it names (edge: fleet.creds in edge.yaml, dns: creds in
-dns.yaml). A running control accepts a new credential, or drops a revoked one, within a
-second. Issuing again for the same identity adds a second credential: both work until the
+dns.yaml). A running control accepts a new credential from its first connection, refuses a
+revoked one from its next, and closes a revoked one's connections within a second. Issuing again for the same identity adds a second credential: both work until the
 old one is revoked (rotation without downtime, see docs/security.md).`,
 	}
 	cmd.PersistentFlags().StringVar(&storeDir, "store-dir", DefaultStoreDir, "the control's store directory")

@@ -221,6 +221,46 @@ func TestCredsCommandAndRotation(t *testing.T) {
 	}
 }
 
+// TestCredentialOfAnotherProcessAtOnce: a credential that `meridian control creds` (another
+// process: here the package functions on the store, not the running server's) issues
+// connects on its first try, as soon as it is written, and a revoked one is refused on the
+// first try after; the README's walkthrough starts an edge right after issuing its
+// credential, and it got "Authorization Violation" until control's poll of the users file
+// (every 500 ms) found the new key.
+func TestCredentialOfAnotherProcessAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	ts := startServer(t, Config{StoreDir: dir})
+	connect := func(c natsauth.Credential) (*nats.Conn, error) {
+		opts, err := c.Options()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return nats.Connect(ts.NATSURL(), append(opts, nats.NoReconnect())...)
+	}
+	for _, id := range []natsauth.Identity{natsauth.Edge("lon", "n1"), natsauth.DNS("ns1"), natsauth.Edge("lon", "n1")} {
+		c, err := IssueCredential(dir, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc, err := connect(c)
+		if err != nil {
+			t.Fatalf("%s: the first connection with a credential just issued: %v", id, err)
+		}
+		key, err := c.PublicKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := RevokeCredential(dir, key); err != nil {
+			t.Fatal(err)
+		}
+		if nc2, err := connect(c); err == nil {
+			nc2.Close()
+			t.Errorf("%s: a credential just revoked connects", id)
+		}
+		wait.For(t, 5*time.Second, "the revoked credential's connection to close", func() bool { return nc.IsClosed() })
+	}
+}
+
 // TestLoadCredentialRefusesReadableFile: a credentials file other users may read is refused.
 func TestLoadCredentialRefusesReadableFile(t *testing.T) {
 	c, err := natsauth.NewCredential(natsauth.Edge("lon", "n1"))

@@ -18,7 +18,8 @@ import (
 // seed (the signature of the server's nonce, as the server's own nkey check does) and hands
 // the server that user's permissions.
 type Authenticator struct {
-	prefix string
+	prefix  string
+	refresh func() // set before the server starts; see SetRefresh
 
 	mu    sync.Mutex
 	users map[string]*server.User // by nkey; leaf link credentials are not client users
@@ -37,6 +38,14 @@ func (a *Authenticator) Configure(opts *server.Options) {
 	opts.CustomClientAuthentication = a
 	opts.AlwaysEnableNonce = true
 }
+
+// SetRefresh has Check call refresh before it looks a client's nkey up, so that refresh may
+// bring the users up to date (SetUsers) from where another process changes them: a user added
+// there is let in on its first connection, and one removed is refused on its next, without
+// waiting for a poll. refresh runs in the connecting client's goroutine, with no lock of the
+// server's or a's held; it should cost little when nothing changed, as every connection
+// attempt, authenticated or not, calls it. Call SetRefresh before the server starts.
+func (a *Authenticator) SetRefresh(refresh func()) { a.refresh = refresh }
 
 func (a *Authenticator) userMap(users []User) map[string]*server.User {
 	m := make(map[string]*server.User, len(users))
@@ -60,6 +69,9 @@ func (a *Authenticator) Check(c server.ClientAuthentication) bool {
 	o := c.GetOpts()
 	if o == nil || o.Nkey == "" || o.Sig == "" {
 		return false
+	}
+	if a.refresh != nil {
+		a.refresh()
 	}
 	a.mu.Lock()
 	_, ok := a.users[o.Nkey]

@@ -2,6 +2,7 @@ package natsauth_test
 
 import (
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -135,6 +136,53 @@ func TestAuthenticatorSetUsers(t *testing.T) {
 	}
 	if !nc2.IsConnected() {
 		t.Fatal("n2 lost its connection when n1 was revoked")
+	}
+}
+
+// A refresh set with SetRefresh runs before a client is checked: the users it sets (another
+// process's, say) decide that connection, a user added connecting on its first try, even
+// from within the check, where it disconnects the clients of a user it removes.
+func TestAuthenticatorRefresh(t *testing.T) {
+	c1, u1 := mustCred(t, natsauth.Edge("lon", "n1"))
+	c2, u2 := mustCred(t, natsauth.Edge("lon", "n2"))
+	a := natsauth.NewAuthenticator("", []natsauth.User{u1})
+	var (
+		mu   sync.Mutex
+		next []natsauth.User // what the refresh sets; nil: nothing changed
+		ns   *server.Server
+	)
+	a.SetRefresh(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if next != nil {
+			a.SetUsers(ns, next)
+			next = nil
+		}
+	})
+	ns = authServer(t, a)
+	dropped := make(chan struct{})
+	var once sync.Once
+	nc1, err := dial(ns, append(credOpts(t, c1), nats.DisconnectErrHandler(func(*nats.Conn, error) { once.Do(func() { close(dropped) }) }))...)
+	if err != nil {
+		t.Fatalf("n1: %v", err)
+	}
+	defer nc1.Close()
+	mu.Lock()
+	next = []natsauth.User{u2}
+	mu.Unlock()
+	nc2, err := dial(ns, credOpts(t, c2)...)
+	if err != nil {
+		t.Fatalf("n2, added by the refresh its connection ran: %v", err)
+	}
+	defer nc2.Close()
+	if nc, err := dial(ns, credOpts(t, c1)...); err == nil {
+		nc.Close()
+		t.Fatal("n1 connected after the refresh removed it")
+	}
+	select {
+	case <-dropped:
+	case <-time.After(5 * time.Second):
+		t.Fatal("n1's connection survived the refresh that removed it")
 	}
 }
 
