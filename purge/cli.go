@@ -112,6 +112,12 @@ func NewCommand() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("print purge receipt: %w", err)
 			}
+			if resp.Complete && receiptNodes(resp) == 0 {
+				// Complete, as nothing was expected to ack: not a failure (the purge is in
+				// the stream), but no node confirmed it, which "complete" alone hides.
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: no edge node was registered when purge %s was issued, so no node confirmed it: "+
+					"check that the fleet's nodes are up and registered (GET /v1/pops)\n", resp.ID)
+			}
 			if wait > 0 && !resp.Complete {
 				n, gone := 0, 0
 				for _, p := range resp.Purges {
@@ -232,10 +238,25 @@ func post(ctx context.Context, client *http.Client, api, token string, wait time
 	return body, res.StatusCode, nil
 }
 
+// receiptNodes counts the nodes of r's receipts: those registered when its purges were issued
+// (and any that acked unexpected).
+func receiptNodes(r Response) int {
+	n := 0
+	for _, p := range r.Purges {
+		for _, pop := range p.PoPs {
+			n += len(pop.Nodes)
+		}
+	}
+	return n
+}
+
 // printReceipt writes the response as a summary line and a table of nodes.
 func printReceipt(w io.Writer, r Response) error {
 	state := "pending"
-	if r.Complete {
+	switch {
+	case r.Complete && receiptNodes(r) == 0:
+		state = "complete, but 0 of 0 nodes: no node was registered to confirm it"
+	case r.Complete:
 		state = fmt.Sprintf("complete in %.1f ms", r.DurationMs)
 	}
 	if _, err := fmt.Fprintf(w, "purge %s: %s\n", r.ID, state); err != nil {

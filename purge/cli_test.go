@@ -275,6 +275,50 @@ func TestCommandPrintsUnreachable(t *testing.T) {
 	}
 }
 
+// TestCommandWarnsOfNoNode: a purge issued while no node is registered is complete (no node
+// is expected to ack), and the command read "complete" with an empty table and exit 0, which
+// an operator took for the content purged everywhere when nothing confirmed it. It says 0 of
+// 0 nodes, and warns on stderr (with --json too) that no node was registered; the exit stays 0,
+// as the purge itself succeeded. The answer is the one control gives for an empty fleet.
+func TestCommandWarnsOfNoNode(t *testing.T) {
+	body, err := os.ReadFile(filepath.Join("testdata", "receipt-no-node.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, url := startAPI(t, http.StatusOK, body)
+	tests := []struct {
+		name    string
+		json    bool
+		wantOut string
+	}{
+		{"table", false, "purge 01M98M3Q465NVWKE3PAFBBGJYD: complete, but 0 of 0 nodes: no node was registered to confirm it\n"},
+		{"json", true, `"pops": []`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := []string{"--api", url, "--token", "s3cret", "--host", "www.example.com", "--url", "/a", "--wait", "2s"}
+			if tt.json {
+				args = append(args, "--json")
+			}
+			cmd := NewCommand()
+			var out, errOut bytes.Buffer
+			cmd.SetOut(&out)
+			cmd.SetErr(&errOut)
+			cmd.SetArgs(args)
+			if err := cmd.Execute(); err != nil {
+				t.Fatalf("purge of an empty fleet: %v, want success (exit 0)", err)
+			}
+			if !strings.Contains(out.String(), tt.wantOut) {
+				t.Errorf("output lacks %q:\n%s", tt.wantOut, out.String())
+			}
+			const warn = "warning: no edge node was registered when purge 01M98M3Q465NVWKE3PAFBBGJYD was issued"
+			if !strings.Contains(errOut.String(), warn) {
+				t.Errorf("stderr = %q, want %q", errOut.String(), warn)
+			}
+		})
+	}
+}
+
 // TestCommandRefusesNegativeWait: a negative --wait was sent as no wait at all (-1s) or, from
 // -30s on, made the request's own deadline lie in the past ("context deadline exceeded").
 func TestCommandRefusesNegativeWait(t *testing.T) {
