@@ -248,10 +248,13 @@ func (c *conn) step() (wait bool) {
 		var u *url.URL
 		if v == fast {
 			if u, err = parseTarget(h.target, &c.url); err != nil {
-				v = handOff
+				v, n = handOff, h.skip
 			}
 		}
 		if v == handOff {
+			// Empty lines before the request line are dropped (parseHead): Fallback reads the
+			// request from its first byte, and so does the check below.
+			c.br.Discard(n)
 			if buf, _ := c.br.Peek(c.br.Buffered()); http10WithTransferEncoding(buf) {
 				// net/http drops Transfer-Encoding from an HTTP/1.0 request before any
 				// handler sees it, frames the body by Content-Length and keeps the
@@ -335,7 +338,14 @@ func (c *conn) readHead(maxHead int) (head, int, verdict, error) {
 		buf, _ := c.br.Peek(c.br.Buffered())
 		h, n, v := parseHead(buf, c.reqHeader, c.reqValues[:])
 		if v == incomplete && len(buf) >= maxHead {
+			// Over the limit: handed over with the empty lines before the request line
+			// dropped, so that Fallback judges the request itself (a 414 for a long line),
+			// but not a buffer of empty lines alone, whose end is not in sight: net/http
+			// refuses it.
 			h, n, v = head{}, 0, handOff
+			if skip := emptyLines(buf); skip < len(buf) && buf[skip] != '\r' {
+				n = skip
+			}
 		}
 		if v != incomplete {
 			if c.inHead.Load() {

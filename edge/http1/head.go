@@ -25,6 +25,7 @@ type head struct {
 	host   string
 	header http.Header
 	close  bool // the client sent Connection: close
+	skip   int  // the length of the empty lines before the request line
 }
 
 // parseHead reads one request head from buf, the bytes buffered so far. It accepts only what
@@ -33,29 +34,35 @@ type head struct {
 // connection (Content-Length, Transfer-Encoding, Expect, Upgrade, a Connection other than
 // keep-alive or close). Everything else is handed off before a byte is consumed, so that
 // net/http answers it exactly as it always has: the fast path never judges a doubtful request.
-// It returns the head's length in buf. The fields are read into hdr, which it clears first,
-// with strs as their values' backing array (the connection's, reused request after request).
+// Empty lines (CRLF) before the request line are skipped, as RFC 9112 §2.2 asks and nginx
+// does (net/http refuses them, but after a POST); they are part of the head for its limit.
+// It returns the head's length in buf, empty lines included; on a hand-off, the length of the
+// empty lines alone, which are dropped first, so that Fallback reads the request from its
+// first byte. The fields are read into hdr, which it clears first, with strs as their values'
+// backing array (the connection's, reused request after request).
 func parseHead(buf []byte, hdr http.Header, strs []string) (head, int, verdict) {
+	skip := emptyLines(buf)
+	buf = buf[skip:]
 	end := bytes.Index(buf, []byte("\r\n\r\n"))
 	if end < 0 {
 		// A bare LF may end a line for net/http: hand such a client over at once rather
 		// than wait for a CRLF CRLF that may never come.
 		for i, c := range buf {
 			if c == '\n' && (i == 0 || buf[i-1] != '\r') {
-				return head{}, 0, handOff
+				return head{}, skip, handOff
 			}
 		}
 		return head{}, 0, incomplete
 	}
-	n := end + 4
+	n := skip + end + 4
 	block := buf[:end+2] // every line with its CRLF
 	// One string for the whole head: field names and values are slices of it.
 	s := string(block)
 	line, rest, _ := h1fields.CutLine(s)
-	var h head
+	h := head{skip: skip}
 	var ok bool
 	if h.method, h.target, ok = requestLine(line); !ok {
-		return head{}, 0, handOff
+		return head{}, skip, handOff
 	}
 	hosts := 0
 	clear(hdr)
@@ -82,13 +89,19 @@ func parseHead(buf []byte, hdr http.Header, strs []string) (head, int, verdict) 
 		}
 		return true, true
 	})
-	if !ok {
-		return head{}, 0, handOff
-	}
-	if hosts != 1 {
-		return head{}, 0, handOff
+	if !ok || hosts != 1 {
+		return head{}, skip, handOff
 	}
 	return h, n, fast
+}
+
+// emptyLines returns the length of the empty lines (CRLF) at the start of buf.
+func emptyLines(buf []byte) int {
+	n := 0
+	for len(buf)-n >= 2 && buf[n] == '\r' && buf[n+1] == '\n' {
+		n += 2
+	}
+	return n
 }
 
 // requestLine splits "GET /path HTTP/1.1"; only GET and HEAD in origin form are accepted.

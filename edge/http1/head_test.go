@@ -12,7 +12,9 @@ import (
 // FuzzParseHead holds the fast path to net/http's reading: whatever head the fast path
 // accepts, and whose target the server then parses (a target it cannot parse is handed off
 // too), http.ReadRequest reads the same way (method, target, host, fields, Connection), and
-// it consumes the same bytes; anything else must be handed off, never misread.
+// it consumes the same bytes, once the empty lines before the request line, which net/http
+// refuses, are dropped; anything else must be handed off, never misread, with nothing dropped
+// but those empty lines.
 func FuzzParseHead(f *testing.F) {
 	for _, s := range []string{
 		"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -23,14 +25,26 @@ func FuzzParseHead(f *testing.F) {
 		"GET / HTTP/1.1\nHost: a\n\n",
 		"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n",
 		"GET /%41 HTTP/1.1\r\nhOST: a\r\nX:\r\n\r\n",
+		"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+		"\r\nPOST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n\r\n",
+		"\r\n\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
 	} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, n, v := parseHead(b, make(http.Header), nil)
+		skip := emptyLines(b)
+		if v == handOff && n != skip {
+			t.Fatalf("hand-off of %q drops %d bytes; its empty lines are %d", b, n, skip)
+		}
 		if v != fast {
 			return
 		}
+		if h.skip != skip {
+			t.Fatalf("fast path skipped %d bytes of %q; its empty lines are %d", h.skip, b, skip)
+		}
+		b = b[skip:]
+		n -= skip
 		var scratch url.URL
 		u, err := parseTarget(h.target, &scratch)
 		if _, perr := url.ParseRequestURI(h.target); (err == nil) != (perr == nil) {
@@ -71,7 +85,7 @@ func FuzzParseHead(f *testing.F) {
 }
 
 func TestParseHeadIncomplete(t *testing.T) {
-	for _, s := range []string{"", "GET", "GET / HTTP/1.1\r\n", "GET / HTTP/1.1\r\nHost: a\r\n", "GET / HTTP/1.1\r\nHost: a\r\n\r"} {
+	for _, s := range []string{"", "\r", "\r\n", "\r\n\r\n\r", "\r\nGET", "GET", "GET / HTTP/1.1\r\n", "GET / HTTP/1.1\r\nHost: a\r\n", "GET / HTTP/1.1\r\nHost: a\r\n\r"} {
 		if _, _, v := parseHead([]byte(s), make(http.Header), nil); v != incomplete {
 			t.Errorf("parseHead(%q) = %v, want incomplete", s, v)
 		}

@@ -86,6 +86,11 @@ func FuzzPipelinedSameAsNetHTTP(f *testing.F) {
 			return b.String()
 		}
 		raw := head(t1, h1) + head(t2, h2)
+		if strings.Contains(raw, "\r\n\r\n\r\n") {
+			// An empty line after a head's end, before the next request line: the fast path
+			// ignores it (RFC 9112 §2.2), net/http refuses it (TestEmptyLinesBeforeRequestLine).
+			t.Skip()
+		}
 		want := exchange(t, p.std, raw, nil)
 		got := exchange(t, p.fast, raw, nil)
 		if !reflect.DeepEqual(got, want) {
