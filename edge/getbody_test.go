@@ -15,11 +15,13 @@ import (
 // (docs/edge.md, "What reaches the origin"), over every protocol. A fill (a miss, shared or for
 // one client with Authorization) sends a GET without a body: the cache key has none, so clients
 // that send different bodies to one URL share its answer, as behind Varnish's builtin VCL; the
-// body is not read, so not bounded by max_request_body_bytes either. The client's Content-Type
-// goes on. A pass (cookies: pass with a Cookie) carries the body, buffered and bounded as any
-// pass's, on its own method.
+// body is not read, so not bounded by max_request_body_bytes either. Nor do the fields that
+// describe the body (Content-Type, Content-Language, Digest...: fillBodyDeny), which no cache
+// keys on, unless the host forwards them by name; Varnish sends them on without the body,
+// nginx sends the body too. A pass (cookies: pass with a Cookie) carries the body and its
+// fields, buffered and bounded as any pass's, on its own method.
 func TestGetBodyOnFillAndPass(t *testing.T) {
-	type got struct{ method, length, contentType, body string }
+	type got struct{ method, length, fields, body string }
 	var mu sync.Mutex // guards seen
 	seen := map[string][]got{}
 	addr := startHTTP(t, "127.0.0.10", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -27,18 +29,20 @@ func TestGetBodyOnFillAndPass(t *testing.T) {
 		if err != nil {
 			t.Errorf("origin: read the body of %s %s: %v", r.Method, r.URL, err)
 		}
-		g := got{r.Method, r.Header.Get("Content-Length"), r.Header.Get("Content-Type"), string(b)}
+		fields := r.Header.Get("Content-Type") + "|" + r.Header.Get("Content-Language") + "|" + r.Header.Get("Digest")
+		g := got{r.Method, r.Header.Get("Content-Length"), fields, string(b)}
 		mu.Lock()
 		seen[r.URL.Path] = append(seen[r.URL.Path], g)
 		mu.Unlock()
 		w.Header().Set("Cache-Control", "max-age=600")
 		io.WriteString(w, "answer to "+r.URL.Path)
 	}))
-	const passHost = "pass.example"
+	const passHost, namedHost = "pass.example", "named.example"
 	_, n := tlsEdge(t, TLSConfig{Dev: true}, func(c *Config) {
 		c.MaxRequestBodyBytes = 1024
 		c.Hosts = []wire.HostConfig{{Host: testHost, Origin: "http://" + addr},
-			{Host: passHost, Origin: "http://" + addr, Cookies: wire.CookiesPass}}
+			{Host: passHost, Origin: "http://" + addr, Cookies: wire.CookiesPass},
+			{Host: namedHost, Origin: "http://" + addr, RequestHeaders: wire.RequestHeaders{Forward: wire.HeaderNames{"Content-Type"}}}}
 	})
 	large := strings.Repeat("x", 4096) // over max_request_body_bytes
 	tests := []struct {
@@ -48,13 +52,14 @@ func TestGetBodyOnFillAndPass(t *testing.T) {
 		cacheStatus              string // a part of the answer's Cache-Status
 		want                     []got  // what the origin got for the case's path, "" for none
 	}{
-		{"fill", http.MethodGet, testHost, "one", nil, http.StatusOK, "fwd=miss", []got{{"GET", "", "text/plain", ""}}},
+		{"fill", http.MethodGet, testHost, "one", nil, http.StatusOK, "fwd=miss", []got{{"GET", "", "||", ""}}},
 		{"fill other body", http.MethodGet, testHost, "two", nil, http.StatusOK, "hit", nil}, // the path of "fill"
-		{"fill head", http.MethodHead, testHost, "one", nil, http.StatusOK, "fwd=miss", []got{{"GET", "", "text/plain", ""}}},
-		{"fill large", http.MethodGet, testHost, large, nil, http.StatusOK, "fwd=miss", []got{{"GET", "", "text/plain", ""}}},
-		{"fill authorization", http.MethodGet, testHost, "one", []string{"Authorization", "Basic eDp5"}, http.StatusOK, "fwd=miss", []got{{"GET", "", "text/plain", ""}}},
-		{"pass", http.MethodGet, passHost, "one", []string{"Cookie", "a=1"}, http.StatusOK, "fwd=bypass", []got{{"GET", "3", "text/plain", "one"}}},
-		{"pass head", http.MethodHead, passHost, "one", []string{"Cookie", "a=1"}, http.StatusOK, "fwd=bypass", []got{{"HEAD", "3", "text/plain", "one"}}},
+		{"fill head", http.MethodHead, testHost, "one", nil, http.StatusOK, "fwd=miss", []got{{"GET", "", "||", ""}}},
+		{"fill large", http.MethodGet, testHost, large, nil, http.StatusOK, "fwd=miss", []got{{"GET", "", "||", ""}}},
+		{"fill authorization", http.MethodGet, testHost, "one", []string{"Authorization", "Basic eDp5"}, http.StatusOK, "fwd=miss", []got{{"GET", "", "||", ""}}},
+		{"fill forwarding Content-Type", http.MethodGet, namedHost, "one", nil, http.StatusOK, "fwd=miss", []got{{"GET", "", "text/plain||", ""}}},
+		{"pass", http.MethodGet, passHost, "one", []string{"Cookie", "a=1"}, http.StatusOK, "fwd=bypass", []got{{"GET", "3", "text/plain|de|sha-256=x", "one"}}},
+		{"pass head", http.MethodHead, passHost, "one", []string{"Cookie", "a=1"}, http.StatusOK, "fwd=bypass", []got{{"HEAD", "3", "text/plain|de|sha-256=x", "one"}}},
 		{"pass large", http.MethodGet, passHost, large, []string{"Cookie", "a=1"}, http.StatusRequestEntityTooLarge, "", nil},
 	}
 	for pi, c := range everyProtocol(t, n) {
@@ -69,6 +74,8 @@ func TestGetBodyOnFillAndPass(t *testing.T) {
 			}
 			req.Host = tt.host
 			req.Header.Set("Content-Type", "text/plain")
+			req.Header.Set("Content-Language", "de")
+			req.Header.Set("Digest", "sha-256=x")
 			for j := 0; j+1 < len(tt.hdr); j += 2 {
 				req.Header.Set(tt.hdr[j], tt.hdr[j+1])
 			}

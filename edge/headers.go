@@ -36,10 +36,20 @@ const (
 	passThrough                     // the client's own exchange with the origin, never stored
 )
 
-// fillDeny are fields that rewrite what an origin answers (the URL, the method, the host it
-// believes it serves) and that no cache keys on: never sent on a fill unless the host's
-// forward list names them.
-var fillDeny = []string{"X-Original-Url", "X-Rewrite-Url", "X-Http-Method-Override", "X-Http-Method", "X-Method-Override"}
+// fillDeny are fields that no cache keys on and that make an origin answer otherwise: never
+// sent on a fill unless the host's forward list names them.
+var fillDeny = slices.Concat(fillRewrite, fillBodyDeny)
+
+// fillRewrite are fields that rewrite what an origin answers (the URL, the method, the host it
+// believes it serves).
+var fillRewrite = []string{"X-Original-Url", "X-Rewrite-Url", "X-Http-Method-Override", "X-Http-Method", "X-Method-Override"}
+
+// fillBodyDeny are fields that describe a request's content: a fill sends none (a GET's
+// body stays behind), so they describe nothing there; an origin that answered by them (a
+// 415, a decoding error) would have that answer stored for everyone. A pass sends them with
+// the body. Varnish sends them on without the body; nginx sends the body too.
+var fillBodyDeny = []string{"Content-Type", "Content-Encoding", "Content-Language", "Content-Location",
+	"Content-Range", "Content-Md5", "Digest", "Content-Digest", "Repr-Digest"}
 
 // fillOwn are fields a fill sets itself: it asks for a whole, current object to store, with
 // its own validators, whatever the first client asked for.
