@@ -841,41 +841,81 @@ func TestHeaderBlockSameAnswer(t *testing.T) {
 // (setReadDeadline): a connection asked at intervals under the timeout stays open however
 // long that goes on, and one left idle is closed between 15/16 of the timeout and the timeout
 // (plus scheduling) after its last answer.
+//
+// The idle time itself is under test, so the client waits in real time; what it asserts holds
+// whatever the scheduling. The server arms its deadline (at least 15/16 of the timeout away)
+// after it has read a request, so after the client sent it: a request sent within 15/16 of the
+// timeout of the one before must be answered, and the connection must not close within 15/16
+// of the timeout of the last request's sending. A client that was itself late (a sleep that
+// overslept on a loaded machine, which was the test's flakiness: 17 % of runs beside a build)
+// may rightly be closed on: that round is tried again on a new connection.
 func TestIdleDeadlineKept(t *testing.T) {
 	const idle = 320 * time.Millisecond
+	const least = idle - idle/16 // the server's deadline is at least this far past its read
 	_, addr := serveFast(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok")
 	}), func(s *Server) { s.IdleTimeout = idle })
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
+	// round asks on a new connection at intervals of idle/3 for 3*idle, then three times in
+	// quick succession; it returns the connection and when the last request was sent, or
+	// late if the client was late and the server closed.
+	round := func() (c net.Conn, br *bufio.Reader, lastSent time.Time, late bool) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		br = bufio.NewReader(c)
+		var sent time.Time
+		get := func(i int) bool {
+			prev := sent
+			sent = time.Now()
+			io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				if gap := sent.Sub(prev); !prev.IsZero() && gap >= least {
+					t.Logf("request %d sent %v after the one before (more than %v): closed (%v); again", i, gap, least, err)
+					return false
+				}
+				t.Fatalf("request %d, sent %v after the one before: %v", i, sent.Sub(prev), err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			return true
+		}
+		start := time.Now()
+		for i := 0; time.Since(start) < 3*idle; i++ {
+			if !get(i) {
+				c.Close()
+				return nil, nil, time.Time{}, true
+			}
+			time.Sleep(idle / 3)
+		}
+		for i := range 3 {
+			if !get(100 + i) { // in quick succession: the deadline of the first is kept
+				c.Close()
+				return nil, nil, time.Time{}, true
+			}
+		}
+		return c, br, sent, false
+	}
+	var c net.Conn
+	var br *bufio.Reader
+	var lastSent time.Time
+	for try := 0; ; try++ {
+		if try == 5 {
+			t.Fatal("the client was late in 5 rounds")
+		}
+		var late bool
+		if c, br, lastSent, late = round(); !late {
+			break
+		}
 	}
 	defer c.Close()
-	br := bufio.NewReader(c)
-	get := func(i int) {
-		io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatalf("request %d: %v", i, err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-	}
-	start := time.Now()
-	for i := 0; time.Since(start) < 3*idle; i++ {
-		get(i)
-		time.Sleep(idle / 3) // the idle time itself is under test: no event to wait for
-	}
-	for i := range 3 {
-		get(100 + i) // in quick succession: the deadline of the first is kept
-	}
-	last := time.Now()
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	c.SetReadDeadline(time.Now().Add(10 * time.Second)) // the bound on the idle close
 	if n, err := br.ReadByte(); err != io.EOF {
 		t.Fatalf("idle connection: read %v, %v; want the server to close it", n, err)
 	}
-	if d := time.Since(last); d < idle-idle/16-5*time.Millisecond || d > idle+2*time.Second {
-		t.Errorf("idle connection closed %v after its last answer, want %v to %v", d, idle-idle/16, idle)
+	if d := time.Since(lastSent); d < least {
+		t.Errorf("idle connection closed %v after its last request was sent, want at least %v", d, least)
 	}
 }
 
