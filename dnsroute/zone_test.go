@@ -1328,3 +1328,53 @@ func TestQuestionCountFormErrKeepsOPT(t *testing.T) {
 		}
 	}
 }
+
+// TestTrailingBytesIgnored: bytes after a query's last counted record (RFC 1035 section
+// 4.1.1 counts entries, not bytes) are not read: the query is answered, over UDP and TCP, as
+// the same query without them, the same reply bytes. The references differ here (checked
+// 2026-12-07 on 127.0.0.1 with a one-host zone): BIND 9.18.49 answers as if the bytes were
+// not there (it logs "message has N byte(s) of trailing garbage" at debug level 3), NSD 4.6.1
+// answers likewise, Knot 3.2.6 answers FORMERR; two of three and miekg/dns ignore them, and
+// so does the server. The fast path (parseQuery) leaves such a query to the full parser,
+// which must not read the bytes as a record: an OPT counted in no section is no EDNS.
+func TestTrailingBytesIgnored(t *testing.T) {
+	ts := startServer(t, func(c *Config) {
+		for i := range c.PoPs { // one node per PoP: no rotation between the two replies
+			c.PoPs[i].Nodes = c.PoPs[i].Nodes[:1]
+		}
+	})
+	edns := optRR(1232, 0, 0, 0x8000)
+	ecs := optRR(1232, 0, 0, 0, ecsOption(familyIPv4, 24, cityPrefix(t, "London", 7).Addr()))
+	tests := []struct {
+		name     string
+		msg      rawMsg
+		trailing []byte
+	}{
+		{"a zero octet after the question", rawMsg{}, []byte{0}},
+		{"three octets after the question", rawMsg{}, []byte{0, 0, 0}},
+		{"a header's worth of 0xff after the question", rawMsg{}, bytes.Repeat([]byte{0xff}, headerLen)},
+		{"an OPT counted in no section after the question", rawMsg{}, optRR(1232, 0, 0, 0x8000)},
+		{"an A record counted in no section after the OPT", rawMsg{extra: [][]byte{edns}}, []byte{0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1}},
+		{"three octets after an OPT with ECS", rawMsg{extra: [][]byte{ecs}}, []byte{0, 0, 0}},
+		{"three octets after an AAAA question", rawMsg{qtype: dns.TypeAAAA}, []byte{1, 2, 3}},
+		{"three octets after a name outside the zone", rawMsg{name: []byte("\x07example\x03org\x00")}, []byte{1, 2, 3}},
+	}
+	for _, tt := range tests {
+		clean := tt.msg.pack(0x7a7a)
+		tt.msg.trailing = tt.trailing
+		withBytes := tt.msg.pack(0x7a7a)
+		for _, network := range []string{"udp", "tcp"} {
+			t.Run(tt.name+"/"+network, func(t *testing.T) {
+				ask := rawUDPReply
+				if network == "tcp" {
+					ask = rawTCPExchange
+				}
+				want := ask(t, ts.addr, clean)
+				got := ask(t, ts.addr, withBytes)
+				if !bytes.Equal(got, want) {
+					t.Errorf("reply with %d bytes after the last record:\n%x\nwithout them:\n%x", len(tt.trailing), got, want)
+				}
+			})
+		}
+	}
+}
