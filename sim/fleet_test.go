@@ -3,6 +3,7 @@ package sim
 import (
 	"context"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -142,6 +143,45 @@ func TestActionsOrder(t *testing.T) {
 	}
 	if strings.Join(names, "; ") != strings.Join(want, "; ") {
 		t.Errorf("actions =\n%s\nwant\n%s", strings.Join(names, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestActionsNameEachFlashCrowd: each flash crowd of a timeline has marks of its own, start
+// and end, on the plots and in the report's events: the world scenario's two (one from
+// Mumbai, one from every city) were both "flash-crowd", and their ends, 1 s apart, both
+// "flash-crowd end". A crowd's mark names its city when it has one.
+func TestActionsNameEachFlashCrowd(t *testing.T) {
+	tests := []struct {
+		name   string
+		events []scenario.Event
+		want   []string
+	}{
+		{"world", scenario.Default().Events, []string{
+			"26s flash-crowd 1 Mumbai", "47s flash-crowd 2", "56s flash-crowd 1 Mumbai end", "57s flash-crowd 2 end"}},
+		{"one crowd from every city", []scenario.Event{{At: time.Second, Duration: time.Second, Kind: scenario.EventFlashCrowd, Share: 0.5}},
+			[]string{"1s flash-crowd", "2s flash-crowd end"}},
+		{"one crowd from a city", []scenario.Event{{At: time.Second, Duration: time.Second, Kind: scenario.EventFlashCrowd, Share: 0.5, City: "Lagos"}},
+			[]string{"1s flash-crowd Lagos", "2s flash-crowd Lagos end"}},
+		{"two alike, numbered in time order whatever the file's order", []scenario.Event{
+			{At: 5 * time.Second, Duration: time.Second, Kind: scenario.EventFlashCrowd, Share: 0.5},
+			{At: time.Second, Duration: time.Second, Kind: scenario.EventFlashCrowd, Share: 0.5}},
+			[]string{"1s flash-crowd 1", "2s flash-crowd 1 end", "5s flash-crowd 2", "6s flash-crowd 2 end"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := scenario.Small()
+			s.Events = tt.events
+			r := &runner{s: s}
+			var names []string
+			for _, a := range r.actions() {
+				if strings.HasPrefix(a.name, scenario.EventFlashCrowd) {
+					names = append(names, a.at.String()+" "+a.name)
+				}
+			}
+			if !slices.Equal(names, tt.want) {
+				t.Errorf("flash crowd marks =\n%s\nwant\n%s", strings.Join(names, "\n"), strings.Join(tt.want, "\n"))
+			}
+		})
 	}
 }
 

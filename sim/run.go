@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -239,8 +240,24 @@ func (r *runner) actions() []action {
 	sorted := r.s.SortedEvents()
 	kills := mergeWindows(sorted, scenario.EventKill)
 	cuts := mergeWindows(sorted, scenario.EventCutNATS)
+	// Flash crowds are numbered in time order (the i-th asks for Workload.FlashObject(i-1))
+	// when there are several, so that each one's marks, start and end, are its own.
+	var crowds, crowd int
+	for _, e := range sorted {
+		if e.Kind == scenario.EventFlashCrowd {
+			crowds++
+		}
+	}
 	for i, e := range sorted {
 		name := e.Kind
+		if e.Kind == scenario.EventFlashCrowd {
+			if crowd++; crowds > 1 {
+				name += " " + strconv.Itoa(crowd)
+			}
+			if e.City != "" {
+				name += " " + e.City
+			}
+		}
 		if e.PoP != "" {
 			name += " " + e.PoP
 		}
