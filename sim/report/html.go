@@ -95,7 +95,7 @@ body { font-family: sans-serif; margin: 2em auto; max-width: 70em; color: #222; 
 pre { background: #f4f4f4; padding: 1em; overflow-x: auto; }
 table { border-collapse: collapse; }
 td, th { border: 1px solid #ccc; padding: 0.3em 0.8em; text-align: left; }
-.pass { color: #060; } .fail { color: #b00; font-weight: bold; }
+.pass { color: #060; } .fail { color: #b00; font-weight: bold; } .notjudged { color: #666; font-style: italic; }
 figure { margin: 2em 0; } img { max-width: 100%; }
 </style>
 </head>
@@ -109,7 +109,7 @@ figure { margin: 2em 0; } img { max-width: 100%; }
 <h2>Invariants</h2>
 <table>
 <tr><th>invariant</th><th>result</th><th>value</th><th>limit</th><th>what</th></tr>
-{{range .Invariants}}<tr><td>{{.Name}}</td>{{if .Pass}}<td class="pass">pass</td>{{else}}<td class="fail">FAIL</td>{{end}}<td>{{.Value}}</td><td>{{.Limit}}</td><td>{{.Detail}}</td></tr>
+{{range .Invariants}}<tr><td>{{.Name}}</td>{{if .NotJudged}}<td class="notjudged">not judged</td>{{else if .Pass}}<td class="pass">pass</td>{{else}}<td class="fail">FAIL</td>{{end}}<td>{{.Value}}</td><td>{{.Limit}}</td><td>{{.Detail}}</td></tr>
 {{end}}</table>
 </section>{{end}}
 {{range .Plots}}<figure id="{{.ID}}">

@@ -14,6 +14,10 @@ type Invariant struct {
 	Limit float64 `json:"limit"`
 	// Detail says in words what was measured, for the summary.
 	Detail string `json:"detail,omitempty"`
+	// NotJudged marks an invariant the run was too short to judge (Pass is false, and
+	// Detail says how long a run it needs): neither a pass nor a failure, which Passed
+	// leaves out.
+	NotJudged bool `json:"not_judged,omitempty"`
 }
 
 // Invariant names, the keys of Report.Invariants.
@@ -154,10 +158,10 @@ func killedAt(s *scenario.Scenario, pop string, at time.Duration) bool {
 	return false
 }
 
-// Passed reports whether every invariant passed.
+// Passed reports whether every invariant passed, leaving out those not judged.
 func Passed(inv map[string]Invariant) bool {
 	for _, i := range inv {
-		if !i.Pass {
+		if !i.Pass && !i.NotJudged {
 			return false
 		}
 	}

@@ -176,11 +176,13 @@ const shedHigh = 1.0
 //     PoP's utilisation stays under the high watermark (1.0); the p99 latency of the crowd's
 //     requests that went to other PoPs is at most check.max_moved_p99; the PoP's shed share
 //     changes direction at most twice (steps under 0.05, the DNS quantum, do not count).
-//     Value is the largest utilisation in the window.
+//     Value is the largest utilisation in the window. Not judged (NotJudged) when the
+//     window is empty: the run, or the crowd, ends before it starts.
 //   - latency_routing: in the cities some WAN path routes through a hub, the median latency of
 //     the rum group is at least check.min_latency_gain below the geo group's; in every other
 //     region the rum median is at most 10 % (plus 5 ms of timing noise) above the geo median.
-//     Flash crowd requests count in neither group. Value is the gain.
+//     Flash crowd requests count in neither group. Value is the gain. Not judged (NotJudged)
+//     in a run shorter than MinLatencyRoutingRun.
 func checkMeasured(s *scenario.Scenario, m *Measured, inv map[string]Invariant) {
 	if m == nil {
 		return
@@ -202,9 +204,20 @@ func checkMeasured(s *scenario.Scenario, m *Measured, inv map[string]Invariant) 
 		turns := directionChanges(m.Shed[pop], int(e.At/time.Second))
 		limitMs := float64(s.Check.MaxMovedP99.Microseconds()) / 1000
 		pass := worst < shedHigh && movedP99 <= limitMs && turns <= 2
-		inv[InvOverloadShed] = Invariant{Pass: pass, Value: worst, Limit: shedHigh, Detail: fmt.Sprintf(
+		detail := fmt.Sprintf(
 			"%s under the %s crowd: peak utilisation %.2f from %v to %v (limit %.1f); moved requests p99 %.0f ms (limit %.0f ms); shed share changed direction %d times (limit 2)",
-			pop, e.City, worst, from, to, shedHigh, movedP99, limitMs, turns)}
+			pop, e.City, worst, from, to, shedHigh, movedP99, limitMs, turns)
+		if from >= to {
+			// The run (or the crowd) ends before DNS has had time to shed: nothing to judge.
+			short := "run"
+			if e.End() < s.Duration {
+				short = "crowd"
+			}
+			inv[InvOverloadShed] = Invariant{NotJudged: true, Value: worst, Limit: shedHigh, Detail: fmt.Sprintf(
+				"not judged: %s too short (the window starts at %v, dns_ttl + 10s after the crowd starts, and the %s ends at %v): %s", short, from, short, to, detail)}
+		} else {
+			inv[InvOverloadShed] = Invariant{Pass: pass, Value: worst, Limit: shedHigh, Detail: detail}
+		}
 	}
 	if s.Clients.RUM.Enabled && len(s.WAN.Paths) > 0 {
 		rum, geo := m.Trombone[scenario.GroupRUM], m.Trombone[scenario.GroupGeo]
@@ -229,9 +242,26 @@ func checkMeasured(s *scenario.Scenario, m *Measured, inv map[string]Invariant) 
 		} else {
 			detail += "; no other region worse by over 10 % + 5 ms"
 		}
+		if need := MinLatencyRoutingRun(s); s.Duration < need {
+			inv[InvLatencyRouting] = Invariant{NotJudged: true, Value: gain, Limit: s.Check.MinLatencyGain, Detail: fmt.Sprintf(
+				"not judged: run too short (%v after the warm-up; it needs %v, 2 x (clients.rum.every %v + clients.dns_ttl %v), for most rum requests to follow beacons): %s",
+				s.Duration, need, s.Clients.RUM.Every, s.Clients.DNSTTL, detail)}
+			return
+		}
 		inv[InvLatencyRouting] = Invariant{Pass: gain >= s.Check.MinLatencyGain && len(worse) == 0 && rum.Count > 0 && geo.Count > 0,
 			Value: gain, Limit: s.Check.MinLatencyGain, Detail: detail}
 	}
+}
+
+// MinLatencyRoutingRun is the shortest run (after the warm-up) of scenario s whose
+// latency_routing is judged: 2 x (clients.rum.every + clients.dns_ttl). The invariant compares
+// the rum group's median latency, which moves only when most of the group's requests were
+// answered after a round of beacons had reached DNS (a network measures once per
+// rum.every; a round limited or failed waits for the next) and the answers DNS gave before
+// had expired (dns_ttl). In a shorter run most of them were routed by geography alone, and
+// the invariant would judge the warm-up of the measurements rather than the routing.
+func MinLatencyRoutingRun(s *scenario.Scenario) time.Duration {
+	return 2 * (s.Clients.RUM.Every + s.Clients.DNSTTL)
 }
 
 // tromboneRegion reports whether some city of region has a WAN path through a hub.

@@ -310,7 +310,10 @@ func (r *Report) Summary(w io.Writer) error {
 		for _, name := range sortedKeys(r.Invariants) {
 			inv := r.Invariants[name]
 			res := "PASS"
-			if !inv.Pass {
+			switch {
+			case inv.NotJudged:
+				res = "not judged"
+			case !inv.Pass:
 				res = "FAIL"
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%g\t%g\t%s\n", name, res, inv.Value, inv.Limit, inv.Detail)

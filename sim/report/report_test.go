@@ -214,6 +214,35 @@ func TestSummarySaysWhatEachInvariantChecked(t *testing.T) {
 	}
 }
 
+// TestNotJudgedShown: an invariant the run was too short to judge reads "not judged" in the
+// summary and in report.html, never PASS or FAIL.
+func TestNotJudgedShown(t *testing.T) {
+	r := &Report{Scenario: "x", Invariants: map[string]Invariant{
+		InvLatencyRouting: {NotJudged: true, Limit: 0.2, Detail: "not judged: run too short (10s after the warm-up, it needs 40s)"},
+	}}
+	var buf bytes.Buffer
+	if err := r.Summary(&buf); err != nil {
+		t.Fatalf("Summary: %v", err)
+	}
+	var line string
+	for _, l := range strings.Split(buf.String(), "\n") {
+		if strings.HasPrefix(l, InvLatencyRouting+" ") {
+			line = l
+		}
+	}
+	if f := strings.Fields(line); len(f) < 3 || f[1] != "not" || f[2] != "judged" {
+		t.Errorf("summary line %q, want the result \"not judged\"", line)
+	}
+	var page bytes.Buffer
+	if err := r.WriteHTML(&page); err != nil {
+		t.Fatalf("WriteHTML: %v", err)
+	}
+	if h := page.String(); !strings.Contains(h, `<td class="notjudged">not judged</td>`) || strings.Contains(h, `class="pass">pass<`) || strings.Contains(h, `class="fail">FAIL<`) {
+		sec, _, _ := strings.Cut(h[max(strings.Index(h, `id="invariants"`), 0):], "</section>")
+		t.Errorf("report.html's invariants do not say \"not judged\" alone:\n%s", sec)
+	}
+}
+
 // TestSummaryLatencyCountsAnswered: the latency table counts the requests that were answered
 // (a failed request has no latency); its column must not be called "requests" beside the
 // line above that counts every request, failed ones too.
