@@ -72,6 +72,8 @@ func TestRunSmallReport(t *testing.T) {
 		Requests       int64            `json:"requests"`
 		Errors         map[string]int64 `json:"errors"`
 		HitRatio       float64          `json:"hit_ratio"`
+		RepeatRequests int64            `json:"repeat_requests"`
+		RepeatHitRatio float64          `json:"repeat_hit_ratio"`
 		OriginRequests int64            `json:"origin_requests"`
 		OriginOffload  float64          `json:"origin_offload"`
 		Tiers          map[string]int64 `json:"tiers"`
@@ -93,13 +95,23 @@ func TestRunSmallReport(t *testing.T) {
 	if err := json.Unmarshal(data, &got); err != nil {
 		t.Fatalf("report.json: %v", err)
 	}
-	t.Logf("requests %d, errors %v, hit ratio %.3f, origin %d, tiers %v, p50 %.1f ms (floor %.1f), purge p50 %.1f max %.1f ms",
-		got.Requests, got.Errors, got.HitRatio, got.OriginRequests, got.Tiers, got.LatencyMs.P50, got.LatencyMs.FloorP50, got.Purge.P50Ms, got.Purge.MaxMs)
+	t.Logf("requests %d, errors %v, hit ratio %.3f, repeats %d hit ratio %.3f, origin %d, tiers %v, p50 %.1f ms (floor %.1f), purge p50 %.1f max %.1f ms",
+		got.Requests, got.Errors, got.HitRatio, got.RepeatRequests, got.RepeatHitRatio, got.OriginRequests, got.Tiers, got.LatencyMs.P50, got.LatencyMs.FloorP50, got.Purge.P50Ms, got.Purge.MaxMs)
 	if got.Requests < 500 {
 		t.Errorf("requests = %d, want at least 500 in 15 s with 32 clients", got.Requests)
 	}
-	if got.HitRatio < 0.5 || got.HitRatio > 1 {
-		t.Errorf("hit_ratio = %.3f, want between 0.5 and 1 for Zipf 0.9 over 1000 objects", got.HitRatio)
+	// The hit ratio depends on how many requests the 15 s let the clients send: each node's
+	// first request for an object is a miss, and on a loaded machine the closed-loop clients
+	// send fewer (here 1,494 beside three busy loops against 3,353 without: hit ratio 0.48
+	// against 0.66), so those misses weigh more. Requests for an object the node had already
+	// served are hits on a loaded machine too (0.95 and more), but for the cut-off PoP's
+	// revalidations and the outage's; objects the purge storm purged are left out, as their
+	// misses depend on how fast the purges reach the nodes.
+	if got.RepeatRequests < 100 || got.RepeatHitRatio < 0.9 {
+		t.Errorf("repeat requests %d, hit ratio %.3f; want at least 100, and 0.9 of them hits (Zipf 0.9 over 1000 objects)", got.RepeatRequests, got.RepeatHitRatio)
+	}
+	if got.HitRatio <= 0 || got.HitRatio > 1 {
+		t.Errorf("hit_ratio = %.3f, want above 0, at most 1", got.HitRatio)
 	}
 	if got.OriginRequests <= 0 || got.OriginOffload <= 0.5 {
 		t.Errorf("origin_requests = %d, origin_offload = %.3f; want some origin fetches and most requests offloaded", got.OriginRequests, got.OriginOffload)

@@ -1,6 +1,7 @@
 package report
 
 import (
+	"math"
 	"sort"
 	"sync"
 	"time"
@@ -111,6 +112,13 @@ type Recorder struct {
 	purges    []PurgeResult
 	keys      map[string]struct{} // distinct key strings admitted, for MaxKeys
 
+	// served is, per answering node ("pop/node") and object id, when the node's first
+	// successful answer for it arrived (unserved when none): what tells a repeat request
+	// (Report.RepeatRequests), of which repeatHits were hits.
+	served     map[string][]time.Duration
+	repeats    int64
+	repeatHits int64
+
 	ms measureRec // load, shedding and latency by client group (measured.go); own lock
 }
 
@@ -170,6 +178,7 @@ func NewRecorder(cfg RecorderConfig) *Recorder {
 		popSecs:  map[string][]int64{},
 		firstOK:  make([]time.Duration, cfg.Objects),
 		purgedAt: map[int]time.Duration{},
+		served:   map[string][]time.Duration{},
 		keys:     map[string]struct{}{},
 	}
 	for i := range r.firstOK {
@@ -240,6 +249,7 @@ func (r *Recorder) Record(s Sample) {
 		if s.Tier != "" {
 			r.tiers[r.keyLocked(s.Tier)]++
 		}
+		r.repeatLocked(s)
 		if s.Object >= 0 && s.Object < len(r.firstOK) && r.firstOK[s.Object] < 0 && s.Status >= 200 && s.Status < 400 &&
 			s.At >= r.purgedAt[s.Object] {
 			r.firstOK[s.Object] = s.At
@@ -271,8 +281,45 @@ func (r *Recorder) Record(s Sample) {
 	}
 }
 
+// unserved marks an object a node has not answered (Recorder.served).
+const unserved = time.Duration(math.MaxInt64)
+
+// repeatLocked counts successful sample s as a repeat when its node had answered its object
+// before s was sent, and otherwise records when the node's answer arrived. An object purged
+// in the run counts no more: when its next request at a node misses depends on when the
+// purge reached the node, later on a loaded machine, and so would the ratio.
+func (r *Recorder) repeatLocked(s Sample) {
+	if s.Node == "" || s.Object < 0 || s.Object >= r.cfg.Objects {
+		return
+	}
+	if _, purged := r.purgedAt[s.Object]; purged {
+		return
+	}
+	key := r.keyLocked(s.PoP + "/" + s.Node)
+	if key == otherKey {
+		return
+	}
+	served := r.served[key]
+	if served == nil {
+		served = make([]time.Duration, r.cfg.Objects)
+		for i := range served {
+			served[i] = unserved
+		}
+		r.served[key] = served
+	}
+	if at := served[s.Object]; at < s.At {
+		r.repeats++
+		if s.Hit {
+			r.repeatHits++
+		}
+	} else {
+		served[s.Object] = min(at, s.At+s.Latency)
+	}
+}
+
 // ForgetServed records that object id was purged at time at: it no longer counts as served
-// (for the outage invariant) until a request sent after the purge succeeds.
+// (for the outage invariant) until a request sent after the purge succeeds, nor in
+// Report.RepeatRequests.
 func (r *Recorder) ForgetServed(id int, at time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -54,6 +54,52 @@ func TestHistogramQuantiles(t *testing.T) {
 	}
 }
 
+// TestRepeatHitRatio: a request is a repeat when the node that answers it had answered the
+// same object successfully before the request was sent, and the object was not purged;
+// repeat_hit_ratio is the share of repeats served from the cache. Unlike hit_ratio it does not
+// depend on how many requests a run's wall-clock time let the clients send: the first
+// request for each object at each node, a miss however well the cache works, is no repeat.
+func TestRepeatHitRatio(t *testing.T) {
+	ms := time.Millisecond
+	ok := func(at time.Duration, node string, obj int, hit bool) Sample {
+		return Sample{At: at, PoP: "lhr", Node: node, Status: 200, Hit: hit, Latency: 10 * ms, Object: obj}
+	}
+	tests := []struct {
+		name    string
+		samples []Sample
+		purge   time.Duration // object 1 purged then, when > 0
+		repeats int64
+		ratio   float64
+	}{
+		{"first request at each node is no repeat", []Sample{ok(0, "n1", 1, false), ok(100*ms, "n2", 1, false)}, 0, 0, 0},
+		{"a later request at the same node is one, hit", []Sample{ok(0, "n1", 1, false), ok(100*ms, "n1", 1, true)}, 0, 1, 1},
+		{"a later request at the same node is one, miss", []Sample{ok(0, "n1", 1, false), ok(100*ms, "n1", 1, false)}, 0, 1, 0},
+		{"sent before the first answer arrived: no repeat (a collapsed fill)", []Sample{ok(0, "n1", 1, false), ok(5*ms, "n1", 1, false)}, 0, 0, 0},
+		{"another object is no repeat", []Sample{ok(0, "n1", 1, false), ok(100*ms, "n1", 2, false)}, 0, 0, 0},
+		{"the same node name in another PoP is another node", []Sample{ok(0, "n1", 1, false), {At: 100 * ms, PoP: "fra", Node: "n1", Status: 200, Object: 1}}, 0, 0, 0},
+		{"a failed first request serves nothing", []Sample{{At: 0, PoP: "lhr", Node: "n1", Status: 503, Err: "5xx", Object: 1}, ok(100*ms, "n1", 1, false)}, 0, 0, 0},
+		{"a failed repeat is no repeat served", []Sample{ok(0, "n1", 1, false), {At: 100 * ms, PoP: "lhr", Node: "n1", Status: 503, Err: "5xx", Object: 1}}, 0, 0, 0},
+		{"a purged object counts no more", []Sample{ok(0, "n1", 1, false), ok(50*ms, "n1", 1, true), ok(200*ms, "n1", 1, false), ok(300*ms, "n1", 1, true)}, 100 * ms, 1, 1},
+		{"mixed", []Sample{ok(0, "n1", 1, false), ok(20*ms, "n1", 1, true), ok(40*ms, "n1", 1, true), ok(60*ms, "n1", 1, false), ok(80*ms, "n1", 1, true)}, 0, 4, 0.75},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := NewRecorder(RecorderConfig{Objects: 10})
+			for _, s := range tt.samples {
+				if tt.purge > 0 && s.At > tt.purge {
+					r.ForgetServed(1, tt.purge)
+					tt.purge = 0
+				}
+				r.Record(s)
+			}
+			rep := r.Report(scenario.Small())
+			if rep.RepeatRequests != tt.repeats || rep.RepeatHitRatio != tt.ratio {
+				t.Errorf("repeat requests %d, hit ratio %v; want %d, %v", rep.RepeatRequests, rep.RepeatHitRatio, tt.repeats, tt.ratio)
+			}
+		})
+	}
+}
+
 func TestRecorderAggregates(t *testing.T) {
 	r := NewRecorder(RecorderConfig{Bucket: 10 * time.Second, Objects: 100, TTL: 10 * time.Second})
 	r.Record(Sample{At: 500 * time.Millisecond, City: "London", Region: "europe", PoP: "lhr", Status: 200, Hit: true, Tier: "edge", Latency: 10 * time.Millisecond, FloorLatency: 4 * time.Millisecond, Bytes: 100, Object: 1})

@@ -23,6 +23,13 @@ type Report struct {
 	// Errors counts failed requests by kind.
 	Errors   map[string]int64 `json:"errors"`
 	HitRatio float64          `json:"hit_ratio"`
+	// RepeatRequests counts the successful requests for an object that the answering node
+	// had answered successfully before they were sent (objects purged in the run left out);
+	// RepeatHitRatio is the share of them served from its cache. Unlike HitRatio, it leaves
+	// out each node's first request for each object, a miss however well the cache works,
+	// so it does not depend on how many requests the run's time let the clients send.
+	RepeatRequests int64   `json:"repeat_requests"`
+	RepeatHitRatio float64 `json:"repeat_hit_ratio"`
 	// Tiers counts successful responses by where their content came from.
 	Tiers          map[string]int64 `json:"tiers"`
 	Bytes          int64            `json:"bytes"`
@@ -148,6 +155,10 @@ func (r *Recorder) Report(s *scenario.Scenario) *Report {
 	if r.requests > 0 {
 		rep.HitRatio = float64(r.hits) / float64(r.requests)
 		rep.OriginOffload = math.Max(0, 1-float64(r.origin)/float64(r.requests))
+	}
+	rep.RepeatRequests = r.repeats
+	if r.repeats > 0 {
+		rep.RepeatHitRatio = float64(r.repeatHits) / float64(r.repeats)
 	}
 	rep.LatencyMs = Latency{LatencyStats: stats(r.latency, r.floor), ByRegion: map[string]LatencyStats{}}
 	rep.LatencyCDF["all"] = r.latency.cdf()
@@ -287,7 +298,7 @@ func (r *Report) Summary(w io.Writer) error {
 	}
 	fmt.Fprintf(tw, "scenario\t%s (seed %d, %gs)\n", r.Scenario, r.Seed, r.DurationS)
 	fmt.Fprintf(tw, "requests\t%d (%.0f/s), %d errors %s\n", r.Requests, r.RequestsPerSec, errs, kinds(r.Errors))
-	fmt.Fprintf(tw, "hit ratio\t%.1f%%\n", 100*r.HitRatio)
+	fmt.Fprintf(tw, "hit ratio\t%.1f%%; %.1f%% of the %d repeat requests (for an object their node had served)\n", 100*r.HitRatio, 100*r.RepeatHitRatio, r.RepeatRequests)
 	fmt.Fprintf(tw, "origin\t%d requests, offload %.2f%%\n", r.OriginRequests, 100*r.OriginOffload)
 	fmt.Fprintf(tw, "purges\t%d (%d complete), p50 %.1f ms, p99 %.1f ms, max %.1f ms (floor %.1f ms), stale after purge %d\n",
 		r.Purge.Count, r.Purge.Complete, r.Purge.P50Ms, r.Purge.P99Ms, r.Purge.MaxMs, r.Purge.FloorMaxMs, r.Purge.StaleAfterPurge)

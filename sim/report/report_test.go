@@ -179,7 +179,7 @@ func TestSummary(t *testing.T) {
 		t.Fatalf("Summary: %v", err)
 	}
 	out := buf.String()
-	for _, want := range []string{"small (seed 7, 15s)", "900 (60/s)", "hit ratio", "20 (20 complete)", "europe", "asia", "stale_after_purge", "PASS"} {
+	for _, want := range []string{"small (seed 7, 15s)", "900 (60/s)", "hit ratio", "20 (20 complete)", "europe", "asia", "stale_after_purge", "PASS", "repeat requests"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("summary lacks %q:\n%s", want, out)
 		}
