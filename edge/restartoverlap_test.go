@@ -299,9 +299,26 @@ func TestRestartOverlapOldNeverRegistered(t *testing.T) {
 	s, nodes := fleetEdgesWith(t, []string{url}, true, time.Second, func(c *Config) { c.Purge.MaxLag = maxLag })
 	p := newPurger(t, js, nc)
 	waitSubscribed(t, p, nodes)
-	restore := setFleetMaxValueSize(t, js, 16)
+	// The bucket refuses the old process's registration (its city alone is longer than the
+	// bucket takes) and takes the others' (well under it), whenever the server handles it:
+	// the old process's last heartbeat before the cut may reach the server and be handled
+	// after it. Before, the bucket was set to refuse every registration until the cut and to
+	// take them again right after, and under CPU load (about 1 run in 26) that heartbeat was
+	// stored after the bucket took registrations again: the new process found the old one's
+	// write on the key, as it should, and the test stopped with nothing to show.
+	const bucketValueMax = 2048
+	setFleetMaxValueSize(t, js, bucketValueMax)
 	cfg := processConfig(t, nodes[0], "n9", cut.URL(), url)
+	city := cfg.Fleet.City
+	cfg.Fleet.City = strings.Repeat("x", bucketValueMax)
 	old, _ := startEdge(t, listen(t, "127.0.3.36"), cfg)
+	wait.For(t, 10*time.Second, "the old process's heartbeat refused", func() bool {
+		return old.registrar.Load() != nil && old.registrar.Load().Err() != nil
+	})
+	if err, apiErr := old.registrar.Load().Err(), (*jetstream.APIError)(nil); !errors.As(err, &apiErr) ||
+		apiErr.ErrorCode != jetstream.JSErrCodeStreamMessageExceedsMaximum {
+		t.Fatalf("the old process's heartbeat failed with %v, want the bucket refusing it as too large", err)
+	}
 	wait.For(t, 10*time.Second, "the old process's purge subscription confirmed", func() bool {
 		sub := old.purgeSub.Load()
 		if sub == nil {
@@ -326,10 +343,9 @@ func TestRestartOverlapOldNeverRegistered(t *testing.T) {
 		t.Fatal("the old process's heartbeat was answered: nothing to show")
 	}
 
-	// Cut off before the bucket takes registrations again, it never writes its key.
+	// Cut off, it never writes its key; the new process's registration fits.
 	cut.Cut()
-	restore()
-	cfg.Fleet.NATS = url
+	cfg.Fleet.NATS, cfg.Fleet.City = url, city
 	restarted, _ := startEdge(t, listen(t, "127.0.3.37"), cfg)
 	waitSubscribed(t, p, []*Node{restarted})
 	if restarted.sharedAt.Load() != nil {
