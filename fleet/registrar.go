@@ -70,9 +70,10 @@ type Registrar struct {
 	shared bool
 
 	ttl atomic.Int64 // the bucket's TTL (BucketTTL); 0 until read
-	// ttlBeats counts the heartbeats since the TTL was last read (ttlRereadBeats); Run's
-	// goroutine only.
-	ttlBeats int
+	// ttlBeats counts the answered heartbeats since the TTL was last read (readTTL), and
+	// ttlReconnects is the connection's reconnect count then; Run's goroutine only.
+	ttlBeats      int
+	ttlReconnects uint64
 
 	mu       sync.Mutex // guards draining and lastErr
 	draining bool
@@ -134,7 +135,7 @@ func checkNodeSize(n wire.Node) error {
 	return nil
 }
 
-// ttlRereadBeats is how many heartbeats BucketTTL is read again after: one stream info
+// ttlRereadBeats is how many answered heartbeats BucketTTL is read again after: one stream info
 // request a minute per node at the default interval.
 const ttlRereadBeats = 60
 
@@ -207,6 +208,9 @@ func (r *Registrar) beat(ctx context.Context, kv jetstream.KeyValue) jetstream.K
 		if ctx.Err() == nil {
 			r.setErr(err)
 		}
+		// The TTL may change meanwhile (control restarted with another heartbeat_ttl while
+		// NATS was out of reach): read it again once a heartbeat is answered (readTTL).
+		r.ttlBeats = ttlRereadBeats
 	}
 	if nc := r.cfg.JS.Conn(); nc != nil && !nc.IsConnected() {
 		// The client would buffer the write and send it after reconnecting, a report of how
@@ -222,16 +226,6 @@ func (r *Registrar) beat(ctx context.Context, kv jetstream.KeyValue) jetstream.K
 			return nil
 		}
 		r.ttlBeats = ttlRereadBeats // read it now
-	}
-	// How long a key outlives its last write (BucketTTL); the bind read it already, but the
-	// handle does not keep it. Read again every ttlRereadBeats heartbeats, as control may
-	// lower it (a restart with a shorter heartbeat_ttl), and at the next heartbeat if a read
-	// fails: a TTL longer than the bucket's would have the edge think its key still there.
-	if r.ttlBeats++; r.ttlBeats >= ttlRereadBeats {
-		if st, err := kv.Status(bctx); err == nil {
-			r.ttl.Store(int64(st.TTL()))
-			r.ttlBeats = 0
-		}
 	}
 	n := r.cfg.Node
 	n.Load = r.cfg.Load()
@@ -249,8 +243,11 @@ func (r *Registrar) beat(ctx context.Context, kv jetstream.KeyValue) jetstream.K
 	r.shared = false
 	sent := time.Now()
 	rev, err := r.write(bctx, kv, b, n.Draining)
-	if err == nil && r.cfg.OnWrite != nil {
-		r.cfg.OnWrite(sent, r.shared)
+	if err == nil {
+		r.readTTL(bctx, kv)
+		if r.cfg.OnWrite != nil {
+			r.cfg.OnWrite(sent, r.shared)
+		}
 	}
 	switch {
 	case err != nil:
@@ -263,6 +260,28 @@ func (r *Registrar) beat(ctx context.Context, kv jetstream.KeyValue) jetstream.K
 	r.rev, r.yielded = rev, false
 	r.setErr(nil)
 	return kv
+}
+
+// readTTL reads how long a key outlives its last write (BucketTTL) when it is due, after a
+// heartbeat was answered and before OnWrite counts it; the bind read it already, but the
+// handle does not keep it. Due after the bind, every ttlRereadBeats answered heartbeats (control
+// may lower it: a restart with a shorter heartbeat_ttl), after a failed heartbeat or a
+// reconnect (such a restart, with control's embedded NATS, which a heartbeat may not see
+// fail), and again at the next heartbeat if a read fails: a TTL longer than the bucket's would
+// have the edge think its key still there. Read after the write, not before, so heartbeats
+// that keep failing cost no reads.
+func (r *Registrar) readTTL(ctx context.Context, kv jetstream.KeyValue) {
+	var reconnects uint64
+	if nc := r.cfg.JS.Conn(); nc != nil {
+		reconnects = nc.Stats().Reconnects
+	}
+	if r.ttlBeats++; r.ttlBeats < ttlRereadBeats && reconnects == r.ttlReconnects {
+		return
+	}
+	if st, err := kv.Status(ctx); err == nil {
+		r.ttl.Store(int64(st.TTL()))
+		r.ttlBeats, r.ttlReconnects = 0, reconnects
+	}
 }
 
 // write writes registration b to the node's key: the first time whatever is there (noting in

@@ -1,0 +1,98 @@
+package fleet_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/meridian-cdn/meridian/fleet"
+	"github.com/meridian-cdn/meridian/internal/natsauth"
+	"github.com/meridian-cdn/meridian/internal/natstest"
+	"github.com/meridian-cdn/meridian/internal/wait"
+	"github.com/meridian-cdn/meridian/wire"
+)
+
+// TestRegistrarRereadsTTLAfterFailure: control restarted with a lower heartbeat_ttl updates
+// the fleet bucket's TTL (EnsureBuckets) while the edges' heartbeats fail or their
+// connections are down (its embedded NATS restarts with it). The first heartbeat answered
+// after that counts the new TTL (BucketTTL, which the edge's lapse timer and rejoin check
+// use): after a refused heartbeat on a connection that stayed up, and after a reconnect whose
+// gap no heartbeat saw. Before, the registrar read the TTL again only every 60th heartbeat,
+// so for up to a minute it took its key to live longer than the bucket kept it.
+func TestRegistrarRereadsTTLAfterFailure(t *testing.T) {
+	const oldTTL, newTTL = time.Minute, 5 * time.Second
+	for _, tc := range []struct {
+		name string
+		// during makes the registrar miss the bucket's change (lower, which lowers its TTL),
+		// given the test's and the registrar's connections.
+		during func(t *testing.T, js jetstream.JetStream, c *natstest.Cutter, enc *nats.Conn, r *fleet.Registrar, lower func())
+	}{
+		{"a heartbeat refused", func(t *testing.T, js jetstream.JetStream, _ *natstest.Cutter, enc *nats.Conn, r *fleet.Registrar, lower func()) {
+			reconnects := enc.Stats().Reconnects
+			st, err := js.Stream(t.Context(), "KV_"+wire.Bucket("", wire.FleetBucket))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := st.CachedInfo().Config
+			cfg.MaxMsgSize = 16
+			if _, err := js.UpdateStream(t.Context(), cfg); err != nil {
+				t.Fatalf("fleet bucket max value size: %v", err)
+			}
+			r.Beat()
+			wait.For(t, 10*time.Second, "a refused heartbeat", func() bool { return r.Err() != nil })
+			lower() // also takes values up to fleet.MaxNodeBytes again
+			if enc.Stats().Reconnects != reconnects {
+				t.Fatal("the registrar's connection reconnected: not a heartbeat refusal alone")
+			}
+		}},
+		{"reconnected between heartbeats", func(t *testing.T, _ jetstream.JetStream, c *natstest.Cutter, enc *nats.Conn, r *fleet.Registrar, lower func()) {
+			reconnects := enc.Stats().Reconnects
+			c.Cut()
+			// Then no heartbeat is asked for: one would find the client down, and fail.
+			wait.For(t, 10*time.Second, "the registrar's connection down", func() bool { return !enc.IsConnected() })
+			lower()
+			c.Restore()
+			wait.For(t, 10*time.Second, "the registrar's connection back", func() bool {
+				return enc.IsConnected() && enc.Stats().Reconnects > reconnects
+			})
+			if err := r.Err(); err != nil {
+				t.Fatalf("a heartbeat failed (%v): not a reconnect alone", err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, js := setupTTL(t, oldTTL)
+			c := natstest.NewCutter(t, "127.0.0.1", s.URL())
+			enc, ejs := natstest.ConnectURL(t, c.URL(), s.Options(natsauth.Edge("lon", "n1"))...)
+			ttls := make(chan time.Duration, 16)
+			var r *fleet.Registrar
+			// An hour between heartbeats: each one here is asked for (Beat), so the count
+			// since the TTL was last read is known.
+			r, err := fleet.NewRegistrar(fleet.RegistrarConfig{JS: ejs, Node: node("lon", "n1"), Interval: time.Hour,
+				OnWrite: func(time.Time, bool) { ttls <- r.BucketTTL() }})
+			if err != nil {
+				t.Fatalf("NewRegistrar: %v", err)
+			}
+			run(t, r.Run)
+			if got := <-ttls; got != oldTTL {
+				t.Fatalf("first heartbeat: BucketTTL %v, want %v", got, oldTTL)
+			}
+			tc.during(t, js, c, enc, r, func() {
+				if err := fleet.EnsureBuckets(t.Context(), js, "", newTTL, 1); err != nil {
+					t.Fatalf("EnsureBuckets with a lower TTL: %v", err)
+				}
+			})
+			r.Beat()
+			select {
+			case got := <-ttls:
+				if got != newTTL {
+					t.Errorf("first heartbeat answered after: BucketTTL %v, want the bucket's new %v", got, newTTL)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("no heartbeat answered within 10s")
+			}
+		})
+	}
+}
