@@ -1,6 +1,10 @@
 package edge
 
-import "github.com/meridian-cdn/meridian/origin/fetch"
+import (
+	"time"
+
+	"github.com/meridian-cdn/meridian/origin/fetch"
+)
 
 // upstream returns the client for one upstream base address, creating it on first use; it is
 // named kind+" "+id+" "+addr ("origin example.com 10.0.0.5:80", "peer lon-2 10.1.0.2:80"), a
@@ -57,9 +61,37 @@ func (f *filler) client(key string, config func() fetch.Config) *fetch.Upstream 
 	if u, ok := f.upstreams[key]; ok {
 		return u
 	}
-	u := fetch.New(config())
+	cfg := config()
+	cfg.OnBreakerChange = f.n.breakerLogger()
+	u := fetch.New(cfg)
 	f.upstreams[key] = u
 	return u
+}
+
+// breakerLogger logs one upstream's breaker changes that an operator acts on: its opening
+// (the upstream cannot be reached: fills to it fail fast, 502 or stale), once per outage and
+// not on each half-open probe that fails and opens it again (one every open_timeout), and its
+// closing. Without it an origin that went down left no line in the log, only 502s (in the
+// access log, when on) and the breaker's gauge.
+func (n *Node) breakerLogger() func(fetch.BreakerChange) {
+	var openedAt time.Time // when it left closed; the breaker calls under its lock, in order
+	return func(c fetch.BreakerChange) {
+		switch {
+		case c.From == "closed" && c.To == "open":
+			openedAt = time.Now()
+			n.log.Warn("upstream breaker open", "upstream", c.Name, "err", errString(c.Err), "open_timeout", c.OpenTimeout.String())
+		case c.To == "closed":
+			n.log.Info("upstream breaker closed", "upstream", c.Name, "open_for", time.Since(openedAt).Round(time.Millisecond).String())
+		}
+	}
+}
+
+// errString is err's text, or "" for nil.
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }
 
 // baseConfig is the node's upstream configuration as fetch takes it.

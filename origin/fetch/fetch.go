@@ -170,6 +170,10 @@ type Config struct {
 	// relaying its origin's 503 is itself healthy. A caller that wants otherwise says so, e.g.
 	// func(status int) bool { return status >= 500 }.
 	FailureStatus func(status int) bool
+	// OnBreakerChange, if set, is told of each change of the breaker's state. It runs under
+	// the breaker's lock, so the changes come in order; it must be quick (log a line) and
+	// must not call the Upstream. The edge logs an origin going down and coming back with it.
+	OnBreakerChange func(BreakerChange)
 	// Clock is the time source for the bulkhead queue accounting and the FailureRatio window
 	// (Interval). Nil means time.Now. The breaker's OpenTimeout uses gobreaker's wall clock,
 	// which cannot be injected.
@@ -262,6 +266,10 @@ type Upstream struct {
 	// halfOpen is set while the breaker is half-open (by its OnStateChange, which runs inside
 	// the Allow that admits the probe): Do then reports a probe's outcome at its head.
 	halfOpen atomic.Bool
+	// lastFailure is the outcome of the last exchange the breaker counted as a failure: the
+	// one that opened it, when it opens (Config.OnBreakerChange). Only the breaker's
+	// callbacks touch it, as streak.
+	lastFailure error
 }
 
 // newTransport is the transport c describes (defaults applied): its dialer, TLS and timeouts,
@@ -451,16 +459,35 @@ func New(cfg Config) *Upstream {
 				}
 				u.streak++
 			}
+			u.lastFailure = err
 			return false
 		},
-		OnStateChange: func(_ string, _, to gobreaker.State) {
+		OnStateChange: func(_ string, from, to gobreaker.State) {
 			u.states.Add(1)
 			u.streak = 0
 			u.window = outcomes{}
 			u.halfOpen.Store(to == gobreaker.StateHalfOpen)
+			if cfg.OnBreakerChange != nil {
+				c := BreakerChange{Name: cfg.Name, From: from.String(), To: to.String(), OpenTimeout: cfg.OpenTimeout}
+				if to == gobreaker.StateOpen {
+					c.Err = u.lastFailure
+				}
+				cfg.OnBreakerChange(c)
+			}
+			u.lastFailure = nil
 		},
 	})
 	return u
+}
+
+// BreakerChange is a change of an upstream's breaker state (Config.OnBreakerChange).
+type BreakerChange struct {
+	Name     string // Config.Name
+	From, To string // "closed", "open" or "half-open"
+	// Err is, for a change to open, the failure that opened it; nil for other changes.
+	Err error
+	// OpenTimeout is how long the breaker stays open before its next probe (defaults applied).
+	OpenTimeout time.Duration
 }
 
 // outcomes counts the exchanges that ended within one window of time.
