@@ -3,6 +3,7 @@ package edge
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"runtime/debug"
@@ -76,7 +77,7 @@ The config file is YAML (see docs/edge.md); flags override its fields.`,
 					cfg.HTTPSListen = "127.0.0.1:8443"
 				}
 			}
-			cfg.Logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+			cfg.Logger = slog.New(newLogHandler(os.Stderr))
 			n, err := New(cfg)
 			if err != nil {
 				return err
@@ -177,4 +178,16 @@ func gcPercent(gogc, gomemlimit string) (int, bool) {
 		return 0, false
 	}
 	return edgeGCPercent, true
+}
+
+// newLogHandler is the command's log: one JSON object a line on w, a duration written as Go
+// writes it ("2s"). slog's JSON handler writes one as its nanoseconds, so "edge draining"
+// said lame_duck 2000000000 and shutdown_timeout 30000000000.
+func newLogHandler(w io.Writer) slog.Handler {
+	return slog.NewJSONHandler(w, &slog.HandlerOptions{ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+		if a.Value.Kind() == slog.KindDuration {
+			a.Value = slog.StringValue(a.Value.Duration().String())
+		}
+		return a
+	}})
 }
