@@ -139,3 +139,59 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 		t.Errorf("ended %v, last line of stderr %q; want killed by SIGTERM and meridian: second signal...", cmd.ProcessState, last)
 	}
 }
+
+// TestHangupDoesNotKill: SIGHUP, which operators send by habit to make a daemon reload its
+// configuration (nginx, NATS, Prometheus), neither reloads nor ends a meridian process: it
+// says so on one line and keeps serving; SIGTERM then stops it cleanly. Go's default, which
+// it had, ended the process at once: the edge dropped its requests in flight without
+// draining, and systemd, which counts a death by SIGHUP as a clean stop, left it down.
+func TestHangupDoesNotKill(t *testing.T) {
+	bin := proctest.Build(t)
+	edgeLn, err := net.Listen("tcp", "127.0.9.3:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := edgeLn.Addr().String()
+	edgeLn.Close()
+	config := filepath.Join(t.TempDir(), "edge.yaml")
+	if err := os.WriteFile(config, []byte(fmt.Sprintf("listen: %s\nadmin_listen: \"off\"\n", addr)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd, lines := proctest.StartLines(t, bin, "edge", "--config", config)
+	waitLine := func(s string) {
+		t.Helper()
+		timeout := time.After(10 * time.Second)
+		for {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					cmd.Wait()
+					t.Fatalf("the edge exited (%v) before logging %q", cmd.ProcessState, s)
+				}
+				if strings.Contains(l, s) {
+					return
+				}
+			case <-timeout:
+				t.Fatalf("the edge never logged %q", s)
+			}
+		}
+	}
+	waitLine("edge serving")
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitLine("meridian: SIGHUP ignored")
+	resp, err := http.Get("http://" + addr + "/")
+	if err != nil {
+		t.Fatalf("GET after SIGHUP: %v", err)
+	}
+	resp.Body.Close()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for range lines {
+	}
+	if err := cmd.Wait(); err != nil || cmd.ProcessState.ExitCode() != 0 {
+		t.Errorf("after SIGHUP then SIGTERM: %v (exit %d), want a clean exit 0", err, cmd.ProcessState.ExitCode())
+	}
+}

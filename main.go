@@ -32,6 +32,17 @@ func main() {
 	// signal can count as the first for one listener and the second for another.
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	// SIGHUP is what operators send by habit for a reload (nginx, NATS, Prometheus): meridian
+	// reads its files at start (and follows TLS certificates, the MMDB and the bucket's host
+	// configs on its own), so a hangup says so and changes nothing. Go's default
+	// ended the process at once, without draining, and systemd counts that a clean stop.
+	hups := make(chan os.Signal, 1)
+	signal.Notify(hups, syscall.SIGHUP)
+	go func() { // lives as long as the process
+		for range hups {
+			fmt.Fprintln(os.Stderr, "meridian: SIGHUP ignored: configuration is read at start; restart the process to apply a change (SIGTERM stops it gracefully)")
+		}
+	}()
 	go func() { // lives as long as the process
 		<-sigs
 		cancel()
