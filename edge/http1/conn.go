@@ -44,7 +44,8 @@ type conn struct {
 	looping   atomic.Bool     // serve's Loop runs: Close would wait for it (closeSocket)
 	ctx       context.Context // the connection's: values only, never cancelled
 	remote    string
-	idle      atomic.Bool // waiting for a request: Shutdown may close it
+	idle      atomic.Bool // waiting for a request: Shutdown gives it headGrace for one (cutIdle)
+	idleCut   atomic.Bool // cutIdle ran: the grace is not given again
 	inHead    atomic.Bool // waiting for the rest of a request head: Shutdown cuts the wait (cutHead)
 	// rdl is the read deadline setReadDeadline set last, zero when none or unknown;
 	// rdlLost says a handler set one since (ResponseController).
@@ -206,19 +207,21 @@ const (
 func (c *conn) step() (wait bool) {
 	for {
 		if c.stage == atNext {
-			if c.srv.shuttingDown() {
-				return false
-			}
+			// Past a Shutdown this answer did not say the connection ends (it began after
+			// the answer was written: those written later do): the client may be sending its
+			// next request now, which is read and answered (a pipelined one at once), or it
+			// gets headGrace to send one (cutIdle), as a Shutdown gives an idle connection.
 			if c.br.Buffered() == 0 {
 				wait := c.srv.IdleTimeout
 				if c.first || wait == 0 {
 					wait = c.srv.ReadHeaderTimeout
 				}
+				// The deadline before idle: a Shutdown that sees idle cuts it after this.
+				c.setReadDeadline(wait)
 				c.idle.Store(true)
 				if c.srv.shuttingDown() {
-					return false
+					c.cutIdle() // a Shutdown that began before idle was set may not see it
 				}
-				c.setReadDeadline(wait)
 				c.stage = atIdle
 			} else {
 				c.pipelined = true // the next request came before this one was answered
@@ -390,6 +393,20 @@ func (c *conn) cutHead() {
 	if c.srv.headCut != nil {
 		c.srv.headCut()
 	}
+}
+
+// cutIdle brings an idle connection's read deadline to headGrace from now, once: at
+// Shutdown, a kept-alive client's next request may be on its way (a busy client sends it as
+// soon as it has read an answer), and is answered, saying the connection ends; a client that
+// sends nothing within headGrace has its connection closed. Closed at once, the request sent
+// in that instant was lost (RFC 9112 section 9.3.1 lets a client retry it; many do not). It may
+// run on Shutdown's goroutine as well as the connection's.
+func (c *conn) cutIdle() {
+	if c.idleCut.Swap(true) {
+		return
+	}
+	c.rdlLost.Store(true) // c.rdl no longer says what is set (setReadDeadline)
+	c.nc.SetReadDeadline(time.Now().Add(headGrace))
 }
 
 // handOff gives the connection, with the bytes not yet consumed, to Fallback: what the buffer

@@ -161,8 +161,9 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 }
 
-// Shutdown stops accepting, closes idle connections, gives a request head still arriving one
-// more second (headGrace) to arrive whole, lets requests in flight and lingering closes
+// Shutdown stops accepting, gives a request head still arriving one more second (headGrace)
+// to arrive whole and an idle connection as long for its client's next request (each answered
+// saying the connection ends, then closed), lets requests in flight and lingering closes
 // finish, and shuts Fallback down; it returns once every connection is closed or ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.init()
@@ -178,7 +179,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.cutHeads()
 	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
-	for !s.closeIdle() {
+	for !s.cutIdle() {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -210,13 +211,15 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// closeIdle closes the connections waiting for a request, and reports whether none is left.
-func (s *Server) closeIdle() bool {
+// cutIdle gives the connections waiting for a request headGrace for one (conn.cutIdle), and
+// reports whether none is left. It closed them at once, and lost the request a busy client
+// sent in that instant.
+func (s *Server) cutIdle() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.conns {
 		if c.idle.Load() {
-			c.shut()
+			c.cutIdle()
 		}
 	}
 	return len(s.conns) == 0
