@@ -849,16 +849,24 @@ func TestHeaderBlockSameAnswer(t *testing.T) {
 // of the timeout of the last request's sending. A client that was itself late (a sleep that
 // overslept on a loaded machine, which was the test's flakiness: 17 % of runs beside a build)
 // may rightly be closed on: that round is tried again on a new connection.
+//
+// The header timeout, the first deadline the connection gets, is far longer than the rounds:
+// a server that kept it (never re-arming, or never shortening a deadline to the idle timeout)
+// closes seconds after the last answer, which the bound on the idle close (the timeout plus
+// 2 s of scheduling) refuses; with a header timeout under the rounds' length, such a server
+// passed.
 func TestIdleDeadlineKept(t *testing.T) {
 	const idle = 320 * time.Millisecond
 	const least = idle - idle/16 // the server's deadline is at least this far past its read
+	const late = idle + 2*time.Second
+	const header = 8 * time.Second // past the rounds (about 3*idle) and the bound on the idle close
 	_, addr := serveFast(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok")
-	}), func(s *Server) { s.IdleTimeout = idle })
+	}), func(s *Server) { s.IdleTimeout, s.ReadHeaderTimeout = idle, header })
 	// round asks on a new connection at intervals of idle/3 for 3*idle, then three times in
-	// quick succession; it returns the connection and when the last request was sent, or
-	// late if the client was late and the server closed.
-	round := func() (c net.Conn, br *bufio.Reader, lastSent time.Time, late bool) {
+	// quick succession; it returns the connection, when the last request was sent and when
+	// its answer was read, or late if the client was late and the server closed.
+	round := func() (c net.Conn, br *bufio.Reader, lastSent, lastAnswer time.Time, late bool) {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
@@ -885,37 +893,40 @@ func TestIdleDeadlineKept(t *testing.T) {
 		for i := 0; time.Since(start) < 3*idle; i++ {
 			if !get(i) {
 				c.Close()
-				return nil, nil, time.Time{}, true
+				return nil, nil, time.Time{}, time.Time{}, true
 			}
 			time.Sleep(idle / 3)
 		}
 		for i := range 3 {
 			if !get(100 + i) { // in quick succession: the deadline of the first is kept
 				c.Close()
-				return nil, nil, time.Time{}, true
+				return nil, nil, time.Time{}, time.Time{}, true
 			}
 		}
-		return c, br, sent, false
+		return c, br, sent, time.Now(), false
 	}
 	var c net.Conn
 	var br *bufio.Reader
-	var lastSent time.Time
+	var lastSent, lastAnswer time.Time
 	for try := 0; ; try++ {
 		if try == 5 {
 			t.Fatal("the client was late in 5 rounds")
 		}
 		var late bool
-		if c, br, lastSent, late = round(); !late {
+		if c, br, lastSent, lastAnswer, late = round(); !late {
 			break
 		}
 	}
 	defer c.Close()
-	c.SetReadDeadline(time.Now().Add(10 * time.Second)) // the bound on the idle close
+	c.SetReadDeadline(time.Now().Add(header + late)) // past a header deadline kept
 	if n, err := br.ReadByte(); err != io.EOF {
 		t.Fatalf("idle connection: read %v, %v; want the server to close it", n, err)
 	}
 	if d := time.Since(lastSent); d < least {
 		t.Errorf("idle connection closed %v after its last request was sent, want at least %v", d, least)
+	}
+	if d := time.Since(lastAnswer); d > late {
+		t.Errorf("idle connection closed %v after its last answer, want at most %v (the idle timeout %v, not the header timeout %v)", d, late, idle, header)
 	}
 }
 
