@@ -671,17 +671,6 @@ func (s *Server) startNATS() (*server.Server, natsauth.Credential, func(), error
 	if err != nil {
 		return nil, none, nil, fmt.Errorf("control: embedded nats: %w", err)
 	}
-	// The server reports a failure to listen (the port in use) only through its logger's
-	// Fatalf, and ReadyForConnections waits its whole timeout regardless: catch the report
-	// and stop waiting at once.
-	fatal := make(chan string, 1)
-	ns.SetLoggerV2(fatalLogger(fatal), false, false, false)
-	go ns.Start()
-	if err := waitNATSReady(ns, fatal, 30*time.Second); err != nil {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-		return nil, none, nil, fmt.Errorf("control: embedded nats on %s did not start: %w", s.cfg.NATSListen, err)
-	}
 	// The file is read under the lock: two callers that read it before it changed and set
 	// its users after would otherwise let the older read win (a revoked key accepted again).
 	reload := func() (int, error) {
@@ -696,7 +685,20 @@ func (s *Server) startNATS() (*server.Server, natsauth.Credential, func(), error
 		}
 		return len(recs), nil
 	}
+	// Before Start: a client's check syncs the users file from the server's first
+	// connection on (Authenticator.SetRefresh).
 	users.reload = reload
+	// The server reports a failure to listen (the port in use) only through its logger's
+	// Fatalf, and ReadyForConnections waits its whole timeout regardless: catch the report
+	// and stop waiting at once.
+	fatal := make(chan string, 1)
+	ns.SetLoggerV2(fatalLogger(fatal), false, false, false)
+	go ns.Start()
+	if err := waitNATSReady(ns, fatal, 30*time.Second); err != nil {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		return nil, none, nil, fmt.Errorf("control: embedded nats on %s did not start: %w", s.cfg.NATSListen, err)
+	}
 	s.mu.Lock()
 	s.reloadUsers = reload
 	s.mu.Unlock()

@@ -225,7 +225,7 @@ const usersPollInterval = 500 * time.Millisecond
 // creds` is another process, which changes only the file.
 type usersSync struct {
 	path   string
-	reload func() (int, error) // reads the file itself and sets the users
+	reload func() (int, error) // reads the file itself and sets the users; set before the server starts
 	log    *slog.Logger
 
 	mu     sync.Mutex
@@ -238,6 +238,9 @@ type usersSync struct {
 func (u *usersSync) sync() {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	if u.reload == nil {
+		return // nothing can set the users yet: the change stays for the next sync
+	}
 	b, err := os.ReadFile(u.path)
 	if err != nil || bytes.Equal(b, u.last) || u.failed != nil && bytes.Equal(b, u.failed) {
 		return

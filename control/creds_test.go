@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"io/fs"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -671,5 +672,24 @@ func TestCredsListWithoutStore(t *testing.T) {
 		if !strings.Contains(stdout.String(), "\n"+id+" ") {
 			t.Errorf("creds list printed %q, want a line for %s", stdout.String(), id)
 		}
+	}
+}
+
+// TestUsersSyncBeforeReload: the embedded server takes connections from its Start, and a
+// client's check syncs the users file; a sync before the users can be set (the file changed
+// by 'creds' while control starts) called a nil reload, a panic in the server's client
+// goroutine that took control down. It leaves the change for the next sync, which applies it.
+func TestUsersSyncBeforeReload(t *testing.T) {
+	path := filepath.Join(t.TempDir(), usersFileName)
+	if err := os.WriteFile(path, []byte("[]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	u := &usersSync{path: path, log: slog.New(slog.DiscardHandler)}
+	u.sync() // the file differs from the none last applied; nothing can apply it yet
+	reloads := 0
+	u.reload = func() (int, error) { reloads++; return 0, nil }
+	u.sync()
+	if reloads != 1 {
+		t.Fatalf("reloads after the users could be set: %d, want 1 (the change seen before)", reloads)
 	}
 }
