@@ -250,12 +250,18 @@ func (s *Server) handleUDP(w *worker, p []byte, src netip.AddrPort) []byte {
 		packed[i] = b
 	}
 	qt := req.Question[0].Qtype
-	if rcode != dns.RcodeSuccess && rcode != dns.RcodeNameError && len(packed[0]) > len(p) {
+	queryLen := len(p) // parsed: the message ends at its last record (parseQuery)
+	if !parsed {
+		queryLen = recordsEnd(p) // bytes counted in no section change no reply (docs/dns.md)
+	}
+	if rcode != dns.RcodeSuccess && rcode != dns.RcodeNameError && len(packed[0]) > queryLen {
 		// Garbage never amplifies: the question copied whole grows when the query compressed
 		// it into its own header (a meta-type's FORMERR or NOTIMP, two OPT records, a name in
 		// no zone, another EDNS version). An error needs no question: the rcode, with an OPT
 		// for a query with one. Counted as the reply it stands for (account): a fail-closed
-		// SERVFAIL is a fail-open answer too.
+		// SERVFAIL is a fail-open answer too. Measured against the query without bytes after
+		// its last record: they would make room for the question, a reply the same query
+		// without them does not get.
 		s.account(&entry{queries: s.m.queries.WithLabelValues(qtypeLabel(qt), rcodeLabel(rcode))}, r)
 		return rcodeReply(w.out[:0], p, rcode, s.cfg.MaxUDPSize)
 	}

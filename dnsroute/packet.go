@@ -399,21 +399,26 @@ func recordsStart(p []byte) (off, anns, n int) {
 // sections). miekg/dns reads a message that ends before them as one that has no more, and
 // an OPT record under ANCOUNT 1 as an answer; BIND, NSD and Knot answer FORMERR. Bytes after
 // the last record counted are not looked at here.
-func countsHeld(p []byte) bool {
+func countsHeld(p []byte) bool { return recordsEnd(p) >= 0 }
+
+// recordsEnd returns the offset just past the last question or record the header of message
+// p counts, where bytes counted in no section start (len(p) when there are none), or -1 when p
+// does not hold them all (countsHeld).
+func recordsEnd(p []byte) int {
 	be := binary.BigEndian
 	off, _, n := recordsStart(p)
 	if off < 0 {
-		return false
+		return -1
 	}
 	for range n {
 		if off = skipName(p, off); off < 0 || off+10 > len(p) {
-			return false
+			return -1
 		}
 		if off += 10 + int(be.Uint16(p[off+8:])); off > len(p) {
-			return false
+			return -1
 		}
 	}
-	return true
+	return off
 }
 
 // priorName returns the offset just past the (possibly compressed) name at p[off:], as

@@ -2,6 +2,7 @@ package dnsroute
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"io"
 	"net"
@@ -1347,22 +1348,28 @@ func TestTrailingBytesIgnored(t *testing.T) {
 	ecs := optRR(1232, 0, 0, 0, ecsOption(familyIPv4, 24, cityPrefix(t, "London", 7).Addr()))
 	tests := []struct {
 		name     string
+		id       uint16 // 0 means 0x7a7a
 		msg      rawMsg
 		trailing []byte
 	}{
-		{"a zero octet after the question", rawMsg{}, []byte{0}},
-		{"three octets after the question", rawMsg{}, []byte{0, 0, 0}},
-		{"a header's worth of 0xff after the question", rawMsg{}, bytes.Repeat([]byte{0xff}, headerLen)},
-		{"an OPT counted in no section after the question", rawMsg{}, optRR(1232, 0, 0, 0x8000)},
-		{"an A record counted in no section after the OPT", rawMsg{extra: [][]byte{edns}}, []byte{0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1}},
-		{"three octets after an OPT with ECS", rawMsg{extra: [][]byte{ecs}}, []byte{0, 0, 0}},
-		{"three octets after an AAAA question", rawMsg{qtype: dns.TypeAAAA}, []byte{1, 2, 3}},
-		{"three octets after a name outside the zone", rawMsg{name: []byte("\x07example\x03org\x00")}, []byte{1, 2, 3}},
+		{"a zero octet after the question", 0, rawMsg{}, []byte{0}},
+		{"three octets after the question", 0, rawMsg{}, []byte{0, 0, 0}},
+		{"a header's worth of 0xff after the question", 0, rawMsg{}, bytes.Repeat([]byte{0xff}, headerLen)},
+		{"an OPT counted in no section after the question", 0, rawMsg{}, optRR(1232, 0, 0, 0x8000)},
+		{"an A record counted in no section after the OPT", 0, rawMsg{extra: [][]byte{edns}}, []byte{0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1}},
+		{"three octets after an OPT with ECS", 0, rawMsg{extra: [][]byte{ecs}}, []byte{0, 0, 0}},
+		{"three octets after an AAAA question", 0, rawMsg{qtype: dns.TypeAAAA}, []byte{1, 2, 3}},
+		{"three octets after a name outside the zone", 0, rawMsg{name: []byte("\x07example\x03org\x00")}, []byte{1, 2, 3}},
+		// The question a pointer to the header (ID 0x0161, RD: a.\000.), outside the zone: the
+		// REFUSED with the question copied is 4 bytes longer than the query, so it goes bare;
+		// the trailing bytes must not make room for it.
+		{"eight octets after a question compressed into the header", 0x0161, rawMsg{flags: 0x0100, name: []byte{0xc0, 0}}, make([]byte, 8)},
 	}
 	for _, tt := range tests {
-		clean := tt.msg.pack(0x7a7a)
+		id := cmp.Or(tt.id, 0x7a7a)
+		clean := tt.msg.pack(id)
 		tt.msg.trailing = tt.trailing
-		withBytes := tt.msg.pack(0x7a7a)
+		withBytes := tt.msg.pack(id)
 		for _, network := range []string{"udp", "tcp"} {
 			t.Run(tt.name+"/"+network, func(t *testing.T) {
 				ask := rawUDPReply
