@@ -96,3 +96,93 @@ func TestRegistrarRereadsTTLAfterFailure(t *testing.T) {
 		})
 	}
 }
+
+// TestRegistrarTTLReadsOnlyWhenDue: the registrar reads the bucket's TTL (a stream info
+// request) only when it is due: at the bind, not again for the next answered heartbeats (one
+// read per ttlRereadBeats of them in steady state), none while NATS is out of reach, and once
+// after the reconnect. Counted as the server sees them: every stream info request for the
+// fleet bucket's stream, whoever sends it, reaches a subscriber of its subject.
+func TestRegistrarTTLReadsOnlyWhenDue(t *testing.T) {
+	s, _ := setupTTL(t, time.Minute)
+	nc, _ := s.Connect(t)
+	seen := make(chan *nats.Msg, 256)
+	const marker = "test.registrar.marker"
+	for _, subj := range []string{"$JS.API.STREAM.INFO.KV_" + wire.Bucket("", wire.FleetBucket), marker} {
+		if _, err := nc.ChanSubscribe(subj, seen); err != nil {
+			t.Fatalf("subscribe %s: %v", subj, err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// infos returns how many stream info requests the server routed since the last call: a
+	// marker published after them reaches the subscriber after them (one connection, in order).
+	infos := func() int {
+		t.Helper()
+		if err := nc.Publish(marker, nil); err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for {
+			select {
+			case m := <-seen:
+				if m.Subject == marker {
+					return n
+				}
+				n++
+			case <-time.After(10 * time.Second):
+				t.Fatal("the marker did not come back within 10s")
+			}
+		}
+	}
+	c := natstest.NewCutter(t, "127.0.0.1", s.URL())
+	enc, ejs := natstest.ConnectURL(t, c.URL(), s.Options(natsauth.Edge("lon", "n1"))...)
+	written := make(chan struct{}, 16)
+	// An hour between heartbeats: each one here is asked for (Beat).
+	r, err := fleet.NewRegistrar(fleet.RegistrarConfig{JS: ejs, Node: node("lon", "n1"), Interval: time.Hour,
+		OnWrite: func(time.Time, bool) { written <- struct{}{} }})
+	if err != nil {
+		t.Fatalf("NewRegistrar: %v", err)
+	}
+	beat := func() {
+		t.Helper()
+		r.Beat()
+		select {
+		case <-written:
+		case <-time.After(10 * time.Second):
+			t.Fatal("no heartbeat answered within 10s")
+		}
+	}
+	run(t, r.Run)
+	select {
+	case <-written:
+	case <-time.After(10 * time.Second):
+		t.Fatal("first heartbeat not answered within 10s")
+	}
+	if n := infos(); n == 0 || n > 2 {
+		t.Errorf("bind and first heartbeat: %d stream info requests, want 1 or 2 (the bind's, the TTL's)", n)
+	}
+	for range 10 {
+		beat()
+	}
+	if n := infos(); n != 0 {
+		t.Errorf("10 answered heartbeats in steady state: %d stream info requests, want none", n)
+	}
+
+	c.Cut()
+	wait.For(t, 10*time.Second, "the registrar's connection down", func() bool { return !enc.IsConnected() })
+	r.Beat()
+	wait.For(t, 10*time.Second, "a heartbeat failed", func() bool { return r.Err() != nil })
+	c.Restore()
+	wait.For(t, 10*time.Second, "the registrar's connection back", func() bool { return enc.IsConnected() })
+	beat()
+	if n := infos(); n != 1 {
+		t.Errorf("heartbeats failing, then one answered after the reconnect: %d stream info requests, want 1", n)
+	}
+	for range 5 {
+		beat()
+	}
+	if n := infos(); n != 0 {
+		t.Errorf("5 answered heartbeats after that: %d stream info requests, want none", n)
+	}
+}
