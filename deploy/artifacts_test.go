@@ -357,10 +357,12 @@ func TestLongCloudInitSchema(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
+	checked := 0
 	for p, b := range files {
 		if !strings.HasSuffix(p, "/user-data") {
 			continue
 		}
+		checked++
 		t.Run(p, func(t *testing.T) {
 			path := filepath.Join(dir, strings.ReplaceAll(p, "/", "_"))
 			putFileMode(t, path, string(b), 0o644)
@@ -369,6 +371,9 @@ func TestLongCloudInitSchema(t *testing.T) {
 				t.Errorf("cloud-init schema %s: %v\n%s", p, err, out)
 			}
 		})
+	}
+	if checked == 0 {
+		t.Fatal("no user data rendered")
 	}
 }
 
