@@ -195,3 +195,83 @@ func TestHangupDoesNotKill(t *testing.T) {
 		t.Errorf("after SIGHUP then SIGTERM: %v (exit %d), want a clean exit 0", err, cmd.ProcessState.ExitCode())
 	}
 }
+
+// TestHangupEndsCLI: a one-shot command keeps Go's default for SIGHUP and dies of it, as any
+// command line tool does when its terminal goes away: only the servers (edge, origin,
+// control, dns) log a hangup and go on. Ignored everywhere, a `meridian purge --wait` whose
+// SSH session dropped went on without its terminal.
+func TestHangupEndsCLI(t *testing.T) {
+	bin := proctest.Build(t)
+	hit := make(chan struct{}, 1)
+	apiLn, err := net.Listen("tcp", "127.0.9.4:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case hit <- struct{}{}:
+		default:
+		}
+		<-r.Context().Done() // hold the purge until the client goes away
+	})}
+	go api.Serve(apiLn)
+	defer api.Close()
+	cmd, lines := proctest.StartLines(t, bin, "purge", "--api", "http://"+apiLn.Addr().String(),
+		"--token", "t", "--host", "example.test", "--url", "/x", "--wait", "1m")
+	select {
+	case <-hit:
+	case <-time.After(10 * time.Second):
+		t.Fatal("meridian purge never asked the API")
+	}
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	timeout := time.After(10 * time.Second)
+	for done := false; !done; {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				done = true
+				break
+			}
+			got = append(got, l)
+		case <-timeout:
+			t.Fatal("meridian purge still runs 10 s after SIGHUP")
+		}
+	}
+	cmd.Wait()
+	ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
+	if !ws.Signaled() || ws.Signal() != syscall.SIGHUP {
+		t.Errorf("meridian purge ended %v after SIGHUP (stderr %q), want killed by SIGHUP", cmd.ProcessState, got)
+	}
+}
+
+// TestIgnoresHangup: the servers log and ignore SIGHUP, whatever their flags; a one-shot
+// command, the servers' own one-shot subcommands included, does not.
+func TestIgnoresHangup(t *testing.T) {
+	root := newRoot()
+	for _, c := range []struct {
+		args []string
+		want bool
+	}{
+		{[]string{"edge", "--config", "edge.yaml"}, true},
+		{[]string{"origin"}, true},
+		{[]string{"origin", "--listen", "127.0.0.1:0"}, true},
+		{[]string{"control", "--config", "control.yaml"}, true},
+		{[]string{"dns", "--config", "dns.yaml"}, true},
+		{[]string{"dns", "explain", "192.0.2.1"}, false},
+		{[]string{"dns", "gen-mmdb", "x.mmdb"}, false},
+		{[]string{"control", "creds", "list"}, false},
+		{[]string{"purge", "--host", "h", "--all"}, false},
+		{[]string{"deploy", "render", "fleet.yaml"}, false},
+		{[]string{"sim", "--duration", "10s"}, false},
+		{[]string{"version"}, false},
+		{[]string{}, false},
+		{[]string{"nosuch"}, false},
+	} {
+		if got := ignoresHangup(root, c.args); got != c.want {
+			t.Errorf("ignoresHangup(%q) = %v, want %v", c.args, got, c.want)
+		}
+	}
+}

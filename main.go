@@ -32,17 +32,6 @@ func main() {
 	// signal can count as the first for one listener and the second for another.
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	// SIGHUP is what operators send by habit for a reload (nginx, NATS, Prometheus): meridian
-	// reads its files at start (and follows TLS certificates, the MMDB and the bucket's host
-	// configs on its own), so a hangup says so and changes nothing. Go's default
-	// ended the process at once, without draining, and systemd counts that a clean stop.
-	hups := make(chan os.Signal, 1)
-	signal.Notify(hups, syscall.SIGHUP)
-	go func() { // lives as long as the process
-		for range hups {
-			fmt.Fprintln(os.Stderr, "meridian: SIGHUP ignored: configuration is read at start; restart the process to apply a change (SIGTERM stops it gracefully)")
-		}
-	}()
 	go func() { // lives as long as the process
 		<-sigs
 		cancel()
@@ -60,6 +49,50 @@ func main() {
 		}
 		os.Exit(128 + int(s))
 	}()
+	root := newRoot()
+	if ignoresHangup(root, os.Args[1:]) {
+		// SIGHUP is what operators send a daemon by habit for a reload (nginx, NATS,
+		// Prometheus): a server reads its files at start (and follows TLS certificates, the
+		// MMDB and the bucket's host configs on its own), so a hangup says so and changes
+		// nothing. Go's default ended the process at once, without draining, and systemd
+		// counts that a clean stop. A one-shot command keeps that default: it dies when its
+		// terminal goes away, as any command line tool does.
+		hups := make(chan os.Signal, 1)
+		signal.Notify(hups, syscall.SIGHUP)
+		go func() { // lives as long as the process
+			for range hups {
+				fmt.Fprintln(os.Stderr, "meridian: SIGHUP ignored: configuration is read at start; restart the process to apply a change (SIGTERM stops it gracefully)")
+			}
+		}()
+	}
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "meridian:", err)
+		os.Exit(1)
+	}
+}
+
+// serverAnnotation marks the commands that run a server until they are stopped.
+const serverAnnotation = "meridian.server"
+
+// server marks cmd as one that serves until it is stopped (ignoresHangup).
+func server(cmd *cobra.Command) *cobra.Command {
+	if cmd.Annotations == nil {
+		cmd.Annotations = map[string]string{}
+	}
+	cmd.Annotations[serverAnnotation] = "true"
+	return cmd
+}
+
+// ignoresHangup reports whether args (without the program's name) run a server, which logs
+// and ignores SIGHUP, rather than a one-shot command (purge, deploy, sim, dns explain, control
+// creds, version), which dies of it.
+func ignoresHangup(root *cobra.Command, args []string) bool {
+	c, _, err := root.Find(args)
+	return err == nil && c.Annotations[serverAnnotation] == "true"
+}
+
+// newRoot is the meridian command with its subcommands.
+func newRoot() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "meridian",
 		Short:         "Meridian is an open-source CDN",
@@ -67,10 +100,10 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.AddCommand(
-		edge.NewCommand(),
-		origin.NewCommand(),
-		control.NewCommand(),
-		dnsroute.NewCommand(),
+		server(edge.NewCommand()),
+		server(origin.NewCommand()),
+		server(control.NewCommand()),
+		server(dnsroute.NewCommand()),
 		deploy.NewCommand(),
 		purge.NewCommand(),
 		sim.NewCommand(),
@@ -81,8 +114,5 @@ func main() {
 			Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), "meridian", wire.Version()) },
 		},
 	)
-	if err := root.ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "meridian:", err)
-		os.Exit(1)
-	}
+	return root
 }
