@@ -46,7 +46,10 @@ type conn struct {
 	remote    string
 	idle      atomic.Bool // waiting for a request: Shutdown gives it headGrace for one (cutIdle)
 	idleCut   atomic.Bool // cutIdle ran: the grace is not given again
-	inHead    atomic.Bool // waiting for the rest of a request head: Shutdown cuts the wait (cutHead)
+	// graceEnd is when the headGrace a Shutdown gave the connection ends (UnixNano), 0 before:
+	// set once, by the first cutIdle or cutHead (grace).
+	graceEnd atomic.Int64
+	inHead   atomic.Bool // waiting for the rest of a request head: Shutdown cuts the wait (cutHead)
 	// rdl is the read deadline setReadDeadline set last, zero when none or unknown;
 	// rdlLost says a handler set one since (ResponseController).
 	rdl     time.Time
@@ -385,17 +388,21 @@ func (c *conn) readHead(maxHead int) (head, int, verdict, error) {
 // hold the shutdown for the whole ReadHeaderTimeout.
 const headGrace = time.Second
 
-// cutHead brings the connection's read deadline to headGrace from now, for a head still
-// arriving at Shutdown. It may run on Shutdown's goroutine as well as the connection's.
+// cutHead brings the connection's read deadline to its grace's end (headGrace from the first
+// cut: grace), for a head still arriving at Shutdown. It may run on Shutdown's goroutine as well as the connection's.
 func (c *conn) cutHead() {
 	c.rdlLost.Store(true) // c.rdl no longer says what is set (setReadDeadline)
-	c.nc.SetReadDeadline(time.Now().Add(headGrace))
+	d := c.grace()
+	c.nc.SetReadDeadline(d)
+	if c.srv.graceSet != nil {
+		c.srv.graceSet(d)
+	}
 	if c.srv.headCut != nil {
 		c.srv.headCut()
 	}
 }
 
-// cutIdle brings an idle connection's read deadline to headGrace from now, once: at
+// cutIdle brings an idle connection's read deadline to its grace's end (grace), once: at
 // Shutdown, a kept-alive client's next request may be on its way (a busy client sends it as
 // soon as it has read an answer), and is answered, saying the connection ends; a client that
 // sends nothing within headGrace has its connection closed. Closed at once, the request sent
@@ -406,7 +413,28 @@ func (c *conn) cutIdle() {
 		return
 	}
 	c.rdlLost.Store(true) // c.rdl no longer says what is set (setReadDeadline)
-	c.nc.SetReadDeadline(time.Now().Add(headGrace))
+	d := c.grace()
+	c.nc.SetReadDeadline(d)
+	if c.srv.graceSet != nil {
+		c.srv.graceSet(d)
+	}
+}
+
+// grace is the end of the headGrace a Shutdown gives the connection: headGrace from the first
+// call, the same for every later one. A connection idle at Shutdown whose client then sends
+// part of a head has until the idle grace's end for the rest: given a second headGrace
+// (readHead's cutHead), a client that sent a byte at the end of the first held the shutdown
+// twice the second documented. It may run on Shutdown's goroutine as well as the connection's.
+func (c *conn) grace() time.Time {
+	for {
+		if g := c.graceEnd.Load(); g != 0 {
+			return time.Unix(0, g)
+		}
+		g := time.Now().Add(headGrace).UnixNano()
+		if c.graceEnd.CompareAndSwap(0, g) {
+			return time.Unix(0, g)
+		}
+	}
 }
 
 // handOff gives the connection, with the bytes not yet consumed, to Fallback: what the buffer

@@ -82,9 +82,10 @@ type Server struct {
 	noHangupWatch bool          // s.mu: the hangup watch has ended: none is made again
 	hwFailed      bool          // s.mu: making it failed (logged), and is tried again at hwRetry
 	hwRetry       time.Time
-	watchEnded    func() // tests: called as each watch ends (but those unwatch ends)
-	lingering     func() // tests: called when a connection has half-closed to linger
-	headCut       func() // tests: called when a head still arriving at Shutdown gets headGrace
+	watchEnded    func()                   // tests: called as each watch ends (but those unwatch ends)
+	lingering     func()                   // tests: called when a connection has half-closed to linger
+	headCut       func()                   // tests: called when a head still arriving at Shutdown gets headGrace
+	graceSet      func(deadline time.Time) // tests: called with the read deadline cutIdle or cutHead set
 }
 
 // readBufferSize is a connection's read buffer, as net/http's.
