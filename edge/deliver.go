@@ -375,7 +375,7 @@ func (n *Node) deliverBody(w *logWriter, req *request, a answer) {
 	}
 	if rr, lm := streamRange(r, obj.Status, h, a.length); rr != nil {
 		if err := serveRange(w, rr, h, lm, newRangeSource(a.body.reader(fl.ctx, fl.flushSent), a.length, fl.flushSent)); err != nil {
-			fl.abort(err)
+			fl.cutShort(a.body, err)
 		}
 		return
 	}
@@ -387,7 +387,7 @@ func (n *Node) deliverBody(w *logWriter, req *request, a answer) {
 		return
 	}
 	if err := a.body.copyTo(fl.ctx, w, fl.flush); err != nil {
-		fl.abort(err)
+		fl.cutShort(a.body, err)
 	}
 }
 
@@ -434,6 +434,17 @@ func (f *clientFlush) abort(err error) {
 		err = f.err
 	}
 	abortAnswer(f.w, err)
+}
+
+// cutShort ends the answer, cut short by err, a failure of the fill's body read by body or of the
+// client. When the fill failed, what the client was written of it goes out first (sendHeld):
+// the bytes that came with the fill's last read, or since the last flush, sat in the server's
+// buffer and were dropped at the abort, so the client got the head and none of them.
+func (f *clientFlush) cutShort(body *bodyReader, err error) {
+	if f.err == nil && body.failed() {
+		f.w.sendHeld()
+	}
+	f.abort(err)
 }
 
 // stop releases the context once the answer is done.
@@ -533,6 +544,11 @@ func (n *Node) deliverDecoded(w *logWriter, req *request, d decoded) {
 		}
 		if err != nil {
 			w.note = n.decodeFailure(req, d.coding, src, err)
+			if src.err != nil {
+				// Its source failed (the upstream cut it short): what was decoded of the bytes
+				// that came goes out before the cut, as in deliverStream.
+				w.sendHeld()
+			}
 			// The client must see the answer cut short, not a complete-looking one.
 			panic(http.ErrAbortHandler)
 		}

@@ -189,6 +189,14 @@ type bodyReader struct {
 	pos int64 // guarded by b.mu
 }
 
+// failed reports whether the body ended in a failure (the upstream cut it short).
+func (r *bodyReader) failed() bool {
+	b := r.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.done && b.err != nil
+}
+
 // close detaches the reader: the body no longer waits for it.
 func (r *bodyReader) close() {
 	b := r.b

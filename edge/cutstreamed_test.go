@@ -1,0 +1,150 @@
+package edge
+
+import (
+	"bytes"
+	"compress/gzip"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/meridian-cdn/meridian/internal/logtest"
+	"github.com/meridian-cdn/meridian/internal/wait"
+	"github.com/meridian-cdn/meridian/wire"
+)
+
+// TestStreamedMissCutShortShowsItsBytes: a storable answer that streams to its clients as it
+// arrives (a streaming miss: more than 64 KiB declared, or chunked) whose origin sends its head
+// and some bytes, then cuts the body (a close, or a reset), reaches the client as nginx and
+// Varnish relay it: the head and the bytes that came, then the cut, which the client can tell
+// (fewer bytes than Content-Length, no last chunk, a reset stream); never a complete-looking
+// answer. So does a Range of a body too large to keep (cut out of it as it arrives), and the
+// body decoded for a client that does not accept its coding. The bytes written since the last
+// flush were dropped at the abort (edge/http1, net/http's HTTP/1.1 and HTTP/2): the client got
+// the head and none of the bytes that came with the cut. None of the answers is stored.
+func TestStreamedMissCutShortShowsItsBytes(t *testing.T) {
+	const hdr = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nCache-Control: max-age=60\r\nX-Origin: yes\r\n"
+	plain := bytes.Repeat([]byte("0123456789abcdef"), 40<<10/16) // more than the 32 KiB decoded before the head goes out
+	var coded bytes.Buffer
+	zw := gzip.NewWriter(&coded)
+	zw.Write(plain)
+	zw.Flush()
+	codedFirst := bytes.Clone(coded.Bytes())
+	coded.Reset()
+	zw.Write([]byte("hello"))
+	zw.Flush() // no end: the trailer never comes
+	codedLast := coded.Bytes()
+	type script struct {
+		head, before, after string // before the client has the head, and after, then the cut
+		reqHdr              []string
+		status              int
+		want                []byte
+	}
+	scripts := map[string]script{
+		"length": {head: hdr + "Content-Length: 80000\r\n\r\n", after: "hello", status: http.StatusOK, want: []byte("hello")},
+		"chunked": {head: hdr + "Transfer-Encoding: chunked\r\n\r\n", after: "5\r\nhello\r\n",
+			status: http.StatusOK, want: []byte("hello")},
+		// More than max_object_bytes: not kept, so a Range is cut out of it as it arrives.
+		"range": {head: hdr + "Content-Length: 100000\r\n\r\n", after: "hello", reqHdr: []string{"Range", "bytes=0-99999"},
+			status: http.StatusPartialContent, want: []byte("hello")},
+		"gzip": {head: hdr + fmt.Sprintf("Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n", 70000),
+			before: string(codedFirst), after: string(codedLast), reqHdr: []string{"Accept-Encoding", "identity"},
+			status: http.StatusOK, want: append(bytes.Clone(plain), "hello"...)},
+	}
+	var mu sync.Mutex
+	cut := map[string]chan struct{}{} // by path: closed once the client has the head
+	o := startScriptOrigin(t, "127.0.0.69", func(c net.Conn, r *http.Request, _ int) bool {
+		kind, how, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+		s := scripts[kind]
+		io.WriteString(c, s.head+s.before)
+		mu.Lock()
+		ch := cut[r.URL.Path]
+		mu.Unlock()
+		select {
+		case <-ch:
+		case <-time.After(5 * time.Second): // the head never reached the client: a failure below
+		}
+		if how == "reset" {
+			// The bytes go with the reset's: sent after it, they could be lost on the way.
+			c.(*net.TCPConn).SetLinger(0)
+		} else {
+			io.WriteString(c, s.after)
+		}
+		return true // the cut
+	})
+	for _, servers := range []string{HTTP1Fast, HTTP1Std} {
+		var out logtest.Buffer
+		sg, n := tlsEdge(t, TLSConfig{Dev: true}, func(c *Config) {
+			c.HTTP1, c.HTTP2 = servers, servers // edge/http1 and edge/h2, or net/http's
+			c.AccessLog = true
+			c.Logger = slog.New(slog.NewJSONHandler(&out, nil))
+			c.Cache.MaxObjectBytes = 90000
+			c.Hosts = []wire.HostConfig{{Host: testHost, Origin: "http://" + o}}
+		})
+		for _, pc := range everyProtocol(t, n) {
+			// Every exchange here fails, and 20 failures within the breaker's interval (10 s of
+			// the node's clock) would open it: each protocol's come in an interval of their own.
+			sg.clock.Advance(11 * time.Second)
+			for _, tt := range []string{"/length/close", "/length/reset", "/chunked/close", "/chunked/reset", "/range/close", "/gzip/close"} {
+				// The path is made the servers' and the protocol's own: each is a miss, with
+				// its own log line.
+				path := tt + "/" + servers + "/" + strings.ReplaceAll(pc.name, " ", "-")
+				s := scripts[strings.Split(tt, "/")[1]]
+				if strings.HasSuffix(tt, "/reset") {
+					s.before, s.after = s.after, ""
+				}
+				t.Run(servers+"/"+pc.name+tt, func(t *testing.T) {
+					ch := make(chan struct{})
+					mu.Lock()
+					cut[path] = ch
+					mu.Unlock()
+					var once sync.Once
+					release := func() { once.Do(func() { close(ch) }) }
+					defer release()
+					req, err := http.NewRequest(http.MethodGet, pc.url+path, nil)
+					if err != nil {
+						t.Fatal(err)
+					}
+					req.Host = testHost
+					if s.reqHdr != nil {
+						req.Header.Set(s.reqHdr[0], s.reqHdr[1])
+					}
+					r, err := (&http.Client{Transport: pc.rt}).Do(req)
+					release()
+					if err != nil {
+						t.Fatalf("GET %s: %v; want the answer's head, then its cut", path, err)
+					}
+					got, err := io.ReadAll(r.Body)
+					r.Body.Close()
+					want := s.want
+					if pc.name == "http/3" && bytes.HasPrefix(want, got) {
+						// QUIC's reset of the stream drops what it has not delivered (without
+						// RESET_STREAM_AT, which the client must offer): never the cut.
+						want = got
+					}
+					if r.StatusCode != s.status || r.Header.Get("X-Origin") != "yes" || err == nil || !bytes.Equal(got, want) {
+						t.Errorf("GET %s = %d (X-Origin %q), %d body bytes ending %q, read error %v; want %d from the origin, %d bytes ending %q, then an error",
+							path, r.StatusCode, r.Header.Get("X-Origin"), len(got), got[max(0, len(got)-8):], err, s.status, len(s.want), s.want[max(0, len(s.want)-8):])
+					}
+					note := ""
+					wait.For(t, 5*time.Second, "the access log line", func() bool {
+						note = accessNote(t, out.String(), http.MethodGet, testHost, path)
+						return note != ""
+					})
+					if !strings.Contains(note, "stream aborted") {
+						t.Errorf("GET %s logged with note %q, want the origin's cut", path, note)
+					}
+				})
+			}
+		}
+		// The kept answers' Cache-Status said stored (it went out before the cut): none was.
+		if items := n.store.Stats().Items; items != 0 {
+			t.Errorf("%s: %d objects stored after every answer was cut short, want 0", servers, items)
+		}
+	}
+}
