@@ -79,23 +79,7 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd, lines := proctest.StartLines(t, bin, "edge", "--config", config)
-	waitLine := func(s string) {
-		t.Helper()
-		timeout := time.After(10 * time.Second)
-		for {
-			select {
-			case l, ok := <-lines:
-				if !ok {
-					t.Fatalf("the edge exited before logging %q", s)
-				}
-				if strings.Contains(l, s) {
-					return
-				}
-			case <-timeout:
-				t.Fatalf("the edge never logged %q", s)
-			}
-		}
-	}
+	waitLine := func(s string) { t.Helper(); proctest.WaitLine(t, cmd, lines, s, 10*time.Second) }
 	waitLine("edge serving")
 	go func() {
 		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/slow", nil)
@@ -118,18 +102,8 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	var last string
-	timeout := time.After(10 * time.Second)
-	for done := false; !done; {
-		select {
-		case l, ok := <-lines:
-			if !ok {
-				done = true
-				break
-			}
-			last = l
-		case <-timeout:
-			t.Fatal("the edge still runs 10 s after the second SIGTERM")
-		}
+	if rest := proctest.RestLines(t, cmd, lines, 10*time.Second); len(rest) > 0 {
+		last = rest[len(rest)-1]
 	}
 	cmd.Wait()
 	// Dead of SIGTERM itself, which systemd counts as a clean stop (an exit 143 it would
@@ -158,24 +132,7 @@ func TestHangupDoesNotKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd, lines := proctest.StartLines(t, bin, "edge", "--config", config)
-	waitLine := func(s string) {
-		t.Helper()
-		timeout := time.After(10 * time.Second)
-		for {
-			select {
-			case l, ok := <-lines:
-				if !ok {
-					cmd.Wait()
-					t.Fatalf("the edge exited (%v) before logging %q", cmd.ProcessState, s)
-				}
-				if strings.Contains(l, s) {
-					return
-				}
-			case <-timeout:
-				t.Fatalf("the edge never logged %q", s)
-			}
-		}
-	}
+	waitLine := func(s string) { t.Helper(); proctest.WaitLine(t, cmd, lines, s, 10*time.Second) }
 	waitLine("edge serving")
 	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
@@ -226,20 +183,7 @@ func TestHangupEndsCLI(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	var got []string
-	timeout := time.After(10 * time.Second)
-	for done := false; !done; {
-		select {
-		case l, ok := <-lines:
-			if !ok {
-				done = true
-				break
-			}
-			got = append(got, l)
-		case <-timeout:
-			t.Fatal("meridian purge still runs 10 s after SIGHUP")
-		}
-	}
+	got := proctest.RestLines(t, cmd, lines, 10*time.Second)
 	cmd.Wait()
 	ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
 	if !ws.Signaled() || ws.Signal() != syscall.SIGHUP {

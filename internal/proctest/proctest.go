@@ -94,6 +94,46 @@ func StartLines(t testing.TB, bin string, args ...string) (*exec.Cmd, <-chan str
 	return cmd, lines
 }
 
+// WaitLine reads lines (StartLines's) until one contains s, failing the test if the process
+// exits first or no such line comes within timeout.
+func WaitLine(t testing.TB, cmd *exec.Cmd, lines <-chan string, s string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				cmd.Wait()
+				t.Fatalf("%v exited (%v) before logging %q", cmd.Args[1:], cmd.ProcessState, s)
+			}
+			if strings.Contains(l, s) {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("%v never logged %q", cmd.Args[1:], s)
+		}
+	}
+}
+
+// RestLines reads lines (StartLines's) until the process's stderr ends and returns them,
+// failing the test if it has not ended within timeout.
+func RestLines(t testing.TB, cmd *exec.Cmd, lines <-chan string, timeout time.Duration) []string {
+	t.Helper()
+	var got []string
+	deadline := time.After(timeout)
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				return got
+			}
+			got = append(got, l)
+		case <-deadline:
+			t.Fatalf("%v still runs %v later (stderr %q)", cmd.Args[1:], timeout, got)
+		}
+	}
+}
+
 // Stop sends SIGTERM and fails the test unless the process exits cleanly.
 func Stop(t testing.TB, cmd *exec.Cmd) {
 	t.Helper()
