@@ -611,6 +611,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) (err error) {
 
 	select {
 	case <-ctx.Done():
+		// Said at once, as the edge says "edge draining": what follows may take up to
+		// shutdown_timeout, and a silent control could not be told from a hung one.
+		natsStop := "connection closed"
+		if s.cfg.NATSURL == "" {
+			natsStop = "embedded server shut down last"
+		}
+		s.log.Info("control stopping", "waits_for", "API requests in flight (purge waits are answered at once)",
+			"shutdown_timeout", s.cfg.ShutdownTimeout, "nats", natsStop)
 	case err = <-serveErr:
 		err = fmt.Errorf("control: serve api: %w", err)
 	}
