@@ -538,20 +538,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) (err error) {
 	}
 	// Asynchronous errors (a subscription that fell behind, say) go to the log, once a minute at
 	// most: nats.go's default writes each to stderr.
-	natsErr := fleet.NewRateLog(s.log, "nats error", 0)
-	defer natsErr.Stop() // after the connection's close (deferred below)
+	natsErrs := fleet.NewErrorLog(s.log)
 	nc, err := nats.Connect(url, append(auth, nats.Name("meridian-control"), nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),
-		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
-			if sub != nil {
-				natsErr.Warn("subject", sub.Subject, "err", err)
-				return
-			}
-			natsErr.Warn("err", err)
-		}),
+		natsErrs.Option(),
 		fleet.LogDisconnects(s.log),
 		nats.ReconnectHandler(func(c *nats.Conn) { s.log.Info("nats reconnected", "url", fleet.RedactURL(c.ConnectedUrl())) }))...)
 	if err != nil {
+		natsErrs.Close(nil)
 		if s.cfg.NATSURL == "" {
 			// A refused in-process CONNECT shows as a closed pipe (after the server's write
 			// deadline), not as the authorization error a TCP client reads.
@@ -559,7 +553,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) (err error) {
 		}
 		return fmt.Errorf("control: connect to nats %s: %w", fleet.RedactURLs(url), fleet.RedactError(err))
 	}
-	defer nc.Close()
+	defer natsErrs.Close(nc)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("control: jetstream: %w", err)

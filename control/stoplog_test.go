@@ -1,7 +1,6 @@
 package control
 
 import (
-	"encoding/json"
 	"log/slog"
 	"strings"
 	"testing"
@@ -31,14 +30,8 @@ func TestStopIsLogged(t *testing.T) {
 			ts := startServer(t, cfg)
 			ts.stop()
 			var line map[string]any
-			for l := range strings.SplitSeq(strings.TrimSpace(out.String()), "\n") {
-				var m map[string]any
-				if err := json.Unmarshal([]byte(l), &m); err != nil {
-					t.Fatalf("log line %q: %v", l, err)
-				}
-				if m["msg"] == "control stopping" {
-					line = m
-				}
+			if lines := logtest.JSONLines(t, out.String(), "control stopping"); len(lines) > 0 {
+				line = lines[0]
 			}
 			if line == nil {
 				t.Fatalf("no \"control stopping\" line in the log:\n%s", out.String())

@@ -23,12 +23,14 @@ import (
 // operator drains) and the routing policy in the config bucket, for a server that routes to a
 // live fleet instead of its config file's PoPs.
 type liveFleet struct {
-	nc      *nats.Conn
-	js      jetstream.JetStream
-	prefix  string
-	view    *fleet.View
-	cfgView *fleet.ConfigView
-	log     *slog.Logger
+	nc *nats.Conn
+	// natsErrs logs nc's asynchronous errors; close nc through it (closeNATS).
+	natsErrs *fleet.ErrorLog
+	js       jetstream.JetStream
+	prefix   string
+	view     *fleet.View
+	cfgView  *fleet.ConfigView
+	log      *slog.Logger
 	// latReady is closed once the latency bucket's initial values are in the map.
 	latReady     chan struct{}
 	latReadyOnce sync.Once
@@ -57,8 +59,9 @@ func newLiveFleet(cfg Config) (*liveFleet, error) {
 	}
 	opts := append(auth, nats.Name("meridian-dns"), nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond), nats.RetryOnFailedConnect(true), nats.IgnoreAuthErrorAbort(),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("nats error", "err", err) }),
 		fleet.LogDisconnects(log))
+	natsErrs := fleet.NewErrorLog(log)
+	opts = append(opts, natsErrs.Option())
 	// With RetryOnFailedConnect a first connection that fails is retried in the background:
 	// say which server cannot be reached and why, and when it finally answers.
 	nc, err := nats.Connect(cfg.NATS, append(opts, fleet.ConnectLogging(log, cfg.NATS)...)...)
@@ -67,11 +70,12 @@ func newLiveFleet(cfg Config) (*liveFleet, error) {
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
-		nc.Close()
+		natsErrs.Close(nc)
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	return &liveFleet{
 		nc:          nc,
+		natsErrs:    natsErrs,
 		js:          js,
 		prefix:      cfg.Prefix,
 		latReady:    make(chan struct{}),
@@ -135,8 +139,11 @@ func (l *liveFleet) run(ctx context.Context, s *Server) {
 		}
 	}()
 	wg.Wait()
-	l.nc.Close()
+	l.closeNATS()
 }
+
+// closeNATS closes the connection, and writes the NATS error warning it held back.
+func (l *liveFleet) closeNATS() { l.natsErrs.Close(l.nc) }
 
 // liveView is the Fleet a server routes on from the registry: every node the view holds,
 // stale ones included (View.AllNodes). buildState judges freshness by the load reports'
@@ -257,7 +264,7 @@ func ExplainLive(ctx context.Context, cfg Config, addr netip.Addr, name string, 
 	cfg.Fleet = l.fleet()
 	s, err := New(cfg)
 	if err != nil {
-		l.nc.Close()
+		l.closeNATS()
 		return Explanation{}, err
 	}
 	defer l.start(s)()
@@ -306,7 +313,7 @@ func RunLive(ctx context.Context, cfg Config, wait time.Duration) error {
 	cfg.Fleet = l.fleet()
 	s, err := New(cfg)
 	if err != nil {
-		l.nc.Close()
+		l.closeNATS()
 		return err
 	}
 	defer l.start(s)()

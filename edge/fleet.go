@@ -62,6 +62,7 @@ func (f FleetConfig) enabled() bool { return f.NATS != "" || f.Conn != nil }
 func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
 	fc := n.cfg.Fleet
 	nc := fc.Conn
+	var natsErrs *fleet.ErrorLog // the errors of the connection the node makes itself
 	if nc == nil {
 		var auth []nats.Option
 		if fc.Creds != "" {
@@ -84,10 +85,9 @@ func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
 			// A credential issued a moment after the node started, or re-issued after a
 			// revocation, is accepted on a later attempt: keep trying.
 			nats.IgnoreAuthErrorAbort(),
-			nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-				n.log.Warn("nats error", "err", err)
-			}),
 			fleet.LogDisconnects(n.log))
+		natsErrs = fleet.NewErrorLog(n.log)
+		opts = append(opts, natsErrs.Option())
 		// With RetryOnFailedConnect a first connection that fails is retried in the background:
 		// say which server cannot be reached and why, and when it finally answers.
 		nc, err = nats.Connect(fc.NATS, append(opts, fleet.ConnectLogging(n.log, fc.NATS)...)...)
@@ -200,8 +200,8 @@ func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
 		if n.lapseTimer != nil { // the registrar, which arms it, has stopped
 			n.lapseTimer.Stop()
 		}
-		if fc.Conn == nil {
-			nc.Close()
+		if natsErrs != nil {
+			natsErrs.Close(nc)
 		}
 	}, nil
 }

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 )
@@ -29,6 +30,69 @@ func ConnectLogging(log *slog.Logger, urls string) []nats.Option {
 		}),
 		nats.ReconnectErrHandler(r.failed),
 	}
+}
+
+// ErrorLog logs a NATS connection's asynchronous errors (a subscription that fell behind, a
+// permission the server refused, and "consumer not active" from every KV watch whose
+// heartbeats stop while NATS is away: one per watch at each outage) as the warning "nats
+// error", with the subscription's subject when there is one, through a RateLog: the first at
+// once, the others within the minute after it held back and counted in one line (see
+// RateLog). nats.go's default writes each to stderr. Control, the edge and the DNS server
+// connect with it; its methods are safe for concurrent use.
+type ErrorLog struct {
+	rl     *RateLog
+	once   sync.Once
+	closed chan struct{} // closed by the connection's ClosedCB
+}
+
+// NewErrorLog returns an ErrorLog writing to log (nil discards).
+func NewErrorLog(log *slog.Logger) *ErrorLog {
+	return &ErrorLog{rl: NewRateLog(log, "nats error", 0), closed: make(chan struct{})}
+}
+
+// Option is the option to connect with: it sets the connection's error handler, and wraps its
+// closed handler (set before it) so that Close knows when the callbacks queued before the
+// close have run. Give it to one connection only.
+func (e *ErrorLog) Option() nats.Option {
+	return func(o *nats.Options) error {
+		o.AsyncErrorCB = e.warn
+		prev := o.ClosedCB
+		o.ClosedCB = func(c *nats.Conn) {
+			if prev != nil {
+				prev(c)
+			}
+			e.once.Do(func() { close(e.closed) })
+		}
+		return nil
+	}
+}
+
+func (e *ErrorLog) warn(_ *nats.Conn, sub *nats.Subscription, err error) {
+	if sub != nil {
+		e.rl.Warn("subject", sub.Subject, "err", err)
+		return
+	}
+	e.rl.Warn("err", err)
+}
+
+// closeWait bounds how long Close waits for the connection's queued callbacks.
+const closeWait = 5 * time.Second
+
+// Close closes nc, the connection made with Option (nil: none was made), waits (at most a few
+// seconds) until nats.go has run the error callbacks it queued before the close, which it runs
+// on a goroutine of its own, and then writes the warning held back (RateLog.Stop): its owner
+// calls it instead of nc.Close when it stops, and the ErrorLog writes nothing after it.
+func (e *ErrorLog) Close(nc *nats.Conn) {
+	if nc != nil {
+		nc.Close()
+		t := time.NewTimer(closeWait)
+		select {
+		case <-e.closed:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	e.rl.Stop()
 }
 
 // LogDisconnects returns the option that logs a NATS connection's disconnects as warnings,

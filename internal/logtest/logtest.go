@@ -1,14 +1,17 @@
 // Package logtest is a slog handler for tests that assert what a component logged: how many
 // warnings said a thing (a warning that must be written once, not once per message, say), and
-// a buffer a logger may write to from several goroutines while the test reads it.
+// a buffer a logger may write to from several goroutines while the test reads it, and the
+// records of a JSON log with a given message.
 package logtest
 
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"log/slog"
 	"strings"
 	"sync"
+	"testing"
 )
 
 // Buffer is a bytes.Buffer that a logger (or any writer) may write to from several goroutines
@@ -66,4 +69,24 @@ func (w *Warnings) Count(s string) int {
 		}
 	}
 	return n
+}
+
+// JSONLines returns the records of log, a JSON handler's output (one object a line), whose
+// message is msg, each as its decoded object; it fails the test on a line that is not JSON.
+func JSONLines(t testing.TB, log, msg string) []map[string]any {
+	t.Helper()
+	var recs []map[string]any
+	for l := range strings.SplitSeq(strings.TrimSpace(log), "\n") {
+		if l == "" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("log line %q: %v", l, err)
+		}
+		if m["msg"] == msg {
+			recs = append(recs, m)
+		}
+	}
+	return recs
 }
