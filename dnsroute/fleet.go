@@ -14,6 +14,14 @@ type Fleet interface {
 	Changed() <-chan struct{}
 }
 
+// liveFleetHealth is a Fleet followed from NATS, which can be cut off from it.
+type liveFleetHealth interface {
+	// connected reports whether its NATS connection is up.
+	connected() bool
+	// degraded says why what it holds may be out of date ("" when nothing does).
+	degraded() string
+}
+
 // StaticFleet is a Fleet held in memory: built from the config file and changed from Go with
 // SetNode and RemoveNode (tests use it to make PoPs unhealthy, draining or loaded).
 type StaticFleet struct {

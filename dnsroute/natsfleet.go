@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"reflect"
+	"strings"
 	"sync"
 	"time"
 
@@ -150,13 +151,33 @@ func (l *liveFleet) closeNATS() { l.natsErrs.Close(l.nc) }
 // times itself, so stale nodes are not used, but they stay there to fail open to: a DNS
 // server cut off from NATS sees every report go stale, and with the view's fresh nodes only
 // it would have no PoP at all and answer NODATA to every query.
-type liveView struct{ *fleet.View }
+type liveView struct {
+	*fleet.View
+	nc *nats.Conn
+}
+
+// connected implements liveFleetHealth.
+func (v liveView) connected() bool { return v.nc.Status() == nats.CONNECTED }
+
+// degraded implements liveFleetHealth: while NATS is away the server answers from the nodes it
+// saw last (failing open to them as their reports go stale), which is service, not failure.
+func (v liveView) degraded() string {
+	if st := v.nc.Status(); st != nats.CONNECTED {
+		return fmt.Sprintf("NATS not connected (%s); answering from the last fleet view", strings.ToLower(st.String()))
+	}
+	select {
+	case <-v.Ready():
+		return ""
+	default:
+		return "fleet registry not loaded yet; answering from what has arrived"
+	}
+}
 
 // PoPs implements Fleet.
 func (v liveView) PoPs() []wire.PoP { return wire.GroupPoPs(v.AllNodes()) }
 
 // fleet is the Fleet a server following l routes on.
-func (l *liveFleet) fleet() Fleet { return liveView{l.view} }
+func (l *liveFleet) fleet() Fleet { return liveView{View: l.view, nc: l.nc} }
 
 // latencySweep is how often the latency map drops expired records when no update arrives.
 const latencySweep = 30 * time.Second

@@ -90,7 +90,32 @@ func New(cfg Config) (*Server, error) {
 	s.policy.Store(&pol)
 	s.st.Store(s.buildState(c.Clock()))
 	s.m.reg.MustRegister(newPopCollector(s))
+	if h, ok := s.fleet.(liveFleetHealth); ok {
+		s.m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "meridian_dns_nats_connected",
+			Help: "1 while the server's NATS connection is up; 0 while it answers from the last fleet view it saw.",
+		}, func() float64 {
+			if h.connected() {
+				return 1
+			}
+			return 0
+		}))
+	}
 	return s, nil
+}
+
+// healthz answers 200 while the server answers queries: "ok", or "degraded: " and why its fleet
+// may be out of date (NATS away, the registry not loaded yet). A server cut off from NATS still
+// answers from the last fleet view it saw, which is the right service, so a load balancer keeps
+// it; the body, and meridian_dns_nats_connected, tell an operator.
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	if h, ok := s.fleet.(liveFleetHealth); ok {
+		if d := h.degraded(); d != "" {
+			fmt.Fprintln(w, "degraded: "+d)
+			return
+		}
+	}
+	fmt.Fprintln(w, "ok")
 }
 
 // StaticFleet returns the fleet built from the config file, or nil when Config.Fleet was set.
@@ -226,7 +251,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(s.m.reg, promhttp.HandlerOpts{}))
-		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+		mux.HandleFunc("/healthz", s.healthz)
 		admin = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute}
 		wg.Go(func() {
 			if err := admin.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
