@@ -402,7 +402,7 @@ func (f *filler) fetchTiers(req *request, stale *store.Object, opts fillOptions)
 			if p.ID == n.cfg.Node {
 				break // we own the key (or every better owner failed): go upstream ourselves
 			}
-			resp, err := f.fetchNode(req, p, hops{peer: true}, stale, n.fillCacheControl(req), "")
+			resp, err := f.fetchNode(req, p, "peer", hops{peer: true}, stale, n.fillCacheControl(req), "")
 			if err == nil {
 				return resp, "peer", nil
 			}
@@ -417,7 +417,7 @@ func (f *filler) fetchTiers(req *request, stale *store.Object, opts fillOptions)
 			return nil, "shield", errLoop
 		}
 		for _, p := range rendezvous(t.shields[shield], req.key) {
-			resp, err := f.fetchNode(req, p, hops{peer: req.hop.peer, shield: true}, stale, n.fillCacheControl(req), "")
+			resp, err := f.fetchNode(req, p, "shield", hops{peer: req.hop.peer, shield: true}, stale, n.fillCacheControl(req), "")
 			if err == nil {
 				return resp, "shield", nil
 			}
@@ -430,8 +430,10 @@ func (f *filler) fetchTiers(req *request, stale *store.Object, opts fillOptions)
 }
 
 // fetchNode asks another edge node for the object. A transport error or timeout is an error
-// (the caller moves on); any HTTP answer, even a 5xx, is the node's answer.
-func (f *filler) fetchNode(req *request, p Peer, h hops, stale *store.Object, cacheControl, rng string) (*http.Response, error) {
+// (the caller moves on); any HTTP answer, even a 5xx, is the node's answer. The time to its
+// header (or failure) is timed as tier's ("peer" or "shield"; "" times nothing: the asks for a
+// stale copy, which are no fills).
+func (f *filler) fetchNode(req *request, p Peer, tier string, h hops, stale *store.Object, cacheControl, rng string) (*http.Response, error) {
 	n := f.n
 	// The node has peer_timeout to answer with its header. Its body then streams under the
 	// fill's own bounds, as an origin's does: a large object through a shield takes as long
@@ -459,7 +461,11 @@ func (f *filler) fetchNode(req *request, p Peer, h hops, stale *store.Object, ca
 		up.Header["Range"] = []string{rng}
 	}
 	n.signHop(up)
+	start := n.clock()
 	resp, err := f.upstream("peer", p.ID, p.Addr).Do(up)
+	if tier != "" {
+		n.metrics.fetched(tier, n.clock().Sub(start))
+	}
 	if !timer.Stop() {
 		// peer_timeout passed before the header (or as it came in: the body's context is gone).
 		if err == nil {
@@ -669,7 +675,7 @@ func (f *filler) originRequest(req *request, stale *store.Object, opts fillOptio
 	start := n.clock()
 	resp, err := client.Do(up)
 	n.metrics.originFetches.Inc()
-	n.metrics.originLatency.Observe(n.clock().Sub(start).Seconds())
+	n.metrics.fetched("origin", n.clock().Sub(start))
 	if err != nil {
 		return nil, fmt.Errorf("fetch %s from origin %s: %w", req.target, o.Host, err)
 	}
@@ -861,7 +867,7 @@ func (f *filler) fleetStale(req *request) *fillResult {
 	asked := 0
 	for _, p := range nodes {
 		if f.goTracked(func() {
-			resp, err := f.fetchNode(&sub, p, hops{peer: true, shield: true}, nil, "only-if-cached", "")
+			resp, err := f.fetchNode(&sub, p, "", hops{peer: true, shield: true}, nil, "only-if-cached", "")
 			if err != nil {
 				results <- nil
 				return

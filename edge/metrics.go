@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/meridian-cdn/meridian/purge"
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,15 +27,15 @@ type metrics struct {
 	// commonest labels, found without hashing them (issue 15).
 	ok200 [3][5]atomic.Pointer[counterChild]
 	fills *prometheus.CounterVec // by tier
-	// fillsBy and originLatency are children resolved once: WithLabelValues hashes the label
-	// under the vector's lock on every fill.
-	fillsBy       [len(fillTiers)]prometheus.Counter
-	originLatency prometheus.Observer
-	tierSkips     *prometheus.CounterVec // peer or shield nodes skipped after failing
-	originFetches prometheus.Counter
-	fetchLatency  *prometheus.HistogramVec
-	staleServed   *prometheus.CounterVec // by reason
-	purges        *prometheus.CounterVec // by kind
+	// fillsBy and fetchLatencyBy are children resolved once, by fillTiers: WithLabelValues
+	// hashes the label under the vector's lock on every fill.
+	fillsBy        [len(fillTiers)]prometheus.Counter
+	fetchLatencyBy [len(fillTiers)]prometheus.Observer
+	tierSkips      *prometheus.CounterVec // peer or shield nodes skipped after failing
+	originFetches  prometheus.Counter
+	fetchLatency   *prometheus.HistogramVec
+	staleServed    *prometheus.CounterVec // by reason
+	purges         *prometheus.CounterVec // by kind
 	// purgesBy are its children, resolved once: every node applies every purge of the fleet.
 	purgesBy      [len(purgeKinds)]prometheus.Counter
 	hopRefused    prometheus.Counter // fill requests whose signature did not verify
@@ -67,7 +68,7 @@ func newMetrics(n *Node) *metrics {
 	m.originFetches = prometheus.NewCounter(prometheus.CounterOpts{Name: "meridian_edge_origin_fetches_total",
 		Help: "Requests sent to origins."})
 	m.fetchLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "meridian_edge_fetch_duration_seconds",
-		Help: "Time to response headers from an upstream.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}, []string{"tier"})
+		Help: "Time to response headers (or failure) from an upstream, by tier (peer, shield, origin).", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}, []string{"tier"})
 	m.staleServed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_edge_stale_served_total",
 		Help: "Stale responses served, by reason."}, []string{"reason"})
 	m.purges = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_edge_purges_total",
@@ -88,8 +89,8 @@ func newMetrics(n *Node) *metrics {
 	}
 	for i, t := range fillTiers {
 		m.fillsBy[i] = m.fills.WithLabelValues(t)
+		m.fetchLatencyBy[i] = m.fetchLatency.WithLabelValues(t)
 	}
-	m.originLatency = m.fetchLatency.WithLabelValues("origin")
 	for _, c := range []prometheus.Collector{m.requests, bytes, m.fills, m.tierSkips, m.originFetches, m.fetchLatency, m.staleServed, m.purges, m.hopRefused, m.hopUnstored, m.decodeRefused, m.latencySamples, m.clientRTT} {
 		f(c)
 	}
@@ -179,6 +180,17 @@ func (m *metrics) purged(k purge.Kind) {
 
 // fillTiers are the tiers a fill comes from, in fillsBy's order.
 var fillTiers = [...]string{"origin", "peer", "shield"}
+
+// fetched times one fetch from an upstream of tier (one of fillTiers) that took d.
+func (m *metrics) fetched(tier string, d time.Duration) {
+	for i, t := range fillTiers {
+		if t == tier {
+			m.fetchLatencyBy[i].Observe(d.Seconds())
+			return
+		}
+	}
+	m.fetchLatency.WithLabelValues(tier).Observe(d.Seconds())
+}
 
 // fill counts one fill from tier.
 func (m *metrics) fill(tier string) {

@@ -502,7 +502,7 @@ func (f *filler) sliceTiers(req *request, rng string) (*http.Response, string, e
 	n := f.n
 	t := n.tiers.Load()
 	try := func(tier string, p Peer, h hops) *http.Response {
-		resp, err := f.fetchNode(req, p, h, nil, "", rng)
+		resp, err := f.fetchNode(req, p, tier, h, nil, "", rng)
 		if err == nil && resp.StatusCode == http.StatusPartialContent {
 			return resp
 		}
