@@ -265,6 +265,10 @@ func printReceipt(w io.Writer, r Response) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "KIND\tSEQ\tPOP\tPOP MS\tNODE\tACK MS\tHITS")
 	for _, p := range r.Purges {
+		kind := string(p.Kind)
+		if p.Soft {
+			kind += "/soft" // one field: the table splits on white space
+		}
 		for _, pop := range p.PoPs {
 			popMs := "-"
 			if pop.Complete {
@@ -276,13 +280,19 @@ func printReceipt(w io.Writer, r Response) error {
 					ack = NodePending // a control plane from before node states
 				}
 				if n.Acked {
-					ack, hits = fmt.Sprintf("%.1f", n.LatencyMs), fmt.Sprint(n.Hits)
+					ack = fmt.Sprintf("%.1f", n.LatencyMs)
+					// Only a url purge a node applied itself counts what it held: prefix, key
+					// and whole-host purges match at read time, and a node that joined after
+					// the purge applied nothing, so their 0 does not mean nothing was purged.
+					if p.Kind == KindURL && !n.Joined {
+						hits = fmt.Sprint(n.Hits)
+					}
 				}
-				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", p.Kind, p.Seq, pop.PoP, popMs, n.Node, ack, hits)
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", kind, p.Seq, pop.PoP, popMs, n.Node, ack, hits)
 			}
 		}
 		if len(p.PoPs) == 0 {
-			fmt.Fprintf(tw, "%s\t%d\t-\t-\t-\t-\t-\n", p.Kind, p.Seq)
+			fmt.Fprintf(tw, "%s\t%d\t-\t-\t-\t-\t-\n", kind, p.Seq)
 		}
 	}
 	if err := tw.Flush(); err != nil {

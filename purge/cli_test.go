@@ -425,3 +425,54 @@ func TestRedirectKeepsTokenOffPlainHTTP(t *testing.T) {
 		t.Errorf("the CLI followed the redirect to plain http: %q", guard.off)
 	}
 }
+
+// TestReceiptTableHitsAndSoft: the table's HITS column shows a count only where a node counted
+// one, a url purge it applied itself; prefix, key and whole-host purges are matched at read
+// time and a node reports 0 whatever they match, and a node that joined after the purge applied
+// nothing, so their 0 is not "nothing was purged" and reads "-". A soft purge says so in KIND
+// (`url/soft`, one field).
+// Before, a prefix purge that removed a whole directory printed HITS 0 on every node.
+func TestReceiptTableHitsAndSoft(t *testing.T) {
+	acked := func(node string, hits int, joined bool) NodeAck {
+		return NodeAck{Node: node, Acked: true, Status: NodeAcked, Hits: hits, LatencyMs: 1, Joined: joined}
+	}
+	cases := []struct {
+		name     string
+		kind     Kind
+		soft     bool
+		node     NodeAck
+		wantKind string
+		wantHits string
+	}{
+		{"url counted", KindURL, false, acked("n1", 3, false), "url", "3"},
+		{"url none held", KindURL, false, acked("n1", 0, false), "url", "0"},
+		{"url soft", KindURL, true, acked("n1", 2, false), "url/soft", "2"},
+		{"url joined", KindURL, false, acked("n1", 0, true), "url", "-"},
+		{"prefix", KindPrefix, false, acked("n1", 0, false), "prefix", "-"},
+		{"key soft", KindKey, true, acked("n1", 0, false), "key/soft", "-"},
+		{"all", KindAll, false, acked("n1", 0, false), "all", "-"},
+		{"pending", KindURL, false, NodeAck{Node: "n1", Status: NodePending}, "url", "-"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := Response{ID: "r1", Purges: []Receipt{{ID: "r1-" + string(c.kind), Seq: 7, Kind: c.kind, Soft: c.soft,
+				PoPs: []PoPReceipt{{PoP: "ams", Nodes: []NodeAck{c.node}}}}}}
+			var out bytes.Buffer
+			if err := printReceipt(&out, r); err != nil {
+				t.Fatal(err)
+			}
+			lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+			if len(lines) != 3 {
+				t.Fatalf("output has %d lines, want 3:\n%s", len(lines), out.String())
+			}
+			row := lines[2]
+			if !strings.HasPrefix(row, c.wantKind+"  ") {
+				t.Errorf("row %q: want KIND %q", row, c.wantKind)
+			}
+			fields := strings.Fields(row)
+			if got := fields[len(fields)-1]; got != c.wantHits {
+				t.Errorf("row %q: HITS %q, want %q", row, got, c.wantHits)
+			}
+		})
+	}
+}
