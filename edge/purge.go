@@ -54,6 +54,9 @@ func (n *Node) ApplyPurge(_ context.Context, m purge.Message) (hits int, err err
 				if o, verdict, vary := n.store.Lookup(key, nil); o != nil || vary != nil && verdict != store.Purged {
 					hit = true
 				}
+				if !m.Soft {
+					n.dropSlices(host, key)
+				}
 				n.store.Purge(store.Record{Kind: store.URL, Host: host, Value: key, Soft: m.Soft})
 			}
 			if hit {
@@ -81,6 +84,33 @@ func (n *Node) ApplyPurge(_ context.Context, m purge.Message) (hits int, err err
 	}
 	n.advancePurgeSeq(m.Seq)
 	return hits, nil
+}
+
+// dropSlices frees the slices of every sliced variant stored under key, for a hard URL purge,
+// which frees the URL's memory: deleting the manifest alone left the object's whole length in
+// the store, slices no lookup serves, until evicted or expired (a year, for max-age=31536000),
+// and a refill of a changed object, whose slices its new validator names, held both versions.
+// Slices cut at a slice size the host no longer has are left to expire.
+func (n *Node) dropSlices(host, key string) {
+	sliceSize := int64(defaultSliceBytes)
+	if hosts := n.hosts.Load(); hosts != nil {
+		if hs := (*hosts)[host]; hs != nil {
+			sliceSize = hs.sliceBytes()
+		}
+	}
+	var parts []string
+	n.store.EachVariant(key, func(o *store.Object) {
+		if o.Size <= 0 || o.Part != "" {
+			return // not a manifest
+		}
+		v := objectValidator(o)
+		for i := int64(0); i*sliceSize < o.Size; i++ {
+			parts = append(parts, slicePart(i, sliceSize, v))
+		}
+	})
+	for _, p := range parts {
+		n.store.Delete(key + p)
+	}
 }
 
 // MarkAllStale treats every object stored so far as stale: the node missed purges it cannot

@@ -15,7 +15,9 @@ import (
 	"time"
 
 	"github.com/meridian-cdn/meridian/edge/store"
+	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/origin"
+	"github.com/meridian-cdn/meridian/purge"
 	"github.com/meridian-cdn/meridian/wire"
 )
 
@@ -545,5 +547,42 @@ func TestSlicedVariantChangedLeavesOthers(t *testing.T) {
 	r := get("en", "bytes=0-9")
 	if cs := r.header.Get("Cache-Status"); !strings.Contains(cs, "; hit") || enFetches.Load() != before {
 		t.Errorf("en after de changed: Cache-Status %q, %d origin requests more; want a hit, none", cs, enFetches.Load()-before)
+	}
+}
+
+// TestSlicedHardURLPurgeFreesSlices: a hard URL purge frees the URL's memory (docs/edge.md,
+// "Purge"), the slices of a sliced object too. Before, it deleted the manifest alone: the
+// object's whole length stayed in the store as slices no lookup would serve, until evicted or
+// expired (with max-age=31536000, a year), and a refill of a changed object, whose slices are
+// named by its new ETag, held both versions. A soft purge keeps them (they are revalidated).
+func TestSlicedHardURLPurgeFreesSlices(t *testing.T) {
+	const size = 10 << 20 // 5 slices
+	for _, soft := range []bool{false, true} {
+		t.Run(fmt.Sprintf("soft=%v", soft), func(t *testing.T) {
+			s := slicedEdge(t)
+			path := "/big/release.iso"
+			target := obj(path, "size", strconv.Itoa(size), "cc", "max-age=31536000")
+			fillSliced(t, s, path, target, 1, size)
+			if items := s.edge.store.Stats().Items; items != 6 {
+				t.Fatalf("store holds %d items after the fill, want 6 (the manifest and 5 slices)", items)
+			}
+			s.clock.Advance(1e9)
+			m := purge.Message{ID: "p", Seq: 1, Host: testHost, Kind: purge.KindURL, Values: []string{target}, Soft: soft}
+			if _, err := s.edge.ApplyPurge(t.Context(), m); err != nil {
+				t.Fatal(err)
+			}
+			if soft {
+				for i := range int64(5) {
+					part := slicePart(i, defaultSliceBytes, origin.ETag(path, 1, size))
+					if o, v := s.edge.store.LookupPart(s.edge.key(target), part, http.Header{}); o == nil || v != store.SoftPurged {
+						t.Errorf("slice %d after a soft purge: %v, %v; want it kept, soft-purged", i, o != nil, v)
+					}
+				}
+				return
+			}
+			wait.For(t, 5*time.Second, "the purged object's slices to leave the store", func() bool {
+				return s.edge.store.Stats().Items == 0
+			})
+		})
 	}
 }

@@ -736,6 +736,25 @@ func (s *Store) variantsOf(r ref) (vary []string, others []packed) {
 	return vary, []packed{p}
 }
 
+// EachVariant calls fn with every variant stored under primary, whatever purges matched them,
+// while primary's lock is held: fn must neither call the store nor keep o. It is for a caller
+// that frees what hangs off an object under keys of its own (a sliced object's slices) before
+// it is deleted.
+func (s *Store) EachVariant(primary string, fn func(o *Object)) {
+	mu := s.lockOf(s.hash(primary))
+	mu.Lock()
+	defer mu.Unlock()
+	s.settle(primary)
+	r, ok := s.get(primary)
+	if !ok {
+		return
+	}
+	vary, ps := s.variantsOf(r)
+	for _, p := range ps {
+		fn(p.object(vary))
+	}
+}
+
 // Delete drops every variant of primary. It frees memory only; purges are read-time records.
 func (s *Store) Delete(primary string) {
 	mu := s.lockOf(s.hash(primary))
