@@ -144,6 +144,9 @@ func TestMalformedRequests(t *testing.T) {
 	}{
 		{"host differs from :authority", []string{":method", "GET", ":scheme", "https", ":authority", "a", ":path", "/", "host", "b"}},
 		{"two hosts", []string{":method", "GET", ":scheme", "https", ":path", "/", "host", "a", "host", "b"}},
+		{"host port differs from :authority", []string{":method", "GET", ":scheme", "https", ":authority", "a", ":path", "/", "host", "a:80"}},
+		{"empty :authority beside host", []string{":method", "GET", ":scheme", "https", ":authority", "", ":path", "/", "host", "a"}},
+		{"empty :authority", []string{":method", "GET", ":scheme", "https", ":authority", "", ":path", "/"}},
 		{"userinfo in :authority", []string{":method", "GET", ":scheme", "https", ":authority", "u@a", ":path", "/"}},
 		{"invalid :authority", []string{":method", "GET", ":scheme", "https", ":authority", "a b/c", ":path", "/"}},
 		{"absolute :path", []string{":method", "GET", ":scheme", "https", ":authority", "a", ":path", "https://b/x"}},
@@ -167,6 +170,57 @@ func TestMalformedRequests(t *testing.T) {
 			}
 			c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: c.buf.Bytes(), EndStream: true, EndHeaders: true})
 			c.wantReset(1, http2.ErrCodeProtocol, true)
+		})
+	}
+}
+
+// TestHostBesideAuthorityNormalized: a Host field that names the same entity as :authority
+// once both are normalized as RFC 9113 (section 8.3.1) requires of a server that is not the
+// origin (scheme-based normalization, RFC 3986 section 6.2.3: the host's case, the scheme's
+// default port, an empty port) is no conflict: the request is served, and its host is the
+// :authority, which the target URI comes from. Compared as strings, they were reset.
+func TestHostBesideAuthorityNormalized(t *testing.T) {
+	hosts := make(chan string, 1)
+	ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hosts <- r.Host
+		if _, ok := r.Header["Host"]; ok {
+			t.Errorf("Host left in the header: %q", r.Header["Host"])
+		}
+	}))
+	for _, tc := range []struct {
+		scheme, authority, host string
+	}{
+		{"https", "a.example", "A.Example"},
+		{"https", "A.Example", "a.example"},
+		{"https", "a.example", "a.example:443"},
+		{"https", "a.example:443", "a.example"},
+		{"https", "a.example", "a.example:"},
+		{"http", "a.example", "a.example:80"},
+		{"https", "a.example:8443", "A.EXAMPLE:8443"},
+		{"https", "[::1]", "[::1]:443"},
+	} {
+		t.Run(tc.scheme+" "+tc.authority+" "+tc.host, func(t *testing.T) {
+			c := dialRaw(t, ts)
+			c.buf.Reset()
+			for _, f := range [][2]string{{":method", "GET"}, {":scheme", tc.scheme}, {":authority", tc.authority}, {":path", "/"}, {"host", tc.host}} {
+				c.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+			}
+			c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: c.buf.Bytes(), EndStream: true, EndHeaders: true})
+			c.until("the answer", func(f http2.Frame) bool {
+				switch f := f.(type) {
+				case *http2.RSTStreamFrame:
+					t.Fatalf("reset with %v: Host %q and :authority %q are one entity", f.ErrCode, tc.host, tc.authority)
+				case *http2.MetaHeadersFrame:
+					if got := f.PseudoValue("status"); got != "200" {
+						t.Fatalf("status %s", got)
+					}
+					return true
+				}
+				return false
+			})
+			if got := <-hosts; got != tc.authority {
+				t.Errorf("r.Host %q, want the :authority %q", got, tc.authority)
+			}
 		})
 	}
 }

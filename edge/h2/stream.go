@@ -42,6 +42,7 @@ type stream struct {
 // request is malformed (a stream error of type PROTOCOL_ERROR, RFC 9113 section 8.1.1).
 func (c *conn) newStream(id uint32, f *http2.MetaHeadersFrame) *stream {
 	var method, path, scheme, authority string
+	hasAuthority := false
 	for _, hf := range f.PseudoFields() {
 		switch hf.Name {
 		case ":method":
@@ -51,7 +52,7 @@ func (c *conn) newStream(id uint32, f *http2.MetaHeadersFrame) *stream {
 		case ":scheme":
 			scheme = hf.Value
 		case ":authority":
-			authority = hf.Value
+			authority, hasAuthority = hf.Value, true
 		default: // :status, or :protocol, which we do not allow (no SETTINGS_ENABLE_CONNECT_PROTOCOL)
 			return nil
 		}
@@ -91,14 +92,24 @@ func (c *conn) newStream(id uint32, f *http2.MetaHeadersFrame) *stream {
 		// Cookie crumbs are joined back into one field (section 8.2.3).
 		header["Cookie"] = []string{strings.Join(header["Cookie"], "; ")}
 	}
+	if hasAuthority && authority == "" {
+		// Present but empty: the target URI has an empty host, which an http(s) URI may
+		// not have (RFC 9110, section 4.2.1), and Host must not stand in for it (RFC 9113,
+		// section 8.3.1: not when :authority is present).
+		return nil
+	}
 	if host, ok := header["Host"]; ok {
-		// Host may be sent beside :authority only with the same value, and only once (RFC
-		// 9113, section 8.3.1; as x/net's server): a front end and the edge must never
-		// read two different hosts. As with net/http, Host leaves the header for r.Host.
-		if len(host) != 1 || authority != "" && host[0] != authority {
+		// Host may be sent beside :authority only naming the same entity, and only once
+		// (RFC 9113, section 8.3.1): a front end and the edge must never read two
+		// different hosts. The two are compared after scheme-based normalization, as that
+		// section requires of a server that is not the origin; the host is :authority's.
+		// As with net/http, Host leaves the header for r.Host.
+		if len(host) != 1 || hasAuthority && !sameAuthority(scheme, authority, host[0]) {
 			return nil
 		}
-		authority = host[0]
+		if !hasAuthority {
+			authority = host[0]
+		}
 		delete(header, "Host")
 	}
 	// No userinfo in an http(s) authority, and nothing a host cannot hold (section 8.3.1).
@@ -170,6 +181,28 @@ func (c *conn) newStream(id uint32, f *http2.MetaHeadersFrame) *stream {
 	st.req = req.WithContext(st.ctx)
 	st.rw = responseWriter{st: st, head: method == http.MethodHead, cl: -1, header: c.takeHeaderLocked(), values: c.takeValuesLocked()}
 	return st
+}
+
+// sameAuthority reports whether authorities a and b name one entity under scheme-based
+// normalization (RFC 3986, section 6.2.3): hosts compared without regard to case, and an
+// empty port or the scheme's default one the same as none.
+func sameAuthority(scheme, a, b string) bool {
+	ah, ap := splitAuthority(scheme, a)
+	bh, bp := splitAuthority(scheme, b)
+	return ap == bp && strings.EqualFold(ah, bh)
+}
+
+// splitAuthority splits an authority into its host and port, the port "" when it is empty
+// or scheme's default.
+func splitAuthority(scheme, a string) (host, port string) {
+	host = a
+	if i := strings.LastIndexByte(a, ':'); i >= 0 && strings.IndexByte(a[i:], ']') < 0 {
+		host, port = a[:i], a[i+1:]
+	}
+	if scheme == "https" && port == "443" || scheme == "http" && port == "80" {
+		port = ""
+	}
+	return host, port
 }
 
 // requestBody is a request's body: DATA frames the reader puts, the handler reads. Memory is
