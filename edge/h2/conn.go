@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 
@@ -651,8 +652,10 @@ func (c *conn) openLocked(f *http2.MetaHeadersFrame) (*stream, action) {
 		switch {
 		case st.remoteDone:
 			c.resetLocked(id, http2.ErrCodeStreamClosed)
-		case !f.StreamEnded() || len(f.PseudoFields()) > 0:
-			c.resetLocked(id, http2.ErrCodeProtocol) // trailers end the stream, without pseudo-fields
+		case !f.StreamEnded() || len(f.PseudoFields()) > 0 || slices.ContainsFunc(f.RegularFields(), malformedField):
+			// Trailers end the stream, without pseudo-fields, and are held to the rules of
+			// the header's fields (RFC 9113, section 8.2).
+			c.resetLocked(id, http2.ErrCodeProtocol)
 		case st.declaredLen >= 0 && st.gotLen != st.declaredLen:
 			c.resetLocked(id, http2.ErrCodeProtocol)
 		default:

@@ -157,6 +157,8 @@ func TestMalformedRequests(t *testing.T) {
 		{"uppercase", []string{":method", "GET", ":scheme", "https", ":authority", "a", ":path", "/", "X-Up", "1"}},
 		{"CR in value", []string{":method", "GET", ":scheme", "https", ":authority", "a", ":path", "/", "x-a", "1\r\nx-b: 2"}},
 		{"NUL in value", []string{":method", "GET", ":scheme", "https", ":authority", "a", ":path", "/", "x-a", "1\x002"}},
+		{"value starts with a space", []string{":method", "GET", ":scheme", "https", ":authority", "a", ":path", "/", "x-a", " 1"}},
+		{"value ends with a tab", []string{":method", "GET", ":scheme", "https", ":authority", "a", ":path", "/", "accept", "*/*\t"}},
 		{"duplicate :path", []string{":method", "GET", ":scheme", "https", ":authority", "a", ":path", "/", ":path", "/x"}},
 		{"pseudo after regular", []string{":method", "GET", ":scheme", "https", "x-a", "1", ":authority", "a", ":path", "/"}},
 		{"CONNECT with :path", []string{":method", "CONNECT", ":authority", "a:443", ":path", "/"}},
@@ -220,6 +222,70 @@ func TestHostBesideAuthorityNormalized(t *testing.T) {
 			})
 			if got := <-hosts; got != tc.authority {
 				t.Errorf("r.Host %q, want the :authority %q", got, tc.authority)
+			}
+		})
+	}
+}
+
+// TestMalformedTrailers: a request's trailers are held to the rules of its header fields
+// (RFC 9113, section 8.2): a connection-specific field, a TE other than "trailers" or a
+// value with white space at either end makes the request malformed, and its stream is reset
+// with PROTOCOL_ERROR. The handler reading the body gets an error, not its end. Such
+// trailers were accepted (and dropped), and the body ended as if whole.
+func TestMalformedTrailers(t *testing.T) {
+	type result struct {
+		body string
+		err  error
+	}
+	for _, tc := range []struct {
+		name     string
+		trailers []string
+		ok       bool
+	}{
+		{"valid", []string{"x-sum", "1"}, true},
+		{"te trailers", []string{"te", "trailers"}, true},
+		{"pseudo field", []string{":path", "/x"}, false},
+		{"connection", []string{"connection", "close"}, false},
+		{"keep-alive", []string{"keep-alive", "timeout=5"}, false},
+		{"proxy-connection", []string{"proxy-connection", "keep-alive"}, false},
+		{"transfer-encoding", []string{"transfer-encoding", "chunked"}, false},
+		{"upgrade", []string{"upgrade", "h2c"}, false},
+		{"te gzip", []string{"te", "gzip"}, false},
+		{"value starts with a space", []string{"x-sum", " 1"}, false},
+		{"value ends with a space", []string{"x-sum", "1 "}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			results := make(chan result, 1)
+			ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				b, err := io.ReadAll(r.Body)
+				results <- result{string(b), err}
+			}))
+			c := dialRaw(t, ts)
+			c.buf.Reset()
+			for _, f := range [][2]string{{":method", "POST"}, {":scheme", "https"}, {":authority", "a"}, {":path", "/"}} {
+				c.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+			}
+			c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: c.buf.Bytes(), EndHeaders: true})
+			c.fr.WriteData(1, false, []byte("abc"))
+			c.buf.Reset()
+			for i := 0; i < len(tc.trailers); i += 2 {
+				c.enc.WriteField(hpack.HeaderField{Name: tc.trailers[i], Value: tc.trailers[i+1]})
+			}
+			c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: c.buf.Bytes(), EndStream: true, EndHeaders: true})
+			if !tc.ok {
+				c.wantReset(1, http2.ErrCodeProtocol, true)
+			}
+			var got result
+			select {
+			case got = <-results:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the handler did not finish reading the body")
+			}
+			switch {
+			case tc.ok && (got.err != nil || got.body != "abc"):
+				t.Fatalf("body %q, error %v; want \"abc\" whole", got.body, got.err)
+			case !tc.ok && got.err == nil:
+				t.Fatalf("body %q read whole, its trailers malformed", got.body)
 			}
 		})
 	}

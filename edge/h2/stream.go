@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // stream is one request and its response. Its fields are guarded by the connection's mu,
@@ -70,14 +71,10 @@ func (c *conn) newStream(id uint32, f *http2.MetaHeadersFrame) *stream {
 	values := make([]string, len(regular)) // one backing array for the common one-value fields
 	cookies := 0
 	for i, hf := range regular {
-		switch hf.Name {
-		case "connection", "proxy-connection", "keep-alive", "transfer-encoding", "upgrade":
-			return nil // connection-specific fields are malformed in HTTP/2 (section 8.2.2)
-		case "te":
-			if hf.Value != "trailers" {
-				return nil
-			}
-		case "cookie":
+		if malformedField(hf) {
+			return nil
+		}
+		if hf.Name == "cookie" {
 			cookies++
 		}
 		key := http.CanonicalHeaderKey(hf.Name)
@@ -181,6 +178,23 @@ func (c *conn) newStream(id uint32, f *http2.MetaHeadersFrame) *stream {
 	st.req = req.WithContext(st.ctx)
 	st.rw = responseWriter{st: st, head: method == http.MethodHead, cl: -1, header: c.takeHeaderLocked(), values: c.takeValuesLocked()}
 	return st
+}
+
+// malformedField reports whether a regular field makes a request malformed in HTTP/2 (RFC
+// 9113, section 8.2), in its header or its trailers: a connection-specific field, TE other
+// than "trailers" (section 8.2.2), or a value that starts or ends with white space (section
+// 8.2.1; the decoder has refused the other invalid values).
+func malformedField(hf hpack.HeaderField) bool {
+	switch hf.Name {
+	case "connection", "proxy-connection", "keep-alive", "transfer-encoding", "upgrade":
+		return true
+	case "te":
+		if hf.Value != "trailers" {
+			return true
+		}
+	}
+	v := hf.Value
+	return v != "" && (v[0] == ' ' || v[0] == '\t' || v[len(v)-1] == ' ' || v[len(v)-1] == '\t')
 }
 
 // sameAuthority reports whether authorities a and b name one entity under scheme-based
