@@ -171,7 +171,7 @@ func (c *conn) newStream(id uint32, f *http2.MetaHeadersFrame) *stream {
 		Body:       http.NoBody,
 	}
 	if !endStream {
-		st.body = &requestBody{st: st, needContinue: header.Get("Expect") == "100-continue"}
+		st.body = &requestBody{st: st, needContinue: httpguts.HeaderValuesContainsToken(header["Expect"], "100-continue")}
 		req.Body = st.body
 		req.ContentLength = declared
 	}
