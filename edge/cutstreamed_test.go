@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -145,6 +146,79 @@ func TestStreamedMissCutShortShowsItsBytes(t *testing.T) {
 		// The kept answers' Cache-Status said stored (it went out before the cut): none was.
 		if items := n.store.Stats().Items; items != 0 {
 			t.Errorf("%s: %d objects stored after every answer was cut short, want 0", servers, items)
+		}
+	}
+}
+
+// TestStreamedMissCutShortCollapsed: the clients collapsed on one streaming fill, over every
+// protocol at once, all get what TestStreamedMissCutShortShowsItsBytes's one client gets when
+// the origin cuts the body: the head, the bytes that came, then the cut. The origin is asked
+// once, and nothing is stored.
+func TestStreamedMissCutShortCollapsed(t *testing.T) {
+	const hdr = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nCache-Control: max-age=60\r\nX-Origin: yes\r\n"
+	for _, tt := range []struct{ name, head, after string }{
+		{"length", hdr + "Content-Length: 80000\r\n\r\n", "hello"},
+		{"chunked", hdr + "Transfer-Encoding: chunked\r\n\r\n", "5\r\nhello\r\n"},
+	} {
+		for _, servers := range []string{HTTP1Fast, HTTP1Std} {
+			t.Run(tt.name+"/"+servers, func(t *testing.T) {
+				cut := make(chan struct{}) // closed once every client has the head
+				var asked atomic.Int32
+				o := startScriptOrigin(t, "127.0.0.69", func(c net.Conn, r *http.Request, _ int) bool {
+					asked.Add(1)
+					io.WriteString(c, tt.head)
+					select {
+					case <-cut:
+					case <-time.After(5 * time.Second): // a head never reached its client: a failure below
+					}
+					io.WriteString(c, tt.after)
+					return true // the cut
+				})
+				_, n := tlsEdge(t, TLSConfig{Dev: true}, func(c *Config) {
+					c.HTTP1, c.HTTP2 = servers, servers
+					c.Hosts = []wire.HostConfig{{Host: testHost, Origin: "http://" + o}}
+				})
+				pcs := everyProtocol(t, n)
+				pcs = append(pcs, pcs...) // two clients on each protocol
+				var heads, done sync.WaitGroup
+				heads.Add(len(pcs))
+				for _, pc := range pcs {
+					done.Go(func() {
+						req, err := http.NewRequest(http.MethodGet, pc.url+"/collapsed", nil)
+						if err != nil {
+							heads.Done()
+							t.Error(err)
+							return
+						}
+						req.Host = testHost
+						r, err := (&http.Client{Transport: pc.rt}).Do(req)
+						heads.Done()
+						if err != nil {
+							t.Errorf("%s: %v; want the answer's head, then its cut", pc.name, err)
+							return
+						}
+						got, err := io.ReadAll(r.Body)
+						r.Body.Close()
+						want := "hello"
+						if pc.name == "http/3" && strings.HasPrefix(want, string(got)) {
+							want = string(got) // QUIC's reset drops what it has not delivered
+						}
+						if r.StatusCode != http.StatusOK || r.Header.Get("X-Origin") != "yes" || err == nil || string(got) != want {
+							t.Errorf("%s: %d (X-Origin %q), body %q, read error %v; want 200 from the origin, %q, then an error",
+								pc.name, r.StatusCode, r.Header.Get("X-Origin"), got, err, "hello")
+						}
+					})
+				}
+				heads.Wait()
+				close(cut)
+				done.Wait()
+				if got := asked.Load(); got != 1 {
+					t.Errorf("the origin was asked %d times, want once (the clients collapsed)", got)
+				}
+				if items := n.store.Stats().Items; items != 0 {
+					t.Errorf("%d objects stored after the answer was cut short, want 0", items)
+				}
+			})
 		}
 	}
 }
