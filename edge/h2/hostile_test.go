@@ -145,6 +145,8 @@ func TestMalformedRequests(t *testing.T) {
 		{"host differs from :authority", []string{":method", "GET", ":scheme", "https", ":authority", "a", ":path", "/", "host", "b"}},
 		{"two hosts", []string{":method", "GET", ":scheme", "https", ":path", "/", "host", "a", "host", "b"}},
 		{"host port differs from :authority", []string{":method", "GET", ":scheme", "https", ":authority", "a", ":path", "/", "host", "a:80"}},
+		{"host differs from :authority but for a Unicode case fold (Kelvin sign)", []string{":method", "GET", ":scheme", "https", ":authority", "kelvin.example", ":path", "/", "host", "\u212aelvin.example"}},
+		{"host differs from :authority but for a Unicode case fold (long s)", []string{":method", "GET", ":scheme", "https", ":authority", "shop.example", ":path", "/", "host", "\u017fhop.example"}},
 		{"empty :authority beside host", []string{":method", "GET", ":scheme", "https", ":authority", "", ":path", "/", "host", "a"}},
 		{"empty :authority", []string{":method", "GET", ":scheme", "https", ":authority", "", ":path", "/"}},
 		{"userinfo in :authority", []string{":method", "GET", ":scheme", "https", ":authority", "u@a", ":path", "/"}},

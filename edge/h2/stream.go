@@ -198,12 +198,34 @@ func malformedField(hf hpack.HeaderField) bool {
 }
 
 // sameAuthority reports whether authorities a and b name one entity under scheme-based
-// normalization (RFC 3986, section 6.2.3): hosts compared without regard to case, and an
-// empty port or the scheme's default one the same as none.
+// normalization (RFC 3986, section 6.2.3): hosts compared without regard to ASCII case, and
+// an empty port or the scheme's default one the same as none.
 func sameAuthority(scheme, a, b string) bool {
 	ah, ap := splitAuthority(scheme, a)
 	bh, bp := splitAuthority(scheme, b)
-	return ap == bp && strings.EqualFold(ah, bh)
+	return ap == bp && asciiEqualFold(ah, bh)
+}
+
+// asciiEqualFold reports whether a and b are equal but for the case of ASCII letters. Not
+// strings.EqualFold: its Unicode folding makes the Kelvin sign K (U+212A) equal to k and
+// the long s (U+017F) to s, so a Host a front end reads as another name would compare equal.
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
 
 // splitAuthority splits an authority into its host and port, the port "" when it is empty
