@@ -45,6 +45,9 @@ func (c *conn) newStream(id uint32, f *http2.MetaHeadersFrame) *stream {
 	var method, path, scheme, authority string
 	hasAuthority := false
 	for _, hf := range f.PseudoFields() {
+		if edgeSpace(hf.Value) {
+			return nil // section 8.2.1 holds for pseudo-fields' values too
+		}
 		switch hf.Name {
 		case ":method":
 			method = hf.Value
@@ -193,7 +196,12 @@ func malformedField(hf hpack.HeaderField) bool {
 			return true
 		}
 	}
-	v := hf.Value
+	return edgeSpace(hf.Value)
+}
+
+// edgeSpace reports whether field value v starts or ends with SP or HTAB (RFC 9113, section
+// 8.2.1), which makes a request malformed.
+func edgeSpace(v string) bool {
 	return v != "" && (v[0] == ' ' || v[0] == '\t' || v[len(v)-1] == ' ' || v[len(v)-1] == '\t')
 }
 
