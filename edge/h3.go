@@ -6,13 +6,13 @@ import (
 	"maps"
 	"net/http"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/meridian-cdn/meridian/edge/sendtimeout"
 )
@@ -48,7 +48,7 @@ func serveSendTimeout(w http.ResponseWriter, r *http.Request, timeout time.Durat
 	}
 	hw := &h3Writer{ResponseWriter: w}
 	hw.d.Init(target, timeout)
-	if r.Body != nil && r.ContentLength != 0 && strings.EqualFold(fieldValue(r.Header, "Expect"), "100-continue") {
+	if r.Body != nil && r.ContentLength != 0 && httpguts.HeaderValuesContainsToken(r.Header["Expect"], "100-continue") {
 		r.Body = &expectContinue{ReadCloser: r.Body, w: hw}
 	}
 	serve(hw, r)
