@@ -86,11 +86,20 @@ func (n *Node) ApplyPurge(_ context.Context, m purge.Message) (hits int, err err
 	return hits, nil
 }
 
+// maxSlicesDropped bounds the slices dropSlices frees of one variant: its first 65,536 (128 GiB
+// at the default slice size). A manifest's length is what its origin's Content-Range says, up
+// to the largest int64, and the store cannot tell which of its slices it holds but by asking
+// for each: walking every slice of such a length held the purge subscriber's goroutine, and
+// every later purge and ack of the node, until the process ran out of memory. Slices past it
+// are left to expire, as ones cut at an older slice size are.
+const maxSlicesDropped = 1 << 16
+
 // dropSlices frees the slices of every sliced variant stored under key, for a hard URL purge,
 // which frees the URL's memory: deleting the manifest alone left the object's whole length in
 // the store, slices no lookup serves, until evicted or expired (a year, for max-age=31536000),
 // and a refill of a changed object, whose slices its new validator names, held both versions.
-// Slices cut at a slice size the host no longer has are left to expire.
+// Slices cut at a slice size the host no longer has, and those past maxSlicesDropped, are
+// left to expire.
 func (n *Node) dropSlices(host, key string) {
 	sliceSize := int64(defaultSliceBytes)
 	if hosts := n.hosts.Load(); hosts != nil {
@@ -98,18 +107,23 @@ func (n *Node) dropSlices(host, key string) {
 			sliceSize = hs.sliceBytes()
 		}
 	}
-	var parts []string
+	type manifest struct {
+		validator string
+		slices    int64
+	}
+	var ms []manifest
 	n.store.EachVariant(key, func(o *store.Object) {
 		if o.Size <= 0 || o.Part != "" {
 			return // not a manifest
 		}
-		v := objectValidator(o)
-		for i := int64(0); i*sliceSize < o.Size; i++ {
-			parts = append(parts, slicePart(i, sliceSize, v))
-		}
+		// (Size-1)/sliceSize+1, not a walk while i*sliceSize < Size, which overflows for a
+		// Size near the largest int64. The validator is copied: o's strings are the store's.
+		ms = append(ms, manifest{strings.Clone(objectValidator(o)), min((o.Size-1)/sliceSize+1, maxSlicesDropped)})
 	})
-	for _, p := range parts {
-		n.store.Delete(key + p)
+	for _, m := range ms {
+		for i := range m.slices {
+			n.store.Delete(key + slicePart(i, sliceSize, m.validator))
+		}
 	}
 }
 

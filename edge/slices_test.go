@@ -2,9 +2,11 @@ package edge
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"math"
 	"mime"
 	"mime/multipart"
 	"net/http"
@@ -585,4 +587,46 @@ func TestSlicedHardURLPurgeFreesSlices(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestSlicedHardURLPurgeOfHugeManifest: a sliced object's length is what its origin's
+// Content-Range says (firstSlice), up to the largest int64. A hard URL purge walks its slices
+// by index to free them; it must not walk (or list) every slice such a length names: before,
+// it listed them all before deleting one, in the purge subscriber's goroutine, so a manifest of
+// 8 EiB (4.4 trillion 2 MiB slices; its last index times the slice size also overflows int64)
+// held every later purge and ack of the node until the process ran out of memory. The walk is
+// bounded (maxSlicesDropped) and the slices within it are still freed.
+func TestSlicedHardURLPurgeOfHugeManifest(t *testing.T) {
+	const size = 10 << 20 // 5 slices
+	s := slicedEdge(t)
+	path := "/big/huge.bin"
+	target := obj(path, "size", strconv.Itoa(size), "cc", "max-age=31536000")
+	fillSliced(t, s, path, target, 1, size)
+	key := s.edge.key(target)
+	o, _, _ := s.edge.store.Lookup(key, nil)
+	if o == nil || o.Size != size {
+		t.Fatalf("manifest after the fill: %v; want one of size %d", o != nil, size)
+	}
+	m := o.Detached()
+	m.Size = math.MaxInt64 // as an origin's "Content-Range: bytes 0-2097151/9223372036854775807" makes it
+	if !s.edge.store.Put(m) {
+		t.Fatal("the store refused the manifest")
+	}
+	s.clock.Advance(1e9)
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.edge.ApplyPurge(context.Background(), purge.Message{ID: "p", Seq: 1, Host: testHost, Kind: purge.KindURL, Values: []string{target}})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("a hard purge of a manifest of 8 EiB did not return in 30 s")
+	}
+	wait.For(t, 5*time.Second, "the purged object's slices to leave the store", func() bool {
+		return s.edge.store.Stats().Items == 0
+	})
 }
