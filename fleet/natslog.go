@@ -35,19 +35,45 @@ func ConnectLogging(log *slog.Logger, urls string) []nats.Option {
 // ErrorLog logs a NATS connection's asynchronous errors (a subscription that fell behind, a
 // permission the server refused, and "consumer not active" from every KV watch whose
 // heartbeats stop while NATS is away: one per watch at each outage) as the warning "nats
-// error", with the subscription's subject when there is one, through a RateLog: the first at
-// once, the others within the minute after it held back and counted in one line (see
-// RateLog). nats.go's default writes each to stderr. Control, the edge and the DNS server
-// connect with it; its methods are safe for concurrent use.
+// error", with the subscription's subject when there is one, through one RateLog per kind of
+// error (errorKind): the first of a kind at once, the others of that kind within the minute
+// after it held back and counted in one line (see RateLog). A noisy kind so hides no other: a
+// permission refused amid "consumer not active" is written at once. nats.go's default writes
+// each to stderr. Control, the edge and the DNS server connect with it; its methods are safe
+// for concurrent use.
 type ErrorLog struct {
-	rl     *RateLog
+	log    *slog.Logger
 	once   sync.Once
 	closed chan struct{} // closed by the connection's ClosedCB
+
+	mu    sync.Mutex          // guards kinds
+	kinds map[string]*RateLog // by errorKind; at most maxErrorKinds, then the overflow's ("")
 }
 
 // NewErrorLog returns an ErrorLog writing to log (nil discards).
 func NewErrorLog(log *slog.Logger) *ErrorLog {
-	return &ErrorLog{rl: NewRateLog(log, "nats error", 0), closed: make(chan struct{})}
+	return &ErrorLog{log: log, closed: make(chan struct{}), kinds: map[string]*RateLog{}}
+}
+
+// errorKinds are the errors told apart whatever their text says beyond them (the subject of a
+// permission refused, say); other errors are told apart by their text.
+var errorKinds = []error{nats.ErrPermissionViolation, nats.ErrSlowConsumer, nats.ErrConsumerNotActive}
+
+// maxErrorKinds bounds the kinds an ErrorLog limits apart, as errors told apart by their text
+// could be of any number: those beyond it share one limit.
+const maxErrorKinds = 16
+
+// errorKind is what err's rate limit is kept under.
+func errorKind(err error) string {
+	for _, k := range errorKinds {
+		if errors.Is(err, k) {
+			return k.Error()
+		}
+	}
+	if err == nil {
+		return "<nil>"
+	}
+	return err.Error()
 }
 
 // Option is the option to connect with: it sets the connection's error handler, and wraps its
@@ -67,12 +93,33 @@ func (e *ErrorLog) Option() nats.Option {
 	}
 }
 
+// rateLog is the RateLog of err's kind.
+func (e *ErrorLog) rateLog(err error) *RateLog {
+	kind := errorKind(err)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	rl, ok := e.kinds[kind]
+	if ok {
+		return rl
+	}
+	if len(e.kinds) >= maxErrorKinds {
+		kind = ""
+		if rl, ok = e.kinds[kind]; ok {
+			return rl
+		}
+	}
+	rl = NewRateLog(e.log, "nats error", 0)
+	e.kinds[kind] = rl
+	return rl
+}
+
 func (e *ErrorLog) warn(_ *nats.Conn, sub *nats.Subscription, err error) {
+	rl := e.rateLog(err)
 	if sub != nil {
-		e.rl.Warn("subject", sub.Subject, "err", err)
+		rl.Warn("subject", sub.Subject, "err", err)
 		return
 	}
-	e.rl.Warn("err", err)
+	rl.Warn("err", err)
 }
 
 // closeWait bounds how long Close waits for the connection's queued callbacks.
@@ -80,7 +127,7 @@ const closeWait = 5 * time.Second
 
 // Close closes nc, the connection made with Option (nil: none was made), waits (at most a few
 // seconds) until nats.go has run the error callbacks it queued before the close, which it runs
-// on a goroutine of its own, and then writes the warning held back (RateLog.Stop): its owner
+// on a goroutine of its own, and then writes the warnings held back (RateLog.Stop): its owner
 // calls it instead of nc.Close when it stops, and the ErrorLog writes nothing after it.
 func (e *ErrorLog) Close(nc *nats.Conn) {
 	if nc != nil {
@@ -92,7 +139,15 @@ func (e *ErrorLog) Close(nc *nats.Conn) {
 		}
 		t.Stop()
 	}
-	e.rl.Stop()
+	e.mu.Lock()
+	rls := make([]*RateLog, 0, len(e.kinds))
+	for _, rl := range e.kinds {
+		rls = append(rls, rl)
+	}
+	e.mu.Unlock()
+	for _, rl := range rls {
+		rl.Stop()
+	}
 }
 
 // LogDisconnects returns the option that logs a NATS connection's disconnects as warnings,

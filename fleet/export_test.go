@@ -1,0 +1,4 @@
+package fleet
+
+// MaxErrorKinds is maxErrorKinds, for the external tests.
+const MaxErrorKinds = maxErrorKinds
