@@ -94,6 +94,13 @@ func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
 		if err != nil {
 			return nil, fmt.Errorf("connect to nats %s: %w", fleet.RedactURLs(fc.NATS), fleet.RedactError(err))
 		}
+		// A join that fails from here on closes the connection it made: it would go on
+		// reconnecting (MaxReconnects(-1)) with no owner.
+		defer func() {
+			if err != nil {
+				natsErrs.Close(nc)
+			}
+		}()
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
