@@ -122,4 +122,7 @@ func TestHealthzNamesNATSOutage(t *testing.T) {
 		code, body := healthz()
 		return code == http.StatusOK && body == "ok"
 	})
+	if got := connected(); got != "1" { // the same state as the body: no wait of its own
+		t.Errorf("NATS back: meridian_dns_nats_connected %q, want 1", got)
+	}
 }
