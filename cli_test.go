@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -173,8 +174,14 @@ func TestHangupEndsCLI(t *testing.T) {
 	})}
 	go api.Serve(apiLn)
 	defer api.Close()
+	// A test run under nohup (or any parent that ignores SIGHUP) hands the command an ignored
+	// SIGHUP, which Go keeps ignored, as it should: the command is started with SIGHUP at its
+	// default instead, which a fork resets signals this process catches to.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
 	cmd, lines := proctest.StartLines(t, bin, "purge", "--api", "http://"+apiLn.Addr().String(),
 		"--token", "t", "--host", "example.test", "--url", "/x", "--wait", "1m")
+	signal.Stop(hup)
 	select {
 	case <-hit:
 	case <-time.After(10 * time.Second):
