@@ -14,6 +14,8 @@ import (
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/meridian-cdn/meridian/internal/h1fields"
 )
 
 // stream is one request and its response. Its fields are guarded by the connection's mu,
@@ -211,29 +213,10 @@ func edgeSpace(v string) bool {
 func sameAuthority(scheme, a, b string) bool {
 	ah, ap := splitAuthority(scheme, a)
 	bh, bp := splitAuthority(scheme, b)
-	return ap == bp && asciiEqualFold(ah, bh)
-}
-
-// asciiEqualFold reports whether a and b are equal but for the case of ASCII letters. Not
-// strings.EqualFold: its Unicode folding makes the Kelvin sign K (U+212A) equal to k and
-// the long s (U+017F) to s, so a Host a front end reads as another name would compare equal.
-func asciiEqualFold(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		x, y := a[i], b[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
+	// h1fields.EqualFold, not strings.EqualFold: Unicode folding makes the Kelvin sign K
+	// (U+212A) equal to k and the long s (U+017F) to s, so a Host a front end reads as
+	// another name would compare equal.
+	return ap == bp && h1fields.EqualFold(ah, bh)
 }
 
 // splitAuthority splits an authority into its host and port, the port "" when it is empty
