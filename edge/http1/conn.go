@@ -391,12 +391,7 @@ const headGrace = time.Second
 // cutHead brings the connection's read deadline to its grace's end (headGrace from the first
 // cut: grace), for a head still arriving at Shutdown. It may run on Shutdown's goroutine as well as the connection's.
 func (c *conn) cutHead() {
-	c.rdlLost.Store(true) // c.rdl no longer says what is set (setReadDeadline)
-	d := c.grace()
-	c.nc.SetReadDeadline(d)
-	if c.srv.graceSet != nil {
-		c.srv.graceSet(d)
-	}
+	c.setGraceDeadline()
 	if c.srv.headCut != nil {
 		c.srv.headCut()
 	}
@@ -412,6 +407,12 @@ func (c *conn) cutIdle() {
 	if c.idleCut.Swap(true) {
 		return
 	}
+	c.setGraceDeadline()
+}
+
+// setGraceDeadline sets the connection's read deadline to its grace's end (grace). It may run
+// on Shutdown's goroutine as well as the connection's.
+func (c *conn) setGraceDeadline() {
 	c.rdlLost.Store(true) // c.rdl no longer says what is set (setReadDeadline)
 	d := c.grace()
 	c.nc.SetReadDeadline(d)
