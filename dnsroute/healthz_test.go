@@ -3,7 +3,6 @@ package dnsroute
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -42,25 +41,9 @@ func TestHealthzNamesNATSOutage(t *testing.T) {
 	}
 	wg.Go(func() { _ = reg.Run(ctx) })
 
-	free := func(network string) string {
-		if network == "udp" {
-			c, err := net.ListenPacket("udp", "127.0.2.240:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			return c.LocalAddr().String()
-		}
-		l, err := net.Listen("tcp", "127.0.2.240:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		return l.Addr().String()
-	}
 	cfg := testConfig(t)
 	cfg.NATS, cfg.PoPs, cfg.Creds = ns.URL(), nil, ns.CredsFile(t, natsauth.DNS("ns1"))
-	cfg.Listen, cfg.AdminListen = free("udp"), free("tcp")
+	cfg.Listen, cfg.AdminListen = freeAddr(t, "udp", "127.0.2.240"), freeAddr(t, "tcp", "127.0.2.240")
 	wg.Go(func() {
 		if err := RunLive(ctx, cfg, 10*time.Second); err != nil {
 			t.Errorf("RunLive: %v", err)

@@ -267,3 +267,22 @@ func cityPrefix(t testing.TB, city string, third byte) netip.Prefix {
 	b[2] = third
 	return netip.PrefixFrom(netip.AddrFrom4(b), 24)
 }
+
+// freeAddr returns an address on ip with a port free for network ("udp" or "tcp") when asked.
+func freeAddr(t *testing.T, network, ip string) string {
+	t.Helper()
+	if network == "udp" {
+		c, err := net.ListenPacket("udp", ip+":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.LocalAddr().String()
+	}
+	l, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}

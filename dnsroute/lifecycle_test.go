@@ -40,24 +40,8 @@ func TestNATSUnreachableLogged(t *testing.T) {
 func TestRestartWithAdminListener(t *testing.T) {
 	dir := t.TempDir()
 	bin := proctest.Build(t)
-	free := func(network string) string {
-		if network == "udp" {
-			c, err := net.ListenPacket("udp", "127.0.7.5:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			return c.LocalAddr().String()
-		}
-		l, err := net.Listen("tcp", "127.0.7.5:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		return l.Addr().String()
-	}
-	admin := free("tcp")
-	config := binaryConfig(t, dir, free("udp"), "admin_listen: "+admin+"\n")
+	admin := freeAddr(t, "tcp", "127.0.7.5")
+	config := binaryConfig(t, dir, freeAddr(t, "udp", "127.0.7.5"), "admin_listen: "+admin+"\n")
 	old := proctest.Start(t, bin, "dns serving", "dns", "--config", config)
 	next := proctest.StartWithin(t, 10*time.Second, bin, "dns serving", "dns", "--config", config)
 	proctest.Stop(t, old)
