@@ -5,6 +5,7 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/meridian-cdn/meridian/dnsroute/geo"
 )
@@ -80,7 +81,10 @@ func newMetrics() *metrics {
 		Name: "meridian_dns_cache_misses_total", Help: "Queries answered by the full path (UDP misses and all TCP).",
 	}, func() float64 { return float64(m.misses.Load()) })
 	m.reg.MustRegister(m.queries, m.answers, hits, netHits, misses, m.limited, m.dropped, m.latency,
-		m.failOpen, m.reloadErr, ratio, rebuilds)
+		m.failOpen, m.reloadErr, ratio, rebuilds,
+		// The Go runtime's and the process's figures (memory, open descriptors and their
+		// limit, CPU), as control and the edge export them: read at scrape time only.
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

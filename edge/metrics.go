@@ -94,7 +94,10 @@ func newMetrics(n *Node) *metrics {
 	for _, c := range []prometheus.Collector{m.requests, bytes, m.fills, m.tierSkips, m.originFetches, m.fetchLatency, m.staleServed, m.purges, m.hopRefused, m.hopUnstored, m.decodeRefused, m.latencySamples, m.clientRTT} {
 		f(c)
 	}
+	// The Go runtime's and the process's figures (memory, open descriptors and their limit,
+	// CPU), as control and the DNS server export them: read at scrape time only.
 	f(collectors.NewGoCollector())
+	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	f(&nodeCollector{n: n})
 	return m
 }
