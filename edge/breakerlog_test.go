@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -39,6 +41,8 @@ func logLines(t *testing.T, out string, msg string) []map[string]any {
 // the upstream and the failure that opened it), not again while its half-open probes keep
 // failing, and once when it closes again. An operator saw nothing in the log at all: every
 // miss of a dead origin was a 502 with no line unless access_log was on (one a request).
+// The failure's URL is logged without its query, which may carry a token or a signature: the
+// line carried the whole URL the failed fill asked for.
 func TestBreakerOpenLogged(t *testing.T) {
 	var out logtest.Buffer
 	_, originAddr, stopOrigin := startStoppableOrigin(t, "127.0.33.1", nil)
@@ -50,10 +54,11 @@ func TestBreakerOpenLogged(t *testing.T) {
 	client := &http.Client{}
 	defer client.CloseIdleConnections()
 	path := 0
+	const secret = "sig=s3cret-signature"
 	get := func() resp {
 		t.Helper()
 		path++
-		return do(t, client, http.MethodGet, n.Addr(), testHost, fmt.Sprintf("/b%d", path))
+		return do(t, client, http.MethodGet, n.Addr(), testHost, fmt.Sprintf("/b%d?%s", path, secret))
 	}
 	if r := get(); r.status != http.StatusOK {
 		t.Fatalf("GET with the origin up = %d, want 200", r.status)
@@ -80,6 +85,9 @@ func TestBreakerOpenLogged(t *testing.T) {
 	if l := opened[0]; l["level"] != "WARN" || !strings.HasPrefix(fmt.Sprint(l["upstream"]), "origin "+testHost+" ") ||
 		!strings.Contains(fmt.Sprint(l["err"]), "connection refused") || l["open_timeout"] != "20ms" {
 		t.Errorf("breaker open line = %v, want WARN with upstream origin %s ..., the dial's error and open_timeout 20ms", l, testHost)
+	}
+	if err := fmt.Sprint(opened[0]["err"]); strings.Contains(err, secret) || !strings.Contains(err, "/b") {
+		t.Errorf("breaker open line's err = %q, want the failed fill's URL without its query %q", err, secret)
 	}
 
 	// The origin comes back on its address: the next probe closes the breaker.
@@ -111,5 +119,29 @@ func TestBreakerOpenLogged(t *testing.T) {
 	}
 	if got := len(logLines(t, out.String(), "upstream breaker open")); got != 1 {
 		t.Errorf("%d breaker open lines in all, want 1", got)
+	}
+}
+
+// TestWithoutQueries: every *url.Error's URL in an error's tree, wrapped or joined, loses its
+// query and fragment in the text; the rest of the text is kept.
+func TestWithoutQueries(t *testing.T) {
+	refused := errors.New("connection refused")
+	ue := func(u string) error { return &url.Error{Op: "Get", URL: u, Err: refused} }
+	for _, tt := range []struct {
+		err  error
+		want string
+	}{
+		{nil, ""},
+		{refused, "connection refused"},
+		{ue("http://o/a"), `Get "http://o/a": connection refused`},
+		{ue("http://o/a?token=x"), `Get "http://o/a": connection refused`},
+		{ue("http://o/a#f?x"), `Get "http://o/a": connection refused`},
+		{fmt.Errorf("fill: %w", ue("http://o/a?sig=x&b=1")), `fill: Get "http://o/a": connection refused`},
+		{errors.Join(ue("http://o/a?x=1"), fmt.Errorf("then: %w", ue("http://p/b?y=2"))),
+			"Get \"http://o/a\": connection refused\nthen: Get \"http://p/b\": connection refused"},
+	} {
+		if got := withoutQueries(tt.err); got != tt.want {
+			t.Errorf("withoutQueries(%v) = %q, want %q", tt.err, got, tt.want)
+		}
 	}
 }

@@ -1,6 +1,9 @@
 package edge
 
 import (
+	"errors"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/meridian-cdn/meridian/origin/fetch"
@@ -72,18 +75,47 @@ func (f *filler) client(key string, config func() fetch.Config) *fetch.Upstream 
 // (the upstream cannot be reached: fills to it fail fast, 502 or stale), once per outage and
 // not on each half-open probe that fails and opens it again (one every open_timeout), and its
 // closing. Without it an origin that went down left no line in the log, only 502s (in the
-// access log, when on) and the breaker's gauge.
+// access log, when on) and the breaker's gauge. The failure's URL is written without its
+// query (withoutQueries). fetch calls it outside the breaker's lock, so a stderr that blocks
+// holds up one request to the upstream, not all of them.
 func (n *Node) breakerLogger() func(fetch.BreakerChange) {
-	var openedAt time.Time // when it left closed; the breaker calls under its lock, in order
+	var openedAt time.Time // when it left closed; fetch tells the changes one at a time, in order
 	return func(c fetch.BreakerChange) {
 		switch {
 		case c.From == "closed" && c.To == "open":
 			openedAt = time.Now()
-			n.log.Warn("upstream breaker open", "upstream", c.Name, "err", errString(c.Err), "open_timeout", c.OpenTimeout.String())
+			n.log.Warn("upstream breaker open", "upstream", c.Name, "err", withoutQueries(c.Err), "open_timeout", c.OpenTimeout.String())
 		case c.To == "closed":
 			n.log.Info("upstream breaker closed", "upstream", c.Name, "open_for", time.Since(openedAt).Round(time.Millisecond).String())
 		}
 	}
+}
+
+// withoutQueries is err's text with the URL of each *url.Error in its tree cut at its query
+// (or fragment): a fill's query may carry a token or a signature, which a log line every
+// operator reads must not. The access log, which is off by default, writes the client's
+// request target whole.
+func withoutQueries(err error) string {
+	s := errString(err)
+	var walk func(error)
+	walk = func(err error) {
+		switch e := err.(type) {
+		case nil:
+			return
+		case *url.Error:
+			if i := strings.IndexAny(e.URL, "?#"); i >= 0 {
+				s = strings.ReplaceAll(s, e.URL, e.URL[:i])
+			}
+		case interface{ Unwrap() []error }:
+			for _, e := range e.Unwrap() {
+				walk(e)
+			}
+			return
+		}
+		walk(errors.Unwrap(err))
+	}
+	walk(err)
+	return s
 }
 
 // errString is err's text, or "" for nil.

@@ -13,6 +13,7 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -170,9 +171,13 @@ type Config struct {
 	// relaying its origin's 503 is itself healthy. A caller that wants otherwise says so, e.g.
 	// func(status int) bool { return status >= 500 }.
 	FailureStatus func(status int) bool
-	// OnBreakerChange, if set, is told of each change of the breaker's state. It runs under
-	// the breaker's lock, so the changes come in order; it must be quick (log a line) and
-	// must not call the Upstream. The edge logs an origin going down and coming back with it.
+	// OnBreakerChange, if set, is told of each change of the breaker's state, in order and
+	// one call at a time, none lost. It runs after the breaker's lock is released, on the
+	// goroutine of a call (Do, a body's Close, Stats) whose admission or outcome changed the
+	// state, or of one that found changes waiting (changeQueue): a callback that blocks (a
+	// log line on a stderr nobody reads) holds up that goroutine, and the changes after it,
+	// but no other request to the upstream. It ran under the breaker's lock, which every
+	// request takes. The edge logs an origin going down and coming back with it.
 	OnBreakerChange func(BreakerChange)
 	// Clock is the time source for the bulkhead queue accounting and the FailureRatio window
 	// (Interval). Nil means time.Now. The breaker's OpenTimeout uses gobreaker's wall clock,
@@ -266,6 +271,9 @@ type Upstream struct {
 	// halfOpen is set while the breaker is half-open (by its OnStateChange, which runs inside
 	// the Allow that admits the probe): Do then reports a probe's outcome at its head.
 	halfOpen atomic.Bool
+	// changes holds the breaker's changes of state for Config.OnBreakerChange, queued by its
+	// OnStateChange (under the breaker's lock) and told after each call of the breaker.
+	changes changeQueue
 	// lastFailure is the outcome of the last exchange the breaker counted as a failure: the
 	// one that opened it, when it opens (Config.OnBreakerChange). Only the breaker's
 	// callbacks touch it, as streak.
@@ -472,12 +480,83 @@ func New(cfg Config) *Upstream {
 				if to == gobreaker.StateOpen {
 					c.Err = u.lastFailure
 				}
-				cfg.OnBreakerChange(c)
+				u.changes.push(c) // told once the breaker's lock is released (tellChanges)
 			}
 			u.lastFailure = nil
 		},
 	})
 	return u
+}
+
+// tellChanges tells Config.OnBreakerChange the breaker's changes of state queued so far. It is
+// called after every call of the breaker, outside its lock; when nothing is queued (nearly
+// always) it is one atomic load.
+func (u *Upstream) tellChanges() {
+	if u.changes.n.Load() != 0 {
+		u.changes.tell(u.cfg.OnBreakerChange)
+	}
+}
+
+// changeQueue holds the breaker's changes of state between its OnStateChange, which runs
+// under the breaker's lock, and Config.OnBreakerChange, which must not: a callback that
+// blocked there held up every request to the upstream. The changes are pushed in the order
+// the breaker makes them (under its lock), and one goroutine at a time tells them, in that
+// order: a caller that finds another telling leaves its changes to it, which looks again
+// before it stops, so none waits for a later call of the breaker.
+type changeQueue struct {
+	n       atomic.Int32 // len(pending), read without mu by tellChanges
+	mu      sync.Mutex
+	pending []BreakerChange
+	telling bool // a goroutine is telling changes
+}
+
+// push queues c; it runs under the breaker's lock and only takes q.mu, which nothing holds
+// for longer than a slice append or swap.
+func (q *changeQueue) push(c BreakerChange) {
+	q.mu.Lock()
+	q.pending = append(q.pending, c)
+	q.n.Add(1)
+	q.mu.Unlock()
+}
+
+// tell calls f with each change queued, in order, unless another goroutine is at it.
+func (q *changeQueue) tell(f func(BreakerChange)) {
+	q.mu.Lock()
+	if q.telling {
+		q.mu.Unlock()
+		return
+	}
+	q.telling = true
+	for len(q.pending) > 0 {
+		batch := q.pending
+		q.pending = nil
+		q.n.Add(-int32(len(batch)))
+		q.mu.Unlock()
+		q.tellBatch(batch, f)
+		q.mu.Lock()
+	}
+	q.telling = false
+	q.mu.Unlock()
+}
+
+// tellBatch calls f with each of batch. If f panics, the panic goes on to the caller (as
+// Do's do), and the changes after the one it panicked on go back to the head of the queue
+// for the next caller to tell: with telling left set, no change would be told again.
+func (q *changeQueue) tellBatch(batch []BreakerChange, f func(BreakerChange)) {
+	i := 0
+	defer func() {
+		if i < len(batch) { // f panicked on batch[i]
+			rest := slices.Clone(batch[i+1:])
+			q.mu.Lock()
+			q.pending = append(rest, q.pending...)
+			q.n.Add(int32(len(rest)))
+			q.telling = false
+			q.mu.Unlock()
+		}
+	}()
+	for ; i < len(batch); i++ {
+		f(batch[i])
+	}
 }
 
 // BreakerChange is a change of an upstream's breaker state (Config.OnBreakerChange).
@@ -559,6 +638,7 @@ func (u *Upstream) Do(req *http.Request) (*http.Response, error) {
 	// the next tier that much later, instead of failing at once with ErrBreakerOpen.
 	states := u.states.Load()
 	done, err := u.breaker.Allow()
+	u.tellChanges()
 	if err != nil {
 		closeBody(req)
 		return nil, u.refused(req, err)
@@ -567,6 +647,7 @@ func (u *Upstream) Do(req *http.Request) (*http.Response, error) {
 		// Not sent: the admission goes back as neither success nor failure, so a half-open
 		// breaker admits another probe instead of waiting for ever for this one.
 		done(errNotSent)
+		u.tellChanges()
 		closeBody(req)
 		return nil, err
 	}
@@ -576,7 +657,9 @@ func (u *Upstream) Do(req *http.Request) (*http.Response, error) {
 		// counts, and may let a request through to an upstream now known to be failing, or
 		// past a half-open breaker's probes. Hand it back and ask again.
 		done(errNotSent)
-		if done, err = u.breaker.Allow(); err != nil {
+		done, err = u.breaker.Allow()
+		u.tellChanges()
+		if err != nil {
 			u.release()
 			closeBody(req)
 			return nil, u.refused(req, err)
@@ -1031,6 +1114,7 @@ func (u *Upstream) report(done func(error), b *body, err error) {
 		u.failures.Add(1)
 	}
 	done(err)
+	u.tellChanges()
 }
 
 // notReachedError is a failure before a connection to the upstream was ready: its dial
@@ -1121,9 +1205,11 @@ type Stats struct {
 
 // Stats returns a snapshot of the upstream's counters and breaker state.
 func (u *Upstream) Stats() Stats {
+	state := u.breaker.State() // which moves an open breaker past its timeout to half-open
+	u.tellChanges()
 	return Stats{
 		Name:               u.cfg.Name,
-		State:              u.breaker.State().String(),
+		State:              state.String(),
 		InFlight:           int(u.inFlight.Load()),
 		Streaming:          int(u.streaming.Load()),
 		Requests:           u.requests.Load(),
