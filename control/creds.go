@@ -231,18 +231,32 @@ type usersSync struct {
 	mu     sync.Mutex
 	last   []byte // the file as last applied
 	failed []byte // the file as last refused, logged once
+	// seen is the file's stat taken before the read that last set last or failed (or found
+	// the file equal to one of them): nil until then.
+	seen os.FileInfo
 }
 
-// sync reloads the users if the file changed since the last reload (or refusal). Reading a
-// small file is what every connection attempt costs when nothing changed.
+// sync reloads the users if the file changed since the last reload (or refusal). One stat is
+// what a connection attempt costs when nothing changed: the file is read only when its
+// identity, size or modification time differ from the last look's (unchanged).
 func (u *usersSync) sync() {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.reload == nil {
 		return // nothing can set the users yet: the change stays for the next sync
 	}
+	// The stat before the read: a write between them leaves a stat older than the bytes
+	// read, and the next sync reads again, never the other way round.
+	fi, err := os.Stat(u.path)
+	if err == nil && unchanged(u.seen, fi) {
+		return
+	}
 	b, err := os.ReadFile(u.path)
-	if err != nil || bytes.Equal(b, u.last) || u.failed != nil && bytes.Equal(b, u.failed) {
+	if err != nil {
+		return
+	}
+	u.seen = fi
+	if bytes.Equal(b, u.last) || u.failed != nil && bytes.Equal(b, u.failed) {
 		return
 	}
 	n, err := u.reload()
@@ -253,6 +267,19 @@ func (u *usersSync) sync() {
 	}
 	u.last, u.failed = b, nil
 	u.log.Info("nats users reloaded", "users", n)
+}
+
+// unchanged reports whether the file now is the file as seen: the same file (device and
+// inode), size and modification time. The time alone could miss a write: it moves in ticks of
+// the file system's clock (a few ms on Linux), and a credential issued and another revoked
+// within one tick may leave the same size. But every writer of the users file (IssueCredential,
+// RevokeCredential, initCredentials: writeUsers, natsauth.WriteSecret) writes a new file and
+// renames it into place, so each write is a new inode, which the identity check sees whatever
+// the time and size. Only a new file given the inode number of the one seen, freed by a
+// later rename, with the same size and time, would pass: that takes two writes after the one
+// seen, with a sync between the first two, all three in one tick.
+func unchanged(seen, now os.FileInfo) bool {
+	return seen != nil && os.SameFile(seen, now) && seen.Size() == now.Size() && seen.ModTime().Equal(now.ModTime())
 }
 
 // watch syncs the users every usersPollInterval until ctx ends, for the revoked credentials'
