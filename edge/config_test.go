@@ -14,7 +14,9 @@ import (
 )
 
 // TestLoadConfigReportsEveryProblemWithPosition: one file with an unknown field, a type error
-// and bad values gets every problem back at once, each with file:line:column and its field.
+// and bad values gets every problem back at once, each with file:line:column and its field,
+// in the file's order: what did not decode came first, then the bad values in the order
+// Validate checks them.
 func TestLoadConfigReportsEveryProblemWithPosition(t *testing.T) {
 	dir := t.TempDir()
 	write := func(name, body string) string {
@@ -46,12 +48,21 @@ http1: nginx
 http2: h2o
 fill_timeout: -1s
 `)
+	mixed := write("mixed.yaml", `listen: nowhere
+hosts:
+  - host: www.example.com
+    origin: http://127.0.0.1:9000
+    orign: typo
+cache:
+  max_bytes: -1
+`)
 	tests := []struct {
 		path string
 		want []string // "line:col field", in order
 	}{
 		{decode, []string{"5:5 hosts[0].orign", "7:14 cache.max_bytes"}},
-		{values, []string{"6:5 hosts[1].origin", "5:5 hosts[1].host", "8:3 cache.max_bytes", "13:1 fill_timeout", "11:1 http1", "12:1 http2", "10:5 peers[0].id", "1:1 listen"}},
+		{values, []string{"1:1 listen", "5:5 hosts[1].host", "6:5 hosts[1].origin", "8:3 cache.max_bytes", "10:5 peers[0].id", "11:1 http1", "12:1 http2", "13:1 fill_timeout"}},
+		{mixed, []string{"1:1 listen", "5:5 hosts[0].orign", "7:3 cache.max_bytes"}},
 	}
 	for _, tt := range tests {
 		t.Run(filepath.Base(tt.path), func(t *testing.T) {

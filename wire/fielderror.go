@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -98,10 +99,13 @@ type DecodeProblem interface {
 }
 
 // DocumentErrors is every problem of one configuration document read from file: what the
-// decoder found, then what validate finds, except on fields whose value did not decode (it
+// decoder found and what validate finds, except on fields whose value did not decode (it
 // holds nothing, which validation would report again as missing) and not at all when nothing
 // decoded (it would bury the syntax error under "is required"). pos places the validation
-// problems in the file. Readers return DocumentErrors(...).Err().
+// problems in the file; all of them come in the file's order (SortByPosition): they came
+// the decoder's first and then validate's in the order it checks fields, so an unknown field
+// at the end of a file led a bad value on its first line. Readers return
+// DocumentErrors(...).Err().
 func DocumentErrors[P DecodeProblem](file string, decoded []P, pos func(field string) (line, column int), validate func() FieldErrors) FieldErrors {
 	var errs FieldErrors
 	var undecoded []string
@@ -122,7 +126,23 @@ func DocumentErrors[P DecodeProblem](file string, decoded []P, pos func(field st
 		}
 	}
 	errs.Locate(file, pos)
+	errs.SortByPosition()
 	return errs
+}
+
+// SortByPosition puts the problems in the file's order, as a reader fixes it, top to bottom:
+// by line and column, those in one place in the order they came, and those without a
+// position (a field the file does not write) after the rest.
+func (l FieldErrors) SortByPosition() {
+	slices.SortStableFunc(l, func(a, b *FieldError) int {
+		unplaced := func(e *FieldError) int {
+			if e.Line == 0 {
+				return 1
+			}
+			return 0
+		}
+		return cmp.Or(cmp.Compare(unplaced(a), unplaced(b)), cmp.Compare(a.Line, b.Line), cmp.Compare(a.Column, b.Column))
+	})
 }
 
 // within reports whether field is parent or inside it ("a.b" and "a[0]" are inside "a"; ""

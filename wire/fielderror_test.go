@@ -84,6 +84,19 @@ func TestDocumentErrors(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("DocumentErrors = %v, want %v", got, want)
 	}
+	// In the file's order, decoded and validated together; what has no place in it last.
+	place := map[string]int{"a": 2, "b": 12}
+	validate2 := func() FieldErrors {
+		var l FieldErrors
+		l.Add("b", "is bad")
+		l.Add("c", "is bad") // not in the file
+		l.Add("a", "is bad")
+		return l
+	}
+	got = fields(DocumentErrors("f.yaml", decoded, func(f string) (int, int) { return place[f], 1 }, validate2))
+	if want := []string{"f.yaml:2:a", "f.yaml:3:colour", "f.yaml:4:hosts[0]", "f.yaml:12:b", "f.yaml:0:c"}; !slices.Equal(got, want) {
+		t.Errorf("DocumentErrors = %v, want %v, in the file's order", got, want)
+	}
 	// A syntax error: nothing decoded, so nothing is validated.
 	got = fields(DocumentErrors("f.yaml", []problem{{line: 1, msg: "did not find expected key", all: true}}, at(7), validate))
 	if want := []string{"f.yaml:1:"}; !slices.Equal(got, want) {

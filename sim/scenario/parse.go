@@ -7,7 +7,6 @@ import (
 	"os"
 	"reflect"
 	"regexp"
-	"sort"
 	"strings"
 	"time"
 
@@ -60,8 +59,7 @@ func parse(file string, data []byte) (*Scenario, error) {
 	s.setDefaults()
 	if errs := s.validate(); len(errs) > 0 {
 		errs.Locate(file, doc.Position)
-		// A reader fixes the file top to bottom.
-		sort.SliceStable(errs, func(i, j int) bool { return errs[i].Line < errs[j].Line })
+		errs.SortByPosition() // as the other configurations' (wire.DocumentErrors)
 		return nil, errs
 	}
 	return &s, nil
