@@ -14,7 +14,8 @@ import (
 
 // TestFailedJoinClosesNATS: a node whose fleet join fails after it connected to NATS (here the
 // registrar refuses a registration too large for the fleet bucket) closes the connection it
-// made before Serve returns the error; it used to leave it open, reconnecting for ever.
+// made before Serve returns the error; it used to leave it open, reconnecting for ever. Its
+// store's goroutines stop too (TestFailedServeStopsStore).
 func TestFailedJoinClosesNATS(t *testing.T) {
 	for _, tt := range []struct {
 		name string
@@ -25,7 +26,7 @@ func TestFailedJoinClosesNATS(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			s := natstest.Start(t)
-			before := s.NS.NumClients()
+			before, stores := s.NS.NumClients(), storeGoroutines()
 			fc := tt.fc
 			fc.NATS, fc.Creds = s.URL(), s.CredsFile(t, natsauth.Edge("f1", "n0"))
 			n, err := New(Config{PoP: "f1", Node: "n0", Logger: slog.New(slog.DiscardHandler), Fleet: fc})
@@ -39,6 +40,7 @@ func TestFailedJoinClosesNATS(t *testing.T) {
 			wait.For(t, 5*time.Second, "the NATS server to count as many clients as before the join", func() bool {
 				return s.NS.NumClients() == before
 			})
+			wait.For(t, 5*time.Second, "the store's goroutines to stop", func() bool { return storeGoroutines() == stores })
 		})
 	}
 }

@@ -172,7 +172,8 @@ type hostState struct {
 	node          *Node
 }
 
-// New validates cfg and builds a node. It starts nothing.
+// New validates cfg and builds a node. It listens on nothing and serves nothing; its store runs
+// goroutines of its own (edge/store), which Run or ServeListeners stops when it returns.
 func New(cfg Config) (*Node, error) {
 	realClock := cfg.Clock == nil
 	cfg.setDefaults()
@@ -312,8 +313,10 @@ func (n *Node) Addr() string {
 }
 
 // Run listens on the configured addresses (with SO_REUSEPORT, so a new process can take over
-// the ports before this one exits) and serves until ctx ends.
+// the ports before this one exits) and serves until ctx ends. Like ServeListeners, it closes
+// the node whatever it returns, a failed listen included.
 func (n *Node) Run(ctx context.Context) error {
+	defer n.close()
 	var ls Listeners
 	var err error
 	if ls.HTTP, err = reuseport.Listen(ctx, n.cfg.Listen); err != nil {
@@ -396,8 +399,11 @@ func (n *Node) Serve(ctx context.Context, ln, admin net.Listener) error {
 // serving for LameDuck, stops accepting, lets requests in flight finish (up to ShutdownTimeout),
 // stops background work, and returns once everything it started has exited. It owns the
 // listeners in ls, as http.Server.Serve owns its listener: each is closed once, whatever it
-// returns.
+// returns. It owns the node too: a node serves once, and whatever ServeListeners returns, an
+// error before serving included, the node is closed (its store's goroutines, which New
+// started, have stopped).
 func (n *Node) ServeListeners(ctx context.Context, ls Listeners) error {
+	defer n.close()
 	// Each server closes its listener at its shutdown (HTTP/3's socket is closed by its
 	// drain, shutdownH3: quic-go leaves a PacketConn it was given open); those no server was
 	// started on are closed here.
