@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/meridian-cdn/meridian/sim/report"
 	"github.com/meridian-cdn/meridian/sim/scenario"
+	"go.uber.org/goleak"
 )
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -52,10 +54,19 @@ func runSmall(t *testing.T) (string, *report.Report) {
 	return small.dir, small.rep
 }
 
+// TestMain removes the shared run's directory, and fails the package's tests when a goroutine
+// is still running after they all passed (as goleak.VerifyTestMain): every goroutine has an
+// owner that stops it, and a test stops what it started.
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if small.dir != "" {
 		os.RemoveAll(small.dir)
+	}
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: Errors on successful test run: %v\n", err)
+			code = 1
+		}
 	}
 	os.Exit(code)
 }
