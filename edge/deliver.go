@@ -1043,11 +1043,11 @@ func (n *Node) invalidate(req *request, r *http.Request, status int, h http.Head
 		opts = n.invalidationKeyOptions(host, req.host.keyOpts, buf[:0])
 	}
 	for _, target := range targets {
-		path, query, _ := strings.Cut(target, "?")
+		path, query, hasQuery := strings.Cut(target, "?")
 		var stack [4]string
 		keys := stack[:0]
 		for _, o := range opts {
-			key := httpcache.Key(host, path, query, o)
+			key := httpcache.KeyForced(host, path, query, hasQuery, o)
 			if slices.Contains(keys, key) {
 				continue
 			}

@@ -38,13 +38,13 @@ func (n *Node) ApplyPurge(_ context.Context, m purge.Message) (hits int, err err
 		var stack [4]string
 		keys := stack[:0]
 		for _, v := range m.Values {
-			path, query, _ := strings.Cut(v, "?")
+			path, query, hasQuery := strings.Cut(v, "?")
 			// The URL under the host's key options and under each it had while a copy now
 			// stored was filled (keyeras.go): options changed back make those copies its again.
 			keys = keys[:0]
 			hit := false
 			for _, o := range opts {
-				key := httpcache.Key(host, path, query, o)
+				key := httpcache.KeyForced(host, path, query, hasQuery, o)
 				if slices.Contains(keys, key) {
 					continue
 				}

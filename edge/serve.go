@@ -214,7 +214,7 @@ func (n *Node) serve(w *logWriter, req *request) {
 		return
 	}
 	req.path = path
-	req.key = httpcache.Key(host, path, r.URL.RawQuery, hs.keyOpts)
+	req.key = httpcache.KeyForced(host, path, r.URL.RawQuery, r.URL.ForceQuery, hs.keyOpts)
 	// What goes upstream is the key's own path and query, so a parameter the key ignores
 	// can never change what is stored. The key's host part never holds a '/'.
 	req.target = req.key[strings.IndexByte(req.key, '/'):]
@@ -240,7 +240,7 @@ func (n *Node) serve(w *logWriter, req *request) {
 		// its answer is that other URL's, which the asker would store under its key: refuse, and
 		// the asker goes to its next tier.
 		if o := hs.keyOpts; (o.IgnoreQuery || o.SortQuery || len(o.KeepParams) > 0) &&
-			httpcache.Key(host, path, r.URL.RawQuery, httpcache.KeyOptions{}) != req.key {
+			httpcache.KeyForced(host, path, r.URL.RawQuery, r.URL.ForceQuery, httpcache.KeyOptions{}) != req.key {
 			n.fail(w, req, http.StatusMisdirectedRequest, "key rules differ from the asking node's")
 			return
 		}

@@ -251,7 +251,7 @@ func requestTarget(u *url.URL) string {
 	if p == "" {
 		p = "/"
 	}
-	if u.RawQuery != "" {
+	if u.RawQuery != "" || u.ForceQuery {
 		return p + "?" + u.RawQuery
 	}
 	return p

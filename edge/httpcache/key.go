@@ -38,13 +38,23 @@ type KeyOptions struct {
 //   - the query gets the same decoding; it is dropped if IgnoreQuery; only KeepParams are
 //     kept if set; parameters ('&'-separated, empty ones dropped) are sorted by name, then
 //     value, then whole parameter ("a" before "a=") if SortQuery or KeepParams, so the key never
-//     depends on their order. An empty query gives no '?'.
+//     depends on their order. An empty query gives no '?' (KeyForced keeps one).
 //
 // Key allocates once (the result) unless the query has more than 16 parameters to sort.
 func Key(host, path, rawQuery string, opts KeyOptions) string {
+	return KeyForced(host, path, rawQuery, false, opts)
+}
+
+// KeyForced is Key for a URL whose query may be present but empty, as url.URL.ForceQuery
+// says: with forceQuery and an empty rawQuery, the key ends in '?' ("/x?" is another URL than
+// "/x": RFC 3986 §6.2.3 lets no normaliser drop the delimiter of an empty component, and
+// nginx's and Varnish's default keys keep it), unless the options drop or rebuild the query
+// (IgnoreQuery, SortQuery, KeepParams), which leave no '?' for an empty one, as for "?&".
+func KeyForced(host, path, rawQuery string, forceQuery bool, opts KeyOptions) string {
 	host = stripPort(host)
 	if opts.IgnoreQuery {
 		rawQuery = ""
+		forceQuery = false
 	}
 	var b strings.Builder
 	b.Grow(len(host) + len(path) + len(rawQuery) + 2)
@@ -69,6 +79,9 @@ func Key(host, path, rawQuery string, opts KeyOptions) string {
 	}
 	writeNormalized(&b, path, true)
 	if rawQuery == "" {
+		if forceQuery && len(opts.KeepParams) == 0 && !opts.SortQuery {
+			b.WriteByte('?')
+		}
 		return b.String()
 	}
 	if len(opts.KeepParams) == 0 && !opts.SortQuery {

@@ -65,6 +65,32 @@ func TestKey(t *testing.T) {
 	}
 }
 
+// TestKeyForced: a query present but empty ("/p?") keeps its '?' in the key, unless the
+// options drop or rebuild the query; with forceQuery false or a query not empty, KeyForced is
+// Key.
+func TestKeyForced(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		query string
+		force bool
+		opts  KeyOptions
+		want  string
+	}{
+		{"empty query kept", "", true, KeyOptions{}, "example.com/p?"},
+		{"no query", "", false, KeyOptions{}, "example.com/p"},
+		{"query", "a=1", true, KeyOptions{}, "example.com/p?a=1"},
+		{"ignore query drops it", "", true, KeyOptions{IgnoreQuery: true}, "example.com/p"},
+		{"sort query drops it", "", true, KeyOptions{SortQuery: true}, "example.com/p"},
+		{"keep params drops it", "", true, KeyOptions{KeepParams: []string{"a"}}, "example.com/p"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := KeyForced("example.com", "/p", tt.query, tt.force, tt.opts); got != tt.want {
+				t.Errorf("KeyForced(%q, %v, %+v) = %q, want %q", tt.query, tt.force, tt.opts, got, tt.want)
+			}
+		})
+	}
+}
+
 func TestKeyManyParams(t *testing.T) {
 	var params []string
 	for c := 'z'; c >= 'a'; c-- {

@@ -1,0 +1,130 @@
+package edge
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/quic-go/quic-go/http3"
+	"golang.org/x/net/http2"
+
+	"github.com/meridian-cdn/meridian/purge"
+	"github.com/meridian-cdn/meridian/wire"
+)
+
+// targetOrigin records the request-target of every request it is sent, as it came on the
+// wire (r.RequestURI), and answers each with a 200 stored for ten minutes.
+type targetOrigin struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (o *targetOrigin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	o.mu.Lock()
+	o.got = append(o.got, r.RequestURI)
+	o.mu.Unlock()
+	w.Header().Set("Cache-Control", "max-age=600")
+	fmt.Fprint(w, r.RequestURI)
+}
+
+// since returns the targets received after the first n.
+func (o *targetOrigin) since(n int) []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return slices.Clone(o.got[n:])
+}
+
+func (o *targetOrigin) count() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.got)
+}
+
+// targetEdge starts a targetOrigin and an edge with the default configuration serving
+// testHost from it over HTTP, HTTPS (HTTP/2 as http2 says) and HTTP/3.
+func targetEdge(t *testing.T, http2Server string) (*targetOrigin, *Node) {
+	t.Helper()
+	o := &targetOrigin{}
+	addr := startHTTP(t, "127.0.0.10", o)
+	_, n := tlsEdge(t, TLSConfig{Dev: true}, func(c *Config) {
+		c.HTTP2 = http2Server
+		c.Hosts = []wire.HostConfig{{Host: testHost, Origin: "http://" + addr}}
+	})
+	return o, n
+}
+
+// targetClient sends one GET over one protocol, with a raw request-target (and, for HTTP/2
+// and HTTP/3, extra fields as name, value pairs), and returns its status, or "reset".
+type targetClient struct {
+	name string
+	get  func(t *testing.T, target string, fields ...string) string
+}
+
+func targetClients(t *testing.T, n *Node) []targetClient {
+	h2 := dialH2Raw(t, n.HTTPSAddr())
+	var id uint32 = 1
+	h3 := dialH3Raw(t, n.HTTPSAddr())
+	return []targetClient{
+		{"http/1.1", func(t *testing.T, target string, _ ...string) string {
+			rs := raw(t, n.Addr(), "GET "+target+" HTTP/1.1\r\nHost: "+testHost+"\r\nConnection: close\r\n\r\n")
+			if len(rs) == 0 {
+				return "no answer"
+			}
+			return fmt.Sprint(rs[0].StatusCode)
+		}},
+		{"http/2", func(t *testing.T, target string, fields ...string) string {
+			status, code := h2.request(id, append([]string{":method", "GET", ":scheme", "https", ":authority", testHost, ":path", target}, fields...)...)
+			id += 2
+			if status == 0 && code == http2.ErrCodeProtocol {
+				return "reset"
+			}
+			return fmt.Sprint(status)
+		}},
+		{"http/3", func(t *testing.T, target string, fields ...string) string {
+			a := h3.request(append([]string{":method", "GET", ":scheme", "https", ":authority", testHost, ":path", target}, fields...)...)
+			if a.reset && a.code == http3.ErrCodeMessageError {
+				return "reset"
+			}
+			return fmt.Sprint(a.status)
+		}},
+	}
+}
+
+// TestEmptyQueryKept: a target with an empty query ("/x?") reaches the origin as sent and is
+// a URL of its own in the cache, as nginx's proxy_pass and default key ($request_uri) and
+// Varnish's req.url keep it: RFC 3986 section 6.2.3 does not let a normaliser assume that
+// "/x?" and "/x" are one resource. The edge sent "/x" upstream and served the one's copy for
+// the other. Over every protocol; a URL purge of "/x?" purges that copy, not "/x"'s.
+func TestEmptyQueryKept(t *testing.T) {
+	o, n := targetEdge(t, HTTP2Fast)
+	for _, c := range targetClients(t, n) {
+		t.Run(c.name, func(t *testing.T) {
+			p := "/eq/" + strings.ReplaceAll(c.name, "/", "")
+			before := o.count()
+			for _, target := range []string{p, p + "?", p + "?", p} {
+				if got := c.get(t, target); got != "200" {
+					t.Fatalf("GET %s: %s, want 200", target, got)
+				}
+			}
+			if got, want := o.since(before), []string{p, p + "?"}; !slices.Equal(got, want) {
+				t.Errorf("origin was sent %q, want %q (each once: two URLs, each stored)", got, want)
+			}
+			before = o.count()
+			hits, err := n.ApplyPurge(t.Context(), purge.Message{ID: "eq" + c.name, Host: testHost, Kind: purge.KindURL, Values: []string{p + "?"}})
+			if err != nil || hits != 1 {
+				t.Fatalf("purge of %s?: %d hits, %v; want 1", p, hits, err)
+			}
+			for _, target := range []string{p, p + "?"} {
+				if got := c.get(t, target); got != "200" {
+					t.Fatalf("GET %s after the purge: %s, want 200", target, got)
+				}
+			}
+			if got, want := o.since(before), []string{p + "?"}; !slices.Equal(got, want) {
+				t.Errorf("after a purge of %s?, origin was sent %q, want %q", p, got, want)
+			}
+		})
+	}
+}
