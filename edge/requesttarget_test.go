@@ -128,3 +128,58 @@ func TestEmptyQueryKept(t *testing.T) {
 		})
 	}
 }
+
+// TestFragmentNotSentUpstream: a target holding a fragment ("/x#frag"), which is no part of a
+// request-target (RFC 9112 section 3.2) but which nginx and Varnish accept, is the target
+// without it, as nginx reads it as an origin ($uri): the origin is sent "/x" and the copy is
+// "/x"'s. The edge sent "/x%23frag", another resource (a path whose segment holds a '#'). A
+// '#' sent encoded ("%23") is part of the path, and stays.
+func TestFragmentNotSentUpstream(t *testing.T) {
+	o, n := targetEdge(t, HTTP2Fast)
+	for _, c := range targetClients(t, n) {
+		t.Run(c.name, func(t *testing.T) {
+			p := "/fr/" + strings.ReplaceAll(c.name, "/", "")
+			before := o.count()
+			for _, tt := range []struct{ target, origin string }{
+				{p + "#frag", p},
+				{p, ""}, // the same URL: a hit
+				{p + "?a=1#f?g#h", p + "?a=1"},
+				{p + "?#f", p + "?"},
+				{p + "/%23enc", p + "/%23enc"},
+			} {
+				if got := c.get(t, tt.target); got != "200" {
+					t.Fatalf("GET %s: %s, want 200", tt.target, got)
+				}
+				sent := o.since(before)
+				before += len(sent)
+				if want := []string{tt.origin}; tt.origin == "" && len(sent) != 0 || tt.origin != "" && !slices.Equal(sent, want) {
+					t.Errorf("GET %s: origin was sent %q, want %q", tt.target, sent, tt.origin)
+				}
+			}
+		})
+	}
+}
+
+// TestTargetWithSpaceRefused: an HTTP/2 :path or HTTP/3 :path holding a space is no valid
+// request-target (RFC 9110 section 4.1, RFC 9112 section 3.2), which makes the request
+// malformed (RFC 9113 section 8.3.1, RFC 9114 section 4.3.1): it is reset, or answered 400,
+// and never sent upstream, as nginx answers 400 and Varnish resets it. The edge sent it to the
+// origin with the space as "%20". Over HTTP/1.1 a space ends the target, and the line is 400.
+func TestTargetWithSpaceRefused(t *testing.T) {
+	for _, h2server := range []string{HTTP2Fast, HTTP2Std} {
+		t.Run("http2="+h2server, func(t *testing.T) {
+			o, n := targetEdge(t, h2server)
+			for _, c := range targetClients(t, n) {
+				for _, target := range []string{"/sp/a b", "/sp?q=a b", "/sp/a%20b c"} {
+					got := c.get(t, target)
+					if got != "400" && (got != "reset" || c.name == "http/1.1") {
+						t.Errorf("%s: GET %q: %s, want 400 or a reset", c.name, target, got)
+					}
+				}
+			}
+			if sent := o.since(0); len(sent) != 0 {
+				t.Errorf("origin was sent %q", sent)
+			}
+		})
+	}
+}

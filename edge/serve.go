@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 	"unsafe"
@@ -153,6 +154,32 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	n.serve(lw, req)
 }
 
+// requestTarget checks r's request-target as received (r.RequestURI) and drops a fragment
+// from it, reporting false for one no request may have. A space is in no request-target (RFC
+// 9110 §4.1): over HTTP/1.1 it ends the target, and over HTTP/2 (http2: std) and HTTP/3 net/url
+// took it, the origin sent "%20" (edge/h2 resets such a stream as malformed, RFC 9113 §8.3.1).
+// A fragment ("#frag") is no part of a request-target either (RFC 9112 §3.2), but nginx and
+// Varnish take it; net/url reads it as part of the path or query, which the origin was sent
+// as "%23frag", another resource. It is dropped, as nginx reads it as an origin ($uri): the
+// target is the URL without it, keyed and sent upstream so.
+func requestTarget(r *http.Request) bool {
+	if strings.IndexByte(r.RequestURI, ' ') >= 0 {
+		return false
+	}
+	i := strings.IndexByte(r.RequestURI, '#')
+	if i < 0 {
+		return true
+	}
+	u, err := url.ParseRequestURI(r.RequestURI[:i])
+	if err != nil {
+		return false
+	}
+	// In place: the protocol servers may hold the URL for their next request.
+	*r.URL = *u
+	r.RequestURI = r.RequestURI[:i]
+	return true
+}
+
 func (n *Node) serve(w *logWriter, req *request) {
 	r := req.r
 	// Before front: the beacon it answers is under the rule too.
@@ -169,6 +196,10 @@ func (n *Node) serve(w *logWriter, req *request) {
 		// refuse an invalid character. quic-go checks no more than the userinfo, and none of
 		// the servers the port: read past it, "host:abc" was served as the host.
 		n.fail(w, req, http.StatusBadRequest, "bad host")
+		return
+	}
+	if !requestTarget(r) {
+		n.fail(w, req, http.StatusBadRequest, "bad request target")
 		return
 	}
 	if n.front(w, req) {
