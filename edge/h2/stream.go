@@ -191,14 +191,16 @@ func (c *conn) newStream(id uint32, f *http2.MetaHeadersFrame) *stream {
 
 // malformedField reports whether a regular field makes a request malformed in HTTP/2 (RFC
 // 9113, section 8.2), in its header or its trailers: a connection-specific field, TE other
-// than "trailers" (section 8.2.2), or a value that starts or ends with white space (section
-// 8.2.1; the decoder has refused the other invalid values).
+// than "trailers" (section 8.2.2; in any case, as RFC 9110 section 10.1.4 spells it in ABNF,
+// whose literals are case-insensitive: nginx and Varnish take "Trailers" too), or a value that
+// starts or ends with white space (section 8.2.1; the decoder has refused the other invalid
+// values).
 func malformedField(hf hpack.HeaderField) bool {
 	switch hf.Name {
 	case "connection", "proxy-connection", "keep-alive", "transfer-encoding", "upgrade":
 		return true
 	case "te":
-		if hf.Value != "trailers" {
+		if !h1fields.EqualFold(hf.Value, "trailers") {
 			return true
 		}
 	}
