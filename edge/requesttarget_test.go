@@ -218,3 +218,36 @@ func TestTEWithoutCaseOverHTTP2(t *testing.T) {
 		}
 	}
 }
+
+// TestRequestWithoutAuthority: a request that names no host (HTTP/2 and HTTP/3 without
+// :authority or Host, HTTP/1.1 without Host) is a bad request, 400 (RFC 9110 section 7.2,
+// RFC 9112 section 3.2, RFC 9113 section 8.3.1), or over HTTP/2 and HTTP/3 a reset stream, as
+// nginx answers it, not 421: it names no other host the edge might have been misdirected to.
+// Over HTTP/2 it got 421. A Host field standing in for :authority serves.
+func TestRequestWithoutAuthority(t *testing.T) {
+	for _, h2server := range []string{HTTP2Fast, HTTP2Std} {
+		t.Run("http2="+h2server, func(t *testing.T) {
+			o, n := targetEdge(t, h2server)
+			if rs := raw(t, n.Addr(), "GET /na HTTP/1.1\r\nConnection: close\r\n\r\n"); len(rs) != 1 || rs[0].StatusCode != http.StatusBadRequest {
+				t.Errorf("http/1.1 without Host: %d answers, want one 400", len(rs))
+				for _, r := range rs {
+					t.Errorf("answer: %d", r.StatusCode)
+				}
+			}
+			h2 := dialH2Raw(t, n.HTTPSAddr())
+			if status, code := h2.request(1, ":method", "GET", ":scheme", "https", ":path", "/na"); status != http.StatusBadRequest && (status != 0 || code != http2.ErrCodeProtocol) {
+				t.Errorf("http/2 without :authority: %d (reset %v), want 400 or a PROTOCOL_ERROR reset", status, code)
+			}
+			a := dialH3Raw(t, n.HTTPSAddr()).request(":method", "GET", ":scheme", "https", ":path", "/na")
+			if a.status != http.StatusBadRequest && !(a.reset && a.code == http3.ErrCodeMessageError) {
+				t.Errorf("http/3 without :authority: %d (reset %v %v), want 400 or an H3_MESSAGE_ERROR reset", a.status, a.reset, a.code)
+			}
+			if sent := o.since(0); len(sent) != 0 {
+				t.Errorf("origin was sent %q", sent)
+			}
+			if status, code := h2.request(3, ":method", "GET", ":scheme", "https", ":path", "/na", "host", testHost); status != http.StatusOK {
+				t.Errorf("http/2 with Host for :authority: %d (reset %v), want 200", status, code)
+			}
+		})
+	}
+}
