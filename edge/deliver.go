@@ -544,11 +544,10 @@ func (n *Node) deliverDecoded(w *logWriter, req *request, d decoded) {
 		}
 		if err != nil {
 			w.note = n.decodeFailure(req, d.coding, src, err)
-			if src.err != nil {
-				// Its source failed (the upstream cut it short): what was decoded of the bytes
-				// that came goes out before the cut, as in deliverStream.
-				w.sendHeld()
-			}
+			// Its source failed (the upstream cut it short), or the coded bytes turned corrupt
+			// (the decoder's error: the client took every write so far): what was decoded
+			// before goes out ahead of the cut, as in deliverStream.
+			w.sendHeld()
 			// The client must see the answer cut short, not a complete-looking one.
 			panic(http.ErrAbortHandler)
 		}

@@ -322,6 +322,11 @@ func (n *Node) deliverSliced(w *logWriter, req *request, obj *store.Object, cs h
 	serveContent(w, req.r, req.lw.start, h, obj, obj.Size, sr)
 	if err := sr.failure(); err != nil {
 		w.note = "sliced answer aborted: " + err.Error()
+		if req.r.Context().Err() == nil {
+			// A slice's fetch failed, not the client: what it was written of the slices
+			// before goes out first, as a streamed miss's bytes do (clientFlush.cutShort).
+			w.sendHeld()
+		}
 		// The client must see the answer cut short, never bytes of two versions.
 		panic(http.ErrAbortHandler)
 	}
