@@ -60,7 +60,9 @@ func (n *Node) serveCacheable(w *logWriter, req *request) {
 			return
 		}
 		fwd := "miss"
-		if vary != nil {
+		if vary != nil && verdict != store.Purged {
+			// A variant of the URL is stored, but not the request's. A purged copy's Vary
+			// comes with it too: the request's variant was stored, and is purged (a miss).
 			fwd = "vary-miss"
 		}
 		n.deliverAnswer(w, req, fl.get(req, nil, fillOptions{fwd: fwd}))
