@@ -266,3 +266,83 @@ func TestStreamedMissCutShortCollapsed(t *testing.T) {
 		}
 	}
 }
+
+// TestRevalidationCutShortIsCutShort: a revalidation of a stale copy that carries
+// stale-if-error, answered 200 with a body that streams (chunked) and that the origin cuts
+// short, reaches the client as any streamed miss cut short does (the new head, the bytes that
+// came, the cut), not as the stale copy: the head went out before the cut, as with nginx
+// 1.22's proxy_cache_use_stale error and Varnish 7.1's streaming fetch (docs/edge.md). The
+// stale copy stays stored, and stands in for the next revalidation's 503. An answer read whole
+// before its head goes out (a Content-Length of at most 64 KiB) is no answer yet when it is cut:
+// the stale copy stands in for it.
+func TestRevalidationCutShortIsCutShort(t *testing.T) {
+	for _, tt := range []struct {
+		name, framing, cut string
+		stale              bool // the cut revalidation's client gets the stale copy
+	}{
+		{"chunked", "Transfer-Encoding: chunked", "5\r\nhello\r\n", false},
+		{"small-length", "Content-Length: 100", "hello", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var asked atomic.Int32
+			o := startScriptOrigin(t, "127.0.0.69", func(c net.Conn, r *http.Request, _ int) bool {
+				switch asked.Add(1) {
+				case 1:
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nCache-Control: max-age=60, stale-if-error=600\r\nETag: \"v1\"\r\nContent-Length: 3\r\n\r\nold")
+					return false
+				case 2:
+					if inm := r.Header.Get("If-None-Match"); inm != `"v1"` {
+						t.Errorf("revalidation If-None-Match %q, want \"v1\"", inm)
+					}
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nCache-Control: max-age=60, stale-if-error=600\r\nETag: \"v2\"\r\n"+tt.framing+"\r\n\r\n"+tt.cut)
+					return true // the cut
+				}
+				io.WriteString(c, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+				return false
+			})
+			sg, n := tlsEdge(t, TLSConfig{Dev: true}, func(c *Config) {
+				c.Hosts = []wire.HostConfig{{Host: testHost, Origin: "http://" + o}}
+			})
+			c := &http.Client{Transport: &http.Transport{}}
+			get := func() (*http.Response, string, error) {
+				t.Helper()
+				req, err := http.NewRequest(http.MethodGet, "http://"+n.Addr()+"/reval", nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				req.Host = testHost
+				r, err := c.Do(req)
+				if err != nil {
+					t.Fatalf("GET /reval: %v", err)
+				}
+				defer r.Body.Close()
+				b, err := io.ReadAll(r.Body)
+				return r, string(b), err
+			}
+			wantStale := func(what string) {
+				t.Helper()
+				r, body, err := get()
+				if cs := r.Header.Get("Cache-Status"); err != nil || body != "old" || !strings.Contains(cs, "detail=stale-if-error") {
+					t.Errorf("%s = %d %q (Cache-Status %q), %v; want the stale copy under stale-if-error", what, r.StatusCode, body, cs, err)
+				}
+			}
+			if r, body, err := get(); err != nil || body != "old" || r.Header.Get("ETag") != `"v1"` {
+				t.Fatalf("first GET = %d %q (ETag %s), %v; want the origin's v1", r.StatusCode, body, r.Header.Get("ETag"), err)
+			}
+			sg.clock.Advance(61 * time.Second)
+			if tt.stale {
+				wantStale("revalidation cut short")
+			} else {
+				r, body, err := get()
+				if r.StatusCode != http.StatusOK || r.Header.Get("ETag") != `"v2"` || body != "hello" || err == nil {
+					t.Errorf("revalidation cut short = %d (ETag %s), %q, read error %v; want the new head, \"hello\", then the cut",
+						r.StatusCode, r.Header.Get("ETag"), body, err)
+				}
+			}
+			wantStale("GET after the cut, origin 503")
+			if got := asked.Load(); got != 3 {
+				t.Errorf("origin asked %d times, want 3 (fill, revalidation cut, revalidation 503)", got)
+			}
+		})
+	}
+}
