@@ -430,6 +430,9 @@ func (n *Node) ServeListeners(ctx context.Context, ls Listeners) error {
 			IdleTimeout:       idleTimeout,
 			ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
 			Protocols:         protocols,
+			// OPTIONS * is the node's to answer (serveNetHTTP): net/http's own answer kept an
+			// HTTP/1.0 keep-alive connection, and read a chunked body as the next request.
+			DisableGeneralOptionsHandler: true,
 		}
 	}
 	type served struct {
@@ -437,7 +440,7 @@ func (n *Node) ServeListeners(ctx context.Context, ls Listeners) error {
 		serve    func() error
 	}
 	var all []served
-	srv := newServer(n)
+	srv := newServer(http.HandlerFunc(n.serveNetHTTP))
 	if n.cfg.HTTP1 != HTTP1Std {
 		// Plain HTTP/1.1 through the fast path; every connection it hands over (a request
 		// with a body, an upgrade, h2c, anything unusual) is served by srv as before.
@@ -454,7 +457,9 @@ func (n *Node) ServeListeners(ctx context.Context, ls Listeners) error {
 		}
 		all = append(all, served{fast.Shutdown, func() error { return fast.Serve(n.rttListen(ls.HTTP)) }})
 	} else {
-		ln := sendtimeout.Listener{Listener: n.rttListen(ls.HTTP), Timeout: n.sendTimeout}
+		// The guard has net/http refuse an HTTP/1.0 request with Transfer-Encoding, which it
+		// would frame by its Content-Length (http1.GuardConn), as the fast path's hand-offs do.
+		ln := sendtimeout.Listener{Listener: http1.GuardListener{Listener: n.rttListen(ls.HTTP)}, Timeout: n.sendTimeout}
 		all = append(all, served{srv.Shutdown, func() error { return srv.Serve(ln) }})
 	}
 
@@ -472,7 +477,7 @@ func (n *Node) ServeListeners(ctx context.Context, ls Listeners) error {
 			defer watchers.Done()
 			certs.watch(bg, n.cfg.TLS.ReloadInterval)
 		}()
-		tlsSrv := newServer(n)
+		tlsSrv := newServer(http.HandlerFunc(n.serveNetHTTP))
 		tlsProtocols := new(http.Protocols)
 		tlsProtocols.SetHTTP1(true)
 		tlsProtocols.SetHTTP2(true)

@@ -355,6 +355,22 @@ func serverWideOptions(r *http.Request) bool {
 	return r.Method == http.MethodOptions && r.URL.Scheme != "" && r.URL.RawQuery == "" && !r.URL.ForceQuery
 }
 
+// serveNetHTTP is the handler of the node's net/http servers, which answer OPTIONS * no more
+// (DisableGeneralOptionsHandler): net/http's own answer kept an HTTP/1.0 keep-alive
+// connection, and so read the chunked body of one with Transfer-Encoding, which it frames by
+// its Content-Length, as the next request. Here an HTTP/1.0 connection is not kept (serve).
+// The fast path never serves OPTIONS: its requests pay nothing for this.
+func (n *Node) serveNetHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodOptions && r.RequestURI == "*" {
+		if len(r.TransferEncoding) > 0 || !r.ProtoAtLeast(1, 1) {
+			w.Header().Set("Connection", "close")
+		}
+		answerServerOptions(w)
+		return
+	}
+	n.ServeHTTP(w, r)
+}
+
 // answerServerOptions answers OPTIONS * (RFC 9110 §9.3.7: about the server, not a resource)
 // as net/http does before any handler over HTTP/1.1 and HTTP/2: 200 with an empty body.
 func answerServerOptions(w http.ResponseWriter) {

@@ -175,6 +175,12 @@ func recordingEdge(t *testing.T) (*Node, func() []string) {
 // recordingEdgeOn is recordingEdge, serving HTTP on ln.
 func recordingEdgeOn(t *testing.T, ln net.Listener) (*Node, func() []string) {
 	t.Helper()
+	return recordingEdgeMod(t, ln, nil)
+}
+
+// recordingEdgeMod is recordingEdgeOn with the edge's config changed by mod (if not nil).
+func recordingEdgeMod(t *testing.T, ln net.Listener, mod func(*Config)) (*Node, func() []string) {
+	t.Helper()
 	var mu sync.Mutex
 	var seen []string
 	originAddr := startHTTP(t, "127.0.0.20", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -185,8 +191,12 @@ func recordingEdgeOn(t *testing.T, ln net.Listener) (*Node, func() []string) {
 		w.Header().Set("Cache-Control", "no-store")
 		io.WriteString(w, "done")
 	}))
-	n, _ := startEdge(t, ln, Config{PoP: "tst", Node: "e1", Logger: testLogger(t),
-		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + originAddr}}})
+	cfg := Config{PoP: "tst", Node: "e1", Logger: testLogger(t),
+		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + originAddr}}}
+	if mod != nil {
+		mod(&cfg)
+	}
+	n, _ := startEdge(t, ln, cfg)
 	return n, func() []string {
 		mu.Lock()
 		defer mu.Unlock()
@@ -298,8 +308,9 @@ func TestHTTP10TransferEncodingRefused(t *testing.T) {
 // request that net/http already serves on the connection.
 //
 // The fast path checks only the first request it hands over, and only when its head is in the
-// 4 KiB buffer at that moment; every case below gets past that check. What stops them is that
-// no HTTP/1.0 connection is kept (serve): nothing after an HTTP/1.0 request is ever read.
+// 4 KiB buffer at that moment; every case below gets past that check. net/http refuses them
+// (http1.GuardConn; TestHTTP10TransferEncodingRefusedEveryPath holds the 400), and no HTTP/1.0
+// connection is kept (serve) besides: nothing after an HTTP/1.0 request is ever read.
 func TestHTTP10TransferEncodingRefusedAnyHead(t *testing.T) {
 	ln := readCountingListener{Listener: listen(t, "127.0.0.21"), accepted: make(chan *readCountingConn, 1)}
 	n, seen := recordingEdgeOn(t, ln)

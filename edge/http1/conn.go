@@ -266,6 +266,8 @@ func (c *conn) step() (wait bool) {
 				// handler sees it, frames the body by Content-Length and keeps the
 				// connection: the chunked body would be read as the next request. RFC 9112
 				// §6.1 calls such framing faulty; nginx answers 400 and closes, as here.
+				// A head not whole in the buffer now, and those after, the guard has
+				// net/http refuse (GuardConn); this answer lingers, net/http's does not.
 				c.write([]byte(badHTTP10Framing))
 				c.flush()
 				c.closeLinger = c.werr == nil // the client may still be sending its body
@@ -448,7 +450,10 @@ func (c *conn) handOff() {
 		prefix = append(prefix, c.cr.b[0])
 		c.cr.hasByte = false
 	}
-	var pc net.Conn = &prefixConn{Conn: c.cr.nc, prefix: prefix}
+	// net/http frames an HTTP/1.0 request with Transfer-Encoding by its Content-Length: the
+	// guard has it refused, wherever its head comes (GuardConn). Only a handed-off connection
+	// pays for it, and only in the requests net/http reads.
+	var pc net.Conn = NewGuardConn(&prefixConn{Conn: c.cr.nc, prefix: prefix})
 	if c.timed {
 		// net/http writes with no timeout of its own: the handed-off connection keeps the
 		// send timeout (over TLS, what lies beneath TLS bounds it).

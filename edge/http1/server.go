@@ -6,7 +6,9 @@
 // consumed, to a net/http server that serves it from then on. So every doubtful request is
 // judged by net/http, and smuggling, size limits and protocol errors keep net/http's answers,
 // but one: an HTTP/1.0 request with Transfer-Encoding, which net/http frames by its
-// Content-Length, is answered 400 here and the connection closed (RFC 9112 §6.1).
+// Content-Length, is answered 400 and the connection closed (RFC 9112 §6.1): here when the
+// fast path hands over its head, else by net/http itself, whose reads of a handed-off
+// connection go through a guard that makes such a head malformed (GuardConn).
 //
 // What it leaves out of net/http's work on the fast path: a goroutine and a read per request
 // to notice a client going away (here only once a handler runs long, and then, on a plain TCP
