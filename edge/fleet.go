@@ -119,7 +119,11 @@ func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
 		HTTPSAddr: advertised(n.HTTPSAddr(), fc), Capacity: fc.Capacity,
 		Version: wire.Version(), PurgeMaxLag: n.cfg.Purge.MaxLag,
 	}
-	reg, err := fleet.NewRegistrar(fleet.RegistrarConfig{JS: js, Prefix: fc.Prefix, Node: self, Interval: hb,
+	regJS := js
+	if n.registrarJS != nil {
+		regJS = n.registrarJS(js)
+	}
+	reg, err := fleet.NewRegistrar(fleet.RegistrarConfig{JS: regJS, Prefix: fc.Prefix, Node: self, Interval: hb,
 		Load: n.TakeLoadReport, Logger: n.log, OnWrite: n.registered})
 	if err != nil {
 		return nil, err
@@ -169,7 +173,7 @@ func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
 	// off, may have written there last and write no more (keyLags). So the first heartbeat
 	// waits for the watch's first snapshot; a node that cannot watch the fleet bucket cannot
 	// load its peers either, and never becomes ready.
-	own := &ownKeyWatch{n: n, hb: hb, loaded: make(chan struct{})}
+	own := &ownKeyWatch{n: n, hb: hb, reg: reg.KeyWatch(), loaded: make(chan struct{})}
 	n.ownKey.Store(own)
 	run("own key", func(ctx context.Context) error {
 		fleet.WatchKeys(ctx, js, wire.Bucket(fc.Prefix, wire.FleetBucket), []string{reg.Key()}, n.log, own)
@@ -239,11 +243,14 @@ func (n *Node) registered(sent time.Time, shared bool) {
 }
 
 // ownKeyWatch is the watch of the node's own key in the fleet bucket: it learns the purge.max_lag
-// of every process that writes there (keyLags). The registrar cannot read the key (an edge may
-// not get keys, internal/natsauth), but an edge may watch the fleet bucket.
+// of every process that writes there (keyLags), and hands each entry to the registrar, which
+// so knows a heartbeat of its own stored while its answer was lost (Registrar.KeyWatch). The
+// registrar cannot read the key (an edge may not get keys, internal/natsauth), but an edge may
+// watch the fleet bucket.
 type ownKeyWatch struct {
 	n      *Node
 	hb     time.Duration
+	reg    fleet.WatchHandler // the registrar's (Registrar.KeyWatch)
 	once   sync.Once
 	loaded chan struct{} // closed after the first snapshot
 	// lastDelivery is when the watch last delivered (its goroutine only). This process's own
@@ -278,11 +285,13 @@ func (w *ownKeyWatch) Snapshot(entries []jetstream.KeyValueEntry) {
 	for _, e := range entries {
 		w.see(e)
 	}
+	w.reg.Snapshot(entries)
 	w.once.Do(func() { close(w.loaded) })
 }
 
 func (w *ownKeyWatch) Update(e jetstream.KeyValueEntry) {
 	w.lastDelivery = time.Now()
+	w.reg.Update(e)
 	if e.Operation() == jetstream.KeyValuePut {
 		w.see(e)
 	}

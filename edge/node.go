@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
@@ -97,6 +98,9 @@ type Node struct {
 	keyLags   []keyLag
 	// ownKey is the watch of the node's key (nil: standalone, or not joined yet).
 	ownKey atomic.Pointer[ownKeyWatch]
+	// registrarJS, if not nil, wraps the JetStream context the registrar writes through (a
+	// test's seam: a fake that loses a heartbeat's answer while the write is stored).
+	registrarJS func(jetstream.JetStream) jetstream.JetStream
 	// registeredOnce closes registeredCh at the first answered heartbeat: FleetReady waits
 	// for it (a process no heartbeat registered lags: registrationLapsed).
 	registeredOnce sync.Once

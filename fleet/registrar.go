@@ -2,11 +2,14 @@ package fleet
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,18 +58,33 @@ type RegistrarConfig struct {
 // delete the key when it stops, so the registry neither flips between the two (draining, not
 // draining) nor loses the node when the old process leaves. Nothing is read: a credential that
 // could get a key an edge wrote could have the server publish it anywhere (internal/natsauth).
+//
+// Each registration carries the process's instance id (wire.Node.Instance, random, made by
+// NewRegistrar). A heartbeat the server stored while its answer was lost (a timeout, a
+// reconnect) leaves the key at a revision this process does not know, and the next heartbeat
+// is refused over its last known one; a watch of the key that hands its entries to KeyWatch
+// lets the registrar tell that write for its own, and write over it as over any of its own,
+// instead of taking it for another process's (OnWrite's shared). Without that watch, or before
+// it delivered the write, the write there counts as another's, as it did before.
 type Registrar struct {
-	cfg    RegistrarConfig
-	key    string
-	bucket string
-	log    *slog.Logger
-	kick   chan struct{} // asks Run for an immediate heartbeat
+	cfg      RegistrarConfig
+	key      string
+	bucket   string
+	instance string
+	log      *slog.Logger
+	kick     chan struct{} // asks Run for an immediate heartbeat
 
-	// Run's own: the revision of this process's last write to its key (0: none yet), and
-	// whether it left the key to another process of the node.
+	seenMu sync.Mutex // guards seen
+	// seen is the key's last entry as the watch handed to KeyWatch delivered it.
+	seen seenEntry
+
+	// Run's own: the revision of this process's last answered write to its key (0: none
+	// yet), and whether it left the key to another process of the node.
 	rev     uint64
 	yielded bool
-	// shared: the last write found another write on the key (OnWrite); set by write.
+	// shared: a write since the last answered heartbeat found another write on the key
+	// (OnWrite); set by write, cleared once OnWrite reported it. A write whose answer was lost
+	// may have found one: the next answered heartbeat reports it.
 	shared bool
 
 	ttl atomic.Int64 // the bucket's TTL (BucketTTL); 0 until read
@@ -104,21 +122,30 @@ func NewRegistrar(cfg RegistrarConfig) (*Registrar, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	var id [instanceBytes]byte
+	if _, err := rand.Read(id[:]); err != nil {
+		return nil, fmt.Errorf("new registrar: instance id: %w", err)
+	}
 	return &Registrar{
 		cfg:      cfg,
 		key:      wire.FleetKey(cfg.Node.PoP, cfg.Node.ID),
 		bucket:   wire.Bucket(cfg.Prefix, wire.FleetBucket),
+		instance: hex.EncodeToString(id[:]),
 		log:      log,
 		kick:     make(chan struct{}, 1),
 		draining: cfg.Node.Draining,
 	}, nil
 }
 
+// instanceBytes is how many random bytes an instance id has (hex in the registration).
+const instanceBytes = 8
+
 // checkNodeSize refuses a registration that the fleet bucket could refuse: with the longest
 // load report a heartbeat can carry it must fit MaxNodeBytes, or a heartbeat would fail.
 func checkNodeSize(n wire.Node) error {
 	const long = -1.2345678901234567e-6 // as long as a float64 gets in JSON (25 bytes)
 	n.Lat, n.Lon, n.Capacity, n.Draining, n.PurgeMaxLag = long, long, long, true, math.MinInt64
+	n.Instance = strings.Repeat("f", 2*instanceBytes)
 	n.Load = wire.LoadReport{
 		At:             time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.FixedZone("", -(23*3600+59*60))),
 		RequestsPerSec: long, EgressBytesPerSec: long, OpenConns: math.MinInt, CPU: long,
@@ -146,6 +173,75 @@ func (r *Registrar) BucketTTL() time.Duration { return time.Duration(r.ttl.Load(
 
 // Key is the node's key in the fleet bucket.
 func (r *Registrar) Key() string { return r.key }
+
+// Instance is this process's instance id, which its registrations carry (wire.Node.Instance).
+func (r *Registrar) Instance() string { return r.instance }
+
+// seenEntry is an entry of the node's key as a watch delivered it.
+type seenEntry struct {
+	rev  uint64
+	mine bool // a put carrying this process's instance id
+}
+
+// KeyWatch returns the handler of a watch of the node's own key (WatchKeys with Key()): each
+// entry it delivers tells the registrar which write is the key's last, so that a heartbeat
+// stored while its answer was lost is known for this process's own. Its calls may come from
+// any one goroutine. An entry without an instance id (a version before it, or anyone else's
+// write) is another process's.
+func (r *Registrar) KeyWatch() WatchHandler { return keyWatch{r} }
+
+type keyWatch struct{ r *Registrar }
+
+func (w keyWatch) Snapshot(entries []jetstream.KeyValueEntry) {
+	var last seenEntry // none: the key has no entry
+	for _, e := range entries {
+		if e.Key() == w.r.key {
+			last = w.r.entry(e)
+		}
+	}
+	w.r.seenMu.Lock()
+	w.r.seen = last
+	w.r.seenMu.Unlock()
+}
+
+func (w keyWatch) Update(e jetstream.KeyValueEntry) {
+	if e.Key() != w.r.key {
+		return
+	}
+	s := w.r.entry(e)
+	w.r.seenMu.Lock()
+	w.r.seen = s
+	w.r.seenMu.Unlock()
+}
+
+// entry is what e says of the key: a delete, or a put that does not decode, is not this
+// process's.
+func (r *Registrar) entry(e jetstream.KeyValueEntry) seenEntry {
+	s := seenEntry{rev: e.Revision()}
+	if e.Operation() != jetstream.KeyValuePut {
+		return s
+	}
+	var reg struct {
+		Instance string `json:"instance"`
+	}
+	s.mine = json.Unmarshal(e.Value(), &reg) == nil && reg.Instance == r.instance
+	return s
+}
+
+// ownUnanswered is the revision of the key's last entry the watch saw when it is a write of
+// this process's whose answer the registrar did not get (stored, its answer lost), else 0.
+// Writing over it (a write over a revision, refused if the key moved on since) is writing over
+// this process's own: that write was itself made over the last answered one (or over no
+// entry), and whatever another process wrote after it makes the write fail.
+func (r *Registrar) ownUnanswered() uint64 {
+	r.seenMu.Lock()
+	s := r.seen
+	r.seenMu.Unlock()
+	if s.mine && s.rev != r.rev {
+		return s.rev
+	}
+	return 0
+}
 
 // SetDraining marks the node as draining (or not) and sends a heartbeat at once so that DNS
 // and peers stop choosing it without waiting for the next tick.
@@ -235,12 +331,12 @@ func (r *Registrar) beat(ctx context.Context, kv jetstream.KeyValue) jetstream.K
 	r.mu.Lock()
 	n.Draining = r.draining
 	r.mu.Unlock()
+	n.Instance = r.instance
 	b, err := json.Marshal(n)
 	if err != nil {
 		fail(fmt.Errorf("encode node %s: %w", r.key, err))
 		return kv
 	}
-	r.shared = false
 	sent := time.Now()
 	rev, err := r.write(bctx, kv, b, n.Draining)
 	if err == nil {
@@ -248,6 +344,7 @@ func (r *Registrar) beat(ctx context.Context, kv jetstream.KeyValue) jetstream.K
 		if r.cfg.OnWrite != nil {
 			r.cfg.OnWrite(sent, r.shared)
 		}
+		r.shared = false
 	}
 	switch {
 	case err != nil:
@@ -296,6 +393,10 @@ func (r *Registrar) write(ctx context.Context, kv jetstream.KeyValue, b []byte, 
 		// Revision 0: only a key with no entry at all, which its expiry leaves (kv.Create
 		// would read the key to see a delete, which an edge may not).
 		rev, err := kv.Update(ctx, r.key, b, 0)
+		if own := r.ownUnanswered(); own != 0 && wrongLastRevision(err) {
+			// This process's own write is there (one of these, its answer lost).
+			rev, err = kv.Update(ctx, r.key, b, own)
+		}
 		if wrongLastRevision(err) {
 			r.shared = true
 			return 0, nil // still the other process's
@@ -314,6 +415,17 @@ func (r *Registrar) write(ctx context.Context, kv jetstream.KeyValue, b []byte, 
 	rev, err := kv.Update(ctx, r.key, b, r.rev)
 	if !wrongLastRevision(err) {
 		return rev, err
+	}
+	if own := r.ownUnanswered(); own != 0 {
+		// The write there is this process's own, stored while its answer was lost (a
+		// timeout, a reconnect): before, it was taken for another process's, and the edge
+		// held its purge acks for lame_duck + max_lag + two heartbeats for nothing
+		// (TestLostHeartbeatAnswerHoldsNoAcks, edge). If it found another's write itself
+		// (a Put below), shared says so still.
+		rev, err = kv.Update(ctx, r.key, b, own)
+		if !wrongLastRevision(err) {
+			return rev, err
+		}
 	}
 	if r.rev != 0 {
 		// Not over this process's last write: is there any entry at all? None (revision 0)
@@ -334,9 +446,10 @@ func (r *Registrar) write(ctx context.Context, kv jetstream.KeyValue, b []byte, 
 	}
 	if draining {
 		// Also when the write there is this process's own, stored while its answer was lost
-		// in a cut: then the key goes unwritten until it expires (and stays after the stop
-		// until then), which costs nothing for a draining node. Writing over it instead
-		// would, in a restart, mark the new process draining until its next heartbeat.
+		// in a cut, and the watch of the key has not delivered it (or there is none): then the
+		// key goes unwritten until it expires (and stays after the stop until then), which
+		// costs nothing for a draining node. Writing over it instead would, in a restart, mark
+		// the new process draining until its next heartbeat.
 		r.yielded = true
 		r.log.Info("fleet key written by another process of this node while this one drains: left to it", "key", r.key)
 		return 0, nil
@@ -361,14 +474,24 @@ func (r *Registrar) setErr(err error) {
 func (r *Registrar) leave(kv jetstream.KeyValue) {
 	// Asked before anything is sent: with NATS unreachable since the start (no bucket bound,
 	// so nothing written), binding the bucket only waited out the timeout below.
-	if kv == nil || r.yielded || r.rev == 0 {
+	if kv == nil {
+		return // never bound, so never written
+	}
+	rev := r.rev
+	if r.yielded {
+		rev = 0 // the key is another process's
+	}
+	if own := r.ownUnanswered(); own != 0 {
+		rev = own // its last write, stored while its answer was lost
+	}
+	if rev == 0 {
 		return // the key is another process's, or this one never wrote it
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	// Only over this process's own last write: another process of the node that wrote since
 	// keeps its registration.
-	err := kv.Delete(ctx, r.key, jetstream.LastRevision(r.rev))
+	err := kv.Delete(ctx, r.key, jetstream.LastRevision(rev))
 	if err != nil && !wrongLastRevision(err) {
 		r.log.Warn("fleet leave: delete key", "key", r.key, "err", err)
 	}

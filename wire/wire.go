@@ -73,6 +73,11 @@ type Node struct {
 	// purges for the node while this one may still serve, holds its acks that long (at most
 	// MaxPurgeMaxLag; docs/purge.md, "Restart overlap"). 0 (absent) from a version before it.
 	PurgeMaxLag time.Duration `json:"purge_max_lag,omitempty"`
+	// Instance is the id of the process that wrote the registration: random, made when the
+	// process starts (fleet.Registrar), so that a process knows its own write on the key from
+	// another process's of the same node (a restart's overlap), also one whose answer it lost.
+	// Empty (absent) from a version before it: such a write is never a process's own.
+	Instance string `json:"instance,omitempty"`
 	// Draining is true when the node is shutting down or was drained by an operator: it still
 	// serves what arrives but must not be handed new clients or used as a peer.
 	Draining bool       `json:"draining"`
