@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -66,21 +67,37 @@ func startEdge(t testing.TB, ip, pop, node, natsURL string) *edge.Node {
 // startEdgeHB is startEdge with a heartbeat interval.
 func startEdgeHB(t testing.TB, ip, pop, node, natsURL string, heartbeat time.Duration) *edge.Node {
 	t.Helper()
-	n, err := edge.New(edge.Config{PoP: pop, Node: node,
+	n, _ := startEdgeMod(t, ip, pop, node, natsURL, heartbeat, nil)
+	return n
+}
+
+// startEdgeMod is startEdgeHB with mod (if not nil) applied to the edge's config; stop stops
+// the edge (cleanly: it leaves the fleet) before the test ends.
+func startEdgeMod(t testing.TB, ip, pop, node, natsURL string, heartbeat time.Duration, mod func(*edge.Config)) (n *edge.Node, stop func()) {
+	t.Helper()
+	cfg := edge.Config{PoP: pop, Node: node,
 		Fleet: edge.FleetConfig{NATS: natsURL, Creds: credsFile(t, natsURL, natsauth.Edge(pop, node)),
-			Heartbeat: heartbeat, TTL: 3 * heartbeat}})
+			Heartbeat: heartbeat, TTL: 3 * heartbeat}}
+	if mod != nil {
+		mod(&cfg)
+	}
+	n, err := edge.New(cfg)
 	if err != nil {
 		t.Fatalf("new edge: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- n.Serve(ctx, listenOn(t, ip), nil) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("edge %s: %v", n.Name(), err)
-		}
-	})
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("edge %s: %v", n.Name(), err)
+			}
+		})
+	}
+	t.Cleanup(stop)
 	select {
 	case <-n.FleetReady():
 	case err := <-done:
@@ -88,7 +105,7 @@ func startEdgeHB(t testing.TB, ip, pop, node, natsURL string, heartbeat time.Dur
 	case <-time.After(30 * time.Second):
 		t.Fatalf("edge %s did not join the fleet within 30s", n.Name())
 	}
-	return n
+	return n, stop
 }
 
 // putHosts configures hosts with the origin and waits until every edge serves them.

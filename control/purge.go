@@ -109,18 +109,23 @@ func (s *Server) postPurge(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusForbidden, "host", errHostScope(r.Context(), host))
 		return
 	}
-	if ok, err := s.hostConfigured(r.Context(), host); err != nil {
+	configured, err := s.hostConfigured(r.Context(), host)
+	if err != nil {
 		WriteError(w, http.StatusServiceUnavailable, "", fmt.Errorf("look up host %s: %w", host, err))
-		return
-	} else if !ok {
-		WriteError(w, http.StatusBadRequest, "host", fmt.Errorf("host %s is not configured", host))
 		return
 	}
 	select {
 	case <-s.ready:
 	default:
-		// Until the fleet view is loaded, the expected nodes would be incomplete (rule 4).
+		// Until the fleet view is loaded, the expected nodes would be incomplete (rule 4), and
+		// the hosts served from the edges' files unknown.
 		WriteError(w, http.StatusServiceUnavailable, "", errors.New("the control plane is starting: the fleet view is not loaded yet"))
+		return
+	}
+	if !configured && !s.hostServedFromFile(host) {
+		// Printed after its field ("host: ..."), so the message does not say "host" again.
+		WriteError(w, http.StatusBadRequest, "host",
+			fmt.Errorf("%s is not configured: not in the config bucket, nor in the config file of any live node", host))
 		return
 	}
 	if !s.limiter.take(w, TokenName(r.Context())) {
@@ -282,6 +287,19 @@ func (s *Server) hostConfigured(ctx context.Context, host string) (bool, error) 
 		return false, err
 	}
 	return true, nil
+}
+
+// hostServedFromFile reports whether a live node of the fleet view (its report fresh, draining
+// or not) registered host among the hosts of its config file (wire.Node.Hosts). A host in a
+// registration makes purges of it acceptable, nothing more: the token's host scope still
+// applies, and an edge credential writes only its own registration (docs/security.md).
+func (s *Server) hostServedFromFile(host string) bool {
+	for _, n := range s.Fleet().Nodes() {
+		if slices.Contains(n.Hosts, host) {
+			return true
+		}
+	}
+	return false
 }
 
 // requestReceipts returns the receipts of request id, or writes a 404 (or a 403 for a host

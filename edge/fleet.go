@@ -119,6 +119,12 @@ func (n *Node) joinFleet(ctx context.Context) (wait func(), err error) {
 		HTTPSAddr: advertised(n.HTTPSAddr(), fc), Capacity: fc.Capacity,
 		Version: wire.Version(), PurgeMaxLag: n.cfg.Purge.MaxLag,
 	}
+	var left []string
+	self.Hosts, left = registeredHosts(n.cfg.Hosts)
+	if len(left) > 0 {
+		n.log.Warn("file hosts past the registration's bound are not registered: control refuses their purges unless the config bucket has them",
+			"registered", len(self.Hosts), "left_out", len(left), "first_left_out", left[0], "bound_bytes", wire.MaxNodeHostsBytes)
+	}
 	regJS := js
 	if n.registrarJS != nil {
 		regJS = n.registrarJS(js)
@@ -531,6 +537,35 @@ func (n *Node) heartbeatErr() error {
 		return r.Err()
 	}
 	return nil
+}
+
+// registeredHosts are the names of the file's hosts the registration carries (wire.Node.Hosts),
+// so that control accepts purges of them: sorted, as many as fit wire.MaxNodeHostsBytes as
+// JSON; left are those past it. The names are the ones the node serves (configHosts).
+func registeredHosts(file []wire.HostConfig) (names, left []string) {
+	all := make([]string, 0, len(file))
+	for _, h := range file {
+		all = append(all, h.Host)
+	}
+	slices.Sort(all)
+	all = slices.Compact(all)
+	size := len("[]")
+	for i, name := range all {
+		b, err := json.Marshal(name)
+		if err != nil {
+			return all[:i], all[i:]
+		}
+		if i > 0 {
+			size++ // the comma
+		}
+		if size += len(b); size > wire.MaxNodeHostsBytes {
+			return all[:i], all[i:]
+		}
+	}
+	if len(all) == 0 {
+		return nil, nil
+	}
+	return all, nil
 }
 
 // advertised is the address peers and operators reach a listener at: the listen address, or,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -186,11 +187,16 @@ func (v *View) Changed() <-chan struct{} { return v.changed.wait() }
 // and does not rebuild its peer sets for every heartbeat in the fleet.
 func (v *View) MembersChanged() <-chan struct{} { return v.members.wait() }
 
-// sameMember reports whether a and b differ in load figures at most.
+// sameMember reports whether a and b differ in load figures at most. A node's file hosts
+// (Hosts) are membership: control's purge check reads them.
 func sameMember(a, b wire.Node) bool {
+	if !slices.Equal(a.Hosts, b.Hosts) {
+		return false
+	}
 	a.Load = wire.LoadReport{Healthy: a.Load.Healthy}
 	b.Load = wire.LoadReport{Healthy: b.Load.Healthy}
-	return a == b
+	a.Hosts, b.Hosts = nil, nil
+	return reflect.DeepEqual(a, b)
 }
 
 // notify announces a change; members says whether it is one of membership too.

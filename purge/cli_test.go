@@ -133,9 +133,9 @@ func TestCommand(t *testing.T) {
 	})
 
 	t.Run("server refusal", func(t *testing.T) {
-		_, url := startAPI(t, http.StatusBadRequest, []byte(`{"error":"host is not configured","field":"host"}`))
+		_, url := startAPI(t, http.StatusBadRequest, []byte(`{"error":"nope.example is not configured: not in the config bucket, nor in the config file of any live node","field":"host"}`))
 		_, err := runCommand(t, "--api", url, "--token", "s3cret", "--host", "nope.example", "--all")
-		if err == nil || !strings.Contains(err.Error(), "(400): host: host is not configured") {
+		if err == nil || !strings.Contains(err.Error(), "(400): host: nope.example is not configured: not in the config bucket") {
 			t.Errorf("error = %v, want the API's field and message", err)
 		}
 	})

@@ -49,6 +49,11 @@ func HostKey(host string) string { return "host." + strings.ToLower(host) }
 // hostile or buggy, holds them no longer.
 const MaxPurgeMaxLag = 10 * time.Minute
 
+// MaxNodeHostsBytes bounds Node.Hosts as JSON (quotes and commas counted): with every other
+// field at its longest the registration stays within the fleet bucket's value bound (4 KiB).
+// About 100 names of 16 characters, 7 of the longest (253).
+const MaxNodeHostsBytes = 2048
+
 // Node is one edge node's registration and its latest load report. It is the value stored
 // under FleetKey in the fleet bucket and rewritten on every heartbeat.
 type Node struct {
@@ -73,6 +78,11 @@ type Node struct {
 	// purges for the node while this one may still serve, holds its acks that long (at most
 	// MaxPurgeMaxLag; docs/purge.md, "Restart overlap"). 0 (absent) from a version before it.
 	PurgeMaxLag time.Duration `json:"purge_max_lag,omitempty"`
+	// Hosts are the names (A-labels, sorted) of the hosts the node serves from its own config
+	// file, not from the config bucket: control accepts purges of them as of configured hosts
+	// (docs/purge.md). At most MaxNodeHostsBytes of them as JSON; the node leaves out those
+	// past it. Absent from a version before it.
+	Hosts []string `json:"hosts,omitempty"`
 	// Instance is the id of the process that wrote the registration: random, made when the
 	// process starts (fleet.Registrar), so that a process knows its own write on the key from
 	// another process's of the same node (a restart's overlap), also one whose answer it lost.
