@@ -15,6 +15,13 @@ import (
 	"github.com/meridian-cdn/meridian/internal/proctest"
 )
 
+// TestMain removes the meridian binary the tests share.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	proctest.Cleanup()
+	os.Exit(code)
+}
+
 // TestCLIHelpAndErrors: every command's --help exits 0 with its usage on stdout; an unknown
 // flag, command or argument exits non-zero with one "meridian: " line on stderr and nothing
 // on stdout.

@@ -5,6 +5,8 @@ package proctest
 import (
 	"bufio"
 	"context"
+	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -15,14 +17,45 @@ import (
 	"time"
 )
 
-// Build builds the meridian binary into the test's temporary directory.
+// built is the binary Build made, once per test binary: the go command caches compiled
+// packages but links again on every build, which took 5-30 s per test on a loaded 2-core
+// machine, and a package's tests all need the same binary.
+var built struct {
+	once sync.Once
+	dir  string
+	bin  string
+	err  error
+}
+
+// Build builds the meridian binary, once per test binary, and returns its path. A package
+// whose tests call it removes the binary with Cleanup from its TestMain.
 func Build(t testing.TB) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "meridian")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/meridian-cdn/meridian").CombinedOutput(); err != nil {
-		t.Fatalf("go build meridian: %v\n%s", err, out)
+	built.once.Do(func() {
+		dir, err := os.MkdirTemp("", "meridian-proctest-")
+		if err != nil {
+			built.err = fmt.Errorf("make a directory for the meridian binary: %w", err)
+			return
+		}
+		built.dir = dir
+		bin := filepath.Join(dir, "meridian")
+		if out, err := exec.Command("go", "build", "-o", bin, "github.com/meridian-cdn/meridian").CombinedOutput(); err != nil {
+			built.err = fmt.Errorf("go build meridian: %w\n%s", err, out)
+			return
+		}
+		built.bin = bin
+	})
+	if built.err != nil {
+		t.Fatal(built.err)
 	}
-	return bin
+	return built.bin
+}
+
+// Cleanup removes the binary Build made, if it made one; TestMain calls it after the tests.
+func Cleanup() {
+	if built.dir != "" {
+		os.RemoveAll(built.dir)
+	}
 }
 
 // Start runs bin with args and returns once a line of its stderr contains ready. The process
