@@ -64,6 +64,12 @@ var (
 // switch: Do never asks for one (upgrades go through UpgradeTransport).
 var errUnexpectedSwitch = errors.New("unexpected 101 Switching Protocols")
 
+// errStatusBelow100 is an answer whose status code is below 100: three digits, as
+// http.ReadResponse asks, but none that HTTP has (RFC 9110 §15: 100 to 599). It is malformed
+// as a head without a status is: neither an interim answer nor a final one that the edge could
+// write (net/http's WriteHeader panics below 100).
+var errStatusBelow100 = errors.New("status code below 100 (RFC 9110 §15)")
+
 // headTooLargeError is an answer head longer than max bytes (Config.MaxHeadBytes).
 type headTooLargeError struct{ max int64 }
 
@@ -395,6 +401,10 @@ func (t *upgradeTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		resp.Body.Close()
 		err = fmt.Errorf("read response header: %w to %q, asked %q", errUnexpectedSwitch, upgradeType(resp.Header), upgradeType(req.Header))
 		return nil, &url.Error{Op: opName(req), URL: req.URL.Redacted(), Err: err}
+	}
+	if resp.StatusCode < 100 {
+		resp.Body.Close()
+		return nil, &url.Error{Op: opName(req), URL: req.URL.Redacted(), Err: fmt.Errorf("read response header: %w %d", errStatusBelow100, resp.StatusCode)}
 	}
 	return resp, nil
 }
@@ -799,6 +809,12 @@ func (u *Upstream) roundTrip(ctx context.Context, req *http.Request) (*http.Resp
 		// connection stayed taken.
 		resp.Body.Close()
 		return nil, &url.Error{Op: opName(req), URL: req.URL.Redacted(), Err: fmt.Errorf("read response header: %w", errUnexpectedSwitch)}
+	}
+	if resp.StatusCode < 100 {
+		// The Transport takes only 100-199 for 1xx and hands back any other three digits as
+		// the final answer, as the h1 path refuses them.
+		resp.Body.Close()
+		return nil, &url.Error{Op: opName(req), URL: req.URL.Redacted(), Err: fmt.Errorf("read response header: %w %d", errStatusBelow100, resp.StatusCode)}
 	}
 	dropInvalidFields(resp.Header)
 	return resp, nil

@@ -590,6 +590,10 @@ func (c *h1Conn) exchange(ctx context.Context, deadline time.Time, req *http.Req
 		if code >= 200 {
 			break
 		}
+		if code < 100 {
+			// Not a 1xx: no status at all (http.ReadResponse takes any three digits).
+			return nil, fail("read response header from", errStatusBelow100, false)
+		}
 		if code == http.StatusSwitchingProtocols {
 			return nil, fail("read response header from", errUnexpectedSwitch, false)
 		}
