@@ -477,23 +477,32 @@ func (r *Registrar) leave(kv jetstream.KeyValue) {
 	if kv == nil {
 		return // never bound, so never written
 	}
-	rev := r.rev
-	if r.yielded {
-		rev = 0 // the key is another process's
+	// Only over this process's own writes: another process of the node that wrote since keeps
+	// its registration. First over its last answered write (none when it yielded the key to
+	// another process), then over its last write stored while its answer was lost, as the
+	// watch saw it. Not the other way round: a watch that has not yet delivered the last
+	// answered write shows an older one of this process's, and a delete over that would be
+	// refused, leaving the key until it expires (TestRegistrarLeaveWatchBehind).
+	var revs []uint64
+	if !r.yielded && r.rev != 0 {
+		revs = append(revs, r.rev)
 	}
 	if own := r.ownUnanswered(); own != 0 {
-		rev = own // its last write, stored while its answer was lost
+		revs = append(revs, own)
 	}
-	if rev == 0 {
+	if len(revs) == 0 {
 		return // the key is another process's, or this one never wrote it
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	// Only over this process's own last write: another process of the node that wrote since
-	// keeps its registration.
-	err := kv.Delete(ctx, r.key, jetstream.LastRevision(rev))
-	if err != nil && !wrongLastRevision(err) {
-		r.log.Warn("fleet leave: delete key", "key", r.key, "err", err)
+	for _, rev := range revs {
+		err := kv.Delete(ctx, r.key, jetstream.LastRevision(rev))
+		if !wrongLastRevision(err) {
+			if err != nil {
+				r.log.Warn("fleet leave: delete key", "key", r.key, "err", err)
+			}
+			return
+		}
 	}
 }
 

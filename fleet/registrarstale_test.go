@@ -201,3 +201,52 @@ func TestRegistrarOwnWriteStaleView(t *testing.T) {
 		})
 	}
 }
+
+// TestRegistrarLeaveWatchBehind: a stop just after an answered heartbeat, before the watch of
+// the key delivered it (its view still at the process's previous write), deletes the key: the
+// delete goes over the last answered write, not over the older write the watch last showed.
+// Before, leave deleted over the watch's revision whenever it was the process's own and not
+// the last answered one, the delete was refused, and the key outlived the clean stop until
+// its TTL.
+func TestRegistrarLeaveWatchBehind(t *testing.T) {
+	s, js := setupTTL(t, time.Minute)
+	kv, err := js.KeyValue(t.Context(), wire.Bucket("", wire.FleetBucket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, ejs := natstest.ConnectURL(t, s.URL(), s.Options(natsauth.Edge("lon", "n1"))...)
+	writes := make(chan bool, 16)
+	r, err := fleet.NewRegistrar(fleet.RegistrarConfig{JS: ejs, Node: node("lon", "n1"), Interval: time.Hour,
+		OnWrite: func(_ time.Time, shared bool) { writes <- shared }})
+	if err != nil {
+		t.Fatalf("NewRegistrar: %v", err)
+	}
+	gw := &gatedWatch{h: r.KeyWatch(), revs: make(chan uint64, 64)}
+	run(t, func(ctx context.Context) error {
+		fleet.WatchKeys(ctx, ejs, wire.Bucket("", wire.FleetBucket), []string{r.Key()}, slog.New(slog.DiscardHandler), gw)
+		return nil
+	})
+	stop := run(t, r.Run)
+	<-writes
+	// The key was empty: the first revision the watch hands on is the first heartbeat's.
+	select {
+	case <-gw.revs:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the watch did not deliver the first heartbeat within 10s")
+	}
+	gw.frozen.Store(true)
+	r.Beat()
+	select {
+	case <-writes:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no second heartbeat answered within 10s")
+	}
+	stop()
+	if e, err := kv.Get(t.Context(), r.Key()); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		var rev uint64
+		if err == nil {
+			rev = e.Revision()
+		}
+		t.Errorf("after a clean stop the key is at revision %d (%v), want deleted", rev, err)
+	}
+}
