@@ -532,7 +532,8 @@ func TestNewRegistrarValidates(t *testing.T) {
 }
 
 // TestMembersChangedIgnoresLoads: a heartbeat that changes only load figures wakes Changed
-// but not MembersChanged; joining, health, registration and going stale wake both.
+// but not MembersChanged, nor does one that changes only the writing process (Instance);
+// joining, health, registration (file hosts included) and going stale wake both.
 func TestMembersChangedIgnoresLoads(t *testing.T) {
 	_, js := setup(t)
 	// The view's clock stands at the last report, so a stalled machine cannot age a report
@@ -557,6 +558,12 @@ func TestMembersChangedIgnoresLoads(t *testing.T) {
 		{"unhealthy", func(n *wire.Node) { n.Load.Healthy = false }, true},
 		{"healthy again, other loads", func(n *wire.Node) { n.Load.Healthy, n.Load.Saturation = true, 0.4 }, true},
 		{"new address", func(n *wire.Node) { n.HTTPAddr = "127.0.0.2:80" }, true},
+		// Two processes of the node (a restart's overlap) may write the key in turn: which one
+		// wrote last is no change of membership.
+		{"another process of the node", func(n *wire.Node) { n.Instance = "0123456789abcdef" }, false},
+		{"the first process again", func(n *wire.Node) { n.Instance = "fedcba9876543210" }, false},
+		{"file hosts", func(n *wire.Node) { n.Hosts = []string{"a.example"} }, true},
+		{"other file hosts", func(n *wire.Node) { n.Hosts = []string{"a.example", "b.example"} }, true},
 		{"draining", func(n *wire.Node) { n.Draining = true }, true},
 	}
 	n.Load = wire.LoadReport{Healthy: true}
@@ -578,7 +585,7 @@ func TestMembersChangedIgnoresLoads(t *testing.T) {
 		select {
 		case <-members:
 			if !s.wantMembers {
-				t.Errorf("%s: MembersChanged() closed for a change of loads only", s.name)
+				t.Errorf("%s: MembersChanged() closed for a change of no member's (loads, the writing process)", s.name)
 			}
 		default:
 			if s.wantMembers {

@@ -187,8 +187,10 @@ func (v *View) Changed() <-chan struct{} { return v.changed.wait() }
 // and does not rebuild its peer sets for every heartbeat in the fleet.
 func (v *View) MembersChanged() <-chan struct{} { return v.members.wait() }
 
-// sameMember reports whether a and b differ in load figures at most. A node's file hosts
-// (Hosts) are membership: control's purge check reads them.
+// sameMember reports whether a and b differ in load figures and the process that wrote them
+// (Instance) at most. Two processes of a node (a restart's overlap) may write its key in turn,
+// every heartbeat: which wrote last changes no peer set nor any purge's expected nodes. A
+// node's file hosts (Hosts) are membership: control's purge check reads them.
 func sameMember(a, b wire.Node) bool {
 	if !slices.Equal(a.Hosts, b.Hosts) {
 		return false
@@ -196,6 +198,7 @@ func sameMember(a, b wire.Node) bool {
 	a.Load = wire.LoadReport{Healthy: a.Load.Healthy}
 	b.Load = wire.LoadReport{Healthy: b.Load.Healthy}
 	a.Hosts, b.Hosts = nil, nil
+	a.Instance, b.Instance = "", ""
 	return reflect.DeepEqual(a, b)
 }
 
