@@ -55,10 +55,14 @@ func TestRegisteredHosts(t *testing.T) {
 			if b, _ := json.Marshal(names); len(b) > wire.MaxNodeHostsBytes {
 				t.Errorf("registered names take %d bytes as JSON, more than %d", len(b), wire.MaxNodeHostsBytes)
 			}
-			if _, err := fleet.NewRegistrar(fleet.RegistrarConfig{JS: &loseAnswer{}, Node: wire.Node{PoP: "f1", ID: "n0",
-				Region: "europe-west", City: "Amsterdam", IPv4: "203.0.113.10", IPv6: "2001:db8::10",
-				HTTPAddr: "203.0.113.10:80", HTTPSAddr: "203.0.113.10:443", AdminAddr: "203.0.113.10:9090",
-				Version: "v1.2.3-rc.1+abcdef", Hosts: names}}); err != nil {
+			// The ids and addresses at their longest (a DNS label, the longest IPv6 text),
+			// with 256 bytes each of region and city and 128 of version (NewRegistrar takes the
+			// load report at its longest).
+			label, v6 := strings.Repeat("x", 63), "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+			if _, err := fleet.NewRegistrar(fleet.RegistrarConfig{JS: &loseAnswer{}, Node: wire.Node{PoP: label, ID: label,
+				Region: strings.Repeat("r", 256), City: strings.Repeat("c", 256), IPv4: "255.255.255.255", IPv6: v6,
+				HTTPAddr: "[" + v6 + "]:65535", HTTPSAddr: "[" + v6 + "]:65535", AdminAddr: "[" + v6 + "]:65535",
+				Version: strings.Repeat("v", 128), Capacity: 1e9, PurgeMaxLag: wire.MaxPurgeMaxLag, Hosts: names}}); err != nil {
 				t.Errorf("a registration with the registered names: %v", err)
 			}
 		})

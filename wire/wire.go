@@ -49,9 +49,12 @@ func HostKey(host string) string { return "host." + strings.ToLower(host) }
 // hostile or buggy, holds them no longer.
 const MaxPurgeMaxLag = 10 * time.Minute
 
-// MaxNodeHostsBytes bounds Node.Hosts as JSON (quotes and commas counted): with every other
-// field at its longest the registration stays within the fleet bucket's value bound (4 KiB).
-// About 100 names of 16 characters, 7 of the longest (253).
+// MaxNodeHostsBytes bounds Node.Hosts as JSON (quotes and commas counted): with the ids,
+// addresses and load report at their longest, and 256 bytes each of region and city, the
+// registration stays within the fleet bucket's value bound (4 KiB; TestRegisteredHosts, edge).
+// Region, city and version have no bound of their own: fleet.NewRegistrar refuses a
+// registration that could outgrow the bucket's. About 100 names of 16 characters, 7 of the
+// longest (253).
 const MaxNodeHostsBytes = 2048
 
 // Node is one edge node's registration and its latest load report. It is the value stored
