@@ -251,3 +251,37 @@ func TestRequestWithoutAuthority(t *testing.T) {
 		})
 	}
 }
+
+// TestPurgeOfPathLeavesEmptyQuery: "/x" and "/x?" being two URLs (TestEmptyQueryKept), a URL
+// purge of "/x" leaves "/x?"'s copy, and a prefix purge of "/x" removes both (the prefix
+// matches the path; the query takes no part), as docs/purge.md says.
+func TestPurgeOfPathLeavesEmptyQuery(t *testing.T) {
+	o, n := targetEdge(t, HTTP2Fast)
+	c := targetClients(t, n)[0] // http/1.1: the key and the purges are the same over every protocol
+	for i, tt := range []struct {
+		kind purge.Kind
+		want []string // what the origin is sent for p and p+"?" after the purge
+	}{
+		{purge.KindURL, []string{"/pp/0"}},
+		{purge.KindPrefix, []string{"/pp/1", "/pp/1?"}},
+	} {
+		p := fmt.Sprintf("/pp/%d", i)
+		for _, target := range []string{p, p + "?"} {
+			if got := c.get(t, target); got != "200" {
+				t.Fatalf("GET %s: %s, want 200", target, got)
+			}
+		}
+		if _, err := n.ApplyPurge(t.Context(), purge.Message{ID: fmt.Sprint("pp", i), Host: testHost, Kind: tt.kind, Values: []string{p}}); err != nil {
+			t.Fatalf("%s purge of %s: %v", tt.kind, p, err)
+		}
+		before := o.count()
+		for _, target := range []string{p, p + "?"} {
+			if got := c.get(t, target); got != "200" {
+				t.Fatalf("GET %s after the purge: %s, want 200", target, got)
+			}
+		}
+		if got := o.since(before); !slices.Equal(got, tt.want) {
+			t.Errorf("after a %s purge of %s, origin was sent %q, want %q", tt.kind, p, got, tt.want)
+		}
+	}
+}
