@@ -51,7 +51,11 @@ type request struct {
 	// (fillResult.untrusted); a fleet node is not told it is trusted (markHop). Beside
 	// fromPeer, in its padding: a request allocated (HTTP/2, HTTP/3) stays in its size class.
 	untrustedAnswer bool
-	needSeq         uint64 // purge sequence the requesting fleet node has applied (fills only)
+	// plainTarget: the request-target holds nothing requestTarget refuses or cuts (no space,
+	// no '#'), as edge/http1's fast path (the one handlerStater) hands off any other: its hits
+	// and misses skip the check. In the padding too.
+	plainTarget bool
+	needSeq     uint64 // purge sequence the requesting fleet node has applied (fills only)
 	// maxAge bounds the age of what may answer a fleet node's fill (hasMaxAge), which asks for
 	// nothing older than a URL's invalidation at its end (invalidations.go).
 	maxAge    time.Duration
@@ -136,7 +140,8 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The request's state and its writer: the connection's own where it keeps one, else one
 	// allocation.
 	var req *request
-	if hs, ok := w.(handlerStater); ok {
+	hs, fast := w.(handlerStater)
+	if fast {
 		p := hs.HandlerState()
 		if req, _ = (*p).(*request); req == nil {
 			req = new(request)
@@ -145,7 +150,7 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		req = new(request)
 	}
-	*req = request{r: r, proto: protoName(r)}
+	*req = request{r: r, proto: protoName(r), plainTarget: fast}
 	req.lw = logWriter{ResponseWriter: w, status: http.StatusOK, start: start, since: n.since, no1xx: !r.ProtoAtLeast(1, 1)}
 	lw := &req.lw
 	req.w = lw
@@ -198,7 +203,7 @@ func (n *Node) serve(w *logWriter, req *request) {
 		n.fail(w, req, http.StatusBadRequest, "bad host")
 		return
 	}
-	if !requestTarget(r) {
+	if !req.plainTarget && !requestTarget(r) {
 		n.fail(w, req, http.StatusBadRequest, "bad request target")
 		return
 	}
