@@ -215,15 +215,6 @@ func (n *Node) serve(w *logWriter, req *request) {
 			w.Header()["Alt-Svc"] = []string{*alt}
 		}
 	}
-	if r.Host == "" && (r.ProtoMajor > 1 || r.ProtoMinor > 0) {
-		// No host at all (HTTP/2 or HTTP/3 without :authority or Host; net/http and edge/http1
-		// refuse an HTTP/1.1 request without Host themselves): the target URI has none, which
-		// an http(s) URI must (RFC 9110 §4.2.1, §7.2; RFC 9113 §8.3.1), a bad request, as nginx
-		// answers it, and no misdirected one (421) naming a host the edge does not serve. An
-		// HTTP/1.0 request needs no Host, and gets the 421 of a host not served.
-		n.fail(w, req, http.StatusBadRequest, "missing host")
-		return
-	}
 	// The edge is never an open proxy: only configured hostnames are served, and an
 	// absolute-form target names the host itself (net/http puts it in r.Host).
 	host := strings.ToLower(r.Host)
@@ -235,6 +226,16 @@ func (n *Node) serve(w *logWriter, req *request) {
 	host = strings.TrimSuffix(host, ".")
 	hs := (*n.hosts.Load())[host]
 	if hs == nil {
+		if r.Host == "" && (r.ProtoMajor > 1 || r.ProtoMinor > 0) {
+			// No host at all (HTTP/2 or HTTP/3 without :authority or Host; net/http and
+			// edge/http1 refuse an HTTP/1.1 request without Host themselves): the target URI has
+			// none, which an http(s) URI must (RFC 9110 §4.2.1, §7.2; RFC 9113 §8.3.1), a bad
+			// request, as nginx answers it, and no misdirected one (421) naming a host the edge
+			// does not serve. An HTTP/1.0 request needs no Host, and gets the 421 of a host not
+			// served. Checked here, where no host was found: a served request pays nothing for it.
+			n.fail(w, req, http.StatusBadRequest, "missing host")
+			return
+		}
 		n.fail(w, req, http.StatusMisdirectedRequest, "unknown host")
 		return
 	}
