@@ -70,10 +70,6 @@ func (c *conn) newStream(id uint32, f *http2.MetaHeadersFrame) *stream {
 		}
 	} else if method == "" || path == "" || path[0] != '/' && path != "*" || scheme != "https" && scheme != "http" {
 		return nil // an origin-form :path, or "*" (section 8.3.1), as x/net's server requires
-	} else if strings.IndexByte(path, ' ') >= 0 {
-		// No request-target holds a space (RFC 9110 section 4.1): an invalid :path makes the
-		// request malformed (section 8.3.1). net/url takes it, and it went upstream as "%20".
-		return nil
 	}
 	regular := f.RegularFields()
 	header := make(http.Header, len(regular))
@@ -130,6 +126,11 @@ func (c *conn) newStream(id uint32, f *http2.MetaHeadersFrame) *stream {
 		u = &url.URL{Host: authority}
 		requestURI = authority
 	case requestURL(path, &plain): // u points at the stream's copy of it, once st exists
+	case strings.IndexByte(path, ' ') >= 0:
+		// No request-target holds a space (RFC 9110 section 4.1): an invalid :path makes the
+		// request malformed (section 8.3.1). net/url takes it, and it went upstream as "%20".
+		// requestURL takes no path with a space: the plain path is not scanned again.
+		return nil
 	default:
 		var err error
 		if u, err = url.ParseRequestURI(path); err != nil {
