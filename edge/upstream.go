@@ -3,6 +3,7 @@ package edge
 import (
 	"errors"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -104,6 +105,10 @@ func withoutQueries(err error) string {
 			return
 		case *url.Error:
 			if i := strings.IndexAny(e.URL, "?#"); i >= 0 {
+				// Its text quotes the URL (%q), escaping a quote, a backslash or a byte
+				// that is not UTF-8 in the query: the quoted form first, then the bare one
+				// (a wrapper's own %s).
+				s = strings.ReplaceAll(s, strconv.Quote(e.URL), strconv.Quote(e.URL[:i]))
 				s = strings.ReplaceAll(s, e.URL, e.URL[:i])
 			}
 		case interface{ Unwrap() []error }:
