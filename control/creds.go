@@ -232,13 +232,15 @@ type usersSync struct {
 	last   []byte // the file as last applied
 	failed []byte // the file as last refused, logged once
 	// seen is the file's stat taken before the read that last set last or failed (or found
-	// the file equal to one of them): nil until then.
+	// the file equal to one of them): nil until then, and while its modification time was
+	// within usersRacyWindow of the look (a later write could keep it).
 	seen os.FileInfo
 }
 
 // sync reloads the users if the file changed since the last reload (or refusal). One stat is
 // what a connection attempt costs when nothing changed: the file is read only when its
-// identity, size or modification time differ from the last look's (unchanged).
+// identity, size or modification time differ from the last look's (unchanged), or that time
+// was within usersRacyWindow of the look.
 func (u *usersSync) sync() {
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -246,16 +248,21 @@ func (u *usersSync) sync() {
 		return // nothing can set the users yet: the change stays for the next sync
 	}
 	// The stat before the read: a write between them leaves a stat older than the bytes
-	// read, and the next sync reads again, never the other way round.
-	fi, err := os.Stat(u.path)
-	if err == nil && unchanged(u.seen, fi) {
+	// read, and the next sync reads again, never the other way round. The clock before the
+	// stat: a write after it gets a later time than this, less the file system clock's tick.
+	now := time.Now()
+	fi, statErr := os.Stat(u.path)
+	if statErr == nil && unchanged(u.seen, fi) {
 		return
 	}
 	b, err := os.ReadFile(u.path)
 	if err != nil {
 		return
 	}
-	u.seen = fi
+	u.seen = nil
+	if statErr == nil && fi.ModTime().Before(now.Add(-usersRacyWindow)) {
+		u.seen = fi
+	}
 	if bytes.Equal(b, u.last) || u.failed != nil && bytes.Equal(b, u.failed) {
 		return
 	}
@@ -269,15 +276,21 @@ func (u *usersSync) sync() {
 	u.log.Info("nats users reloaded", "users", n)
 }
 
+// usersRacyWindow is how far a stat's modification time must be behind the look for the next
+// look to trust it (seen): a write after the look then gets a later time. The time moves in
+// ticks of the file system's clock, a few ms on Linux's local file systems, a second or two on
+// some (ext4 with small inodes, FAT), and an editor rewrites the file in place: a credential
+// revoked by a same-size edit within one tick of the last write kept the file's identity,
+// size and time, and was accepted until the file changed again. Within the window the file
+// is read at every look, as it was before the stat.
+const usersRacyWindow = 2 * time.Second
+
 // unchanged reports whether the file now is the file as seen: the same file (device and
-// inode), size and modification time. The time alone could miss a write: it moves in ticks of
-// the file system's clock (a few ms on Linux), and a credential issued and another revoked
-// within one tick may leave the same size. But every writer of the users file (IssueCredential,
-// RevokeCredential, initCredentials: writeUsers, natsauth.WriteSecret) writes a new file and
-// renames it into place, so each write is a new inode, which the identity check sees whatever
-// the time and size. Only a new file given the inode number of the one seen, freed by a
-// later rename, with the same size and time, would pass: that takes two writes after the one
-// seen, with a sync between the first two, all three in one tick.
+// inode), size and modification time. seen is kept only when its time was usersRacyWindow
+// behind the look, so any write since has another time. Besides, every writer of the users
+// file (IssueCredential, RevokeCredential, initCredentials: writeUsers, natsauth.WriteSecret)
+// writes a new file and renames it into place, a new inode, which the identity check sees
+// whatever the time and size.
 func unchanged(seen, now os.FileInfo) bool {
 	return seen != nil && os.SameFile(seen, now) && seen.Size() == now.Size() && seen.ModTime().Equal(now.ModTime())
 }
