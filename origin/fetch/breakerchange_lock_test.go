@@ -169,3 +169,40 @@ func TestChangeQueuePanic(t *testing.T) {
 		t.Errorf("told %v, want %v", told, want)
 	}
 }
+
+// TestChangeQueueTellerTellsWhatCameMeanwhile: a change queued while another goroutine is
+// telling (its caller's tell returns at once) is told by that goroutine before it stops, not
+// left for the breaker's next call: the last request before an idle period (the one that
+// opens the breaker) gets its "breaker open" line out then, not at the next request.
+func TestChangeQueueTellerTellsWhatCameMeanwhile(t *testing.T) {
+	var q changeQueue
+	entered, release := make(chan struct{}), make(chan struct{})
+	var told []string
+	f := func(c BreakerChange) {
+		if c.To == "half-open" {
+			close(entered)
+			<-release // the teller held in the callback (a blocked log line)
+		}
+		told = append(told, c.To)
+	}
+	q.push(BreakerChange{To: "half-open"})
+	teller := make(chan struct{})
+	go func() {
+		defer close(teller)
+		q.tell(f)
+	}()
+	<-entered
+	q.push(BreakerChange{To: "open"}) // another call's change, while the first is told
+	q.tell(f)                         // that call's tell: another goroutine is at it
+	if q.n.Load() != 1 {
+		t.Fatalf("%d changes queued while the teller is held, want 1", q.n.Load())
+	}
+	close(release)
+	<-teller
+	if want := []string{"half-open", "open"}; !slices.Equal(told, want) {
+		t.Errorf("told %v once the teller returned, want %v", told, want)
+	}
+	if n := q.n.Load(); n != 0 {
+		t.Errorf("%d changes left queued for the breaker's next call", n)
+	}
+}
