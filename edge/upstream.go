@@ -156,10 +156,16 @@ func (f *filler) baseConfig() fetch.Config {
 
 // upstreamStats snapshots every upstream's breaker and bulkhead counters.
 func (f *filler) upstreamStats() []fetch.Stats {
+	// Stats may tell a queued breaker change (a log write): outside upMu, which every fill's
+	// client lookup takes, so that a scrape with a blocked stderr stalls no fill.
 	f.upMu.Lock()
-	defer f.upMu.Unlock()
-	out := make([]fetch.Stats, 0, len(f.upstreams))
+	ups := make([]*fetch.Upstream, 0, len(f.upstreams))
 	for _, u := range f.upstreams {
+		ups = append(ups, u)
+	}
+	f.upMu.Unlock()
+	out := make([]fetch.Stats, 0, len(ups))
+	for _, u := range ups {
 		out = append(out, u.Stats())
 	}
 	return out
