@@ -45,6 +45,11 @@ func testHTTP10TransferEncodingRefused(t *testing.T, mode string) {
 		{"behind a POST", []string{post + te}, []int{200, 400}, []string{"POST /first"}},
 		{"GET behind a POST, lower case", []string{post + "GET /page HTTP/1.0\r\nHost: " + testHost +
 			"\r\nConnection: keep-alive\r\nContent-Length: 5\r\ntransfer-encoding: chunked\r\n\r\n" + smuggled}, []int{200, 400}, []string{"POST /first"}},
+		// Content-Length values net/http takes, which the guard took for refused and stopped at.
+		{"behind a zero-led Content-Length", []string{"POST /first HTTP/1.1\r\nHost: " + testHost + "\r\nContent-Length: 00000000000000000002\r\n\r\nab" + te},
+			[]int{200, 400}, []string{"POST /first"}},
+		{"behind a folded Content-Length", []string{"POST /first HTTP/1.1\r\nHost: " + testHost + "\r\nContent-Length:\r\n 2\r\n\r\nab" + te},
+			[]int{200, 400}, []string{"POST /first"}},
 		{"behind a POST and its CRLF", []string{post + "\r\n" + te}, []int{200, 400}, []string{"POST /first"}},
 		{"bare LF, in two pieces", []string{"POST /form HTTP/1.0\nHost: " + testHost + "\n",
 			"Connection: keep-alive\nContent-Length: 5\nTransfer-Encoding: chunked\n\n" + smuggled}, []int{400}, nil},

@@ -90,7 +90,7 @@ type guard struct {
 	clv       int64 // gValue: the value so far, -1 if not digits
 	clDigits  int
 	clSpace   bool  // gValue: white space after the digits
-	lastCL    bool  // the field before a continuation line was Content-Length
+	lastCL    bool  // gLine: a Content-Length line ended, its value judged when no fold follows
 	remaining int64 // gBody: bytes of the body still to come
 }
 
@@ -131,17 +131,22 @@ func (g *guard) feed(b []byte) {
 		case gReqLine:
 			g.requestLine(c)
 		case gLine:
+			if g.lastCL && c != ' ' && c != '\t' {
+				g.endCL()
+			}
 			switch c {
 			case '\n':
 				g.endHead()
 			case '\r': // an empty line's CR; anything else is malformed for net/http
 			case ' ', '\t':
-				if g.lastCL {
-					g.off = true // a folded Content-Length: not a number for net/http
-				}
 				g.state = gRest
+				if g.lastCL {
+					// A Content-Length folded onto this line: net/http joins it to the value
+					// with a space.
+					g.state = gValue
+					g.clSpace = g.clDigits > 0
+				}
 			default:
-				g.lastCL = false
 				g.name, g.teOK, g.clOK, g.upOK = 0, true, true, true
 				g.state = gName
 				if g.nameByte(c) {
@@ -237,7 +242,7 @@ func (g *guard) valueByte(c byte) {
 		g.endValue()
 	case c >= '0' && c <= '9' && !g.clSpace && g.clv >= 0:
 		g.clDigits++
-		if g.clDigits > 18 {
+		if g.clv >= 1e17 { // leading zeros count for nothing, as in strconv.ParseUint
 			g.clv = -1
 		} else {
 			g.clv = g.clv*10 + int64(c-'0')
@@ -251,10 +256,15 @@ func (g *guard) valueByte(c byte) {
 	}
 }
 
-// endValue ends a Content-Length field line.
+// endValue ends a Content-Length field line; a line folded onto it may add to the value.
 func (g *guard) endValue() {
 	g.state = gLine
 	g.lastCL = true
+}
+
+// endCL ends a Content-Length field, with the lines folded onto it.
+func (g *guard) endCL() {
+	g.lastCL = false
 	switch {
 	case g.clv < 0 || g.clDigits == 0 || g.cl >= 0 && g.cl != g.clv:
 		g.off = true // net/http refuses it

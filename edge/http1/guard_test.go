@@ -55,6 +55,9 @@ func TestGuardMarksHTTP10TransferEncoding(t *testing.T) {
 	post := "POST /a HTTP/1.1\r\n" + host + "Content-Length: 2\r\n\r\nab"
 	// A body that holds an HTTP/1.0 head with Transfer-Encoding, which is no head.
 	fake := "GET /x HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"
+	zeroLed := "POST /a HTTP/1.1\r\n" + host + "Content-Length: 00000000000000000002\r\n\r\nab"
+	folded := "POST /a HTTP/1.1\r\n" + host + "Content-Length: 2\r\n \r\n\r\nab"
+	onFold := "POST /a HTTP/1.1\r\n" + host + "Content-Length:\r\n 2\r\n\r\nab"
 	for _, tc := range []struct {
 		name, in string
 		at       int // the index of the colon changed, -1 for none
@@ -65,6 +68,13 @@ func TestGuardMarksHTTP10TransferEncoding(t *testing.T) {
 		{"behind a POST", post + "GET / HTTP/1.0\r\nTransfer-Encoding: x\r\n\r\n", len(post + "GET / HTTP/1.0\r\nTransfer-Encoding")},
 		{"behind a POST and CRLF CRLF", post + "\r\n\r\nGET / HTTP/1.0\r\nTransfer-Encoding: x\r\n\r\n", len(post + "\r\n\r\nGET / HTTP/1.0\r\nTransfer-Encoding")},
 		{"behind a GET", "GET / HTTP/1.1\r\n" + host + "\r\nGET / HTTP/1.0\r\nTransfer-Encoding: x\r\n\r\n", len("GET / HTTP/1.1\r\n" + host + "\r\nGET / HTTP/1.0\r\nTransfer-Encoding")},
+		// Content-Length values net/http takes (golang's textproto joins a folded line to its field
+		// with a space; strconv.ParseUint takes leading zeros): the guard follows their bodies.
+		{"behind a zero-led Content-Length", zeroLed + "GET / HTTP/1.0\r\nTransfer-Encoding: x\r\n\r\n", len(zeroLed + "GET / HTTP/1.0\r\nTransfer-Encoding")},
+		{"behind a folded Content-Length", folded + "GET / HTTP/1.0\r\nTransfer-Encoding: x\r\n\r\n", len(folded + "GET / HTTP/1.0\r\nTransfer-Encoding")},
+		{"behind a Content-Length on its fold", onFold + "GET / HTTP/1.0\r\nTransfer-Encoding: x\r\n\r\n", len(onFold + "GET / HTTP/1.0\r\nTransfer-Encoding")},
+		{"in a body behind a Content-Length on its fold", "POST /a HTTP/1.1\r\n" + host + "Content-Length:\r\n\t" + itoa(len(fake)) + " \r\n \r\n\r\n" + fake, -1},
+		{"after a Content-Length folded into two", "POST /a HTTP/1.1\r\n" + host + "Content-Length: 2\r\n 2\r\n\r\nab" + fake, -1},
 		{"in a body", "POST /a HTTP/1.1\r\n" + host + "Content-Length: " + itoa(len(fake)) + "\r\n\r\n" + fake, -1},
 		{"in an HTTP/1.0 body", "POST /a HTTP/1.0\r\nContent-Length:  " + itoa(len(fake)) + " \r\n\r\n" + fake, -1},
 		{"after an upgrade", "GET / HTTP/1.1\r\n" + host + "Upgrade: websocket\r\nConnection: upgrade\r\n\r\n" + fake, -1},
