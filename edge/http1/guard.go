@@ -18,7 +18,8 @@ import (
 // (Transfer-Encoding in HTTP/1.1, which the edge answers with a close; an upgrade or CONNECT,
 // after which the bytes are a tunnel's; a version other than HTTP/1.x; a head net/http
 // refuses) it lets every byte pass: net/http ends such a connection after that request, or
-// the bytes are no longer HTTP/1.
+// the bytes are no longer HTTP/1. One exception: an upgrade not switched (the answer is no
+// 101) leaves the connection HTTP/1 and kept, and unguarded from then on.
 type GuardConn struct {
 	net.Conn
 	g guard
