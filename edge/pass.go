@@ -36,6 +36,12 @@ func (n *Node) pass(w *logWriter, req *request) {
 	req.clientAE = r.Header["Accept-Encoding"] // sent on as it is: what undoCoding reads
 	switch r.Method {
 	case http.MethodConnect, http.MethodTrace:
+		if r.Method == http.MethodConnect && r.ProtoMajor == 1 {
+			// The guard beneath net/http (http1.GuardConn) stops following a connection at a
+			// CONNECT, whose bytes may be a tunnel's: kept, an HTTP/1.0 request with
+			// Transfer-Encoding behind it would be framed by its Content-Length.
+			w.Header().Set("Connection", "close")
+		}
 		n.fail(w, req, http.StatusMethodNotAllowed, "method not allowed")
 		return
 	}

@@ -50,6 +50,10 @@ func testHTTP10TransferEncodingRefused(t *testing.T, mode string) {
 			[]int{200, 400}, []string{"POST /first"}},
 		{"behind a folded Content-Length", []string{"POST /first HTTP/1.1\r\nHost: " + testHost + "\r\nContent-Length:\r\n 2\r\n\r\nab" + te},
 			[]int{200, 400}, []string{"POST /first"}},
+		// The guard stops following at a CONNECT (a tunnel's bytes may follow): the edge's 405
+		// ends the connection, so nothing behind it is read.
+		{"behind a CONNECT", []string{"CONNECT " + testHost + ":443 HTTP/1.1\r\nHost: " + testHost + ":443\r\n\r\n" + te},
+			[]int{405}, nil},
 		{"behind a POST and its CRLF", []string{post + "\r\n" + te}, []int{200, 400}, []string{"POST /first"}},
 		{"bare LF, in two pieces", []string{"POST /form HTTP/1.0\nHost: " + testHost + "\n",
 			"Connection: keep-alive\nContent-Length: 5\nTransfer-Encoding: chunked\n\n" + smuggled}, []int{400}, nil},
