@@ -409,7 +409,8 @@ func TestStoredBeforeSubscribedIsRevalidated(t *testing.T) {
 // purge is a record the lookup reads, and the lookup of a purged copy still gave its Vary, so
 // such a purge of a copy with a Vary read as fwd=vary-miss; a URL purge, which drops the copy,
 // said fwd=miss. A variant never stored is still a vary-miss after the purge, the URL's
-// copy fetched anew being stored.
+// copy fetched anew being stored. A soft purge of any kind leaves the copy, stale: the request
+// after it is its revalidation (fwd=stale), not a miss.
 func TestMissAfterPurgeSaysMiss(t *testing.T) {
 	addr := startHTTP(t, "127.0.0.10", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "max-age=600")
@@ -423,40 +424,45 @@ func TestMissAfterPurgeSaysMiss(t *testing.T) {
 		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + addr}}})
 	c := &http.Client{}
 	t.Cleanup(c.CloseIdleConnections)
-	for _, kind := range []purge.Kind{purge.KindURL, purge.KindPrefix, purge.KindKey, purge.KindAll} {
-		for _, dir := range []string{"/plain/", "/vary/"} {
-			path := dir + string(kind)
-			t.Run(path, func(t *testing.T) {
-				get := func(lang, want string) {
-					t.Helper()
-					r := do(t, c, http.MethodGet, n.Addr(), testHost, path, "Accept-Language", lang)
-					if r.status != http.StatusOK {
-						t.Fatalf("GET %s (%s) = %d, want 200", path, lang, r.status)
+	for _, soft := range []bool{false, true} {
+		for _, kind := range []purge.Kind{purge.KindURL, purge.KindPrefix, purge.KindKey, purge.KindAll} {
+			for _, dir := range []string{"/plain/", "/vary/"} {
+				path, after := dir+string(kind), "fwd=miss"
+				if soft {
+					path, after = path+"-soft", "fwd=stale" // the copy stays, stale: revalidated
+				}
+				t.Run(path, func(t *testing.T) {
+					get := func(lang, want string) {
+						t.Helper()
+						r := do(t, c, http.MethodGet, n.Addr(), testHost, path, "Accept-Language", lang)
+						if r.status != http.StatusOK {
+							t.Fatalf("GET %s (%s) = %d, want 200", path, lang, r.status)
+						}
+						if cs := r.header.Get("Cache-Status"); !strings.Contains(cs, want+";") {
+							t.Errorf("GET %s (%s): Cache-Status %q, want %s", path, lang, cs, want)
+						}
 					}
-					if cs := r.header.Get("Cache-Status"); !strings.Contains(cs, want+";") {
-						t.Errorf("GET %s (%s): Cache-Status %q, want %s", path, lang, cs, want)
+					get("en", "fwd=miss")
+					get("en", "hit")
+					if dir == "/vary/" {
+						get("fr", "fwd=vary-miss") // stored too: purged below with en's
 					}
-				}
-				get("en", "fwd=miss")
-				get("en", "hit")
-				if dir == "/vary/" {
-					get("fr", "fwd=vary-miss") // stored too: purged below with en's
-				}
-				m := purge.Message{ID: "p" + path, Host: testHost, Kind: kind, Values: []string{path}}
-				switch kind {
-				case purge.KindKey:
-					m.Values = []string{"k" + path}
-				case purge.KindAll:
-					m.Values = nil
-				}
-				if _, err := n.ApplyPurge(context.Background(), m); err != nil {
-					t.Fatalf("apply %s purge of %s: %v", kind, path, err)
-				}
-				get("en", "fwd=miss")
-				if dir == "/vary/" {
-					get("de", "fwd=vary-miss") // en's copy, fetched anew, is stored; de's never was
-				}
-			})
+					m := purge.Message{ID: "p" + path, Host: testHost, Kind: kind, Values: []string{path}, Soft: soft}
+					switch kind {
+					case purge.KindKey:
+						m.Values = []string{"k" + path}
+					case purge.KindAll:
+						m.Values = nil
+					}
+					if _, err := n.ApplyPurge(context.Background(), m); err != nil {
+						t.Fatalf("apply %s purge of %s: %v", kind, path, err)
+					}
+					get("en", after)
+					if dir == "/vary/" {
+						get("de", "fwd=vary-miss") // en's copy, fetched anew, is stored; de's never was
+					}
+				})
+			}
 		}
 	}
 }
