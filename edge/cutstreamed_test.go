@@ -29,8 +29,10 @@ import (
 // corrupt midway), and a Range of a sliced object whose next slice's fetch is cut short. The
 // bytes written since the last flush were dropped at the abort (edge/http1, net/http's
 // HTTP/1.1 and HTTP/2): the client got the head and none of the bytes that came with the cut,
-// or nothing at all when the head was still held with them. None of the answers is stored
-// (but for a sliced object's manifest and first slice, stored before the cut).
+// or nothing at all when the head was still held with them. A sliced answer cut before its
+// first body byte gets no head: a bare cut, as a fill that fails before its head. None of the
+// answers is stored (but for a sliced object's manifest and first slice, stored before the
+// cut).
 func TestStreamedMissCutShortShowsItsBytes(t *testing.T) {
 	const hdr = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nCache-Control: max-age=60\r\nX-Origin: yes\r\n"
 	plain := bytes.Repeat([]byte("0123456789abcdef"), 40<<10/16) // more than the 32 KiB decoded before the head goes out
@@ -55,6 +57,7 @@ func TestStreamedMissCutShortShowsItsBytes(t *testing.T) {
 		note                string // in the access log line's note; "stream aborted" if empty
 		stored              int64  // objects it leaves stored: a sliced object's manifest and first slice
 		headHeld            bool   // the head is held with the first bytes until the cut (not waited on)
+		noHead              bool   // cut before its first body byte: no head at all, a bare cut
 	}
 	scripts := map[string]script{
 		"length": {head: hdr + "Content-Length: 80000\r\n\r\n", after: "hello", status: http.StatusOK, want: []byte("hello")},
@@ -73,12 +76,17 @@ func TestStreamedMissCutShortShowsItsBytes(t *testing.T) {
 			status: http.StatusOK, want: append(bytes.Clone(plain), "hello"...), note: "gzip"},
 		"sliced": {reqHdr: []string{"Range", fmt.Sprintf("bytes=%d-%d", sliceSize-36, sliceSize+63)},
 			status: http.StatusPartialContent, want: sliced[sliceSize-36 : sliceSize], note: "sliced answer aborted", stored: 2, headHeld: true},
+		// A Range within the second slice: its fetch fails before the answer's first byte,
+		// which gets no head either, as a fill that fails before its head (the client may
+		// retry it on a fresh connection, a peer asking moves on to the next tier).
+		"slicedfirst": {reqHdr: []string{"Range", fmt.Sprintf("bytes=%d-%d", sliceSize+1, sliceSize+63)},
+			note: "sliced answer aborted", stored: 2, noHead: true},
 	}
 	var mu sync.Mutex
 	cut := map[string]chan struct{}{} // by path: closed once the client has the head
 	o := startScriptOrigin(t, "127.0.0.69", func(c net.Conn, r *http.Request, _ int) bool {
 		kind, how, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
-		if kind == "sliced" {
+		if kind == "sliced" || kind == "slicedfirst" {
 			// Not waited on: the Range's first bytes, of the first slice, are what the
 			// server holds when the second slice's fetch fails.
 			first := int64(0)
@@ -126,7 +134,7 @@ func TestStreamedMissCutShortShowsItsBytes(t *testing.T) {
 			// Every exchange here fails, and 20 failures within the breaker's interval (10 s of
 			// the node's clock) would open it: each protocol's come in an interval of their own.
 			sg.clock.Advance(11 * time.Second)
-			for _, tt := range []string{"/length/close", "/length/reset", "/chunked/close", "/chunked/reset", "/range/close", "/gzip/close", "/gzipcorrupt/close", "/sliced/close"} {
+			for _, tt := range []string{"/length/close", "/length/reset", "/chunked/close", "/chunked/reset", "/range/close", "/gzip/close", "/gzipcorrupt/close", "/sliced/close", "/slicedfirst/close"} {
 				// The path is made the servers' and the protocol's own: each is a miss, with
 				// its own log line.
 				path := tt + "/" + servers + "/" + strings.ReplaceAll(pc.name, " ", "-")
@@ -157,6 +165,11 @@ func TestStreamedMissCutShortShowsItsBytes(t *testing.T) {
 					r, err := (&http.Client{Transport: pc.rt}).Do(req)
 					release()
 					switch {
+					case s.noHead:
+						if err == nil {
+							r.Body.Close()
+							t.Errorf("GET %s = %d (Content-Length %d); want no head, a bare cut", path, r.StatusCode, r.ContentLength)
+						}
 					case err != nil && pc.name == "http/3" && s.headHeld:
 						// QUIC's reset of the stream drops what it has not delivered (without
 						// RESET_STREAM_AT, which the client must offer), the head sent with it too.

@@ -322,9 +322,12 @@ func (n *Node) deliverSliced(w *logWriter, req *request, obj *store.Object, cs h
 	serveContent(w, req.r, req.lw.start, h, obj, obj.Size, sr)
 	if err := sr.failure(); err != nil {
 		w.note = "sliced answer aborted: " + err.Error()
-		if req.r.Context().Err() == nil {
+		if req.r.Context().Err() == nil && w.bytes > 0 {
 			// A slice's fetch failed, not the client: what it was written of the slices
 			// before goes out first, as a streamed miss's bytes do (clientFlush.cutShort).
+			// Before the first body byte, the head alone is not sent: a bare cut, as a fill
+			// that fails before its head, which a client may retry on a fresh connection
+			// and a peer asking for the slice moves on from to the next tier.
 			w.sendHeld()
 		}
 		// The client must see the answer cut short, never bytes of two versions.
