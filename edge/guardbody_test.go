@@ -10,7 +10,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/meridian-cdn/meridian/wire"
 )
@@ -73,17 +72,7 @@ func TestGuardLeavesBodiesAlone(t *testing.T) {
 				t.Run(fmt.Sprintf("%s/%s/split=%v", tc.name, mode, split), func(t *testing.T) {
 					ln := readCountingListener{Listener: listen(t, "127.0.0.21"), accepted: make(chan *readCountingConn, 1)}
 					n, seen := bodyRecordingEdge(t, ln, mode)
-					c, err := net.Dial("tcp", n.Addr())
-					if err != nil {
-						t.Fatal(err)
-					}
-					defer c.Close()
-					var ec *readCountingConn
-					select {
-					case ec = <-ln.accepted:
-					case <-time.After(10 * time.Second):
-						t.Fatal("the edge has not accepted the connection")
-					}
+					c, ec := ln.dial(t, n.Addr())
 					in, want := tc.in, tc.want
 					if !strings.HasPrefix(tc.name, "HTTP/1.0") {
 						in, want = in+last, append(slices.Clone(want), "GET /last ")

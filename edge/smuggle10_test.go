@@ -3,11 +3,9 @@ package edge
 import (
 	"crypto/tls"
 	"io"
-	"net"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 )
 
 // TestHTTP10TransferEncodingRefusedEveryPath: an HTTP/1.0 request with Transfer-Encoding is
@@ -64,24 +62,8 @@ func testHTTP10TransferEncodingRefused(t *testing.T, mode string) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			seen() // forget the cases before
-			c, err := net.Dial("tcp", n.Addr())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			var ec *readCountingConn
-			select {
-			case ec = <-ln.accepted:
-			case <-time.After(10 * time.Second):
-				t.Fatal("the edge has not accepted the connection")
-			}
-			sent := 0
-			for _, p := range tc.pieces {
-				// The edge has judged what came before: this piece was not there to be seen.
-				ec.waitRead(t, sent)
-				io.WriteString(c, p)
-				sent += len(p)
-			}
+			c, ec := ln.dial(t, n.Addr())
+			sendPieces(t, c, ec, tc.pieces)
 			codes, _, closed := readAnswers(t, c)
 			if !slices.Equal(codes, tc.wantCodes) || !closed {
 				t.Errorf("answers %v (closed %v), want %v and the end", codes, closed, tc.wantCodes)

@@ -225,6 +225,36 @@ func (l readCountingListener) Accept() (net.Conn, error) {
 	return rc, nil
 }
 
+// dial connects to the edge at addr and returns the client's end and the edge's, whose reads
+// count; the client's end is closed when the test ends.
+func (l readCountingListener) dial(t *testing.T, addr string) (net.Conn, *readCountingConn) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	select {
+	case ec := <-l.accepted:
+		return c, ec
+	case <-time.After(10 * time.Second):
+		t.Fatal("the edge has not accepted the connection")
+		return nil, nil
+	}
+}
+
+// sendPieces writes each piece once the edge has read every byte before it: the edge has
+// judged what came before without the piece there to be seen.
+func sendPieces(t *testing.T, c net.Conn, ec *readCountingConn, pieces []string) {
+	t.Helper()
+	sent := 0
+	for _, p := range pieces {
+		ec.waitRead(t, sent)
+		io.WriteString(c, p)
+		sent += len(p)
+	}
+}
+
 // readCountingConn is a connection to the edge that counts what the edge has read of it, so
 // that a test sending a request in pieces sends the next once the edge has read (and so
 // judged) the ones before. Not a *net.TCPConn: the fast path reads it through Read, without
@@ -330,24 +360,8 @@ func TestHTTP10TransferEncodingRefusedAnyHead(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			seen() // forget the cases before
-			c, err := net.Dial("tcp", n.Addr())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			var ec *readCountingConn
-			select {
-			case ec = <-ln.accepted:
-			case <-time.After(10 * time.Second):
-				t.Fatal("the edge has not accepted the connection")
-			}
-			sent := 0
-			for _, p := range tc.pieces {
-				// The edge has judged what came before: this piece was not there to be seen.
-				ec.waitRead(t, sent)
-				io.WriteString(c, p)
-				sent += len(p)
-			}
+			c, ec := ln.dial(t, n.Addr())
+			sendPieces(t, c, ec, tc.pieces)
 			codes, _, closed := readAnswers(t, c)
 			if got := seen(); slices.Contains(got, "GET /smuggled") {
 				t.Errorf("origin saw %q (answers %v, closed %v): the chunked body was read as a request", got, codes, closed)
