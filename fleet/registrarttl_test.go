@@ -107,26 +107,29 @@ func TestRegistrarTTLReadsOnlyWhenDue(t *testing.T) {
 	nc, _ := s.Connect(t)
 	seen := make(chan *nats.Msg, 256)
 	const marker = "test.registrar.marker"
-	for _, subj := range []string{"$JS.API.STREAM.INFO.KV_" + wire.Bucket("", wire.FleetBucket), marker} {
-		if _, err := nc.ChanSubscribe(subj, seen); err != nil {
-			t.Fatalf("subscribe %s: %v", subj, err)
-		}
+	info := "$JS.API.STREAM.INFO.KV_" + wire.Bucket("", wire.FleetBucket)
+	if _, err := nc.ChanSubscribe(info, seen); err != nil {
+		t.Fatalf("subscribe %s: %v", info, err)
 	}
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	// infos returns how many stream info requests the server routed since the last call: a
-	// marker published after them reaches the subscriber after them (one connection, in order).
+	c := natstest.NewCutter(t, "127.0.0.1", s.URL())
+	enc, ejs := natstest.ConnectURL(t, c.URL(), s.Options(natsauth.Edge("lon", "n1"))...)
+	// infos returns how many stream info requests the server routed since the last call. The
+	// marker is one too, sent on the registrar's connection with its own reply subject: it
+	// takes the registrar's requests' path and comes after them (a message on another
+	// connection could overtake a JetStream API request the server had already answered).
 	infos := func() int {
 		t.Helper()
-		if err := nc.Publish(marker, nil); err != nil {
+		if err := enc.PublishRequest(info, marker, nil); err != nil {
 			t.Fatal(err)
 		}
 		n := 0
 		for {
 			select {
 			case m := <-seen:
-				if m.Subject == marker {
+				if m.Reply == marker {
 					return n
 				}
 				n++
@@ -135,8 +138,6 @@ func TestRegistrarTTLReadsOnlyWhenDue(t *testing.T) {
 			}
 		}
 	}
-	c := natstest.NewCutter(t, "127.0.0.1", s.URL())
-	enc, ejs := natstest.ConnectURL(t, c.URL(), s.Options(natsauth.Edge("lon", "n1"))...)
 	written := make(chan struct{}, 16)
 	// An hour between heartbeats: each one here is asked for (Beat).
 	r, err := fleet.NewRegistrar(fleet.RegistrarConfig{JS: ejs, Node: node("lon", "n1"), Interval: time.Hour,
