@@ -1,50 +1,15 @@
 package edge
 
 import (
-	"context"
-	"fmt"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/meridian-cdn/meridian/internal/natstest"
 	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/wire"
 )
-
-// loseAnswer wraps the registrar's JetStream (Node.registrarJS): once armed, the next write
-// over a revision to a bucket is stored by the real server but its answer is lost: the call
-// waits out its context, as one whose answer a cut or a reconnect lost does, and fails. A real
-// NATS server cannot drop an answer on demand; this seam is the only fake.
-type loseAnswer struct {
-	jetstream.JetStream
-	armed atomic.Bool
-	lost  chan uint64 // the revision of the write whose answer was lost
-}
-
-func (l *loseAnswer) KeyValue(ctx context.Context, bucket string) (jetstream.KeyValue, error) {
-	kv, err := l.JetStream.KeyValue(ctx, bucket)
-	if err != nil {
-		return nil, err
-	}
-	return &loseAnswerKV{KeyValue: kv, l: l}, nil
-}
-
-type loseAnswerKV struct {
-	jetstream.KeyValue
-	l *loseAnswer
-}
-
-func (kv *loseAnswerKV) Update(ctx context.Context, key string, value []byte, last uint64) (uint64, error) {
-	rev, err := kv.KeyValue.Update(ctx, key, value, last)
-	if err != nil || !kv.l.armed.CompareAndSwap(true, false) {
-		return rev, err
-	}
-	kv.l.lost <- rev
-	<-ctx.Done()
-	return 0, fmt.Errorf("update %s over revision %d: answer lost: %w", key, last, ctx.Err())
-}
 
 // TestLostHeartbeatAnswerHoldsNoAcks: a heartbeat the fleet bucket stored while its answer was
 // lost leaves the key at a revision the registrar does not know, so the next heartbeat is
@@ -55,7 +20,7 @@ func (kv *loseAnswerKV) Update(ctx context.Context, key string, value []byte, la
 func TestLostHeartbeatAnswerHoldsNoAcks(t *testing.T) {
 	const hb = 100 * time.Millisecond
 	url, js, _ := startNATS(t)
-	lose := &loseAnswer{lost: make(chan uint64, 1)}
+	lose := natstest.NewLoseAnswer(nil, true) // the registrar's JetStream, set below
 	cfg := Config{PoP: "f1", Node: "n0", Logger: testLogger(t), Purge: PurgeConfig{MaxLag: 2 * time.Second},
 		Fleet: FleetConfig{NATS: url, Creds: edgeCreds(t, url, "f1", "n0"), Heartbeat: hb, TTL: time.Second}}
 	n, _ := startEdgeWith(t, listen(t, "127.0.3.40"), cfg, func(n *Node) {
@@ -73,10 +38,10 @@ func TestLostHeartbeatAnswerHoldsNoAcks(t *testing.T) {
 		t.Fatalf("alone on its key before any answer was lost: shared %v, ackHold %v; want neither", n.sharedAt.Load() != nil, n.ackHold(hb))
 	}
 
-	lose.armed.Store(true)
+	lose.Armed.Store(true)
 	var lostRev uint64
 	select {
-	case lostRev = <-lose.lost:
+	case lostRev = <-lose.Lost:
 	case <-time.After(10 * time.Second):
 		t.Fatal("no heartbeat written within 10s")
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/meridian-cdn/meridian/fleet"
+	"github.com/meridian-cdn/meridian/internal/natstest"
 	"github.com/meridian-cdn/meridian/wire"
 )
 
@@ -59,7 +60,7 @@ func TestRegisteredHosts(t *testing.T) {
 			// with 256 bytes each of region and city and 128 of version (NewRegistrar takes the
 			// load report at its longest).
 			label, v6 := strings.Repeat("x", 63), "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
-			if _, err := fleet.NewRegistrar(fleet.RegistrarConfig{JS: &loseAnswer{}, Node: wire.Node{PoP: label, ID: label,
+			if _, err := fleet.NewRegistrar(fleet.RegistrarConfig{JS: &natstest.LoseAnswer{}, Node: wire.Node{PoP: label, ID: label,
 				Region: strings.Repeat("r", 256), City: strings.Repeat("c", 256), IPv4: "255.255.255.255", IPv6: v6,
 				HTTPAddr: "[" + v6 + "]:65535", HTTPSAddr: "[" + v6 + "]:65535", AdminAddr: "[" + v6 + "]:65535",
 				Version: strings.Repeat("v", 128), Capacity: 1e9, PurgeMaxLag: wire.MaxPurgeMaxLag, Hosts: names}}); err != nil {

@@ -3,51 +3,15 @@ package fleet_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"log/slog"
-	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/meridian-cdn/meridian/fleet"
 	"github.com/meridian-cdn/meridian/internal/natsauth"
 	"github.com/meridian-cdn/meridian/internal/natstest"
 	"github.com/meridian-cdn/meridian/wire"
 )
-
-// loseAnswer wraps a registrar's JetStream: once armed, the next write over a revision is
-// stored by the real server but its answer is lost (the call waits out its context and fails),
-// as a cut or a reconnect loses one. A real NATS server cannot drop an answer on demand.
-type loseAnswer struct {
-	jetstream.JetStream
-	armed atomic.Bool
-	lost  chan uint64 // the revision of the write whose answer was lost
-}
-
-func (l *loseAnswer) KeyValue(ctx context.Context, bucket string) (jetstream.KeyValue, error) {
-	kv, err := l.JetStream.KeyValue(ctx, bucket)
-	if err != nil {
-		return nil, err
-	}
-	return &loseAnswerKV{KeyValue: kv, l: l}, nil
-}
-
-type loseAnswerKV struct {
-	jetstream.KeyValue
-	l *loseAnswer
-}
-
-func (kv *loseAnswerKV) Update(ctx context.Context, key string, value []byte, last uint64) (uint64, error) {
-	rev, err := kv.KeyValue.Update(ctx, key, value, last)
-	if err != nil || !kv.l.armed.CompareAndSwap(true, false) {
-		return rev, err
-	}
-	kv.l.lost <- rev
-	<-ctx.Done()
-	return 0, fmt.Errorf("update %s over revision %d: answer lost: %w", key, last, ctx.Err())
-}
 
 // TestRegistrarLostAnswer: what the heartbeat after one whose answer was lost (its write
 // stored) says about the node's key, with the watch of the key handing its entries to the
@@ -72,7 +36,7 @@ func TestRegistrarLostAnswer(t *testing.T) {
 				t.Fatal(err)
 			}
 			_, ejs := natstest.ConnectURL(t, s.URL(), s.Options(natsauth.Edge("lon", "n1"))...)
-			lose := &loseAnswer{JetStream: ejs, lost: make(chan uint64, 1)}
+			lose := natstest.NewLoseAnswer(ejs, true)
 			writes := make(chan bool, 4096)
 			r, err := fleet.NewRegistrar(fleet.RegistrarConfig{JS: lose, Node: node("lon", "n1"), Interval: 50 * time.Millisecond,
 				OnWrite: func(_ time.Time, shared bool) {
@@ -92,10 +56,10 @@ func TestRegistrarLostAnswer(t *testing.T) {
 			if shared := <-writes; shared {
 				t.Fatal("first write over no entry: shared, want not")
 			}
-			lose.armed.Store(true)
+			lose.Armed.Store(true)
 			var lostRev uint64
 			select {
-			case lostRev = <-lose.lost:
+			case lostRev = <-lose.Lost:
 			case <-time.After(10 * time.Second):
 				t.Fatal("no heartbeat within 10s")
 			}

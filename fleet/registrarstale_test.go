@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"testing"
@@ -17,44 +16,6 @@ import (
 	"github.com/meridian-cdn/meridian/internal/natstest"
 	"github.com/meridian-cdn/meridian/wire"
 )
-
-// failAnswer wraps a registrar's JetStream: once armed, the next write (Update or Put) that
-// the real server stores fails at once, its answer lost (a reconnect's error), and its
-// revision is sent on lost.
-type failAnswer struct {
-	jetstream.JetStream
-	armed atomic.Bool
-	lost  chan uint64
-}
-
-func (f *failAnswer) KeyValue(ctx context.Context, bucket string) (jetstream.KeyValue, error) {
-	kv, err := f.JetStream.KeyValue(ctx, bucket)
-	if err != nil {
-		return nil, err
-	}
-	return &failAnswerKV{KeyValue: kv, f: f}, nil
-}
-
-type failAnswerKV struct {
-	jetstream.KeyValue
-	f *failAnswer
-}
-
-func (kv *failAnswerKV) lose(rev uint64, err error) (uint64, error) {
-	if err != nil || !kv.f.armed.CompareAndSwap(true, false) {
-		return rev, err
-	}
-	kv.f.lost <- rev
-	return 0, fmt.Errorf("write stored at revision %d: answer lost", rev)
-}
-
-func (kv *failAnswerKV) Update(ctx context.Context, key string, value []byte, last uint64) (uint64, error) {
-	return kv.lose(kv.KeyValue.Update(ctx, key, value, last))
-}
-
-func (kv *failAnswerKV) Put(ctx context.Context, key string, value []byte) (uint64, error) {
-	return kv.lose(kv.KeyValue.Put(ctx, key, value))
-}
 
 // gatedWatch hands a watch's entries to the registrar's KeyWatch, and tells each revision it
 // handed on; once frozen it hands on no more: the registrar's view of its key goes stale, as
@@ -124,7 +85,7 @@ func TestRegistrarOwnWriteStaleView(t *testing.T) {
 				putOther()
 			}
 			_, ejs := natstest.ConnectURL(t, s.URL(), s.Options(natsauth.Edge("lon", "n1"))...)
-			fa := &failAnswer{JetStream: ejs, lost: make(chan uint64, 1)}
+			fa := natstest.NewLoseAnswer(ejs, false)
 			writes := make(chan bool, 16)
 			r, err := fleet.NewRegistrar(fleet.RegistrarConfig{JS: fa, Node: node("lon", "n1"), Interval: time.Hour,
 				OnWrite: func(_ time.Time, shared bool) { writes <- shared }})
@@ -143,16 +104,16 @@ func TestRegistrarOwnWriteStaleView(t *testing.T) {
 				if shared := <-writes; shared {
 					t.Fatal("first write over no entry: shared, want not")
 				}
-				fa.armed.Store(true)
+				fa.Armed.Store(true)
 				r.Beat()
 			} else {
 				// The first heartbeat, over the other's write (a Put), has its answer lost.
-				fa.armed.Store(true)
+				fa.Armed.Store(true)
 				stopReg = run(t, r.Run)
 			}
 			var lostRev uint64
 			select {
-			case lostRev = <-fa.lost:
+			case lostRev = <-fa.Lost:
 			case <-time.After(10 * time.Second):
 				t.Fatal("no heartbeat stored within 10s")
 			}
