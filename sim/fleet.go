@@ -339,6 +339,12 @@ func (f *Fleet) startNodes(pr *popRun) error {
 		if err != nil {
 			return fmt.Errorf("start edge %s-%s: %w", p.ID, id, err)
 		}
+		// Listen first: a node built by edge.New runs its store's goroutines, which only Serve
+		// stops, so nothing may fail between New and Serve.
+		ln, err := net.Listen("tcp", ip+":0")
+		if err != nil {
+			return fmt.Errorf("start edge %s-%s: %w", p.ID, id, err)
+		}
 		node, err := edge.New(edge.Config{
 			PoP: p.ID, Node: id, AdminListen: "off",
 			Cache:           edge.CacheConfig{MaxBytes: cacheBytes},
@@ -360,10 +366,7 @@ func (f *Fleet) startNodes(pr *popRun) error {
 			},
 		})
 		if err != nil {
-			return fmt.Errorf("start edge %s-%s: %w", p.ID, id, err)
-		}
-		ln, err := net.Listen("tcp", ip+":0")
-		if err != nil {
+			ln.Close()
 			return fmt.Errorf("start edge %s-%s: %w", p.ID, id, err)
 		}
 		nctx, stop := context.WithCancel(f.ctx)
