@@ -240,7 +240,13 @@ func InvalidationTargets(method string, reqURL *url.URL, host string, status int
 		if (ref.Scheme != "" || ref.Host != "") && !strings.EqualFold(stripPort(ref.Host), want) {
 			continue
 		}
-		add(base.ResolveReference(spelt(ref)))
+		t := base.ResolveReference(spelt(ref))
+		if ref.Scheme == "" && ref.Host == "" && ref.Path == "" && ref.RawQuery == "" && !ref.ForceQuery {
+			// RFC 3986 §5.2.2: no path and no query keeps the base's query, an empty one too;
+			// net/url keeps its text but not the "?" of an empty one ("/x?" is not "/x").
+			t.ForceQuery = base.ForceQuery
+		}
+		add(t)
 	}
 	return out
 }

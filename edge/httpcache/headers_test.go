@@ -214,6 +214,13 @@ func TestInvalidationTargets(t *testing.T) {
 		{"TRACE is safe", "TRACE", u("/x"), 200, nil, nil},
 		{"nil request URL", "POST", nil, 201, hdr("Location", "/new"), []string{"/new"}},
 		{"unparsable Location ignored", "POST", u("/x"), 201, hdr("Location", "http://[::1"), []string{"/x"}},
+		// RFC 3986 §5.2.2: a reference with no path and no query keeps the base's query, an
+		// empty one included ("/x?" is another resource than "/x": httpcache.KeyForced).
+		{"fragment-only Location keeps an empty query", "POST", u("/x?"), 201, hdr("Location", "#f"), []string{"/x?"}},
+		{"empty Content-Location keeps an empty query", "POST", u("/x?"), 201, hdr("Content-Location", ""), []string{"/x?"}},
+		{"fragment-only Location keeps the query", "POST", u("/x?a=1"), 201, hdr("Location", "#f"), []string{"/x?a=1"}},
+		{"query-only Location replaces the query", "POST", u("/x?"), 201, hdr("Location", "?b=2"), []string{"/x?", "/x?b=2"}},
+		{"path Location drops the base's empty query", "POST", u("/x?"), 201, hdr("Location", "y"), []string{"/x?", "/y"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
