@@ -445,6 +445,12 @@ func (n *Node) ServeListeners(ctx context.Context, ls Listeners) error {
 	}
 	var all []served
 	srv := newServer(http.HandlerFunc(n.serveNetHTTP))
+	// srv serves its connections through the guard (http1.GuardConn), the fast path's hand-offs
+	// and every one under http1: std alike; a switched upgrade's tunnel is the handler's.
+	srv.ConnState = func(c net.Conn, s http.ConnState) {
+		http1.StopOnHijack(c, s)
+		n.trackConn(c, s)
+	}
 	if n.cfg.HTTP1 != HTTP1Std {
 		// Plain HTTP/1.1 through the fast path; every connection it hands over (a request
 		// with a body, an upgrade, h2c, anything unusual) is served by srv as before.

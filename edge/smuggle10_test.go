@@ -1,11 +1,15 @@
 package edge
 
 import (
+	"bufio"
 	"crypto/tls"
 	"io"
+	"net"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestHTTP10TransferEncodingRefusedEveryPath: an HTTP/1.0 request with Transfer-Encoding is
@@ -95,6 +99,126 @@ func TestHTTP10TransferEncodingOverTLS(t *testing.T) {
 			codes, final, closed := readAnswers(t, c)
 			if len(final) != 1 || !closed {
 				t.Errorf("answers %v (closed %v), want one and the end", codes, closed)
+			}
+		})
+	}
+}
+
+// TestHTTP10TransferEncodingRefusedAfterUnswitchedUpgrade: a request with an Upgrade field
+// that is not switched (the origin answers 200, or no Connection: upgrade names it) leaves the
+// connection HTTP/1 and kept, as nginx keeps it; an HTTP/1.0 request with Transfer-Encoding
+// behind it is answered 400 and the connection closed, as everywhere else, whether it came
+// with the upgrade's head (read ahead by net/http) or after its answer. The connection stays
+// kept for a request that is not refused ("then a GET"): curl --http2 on an http URL asks
+// for h2c on every request of its connection.
+func TestHTTP10TransferEncodingRefusedAfterUnswitchedUpgrade(t *testing.T) {
+	for _, mode := range []string{HTTP1Fast, HTTP1Std} {
+		t.Run("http1="+mode, func(t *testing.T) {
+			ln := readCountingListener{Listener: listen(t, "127.0.0.21"), accepted: make(chan *readCountingConn, 1)}
+			n, seen := recordingEdgeMod(t, ln, func(c *Config) { c.HTTP1 = mode })
+			smuggled := "0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: " + testHost + "\r\n\r\n"
+			te := "POST /form HTTP/1.0\r\nHost: " + testHost + "\r\nConnection: keep-alive\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n" + smuggled
+			ws := "GET /ws HTTP/1.1\r\nHost: " + testHost + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+			h2c := "GET /h2c HTTP/1.1\r\nHost: " + testHost + "\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n"
+			bare := "GET /bare HTTP/1.1\r\nHost: " + testHost + "\r\nUpgrade: websocket\r\n\r\n"
+			for _, tc := range []struct {
+				name       string
+				pieces     []string
+				wantCodes  []int
+				wantOrigin []string
+			}{
+				{"websocket, together", []string{ws + te}, []int{200, 400}, []string{"GET /ws"}},
+				{"websocket, after its answer", []string{ws, te}, []int{200, 400}, []string{"GET /ws"}},
+				{"h2c, together", []string{h2c + te}, []int{200, 400}, []string{"GET /h2c"}},
+				{"h2c, after its answer", []string{h2c, te}, []int{200, 400}, []string{"GET /h2c"}},
+				{"no Connection: upgrade", []string{bare + te}, []int{200, 400}, []string{"GET /bare"}},
+				{"then a GET", []string{h2c, h2c, "GET /last HTTP/1.1\r\nHost: " + testHost + "\r\nConnection: close\r\n\r\n"},
+					[]int{200, 200, 200}, []string{"GET /h2c", "GET /h2c", "GET /last"}},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					seen()
+					c, ec := ln.dial(t, n.Addr())
+					// A piece goes once the answer before it is read: the edge has answered the
+					// upgrade (not switched) before the next request comes.
+					br := bufio.NewReader(c)
+					c.SetReadDeadline(time.Now().Add(10 * time.Second))
+					var codes []int
+					sent := 0
+					for i, p := range tc.pieces {
+						ec.waitRead(t, sent)
+						io.WriteString(c, p)
+						sent += len(p)
+						if i == len(tc.pieces)-1 {
+							break
+						}
+						r, err := http.ReadResponse(br, nil)
+						if err != nil {
+							t.Fatalf("answer %d: %v", i, err)
+						}
+						io.Copy(io.Discard, r.Body)
+						codes = append(codes, r.StatusCode)
+					}
+					rest, _, closed := readAnswers(t, readerConn{c, br})
+					codes = append(codes, rest...)
+					if !slices.Equal(codes, tc.wantCodes) || !closed {
+						t.Errorf("answers %v (closed %v), want %v and the end", codes, closed, tc.wantCodes)
+					}
+					if got := seen(); !slices.Equal(got, tc.wantOrigin) {
+						t.Errorf("origin saw %q, want %q", got, tc.wantOrigin)
+					}
+				})
+			}
+		})
+	}
+}
+
+// readerConn is c read through br, which holds what was read of it already.
+type readerConn struct {
+	net.Conn
+	br *bufio.Reader
+}
+
+func (c readerConn) Read(p []byte) (int, error) { return c.br.Read(p) }
+
+// TestSwitchedUpgradeBytesUntouched: once an upgrade is switched (101), the bytes are the
+// tunnel's: an HTTP/1.0 head with Transfer-Encoding sent in it reaches the origin unchanged,
+// with the fast path and without.
+func TestSwitchedUpgradeBytesUntouched(t *testing.T) {
+	for _, mode := range []string{HTTP1Fast, HTTP1Std} {
+		t.Run("http1="+mode, func(t *testing.T) {
+			n, _ := echoEdge(t, func(w http.ResponseWriter, r *http.Request) {
+				conn, brw, err := http.NewResponseController(w).Hijack()
+				if err != nil {
+					return
+				}
+				defer conn.Close()
+				brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: test\r\nConnection: Upgrade\r\n\r\n")
+				brw.Flush()
+				io.Copy(conn, brw) // echo
+			}, nil, func(c *Config) { c.HTTP1 = mode })
+			c, err := net.Dial("tcp", n.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			io.WriteString(c, "GET /up HTTP/1.1\r\nHost: "+testHost+"\r\nUpgrade: test\r\nConnection: Upgrade\r\n\r\n")
+			br := bufio.NewReader(c)
+			r, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.StatusCode != http.StatusSwitchingProtocols {
+				t.Fatalf("upgrade answered %d, want 101", r.StatusCode)
+			}
+			tunnel := "POST /form HTTP/1.0\r\nHost: " + testHost + "\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+			io.WriteString(c, tunnel)
+			back := make([]byte, len(tunnel))
+			if _, err := io.ReadFull(br, back); err != nil {
+				t.Fatalf("read the echo: %v", err)
+			}
+			if string(back) != tunnel {
+				t.Errorf("echo %q, want %q", back, tunnel)
 			}
 		})
 	}

@@ -2,6 +2,7 @@ package http1
 
 import (
 	"net"
+	"net/http"
 )
 
 // GuardConn is a connection net/http serves (one the fast path handed over, or every plain
@@ -15,11 +16,15 @@ import (
 // handler runs, and reads nothing after it. Everything else passes as it is.
 //
 // The guard follows heads and Content-Length bodies only. After a request it cannot follow
-// (Transfer-Encoding in HTTP/1.1, which the edge answers with a close; an upgrade or CONNECT,
-// after which the bytes are a tunnel's; a version other than HTTP/1.x; a head net/http
-// refuses) it lets every byte pass: net/http ends such a connection after that request, or
-// the bytes are no longer HTTP/1. One exception: an upgrade not switched (the answer is no
-// 101) leaves the connection HTTP/1 and kept, and unguarded from then on.
+// (Transfer-Encoding in HTTP/1.1, which the edge answers with a close; CONNECT, after which
+// the bytes are a tunnel's; a version other than HTTP/1.x; a head net/http refuses) it lets
+// every byte pass: net/http ends such a connection after that request, or the bytes are no
+// longer HTTP/1. A request with an Upgrade field is followed as any other: until it is
+// switched the connection is HTTP/1 (net/http keeps it after an answer other than 101), and
+// the switch is a hijack, at which the guard stops (StopOnHijack). A client sends its
+// tunnel's first byte only once it has the 101 (RFC 6455 §4.1, RFC 9113's h2c), so the
+// guard has stopped before: what it followed of a client that sent early, it followed as the
+// requests they would have been had the upgrade not been switched.
 type GuardConn struct {
 	net.Conn
 	g guard
@@ -35,6 +40,29 @@ func (c *GuardConn) NetConn() net.Conn { return c.Conn }
 
 // CloseWrite half-closes the connection beneath when it can (net/http's closeWriteAndWait).
 func (c *GuardConn) CloseWrite() error { return closeWrite(c.Conn) }
+
+// StopOnHijack stops the guard of c, or of the GuardConn c wraps (through NetConn), when s is
+// http.StateHijacked: an http.Server that serves GuardConns calls it from its ConnState.
+// net/http hijacks a connection for a handler that switches protocols (an upgrade answered
+// 101), and reads nothing of it after; the handler's reads then pass untouched. net/http calls
+// ConnState in Hijack once its own read, if one was running, has returned, and before the
+// handler has the connection: nothing reads the guard meanwhile.
+func StopOnHijack(c net.Conn, s http.ConnState) {
+	if s != http.StateHijacked {
+		return
+	}
+	for c != nil {
+		if g, ok := c.(*GuardConn); ok {
+			g.g.state = gOff
+			return
+		}
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			return
+		}
+		c = u.NetConn()
+	}
+}
 
 // GuardListener hands out its connections as GuardConns.
 type GuardListener struct{ net.Listener }
@@ -61,9 +89,8 @@ const (
 
 // Field names the guard watches, lower case, each with its colon.
 const (
-	nameTE      = "transfer-encoding:"
-	nameCL      = "content-length:"
-	nameUpgrade = "upgrade:"
+	nameTE = "transfer-encoding:"
+	nameCL = "content-length:"
 )
 
 // mangled takes the place of the colon after Transfer-Encoding: a byte that is no token byte
@@ -86,7 +113,6 @@ type guard struct {
 	name      int
 	teOK      bool
 	clOK      bool
-	upOK      bool
 	cl        int64 // Content-Length, -1 if none
 	clv       int64 // gValue: the value so far, -1 if not digits
 	clDigits  int
@@ -148,7 +174,7 @@ func (g *guard) feed(b []byte) {
 					g.clSpace = g.clDigits > 0
 				}
 			default:
-				g.name, g.teOK, g.clOK, g.upOK = 0, true, true, true
+				g.name, g.teOK, g.clOK = 0, true, true
 				g.state = gName
 				if g.nameByte(c) {
 					b[i] = mangled
@@ -210,7 +236,6 @@ func (g *guard) nameByte(c byte) (mark bool) {
 	g.name++
 	g.teOK = g.teOK && i < len(nameTE) && nameTE[i] == lc
 	g.clOK = g.clOK && i < len(nameCL) && nameCL[i] == lc
-	g.upOK = g.upOK && i < len(nameUpgrade) && nameUpgrade[i] == lc
 	switch {
 	case g.teOK && g.name == len(nameTE):
 		if g.http10 {
@@ -223,10 +248,7 @@ func (g *guard) nameByte(c byte) (mark bool) {
 	case g.clOK && g.name == len(nameCL):
 		g.state = gValue
 		g.clv, g.clDigits, g.clSpace = 0, 0, false
-	case g.upOK && g.name == len(nameUpgrade):
-		g.off = true // an upgrade: what follows may be a tunnel's
-		g.state = gRest
-	case !g.teOK && !g.clOK && !g.upOK:
+	case !g.teOK && !g.clOK:
 		g.state = gRest
 		if c == '\n' {
 			g.state = gLine // a line without a colon: malformed for net/http, which ends here

@@ -77,7 +77,12 @@ func TestGuardMarksHTTP10TransferEncoding(t *testing.T) {
 		{"after a Content-Length folded into two", "POST /a HTTP/1.1\r\n" + host + "Content-Length: 2\r\n 2\r\n\r\nab" + fake, -1},
 		{"in a body", "POST /a HTTP/1.1\r\n" + host + "Content-Length: " + itoa(len(fake)) + "\r\n\r\n" + fake, -1},
 		{"in an HTTP/1.0 body", "POST /a HTTP/1.0\r\nContent-Length:  " + itoa(len(fake)) + " \r\n\r\n" + fake, -1},
-		{"after an upgrade", "GET / HTTP/1.1\r\n" + host + "Upgrade: websocket\r\nConnection: upgrade\r\n\r\n" + fake, -1},
+		// An upgrade not switched leaves the connection HTTP/1 (a switch stops the guard:
+		// StopOnHijack).
+		{"after an upgrade", "GET / HTTP/1.1\r\n" + host + "Upgrade: websocket\r\nConnection: upgrade\r\n\r\n" + fake,
+			len("GET / HTTP/1.1\r\n" + host + "Upgrade: websocket\r\nConnection: upgrade\r\n\r\nGET /x HTTP/1.0\r\nTransfer-Encoding")},
+		{"after an upgrade with a body", "POST / HTTP/1.1\r\n" + host + "Upgrade: h2c\r\nContent-Length: 2\r\n\r\nab" + fake,
+			len("POST / HTTP/1.1\r\n" + host + "Upgrade: h2c\r\nContent-Length: 2\r\n\r\nabGET /x HTTP/1.0\r\nTransfer-Encoding")},
 		{"after HTTP/1.1 chunked", "POST / HTTP/1.1\r\n" + host + "Transfer-Encoding: chunked\r\n\r\n" + fmtChunk(fake) + "0\r\n\r\n" + fake, -1},
 		{"folded value", "GET / HTTP/1.0\r\nX: a\r\n Transfer-Encoding: chunked\r\n\r\n", -1},
 		{"space before the colon", "GET / HTTP/1.0\r\nTransfer-Encoding : chunked\r\n\r\n", -1},
@@ -97,6 +102,42 @@ func TestGuardMarksHTTP10TransferEncoding(t *testing.T) {
 				if got := guarded(t, tc.in, size); got != string(want) {
 					t.Errorf("pieces of %d: got\n%q\nwant\n%q", size, got, want)
 				}
+			}
+		})
+	}
+}
+
+// wrapping is a connection wrapping another, which it gives by NetConn (as sendtimeout's).
+type wrapping struct{ net.Conn }
+
+func (c wrapping) NetConn() net.Conn { return c.Conn }
+
+// TestStopOnHijack: a hijack stops the guard beneath any wrapping that says what it wraps, and
+// no other state does: a switched upgrade's bytes are the handler's, unchanged.
+func TestStopOnHijack(t *testing.T) {
+	const up = "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: test\r\nConnection: upgrade\r\n\r\n"
+	const fake = "GET /x HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"
+	for _, tc := range []struct {
+		state http.ConnState
+		want  string
+	}{
+		{http.StateHijacked, fake},
+		{http.StateActive, strings.Replace(fake, "Encoding:", "Encoding\"", 1)},
+		{http.StateIdle, strings.Replace(fake, "Encoding:", "Encoding\"", 1)},
+	} {
+		t.Run(tc.state.String(), func(t *testing.T) {
+			g := NewGuardConn(&feedConn{pieces: [][]byte{[]byte(up), []byte(fake)}})
+			head := make([]byte, len(up))
+			if _, err := io.ReadFull(g, head); err != nil {
+				t.Fatal(err)
+			}
+			StopOnHijack(wrapping{wrapping{g}}, tc.state)
+			rest, err := io.ReadAll(g)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(rest) != tc.want {
+				t.Errorf("after %v read %q, want %q", tc.state, rest, tc.want)
 			}
 		})
 	}
