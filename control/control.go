@@ -159,6 +159,11 @@ type Server struct {
 	// sweepEvery is how often the consumers of the fleet's streams are listed; zero means
 	// consumerSweepEvery. Tests set it before Serve.
 	sweepEvery time.Duration
+	// now tells the time the start-up grace is measured by (startGrace); nil means time.Now.
+	// Tests set it before Serve.
+	now func() time.Time
+	// readyAt is when Ready was closed, on now's clock; set before Ready is closed.
+	readyAt time.Time
 
 	// natsMu serialises changes of the embedded NATS server's users.
 	natsMu sync.Mutex
@@ -357,6 +362,14 @@ func (s *Server) Routes() []Route {
 
 // Ready is closed once NATS is up, the buckets exist, the views are loaded and the API serves.
 func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// clock is the time the start-up grace is measured by.
+func (s *Server) clock() time.Time {
+	if s.now != nil {
+		return s.now()
+	}
+	return time.Now()
+}
 
 // NATSURL is the client URL of the NATS server in use (the embedded one's when embedded),
 // for edges in the same process to connect to. Valid once Ready is closed.
@@ -599,6 +612,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) (err error) {
 	case <-ctx.Done():
 	}
 	if ctx.Err() == nil {
+		s.mu.Lock()
+		s.readyAt = s.clock()
+		s.mu.Unlock()
 		close(s.ready)
 		s.log.Info("control plane ready", "api", ln.Addr().String(), "nats", fleet.RedactURL(nc.ConnectedUrl()), "prefix", s.Prefix())
 	}

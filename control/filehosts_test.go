@@ -28,7 +28,7 @@ func TestPurgeHostFromEdgeFile(t *testing.T) {
 	ts := startServer(t, Config{PurgeRate: -1, Tokens: []Token{
 		{Name: "all", Token: tokAll, Scopes: []string{ScopePurge}},
 		{Name: "shop", Token: tokShop, Scopes: []string{ScopePurge}, Hosts: []string{"shop.example.net"}},
-	}})
+	}}, pastStartGrace)
 	_, originAddr := startOrigin(t, "127.0.6.40")
 	_, stop := startEdgeMod(t, "127.0.6.41", "ams", "n1", ts.NATSURL(), 100*time.Millisecond, func(c *edge.Config) {
 		c.Hosts = []wire.HostConfig{

@@ -232,7 +232,7 @@ type purgeFleet struct {
 
 func startPurgeFleet(t *testing.T) *purgeFleet {
 	t.Helper()
-	ts := startServer(t, Config{PurgeRate: -1})
+	ts := startServer(t, Config{PurgeRate: -1}, pastStartGrace) // an unknown host's purge is refused at once
 	o, addr := startOrigin(t, "127.0.5.10")
 	f := &purgeFleet{ts: ts, origin: o, originAddr: addr}
 	for i, pn := range [][2]string{{"ams", "n1"}, {"ams", "n2"}, {"fra", "n1"}} {

@@ -123,6 +123,17 @@ func (s *Server) postPurge(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !configured && !s.hostServedFromFile(host) {
+		if since, left := s.inStartGrace(); left > 0 {
+			// Control just started, its NATS perhaps down longer than the registrations' TTL:
+			// the nodes that serve the host from their files may not have registered again
+			// yet. Not the client's fault, and over within a heartbeat or so.
+			secs := max(1, int(math.Ceil(left.Seconds())))
+			w.Header().Set("Retry-After", strconv.Itoa(secs))
+			WriteError(w, http.StatusServiceUnavailable, "host",
+				fmt.Errorf("%s is not in the config bucket nor in a live node's registration, and the control plane started %s ago: nodes that serve it from their config files may not have registered again yet; retry in %ds",
+					host, since.Round(time.Millisecond), secs))
+			return
+		}
 		// Printed after its field ("host: ..."), so the message does not say "host" again.
 		WriteError(w, http.StatusBadRequest, "host",
 			fmt.Errorf("%s is not configured: not in the config bucket, nor in the config file of any live node", host))
@@ -287,6 +298,27 @@ func (s *Server) hostConfigured(ctx context.Context, host string) (bool, error) 
 		return false, err
 	}
 	return true, nil
+}
+
+// startGrace is how long after the fleet view loaded a purge of a host that is neither in the
+// config bucket nor in a live registration is answered 503 (retry) rather than 400. After a
+// restart whose NATS was down longer than the heartbeat TTL (control's embedded NATS, say)
+// the fleet bucket's keys have expired and the view loads without the nodes, whose file
+// hosts (wire.Node.Hosts) make their purges acceptable. Control cannot tell which nodes will
+// come back, so the grace is a time: a live node writes its key every heartbeat, well under
+// the TTL (that is what live means to the view), and reconnects within a fraction of a second
+// of NATS answering (250 ms between attempts); the second more covers the reconnect and a
+// slow write. After it a host nobody registered is refused as before.
+func startGrace(ttl time.Duration) time.Duration { return ttl + time.Second }
+
+// inStartGrace returns how long ago the fleet view was loaded (Ready) and how much of the
+// start-up grace is left (0 or less: none).
+func (s *Server) inStartGrace() (since, left time.Duration) {
+	s.mu.Lock()
+	readyAt := s.readyAt
+	s.mu.Unlock()
+	since = s.clock().Sub(readyAt)
+	return since, startGrace(s.cfg.HeartbeatTTL) - since
 }
 
 // hostServedFromFile reports whether a live node of the fleet view (its report fresh, draining

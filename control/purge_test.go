@@ -874,7 +874,7 @@ func TestRefusedPurgesSpendNoRateLimit(t *testing.T) {
 	const shop = "shop-purger-secret-0123456789"
 	ts := startServer(t, Config{PurgeRate: 0.01, PurgeBurst: 2, Tokens: []Token{
 		{Name: "shop-purger", Token: shop, Scopes: []string{ScopePurge}, Hosts: []string{hostA, "*.unconfigured.example"}},
-	}})
+	}}, pastStartGrace)
 	if err := fleet.PutHost(t.Context(), ts.JetStream(), "", wire.HostConfig{Host: hostA, Origin: "http://127.0.0.1:8080"}); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,173 @@
+package control
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/meridian-cdn/meridian/fleet"
+	"github.com/meridian-cdn/meridian/internal/natsauth"
+	"github.com/meridian-cdn/meridian/internal/wait"
+	"github.com/meridian-cdn/meridian/wire"
+)
+
+// fakeClock is the server's clock (Server.now) in tests: it moves only when told.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newFakeClock() *fakeClock { return &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// pastStartGrace is a startServer setup for tests that purge hosts nobody serves: its clock
+// reads the real time when Ready closes (the first reading) and a day later ever after, so
+// the start-up grace is over as soon as the server is ready.
+func pastStartGrace(s *Server) {
+	var readyRead atomic.Bool
+	s.now = func() time.Time {
+		if readyRead.Swap(true) {
+			return time.Now().Add(24 * time.Hour)
+		}
+		return time.Now()
+	}
+}
+
+// doHeader is testServer.do that returns the answer's header too.
+func (ts *testServer) doHeader(t *testing.T, method, path, token string, body []byte) (int, http.Header, []byte) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), method, ts.base+path, bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("new request: %v", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, b
+}
+
+// TestPurgeOfFileHostInStartGrace: control (embedded NATS, same store dir) restarts while the
+// only node that serves a host from its config file has not registered again (its
+// registration outlived the TTL, as after NATS was down longer than it). Until the start-up
+// grace (heartbeat TTL + 1 s on control's clock) ends, a purge of a host neither the bucket
+// nor a live registration has is answered 503 with Retry-After (the nodes may not have
+// registered yet), not 400; a bucket host's purge is accepted meanwhile; once the node
+// registers again its file host's purge is accepted; after the grace a host nobody serves is
+// 400 again. Before, the file host's purge was 400 "not configured" until the node
+// re-registered.
+func TestPurgeOfFileHostInStartGrace(t *testing.T) {
+	const fileHost = "file.example.com"
+	probe, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	natsAddr := probe.Addr().String()
+	probe.Close() // the embedded NATS listens there, before and after the restart
+	cfg := Config{StoreDir: t.TempDir(), NATSListen: natsAddr, PurgeRate: -1, HeartbeatTTL: time.Second}
+	ts := startServer(t, cfg)
+	url := ts.NATSURL()
+	hc, _ := json.Marshal(wire.HostConfig{Host: hostA, Origin: "http://127.0.0.1:8080"})
+	if code, b := ts.do(t, "PUT", "/v1/hosts/"+hostA, tokConfigurer, hc); code != http.StatusOK {
+		t.Fatalf("PUT host %s = %d %s", hostA, code, b)
+	}
+
+	// The node's registrar heartbeats only when kicked (Beat): after the restart it stays
+	// unregistered until the test says so.
+	_, js := connectAs(t, url, natsauth.Edge("ams", "n1"))
+	reg, err := fleet.NewRegistrar(fleet.RegistrarConfig{JS: js, Interval: time.Hour,
+		Node: wire.Node{PoP: "ams", ID: "n1", Hosts: []string{fileHost}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, stopReg := context.WithCancel(context.Background())
+	regDone := make(chan struct{})
+	go func() {
+		defer close(regDone)
+		_ = reg.Run(rctx)
+	}()
+	t.Cleanup(func() { stopReg(); <-regDone })
+	live := func(ts *testServer) bool {
+		return slices.ContainsFunc(ts.Fleet().Nodes(), func(n wire.Node) bool { return n.PoP == "ams" && n.ID == "n1" })
+	}
+	wait.For(t, 10*time.Second, "ams/n1 in control's view", func() bool { return live(ts) })
+
+	ts.stop()
+	clock := newFakeClock()
+	ts = startServer(t, cfg, func(s *Server) { s.now = clock.Now })
+	// The registration the restarted view may have loaded goes stale (not live) after the TTL.
+	wait.For(t, 10*time.Second, "ams/n1's old registration not live in the restarted view", func() bool { return !live(ts) })
+
+	purge := func(host string) (int, http.Header, APIError) {
+		t.Helper()
+		code, h, b := ts.doHeader(t, "POST", "/v1/purge", tokPurger, []byte(`{"host":"`+host+`","all":true}`))
+		var e APIError
+		if code/100 != 2 {
+			if err := json.Unmarshal(b, &e); err != nil {
+				t.Fatalf("decode error answer %s: %v", b, err)
+			}
+		}
+		return code, h, e
+	}
+	grace := startGrace(cfg.HeartbeatTTL)
+	for _, host := range []string{fileHost, "nowhere.example.com"} {
+		code, h, e := purge(host)
+		if code != http.StatusServiceUnavailable {
+			t.Fatalf("purge of %s right after the restart = %d %+v, want 503", host, code, e)
+		}
+		if got, want := h.Get("Retry-After"), strconv.Itoa(int(grace/time.Second)); got != want {
+			t.Errorf("purge of %s in the grace: Retry-After %q, want %q (the whole grace is left)", host, got, want)
+		}
+		if !strings.Contains(e.Error, "registered again yet") || e.Field != "host" {
+			t.Errorf("purge of %s in the grace: error %+v, want field host and a message saying nodes may not have registered again yet", host, e)
+		}
+	}
+	if code, _, e := purge(hostA); code != http.StatusAccepted {
+		t.Errorf("purge of bucket host %s in the grace = %d %+v, want 202", hostA, code, e)
+	}
+	clock.Add(grace / 2)
+	if code, h, _ := purge(fileHost); code != http.StatusServiceUnavailable || h.Get("Retry-After") != strconv.Itoa(int((grace/2+time.Second-1)/time.Second)) {
+		t.Errorf("purge of %s half way through the grace = %d, Retry-After %q; want 503 and the half left, rounded up", fileHost, code, h.Get("Retry-After"))
+	}
+
+	wait.For(t, 10*time.Second, "ams/n1 registered again", func() bool { reg.Beat(); return live(ts) })
+	if code, _, e := purge(fileHost); code != http.StatusAccepted {
+		t.Errorf("purge of %s once ams/n1 registered again = %d %+v, want 202", fileHost, code, e)
+	}
+
+	clock.Add(grace/2 + time.Nanosecond) // the grace is over
+	code, h, e := purge("nowhere.example.com")
+	if want := "nowhere.example.com is not configured: not in the config bucket, nor in the config file of any live node"; code != http.StatusBadRequest || e.Error != want || h.Get("Retry-After") != "" {
+		t.Errorf("purge of a host nobody serves after the grace = %d %+v (Retry-After %q), want 400 %q and no Retry-After", code, e, h.Get("Retry-After"), want)
+	}
+	if code, _, e := purge(fileHost); code != http.StatusAccepted {
+		t.Errorf("purge of %s after the grace = %d %+v, want 202", fileHost, code, e)
+	}
+}
