@@ -786,7 +786,7 @@ func (s *Server) getHost(w http.ResponseWriter, r *http.Request) {
 	hc, err := fleet.GetHost(r.Context(), s.JetStream(), s.cfg.Prefix, host)
 	switch {
 	case errors.Is(err, fleet.ErrNotFound):
-		WriteError(w, http.StatusNotFound, "host", fmt.Errorf("host %s is not configured", host))
+		WriteError(w, http.StatusNotFound, "host", s.errNoHostConfig(host))
 	case err != nil:
 		WriteError(w, http.StatusServiceUnavailable, "", fmt.Errorf("read host config: %w", err))
 	case hc.Host != host:
@@ -851,7 +851,7 @@ func (s *Server) deleteHost(w http.ResponseWriter, r *http.Request) {
 	err := fleet.DeleteHost(r.Context(), s.JetStream(), s.cfg.Prefix, host)
 	switch {
 	case errors.Is(err, fleet.ErrNotFound):
-		WriteError(w, http.StatusNotFound, "host", fmt.Errorf("host %s is not configured", host))
+		WriteError(w, http.StatusNotFound, "host", s.errNoHostConfig(host))
 	case err != nil:
 		WriteError(w, http.StatusServiceUnavailable, "", fmt.Errorf("delete host config: %w", err))
 	default:

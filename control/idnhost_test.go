@@ -37,7 +37,7 @@ func TestHostConfigInternationalisedName(t *testing.T) {
 		{"put, u-label body, other path", "PUT", "/v1/hosts/bucher.example", `{"host":"Bücher.example","origin":"http://o"}`, 400, "", "host", `host "Bücher.example" (xn--bcher-kva.example) does not match the path's "bucher.example"`},
 		{"put, u-label path, other body", "PUT", "/v1/hosts/bücher.example", `{"host":"bucher.example","origin":"http://o"}`, 400, "", "host", `host "bucher.example" does not match the path's "bücher.example" (xn--bcher-kva.example)`},
 		{"delete by u-label", "DELETE", "/v1/hosts/bücher.example", "", 204, "", "", ""},
-		{"gone by either name", "GET", "/v1/hosts/" + aLabel, "", 404, "", "host", "host " + aLabel + " is not configured"},
+		{"gone by either name", "GET", "/v1/hosts/" + aLabel, "", 404, "", "host", "host " + aLabel + " has no config in the config bucket"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var body []byte

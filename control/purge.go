@@ -334,6 +334,48 @@ func (s *Server) hostServedFromFile(host string) bool {
 	return false
 }
 
+// fileHostNodes are the live nodes ("pop/node", sorted) whose registrations list host among
+// their config file's hosts.
+func (s *Server) fileHostNodes(host string) []string {
+	var out []string
+	for _, n := range s.Fleet().Nodes() {
+		if slices.Contains(n.Hosts, host) {
+			out = append(out, n.PoP+"/"+n.ID)
+		}
+	}
+	return out
+}
+
+// maxNamedNodes is how many nodes an error names before it counts the rest.
+const maxNamedNodes = 5
+
+// errNoHostConfig is the error of GET and DELETE /v1/hosts/{host} for a host the config bucket
+// has no config for: what is true of it. Live nodes may serve it from their config files,
+// which the API neither reads nor deletes; right after control started they may not have
+// registered again yet.
+func (s *Server) errNoHostConfig(host string) error {
+	nodes := s.fileHostNodes(host)
+	switch {
+	case len(nodes) == 1:
+		return fmt.Errorf("host %s has no config in the config bucket; live node %s serves it from its config file, which the API can neither read nor delete", host, nodes[0])
+	case len(nodes) > 1:
+		named := strings.Join(nodes[:min(len(nodes), maxNamedNodes)], ", ")
+		if len(nodes) > maxNamedNodes {
+			named += fmt.Sprintf(" and %d more", len(nodes)-maxNamedNodes)
+		}
+		return fmt.Errorf("host %s has no config in the config bucket; live nodes %s serve it from their config files, which the API can neither read nor delete", host, named)
+	}
+	select {
+	case <-s.ready:
+	default:
+		return fmt.Errorf("host %s has no config in the config bucket; the control plane is starting: which nodes serve it from their config files is not known yet", host)
+	}
+	if since, left := s.inStartGrace(); left > 0 {
+		return fmt.Errorf("host %s has no config in the config bucket, and no live node has registered it from its config file: the control plane started %s ago, and nodes may not have registered again yet", host, since.Round(time.Millisecond))
+	}
+	return fmt.Errorf("host %s has no config in the config bucket, and no live node serves it from its config file", host)
+}
+
 // requestReceipts returns the receipts of request id, or writes a 404 (or a 403 for a host
 // outside the token's hosts) and returns false.
 func (s *Server) requestReceipts(w http.ResponseWriter, r *http.Request, id string) ([]purge.Receipt, bool) {

@@ -152,6 +152,12 @@ func TestPurgeOfFileHostInStartGrace(t *testing.T) {
 	if code, _, e := purge(hostA); code != http.StatusAccepted {
 		t.Errorf("purge of bucket host %s in the grace = %d %+v, want 202", hostA, code, e)
 	}
+	// GET /v1/hosts says the same of the file host: not that nobody serves it.
+	if code, b := ts.do(t, "GET", "/v1/hosts/"+fileHost, tokAdmin, nil); code != http.StatusNotFound ||
+		!strings.Contains(string(b), "no live node has registered it from its config file: the control plane started") ||
+		!strings.Contains(string(b), "nodes may not have registered again yet") {
+		t.Errorf("GET /v1/hosts/%s in the grace = %d %s, want 404 saying nodes may not have registered again yet", fileHost, code, b)
+	}
 	clock.Add(grace / 2)
 	if code, h, _ := purge(fileHost); code != http.StatusServiceUnavailable || h.Get("Retry-After") != strconv.Itoa(int((grace/2+time.Second-1)/time.Second)) {
 		t.Errorf("purge of %s half way through the grace = %d, Retry-After %q; want 503 and the half left, rounded up", fileHost, code, h.Get("Retry-After"))
