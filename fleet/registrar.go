@@ -92,6 +92,10 @@ type Registrar struct {
 	// ttlReconnects is the connection's reconnect count then; Run's goroutine only.
 	ttlBeats      int
 	ttlReconnects uint64
+	// created is when the fleet bucket's stream was made, as the last status read said (zero:
+	// not read, or not said); Run's goroutine only. A bucket deleted and made again numbers
+	// its revisions from 1 again (readTTL).
+	created time.Time
 
 	mu       sync.Mutex // guards draining and lastErr
 	draining bool
@@ -378,7 +382,27 @@ func (r *Registrar) readTTL(ctx context.Context, kv jetstream.KeyValue) {
 	if st, err := kv.Status(ctx); err == nil {
 		r.ttl.Store(int64(st.TTL()))
 		r.ttlBeats, r.ttlReconnects = 0, reconnects
+		r.noteCreated(st)
 	}
+}
+
+// noteCreated notes when the bucket's stream was made. One made since the last read (the bucket
+// deleted and made again while this process ran: its heartbeats failed meanwhile, which makes
+// the read due) numbers its revisions from 1 again, so the write just made over this process's
+// last revision, or over the one the watch showed as its own, may have gone over another
+// process's write that took the same number: the write counts as shared (OnWrite), which at
+// worst holds the node's acks for nothing once.
+func (r *Registrar) noteCreated(st jetstream.KeyValueStatus) {
+	bs, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok || bs.StreamInfo() == nil || bs.StreamInfo().Created.IsZero() {
+		return
+	}
+	created := bs.StreamInfo().Created
+	if !r.created.IsZero() && !created.Equal(r.created) {
+		r.shared = true
+		r.log.Info("fleet bucket made again since the last look: this heartbeat counts as shared", "key", r.key, "created", created)
+	}
+	r.created = created
 }
 
 // write writes registration b to the node's key: the first time whatever is there (noting in
