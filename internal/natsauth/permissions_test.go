@@ -513,18 +513,25 @@ func TestLeafLinksNeedLeafCredentials(t *testing.T) {
 	edgeCred, edgeUser := mustCred(t, natsauth.Edge("lon", "n1"))
 	h, leafPort, _ := hub(t, []natsauth.User{leafUser, edgeUser}, "route", "route-secret")
 
-	leaf := func(name, seed string) *captureLog {
+	leaf := func(name, seed string) (*server.Server, *captureLog) {
 		log := newCaptureLog()
 		u, _ := url.Parse(fmt.Sprintf("nats-leaf://127.0.0.1:%d", leafPort))
-		startServer(t, &server.Options{ServerName: name, Host: "127.0.0.1", Port: -1,
+		s := startServer(t, &server.Options{ServerName: name, Host: "127.0.0.1", Port: -1,
 			LeafNode: server.LeafNodeOpts{ReconnectInterval: 50 * time.Millisecond,
 				Remotes: []*server.RemoteLeafOpts{{URLs: []*url.URL{u}, Nkey: seed}}}}, log)
-		return log
+		return s, log
 	}
-	leaf("no-creds", "").wait(t, "Authorization Violation")
-	leaf("edge-creds", string(edgeCred.Seed)).wait(t, "Authorization Violation")
-	if n := h.NumLeafNodes(); n != 0 {
-		t.Fatalf("hub has %d leaf nodes after refused links, want 0", n)
+	// A refused leaf retries every 50ms for as long as it runs: each one stops once the hub
+	// has refused it, or its retries load the hub while the next link tries its handshake
+	// (under load that handshake ran out of the hub's auth timeout again and again).
+	for _, refused := range []struct{ name, seed string }{{"no-creds", ""}, {"edge-creds", string(edgeCred.Seed)}} {
+		s, log := leaf(refused.name, refused.seed)
+		log.wait(t, "Authorization Violation")
+		if n := h.NumLeafNodes(); n != 0 {
+			t.Fatalf("hub has %d leaf nodes after refusing %s, want 0", n, refused.name)
+		}
+		s.Shutdown()
+		s.WaitForShutdown()
 	}
 	leaf("lon", string(leafCred.Seed))
 	wait.For(t, 10*time.Second, "the leaf link with the leaf credential", func() bool { return h.NumLeafNodes() == 1 })
