@@ -1,52 +1,17 @@
 package fleet_test
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-
 	"github.com/meridian-cdn/meridian/fleet"
 	"github.com/meridian-cdn/meridian/internal/logtest"
 	"github.com/meridian-cdn/meridian/internal/natstest"
-	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/wire"
 )
-
-// startLeafPoP starts the production topology (deploy/render_nats.go): a hub with JetStream
-// in domain "fleet" and a leaf node, without JetStream, that edges connect to.
-func startLeafPoP(t *testing.T) (hub, leaf *server.Server) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	leafPort := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	hub = natstest.StartOptions(t, &server.Options{ServerName: "hub", Host: "127.0.0.1", Port: -1, JetStream: true,
-		JetStreamDomain: "fleet", StoreDir: t.TempDir(), LeafNode: server.LeafNodeOpts{Host: "127.0.0.1", Port: leafPort}})
-	u, _ := url.Parse(fmt.Sprintf("nats-leaf://127.0.0.1:%d", leafPort))
-	leaf = natstest.StartOptions(t, &server.Options{ServerName: "leaf", Host: "127.0.0.1", Port: -1,
-		JsAccDefaultDomain: map[string]string{"$G": "fleet"},
-		LeafNode:           server.LeafNodeOpts{ReconnectInterval: 50 * time.Millisecond, Remotes: []*server.RemoteLeafOpts{{URLs: []*url.URL{u}}}}})
-	wait.For(t, 10*time.Second, "the leaf link", func() bool { return hub.NumLeafNodes() == 1 })
-	// The link is up before the hub's interest in the JetStream API has crossed it: until then
-	// the leaf answers a request itself (JetStream not enabled), a third of the time under load.
-	_, ljs := natstest.ConnectURL(t, leaf.ClientURL())
-	wait.For(t, 10*time.Second, "JetStream through the leaf", func() bool {
-		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-		defer cancel()
-		_, err := ljs.AccountInfo(ctx)
-		return err == nil
-	})
-	return hub, leaf
-}
 
 // TestRegistrarRestartOverlapThroughLeaf: the restart overlap (TestRegistrarRestartOverlap) in
 // the production topology, where edges write through their PoP's leaf node into the hub's
@@ -61,7 +26,7 @@ func startLeafPoP(t *testing.T) (hub, leaf *server.Server) {
 // test waited for a delete that never came), or its heartbeats kept failing past the test's
 // waits.
 func TestRegistrarRestartOverlapThroughLeaf(t *testing.T) {
-	hub, leaf := startLeafPoP(t)
+	hub, leaf, _ := natstest.StartLeafPoP(t)
 	_, js := natstest.ConnectURL(t, hub.ClientURL())
 	if err := fleet.EnsureBuckets(t.Context(), js, "", time.Minute, 1); err != nil {
 		t.Fatalf("EnsureBuckets: %v", err)

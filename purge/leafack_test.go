@@ -2,17 +2,12 @@ package purge
 
 import (
 	"context"
-	"fmt"
-	"net"
-	"net/url"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/meridian-cdn/meridian/internal/natstest"
-	"github.com/meridian-cdn/meridian/internal/tcplink"
 	"github.com/meridian-cdn/meridian/internal/wait"
 )
 
@@ -23,7 +18,7 @@ import (
 // "confirms" the lost ack. It is never sent again, and the purge stays pending for that node.
 func TestAckLostInLeafCutIsSentAgain(t *testing.T) {
 	ctx := testContext(t)
-	hub, leaf, link := startLeafPoP(t)
+	hub, leaf, link := natstest.StartLeafPoP(t)
 
 	ctl, js := natstest.ConnectURL(t, hub.ClientURL())
 	if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
@@ -72,33 +67,6 @@ func TestAckLostInLeafCutIsSentAgain(t *testing.T) {
 	})
 }
 
-// startLeafPoP is the production topology (deploy/render_nats.go): a hub with JetStream, and a
-// leaf node (a PoP's VM) linked to it through link, which a test can cut.
-func startLeafPoP(t *testing.T) (hub, leaf *server.Server, link *tcplink.Link) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	leafPort := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	hub = natstest.StartOptions(t, &server.Options{ServerName: "hub", Host: "127.0.0.1", Port: -1, JetStream: true,
-		JetStreamDomain: "fleet", StoreDir: t.TempDir(),
-		LeafNode: server.LeafNodeOpts{Host: "127.0.0.1", Port: leafPort}})
-	link, err = tcplink.Listen("127.0.0.1:0", fmt.Sprintf("127.0.0.1:%d", leafPort), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = link.Close() })
-	u, _ := url.Parse("nats-leaf://" + link.Addr().String())
-	leaf = natstest.StartOptions(t, &server.Options{ServerName: "leaf", Host: "127.0.0.1", Port: -1,
-		JsAccDefaultDomain: map[string]string{"$G": "fleet"},
-		LeafNode: server.LeafNodeOpts{ReconnectInterval: 50 * time.Millisecond,
-			Remotes: []*server.RemoteLeafOpts{{URLs: []*url.URL{u}}}}})
-	wait.For(t, 10*time.Second, "the leaf link", func() bool { return hub.NumLeafNodes() == 1 })
-	return hub, leaf, link
-}
-
 var _ = nats.ErrTimeout
 
 // TestAckLostInShortLeafCutIsAskedFor: a leaf link cut shorter than the node's confirmation
@@ -108,7 +76,7 @@ var _ = nats.ErrTimeout
 // the node pending for good (a gap docs/purge.md documented).
 func TestAckLostInShortLeafCutIsAskedFor(t *testing.T) {
 	ctx := testContext(t)
-	hub, leaf, link := startLeafPoP(t)
+	hub, leaf, link := natstest.StartLeafPoP(t)
 	ctl, js := natstest.ConnectURL(t, hub.ClientURL())
 	if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
 		t.Fatal(err)
