@@ -3,6 +3,7 @@ package edge
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,6 +21,9 @@ func TestStaleIfErrorStatuses(t *testing.T) {
 	}{
 		{500, true}, {502, true}, {503, true}, {504, true},
 		{501, false}, {505, false}, {507, false},
+		// Past 599 (relayed as nginx relays it, docs/origin.md): no error RFC 9111 §4.2.4
+		// and RFC 5861 §4 name, the origin's answer, passed on and not stored.
+		{600, false}, {799, false}, {999, false},
 	} {
 		t.Run(fmt.Sprint(tt.status), func(t *testing.T) {
 			s := newSingle(t, nil)
@@ -37,6 +41,18 @@ func TestStaleIfErrorStatuses(t *testing.T) {
 			}
 			if r.status != tt.status {
 				t.Errorf("origin %d: got %d (Cache-Status %q), want the origin's %d", tt.status, r.status, r.header.Get("Cache-Status"), tt.status)
+			}
+			wantCacheStatus(t, r, "fwd=stale", fmt.Sprint("fwd-status=", tt.status))
+			if strings.Contains(r.header.Get("Cache-Status"), "stored") {
+				t.Errorf("origin %d: Cache-Status %q; want it not stored", tt.status, r.header.Get("Cache-Status"))
+			}
+			// The answer did not drop the copy (RFC 9111 §4.4: only a non-error status
+			// invalidates): once the origin recovers, the copy is revalidated, not refetched.
+			s.origin.ClearFaults()
+			if r := s.get(t, p); r.status != http.StatusOK || r.body != first.body {
+				t.Fatalf("after the origin's %d: got %d, want the stale copy revalidated (200)", tt.status, r.status)
+			} else {
+				wantCacheStatus(t, r, "fwd=stale", "fwd-status=304")
 			}
 		})
 	}
