@@ -29,10 +29,13 @@ import (
 // corrupt midway), and a Range of a sliced object whose next slice's fetch is cut short. The
 // bytes written since the last flush were dropped at the abort (edge/http1, net/http's
 // HTTP/1.1 and HTTP/2): the client got the head and none of the bytes that came with the cut,
-// or nothing at all when the head was still held with them. A sliced answer cut before its
-// first body byte gets no head: a bare cut, as a fill that fails before its head. None of the
-// answers is stored (but for a sliced object's manifest and first slice, stored before the
-// cut).
+// or nothing at all when the head was still held with them. A sliced answer whose first slice
+// it needs fails (before its head, after it, after some of its bytes: a slice is read whole
+// before any of it is sent) gets a 502, as from nginx 1.22's slice module when that slice's
+// fetch fails before its head, where it got a bare cut, and before that a 206 head alone; a
+// fleet node asking gets the bare cut, on which it tries its next tier (a 502 would be its
+// answer). None of the answers is stored (but for a sliced object's manifest and first slice,
+// stored before the cut).
 func TestStreamedMissCutShortShowsItsBytes(t *testing.T) {
 	const hdr = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nCache-Control: max-age=60\r\nX-Origin: yes\r\n"
 	plain := bytes.Repeat([]byte("0123456789abcdef"), 40<<10/16) // more than the 32 KiB decoded before the head goes out
@@ -58,6 +61,8 @@ func TestStreamedMissCutShortShowsItsBytes(t *testing.T) {
 		stored              int64  // objects it leaves stored: a sliced object's manifest and first slice
 		headHeld            bool   // the head is held with the first bytes until the cut (not waited on)
 		noHead              bool   // cut before its first body byte: no head at all, a bare cut
+		badGateway          bool   // failed before its first body byte: the edge's own 502
+		peer                bool   // asked by a fleet node (a signed hop)
 	}
 	scripts := map[string]script{
 		"length": {head: hdr + "Content-Length: 80000\r\n\r\n", after: "hello", status: http.StatusOK, want: []byte("hello")},
@@ -76,22 +81,32 @@ func TestStreamedMissCutShortShowsItsBytes(t *testing.T) {
 			status: http.StatusOK, want: append(bytes.Clone(plain), "hello"...), note: "gzip"},
 		"sliced": {reqHdr: []string{"Range", fmt.Sprintf("bytes=%d-%d", sliceSize-36, sliceSize+63)},
 			status: http.StatusPartialContent, want: sliced[sliceSize-36 : sliceSize], note: "sliced answer aborted", stored: 2, headHeld: true},
-		// A Range within the second slice: its fetch fails before the answer's first byte,
-		// which gets no head either, as a fill that fails before its head (the client may
-		// retry it on a fresh connection, a peer asking moves on to the next tier).
+		// A Range within the second slice: its fetch fails before the answer's first byte
+		// (the origin closes before the slice's head, after it, after some of its bytes),
+		// and the client gets a 502, as nginx's slice module answers a first slice that fails
+		// before its head; a fleet node asking gets no head, a bare cut, and moves on to its
+		// next tier. So do several ranges (multipart/byteranges), the first within the
+		// second slice: the part's header is held with the head.
 		"slicedfirst": {reqHdr: []string{"Range", fmt.Sprintf("bytes=%d-%d", sliceSize+1, sliceSize+63)},
-			note: "sliced answer aborted", stored: 2, noHead: true},
+			note: "sliced answer aborted", stored: 2, badGateway: true},
+		"slicedmulti": {reqHdr: []string{"Range", fmt.Sprintf("bytes=%d-%d,%d-%d", sliceSize+1, sliceSize+63, sliceSize+100, sliceSize+200)},
+			note: "sliced answer aborted", stored: 2, badGateway: true},
+		"slicedpeer": {reqHdr: []string{"Range", fmt.Sprintf("bytes=%d-%d", sliceSize+1, sliceSize+63)},
+			note: "sliced answer aborted", stored: 2, noHead: true, peer: true},
 	}
 	var mu sync.Mutex
 	cut := map[string]chan struct{}{} // by path: closed once the client has the head
 	o := startScriptOrigin(t, "127.0.0.69", func(c net.Conn, r *http.Request, _ int) bool {
 		kind, how, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
-		if kind == "sliced" || kind == "slicedfirst" {
+		if strings.HasPrefix(kind, "sliced") {
 			// Not waited on: the Range's first bytes, of the first slice, are what the
 			// server holds when the second slice's fetch fails.
 			first := int64(0)
 			if rng := r.Header.Get("Range"); rng != "bytes=0-65535" {
 				first = sliceSize
+			}
+			if first != 0 && how == "nohead" {
+				return true // the second slice's fetch cut before its head
 			}
 			fmt.Fprintf(c, "HTTP/1.1 206 Partial Content\r\nContent-Type: application/octet-stream\r\nCache-Control: max-age=60\r\n"+
 				"X-Origin: yes\r\nETag: \"s1\"\r\nContent-Range: bytes %d-%d/%d\r\nContent-Length: %d\r\n\r\n",
@@ -100,7 +115,9 @@ func TestStreamedMissCutShortShowsItsBytes(t *testing.T) {
 				c.Write(sliced[:sliceSize])
 				return false
 			}
-			c.Write(sliced[first : first+10])
+			if how != "head" {
+				c.Write(sliced[first : first+10])
+			}
 			return true // the second slice's cut
 		}
 		s := scripts[kind]
@@ -124,6 +141,7 @@ func TestStreamedMissCutShortShowsItsBytes(t *testing.T) {
 		var out logtest.Buffer
 		sg, n := tlsEdge(t, TLSConfig{Dev: true}, func(c *Config) {
 			c.HTTP1, c.HTTP2 = servers, servers // edge/http1 and edge/h2, or net/http's
+			c.PeerKey = testPeerKey             // slicedpeer's request is a fleet node's
 			c.AccessLog = true
 			c.Logger = slog.New(slog.NewJSONHandler(&out, nil))
 			c.Cache.MaxObjectBytes = 90000
@@ -131,10 +149,14 @@ func TestStreamedMissCutShortShowsItsBytes(t *testing.T) {
 		})
 		var stored int64 // objects the answers leave stored
 		for _, pc := range everyProtocol(t, n) {
-			// Every exchange here fails, and 20 failures within the breaker's interval (10 s of
-			// the node's clock) would open it: each protocol's come in an interval of their own.
-			sg.clock.Advance(11 * time.Second)
-			for _, tt := range []string{"/length/close", "/length/reset", "/chunked/close", "/chunked/reset", "/range/close", "/gzip/close", "/gzipcorrupt/close", "/sliced/close", "/slicedfirst/close"} {
+			for i, tt := range []string{"/length/close", "/length/reset", "/chunked/close", "/chunked/reset", "/range/close", "/gzip/close", "/gzipcorrupt/close", "/sliced/close",
+				"/slicedfirst/close", "/slicedfirst/nohead", "/slicedfirst/head", "/slicedmulti/close", "/slicedpeer/close"} {
+				if i%7 == 0 {
+					// Every exchange here fails, and 20 failures within the breaker's interval
+					// (10 s of the node's clock) would open it: each seven come in an interval
+					// of their own.
+					sg.clock.Advance(11 * time.Second)
+				}
 				// The path is made the servers' and the protocol's own: each is a miss, with
 				// its own log line.
 				path := tt + "/" + servers + "/" + strings.ReplaceAll(pc.name, " ", "-")
@@ -162,6 +184,10 @@ func TestStreamedMissCutShortShowsItsBytes(t *testing.T) {
 					if s.reqHdr != nil {
 						req.Header.Set(s.reqHdr[0], s.reqHdr[1])
 					}
+					if s.peer {
+						req.Header.Set(hopHeader, "peer")
+						n.signHop(req)
+					}
 					r, err := (&http.Client{Transport: pc.rt}).Do(req)
 					release()
 					switch {
@@ -169,6 +195,18 @@ func TestStreamedMissCutShortShowsItsBytes(t *testing.T) {
 						if err == nil {
 							r.Body.Close()
 							t.Errorf("GET %s = %d (Content-Length %d); want no head, a bare cut", path, r.StatusCode, r.ContentLength)
+						}
+					case s.badGateway:
+						if err != nil {
+							t.Fatalf("GET %s: %v; want a 502", path, err)
+						}
+						body, err := io.ReadAll(r.Body)
+						r.Body.Close()
+						cs := r.Header.Get("Cache-Status")
+						if r.StatusCode != http.StatusBadGateway || err != nil || r.Header.Get("X-Origin") != "" ||
+							r.Header.Get("Content-Range") != "" || !strings.Contains(cs, "detail=upstream-slice-failed") {
+							t.Errorf("GET %s = %d (X-Origin %q, Content-Range %q, Cache-Status %q), body %q, read error %v; want the edge's 502",
+								path, r.StatusCode, r.Header.Get("X-Origin"), r.Header.Get("Content-Range"), cs, body, err)
 						}
 					case err != nil && pc.name == "http/3" && s.headHeld:
 						// QUIC's reset of the stream drops what it has not delivered (without

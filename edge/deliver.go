@@ -147,7 +147,10 @@ func ignoredModifiedSince(v []string, now, lastModified time.Time) bool {
 // serveChecked is serveContent for r, whose Range was checked already, and a representation
 // last modified at lastModified.
 func serveChecked(w *logWriter, r *http.Request, h http.Header, lastModified time.Time, size int64, content io.ReadSeeker) {
-	cw := contentWriter{w, -1}
+	cw := contentWriter{w, -1, nil}
+	if sr, ok := content.(*sliceReader); ok {
+		cw.hold = sr.hold
+	}
 	if _, ok := h["Content-Encoding"]; ok {
 		cw.length = size
 	}
@@ -158,10 +161,11 @@ func serveChecked(w *logWriter, r *http.Request, h http.Header, lastModified tim
 // an encoded representation, length >= 0, gets the object's Content-Length, which ServeContent
 // sets for a range but not for a whole answer with a Content-Encoding; a 412 or a 416, the
 // edge's own errors about the object, get ownErrorHeader's fields. Its other answers set their
-// own framing.
+// own framing. A sliced answer's head and first bytes go through hold (headHold).
 type contentWriter struct {
 	*logWriter
-	length int64 // the encoded representation's, or -1
+	length int64     // the encoded representation's, or -1
+	hold   *headHold // a sliced answer's (deliverSliced), or nil
 }
 
 func (w contentWriter) WriteHeader(code int) {
@@ -172,7 +176,33 @@ func (w contentWriter) WriteHeader(code int) {
 	case code == http.StatusPreconditionFailed || code == http.StatusRequestedRangeNotSatisfiable:
 		ownErrorHeader(h, code)
 	}
+	if w.hold != nil {
+		w.hold.writeHeader(code)
+		return
+	}
 	w.logWriter.WriteHeader(code)
+}
+
+func (w contentWriter) Write(b []byte) (int, error) {
+	if w.hold != nil {
+		return w.hold.Write(b)
+	}
+	return w.logWriter.Write(b)
+}
+
+// ReadFrom is logWriter.ReadFrom through the hold, if any.
+func (w contentWriter) ReadFrom(src io.Reader) (int64, error) {
+	if w.hold == nil {
+		return w.logWriter.ReadFrom(src)
+	}
+	if lr, ok := src.(*io.LimitedReader); ok {
+		if sr, ok := lr.R.(*sliceReader); ok {
+			n, err := sr.writeTo(w.hold, lr.N)
+			lr.N -= n
+			return n, err
+		}
+	}
+	return io.Copy(writerOnly{w.hold}, src)
 }
 
 // ownErrorHeader makes h, an object's answer's fields, the header of code, a 412 or a 416 that

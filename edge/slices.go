@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sync/singleflight"
 
@@ -312,27 +314,97 @@ func putSlice(st *store.Store, manifest *store.Object, i, sliceSize int64, body 
 // deliverSliced answers from a sliced object: ranges, conditionals and HEAD by
 // http.ServeContent over the slices, fetching missing ones as they are read.
 func (n *Node) deliverSliced(w *logWriter, req *request, obj *store.Object, cs httpcache.Status, upstreamCS string) {
+	preset := w.Header().Clone() // what a 502 goes out with
 	h := n.objectHeader(w, req, obj, cs, upstreamCS)
 	if _, ok := h["Content-Type"]; !ok {
 		h["Content-Type"] = nil // no sniffing: the origin said nothing, so do we
 	}
 	delete(h, "Content-Length")
 	sr := n.newSliceReader(req, obj)
+	hold := &headHold{w: w, sr: sr}
+	sr.hold = hold
 	w.keepFor304(req, h)
 	serveContent(w, req.r, req.lw.start, h, obj, obj.Size, sr)
 	if err := sr.failure(); err != nil {
+		if !hold.sent && !req.fromPeer && req.r.Context().Err() == nil {
+			// The first slice the answer needs failed, its head still held: a 502, as
+			// nginx's slice module answers a first slice that fails before its head.
+			// A fleet node asking gets a bare cut instead, below: it takes any answer with
+			// a head, a 502 too, for the object's (fetchNode), where a failure moves it on
+			// to its next tier.
+			clear(h)
+			maps.Copy(h, preset)
+			n.fail(w, req, http.StatusBadGateway, "upstream slice failed")
+			w.note = "sliced answer aborted: " + err.Error() // after fail, which notes its own
+			return
+		}
 		w.note = "sliced answer aborted: " + err.Error()
-		if req.r.Context().Err() == nil && w.bytes > 0 {
+		if req.r.Context().Err() == nil && hold.sent && w.bytes > 0 {
 			// A slice's fetch failed, not the client: what it was written of the slices
 			// before goes out first, as a streamed miss's bytes do (clientFlush.cutShort).
-			// Before the first body byte, the head alone is not sent: a bare cut, as a fill
-			// that fails before its head, which a client may retry on a fresh connection
-			// and a peer asking for the slice moves on from to the next tier.
 			w.sendHeld()
 		}
 		// The client must see the answer cut short, never bytes of two versions.
 		panic(http.ErrAbortHandler)
 	}
+	hold.release() // an answer that read no slice: HEAD, 304, 412, 416
+}
+
+// headHold holds a sliced answer's head, and what is written before its first slice is read
+// (a multipart/byteranges part's header), until that slice is read: until then the answer can
+// still be the edge's 502, when the slice's fetch fails. The head of a slice in the store goes
+// at once: it is read as soon as it is asked for. The servers hold a head back until the first
+// body bytes anyway (edge/http1, net/http's HTTP/1.1 and HTTP/2: until 4 KiB or a flush), so
+// holding it here until the slice is read delays no answer's first byte.
+type headHold struct {
+	w    *logWriter
+	sr   *sliceReader
+	code int    // the status held, 0 before WriteHeader
+	held []byte // what was written before the first slice was read
+	sent bool   // the head went to w
+}
+
+func (h *headHold) writeHeader(code int) {
+	if h.sent || code < http.StatusOK {
+		h.w.WriteHeader(code)
+		return
+	}
+	if h.w.cacheStatus == "hit" && !h.w.hitSet {
+		h.w.markHit() // a hit's service time is to its head, as for every hit
+	}
+	h.code = code
+}
+
+func (h *headHold) Write(b []byte) (int, error) {
+	if !h.sent {
+		if !h.sr.started.Load() {
+			h.held = append(h.held, b...)
+			return len(b), nil
+		}
+		if err := h.release(); err != nil {
+			return 0, err
+		}
+	}
+	return h.w.Write(b)
+}
+
+// release sends the held head and bytes.
+func (h *headHold) release() error {
+	if h.sent {
+		return nil
+	}
+	h.sent = true
+	if h.code != 0 {
+		h.w.WriteHeader(h.code)
+	}
+	held := h.held
+	h.held = nil
+	if len(held) > 0 {
+		if _, err := h.w.Write(held); err != nil {
+			return fmt.Errorf("write a sliced answer's first bytes: %w", err)
+		}
+	}
+	return nil
 }
 
 // newSliceReader returns a reader of obj, a sliced object, for req's answer.
@@ -361,6 +433,9 @@ type sliceReader struct {
 
 	mu  sync.Mutex // err is read by the handler while ServeContent's goroutine may still read
 	err error      // the first failure, which cuts the answer short
+
+	hold    *headHold   // deliverSliced's, or nil
+	started atomic.Bool // a slice was read: the answer's head may go (headHold)
 }
 
 // fail records err as the reader's first failure.
@@ -408,6 +483,7 @@ func (r *sliceReader) rest() ([]byte, error) {
 			return nil, err
 		}
 		r.cur, r.buf = i, b
+		r.started.Store(true)
 	}
 	return r.buf[r.off-i*r.sliceSize:], nil
 }
