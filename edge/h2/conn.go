@@ -694,13 +694,18 @@ func (c *conn) openLocked(f *http2.MetaHeadersFrame) (*stream, action) {
 		return nil, keepReading
 	}
 	c.streams[id] = st
-	if f.Truncated {
-		// A header list over the limit: 431, as net/http answers it. No handler will end
-		// the stream: its context, registered with the connection's, is released here. A
+	if f.Truncated || st.badValue {
+		// A header list over the limit: 431, as net/http answers it; a value with white
+		// space at either end: 400 (RFC 9113, section 8.2.1). No handler will end the
+		// stream: its context, registered with the connection's, is released here. A
 		// request with more to come is then reset with NO_ERROR (localEndLocked), as any
 		// answer given before its request's end.
+		status := http.StatusBadRequest
+		if f.Truncated {
+			status = http.StatusRequestHeaderFieldsTooLarge
+		}
 		st.cancel()
-		c.writeHeaderBlockLocked(st, c.encodeStatusOnly(http.StatusRequestHeaderFieldsTooLarge), true)
+		c.writeHeaderBlockLocked(st, c.encodeStatusOnly(status), true)
 		c.localEndLocked(st)
 		return nil, keepReading
 	}

@@ -133,7 +133,8 @@ func TestHeaderListTooLargeReleasesStream(t *testing.T) {
 }
 
 // TestMalformedRequests: requests RFC 9113 (section 8.3.1) calls malformed, and x/net's
-// server refuses, are reset with PROTOCOL_ERROR rather than served.
+// server refuses, are reset with PROTOCOL_ERROR rather than served. (A regular field's value
+// with white space at either end is answered 400 instead: TestEdgeSpaceValueAnswered400.)
 func TestMalformedRequests(t *testing.T) {
 	ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		t.Errorf("handler called for %s %q host %q %v", r.Method, r.RequestURI, r.Host, r.Header)
@@ -159,8 +160,6 @@ func TestMalformedRequests(t *testing.T) {
 		{"uppercase", []string{":method", "GET", ":scheme", "https", ":authority", "a", ":path", "/", "X-Up", "1"}},
 		{"CR in value", []string{":method", "GET", ":scheme", "https", ":authority", "a", ":path", "/", "x-a", "1\r\nx-b: 2"}},
 		{"NUL in value", []string{":method", "GET", ":scheme", "https", ":authority", "a", ":path", "/", "x-a", "1\x002"}},
-		{"value starts with a space", []string{":method", "GET", ":scheme", "https", ":authority", "a", ":path", "/", "x-a", " 1"}},
-		{"value ends with a tab", []string{":method", "GET", ":scheme", "https", ":authority", "a", ":path", "/", "accept", "*/*\t"}},
 		{":method ends with a space", []string{":method", "GET ", ":scheme", "https", ":authority", "a", ":path", "/"}},
 		{":method starts with a tab", []string{":method", "\tGET", ":scheme", "https", ":authority", "a", ":path", "/"}},
 		{":path ends with a space", []string{":method", "GET", ":scheme", "https", ":authority", "a", ":path", "/x "}},

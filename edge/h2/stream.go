@@ -34,11 +34,14 @@ type stream struct {
 	recvWindow  int64
 	recvUnacked int64
 	declaredLen int64 // the request's Content-Length, -1 if none
-	gotLen      int64
-	remoteDone  bool // the client sent END_STREAM
-	localDone   bool // the response ended
-	reset       bool // reset by either side, or the connection closed
-	handedOff   bool // the handler ran inline and gave the reading away
+	// badValue: a field's value starts or ends with white space, which makes the request
+	// malformed (RFC 9113, section 8.2.1); it is answered 400, its handler never called.
+	badValue   bool
+	gotLen     int64
+	remoteDone bool // the client sent END_STREAM
+	localDone  bool // the response ended
+	reset      bool // reset by either side, or the connection closed
+	handedOff  bool // the handler ran inline and gave the reading away
 }
 
 // newStream makes the stream and its request from a HEADERS frame, or returns nil if the
@@ -75,8 +78,14 @@ func (c *conn) newStream(id uint32, f *http2.MetaHeadersFrame) *stream {
 	header := make(http.Header, len(regular))
 	values := make([]string, len(regular)) // one backing array for the common one-value fields
 	cookies := 0
+	badValue := false
 	for i, hf := range regular {
-		if malformedField(hf) {
+		if edgeSpace(hf.Value) && !malformedName(hf) {
+			// Malformed too (section 8.2.1), but answered 400 rather than reset, as that
+			// section asks: Go's client retries a request reset with PROTOCOL_ERROR on a new
+			// connection, and sends such values (openLocked).
+			badValue = true
+		} else if malformedField(hf) {
 			return nil
 		}
 		if hf.Name == "cookie" {
@@ -162,6 +171,7 @@ func (c *conn) newStream(id uint32, f *http2.MetaHeadersFrame) *stream {
 		recvWindow:  recvStreamWindow,
 		declaredLen: declared,
 		remoteDone:  endStream,
+		badValue:    badValue,
 	}
 	st.ctx, st.cancel = context.WithCancel(c.ctx)
 	if u == nil {
@@ -197,15 +207,19 @@ func (c *conn) newStream(id uint32, f *http2.MetaHeadersFrame) *stream {
 // starts or ends with white space (section 8.2.1; the decoder has refused the other invalid
 // values).
 func malformedField(hf hpack.HeaderField) bool {
+	return malformedName(hf) || edgeSpace(hf.Value)
+}
+
+// malformedName reports whether a regular field is one HTTP/2 forbids whatever its value's
+// white space: a connection-specific field, or TE other than "trailers".
+func malformedName(hf hpack.HeaderField) bool {
 	switch hf.Name {
 	case "connection", "proxy-connection", "keep-alive", "transfer-encoding", "upgrade":
 		return true
 	case "te":
-		if !h1fields.EqualFold(hf.Value, "trailers") {
-			return true
-		}
+		return !h1fields.EqualFold(hf.Value, "trailers")
 	}
-	return edgeSpace(hf.Value)
+	return false
 }
 
 // edgeSpace reports whether field value v starts or ends with SP or HTAB (RFC 9113, section

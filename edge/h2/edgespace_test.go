@@ -1,0 +1,82 @@
+package h2
+
+import (
+	"net/http"
+	"testing"
+
+	"golang.org/x/net/http2"
+)
+
+// TestEdgeSpaceValueAnswered400: a request whose regular field's value starts or ends with
+// white space (SP or HTAB) is malformed (RFC 9113, section 8.2.1), and is answered 400, as
+// that section asks, without its handler: it was reset with PROTOCOL_ERROR, which Go's
+// client answers by retrying the request on a new connection, without end. A request with
+// a body still to come is then reset with NO_ERROR, as after a 431. A field HTTP/2 forbids
+// whatever its value (connection-specific, TE other than trailers) is still reset.
+func TestEdgeSpaceValueAnswered400(t *testing.T) {
+	ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t.Errorf("handler called for %q %v", r.RequestURI, r.Header)
+	}))
+	for _, tc := range []struct {
+		name      string
+		endStream bool
+		fields    []string
+		reset     http2.ErrCode // after the 400; ErrCodeNo with endStream: none
+	}{
+		{"value starts with a space", true, []string{"x-a", " 1"}, 0},
+		{"value ends with a space", true, []string{"x-a", "1 "}, 0},
+		{"value ends with a tab", true, []string{"accept", "*/*\t"}, 0},
+		{"white space only", true, []string{"x-a", " "}, 0},
+		{"body to come", false, []string{"x-a", "1 "}, http2.ErrCodeNo},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dialRaw(t, ts)
+			c.headers(1, tc.endStream, "/", tc.fields...)
+			var status string
+			c.until("the answer's end", func(f http2.Frame) bool {
+				if f.Header().StreamID != 1 {
+					return false
+				}
+				switch f := f.(type) {
+				case *http2.MetaHeadersFrame:
+					if status != "" {
+						t.Fatalf("a second HEADERS frame")
+					}
+					status = f.PseudoValue("status")
+					if !f.StreamEnded() {
+						t.Fatalf("status %s without END_STREAM", status)
+					}
+					return tc.endStream
+				case *http2.RSTStreamFrame:
+					if tc.endStream || status == "" || f.ErrCode != tc.reset {
+						t.Fatalf("RST_STREAM %v after status %q, want %v after a 400", f.ErrCode, status, tc.reset)
+					}
+					return true
+				case *http2.DataFrame:
+					t.Fatalf("DATA on the stream")
+				}
+				return false
+			})
+			if status != "400" {
+				t.Errorf("status %q, want 400", status)
+			}
+			if !tc.endStream {
+				return
+			}
+			// The connection serves on: a ping is answered (the stream ended, no reset).
+			c.fr.WritePing(false, [8]byte{1})
+			c.until("the PING's answer", func(f http2.Frame) bool {
+				if rst, ok := f.(*http2.RSTStreamFrame); ok {
+					t.Fatalf("RST_STREAM %v on stream %d", rst.ErrCode, rst.StreamID)
+				}
+				p, ok := f.(*http2.PingFrame)
+				return ok && p.IsAck()
+			})
+		})
+	}
+	for _, fields := range [][]string{{"connection", "close "}, {"te", "gzip "}} {
+		c := dialRaw(t, ts)
+		c.headers(1, true, "/", fields...)
+		c.wantReset(1, http2.ErrCodeProtocol, true)
+	}
+}
