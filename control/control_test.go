@@ -113,6 +113,13 @@ func startServer(t *testing.T, cfg Config, setup ...func(*Server)) *testServer {
 // do sends a request with an optional bearer token and body, returning status and body.
 func (ts *testServer) do(t *testing.T, method, path, token string, body []byte) (int, []byte) {
 	t.Helper()
+	code, _, b := ts.doHeader(t, method, path, token, body)
+	return code, b
+}
+
+// doHeader is do that returns the answer's header too.
+func (ts *testServer) doHeader(t *testing.T, method, path, token string, body []byte) (int, http.Header, []byte) {
+	t.Helper()
 	req, err := http.NewRequestWithContext(t.Context(), method, ts.base+path, bytes.NewReader(body))
 	if err != nil {
 		t.Fatalf("new request: %v", err)
@@ -129,7 +136,7 @@ func (ts *testServer) do(t *testing.T, method, path, token string, body []byte) 
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, b
+	return resp.StatusCode, resp.Header, b
 }
 
 func (ts *testServer) fleet(t *testing.T) Fleet {

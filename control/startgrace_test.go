@@ -1,10 +1,8 @@
 package control
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"net"
 	"net/http"
 	"slices"
@@ -52,26 +50,6 @@ func pastStartGrace(s *Server) {
 		}
 		return time.Now()
 	}
-}
-
-// doHeader is testServer.do that returns the answer's header too.
-func (ts *testServer) doHeader(t *testing.T, method, path, token string, body []byte) (int, http.Header, []byte) {
-	t.Helper()
-	req, err := http.NewRequestWithContext(t.Context(), method, ts.base+path, bytes.NewReader(body))
-	if err != nil {
-		t.Fatalf("new request: %v", err)
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, resp.Header, b
 }
 
 // TestPurgeOfFileHostInStartGrace: control (embedded NATS, same store dir) restarts while the
