@@ -1192,3 +1192,60 @@ func TestPassDropsOriginAltSvc(t *testing.T) {
 		}
 	}
 }
+
+// TestUpgradeEarlyDataForwarded: bytes a client sends right behind its upgrade's head, before
+// the 101 (early data), reach the origin ahead of the rest of the tunnel, unchanged, as nginx
+// forwards what it read past the head. net/http hands them to the hijacker in the
+// bufio.Reader Hijack returns, which ReverseProxy ignores (golang issue 80875): they were lost.
+func TestUpgradeEarlyDataForwarded(t *testing.T) {
+	// A masked text frame "hello" (RFC 6455 §5.2).
+	frame := []byte{0x81, 0x85, 1, 2, 3, 4}
+	for i, b := range []byte("hello") {
+		frame = append(frame, b^frame[2+i%4])
+	}
+	for _, mode := range []string{HTTP1Fast, HTTP1Std} {
+		for _, early := range []struct{ name, bytes string }{{"frame", string(frame)}} {
+			t.Run("http1="+mode+"/"+early.name, func(t *testing.T) {
+				n, _ := echoEdge(t, func(w http.ResponseWriter, r *http.Request) {
+					conn, brw, err := http.NewResponseController(w).Hijack()
+					if err != nil {
+						return
+					}
+					defer conn.Close()
+					brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+					brw.Flush()
+					got, err := io.ReadAll(brw) // to the client's end, passed on by the edge
+					if err != nil {
+						return
+					}
+					fmt.Fprintf(conn, "got %q", got)
+				}, nil, func(c *Config) { c.HTTP1 = mode })
+				conn, err := net.Dial("tcp", n.Addr())
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer conn.Close()
+				conn.SetDeadline(time.Now().Add(10 * time.Second))
+				// One write: the early bytes arrive with the head, read ahead with it.
+				fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+					"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n%s", testHost, early.bytes)
+				br := bufio.NewReader(conn)
+				r, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r.StatusCode != http.StatusSwitchingProtocols {
+					t.Fatalf("upgrade answered %d, want 101", r.StatusCode)
+				}
+				io.WriteString(conn, "after")
+				if err := conn.(*net.TCPConn).CloseWrite(); err != nil {
+					t.Fatal(err)
+				}
+				rest, err := io.ReadAll(br)
+				if want := fmt.Sprintf("got %q", early.bytes+"after"); string(rest) != want {
+					t.Errorf("the origin sent %q (%v), want %q", rest, err, want)
+				}
+			})
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -302,6 +303,48 @@ func (w *passWriter) WriteHeader(code int) {
 	}
 	w.logWriter.WriteHeader(code)
 }
+
+// Hijack is what http.ResponseController, and so ReverseProxy, calls to switch protocols (an
+// upgrade answered 101). ReverseProxy copies the client's side of the tunnel from the
+// connection alone (golang issue 80875), not from the bufio.Reader net/http hands with it, in
+// which lie the bytes the client sent behind the upgrade's head that net/http had read ahead
+// (early data): the connection returned gives those first, as nginx forwards what it read past
+// an upgrade's head.
+func (w *passWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(w.logWriter).Hijack()
+	if err != nil || brw.Reader.Buffered() == 0 {
+		return conn, brw, err
+	}
+	early, _ := brw.Reader.Peek(brw.Reader.Buffered())
+	ec := &earlyConn{Conn: conn, early: bytes.Clone(early)}
+	brw.Reader.Discard(len(early))
+	if _, ok := conn.(interface{ CloseWrite() error }); ok {
+		return earlyConnCW{ec}, brw, nil
+	}
+	return ec, brw, nil
+}
+
+// earlyConn is a hijacked connection that gives the bytes net/http had read ahead of it
+// before its own.
+type earlyConn struct {
+	net.Conn
+	early []byte
+}
+
+func (c *earlyConn) Read(p []byte) (int, error) {
+	if len(c.early) > 0 {
+		n := copy(p, c.early)
+		c.early = c.early[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+// earlyConnCW is an earlyConn whose connection half-closes (ReverseProxy passes each side's end
+// on as the other's half-close).
+type earlyConnCW struct{ *earlyConn }
+
+func (c earlyConnCW) CloseWrite() error { return c.Conn.(interface{ CloseWrite() error }).CloseWrite() }
 
 // flushErr is the first failed flush's error, or nil.
 func (w *passWriter) flushErr() error {
