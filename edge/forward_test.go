@@ -792,7 +792,10 @@ func TestWebSocketEcho(t *testing.T) {
 	if r.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("upgrade answered %d, want 101", r.StatusCode)
 	}
-	// A masked text frame "hello" (RFC 6455 §5.2).
+	// A masked text frame "hello" (RFC 6455 §5.2), and an HTTP/1.0 head with
+	// Transfer-Encoding, whose colon the guard beneath net/http (http1.GuardConn), following
+	// what net/http read ahead as the request it would be were the upgrade not switched,
+	// marks: in a tunnel's bytes it is put back (http1.Unmark).
 	mask := []byte{1, 2, 3, 4}
 	frame := []byte{0x81, 0x85}
 	frame = append(frame, mask...)
@@ -1198,13 +1201,17 @@ func TestPassDropsOriginAltSvc(t *testing.T) {
 // forwards what it read past the head. net/http hands them to the hijacker in the
 // bufio.Reader Hijack returns, which ReverseProxy ignores (golang issue 80875): they were lost.
 func TestUpgradeEarlyDataForwarded(t *testing.T) {
-	// A masked text frame "hello" (RFC 6455 §5.2).
+	// A masked text frame "hello" (RFC 6455 §5.2), and an HTTP/1.0 head with
+	// Transfer-Encoding, whose colon the guard beneath net/http (http1.GuardConn), following
+	// what net/http read ahead as the request it would be were the upgrade not switched,
+	// marks: in a tunnel's bytes it is put back (http1.Unmark).
 	frame := []byte{0x81, 0x85, 1, 2, 3, 4}
 	for i, b := range []byte("hello") {
 		frame = append(frame, b^frame[2+i%4])
 	}
+	te := "POST /form HTTP/1.0\r\nHost: " + testHost + "\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
 	for _, mode := range []string{HTTP1Fast, HTTP1Std} {
-		for _, early := range []struct{ name, bytes string }{{"frame", string(frame)}} {
+		for _, early := range []struct{ name, bytes string }{{"frame", string(frame)}, {"HTTP/1.0 head", te}} {
 			t.Run("http1="+mode+"/"+early.name, func(t *testing.T) {
 				n, _ := echoEdge(t, func(w http.ResponseWriter, r *http.Request) {
 					conn, brw, err := http.NewResponseController(w).Hijack()

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/meridian-cdn/meridian/edge/compress"
+	"github.com/meridian-cdn/meridian/edge/http1"
 	"github.com/meridian-cdn/meridian/edge/httpcache"
 	"github.com/meridian-cdn/meridian/origin/fetch"
 )
@@ -318,6 +319,9 @@ func (w *passWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	early, _ := brw.Reader.Peek(brw.Reader.Buffered())
 	ec := &earlyConn{Conn: conn, early: bytes.Clone(early)}
 	brw.Reader.Discard(len(early))
+	// The guard beneath net/http followed them as the request they would have been had the
+	// upgrade not been switched, and may have marked one.
+	http1.Unmark(conn, ec.early)
 	if _, ok := conn.(interface{ CloseWrite() error }); ok {
 		return earlyConnCW{ec}, brw, nil
 	}

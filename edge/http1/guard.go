@@ -22,9 +22,10 @@ import (
 // longer HTTP/1. A request with an Upgrade field is followed as any other: until it is
 // switched the connection is HTTP/1 (net/http keeps it after an answer other than 101), and
 // the switch is a hijack, at which the guard stops (StopOnHijack). A client sends its
-// tunnel's first byte only once it has the 101 (RFC 6455 §4.1, RFC 9113's h2c), so the
+// tunnel's first byte only once it has the 101 (RFC 6455 §4.1, RFC 7540 §3.2's h2c), so the
 // guard has stopped before: what it followed of a client that sent early, it followed as the
-// requests they would have been had the upgrade not been switched.
+// requests they would have been had the upgrade not been switched, and a colon it marked
+// there the hijacker puts back (Unmark).
 type GuardConn struct {
 	net.Conn
 	g guard
@@ -46,22 +47,47 @@ func (c *GuardConn) CloseWrite() error { return closeWrite(c.Conn) }
 // net/http hijacks a connection for a handler that switches protocols (an upgrade answered
 // 101), and reads nothing of it after; the handler's reads then pass untouched. net/http calls
 // ConnState in Hijack once its own read, if one was running, has returned, and before the
-// handler has the connection: nothing reads the guard meanwhile.
+// handler has the connection: nothing reads the guard meanwhile. What net/http had read ahead
+// of the connection before, it hands the handler with it: see Unmark.
 func StopOnHijack(c net.Conn, s http.ConnState) {
 	if s != http.StateHijacked {
 		return
 	}
+	if g := guardOf(c); g != nil {
+		g.g.state = gOff
+	}
+}
+
+// Unmark puts back the colon the guard of c (or of the GuardConn c wraps) marked in early, if
+// it marked one there. early is what net/http had read of c past the head of the request whose
+// handler hijacked c (the bufio.Reader Hijack returns holds it), and so the last bytes read
+// through the guard: a client that sent its tunnel's bytes right behind the upgrade's head had
+// them followed as the request they would have been had the upgrade not been switched. The
+// hijacker calls it before it passes early on, with nothing reading c meanwhile.
+func Unmark(c net.Conn, early []byte) {
+	g := guardOf(c)
+	if g == nil || g.g.marked == 0 {
+		return
+	}
+	at := g.g.marked - 1 - (g.g.total - int64(len(early)))
+	if at >= 0 && at < int64(len(early)) && early[at] == mangled {
+		early[at] = ':'
+	}
+}
+
+// guardOf is c, or the GuardConn c wraps (through NetConn), or nil.
+func guardOf(c net.Conn) *GuardConn {
 	for c != nil {
 		if g, ok := c.(*GuardConn); ok {
-			g.g.state = gOff
-			return
+			return g
 		}
 		u, ok := c.(interface{ NetConn() net.Conn })
 		if !ok {
-			return
+			return nil
 		}
 		c = u.NetConn()
 	}
+	return nil
 }
 
 // GuardListener hands out its connections as GuardConns.
@@ -119,6 +145,8 @@ type guard struct {
 	clSpace   bool  // gValue: white space after the digits
 	lastCL    bool  // gLine: a Content-Length line ended, its value judged when no fold follows
 	remaining int64 // gBody: bytes of the body still to come
+	total     int64 // bytes read through the guard
+	marked    int64 // 1 + the offset (in total) of the byte marked, 0 if none (Unmark)
 }
 
 // read reads from src into p through the guard.
@@ -127,6 +155,7 @@ func (g *guard) read(src net.Conn, p []byte) (int, error) {
 	if g.state != gOff {
 		g.feed(p[:n])
 	}
+	g.total += int64(n)
 	return n, err
 }
 
@@ -177,12 +206,12 @@ func (g *guard) feed(b []byte) {
 				g.name, g.teOK, g.clOK = 0, true, true
 				g.state = gName
 				if g.nameByte(c) {
-					b[i] = mangled
+					g.mark(b, i)
 				}
 			}
 		case gName:
 			if g.nameByte(c) {
-				b[i] = mangled
+				g.mark(b, i)
 			}
 		case gValue:
 			g.valueByte(c)
@@ -192,6 +221,12 @@ func (g *guard) feed(b []byte) {
 			}
 		}
 	}
+}
+
+// mark marks b[i], the colon after Transfer-Encoding in an HTTP/1.0 head.
+func (g *guard) mark(b []byte, i int) {
+	b[i] = mangled
+	g.marked = g.total + int64(i) + 1
 }
 
 // requestLine follows c in the request line.

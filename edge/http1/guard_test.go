@@ -189,3 +189,50 @@ func FuzzGuard(f *testing.F) {
 		}
 	})
 }
+
+// TestUnmark: the colon the guard marked in what net/http had read ahead of a connection it
+// then hijacked is put back, wherever the read ahead begins and however the bytes came; a
+// mark outside it, or no mark, leaves it as it is.
+func TestUnmark(t *testing.T) {
+	const up = "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: test\r\nConnection: upgrade\r\n\r\n"
+	const fake = "GET /x HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"
+	marked := strings.Replace(fake, "Encoding:", "Encoding\"", 1)
+	for _, tc := range []struct {
+		name        string
+		in          string
+		early, want string // the last len(early) bytes read, and those after Unmark
+	}{
+		{"early data", up + fake, marked, fake},
+		{"early data behind a body", up + "POST / HTTP/1.1\r\nContent-Length: 1\r\n\r\nx" + fake, marked, fake},
+		{"early data's end", up + fake, marked[30:], fake[30:]},
+		{"read ahead after the mark", up + fake + "tail", "tail", "tail"},
+		{"no mark", up + "GET /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", "chunked\r\n\r\n", "chunked\r\n\r\n"},
+	} {
+		for _, size := range []int{0, 1, 7} {
+			t.Run(tc.name+"/pieces of "+itoa(size), func(t *testing.T) {
+				var pieces [][]byte
+				for rest := tc.in; rest != ""; {
+					k := len(rest)
+					if size > 0 {
+						k = min(size, k)
+					}
+					pieces, rest = append(pieces, []byte(rest[:k])), rest[k:]
+				}
+				g := NewGuardConn(&feedConn{pieces: pieces})
+				all, err := io.ReadAll(g)
+				if err != nil {
+					t.Fatal(err)
+				}
+				early := append([]byte(nil), all[len(all)-len(tc.early):]...)
+				if string(early) != tc.early {
+					t.Fatalf("read ahead %q, want %q", early, tc.early)
+				}
+				StopOnHijack(wrapping{g}, http.StateHijacked)
+				Unmark(wrapping{g}, early)
+				if string(early) != tc.want {
+					t.Errorf("after Unmark %q, want %q", early, tc.want)
+				}
+			})
+		}
+	}
+}
