@@ -7,6 +7,7 @@ package edge
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -1210,27 +1211,46 @@ func TestUpgradeEarlyDataForwarded(t *testing.T) {
 		frame = append(frame, b^frame[2+i%4])
 	}
 	te := "POST /form HTTP/1.0\r\nHost: " + testHost + "\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
-	for _, mode := range []string{HTTP1Fast, HTTP1Std} {
+	origin := func(w http.ResponseWriter, r *http.Request) {
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		brw.Flush()
+		got, err := io.ReadAll(brw) // to the client's end, passed on by the edge
+		if err != nil {
+			return
+		}
+		fmt.Fprintf(conn, "got %q", got)
+	}
+	// dial connects to an edge serving under http1 mode, or over TLS.
+	dial := func(t *testing.T, mode string) net.Conn {
+		if mode == "tls" {
+			originAddr := startHTTP(t, "127.0.0.20", http.HandlerFunc(origin))
+			_, n := tlsEdge(t, TLSConfig{Dev: true}, func(c *Config) {
+				c.Hosts = []wire.HostConfig{{Host: testHost, Origin: "http://" + originAddr}}
+			})
+			cfg := insecure(testHost)
+			cfg.NextProtos = []string{"http/1.1"}
+			c, err := tls.Dial("tcp", n.HTTPSAddr(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return c
+		}
+		n, _ := echoEdge(t, origin, nil, func(c *Config) { c.HTTP1 = mode })
+		c, err := net.Dial("tcp", n.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	for _, mode := range []string{HTTP1Fast, HTTP1Std, "tls"} {
 		for _, early := range []struct{ name, bytes string }{{"frame", string(frame)}, {"HTTP/1.0 head", te}} {
-			t.Run("http1="+mode+"/"+early.name, func(t *testing.T) {
-				n, _ := echoEdge(t, func(w http.ResponseWriter, r *http.Request) {
-					conn, brw, err := http.NewResponseController(w).Hijack()
-					if err != nil {
-						return
-					}
-					defer conn.Close()
-					brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-					brw.Flush()
-					got, err := io.ReadAll(brw) // to the client's end, passed on by the edge
-					if err != nil {
-						return
-					}
-					fmt.Fprintf(conn, "got %q", got)
-				}, nil, func(c *Config) { c.HTTP1 = mode })
-				conn, err := net.Dial("tcp", n.Addr())
-				if err != nil {
-					t.Fatal(err)
-				}
+			t.Run(mode+"/"+early.name, func(t *testing.T) {
+				conn := dial(t, mode)
 				defer conn.Close()
 				conn.SetDeadline(time.Now().Add(10 * time.Second))
 				// One write: the early bytes arrive with the head, read ahead with it.
@@ -1245,7 +1265,7 @@ func TestUpgradeEarlyDataForwarded(t *testing.T) {
 					t.Fatalf("upgrade answered %d, want 101", r.StatusCode)
 				}
 				io.WriteString(conn, "after")
-				if err := conn.(*net.TCPConn).CloseWrite(); err != nil {
+				if err := conn.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
 					t.Fatal(err)
 				}
 				rest, err := io.ReadAll(br)
