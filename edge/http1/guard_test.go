@@ -160,7 +160,8 @@ func TestGuardedHeadRefused(t *testing.T) {
 
 // FuzzGuard: whatever comes, the guard changes at most one byte, a colon, into its mark, and
 // the same whatever pieces the bytes come in; the colon it marks ends a field name
-// Transfer-Encoding at a line's start, which net/http's reader then refuses.
+// Transfer-Encoding at a line's start, which net/http's reader then refuses; Unmark puts it
+// back in any of the last bytes read.
 func FuzzGuard(f *testing.F) {
 	f.Add("POST /f HTTP/1.0\r\nHost: h\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", uint8(3))
 	f.Add("POST /a HTTP/1.1\r\nContent-Length: 2\r\n\r\nab\r\nGET / HTTP/1.0\nTransfer-Encoding: x\n\n", uint8(1))
@@ -186,6 +187,17 @@ func FuzzGuard(f *testing.F) {
 			if start < 1 || in[start-1] != '\n' || !strings.EqualFold(in[start:diff], "Transfer-Encoding") {
 				t.Fatalf("marked the colon at %d in %q", diff, in)
 			}
+		}
+		// Whatever the bytes last read that a hijacker is handed, Unmark gives them as sent.
+		g := NewGuardConn(&feedConn{pieces: [][]byte{[]byte(in)}})
+		out, err := io.ReadAll(g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k := int(size) % (len(in) + 1)
+		Unmark(g, out[k:])
+		if string(out[k:]) != in[k:] {
+			t.Fatalf("unmarked the last %d bytes into %q, want %q", len(in)-k, out[k:], in[k:])
 		}
 	})
 }
