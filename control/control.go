@@ -164,6 +164,9 @@ type Server struct {
 	now func() time.Time
 	// readyAt is when Ready was closed, on now's clock; set before Ready is closed.
 	readyAt time.Time
+	// reconnectAt is when control's NATS connection last came back after a cut, on now's
+	// clock (zero: never): the start-up grace runs again from then (inStartGrace).
+	reconnectAt time.Time
 
 	// natsMu serialises changes of the embedded NATS server's users.
 	natsMu sync.Mutex
@@ -556,7 +559,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) (err error) {
 		nats.ReconnectWait(250*time.Millisecond),
 		natsErrs.Option(),
 		fleet.LogDisconnects(s.log),
-		nats.ReconnectHandler(func(c *nats.Conn) { s.log.Info("nats reconnected", "url", fleet.RedactURL(c.ConnectedUrl())) }))...)
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			// A cut longer than the heartbeat TTL expired the registrations, as a restart
+			// does: the grace runs again (inStartGrace).
+			s.mu.Lock()
+			s.reconnectAt = s.clock()
+			s.mu.Unlock()
+			s.log.Info("nats reconnected", "url", fleet.RedactURL(c.ConnectedUrl()))
+		}))...)
 	if err != nil {
 		natsErrs.Close(nil)
 		if s.cfg.NATSURL == "" {

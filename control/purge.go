@@ -123,15 +123,16 @@ func (s *Server) postPurge(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !configured && !s.hostServedFromFile(host) {
-		if since, left := s.inStartGrace(); left > 0 {
-			// Control just started, its NATS perhaps down longer than the registrations' TTL:
-			// the nodes that serve the host from their files may not have registered again
-			// yet. Not the client's fault, and over within a heartbeat or so.
+		if since, left, reconnected := s.inStartGrace(); left > 0 {
+			// Control just started, or its NATS connection just came back, NATS perhaps down
+			// longer than the registrations' TTL: the nodes that serve the host from their
+			// files may not have registered again yet. Not the client's fault, and over
+			// within a heartbeat or so.
 			secs := max(1, int(math.Ceil(left.Seconds())))
 			w.Header().Set("Retry-After", strconv.Itoa(secs))
 			WriteError(w, http.StatusServiceUnavailable, "host",
-				fmt.Errorf("%s is not in the config bucket nor in a live node's registration, and the control plane started %s ago: nodes that serve it from their config files may not have registered again yet; retry in %ds",
-					host, since.Round(time.Millisecond), secs))
+				fmt.Errorf("%s is not in the config bucket nor in a live node's registration, and %s %s ago: nodes that serve it from their config files may not have registered again yet; retry in %ds",
+					host, graceCause(reconnected), since.Round(time.Millisecond), secs))
 			return
 		}
 		// Printed after its field ("host: ..."), so the message does not say "host" again.
@@ -300,25 +301,37 @@ func (s *Server) hostConfigured(ctx context.Context, host string) (bool, error) 
 	return true, nil
 }
 
-// startGrace is how long after the fleet view loaded a purge of a host that is neither in the
-// config bucket nor in a live registration is answered 503 (retry) rather than 400. After a
-// restart whose NATS was down longer than the heartbeat TTL (control's embedded NATS, say)
-// the fleet bucket's keys have expired and the view loads without the nodes, whose file
-// hosts (wire.Node.Hosts) make their purges acceptable. Control cannot tell which nodes will
-// come back, so the grace is a time: a live node writes its key every heartbeat, well under
-// the TTL (that is what live means to the view), and reconnects within a fraction of a second
-// of NATS answering (250 ms between attempts); the second more covers the reconnect and a
-// slow write. After it a host nobody registered is refused as before.
+// startGrace is how long after the fleet view loaded, and after control's NATS connection came
+// back from a cut, a purge of a host that is neither in the config bucket nor in a live
+// registration is answered 503 (retry) rather than 400. After a restart whose NATS was down
+// longer than the heartbeat TTL (control's embedded NATS, say), or an external NATS down that
+// long under a running control, the fleet bucket's keys have expired and the view has not the
+// nodes, whose file hosts (wire.Node.Hosts) make their purges acceptable. Control cannot tell
+// which nodes will come back, so the grace is a time: a live node writes its key every
+// heartbeat, well under the TTL (that is what live means to the view), and reconnects within a
+// fraction of a second of NATS answering (250 ms between attempts); the second more covers the
+// reconnect and a slow write. After it a host nobody registered is refused as before.
 func startGrace(ttl time.Duration) time.Duration { return ttl + time.Second }
 
-// inStartGrace returns how long ago the fleet view was loaded (Ready) and how much of the
-// start-up grace is left (0 or less: none).
-func (s *Server) inStartGrace() (since, left time.Duration) {
+// inStartGrace returns how long ago the grace began (the fleet view loaded, Ready, or control's
+// NATS connection came back since: reconnected), and how much of it is left (0 or less: none).
+func (s *Server) inStartGrace() (since, left time.Duration, reconnected bool) {
 	s.mu.Lock()
-	readyAt := s.readyAt
+	from := s.readyAt
+	if s.reconnectAt.After(from) {
+		from, reconnected = s.reconnectAt, true
+	}
 	s.mu.Unlock()
-	since = s.clock().Sub(readyAt)
-	return since, startGrace(s.cfg.HeartbeatTTL) - since
+	since = s.clock().Sub(from)
+	return since, startGrace(s.cfg.HeartbeatTTL) - since, reconnected
+}
+
+// graceCause says what began the grace, for an error message.
+func graceCause(reconnected bool) string {
+	if reconnected {
+		return "control's NATS connection came back"
+	}
+	return "the control plane started"
 }
 
 // hostServedFromFile reports whether a live node of the fleet view (its report fresh, draining
@@ -370,8 +383,8 @@ func (s *Server) errNoHostConfig(host string) error {
 	default:
 		return fmt.Errorf("host %s has no config in the config bucket; the control plane is starting: which nodes serve it from their config files is not known yet", host)
 	}
-	if since, left := s.inStartGrace(); left > 0 {
-		return fmt.Errorf("host %s has no config in the config bucket, and no live node has registered it from its config file: the control plane started %s ago, and nodes may not have registered again yet", host, since.Round(time.Millisecond))
+	if since, left, reconnected := s.inStartGrace(); left > 0 {
+		return fmt.Errorf("host %s has no config in the config bucket, and no live node has registered it from its config file: %s %s ago, and nodes may not have registered again yet", host, graceCause(reconnected), since.Round(time.Millisecond))
 	}
 	return fmt.Errorf("host %s has no config in the config bucket, and no live node serves it from its config file", host)
 }

@@ -3,13 +3,13 @@ package control
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -40,15 +40,17 @@ func (c *fakeClock) Add(d time.Duration) {
 }
 
 // pastStartGrace is a startServer setup for tests that purge hosts nobody serves: its clock
-// reads the real time when Ready closes (the first reading) and a day later ever after, so
-// the start-up grace is over as soon as the server is ready.
+// reads the real time until Ready is closed (readyAt, and a reconnect of control's NATS before
+// it, read it) and a day later ever after, so the start-up grace is over as soon as the server
+// is ready (a reconnect of control's NATS connection after that would start it again).
 func pastStartGrace(s *Server) {
-	var readyRead atomic.Bool
 	s.now = func() time.Time {
-		if readyRead.Swap(true) {
+		select {
+		case <-s.ready:
 			return time.Now().Add(24 * time.Hour)
+		default:
+			return time.Now()
 		}
-		return time.Now()
 	}
 }
 
@@ -153,5 +155,95 @@ func TestPurgeOfFileHostInStartGrace(t *testing.T) {
 	}
 	if code, _, e := purge(fileHost); code != http.StatusAccepted {
 		t.Errorf("purge of %s after the grace = %d %+v, want 202", fileHost, code, e)
+	}
+}
+
+// TestPurgeOfFileHostAfterNATSReconnect: control runs against an external NATS that stops for
+// longer than the heartbeat TTL and starts again. The registrations expired meanwhile, as in a
+// restart of control, and the node that serves a host from its config file registers again only
+// at its next heartbeat: until then, for the same grace (heartbeat TTL + 1 s) from the moment
+// control's connection came back, a purge of a host in neither the bucket nor a live
+// registration is 503 with Retry-After, not 400; once the node registered it is accepted, and
+// after the grace a host nobody serves is 400 again. Before, the grace ran only from the start,
+// long over here, and the file host's purge was 400 "not configured" until the node's heartbeat.
+func TestPurgeOfFileHostAfterNATSReconnect(t *testing.T) {
+	const fileHost = "file.example.com"
+	ns := startNATS(t)
+	clock := newFakeClock()
+	cfg := Config{NATSURL: ns.URL(), PurgeRate: -1, HeartbeatTTL: time.Second}
+	ts := startServer(t, cfg, func(s *Server) { s.now = clock.Now })
+	grace := startGrace(cfg.HeartbeatTTL)
+	clock.Add(grace + time.Second) // the start-up grace is long over
+
+	// The node's registrar heartbeats only when kicked (Beat).
+	_, js := connectAs(t, ns.URL(), natsauth.Edge("ams", "n1"))
+	reg, err := fleet.NewRegistrar(fleet.RegistrarConfig{JS: js, Interval: time.Hour,
+		Node: wire.Node{PoP: "ams", ID: "n1", Hosts: []string{fileHost}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, stopReg := context.WithCancel(context.Background())
+	regDone := make(chan struct{})
+	go func() {
+		defer close(regDone)
+		_ = reg.Run(rctx)
+	}()
+	t.Cleanup(func() { stopReg(); <-regDone })
+	live := func() bool {
+		return slices.ContainsFunc(ts.Fleet().Nodes(), func(n wire.Node) bool { return n.PoP == "ams" && n.ID == "n1" })
+	}
+	purge := func(host string) (int, http.Header, APIError) {
+		t.Helper()
+		code, h, b := ts.doHeader(t, "POST", "/v1/purge", tokPurger, []byte(`{"host":"`+host+`","all":true}`))
+		var e APIError
+		if code/100 != 2 {
+			if err := json.Unmarshal(b, &e); err != nil {
+				t.Fatalf("decode error answer %s: %v", b, err)
+			}
+		}
+		return code, h, e
+	}
+	wait.For(t, 10*time.Second, "ams/n1 in control's view", live)
+	if code, _, e := purge("nowhere.example.com"); code != http.StatusBadRequest {
+		t.Fatalf("purge of a host nobody serves, past the start-up grace = %d %+v, want 400", code, e)
+	}
+
+	ns.Stop()
+	wait.For(t, 10*time.Second, "ams/n1's registration not live with NATS down", func() bool { return !live() })
+	ns.Restart()
+	// Until control's connection is back the host cannot be looked up (503, no Retry-After);
+	// then it is the grace's 503.
+	var h http.Header
+	var e APIError
+	var seen []string // the answers while waiting, each once, for a failure to show
+	defer func() {
+		if t.Failed() {
+			t.Logf("answers to the file host's purges after NATS restarted: %q", seen)
+		}
+	}()
+	wait.For(t, 15*time.Second, "a purge of the file host answered 503 with Retry-After after the reconnect", func() bool {
+		var code int
+		code, h, e = purge(fileHost)
+		if a := fmt.Sprintf("%d %s", code, e.Error); !slices.Contains(seen, a) {
+			seen = append(seen, a)
+		}
+		return code == http.StatusServiceUnavailable && h.Get("Retry-After") != ""
+	})
+	if got, want := h.Get("Retry-After"), strconv.Itoa(int(grace/time.Second)); got != want || e.Field != "host" ||
+		!strings.Contains(e.Error, "control's NATS connection came back") || !strings.Contains(e.Error, "registered again yet") {
+		t.Errorf("purge of %s after the reconnect: Retry-After %q, error %+v; want Retry-After %s, field host, saying the connection came back and nodes may not have registered again yet", fileHost, got, e, want)
+	}
+	if code, b := ts.do(t, "GET", "/v1/hosts/"+fileHost, tokAdmin, nil); code != http.StatusNotFound ||
+		!strings.Contains(string(b), "control's NATS connection came back") {
+		t.Errorf("GET /v1/hosts/%s after the reconnect = %d %s, want 404 saying the connection came back", fileHost, code, b)
+	}
+
+	wait.For(t, 10*time.Second, "ams/n1 registered again", func() bool { reg.Beat(); return live() })
+	if code, _, e := purge(fileHost); code != http.StatusAccepted {
+		t.Errorf("purge of %s once ams/n1 registered again = %d %+v, want 202", fileHost, code, e)
+	}
+	clock.Add(grace) // the grace is over
+	if code, h, e := purge("nowhere.example.com"); code != http.StatusBadRequest || h.Get("Retry-After") != "" {
+		t.Errorf("purge of a host nobody serves after the grace = %d %+v (Retry-After %q), want 400 and no Retry-After", code, e, h.Get("Retry-After"))
 	}
 }
