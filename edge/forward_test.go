@@ -830,7 +830,7 @@ func TestUpgradeHalfClose(t *testing.T) {
 			return
 		}
 		defer conn.Close()
-		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: test\r\nConnection: Upgrade\r\n\r\n")
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
 		brw.Flush()
 		got, err := io.ReadAll(brw) // to the client's end, passed on by the edge
 		if err != nil {
@@ -844,7 +844,7 @@ func TestUpgradeHalfClose(t *testing.T) {
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	fmt.Fprintf(conn, "GET /up HTTP/1.1\r\nHost: %s\r\nUpgrade: test\r\nConnection: Upgrade\r\n\r\n", testHost)
+	fmt.Fprintf(conn, "GET /up HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", testHost)
 	br := bufio.NewReader(conn)
 	r, err := http.ReadResponse(br, nil)
 	if err != nil {

@@ -24,6 +24,7 @@ import (
 	"github.com/meridian-cdn/meridian/edge/http1"
 	"github.com/meridian-cdn/meridian/edge/httpcache"
 	"github.com/meridian-cdn/meridian/origin/fetch"
+	"golang.org/x/net/http/httpguts"
 )
 
 // pass sends a request that the cache does not answer (unsafe methods, cookies passed, event
@@ -432,19 +433,37 @@ func maxForwards(r *http.Request) (int64, bool) {
 	return n, true
 }
 
-// isUpgrade reports an HTTP/1.1 protocol upgrade (WebSocket), which is passed through.
+// isUpgrade reports an HTTP/1.1 WebSocket upgrade (RFC 6455: Connection names upgrade, Upgrade
+// names websocket), the one upgrade passed through, as the client's own connection to the
+// origin. serve has taken any other protocol off the request (keepWebSocketUpgrade).
 func isUpgrade(r *http.Request) bool {
-	if r.ProtoMajor != 1 || fieldValue(r.Header, "Upgrade") == "" {
-		return false
+	up, ok := r.Header["Upgrade"]
+	return ok && r.ProtoMajor == 1 && httpguts.HeaderValuesContainsToken(up, "websocket") &&
+		httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade")
+}
+
+// keepWebSocketUpgrade leaves a request's Upgrade field only if it names websocket, and then
+// naming websocket alone: the edge passes through WebSocket and no other upgrade. Any other
+// (h2c, TLS/1.0, a token the edge does not know) is served as the request it is without the
+// upgrade, as nginx serves it: passed through, an origin that switched to it (h2c behind x/net's
+// h2c handler) gave the client a connection of its own to the origin, every request on it past
+// the edge's cache, host policy, bulkhead and logs (h2c smuggling). HTTP2-Settings, the h2c
+// upgrade's, goes with it. Of a list naming websocket and others, only websocket is offered:
+// the origin may switch to no protocol the edge does not pass.
+func keepWebSocketUpgrade(h http.Header) {
+	up, ok := h["Upgrade"]
+	if !ok {
+		return
 	}
-	for _, v := range r.Header.Values("Connection") {
-		for part := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(part), "upgrade") {
-				return true
-			}
-		}
+	if !httpguts.HeaderValuesContainsToken(up, "websocket") {
+		delete(h, "Upgrade")
+		delete(h, "Http2-Settings")
+		return
 	}
-	return false
+	if len(up) != 1 || !strings.EqualFold(strings.TrimSpace(up[0]), "websocket") {
+		h["Upgrade"] = []string{"websocket"}
+	}
+	delete(h, "Http2-Settings")
 }
 
 // roundTripper sends a ReverseProxy's requests through an upstream's bulkhead and breaker.

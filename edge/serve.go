@@ -270,6 +270,7 @@ func (n *Node) serve(w *logWriter, req *request) {
 	// client could have every other that sends the same value served that answer. The
 	// hop-by-hop fields themselves stay (an upgrade needs them); VaryKey keys them as absent.
 	httpcache.RemoveConnectionOptions(r.Header)
+	keepWebSocketUpgrade(r.Header) // the one upgrade passed through (isUpgrade)
 	if n.trustedHop(r) {
 		req.fromPeer = true
 		req.needSeq = requiredPurgeSeq(r)

@@ -192,7 +192,7 @@ func TestSwitchedUpgradeBytesUntouched(t *testing.T) {
 					return
 				}
 				defer conn.Close()
-				brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: test\r\nConnection: Upgrade\r\n\r\n")
+				brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
 				brw.Flush()
 				io.Copy(conn, brw) // echo
 			}, nil, func(c *Config) { c.HTTP1 = mode })
@@ -202,7 +202,7 @@ func TestSwitchedUpgradeBytesUntouched(t *testing.T) {
 			}
 			defer c.Close()
 			c.SetDeadline(time.Now().Add(10 * time.Second))
-			io.WriteString(c, "GET /up HTTP/1.1\r\nHost: "+testHost+"\r\nUpgrade: test\r\nConnection: Upgrade\r\n\r\n")
+			io.WriteString(c, "GET /up HTTP/1.1\r\nHost: "+testHost+"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
 			br := bufio.NewReader(c)
 			r, err := http.ReadResponse(br, nil)
 			if err != nil {
