@@ -10,12 +10,17 @@
 // (it makes the error permanent), so the edge puts Conn beneath TLS.
 //
 // While a write waits, its deadline comes every quarter of the timeout to see whether the
-// client took anything meanwhile, so a client that stops reading is cut off between the
-// timeout and a quarter more after the last byte it took. A deadline is moved only once less
-// than half of such a quarter is left, so a connection that writes often seldom pays for a
-// timer. A write deadline the connection's user sets (SetWriteDeadline: crypto/tls's
-// close_notify, net/http's, a handler's through http.ResponseController) bounds the writes
-// too, and ends a write for good when it passes.
+// client took anything meanwhile. A write that has taken nothing for the timeout has one last
+// try, under a deadline a sixteenth of the timeout ahead, and fails only if that takes nothing
+// too: the deadline may have passed while the writer was not running (a machine short of CPU),
+// and Go's poller then reports it without trying the write again, which cut off clients that
+// read all along. So a client that stops reading is cut off between the timeout and a quarter
+// and a sixteenth more (60 to 78.75 s by default) after the last byte it took. A deadline is
+// moved only once less than half of such a quarter is left, so a connection that writes often
+// seldom pays for a timer; the last try costs only a write that fails. A write deadline the
+// connection's user sets (SetWriteDeadline: crypto/tls's close_notify, net/http's, a
+// handler's through http.ResponseController) bounds the writes too, and ends a write for good
+// when it passes, with no last try.
 package sendtimeout
 
 import (
@@ -58,7 +63,8 @@ type Deadline struct {
 	hasCaller bool       // the user set a deadline (SetWriteDeadline)...
 	caller    int64      // ...this one
 	applied   int64      // the deadline on the target, 0 if none
-	since     int64      // when the write under way last made progress, or began
+	since     int64      // when the write under way last made progress, or began (see again)
+	tried     bool       // the write under way has had its last try (see again)
 }
 
 // epoch is where Deadline's times count from.
@@ -81,7 +87,7 @@ func (d *Deadline) Init(target Target, timeout time.Duration) {
 func (d *Deadline) Write(w Writev, a, b []byte) (int, error) {
 	d.mu.Lock()
 	d.writing.Store(true)
-	d.since = now()
+	d.since, d.tried = now(), false
 	err := d.armLocked(d.since, d.step())
 	d.mu.Unlock()
 	defer d.writing.Store(false)
@@ -113,6 +119,15 @@ func (d *Deadline) Write(w Writev, a, b []byte) (int, error) {
 
 // again decides whether a write that a deadline ended goes on, having written something
 // (progress) or not; if so, it arms the deadline anew.
+//
+// A write that made no progress for the timeout has one last try before it fails, with a
+// deadline a little ahead (lastTry), and fails only if that takes nothing too. The deadline
+// that ended the write may have passed while the writer was not running (a loaded machine):
+// Go's poller then reports it without trying the write again, and checks the deadline before
+// a write's system call, so the write is tried only under a deadline still ahead. Without the
+// last try a client that read all along, whose socket had room again long before the late
+// wake, was cut off for taking nothing. The last try moves since so that since + timeout is
+// its deadline, which a SetWriteDeadline meanwhile keeps (armLocked).
 func (d *Deadline) again(progress bool) (bool, error) {
 	t := now()
 	d.mu.Lock()
@@ -125,15 +140,23 @@ func (d *Deadline) again(progress bool) (bool, error) {
 		// moved just as it passed. Going on could only spin.
 		return false, nil
 	case progress:
-		d.since = t
+		d.since, d.tried = t, false
 	case t-d.since >= d.timeout:
-		return false, nil // the client took nothing for the timeout
+		if d.tried {
+			return false, nil // the client took nothing for the timeout, nor on the last try
+		}
+		d.since, d.tried = t+d.lastTry()-d.timeout, true
 	}
 	return true, d.armLocked(t, d.step())
 }
 
 // step is how often a write that waits looks for progress.
 func (d *Deadline) step() int64 { return d.timeout / 4 }
+
+// lastTry is how long the last try of a write that made no progress for the timeout has
+// (again): a quarter of a step, long enough for a writer that just ran to reach the system
+// call before its deadline.
+func (d *Deadline) lastTry() int64 { return d.timeout / 16 }
 
 // armLocked makes the target's deadline the soonest of the user's, since + timeout and t +
 // step. One still ahead of t by half a step or more, and no later than that, is left as it is.
@@ -151,7 +174,7 @@ func (d *Deadline) armLocked(t, step int64) error {
 
 // Arm sets the deadline for a write the caller makes on the target itself, beginning now, that
 // cannot go on after a deadline (an HTTP/3 flush): it has between half the timeout and the
-// timeout.
+// timeout, and no last try (Write's), since such a write cannot go on.
 func (d *Deadline) Arm() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -20,6 +20,14 @@ import (
 // timeout of timeout, and the client's.
 func pair(t *testing.T, timeout time.Duration) (*Conn, *net.TCPConn) {
 	t.Helper()
+	server, client := tcpPair(t)
+	return NewConn(server, timeout), client
+}
+
+// tcpPair returns the two ends of a loopback TCP connection with small socket buffers: the
+// server's and the client's.
+func tcpPair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.107:0")
 	if err != nil {
 		t.Fatal(err)
@@ -36,7 +44,22 @@ func pair(t *testing.T, timeout time.Duration) (*Conn, *net.TCPConn) {
 	t.Cleanup(func() { client.Close(); server.Close() })
 	server.(*net.TCPConn).SetWriteBuffer(32 << 10)
 	client.(*net.TCPConn).SetReadBuffer(64 << 10)
-	return NewConn(server, timeout), client.(*net.TCPConn)
+	return server.(*net.TCPConn), client.(*net.TCPConn)
+}
+
+// progressConn is a connection that notes when a write to it last returned having written
+// something: when the send timeout last saw the client take bytes.
+type progressConn struct {
+	net.Conn
+	last time.Time
+}
+
+func (c *progressConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if n > 0 {
+		c.last = time.Now()
+	}
+	return n, err
 }
 
 // overTLS puts TLS over both ends of a pair, as the edge puts crypto/tls over Conn.
@@ -73,25 +96,133 @@ var stacks = []struct {
 }
 
 // TestClientThatStopsReading: a write the client takes nothing of fails once the timeout has
-// passed, not before, over TCP and with TLS above.
+// passed since the send timeout last saw the client take bytes (the socket's buffers take some
+// at first), not before, and within a step and the last try after that (the package's bound
+// is the timeout, a step and the last try after the last byte taken: the step is how late
+// progress may be seen), over TCP and with TLS above.
 func TestClientThatStopsReading(t *testing.T) {
-	const timeout = 200 * time.Millisecond
+	// A second, so that the quarter second a step gives beyond the last try covers a writer
+	// held off the CPU for a while by a loaded machine.
+	const timeout = time.Second
+	const bound = timeout + timeout/4 + timeout/16
 	for _, st := range stacks {
 		t.Run(st.name, func(t *testing.T) {
-			sc, cc := pair(t, timeout)
-			server, _ := st.wrap(t, sc, cc)
-			start := time.Now()
+			t.Parallel()
+			s, cc := tcpPair(t)
+			pc := &progressConn{Conn: s}
+			server, _ := st.wrap(t, NewConn(pc, timeout), cc)
 			n, err := server.Write(make([]byte, 8<<20))
-			took := time.Since(start)
+			took := time.Since(pc.last)
 			if err == nil {
 				t.Fatalf("wrote all %d bytes to a client that reads nothing", n)
 			}
 			if !errors.Is(err, os.ErrDeadlineExceeded) {
 				t.Errorf("Write: %v, want a timeout", err)
 			}
-			t.Logf("cut off after %v", took)
-			if took < timeout || took > 5*time.Second {
-				t.Errorf("the write failed after %v, want about the %v timeout", took, timeout)
+			t.Logf("cut off %v after the last bytes taken", took)
+			if took < timeout || took > bound {
+				t.Errorf("the write failed %v after the client last took bytes, want between the %v timeout and %v", took, timeout, bound)
+			}
+		})
+	}
+}
+
+// lateWriter is a Writev and its Target that emulate a TCP write on an edge short of CPU. Its
+// first write waits in the poller and returns having taken nothing only once firstBack has
+// passed since start (the writer woke that late, after every deadline the send timeout set
+// meanwhile: the poller says the deadline passed and does not try the write again). A later
+// write fails at once when its deadline has passed, as internal/poll checks the deadline
+// before the system call; otherwise it takes every byte when takes (the client read all
+// along), or nothing, failing at its deadline.
+type lateWriter struct {
+	start     time.Time
+	firstBack time.Duration
+	takes     bool
+	// user, when set, is the Deadline whose user sets a deadline far ahead as a later write
+	// begins: it must not cut that write's last try short.
+	user *Deadline
+
+	calls    int             // Writev calls
+	deadline time.Time       // the target's write deadline
+	tries    []time.Duration // the deadline of each write after the first, from its start
+}
+
+func (w *lateWriter) SetWriteDeadline(t time.Time) error {
+	w.deadline = t
+	return nil
+}
+
+func (w *lateWriter) Writev(a, b []byte) (int, error) {
+	w.calls++
+	if w.calls == 1 {
+		time.Sleep(time.Until(w.start.Add(w.firstBack))) // the late wake this emulates
+		return 0, os.ErrDeadlineExceeded
+	}
+	if w.user != nil {
+		w.user.SetWriteDeadline(time.Now().Add(time.Hour))
+	}
+	w.tries = append(w.tries, time.Until(w.deadline))
+	if !time.Now().Before(w.deadline) {
+		return 0, os.ErrDeadlineExceeded
+	}
+	if w.takes {
+		return len(a) + len(b), nil
+	}
+	time.Sleep(time.Until(w.deadline)) // the poller's wait for room that never comes
+	return 0, os.ErrDeadlineExceeded
+}
+
+// TestLateWake: a write whose writer woke only after the timeout had passed, having taken
+// nothing meanwhile, has one last try with a deadline still ahead before it fails: a client
+// that read all along gets its bytes (the edge on a loaded machine cut off clients that read
+// steadily: "tls: bad record MAC" at TestSendTimeoutOverTLS's client), one that still takes
+// nothing is cut off then. The user's deadline, once passed, and an error that stays (no
+// deadline passed) still end the write with no further try.
+func TestLateWake(t *testing.T) {
+	const timeout = 200 * time.Millisecond
+	const lastTry = timeout / 16
+	for _, tc := range []struct {
+		name      string
+		firstBack time.Duration
+		takes     bool
+		user      time.Duration // the user's deadline from the start, 0: none
+		userLater bool          // the user sets a deadline far ahead during the last try
+		wantErr   bool
+		wantCalls int
+	}{
+		{name: "the client read meanwhile", firstBack: timeout * 3 / 2, takes: true, wantCalls: 2},
+		{name: "the client still takes nothing", firstBack: timeout * 3 / 2, wantErr: true, wantCalls: 2},
+		{name: "the user sets a deadline during the last try", firstBack: timeout * 3 / 2, takes: true, userLater: true, wantCalls: 2},
+		{name: "the user's deadline passed", firstBack: timeout * 3 / 2, takes: true, user: timeout, wantErr: true, wantCalls: 1},
+		{name: "an error that stays", firstBack: 0, takes: true, wantErr: true, wantCalls: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			w := &lateWriter{start: time.Now(), firstBack: tc.firstBack, takes: tc.takes}
+			var d Deadline
+			d.Init(w, timeout)
+			if tc.user != 0 {
+				d.SetWriteDeadline(w.start.Add(tc.user))
+			}
+			if tc.userLater {
+				w.user = &d
+			}
+			const size = 300 << 10
+			n, err := d.Write(w, make([]byte, size), nil)
+			if tc.wantErr {
+				if !errors.Is(err, os.ErrDeadlineExceeded) {
+					t.Errorf("Write: %d bytes, %v; want a timeout", n, err)
+				}
+			} else if n != size || err != nil {
+				t.Errorf("Write: %d bytes, %v; want all %d", n, err, size)
+			}
+			if w.calls != tc.wantCalls {
+				t.Errorf("%d writes, want %d", w.calls, tc.wantCalls)
+			}
+			for _, ahead := range w.tries {
+				if ahead <= 0 || ahead > lastTry {
+					t.Errorf("a last try with its deadline %v ahead, want up to %v", ahead, lastTry)
+				}
 			}
 		})
 	}
