@@ -1,8 +1,10 @@
 package edge
 
 import (
+	"bufio"
 	"bytes"
 	"compress/gzip"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -63,6 +65,7 @@ func TestStreamedMissCutShortShowsItsBytes(t *testing.T) {
 		noHead              bool   // cut before its first body byte: no head at all, a bare cut
 		badGateway          bool   // failed before its first body byte: the edge's own 502
 		peer                bool   // asked by a fleet node (a signed hop)
+		logStatus           int    // the access log's status, if not status's (a bare cut's: the held head's)
 	}
 	scripts := map[string]script{
 		"length": {head: hdr + "Content-Length: 80000\r\n\r\n", after: "hello", status: http.StatusOK, want: []byte("hello")},
@@ -92,7 +95,7 @@ func TestStreamedMissCutShortShowsItsBytes(t *testing.T) {
 		"slicedmulti": {reqHdr: []string{"Range", fmt.Sprintf("bytes=%d-%d,%d-%d", sliceSize+1, sliceSize+63, sliceSize+100, sliceSize+200)},
 			note: "sliced answer aborted", stored: 2, badGateway: true},
 		"slicedpeer": {reqHdr: []string{"Range", fmt.Sprintf("bytes=%d-%d", sliceSize+1, sliceSize+63)},
-			note: "sliced answer aborted", stored: 2, noHead: true, peer: true},
+			note: "sliced answer aborted", stored: 2, noHead: true, peer: true, logStatus: http.StatusPartialContent},
 	}
 	var mu sync.Mutex
 	cut := map[string]chan struct{}{} // by path: closed once the client has the head
@@ -237,6 +240,13 @@ func TestStreamedMissCutShortShowsItsBytes(t *testing.T) {
 					if !strings.Contains(note, s.note) {
 						t.Errorf("GET %s logged with note %q, want the cut (%q)", path, note, s.note)
 					}
+					if want := s.logStatus; want != 0 {
+						// A bare cut sends no status: the log keeps the one its head was held
+						// with, as before the hold (it said 200, which no answer here had).
+						if got := accessStatus(t, out.String(), http.MethodGet, testHost, path); got != want {
+							t.Errorf("GET %s logged with status %d, want %d", path, got, want)
+						}
+					}
 				})
 			}
 		}
@@ -246,6 +256,24 @@ func TestStreamedMissCutShortShowsItsBytes(t *testing.T) {
 			t.Errorf("%s: %d objects stored after every answer was cut short, want %d", servers, items, stored)
 		}
 	}
+}
+
+// accessStatus is the status of the first access log line in log for method, host and path,
+// or 0.
+func accessStatus(t *testing.T, log, method, host, path string) int {
+	t.Helper()
+	sc := bufio.NewScanner(strings.NewReader(log))
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatalf("log line %q is not JSON: %v", sc.Text(), err)
+		}
+		if m["msg"] == "request" && m["method"] == method && m["host"] == host && m["path"] == path {
+			status, _ := m["status"].(float64)
+			return int(status)
+		}
+	}
+	return 0
 }
 
 // TestStreamedMissCutShortCollapsed: the clients collapsed on one streaming fill, over every

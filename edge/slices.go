@@ -339,6 +339,11 @@ func (n *Node) deliverSliced(w *logWriter, req *request, obj *store.Object, cs h
 			return
 		}
 		w.note = "sliced answer aborted: " + err.Error()
+		if !hold.sent && hold.code != 0 {
+			// A bare cut (a fleet node's, or a client gone): no status went out, and the log
+			// keeps the one its head was held with, as before the hold, not logWriter's 200.
+			w.status = hold.code
+		}
 		if req.r.Context().Err() == nil && hold.sent && w.bytes > 0 {
 			// A slice's fetch failed, not the client: what it was written of the slices
 			// before goes out first, as a streamed miss's bytes do (clientFlush.cutShort).
