@@ -510,8 +510,7 @@ func (w *logWriter) WriteHeader(code int) {
 	if !w.wroteHeader {
 		w.status = code
 		w.wroteHeader = code >= 200 // a 1xx may precede the final status
-		// A held head's hit was marked when it was held (headHold).
-		if w.wroteHeader && w.cacheStatus == "hit" && !w.hitSet {
+		if w.wroteHeader && w.cacheStatus == "hit" {
 			w.markHit()
 		}
 	}

@@ -334,7 +334,9 @@ func (n *Node) deliverSliced(w *logWriter, req *request, obj *store.Object, cs h
 			// to its next tier.
 			clear(h)
 			maps.Copy(h, preset)
+			hitTime := w.hitTime
 			n.fail(w, req, http.StatusBadGateway, "upstream slice failed")
+			w.hitTime = hitTime                              // a hit's, to its held head (headHold.writeHeader)
 			w.note = "sliced answer aborted: " + err.Error() // after fail, which notes its own
 			return
 		}
@@ -400,7 +402,9 @@ func (h *headHold) release() error {
 	}
 	h.sent = true
 	if h.code != 0 {
+		hitTime := h.w.hitTime
 		h.w.WriteHeader(h.code)
+		h.w.hitTime = hitTime // a held hit's service time is to its head (writeHeader), not to here
 	}
 	held := h.held
 	h.held = nil
