@@ -74,7 +74,16 @@ func TestEdgeSpaceValueAnswered400(t *testing.T) {
 			})
 		})
 	}
-	for _, fields := range [][]string{{"connection", "close "}, {"te", "gzip "}} {
+	// Nor does a value's white space hide another fault of the request, before or after it.
+	for _, fields := range [][]string{
+		{"connection", "close "},
+		{"te", "gzip "},
+		{"x-a", "1 ", "connection", "close"},
+		{"connection", "close", "x-a", "1 "},
+		{"x-a", "1 ", "te", "gzip"},
+		{"x-a", "1 ", "content-length", "x"},
+		{"x-a", "1 ", "host", "b"},
+	} {
 		c := dialRaw(t, ts)
 		c.headers(1, true, "/", fields...)
 		c.wantReset(1, http2.ErrCodeProtocol, true)
