@@ -57,6 +57,7 @@ const clientPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 var (
 	errStreamClosed  = errors.New("h2: stream closed")
+	errTrailerValue  = errors.New("h2: a request trailer field's value starts or ends with white space (RFC 9113, section 8.2.1)")
 	errWindowTimeout = errors.New("h2: the client granted no flow-control window within the write timeout")
 )
 
@@ -652,12 +653,22 @@ func (c *conn) openLocked(f *http2.MetaHeadersFrame) (*stream, action) {
 		switch {
 		case st.remoteDone:
 			c.resetLocked(id, http2.ErrCodeStreamClosed)
-		case !f.StreamEnded() || len(f.PseudoFields()) > 0 || slices.ContainsFunc(f.RegularFields(), malformedField):
+		case !f.StreamEnded() || len(f.PseudoFields()) > 0 || slices.ContainsFunc(f.RegularFields(), malformedName):
 			// Trailers end the stream, without pseudo-fields, and are held to the rules of
 			// the header's fields (RFC 9113, section 8.2).
 			c.resetLocked(id, http2.ErrCodeProtocol)
 		case st.declaredLen >= 0 && st.gotLen != st.declaredLen:
 			c.resetLocked(id, http2.ErrCodeProtocol)
+		case slices.ContainsFunc(f.RegularFields(), edgeSpaceField):
+			// A value with white space at either end makes the request malformed (section
+			// 8.2.1), but a reset with PROTOCOL_ERROR has Go's client, which sends such
+			// trailers, retry the request on a new connection without end (as for such a
+			// header field: openLocked's 400). The request is not passed on whole: its body
+			// fails, after the data that came, and the handler answers (section 8.1.1 lets
+			// a server answer a malformed request), the stream then ending as any other.
+			st.body.endLocked(errTrailerValue) // kept: remoteEndLocked's io.EOF comes second
+			c.remoteEndLocked(st)
+			c.cond.Broadcast()
 		default:
 			c.remoteEndLocked(st) // trailers are accepted and dropped: the edge forwards none
 			c.cond.Broadcast()

@@ -1,10 +1,13 @@
 package h2
 
 import (
+	"fmt"
+	"io"
 	"net/http"
 	"testing"
 
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // TestEdgeSpaceValueAnswered400: a request whose regular field's value starts or ends with
@@ -87,5 +90,48 @@ func TestEdgeSpaceValueAnswered400(t *testing.T) {
 		c := dialRaw(t, ts)
 		c.headers(1, true, "/", fields...)
 		c.wantReset(1, http2.ErrCodeProtocol, true)
+	}
+}
+
+// TestEdgeSpaceTrailer: a request trailer field whose value starts or ends with white space
+// makes the request malformed (RFC 9113, section 8.2.1), but its stream is not reset with
+// PROTOCOL_ERROR, which Go's client (which sends such trailers) takes for a reason to retry
+// the request on a new connection, without end: the handler reads the body's data, then an
+// error (the request is not whole), and answers; the stream ends with that answer. Trailers
+// with a field HTTP/2 forbids whatever its value are still reset.
+func TestEdgeSpaceTrailer(t *testing.T) {
+	got := make(chan string, 1)
+	ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		got <- fmt.Sprintf("%q %v", b, err)
+		w.WriteHeader(http.StatusBadRequest)
+	}))
+	c := dialRaw(t, ts)
+	c.headers(1, false, "/")
+	c.fr.WriteData(1, false, []byte("body"))
+	c.buf.Reset()
+	c.enc.WriteField(hpack.HeaderField{Name: "x-t", Value: "a "})
+	c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: c.buf.Bytes(), EndStream: true, EndHeaders: true})
+	var status string
+	c.until("the answer's end", func(f http2.Frame) bool {
+		switch f := f.(type) {
+		case *http2.RSTStreamFrame:
+			t.Fatalf("RST_STREAM %v on stream %d", f.ErrCode, f.StreamID)
+		case *http2.MetaHeadersFrame:
+			status = f.PseudoValue("status")
+		}
+		return f.Header().StreamID == 1 && f.Header().Flags.Has(http2.FlagHeadersEndStream)
+	})
+	if want := fmt.Sprintf("%q %v", "body", errTrailerValue); status != "400" || <-got != want {
+		t.Errorf("status %q, want the handler's 400 after it read %s", status, want)
+	}
+	for _, field := range [][2]string{{"connection", "close "}, {"te", " trailers"}} {
+		c := dialRaw(t, ts)
+		c.headers(1, false, "/")
+		c.buf.Reset()
+		c.enc.WriteField(hpack.HeaderField{Name: field[0], Value: field[1]})
+		c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: c.buf.Bytes(), EndStream: true, EndHeaders: true})
+		c.wantReset(1, http2.ErrCodeProtocol, true)
+		<-got // the handler read until the reset
 	}
 }

@@ -234,10 +234,11 @@ func TestHostBesideAuthorityNormalized(t *testing.T) {
 }
 
 // TestMalformedTrailers: a request's trailers are held to the rules of its header fields
-// (RFC 9113, section 8.2): a connection-specific field, a TE other than "trailers" or a
-// value with white space at either end makes the request malformed, and its stream is reset
-// with PROTOCOL_ERROR. The handler reading the body gets an error, not its end. Such
-// trailers were accepted (and dropped), and the body ended as if whole.
+// (RFC 9113, section 8.2): a connection-specific field or a TE other than "trailers" makes
+// the request malformed, and its stream is reset with PROTOCOL_ERROR. The handler reading the
+// body gets an error, not its end. Such trailers were accepted (and dropped), and the body
+// ended as if whole. (A value with white space at either end fails the body without a reset:
+// TestEdgeSpaceTrailer.)
 func TestMalformedTrailers(t *testing.T) {
 	type result struct {
 		body string
@@ -257,8 +258,6 @@ func TestMalformedTrailers(t *testing.T) {
 		{"transfer-encoding", []string{"transfer-encoding", "chunked"}, false},
 		{"upgrade", []string{"upgrade", "h2c"}, false},
 		{"te gzip", []string{"te", "gzip"}, false},
-		{"value starts with a space", []string{"x-sum", " 1"}, false},
-		{"value ends with a space", []string{"x-sum", "1 "}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			results := make(chan result, 1)

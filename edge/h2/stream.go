@@ -87,8 +87,8 @@ func (c *conn) newStream(id uint32, f *http2.MetaHeadersFrame) *stream {
 			// Malformed too (section 8.2.1), but answered 400 rather than reset, as that
 			// section asks: Go's client retries a request reset with PROTOCOL_ERROR on a new
 			// connection, and sends such values (openLocked). The fields after it are still
-			// checked: a forbidden one gets the reset. One test of the value per field, as
-			// malformedField makes: a valid one costs no more than before.
+			// checked: a forbidden one gets the reset. One test of the value per field: a
+			// valid one costs no more than before d79979a.
 			badValue = true
 		}
 		if hf.Name == "cookie" {
@@ -203,18 +203,13 @@ func (c *conn) newStream(id uint32, f *http2.MetaHeadersFrame) *stream {
 	return st
 }
 
-// malformedField reports whether a regular field makes a request malformed in HTTP/2 (RFC
-// 9113, section 8.2), in its header or its trailers: a connection-specific field, TE other
-// than "trailers" (section 8.2.2; in any case, as RFC 9110 section 10.1.4 spells it in ABNF,
-// whose literals are case-insensitive: nginx and Varnish take "Trailers" too), or a value that
-// starts or ends with white space (section 8.2.1; the decoder has refused the other invalid
-// values).
-func malformedField(hf hpack.HeaderField) bool {
-	return malformedName(hf) || edgeSpace(hf.Value)
-}
-
-// malformedName reports whether a regular field is one HTTP/2 forbids whatever its value's
-// white space: a connection-specific field, or TE other than "trailers".
+// malformedName reports whether a regular field makes a request malformed in HTTP/2 (RFC
+// 9113, section 8.2), in its header or its trailers, whatever its value's white space: a
+// connection-specific field, or TE other than "trailers" (section 8.2.2; in any case, as RFC
+// 9110 section 10.1.4 spells it in ABNF, whose literals are case-insensitive: nginx and
+// Varnish take "Trailers" too). A value that starts or ends with white space (edgeSpace)
+// makes it malformed too, but is answered rather than reset (the decoder has refused the
+// other invalid values).
 func malformedName(hf hpack.HeaderField) bool {
 	switch hf.Name {
 	case "connection", "proxy-connection", "keep-alive", "transfer-encoding", "upgrade":
@@ -224,6 +219,9 @@ func malformedName(hf hpack.HeaderField) bool {
 	}
 	return false
 }
+
+// edgeSpaceField reports whether hf's value starts or ends with white space.
+func edgeSpaceField(hf hpack.HeaderField) bool { return edgeSpace(hf.Value) }
 
 // edgeSpace reports whether field value v starts or ends with SP or HTAB (RFC 9113, section
 // 8.2.1), which makes a request malformed.
