@@ -27,21 +27,7 @@ func TestEdgeSpaceValueAnswered(t *testing.T) {
 	for _, h2server := range []string{HTTP2Fast, HTTP2Std} {
 		t.Run("http2="+h2server, func(t *testing.T) {
 			s, n := tlsEdge(t, TLSConfig{Dev: true}, func(c *Config) { c.HTTP2 = h2server })
-			var dials atomic.Int64
-			h2 := &http.Transport{ForceAttemptHTTP2: true, TLSClientConfig: insecure(testHost),
-				DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-					if dials.Add(1) > 1 {
-						return nil, errors.New("a second connection for one request")
-					}
-					cfg := insecure(testHost)
-					cfg.NextProtos = []string{"h2"}
-					return (&tls.Dialer{Config: cfg}).DialContext(ctx, network, addr)
-				}}
-			defer h2.CloseIdleConnections()
-			h1tls := insecure(testHost)
-			h1tls.NextProtos = []string{"http/1.1"}
-			h3t := &http3.Transport{TLSClientConfig: insecure(testHost)}
-			defer h3t.Close()
+			h2, h1tls, h3t, dials := oneDialClients(t)
 			h2want := http.StatusOK
 			if h2server == HTTP2Fast {
 				h2want = http.StatusBadRequest
@@ -87,21 +73,7 @@ func TestEdgeSpaceTrailerAnswered(t *testing.T) {
 	for _, h2server := range []string{HTTP2Fast, HTTP2Std} {
 		t.Run("http2="+h2server, func(t *testing.T) {
 			s, n := tlsEdge(t, TLSConfig{Dev: true}, func(c *Config) { c.HTTP2 = h2server })
-			var dials atomic.Int64
-			h2 := &http.Transport{ForceAttemptHTTP2: true, TLSClientConfig: insecure(testHost),
-				DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-					if dials.Add(1) > 1 {
-						return nil, errors.New("a second connection for one request")
-					}
-					cfg := insecure(testHost)
-					cfg.NextProtos = []string{"h2"}
-					return (&tls.Dialer{Config: cfg}).DialContext(ctx, network, addr)
-				}}
-			defer h2.CloseIdleConnections()
-			h1tls := insecure(testHost)
-			h1tls.NextProtos = []string{"http/1.1"}
-			h3t := &http3.Transport{TLSClientConfig: insecure(testHost)}
-			defer h3t.Close()
+			h2, h1tls, h3t, dials := oneDialClients(t)
 			// The origin answers a POST to /o 204; the edge's HTTP/2 server fails the body, which
 			// the edge reads whole before it passes a request on: 400, the origin never asked.
 			h2want, originWant := http.StatusNoContent, int64(9)
@@ -143,4 +115,27 @@ func TestEdgeSpaceTrailerAnswered(t *testing.T) {
 			}
 		})
 	}
+}
+
+// oneDialClients are the TLS clients of the white-space tests: an HTTP/2 transport that fails a
+// second dial (Go's client dials again to retry a request whose stream was reset; dials counts
+// them), the TLS config of an HTTP/1.1-only client, and an HTTP/3 transport; closed when the
+// test ends.
+func oneDialClients(t *testing.T) (h2 *http.Transport, h1tls *tls.Config, h3t *http3.Transport, dials *atomic.Int64) {
+	dials = new(atomic.Int64)
+	h2 = &http.Transport{ForceAttemptHTTP2: true, TLSClientConfig: insecure(testHost),
+		DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if dials.Add(1) > 1 {
+				return nil, errors.New("a second connection for one request")
+			}
+			cfg := insecure(testHost)
+			cfg.NextProtos = []string{"h2"}
+			return (&tls.Dialer{Config: cfg}).DialContext(ctx, network, addr)
+		}}
+	t.Cleanup(h2.CloseIdleConnections)
+	h1tls = insecure(testHost)
+	h1tls.NextProtos = []string{"http/1.1"}
+	h3t = &http3.Transport{TLSClientConfig: insecure(testHost)}
+	t.Cleanup(func() { h3t.Close() })
+	return h2, h1tls, h3t, dials
 }
