@@ -81,19 +81,7 @@ func TestPurgeOfFileHostInStartGrace(t *testing.T) {
 
 	// The node's registrar heartbeats only when kicked (Beat): after the restart it stays
 	// unregistered until the test says so.
-	_, js := connectAs(t, url, natsauth.Edge("ams", "n1"))
-	reg, err := fleet.NewRegistrar(fleet.RegistrarConfig{JS: js, Interval: time.Hour,
-		Node: wire.Node{PoP: "ams", ID: "n1", Hosts: []string{fileHost}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rctx, stopReg := context.WithCancel(context.Background())
-	regDone := make(chan struct{})
-	go func() {
-		defer close(regDone)
-		_ = reg.Run(rctx)
-	}()
-	t.Cleanup(func() { stopReg(); <-regDone })
+	reg := kickedRegistrar(t, url, fileHost)
 	live := func(ts *testServer) bool {
 		return slices.ContainsFunc(ts.Fleet().Nodes(), func(n wire.Node) bool { return n.PoP == "ams" && n.ID == "n1" })
 	}
@@ -176,19 +164,7 @@ func TestPurgeOfFileHostAfterNATSReconnect(t *testing.T) {
 	clock.Add(grace + time.Second) // the start-up grace is long over
 
 	// The node's registrar heartbeats only when kicked (Beat).
-	_, js := connectAs(t, ns.URL(), natsauth.Edge("ams", "n1"))
-	reg, err := fleet.NewRegistrar(fleet.RegistrarConfig{JS: js, Interval: time.Hour,
-		Node: wire.Node{PoP: "ams", ID: "n1", Hosts: []string{fileHost}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rctx, stopReg := context.WithCancel(context.Background())
-	regDone := make(chan struct{})
-	go func() {
-		defer close(regDone)
-		_ = reg.Run(rctx)
-	}()
-	t.Cleanup(func() { stopReg(); <-regDone })
+	reg := kickedRegistrar(t, ns.URL(), fileHost)
 	live := func() bool {
 		return slices.ContainsFunc(ts.Fleet().Nodes(), func(n wire.Node) bool { return n.PoP == "ams" && n.ID == "n1" })
 	}
@@ -246,4 +222,24 @@ func TestPurgeOfFileHostAfterNATSReconnect(t *testing.T) {
 	if code, h, e := purge("nowhere.example.com"); code != http.StatusBadRequest || h.Get("Retry-After") != "" {
 		t.Errorf("purge of a host nobody serves after the grace = %d %+v (Retry-After %q), want 400 and no Retry-After", code, e, h.Get("Retry-After"))
 	}
+}
+
+// kickedRegistrar runs the registrar of edge ams/n1, serving host from its config file, against
+// the NATS at url until the test ends; it heartbeats only when kicked (Beat).
+func kickedRegistrar(t *testing.T, url, host string) *fleet.Registrar {
+	t.Helper()
+	_, js := connectAs(t, url, natsauth.Edge("ams", "n1"))
+	reg, err := fleet.NewRegistrar(fleet.RegistrarConfig{JS: js, Interval: time.Hour,
+		Node: wire.Node{PoP: "ams", ID: "n1", Hosts: []string{host}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, stopReg := context.WithCancel(context.Background())
+	regDone := make(chan struct{})
+	go func() {
+		defer close(regDone)
+		_ = reg.Run(rctx)
+	}()
+	t.Cleanup(func() { stopReg(); <-regDone })
+	return reg
 }
