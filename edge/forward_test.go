@@ -824,20 +824,13 @@ func TestWebSocketEcho(t *testing.T) {
 // (fetch.headConn), hid its CloseWrite: ReverseProxy then tore the tunnel down at the
 // client's end, and what the origin sent after it was lost.
 func TestUpgradeHalfClose(t *testing.T) {
-	n, _ := echoEdge(t, func(w http.ResponseWriter, r *http.Request) {
-		conn, brw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			return
-		}
-		defer conn.Close()
-		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-		brw.Flush()
+	n, _ := echoEdge(t, webSocketOrigin(func(conn net.Conn, brw *bufio.ReadWriter) {
 		got, err := io.ReadAll(brw) // to the client's end, passed on by the edge
 		if err != nil {
 			return
 		}
 		fmt.Fprintf(conn, "got %q, bye", got)
-	}, nil, nil)
+	}), nil, nil)
 	conn, err := net.Dial("tcp", n.Addr())
 	if err != nil {
 		t.Fatal(err)
@@ -1211,24 +1204,17 @@ func TestUpgradeEarlyDataForwarded(t *testing.T) {
 		frame = append(frame, b^frame[2+i%4])
 	}
 	te := "POST /form HTTP/1.0\r\nHost: " + testHost + "\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
-	origin := func(w http.ResponseWriter, r *http.Request) {
-		conn, brw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			return
-		}
-		defer conn.Close()
-		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-		brw.Flush()
+	origin := webSocketOrigin(func(conn net.Conn, brw *bufio.ReadWriter) {
 		got, err := io.ReadAll(brw) // to the client's end, passed on by the edge
 		if err != nil {
 			return
 		}
 		fmt.Fprintf(conn, "got %q", got)
-	}
+	})
 	// dial connects to an edge serving under http1 mode, or over TLS.
 	dial := func(t *testing.T, mode string) net.Conn {
 		if mode == "tls" {
-			originAddr := startHTTP(t, "127.0.0.20", http.HandlerFunc(origin))
+			originAddr := startHTTP(t, "127.0.0.20", origin)
 			_, n := tlsEdge(t, TLSConfig{Dev: true}, func(c *Config) {
 				c.Hosts = []wire.HostConfig{{Host: testHost, Origin: "http://" + originAddr}}
 			})
@@ -1274,5 +1260,20 @@ func TestUpgradeEarlyDataForwarded(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// webSocketOrigin is an origin that switches every request to WebSocket (101) and then runs
+// tunnel on the hijacked connection, closed after it.
+func webSocketOrigin(tunnel func(conn net.Conn, brw *bufio.ReadWriter)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		brw.Flush()
+		tunnel(conn, brw)
 	}
 }

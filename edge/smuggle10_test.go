@@ -186,16 +186,9 @@ func (c readerConn) Read(p []byte) (int, error) { return c.br.Read(p) }
 func TestSwitchedUpgradeBytesUntouched(t *testing.T) {
 	for _, mode := range []string{HTTP1Fast, HTTP1Std} {
 		t.Run("http1="+mode, func(t *testing.T) {
-			n, _ := echoEdge(t, func(w http.ResponseWriter, r *http.Request) {
-				conn, brw, err := http.NewResponseController(w).Hijack()
-				if err != nil {
-					return
-				}
-				defer conn.Close()
-				brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-				brw.Flush()
+			n, _ := echoEdge(t, webSocketOrigin(func(conn net.Conn, brw *bufio.ReadWriter) {
 				io.Copy(conn, brw) // echo
-			}, nil, func(c *Config) { c.HTTP1 = mode })
+			}), nil, func(c *Config) { c.HTTP1 = mode })
 			c, err := net.Dial("tcp", n.Addr())
 			if err != nil {
 				t.Fatal(err)
