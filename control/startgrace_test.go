@@ -82,31 +82,17 @@ func TestPurgeOfFileHostInStartGrace(t *testing.T) {
 	// The node's registrar heartbeats only when kicked (Beat): after the restart it stays
 	// unregistered until the test says so.
 	reg := kickedRegistrar(t, url, fileHost)
-	live := func(ts *testServer) bool {
-		return slices.ContainsFunc(ts.Fleet().Nodes(), func(n wire.Node) bool { return n.PoP == "ams" && n.ID == "n1" })
-	}
-	wait.For(t, 10*time.Second, "ams/n1 in control's view", func() bool { return live(ts) })
+	wait.For(t, 10*time.Second, "ams/n1 in control's view", func() bool { return kickedLive(ts) })
 
 	ts.stop()
 	clock := newFakeClock()
 	ts = startServer(t, cfg, func(s *Server) { s.now = clock.Now })
 	// The registration the restarted view may have loaded goes stale (not live) after the TTL.
-	wait.For(t, 10*time.Second, "ams/n1's old registration not live in the restarted view", func() bool { return !live(ts) })
+	wait.For(t, 10*time.Second, "ams/n1's old registration not live in the restarted view", func() bool { return !kickedLive(ts) })
 
-	purge := func(host string) (int, http.Header, APIError) {
-		t.Helper()
-		code, h, b := ts.doHeader(t, "POST", "/v1/purge", tokPurger, []byte(`{"host":"`+host+`","all":true}`))
-		var e APIError
-		if code/100 != 2 {
-			if err := json.Unmarshal(b, &e); err != nil {
-				t.Fatalf("decode error answer %s: %v", b, err)
-			}
-		}
-		return code, h, e
-	}
 	grace := startGrace(cfg.HeartbeatTTL)
 	for _, host := range []string{fileHost, "nowhere.example.com"} {
-		code, h, e := purge(host)
+		code, h, e := ts.purgeAll(t, host)
 		if code != http.StatusServiceUnavailable {
 			t.Fatalf("purge of %s right after the restart = %d %+v, want 503", host, code, e)
 		}
@@ -117,7 +103,7 @@ func TestPurgeOfFileHostInStartGrace(t *testing.T) {
 			t.Errorf("purge of %s in the grace: error %+v, want field host and a message saying nodes may not have registered again yet", host, e)
 		}
 	}
-	if code, _, e := purge(hostA); code != http.StatusAccepted {
+	if code, _, e := ts.purgeAll(t, hostA); code != http.StatusAccepted {
 		t.Errorf("purge of bucket host %s in the grace = %d %+v, want 202", hostA, code, e)
 	}
 	// GET /v1/hosts says the same of the file host: not that nobody serves it.
@@ -127,21 +113,21 @@ func TestPurgeOfFileHostInStartGrace(t *testing.T) {
 		t.Errorf("GET /v1/hosts/%s in the grace = %d %s, want 404 saying nodes may not have registered again yet", fileHost, code, b)
 	}
 	clock.Add(grace / 2)
-	if code, h, _ := purge(fileHost); code != http.StatusServiceUnavailable || h.Get("Retry-After") != strconv.Itoa(int((grace/2+time.Second-1)/time.Second)) {
+	if code, h, _ := ts.purgeAll(t, fileHost); code != http.StatusServiceUnavailable || h.Get("Retry-After") != strconv.Itoa(int((grace/2+time.Second-1)/time.Second)) {
 		t.Errorf("purge of %s half way through the grace = %d, Retry-After %q; want 503 and the half left, rounded up", fileHost, code, h.Get("Retry-After"))
 	}
 
-	wait.For(t, 10*time.Second, "ams/n1 registered again", func() bool { reg.Beat(); return live(ts) })
-	if code, _, e := purge(fileHost); code != http.StatusAccepted {
+	wait.For(t, 10*time.Second, "ams/n1 registered again", func() bool { reg.Beat(); return kickedLive(ts) })
+	if code, _, e := ts.purgeAll(t, fileHost); code != http.StatusAccepted {
 		t.Errorf("purge of %s once ams/n1 registered again = %d %+v, want 202", fileHost, code, e)
 	}
 
 	clock.Add(grace/2 + time.Nanosecond) // the grace is over
-	code, h, e := purge("nowhere.example.com")
+	code, h, e := ts.purgeAll(t, "nowhere.example.com")
 	if want := "nowhere.example.com is not configured: not in the config bucket, nor in the config file of any live node"; code != http.StatusBadRequest || e.Error != want || h.Get("Retry-After") != "" {
 		t.Errorf("purge of a host nobody serves after the grace = %d %+v (Retry-After %q), want 400 %q and no Retry-After", code, e, h.Get("Retry-After"), want)
 	}
-	if code, _, e := purge(fileHost); code != http.StatusAccepted {
+	if code, _, e := ts.purgeAll(t, fileHost); code != http.StatusAccepted {
 		t.Errorf("purge of %s after the grace = %d %+v, want 202", fileHost, code, e)
 	}
 }
@@ -165,27 +151,13 @@ func TestPurgeOfFileHostAfterNATSReconnect(t *testing.T) {
 
 	// The node's registrar heartbeats only when kicked (Beat).
 	reg := kickedRegistrar(t, ns.URL(), fileHost)
-	live := func() bool {
-		return slices.ContainsFunc(ts.Fleet().Nodes(), func(n wire.Node) bool { return n.PoP == "ams" && n.ID == "n1" })
-	}
-	purge := func(host string) (int, http.Header, APIError) {
-		t.Helper()
-		code, h, b := ts.doHeader(t, "POST", "/v1/purge", tokPurger, []byte(`{"host":"`+host+`","all":true}`))
-		var e APIError
-		if code/100 != 2 {
-			if err := json.Unmarshal(b, &e); err != nil {
-				t.Fatalf("decode error answer %s: %v", b, err)
-			}
-		}
-		return code, h, e
-	}
-	wait.For(t, 10*time.Second, "ams/n1 in control's view", live)
-	if code, _, e := purge("nowhere.example.com"); code != http.StatusBadRequest {
+	wait.For(t, 10*time.Second, "ams/n1 in control's view", func() bool { return kickedLive(ts) })
+	if code, _, e := ts.purgeAll(t, "nowhere.example.com"); code != http.StatusBadRequest {
 		t.Fatalf("purge of a host nobody serves, past the start-up grace = %d %+v, want 400", code, e)
 	}
 
 	ns.Stop()
-	wait.For(t, 10*time.Second, "ams/n1's registration not live with NATS down", func() bool { return !live() })
+	wait.For(t, 10*time.Second, "ams/n1's registration not live with NATS down", func() bool { return !kickedLive(ts) })
 	ns.Restart()
 	// Until control's connection is back the host cannot be looked up (503, no Retry-After);
 	// then it is the grace's 503.
@@ -199,7 +171,7 @@ func TestPurgeOfFileHostAfterNATSReconnect(t *testing.T) {
 	}()
 	wait.For(t, 15*time.Second, "a purge of the file host answered 503 with Retry-After after the reconnect", func() bool {
 		var code int
-		code, h, e = purge(fileHost)
+		code, h, e = ts.purgeAll(t, fileHost)
 		if a := fmt.Sprintf("%d %s", code, e.Error); !slices.Contains(seen, a) {
 			seen = append(seen, a)
 		}
@@ -214,12 +186,12 @@ func TestPurgeOfFileHostAfterNATSReconnect(t *testing.T) {
 		t.Errorf("GET /v1/hosts/%s after the reconnect = %d %s, want 404 saying the connection came back", fileHost, code, b)
 	}
 
-	wait.For(t, 10*time.Second, "ams/n1 registered again", func() bool { reg.Beat(); return live() })
-	if code, _, e := purge(fileHost); code != http.StatusAccepted {
+	wait.For(t, 10*time.Second, "ams/n1 registered again", func() bool { reg.Beat(); return kickedLive(ts) })
+	if code, _, e := ts.purgeAll(t, fileHost); code != http.StatusAccepted {
 		t.Errorf("purge of %s once ams/n1 registered again = %d %+v, want 202", fileHost, code, e)
 	}
 	clock.Add(grace) // the grace is over
-	if code, h, e := purge("nowhere.example.com"); code != http.StatusBadRequest || h.Get("Retry-After") != "" {
+	if code, h, e := ts.purgeAll(t, "nowhere.example.com"); code != http.StatusBadRequest || h.Get("Retry-After") != "" {
 		t.Errorf("purge of a host nobody serves after the grace = %d %+v (Retry-After %q), want 400 and no Retry-After", code, e, h.Get("Retry-After"))
 	}
 }
@@ -242,4 +214,23 @@ func kickedRegistrar(t *testing.T, url, host string) *fleet.Registrar {
 	}()
 	t.Cleanup(func() { stopReg(); <-regDone })
 	return reg
+}
+
+// purgeAll asks to purge all of host and returns the answer's status, header and, for an
+// error, its body decoded.
+func (ts *testServer) purgeAll(t *testing.T, host string) (int, http.Header, APIError) {
+	t.Helper()
+	code, h, b := ts.doHeader(t, "POST", "/v1/purge", tokPurger, []byte(`{"host":"`+host+`","all":true}`))
+	var e APIError
+	if code/100 != 2 {
+		if err := json.Unmarshal(b, &e); err != nil {
+			t.Fatalf("decode error answer %s: %v", b, err)
+		}
+	}
+	return code, h, e
+}
+
+// kickedLive reports whether kickedRegistrar's node is live in ts's fleet view.
+func kickedLive(ts *testServer) bool {
+	return slices.ContainsFunc(ts.Fleet().Nodes(), func(n wire.Node) bool { return n.PoP == "ams" && n.ID == "n1" })
 }
