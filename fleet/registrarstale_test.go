@@ -86,17 +86,7 @@ func TestRegistrarOwnWriteStaleView(t *testing.T) {
 			}
 			_, ejs := natstest.ConnectURL(t, s.URL(), s.Options(natsauth.Edge("lon", "n1"))...)
 			fa := natstest.NewLoseAnswer(ejs, false)
-			writes := make(chan bool, 16)
-			r, err := fleet.NewRegistrar(fleet.RegistrarConfig{JS: fa, Node: node("lon", "n1"), Interval: time.Hour,
-				OnWrite: func(_ time.Time, shared bool) { writes <- shared }})
-			if err != nil {
-				t.Fatalf("NewRegistrar: %v", err)
-			}
-			gw := &gatedWatch{h: r.KeyWatch(), revs: make(chan uint64, 64)}
-			run(t, func(ctx context.Context) error {
-				fleet.WatchKeys(ctx, ejs, wire.Bucket("", wire.FleetBucket), []string{r.Key()}, slog.New(slog.DiscardHandler), gw)
-				return nil
-			})
+			r, writes, gw := gatedRegistrar(t, fa, ejs)
 			var stopReg func()
 			if !tc.otherFirst {
 				// The first heartbeat, answered; the next one's answer is lost.
@@ -176,17 +166,7 @@ func TestRegistrarLeaveWatchBehind(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, ejs := natstest.ConnectURL(t, s.URL(), s.Options(natsauth.Edge("lon", "n1"))...)
-	writes := make(chan bool, 16)
-	r, err := fleet.NewRegistrar(fleet.RegistrarConfig{JS: ejs, Node: node("lon", "n1"), Interval: time.Hour,
-		OnWrite: func(_ time.Time, shared bool) { writes <- shared }})
-	if err != nil {
-		t.Fatalf("NewRegistrar: %v", err)
-	}
-	gw := &gatedWatch{h: r.KeyWatch(), revs: make(chan uint64, 64)}
-	run(t, func(ctx context.Context) error {
-		fleet.WatchKeys(ctx, ejs, wire.Bucket("", wire.FleetBucket), []string{r.Key()}, slog.New(slog.DiscardHandler), gw)
-		return nil
-	})
+	r, writes, gw := gatedRegistrar(t, ejs, ejs)
 	stop := run(t, r.Run)
 	<-writes
 	// The key was empty: the first revision the watch hands on is the first heartbeat's.
@@ -210,4 +190,23 @@ func TestRegistrarLeaveWatchBehind(t *testing.T) {
 		}
 		t.Errorf("after a clean stop the key is at revision %d (%v), want deleted", rev, err)
 	}
+}
+
+// gatedRegistrar is a registrar of lon/n1 writing through js, with an hour between heartbeats,
+// whose writes (shared or not) come on writes, and whose key watch, read through watchJS until
+// the test ends, is the gatedWatch returned.
+func gatedRegistrar(t *testing.T, js, watchJS jetstream.JetStream) (*fleet.Registrar, chan bool, *gatedWatch) {
+	t.Helper()
+	writes := make(chan bool, 16)
+	r, err := fleet.NewRegistrar(fleet.RegistrarConfig{JS: js, Node: node("lon", "n1"), Interval: time.Hour,
+		OnWrite: func(_ time.Time, shared bool) { writes <- shared }})
+	if err != nil {
+		t.Fatalf("NewRegistrar: %v", err)
+	}
+	gw := &gatedWatch{h: r.KeyWatch(), revs: make(chan uint64, 64)}
+	run(t, func(ctx context.Context) error {
+		fleet.WatchKeys(ctx, watchJS, wire.Bucket("", wire.FleetBucket), []string{r.Key()}, slog.New(slog.DiscardHandler), gw)
+		return nil
+	})
+	return r, writes, gw
 }
