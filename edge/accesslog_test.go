@@ -113,8 +113,8 @@ func TestAccessLogNotesFillFailure(t *testing.T) {
 	}
 }
 
-// accessNote is the note of the access log line in log for method, host and path, or "".
-func accessNote(t *testing.T, log, method, host, path string) string {
+// accessEntry is the first access log line in log for method, host and path, decoded, or nil.
+func accessEntry(t *testing.T, log, method, host, path string) map[string]any {
 	t.Helper()
 	sc := bufio.NewScanner(strings.NewReader(log))
 	for sc.Scan() {
@@ -123,9 +123,15 @@ func accessNote(t *testing.T, log, method, host, path string) string {
 			t.Fatalf("log line %q is not JSON: %v", sc.Text(), err)
 		}
 		if m["msg"] == "request" && m["method"] == method && m["host"] == host && m["path"] == path {
-			note, _ := m["note"].(string)
-			return note
+			return m
 		}
 	}
-	return ""
+	return nil
+}
+
+// accessNote is the note of the access log line in log for method, host and path, or "".
+func accessNote(t *testing.T, log, method, host, path string) string {
+	t.Helper()
+	note, _ := accessEntry(t, log, method, host, path)["note"].(string)
+	return note
 }

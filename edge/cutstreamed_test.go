@@ -1,10 +1,8 @@
 package edge
 
 import (
-	"bufio"
 	"bytes"
 	"compress/gzip"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -262,18 +260,8 @@ func TestStreamedMissCutShortShowsItsBytes(t *testing.T) {
 // or 0.
 func accessStatus(t *testing.T, log, method, host, path string) int {
 	t.Helper()
-	sc := bufio.NewScanner(strings.NewReader(log))
-	for sc.Scan() {
-		var m map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			t.Fatalf("log line %q is not JSON: %v", sc.Text(), err)
-		}
-		if m["msg"] == "request" && m["method"] == method && m["host"] == host && m["path"] == path {
-			status, _ := m["status"].(float64)
-			return int(status)
-		}
-	}
-	return 0
+	status, _ := accessEntry(t, log, method, host, path)["status"].(float64)
+	return int(status)
 }
 
 // TestStreamedMissCutShortCollapsed: the clients collapsed on one streaming fill, over every
