@@ -9,35 +9,20 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/meridian-cdn/meridian/fleet"
+	"github.com/meridian-cdn/meridian/internal/clocktest"
 	"github.com/meridian-cdn/meridian/internal/natsauth"
 	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/wire"
 )
 
 // fakeClock is the server's clock (Server.now) in tests: it moves only when told.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+type fakeClock = clocktest.Clock
 
-func newFakeClock() *fakeClock { return &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+func newFakeClock() *fakeClock { return clocktest.New(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)) }
 
 // pastStartGrace is a startServer setup for tests that purge hosts nobody serves: its clock
 // reads the real time until Ready is closed (readyAt, and a reconnect of control's NATS before
@@ -112,7 +97,7 @@ func TestPurgeOfFileHostInStartGrace(t *testing.T) {
 		!strings.Contains(string(b), "nodes may not have registered again yet") {
 		t.Errorf("GET /v1/hosts/%s in the grace = %d %s, want 404 saying nodes may not have registered again yet", fileHost, code, b)
 	}
-	clock.Add(grace / 2)
+	clock.Advance(grace / 2)
 	if code, h, _ := ts.purgeAll(t, fileHost); code != http.StatusServiceUnavailable || h.Get("Retry-After") != strconv.Itoa(int((grace/2+time.Second-1)/time.Second)) {
 		t.Errorf("purge of %s half way through the grace = %d, Retry-After %q; want 503 and the half left, rounded up", fileHost, code, h.Get("Retry-After"))
 	}
@@ -122,7 +107,7 @@ func TestPurgeOfFileHostInStartGrace(t *testing.T) {
 		t.Errorf("purge of %s once ams/n1 registered again = %d %+v, want 202", fileHost, code, e)
 	}
 
-	clock.Add(grace/2 + time.Nanosecond) // the grace is over
+	clock.Advance(grace/2 + time.Nanosecond) // the grace is over
 	code, h, e := ts.purgeAll(t, "nowhere.example.com")
 	if want := "nowhere.example.com is not configured: not in the config bucket, nor in the config file of any live node"; code != http.StatusBadRequest || e.Error != want || h.Get("Retry-After") != "" {
 		t.Errorf("purge of a host nobody serves after the grace = %d %+v (Retry-After %q), want 400 %q and no Retry-After", code, e, h.Get("Retry-After"), want)
@@ -147,7 +132,7 @@ func TestPurgeOfFileHostAfterNATSReconnect(t *testing.T) {
 	cfg := Config{NATSURL: ns.URL(), PurgeRate: -1, HeartbeatTTL: time.Second}
 	ts := startServer(t, cfg, func(s *Server) { s.now = clock.Now })
 	grace := startGrace(cfg.HeartbeatTTL)
-	clock.Add(grace + time.Second) // the start-up grace is long over
+	clock.Advance(grace + time.Second) // the start-up grace is long over
 
 	// The node's registrar heartbeats only when kicked (Beat).
 	reg := kickedRegistrar(t, ns.URL(), fileHost)
@@ -190,7 +175,7 @@ func TestPurgeOfFileHostAfterNATSReconnect(t *testing.T) {
 	if code, _, e := ts.purgeAll(t, fileHost); code != http.StatusAccepted {
 		t.Errorf("purge of %s once ams/n1 registered again = %d %+v, want 202", fileHost, code, e)
 	}
-	clock.Add(grace) // the grace is over
+	clock.Advance(grace) // the grace is over
 	if code, h, e := ts.purgeAll(t, "nowhere.example.com"); code != http.StatusBadRequest || h.Get("Retry-After") != "" {
 		t.Errorf("purge of a host nobody serves after the grace = %d %+v (Retry-After %q), want 400 and no Retry-After", code, e, h.Get("Retry-After"))
 	}

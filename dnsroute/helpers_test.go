@@ -15,6 +15,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/meridian-cdn/meridian/dnsroute/geo/geodata"
+	"github.com/meridian-cdn/meridian/internal/clocktest"
 )
 
 // loopbackCities maps loopback /24s to cities so that tests can be located by their source
@@ -67,25 +68,10 @@ func testConfig(t testing.TB) Config {
 	return cfg
 }
 
-// fakeClock is a settable clock.
-type fakeClock struct {
-	mu  sync.Mutex // guards now
-	now time.Time
-}
+// fakeClock is the tests' settable clock (clocktest.Clock).
+type fakeClock = clocktest.Clock
 
-func newFakeClock() *fakeClock { return &fakeClock{now: time.Date(2026, 11, 22, 3, 0, 0, 0, time.UTC)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
+func newFakeClock() *fakeClock { return clocktest.New(time.Date(2026, 11, 22, 3, 0, 0, 0, time.UTC)) }
 
 // testServer is a running server on 127.0.0.x with its address.
 type testServer struct {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridian-cdn/meridian/internal/clocktest"
 	"github.com/meridian-cdn/meridian/origin"
 	"github.com/meridian-cdn/meridian/wire"
 )
@@ -20,26 +21,9 @@ const testHost = "www.example.com"
 var testPeerKey = []byte("meridian-test-peer-key-0123456789abcdef")
 
 // fakeClock is shared by an origin and its edges so that Date, Age and freshness agree.
-type fakeClock struct {
-	mu sync.Mutex // protects t
-	t  time.Time
-}
+type fakeClock = clocktest.Clock
 
-func newFakeClock() *fakeClock {
-	return &fakeClock{t: time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+func newFakeClock() *fakeClock { return clocktest.New(time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)) }
 
 func listen(t testing.TB, ip string) net.Listener {
 	t.Helper()

@@ -15,29 +15,12 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/meridian-cdn/meridian/fleet"
+	"github.com/meridian-cdn/meridian/internal/clocktest"
 	"github.com/meridian-cdn/meridian/internal/natsauth"
 	"github.com/meridian-cdn/meridian/internal/natstest"
 	"github.com/meridian-cdn/meridian/internal/wait"
 	"github.com/meridian-cdn/meridian/wire"
 )
-
-// fakeClock is a settable clock for receipts' timestamps.
-type fakeClock struct {
-	mu  sync.Mutex // guards now
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
 
 func newTracker(t *testing.T, nc *nats.Conn, opts ...TrackerOption) *Tracker {
 	t.Helper()
@@ -181,7 +164,7 @@ func TestTrackerEndToEnd(t *testing.T) {
 func TestTrackerReceipts(t *testing.T) {
 	ns := natstest.Start(t)
 	nc, _ := ns.Connect(t)
-	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	tr := newTracker(t, nc, WithClock(clock.Now), WithMaxPurges(3), WithRetention(time.Hour))
 	issued := clock.Now()
 	m := Message{ID: "p1", Host: "a.example", Kind: KindAll, IssuedAt: issued}
@@ -328,7 +311,7 @@ func statuses(r Receipt) map[string]string {
 func TestTrackerUnreachableAndGone(t *testing.T) {
 	ns := natstest.Start(t)
 	nc, _ := ns.Connect(t)
-	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	reg := &fakeRegistry{}
 	tr := newTracker(t, nc, WithClock(clock.Now), WithRegistry(reg.registered))
 	a1, a2, f1 := NodeRef{"ams", "n1"}, NodeRef{"ams", "n2"}, NodeRef{"fra", "n1"}
