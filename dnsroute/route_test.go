@@ -69,6 +69,13 @@ func TestECSScope(t *testing.T) {
 		{"slash16 source", netip.PrefixFrom(london.Addr(), 16).Masked(), netip.Addr{}, "lhr", 16},
 		{"source 0 uses the resolver", netip.PrefixFrom(netip.IPv4Unspecified(), 0), loopbackCities["Tokyo"].Addr().Next(), "nrt", 0},
 		{"ipv6 subnet", netip.PrefixFrom(tokyo6.Addr(), 56), netip.Addr{}, "nrt", 48},
+		// A source wider than the database network it was located in gets that network, longer
+		// than the source (RFC 7871 section 7.2.1: the source was not specific enough), as gdnsd
+		// answers; the source's length would tell the resolver that the answer suits the whole
+		// /12, every other city's /16 in it included.
+		{"slash12 source gets the database network", netip.PrefixFrom(london.Addr(), 12).Masked(), netip.Addr{}, "lhr", 16},
+		{"slash8 source gets the unknown range it is in", netip.MustParsePrefix("100.0.0.0/8"), netip.Addr{}, "iad", 10},
+		{"ipv6 slash32 source", netip.PrefixFrom(tokyo6.Addr(), 32).Masked(), netip.Addr{}, "iad", 48},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -87,6 +94,10 @@ func TestECSScope(t *testing.T) {
 			r2 := ts.ask(t, "www.cdn.example.", dns.TypeA, qopt{ecs: tt.ecs, from: tt.from})
 			if e2 := ecsOf(r2); e2 == nil || e2.SourceScope != tt.wantScope || !e2.Address.Equal(e.Address) {
 				t.Errorf("cached ECS = %v, want scope %d address %v", e2, tt.wantScope, e.Address)
+			}
+			r3 := ts.ask(t, "www.cdn.example.", dns.TypeA, qopt{ecs: tt.ecs, from: tt.from, net: "tcp"})
+			if e3 := ecsOf(r3); e3 == nil || e3.SourceScope != tt.wantScope || !e3.Address.Equal(e.Address) {
+				t.Errorf("TCP ECS = %v, want scope %d address %v", e3, tt.wantScope, e.Address)
 			}
 		})
 	}
