@@ -10,7 +10,7 @@ import (
 )
 
 // TestMetricsDocumented: every metric the node registers is in docs/edge.md's metrics table,
-// and every metric the table names is registered. Names are taken from the collectors'
+// and every metric the table names is registered. Names are taken from the registry's
 // descriptions, so a vector with no series yet (no stale answer served, no tier skipped)
 // counts too. The table may shorten a name after the row's first one (`_store_bytes` after
 // `meridian_edge_store_objects`); the Prometheus client's process and Go collectors are
@@ -20,9 +20,7 @@ func TestMetricsDocumented(t *testing.T) {
 	registered := map[string]bool{}
 	ch := make(chan *prometheus.Desc)
 	go func() {
-		for _, c := range n.metrics.collectors {
-			c.Describe(ch)
-		}
+		n.metrics.reg.Describe(ch) // every registered collector's, series or not
 		close(ch)
 	}()
 	fqName := regexp.MustCompile(`fqName: "([^"]+)"`)
