@@ -103,6 +103,63 @@ func TestECSScope(t *testing.T) {
 	}
 }
 
+// TestECSScopePerClient: an answer chosen by the client's hash (a shedding PoP, the weighted
+// policy) holds for the client's prefix, and, as a geographic one, never for more than the
+// database network it was located in: a /12 source located in London's /16 gets /16, not /12,
+// which would tell the resolver that the answer suits Frankfurt's and Paris's /16s in the
+// /12 too, whose clients the server ranks otherwise. Found in review of 60aca22, which made
+// the scope of a shorter source the database network for geographic answers only.
+func TestECSScopePerClient(t *testing.T) {
+	london := cityPrefix(t, "London", 9)
+	mapped := func(p netip.Prefix) netip.Prefix {
+		b := p.Addr().As4()
+		return netip.PrefixFrom(netip.AddrFrom16([16]byte{10: 0xff, 11: 0xff, 12: b[0], 13: b[1], 14: b[2], 15: b[3]}), 96+p.Bits())
+	}
+	slash12 := netip.PrefixFrom(london.Addr(), 12).Masked()
+	if l, ok := geodata.Lookup("Frankfurt"); !ok || !slash12.Overlaps(l.V4) {
+		t.Fatalf("Frankfurt's %v is not in %s: the test needs another city in the /12", l.V4, slash12)
+	}
+	for _, setup := range []struct {
+		name string
+		set  func(ts *testServer)
+	}{
+		{"weighted", func(ts *testServer) {
+			if err := ts.SetPolicy(wire.RoutingPolicy{Policy: "weighted", Weights: map[string]float64{"lhr": 1, "fra": 1}}); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"shedding", func(ts *testServer) {
+			setPoP(ts.StaticFleet(), "lhr", func(n *wire.Node) { n.Load.RequestsPerSec = 0.9 * n.Capacity })
+		}},
+	} {
+		t.Run(setup.name, func(t *testing.T) {
+			ts := startServer(t, nil)
+			setup.set(ts)
+			for _, tt := range []struct {
+				name      string
+				ecs       netip.Prefix
+				wantScope uint8
+			}{
+				{"slash24 is its own", london, 24},
+				{"slash20 is its own", netip.PrefixFrom(london.Addr(), 20).Masked(), 20},
+				{"slash12 gets the database network", slash12, 16},
+				{"slash12 as IPv4-mapped /108", mapped(slash12), 96 + 16},
+			} {
+				for _, nw := range []string{"udp", "udp", "tcp"} { // the second UDP query is a cache hit
+					r := ts.ask(t, "www.cdn.example.", dns.TypeA, qopt{ecs: tt.ecs, net: nw})
+					e := ecsOf(r)
+					if e == nil {
+						t.Fatalf("%s over %s: no ECS in the reply", tt.name, nw)
+					}
+					if e.SourceScope != tt.wantScope || e.SourceNetmask != uint8(tt.ecs.Bits()) {
+						t.Errorf("%s (%s) over %s: ECS source/scope /%d/%d, want /%d/%d", tt.name, tt.ecs, nw, e.SourceNetmask, e.SourceScope, tt.ecs.Bits(), tt.wantScope)
+					}
+				}
+			}
+		})
+	}
+}
+
 func setPoP(f *StaticFleet, pop string, change func(*wire.Node)) {
 	for _, p := range f.PoPs() {
 		if p.ID != pop {

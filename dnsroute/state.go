@@ -373,24 +373,25 @@ func (st *state) route(loc geo.Location, client netip.Prefix, v6 bool) decision 
 }
 
 // scope is the ECS scope prefix length for which d holds: the database network (at most
-// /24 or /56, the client cache prefix), or the client's own cache prefix when the choice
-// hashed the client. The database network holds when it is longer than the source too (RFC
-// 7871 section 7.2.1: a scope longer than the source says that the source was not specific
-// enough): a /12 source located in a /16 gets /16, not /12, which would tell the resolver
-// that the answer suits every other network in the /12 as well (gdnsd answers so too). With
-// a latency map followed, never wider than one client network (/24, /48): a resolver would
-// otherwise reuse a geographic answer for a network inside the database's (often /16) that
-// has measurements of its own. That floor holds past a shorter source prefix too: a /20 is
-// routed on the measurements of the /24 at its address, which say nothing of the other
-// fifteen.
+// /24 or /56, the client cache prefix), or, when the choice hashed the client, the client's
+// own prefix, but never shorter than that network. The database network holds when it is
+// longer than the source too (RFC 7871 section 7.2.1: a scope longer than the source says
+// that the source was not specific enough): a /12 source located in a /16 gets /16, not /12,
+// which would tell the resolver that the answer suits every other network in the /12 as well
+// (gdnsd answers so too). A hashed choice is no exception: it was made among the PoPs ranked
+// from that /16's location, which another /16 in the /12 ranks otherwise. With a latency map
+// followed, never wider than one client network (/24, /48): a resolver would otherwise reuse
+// a geographic answer for a network inside the database's (often /16) that has measurements
+// of its own. That floor holds past a shorter source prefix too: a /20 is routed on the
+// measurements of the /24 at its address, which say nothing of the other fifteen.
 func (d decision) scope(client netip.Prefix) int {
-	s := client.Bits()
-	if !d.perClient {
-		limit := v6CacheBits
-		if client.Addr().Is4() {
-			limit = v4CacheBits
-		}
-		s = min(d.loc.Network.Bits(), limit)
+	limit := v6CacheBits
+	if client.Addr().Is4() {
+		limit = v4CacheBits
+	}
+	s := min(d.loc.Network.Bits(), limit)
+	if d.perClient {
+		s = max(s, client.Bits())
 	}
 	if d.latencyFloor {
 		s = max(s, wire.ClientNetwork(client.Addr()).Bits())
