@@ -134,6 +134,56 @@ func TestNetworkCacheNotForPerClientAnswers(t *testing.T) {
 	}
 }
 
+// TestCacheScopeBySourceLength: sources of different lengths in one database network each get
+// their own source, address and scope back, resolved, from the answer cache (by prefix and by
+// network) and over TCP, whatever order they come in: the scope of one is never served to
+// another. Geographic answers give every source ending in London's /16 the /16 (the /12 one
+// too: RFC 7871 section 7.2.1); hashed ones give a longer source its own length; a followed
+// latency map gives every one /24.
+func TestCacheScopeBySourceLength(t *testing.T) {
+	london := cityPrefix(t, "London", 9)
+	src := func(bits int) netip.Prefix { return netip.PrefixFrom(london.Addr(), bits).Masked() }
+	other := cityPrefix(t, "London", 10) // a second /24: the network cache's answer
+	for _, tt := range []struct {
+		name  string
+		set   func(ts *testServer)
+		scope map[netip.Prefix]uint8
+	}{
+		{"geographic", func(*testServer) {},
+			map[netip.Prefix]uint8{london: 16, other: 16, src(20): 16, src(17): 16, src(16): 16, src(12): 16}},
+		{"hashed", func(ts *testServer) {
+			setPoP(ts.StaticFleet(), "lhr", func(n *wire.Node) { n.Load.RequestsPerSec = 0.9 * n.Capacity })
+		}, map[netip.Prefix]uint8{london: 24, other: 24, src(20): 20, src(17): 17, src(16): 16, src(12): 16}},
+		{"latency map followed", func(ts *testServer) { ts.lat.followed.Store(true) },
+			map[netip.Prefix]uint8{london: 24, other: 24, src(20): 24, src(17): 24, src(16): 24, src(12): 24}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ts := startServer(t, nil)
+			tt.set(ts)
+			// Longest first, then shortest first: each order fills the cache for the other.
+			order := []netip.Prefix{london, other, src(20), src(17), src(16), src(12)}
+			for round := range 2 {
+				for i := range order {
+					p := order[i]
+					if round == 1 {
+						p = order[len(order)-1-i]
+					}
+					for _, nw := range []string{"udp", "udp", "tcp"} {
+						r := ts.ask(t, "www.cdn.example.", dns.TypeA, qopt{ecs: p, net: nw})
+						e := ecsOf(r)
+						if e == nil {
+							t.Fatalf("%s over %s: no ECS in the reply", p, nw)
+						}
+						if int(e.SourceNetmask) != p.Bits() || !e.Address.Equal(net.IP(p.Addr().AsSlice())) || e.SourceScope != tt.scope[p] {
+							t.Errorf("round %d, %s over %s: ECS %s/%d scope %d, want %s scope %d", round, p, nw, e.Address, e.SourceNetmask, e.SourceScope, p, tt.scope[p])
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
 // heldEntries counts the answers st holds, by client prefix and by database network.
 func heldEntries(st *state) int { return st.cache.len() }
 
