@@ -710,6 +710,11 @@ func (s *Server) fleetStatus(v *fleet.View) Fleet {
 type DrainStatus struct {
 	PoP      string `json:"pop"`
 	Draining bool   `json:"draining"`
+	// Nodes is how many of the PoP's nodes are registered as the change is stored; Note says
+	// so when none is, for a PoP id that may be mistyped (the change is stored all the same: a
+	// drain may be set before a PoP's nodes join).
+	Nodes int    `json:"nodes"`
+	Note  string `json:"note,omitempty"`
 }
 
 func (s *Server) drainHandler(drain bool) http.Handler {
@@ -723,8 +728,19 @@ func (s *Server) drainHandler(drain bool) http.Handler {
 			WriteError(w, http.StatusServiceUnavailable, "", fmt.Errorf("store drain: %w", err))
 			return
 		}
-		s.log.Info("pop drain changed", "pop", pop, "draining", drain, "by", tokenName(r.Context()))
-		writeJSON(w, http.StatusOK, DrainStatus{PoP: pop, Draining: drain})
+		out := DrainStatus{PoP: pop, Draining: drain}
+		if v := s.Fleet(); v != nil {
+			for _, n := range v.AllNodes() {
+				if n.PoP == pop {
+					out.Nodes++
+				}
+			}
+		}
+		s.log.Info("pop drain changed", "pop", pop, "draining", drain, "nodes", out.Nodes, "by", tokenName(r.Context()))
+		if out.Nodes == 0 {
+			out.Note = fmt.Sprintf("no node of PoP %q is registered: stored for nodes that join it later (check the PoP id)", pop)
+		}
+		writeJSON(w, http.StatusOK, out)
 	})
 }
 

@@ -986,8 +986,9 @@ func TestRegistrationExpiryAndDrain(t *testing.T) {
 	}
 
 	code, b := ts.do(t, "POST", "/v1/pops/par/drain", tokConfigurer, nil)
-	if code != http.StatusOK || !strings.Contains(string(b), `"draining": true`) {
-		t.Fatalf("drain = %d %s, want 200 draining true", code, b)
+	var ds DrainStatus
+	if code != http.StatusOK || json.Unmarshal(b, &ds) != nil || !ds.Draining || ds.Nodes != 1 || ds.Note != "" {
+		t.Fatalf("drain = %d %s, want 200 draining true, 1 node, no note", code, b)
 	}
 	wait.For(t, 5*time.Second, "par draining in /v1/pops", func() bool {
 		p, ok := findPoP(ts.fleet(t), "par")
@@ -1001,9 +1002,13 @@ func TestRegistrationExpiryAndDrain(t *testing.T) {
 		return ok && !p.Draining && !p.OperatorDrained && p.Healthy
 	})
 
-	// A PoP drained before any node joined shows up drained.
-	if code, _ := ts.do(t, "POST", "/v1/pops/syd/drain", tokConfigurer, nil); code != http.StatusOK {
-		t.Fatalf("drain syd = %d, want 200", code)
+	// A PoP drained before any node joined shows up drained; the answer says that no node of
+	// it is registered (a mistyped PoP id would otherwise pass in silence).
+	code, b = ts.do(t, "POST", "/v1/pops/syd/drain", tokConfigurer, nil)
+	ds = DrainStatus{}
+	if code != http.StatusOK || json.Unmarshal(b, &ds) != nil || !ds.Draining || ds.Nodes != 0 ||
+		!strings.Contains(ds.Note, `no node of PoP "syd" is registered`) {
+		t.Fatalf("drain syd = %d %s, want 200 draining, 0 nodes and a note", code, b)
 	}
 	wait.For(t, 5*time.Second, "syd drained", func() bool {
 		p, ok := findPoP(ts.fleet(t), "syd")
