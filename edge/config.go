@@ -88,6 +88,9 @@ type Config struct {
 	// PassTimeout bounds one exchange passed through to the origin (unsafe methods,
 	// Authorization, cookies passed, event streams), streaming included. Default 1h.
 	PassTimeout time.Duration `yaml:"pass_timeout"`
+	// WebSocketIdleTimeout closes a WebSocket tunnel through which no byte passed either way
+	// for this long, as nginx's proxy_read_timeout and Varnish's pipe_timeout do. Default 60s.
+	WebSocketIdleTimeout time.Duration `yaml:"websocket_idle_timeout"`
 	// TrustedProxies are the addresses (CIDRs, or single IPs) of proxies in front of the edge.
 	// The Forwarded and X-Forwarded-* fields of a request from them are kept and appended to;
 	// from anyone else they are replaced with the edge's own view. Default none.
@@ -243,6 +246,9 @@ func (c *Config) setDefaults() {
 	if c.PassTimeout == 0 {
 		c.PassTimeout = time.Hour
 	}
+	if c.WebSocketIdleTimeout == 0 {
+		c.WebSocketIdleTimeout = 60 * time.Second
+	}
 	c.trusted = nil
 	for _, s := range c.TrustedProxies {
 		if p, err := parsePrefix(s); err == nil {
@@ -320,6 +326,7 @@ func (c *Config) Validate() error {
 		{"peer_timeout", c.PeerTimeout}, {"fleet_stale_timeout", c.FleetStaleTimeout},
 		{"request_body_timeout", c.RequestBodyTimeout}, {"fill_timeout", c.FillTimeout},
 		{"pass_timeout", c.PassTimeout}, {"shutdown_timeout", c.ShutdownTimeout},
+		{"websocket_idle_timeout", c.WebSocketIdleTimeout},
 		{"lame_duck", c.LameDuck}, {"tls.reload_interval", c.TLS.ReloadInterval},
 		{"fleet.heartbeat", c.Fleet.Heartbeat}, {"fleet.ttl", c.Fleet.TTL},
 		{"upstream.dial_timeout", c.Upstream.DialTimeout},

@@ -212,6 +212,7 @@ func TestLoadConfigDocumentedDefaults(t *testing.T) {
 		{"request_body_timeout", c.RequestBodyTimeout, 60 * time.Second},
 		{"fill_timeout", c.FillTimeout, 60 * time.Second},
 		{"pass_timeout", c.PassTimeout, time.Hour},
+		{"websocket_idle_timeout", c.WebSocketIdleTimeout, 60 * time.Second},
 		{"max_header_bytes", c.MaxHeaderBytes, 64 << 10},
 		{"lame_duck", c.LameDuck, time.Duration(0)},
 		{"shutdown_timeout", c.ShutdownTimeout, 30 * time.Second},

@@ -84,6 +84,10 @@ func newMetrics(n *Node) *metrics {
 	m.clientRTT = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "meridian_edge_client_rtt_seconds",
 		Help:    "Smoothed RTT of sampled client connections (one sample per connection), by transport (tcp, quic).",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 13)}, []string{"transport"})
+	// Read at scrape time: the tunnels count themselves already (pass.go).
+	tunnels := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meridian_edge_websocket_tunnels",
+		Help: "WebSocket tunnels open (switched upgrades, each holding a client and an origin connection)."},
+		func() float64 { return float64(n.tunnels.count()) })
 	for i, k := range purgeKinds {
 		m.purgesBy[i] = m.purges.WithLabelValues(string(k))
 	}
@@ -91,7 +95,7 @@ func newMetrics(n *Node) *metrics {
 		m.fillsBy[i] = m.fills.WithLabelValues(t)
 		m.fetchLatencyBy[i] = m.fetchLatency.WithLabelValues(t)
 	}
-	for _, c := range []prometheus.Collector{m.requests, bytes, m.fills, m.tierSkips, m.originFetches, m.fetchLatency, m.staleServed, m.purges, m.hopRefused, m.hopUnstored, m.decodeRefused, m.latencySamples, m.clientRTT} {
+	for _, c := range []prometheus.Collector{m.requests, bytes, tunnels, m.fills, m.tierSkips, m.originFetches, m.fetchLatency, m.staleServed, m.purges, m.hopRefused, m.hopUnstored, m.decodeRefused, m.latencySamples, m.clientRTT} {
 		f(c)
 	}
 	// The Go runtime's and the process's figures (memory, open descriptors and their limit,

@@ -138,6 +138,7 @@ type Node struct {
 	keyOptsHook func()
 
 	openConns atomic.Int64
+	tunnels   tunnels    // switched WebSocket upgrades (pass.go)
 	sat       saturation // in-flight requests, for the load report's saturation (saturation.go)
 	rum       rum        // beacon reports from clients and the node's own RTT samples (beacon.go, rtt.go)
 	h3RTT     quicRTT    // RTT samples of HTTP/3 connections (rtt.go)
@@ -621,6 +622,12 @@ func (n *Node) ServeListeners(ctx context.Context, ls Listeners) error {
 		drain.Go(func() { errs[i] = s.shutdown(sctx) })
 	}
 	drain.Wait()
+	// Switched WebSocket upgrades are no server's (net/http stops following a connection it
+	// hands over): they get what is left of shutdown_timeout, as nginx's worker_shutdown_timeout
+	// bounds them, and are closed then.
+	if cut := n.tunnels.drain(sctx); cut > 0 {
+		n.log.Info("edge closed WebSocket tunnels open at shutdown_timeout", "tunnels", cut, "shutdown_timeout", n.cfg.ShutdownTimeout)
+	}
 	if ls.Admin != nil {
 		errs[len(all)-1] = all[len(all)-1].shutdown(sctx)
 	}

@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meridian-cdn/meridian/edge/compress"
@@ -108,7 +109,8 @@ func (n *Node) pass(w *logWriter, req *request) {
 	// The exchange's context, which a failed flush to the client ends (passWriter).
 	ctx, cut := context.WithCancelCause(r.Context())
 	defer cut(nil)
-	pw := &passWriter{logWriter: w, cut: cut}
+	pw := &passWriter{logWriter: w, cut: cut, n: n}
+	defer pw.endTunnel()
 	r = r.WithContext(ctx) // a shallow copy, whose body is the buffer
 	r.Body, r.ContentLength, r.TransferEncoding = body, size, nil
 	// ReverseProxy clears the client's header map after each 1xx it forwards: what the edge
@@ -273,6 +275,8 @@ func (n *Node) pass(w *logWriter, req *request) {
 type passWriter struct {
 	*logWriter
 	cut context.CancelCauseFunc // ends the exchange's context
+	n   *Node
+	tun *tunnel // the switched upgrade's, once hijacked (set and read on the handler's goroutine)
 
 	mu  sync.Mutex // protects err: ReverseProxy also flushes from a timer's goroutine
 	err error      // the first failed flush
@@ -307,49 +311,253 @@ func (w *passWriter) WriteHeader(code int) {
 }
 
 // Hijack is what http.ResponseController, and so ReverseProxy, calls to switch protocols (an
-// upgrade answered 101). ReverseProxy copies the client's side of the tunnel from the
-// connection alone (golang issue 80875), not from the bufio.Reader net/http hands with it, in
-// which lie the bytes the client sent behind the upgrade's head that net/http had read ahead
-// (early data): the connection returned gives those first, as nginx forwards what it read past
-// an upgrade's head.
+// upgrade answered 101). The connection becomes a tunnel (tunnels): counted in the node's load
+// and drained with it, closed once idle, logged as it ends. It is counted before net/http is
+// asked to hand it over, so that no drain sees it neither as the server's nor as a tunnel.
+//
+// ReverseProxy copies the client's side of the tunnel from the connection alone (golang issue
+// 80875), not from the bufio.Reader net/http hands with it, in which lie the bytes the client
+// sent behind the upgrade's head that net/http had read ahead (early data): the connection
+// returned gives those first, as nginx forwards what it read past an upgrade's head.
 func (w *passWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	tun := w.n.tunnels.add(w.n, w.cut)
 	conn, brw, err := http.NewResponseController(w.logWriter).Hijack()
-	if err != nil || brw.Reader.Buffered() == 0 {
+	if err != nil {
+		tun.end()
 		return conn, brw, err
 	}
-	early, _ := brw.Reader.Peek(brw.Reader.Buffered())
-	ec := &earlyConn{Conn: conn, early: bytes.Clone(early)}
-	brw.Reader.Discard(len(early))
-	// The guard beneath net/http followed them as the request they would have been had the
-	// upgrade not been switched, and may have marked one.
-	http1.Unmark(conn, ec.early)
-	if _, ok := conn.(interface{ CloseWrite() error }); ok {
-		return earlyConnCW{ec}, brw, nil
+	w.tun = tun
+	// ReverseProxy writes the 101 on the connection, past the writer: the log and the
+	// metrics count it as what it is, not as the 200 a writer never told otherwise.
+	w.status, w.wroteHeader = http.StatusSwitchingProtocols, true
+	tc := &tunnelConn{Conn: conn, t: tun}
+	if n := brw.Reader.Buffered(); n > 0 {
+		early, _ := brw.Reader.Peek(n)
+		tc.early = bytes.Clone(early)
+		brw.Reader.Discard(n)
+		// The guard beneath net/http followed them as the request they would have been had
+		// the upgrade not been switched, and may have marked one.
+		http1.Unmark(conn, tc.early)
 	}
-	return ec, brw, nil
+	if _, ok := conn.(interface{ CloseWrite() error }); ok {
+		return tunnelConnCW{tc}, brw, nil
+	}
+	return tc, brw, nil
 }
 
-// earlyConn is a hijacked connection that gives the bytes net/http had read ahead of it
-// before its own.
-type earlyConn struct {
+// endTunnel ends the accounting of the exchange's tunnel, if it was switched to one, as the
+// handler returns: the access log line gets the bytes sent to the client through it (bytes)
+// and those the client sent, and why the edge closed it, if it did (note).
+func (w *passWriter) endTunnel() {
+	t := w.tun
+	if t == nil {
+		return
+	}
+	t.end()
+	w.bytes += t.out.Load()
+	note := fmt.Sprintf("tunnel: %d bytes from the client", t.in.Load())
+	if why := t.why.Load(); why != nil {
+		note += "; closed: " + (*why).Error()
+	}
+	if w.note != "" {
+		note += "; " + w.note
+	}
+	w.note = note
+}
+
+// tunnelConn is a switched upgrade's client connection, as ReverseProxy copies it both ways: it
+// gives the bytes net/http had read ahead of it (early) before its own, and counts what passes
+// through it each way, and when (tunnel).
+type tunnelConn struct {
 	net.Conn
 	early []byte
+	t     *tunnel
 }
 
-func (c *earlyConn) Read(p []byte) (int, error) {
+func (c *tunnelConn) Read(p []byte) (int, error) {
 	if len(c.early) > 0 {
 		n := copy(p, c.early)
 		c.early = c.early[n:]
+		c.t.passed(&c.t.in, n)
 		return n, nil
 	}
-	return c.Conn.Read(p)
+	n, err := c.Conn.Read(p)
+	c.t.passed(&c.t.in, n)
+	return n, err
 }
 
-// earlyConnCW is an earlyConn whose connection half-closes (ReverseProxy passes each side's end
-// on as the other's half-close).
-type earlyConnCW struct{ *earlyConn }
+func (c *tunnelConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.t.passed(&c.t.out, n)
+	return n, err
+}
 
-func (c earlyConnCW) CloseWrite() error { return c.Conn.(interface{ CloseWrite() error }).CloseWrite() }
+// tunnelConnCW is a tunnelConn whose connection half-closes (ReverseProxy passes each side's
+// end on as the other's half-close).
+type tunnelConnCW struct{ *tunnelConn }
+
+func (c tunnelConnCW) CloseWrite() error {
+	return c.Conn.(interface{ CloseWrite() error }).CloseWrite()
+}
+
+// Errors a tunnel is closed with (tunnel.close), which its access log line gives.
+var (
+	errTunnelIdle     = errors.New("websocket_idle_timeout: no bytes either way")
+	errTunnelShutdown = errors.New("still open at shutdown_timeout")
+)
+
+// tunnels are the node's switched WebSocket upgrades. net/http stops following a connection
+// once it has handed it over (http.StateHijacked): these count it instead, as an open
+// connection of the load report for as long as the tunnel lasts (its handler, still running,
+// is a request in flight already), and the stop drains them (drain). The zero value is ready.
+type tunnels struct {
+	mu      sync.Mutex
+	open    map[*tunnel]struct{}
+	closed  bool          // drained: a tunnel switched since is closed at once
+	emptied chan struct{} // closed when open empties, for drain (nil: nobody waits)
+}
+
+// tunnel is one switched upgrade: its exchange's context, whose end closes both of its
+// connections (ReverseProxy closes the origin's at it, and the client's as its copy ends), and
+// what passed through it.
+type tunnel struct {
+	ts      *tunnels
+	n       *Node
+	cut     context.CancelCauseFunc
+	why     atomic.Pointer[error] // why the edge closed it (close), if it did
+	in, out atomic.Int64          // bytes from and to the client
+	// start and last (a time since start, of the last byte either way) are the monotonic
+	// clock's: idle reads them from its timer's goroutine, as the copies write last.
+	start time.Time
+	last  atomic.Int64
+	idle  time.Duration
+	timer *time.Timer
+	ended atomic.Bool
+}
+
+// add counts a new tunnel of n's, whose exchange cut ends, and arms its idle timeout. Past the
+// drain, it is closed at once.
+func (ts *tunnels) add(n *Node, cut context.CancelCauseFunc) *tunnel {
+	t := &tunnel{ts: ts, n: n, cut: cut, start: time.Now(), idle: n.cfg.WebSocketIdleTimeout}
+	n.openConns.Add(1)
+	ts.mu.Lock()
+	if ts.open == nil {
+		ts.open = map[*tunnel]struct{}{}
+	}
+	ts.open[t] = struct{}{}
+	closed := ts.closed
+	ts.mu.Unlock()
+	if closed {
+		t.close(errTunnelShutdown)
+	}
+	// Armed once set: checkIdle reads t.timer.
+	t.timer = time.AfterFunc(math.MaxInt64, t.checkIdle)
+	t.timer.Reset(t.idle)
+	return t
+}
+
+// passed counts n bytes through the tunnel in counter c, and the time they passed.
+func (t *tunnel) passed(c *atomic.Int64, n int) {
+	if n > 0 {
+		c.Add(int64(n))
+		t.last.Store(int64(time.Since(t.start)))
+	}
+}
+
+// checkIdle closes the tunnel if no byte passed either way for its idle timeout, and otherwise
+// looks again when it would have, as nginx's timers on an upgraded connection, which each
+// event on either side moves.
+func (t *tunnel) checkIdle() {
+	if t.ended.Load() {
+		return
+	}
+	quiet := time.Since(t.start) - time.Duration(t.last.Load())
+	if quiet >= t.idle {
+		t.close(errTunnelIdle)
+		return
+	}
+	t.timer.Reset(t.idle - quiet)
+}
+
+// close ends the tunnel's exchange, and so its connections, for why.
+func (t *tunnel) close(why error) {
+	t.why.CompareAndSwap(nil, &why)
+	t.cut(why)
+}
+
+// end stops counting the tunnel, once its handler is done with it.
+func (t *tunnel) end() {
+	if t.ended.Swap(true) {
+		return
+	}
+	if t.timer != nil {
+		t.timer.Stop()
+	}
+	t.n.openConns.Add(-1)
+	ts := t.ts
+	ts.mu.Lock()
+	delete(ts.open, t)
+	if len(ts.open) == 0 && ts.emptied != nil {
+		close(ts.emptied)
+		ts.emptied = nil
+	}
+	ts.mu.Unlock()
+}
+
+// count is the number of tunnels open.
+func (ts *tunnels) count() int {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	return len(ts.open)
+}
+
+// drain waits for the open tunnels to end until ctx ends (what is left of shutdown_timeout),
+// then closes those still open, and any switched later, and waits for their handlers to be
+// done with them (at most tunnelCloseWait). It returns how many it closed.
+func (ts *tunnels) drain(ctx context.Context) int {
+	wait := func(ctx context.Context) bool {
+		ts.mu.Lock()
+		if len(ts.open) == 0 {
+			ts.mu.Unlock()
+			return true
+		}
+		if ts.emptied == nil {
+			ts.emptied = make(chan struct{})
+		}
+		emptied := ts.emptied
+		ts.mu.Unlock()
+		select {
+		case <-emptied:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	if wait(ctx) {
+		ts.mu.Lock()
+		ts.closed = true
+		ts.mu.Unlock()
+		return 0
+	}
+	ts.mu.Lock()
+	ts.closed = true
+	open := make([]*tunnel, 0, len(ts.open))
+	for t := range ts.open {
+		open = append(open, t)
+	}
+	ts.mu.Unlock()
+	for _, t := range open {
+		t.close(errTunnelShutdown)
+	}
+	closing, cancel := context.WithTimeout(context.Background(), tunnelCloseWait)
+	defer cancel()
+	wait(closing)
+	return len(open)
+}
+
+// tunnelCloseWait bounds the wait for tunnels closed at shutdown_timeout to be done: closing
+// their connections ends their copies at once.
+const tunnelCloseWait = 5 * time.Second
 
 // flushErr is the first failed flush's error, or nil.
 func (w *passWriter) flushErr() error {
