@@ -239,3 +239,32 @@ func TestOnlyWebSocketUpgradePassed(t *testing.T) {
 		})
 	}
 }
+
+// TestHTTP2SettingsNeverForwarded: HTTP2-Settings is connection-specific in every case (RFC
+// 7540 §3.2.1: it governs the HTTP/2 connection an h2c upgrade would make of this hop's, and a
+// client MUST name it in Connection so that it is not forwarded; RFC 9113 §3.1 deprecates the
+// upgrade and the field with it). Sent without Upgrade, and not named in Connection, it went
+// to the origin on a pass and on a miss's fill wherever the host forwards every field (the
+// default) or names it: the edge dropped it only beside an Upgrade.
+func TestHTTP2SettingsNeverForwarded(t *testing.T) {
+	for _, mode := range []string{HTTP1Fast, HTTP1Std} {
+		for _, fwd := range []struct {
+			name    string
+			forward wire.HeaderNames
+		}{{"forward all", nil}, {"forward naming it", wire.HeaderNames{"HTTP2-Settings"}}} {
+			t.Run(mode+"/"+fwd.name, func(t *testing.T) {
+				n, c := echoEdge(t, echoOrigin, func(h *wire.HostConfig) { h.RequestHeaders.Forward = fwd.forward },
+					func(c *Config) { c.HTTP1 = mode })
+				for _, method := range []string{http.MethodGet, http.MethodPost} { // a miss's fill, a pass
+					r, e := echoGet(t, c, n, method, "/settings?cc=max-age=60", "HTTP2-Settings", "AAMAAABkAAQAoAAAAAIAAAAA")
+					if r.status != http.StatusOK || e.Method != method {
+						t.Fatalf("%s: answered %d, the origin saw %q", method, r.status, e.Method)
+					}
+					if v, ok := e.Header["Http2-Settings"]; ok {
+						t.Errorf("%s: the origin got HTTP2-Settings %q", method, v)
+					}
+				}
+			})
+		}
+	}
+}

@@ -655,23 +655,26 @@ func isUpgrade(r *http.Request) bool {
 // (h2c, TLS/1.0, a token the edge does not know) is served as the request it is without the
 // upgrade, as nginx serves it: passed through, an origin that switched to it (h2c behind x/net's
 // h2c handler) gave the client a connection of its own to the origin, every request on it past
-// the edge's cache, host policy, bulkhead and logs (h2c smuggling). HTTP2-Settings, the h2c
-// upgrade's, goes with it. Of a list naming websocket and others, only websocket is offered:
-// the origin may switch to no protocol the edge does not pass.
+// the edge's cache, host policy, bulkhead and logs (h2c smuggling). Of a list naming websocket
+// and others, only websocket is offered: the origin may switch to no protocol the edge does not
+// pass. HTTP2-Settings, the h2c upgrade's, goes in every case, with an Upgrade or without: it is
+// connection-specific (RFC 7540 §3.2.1, whose client names it in Connection so that it is not
+// forwarded; RFC 9113 §3.1 deprecates it), about an HTTP/2 connection of this hop's that no
+// request through the edge can make. edge/http1's fast path hands every request with either
+// field to net/http (head.go), so serve skips this for the requests it serves.
 func keepWebSocketUpgrade(h http.Header) {
+	delete(h, "Http2-Settings")
 	up, ok := h["Upgrade"]
 	if !ok {
 		return
 	}
 	if !httpguts.HeaderValuesContainsToken(up, "websocket") {
 		delete(h, "Upgrade")
-		delete(h, "Http2-Settings")
 		return
 	}
 	if len(up) != 1 || !strings.EqualFold(strings.TrimSpace(up[0]), "websocket") {
 		h["Upgrade"] = []string{"websocket"}
 	}
-	delete(h, "Http2-Settings")
 }
 
 // roundTripper sends a ReverseProxy's requests through an upstream's bulkhead and breaker.

@@ -53,7 +53,8 @@ type request struct {
 	untrustedAnswer bool
 	// plainTarget: the request-target holds nothing requestTarget refuses or cuts (no space,
 	// no '#'), as edge/http1's fast path (the one handlerStater) hands off any other: its hits
-	// and misses skip the check. In the padding too.
+	// and misses skip the check. It hands off any head with Upgrade or HTTP2-Settings too, so
+	// they skip keepWebSocketUpgrade as well. In the padding too.
 	plainTarget bool
 	needSeq     uint64 // purge sequence the requesting fleet node has applied (fills only)
 	// maxAge bounds the age of what may answer a fleet node's fill (hasMaxAge), which asks for
@@ -270,7 +271,9 @@ func (n *Node) serve(w *logWriter, req *request) {
 	// client could have every other that sends the same value served that answer. The
 	// hop-by-hop fields themselves stay (an upgrade needs them); VaryKey keys them as absent.
 	httpcache.RemoveConnectionOptions(r.Header)
-	keepWebSocketUpgrade(r.Header) // the one upgrade passed through (isUpgrade)
+	if !req.plainTarget { // the fast path's requests have neither Upgrade nor HTTP2-Settings
+		keepWebSocketUpgrade(r.Header) // the one upgrade passed through (isUpgrade)
+	}
 	if n.trustedHop(r) {
 		req.fromPeer = true
 		req.needSeq = requiredPurgeSeq(r)
