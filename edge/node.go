@@ -154,6 +154,9 @@ type Node struct {
 	// idleTimeout closes a client connection that has had no request for this long, over
 	// each protocol (0: 120 s). Tests shorten it before serving.
 	idleTimeout time.Duration
+	// handshakeTimeout bounds a TLS handshake on the HTTPS port (0: net/http's, from the
+	// server's timeouts: tlsHandshakeTimeout). Tests shorten it before serving.
+	handshakeTimeout time.Duration
 }
 
 // hostState is one configured hostname, ready for the hot path.
@@ -513,8 +516,19 @@ func (n *Node) ServeListeners(ctx context.Context, ls Listeners) error {
 		// net/http's writes (HTTP/1.1, and HTTP/2 with http2: std) have no timeout of their own:
 		// each connection gets the send timeout beneath TLS, where a write can go on after a
 		// deadline (edge/h2's sets its own and is bounded by both).
-		tlsLn := writegather.Listener{Listener: sendtimeout.Listener{Listener: n.rttListen(ls.HTTPS), Timeout: n.sendTimeout}}
-		all = append(all, served{shutdownTLS, func() error { return tlsSrv.ServeTLS(tlsLn, "", "") }})
+		tcpLn := writegather.Listener{Listener: sendtimeout.Listener{Listener: n.rttListen(ls.HTTPS), Timeout: n.sendTimeout}}
+		// The edge does the TLS handshakes itself (tlsListener), so that HTTP/1.1 is served
+		// through the guard (http1.TLSGuardConn), as on the plain port; h2 goes to
+		// TLSNextProto as a *tls.Conn. tlsSrv keeps its TLSConfig, which names h2: Serve
+		// then sets up net/http's HTTP/2 under http2: std, as ServeTLS did.
+		hsTimeout := n.handshakeTimeout
+		if hsTimeout == 0 {
+			hsTimeout = netHTTPHandshakeTimeout(tlsSrv)
+		}
+		tlsLn := newTLSListener(tcpLn, certs.tlsConfig(), hsTimeout, n.log, n.openConns.Add)
+		// A switched upgrade's tunnel is the handler's (http1.StopOnHijack), as on the plain port.
+		tlsSrv.ConnState = srv.ConnState
+		all = append(all, served{shutdownTLS, func() error { return tlsSrv.Serve(tlsLn) }})
 		if ls.QUIC != nil {
 			h3 := &http3.Server{
 				Handler:        http.HandlerFunc(n.serveH3),

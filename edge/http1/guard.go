@@ -1,12 +1,13 @@
 package http1
 
 import (
+	"crypto/tls"
 	"net"
 	"net/http"
 )
 
-// GuardConn is a connection net/http serves (one the fast path handed over, or every plain
-// one under http1: std), read through a guard against HTTP/1.0 requests with
+// GuardConn is a connection net/http serves (one the fast path handed over, every plain one
+// under http1: std, and, as a TLSGuardConn, every HTTP/1.1 one over TLS), read through a guard against HTTP/1.0 requests with
 // Transfer-Encoding. net/http drops Transfer-Encoding from an HTTP/1.0 request before any
 // handler sees it and frames the body by Content-Length (golang issue 12785): a chunked body
 // would be read as the next request. RFC 9112 §6.1 calls such framing faulty and asks for a
@@ -42,9 +43,28 @@ func (c *GuardConn) NetConn() net.Conn { return c.Conn }
 // CloseWrite half-closes the connection beneath when it can (net/http's closeWriteAndWait).
 func (c *GuardConn) CloseWrite() error { return closeWrite(c.Conn) }
 
-// StopOnHijack stops the guard of c, or of the GuardConn c wraps (through NetConn), when s is
-// http.StateHijacked: an http.Server that serves GuardConns calls it from its ConnState.
-// net/http hijacks a connection for a handler that switches protocols (an upgrade answered
+// TLSGuardConn is a GuardConn over a TLS connection whose handshake is done, for net/http to
+// serve HTTP/1.1 over TLS through the guard. Its ConnectionState is the TLS connection's:
+// net/http, which takes a connection that is no *tls.Conn for one it need not handshake, sets
+// every request's TLS from it (once, before it reads the first request), as it does from a
+// *tls.Conn's.
+type TLSGuardConn struct {
+	GuardConn
+	tc *tls.Conn
+}
+
+// NewTLSGuardConn returns tc, its handshake done, read through the guard; tc must be at a
+// request's first byte.
+func NewTLSGuardConn(tc *tls.Conn) *TLSGuardConn {
+	return &TLSGuardConn{GuardConn: GuardConn{Conn: tc}, tc: tc}
+}
+
+// ConnectionState is the TLS connection's.
+func (c *TLSGuardConn) ConnectionState() tls.ConnectionState { return c.tc.ConnectionState() }
+
+// StopOnHijack stops the guard of c (a GuardConn or TLSGuardConn), or of the one c wraps
+// (through NetConn), when s is http.StateHijacked: an http.Server that serves GuardConns
+// calls it from its ConnState. net/http hijacks a connection for a handler that switches protocols (an upgrade answered
 // 101), and reads nothing of it after; the handler's reads then pass untouched. net/http calls
 // ConnState in Hijack once its own read, if one was running, has returned, and before the
 // handler has the connection: nothing reads the guard meanwhile. What net/http had read ahead
@@ -58,8 +78,8 @@ func StopOnHijack(c net.Conn, s http.ConnState) {
 	}
 }
 
-// Unmark puts back the colon the guard of c (or of the GuardConn c wraps) marked in early, if
-// it marked one there. early is what net/http had read of c past the head of the request whose
+// Unmark puts back the colon the guard of c (or of the GuardConn or TLSGuardConn c wraps)
+// marked in early, if it marked one there. early is what net/http had read of c past the head of the request whose
 // handler hijacked c (the bufio.Reader Hijack returns holds it), and so the last bytes read
 // through the guard: a client that sent its tunnel's bytes right behind the upgrade's head had
 // them followed as the request they would have been had the upgrade not been switched. The
@@ -78,8 +98,11 @@ func Unmark(c net.Conn, early []byte) {
 // guardOf is c, or the GuardConn c wraps (through NetConn), or nil.
 func guardOf(c net.Conn) *GuardConn {
 	for c != nil {
-		if g, ok := c.(*GuardConn); ok {
+		switch g := c.(type) {
+		case *GuardConn:
 			return g
+		case *TLSGuardConn:
+			return &g.GuardConn
 		}
 		u, ok := c.(interface{ NetConn() net.Conn })
 		if !ok {
