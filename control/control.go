@@ -168,6 +168,17 @@ type Server struct {
 	// clock (zero: never): the start-up grace runs again from then (inStartGrace).
 	reconnectAt time.Time
 
+	// graceMu serialises the starts and ends of the holds of purge receipts for the grace
+	// (holdReceipts, releaseReceipts); graceOn (under it) is set once Ready is about to close.
+	graceMu sync.Mutex
+	graceOn bool
+	// heldUntil is, while the tracker holds new receipts for registrations, when the grace
+	// ends on now's clock; nil otherwise, so that a purge after the grace loads a nil pointer
+	// and does nothing more.
+	heldUntil atomic.Pointer[time.Time]
+	// graceWake wakes runGrace when a hold starts or moves (capacity 1).
+	graceWake chan struct{}
+
 	// natsMu serialises changes of the embedded NATS server's users.
 	natsMu sync.Mutex
 
@@ -328,6 +339,8 @@ func New(cfg Config) (*Server, error) {
 		reg:     prometheus.NewRegistry(),
 		ready:   make(chan struct{}),
 		limiter: newPurgeLimiter(cfg.PurgeRate, cfg.PurgeBurst),
+
+		graceWake: make(chan struct{}, 1),
 
 		authFails: newAuthThrottle(cfg.AuthFailureRate, cfg.AuthFailureBurst),
 		trusted:   trusted,
@@ -565,6 +578,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) (err error) {
 			s.mu.Lock()
 			s.reconnectAt = s.clock()
 			s.mu.Unlock()
+			s.holdReceipts(false)
 			s.log.Info("nats reconnected", "url", fleet.RedactURL(c.ConnectedUrl()))
 		}))...)
 	if err != nil {
@@ -606,6 +620,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) (err error) {
 	if err := s.startPurge(wctx, &wg); err != nil {
 		return err
 	}
+	wg.Go(func() { s.runGrace(wctx, view) })
 
 	var h http.Handler = s
 	if s.wrapAPI != nil {
@@ -625,6 +640,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) (err error) {
 		s.mu.Lock()
 		s.readyAt = s.clock()
 		s.mu.Unlock()
+		s.holdReceipts(true) // before Ready: every purge accepted in the grace is held
 		close(s.ready)
 		s.log.Info("control plane ready", "api", ln.Addr().String(), "nats", fleet.RedactURL(nc.ConnectedUrl()), "prefix", s.Prefix())
 	}

@@ -143,6 +143,8 @@ func (s *Server) postPurge(w http.ResponseWriter, r *http.Request) {
 	if !s.limiter.take(w, TokenName(r.Context())) {
 		return // another request of the token's took the last one since check
 	}
+	// A grace over on control's clock ends the hold before this purge is registered.
+	s.releaseReceipts()
 	s.mu.Lock()
 	pub, tr, exp := s.publisher, s.tracker, s.expected
 	s.mu.Unlock()
@@ -316,14 +318,125 @@ func startGrace(ttl time.Duration) time.Duration { return ttl + time.Second }
 // inStartGrace returns how long ago the grace began (the fleet view loaded, Ready, or control's
 // NATS connection came back since: reconnected), and how much of it is left (0 or less: none).
 func (s *Server) inStartGrace() (since, left time.Duration, reconnected bool) {
-	s.mu.Lock()
-	from := s.readyAt
-	if s.reconnectAt.After(from) {
-		from, reconnected = s.reconnectAt, true
-	}
-	s.mu.Unlock()
+	from, reconnected := s.graceFrom()
 	since = s.clock().Sub(from)
 	return since, startGrace(s.cfg.HeartbeatTTL) - since, reconnected
+}
+
+// graceFrom is when the grace began: Ready, or control's NATS connection coming back since
+// (reconnected).
+func (s *Server) graceFrom() (from time.Time, reconnected bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.reconnectAt.After(s.readyAt) {
+		return s.reconnectAt, true
+	}
+	return s.readyAt, false
+}
+
+// holdReceipts makes the tracker hold the receipts of the purges accepted from now until the
+// grace ends (purge.Tracker.HoldNew): the fleet view may lack live nodes that have not
+// registered again, which a receipt made now would not list, and would read complete without
+// them. A held receipt is not complete before the grace ends; the nodes that register
+// meanwhile are added to it (runGrace, and every read of receipts), and those registered when
+// it ends too (releaseReceipts). atReady is the call as Ready closes; a reconnect of control's
+// NATS connection calls it again, moving the end of a hold under way, and before Ready does
+// nothing (the hold at Ready runs from the later of the two).
+func (s *Server) holdReceipts(atReady bool) {
+	s.graceMu.Lock()
+	defer s.graceMu.Unlock()
+	if atReady {
+		s.graceOn = true
+	} else if !s.graceOn {
+		return
+	}
+	from, _ := s.graceFrom()
+	until := from.Add(startGrace(s.cfg.HeartbeatTTL))
+	if !s.clock().Before(until) {
+		return
+	}
+	s.Tracker().HoldNew(until)
+	s.heldUntil.Store(&until)
+	select {
+	case s.graceWake <- struct{}{}:
+	default:
+	}
+}
+
+// releaseReceipts lifts the hold of holdReceipts once the grace is over on control's clock,
+// adding the live nodes to the receipts held (purge.Tracker.Release). It reports whether the
+// receipts are still held. After the grace it loads a nil pointer and does nothing more.
+func (s *Server) releaseReceipts() (held bool) {
+	until := s.heldUntil.Load()
+	if until == nil {
+		return false
+	}
+	if s.clock().Before(*until) {
+		return true
+	}
+	s.graceMu.Lock()
+	defer s.graceMu.Unlock()
+	if until = s.heldUntil.Load(); until == nil || s.clock().Before(*until) {
+		return until != nil // released, or moved by a reconnect, meanwhile
+	}
+	s.Tracker().Release(s.liveRefs())
+	s.heldUntil.Store(nil)
+	s.log.Info("purge receipts no longer held for registrations", "grace", startGrace(s.cfg.HeartbeatTTL))
+	return false
+}
+
+// expectRegistered adds the nodes registered so far to the receipts held for the grace, or
+// releases them once it is over: a receipt read during the grace lists every node it waits
+// for, whether runGrace has seen them register or not.
+func (s *Server) expectRegistered() {
+	if !s.releaseReceipts() {
+		return
+	}
+	s.Tracker().Expect(s.liveRefs())
+}
+
+// liveRefs are the live nodes of the fleet view, read from it now. Only the grace's
+// additions use it: expectedNodes keeps its answer until the view reports a change of
+// membership, and a node whose stale report the view had not marked stale yet (it marks them
+// every TTL/8) comes back as a load change, which it does not report.
+func (s *Server) liveRefs() []purge.NodeRef {
+	nodes := s.Fleet().Nodes()
+	refs := make([]purge.NodeRef, len(nodes))
+	for i, n := range nodes {
+		refs[i] = purge.NodeRef{PoP: n.PoP, Node: n.ID}
+	}
+	return refs
+}
+
+// runGrace, while receipts are held (holdReceipts), adds the nodes that register to them as
+// the fleet view reports each change of membership, and releases them when the grace ends;
+// it sleeps otherwise. It runs until ctx ends. It times the end on the real clock; with
+// another (Server.now, in tests) the receipts are also released by the first read or purge
+// after the end on that clock (releaseReceipts).
+func (s *Server) runGrace(ctx context.Context, view *fleet.View) {
+	for {
+		until := s.heldUntil.Load()
+		if until == nil {
+			select {
+			case <-s.graceWake:
+				continue
+			case <-ctx.Done():
+				return
+			}
+		}
+		changed := view.MembersChanged() // before the nodes are read: a change after wakes it
+		s.expectRegistered()
+		t := time.NewTimer(until.Sub(s.clock()))
+		select {
+		case <-t.C:
+		case <-changed:
+		case <-s.graceWake:
+		case <-ctx.Done():
+			t.Stop()
+			return
+		}
+		t.Stop()
+	}
 }
 
 // graceCause says what began the grace, for an error message.
@@ -392,6 +505,7 @@ func (s *Server) errNoHostConfig(host string) error {
 // requestReceipts returns the receipts of request id, or writes a 404 (or a 403 for a host
 // outside the token's hosts) and returns false.
 func (s *Server) requestReceipts(w http.ResponseWriter, r *http.Request, id string) ([]purge.Receipt, bool) {
+	s.expectRegistered()
 	tr := s.Tracker()
 	var receipts []purge.Receipt
 	for _, k := range purgeKinds {

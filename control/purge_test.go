@@ -689,10 +689,11 @@ func nodeStatuses(resp purge.Response) map[string]string {
 }
 
 // twoNodeFleet is a control without a purge rate limit, serving hostA, with two nodes (ams/n1
-// and fra/n1) registered in its fleet view; stopAms and stopFra stop each one's registrar.
+// and fra/n1) registered in its fleet view; stopAms and stopFra stop each one's registrar. It
+// starts past the grace, whose receipts are held until it ends.
 func twoNodeFleet(t *testing.T) (ts *testServer, stopAms, stopFra func()) {
 	t.Helper()
-	ts = startServer(t, Config{PurgeRate: -1})
+	ts = startServer(t, Config{PurgeRate: -1}, pastStartGrace)
 	if err := fleet.PutHost(t.Context(), ts.JetStream(), "", wire.HostConfig{Host: hostA, Origin: "http://127.0.0.1:8080"}); err != nil {
 		t.Fatalf("PutHost: %v", err)
 	}

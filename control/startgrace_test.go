@@ -24,8 +24,9 @@ type fakeClock = clocktest.Clock
 
 func newFakeClock() *fakeClock { return clocktest.New(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)) }
 
-// pastStartGrace is a startServer setup for tests that purge hosts nobody serves: its clock
-// reads the real time until Ready is closed (readyAt, and a reconnect of control's NATS before
+// pastStartGrace is a startServer setup for tests that purge hosts nobody serves, or whose
+// purges' receipts must not be held for registrations until the grace ends: its clock reads
+// the real time until Ready is closed (readyAt, and a reconnect of control's NATS before
 // it, read it) and a day later ever after, so the start-up grace is over as soon as the server
 // is ready (a reconnect of control's NATS connection after that would start it again).
 func pastStartGrace(s *Server) {

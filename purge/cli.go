@@ -124,6 +124,10 @@ func NewCommand() *cobra.Command {
 					n += len(p.Pending)
 					gone += len(p.Unreachable)
 				}
+				if until := awaitingUntil(resp); until != nil {
+					return fmt.Errorf("purge %s: not complete after %s: %d node acks pending, and control waits until %s for nodes to register again "+
+						"(it started, or its NATS connection came back, a moment ago; see GET /v1/purges/%s)", resp.ID, wait, n, until.Format(time.RFC3339), resp.ID)
+				}
 				if gone > 0 {
 					return fmt.Errorf("purge %s: %d node acks still pending after %s, %d of them from nodes no longer registered "+
 						"(they ack when they come back; if they are gone for good: DELETE /v1/purges/%s/unreachable)", resp.ID, n, wait, gone, resp.ID)
@@ -250,10 +254,24 @@ func receiptNodes(r Response) int {
 	return n
 }
 
+// awaitingUntil is the latest AwaitingRegistrationsUntil of r's receipts, nil when none is
+// held for registrations.
+func awaitingUntil(r Response) *time.Time {
+	var until *time.Time
+	for _, p := range r.Purges {
+		if u := p.AwaitingRegistrationsUntil; u != nil && (until == nil || u.After(*until)) {
+			until = u
+		}
+	}
+	return until
+}
+
 // printReceipt writes the response as a summary line and a table of nodes.
 func printReceipt(w io.Writer, r Response) error {
 	state := "pending"
 	switch {
+	case !r.Complete && awaitingUntil(r) != nil:
+		state = "pending, waiting until " + awaitingUntil(r).Format(time.RFC3339) + " for nodes to register again"
 	case r.Complete && receiptNodes(r) == 0:
 		state = "complete, but 0 of 0 nodes: no node was registered to confirm it"
 	case r.Complete:

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files in testdata")
@@ -474,5 +475,20 @@ func TestReceiptTableHitsAndSoft(t *testing.T) {
 				t.Errorf("row %q: HITS %q, want %q", row, got, c.wantHits)
 			}
 		})
+	}
+}
+
+// A receipt held for registrations says so in the summary line, and until when.
+func TestReceiptSummaryAwaitingRegistrations(t *testing.T) {
+	until := time.Date(2026, 12, 8, 1, 0, 4, 0, time.UTC)
+	r := Response{ID: "r1", Purges: []Receipt{{ID: "r1-all", Seq: 7, Kind: KindAll, AwaitingRegistrationsUntil: &until,
+		PoPs: []PoPReceipt{{PoP: "ams", Nodes: []NodeAck{{Node: "n1", Acked: true, Status: NodeAcked, LatencyMs: 1}}}}}}}
+	var out bytes.Buffer
+	if err := printReceipt(&out, r); err != nil {
+		t.Fatal(err)
+	}
+	first, _, _ := strings.Cut(out.String(), "\n")
+	if want := "purge r1: pending, waiting until 2026-12-08T01:00:04Z for nodes to register again"; first != want {
+		t.Errorf("summary %q, want %q", first, want)
 	}
 }

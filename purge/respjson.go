@@ -127,6 +127,7 @@ func (e *respEncoder) receipt(r Receipt) {
 	e.raw(`,"complete":`)
 	e.boolean(r.Complete)
 	e.optTime(`,"completed_at":`, r.CompletedAt)
+	e.optTime(`,"awaiting_registrations_until":`, r.AwaitingRegistrationsUntil)
 	e.raw(`,"duration_ms":`)
 	e.float(r.DurationMs)
 	e.raw(`,"pops":`)

@@ -67,7 +67,7 @@ func randResponse(r *rand.Rand) Response {
 	}
 	for i := range resp.Purges {
 		rc := Receipt{ID: str(), Host: str(), Kind: Kind(str()), Soft: r.IntN(2) == 0, IssuedAt: tm(),
-			Complete: r.IntN(2) == 0, CompletedAt: ptm(), DurationMs: flt(),
+			Complete: r.IntN(2) == 0, CompletedAt: ptm(), AwaitingRegistrationsUntil: ptm(), DurationMs: flt(),
 			Pending: refs(), Unreachable: refs(), Gone: refs()}
 		if r.IntN(2) == 0 {
 			rc.Seq = r.Uint64N(1 << 40)

@@ -49,7 +49,8 @@ var (
 )
 
 // Receipt is what is known about one purge's propagation: every node that was registered when
-// it was issued, with its state: acked (and when), pending, unreachable (left the registry
+// it was issued (and, for a receipt held for registrations, every node that registered while
+// it was held), with its state: acked (and when), pending, unreachable (left the registry
 // without acking) or declared gone.
 type Receipt struct {
 	ID       string    `json:"id"`
@@ -58,9 +59,15 @@ type Receipt struct {
 	Kind     Kind      `json:"kind"`
 	Soft     bool      `json:"soft,omitempty"`
 	IssuedAt time.Time `json:"issued_at"`
-	// Complete is true once every expected node acked or was declared gone.
+	// Complete is true once every expected node acked or was declared gone, and the receipt
+	// is no longer held for registrations.
 	Complete    bool       `json:"complete"`
 	CompletedAt *time.Time `json:"completed_at,omitempty"`
+	// AwaitingRegistrationsUntil is set while the receipt is held for registrations
+	// (Tracker.HoldNew): its issuer did not know yet every node that must ack (control's fleet
+	// view, right after a restart, lacks the nodes that have not registered again). Until then,
+	// on the issuer's clock, it is not complete, and nodes that register are added to it.
+	AwaitingRegistrationsUntil *time.Time `json:"awaiting_registrations_until,omitempty"`
 	// DurationMs is from IssuedAt to the last ack received (so far, if not complete).
 	DurationMs float64      `json:"duration_ms"`
 	PoPs       []PoPReceipt `json:"pops"`
@@ -169,12 +176,23 @@ type Tracker struct {
 	// readers copy what they need under mu).
 	pending, spare *pendingIndex
 	// seqChanges counts the known sequences SetSeq changed (a purge registered and published
-	// again): an index built before sorts such a receipt by its old one and is not used.
+	// again): an index built before sorts such a receipt by its old one and is not used. Nodes
+	// added to held receipts (Expect, Release) count too: the index does not list them.
 	seqChanges atomic.Uint64
 	// joins are the join acks (Ack.Through) of the last joinMemory, for the purges whose
 	// sequence the tracker learns after one came (SetSeq, or a node's ack): replaced, never
 	// changed in place, under mu; nil when there are none, so an ack costs one load.
 	joins atomic.Pointer[[]joinAck]
+	// hold, while not nil, holds every receipt registered for registrations (HoldNew until
+	// Release); held are those receipts, in registration order. Under mu.
+	hold *regHold
+	held []*entry
+}
+
+// regHold is one hold of new receipts for registrations (HoldNew), shared by the receipts it
+// holds.
+type regHold struct {
+	until atomic.Pointer[time.Time] // when the caller means to release them (HoldNew)
 }
 
 // joinAck is a node process's join: every purge up to through is in effect there.
@@ -203,9 +221,12 @@ type entry struct {
 	// nodes are the expected nodes, sorted by PoP then node (one allocation per purge: a map
 	// per purge for its acks cost more than the rest of the tracker); extra are the nodes
 	// that acked without being expected (they joined late), in arrival order.
-	nodes       []nodeState
-	extra       []nodeState
-	pending     int // expected nodes neither acked nor gone
+	nodes   []nodeState
+	extra   []nodeState
+	pending int // expected nodes neither acked nor gone, and one more while held
+	// hold is the hold for registrations the receipt is under (HoldNew), nil when none: it
+	// counts one in pending until Release.
+	hold        *regHold
 	gone        int // expected nodes gone (a join ack may still ack them, also once complete)
 	completedAt time.Time
 	done        chan struct{}
@@ -447,10 +468,6 @@ func (t *Tracker) register(m Message, expected []NodeRef) (fresh bool) {
 	slices.SortFunc(e.nodes, func(a, b nodeState) int { return cmpRefs(a.ref, b.ref) })
 	e.nodes = slices.CompactFunc(e.nodes, func(a, b nodeState) bool { return a.ref == b.ref })
 	e.pending = len(e.nodes)
-	if e.pending == 0 {
-		e.completedAt = now
-		close(e.done)
-	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.serial++
@@ -459,6 +476,15 @@ func (t *Tracker) register(m Message, expected []NodeRef) (fresh bool) {
 		t.order = append(t.order, m.ID)
 		old.serial = t.serial
 		return false
+	}
+	if t.hold != nil {
+		e.hold = t.hold
+		e.pending++
+		t.held = append(t.held, e)
+	}
+	if e.pending == 0 {
+		e.completedAt = now
+		close(e.done)
 	}
 	e.serial = t.serial
 	t.order = append(t.order, m.ID)
@@ -509,6 +535,92 @@ func (t *Tracker) SetSeq(id string, seq uint64) {
 		}
 		e.mu.Unlock()
 	}
+}
+
+// HoldNew holds every receipt registered from now on for registrations, until Release: the
+// caller does not know yet every node that must ack (control right after a restart, before
+// the nodes whose registrations expired registered again). A held receipt is not complete,
+// whatever its nodes did; Expect adds nodes to it as they register. until is when the caller
+// means to release them, shown in their receipts (AwaitingRegistrationsUntil); called again
+// before Release, HoldNew moves it for every receipt held. Receipts registered before are
+// not held, and the cost of a registration outside a hold is a nil check.
+func (t *Tracker) HoldNew(until time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.hold == nil {
+		t.hold = &regHold{}
+	}
+	t.hold.until.Store(&until)
+}
+
+// Expect adds nodes to the expected nodes of every held receipt (HoldNew): a node that acked
+// one without being expected (it applied the purge before it registered) moves in with its
+// ack, any other is pending, unless a join ack of the last minute covers it. Nodes a receipt
+// expects already are left as they are.
+func (t *Tracker) Expect(nodes []NodeRef) {
+	t.mu.RLock()
+	held := t.held // appended to, never changed in place: this much of it stays as it is
+	t.mu.RUnlock()
+	t.expect(held, nodes, false)
+}
+
+// Release adds nodes to every held receipt as Expect does, then lifts the hold: each completes
+// once its expected nodes acked (or were declared gone), at once if they all have. Receipts
+// registered from now on are not held.
+func (t *Tracker) Release(nodes []NodeRef) {
+	t.mu.Lock()
+	held := t.held
+	t.hold, t.held = nil, nil
+	t.mu.Unlock()
+	t.expect(held, nodes, true)
+}
+
+// expect adds nodes to the receipts of held still under their hold, and lifts it if release.
+func (t *Tracker) expect(held []*entry, nodes []NodeRef, release bool) {
+	if len(held) == 0 {
+		return
+	}
+	// Before and after: an index askPending built, or a join ack's look-up through it, that
+	// overlaps the additions is not used (affectedLocked scans every receipt instead), and a
+	// join ack that came before a node was added is applied here (joins is read after).
+	t.seqChanges.Add(1)
+	defer t.seqChanges.Add(1)
+	now := t.now()
+	for _, e := range held {
+		e.mu.Lock()
+		if e.hold != nil {
+			if e.expectLocked(nodes) {
+				e.coverLocked(t.joins.Load(), now)
+			}
+			if release {
+				e.hold = nil
+				e.settleLocked(now)
+			}
+		}
+		e.mu.Unlock()
+	}
+}
+
+// expectLocked adds nodes to e's expected nodes: one that acked unexpected moves in with its
+// ack; any other is pending. It reports whether it added any.
+func (e *entry) expectLocked(nodes []NodeRef) bool {
+	added := false
+	for _, ref := range nodes {
+		i, found := slices.BinarySearchFunc(e.nodes, ref, func(n nodeState, r NodeRef) int { return cmpRefs(n.ref, r) })
+		if found {
+			continue
+		}
+		n := nodeState{ref: ref}
+		if j := slices.IndexFunc(e.extra, func(x nodeState) bool { return x.ref == ref }); j >= 0 {
+			n = e.extra[j]
+			e.extra = slices.Delete(e.extra, j, j+1)
+		} else {
+			e.pending++
+		}
+		e.nodes = slices.Insert(e.nodes, i, n)
+		added = true
+	}
+	return added
 }
 
 // Forget drops a receipt, e.g. when publishing the purge failed.
@@ -865,6 +977,10 @@ func (e *entry) receiptLocked(live map[NodeRef]bool) Receipt {
 	m := e.msg
 	r := Receipt{ID: m.ID, Seq: m.Seq, Host: m.Host, Kind: m.Kind, Soft: m.Soft, IssuedAt: m.IssuedAt,
 		Pending: []NodeRef{}, Unreachable: []NodeRef{}}
+	if e.hold != nil {
+		until := *e.hold.until.Load()
+		r.AwaitingRegistrationsUntil = &until
+	}
 	// Every node's line, sorted by PoP and node, then cut into PoPs: a handful of allocations per
 	// receipt rather than a few per node (the API builds one per purge it answers). pops[i] is
 	// the PoP of nodes[i].
@@ -941,7 +1057,8 @@ func (e *entry) receiptLocked(live map[NodeRef]bool) Receipt {
 		for j < len(nodes) && pops[j] == pops[i] {
 			j++
 		}
-		p := PoPReceipt{PoP: pops[i], Complete: true, Nodes: nodes[i:j:j]}
+		// Held, a PoP may have nodes that have not registered yet: not complete either.
+		p := PoPReceipt{PoP: pops[i], Complete: e.hold == nil, Nodes: nodes[i:j:j]}
 		var popLast time.Time
 		for _, n := range p.Nodes {
 			if n.Status == NodePending || n.Status == NodeUnreachable {

@@ -746,3 +746,86 @@ func TestPublisherRetryAfterFailedPublishKeepsReceipt(t *testing.T) {
 		}
 	}
 }
+
+// TestTrackerHoldForRegistrations: a receipt registered under HoldNew is not complete while
+// held, though every node it expects acked, and shows until when it is held (moved by a
+// later HoldNew); Expect adds nodes to it (one that acked unexpected moves in acked); Release
+// completes it at once when every node it lists acked, and leaves it pending on a node added
+// then that has not. Receipts registered before HoldNew or after Release are not held.
+func TestTrackerHoldForRegistrations(t *testing.T) {
+	ns := natstest.Start(t)
+	ctx := testContext(t)
+	nc, js := ns.Connect(t)
+	if err := EnsureStream(ctx, js, "", 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	tr := newTracker(t, nc)
+	n1, n2, n3 := NodeRef{"ams", "n1"}, NodeRef{"ams", "n2"}, NodeRef{"lhr", "n3"}
+	startNode(t, ns, n1.PoP, n1.Node)
+	startNode(t, ns, n2.PoP, n2.Node)
+	pub := &Publisher{JS: js, Tracker: tr}
+	publish := func() Message {
+		t.Helper()
+		m, err := pub.Publish(ctx, msg("www.example.com", KindAll), []NodeRef{n1})
+		if err != nil {
+			t.Fatalf("Publish: %v", err)
+		}
+		return m
+	}
+	waitComplete := func(id string) Receipt {
+		t.Helper()
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		r := tr.Wait(wctx, id)
+		if !r.Complete || r.CompletedAt == nil || r.AwaitingRegistrationsUntil != nil {
+			t.Fatalf("Wait(%s) = complete %v, completed_at %v, until %v; want complete and not held", id, r.Complete, r.CompletedAt, r.AwaitingRegistrationsUntil)
+		}
+		return r
+	}
+	waitComplete(publish().ID) // before any hold
+
+	until := time.Date(2026, 12, 8, 1, 0, 4, 0, time.UTC)
+	tr.HoldNew(until)
+	held := publish()
+	var r Receipt
+	wait.For(t, 10*time.Second, "n1 and n2 acked", func() bool {
+		r, _ = tr.Receipt(held.ID)
+		return len(r.PoPs) == 1 && len(r.PoPs[0].Nodes) == 2 && r.PoPs[0].Nodes[0].Acked && r.PoPs[0].Nodes[1].Acked
+	})
+	if r.Complete || r.PoPs[0].Complete || r.AwaitingRegistrationsUntil == nil || !r.AwaitingRegistrationsUntil.Equal(until) || !r.PoPs[0].Nodes[1].Unexpected {
+		t.Fatalf("held receipt, every node acked: complete %v (PoP %v), until %v, n2 %+v; want not complete, until %v, n2 unexpected",
+			r.Complete, r.PoPs[0].Complete, r.AwaitingRegistrationsUntil, r.PoPs[0].Nodes[1], until)
+	}
+	if done, _ := tr.Done(held.ID); func() bool {
+		select {
+		case <-done:
+			return true
+		default:
+			return false
+		}
+	}() {
+		t.Fatal("Done closed for a held receipt")
+	}
+	later := until.Add(time.Second)
+	tr.HoldNew(later)
+	tr.Expect([]NodeRef{n2})
+	r, _ = tr.Receipt(held.ID)
+	if r.AwaitingRegistrationsUntil == nil || !r.AwaitingRegistrationsUntil.Equal(later) || r.PoPs[0].Nodes[1].Unexpected || !r.PoPs[0].Nodes[1].Acked {
+		t.Fatalf("after HoldNew(later) and Expect(n2): until %v, n2 %+v; want %v, n2 acked and expected", r.AwaitingRegistrationsUntil, r.PoPs[0].Nodes[1], later)
+	}
+	tr.Release(nil)
+	waitComplete(held.ID)
+
+	tr.HoldNew(until)
+	late := publish()
+	wait.For(t, 10*time.Second, "n1 acked", func() bool {
+		r, _ = tr.Receipt(late.ID)
+		return len(r.PoPs) == 1 && r.PoPs[0].Nodes[0].Acked
+	})
+	tr.Release([]NodeRef{n3})
+	r, _ = tr.Receipt(late.ID)
+	if r.Complete || !slices.Equal(r.Pending, []NodeRef{n3}) || r.AwaitingRegistrationsUntil != nil {
+		t.Fatalf("released with lhr/n3 added: complete %v, pending %v, until %v; want lhr/n3 pending, not held", r.Complete, r.Pending, r.AwaitingRegistrationsUntil)
+	}
+	waitComplete(publish().ID) // after the release
+}
