@@ -139,3 +139,35 @@ func oneDialClients(t *testing.T) (h2 *http.Transport, h1tls *tls.Config, h3t *h
 	t.Cleanup(func() { h3t.Close() })
 	return h2, h1tls, h3t, dials
 }
+
+// TestH2ForbiddenTrailerAnswered: request trailers with a connection-specific field or a TE
+// other than trailers make the request malformed (RFC 9113, section 8.2.2); Go's HTTP/2 client
+// sends them (all but Transfer-Encoding) as given. The edge's HTTP/2 server reset the stream
+// with PROTOCOL_ERROR, and Go's client retried the request on a new connection without end.
+// Now the body fails, and the edge, which reads a body whole before it passes a request on,
+// answers 400 without asking the origin, as for a trailer value with white space
+// (TestEdgeSpaceTrailerAnswered).
+func TestH2ForbiddenTrailerAnswered(t *testing.T) {
+	s, n := tlsEdge(t, TLSConfig{Dev: true})
+	for _, field := range [][2]string{{"Connection", "close"}, {"Keep-Alive", "1"}, {"Te", "gzip"}} {
+		h2, _, _, dials := oneDialClients(t)
+		req, err := http.NewRequest(http.MethodPost, "https://"+n.HTTPSAddr()+"/o", strings.NewReader("body"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = testHost
+		req.Trailer = http.Header{field[0]: {field[1]}}
+		resp, err := h2.RoundTrip(req)
+		if err != nil {
+			t.Errorf("trailer %s: %v (%d connections)", field, err, dials.Load())
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest || dials.Load() != 1 {
+			t.Errorf("trailer %s: status %d over %d connections, want 400 over 1", field, resp.StatusCode, dials.Load())
+		}
+	}
+	if got := s.origin.Requests("/o"); got != 0 {
+		t.Errorf("origin saw %d requests, want none", got)
+	}
+}

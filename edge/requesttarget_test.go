@@ -187,26 +187,30 @@ func TestTargetWithSpaceRefused(t *testing.T) {
 // TestTEWithoutCaseOverHTTP2: "te: Trailers" is "trailers" (RFC 9110 section 10.1.4 with
 // RFC 5234 section 2.3: a literal in ABNF is case-insensitive), the one TE an HTTP/2 request
 // may carry (RFC 9113 section 8.2.2), as nginx and Varnish accept it; the edge's HTTP/2 server
-// reset the stream. Any other value is still malformed. (net/http's HTTP/2 server, http2: std,
-// and quic-go's HTTP/3 server compare case-sensitively and reset it.)
+// reset the stream. Any other value is still malformed: answered 400, then reset with
+// PROTOCOL_ERROR (edge/h2's TestMalformedAnswered400), and never sent upstream. (net/http's
+// HTTP/2 server, http2: std, and quic-go's HTTP/3 server compare case-sensitively and reset it.)
 func TestTEWithoutCaseOverHTTP2(t *testing.T) {
 	o, n := targetEdge(t, HTTP2Fast)
 	h2 := dialH2Raw(t, n.HTTPSAddr())
 	for i, tt := range []struct {
 		te   string
-		want int // 0: reset
+		want int // 400: then a reset, and nothing upstream
 	}{
 		{"trailers", http.StatusOK},
 		{"Trailers", http.StatusOK},
 		{"TRAILERS", http.StatusOK},
-		{"gzip", 0},
-		{"trailers, gzip", 0},
+		{"gzip", http.StatusBadRequest},
+		{"trailers, gzip", http.StatusBadRequest},
 	} {
 		before := o.count()
 		status, code := h2.request(uint32(2*i+1), ":method", "GET", ":scheme", "https", ":authority", testHost, ":path", "/te/"+fmt.Sprint(i), "te", tt.te)
-		if tt.want == 0 {
-			if status != 0 || code != http2.ErrCodeProtocol {
-				t.Errorf("te %q: %d (reset %v), want a PROTOCOL_ERROR reset", tt.te, status, code)
+		if tt.want == http.StatusBadRequest {
+			if status != tt.want || code != http2.ErrCodeProtocol {
+				t.Errorf("te %q: %d (reset %v), want 400, then a PROTOCOL_ERROR reset", tt.te, status, code)
+			}
+			if sent := o.since(before); len(sent) != 0 {
+				t.Errorf("te %q: origin was sent %q", tt.te, sent)
 			}
 			continue
 		}

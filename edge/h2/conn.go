@@ -58,6 +58,7 @@ const clientPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 var (
 	errStreamClosed  = errors.New("h2: stream closed")
 	errTrailerValue  = errors.New("h2: a request trailer field's value starts or ends with white space (RFC 9113, section 8.2.1)")
+	errTrailerField  = errors.New("h2: a request trailer is a connection-specific field, or TE other than trailers (RFC 9113, section 8.2.2)")
 	errWindowTimeout = errors.New("h2: the client granted no flow-control window within the write timeout")
 )
 
@@ -130,6 +131,10 @@ type conn struct {
 	// returned, for the next streams, recycled with the header maps.
 	freeValues []*[16]string
 	frameHdr   [9]byte // a DATA frame's header being written
+	// answered is a request openLocked answered itself (431, 400), for Server.Answered,
+	// which the reader calls once it has let go of mu.
+	answered       *stream
+	answeredStatus int
 }
 
 // maxFreeHeaders bounds freeHeaders; maxRecycledFields keeps a map a handler grew far past a
@@ -613,7 +618,16 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) action {
 	c.mu.Lock()
 	st, act := c.openLocked(f)
 	if st == nil {
+		answered, status := c.answered, c.answeredStatus
+		c.answered = nil
 		c.mu.Unlock()
+		if answered != nil && c.srv.Answered != nil {
+			reason := answered.bad.reason()
+			if status == http.StatusRequestHeaderFieldsTooLarge {
+				reason = "request header list over max_header_bytes"
+			}
+			c.srv.Answered(answered.req, status, reason)
+		}
 		return act
 	}
 	busy := c.running > 0
@@ -653,20 +667,25 @@ func (c *conn) openLocked(f *http2.MetaHeadersFrame) (*stream, action) {
 		switch {
 		case st.remoteDone:
 			c.resetLocked(id, http2.ErrCodeStreamClosed)
-		case !f.StreamEnded() || len(f.PseudoFields()) > 0 || slices.ContainsFunc(f.RegularFields(), malformedName):
-			// Trailers end the stream, without pseudo-fields, and are held to the rules of
-			// the header's fields (RFC 9113, section 8.2).
+		case !f.StreamEnded() || len(f.PseudoFields()) > 0:
+			// Trailers end the stream, without pseudo-fields (RFC 9113, section 8.1).
 			c.resetLocked(id, http2.ErrCodeProtocol)
 		case st.declaredLen >= 0 && st.gotLen != st.declaredLen:
 			c.resetLocked(id, http2.ErrCodeProtocol)
-		case slices.ContainsFunc(f.RegularFields(), edgeSpaceField):
-			// A value with white space at either end makes the request malformed (section
-			// 8.2.1), but a reset with PROTOCOL_ERROR has Go's client, which sends such
-			// trailers, retry the request on a new connection without end (as for such a
-			// header field: openLocked's 400). The request is not passed on whole: its body
-			// fails, after the data that came, and the handler answers (section 8.1.1 lets
-			// a server answer a malformed request), the stream then ending as any other.
-			st.body.endLocked(errTrailerValue) // kept: remoteEndLocked's io.EOF comes second
+		case slices.ContainsFunc(f.RegularFields(), malformedName), slices.ContainsFunc(f.RegularFields(), edgeSpaceField):
+			// Trailers are held to the rules of the header's fields (section 8.2): a
+			// connection-specific field, TE other than trailers or a value with white space
+			// at either end makes the request malformed, but a reset with PROTOCOL_ERROR has
+			// Go's client, which sends such trailers, retry the request on a new connection
+			// without end (as for such a header field: openLocked's 400). The request is not
+			// passed on whole: its body fails, after the data that came, and the handler
+			// answers (section 8.1.1 lets a server answer a malformed request), the stream
+			// then ending as any other.
+			err := errTrailerValue
+			if slices.ContainsFunc(f.RegularFields(), malformedName) {
+				err = errTrailerField
+			}
+			st.body.endLocked(err) // kept: remoteEndLocked's io.EOF comes second
 			c.remoteEndLocked(st)
 			c.cond.Broadcast()
 		default:
@@ -705,19 +724,30 @@ func (c *conn) openLocked(f *http2.MetaHeadersFrame) (*stream, action) {
 		return nil, keepReading
 	}
 	c.streams[id] = st
-	if f.Truncated || st.badValue {
-		// A header list over the limit: 431, as net/http answers it; a value with white
-		// space at either end: 400 (RFC 9113, section 8.2.1). No handler will end the
-		// stream: its context, registered with the connection's, is released here. A
-		// request with more to come is then reset with NO_ERROR (localEndLocked), as any
-		// answer given before its request's end.
+	if f.Truncated || st.bad != 0 {
+		// A header list over the limit: 431, as net/http answers it; a malformed request
+		// newStream found answerable: 400 (RFC 9113, sections 8.1.1 and 8.2.1). No handler
+		// will end the stream: its context, registered with the connection's, is released
+		// here. A request with more to come is then reset with NO_ERROR (localEndLocked), as
+		// any answer given before its request's end. Server.Answered hears of it (onHeaders).
 		status := http.StatusBadRequest
 		if f.Truncated {
 			status = http.StatusRequestHeaderFieldsTooLarge
 		}
 		st.cancel()
-		c.writeHeaderBlockLocked(st, c.encodeStatusOnly(status), true)
-		c.localEndLocked(st)
+		if st.bad == badConnectionField && !f.Truncated {
+			// The fields section 8.2.2 names, which h2spec holds to a stream error: the
+			// 400 goes out without END_STREAM, then RST_STREAM PROTOCOL_ERROR (section 8.1.1:
+			// a response "prior to closing or resetting the stream"). Go's client takes the
+			// response when both come (golang.org/issue/49645) and does not retry it.
+			c.writeHeaderBlockLocked(st, c.encodeStatusOnly(status), false)
+			c.flushLocked() // in a write of its own, as localEndLocked's answer
+			c.resetLocked(id, http2.ErrCodeProtocol)
+		} else {
+			c.writeHeaderBlockLocked(st, c.encodeStatusOnly(status), true)
+			c.localEndLocked(st)
+		}
+		c.answered, c.answeredStatus = st, status
 		return nil, keepReading
 	}
 	if c.idleSet {

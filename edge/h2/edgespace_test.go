@@ -15,7 +15,9 @@ import (
 // that section asks, without its handler: it was reset with PROTOCOL_ERROR, which Go's
 // client answers by retrying the request on a new connection, without end. A request with
 // a body still to come is then reset with NO_ERROR, as after a 431. A field HTTP/2 forbids
-// whatever its value (connection-specific, TE other than trailers) is still reset.
+// whatever its value (connection-specific, TE other than trailers) is answered 400 too, then
+// reset with PROTOCOL_ERROR (TestMalformedAnswered400); another fault of the request is
+// still reset without an answer.
 func TestEdgeSpaceValueAnswered400(t *testing.T) {
 	ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		t.Errorf("handler called for %q %v", r.RequestURI, r.Header)
@@ -77,13 +79,22 @@ func TestEdgeSpaceValueAnswered400(t *testing.T) {
 			})
 		})
 	}
-	// Nor does a value's white space hide another fault of the request, before or after it.
+	// Nor does a value's white space hide another fault of the request, before or after it: a
+	// forbidden field's 400 still ends with the reset, and another fault is reset unanswered.
 	for _, fields := range [][]string{
 		{"connection", "close "},
 		{"te", "gzip "},
 		{"x-a", "1 ", "connection", "close"},
 		{"connection", "close", "x-a", "1 "},
 		{"x-a", "1 ", "te", "gzip"},
+	} {
+		c := dialRaw(t, ts)
+		c.headers(1, true, "/", fields...)
+		if s, code := c.answerAndReset(1); s != "400" || code != http2.ErrCodeProtocol {
+			t.Errorf("%q: status %s, then %v; want 400, then PROTOCOL_ERROR", fields, s, code)
+		}
+	}
+	for _, fields := range [][]string{
 		{"x-a", "1 ", "content-length", "x"},
 		{"x-a", "1 ", "host", "b"},
 	} {
@@ -97,8 +108,8 @@ func TestEdgeSpaceValueAnswered400(t *testing.T) {
 // makes the request malformed (RFC 9113, section 8.2.1), but its stream is not reset with
 // PROTOCOL_ERROR, which Go's client (which sends such trailers) takes for a reason to retry
 // the request on a new connection, without end: the handler reads the body's data, then an
-// error (the request is not whole), and answers; the stream ends with that answer. Trailers
-// with a field HTTP/2 forbids whatever its value are still reset.
+// error (the request is not whole), and answers; the stream ends with that answer. So do
+// trailers with a field HTTP/2 forbids whatever its value (errTrailerField), which were reset.
 func TestEdgeSpaceTrailer(t *testing.T) {
 	got := make(chan string, 1)
 	ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -125,13 +136,17 @@ func TestEdgeSpaceTrailer(t *testing.T) {
 	if want := fmt.Sprintf("%q %v", "body", errTrailerValue); status != "400" || <-got != want {
 		t.Errorf("status %q, want the handler's 400 after it read %s", status, want)
 	}
-	for _, field := range [][2]string{{"connection", "close "}, {"te", " trailers"}} {
+	for _, field := range [][2]string{{"connection", "close "}, {"te", " trailers"}, {"te", "gzip"}} {
 		c := dialRaw(t, ts)
 		c.headers(1, false, "/")
 		c.buf.Reset()
 		c.enc.WriteField(hpack.HeaderField{Name: field[0], Value: field[1]})
 		c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: c.buf.Bytes(), EndStream: true, EndHeaders: true})
-		c.wantReset(1, http2.ErrCodeProtocol, true)
-		<-got // the handler read until the reset
+		if s := c.wantAnswer(1); s != "400" {
+			t.Errorf("trailer %q: status %s, want the handler's 400", field, s)
+		}
+		if read, want := <-got, fmt.Sprintf("%q %v", "", errTrailerField); read != want {
+			t.Errorf("trailer %q: the handler read %s, want %s", field, read, want)
+		}
 	}
 }

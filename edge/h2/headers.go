@@ -49,7 +49,10 @@ var (
 func newHeaderBlock(maxList uint32) *headerBlock {
 	b := &headerBlock{maxList: maxList}
 	b.dec = hpack.NewDecoder(4096, b.emit)
-	b.dec.SetMaxStringLength(int(min(maxList, 1<<30)))
+	// A string as long as a whole block may be (read's budget): one field over the limit
+	// is decoded, then dropped, and answered 431. At the limit itself, the decoder failed
+	// with a compression error, which ended the connection.
+	b.dec.SetMaxStringLength(int(min(2*int64(maxList), 1<<30)))
 	return b
 }
 
@@ -70,9 +73,16 @@ func (b *headerBlock) read(fr *http2.Framer, hf *http2.HeadersFrame) (*http2.Met
 		// Far over the limit, or more after an invalid field (whose size stopped being
 		// counted): the connection ends rather than decode what will be refused. The whole
 		// block counts, not each fragment: bytes that decode to no field (size updates)
-		// could otherwise come in CONTINUATION frames for ever.
+		// could otherwise come in CONTINUATION frames for ever. A block over the limit
+		// (Truncated) is read to its end, for its 431, while it stays within twice the limit
+		// in all: it ended the connection at its next CONTINUATION frame, as x/net's
+		// server does, and a Go client's 70 KiB field got a GOAWAY, not its 431.
 		b.blockLen += int64(len(frag))
-		if b.blockLen > 2*int64(b.remain+b.trailersRemain) || b.invalid != nil {
+		budget := 2 * int64(b.remain+b.trailersRemain)
+		if b.meta.Truncated {
+			budget = 2 * int64(b.maxList)
+		}
+		if b.blockLen > budget || b.invalid != nil {
 			return nil, http2.ConnectionError(http2.ErrCodeProtocol)
 		}
 		if len(frag) == 0 && hc != hf {

@@ -385,7 +385,7 @@ func TestLateEndOfRequestNeverServed(t *testing.T) {
 		{name: "refused", setup: func(s *Server) { s.MaxConcurrentStreams = 1 },
 			want: []string{"RST_STREAM REFUSED_STREAM"}},
 		{name: "connection-specific field", fields: []string{"connection", "close"},
-			want: []string{"RST_STREAM PROTOCOL_ERROR"}},
+			want: []string{"HEADERS 400", "RST_STREAM PROTOCOL_ERROR"}},
 		{name: "upper-case field name", fields: []string{"X-Upper", "1"},
 			want: []string{"RST_STREAM PROTOCOL_ERROR"}},
 		{name: "depends on itself", selfPrio: true,

@@ -1,6 +1,7 @@
 package h2
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -34,9 +35,9 @@ type stream struct {
 	recvWindow  int64
 	recvUnacked int64
 	declaredLen int64 // the request's Content-Length, -1 if none
-	// badValue: a field's value starts or ends with white space, which makes the request
-	// malformed (RFC 9113, section 8.2.1); it is answered 400, its handler never called.
-	badValue   bool
+	// bad: the request is malformed in a way that is answered 400, its handler never called
+	// (RFC 9113, sections 8.1.1 and 8.2.1), rather than reset.
+	bad        malformed
 	gotLen     int64
 	remoteDone bool // the client sent END_STREAM
 	localDone  bool // the response ended
@@ -49,19 +50,26 @@ type stream struct {
 func (c *conn) newStream(id uint32, f *http2.MetaHeadersFrame) *stream {
 	var method, path, scheme, authority string
 	hasAuthority := false
+	var bad malformed // the fault that is answered 400 (openLocked): the first, or a forbidden field
 	for _, hf := range f.PseudoFields() {
-		if edgeSpace(hf.Value) {
-			return nil // section 8.2.1 holds for pseudo-fields' values too
+		v := hf.Value
+		if edgeSpace(v) {
+			// Section 8.2.1 holds for pseudo-fields' values too. Answered 400, as nginx answers
+			// it: curl sends such a value (-X "GET ", --request-target "/x ") and reported the
+			// reset as a stream error. The request is read without the white space, so that its
+			// other faults still get the reset, and the answer is logged with its target.
+			bad = cmp.Or(bad, badPseudoSpace)
+			v = strings.Trim(v, " \t")
 		}
 		switch hf.Name {
 		case ":method":
-			method = hf.Value
+			method = v
 		case ":path":
-			path = hf.Value
+			path = v
 		case ":scheme":
-			scheme = hf.Value
+			scheme = v
 		case ":authority":
-			authority, hasAuthority = hf.Value, true
+			authority, hasAuthority = v, true
 		default: // :status, or :protocol, which we do not allow (no SETTINGS_ENABLE_CONNECT_PROTOCOL)
 			return nil
 		}
@@ -78,18 +86,21 @@ func (c *conn) newStream(id uint32, f *http2.MetaHeadersFrame) *stream {
 	header := make(http.Header, len(regular))
 	values := make([]string, len(regular)) // one backing array for the common one-value fields
 	cookies := 0
-	badValue := false
 	for i, hf := range regular {
 		if malformedName(hf) {
-			return nil
+			// Malformed (section 8.2.2), answered 400: Go's client sends a TE other than
+			// trailers as given, and retried the request reset with PROTOCOL_ERROR on a new
+			// connection without end. nginx serves it. The field is not kept.
+			bad = badConnectionField // over any other: its answer ends with the reset h2spec looks for
+			continue
 		}
 		if edgeSpace(hf.Value) {
 			// Malformed too (section 8.2.1), but answered 400 rather than reset, as that
 			// section asks: Go's client retries a request reset with PROTOCOL_ERROR on a new
 			// connection, and sends such values (openLocked). The fields after it are still
-			// checked: a forbidden one gets the reset. One test of the value per field: a
+			// checked: a fault that is reset still is. One test of the value per field: a
 			// valid one costs no more than before d79979a.
-			badValue = true
+			bad = cmp.Or(bad, badValueSpace)
 		}
 		if hf.Name == "cookie" {
 			cookies++
@@ -141,8 +152,14 @@ func (c *conn) newStream(id uint32, f *http2.MetaHeadersFrame) *stream {
 	case strings.IndexByte(path, ' ') >= 0:
 		// No request-target holds a space (RFC 9110 section 4.1): an invalid :path makes the
 		// request malformed (section 8.3.1). net/url takes it, and it went upstream as "%20".
-		// requestURL takes no path with a space: the plain path is not scanned again.
-		return nil
+		// Answered 400, as nginx answers it: Go's client sends such a :path (URL.Opaque) and
+		// retried the reset request on a new connection without end. requestURL takes no
+		// path with a space: the plain path is not scanned again.
+		bad = cmp.Or(bad, badTargetSpace)
+		var err error
+		if u, err = url.ParseRequestURI(path); err != nil {
+			return nil
+		}
 	default:
 		var err error
 		if u, err = url.ParseRequestURI(path); err != nil {
@@ -174,7 +191,7 @@ func (c *conn) newStream(id uint32, f *http2.MetaHeadersFrame) *stream {
 		recvWindow:  recvStreamWindow,
 		declaredLen: declared,
 		remoteDone:  endStream,
-		badValue:    badValue,
+		bad:         bad,
 	}
 	st.ctx, st.cancel = context.WithCancel(c.ctx)
 	if u == nil {
@@ -218,6 +235,31 @@ func malformedName(hf hpack.HeaderField) bool {
 		return !h1fields.EqualFold(hf.Value, "trailers")
 	}
 	return false
+}
+
+// malformed is a fault of a request that is answered 400 rather than reset; 0 is none.
+type malformed uint8
+
+const (
+	badValueSpace malformed = iota + 1
+	badPseudoSpace
+	badTargetSpace
+	badConnectionField
+)
+
+// reason says what is wrong, for Server.Answered.
+func (m malformed) reason() string {
+	switch m {
+	case badValueSpace:
+		return "a field value starts or ends with white space"
+	case badPseudoSpace:
+		return "a pseudo-field value starts or ends with white space"
+	case badTargetSpace:
+		return "a space in :path"
+	case badConnectionField:
+		return "a connection-specific field, or TE other than trailers"
+	}
+	return ""
 }
 
 // edgeSpaceField reports whether hf's value starts or ends with white space.
