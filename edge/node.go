@@ -504,6 +504,7 @@ func (n *Node) ServeListeners(ctx context.Context, ls Listeners) error {
 				IdleTimeout:    tlsSrv.IdleTimeout,
 				WriteTimeout:   n.sendTimeout,
 				ErrorLog:       slog.NewLogLogger(n.log.Handler(), slog.LevelError), // handler panics
+				Answered:       n.h2Answered,                                        // its own 400s and 431s, logged and counted
 			}).Configure(tlsSrv)
 		}
 		shutdownTLS := func(ctx context.Context) error {

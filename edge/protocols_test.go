@@ -58,6 +58,13 @@ func (c *h2Raw) request(id uint32, fields ...string) (int, http2.ErrCode) {
 	if err := c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: c.buf.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
 		c.t.Fatal(err)
 	}
+	return c.answer(id)
+}
+
+// answer reads frames until stream id's answer ends and returns its status (0 if the stream
+// was reset before it, with the reset's code).
+func (c *h2Raw) answer(id uint32) (int, http2.ErrCode) {
+	c.t.Helper()
 	status := 0
 	for {
 		f, err := c.fr.ReadFrame()

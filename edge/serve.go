@@ -400,6 +400,17 @@ func viaHas(via []string, name string) bool {
 	return false
 }
 
+// h2Answered logs and counts a request that edge/h2 answered itself, its handler never
+// called (h2.Server.Answered: a 431 for a header list over max_header_bytes, a 400 for a
+// malformed request), as the edge's own refusals (fail) are: an access log line with cache
+// "error" and the reason as its note, and meridian_edge_requests_total. They were in
+// neither, so an operator looking for why HTTP/2 clients failed saw nothing.
+func (n *Node) h2Answered(r *http.Request, status int, reason string) {
+	req := &request{r: r, proto: "h2"}
+	req.lw = logWriter{status: status, cacheStatus: "error", note: reason, start: n.clock(), since: n.since}
+	n.finish(&req.lw, req)
+}
+
 // fail answers with a short error and a Cache-Status that says nothing was forwarded.
 func (n *Node) fail(w *logWriter, req *request, status int, msg string) {
 	h := w.Header()
