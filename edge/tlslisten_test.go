@@ -45,8 +45,10 @@ func TestTLSHandshakeTimeout(t *testing.T) {
 	if r := getWith(t, c, "https://"+n.HTTPSAddr()+"/p"); r.status != http.StatusOK {
 		t.Errorf("another client got %d, want 200", r.status)
 	}
+	// Both are read in turn, each up to 5 s from the start (not from its own read: the one read
+	// second would otherwise have up to 10 s, net/http's own timeout, and pass without the fix).
 	for name, conn := range map[string]net.Conn{"silent": silent, "half a record": half} {
-		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		conn.SetReadDeadline(start.Add(5 * time.Second))
 		_, err := conn.Read(make([]byte, 1))
 		if ne, ok := err.(net.Error); ok && ne.Timeout() {
 			t.Errorf("%s client: still open after 5 s, want closed after %v", name, timeout)
@@ -247,7 +249,9 @@ func TestShutdownClosesHandshaking(t *testing.T) {
 // TestWebSocketOverTLSBytesUntouched: a WebSocket switched over TLS is the tunnel's: an
 // HTTP/1.0 head with Transfer-Encoding that the client sent right behind the upgrade's head
 // (so read through the guard before the switch) and one sent after the 101 reach the origin
-// unchanged.
+// unchanged. One sent only after the 101 is the case the guard's stop at the hijack
+// (http1.StopOnHijack, from the TLS server's ConnState) decides: a head the guard marks early
+// turns it off by itself. The tunnel is counted open over TLS as on the plain port.
 func TestWebSocketOverTLSBytesUntouched(t *testing.T) {
 	origin := startHTTP(t, "127.0.0.20", webSocketOrigin(func(conn net.Conn, brw *bufio.ReadWriter) {
 		io.Copy(conn, brw) // echo
@@ -255,30 +259,46 @@ func TestWebSocketOverTLSBytesUntouched(t *testing.T) {
 	_, n := tlsEdge(t, TLSConfig{Dev: true}, func(c *Config) {
 		c.Hosts = []wire.HostConfig{{Host: testHost, Origin: "http://" + origin}}
 	})
-	cfg := insecure(testHost)
-	cfg.NextProtos = []string{"http/1.1"}
-	c, err := tls.Dial("tcp", n.HTTPSAddr(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
 	tunnel := "POST /form HTTP/1.0\r\nHost: " + testHost + "\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
-	io.WriteString(c, "GET /up HTTP/1.1\r\nHost: "+testHost+"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"+tunnel)
-	br := bufio.NewReader(c)
-	r, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("upgrade answered %d, want 101", r.StatusCode)
-	}
-	io.WriteString(c, tunnel)
-	back := make([]byte, 2*len(tunnel))
-	if _, err := io.ReadFull(br, back); err != nil {
-		t.Fatalf("read the echo: %v", err)
-	}
-	if string(back) != tunnel+tunnel {
-		t.Errorf("echo %q, want %q twice", back, tunnel)
+	for _, tc := range []struct {
+		name, early string
+	}{
+		{"early and after the 101", tunnel},
+		{"after the 101 only", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := insecure(testHost)
+			cfg.NextProtos = []string{"http/1.1"}
+			c, err := tls.Dial("tcp", n.HTTPSAddr(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			io.WriteString(c, "GET /up HTTP/1.1\r\nHost: "+testHost+"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"+tc.early)
+			br := bufio.NewReader(c)
+			r, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.StatusCode != http.StatusSwitchingProtocols {
+				t.Fatalf("upgrade answered %d, want 101", r.StatusCode)
+			}
+			io.WriteString(c, tunnel)
+			back := make([]byte, len(tc.early)+len(tunnel))
+			if _, err := io.ReadFull(br, back); err != nil {
+				t.Fatalf("read the echo: %v", err)
+			}
+			if want := tc.early + tunnel; string(back) != want {
+				t.Errorf("echo %q, want %q", back, want)
+			}
+			if got, open := n.tunnels.count(), n.openConns.Load(); got != 1 || open != 1 {
+				t.Errorf("with a tunnel open over TLS: %d tunnels, %d open connections counted, want 1 and 1", got, open)
+			}
+			c.Close()
+			wait.For(t, 10*time.Second, "the tunnel to end", func() bool {
+				return n.tunnels.count() == 0 && n.openConns.Load() == 0
+			})
+		})
 	}
 }
