@@ -187,6 +187,16 @@ type Tracker struct {
 	// Release); held are those receipts, in registration order. Under mu.
 	hold *regHold
 	held []*entry
+	// heldNodes are the nodes the last Expect was given, sorted, and heldThrough how many of
+	// held (the first) list them all: the next Expect adds to those only its nodes not in
+	// heldNodes, and all its nodes to the receipts registered since, without visiting a
+	// receipt that lacks none (control calls it at every read of receipts in the grace, over
+	// every receipt held).
+	// Under mu; changed by Expect and Release only, which expectMu serialises (a call waits for
+	// the one before to finish its additions, so that what it reads then is so).
+	heldNodes   []NodeRef
+	heldThrough int
+	expectMu    sync.Mutex
 }
 
 // regHold is one hold of new receipts for registrations (HoldNew), shared by the receipts it
@@ -556,40 +566,53 @@ func (t *Tracker) HoldNew(until time.Time) {
 // Expect adds nodes to the expected nodes of every held receipt (HoldNew): a node that acked
 // one without being expected (it applied the purge before it registered) moves in with its
 // ack, any other is pending, unless a join ack of the last minute covers it. Nodes a receipt
-// expects already are left as they are.
-func (t *Tracker) Expect(nodes []NodeRef) {
-	t.mu.RLock()
-	held := t.held // appended to, never changed in place: this much of it stays as it is
-	t.mu.RUnlock()
-	t.expect(held, nodes, false)
-}
+// expects already are left as they are. It visits only the receipts registered since the last
+// call and, if it has nodes that call did not, the others: called again with the same nodes
+// and no new receipt, it does nothing.
+func (t *Tracker) Expect(nodes []NodeRef) { t.expect(nodes, false) }
 
 // Release adds nodes to every held receipt as Expect does, then lifts the hold: each completes
 // once its expected nodes acked (or were declared gone), at once if they all have. Receipts
 // registered from now on are not held.
-func (t *Tracker) Release(nodes []NodeRef) {
-	t.mu.Lock()
-	held := t.held
-	t.hold, t.held = nil, nil
-	t.mu.Unlock()
-	t.expect(held, nodes, true)
-}
+func (t *Tracker) Release(nodes []NodeRef) { t.expect(nodes, true) }
 
-// expect adds nodes to the receipts of held still under their hold, and lifts it if release.
-func (t *Tracker) expect(held []*entry, nodes []NodeRef, release bool) {
-	if len(held) == 0 {
+// expect adds nodes to the receipts held, and lifts the hold if release.
+func (t *Tracker) expect(nodes []NodeRef, release bool) {
+	t.expectMu.Lock()
+	defer t.expectMu.Unlock()
+	t.mu.Lock()
+	if t.hold == nil {
+		// Nothing held: what it was given would be added to the receipts of a hold to come.
+		t.mu.Unlock()
 		return
 	}
-	// Before and after: an index askPending built, or a join ack's look-up through it, that
-	// overlaps the additions is not used (affectedLocked scans every receipt instead), and a
-	// join ack that came before a node was added is applied here (joins is read after).
-	t.seqChanges.Add(1)
-	defer t.seqChanges.Add(1)
+	held, through, last := t.held, t.heldThrough, t.heldNodes // held is appended to, never changed in place
+	all := slices.SortedFunc(slices.Values(nodes), cmpRefs)
+	all = slices.Compact(all)
+	var add []NodeRef // the nodes the first through receipts may lack: not in the last call
+	for _, ref := range all {
+		if _, found := slices.BinarySearchFunc(last, ref, cmpRefs); !found {
+			add = append(add, ref)
+		}
+	}
+	if release {
+		t.hold, t.held, t.heldNodes, t.heldThrough = nil, nil, nil, 0
+	} else {
+		t.heldNodes, t.heldThrough = all, len(held)
+	}
+	t.mu.Unlock()
 	now := t.now()
-	for _, e := range held {
+	for i, e := range held {
+		nodes := all
+		if i < through {
+			if len(add) == 0 && !release {
+				continue
+			}
+			nodes = add
+		}
 		e.mu.Lock()
 		if e.hold != nil {
-			if e.expectLocked(nodes) {
+			if t.expectLocked(e, nodes) {
 				e.coverLocked(t.joins.Load(), now)
 			}
 			if release {
@@ -602,13 +625,21 @@ func (t *Tracker) expect(held []*entry, nodes []NodeRef, release bool) {
 }
 
 // expectLocked adds nodes to e's expected nodes: one that acked unexpected moves in with its
-// ack; any other is pending. It reports whether it added any.
-func (e *entry) expectLocked(nodes []NodeRef) bool {
+// ack; any other is pending. It reports whether it added any. Before its first addition it
+// counts a change in seqChanges: an index askPending built before does not list the node
+// in e, and one built after it saw that count sees the node (e's lock is held from before
+// the count until after the addition), so a join ack's look-up through it finds e; a join
+// ack kept before the caller's coverLocked reads the joins is applied by it.
+func (t *Tracker) expectLocked(e *entry, nodes []NodeRef) bool {
 	added := false
 	for _, ref := range nodes {
 		i, found := slices.BinarySearchFunc(e.nodes, ref, func(n nodeState, r NodeRef) int { return cmpRefs(n.ref, r) })
 		if found {
 			continue
+		}
+		if !added {
+			t.seqChanges.Add(1)
+			added = true
 		}
 		n := nodeState{ref: ref}
 		if j := slices.IndexFunc(e.extra, func(x nodeState) bool { return x.ref == ref }); j >= 0 {
@@ -618,7 +649,6 @@ func (e *entry) expectLocked(nodes []NodeRef) bool {
 			e.pending++
 		}
 		e.nodes = slices.Insert(e.nodes, i, n)
-		added = true
 	}
 	return added
 }

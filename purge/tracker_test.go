@@ -829,3 +829,99 @@ func TestTrackerHoldForRegistrations(t *testing.T) {
 	}
 	waitComplete(publish().ID) // after the release
 }
+
+// TestTrackerExpectVisitsOnlyWhatIsNew: during a hold, control calls Expect with the live nodes
+// at every change of membership and every read of receipts, over every receipt held (at 5,000
+// purges/s, 20,000 in the default 4 s grace). Expect with nodes every held receipt lists
+// already leaves the receipts alone (it does not lock one) and keeps askPending's index in use
+// (join acks do not scan every receipt); a receipt registered since gets them all, and none
+// given to an earlier call only; a node not seen before is added to every held receipt. Before, each call locked and searched every held
+// receipt for every node and invalidated the index whether it added a node or not.
+func TestTrackerExpectVisitsOnlyWhatIsNew(t *testing.T) {
+	ns := natstest.Start(t)
+	nc, _ := ns.Connect(t)
+	tr := newTracker(t, nc)
+	a, b, c := NodeRef{"ams", "a"}, NodeRef{"ams", "b"}, NodeRef{"fra", "c"}
+	tr.HoldNew(time.Now().Add(time.Hour))
+	var ids []string
+	register := func() string {
+		t.Helper()
+		m := msg("www.example.com", KindAll)
+		m.Seq = uint64(len(ids) + 1)
+		tr.Register(m, []NodeRef{a})
+		ids = append(ids, m.ID)
+		return m.ID
+	}
+	listed := func(id string) []NodeRef {
+		t.Helper()
+		r, ok := tr.Receipt(id)
+		if !ok {
+			t.Fatalf("no receipt %s", id)
+		}
+		return nodeNames(r)
+	}
+	indexUsed := func() bool {
+		tr.mu.RLock()
+		defer tr.mu.RUnlock()
+		return tr.pending != nil && tr.pending.seqChanges == tr.seqChanges.Load()
+	}
+	register()
+	register()
+	tr.Expect([]NodeRef{a, b})
+	tr.askPending(time.Hour) // builds the index; asks nobody (every receipt is younger)
+	if !indexUsed() {
+		t.Fatal("askPending's index not in use right after it was built")
+	}
+	tr.Expect([]NodeRef{b, a})
+	if !indexUsed() {
+		t.Error("Expect with nodes every held receipt lists invalidated askPending's index")
+	}
+
+	// A receipt registered since gets every node expected so far, without the others being
+	// locked: one of them is, by the test, until Expect returns.
+	fresh := register()
+	old := tr.lookup(ids[0])
+	old.mu.Lock()
+	returned := make(chan struct{})
+	go func() {
+		defer close(returned)
+		tr.Expect([]NodeRef{a, b})
+	}()
+	select {
+	case <-returned:
+	case <-time.After(10 * time.Second):
+		t.Error("Expect with no node new to the older held receipts waited for one's lock")
+	}
+	old.mu.Unlock()
+	<-returned
+	if got, want := listed(fresh), []NodeRef{a, b}; !slices.Equal(got, want) {
+		t.Errorf("receipt registered after Expect(a, b), then Expect(a, b): nodes %v, want %v", got, want)
+	}
+
+	tr.Expect([]NodeRef{a, b, c})
+	for _, id := range ids {
+		if got, want := listed(id), []NodeRef{a, b, c}; !slices.Equal(got, want) {
+			t.Errorf("receipt %s after Expect(a, b, c): nodes %v, want %v", id, got, want)
+		}
+	}
+	if indexUsed() {
+		t.Error("Expect added fra/c, and askPending's index, which does not list it, is still used")
+	}
+	// A node given before and not now (it left) is not added to a receipt registered since.
+	tr.Expect([]NodeRef{a})
+	later := register()
+	tr.Expect([]NodeRef{a})
+	if got, want := listed(later), []NodeRef{a}; !slices.Equal(got, want) {
+		t.Errorf("receipt registered after Expect(a, b, c), then Expect(a): nodes %v, want %v", got, want)
+	}
+	ids = ids[:len(ids)-1]
+
+	tr.Release([]NodeRef{a, b, c})
+	for _, id := range ids {
+		r, _ := tr.Receipt(id)
+		if r.AwaitingRegistrationsUntil != nil || r.Complete || len(r.Pending) != 3 {
+			t.Errorf("receipt %s after Release: until %v, complete %v, pending %v; want not held, a, b and c pending",
+				id, r.AwaitingRegistrationsUntil, r.Complete, r.Pending)
+		}
+	}
+}
