@@ -500,7 +500,29 @@ func (t *Tracker) register(m Message, expected []NodeRef) (fresh bool) {
 	t.order = append(t.order, m.ID)
 	t.entries[m.ID] = e
 	t.evictLocked(now)
+	if len(t.held) > 2*len(t.order) {
+		t.compactHeldLocked()
+	}
 	return true
+}
+
+// compactHeldLocked drops from held the receipts evicted (or forgotten) since they were held:
+// a hold lasts the grace, in which a sustained rate of purges evicts many, and each keeps its
+// expected nodes. Called when held is twice the receipts tracked, so its cost per registration
+// is constant. A new slice: Expect reads the old one without the lock.
+func (t *Tracker) compactHeldLocked() {
+	kept := make([]*entry, 0, len(t.order))
+	through := 0
+	for i, e := range t.held {
+		if t.entries[e.msg.ID] != e { // the id is set before the entry is shared, never after
+			continue
+		}
+		kept = append(kept, e)
+		if i < t.heldThrough {
+			through++
+		}
+	}
+	t.held, t.heldThrough = kept, through
 }
 
 // unorderLocked removes id from order. Only a purge registered again or forgotten (a failed

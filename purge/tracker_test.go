@@ -925,3 +925,36 @@ func TestTrackerExpectVisitsOnlyWhatIsNew(t *testing.T) {
 		}
 	}
 }
+
+// TestTrackerHoldKeepsNoEvictedReceipt: the receipts evicted during a hold (beyond
+// WithMaxPurges; at 5,000 purges/s the default 10,000 go in 2 s, of a 4 s grace) are not kept
+// by the hold: its list stays within twice the receipts tracked, and the ones kept are still
+// released. Before, the hold kept every receipt registered under it until its release, each
+// with its expected nodes (20 KB for 200 nodes).
+func TestTrackerHoldKeepsNoEvictedReceipt(t *testing.T) {
+	ns := natstest.Start(t)
+	nc, _ := ns.Connect(t)
+	const maxPurges = 4
+	tr := newTracker(t, nc, WithMaxPurges(maxPurges))
+	tr.HoldNew(time.Now().Add(time.Hour))
+	var ids []string
+	for range 50 {
+		m := msg("www.example.com", KindAll)
+		tr.Register(m, nil)
+		ids = append(ids, m.ID)
+		tr.Expect([]NodeRef{{"ams", "a"}})
+	}
+	tr.mu.RLock()
+	held, tracked := len(tr.held), len(tr.entries)
+	tr.mu.RUnlock()
+	if tracked != maxPurges || held > 2*maxPurges {
+		t.Errorf("after 50 receipts under a hold: %d tracked, %d held; want %d tracked, at most %d held", tracked, held, maxPurges, 2*maxPurges)
+	}
+	tr.Release(nil)
+	for _, id := range ids[len(ids)-maxPurges:] {
+		r, ok := tr.Receipt(id)
+		if !ok || r.AwaitingRegistrationsUntil != nil || !slices.Equal(r.Pending, []NodeRef{{"ams", "a"}}) {
+			t.Errorf("receipt %s after Release: found %v, until %v, pending %v; want not held, ams/a pending", id, ok, r.AwaitingRegistrationsUntil, r.Pending)
+		}
+	}
+}
