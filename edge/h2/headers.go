@@ -76,11 +76,15 @@ func (b *headerBlock) read(fr *http2.Framer, hf *http2.HeadersFrame) (*http2.Met
 		// could otherwise come in CONTINUATION frames for ever. A block over the limit
 		// (Truncated) is read to its end, for its 431, while it stays within twice the limit
 		// in all: it ended the connection at its next CONTINUATION frame, as x/net's
-		// server does, and a Go client's 70 KiB field got a GOAWAY, not its 431.
+		// server does, and a Go client's 70 KiB field got a GOAWAY, not its 431. Twice the
+		// limit bounds every block, also before the limit is passed: a list within the limit
+		// (and a Trailer field within its own) encodes in fewer bytes than it counts, and one
+		// field (a name and a value, each up to the decoder's string limit) held up to four
+		// times the limit in the decoder before it was found over, and was answered 431.
 		b.blockLen += int64(len(frag))
-		budget := 2 * int64(b.remain+b.trailersRemain)
-		if b.meta.Truncated {
-			budget = 2 * int64(b.maxList)
+		budget := 2 * int64(b.maxList)
+		if !b.meta.Truncated {
+			budget = min(budget, 2*int64(b.remain+b.trailersRemain))
 		}
 		if b.blockLen > budget || b.invalid != nil {
 			return nil, http2.ConnectionError(http2.ErrCodeProtocol)
