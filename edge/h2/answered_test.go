@@ -1,10 +1,15 @@
 package h2
 
 import (
+	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"golang.org/x/net/http2"
@@ -208,6 +213,7 @@ func TestHeaderTooLargeAcrossFrames(t *testing.T) {
 			first = false
 		}
 	}
+	longPath := "/" + strings.Repeat("p", 6000) // a valid target, in few bytes fewer with Huffman
 	for _, tc := range []struct {
 		name   string
 		path   string
@@ -217,6 +223,12 @@ func TestHeaderTooLargeAcrossFrames(t *testing.T) {
 		{"fields past the limit, more frames after", "/big", []string{"x-a", value(1500), "x-b", value(1500), "x-c", value(1500), "x-d", value(1500)}, 1000},
 		{"one field longer than the limit, in one frame", "/big", []string{"x-a", value(6000)}, 16384},
 		{"one field longer than the limit, over frames", "/big", []string{"x-a", value(6000)}, 1000},
+		// A :path over the limit: it was dropped (with any pseudo-field after it), and the
+		// request, without a :path, was reset with PROTOCOL_ERROR, which Go's client (that
+		// sends such a URL before it has read the SETTINGS) retried on new connections
+		// (TestLongTargetAnswered431).
+		{":path longer than the limit, in one frame", longPath, nil, 16384},
+		{":path longer than the limit, over frames", longPath, nil, 1000},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := dialRaw(t, ts)
@@ -255,5 +267,49 @@ func TestHeaderTooLargeAcrossFrames(t *testing.T) {
 				return ok
 			})
 		})
+	}
+}
+
+// TestLongTargetAnswered431: a Go client's request whose URL alone is over MaxHeaderBytes
+// gets its 431 on its one connection (or, once the client has read the SETTINGS, its own
+// refusal), and Server.Answered hears of it with its target. The :path over the limit was
+// dropped and the request, without one, reset with PROTOCOL_ERROR: Go's client retried it on
+// a new connection each time (dozens, until one read the SETTINGS before sending).
+func TestLongTargetAnswered431(t *testing.T) {
+	ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t.Errorf("handler called for a %d-byte target", len(r.RequestURI))
+	}))
+	ts.H2.MaxHeaderBytes = 16 << 10
+	var rec answeredRecorder
+	ts.H2.Answered = rec.answered
+	var dials atomic.Int64
+	p := new(http.Protocols)
+	p.SetHTTP2(true)
+	tr := &http.Transport{Protocols: p, TLSClientConfig: &tls.Config{RootCAs: ts.pool},
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if dials.Add(1) > 1 {
+				return nil, errors.New("a second connection for one request")
+			}
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		}}
+	defer tr.CloseIdleConnections()
+	path := "/" + strings.Repeat("p", 20<<10)
+	req, err := http.NewRequest(http.MethodGet, ts.URL+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := tr.RoundTrip(req)
+	switch {
+	case err == nil:
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+			t.Errorf("status %d, want 431", resp.StatusCode)
+		}
+		want := fmt.Sprintf("GET %s %s 431 %q", ts.Addr, path, "request header list over max_header_bytes")
+		if got := rec.take(); len(got) != 1 || got[0] != want {
+			t.Errorf("Answered heard %.200q, want one 431 for the target", got)
+		}
+	case !strings.Contains(err.Error(), "larger than peer's advertised limit"):
+		t.Errorf("%v (%d connections), want a 431 or the client's own refusal", err, dials.Load())
 	}
 }

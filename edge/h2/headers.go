@@ -145,9 +145,18 @@ func (b *headerBlock) emit(hf hpack.HeaderField) {
 		remain, size = &b.trailersRemain, uint32(len(hf.Value))-n+1+n*hpack.HeaderField{}.Size()
 	}
 	if size > *remain {
-		b.dec.SetEmitEnabled(false)
 		b.meta.Truncated = true
 		b.remain, b.trailersRemain = 0, 0
+		if !b.sawRegular {
+			// A pseudo-field is kept past the limit, and those after it: the request they
+			// make is answered 431 (within read's budget of twice the limit, which bounds
+			// them). A :path over the limit, dropped, left a request without one, reset with
+			// PROTOCOL_ERROR, which Go's client (sending such a URL before it has read the
+			// SETTINGS) retried on new connections. The regular fields are dropped.
+			b.fields = append(b.fields, hf)
+			return
+		}
+		b.dec.SetEmitEnabled(false)
 		return
 	}
 	*remain -= size

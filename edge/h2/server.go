@@ -48,7 +48,8 @@ type Server struct {
 	// Answered, if set, hears of each request the server answers itself, its handler never
 	// called: 431 for a header list over MaxHeaderBytes, 400 for a malformed request that is
 	// answered rather than reset (RFC 9113, sections 8.1.1 and 8.2.1). r is the request as
-	// read (for a 431, the fields within the limit; its context is done), reason says why.
+	// read (for a 431, its pseudo-fields and the other fields within the limit; its context
+	// is done), reason says why.
 	// It is called on the connection's reading goroutine, without its lock, after the answer
 	// was written to the connection's buffer; the edge logs and counts such requests.
 	Answered func(r *http.Request, status int, reason string)
