@@ -5,12 +5,14 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -311,5 +313,99 @@ func TestLongTargetAnswered431(t *testing.T) {
 		}
 	case !strings.Contains(err.Error(), "larger than peer's advertised limit"):
 		t.Errorf("%v (%d connections), want a 431 or the client's own refusal", err, dials.Load())
+	}
+}
+
+// TestAnswered400BodiesCredited: the bodies of requests answered 400 without their handler
+// (a TE other than trailers, whose 400 the reset follows; white space at a value's end, whose
+// 400 ends the stream) still come after the answer, and are credited back to the connection's
+// window: MaxConcurrentStreams such requests at a time, round after round, send more than the
+// connection's window, and a request after them is served. Were they not, the client would
+// wait for a WINDOW_UPDATE that never comes.
+func TestAnswered400BodiesCredited(t *testing.T) {
+	const (
+		maxStreams = 8
+		rounds     = 10
+		bodyLen    = 32 << 10 // all the rounds' bodies: 2.5 MiB, past the 1 MiB window
+	)
+	for _, tc := range []struct {
+		name  string
+		field [2]string
+	}{
+		{"te gzip", [2]string{"te", "gzip"}},
+		{"white space", [2]string{"x-a", "1 "}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := newTestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				n, err := io.Copy(io.Discard, r.Body)
+				if err != nil || r.URL.Path != "/ok" {
+					t.Errorf("handler for %s read %d bytes, then %v", r.URL.Path, n, err)
+				}
+				fmt.Fprint(w, n)
+			}))
+			ts.H2.MaxConcurrentStreams = maxStreams
+			c := dialRaw(t, ts)
+			window := make(chan uint32, 64)    // the connection's WINDOW_UPDATE increments
+			statuses := make(chan string, 128) // each stream's answer
+			go func() {
+				defer close(statuses)
+				for {
+					f, err := c.fr.ReadFrame()
+					if err != nil {
+						return
+					}
+					switch f := f.(type) {
+					case *http2.WindowUpdateFrame:
+						if f.StreamID == 0 {
+							window <- f.Increment
+						}
+					case *http2.MetaHeadersFrame:
+						statuses <- f.PseudoValue("status")
+					case *http2.DataFrame:
+						if f.StreamEnded() {
+							statuses <- "body " + string(f.Data())
+						}
+					}
+				}
+			}()
+			send := int64(65535) // the connection's window before the server's WINDOW_UPDATE
+			data := func(id uint32) {
+				for sent := 0; sent < bodyLen; sent += 16384 {
+					for send < 16384 {
+						select {
+						case inc := <-window:
+							send += int64(inc)
+						case <-time.After(5 * time.Second):
+							t.Fatalf("stream %d: no WINDOW_UPDATE for the connection in 5s, %d bytes of window left", id, send)
+						}
+					}
+					if err := c.fr.WriteData(id, sent+16384 >= bodyLen, make([]byte, 16384)); err != nil {
+						t.Fatal(err)
+					}
+					send -= 16384
+				}
+			}
+			id := uint32(1)
+			for range rounds {
+				first := id
+				for range maxStreams {
+					c.headers(id, false, "/bad", "content-type", "text/plain", tc.field[0], tc.field[1])
+					id += 2
+				}
+				for s := first; s < id; s += 2 {
+					data(s)
+				}
+				for range maxStreams {
+					if s := <-statuses; s != "400" {
+						t.Fatalf("status %q, want 400", s)
+					}
+				}
+			}
+			c.headers(id, false, "/ok", "content-type", "text/plain")
+			data(id)
+			if s, body := <-statuses, <-statuses; s != "200" || body != fmt.Sprint("body ", bodyLen) {
+				t.Fatalf("the request after them: %q %q, want 200 and its body's length", s, body)
+			}
+		})
 	}
 }
