@@ -15,9 +15,12 @@ import (
 // applies when given ReadMetaHeaders (RFC 9113, section 8.2: valid names and values, pseudo
 // fields first, once each and of one kind, the header list size), with the same outcomes
 // (a stream error, or a connection error for a compression failure or a block far over the
-// limit), but without the Framer's allocations per request: the frame, a field slice grown
-// by append, and the emit closure with the variables it captures. At a full store those
-// allocations cost more in collections than in allocating (issue 15).
+// limit), but for a list over the limit, which it reads to its end within twice the limit, a
+// field longer than the limit included, keeping the pseudo-fields past the limit, for a 431
+// (x/net's ends the connection at the next CONTINUATION frame or at a string over the
+// limit, and drops those fields); and without the Framer's allocations per request: the
+// frame, a field slice grown by append, and the emit closure with the variables it captures.
+// At a full store those allocations cost more in collections than in allocating (issue 15).
 //
 // The frame it returns, and its Fields, are valid until the next call of read: the
 // connection's reader uses them before it reads again.
