@@ -64,9 +64,9 @@ var (
 
 // Decode parses b into v, refusing fields v has no place for and floats an integer cannot
 // hold exactly (1.5, or -1.0 into a uint; 2.0 and 1e3 are integers). It returns every problem
-// found, in file order (a syntax error is one problem and leaves v untouched; type errors and
-// unknown fields are reported together, and v holds what did decode). An empty document
-// decodes to nothing.
+// found, in file order (a syntax error is one problem and leaves v untouched, unless it is in a
+// second document, after the first decoded into v; type errors and unknown fields are
+// reported together, and v holds what did decode). An empty document decodes to nothing.
 func Decode(b []byte, v any) (*Doc, []Problem) {
 	d := &Doc{}
 	var root yaml.Node

@@ -1,7 +1,10 @@
 package yamlconf
 
 import (
+	"bytes"
+	"cmp"
 	"math"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -96,9 +99,32 @@ func FuzzDecode(f *testing.F) {
 		d, probs := Decode(b, &c)
 		var n nums // every integer kind
 		_, more := Decode(b, &n)
+		lines := bytes.Count(b, []byte("\n")) + 1
 		for _, p := range append(probs, more...) {
 			if p.Msg == "" {
 				t.Fatalf("problem without a message: %+v", p)
+			}
+			// A position is in the document (a parser error at its end may name the line after).
+			if p.Line < 0 || p.Line > lines+1 || p.Column < 0 || p.Field != "" && (p.Line == 0 || p.Column == 0) {
+				t.Fatalf("problem %+v placed outside the document's %d lines", p, lines)
+			}
+		}
+		// A syntax error is the one problem; in the first document it leaves the value untouched.
+		if len(probs) > 0 && probs[0].Whole() && len(probs) != 1 {
+			t.Fatalf("syntax error %+v with %d problems", probs[0], len(probs))
+		}
+		if yaml.Unmarshal(b, &yaml.Node{}) != nil && (len(probs) != 1 || !probs[0].Whole() || !reflect.DeepEqual(c, conf{})) {
+			t.Fatalf("a first document yaml.v3 cannot parse gives %+v, value %+v", probs, c)
+		}
+		// In file order.
+		if !slices.IsSortedFunc(probs, func(a, b Problem) int { return cmp.Or(cmp.Compare(a.Line, b.Line), cmp.Compare(a.Column, b.Column)) }) {
+			t.Fatalf("problems out of file order: %+v", probs)
+		}
+		// A document without problems decodes as yaml.v3 decodes it.
+		if len(probs) == 0 {
+			var want conf
+			if err := yaml.Unmarshal(b, &want); err != nil || !reflect.DeepEqual(c, want) {
+				t.Fatalf("no problems, decoded %+v; yaml.v3: %+v, %v", c, want, err)
 			}
 		}
 		d.Position("hosts[0].name")
