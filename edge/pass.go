@@ -327,6 +327,7 @@ func (w *passWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return conn, brw, err
 	}
 	w.tun = tun
+	tun.attach(conn)
 	// ReverseProxy writes the 101 on the connection, past the writer: the log and the
 	// metrics count it as what it is, not as the 200 a writer never told otherwise.
 	w.status, w.wroteHeader = http.StatusSwitchingProtocols, true
@@ -417,13 +418,19 @@ type tunnels struct {
 	emptied chan struct{} // closed when open empties, for drain (nil: nobody waits)
 }
 
-// tunnel is one switched upgrade: its exchange's context, whose end closes both of its
-// connections (ReverseProxy closes the origin's at it, and the client's as its copy ends), and
-// what passed through it.
+// tunnel is one switched upgrade: its exchange's context, whose end closes the origin's
+// connection (ReverseProxy closes it at it), its client's connection, and what passed through
+// it.
 type tunnel struct {
-	ts      *tunnels
-	n       *Node
-	cut     context.CancelCauseFunc
+	ts  *tunnels
+	n   *Node
+	cut context.CancelCauseFunc
+	// The client's connection, once net/http handed it over (attach), which close closes: a
+	// copy blocked writing to a client that reads nothing ends only then, not at the end of
+	// the exchange's context (nor at the origin connection's close that follows it).
+	mu      sync.Mutex
+	conn    net.Conn
+	closing bool                  // close was called
 	why     atomic.Pointer[error] // why the edge closed it (close), if it did
 	in, out atomic.Int64          // bytes from and to the client
 	// start and last (a time since start, of the last byte either way) are the monotonic
@@ -479,10 +486,30 @@ func (t *tunnel) checkIdle() {
 	t.timer.Reset(t.idle - quiet)
 }
 
-// close ends the tunnel's exchange, and so its connections, for why.
+// close ends the tunnel for why: its exchange, and so its origin's connection, and its
+// client's connection, as nginx closes both.
 func (t *tunnel) close(why error) {
 	t.why.CompareAndSwap(nil, &why)
 	t.cut(why)
+	t.mu.Lock()
+	t.closing = true
+	c := t.conn
+	t.mu.Unlock()
+	if c != nil {
+		c.Close()
+	}
+}
+
+// attach gives the tunnel its client's connection, as net/http hands it over: closed at once
+// if the tunnel was closed before (a switch past the drain).
+func (t *tunnel) attach(c net.Conn) {
+	t.mu.Lock()
+	t.conn = c
+	closing := t.closing
+	t.mu.Unlock()
+	if closing {
+		c.Close()
+	}
 }
 
 // end stops counting the tunnel, once its handler is done with it.

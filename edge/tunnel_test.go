@@ -290,3 +290,74 @@ func TestTunnelAccessLog(t *testing.T) {
 		t.Errorf("note = %q, want the bytes the client sent through the tunnel", note)
 	}
 }
+
+// floodTunnel is an origin that switches to WebSocket and writes to the tunnel until a write
+// fails: with a client that reads nothing, the edge's write to the client blocks once the
+// sockets' buffers are full.
+var floodTunnel = webSocketOrigin(func(conn net.Conn, _ *bufio.ReadWriter) {
+	buf := make([]byte, 64<<10)
+	for {
+		if _, err := conn.Write(buf); err != nil {
+			return
+		}
+	}
+})
+
+// assertTunnelClosed checks that the client's side of a tunnel the edge closed was closed: what
+// the sockets' buffers held comes, and then the end.
+func assertTunnelClosed(t *testing.T, conn net.Conn) {
+	t.Helper()
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err := io.Copy(io.Discard, conn)
+	if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
+		t.Fatal("the client's connection of a tunnel the edge closed stayed open")
+	}
+}
+
+// TestTunnelIdleCloseStalledClient: a tunnel whose client reads nothing while the origin
+// sends is closed at websocket_idle_timeout, its client's connection too, as nginx closes it
+// at send_timeout. The edge's write to the client was blocked: closing the origin's
+// connection ended neither copy, and the tunnel, its client's connection and its goroutines
+// stayed, counted open, until the blocked write failed (15 s later here).
+func TestTunnelIdleCloseStalledClient(t *testing.T) {
+	n, _ := echoEdge(t, floodTunnel, nil, func(c *Config) { c.WebSocketIdleTimeout = 500 * time.Millisecond })
+	conn, _ := openTunnel(t, n.Addr(), "/flood")
+	wait.For(t, 10*time.Second, "the idle tunnel with a stalled client to end", func() bool {
+		return n.tunnels.count() == 0 && n.openConns.Load() == 0 && n.inFlight() == 0
+	})
+	assertTunnelClosed(t, conn)
+}
+
+// TestTunnelDrainStalledClient: a tunnel whose client reads nothing while the origin sends is
+// closed at shutdown_timeout, its client's connection too, and Serve returns without waiting
+// for it past tunnelCloseWait. The edge's write to the client was blocked: closing the
+// origin's connection ended neither copy, Serve returned tunnelCloseWait (5 s) past
+// shutdown_timeout with the tunnel still open and counted, its goroutines running.
+func TestTunnelDrainStalledClient(t *testing.T) {
+	originAddr := startHTTP(t, "127.0.0.20", floodTunnel)
+	cfg := Config{PoP: "tst", Node: "e1", Logger: testLogger(t), ShutdownTimeout: time.Second,
+		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + originAddr}}}
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- n.Serve(ctx, listen(t, "127.0.0.21"), nil) }()
+	<-n.Ready()
+	conn, _ := openTunnel(t, n.Addr(), "/flood")
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Serve did not return")
+	}
+	if n.tunnels.count() != 0 || n.openConns.Load() != 0 {
+		t.Errorf("after Serve: %d tunnels, %d open connections counted, want none", n.tunnels.count(), n.openConns.Load())
+	}
+	assertTunnelClosed(t, conn)
+}
