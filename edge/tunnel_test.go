@@ -289,6 +289,14 @@ func TestTunnelAccessLog(t *testing.T) {
 	if note, _ := l["note"].(string); !strings.Contains(note, "21 bytes from the client") {
 		t.Errorf("note = %q, want the bytes the client sent through the tunnel", note)
 	}
+	// requests_total counts it once, as the log does: a 101, not a 200.
+	v := metricstest.Values(t, n.Registry())
+	for code, want := range map[string]float64{"101": 1, "200": 0} {
+		k := "meridian_edge_requests_total,cache=pass,code=" + code + ",proto=http/1.1"
+		if v[k] != want {
+			t.Errorf("%s = %v, want %v", k, v[k], want)
+		}
+	}
 }
 
 // floodTunnel is an origin that switches to WebSocket and writes to the tunnel until a write
