@@ -268,3 +268,88 @@ func TestHTTP2SettingsNeverForwarded(t *testing.T) {
 		}
 	}
 }
+
+// TestHTTP2SettingsNeverForwardedH2H3: HTTP2-Settings on a request over HTTP/2 (the edge's own
+// server and net/http's) and HTTP/3 does not reach the origin either, on a miss's fill or a
+// pass. Neither server refuses the field (it is none of the connection-specific fields RFC
+// 9113 §8.2.2 names), and before, the edge dropped it only beside an Upgrade, which these
+// protocols never carry.
+func TestHTTP2SettingsNeverForwardedH2H3(t *testing.T) {
+	const settings = "AAMAAABkAAQAoAAAAAIAAAAA"
+	for _, proto := range []string{HTTP2Fast, HTTP2Std, "h3"} {
+		t.Run(proto, func(t *testing.T) {
+			h2server, wantMajor := proto, 2
+			if proto == "h3" {
+				h2server, wantMajor = HTTP2Fast, 3
+			}
+			s, n := tlsEdge(t, TLSConfig{Dev: true}, func(c *Config) { c.HTTP2 = h2server })
+			h2 := &http.Client{Transport: &http.Transport{TLSClientConfig: insecure(testHost), ForceAttemptHTTP2: true}}
+			defer h2.CloseIdleConnections()
+			for _, method := range []string{http.MethodGet, http.MethodPost} { // a miss's fill, a pass
+				path := "/settings-" + proto + "-" + strings.ToLower(method)
+				var status, major int
+				if proto == "h3" {
+					_, r := h3Do(t, n, method, path, http.Header{"Http2-Settings": {settings}}, nil)
+					io.Copy(io.Discard, r.Body)
+					status, major = r.StatusCode, r.ProtoMajor
+				} else {
+					req, _ := http.NewRequest(method, "https://"+n.HTTPSAddr()+path, nil)
+					req.Host = testHost
+					req.Header.Set("HTTP2-Settings", settings)
+					r, err := h2.Do(req)
+					if err != nil {
+						t.Fatal(err)
+					}
+					io.Copy(io.Discard, r.Body)
+					r.Body.Close()
+					status, major = r.StatusCode, r.ProtoMajor
+				}
+				if status >= 300 || major != wantMajor || s.origin.Requests(path) != 1 {
+					t.Fatalf("%s %s: answered %d over HTTP/%d (want HTTP/%d), the origin saw %d requests", method, path, status, major, wantMajor, s.origin.Requests(path))
+				}
+				if v, ok := s.origin.LastHeader(path)["Http2-Settings"]; ok {
+					t.Errorf("%s: the origin got HTTP2-Settings %q", method, v)
+				}
+			}
+		})
+	}
+}
+
+// TestHTTP2SettingsNeverForwardedOddHeads: the fast path hands off every head carrying
+// HTTP2-Settings, however it is spelt (serve skips keepWebSocketUpgrade for the requests it
+// serves), so the field reaches no origin in any case, many times over or with a folded line
+// before it, over either http1 mode.
+func TestHTTP2SettingsNeverForwardedOddHeads(t *testing.T) {
+	heads := []struct{ name, fields string }{
+		{"odd case", "hTtP2-sEtTiNgS: AAMAAABk\r\n"},
+		{"upper case", "HTTP2-SETTINGS: AAMAAABk\r\n"},
+		{"twice", "Http2-Settings: AAMAAABk\r\nHttp2-Settings: AAQAoAAA\r\n"},
+		{"after an obs-fold", "X-Folded: a\r\n b\r\nHTTP2-Settings: AAMAAABk\r\n"},
+		{"empty", "HTTP2-Settings:\r\n"},
+	}
+	for _, mode := range []string{HTTP1Fast, HTTP1Std} {
+		t.Run(mode, func(t *testing.T) {
+			n, _ := echoEdge(t, echoOrigin, nil, func(c *Config) { c.HTTP1 = mode })
+			for i, h := range heads {
+				conn, err := net.Dial("tcp", n.Addr())
+				if err != nil {
+					t.Fatal(err)
+				}
+				conn.SetDeadline(time.Now().Add(10 * time.Second))
+				fmt.Fprintf(conn, "GET /odd-%d HTTP/1.1\r\nHost: %s\r\n%sConnection: close\r\n\r\n", i, testHost, h.fields)
+				r, err := http.ReadResponse(bufio.NewReader(conn), nil)
+				if err != nil {
+					t.Fatalf("%s: %v", h.name, err)
+				}
+				body, _ := io.ReadAll(r.Body)
+				conn.Close()
+				if r.StatusCode != http.StatusOK || !bytes.Contains(body, []byte(`"Header"`)) {
+					t.Fatalf("%s: answered %d %q", h.name, r.StatusCode, body)
+				}
+				if bytes.Contains(bytes.ToLower(body), []byte("http2-settings")) {
+					t.Errorf("%s: the origin got HTTP2-Settings: %s", h.name, body)
+				}
+			}
+		})
+	}
+}
