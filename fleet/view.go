@@ -181,10 +181,14 @@ func (v *View) Ready() <-chan struct{} { return v.ready }
 func (v *View) Changed() <-chan struct{} { return v.changed.wait() }
 
 // MembersChanged returns a channel closed at the next change to the view other than a load
-// figure: a node joining, leaving or dropping out for a stale report, its registration, its
-// health or draining, a PoP drain. Every node rewrites its key once a second, so a follower
-// that needs only membership (an edge's peers and shields) waits on this instead of Changed
-// and does not rebuild its peer sets for every heartbeat in the fleet.
+// figure: a node joining, leaving or dropping out for a stale report, coming back with a fresh
+// one after a stale one (also when the view had not yet announced it stale: a follower may
+// have read the members in between and left it out), its registration, its health or
+// draining, a PoP drain. Every node rewrites its key once a second, so a follower that needs
+// only membership (an edge's peers and shields) waits on this instead of Changed and does not
+// rebuild its peer sets for every heartbeat in the fleet. A heartbeat whose report is stale
+// when it arrives, after a stale one (a node whose clock lags by more than the TTL), is no
+// change: Nodes leaves the node out before and after.
 func (v *View) MembersChanged() <-chan struct{} { return v.members.wait() }
 
 // sameMember reports whether a and b differ in load figures and the process that wrote them
@@ -394,11 +398,27 @@ func (h nodeHandler) Update(e jetstream.KeyValueEntry) {
 			h.v.mu.Unlock()
 			return
 		}
-		// A heartbeat of a node already in the view, fresh before and after, changes loads only.
+		// A heartbeat of a node already in the view, fresh before and after, changes loads
+		// only; so does one stale before and after (a node whose clock lags by more than the
+		// TTL), which Nodes leaves out either way. A node whose report was stale before this
+		// one and is fresh now comes back into Nodes: a change of membership, also when the
+		// check for stale reports (expireLoop, every TTL/8) has not marked it yet, for a reader
+		// may have read the members in between (another node joined) and left it out, and it
+		// keeps that answer until MembersChanged (an edge's peer ring, control's expected
+		// purge acks).
+		now := h.v.cfg.Clock()
 		old, had := h.v.nodes[e.Key()]
-		members = !had || h.v.stale[e.Key()] || !sameMember(old, n)
+		wasFresh := had && !h.v.stale[e.Key()] && h.v.freshLocked(old, now)
+		fresh := h.v.freshLocked(n, now)
+		members = !had || wasFresh != fresh || !sameMember(old, n)
 		h.v.nodes[e.Key()] = n
-		delete(h.v.stale, e.Key())
+		if fresh {
+			delete(h.v.stale, e.Key())
+		} else if members {
+			// Announced here with a stale report (readers that read again leave it out):
+			// expireLoop need not announce it again.
+			h.v.stale[e.Key()] = true
+		}
 	} else {
 		delete(h.v.nodes, e.Key())
 		delete(h.v.stale, e.Key())
