@@ -29,7 +29,8 @@ type RegistrarConfig struct {
 	// are overwritten on every heartbeat.
 	Node wire.Node
 	// Interval is the time between heartbeats; zero means one second. It must stay well under
-	// the fleet bucket's TTL.
+	// the fleet bucket's TTL. A heartbeat waits for its answers an interval at most, and never
+	// more than two seconds (maxBeatWait).
 	Interval time.Duration
 	// Load returns the node's current load report; nil reports only a healthy node. A zero At
 	// is set to the time of the heartbeat.
@@ -291,16 +292,24 @@ func (r *Registrar) Run(ctx context.Context) error {
 	}
 }
 
+// maxBeatWait bounds how long a heartbeat (binding the bucket, the write, the read of the
+// bucket's TTL after it) waits for answers, with any interval: so a stop that comes while NATS
+// is away waits at most this, and leave's delete after it.
+const maxBeatWait = 2 * time.Second
+
 // beat writes one heartbeat, binding the bucket first if needed, and returns the bucket
 // handle to reuse (nil when it could not be bound).
 func (r *Registrar) beat(ctx context.Context, kv jetstream.KeyValue) jetstream.KeyValue {
 	if ctx.Err() != nil {
 		return kv // stopped: Run leaves the fleet next
 	}
-	// A heartbeat older than one interval is worthless, so don't wait longer for it. A stop
-	// does not cut one short: one the server took while its answer was cut off would leave this
-	// process without its revision, and leave would not delete the key.
-	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(r.cfg.Interval, 500*time.Millisecond))
+	// A heartbeat older than one interval is worthless, so don't wait longer for it; nor
+	// longer than maxBeatWait, whatever the interval: a server that answers at all answers
+	// well within it, and Run, so a stop, waits for the heartbeat in flight (with an interval
+	// of an hour, one sent as NATS went away held a stop for the hour). A stop does not cut
+	// one short: one the server took while its answer was cut off would leave this process
+	// without its revision, and leave would not delete the key.
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(max(r.cfg.Interval, 500*time.Millisecond), maxBeatWait))
 	defer cancel()
 	fail := func(err error) {
 		// A heartbeat the stop cut short (a node stopped before its first one was written)
