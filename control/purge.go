@@ -396,9 +396,8 @@ func (s *Server) expectRegistered() {
 }
 
 // liveRefs are the live nodes of the fleet view, read from it now. Only the grace's
-// additions use it: expectedNodes keeps its answer until the view reports a change of
-// membership, and a node whose stale report the view had not marked stale yet (it marks them
-// every TTL/8) comes back as a load change, which it does not report.
+// additions use it, which read the view as it is at that moment rather than expectedNodes'
+// answer, kept until the view reports a change of membership or a report goes stale.
 func (s *Server) liveRefs() []purge.NodeRef {
 	nodes := s.Fleet().Nodes()
 	refs := make([]purge.NodeRef, len(nodes))
