@@ -3,7 +3,6 @@ package control
 import (
 	"context"
 	"encoding/json"
-	"net"
 	"net/http"
 	"slices"
 	"sync"
@@ -27,13 +26,7 @@ import (
 // grace it waits for n1 still, and completes once n1 acks. Before, the receipt listed n2 alone
 // and read complete as soon as n2 acked, while n1 had not applied the purge.
 func TestPurgeReceiptInGraceWaitsForRegistrations(t *testing.T) {
-	probe, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	natsAddr := probe.Addr().String()
-	probe.Close() // the embedded NATS listens there, before and after the restart
-	cfg := Config{StoreDir: t.TempDir(), NATSListen: natsAddr, PurgeRate: -1, HeartbeatTTL: time.Second}
+	cfg := restartableConfig(t)
 	ts := startServer(t, cfg)
 	url := ts.NATSURL()
 	hc, _ := json.Marshal(wire.HostConfig{Host: hostA, Origin: "http://127.0.0.1:8080"})

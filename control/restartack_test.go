@@ -25,13 +25,7 @@ import (
 // every ack for purge.max_lag (5 s by default) for the next max_lag + two heartbeats, so a
 // `meridian purge --wait 2s` issued then listed the node pending and exited non-zero.
 func TestAckNotHeldAfterControlRestart(t *testing.T) {
-	probe, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	natsAddr := probe.Addr().String()
-	probe.Close() // the embedded NATS listens there, before and after the restart
-	cfg := Config{StoreDir: t.TempDir(), NATSListen: natsAddr, PurgeRate: -1, HeartbeatTTL: time.Second}
+	cfg := restartableConfig(t)
 	ts := startServer(t, cfg)
 	_, originAddr := startOrigin(t, "127.0.6.210")
 	url := ts.NATSURL()
@@ -88,4 +82,18 @@ func TestAckNotHeldAfterControlRestart(t *testing.T) {
 	ts = startServer(t, cfg)
 	wait.For(t, 20*time.Second, "the edge ready again", func() bool { return health() == "ok" })
 	purgeAcked(ts, "/after")
+}
+
+// restartableConfig is a control config that can be started, stopped and started again as the
+// same control: a store dir, and a NATS address fixed before the first start (the embedded NATS
+// listens there before and after the restart), heartbeat TTL 1 s, no purge rate limit.
+func restartableConfig(t *testing.T) Config {
+	t.Helper()
+	probe, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	natsAddr := probe.Addr().String()
+	probe.Close()
+	return Config{StoreDir: t.TempDir(), NATSListen: natsAddr, PurgeRate: -1, HeartbeatTTL: time.Second}
 }

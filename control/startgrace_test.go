@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -51,13 +50,7 @@ func pastStartGrace(s *Server) {
 // re-registered.
 func TestPurgeOfFileHostInStartGrace(t *testing.T) {
 	const fileHost = "file.example.com"
-	probe, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	natsAddr := probe.Addr().String()
-	probe.Close() // the embedded NATS listens there, before and after the restart
-	cfg := Config{StoreDir: t.TempDir(), NATSListen: natsAddr, PurgeRate: -1, HeartbeatTTL: time.Second}
+	cfg := restartableConfig(t)
 	ts := startServer(t, cfg)
 	url := ts.NATSURL()
 	hc, _ := json.Marshal(wire.HostConfig{Host: hostA, Origin: "http://127.0.0.1:8080"})
