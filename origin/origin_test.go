@@ -19,26 +19,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridian-cdn/meridian/internal/clocktest"
+
 	"github.com/meridian-cdn/meridian/internal/wait"
 )
-
-// fixedClock is a settable clock for Date, Last-Modified and Expires.
-type fixedClock struct {
-	mu sync.Mutex // guards t
-	t  time.Time
-}
-
-func (c *fixedClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fixedClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 var epoch = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 
@@ -168,9 +152,9 @@ func TestBodyCacheLRU(t *testing.T) {
 }
 
 func TestQueryConvention(t *testing.T) {
-	clk := &fixedClock{t: epoch}
+	clk := clocktest.New(epoch)
 	_, base := start(t, "127.0.0.31", Config{Clock: clk.Now})
-	clk.Add(time.Hour)
+	clk.Advance(time.Hour)
 	c := client(t)
 	date := func(d time.Duration) string { return epoch.Add(time.Hour + d).Format(http.TimeFormat) }
 
@@ -272,9 +256,9 @@ func TestVaryBody(t *testing.T) {
 }
 
 func TestConditionalRangeHead(t *testing.T) {
-	clk := &fixedClock{t: epoch}
+	clk := clocktest.New(epoch)
 	_, base := start(t, "127.0.0.34", Config{Clock: clk.Now})
-	clk.Add(time.Hour)
+	clk.Advance(time.Hour)
 	c := client(t)
 	etag := ETag("/o", 1, 100)
 	lm := epoch.Format(http.TimeFormat)
@@ -326,7 +310,7 @@ func TestConditionalRangeHead(t *testing.T) {
 }
 
 func TestBump(t *testing.T) {
-	clk := &fixedClock{t: epoch}
+	clk := clocktest.New(epoch)
 	s, base := start(t, "127.0.0.35", Config{Clock: clk.Now})
 	c := client(t)
 	get := func(path string) result {
@@ -351,7 +335,7 @@ func TestBump(t *testing.T) {
 	check("initial", "/y", 1)
 	oldETag := get("/x").header.Get("ETag")
 
-	clk.Add(time.Minute)
+	clk.Advance(time.Minute)
 	r := do(t, c, context.Background(), "POST", base+"/_bump?path=/x", nil, "")
 	if r.status != 200 || !strings.Contains(string(r.body), `"version": 2`) {
 		t.Fatalf("POST /_bump?path=/x = %d %s, want 200 with version 2", r.status, r.body)
