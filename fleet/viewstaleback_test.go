@@ -11,16 +11,16 @@ import (
 	"github.com/meridian-cdn/meridian/wire"
 )
 
-// staleBackView is a view of a fleet bucket whose keys live an hour, with a TTL of an hour
-// on a clock that moves only when the test moves it: the view's check for stale reports
-// ticks every TTL/8 (seven and a half minutes), so within a test it never marks a node stale
-// by itself and the window between a report going stale and that check is open for as long
-// as the test needs. It returns the view, the clock and a put of a node's report made at.
-func staleBackView(t *testing.T) (*fleet.View, *clocktest.Clock, func(id string, at time.Time)) {
+// staleBackView is a view of a fleet bucket whose keys live an hour, with the view TTL ttl,
+// on a clock that moves only when the test moves it. With a TTL of an hour the view's check
+// for stale reports ticks every TTL/8 (seven and a half minutes), so within a test it never
+// marks a node stale by itself and the window between a report going stale and that check is
+// open for as long as the test needs. It returns the view, the clock and a put of a node's report made at.
+func staleBackView(t *testing.T, ttl time.Duration) (*fleet.View, *clocktest.Clock, func(id string, at time.Time)) {
 	t.Helper()
 	_, js := setupTTL(t, time.Hour)
 	clock := clocktest.New(time.Now())
-	v := fleet.NewView(fleet.ViewConfig{JS: js, TTL: time.Hour, Clock: clock.Now})
+	v := fleet.NewView(fleet.ViewConfig{JS: js, TTL: ttl, Clock: clock.Now})
 	run(t, v.Run)
 	select {
 	case <-v.Ready():
@@ -76,7 +76,7 @@ func peerIDs(nodes []wire.Node) []string {
 // Heartbeats of a node fresh before and after, or stale before and after (a node whose clock
 // lags by more than the TTL), stay load changes.
 func TestStaleNodeBackIsMembershipChange(t *testing.T) {
-	v, clock, put := staleBackView(t)
+	v, clock, put := staleBackView(t, time.Hour)
 	step := func(what string, want bool, change func()) {
 		t.Helper()
 		changed, members := v.Changed(), v.MembersChanged()
@@ -129,30 +129,10 @@ func TestStaleNodeBackIsMembershipChange(t *testing.T) {
 // next check for stale reports announced the node gone again, twice per check for as long as
 // the node ran (every edge rebuilt its peer sets for it).
 func TestStaleMarkedNodeHeartbeatsStale(t *testing.T) {
-	_, js := setupTTL(t, time.Hour)
-	clock := clocktest.New(time.Now())
 	// A short TTL: the check for stale reports ticks every TTL/8 (on the real clock), and
 	// marks n1 stale at its first tick after the test moves the clock past n1's report.
-	v := fleet.NewView(fleet.ViewConfig{JS: js, TTL: testTTL, Clock: clock.Now})
-	run(t, v.Run)
-	select {
-	case <-v.Ready():
-	case <-time.After(10 * time.Second):
-		t.Fatal("view not ready within 10s")
-	}
-	kv, err := js.KeyValue(t.Context(), wire.Bucket("", wire.FleetBucket))
-	if err != nil {
-		t.Fatalf("bind fleet bucket: %v", err)
-	}
-	put := func(at time.Time) {
-		t.Helper()
-		n := node("fra", "n1")
-		n.Load = wire.LoadReport{At: at, Healthy: true}
-		b, _ := json.Marshal(n)
-		if _, err := kv.Put(t.Context(), wire.FleetKey("fra", "n1"), b); err != nil {
-			t.Fatalf("put: %v", err)
-		}
-	}
+	v, clock, putNode := staleBackView(t, testTTL)
+	put := func(at time.Time) { t.Helper(); putNode("n1", at) }
 	changed, members := v.Changed(), v.MembersChanged()
 	put(clock.Now())
 	if !awaitChange(t, "n1 joins", changed, members) {
