@@ -200,17 +200,8 @@ func TestTunnelDrain(t *testing.T) {
 		originEnded <- err
 	})
 	originAddr := startHTTP(t, "127.0.0.20", origin)
-	cfg := Config{PoP: "tst", Node: "e1", Logger: testLogger(t), ShutdownTimeout: 2 * time.Second,
-		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + originAddr}}}
-	n, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
+	n, cancel, done := stoppableTunnelEdge(t, originAddr, 2*time.Second)
 	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- n.Serve(ctx, listen(t, "127.0.0.21"), nil) }()
-	<-n.Ready()
 
 	kept, keptR := openTunnel(t, n.Addr(), "/kept")  // left open by both ends
 	ended, endedR := openTunnel(t, n.Addr(), "/end") // ended by its client during the drain
@@ -245,7 +236,7 @@ func TestTunnelDrain(t *testing.T) {
 		t.Fatal("Serve did not return")
 	}
 	// The tunnel still open at shutdown_timeout is closed, at both ends.
-	_, err = keptR.ReadByte()
+	_, err := keptR.ReadByte()
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		t.Fatal("a tunnel open at shutdown_timeout was left open after Serve returned")
@@ -343,17 +334,8 @@ func TestTunnelIdleCloseStalledClient(t *testing.T) {
 // shutdown_timeout with the tunnel still open and counted, its goroutines running.
 func TestTunnelDrainStalledClient(t *testing.T) {
 	originAddr := startHTTP(t, "127.0.0.20", floodTunnel)
-	cfg := Config{PoP: "tst", Node: "e1", Logger: testLogger(t), ShutdownTimeout: time.Second,
-		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + originAddr}}}
-	n, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
+	n, cancel, done := stoppableTunnelEdge(t, originAddr, time.Second)
 	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- n.Serve(ctx, listen(t, "127.0.0.21"), nil) }()
-	<-n.Ready()
 	conn, _ := openTunnel(t, n.Addr(), "/flood")
 	cancel()
 	select {
@@ -368,4 +350,20 @@ func TestTunnelDrainStalledClient(t *testing.T) {
 		t.Errorf("after Serve: %d tunnels, %d open connections counted, want none", n.tunnels.count(), n.openConns.Load())
 	}
 	assertTunnelClosed(t, conn)
+}
+
+// stoppableTunnelEdge runs an edge on 127.0.0.21 in front of originAddr with shutdownTimeout,
+// until the test cancels it; done gets what Serve returns.
+func stoppableTunnelEdge(t *testing.T, originAddr string, shutdownTimeout time.Duration) (*Node, context.CancelFunc, <-chan error) {
+	t.Helper()
+	n, err := New(Config{PoP: "tst", Node: "e1", Logger: testLogger(t), ShutdownTimeout: shutdownTimeout,
+		Hosts: []wire.HostConfig{{Host: testHost, Origin: "http://" + originAddr}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Serve(ctx, listen(t, "127.0.0.21"), nil) }()
+	<-n.Ready()
+	return n, cancel, done
 }
